@@ -1,0 +1,1 @@
+"""Getting, starting and provisioning the Kafka broker Renkei runs on."""

@@ -1,0 +1,86 @@
+"""Who may do what on the broker: each principal's grants, as data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from broker import topics
+
+Resource = Literal["topic", "group", "cluster"]
+Pattern = Literal["literal", "prefixed"]
+
+PLATFORM = "platform"
+REGISTRY = "registry"
+AUTHORITY = "authority"
+AUDIT = "audit"
+OVERSIGHT = "oversight"
+SERVICES = (PLATFORM, REGISTRY, AUTHORITY, AUDIT, OVERSIGHT)
+RESERVED = frozenset({"admin", "controller", *SERVICES})
+PLATFORM_APP = "renkei-platform"
+AUDIT_GROUP = "renkei-audit"
+
+
+@dataclass(frozen=True)
+class Grant:
+    resource: Resource
+    name: str
+    operations: tuple[str, ...]
+    pattern: Pattern = "literal"
+
+
+def _read(topic: str) -> Grant:
+    return Grant("topic", topic, ("READ", "DESCRIBE"))
+
+
+def _write(topic: str) -> Grant:
+    return Grant("topic", topic, ("WRITE", "DESCRIBE"))
+
+
+def _group(name: str, pattern: Pattern = "literal") -> Grant:
+    return Grant("group", name, ("READ", "DESCRIBE"), pattern)
+
+
+SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
+    PLATFORM: (
+        _write(topics.AUDIT), _read(topics.PATTERNS), _read(topics.DIRECTORY),
+        _write(topics.REGISTRY_IN), _read(topics.REGISTRY_OUT), _write(topics.AUTHORITY_IN),
+        # faust's own topics (assignor leader, table changelogs) and its consumer group
+        Grant("topic", PLATFORM_APP, ("ALL",), "prefixed"),
+        _group(PLATFORM_APP, "prefixed"),
+    ),
+    REGISTRY: (
+        _read(topics.REGISTRY_IN), _write(topics.REGISTRY_OUT), _read(topics.DIRECTORY),
+        _group("renkei-registry"),
+    ),
+    AUTHORITY: (
+        _read(topics.AUTHORITY_IN), _write(topics.REGISTRY_IN), _read(topics.DIRECTORY),
+        _group("renkei-authority"),
+    ),
+    AUDIT: (_read(topics.AUDIT), _read(topics.PATTERNS), _group(AUDIT_GROUP, "prefixed")),
+    OVERSIGHT: (_read(topics.AUDIT), _read(topics.DIRECTORY), _group("renkei-oversight",
+                                                                     "prefixed")),
+}
+
+
+def holder_group(holder: str) -> str:
+    """The consumer-group prefix a holder's processes use."""
+    return f"renkei.holder.{holder}."
+
+
+def holder_grants(holder: str) -> dict[str, tuple[Grant, ...]]:
+    """A holder writes only its outbox and reads only its inbox; the platform the reverse."""
+    outbox, inbox = topics.outbox(holder), topics.inbox(holder)
+    return {
+        holder: (
+            _write(outbox), _read(inbox), _read(topics.DIRECTORY), _read(topics.PATTERNS),
+            _group(holder_group(holder), "prefixed"),
+        ),
+        PLATFORM: (_read(outbox), _write(inbox)),
+    }
+
+
+def check_holder_id(holder: str) -> str:
+    if holder in RESERVED:
+        raise ValueError(f"{holder!r} is a reserved principal name, not a holder id")
+    return holder

@@ -1,0 +1,59 @@
+"""Client settings for a principal: the same SASL/SCRAM identity for aiokafka, faust and admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from broker import cluster, credentials
+from broker.credentials import Credentials
+
+MECHANISM = "SCRAM-SHA-512"
+PROTOCOL = "SASL_PLAINTEXT"
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Where the broker is and who connects to it."""
+
+    bootstrap: str
+    credentials: Credentials
+
+    @classmethod
+    def of(cls, principal: str) -> KafkaAccess:
+        """Access for a principal whose credentials are in the state folder."""
+        return cls(cluster.load().bootstrap, credentials.load(principal))
+
+    @property
+    def principal(self) -> str:
+        return self.credentials.username
+
+    def aiokafka(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": PROTOCOL,
+            "sasl_mechanism": MECHANISM,
+            "sasl_plain_username": self.credentials.username,
+            "sasl_plain_password": self.credentials.password,
+        }
+
+    def confluent(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": PROTOCOL,
+            "sasl.mechanism": MECHANISM,
+            "sasl.username": self.credentials.username,
+            "sasl.password": self.credentials.password,
+        }
+
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{address}" for address in self.bootstrap.split(","))
+
+    def faust_credentials(self) -> Any:
+        import faust
+
+        return faust.SASLCredentials(
+            username=self.credentials.username,
+            password=self.credentials.password,
+            mechanism=MECHANISM,
+        )

@@ -1,0 +1,52 @@
+"""SASL/SCRAM principals and their generated passwords, kept in the state folder."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from renkei.state import private_dir, read_json, write_json
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class UnknownPrincipal(LookupError):
+    """No credentials for that principal in the state folder."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ValueError(
+            f"invalid principal name {name!r}: use a-z, 0-9 and '-', at most 63 characters"
+        )
+    return name
+
+
+def _path(username: str) -> Path:
+    return private_dir("secrets") / f"{check_name(username)}.json"
+
+
+def issue(username: str) -> Credentials:
+    """Credentials for `username`: the stored ones, or new ones generated and stored."""
+    path = _path(username)
+    if path.exists():
+        return load(username)
+    creds = Credentials(username, secrets.token_urlsafe(32))
+    write_json(path, {"username": creds.username, "password": creds.password}, private=True)
+    return creds
+
+
+def load(username: str) -> Credentials:
+    path = _path(username)
+    if not path.exists():
+        raise UnknownPrincipal(f"no credentials for principal {username!r} in {path.parent}")
+    data = read_json(path)
+    return Credentials(data["username"], data["password"])

@@ -1,0 +1,283 @@
+"""Starting and stopping the local KRaft broker nodes: `renkei broker up | down | status`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker import cluster as cluster_store
+from broker import config, credentials, jars
+from broker.cluster import HOST, Cluster, Node
+from renkei.state import write_private
+
+JAVA_MAJOR = 17
+HEAP = os.environ.get("RENKEI_BROKER_HEAP", "1g")
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be started or stopped as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node: Node
+    pid: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
+def java() -> str:
+    """The java executable (JAVA_HOME first), checked to be Java 17 or newer."""
+    home = os.environ.get("JAVA_HOME")
+    path = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not path or not Path(path).exists():
+        raise BrokerError(
+            f"Java is missing: Kafka needs Java {JAVA_MAJOR}+ (install a JDK or set JAVA_HOME)"
+        )
+    out = subprocess.run([path, "-version"], capture_output=True, text=True, check=False).stderr
+    found = re.search(r'version "(\d+)', out)
+    if not found or int(found.group(1)) < JAVA_MAJOR:
+        raise BrokerError(f"Kafka needs Java {JAVA_MAJOR}+; {path} says: {out.splitlines()[:1]}")
+    return path
+
+
+def _files(cl: Cluster, node: Node) -> dict[str, Path]:
+    base = cl.node_dir(node)
+    return {
+        "data": base / "data",
+        "logs": base / "logs",
+        "properties": base / "server.properties",
+        "log4j2": base / "log4j2.yaml",
+        "pid": base / "pid",
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"kafka.Kafka" in cmdline
+
+
+def _pid(cl: Cluster, node: Node) -> int | None:
+    pid_file = _files(cl, node)["pid"]
+    if not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text())
+    return pid if _alive(pid) else None
+
+
+def status() -> tuple[Cluster, list[NodeStatus]]:
+    cl = cluster_store.load()
+    return cl, [NodeStatus(node, _pid(cl, node)) for node in cl.nodes]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _classpath() -> str:
+    libs, _ = jars.fetch()
+    return f"{libs}/*"
+
+
+def _java_command(java_bin: str, log4j2: Path, *args: str) -> list[str]:
+    return [java_bin, f"-Dlog4j2.configurationFile={log4j2}", "-cp", _classpath(), *args]
+
+
+def _write_configs(cl: Cluster, node: Node) -> dict[str, Path]:
+    files = _files(cl, node)
+    admin = credentials.issue(config.ADMIN)
+    controller = credentials.issue(config.CONTROLLER)
+    files["logs"].mkdir(parents=True, exist_ok=True)
+    write_private(
+        files["properties"],
+        config.server_properties(cl, node, files["data"], admin, controller),
+    )
+    files["log4j2"].write_text(config.log4j2_yaml(files["logs"]), encoding="utf-8")
+    return files
+
+
+def _directory_ids(cl: Cluster) -> dict[int, str]:
+    return {node.node_id: cluster_store.new_cluster_id() for node in cl.nodes}
+
+
+def _format(cl: Cluster, java_bin: str) -> None:
+    """Format every node's storage: the KRaft quorum and the admin's SCRAM credential."""
+    admin = credentials.issue(config.ADMIN)
+    scram = f"SCRAM-SHA-512=[name={admin.username},password={admin.password}]"
+    dir_ids = _directory_ids(cl)
+    for node in cl.nodes:
+        files = _write_configs(cl, node)
+        if cl.size == 1:
+            quorum = ["--standalone"]
+        else:
+            quorum = ["--initial-controllers", ",".join(
+                f"{n.node_id}@{n.controller_address}:{dir_ids[n.node_id]}"
+                for n in cl.nodes
+            )]
+        result = subprocess.run(
+            _java_command(java_bin, files["log4j2"], "kafka.tools.StorageTool", "format",
+                          "-t", cl.cluster_id, "-c", str(files["properties"]),
+                          *quorum, "--add-scram", scram),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            # the tool's output echoes the SCRAM record: report only its last lines
+            tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+            raise BrokerError(f"formatting node {node.node_id} failed: {tail}")
+
+
+def _start(cl: Cluster, node: Node, java_bin: str) -> int:
+    files = _write_configs(cl, node)
+    for port in (node.client_port, node.controller_port):
+        if not _port_free(port):
+            raise BrokerError(
+                f"port {port} on {HOST} is taken by another program: "
+                "stop it or choose other ports with --port/--controller-port"
+            )
+    log = (files["logs"] / "stdout.log").open("ab")
+    proc = subprocess.Popen(
+        [java_bin, f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC",
+         *_java_command(java_bin, files["log4j2"], "kafka.Kafka",
+                        str(files["properties"]))[1:]],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    files["pid"].write_text(str(proc.pid))
+    return proc.pid
+
+
+def _wait_ready(cl: Cluster, pids: dict[int, int], timeout: float) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from broker.clients import KafkaAccess
+
+    deadline = time.monotonic() + timeout
+    access = KafkaAccess(cl.bootstrap, credentials.load(config.ADMIN))
+    admin = AdminClient({**access.confluent(), "log_level": 0})
+    while time.monotonic() < deadline:
+        for node_id, pid in pids.items():
+            if not _alive(pid):
+                node = next(n for n in cl.nodes if n.node_id == node_id)
+                raise BrokerError(
+                    f"broker node {node_id} exited during start-up; last log lines:\n"
+                    + "\n".join(tail_log(cl, node, 15))
+                )
+        try:
+            meta = admin.list_topics(timeout=2)
+        except Exception:  # the broker is still starting: keep polling until the deadline
+            time.sleep(0.2)
+            continue
+        if len(meta.brokers) >= cl.size:
+            return
+        time.sleep(0.2)
+    raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s")
+
+
+def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
+       timeout: float = 90.0) -> tuple[Cluster, bool]:
+    """Format (first time) and start the nodes; return (cluster, started now)."""
+    java_bin = java()
+    try:
+        cl = cluster_store.load()
+    except cluster_store.NoCluster:
+        cl = cluster_store.plan(
+            client_port or cluster_store.DEFAULT_CLIENT_PORT,
+            controller_port or cluster_store.DEFAULT_CONTROLLER_PORT,
+            nodes,
+        )
+        _format(cl, java_bin)
+        cluster_store.save(cl)
+    else:
+        first = cl.nodes[0]
+        asked = (client_port or first.client_port, controller_port or first.controller_port)
+        if cl.size != nodes or asked != (first.client_port, first.controller_port):
+            raise BrokerError(
+                f"this state folder holds a {cl.size}-node broker on ports "
+                f"{first.client_port}/{first.controller_port}; use another RENKEI_STATE "
+                "for a different layout"
+            )
+    states = [NodeStatus(node, _pid(cl, node)) for node in cl.nodes]
+    if all(s.running for s in states):
+        return cl, False
+    pids = {s.node.node_id: s.pid or _start(cl, s.node, java_bin) for s in states}
+    _wait_ready(cl, pids, timeout)
+    return cl, True
+
+
+def start_node(node_id: int, timeout: float = 90.0) -> None:
+    """Start one stopped node of the cluster (after a crash or `stop_node`)."""
+    cl = cluster_store.load()
+    node = next(n for n in cl.nodes if n.node_id == node_id)
+    if _pid(cl, node) is None:
+        _start(cl, node, java())
+    _wait_ready(cl, {n.node_id: p for n in cl.nodes if (p := _pid(cl, n))}, timeout)
+
+
+def stop_node(node_id: int, hard: bool = False, timeout: float = 60.0) -> bool:
+    """Stop one node: SIGTERM for a clean shutdown, or SIGKILL when `hard`."""
+    cl = cluster_store.load()
+    node = next(n for n in cl.nodes if n.node_id == node_id)
+    return _stop(cl, node, signal.SIGKILL if hard else signal.SIGTERM, timeout)
+
+
+def _stop(cl: Cluster, node: Node, sig: signal.Signals, timeout: float) -> bool:
+    pid = _pid(cl, node)
+    if pid is None:
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+        time.sleep(0.1)
+    _files(cl, node)["pid"].unlink(missing_ok=True)
+    return True
+
+
+def down(timeout: float = 60.0) -> list[int]:
+    """Stop every node cleanly (SIGTERM, then SIGKILL after `timeout`); return those stopped."""
+    cl = cluster_store.load()
+    return [n.node_id for n in cl.nodes if _stop(cl, n, signal.SIGTERM, timeout)]
+
+
+def tail_log(cl: Cluster, node: Node, lines: int) -> list[str]:
+    log = _files(cl, node)["logs"] / "server.log"
+    if not log.exists():
+        return []
+    with log.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 200 * lines))
+        return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def follow_log(cl: Cluster, node: Node) -> Iterator[str]:
+    log = _files(cl, node)["logs"] / "server.log"
+    with log.open("r", encoding="utf-8", errors="replace") as handle:
+        handle.seek(0, os.SEEK_END)
+        while True:
+            line = handle.readline()
+            if line:
+                yield line.rstrip("\n")
+            else:
+                time.sleep(0.3)

@@ -1,0 +1,167 @@
+"""Apply the topic spec, principals and ACLs to the running broker, idempotently."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+
+from broker import acls, cluster, config, credentials, topics
+from broker.acls import Grant
+from broker.clients import KafkaAccess
+from broker.credentials import Credentials
+from broker.topics import TopicSpec
+
+TIMEOUT = 30.0
+SCRAM_ITERATIONS = 8192
+_RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
+              "cluster": ResourceType.BROKER}
+_PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
+
+
+@dataclass
+class Report:
+    """What a provisioning run changed."""
+
+    created: list[str] = field(default_factory=list)
+    altered: list[str] = field(default_factory=list)
+    grown: list[str] = field(default_factory=list)
+    principals: list[str] = field(default_factory=list)
+    acls: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [
+            f"topics created: {', '.join(self.created) or 'none'}",
+            f"topic configs brought to spec: {', '.join(self.altered) or 'none'}",
+            f"topics given more partitions: {', '.join(self.grown) or 'none'}",
+            f"principals ensured: {', '.join(self.principals) or 'none'}",
+            f"ACL entries ensured: {self.acls}",
+            *self.notes,
+        ]
+
+
+def admin_client() -> AdminClient:
+    access = KafkaAccess(cluster.load().bootstrap, credentials.load(config.ADMIN))
+    return AdminClient({**access.confluent(), "log_level": 0})
+
+
+def _wait(futures: dict[Any, Any]) -> None:
+    for future in futures.values():
+        future.result(timeout=TIMEOUT)
+
+
+def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], report: Report) -> None:
+    size = len(admin.list_topics(timeout=TIMEOUT).brokers)
+    wanted = [spec.for_cluster(size) for spec in specs]
+    existing = admin.list_topics(timeout=TIMEOUT).topics
+    missing = [s for s in wanted if s.name not in existing]
+    if missing:
+        _wait(admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication, config=s.configs()) for s in missing],
+            operation_timeout=TIMEOUT,
+        ))
+        report.created += [s.name for s in missing]
+    present = [s for s in wanted if s.name in existing]
+    grow = [s for s in present if len(existing[s.name].partitions) < s.partitions]
+    if grow:
+        _wait(admin.create_partitions([NewPartitions(s.name, s.partitions) for s in grow]))
+        report.grown += [s.name for s in grow]
+    for spec in present:
+        if len(existing[spec.name].partitions) > spec.partitions:
+            report.notes.append(
+                f"note: {spec.name} has more partitions than the spec; Kafka cannot shrink it"
+            )
+    _ensure_configs(admin, present, report)
+
+
+def _ensure_configs(admin: AdminClient, specs: list[TopicSpec], report: Report) -> None:
+    if not specs:
+        return
+    resources = {s.name: ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs}
+    described = admin.describe_configs(list(resources.values()))
+    drifted: list[ConfigResource] = []
+    for spec in specs:
+        current = next(f for r, f in described.items() if r.name == spec.name).result(TIMEOUT)
+        changes = [
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            for key, value in spec.configs().items()
+            if key not in current or current[key].value != value
+        ]
+        if changes:
+            drifted.append(ConfigResource(ConfigResource.Type.TOPIC, spec.name,
+                                          incremental_configs=changes))
+            report.altered.append(spec.name)
+    if drifted:
+        _wait(admin.incremental_alter_configs(drifted))
+
+
+def ensure_principal(admin: AdminClient, creds: Credentials, report: Report) -> None:
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+    upsert = UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
+    _wait(admin.alter_user_scram_credentials([upsert]))
+    report.principals.append(creds.username)
+
+
+def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
+                  report: Report) -> None:
+    bindings = [
+        AclBinding(_RESOURCES[g.resource], g.name if g.resource != "cluster" else "kafka-cluster",
+                   _PATTERNS[g.pattern], f"User:{principal}", "*",
+                   AclOperation[op], AclPermissionType.ALLOW)
+        for g in grants for op in g.operations
+    ]
+    if bindings:
+        _wait(admin.create_acls(bindings))
+        report.acls += len(bindings)
+
+
+def add_holder(admin: AdminClient, holder: str, report: Report) -> Credentials:
+    """A holder's principal, its inbox and outbox, and the ACLs that fence them."""
+    acls.check_holder_id(credentials.check_name(holder))
+    creds = credentials.issue(holder)
+    ensure_principal(admin, creds, report)
+    ensure_topics(admin, topics.holder_topics(holder), report)
+    for principal, grants in acls.holder_grants(holder).items():
+        ensure_grants(admin, principal, grants, report)
+    return creds
+
+
+def registered_holders(admin: AdminClient) -> list[str]:
+    """Holders known to the broker: those whose outbox topic exists."""
+    names = admin.list_topics(timeout=TIMEOUT).topics
+    return sorted(h for t in names if (h := topics.holder_of_outbox(t)) is not None)
+
+
+def provision() -> Report:
+    """Bring the broker to the spec: platform topics, service principals, every holder."""
+    admin = admin_client()
+    report = Report()
+    try:
+        ensure_topics(admin, topics.platform_topics(), report)
+        for service in acls.SERVICES:
+            ensure_principal(admin, credentials.issue(service), report)
+            ensure_grants(admin, service, acls.SERVICE_GRANTS[service], report)
+        for holder in registered_holders(admin):
+            add_holder(admin, holder, report)
+    except KafkaException as exc:
+        raise RuntimeError(f"provisioning failed: {exc.args[0]}") from exc
+    return report

@@ -1,0 +1,91 @@
+"""The declarative topic spec (broker/topics.toml) and the configs it implies."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+SPEC = Path(__file__).with_name("topics.toml")
+HOLDER_OUTBOX = "renkei.holder.{holder}.out"
+HOLDER_INBOX = "renkei.holder.{holder}.in"
+AUDIT = "renkei.audit"
+PATTERNS = "renkei.patterns"
+DIRECTORY = "renkei.directory"
+REGISTRY_IN = "renkei.registry.in"
+REGISTRY_OUT = "renkei.registry.out"
+AUTHORITY_IN = "renkei.authority.in"
+OUTBOX_PATTERN = re.compile(r"^renkei\.holder\.(?P<holder>[a-z0-9][a-z0-9-]*)\.out$")
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
+             "y": 365 * 86_400_000 + 6 * 3_600_000}
+
+
+def duration_ms(text: str) -> int:
+    """'7y', '3d', '12h' → milliseconds (a year is 365.25 days)."""
+    found = re.fullmatch(r"(\d+)(ms|s|m|h|d|y)", text.strip())
+    if not found:
+        raise ValueError(f"bad duration {text!r}: write e.g. 7y, 3d, 12h")
+    return int(found.group(1)) * _UNITS_MS[found.group(2)]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    purpose: str
+    partitions: int
+    replication: int
+    min_insync: int
+    cleanup: str
+    retention: str | None = None
+    log_append_time: bool = False
+
+    def for_cluster(self, size: int) -> TopicSpec:
+        """This spec on a cluster of `size` nodes: replication capped at the size."""
+        replication = min(self.replication, size)
+        min_insync = max(1, min(self.min_insync, replication - 1))
+        return TopicSpec(self.name, self.purpose, self.partitions, replication, min_insync,
+                         self.cleanup, self.retention, self.log_append_time)
+
+    def configs(self) -> dict[str, str]:
+        configs = {
+            "cleanup.policy": self.cleanup,
+            "min.insync.replicas": str(self.min_insync),
+        }
+        if self.retention is not None:
+            configs["retention.ms"] = str(duration_ms(self.retention))
+        if self.log_append_time:
+            configs["message.timestamp.type"] = "LogAppendTime"
+        return configs
+
+
+def _load() -> tuple[list[TopicSpec], list[TopicSpec]]:
+    data = tomllib.loads(SPEC.read_text(encoding="utf-8"))
+    return ([TopicSpec(**t) for t in data.get("topic", [])],
+            [TopicSpec(**t) for t in data.get("holder_topic", [])])
+
+
+def platform_topics() -> list[TopicSpec]:
+    return _load()[0]
+
+
+def holder_topics(holder: str) -> list[TopicSpec]:
+    return [
+        TopicSpec(**{**spec.__dict__, "name": spec.name.format(holder=holder)})
+        for spec in _load()[1]
+    ]
+
+
+def outbox(holder: str) -> str:
+    return HOLDER_OUTBOX.format(holder=holder)
+
+
+def inbox(holder: str) -> str:
+    return HOLDER_INBOX.format(holder=holder)
+
+
+def holder_of_outbox(topic: str) -> str | None:
+    """The holder whose outbox `topic` is (only that holder's principal may write it)."""
+    found = OUTBOX_PATTERN.match(topic)
+    return found.group("holder") if found else None
