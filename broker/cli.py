@@ -6,8 +6,8 @@ import time
 
 import click
 
-from broker import jars, process, provision
 from broker import cluster as cluster_store
+from broker import jars, process, provision
 
 
 @click.group("broker")

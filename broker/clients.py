@@ -57,3 +57,12 @@ class KafkaAccess:
             password=self.credentials.password,
             mechanism=MECHANISM,
         )
+
+
+
+async def at_end(consumer: Any) -> None:
+    """Wait until a started group-less consumer reads from the end of every partition."""
+    partitions = consumer.assignment()
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from broker.cli import broker_cli
+from processors.cli import platform_cli
+from renkei.demo import demo
 
 
 @click.group()
@@ -13,3 +15,5 @@ def main() -> None:
 
 
 main.add_command(broker_cli)
+main.add_command(platform_cli)
+main.add_command(demo)

@@ -1,0 +1,1 @@
+"""Audit: the access-log events, the tamper-evident store, its proofs and its commands."""

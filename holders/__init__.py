@@ -1,0 +1,1 @@
+"""The holder side: the library and communication server a holder's system uses, and samples."""

@@ -1,0 +1,1 @@
+"""The platform's stream processors (faust agents) and its code conversion."""

@@ -1,0 +1,178 @@
+"""Avro single-object encoding (fastavro): each message names its writer schema by fingerprint."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, fields, is_dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar, cast, get_args, get_origin, get_type_hints
+
+import fastavro
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+SCHEMA_DIR = Path(__file__).parent
+MAGIC = b"\xc3\x01"
+HEADER = len(MAGIC) + 8
+MAX_BYTES = 900 * 1024
+_FILE = re.compile(r"^(?P<name>[A-Za-z]+)\.v(?P<version>\d+)\.avsc$")
+
+M = TypeVar("M")
+
+
+class SchemaError(ValueError):
+    """A message the codec cannot read or write; `reason` is the Rejection reason code."""
+
+    reason = "MALFORMED"
+
+
+class MalformedMessage(SchemaError):
+    reason = "MALFORMED"
+
+
+class UnknownSchema(SchemaError):
+    reason = "UNKNOWN_SCHEMA"
+
+
+class OversizedMessage(SchemaError):
+    reason = "OVERSIZED"
+
+
+class UnexpectedMessage(SchemaError):
+    reason = "UNEXPECTED_MESSAGE"
+
+    def __init__(self, name: str, expected: list[str]) -> None:
+        super().__init__(f"a {name} is not expected here (expected {', '.join(expected)})")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    version: int
+    definition: dict[str, Any]
+    parsed: Any
+    fingerprint: bytes
+
+
+def _load(path: Path) -> Schema:
+    found = _FILE.match(path.name)
+    if found is None:
+        raise ValueError(f"schema file {path.name} is not named <Name>.v<N>.avsc")
+    definition = json.loads(path.read_text(encoding="utf-8"))
+    parsed = parse_schema(definition, _write_hint=False)
+    digest = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    return Schema(found.group("name"), int(found.group("version")), definition, parsed, digest)
+
+
+class Codec:
+    """Encode with each schema's newest version; decode any known version into the newest."""
+
+    def __init__(self, directory: Path = SCHEMA_DIR) -> None:
+        schemas = [_load(p) for p in sorted(directory.glob("*.avsc"))]
+        self.by_fingerprint = {s.fingerprint: s for s in schemas}
+        self.versions: dict[str, list[Schema]] = {}
+        for schema in sorted(schemas, key=lambda s: s.version):
+            self.versions.setdefault(schema.name, []).append(schema)
+
+    def latest(self, name: str) -> Schema:
+        try:
+            return self.versions[name][-1]
+        except KeyError:
+            raise UnknownSchema(f"no schema named {name!r}") from None
+
+    def encode_record(self, name: str, record: dict[str, Any], version: int | None = None) -> bytes:
+        schema = self.latest(name) if version is None else next(
+            s for s in self.versions[name] if s.version == version)
+        out = io.BytesIO()
+        out.write(MAGIC)
+        out.write(schema.fingerprint)
+        try:
+            fastavro.schemaless_writer(out, schema.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise MalformedMessage(f"cannot write {name}: {exc}") from exc
+        data = out.getvalue()
+        if len(data) > MAX_BYTES:
+            raise OversizedMessage(f"{name} of {len(data)} bytes is over {MAX_BYTES}")
+        return data
+
+    def decode_record(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """The schema name and the record, read with the newest version of that schema."""
+        if len(data) > MAX_BYTES:
+            raise OversizedMessage(f"message of {len(data)} bytes is over {MAX_BYTES}")
+        if len(data) < HEADER or data[:2] != MAGIC:
+            raise MalformedMessage("not an Avro single-object message (no C3 01 header)")
+        writer = self.by_fingerprint.get(data[2:HEADER])
+        if writer is None:
+            raise UnknownSchema(f"unknown schema fingerprint {data[2:HEADER].hex()}")
+        reader = self.versions[writer.name][-1]
+        buf = io.BytesIO(data)
+        buf.seek(HEADER)
+        try:
+            record = fastavro.schemaless_reader(
+                buf, writer.parsed, None if reader is writer else reader.parsed)
+        except Exception as exc:  # fastavro raises many types on corrupt bytes
+            raise MalformedMessage(f"corrupt {writer.name} body: {exc}") from exc
+        if buf.tell() != len(data):
+            raise MalformedMessage(f"{len(data) - buf.tell()} trailing bytes after {writer.name}")
+        return writer.name, cast(dict[str, Any], record)
+
+    def encode(self, message: object) -> bytes:
+        return self.encode_record(type(message).__name__, to_record(message))
+
+    def decode(self, data: bytes, *expected: type[M]) -> M:
+        """Decode into one of the `expected` message classes; any other is UnexpectedMessage."""
+        name, record = self.decode_record(data)
+        for cls in expected:
+            if cls.__name__ == name:
+                return from_record(cls, record)
+        raise UnexpectedMessage(name, [cls.__name__ for cls in expected])
+
+
+def to_record(message: Any) -> dict[str, Any]:
+    return {name: _plain(getattr(message, name)) for name in _field_names(type(message))}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_record(value)
+    return value
+
+
+def from_record(cls: type[M], record: dict[str, Any]) -> M:
+    sequences = _sequences(cast(type, cls))
+    if sequences:
+        record = dict(record)
+        for name, item_cls in sequences.items():
+            items = record[name]
+            record[name] = tuple(
+                from_record(item_cls, r) for r in items) if item_cls else tuple(items)
+    return cls(**record)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+@cache
+def _sequences(cls: type) -> dict[str, type | None]:
+    """Fields typed tuple[...]: name → record class of the items (None for plain items)."""
+    found: dict[str, type | None] = {}
+    for name, hint in get_type_hints(cls).items():
+        if get_origin(hint) is tuple:
+            item = get_args(hint)[0]
+            found[name] = item if is_dataclass(item) and isinstance(item, type) else None
+    return found
+
+
+CODEC = Codec()

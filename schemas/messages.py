@@ -1,0 +1,192 @@
+"""The messages as small dataclasses, one per Avro record schema of the same name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+# enum symbols, as the schemas spell them
+FOUND, NOT_FOUND, REFUSED, TIMED_OUT = "FOUND", "NOT_FOUND", "REFUSED", "TIMED_OUT"
+BY_ATTRIBUTES, BY_PERSONAL_NUMBER, BY_RESIDENT_CODE = (
+    "ATTRIBUTES", "PERSONAL_NUMBER", "RESIDENT_CODE")
+MALE, FEMALE = "MALE", "FEMALE"
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    request_id: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    request_id: str
+    sent_at: datetime
+    answered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FourAttributes:
+    """The four attributes (4情報): name, address, date of birth, sex."""
+
+    name: str
+    address: str
+    date_of_birth: date
+    sex: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalNumber:
+    personal_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentCode:
+    resident_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRequest:
+    request_id: str
+    sent_at: datetime
+    by: str
+    sealed_query: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BindingCandidate:
+    link_code: str
+    sealed_attributes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BindingAnswer:
+    request_id: str
+    status: str
+    detail: str
+    candidates: tuple[BindingCandidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkageRequest:
+    request_id: str
+    sent_at: datetime
+    link_code: str
+    pattern_id: str
+    provider: str
+    data_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderQuery:
+    request_id: str
+    ticket: bytes
+    link_code: str
+    requester: str
+    pattern_id: str
+    data_type: str
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAnswer:
+    request_id: str
+    ticket: bytes
+    link_code: str
+    status: str
+    sealed_payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LinkageAnswer:
+    request_id: str
+    link_code: str
+    provider: str
+    pattern_id: str
+    data_type: str
+    status: str
+    sealed_payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    data_type: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    request_id: str
+    reason: str
+    detail: str
+    rejected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryQuery:
+    request_id: str
+    requester: str
+    private: bool
+    by: str
+    sealed_query: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryCandidate:
+    sealed_resident_code: bytes
+    sealed_attributes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryAnswer:
+    request_id: str
+    requester: str
+    status: str
+    detail: str
+    candidates: tuple[RegistryCandidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NumberLookup:
+    request_id: str
+    requester: str
+    private: bool
+    sealed_query: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HolderEntry:
+    holder_id: str
+    name: str
+    role: str
+    link_unit: str
+    key_epoch: int
+    public_key: bytes
+    private: bool
+    active: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LegalPattern:
+    pattern_id: str
+    version: int
+    legal_basis: str
+    purpose: str
+    requester_role: str
+    provider_role: str
+    data_types: tuple[str, ...]
+    valid_from: datetime
+    valid_to: datetime | None
+    annex_item: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    request_id: str
+    requester: str
+    provider: str
+    pattern_id: str
+    data_type: str
+    id_code: str
+    deadline: datetime

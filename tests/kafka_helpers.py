@@ -1,0 +1,94 @@
+"""Test helpers that talk to the real broker as a given principal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from broker.clients import KafkaAccess
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_pair() -> tuple[int, int]:
+    """Two free ports p, p+1 (the cluster plan puts the controller next to the client port)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port, port + 1
+
+
+@asynccontextmanager
+async def producer(access: KafkaAccess) -> AsyncIterator[AIOKafkaProducer]:
+    prod = AIOKafkaProducer(**access.aiokafka(), acks="all")
+    await prod.start()
+    try:
+        yield prod
+    finally:
+        await prod.stop()
+
+
+@asynccontextmanager
+async def consumer(access: KafkaAccess, *names: str, group: str | None = None,
+                   offset: str = "latest") -> AsyncIterator[AIOKafkaConsumer]:
+    cons = AIOKafkaConsumer(*names, **access.aiokafka(), group_id=group,
+                            auto_offset_reset=offset, enable_auto_commit=False)
+    await cons.start()
+    try:
+        yield cons
+    finally:
+        await cons.stop()
+
+
+async def wait_assigned(cons: AIOKafkaConsumer, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not cons.assignment():
+        if time.monotonic() > deadline:
+            raise TimeoutError("consumer got no partitions")
+        await asyncio.sleep(0.05)
+    for tp in cons.assignment():
+        await cons.position(tp)
+
+
+def renkei(*args: str, check: bool = True, env: dict[str, str] | None = None,
+           timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the `renkei` command as a newcomer would."""
+    exe = Path(sys.executable).with_name("renkei")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, check=check,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start a long-running `renkei` process (platform, holder, audit …) logging to `log`."""
+    exe = Path(sys.executable).with_name("renkei")
+    out = log.open("ab")
+    return subprocess.Popen([str(exe), *args], stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,136 @@
+"""The foundation: a real, secured Kafka broker that the project starts and provisions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+
+from broker import topics
+from broker.clients import KafkaAccess
+from broker.cluster import Cluster
+from broker.credentials import Credentials
+from holders.ping import ping
+from renkei.state import STATE_ENV
+from tests.kafka_helpers import (
+    consumer,
+    free_port_pair,
+    producer,
+    renkei,
+    wait_assigned,
+)
+
+
+async def test_round_trip_with_aiokafka(holders: list[str]) -> None:
+    """A holder's message to its outbox is read back by the platform principal."""
+    holder = holders[0]
+    platform = KafkaAccess.of("platform")
+    async with consumer(platform, topics.outbox(holder), group="renkei-platform-test") as cons:
+        await wait_assigned(cons)
+        async with producer(KafkaAccess.of(holder)) as prod:
+            await prod.send_and_wait(topics.outbox(holder), b"round trip", key=b"k1")
+        record = await asyncio.wait_for(cons.getone(), 20)
+    assert record.value == b"round trip" and record.key == b"k1"
+
+
+async def test_message_through_the_faust_agent(platform: object, holders: list[str]) -> None:
+    result = await ping(holders[0], within=90)
+    assert result.pong.request_id == result.ping.request_id
+    assert result.pong.answered_at >= result.ping.sent_at
+
+
+async def test_holder_cannot_read_another_holders_inbox(holders: list[str]) -> None:
+    a, b = holders
+    with pytest.raises(TopicAuthorizationFailedError):
+        async with consumer(KafkaAccess.of(a), topics.inbox(b), group=f"renkei.holder.{a}.x"):
+            pass
+
+
+async def test_holder_cannot_write_another_holders_outbox(holders: list[str]) -> None:
+    a, b = holders
+    async with producer(KafkaAccess.of(a)) as prod:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await prod.send_and_wait(topics.outbox(b), b"forged")
+
+
+async def test_holder_cannot_write_its_own_inbox_nor_read_the_audit_log(
+        holders: list[str]) -> None:
+    a = holders[0]
+    async with producer(KafkaAccess.of(a)) as prod:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await prod.send_and_wait(topics.inbox(a), b"self-served answer")
+    with pytest.raises(TopicAuthorizationFailedError):
+        async with consumer(KafkaAccess.of(a), topics.AUDIT, group=f"renkei.holder.{a}.y"):
+            pass
+
+
+async def test_wrong_password_is_refused(broker: Cluster, holders: list[str]) -> None:
+    access = KafkaAccess(broker.bootstrap, Credentials(holders[0], "not-the-password"))
+    with pytest.raises(KafkaError):
+        async with producer(access):
+            pass
+
+
+async def test_no_credentials_is_refused(broker: Cluster) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, request_timeout_ms=5000)
+    with pytest.raises(KafkaError):
+        await asyncio.wait_for(prod.start(), 30)
+    await prod.stop()
+
+
+def test_up_is_idempotent_and_data_survives_down_up(tmp_path: Path) -> None:
+    """A second broker of its own: up twice, write, down, up, read back."""
+    port, controller = free_port_pair()
+    env = {STATE_ENV: str(tmp_path)}
+    first = renkei("broker", "up", "--port", str(port), "--controller-port", str(controller),
+                   env=env)
+    assert "broker up" in first.stdout
+    again = renkei("broker", "up", "--port", str(port), "--controller-port", str(controller),
+                   env=env)
+    assert "already running" in again.stdout
+    try:
+        renkei("broker", "provision", env=env)
+        renkei("broker", "add-holder", "keeper", env=env)
+        asyncio.run(_write_then_read(tmp_path, keep=True))
+        down = renkei("broker", "down", env=env)
+        assert "stopped" in down.stdout
+        assert renkei("broker", "status", env=env, check=False).returncode == 3
+        renkei("broker", "up", env=env)
+        asyncio.run(_write_then_read(tmp_path, keep=False))
+    finally:
+        renkei("broker", "down", env=env, check=False)
+
+
+async def _write_then_read(state: Path, keep: bool) -> None:
+    saved = os.environ[STATE_ENV]
+    os.environ[STATE_ENV] = str(state)
+    try:
+        platform = KafkaAccess.of("platform")
+        if keep:
+            async with producer(KafkaAccess.of("keeper")) as prod:
+                await prod.send_and_wait(topics.outbox("keeper"), b"kept across restarts")
+        async with consumer(platform, topics.outbox("keeper"), offset="earliest") as cons:
+            record = await asyncio.wait_for(cons.getone(), 30)
+        assert record.value == b"kept across restarts"
+    finally:
+        os.environ[STATE_ENV] = saved
+
+
+def test_port_taken_is_a_clear_error(broker: Cluster, tmp_path: Path) -> None:
+    taken = broker.nodes[0].client_port
+    result = renkei("broker", "up", "--port", str(taken), "--controller-port",
+                    str(free_port_pair()[0]), env={STATE_ENV: str(tmp_path)}, check=False)
+    assert result.returncode != 0
+    assert f"port {taken}" in result.stderr and "taken" in result.stderr
+
+
+def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
+    result = renkei("broker", "up", env={STATE_ENV: str(tmp_path),
+                                         "JAVA_HOME": str(tmp_path / "no-jdk")}, check=False)
+    assert result.returncode != 0
+    assert "Java is missing" in result.stderr
