@@ -135,7 +135,7 @@ def _format(cl: Cluster, java_bin: str) -> None:
             )]
         result = subprocess.run(
             _java_command(java_bin, files["log4j2"], "kafka.tools.StorageTool", "format",
-                          "-t", cl.cluster_id, "-c", str(files["properties"]),
+                          f"--cluster-id={cl.cluster_id}", "-c", str(files["properties"]),
                           *quorum, "--add-scram", scram),
             capture_output=True, text=True, check=False,
         )
@@ -145,14 +145,18 @@ def _format(cl: Cluster, java_bin: str) -> None:
             raise BrokerError(f"formatting node {node.node_id} failed: {tail}")
 
 
-def _start(cl: Cluster, node: Node, java_bin: str) -> int:
-    files = _write_configs(cl, node)
+def _check_ports(node: Node) -> None:
     for port in (node.client_port, node.controller_port):
         if not _port_free(port):
             raise BrokerError(
                 f"port {port} on {HOST} is taken by another program: "
                 "stop it or choose other ports with --port/--controller-port"
             )
+
+
+def _start(cl: Cluster, node: Node, java_bin: str) -> int:
+    _check_ports(node)
+    files = _write_configs(cl, node)
     log = (files["logs"] / "stdout.log").open("ab")
     proc = subprocess.Popen(
         [java_bin, f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC",
@@ -204,7 +208,14 @@ def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
             controller_port or cluster_store.DEFAULT_CONTROLLER_PORT,
             nodes,
         )
-        _format(cl, java_bin)
+        for node in cl.nodes:
+            _check_ports(node)
+        try:
+            _format(cl, java_bin)
+        except BrokerError:
+            for node in cl.nodes:
+                shutil.rmtree(cl.node_dir(node), ignore_errors=True)
+            raise
         cluster_store.save(cl)
     else:
         first = cl.nodes[0]

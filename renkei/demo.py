@@ -22,7 +22,10 @@ DEMO_HOLDER = "demo-city"
 def demo(keep: bool) -> None:
     """Bring up the broker, provision it, send a message through the platform's faust agent."""
     started = time.monotonic()
-    cluster, _ = process.up(None, None)
+    try:
+        cluster, _ = process.up(None, None)
+    except process.BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"1. broker: Kafka on {cluster.bootstrap} (SASL/SCRAM, ACLs)")
     report = provision.provision()
     admin = provision.admin_client()

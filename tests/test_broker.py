@@ -134,3 +134,19 @@ def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
                                          "JAVA_HOME": str(tmp_path / "no-jdk")}, check=False)
     assert result.returncode != 0
     assert "Java is missing" in result.stderr
+
+
+def test_a_cluster_id_starting_with_a_dash_formats(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One id in 64 starts with '-': the storage tool must not read it as an option."""
+    from broker import cluster as cluster_store
+    from broker import process
+
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    monkeypatch.setattr(cluster_store, "new_cluster_id", lambda: "-" + "A" * 21)
+    port, controller = free_port_pair()
+    cl, started = process.up(port, controller)
+    try:
+        assert started and cl.cluster_id.startswith("-")
+    finally:
+        process.down()
