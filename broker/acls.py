@@ -54,7 +54,8 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
         _group("renkei-registry"),
     ),
     AUTHORITY: (
-        _read(topics.AUTHORITY_IN), _write(topics.REGISTRY_IN), _read(topics.DIRECTORY),
+        _read(topics.AUTHORITY_IN), _write(topics.REGISTRY_IN), _write(topics.REGISTRY_OUT),
+        _read(topics.DIRECTORY),
         _group("renkei-authority"),
     ),
     AUDIT: (_read(topics.AUDIT), _read(topics.PATTERNS), _group(AUDIT_GROUP, "prefixed")),

@@ -66,3 +66,11 @@ async def at_end(consumer: Any) -> None:
     await consumer.seek_to_end(*partitions)
     for tp in partitions:
         await consumer.position(tp)
+
+
+async def caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
+    """Has the consumer read every partition up to the given end offsets?"""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True

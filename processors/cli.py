@@ -1,11 +1,16 @@
-"""`renkei platform run`: one instance of the platform's stream processors."""
+"""`renkei platform run`, `renkei patterns …`, `renkei directory …`: the platform's side."""
 
 from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
 
 import click
 
 from broker import acls, cluster
 from broker.clients import KafkaAccess
+from processors import directory, patterns
 from renkei.state import private_dir
 
 
@@ -17,15 +22,45 @@ def platform_cli() -> None:
 @platform_cli.command()
 @click.option("--instance", default="1", show_default=True,
               help="instance name; run several for more throughput")
+@click.option("--answer-timeout", type=float, default=30.0, show_default=True,
+              help="seconds a provider has to answer before the requester gets a timeout")
 @click.option("--loglevel", default="warning", show_default=True)
-def run(instance: str, loglevel: str) -> None:
+def run(instance: str, answer_timeout: float, loglevel: str) -> None:
     """Run one platform instance until stopped."""
     import faust
 
     from processors.platform import build_app
 
     access = KafkaAccess.of(acls.PLATFORM)
-    app = build_app(access, private_dir("platform", instance),
-                    replication=min(3, cluster.load().size))
+    app = build_app(access, private_dir("platform", instance), instance,
+                    replication=min(3, cluster.load().size),
+                    answer_timeout=timedelta(seconds=answer_timeout))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+@click.group("patterns")
+def patterns_cli() -> None:
+    """The legal pattern list."""
+
+
+@patterns_cli.command("publish")
+@click.argument("path", type=click.Path(exists=True, path_type=Path), required=False)
+def publish_patterns(path: Path | None) -> None:
+    """Publish the pattern list (default: the sample modelled on the law's annexed table)."""
+    versions = patterns.load(path or patterns.SAMPLE)
+    asyncio.run(directory.publish(versions=versions))
+    click.echo(f"published {len(versions)} pattern versions to the legal pattern list")
+
+
+@click.group("directory")
+def directory_cli() -> None:
+    """The holder directory."""
+
+
+@directory_cli.command("publish-services")
+def publish_services() -> None:
+    """Publish the platform's, registry's and authority's public sealing keys."""
+    entries = directory.service_entries()
+    asyncio.run(directory.publish(entries))
+    click.echo(f"published {', '.join(e.holder_id for e in entries)}")

@@ -1,26 +1,69 @@
-"""Everything a holder writes to its outbox, handled: decode, dispatch, answer or reject."""
+"""Everything holders write to their outboxes, handled a batch at a time: decode, dispatch."""
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from broker import topics
-from processors.effects import Send, send
+from processors import binding, linkage
+from processors.access_log import MESSAGE
+from processors.context import Context
+from processors.isolation import isolated
+from processors.linkage import FromHolder
+from processors.rejection import reject
+from renkei.envelope import Incoming, Send, send
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import Ping, Pong, Rejection
+from schemas.messages import BindingRequest, LinkageRequest, Ping, Pong, ProviderAnswer
 
-log = logging.getLogger(__name__)
-
-OUTBOX_MESSAGES = (Ping,)
+OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping)
 
 
-def handle(holder: str, value: bytes | None, now: datetime) -> list[Send]:
-    """Handle one outbox message from `holder` (known from the topic, i.e. the broker)."""
-    inbox = topics.inbox(holder)
+def handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
+    """Handle a batch of outbox records; a bad one is rejected and disturbs nothing else.
+
+    Should handling fail on something unforeseen, the batch is handled again a record at a time,
+    and a record that still fails is answered with INTERNAL_ERROR: its sender always hears back
+    and the partition keeps moving.
+    """
+    return isolated(batch, lambda items: _handle(items, ctx, now), _internal_error)
+
+
+def _internal_error(incoming: Incoming, exc: Exception) -> list[Send]:
+    holder = topics.holder_of_outbox(incoming.topic) or ""
+    return reject(holder, _request_id(incoming.value), "INTERNAL_ERROR",
+                  f"the platform could not handle this message ({type(exc).__name__})",
+                  incoming.timestamp, incoming.source, MESSAGE)
+
+
+def _request_id(value: bytes | None) -> str:
     try:
-        message = CODEC.decode(value or b"", *OUTBOX_MESSAGES)
-    except SchemaError as exc:
-        log.warning("rejected a message from %s: %s", holder, exc.reason)
-        return [send(inbox, None, Rejection("", exc.reason, str(exc), now))]
-    return [send(inbox, message.request_id, Pong(message.request_id, message.sent_at, now))]
+        return str(CODEC.decode_record(value or b"")[1].get("request_id", ""))
+    except SchemaError:
+        return ""
+
+
+def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
+    out: list[Send] = []
+    requests: list[FromHolder] = []
+    answers: list[FromHolder] = []
+    for incoming in batch:
+        holder = topics.holder_of_outbox(incoming.topic)
+        if holder is None:
+            continue
+        try:
+            message = CODEC.decode(incoming.value or b"", *OUTBOX_MESSAGES)
+        except SchemaError as exc:
+            out += reject(holder, "", exc.reason, str(exc), incoming.timestamp,
+                          incoming.source, MESSAGE)
+            continue
+        item = FromHolder(incoming, holder, message)
+        if isinstance(message, LinkageRequest):
+            requests.append(item)
+        elif isinstance(message, ProviderAnswer):
+            answers.append(item)
+        elif isinstance(message, BindingRequest):
+            out += binding.forward(item, ctx)
+        else:
+            out.append(send(topics.inbox(holder), message.request_id,
+                            Pong(message.request_id, message.sent_at, now)))
+    return out + linkage.requests(requests, ctx) + linkage.answers(answers, ctx)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import click
 
+from audit.cli import audit_cli
+from authority.cli import authority_cli
+from authority.serve import serve as authority_serve
 from broker.cli import broker_cli
-from processors.cli import platform_cli
+from holders.cli import holder_cli
+from processors.cli import directory_cli, patterns_cli, platform_cli
+from processors.keys_cli import keys_cli
+from registry.cli import registry_cli
+from registry.serve import serve as registry_serve
+from renkei.bench import bench
 from renkei.demo import demo
 
 
@@ -17,3 +25,13 @@ def main() -> None:
 main.add_command(broker_cli)
 main.add_command(platform_cli)
 main.add_command(demo)
+main.add_command(audit_cli)
+main.add_command(bench)
+main.add_command(keys_cli)
+main.add_command(registry_cli)
+registry_cli.add_command(registry_serve)
+authority_cli.add_command(authority_serve)
+main.add_command(authority_cli)
+main.add_command(holder_cli)
+main.add_command(patterns_cli)
+main.add_command(directory_cli)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
-from functools import cache
+from enum import Enum
+from functools import cache, partial
 from pathlib import Path
-from typing import Any, TypeVar, cast, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar, cast, get_args, get_origin, get_type_hints, overload
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -20,6 +22,11 @@ MAX_BYTES = 900 * 1024
 _FILE = re.compile(r"^(?P<name>[A-Za-z]+)\.v(?P<version>\d+)\.avsc$")
 
 M = TypeVar("M")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+D = TypeVar("D")
+E = TypeVar("E")
 
 
 class SchemaError(ValueError):
@@ -122,7 +129,20 @@ class Codec:
     def encode(self, message: object) -> bytes:
         return self.encode_record(type(message).__name__, to_record(message))
 
-    def decode(self, data: bytes, *expected: type[M]) -> M:
+    @overload
+    def decode(self, data: bytes, a: type[A], /) -> A: ...
+    @overload
+    def decode(self, data: bytes, a: type[A], b: type[B], /) -> A | B: ...
+    @overload
+    def decode(self, data: bytes, a: type[A], b: type[B], c: type[C], /) -> A | B | C: ...
+    @overload
+    def decode(self, data: bytes, a: type[A], b: type[B], c: type[C], d: type[D],
+               /) -> A | B | C | D: ...
+    @overload
+    def decode(self, data: bytes, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E],
+               /) -> A | B | C | D | E: ...
+
+    def decode(self, data: bytes, *expected: type[Any]) -> Any:
         """Decode into one of the `expected` message classes; any other is UnexpectedMessage."""
         name, record = self.decode_record(data)
         for cls in expected:
@@ -136,6 +156,8 @@ def to_record(message: Any) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.name
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
@@ -144,13 +166,11 @@ def _plain(value: Any) -> Any:
 
 
 def from_record(cls: type[M], record: dict[str, Any]) -> M:
-    sequences = _sequences(cast(type, cls))
-    if sequences:
+    converters = _converters(cast(type, cls))
+    if converters:
         record = dict(record)
-        for name, item_cls in sequences.items():
-            items = record[name]
-            record[name] = tuple(
-                from_record(item_cls, r) for r in items) if item_cls else tuple(items)
+        for name, convert in converters.items():
+            record[name] = convert(record[name])
     return cls(**record)
 
 
@@ -165,14 +185,23 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 @cache
-def _sequences(cls: type) -> dict[str, type | None]:
-    """Fields typed tuple[...]: name → record class of the items (None for plain items)."""
-    found: dict[str, type | None] = {}
+def _converters(cls: type) -> dict[str, Callable[[Any], Any]]:
+    """Fields whose Avro value needs a Python type: enums, and tuples (of records)."""
+    found: dict[str, Callable[[Any], Any]] = {}
     for name, hint in get_type_hints(cls).items():
-        if get_origin(hint) is tuple:
+        if isinstance(hint, type) and issubclass(hint, Enum):
+            found[name] = hint.__getitem__
+        elif get_origin(hint) is tuple:
             item = get_args(hint)[0]
-            found[name] = item if is_dataclass(item) and isinstance(item, type) else None
+            if is_dataclass(item) and isinstance(item, type):
+                found[name] = partial(_records, item)
+            else:
+                found[name] = tuple
     return found
+
+
+def _records(cls: type, items: list[dict[str, Any]]) -> tuple[Any, ...]:
+    return tuple(from_record(cls, r) for r in items)
 
 
 CODEC = Codec()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
 # enum symbols, as the schemas spell them
 FOUND, NOT_FOUND, REFUSED, TIMED_OUT = "FOUND", "NOT_FOUND", "REFUSED", "TIMED_OUT"
 BY_ATTRIBUTES, BY_PERSONAL_NUMBER, BY_RESIDENT_CODE = (
     "ATTRIBUTES", "PERSONAL_NUMBER", "RESIDENT_CODE")
-MALE, FEMALE = "MALE", "FEMALE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,16 +22,6 @@ class Pong:
     request_id: str
     sent_at: datetime
     answered_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class FourAttributes:
-    """The four attributes (4情報): name, address, date of birth, sex."""
-
-    name: str
-    address: str
-    date_of_birth: date
-    sex: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +179,50 @@ class Ticket:
     data_type: str
     id_code: str
     deadline: datetime
+
+
+PENDING, ANSWERED = "PENDING", "ANSWERED"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    request_id: str
+    source: str
+    requester: str
+    provider: str
+    pattern_id: str
+    legal_basis: str
+    data_type: str
+    person: str
+    deadline: datetime
+    query: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    request_id: str
+    source: str
+    answer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    at: datetime
+    expire: tuple[str, ...]
+    forget: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestState:
+    request_id: str
+    status: str
+    source: str
+    resolved_by: str | None
+    deadline: datetime
+    forget_at: datetime
+    requester: str
+    provider: str
+    pattern_id: str
+    legal_basis: str
+    data_type: str
+    person: str

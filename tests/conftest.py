@@ -1,18 +1,27 @@
-"""Session fixtures: one real, secured Kafka broker and one platform instance for the suite."""
+"""Session fixtures: one real, secured Kafka broker, a town on it, and its processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from broker import process, provision
+from broker import process
 from broker.cluster import Cluster
+from holders.client import HolderClient
+from holders.samples import SAMPLES
+from holders.store import HolderStore, default_path
+from renkei import town as town_setup
 from renkei.state import STATE_ENV
-from tests.kafka_helpers import free_port_pair, renkei, spawn, stop
+from tests.kafka_helpers import free_port_pair, renkei
+
+RESIDENTS, SEED = 300, 11
+ANSWER_TIMEOUT = 10.0
+SILENT = "minami-clinic"  # a provider whose communication server never answers: timeouts
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +41,19 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def broker(state_dir: Path) -> Iterator[Cluster]:
     port, controller = free_port_pair()
     cluster, _ = process.up(port, controller)
-    provision.provision()
     yield cluster
     process.down()
 
 
 @pytest.fixture(scope="session")
-def holders(broker: Cluster) -> list[str]:
-    """Two holders with their principals, topics and ACLs."""
+def town(broker: Cluster) -> town_setup.Town:
+    """The registry, authority, demo holders, directory and pattern list."""
+    return town_setup.build(RESIDENTS, SEED)
+
+
+@pytest.fixture(scope="session")
+def holders(town: town_setup.Town) -> list[str]:
+    """Two bare holders (principal, topics, ACLs; not in the directory)."""
     names = ["city-a", "city-b"]
     for name in names:
         renkei("broker", "add-holder", name)
@@ -47,9 +61,34 @@ def holders(broker: Cluster) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def platform(broker: Cluster, holders: list[str], state_dir: Path) -> Iterator[
-        subprocess.Popen[bytes]]:
-    """One platform instance (`renkei platform run`) for the session."""
-    proc = spawn("platform", "run", "--loglevel", "info", log=state_dir / "platform.log")
-    yield proc
-    stop(proc)
+def platform(town: town_setup.Town) -> Iterator[town_setup.Processes]:
+    """The platform, registry and authority processes, ready."""
+    with town_setup.services(answer_timeout=ANSWER_TIMEOUT) as procs:
+        yield procs
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def clients(platform: town_setup.Processes) -> AsyncIterator[dict[str, HolderClient]]:
+    """Every demo holder's library, started, with all its records bound (or investigated)."""
+    started = {}
+    for sample in SAMPLES:
+        client = HolderClient(sample.holder_id, HolderStore(default_path(sample.holder_id)),
+                              answer_queries=sample.holder_id != SILENT)
+        await client.start()
+        started[sample.holder_id] = client
+    pending = []
+    for sample in SAMPLES:
+        client = started[sample.holder_id]
+        staff, terminal = staff_of(sample.holder_id)
+        for own in client.store.own_numbers():
+            pending.append((client, await client.bind(own, staff, terminal,
+                                                      by_number=sample.knows_numbers)))
+    await asyncio.gather(*(client.outcome(rid, 120) for client, rid in pending))
+    yield started
+    for client in started.values():
+        await client.stop()
+        client.store.close()
+
+
+def staff_of(holder: str) -> tuple[str, str]:
+    return f"{holder}-staff-1", f"{holder}-term-1"

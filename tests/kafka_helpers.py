@@ -15,7 +15,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from broker.clients import KafkaAccess
+from audit.events import AccessLogEvent
+from broker import config, topics
+from broker.clients import KafkaAccess, caught_up
+from schemas.codec import CODEC
 
 
 def free_port() -> int:
@@ -92,3 +95,18 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def audit_events(request_ids: set[str] | None = None) -> list[AccessLogEvent]:
+    """Every access-log event on the audit topic (optionally only of some requests)."""
+    access = KafkaAccess.of(config.ADMIN)
+    found = []
+    async with consumer(access, topics.AUDIT, offset="earliest") as cons:
+        ends = await cons.end_offsets(list(cons.assignment()))
+        while not await caught_up(cons, ends):
+            for records in (await cons.getmany(timeout_ms=500)).values():
+                for record in records:
+                    event = CODEC.decode(record.value or b"", AccessLogEvent)
+                    if request_ids is None or event.request_id in request_ids:
+                        found.append(event)
+    return found

@@ -1,0 +1,143 @@
+"""`renkei audit …`: verify, purge, show heads and query the audit store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from audit.events import AccessLogEvent
+from audit.heads import Signer
+from audit.merkle import leaf_hash
+from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path
+from schemas.codec import CODEC
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UtcTime(click.ParamType):
+    """An ISO 8601 time; without a zone it is taken as UTC."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def store_option(command: F) -> F:
+    """`--db URL`, for every command that opens the store."""
+    return click.option(
+        "--db", metavar="URL", default=None,
+        help="a path or sqlite:///path [default: the state folder's audit/audit.db]")(command)
+
+
+def open_store(db: str | None) -> AuditStore:
+    """The store at `db` (default in the state folder), signing with the state folder's key."""
+    return AuditStore(db or default_path(), Signer.load_or_create())
+
+
+def decode_event(leaf: bytes) -> AccessLogEvent:
+    """An entry's canonical bytes (Avro single-object encoding) back into its event."""
+    return CODEC.decode(leaf, AccessLogEvent)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group("audit")
+def audit_cli() -> None:
+    """The tamper-evident audit log (RFC 9162 Merkle tree, Ed25519-signed heads)."""
+
+
+@audit_cli.command()
+@store_option
+def verify(db: str | None) -> None:
+    """Recompute the log; report modified, deleted, reordered or inserted entries and bad heads.
+
+    Exits 1 when anything is found.
+    """
+    with open_store(db) as store:
+        report = store.verify(decode_event)
+    click.echo(f"tree size {report.tree_size}: {report.entries} entries checked, "
+               f"{report.purged} purged, {report.heads} heads, "
+               f"{report.unsigned} entries after the latest valid head")
+    for finding in report.findings:
+        click.echo(f"  {finding.kind.upper():9} {finding.where}: {finding.detail}")
+    if report.omitted:
+        click.echo(f"  … and {report.omitted} more")
+    if not report.ok:
+        click.echo(f"TAMPERED: {len(report.findings) + report.omitted} finding(s)", err=True)
+        raise SystemExit(1)
+    click.echo("ok: every entry, subtree hash and head is consistent")
+
+
+@audit_cli.command()
+@store_option
+@click.option("--now", type=UtcTime(), default=None, help="the time to purge at [default: now]")
+@click.option("--retention-years", type=click.IntRange(min=1), default=RETENTION_YEARS,
+              show_default=True)
+def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
+    """Delete entries older than the retention; their leaf hashes and all heads stay."""
+    with open_store(db) as store:
+        record = store.purge(now or datetime.now(UTC), retention_years)
+    click.echo(f"purged {record.count} entries older than "
+               f"{record.cutoff.isoformat(timespec='milliseconds')} "
+               f"({len(record.ranges)} serial range(s))")
+
+
+@audit_cli.command()
+@store_option
+@click.option("--all", "history", is_flag=True, help="every head signed so far")
+def head(db: str | None, history: bool) -> None:
+    """The current signed tree head (signing a new one if entries came after the last)."""
+    with open_store(db) as store:
+        heads = store.heads() if history else [store.head()]
+        public_key = store.signer.public_key.public_bytes_raw().hex()
+    _echo_json({"public_key": public_key, "heads": [h.to_json() for h in heads]})
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    event = asdict(entry.event)
+    event["occurred_at"] = entry.event.occurred_at.isoformat(timespec="milliseconds")
+    data: dict[str, Any] = {"serial": entry.serial, **event,
+                            "leaf_hash": leaf_hash(entry.leaf).hex()}
+    if entry.proof is not None:
+        data["inclusion_proof"] = [p.hex() for p in entry.proof]
+    return data
+
+
+@audit_cli.command()
+@store_option
+@click.option("--person", help="the person's ID code: adds inclusion proofs against the head")
+@click.option("--holder", help="entries where this holder requested or provided")
+@click.option("--pattern", help="legal pattern id")
+@click.option("--outcome", help="APPROVED, REJECTED, DELIVERED, TIMED_OUT, …")
+@click.option("--since", type=UtcTime(), help="from this time on (inclusive)")
+@click.option("--until", type=UtcTime(), help="before this time (exclusive)")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--after", help="the `next` cursor of the previous page")
+def query(db: str | None, person: str | None, holder: str | None, pattern: str | None,
+          outcome: str | None, since: datetime | None, until: datetime | None, limit: int,
+          after: str | None) -> None:
+    """One page of entries in time order, as JSON."""
+    where = Query(person, holder, pattern, outcome, since, until)
+    with open_store(db) as store:
+        try:
+            page = store.query(where, limit=limit, after=after, prove=person is not None)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    _echo_json({"head": page.head.to_json() if page.head else None,
+                "entries": [_entry_json(e) for e in page.entries],
+                "next": page.next_cursor})

@@ -1,0 +1,56 @@
+"""The access-log event: what the platform emits per step of a request, and the audit log keeps."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+ID_CODE = re.compile(r"^[0-9A-Z]{11}$")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def millis(moment: datetime) -> int:
+    """Milliseconds since the epoch, exactly (no float rounding); `moment` must be aware."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()}: give a time zone (UTC)")
+    return (moment - EPOCH) // MILLISECOND
+
+
+def from_millis(ms: int) -> datetime:
+    return EPOCH + ms * MILLISECOND
+
+
+def event_id(request_id: str, step: str) -> str:
+    """The event's dedupe key: the request id and the step, so a replay yields the same id."""
+    return f"{request_id}:{step}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogEvent:
+    """Items ②–⑥ of the paper's access log and the outcome; the serial ① is the store's leaf index.
+
+    `occurred_at` is kept in UTC at millisecond precision (what Avro timestamp-millis carries).
+    """
+
+    event_id: str
+    request_id: str
+    occurred_at: datetime
+    kind: str
+    outcome: str
+    reason: str | None
+    pattern_id: str | None
+    legal_basis: str | None
+    requester: str
+    provider: str | None
+    data_type: str | None
+    person: str | None
+
+    def __post_init__(self) -> None:
+        if not self.event_id.startswith(self.request_id + ":"):
+            raise ValueError(f"event id {self.event_id!r} is not {self.request_id!r} + ':' + step")
+        if self.person is not None and not ID_CODE.match(self.person):
+            raise ValueError("person must be an ID code: 11 characters 0-9A-Z")
+        if self.occurred_at.tzinfo is not UTC or self.occurred_at.microsecond % 1000:
+            object.__setattr__(self, "occurred_at", from_millis(millis(self.occurred_at)))

@@ -1,0 +1,121 @@
+"""Signed tree heads: (tree size, root hash, time) signed with the audit log's Ed25519 key."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from audit import merkle
+from audit.events import from_millis, millis
+from renkei.state import private_dir, read_json, write_json
+
+HEAD_CONTEXT = b"renkei audit tree head v1\x00"
+KEY_FILE = "head-key.json"
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """The state of the log at one moment; `timestamp` is kept at millisecond precision."""
+
+    size: int
+    root: bytes
+    timestamp: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "timestamp", from_millis(millis(self.timestamp)))
+
+    def message(self) -> bytes:
+        """The signed bytes: a context string, size and time (8-byte big-endian), the root."""
+        return (HEAD_CONTEXT + self.size.to_bytes(8, "big")
+                + millis(self.timestamp).to_bytes(8, "big") + self.root)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedHead:
+    head: TreeHead
+    key_id: bytes
+    signature: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tree_size": self.head.size, "root_hash": self.head.root.hex(),
+                "timestamp": self.head.timestamp.isoformat(timespec="milliseconds"),
+                "key_id": self.key_id.hex(), "signature": self.signature.hex()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SignedHead:
+        head = TreeHead(data["tree_size"], bytes.fromhex(data["root_hash"]),
+                        datetime.fromisoformat(data["timestamp"]))
+        return cls(head, bytes.fromhex(data["key_id"]), bytes.fromhex(data["signature"]))
+
+
+def key_id(public_key: Ed25519PublicKey) -> bytes:
+    """SHA-256 of the raw public key: names the key that signed a head."""
+    return hashlib.sha256(public_key.public_bytes_raw()).digest()
+
+
+class Signer:
+    """The log's signing key; kept in the state folder, never printed."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.public_key = private_key.public_key()
+        self.key_id = key_id(self.public_key)
+
+    def __repr__(self) -> str:
+        return f"Signer(key_id={self.key_id.hex()[:16]}…)"
+
+    @classmethod
+    def generate(cls) -> Signer:
+        """A fresh key held in memory only (benchmarks, tests)."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load_or_create(cls, path: Path | None = None) -> Signer:
+        """The key in `path` (default: the state folder's audit/head-key.json), made if missing."""
+        path = path or private_dir("audit") / KEY_FILE
+        if path.exists():
+            raw = bytes.fromhex(read_json(path)["private_key"])
+            return cls(Ed25519PrivateKey.from_private_bytes(raw))
+        signer = cls.generate()
+        write_json(path, {"algorithm": "Ed25519",
+                          "private_key": signer._key.private_bytes_raw().hex(),
+                          "public_key": signer.public_key.public_bytes_raw().hex()},
+                   private=True)
+        return signer
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+    def sign_head(self, head: TreeHead) -> SignedHead:
+        return SignedHead(head, self.key_id, self.sign(head.message()))
+
+
+def verify_signature(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:
+    try:
+        public_key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify_head(signed: SignedHead, public_key: Ed25519PublicKey) -> bool:
+    """Was the head signed by this key?"""
+    return (signed.key_id == key_id(public_key)
+            and verify_signature(public_key, signed.head.message(), signed.signature))
+
+
+def includes(head: TreeHead, serial: int, leaf: bytes, proof: Sequence[bytes]) -> bool:
+    """Does `proof` show the entry with these canonical bytes at `serial` under `head`?"""
+    return merkle.verify_inclusion(merkle.leaf_hash(leaf), serial, head.size, proof, head.root)
+
+
+def consistent(older: TreeHead, newer: TreeHead, proof: Sequence[bytes]) -> bool:
+    """Does `proof` show `newer` is `older` with entries appended, none changed?"""
+    return merkle.verify_consistency(older.size, newer.size, proof, older.root, newer.root)

@@ -1,0 +1,746 @@
+"""The audit store: the access log as an append-only RFC 9162 Merkle tree, on SQLite.
+
+Tables: `entries` (one row per event; serial = leaf index; the canonical bytes and indexed
+columns), `nodes` (the hash of every complete subtree, leaves included, keyed by level and
+index; never deleted), `heads` (signed tree heads) and `purges` (signed records of what
+retention removed). Proofs read O(log n) nodes; a purge deletes entry rows only, so proofs
+for what remains and consistency between heads keep verifying.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from audit import merkle
+from audit.events import AccessLogEvent, from_millis, millis
+from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
+from renkei.state import private_dir
+
+RETENTION_YEARS = 7
+HEAD_EVERY = 10_000
+MAX_PAGE = 1000
+LEVEL_SHIFT = 56
+PURGE_CONTEXT = b"renkei audit purge v1\x00"
+_CHUNK = 900
+_END = 1 << 63
+
+Row = tuple[Any, ...]
+
+
+def default_path() -> Path:
+    """The store in the git-ignored state folder (it names persons: kept private)."""
+    return private_dir("audit") / "audit.db"
+
+
+def node_key(level: int, index: int) -> int:
+    """One integer key per subtree: level in the high bits, index below (level 0 = serial)."""
+    return level << LEVEL_SHIFT | index
+
+
+class MissingNode(LookupError):
+    """A subtree hash the tree needs is not in the store."""
+
+
+class ConflictingEvent(ValueError):
+    """An event id already stored with other bytes: a replay must carry the same event."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between SQL engines. SQLite now; PostgreSQL (BYTEA, BIGINT, %s) later."""
+
+    blob: str
+    key: str
+    begin_write: str
+    session: tuple[str, ...]
+
+
+SQLITE = Dialect(
+    blob="BLOB", key="INTEGER PRIMARY KEY", begin_write="BEGIN IMMEDIATE",
+    session=("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000",
+             "PRAGMA cache_size=-262144", "PRAGMA temp_store=MEMORY"))
+
+
+def connect(url: str | Path) -> tuple[sqlite3.Connection, Dialect]:
+    """A connection for `url`: a file path or sqlite:///path (PostgreSQL URLs to come).
+
+    As in SQLAlchemy, sqlite:///audit.db is relative and sqlite:////var/audit.db absolute.
+    """
+    text = str(url)
+    if "://" in text and not text.startswith("sqlite:///"):
+        raise ValueError(f"unsupported store URL {text!r}: use a path or sqlite:///path")
+    path = text.removeprefix("sqlite:///")
+    return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
+
+
+EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))
+ENTRY_COLUMNS = ("serial", *EVENT_COLUMNS, "leaf")
+_SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
+# verify reads whatever an intruder left: text and blobs as bytes, so nothing fails to decode
+_RAW_SELECT = "SELECT " + ", ".join(
+    c if c in ("serial", "occurred_at") else f"CAST({c} AS BLOB)" for c in ENTRY_COLUMNS
+) + " FROM entries"
+_INSERT = (f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})")
+_TIME, _LEAF = ENTRY_COLUMNS.index("occurred_at"), ENTRY_COLUMNS.index("leaf")
+# indexed for the queries; each ends in occurred_at so pages come in time order
+_INDEXED = {"person": True, "requester": False, "provider": True, "pattern_id": True,
+            "outcome": False}
+
+
+def _schema(d: Dialect) -> list[str]:
+    nullable = {"reason", "pattern_id", "legal_basis", "provider", "data_type", "person"}
+    columns = ",\n  ".join(
+        ["serial " + d.key]
+        + [f"{c} {'BIGINT' if c == 'occurred_at' else 'TEXT'}"
+           f"{'' if c in nullable else ' NOT NULL'}{' UNIQUE' if c == 'event_id' else ''}"
+           for c in EVENT_COLUMNS]
+        + [f"leaf {d.blob} NOT NULL"])
+    indexes = [
+        f"CREATE INDEX IF NOT EXISTS entries_{c} ON entries ({c}, occurred_at)"
+        + (f" WHERE {c} IS NOT NULL" if partial else "")
+        for c, partial in _INDEXED.items()]
+    return [
+        f"CREATE TABLE IF NOT EXISTS entries (\n  {columns})",
+        *indexes,
+        "CREATE INDEX IF NOT EXISTS entries_occurred_at ON entries (occurred_at)",
+        f"CREATE TABLE IF NOT EXISTS nodes (id {d.key}, hash {d.blob} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS heads (seq {d.key}, tree_size BIGINT NOT NULL, "
+        f"root {d.blob} NOT NULL, signed_at BIGINT NOT NULL, key_id {d.blob} NOT NULL, "
+        f"signature {d.blob} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS purges (seq {d.key}, purged_at BIGINT NOT NULL, "
+        f"cutoff BIGINT NOT NULL, ranges TEXT NOT NULL, key_id {d.blob} NOT NULL, "
+        f"signature {d.blob} NOT NULL)",
+    ]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Filters; all given ones must hold. `holder` matches requester or provider."""
+
+    person: str | None = None
+    holder: str | None = None
+    pattern: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    serial: int
+    event: AccessLogEvent
+    leaf: bytes
+    proof: tuple[bytes, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """Entries in (occurred_at, serial) order; `head` is what the proofs are against."""
+
+    entries: tuple[Entry, ...]
+    next_cursor: str | None
+    head: SignedHead | None = None
+
+
+@dataclass(frozen=True)
+class Purge:
+    """A signed record of a retention purge: which serials lost their entries, and why."""
+
+    purged_at: datetime
+    cutoff: datetime
+    ranges: tuple[tuple[int, int], ...]
+    key_id: bytes
+    signature: bytes
+
+    @property
+    def count(self) -> int:
+        return sum(end - start for start, end in self.ranges)
+
+    def message(self) -> bytes:
+        return (PURGE_CONTEXT + millis(self.purged_at).to_bytes(8, "big")
+                + millis(self.cutoff).to_bytes(8, "big") + _ranges_text(self.ranges).encode())
+
+
+def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
+    return json.dumps([list(r) for r in ranges], separators=(",", ":"))
+
+
+def years_before(moment: datetime, years: int) -> datetime:
+    try:
+        return moment.replace(year=moment.year - years)
+    except ValueError:  # 29 February
+        return moment.replace(year=moment.year - years, day=28)
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    where: str
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` checked and found; `ok` when nothing was found."""
+
+    tree_size: int = 0
+    entries: int = 0
+    purged: int = 0
+    heads: int = 0
+    unsigned: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    omitted: int = 0
+    max_findings: int = 1000
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def add(self, kind: str, where: str, detail: str) -> None:
+        if len(self.findings) < self.max_findings:
+            self.findings.append(Finding(kind, where, detail))
+        else:
+            self.omitted += 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditStore:
+    """The tamper-evident audit log. One writer process at a time appends; readers any time."""
+
+    def __init__(self, url: str | Path, signer: Signer, *, head_every: int = HEAD_EVERY,
+                 clock: Callable[[], datetime] = _now) -> None:
+        self.signer, self.head_every, self.clock = signer, head_every, clock
+        self._db, self._dialect = connect(url)
+        for statement in self._dialect.session:
+            self._db.execute(statement)
+        with self._write() as cur:
+            for statement in _schema(self._dialect):
+                cur.execute(statement)
+        self._frontier = merkle.Frontier()
+        self._open = True
+
+    def close(self) -> None:
+        """Close the connection (again is fine), refreshing the query planner's statistics."""
+        if self._open:
+            self._open = False
+            self._db.execute("PRAGMA optimize")
+            self._db.close()
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        cur = self._db.cursor()
+        cur.execute(self._dialect.begin_write)
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        """One snapshot for several statements."""
+        cur = self._db.cursor()
+        cur.execute("BEGIN")
+        try:
+            yield cur
+        finally:
+            cur.execute("COMMIT")
+
+    # ---- the tree ----
+
+    def size(self) -> int:
+        """The number of entries ever appended (purged ones included)."""
+        found = self._db.execute(
+            "SELECT max(id) FROM nodes WHERE id < ?", (node_key(1, 0),)).fetchone()[0]
+        return 0 if found is None else int(found) + 1
+
+    def node_hashes(self, nodes: Sequence[merkle.Node]) -> list[bytes]:
+        keys = [node_key(*n) for n in nodes]
+        found: dict[int, bytes] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            found.update(self._db.execute(
+                f"SELECT id, CAST(hash AS BLOB) FROM nodes "
+                f"WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall())
+        missing = [n for n, k in zip(nodes, keys, strict=True) if k not in found]
+        if missing:
+            raise MissingNode(f"subtree hashes missing from the store: {missing[:5]}")
+        return [found[k] for k in keys]
+
+    def root(self, size: int) -> bytes:
+        self._check_size(size)
+        return merkle.tree_root(self, size)
+
+    def inclusion_proof(self, serial: int, size: int) -> list[bytes]:
+        self._check_size(size)
+        return merkle.inclusion_proof(self, serial, size)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        self._check_size(new)
+        return merkle.consistency_proof(self, old, new)
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= self.size():
+            raise ValueError(f"no tree of size {size}: the log has {self.size()} entries")
+
+    def _tree(self) -> merkle.Frontier:
+        """A copy of the right edge of the tree, re-read if another writer appended."""
+        size = self.size()
+        if self._frontier.size != size:
+            nodes = merkle.covering_nodes(0, size)
+            self._frontier = merkle.Frontier(size, self.node_hashes(nodes))
+        return self._frontier.copy()
+
+    # ---- appending ----
+
+    def append(self, event: AccessLogEvent, leaf: bytes) -> int | None:
+        """The entry's serial, or None when the event is already there (or purged)."""
+        return self.append_many([(event, leaf)])[0]
+
+    def append_many(self, items: Iterable[tuple[AccessLogEvent, bytes]]) -> list[int | None]:
+        """Append a batch in one transaction: per item its serial, or None for a replay.
+
+        An event id already stored is skipped (exactly once); with other bytes it is a
+        ConflictingEvent. Events older than the last purge's cutoff are skipped too.
+        The batch is first written as all new; only if an event id clashes (a replay after
+        a crash) is it redone, looking up which events are stored.
+        """
+        batch = list(items)
+        try:
+            return self._append(batch, replay=False)
+        except sqlite3.IntegrityError:
+            return self._append(batch, replay=True)
+
+    def _append(self, batch: list[tuple[AccessLogEvent, bytes]], replay: bool
+                ) -> list[int | None]:
+        serials: list[int | None] = []
+        with self._write() as cur:
+            tree = self._tree()
+            known = self._stored_leaves(cur, [e.event_id for e, _ in batch]) if replay else {}
+            horizon = cur.execute("SELECT max(cutoff) FROM purges").fetchone()[0]
+            rows: list[Row] = []
+            nodes: list[tuple[int, bytes]] = []
+            for event, leaf in batch:
+                seen = known.get(event.event_id)
+                if seen is not None and seen != leaf:
+                    raise ConflictingEvent(f"event {event.event_id} is stored with other bytes")
+                if seen is not None or (horizon is not None
+                                        and millis(event.occurred_at) < horizon):
+                    serials.append(None)
+                    continue
+                known[event.event_id] = leaf
+                serials.append(tree.size)
+                rows.append(_row(tree.size, event, leaf))
+                nodes.extend((node_key(*n), h) for n, h in tree.append(merkle.leaf_hash(leaf)))
+            cur.executemany(_INSERT, rows)
+            cur.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
+            latest = self._latest_head(cur)
+            if tree.size - (latest.head.size if latest else 0) >= self.head_every:
+                self._sign(cur, tree)
+        self._frontier = tree
+        return serials
+
+    def _stored_leaves(self, cur: sqlite3.Cursor, event_ids: list[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(event_ids), _CHUNK):
+            chunk = event_ids[start:start + _CHUNK]
+            found.update(cur.execute(
+                "SELECT event_id, leaf FROM entries "
+                f"WHERE event_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall())
+        return found
+
+    # ---- heads ----
+
+    def _sign(self, cur: sqlite3.Cursor, tree: merkle.Frontier) -> SignedHead:
+        signed = self.signer.sign_head(TreeHead(tree.size, tree.root(), self.clock()))
+        cur.execute(
+            "INSERT INTO heads (tree_size, root, signed_at, key_id, signature) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (signed.head.size, signed.head.root, millis(signed.head.timestamp),
+             signed.key_id, signed.signature))
+        return signed
+
+    def _latest_head(self, cur: sqlite3.Cursor) -> SignedHead | None:
+        heads = self._heads(cur, "ORDER BY seq DESC LIMIT 1")
+        return heads[0][1] if heads else None
+
+    @staticmethod
+    def _heads(cur: sqlite3.Cursor, tail: str = "ORDER BY seq") -> list[tuple[int, SignedHead]]:
+        rows = cur.execute(
+            "SELECT seq, CAST(tree_size AS INTEGER), CAST(root AS BLOB), "
+            "CAST(signed_at AS INTEGER), CAST(key_id AS BLOB), CAST(signature AS BLOB) "
+            f"FROM heads {tail}")
+        return [(seq, SignedHead(TreeHead(size, root, from_millis(at)), key, sig))
+                for seq, size, root, at, key, sig in rows]
+
+    def sign_head(self) -> SignedHead:
+        """Sign and keep a head of the tree as it is now."""
+        with self._write() as cur:
+            signed = self._sign(cur, self._tree())
+        return signed
+
+    def head(self) -> SignedHead:
+        """The current signed head: the latest one, or a new one if entries came after it."""
+        with self._write() as cur:
+            return self._current_head(cur)
+
+    def _current_head(self, cur: sqlite3.Cursor) -> SignedHead:
+        latest, tree = self._latest_head(cur), self._tree()
+        if latest is None or latest.head.size != tree.size:
+            return self._sign(cur, tree)
+        return latest
+
+    def heads(self) -> list[SignedHead]:
+        """Every head signed so far, oldest first."""
+        return [signed for _, signed in self._heads(self._db.cursor())]
+
+    # ---- queries ----
+
+    def by_person(self, person: str, *, limit: int = 100, after: str | None = None) -> Page:
+        """All entries about one person, with inclusion proofs against the current head."""
+        return self.query(Query(person=person), limit=limit, after=after, prove=True)
+
+    def query(self, where: Query, *, limit: int = 100, after: str | None = None,
+              prove: bool = False) -> Page:
+        """One page of matching entries; pass `next_cursor` as `after` for the next page."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1..{MAX_PAGE}")
+        transaction = self._write if prove else self._read
+        with transaction() as cur:
+            rows = self._page(cur, where, limit + 1, _parse_cursor(after))
+            entries = tuple(_entry(row) for row in rows[:limit])
+            head = self._current_head(cur) if prove else None
+            if head is not None:
+                size = head.head.size
+                paths = merkle.resolve(
+                    self, [merkle.inclusion_ranges(e.serial, size) for e in entries])
+                entries = tuple(replace(e, proof=tuple(p))
+                                for e, p in zip(entries, paths, strict=True))
+        more = len(rows) > limit
+        cursor = f"{rows[limit - 1][_TIME]}:{rows[limit - 1][0]}" if more else None
+        return Page(entries, cursor, head)
+
+    @staticmethod
+    def _page(cur: sqlite3.Cursor, where: Query, n: int,
+              after: tuple[int, int] | None) -> list[Row]:
+        conditions: list[tuple[str, object]] = [
+            (f"{column} = ?", value) for column, value in (
+                ("person", where.person), ("pattern_id", where.pattern),
+                ("outcome", where.outcome)) if value is not None]
+        if where.since is not None:
+            conditions.append(("occurred_at >= ?", millis(where.since)))
+        if where.until is not None:
+            conditions.append(("occurred_at < ?", millis(where.until)))
+        branches = ([conditions] if where.holder is None else
+                    [[*conditions, (f"{side} = ?", where.holder)]
+                     for side in ("requester", "provider")])
+        results = []
+        for branch in branches:
+            sql = [c for c, _ in branch]
+            params = [p for _, p in branch]
+            if after is not None:
+                sql.append("(occurred_at, serial) > (?, ?)")
+                params.extend(after)
+            clause = f" WHERE {' AND '.join(sql)}" if sql else ""
+            results.append(cur.execute(
+                f"{_SELECT}{clause} ORDER BY occurred_at, serial LIMIT ?", [*params, n]
+            ).fetchall())
+        merged = heapq.merge(*results, key=lambda row: (row[_TIME], row[0]))
+        unique = (next(same) for _, same in itertools.groupby(merged, key=lambda row: row[0]))
+        return list(itertools.islice(unique, n))
+
+    # ---- retention ----
+
+    def purge(self, now: datetime, retention_years: int = RETENTION_YEARS) -> Purge:
+        """Delete entries older than the retention; keep their leaf hashes and all heads."""
+        cutoff = years_before(now, retention_years)
+        with self._write() as cur:
+            serials = (s for (s,) in cur.execute(
+                "SELECT serial FROM entries WHERE occurred_at < ? ORDER BY serial",
+                (millis(cutoff),)).fetchall())
+            ranges: list[tuple[int, int]] = []
+            for serial in serials:
+                if ranges and ranges[-1][1] == serial:
+                    ranges[-1] = (ranges[-1][0], serial + 1)
+                else:
+                    ranges.append((serial, serial + 1))
+            cur.execute("DELETE FROM entries WHERE occurred_at < ?", (millis(cutoff),))
+            unsigned = Purge(now, cutoff, tuple(ranges), self.signer.key_id, b"")
+            record = replace(unsigned, signature=self.signer.sign(unsigned.message()))
+            cur.execute(
+                "INSERT INTO purges (purged_at, cutoff, ranges, key_id, signature) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (millis(now), millis(cutoff), _ranges_text(ranges), record.key_id,
+                 record.signature))
+        return record
+
+    def purges(self) -> list[Purge]:
+        return [_purge(row) for _, *row in self._purge_rows()]
+
+    def _purge_rows(self) -> sqlite3.Cursor:
+        return self._db.execute(
+            "SELECT seq, purged_at, cutoff, CAST(ranges AS TEXT), CAST(key_id AS BLOB), "
+            "CAST(signature AS BLOB) FROM purges ORDER BY seq")
+
+    # ---- verification ----
+
+    def verify(self, decode: Callable[[bytes], AccessLogEvent] | None = None, *,
+               max_findings: int = 1000) -> VerifyReport:
+        """Recompute the log from what is stored and report every inconsistency found.
+
+        Checks each entry's bytes against its leaf hash (modified, reordered, deleted or
+        inserted entries), every stored subtree hash against its children, every head's
+        signature and root, and each head against the latest earlier one that holds.
+        With `decode` (the canonical codec), also each entry's indexed columns.
+        """
+        report = VerifyReport(max_findings=max_findings)
+        with self._read():
+            report.tree_size = size = self.size()
+            purged, horizon = self._verified_purges(report)
+            self._verify_entries(size, purged, horizon, decode, report)
+            for level in range(1, size.bit_length()):
+                self._verify_level(level, size, report)
+            beyond = self._db.execute("SELECT count(*) FROM nodes WHERE id >= ?",
+                                      (node_key(max(size.bit_length(), 1), 0),)).fetchone()[0]
+            if beyond:
+                report.add("node", "above the root", f"{beyond} subtree hashes beyond the tree")
+            self._verify_heads(size, report)
+        return report
+
+    def _verified_purges(self, report: VerifyReport) -> tuple[_Ranges, int | None]:
+        """The purged serial ranges and latest cutoff, from the purge records signed by us."""
+        ranges: list[tuple[int, int]] = []
+        horizon: int | None = None
+        for seq, *row in self._purge_rows():
+            try:
+                record = _purge(row)
+                trusted = record.key_id == self.signer.key_id and verify_signature(
+                    self.signer.public_key, record.message(), record.signature)
+            except (ValueError, TypeError):
+                trusted = False
+            if not trusted:
+                report.add("purge", f"purge #{seq}", "bad signature: its ranges are not trusted")
+                continue
+            ranges.extend(record.ranges)
+            horizon = max(horizon or 0, millis(record.cutoff))
+        return _Ranges(ranges), horizon
+
+    def _verify_entries(self, size: int, purged: _Ranges, horizon: int | None,
+                        decode: Callable[[bytes], AccessLogEvent] | None,
+                        report: VerifyReport) -> None:
+        rows = self._db.execute(f"{_RAW_SELECT} ORDER BY serial")
+        leaves = self._db.execute("SELECT id, CAST(hash AS BLOB) FROM nodes "
+                                  "WHERE id < ? ORDER BY id",
+                                  (node_key(1, 0),))
+        mismatched: list[tuple[int, bytes, bytes]] = []
+        expected = 0
+        for serial, row, stored in _join(rows, leaves):
+            if stored is not None and serial > expected:
+                report.add("node", _serials(expected, serial), "leaf hashes missing")
+            if stored is not None:
+                expected = serial + 1
+            if row is None:
+                if serial in purged:
+                    report.purged += 1
+                else:
+                    report.add("deleted", f"serial {serial}", "its entry is gone (not purged)")
+                continue
+            report.entries += 1
+            computed = merkle.leaf_hash(row[_LEAF])
+            if stored is None:
+                report.add("inserted", f"serial {serial}", "an entry that is not in the tree")
+            elif serial in purged:
+                report.add("inserted", f"serial {serial}", "an entry where one was purged")
+            elif computed == stored:
+                _check_columns(serial, row, horizon, decode, report)
+            elif len(mismatched) < report.max_findings:
+                mismatched.append((serial, computed, stored))
+            else:
+                report.omitted += 1
+        origin = {stored: serial for serial, _, stored in mismatched}
+        for serial, computed, _ in mismatched:
+            if computed in origin:
+                report.add("reordered", f"serial {serial}",
+                           f"holds the entry appended as serial {origin[computed]}")
+            else:
+                report.add("modified", f"serial {serial}",
+                           "its bytes do not match the leaf hash in the tree")
+
+    def _verify_level(self, level: int, size: int, report: VerifyReport) -> None:
+        """Each stored node of `level` against its two children; missing or extra ones."""
+        count = size >> level
+        parents = self._db.execute(
+            "SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id >= ? AND id < ? ORDER BY id",
+            (node_key(level, 0), node_key(level + 1, 0)))
+        children = iter(self._db.execute(
+            "SELECT id, CAST(hash AS BLOB) FROM nodes WHERE id >= ? AND id < ? ORDER BY id",
+            (node_key(level - 1, 0), node_key(level - 1, 2 * count))))
+        child = next(children, None)
+        expected = 0
+        for key, stored in parents:
+            index = key - node_key(level, 0)
+            where = f"node ({level}, {index})"
+            if index >= count:
+                report.add("node", where, "a subtree hash beyond the tree")
+                continue
+            if index > expected:
+                report.add("node", f"nodes ({level}, {expected}..{index - 1})", "missing")
+            expected = index + 1
+            pair: dict[int, bytes] = {}
+            while child is not None and child[0] - node_key(level - 1, 0) <= 2 * index + 1:
+                pair[child[0] - node_key(level - 1, 0)] = child[1]
+                child = next(children, None)
+            left, right = pair.get(2 * index), pair.get(2 * index + 1)
+            if left is not None and right is not None and merkle.node_hash(left, right) != stored:
+                report.add("node", where, f"does not hash its children (covers "
+                                          f"{_serials(index << level, (index + 1) << level)})")
+        if expected < count:
+            report.add("node", f"nodes ({level}, {expected}..{count - 1})", "missing")
+
+    def _verify_heads(self, size: int, report: VerifyReport) -> None:
+        """Each head's signature, order and root; a bad root against the earlier good head."""
+        good: list[tuple[int, TreeHead]] = []
+        previous: TreeHead | None = None
+        for seq, signed in self._heads(self._db.cursor()):
+            report.heads += 1
+            head, where = signed.head, f"head #{seq} (size {signed.head.size})"
+            if not verify_head(signed, self.signer.public_key):
+                report.add("head", where, "bad signature or unknown key")
+                continue
+            if previous and (head.size < previous.size or head.timestamp < previous.timestamp):
+                report.add("head", where, "smaller or older than the head before it")
+            previous = head
+            if head.size > size:
+                report.add("head", where, f"signs {head.size} entries; the tree has {size}")
+                continue
+            earlier = max(((s, h) for s, h in good if h.size <= head.size),
+                          key=lambda sh: (sh[1].size, sh[0]), default=None)
+            try:
+                problem = self._head_problem(head, earlier)
+            except MissingNode as exc:
+                problem = f"cannot recompute it: {exc}"
+            if problem is None:
+                good.append((seq, head))
+            else:
+                report.add("head", where, problem)
+        report.unsigned = size - max((h.size for _, h in good), default=0)
+
+    def _head_problem(self, head: TreeHead, earlier: tuple[int, TreeHead] | None) -> str | None:
+        """None when the stored tree has this root at this size; else what is wrong."""
+        if merkle.tree_root(self, head.size) == head.root:
+            return None
+        problem = "its root is not the stored tree's root at that size"
+        if earlier is None:
+            return problem
+        seq, older = earlier
+        if not consistent(older, head, merkle.consistency_proof(self, older.size, head.size)):
+            problem += (f"; not consistent with head #{seq} (size {older.size}):"
+                        f" {_serials(older.size, head.size)} were changed after it"
+                        " was signed, or it forks the log")
+        return problem
+
+
+class _Ranges:
+    """Membership in a set of serial ranges."""
+
+    def __init__(self, ranges: Iterable[tuple[int, int]]) -> None:
+        self._ranges = sorted(ranges)
+        self._starts = [start for start, _ in self._ranges]
+
+    def __contains__(self, serial: object) -> bool:
+        if not isinstance(serial, int):
+            return False
+        at = bisect.bisect_right(self._starts, serial) - 1
+        return at >= 0 and serial < self._ranges[at][1]
+
+
+def _serials(start: int, end: int) -> str:
+    return f"serials {start}..{end - 1}"
+
+
+def _join(rows: Iterable[Row], leaves: Iterable[tuple[int, bytes]]
+          ) -> Iterator[tuple[int, Row | None, bytes | None]]:
+    """Entries and leaf hashes side by side, by serial; None where one side has none."""
+    row_iter, leaf_iter = iter(rows), iter(leaves)
+    row, leaf = next(row_iter, None), next(leaf_iter, None)
+    while row is not None or leaf is not None:
+        serial = min(row[0] if row is not None else _END, leaf[0] if leaf is not None else _END)
+        this_row = row if row is not None and row[0] == serial else None
+        this_leaf = leaf if leaf is not None and leaf[0] == serial else None
+        yield serial, this_row, None if this_leaf is None else this_leaf[1]
+        if this_row is not None:
+            row = next(row_iter, None)
+        if this_leaf is not None:
+            leaf = next(leaf_iter, None)
+
+
+def _check_columns(serial: int, row: Row, horizon: int | None,
+                   decode: Callable[[bytes], AccessLogEvent] | None,
+                   report: VerifyReport) -> None:
+    if horizon is not None and isinstance(row[_TIME], int) and row[_TIME] < horizon:
+        report.add("retention", f"serial {serial}", "older than the last purge's cutoff")
+    if decode is None:
+        return
+    try:
+        decoded = decode(row[_LEAF])
+    except Exception as exc:  # any codec error means the bytes are not a valid event
+        report.add("column", f"serial {serial}", f"its bytes do not decode: {exc}")
+        return
+    expected = (v.encode() if isinstance(v, str) else v for v in _row(serial, decoded, row[_LEAF]))
+    differ = [name for name, stored, made in zip(ENTRY_COLUMNS, row, expected, strict=True)
+              if stored != made]
+    if differ:
+        report.add("column", f"serial {serial}",
+                   f"indexed columns differ from its bytes: {', '.join(differ)}")
+
+
+def _row(serial: int, event: AccessLogEvent, leaf: bytes) -> Row:
+    """The entries row of an event, in ENTRY_COLUMNS order."""
+    return (serial, event.event_id, event.request_id, millis(event.occurred_at), event.kind,
+            event.outcome, event.reason, event.pattern_id, event.legal_basis, event.requester,
+            event.provider, event.data_type, event.person, leaf)
+
+
+def _entry(row: Row) -> Entry:
+    values = list(row[1:_LEAF])
+    values[_TIME - 1] = from_millis(values[_TIME - 1])
+    return Entry(row[0], AccessLogEvent(*values), row[_LEAF])
+
+
+def _purge(row: Sequence[Any]) -> Purge:
+    at, cutoff, ranges, key, signature = row
+    return Purge(from_millis(at), from_millis(cutoff),
+                 tuple((int(start), int(end)) for start, end in json.loads(ranges)), key,
+                 signature)
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:
+    if cursor is None:
+        return None
+    try:
+        at, serial = cursor.split(":")
+        return int(at), int(serial)
+    except ValueError:
+        raise ValueError(f"bad cursor {cursor!r}: pass a page's next_cursor") from None

@@ -1,0 +1,1 @@
+"""The numbering authority (付番機関): the personal number and its code-conversion table."""

@@ -1,0 +1,122 @@
+"""`renkei authority …`: the numbering authority, its own store and process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from authority import store as authority_store
+from authority.service import NumberingAuthority, UnknownResident
+from registry import store as registry_store
+from registry.residents import ChangeKind
+
+DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
+                         help="the authority's store [default <state>/authority/authority.db]")
+REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), default=None,
+                               help="the registry [default <state>/registry/registry.db]")
+
+
+@click.group("authority")
+def authority_cli() -> None:
+    """The numbering authority (付番機関): personal numbers and their code-conversion table."""
+
+
+@contextmanager
+def _authority(db: Path | None) -> Iterator[NumberingAuthority]:
+    store = authority_store.AuthorityStore(db or authority_store.default_path())
+    try:
+        yield NumberingAuthority(store)
+    finally:
+        store.close()
+
+
+@contextmanager
+def _registry(path: Path | None) -> Iterator[registry_store.RegistryStore]:
+    try:
+        registry = registry_store.RegistryStore.open(path or registry_store.default_path())
+    except registry_store.NoRegistry as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+@authority_cli.command("assign-all")
+@REGISTRY_OPTION
+@DB_OPTION
+def assign_all(registry: Path | None, db: Path | None) -> None:
+    """Give every resident of the registry who has none a personal number."""
+    started = time.perf_counter()
+    with _registry(registry) as residents, _authority(db) as authority:
+        seen = residents.last_seq()  # the codes read below already reflect these events
+        given = authority.assign_all(residents.resident_codes())
+        authority.skip_registry_to(seen)
+        collisions = authority.collisions
+    seconds = time.perf_counter() - started
+    click.echo(f"{given:,} personal numbers assigned in {seconds:.1f}s "
+               f"({collisions} draws hit an issued number and were drawn again)")
+
+
+@authority_cli.command()
+@REGISTRY_OPTION
+@DB_OPTION
+def follow(registry: Path | None, db: Path | None) -> None:
+    """Follow the registry's resident-code changes: numbers stay with their residents."""
+    with _registry(registry) as residents, _authority(db) as authority:
+        events = residents.events(authority.registry_cursor(), ChangeKind.CODE_CHANGED)
+        followed = authority.follow(events)
+    click.echo(f"{followed} resident-code change(s) followed")
+
+
+@authority_cli.command("change-number")
+@click.argument("resident_code")
+@click.option("--reason", required=True, help="the resident's stated reason")
+@DB_OPTION
+def change_number(resident_code: str, reason: str, db: Path | None) -> None:
+    """A resident's request for a new personal number (the old one is retired for good)."""
+    with _authority(db) as authority:
+        try:
+            number = authority.change_number(resident_code, reason)
+        except UnknownResident as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"new personal number {number}; the old one is retired")
+
+
+@authority_cli.command("number-of")
+@click.argument("resident_code")
+@DB_OPTION
+def number_of(resident_code: str, db: Path | None) -> None:
+    """Notify a resident of their personal number."""
+    with _authority(db) as authority:
+        number = authority.number_of(resident_code)
+    if number is None:
+        raise click.ClickException("no personal number for that resident code")
+    click.echo(number)
+
+
+@authority_cli.command()
+@click.argument("number")
+@click.option("--holder", required=True, help="the holder asking (it lawfully holds the number)")
+@click.option("--purpose", required=True, help="why it asks")
+@DB_OPTION
+def lookup(number: str, holder: str, purpose: str, db: Path | None) -> None:
+    """Personal number → resident code, logged with who asked and why."""
+    with _authority(db) as authority:
+        resident_code = authority.lookup(number, holder, purpose)
+    if resident_code is None:
+        raise click.ClickException("no current personal number like that (the look-up is logged)")
+    click.echo(resident_code)
+
+
+@authority_cli.command()
+@DB_OPTION
+def status(db: Path | None) -> None:
+    """Numbers issued, current and retired; look-ups logged."""
+    with _authority(db) as authority:
+        counts = authority.counts()
+    click.echo("  ".join(f"{name} {count:,}" for name, count in counts.items()))

@@ -1,0 +1,54 @@
+"""The numbering authority on Kafka: a holder's personal number, sealed to the authority, is
+resolved to the resident code (a logged look-up) and passed on, sealed, to the registry."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from authority.service import NumberingAuthority
+from broker import acls, topics
+from renkei import sealing
+from renkei.envelope import Send, send
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import (
+    BY_RESIDENT_CODE,
+    NOT_FOUND,
+    HolderEntry,
+    NumberLookup,
+    PersonalNumber,
+    RegistryAnswer,
+    RegistryQuery,
+    ResidentCode,
+)
+
+log = logging.getLogger(__name__)
+PURPOSE = "binding by personal number"
+
+
+def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519PrivateKey,
+           directory: Callable[[str], HolderEntry | None]) -> list[Send]:
+    out = []
+    for record in records:
+        try:
+            lookup = CODEC.decode(record.value or b"", NumberLookup)
+            number = CODEC.decode(sealing.open_sealed(key, lookup.sealed_query,
+                                                      lookup.request_id), PersonalNumber)
+        except (SchemaError, sealing.CannotOpen) as exc:
+            log.error("an unreadable number look-up: %s", exc)
+            continue
+        resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE)
+        registry = directory(acls.REGISTRY)
+        if resident_code is None or registry is None:
+            out.append(send(topics.REGISTRY_OUT, lookup.request_id, RegistryAnswer(
+                lookup.request_id, lookup.requester, NOT_FOUND,
+                "no resident has that personal number", ())))
+            continue
+        sealed = sealing.seal(registry.public_key, CODEC.encode(ResidentCode(resident_code)),
+                              lookup.request_id)
+        out.append(send(topics.REGISTRY_IN, lookup.request_id, RegistryQuery(
+            lookup.request_id, lookup.requester, lookup.private, BY_RESIDENT_CODE, sealed)))
+    return out

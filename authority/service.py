@@ -1,0 +1,147 @@
+"""The numbering authority: it issues personal numbers and alone knows whose they are.
+
+A number is 11 digits drawn with `secrets` (a CSPRNG) and the ordinance's check digit, entered
+in the code-conversion table against the resident code: drawn, never derived, so nothing computes
+one from the other. A draw that hits any number ever issued is drawn again: no number is reissued,
+even after it is retired. A resident may ask for a new number (the old one is retired, the history
+kept); a changed resident code keeps its number. Looking a number up is a service call for holders
+that lawfully hold it, logged with who asked and why.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from authority.check_digit import is_valid, with_check_digit
+from authority.store import AuthorityStore
+from registry.residents import ChangeEvent, ChangeKind
+
+REGISTRY_CURSOR = "registry"
+
+
+class AlreadyAssigned(ValueError):
+    """The resident already has a personal number."""
+
+
+class UnknownResident(LookupError):
+    """No personal number is assigned to that resident code."""
+
+
+def draw_number() -> str:
+    return with_check_digit(f"{secrets.randbelow(10 ** 11):011d}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class NumberingAuthority:
+    def __init__(self, store: AuthorityStore, draw: Callable[[], str] = draw_number,
+                 clock: Callable[[], datetime] = _now) -> None:
+        self._store = store
+        self._draw = draw
+        self._clock = clock
+        self.collisions = 0  # draws that hit a number issued before, and were drawn again
+
+    def assign(self, resident_code: str) -> str:
+        """Give a resident their first personal number."""
+        with self._store.transaction():
+            if self._store.number_of(resident_code) is not None:
+                raise AlreadyAssigned("that resident already has a personal number")
+            return self._issue(resident_code)
+
+    def assign_all(self, resident_codes: Iterable[str]) -> int:
+        """Give a number to each resident that has none; how many were given."""
+        given = 0
+        with self._store.transaction():
+            for resident_code in resident_codes:
+                if self._store.number_of(resident_code) is None:
+                    self._issue(resident_code)
+                    given += 1
+        return given
+
+    def change_number(self, resident_code: str, reason: str) -> str:
+        """The resident's request for a new number: the old one is retired, never reissued."""
+        with self._store.transaction():
+            old = self._current(resident_code)
+            self._store.retire(old, self._clock())
+            new = self._issue(resident_code)
+            self._store.record_change(self._clock(), "number-changed", resident_code, old, new,
+                                      reason)
+        return new
+
+    def follow_code_change(self, old_code: str, new_code: str) -> None:
+        """The resident's code changed: the same personal number, under the new code."""
+        with self._store.transaction():
+            if not self._rename(old_code, new_code):
+                raise UnknownResident("no personal number for that resident code")
+
+    def follow(self, events: Iterable[ChangeEvent]) -> int:
+        """Follow the registry's code changes past the last one seen; how many moved a number.
+        Each is followed and marked seen at once, so following again never repeats one."""
+        followed = 0
+        for event in events:
+            if event.kind is not ChangeKind.CODE_CHANGED or event.seq <= self.registry_cursor():
+                continue
+            with self._store.transaction():
+                followed += self._rename(event.resident_code, event.after[0])
+                self._store.set_cursor(REGISTRY_CURSOR, event.seq)
+        return followed
+
+    def registry_cursor(self) -> int:
+        """The sequence number of the last registry event seen."""
+        return self._store.cursor(REGISTRY_CURSOR)
+
+    def skip_registry_to(self, seq: int) -> None:
+        """Events up to `seq` are already reflected (e.g. in the codes `assign_all` was given)."""
+        with self._store.transaction():
+            self._store.set_cursor(REGISTRY_CURSOR, max(seq, self.registry_cursor()))
+
+    def number_of(self, resident_code: str) -> str | None:
+        """The resident's current number (to notify them of it)."""
+        return self._store.number_of(resident_code)
+
+    def lookup(self, number: str, holder: str, purpose: str) -> str | None:
+        """The resident code behind a current personal number, for a holder that lawfully holds
+        it; logged with who asked and why. None for a retired, unknown or malformed number."""
+        if not holder.strip() or not purpose.strip():
+            raise ValueError("a look-up names the holder asking and its purpose")
+        resident_code = self._store.resident_of(number) if is_valid(number) else None
+        if resident_code is not None:
+            outcome = "found"
+        elif not is_valid(number):
+            outcome = "malformed"
+        else:
+            outcome = "retired" if self._store.was_issued(number) else "unknown"
+        self._store.record_lookup(self._clock(), holder, purpose, number, outcome)
+        return resident_code
+
+    def counts(self) -> dict[str, int]:
+        """Numbers issued, current and retired; look-ups logged."""
+        return self._store.counts()
+
+    def _rename(self, old_code: str, new_code: str) -> bool:
+        if not self._store.rename(old_code, new_code):
+            return False
+        self._store.record_change(self._clock(), "code-followed", old_code, old_code, new_code,
+                                  "resident code changed")
+        return True
+
+    def _current(self, resident_code: str) -> str:
+        number = self._store.number_of(resident_code)
+        if number is None:
+            raise UnknownResident("no personal number for that resident code")
+        return number
+
+    def _issue(self, resident_code: str) -> str:
+        """Draw until the number was never issued; bind it to the resident (in a transaction)."""
+        while True:
+            number = self._draw()
+            if not is_valid(number):
+                raise ValueError("the draw gave a number without a valid check digit")
+            if self._store.issue(number, resident_code, self._clock()):
+                self._store.bind(resident_code, number)
+                return number
+            self.collisions += 1

@@ -1,0 +1,167 @@
+"""The numbering authority's own SQLite store, which no other part of Renkei opens.
+
+`numbers` is every personal number ever issued (retired ones stay: the primary key is what makes a
+number never reissued); `conversion` is the code-conversion table, resident code ↔ current number;
+`history` the changes; `lookups` the log of every look-up, who asked and why.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from renkei.state import private_dir
+
+PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"  # a commit need not fsync
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS numbers (
+    number TEXT PRIMARY KEY,
+    issued_to TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    retired_at TEXT
+);
+CREATE TABLE IF NOT EXISTS conversion (
+    resident_code TEXT PRIMARY KEY,
+    number TEXT NOT NULL UNIQUE REFERENCES numbers (number)
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    resident_code TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lookups (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    number TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+
+def default_path() -> Path:
+    return private_dir("authority") / "authority.db"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the history: a number changed, or a resident code followed."""
+
+    seq: int
+    at: datetime
+    kind: str
+    resident_code: str
+    before: str
+    after: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One logged look-up of a personal number."""
+
+    seq: int
+    at: datetime
+    holder: str
+    purpose: str
+    number: str
+    outcome: str
+
+
+class AuthorityStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.executescript(PRAGMAS + SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._db:
+            yield
+
+    def issue(self, number: str, resident_code: str, at: datetime) -> bool:
+        """Record a newly issued number; False if it was ever issued before."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO numbers VALUES (?, ?, ?, NULL)",
+                                  (number, resident_code, at.isoformat()))
+        return cursor.rowcount == 1
+
+    def retire(self, number: str, at: datetime) -> None:
+        self._db.execute("UPDATE numbers SET retired_at = ? WHERE number = ?",
+                         (at.isoformat(), number))
+
+    def bind(self, resident_code: str, number: str) -> None:
+        """Set the resident's current number in the code-conversion table."""
+        self._db.execute("INSERT OR REPLACE INTO conversion VALUES (?, ?)", (resident_code, number))
+
+    def rename(self, old_code: str, new_code: str) -> bool:
+        """Move a row of the table to the resident's new code; False if there was none."""
+        cursor = self._db.execute("UPDATE conversion SET resident_code = ? WHERE resident_code = ?",
+                                  (new_code, old_code))
+        return cursor.rowcount == 1
+
+    def number_of(self, resident_code: str) -> str | None:
+        row = self._db.execute("SELECT number FROM conversion WHERE resident_code = ?",
+                               (resident_code,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def resident_of(self, number: str) -> str | None:
+        row = self._db.execute("SELECT resident_code FROM conversion WHERE number = ?",
+                               (number,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def was_issued(self, number: str) -> bool:
+        return self._db.execute("SELECT 1 FROM numbers WHERE number = ?",
+                                (number,)).fetchone() is not None
+
+    def record_change(self, at: datetime, kind: str, resident_code: str, before: str, after: str,
+                      reason: str) -> None:
+        self._db.execute("INSERT INTO history (at, kind, resident_code, before, after, reason) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (at.isoformat(), kind, resident_code, before, after, reason))
+
+    def record_lookup(self, at: datetime, holder: str, purpose: str, number: str,
+                      outcome: str) -> None:
+        with self._db:
+            self._db.execute("INSERT INTO lookups (at, holder, purpose, number, outcome) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             (at.isoformat(), holder, purpose, number, outcome))
+
+    def history(self, resident_code: str | None = None) -> list[Change]:
+        rows = self._db.execute(
+            "SELECT seq, at, kind, resident_code, before, after, reason FROM history "
+            "WHERE ? IS NULL OR ? IN (resident_code, before, after) ORDER BY seq",
+            (resident_code, resident_code))
+        return [Change(seq, datetime.fromisoformat(at), *rest) for seq, at, *rest in rows]
+
+    def lookups(self) -> list[Lookup]:
+        rows = self._db.execute(
+            "SELECT seq, at, holder, purpose, number, outcome FROM lookups ORDER BY seq")
+        return [Lookup(seq, datetime.fromisoformat(at), *rest) for seq, at, *rest in rows]
+
+    def cursor(self, source: str) -> int:
+        row = self._db.execute("SELECT seq FROM cursors WHERE source = ?", (source,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_cursor(self, source: str, seq: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (source, seq))
+
+    def counts(self) -> dict[str, int]:
+        """Numbers issued, current, retired; look-ups logged."""
+        issued, retired = self._db.execute(
+            "SELECT COUNT(*), COUNT(retired_at) FROM numbers").fetchone()
+        current = self._db.execute("SELECT COUNT(*) FROM conversion").fetchone()[0]
+        lookups = self._db.execute("SELECT COUNT(*) FROM lookups").fetchone()[0]
+        return {"issued": issued, "current": current, "retired": retired, "lookups": lookups}

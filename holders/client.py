@@ -1,0 +1,261 @@
+"""The holder library: what a holder's communication server does with Renkei.
+
+It binds its records (asks for link codes by four attributes or personal number and binds only on
+an exact match), sends linkage requests, answers the platform's queries from its own store, and
+keeps its side of the access log. Each request's outcome is recorded exactly once, whatever the
+broker redelivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from broker import acls, topics
+from broker.clients import KafkaAccess
+from holders import matching
+from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Request
+from registry.residents import FourAttributes
+from renkei import sealing
+from renkei.compacted import CompactedView
+from renkei.envelope import Send, send
+from renkei.service_loop import deliver, producer_for, serve
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import (
+    BY_ATTRIBUTES,
+    BY_PERSONAL_NUMBER,
+    FOUND,
+    NOT_FOUND,
+    REFUSED,
+    BindingAnswer,
+    BindingRequest,
+    HolderEntry,
+    LinkageAnswer,
+    LinkageRequest,
+    Payload,
+    PersonalNumber,
+    Pong,
+    ProviderAnswer,
+    ProviderQuery,
+    Rejection,
+)
+
+log = logging.getLogger(__name__)
+INBOX_MESSAGES = (ProviderQuery, LinkageAnswer, BindingAnswer, Rejection, Pong)
+BINDING, LINKAGE = "BINDING", "LINKAGE"
+BOUND, INVESTIGATING, REJECTED, UNREADABLE = "BOUND", "INVESTIGATING", "REJECTED", "UNREADABLE"
+SYSTEM = "system"
+
+
+class NotAuthorized(PermissionError):
+    """Only registered staff on registered terminals may act; the refusal is logged."""
+
+
+class NotBound(LookupError):
+    """The record has no link code yet: bind it first."""
+
+
+class HolderClient:
+    def __init__(self, holder: str, store: HolderStore, access: KafkaAccess | None = None,
+                 answer_queries: bool = True) -> None:
+        self.holder = holder
+        self.store = store
+        self.answer_queries = answer_queries
+        self.access = access or KafkaAccess.of(holder)
+        self._key = sealing.key_of(holder)
+        self.directory = CompactedView(self.access, topics.DIRECTORY,
+                                       lambda b: CODEC.decode(b, HolderEntry))
+        self._producer = producer_for(self.access)
+        self._waiters: dict[str, asyncio.Future[Request]] = {}
+        self._stop = asyncio.Event()
+        self._inbox: asyncio.Task[None] | None = None
+        self.terminal = f"{holder}/communication-server"
+
+    async def start(self) -> None:
+        await self.directory.start()
+        await self._producer.start()
+        ready = asyncio.Event()
+        self._inbox = asyncio.create_task(serve(
+            self.access, [topics.inbox(self.holder)], f"{acls.holder_group(self.holder)}inbox",
+            self._handle, self._stop, ready))
+        await asyncio.wait({asyncio.create_task(ready.wait()), self._inbox},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if self._inbox.done():
+            self._inbox.result()  # start-up failed: raise its error
+        await self.directory.loaded()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._inbox is not None:
+            await self._inbox
+        await self._producer.stop()
+        await self.directory.stop()
+
+    def entry(self, holder: str) -> HolderEntry:
+        found = self.directory.entries.get(holder.encode())
+        if found is None:
+            raise LookupError(f"{holder!r} is not in the holder directory")
+        return found
+
+    # requester side
+    def _authorize(self, request_id: str, operator: str, terminal: str, kind: str) -> None:
+        if not self.store.authorized(operator, terminal):
+            self.store.log(request_id, REQUESTER, operator, terminal,
+                           "REFUSED: not registered staff on a registered terminal",
+                           purpose=kind)
+            raise NotAuthorized(f"{operator!r} on {terminal!r} may not act for {self.holder}")
+
+    async def bind(self, own_number: str, operator: str, terminal: str,
+                   by_number: bool = False) -> str:
+        """Ask for this record's link code (step ①–④ of binding); returns the request id."""
+        request_id = str(uuid.uuid4())
+        self._authorize(request_id, operator, terminal, BINDING)
+        found = self.store.record(own_number)
+        if found is None:
+            raise LookupError(f"no record {own_number!r}")
+        attributes, number = found
+        if by_number and number is None:
+            raise LookupError(f"record {own_number!r} holds no personal number")
+        if by_number:
+            sealed = sealing.seal(self.entry(acls.AUTHORITY).public_key,
+                                  CODEC.encode(PersonalNumber(str(number))), request_id)
+        else:
+            sealed = sealing.seal(self.entry(acls.REGISTRY).public_key,
+                                  CODEC.encode(attributes), request_id)
+        self.store.open_request(request_id, BINDING, own_number, operator, terminal)
+        await self._send(request_id, BindingRequest(
+            request_id, datetime.now(UTC), BY_PERSONAL_NUMBER if by_number else BY_ATTRIBUTES,
+            sealed))
+        return request_id
+
+    async def request(self, own_number: str, pattern_id: str, provider: str, data_type: str,
+                      purpose: str, operator: str, terminal: str) -> str:
+        """Step ①: ask `provider` for this person's `data_type` under `pattern_id`."""
+        request_id = str(uuid.uuid4())
+        self._authorize(request_id, operator, terminal, purpose)
+        link_code = self.store.link_code(own_number)
+        if link_code is None:
+            raise NotBound(f"record {own_number!r} is not bound to a link code")
+        self.store.open_request(request_id, LINKAGE, own_number, operator, terminal,
+                                pattern_id=pattern_id, provider=provider, data_type=data_type,
+                                purpose=purpose)
+        await self._send(link_code, LinkageRequest(request_id, datetime.now(UTC), link_code,
+                                                   pattern_id, provider, data_type))
+        return request_id
+
+    async def _send(self, key: str, message: object) -> None:
+        await deliver(self._producer, [send(topics.outbox(self.holder), key, message)])
+
+    async def outcome(self, request_id: str, within: float = 60.0) -> Request:
+        """Wait for the request's one outcome (answer, rejection, timeout, binding result)."""
+        found = self.store.request(request_id)
+        if found is None:
+            raise LookupError(f"no request {request_id}")
+        if found.status != SENT:
+            return found
+        waiter = self._waiters.setdefault(request_id,
+                                          asyncio.get_running_loop().create_future())
+        async with asyncio.timeout(within):
+            return await waiter
+
+    # the inbox: answers to this holder's requests, and queries to answer
+    async def _handle(self, records: list[Any]) -> Sequence[Send]:
+        out: list[Send] = []
+        resolved: list[Request] = []
+        with self.store.transaction():
+            for record in records:
+                try:
+                    message = CODEC.decode(record.value or b"", *INBOX_MESSAGES)
+                except SchemaError as exc:
+                    log.error("%s: an unreadable inbox message: %s", self.holder, exc)
+                    continue
+                if isinstance(message, ProviderQuery):
+                    if self.answer_queries:
+                        out.append(self._answer(message))
+                elif isinstance(message, Pong):
+                    continue
+                else:
+                    try:
+                        done = self._resolve(message)
+                    except (sealing.CannotOpen, SchemaError) as exc:
+                        log.error("%s: answer %s cannot be read: %s", self.holder,
+                                  message.request_id, exc)
+                        done = self._unreadable(message.request_id, str(exc))
+                    if done is not None:
+                        resolved.append(done)
+        for request in resolved:
+            waiter = self._waiters.pop(request.request_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(request)
+        return out
+
+    def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection) -> Request | None:
+        request = self.store.request(message.request_id)
+        if request is None:
+            log.warning("%s: an answer to unknown request %s", self.holder, message.request_id)
+            return None
+        if isinstance(message, Rejection):
+            return self._finish(request, REJECTED, f"{message.reason}: {message.detail}")
+        if isinstance(message, BindingAnswer):
+            return self._bound(request, message)
+        fields = None
+        if message.status == FOUND:
+            payload = sealing.open_sealed(self._key, message.sealed_payload, message.request_id)
+            fields = dict(CODEC.decode(payload, Payload).fields)
+        return self._finish(request, message.status, None, fields)
+
+    def _unreadable(self, request_id: str, why: str) -> Request | None:
+        request = self.store.request(request_id)
+        return None if request is None else self._finish(request, UNREADABLE, why)
+
+    def _finish(self, request: Request, status: str, detail: str | None,
+                fields: dict[str, str] | None = None) -> Request | None:
+        done = self.store.resolve(request.request_id, status, detail, fields)
+        if done is not None and request.kind == LINKAGE:
+            self.store.log(request.request_id, REQUESTER, request.operator, request.terminal,
+                           status, counterpart=request.provider, pattern_id=request.pattern_id,
+                           data_type=request.data_type, purpose=request.purpose,
+                           content=None if fields is None else json.dumps(fields,
+                                                                          ensure_ascii=False))
+        return done
+
+    def _bound(self, request: Request, answer: BindingAnswer) -> Request | None:
+        found = self.store.record(request.own_number)
+        assert found is not None
+        candidates = [(c.link_code, CODEC.decode(
+            sealing.open_sealed(self._key, c.sealed_attributes, request.request_id),
+            FourAttributes)) for c in answer.candidates]
+        decision = matching.decide(found[0], candidates)
+        if isinstance(decision, matching.Bind):
+            self.store.bind(request.own_number, decision.link_code)
+            return self._finish(request, BOUND, None)
+        reason = decision.reason if answer.status == FOUND else (
+            f"{answer.status}: {answer.detail or decision.reason}")
+        self.store.investigate(request.request_id, request.own_number, reason)
+        return self._finish(request, INVESTIGATING, reason)
+
+    def _answer(self, query: ProviderQuery) -> Send:
+        """Step ③ at the provider: find the person by link code, seal the data to the requester."""
+        own_number = self.store.own_number(query.link_code)
+        fields = None if own_number is None else self.store.data(own_number, query.data_type)
+        status, sealed = NOT_FOUND, b""
+        try:
+            requester_key = self.entry(query.requester).public_key
+        except LookupError:
+            status = REFUSED
+        else:
+            if fields is not None:
+                status = FOUND
+                sealed = sealing.seal(requester_key, CODEC.encode(
+                    Payload(query.data_type, fields)), query.request_id)
+        self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
+                       counterpart=query.requester, pattern_id=query.pattern_id,
+                       data_type=query.data_type,
+                       content=None if fields is None else json.dumps(fields, ensure_ascii=False))
+        return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(
+            query.request_id, query.ticket, query.link_code, status, sealed))

@@ -1,0 +1,239 @@
+"""A holder's own store (SQLite): its records and data, the correspondence table (own number ↔
+link code), its investigation queue, staff and terminals, its requests and its access log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from registry.residents import FourAttributes, Sex
+from renkei.state import private_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    own_number TEXT PRIMARY KEY, name TEXT NOT NULL, address TEXT NOT NULL,
+    date_of_birth TEXT NOT NULL, sex INTEGER NOT NULL, personal_number TEXT);
+CREATE TABLE IF NOT EXISTS data (
+    own_number TEXT NOT NULL REFERENCES records, data_type TEXT NOT NULL, fields TEXT NOT NULL,
+    PRIMARY KEY (own_number, data_type));
+CREATE TABLE IF NOT EXISTS bindings (
+    own_number TEXT PRIMARY KEY REFERENCES records, link_code TEXT NOT NULL UNIQUE,
+    bound_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS investigations (
+    request_id TEXT PRIMARY KEY, own_number TEXT NOT NULL, reason TEXT NOT NULL,
+    opened_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS staff (staff_id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terminals (terminal_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY, kind TEXT NOT NULL, own_number TEXT NOT NULL,
+    pattern_id TEXT, provider TEXT, data_type TEXT, purpose TEXT,
+    operator TEXT NOT NULL, terminal TEXT NOT NULL, sent_at TEXT NOT NULL,
+    status TEXT NOT NULL, detail TEXT, result TEXT, answered_at TEXT, duplicates INTEGER DEFAULT 0);
+CREATE TABLE IF NOT EXISTS access_log (
+    serial INTEGER PRIMARY KEY, at TEXT NOT NULL, request_id TEXT NOT NULL, side TEXT NOT NULL,
+    operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
+    data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
+    UNIQUE (request_id, side));
+CREATE INDEX IF NOT EXISTS requests_status ON requests (status);
+"""
+SENT = "SENT"
+REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    request_id: str
+    kind: str
+    own_number: str
+    pattern_id: str | None
+    provider: str | None
+    data_type: str | None
+    purpose: str | None
+    operator: str
+    terminal: str
+    status: str
+    detail: str | None
+    result: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A holder-side access-log entry: ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose."""
+
+    serial: int
+    at: str
+    request_id: str
+    side: str
+    operator: str
+    terminal: str
+    counterpart: str | None
+    pattern_id: str | None
+    data_type: str | None
+    content: str | None
+    purpose: str | None
+    outcome: str
+
+
+def default_path(holder: str) -> Path:
+    return private_dir("holders", holder) / "holder.db"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class HolderStore:
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # the holder's own records, data and people allowed to act
+    def add_record(self, own_number: str, attributes: FourAttributes,
+                   personal_number: str | None = None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
+                        (own_number, attributes.name, attributes.address,
+                         attributes.date_of_birth.isoformat(), int(attributes.sex),
+                         personal_number))
+
+    def record(self, own_number: str) -> tuple[FourAttributes, str | None] | None:
+        row = self.db.execute("SELECT name, address, date_of_birth, sex, personal_number "
+                              "FROM records WHERE own_number = ?", (own_number,)).fetchone()
+        if row is None:
+            return None
+        return FourAttributes(row[0], row[1], date.fromisoformat(row[2]), Sex(row[3])), row[4]
+
+    def own_numbers(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT own_number FROM records ORDER BY 1")]
+
+    def put_data(self, own_number: str, data_type: str, fields: dict[str, str]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO data VALUES (?, ?, ?)",
+                        (own_number, data_type, json.dumps(fields, ensure_ascii=False)))
+
+    def data(self, own_number: str, data_type: str) -> dict[str, str] | None:
+        row = self.db.execute("SELECT fields FROM data WHERE own_number = ? AND data_type = ?",
+                              (own_number, data_type)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def add_staff(self, staff_id: str, name: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO staff VALUES (?, ?)", (staff_id, name))
+
+    def add_terminal(self, terminal_id: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO terminals VALUES (?)", (terminal_id,))
+
+    def authorized(self, operator: str, terminal: str) -> bool:
+        """Registered staff on a registered terminal (paper §5(3))."""
+        return bool(self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM staff WHERE staff_id = ?) "
+            "AND EXISTS (SELECT 1 FROM terminals WHERE terminal_id = ?)",
+            (operator, terminal)).fetchone()[0])
+
+    # the correspondence table and the investigation queue
+    def bind(self, own_number: str, link_code: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?)",
+                        (own_number, link_code, _now()))
+
+    def link_code(self, own_number: str) -> str | None:
+        row = self.db.execute("SELECT link_code FROM bindings WHERE own_number = ?",
+                              (own_number,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def own_number(self, link_code: str) -> str | None:
+        row = self.db.execute("SELECT own_number FROM bindings WHERE link_code = ?",
+                              (link_code,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def bindings(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT own_number, link_code FROM bindings"))
+
+    def investigate(self, request_id: str, own_number: str, reason: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO investigations VALUES (?, ?, ?, ?)",
+                        (request_id, own_number, reason, _now()))
+
+    def investigations(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT own_number, reason FROM investigations ORDER BY opened_at")]
+
+    # requests this holder sent, and their outcome (each recorded once)
+    def open_request(self, request_id: str, kind: str, own_number: str, operator: str,
+                     terminal: str, *, pattern_id: str | None = None,
+                     provider: str | None = None, data_type: str | None = None,
+                     purpose: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO requests (request_id, kind, own_number, pattern_id, provider, "
+            "data_type, purpose, operator, terminal, sent_at, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (request_id, kind, own_number, pattern_id, provider, data_type, purpose, operator,
+             terminal, _now(), SENT))
+
+    def resolve(self, request_id: str, status: str, detail: str | None = None,
+                result: dict[str, str] | None = None) -> Request | None:
+        """Record a request's outcome if it has none yet; a second outcome is only counted."""
+        done = self.db.execute(
+            "UPDATE requests SET status = ?, detail = ?, result = ?, answered_at = ? "
+            "WHERE request_id = ? AND status = ?",
+            (status, detail, None if result is None else json.dumps(result, ensure_ascii=False),
+             _now(), request_id, SENT)).rowcount
+        if not done:
+            self.db.execute("UPDATE requests SET duplicates = duplicates + 1 "
+                            "WHERE request_id = ?", (request_id,))
+            return None
+        return self.request(request_id)
+
+    def request(self, request_id: str) -> Request | None:
+        row = self.db.execute(
+            "SELECT request_id, kind, own_number, pattern_id, provider, data_type, purpose, "
+            "operator, terminal, status, detail, result FROM requests WHERE request_id = ?",
+            (request_id,)).fetchone()
+        if row is None:
+            return None
+        (request_id, kind, own_number, pattern_id, provider, data_type, purpose, operator,
+         terminal, status, detail, result) = row
+        return Request(request_id, kind, own_number, pattern_id, provider, data_type, purpose,
+                       operator, terminal, status, detail,
+                       None if result is None else dict(json.loads(result)))
+
+    def counts(self) -> dict[str, int]:
+        """Requests by status, and answers that arrived for an already answered request."""
+        counts = dict(self.db.execute("SELECT status, count(*) FROM requests GROUP BY status"))
+        counts["duplicates dropped"] = self.db.execute(
+            "SELECT coalesce(sum(duplicates), 0) FROM requests").fetchone()[0]
+        return counts
+
+    # the holder-side access log (⑦–⑫)
+    def log(self, request_id: str, side: str, operator: str, terminal: str, outcome: str, *,
+            counterpart: str | None = None, pattern_id: str | None = None,
+            data_type: str | None = None, content: str | None = None,
+            purpose: str | None = None) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO access_log (at, request_id, side, operator, terminal, "
+            "counterpart, pattern_id, data_type, content, purpose, outcome) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
+             content, purpose, outcome))
+
+    def access_log(self, request_id: str | None = None) -> list[LogEntry]:
+        where, args = ("WHERE request_id = ?", (request_id,)) if request_id else ("", ())
+        return [LogEntry(*row) for row in self.db.execute(
+            f"SELECT serial, at, request_id, side, operator, terminal, counterpart, pattern_id, "
+            f"data_type, content, purpose, outcome FROM access_log {where} ORDER BY serial",
+            args)]

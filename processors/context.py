@@ -1,0 +1,32 @@
+"""What the platform's handlers read: the directory, the pattern list, the codes and keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from processors.approval import PatternList
+from processors.codes import CodeService, UnitEpoch
+from processors.tickets import TicketSealer
+from schemas.messages import HolderEntry
+
+ANSWER_TIMEOUT = timedelta(seconds=30)
+REPLAY_WINDOW = timedelta(minutes=2)
+
+
+@dataclass
+class Context:
+    codes: CodeService
+    tickets: TicketSealer
+    sealing_key: X25519PrivateKey = field(repr=False)
+    directory: dict[str, HolderEntry] = field(default_factory=dict)
+    patterns: PatternList = field(default_factory=lambda: PatternList(()))
+    answer_timeout: timedelta = ANSWER_TIMEOUT
+    replay_window: timedelta = REPLAY_WINDOW
+
+    def unit(self, holder: str) -> UnitEpoch:
+        """The link-code unit and key epoch of a holder in the directory."""
+        entry = self.directory[holder]
+        return UnitEpoch(entry.link_unit, entry.key_epoch)

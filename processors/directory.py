@@ -1,0 +1,48 @@
+"""The holder directory and the legal pattern list, as the operator publishes them (compacted
+topics, written by the admin principal only; everyone else reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from broker import acls, config, topics
+from broker.clients import KafkaAccess
+from processors import keys, patterns
+from renkei import sealing
+from renkei.envelope import send
+from renkei.service_loop import deliver, producer_for
+from schemas.messages import HolderEntry, LegalPattern
+
+SERVICE = "service"
+
+
+def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
+                 private: bool = False, epoch: int = 0) -> HolderEntry:
+    """A holder's entry, with the public half of its sealing key (made now if it has none)."""
+    return HolderEntry(holder, name, role, unit or holder, epoch,
+                       sealing.public_bytes(sealing.key_of(holder)), private, True,
+                       datetime.now(UTC))
+
+
+def service_entries() -> list[HolderEntry]:
+    """The platform, registry and authority, whose public keys holders seal queries to."""
+    now = datetime.now(UTC)
+    platform = sealing.public_bytes(keys.load().sealing_key())
+    return [HolderEntry(acls.PLATFORM, "情報連携基盤", SERVICE, acls.PLATFORM, 0, platform,
+                        False, True, now)] + [
+        HolderEntry(name, title, SERVICE, name, 0,
+                    sealing.public_bytes(sealing.key_of(name)), False, True, now)
+        for name, title in ((acls.REGISTRY, "住民基本台帳ネットワーク"),
+                            (acls.AUTHORITY, "付番機関"))]
+
+
+async def publish(entries: Sequence[HolderEntry] = (),
+                  versions: Sequence[LegalPattern] = ()) -> None:
+    producer = producer_for(KafkaAccess.of(config.ADMIN))
+    await producer.start()
+    try:
+        await deliver(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in entries]
+                      + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
+    finally:
+        await producer.stop()

@@ -1,0 +1,84 @@
+"""The platform's key store: two master secrets, and the AES keys derived from them.
+
+`renkei keys init` writes the masters once into the state folder (`keys/master.json`, mode 0600).
+The ID-code key and each link-code key (one per unit and key epoch) are derived with HKDF-SHA256;
+no key is ever printed, logged, put in a message, or shown by `repr`.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from renkei.state import private_dir, read_json, write_json
+
+MASTER_BYTES = 32
+KEY_BYTES = 32  # AES-256
+UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class KeysMissing(RuntimeError):
+    """The key store has not been initialised."""
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    """The platform's two master secrets: one for ID codes, one for link codes."""
+
+    id_master: bytes = field(repr=False)
+    link_master: bytes = field(repr=False)
+
+    @classmethod
+    def generate(cls) -> MasterKeys:
+        return cls(secrets.token_bytes(MASTER_BYTES), secrets.token_bytes(MASTER_BYTES))
+
+    def id_key(self) -> bytes:
+        """The platform's ID key (resident code ↔ ID code)."""
+        return _derive(self.id_master, b"renkei/id-code")
+
+    def link_key(self, unit: str, epoch: int) -> bytes:
+        """The key of a link-code unit at a key epoch (ID code ↔ link code)."""
+        if not UNIT_NAME.fullmatch(unit) or epoch < 0:
+            raise ValueError(f"bad link-code unit {unit!r} or epoch {epoch}")
+        return _derive(self.link_master, f"renkei/link-code/{unit}/{epoch}".encode())
+
+    def ticket_key(self) -> bytes:
+        """The AES-GCM key of the tickets the platform seals into queries."""
+        return _derive(self.link_master, b"renkei/ticket")
+
+    def sealing_key(self) -> X25519PrivateKey:
+        """The platform's HPKE key: the registry seals candidates' resident codes to it."""
+        return X25519PrivateKey.from_private_bytes(_derive(self.id_master, b"renkei/sealing"))
+
+
+def _derive(master: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(master)
+
+
+def store_path() -> Path:
+    return private_dir("keys") / "master.json"
+
+
+def init() -> tuple[Path, bool]:
+    """Create the key store unless it exists; (its path, whether it was created now)."""
+    path = store_path()
+    if path.exists():
+        return path, False
+    keys = MasterKeys.generate()
+    write_json(path, {"id_master": keys.id_master.hex(), "link_master": keys.link_master.hex()},
+               private=True)
+    return path, True
+
+
+def load() -> MasterKeys:
+    path = store_path()
+    if not path.exists():
+        raise KeysMissing(f"no key store at {path}: run `renkei keys init`")
+    data = read_json(path)
+    return MasterKeys(bytes.fromhex(data["id_master"]), bytes.fromhex(data["link_master"]))

@@ -1,0 +1,154 @@
+"""Linkage (paper §5(4)): steps ①–③ on a request, step ④ on the provider's answer.
+
+Requests are approved and rewritten link code A → ID code → link code B, then handed to the
+decider; answers are checked against their ticket and rewritten B → ID code → A. Both work on
+batches, so the code conversions run as few FF1 batches as possible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processors import decider
+from processors.access_log import ANSWER, LINKAGE
+from processors.approval import Approved, approve
+from processors.codes import InvalidCode
+from processors.context import Context
+from processors.rejection import reject
+from processors.tickets import InvalidTicket
+from renkei.envelope import Incoming, Send
+from schemas.codec import CODEC
+from schemas.messages import (
+    FOUND,
+    NOT_FOUND,
+    REFUSED,
+    LinkageAnswer,
+    LinkageRequest,
+    Outcome,
+    Pending,
+    ProviderAnswer,
+    ProviderQuery,
+    Ticket,
+)
+
+PROVIDER_STATUSES = frozenset({FOUND, NOT_FOUND, REFUSED})
+
+
+@dataclass(frozen=True, slots=True)
+class FromHolder:
+    """A decoded message and who sent it (the holder whose outbox it came from)."""
+
+    incoming: Incoming
+    holder: str
+    message: object
+
+
+def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
+    """Approve and rewrite linkage requests; the approved go to the decider."""
+    out: list[Send] = []
+    known = [item for item in batch if item.holder in ctx.directory]
+    for item in batch:
+        if item.holder not in ctx.directory:
+            out += _reject(item, "NOT_PERMITTED", "the requester is not in the holder directory")
+    ids = ctx.codes.id_codes_of([_req(i).link_code for i in known],
+                                [ctx.unit(i.holder) for i in known])
+    approved: list[tuple[FromHolder, Approved, str]] = []
+    for item, id_code in zip(known, ids, strict=True):
+        request, at = _req(item), item.incoming.timestamp
+        person = None if isinstance(id_code, InvalidCode) else id_code
+        if abs(at - request.sent_at) > ctx.replay_window:
+            out += _reject(item, "STALE_REQUEST", f"sent at {request.sent_at.isoformat()}, "
+                           f"received {at.isoformat()}: outside the replay window", person)
+            continue
+        verdict = approve(request, ctx.directory[item.holder], ctx.directory, ctx.patterns, at)
+        if not isinstance(verdict, Approved):
+            out += _reject(item, verdict.reason, verdict.detail, person)
+        elif person is None:
+            out += _reject(item, "INVALID_LINK_CODE", str(id_code), None)
+        else:
+            approved.append((item, verdict, person))
+    targets = ctx.codes.link_codes_of([person for _, _, person in approved],
+                                      [ctx.unit(_req(item).provider) for item, _, _ in approved])
+    for (item, verdict, person), link_b in zip(approved, targets, strict=True):
+        out.append(_pending(item, verdict, person, link_b, ctx))
+    return out
+
+
+def _pending(item: FromHolder, verdict: Approved, person: str, link_b: str,
+             ctx: Context) -> Send:
+    request = _req(item)
+    deadline = item.incoming.timestamp + ctx.answer_timeout
+    ticket = ctx.tickets.seal(Ticket(request.request_id, item.holder, request.provider,
+                                     request.pattern_id, request.data_type, person, deadline))
+    query = ProviderQuery(request.request_id, ticket, link_b, item.holder, request.pattern_id,
+                          request.data_type, deadline)
+    pending = Pending(request.request_id, item.incoming.source, item.holder, request.provider,
+                      request.pattern_id, verdict.pattern.legal_basis, request.data_type, person,
+                      deadline, CODEC.encode(query))
+    return decider.to_decider(request.request_id, pending)
+
+
+def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
+    """Check providers' answers against their tickets and rewrite them for the requester."""
+    out: list[Send] = []
+    opened: list[tuple[FromHolder, Ticket]] = []
+    for item in batch:
+        answer = _ans(item)
+        try:
+            ticket = ctx.tickets.open(answer.ticket, answer.request_id)
+        except InvalidTicket as exc:
+            out += _refuse_answer(item, "INVALID_TICKET", str(exc))
+            continue
+        if ticket.provider != item.holder:
+            out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider")
+        elif answer.status not in PROVIDER_STATUSES:
+            out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer")
+        elif ticket.requester not in ctx.directory or item.holder not in ctx.directory:
+            out += _refuse_answer(item, "UNKNOWN_HOLDER", "a party left the holder directory")
+        else:
+            opened.append((item, ticket))
+    ids = ctx.codes.id_codes_of([_ans(i).link_code for i, _ in opened],
+                                [ctx.unit(i.holder) for i, _ in opened])
+    good = []
+    for (item, ticket), id_code in zip(opened, ids, strict=True):
+        if id_code != ticket.id_code:
+            out += _refuse_answer(item, "INVALID_LINK_CODE",
+                                  "the answer's link code is not the queried person's", ticket)
+        else:
+            good.append((item, ticket))
+    link_a = ctx.codes.link_codes_of([t.id_code for _, t in good],
+                                     [ctx.unit(t.requester) for _, t in good])
+    for (item, ticket), link_code in zip(good, link_a, strict=True):
+        answer = _ans(item)
+        relayed = LinkageAnswer(answer.request_id, link_code, item.holder, ticket.pattern_id,
+                                ticket.data_type, answer.status, answer.sealed_payload)
+        out.append(decider.to_decider(answer.request_id, Outcome(
+            answer.request_id, item.incoming.source, CODEC.encode(relayed))))
+    return out
+
+
+def _req(item: FromHolder) -> LinkageRequest:
+    assert isinstance(item.message, LinkageRequest)
+    return item.message
+
+
+def _ans(item: FromHolder) -> ProviderAnswer:
+    assert isinstance(item.message, ProviderAnswer)
+    return item.message
+
+
+def _reject(item: FromHolder, reason: str, detail: str, person: str | None = None) -> list[Send]:
+    request = _req(item)
+    return reject(item.holder, request.request_id, reason, detail, item.incoming.timestamp,
+                  item.incoming.source, LINKAGE, pattern_id=request.pattern_id,
+                  provider=request.provider, data_type=request.data_type, person=person)
+
+
+def _refuse_answer(item: FromHolder, reason: str, detail: str,
+                   ticket: Ticket | None = None) -> list[Send]:
+    answer = _ans(item)
+    return reject(item.holder, answer.request_id, reason, detail, item.incoming.timestamp,
+                  item.incoming.source, ANSWER,
+                  pattern_id=ticket.pattern_id if ticket else None,
+                  data_type=ticket.data_type if ticket else None)
+

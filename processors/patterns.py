@@ -1,0 +1,38 @@
+"""The legal pattern list as a file of sample rows, published to its compacted topic."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+from pathlib import Path
+
+from schemas.messages import LegalPattern
+
+SAMPLE = Path(__file__).with_name("legal_patterns.toml")
+
+
+def load(path: Path = SAMPLE) -> list[LegalPattern]:
+    rows = tomllib.loads(path.read_text(encoding="utf-8"))["pattern"]
+    return [_pattern(row) for row in rows]
+
+
+def _pattern(row: dict[str, object]) -> LegalPattern:
+    valid_from = row["valid_from"]
+    valid_to = row.get("valid_to")
+    if not isinstance(valid_from, datetime) or not (valid_to is None
+                                                   or isinstance(valid_to, datetime)):
+        raise ValueError(f"pattern {row.get('pattern_id')}: validity must be TOML datetimes")
+    data_types = row["data_types"]
+    assert isinstance(data_types, list)
+    return LegalPattern(
+        pattern_id=str(row["pattern_id"]), version=int(str(row["version"])),
+        legal_basis=str(row["legal_basis"]), purpose=str(row["purpose"]),
+        requester_role=str(row["requester_role"]), provider_role=str(row["provider_role"]),
+        data_types=tuple(str(t) for t in data_types), valid_from=valid_from,
+        valid_to=valid_to, annex_item=str(row["annex_item"]) if "annex_item" in row else None,
+    )
+
+
+def key(pattern: LegalPattern) -> str:
+    """The compaction key: one entry per version, so the history stays for audit replay."""
+    return f"{pattern.pattern_id}#{pattern.version}"

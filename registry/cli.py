@@ -1,0 +1,124 @@
+"""`renkei registry …`: generate the simulated resident registry and look residents up."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+
+import click
+
+from registry import store as registry_store
+from registry.normalize import parse_date, parse_sex
+from registry.residents import ChangeKind, FourAttributes, Resident
+
+DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
+                         help="the registry's SQLite file [default <state>/registry/registry.db]")
+
+
+@click.group("registry")
+def registry_cli() -> None:
+    """The resident registry simulator (住基ネット)."""
+
+
+@registry_cli.command()
+@click.option("--residents", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@DB_OPTION
+@click.option("--replace", is_flag=True, help="replace an existing registry at that path")
+def generate(residents: int, seed: int, db: Path | None, replace: bool) -> None:
+    """Generate a registry of synthetic residents, deterministic from the seed."""
+    path = db or registry_store.default_path()
+    started = time.perf_counter()
+    try:
+        tally = registry_store.build(path, residents, seed, replace=replace)
+    except registry_store.RegistryExists as exc:
+        raise click.ClickException(str(exc)) from exc
+    seconds = time.perf_counter() - started
+    store = registry_store.RegistryStore.open(path)
+    ambiguous = store.ambiguous_keys()
+    store.close()
+    click.echo(f"{residents:,} residents (seed {seed}) into {path} in {seconds:.1f}s "
+               f"({residents / seconds:,.0f} residents/s)")
+    for case, count in tally.as_dict().items():
+        click.echo(f"  {case.replace('_', ' '):<24}{count:>10,}")
+    click.echo(f"  {'ambiguous 4-attr keys':<24}{ambiguous:>10,}  (a look-up returns several)")
+
+
+@registry_cli.command()
+@click.option("--code", help="a resident code")
+@click.option("--name")
+@click.option("--address")
+@click.option("--dob", help="date of birth: 1975-01-02, 昭和50年1月2日, …")
+@click.option("--sex", help="1/2, 男/女, M/F")
+@DB_OPTION
+def lookup(code: str | None, name: str | None, address: str | None, dob: str | None,
+           sex: str | None, db: Path | None) -> None:
+    """Look up by resident code, or by all four attributes (never fewer)."""
+    store = _open(db)
+    try:
+        if code is not None:
+            found = store.by_code(code)
+            residents = [] if found is None else [found]
+        elif name and address and dob and sex:
+            attributes = FourAttributes(name, address, parse_date(dob), parse_sex(sex))
+            residents = store.find(attributes)
+        else:
+            raise click.UsageError("give --code, or all of --name --address --dob --sex")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    finally:
+        store.close()
+    click.echo(f"{len(residents)} resident(s)"
+               + (": several match, the registry never picks one" if len(residents) > 1 else ""))
+    for resident in residents:
+        click.echo(_line(resident))
+
+
+@registry_cli.command()
+@click.option("--after", type=int, default=0, show_default=True, help="sequence number")
+@click.option("--kind", type=click.Choice([k.value for k in ChangeKind]), default=None)
+@click.option("--limit", type=int, default=20, show_default=True)
+@DB_OPTION
+def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
+    """Change events (moves, name changes, changed resident codes), in order."""
+    store = _open(db)
+    try:
+        found = store.events(after, ChangeKind(kind) if kind else None, limit)
+    finally:
+        store.close()
+    for event in found:
+        click.echo(f"{event.seq:>8} {event.on} {event.kind:<13} {event.resident_code} "
+                   f"{' '.join(event.before)} → {' '.join(event.after)}")
+
+
+@registry_cli.command()
+@click.argument("resident_code")
+@click.argument("holder")
+@click.option("--withdraw", is_flag=True, help="withdraw the consent instead")
+@DB_OPTION
+def consent(resident_code: str, holder: str, withdraw: bool, db: Path | None) -> None:
+    """Record a resident's consent to a private holder binding them (or withdraw it)."""
+    store = _open(db)
+    try:
+        if withdraw:
+            store.withdraw_consent(resident_code, holder)
+        else:
+            store.give_consent(resident_code, holder, date.today())
+    except KeyError as exc:
+        raise click.ClickException("no resident has that code") from exc
+    finally:
+        store.close()
+    click.echo(f"consent to {holder} {'withdrawn' if withdraw else 'recorded'}")
+
+
+def _open(db: Path | None) -> registry_store.RegistryStore:
+    try:
+        return registry_store.RegistryStore.open(db or registry_store.default_path())
+    except registry_store.NoRegistry as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _line(resident: Resident) -> str:
+    return (f"{resident.resident_code}  {resident.name} ({resident.kana})  "
+            f"{resident.date_of_birth} {resident.sex.name}  {resident.address}")

@@ -1,0 +1,106 @@
+"""Normalisation for 4-attribute matching: two spellings of one fact get one key.
+
+Used alike on the registry's records and on what a holder sends, so a match is exact equality of
+keys, never a similarity score. Folded: NFKC (full-width ↔ half-width, half-width kana), spaces,
+old/variant kanji (髙→高, 﨑→崎, 邊/邉→辺, …), address notation (丁目/番地/番/号/の vs hyphens,
+kanji numerals vs digits), hiragana vs katakana in readings, and dates written in the Japanese era.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date
+from functools import lru_cache
+
+from registry.residents import FourAttributes, Sex
+
+# Old or variant form → the common form. 齋 is the old form of 斎 and 齊 of 斉: 斎藤 and 斉藤
+# are different names, so they stay apart.
+KANJI_VARIANTS = {
+    "髙": "高", "﨑": "崎", "嵜": "崎", "碕": "崎", "邊": "辺", "邉": "辺", "齋": "斎",
+    "齊": "斉", "澤": "沢", "濱": "浜", "濵": "浜", "廣": "広", "嶋": "島", "嶌": "島",
+    "國": "国", "櫻": "桜", "實": "実", "德": "徳", "惠": "恵", "藏": "蔵", "眞": "真",
+    "龍": "竜", "冨": "富", "槇": "槙", "峯": "峰", "條": "条", "關": "関", "瀨": "瀬",
+    "圓": "円", "傳": "伝", "澁": "渋", "來": "来", "𠮷": "吉", "曾": "曽",
+}
+NEW_FORMS = str.maketrans(KANJI_VARIANTS)  # a translation table: old forms → common forms
+_ADDRESS_FOLD = str.maketrans({**KANJI_VARIANTS, "ヶ": "ケ", "ヵ": "カ"})
+_HIRAGANA_TO_KATAKANA = str.maketrans({chr(c): chr(c + 0x60) for c in range(0x3041, 0x3097)})
+
+_KANJI_DIGITS = dict(zip("〇一二三四五六七八九", range(10), strict=True))
+_KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
+_KANJI_NUMBER = re.compile(
+    r"(?:(?<=丁目)|(?<=番地)|(?<=[番の-]))[〇一二三四五六七八九十百千]+"
+    r"|[〇一二三四五六七八九十百千]+(?=丁目|番地|番(?!町)|号)")
+_DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[‐‑‒–—―−ー](?=\d)")
+_MARK_BEFORE_DIGIT = re.compile(r"(?<=\d)(?:丁目|番地の?|番(?!町)|号|の)(?=\d)")
+_MARK_AT_END = re.compile(r"(?<=\d)(?:丁目|番地|番(?!町)|号)")
+
+_ERAS = {"明治": 1868, "大正": 1912, "昭和": 1926, "平成": 1989, "令和": 2019}
+_DATE = re.compile(r"(?P<era>明治|大正|昭和|平成|令和)?(?P<y>\d+|元)[年/.-](?P<m>\d+)[月/.-]"
+                   r"(?P<d>\d+)日?")
+_SEXES = {"1": Sex.MALE, "男": Sex.MALE, "男性": Sex.MALE, "M": Sex.MALE, "MALE": Sex.MALE,
+          "2": Sex.FEMALE, "女": Sex.FEMALE, "女性": Sex.FEMALE, "F": Sex.FEMALE,
+          "FEMALE": Sex.FEMALE}
+
+
+def _compact(text: str) -> str:
+    """NFKC, no whitespace."""
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+@lru_cache(maxsize=65536)
+def normalize_name(name: str) -> str:
+    return _compact(name).translate(NEW_FORMS).upper()
+
+
+def normalize_kana(kana: str) -> str:
+    return _compact(kana).translate(_HIRAGANA_TO_KATAKANA).replace("・", "")
+
+
+def normalize_address(address: str) -> str:
+    """One form for all ways of writing an address: `…1丁目2番地の3`, `…一丁目２-３` → `…1-2-3`."""
+    text = _compact(address).translate(_ADDRESS_FOLD).upper()
+    text = _KANJI_NUMBER.sub(lambda m: str(kanji_number(m.group())), text)
+    text = _DASH_BETWEEN_DIGITS.sub("-", text)
+    text = _MARK_BEFORE_DIGIT.sub("-", text)
+    return _MARK_AT_END.sub("", text)
+
+
+def kanji_number(text: str) -> int:
+    """一〇一 → 101, 二十三 → 23, 百五 → 105."""
+    if not any(c in _KANJI_UNITS for c in text):
+        return int("".join(str(_KANJI_DIGITS[c]) for c in text))
+    total, digit = 0, 0
+    for c in text:
+        if c in _KANJI_UNITS:
+            total += (digit or 1) * _KANJI_UNITS[c]
+            digit = 0
+        else:
+            digit = _KANJI_DIGITS[c]
+    return total + digit
+
+
+def parse_date(text: str) -> date:
+    """A date of birth as written: 1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, 平成元年…"""
+    found = _DATE.fullmatch(_compact(text))
+    if found is None:
+        raise ValueError(f"not a date: {text!r}")
+    year = 1 if found["y"] == "元" else int(found["y"])
+    if found["era"]:
+        year += _ERAS[found["era"]] - 1
+    return date(year, int(found["m"]), int(found["d"]))
+
+
+def parse_sex(text: str) -> Sex:
+    try:
+        return _SEXES[_compact(text).upper()]
+    except KeyError:
+        raise ValueError(f"not a sex: {text!r}") from None
+
+
+def four_key(attributes: FourAttributes) -> str:
+    """The matching key: equal keys mean all four attributes match after normalisation."""
+    return "|".join((normalize_name(attributes.name), normalize_address(attributes.address),
+                     attributes.date_of_birth.isoformat(), attributes.sex.name))

@@ -1,0 +1,90 @@
+"""The registry (住基ネット) on Kafka: answers the platform's look-ups with sealed candidates.
+
+Each candidate's resident code is sealed to the platform (which turns it into a link code) and
+its current four attributes to the requesting holder (which compares them with its record); so
+neither the platform nor the broker sees attributes, and the holder never sees a resident code.
+A private holder gets a candidate only for a consenting resident whose four attributes match
+exactly, and only if exactly one does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker import acls, topics
+from registry.residents import FourAttributes, Resident
+from registry.store import RegistryStore
+from renkei import sealing
+from renkei.envelope import Send, send
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import (
+    BY_RESIDENT_CODE,
+    FOUND,
+    NOT_FOUND,
+    REFUSED,
+    HolderEntry,
+    RegistryAnswer,
+    RegistryCandidate,
+    RegistryQuery,
+    ResidentCode,
+)
+
+log = logging.getLogger(__name__)
+Directory = Callable[[str], HolderEntry | None]
+
+
+class RegistryService:
+    def __init__(self, store: RegistryStore, key: X25519PrivateKey,
+                 directory: Directory) -> None:
+        self.store = store
+        self._key = key
+        self._directory = directory
+
+    def handle(self, records: Sequence[Any]) -> list[Send]:
+        out = []
+        for record in records:
+            try:
+                query = CODEC.decode(record.value or b"", RegistryQuery)
+            except SchemaError as exc:
+                log.error("an unreadable registry query: %s", exc)
+                continue
+            out.append(send(topics.REGISTRY_OUT, query.request_id, self.answer(query)))
+        return out
+
+    def answer(self, query: RegistryQuery) -> RegistryAnswer:
+        platform = self._directory(acls.PLATFORM)
+        requester = self._directory(query.requester)
+        if platform is None or requester is None:
+            return _answer(query, REFUSED, "the requester or the platform has no directory entry")
+        try:
+            residents = self._find(query)
+        except (sealing.CannotOpen, SchemaError) as exc:
+            return _answer(query, REFUSED, f"the query cannot be read: {exc}")
+        if query.private:
+            residents = [r for r in residents
+                         if self.store.has_consent(r.resident_code, query.requester)]
+            if len(residents) != 1:
+                return _answer(query, NOT_FOUND,
+                               "no single consenting resident matches all four attributes")
+        candidates = tuple(RegistryCandidate(
+            sealing.seal(platform.public_key, CODEC.encode(ResidentCode(r.resident_code)),
+                         query.request_id),
+            sealing.seal(requester.public_key, CODEC.encode(r.four_attributes),
+                         query.request_id)) for r in residents)
+        return _answer(query, FOUND if candidates else NOT_FOUND, "", candidates)
+
+    def _find(self, query: RegistryQuery) -> list[Resident]:
+        plain = sealing.open_sealed(self._key, query.sealed_query, query.request_id)
+        if query.by == BY_RESIDENT_CODE:
+            found = self.store.by_code(CODEC.decode(plain, ResidentCode).resident_code)
+            return [] if found is None else [found]
+        return self.store.find(CODEC.decode(plain, FourAttributes))
+
+
+def _answer(query: RegistryQuery, status: str, detail: str,
+            candidates: tuple[RegistryCandidate, ...] = ()) -> RegistryAnswer:
+    return RegistryAnswer(query.request_id, query.requester, status, detail, candidates)

@@ -1,0 +1,261 @@
+"""The registry's SQLite store: residents as they are now, their change events, the consents
+they gave private holders, look-ups.
+
+Look-up by 4 attributes compares normalised keys exactly and returns every resident that matches:
+zero, one or several. It never picks one of several, and never matches on fewer than four.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date
+from pathlib import Path
+
+from registry.generate import Person, Rates, Simulator, Tally
+from registry.normalize import four_key
+from registry.resident_code import is_valid
+from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Resident, Sex, apply
+from renkei.state import private_dir
+
+CHUNK = 20_000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS residents (
+    person INTEGER PRIMARY KEY,
+    resident_code TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    kana TEXT NOT NULL,
+    address TEXT NOT NULL,
+    date_of_birth TEXT NOT NULL,
+    sex INTEGER NOT NULL,
+    four_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    person INTEGER NOT NULL REFERENCES residents (person),
+    kind TEXT NOT NULL,
+    resident_code TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    happened_on TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consents (
+    person INTEGER NOT NULL REFERENCES residents (person),
+    holder TEXT NOT NULL,
+    given_on TEXT NOT NULL,
+    PRIMARY KEY (person, holder)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+INDEXES = """
+CREATE INDEX IF NOT EXISTS residents_four_key ON residents (four_key);
+CREATE INDEX IF NOT EXISTS events_person ON events (person);
+CREATE INDEX IF NOT EXISTS events_code ON events (resident_code);
+"""
+RESIDENT_COLUMNS = "resident_code, name, kana, address, date_of_birth, sex"
+EVENT_COLUMNS = "kind, resident_code, before, after, happened_on, seq"
+
+
+def default_path() -> Path:
+    return private_dir("registry") / "registry.db"
+
+
+class RegistryExists(RuntimeError):
+    """A registry is already at that path."""
+
+
+class NoRegistry(FileNotFoundError):
+    """No registry at that path."""
+
+
+class RegistryStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path)
+        self._db.executescript(SCHEMA + INDEXES)
+
+    @classmethod
+    def open(cls, path: Path) -> RegistryStore:
+        if not path.exists():
+            raise NoRegistry(f"no registry at {path}: run `renkei registry generate`")
+        return cls(path)
+
+    @classmethod
+    def create(cls, path: Path, replace: bool = False) -> RegistryStore:
+        """A new, empty registry at `path`; an existing one is replaced only if asked."""
+        if path.exists():
+            if not replace:
+                raise RegistryExists(f"a registry exists at {path} (replace it with --replace)")
+            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self, people: Iterable[Person]) -> None:
+        """Bulk-load a generated registry: residents, then all events in date order."""
+        self._db.executescript("DROP INDEX IF EXISTS residents_four_key;")
+        events: list[tuple[date, int, ChangeEvent]] = []
+        with self._db:
+            rows = []
+            for person_id, person in enumerate(people, start=1):
+                rows.append((person_id, *_resident_row(person.resident)))
+                events.extend((event.on, person_id, event) for event in person.events)
+                if len(rows) == CHUNK:
+                    self._insert_residents(rows)
+                    rows.clear()
+            self._insert_residents(rows)
+            events.sort(key=lambda item: item[:2])
+            self._db.executemany(
+                "INSERT INTO events (person, kind, resident_code, before, after, happened_on) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                ((person_id, *_event_row(event)) for _, person_id, event in events))
+        self._db.executescript(INDEXES)
+
+    def _insert_residents(self, rows: Sequence[tuple[object, ...]]) -> None:
+        self._db.executemany(
+            f"INSERT INTO residents (person, {RESIDENT_COLUMNS}, four_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def by_code(self, resident_code: str) -> Resident | None:
+        """The resident whose current code this is (a code given up is nobody's)."""
+        found = self._person(resident_code)
+        return None if found is None else found[1]
+
+    def _person(self, resident_code: str) -> tuple[int, Resident] | None:
+        row = self._db.execute(f"SELECT person, {RESIDENT_COLUMNS} FROM residents "
+                               "WHERE resident_code = ?", (resident_code,)).fetchone()
+        return None if row is None else (row[0], _resident(row[1:]))
+
+    def find(self, attributes: FourAttributes) -> list[Resident]:
+        """Every resident whose four attributes all match after normalisation (0, 1 or more)."""
+        rows = self._db.execute(f"SELECT {RESIDENT_COLUMNS} FROM residents WHERE four_key = ? "
+                                "ORDER BY resident_code", (four_key(attributes),))
+        return [_resident(row) for row in rows]
+
+    def events(self, after_seq: int = 0, kind: ChangeKind | None = None,
+               limit: int | None = None) -> list[ChangeEvent]:
+        """Change events in the order they were recorded, after a sequence number."""
+        rows = self._db.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND (? IS NULL OR kind = ?) "
+            "ORDER BY seq LIMIT ?", (after_seq, kind, kind, -1 if limit is None else limit))
+        return [_event(row) for row in rows]
+
+    def history(self, resident_code: str) -> list[ChangeEvent]:
+        """Every change of the person who has or had this code."""
+        rows = self._db.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE person IN ("
+            "SELECT person FROM residents WHERE resident_code = ? "
+            "UNION SELECT person FROM events WHERE resident_code = ?) ORDER BY seq",
+            (resident_code, resident_code))
+        return [_event(row) for row in rows]
+
+    def record(self, event: ChangeEvent) -> ChangeEvent:
+        """Apply a live change to its resident and append it; the event with its sequence number."""
+        found = self._person(event.resident_code)
+        if found is None:
+            raise KeyError("no resident has that code")
+        person, resident = found
+        if event.kind is ChangeKind.CODE_CHANGED and not self._issuable(event.after[0]):
+            raise ValueError("a new resident code must be valid and never issued before")
+        changed = apply(resident, event)
+        with self._db:
+            self._db.execute(
+                "UPDATE residents SET resident_code = ?, name = ?, kana = ?, address = ?, "
+                "date_of_birth = ?, sex = ?, four_key = ? WHERE person = ?",
+                (*_resident_row(changed), person))
+            cursor = self._db.execute(
+                "INSERT INTO events (person, kind, resident_code, before, after, happened_on) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (person, *_event_row(event)))
+        return ChangeEvent(event.kind, event.resident_code, event.before, event.after, event.on,
+                           cursor.lastrowid or 0)
+
+    def _issuable(self, resident_code: str) -> bool:
+        used = self._db.execute(
+            "SELECT 1 FROM residents WHERE resident_code = ? "
+            "UNION SELECT 1 FROM events WHERE resident_code = ?",
+            (resident_code, resident_code)).fetchone()
+        return is_valid(resident_code) and used is None
+
+    def give_consent(self, resident_code: str, holder: str, on: date) -> None:
+        """Record that the resident consents to a private holder binding them (kept across code
+        changes: it belongs to the person)."""
+        found = self._person(resident_code)
+        if found is None:
+            raise KeyError("no resident has that code")
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?)",
+                             (found[0], holder, on.isoformat()))
+
+    def withdraw_consent(self, resident_code: str, holder: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM consents WHERE holder = ? AND person = (SELECT person "
+                             "FROM residents WHERE resident_code = ?)", (holder, resident_code))
+
+    def has_consent(self, resident_code: str, holder: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM consents JOIN residents USING (person) "
+                               "WHERE resident_code = ? AND holder = ?", (resident_code, holder))
+        return row.fetchone() is not None
+
+    def resident_codes(self) -> Iterator[str]:
+        """Every current resident code, in the order residents were entered."""
+        for (code,) in self._db.execute("SELECT resident_code FROM residents ORDER BY person"):
+            yield code
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM residents").fetchone()[0])
+
+    def last_seq(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def ambiguous_keys(self) -> int:
+        """How many 4-attribute keys more than one resident shares (a look-up gives several)."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM residents GROUP BY four_key "
+            "HAVING COUNT(*) > 1)").fetchone()[0])
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def meta(self, key: str) -> object:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+
+def build(path: Path, residents: int, seed: int, rates: Rates | None = None,
+          replace: bool = False) -> Tally:
+    """Generate a registry of `residents` from `seed` into a new store at `path`."""
+    simulator = Simulator(seed, rates)
+    store = RegistryStore.create(path, replace)
+    try:
+        store.load(simulator.people(residents))
+        store.set_meta("generated", {"residents": residents, "seed": seed,
+                                     "tally": simulator.tally.as_dict()})
+    finally:
+        store.close()
+    return simulator.tally
+
+
+def _resident_row(resident: Resident) -> tuple[str, str, str, str, str, int, str]:
+    return (resident.resident_code, resident.name, resident.kana, resident.address,
+            resident.date_of_birth.isoformat(), int(resident.sex),
+            four_key(resident.four_attributes))
+
+
+def _resident(row: tuple[str, str, str, str, str, int]) -> Resident:
+    code, name, kana, address, born, sex = row
+    return Resident(code, name, kana, address, date.fromisoformat(born), Sex(sex))
+
+
+def _event_row(event: ChangeEvent) -> tuple[str, str, str, str, str]:
+    return (event.kind.value, event.resident_code, json.dumps(event.before, ensure_ascii=False),
+            json.dumps(event.after, ensure_ascii=False), event.on.isoformat())
+
+
+def _event(row: tuple[str, str, str, str, str, int]) -> ChangeEvent:
+    kind, code, before, after, on, seq = row
+    return ChangeEvent(ChangeKind(kind), code, tuple(json.loads(before)),
+                       tuple(json.loads(after)), date.fromisoformat(on), seq)

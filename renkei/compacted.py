@@ -1,0 +1,88 @@
+"""A live view of a compacted topic (the pattern list, the holder directory): the latest value
+per key, loaded from the beginning, then kept up to date while the process runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer
+
+from broker.clients import KafkaAccess, caught_up
+
+V = TypeVar("V")
+log = logging.getLogger(__name__)
+
+
+class CompactedView(Generic[V]):
+    """Read a compacted topic without a consumer group: every process sees every entry."""
+
+    def __init__(self, access: KafkaAccess, topic: str, decode: Callable[[bytes], V]) -> None:
+        self.topic = topic
+        self._access = access
+        self._decode = decode
+        self._entries: dict[bytes, V] = {}
+        self._loaded = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.version = 0
+
+    @property
+    def entries(self) -> dict[bytes, V]:
+        return self._entries
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name=f"view:{self.topic}")
+
+    async def loaded(self) -> None:
+        """Wait until everything written before the view started has been read."""
+        await self._loaded.wait()
+
+    async def changed(self) -> None:
+        """Wait for the next change after this call."""
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(self.topic, **self._access.aiokafka(), group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = consumer.assignment()
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(list(partitions))
+            if not any(ends.values()):
+                self._loaded.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        self._apply(record.key, record.value)
+                if batch:
+                    self.version += 1
+                    self._changed.set()
+                if not self._loaded.is_set() and await caught_up(consumer, ends):
+                    self._loaded.set()
+        finally:
+            await consumer.stop()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            log.warning("an entry without a key on %s: ignored", self.topic)
+        elif value is None:
+            self._entries.pop(key, None)
+        else:
+            try:
+                self._entries[key] = self._decode(value)
+            except ValueError as exc:
+                log.warning("an unreadable entry on %s: %s", self.topic, exc)
+

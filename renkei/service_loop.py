@@ -1,0 +1,92 @@
+"""A consumer-group service loop for the systems around the platform (registry, authority,
+holders, audit): read a batch, handle it, send the effects, then commit — at least once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from broker import topics
+from broker.clients import KafkaAccess
+from renkei.compacted import CompactedView
+from renkei.envelope import Send
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry
+
+log = logging.getLogger(__name__)
+Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
+Lookup = Callable[[str], HolderEntry | None]
+
+
+def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
+                 batch: int = 500) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(*topics_in, **access.aiokafka(), group_id=group,
+                            enable_auto_commit=False, auto_offset_reset="earliest",
+                            max_poll_records=batch, session_timeout_ms=10_000,
+                            heartbeat_interval_ms=2_000)
+
+
+def producer_for(access: KafkaAccess) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**access.aiokafka(), acks="all", enable_idempotence=True,
+                            linger_ms=2)
+
+
+async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
+    """Send every effect and wait until the broker has them all."""
+    futures = [await producer.send(e.topic, e.value, key=e.key.encode() if e.key else None,
+                                   partition=e.partition) for e in effects]
+    await asyncio.gather(*futures)
+
+
+async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
+                stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set; offsets are committed only after the effects are delivered."""
+    consumer = consumer_for(access, topics_in, group)
+    producer = producer_for(access)
+    await consumer.start()
+    await producer.start()
+    try:
+        if ready is not None:
+            ready.set()
+        while not stop.is_set():
+            polled = await consumer.getmany(timeout_ms=200)
+            records = [r for batch in polled.values() for r in batch]
+            if records:
+                await deliver(producer, await handle(records))
+                await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the service finishes its batch and stops."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_service(principal: str, topics_in: Sequence[str], group: str,
+                      handler: Callable[[Lookup], Callable[[list[Any]], Sequence[Send]]]) -> None:
+    """Run a service that needs the holder directory, until signalled."""
+    access = KafkaAccess.of(principal)
+    directory: CompactedView[HolderEntry] = CompactedView(
+        access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
+    await directory.start()
+    await directory.loaded()
+    handle = handler(lambda holder: directory.entries.get(holder.encode()))
+
+    async def handle_async(records: list[Any]) -> Sequence[Send]:
+        return handle(records)
+
+    try:
+        await serve(access, topics_in, group, handle_async, stop_on_signals())
+    finally:
+        await directory.stop()

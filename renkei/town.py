@@ -1,0 +1,129 @@
+"""A town on Renkei: the registry, the numbering authority, the demo holders with their own
+stores, the directory and the pattern list — and the processes that serve them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from authority import store as authority_store
+from authority.service import NumberingAuthority
+from broker import provision
+from holders.ping import ping
+from holders.samples import SAMPLES, SampleHolder, populate
+from holders.store import HolderStore, default_path
+from processors import directory, keys, patterns
+from registry import store as registry_store
+from registry.residents import Resident
+from renkei.state import state_dir
+
+CONSENT = 0.9  # share of a private holder's people who gave consent
+
+
+@dataclass
+class Town:
+    residents: int
+    seed: int
+    held: dict[str, list[Resident]] = field(default_factory=dict)
+
+    def sample(self, holder: str) -> SampleHolder:
+        return next(s for s in SAMPLES if s.holder_id == holder)
+
+
+def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES) -> Town:
+    """Set everything up (idempotent for the broker; the registry and stores are rebuilt)."""
+    provision.provision()
+    keys.init()
+    registry_store.build(registry_store.default_path(), residents, seed, replace=True)
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    numbers = authority_store.AuthorityStore(authority_store.default_path())
+    authority = NumberingAuthority(numbers)
+    authority.assign_all(registry.resident_codes())
+    authority.skip_registry_to(registry.last_seq())
+    town = Town(residents, seed)
+    admin = provision.admin_client()
+    entries = directory.service_entries()
+    try:
+        for sample in samples:
+            provision.add_holder(admin, sample.holder_id, provision.Report())
+            entries.append(directory.holder_entry(sample.holder_id, sample.name, sample.role,
+                                                  sample.unit, sample.private))
+            path = default_path(sample.holder_id)
+            path.unlink(missing_ok=True)
+            store = HolderStore(path)
+            town.held[sample.holder_id] = populate(store, sample, registry,
+                                                   numbers.number_of, seed)
+            store.close()
+            if sample.private:
+                rng = random.Random(f"{seed}/consent")
+                for resident in town.held[sample.holder_id]:
+                    if rng.random() < CONSENT:
+                        registry.give_consent(resident.resident_code, sample.holder_id,
+                                              date(2026, 4, 1))
+    finally:
+        registry.close()
+        numbers.close()
+    asyncio.run(directory.publish(entries, patterns.load()))
+    return town
+
+
+def renkei_command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("renkei")), *args]
+
+
+@dataclass
+class Processes:
+    """The long-running processes of a town, each logging into the state folder."""
+
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ready_after: float = 0.0
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (state_dir() / "logs")
+        log.mkdir(exist_ok=True)
+        proc = subprocess.Popen(renkei_command(*args),
+                                stdout=(log / f"{name}.log").open("ab"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.running[name] = proc
+        return proc
+
+    def stop(self, name: str, timeout: float = 30) -> None:
+        proc = self.running.pop(name)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+
+@contextmanager
+def services(platform_instances: int = 1, answer_timeout: float = 30.0,
+             probe: str = SAMPLES[0].holder_id) -> Iterator[Processes]:
+    """The platform, registry and authority running; ready when a ping goes through."""
+    procs = Processes()
+    try:
+        for n in range(1, platform_instances + 1):
+            procs.start(f"platform-{n}", "platform", "run", "--instance", str(n),
+                        "--answer-timeout", str(answer_timeout))
+        procs.start("registry", "registry", "serve")
+        procs.start("authority", "authority", "serve")
+        started = time.monotonic()
+        asyncio.run(ping(probe, within=120))
+        procs.ready_after = time.monotonic() - started
+        yield procs
+    finally:
+        procs.stop_all()

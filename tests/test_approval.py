@@ -1,0 +1,61 @@
+"""Step ②: every request approved or refused against the pattern list in force at its time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from processors.approval import Approved, PatternList, Refused, approve
+from processors.patterns import load
+from schemas.messages import HolderEntry, LinkageRequest
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+BEFORE_AMENDMENT = datetime(2023, 6, 1, tzinfo=UTC)
+
+
+def _holder(holder_id: str, role: str, active: bool = True) -> HolderEntry:
+    return HolderEntry(holder_id, holder_id, role, holder_id, 0, b"k" * 32, False, active, NOW)
+
+
+DIRECTORY = {h.holder_id: h for h in (
+    _holder("town", "municipality"), _holder("nenkin", "pension_service"),
+    _holder("kodomo", "child_allowance_office"), _holder("hospital", "medical_institution"),
+    _holder("closed", "municipality", active=False))}
+PATTERNS = PatternList(load())
+
+
+def _ask(requester: str, pattern: str, provider: str, data_type: str,
+         at: datetime = NOW) -> Approved | Refused:
+    request = LinkageRequest("r", at, "ABC98765XYZ", pattern, provider, data_type)
+    return approve(request, DIRECTORY.get(requester), DIRECTORY, PATTERNS, at)
+
+
+def test_a_lawful_request_is_approved_with_its_pattern_version() -> None:
+    verdict = _ask("nenkin", "P-037", "town", "local_tax")
+    assert isinstance(verdict, Approved)
+    assert verdict.pattern.version == 2 and "国民年金法" in verdict.pattern.legal_basis
+
+
+@pytest.mark.parametrize(("requester", "pattern", "provider", "data_type", "reason"), [
+    ("nenkin", "P-999", "town", "local_tax", "UNKNOWN_PATTERN"),
+    ("kodomo", "P-075", "town", "local_tax", "PATTERN_NOT_IN_FORCE"),
+    ("hospital", "P-037", "town", "local_tax", "NOT_PERMITTED"),
+    ("closed", "P-027", "nenkin", "pension_benefit", "NOT_PERMITTED"),
+    ("nenkin", "P-037", "hospital", "local_tax", "WRONG_PROVIDER"),
+    ("nenkin", "P-037", "nobody", "local_tax", "UNKNOWN_HOLDER"),
+    ("nenkin", "P-037", "town", "resident_record", "DATA_TYPE_NOT_PERMITTED"),
+])
+def test_each_unlawful_request_is_refused_with_its_reason(
+        requester: str, pattern: str, provider: str, data_type: str, reason: str) -> None:
+    verdict = _ask(requester, pattern, provider, data_type)
+    assert isinstance(verdict, Refused) and verdict.reason == reason, verdict
+
+
+def test_the_version_in_force_at_the_request_time_decides() -> None:
+    """resident_record left P-037 with the 2024 amendment: allowed before, refused after."""
+    assert isinstance(_ask("nenkin", "P-037", "town", "resident_record", BEFORE_AMENDMENT),
+                      Approved)
+    assert isinstance(_ask("nenkin", "P-037", "town", "resident_record", NOW), Refused)
+    assert isinstance(_ask("kodomo", "P-075", "town", "local_tax",
+                           datetime(2022, 6, 1, tzinfo=UTC)), Approved)

@@ -1,0 +1,393 @@
+"""The audit store: exactly once, queries with proofs, heads, retention, and tamper detection."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from audit import merkle
+from audit.bench import run as run_bench
+from audit.cli import audit_cli, decode_event
+from audit.events import AccessLogEvent, event_id
+from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
+from audit.store import AuditStore, ConflictingEvent, Query, VerifyReport, years_before
+from renkei.state import STATE_ENV
+from schemas.codec import CODEC
+
+T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
+PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
+HOLDERS = ("city-a", "city-b", "tax-office", "pension")
+
+
+class Clock:
+    """An injectable clock that moves only when told."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def event(n: int, at: datetime | None = None, person: str | None = None) -> AccessLogEvent:
+    request = f"req-{n:04d}"
+    return AccessLogEvent(
+        event_id=event_id(request, "LINKAGE"), request_id=request,
+        occurred_at=at or T0 + timedelta(minutes=n),
+        kind="LINKAGE", outcome=("APPROVED", "REJECTED", "DELIVERED")[n % 3],
+        reason="PATTERN_EXPIRED" if n % 3 == 1 else None, pattern_id=f"P{n % 2}",
+        legal_basis="番号法 別表第二 1", requester=HOLDERS[n % 4], provider=HOLDERS[(n + 1) % 4],
+        data_type="income", person=person or PERSONS[n % 3])
+
+
+def item(e: AccessLogEvent) -> tuple[AccessLogEvent, bytes]:
+    return e, CODEC.encode(e)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0 + timedelta(days=1))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "audit.db"
+
+
+@pytest.fixture
+def store(state: Path, db: Path, clock: Clock) -> Iterator[AuditStore]:
+    with AuditStore(db, Signer.load_or_create(), head_every=4, clock=clock) as opened:
+        yield opened
+
+
+def filled(store: AuditStore, count: int = 24) -> list[tuple[AccessLogEvent, bytes]]:
+    items = [item(event(n)) for n in range(count)]
+    for start in range(0, count, 5):
+        store.append_many(items[start:start + 5])
+    return items
+
+
+# ---- appending ----
+
+def test_exactly_once_even_across_a_restart(
+        state: Path, db: Path, clock: Clock, store: AuditStore) -> None:
+    first, second, third = item(event(0)), item(event(1)), item(event(2))
+    assert store.append(*first) == 0
+    assert store.append(*first) is None
+    assert store.append_many([first, second, second]) == [None, 1, None]
+    with pytest.raises(ConflictingEvent):
+        store.append(first[0], first[1] + b"\x00")
+    store.close()
+    # a consumer killed after the commit replays its last batch in a new process
+    with AuditStore(db, Signer.load_or_create(), head_every=4, clock=clock) as again:
+        assert again.append_many([first, second, third]) == [None, None, 2]
+        assert again.size() == 3
+        leaves = [merkle.leaf_hash(leaf) for _, leaf in (first, second, third)]
+        assert again.root(3) == merkle.root(leaves)
+        assert again.query(Query()).entries[2].event == third[0]
+
+
+def test_roots_are_the_rfc_tree_at_every_size(store: AuditStore) -> None:
+    items = filled(store, 37)
+    leaves = [merkle.leaf_hash(leaf) for _, leaf in items]
+    for size in range(38):
+        assert store.root(size) == merkle.root(leaves[:size])
+    heads = store.heads()
+    assert [h.head.size for h in heads] == [5, 10, 15, 20, 25, 30, 35]
+    assert all(verify_head(h, store.signer.public_key) for h in heads)
+    for older, newer in itertools.pairwise(heads):
+        proof = store.consistency_proof(older.head.size, newer.head.size)
+        assert consistent(older.head, newer.head, proof)
+    with pytest.raises(ValueError):
+        store.root(38)
+
+
+def test_events_normalise_time_and_check_their_fields() -> None:
+    local = datetime(2024, 4, 1, 18, 0, 0, 123456, tzinfo=UTC).astimezone()
+    assert event(0, at=local).occurred_at == datetime(2024, 4, 1, 18, 0, 0, 123000, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        event(0, person="abc")
+    with pytest.raises(ValueError):
+        AccessLogEvent("x:1", "y", T0, "K", "O", None, None, None, "h", None, None, None)
+
+
+# ---- queries ----
+
+def _all_pages(store: AuditStore, where: Query, limit: int) -> list[int]:
+    serials: list[int] = []
+    after: str | None = None
+    while True:
+        page = store.query(where, limit=limit, after=after)
+        serials.extend(e.serial for e in page.entries)
+        if page.next_cursor is None:
+            return serials
+        after = page.next_cursor
+
+
+@pytest.mark.parametrize("where", [
+    Query(), Query(holder="city-b"), Query(pattern="P1"), Query(outcome="REJECTED"),
+    Query(since=T0 + timedelta(minutes=5), until=T0 + timedelta(minutes=17)),
+    Query(holder="tax-office", outcome="APPROVED", since=T0 + timedelta(minutes=3)),
+    Query(person=PERSONS[1], pattern="P0"),
+])
+def test_queries_page_through_every_match_in_time_order(store: AuditStore, where: Query) -> None:
+    items = filled(store)
+    # out of serial order in time: a late event from another partition
+    store.append(*item(event(99, at=T0 - timedelta(minutes=1))))
+    events = [e for e, _ in items] + [event(99, at=T0 - timedelta(minutes=1))]
+
+    def matches(e: AccessLogEvent) -> bool:
+        return ((where.person is None or e.person == where.person)
+                and (where.holder is None or where.holder in (e.requester, e.provider))
+                and (where.pattern is None or e.pattern_id == where.pattern)
+                and (where.outcome is None or e.outcome == where.outcome)
+                and (where.since is None or e.occurred_at >= where.since)
+                and (where.until is None or e.occurred_at < where.until))
+
+    expected = sorted((e.occurred_at, n) for n, e in enumerate(events) if matches(e))
+    assert expected
+    for limit in (1, 3, 100):
+        assert _all_pages(store, where, limit) == [n for _, n in expected]
+
+
+def test_query_arguments_are_checked(store: AuditStore) -> None:
+    with pytest.raises(ValueError):
+        store.query(Query(), after="not-a-cursor")
+    with pytest.raises(ValueError):
+        store.query(Query(), limit=0)
+
+
+def test_person_entries_come_with_proofs_against_the_signed_head(store: AuditStore) -> None:
+    filled(store, 22)
+    page = store.by_person(PERSONS[2], limit=5)
+    head = page.head
+    assert head is not None and head.head.size == store.size() == 22
+    assert verify_head(head, store.signer.public_key)
+    assert [e.serial for e in page.entries] == [2, 5, 8, 11, 14]
+    for entry in page.entries:
+        assert entry.event.person == PERSONS[2] and entry.proof is not None
+        assert includes(head.head, entry.serial, entry.leaf, entry.proof)
+        assert not includes(head.head, entry.serial + 1, entry.leaf, entry.proof)
+        assert not includes(head.head, entry.serial, entry.leaf + b"!", entry.proof)
+    rest = store.by_person(PERSONS[2], limit=5, after=page.next_cursor)
+    assert [e.serial for e in rest.entries] == [17, 20]
+    assert rest.next_cursor is None
+    assert store.heads()[-1] == head  # the head given out is kept in the history
+    assert SignedHead.from_json(head.to_json()) == head
+
+
+# ---- retention ----
+
+def test_purge_removes_old_entries_and_keeps_proofs_and_heads(store: AuditStore) -> None:
+    years = [event(n, at=datetime(2014 + n, 6, 1, tzinfo=UTC)) for n in range(10)]
+    store.append_many(item(e) for e in years)
+    before = store.sign_head()
+    record = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
+    assert record.cutoff == datetime(2017, 1, 1, tzinfo=UTC)
+    assert (record.count, record.ranges) == (3, ((0, 3),))
+    assert [e.serial for e in store.query(Query()).entries] == list(range(3, 10))
+    assert store.append(*item(years[1])) is None  # a replay of a purged event stays purged
+    store.append(*item(event(20, at=datetime(2024, 2, 1, tzinfo=UTC))))
+    after = store.head()
+    assert consistent(before.head, after.head,
+                      store.consistency_proof(before.head.size, after.head.size))
+    page = store.by_person(years[4].person or "", limit=100)
+    assert page.entries and all(e.proof and includes(after.head, e.serial, e.leaf, e.proof)
+                                for e in page.entries)
+    for entry in page.entries:
+        old_proof = store.inclusion_proof(entry.serial, before.head.size)
+        assert includes(before.head, entry.serial, entry.leaf, old_proof)
+    report = store.verify(decode_event)
+    assert report.ok, report.findings
+    assert (report.tree_size, report.entries, report.purged) == (11, 8, 3)
+    assert store.purges() == [record]
+
+
+def test_seven_years_back_from_a_leap_day() -> None:
+    assert years_before(datetime(2024, 2, 29, 12, tzinfo=UTC), 7) == datetime(
+        2017, 2, 28, 12, tzinfo=UTC)
+
+
+# ---- tamper detection ----
+
+def tamper(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """Change the store's file behind its back, as an intruder with SQL access would."""
+    with sqlite3.connect(db) as raw:
+        for sql, params in statements:
+            raw.execute(sql, params)
+
+
+def kinds(report: VerifyReport) -> set[tuple[str, str]]:
+    return {(f.kind, f.where) for f in report.findings}
+
+
+def test_an_untouched_store_verifies(store: AuditStore) -> None:
+    filled(store)
+    report = store.verify(decode_event)
+    assert report.ok, report.findings
+    assert (report.tree_size, report.entries, report.heads, report.unsigned) == (24, 24, 5, 0)
+
+
+def test_detects_a_modified_entry(store: AuditStore, db: Path) -> None:
+    filled(store)
+    tamper(db, ("UPDATE entries SET leaf = leaf || x'00' WHERE serial = 5", ()))
+    assert kinds(store.verify()) == {("modified", "serial 5")}
+
+
+def test_detects_a_deleted_entry(store: AuditStore, db: Path) -> None:
+    filled(store)
+    tamper(db, ("DELETE FROM entries WHERE serial = 7", ()))
+    assert kinds(store.verify()) == {("deleted", "serial 7")}
+
+
+def test_detects_reordered_entries(store: AuditStore, db: Path) -> None:
+    filled(store)
+    tamper(db, ("UPDATE entries SET serial = -1 WHERE serial = 2", ()),
+           ("UPDATE entries SET serial = 2 WHERE serial = 9", ()),
+           ("UPDATE entries SET serial = 9 WHERE serial = -1", ()))
+    report = store.verify()
+    assert kinds(report) == {("reordered", "serial 2"), ("reordered", "serial 9")}
+    assert "serial 9" in report.findings[0].detail
+
+
+def test_detects_an_inserted_entry(store: AuditStore, db: Path) -> None:
+    filled(store)
+    forged = event(500)
+    tamper(db, ("INSERT INTO entries SELECT 24, ?, request_id, occurred_at, kind, outcome, "
+                "reason, pattern_id, legal_basis, requester, provider, data_type, person, ? "
+                "FROM entries WHERE serial = 3", (forged.event_id, CODEC.encode(forged))))
+    assert kinds(store.verify()) == {("inserted", "serial 24")}
+
+
+def test_detects_an_entry_put_back_where_one_was_purged(store: AuditStore, db: Path) -> None:
+    store.append_many(item(event(n, at=datetime(2010 + n, 1, 1, tzinfo=UTC))) for n in range(6))
+    store.purge(datetime(2020, 6, 1, tzinfo=UTC))
+    forged = event(0, at=datetime(2010, 1, 1, tzinfo=UTC))
+    row = (0, forged.event_id, forged.request_id, 1262304000000, forged.kind, forged.outcome,
+           forged.reason, forged.pattern_id, forged.legal_basis, forged.requester,
+           forged.provider, forged.data_type, forged.person, CODEC.encode(forged))
+    tamper(db, (f"INSERT INTO entries VALUES ({', '.join('?' * len(row))})", row))
+    assert ("inserted", "serial 0") in kinds(store.verify())
+
+
+def test_detects_a_deletion_dressed_up_as_a_purge(store: AuditStore, db: Path) -> None:
+    filled(store)
+    tamper(db, ("DELETE FROM entries WHERE serial = 4", ()),
+           ("INSERT INTO purges (purged_at, cutoff, ranges, key_id, signature) "
+            "VALUES (0, 0, '[[4,5]]', ?, ?)", (store.signer.key_id, b"\x00" * 64)))
+    assert kinds(store.verify()) == {("purge", "purge #1"), ("deleted", "serial 4")}
+
+
+def test_detects_columns_that_differ_from_the_entry_bytes(store: AuditStore, db: Path) -> None:
+    filled(store)
+    tamper(db, ("UPDATE entries SET person = 'ZZZZZZZZZZZ' WHERE serial = 3", ()))
+    assert store.verify().ok  # the tree is intact: only the codec can see this
+    report = store.verify(decode_event)
+    assert kinds(report) == {("column", "serial 3")}
+    assert "person" in report.findings[0].detail
+
+
+def test_detects_a_rewritten_history_through_the_heads(store: AuditStore, db: Path) -> None:
+    """Modify an entry and recompute every hash consistently: only the signed heads see it."""
+    items = filled(store)
+    forged = event(13, person=PERSONS[0])
+    leaves = [forged if n == 13 else e for n, (e, _) in enumerate(items)]
+    frontier, rows = merkle.Frontier(), []
+    for e in leaves:
+        for (level, index), h in frontier.append(merkle.leaf_hash(CODEC.encode(e))):
+            rows.append(("UPDATE nodes SET hash = ? WHERE id = ?", (h, level << 56 | index)))
+    tamper(db, ("UPDATE entries SET person = ?, leaf = ? WHERE serial = 13",
+                (forged.person, CODEC.encode(forged))), *rows)
+    report = store.verify(decode_event)
+    assert {f.kind for f in report.findings} == {"head"}
+    first = report.findings[0]
+    assert first.where == "head #3 (size 15)"
+    assert "not consistent with head #2 (size 10)" in first.detail
+    assert "serials 10..14" in first.detail
+
+
+@pytest.mark.parametrize(("size", "earlier"), [(22, "head #4 (size 20)"),
+                                               (12, "head #2 (size 10)")])
+def test_detects_a_head_not_consistent_with_an_earlier_one(
+        store: AuditStore, db: Path, clock: Clock, size: int, earlier: str) -> None:
+    """A head signed over another history (a fork), slipped into the store's list."""
+    items = filled(store)
+    forked = [merkle.leaf_hash(leaf) for _, leaf in items[:size - 1]]
+    forked.append(merkle.leaf_hash(CODEC.encode(event(1000))))
+    clock.now += timedelta(hours=1)
+    fork = store.signer.sign_head(TreeHead(size, merkle.root(forked), clock.now))
+    tamper(db, ("INSERT INTO heads (tree_size, root, signed_at, key_id, signature) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (size, fork.head.root, int(clock.now.timestamp() * 1000), fork.key_id,
+                 fork.signature)))
+    report = store.verify()
+    assert kinds(report) == {("head", f"head #6 (size {size})")}
+    assert any(f"not consistent with {earlier}" in f.detail for f in report.findings)
+
+
+def test_detects_forged_and_unsigned_heads_and_missing_nodes(store: AuditStore, db: Path) -> None:
+    filled(store)
+    tamper(db, ("UPDATE heads SET signature = ? WHERE seq = 2", (b"\x01" * 64,)),
+           ("DELETE FROM nodes WHERE id = ?", ((1 << 56) | 3,)))
+    found = kinds(store.verify())
+    assert ("head", "head #2 (size 10)") in found
+    assert ("node", "nodes (1, 3..3)") in found
+
+
+# ---- commands ----
+
+def test_audit_commands(store: AuditStore, db: Path, clock: Clock) -> None:
+    store.append_many(item(event(n, at=datetime(2015 + n, 1, 1, tzinfo=UTC))) for n in range(6))
+    runner = CliRunner()
+
+    def audit(*args: str) -> tuple[int, str]:
+        result = runner.invoke(audit_cli, [*args, "--db", f"sqlite:///{db}"])
+        return result.exit_code, result.output
+
+    code, out = audit("head")
+    shown = json.loads(out)
+    assert code == 0 and shown["heads"][0]["tree_size"] == 6
+    assert shown["public_key"] == store.signer.public_key.public_bytes_raw().hex()
+    code, out = audit("query", "--person", PERSONS[0], "--limit", "1")
+    page = json.loads(out)
+    head = SignedHead.from_json(page["head"])
+    first = page["entries"][0]
+    assert includes(head.head, first["serial"], CODEC.encode(event(0, at=datetime(
+        2015, 1, 1, tzinfo=UTC))), [bytes.fromhex(p) for p in first["inclusion_proof"]])
+    code, out = audit("query", "--person", PERSONS[0], "--after", page["next"])
+    assert [e["serial"] for e in json.loads(out)["entries"]] == [3]
+    code, out = audit("query", "--since", "2018-01-01", "--outcome", "APPROVED")
+    assert [e["serial"] for e in json.loads(out)["entries"]] == [3]
+    code, out = audit("purge", "--now", "2024-06-01T00:00:00+09:00")
+    assert code == 0 and "purged 3 entries older than 2017-06-01" in out
+    code, out = audit("verify")
+    assert code == 0 and "3 entries checked, 3 purged" in out
+    tamper(db, ("DELETE FROM entries WHERE serial = 4", ()))
+    code, out = audit("verify")
+    assert code == 1 and "DELETED   serial 4" in out
+    code, out = audit("query", "--after", "x")
+    assert code == 2
+
+
+def test_store_urls() -> None:
+    with pytest.raises(ValueError, match="unsupported store URL"):
+        AuditStore("postgresql://audit@db/audit", Signer.generate())
+
+
+def test_bench_runs_small(tmp_path: Path) -> None:
+    results = run_bench(1200, tmp_path / "bench.db", batch=500, samples=3, say=lambda _: None)
+    assert results["checkpoints"][0]["size"] == 1200
+    assert results["verify"]["ok"] and results["appends_per_second"] > 0

@@ -1,0 +1,185 @@
+"""The numbering authority: check digits, the code-conversion table, changes, logged look-ups."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from stdnum.jp import in_
+
+from authority.check_digit import check_digit, is_valid, with_check_digit
+from authority.cli import authority_cli
+from authority.service import AlreadyAssigned, NumberingAuthority, UnknownResident, draw_number
+from authority.store import AuthorityStore
+from registry import store as registry_store
+from registry.resident_code import random_codes
+from registry.residents import ChangeKind, change
+from renkei.state import STATE_ENV
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[AuthorityStore]:
+    opened = AuthorityStore(tmp_path / "authority.db")
+    yield opened
+    opened.close()
+
+
+def test_check_digit_of_the_ordinance() -> None:
+    assert with_check_digit("12345678901") == "123456789018"  # the published example
+    assert is_valid("123456789018") and in_.is_valid("123456789018")
+    for wrong in ["123456789010", "123456789019", "12345678901", "1234567890180", "12345678901８"]:
+        assert not is_valid(wrong)
+    rng = random.Random(1)
+    for _ in range(20_000):
+        base = f"{rng.randrange(10 ** 11):011d}"
+        assert str(check_digit(base)) == in_.calc_check_digit(base)
+        assert is_valid(with_check_digit(base)) and in_.is_valid(with_check_digit(base))
+
+
+def test_numbers_are_drawn_not_derived(store: AuthorityStore, tmp_path: Path) -> None:
+    residents = random_codes(2_000, seed=1)
+    first = NumberingAuthority(store)
+    assert first.assign_all(residents) == 2_000
+    other_store = AuthorityStore(tmp_path / "other.db")
+    other = NumberingAuthority(other_store)
+    other.assign_all(residents)
+    numbers = [first.number_of(r) for r in residents]
+    assert all(n is not None and is_valid(n) and in_.is_valid(n) for n in numbers)
+    assert len(set(numbers)) == 2_000
+    same = sum(first.number_of(r) == other.number_of(r) for r in residents)
+    assert same == 0  # the same residents, two authorities: unrelated numbers
+    other_store.close()
+    assert first.assign_all(residents) == 0
+    with pytest.raises(AlreadyAssigned):
+        first.assign(residents[0])
+
+
+def test_a_number_is_never_reissued_across_100000_changes() -> None:
+    """One request at a time, as residents make them; in memory (100,000 commits to disk: slow)."""
+    store = AuthorityStore(Path(":memory:"))
+    residents = random_codes(1_000, seed=2)
+    authority = NumberingAuthority(store)
+    authority.assign_all(residents)
+    rng = random.Random(3)
+    for _ in range(100_000):
+        authority.change_number(rng.choice(residents), "lost card")
+    counts = authority.counts()
+    assert counts == {"issued": 101_000, "current": 1_000, "retired": 100_000, "lookups": 0}
+    current = {authority.number_of(r) for r in residents}
+    assert len(current) == 1_000 and None not in current
+    store.close()
+
+
+def test_a_colliding_draw_is_drawn_again(store: AuthorityStore) -> None:
+    """A draw that repeats any number ever issued, current or retired, is never used."""
+    draws = iter(["123456789018", "123456789018", "000000000019", "123456789018",
+                  "000000000019", "999999999996", "999999999996", "111111111118"])
+    assert all(is_valid(n) for n in ["000000000019", "999999999996", "111111111118"])
+    authority = NumberingAuthority(store, draw=lambda: next(draws))
+    assert authority.assign("11111111113") == "123456789018"
+    assert authority.assign("22222222226") == "000000000019"
+    assert authority.change_number("11111111113", "asked") == "999999999996"  # 1 retired
+    assert authority.change_number("11111111113", "asked") == "111111111118"
+    assert authority.collisions == 4
+    with pytest.raises(ValueError, match="check digit"):
+        NumberingAuthority(store, draw=lambda: "123456789010").assign("33333333339")
+
+
+def test_changing_a_number_retires_the_old_and_keeps_history(store: AuthorityStore) -> None:
+    authority = NumberingAuthority(store)
+    resident = random_codes(1, seed=4)[0]
+    old = authority.assign(resident)
+    new = authority.change_number(resident, "leaked")
+    assert new != old and authority.number_of(resident) == new
+    assert authority.lookup(old, "city-a", "tax assessment") is None
+    assert authority.lookup(new, "city-a", "tax assessment") == resident
+    (entry,) = store.history(resident)
+    assert (entry.kind, entry.before, entry.after, entry.reason) == (
+        "number-changed", old, new, "leaked")
+    with pytest.raises(UnknownResident):
+        authority.change_number("00000000000", "no such resident")
+
+
+def test_a_changed_resident_code_keeps_its_number(store: AuthorityStore) -> None:
+    authority = NumberingAuthority(store)
+    old_code, new_code = random_codes(2, seed=5)
+    number = authority.assign(old_code)
+    authority.follow_code_change(old_code, new_code)
+    assert authority.number_of(new_code) == number and authority.number_of(old_code) is None
+    assert authority.lookup(number, "pension", "benefit") == new_code
+    assert [e.kind for e in store.history(old_code)] == ["code-followed"]
+    with pytest.raises(UnknownResident):
+        authority.follow_code_change(old_code, new_code)
+
+
+def test_every_lookup_is_logged_with_who_and_why(store: AuthorityStore) -> None:
+    authority = NumberingAuthority(store)
+    resident = random_codes(1, seed=6)[0]
+    number = authority.assign(resident)
+    old = number
+    number = authority.change_number(resident, "asked")
+    asked = [(number, "found"), (old, "retired"), ("123456789018", "unknown"),
+             ("123456789010", "malformed"), (resident, "malformed")]
+    for presented, _ in asked:
+        authority.lookup(presented, "tax-office", "income check")
+    log = store.lookups()
+    assert [(e.number, e.outcome) for e in log] == asked
+    assert all((e.holder, e.purpose) == ("tax-office", "income check") for e in log)
+    with pytest.raises(ValueError):
+        authority.lookup(number, "tax-office", " ")
+    assert len(store.lookups()) == len(asked)
+
+
+def test_following_the_registry(tmp_path: Path, store: AuthorityStore) -> None:
+    path = tmp_path / "registry.db"
+    registry_store.build(path, 500, 7)
+    registry = registry_store.RegistryStore.open(path)
+    authority = NumberingAuthority(store)
+    authority.assign_all(registry.resident_codes())
+    authority.skip_registry_to(registry.last_seq())
+    code = next(registry.resident_codes())
+    resident = registry.by_code(code)
+    assert resident is not None
+    number = authority.number_of(code)
+    fresh = next(c for c in random_codes(5, seed=8) if registry.by_code(c) is None)
+    registry.record(change(resident, ChangeKind.CODE_CHANGED, (fresh,), date(2026, 4, 1)))
+    events = registry.events(authority.registry_cursor(), ChangeKind.CODE_CHANGED)
+    assert authority.follow(events) == 1
+    assert authority.follow(events) == 0  # seen: never followed twice
+    assert authority.number_of(fresh) == number
+    registry.close()
+
+
+def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 300, 1)
+    runner = CliRunner()
+    assigned = runner.invoke(authority_cli, ["assign-all"])
+    assert assigned.exit_code == 0 and "300 personal numbers" in assigned.output
+    assert (tmp_path / "authority" / "authority.db").exists()
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    code = next(registry.resident_codes())
+    registry.close()
+    number = runner.invoke(authority_cli, ["number-of", code]).output.strip()
+    assert is_valid(number)
+    found = runner.invoke(authority_cli, ["lookup", number, "--holder", "city-a", "--purpose",
+                                          "resident tax"])
+    assert found.output.strip() == code
+    changed = runner.invoke(authority_cli, ["change-number", code, "--reason", "lost"])
+    assert changed.exit_code == 0
+    again = runner.invoke(authority_cli, ["lookup", number, "--holder", "city-a", "--purpose",
+                                          "resident tax"])
+    assert again.exit_code != 0
+    assert "follow" in runner.invoke(authority_cli, ["follow"]).output
+    status = runner.invoke(authority_cli, ["status"]).output
+    assert "issued 301" in status and "retired 1" in status and "lookups 2" in status
+
+
+def test_draws_use_the_whole_range() -> None:
+    numbers = {draw_number() for _ in range(2_000)}
+    assert len(numbers) == 2_000 and all(is_valid(n) for n in numbers)
+    assert {n[0] for n in numbers} == set("0123456789")

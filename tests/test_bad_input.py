@@ -1,0 +1,110 @@
+"""Bad input: each gets a clear rejection to its sender and an audit event; nothing else moves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from broker import topics
+from broker.clients import KafkaAccess, at_end
+from holders.client import HolderClient
+from schemas.codec import CODEC, MAX_BYTES
+from schemas.messages import LinkageRequest, Pong, Rejection
+from tests.kafka_helpers import audit_events, producer
+from tests.test_linkage import ask, bound
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+HOLDER = "nenkin"
+
+
+def _request(link_code: str, request_id: str | None = None,
+             sent_at: datetime | None = None) -> LinkageRequest:
+    return LinkageRequest(request_id or str(uuid.uuid4()), sent_at or datetime.now(UTC),
+                          link_code, "P-037", "sakura-town", "local_tax")
+
+
+def _bad_inputs(nenkin: HolderClient, hospital: HolderClient) -> dict[str, bytes]:
+    own = bound(nenkin)[0]
+    link = nenkin.store.link_code(own)
+    assert link is not None
+    valid = CODEC.encode(_request(link))
+    return {
+        "MALFORMED": os.urandom(64),
+        "UNKNOWN_SCHEMA": valid[:2] + b"\xfe" * 8 + valid[10:],
+        "OVERSIZED": valid[:10] + b"\x00" * (MAX_BYTES + 1000),
+        "UNEXPECTED_MESSAGE": CODEC.encode(Pong("p", datetime.now(UTC), datetime.now(UTC))),
+        "INVALID_LINK_CODE": CODEC.encode(_request("ZZZZZZZZZZ9")),
+        "STALE_REQUEST": CODEC.encode(_request(link, sent_at=datetime.now(UTC)
+                                               - timedelta(minutes=10))),
+        "truncated MALFORMED": valid[:-4],
+        "other unit INVALID_LINK_CODE": CODEC.encode(_request(
+            next(iter(hospital.store.bindings().values())))),
+    }
+
+
+async def test_each_bad_input_is_rejected_with_its_reason_and_the_agent_keeps_going(
+        clients: dict[str, HolderClient]) -> None:
+    nenkin = clients[HOLDER]
+    access = KafkaAccess.of(HOLDER)
+    inbox = AIOKafkaConsumer(topics.inbox(HOLDER), **access.aiokafka(),
+                             enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        bad = _bad_inputs(nenkin, clients["sakura-hospital"])
+        async with producer(access) as prod:
+            for value in bad.values():
+                await prod.send_and_wait(topics.outbox(HOLDER), value,
+                                         key=uuid.uuid4().bytes)
+        rejections = await _rejections(inbox, len(bad))
+    finally:
+        await inbox.stop()
+    assert sorted(r.reason for r in rejections) == sorted(k.split()[-1] for k in bad)
+    assert all(r.detail for r in rejections), "every rejection says why"
+    events = [e for e in await audit_events() if e.outcome == "REJECTED"
+              and e.requester == HOLDER and e.reason in {k.split()[-1] for k in bad}]
+    assert len({e.event_id for e in events}) >= len(bad)
+    after = await nenkin.outcome(await ask(nenkin, bound(nenkin)[1], "P-037", "sakura-town",
+                                           "local_tax"), 30)
+    assert after.status == "FOUND", "lawful traffic still flows after the bad input"
+
+
+async def _rejections(inbox: AIOKafkaConsumer, count: int) -> list[Rejection]:
+    found: list[Rejection] = []
+    async with asyncio.timeout(60):
+        while len(found) < count:
+            for records in (await inbox.getmany(timeout_ms=500)).values():
+                for record in records:
+                    message = CODEC.decode(record.value or b"", Rejection, Pong)
+                    if isinstance(message, Rejection):
+                        found.append(message)
+    return found
+
+
+async def test_a_reused_request_id_is_refused_as_a_duplicate(
+        clients: dict[str, HolderClient]) -> None:
+    nenkin = clients[HOLDER]
+    first = await ask(nenkin, bound(nenkin)[2], "P-037", "sakura-town", "local_tax")
+    assert (await nenkin.outcome(first, 30)).status == "FOUND"
+    link = nenkin.store.link_code(bound(nenkin)[2])
+    assert link is not None
+    access = KafkaAccess.of(HOLDER)
+    inbox = AIOKafkaConsumer(topics.inbox(HOLDER), **access.aiokafka(),
+                             enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        async with producer(access) as prod:
+            await prod.send_and_wait(topics.outbox(HOLDER),
+                                     CODEC.encode(_request(link, request_id=first)))
+        (rejection,) = await _rejections(inbox, 1)
+    finally:
+        await inbox.stop()
+    assert (rejection.request_id, rejection.reason) == (first, "DUPLICATE_REQUEST")
+    assert nenkin.store.request(first) is not None
+    assert nenkin.store.request(first).status == "FOUND"  # type: ignore[union-attr]

@@ -1,0 +1,86 @@
+"""The codec: single-object encoding, clear refusals, schema evolution and its gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from registry.residents import FourAttributes, Sex
+from schemas import compatibility
+from schemas.codec import (
+    CODEC,
+    MAX_BYTES,
+    SCHEMA_DIR,
+    Codec,
+    MalformedMessage,
+    OversizedMessage,
+    UnexpectedMessage,
+    UnknownSchema,
+)
+from schemas.messages import (
+    BindingAnswer,
+    BindingCandidate,
+    LegalPattern,
+    LinkageRequest,
+    Rejection,
+)
+
+NOW = datetime(2026, 11, 23, 9, 30, 0, 123000, tzinfo=UTC)
+
+
+def test_round_trip_with_nested_records_enums_and_dates() -> None:
+    answer = BindingAnswer("r-1", "FOUND", "", (BindingCandidate("ABC98765XYZ", b"\x01"),))
+    assert CODEC.decode(CODEC.encode(answer), BindingAnswer) == answer
+    person = FourAttributes("髙橋　太郎", "桜町1-2-3", date(1980, 2, 29), Sex.MALE)
+    assert CODEC.decode(CODEC.encode(person), FourAttributes) == person
+
+
+def test_each_message_names_its_schema_by_fingerprint() -> None:
+    data = CODEC.encode(Rejection("r", "MALFORMED", "x", NOW))
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == CODEC.latest("Rejection").fingerprint
+
+
+def test_unknown_schema_malformed_and_oversized_are_refused_clearly() -> None:
+    good = CODEC.encode(Rejection("r", "MALFORMED", "x", NOW))
+    with pytest.raises(UnknownSchema, match="unknown schema fingerprint"):
+        CODEC.decode(good[:2] + b"\x00" * 8 + good[10:], Rejection)
+    with pytest.raises(MalformedMessage, match="no C3 01 header"):
+        CODEC.decode(b"{\"json\": true}", Rejection)
+    with pytest.raises(MalformedMessage):
+        CODEC.decode(good[:-3], Rejection)
+    with pytest.raises(MalformedMessage, match="trailing"):
+        CODEC.decode(good + b"\x00", Rejection)
+    with pytest.raises(OversizedMessage):
+        CODEC.decode(b"\xc3\x01" + b"\x00" * MAX_BYTES, Rejection)
+    with pytest.raises(UnexpectedMessage, match="a Rejection is not expected"):
+        CODEC.decode(good, LinkageRequest)
+
+
+def test_older_writer_is_read_with_the_newer_schema() -> None:
+    """LegalPattern v2 added annex_item: a v1 message reads with the default."""
+    v1 = {"pattern_id": "P-1", "version": 1, "legal_basis": "法", "purpose": "目的",
+          "requester_role": "municipality", "provider_role": "pension_service",
+          "data_types": ["local_tax"], "valid_from": NOW, "valid_to": None}
+    data = CODEC.encode_record("LegalPattern", v1, version=1)
+    pattern = CODEC.decode(data, LegalPattern)
+    assert pattern.annex_item is None and pattern.data_types == ("local_tax",)
+    assert data[2:10] != CODEC.latest("LegalPattern").fingerprint
+
+
+def test_the_shipped_schemas_pass_the_compatibility_gate() -> None:
+    assert compatibility.problems() == []
+
+
+def test_the_gate_catches_an_incompatible_change(tmp_path: Path) -> None:
+    for path in SCHEMA_DIR.glob("LegalPattern.*"):
+        shutil.copy(path, tmp_path)
+    breaking = json.loads((tmp_path / "LegalPattern.v2.avsc").read_text())
+    breaking["fields"].append({"name": "signed_by", "type": "string"})  # no default
+    (tmp_path / "LegalPattern.v3.avsc").write_text(json.dumps(breaking))
+    found = compatibility.problems(Codec(tmp_path))
+    assert any("v3 cannot read v2" in p and "signed_by" in p for p in found)

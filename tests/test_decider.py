@@ -1,0 +1,117 @@
+"""The decider: each request's effects happen once, whatever is replayed or duplicated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from broker import topics
+from processors import decider
+from processors.codes import CodeService, UnitEpoch
+from processors.context import Context
+from processors.keys import MasterKeys
+from processors.tickets import TicketSealer
+from registry.resident_code import random_codes
+from renkei.envelope import Send
+from schemas.codec import CODEC
+from schemas.messages import (
+    ANSWERED,
+    TIMED_OUT,
+    HolderEntry,
+    LinkageAnswer,
+    Outcome,
+    Pending,
+    Rejection,
+)
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+RESIDENT = random_codes(1, seed=7)[0]
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Context:
+    keys = MasterKeys.generate()
+    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    context.directory = {h: HolderEntry(h, h, "role", h, 0, b"k" * 32, False, True, NOW)
+                         for h in ("nenkin", "town")}
+    return context
+
+
+def _pending(ctx: Context, source: str = "renkei.holder.nenkin.out:0:7") -> Pending:
+    person = ctx.codes.id_codes([RESIDENT])[0]
+    assert isinstance(person, str)
+    return Pending("r-1", source, "nenkin", "town", "P-037", "国民年金法", "local_tax", person,
+                   NOW + timedelta(seconds=30), b"encoded query")
+
+
+def _topics(effects: list[Send]) -> list[str]:
+    return [e.topic for e in effects]
+
+
+def test_a_new_request_is_dispatched_once_and_its_approval_logged(ctx: Context) -> None:
+    decision = decider.on_pending(_pending(ctx), None, NOW, ctx)
+    assert decision.state is not None and decision.state.status == "PENDING"
+    assert _topics(decision.effects) == [topics.inbox("town"), topics.AUDIT]
+    again = decider.on_pending(_pending(ctx), decision.state, NOW, ctx)
+    assert _topics(again.effects) == [topics.inbox("town"), topics.AUDIT], \
+        "a replay of the same request repeats its (idempotent) effects"
+
+
+def test_a_reused_request_id_is_refused_as_duplicate(ctx: Context) -> None:
+    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    other = decider.on_pending(_pending(ctx, "renkei.holder.nenkin.out:2:99"), state, NOW, ctx)
+    assert other.state == state
+    rejection = CODEC.decode(other.effects[0].value, Rejection)
+    assert rejection.reason == "DUPLICATE_REQUEST" and other.effects[0].topic == \
+        topics.inbox("nenkin")
+
+
+def test_the_first_answer_is_relayed_and_later_ones_dropped(ctx: Context) -> None:
+    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
+    first = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
+                                       CODEC.encode(answer)), state, NOW)
+    assert first.state is not None and first.state.status == ANSWERED
+    assert _topics(first.effects) == [topics.inbox("nenkin"), topics.AUDIT]
+    replayed = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
+                                          CODEC.encode(answer)), first.state, NOW)
+    assert len(replayed.effects) == 2, "the same answer replayed after a crash is re-sent"
+    second = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:6",
+                                        CODEC.encode(answer)), first.state, NOW)
+    assert second.effects == [] and second.state == first.state
+    late = decider.on_deadline(first.state, NOW + timedelta(minutes=1), ctx)
+    assert late.effects == []
+
+
+def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
+        ctx: Context) -> None:
+    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    assert decider.on_deadline(state, NOW, ctx).effects == [], "not due yet"
+    due = decider.on_deadline(state, NOW + timedelta(seconds=31), ctx)
+    assert due.state is not None and due.state.status == TIMED_OUT
+    timeout = CODEC.decode(due.effects[0].value, LinkageAnswer)
+    assert timeout.status == TIMED_OUT
+    assert timeout.link_code == ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 0))
+    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
+    assert decider.on_outcome(Outcome("r-1", "x:0:1", CODEC.encode(answer)), due.state,
+                              NOW).effects == [], "an answer after the timeout is dropped"
+
+
+def test_a_request_is_forgotten_only_after_the_replay_window(ctx: Context) -> None:
+    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    assert decider.on_forget(state, NOW + timedelta(hours=1)).state == state, "still pending"
+    done = decider.on_deadline(state, NOW + timedelta(seconds=31), ctx).state
+    assert done is not None
+    assert decider.on_forget(done, NOW + timedelta(seconds=40)).state == done
+    assert decider.on_forget(done, done.forget_at).state is None
+
+
+def test_timers_group_due_requests_by_partition(ctx: Context) -> None:
+    timers = decider.Timers()
+    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    assert state is not None
+    timers.watch(state)
+    assert timers.due(NOW) == {}
+    due = timers.due(NOW + timedelta(minutes=1))
+    assert due == {decider.partition_of("r-1"): (["r-1"], [])}

@@ -1,0 +1,186 @@
+"""The linkage flow end to end on the real broker: binding, approval, rewriting, relay, logs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from audit.events import AccessLogEvent
+from holders.client import HolderClient, NotAuthorized
+from processors import directory, keys
+from processors.codes import CodeService, UnitEpoch
+from renkei.town import Town
+from schemas.messages import LegalPattern
+from tests.conftest import ANSWER_TIMEOUT, SILENT, staff_of
+from tests.kafka_helpers import audit_events
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+Clients = dict[str, HolderClient]
+
+
+def bound(client: HolderClient) -> list[str]:
+    return sorted(own for own, _ in client.store.bindings().items())
+
+
+async def ask(client: HolderClient, own: str, pattern: str, provider: str,
+              data_type: str) -> str:
+    staff, terminal = staff_of(client.holder)
+    return await client.request(own, pattern, provider, data_type, "審査", staff, terminal)
+
+
+async def test_binding_binds_exact_matches_and_investigates_the_rest(
+        clients: Clients, town: Town) -> None:
+    codes = CodeService(keys.load())
+    for holder, client in clients.items():
+        counts = client.store.counts()
+        assert counts.get("SENT", 0) == 0, f"{holder}: unanswered binding requests"
+        assert counts["BOUND"] > 0
+        entry = client.entry(holder)
+        held = {r.resident_code for r in town.held[holder]}
+        for own, link in client.store.bindings().items():
+            resident = codes.resident_code(link, UnitEpoch(entry.link_unit, entry.key_epoch))
+            assert resident in held, f"{holder} bound {own} to someone it does not hold"
+    investigated = [reason for c in clients.values() for _, reason in c.store.investigations()]
+    assert any("address" in r for r in investigated), "stale addresses go to investigation"
+
+
+async def test_every_binding_is_right_no_wrong_binding(clients: Clients, town: Town) -> None:
+    """Each bound record is bound to exactly the resident it was drawn from."""
+    codes = CodeService(keys.load())
+    for holder, client in clients.items():
+        entry = client.entry(holder)
+        unit = UnitEpoch(entry.link_unit, entry.key_epoch)
+        for n, resident in enumerate(town.held[holder], start=1):
+            own = f"{holder[:3].upper()}-{n:07d}"
+            link = client.store.link_code(own)
+            if link is not None:
+                assert codes.resident_code(link, unit) == resident.resident_code
+
+
+async def test_a_private_holder_binds_only_consenting_residents(clients: Clients) -> None:
+    kenpo = clients["acme-kenpo"]
+    reasons = [reason for _, reason in kenpo.store.investigations()]
+    assert any("consenting" in r for r in reasons)
+    assert kenpo.store.counts()["BOUND"] > 0
+
+
+async def test_binding_by_personal_number(clients: Clients) -> None:
+    assert clients["nenkin"].store.counts()["BOUND"] > 0.8 * len(
+        clients["nenkin"].store.own_numbers())
+
+
+async def test_a_shared_medical_unit_gives_one_link_code_and_units_differ(
+        clients: Clients, town: Town) -> None:
+    hospital, clinic, town_hall = (clients[h] for h in (
+        "sakura-hospital", "minami-clinic", "sakura-town"))
+    hospital_links = set(hospital.store.bindings().values())
+    clinic_links = set(clinic.store.bindings().values())
+    assert hospital_links & clinic_links, "the same person has one link code in the unit"
+    assert not hospital_links & set(town_hall.store.bindings().values())
+
+
+async def test_a_lawful_request_is_answered_with_data_only_the_requester_reads(
+        clients: Clients) -> None:
+    nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
+    own = bound(nenkin)[0]
+    request_id = await ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+    outcome = await nenkin.outcome(request_id, 30)
+    assert outcome.status == "FOUND" and outcome.result is not None
+    (provider_log,) = town_hall.store.access_log(request_id)
+    assert provider_log.side == "PROVIDER" and provider_log.counterpart == "nenkin"
+    assert provider_log.content is not None and outcome.result["taxable_income"] in \
+        provider_log.content
+    (requester_log,) = nenkin.store.access_log(request_id)
+    assert (requester_log.operator, requester_log.purpose) == (staff_of("nenkin")[0], "審査")
+    events = await _events_of({request_id}, want=2)
+    assert Counter(e.event_id for e in events) == {f"{request_id}:approved": 1,
+                                                   f"{request_id}:answered": 1}
+    approved = next(e for e in events if e.event_id.endswith("approved"))
+    assert (approved.requester, approved.provider, approved.pattern_id, approved.data_type) == (
+        "nenkin", "sakura-town", "P-037", "local_tax")
+    assert approved.legal_basis and "国民年金法" in approved.legal_basis
+    assert approved.person is not None and approved.person not in (
+        nenkin.store.link_code(own), "")
+
+
+async def _events_of(request_ids: set[str], want: int) -> list[AccessLogEvent]:
+    """The audit events of these requests, once `want` distinct ones have arrived."""
+    for _ in range(50):
+        events = await audit_events(request_ids)
+        if len({e.event_id for e in events}) >= want:
+            return events
+        await asyncio.sleep(0.2)
+    return await audit_events(request_ids)
+
+
+@pytest.mark.parametrize(("requester", "pattern", "provider", "data_type", "reason"), [
+    ("nenkin", "P-999", "sakura-town", "local_tax", "UNKNOWN_PATTERN"),
+    ("sakura-kodomo", "P-075", "sakura-town", "local_tax", "PATTERN_NOT_IN_FORCE"),
+    ("sakura-hospital", "P-037", "sakura-town", "local_tax", "NOT_PERMITTED"),
+    ("nenkin", "P-037", "sakura-hospital", "local_tax", "WRONG_PROVIDER"),
+    ("nenkin", "P-037", "nobody", "local_tax", "UNKNOWN_HOLDER"),
+    ("nenkin", "P-037", "sakura-town", "resident_record", "DATA_TYPE_NOT_PERMITTED"),
+])
+async def test_an_unlawful_request_is_rejected_and_logged(
+        clients: Clients, requester: str, pattern: str, provider: str, data_type: str,
+        reason: str) -> None:
+    client = clients[requester]
+    request_id = await ask(client, bound(client)[0], pattern, provider, data_type)
+    outcome = await client.outcome(request_id, 30)
+    assert outcome.status == "REJECTED" and outcome.detail is not None
+    assert outcome.detail.startswith(reason)
+    (event,) = await _events_of({request_id}, want=1)
+    assert (event.outcome, event.reason) == ("REJECTED", reason)
+    assert event.person is not None, "the person sees attempts on them, lawful or not"
+
+
+async def test_unregistered_staff_or_terminal_is_refused_and_logged(clients: Clients) -> None:
+    nenkin = clients["nenkin"]
+    with pytest.raises(NotAuthorized):
+        await nenkin.request(bound(nenkin)[0], "P-037", "sakura-town", "local_tax", "審査",
+                             "intruder", "nenkin-term-1")
+    assert any(e.operator == "intruder" and e.outcome.startswith("REFUSED")
+               for e in nenkin.store.access_log())
+
+
+async def test_a_silent_provider_gives_a_timeout(clients: Clients) -> None:
+    town_hall = clients["sakura-town"]
+    own = next(o for o in bound(town_hall)
+               if clients[SILENT].store.own_number(_medical_link(clients, o) or "") is not None)
+    request_id = await ask(town_hall, own, "P-016", SILENT, "vaccination_record")
+    outcome = await town_hall.outcome(request_id, ANSWER_TIMEOUT + 20)
+    assert outcome.status == "TIMED_OUT"
+    events = await _events_of({request_id}, want=2)
+    assert sorted(e.outcome for e in events) == ["APPROVED", "TIMED_OUT"]
+
+
+def _medical_link(clients: Clients, town_own: str) -> str | None:
+    """The medical unit's link code of a town resident, through the platform's codes."""
+    codes = CodeService(keys.load())
+    town_link = clients["sakura-town"].store.link_code(town_own)
+    if town_link is None:
+        return None
+    return codes.convert(town_link, UnitEpoch("sakura-town", 0), UnitEpoch("medical", 0))
+
+
+async def test_pattern_amendments_apply_live(clients: Clients) -> None:
+    """A new pattern version is approved without restarting anything."""
+    kenpo = clients["acme-kenpo"]
+    own = bound(kenpo)[0]
+    before = await kenpo.outcome(await ask(kenpo, own, "P-910", "sakura-town",
+                                           "resident_record"), 30)
+    assert before.status == "REJECTED" and before.detail and "UNKNOWN_PATTERN" in before.detail
+    await directory.publish(versions=[LegalPattern(
+        "P-910", 1, "健康保険法第3条第7項（被扶養者の認定）", "被扶養者の認定に関する事務",
+        "health_insurance_society", "municipality", ("resident_record",),
+        datetime.now(UTC) - timedelta(minutes=5), None, "主務省令 第910条（試験）")])
+    for _ in range(40):
+        after = await kenpo.outcome(await ask(kenpo, own, "P-910", "sakura-town",
+                                              "resident_record"), 30)
+        if after.status == "FOUND":
+            break
+        await asyncio.sleep(0.25)
+    assert after.status == "FOUND"

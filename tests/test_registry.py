@@ -1,0 +1,323 @@
+"""The resident registry simulator: codes, normalisation, generation, store and look-ups."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from registry import store as registry_store
+from registry.cli import registry_cli
+from registry.generate import Rates, Simulator, half_width_kana, holder_spelling, kanji_numeral
+from registry.normalize import (
+    four_key,
+    kanji_number,
+    normalize_address,
+    normalize_kana,
+    normalize_name,
+    parse_date,
+    parse_sex,
+)
+from registry.resident_code import check_digit, is_valid, random_codes
+from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Sex, change
+from registry.store import RegistryStore
+from renkei.state import STATE_ENV
+
+RESIDENTS = 20_000
+SEED = 2011
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> RegistryStore:
+    path = tmp_path_factory.mktemp("registry") / "registry.db"
+    registry_store.build(path, RESIDENTS, SEED)
+    return RegistryStore.open(path)
+
+
+# resident codes
+
+
+def test_resident_code_formula() -> None:
+    assert check_digit("1234567891") == (1 + 4 + 9 + 16 + 25 + 36 + 49 + 64 + 81 + 10) % 11 == 9
+    assert is_valid("12345678919") and not is_valid("12345678918")
+    assert check_digit("1234567890") is None  # 285 ≡ 10 (mod 11): a base that is never issued
+    assert check_digit("0000000001") is None
+    assert not is_valid("1234567890") and not is_valid("1234567890５")
+
+
+def test_resident_code_catches_every_single_error_and_swap() -> None:
+    for code in random_codes(200, seed=1):
+        for i in range(11):
+            for digit in "0123456789":
+                if digit != code[i]:
+                    assert not is_valid(code[:i] + digit + code[i + 1:])
+        for i in range(9):  # any two of the first ten digits, when they differ
+            for j in range(i + 1, 10):
+                if code[i] != code[j]:
+                    swapped = list(code)
+                    swapped[i], swapped[j] = code[j], code[i]
+                    assert not is_valid("".join(swapped))
+
+
+def test_random_codes_are_valid_and_distinct() -> None:
+    codes = random_codes(50_000, seed=2)
+    assert len(set(codes)) == 50_000 and all(map(is_valid, codes))
+    assert codes == random_codes(50_000, seed=2)
+
+
+# normalisation
+
+
+def test_old_and_new_kanji_are_one_name() -> None:
+    for old, new in [("髙橋　太郎", "高橋 太郎"), ("山﨑　花子", "山崎花子"),
+                     ("渡邊　翔太", "渡辺　翔太"), ("渡邉　翔太", "渡辺 翔太"),
+                     ("齋藤　学", "斎藤　学"), ("濱田　舞", "浜田　舞"), ("澤田　治", "沢田　治"),
+                     ("廣瀬　陽子", "広瀬　陽子"), ("𠮷田　零", "吉田　零")]:
+        assert normalize_name(old) == normalize_name(new), old
+    assert normalize_name("斎藤　学") != normalize_name("斉藤　学")  # two names, not two spellings
+    assert normalize_name("Ｓｍｉｔｈ　John") == normalize_name("SMITH JOHN")
+
+
+def test_one_address_written_many_ways() -> None:
+    forms = ["東京都千代田区霞ケ関一丁目二番三号　コーポ霞１０１",
+             "東京都千代田区霞ヶ関1丁目2番3号 コーポ霞101",
+             "東京都千代田区霞ケ関１－２－３コーポ霞１０１",
+             "東京都千代田区霞ケ関1-2-3 ｺｰﾎﾟ霞101",
+             "東京都千代田区霞ケ関1丁目2番地の3　コーポ霞101",
+             "東京都千代田区霞ケ関1丁目2番地3コーポ霞101",
+             "東京都千代田区霞ケ関1ー2ー3コーポ霞101"]
+    assert {normalize_address(f) for f in forms} == {"東京都千代田区霞ケ関1-2-3コーポ霞101"}
+
+
+def test_different_addresses_stay_different() -> None:
+    addresses = ["横浜市中区本町1丁目2番3号", "横浜市中区本町1丁目23番",
+                 "横浜市中区本町12丁目3番", "横浜市中区本町1丁目2番4号",
+                 "仙台市青葉区一番町1丁目2番", "仙台市青葉区二番町1丁目2番",
+                 "横浜市中区本町1丁目2番3号　コーポ101", "横浜市中区本町1丁目2番3号　コーポ102"]
+    assert len({normalize_address(a) for a in addresses}) == len(addresses)
+
+
+def test_numbers_dates_sexes_and_kana() -> None:
+    assert [kanji_number(k) for k in ["一", "十", "十二", "二十", "二十三", "百五", "一〇一"]] == [
+        1, 10, 12, 20, 23, 105, 101]
+    assert all(kanji_number(kanji_numeral(n)) == n for n in range(1, 100))
+    born = date(1975, 1, 2)
+    for text in ["1975-01-02", "1975/1/2", "1975年1月2日", "昭和50年1月2日", "１９７５年１月２日",
+                 "昭和５０年１月２日"]:
+        assert parse_date(text) == born, text
+    assert parse_date("平成元年1月8日") == date(1989, 1, 8)
+    assert parse_date("令和2年2月29日") == date(2020, 2, 29)
+    assert [parse_sex(s) for s in ["1", "男", "M", "male", "2", "女性", "Ｆ"]] == [Sex.MALE] * 4 + [
+        Sex.FEMALE] * 3
+    with pytest.raises(ValueError):
+        parse_date("昭和50年")
+    with pytest.raises(ValueError):
+        parse_sex("3")
+    assert normalize_kana("ﾀｶﾊｼ ﾀﾛｳ") == normalize_kana("たかはし　たろう") == "タカハシタロウ"
+    assert half_width_kana("ガッコウ　ダイゴロウ") == "ｶﾞｯｺｳ ﾀﾞｲｺﾞﾛｳ"
+
+
+# generation
+
+
+def test_the_same_seed_gives_the_same_registry() -> None:
+    first = list(Simulator(5).people(2_000))
+    assert first == list(Simulator(5).people(2_000))
+    assert first != list(Simulator(6).people(2_000))
+    assert len({p.resident.resident_code for p in first}) == 2_000
+    assert all(is_valid(p.resident.resident_code) for p in first)
+
+
+def test_awkward_cases_are_there_and_counted() -> None:
+    simulator = Simulator(SEED, Rates())
+    people = list(simulator.people(RESIDENTS))
+    tally = simulator.tally.as_dict()
+    assert tally["residents"] == RESIDENTS and all(tally.values()), tally
+    names = " ".join(p.resident.name for p in people)
+    assert all(kanji in names for kanji in "髙﨑邊")
+    addresses = " ".join(p.resident.address for p in people)
+    assert "１丁目" in addresses or "２丁目" in addresses
+    assert "一丁目" in addresses or "二丁目" in addresses
+    assert any("ｱ" <= c <= "ﾝ" for p in people for c in p.resident.kana)
+    kinds = Counter(e.kind for p in people for e in p.events)
+    assert kinds == {ChangeKind.MOVED: tally["moved"], ChangeKind.NAME_CHANGED:
+                     tally["name_changed"], ChangeKind.CODE_CHANGED: tally["code_changed"]}
+    for person in people:
+        dates = [e.on for e in person.events]
+        assert dates == sorted(dates) and all(d >= person.resident.date_of_birth for d in dates)
+
+
+# the store and its look-ups
+
+
+def test_look_up_by_code(registry: RegistryStore) -> None:
+    codes = list(registry.resident_codes())
+    assert len(codes) == RESIDENTS == registry.count()
+    resident = registry.by_code(codes[123])
+    assert resident is not None and resident.resident_code == codes[123]
+    assert registry.by_code("00000000000") is None
+
+
+def test_look_up_by_four_attributes_as_a_holder_spells_them(registry: RegistryStore) -> None:
+    rng = random.Random(1)
+    for code in rng.sample(list(registry.resident_codes()), 300):
+        resident = registry.by_code(code)
+        assert resident is not None
+        spelled = holder_spelling(resident.four_attributes, rng)
+        found = registry.find(spelled)
+        assert resident in found
+        assert all(four_key(r.four_attributes) == four_key(spelled) for r in found)
+
+
+def test_never_a_partial_match(registry: RegistryStore) -> None:
+    """Change any one attribute and the look-up finds nobody (not the nearest resident)."""
+    rng = random.Random(2)
+    for code in rng.sample(list(registry.resident_codes()), 100):
+        resident = registry.by_code(code)
+        assert resident is not None
+        name, address, born, sex = (resident.name, resident.address, resident.date_of_birth,
+                                    resident.sex)
+        other = Sex.FEMALE if sex is Sex.MALE else Sex.MALE
+        for wrong in [FourAttributes(name + "子", address, born, sex),
+                      FourAttributes(name, address + "の1", born, sex),
+                      FourAttributes(name, address, born + timedelta(days=1), sex),
+                      FourAttributes(name, address, born, other)]:
+            assert registry.find(wrong) == []
+
+
+def test_several_residents_share_four_attributes_and_all_are_returned(
+        registry: RegistryStore) -> None:
+    tally = registry.meta("generated")
+    assert isinstance(tally, dict)
+    assert registry.ambiguous_keys() >= tally["tally"]["same_four_attributes"] >= 1
+    twins = _shared_keys(registry)
+    assert twins
+    for key in twins:
+        found = registry.find(registry.by_code(key[0]).four_attributes)  # type: ignore[union-attr]
+        assert sorted(r.resident_code for r in found) == sorted(key)
+
+
+def _shared_keys(registry: RegistryStore) -> list[tuple[str, ...]]:
+    groups: dict[str, list[str]] = {}
+    for code in registry.resident_codes():
+        resident = registry.by_code(code)
+        assert resident is not None
+        groups.setdefault(four_key(resident.four_attributes), []).append(code)
+    return [tuple(g) for g in groups.values() if len(g) > 1]
+
+
+def test_namesakes_in_one_town_are_told_apart_by_address(registry: RegistryStore) -> None:
+    by_person: dict[tuple[str, date, Sex], list[str]] = {}
+    for code in registry.resident_codes():
+        r = registry.by_code(code)
+        assert r is not None
+        by_person.setdefault((normalize_name(r.name), r.date_of_birth, r.sex), []).append(
+            normalize_address(r.address))
+    same_town = [a for a in by_person.values()
+                 if len(a) > 1 and len(set(a)) > 1 and len({x.split("-")[0][:-1] for x in a}) == 1]
+    assert same_town
+
+
+def test_change_events(registry: RegistryStore) -> None:
+    events = registry.events()
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.on for e in events] == sorted(e.on for e in events)
+    moved = next(e for e in events if e.kind is ChangeKind.MOVED)
+    history = registry.history(moved.resident_code)
+    assert moved in history
+    renamed = registry.events(kind=ChangeKind.CODE_CHANGED)
+    assert renamed and all(e.kind is ChangeKind.CODE_CHANGED for e in renamed)
+    old, new = renamed[0].resident_code, renamed[0].after[0]
+    assert registry.by_code(old) is None
+    assert registry.by_code(new) is not None or any(
+        e.resident_code == new for e in registry.history(old))
+    assert renamed[0] in registry.history(old) and renamed[0] in registry.history(new)
+    assert registry.events(after_seq=len(events) - 2, limit=5) == events[-2:]
+
+
+def test_recording_live_changes(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    registry_store.build(path, 200, 9)
+    store = RegistryStore.open(path)
+    code = next(store.resident_codes())
+    resident = store.by_code(code)
+    assert resident is not None
+    last = store.last_seq()
+    moved = store.record(change(resident, ChangeKind.MOVED, ("大阪府大阪市北区梅田1丁目1番1号",),
+                                date(2026, 1, 5)))
+    assert moved.seq == last + 1 and store.events(last) == [moved]
+    now = store.by_code(code)
+    assert now is not None and now.address == "大阪府大阪市北区梅田1丁目1番1号"
+    assert store.find(resident.four_attributes) == []
+    assert store.find(FourAttributes(resident.name, "大阪府大阪市北区梅田１－１－１",
+                                     resident.date_of_birth, resident.sex)) == [now]
+    fresh = next(c for c in random_codes(10, seed=99) if store.by_code(c) is None)
+    store.record(change(now, ChangeKind.CODE_CHANGED, (fresh,), date(2026, 2, 1)))
+    assert store.by_code(code) is None and store.by_code(fresh) is not None
+    renewed = store.by_code(fresh)
+    assert renewed is not None
+    for reused in [code, fresh[:10] + str((int(fresh[10]) + 1) % 10)]:  # given up; invalid
+        with pytest.raises(ValueError):
+            store.record(change(renewed, ChangeKind.CODE_CHANGED, (reused,), date(2026, 3, 1)))
+    with pytest.raises(ValueError):
+        store.record(ChangeEvent(ChangeKind.MOVED, fresh, ("elsewhere",), ("x",), date.today()))
+    with pytest.raises(KeyError):
+        store.record(change(resident, ChangeKind.MOVED, ("x",), date.today()))
+
+
+def test_consent_belongs_to_the_person(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    registry_store.build(path, 50, 4)
+    store = RegistryStore.open(path)
+    code = next(store.resident_codes())
+    resident = store.by_code(code)
+    assert resident is not None and not store.has_consent(code, "insurer-x")
+    store.give_consent(code, "insurer-x", date(2026, 1, 1))
+    assert store.has_consent(code, "insurer-x") and not store.has_consent(code, "insurer-y")
+    fresh = next(c for c in random_codes(5, seed=7) if store.by_code(c) is None)
+    store.record(change(resident, ChangeKind.CODE_CHANGED, (fresh,), date(2026, 2, 1)))
+    assert store.has_consent(fresh, "insurer-x") and not store.has_consent(code, "insurer-x")
+    store.withdraw_consent(fresh, "insurer-x")
+    assert not store.has_consent(fresh, "insurer-x")
+    with pytest.raises(KeyError):
+        store.give_consent(code, "insurer-x", date(2026, 3, 1))
+    store.close()
+
+
+def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    runner = CliRunner()
+    made = runner.invoke(registry_cli, ["generate", "--residents", "500", "--seed", "3"])
+    assert made.exit_code == 0, made.output
+    assert "500 residents" in made.output and "namesakes in town" in made.output
+    assert (tmp_path / "registry" / "registry.db").exists()
+    again = runner.invoke(registry_cli, ["generate", "--residents", "500", "--seed", "3"])
+    assert again.exit_code != 0 and "--replace" in again.output
+    store = RegistryStore.open(tmp_path / "registry" / "registry.db")
+    resident = store.by_code(next(store.resident_codes()))
+    store.close()
+    assert resident is not None
+    by_code = runner.invoke(registry_cli, ["lookup", "--code", resident.resident_code])
+    assert "1 resident(s)" in by_code.output and resident.name in by_code.output
+    era = "平成" if resident.date_of_birth.year >= 1990 else "昭和"
+    year = resident.date_of_birth.year - (1988 if era == "平成" else 1925)
+    if era == "平成" and resident.date_of_birth >= date(2019, 5, 1):
+        era, year = "令和", resident.date_of_birth.year - 2018
+    by_four = runner.invoke(registry_cli, [
+        "lookup", "--name", resident.name.replace("　", " "), "--address",
+        normalize_address(resident.address), "--dob",
+        f"{era}{year}年{resident.date_of_birth.month}月{resident.date_of_birth.day}日",
+        "--sex", "男" if resident.sex is Sex.MALE else "女"])
+    assert resident.resident_code in by_four.output
+    partial = runner.invoke(registry_cli, ["lookup", "--name", resident.name])
+    assert partial.exit_code != 0 and "all of" in partial.output
+    assert runner.invoke(registry_cli, ["events", "--limit", "3"]).exit_code == 0
+    consented = runner.invoke(registry_cli, ["consent", resident.resident_code, "insurer-x"])
+    assert consented.exit_code == 0
+    store = RegistryStore.open(tmp_path / "registry" / "registry.db")
+    assert store.has_consent(resident.resident_code, "insurer-x")
+    store.close()
