@@ -46,7 +46,7 @@ class Population:
 
 @cache
 def population(entries: int) -> Population:
-    """The same population in every process that asks."""
+    """Made once per run: every batch draws from the same people (about ten entries each)."""
     return Population(entries)
 
 
@@ -72,7 +72,7 @@ def synthetic(first: int, count: int, total: int) -> list[tuple[AccessLogEvent, 
     return batch
 
 
-def generated(entries: int, batch: int) -> Iterator[list[tuple[AccessLogEvent, bytes]]]:
+def _batches(entries: int, batch: int) -> Iterator[list[tuple[AccessLogEvent, bytes]]]:
     for first in range(0, entries, batch):
         yield synthetic(first, min(batch, entries - first), entries)
 
@@ -89,17 +89,19 @@ def _timed(action: Callable[[], object], samples: int) -> dict[str, float]:
             "p95_ms": round(times[int(len(times) * 0.95) - 1 if samples > 1 else 0], 3)}
 
 
-def _measure(store: AuditStore, people: Population, rng: random.Random,
+def _measure(store: AuditStore, entries: int, rng: random.Random,
              samples: int) -> dict[str, Any]:
-    """Query and proof times against the store as it is."""
-    size = store.size()
-    head = store.head()
+    """Query and proof times against the store as it is (`entries` of them at the end)."""
+    size, head, people = store.size(), store.head(), population(entries)
+    covered = SPAN * (size / entries)  # the time the events so far span
     pick: Callable[[Sequence[str]], str] = rng.choice
 
     def person_page() -> None:
         page = store.by_person(pick(people.persons))
-        _check(all(e.proof is not None and includes(page.head.head, e.serial, e.leaf, e.proof)
-                   for e in page.entries if page.head), "an inclusion proof failed")
+        signed = page.head
+        _check(signed is not None and all(
+            e.proof is not None and includes(signed.head, e.serial, e.leaf, e.proof)
+            for e in page.entries), "an inclusion proof failed")
 
     def inclusion() -> None:
         serial = rng.randrange(size)
@@ -114,7 +116,7 @@ def _measure(store: AuditStore, people: Population, rng: random.Random,
                "a consistency proof failed")
 
     def window(holder: str | None = None) -> Query:
-        since = START + SPAN * rng.random()
+        since = START + covered * rng.random()
         return Query(holder=holder, since=since, until=since + timedelta(days=30))
 
     return {
@@ -166,7 +168,7 @@ def run(entries: int, db: Path, batch: int = 10_000, samples: int = 200,
     done = leg_start = 0
     appending = leg_appending = 0.0
     with AuditStore(db, Signer.generate(), head_every=100_000) as store:
-        for items in generated(entries, batch):
+        for items in _batches(entries, batch):
             started = time.perf_counter()
             store.append_many(items)
             took = time.perf_counter() - started
@@ -177,7 +179,7 @@ def run(entries: int, db: Path, batch: int = 10_000, samples: int = 200,
             if done < checkpoints[0]:
                 continue
             checkpoints.pop(0)
-            measured = _measure(store, population(entries), rng, samples)
+            measured = _measure(store, entries, rng, samples)
             measured["appends_per_second_since_last"] = round((done - leg_start) / leg_appending)
             measured["db_bytes"] = sum(p.stat().st_size for p in _files(db) if p.exists())
             results["checkpoints"].append(measured)
@@ -210,10 +212,12 @@ def audit_bench(entries: int, batch: int, samples: int, verify: bool, db: Path |
                 keep: bool) -> None:
     """Audit store: appends/s (batched) and query, inclusion and consistency proof times."""
     db = db or private_dir("bench") / "audit.db"
-    results = run(entries, db, batch, samples, verify, click.echo)
-    if not keep:
-        for path in _files(db):
-            path.unlink(missing_ok=True)
+    try:
+        results = run(entries, db, batch, samples, verify, click.echo)
+    finally:
+        if not keep:
+            for path in _files(db):
+                path.unlink(missing_ok=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     click.echo(f"{results['appends_per_second']:,} appends/s; results in {RESULTS}")

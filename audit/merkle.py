@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
-HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 Node = tuple[int, int]

@@ -13,6 +13,7 @@ import bisect
 import heapq
 import itertools
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ PURGE_CONTEXT = b"renkei audit purge v1\x00"
 _CHUNK = 900
 _END = 1 << 63
 
+log = logging.getLogger(__name__)
+
 Row = tuple[Any, ...]
 
 
@@ -49,10 +52,6 @@ def node_key(level: int, index: int) -> int:
 
 class MissingNode(LookupError):
     """A subtree hash the tree needs is not in the store."""
-
-
-class ConflictingEvent(ValueError):
-    """An event id already stored with other bytes: a replay must carry the same event."""
 
 
 @dataclass(frozen=True)
@@ -322,8 +321,9 @@ class AuditStore:
     def append_many(self, items: Iterable[tuple[AccessLogEvent, bytes]]) -> list[int | None]:
         """Append a batch in one transaction: per item its serial, or None for a replay.
 
-        An event id already stored is skipped (exactly once); with other bytes it is a
-        ConflictingEvent. Events older than the last purge's cutoff are skipped too.
+        An event id already stored is skipped: exactly one entry per event id, the first.
+        Other bytes under a stored id (a step re-run with a new time?) are logged as a
+        warning. Events older than the last purge's cutoff are skipped too.
         The batch is first written as all new; only if an event id clashes (a replay after
         a crash) is it redone, looking up which events are stored.
         """
@@ -345,7 +345,8 @@ class AuditStore:
             for event, leaf in batch:
                 seen = known.get(event.event_id)
                 if seen is not None and seen != leaf:
-                    raise ConflictingEvent(f"event {event.event_id} is stored with other bytes")
+                    log.warning("event %s came again with other bytes; the first one stays",
+                                event.event_id)
                 if seen is not None or (horizon is not None
                                         and millis(event.occurred_at) < horizon):
                     serials.append(None)

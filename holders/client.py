@@ -62,10 +62,11 @@ class NotBound(LookupError):
 
 class HolderClient:
     def __init__(self, holder: str, store: HolderStore, access: KafkaAccess | None = None,
-                 answer_queries: bool = True) -> None:
+                 answer_queries: bool = True, instance: str = "1") -> None:
         self.holder = holder
         self.store = store
         self.answer_queries = answer_queries
+        self.instance = f"{acls.holder_group(holder)}{instance}"
         self.access = access or KafkaAccess.of(holder)
         self._key = sealing.key_of(holder)
         self.directory = CompactedView(self.access, topics.DIRECTORY,
@@ -78,16 +79,16 @@ class HolderClient:
 
     async def start(self) -> None:
         await self.directory.start()
+        await self.directory.loaded()  # queries are answered with the requester's key from it
         await self._producer.start()
         ready = asyncio.Event()
         self._inbox = asyncio.create_task(serve(
             self.access, [topics.inbox(self.holder)], f"{acls.holder_group(self.holder)}inbox",
-            self._handle, self._stop, ready))
+            self._handle, self._stop, ready, instance=self.instance))
         await asyncio.wait({asyncio.create_task(ready.wait()), self._inbox},
                            return_when=asyncio.FIRST_COMPLETED)
         if self._inbox.done():
             self._inbox.result()  # start-up failed: raise its error
-        await self.directory.loaded()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -158,10 +159,11 @@ class HolderClient:
             raise LookupError(f"no request {request_id}")
         if found.status != SENT:
             return found
-        waiter = self._waiters.setdefault(request_id,
-                                          asyncio.get_running_loop().create_future())
+        waiter = self._waiters.get(request_id)
+        if waiter is None or waiter.done():
+            waiter = self._waiters[request_id] = asyncio.get_running_loop().create_future()
         async with asyncio.timeout(within):
-            return await waiter
+            return await asyncio.shield(waiter)  # one caller's timeout must not cancel others
 
     # the inbox: answers to this holder's requests, and queries to answer
     async def _handle(self, records: list[Any]) -> Sequence[Send]:

@@ -118,8 +118,6 @@ def build_app(access: KafkaAccess, datadir: Path, instance: str = "1", replicati
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_session_timeout=10.0,
-        # static membership: a restarted instance takes its partitions back without a rebalance
-        consumer_group_instance_id=f"{acls.PLATFORM_APP}-{instance}",
         broker_heartbeat_interval=2.0,
     )
     # a new holder's outbox joins the subscription within seconds, not faust's default 45 s

@@ -24,8 +24,10 @@ Lookup = Callable[[str], HolderEntry | None]
 
 
 def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
-                 batch: int = 500) -> AIOKafkaConsumer:
+                 batch: int = 500, instance: str | None = None) -> AIOKafkaConsumer:
+    """A group member; with `instance` a static one, which a restart rejoins at once."""
     return AIOKafkaConsumer(*topics_in, **access.aiokafka(), group_id=group,
+                            group_instance_id=instance,
                             enable_auto_commit=False, auto_offset_reset="earliest",
                             max_poll_records=batch, session_timeout_ms=10_000,
                             heartbeat_interval_ms=2_000)
@@ -44,9 +46,10 @@ async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
 
 
 async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
-                stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event, ready: asyncio.Event | None = None,
+                instance: str | None = None) -> None:
     """Run until `stop` is set; offsets are committed only after the effects are delivered."""
-    consumer = consumer_for(access, topics_in, group)
+    consumer = consumer_for(access, topics_in, group, instance=instance)
     producer = producer_for(access)
     await consumer.start()
     await producer.start()
@@ -87,6 +90,6 @@ async def run_service(principal: str, topics_in: Sequence[str], group: str,
         return handle(records)
 
     try:
-        await serve(access, topics_in, group, handle_async, stop_on_signals())
+        await serve(access, topics_in, group, handle_async, stop_on_signals(), instance=group)
     finally:
         await directory.stop()

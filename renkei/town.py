@@ -105,6 +105,12 @@ class Processes:
                 proc.kill()
                 proc.wait()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL, as a crash would: no clean shutdown, no goodbye to the broker."""
+        proc = self.running.pop(name)
+        proc.kill()
+        proc.wait()
+
     def stop_all(self) -> None:
         for name in list(self.running):
             self.stop(name)
@@ -112,13 +118,13 @@ class Processes:
 
 @contextmanager
 def services(platform_instances: int = 1, answer_timeout: float = 30.0,
-             probe: str = SAMPLES[0].holder_id) -> Iterator[Processes]:
+             probe: str = SAMPLES[0].holder_id, loglevel: str = "warning") -> Iterator[Processes]:
     """The platform, registry and authority running; ready when a ping goes through."""
     procs = Processes()
     try:
         for n in range(1, platform_instances + 1):
             procs.start(f"platform-{n}", "platform", "run", "--instance", str(n),
-                        "--answer-timeout", str(answer_timeout))
+                        "--answer-timeout", str(answer_timeout), "--loglevel", loglevel)
         procs.start("registry", "registry", "serve")
         procs.start("authority", "authority", "serve")
         started = time.monotonic()

@@ -63,7 +63,7 @@ def holders(town: town_setup.Town) -> list[str]:
 @pytest.fixture(scope="session")
 def platform(town: town_setup.Town) -> Iterator[town_setup.Processes]:
     """The platform, registry and authority processes, ready."""
-    with town_setup.services(answer_timeout=ANSWER_TIMEOUT) as procs:
+    with town_setup.services(answer_timeout=ANSWER_TIMEOUT, loglevel="info") as procs:
         yield procs
 
 

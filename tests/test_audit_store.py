@@ -17,7 +17,7 @@ from audit.bench import run as run_bench
 from audit.cli import audit_cli, decode_event
 from audit.events import AccessLogEvent, event_id
 from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
-from audit.store import AuditStore, ConflictingEvent, Query, VerifyReport, years_before
+from audit.store import AuditStore, Query, VerifyReport, years_before
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
 
@@ -83,13 +83,15 @@ def filled(store: AuditStore, count: int = 24) -> list[tuple[AccessLogEvent, byt
 # ---- appending ----
 
 def test_exactly_once_even_across_a_restart(
-        state: Path, db: Path, clock: Clock, store: AuditStore) -> None:
+        state: Path, db: Path, clock: Clock, store: AuditStore,
+        caplog: pytest.LogCaptureFixture) -> None:
     first, second, third = item(event(0)), item(event(1)), item(event(2))
     assert store.append(*first) == 0
     assert store.append(*first) is None
     assert store.append_many([first, second, second]) == [None, 1, None]
-    with pytest.raises(ConflictingEvent):
-        store.append(first[0], first[1] + b"\x00")
+    rerun = event(0, at=first[0].occurred_at + timedelta(seconds=1))
+    assert store.append(*item(rerun)) is None  # same id, other bytes: the first one stays
+    assert "req-0000:LINKAGE came again with other bytes" in caplog.text
     store.close()
     # a consumer killed after the commit replays its last batch in a new process
     with AuditStore(db, Signer.load_or_create(), head_every=4, clock=clock) as again:
@@ -122,6 +124,19 @@ def test_events_normalise_time_and_check_their_fields() -> None:
         event(0, person="abc")
     with pytest.raises(ValueError):
         AccessLogEvent("x:1", "y", T0, "K", "O", None, None, None, "h", None, None, None)
+
+
+def test_the_head_key_is_kept_private_and_reused(state: Path) -> None:
+    signer = Signer.load_or_create()
+    path = state / "audit" / "head-key.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert Signer.load_or_create().key_id == signer.key_id
+    assert json.loads(path.read_text())["private_key"] not in repr(signer)
+    signed = signer.sign_head(TreeHead(0, merkle.EMPTY_ROOT, T0))
+    assert verify_head(signed, signer.public_key)
+    assert not verify_head(signed, Signer.generate().public_key)
+    moved = SignedHead(TreeHead(1, signed.head.root, T0), signed.key_id, signed.signature)
+    assert not verify_head(moved, signer.public_key)
 
 
 # ---- queries ----
