@@ -74,3 +74,21 @@ async def caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
         if await consumer.position(tp) < end:
             return False
     return True
+
+
+async def read_topic(access: KafkaAccess, topic: str) -> list[Any]:
+    """Every record of a topic now, from its start to its current end, without a group."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        while not await caught_up(consumer, ends):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found += records
+    finally:
+        await consumer.stop()
+    return found

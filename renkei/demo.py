@@ -1,55 +1,170 @@
-"""`renkei demo`: the main job — the platform on a local broker, a holder, one message through."""
+"""`renkei demo`: the main job: a town on the platform, its holders bind and exchange; a summary."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import statistics
 import time
-from pathlib import Path
+from collections import Counter
 
 import click
 
-from broker import process, provision, topics
-from holders.ping import ping
+from audit.events import AccessLogEvent
+from audit.topic import read_events
+from broker import config, process
+from broker.clients import KafkaAccess
+from holders.client import HolderClient
+from holders.samples import SAMPLES
+from holders.store import HolderStore, default_path
+from renkei import scenario, town
+from renkei.scenario import Exchange, Run, staff
 from renkei.state import state_dir
 
-DEMO_HOLDER = "demo-city"
+
+def _title(text: str) -> None:
+    click.echo(f"\n== {text}")
+
+
+async def _bind_all(clients: dict[str, HolderClient]) -> float:
+    started = time.perf_counter()
+    pending = []
+    for sample in SAMPLES:
+        client = clients[sample.holder_id]
+        for own in client.store.own_numbers():
+            pending.append(client.outcome(await client.bind(
+                own, *staff(sample.holder_id), by_number=sample.knows_numbers), 120))
+    await asyncio.gather(*pending)
+    return time.perf_counter() - started
+
+
+def _binding_table(clients: dict[str, HolderClient], seconds: float) -> None:
+    total = Counter[str]()
+    for sample in SAMPLES:
+        counts = clients[sample.holder_id].store.counts()
+        total.update({"BOUND": counts.get("BOUND", 0),
+                      "INVESTIGATING": counts.get("INVESTIGATING", 0)})
+        by = "personal number" if sample.knows_numbers else "4 attributes"
+        click.echo(f"  {sample.holder_id:16} {sample.name:22} by {by:15} "
+                   f"bound {counts.get('BOUND', 0):4}  to investigation "
+                   f"{counts.get('INVESTIGATING', 0):3}")
+    reasons = Counter(reason.split(":")[0].split(" differ")[0]
+                      for client in clients.values()
+                      for _, reason in client.store.investigations())
+    click.echo(f"  {total['BOUND']} records bound, {total['INVESTIGATING']} sent to "
+               f"investigation in {seconds:.1f}s; why: "
+               + "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(4)))
+
+
+def _exchange_table(run: Run) -> None:
+    by_exchange: dict[Exchange, Counter[str]] = {}
+    for exchange, outcome, _ in run.done:
+        by_exchange.setdefault(exchange, Counter())[outcome.status] += 1
+    for exchange in scenario.LAWFUL + scenario.UNLAWFUL:
+        counts = by_exchange.get(exchange, Counter())
+        lawful = "lawful  " if exchange in scenario.LAWFUL else "UNLAWFUL"
+        click.echo(f"  {lawful} {exchange.requester:15} → {exchange.provider:15} "
+                   f"{exchange.pattern:5} {exchange.data_type:21} "
+                   + ", ".join(f"{status} {n}" for status, n in counts.most_common()))
+    rejected = [(e, o) for e, o, _ in run.done if o.status == "REJECTED"]
+    click.echo("  rejections, with the platform's reason:")
+    for reason, n in Counter((o.detail or "").split(":")[0] for _, o in rejected).items():
+        example = next(o.detail for _, o in rejected if (o.detail or "").startswith(reason))
+        click.echo(f"    {reason:24} ×{n}  e.g. “{example}”")
+    for _, why in run.refused_locally:
+        click.echo(f"    refused at the holder itself: {why}")
+
+
+def _step_by_step(run: Run, clients: dict[str, HolderClient],
+                  events: dict[str, list[AccessLogEvent]]) -> None:
+    shown: set[Exchange] = set()
+    for exchange, outcome, seconds in run.done:
+        if outcome.status not in ("FOUND", "REJECTED") or exchange in shown or len(shown) == 3:
+            continue
+        shown.add(exchange)
+        requester, request_id = clients[exchange.requester], outcome.request_id
+        click.echo(f"\n  request {request_id[:8]}… {exchange.requester} → {exchange.provider} "
+                   f"({exchange.pattern}, {exchange.data_type}), {seconds * 1000:.0f} ms")
+        click.echo(f"   ① {exchange.requester}: own number {outcome.own_number}, link code "
+                   f"{requester.store.link_code(outcome.own_number)}, staff {outcome.operator} "
+                   f"on {outcome.terminal}, purpose “{outcome.purpose}”")
+        for event in events.get(request_id, []):
+            label = {"approved": "②", "answered": "④"}.get(event.event_id.split(":")[1], "②")
+            click.echo(f"   {label} platform log: {event.kind} {event.outcome}"
+                       + (f" ({event.reason})" if event.reason else "")
+                       + (f" under {event.pattern_id}: {event.legal_basis}"
+                          if event.legal_basis else "")
+                       + f"; person = ID code {event.person}")
+        provider_log = clients[exchange.provider].store.access_log(request_id)
+        for entry in provider_log:
+            click.echo(f"   ③ {exchange.provider}: answered {entry.outcome} as {entry.operator} "
+                       f"on {entry.terminal}, sealed to {exchange.requester}")
+        click.echo(f"   ④ {exchange.requester} received: {outcome.status} "
+                   + (str(outcome.result) if outcome.result else outcome.detail or ""))
+
+
+def _figures(run: Run) -> None:
+    lawful = [s for e, o, s in run.done if e in scenario.LAWFUL and o.status == "FOUND"]
+    ms = sorted(s * 1000 for s in lawful)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    click.echo(f"  {len(run.done)} requests in {run.seconds:.1f}s = "
+               f"{len(run.done) / run.seconds:.0f} round trips/s (64 in flight); "
+               f"lawful answered: p50 {statistics.median(ms):.0f} ms, p99 {p99:.0f} ms")
+
+
+async def _exercise(built: town.Town) -> None:
+    clients = {}
+    for sample in SAMPLES:
+        client = HolderClient(sample.holder_id, HolderStore(default_path(sample.holder_id)))
+        await client.start()
+        clients[sample.holder_id] = client
+    try:
+        _title("Binding (紐付け): four attributes or personal number, exact match only")
+        _binding_table(clients, await _bind_all(clients))
+        _title("Linkage (情報連携): lawful exchanges and a few unlawful ones")
+        run = await scenario.run(clients, built)
+        _exchange_table(run)
+        _title("Three exchanges step by step (paper §5(4) ①–④)")
+        events: dict[str, list[AccessLogEvent]] = {}
+        for event in await read_events(KafkaAccess.of(config.ADMIN)):
+            events.setdefault(event.request_id, []).append(event)
+        _step_by_step(run, clients, events)
+        _title("Figures (a first measurement; `renkei bench linkage` is the benchmark)")
+        _figures(run)
+        click.echo(f"  access-log events on renkei.audit: {sum(map(len, events.values()))}")
+    finally:
+        for client in clients.values():
+            await client.stop()
+            client.store.close()
+
+
+def _main(residents: int, seed: int, instances: int) -> None:
+    started = time.perf_counter()
+    built = town.build(residents, seed)
+    click.echo(f"  a town of {residents:,} residents (seed {seed}); holders: "
+               + ", ".join(f"{h} {len(r)}" for h, r in built.held.items()))
+    with town.services(platform_instances=instances) as procs:
+        click.echo(f"  processes: {', '.join(procs.running)} (ready in "
+                   f"{procs.ready_after:.1f}s; logs in {state_dir() / 'logs'})")
+        asyncio.run(_exercise(built))
+    click.echo(f"  whole demo {time.perf_counter() - started:.0f}s")
 
 
 @click.command()
+@click.option("--residents", default=1000, show_default=True)
+@click.option("--seed", default=2026, show_default=True)
+@click.option("--instances", default=1, show_default=True, help="platform instances")
 @click.option("--keep", is_flag=True, help="leave the broker running afterwards")
-def demo(keep: bool) -> None:
-    """Bring up the broker, provision it, send a message through the platform's faust agent."""
-    started = time.monotonic()
+def demo(residents: int, seed: int, instances: int, keep: bool) -> None:
+    """The platform with demo holders: a town binds, exchanges lawfully and not, a summary."""
+    _title("Renkei: the information-linkage platform on a secured Kafka broker")
     try:
         cluster, _ = process.up(None, None)
     except process.BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"1. broker: Kafka on {cluster.bootstrap} (SASL/SCRAM, ACLs)")
-    report = provision.provision()
-    admin = provision.admin_client()
-    provision.add_holder(admin, DEMO_HOLDER, report)
-    click.echo(f"2. provisioned: {len(report.created)} topic(s) created, "
-               f"{report.acls} ACL entries ensured, holder {DEMO_HOLDER!r} registered")
-    log = Path(state_dir()) / "platform-demo.log"
-    platform = subprocess.Popen(
-        [str(Path(sys.executable).with_name("renkei")), "platform", "run"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    click.echo(f"3. platform: faust worker started (pid {platform.pid}, log {log})")
+    click.echo(f"  Kafka on {cluster.bootstrap} (KRaft, SASL/SCRAM, ACLs); state in "
+               f"{state_dir()}")
     try:
-        result = asyncio.run(ping(DEMO_HOLDER, within=90))
-    except TimeoutError as exc:
-        raise click.ClickException("the platform did not answer within 90 s") from exc
+        _main(residents, seed, instances)
     finally:
-        platform.terminate()
-        platform.wait(30)
-    click.echo(f"4. {DEMO_HOLDER} sent Ping {result.ping.request_id} "
-               f"to {topics.outbox(DEMO_HOLDER)}; "
-               f"the platform's agent answered Pong to {topics.inbox(DEMO_HOLDER)} "
-               f"after {result.seconds * 1000:.0f} ms (including the worker's start)")
-    if not keep:
-        process.down()
-    click.echo(f"done in {time.monotonic() - started:.1f}s"
-               + ("; broker left running" if keep else "; broker stopped"))
+        if not keep:
+            process.down()

@@ -18,7 +18,7 @@ from authority import store as authority_store
 from authority.service import NumberingAuthority
 from broker import provision
 from holders.ping import ping
-from holders.samples import SAMPLES, SampleHolder, populate
+from holders.samples import SAMPLES, SampleHolder, own_number, populate
 from holders.store import HolderStore, default_path
 from processors import directory, keys, patterns
 from registry import store as registry_store
@@ -36,6 +36,18 @@ class Town:
 
     def sample(self, holder: str) -> SampleHolder:
         return next(s for s in SAMPLES if s.holder_id == holder)
+
+    def own_numbers(self, holder: str) -> dict[str, str]:
+        """Resident code → the holder's own number, for every resident it holds."""
+        sample = self.sample(holder)
+        return {r.resident_code: own_number(sample, n)
+                for n, r in enumerate(self.held[holder], start=1)}
+
+    def shared(self, first: str, second: str) -> list[tuple[str, str]]:
+        """Residents both holders hold, as (first's own number, second's own number)."""
+        theirs = self.own_numbers(second)
+        return [(own, theirs[code]) for code, own in self.own_numbers(first).items()
+                if code in theirs]
 
 
 def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES) -> Town:

@@ -16,6 +16,7 @@ from holders.client import HolderClient
 from holders.samples import SAMPLES
 from holders.store import HolderStore, default_path
 from renkei import town as town_setup
+from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV
 from tests.kafka_helpers import free_port_pair, renkei
 
@@ -89,6 +90,3 @@ async def clients(platform: town_setup.Processes) -> AsyncIterator[dict[str, Hol
         await client.stop()
         client.store.close()
 
-
-def staff_of(holder: str) -> tuple[str, str]:
-    return f"{holder}-staff-1", f"{holder}-term-1"

@@ -16,9 +16,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from audit.events import AccessLogEvent
-from broker import config, topics
-from broker.clients import KafkaAccess, caught_up
-from schemas.codec import CODEC
+from audit.topic import read_events
+from broker import config
+from broker.clients import KafkaAccess
 
 
 def free_port() -> int:
@@ -97,16 +97,7 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
             proc.wait()
 
 
+
 async def audit_events(request_ids: set[str] | None = None) -> list[AccessLogEvent]:
     """Every access-log event on the audit topic (optionally only of some requests)."""
-    access = KafkaAccess.of(config.ADMIN)
-    found = []
-    async with consumer(access, topics.AUDIT, offset="earliest") as cons:
-        ends = await cons.end_offsets(list(cons.assignment()))
-        while not await caught_up(cons, ends):
-            for records in (await cons.getmany(timeout_ms=500)).values():
-                for record in records:
-                    event = CODEC.decode(record.value or b"", AccessLogEvent)
-                    if request_ids is None or event.request_id in request_ids:
-                        found.append(event)
-    return found
+    return await read_events(KafkaAccess.of(config.ADMIN), request_ids)

@@ -12,9 +12,10 @@ from audit.events import AccessLogEvent
 from holders.client import HolderClient, NotAuthorized
 from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
+from renkei.scenario import staff as staff_of
 from renkei.town import Town
 from schemas.messages import LegalPattern
-from tests.conftest import ANSWER_TIMEOUT, SILENT, staff_of
+from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import audit_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -1,0 +1,87 @@
+"""The demo's exchanges: lawful ones between the sample holders, and a few unlawful ones."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from holders.client import HolderClient, NotAuthorized
+from holders.store import Request
+from renkei.town import Town
+
+
+@dataclass(frozen=True)
+class Exchange:
+    requester: str
+    pattern: str
+    provider: str
+    data_type: str
+    purpose: str
+    limit: int | None = None
+
+
+LAWFUL = (
+    Exchange("nenkin", "P-037", "sakura-town", "local_tax", "国民年金保険料の免除審査"),
+    Exchange("sakura-kodomo", "P-074", "sakura-town", "local_tax", "児童手当の所得審査"),
+    Exchange("sakura-kodomo", "P-074", "sakura-town", "resident_record", "児童手当の世帯確認"),
+    Exchange("sakura-town", "P-027", "nenkin", "pension_benefit", "介護保険料の特別徴収"),
+    Exchange("sakura-town", "P-016", "sakura-hospital", "vaccination_record", "予防接種歴の確認"),
+    Exchange("sakura-hospital", "P-120", "acme-kenpo", "insurance_eligibility", "資格確認"),
+    Exchange("acme-kenpo", "P-002", "sakura-town", "local_tax", "高額療養費の所得区分"),
+)
+UNLAWFUL = (
+    Exchange("sakura-hospital", "P-120", "sakura-town", "local_tax", "病院が住民税を照会", 2),
+    Exchange("acme-kenpo", "P-002", "nenkin", "pension_benefit", "健保組合が年金を照会", 2),
+    Exchange("sakura-kodomo", "P-075", "sakura-town", "local_tax", "廃止された特例給付", 2),
+    Exchange("nenkin", "P-037", "sakura-town", "resident_record", "改正で外れた住民票情報", 2),
+    Exchange("nenkin", "P-999", "sakura-town", "local_tax", "存在しないパターン", 1),
+)
+
+
+@dataclass
+class Run:
+    """What happened to every request of a scenario, and how long each took."""
+
+    done: list[tuple[Exchange, Request, float]] = field(default_factory=list)
+    refused_locally: list[tuple[Exchange, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def run(clients: dict[str, HolderClient], town: Town, concurrency: int = 64) -> Run:
+    """Every lawful exchange for each person both sides hold, plus the unlawful ones."""
+    result = Run()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(exchange: Exchange, own: str) -> None:
+        client = clients[exchange.requester]
+        async with gate:
+            started = time.perf_counter()
+            request_id = await client.request(
+                own, exchange.pattern, exchange.provider, exchange.data_type, exchange.purpose,
+                *staff(exchange.requester))
+            outcome = await client.outcome(request_id, 90)
+            result.done.append((exchange, outcome, time.perf_counter() - started))
+
+    jobs = []
+    for exchange in LAWFUL + UNLAWFUL:
+        client = clients[exchange.requester]
+        owners = [own for own, _ in town.shared(exchange.requester, exchange.provider)
+                  if client.store.link_code(own)] or [
+                  own for own in client.store.bindings()]
+        jobs += [one(exchange, own) for own in owners[:exchange.limit]]
+    started = time.perf_counter()
+    await asyncio.gather(*jobs)
+    result.seconds = time.perf_counter() - started
+    nenkin = clients["nenkin"]
+    try:
+        await nenkin.request(next(iter(nenkin.store.bindings())), "P-037", "sakura-town",
+                             "local_tax", "権限のない職員", "visitor", "nenkin-term-1")
+    except NotAuthorized as exc:
+        result.refused_locally.append((LAWFUL[0], str(exc)))
+    return result
+
+
+def staff(holder: str) -> tuple[str, str]:
+    """The sample holders' registered staff member and terminal."""
+    return f"{holder}-staff-1", f"{holder}-term-1"
