@@ -1,11 +1,13 @@
-"""`renkei audit …`: verify, purge, show heads and query the audit store."""
+"""`renkei audit …`: run the consumer, replay, verify, purge, show heads and query the store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +16,9 @@ from audit.events import AccessLogEvent
 from audit.heads import Signer
 from audit.merkle import leaf_hash
 from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path
+from broker import acls
+from broker.clients import KafkaAccess
+from renkei.state import private_dir
 from schemas.codec import CODEC
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -141,3 +146,58 @@ def query(db: str | None, person: str | None, holder: str | None, pattern: str |
     _echo_json({"head": page.head.to_json() if page.head else None,
                 "entries": [_entry_json(e) for e in page.entries],
                 "next": page.next_cursor})
+
+
+@audit_cli.command()
+@store_option
+@click.option("--instance", default="1", show_default=True,
+              help="static group member id: a restarted instance takes its place at once")
+@click.option("--loglevel", default="warning", show_default=True)
+def run(db: str | None, instance: str, loglevel: str) -> None:
+    """Consume the audit topic into the store (exactly once per event), sign heads, detect."""
+    from audit.consumer import main
+
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    with open_store(db) as store:
+        asyncio.run(main(store, instance))
+
+
+@audit_cli.command()
+@click.option("--db", metavar="URL", default=None,
+              help="the fresh store to rebuild [default: audit/replay-<time>.db in the state "
+                   "folder]")
+@click.option("--live", metavar="URL", default=None,
+              help="the store to compare with [default: the state folder's audit/audit.db]")
+@click.option("--grace", type=float, default=10.0, show_default=True,
+              help="seconds the platform's view of the pattern list may lag its topic")
+def replay(db: str | None, live: str | None, grace: float) -> None:
+    """Rebuild a store from offset 0 of the audit topic; compare roots; re-check approvals.
+
+    Exits 1 if the roots differ or an approval or rejection disagrees with the pattern list.
+    """
+    from audit import replay as replaying
+
+    target = db or str(private_dir("audit") / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}.db")
+    with open_store(target) as fresh, open_store(live) as current:
+        try:
+            report = asyncio.run(replaying.replay(KafkaAccess.of(acls.AUDIT), fresh, current,
+                                                  timedelta(seconds=grace)))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"replayed {report.records} records into {target} in {report.seconds:.1f}s: "
+               f"tree size {report.size}, root {report.root.hex()}")
+    compared = bool(report.compared_at)
+    if compared:
+        same = "identical" if report.identical else "DIFFERENT"
+        click.echo(f"live store at size {report.compared_at}: root "
+                   f"{(report.live_root or b'').hex()} ({same})")
+    else:
+        click.echo("the live store is empty: no root to compare")
+    click.echo(f"re-checked {report.checked} approvals and rejections against the pattern list "
+               f"in force at each event's time: {len(report.disagreements)} disagreement(s)")
+    for d in report.disagreements:
+        click.echo(f"  DISAGREES {d.event.event_id} at "
+                   f"{d.event.occurred_at.isoformat(timespec='milliseconds')}: logged "
+                   f"{d.logged}, re-check says {d.rechecked} ({d.detail})")
+    if (compared and not report.identical) or report.disagreements:
+        raise SystemExit(1)

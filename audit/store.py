@@ -1,4 +1,4 @@
-"""The audit store: the access log as an append-only RFC 9162 Merkle tree, on SQLite.
+"""The audit store: the access log as an append-only RFC 9162 Merkle tree, on SQLite or PostgreSQL.
 
 Tables: `entries` (one row per event; serial = leaf index; the canonical bytes and indexed
 columns), `nodes` (the hash of every complete subtree, leaves included, keyed by level and
@@ -14,7 +14,6 @@ import heapq
 import itertools
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -25,6 +24,7 @@ from typing import Any
 from audit import merkle
 from audit.events import AccessLogEvent, from_millis, millis
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
+from audit.sql import Cursor, Dialect, connect
 from renkei.state import private_dir
 
 RETENTION_YEARS = 7
@@ -52,34 +52,6 @@ def node_key(level: int, index: int) -> int:
 
 class MissingNode(LookupError):
     """A subtree hash the tree needs is not in the store."""
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """What differs between SQL engines. SQLite now; PostgreSQL (BYTEA, BIGINT, %s) later."""
-
-    blob: str
-    key: str
-    begin_write: str
-    session: tuple[str, ...]
-
-
-SQLITE = Dialect(
-    blob="BLOB", key="INTEGER PRIMARY KEY", begin_write="BEGIN IMMEDIATE",
-    session=("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000",
-             "PRAGMA cache_size=-262144", "PRAGMA temp_store=MEMORY"))
-
-
-def connect(url: str | Path) -> tuple[sqlite3.Connection, Dialect]:
-    """A connection for `url`: a file path or sqlite:///path (PostgreSQL URLs to come).
-
-    As in SQLAlchemy, sqlite:///audit.db is relative and sqlite:////var/audit.db absolute.
-    """
-    text = str(url)
-    if "://" in text and not text.startswith("sqlite:///"):
-        raise ValueError(f"unsupported store URL {text!r}: use a path or sqlite:///path")
-    path = text.removeprefix("sqlite:///")
-    return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
 
 
 EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))
@@ -114,10 +86,10 @@ def _schema(d: Dialect) -> list[str]:
         *indexes,
         "CREATE INDEX IF NOT EXISTS entries_occurred_at ON entries (occurred_at)",
         f"CREATE TABLE IF NOT EXISTS nodes (id {d.key}, hash {d.blob} NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS heads (seq {d.key}, tree_size BIGINT NOT NULL, "
+        f"CREATE TABLE IF NOT EXISTS heads (seq {d.auto_key}, tree_size BIGINT NOT NULL, "
         f"root {d.blob} NOT NULL, signed_at BIGINT NOT NULL, key_id {d.blob} NOT NULL, "
         f"signature {d.blob} NOT NULL)",
-        f"CREATE TABLE IF NOT EXISTS purges (seq {d.key}, purged_at BIGINT NOT NULL, "
+        f"CREATE TABLE IF NOT EXISTS purges (seq {d.auto_key}, purged_at BIGINT NOT NULL, "
         f"cutoff BIGINT NOT NULL, ranges TEXT NOT NULL, key_id {d.blob} NOT NULL, "
         f"signature {d.blob} NOT NULL)",
     ]
@@ -236,7 +208,8 @@ class AuditStore:
         """Close the connection (again is fine), refreshing the query planner's statistics."""
         if self._open:
             self._open = False
-            self._db.execute("PRAGMA optimize")
+            for statement in self._dialect.closing:
+                self._db.execute(statement)
             self._db.close()
 
     def __enter__(self) -> AuditStore:
@@ -246,9 +219,10 @@ class AuditStore:
         self.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
+    def _write(self) -> Iterator[Cursor]:
         cur = self._db.cursor()
-        cur.execute(self._dialect.begin_write)
+        for statement in self._dialect.begin_write:
+            cur.execute(statement)
         try:
             yield cur
         except BaseException:
@@ -257,10 +231,10 @@ class AuditStore:
         cur.execute("COMMIT")
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Cursor]:
+    def _read(self) -> Iterator[Cursor]:
         """One snapshot for several statements."""
         cur = self._db.cursor()
-        cur.execute("BEGIN")
+        cur.execute(self._dialect.begin_read)
         try:
             yield cur
         finally:
@@ -330,7 +304,7 @@ class AuditStore:
         batch = list(items)
         try:
             return self._append(batch, replay=False)
-        except sqlite3.IntegrityError:
+        except self._dialect.duplicate:
             return self._append(batch, replay=True)
 
     def _append(self, batch: list[tuple[AccessLogEvent, bytes]], replay: bool
@@ -363,7 +337,7 @@ class AuditStore:
         self._frontier = tree
         return serials
 
-    def _stored_leaves(self, cur: sqlite3.Cursor, event_ids: list[str]) -> dict[str, bytes]:
+    def _stored_leaves(self, cur: Cursor, event_ids: list[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         for start in range(0, len(event_ids), _CHUNK):
             chunk = event_ids[start:start + _CHUNK]
@@ -374,7 +348,7 @@ class AuditStore:
 
     # ---- heads ----
 
-    def _sign(self, cur: sqlite3.Cursor, tree: merkle.Frontier) -> SignedHead:
+    def _sign(self, cur: Cursor, tree: merkle.Frontier) -> SignedHead:
         signed = self.signer.sign_head(TreeHead(tree.size, tree.root(), self.clock()))
         cur.execute(
             "INSERT INTO heads (tree_size, root, signed_at, key_id, signature) "
@@ -383,12 +357,12 @@ class AuditStore:
              signed.key_id, signed.signature))
         return signed
 
-    def _latest_head(self, cur: sqlite3.Cursor) -> SignedHead | None:
+    def _latest_head(self, cur: Cursor) -> SignedHead | None:
         heads = self._heads(cur, "ORDER BY seq DESC LIMIT 1")
         return heads[0][1] if heads else None
 
     @staticmethod
-    def _heads(cur: sqlite3.Cursor, tail: str = "ORDER BY seq") -> list[tuple[int, SignedHead]]:
+    def _heads(cur: Cursor, tail: str = "ORDER BY seq") -> list[tuple[int, SignedHead]]:
         rows = cur.execute(
             "SELECT seq, CAST(tree_size AS INTEGER), CAST(root AS BLOB), "
             "CAST(signed_at AS INTEGER), CAST(key_id AS BLOB), CAST(signature AS BLOB) "
@@ -407,7 +381,7 @@ class AuditStore:
         with self._write() as cur:
             return self._current_head(cur)
 
-    def _current_head(self, cur: sqlite3.Cursor) -> SignedHead:
+    def _current_head(self, cur: Cursor) -> SignedHead:
         latest, tree = self._latest_head(cur), self._tree()
         if latest is None or latest.head.size != tree.size:
             return self._sign(cur, tree)
@@ -418,6 +392,21 @@ class AuditStore:
         return [signed for _, signed in self._heads(self._db.cursor())]
 
     # ---- queries ----
+
+    def stored(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of these event ids the log holds already."""
+        return set(self._stored_leaves(self._db.cursor(), list(event_ids)))
+
+    def bound(self, holder: str, person: str) -> bool:
+        """Did a binding ever give `holder` this person (a BINDING entry it requested)?"""
+        return self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM entries WHERE person = ? AND requester = ? "
+            "AND kind = 'BINDING')", (person, holder)).fetchone()[0] in (1, True)
+
+    def latest_time(self) -> datetime | None:
+        """When the latest event in the log occurred."""
+        found = self._db.execute("SELECT max(occurred_at) FROM entries").fetchone()[0]
+        return None if found is None else from_millis(int(found))
 
     def by_person(self, person: str, *, limit: int = 100, after: str | None = None) -> Page:
         """All entries about one person, with inclusion proofs against the current head."""
@@ -444,7 +433,7 @@ class AuditStore:
         return Page(entries, cursor, head)
 
     @staticmethod
-    def _page(cur: sqlite3.Cursor, where: Query, n: int,
+    def _page(cur: Cursor, where: Query, n: int,
               after: tuple[int, int] | None) -> list[Row]:
         conditions: list[tuple[str, object]] = [
             (f"{column} = ?", value) for column, value in (
@@ -500,7 +489,7 @@ class AuditStore:
     def purges(self) -> list[Purge]:
         return [_purge(row) for _, *row in self._purge_rows()]
 
-    def _purge_rows(self) -> sqlite3.Cursor:
+    def _purge_rows(self) -> Cursor:
         return self._db.execute(
             "SELECT seq, purged_at, cutoff, CAST(ranges AS TEXT), CAST(key_id AS BLOB), "
             "CAST(signature AS BLOB) FROM purges ORDER BY seq")

@@ -15,7 +15,8 @@ REGISTRY = "registry"
 AUTHORITY = "authority"
 AUDIT = "audit"
 OVERSIGHT = "oversight"
-SERVICES = (PLATFORM, REGISTRY, AUTHORITY, AUDIT, OVERSIGHT)
+PORTAL = "portal"
+SERVICES = (PLATFORM, REGISTRY, AUTHORITY, AUDIT, OVERSIGHT, PORTAL)
 RESERVED = frozenset({"admin", "controller", *SERVICES})
 PLATFORM_APP = "renkei-platform"
 AUDIT_GROUP = "renkei-audit"
@@ -45,7 +46,9 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
     PLATFORM: (
         _write(topics.AUDIT), _read(topics.PATTERNS), _read(topics.DIRECTORY),
         _write(topics.REGISTRY_IN), _read(topics.REGISTRY_OUT), _write(topics.AUTHORITY_IN),
-        # faust's own topics (assignor leader, table changelogs) and its consumer group
+        _read(topics.OVERSIGHT_OUT), _write(topics.OVERSIGHT_IN),
+        _read(topics.PORTAL_OUT), _write(topics.PORTAL_IN),
+        # the decider's topic and the platform's consumer group
         Grant("topic", PLATFORM_APP, ("ALL",), "prefixed"),
         _group(PLATFORM_APP, "prefixed"),
     ),
@@ -58,9 +61,14 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
         _read(topics.DIRECTORY),
         _group("renkei-authority"),
     ),
-    AUDIT: (_read(topics.AUDIT), _read(topics.PATTERNS), _group(AUDIT_GROUP, "prefixed")),
-    OVERSIGHT: (_read(topics.AUDIT), _read(topics.DIRECTORY), _group("renkei-oversight",
-                                                                     "prefixed")),
+    AUDIT: (_read(topics.AUDIT), _read(topics.PATTERNS), _read(topics.DIRECTORY),
+            _write(topics.ALERTS), _group(AUDIT_GROUP, "prefixed")),
+    OVERSIGHT: (_read(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.OVERSIGHT_OUT),
+                _read(topics.OVERSIGHT_IN), _read(topics.ALERTS),
+                _group("renkei-oversight", "prefixed")),
+    # My Portal and the counter: their actions to the audit stream, residents' applications
+    PORTAL: (_write(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.PORTAL_OUT),
+             _read(topics.PORTAL_IN)),
 }
 
 

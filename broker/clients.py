@@ -1,7 +1,8 @@
-"""Client settings for a principal: the same SASL/SCRAM identity for aiokafka, faust and admin."""
+"""Client settings for a principal: the same SASL/SCRAM identity for aiokafka and admin."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,19 +47,6 @@ class KafkaAccess:
             "sasl.password": self.credentials.password,
         }
 
-    def faust_broker(self) -> str:
-        return ";".join(f"kafka://{address}" for address in self.bootstrap.split(","))
-
-    def faust_credentials(self) -> Any:
-        import faust
-
-        return faust.SASLCredentials(
-            username=self.credentials.username,
-            password=self.credentials.password,
-            mechanism=MECHANISM,
-        )
-
-
 
 async def at_end(consumer: Any) -> None:
     """Wait until a started group-less consumer reads from the end of every partition."""
@@ -78,17 +66,24 @@ async def caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
 
 async def read_topic(access: KafkaAccess, topic: str) -> list[Any]:
     """Every record of a topic now, from its start to its current end, without a group."""
+    return [record async for batch in topic_batches(access, topic) for record in batch]
+
+
+async def topic_batches(access: KafkaAccess, topic: str,
+                        batch: int = 5000) -> AsyncIterator[list[Any]]:
+    """The records of a topic from its start to its end as it was at the call, in batches."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_poll_records=batch)
     await consumer.start()
-    found: list[Any] = []
     try:
         ends = await consumer.end_offsets(list(consumer.assignment()))
         while not await caught_up(consumer, ends):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                found += records
+            polled = await consumer.getmany(timeout_ms=500)
+            records = [r for tp, rs in polled.items() for r in rs if r.offset < ends[tp]]
+            if records:
+                yield records
     finally:
         await consumer.stop()
-    return found

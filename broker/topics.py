@@ -16,6 +16,11 @@ DIRECTORY = "renkei.directory"
 REGISTRY_IN = "renkei.registry.in"
 REGISTRY_OUT = "renkei.registry.out"
 AUTHORITY_IN = "renkei.authority.in"
+ALERTS = "renkei.alerts"
+OVERSIGHT_OUT = "renkei.oversight.out"
+OVERSIGHT_IN = "renkei.oversight.in"
+PORTAL_OUT = "renkei.portal.out"
+PORTAL_IN = "renkei.portal.in"
 OUTBOX_PATTERN = re.compile(r"^renkei\.holder\.(?P<holder>[a-z0-9][a-z0-9-]*)\.out$")
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,

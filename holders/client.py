@@ -35,6 +35,9 @@ from schemas.messages import (
     BindingAnswer,
     BindingRequest,
     HolderEntry,
+    HolderLogAnswer,
+    HolderLogEntry,
+    HolderLogRequest,
     LinkageAnswer,
     LinkageRequest,
     Payload,
@@ -46,7 +49,8 @@ from schemas.messages import (
 )
 
 log = logging.getLogger(__name__)
-INBOX_MESSAGES = (ProviderQuery, LinkageAnswer, BindingAnswer, Rejection, Pong)
+INBOX_MESSAGES = (ProviderQuery, LinkageAnswer, BindingAnswer, Rejection, Pong,
+                  HolderLogRequest)
 BINDING, LINKAGE = "BINDING", "LINKAGE"
 BOUND, INVESTIGATING, REJECTED, UNREADABLE = "BOUND", "INVESTIGATING", "REJECTED", "UNREADABLE"
 SYSTEM = "system"
@@ -181,6 +185,8 @@ class HolderClient:
                         out.append(self._answer(message))
                 elif isinstance(message, Pong):
                     continue
+                elif isinstance(message, HolderLogRequest):
+                    out.append(self._log_for_oversight(message))
                 else:
                     try:
                         done = self._resolve(message)
@@ -261,3 +267,13 @@ class HolderClient:
                        content=None if fields is None else json.dumps(fields, ensure_ascii=False))
         return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(
             query.request_id, query.ticket, query.link_code, status, sealed))
+
+    def _log_for_oversight(self, asked: HolderLogRequest) -> Send:
+        """This holder's side of the access log (⑦–⑫) of the asked requests, for the oversight."""
+        entries = tuple(HolderLogEntry(
+            e.request_id, e.at, e.side, e.operator, e.terminal, e.counterpart, e.pattern_id,
+            e.data_type, e.content, e.purpose, e.outcome)
+            for request_id in asked.request_ids if request_id
+            for e in self.store.access_log(request_id))
+        return send(topics.outbox(self.holder), asked.request_id, HolderLogAnswer(
+            asked.request_id, self.holder, datetime.now(UTC), entries))

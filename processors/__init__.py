@@ -1,1 +1,1 @@
-"""The platform's stream processors (faust agents) and its code conversion."""
+"""The platform's stream processors: approval, code conversion, the decider, relays."""

@@ -3,40 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from pathlib import Path
 
 import click
 
-from broker import acls, cluster
+from broker import acls
 from broker.clients import KafkaAccess
 from processors import directory, patterns
-from renkei.state import private_dir
 
 
 @click.group("platform")
 def platform_cli() -> None:
-    """The platform's stream processors (a faust consumer group)."""
+    """The platform's stream processors (one consumer group; run more instances to scale)."""
 
 
 @platform_cli.command()
 @click.option("--instance", default="1", show_default=True,
-              help="instance name; run several for more throughput")
+              help="instance name (for its log); run several for more throughput")
 @click.option("--answer-timeout", type=float, default=30.0, show_default=True,
               help="seconds a provider has to answer before the requester gets a timeout")
 @click.option("--loglevel", default="warning", show_default=True)
 def run(instance: str, answer_timeout: float, loglevel: str) -> None:
-    """Run one platform instance until stopped."""
-    import faust
+    """Run one platform instance until stopped (SIGTERM/SIGINT)."""
+    from processors.platform import Platform
+    from renkei.service_loop import stop_on_signals
 
-    from processors.platform import build_app
+    logging.basicConfig(level=loglevel.upper(),
+                        format=f"%(asctime)s [platform {instance}] %(levelname)s %(message)s")
 
-    access = KafkaAccess.of(acls.PLATFORM)
-    app = build_app(access, private_dir("platform", instance), instance,
-                    replication=min(3, cluster.load().size),
-                    answer_timeout=timedelta(seconds=answer_timeout))
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    async def main() -> None:
+        platform = Platform(KafkaAccess.of(acls.PLATFORM), timedelta(seconds=answer_timeout))
+        await platform.run(stop_on_signals())
+
+    asyncio.run(main())
 
 
 @click.group("patterns")

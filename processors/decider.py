@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from broker import acls, topics
 from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
@@ -27,6 +27,7 @@ from schemas.messages import (
     Outcome,
     Pending,
     RequestState,
+    Sweep,
 )
 
 DECISIONS = f"{acls.PLATFORM_APP}-decisions"
@@ -136,5 +137,66 @@ class Timers:
             (expire if what == "expire" else forget).append(request_id)
         return found
 
+    def retry(self, sweep: Sweep) -> None:
+        """A sweep that could not be sent: its requests fall due again."""
+        for request_id in sweep.expire:
+            heapq.heappush(self._heap, (sweep.at, "expire", request_id))
+        for request_id in sweep.forget:
+            heapq.heappush(self._heap, (sweep.at, "forget", request_id))
+
     def __len__(self) -> int:
         return len(self._heap)
+
+
+class Decider:
+    """The state of the decision partitions this instance owns, and what each event does to it.
+
+    The state is a pure function of each partition's events (a sweep carries its own time), so
+    an instance that takes a partition over rebuilds it from the partition's recent past
+    (`rebuild`), and needs no changelog of its own.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[int, dict[str, RequestState]] = {}
+        self.timers = Timers()
+
+    def keep_only(self, partitions: set[int]) -> set[int]:
+        """Drop the state of partitions no longer ours; return the new ones (to rebuild)."""
+        for partition in set(self.states) - partitions:
+            del self.states[partition]
+        return partitions - set(self.states)
+
+    def rebuild(self, partition: int, history: list[Pending | Outcome | Sweep],
+                ctx: Context) -> None:
+        """A partition's state from its recent events, whose effects already happened."""
+        self.states[partition] = {}
+        for message in history:
+            self.handle(partition, message, datetime.now(UTC), ctx)
+
+    def handle(self, partition: int, message: Pending | Outcome | Sweep, now: datetime,
+               ctx: Context) -> list[Send]:
+        """Apply one decision event to its partition's state; return its effects."""
+        states = self.states[partition]
+        if isinstance(message, Sweep):
+            decisions = [(r, on_deadline(states.get(r), message.at, ctx)) for r in message.expire]
+            decisions += [(r, on_forget(states.get(r), message.at)) for r in message.forget]
+        elif isinstance(message, Pending):
+            decisions = [(message.request_id,
+                          on_pending(message, states.get(message.request_id), now, ctx))]
+        else:
+            decisions = [(message.request_id,
+                          on_outcome(message, states.get(message.request_id), now))]
+        effects: list[Send] = []
+        for request_id, decision in decisions:
+            before = states.get(request_id)
+            if decision.state is None:
+                states.pop(request_id, None)
+            elif decision.state != before:
+                states[request_id] = decision.state
+                self.timers.watch(decision.state)
+            effects += decision.effects
+        return effects
+
+    def pending(self) -> int:
+        return sum(1 for states in self.states.values() for s in states.values()
+                   if s.status == PENDING)

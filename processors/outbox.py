@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from broker import topics
-from processors import binding, linkage
+from processors import applications, binding, linkage, oversight
 from processors.access_log import MESSAGE
 from processors.context import Context
 from processors.isolation import isolated
@@ -13,9 +13,16 @@ from processors.linkage import FromHolder
 from processors.rejection import reject
 from renkei.envelope import Incoming, Send, send
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import BindingRequest, LinkageRequest, Ping, Pong, ProviderAnswer
+from schemas.messages import (
+    BindingRequest,
+    HolderLogAnswer,
+    LinkageRequest,
+    Ping,
+    Pong,
+    ProviderAnswer,
+)
 
-OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping)
+OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping, HolderLogAnswer)
 
 
 def handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
@@ -63,6 +70,9 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
             answers.append(item)
         elif isinstance(message, BindingRequest):
             out += binding.forward(item, ctx)
+        elif isinstance(message, HolderLogAnswer):
+            out += (applications.answered(item) if applications.is_application(
+                message.request_id) else oversight.answered(item))
         else:
             out.append(send(topics.inbox(holder), message.request_id,
                             Pong(message.request_id, message.sent_at, now)))

@@ -1,26 +1,29 @@
-"""The platform's faust app: thin agents around the pure handlers.
+"""The platform's stream processor: one consumer-group member, thin around the pure handlers.
 
-- `outbox`: every holder's outbox (requests, answers, binding, ping), a batch at a time;
-- `registry`: the registry's answers to binding look-ups;
-- `decide`: the decider, keyed by request id, with its table of request states;
-- timers: deadlines and forgetting (`Sweep`s), and new holders' outboxes.
+It reads every holder's outbox (found by pattern, so new holders join within seconds), the
+registry's answers, the oversight body's and My Portal's requests, and the decider's own topic;
+each poll is handled as a batch (so code conversions run as few FF1 batches as possible), every
+effect is delivered and acknowledged by the broker, and only then are the offsets committed: at
+least once, with effects that holders and the audit log take exactly once. A partition of the
+decider's topic taken over from another instance is first replayed to rebuild its state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from broker import acls, topics
-from broker.clients import KafkaAccess
-from processors import binding, decider, keys, outbox
+from broker.clients import KafkaAccess, caught_up
+from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
 from processors.codes import CodeService
 from processors.context import Context
@@ -28,42 +31,24 @@ from processors.isolation import isolated
 from processors.tickets import TicketSealer
 from renkei.compacted import CompactedView
 from renkei.envelope import Incoming, Send
+from renkei.service_loop import commit, deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     HolderEntry,
+    HolderLogRequest,
     LegalPattern,
     Outcome,
     Pending,
     RegistryAnswer,
-    RequestState,
     Sweep,
 )
 
 log = logging.getLogger(__name__)
-HOLDER_WATCH_SECONDS = 3.0
+GROUP = acls.PLATFORM_APP
+SUBSCRIPTION = (r"^(renkei\.holder\.[a-z0-9][a-z0-9-]*\.out|renkei\.registry\.out|"
+                r"renkei\.oversight\.out|renkei\.portal\.out|renkei-platform-decisions)$")
 SWEEP_SECONDS = 1.0
-BATCH, BATCH_WITHIN = 500, 0.005
-
-
-class States:
-    """The decider's faust table (changelogged), holding each RequestState as Avro bytes."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def get(self, request_id: str) -> RequestState | None:
-        data = self.table.get(request_id)
-        return None if data is None else CODEC.decode(data, RequestState)
-
-    def put(self, state: RequestState) -> None:
-        self.table[state.request_id] = CODEC.encode(state)
-
-    def forget(self, request_id: str) -> None:
-        if request_id in self.table:
-            del self.table[request_id]
-
-    def all(self) -> list[RequestState]:
-        return [CODEC.decode(data, RequestState) for data in self.table.values()]
+POLL_RECORDS = 2000
 
 
 class Views:
@@ -83,6 +68,10 @@ class Views:
         await self.directory.loaded()
         await self.patterns.loaded()
 
+    async def stop(self) -> None:
+        await self.directory.stop()
+        await self.patterns.stop()
+
     def refresh(self) -> Context:
         """The context, with amendments to the directory and pattern list applied live."""
         seen = (self.directory.version, self.patterns.version)
@@ -93,159 +82,165 @@ class Views:
         return self.ctx
 
 
-def build_app(access: KafkaAccess, datadir: Path, instance: str = "1", replication: int = 1,
-              answer_timeout: timedelta | None = None) -> Any:
-    """The platform app: one consumer group over every holder's outbox and its own topics."""
-    master = keys.load()
-    ctx = Context(CodeService(master), TicketSealer(master.ticket_key()), master.sealing_key())
-    if answer_timeout is not None:
-        ctx.answer_timeout = answer_timeout
-    views = Views(access, ctx)
-    timers = decider.Timers()
-    app = faust.App(
-        acls.PLATFORM_APP,
-        broker=access.faust_broker(),
-        broker_credentials=access.faust_credentials(),
-        store="memory://",
-        datadir=str(datadir),
-        web_enabled=False,
-        topic_partitions=decider.PARTITIONS,
-        topic_replication_factor=replication,
-        topic_disable_leader=True,
-        table_standby_replicas=0,
-        producer_acks=-1,
-        producer_linger=0.002,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=2.0,
-    )
-    # a new holder's outbox joins the subscription within seconds, not faust's default 45 s
-    app.topics._resubscribe_sleep_lock_seconds = HOLDER_WATCH_SECONDS  # type: ignore[attr-defined]
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                           "value_serializer": "raw"}
-    outboxes = app.topic(*holder_outboxes(access), **raw)
-    registry_answers = app.topic(topics.REGISTRY_OUT, **raw)
-    decisions = app.topic(decider.DECISIONS, internal=True, partitions=decider.PARTITIONS,
-                          retention=timedelta(hours=6), **raw)
-    requests = app.Table("requests", partitions=decider.PARTITIONS, key_type=str,
-                         value_type=bytes)
-    states = States(requests)
+class Platform:
+    """One instance of the platform's processor."""
 
-    async def deliver(effects: Iterable[Send]) -> None:
-        for effect in effects:
-            await app.producer.send(effect.topic,
-                                    effect.key.encode() if effect.key is not None else None,
-                                    effect.value, effect.partition, None, None)
+    def __init__(self, access: KafkaAccess, answer_timeout: timedelta | None = None) -> None:
+        master = keys.load()
+        ctx = Context(CodeService(master), TicketSealer(master.ticket_key()),
+                      master.sealing_key())
+        if answer_timeout is not None:
+            ctx.answer_timeout = answer_timeout
+        self.access = access
+        self.views = Views(access, ctx)
+        self.decider = decider.Decider()
+        self.taking_over: set[int] = set()
+        self.producer = producer_for(access)
+        self.consumer = AIOKafkaConsumer(
+            **access.aiokafka(), group_id=GROUP, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
+            session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
+            metadata_max_age_ms=3_000, fetch_max_wait_ms=50)
 
-    @app.task
-    async def follow_views() -> None:
-        await views.start()
-
-    @app.agent(outboxes, name="outbox")
-    async def on_outbox(stream: Any) -> None:
-        await views.directory.loaded()
-        await views.patterns.loaded()
-        async for events in stream.take_events(BATCH, BATCH_WITHIN):
-            batch = [_incoming(e) for e in events]
-            await deliver(outbox.handle(batch, views.refresh(), datetime.now(UTC)))
-
-    @app.agent(registry_answers, name="registry-answers")
-    async def on_registry(stream: Any) -> None:
-        await views.directory.loaded()
-        async for events in stream.take_events(BATCH, BATCH_WITHIN):
-            answers = []
-            for event in events:
-                try:
-                    answers.append(CODEC.decode(event.value or b"", RegistryAnswer))
-                except SchemaError as exc:
-                    log.warning("an unreadable registry answer: %s", exc)
-            answer = partial(binding.answered, now=datetime.now(UTC), ctx=views.refresh())
-            await deliver(isolated(answers, answer, lambda item, exc: []))
-
-    @app.agent(decisions, name="decide")
-    async def decide(stream: Any) -> None:
-        await views.directory.loaded()
-        async for event in stream.events():
-            try:
-                await decide_one(event)
-            except Exception:  # a bug must not stop the decider: log it, keep the partition
-                log.exception("decision %s failed", _incoming(event).source)
-
-    async def decide_one(event: Any) -> None:
-        now = datetime.now(UTC)
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        await self.views.start()
+        await self.producer.start()
+        self.consumer.subscribe(pattern=SUBSCRIPTION, listener=_TakeOver(self))
+        await self.consumer.start()
+        sweeper = asyncio.create_task(self._sweep(stop))
+        if ready is not None:
+            ready.set()
         try:
-            message = CODEC.decode(event.value or b"", Pending, Outcome, Sweep)
-        except SchemaError as exc:
-            log.error("an unreadable decision at %s: %s", _incoming(event).source, exc)
-            return
-        ctx = views.refresh()
-        if isinstance(message, Sweep):
-            for request_id in message.expire:
-                before = states.get(request_id)
-                await apply(before, decider.on_deadline(before, now, ctx))
-            for request_id in message.forget:
-                before = states.get(request_id)
-                await apply(before, decider.on_forget(before, now))
-        elif isinstance(message, Pending):
-            before = states.get(message.request_id)
-            await apply(before, decider.on_pending(message, before, now, ctx))
-        else:
-            before = states.get(message.request_id)
-            await apply(before, decider.on_outcome(message, before, now))
+            while not stop.is_set():
+                polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
+                records = [r for batch in polled.values() for r in batch]
+                if records:
+                    await deliver(self.producer, self.handle(records))
+                    await commit(self.consumer)
+        finally:
+            sweeper.cancel()
+            await self.consumer.stop()
+            await self.producer.stop()
+            await self.views.stop()
 
-    async def apply(before: RequestState | None, decision: decider.Decision) -> None:
-        if decision.state is None:
-            if before is not None:
-                states.forget(before.request_id)
-        elif decision.state != before:
-            states.put(decision.state)
-            timers.watch(decision.state)
-        await deliver(decision.effects)
+    def handle(self, records: list[Any]) -> list[Send]:
+        """One poll's records, by kind: holders' outboxes, registry, relays, decisions."""
+        now, ctx = datetime.now(UTC), self.views.refresh()
+        by_topic: dict[str, list[Any]] = defaultdict(list)
+        for record in records:
+            kind = record.topic if topics.holder_of_outbox(record.topic) is None else "outbox"
+            by_topic[kind].append(record)
+        out = outbox.handle([_incoming(r) for r in by_topic.pop("outbox", [])], ctx, now)
+        out += isolated(_decoded(by_topic.pop(topics.REGISTRY_OUT, []), RegistryAnswer),
+                        partial(binding.answered, now=now, ctx=ctx), lambda item, exc: [])
+        for request in _decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest):
+            out += oversight.relay(request, ctx.directory, now)
+        for application in _decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest):
+            out += applications.relay(application, ctx.directory)
+        for record in by_topic.pop(decider.DECISIONS, []):
+            if record.partition not in self.taking_over:  # read again once rebuilt
+                out += self._decide(record, now, ctx)
+        return out
 
-    @requests.on_recover
-    async def rewatch() -> None:
-        for state in states.all():
-            timers.watch(state)
+    def _decide(self, record: Any, now: datetime, ctx: Context) -> list[Send]:
+        try:
+            message = CODEC.decode(record.value or b"", Pending, Outcome, Sweep)
+            return self.decider.handle(record.partition, message, now, ctx)
+        except Exception:  # a bug must not stop the decider: log it, keep the partition moving
+            log.exception("decision %s:%s failed", record.partition, record.offset)
+            return []
 
-    @app.timer(SWEEP_SECONDS)
-    async def sweep() -> None:
-        now = datetime.now(UTC)
-        for partition, (expire, forget) in timers.due(now).items():
-            await deliver([decider.to_partition(
-                partition, Sweep(now, tuple(expire), tuple(forget)))])
+    async def _sweep(self, stop: asyncio.Event) -> None:
+        """Deadlines and forgetting, as Sweep events in the partitions they concern."""
+        while not stop.is_set():
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = datetime.now(UTC)
+            sweeps = [decider.to_partition(partition, Sweep(now, tuple(expire), tuple(forget)))
+                      for partition, (expire, forget) in self.decider.timers.due(now).items()]
+            try:
+                await deliver(self.producer, sweeps)
+            except KafkaError as exc:
+                log.warning("sweep not sent (%s): it is due again next time", exc)
+                for sweep in sweeps:
+                    self.decider.timers.retry(CODEC.decode(sweep.value, Sweep))
 
-    @app.timer(HOLDER_WATCH_SECONDS)
-    async def watch_holders() -> None:
-        """Subscribe to the outbox of every holder added since start (faust has no patterns).
+    async def take_over(self, assigned: Iterable[TopicPartition]) -> None:
+        """Rebuild the state of decision partitions this instance has just been given.
 
-        The agent reads through an iterator clone of the outbox topic registered with the
-        conductor: that clone is the channel to widen, then the conductor resubscribes.
+        They are paused (and their records ignored) until their state is rebuilt from their
+        recent past up to the committed offset; the consumer then reads on from there.
+        Partitions it keeps across a rebalance keep their state: nobody else had them.
         """
-        found = await asyncio.to_thread(holder_outboxes, access)
-        before = list(outboxes.topics)
-        if not set(found) - set(before):
+        ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
+        new = [TopicPartition(decider.DECISIONS, p) for p in self.decider.keep_only(ours)]
+        if not new:
             return
-        log.info("new holder outboxes: %s", sorted(set(found) - set(before)))
-        for channel in [c for c in app.topics if list(c.topics) == before]:
-            app.topics.discard(channel)
-            channel.topics = found
-            app.topics.add(channel)
-        outboxes.topics = found
+        self.consumer.pause(*new)
+        self.taking_over.update(tp.partition for tp in new)
+        try:
+            ctx = self.views.refresh()
+            committed = {tp: await self.consumer.committed(tp) or 0 for tp in new}
+            history = await self._history(committed, ctx)
+            for tp in new:
+                self.decider.rebuild(tp.partition, history[tp], ctx)
+                self.consumer.seek(tp, committed[tp])
+        finally:
+            self.taking_over.difference_update(tp.partition for tp in new)
+            self.consumer.resume(*new)
+        log.info("took over decision partitions %s (%d pending)",
+                 sorted(tp.partition for tp in new), self.decider.pending())
 
-    return app
+    async def _history(self, ends: dict[TopicPartition, int],
+                       ctx: Context) -> dict[TopicPartition, list[Pending | Outcome | Sweep]]:
+        """Each partition's decision events from before the replay horizon up to `ends`."""
+        replay = AIOKafkaConsumer(**self.access.aiokafka(), group_id=None,
+                                  enable_auto_commit=False)
+        await replay.start()
+        history: dict[TopicPartition, list[Pending | Outcome | Sweep]] = {tp: [] for tp in ends}
+        try:
+            horizon = datetime.now(UTC) - ctx.answer_timeout - 3 * ctx.replay_window
+            starts = await replay.offsets_for_times(
+                {tp: int(horizon.timestamp() * 1000) for tp in ends})
+            replay.assign(list(ends))
+            for tp, end in ends.items():
+                found = starts.get(tp)
+                replay.seek(tp, min(found.offset if found else end, end))
+            while not await caught_up(replay, ends):
+                for tp, batch in (await replay.getmany(timeout_ms=200)).items():
+                    for record in batch:
+                        if record.offset >= ends[tp]:
+                            continue
+                        try:
+                            history[tp].append(CODEC.decode(record.value or b"", Pending,
+                                                            Outcome, Sweep))
+                        except SchemaError:
+                            continue
+        finally:
+            await replay.stop()
+        return history
 
 
-def _incoming(event: Any) -> Incoming:
-    message = event.message
-    return Incoming(message.topic, message.partition, message.offset,
-                    datetime.fromtimestamp(message.timestamp, UTC), event.value)
+class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Nothing to do: uncommitted records go to the partition's next owner."""
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.platform.take_over(assigned)
 
 
-def holder_outboxes(access: KafkaAccess) -> list[str]:
-    """The outbox topics of all holders the broker knows (the platform may read them all)."""
-    from confluent_kafka.admin import AdminClient
+def _incoming(record: Any) -> Incoming:
+    return Incoming(record.topic, record.partition, record.offset,
+                    datetime.fromtimestamp(record.timestamp / 1000, UTC), record.value)
 
-    admin = AdminClient({**access.confluent(), "log_level": 0})
-    names = admin.list_topics(timeout=10).topics
-    return sorted(t for t in names if topics.holder_of_outbox(t) is not None)
+
+def _decoded(records: list[Any], cls: type[Any]) -> list[Any]:
+    found = []
+    for record in records:
+        try:
+            found.append(CODEC.decode(record.value or b"", cls))
+        except SchemaError as exc:
+            log.warning("an unreadable %s on %s: %s", cls.__name__, record.topic, exc)
+    return found

@@ -5,10 +5,13 @@ from __future__ import annotations
 import click
 
 from audit.cli import audit_cli
+from audit.oversight_cli import oversight_cli
 from authority.cli import authority_cli
 from authority.serve import serve as authority_serve
 from broker.cli import broker_cli
+from cards.cli import card_cli
 from holders.cli import holder_cli
+from portal.cli import portal_cli
 from processors.cli import directory_cli, patterns_cli, platform_cli
 from processors.keys_cli import keys_cli
 from registry.cli import registry_cli
@@ -26,6 +29,7 @@ main.add_command(broker_cli)
 main.add_command(platform_cli)
 main.add_command(demo)
 main.add_command(audit_cli)
+main.add_command(oversight_cli)
 main.add_command(bench)
 main.add_command(keys_cli)
 main.add_command(registry_cli)
@@ -35,3 +39,5 @@ main.add_command(authority_cli)
 main.add_command(holder_cli)
 main.add_command(patterns_cli)
 main.add_command(directory_cli)
+main.add_command(card_cli)
+main.add_command(portal_cli)

@@ -15,26 +15,13 @@ from broker import config, process
 from broker.clients import KafkaAccess
 from holders.client import HolderClient
 from holders.samples import SAMPLES
-from holders.store import HolderStore, default_path
 from renkei import scenario, town
-from renkei.scenario import Exchange, Run, staff
+from renkei.scenario import Exchange, Run
 from renkei.state import state_dir
 
 
 def _title(text: str) -> None:
     click.echo(f"\n== {text}")
-
-
-async def _bind_all(clients: dict[str, HolderClient]) -> float:
-    started = time.perf_counter()
-    pending = []
-    for sample in SAMPLES:
-        client = clients[sample.holder_id]
-        for own in client.store.own_numbers():
-            pending.append(client.outcome(await client.bind(
-                own, *staff(sample.holder_id), by_number=sample.knows_numbers), 120))
-    await asyncio.gather(*pending)
-    return time.perf_counter() - started
 
 
 def _binding_table(clients: dict[str, HolderClient], seconds: float) -> None:
@@ -112,14 +99,9 @@ def _figures(run: Run) -> None:
 
 
 async def _exercise(built: town.Town) -> None:
-    clients = {}
-    for sample in SAMPLES:
-        client = HolderClient(sample.holder_id, HolderStore(default_path(sample.holder_id)))
-        await client.start()
-        clients[sample.holder_id] = client
-    try:
+    async with scenario.started_clients() as clients:
         _title("Binding (紐付け): four attributes or personal number, exact match only")
-        _binding_table(clients, await _bind_all(clients))
+        _binding_table(clients, await scenario.bind_all(clients))
         _title("Linkage (情報連携): lawful exchanges and a few unlawful ones")
         run = await scenario.run(clients, built)
         _exchange_table(run)
@@ -131,10 +113,6 @@ async def _exercise(built: town.Town) -> None:
         _title("Figures (a first measurement; `renkei bench linkage` is the benchmark)")
         _figures(run)
         click.echo(f"  access-log events on renkei.audit: {sum(map(len, events.values()))}")
-    finally:
-        for client in clients.values():
-            await client.stop()
-            client.store.close()
 
 
 def _main(residents: int, seed: int, instances: int) -> None:

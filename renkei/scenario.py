@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from holders.client import HolderClient, NotAuthorized
-from holders.store import Request
+from holders.samples import SAMPLES
+from holders.store import HolderStore, Request, default_path
 from renkei.town import Town
 
 
@@ -37,6 +40,36 @@ UNLAWFUL = (
     Exchange("nenkin", "P-037", "sakura-town", "resident_record", "改正で外れた住民票情報", 2),
     Exchange("nenkin", "P-999", "sakura-town", "local_tax", "存在しないパターン", 1),
 )
+
+
+@asynccontextmanager
+async def started_clients() -> AsyncIterator[dict[str, HolderClient]]:
+    """Every sample holder's library, started on its own store; stopped and closed after."""
+    clients = {}
+    try:
+        for sample in SAMPLES:
+            client = HolderClient(sample.holder_id, HolderStore(default_path(sample.holder_id)))
+            await client.start()
+            clients[sample.holder_id] = client
+        yield clients
+    finally:
+        for client in clients.values():
+            await client.stop()
+            client.store.close()
+
+
+async def bind_all(clients: dict[str, HolderClient]) -> float:
+    """Bind every record of every sample holder (by personal number where it holds them, else
+    by the four attributes) and wait for each outcome; the seconds it took."""
+    started = time.perf_counter()
+    pending = []
+    for sample in SAMPLES:
+        client = clients[sample.holder_id]
+        for own in client.store.own_numbers():
+            pending.append(client.outcome(await client.bind(
+                own, *staff(sample.holder_id), by_number=sample.knows_numbers), 120))
+    await asyncio.gather(*pending)
+    return time.perf_counter() - started
 
 
 @dataclass

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from broker import topics
 from broker.clients import KafkaAccess
@@ -61,10 +62,19 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             records = [r for batch in polled.values() for r in batch]
             if records:
                 await deliver(producer, await handle(records))
-                await consumer.commit()
+                await commit(consumer)
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def commit(consumer: AIOKafkaConsumer) -> None:
+    """Commit what was handled; if a rebalance took the partitions, their next owner (or this
+    consumer, rejoined) handles them again, and consumers drop what they already had."""
+    try:
+        await consumer.commit()
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.info("offsets not committed (%s): they will be handled again", type(exc).__name__)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -117,6 +117,12 @@ class Processes:
                 proc.kill()
                 proc.wait()
 
+    def start_platform(self, instance: int, answer_timeout: float = 30.0,
+                       loglevel: str = "warning") -> subprocess.Popen[bytes]:
+        """A platform instance, `platform-N`, joining the platform's consumer group."""
+        return self.start(f"platform-{instance}", "platform", "run", "--instance", str(instance),
+                          "--answer-timeout", str(answer_timeout), "--loglevel", loglevel)
+
     def kill(self, name: str) -> None:
         """SIGKILL, as a crash would: no clean shutdown, no goodbye to the broker."""
         proc = self.running.pop(name)
@@ -131,14 +137,15 @@ class Processes:
 @contextmanager
 def services(platform_instances: int = 1, answer_timeout: float = 30.0,
              probe: str = SAMPLES[0].holder_id, loglevel: str = "warning") -> Iterator[Processes]:
-    """The platform, registry and authority running; ready when a ping goes through."""
+    """The platform, registry, authority and audit consumer running; ready when a ping goes
+    through."""
     procs = Processes()
     try:
         for n in range(1, platform_instances + 1):
-            procs.start(f"platform-{n}", "platform", "run", "--instance", str(n),
-                        "--answer-timeout", str(answer_timeout), "--loglevel", loglevel)
+            procs.start_platform(n, answer_timeout, loglevel)
         procs.start("registry", "registry", "serve")
         procs.start("authority", "authority", "serve")
+        procs.start("audit", "audit", "run")
         started = time.monotonic()
         asyncio.run(ping(probe, within=120))
         procs.ready_after = time.monotonic() - started

@@ -27,6 +27,7 @@ B = TypeVar("B")
 C = TypeVar("C")
 D = TypeVar("D")
 E = TypeVar("E")
+F = TypeVar("F")
 
 
 class SchemaError(ValueError):
@@ -141,6 +142,9 @@ class Codec:
     @overload
     def decode(self, data: bytes, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E],
                /) -> A | B | C | D | E: ...
+    @overload
+    def decode(self, data: bytes, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E],
+               f: type[F], /) -> A | B | C | D | E | F: ...
 
     def decode(self, data: bytes, *expected: type[Any]) -> Any:
         """Decode into one of the `expected` message classes; any other is UnexpectedMessage."""

@@ -226,3 +226,47 @@ class RequestState:
     legal_basis: str
     data_type: str
     person: str
+
+
+@dataclass(frozen=True, slots=True)
+class HolderLogRequest:
+    request_id: str
+    sent_at: datetime
+    holders: tuple[str, ...]
+    request_ids: tuple[str, ...]
+    legal_basis: str
+
+
+@dataclass(frozen=True, slots=True)
+class HolderLogEntry:
+    request_id: str
+    at: str
+    side: str
+    operator: str
+    terminal: str
+    counterpart: str | None
+    pattern_id: str | None
+    data_type: str | None
+    content: str | None
+    purpose: str | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class HolderLogAnswer:
+    request_id: str
+    holder: str
+    answered_at: datetime
+    entries: tuple[HolderLogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    rule: str
+    requester: str
+    person: str | None
+    occurred_at: datetime
+    event_id: str
+    count: int
+    detail: str

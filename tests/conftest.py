@@ -18,6 +18,7 @@ from holders.store import HolderStore, default_path
 from renkei import town as town_setup
 from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV
+from tests import postgres as postgres_server
 from tests.kafka_helpers import free_port_pair, renkei
 
 RESIDENTS, SEED = 300, 11
@@ -90,3 +91,9 @@ async def clients(platform: town_setup.Processes) -> AsyncIterator[dict[str, Hol
         await client.stop()
         client.store.close()
 
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server of the suite's own (installed from Debian's packages if missing)."""
+    with postgres_server.server() as url:
+        yield url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,9 +17,11 @@ from audit.bench import run as run_bench
 from audit.cli import audit_cli, decode_event
 from audit.events import AccessLogEvent, event_id
 from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
+from audit.sql import connect
 from audit.store import AuditStore, Query, VerifyReport, years_before
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
+from tests.postgres import fresh_schema
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
 PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
@@ -62,13 +64,16 @@ def clock() -> Clock:
     return Clock(T0 + timedelta(days=1))
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "audit.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's URL: a SQLite file, or a fresh schema on the suite's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    return fresh_schema(request.getfixturevalue("postgres"), f"t{uuid.uuid4().hex}")
 
 
 @pytest.fixture
-def store(state: Path, db: Path, clock: Clock) -> Iterator[AuditStore]:
+def store(state: Path, db: str, clock: Clock) -> Iterator[AuditStore]:
     with AuditStore(db, Signer.load_or_create(), head_every=4, clock=clock) as opened:
         yield opened
 
@@ -83,7 +88,7 @@ def filled(store: AuditStore, count: int = 24) -> list[tuple[AccessLogEvent, byt
 # ---- appending ----
 
 def test_exactly_once_even_across_a_restart(
-        state: Path, db: Path, clock: Clock, store: AuditStore,
+        state: Path, db: str, clock: Clock, store: AuditStore,
         caplog: pytest.LogCaptureFixture) -> None:
     first, second, third = item(event(0)), item(event(1)), item(event(2))
     assert store.append(*first) == 0
@@ -238,11 +243,14 @@ def test_seven_years_back_from_a_leap_day() -> None:
 
 # ---- tamper detection ----
 
-def tamper(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
-    """Change the store's file behind its back, as an intruder with SQL access would."""
-    with sqlite3.connect(db) as raw:
+def tamper(db: str, *statements: tuple[str, tuple[object, ...]]) -> None:
+    """Change the store's tables behind its back, as an intruder with SQL access would."""
+    raw, _ = connect(db)
+    try:
         for sql, params in statements:
             raw.execute(sql, params)
+    finally:
+        raw.close()
 
 
 def kinds(report: VerifyReport) -> set[tuple[str, str]]:
@@ -256,19 +264,19 @@ def test_an_untouched_store_verifies(store: AuditStore) -> None:
     assert (report.tree_size, report.entries, report.heads, report.unsigned) == (24, 24, 5, 0)
 
 
-def test_detects_a_modified_entry(store: AuditStore, db: Path) -> None:
+def test_detects_a_modified_entry(store: AuditStore, db: str) -> None:
     filled(store)
-    tamper(db, ("UPDATE entries SET leaf = leaf || x'00' WHERE serial = 5", ()))
+    tamper(db, ("UPDATE entries SET leaf = leaf || ? WHERE serial = 5", (b"\x00",)))
     assert kinds(store.verify()) == {("modified", "serial 5")}
 
 
-def test_detects_a_deleted_entry(store: AuditStore, db: Path) -> None:
+def test_detects_a_deleted_entry(store: AuditStore, db: str) -> None:
     filled(store)
     tamper(db, ("DELETE FROM entries WHERE serial = 7", ()))
     assert kinds(store.verify()) == {("deleted", "serial 7")}
 
 
-def test_detects_reordered_entries(store: AuditStore, db: Path) -> None:
+def test_detects_reordered_entries(store: AuditStore, db: str) -> None:
     filled(store)
     tamper(db, ("UPDATE entries SET serial = -1 WHERE serial = 2", ()),
            ("UPDATE entries SET serial = 2 WHERE serial = 9", ()),
@@ -278,7 +286,7 @@ def test_detects_reordered_entries(store: AuditStore, db: Path) -> None:
     assert "serial 9" in report.findings[0].detail
 
 
-def test_detects_an_inserted_entry(store: AuditStore, db: Path) -> None:
+def test_detects_an_inserted_entry(store: AuditStore, db: str) -> None:
     filled(store)
     forged = event(500)
     tamper(db, ("INSERT INTO entries SELECT 24, ?, request_id, occurred_at, kind, outcome, "
@@ -287,7 +295,7 @@ def test_detects_an_inserted_entry(store: AuditStore, db: Path) -> None:
     assert kinds(store.verify()) == {("inserted", "serial 24")}
 
 
-def test_detects_an_entry_put_back_where_one_was_purged(store: AuditStore, db: Path) -> None:
+def test_detects_an_entry_put_back_where_one_was_purged(store: AuditStore, db: str) -> None:
     store.append_many(item(event(n, at=datetime(2010 + n, 1, 1, tzinfo=UTC))) for n in range(6))
     store.purge(datetime(2020, 6, 1, tzinfo=UTC))
     forged = event(0, at=datetime(2010, 1, 1, tzinfo=UTC))
@@ -298,7 +306,7 @@ def test_detects_an_entry_put_back_where_one_was_purged(store: AuditStore, db: P
     assert ("inserted", "serial 0") in kinds(store.verify())
 
 
-def test_detects_a_deletion_dressed_up_as_a_purge(store: AuditStore, db: Path) -> None:
+def test_detects_a_deletion_dressed_up_as_a_purge(store: AuditStore, db: str) -> None:
     filled(store)
     tamper(db, ("DELETE FROM entries WHERE serial = 4", ()),
            ("INSERT INTO purges (purged_at, cutoff, ranges, key_id, signature) "
@@ -306,7 +314,7 @@ def test_detects_a_deletion_dressed_up_as_a_purge(store: AuditStore, db: Path) -
     assert kinds(store.verify()) == {("purge", "purge #1"), ("deleted", "serial 4")}
 
 
-def test_detects_columns_that_differ_from_the_entry_bytes(store: AuditStore, db: Path) -> None:
+def test_detects_columns_that_differ_from_the_entry_bytes(store: AuditStore, db: str) -> None:
     filled(store)
     tamper(db, ("UPDATE entries SET person = 'ZZZZZZZZZZZ' WHERE serial = 3", ()))
     assert store.verify().ok  # the tree is intact: only the codec can see this
@@ -315,7 +323,7 @@ def test_detects_columns_that_differ_from_the_entry_bytes(store: AuditStore, db:
     assert "person" in report.findings[0].detail
 
 
-def test_detects_a_rewritten_history_through_the_heads(store: AuditStore, db: Path) -> None:
+def test_detects_a_rewritten_history_through_the_heads(store: AuditStore, db: str) -> None:
     """Modify an entry and recompute every hash consistently: only the signed heads see it."""
     items = filled(store)
     forged = event(13, person=PERSONS[0])
@@ -337,7 +345,7 @@ def test_detects_a_rewritten_history_through_the_heads(store: AuditStore, db: Pa
 @pytest.mark.parametrize(("size", "earlier"), [(22, "head #4 (size 20)"),
                                                (12, "head #2 (size 10)")])
 def test_detects_a_head_not_consistent_with_an_earlier_one(
-        store: AuditStore, db: Path, clock: Clock, size: int, earlier: str) -> None:
+        store: AuditStore, db: str, clock: Clock, size: int, earlier: str) -> None:
     """A head signed over another history (a fork), slipped into the store's list."""
     items = filled(store)
     forked = [merkle.leaf_hash(leaf) for _, leaf in items[:size - 1]]
@@ -353,7 +361,7 @@ def test_detects_a_head_not_consistent_with_an_earlier_one(
     assert any(f"not consistent with {earlier}" in f.detail for f in report.findings)
 
 
-def test_detects_forged_and_unsigned_heads_and_missing_nodes(store: AuditStore, db: Path) -> None:
+def test_detects_forged_and_unsigned_heads_and_missing_nodes(store: AuditStore, db: str) -> None:
     filled(store)
     tamper(db, ("UPDATE heads SET signature = ? WHERE seq = 2", (b"\x01" * 64,)),
            ("DELETE FROM nodes WHERE id = ?", ((1 << 56) | 3,)))
@@ -364,12 +372,12 @@ def test_detects_forged_and_unsigned_heads_and_missing_nodes(store: AuditStore, 
 
 # ---- commands ----
 
-def test_audit_commands(store: AuditStore, db: Path, clock: Clock) -> None:
+def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     store.append_many(item(event(n, at=datetime(2015 + n, 1, 1, tzinfo=UTC))) for n in range(6))
     runner = CliRunner()
 
     def audit(*args: str) -> tuple[int, str]:
-        result = runner.invoke(audit_cli, [*args, "--db", f"sqlite:///{db}"])
+        result = runner.invoke(audit_cli, [*args, "--db", db])
         return result.exit_code, result.output
 
     code, out = audit("head")
@@ -399,7 +407,7 @@ def test_audit_commands(store: AuditStore, db: Path, clock: Clock) -> None:
 
 def test_store_urls() -> None:
     with pytest.raises(ValueError, match="unsupported store URL"):
-        AuditStore("postgresql://audit@db/audit", Signer.generate())
+        AuditStore("mysql://audit@db/audit", Signer.generate())
 
 
 def test_bench_runs_small(tmp_path: Path) -> None:

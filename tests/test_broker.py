@@ -36,7 +36,8 @@ async def test_round_trip_with_aiokafka(holders: list[str]) -> None:
     assert record.value == b"round trip" and record.key == b"k1"
 
 
-async def test_message_through_the_faust_agent(platform: object, holders: list[str]) -> None:
+async def test_message_through_the_platform_processor(platform: object,
+                                                      holders: list[str]) -> None:
     result = await ping(holders[0], within=90)
     assert result.pong.request_id == result.ping.request_id
     assert result.pong.answered_at >= result.ping.sent_at

@@ -23,6 +23,7 @@ from schemas.messages import (
     Outcome,
     Pending,
     Rejection,
+    Sweep,
 )
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -115,3 +116,21 @@ def test_timers_group_due_requests_by_partition(ctx: Context) -> None:
     assert timers.due(NOW) == {}
     due = timers.due(NOW + timedelta(minutes=1))
     assert due == {decider.partition_of("r-1"): (["r-1"], [])}
+
+
+def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
+        ctx: Context) -> None:
+    """The state is a function of the partition's events: replaying them gives it back."""
+    live, taken = decider.Decider(), decider.Decider()
+    partition = decider.partition_of("r-1")
+    live.keep_only({partition})
+    live.states[partition] = {}
+    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
+    history: list[Pending | Outcome | Sweep] = [
+        _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
+    for message in history:
+        live.handle(partition, message, NOW, ctx)
+    assert taken.keep_only({partition}) == {partition}
+    taken.rebuild(partition, history, ctx)
+    assert taken.states == live.states
+    assert taken.states[partition]["r-1"].status == ANSWERED

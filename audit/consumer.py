@@ -1,0 +1,104 @@
+"""`renkei audit run`: the audit consumer. It appends the audit topic to the tamper-evident store,
+exactly one entry per event id, signs heads, and runs the live detector on what is new.
+
+Per batch: decode (an unreadable record is logged and skipped), pick the events the store does
+not hold yet, deliver the detector's alerts for them, append the batch in one transaction, and
+only then let the service loop commit the offsets. A crash anywhere replays the batch: the store
+keeps the first entry per event id, so nothing is doubled; an alert may come twice, under the
+same alert id, never not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from audit.detector import Detector, Rules
+from audit.events import AccessLogEvent
+from audit.store import AuditStore, Query
+from broker import acls, topics
+from broker.clients import KafkaAccess
+from renkei.envelope import Send, send
+from renkei.service_loop import deliver, producer_for, serve, stop_on_signals
+from schemas.codec import CODEC
+
+log = logging.getLogger(__name__)
+HEAD_SECONDS = 10.0
+
+
+def decoded(records: Sequence[Any]) -> list[tuple[AccessLogEvent, bytes]]:
+    """Each readable record as (event, its bytes); an unreadable one is logged and skipped."""
+    items = []
+    for record in records:
+        try:
+            items.append((CODEC.decode(record.value or b"", AccessLogEvent), record.value))
+        except ValueError as exc:  # SchemaError, or an event that breaks its own rules
+            log.error("skipped an unreadable audit record at %s:%s:%s: %s", record.topic,
+                      record.partition, record.offset, exc)
+    return items
+
+
+def new_events(store: AuditStore, items: Sequence[tuple[AccessLogEvent, bytes]]
+               ) -> list[AccessLogEvent]:
+    """The batch's events the store does not hold yet, the first of each event id."""
+    held = store.stored([event.event_id for event, _ in items])
+    fresh: dict[str, AccessLogEvent] = {}
+    for event, _ in items:
+        if event.event_id not in held:
+            fresh.setdefault(event.event_id, event)
+    return list(fresh.values())
+
+
+def warmed(store: AuditStore, rules: Rules) -> Detector:
+    """A detector with the store's recent past in its windows (the alerts it raised are out)."""
+    detector = Detector(rules, store.bound)
+    latest = store.latest_time()
+    if latest is None:
+        return detector
+    after: str | None = None
+    while True:
+        page = store.query(Query(since=latest - rules.horizon), limit=1000, after=after)
+        detector.observe(entry.event for entry in page.entries)
+        if page.next_cursor is None:
+            return detector
+        after = page.next_cursor
+
+
+async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, instance: str = "1",
+              rules: Rules | None = None) -> None:
+    """Consume until `stop` is set; sign a head every HEAD_SECONDS if entries came."""
+    detector = warmed(store, rules or Rules())
+    alerts = producer_for(access)
+
+    async def handle(records: list[Any]) -> Sequence[Send]:
+        items = decoded(records)
+        raised = detector.observe(new_events(store, items))
+        await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
+        if items:
+            store.append_many(items)
+        return []
+
+    async def sign_heads() -> None:
+        while True:
+            await asyncio.sleep(HEAD_SECONDS)
+            store.head()
+
+    await alerts.start()
+    signing = asyncio.create_task(sign_heads())
+    try:
+        await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
+                    instance=f"{acls.AUDIT_GROUP}-{instance}")
+    finally:
+        signing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signing
+        store.head()
+        await alerts.stop()
+
+
+async def main(store: AuditStore, instance: str) -> None:
+    """The `audit run` process: until SIGTERM or SIGINT."""
+    await run(store, KafkaAccess.of(acls.AUDIT), stop_on_signals(), instance)

@@ -1,0 +1,183 @@
+"""The live detector: rules over the access-log stream that raise alerts for the oversight body.
+
+Pure: it is fed events in the log's order and keeps sliding windows in event time, so the clock
+is the events' own. Rules: a requester's volume far above its norm, one person queried again and
+again by one requester, access outside office hours, bursts of rejections, and a holder querying
+a person it never bound (no BINDING event gave it that person's link code).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta, timezone
+
+from audit.events import AccessLogEvent
+from schemas.messages import Alert
+
+JST = timezone(timedelta(hours=9), "JST")
+VOLUME, REPEATED_PERSON, OFF_HOURS = "VOLUME", "REPEATED_PERSON", "OFF_HOURS"
+REJECTION_BURST, UNBOUND_PERSON = "REJECTION_BURST", "UNBOUND_PERSON"
+LINKAGE, BINDING, REJECTED = "LINKAGE", "BINDING", "REJECTED"
+
+Bound = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The thresholds; volume is counted per `bucket`, its norm the mean of the trailing ones."""
+
+    bucket: timedelta = timedelta(minutes=1)
+    norm_buckets: int = 60
+    volume_factor: float = 10.0
+    volume_floor: int = 200
+    person_window: timedelta = timedelta(hours=1)
+    person_repeats: int = 5
+    office_open: time = time(8)
+    office_close: time = time(20)
+    office_days: frozenset[int] = frozenset(range(5))  # Monday to Friday, in JST
+    off_hours_quiet: timedelta = timedelta(hours=12)
+    burst_window: timedelta = timedelta(minutes=1)
+    burst_rejections: int = 20
+
+    @property
+    def horizon(self) -> timedelta:
+        """How far back the windows reach: what a restarted detector re-reads."""
+        return max(self.bucket * self.norm_buckets, self.person_window, self.burst_window)
+
+    def in_office_hours(self, moment: datetime) -> bool:
+        local = moment.astimezone(JST)
+        return (local.weekday() in self.office_days
+                and self.office_open <= local.time() < self.office_close)
+
+
+def never_bound(holder: str, person: str) -> bool:
+    return False
+
+
+@dataclass
+class _Volume:
+    """One requester's linkage requests per bucket (the current one and its trailing norm)."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+    alerted: int | None = None
+
+
+class Detector:
+    """Feed it the log's new events a batch at a time; it answers with the alerts they raise.
+
+    `bound(holder, person)` says whether a BINDING event earlier than the batch gave the holder
+    that person (the audit store answers it); bindings within the batch it sees itself.
+    """
+
+    def __init__(self, rules: Rules | None = None, bound: Bound = never_bound) -> None:
+        self.rules = rules or Rules()
+        self._bound = bound
+        self._volume: dict[str, _Volume] = {}
+        self._persons: dict[tuple[str, str], deque[datetime]] = {}
+        self._rejections: dict[str, deque[datetime]] = {}
+        self._off_hours: dict[str, datetime] = {}
+        self._pruned: datetime | None = None
+
+    def observe(self, events: Iterable[AccessLogEvent]) -> list[Alert]:
+        alerts: list[Alert] = []
+        bindings: set[tuple[str, str]] = set()
+        for event in events:
+            if event.kind == BINDING and event.person is not None:
+                bindings.add((event.requester, event.person))
+            if event.outcome == REJECTED:
+                alerts += self._rejection(event)
+            if event.kind == LINKAGE:
+                alerts += self._volume_of(event) + self._off_hours_of(event)
+                if event.person is not None:
+                    alerts += self._repeated(event, event.person)
+                    alerts += self._unbound(event, event.person, bindings)
+            self._prune(event.occurred_at)
+        return alerts
+
+    def _volume_of(self, event: AccessLogEvent) -> list[Alert]:
+        rules, at = self.rules, event.occurred_at
+        bucket = int(at.timestamp() // rules.bucket.total_seconds())
+        seen = self._volume.setdefault(event.requester, _Volume())
+        seen.counts[bucket] = count = seen.counts.get(bucket, 0) + 1
+        norm = sum(n for b, n in seen.counts.items()
+                   if bucket - rules.norm_buckets <= b < bucket) / rules.norm_buckets
+        threshold = max(rules.volume_floor, rules.volume_factor * norm)
+        if count <= threshold or seen.alerted == bucket:
+            return []
+        seen.alerted = bucket
+        return [_alert(VOLUME, event, count, f"{count} linkage requests within "
+                       f"{_span(rules.bucket)}; its norm is {norm:.1f}, the threshold "
+                       f"{threshold:.0f}")]
+
+    def _repeated(self, event: AccessLogEvent, person: str) -> list[Alert]:
+        times = self._persons.setdefault((event.requester, person), deque())
+        if _slide(times, event.occurred_at, self.rules.person_window) < self.rules.person_repeats:
+            return []
+        times.clear()
+        return [_alert(REPEATED_PERSON, event, self.rules.person_repeats,
+                       f"the same person queried {self.rules.person_repeats} times within "
+                       f"{_span(self.rules.person_window)}", person)]
+
+    def _off_hours_of(self, event: AccessLogEvent) -> list[Alert]:
+        at = event.occurred_at
+        last = self._off_hours.get(event.requester)
+        if self.rules.in_office_hours(at) or (
+                last is not None and at - last < self.rules.off_hours_quiet):
+            return []
+        self._off_hours[event.requester] = at
+        local = at.astimezone(JST)
+        return [_alert(OFF_HOURS, event, 1, f"a linkage request at {local:%a %H:%M} JST, outside "
+                       f"{self.rules.office_open:%H:%M}–{self.rules.office_close:%H:%M} "
+                       "on working days")]
+
+    def _rejection(self, event: AccessLogEvent) -> list[Alert]:
+        times = self._rejections.setdefault(event.requester, deque())
+        count = _slide(times, event.occurred_at, self.rules.burst_window)
+        if count < self.rules.burst_rejections:
+            return []
+        times.clear()
+        return [_alert(REJECTION_BURST, event, count, f"{count} rejections within "
+                       f"{_span(self.rules.burst_window)} (latest: {event.reason})")]
+
+    def _unbound(self, event: AccessLogEvent, person: str,
+                 bindings: set[tuple[str, str]]) -> list[Alert]:
+        if (event.requester, person) in bindings or self._bound(event.requester, person):
+            return []
+        return [_alert(UNBOUND_PERSON, event, 1, "a linkage request about a person the "
+                       "requester never bound (no binding gave it this person)", person)]
+
+    def _prune(self, now: datetime) -> None:
+        """Drop windows that fell behind the horizon, once per horizon of event time."""
+        horizon = self.rules.horizon
+        if self._pruned is not None and now - self._pruned < horizon:
+            return
+        self._pruned = now
+        oldest = int((now - horizon).timestamp() // self.rules.bucket.total_seconds())
+        for volume in self._volume.values():
+            volume.counts = {b: n for b, n in volume.counts.items() if b >= oldest}
+        self._volume = {r: v for r, v in self._volume.items() if v.counts}
+        self._persons = {k: t for k, t in self._persons.items() if t and t[-1] > now - horizon}
+        self._rejections = {k: t for k, t in self._rejections.items()
+                            if t and t[-1] > now - horizon}
+
+
+def _slide(times: deque[datetime], at: datetime, window: timedelta) -> int:
+    """Add `at` to a window of times and drop those older than `window` before it."""
+    times.append(at)
+    while times[0] <= at - window:
+        times.popleft()
+    return len(times)
+
+
+def _span(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    return f"{seconds // 3600} h" if seconds % 3600 == 0 else (
+        f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s")
+
+
+def _alert(rule: str, event: AccessLogEvent, count: int, detail: str,
+           person: str | None = None) -> Alert:
+    return Alert(f"{rule}:{event.event_id}", rule, event.requester, person, event.occurred_at,
+                 event.event_id, count, detail)

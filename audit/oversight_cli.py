@@ -1,0 +1,63 @@
+"""`renkei oversight …`: the oversight body's commands, as its own principal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import click
+
+from audit import oversight
+from audit.cli import query
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False,
+                          default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+
+
+@click.group("oversight")
+def oversight_cli() -> None:
+    """The oversight body (監視機関): the platform's log, holders' logs, the detector's alerts."""
+
+
+oversight_cli.add_command(query)
+
+
+@oversight_cli.command("holder-logs")
+@click.option("--holder", "holders", multiple=True, required=True, help="a holder to ask")
+@click.option("--request", "request_ids", multiple=True, required=True,
+              help="a request whose holder-side entries are wanted")
+@click.option("--basis", required=True, help="the oversight body's legal ground for asking")
+@click.option("--within", type=float, default=30.0, show_default=True,
+              help="seconds to wait for the holders' answers")
+def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: str,
+                within: float) -> None:
+    """Ask holders over Kafka for their access-log entries (⑦–⑫) of given requests.
+
+    Exits 1 if a holder did not answer in time.
+    """
+    try:
+        found = asyncio.run(oversight.holder_logs(holders, request_ids, basis, within))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    _echo_json({"request_id": found.request_id, "missing": found.missing,
+                "answers": {holder: [asdict(e) for e in entries]
+                            for holder, entries in found.answers.items()}})
+    if found.missing:
+        raise SystemExit(1)
+
+
+@oversight_cli.command()
+@click.option("--rule", help="VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, "
+                             "UNBOUND_PERSON")
+@click.option("--requester", help="alerts about this requester only")
+def alerts(rule: str | None, requester: str | None) -> None:
+    """The live detector's alerts, oldest first, as JSON."""
+    found = [a for a in asyncio.run(oversight.alerts())
+             if (rule is None or a.rule == rule)
+             and (requester is None or a.requester == requester)]
+    _echo_json([asdict(a) for a in found])

@@ -1,0 +1,180 @@
+"""`renkei audit replay`: rebuild a fresh store from offset 0 of the audit topic, compare its root
+with the live store's, and re-check every approval and rejection against the pattern list.
+
+The re-check runs `processors.approval.approve` again for each APPROVED linkage and each
+linkage REJECTED for an approval reason, at the event's time, with the legal pattern list and
+holder directory as the platform knew them then: the versions whose records the broker had
+appended by that moment. The platform approves at the broker's append time of the request, a few
+milliseconds before the event's `occurred_at` of an approval, and its view of the compacted
+topics lags their records a little: a verdict counts as agreeing if it holds for what was known
+at any moment within `grace` before the event.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+from audit.consumer import decoded
+from audit.events import AccessLogEvent, from_millis
+from audit.store import AuditStore
+from broker import topics
+from broker.clients import KafkaAccess, read_topic, topic_batches
+from processors.approval import Approved, PatternList, approve
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
+
+APPROVAL_REASONS = frozenset({"UNKNOWN_PATTERN", "PATTERN_NOT_IN_FORCE", "NOT_PERMITTED",
+                              "WRONG_PROVIDER", "UNKNOWN_HOLDER", "DATA_TYPE_NOT_PERMITTED"})
+GRACE = timedelta(seconds=10)
+APPROVED = "APPROVED"
+V = TypeVar("V")
+log = logging.getLogger(__name__)
+
+
+class History(Generic[V]):
+    """A compacted topic's value per key through time, by the broker's record times.
+
+    A tombstone (None) removes the key from then on. Compaction may have dropped older values
+    of a key: its earliest surviving one then counts from its own time on.
+    """
+
+    def __init__(self, records: Iterable[tuple[datetime, bytes, V | None]]) -> None:
+        self._timelines: dict[bytes, tuple[list[datetime], list[V | None]]] = {}
+        for at, key, value in sorted(records, key=lambda r: r[0]):
+            times, values = self._timelines.setdefault(key, ([], []))
+            times.append(at)
+            values.append(value)
+        self.times = sorted({at for times, _ in self._timelines.values() for at in times})
+
+    def value(self, key: bytes, moment: datetime) -> V | None:
+        """The key's value as it stood at `moment`."""
+        times, values = self._timelines.get(key, ([], []))
+        index = bisect.bisect_right(times, moment) - 1
+        return values[index] if index >= 0 else None
+
+    def values(self, moment: datetime) -> list[V]:
+        return [v for key in self._timelines if (v := self.value(key, moment)) is not None]
+
+    def version(self, moment: datetime) -> int:
+        """How many changes happened up to `moment`: equal numbers, equal values."""
+        return bisect.bisect_right(self.times, moment)
+
+    def changes(self, start: datetime, end: datetime) -> list[datetime]:
+        """The moments in (start, end] at which some value changed."""
+        return self.times[bisect.bisect_right(self.times, start):bisect.bisect_right(
+            self.times, end)]
+
+
+async def history(access: KafkaAccess, topic: str, cls: type[V]) -> History[V]:
+    """Every record of a compacted topic (an unreadable one is logged and left out)."""
+    records: list[tuple[datetime, bytes, V | None]] = []
+    for r in await read_topic(access, topic):
+        try:
+            value = None if r.value is None else CODEC.decode(r.value, cls)
+        except ValueError as exc:
+            log.warning("an unreadable entry on %s at offset %s: %s", topic, r.offset, exc)
+            continue
+        records.append((from_millis(r.timestamp), r.key or b"", value))
+    return History(records)
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    event: AccessLogEvent
+    logged: str
+    rechecked: str
+    detail: str
+
+
+class Recheck:
+    """Approval again, with the pattern list and directory known around the event's time."""
+
+    def __init__(self, patterns: History[LegalPattern], directory: History[HolderEntry],
+                 grace: timedelta = GRACE) -> None:
+        self.patterns, self.directory, self.grace = patterns, directory, grace
+        self._lists: dict[int, PatternList] = {}
+
+    def applies(self, event: AccessLogEvent) -> bool:
+        """Approved linkages, and linkages rejected for an approval reason."""
+        return event.kind == "LINKAGE" and (
+            event.outcome == APPROVED or event.reason in APPROVAL_REASONS)
+
+    def check(self, event: AccessLogEvent) -> Disagreement | None:
+        """None if what was known at some moment within the grace gives the logged outcome."""
+        at = event.occurred_at
+        logged = APPROVED if event.outcome == APPROVED else str(event.reason)
+        moments = sorted({at - self.grace, *self.patterns.changes(at - self.grace, at),
+                          *self.directory.changes(at - self.grace, at)})
+        verdicts = [self._verdict(event, known) for known in moments]
+        if any(outcome == logged for outcome, _ in verdicts):
+            return None
+        outcome, detail = verdicts[-1]
+        return Disagreement(event, logged, outcome, detail)
+
+    def _verdict(self, event: AccessLogEvent, known: datetime) -> tuple[str, str]:
+        version = self.patterns.version(known)
+        if version not in self._lists:
+            self._lists[version] = PatternList(self.patterns.values(known))
+        provider = event.provider or ""
+        entry = self.directory.value(provider.encode(), known)
+        request = LinkageRequest(event.request_id, event.occurred_at, "",
+                                 event.pattern_id or "", provider, event.data_type or "")
+        verdict = approve(request, self.directory.value(event.requester.encode(), known),
+                          {provider: entry} if entry else {}, self._lists[version],
+                          event.occurred_at)
+        if isinstance(verdict, Approved):
+            return APPROVED, f"pattern {verdict.pattern.pattern_id} v{verdict.pattern.version}"
+        return verdict.reason, verdict.detail
+
+
+@dataclass
+class ReplayReport:
+    """What a replay rebuilt, how its root compares with the live store's, what disagreed."""
+
+    records: int = 0
+    size: int = 0
+    root: bytes = b""
+    compared_at: int | None = None
+    live_root: bytes | None = None
+    replay_root: bytes | None = None
+    checked: int = 0
+    disagreements: list[Disagreement] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def identical(self) -> bool:
+        return self.live_root is not None and self.live_root == self.replay_root
+
+
+async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | None = None,
+                 grace: timedelta = GRACE) -> ReplayReport:
+    """Fill the empty `target` from the audit topic's start to its end now; re-check; compare."""
+    if target.size():
+        raise ValueError("the replay needs a fresh store: this one has entries")
+    started = time.perf_counter()
+    recheck = Recheck(await history(access, topics.PATTERNS, LegalPattern),
+                      await history(access, topics.DIRECTORY, HolderEntry), grace)
+    report = ReplayReport()
+    async for records in topic_batches(access, topics.AUDIT):
+        report.records += len(records)
+        items = decoded(records)
+        for (event, _), serial in zip(items, target.append_many(items), strict=True):
+            if serial is None or not recheck.applies(event):
+                continue
+            report.checked += 1
+            disagreement = recheck.check(event)
+            if disagreement is not None:
+                report.disagreements.append(disagreement)
+    report.size = target.size()
+    report.root = target.head().head.root
+    if live is not None:
+        report.compared_at = at = min(report.size, live.size())
+        report.live_root, report.replay_root = live.root(at), target.root(at)
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,174 @@
+"""A certificate authority of the project's own (test only), and its revocation list.
+
+Two exist: `jpki` issues residents' user-authentication certificates (利用者証明用電子証明書), as
+J-LIS does; `officers` issues municipal staff and oversight officers theirs, as LGPKI does for
+local government staff. Keys are ECDSA P-256 with SHA-256 (JPKI's cards use RSA-2048; P-256 gives
+more security per bit, signs fast on a simulated card, and the chain and CRL checks are the same
+for either). The CA key stays in the git-ignored state folder and is never printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from renkei.state import private_dir, read_json, write_json, write_private
+
+JPKI, OFFICERS = "jpki", "officers"
+AUTHORITIES = {JPKI: "Renkei Test JPKI User Authentication CA",
+               OFFICERS: "Renkei Test Officer CA (LGPKI)"}
+CA_YEARS, CARD_YEARS = 10, 5
+CRL_DAYS = 1
+ROLE_OID = NameOID.TITLE  # an officer's role (counter, oversight) in the subject
+
+
+class NoAuthority(FileNotFoundError):
+    """The CA is not made yet: run `renkei card init`."""
+
+
+def folder(name: str) -> Path:
+    return private_dir("cards", "ca", name)
+
+
+def certificate_path(name: str) -> Path:
+    """The CA's certificate (public: what verifiers trust)."""
+    return folder(name) / "ca.pem"
+
+
+def crl_path(name: str) -> Path:
+    """The CA's current revocation list (public: what verifiers check)."""
+    return folder(name) / "crl.pem"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who a certificate is for. A resident's names only the card; an officer's, the person."""
+
+    common_name: str
+    organization: str
+    role: str | None = None
+
+    def name(self) -> x509.Name:
+        parts = [x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization),
+                 x509.NameAttribute(NameOID.COMMON_NAME, self.common_name)]
+        if self.role is not None:
+            parts.append(x509.NameAttribute(ROLE_OID, self.role))
+        return x509.Name(parts)
+
+
+class Authority:
+    def __init__(self, name: str, key: ec.EllipticCurvePrivateKey,
+                 certificate: x509.Certificate) -> None:
+        self.name = name
+        self._key = key
+        self.certificate = certificate
+
+    def __repr__(self) -> str:
+        return f"Authority({self.name!r})"
+
+    @classmethod
+    def create(cls, name: str) -> Authority:
+        """Make the CA (key and self-signed certificate) if missing; load it otherwise."""
+        if (folder(name) / "key.pem").exists():
+            return cls.load(name)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, AUTHORITIES[name])])
+        now = _now()
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_after(now + timedelta(days=365 * CA_YEARS))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                             False, False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                               critical=False)
+                .sign(key, hashes.SHA256()))
+        write_private(folder(name) / "key.pem", key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode())
+        certificate_path(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        authority = cls(name, key, cert)
+        authority.publish_crl()
+        return authority
+
+    @classmethod
+    def load(cls, name: str) -> Authority:
+        path = folder(name) / "key.pem"
+        if not path.exists():
+            raise NoAuthority(f"no {name} CA: run `renkei card init`")
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"the {name} CA key is not an EC key")
+        return cls(name, key, x509.load_pem_x509_certificate(
+            certificate_path(name).read_bytes()))
+
+    def issue(self, public_key: ec.EllipticCurvePublicKey, subject: Subject,
+              serial: int) -> x509.Certificate:
+        """A user-authentication certificate: digital signature, TLS client auth, no CA."""
+        now = _now()
+        issuer_key = self.certificate.public_key()
+        assert isinstance(issuer_key, ec.EllipticCurvePublicKey)
+        cert = (x509.CertificateBuilder().subject_name(subject.name())
+                .issuer_name(self.certificate.subject).public_key(public_key)
+                .serial_number(serial)
+                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_after(now + timedelta(days=365 * CARD_YEARS))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
+                                             False, False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key),
+                               critical=False)
+                .sign(self._key, hashes.SHA256()))
+        issued = self._issued()
+        issued[format(serial, "x")] = subject.common_name
+        write_json(folder(self.name) / "issued.json", issued, private=True)
+        return cert
+
+    def _issued(self) -> dict[str, str]:
+        path = folder(self.name) / "issued.json"
+        return dict(read_json(path)) if path.exists() else {}
+
+    def issued(self, serial: str) -> bool:
+        """Did this CA issue the certificate with this serial (hex)?"""
+        return serial in self._issued()
+
+    def revoke(self, serial: int) -> x509.CertificateRevocationList:
+        """Put a certificate on the list (again is fine) and publish a new CRL."""
+        revoked = self._revoked()
+        revoked.setdefault(format(serial, "x"), _now().isoformat())
+        write_json(folder(self.name) / "revoked.json", revoked, private=True)
+        return self.publish_crl()
+
+    def _revoked(self) -> dict[str, str]:
+        path = folder(self.name) / "revoked.json"
+        return dict(read_json(path)) if path.exists() else {}
+
+    def publish_crl(self) -> x509.CertificateRevocationList:
+        """Sign a fresh CRL of every revoked serial, valid for a day, where verifiers read it."""
+        now = _now()
+        builder = (x509.CertificateRevocationListBuilder()
+                   .issuer_name(self.certificate.subject)
+                   .last_update(now - timedelta(minutes=1))
+                   .next_update(now + timedelta(days=CRL_DAYS)))
+        for serial, at in self._revoked().items():
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
+                .revocation_date(datetime.fromisoformat(at)).build())
+        crl = builder.sign(self._key, hashes.SHA256())
+        crl_path(self.name).write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        return crl

@@ -1,0 +1,93 @@
+"""`renkei card …`: the test CAs, issuing and revoking cards, and the simulated card reader."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+from aiohttp import web
+
+from cards import ca, issue, reader
+from cards.card import Card, cards
+
+PIN_OPTION = click.option("--pin", envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
+                          hide_input=True, confirmation_prompt=True,
+                          help="the card's PIN [prompted; or $RENKEI_CARD_PIN]")
+DIR_OPTION = click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False),
+                          default=None, help="where the card file goes [default: the state "
+                                             "folder's cards/issued]")
+
+
+@click.group("card")
+def card_cli() -> None:
+    """IC cards (公的個人認証, simulated): CAs, cards, revocation, the card reader."""
+
+
+@card_cli.command()
+def init() -> None:
+    """Make the two test CAs (residents' JPKI CA, officers' CA) if missing; fresh CRLs."""
+    for name in issue.init():
+        click.echo(f"{name} CA: {ca.certificate_path(name)} (CRL {ca.crl_path(name)})")
+
+
+def _done(card: Card) -> None:
+    click.echo(f"card {card.face.serial} ({card.face.kind}) written to {card.path}")
+
+
+@card_cli.command("issue")
+@click.argument("resident_code")
+@PIN_OPTION
+@DIR_OPTION
+def issue_resident(resident_code: str, pin: str, where: Path | None) -> None:
+    """Issue a resident's card (user-authentication certificate, PIN-protected key)."""
+    try:
+        _done(issue.resident_card(resident_code, pin, where))
+    except (LookupError, ValueError, ca.NoAuthority) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@card_cli.command()
+@click.argument("staff_id")
+@click.option("--holder", required=True, help="the officer's holder (e.g. sakura-town)")
+@click.option("--role", type=click.Choice(issue.ROLES), required=True)
+@PIN_OPTION
+@DIR_OPTION
+def officer(staff_id: str, holder: str, role: str, pin: str, where: Path | None) -> None:
+    """Issue a card to counter staff or an oversight officer."""
+    try:
+        _done(issue.officer_card(staff_id, holder, role, pin, where))
+    except (ValueError, ca.NoAuthority) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@card_cli.command()
+@click.argument("serial")
+def revoke(serial: str) -> None:
+    """Revoke a card's certificate and publish the new CRL."""
+    try:
+        name = issue.revoke(serial.lower())
+    except (LookupError, ca.NoAuthority) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {serial} on the {name} CA's CRL ({ca.crl_path(name)})")
+
+
+@card_cli.command("list")
+@DIR_OPTION
+def list_cards(where: Path | None) -> None:
+    """The cards in a folder: serial, kind, PIN tries left (never a key or a PIN)."""
+    for card in cards(where):
+        state = "LOCKED" if card.locked else f"{card.tries_left} PIN tries left"
+        click.echo(f"{card.face.serial}  {card.face.kind:8}  {state}")
+
+
+@card_cli.command("reader")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--trust", "trusted", multiple=True, required=True,
+              help="an origin the reader signs for, e.g. http://127.0.0.1:8080")
+@DIR_OPTION
+def run_reader(port: int, trusted: tuple[str, ...], where: Path | None) -> None:
+    """Serve the simulated card reader on loopback until stopped."""
+    logging.basicConfig(level=logging.WARNING)
+    web.run_app(reader.app(where, list(trusted)), host="127.0.0.1", port=port,
+                access_log=None, print=lambda text: click.echo(f"card reader on port {port}"))

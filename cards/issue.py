@@ -1,0 +1,78 @@
+"""Issuing cards: the municipality's counter personalises a card; the CA certifies its key.
+
+A resident's certificate names only the card (its serial), never the person or their personal
+number; J-LIS's table records whose card it is. An officer's names the officer, their holder and
+their role (counter or oversight).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cards import ca
+from cards.card import Card, check_pin
+from cards.jlis import CardHolders
+from registry.store import RegistryStore
+from registry.store import default_path as registry_path
+
+RESIDENT, OFFICER = "resident", "officer"
+ROLES = ("counter", "oversight")
+
+
+def init() -> list[str]:
+    """Both CAs, made if missing, each with a fresh CRL (a CRL is good for a day); their names."""
+    authorities = [ca.Authority.create(name) for name in ca.AUTHORITIES]
+    for authority in authorities:
+        authority.publish_crl()
+    return [authority.name for authority in authorities]
+
+
+def _new(authority: ca.Authority, subject: ca.Subject | None, pin: str, kind: str,
+         label: str, where: Path | None) -> Card:
+    check_pin(pin)
+    key = ec.generate_private_key(ec.SECP256R1())
+    serial = x509.random_serial_number()
+    named = subject or ca.Subject(format(serial, "x"), "JPKI")
+    return Card.write(key, authority.issue(key.public_key(), named, serial), pin, kind, label,
+                      where)
+
+
+def resident_card(resident_code: str, pin: str, where: Path | None = None) -> Card:
+    """A resident's card; J-LIS records whose it is."""
+    registry = RegistryStore.open(registry_path())
+    try:
+        resident = registry.by_code(resident_code)
+    finally:
+        registry.close()
+    if resident is None:
+        raise LookupError("no resident has that code")
+    card = _new(ca.Authority.load(ca.JPKI), None, pin, RESIDENT, resident.name, where)
+    holders = CardHolders()
+    try:
+        holders.record(card.face.serial, resident_code)
+    finally:
+        holders.close()
+    return card
+
+
+def officer_card(staff_id: str, holder: str, role: str, pin: str,
+                 where: Path | None = None) -> Card:
+    """A card for municipal counter staff or an oversight officer."""
+    if role not in ROLES:
+        raise ValueError(f"a role is one of {', '.join(ROLES)}")
+    subject = ca.Subject(staff_id, holder, role)
+    return _new(ca.Authority.load(ca.OFFICERS), subject, pin, OFFICER, f"{staff_id} ({role})",
+                where)
+
+
+def revoke(serial: str) -> str:
+    """Revoke a card's certificate with whichever CA issued it; that CA's name."""
+    for name in ca.AUTHORITIES:
+        authority = ca.Authority.load(name)
+        if authority.issued(serial):
+            authority.revoke(int(serial, 16))
+            return name
+    raise LookupError("no card with that serial was issued here")

@@ -1,0 +1,58 @@
+"""The registry side's table of cards (J-LIS keeps it, not the certificate): card serial →
+the resident it was issued to.
+
+A certificate names only its card; the portal asks this table whose card it is and gets
+resident codes back (never a personal number). A resident whose code changed since the card was
+issued is followed through the registry's history: the answer is every code the person has had,
+the current one first, so the portal also finds log entries made under an earlier code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from registry.residents import ChangeKind
+from registry.store import RegistryStore
+from renkei.state import private_dir
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS cards (
+    serial TEXT PRIMARY KEY, resident_code TEXT NOT NULL, issued_at TEXT NOT NULL)"""
+
+
+def default_path() -> Path:
+    return private_dir("registry") / "cards.db"
+
+
+class CardHolders:
+    def __init__(self, path: Path | None = None) -> None:
+        self._db = sqlite3.connect(path or default_path(), check_same_thread=False)
+        self._db.execute(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record(self, serial: str, resident_code: str) -> None:
+        with self._db:
+            self._db.execute("INSERT INTO cards VALUES (?, ?, ?)",
+                             (serial, resident_code, datetime.now(UTC).isoformat()))
+
+    def issued_to(self, serial: str) -> str | None:
+        row = self._db.execute("SELECT resident_code FROM cards WHERE serial = ?",
+                               (serial,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def resident_codes(self, serial: str, registry: RegistryStore) -> list[str]:
+        """Every resident code of the card's holder, the current one first; [] if unknown."""
+        issued = self.issued_to(serial)
+        if issued is None:
+            return []
+        codes = [issued]
+        for event in registry.history(issued):
+            if event.kind is ChangeKind.CODE_CHANGED and event.after[0] not in codes:
+                codes.append(event.after[0])
+            if event.kind is ChangeKind.CODE_CHANGED and event.resident_code not in codes:
+                codes.append(event.resident_code)
+        current = [c for c in codes if registry.by_code(c) is not None]
+        return current + [c for c in codes if c not in current]

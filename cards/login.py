@@ -1,0 +1,123 @@
+"""Card login: the server's challenge, what the card signs, and the server's checks.
+
+The card signs `CONTEXT ‖ origin ‖ 0x00 ‖ challenge`: the origin binds the signature to the site
+that asked, so a signature made for one site is no use at another. The server checks the
+signature with the certificate's key, the certificate against its CA (issuer, signature,
+validity, key usage, client-auth purpose), and the CA's current CRL (signed by the CA, not
+stale). It fails closed: any doubt is a refusal.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cards import ca
+
+CONTEXT = b"renkei card login v1\x00"
+
+
+class Refused(PermissionError):
+    """A login the server does not accept; `reason` is a short code for the page and the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def challenge() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def message(origin: str, nonce: bytes) -> bytes:
+    """The bytes the card signs."""
+    return CONTEXT + origin.encode() + b"\x00" + nonce
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A certificate that passed: its serial (hex), CA, and subject fields."""
+
+    authority: str
+    serial: str
+    common_name: str
+    organization: str
+    role: str | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Verifier:
+    """Checks card logins against the CAs' certificates and CRLs (read fresh for each login)."""
+
+    def __init__(self, clock: Callable[[], datetime] = _now) -> None:
+        self._clock = clock
+
+    def verify(self, authority: str, certificate_pem: bytes, origin: str, nonce: bytes,
+               signature: bytes) -> Verified:
+        try:
+            cert = x509.load_pem_x509_certificate(certificate_pem)
+        except ValueError:
+            raise Refused("unreadable-certificate") from None
+        issuer = x509.load_pem_x509_certificate(ca.certificate_path(authority).read_bytes())
+        self._check_chain(cert, issuer)
+        self._check_crl(cert, issuer, authority)
+        key = cert.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise Refused("wrong-key-type")
+        try:
+            key.verify(signature, message(origin, nonce), ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise Refused("bad-signature") from None
+        return Verified(authority, format(cert.serial_number, "x"),
+                        _attribute(cert, NameOID.COMMON_NAME) or "",
+                        _attribute(cert, NameOID.ORGANIZATION_NAME) or "",
+                        _attribute(cert, ca.ROLE_OID))
+
+    def _check_chain(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise Refused("unknown-issuer") from None
+        now = self._clock()
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise Refused("expired")
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+            usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+            purposes = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            raise Refused("not-a-user-certificate") from None
+        if constraints.ca or not usage.digital_signature or \
+                ExtendedKeyUsageOID.CLIENT_AUTH not in purposes:
+            raise Refused("not-a-user-certificate")
+
+    def _check_crl(self, cert: x509.Certificate, issuer: x509.Certificate,
+                   authority: str) -> None:
+        try:
+            crl = x509.load_pem_x509_crl(ca.crl_path(authority).read_bytes())
+        except (OSError, ValueError):
+            raise Refused("no-crl") from None
+        issuer_key = issuer.public_key()
+        assert isinstance(issuer_key, ec.EllipticCurvePublicKey)
+        if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer_key):
+            raise Refused("bad-crl")
+        if crl.next_update_utc is None or crl.next_update_utc < self._clock():
+            raise Refused("stale-crl")
+        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            raise Refused("revoked")
+
+
+def _attribute(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
+    found = cert.subject.get_attributes_for_oid(oid)
+    return str(found[0].value) if found else None

@@ -1,0 +1,1 @@
+"""My Portal (マイポータル), the municipal counter and the oversight console, on the web."""

@@ -1,0 +1,32 @@
+"""`renkei portal`: serve My Portal, the counter and the oversight console."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import click
+from aiohttp import web
+
+from portal.app import build
+from portal.sessions import IDLE, Sessions
+from portal.web import Site
+
+
+@click.command("portal")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--reader", default="http://127.0.0.1:8765", show_default=True,
+              help="the card reader's address (the user's local JPKI client)")
+@click.option("--origin", default=None,
+              help="the portal's public origin, if not http://127.0.0.1:PORT (e.g. behind a "
+                   "TLS proxy: https://… gives Secure cookies)")
+@click.option("--idle-minutes", type=float, default=IDLE.total_seconds() / 60,
+              show_default=True, help="a session ends after this long without a request")
+def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) -> None:
+    """Serve My Portal, the counter and the oversight console on loopback."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    public = (origin or f"http://127.0.0.1:{port}").rstrip("/")
+    site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
+    app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None,
+                print=lambda _: click.echo(f"portal on {site.origin}"))

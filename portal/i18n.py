@@ -1,0 +1,142 @@
+"""The pages' words, Japanese first and English available."""
+
+from __future__ import annotations
+
+LANGS = ("ja", "en")
+
+WORDS: dict[str, tuple[str, str]] = {
+    "site": ("マイポータル", "My Portal"),
+    "skip": ("本文へ移動", "Skip to content"),
+    "lang_other": ("English", "日本語"),
+    "logout": ("ログアウト", "Log out"),
+    "nav_history": ("あなたの情報の照会履歴", "Who looked at your data"),
+    "nav_details": ("詳細の申請", "Detail applications"),
+    "nav_number": ("個人番号の変更", "New personal number"),
+    "nav_counter": ("窓口", "Counter"),
+    "nav_search": ("ログ検索", "Log search"),
+    "nav_alerts": ("アラート", "Alerts"),
+    "nav_holder_logs": ("情報保有機関のログ", "Holder-side logs"),
+    "nav_integrity": ("監査ログの完全性", "Audit log integrity"),
+    "login_title": ("ICカードでログイン", "Log in with your IC card"),
+    "login_resident": ("住民の方（マイナンバーカード）", "Residents (My Number Card)"),
+    "login_resident_text": ("カードリーダーにマイナンバーカードを置いて、"
+                            "利用者証明用暗証番号（数字4桁）でログインします。"
+                            "パスワードはありません。",
+                            "Place your My Number Card on the reader and log in with its 4-digit "
+                            "user-authentication PIN. There is no password."),
+    "login_staff": ("市区町村の窓口職員", "Municipal counter staff"),
+    "login_oversight": ("監視機関（第三者機関）の職員", "Oversight officers"),
+    "login_officer_text": ("職員証（職員用ICカード）でログインします。",
+                           "Log in with your officer card."),
+    "login_button": ("カードでログイン", "Log in with the card"),
+    "refused": ("ログインできませんでした", "The login was refused"),
+    "refused_revoked": ("このカードの電子証明書は失効しています。",
+                        "The card's certificate is revoked."),
+    "refused_expired": ("このカードの電子証明書は有効期限切れです。",
+                        "The card's certificate has expired."),
+    "refused_unknown": ("このカードは登録されていません。", "This card is not registered."),
+    "refused_role": ("このカードではこの画面を利用できません。", "This card cannot use this page."),
+    "refused_challenge": ("ログインの有効時間が過ぎました。もう一度お試しください。",
+                          "The login took too long. Please try again."),
+    "refused_other": ("カードの確認に失敗しました。", "The card could not be verified."),
+    "expired_session": ("一定時間操作がなかったため、ログアウトしました。",
+                        "You were logged out after a period without activity."),
+    "welcome": ("さん", ""),
+    "history_title": ("あなたの情報の照会履歴", "Who looked at your data"),
+    "history_intro": ("情報連携基盤が記録した、あなたに関するすべての照会です。"
+                      "各行は監査ログの署名付きツリーヘッドに含まれることを確認しています。",
+                      "Every exchange about you that the linkage platform logged. Each row is "
+                      "checked to be in the audit log under its signed tree head."),
+    "filter": ("絞り込み", "Filter"),
+    "since": ("期間（開始日）", "From (date)"),
+    "until": ("期間（終了日）", "To (date)"),
+    "holder": ("情報保有機関", "Holder"),
+    "all": ("すべて", "All"),
+    "apply_filter": ("表示", "Show"),
+    "serial": ("①番号", "① Serial"),
+    "time": ("②日時", "② Time"),
+    "legal_basis": ("③根拠（法令）", "③ Legal basis"),
+    "requester": ("④照会元", "④ Requester"),
+    "provider": ("⑤照会先", "⑤ Provider"),
+    "data_type": ("⑥情報の種類", "⑥ Data type"),
+    "outcome": ("結果", "Outcome"),
+    "verified": ("検証", "Verified"),
+    "verified_yes": ("検証済み", "verified"),
+    "verified_no": ("検証できません", "NOT verified"),
+    "none_found": ("該当する記録はありません。", "No entries."),
+    "head": ("署名付きツリーヘッド", "Signed tree head"),
+    "head_size": ("記録数", "entries"),
+    "entry_title": ("照会の記録", "Log entry"),
+    "proof": ("包含証明", "Inclusion proof"),
+    "details_ask": ("照会元・照会先に詳細（⑪提供された情報の内容・⑫用途）を申請する",
+                    "Ask the holders for the details (⑪ content, ⑫ purpose)"),
+    "details_ask_text": ("申請は情報連携基盤を通じて照会元・照会先の機関に送られ、"
+                         "申請と回答は記録されます。",
+                         "The application goes to the holders through the platform; the "
+                         "application and the answers are logged."),
+    "details_title": ("詳細の申請と回答", "Detail applications and answers"),
+    "details_none": ("申請はまだありません。", "No applications yet."),
+    "applied_at": ("申請日時", "Applied"),
+    "about_request": ("対象の照会", "About request"),
+    "waiting": ("回答待ち", "waiting for the answer"),
+    "answered": ("回答あり", "answered"),
+    "answer_from": ("回答した機関", "Answered by"),
+    "side": ("立場", "Side"),
+    "content": ("⑪内容", "⑪ Content"),
+    "purpose": ("⑫用途", "⑫ Purpose"),
+    "operator": ("操作した職員", "Operator"),
+    "refresh": ("更新", "Refresh"),
+    "number_title": ("個人番号の変更", "A new personal number"),
+    "number_text": ("個人番号が漏えいして不正に使われるおそれがあるときは、"
+                    "新しい個人番号を請求できます。古い番号は使えなくなり、二度と発行されません。"
+                    "新しい番号はこの画面で一度だけ表示します。",
+                    "If your personal number may be misused, you can ask for a new one. The old "
+                    "one stops working and is never issued again. The new number is shown once, "
+                    "on the next page only."),
+    "number_reason": ("請求の理由", "Reason"),
+    "number_confirm": ("上記を理解し、新しい個人番号を請求します",
+                       "I understand; issue me a new number"),
+    "number_button": ("新しい個人番号を請求する", "Ask for a new number"),
+    "number_done": ("新しい個人番号", "Your new personal number"),
+    "number_once": ("この番号はこの画面でのみ表示します。控えてください。再表示はできません。",
+                    "This number is shown only on this page. Write it down: it cannot be shown "
+                    "again."),
+    "counter_title": ("窓口での照会履歴の提供", "History at the counter"),
+    "counter_present": ("来庁した住民の方にカードをリーダーに置いて"
+                        "暗証番号を入力していただきます。",
+                        "Ask the resident present to place their card and enter the PIN."),
+    "counter_start": ("住民の方のカードで本人確認", "Verify the resident with their card"),
+    "counter_print": ("印刷用に表示", "Print"),
+    "counter_done": ("終了（次の方へ）", "Finish (next resident)"),
+    "counter_staff": ("担当職員", "Staff"),
+    "counter_logged": ("この操作は監査ログに記録されます。", "This action is logged."),
+    "print_title": ("照会履歴（窓口交付）", "Access history (issued at the counter)"),
+    "print_now": ("印刷する", "Print"),
+    "search_title": ("アクセスログの検索", "Search the access log"),
+    "person": ("本人（IDコード）", "Person (ID code)"),
+    "pattern": ("パターン", "Pattern"),
+    "search": ("検索", "Search"),
+    "next_page": ("次のページ", "Next page"),
+    "choose": ("選択", "Choose"),
+    "request_logs": ("選んだ照会の情報保有機関側ログを請求", "Request the holder-side logs of "
+                                                    "the chosen requests"),
+    "holder_logs_title": ("情報保有機関側ログの請求と回答", "Holder-side log requests and answers"),
+    "alerts_title": ("アラート（リアルタイム）", "Live alerts"),
+    "alerts_none": ("アラートはありません。", "No alerts."),
+    "integrity_title": ("監査ログの完全性", "Audit log integrity"),
+    "latest_head": ("最新の署名付きツリーヘッド", "Latest signed tree head"),
+    "signature": ("署名", "Signature"),
+    "signature_ok": ("正しい", "valid"),
+    "signature_bad": ("不正", "INVALID"),
+    "consistency": ("直前のヘッドとの整合性", "Consistent with the head before"),
+    "root": ("ルートハッシュ", "Root hash"),
+    "forbidden": ("この操作はできません。", "This is not allowed."),
+    "not_found": ("見つかりません。", "Not found."),
+    "kind": ("種類", "Kind"),
+    "reason": ("理由", "Reason"),
+}
+
+
+def words(lang: str) -> dict[str, str]:
+    index = LANGS.index(lang) if lang in LANGS else 0
+    return {key: pair[index] for key, pair in WORDS.items()}

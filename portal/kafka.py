@@ -1,0 +1,218 @@
+"""The portal's Kafka side, with two identities the broker authenticates:
+
+- `portal` (My Portal and the counter): writes its actions to the audit stream (the detail
+  applications and their answers, number changes, counter look-ups and prints), asks holders for
+  a resident's ⑪⑫ on its own topic pair, and reads the holder directory for holders' names;
+- `oversight` (the console): asks holders for their side of the log, and reads the detector's
+  alerts.
+
+Answers and alerts are kept in this process's memory only: holder-side content is personal data,
+and the platform side keeps none of it on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from audit.events import AccessLogEvent, event_id
+from broker import acls, topics
+from broker.clients import KafkaAccess
+from portal.sessions import Officer, Resident
+from renkei.compacted import CompactedView
+from renkei.envelope import send
+from renkei.service_loop import deliver, producer_for
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogRequest
+
+log = logging.getLogger(__name__)
+PORTAL_KIND = "PORTAL"
+ALERTS_KEPT = 200
+ANSWERS_KEPT = timedelta(hours=1)
+
+
+@dataclass
+class Asked:
+    """One request for holder-side logs, and the answers so far (by holder)."""
+
+    request_id: str
+    at: datetime
+    holders: tuple[str, ...]
+    request_ids: tuple[str, ...]
+    person: str | None = None  # a resident's application: whose
+    answers: dict[str, HolderLogAnswer] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return set(self.answers) >= set(self.holders)
+
+
+OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
+
+
+class HolderLogs:
+    """Requests for holder-side logs on one topic pair, and their answers, for this process."""
+
+    def __init__(self, access: KafkaAccess, out: str, into: str,
+                 on_answer: OnAnswer | None = None) -> None:
+        self._access, self._out, self._in = access, out, into
+        self._on_answer = on_answer
+        self._producer: AIOKafkaProducer = producer_for(access)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self.asked: dict[str, Asked] = {}
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._task = asyncio.create_task(self._follow(), name=f"answers:{self._in}")
+        await asyncio.wait({asyncio.create_task(self._ready.wait()), self._task},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            self._task.result()  # the consumer failed to start: raise its error
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._producer.stop()
+
+    async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
+                  person: str | None = None) -> Asked:
+        now = datetime.now(UTC)
+        self.asked = {k: a for k, a in self.asked.items() if now - a.at < ANSWERS_KEPT}
+        asked = Asked(str(uuid.uuid4()), now, tuple(sorted(set(holders))), tuple(request_ids),
+                      person)
+        self.asked[asked.request_id] = asked
+        await deliver(self._producer, [send(self._out, asked.request_id, HolderLogRequest(
+            asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis))])
+        return asked
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(self._in, **self._access.aiokafka(), group_id=None,
+                                    auto_offset_reset="latest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            for partition in consumer.assignment():
+                await consumer.position(partition)
+            self._ready.set()
+            async for record in consumer:
+                try:
+                    answer = CODEC.decode(record.value or b"", HolderLogAnswer)
+                except SchemaError as exc:
+                    log.warning("an unreadable answer on %s: %s", self._in, exc)
+                    continue
+                asked = self.asked.get(answer.request_id)
+                if asked is not None and answer.holder in asked.holders and \
+                        answer.holder not in asked.answers:
+                    asked.answers[answer.holder] = answer
+                    if self._on_answer is not None:
+                        await self._on_answer(asked, answer)
+        finally:
+            await consumer.stop()
+
+
+class AlertFeed:
+    """The detector's alerts, from the start of the topic, the newest kept in memory."""
+
+    def __init__(self, access: KafkaAccess) -> None:
+        self._access = access
+        self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
+        self._seen: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="alerts")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def newest(self) -> list[Alert]:
+        return list(reversed(self.alerts))
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(topics.ALERTS, **self._access.aiokafka(), group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            async for record in consumer:
+                try:
+                    alert = CODEC.decode(record.value or b"", Alert)
+                except SchemaError as exc:
+                    log.warning("an unreadable alert: %s", exc)
+                    continue
+                if alert.alert_id not in self._seen:  # the same alert id is the same alert
+                    self._seen.add(alert.alert_id)
+                    self.alerts.append(alert)
+        finally:
+            await consumer.stop()
+
+
+class Platform:
+    """Everything the portal process does on Kafka."""
+
+    def __init__(self, portal: KafkaAccess, oversight: KafkaAccess) -> None:
+        self._producer = producer_for(portal)
+        self.directory: CompactedView[HolderEntry] = CompactedView(
+            portal, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
+        self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN,
+                                       self._answered)
+        self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN)
+        self.alerts = AlertFeed(oversight)
+
+    @classmethod
+    def connect(cls) -> Platform:
+        return cls(KafkaAccess.of(acls.PORTAL), KafkaAccess.of(acls.OVERSIGHT))
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self.directory.start()
+        await self.directory.loaded()
+        await self.applications.start()
+        await self.oversight.start()
+        await self.alerts.start()
+
+    async def stop(self) -> None:
+        await self.alerts.stop()
+        await self.oversight.stop()
+        await self.applications.stop()
+        await self.directory.stop()
+        await self._producer.stop()
+
+    def holder_name(self, holder: str | None) -> str:
+        if holder is None:
+            return ""
+        entry = self.directory.entries.get(holder.encode())
+        return holder if entry is None else entry.name
+
+    async def _answered(self, asked: Asked, answer: HolderLogAnswer) -> None:
+        """A holder answered a resident's application: that is logged too."""
+        if asked.person is not None:
+            await self.record("DETAIL_ANSWERED", "portal", asked.person, provider=answer.holder,
+                              request_id=asked.request_id, step=f"answered-{answer.holder}")
+
+    async def record(self, outcome: str, requester: str, person: str, *,
+                     provider: str | None = None, reason: str | None = None,
+                     request_id: str | None = None, step: str | None = None) -> None:
+        """Write one of the portal's actions to the audit stream (kind PORTAL)."""
+        rid = request_id or str(uuid.uuid4())
+        event = AccessLogEvent(event_id(rid, step or outcome.lower()), rid, datetime.now(UTC),
+                               PORTAL_KIND, outcome, reason, None, None, requester, provider,
+                               None, person)
+        await deliver(self._producer, [send(topics.AUDIT, rid, event)])
+
+    async def counter(self, officer: Officer, resident: Resident, outcome: str) -> None:
+        """A counter staff member's look-up or print of a present resident's history."""
+        await self.record(outcome, officer.holder, resident.id_codes[0],
+                          reason=f"staff {officer.staff_id} (card {officer.serial})")

@@ -1,0 +1,104 @@
+"""Card login: the portal's challenge, the trip to the card reader, and the checks on return.
+
+Realms: `resident` (My Portal, a JPKI card), `counter` and `oversight` (an officer card with that
+role), and `present` (at the counter, the resident standing there logs in with their own card,
+inside the staff member's session). The certificate leads to the resident only through the
+registry side's table of cards; the ID codes come from the platform's code service.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from cards import ca
+from cards.login import Refused, challenge
+from portal.context import PLATFORM
+from portal.sessions import Challenge, Officer
+from portal.web import SESSIONS, SITE, render, session_of
+
+log = logging.getLogger(__name__)
+REALMS = {"resident": ca.JPKI, "counter": ca.OFFICERS, "oversight": ca.OFFICERS,
+          "present": ca.JPKI}
+HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight",
+        "present": "/counter"}
+REFUSALS = {"revoked": "refused_revoked", "expired": "refused_expired",
+            "unknown-card": "refused_unknown", "wrong-role": "refused_role",
+            "challenge": "refused_challenge"}
+
+
+async def page(request: web.Request) -> web.Response:
+    realm = request.query.get("as", "resident")
+    return render(request, "login.html", realm=realm if realm in REALMS else "resident",
+                  refused=request.query.get("refused"))
+
+
+async def start(request: web.Request) -> web.Response:
+    """Make a challenge for this session and send the browser to the card reader with it."""
+    session = session_of(request)
+    realm = str((await request.post()).get("realm", ""))
+    if realm not in REALMS or (realm == "present" and (
+            session.officer is None or session.officer.role != "counter")):
+        raise web.HTTPForbidden(text="no such login")
+    nonce = challenge()
+    session.challenge = Challenge(nonce, realm, datetime.now(UTC))
+    site = request.app[SITE]
+    query = urlencode({"origin": site.origin, "authority": REALMS[realm],
+                       "challenge": nonce.hex(), "return": f"{site.origin}/login/card"})
+    raise web.HTTPSeeOther(f"{site.reader}/sign?{query}")
+
+
+async def card(request: web.Request) -> web.Response:
+    """The reader's return: the challenge must be this session's pending one, used once."""
+    session = session_of(request)
+    form = await request.post()
+    pending = session.take_challenge(str(form.get("challenge", "")), datetime.now(UTC))
+    if pending is None:
+        return _refused(request, "resident", "challenge")
+    platform = request.app[PLATFORM]
+    try:
+        signature = bytes.fromhex(str(form.get("signature", "")))
+        verified = platform.verifier.verify(
+            REALMS[pending.realm], str(form.get("certificate", "")).encode(),
+            request.app[SITE].origin, pending.nonce, signature)
+    except ValueError:
+        return _refused(request, pending.realm, "bad-signature")
+    except Refused as exc:
+        return _refused(request, pending.realm, exc.reason)
+    if REALMS[pending.realm] == ca.JPKI:
+        resident = platform.resident_of_card(verified.serial)
+        if resident is None:
+            return _refused(request, pending.realm, "unknown-card")
+        if pending.realm == "present":
+            if session.officer is None:
+                return _refused(request, "counter", "wrong-role")
+            session.present = resident
+            await platform.kafka.counter(session.officer, resident, "COUNTER_VIEWED")
+        else:
+            fresh = request.app[SESSIONS].renew(replace(session, officer=None, present=None,
+                                                        resident=resident))
+            request["session"] = fresh
+    else:
+        if verified.role != pending.realm:
+            return _refused(request, pending.realm, "wrong-role")
+        officer = Officer(verified.serial, verified.common_name, verified.organization,
+                          verified.role)
+        request["session"] = request.app[SESSIONS].renew(replace(
+            session, officer=officer, resident=None, present=None))
+    raise web.HTTPSeeOther(HOME[pending.realm])
+
+
+def _refused(request: web.Request, realm: str, reason: str) -> web.Response:
+    log.warning("card login refused (%s): %s", realm, reason)
+    return render(request, "login.html", status=403, realm=realm,
+                  refused=REFUSALS.get(reason, "refused_other"))
+
+
+async def logout(request: web.Request) -> web.Response:
+    request.app[SESSIONS].end(session_of(request))
+    request["session"] = request.app[SESSIONS].new(session_of(request).lang)
+    raise web.HTTPSeeOther("/login")

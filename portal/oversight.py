@@ -1,0 +1,61 @@
+"""The oversight console (監視機関): search every platform log entry, live alerts, holder-side
+logs of chosen requests, and the audit log's integrity."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from audit.store import Query
+from portal.context import PLATFORM
+from portal.web import day, officer_of, render
+
+ROLE = "oversight"
+OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"
+FILTERS = ("holder", "pattern", "person", "outcome", "since", "until")
+
+
+async def search(request: web.Request) -> web.Response:
+    officer_of(request, ROLE)
+    platform = request.app[PLATFORM]
+    q = {k: request.query.get(k, "").strip() for k in FILTERS}
+    where = Query(person=q["person"] or None, holder=q["holder"] or None,
+                  pattern=q["pattern"] or None, outcome=q["outcome"] or None,
+                  since=day(q["since"]), until=day(q["until"], end=True))
+    try:
+        page = platform.records.search(where, request.query.get("after") or None)
+    except ValueError:
+        raise web.HTTPBadRequest(text="bad cursor") from None
+    return render(request, "oversight.html", q=q, page=page,
+                  alerts=platform.kafka.alerts.newest()[:5])
+
+
+async def alerts(request: web.Request) -> web.Response:
+    officer_of(request, ROLE)
+    platform = request.app[PLATFORM]
+    return render(request, "alerts.html", alerts=platform.kafka.alerts.newest())
+
+
+async def ask_holder_logs(request: web.Request) -> web.Response:
+    """Ask the holders of the chosen requests (requester and provider) for their side."""
+    officer_of(request, ROLE)
+    platform = request.app[PLATFORM]
+    form = await request.post()
+    chosen = [str(v).split(" ") for v in form.getall("chosen", [])]
+    if not chosen or any(len(c) < 2 for c in chosen):
+        raise web.HTTPSeeOther("/oversight")
+    request_ids = sorted({c[0] for c in chosen})
+    holders = sorted({h for c in chosen for h in c[1:]})
+    await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
+    raise web.HTTPSeeOther("/oversight/holder-logs")
+
+
+async def holder_logs(request: web.Request) -> web.Response:
+    officer_of(request, ROLE)
+    platform = request.app[PLATFORM]
+    asked = sorted(platform.kafka.oversight.asked.values(), key=lambda a: a.at, reverse=True)
+    return render(request, "holder_logs.html", asked=asked)
+
+
+async def integrity(request: web.Request) -> web.Response:
+    officer_of(request, ROLE)
+    return render(request, "integrity.html", heads=request.app[PLATFORM].records.heads())

@@ -1,0 +1,77 @@
+"""The platform's access log as the pages show it: a person's entries, each checked against the
+signed tree head with its inclusion proof; searches for oversight; the heads and their
+consistency."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from audit.heads import SignedHead, consistent, includes, verify_head
+from audit.store import MAX_PAGE, AuditStore, Entry, Page, Query
+
+HEADS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class Checked:
+    """An entry, and whether its inclusion proof leads to the signed head's root."""
+
+    entry: Entry
+    verified: bool
+
+
+@dataclass(frozen=True)
+class HeadCheck:
+    head: SignedHead
+    signature_ok: bool
+    consistent: bool | None  # with the head before it; None for the first
+
+
+class Records:
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+
+    def _verified(self, head: SignedHead | None, entry: Entry) -> bool:
+        return (head is not None and entry.proof is not None
+                and verify_head(head, self.store.signer.public_key)
+                and includes(head.head, entry.serial, entry.leaf, entry.proof))
+
+    def of_person(self, id_codes: Sequence[str], holder: str | None = None,
+                  since: datetime | None = None, until: datetime | None = None
+                  ) -> tuple[list[Checked], SignedHead | None]:
+        """Every entry about the person (under any of their ID codes), newest first."""
+        found: list[Checked] = []
+        head = None
+        for person in id_codes:
+            page = self.store.query(Query(person=person, holder=holder, since=since,
+                                          until=until), limit=MAX_PAGE, prove=True)
+            head = page.head
+            found += [Checked(e, self._verified(page.head, e)) for e in page.entries]
+        found.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
+        return found, head
+
+    def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
+        """One of the person's entries; None if it is not about them (or does not exist)."""
+        entries, _ = self.of_person(id_codes)
+        return next((c for c in entries if c.entry.serial == serial), None)
+
+    def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
+        return self.store.query(where, limit=limit, after=after)
+
+    def heads(self) -> list[HeadCheck]:
+        """The latest signed heads, newest first: each one's signature, and its consistency with
+        the one before (the log only grew between them, nothing in it changed)."""
+        self.store.head()
+        checks: list[HeadCheck] = []
+        previous: SignedHead | None = None
+        for signed in self.store.heads()[-HEADS_SHOWN - 1:]:
+            ok = verify_head(signed, self.store.signer.public_key)
+            linked = None
+            if previous is not None:
+                proof = self.store.consistency_proof(previous.head.size, signed.head.size)
+                linked = consistent(previous.head, signed.head, proof)
+            checks.append(HeadCheck(signed, ok, linked))
+            previous = signed
+        return checks[::-1]

@@ -1,0 +1,93 @@
+"""My Portal: the resident's history, one entry, the detail applications (⑪⑫), a new number.
+
+Nothing here takes a person from the request: the person is the session's, whose card the
+registry side resolved. An entry about anyone else is "not found", as one that does not exist.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from portal.context import PLATFORM
+from portal.web import day, render, resident_of
+
+APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
+
+
+async def history(request: web.Request) -> web.Response:
+    resident = resident_of(request)
+    platform = request.app[PLATFORM]
+    holder = request.query.get("holder") or None
+    since, until = day(request.query.get("since")), day(request.query.get("until"), end=True)
+    entries, head = platform.records.of_person(resident.id_codes, holder, since, until)
+    everyone, _ = platform.records.of_person(resident.id_codes)
+    holders = sorted({h for c in everyone for h in (c.entry.event.requester,
+                                                    c.entry.event.provider) if h})
+    return render(request, "history.html", entries=entries, head=head, holders=holders,
+                  chosen=holder, since=request.query.get("since", ""),
+                  until=request.query.get("until", ""))
+
+
+def _serial(request: web.Request, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise web.HTTPNotFound() from None
+
+
+async def entry(request: web.Request) -> web.Response:
+    resident = resident_of(request)
+    platform = request.app[PLATFORM]
+    found = platform.records.entry_of(resident.id_codes,
+                                      _serial(request, request.match_info["serial"]))
+    if found is None:
+        return render(request, "error.html", status=404, message="not_found")
+    return render(request, "entry.html", checked=found)
+
+
+async def apply(request: web.Request) -> web.Response:
+    """Ask the requester and the provider of one of the resident's entries for ⑪⑫."""
+    resident = resident_of(request)
+    platform = request.app[PLATFORM]
+    form = await request.post()
+    found = platform.records.entry_of(resident.id_codes, _serial(request, str(form.get(
+        "serial", ""))))
+    if found is None:
+        return render(request, "error.html", status=404, message="not_found")
+    event = found.entry.event
+    holders = [h for h in (event.requester, event.provider) if h]
+    asked = await platform.kafka.applications.ask(holders, [event.request_id],
+                                                  APPLICATION_BASIS, person=resident.id_codes[0])
+    for holder in asked.holders:
+        await platform.kafka.record("DETAIL_APPLIED", "portal", resident.id_codes[0],
+                                    provider=holder, request_id=asked.request_id,
+                                    step=f"applied-{holder}", reason=f"request {event.request_id}")
+    raise web.HTTPSeeOther(f"/details#{asked.request_id}")
+
+
+async def details(request: web.Request) -> web.Response:
+    resident = resident_of(request)
+    platform = request.app[PLATFORM]
+    mine = [a for a in platform.kafka.applications.asked.values()
+            if a.person in resident.id_codes]
+    return render(request, "details.html", applications=sorted(
+        mine, key=lambda a: a.at, reverse=True))
+
+
+async def number_form(request: web.Request) -> web.Response:
+    resident_of(request)
+    return render(request, "number.html")
+
+
+async def number_change(request: web.Request) -> web.Response:
+    """The numbering authority issues a new number; it is shown on this response only."""
+    resident = resident_of(request)
+    form = await request.post()
+    if form.get("confirm") != "yes":
+        return render(request, "number.html", status=400, missing=True)
+    platform = request.app[PLATFORM]
+    reason = str(form.get("reason", "")).strip()[:200] or "本人の請求"
+    number = platform.new_number(resident, f"{reason}（マイポータル）")
+    await platform.kafka.record("NUMBER_CHANGED", "portal", resident.id_codes[0],
+                                provider="authority")
+    return render(request, "number_done.html", number=number)

@@ -1,0 +1,159 @@
+"""The web layer shared by every page: templates (autoescaped), sessions in a cookie, CSRF on
+every form, security headers, and who may see what."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from portal.context import PLATFORM
+from portal.i18n import LANGS, words
+from portal.sessions import Officer, Resident, Session, Sessions
+
+COOKIE = "renkei_session"
+JST = timezone(timedelta(hours=9), "JST")
+CSRF_EXEMPT = frozenset({"/login/card"})  # posted by the card reader; the challenge guards it
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=True, undefined=jinja2.StrictUndefined)
+
+
+def local_time(moment: datetime) -> str:
+    return moment.astimezone(JST).strftime("%Y-%m-%d %H:%M:%S")
+
+
+TEMPLATES.filters["jst"] = local_time
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the portal is, and where the card reader is (the user's local client)."""
+
+    origin: str
+    reader: str
+    secure_cookies: bool = False
+
+
+SITE = web.AppKey("site", Site)
+SESSIONS = web.AppKey("sessions", Sessions)
+SESSION = "session"
+
+
+def session_of(request: web.Request) -> Session:
+    session: Session = request[SESSION]
+    return session
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any
+           ) -> web.Response:
+    session = session_of(request)
+    notice, session.notice = session.notice, None
+    text = TEMPLATES.get_template(template).render(
+        w=words(session.lang), lang=session.lang, session=session, csrf=session.csrf,
+        notice=notice, path=request.path, name=request.app[PLATFORM].kafka.holder_name,
+        **context)
+    return web.Response(text=text, content_type="text/html", status=status)
+
+
+@web.middleware
+async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Attach the session (a new one if none or expired); set the cookie on the way out."""
+    store = request.app[SESSIONS]
+    sid = request.cookies.get(COOKIE)
+    session = store.get(sid)
+    if session is None:
+        session = store.new()
+        if sid:
+            session.notice = "expired_session"
+    request[SESSION] = session
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+        _cookie(request, response)
+        raise
+    _cookie(request, response)
+    return response
+
+
+def _cookie(request: web.Request, response: web.StreamResponse) -> None:
+    session = session_of(request)
+    if request.cookies.get(COOKIE) != session.sid:
+        response.set_cookie(COOKIE, session.sid, httponly=True, samesite="Lax", path="/",
+                            secure=request.app[SITE].secure_cookies)
+
+
+@web.middleware
+async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every POST carries the session's CSRF token in its form."""
+    if request.method == "POST" and request.path not in CSRF_EXEMPT:
+        form = await request.post()
+        if not secrets.compare_digest(str(form.get("csrf", "")), session_of(request).csrf):
+            raise web.HTTPForbidden(text="CSRF token missing or wrong")
+    return await handler(request)
+
+
+@web.middleware
+async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _secure(request, exc)
+        raise
+    _secure(request, response)
+    return response
+
+
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    reader = request.app[SITE].reader
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        f"form-action 'self' {reader}; frame-ancestors 'none'; base-uri 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+
+
+def resident_of(request: web.Request) -> Resident:
+    found = session_of(request).resident
+    if found is None:
+        raise web.HTTPSeeOther("/login")
+    return found
+
+
+def officer_of(request: web.Request, role: str) -> Officer:
+    found = session_of(request).officer
+    if found is None:
+        raise web.HTTPSeeOther(f"/login?as={role}")
+    if found.role != role:
+        raise web.HTTPForbidden(text="this card cannot use this page")
+    return found
+
+
+def day(text: str | None, end: bool = False) -> datetime | None:
+    """A date field (YYYY-MM-DD, Japan time) as a UTC moment: its start, or the next day's."""
+    if not text:
+        return None
+    try:
+        start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=JST)
+    except ValueError:
+        raise web.HTTPBadRequest(text="a date is YYYY-MM-DD") from None
+    return (start + timedelta(days=1) if end else start).astimezone(UTC)
+
+
+async def switch_language(request: web.Request) -> web.Response:
+    lang = request.match_info["lang"]
+    if lang in LANGS:
+        session_of(request).lang = lang
+    back = request.query.get("next", "/")
+    raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")

@@ -1,0 +1,80 @@
+"""Where a round trip's time goes, hop by hop. The requester stamps its request (`due`, in its
+records), the broker stamps what holders append to their outboxes (LogAppendTime), the platform
+stamps what it sends to inboxes (CreateTime), and the requester notes when the answer is decrypted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+
+from broker import config, topics
+from broker.clients import KafkaAccess, caught_up
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import FOUND
+
+# (the hop, the message that ends it); the last hop ends at the requester
+HOPS = (("holder_send", "LinkageRequest"),  # due → on the requester's outbox
+        ("platform_request", "ProviderQuery"),  # approval, conversion, decider → query sent
+        ("provider", "ProviderAnswer"),  # query delivered, answered, on the provider's outbox
+        ("platform_answer", "LinkageAnswer"),  # decider, conversion back → answer sent
+        ("requester_receive", None))  # answer delivered and decrypted at the requester
+
+
+async def stamps(holders: Sequence[str], since: float) -> dict[str, dict[str, float]]:
+    """Message name → request id → its Kafka timestamp (seconds), for the linkage messages on
+    the holders' topics from `since` (Unix time) on."""
+    names = [topic for h in holders for topic in (topics.outbox(h), topics.inbox(h))]
+    consumer = AIOKafkaConsumer(*names, **KafkaAccess.of(config.ADMIN).aiokafka(), group_id=None,
+                                enable_auto_commit=False, max_poll_records=5000)
+    await consumer.start()  # without a group: every partition of the topics is assigned
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    wanted = {name for _, name in HOPS if name}
+    try:
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in partitions})
+        for tp in partitions:
+            at = starts.get(tp)
+            consumer.seek(tp, ends[tp] if at is None else at.offset)
+        while not await caught_up(consumer, ends):
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        continue
+                    try:
+                        name, fields = CODEC.decode_record(record.value or b"")
+                    except SchemaError:
+                        continue
+                    if name in wanted:
+                        found[name][fields["request_id"]] = record.timestamp / 1000
+    finally:
+        await consumer.stop()
+    return found
+
+
+def breakdown(found: dict[str, dict[str, float]], records: dict[str, np.ndarray[Any, Any]],
+              start: float, end: float) -> dict[str, Any]:
+    """p50 and p99 of each hop (ms) over the answered requests due in [start, end)."""
+    names = [name for _, name in HOPS if name]
+    rows = []
+    for due, latency, status, request_id in zip(records["sent"], records["latency"],
+                                                records["status"], records["request_id"],
+                                                strict=True):
+        if status != FOUND or not start <= due < end:
+            continue
+        times = [found[name].get(str(request_id)) for name in names]
+        if all(t is not None for t in times):
+            points = [float(due), *(t for t in times if t is not None), float(due + latency)]
+            rows.append(np.diff(points))
+    if not rows:
+        return {"requests": 0}
+    spans = np.array(rows) * 1000
+    return {"requests": len(rows), **{
+        hop: {"p50": round(float(np.percentile(spans[:, i], 50)), 1),
+              "p99": round(float(np.percentile(spans[:, i], 99)), 1)}
+        for i, (hop, _) in enumerate(HOPS)}}

@@ -1,0 +1,161 @@
+"""The audit consumer and replay on the real broker: exactly one entry per event through a
+kill -9, the same root from offset 0, and approvals re-checked against the pattern list."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import ConfigResource
+
+from audit.cli import decode_event
+from audit.events import AccessLogEvent, event_id
+from audit.heads import Signer
+from audit.store import AuditStore, Entry, Query, default_path
+from broker import config, topics
+from broker.clients import KafkaAccess, read_topic
+from broker.provision import admin_client
+from holders.client import HolderClient
+from renkei.town import Processes, Town
+from schemas.codec import CODEC
+from tests.kafka_helpers import producer, renkei
+from tests.test_linkage import ask, bound
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+LOAD, REPEATS = 20_000, 500
+SEVEN_YEARS_MS = 7 * (365 * 86_400_000 + 6 * 3_600_000)
+
+
+@pytest.fixture
+def live(platform: Processes) -> Iterator[AuditStore]:
+    """The store that the session's `renkei audit run` (started with the platform) fills."""
+    if "audit" not in platform.running:
+        platform.start("audit", "audit", "run")
+    with AuditStore(default_path(), Signer.load_or_create()) as store:
+        yield store
+
+
+def synthetic(n: int, batch: str, at: datetime) -> AccessLogEvent:
+    """An answer event as the platform logs one (no person: no rule or re-check looks at it)."""
+    request = f"load-{batch}-{n:05d}"
+    return AccessLogEvent(event_id(request, "answered"), request, at, "ANSWER", "FOUND", None,
+                          "P-037", "国民年金法", "load-test", "sakura-town", "local_tax", None)
+
+
+async def topic_events() -> dict[str, bytes]:
+    """Each event id on the audit topic now, with the bytes it first came with."""
+    first: dict[str, bytes] = {}
+    for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT):
+        try:
+            first.setdefault(decode_event(record.value).event_id, record.value)
+        except ValueError:
+            continue
+    return first
+
+
+async def caught_up(store: AuditStore, wanted: set[str], within: float = 60) -> float:
+    """Wait until the store holds every wanted event id; the seconds it took."""
+    started = time.monotonic()
+    while missing := wanted - store.stored(sorted(wanted)):
+        if time.monotonic() - started > within:
+            raise TimeoutError(f"{len(missing)} events never reached the store")
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+async def test_the_audit_topic_keeps_seven_years(town: Town) -> None:
+    resource, admin = ConfigResource(ConfigResource.Type.TOPIC, topics.AUDIT), admin_client()
+    configs = admin.describe_configs([resource])[resource].result(30)
+    assert int(configs["retention.ms"].value) == SEVEN_YEARS_MS
+
+
+async def test_one_entry_per_event_through_a_kill_9_of_the_consumer(
+        clients: dict[str, HolderClient], platform: Processes, live: AuditStore) -> None:
+    batch, now = uuid.uuid4().hex[:8], datetime.now(UTC)
+    events = [synthetic(n, batch, now + timedelta(milliseconds=n)) for n in range(LOAD)]
+    step = LOAD // REPEATS  # every step-th event comes again with other bytes, as a re-run would
+    again = [replace(e, occurred_at=e.occurred_at + timedelta(seconds=1)) for e in events[::step]]
+    before = live.size()
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        for chunk in range(0, LOAD, 1000):
+            for event in events[chunk:chunk + 1000] + again[chunk // step:(chunk + 1000) // step]:
+                await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
+            await prod.flush()
+            if chunk == 8000:
+                killed_at = live.size()
+                platform.kill("audit")  # SIGKILL mid-stream: no clean shutdown, no commit
+            if chunk == 12000:
+                platform.start("audit", "audit", "run")
+            await asyncio.sleep(0.2)
+    nenkin = clients["nenkin"]
+    real = [await ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+            for own in bound(nenkin)[:5]]
+    await asyncio.gather(*(nenkin.outcome(r, 30) for r in real))
+    on_topic = await topic_events()
+    took = await caught_up(live, set(on_topic))
+    assert before < killed_at < before + LOAD, "killed while appending the load"
+    stored = {e.event.event_id: e for e in entries(live)}
+    assert len(stored) == live.size(), "no event id twice, no serial without its entry"
+    assert set(on_topic) <= set(stored) <= set(await topic_events()), "none missing, none made up"
+    assert all(stored[e.event_id].leaf == CODEC.encode(e) for e in events), "the first bytes stay"
+    assert set(real) <= {e.event.request_id for e in stored.values()}
+    report = live.verify(decode_event)
+    assert report.ok, report.findings[:5]
+    print(f"\nkilled at {killed_at - before} of {LOAD} (+{len(again)} repeats); all "
+          f"{len(on_topic)} events on the topic stored once each, {took:.1f}s after the load")
+
+
+async def replay(db: Path) -> subprocess.CompletedProcess[str]:
+    """`renkei audit replay` into a fresh store, run aside so the holders here keep going."""
+    return await asyncio.to_thread(renkei, "audit", "replay", "--db", str(db), check=False)
+
+
+def entries(store: AuditStore) -> list[Entry]:
+    """Every entry of the store, page by page."""
+    found: list[Entry] = []
+    after: str | None = None
+    while True:
+        page = store.query(Query(), limit=1000, after=after)
+        found += page.entries
+        if page.next_cursor is None:
+            return found
+        after = page.next_cursor
+
+
+async def test_replay_rebuilds_the_same_root_and_rechecks_every_approval(
+        clients: dict[str, HolderClient], live: AuditStore, tmp_path: Path) -> None:
+    nenkin, hospital = clients["nenkin"], clients["sakura-hospital"]
+    lawful = [await ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+              for own in bound(nenkin)[:4]]
+    unlawful = [await ask(hospital, bound(hospital)[0], "P-120", "sakura-town", "local_tax"),
+                await ask(nenkin, bound(nenkin)[0], "P-999", "sakura-town", "local_tax"),
+                await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "resident_record")]
+    outcomes = [await c.outcome(r, 30) for c, r in
+                [(nenkin, r) for r in lawful] + [(hospital, unlawful[0])]
+                + [(nenkin, r) for r in unlawful[1:]]]
+    assert [o.status for o in outcomes] == ["FOUND"] * 4 + ["REJECTED"] * 3
+    await caught_up(live, set(await topic_events()))
+    normal = await replay(tmp_path / "first.db")
+    assert normal.returncode == 0, normal.stdout + normal.stderr
+    assert "(identical)" in normal.stdout and " 0 disagreement(s)" in normal.stdout
+    checked = int(normal.stdout.split("re-checked ")[1].split()[0])
+    assert checked >= 7
+    request = f"forged-{uuid.uuid4()}"  # an approval the pattern list never allowed, as admin
+    forged = AccessLogEvent(event_id(request, "approved"), request, datetime.now(UTC), "LINKAGE",
+                            "APPROVED", None, "P-120", "健康保険法", "sakura-hospital",
+                            "sakura-town", "local_tax", None)
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        await prod.send_and_wait(topics.AUDIT, CODEC.encode(forged))
+    await caught_up(live, set(await topic_events()))
+    found = await replay(tmp_path / "second.db")
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "(identical)" in found.stdout and " 1 disagreement(s)" in found.stdout
+    assert f"DISAGREES {forged.event_id}" in found.stdout
+    assert "logged APPROVED, re-check says WRONG_PROVIDER" in found.stdout

@@ -1,0 +1,101 @@
+"""IC cards without a broker: PIN and lock on the card, chain, validity and CRL at the server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from cards import ca, issue
+from cards.card import PIN_TRIES, BadPin, Card, CardLocked
+from cards.login import Refused, Verifier, challenge, message
+
+ORIGIN = "http://127.0.0.1:8080"
+
+
+@pytest.fixture()
+def cards_dir(state_dir: Path, tmp_path: Path) -> Path:
+    issue.init()
+    return tmp_path
+
+
+def _login(card: Card, pin: str, authority: str = ca.OFFICERS,
+           verifier: Verifier | None = None) -> str:
+    nonce = challenge()
+    signature = card.sign(message(ORIGIN, nonce), pin)
+    cert = card.certificate.public_bytes(Encoding.PEM)
+    return (verifier or Verifier()).verify(authority, cert, ORIGIN, nonce, signature).serial
+
+
+def test_the_right_pin_signs_and_the_server_accepts(cards_dir: Path) -> None:
+    card = issue.officer_card("sakura-town-staff-1", "sakura-town", "counter", "1234", cards_dir)
+    nonce = challenge()
+    signature = card.sign(message(ORIGIN, nonce), "1234")
+    verified = Verifier().verify(ca.OFFICERS, card.certificate.public_bytes(
+        Encoding.PEM), ORIGIN, nonce, signature)
+    assert (verified.common_name, verified.organization, verified.role) == (
+        "sakura-town-staff-1", "sakura-town", "counter")
+    assert verified.serial == card.face.serial
+
+
+def test_three_wrong_pins_lock_the_card_even_for_the_right_pin(cards_dir: Path) -> None:
+    card = issue.officer_card("officer-1", "oversight", "oversight", "2468", cards_dir)
+    with pytest.raises(BadPin) as first:
+        card.sign(b"x", "0000")
+    assert first.value.tries_left == PIN_TRIES - 1
+    card.sign(b"x", "2468")  # the right PIN resets the count
+    assert Card(card.path).tries_left == PIN_TRIES
+    for _ in range(PIN_TRIES - 1):
+        with pytest.raises(BadPin):
+            card.sign(b"x", "1111")
+    with pytest.raises(CardLocked):
+        card.sign(b"x", "1111")
+    reread = Card(card.path)  # the lock is in the card file, not in a server's memory
+    assert reread.locked
+    with pytest.raises(CardLocked):
+        reread.sign(b"x", "2468")
+
+
+def test_the_key_is_sealed_under_the_pin(cards_dir: Path) -> None:
+    card = issue.officer_card("officer-2", "oversight", "oversight", "1357", cards_dir)
+    text = card.path.read_text()
+    assert "PRIVATE KEY" not in text and "1357" not in text
+    assert card.path.stat().st_mode & 0o077 == 0
+
+
+def test_a_revoked_certificate_is_refused(cards_dir: Path) -> None:
+    card = issue.officer_card("officer-3", "oversight", "oversight", "1111", cards_dir)
+    assert _login(card, "1111") == card.face.serial
+    assert issue.revoke(card.face.serial) == ca.OFFICERS
+    with pytest.raises(Refused, match="revoked"):
+        _login(card, "1111")
+
+
+def test_a_signature_for_another_site_or_challenge_is_refused(cards_dir: Path) -> None:
+    card = issue.officer_card("officer-4", "oversight", "oversight", "1111", cards_dir)
+    nonce = challenge()
+    signature = card.sign(message("http://evil.example", nonce), "1111")
+    cert = card.certificate.public_bytes(Encoding.PEM)
+    with pytest.raises(Refused, match="bad-signature"):
+        Verifier().verify(ca.OFFICERS, cert, ORIGIN, nonce, signature)
+    with pytest.raises(Refused, match="bad-signature"):
+        Verifier().verify(ca.OFFICERS, cert, ORIGIN, challenge(),
+                          card.sign(message(ORIGIN, nonce), "1111"))
+
+
+def test_a_card_of_the_other_ca_or_expired_is_refused(cards_dir: Path) -> None:
+    card = issue.officer_card("officer-5", "oversight", "oversight", "1111", cards_dir)
+    with pytest.raises(Refused, match="unknown-issuer"):
+        _login(card, "1111", authority=ca.JPKI)
+    later = datetime.now(UTC) + timedelta(days=365 * ca.CARD_YEARS + 1)
+    with pytest.raises(Refused, match="expired"):
+        _login(card, "1111", verifier=Verifier(clock=lambda: later))
+
+
+def test_a_stale_crl_fails_closed(cards_dir: Path) -> None:
+    card = issue.officer_card("officer-6", "oversight", "oversight", "1111", cards_dir)
+    tomorrow = datetime.now(UTC) + timedelta(days=ca.CRL_DAYS, hours=1)
+    with pytest.raises(Refused, match="stale-crl"):
+        _login(card, "1111", verifier=Verifier(clock=lambda: tomorrow))

@@ -1,0 +1,124 @@
+"""The live detector's rules, on injected events: the events' own times are the clock."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from audit.detector import (
+    OFF_HOURS,
+    REJECTION_BURST,
+    REPEATED_PERSON,
+    UNBOUND_PERSON,
+    VOLUME,
+    Detector,
+    Rules,
+)
+from audit.events import AccessLogEvent, event_id
+from schemas.messages import Alert
+
+# Tuesday 2026-11-24 10:00 JST
+OFFICE = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
+PERSONS = [f"{n:011d}" for n in range(100)]
+_serial = itertools.count()
+
+
+def linkage(at: datetime, requester: str = "city", person: str | None = PERSONS[0],
+            outcome: str = "APPROVED", reason: str | None = None) -> AccessLogEvent:
+    request = f"r{next(_serial)}"
+    step = "approved" if outcome == "APPROVED" else "rejected@x"
+    return AccessLogEvent(event_id(request, step), request, at, "LINKAGE", outcome, reason,
+                          "P-1", "法", requester, "tax", "local_tax", person)
+
+
+def binding(at: datetime, requester: str, person: str) -> AccessLogEvent:
+    request = f"b{next(_serial)}"
+    return AccessLogEvent(event_id(request, "binding:0"), request, at, "BINDING", "FOUND",
+                          None, None, None, requester, None, None, person)
+
+
+def everyone_bound(holder: str, person: str) -> bool:
+    return True
+
+
+def rules_of(alerts: list[Alert]) -> list[str]:
+    return [a.rule for a in alerts]
+
+
+def test_volume_far_above_the_norm() -> None:
+    rules = Rules(volume_floor=10, volume_factor=5.0, norm_buckets=10)
+    detector = Detector(rules, everyone_bound)
+    start = OFFICE - timedelta(minutes=10)
+    steady = [linkage(start + timedelta(minutes=m, seconds=10 * s), person=PERSONS[6 * m + s])
+              for m in range(10) for s in range(6)]  # 6 a minute: a norm of 6
+    assert detector.observe(steady) == []
+    burst = [linkage(OFFICE + timedelta(seconds=s / 2), person=PERSONS[s]) for s in range(40)]
+    alerts = detector.observe(burst)
+    assert rules_of(alerts) == [VOLUME]
+    assert alerts[0].count == 31 and "norm is 6.0" in alerts[0].detail  # 5 × 6 = 30 exceeded
+    assert alerts[0].alert_id == f"VOLUME:{burst[30].event_id}"
+    other = Detector(rules, everyone_bound)  # a requester without a norm: the floor holds
+    assert rules_of(other.observe(
+        linkage(OFFICE + timedelta(seconds=s), person=PERSONS[s]) for s in range(11))) == [VOLUME]
+
+
+def test_the_same_person_queried_again_and_again() -> None:
+    detector = Detector(Rules(person_repeats=3, person_window=timedelta(hours=1)),
+                        everyone_bound)
+    spread = [linkage(OFFICE + timedelta(minutes=40 * n)) for n in range(3)]
+    assert detector.observe(spread) == []  # never 3 within an hour
+    close = [linkage(OFFICE + timedelta(hours=5, minutes=n)) for n in range(7)]
+    alerts = detector.observe(close)
+    assert rules_of(alerts) == [REPEATED_PERSON, REPEATED_PERSON]  # at the 3rd and 6th
+    assert alerts[0].person == PERSONS[0] and alerts[0].event_id == close[2].event_id
+    assert detector.observe([linkage(OFFICE + timedelta(hours=5, minutes=8),
+                                     requester="other")]) == []
+
+
+def test_access_outside_office_hours() -> None:
+    detector = Detector(Rules(), everyone_bound)
+    evening = datetime(2026, 11, 24, 11, 30, tzinfo=UTC)  # 20:30 JST
+    saturday = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # 11:00 JST, a Saturday
+    assert detector.observe([linkage(OFFICE), linkage(OFFICE + timedelta(hours=9))]) == []
+    alerts = detector.observe([linkage(evening), linkage(evening + timedelta(hours=1))])
+    assert rules_of(alerts) == [OFF_HOURS]  # once a night, not per request
+    assert "Tue 20:30 JST" in alerts[0].detail
+    assert rules_of(detector.observe([linkage(saturday)])) == [OFF_HOURS]
+    late = Detector(Rules(office_close=datetime(2000, 1, 1, 21).time()), everyone_bound)
+    assert late.observe([linkage(evening)]) == []  # office hours are configurable
+
+
+def test_bursts_of_rejections() -> None:
+    detector = Detector(Rules(burst_rejections=5, burst_window=timedelta(minutes=1)),
+                        everyone_bound)
+    slow = [linkage(OFFICE + timedelta(seconds=20 * n), person=PERSONS[n], outcome="REJECTED",
+                    reason="WRONG_PROVIDER") for n in range(8)]
+    assert detector.observe(slow) == []  # 3 a minute
+    fast = [linkage(OFFICE + timedelta(minutes=10, seconds=n), person=None, outcome="REJECTED",
+                    reason="NOT_PERMITTED") for n in range(11)]
+    alerts = detector.observe(fast)
+    assert rules_of(alerts) == [REJECTION_BURST, REJECTION_BURST]
+    assert alerts[0].event_id == fast[4].event_id and "NOT_PERMITTED" in alerts[0].detail
+
+
+def test_a_holder_querying_a_person_it_never_bound() -> None:
+    earlier = {("city", PERSONS[1])}
+    detector = Detector(Rules(), lambda holder, person: (holder, person) in earlier)
+    batch = [binding(OFFICE, "city", PERSONS[2]),
+             linkage(OFFICE + timedelta(seconds=1), person=PERSONS[1]),  # bound before
+             linkage(OFFICE + timedelta(seconds=2), person=PERSONS[2]),  # bound in this batch
+             linkage(OFFICE + timedelta(seconds=3), person=PERSONS[3]),
+             linkage(OFFICE + timedelta(seconds=4), requester="tax", person=PERSONS[1]),
+             linkage(OFFICE + timedelta(seconds=5), person=None, outcome="REJECTED",
+                     reason="INVALID_LINK_CODE")]
+    alerts = detector.observe(batch)
+    assert [(a.rule, a.requester, a.person) for a in alerts] == [
+        (UNBOUND_PERSON, "city", PERSONS[3]), (UNBOUND_PERSON, "tax", PERSONS[1])]
+
+
+def test_windows_are_pruned_as_time_moves_on() -> None:
+    detector = Detector(Rules(person_repeats=3), everyone_bound)
+    detector.observe(linkage(OFFICE + timedelta(seconds=n), requester=f"h{n}",
+                             person=PERSONS[n]) for n in range(50))
+    detector.observe([linkage(OFFICE + timedelta(days=1))])
+    assert len(detector._persons) == 1 and len(detector._volume) == 1

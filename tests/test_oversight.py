@@ -1,0 +1,119 @@
+"""The oversight body on the real broker: holders' access logs over Kafka (and only for it), its
+requests on the audit stream, its query of the platform's log, and the detector's alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import TopicAuthorizationFailedError
+
+from broker import acls, topics
+from broker.clients import KafkaAccess, at_end
+from holders.client import HolderClient
+from renkei.town import Processes
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import HolderLogRequest, Rejection
+from tests.kafka_helpers import audit_events, producer, renkei
+from tests.test_linkage import ask, bound
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+BASIS = "番号法第38条（特定個人情報保護委員会による報告及び立入検査）"
+
+
+async def oversight(*args: str) -> dict[str, object] | list[dict[str, object]]:
+    """`renkei oversight …` as JSON, run aside so the holders here keep answering meanwhile."""
+    result = await asyncio.to_thread(renkei, "oversight", *args)
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
+        clients: dict[str, HolderClient], platform: Processes) -> None:
+    nenkin = clients["nenkin"]
+    request_id = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
+    assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    found = await oversight("holder-logs", "--holder", "nenkin", "--holder", "sakura-town",
+                      "--request", request_id, "--basis", BASIS, "--within", "30")
+    assert isinstance(found, dict) and found["missing"] == []
+    answers = found["answers"]
+    assert isinstance(answers, dict)
+    [asked_by] = answers["nenkin"]
+    assert (asked_by["side"], asked_by["operator"], asked_by["terminal"], asked_by["purpose"]) == (
+        "REQUESTER", "nenkin-staff-1", "nenkin-term-1", "審査")  # ⑦ ⑨ ⑫
+    [given_by] = answers["sakura-town"]
+    assert given_by["side"] == "PROVIDER" and given_by["counterpart"] == "nenkin"  # ⑧ ⑩
+    assert given_by["content"] == asked_by["content"] and "taxable_income" in given_by["content"]
+    logged = await audit_events({str(found["request_id"])})
+    assert sorted((e.kind, e.outcome, e.requester, e.provider, e.legal_basis) for e in logged) == [
+        ("OVERSIGHT", "REQUESTED", acls.OVERSIGHT, holder, BASIS)
+        for holder in ("nenkin", "sakura-town")]
+    person = next(e.person for e in await audit_events({request_id}) if e.person)
+    assert person is not None
+    for _ in range(50):  # the audit consumer appends it within moments
+        page = await oversight("query", "--person", person)
+        assert isinstance(page, dict) and isinstance(page["entries"], list)
+        if request_id in {e["request_id"] for e in page["entries"]}:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the platform's log never showed the request to the oversight")
+    assert all(e["inclusion_proof"] is not None for e in page["entries"])
+
+
+async def test_only_the_oversight_body_may_ask_for_holders_logs(
+        clients: dict[str, HolderClient]) -> None:
+    asked = HolderLogRequest(str(uuid.uuid4()), datetime.now(UTC), ("sakura-town",),
+                             ("any",), "curiosity")
+    nenkin = KafkaAccess.of("nenkin")
+    async with producer(nenkin) as prod:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(asked))
+    inbox = AIOKafkaConsumer(topics.inbox("nenkin"), **nenkin.aiokafka(),
+                             enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        async with producer(nenkin) as prod:  # through its own outbox, then
+            await prod.send_and_wait(topics.outbox("nenkin"), CODEC.encode(asked))
+        rejection = await _rejection(inbox)
+    finally:
+        await inbox.stop()
+    assert rejection.reason == "UNEXPECTED_MESSAGE" and "HolderLogRequest" in rejection.detail
+
+
+async def _rejection(inbox: AIOKafkaConsumer, within: float = 20) -> Rejection:
+    async with asyncio.timeout(within):
+        while True:
+            for records in (await inbox.getmany(timeout_ms=200)).values():
+                for record in records:
+                    try:
+                        return CODEC.decode(record.value or b"", Rejection)
+                    except SchemaError:
+                        continue
+
+
+async def test_a_burst_of_rejections_alerts_the_oversight_body(
+        clients: dict[str, HolderClient], platform: Processes) -> None:
+    hospital = clients["sakura-hospital"]
+    own = bound(hospital)[0]
+    sent = [await ask(hospital, own, "P-120", "sakura-town", "local_tax") for _ in range(25)]
+    outcomes = await asyncio.gather(*(hospital.outcome(r, 30) for r in sent))
+    assert {o.status for o in outcomes} == {"REJECTED"}
+    rejected = {e.event_id for e in await audit_events(set(sent))}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        alerts = await oversight("alerts", "--rule", "REJECTION_BURST", "--requester",
+                           "sakura-hospital")
+        assert isinstance(alerts, list)
+        raised = [a for a in alerts if a["event_id"] in rejected]
+        if raised:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("no alert for a burst of 25 rejections")
+    assert raised[0]["count"] == 20 and "WRONG_PROVIDER" in str(raised[0]["detail"])

@@ -1,0 +1,79 @@
+"""Replay's re-check of approvals, pure: the pattern list and directory as known at each moment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from audit.events import AccessLogEvent, event_id
+from audit.replay import History, Recheck
+from schemas.messages import HolderEntry, LegalPattern
+
+T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
+def pattern(version: int, data_types: tuple[str, ...], valid_from: datetime) -> LegalPattern:
+    return LegalPattern("P-1", version, "番号法 別表第二 1", "審査", "pension_service",
+                        "municipality", data_types, valid_from, None)
+
+
+def holder(holder_id: str, role: str, active: bool = True) -> HolderEntry:
+    return HolderEntry(holder_id, holder_id, role, holder_id, 0, b"k", False, active, T0)
+
+
+def event(at: datetime, outcome: str = "APPROVED", reason: str | None = None,
+          data_type: str = "local_tax", requester: str = "nenkin") -> AccessLogEvent:
+    step = "approved" if outcome == "APPROVED" else "rejected@out:0:1"
+    return AccessLogEvent(event_id(f"r-{at.timestamp()}", step), f"r-{at.timestamp()}", at,
+                          "LINKAGE", outcome, reason, "P-1", "番号法", requester, "town",
+                          data_type, "ABC98765XYZ")
+
+
+def recheck() -> Recheck:
+    """P-1 v1 (local_tax) published at T0; v2 adds resident_record at T0 + 60 s; nenkin leaves
+    the directory (a tombstone) at T0 + 120 s."""
+    patterns = History([
+        (T0, b"P-1#1", pattern(1, ("local_tax",), T0 - timedelta(days=1))),
+        (T0 + 60 * SECOND, b"P-1#2", pattern(2, ("local_tax", "resident_record"),
+                                            T0 - timedelta(days=1)))])
+    directory = History([(T0, b"nenkin", holder("nenkin", "pension_service")),
+                         (T0, b"town", holder("town", "municipality")),
+                         (T0 + 120 * SECOND, b"nenkin", None)])
+    return Recheck(patterns, directory, grace=5 * SECOND)
+
+
+def test_approvals_and_rejections_that_agree() -> None:
+    check = recheck()
+    assert check.check(event(T0 + 10 * SECOND)) is None
+    assert check.check(event(T0 + 10 * SECOND, "REJECTED", "DATA_TYPE_NOT_PERMITTED",
+                             "resident_record")) is None
+    assert check.check(event(T0 + 70 * SECOND, data_type="resident_record")) is None
+    assert check.check(event(T0 + 130 * SECOND, "REJECTED", "NOT_PERMITTED")) is None
+
+
+def test_a_version_published_later_does_not_excuse_an_earlier_rejection() -> None:
+    """Judged by what was known then: v2 came a minute after this rejection, so it stands."""
+    assert recheck().check(event(T0 + 30 * SECOND, "REJECTED", "DATA_TYPE_NOT_PERMITTED",
+                                 "resident_record")) is None
+
+
+def test_the_platforms_lag_behind_a_new_version_is_within_the_grace() -> None:
+    """Rejected 2 s after v2 was published: the platform had not read it yet. 10 s: a finding."""
+    check = recheck()
+    late = event(T0 + 62 * SECOND, "REJECTED", "DATA_TYPE_NOT_PERMITTED", "resident_record")
+    assert check.check(late) is None
+    later = event(T0 + 70 * SECOND, "REJECTED", "DATA_TYPE_NOT_PERMITTED", "resident_record")
+    found = check.check(later)
+    assert found is not None and (found.logged, found.rechecked) == (
+        "DATA_TYPE_NOT_PERMITTED", "APPROVED")
+
+
+def test_disagreements_are_found() -> None:
+    check = recheck()
+    forged = check.check(event(T0 + 10 * SECOND, data_type="resident_record"))
+    assert forged is not None and forged.rechecked == "DATA_TYPE_NOT_PERMITTED"
+    gone = check.check(event(T0 + 130 * SECOND))  # approved after the requester left
+    assert gone is not None and gone.rechecked == "NOT_PERMITTED"
+    before = check.check(event(T0 - 60 * SECOND))  # before the pattern list was published
+    assert before is not None and before.rechecked == "UNKNOWN_PATTERN"
+    assert not check.applies(event(T0, "REJECTED", "STALE_REQUEST"))
