@@ -24,20 +24,15 @@ from schemas.codec import CODEC
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class UtcTime(click.ParamType):
+def utc_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     """An ISO 8601 time; without a zone it is taken as UTC."""
-
-    name = "time"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time", param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def store_option(command: F) -> F:
@@ -90,7 +85,8 @@ def verify(db: str | None) -> None:
 
 @audit_cli.command()
 @store_option
-@click.option("--now", type=UtcTime(), default=None, help="the time to purge at [default: now]")
+@click.option("--now", callback=utc_time, metavar="TIME",
+              help="the time to purge at [default: now]")
 @click.option("--retention-years", type=click.IntRange(min=1), default=RETENTION_YEARS,
               show_default=True)
 def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
@@ -129,8 +125,8 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 @click.option("--holder", help="entries where this holder requested or provided")
 @click.option("--pattern", help="legal pattern id")
 @click.option("--outcome", help="APPROVED, REJECTED, DELIVERED, TIMED_OUT, …")
-@click.option("--since", type=UtcTime(), help="from this time on (inclusive)")
-@click.option("--until", type=UtcTime(), help="before this time (exclusive)")
+@click.option("--since", callback=utc_time, metavar="TIME", help="from this time on (inclusive)")
+@click.option("--until", callback=utc_time, metavar="TIME", help="before this time (exclusive)")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--after", help="the `next` cursor of the previous page")
 def query(db: str | None, person: str | None, holder: str | None, pattern: str | None,
