@@ -212,11 +212,14 @@ class HolderStore:
                        operator, terminal, status, detail,
                        None if result is None else dict(json.loads(result)))
 
-    def counts(self) -> dict[str, int]:
-        """Requests by status, and answers that arrived for an already answered request."""
-        counts = dict(self.db.execute("SELECT status, count(*) FROM requests GROUP BY status"))
+    def counts(self, kind: str | None = None) -> dict[str, int]:
+        """Requests (of one kind, or all) by status, and answers that arrived for an already
+        answered request."""
+        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        counts = dict(self.db.execute(
+            f"SELECT status, count(*) FROM requests {where} GROUP BY status", args))
         counts["duplicates dropped"] = self.db.execute(
-            "SELECT coalesce(sum(duplicates), 0) FROM requests").fetchone()[0]
+            f"SELECT coalesce(sum(duplicates), 0) FROM requests {where}", args).fetchone()[0]
         return counts
 
     # the holder-side access log (⑦–⑫)

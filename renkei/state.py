@@ -27,19 +27,22 @@ def private_dir(*parts: str) -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file readable by this user only (secrets, configs that embed them)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
+    _write(path, text, 0o600)
 
 
 def write_json(path: Path, data: Any, private: bool = False) -> None:
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if private:
-        write_private(path, text)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    _write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+           0o600 if private else 0o644)
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    """Write whole or not at all: a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(partial, path)
 
 
 def read_json(path: Path) -> Any:

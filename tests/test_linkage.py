@@ -36,7 +36,7 @@ async def test_binding_binds_exact_matches_and_investigates_the_rest(
         clients: Clients, town: Town) -> None:
     codes = CodeService(keys.load())
     for holder, client in clients.items():
-        counts = client.store.counts()
+        counts = client.store.counts("BINDING")
         assert counts.get("SENT", 0) == 0, f"{holder}: unanswered binding requests"
         assert counts["BOUND"] > 0
         entry = client.entry(holder)
