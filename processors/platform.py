@@ -31,7 +31,7 @@ from processors.isolation import isolated
 from processors.tickets import TicketSealer
 from renkei.compacted import CompactedView
 from renkei.envelope import Incoming, Send
-from renkei.service_loop import commit, deliver, producer_for
+from renkei.service_loop import Outflow, deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     HolderEntry,
@@ -110,13 +110,15 @@ class Platform:
         sweeper = asyncio.create_task(self._sweep(stop))
         if ready is not None:
             ready.set()
+        outflow = Outflow(self.consumer, self.producer)
         try:
             while not stop.is_set():
                 polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
                 records = [r for batch in polled.values() for r in batch]
                 if records:
-                    await deliver(self.producer, self.handle(records))
-                    await commit(self.consumer)
+                    await outflow.send(self.handle(records))
+                await outflow.commit()
+            await outflow.commit(now=True)
         finally:
             sweeper.cancel()
             await self.consumer.stop()

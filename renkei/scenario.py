@@ -58,17 +58,19 @@ async def started_clients() -> AsyncIterator[dict[str, HolderClient]]:
             client.store.close()
 
 
-async def bind_all(clients: dict[str, HolderClient]) -> float:
+async def bind_all(clients: dict[str, HolderClient], concurrency: int = 64) -> float:
     """Bind every record of every sample holder (by personal number where it holds them, else
     by the four attributes) and wait for each outcome; the seconds it took."""
     started = time.perf_counter()
-    pending = []
-    for sample in SAMPLES:
-        client = clients[sample.holder_id]
-        for own in client.store.own_numbers():
-            pending.append(client.outcome(await client.bind(
-                own, *staff(sample.holder_id), by_number=sample.knows_numbers), 120))
-    await asyncio.gather(*pending)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(client: HolderClient, own: str, by_number: bool) -> None:
+        async with gate:
+            await client.outcome(await client.bind(own, *staff(client.holder),
+                                                   by_number=by_number), 120)
+
+    await asyncio.gather(*(one(clients[s.holder_id], own, s.knows_numbers) for s in SAMPLES
+                           for own in clients[s.holder_id].store.own_numbers()))
     return time.perf_counter() - started
 
 

@@ -1,11 +1,12 @@
 """A consumer-group service loop for the systems around the platform (registry, authority,
-holders, audit): read a batch, handle it, send the effects, then commit — at least once."""
+holders, audit): read a batch, handle it, send the effects; commit once the broker has them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from schemas.messages import HolderEntry
 log = logging.getLogger(__name__)
 Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
 Lookup = Callable[[str], HolderEntry | None]
+COMMIT_SECONDS = 0.2
 
 
 def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
@@ -46,6 +48,33 @@ async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
     await asyncio.gather(*futures)
 
 
+class Outflow:
+    """Effects go out as soon as they are known; offsets are committed at most every
+    `interval` seconds, and only once the broker has acknowledged every effect sent before:
+    at least once, without waiting for a round trip per batch."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                 interval: float = COMMIT_SECONDS) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.interval = interval
+        self._unacknowledged: list[asyncio.Future[Any]] = []
+        self._committed_at = time.monotonic()
+
+    async def send(self, effects: Sequence[Send]) -> None:
+        for e in effects:
+            self._unacknowledged.append(await self.producer.send(
+                e.topic, e.value, key=e.key.encode() if e.key else None, partition=e.partition))
+
+    async def commit(self, now: bool = False) -> None:
+        if not now and time.monotonic() - self._committed_at < self.interval:
+            return
+        futures, self._unacknowledged = self._unacknowledged, []
+        await asyncio.gather(*futures)  # a failed send raises: nothing is committed
+        await commit(self.consumer)
+        self._committed_at = time.monotonic()
+
+
 async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
                 stop: asyncio.Event, ready: asyncio.Event | None = None,
                 instance: str | None = None) -> None:
@@ -54,15 +83,17 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
     producer = producer_for(access)
     await consumer.start()
     await producer.start()
+    outflow = Outflow(consumer, producer)
     try:
         if ready is not None:
             ready.set()
         while not stop.is_set():
-            polled = await consumer.getmany(timeout_ms=200)
+            polled = await consumer.getmany(timeout_ms=100)
             records = [r for batch in polled.values() for r in batch]
             if records:
-                await deliver(producer, await handle(records))
-                await commit(consumer)
+                await outflow.send(await handle(records))
+            await outflow.commit()
+        await outflow.commit(now=True)
     finally:
         await producer.stop()
         await consumer.stop()
