@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
 from broker import cluster as cluster_store
-from broker import jars, process, provision
+from broker import config, credentials, jars, process, provision
+from renkei.state import state_dir, write_private
 
 
 @click.group("broker")
@@ -64,10 +66,15 @@ def status() -> None:
     except cluster_store.NoCluster as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"cluster {cl.cluster_id}, Kafka {jars.kafka_version()}")
+    leader = process.quorum(cl).leader
     for state in states:
         where = f"client {state.node.client_address}, controller {state.node.controller_address}"
         what = f"running (pid {state.pid})" if state.running else "stopped"
-        click.echo(f"  node {state.node.node_id}: {what}; {where}")
+        role = " [metadata quorum leader]" if state.node.node_id == leader else ""
+        click.echo(f"  node {state.node.node_id}: {what}; {where}{role}")
+    if leader is None and any(s.running for s in states):
+        click.echo("  the metadata quorum has no leader (an election is under way, or too few "
+                   "nodes run)")
     if not all(s.running for s in states):
         raise SystemExit(3)
 
@@ -79,7 +86,10 @@ def status() -> None:
 def logs(lines: int, follow: bool, node: int) -> None:
     """The broker's server log."""
     cl = cluster_store.load()
-    chosen = next(n for n in cl.nodes if n.node_id == node)
+    try:
+        chosen = process.node_of(cl, node)
+    except process.BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
     for line in process.tail_log(cl, chosen, lines):
         click.echo(line)
     if follow:
@@ -87,10 +97,65 @@ def logs(lines: int, follow: bool, node: int) -> None:
             click.echo(line)
 
 
+@broker_cli.command()
+@click.argument("node", type=int)
+@click.option("--hard", is_flag=True, help="SIGKILL, as a crash would (else a clean stop)")
+def kill(node: int, hard: bool) -> None:
+    """Stop one node of the cluster (chaos): cleanly, or with --hard, without warning."""
+    try:
+        stopped = process.stop_node(node, hard)
+    except (cluster_store.NoCluster, process.BrokerError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    how = "killed (SIGKILL)" if hard else "stopped cleanly"
+    click.echo(f"node {node} {how}" if stopped else f"node {node} was not running")
+
+
+@broker_cli.command()
+@click.argument("node", type=int)
+def start(node: int) -> None:
+    """Start one stopped node again; wait until the cluster is whole."""
+    began = time.monotonic()
+    try:
+        started = process.start_node(node)
+    except (cluster_store.NoCluster, process.BrokerError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"node {node} started; cluster whole in {time.monotonic() - began:.1f}s"
+               if started else f"node {node} was running already")
+
+
+@broker_cli.command()
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(".env"), show_default=True)
+def secrets(env_file: Path) -> None:
+    """The secrets of a compose.yaml deployment, written to an env file (mode 600, git-ignored;
+    never commit it): a cluster id, the admin's and the controllers' passwords (kept in the
+    state folder's secrets/, which the Renkei containers mount as /state)."""
+    existing: dict[str, str] = {}
+    if env_file.exists():
+        for line in env_file.read_text(encoding="utf-8").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                existing[key.strip()] = value.strip()
+    admin = credentials.issue(config.ADMIN)
+    controller = credentials.issue(config.CONTROLLER)
+    values = {
+        "CLUSTER_ID": existing.get("CLUSTER_ID") or cluster_store.new_cluster_id(),
+        "ADMIN_PASSWORD": admin.password,
+        "CONTROLLER_PASSWORD": controller.password,
+        "RENKEI_STATE_DIR": str(state_dir().resolve()),
+    }
+    write_private(env_file, "# written by `renkei broker secrets`: never commit this file\n"
+                  + "".join(f"{key}={value}\n" for key, value in values.items()))
+    click.echo(f"wrote {env_file} (cluster {values['CLUSTER_ID']}; credentials in "
+               f"{values['RENKEI_STATE_DIR']}/secrets)")
+
+
 @broker_cli.command("provision")
-def provision_cmd() -> None:
+@click.option("--brokers", type=click.IntRange(min=1), default=None,
+              help="first wait until this many brokers are up (a deployment's size)")
+def provision_cmd(brokers: int | None) -> None:
     """Apply the topic spec, service principals and ACLs (idempotent)."""
-    report = provision.provision()
+    report = provision.provision(brokers)
     for line in report.lines():
         click.echo(line)
 

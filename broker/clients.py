@@ -23,7 +23,7 @@ class KafkaAccess:
     @classmethod
     def of(cls, principal: str) -> KafkaAccess:
         """Access for a principal whose credentials are in the state folder."""
-        return cls(cluster.load().bootstrap, credentials.load(principal))
+        return cls(cluster.bootstrap(), credentials.load(principal))
 
     @property
     def principal(self) -> str:

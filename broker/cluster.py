@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from renkei.state import private_dir, read_json, state_dir, write_json
 DEFAULT_CLIENT_PORT = 19092
 DEFAULT_CONTROLLER_PORT = 19093
 HOST = "127.0.0.1"
+BOOTSTRAP_ENV = "RENKEI_BOOTSTRAP"
 
 
 class NoCluster(LookupError):
@@ -89,3 +91,9 @@ def load() -> Cluster:
         raise NoCluster(f"no broker in {path.parent.parent}: run `renkei broker up` first")
     data = read_json(path)
     return Cluster(data["cluster_id"], tuple(Node(**n) for n in data["nodes"]))
+
+
+def bootstrap() -> str:
+    """Where clients find the brokers: `$RENKEI_BOOTSTRAP` (host:port,… of a deployment's
+    brokers, as in compose.yaml) when set, else every node of the local cluster."""
+    return os.environ.get(BOOTSTRAP_ENV) or load().bootstrap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -120,29 +121,38 @@ def _directory_ids(cl: Cluster) -> dict[int, str]:
 
 
 def _format(cl: Cluster, java_bin: str) -> None:
-    """Format every node's storage: the KRaft quorum and the admin's SCRAM credential."""
+    """Format every node's storage: the KRaft quorum and the admin's SCRAM credential.
+
+    One node formats itself `--standalone`; several get the same cluster id and the same
+    `--initial-controllers id@host:port:directory-id,...` (a dynamic quorum of all of them),
+    formatted side by side.
+    """
     admin = credentials.issue(config.ADMIN)
     scram = f"SCRAM-SHA-512=[name={admin.username},password={admin.password}]"
     dir_ids = _directory_ids(cl)
+    if cl.size == 1:
+        quorum = ["--standalone"]
+    else:
+        quorum = ["--initial-controllers", ",".join(
+            f"{n.node_id}@{n.controller_address}:{dir_ids[n.node_id]}" for n in cl.nodes
+        )]
+    running: dict[int, subprocess.Popen[str]] = {}
     for node in cl.nodes:
         files = _write_configs(cl, node)
-        if cl.size == 1:
-            quorum = ["--standalone"]
-        else:
-            quorum = ["--initial-controllers", ",".join(
-                f"{n.node_id}@{n.controller_address}:{dir_ids[n.node_id]}"
-                for n in cl.nodes
-            )]
-        result = subprocess.run(
+        running[node.node_id] = subprocess.Popen(
             _java_command(java_bin, files["log4j2"], "kafka.tools.StorageTool", "format",
                           f"--cluster-id={cl.cluster_id}", "-c", str(files["properties"]),
                           *quorum, "--add-scram", scram),
-            capture_output=True, text=True, check=False,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        if result.returncode != 0:
+    failed = []
+    for node_id, proc in running.items():
+        _, err = proc.communicate()
+        if proc.returncode != 0:
             # the tool's output echoes the SCRAM record: report only its last lines
-            tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-            raise BrokerError(f"formatting node {node.node_id} failed: {tail}")
+            failed.append(f"node {node_id}: " + "\n".join(err.strip().splitlines()[-5:]))
+    if failed:
+        raise BrokerError("formatting failed: " + "\n".join(failed))
 
 
 def _check_ports(node: Node) -> None:
@@ -166,10 +176,51 @@ def _start(cl: Cluster, node: Node, java_bin: str) -> int:
         start_new_session=True,
     )
     files["pid"].write_text(str(proc.pid))
+    # the java launcher may exec itself again: its command line shows once that is done
+    deadline = time.monotonic() + 5
+    while not _alive(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     return proc.pid
 
 
+@dataclass(frozen=True)
+class Quorum:
+    """The KRaft metadata quorum as the running nodes last recorded it."""
+
+    leader: int | None  # the active controller's node id; None during an election
+    epoch: int
+
+
+def quorum(cl: Cluster) -> Quorum:
+    """The quorum's leader from the running nodes' `quorum-state` files (the highest epoch
+    wins); a leader whose process is gone counts as none (the others are electing one)."""
+    running = {n.node_id for n in cl.nodes if _pid(cl, n) is not None}
+    best = Quorum(None, -1)
+    for node in cl.nodes:
+        if node.node_id not in running:
+            continue
+        path = _files(cl, node)["data"] / "__cluster_metadata-0" / "quorum-state"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if int(data["leaderEpoch"]) > best.epoch:
+            leader = int(data["leaderId"])
+            best = Quorum(leader if leader in running else None, int(data["leaderEpoch"]))
+    return best
+
+
+def _listening(node: Node) -> bool:
+    try:
+        with socket.create_connection((HOST, node.client_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_ready(cl: Cluster, pids: dict[int, int], timeout: float) -> None:
+    """Until every started node listens, the metadata lists all the cluster's brokers
+    (registered and unfenced) and the metadata quorum has a leader."""
     from confluent_kafka.admin import AdminClient
 
     from broker.clients import KafkaAccess
@@ -177,20 +228,23 @@ def _wait_ready(cl: Cluster, pids: dict[int, int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     access = KafkaAccess(cl.bootstrap, credentials.load(config.ADMIN))
     admin = AdminClient({**access.confluent(), "log_level": 0})
+    started = [n for n in cl.nodes if n.node_id in pids]
     while time.monotonic() < deadline:
-        for node_id, pid in pids.items():
-            if not _alive(pid):
-                node = next(n for n in cl.nodes if n.node_id == node_id)
+        for node in started:
+            if not _alive(pids[node.node_id]):
                 raise BrokerError(
-                    f"broker node {node_id} exited during start-up; last log lines:\n"
+                    f"broker node {node.node_id} exited during start-up; last log lines:\n"
                     + "\n".join(tail_log(cl, node, 15))
                 )
+        if not all(_listening(n) for n in started):
+            time.sleep(0.2)
+            continue
         try:
             meta = admin.list_topics(timeout=2)
         except Exception:  # the broker is still starting: keep polling until the deadline
             time.sleep(0.2)
             continue
-        if len(meta.brokers) >= cl.size:
+        if len(meta.brokers) >= cl.size and quorum(cl).leader is not None:
             return
         time.sleep(0.2)
     raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s")
@@ -234,41 +288,70 @@ def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
     return cl, True
 
 
-def start_node(node_id: int, timeout: float = 90.0) -> None:
-    """Start one stopped node of the cluster (after a crash or `stop_node`)."""
+def node_of(cl: Cluster, node_id: int) -> Node:
+    found = next((n for n in cl.nodes if n.node_id == node_id), None)
+    if found is None:
+        raise BrokerError(f"no node {node_id}: the cluster has nodes "
+                          f"{', '.join(str(n.node_id) for n in cl.nodes)}")
+    return found
+
+
+def start_node(node_id: int, timeout: float = 90.0) -> bool:
+    """Start one stopped node of the cluster (after a crash or `stop_node`) and wait until the
+    cluster is whole again; False if it was running already."""
     cl = cluster_store.load()
-    node = next(n for n in cl.nodes if n.node_id == node_id)
-    if _pid(cl, node) is None:
-        _start(cl, node, java())
-    _wait_ready(cl, {n.node_id: p for n in cl.nodes if (p := _pid(cl, n))}, timeout)
+    node = node_of(cl, node_id)
+    pids = {n.node_id: p for n in cl.nodes if (p := _pid(cl, n))}
+    started = node_id not in pids
+    if started:
+        pids[node_id] = _start(cl, node, java())
+    _wait_ready(cl, pids, timeout)
+    return started
 
 
 def stop_node(node_id: int, hard: bool = False, timeout: float = 60.0) -> bool:
-    """Stop one node: SIGTERM for a clean shutdown, or SIGKILL when `hard`."""
+    """Stop one node: SIGTERM for a clean shutdown, or SIGKILL when `hard` (a crash)."""
     cl = cluster_store.load()
-    node = next(n for n in cl.nodes if n.node_id == node_id)
+    node = node_of(cl, node_id)
     return _stop(cl, node, signal.SIGKILL if hard else signal.SIGTERM, timeout)
 
 
 def _stop(cl: Cluster, node: Node, sig: signal.Signals, timeout: float) -> bool:
-    pid = _pid(cl, node)
-    if pid is None:
-        return False
-    os.kill(pid, sig)
+    return bool(_stop_all(cl, [node], sig, timeout))
+
+
+def _stop_all(cl: Cluster, nodes: list[Node], sig: signal.Signals,
+              timeout: float) -> list[int]:
+    """Signal the running ones of `nodes` at once and wait until they are gone (SIGKILL after
+    `timeout`); the ids of those stopped."""
+    pids = {n.node_id: pid for n in nodes if (pid := _pid(cl, n)) is not None}
+    for pid in pids.values():
+        os.kill(pid, sig)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while any(_alive(pid) for pid in pids.values()):
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            for pid in pids.values():
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
         time.sleep(0.1)
-    _files(cl, node)["pid"].unlink(missing_ok=True)
-    return True
+    for node in nodes:
+        if node.node_id in pids:
+            _files(cl, node)["pid"].unlink(missing_ok=True)
+    return sorted(pids)
 
 
 def down(timeout: float = 60.0) -> list[int]:
-    """Stop every node cleanly (SIGTERM, then SIGKILL after `timeout`); return those stopped."""
+    """Stop every node cleanly (SIGTERM, then SIGKILL after `timeout`); return those stopped.
+
+    All at once: a node stopped after a majority of the controllers would wait for a quorum
+    that is gone (so with a minority left running, SIGKILL comes after 10s at most)."""
     cl = cluster_store.load()
-    return [n.node_id for n in cl.nodes if _stop(cl, n, signal.SIGTERM, timeout)]
+    running = [n for n in cl.nodes if _pid(cl, n) is not None]
+    if len(running) <= cl.size // 2:
+        # no majority of controllers left to grant a controlled shutdown: it would only wait
+        timeout = min(timeout, 10.0)
+    return _stop_all(cl, running, signal.SIGTERM, timeout)
 
 
 def tail_log(cl: Cluster, node: Node, lines: int) -> list[str]:

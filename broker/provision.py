@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,7 @@ class Report:
 
 
 def admin_client() -> AdminClient:
-    access = KafkaAccess(cluster.load().bootstrap, credentials.load(config.ADMIN))
+    access = KafkaAccess(cluster.bootstrap(), credentials.load(config.ADMIN))
     return AdminClient({**access.confluent(), "log_level": 0})
 
 
@@ -151,10 +152,30 @@ def registered_holders(admin: AdminClient) -> list[str]:
     return sorted(h for t in names if (h := topics.holder_of_outbox(t)) is not None)
 
 
-def provision() -> Report:
-    """Bring the broker to the spec: platform topics, service principals, every holder."""
+def wait_for_brokers(admin: AdminClient, count: int, timeout: float = 180.0) -> None:
+    """Wait until `count` brokers are in the cluster's metadata (a deployment starting up)."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        try:
+            seen = len(admin.list_topics(timeout=5).brokers)
+        except KafkaException:
+            seen = 0
+        if seen >= count:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"only {seen} of {count} brokers came up within {timeout:.0f}s")
+
+
+def provision(brokers: int | None = None) -> Report:
+    """Bring the broker to the spec: platform topics, service principals, every holder.
+
+    With `brokers`, first wait until that many brokers are up, so that topics get the
+    replication the spec asks for on a deployment of that size."""
     admin = admin_client()
     report = Report()
+    if brokers is not None:
+        wait_for_brokers(admin, brokers)
     try:
         ensure_topics(admin, topics.platform_topics(), report)
         for service in acls.SERVICES:

@@ -92,18 +92,12 @@ async def run(clients: dict[str, HolderClient], town: Town, concurrency: int = 6
         client = clients[exchange.requester]
         async with gate:
             started = time.perf_counter()
-            request_id = await client.request(
-                own, exchange.pattern, exchange.provider, exchange.data_type, exchange.purpose,
-                *staff(exchange.requester))
-            outcome = await client.outcome(request_id, 90)
+            outcome = await round_trip(client, exchange, own, 90)
             result.done.append((exchange, outcome, time.perf_counter() - started))
 
     jobs = []
     for exchange in LAWFUL + UNLAWFUL:
-        client = clients[exchange.requester]
-        owners = [own for own, _ in town.shared(exchange.requester, exchange.provider)
-                  if client.store.link_code(own)] or [
-                  own for own in client.store.bindings()]
+        owners = people(clients[exchange.requester], town, exchange)
         jobs += [one(exchange, own) for own in owners[:exchange.limit]]
     started = time.perf_counter()
     await asyncio.gather(*jobs)
@@ -115,6 +109,25 @@ async def run(clients: dict[str, HolderClient], town: Town, concurrency: int = 6
     except NotAuthorized as exc:
         result.refused_locally.append((LAWFUL[0], str(exc)))
     return result
+
+
+def people(client: HolderClient, town: Town, exchange: Exchange) -> list[str]:
+    """The requester's own numbers to ask about: people both sides hold that it has bound
+    (else everyone it has bound)."""
+    return [own for own, _ in town.shared(exchange.requester, exchange.provider)
+            if client.store.link_code(own)] or list(client.store.bindings())
+
+
+async def ask(client: HolderClient, exchange: Exchange, own: str) -> str:
+    """Send one request of `exchange` about `own` by its requester's registered staff; its id."""
+    return await client.request(own, exchange.pattern, exchange.provider, exchange.data_type,
+                                exchange.purpose, *staff(exchange.requester))
+
+
+async def round_trip(client: HolderClient, exchange: Exchange, own: str,
+                     within: float) -> Request:
+    """One request and its one outcome (TimeoutError if none comes within `within` s)."""
+    return await client.outcome(await ask(client, exchange, own), within)
 
 
 def staff(holder: str) -> tuple[str, str]:

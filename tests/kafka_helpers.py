@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,24 +18,8 @@ from audit.events import AccessLogEvent
 from audit.topic import read_events
 from broker import config
 from broker.clients import KafkaAccess
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_pair() -> tuple[int, int]:
-    """Two free ports p, p+1 (the cluster plan puts the controller next to the client port)."""
-    while True:
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port, port + 1
+from broker.ports import free_port as free_port  # re-exported for the tests
+from broker.ports import free_port_pair as free_port_pair
 
 
 @asynccontextmanager

@@ -1,0 +1,380 @@
+"""A broker killed under load: on a 3-node cluster (KRaft quorum of 3, replication 3, min ISR 2,
+idempotent producers with acks=all), a town's holders send lawful requests at a steady rate while
+one broker is SIGKILLed and, a while later, started again. Nothing may be lost, every request must
+reach the audit stream exactly once per step, and the time to recover is measured.
+
+`run_broker_chaos` does it in a state folder of its own (`<state>/cluster3`, free ports) and
+returns a `BrokerChaos`; `renkei chaos broker` writes it to results/chaos-broker.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.topic import read_events
+from broker import cluster as cluster_store
+from broker import config, process, provision
+from broker.clients import KafkaAccess
+from broker.cluster import HOST
+from holders.client import HolderClient
+from renkei import scenario, town
+from renkei.state import STATE_ENV
+
+NODES = 3
+DECISIONS = "renkei-platform-decisions"
+FALLBACK_NODE = 2
+LOST, SEND_FAILED = "LOST", "SEND_FAILED"
+
+
+@dataclass
+class BrokerChaos:
+    """What a broker kill under load did. Times are seconds; `None` where it did not happen.
+
+    sent: requests sent (each has a request id); answered: outcomes by status (FOUND,
+    NOT_FOUND, TIMEOUT from the platform …); lost: sent but no outcome within `bound_seconds`;
+    send_failed: the holder library could not hand the request to the broker (the holder knows
+    and may retry: not lost); duplicates_dropped: answers the requesters received a second time
+    and dropped; audit_steps_per_request: histogram {distinct audit event ids of one request:
+    how many requests}, 2 = approved + answered once each; audit_exactly_once: every answered
+    request has exactly those 2; audit_records_on_topic: records of these requests on the audit
+    topic (redeliveries included, which the audit store drops by event id).
+    recover_first_answer_seconds: from the kill until the first request sent after it was
+    answered; recover_isr_seconds: from the kill until the restarted broker was back in the ISR
+    of every partition it replicates (restart_seconds: from its start until the cluster was whole
+    again, i.e. all brokers registered and a quorum leader).
+    """
+
+    nodes: int
+    seconds: float
+    rate: float
+    residents: int
+    killed_node: int
+    killed_why: str
+    killed_was_quorum_leader: bool
+    partitions_led_by_killed: int
+    kill_at_seconds: float
+    down_seconds: float
+    sent: int
+    answered: dict[str, int]
+    lost: int
+    send_failed: int
+    duplicates_dropped: int
+    audit_steps_per_request: dict[str, int]
+    audit_exactly_once: bool
+    audit_records_on_topic: int
+    recover_first_answer_seconds: float | None
+    recover_isr_seconds: float | None
+    restart_seconds: float | None
+    cluster_start_seconds: float | None
+    services_ready_seconds: float
+    bound_seconds: float
+    latency_p50_seconds: float | None
+    latency_max_seconds: float | None
+    lost_request_ids: list[str] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"what": "a broker of a 3-node cluster SIGKILLed under load, then restarted",
+                **asdict(self)}
+
+
+@dataclass
+class _Sent:
+    request_id: str | None
+    sent_at: float
+    answered_at: float | None = None
+    status: str | None = None
+
+
+@contextmanager
+def state_folder(path: Path) -> Iterator[Path]:
+    """RENKEI_STATE = `path` for this process and the processes it starts, restored after."""
+    before = os.environ.get(STATE_ENV)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[STATE_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop(STATE_ENV, None)
+        else:
+            os.environ[STATE_ENV] = before
+
+
+def free_port_block(count: int) -> int:
+    """The first of `count` consecutive free loopback ports."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            first = int(sock.getsockname()[1])
+        if first + count >= 65536:
+            continue
+        held = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return first
+
+
+def up_three() -> tuple[cluster_store.Cluster, float | None]:
+    """The state folder's 3-node cluster, running (formatted on free ports the first time);
+    the seconds it took to start, None if it was running already."""
+    try:
+        first = cluster_store.load().nodes[0]
+        ports = first.client_port, first.controller_port
+    except cluster_store.NoCluster:
+        port = free_port_block(2 * NODES)
+        ports = port, port + 1
+    began = time.monotonic()
+    cl, started = process.up(*ports, nodes=NODES)
+    return cl, (time.monotonic() - began) if started else None
+
+
+def _admin() -> Any:
+    return provision.admin_client()
+
+
+def leaders(topic: str) -> dict[int, int]:
+    """Partition → leader node of a topic now."""
+    meta = _admin().list_topics(topic=topic, timeout=10)
+    return {p.id: p.leader for p in meta.topics[topic].partitions.values()}
+
+
+def in_every_isr(node_id: int) -> bool:
+    """Is the node in the ISR of every partition it replicates?"""
+    meta = _admin().list_topics(timeout=10)
+    return all(node_id in p.isrs for t in meta.topics.values()
+               for p in t.partitions.values() if node_id in p.replicas)
+
+
+def _victim() -> tuple[int, str, int]:
+    """The node to kill: the leader of the decisions topic's partition 0."""
+    try:
+        led = leaders(DECISIONS)
+    except Exception:  # no metadata: kill the fallback
+        return FALLBACK_NODE, f"fallback (no leader found for {DECISIONS})", 0
+    node = led.get(0, -1)
+    if node < 1:
+        return FALLBACK_NODE, f"fallback (no leader found for {DECISIONS})", 0
+    return node, f"leader of {DECISIONS} partition 0", sum(1 for n in led.values() if n == node)
+
+
+def _jobs(clients: dict[str, HolderClient], built: town.Town,
+          seed: int) -> list[tuple[scenario.Exchange, str]]:
+    """Every lawful exchange about people both sides hold, interleaved, in a seeded order."""
+    rng = random.Random(seed)
+    per_exchange = []
+    for exchange in scenario.LAWFUL:
+        people = scenario.people(clients[exchange.requester], built, exchange)
+        rng.shuffle(people)
+        per_exchange.append([(exchange, own) for own in people])
+    jobs = [job for round_ in zip(*per_exchange, strict=False) for job in round_]
+    return jobs or [job for jobs_ in per_exchange for job in jobs_]
+
+
+async def _send_steadily(clients: dict[str, HolderClient],
+                         jobs: list[tuple[scenario.Exchange, str]], rate: float,
+                         seconds: float, bound: float) -> list[_Sent]:
+    """Requests at `rate` per second for `seconds`, each waited for up to `bound` seconds."""
+    sent: list[_Sent] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(exchange: scenario.Exchange, own: str) -> None:
+        client = clients[exchange.requester]
+        entry = _Sent(None, time.monotonic())
+        sent.append(entry)
+        try:
+            request_id = await scenario.ask(client, exchange, own)
+        except Exception:  # the broker did not take it: the holder knows, nothing is lost
+            entry.status = SEND_FAILED
+            return
+        entry.request_id = request_id
+        try:
+            outcome = await client.outcome(request_id, bound)
+        except TimeoutError:
+            entry.status = LOST
+            return
+        entry.answered_at, entry.status = time.monotonic(), outcome.status
+
+    started = time.monotonic()
+    for k in range(int(rate * seconds)):
+        if (wait := started + k / rate - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        task = asyncio.create_task(one(*jobs[k % len(jobs)]))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    return sent
+
+
+@dataclass
+class _Kill:
+    node: int
+    why: str
+    led: int
+    was_quorum_leader: bool = False
+    killed_at: float = 0.0
+    restart_seconds: float | None = None
+    isr_at: float | None = None
+
+
+async def _kill_and_restart(kill: _Kill, after: float, down_for: float,
+                            isr_within: float) -> None:
+    await asyncio.sleep(after)
+    cl = cluster_store.load()
+    kill.was_quorum_leader = process.quorum(cl).leader == kill.node
+    kill.killed_at = time.monotonic()
+    await asyncio.to_thread(process.stop_node, kill.node, True)
+    await asyncio.sleep(down_for)
+    began = time.monotonic()
+    await asyncio.to_thread(process.start_node, kill.node, 180.0)
+    kill.restart_seconds = time.monotonic() - began
+    deadline = time.monotonic() + isr_within
+    while time.monotonic() < deadline:
+        try:
+            whole = await asyncio.to_thread(in_every_isr, kill.node)
+        except Exception:  # metadata momentarily unavailable: ask again
+            whole = False
+        if whole:
+            kill.isr_at = time.monotonic()
+            return
+        await asyncio.sleep(0.25)
+
+
+async def _audit(request_ids: set[str]) -> tuple[Counter[str], int]:
+    """Distinct audit event ids per request, and the records of these requests on the topic."""
+    events = await read_events(KafkaAccess.of(config.ADMIN), request_ids)
+    distinct = {e.event_id: e.request_id for e in events}
+    return Counter(distinct.values()), len(events)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else None
+
+
+async def run_broker_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0,
+                           residents: int = 300, seed: int = 2026,
+                           kill_at: float | None = None, down_for: float | None = None,
+                           bound: float = 90.0, platform_instances: int = 2,
+                           keep: bool = False) -> BrokerChaos:
+    """Kill a broker of a 3-node cluster under load and bring it back; see `BrokerChaos`.
+
+    The cluster lives in `state` (RENKEI_STATE for the run and its processes). One started
+    here is stopped at the end unless `keep`; one found running is left running. The kill comes
+    at `kill_at` seconds into the load (default a quarter), the restart `down_for` later
+    (default a quarter of the run)."""
+    kill_at = seconds / 4 if kill_at is None else kill_at
+    down_for = seconds / 4 if down_for is None else down_for
+    with state_folder(state):
+        _, cluster_seconds = await asyncio.to_thread(up_three)
+        try:
+            return await _run(seconds, rate, residents, seed, kill_at, down_for, bound,
+                              platform_instances, cluster_seconds)
+        finally:
+            if cluster_seconds is not None and not keep:
+                await asyncio.to_thread(process.down)
+
+
+async def _run(seconds: float, rate: float, residents: int, seed: int, kill_at: float,
+               down_for: float, bound: float, platform_instances: int,
+               cluster_seconds: float | None) -> BrokerChaos:
+    phases: dict[str, float] = {}
+    began = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal began
+        phases[name] = round(time.monotonic() - began, 3)
+        began = time.monotonic()
+
+    built = await asyncio.to_thread(town.build, residents, seed)
+    phase("town")
+    services = town.services(platform_instances=platform_instances)
+    procs = await asyncio.to_thread(services.__enter__)
+    phase("services")
+    try:
+        async with scenario.started_clients() as clients:
+            await scenario.bind_all(clients)
+            phase("binding")
+            jobs = _jobs(clients, built, seed)
+            dropped_before = sum(c.store.counts()["duplicates dropped"]
+                                 for c in clients.values())
+            kill = _Kill(*await asyncio.to_thread(_victim))
+            killer = asyncio.create_task(_kill_and_restart(kill, kill_at, down_for,
+                                                           isr_within=bound + 120))
+            sent = await _send_steadily(clients, jobs, rate, seconds, bound)
+            phase("load")
+            await killer
+            phase("until back in every ISR")
+            dropped = sum(c.store.counts()["duplicates dropped"]
+                          for c in clients.values()) - dropped_before
+    finally:
+        await asyncio.to_thread(services.__exit__, None, None, None)
+    phase("stopping")
+    result = await _measure(sent, kill, dropped, seconds, rate, residents, kill_at, down_for,
+                            bound, cluster_seconds, procs.ready_after)
+    phase("audit check")
+    result.phase_seconds = phases
+    return result
+
+
+async def _measure(sent: list[_Sent], kill: _Kill, dropped: int, seconds: float, rate: float,
+                   residents: int, kill_at: float, down_for: float, bound: float,
+                   cluster_seconds: float | None, ready_after: float) -> BrokerChaos:
+    answered = [s for s in sent if s.status not in (LOST, SEND_FAILED)]
+    after_kill = sorted((s for s in sent if s.sent_at >= kill.killed_at and s.request_id),
+                        key=lambda s: s.sent_at)
+    first = after_kill[0] if after_kill else None
+    steps, records = await _audit({s.request_id for s in answered if s.request_id})
+    histogram = Counter(steps.values())
+    latencies = [s.answered_at - s.sent_at for s in answered if s.answered_at is not None]
+    return BrokerChaos(
+        nodes=NODES, seconds=seconds, rate=rate, residents=residents,
+        killed_node=kill.node, killed_why=kill.why,
+        killed_was_quorum_leader=kill.was_quorum_leader, partitions_led_by_killed=kill.led,
+        kill_at_seconds=kill_at, down_seconds=down_for,
+        sent=sum(1 for s in sent if s.request_id),
+        answered=dict(Counter(str(s.status) for s in answered).most_common()),
+        lost=sum(1 for s in sent if s.status == LOST),
+        send_failed=sum(1 for s in sent if s.status == SEND_FAILED),
+        duplicates_dropped=dropped,
+        audit_steps_per_request={str(k): v for k, v in sorted(histogram.items())},
+        audit_exactly_once=bool(answered) and set(histogram) == {2}
+        and len(steps) == len(answered),
+        audit_records_on_topic=records,
+        recover_first_answer_seconds=(
+            None if first is None or first.answered_at is None
+            else round(first.answered_at - kill.killed_at, 3)),
+        recover_isr_seconds=None if kill.isr_at is None else round(
+            kill.isr_at - kill.killed_at, 3),
+        restart_seconds=None if kill.restart_seconds is None else round(
+            kill.restart_seconds, 3),
+        cluster_start_seconds=None if cluster_seconds is None else round(cluster_seconds, 3),
+        services_ready_seconds=round(ready_after, 3),
+        bound_seconds=bound,
+        latency_p50_seconds=_round(_percentile(latencies, 0.5)),
+        latency_max_seconds=_round(max(latencies, default=None)),
+        lost_request_ids=[s.request_id for s in sent if s.status == LOST and s.request_id],
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

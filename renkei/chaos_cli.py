@@ -1,0 +1,75 @@
+"""`renkei chaos …`: failures on purpose, measured (results/ is git-ignored)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from renkei.broker_chaos import BrokerChaos, run_broker_chaos
+from renkei.state import state_dir
+
+BROKER_RESULT = Path("results") / "chaos-broker.json"
+
+
+@click.group("chaos")
+def chaos_cli() -> None:
+    """Chaos runs: kill parts of the system under load; nothing may be lost or doubled."""
+
+
+@chaos_cli.command("broker")
+@click.option("--seconds", type=click.FloatRange(min=5), default=60.0, show_default=True,
+              help="how long to send requests")
+@click.option("--rate", type=click.FloatRange(min=0.5), default=20.0, show_default=True,
+              help="lawful requests per second")
+@click.option("--residents", type=click.IntRange(min=50), default=300, show_default=True)
+@click.option("--kill-at", type=float, default=None,
+              help="seconds into the load to SIGKILL the broker [default: a quarter]")
+@click.option("--down", "down_for", type=float, default=None,
+              help="seconds before it is started again [default: a quarter of the run]")
+@click.option("--keep", is_flag=True, help="leave the 3-node cluster running afterwards")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=BROKER_RESULT,
+              show_default=True)
+def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | None,
+                 down_for: float | None, keep: bool, out: Path) -> None:
+    """A broker of a 3-node cluster (in <state>/cluster3) SIGKILLed under load, restarted."""
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its retries are the point here
+    result = asyncio.run(run_broker_chaos(state_dir() / "cluster3", seconds, rate, residents,
+                                          kill_at=kill_at, down_for=down_for, keep=keep))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    for line in summary(result):
+        click.echo(line)
+    click.echo(f"written to {out}")
+    if result.lost or not result.audit_exactly_once:
+        raise SystemExit(1)
+
+
+def summary(r: BrokerChaos) -> list[str]:
+    """The figures, one per line."""
+    def s(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}s"
+
+    return [
+        f"cluster: {r.nodes} nodes, started in {s(r.cluster_start_seconds)}; services ready "
+        f"in {s(r.services_ready_seconds)}",
+        f"killed node {r.killed_node} ({r.killed_why}; led {r.partitions_led_by_killed} "
+        f"partitions of it; quorum leader: {'yes' if r.killed_was_quorum_leader else 'no'}) "
+        f"at {r.kill_at_seconds:.0f}s, started again {r.down_seconds:.0f}s later",
+        f"requests: {r.sent} sent at {r.rate:g}/s for {r.seconds:g}s; answered "
+        + ", ".join(f"{k} {v}" for k, v in r.answered.items())
+        + f"; lost {r.lost}; send failed {r.send_failed}; duplicates dropped by holders "
+        f"{r.duplicates_dropped}",
+        f"audit: distinct steps per request {r.audit_steps_per_request} "
+        f"({'exactly once' if r.audit_exactly_once else 'NOT exactly once'}); "
+        f"{r.audit_records_on_topic} records on the topic",
+        f"recovery: first request sent after the kill answered {s(r.recover_first_answer_seconds)}"
+        f" after it; restarted broker back in every ISR {s(r.recover_isr_seconds)} after the "
+        f"kill (its restart took {s(r.restart_seconds)})",
+        f"latency: p50 {s(r.latency_p50_seconds)}, max {s(r.latency_max_seconds)}",
+        "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in r.phase_seconds.items()),
+    ]

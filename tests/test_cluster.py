@@ -1,0 +1,119 @@
+"""Three brokers: a KRaft quorum of 3, replication 3 and min ISR 2 everywhere; a broker killed
+under load loses nothing; acks=all holds with one node down and refuses with two."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
+
+from broker import cluster as cluster_store
+from broker import config, process, provision, topics
+from broker.clients import KafkaAccess
+from renkei.broker_chaos import run_broker_chaos, state_folder, up_three
+
+pytestmark = pytest.mark.timeout(420)
+ACKS_TOPIC = "renkei-test.acks"
+
+
+@pytest.fixture(scope="module")
+def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 3-node cluster in a state folder of its own, provisioned; stopped after."""
+    state = tmp_path_factory.mktemp("cluster3")
+    with state_folder(state):
+        began = time.monotonic()
+        cl, _ = up_three()
+        print(f"\n3-node cluster up in {time.monotonic() - began:.1f}s on {cl.bootstrap}")
+        try:
+            provision.provision()
+            yield state
+        finally:
+            process.down()
+
+
+def _configs(kind: ResourceType, name: str) -> dict[str, str]:
+    admin = provision.admin_client()
+    resource = ConfigResource(kind, name)
+    described = admin.describe_configs([resource])[resource].result(30)
+    return {key: entry.value for key, entry in described.items()}
+
+
+def _replication(topic: str) -> set[int]:
+    meta = provision.admin_client().list_topics(topic=topic, timeout=30)
+    return {len(p.replicas) for p in meta.topics[topic].partitions.values()}
+
+
+def test_three_voters_and_every_spec_topic_at_replication_3_min_isr_2(cluster3: Path) -> None:
+    cl = cluster_store.load()
+    assert cl.size == 3 and process.quorum(cl).leader in {1, 2, 3}
+    voters = _properties(cl, cl.nodes[0])["controller.quorum.bootstrap.servers"].split(",")
+    assert voters == [n.controller_address for n in cl.nodes]
+    for spec in topics.platform_topics():
+        assert _replication(spec.name) == {3}, spec.name
+        assert _configs(ConfigResource.Type.TOPIC, spec.name)["min.insync.replicas"] == "2"
+    broker = _configs(ConfigResource.Type.BROKER, "1")
+    assert {k: broker[k] for k in (
+        "default.replication.factor", "min.insync.replicas", "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor", "transaction.state.log.min.isr")} == {
+        "default.replication.factor": "3", "min.insync.replicas": "2",
+        "offsets.topic.replication.factor": "3",
+        "transaction.state.log.replication.factor": "3", "transaction.state.log.min.isr": "2"}
+
+
+def _properties(cl: cluster_store.Cluster, node: cluster_store.Node) -> dict[str, str]:
+    text = (cl.node_dir(node) / "server.properties").read_text(encoding="utf-8")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+async def test_a_broker_killed_under_load_loses_nothing_and_logs_once(cluster3: Path) -> None:
+    result = await run_broker_chaos(cluster3, seconds=15, rate=8, residents=60, kill_at=3,
+                                    down_for=3, bound=60)
+    print(f"\nbroker chaos: {result.to_json()}")
+    assert result.sent >= 100
+    assert result.lost == 0 and result.send_failed == 0, result.lost_request_ids
+    assert sum(result.answered.values()) == result.sent
+    assert result.audit_exactly_once, result.audit_steps_per_request
+    assert result.recover_first_answer_seconds is not None
+    assert result.recover_isr_seconds is not None
+    # the consumer groups' offsets topic was created on three nodes: replication 3, min ISR 2
+    assert _replication("__consumer_offsets") == {3}
+    assert _configs(ConfigResource.Type.TOPIC, "__consumer_offsets")[
+        "min.insync.replicas"] == "2"
+
+
+def _produce(conf: dict[str, object], within: float) -> KafkaError | None:
+    """Produce one record and wait for its delivery report: None if written, else the error."""
+    errors: list[KafkaError | None] = []
+    producer = Producer({**KafkaAccess.of(config.ADMIN).confluent(), "acks": "all",
+                         "log_level": 0, **conf})
+    producer.produce(ACKS_TOPIC, b"x", on_delivery=lambda err, _msg: errors.append(err))
+    producer.flush(within)
+    assert errors, "no delivery report in time"
+    return errors[0]
+
+
+async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: Path) -> None:
+    admin = provision.admin_client()
+    future = admin.create_topics([NewTopic(ACKS_TOPIC, 1, 3,
+                                           config={"min.insync.replicas": "2"})])[ACKS_TOPIC]
+    future.result(30)
+    await asyncio.sleep(1)
+    leader = admin.list_topics(topic=ACKS_TOPIC, timeout=30).topics[ACKS_TOPIC].partitions[0].leader
+    first, second = [n for n in (1, 2, 3) if n != leader]
+    assert await asyncio.to_thread(_produce, {"enable.idempotence": True}, 60) is None
+    process.stop_node(first, hard=True)  # a crash: fenced after the broker session timeout
+    assert await asyncio.to_thread(_produce, {"enable.idempotence": True}, 90) is None, (
+        "acks=all must succeed with two of three replicas in sync")
+    # The second node stops cleanly, so that the two controllers left still shrink the ISR to
+    # the leader alone before the quorum is lost (a second SIGKILL would take the majority of
+    # the quorum with it; the produce would then time out rather than be refused).
+    process.stop_node(second)
+    refused = await asyncio.to_thread(
+        _produce, {"enable.idempotence": False, "retries": 0, "message.timeout.ms": 20000}, 30)
+    assert refused is not None and refused.code() == KafkaError.NOT_ENOUGH_REPLICAS, refused
+    process.stop_node(leader, hard=True)  # no quorum left to grant it a controlled shutdown
