@@ -6,6 +6,9 @@ import click
 
 from audit.bench import audit_bench
 from processors.bench_codes import codes_bench
+from renkei.bench_linkage import linkage_bench
+from renkei.load import holder_command
+from renkei.relay import relay_command
 
 
 @click.group("bench")
@@ -15,3 +18,6 @@ def bench() -> None:
 
 bench.add_command(codes_bench)
 bench.add_command(audit_bench)
+bench.add_command(linkage_bench)
+bench.add_command(holder_command)
+bench.add_command(relay_command)

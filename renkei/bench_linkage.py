@@ -1,0 +1,286 @@
+"""`renkei bench linkage`: lawful round trips per second through the platform, latency, CPU,
+memory and lag, beside a bare-Kafka baseline of the same hops measured in the same run; a load
+curve to the knee, scale-out over platform instances, and a long run for memory.
+
+It runs on a broker of its own, in the state folder's `bench/` (RENKEI_STATE is set to it for
+itself and every process it starts), on free ports; `--use-running` uses the state folder's
+running broker instead (and rebuilds its town, as `renkei demo` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from confluent_kafka.admin import AdminClient
+
+from broker import acls, process, topics
+from broker.cluster import NoCluster
+from broker.ports import free_port_pair
+from renkei import bench_plan, bench_report, groups, relay, scenario, town
+from renkei.bare_holder import BareHolder
+from renkei.bench_plan import Plan
+from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
+from renkei.state import STATE_ENV, state_dir, write_json
+
+JOIN_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float
+    rate: float | None  # None: flat out
+    curve: tuple[float, ...]
+    scale: tuple[int, ...]
+    memory_minutes: float
+    residents: int
+    seed: int
+    knobs: Knobs
+
+
+QUICK_RATE = 20.0
+QUICK: dict[str, Any] = {"seconds": 3.0, "rate": QUICK_RATE, "curve": (QUICK_RATE,),
+                         "scale": (1, 2), "memory_minutes": 0.05, "residents": 60}
+QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "margin": 4.0, "settle": 10.0}
+
+
+@contextlib.contextmanager
+def bench_broker(use_running: bool) -> Iterator[None]:
+    """A fresh broker of the benchmark's own on free ports, stopped afterwards; or the state
+    folder's running one."""
+    if use_running:
+        try:
+            running = any(node.running for node in process.status()[1])
+        except NoCluster:
+            running = False
+        if not running:
+            raise click.ClickException(f"no broker is running in {state_dir()}: start one with "
+                                       "`renkei broker up`, or leave out --use-running")
+        yield
+        return
+    before = os.environ.get(STATE_ENV)
+    bench = state_dir() / "bench"
+    os.environ[STATE_ENV] = str(bench)
+    with contextlib.suppress(NoCluster):
+        process.down()  # a broker left running by an interrupted run
+    for left in ("broker", "logs", "linkage-runs"):
+        shutil.rmtree(bench / left, ignore_errors=True)
+    try:
+        process.up(*free_port_pair())
+        try:
+            yield
+        finally:
+            process.down()
+    finally:
+        if before is None:
+            os.environ.pop(STATE_ENV, None)
+        else:
+            os.environ[STATE_ENV] = before
+
+
+@contextlib.contextmanager
+def platform(instances: int, admin: AdminClient) -> Iterator[Stage]:
+    """The platform with `instances` processor instances in one group, and its services."""
+    with town.services(platform_instances=instances) as procs:
+        if not groups.wait_members(admin, acls.PLATFORM_APP, instances, JOIN_SECONDS):
+            raise click.ClickException(f"{instances} platform instances did not form a group")
+        yield Stage(procs, [f"platform-{n}" for n in range(1, instances + 1)], acls.PLATFORM_APP)
+
+
+def grow(stage: Stage, instances: int, admin: AdminClient) -> None:
+    """More platform instances, joining the running ones' consumer group."""
+    for n in range(len(stage.workers) + 1, instances + 1):
+        stage.procs.start_platform(n)
+        stage.workers.append(f"platform-{n}")
+    if not groups.wait_members(admin, acls.PLATFORM_APP, instances, JOIN_SECONDS):
+        raise click.ClickException(f"{instances} platform instances did not form a group")
+
+
+@contextlib.contextmanager
+def relays(instances: int, holders: list[str], admin: AdminClient) -> Iterator[Stage]:
+    """Bare relays instead of the platform (whose processes are stopped), starting after
+    everything already in the topics."""
+    groups.skip_to_end(admin, relay.GROUP, [topics.outbox(h) for h in holders])
+    for holder in holders:
+        groups.skip_to_end(admin, BareHolder.group_of(holder), [topics.inbox(holder)])
+    procs = town.Processes()
+    try:
+        for n in range(1, instances + 1):
+            procs.start(f"relay-{n}", "bench", "relay", "--instance", str(n),
+                        *[arg for h in holders for arg in ("--holder", h)])
+        if not groups.wait_members(admin, relay.GROUP, instances, JOIN_SECONDS):
+            raise click.ClickException(f"{instances} relays did not form a group")
+        yield Stage(procs, [f"relay-{n}" for n in range(1, instances + 1)], relay.GROUP)
+    finally:
+        procs.stop_all()
+
+
+async def prepare(built: town.Town, seed: int) -> Plan:
+    """Bind the town (as the demo does), choose the jobs, and measure a real exchange."""
+    async with scenario.started_clients() as clients:
+        seconds = await scenario.bind_all(clients)
+        click.echo(f"  bound the town's records in {seconds:.1f}s")
+        jobs = bench_plan.jobs(built, clients, seed)
+        plan = Plan(jobs, await bench_plan.measure_sizes(clients, jobs))
+    plan.save(bench_plan.default_path())
+    return plan
+
+
+def _label(load: Load) -> str:
+    rate = "flat out" if load.rate is None else f"{load.rate:g}/s"
+    unit = "relay" if load.mode == BASELINE else "platform"
+    return f"{load.mode} {load.instances} {unit} {rate} {load.seconds:g}s"
+
+
+def measure(settings: Settings) -> dict[str, Any]:
+    """Every point of the benchmark, in an order that starts the platform as few times as
+    possible; the result as written to JSON."""
+    admin = groups.admin()
+    built = town.build(settings.residents, settings.seed)
+    runs: dict[Load, dict[str, Any]] = {}
+    plan: Plan | None = None
+
+    def point(mode: str, instances: int, rate: float | None, seconds: float,
+              stage: Stage) -> dict[str, Any]:
+        load = Load(mode, instances, rate, seconds)
+        if load not in runs:
+            assert plan is not None
+            runs[load] = run_point(load, stage, plan, settings.knobs, admin, _label(load))
+            click.echo(f"{'':8}{bench_report.line(runs[load])}")
+        return runs[load]
+
+    def curve(mode: str, stage: Stage) -> list[dict[str, Any]]:
+        points = []
+        for rate in settings.curve:
+            points.append(point(mode, 1, rate, settings.seconds, stage))
+            if bench_report.broken(points[-1]):
+                break
+        return points
+
+    loadavg_start, started_at = os.getloadavg(), datetime.now(UTC)
+    with platform(1, admin) as stage:
+        plan = asyncio.run(prepare(built, settings.seed))
+        click.echo(f"  {len(plan.holders)} holders; message sizes {asdict(plan.sizes)}")
+        renkei = point(RENKEI, 1, settings.rate, settings.seconds, stage)
+        renkei_curve = curve(RENKEI, stage)
+        knee = bench_report.knee(renkei_curve)
+        memory = None
+        if settings.memory_minutes > 0:
+            rate = knee or min(settings.curve, default=settings.rate)
+            memory = point(RENKEI, 1, rate, settings.memory_minutes * 60, stage)
+        scaleout = []
+        for instances in settings.scale:
+            grow(stage, instances, admin)
+            scaleout.append(point(RENKEI, instances, settings.rate, settings.seconds, stage))
+    with relays(1, plan.holders, admin) as stage:
+        baseline = point(BASELINE, 1, settings.rate, settings.seconds, stage)
+        baseline_curve = curve(BASELINE, stage)
+    result: dict[str, Any] = {
+        "benchmark": "renkei bench linkage",
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "loadavg_start": loadavg_start,
+                    "loadavg_end": os.getloadavg()},
+        "settings": asdict(settings),
+        "town": {"residents": settings.residents, "seed": settings.seed,
+                 "holders": len(plan.holders), "holder_ids": plan.holders,
+                 "jobs": {h: len(j) for h, j in plan.jobs.items()}},
+        "message_sizes": asdict(plan.sizes),
+        "main": {"renkei": renkei, "baseline": baseline,
+                 "ratio": renkei["throughput"] / max(baseline["throughput"], 1e-9)},
+        "curve": {"renkei": renkei_curve, "baseline": baseline_curve,
+                  "knee": {"renkei": knee, "baseline": bench_report.knee(baseline_curve)}},
+        "scaleout": scaleout,
+        "memory": None if memory is None else {
+            "point": memory, "flatness": bench_report.flatness(memory)},
+    }
+    result["bars"] = bench_report.bars(result)
+    return result
+
+
+def write(result: dict[str, Any], folder: Path) -> list[Path]:
+    """The JSON result and the plots; the paths written."""
+    from renkei import plots  # matplotlib: only for the pictures, not every `renkei` start
+
+    paths = [folder / "bench-linkage.json", folder / "linkage-curve.png",
+             folder / "linkage-scaleout.png"]
+    write_json(paths[0], result)
+    plots.curve(result["curve"]["renkei"], result["curve"]["baseline"],
+                [result["main"]["renkei"], result["main"]["baseline"]], paths[1])
+    plots.scaleout(result["scaleout"], paths[2])
+    if result["memory"] is not None:
+        paths.append(folder / "linkage-memory.png")
+        plots.memory(result["memory"]["point"], bench_report.BAR_MEMORY_BAND, paths[-1])
+    return paths
+
+
+def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str],
+                                                       tuple[Any, ...]]:
+    def parse(ctx: click.Context, param: click.Parameter, text: str) -> tuple[Any, ...]:
+        try:
+            return tuple(sorted(kind(part) for part in text.split(",") if part.strip()))
+        except ValueError as exc:
+            raise click.BadParameter(f"a comma-separated list of numbers: {exc}") from exc
+    return parse
+
+
+@click.command("linkage")
+@click.option("--seconds", type=float, default=60.0, show_default=True,
+              help="measured seconds per point")
+@click.option("--rate", type=float, default=bench_report.BAR_RATE, show_default=True,
+              help="offered round trips/s of the main run and the scale-out")
+@click.option("--flat-out", is_flag=True, help="main run and scale-out closed-loop instead")
+@click.option("--curve", default="25,50,100,200,400,800,1200,1600,2000,2400,3200",
+              show_default=True, callback=_numbers(float),
+              help="offered rates of the load curve, stepped up until latency breaks")
+@click.option("--scale", default="1,2,4", show_default=True, callback=_numbers(int),
+              help="platform instances for the scale-out")
+@click.option("--memory-minutes", type=float, default=10.0, show_default=True,
+              help="length of the memory run at the knee (0: none)")
+@click.option("--residents", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option("--seed", default=2026, show_default=True)
+@click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True,
+              help="flat out: requests each holder keeps outstanding")
+@click.option("--warmup", type=float, default=5.0, show_default=True,
+              help="seconds of load before each measured window")
+@click.option("--drain", type=float, default=15.0, show_default=True,
+              help="seconds holders wait for outstanding outcomes after the window")
+@click.option("--use-running", is_flag=True,
+              help="use the state folder's running broker (and rebuild its town)")
+@click.option("--quick", is_flag=True, help="a small version, a few seconds a point (smoke test)")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("results"), show_default=True)
+def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[float, ...],
+                  scale: tuple[int, ...], memory_minutes: float, residents: int, seed: int,
+                  in_flight: int, warmup: float, drain: float, use_running: bool, quick: bool,
+                  results: Path) -> None:
+    """Lawful round trips/s, latency, CPU, memory and lag, against a bare-Kafka baseline."""
+    settings = Settings(seconds, None if flat_out else rate, curve, scale, memory_minutes,
+                        residents, seed, Knobs(warmup, drain, in_flight, margin=15.0,
+                                               settle=120.0))
+    if quick:  # a small version of what was not given explicitly
+        ctx = click.get_current_context()
+        given = {name for name in ctx.params
+                 if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+        given |= {"rate"} if flat_out else set()
+        settings = replace(settings, **{k: v for k, v in QUICK.items() if k not in given},
+                           knobs=replace(settings.knobs, **{
+                               k: v for k, v in QUICK_KNOBS.items() if k not in given}))
+    started = time.perf_counter()
+    with bench_broker(use_running):
+        click.echo(f"== Renkei linkage benchmark (state {state_dir()})")
+        result = measure(settings)
+    result["wall_seconds"] = round(time.perf_counter() - started)
+    bench_report.summary(result)
+    for path in write(result, results):
+        click.echo(f"  written: {path}")

@@ -1,0 +1,89 @@
+"""What the benchmark's holders ask for — each requester's lawful exchanges over the people both
+it and the provider have bound — and how big a real exchange's messages are (for the baseline)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from broker import config, topics
+from broker.clients import KafkaAccess, read_topic
+from holders.client import HolderClient
+from renkei.bare import Sizes
+from renkei.scenario import LAWFUL, Exchange, staff
+from renkei.state import read_json, state_dir, write_json
+from renkei.town import Town
+from schemas.codec import CODEC, SchemaError
+
+Job = tuple[int, str]  # (index of the exchange in LAWFUL, the requester's own number)
+MESSAGES = {"LinkageRequest": "request", "ProviderQuery": "query", "ProviderAnswer": "answer",
+            "LinkageAnswer": "reply"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    jobs: dict[str, list[Job]]  # requester → its jobs, to cycle through
+    sizes: Sizes
+
+    @property
+    def holders(self) -> list[str]:
+        """Every holder taking part, as requester or provider."""
+        return sorted({h for e in self.exchanges() for h in (e.requester, e.provider)})
+
+    def exchanges(self) -> list[Exchange]:
+        return [LAWFUL[i] for jobs in self.jobs.values() for i in {i for i, _ in jobs}]
+
+    def save(self, path: Path) -> None:
+        write_json(path, {"jobs": self.jobs, "sizes": asdict(self.sizes)})
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        data = read_json(path)
+        return cls({h: [(i, own) for i, own in jobs] for h, jobs in data["jobs"].items()},
+                   Sizes(**data["sizes"]))
+
+
+def default_path() -> Path:
+    return state_dir() / "linkage-plan.json"
+
+
+def jobs(town: Town, clients: dict[str, HolderClient], seed: int) -> dict[str, list[Job]]:
+    """Every lawful exchange for each person bound on both sides whose data the provider has,
+    shuffled per requester (its requests then mix exchanges and people)."""
+    found: dict[str, list[Job]] = defaultdict(list)
+    for index, exchange in enumerate(LAWFUL):
+        mine, theirs = clients[exchange.requester].store, clients[exchange.provider].store
+        found[exchange.requester] += [
+            (index, own) for own, other in town.shared(exchange.requester, exchange.provider)
+            if mine.link_code(own) and theirs.link_code(other)
+            and theirs.data(other, exchange.data_type) is not None]
+    for holder, held in found.items():
+        random.Random(f"{seed}/{holder}").shuffle(held)
+    return dict(found)
+
+
+async def measure_sizes(clients: dict[str, HolderClient], jobs: dict[str, list[Job]]) -> Sizes:
+    """One real exchange of each lawful kind; the median encoded size of its four messages,
+    read back from the holders' topics."""
+    firsts = {i: own for held in jobs.values() for i, own in reversed(held)}
+    for index, own in firsts.items():
+        exchange = LAWFUL[index]
+        client = clients[exchange.requester]
+        await client.outcome(await client.request(
+            own, exchange.pattern, exchange.provider, exchange.data_type, exchange.purpose,
+            *staff(exchange.requester)), 60)
+    admin = KafkaAccess.of(config.ADMIN)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for holder in sorted({h for i in firsts for h in (LAWFUL[i].requester, LAWFUL[i].provider)}):
+        for topic in (topics.outbox(holder), topics.inbox(holder)):
+            for record in await read_topic(admin, topic):
+                try:
+                    name, _ = CODEC.decode_record(record.value or b"")
+                except SchemaError:
+                    continue
+                if name in MESSAGES:
+                    seen[MESSAGES[name]].append(len(record.value))
+    return Sizes(**{hop: round(statistics.median(seen[hop])) for hop in MESSAGES.values()})

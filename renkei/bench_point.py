@@ -1,0 +1,221 @@
+"""One point of the linkage benchmark: the holder processes load the platform (or the bare
+relays) at an offered rate or flat out, while the CPU of every process, the memory of the
+processor instances and the consumer lag are sampled; the holders' records give the round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from broker import process
+from renkei import groups, hops, latency, procstat
+from renkei.bench_plan import Plan
+from renkei.state import state_dir
+from renkei.town import Processes
+
+RENKEI, BASELINE = "renkei", "baseline"
+BACKLOG_SECONDS = 2.0  # a holder sheds requests due while this much of its load is outstanding
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Load:
+    mode: str  # RENKEI or BASELINE
+    instances: int  # platform instances, or relays
+    rate: float | None  # offered round trips per second; None: flat out (closed loop)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Knobs:
+    warmup: float  # seconds of load before the measured window
+    drain: float  # seconds holders wait for outstanding outcomes after their last send
+    in_flight: int  # flat out: requests each holder keeps outstanding
+    margin: float  # seconds from spawning the holders to the common start
+    settle: float  # seconds to wait for the group to catch up after a point
+
+
+@dataclass
+class Stage:
+    """What the holders talk to: the platform's processes or the relays, and their group."""
+
+    procs: Processes
+    workers: list[str]  # the processor instances (platform-N or relay-N)
+    group: str
+
+
+def _holder_args(holder: str, load: Load, share: float, knobs: Knobs, start_at: float,
+                 out: Path) -> list[str]:
+    args = ["bench", "holder", holder, "--seconds", str(knobs.warmup + load.seconds),
+            "--start-at", f"{start_at:.3f}", "--out", str(out), "--drain", str(knobs.drain)]
+    if load.rate is None:
+        args += ["--flat-out", "--in-flight", str(knobs.in_flight)]
+    elif share > 0:
+        args += ["--rate", str(share),
+                 "--max-outstanding", str(max(32, math.ceil(share * BACKLOG_SECONDS)))]
+    return args + (["--baseline"] if load.mode == BASELINE else [])
+
+
+def _pids(stage: Stage, holders: Processes) -> dict[str, int]:
+    pids = {name: proc.pid for name, proc in {**stage.procs.running, **holders.running}.items()}
+    for node in process.status()[1]:
+        if node.pid is not None:
+            pids[f"broker-{node.node.node_id}" if node.node.node_id > 1 else "broker"] = node.pid
+    return pids
+
+
+def _reset_peak(pid: int) -> None:
+    """Start the process's peak memory (VmHWM) afresh: proc(5), clear_refs 5."""
+    with contextlib.suppress(OSError):  # not permitted: then it is the peak since start
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def _sleep_until(wall: float) -> None:
+    if (wait := wall - time.time()) > 0:
+        time.sleep(wait)
+
+
+class Sampler:
+    """Lag of the stage's group and memory of its instances, once a second in the window."""
+
+    def __init__(self, admin: AdminClient, stage: Stage) -> None:
+        self.admin, self.stage = admin, stage
+        self.t: list[float] = []
+        self.lag: list[int | None] = []
+        self.lag_by_topic: dict[str, int] = {}
+        self.rss: dict[str, list[float | None]] = {w: [] for w in stage.workers}
+
+    def sample(self, at: float) -> None:
+        self.t.append(round(at, 2))
+        try:
+            by_topic = groups.lag(self.admin, self.stage.group)
+        except KafkaException:
+            self.lag.append(None)
+        else:
+            self.lag.append(sum(by_topic.values()))
+            for topic, behind in by_topic.items():
+                self.lag_by_topic[topic] = max(self.lag_by_topic.get(topic, 0), behind)
+        for worker, samples in self.rss.items():
+            found = procstat.rss(self.stage.procs.running[worker].pid)
+            samples.append(None if found is None else round(found / MB, 1))
+
+    def result(self) -> dict[str, Any]:
+        seen = [n for n in self.lag if n is not None]
+        return {"lag": {"group": self.stage.group, "max": max(seen, default=None),
+                        "mean": sum(seen) / len(seen) if seen else None,
+                        "max_by_topic": self.lag_by_topic, "t": self.t, "total": self.lag},
+                "rss_mb": {"t": self.t, **self.rss}}
+
+
+def _wait_for_files(holders: Processes, outs: dict[str, Path], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not all(path.exists() for path in outs.values()):
+        for name, proc in holders.running.items():
+            if proc.poll() not in (None, 0):
+                raise click.ClickException(
+                    f"{name} failed (exit {proc.returncode}): see {state_dir() / 'logs'}")
+        if time.monotonic() > deadline:
+            missing = [h for h, path in outs.items() if not path.exists()]
+            raise click.ClickException(f"no results from {', '.join(missing)} in time")
+        time.sleep(0.2)
+
+
+def _spawn(load: Load, plan: Plan, knobs: Knobs, start_at: float,
+           stem: str) -> tuple[Processes, dict[str, Path]]:
+    """A process per holder, each with its share of the offered rate; their result files."""
+    folder = state_dir() / "linkage-runs"
+    folder.mkdir(exist_ok=True)
+    requesters = [h for h in plan.holders if plan.jobs.get(h)]
+    share = load.rate / len(requesters) if load.rate else 0.0
+    holders, outs = Processes(), {}
+    for holder in plan.holders:
+        outs[holder] = folder / f"{stem}-{holder}.npz"
+        outs[holder].unlink(missing_ok=True)
+        holders.start(f"holder-{holder}", *_holder_args(
+            holder, load, share if holder in requesters else 0.0, knobs, start_at,
+            outs[holder]))
+    return holders, outs
+
+
+@dataclass
+class Window:
+    """What the processes cost in the measured window."""
+
+    cpu: dict[str, float]
+    waited: dict[str, float]
+    seconds: float
+    peaks: dict[str, int | None]
+    sampler: Sampler
+
+    @classmethod
+    def measure(cls, stage: Stage, pids: dict[str, int], admin: AdminClient,
+                window: tuple[float, float], label: str) -> Window:
+        _sleep_until(window[0])
+        for worker in stage.workers:
+            _reset_peak(stage.procs.running[worker].pid)
+        before, started = procstat.snapshot(pids), time.time()
+        sampler = Sampler(admin, stage)
+        seconds = math.ceil(window[1] - window[0])
+        with click.progressbar(length=seconds, label=f"  {label:28}") as bar:
+            for second in range(seconds):
+                sampler.sample(time.time() - window[0])
+                _sleep_until(window[0] + second + 1)
+                bar.update(1)
+        after, took = procstat.snapshot(pids), time.time() - started
+        kept = [name for name in before if name in after]
+        return cls({n: round(after[n][0] - before[n][0], 2) for n in kept},
+                   {n: round(after[n][1] - before[n][1], 2) for n in kept}, took,
+                   {w: procstat.peak_rss(stage.procs.running[w].pid) for w in stage.workers},
+                   sampler)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "cpu_seconds": self.cpu,
+            "cpu_percent": {n: round(100 * s / self.seconds, 1) for n, s in self.cpu.items()},
+            "run_queue_seconds": self.waited,
+            "peak_rss_mb": {w: None if p is None else round(p / MB, 1)
+                            for w, p in self.peaks.items()},
+            **self.sampler.result(),
+        }
+
+
+def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminClient,
+              label: str) -> dict[str, Any]:
+    """Run one point; its figures, as written to the result file."""
+    loadavg_before, spawned = os.getloadavg(), time.time()
+    start_at = spawned + knobs.margin
+    window = (start_at + knobs.warmup, start_at + knobs.warmup + load.seconds)
+    holders, outs = _spawn(load, plan, knobs, start_at, label.replace(" ", "_").replace("/", ""))
+    try:
+        measured = Window.measure(stage, _pids(stage, holders), admin, window, label)
+        _wait_for_files(holders, outs, knobs.drain + 30)
+    finally:
+        for proc in holders.running.values():
+            proc.terminate()  # all at once: each finishes its batch and leaves
+        holders.stop_all()
+    records = latency.load(list(outs.values()))
+    ready = float(records["ready"].max())
+    return {
+        "mode": load.mode, "instances": load.instances, "offered_rate": load.rate,
+        "in_flight_per_holder": knobs.in_flight if load.rate is None else None,
+        "seconds": load.seconds, "holders": len(plan.holders),
+        "requesters": sum(1 for h in plan.holders if plan.jobs.get(h)),
+        **latency.summarize(records, *window),
+        "hops_ms": None if load.mode == BASELINE else hops.breakdown(
+            asyncio.run(hops.stamps(plan.holders, window[0] - 1)), records, *window),
+        "holders_ready_s": round(ready - spawned, 2),
+        "late_start_s": round(max(0.0, ready - start_at), 2),
+        **measured.result(),
+        "lag_left_after": groups.wait_drained(admin, stage.group, knobs.settle),
+        "loadavg": {"before": loadavg_before, "after": os.getloadavg()},
+    }

@@ -1,0 +1,149 @@
+"""The linkage benchmark's verdicts — when latency breaks, the knee, memory flatness, the bars —
+and its summary table."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+Point = dict[str, Any]
+BAR_RATE, BAR_P99_MS, BAR_SECONDS = 2000.0, 250.0, 60.0
+BAR_RATIO = 0.5
+BAR_MEMORY_BAND, BAR_MEMORY_MINUTES = 0.10, 10.0
+KEEPS_UP, MAX_FAILED = 0.9, 0.01  # of the offered rate; share of requests without an answer
+
+
+def broken(point: Point) -> str | None:
+    """Why latency or throughput broke at this point; None while it holds."""
+    p99 = point["latency_ms"]["p99"]
+    if p99 is None or p99 > BAR_P99_MS:
+        return f"p99 {_ms(p99)} > {BAR_P99_MS:.0f} ms"
+    if point["offered_rate"] and point["throughput"] < KEEPS_UP * point["offered_rate"]:
+        return f"{point['throughput']:,.0f} rt/s < {KEEPS_UP:.0%} of offered"
+    if point["failed_share"] > MAX_FAILED:
+        return f"{point['failed_share']:.1%} without an answer"
+    return None
+
+
+def knee(points: Sequence[Point]) -> float | None:
+    """The highest offered rate before the first point where latency broke."""
+    held = None
+    for point in points:
+        if broken(point):
+            break
+        held = point["offered_rate"]
+    return held
+
+
+def flatness(point: Point, warmup_share: float = 0.1) -> dict[str, Any]:
+    """Each instance's memory after the first `warmup_share` of the run: its spread around the
+    median, and its growth from first to last sample."""
+    out: dict[str, Any] = {}
+    for worker, values in point["rss_mb"].items():
+        seen = [v for v in values if v is not None] if worker != "t" else []
+        seen = seen[int(len(seen) * warmup_share):]
+        if not seen:
+            continue
+        middle = statistics.median(seen)
+        out[worker] = {"median_mb": middle, "min_mb": min(seen), "max_mb": max(seen),
+                       "spread": max(abs(min(seen) / middle - 1), abs(max(seen) / middle - 1)),
+                       "growth": seen[-1] / seen[0] - 1}
+    return out
+
+
+def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
+    main = result["main"]["renkei"]
+    p99 = main["latency_ms"]["p99"]
+    found = [{
+        "bar": f"≥ {BAR_RATE:,.0f} lawful round trips/s sustained {BAR_SECONDS:.0f} s, "
+               f"p99 ≤ {BAR_P99_MS:.0f} ms",
+        "measured": f"{main['throughput']:,.0f} rt/s over {main['seconds']:.0f} s, p99 {_ms(p99)}",
+        "met": bool(main["throughput"] >= BAR_RATE and main["seconds"] >= BAR_SECONDS
+                    and p99 is not None and p99 <= BAR_P99_MS),
+    }, {
+        "bar": f"Renkei ≥ {BAR_RATIO} × the bare-Kafka baseline of the same run",
+        "measured": f"{result['main']['ratio']:.2f} × ({main['throughput']:,.0f} vs "
+                    f"{result['main']['baseline']['throughput']:,.0f} rt/s)",
+        "met": result["main"]["ratio"] >= BAR_RATIO,
+    }]
+    memory = result["memory"]
+    if memory is not None:
+        spread = max((w["spread"] for w in memory["flatness"].values()), default=1.0)
+        minutes = memory["point"]["seconds"] / 60
+        found.append({
+            "bar": f"processor memory flat (±{BAR_MEMORY_BAND:.0%}) over "
+                   f"{BAR_MEMORY_MINUTES:.0f} minutes",
+            "measured": f"±{spread:.1%} over {minutes:.1f} minutes",
+            "met": spread <= BAR_MEMORY_BAND and minutes >= BAR_MEMORY_MINUTES,
+        })
+    return found
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def _rate(point: Point) -> str:
+    rate = point["offered_rate"]
+    return "flat out" if rate is None else f"{rate:,.0f}/s"
+
+
+def _cpu(point: Point) -> str:
+    cpu = point["cpu_percent"]
+    holders = sum(v for k, v in cpu.items() if k.startswith("holder-"))
+    rest = [f"{k} {v:.0f}%" for k, v in cpu.items() if not k.startswith("holder-") and v >= 1]
+    return ", ".join([*rest, f"holders {holders:.0f}%"])
+
+
+def _hops(point: Point) -> str:
+    found = point["hops_ms"]
+    if not found or not found["requests"]:
+        return ""
+    return f"\n{'':8}hops p50/p99 ms: " + ", ".join(
+        f"{hop.replace('_', ' ')} {v['p50']:,.0f}/{v['p99']:,.0f}"
+        for hop, v in found.items() if hop != "requests")
+
+
+def line(point: Point) -> str:
+    """One point in a line: throughput, latency, failures, lag, CPU."""
+    latency = point["latency_ms"]
+    why = broken(point)
+    return (f"{point['throughput']:>8,.0f} rt/s  p50 {_ms(latency['p50']):>9}  "
+            f"p99 {_ms(latency['p99']):>9}  p99.9 {_ms(latency['p99.9']):>9}  "
+            f"no answer {point['failed_share']:>5.1%}  lag ≤ {point['lag']['max'] or 0:,}"
+            + (f"  [broke: {why}]" if why else "")
+            + (f"  [holders late by {point['late_start_s']:.1f}s]" if point["late_start_s"] else "")
+            + f"\n{'':8}CPU: {_cpu(point)}" + _hops(point))
+
+
+def summary(result: dict[str, Any]) -> None:
+    main, curve = result["main"], result["curve"]
+    machine = result["machine"]
+    click.echo(f"\n== Linkage benchmark: {result['town']['holders']} holders, town of "
+               f"{result['town']['residents']:,}, {machine['cpus']} cores, load average "
+               f"{machine['loadavg_start'][0]:.1f} → {machine['loadavg_end'][0]:.1f}")
+    click.echo(f"  message sizes (bytes): {result['message_sizes']}")
+    for name in ("renkei", "baseline"):
+        point = main[name]
+        click.echo(f"  {name:8} ×{point['instances']} at {_rate(point):>9}: {line(point)}")
+    click.echo(f"  Renkei / baseline: {main['ratio']:.2f}")
+    for name in ("renkei", "baseline"):
+        steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}"
+                          for p in curve[name])
+        knee_at = curve["knee"][name]
+        click.echo(f"  curve {name:8} (offered→rt/s) {steps}; knee "
+                   + ("below the first step" if knee_at is None else f"{knee_at:,.0f}/s"))
+    click.echo("  scale-out: " + ", ".join(
+        f"×{p['instances']} {p['throughput']:,.0f} rt/s (p99 {_ms(p['latency_ms']['p99'])})"
+        for p in result["scaleout"]))
+    if result["memory"] is not None:
+        for worker, flat in result["memory"]["flatness"].items():
+            click.echo(f"  memory {worker}: median {flat['median_mb']:.0f} MB, "
+                       f"{flat['min_mb']:.0f}–{flat['max_mb']:.0f} MB (±{flat['spread']:.1%}), "
+                       f"growth {flat['growth']:+.1%}")
+    click.echo("  bars:")
+    for bar in result["bars"]:
+        click.echo(f"    [{'met' if bar['met'] else 'NOT MET':7}] {bar['bar']}: {bar['measured']}")

@@ -1,0 +1,87 @@
+"""Consumer groups as the broker sees them: how many members, and how far behind (lag)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from broker import config
+from broker.clients import KafkaAccess
+
+TIMEOUT = 10.0
+LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def admin() -> AdminClient:
+    return AdminClient({**KafkaAccess.of(config.ADMIN).confluent(), "log_level": 0})
+
+
+def lag(client: AdminClient, group: str) -> dict[str, int]:
+    """Records not yet committed by `group`, per topic (partitions it never committed aside)."""
+    asked = [ConsumerGroupTopicPartitions(group)]
+    committed = client.list_consumer_group_offsets(asked, request_timeout=TIMEOUT)[group].result()
+    positions = {TopicPartition(tp.topic, tp.partition): tp.offset
+                 for tp in committed.topic_partitions or [] if tp.offset >= 0}
+    if not positions:
+        return {}
+    ends = client.list_offsets({tp: LATEST for tp in positions},
+                               request_timeout=TIMEOUT)
+    behind = Counter[str]()
+    for tp, end in ends.items():
+        behind[tp.topic] += max(0, end.result().offset - positions[tp])
+    return dict(behind)
+
+
+def stable_members(client: AdminClient, group: str) -> int:
+    """Members of `group` once it is stable; 0 while it rebalances, is empty or unknown."""
+    found = client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result()
+    return len(found.members) if found.state == ConsumerGroupState.STABLE else 0
+
+
+def wait_members(client: AdminClient, group: str, members: int, within: float) -> bool:
+    """Wait until `group` is stable with at least `members` members; whether it got there."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if stable_members(client, group) >= members:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def wait_drained(client: AdminClient, group: str, within: float) -> int:
+    """Wait until `group` has caught up; the lag left when it did or the time ran out."""
+    deadline = time.monotonic() + within
+    while (left := sum(lag(client, group).values())) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return left
+
+
+def skip_to_end(client: AdminClient, group: str, topic_names: list[str]) -> None:
+    """Commit `group`'s offsets at the current end of the topics: a new group starts after what
+    is already there (the group must have no members)."""
+    found = client.list_topics(timeout=TIMEOUT).topics
+    partitions = [TopicPartition(t, p) for t in topic_names for p in found[t].partitions]
+    ends = client.list_offsets({tp: LATEST for tp in partitions},
+                               request_timeout=TIMEOUT)
+    at_end = [TopicPartition(tp.topic, tp.partition, end.result().offset)
+              for tp, end in ends.items()]
+    client.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, at_end)],
+                                        request_timeout=TIMEOUT)[group].result()
+
+
+def partition_lag(client: AdminClient, group: str, topic_names: list[str]) -> dict[str, int]:
+    """Records of these topics not yet committed by `group`, per partition ("topic:partition";
+    a partition it never committed counts from offset 0)."""
+    found = client.list_topics(timeout=TIMEOUT).topics
+    partitions = [TopicPartition(t, p) for t in topic_names for p in found[t].partitions]
+    asked = [ConsumerGroupTopicPartitions(group, partitions)]
+    committed = client.list_consumer_group_offsets(asked, request_timeout=TIMEOUT)[group].result()
+    positions = {(tp.topic, tp.partition): max(0, tp.offset)
+                 for tp in committed.topic_partitions or []}
+    ends = client.list_offsets({tp: LATEST for tp in partitions}, request_timeout=TIMEOUT)
+    return {f"{tp.topic}:{tp.partition}": max(0, end.result().offset
+                                               - positions.get((tp.topic, tp.partition), 0))
+            for tp, end in ends.items()}

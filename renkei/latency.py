@@ -1,0 +1,49 @@
+"""Round trips from the holders' records: how many completed in the measured window, how long
+they took, and how the rest ended."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.messages import FOUND
+
+PERCENTILES = {"p50": 50.0, "p99": 99.0, "p99.9": 99.9}
+
+
+def load(paths: Sequence[Path]) -> dict[str, np.ndarray[Any, Any]]:
+    """The records of all holders of a run, concatenated; `ready` holds each holder's ready time."""
+    parts = [np.load(path) for path in paths]
+    return {"sent": np.concatenate([p["sent"] for p in parts]),
+            "latency": np.concatenate([p["latency"] for p in parts]),
+            "status": np.concatenate([p["status"] for p in parts]),
+            "request_id": np.concatenate([p["request_id"] for p in parts]),
+            "ready": np.array([float(p["ready"]) for p in parts])}
+
+
+def summarize(records: dict[str, np.ndarray[Any, Any]], start: float,
+              end: float) -> dict[str, Any]:
+    """Round trips completed (answer decrypted at the requester) in [start, end) per second;
+    latency percentiles and outcomes of the requests due in the window."""
+    sent, latency, status = records["sent"], records["latency"], records["status"]
+    found = status == FOUND
+    done_at = sent + np.nan_to_num(latency, nan=np.inf)
+    completed = int(np.count_nonzero(found & (done_at >= start) & (done_at < end)))
+    due = (sent >= start) & (sent < end)
+    answered = latency[due & found] * 1000
+    outcomes = Counter(str(s) for s in status[due])
+    return {
+        "throughput": completed / (end - start),
+        "due": int(np.count_nonzero(due)),
+        "completed": completed,
+        "outcomes": dict(outcomes.most_common()),
+        "failed_share": 1 - outcomes[FOUND] / max(1, sum(outcomes.values())),
+        "latency_ms": {name: float(np.percentile(answered, q)) if answered.size else None
+                       for name, q in PERCENTILES.items()}
+                      | {"mean": float(answered.mean()) if answered.size else None,
+                         "max": float(answered.max()) if answered.size else None},
+    }

@@ -1,0 +1,197 @@
+"""`renkei bench holder`: one holder under load, as a real holder is — it answers providers'
+queries while it sends lawful linkage requests, on a fixed clock whatever comes back (open loop)
+or with a fixed number in flight (closed loop) — and records each request's send time (for the
+open loop, the time it was due), latency and outcome in a compact numpy file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import click
+import numpy as np
+
+from holders.client import HolderClient
+from holders.store import HolderStore, default_path
+from renkei.bare_holder import BareHolder
+from renkei.bench_plan import Plan
+from renkei.bench_plan import default_path as default_plan
+from renkei.scenario import LAWFUL, Exchange, staff
+from renkei.service_loop import stop_on_signals
+
+SHED = "SHED"  # not sent: too many of this holder's requests were outstanding
+UNANSWERED = "UNANSWERED"  # no outcome before the holder stopped waiting
+ERROR = "ERROR"  # the request could not be sent
+
+
+class Side(Protocol):
+    """What the load needs of a holder: start, stop, and one round trip."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def round_trip(self, exchange: Exchange, own_number: str,
+                         within: float) -> tuple[str, str]:
+        """Send one request and wait for its outcome: (request id, status)."""
+        ...
+
+
+class RenkeiHolder:
+    """A holder on Renkei: the holder library on the holder's own store."""
+
+    def __init__(self, holder: str) -> None:
+        self.client = HolderClient(holder, HolderStore(default_path(holder)))
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    async def stop(self) -> None:
+        await self.client.stop()
+        self.client.store.close()
+
+    async def round_trip(self, exchange: Exchange, own_number: str,
+                         within: float) -> tuple[str, str]:
+        request_id = await self.client.request(
+            own_number, exchange.pattern, exchange.provider, exchange.data_type,
+            exchange.purpose, *staff(exchange.requester))
+        return request_id, (await self.client.outcome(request_id, within)).status
+
+
+class Records:
+    """Each request's start (monotonic), latency (NaN when none), outcome and id ("" when it
+    was not sent)."""
+
+    def __init__(self) -> None:
+        self.started: list[float] = []
+        self.latency: list[float] = []
+        self.status: list[str] = []
+        self.request_id: list[str] = []
+
+    def add(self, started: float, latency: float, status: str, request_id: str = "") -> None:
+        self.started.append(started)
+        self.latency.append(latency)
+        self.status.append(status)
+        self.request_id.append(request_id)
+
+    def save(self, path: Path, to_wall: float, ready: float) -> None:
+        """As wall-clock send times (`to_wall` added) with `ready`: when the holder was ready."""
+        np.savez(path, sent=np.array(self.started) + to_wall, latency=np.array(self.latency),
+                 status=np.array(self.status, dtype="U12"),
+                 request_id=np.array(self.request_id, dtype="U36"), ready=np.array(ready))
+
+
+async def _timed(side: Side, job: tuple[Exchange, str], started: float, records: Records,
+                 within: float) -> None:
+    try:
+        request_id, status = await side.round_trip(*job, within)
+    except TimeoutError:
+        records.add(started, math.nan, UNANSWERED)
+    except asyncio.CancelledError:
+        records.add(started, math.nan, UNANSWERED)
+        raise
+    except Exception:  # the broker refused the send: counted, the load goes on
+        records.add(started, math.nan, ERROR)
+    else:
+        records.add(started, time.monotonic() - started, status, request_id)
+
+
+async def _finish(tasks: set[asyncio.Task[None]], within: float) -> None:
+    """Wait for the tasks at most `within` seconds; cancel those still waiting."""
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=max(0.0, within))
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+
+async def open_loop(side: Side, jobs: Iterator[tuple[Exchange, str]], rate: float, start: float,
+                    seconds: float, max_outstanding: int, drain: float) -> Records:
+    """Request k is due at start + k / rate, sent then whatever came back (late: at once)."""
+    records, pending = Records(), set[asyncio.Task[None]]()
+    within = seconds + drain
+    for k in range(int(rate * seconds)):
+        due = start + k / rate
+        if (wait := due - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        job = next(jobs)
+        if len(pending) >= max_outstanding:
+            records.add(due, math.nan, SHED)
+            continue
+        task = asyncio.create_task(_timed(side, job, due, records, within))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await _finish(pending, start + seconds + drain - time.monotonic())
+    return records
+
+
+async def closed_loop(side: Side, jobs: Iterator[tuple[Exchange, str]], in_flight: int,
+                      start: float, seconds: float, drain: float) -> Records:
+    """`in_flight` requests outstanding at all times: each answer sends the next."""
+    records, end = Records(), start + seconds
+
+    async def worker() -> None:
+        while (now := time.monotonic()) < end:
+            await _timed(side, next(jobs), now, records, seconds + drain)
+
+    if (wait := start - time.monotonic()) > 0:
+        await asyncio.sleep(wait)
+    workers = {asyncio.create_task(worker()) for _ in range(in_flight)}
+    await _finish(workers, end + drain - time.monotonic())
+    return records
+
+
+async def run(make_side: Callable[[], Side], jobs: list[tuple[Exchange, str]], load: Callable[
+        [Side, Iterator[tuple[Exchange, str]], float], Awaitable[Records]],
+        start_at: float, out: Path, linger: float) -> None:
+    """Start the holder, load it from `start_at` (wall clock), write `out`, then keep answering
+    queries until told to stop (SIGTERM) or `linger` seconds have passed."""
+    stop = stop_on_signals()
+    side = make_side()  # its Kafka clients need the running loop
+    await side.start()
+    try:
+        ready = time.time()
+        start = time.monotonic() + (start_at - ready)
+        records = await load(side, itertools.cycle(jobs), start) if jobs else Records()
+        records.save(out, start_at - start, ready)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), linger)
+    finally:
+        await side.stop()
+
+
+@click.command("holder", hidden=True)
+@click.argument("holder")
+@click.option("--rate", type=float, default=0.0, help="requests per second (open loop)")
+@click.option("--flat-out", is_flag=True, help="closed loop: --in-flight always outstanding")
+@click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seconds", type=float, required=True, help="how long to send")
+@click.option("--start-at", type=float, required=True, help="when to start (Unix time)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--baseline", is_flag=True, help="bare messages through the relay instead")
+@click.option("--max-outstanding", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="open loop: requests due while this many are outstanding are shed")
+@click.option("--drain", type=float, default=15.0, show_default=True,
+              help="seconds to wait for outstanding outcomes after the last send")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="the plan [default: the state folder's linkage-plan.json]")
+def holder_command(holder: str, rate: float, flat_out: bool, in_flight: int, seconds: float,
+                   start_at: float, out: Path, baseline: bool, max_outstanding: int,
+                   drain: float, plan_path: Path | None) -> None:
+    """One holder under load (internal: started by `renkei bench linkage`)."""
+    plan = Plan.load(plan_path or default_plan())
+    jobs = [(LAWFUL[i], own) for i, own in plan.jobs.get(holder, [])]
+    make_side: Callable[[], Side] = (partial(BareHolder, holder, plan.sizes) if baseline
+                                     else partial(RenkeiHolder, holder))
+
+    async def load(side: Side, cycle: Iterator[tuple[Exchange, str]], start: float) -> Records:
+        if flat_out or rate <= 0:
+            return await closed_loop(side, cycle, in_flight, start, seconds, drain)
+        return await open_loop(side, cycle, rate, start, seconds, max_outstanding, drain)
+
+    asyncio.run(run(make_side, jobs, load, start_at, out, linger=drain + 30))

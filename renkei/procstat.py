@@ -1,0 +1,66 @@
+"""What a process costs, from /proc: CPU seconds (user + system), time it waited for a CPU,
+resident and peak memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+KIB = 1024
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of the process so far; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICKS  # fields 14 and 15 of proc(5)
+
+
+def run_queue_seconds(pid: int) -> float | None:
+    """Seconds the process's threads were ready to run but waited for a CPU (schedstat)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    waited = 0
+    for task in tasks:
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError):
+            continue  # a thread that just ended, or no scheduler statistics
+    return waited / 1e9
+
+
+def _status_bytes(pid: int, key: str) -> int | None:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) * KIB
+    return None
+
+
+def rss(pid: int) -> int | None:
+    """Resident memory now, in bytes."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def peak_rss(pid: int) -> int | None:
+    """The most resident memory the process has had, in bytes (VmHWM)."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def snapshot(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """(CPU seconds, run-queue seconds) of each named process still alive."""
+    found = {}
+    for name, pid in pids.items():
+        cpu, waited = cpu_seconds(pid), run_queue_seconds(pid)
+        if cpu is not None and waited is not None:
+            found[name] = (cpu, waited)
+    return found

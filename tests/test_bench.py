@@ -1,0 +1,86 @@
+"""The linkage benchmark: its parts without Kafka, and `renkei bench linkage --quick` end to end
+on a broker of its own (fields and plausible figures; speed goals belong to the benchmark)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from renkei import bare, bench_report, hops, latency
+from renkei.bare import BareMessage
+from renkei.state import STATE_ENV
+from tests.kafka_helpers import renkei
+
+HOLDER_CPU = "holder-sakura-town"
+
+
+def test_bare_messages_take_each_hops_size() -> None:
+    request = bare.encode(BareMessage(bare.QUERY, bytes(range(16)), "nenkin", "sakura-town"),
+                          94, 235)
+    assert len(request) == 94 and bare.is_bare(request) and not bare.is_bare(b"\xc3\x01")
+    target, forwarded = bare.relayed(request)
+    assert target == "sakura-town" and len(forwarded) == 235
+    assert bare.decode(forwarded) == bare.decode(request)
+    answer = bare.encode(BareMessage(bare.ANSWER, bytes(16), "sakura-town", "nenkin"), 327, 221)
+    assert bare.relayed(answer)[0] == "nenkin" and len(bare.relayed(answer)[1]) == 221
+
+
+def test_round_trips_count_in_the_window_they_complete(tmp_path: Path) -> None:
+    sent = np.array([0.0, 0.5, 1.0, 1.5, 9.5])
+    path = tmp_path / "h.npz"
+    np.savez(path, sent=sent, latency=np.array([0.1, 0.2, math.nan, 0.1, 1.0]),
+             status=np.array(["FOUND", "FOUND", "UNANSWERED", "REJECTED", "FOUND"]),
+             request_id=np.array(["a", "b", "", "d", "e"]), ready=np.array(-1.0))
+    records = latency.load([path])
+    found = latency.summarize(records, 0.0, 10.0)
+    assert found["completed"] == 2 and found["throughput"] == 0.2  # the last ends after 10 s
+    assert found["due"] == 5 and found["outcomes"]["FOUND"] == 3
+    assert math.isclose(found["failed_share"], 0.4)
+    assert 100 < found["latency_ms"]["p50"] <= 200 and found["latency_ms"]["max"] == 1000
+    stamps = {"LinkageRequest": {"a": 0.01}, "ProviderQuery": {"a": 0.04},
+              "ProviderAnswer": {"a": 0.06}, "LinkageAnswer": {"a": 0.09}}
+    spans = hops.breakdown(stamps, records, 0.0, 10.0)  # only "a" has every stamp
+    assert spans["requests"] == 1
+    assert [round(spans[hop]["p50"]) for hop, _ in hops.HOPS] == [10, 30, 20, 30, 10]
+
+
+def _point(rate: float, throughput: float, p99: float) -> dict[str, Any]:
+    return {"offered_rate": rate, "throughput": throughput, "failed_share": 0.0,
+            "latency_ms": {"p99": p99}}
+
+
+def test_the_knee_is_the_last_rate_before_latency_breaks() -> None:
+    curve = [_point(50, 50, 20), _point(100, 99, 90), _point(200, 150, 80), _point(400, 390, 30)]
+    assert bench_report.knee(curve) == 100
+    assert "offered" in (bench_report.broken(curve[2]) or "")
+    assert "p99" in (bench_report.broken(_point(50, 50, 900)) or "")
+    assert bench_report.knee([_point(50, 50, 900)]) is None
+
+
+def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    renkei("bench", "linkage", "--quick", "--results", str(results),
+           env={STATE_ENV: str(tmp_path / "state")}, timeout=280)
+    result = json.loads((results / "bench-linkage.json").read_text(encoding="utf-8"))
+    main = result["main"]
+    for point in (main["renkei"], main["baseline"]):
+        assert point["completed"] > 0 and point["throughput"] > 0
+        assert point["outcomes"].get("FOUND", 0) > 0
+        assert 0 < point["latency_ms"]["p50"] <= point["latency_ms"]["p99"] < 60_000
+        assert point["cpu_seconds"]["broker"] > 0 and point["cpu_seconds"][HOLDER_CPU] > 0
+        assert point["lag"]["max"] is not None and point["lag"]["t"]
+        assert all(mb > 10 for mb in point["peak_rss_mb"].values())
+    assert main["renkei"]["cpu_seconds"]["platform-1"] > 0
+    assert main["baseline"]["cpu_seconds"]["relay-1"] > 0
+    assert main["ratio"] > 0 and result["machine"]["loadavg_start"]
+    assert set(result["message_sizes"]) == {"request", "query", "answer", "reply"}
+    assert [p["instances"] for p in result["scaleout"]] == [1, 2]
+    assert result["curve"]["renkei"] and result["curve"]["baseline"]
+    assert result["memory"]["flatness"]["platform-1"]["median_mb"] > 10
+    assert len(result["bars"]) == 3 and all(isinstance(b["met"], bool) for b in result["bars"])
+    for name in ("curve", "scaleout", "memory"):
+        assert (results / f"linkage-{name}.png").stat().st_size > 1000
