@@ -17,6 +17,7 @@ from processors.keys_cli import keys_cli
 from registry.cli import registry_cli
 from registry.serve import serve as registry_serve
 from renkei.bench import bench
+from renkei.chaos_cli import chaos_cli
 from renkei.demo import demo
 
 
@@ -41,3 +42,4 @@ main.add_command(patterns_cli)
 main.add_command(directory_cli)
 main.add_command(card_cli)
 main.add_command(portal_cli)
+main.add_command(chaos_cli)
