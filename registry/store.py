@@ -2,11 +2,15 @@
 they gave private holders, look-ups.
 
 Look-up by 4 attributes compares normalised keys exactly and returns every resident that matches:
-zero, one or several. It never picks one of several, and never matches on fewer than four.
+zero, one or several. It never picks one of several, and never matches on fewer than four. It
+returns nobody when a holder's record of another resident could read the same: when those four
+attributes were another's before a move or a name change (a stale record), or when another
+resident of that sex born that day lives at that address (a twin: one mistyped character away).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,10 +50,17 @@ CREATE TABLE IF NOT EXISTS consents (
     given_on TEXT NOT NULL,
     PRIMARY KEY (person, holder)
 );
+CREATE TABLE IF NOT EXISTS former_keys (
+    four_key TEXT NOT NULL,
+    person INTEGER NOT NULL REFERENCES residents (person),
+    PRIMARY KEY (four_key, person)
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 INDEXES = """
 CREATE INDEX IF NOT EXISTS residents_four_key ON residents (four_key);
+CREATE INDEX IF NOT EXISTS residents_household ON residents (
+    substr(four_key, instr(four_key, '|') + 1));
 CREATE INDEX IF NOT EXISTS events_person ON events (person);
 CREATE INDEX IF NOT EXISTS events_code ON events (resident_code);
 """
@@ -96,17 +107,21 @@ class RegistryStore:
 
     def load(self, people: Iterable[Person]) -> None:
         """Bulk-load a generated registry: residents, then all events in date order."""
-        self._db.executescript("DROP INDEX IF EXISTS residents_four_key;")
+        self._db.executescript("DROP INDEX IF EXISTS residents_four_key; "
+                               "DROP INDEX IF EXISTS residents_household;")
         events: list[tuple[date, int, ChangeEvent]] = []
+        former: list[tuple[str, int]] = []
         with self._db:
             rows = []
             for person_id, person in enumerate(people, start=1):
                 rows.append((person_id, *_resident_row(person.resident)))
+                former.extend((key, person_id) for key in _former_keys(person))
                 events.extend((event.on, person_id, event) for event in person.events)
                 if len(rows) == CHUNK:
                     self._insert_residents(rows)
                     rows.clear()
             self._insert_residents(rows)
+            self._db.executemany("INSERT OR IGNORE INTO former_keys VALUES (?, ?)", former)
             events.sort(key=lambda item: item[:2])
             self._db.executemany(
                 "INSERT INTO events (person, kind, resident_code, before, after, happened_on) "
@@ -130,10 +145,24 @@ class RegistryStore:
         return None if row is None else (row[0], _resident(row[1:]))
 
     def find(self, attributes: FourAttributes) -> list[Resident]:
-        """Every resident whose four attributes all match after normalisation (0, 1 or more)."""
+        """Every resident whose four attributes all match after normalisation (0, 1 or more);
+        nobody if a record of another resident could read the same (see the module's text)."""
+        key = four_key(attributes)
         rows = self._db.execute(f"SELECT {RESIDENT_COLUMNS} FROM residents WHERE four_key = ? "
-                                "ORDER BY resident_code", (four_key(attributes),))
+                                "ORDER BY resident_code", (key,)).fetchall()
+        if rows and self._confusable(key):
+            return []
         return [_resident(row) for row in rows]
+
+    def _confusable(self, key: str) -> bool:
+        """Were these four attributes another person's before, or has the one who has them now a
+        twin (another resident of that sex born that day at that address)?"""
+        return self._db.execute(
+            "SELECT 1 FROM former_keys WHERE four_key = ? AND person NOT IN ("
+            "SELECT person FROM residents WHERE four_key = ?) UNION ALL "
+            "SELECT 1 FROM residents WHERE substr(four_key, instr(four_key, '|') + 1) = ? "
+            "AND four_key != ? LIMIT 1", (key, key, key.split("|", 1)[1], key)).fetchone() \
+            is not None
 
     def events(self, after_seq: int = 0, kind: ChangeKind | None = None,
                limit: int | None = None) -> list[ChangeEvent]:
@@ -162,6 +191,8 @@ class RegistryStore:
             raise ValueError("a new resident code must be valid and never issued before")
         changed = apply(resident, event)
         with self._db:
+            self._db.execute("INSERT OR IGNORE INTO former_keys VALUES (?, ?)",
+                             (four_key(resident.four_attributes), person))
             self._db.execute(
                 "UPDATE residents SET resident_code = ?, name = ?, kana = ?, address = ?, "
                 "date_of_birth = ?, sex = ?, four_key = ? WHERE person = ?",
@@ -237,6 +268,18 @@ def build(path: Path, residents: int, seed: int, rates: Rates | None = None,
     finally:
         store.close()
     return simulator.tally
+
+
+def _former_keys(person: Person) -> set[str]:
+    """The four-attribute keys the person had before their moves and name changes."""
+    resident, keys = person.resident, set()
+    for event in reversed(person.events):
+        if event.kind is ChangeKind.MOVED:
+            resident = dataclasses.replace(resident, address=event.before[0])
+        elif event.kind is ChangeKind.NAME_CHANGED:
+            resident = dataclasses.replace(resident, name=event.before[0], kana=event.before[1])
+        keys.add(four_key(resident.four_attributes))
+    return keys - {four_key(person.resident.four_attributes)}
 
 
 def _resident_row(resident: Resident) -> tuple[str, str, str, str, str, int, str]:

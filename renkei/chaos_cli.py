@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from renkei.broker_chaos import BrokerChaos, run_broker_chaos
+from renkei.misbinding_cli import misbinding
 from renkei.state import state_dir
 
 BROKER_RESULT = Path("results") / "chaos-broker.json"
@@ -73,3 +74,6 @@ def summary(r: BrokerChaos) -> list[str]:
         f"latency: p50 {s(r.latency_p50_seconds)}, max {s(r.latency_max_seconds)}",
         "phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in r.phase_seconds.items()),
     ]
+
+
+chaos_cli.add_command(misbinding)

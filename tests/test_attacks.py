@@ -1,0 +1,232 @@
+"""Attacks, each a test. The map, attack → the test that proves it (file::test):
+
+- a holder writes to another holder's outbox (the broker refuses):
+  tests/test_broker.py::test_holder_cannot_write_another_holders_outbox
+- a holder reads another holder's inbox (the broker refuses):
+  tests/test_broker.py::test_holder_cannot_read_another_holders_inbox
+  tests/test_broker.py::test_holder_cannot_write_its_own_inbox_nor_read_the_audit_log
+- a request carrying another unit's link code (INVALID_LINK_CODE, case "other unit"):
+  tests/test_bad_input.py::test_each_bad_input_is_rejected_with_its_reason_and_the_agent_keeps_going
+- a replay of an old linkage request (STALE_REQUEST, case "STALE_REQUEST" of the same test):
+  tests/test_bad_input.py::test_each_bad_input_is_rejected_with_its_reason_and_the_agent_keeps_going
+  tests/test_decider.py::test_a_request_is_forgotten_only_after_the_replay_window
+- a replay of a request id within the window (DUPLICATE_REQUEST, the first outcome stands):
+  tests/test_bad_input.py::test_a_reused_request_id_is_refused_as_a_duplicate
+  tests/test_decider.py::test_a_reused_request_id_is_refused_as_duplicate
+- a replay of an old binding request (STALE_REQUEST, no registry look-up): new here,
+  tests/test_attacks.py::test_a_replayed_old_binding_request_is_refused_as_stale
+- a request under an expired legal pattern (P-075, PATTERN_NOT_IN_FORCE) or a foreign one
+  (sakura-hospital under the pension service's P-037, NOT_PERMITTED), on the broker:
+  tests/test_linkage.py::test_an_unlawful_request_is_rejected_and_logged
+  tests/test_approval.py::test_each_unlawful_request_is_refused_with_its_reason
+  tests/test_approval.py::test_the_version_in_force_at_the_request_time_decides
+- an oversight request from a non-oversight principal (the broker refuses the oversight topic,
+  the platform refuses it through the holder's own outbox):
+  tests/test_oversight.py::test_only_the_oversight_body_may_ask_for_holders_logs
+- a tampered audit store (modified, deleted, reordered, inserted entries; forged heads):
+  tests/test_audit_store.py::test_detects_a_modified_entry
+  tests/test_audit_store.py::test_detects_a_deleted_entry
+  tests/test_audit_store.py::test_detects_reordered_entries
+  tests/test_audit_store.py::test_detects_an_inserted_entry
+  tests/test_audit_store.py::test_detects_a_deletion_dressed_up_as_a_purge
+  tests/test_audit_store.py::test_detects_a_rewritten_history_through_the_heads
+  tests/test_audit_store.py::test_detects_forged_and_unsigned_heads_and_missing_nodes
+- a revoked IC card:
+  tests/test_cards.py::test_a_revoked_certificate_is_refused
+  tests/test_portal.py::test_a_revoked_certificate_is_refused
+- a forged IC card: another CA's card, a signature made for another site or challenge,
+  tests/test_cards.py::test_a_card_of_the_other_ca_or_expired_is_refused
+  tests/test_cards.py::test_a_signature_for_another_site_or_challenge_is_refused
+  and, new here, a look-alike CA and a genuine certificate on a card with another key:
+  tests/test_attacks.py::test_a_card_from_a_look_alike_ca_is_refused
+  tests/test_attacks.py::test_a_genuine_certificate_with_another_key_is_refused
+- the platform reads a payload (it cannot: HPKE to the requester's key): new here,
+  tests/test_attacks.py::test_the_platform_cannot_open_a_relayed_answer
+- canary personal data never in plaintext in broker log files or platform stores:
+  tests/test_personal_data.py::test_canaries_never_reach_the_broker_or_the_platform_in_plaintext
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from broker import acls, topics
+from broker.clients import KafkaAccess, at_end
+from cards import ca, issue
+from cards.login import Refused, Verifier, challenge, message
+from holders.client import HolderClient
+from processors import keys
+from renkei import sealing
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import BY_ATTRIBUTES, FOUND, BindingRequest, LinkageAnswer, Rejection
+from tests.kafka_helpers import audit_events, producer
+from tests.test_linkage import ask, bound
+
+REFERENCE = re.compile(r"(tests/test_\w+)\.py::(test_\w+)")
+ORIGIN = "http://127.0.0.1:8080"
+HOLDER = "nenkin"
+
+
+def test_every_attack_in_the_map_names_a_test_that_exists() -> None:
+    """The map cannot rot: each file::test it names is a test function of that module."""
+    references = REFERENCE.findall(__doc__ or "")
+    assert len(references) >= 20
+    for path, name in references:
+        module = importlib.import_module(path.replace("/", "."))
+        assert callable(getattr(module, name, None)), f"{path}.py::{name} does not exist"
+
+
+async def _rejection_of(holder: str, request_id: str, send: bytes,
+                        within: float = 30) -> Rejection:
+    """Send `send` to the holder's outbox as the holder; the rejection of `request_id`."""
+    access = KafkaAccess.of(holder)
+    inbox = AIOKafkaConsumer(topics.inbox(holder), **access.aiokafka(), enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        async with producer(access) as prod:
+            await prod.send_and_wait(topics.outbox(holder), send, key=uuid.uuid4().bytes)
+        async with asyncio.timeout(within):
+            while True:
+                for records in (await inbox.getmany(timeout_ms=300)).values():
+                    for record in records:
+                        found = _decoded(record.value)
+                        if isinstance(found, Rejection) and found.request_id == request_id:
+                            return found
+    finally:
+        await inbox.stop()
+
+
+def _decoded(value: bytes | None) -> Rejection | LinkageAnswer | None:
+    """An inbox message of the kinds these tests wait for (None for any other)."""
+    try:
+        return CODEC.decode(value or b"", Rejection, LinkageAnswer)
+    except SchemaError:
+        return None
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_replayed_old_binding_request_is_refused_as_stale(
+        clients: dict[str, HolderClient]) -> None:
+    """A binding request resent after the replay window is refused, no registry look-up made."""
+    request_id = str(uuid.uuid4())
+    old = BindingRequest(request_id, datetime.now(UTC) - timedelta(minutes=10), BY_ATTRIBUTES,
+                         b"\x00" * 48)
+    rejection = await _rejection_of(HOLDER, request_id, CODEC.encode(old))
+    assert rejection.reason == "STALE_REQUEST"
+    for _ in range(50):
+        events = await audit_events({request_id})
+        if events:
+            break
+        await asyncio.sleep(0.2)
+    assert [(e.outcome, e.reason) for e in events] == [("REJECTED", "STALE_REQUEST")]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_platform_cannot_open_a_relayed_answer(
+        clients: dict[str, HolderClient]) -> None:
+    """The answer the platform relays is sealed to the requester: none of the platform side's
+    keys opens it, the requester's does."""
+    nenkin = clients[HOLDER]
+    access = KafkaAccess.of(HOLDER)
+    inbox = AIOKafkaConsumer(topics.inbox(HOLDER), **access.aiokafka(), enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        request_id = await ask(nenkin, bound(nenkin)[3], "P-037", "sakura-town", "local_tax")
+        assert (await nenkin.outcome(request_id, 30)).status == FOUND
+        answer = await _answer_of(inbox, request_id)
+    finally:
+        await inbox.stop()
+    assert answer.sealed_payload
+    platform_side = [keys.load().sealing_key(), sealing.key_of(acls.REGISTRY),
+                     sealing.key_of(acls.AUTHORITY), sealing.key_of("sakura-town")]
+    for key in platform_side:
+        with pytest.raises(sealing.CannotOpen):
+            sealing.open_sealed(key, answer.sealed_payload, request_id)
+    opened = sealing.open_sealed(sealing.key_of(HOLDER), answer.sealed_payload, request_id)
+    assert b"taxable_income" in opened, "positive control: the requester opens it"
+    with pytest.raises(sealing.CannotOpen):  # nor under another request's id
+        sealing.open_sealed(sealing.key_of(HOLDER), answer.sealed_payload, str(uuid.uuid4()))
+
+
+async def _answer_of(inbox: AIOKafkaConsumer, request_id: str) -> LinkageAnswer:
+    async with asyncio.timeout(30):
+        while True:
+            for records in (await inbox.getmany(timeout_ms=300)).values():
+                for record in records:
+                    found = _decoded(record.value)
+                    if isinstance(found, LinkageAnswer) and found.request_id == request_id:
+                        return found
+
+
+@pytest.fixture()
+def cards_dir(state_dir: Path, tmp_path: Path) -> Path:
+    issue.init()
+    return tmp_path
+
+
+def _login(certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> str:
+    nonce = challenge()
+    signature = key.sign(message(ORIGIN, nonce), ec.ECDSA(hashes.SHA256()))
+    return Verifier().verify(ca.OFFICERS, certificate.public_bytes(Encoding.PEM), ORIGIN, nonce,
+                             signature).serial
+
+
+def test_a_card_from_a_look_alike_ca_is_refused(cards_dir: Path) -> None:
+    """An oversight officer's certificate from a CA of the same name, but not the same key."""
+    real = x509.load_pem_x509_certificate(ca.certificate_path(ca.OFFICERS).read_bytes())
+    fake_ca_key = ec.generate_private_key(ec.SECP256R1())
+    fake_ca = _self_signed(real.subject, fake_ca_key)
+    user_key = ec.generate_private_key(ec.SECP256R1())
+    forged = _issued_by(fake_ca, fake_ca_key, user_key,
+                        ca.Subject("ppc-officer-9", "oversight", "oversight"))
+    assert forged.issuer == real.subject
+    with pytest.raises(Refused, match="unknown-issuer"):
+        _login(forged, user_key)
+
+
+def test_a_genuine_certificate_with_another_key_is_refused(cards_dir: Path) -> None:
+    """A copied certificate on a card of the attacker's own: the signature does not verify."""
+    card = issue.officer_card("officer-attack", "oversight", "oversight", "2468", cards_dir)
+    own_key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(Refused, match="bad-signature"):
+        _login(card.certificate, own_key)
+
+
+def _self_signed(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    now = datetime.now(UTC)
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(key, hashes.SHA256()))
+
+
+def _issued_by(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey,
+               key: ec.EllipticCurvePrivateKey, subject: ca.Subject) -> x509.Certificate:
+    """A user certificate as the real CA writes one, signed by `issuer_key` (no files written)."""
+    now = datetime.now(UTC)
+    return (x509.CertificateBuilder().subject_name(subject.name()).issuer_name(issuer.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                         False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(issuer_key, hashes.SHA256()))
+
