@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from renkei.broker_chaos import BrokerChaos, run_broker_chaos
+from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
 from renkei.state import state_dir
 
@@ -76,4 +77,5 @@ def summary(r: BrokerChaos) -> list[str]:
     ]
 
 
+chaos_cli.add_command(fuzz)
 chaos_cli.add_command(misbinding)
