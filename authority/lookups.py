@@ -17,6 +17,7 @@ from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
     NOT_FOUND,
+    REFUSED,
     HolderEntry,
     NumberLookup,
     PersonalNumber,
@@ -35,10 +36,16 @@ def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519Priva
     for record in records:
         try:
             lookup = CODEC.decode(record.value or b"", NumberLookup)
+        except SchemaError as exc:
+            log.error("an unreadable number look-up: %s", exc)
+            continue
+        try:
             number = CODEC.decode(sealing.open_sealed(key, lookup.sealed_query,
                                                       lookup.request_id), PersonalNumber)
-        except (SchemaError, sealing.CannotOpen) as exc:
-            log.error("an unreadable number look-up: %s", exc)
+        except (SchemaError, sealing.CannotOpen) as exc:  # its holder must hear back
+            out.append(send(topics.REGISTRY_OUT, lookup.request_id, RegistryAnswer(
+                lookup.request_id, lookup.requester, REFUSED,
+                f"the personal number cannot be read: {exc}", ())))
             continue
         resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE)
         registry = directory(acls.REGISTRY)
