@@ -85,13 +85,20 @@ def status() -> tuple[Cluster, list[NodeStatus]]:
 
 
 def _port_free(port: int) -> bool:
+    """Nobody listens on the port. A bind may fail while connections of a killed broker are
+    still closing on it, which do not keep Kafka (SO_REUSEADDR) from listening there again."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
+            return True
         except OSError:
-            return False
-    return True
+            pass
+    try:
+        with socket.create_connection((HOST, port), timeout=1):
+            return False  # a program listens there
+    except OSError:
+        return True
 
 
 def _classpath() -> str:
@@ -337,8 +344,18 @@ def _stop_all(cl: Cluster, nodes: list[Node], sig: signal.Signals,
         time.sleep(0.1)
     for node in nodes:
         if node.node_id in pids:
+            _wait_closed(node)
             _files(cl, node)["pid"].unlink(missing_ok=True)
     return sorted(pids)
+
+
+def _wait_closed(node: Node, within: float = 10.0) -> None:
+    """Until nobody listens on the node's ports: a killed JVM's command line is gone a moment
+    before its sockets are, and a restart must find them free."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and not all(
+            _port_free(port) for port in (node.client_port, node.controller_port)):
+        time.sleep(0.05)
 
 
 def down(timeout: float = 60.0) -> list[int]:

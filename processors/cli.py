@@ -24,8 +24,11 @@ def platform_cli() -> None:
               help="instance name (for its log); run several for more throughput")
 @click.option("--answer-timeout", type=float, default=30.0, show_default=True,
               help="seconds a provider has to answer before the requester gets a timeout")
+@click.option("--member", default=None,
+              help="a static group member id, unique among running instances: restarted with "
+                   "it, an instance takes its partitions back at once, without a rebalance")
 @click.option("--loglevel", default="warning", show_default=True)
-def run(instance: str, answer_timeout: float, loglevel: str) -> None:
+def run(instance: str, answer_timeout: float, member: str | None, loglevel: str) -> None:
     """Run one platform instance until stopped (SIGTERM/SIGINT)."""
     from processors.platform import Platform
     from renkei.service_loop import stop_on_signals
@@ -34,7 +37,8 @@ def run(instance: str, answer_timeout: float, loglevel: str) -> None:
                         format=f"%(asctime)s [platform {instance}] %(levelname)s %(message)s")
 
     async def main() -> None:
-        platform = Platform(KafkaAccess.of(acls.PLATFORM), timedelta(seconds=answer_timeout))
+        platform = Platform(KafkaAccess.of(acls.PLATFORM), timedelta(seconds=answer_timeout),
+                            member)
         await platform.run(stop_on_signals())
 
     asyncio.run(main())

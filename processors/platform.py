@@ -85,7 +85,8 @@ class Views:
 class Platform:
     """One instance of the platform's processor."""
 
-    def __init__(self, access: KafkaAccess, answer_timeout: timedelta | None = None) -> None:
+    def __init__(self, access: KafkaAccess, answer_timeout: timedelta | None = None,
+                 member: str | None = None) -> None:
         master = keys.load()
         ctx = Context(CodeService(master), TicketSealer(master.ticket_key()),
                       master.sealing_key())
@@ -97,7 +98,8 @@ class Platform:
         self.taking_over: set[int] = set()
         self.producer = producer_for(access)
         self.consumer = AIOKafkaConsumer(
-            **access.aiokafka(), group_id=GROUP, enable_auto_commit=False,
+            **access.aiokafka(), group_id=GROUP, group_instance_id=member,
+            enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
             metadata_max_age_ms=3_000, fetch_max_wait_ms=50)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from audit.topic import read_events
 from broker import cluster as cluster_store
 from broker import config, process, provision
 from broker.clients import KafkaAccess
-from broker.cluster import HOST
+from broker.ports import free_port_block
 from holders.client import HolderClient
 from renkei import scenario, town
 from renkei.state import STATE_ENV
@@ -111,28 +110,6 @@ def state_folder(path: Path) -> Iterator[Path]:
             os.environ[STATE_ENV] = before
 
 
-def free_port_block(count: int) -> int:
-    """The first of `count` consecutive free loopback ports."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            first = int(sock.getsockname()[1])
-        if first + count >= 65536:
-            continue
-        held = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                held.append(sock)
-                sock.bind((HOST, port))
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-        return first
-
-
 def up_three() -> tuple[cluster_store.Cluster, float | None]:
     """The state folder's 3-node cluster, running (formatted on free ports the first time);
     the seconds it took to start, None if it was running already."""
@@ -176,7 +153,7 @@ def _victim() -> tuple[int, str, int]:
     return node, f"leader of {DECISIONS} partition 0", sum(1 for n in led.values() if n == node)
 
 
-def _jobs(clients: dict[str, HolderClient], built: town.Town,
+def jobs_for(clients: dict[str, HolderClient], built: town.Town,
           seed: int) -> list[tuple[scenario.Exchange, str]]:
     """Every lawful exchange about people both sides hold, interleaved, in a seeded order."""
     rng = random.Random(seed)
@@ -314,7 +291,7 @@ async def _run(seconds: float, rate: float, residents: int, seed: int, kill_at: 
         async with scenario.started_clients() as clients:
             await scenario.bind_all(clients)
             phase("binding")
-            jobs = _jobs(clients, built, seed)
+            jobs = jobs_for(clients, built, seed)
             dropped_before = sum(c.store.counts()["duplicates dropped"]
                                  for c in clients.values())
             kill = _Kill(*await asyncio.to_thread(_victim))

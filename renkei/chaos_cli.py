@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from renkei.broker_chaos import BrokerChaos, run_broker_chaos
+from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
 from renkei.state import state_dir
@@ -79,3 +80,5 @@ def summary(r: BrokerChaos) -> list[str]:
 
 chaos_cli.add_command(fuzz)
 chaos_cli.add_command(misbinding)
+chaos_cli.add_command(crash)
+chaos_cli.add_command(report)

@@ -121,6 +121,7 @@ class Processes:
                        loglevel: str = "warning") -> subprocess.Popen[bytes]:
         """A platform instance, `platform-N`, joining the platform's consumer group."""
         return self.start(f"platform-{instance}", "platform", "run", "--instance", str(instance),
+                          "--member", f"platform-{instance}",
                           "--answer-timeout", str(answer_timeout), "--loglevel", loglevel)
 
     def kill(self, name: str) -> None:

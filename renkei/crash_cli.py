@@ -1,0 +1,97 @@
+"""`renkei chaos crash` (processes killed under load) and `renkei chaos report` (every chaos
+result in one report)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from renkei.crash_chaos import CrashChaos, run_crash_chaos
+from renkei.state import state_dir
+
+RESULTS = Path("results")
+CRASH_RESULT = RESULTS / "chaos-crash.json"
+REPORT = RESULTS / "chaos-report.json"
+PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
+
+
+@click.command("crash")
+@click.option("--seconds", type=click.FloatRange(min=5), default=60.0, show_default=True,
+              help="how long to send requests (kills stop with it)")
+@click.option("--rate", type=click.FloatRange(min=0.5), default=20.0, show_default=True,
+              help="lawful requests per second")
+@click.option("--instances", type=click.IntRange(1, 8), default=3, show_default=True,
+              help="platform instances in the consumer group")
+@click.option("--every", type=click.FloatRange(min=1), default=4.0, show_default=True,
+              help="seconds between kills")
+@click.option("--residents", type=click.IntRange(min=50), default=300, show_default=True)
+@click.option("--seed", default=2026, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=CRASH_RESULT,
+              show_default=True)
+def crash(seconds: float, rate: float, instances: int, every: float, residents: int,
+          seed: int, out: Path) -> None:
+    """Kill -9 platform instances, holders' servers, the audit consumer and the broker in turn
+    under load (in <state>/chaos-crash, loopback only); count what was lost or doubled."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
+    result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate, residents,
+                                         instances, every, seed))
+    _write(out, result.to_json())
+    for line in summary(result):
+        click.echo(line)
+    click.echo(f"written to {out}")
+    if not result.exactly_once:
+        raise SystemExit(1)
+
+
+def summary(r: CrashChaos) -> list[str]:
+    """The figures, one per line."""
+    return [
+        f"kills: {len(r.kills)} in {r.seconds:g}s, one every {r.every_seconds:g}s ("
+        + ", ".join(f"{k} {v}" for k, v in r.kills_by_kind.items()) + f"); "
+        f"{r.platform_instances} platform instances",
+        f"requests: {r.sent} accepted at {r.rate:g}/s ({r.refused_at_door} attempts refused at "
+        "the door while a server or the broker was down); answered "
+        + ", ".join(f"{k} {v}" for k, v in r.answered.items()) + f"; lost {r.lost}",
+        f"holders: requester log not exactly once {r.requester_log_not_once}; provider logged "
+        f"twice {r.provider_log_more_than_once}; duplicates dropped {r.duplicates_dropped}",
+        f"audit store: entries per lawful request {r.audit_entries_per_request}; missing "
+        f"{r.audit_missing}, doubled {r.audit_doubled}",
+        f"latency: p50 {r.latency_p50_seconds}s, max {r.latency_max_seconds}s; tracebacks "
+        f"{r.tracebacks or 'none'}",
+        "exactly once: " + ("yes" if r.exactly_once else "NO"),
+    ]
+
+
+@click.command("report")
+@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
+              show_default=True)
+def report(results: Path) -> None:
+    """Every chaos result found in the results folder, its headline figures, in one report."""
+    found: dict[str, Any] = {}
+    for part in PARTS:
+        path = results / f"chaos-{part}.json"
+        if not path.exists():
+            click.echo(f"{part}: not run (renkei chaos {part})")
+            continue
+        found[part] = json.loads(path.read_text(encoding="utf-8"))
+        click.echo(f"{part}: {found[part].get('what', '')}")
+        for key, value in headline(found[part]).items():
+            click.echo(f"  {key}: {value}")
+    _write(results / REPORT.name, found)
+    click.echo(f"written to {results / REPORT.name}")
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """A result's figures: its numbers, flags and small tables (not its long lists)."""
+    return {k: v for k, v in result.items() if k != "what" and (
+        isinstance(v, bool | int | float) or (isinstance(v, dict) and len(v) <= 12))}
+
+
+def _write(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

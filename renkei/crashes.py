@@ -1,0 +1,48 @@
+"""Crashes: processes of a town that died, and tracebacks their logs gained, since a mark."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from renkei.state import state_dir
+from renkei.town import Processes
+
+TRACEBACK = b"Traceback (most recent call last)"
+
+
+def log_of(name: str) -> Path:
+    """Where `Processes.start` sends a process's output."""
+    return state_dir() / "logs" / f"{name}.log"
+
+
+@dataclass
+class Watch:
+    running: dict[str, subprocess.Popen[bytes]]
+    marks: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, procs: Processes) -> Watch:
+        """Watch the processes running now, their logs from their current ends."""
+        running = dict(procs.running)
+        return cls(running, {name: _size(log_of(name)) for name in running})
+
+    def died(self) -> list[str]:
+        return sorted(name for name, proc in self.running.items() if proc.poll() is not None)
+
+    def tracebacks(self) -> dict[str, int]:
+        """Tracebacks each process logged since the mark (those with none left out)."""
+        found = {}
+        for name, mark in self.marks.items():
+            path = log_of(name)
+            with path.open("rb") as log:
+                log.seek(mark)
+                count = log.read().count(TRACEBACK)
+            if count:
+                found[name] = count
+        return found
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
