@@ -39,7 +39,7 @@ def chaos_cli() -> None:
 def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | None,
                  down_for: float | None, keep: bool, out: Path) -> None:
     """A broker of a 3-node cluster (in <state>/cluster3) SIGKILLed under load, restarted."""
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # its retries are the point here
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
     result = asyncio.run(run_broker_chaos(state_dir() / "cluster3", seconds, rate, residents,
                                           kill_at=kill_at, down_for=down_for, keep=keep))
     out.parent.mkdir(parents=True, exist_ok=True)
