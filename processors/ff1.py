@@ -1,4 +1,5 @@
-"""FF1 format-preserving encryption (NIST SP 800-38G), one AES-ECB call per Feistel round per batch.
+"""FF1 format-preserving encryption (NIST SP 800-38G), one AES-ECB call per Feistel round per batch
+(a batch of a few rows goes row by row in Python integers: numpy's cost per call would dominate).
 
 A batch is an array of numeral rows, all of one length. Each round builds the last CBC-MAC block
 of every row and encrypts them all with one `update()`; the constant part of the MAC input (P, the
@@ -25,6 +26,7 @@ NIST_SYMBOLS = string.digits + string.ascii_lowercase
 ROUNDS = 10
 MIN_DOMAIN = 1_000_000  # SP 800-38G Rev. 1: radix ** minlen ≥ 1,000,000
 CHUNK_ROWS = 8192  # rows per pass over the rounds: a larger batch goes in chunks, cache-sized
+ROW_BY_ROW = 4  # up to this many rows, plain integers beat numpy's fixed cost per operation
 
 
 class Alphabet:
@@ -71,6 +73,34 @@ class _Shape:
     q_places: NDArray[Any]  # 256 ** (b-1) … 256 ** 0: the numeral bytes at the end of Q
     s_places: NDArray[Any]  # 256 ** (d-1) … 256 ** 0: the bytes of S
     counters: NDArray[np.uint8]  # [1]^16 … [⌈d/16⌉-1]^16, to extend R to d bytes
+
+    @property
+    def tail_bytes(self) -> bytes:
+        return self.tail.tobytes()
+
+    @property
+    def chain_bytes(self) -> bytes:
+        return self.chain.tobytes()
+
+
+def _number(numerals: list[int], radix: int) -> int:
+    """NUM_radix: the numerals as one number, most significant first."""
+    value = 0
+    for numeral in numerals:
+        value = value * radix + numeral
+    return value
+
+
+def _numerals(value: int, count: int, radix: int) -> list[int]:
+    """STR_radix: `count` numerals of the number, most significant first."""
+    out = [0] * count
+    for k in range(count - 1, -1, -1):
+        value, out[k] = divmod(value, radix)
+    return out
+
+
+def _xor(x: bytes, y: bytes) -> bytes:
+    return (int.from_bytes(x, "big") ^ int.from_bytes(y, "big")).to_bytes(16, "big")
 
 
 def _places(base: int, count: int, dtype: Any) -> NDArray[Any]:
@@ -132,6 +162,10 @@ class FF1:
 
     def _feistel(self, x: Numerals, tweak: bytes, decrypt: bool) -> Numerals:
         """Algorithms 7 and 8 of SP 800-38G, on every row of `x` at once."""
+        if len(x) <= ROW_BY_ROW:
+            shape = self._shape(x.shape[1], tweak)
+            return np.array([self._feistel_row(row, shape, decrypt) for row in x.tolist()],
+                            dtype=np.int64).reshape(x.shape)
         if len(x) > CHUNK_ROWS:
             return np.concatenate([self._feistel(x[i:i + CHUNK_ROWS], tweak, decrypt)
                                    for i in range(0, len(x), CHUNK_ROWS)])
@@ -149,6 +183,26 @@ class FF1:
                 a, b = b, (a + y) % modulus
         return np.concatenate([self._digits(a, shape.places_u),
                                self._digits(b, shape.places_v)], axis=1)
+
+    def _feistel_row(self, row: list[int], shape: _Shape, decrypt: bool) -> list[int]:
+        """The same rounds on one row, in Python integers (one AES call per round)."""
+        a, b = _number(row[:shape.u], self.radix), _number(row[shape.u:], self.radix)
+        for i in reversed(range(ROUNDS)) if decrypt else range(ROUNDS):
+            modulus = self.radix ** (shape.v if i % 2 else shape.u)
+            if decrypt:
+                a, b = (b - self._prf_row(shape, i, a)) % modulus, a
+            else:
+                a, b = b, (a + self._prf_row(shape, i, b)) % modulus
+        return _numerals(a, shape.u, self.radix) + _numerals(b, shape.v, self.radix)
+
+    def _prf_row(self, shape: _Shape, i: int, num: int) -> int:
+        """`_prf` for one number."""
+        tail = shape.tail_bytes[:-shape.b - 1] + bytes([i]) + num.to_bytes(shape.b, "big")
+        r = shape.chain_bytes
+        for block in range(0, len(tail), 16):
+            r = self._ecb.update(_xor(tail[block:block + 16], r))
+        s = r + b"".join(self._ecb.update(_xor(r, bytes(c))) for c in shape.counters)
+        return int.from_bytes(s[:shape.d], "big")
 
     def _digits(self, nums: NDArray[Any], places: NDArray[Any]) -> Numerals:
         """STR_radix of each number, as many numerals as `places`."""

@@ -14,7 +14,7 @@ from renkei import bare
 from renkei.bare import BareMessage, Sizes
 from renkei.envelope import Send
 from renkei.scenario import Exchange
-from renkei.service_loop import deliver, producer_for, serve
+from renkei.service_loop import deliver, producer_for, serving
 from schemas.messages import FOUND
 
 
@@ -36,14 +36,8 @@ class BareHolder:
 
     async def start(self) -> None:
         await self._producer.start()
-        ready = asyncio.Event()
-        self._inbox = asyncio.create_task(serve(
-            self.access, [topics.inbox(self.holder)], self.group, self._handle, self._stop,
-            ready, instance=f"{self.group}-1"))
-        await asyncio.wait({asyncio.create_task(ready.wait()), self._inbox},
-                           return_when=asyncio.FIRST_COMPLETED)
-        if self._inbox.done():
-            self._inbox.result()  # start-up failed: raise its error
+        self._inbox = await serving(self.access, [topics.inbox(self.holder)], self.group,
+                                    self._handle, self._stop, instance=f"{self.group}-1")
 
     async def stop(self) -> None:
         self._stop.set()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -153,19 +152,6 @@ def _victim() -> tuple[int, str, int]:
     return node, f"leader of {DECISIONS} partition 0", sum(1 for n in led.values() if n == node)
 
 
-def jobs_for(clients: dict[str, HolderClient], built: town.Town,
-          seed: int) -> list[tuple[scenario.Exchange, str]]:
-    """Every lawful exchange about people both sides hold, interleaved, in a seeded order."""
-    rng = random.Random(seed)
-    per_exchange = []
-    for exchange in scenario.LAWFUL:
-        people = scenario.people(clients[exchange.requester], built, exchange)
-        rng.shuffle(people)
-        per_exchange.append([(exchange, own) for own in people])
-    jobs = [job for round_ in zip(*per_exchange, strict=False) for job in round_]
-    return jobs or [job for jobs_ in per_exchange for job in jobs_]
-
-
 async def _send_steadily(clients: dict[str, HolderClient],
                          jobs: list[tuple[scenario.Exchange, str]], rate: float,
                          seconds: float, bound: float) -> list[_Sent]:
@@ -291,7 +277,7 @@ async def _run(seconds: float, rate: float, residents: int, seed: int, kill_at: 
         async with scenario.started_clients() as clients:
             await scenario.bind_all(clients)
             phase("binding")
-            jobs = jobs_for(clients, built, seed)
+            jobs = scenario.lawful_jobs(clients, built, seed)
             dropped_before = sum(c.store.counts()["duplicates dropped"]
                                  for c in clients.values())
             kill = _Kill(*await asyncio.to_thread(_victim))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from renkei.broker_chaos import BrokerChaos, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
-from renkei.state import state_dir
+from renkei.state import state_dir, write_json
 
 BROKER_RESULT = Path("results") / "chaos-broker.json"
 
@@ -42,9 +41,7 @@ def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | N
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
     result = asyncio.run(run_broker_chaos(state_dir() / "cluster3", seconds, rate, residents,
                                           kill_at=kill_at, down_for=down_for, keep=keep))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
+    write_json(out, result.to_json())
     for line in summary(result):
         click.echo(line)
     click.echo(f"written to {out}")

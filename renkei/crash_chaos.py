@@ -32,7 +32,7 @@ from holders.client import REJECTED
 from holders.store import REQUESTER, SENT, HolderStore
 from holders.store import default_path as holder_path
 from renkei import scenario, town
-from renkei.broker_chaos import jobs_for, state_folder
+from renkei.broker_chaos import state_folder
 from renkei.crashes import Watch
 from renkei.state import private_dir, read_json
 
@@ -293,7 +293,7 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
     try:
         async with scenario.started_clients() as clients:
             await scenario.bind_all(clients)
-            jobs = jobs_for(clients, built, seed)
+            jobs = scenario.lawful_jobs(clients, built, seed)
         holders = sorted({h for e in scenario.LAWFUL for h in (e.requester, e.provider)})
         urls = {h: await start_server(procs, h) for h in holders}
         watch = Watch.of(procs)

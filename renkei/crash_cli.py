@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from renkei.crash_chaos import CrashChaos, run_crash_chaos
-from renkei.state import state_dir
+from renkei.state import state_dir, write_json
 
 RESULTS = Path("results")
 CRASH_RESULT = RESULTS / "chaos-crash.json"
@@ -40,7 +40,7 @@ def crash(seconds: float, rate: float, instances: int, every: float, residents: 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
     result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate, residents,
                                          instances, every, seed))
-    _write(out, result.to_json())
+    write_json(out, result.to_json())
     for line in summary(result):
         click.echo(line)
     click.echo(f"written to {out}")
@@ -82,7 +82,7 @@ def report(results: Path) -> None:
         click.echo(f"{part}: {found[part].get('what', '')}")
         for key, value in headline(found[part]).items():
             click.echo(f"  {key}: {value}")
-    _write(results / REPORT.name, found)
+    write_json(results / REPORT.name, found)
     click.echo(f"written to {results / REPORT.name}")
 
 
@@ -90,8 +90,3 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     """A result's figures: its numbers, flags and small tables (not its long lists)."""
     return {k: v for k, v in result.items() if k != "what" and (
         isinstance(v, bool | int | float) or (isinstance(v, dict) and len(v) <= 12))}
-
-
-def _write(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -7,7 +7,6 @@ logged a traceback, and the platform's consumer group must have drained (no stal
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -93,19 +92,6 @@ def vocabulary(clients: dict[str, HolderClient]) -> Vocabulary:
                       sorted({t for p in known for t in p.data_types}))
 
 
-def lawful_jobs(clients: dict[str, HolderClient], built: Town,
-                seed: int) -> list[tuple[scenario.Exchange, str]]:
-    """Every lawful exchange about people both sides hold, interleaved in a seeded order."""
-    rng = random.Random(seed)
-    per_exchange = []
-    for exchange in scenario.LAWFUL:
-        people = scenario.people(clients[exchange.requester], built, exchange)
-        rng.shuffle(people)
-        per_exchange.append([(exchange, own) for own in people])
-    jobs = [job for round_ in zip(*per_exchange, strict=False) for job in round_]
-    return jobs or [job for jobs_ in per_exchange for job in jobs_]
-
-
 async def capture(clients: dict[str, HolderClient], built: Town, seed: int, bind: bool,
                   warm_up: int) -> tuple[Captured, list[tuple[scenario.Exchange, str]]]:
     """Real outbox traffic (binding, if `bind`, and `warm_up` lawful round trips): what the
@@ -114,7 +100,7 @@ async def capture(clients: dict[str, HolderClient], built: Town, seed: int, bind
     async with Window(KafkaAccess.of(config.ADMIN), [topics.outbox(h) for h in senders]) as w:
         if bind:
             await scenario.bind_all(clients)
-        jobs = lawful_jobs(clients, built, seed)
+        jobs = scenario.lawful_jobs(clients, built, seed)
         await asyncio.gather(*(scenario.round_trip(clients[e.requester], e, own, LAWFUL_WITHIN)
                                for e, own in jobs[:warm_up]))
         records = await w.rest()

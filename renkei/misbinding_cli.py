@@ -3,13 +3,13 @@ registry through the platform's own look-up and decision; count correct, investi
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import click
 
 from renkei.misbinding import Outcome, Result, run
+from renkei.state import write_json
 
 MISBINDING_RESULT = Path("results") / "chaos-misbinding.json"
 
@@ -24,9 +24,7 @@ MISBINDING_RESULT = Path("results") / "chaos-misbinding.json"
 def misbinding(residents: int, records: int, seed: int, out: Path) -> None:
     """Mis-binding: an adversarial registry and erring holder records; the target is 0 wrong."""
     result = run(residents, records, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
+    write_json(out, result.to_json())
     for line in table(result):
         click.echo(line)
     click.echo(f"written to {out}")

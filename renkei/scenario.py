@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -109,6 +110,19 @@ async def run(clients: dict[str, HolderClient], town: Town, concurrency: int = 6
     except NotAuthorized as exc:
         result.refused_locally.append((LAWFUL[0], str(exc)))
     return result
+
+
+def lawful_jobs(clients: dict[str, HolderClient], town: Town,
+                seed: int) -> list[tuple[Exchange, str]]:
+    """Every lawful exchange about people both sides hold, interleaved in a seeded order."""
+    rng = random.Random(seed)
+    per_exchange = []
+    for exchange in LAWFUL:
+        people_ = people(clients[exchange.requester], town, exchange)
+        rng.shuffle(people_)
+        per_exchange.append([(exchange, own) for own in people_])
+    jobs = [job for round_ in zip(*per_exchange, strict=False) for job in round_]
+    return jobs or [job for jobs_ in per_exchange for job in jobs_]
 
 
 def people(client: HolderClient, town: Town, exchange: Exchange) -> list[str]:

@@ -75,6 +75,18 @@ class Outflow:
         self._committed_at = time.monotonic()
 
 
+async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
+                  stop: asyncio.Event, instance: str | None = None) -> asyncio.Task[None]:
+    """`serve` started as a task, once it is ready (its error raised if it fails to start)."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(access, topics_in, group, handle, stop, ready, instance))
+    await asyncio.wait({asyncio.create_task(ready.wait()), task},
+                       return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # start-up failed: raise its error
+    return task
+
+
 async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
                 stop: asyncio.Event, ready: asyncio.Event | None = None,
                 instance: str | None = None) -> None:
