@@ -24,7 +24,7 @@ from registry.residents import FourAttributes
 from renkei import sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
-from renkei.service_loop import deliver, producer_for, serve
+from renkei.service_loop import deliver, producer_for, serving
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -85,14 +85,9 @@ class HolderClient:
         await self.directory.start()
         await self.directory.loaded()  # queries are answered with the requester's key from it
         await self._producer.start()
-        ready = asyncio.Event()
-        self._inbox = asyncio.create_task(serve(
+        self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], f"{acls.holder_group(self.holder)}inbox",
-            self._handle, self._stop, ready, instance=self.instance))
-        await asyncio.wait({asyncio.create_task(ready.wait()), self._inbox},
-                           return_when=asyncio.FIRST_COMPLETED)
-        if self._inbox.done():
-            self._inbox.result()  # start-up failed: raise its error
+            self._handle, self._stop, instance=self.instance)
 
     async def stop(self) -> None:
         self._stop.set()
