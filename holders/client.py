@@ -36,7 +36,6 @@ from schemas.messages import (
     BindingRequest,
     HolderEntry,
     HolderLogAnswer,
-    HolderLogEntry,
     HolderLogRequest,
     LinkageAnswer,
     LinkageRequest,
@@ -265,10 +264,7 @@ class HolderClient:
 
     def _log_for_oversight(self, asked: HolderLogRequest) -> Send:
         """This holder's side of the access log (⑦–⑫) of the asked requests, for the oversight."""
-        entries = tuple(HolderLogEntry(
-            e.request_id, e.at, e.side, e.operator, e.terminal, e.counterpart, e.pattern_id,
-            e.data_type, e.content, e.purpose, e.outcome)
-            for request_id in asked.request_ids if request_id
-            for e in self.store.access_log(request_id))
+        entries = tuple(e for request_id in asked.request_ids if request_id
+                        for e in self.store.access_log(request_id))
         return send(topics.outbox(self.holder), asked.request_id, HolderLogAnswer(
             asked.request_id, self.holder, datetime.now(UTC), entries))

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -93,6 +94,11 @@ async def access_log(request: web.Request) -> web.Response:
     return _json([dataclasses.asdict(e) for e in entries])
 
 
+def address_file(holder: str) -> Path:
+    """Where a running communication server writes its URL (for the holder's own systems)."""
+    return private_dir("holders", holder) / "server.json"
+
+
 async def run(holder: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT: answer the platform's queries, and the holder's system."""
     store = HolderStore(default_path(holder))
@@ -109,8 +115,7 @@ async def run(holder: str, port: int) -> None:
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     bound = runner.addresses[0][1]
-    write_json(private_dir("holders", holder) / "server.json",
-               {"url": f"http://127.0.0.1:{bound}"})
+    write_json(address_file(holder), {"url": f"http://127.0.0.1:{bound}"})
     log.warning("holder %s: communication server on http://127.0.0.1:%s", holder, bound)
     try:
         await stop_on_signals().wait()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from registry.residents import FourAttributes, Sex
 from renkei.state import private_dir
+from schemas.messages import HolderLogEntry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -59,24 +60,6 @@ class Request:
     status: str
     detail: str | None
     result: dict[str, str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """A holder-side access-log entry: ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose."""
-
-    serial: int
-    at: str
-    request_id: str
-    side: str
-    operator: str
-    terminal: str
-    counterpart: str | None
-    pattern_id: str | None
-    data_type: str | None
-    content: str | None
-    purpose: str | None
-    outcome: str
 
 
 def default_path(holder: str) -> Path:
@@ -234,9 +217,10 @@ class HolderStore:
             (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
              content, purpose, outcome))
 
-    def access_log(self, request_id: str | None = None) -> list[LogEntry]:
+    def access_log(self, request_id: str | None = None) -> list[HolderLogEntry]:
+        """The entries ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose, in the order made."""
         where, args = ("WHERE request_id = ?", (request_id,)) if request_id else ("", ())
-        return [LogEntry(*row) for row in self.db.execute(
-            f"SELECT serial, at, request_id, side, operator, terminal, counterpart, pattern_id, "
+        return [HolderLogEntry(*row) for row in self.db.execute(
+            f"SELECT request_id, at, side, operator, terminal, counterpart, pattern_id, "
             f"data_type, content, purpose, outcome FROM access_log {where} ORDER BY serial",
             args)]

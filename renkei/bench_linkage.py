@@ -31,7 +31,7 @@ from renkei import bench_plan, bench_report, groups, relay, scenario, town
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
-from renkei.state import STATE_ENV, state_dir, write_json
+from renkei.state import state_dir, state_folder, write_json
 
 JOIN_SECONDS = 120.0
 
@@ -68,24 +68,16 @@ def bench_broker(use_running: bool) -> Iterator[None]:
                                        "`renkei broker up`, or leave out --use-running")
         yield
         return
-    before = os.environ.get(STATE_ENV)
-    bench = state_dir() / "bench"
-    os.environ[STATE_ENV] = str(bench)
-    with contextlib.suppress(NoCluster):
-        process.down()  # a broker left running by an interrupted run
-    for left in ("broker", "logs", "linkage-runs"):
-        shutil.rmtree(bench / left, ignore_errors=True)
-    try:
+    with state_folder(state_dir() / "bench") as bench:
+        with contextlib.suppress(NoCluster):
+            process.down()  # a broker left running by an interrupted run
+        for left in ("broker", "logs", "linkage-runs"):
+            shutil.rmtree(bench / left, ignore_errors=True)
         process.up(*free_port_pair())
         try:
             yield
         finally:
             process.down()
-    finally:
-        if before is None:
-            os.environ.pop(STATE_ENV, None)
-        else:
-            os.environ[STATE_ENV] = before
 
 
 @contextlib.contextmanager

@@ -10,11 +10,8 @@ returns a `BrokerChaos`; `renkei chaos broker` writes it to results/chaos-broker
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from broker.clients import KafkaAccess
 from broker.ports import free_port_block
 from holders.client import HolderClient
 from renkei import scenario, town
-from renkei.state import STATE_ENV
+from renkei.state import state_folder
 
 NODES = 3
 DECISIONS = "renkei-platform-decisions"
@@ -92,21 +89,6 @@ class _Sent:
     sent_at: float
     answered_at: float | None = None
     status: str | None = None
-
-
-@contextmanager
-def state_folder(path: Path) -> Iterator[Path]:
-    """RENKEI_STATE = `path` for this process and the processes it starts, restored after."""
-    before = os.environ.get(STATE_ENV)
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ[STATE_ENV] = str(path)
-    try:
-        yield path
-    finally:
-        if before is None:
-            os.environ.pop(STATE_ENV, None)
-        else:
-            os.environ[STATE_ENV] = before
 
 
 def up_three() -> tuple[cluster_store.Cluster, float | None]:

@@ -29,12 +29,12 @@ from broker import process
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.client import REJECTED
+from holders.server import address_file
 from holders.store import REQUESTER, SENT, HolderStore
 from holders.store import default_path as holder_path
 from renkei import scenario, town
-from renkei.broker_chaos import state_folder
 from renkei.crashes import Watch
-from renkei.state import private_dir, read_json
+from renkei.state import read_json, state_folder
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
 STEPS = 2  # audit events of a lawful request: approved, then answered
@@ -88,13 +88,13 @@ class CrashChaos:
 
 def server_url(holder: str) -> str | None:
     """The running communication server of `holder`, as it recorded itself."""
-    path = private_dir("holders", holder) / "server.json"
+    path = address_file(holder)
     return str(read_json(path)["url"]) if path.exists() else None
 
 
 async def start_server(procs: town.Processes, holder: str, within: float = 60.0) -> str:
     """Start `holder`'s communication server (`holder-<id>`); its URL once it listens."""
-    (private_dir("holders", holder) / "server.json").unlink(missing_ok=True)
+    address_file(holder).unlink(missing_ok=True)
     procs.start(f"holder-{holder}", "holder", "run", holder)
     deadline = time.monotonic() + within
     while (url := server_url(holder)) is None:
@@ -229,31 +229,30 @@ async def audited(request_ids: set[str], since: datetime, within: float) -> Coun
         await asyncio.sleep(1)
 
 
-def holder_logs(sent: list[_Sent]) -> tuple[Counter[str], Counter[str]]:
-    """Entries per request in its requester's and in its provider's own access log."""
-    requester: Counter[str] = Counter()
-    provider: Counter[str] = Counter()
-    ids = {s.request_id for s in sent}
-    holders = {h for s in sent for h in (s.exchange.requester, s.exchange.provider)}
+@dataclass
+class HolderSide:
+    """What the holders' own stores say: access-log entries per request on each side, and
+    answers that reached a requester again after its request had its outcome (dropped)."""
+
+    requester: Counter[str] = field(default_factory=Counter)
+    provider: Counter[str] = field(default_factory=Counter)
+    duplicates_dropped: int = 0
+
+
+def holder_side(holders: list[str], sent: list[_Sent]) -> HolderSide:
+    """One pass over each holder's store."""
+    found, ids = HolderSide(), {s.request_id for s in sent}
     for holder in holders:
         store = HolderStore(holder_path(holder))
         try:
             for entry in store.access_log():
                 if entry.request_id in ids:
-                    (requester if entry.side == REQUESTER else provider)[entry.request_id] += 1
+                    side = found.requester if entry.side == REQUESTER else found.provider
+                    side[entry.request_id] += 1
+            found.duplicates_dropped += store.counts()["duplicates dropped"]
         finally:
             store.close()
-    return requester, provider
-
-
-def duplicates_dropped(holders: list[str]) -> int:
-    """Answers that reached a requester again after its request had its outcome."""
-    total = 0
-    for holder in holders:
-        store = HolderStore(holder_path(holder))
-        total += store.counts()["duplicates dropped"]
-        store.close()
-    return total
+    return found
 
 
 async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0,
@@ -313,9 +312,8 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         answered = [s for s in load.sent if s.status != UNANSWERED]
         lawful = {s.request_id for s in answered if s.status != REJECTED}
         entries = await audited(lawful, since, bound)
-        requester, provider = await asyncio.to_thread(holder_logs, load.sent)
+        holders_say = await asyncio.to_thread(holder_side, holders, load.sent)
         tracebacks = watch.tracebacks()
-        dropped = duplicates_dropped(holders)
     finally:
         await asyncio.to_thread(services.__exit__, None, None, None)
     latencies = sorted(s.answered_at - s.sent_at for s in answered if s.answered_at)
@@ -326,9 +324,11 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         sent=len(load.sent), refused_at_door=load.refused,
         answered=dict(Counter(s.status for s in answered).most_common()),
         lost=len(load.sent) - len(answered),
-        requester_log_not_once=sum(1 for s in load.sent if requester[s.request_id] != 1),
-        provider_log_more_than_once=sum(1 for s in load.sent if provider[s.request_id] > 1),
-        duplicates_dropped=dropped,
+        requester_log_not_once=sum(1 for s in load.sent
+                                   if holders_say.requester[s.request_id] != 1),
+        provider_log_more_than_once=sum(1 for s in load.sent
+                                        if holders_say.provider[s.request_id] > 1),
+        duplicates_dropped=holders_say.duplicates_dropped,
         audit_entries_per_request={str(k): v for k, v in sorted(histogram.items())},
         audit_missing=sum(1 for r in lawful if entries[r] < STEPS),
         audit_doubled=sum(1 for r in lawful if entries[r] > STEPS),

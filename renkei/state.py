@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,21 @@ def state_dir() -> Path:
     path = Path(os.environ.get(STATE_ENV) or Path.cwd() / ".state")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def state_folder(path: Path) -> Iterator[Path]:
+    """`$RENKEI_STATE` = `path` for this process and those it starts; restored after."""
+    before = os.environ.get(STATE_ENV)
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ[STATE_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop(STATE_ENV, None)
+        else:
+            os.environ[STATE_ENV] = before
 
 
 def private_dir(*parts: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from holders.samples import SAMPLES
 from holders.store import HolderStore, default_path
 from renkei import town as town_setup
 from renkei.scenario import staff as staff_of
-from renkei.state import STATE_ENV
+from renkei.state import state_folder
 from tests import postgres as postgres_server
 from tests.kafka_helpers import free_port_pair, renkei
 
@@ -29,14 +28,8 @@ SILENT = "minami-clinic"  # a provider whose communication server never answers:
 @pytest.fixture(scope="session")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A state folder of the suite's own, for every process the tests start."""
-    path = tmp_path_factory.mktemp("state")
-    before = os.environ.get(STATE_ENV)
-    os.environ[STATE_ENV] = str(path)
-    yield path
-    if before is None:
-        os.environ.pop(STATE_ENV, None)
-    else:
-        os.environ[STATE_ENV] = before
+    with state_folder(tmp_path_factory.mktemp("state")) as path:
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from broker.credentials import Credentials
 from holders.ping import ping
-from renkei.state import STATE_ENV
+from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import (
     consumer,
     free_port_pair,
@@ -108,9 +107,7 @@ def test_up_is_idempotent_and_data_survives_down_up(tmp_path: Path) -> None:
 
 
 async def _write_then_read(state: Path, keep: bool) -> None:
-    saved = os.environ[STATE_ENV]
-    os.environ[STATE_ENV] = str(state)
-    try:
+    with state_folder(state):
         platform = KafkaAccess.of("platform")
         if keep:
             async with producer(KafkaAccess.of("keeper")) as prod:
@@ -118,8 +115,6 @@ async def _write_then_read(state: Path, keep: bool) -> None:
         async with consumer(platform, topics.outbox("keeper"), offset="earliest") as cons:
             record = await asyncio.wait_for(cons.getone(), 30)
         assert record.value == b"kept across restarts"
-    finally:
-        os.environ[STATE_ENV] = saved
 
 
 def test_port_taken_is_a_clear_error(broker: Cluster, tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 from broker import cluster as cluster_store
 from broker import config, process, provision, topics
 from broker.clients import KafkaAccess
-from renkei.broker_chaos import run_broker_chaos, state_folder, up_three
+from renkei.broker_chaos import run_broker_chaos, up_three
+from renkei.state import state_folder
 
 pytestmark = pytest.mark.timeout(420)
 ACKS_TOPIC = "renkei-test.acks"
