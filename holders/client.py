@@ -217,7 +217,7 @@ class HolderClient:
 
     def _finish(self, request: Request, status: str, detail: str | None,
                 fields: dict[str, str] | None = None) -> Request | None:
-        done = self.store.resolve(request.request_id, status, detail, fields)
+        done = self.store.resolve(request, status, detail, fields)
         if done is not None and request.kind == LINKAGE:
             self.store.log(request.request_id, REQUESTER, request.operator, request.terminal,
                            status, counterpart=request.provider, pattern_id=request.pattern_id,

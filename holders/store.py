@@ -7,7 +7,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -168,19 +168,19 @@ class HolderStore:
             (request_id, kind, own_number, pattern_id, provider, data_type, purpose, operator,
              terminal, _now(), SENT))
 
-    def resolve(self, request_id: str, status: str, detail: str | None = None,
+    def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:
         """Record a request's outcome if it has none yet; a second outcome is only counted."""
         done = self.db.execute(
             "UPDATE requests SET status = ?, detail = ?, result = ?, answered_at = ? "
             "WHERE request_id = ? AND status = ?",
             (status, detail, None if result is None else json.dumps(result, ensure_ascii=False),
-             _now(), request_id, SENT)).rowcount
+             _now(), request.request_id, SENT)).rowcount
         if not done:
             self.db.execute("UPDATE requests SET duplicates = duplicates + 1 "
-                            "WHERE request_id = ?", (request_id,))
+                            "WHERE request_id = ?", (request.request_id,))
             return None
-        return self.request(request_id)
+        return replace(request, status=status, detail=detail, result=result)
 
     def request(self, request_id: str) -> Request | None:
         row = self.db.execute(

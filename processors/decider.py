@@ -9,6 +9,7 @@ repeats that decision's effects, which holders and the audit log then drop as du
 from __future__ import annotations
 
 import heapq
+import sys
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -59,8 +60,9 @@ def on_pending(p: Pending, state: RequestState | None, now: datetime,
                ctx: Context) -> Decision:
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
-                             p.deadline + 2 * ctx.replay_window, p.requester, p.provider,
-                             p.pattern_id, p.legal_basis, p.data_type, p.person)
+                             p.deadline + 2 * ctx.replay_window,
+                             _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
+                             _shared(p.legal_basis), _shared(p.data_type), p.person)
         return Decision(state, _dispatch(p, now))
     if state.source == p.source:  # the same request again, after a crash upstream
         return Decision(state, _dispatch(p, now) if state.status == PENDING else [])
@@ -69,6 +71,11 @@ def on_pending(p: Pending, state: RequestState | None, now: datetime,
         f"request id {p.request_id} was already used", now, p.source, LINKAGE,
         pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
         data_type=p.data_type, person=p.person))
+
+
+def _shared(name: str) -> str:
+    """One copy of a holder, pattern or data-type name for all the requests remembered."""
+    return sys.intern(name)
 
 
 def _dispatch(p: Pending, now: datetime) -> list[Send]:

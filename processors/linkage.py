@@ -1,8 +1,8 @@
 """Linkage (paper §5(4)): steps ①–③ on a request, step ④ on the provider's answer.
 
-Requests are approved and rewritten link code A → ID code → link code B, then handed to the
-decider; answers are checked against their ticket and rewritten B → ID code → A. Both work on
-batches, so the code conversions run as few FF1 batches as possible.
+Requests are approved and rewritten link code A → ID code → link code B (a batch at a time, so
+the code conversions run as few FF1 batches as possible), then handed to the decider; answers are
+checked against their ticket, which carries both link codes, and rewritten B → A.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def _pending(item: FromHolder, verdict: Approved, person: str, link_b: str,
     request = _req(item)
     deadline = item.incoming.timestamp + ctx.answer_timeout
     ticket = ctx.tickets.seal(Ticket(request.request_id, item.holder, request.provider,
-                                     request.pattern_id, request.data_type, person, deadline))
+                                     request.pattern_id, request.data_type, person,
+                                     request.link_code, link_b, deadline))
     query = ProviderQuery(request.request_id, ticket, link_b, item.holder, request.pattern_id,
                           request.data_type, deadline)
     pending = Pending(request.request_id, item.incoming.source, item.holder, request.provider,
@@ -89,9 +90,12 @@ def _pending(item: FromHolder, verdict: Approved, person: str, link_b: str,
 
 
 def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
-    """Check providers' answers against their tickets and rewrite them for the requester."""
+    """Check providers' answers against their tickets and rewrite them for the requester.
+
+    The ticket (sealed: the provider cannot read it) carries both link codes of the exchange,
+    so step ④'s B → A needs no code conversion: the answer must be about link code B, and goes
+    back with link code A."""
     out: list[Send] = []
-    opened: list[tuple[FromHolder, Ticket]] = []
     for item in batch:
         answer = _ans(item)
         try:
@@ -105,25 +109,15 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
             out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer")
         elif ticket.requester not in ctx.directory or item.holder not in ctx.directory:
             out += _refuse_answer(item, "UNKNOWN_HOLDER", "a party left the holder directory")
-        else:
-            opened.append((item, ticket))
-    ids = ctx.codes.id_codes_of([_ans(i).link_code for i, _ in opened],
-                                [ctx.unit(i.holder) for i, _ in opened])
-    good = []
-    for (item, ticket), id_code in zip(opened, ids, strict=True):
-        if id_code != ticket.id_code:
+        elif answer.link_code != ticket.link_b:
             out += _refuse_answer(item, "INVALID_LINK_CODE",
                                   "the answer's link code is not the queried person's", ticket)
         else:
-            good.append((item, ticket))
-    link_a = ctx.codes.link_codes_of([t.id_code for _, t in good],
-                                     [ctx.unit(t.requester) for _, t in good])
-    for (item, ticket), link_code in zip(good, link_a, strict=True):
-        answer = _ans(item)
-        relayed = LinkageAnswer(answer.request_id, link_code, item.holder, ticket.pattern_id,
-                                ticket.data_type, answer.status, answer.sealed_payload)
-        out.append(decider.to_decider(answer.request_id, Outcome(
-            answer.request_id, item.incoming.source, CODEC.encode(relayed))))
+            relayed = LinkageAnswer(answer.request_id, ticket.link_a, item.holder,
+                                    ticket.pattern_id, ticket.data_type, answer.status,
+                                    answer.sealed_payload)
+            out.append(decider.to_decider(answer.request_id, Outcome(
+                answer.request_id, item.incoming.source, CODEC.encode(relayed))))
     return out
 
 

@@ -1,7 +1,8 @@
 """The ticket: routing state sealed by the platform into a query, opened again on the answer.
 
 It keeps the platform stateless on the answer path and the provider blind to the requester's
-person (the ID code inside is encrypted); AES-GCM makes a forged or altered ticket fail.
+side (the ID code and both link codes inside are encrypted); AES-GCM makes a forged or altered
+ticket fail.
 """
 
 from __future__ import annotations

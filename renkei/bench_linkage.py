@@ -164,6 +164,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         plan = asyncio.run(prepare(built, settings.seed))
         click.echo(f"  {len(plan.holders)} holders; message sizes {asdict(plan.sizes)}")
         renkei = point(RENKEI, 1, settings.rate, settings.seconds, stage)
+        renkei_most = point(RENKEI, 1, None, settings.seconds, stage)
         renkei_curve = curve(RENKEI, stage)
         knee = bench_report.knee(renkei_curve)
         memory = None
@@ -176,6 +177,7 @@ def measure(settings: Settings) -> dict[str, Any]:
             scaleout.append(point(RENKEI, instances, settings.rate, settings.seconds, stage))
     with relays(1, plan.holders, admin) as stage:
         baseline = point(BASELINE, 1, settings.rate, settings.seconds, stage)
+        baseline_most = point(BASELINE, 1, None, settings.seconds, stage)
         baseline_curve = curve(BASELINE, stage)
     result: dict[str, Any] = {
         "benchmark": "renkei bench linkage",
@@ -190,6 +192,8 @@ def measure(settings: Settings) -> dict[str, Any]:
         "message_sizes": asdict(plan.sizes),
         "main": {"renkei": renkei, "baseline": baseline,
                  "ratio": renkei["throughput"] / max(baseline["throughput"], 1e-9)},
+        "capacity": {"renkei": renkei_most, "baseline": baseline_most,
+                     "ratio": renkei_most["throughput"] / max(baseline_most["throughput"], 1e-9)},
         "curve": {"renkei": renkei_curve, "baseline": baseline_curve,
                   "knee": {"renkei": knee, "baseline": bench_report.knee(baseline_curve)}},
         "scaleout": scaleout,

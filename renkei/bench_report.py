@@ -55,7 +55,9 @@ def flatness(point: Point, warmup_share: float = 0.1) -> dict[str, Any]:
 
 
 def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
-    main = result["main"]["renkei"]
+    """The issue's bars; the ratio compares what each does flat out, since at an offered rate
+    both can carry, it says nothing."""
+    main, capacity = result["main"]["renkei"], result["capacity"]
     p99 = main["latency_ms"]["p99"]
     found = [{
         "bar": f"≥ {BAR_RATE:,.0f} lawful round trips/s sustained {BAR_SECONDS:.0f} s, "
@@ -64,10 +66,10 @@ def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
         "met": bool(main["throughput"] >= BAR_RATE and main["seconds"] >= BAR_SECONDS
                     and p99 is not None and p99 <= BAR_P99_MS),
     }, {
-        "bar": f"Renkei ≥ {BAR_RATIO} × the bare-Kafka baseline of the same run",
-        "measured": f"{result['main']['ratio']:.2f} × ({main['throughput']:,.0f} vs "
-                    f"{result['main']['baseline']['throughput']:,.0f} rt/s)",
-        "met": result["main"]["ratio"] >= BAR_RATIO,
+        "bar": f"Renkei ≥ {BAR_RATIO} × the bare-Kafka baseline of the same run (both flat out)",
+        "measured": f"{capacity['ratio']:.2f} × ({capacity['renkei']['throughput']:,.0f} vs "
+                    f"{capacity['baseline']['throughput']:,.0f} rt/s)",
+        "met": capacity["ratio"] >= BAR_RATIO,
     }]
     memory = result["memory"]
     if memory is not None:
@@ -129,7 +131,10 @@ def summary(result: dict[str, Any]) -> None:
     for name in ("renkei", "baseline"):
         point = main[name]
         click.echo(f"  {name:8} ×{point['instances']} at {_rate(point):>9}: {line(point)}")
-    click.echo(f"  Renkei / baseline: {main['ratio']:.2f}")
+    click.echo(f"  Renkei / baseline: {main['ratio']:.2f} at {_rate(main['renkei'])}, "
+               f"{result['capacity']['ratio']:.2f} flat out "
+               f"({result['capacity']['renkei']['throughput']:,.0f} vs "
+               f"{result['capacity']['baseline']['throughput']:,.0f} rt/s)")
     for name in ("renkei", "baseline"):
         steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}"
                           for p in curve[name])

@@ -7,10 +7,12 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
+from datetime import date, datetime
 from enum import Enum
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, TypeVar, cast, get_args, get_origin, get_type_hints, overload
+from types import UnionType
+from typing import Any, TypeVar, Union, cast, get_args, get_origin, get_type_hints, overload
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -70,9 +72,11 @@ def _load(path: Path) -> Schema:
     if found is None:
         raise ValueError(f"schema file {path.name} is not named <Name>.v<N>.avsc")
     definition = json.loads(path.read_text(encoding="utf-8"))
-    parsed = parse_schema(definition, _write_hint=False)
-    digest = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-    return Schema(found.group("name"), int(found.group("version")), definition, parsed, digest)
+    canonical = to_parsing_canonical_form(parse_schema(definition, _write_hint=False))
+    digest = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    # parsed with fastavro's hint, which its reader and writer trust instead of parsing again
+    return Schema(found.group("name"), int(found.group("version")), definition,
+                  parse_schema(definition), digest)
 
 
 class Codec:
@@ -156,7 +160,8 @@ class Codec:
 
 
 def to_record(message: Any) -> dict[str, Any]:
-    return {name: _plain(getattr(message, name)) for name in _field_names(type(message))}
+    return {name: _plain(getattr(message, name)) if convert else getattr(message, name)
+            for name, convert in _fields_of(cast(type, type(message)))}
 
 
 def _plain(value: Any) -> Any:
@@ -169,6 +174,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_AS_IS = frozenset({str, int, float, bool, bytes, datetime, date, type(None)})
+
+
+@cache
+def _fields_of(cls: type) -> tuple[tuple[str, bool], ...]:
+    """Each field's name, and whether its value needs converting for Avro (the rest go as is)."""
+    hints = get_type_hints(cls)
+    return tuple((f.name, not _as_is(hints[f.name])) for f in fields(cls))
+
+
+def _as_is(hint: Any) -> bool:
+    return all(arg in _AS_IS for arg in (get_args(hint) if _is_union(hint) else (hint,)))
+
+
+def _is_union(hint: Any) -> bool:
+    return get_origin(hint) in (Union, UnionType)
+
+
 def from_record(cls: type[M], record: dict[str, Any]) -> M:
     converters = _converters(cast(type, cls))
     if converters:
@@ -176,16 +199,6 @@ def from_record(cls: type[M], record: dict[str, Any]) -> M:
         for name, convert in converters.items():
             record[name] = convert(record[name])
     return cls(**record)
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
-    return names
 
 
 @cache

@@ -178,6 +178,8 @@ class Ticket:
     pattern_id: str
     data_type: str
     id_code: str
+    link_a: str
+    link_b: str
     deadline: datetime
 
 

@@ -48,7 +48,7 @@ def test_round_trips_count_in_the_window_they_complete(tmp_path: Path) -> None:
     assert [round(spans[hop]["p50"]) for hop, _ in hops.HOPS] == [10, 30, 20, 30, 10]
 
 
-def _point(rate: float, throughput: float, p99: float) -> dict[str, Any]:
+def _point(rate: float | None, throughput: float, p99: float) -> dict[str, Any]:
     return {"offered_rate": rate, "throughput": throughput, "failed_share": 0.0,
             "latency_ms": {"p99": p99}}
 
@@ -59,6 +59,17 @@ def test_the_knee_is_the_last_rate_before_latency_breaks() -> None:
     assert "offered" in (bench_report.broken(curve[2]) or "")
     assert "p99" in (bench_report.broken(_point(50, 50, 900)) or "")
     assert bench_report.knee([_point(50, 50, 900)]) is None
+
+
+def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
+    """At an offered rate both carry, the ratio is 1 whatever their capacity: not the bar."""
+    result = {"main": {"renkei": {**_point(600, 600, 100), "seconds": 60.0},
+                       "baseline": _point(600, 600, 20), "ratio": 1.0},
+              "capacity": {"renkei": _point(None, 800, 300), "baseline": _point(None, 4000, 80),
+                           "ratio": 0.2},
+              "memory": None}
+    ratio = bench_report.bars(result)[1]
+    assert not ratio["met"] and ratio["measured"].startswith("0.20 × (800 vs 4,000")
 
 
 def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
@@ -77,6 +88,10 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert main["renkei"]["cpu_seconds"]["platform-1"] > 0
     assert main["baseline"]["cpu_seconds"]["relay-1"] > 0
     assert main["ratio"] > 0 and result["machine"]["loadavg_start"]
+    capacity = result["capacity"]
+    assert capacity["renkei"]["offered_rate"] is None is capacity["baseline"]["offered_rate"]
+    most = capacity["renkei"]["throughput"], capacity["baseline"]["throughput"]
+    assert capacity["ratio"] == most[0] / most[1]
     assert set(result["message_sizes"]) == {"request", "query", "answer", "reply"}
     assert [p["instances"] for p in result["scaleout"]] == [1, 2]
     assert result["curve"]["renkei"] and result["curve"]["baseline"]
