@@ -2,8 +2,11 @@
 
 It sends an approved query once, refuses a reused request id, relays the first answer, answers
 with a timeout when the deadline passes, and forgets a request after the replay window. Events
-arrive at least once (a crash replays them): an event whose source already decided a request
-repeats that decision's effects, which holders and the audit log then drop as duplicates.
+arrive at least once (a crash replays them): a pending request's own event again repeats its
+dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
+(answered or timed out) only a small `Settled` is kept: the effects of the event that settled it
+are delivered before that event's offset is committed, and a crash before then makes the event
+itself come again; so a later copy of it has nothing left to do.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import heapq
 import sys
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from broker import acls, topics
@@ -33,7 +36,6 @@ from schemas.messages import (
 
 DECISIONS = f"{acls.PLATFORM_APP}-decisions"
 PARTITIONS = 8
-TIMEOUT_SOURCE = "deadline"
 
 
 def partition_of(request_id: str) -> int:
@@ -49,15 +51,27 @@ def to_partition(partition: int, message: object) -> Send:
 
 
 @dataclass(frozen=True, slots=True)
+class Settled:
+    """What is kept of an answered or timed-out request until it is forgotten: enough to refuse
+    its id again and to drop late answers, in a fraction of a pending request's memory."""
+
+    status: str
+    source: str
+    forget_at: datetime
+
+
+State = RequestState | Settled  # a RequestState is a pending request
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The request's new state (None: forget it), and what to send."""
 
-    state: RequestState | None
+    state: State | None
     effects: list[Send] = field(default_factory=list)
 
 
-def on_pending(p: Pending, state: RequestState | None, now: datetime,
-               ctx: Context) -> Decision:
+def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> Decision:
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
                              p.deadline + 2 * ctx.replay_window,
@@ -65,7 +79,7 @@ def on_pending(p: Pending, state: RequestState | None, now: datetime,
                              _shared(p.legal_basis), _shared(p.data_type), p.person)
         return Decision(state, _dispatch(p, now))
     if state.source == p.source:  # the same request again, after a crash upstream
-        return Decision(state, _dispatch(p, now) if state.status == PENDING else [])
+        return Decision(state, _dispatch(p, now) if isinstance(state, RequestState) else [])
     return Decision(state, reject(
         p.requester, p.request_id, "DUPLICATE_REQUEST",
         f"request id {p.request_id} was already used", now, p.source, LINKAGE,
@@ -88,31 +102,30 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
     ]
 
 
-def on_outcome(o: Outcome, state: RequestState | None, now: datetime) -> Decision:
+def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first."""
-    if state is None or (state.status != PENDING and state.resolved_by != o.source):
+    if not isinstance(state, RequestState):
         return Decision(state)  # unknown, or already answered or timed out: dropped
     answer = CODEC.decode(o.answer, LinkageAnswer)
-    return Decision(replace(state, status=ANSWERED, resolved_by=o.source),
+    return Decision(Settled(ANSWERED, state.source, state.forget_at),
                     [Send(topics.inbox(state.requester), o.request_id, o.answer),
                      _answered(state, answer.status, now)])
 
 
-def on_deadline(state: RequestState | None, now: datetime, ctx: Context) -> Decision:
+def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
     """No answer in time: the requester gets a timeout instead."""
-    if state is None or now < state.deadline or (
-            state.status != PENDING and state.resolved_by != TIMEOUT_SOURCE):
+    if not isinstance(state, RequestState) or now < state.deadline:
         return Decision(state)
     link_a, = ctx.codes.link_codes_of([state.person], [ctx.unit(state.requester)])
     timeout = LinkageAnswer(state.request_id, link_a, state.provider, state.pattern_id,
                             state.data_type, TIMED_OUT, b"")
-    return Decision(replace(state, status=TIMED_OUT, resolved_by=TIMEOUT_SOURCE),
+    return Decision(Settled(TIMED_OUT, state.source, state.forget_at),
                     [send(topics.inbox(state.requester), state.request_id, timeout),
                      _answered(state, TIMED_OUT, now)])
 
 
-def on_forget(state: RequestState | None, now: datetime) -> Decision:
-    if state is None or state.status == PENDING or now < state.forget_at:
+def on_forget(state: State | None, now: datetime) -> Decision:
+    if not isinstance(state, Settled) or now < state.forget_at:
         return Decision(state)
     return Decision(None)
 
@@ -130,10 +143,10 @@ class Timers:
     def __init__(self) -> None:
         self._heap: list[tuple[datetime, str, str]] = []
 
-    def watch(self, state: RequestState) -> None:
-        when, what = ((state.deadline, "expire") if state.status == PENDING
+    def watch(self, request_id: str, state: State) -> None:
+        when, what = ((state.deadline, "expire") if isinstance(state, RequestState)
                       else (state.forget_at, "forget"))
-        heapq.heappush(self._heap, (when, what, state.request_id))
+        heapq.heappush(self._heap, (when, what, request_id))
 
     def due(self, now: datetime) -> dict[int, tuple[list[str], list[str]]]:
         """Requests whose deadline or memory ran out: partition → (to expire, to forget)."""
@@ -164,7 +177,7 @@ class Decider:
     """
 
     def __init__(self) -> None:
-        self.states: dict[int, dict[str, RequestState]] = {}
+        self.states: dict[int, dict[str, State]] = {}
         self.timers = Timers()
 
     def keep_only(self, partitions: set[int]) -> set[int]:
@@ -200,10 +213,10 @@ class Decider:
                 states.pop(request_id, None)
             elif decision.state != before:
                 states[request_id] = decision.state
-                self.timers.watch(decision.state)
+                self.timers.watch(request_id, decision.state)
             effects += decision.effects
         return effects
 
     def pending(self) -> int:
         return sum(1 for states in self.states.values() for s in states.values()
-                   if s.status == PENDING)
+                   if isinstance(s, RequestState))

@@ -3,6 +3,8 @@ is the HPKE info, so a ciphertext cannot be replayed under another request."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
@@ -22,8 +24,13 @@ def public_bytes(key: X25519PrivateKey) -> bytes:
 
 
 def seal(public_key: bytes, plaintext: bytes, request_id: str) -> bytes:
-    return SUITE.encrypt(plaintext, X25519PublicKey.from_public_bytes(public_key),
-                         info=request_id.encode())
+    return SUITE.encrypt(plaintext, _recipient(public_key), info=request_id.encode())
+
+
+@lru_cache(maxsize=1024)
+def _recipient(public_key: bytes) -> X25519PublicKey:
+    """A directory key, loaded once (the directory holds a few thousand at most)."""
+    return X25519PublicKey.from_public_bytes(public_key)
 
 
 def open_sealed(key: X25519PrivateKey, sealed: bytes, request_id: str) -> bytes:
