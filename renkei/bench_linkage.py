@@ -2,9 +2,9 @@
 memory and lag, beside a bare-Kafka baseline of the same hops measured in the same run; a load
 curve to the knee, scale-out over platform instances, and a long run for memory.
 
-It runs on a broker of its own, in the state folder's `bench/` (RENKEI_STATE is set to it for
-itself and every process it starts), on free ports; `--use-running` uses the state folder's
-running broker instead (and rebuilds its town, as `renkei demo` does).
+It runs on a broker of its own, in the state folder's `bench/`, emptied first (RENKEI_STATE is
+set to it for itself and every process it starts), on free ports; `--use-running` uses the
+state folder's running broker instead (and rebuilds its town, as `renkei demo` does).
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "margin": 4.0, "sett
 
 @contextlib.contextmanager
 def bench_broker(use_running: bool) -> Iterator[None]:
-    """A fresh broker of the benchmark's own on free ports, stopped afterwards; or the state
-    folder's running one."""
+    """A fresh broker and state of the benchmark's own on free ports, the broker stopped
+    afterwards; or the state folder's running one."""
     if use_running:
         try:
             running = any(node.running for node in process.status()[1])
@@ -71,8 +71,11 @@ def bench_broker(use_running: bool) -> Iterator[None]:
     with state_folder(state_dir() / "bench") as bench:
         with contextlib.suppress(NoCluster):
             process.down()  # a broker left running by an interrupted run
-        for left in ("broker", "logs", "linkage-runs"):
-            shutil.rmtree(bench / left, ignore_errors=True)
+        for left in bench.iterdir():  # each run from nothing: stores grown by earlier runs
+            if left.is_dir():  # (the audit log, the holders' logs) would slow it down
+                shutil.rmtree(left)
+            else:
+                left.unlink()
         process.up(*free_port_pair())
         try:
             yield
