@@ -172,7 +172,9 @@ async def test_bad_input_at_scale_is_each_answered_and_nothing_stalls(
                                 seed=uuid.uuid4().int % 10_000, lawful_every=50, warm_up=20)
     report = "\n".join(fuzz_run.summary(result))
     assert result.messages == E2E_MESSAGES, report
-    assert result.answered == result.answers_due > E2E_MESSAGES * 0.9, report
+    # holder-log answers (about one in eight of the corpus) and intact late provider answers
+    # are due no answer: the rest, at least four in five, must each be answered once
+    assert result.answered == result.answers_due > E2E_MESSAGES * 0.8, report
     assert (result.unanswered, result.extra_answers, result.unclear_rejections) == (0, 0, 0), \
         report
     assert result.lawful_sent == E2E_MESSAGES // 50, report
