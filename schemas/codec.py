@@ -185,11 +185,8 @@ def _fields_of(cls: type) -> tuple[tuple[str, bool], ...]:
 
 
 def _as_is(hint: Any) -> bool:
-    return all(arg in _AS_IS for arg in (get_args(hint) if _is_union(hint) else (hint,)))
-
-
-def _is_union(hint: Any) -> bool:
-    return get_origin(hint) in (Union, UnionType)
+    union = get_origin(hint) in (Union, UnionType)
+    return all(arg in _AS_IS for arg in (get_args(hint) if union else (hint,)))
 
 
 def from_record(cls: type[M], record: dict[str, Any]) -> M:
