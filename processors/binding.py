@@ -42,7 +42,7 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
         return reject(item.holder, request.request_id, "NOT_PERMITTED",
                       "the requester is not an active holder in the directory", at,
                       item.incoming.source, BINDING)
-    if abs(at - request.sent_at) > ctx.replay_window:
+    if not ctx.fresh(request.sent_at, at):
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, item.incoming.source, BINDING)
     if request.by == BY_PERSONAL_NUMBER:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -14,6 +14,7 @@ from schemas.messages import HolderEntry
 
 ANSWER_TIMEOUT = timedelta(seconds=30)
 REPLAY_WINDOW = timedelta(minutes=2)
+CLOCK_SKEW = timedelta(seconds=30)
 
 
 @dataclass
@@ -25,6 +26,16 @@ class Context:
     patterns: PatternList = field(default_factory=lambda: PatternList(()))
     answer_timeout: timedelta = ANSWER_TIMEOUT
     replay_window: timedelta = REPLAY_WINDOW
+    clock_skew: timedelta = CLOCK_SKEW
+
+    def fresh(self, sent_at: datetime, received: datetime) -> bool:
+        """Sent at most the replay window before it was received, and not from the future
+        beyond the clock skew tolerated: a copy replayed later is stale."""
+        return received - self.replay_window <= sent_at <= received + self.clock_skew
+
+    def stale_from(self, received: datetime) -> datetime:
+        """When any copy of a request first received then would be refused as stale."""
+        return received + self.replay_window + self.clock_skew
 
     def unit(self, holder: str) -> UnitEpoch:
         """The link-code unit and key epoch of a holder in the directory."""

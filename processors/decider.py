@@ -1,17 +1,19 @@
 """The decider: one place, keyed by request id, that makes each request's effects happen once.
 
 It sends an approved query once, refuses a reused request id, relays the first answer, answers
-with a timeout when the deadline passes, and forgets a request after the replay window. Events
-arrive at least once (a crash replays them): a pending request's own event again repeats its
-dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
-(answered or timed out) only a small `Settled` is kept: the effects of the event that settled it
-are delivered before that event's offset is committed, and a crash before then makes the event
-itself come again; so a later copy of it has nothing left to do.
+with a timeout when the deadline passes, and forgets a request once any copy of it would be
+refused as stale. Events arrive at least once (a crash replays them): a pending request's own
+event again repeats its dispatch, which the provider and the audit log drop as duplicates. Once a
+request is settled (answered or timed out) only a small `Settled` is kept: the effects of the
+event that settled it are delivered before that event's offset is committed, and a crash before
+then makes the event itself come again; so a later copy of it has nothing left to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import math
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -56,11 +58,57 @@ class Settled:
     its id again and to drop late answers, in a fraction of a pending request's memory."""
 
     status: str
-    source: str
-    forget_at: datetime
+    source: int  # fingerprint of the holder message it came from
+
+    def packed(self) -> int:
+        return self.source << 1 | (self.status == TIMED_OUT)
+
+    @classmethod
+    def unpacked(cls, packed: int) -> Settled:
+        return cls(TIMED_OUT if packed & 1 else ANSWERED, packed >> 1)
+
+
+def fingerprint(source: str) -> int:
+    """64 bits standing for a holder message's topic:partition:offset."""
+    return int.from_bytes(hashlib.blake2b(source.encode(), digest_size=8).digest())
 
 
 State = RequestState | Settled  # a RequestState is a pending request
+
+
+@dataclass
+class Partition:
+    """One decision partition's requests: the pending in full, the settled as one integer each,
+    listed by the second they are to be forgotten."""
+
+    pending: dict[str, RequestState] = field(default_factory=dict)
+    settled: dict[str, int] = field(default_factory=dict)
+    forgetting: dict[int, list[str]] = field(default_factory=dict)
+
+    def get(self, request_id: str) -> State | None:
+        found = self.pending.get(request_id)
+        if found is not None:
+            return found
+        packed = self.settled.get(request_id)
+        return None if packed is None else Settled.unpacked(packed)
+
+    def put(self, request_id: str, state: State) -> None:
+        if isinstance(state, RequestState):
+            self.pending[request_id] = state
+            return
+        was = self.pending.pop(request_id)  # its id string is the one its deadline holds
+        self.settled[was.request_id] = state.packed()
+        self.forgetting.setdefault(math.ceil(was.forget_at.timestamp()), []).append(was.request_id)
+
+    def forget_until(self, at: datetime) -> None:
+        """Forget every settled request whose time has come by `at`."""
+        for second in [s for s in self.forgetting if s <= at.timestamp()]:
+            for request_id in self.forgetting.pop(second):
+                self.settled.pop(request_id, None)
+
+    def next_forgetting(self) -> int | None:
+        """The second the next settled requests are to be forgotten (None: none are)."""
+        return min(self.forgetting, default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +122,23 @@ class Decision:
 def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> Decision:
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
-                             p.deadline + 2 * ctx.replay_window,
+                             ctx.stale_from(p.deadline - ctx.answer_timeout),
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
                              _shared(p.legal_basis), _shared(p.data_type), p.person)
         return Decision(state, _dispatch(p, now))
-    if state.source == p.source:  # the same request again, after a crash upstream
+    if _same_source(state, p.source):  # the same request again, after a crash upstream
         return Decision(state, _dispatch(p, now) if isinstance(state, RequestState) else [])
     return Decision(state, reject(
         p.requester, p.request_id, "DUPLICATE_REQUEST",
         f"request id {p.request_id} was already used", now, p.source, LINKAGE,
         pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
         data_type=p.data_type, person=p.person))
+
+
+def _same_source(state: State, source: str) -> bool:
+    if isinstance(state, RequestState):
+        return state.source == source
+    return state.source == fingerprint(source)
 
 
 def _shared(name: str) -> str:
@@ -107,7 +161,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
     if not isinstance(state, RequestState):
         return Decision(state)  # unknown, or already answered or timed out: dropped
     answer = CODEC.decode(o.answer, LinkageAnswer)
-    return Decision(Settled(ANSWERED, state.source, state.forget_at),
+    return Decision(Settled(ANSWERED, fingerprint(state.source)),
                     [Send(topics.inbox(state.requester), o.request_id, o.answer),
                      _answered(state, answer.status, now)])
 
@@ -119,15 +173,9 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
     link_a, = ctx.codes.link_codes_of([state.person], [ctx.unit(state.requester)])
     timeout = LinkageAnswer(state.request_id, link_a, state.provider, state.pattern_id,
                             state.data_type, TIMED_OUT, b"")
-    return Decision(Settled(TIMED_OUT, state.source, state.forget_at),
+    return Decision(Settled(TIMED_OUT, fingerprint(state.source)),
                     [send(topics.inbox(state.requester), state.request_id, timeout),
                      _answered(state, TIMED_OUT, now)])
-
-
-def on_forget(state: State | None, now: datetime) -> Decision:
-    if not isinstance(state, Settled) or now < state.forget_at:
-        return Decision(state)
-    return Decision(None)
 
 
 def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
@@ -136,33 +184,21 @@ def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
                   provider=state.provider, data_type=state.data_type, person=state.person)
 
 
-class Timers:
-    """When each request's deadline and forgetting fall due, by decider partition (in memory;
-    rebuilt from the table after a restart or rebalance)."""
+class Deadlines:
+    """When each pending request's deadline falls due (in memory; rebuilt from the decision
+    events after a restart or rebalance)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[datetime, str, str]] = []
+        self._heap: list[tuple[datetime, str]] = []
 
-    def watch(self, request_id: str, state: State) -> None:
-        when, what = ((state.deadline, "expire") if isinstance(state, RequestState)
-                      else (state.forget_at, "forget"))
-        heapq.heappush(self._heap, (when, what, request_id))
+    def watch(self, request_id: str, deadline: datetime) -> None:
+        heapq.heappush(self._heap, (deadline, request_id))
 
-    def due(self, now: datetime) -> dict[int, tuple[list[str], list[str]]]:
-        """Requests whose deadline or memory ran out: partition → (to expire, to forget)."""
-        found: dict[int, tuple[list[str], list[str]]] = {}
+    def due(self, now: datetime) -> list[str]:
+        found = []
         while self._heap and self._heap[0][0] <= now:
-            _, what, request_id = heapq.heappop(self._heap)
-            expire, forget = found.setdefault(partition_of(request_id), ([], []))
-            (expire if what == "expire" else forget).append(request_id)
+            found.append(heapq.heappop(self._heap)[1])
         return found
-
-    def retry(self, sweep: Sweep) -> None:
-        """A sweep that could not be sent: its requests fall due again."""
-        for request_id in sweep.expire:
-            heapq.heappush(self._heap, (sweep.at, "expire", request_id))
-        for request_id in sweep.forget:
-            heapq.heappush(self._heap, (sweep.at, "forget", request_id))
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -177,8 +213,9 @@ class Decider:
     """
 
     def __init__(self) -> None:
-        self.states: dict[int, dict[str, State]] = {}
-        self.timers = Timers()
+        self.states: dict[int, Partition] = {}
+        self.deadlines = Deadlines()
+        self._swept: dict[int, datetime] = {}
 
     def keep_only(self, partitions: set[int]) -> set[int]:
         """Drop the state of partitions no longer ours; return the new ones (to rebuild)."""
@@ -189,7 +226,7 @@ class Decider:
     def rebuild(self, partition: int, history: list[Pending | Outcome | Sweep],
                 ctx: Context) -> None:
         """A partition's state from its recent events, whose effects already happened."""
-        self.states[partition] = {}
+        self.states[partition] = Partition()
         for message in history:
             self.handle(partition, message, datetime.now(UTC), ctx)
 
@@ -199,7 +236,9 @@ class Decider:
         states = self.states[partition]
         if isinstance(message, Sweep):
             decisions = [(r, on_deadline(states.get(r), message.at, ctx)) for r in message.expire]
-            decisions += [(r, on_forget(states.get(r), message.at)) for r in message.forget]
+            states.forget_until(message.at)
+            if self._swept.get(partition, message.at) <= message.at:
+                self._swept.pop(partition, None)  # what is due now needs a new sweep
         elif isinstance(message, Pending):
             decisions = [(message.request_id,
                           on_pending(message, states.get(message.request_id), now, ctx))]
@@ -208,15 +247,35 @@ class Decider:
                           on_outcome(message, states.get(message.request_id), now))]
         effects: list[Send] = []
         for request_id, decision in decisions:
-            before = states.get(request_id)
-            if decision.state is None:
-                states.pop(request_id, None)
-            elif decision.state != before:
-                states[request_id] = decision.state
-                self.timers.watch(request_id, decision.state)
+            if decision.state is not None and decision.state != states.get(request_id):
+                states.put(request_id, decision.state)
+                if isinstance(decision.state, RequestState):
+                    self.deadlines.watch(request_id, decision.state.deadline)
             effects += decision.effects
         return effects
 
+    def sweeps(self, now: datetime) -> list[Send]:
+        """Sweep events for the partitions with deadlines passed or requests to forget."""
+        expire: dict[int, list[str]] = {}
+        for request_id in self.deadlines.due(now):
+            expire.setdefault(partition_of(request_id), []).append(request_id)
+        for partition, states in self.states.items():
+            second = states.next_forgetting()
+            swept = self._swept.get(partition)
+            if second is not None and second <= now.timestamp() and (
+                    swept is None or swept.timestamp() < second):
+                expire.setdefault(partition, [])
+        self._swept.update((partition, now) for partition in expire)
+        return [to_partition(partition, Sweep(now, tuple(ids)))
+                for partition, ids in expire.items()]
+
+    def unsent(self, sweeps: list[Send]) -> None:
+        """Sweeps that could not be sent: their deadlines and forgetting fall due again."""
+        for sweep in sweeps:
+            unsent = CODEC.decode(sweep.value, Sweep)
+            for request_id in unsent.expire:
+                self.deadlines.watch(request_id, unsent.at)
+        self._swept.clear()
+
     def pending(self) -> int:
-        return sum(1 for states in self.states.values() for s in states.values()
-                   if isinstance(s, RequestState))
+        return sum(len(states.pending) for states in self.states.values())

@@ -56,7 +56,7 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     for item, id_code in zip(known, ids, strict=True):
         request, at = _req(item), item.incoming.timestamp
         person = None if isinstance(id_code, InvalidCode) else id_code
-        if abs(at - request.sent_at) > ctx.replay_window:
+        if not ctx.fresh(request.sent_at, at):
             out += _reject(item, "STALE_REQUEST", f"sent at {request.sent_at.isoformat()}, "
                            f"received {at.isoformat()}: outside the replay window", person)
             continue

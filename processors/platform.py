@@ -158,15 +158,12 @@ class Platform:
         """Deadlines and forgetting, as Sweep events in the partitions they concern."""
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
-            now = datetime.now(UTC)
-            sweeps = [decider.to_partition(partition, Sweep(now, tuple(expire), tuple(forget)))
-                      for partition, (expire, forget) in self.decider.timers.due(now).items()]
+            sweeps = self.decider.sweeps(datetime.now(UTC))
             try:
                 await deliver(self.producer, sweeps)
             except KafkaError as exc:
                 log.warning("sweep not sent (%s): it is due again next time", exc)
-                for sweep in sweeps:
-                    self.decider.timers.retry(CODEC.decode(sweep.value, Sweep))
+                self.decider.unsent(sweeps)
 
     async def take_over(self, assigned: Iterable[TopicPartition]) -> None:
         """Rebuild the state of decision partitions this instance has just been given.

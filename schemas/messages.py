@@ -211,7 +211,7 @@ class Outcome:
 class Sweep:
     at: datetime
     expire: tuple[str, ...]
-    forget: tuple[str, ...]
+    forget: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@
   tests/test_bad_input.py::test_each_bad_input_is_rejected_with_its_reason_and_the_agent_keeps_going
 - a replay of an old linkage request (STALE_REQUEST, case "STALE_REQUEST" of the same test):
   tests/test_bad_input.py::test_each_bad_input_is_rejected_with_its_reason_and_the_agent_keeps_going
-  tests/test_decider.py::test_a_request_is_forgotten_only_after_the_replay_window
+  tests/test_decider.py::test_a_copy_of_a_request_is_fresh_only_within_the_replay_window
+  tests/test_decider.py::test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale
 - a replay of a request id within the window (DUPLICATE_REQUEST, the first outcome stands):
   tests/test_bad_input.py::test_a_reused_request_id_is_refused_as_a_duplicate
   tests/test_decider.py::test_a_reused_request_id_is_refused_as_duplicate

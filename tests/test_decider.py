@@ -23,6 +23,7 @@ from schemas.messages import (
     Outcome,
     Pending,
     Rejection,
+    RequestState,
     Sweep,
 )
 
@@ -100,23 +101,50 @@ def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
                               NOW).effects == [], "an answer after the timeout is dropped"
 
 
-def test_a_request_is_forgotten_only_after_the_replay_window(ctx: Context) -> None:
-    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
-    assert decider.on_forget(state, NOW + timedelta(hours=1)).state == state, "still pending"
-    done = decider.on_deadline(state, NOW + timedelta(seconds=31), ctx).state
-    assert done is not None
-    assert decider.on_forget(done, NOW + timedelta(seconds=40)).state == done
-    assert decider.on_forget(done, done.forget_at).state is None
+def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(
+        ctx: Context) -> None:
+    decider_ = decider.Decider()
+    partition = decider.partition_of("r-1")
+    decider_.keep_only({partition})
+    decider_.rebuild(partition, [], ctx)
+    decider_.handle(partition, _pending(ctx), NOW, ctx)
+    states = decider_.states[partition]
+    forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
+    decider_.handle(partition, Sweep(forget_at, ()), forget_at, ctx)
+    assert isinstance(states.get("r-1"), RequestState), "still pending: not forgotten"
+    expiry, = decider_.sweeps(NOW + timedelta(seconds=31))
+    decider_.handle(partition, CODEC.decode(expiry.value, Sweep), NOW, ctx)
+    assert states.get("r-1") == decider.Settled(TIMED_OUT, decider.fingerprint(
+        "renkei.holder.nenkin.out:0:7"))
+    decider_.handle(partition, Sweep(forget_at - timedelta(seconds=1), ()), NOW, ctx)
+    assert states.get("r-1") is not None, "remembered while a copy could still be fresh"
+    assert decider_.sweeps(forget_at - timedelta(seconds=1)) == []
+    sweep, = decider_.sweeps(forget_at)
+    assert sweep.partition == partition and decider_.sweeps(forget_at) == [], "sent once"
+    decider_.handle(partition, CODEC.decode(sweep.value, Sweep), NOW, ctx)
+    assert states.get("r-1") is None and states.forgetting == {}
 
 
-def test_timers_group_due_requests_by_partition(ctx: Context) -> None:
-    timers = decider.Timers()
-    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
-    assert state is not None
-    timers.watch("r-1", state)
-    assert timers.due(NOW) == {}
-    due = timers.due(NOW + timedelta(minutes=1))
-    assert due == {decider.partition_of("r-1"): (["r-1"], [])}
+def test_a_copy_of_a_request_is_fresh_only_within_the_replay_window(ctx: Context) -> None:
+    assert ctx.fresh(NOW - ctx.replay_window, NOW)
+    assert not ctx.fresh(NOW - ctx.replay_window - timedelta(seconds=1), NOW)
+    assert ctx.fresh(NOW + ctx.clock_skew, NOW)
+    assert not ctx.fresh(NOW + ctx.clock_skew + timedelta(seconds=1), NOW), "from the future"
+    last = ctx.stale_from(NOW)
+    assert ctx.fresh(NOW + ctx.clock_skew, last) and not ctx.fresh(
+        NOW + ctx.clock_skew, last + timedelta(milliseconds=1))
+
+
+def test_deadlines_are_swept_by_partition(ctx: Context) -> None:
+    decider_ = decider.Decider()
+    decider_.deadlines.watch("r-1", NOW + timedelta(seconds=30))
+    assert decider_.sweeps(NOW) == []
+    sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
+    assert sweep.partition == decider.partition_of("r-1")
+    assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
+    decider_.unsent([sweep])
+    again, = decider_.sweeps(NOW + timedelta(minutes=1))
+    assert CODEC.decode(again.value, Sweep).expire == ("r-1",), "an unsent sweep is due again"
 
 
 def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
@@ -125,7 +153,7 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     live, taken = decider.Decider(), decider.Decider()
     partition = decider.partition_of("r-1")
     live.keep_only({partition})
-    live.states[partition] = {}
+    live.rebuild(partition, [], ctx)
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     history: list[Pending | Outcome | Sweep] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
@@ -134,5 +162,5 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     assert taken.keep_only({partition}) == {partition}
     taken.rebuild(partition, history, ctx)
     assert taken.states == live.states
-    assert taken.states[partition]["r-1"] == decider.Settled(
-        ANSWERED, "renkei.holder.nenkin.out:0:7", _pending(ctx).deadline + 2 * ctx.replay_window)
+    assert taken.states[partition].get("r-1") == decider.Settled(
+        ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
