@@ -121,6 +121,15 @@ def line(point: Point) -> str:
             + f"\n{'':8}CPU: {_cpu(point)}" + _hops(point))
 
 
+def knee_text(points: Sequence[Point]) -> str:
+    held = knee(points)
+    if held is None:
+        return "knee below the first step"
+    if not any(broken(p) for p in points):
+        return f"held to the last step ({held:,.0f}/s): knee not reached"
+    return f"knee {held:,.0f}/s"
+
+
 def summary(result: dict[str, Any]) -> None:
     main, curve = result["main"], result["curve"]
     machine = result["machine"]
@@ -138,9 +147,7 @@ def summary(result: dict[str, Any]) -> None:
     for name in ("renkei", "baseline"):
         steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}"
                           for p in curve[name])
-        knee_at = curve["knee"][name]
-        click.echo(f"  curve {name:8} (offered→rt/s) {steps}; knee "
-                   + ("below the first step" if knee_at is None else f"{knee_at:,.0f}/s"))
+        click.echo(f"  curve {name:8} (offered→rt/s) {steps}; {knee_text(curve[name])}")
     click.echo("  scale-out: " + ", ".join(
         f"×{p['instances']} {p['throughput']:,.0f} rt/s (p99 {_ms(p['latency_ms']['p99'])})"
         for p in result["scaleout"]))

@@ -61,6 +61,12 @@ def test_the_knee_is_the_last_rate_before_latency_breaks() -> None:
     assert bench_report.knee([_point(50, 50, 900)]) is None
 
 
+def test_a_curve_that_never_broke_says_its_knee_was_not_reached() -> None:
+    held = [_point(50, 50, 20), _point(100, 100, 30)]
+    assert "knee not reached" in bench_report.knee_text(held)
+    assert bench_report.knee_text([*held, _point(200, 150, 80)]) == "knee 100/s"
+
+
 def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
     """At an offered rate both carry, the ratio is 1 whatever their capacity: not the bar."""
     result = {"main": {"renkei": {**_point(600, 600, 100), "seconds": 60.0},
