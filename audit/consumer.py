@@ -27,6 +27,7 @@ from schemas.codec import CODEC
 
 log = logging.getLogger(__name__)
 HEAD_SECONDS = 10.0
+GATHER_MS = 250  # each batch is one transaction of the store: fewer, fuller ones cost less
 
 
 def decoded(records: Sequence[Any]) -> list[tuple[AccessLogEvent, bytes]]:
@@ -90,7 +91,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     signing = asyncio.create_task(sign_heads())
     try:
         await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
-                    instance=f"{acls.AUDIT_GROUP}-{instance}")
+                    instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS)
     finally:
         signing.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -22,6 +22,7 @@ REJECTION_BURST, UNBOUND_PERSON = "REJECTION_BURST", "UNBOUND_PERSON"
 LINKAGE, BINDING, REJECTED = "LINKAGE", "BINDING", "REJECTED"
 
 Bound = Callable[[str, str], bool]
+KNOWN_BOUND = 100_000  # (holder, person) pairs remembered as bound, not asked of the store again
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Detector:
     def __init__(self, rules: Rules | None = None, bound: Bound = never_bound) -> None:
         self.rules = rules or Rules()
         self._bound = bound
+        self._known_bound: set[tuple[str, str]] = set()
         self._volume: dict[str, _Volume] = {}
         self._persons: dict[tuple[str, str], deque[datetime]] = {}
         self._rejections: dict[str, deque[datetime]] = {}
@@ -143,7 +145,13 @@ class Detector:
 
     def _unbound(self, event: AccessLogEvent, person: str,
                  bindings: set[tuple[str, str]]) -> list[Alert]:
-        if (event.requester, person) in bindings or self._bound(event.requester, person):
+        pair = (event.requester, person)
+        if pair in bindings or pair in self._known_bound:
+            return []
+        if self._bound(*pair):  # a binding, once given, stays given: remember the answer
+            if len(self._known_bound) >= KNOWN_BOUND:
+                self._known_bound.clear()
+            self._known_bound.add(pair)
             return []
         return [_alert(UNBOUND_PERSON, event, 1, "a linkage request about a person the "
                        "requester never bound (no binding gave it this person)", person)]

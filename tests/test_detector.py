@@ -116,6 +116,22 @@ def test_a_holder_querying_a_person_it_never_bound() -> None:
         (UNBOUND_PERSON, "city", PERSONS[3]), (UNBOUND_PERSON, "tax", PERSONS[1])]
 
 
+def test_the_store_is_asked_once_whether_a_pair_is_bound_but_again_while_it_is_not() -> None:
+    asked: list[tuple[str, str]] = []
+    bound = {("city", PERSONS[1])}
+
+    def store_bound(holder: str, person: str) -> bool:
+        asked.append((holder, person))
+        return (holder, person) in bound
+
+    detector = Detector(Rules(), store_bound)
+    for n in range(3):
+        detector.observe([linkage(OFFICE + timedelta(seconds=n), person=PERSONS[1]),
+                          linkage(OFFICE + timedelta(seconds=n), person=PERSONS[2])])
+        bound.add(("city", PERSONS[2]))  # bound after the first batch
+    assert asked == [("city", PERSONS[1]), ("city", PERSONS[2]), ("city", PERSONS[2])]
+
+
 def test_windows_are_pruned_as_time_moves_on() -> None:
     detector = Detector(Rules(person_repeats=3), everyone_bound)
     detector.observe(linkage(OFFICE + timedelta(seconds=n), requester=f"h{n}",
