@@ -113,7 +113,7 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The request's new state (None: forget it), and what to send."""
+    """The request's new state (None: unknown, nothing to keep), and what to send."""
 
     state: State | None
     effects: list[Send] = field(default_factory=list)
@@ -199,9 +199,6 @@ class Deadlines:
         while self._heap and self._heap[0][0] <= now:
             found.append(heapq.heappop(self._heap)[1])
         return found
-
-    def __len__(self) -> int:
-        return len(self._heap)
 
 
 class Decider:
