@@ -215,7 +215,8 @@ def write(result: dict[str, Any], folder: Path) -> list[Path]:
              folder / "linkage-scaleout.png"]
     write_json(paths[0], result)
     plots.curve(result["curve"]["renkei"], result["curve"]["baseline"],
-                [result["main"]["renkei"], result["main"]["baseline"]], paths[1])
+                [result[run][mode] for run in ("main", "capacity")
+                 for mode in ("renkei", "baseline")], paths[1])
     plots.scaleout(result["scaleout"], paths[2])
     if result["memory"] is not None:
         paths.append(folder / "linkage-memory.png")

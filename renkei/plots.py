@@ -20,8 +20,9 @@ P99_BAR_MS = 250.0
 def curve(renkei: Sequence[Point], baseline: Sequence[Point], main: Sequence[Point],
           path: Path) -> None:
     """Round trips per second and p50/p99 latency against the offered rate, both systems: the
-    load curve (lines) and the main run (stars)."""
+    load curve (lines), the main run at an offered rate (stars) and flat out (dashed lines)."""
     fig, (rate_ax, latency_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
+    flat_out = {id(p): p for p in main if not p["offered_rate"]}.values()
     main = [p for p in main if p["offered_rate"]]
     most = max((p["offered_rate"] for p in [*renkei, *baseline, *main]), default=1)
     rate_ax.plot([0, most], [0, most], color="lightgray", linestyle=":", label="offered")
@@ -39,6 +40,10 @@ def curve(renkei: Sequence[Point], baseline: Sequence[Point], main: Sequence[Poi
                 latency_ax.plot([point["offered_rate"]] * 2,
                                 [point["latency_ms"]["p50"], point["latency_ms"]["p99"]], "*",
                                 markersize=12, color=colour)
+        for point in flat_out:
+            if point["mode"] in name.lower():
+                rate_ax.axhline(point["throughput"], color=colour, linestyle="--", alpha=0.6,
+                                label=f"{name} flat out")
     latency_ax.axhline(P99_BAR_MS, color="gray", linewidth=0.8, label="p99 bar (250 ms)")
     rate_ax.set(xlabel="offered round trips/s", ylabel="completed round trips/s",
                 title="Throughput")
