@@ -234,8 +234,8 @@ class Decider:
         if isinstance(message, Sweep):
             decisions = [(r, on_deadline(states.get(r), message.at, ctx)) for r in message.expire]
             states.forget_until(message.at)
-            if self._swept.get(partition, message.at) <= message.at:
-                self._swept.pop(partition, None)  # what is due now needs a new sweep
+            if partition in self._swept and self._swept[partition] <= message.at:
+                del self._swept[partition]  # our last sweep is done: what is due needs a new one
         elif isinstance(message, Pending):
             decisions = [(message.request_id,
                           on_pending(message, states.get(message.request_id), now, ctx))]

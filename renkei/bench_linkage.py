@@ -71,11 +71,8 @@ def bench_broker(use_running: bool) -> Iterator[None]:
     with state_folder(state_dir() / "bench") as bench:
         with contextlib.suppress(NoCluster):
             process.down()  # a broker left running by an interrupted run
-        for left in bench.iterdir():  # each run from nothing: stores grown by earlier runs
-            if left.is_dir():  # (the audit log, the holders' logs) would slow it down
-                shutil.rmtree(left)
-            else:
-                left.unlink()
+        shutil.rmtree(bench)  # each run from nothing: stores grown by earlier runs (the
+        bench.mkdir()  # audit log, the holders' logs) would slow it down
         process.up(*free_port_pair())
         try:
             yield
