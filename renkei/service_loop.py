@@ -56,8 +56,9 @@ async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
 
 class Outflow:
     """Effects go out as soon as they are known; offsets are committed at most every
-    `interval` seconds, and only once the broker has acknowledged every effect sent before:
-    at least once, without waiting for a round trip per batch."""
+    `interval` seconds, only once the broker has acknowledged every effect sent before, and
+    only when records were handled since the last commit: at least once, without waiting for a
+    round trip per batch, and without an idle service committing the same offsets over again."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                  interval: float = COMMIT_SECONDS) -> None:
@@ -66,17 +67,22 @@ class Outflow:
         self.interval = interval
         self._unacknowledged: list[asyncio.Future[Any]] = []
         self._committed_at = time.monotonic()
+        self._handled = False
 
     async def send(self, effects: Sequence[Send]) -> None:
+        """The effects of records just handled (none is fine: the records still count)."""
+        self._handled = True
         for e in effects:
             self._unacknowledged.append(await self.producer.send(
                 e.topic, e.value, key=e.key.encode() if e.key else None, partition=e.partition))
 
     async def commit(self, now: bool = False) -> None:
-        if not now and time.monotonic() - self._committed_at < self.interval:
+        if not self._handled or (
+                not now and time.monotonic() - self._committed_at < self.interval):
             return
         futures, self._unacknowledged = self._unacknowledged, []
         await asyncio.gather(*futures)  # a failed send raises: nothing is committed
+        self._handled = False
         await commit(self.consumer)
         self._committed_at = time.monotonic()
 

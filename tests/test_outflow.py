@@ -1,0 +1,34 @@
+"""The service loop's outflow on the real broker: offsets are committed once records were
+handled, never by a consumer that has handled nothing since its last commit."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+
+from broker import topics
+from broker.clients import KafkaAccess
+from renkei.service_loop import Outflow
+from tests.kafka_helpers import consumer, producer, wait_assigned
+
+
+async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_its_position(
+        holders: list[str]) -> None:
+    holder = holders[0]
+    platform = KafkaAccess.of("platform")
+    async with (consumer(platform, topics.outbox(holder), group="renkei-platform-outflow-test",
+                         offset="latest") as cons,
+                producer(platform) as effects, producer(KafkaAccess.of(holder)) as sender):
+        await wait_assigned(cons)
+        outflow = Outflow(cons, effects)
+        await outflow.commit(now=True)
+        assigned = sorted(cons.assignment(), key=lambda tp: tp.partition)
+        assert [await cons.committed(tp) for tp in assigned] == [None] * len(assigned)
+
+        sent = await sender.send_and_wait(topics.outbox(holder), b"handled", key=b"k")
+        where = TopicPartition(sent.topic, sent.partition)
+        polled: list[object] = []
+        while not polled:
+            polled += (await cons.getmany(where, timeout_ms=1000)).get(where, [])
+        await outflow.send([])  # handled, with no effects
+        await outflow.commit(now=True)
+        assert await cons.committed(where) == sent.offset + 1
