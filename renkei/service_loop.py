@@ -25,16 +25,17 @@ Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
 Lookup = Callable[[str], HolderEntry | None]
 COMMIT_SECONDS = 0.2
 GATHER_BYTES, GATHER_RECORDS = 256 * 1024, 5000
+POLL_RECORDS = 500
 
 
 def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
-                 batch: int = 500, instance: str | None = None,
-                 gather_ms: int = 0) -> AIOKafkaConsumer:
+                 instance: str | None = None, gather_ms: int = 0) -> AIOKafkaConsumer:
     """A group member; with `instance` a static one, which a restart rejoins at once. With
     `gather_ms`, the broker holds each fetch up to that long for a fuller batch (for consumers
     that pay per batch, not per record, and are on no one's critical path)."""
-    gathering = {"fetch_min_bytes": GATHER_BYTES, "fetch_max_wait_ms": gather_ms,
-                 "max_poll_records": GATHER_RECORDS} if gather_ms else {"max_poll_records": batch}
+    gathering = ({"fetch_min_bytes": GATHER_BYTES, "fetch_max_wait_ms": gather_ms,
+                  "max_poll_records": GATHER_RECORDS} if gather_ms
+                 else {"max_poll_records": POLL_RECORDS})
     return AIOKafkaConsumer(*topics_in, **access.aiokafka(), group_id=group,
                             group_instance_id=instance,
                             enable_auto_commit=False, auto_offset_reset="earliest",
