@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from broker.cluster import Cluster, Node
@@ -52,6 +53,13 @@ def _jaas_plain(creds: Credentials) -> str:
     )
 
 
+def request_threads() -> dict[str, str]:
+    """Network and I/O threads sized to this machine's cores, which the embedded broker shares
+    with the platform and the holders (Kafka's defaults, 3 and 8, suit a machine of its own)."""
+    cores = os.cpu_count() or 2
+    return {"num.network.threads": str(max(1, cores // 2)), "num.io.threads": str(cores)}
+
+
 def server_properties(
     cluster: Cluster, node: Node, data_dir: Path, admin: Credentials, controller: Credentials
 ) -> str:
@@ -97,6 +105,7 @@ def server_properties(
         "group.initial.rebalance.delay.ms": "0",
         "message.max.bytes": str(1024 * 1024),
         "log.retention.check.interval.ms": "60000",
+        **request_threads(),
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
