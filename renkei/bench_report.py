@@ -93,11 +93,19 @@ def _rate(point: Point) -> str:
     return "flat out" if rate is None else f"{rate:,.0f}/s"
 
 
+def cpu_per_round_trip(point: Point) -> float | None:
+    """CPU milliseconds of all the measured processes (broker included) per round trip."""
+    done = point["completed"]
+    return 1000 * sum(point["cpu_seconds"].values()) / done if done else None
+
+
 def _cpu(point: Point) -> str:
     cpu = point["cpu_percent"]
     holders = sum(v for k, v in cpu.items() if k.startswith("holder-"))
     rest = [f"{k} {v:.0f}%" for k, v in cpu.items() if not k.startswith("holder-") and v >= 1]
-    return ", ".join([*rest, f"holders {holders:.0f}%"])
+    per = cpu_per_round_trip(point)
+    return ", ".join([*rest, f"holders {holders:.0f}%"]) + (
+        "" if per is None else f": {per:.2f} ms per round trip")
 
 
 def _hops(point: Point) -> str:

@@ -61,6 +61,13 @@ def test_the_knee_is_the_last_rate_before_latency_breaks() -> None:
     assert bench_report.knee([_point(50, 50, 900)]) is None
 
 
+def test_cpu_is_also_told_per_round_trip() -> None:
+    point = {**_point(100, 100, 20), "completed": 400, "cpu_percent": {"broker": 20.0},
+             "cpu_seconds": {"broker": 0.2, "platform-1": 0.3, "holder-a": 0.5}}
+    assert bench_report.cpu_per_round_trip(point) == 2.5
+    assert bench_report.cpu_per_round_trip({**point, "completed": 0}) is None
+
+
 def test_a_curve_that_never_broke_says_its_knee_was_not_reached() -> None:
     held = [_point(50, 50, 20), _point(100, 100, 30)]
     assert "knee not reached" in bench_report.knee_text(held)
