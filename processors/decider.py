@@ -186,19 +186,30 @@ def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
 
 class Deadlines:
     """When each pending request's deadline falls due (in memory; rebuilt from the decision
-    events after a restart or rebalance)."""
+    events after a restart or rebalance): each request once, while its partition is ours."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[datetime, str]] = []
+        self._watched: dict[str, datetime] = {}
 
     def watch(self, request_id: str, deadline: datetime) -> None:
-        heapq.heappush(self._heap, (deadline, request_id))
+        if self._watched.get(request_id) != deadline:
+            self._watched[request_id] = deadline
+            heapq.heappush(self._heap, (deadline, request_id))
 
     def due(self, now: datetime) -> list[str]:
         found = []
         while self._heap and self._heap[0][0] <= now:
-            found.append(heapq.heappop(self._heap)[1])
+            deadline, request_id = heapq.heappop(self._heap)
+            if self._watched.get(request_id) == deadline:  # else: moved, or not ours any more
+                del self._watched[request_id]
+                found.append(request_id)
         return found
+
+    def keep_only(self, partitions: set[int]) -> None:
+        """Stop watching the requests of partitions given away: their new owner watches them."""
+        for request_id in [r for r in self._watched if partition_of(r) not in partitions]:
+            del self._watched[request_id]
 
 
 class Decider:
@@ -218,6 +229,7 @@ class Decider:
         """Drop the state of partitions no longer ours; return the new ones (to rebuild)."""
         for partition in set(self.states) - partitions:
             del self.states[partition]
+        self.deadlines.keep_only(partitions)
         return partitions - set(self.states)
 
     def rebuild(self, partition: int, history: list[Pending | Outcome | Sweep],
@@ -232,10 +244,9 @@ class Decider:
         """Apply one decision event to its partition's state; return its effects."""
         states = self.states[partition]
         if isinstance(message, Sweep):
-            decisions = [(r, on_deadline(states.get(r), message.at, ctx)) for r in message.expire]
-            states.forget_until(message.at)
-            if partition in self._swept and self._swept[partition] <= message.at:
-                del self._swept[partition]  # our last sweep is done: what is due needs a new one
+            # a sweep written before deadlines were watched once may name a request twice
+            decisions = [(r, on_deadline(states.get(r), message.at, ctx))
+                         for r in dict.fromkeys(message.expire)]
         elif isinstance(message, Pending):
             decisions = [(message.request_id,
                           on_pending(message, states.get(message.request_id), now, ctx))]
@@ -249,6 +260,10 @@ class Decider:
                 if isinstance(decision.state, RequestState):
                     self.deadlines.watch(request_id, decision.state.deadline)
             effects += decision.effects
+        if isinstance(message, Sweep):  # forgetting last: the decisions were made before it
+            states.forget_until(message.at)
+            if partition in self._swept and self._swept[partition] <= message.at:
+                del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return effects
 
     def sweeps(self, now: datetime) -> list[Send]:

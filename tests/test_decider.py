@@ -147,6 +147,49 @@ def test_deadlines_are_swept_by_partition(ctx: Context) -> None:
     assert CODEC.decode(again.value, Sweep).expire == ("r-1",), "an unsent sweep is due again"
 
 
+def test_a_partition_given_away_is_no_longer_swept_here(ctx: Context) -> None:
+    decider_ = decider.Decider()
+    partition = decider.partition_of("r-1")
+    decider_.keep_only({partition})
+    decider_.rebuild(partition, [], ctx)
+    decider_.handle(partition, _pending(ctx), NOW, ctx)
+    decider_.keep_only(set())
+    assert decider_.sweeps(NOW + timedelta(minutes=1)) == [], "its new owner sweeps it"
+
+
+def test_a_sweep_may_name_a_request_it_forgets(ctx: Context) -> None:
+    """Found in a scale-out under load: a new owner's first sweep named every deadline of the
+    history it rebuilt, some of them answered requests due to be forgotten in that same sweep;
+    the decider forgot them before applying its decisions, failed on the sweep, and so lost the
+    timeouts it carried (and the next owner failed rebuilding from it)."""
+    decider_ = decider.Decider()
+    partition = decider.partition_of("r-1")
+    decider_.keep_only({partition})
+    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
+    decider_.rebuild(partition, [_pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))],
+                     ctx)
+    forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
+    assert decider_.handle(partition, Sweep(forget_at, ("r-1",)), NOW, ctx) == []
+    assert decider_.states[partition].get("r-1") is None, "forgotten"
+
+
+def test_a_partition_taken_back_times_each_request_out_once(ctx: Context) -> None:
+    """An instance that gave a partition away and took it back watched its deadlines twice."""
+    decider_ = decider.Decider()
+    partition = decider.partition_of("r-1")
+    decider_.keep_only({partition})
+    decider_.rebuild(partition, [], ctx)
+    decider_.handle(partition, _pending(ctx), NOW, ctx)
+    decider_.keep_only(set())
+    assert decider_.keep_only({partition}) == {partition}
+    decider_.rebuild(partition, [_pending(ctx)], ctx)
+    sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
+    assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
+    twice = Sweep(NOW + timedelta(minutes=1), ("r-1", "r-1"))  # as such an instance wrote
+    effects = decider_.handle(partition, twice, NOW, ctx)
+    assert _topics(effects) == [topics.inbox("nenkin"), topics.AUDIT], "one timeout, logged once"
+
+
 def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
         ctx: Context) -> None:
     """The state is a function of the partition's events: replaying them gives it back."""
