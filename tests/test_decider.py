@@ -51,6 +51,15 @@ def _topics(effects: list[Send]) -> list[str]:
     return [e.topic for e in effects]
 
 
+def _owning(ctx: Context, history: list[Pending | Outcome | Sweep]) -> tuple[decider.Decider, int]:
+    """A decider that has taken over r-1's partition, rebuilt from `history`."""
+    decider_ = decider.Decider()
+    partition = decider.partition_of("r-1")
+    decider_.keep_only({partition})
+    decider_.rebuild(partition, history, ctx)
+    return decider_, partition
+
+
 def test_a_new_request_is_dispatched_once_and_its_approval_logged(ctx: Context) -> None:
     decision = decider.on_pending(_pending(ctx), None, NOW, ctx)
     assert decision.state is not None and decision.state.status == "PENDING"
@@ -103,10 +112,7 @@ def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
 
 def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(
         ctx: Context) -> None:
-    decider_ = decider.Decider()
-    partition = decider.partition_of("r-1")
-    decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx)
+    decider_, partition = _owning(ctx, [])
     decider_.handle(partition, _pending(ctx), NOW, ctx)
     states = decider_.states[partition]
     forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
@@ -148,11 +154,7 @@ def test_deadlines_are_swept_by_partition(ctx: Context) -> None:
 
 
 def test_a_partition_given_away_is_no_longer_swept_here(ctx: Context) -> None:
-    decider_ = decider.Decider()
-    partition = decider.partition_of("r-1")
-    decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx)
-    decider_.handle(partition, _pending(ctx), NOW, ctx)
+    decider_, _ = _owning(ctx, [_pending(ctx)])
     decider_.keep_only(set())
     assert decider_.sweeps(NOW + timedelta(minutes=1)) == [], "its new owner sweeps it"
 
@@ -162,12 +164,9 @@ def test_a_sweep_may_name_a_request_it_forgets(ctx: Context) -> None:
     history it rebuilt, some of them answered requests due to be forgotten in that same sweep;
     the decider forgot them before applying its decisions, failed on the sweep, and so lost the
     timeouts it carried (and the next owner failed rebuilding from it)."""
-    decider_ = decider.Decider()
-    partition = decider.partition_of("r-1")
-    decider_.keep_only({partition})
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
-    decider_.rebuild(partition, [_pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))],
-                     ctx)
+    decider_, partition = _owning(ctx, [_pending(ctx),
+                                        Outcome("r-1", "x:0:1", CODEC.encode(answer))])
     forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
     assert decider_.handle(partition, Sweep(forget_at, ("r-1",)), NOW, ctx) == []
     assert decider_.states[partition].get("r-1") is None, "forgotten"
@@ -175,11 +174,7 @@ def test_a_sweep_may_name_a_request_it_forgets(ctx: Context) -> None:
 
 def test_a_partition_taken_back_times_each_request_out_once(ctx: Context) -> None:
     """An instance that gave a partition away and took it back watched its deadlines twice."""
-    decider_ = decider.Decider()
-    partition = decider.partition_of("r-1")
-    decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx)
-    decider_.handle(partition, _pending(ctx), NOW, ctx)
+    decider_, partition = _owning(ctx, [_pending(ctx)])
     decider_.keep_only(set())
     assert decider_.keep_only({partition}) == {partition}
     decider_.rebuild(partition, [_pending(ctx)], ctx)
