@@ -16,8 +16,10 @@ import heapq
 import math
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from broker import acls, topics
 from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
@@ -243,28 +245,30 @@ class Decider:
                ctx: Context) -> list[Send]:
         """Apply one decision event to its partition's state; return its effects."""
         states = self.states[partition]
-        if isinstance(message, Sweep):
-            # a sweep written before deadlines were watched once may name a request twice
-            decisions = [(r, on_deadline(states.get(r), message.at, ctx))
-                         for r in dict.fromkeys(message.expire)]
-        elif isinstance(message, Pending):
-            decisions = [(message.request_id,
-                          on_pending(message, states.get(message.request_id), now, ctx))]
-        else:
-            decisions = [(message.request_id,
-                          on_outcome(message, states.get(message.request_id), now))]
+        if isinstance(message, Pending):
+            return self._decide(states, message.request_id,
+                                partial(on_pending, message, now=now, ctx=ctx))
+        if isinstance(message, Outcome):
+            return self._decide(states, message.request_id,
+                                partial(on_outcome, message, now=now))
         effects: list[Send] = []
-        for request_id, decision in decisions:
-            if decision.state is not None and decision.state != states.get(request_id):
-                states.put(request_id, decision.state)
-                if isinstance(decision.state, RequestState):
-                    self.deadlines.watch(request_id, decision.state.deadline)
-            effects += decision.effects
-        if isinstance(message, Sweep):  # forgetting last: the decisions were made before it
-            states.forget_until(message.at)
-            if partition in self._swept and self._swept[partition] <= message.at:
-                del self._swept[partition]  # our last sweep is done: what is due needs a new one
+        for request_id in message.expire:  # each decided on the state the one before it left
+            effects += self._decide(states, request_id, partial(on_deadline, now=message.at,
+                                                                ctx=ctx))
+        states.forget_until(message.at)  # forgetting last: the decisions were made before it
+        if partition in self._swept and self._swept[partition] <= message.at:
+            del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return effects
+
+    def _decide(self, states: Partition, request_id: str,
+                decide: Callable[[State | None], Decision]) -> list[Send]:
+        """Decide on the request's current state, keep its new state, return the effects."""
+        decision = decide(states.get(request_id))
+        if decision.state is not None and decision.state != states.get(request_id):
+            states.put(request_id, decision.state)
+            if isinstance(decision.state, RequestState):
+                self.deadlines.watch(request_id, decision.state.deadline)
+        return decision.effects
 
     def sweeps(self, now: datetime) -> list[Send]:
         """Sweep events for the partitions with deadlines passed or requests to forget."""
