@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from broker import acls, topics
 from broker.clients import KafkaAccess, caught_up
+from broker.fetch_sessions import SessionConsumer
 from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
 from processors.codes import CodeService
@@ -97,7 +98,7 @@ class Platform:
         self.decider = decider.Decider()
         self.taking_over: set[int] = set()
         self.producer = producer_for(access)
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = SessionConsumer(
             **access.aiokafka(), group_id=GROUP, group_instance_id=member,
             enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,

@@ -1,0 +1,157 @@
+"""Incremental fetch sessions: what each request names, and a consumer of many partitions that
+loses and repeats nothing through pauses, seeks and a session the broker no longer accepts."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from aiokafka import TopicPartition
+from aiokafka.errors import FetchSessionIdNotFound, InvalidFetchSessionEpoch
+from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v4, FetchRequest_v11
+from confluent_kafka.admin import NewTopic
+
+from broker import config, provision
+from broker.clients import KafkaAccess
+from broker.cluster import Cluster
+from broker.fetch_sessions import (
+    INITIAL_EPOCH,
+    NO_SESSION,
+    FetchSession,
+    SessionConsumer,
+    SessionFetch,
+)
+from tests.kafka_helpers import producer
+
+TOPIC, PARTITIONS = "renkei-test.fetch-sessions", 24
+A, B, C = (TopicPartition("t", p) for p in range(3))
+
+
+def _full(offsets: dict[TopicPartition, int]) -> FetchRequest:
+    by_topic: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for tp, offset in offsets.items():
+        by_topic[tp.topic].append((tp.partition, offset, 1_048_576))
+    return FetchRequest(500, 1, 52_428_800, 0, list(by_topic.items()))
+
+
+def test_the_first_request_is_full_and_opens_a_session() -> None:
+    session = FetchSession()
+    struct = SessionFetch(_full({A: 0, B: 5}), session).build(FetchRequest_v11)
+    assert (struct.session_id, struct.session_epoch) == (NO_SESSION, INITIAL_EPOCH)
+    assert [(t, sorted(p[0] for p in ps)) for t, ps in struct.topics] == [("t", [0, 1])]
+    session.answered(77, 0)
+    assert (session.session_id, session.epoch) == (77, 1)
+
+
+def test_then_a_request_names_only_moved_or_new_partitions_and_forgets_dropped_ones() -> None:
+    session = FetchSession()
+    SessionFetch(_full({A: 0, B: 5}), session)
+    session.answered(77, 0)
+    struct = SessionFetch(_full({A: 0, B: 9, C: 2}), session).build(FetchRequest_v11)
+    assert (struct.session_id, struct.session_epoch) == (77, 1)
+    assert [(t, sorted((p[0], p[2]) for p in ps)) for t, ps in struct.topics] == [
+        ("t", [(1, 9), (2, 2)])]
+    assert struct.forgotten_topics_data == []
+    session.answered(77, 0)
+    struct = SessionFetch(_full({B: 9, C: 2}), session).build(FetchRequest_v11)
+    assert (struct.session_epoch, struct.topics, struct.forgotten_topics_data) == (
+        2, [], [("t", [0])])
+
+
+def test_an_idle_request_names_nothing() -> None:
+    session = FetchSession()
+    SessionFetch(_full({A: 3, B: 3}), session)
+    session.answered(5, 0)
+    assert SessionFetch(_full({A: 3, B: 3}), session).build(FetchRequest_v11).topics == []
+
+
+def test_a_lost_or_refused_answer_starts_again_in_full() -> None:
+    session = FetchSession()
+    SessionFetch(_full({A: 0}), session)
+    session.answered(5, 0)
+    SessionFetch(_full({A: 1}), session)
+    session.lost()
+    step = SessionFetch(_full({A: 1, B: 0}), session).step
+    assert (step.session_id, step.epoch, step.named) == (5, INITIAL_EPOCH, frozenset({A, B}))
+    session.answered(6, 0)
+    SessionFetch(_full({A: 1, B: 0}), session)
+    session.answered(6, InvalidFetchSessionEpoch.errno)  # the old one is closed, a new one opened
+    assert (session.session_id, session.epoch) == (6, INITIAL_EPOCH)
+    session.answered(6, FetchSessionIdNotFound.errno)
+    assert (session.session_id, session.epoch) == (NO_SESSION, INITIAL_EPOCH)
+
+
+def test_a_broker_that_opens_no_session_gets_full_requests() -> None:
+    session = FetchSession()
+    for _ in range(2):
+        assert SessionFetch(_full({A: 0, B: 0}), session).step.named == {A, B}
+        session.answered(NO_SESSION, 0)
+    assert SessionFetch(_full({A: 0}), session).build(FetchRequest_v4).topics == [
+        ("t", [(0, 0, 1_048_576)])]
+
+
+async def _read(consumer: SessionConsumer, count: int) -> list[tuple[int, int]]:
+    """What the consumer gives within 30 s once `count` records came, and half a second more."""
+    got: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 30
+    while len(got) < count and time.monotonic() < deadline:
+        polled = await consumer.getmany(timeout_ms=200)
+        got += [(r.partition, int(r.value)) for batch in polled.values() for r in batch]
+    polled = await consumer.getmany(timeout_ms=500)  # anything more would be a repeat
+    return got + [(r.partition, int(r.value)) for batch in polled.values() for r in batch]
+
+
+def _once_in_order(got: list[tuple[int, int]], sent: list[tuple[int, int]]) -> bool:
+    """Every record sent came once, each partition's in the order they were sent."""
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for partition, value in got:
+        by_partition[partition].append(value)
+    return sorted(got) == sorted(sent) and all(v == sorted(v) for v in by_partition.values())
+
+
+async def test_a_consumer_of_many_partitions_gets_every_record_once_in_order(
+        broker: Cluster) -> None:
+    admin = provision.admin_client()
+    admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])[TOPIC].result(30)
+    access = KafkaAccess.of(config.ADMIN)
+    tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+    consumer = SessionConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
+                               auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    await consumer.start()
+    consumer.assign(tps)
+    log: list[tuple[int, int]] = []
+    try:
+        async with producer(access) as prod:
+            async def send(partitions: list[int], count: int) -> list[tuple[int, int]]:
+                records = [(partitions[i % len(partitions)], len(log) + i) for i in range(count)]
+                for partition, value in records:
+                    await prod.send(TOPIC, str(value).encode(), partition=partition)
+                await prod.flush()
+                log.extend(records)
+                return records
+
+            sent = await send(list(range(PARTITIONS)), 240)
+            assert _once_in_order(await _read(consumer, 240), sent)
+            for _ in range(5):  # a few records at a time, as in a quiet hour
+                sent = await send([3, 17], 4)
+                assert _once_in_order(await _read(consumer, 4), sent)
+            [session] = consumer._fetcher._sessions.values()
+            assert session.session_id != NO_SESSION and session.epoch > 5, session
+
+            consumer.pause(*tps[:12])  # paused partitions leave the session, then come back
+            sent = await send(list(range(PARTITIONS)), 48)
+            assert _once_in_order(await _read(consumer, 24), [r for r in sent if r[0] >= 12])
+            consumer.resume(*tps[:12])
+            assert _once_in_order(await _read(consumer, 24), [r for r in sent if r[0] < 12])
+
+            consumer.seek(tps[5], 0)  # the broker's session must learn the new fetch offset
+            again = [r for r in log if r[0] == 5]
+            assert _once_in_order(await _read(consumer, len(again)), again)
+
+            first = session.session_id
+            session.epoch += 1000  # the broker refuses the next incremental fetch
+            sent = await send(list(range(PARTITIONS)), 48)
+            assert _once_in_order(await _read(consumer, 48), sent)
+            assert session.session_id not in (first, NO_SESSION) and session.epoch >= 1, session
+    finally:
+        await consumer.stop()
