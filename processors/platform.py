@@ -119,7 +119,7 @@ class Platform:
                 polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
                 records = [r for batch in polled.values() for r in batch]
                 if records:
-                    await outflow.send(self.handle(records))
+                    await outflow.send(polled, self.handle(records))
                 await outflow.commit()
             await outflow.commit(now=True)
         finally:

@@ -7,10 +7,10 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from broker import topics
@@ -58,8 +58,9 @@ async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
 class Outflow:
     """Effects go out as soon as they are known; offsets are committed at most every
     `interval` seconds, only once the broker has acknowledged every effect sent before, and
-    only when records were handled since the last commit: at least once, without waiting for a
-    round trip per batch, and without an idle service committing the same offsets over again."""
+    only for the partitions whose records were handled since the last commit: at least once,
+    without waiting for a round trip per batch, and without committing the same offsets over
+    again for partitions (or a whole service) with nothing new."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                  interval: float = COMMIT_SECONDS) -> None:
@@ -68,11 +69,11 @@ class Outflow:
         self.interval = interval
         self._unacknowledged: list[asyncio.Future[Any]] = []
         self._committed_at = time.monotonic()
-        self._handled = False
+        self._handled: set[TopicPartition] = set()
 
-    async def send(self, effects: Sequence[Send]) -> None:
-        """The effects of records just handled (none is fine: the records still count)."""
-        self._handled = True
+    async def send(self, handled: Iterable[TopicPartition], effects: Sequence[Send]) -> None:
+        """The effects of the records just handled from `handled` (no effects is fine)."""
+        self._handled.update(handled)
         for e in effects:
             self._unacknowledged.append(await self.producer.send(
                 e.topic, e.value, key=e.key.encode() if e.key else None, partition=e.partition))
@@ -83,8 +84,10 @@ class Outflow:
             return
         futures, self._unacknowledged = self._unacknowledged, []
         await asyncio.gather(*futures)  # a failed send raises: nothing is committed
-        self._handled = False
-        await commit(self.consumer)
+        handled, self._handled = self._handled, set()
+        owned = self.consumer.assignment()
+        await commit(self.consumer, {tp: await self.consumer.position(tp)
+                                     for tp in handled if tp in owned})
         self._committed_at = time.monotonic()
 
 
@@ -116,7 +119,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             polled = await consumer.getmany(timeout_ms=100)
             records = [r for batch in polled.values() for r in batch]
             if records:
-                await outflow.send(await handle(records))
+                await outflow.send(polled, await handle(records))
             await outflow.commit()
         await outflow.commit(now=True)
     finally:
@@ -124,11 +127,11 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
         await consumer.stop()
 
 
-async def commit(consumer: AIOKafkaConsumer) -> None:
+async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
     """Commit what was handled; if a rebalance took the partitions, their next owner (or this
     consumer, rejoined) handles them again, and consumers drop what they already had."""
     try:
-        await consumer.commit()
+        await consumer.commit(offsets)
     except (CommitFailedError, IllegalStateError) as exc:
         log.info("offsets not committed (%s): they will be handled again", type(exc).__name__)
 

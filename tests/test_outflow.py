@@ -1,5 +1,6 @@
 """The service loop's outflow on the real broker: offsets are committed once records were
-handled, never by a consumer that has handled nothing since its last commit."""
+handled, only for the partitions they came from, never by a consumer that has handled nothing
+since its last commit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from renkei.service_loop import Outflow
 from tests.kafka_helpers import consumer, producer, wait_assigned
 
 
-async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_its_position(
+async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_what_it_handled(
         holders: list[str]) -> None:
     holder = holders[0]
     platform = KafkaAccess.of("platform")
@@ -29,6 +30,8 @@ async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_its_positi
         polled: list[object] = []
         while not polled:
             polled += (await cons.getmany(where, timeout_ms=1000)).get(where, [])
-        await outflow.send([])  # handled, with no effects
+        await outflow.send([where], [])  # handled, with no effects
         await outflow.commit(now=True)
         assert await cons.committed(where) == sent.offset + 1
+        others = [tp for tp in assigned if tp != where]
+        assert [await cons.committed(tp) for tp in others] == [None] * len(others)
