@@ -24,7 +24,7 @@ import click
 from click.core import ParameterSource
 from confluent_kafka.admin import AdminClient
 
-from broker import acls, process, topics
+from broker import acls, process, provision, topics
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from renkei import bench_plan, bench_report, groups, relay, scenario, town
@@ -45,6 +45,7 @@ class Settings:
     memory_minutes: float
     residents: int
     seed: int
+    idle_holders: int
     knobs: Knobs
 
 
@@ -78,6 +79,13 @@ def bench_broker(use_running: bool) -> Iterator[None]:
             yield
         finally:
             process.down()
+
+
+def register_idle(count: int) -> None:
+    """Holders that only exist: outboxes the platform subscribes to, never written."""
+    admin = provision.admin_client()
+    for n in range(count):
+        provision.add_holder(admin, f"idle-{n:04d}", provision.Report())
 
 
 @contextlib.contextmanager
@@ -139,6 +147,11 @@ def measure(settings: Settings) -> dict[str, Any]:
     possible; the result as written to JSON."""
     admin = groups.admin()
     built = town.build(settings.residents, settings.seed)
+    if settings.idle_holders:
+        began = time.perf_counter()
+        register_idle(settings.idle_holders)
+        click.echo(f"  registered {settings.idle_holders} idle holders in "
+                   f"{time.perf_counter() - began:.0f}s")
     runs: dict[Load, dict[str, Any]] = {}
     plan: Plan | None = None
 
@@ -188,6 +201,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "settings": asdict(settings),
         "town": {"residents": settings.residents, "seed": settings.seed,
                  "holders": len(plan.holders), "holder_ids": plan.holders,
+                 "idle_holders": settings.idle_holders,
                  "jobs": {h: len(j) for h, j in plan.jobs.items()}},
         "message_sizes": asdict(plan.sizes),
         "main": {"renkei": renkei, "baseline": baseline,
@@ -246,6 +260,9 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
               help="length of the memory run at the knee (0: none)")
 @click.option("--residents", type=click.IntRange(min=10), default=1000, show_default=True)
 @click.option("--seed", default=2026, show_default=True)
+@click.option("--idle-holders", type=click.IntRange(min=0), default=0, show_default=True,
+              help="more holders that send nothing (their outboxes still in the platform's "
+                   "subscription)")
 @click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True,
               help="flat out: requests each holder keeps outstanding")
 @click.option("--warmup", type=float, default=5.0, show_default=True,
@@ -259,12 +276,12 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
               default=Path("results"), show_default=True)
 def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[float, ...],
                   scale: tuple[int, ...], memory_minutes: float, residents: int, seed: int,
-                  in_flight: int, warmup: float, drain: float, use_running: bool, quick: bool,
-                  results: Path) -> None:
+                  idle_holders: int, in_flight: int, warmup: float, drain: float,
+                  use_running: bool, quick: bool, results: Path) -> None:
     """Lawful round trips/s, latency, CPU, memory and lag, against a bare-Kafka baseline."""
     settings = Settings(seconds, None if flat_out else rate, curve, scale, memory_minutes,
-                        residents, seed, Knobs(warmup, drain, in_flight, margin=15.0,
-                                               settle=120.0))
+                        residents, seed, idle_holders,
+                        Knobs(warmup, drain, in_flight, margin=15.0, settle=120.0))
     if quick:  # a small version of what was not given explicitly
         ctx = click.get_current_context()
         given = {name for name in ctx.params

@@ -141,7 +141,9 @@ def knee_text(points: Sequence[Point]) -> str:
 def summary(result: dict[str, Any]) -> None:
     main, curve = result["main"], result["curve"]
     machine = result["machine"]
-    click.echo(f"\n== Linkage benchmark: {result['town']['holders']} holders, town of "
+    idle = result["town"]["idle_holders"]
+    click.echo(f"\n== Linkage benchmark: {result['town']['holders']} holders"
+               f"{f' (+ {idle} idle)' if idle else ''}, town of "
                f"{result['town']['residents']:,}, {machine['cpus']} cores, load average "
                f"{machine['loadavg_start'][0]:.1f} → {machine['loadavg_end'][0]:.1f}")
     click.echo(f"  message sizes (bytes): {result['message_sizes']}")

@@ -87,9 +87,10 @@ def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
 
 def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    renkei("bench", "linkage", "--quick", "--results", str(results),
-           env={STATE_ENV: str(tmp_path / "state")}, timeout=280)
+    run = renkei("bench", "linkage", "--quick", "--idle-holders", "2", "--results", str(results),
+                 env={STATE_ENV: str(tmp_path / "state")}, timeout=280)
     result = json.loads((results / "bench-linkage.json").read_text(encoding="utf-8"))
+    assert result["town"]["idle_holders"] == 2 and "holders (+ 2 idle)" in run.stdout
     main = result["main"]
     for point in (main["renkei"], main["baseline"]):
         assert point["completed"] > 0 and point["throughput"] > 0
