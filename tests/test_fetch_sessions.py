@@ -18,6 +18,7 @@ from broker.fetch_sessions import (
     INITIAL_EPOCH,
     NO_SESSION,
     FetchSession,
+    Gathering,
     SessionConsumer,
     SessionFetch,
 )
@@ -63,6 +64,17 @@ def test_an_idle_request_names_nothing() -> None:
     SessionFetch(_full({A: 3, B: 3}), session)
     session.answered(5, 0)
     assert SessionFetch(_full({A: 3, B: 3}), session).build(FetchRequest_v11).topics == []
+
+
+def test_while_answers_carry_news_the_broker_is_asked_to_gather() -> None:
+    session, gathering = FetchSession(), Gathering(max_wait_ms=5, min_bytes=65_536)
+    SessionFetch(_full({A: 0}), session, gathering)
+    session.answered(5, 0, news=True)
+    struct = SessionFetch(_full({A: 4}), session, gathering).build(FetchRequest_v11)
+    assert (struct.max_wait_time, struct.min_bytes) == (5, 65_536)
+    session.answered(5, 0, news=False)
+    struct = SessionFetch(_full({A: 4}), session, gathering).build(FetchRequest_v11)
+    assert (struct.max_wait_time, struct.min_bytes) == (500, 1)  # the consumer's own
 
 
 def test_a_lost_or_refused_answer_starts_again_in_full() -> None:
@@ -116,7 +128,8 @@ async def test_a_consumer_of_many_partitions_gets_every_record_once_in_order(
     access = KafkaAccess.of(config.ADMIN)
     tps = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
     consumer = SessionConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
-                               auto_offset_reset="earliest", fetch_max_wait_ms=50)
+                               auto_offset_reset="earliest",
+                               gathering=Gathering(max_wait_ms=5, min_bytes=65_536))
     await consumer.start()
     consumer.assign(tps)
     log: list[tuple[int, int]] = []
