@@ -163,8 +163,10 @@ async def test_a_consumer_of_many_partitions_gets_every_record_once_in_order(
 
             first = session.session_id
             session.epoch += 1000  # the broker refuses the next incremental fetch
-            sent = await send(list(range(PARTITIONS)), 48)
+            sent = await send(list(range(PARTITIONS)), 48)  # perhaps by a fetch sent before
             assert _once_in_order(await _read(consumer, 48), sent)
+            sent = await send(list(range(PARTITIONS)), 24)  # after the refusal: a new session
+            assert _once_in_order(await _read(consumer, 24), sent)
             assert session.session_id not in (first, NO_SESSION) and session.epoch >= 1, session
     finally:
         await consumer.stop()
