@@ -81,9 +81,8 @@ def bench_broker(use_running: bool) -> Iterator[None]:
             process.down()
 
 
-def register_idle(count: int) -> None:
+def register_idle(admin: AdminClient, count: int) -> None:
     """Holders that only exist: outboxes the platform subscribes to, never written."""
-    admin = provision.admin_client()
     for n in range(count):
         provision.add_holder(admin, f"idle-{n:04d}", provision.Report())
 
@@ -149,7 +148,7 @@ def measure(settings: Settings) -> dict[str, Any]:
     built = town.build(settings.residents, settings.seed)
     if settings.idle_holders:
         began = time.perf_counter()
-        register_idle(settings.idle_holders)
+        register_idle(admin, settings.idle_holders)
         click.echo(f"  registered {settings.idle_holders} idle holders in "
                    f"{time.perf_counter() - began:.0f}s")
     runs: dict[Load, dict[str, Any]] = {}
