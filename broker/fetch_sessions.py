@@ -72,14 +72,14 @@ class FetchSession:
     def answered(self, session_id: int, error_code: int, news: bool = False) -> None:
         """The broker's answer to the last request: go on in the session, or start again."""
         self.busy = news
-        if error_code:
+        if error_code:  # refused: a full fetch next, closing the session if the broker has it
             log.info("fetch session %d at epoch %d refused (error %d): starting again in full",
                      self.session_id, self.epoch, error_code)
-        if error_code == FetchSessionIdNotFound.errno or (error_code == 0 and
-                                                          session_id == NO_SESSION):
-            self.session_id, self.epoch = NO_SESSION, INITIAL_EPOCH  # none (any more)
-        elif error_code:
-            self.epoch = INITIAL_EPOCH  # close it and open another with a full fetch
+            if error_code == FetchSessionIdNotFound.errno:
+                self.session_id = NO_SESSION
+            self.epoch = INITIAL_EPOCH
+        elif session_id == NO_SESSION:  # the broker keeps none for us (any more)
+            self.session_id, self.epoch = NO_SESSION, INITIAL_EPOCH
         elif self.epoch == INITIAL_EPOCH:
             self.session_id, self.epoch = session_id, 1
         else:
