@@ -9,6 +9,10 @@ names only what changed since the last one and the answer carries only partition
 While records keep coming, the broker is also asked to gather them for a few milliseconds, so
 that one fetch (and one pass over the partitions, on both sides) carries many; once a fetch
 comes back empty, the next one waits for the first record again and is answered at once.
+
+What to fetch is decided without aiokafka's own pass over every partition while they are all
+in the usual state (a lean pass, or none while no broker can be fetched from), and aiokafka
+reads each answer against the partitions in it rather than every partition of the session.
 """
 
 from __future__ import annotations
@@ -63,10 +67,10 @@ class FetchSession:
         if self.epoch == INITIAL_EPOCH:
             step = Step(self.session_id, INITIAL_EPOCH, frozenset(wanted), gather=self.busy)
         else:
-            changed = frozenset(tp for tp, at in wanted.items() if self.offsets.get(tp) != at)
-            gone = tuple(tp for tp in self.offsets if tp not in wanted)
+            changed = frozenset(tp for tp, _ in wanted.items() - self.offsets.items())
+            gone = tuple(self.offsets.keys() - wanted.keys())
             step = Step(self.session_id, self.epoch, changed, gone, gather=self.busy)
-        self.offsets = dict(wanted)
+        self.offsets = wanted
         return step
 
     def answered(self, session_id: int, error_code: int, news: bool = False) -> None:
@@ -90,32 +94,61 @@ class FetchSession:
         self.epoch, self.busy = INITIAL_EPOCH, False
 
 
-class SessionFetch(FetchRequest):  # type: ignore[misc]
-    """aiokafka's full fetch request, sent as the part of it the broker's session lacks."""
+@dataclass(frozen=True)
+class FetchSettings:
+    """A consumer's fetch settings (as aiokafka's fetcher has them), for a request of any size."""
 
-    def __init__(self, full: FetchRequest, session: FetchSession,
-                 gathering: Gathering | None = None) -> None:
-        self.full, self.session, self.gathering = full, session, gathering
-        self.step = session.next({TopicPartition(topic, partition): offset
-                                  for topic, partitions in full.topics
-                                  for partition, offset, _ in partitions})
+    max_wait_ms: int
+    min_bytes: int
+    max_bytes: int
+    isolation_level: int
+    partition_bytes: int
+    rack_id: str = ""
+
+    @classmethod
+    def of(cls, fetcher: Fetcher) -> FetchSettings:
+        return cls(fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes, fetcher._fetch_max_bytes,
+                   fetcher._isolation_level, fetcher._max_partition_fetch_bytes,
+                   fetcher._client_rack or "")
+
+
+class SessionFetch(FetchRequest):  # type: ignore[misc]
+    """A fetch of `wanted` (partition → fetch offset), sent as the part the broker's session
+    lacks."""
+
+    def __init__(self, settings: FetchSettings, wanted: dict[TopicPartition, int],
+                 session: FetchSession, gathering: Gathering | None = None) -> None:
+        super().__init__(settings.max_wait_ms, settings.min_bytes, settings.max_bytes,
+                         settings.isolation_level, [], rack_id=settings.rack_id)
+        self.settings, self.wanted, self.session, self.gathering = (
+            settings, wanted, session, gathering)
+        self.step = session.next(wanted)
+        self.answered: list[tuple[str, list[tuple[int, int, int]]]] | None = None
 
     @property
     def topics(self) -> Any:
-        """Every partition of the session: what aiokafka reads the answer against."""
-        return self.full.topics
+        """What aiokafka reads the answer against: the partitions in the answer (the broker's
+        session answers for those with news only), at the offsets fetched."""
+        return self._topics if self.answered is None else self.answered
+
+    def answer(self, response: Any) -> None:
+        self.answered = [(topic, [(p[0], self.wanted[TopicPartition(topic, p[0])], 0)
+                                  for p in partitions]) for topic, partitions in response.topics]
 
     def build(self, request_struct_class: Any) -> Any:
-        struct = self.full.build(request_struct_class)
-        if request_struct_class.API_VERSION < 7:  # a broker without sessions: always in full
+        in_full = request_struct_class.API_VERSION < 7  # a broker without sessions
+        by_topic: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        for tp in self.wanted if in_full else self.step.named:
+            by_topic[tp.topic].append((tp.partition, self.wanted[tp],
+                                       self.settings.partition_bytes))
+        self._topics = list(by_topic.items())
+        struct = super().build(request_struct_class)
+        if in_full:
             return struct
         struct.session_id, struct.session_epoch = self.step.session_id, self.step.epoch
         if self.step.gather and self.gathering is not None:
             struct.max_wait_time = self.gathering.max_wait_ms
             struct.min_bytes = self.gathering.min_bytes
-        struct.topics = [(topic, named) for topic, partitions in struct.topics
-                         if (named := [p for p in partitions
-                                       if TopicPartition(topic, p[0]) in self.step.named])]
         forgotten: dict[str, list[int]] = defaultdict(list)
         for tp in self.step.forgotten:
             forgotten[tp.topic].append(tp.partition)
@@ -142,6 +175,7 @@ class _AnswersToSessions:
             raise
         request.session.answered(getattr(response, "session_id", NO_SESSION),
                                  getattr(response, "error_code", 0), bool(response.topics))
+        request.answer(response)
         return response
 
 
@@ -150,6 +184,7 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
 
     _sessions: defaultdict[int, FetchSession]
     _gathering: Gathering | None
+    _settings: FetchSettings
 
     @classmethod
     def adopt(cls, fetcher: Fetcher, gathering: Gathering | None) -> None:
@@ -157,12 +192,52 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         fetcher.__class__ = cls
         fetcher._sessions = defaultdict(FetchSession)
         fetcher._gathering = gathering
+        fetcher._settings = FetchSettings.of(fetcher)
         fetcher._client = _AnswersToSessions(fetcher._client)
 
     def _get_actions_per_node(self, assignment: Any) -> tuple[Any, ...]:
-        fetches, *others = super()._get_actions_per_node(assignment)
-        return ([(node, SessionFetch(request, self._sessions[node], self._gathering))
-                 for node, request in fetches], *others)
+        usual = self._usual_actions(assignment)
+        if usual is None:
+            fetches, *others = super()._get_actions_per_node(assignment)
+            usual = ({node: {TopicPartition(topic, partition): offset
+                             for topic, partitions in request.topics
+                             for partition, offset, _ in partitions}
+                      for node, request in fetches}, *others)
+        wanted, *others = usual
+        return ([(node, SessionFetch(self._settings, offsets, self._sessions[node],
+                                     self._gathering)) for node, offsets in wanted.items()],
+                *others)
+
+    def _usual_actions(self, assignment: Any) -> tuple[Any, ...] | None:
+        """What aiokafka's own pass would decide (each node's partitions to fetch, at which
+        offsets), in one lean pass, while every partition is in the usual state: positioned,
+        not paused, its leader known. None otherwise.
+
+        aiokafka makes its pass through every assigned partition each time the fetcher wakes;
+        with thousands of them that was most of the platform's work. Here, while no node can be
+        fetched from (its fetch in flight, or records from it not yet consumed), there is no
+        pass at all; otherwise one, with none of aiokafka's per-partition calls and logging."""
+        if self._preferred_read_replica:
+            return None
+        leader_of = self._client.cluster.leader_for_partition
+        backoffs: defaultdict[int, list[float]] = defaultdict(list)
+        for tp, records in self._records.items():
+            if backoff := records.calculate_backoff():
+                backoffs[leader_of(tp)].append(backoff)
+        timeout = min(map(max, backoffs.values())) if backoffs else self._fetcher_timeout
+        closed = self._in_flight | backoffs.keys()
+        if closed >= {broker.nodeId for broker in self._client.cluster.brokers()}:
+            return {}, {}, timeout, False, []
+        wanted: defaultdict[int, dict[TopicPartition, int]] = defaultdict(dict)
+        for tp in assignment.tps:
+            node = leader_of(tp)
+            if node in closed or tp in self._records:
+                continue
+            state = assignment.state_value(tp)
+            if node is None or node == -1 or state.paused or not state.has_valid_position:
+                return None
+            wanted[node][tp] = state.position
+        return wanted, {}, timeout, False, []
 
 
 class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]

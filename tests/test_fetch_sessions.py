@@ -4,11 +4,17 @@ loses and repeats nothing through pauses, seeks and a session the broker no long
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
+from types import SimpleNamespace
+from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.consumer.fetcher import Fetcher, FetchResult
+from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.errors import FetchSessionIdNotFound, InvalidFetchSessionEpoch
-from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v4, FetchRequest_v11
+from aiokafka.protocol.fetch import FetchRequest_v4, FetchRequest_v11
+from aiokafka.protocol.metadata import MetadataResponse_v0
 from confluent_kafka.admin import NewTopic
 
 from broker import config, provision
@@ -18,9 +24,11 @@ from broker.fetch_sessions import (
     INITIAL_EPOCH,
     NO_SESSION,
     FetchSession,
+    FetchSettings,
     Gathering,
     SessionConsumer,
     SessionFetch,
+    SessionFetcher,
 )
 from tests.kafka_helpers import producer
 
@@ -28,16 +36,13 @@ TOPIC, PARTITIONS = "renkei-test.fetch-sessions", 24
 A, B, C = (TopicPartition("t", p) for p in range(3))
 
 
-def _full(offsets: dict[TopicPartition, int]) -> FetchRequest:
-    by_topic: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-    for tp, offset in offsets.items():
-        by_topic[tp.topic].append((tp.partition, offset, 1_048_576))
-    return FetchRequest(500, 1, 52_428_800, 0, list(by_topic.items()))
+SETTINGS = FetchSettings(max_wait_ms=500, min_bytes=1, max_bytes=52_428_800, isolation_level=0,
+                         partition_bytes=1_048_576)
 
 
 def test_the_first_request_is_full_and_opens_a_session() -> None:
     session = FetchSession()
-    struct = SessionFetch(_full({A: 0, B: 5}), session).build(FetchRequest_v11)
+    struct = SessionFetch(SETTINGS, {A: 0, B: 5}, session).build(FetchRequest_v11)
     assert (struct.session_id, struct.session_epoch) == (NO_SESSION, INITIAL_EPOCH)
     assert [(t, sorted(p[0] for p in ps)) for t, ps in struct.topics] == [("t", [0, 1])]
     session.answered(77, 0)
@@ -46,47 +51,47 @@ def test_the_first_request_is_full_and_opens_a_session() -> None:
 
 def test_then_a_request_names_only_moved_or_new_partitions_and_forgets_dropped_ones() -> None:
     session = FetchSession()
-    SessionFetch(_full({A: 0, B: 5}), session)
+    SessionFetch(SETTINGS, {A: 0, B: 5}, session)
     session.answered(77, 0)
-    struct = SessionFetch(_full({A: 0, B: 9, C: 2}), session).build(FetchRequest_v11)
+    struct = SessionFetch(SETTINGS, {A: 0, B: 9, C: 2}, session).build(FetchRequest_v11)
     assert (struct.session_id, struct.session_epoch) == (77, 1)
     assert [(t, sorted((p[0], p[2]) for p in ps)) for t, ps in struct.topics] == [
         ("t", [(1, 9), (2, 2)])]
     assert struct.forgotten_topics_data == []
     session.answered(77, 0)
-    struct = SessionFetch(_full({B: 9, C: 2}), session).build(FetchRequest_v11)
+    struct = SessionFetch(SETTINGS, {B: 9, C: 2}, session).build(FetchRequest_v11)
     assert (struct.session_epoch, struct.topics, struct.forgotten_topics_data) == (
         2, [], [("t", [0])])
 
 
 def test_an_idle_request_names_nothing() -> None:
     session = FetchSession()
-    SessionFetch(_full({A: 3, B: 3}), session)
+    SessionFetch(SETTINGS, {A: 3, B: 3}, session)
     session.answered(5, 0)
-    assert SessionFetch(_full({A: 3, B: 3}), session).build(FetchRequest_v11).topics == []
+    assert SessionFetch(SETTINGS, {A: 3, B: 3}, session).build(FetchRequest_v11).topics == []
 
 
 def test_while_answers_carry_news_the_broker_is_asked_to_gather() -> None:
     session, gathering = FetchSession(), Gathering(max_wait_ms=5, min_bytes=65_536)
-    SessionFetch(_full({A: 0}), session, gathering)
+    SessionFetch(SETTINGS, {A: 0}, session, gathering)
     session.answered(5, 0, news=True)
-    struct = SessionFetch(_full({A: 4}), session, gathering).build(FetchRequest_v11)
+    struct = SessionFetch(SETTINGS, {A: 4}, session, gathering).build(FetchRequest_v11)
     assert (struct.max_wait_time, struct.min_bytes) == (5, 65_536)
     session.answered(5, 0, news=False)
-    struct = SessionFetch(_full({A: 4}), session, gathering).build(FetchRequest_v11)
+    struct = SessionFetch(SETTINGS, {A: 4}, session, gathering).build(FetchRequest_v11)
     assert (struct.max_wait_time, struct.min_bytes) == (500, 1)  # the consumer's own
 
 
 def test_a_lost_or_refused_answer_starts_again_in_full() -> None:
     session = FetchSession()
-    SessionFetch(_full({A: 0}), session)
+    SessionFetch(SETTINGS, {A: 0}, session)
     session.answered(5, 0)
-    SessionFetch(_full({A: 1}), session)
+    SessionFetch(SETTINGS, {A: 1}, session)
     session.lost()
-    step = SessionFetch(_full({A: 1, B: 0}), session).step
+    step = SessionFetch(SETTINGS, {A: 1, B: 0}, session).step
     assert (step.session_id, step.epoch, step.named) == (5, INITIAL_EPOCH, frozenset({A, B}))
     session.answered(6, 0)
-    SessionFetch(_full({A: 1, B: 0}), session)
+    SessionFetch(SETTINGS, {A: 1, B: 0}, session)
     session.answered(6, InvalidFetchSessionEpoch.errno)  # the old one is closed, a new one opened
     assert (session.session_id, session.epoch) == (6, INITIAL_EPOCH)
     session.answered(6, FetchSessionIdNotFound.errno)
@@ -96,10 +101,54 @@ def test_a_lost_or_refused_answer_starts_again_in_full() -> None:
 def test_a_broker_that_opens_no_session_gets_full_requests() -> None:
     session = FetchSession()
     for _ in range(2):
-        assert SessionFetch(_full({A: 0, B: 0}), session).step.named == {A, B}
+        assert SessionFetch(SETTINGS, {A: 0, B: 0}, session).step.named == {A, B}
         session.answered(NO_SESSION, 0)
-    assert SessionFetch(_full({A: 0}), session).build(FetchRequest_v4).topics == [
+    assert SessionFetch(SETTINGS, {A: 0}, session).build(FetchRequest_v4).topics == [
         ("t", [(0, 0, 1_048_576)])]
+
+
+def _fetcher(cluster: ClusterMetadata) -> SessionFetcher:
+    """A session fetcher's deciding state, without its routine (nothing in flight, no records)."""
+    fetcher = SessionFetcher.__new__(SessionFetcher)
+    fetcher._client = SimpleNamespace(cluster=cluster)
+    fetcher._preferred_read_replica, fetcher._records, fetcher._in_flight = {}, OrderedDict(), set()
+    fetcher._fetcher_timeout, fetcher._client_rack = 0.2, None
+    fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes, fetcher._fetch_max_bytes = 500, 1, 2**20
+    fetcher._isolation_level, fetcher._max_partition_fetch_bytes = 0, 2**20
+    return fetcher
+
+
+def _aiokafkas_own(fetcher: SessionFetcher, assignment: Any) -> tuple[Any, ...]:
+    """aiokafka's own pass, its requests read as each node's partitions and offsets."""
+    fetches, reset, timeout, invalid, resume = Fetcher._get_actions_per_node(fetcher, assignment)
+    return ({node: {TopicPartition(topic, p): offset for topic, ps in request.topics
+                    for p, offset, _ in ps} for node, request in fetches},
+            dict(reset), timeout, invalid, resume)
+
+
+async def test_the_lean_pass_decides_as_aiokafka_does_or_leaves_it_to_aiokafka() -> None:
+    cluster = ClusterMetadata()
+    cluster.update_metadata(MetadataResponse_v0(
+        [(0, "a", 1), (1, "b", 1)], [(0, "t", [(0, p, p % 2, [0], [0]) for p in range(6)])]))
+    subscription = SubscriptionState()
+    subscription.assign_from_user({TopicPartition("t", p) for p in range(6)})
+    assignment = subscription.subscription.assignment
+    for p in range(6):
+        assignment.state_value(TopicPartition("t", p)).reset_to(10 * p)
+    fetcher = _fetcher(cluster)
+    usual = fetcher._usual_actions(assignment)
+    assert usual == _aiokafkas_own(fetcher, assignment) and set(usual[0]) == {0, 1}
+    fetcher._in_flight.add(1)  # node 1 has a fetch out: only node 0's partitions
+    assert fetcher._usual_actions(assignment) == _aiokafkas_own(fetcher, assignment)
+    fetcher._records[A] = FetchResult(A, assignment=assignment, partition_records=None,
+                                      backoff=5.0)  # node 0 has records not yet consumed
+    nothing, own = fetcher._usual_actions(assignment), _aiokafkas_own(fetcher, assignment)
+    assert nothing is not None and nothing[0] == own[0] == {} and nothing[3:] == own[3:]
+    assert 4.0 < own[2] <= nothing[2] <= 5.0  # wake up when those records' backoff ends
+    fetcher._records.clear()
+    fetcher._in_flight.clear()
+    assignment.state_value(B).pause()  # unusual: aiokafka's own pass decides
+    assert fetcher._usual_actions(assignment) is None
 
 
 async def _read(consumer: SessionConsumer, count: int) -> list[tuple[int, int]]:
