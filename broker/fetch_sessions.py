@@ -132,6 +132,9 @@ class SessionFetch(FetchRequest):  # type: ignore[misc]
         return self._topics if self.answered is None else self.answered
 
     def answer(self, response: Any) -> None:
+        """The broker's answer: shown to the session, and kept as what aiokafka reads it by."""
+        self.session.answered(getattr(response, "session_id", NO_SESSION),
+                              getattr(response, "error_code", 0), bool(response.topics))
         self.answered = [(topic, [(p[0], self.wanted[TopicPartition(topic, p[0])], 0)
                                   for p in partitions]) for topic, partitions in response.topics]
 
@@ -173,8 +176,6 @@ class _AnswersToSessions:
         except BaseException:
             request.session.lost()
             raise
-        request.session.answered(getattr(response, "session_id", NO_SESSION),
-                                 getattr(response, "error_code", 0), bool(response.topics))
         request.answer(response)
         return response
 
