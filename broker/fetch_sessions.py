@@ -159,6 +159,12 @@ class SessionFetch(FetchRequest):  # type: ignore[misc]
         return struct
 
 
+def offsets_of(request: FetchRequest) -> dict[TopicPartition, int]:
+    """The partitions an aiokafka fetch request names, at their fetch offsets."""
+    return {TopicPartition(topic, partition): offset
+            for topic, partitions in request.topics for partition, offset, _ in partitions}
+
+
 class _AnswersToSessions:
     """The consumer's client, showing each session fetch's answer (or its loss) to its session."""
 
@@ -200,10 +206,7 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         usual = self._usual_actions(assignment)
         if usual is None:
             fetches, *others = super()._get_actions_per_node(assignment)
-            usual = ({node: {TopicPartition(topic, partition): offset
-                             for topic, partitions in request.topics
-                             for partition, offset, _ in partitions}
-                      for node, request in fetches}, *others)
+            usual = ({node: offsets_of(request) for node, request in fetches}, *others)
         wanted, *others = usual
         return ([(node, SessionFetch(self._settings, offsets, self._sessions[node],
                                      self._gathering)) for node, offsets in wanted.items()],

@@ -29,6 +29,7 @@ from broker.fetch_sessions import (
     SessionConsumer,
     SessionFetch,
     SessionFetcher,
+    offsets_of,
 )
 from tests.kafka_helpers import producer
 
@@ -121,8 +122,7 @@ def _fetcher(cluster: ClusterMetadata) -> SessionFetcher:
 def _aiokafkas_own(fetcher: SessionFetcher, assignment: Any) -> tuple[Any, ...]:
     """aiokafka's own pass, its requests read as each node's partitions and offsets."""
     fetches, reset, timeout, invalid, resume = Fetcher._get_actions_per_node(fetcher, assignment)
-    return ({node: {TopicPartition(topic, p): offset for topic, ps in request.topics
-                    for p, offset, _ in ps} for node, request in fetches},
+    return ({node: offsets_of(request) for node, request in fetches},
             dict(reset), timeout, invalid, resume)
 
 
