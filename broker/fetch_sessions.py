@@ -13,13 +13,23 @@ comes back empty, the next one waits for the first record again and is answered 
 What to fetch is decided without aiokafka's own pass over every partition while they are all
 in the usual state (a lean pass, or none while no broker can be fetched from), and aiokafka
 reads each answer against the partitions in it rather than every partition of the session.
+
+The broker, too, goes through every partition of a session (and authorizes every topic in it)
+on each fetch, and each time a record arrives on any of them while it holds the fetch. With
+`quiet`, partitions without records for a while leave the busy session for one of their own, on
+a connection of its own, which the broker holds until one of them has records: thousands of idle
+partitions then cost the broker a fetch every few seconds, not one per busy fetch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,6 +41,7 @@ log = logging.getLogger(__name__)
 NO_SESSION = 0
 INITIAL_EPOCH = 0  # "start a session with this full fetch (closing the one named, if any)"
 MAX_EPOCH = 2**31 - 1
+BUSY, QUIET = 0, 2  # connections: aiokafka's own (its group 0), and one for quiet partitions
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,56 @@ class Gathering:
 
     max_wait_ms: int
     min_bytes: int
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """After how long without records a partition is quiet; how long the broker may hold the
+    quiet partitions' fetch (it answers as soon as one has records); and how long the busy
+    partitions' fetches may then wait (a partition with records again rejoins them when theirs
+    returns)."""
+
+    after_seconds: float
+    watch_wait_ms: int
+    busy_wait_ms: int
+
+
+class Hearing:
+    """When each partition last brought records (first assigned counts as bringing some),
+    oldest first, so that the busy ones are found without a pass over all of them."""
+
+    def __init__(self, quiet: Quiet, grace_seconds: float) -> None:
+        self.quiet = quiet
+        self.grace = grace_seconds  # a partition just gone quiet stays busy too, for a watch
+        self.last: dict[TopicPartition, float] = {}  # in the order last heard
+        self._met: object = None
+
+    def heard(self, partitions: Iterable[TopicPartition], now: float) -> None:
+        for tp in partitions:
+            self.last.pop(tp, None)
+            self.last[tp] = now
+
+    def meet(self, assignment: Any, now: float) -> None:
+        """Partitions of a new assignment not heard of yet count as heard now."""
+        if assignment is not self._met:
+            self._met = assignment
+            self.heard([tp for tp in assignment.tps if tp not in self.last], now)
+
+    def busy(self, now: float) -> Iterator[TopicPartition]:
+        """Partitions heard within `after_seconds` (and `grace` more), the latest first."""
+        for tp, at in reversed(self.last.items()):
+            if now >= at + self.quiet.after_seconds + self.grace:
+                return
+            yield tp
+
+    def quiet_ones(self, now: float) -> tuple[list[TopicPartition], float]:
+        """The quiet partitions, and when the next one turns quiet (if nothing is heard of it)."""
+        quiet: list[TopicPartition] = []
+        for tp, at in self.last.items():
+            if now < at + self.quiet.after_seconds:
+                return quiet, at + self.quiet.after_seconds
+            quiet.append(tp)
+        return quiet, math.inf
 
 
 @dataclass(frozen=True)
@@ -117,13 +178,15 @@ class SessionFetch(FetchRequest):  # type: ignore[misc]
     lacks."""
 
     def __init__(self, settings: FetchSettings, wanted: dict[TopicPartition, int],
-                 session: FetchSession, gathering: Gathering | None = None) -> None:
+                 session: FetchSession, gathering: Gathering | None = None,
+                 connection: int = BUSY) -> None:
         super().__init__(settings.max_wait_ms, settings.min_bytes, settings.max_bytes,
                          settings.isolation_level, [], rack_id=settings.rack_id)
-        self.settings, self.wanted, self.session, self.gathering = (
-            settings, wanted, session, gathering)
+        self.settings, self.wanted, self.session, self.gathering, self.connection = (
+            settings, wanted, session, gathering, connection)
         self.step = session.next(wanted)
         self.answered: list[tuple[str, list[tuple[int, int, int]]]] | None = None
+        self.records: list[TopicPartition] = []
 
     @property
     def topics(self) -> Any:
@@ -132,9 +195,12 @@ class SessionFetch(FetchRequest):  # type: ignore[misc]
         return self._topics if self.answered is None else self.answered
 
     def answer(self, response: Any) -> None:
-        """The broker's answer: shown to the session, and kept as what aiokafka reads it by."""
+        """The broker's answer: shown to the session, and kept as what aiokafka reads it by
+        (the partitions in it are those with news); `records` are those it brought records of."""
         self.session.answered(getattr(response, "session_id", NO_SESSION),
                               getattr(response, "error_code", 0), bool(response.topics))
+        self.records = [TopicPartition(topic, p[0]) for topic, partitions in response.topics
+                        for p in partitions if p[-1]]
         self.answered = [(topic, [(p[0], self.wanted[TopicPartition(topic, p[0])], 0)
                                   for p in partitions]) for topic, partitions in response.topics]
 
@@ -166,10 +232,12 @@ def offsets_of(request: FetchRequest) -> dict[TopicPartition, int]:
 
 
 class _AnswersToSessions:
-    """The consumer's client, showing each session fetch's answer (or its loss) to its session."""
+    """The consumer's client, sending each session fetch on its connection and showing its
+    answer (or its loss) to its session, and what brought records to `hearing`."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, hearing: Hearing | None) -> None:
         self._client = client
+        self._hearing = hearing
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -178,49 +246,83 @@ class _AnswersToSessions:
         if not isinstance(request, SessionFetch):
             return await self._client.send(node_id, request, **kwargs)
         try:
-            response = await self._client.send(node_id, request, **kwargs)
+            response = await self._client.send(node_id, request, group=request.connection)
         except BaseException:
             request.session.lost()
             raise
         request.answer(response)
+        if self._hearing is not None:
+            self._hearing.heard(request.records, time.monotonic())
         return response
 
 
 class SessionFetcher(Fetcher):  # type: ignore[misc]
-    """aiokafka's fetcher, with one fetch session per broker."""
+    """aiokafka's fetcher, with one fetch session per broker (two with quiet partitions)."""
 
     _sessions: defaultdict[int, FetchSession]
+    _quiet_sessions: defaultdict[int, FetchSession]
+    _watches: dict[int, asyncio.Task[bool]]  # quiet partitions' fetches in flight, by broker
     _gathering: Gathering | None
+    _hearing: Hearing | None
     _settings: FetchSettings
+    _quiet_due: float  # when quiet partitions are next to be looked for
 
     @classmethod
-    def adopt(cls, fetcher: Fetcher, gathering: Gathering | None) -> None:
+    def adopt(cls, fetcher: Fetcher, gathering: Gathering | None,
+              quiet: Quiet | None = None) -> None:
         """Make a consumer's running fetcher fetch in sessions from its next request on."""
         fetcher.__class__ = cls
         fetcher._sessions = defaultdict(FetchSession)
+        fetcher._quiet_sessions = defaultdict(FetchSession)
+        fetcher._watches = {}
         fetcher._gathering = gathering
         fetcher._settings = FetchSettings.of(fetcher)
-        fetcher._client = _AnswersToSessions(fetcher._client)
+        fetcher._hearing = None if quiet is None else Hearing(quiet, 2 * quiet.watch_wait_ms / 1000)
+        fetcher._quiet_due = 0.0 if quiet else math.inf
+        fetcher._client = _AnswersToSessions(fetcher._client, fetcher._hearing)
 
     def _get_actions_per_node(self, assignment: Any) -> tuple[Any, ...]:
         usual = self._usual_actions(assignment)
         if usual is None:
             fetches, *others = super()._get_actions_per_node(assignment)
-            usual = ({node: offsets_of(request) for node, request in fetches}, *others)
-        wanted, *others = usual
-        return ([(node, SessionFetch(self._settings, offsets, self._sessions[node],
-                                     self._gathering)) for node, offsets in wanted.items()],
-                *others)
+            usual = ({node: offsets_of(request) for node, request in fetches}, {}, *others)
+        wanted, quiet, *others = usual
+        for node, offsets in quiet.items():
+            self._watch(assignment, node, offsets)
+        settings = self._settings
+        if self._watches and self._hearing is not None:
+            settings = replace(settings, max_wait_ms=min(settings.max_wait_ms,
+                                                         self._hearing.quiet.busy_wait_ms))
+        return ([(node, SessionFetch(settings, offsets, self._sessions[node], self._gathering))
+                 for node, offsets in wanted.items()], *others)
+
+    def _watch(self, assignment: Any, node: int, offsets: dict[TopicPartition, int]) -> None:
+        """Fetch a broker's quiet partitions on their own connection, beside the busy fetch."""
+        assert self._hearing is not None
+        settings = replace(self._settings, max_wait_ms=self._hearing.quiet.watch_wait_ms)
+        request = SessionFetch(settings, offsets, self._quiet_sessions[node], connection=QUIET)
+        task = asyncio.create_task(self._proc_fetch_request(assignment, node, request))
+        self._watches[node] = task
+        self._pending_tasks.add(task)  # aiokafka's routine wakes on its answer, or cancels it
+
+        def done(_: asyncio.Task[bool]) -> None:
+            if self._watches.get(node) is task:
+                del self._watches[node]
+            self._quiet_due = 0.0  # watch them again
+
+        task.add_done_callback(done)
 
     def _usual_actions(self, assignment: Any) -> tuple[Any, ...] | None:
         """What aiokafka's own pass would decide (each node's partitions to fetch, at which
         offsets), in one lean pass, while every partition is in the usual state: positioned,
-        not paused, its leader known. None otherwise.
+        not paused, its leader known; and, second, the quiet partitions to watch now. None
+        otherwise.
 
         aiokafka makes its pass through every assigned partition each time the fetcher wakes;
         with thousands of them that was most of the platform's work. Here, while no node can be
         fetched from (its fetch in flight, or records from it not yet consumed), there is no
-        pass at all; otherwise one, with none of aiokafka's per-partition calls and logging."""
+        pass at all; otherwise one, with none of aiokafka's per-partition calls and logging,
+        and, with quiet partitions, through the busy ones only."""
         if self._preferred_read_replica:
             return None
         leader_of = self._client.cluster.leader_for_partition
@@ -230,28 +332,62 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
                 backoffs[leader_of(tp)].append(backoff)
         timeout = min(map(max, backoffs.values())) if backoffs else self._fetcher_timeout
         closed = self._in_flight | backoffs.keys()
-        if closed >= {broker.nodeId for broker in self._client.cluster.brokers()}:
-            return {}, {}, timeout, False, []
+        now, hearing = time.monotonic(), self._hearing
+        nodes = {broker.nodeId for broker in self._client.cluster.brokers()}
+        watch = now >= self._quiet_due and not self._watches.keys() >= nodes
+        if closed >= nodes and not watch:
+            return {}, {}, {}, timeout, False, []
+        if hearing is not None:
+            hearing.meet(assignment, now)
         wanted: defaultdict[int, dict[TopicPartition, int]] = defaultdict(dict)
-        for tp in assignment.tps:
+        for tp in assignment.tps if hearing is None else hearing.busy(now):
             node = leader_of(tp)
             if node in closed or tp in self._records:
                 continue
             state = assignment.state_value(tp)
+            if state is None:  # no longer assigned
+                continue
             if node is None or node == -1 or state.paused or not state.has_valid_position:
                 return None
             wanted[node][tp] = state.position
-        return wanted, {}, timeout, False, []
+        quiet = self._quiet(assignment, now) if watch else {}
+        return wanted, quiet, {}, timeout, False, []
+
+    def _quiet(self, assignment: Any, now: float) -> dict[int, dict[TopicPartition, int]]:
+        """Each broker's quiet partitions, for the brokers without a watch in flight (those
+        not in the usual state are heard of, so that the pass above hands them to aiokafka)."""
+        assert self._hearing is not None
+        leader_of = self._client.cluster.leader_for_partition
+        quiet: defaultdict[int, dict[TopicPartition, int]] = defaultdict(dict)
+        unusual = []
+        partitions, self._quiet_due = self._hearing.quiet_ones(now)  # or when a watch returns
+        for tp in partitions:
+            state = assignment.state_value(tp)
+            if state is None:
+                del self._hearing.last[tp]  # no longer assigned
+                continue
+            node = leader_of(tp)
+            if node in self._watches or tp in self._records:
+                continue
+            if node is None or node == -1 or state.paused or not state.has_valid_position:
+                unusual.append(tp)
+            else:
+                quiet[node][tp] = state.position
+        self._hearing.heard(unusual, now)
+        return quiet
 
 
 class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     """An aiokafka consumer whose fetches name, and get back, only partitions with news; with
-    `gathering`, fetches made while records keep coming are held by the broker to fill up."""
+    `gathering`, fetches made while records keep coming are held by the broker to fill up; with
+    `quiet`, partitions without records for a while are fetched apart from the busy ones."""
 
-    def __init__(self, *topics: str, gathering: Gathering | None = None, **config: Any) -> None:
+    def __init__(self, *topics: str, gathering: Gathering | None = None,
+                 quiet: Quiet | None = None, **config: Any) -> None:
         super().__init__(*topics, **config)
         self._gathering = gathering
+        self._quiet = quiet
 
     async def start(self) -> None:
         await super().start()
-        SessionFetcher.adopt(self._fetcher, self._gathering)
+        SessionFetcher.adopt(self._fetcher, self._gathering, self._quiet)

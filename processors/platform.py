@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from broker import acls, topics
 from broker.clients import KafkaAccess, caught_up
-from broker.fetch_sessions import Gathering, SessionConsumer
+from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
 from processors.codes import CodeService
@@ -51,6 +51,7 @@ SUBSCRIPTION = (r"^(renkei\.holder\.[a-z0-9][a-z0-9-]*\.out|renkei\.registry\.ou
 SWEEP_SECONDS = 1.0
 POLL_RECORDS = 2000
 GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, fuller fetches
+QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle holders' outboxes
 
 
 class Views:
@@ -104,7 +105,7 @@ class Platform:
             enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
-            metadata_max_age_ms=3_000, gathering=GATHERING)
+            metadata_max_age_ms=3_000, gathering=GATHERING, quiet=QUIET)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.views.start()

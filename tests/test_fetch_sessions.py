@@ -3,6 +3,8 @@ loses and repeats nothing through pauses, seeks and a session the broker no long
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections import OrderedDict, defaultdict
 from types import SimpleNamespace
@@ -26,6 +28,8 @@ from broker.fetch_sessions import (
     FetchSession,
     FetchSettings,
     Gathering,
+    Hearing,
+    Quiet,
     SessionConsumer,
     SessionFetch,
     SessionFetcher,
@@ -83,6 +87,15 @@ def test_while_answers_carry_news_the_broker_is_asked_to_gather() -> None:
     assert (struct.max_wait_time, struct.min_bytes) == (500, 1)  # the consumer's own
 
 
+def test_an_answer_tells_which_partitions_brought_records() -> None:
+    session = FetchSession()
+    fetch = SessionFetch(SETTINGS, {A: 0, B: 5}, session)
+    fetch.answer(SimpleNamespace(session_id=5, error_code=0, topics=[("t", [
+        (0, 0, 3, 3, 0, [], -1, b"records"), (1, 0, 5, 5, 0, [], -1, b"")])]))
+    assert fetch.records == [A]  # B is in the answer only because the broker had no HW for it
+    assert offsets_of(fetch) == {A: 0, B: 5} and session.busy
+
+
 def test_a_lost_or_refused_answer_starts_again_in_full() -> None:
     session = FetchSession()
     SessionFetch(SETTINGS, {A: 0}, session)
@@ -116,6 +129,9 @@ def _fetcher(cluster: ClusterMetadata) -> SessionFetcher:
     fetcher._fetcher_timeout, fetcher._client_rack = 0.2, None
     fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes, fetcher._fetch_max_bytes = 500, 1, 2**20
     fetcher._isolation_level, fetcher._max_partition_fetch_bytes = 0, 2**20
+    fetcher._sessions = defaultdict(FetchSession)
+    fetcher._quiet_sessions = defaultdict(FetchSession)
+    fetcher._watches, fetcher._hearing, fetcher._quiet_due = {}, None, math.inf
     return fetcher
 
 
@@ -126,7 +142,18 @@ def _aiokafkas_own(fetcher: SessionFetcher, assignment: Any) -> tuple[Any, ...]:
             dict(reset), timeout, invalid, resume)
 
 
-async def test_the_lean_pass_decides_as_aiokafka_does_or_leaves_it_to_aiokafka() -> None:
+def _lean(fetcher: SessionFetcher, assignment: Any) -> tuple[Any, ...] | None:
+    """The lean pass, without what it says of quiet partitions (asserted to be none)."""
+    usual = fetcher._usual_actions(assignment)
+    if usual is None:
+        return None
+    wanted, quiet, *others = usual
+    assert quiet == {}
+    return wanted, *others
+
+
+def _two_nodes() -> tuple[SessionFetcher, Any]:
+    """A fetcher of six partitions on two brokers (even ones on 0), at offsets 0, 10, …, 50."""
     cluster = ClusterMetadata()
     cluster.update_metadata(MetadataResponse_v0(
         [(0, "a", 1), (1, "b", 1)], [(0, "t", [(0, p, p % 2, [0], [0]) for p in range(6)])]))
@@ -135,19 +162,53 @@ async def test_the_lean_pass_decides_as_aiokafka_does_or_leaves_it_to_aiokafka()
     assignment = subscription.subscription.assignment
     for p in range(6):
         assignment.state_value(TopicPartition("t", p)).reset_to(10 * p)
-    fetcher = _fetcher(cluster)
-    usual = fetcher._usual_actions(assignment)
+    return _fetcher(cluster), assignment
+
+
+async def test_the_lean_pass_decides_as_aiokafka_does_or_leaves_it_to_aiokafka() -> None:
+    fetcher, assignment = _two_nodes()
+    usual = _lean(fetcher, assignment)
     assert usual == _aiokafkas_own(fetcher, assignment) and set(usual[0]) == {0, 1}
     fetcher._in_flight.add(1)  # node 1 has a fetch out: only node 0's partitions
-    assert fetcher._usual_actions(assignment) == _aiokafkas_own(fetcher, assignment)
+    assert _lean(fetcher, assignment) == _aiokafkas_own(fetcher, assignment)
     fetcher._records[A] = FetchResult(A, assignment=assignment, partition_records=None,
                                       backoff=5.0)  # node 0 has records not yet consumed
-    nothing, own = fetcher._usual_actions(assignment), _aiokafkas_own(fetcher, assignment)
+    nothing, own = _lean(fetcher, assignment), _aiokafkas_own(fetcher, assignment)
     assert nothing is not None and nothing[0] == own[0] == {} and nothing[3:] == own[3:]
     assert 4.0 < own[2] <= nothing[2] <= 5.0  # wake up when those records' backoff ends
     fetcher._records.clear()
     fetcher._in_flight.clear()
     assignment.state_value(B).pause()  # unusual: aiokafka's own pass decides
+    assert fetcher._usual_actions(assignment) is None
+
+
+async def test_quiet_partitions_are_watched_apart_and_the_pass_goes_through_busy_ones() -> None:
+    fetcher, assignment = _two_nodes()
+    t3, t4, t5, gone = (TopicPartition("t", p) for p in (3, 4, 5, 6))
+    fetcher._hearing, fetcher._quiet_due = Hearing(Quiet(10.0, 500, 100), grace_seconds=1.0), 0.0
+    first = fetcher._usual_actions(assignment)  # first assigned counts as heard: all busy
+    assert first is not None and first[1] == {} and first[2:] == _aiokafkas_own(
+        fetcher, assignment)[1:] and first[0] == _aiokafkas_own(fetcher, assignment)[0]
+    assert fetcher._quiet_due > time.monotonic() + 9  # no need to look before one turns quiet
+
+    now = time.monotonic()
+    fetcher._hearing.last = {gone: now - 40, C: now - 30, t3: now - 20, t4: now - 12,
+                             t5: now - 11.5, B: now - 10.5, A: now - 1}  # as heard, oldest first
+    fetcher._in_flight.update({0, 1})
+    assert fetcher._usual_actions(assignment) == ({}, {}, {}, 0.2, False, [])  # no pass at all
+    fetcher._in_flight.clear()
+    fetcher._quiet_due = 0.0
+    wanted, quiet, *_ = fetcher._usual_actions(assignment) or ()
+    assert wanted == {0: {A: 0}, 1: {B: 10}}  # t1 just went quiet: busy too, for a while
+    assert quiet == {0: {C: 20, t4: 40}, 1: {t3: 30, t5: 50, B: 10}}
+    assert gone not in fetcher._hearing.last  # no longer assigned: forgotten
+
+    fetcher._watches[1] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    fetcher._quiet_due = 0.0  # node 1's watch is out: only node 0's quiet ones
+    assert fetcher._usual_actions(assignment)[1] == {0: {C: 20, t4: 40}}  # type: ignore[index]
+    assignment.state_value(t4).pause()  # unusual: heard, so the busy pass hands it to aiokafka
+    fetcher._quiet_due = 0.0
+    assert fetcher._usual_actions(assignment)[1] == {0: {C: 20}}  # type: ignore[index]
     assert fetcher._usual_actions(assignment) is None
 
 
@@ -217,5 +278,52 @@ async def test_a_consumer_of_many_partitions_gets_every_record_once_in_order(
             sent = await send(list(range(PARTITIONS)), 24)  # after the refusal: a new session
             assert _once_in_order(await _read(consumer, 24), sent)
             assert session.session_id not in (first, NO_SESSION) and session.epoch >= 1, session
+    finally:
+        await consumer.stop()
+
+
+async def test_quiet_partitions_leave_the_busy_session_and_lose_nothing(broker: Cluster) -> None:
+    topic = "renkei-test.quiet-partitions"
+    admin = provision.admin_client()
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    access = KafkaAccess.of(config.ADMIN)
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer = SessionConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
+                               auto_offset_reset="earliest", quiet=Quiet(1.0, 500, 100))
+    await consumer.start()
+    consumer.assign(tps)
+    sent: list[tuple[int, int]] = []
+    try:
+        async with producer(access) as prod:
+            async def send(partitions: list[int]) -> list[tuple[int, int]]:
+                records = [(p, len(sent) + i) for i, p in enumerate(partitions)]
+                for partition, value in records:
+                    await prod.send(topic, str(value).encode(), partition=partition)
+                await prod.flush()
+                sent.extend(records)
+                return records
+
+            first = await send(list(range(PARTITIONS)))
+            assert _once_in_order(await _read(consumer, PARTITIONS), first)
+            fetcher = consumer._fetcher
+            for _ in range(8):  # partition 3 keeps busy; the others turn quiet
+                busy = await send([3])
+                assert _once_in_order(await _read(consumer, 1), busy)
+            [busy_session] = fetcher._sessions.values()
+            [quiet_session] = fetcher._quiet_sessions.values()
+            assert set(busy_session.offsets) == {tps[3]}, busy_session
+            assert set(quiet_session.offsets) == set(tps) - {tps[3]}, quiet_session
+            assert fetcher._watches  # the broker holds their fetch until one has news
+
+            began = time.monotonic()
+            woke = await send([17])  # a quiet partition has news: at once, not at a timeout
+            assert _once_in_order(await _read(consumer, 1), woke)
+            assert time.monotonic() - began < 0.9  # (_read waits 0.5 s for repeats)
+            again = await send([17, 17, 3, 17, 5])  # and it is busy again
+            assert _once_in_order(await _read(consumer, 5), again)
+            assert tps[17] in busy_session.offsets and tps[17] not in quiet_session.offsets
+
+            consumer.seek(tps[9], 0)  # a quiet partition read again from the start
+            assert _once_in_order(await _read(consumer, 1), [r for r in sent if r[0] == 9])
     finally:
         await consumer.stop()
