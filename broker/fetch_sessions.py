@@ -391,3 +391,7 @@ class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     async def start(self) -> None:
         await super().start()
         SessionFetcher.adopt(self._fetcher, self._gathering, self._quiet)
+
+    def look_for_new_topics(self) -> None:
+        """Ask for the cluster's topics now (a subscription by pattern picks new ones up)."""
+        self._client.force_metadata_update()

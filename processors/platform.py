@@ -1,6 +1,7 @@
 """The platform's stream processor: one consumer-group member, thin around the pure handlers.
 
-It reads every holder's outbox (found by pattern, so new holders join within seconds), the
+It reads every holder's outbox (found by pattern, looked for again as soon as the holder
+directory changes, so a holder registered joins within seconds), the
 registry's answers, the oversight body's and My Portal's requests, and the decider's own topic;
 each poll is handled as a batch (so code conversions run as few FF1 batches as possible), every
 effect is delivered and acknowledged by the broker, and only then are the offsets committed: at
@@ -52,6 +53,7 @@ SWEEP_SECONDS = 1.0
 POLL_RECORDS = 2000
 GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, fuller fetches
 QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle holders' outboxes
+METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
 
 
 class Views:
@@ -105,7 +107,7 @@ class Platform:
             enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
-            metadata_max_age_ms=3_000, gathering=GATHERING, quiet=QUIET)
+            metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.views.start()
@@ -116,6 +118,7 @@ class Platform:
         if ready is not None:
             ready.set()
         outflow = Outflow(self.consumer, self.producer)
+        directory = self.views.directory.version
         try:
             while not stop.is_set():
                 polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
@@ -123,6 +126,9 @@ class Platform:
                 if records:
                     await outflow.send(polled, self.handle(records))
                 await outflow.commit()
+                if directory != self.views.directory.version:  # a holder registered, perhaps:
+                    directory = self.views.directory.version  # look for its outbox now
+                    self.consumer.look_for_new_topics()
             await outflow.commit(now=True)
         finally:
             sweeper.cancel()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from audit.events import AccessLogEvent
+from broker import provision, topics
 from holders.client import HolderClient, NotAuthorized
-from processors import directory, keys
+from processors import directory, keys, platform
 from processors.codes import CodeService, UnitEpoch
+from renkei import groups
 from renkei.scenario import staff as staff_of
 from renkei.town import Town
 from schemas.messages import LegalPattern
@@ -185,3 +188,24 @@ async def test_pattern_amendments_apply_live(clients: Clients) -> None:
             break
         await asyncio.sleep(0.25)
     assert after.status == "FOUND"
+
+
+async def test_a_holder_registered_while_the_platform_runs_is_read_within_seconds(
+        clients: Clients) -> None:
+    """The platform looks for a new holder's outbox as its directory entry appears (about a
+    second), not at its next reading of all topics (up to 15 s later)."""
+    holder = "late-clinic"
+    provision.add_holder(provision.admin_client(), holder, provision.Report())
+    registered = time.monotonic()
+    await directory.publish([directory.holder_entry(holder, "遅町クリニック",
+                                                    "medical_institution")])
+    admin = groups.admin()
+
+    def read_by_the_platform() -> bool:
+        found = admin.describe_consumer_groups([platform.GROUP], request_timeout=10)
+        return any(tp.topic == topics.outbox(holder) for member in found[platform.GROUP].result()
+                   .members for tp in member.assignment.topic_partitions)
+
+    while not read_by_the_platform():
+        assert time.monotonic() - registered < platform.METADATA_SECONDS / 3, "not read yet"
+        await asyncio.sleep(0.5)
