@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 NO_SESSION = 0
 INITIAL_EPOCH = 0  # "start a session with this full fetch (closing the one named, if any)"
 MAX_EPOCH = 2**31 - 1
-BUSY, QUIET = 0, 2  # connections: aiokafka's own (its group 0), and one for quiet partitions
+BUSY_CONNECTION, QUIET_CONNECTION = 0, 2  # aiokafka's own (its group 0), one for quiet partitions
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ class Hearing:
     """When each partition last brought records (first assigned counts as bringing some),
     oldest first, so that the busy ones are found without a pass over all of them."""
 
-    def __init__(self, quiet: Quiet, grace_seconds: float) -> None:
+    def __init__(self, quiet: Quiet) -> None:
         self.quiet = quiet
-        self.grace = grace_seconds  # a partition just gone quiet stays busy too, for a watch
+        self.grace = 2 * quiet.watch_wait_ms / 1000  # gone quiet, still busy too: for a watch
         self.last: dict[TopicPartition, float] = {}  # in the order last heard
         self._met: object = None
 
@@ -179,7 +179,7 @@ class SessionFetch(FetchRequest):  # type: ignore[misc]
 
     def __init__(self, settings: FetchSettings, wanted: dict[TopicPartition, int],
                  session: FetchSession, gathering: Gathering | None = None,
-                 connection: int = BUSY) -> None:
+                 connection: int = BUSY_CONNECTION) -> None:
         super().__init__(settings.max_wait_ms, settings.min_bytes, settings.max_bytes,
                          settings.isolation_level, [], rack_id=settings.rack_id)
         self.settings, self.wanted, self.session, self.gathering, self.connection = (
@@ -199,10 +199,15 @@ class SessionFetch(FetchRequest):  # type: ignore[misc]
         (the partitions in it are those with news); `records` are those it brought records of."""
         self.session.answered(getattr(response, "session_id", NO_SESSION),
                               getattr(response, "error_code", 0), bool(response.topics))
-        self.records = [TopicPartition(topic, p[0]) for topic, partitions in response.topics
-                        for p in partitions if p[-1]]
-        self.answered = [(topic, [(p[0], self.wanted[TopicPartition(topic, p[0])], 0)
-                                  for p in partitions]) for topic, partitions in response.topics]
+        self.answered, self.records = [], []
+        for topic, partitions in response.topics:
+            fetched = []
+            for p in partitions:
+                tp = TopicPartition(topic, p[0])
+                fetched.append((p[0], self.wanted[tp], 0))
+                if p[-1]:
+                    self.records.append(tp)
+            self.answered.append((topic, fetched))
 
     def build(self, request_struct_class: Any) -> Any:
         in_full = request_struct_class.API_VERSION < 7  # a broker without sessions
@@ -277,7 +282,7 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         fetcher._watches = {}
         fetcher._gathering = gathering
         fetcher._settings = FetchSettings.of(fetcher)
-        fetcher._hearing = None if quiet is None else Hearing(quiet, 2 * quiet.watch_wait_ms / 1000)
+        fetcher._hearing = None if quiet is None else Hearing(quiet)
         fetcher._quiet_due = 0.0 if quiet else math.inf
         fetcher._client = _AnswersToSessions(fetcher._client, fetcher._hearing)
 
@@ -300,7 +305,8 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         """Fetch a broker's quiet partitions on their own connection, beside the busy fetch."""
         assert self._hearing is not None
         settings = replace(self._settings, max_wait_ms=self._hearing.quiet.watch_wait_ms)
-        request = SessionFetch(settings, offsets, self._quiet_sessions[node], connection=QUIET)
+        request = SessionFetch(settings, offsets, self._quiet_sessions[node],
+                               connection=QUIET_CONNECTION)
         task = asyncio.create_task(self._proc_fetch_request(assignment, node, request))
         self._watches[node] = task
         self._pending_tasks.add(task)  # aiokafka's routine wakes on its answer, or cancels it
@@ -347,7 +353,7 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
             state = assignment.state_value(tp)
             if state is None:  # no longer assigned
                 continue
-            if node is None or node == -1 or state.paused or not state.has_valid_position:
+            if not _usual(node, state):
                 return None
             wanted[node][tp] = state.position
         quiet = self._quiet(assignment, now) if watch else {}
@@ -369,12 +375,17 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
             node = leader_of(tp)
             if node in self._watches or tp in self._records:
                 continue
-            if node is None or node == -1 or state.paused or not state.has_valid_position:
-                unusual.append(tp)
-            else:
+            if _usual(node, state):
                 quiet[node][tp] = state.position
+            else:
+                unusual.append(tp)
         self._hearing.heard(unusual, now)
         return quiet
+
+
+def _usual(node: int | None, state: Any) -> bool:
+    """A partition in the usual state: its leader known, not paused, positioned."""
+    return node is not None and node != -1 and not state.paused and state.has_valid_position
 
 
 class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]

@@ -185,7 +185,7 @@ async def test_the_lean_pass_decides_as_aiokafka_does_or_leaves_it_to_aiokafka()
 async def test_quiet_partitions_are_watched_apart_and_the_pass_goes_through_busy_ones() -> None:
     fetcher, assignment = _two_nodes()
     t3, t4, t5, gone = (TopicPartition("t", p) for p in (3, 4, 5, 6))
-    fetcher._hearing, fetcher._quiet_due = Hearing(Quiet(10.0, 500, 100), grace_seconds=1.0), 0.0
+    fetcher._hearing, fetcher._quiet_due = Hearing(Quiet(10.0, 500, 100)), 0.0  # grace: 1 s
     first = fetcher._usual_actions(assignment)  # first assigned counts as heard: all busy
     assert first is not None and first[1] == {} and first[2:] == _aiokafkas_own(
         fetcher, assignment)[1:] and first[0] == _aiokafkas_own(fetcher, assignment)[0]
