@@ -4,7 +4,6 @@ loses and repeats nothing through pauses, seeks and a session the broker no long
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import OrderedDict, defaultdict
 from types import SimpleNamespace
@@ -129,9 +128,7 @@ def _fetcher(cluster: ClusterMetadata) -> SessionFetcher:
     fetcher._fetcher_timeout, fetcher._client_rack = 0.2, None
     fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes, fetcher._fetch_max_bytes = 500, 1, 2**20
     fetcher._isolation_level, fetcher._max_partition_fetch_bytes = 0, 2**20
-    fetcher._sessions = defaultdict(FetchSession)
-    fetcher._quiet_sessions = defaultdict(FetchSession)
-    fetcher._watches, fetcher._hearing, fetcher._quiet_due = {}, None, math.inf
+    SessionFetcher.adopt(fetcher, gathering=None)
     return fetcher
 
 
