@@ -46,12 +46,14 @@ class Settings:
     residents: int
     seed: int
     idle_holders: int
+    prime: float  # seconds of flat-out load, not measured, before the first point
     knobs: Knobs
 
 
 QUICK_RATE = 20.0
 QUICK: dict[str, Any] = {"seconds": 3.0, "rate": QUICK_RATE, "curve": (QUICK_RATE,),
-                         "scale": (1, 2), "memory_minutes": 0.05, "residents": 60}
+                         "scale": (1, 2), "memory_minutes": 0.05, "residents": 60,
+                         "prime": 2.0}
 QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "margin": 4.0, "settle": 10.0}
 
 
@@ -175,6 +177,10 @@ def measure(settings: Settings) -> dict[str, Any]:
     with platform(1, admin) as stage:
         plan = asyncio.run(prepare(built, settings.seed))
         click.echo(f"  {len(plan.holders)} holders; message sizes {asdict(plan.sizes)}")
+        priming = run_point(Load(RENKEI, 1, None, settings.prime), stage, plan, settings.knobs,
+                            admin, "priming (not measured)") if settings.prime > 0 else None
+        if priming is not None:
+            click.echo(f"{'':8}{bench_report.line(priming)}")
         renkei = point(RENKEI, 1, settings.rate, settings.seconds, stage)
         renkei_most = point(RENKEI, 1, None, settings.seconds, stage)
         renkei_curve = curve(RENKEI, stage)
@@ -203,6 +209,7 @@ def measure(settings: Settings) -> dict[str, Any]:
                  "idle_holders": settings.idle_holders,
                  "jobs": {h: len(j) for h, j in plan.jobs.items()}},
         "message_sizes": asdict(plan.sizes),
+        "priming": priming,
         "main": {"renkei": renkei, "baseline": baseline,
                  "ratio": renkei["throughput"] / max(baseline["throughput"], 1e-9)},
         "capacity": {"renkei": renkei_most, "baseline": baseline_most,
@@ -264,6 +271,10 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
                    "subscription)")
 @click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True,
               help="flat out: requests each holder keeps outstanding")
+@click.option("--prime-seconds", "prime", type=click.FloatRange(min=0), default=30.0,
+              show_default=True,
+              help="seconds of flat-out load before the first point, not measured: the broker "
+                   "compiles its hot paths (JIT) then, not in the first point (0: none)")
 @click.option("--warmup", type=float, default=5.0, show_default=True,
               help="seconds of load before each measured window")
 @click.option("--drain", type=float, default=15.0, show_default=True,
@@ -275,11 +286,11 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
               default=Path("results"), show_default=True)
 def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[float, ...],
                   scale: tuple[int, ...], memory_minutes: float, residents: int, seed: int,
-                  idle_holders: int, in_flight: int, warmup: float, drain: float,
+                  idle_holders: int, prime: float, in_flight: int, warmup: float, drain: float,
                   use_running: bool, quick: bool, results: Path) -> None:
     """Lawful round trips/s, latency, CPU, memory and lag, against a bare-Kafka baseline."""
     settings = Settings(seconds, None if flat_out else rate, curve, scale, memory_minutes,
-                        residents, seed, idle_holders,
+                        residents, seed, idle_holders, prime,
                         Knobs(warmup, drain, in_flight, margin=15.0, settle=120.0))
     if quick:  # a small version of what was not given explicitly
         ctx = click.get_current_context()

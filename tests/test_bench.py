@@ -102,6 +102,9 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert main["renkei"]["cpu_seconds"]["platform-1"] > 0
     assert main["baseline"]["cpu_seconds"]["relay-1"] > 0
     assert main["ratio"] > 0 and result["machine"]["loadavg_start"]
+    priming = result["priming"]  # flat out before the first point, kept apart from it
+    assert priming["offered_rate"] is None and priming["seconds"] == 2.0
+    assert priming["completed"] > 0 and "priming (not measured)" in run.stdout
     capacity = result["capacity"]
     assert capacity["renkei"]["offered_rate"] is None is capacity["baseline"]["offered_rate"]
     most = capacity["renkei"]["throughput"], capacity["baseline"]["throughput"]
