@@ -85,7 +85,7 @@ class HolderClient:
         await self.directory.loaded()  # queries are answered with the requester's key from it
         await self._producer.start()
         self._inbox = await serving(
-            self.access, [topics.inbox(self.holder)], f"{acls.holder_group(self.holder)}inbox",
+            self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
             self._handle, self._stop, instance=self.instance)
 
     async def stop(self) -> None:
@@ -94,6 +94,11 @@ class HolderClient:
             await self._inbox
         await self._producer.stop()
         await self.directory.stop()
+
+    @staticmethod
+    def inbox_group(holder: str) -> str:
+        """The consumer group of a holder's inbox loop (under the holder's group prefix)."""
+        return f"{acls.holder_group(holder)}inbox"
 
     def entry(self, holder: str) -> HolderEntry:
         found = self.directory.entries.get(holder.encode())

@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient
 from broker import acls, process, provision, topics
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
+from holders.client import HolderClient
 from renkei import bench_plan, bench_report, groups, relay, scenario, town
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
@@ -107,13 +108,22 @@ def grow(stage: Stage, instances: int, admin: AdminClient) -> None:
         raise click.ClickException(f"{instances} platform instances did not form a group")
 
 
+def skip_past(admin: AdminClient, holders: list[str], outbox_group: str,
+              inbox_group: Callable[[str], str]) -> None:
+    """Commit the group reading the holders' outboxes, and each holder's inbox group, at the
+    current end of those topics (the groups must have no members)."""
+    groups.skip_to_end(admin, outbox_group, [topics.outbox(h) for h in holders])
+    for holder in holders:
+        groups.skip_to_end(admin, inbox_group(holder), [topics.inbox(holder)])
+
+
 @contextlib.contextmanager
 def relays(instances: int, holders: list[str], admin: AdminClient) -> Iterator[Stage]:
     """Bare relays instead of the platform (whose processes are stopped), starting after
-    everything already in the topics."""
-    groups.skip_to_end(admin, relay.GROUP, [topics.outbox(h) for h in holders])
-    for holder in holders:
-        groups.skip_to_end(admin, BareHolder.group_of(holder), [topics.inbox(holder)])
+    everything already in the topics; afterwards the platform and the holders' inbox loops are
+    moved past the bare messages, so that a later run on this broker (`--use-running`) does not
+    read them as hundreds of thousands of malformed requests and answers."""
+    skip_past(admin, holders, relay.GROUP, BareHolder.group_of)
     procs = town.Processes()
     try:
         for n in range(1, instances + 1):
@@ -124,6 +134,7 @@ def relays(instances: int, holders: list[str], admin: AdminClient) -> Iterator[S
         yield Stage(procs, [f"relay-{n}" for n in range(1, instances + 1)], relay.GROUP)
     finally:
         procs.stop_all()
+    skip_past(admin, holders, acls.PLATFORM_APP, HolderClient.inbox_group)
 
 
 async def prepare(built: town.Town, seed: int) -> Plan:

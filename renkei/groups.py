@@ -5,13 +5,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from broker import config
 from broker.clients import KafkaAccess
 
 TIMEOUT = 10.0
+COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                                   KafkaError.COORDINATOR_LOAD_IN_PROGRESS})  # a broker starting
 LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped upstream
 
 
@@ -68,8 +76,16 @@ def skip_to_end(client: AdminClient, group: str, topic_names: list[str]) -> None
                                request_timeout=TIMEOUT)
     at_end = [TopicPartition(tp.topic, tp.partition, end.result().offset)
               for tp, end in ends.items()]
-    client.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, at_end)],
-                                        request_timeout=TIMEOUT)[group].result()
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the request succeeds as a whole while partitions can fail one by one
+        done = client.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, at_end)], request_timeout=TIMEOUT)[group].result()
+        failed = [tp.error for tp in done.topic_partitions or [] if tp.error]
+        if not failed:
+            return
+        if {e.code() for e in failed} - COORDINATOR_NOT_READY or time.monotonic() > deadline:
+            raise KafkaException(failed[0])
+        time.sleep(0.5)
 
 
 def partition_lag(client: AdminClient, group: str, topic_names: list[str]) -> dict[str, int]:
