@@ -1,6 +1,8 @@
 """`renkei bench linkage`: lawful round trips per second through the platform, latency, CPU,
 memory and lag, beside a bare-Kafka baseline of the same hops measured in the same run; a load
-curve to the knee, scale-out over platform instances, and a long run for memory.
+curve to the knee, scale-out over platform instances, and a long run for memory. A flat-out load
+that is not measured comes first: on a just-started broker the JIT compiles its hot paths then,
+not during the first measured point.
 
 It runs on a broker of its own, in the state folder's `bench/`, emptied first (RENKEI_STATE is
 set to it for itself and every process it starts), on free ports; `--use-running` uses the
