@@ -110,8 +110,8 @@ async def test_after_the_baseline_groups_start_past_its_bare_messages(broker: Cl
                 await prod.send_and_wait(topic, b"bare", key=str(n).encode())
 
     async def committed() -> dict[TopicPartition, int | None]:
-        """Each group's committed offsets (aiokafka: librdkafka's admin crashes on a group whose
-        coordinator is not loaded yet, librdkafka issue 5040), beside the topics' ends."""
+        """Each partition's offset committed by its group, read through aiokafka (librdkafka's
+        admin crashes on a group whose coordinator is not ready yet: librdkafka issue 5040)."""
         found = {}
         for group, topic, count in ((outbox_group, outbox, 3),
                                     (HolderClient.inbox_group(holder), inbox, 1)):
