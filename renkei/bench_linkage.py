@@ -169,13 +169,17 @@ def measure(settings: Settings) -> dict[str, Any]:
     runs: dict[Load, dict[str, Any]] = {}
     plan: Plan | None = None
 
+    def run(load: Load, stage: Stage, label: str) -> dict[str, Any]:
+        assert plan is not None
+        found = run_point(load, stage, plan, settings.knobs, admin, label)
+        click.echo(f"{'':8}{bench_report.line(found)}")
+        return found
+
     def point(mode: str, instances: int, rate: float | None, seconds: float,
               stage: Stage) -> dict[str, Any]:
         load = Load(mode, instances, rate, seconds)
         if load not in runs:
-            assert plan is not None
-            runs[load] = run_point(load, stage, plan, settings.knobs, admin, _label(load))
-            click.echo(f"{'':8}{bench_report.line(runs[load])}")
+            runs[load] = run(load, stage, _label(load))
         return runs[load]
 
     def curve(mode: str, stage: Stage) -> list[dict[str, Any]]:
@@ -190,10 +194,8 @@ def measure(settings: Settings) -> dict[str, Any]:
     with platform(1, admin) as stage:
         plan = asyncio.run(prepare(built, settings.seed))
         click.echo(f"  {len(plan.holders)} holders; message sizes {asdict(plan.sizes)}")
-        priming = run_point(Load(RENKEI, 1, None, settings.prime), stage, plan, settings.knobs,
-                            admin, "priming (not measured)") if settings.prime > 0 else None
-        if priming is not None:
-            click.echo(f"{'':8}{bench_report.line(priming)}")
+        priming = run(Load(RENKEI, 1, None, settings.prime), stage,
+                      "priming (not measured)") if settings.prime > 0 else None
         renkei = point(RENKEI, 1, settings.rate, settings.seconds, stage)
         renkei_most = point(RENKEI, 1, None, settings.seconds, stage)
         renkei_curve = curve(RENKEI, stage)
