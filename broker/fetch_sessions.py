@@ -79,6 +79,10 @@ class Hearing:
             self.last.pop(tp, None)
             self.last[tp] = now
 
+    def forget(self, tp: TopicPartition) -> None:
+        """A partition no longer assigned."""
+        del self.last[tp]
+
     def meet(self, assignment: Any, now: float) -> None:
         """Partitions of a new assignment not heard of yet count as heard now."""
         if assignment is not self._met:
@@ -370,7 +374,7 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         for tp in partitions:
             state = assignment.state_value(tp)
             if state is None:
-                del self._hearing.last[tp]  # no longer assigned
+                self._hearing.forget(tp)
                 continue
             node = leader_of(tp)
             if node in self._watches or tp in self._records:
