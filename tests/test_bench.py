@@ -109,21 +109,22 @@ async def test_after_the_baseline_groups_start_past_its_bare_messages(broker: Cl
             for topic in (outbox, inbox):
                 await prod.send_and_wait(topic, b"bare", key=str(n).encode())
 
+    group_of = {outbox: outbox_group, inbox: HolderClient.inbox_group(holder)}
+    partitions = [TopicPartition(outbox, p) for p in range(3)] + [TopicPartition(inbox, 0)]
+
     async def committed() -> dict[TopicPartition, int | None]:
         """Each partition's offset committed by its group, read through aiokafka (librdkafka's
         admin crashes on a group whose coordinator is not ready yet: librdkafka issue 5040)."""
         found = {}
-        for group, topic, count in ((outbox_group, outbox, 3),
-                                    (HolderClient.inbox_group(holder), inbox, 1)):
-            async with consumer(access, group=group) as reader:
-                for tp in (TopicPartition(topic, p) for p in range(count)):
-                    found[tp] = await reader.committed(tp)
+        for tp in partitions:
+            async with consumer(access, group=group_of[tp.topic]) as reader:
+                found[tp] = await reader.committed(tp)
         return found
 
     assert set((await committed()).values()) == {None}  # a new group would read them all
     skip_past(admin, [holder], outbox_group, HolderClient.inbox_group)
     async with consumer(access) as reader:
-        ends = await reader.end_offsets(list(await committed()))
+        ends = await reader.end_offsets(partitions)
     assert await committed() == ends and sum(ends.values()) == 12
 
 
