@@ -30,7 +30,7 @@ from broker import acls, process, provision, topics
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.client import HolderClient
-from renkei import bench_plan, bench_report, groups, relay, scenario, town
+from renkei import bench_plan, bench_report, groups, profiling, relay, scenario, town
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
@@ -297,12 +297,15 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
 @click.option("--use-running", is_flag=True,
               help="use the state folder's running broker (and rebuild its town)")
 @click.option("--quick", is_flag=True, help="a small version, a few seconds a point (smoke test)")
+@click.option("--profile", is_flag=True,
+              help="every process under cProfile by its CPU clock (slower): profiles and their "
+                   "summary in the results folder")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results"), show_default=True)
 def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[float, ...],
                   scale: tuple[int, ...], memory_minutes: float, residents: int, seed: int,
                   idle_holders: int, prime: float, in_flight: int, warmup: float, drain: float,
-                  use_running: bool, quick: bool, results: Path) -> None:
+                  use_running: bool, quick: bool, profile: bool, results: Path) -> None:
     """Lawful round trips/s, latency, CPU, memory and lag, against a bare-Kafka baseline."""
     settings = Settings(seconds, None if flat_out else rate, curve, scale, memory_minutes,
                         residents, seed, idle_holders, prime,
@@ -316,10 +319,17 @@ def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[floa
                            knobs=replace(settings.knobs, **{
                                k: v for k, v in QUICK_KNOBS.items() if k not in given}))
     started = time.perf_counter()
-    with bench_broker(use_running):
+    profiles = (results / "profile").resolve() if profile else None
+    if profiles is not None:
+        shutil.rmtree(profiles, ignore_errors=True)
+    with bench_broker(use_running), profiling.into(profiles):
         click.echo(f"== Renkei linkage benchmark (state {state_dir()})")
         result = measure(settings)
     result["wall_seconds"] = round(time.perf_counter() - started)
+    result["profile"] = None if profiles is None else profiling.summary(profiles)
     bench_report.summary(result)
+    if result["profile"] is not None:
+        click.echo(f"  profiles (under cProfile, by CPU clock) in {profiles}:")
+        click.echo("\n".join(profiling.lines(result["profile"])))
     for path in write(result, results):
         click.echo(f"  written: {path}")

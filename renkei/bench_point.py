@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker import process
-from renkei import groups, hops, latency, procstat
+from renkei import groups, hops, latency, procstat, profiling
 from renkei.bench_plan import Plan
 from renkei.state import state_dir
 from renkei.town import Processes
@@ -195,7 +195,10 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
     loadavg_before, spawned = os.getloadavg(), time.time()
     start_at = spawned + knobs.margin
     window = (start_at + knobs.warmup, start_at + knobs.warmup + load.seconds)
-    holders, outs = _spawn(load, plan, knobs, start_at, label.replace(" ", "_").replace("/", ""))
+    stem = label.replace(" ", "_").replace("/", "")
+    profiles = os.environ.get(profiling.ENV)  # the holders of each point profile apart
+    with profiling.into(Path(profiles) / stem if profiles else None):
+        holders, outs = _spawn(load, plan, knobs, start_at, stem)
     try:
         measured = Window.measure(stage, _pids(stage, holders), admin, window, label)
         _wait_for_files(holders, outs, knobs.drain + 30)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from audit.cli import audit_cli
@@ -16,14 +18,18 @@ from processors.cli import directory_cli, patterns_cli, platform_cli
 from processors.keys_cli import keys_cli
 from registry.cli import registry_cli
 from registry.serve import serve as registry_serve
+from renkei import profiling
 from renkei.bench import bench
 from renkei.chaos_cli import chaos_cli
 from renkei.demo import demo
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Renkei: the information-linkage platform on Apache Kafka."""
+    command = [word for word in sys.argv[1:3] if not word.startswith("-")]
+    ctx.with_resource(profiling.profiled("-".join(command) or "renkei"))
 
 
 main.add_command(broker_cli)

@@ -130,8 +130,9 @@ async def test_after_the_baseline_groups_start_past_its_bare_messages(broker: Cl
 
 def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    run = renkei("bench", "linkage", "--quick", "--idle-holders", "2", "--results", str(results),
-                 env={STATE_ENV: str(tmp_path / "state")}, timeout=280)
+    run = renkei("bench", "linkage", "--quick", "--idle-holders", "2", "--profile",
+                 "--results", str(results), env={STATE_ENV: str(tmp_path / "state")},
+                 timeout=280)
     result = json.loads((results / "bench-linkage.json").read_text(encoding="utf-8"))
     assert result["town"]["idle_holders"] == 2 and "holders (+ 2 idle)" in run.stdout
     main = result["main"]
@@ -159,3 +160,12 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert len(result["bars"]) == 3 and all(isinstance(b["met"], bool) for b in result["bars"])
     for name in ("curve", "scaleout", "memory"):
         assert (results / f"linkage-{name}.png").stat().st_size > 1000
+    profile = result["profile"]  # every process by its CPU clock; each point's holders apart
+    assert profile["platform-run"]["profiles"] == 2  # the scale-out's second instance too
+    assert profile["platform-run"]["percent"]["codec"] > 0
+    assert profile["audit-run"]["percent"]["SQLite"] > 0
+    holders = profile["renkei_1_platform_flat_out_3s"]
+    assert holders["profiles"] == len(result["town"]["holder_ids"])
+    assert holders["percent"]["crypto"] > 0
+    assert "crypto" not in profile["baseline_1_relay_flat_out_3s"]["percent"]
+    assert "profiles (under cProfile, by CPU clock)" in run.stdout
