@@ -73,9 +73,7 @@ def part_of(file: str, name: str) -> str:
 
 def shares(paths: list[Path]) -> dict[str, Any]:
     """The CPU seconds of these profiles (under the profiler) and each part's share, in %."""
-    if not paths:
-        return {"profiles": 0, "cpu_seconds": 0.0, "percent": {}}
-    stats = pstats.Stats(*(str(p) for p in paths))
+    stats = pstats.Stats(*(str(p) for p in paths))  # none: empty
     cost: Counter[str] = Counter()
     for (file, _, name), row in stats.stats.items():  # type: ignore[attr-defined]
         part = part_of(file, name)
