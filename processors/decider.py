@@ -5,8 +5,10 @@ with a timeout when the deadline passes, and forgets a request once any copy of 
 refused as stale. Events arrive at least once (a crash replays them): a pending request's own
 event again repeats its dispatch, which the provider and the audit log drop as duplicates. Once a
 request is settled (answered or timed out) only a small `Settled` is kept: the effects of the
-event that settled it are delivered before that event's offset is committed, and a crash before
-then makes the event itself come again; so a later copy of it has nothing left to do.
+event that settled it are delivered before that event's offset is committed (or, for an event
+decided at once by the partition's owner, before its record is written and the offset of the
+holder's message it came from committed), and a crash before then makes the event itself come
+again; so a later copy of it has nothing left to do.
 """
 
 from __future__ import annotations

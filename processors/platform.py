@@ -7,14 +7,21 @@ each poll is handled as a batch (so code conversions run as few FF1 batches as p
 effect is delivered and acknowledged by the broker, and only then are the offsets committed: at
 least once, with effects that holders and the audit log take exactly once. A partition of the
 decider's topic taken over from another instance is first replayed to rebuild its state.
+
+An event for a decision partition this instance owns is decided at once, without the hop through
+the decider's topic; its record is written there after its effects are acknowledged (marked
+as decided, so that it is not decided again), for the next owner to rebuild from. Events for
+partitions other instances own go through the topic to them, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -54,6 +61,7 @@ POLL_RECORDS = 2000
 GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, fuller fetches
 QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle holders' outboxes
 METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
+DECIDED = "renkei-decided"  # header of a decision event decided at once; its value: by whom
 
 
 class Views:
@@ -101,6 +109,7 @@ class Platform:
         self.views = Views(access, ctx)
         self.decider = decider.Decider()
         self.taking_over: set[int] = set()
+        self.at_once: dict[int, bytes] = {}  # partitions decided here at once, and their mark
         self.producer = producer_for(access)
         self.consumer = SessionConsumer(
             **access.aiokafka(), group_id=GROUP, group_instance_id=member,
@@ -108,6 +117,7 @@ class Platform:
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
+        self.outflow = Outflow(self.consumer, self.producer)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         await self.views.start()
@@ -117,27 +127,29 @@ class Platform:
         sweeper = asyncio.create_task(self._sweep(stop))
         if ready is not None:
             ready.set()
-        outflow = Outflow(self.consumer, self.producer)
         directory = self.views.directory.version
         try:
             while not stop.is_set():
                 polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
                 records = [r for batch in polled.values() for r in batch]
                 if records:
-                    await outflow.send(polled, self.handle(records))
-                await outflow.commit()
+                    await self.outflow.send(polled, *self.handle(records))
+                await self.outflow.commit()
+                if sweeper.done():  # it stops only on an error: the platform stops with it
+                    sweeper.result()
                 if directory != self.views.directory.version:  # a holder registered, perhaps:
                     directory = self.views.directory.version  # look for its outbox now
                     self.consumer.look_for_new_topics()
-            await outflow.commit(now=True)
+            await self.outflow.commit(now=True)
         finally:
             sweeper.cancel()
             await self.consumer.stop()
             await self.producer.stop()
             await self.views.stop()
 
-    def handle(self, records: list[Any]) -> list[Send]:
-        """One poll's records, by kind: holders' outboxes, registry, relays, decisions."""
+    def handle(self, records: list[Any]) -> tuple[list[Send], list[Send]]:
+        """One poll's records, by kind: holders' outboxes, registry, relays, decisions; the
+        effects, and the records of what was decided at once."""
         now, ctx = datetime.now(UTC), self.views.refresh()
         by_topic: dict[str, list[Any]] = defaultdict(list)
         for record in records:
@@ -153,21 +165,51 @@ class Platform:
         for record in by_topic.pop(decider.DECISIONS, []):
             if record.partition not in self.taking_over:  # read again once rebuilt
                 out += self._decide(record, now, ctx)
-        return out
+        return self._at_once(out, now, ctx)
+
+    def _at_once(self, out: list[Send], now: datetime,
+                 ctx: Context) -> tuple[list[Send], list[Send]]:
+        """Decide here the decision events of partitions this instance owns: their effects
+        join the others, and the events become records marked as decided."""
+        effects: list[Send] = []
+        decided: list[Send] = []
+        for item in out:
+            mark = self.at_once.get(item.partition or 0) if item.topic == decider.DECISIONS \
+                else None
+            if mark is None:
+                effects.append(item)
+                continue
+            effects += self._apply(item.partition or 0, item.value, now, ctx)
+            decided.append(replace(item, headers=((DECIDED, mark),)))
+        return effects, decided
 
     def _decide(self, record: Any, now: datetime, ctx: Context) -> list[Send]:
+        """An event read from the decider's topic: decided now, unless it was decided at once
+        (by this instance, since it owns the partition: nothing to do; by an earlier owner: its
+        effects were made, only the state is brought up to date)."""
+        mark = dict(record.headers or ()).get(DECIDED)
+        if mark is not None and mark == self.at_once.get(record.partition):
+            return []
+        effects = self._apply(record.partition, record.value or b"", now, ctx)
+        return effects if mark is None else []
+
+    def _apply(self, partition: int, value: bytes, now: datetime, ctx: Context) -> list[Send]:
         try:
-            message = CODEC.decode(record.value or b"", Pending, Outcome, Sweep)
-            return self.decider.handle(record.partition, message, now, ctx)
+            message = CODEC.decode(value, Pending, Outcome, Sweep)
+            return self.decider.handle(partition, message, now, ctx)
         except Exception:  # a bug must not stop the decider: log it, keep the partition moving
-            log.exception("decision %s:%s failed", record.partition, record.offset)
+            log.exception("a decision on partition %s failed", partition)
             return []
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         """Deadlines and forgetting, as Sweep events in the partitions they concern."""
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
-            sweeps = self.decider.sweeps(datetime.now(UTC))
+            now = datetime.now(UTC)
+            effects, decided = self._at_once(self.decider.sweeps(now), now, self.views.refresh())
+            await self.outflow.send([], [e for e in effects if e.topic != decider.DECISIONS],
+                                    decided)
+            sweeps = [e for e in effects if e.topic == decider.DECISIONS]  # for another's turn
             try:
                 await deliver(self.producer, sweeps)
             except KafkaError as exc:
@@ -183,6 +225,7 @@ class Platform:
         """
         ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
         new = [TopicPartition(decider.DECISIONS, p) for p in self.decider.keep_only(ours)]
+        self.decide_at_once(ours - {tp.partition for tp in new})
         if not new:
             return
         self.consumer.pause(*new)
@@ -197,8 +240,21 @@ class Platform:
         finally:
             self.taking_over.difference_update(tp.partition for tp in new)
             self.consumer.resume(*new)
+        self.decide_at_once(ours)
         log.info("took over decision partitions %s (%d pending)",
                  sorted(tp.partition for tp in new), self.decider.pending())
+
+    def decide_at_once(self, partitions: set[int]) -> None:
+        """Decide events of these partitions at once; a partition new to it gets a new mark."""
+        self.at_once = {p: self.at_once.get(p) or secrets.token_bytes(8) for p in partitions}
+
+    async def give_up(self, revoked: Iterable[TopicPartition]) -> None:
+        """Stop deciding at once for partitions taken away, and get their records written
+        before the next owner reads them."""
+        for tp in revoked:
+            if tp.topic == decider.DECISIONS:
+                self.at_once.pop(tp.partition, None)
+        await self.outflow.flush()
 
     async def _history(self, ends: dict[TopicPartition, int],
                        ctx: Context) -> dict[TopicPartition, list[Pending | Outcome | Sweep]]:
@@ -235,7 +291,9 @@ class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]
         self.platform = platform
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Nothing to do: uncommitted records go to the partition's next owner."""
+        """Uncommitted records go to the partition's next owner; what was decided at once is
+        written first."""
+        await self.platform.give_up(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.platform.take_over(assigned)

@@ -29,6 +29,7 @@ class Send:
     key: str | None
     value: bytes
     partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def send(topic: str, key: str | None, message: object, partition: int | None = None) -> Send:

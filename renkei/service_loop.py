@@ -50,9 +50,15 @@ def producer_for(access: KafkaAccess) -> AIOKafkaProducer:
 
 async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
     """Send every effect and wait until the broker has them all."""
-    futures = [await producer.send(e.topic, e.value, key=e.key.encode() if e.key else None,
-                                   partition=e.partition) for e in effects]
-    await asyncio.gather(*futures)
+    await asyncio.gather(*await _handed(producer, effects))
+
+
+async def _handed(producer: AIOKafkaProducer,
+                  effects: Sequence[Send]) -> list[asyncio.Future[Any]]:
+    """The effects handed to the producer; what settles when the broker has each."""
+    return [await producer.send(e.topic, e.value, key=e.key.encode() if e.key else None,
+                                partition=e.partition, headers=list(e.headers) or None)
+            for e in effects]
 
 
 class Outflow:
@@ -70,13 +76,28 @@ class Outflow:
         self._unacknowledged: list[asyncio.Future[Any]] = []
         self._committed_at = time.monotonic()
         self._handled: set[TopicPartition] = set()
+        self._records: asyncio.Future[Any] | None = None
 
-    async def send(self, handled: Iterable[TopicPartition], effects: Sequence[Send]) -> None:
-        """The effects of the records just handled from `handled` (no effects is fine)."""
+    async def send(self, handled: Iterable[TopicPartition], effects: Sequence[Send],
+                   records: Sequence[Send] = ()) -> None:
+        """The effects of the records just handled from `handled` (no effects is fine); then
+        `records` of what was decided, each written only once the broker has these effects
+        and every record sent before it (a crash leaves no record of an effect not made)."""
         self._handled.update(handled)
-        for e in effects:
-            self._unacknowledged.append(await self.producer.send(
-                e.topic, e.value, key=e.key.encode() if e.key else None, partition=e.partition))
+        sent = await _handed(self.producer, effects)
+        self._unacknowledged += sent
+        if records:
+            self._records = asyncio.ensure_future(self._record(sent, self._records, records))
+            self._unacknowledged.append(self._records)
+
+    async def _record(self, effects: list[asyncio.Future[Any]],
+                      before: asyncio.Future[Any] | None, records: Sequence[Send]) -> None:
+        await asyncio.gather(*effects, *([before] if before else []))
+        await deliver(self.producer, records)
+
+    async def flush(self) -> None:
+        """Wait until the broker has every effect and record sent so far."""
+        await asyncio.gather(*self._unacknowledged)
 
     async def commit(self, now: bool = False) -> None:
         if not self._handled or (

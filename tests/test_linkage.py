@@ -6,17 +6,20 @@ import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from audit.events import AccessLogEvent
 from broker import provision, topics
+from broker.clients import KafkaAccess, read_topic
 from holders.client import HolderClient, NotAuthorized
-from processors import directory, keys, platform
+from processors import decider, directory, keys, platform
 from processors.codes import CodeService, UnitEpoch
 from renkei import groups
 from renkei.scenario import staff as staff_of
 from renkei.town import Town
+from schemas.codec import CODEC
 from schemas.messages import LegalPattern
 from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import audit_events
@@ -108,6 +111,26 @@ async def test_a_lawful_request_is_answered_with_data_only_the_requester_reads(
     assert approved.legal_basis and "国民年金法" in approved.legal_basis
     assert approved.person is not None and approved.person not in (
         nenkin.store.link_code(own), "")
+
+
+async def test_the_owner_of_a_decision_partition_decides_at_once_and_still_records_it(
+        clients: Clients) -> None:
+    """One instance owns every decision partition: it decides without the hop through the
+    decider's topic, and the topic still gets the request's events, marked as decided, for a
+    next owner to rebuild from."""
+    nenkin = clients["nenkin"]
+    request_id = await ask(nenkin, bound(nenkin)[1], "P-037", "sakura-town", "local_tax")
+    assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    records: list[Any] = []
+    for _ in range(50):
+        records = [r for r in await read_topic(KafkaAccess.of("platform"), decider.DECISIONS)
+                   if r.key == request_id.encode()]
+        if len(records) >= 2:
+            break
+        await asyncio.sleep(0.2)
+    in_order = sorted(records, key=lambda r: r.offset)
+    assert [CODEC.decode_record(r.value)[0] for r in in_order] == ["Pending", "Outcome"]
+    assert all(dict(r.headers).get(platform.DECIDED) for r in records)
 
 
 async def _events_of(request_ids: set[str], want: int) -> list[AccessLogEvent]:

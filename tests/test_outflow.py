@@ -1,13 +1,18 @@
 """The service loop's outflow on the real broker: offsets are committed once records were
 handled, only for the partitions they came from, never by a consumer that has handled nothing
-since its last commit."""
+since its last commit; records of decisions are written only after their effects."""
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
+import time
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from broker import topics
 from broker.clients import KafkaAccess
+from renkei.envelope import Send
 from renkei.service_loop import Outflow
 from tests.kafka_helpers import consumer, producer, wait_assigned
 
@@ -35,3 +40,25 @@ async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_what_it_ha
         assert await cons.committed(where) == sent.offset + 1
         others = [tp for tp in assigned if tp != where]
         assert [await cons.committed(tp) for tp in others] == [None] * len(others)
+
+
+async def test_records_of_decisions_follow_their_effects_and_never_an_effect_not_made(
+        holders: list[str]) -> None:
+    holder = holders[1]
+    platform, inbox = KafkaAccess.of("platform"), topics.inbox(holder)
+    async with (consumer(KafkaAccess.of(holder), inbox) as cons,
+                consumer(platform, topics.outbox(holder), group="renkei-platform-outflow-rec")
+                as source, producer(platform) as effects):
+        await wait_assigned(cons)
+        await wait_assigned(source)
+        outflow = Outflow(source, effects)
+        await outflow.send([], [Send(inbox, "k", b"effect")], [Send(inbox, "k", b"record")])
+        refused = Send(topics.outbox(holder), "k", b"not the platform's to write")
+        await outflow.send([], [refused], [Send(inbox, "k", b"record of the refused")])
+        with pytest.raises(TopicAuthorizationFailedError):
+            await outflow.flush()
+        read: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            read += [r for batch in (await cons.getmany(timeout_ms=500)).values() for r in batch]
+    assert [r.value for r in read] == [b"effect", b"record"]
