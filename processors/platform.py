@@ -185,8 +185,9 @@ class Platform:
 
     def _decide(self, record: Any, now: datetime, ctx: Context) -> list[Send]:
         """An event read from the decider's topic: decided now, unless it was decided at once
-        (by this instance, since it owns the partition: nothing to do; by an earlier owner: its
-        effects were made, only the state is brought up to date)."""
+        (under the partition's current mark, by this instance since it took the partition:
+        nothing to do; under another: its effects were made, only the state is brought up to
+        date, which applying it again leaves as it is if it was already)."""
         mark = dict(record.headers or ()).get(DECIDED)
         if mark is not None and mark == self.at_once.get(record.partition):
             return []
