@@ -202,3 +202,23 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     assert taken.states == live.states
     assert taken.states[partition].get("r-1") == decider.Settled(
         ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+
+
+def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -> None:
+    """What an owner does with records decided at once that its state already has (read from
+    its committed offset on): any tail of a request's story (pending, answered, swept and
+    forgotten) applied again changes nothing."""
+    partition = decider.partition_of("r-1")
+    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
+    story: list[Pending | Outcome | Sweep] = [
+        _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer)),
+        Sweep(NOW + timedelta(days=1), ())]
+    for upto in range(1, len(story) + 1):
+        for start in range(upto):
+            decider_, _ = _owning(ctx, story[:upto])
+            had = decider_.states[partition]
+            before = decider.Partition(dict(had.pending), dict(had.settled),
+                                       {s: list(ids) for s, ids in had.forgetting.items()})
+            for message in story[start:upto]:
+                decider_.handle(partition, message, NOW, ctx)
+            assert decider_.states[partition] == before, f"events {start}..{upto - 1} again"
