@@ -61,7 +61,7 @@ POLL_RECORDS = 2000
 GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, fuller fetches
 QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle holders' outboxes
 METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
-DECIDED = "renkei-decided"  # header of a decision event decided at once; its value: by whom
+DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
 
 
 class Views:
@@ -174,12 +174,12 @@ class Platform:
         effects: list[Send] = []
         decided: list[Send] = []
         for item in out:
-            mark = self.at_once.get(item.partition or 0) if item.topic == decider.DECISIONS \
-                else None
-            if mark is None:
+            partition = item.partition if item.topic == decider.DECISIONS else None
+            mark = None if partition is None else self.at_once.get(partition)
+            if partition is None or mark is None:
                 effects.append(item)
                 continue
-            effects += self._apply(item.partition or 0, item.value, now, ctx)
+            effects += self._apply(partition, item.value, now, ctx)
             decided.append(replace(item, headers=((DECIDED, mark),)))
         return effects, decided
 
@@ -207,10 +207,11 @@ class Platform:
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
             now = datetime.now(UTC)
-            effects, decided = self._at_once(self.decider.sweeps(now), now, self.views.refresh())
-            await self.outflow.send([], [e for e in effects if e.topic != decider.DECISIONS],
-                                    decided)
-            sweeps = [e for e in effects if e.topic == decider.DECISIONS]  # for another's turn
+            swept = self.decider.sweeps(now)
+            sweeps = [s for s in swept if s.partition not in self.at_once]  # being taken over
+            decided_here = self._at_once([s for s in swept if s.partition in self.at_once], now,
+                                         self.views.refresh())
+            await self.outflow.send([], *decided_here)
             try:
                 await deliver(self.producer, sweeps)
             except KafkaError as exc:
