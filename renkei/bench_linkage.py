@@ -30,7 +30,16 @@ from broker import acls, process, provision, topics
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.client import HolderClient
-from renkei import bench_plan, bench_report, groups, profiling, relay, scenario, town
+from renkei import (
+    bench_plan,
+    bench_report,
+    groups,
+    machine_profile,
+    profiling,
+    relay,
+    scenario,
+    town,
+)
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
@@ -300,16 +309,26 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
 @click.option("--profile", is_flag=True,
               help="every process under cProfile by its CPU clock (slower): profiles and their "
                    "summary in the results folder")
+@click.option("--perf", is_flag=True,
+              help="sample the whole machine with Linux `perf` in each measured window: each "
+                   "process's share of the CPU by part (interpreter, kernel, crypto, SQLite…)")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results"), show_default=True)
 def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[float, ...],
                   scale: tuple[int, ...], memory_minutes: float, residents: int, seed: int,
                   idle_holders: int, prime: float, in_flight: int, warmup: float, drain: float,
-                  use_running: bool, quick: bool, profile: bool, results: Path) -> None:
+                  use_running: bool, quick: bool, profile: bool, perf: bool,
+                  results: Path) -> None:
     """Lawful round trips/s, latency, CPU, memory and lag, against a bare-Kafka baseline."""
+    if perf:
+        try:
+            machine_profile.check()
+        except machine_profile.PerfUnavailable as exc:
+            raise click.UsageError(str(exc)) from exc
     settings = Settings(seconds, None if flat_out else rate, curve, scale, memory_minutes,
                         residents, seed, idle_holders, prime,
-                        Knobs(warmup, drain, in_flight, margin=15.0, settle=120.0))
+                        Knobs(warmup, drain, in_flight, margin=15.0, settle=120.0,
+                              perf=str((results / "perf").resolve()) if perf else None))
     if quick:  # a small version of what was not given explicitly
         ctx = click.get_current_context()
         given = {name for name in ctx.params

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker import process
-from renkei import groups, hops, latency, procstat, profiling
+from renkei import groups, hops, latency, machine_profile, procstat, profiling
 from renkei.bench_plan import Plan
 from renkei.state import state_dir
 from renkei.town import Processes
@@ -43,6 +43,7 @@ class Knobs:
     in_flight: int  # flat out: requests each holder keeps outstanding
     margin: float  # seconds from spawning the holders to the common start
     settle: float  # seconds to wait for the group to catch up after a point
+    perf: str | None = None  # with --perf: the folder each window's `perf` samples go to
 
 
 @dataclass
@@ -156,16 +157,18 @@ class Window:
     seconds: float
     peaks: dict[str, int | None]
     sampler: Sampler
+    perf: dict[str, dict[str, float]] | None
 
     @classmethod
     def measure(cls, stage: Stage, pids: dict[str, int], admin: AdminClient,
-                window: tuple[float, float], label: str) -> Window:
+                window: tuple[float, float], label: str, perf: Path | None = None) -> Window:
         _sleep_until(window[0])
         for worker in stage.workers:
             _reset_peak(stage.procs.running[worker].pid)
         before, started = procstat.snapshot(pids), time.time()
         sampler = Sampler(admin, stage)
         seconds = math.ceil(window[1] - window[0])
+        sampling = None if perf is None else machine_profile.record(perf, seconds)
         with click.progressbar(length=seconds, label=f"  {label:28}") as bar:
             for second in range(seconds):
                 sampler.sample(time.time() - window[0])
@@ -173,10 +176,14 @@ class Window:
                 bar.update(1)
         after, took = procstat.snapshot(pids), time.time() - started
         kept = [name for name in before if name in after]
+        found = None
+        if perf is not None and sampling is not None and sampling.wait() == 0:
+            found = machine_profile.shares(machine_profile.report(perf),
+                                           machine_profile.threads(pids))
         return cls({n: round(after[n][0] - before[n][0], 2) for n in kept},
                    {n: round(after[n][1] - before[n][1], 2) for n in kept}, took,
                    {w: procstat.peak_rss(stage.procs.running[w].pid) for w in stage.workers},
-                   sampler)
+                   sampler, found)
 
     def result(self) -> dict[str, Any]:
         return {
@@ -186,6 +193,7 @@ class Window:
             "peak_rss_mb": {w: None if p is None else round(p / MB, 1)
                             for w, p in self.peaks.items()},
             **self.sampler.result(),
+            "perf": self.perf,
         }
 
 
@@ -200,7 +208,8 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
     with profiling.into(Path(profiles) / stem if profiles else None):
         holders, outs = _spawn(load, plan, knobs, start_at, stem)
     try:
-        measured = Window.measure(stage, _pids(stage, holders), admin, window, label)
+        measured = Window.measure(stage, _pids(stage, holders), admin, window, label,
+                                  None if knobs.perf is None else Path(knobs.perf) / f"{stem}.data")
         _wait_for_files(holders, outs, knobs.drain + 30)
     finally:
         for proc in holders.running.values():

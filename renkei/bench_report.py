@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from renkei import machine_profile
+
 Point = dict[str, Any]
 BAR_RATE, BAR_P99_MS, BAR_SECONDS = 2000.0, 250.0, 60.0
 BAR_RATIO = 0.5
@@ -126,7 +128,8 @@ def line(point: Point) -> str:
             f"no answer {point['failed_share']:>5.1%}  lag ≤ {point['lag']['max'] or 0:,}"
             + (f"  [broke: {why}]" if why else "")
             + (f"  [holders late by {point['late_start_s']:.1f}s]" if point["late_start_s"] else "")
-            + f"\n{'':8}CPU: {_cpu(point)}" + _hops(point))
+            + f"\n{'':8}CPU: {_cpu(point)}" + _hops(point)
+            + (f"\n{'':8}{machine_profile.line(point['perf'])}" if point.get("perf") else ""))
 
 
 def knee_text(points: Sequence[Point]) -> str:

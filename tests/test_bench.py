@@ -17,7 +17,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from holders.client import HolderClient
-from renkei import bare, bench_report, groups, hops, latency
+from renkei import bare, bench_report, groups, hops, latency, machine_profile
 from renkei.bare import BareMessage
 from renkei.bench_linkage import skip_past
 from renkei.state import STATE_ENV
@@ -128,9 +128,43 @@ async def test_after_the_baseline_groups_start_past_its_bare_messages(broker: Cl
     assert await committed() == ends and sum(ends.values()) == 12
 
 
+PERF_REPORT = """# Samples: 24K of event 'cpu-clock:pppH'
+#
+ 18.88% ;   1099:renkei         ;libpython3.11.so.1.0
+ 3.62%  ;   1181:renkei         ;_rust.abi3.so
+ 1.20%  ;   1099:renkei         ;[kernel.kallsyms]
+ 3.99%  ;    980:data-plane-kafk;[JIT] tid 980
+ 1.89%  ;    975:C2 CompilerThre;libjvm.so
+ 1.09%  ;      0:swapper        ;[kernel.kallsyms]
+ 0.40%  ;   1099:renkei         ;_write.cpython-311-x86_64-linux-gnu.so
+"""
+
+
+def test_perf_samples_go_to_the_process_of_their_thread_and_the_part_of_their_library() -> None:
+    found = machine_profile.shares(PERF_REPORT, {1099: "platform-1", 1181: "holder-nenkin",
+                                                 980: "broker", 975: "broker"})
+    assert list(found) == ["platform-1", "broker", "holder-nenkin", "idle"]  # largest first
+    assert found["platform-1"] == {"all": 20.5, "interpreter": 18.9, "kernel": 1.2, "codec": 0.4}
+    assert found["broker"] == {"all": 5.9, "JVM": 5.9}
+    assert found["holder-nenkin"] == {"all": 3.6, "crypto": 3.6}
+    assert found["idle"] == {"all": 1.1, "kernel": 1.1}
+    assert machine_profile.line(found).startswith(
+        "perf (% of all samples): platform-1 20% (interpreter 19, kernel 1); broker 6% (JVM 6)")
+
+
+def _perf_works() -> bool:
+    try:
+        machine_profile.check()
+    except machine_profile.PerfUnavailable:
+        return False
+    return True
+
+
 def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     results = tmp_path / "results"
+    perf = _perf_works()
     run = renkei("bench", "linkage", "--quick", "--idle-holders", "2", "--profile",
+                 *(["--perf"] if perf else []),
                  "--results", str(results), env={STATE_ENV: str(tmp_path / "state")},
                  timeout=280)
     result = json.loads((results / "bench-linkage.json").read_text(encoding="utf-8"))
@@ -169,3 +203,10 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert holders["percent"]["crypto"] > 0
     assert "crypto" not in profile["baseline_1_relay_flat_out_3s"]["percent"]
     assert "profiles (under cProfile, by CPU clock)" in run.stdout
+    if perf:  # the whole machine sampled in each window, each thread put down to its process
+        sampled = main["renkei"]["perf"]
+        assert sampled["platform-1"]["all"] > 0 and sampled["platform-1"]["interpreter"] > 0
+        assert sampled["broker"]["all"] > 0
+        assert "relay-1" in main["baseline"]["perf"] and "platform-1" not in main["baseline"][
+            "perf"]
+        assert "perf (% of all samples): " in run.stdout
