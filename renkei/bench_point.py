@@ -168,7 +168,7 @@ class Window:
         before, started = procstat.snapshot(pids), time.time()
         sampler = Sampler(admin, stage)
         seconds = math.ceil(window[1] - window[0])
-        sampling = None if perf is None else machine_profile.record(perf, seconds)
+        sampling = None if perf is None else machine_profile.Sampling(perf, seconds)
         with click.progressbar(length=seconds, label=f"  {label:28}") as bar:
             for second in range(seconds):
                 sampler.sample(time.time() - window[0])
@@ -176,14 +176,10 @@ class Window:
                 bar.update(1)
         after, took = procstat.snapshot(pids), time.time() - started
         kept = [name for name in before if name in after]
-        found = None
-        if perf is not None and sampling is not None and sampling.wait() == 0:
-            found = machine_profile.shares(machine_profile.report(perf),
-                                           machine_profile.threads(pids))
         return cls({n: round(after[n][0] - before[n][0], 2) for n in kept},
                    {n: round(after[n][1] - before[n][1], 2) for n in kept}, took,
                    {w: procstat.peak_rss(stage.procs.running[w].pid) for w in stage.workers},
-                   sampler, found)
+                   sampler, None if sampling is None else sampling.shares(pids))
 
     def result(self) -> dict[str, Any]:
         return {

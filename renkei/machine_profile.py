@@ -56,12 +56,21 @@ def threads(pids: Mapping[str, int]) -> dict[int, str]:
     return found
 
 
-def record(path: Path, seconds: float) -> subprocess.Popen[bytes]:
-    """Start sampling every core for `seconds` into `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        ["perf", "record", "-a", "-F", str(FREQUENCY), "-o", str(path), "--",
-         "sleep", f"{seconds:.0f}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class Sampling:
+    """Every core sampled for one window into `path`, then the samples by process and part."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._perf = subprocess.Popen(
+            ["perf", "record", "-a", "-F", str(FREQUENCY), "-o", str(path), "--",
+             "sleep", f"{seconds:.0f}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def shares(self, pids: Mapping[str, int]) -> dict[str, dict[str, float]] | None:
+        """Once the window is over: `shares` of the named processes (None if perf failed)."""
+        if self._perf.wait() != 0:
+            return None
+        return shares(report(self.path), threads(pids))
 
 
 def report(path: Path) -> str:
