@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from broker import topics
+from broker import partitioner, topics
 from broker.clients import KafkaAccess
 from renkei.compacted import CompactedView
 from renkei.envelope import Send
@@ -45,7 +45,7 @@ def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
 
 def producer_for(access: KafkaAccess) -> AIOKafkaProducer:
     return AIOKafkaProducer(**access.aiokafka(), acks="all", enable_idempotence=True,
-                            linger_ms=2)
+                            linger_ms=2, partitioner=partitioner.by_key)
 
 
 async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
