@@ -22,4 +22,4 @@ def by_key(key: bytes | None, all_partitions: Sequence[int], available: Sequence
     unkeyed one on any available partition."""
     if key is None:
         return random.choice(available or all_partitions)
-    return all_partitions[(murmurhash2(key, SEED) & 0x7FFFFFFF) % len(all_partitions)]
+    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
