@@ -18,7 +18,7 @@ import heapq
 import math
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -42,6 +42,7 @@ from schemas.messages import (
 
 DECISIONS = f"{acls.PLATFORM_APP}-decisions"
 PARTITIONS = 8
+SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most (the codec refuses 900 KiB)
 
 
 def partition_of(request_id: str) -> int:
@@ -284,8 +285,8 @@ class Decider:
                     swept is None or swept.timestamp() < second):
                 expire.setdefault(partition, [])
         self._swept.update((partition, now) for partition in expire)
-        return [to_partition(partition, Sweep(now, tuple(ids)))
-                for partition, ids in expire.items()]
+        return [to_partition(partition, Sweep(now, run))
+                for partition, ids in expire.items() for run in _runs(ids)]
 
     def unsent(self, sweeps: list[Send]) -> None:
         """Sweeps that could not be sent: their deadlines and forgetting fall due again."""
@@ -297,3 +298,17 @@ class Decider:
 
     def pending(self) -> int:
         return sum(len(states.pending) for states in self.states.values())
+
+
+def _runs(ids: list[str]) -> Iterator[tuple[str, ...]]:
+    """The ids in runs of at most SWEEP_BYTES each (one id at least; no ids: one empty run)."""
+    run: list[str] = []
+    size = 0
+    for request_id in ids:
+        cost = len(request_id.encode()) + 8  # its bytes and Avro's length prefix, generously
+        if run and size + cost > SWEEP_BYTES:
+            yield tuple(run)
+            run, size = [], 0
+        run.append(request_id)
+        size += cost
+    yield tuple(run)

@@ -14,7 +14,7 @@ from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
 from registry.resident_code import random_codes
 from renkei.envelope import Send
-from schemas.codec import CODEC
+from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
     ANSWERED,
     TIMED_OUT,
@@ -151,6 +151,22 @@ def test_deadlines_are_swept_by_partition(ctx: Context) -> None:
     decider_.unsent([sweep])
     again, = decider_.sweeps(NOW + timedelta(minutes=1))
     assert CODEC.decode(again.value, Sweep).expire == ("r-1",), "an unsent sweep is due again"
+
+
+def test_many_deadlines_due_at_once_are_swept_in_sweeps_the_codec_takes(ctx: Context) -> None:
+    """Found at the start of a ×2 scale-out after a 10-minute run: both instances' sweepers built
+    a Sweep of about 1 MB, which the codec refused, and the error stopped both."""
+    ids = [request_id for request_id in (f"r-{i:06d}-{'x' * 92}" for i in range(90_000))
+           if decider.partition_of(request_id) == 3][:10_000]
+    assert sum(len(i) for i in ids) > MAX_BYTES
+    decider_ = decider.Decider()
+    for request_id in ids:
+        decider_.deadlines.watch(request_id, NOW)
+    sweeps = decider_.sweeps(NOW + timedelta(seconds=1))
+    assert len(sweeps) > 1 and {s.partition for s in sweeps} == {3}
+    assert all(len(s.value) <= decider.SWEEP_BYTES + 64 for s in sweeps)
+    named = [i for s in sweeps for i in CODEC.decode(s.value, Sweep).expire]
+    assert named == ids, "each due request named once, in order"
 
 
 def test_a_partition_given_away_is_no_longer_swept_here(ctx: Context) -> None:
