@@ -42,7 +42,7 @@ from schemas.messages import (
 
 DECISIONS = f"{acls.PLATFORM_APP}-decisions"
 PARTITIONS = 8
-SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most (the codec refuses 900 KiB)
+SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most: well under codec.MAX_BYTES
 
 
 def partition_of(request_id: str) -> int:
