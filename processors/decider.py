@@ -202,6 +202,10 @@ class Deadlines:
             self._watched[request_id] = deadline
             heapq.heappush(self._heap, (deadline, request_id))
 
+    def settle(self, request_id: str) -> None:
+        """No deadline for a request answered or timed out (its heap entry is dropped when due)."""
+        self._watched.pop(request_id, None)
+
     def due(self, now: datetime) -> list[str]:
         found = []
         while self._heap and self._heap[0][0] <= now:
@@ -271,6 +275,8 @@ class Decider:
             states.put(request_id, decision.state)
             if isinstance(decision.state, RequestState):
                 self.deadlines.watch(request_id, decision.state.deadline)
+            else:
+                self.deadlines.settle(request_id)
         return decision.effects
 
     def sweeps(self, now: datetime) -> list[Send]:
