@@ -64,6 +64,24 @@ async def caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
     return True
 
 
+async def seek_to_times(consumer: Any, times: dict[Any, int], ends: dict[Any, int]) -> None:
+    """Each partition to its first record at or after its time (ms), or else to its end."""
+    starts = await consumer.offsets_for_times(times)
+    for tp, end in ends.items():
+        found = starts.get(tp)
+        consumer.seek(tp, end if found is None else min(found.offset, end))
+
+
+async def records_up_to(consumer: Any, ends: dict[Any, int],
+                        timeout_ms: int = 200) -> AsyncIterator[Any]:
+    """The records before each partition's end offset, until the consumer has read up to all."""
+    while not await caught_up(consumer, ends):
+        for tp, batch in (await consumer.getmany(timeout_ms=timeout_ms)).items():
+            for record in batch:
+                if record.offset < ends[tp]:
+                    yield record
+
+
 async def read_topic(access: KafkaAccess, topic: str) -> list[Any]:
     """Every record of a topic now, from its start to its current end, without a group."""
     return [record async for batch in topic_batches(access, topic) for record in batch]

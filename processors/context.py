@@ -37,6 +37,13 @@ class Context:
         """When any copy of a request first received then would be refused as stale."""
         return received + self.replay_window + self.clock_skew
 
+    def remembered_from(self, last_event: datetime | None, now: datetime) -> datetime:
+        """The earliest time a request can have come that a decision partition's state still
+        holds, as of its last event handled (None: none): pending until its deadline, settled
+        until any copy is stale; a clock skew's margin on each side."""
+        latest = now if last_event is None else min(last_event, now)
+        return latest - self.answer_timeout - self.replay_window - 2 * self.clock_skew
+
     def unit(self, holder: str) -> UnitEpoch:
         """The link-code unit and key epoch of a holder in the directory."""
         entry = self.directory[holder]

@@ -118,10 +118,15 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The request's new state (None: unknown, nothing to keep), and what to send."""
+    """The request's new state (None: unknown, nothing to keep), and what to send: made only
+    when asked for, as a rebuild keeps the state of events whose effects already happened."""
 
     state: State | None
-    effects: list[Send] = field(default_factory=list)
+    make: Callable[[], list[Send]] = list
+
+    @property
+    def effects(self) -> list[Send]:
+        return self.make()
 
 
 def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> Decision:
@@ -130,11 +135,12 @@ def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> 
                              ctx.stale_from(p.deadline - ctx.answer_timeout),
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
                              _shared(p.legal_basis), _shared(p.data_type), p.person)
-        return Decision(state, _dispatch(p, now))
+        return Decision(state, partial(_dispatch, p, now))
     if _same_source(state, p.source):  # the same request again, after a crash upstream
-        return Decision(state, _dispatch(p, now) if isinstance(state, RequestState) else [])
-    return Decision(state, reject(
-        p.requester, p.request_id, "DUPLICATE_REQUEST",
+        return Decision(state, partial(_dispatch, p, now) if isinstance(state, RequestState)
+                        else list)
+    return Decision(state, partial(
+        reject, p.requester, p.request_id, "DUPLICATE_REQUEST",
         f"request id {p.request_id} was already used", now, p.source, LINKAGE,
         pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
         data_type=p.data_type, person=p.person))
@@ -165,22 +171,30 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first."""
     if not isinstance(state, RequestState):
         return Decision(state)  # unknown, or already answered or timed out: dropped
-    answer = CODEC.decode(o.answer, LinkageAnswer)
     return Decision(Settled(ANSWERED, fingerprint(state.source)),
-                    [Send(topics.inbox(state.requester), o.request_id, o.answer),
-                     _answered(state, answer.status, now)])
+                    partial(_relayed, o, state, now))
+
+
+def _relayed(o: Outcome, state: RequestState, now: datetime) -> list[Send]:
+    answer = CODEC.decode(o.answer, LinkageAnswer)
+    return [Send(topics.inbox(state.requester), o.request_id, o.answer),
+            _answered(state, answer.status, now)]
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
     """No answer in time: the requester gets a timeout instead."""
     if not isinstance(state, RequestState) or now < state.deadline:
         return Decision(state)
+    return Decision(Settled(TIMED_OUT, fingerprint(state.source)),
+                    partial(_timed_out, state, now, ctx))
+
+
+def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
     link_a, = ctx.codes.link_codes_of([state.person], [ctx.unit(state.requester)])
     timeout = LinkageAnswer(state.request_id, link_a, state.provider, state.pattern_id,
                             state.data_type, TIMED_OUT, b"")
-    return Decision(Settled(TIMED_OUT, fingerprint(state.source)),
-                    [send(topics.inbox(state.requester), state.request_id, timeout),
-                     _answered(state, TIMED_OUT, now)])
+    return [send(topics.inbox(state.requester), state.request_id, timeout),
+            _answered(state, TIMED_OUT, now)]
 
 
 def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
@@ -246,29 +260,30 @@ class Decider:
         """A partition's state from its recent events, whose effects already happened."""
         self.states[partition] = Partition()
         for message in history:
-            self.handle(partition, message, datetime.now(UTC), ctx)
+            self.handle(partition, message, datetime.now(UTC), ctx, effects=False)
 
     def handle(self, partition: int, message: Pending | Outcome | Sweep, now: datetime,
-               ctx: Context) -> list[Send]:
-        """Apply one decision event to its partition's state; return its effects."""
+               ctx: Context, effects: bool = True) -> list[Send]:
+        """Apply one decision event to its partition's state; return its effects (none made
+        if `effects` is false: they already happened)."""
         states = self.states[partition]
         if isinstance(message, Pending):
             return self._decide(states, message.request_id,
-                                partial(on_pending, message, now=now, ctx=ctx))
+                                partial(on_pending, message, now=now, ctx=ctx), effects)
         if isinstance(message, Outcome):
             return self._decide(states, message.request_id,
-                                partial(on_outcome, message, now=now))
-        effects: list[Send] = []
+                                partial(on_outcome, message, now=now), effects)
+        made: list[Send] = []
         for request_id in message.expire:  # each decided on the state the one before it left
-            effects += self._decide(states, request_id, partial(on_deadline, now=message.at,
-                                                                ctx=ctx))
+            made += self._decide(states, request_id, partial(on_deadline, now=message.at,
+                                                             ctx=ctx), effects)
         states.forget_until(message.at)  # forgetting last: the decisions were made before it
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
-        return effects
+        return made
 
     def _decide(self, states: Partition, request_id: str,
-                decide: Callable[[State | None], Decision]) -> list[Send]:
+                decide: Callable[[State | None], Decision], effects: bool) -> list[Send]:
         """Decide on the request's current state, keep its new state, return the effects."""
         decision = decide(states.get(request_id))
         if decision.state is not None and decision.state != states.get(request_id):
@@ -277,7 +292,7 @@ class Decider:
                 self.deadlines.watch(request_id, decision.state.deadline)
             else:
                 self.deadlines.settle(request_id)
-        return decision.effects
+        return decision.effects if effects else []
 
     def sweeps(self, now: datetime) -> list[Send]:
         """Sweep events for the partitions with deadlines passed or requests to forget."""

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from broker import acls, topics
-from broker.clients import KafkaAccess, caught_up
+from broker.clients import KafkaAccess, records_up_to, seek_to_times
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
@@ -191,13 +191,13 @@ class Platform:
         mark = dict(record.headers or ()).get(DECIDED)
         if mark is not None and mark == self.at_once.get(record.partition):
             return []
-        effects = self._apply(record.partition, record.value or b"", now, ctx)
-        return effects if mark is None else []
+        return self._apply(record.partition, record.value or b"", now, ctx, effects=mark is None)
 
-    def _apply(self, partition: int, value: bytes, now: datetime, ctx: Context) -> list[Send]:
+    def _apply(self, partition: int, value: bytes, now: datetime, ctx: Context,
+               effects: bool = True) -> list[Send]:
         try:
             message = CODEC.decode(value, Pending, Outcome, Sweep)
-            return self.decider.handle(partition, message, now, ctx)
+            return self.decider.handle(partition, message, now, ctx, effects)
         except Exception:  # a bug must not stop the decider: log it, keep the partition moving
             log.exception("a decision on partition %s failed", partition)
             return []
@@ -235,7 +235,7 @@ class Platform:
         try:
             ctx = self.views.refresh()
             committed = {tp: await self.consumer.committed(tp) or 0 for tp in new}
-            history = await self._history(committed, ctx)
+            history = await decision_history(self.access, committed, ctx)
             for tp in new:
                 self.decider.rebuild(tp.partition, history[tp], ctx)
                 self.consumer.seek(tp, committed[tp])
@@ -258,34 +258,41 @@ class Platform:
                 self.at_once.pop(tp.partition, None)
         await self.outflow.flush()
 
-    async def _history(self, ends: dict[TopicPartition, int],
-                       ctx: Context) -> dict[TopicPartition, list[Pending | Outcome | Sweep]]:
-        """Each partition's decision events from before the replay horizon up to `ends`."""
-        replay = AIOKafkaConsumer(**self.access.aiokafka(), group_id=None,
-                                  enable_auto_commit=False)
-        await replay.start()
-        history: dict[TopicPartition, list[Pending | Outcome | Sweep]] = {tp: [] for tp in ends}
-        try:
-            horizon = datetime.now(UTC) - ctx.answer_timeout - 3 * ctx.replay_window
-            starts = await replay.offsets_for_times(
-                {tp: int(horizon.timestamp() * 1000) for tp in ends})
-            replay.assign(list(ends))
-            for tp, end in ends.items():
-                found = starts.get(tp)
-                replay.seek(tp, min(found.offset if found else end, end))
-            while not await caught_up(replay, ends):
-                for tp, batch in (await replay.getmany(timeout_ms=200)).items():
-                    for record in batch:
-                        if record.offset >= ends[tp]:
-                            continue
-                        try:
-                            history[tp].append(CODEC.decode(record.value or b"", Pending,
-                                                            Outcome, Sweep))
-                        except SchemaError:
-                            continue
-        finally:
-            await replay.stop()
-        return history
+
+async def decision_history(access: KafkaAccess, ends: dict[TopicPartition, int],
+                           ctx: Context) -> dict[TopicPartition, list[Pending | Outcome | Sweep]]:
+    """Each partition's decision events up to `ends`, from the first that its state as of
+    the last of them can still hold (so a platform down for an hour still times out what
+    was pending when it stopped)."""
+    replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None,
+                              enable_auto_commit=False, auto_offset_reset="earliest")
+    await replay.start()
+    history: dict[TopicPartition, list[Pending | Outcome | Sweep]] = {tp: [] for tp in ends}
+    try:
+        replay.assign(list(ends))
+        now = datetime.now(UTC)
+        last = await _last_times(replay, ends)
+        await seek_to_times(replay, {tp: int(ctx.remembered_from(last.get(tp), now).timestamp()
+                                             * 1000) for tp in ends}, ends)
+        async for record in records_up_to(replay, ends):
+            try:
+                history[TopicPartition(record.topic, record.partition)].append(
+                    CODEC.decode(record.value or b"", Pending, Outcome, Sweep))
+            except SchemaError:
+                continue
+    finally:
+        await replay.stop()
+    return history
+
+
+async def _last_times(consumer: AIOKafkaConsumer,
+                      ends: dict[TopicPartition, int]) -> dict[TopicPartition, datetime]:
+    """The time of each partition's last record before its end offset (where there is one)."""
+    for tp, end in ends.items():
+        consumer.seek(tp, max(end - 1, 0))
+    return {TopicPartition(record.topic, record.partition):
+            datetime.fromtimestamp(record.timestamp / 1000, UTC)
+            async for record in records_up_to(consumer, ends)}
 
 
 class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -13,7 +13,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 
 from broker import config, topics
-from broker.clients import KafkaAccess, caught_up
+from broker.clients import KafkaAccess, records_up_to, seek_to_times
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import FOUND
 
@@ -37,21 +37,14 @@ async def stamps(holders: Sequence[str], since: float) -> dict[str, dict[str, fl
     try:
         partitions = list(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
-        starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in partitions})
-        for tp in partitions:
-            at = starts.get(tp)
-            consumer.seek(tp, ends[tp] if at is None else at.offset)
-        while not await caught_up(consumer, ends):
-            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        continue
-                    try:
-                        name, fields = CODEC.decode_record(record.value or b"")
-                    except SchemaError:
-                        continue
-                    if name in wanted:
-                        found[name][fields["request_id"]] = record.timestamp / 1000
+        await seek_to_times(consumer, {tp: int(since * 1000) for tp in partitions}, ends)
+        async for record in records_up_to(consumer, ends, timeout_ms=500):
+            try:
+                name, fields = CODEC.decode_record(record.value or b"")
+            except SchemaError:
+                continue
+            if name in wanted:
+                found[name][fields["request_id"]] = record.timestamp / 1000
     finally:
         await consumer.stop()
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -236,6 +237,22 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     assert taken.states == live.states
     assert taken.states[partition].get("r-1") == decider.Settled(
         ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+
+
+def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Context) -> None:
+    """A rebuild made each event's effects and threw them away: most of its time, and a timeout
+    in the history of a requester since gone from the directory stopped the take-over."""
+    timed_out: list[Pending | Outcome | Sweep] = [
+        _pending(ctx), Sweep(NOW + timedelta(seconds=31), ("r-1",))]
+    gone = replace(ctx, directory={"town": ctx.directory["town"]})
+    decider_, partition = _owning(gone, timed_out)
+    assert decider_.states[partition].get("r-1") == decider.Settled(
+        TIMED_OUT, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+    live, _ = _owning(ctx, [])
+    made = [e for m in timed_out for e in live.handle(partition, m, NOW, ctx)]
+    assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
+                             topics.AUDIT], "live, the same events make their effects"
+    assert live.states == decider_.states
 
 
 def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -> None:

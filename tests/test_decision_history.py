@@ -1,0 +1,71 @@
+"""A decision partition taken over is rebuilt from the events its state can still hold, counted
+back from its last event (the real broker, a topic of the test's own)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from broker import config, provision, topics
+from broker.clients import KafkaAccess
+from broker.cluster import Cluster
+from processors import decider
+from processors.context import Context
+from processors.platform import decision_history
+from schemas.codec import CODEC
+from schemas.messages import TIMED_OUT, LinkageAnswer, Pending, Sweep
+from tests.kafka_helpers import producer
+from tests.test_decider import RESIDENT, ctx
+
+__all__ = ["ctx"]  # the fixture, from the decider's tests
+TOPIC = "renkei-test.decision-history"
+
+
+def _pending(ctx: Context, request_id: str, received: datetime) -> Pending:
+    person = ctx.codes.id_codes([RESIDENT])[0]
+    assert isinstance(person, str)
+    return Pending(request_id, f"renkei.holder.nenkin.out:0:{request_id}", "nenkin", "town",
+                   "P-037", "国民年金法", "local_tax", person, received + ctx.answer_timeout, b"q")
+
+
+def test_a_rebuild_reaches_back_to_the_first_request_its_last_event_can_hold(
+        ctx: Context) -> None:
+    last = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    start = ctx.remembered_from(last, last + timedelta(hours=1))
+    assert start + ctx.answer_timeout + ctx.clock_skew < last, "pending then: came after it"
+    assert ctx.stale_from(start) + ctx.clock_skew <= last, "settled and not stale: after it"
+    assert ctx.remembered_from(None, last) == ctx.remembered_from(last, last), "none: now"
+    assert ctx.remembered_from(last + timedelta(hours=1), last) == start, \
+        "a last event from the future counts from now"
+
+
+async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
+        broker: Cluster, ctx: Context) -> None:
+    """With the rebuild counted back from the time of the take-over (6.5 minutes), a platform
+    down for longer rebuilt its partitions empty: what was pending when it stopped never got its
+    timeout, and a late answer to it was dropped."""
+    admin = provision.admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(TOPIC, 1, 1)])[TOPIC].result(30)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(TOPIC, 0)
+    stopped = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)  # as Avro keeps it
+    settled_long_before = _pending(ctx, "r-0", stopped - timedelta(minutes=20))
+    pending = _pending(ctx, "r-1", stopped - timedelta(seconds=10))
+    events = [(settled_long_before, stopped - timedelta(minutes=20)),
+              (pending, stopped - timedelta(seconds=10)), (Sweep(stopped, ()), stopped)]
+    async with producer(access) as prod:
+        for event, at in events:
+            await prod.send_and_wait(TOPIC, CODEC.encode(event), partition=0,
+                                     timestamp_ms=int(at.timestamp() * 1000))
+    history = await decision_history(access, {tp: len(events)}, ctx)
+    assert history[tp] == [pending, Sweep(stopped, ())]
+    partition = decider.partition_of("r-1")
+    taken = decider.Decider()
+    taken.keep_only({partition})
+    taken.rebuild(partition, history[tp], ctx)
+    now = datetime.now(UTC)
+    sweep, = taken.sweeps(now)
+    timeout, logged = taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx)
+    assert timeout.topic == topics.inbox("nenkin") and logged.topic == topics.AUDIT
+    assert CODEC.decode(timeout.value, LinkageAnswer).status == TIMED_OUT
