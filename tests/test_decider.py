@@ -41,11 +41,12 @@ def ctx() -> Context:
     return context
 
 
-def _pending(ctx: Context, source: str = "renkei.holder.nenkin.out:0:7") -> Pending:
+def _pending(ctx: Context, source: str = "renkei.holder.nenkin.out:0:7", request_id: str = "r-1",
+             received: datetime = NOW) -> Pending:
     person = ctx.codes.id_codes([RESIDENT])[0]
     assert isinstance(person, str)
-    return Pending("r-1", source, "nenkin", "town", "P-037", "国民年金法", "local_tax", person,
-                   NOW + timedelta(seconds=30), b"encoded query")
+    return Pending(request_id, source, "nenkin", "town", "P-037", "国民年金法", "local_tax", person,
+                   received + ctx.answer_timeout, b"encoded query")
 
 
 def _topics(effects: list[Send]) -> list[str]:

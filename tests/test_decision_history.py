@@ -15,19 +15,12 @@ from processors import decider
 from processors.context import Context
 from processors.platform import decision_history
 from schemas.codec import CODEC
-from schemas.messages import TIMED_OUT, LinkageAnswer, Pending, Sweep
+from schemas.messages import TIMED_OUT, LinkageAnswer, Sweep
 from tests.kafka_helpers import producer
-from tests.test_decider import RESIDENT, ctx
+from tests.test_decider import _pending, ctx
 
 __all__ = ["ctx"]  # the fixture, from the decider's tests
 TOPIC = "renkei-test.decision-history"
-
-
-def _pending(ctx: Context, request_id: str, received: datetime) -> Pending:
-    person = ctx.codes.id_codes([RESIDENT])[0]
-    assert isinstance(person, str)
-    return Pending(request_id, f"renkei.holder.nenkin.out:0:{request_id}", "nenkin", "town",
-                   "P-037", "国民年金法", "local_tax", person, received + ctx.answer_timeout, b"q")
 
 
 def test_a_rebuild_reaches_back_to_the_first_request_its_last_event_can_hold(
@@ -50,9 +43,9 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
     admin.create_topics([NewTopic(TOPIC, 1, 1)])[TOPIC].result(30)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(TOPIC, 0)
     stopped = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)  # as Avro keeps it
-    settled_long_before = _pending(ctx, "r-0", stopped - timedelta(minutes=20))
-    pending = _pending(ctx, "r-1", stopped - timedelta(seconds=10))
-    events = [(settled_long_before, stopped - timedelta(minutes=20)),
+    long_before = _pending(ctx, request_id="r-0", received=stopped - timedelta(minutes=20))
+    pending = _pending(ctx, received=stopped - timedelta(seconds=10))
+    events = [(long_before, stopped - timedelta(minutes=20)),
               (pending, stopped - timedelta(seconds=10)), (Sweep(stopped, ()), stopped)]
     async with producer(access) as prod:
         for event, at in events:
