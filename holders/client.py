@@ -72,6 +72,8 @@ class HolderClient:
         self.instance = f"{acls.holder_group(holder)}{instance}"
         self.access = access or KafkaAccess.of(holder)
         self._key = sealing.key_of(holder)
+        self._answers_in = sealing.SessionOpener(self._key)
+        self._answers_out = sealing.SessionSealer()
         self.directory = CompactedView(self.access, topics.DIRECTORY,
                                        lambda b: CODEC.decode(b, HolderEntry))
         self._producer = producer_for(self.access)
@@ -212,7 +214,7 @@ class HolderClient:
             return self._bound(request, message)
         fields = None
         if message.status == FOUND:
-            payload = sealing.open_sealed(self._key, message.sealed_payload, message.request_id)
+            payload = self._answers_in.open(message.sealed_payload, message.request_id)
             fields = dict(CODEC.decode(payload, Payload).fields)
         return self._finish(request, message.status, None, fields)
 
@@ -258,7 +260,7 @@ class HolderClient:
         else:
             if fields is not None:
                 status = FOUND
-                sealed = sealing.seal(requester_key, CODEC.encode(
+                sealed = self._answers_out.seal(requester_key, CODEC.encode(
                     Payload(query.data_type, fields)), query.request_id)
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,

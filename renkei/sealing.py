@@ -1,18 +1,32 @@
-"""Sealed bytes (HPKE, RFC 9180): only the holder of the private key reads them; the request id
-is the HPKE info, so a ciphertext cannot be replayed under another request."""
+"""Sealed bytes (HPKE, RFC 9180): only the holder of the private key reads them, and only under
+the request id they were sealed for, so a ciphertext cannot be replayed under another request.
+
+A binding's few messages are sealed one by one (the request id is the HPKE info). A provider's
+answers, thousands a second, are sealed in sessions: per requester, a fresh AES key sealed by
+HPKE once a minute, then AES-GCM per answer with the request id as associated data — the
+X25519 work of a single seal and open (about 120 µs here) once a minute instead of per answer.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from renkei.state import private_dir, read_json, write_json
 
 SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
+SESSION_INFO = b"renkei answer session"
+WRAPPED = 32 + 16 + 16  # a session key sealed: X25519 encapsulation, AES-128 key, tag
+NONCE = 12
 
 
 class CannotOpen(ValueError):
@@ -38,6 +52,67 @@ def open_sealed(key: X25519PrivateKey, sealed: bytes, request_id: str) -> bytes:
         return SUITE.decrypt(sealed, key, info=request_id.encode())
     except (InvalidTag, ValueError) as exc:
         raise CannotOpen(f"sealed bytes of request {request_id} cannot be opened") from exc
+
+
+@dataclass(slots=True)
+class _Session:
+    wrapped: bytes
+    aead: AESGCM
+    until: float
+    left: int
+
+
+class SessionSealer:
+    """Seals answers to requesters: wrapped session key ‖ nonce ‖ AES-GCM(answer, request id).
+
+    A requester's session key is replaced after `seconds` or `messages`, whichever comes first
+    (random 96-bit nonces stay far below AES-GCM's limit of 2³² per key)."""
+
+    def __init__(self, seconds: float = 60.0, messages: int = 10_000) -> None:
+        self.seconds = seconds
+        self.messages = messages
+        self._sessions: dict[bytes, _Session] = {}
+
+    def seal(self, public_key: bytes, plaintext: bytes, request_id: str) -> bytes:
+        now = time.monotonic()
+        session = self._sessions.get(public_key)
+        if session is None or session.left <= 0 or now >= session.until:
+            key = AESGCM.generate_key(bit_length=128)
+            session = self._sessions[public_key] = _Session(
+                SUITE.encrypt(key, _recipient(public_key), info=SESSION_INFO), AESGCM(key),
+                now + self.seconds, self.messages)
+        session.left -= 1
+        nonce = os.urandom(NONCE)
+        return session.wrapped + nonce + session.aead.encrypt(nonce, plaintext,
+                                                              request_id.encode())
+
+
+class SessionOpener:
+    """Opens what a `SessionSealer` sealed to this key; each session key is unwrapped once."""
+
+    def __init__(self, key: X25519PrivateKey, remembered: int = 1024) -> None:
+        self.key = key
+        self.remembered = remembered
+        self._keys: OrderedDict[bytes, AESGCM] = OrderedDict()
+
+    def open(self, sealed: bytes, request_id: str) -> bytes:
+        wrapped, nonce, body = (sealed[:WRAPPED], sealed[WRAPPED:WRAPPED + NONCE],
+                                sealed[WRAPPED + NONCE:])
+        try:
+            return self._aead(wrapped).decrypt(nonce, body, request_id.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise CannotOpen(f"sealed bytes of request {request_id} cannot be opened") from exc
+
+    def _aead(self, wrapped: bytes) -> AESGCM:
+        aead = self._keys.get(wrapped)
+        if aead is None:
+            aead = self._keys[wrapped] = AESGCM(SUITE.decrypt(wrapped, self.key,
+                                                              info=SESSION_INFO))
+            if len(self._keys) > self.remembered:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(wrapped)
+        return aead
 
 
 def key_of(owner: str) -> X25519PrivateKey:

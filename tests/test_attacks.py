@@ -157,11 +157,12 @@ async def test_the_platform_cannot_open_a_relayed_answer(
                      sealing.key_of(acls.AUTHORITY), sealing.key_of("sakura-town")]
     for key in platform_side:
         with pytest.raises(sealing.CannotOpen):
-            sealing.open_sealed(key, answer.sealed_payload, request_id)
-    opened = sealing.open_sealed(sealing.key_of(HOLDER), answer.sealed_payload, request_id)
+            sealing.SessionOpener(key).open(answer.sealed_payload, request_id)
+    requester = sealing.SessionOpener(sealing.key_of(HOLDER))
+    opened = requester.open(answer.sealed_payload, request_id)
     assert b"taxable_income" in opened, "positive control: the requester opens it"
     with pytest.raises(sealing.CannotOpen):  # nor under another request's id
-        sealing.open_sealed(sealing.key_of(HOLDER), answer.sealed_payload, str(uuid.uuid4()))
+        requester.open(answer.sealed_payload, str(uuid.uuid4()))
 
 
 async def _answer_of(inbox: AIOKafkaConsumer, request_id: str) -> LinkageAnswer:
