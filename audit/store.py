@@ -14,6 +14,7 @@ import heapq
 import itertools
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -209,7 +210,10 @@ class AuditStore:
         if self._open:
             self._open = False
             for statement in self._dialect.closing:
-                self._db.execute(statement)
+                try:
+                    self._db.execute(statement)
+                except sqlite3.OperationalError as exc:  # a writer committed while it read:
+                    log.info("%s skipped (%s): next time", statement, exc)  # no wait helps
             self._db.close()
 
     def __enter__(self) -> AuditStore:
