@@ -41,7 +41,7 @@
   and, new here, a look-alike CA and a genuine certificate on a card with another key:
   tests/test_attacks.py::test_a_card_from_a_look_alike_ca_is_refused
   tests/test_attacks.py::test_a_genuine_certificate_with_another_key_is_refused
-- the platform reads a payload (it cannot: HPKE to the requester's key): new here,
+- the platform reads a payload (it cannot: sealed to the requester's key): new here,
   tests/test_attacks.py::test_the_platform_cannot_open_a_relayed_answer
 - canary personal data never in plaintext in broker log files or platform stores:
   tests/test_personal_data.py::test_canaries_never_reach_the_broker_or_the_platform_in_plaintext
