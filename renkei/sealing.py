@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,8 +50,16 @@ def _recipient(public_key: bytes) -> X25519PublicKey:
 
 
 def open_sealed(key: X25519PrivateKey, sealed: bytes, request_id: str) -> bytes:
-    try:
+    with _opening(request_id):
         return SUITE.decrypt(sealed, key, info=request_id.encode())
+
+
+@contextmanager
+def _opening(request_id: str) -> Iterator[None]:
+    """Whatever opening fails on (a wrong key or request id, altered or cut bytes) is
+    `CannotOpen`."""
+    try:
+        yield
     except (InvalidTag, ValueError) as exc:
         raise CannotOpen(f"sealed bytes of request {request_id} cannot be opened") from exc
 
@@ -98,10 +108,8 @@ class SessionOpener:
     def open(self, sealed: bytes, request_id: str) -> bytes:
         wrapped, nonce, body = (sealed[:WRAPPED], sealed[WRAPPED:WRAPPED + NONCE],
                                 sealed[WRAPPED + NONCE:])
-        try:
+        with _opening(request_id):
             return self._aead(wrapped).decrypt(nonce, body, request_id.encode())
-        except (InvalidTag, ValueError) as exc:
-            raise CannotOpen(f"sealed bytes of request {request_id} cannot be opened") from exc
 
     def _aead(self, wrapped: bytes) -> AESGCM:
         aead = self._keys.get(wrapped)
