@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import math
 import sys
 import zlib
@@ -40,6 +41,7 @@ from schemas.messages import (
     Sweep,
 )
 
+log = logging.getLogger(__name__)
 DECISIONS = f"{acls.PLATFORM_APP}-decisions"
 PARTITIONS = 8
 SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most: well under codec.MAX_BYTES
@@ -190,6 +192,8 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
 
 
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
+    if state.requester not in ctx.directory:  # gone from the directory: no one to tell
+        return [_answered(state, TIMED_OUT, now)]
     link_a, = ctx.codes.link_codes_of([state.person], [ctx.unit(state.requester)])
     timeout = LinkageAnswer(state.request_id, link_a, state.provider, state.pattern_id,
                             state.data_type, TIMED_OUT, b"")
@@ -274,9 +278,12 @@ class Decider:
             return self._decide(states, message.request_id,
                                 partial(on_outcome, message, now=now), effects)
         made: list[Send] = []
-        for request_id in message.expire:  # each decided on the state the one before it left
-            made += self._decide(states, request_id, partial(on_deadline, now=message.at,
-                                                             ctx=ctx), effects)
+        for request_id in message.expire:  # each decided on the state the one before it left;
+            try:  # one whose timeout cannot be made costs only itself, not the sweep's others
+                made += self._decide(states, request_id, partial(on_deadline, now=message.at,
+                                                                 ctx=ctx), effects)
+            except Exception:
+                log.exception("the timeout of request %s could not be made", request_id)
         states.forget_until(message.at)  # forgetting last: the decisions were made before it
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one

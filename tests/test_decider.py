@@ -256,6 +256,30 @@ def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Cont
     assert live.states == decider_.states
 
 
+def test_a_timeout_that_cannot_be_made_costs_only_itself(ctx: Context) -> None:
+    """A sweep's timeouts were made one after another and the first to fail lost the rest: they
+    were settled, and no requester heard, nor did the audit log. A requester gone from the
+    directory has nobody to tell but is still logged; any other failure (here a directory
+    entry with a unit no link key can be made for) costs that one only."""
+    odd = HolderEntry("odd", "odd", "role", "not a unit!", 0, b"k" * 32, False, True, NOW)
+    ctx = replace(ctx, directory={**ctx.directory, "odd": odd})
+    partition = decider.partition_of("r-1")
+    gone_id, odd_id = [i for i in (f"r-{n}" for n in range(2, 500))
+                       if decider.partition_of(i) == partition][:2]
+    decider_, _ = _owning(ctx, [])
+    for pending in (replace(_pending(ctx, request_id=gone_id), requester="gone"),
+                    replace(_pending(ctx, request_id=odd_id), requester="odd"), _pending(ctx)):
+        decider_.handle(partition, pending, NOW, ctx)
+    sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
+    assert set(CODEC.decode(sweep.value, Sweep).expire) == {gone_id, odd_id, "r-1"}
+    made = decider_.handle(partition, Sweep(NOW + timedelta(minutes=1),
+                                            (gone_id, odd_id, "r-1")), NOW, ctx)
+    assert [(e.topic, e.key) for e in made] == [
+        (topics.AUDIT, gone_id), (topics.inbox("nenkin"), "r-1"), (topics.AUDIT, "r-1")]
+    assert all(decider_.states[partition].get(i) == decider.Settled(TIMED_OUT, decider.fingerprint(
+        "renkei.holder.nenkin.out:0:7")) for i in (gone_id, odd_id, "r-1"))
+
+
 def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -> None:
     """What an owner does with records decided at once that its state already has (read from
     its committed offset on): any tail of a request's story (pending, answered, swept and
