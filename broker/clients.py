@@ -72,14 +72,23 @@ async def seek_to_times(consumer: Any, times: dict[Any, int], ends: dict[Any, in
         consumer.seek(tp, end if found is None else min(found.offset, end))
 
 
+async def batches_up_to(consumer: Any, ends: dict[Any, int],
+                        timeout_ms: int = 200) -> AsyncIterator[list[Any]]:
+    """The records before each partition's end offset, a poll at a time, until the consumer
+    has read up to all."""
+    while not await caught_up(consumer, ends):
+        polled = await consumer.getmany(timeout_ms=timeout_ms)
+        records = [r for tp, rs in polled.items() for r in rs if r.offset < ends[tp]]
+        if records:
+            yield records
+
+
 async def records_up_to(consumer: Any, ends: dict[Any, int],
                         timeout_ms: int = 200) -> AsyncIterator[Any]:
-    """The records before each partition's end offset, until the consumer has read up to all."""
-    while not await caught_up(consumer, ends):
-        for tp, batch in (await consumer.getmany(timeout_ms=timeout_ms)).items():
-            for record in batch:
-                if record.offset < ends[tp]:
-                    yield record
+    """`batches_up_to`, a record at a time."""
+    async for batch in batches_up_to(consumer, ends, timeout_ms):
+        for record in batch:
+            yield record
 
 
 async def read_topic(access: KafkaAccess, topic: str) -> list[Any]:
@@ -98,10 +107,7 @@ async def topic_batches(access: KafkaAccess, topic: str,
     await consumer.start()
     try:
         ends = await consumer.end_offsets(list(consumer.assignment()))
-        while not await caught_up(consumer, ends):
-            polled = await consumer.getmany(timeout_ms=500)
-            records = [r for tp, rs in polled.items() for r in rs if r.offset < ends[tp]]
-            if records:
-                yield records
+        async for records in batches_up_to(consumer, ends, timeout_ms=500):
+            yield records
     finally:
         await consumer.stop()

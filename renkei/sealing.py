@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -49,19 +46,18 @@ def _recipient(public_key: bytes) -> X25519PublicKey:
     return X25519PublicKey.from_public_bytes(public_key)
 
 
+NOT_OPENED = (InvalidTag, ValueError)  # a wrong key or request id, altered or cut bytes
+
+
 def open_sealed(key: X25519PrivateKey, sealed: bytes, request_id: str) -> bytes:
-    with _opening(request_id):
-        return SUITE.decrypt(sealed, key, info=request_id.encode())
-
-
-@contextmanager
-def _opening(request_id: str) -> Iterator[None]:
-    """Whatever opening fails on (a wrong key or request id, altered or cut bytes) is
-    `CannotOpen`."""
     try:
-        yield
-    except (InvalidTag, ValueError) as exc:
-        raise CannotOpen(f"sealed bytes of request {request_id} cannot be opened") from exc
+        return SUITE.decrypt(sealed, key, info=request_id.encode())
+    except NOT_OPENED as exc:
+        raise _cannot_open(request_id) from exc
+
+
+def _cannot_open(request_id: str) -> CannotOpen:
+    return CannotOpen(f"sealed bytes of request {request_id} cannot be opened")
 
 
 @dataclass(slots=True)
@@ -102,25 +98,18 @@ class SessionOpener:
 
     def __init__(self, key: X25519PrivateKey, remembered: int = 1024) -> None:
         self.key = key
-        self.remembered = remembered
-        self._keys: OrderedDict[bytes, AESGCM] = OrderedDict()
+        self._aead = lru_cache(maxsize=remembered)(self._unwrap)  # a failed unwrap is not kept
 
     def open(self, sealed: bytes, request_id: str) -> bytes:
         wrapped, nonce, body = (sealed[:WRAPPED], sealed[WRAPPED:WRAPPED + NONCE],
                                 sealed[WRAPPED + NONCE:])
-        with _opening(request_id):
+        try:
             return self._aead(wrapped).decrypt(nonce, body, request_id.encode())
+        except NOT_OPENED as exc:
+            raise _cannot_open(request_id) from exc
 
-    def _aead(self, wrapped: bytes) -> AESGCM:
-        aead = self._keys.get(wrapped)
-        if aead is None:
-            aead = self._keys[wrapped] = AESGCM(SUITE.decrypt(wrapped, self.key,
-                                                              info=SESSION_INFO))
-            if len(self._keys) > self.remembered:
-                self._keys.popitem(last=False)
-        else:
-            self._keys.move_to_end(wrapped)
-        return aead
+    def _unwrap(self, wrapped: bytes) -> AESGCM:
+        return AESGCM(SUITE.decrypt(wrapped, self.key, info=SESSION_INFO))
 
 
 def key_of(owner: str) -> X25519PrivateKey:
