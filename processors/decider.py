@@ -81,6 +81,7 @@ def fingerprint(source: str) -> int:
 
 
 State = RequestState | Settled  # a RequestState is a pending request
+DecisionEvent = Pending | Outcome | Sweep
 
 
 @dataclass
@@ -259,14 +260,14 @@ class Decider:
         self.deadlines.keep_only(partitions)
         return partitions - set(self.states)
 
-    def rebuild(self, partition: int, history: list[Pending | Outcome | Sweep],
+    def rebuild(self, partition: int, history: list[DecisionEvent],
                 ctx: Context) -> None:
         """A partition's state from its recent events, whose effects already happened."""
         self.states[partition] = Partition()
         for message in history:
             self.handle(partition, message, datetime.now(UTC), ctx, effects=False)
 
-    def handle(self, partition: int, message: Pending | Outcome | Sweep, now: datetime,
+    def handle(self, partition: int, message: DecisionEvent, now: datetime,
                ctx: Context, effects: bool = True) -> list[Send]:
         """Apply one decision event to its partition's state; return its effects (none made
         if `effects` is false: they already happened)."""

@@ -36,6 +36,7 @@ from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
 from processors.codes import CodeService
 from processors.context import Context
+from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.tickets import TicketSealer
 from renkei.compacted import CompactedView
@@ -179,7 +180,8 @@ class Platform:
             if partition is None or mark is None:
                 effects.append(item)
                 continue
-            effects += self._apply(partition, item.value, now, ctx)
+            event = item.message if isinstance(item.message, DecisionEvent) else item.value
+            effects += self._apply(partition, event, now, ctx)
             decided.append(replace(item, headers=((DECIDED, mark),)))
         return effects, decided
 
@@ -193,10 +195,12 @@ class Platform:
             return []
         return self._apply(record.partition, record.value or b"", now, ctx, effects=mark is None)
 
-    def _apply(self, partition: int, value: bytes, now: datetime, ctx: Context,
+    def _apply(self, partition: int, event: bytes | DecisionEvent, now: datetime, ctx: Context,
                effects: bool = True) -> list[Send]:
+        """Decide one event, as read (bytes) or as made here (not decoded again)."""
         try:
-            message = CODEC.decode(value, Pending, Outcome, Sweep)
+            message = (CODEC.decode(event, Pending, Outcome, Sweep) if isinstance(event, bytes)
+                       else event)
             return self.decider.handle(partition, message, now, ctx, effects)
         except Exception:  # a bug must not stop the decider: log it, keep the partition moving
             log.exception("a decision on partition %s failed", partition)
@@ -260,14 +264,14 @@ class Platform:
 
 
 async def decision_history(access: KafkaAccess, ends: dict[TopicPartition, int],
-                           ctx: Context) -> dict[TopicPartition, list[Pending | Outcome | Sweep]]:
+                           ctx: Context) -> dict[TopicPartition, list[DecisionEvent]]:
     """Each partition's decision events up to `ends`, from the first that its state as of
     the last of them can still hold (so a platform down for an hour still times out what
     was pending when it stopped)."""
     replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None,
                               enable_auto_commit=False, auto_offset_reset="earliest")
     await replay.start()
-    history: dict[TopicPartition, list[Pending | Outcome | Sweep]] = {tp: [] for tp in ends}
+    history: dict[TopicPartition, list[DecisionEvent]] = {tp: [] for tp in ends}
     try:
         replay.assign(list(ends))
         now = datetime.now(UTC)

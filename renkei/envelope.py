@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.codec import CODEC
@@ -30,7 +30,8 @@ class Send:
     value: bytes
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    message: object = field(default=None, compare=False)  # what `value` encodes, if known here
 
 
 def send(topic: str, key: str | None, message: object, partition: int | None = None) -> Send:
-    return Send(topic, key, CODEC.encode(message), partition)
+    return Send(topic, key, CODEC.encode(message), partition, message=message)
