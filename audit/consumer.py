@@ -21,7 +21,7 @@ from audit.events import AccessLogEvent
 from audit.store import AuditStore, Query
 from broker import acls, topics
 from broker.clients import KafkaAccess
-from renkei.envelope import Send, send
+from renkei.envelope import Send, send, unpacked
 from renkei.service_loop import deliver, producer_for, serve, stop_on_signals
 from schemas.codec import CODEC
 
@@ -31,14 +31,16 @@ GATHER_MS = 250  # each batch is one transaction of the store: fewer, fuller one
 
 
 def decoded(records: Sequence[Any]) -> list[tuple[AccessLogEvent, bytes]]:
-    """Each readable record as (event, its bytes); an unreadable one is logged and skipped."""
+    """Each readable event (alone or in a batch) as (event, its bytes); an unreadable one is
+    logged and skipped."""
     items = []
     for record in records:
-        try:
-            items.append((CODEC.decode(record.value or b"", AccessLogEvent), record.value))
-        except ValueError as exc:  # SchemaError, or an event that breaks its own rules
-            log.error("skipped an unreadable audit record at %s:%s:%s: %s", record.topic,
-                      record.partition, record.offset, exc)
+        for value in unpacked(record.value or b""):
+            try:
+                items.append((CODEC.decode(value, AccessLogEvent), value))
+            except ValueError as exc:  # SchemaError, or an event that breaks its own rules
+                log.error("skipped an unreadable audit event at %s:%s:%s: %s", record.topic,
+                          record.partition, record.offset, exc)
     return items
 
 

@@ -19,7 +19,7 @@ import logging
 import math
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -28,7 +28,7 @@ from broker import acls, topics
 from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
 from processors.context import Context
 from processors.rejection import reject
-from renkei.envelope import Send, send
+from renkei.envelope import Send, runs, send
 from schemas.codec import CODEC
 from schemas.messages import (
     ANSWERED,
@@ -315,7 +315,7 @@ class Decider:
                 expire.setdefault(partition, [])
         self._swept.update((partition, now) for partition in expire)
         return [to_partition(partition, Sweep(now, run))
-                for partition, ids in expire.items() for run in _runs(ids)]
+                for partition, ids in expire.items() for run in runs(ids, _id_cost, SWEEP_BYTES)]
 
     def unsent(self, sweeps: list[Send]) -> None:
         """Sweeps that could not be sent: their deadlines and forgetting fall due again."""
@@ -329,15 +329,6 @@ class Decider:
         return sum(len(states.pending) for states in self.states.values())
 
 
-def _runs(ids: list[str]) -> Iterator[tuple[str, ...]]:
-    """The ids in runs of at most SWEEP_BYTES each (one id at least; no ids: one empty run)."""
-    run: list[str] = []
-    size = 0
-    for request_id in ids:
-        cost = len(request_id.encode()) + 8  # its bytes and Avro's length prefix, generously
-        if run and size + cost > SWEEP_BYTES:
-            yield tuple(run)
-            run, size = [], 0
-        run.append(request_id)
-        size += cost
-    yield tuple(run)
+def _id_cost(request_id: str) -> int:
+    return len(request_id.encode()) + 8  # its bytes and Avro's length prefix, generously
+

@@ -40,7 +40,7 @@ from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.tickets import TicketSealer
 from renkei.compacted import CompactedView
-from renkei.envelope import Incoming, Send
+from renkei.envelope import Incoming, Send, batched, unpacked
 from renkei.service_loop import Outflow, deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
@@ -63,6 +63,7 @@ GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, 
 QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle holders' outboxes
 METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
 DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
+BATCHED = (topics.AUDIT, decider.DECISIONS)  # sent a poll's worth at a time
 
 
 class Views:
@@ -171,7 +172,8 @@ class Platform:
     def _at_once(self, out: list[Send], now: datetime,
                  ctx: Context) -> tuple[list[Send], list[Send]]:
         """Decide here the decision events of partitions this instance owns: their effects
-        join the others, and the events become records marked as decided."""
+        join the others (access-log events in batches), and the events become records marked
+        as decided."""
         effects: list[Send] = []
         decided: list[Send] = []
         for item in out:
@@ -183,17 +185,18 @@ class Platform:
             event = item.message if isinstance(item.message, DecisionEvent) else item.value
             effects += self._apply(partition, event, now, ctx)
             decided.append(replace(item, headers=((DECIDED, mark),)))
-        return effects, decided
+        return batched(effects, BATCHED), batched(decided, BATCHED)
 
     def _decide(self, record: Any, now: datetime, ctx: Context) -> list[Send]:
-        """An event read from the decider's topic: decided now, unless it was decided at once
-        (under the partition's current mark, by this instance since it took the partition:
-        nothing to do; under another: its effects were made, only the state is brought up to
-        date, which applying it again leaves as it is if it was already)."""
+        """Events read from the decider's topic, alone or in a batch: decided now, unless they
+        were decided at once (under the partition's current mark, by this instance since it took
+        the partition: nothing to do; under another: their effects were made, only the state is
+        brought up to date, which applying them again leaves as it is if it was already)."""
         mark = dict(record.headers or ()).get(DECIDED)
         if mark is not None and mark == self.at_once.get(record.partition):
             return []
-        return self._apply(record.partition, record.value or b"", now, ctx, effects=mark is None)
+        return [made for event in unpacked(record.value or b"")
+                for made in self._apply(record.partition, event, now, ctx, effects=mark is None)]
 
     def _apply(self, partition: int, event: bytes | DecisionEvent, now: datetime, ctx: Context,
                effects: bool = True) -> list[Send]:
@@ -279,11 +282,12 @@ async def decision_history(access: KafkaAccess, ends: dict[TopicPartition, int],
         await seek_to_times(replay, {tp: int(ctx.remembered_from(last.get(tp), now).timestamp()
                                              * 1000) for tp in ends}, ends)
         async for record in records_up_to(replay, ends):
-            try:
-                history[TopicPartition(record.topic, record.partition)].append(
-                    CODEC.decode(record.value or b"", Pending, Outcome, Sweep))
-            except SchemaError:
-                continue
+            for event in unpacked(record.value or b""):
+                try:
+                    history[TopicPartition(record.topic, record.partition)].append(
+                        CODEC.decode(event, Pending, Outcome, Sweep))
+                except SchemaError:
+                    continue
     finally:
         await replay.stop()
     return history

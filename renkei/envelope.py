@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
-from schemas.codec import CODEC
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import Batch
+
+T = TypeVar("T")
+BATCH_BYTES = 256 * 1024  # the messages one Batch carries at most: well under codec.MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +41,48 @@ class Send:
 
 def send(topic: str, key: str | None, message: object, partition: int | None = None) -> Send:
     return Send(topic, key, CODEC.encode(message), partition, message=message)
+
+
+def runs(items: Sequence[T], cost: Callable[[T], int], limit: int) -> Iterator[tuple[T, ...]]:
+    """The items in order, in runs costing at most `limit` each (an item costing more is a run
+    of its own; no items: one empty run), to split what one message would carry."""
+    run: list[T] = []
+    size = 0
+    for item in items:
+        if run and size + cost(item) > limit:
+            yield tuple(run)
+            run, size = [], 0
+        run.append(item)
+        size += cost(item)
+    yield tuple(run)
+
+
+def batched(sends: list[Send], topics: Collection[str]) -> list[Send]:
+    """The sends, those to `topics` together: one Batch record per topic, partition and headers
+    (and BATCH_BYTES of messages) instead of one record each — fewer for the producer, the
+    broker and the consumer to handle. A message alone goes as it is."""
+    groups: dict[tuple[str, int | None, tuple[tuple[str, bytes], ...]], list[Send]] = {}
+    out: list[Send] = []
+    for item in sends:
+        if item.topic in topics:
+            groups.setdefault((item.topic, item.partition, item.headers), []).append(item)
+        else:
+            out.append(item)
+    for (topic, partition, headers), group in groups.items():
+        if len(group) == 1:
+            out += group
+            continue
+        for run in runs([item.value for item in group], len, BATCH_BYTES):
+            out.append(Send(topic, None, CODEC.encode(Batch(run)), partition, headers))
+    return out
+
+
+def unpacked(value: bytes) -> list[bytes]:
+    """The messages one record carries: each of a Batch's, else the record itself (to be
+    decoded, and refused if it is no message expected there, as any other)."""
+    if CODEC.name_of(value) != Batch.__name__:
+        return [value]
+    try:
+        return list(CODEC.decode(value, Batch).messages)
+    except SchemaError:
+        return [value]

@@ -110,6 +110,11 @@ class Codec:
             raise OversizedMessage(f"{name} of {len(data)} bytes is over {MAX_BYTES}")
         return data
 
+    def name_of(self, data: bytes) -> str | None:
+        """The name of the schema a message was written with (None: no message known here)."""
+        writer = self.by_fingerprint.get(data[2:HEADER]) if data[:2] == MAGIC else None
+        return None if writer is None else writer.name
+
     def decode_record(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """The schema name and the record, read with the newest version of that schema."""
         if len(data) > MAX_BYTES:

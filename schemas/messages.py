@@ -272,3 +272,8 @@ class Alert:
     event_id: str
     count: int
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    messages: tuple[bytes, ...]

@@ -23,6 +23,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.provision import admin_client
 from holders.client import HolderClient
+from renkei.envelope import unpacked
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
@@ -53,10 +54,11 @@ async def topic_events() -> dict[str, bytes]:
     """Each event id on the audit topic now, with the bytes it first came with."""
     first: dict[str, bytes] = {}
     for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT):
-        try:
-            first.setdefault(decode_event(record.value).event_id, record.value)
-        except ValueError:
-            continue
+        for value in unpacked(record.value or b""):
+            try:
+                first.setdefault(decode_event(value).event_id, value)
+            except ValueError:
+                continue
     return first
 
 

@@ -43,6 +43,9 @@ def test_each_message_names_its_schema_by_fingerprint() -> None:
     data = CODEC.encode(Rejection("r", "MALFORMED", "x", NOW))
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == CODEC.latest("Rejection").fingerprint
+    assert CODEC.name_of(data) == "Rejection"
+    assert CODEC.name_of(data[:2] + b"\x00" * 8 + data[10:]) is None
+    assert CODEC.name_of(b"not a message") is None
 
 
 def test_unknown_schema_malformed_and_oversized_are_refused_clearly() -> None:

@@ -1,0 +1,81 @@
+"""Batches: the platform sends a poll's access-log events and decision records as one record
+per topic, partition and mark, and their readers take each message as if it had come alone."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from audit.consumer import decoded
+from broker import topics
+from processors.access_log import logged
+from processors.decider import DECISIONS
+from renkei.envelope import BATCH_BYTES, Send, batched, unpacked
+from schemas.codec import CODEC
+from schemas.messages import Batch
+
+AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+BATCHED = (topics.AUDIT, DECISIONS)
+MARK = (("renkei-decided", b"12345678"),)
+
+
+@dataclass(frozen=True)
+class Record:
+    value: bytes
+    topic: str = topics.AUDIT
+    partition: int = 0
+    offset: int = 0
+
+
+def _event(n: int, reason: str | None = None) -> Send:
+    return logged(f"req-{n}", "approved", AT, "LINKAGE", "APPROVED", "nenkin", reason=reason,
+                  pattern_id="P-037", provider="sakura-town", data_type="local_tax")
+
+
+def _decision(n: int, partition: int) -> Send:
+    return Send(DECISIONS, f"req-{n}", f"decision {n}".encode(), partition, MARK)
+
+
+def test_a_polls_messages_go_as_one_record_per_topic_partition_and_mark() -> None:
+    query = Send(topics.inbox("sakura-town"), "req-1", b"query")
+    unmarked = Send(DECISIONS, "req-9", b"for the owner", 1)
+    sends = [_event(1), _decision(1, 1), query, _event(2), _decision(2, 2), _decision(3, 1),
+             unmarked, _event(3)]
+    out = batched(sends, BATCHED)
+    assert out[0] == query
+    audit, first, second, alone = out[1:]
+    assert (audit.topic, audit.partition, audit.headers) == (topics.AUDIT, None, ())
+    assert unpacked(audit.value) == [sends[i].value for i in (0, 3, 7)]
+    assert (first.topic, first.partition, first.headers) == (DECISIONS, 1, MARK)
+    assert unpacked(first.value) == [b"decision 1", b"decision 3"]
+    assert second == sends[4], "alone in its partition: as it was"
+    assert alone == unmarked, "another mark: not in the same batch"
+
+
+def test_a_lone_message_goes_as_it_is_and_reads_as_itself() -> None:
+    sends = [_event(1), Send(topics.inbox("nenkin"), "req-1", b"answer")]
+    assert set(batched(sends, BATCHED)) == set(sends)
+    assert unpacked(sends[0].value) == [sends[0].value]
+    assert unpacked(b"not even a message") == [b"not even a message"]
+
+
+def test_many_messages_go_in_batches_that_each_fit_one_record() -> None:
+    sends = [_event(n, reason="x" * 2000) for n in range(300)]
+    out = batched(sends, BATCHED)
+    assert len(out) > 1
+    assert all(sum(map(len, unpacked(o.value))) <= BATCH_BYTES for o in out)
+    assert [v for o in out for v in unpacked(o.value)] == [s.value for s in sends]
+
+
+def test_the_audit_consumer_reads_each_event_of_a_batch_and_skips_only_the_unreadable_one(
+        caplog: pytest.LogCaptureFixture) -> None:
+    good = [_event(n).value for n in range(3)]
+    batch = CODEC.encode(Batch((good[0], b"\xc3\x01not an event", good[1])))
+    with caplog.at_level(logging.ERROR):
+        items = decoded([Record(batch), Record(good[2], offset=1)])
+    assert [value for _, value in items] == good
+    assert [event.request_id for event, _ in items] == ["req-0", "req-1", "req-2"]
+    assert "skipped an unreadable audit event at renkei.audit:0:0" in caplog.text
