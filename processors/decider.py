@@ -331,4 +331,3 @@ class Decider:
 
 def _id_cost(request_id: str) -> int:
     return len(request_id.encode()) + 8  # its bytes and Avro's length prefix, generously
-

@@ -1,4 +1,5 @@
-"""What the platform's handlers take and give: an incoming record, and messages to send."""
+"""What the platform's handlers take and give: an incoming record, and messages to send (alone or
+in batches)."""
 
 from __future__ import annotations
 
