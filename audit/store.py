@@ -14,7 +14,6 @@ import heapq
 import itertools
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -212,8 +211,8 @@ class AuditStore:
             for statement in self._dialect.closing:
                 try:
                     self._db.execute(statement)
-                except sqlite3.OperationalError as exc:  # a writer committed while it read:
-                    log.info("%s skipped (%s): next time", statement, exc)  # no wait helps
+                except self._dialect.busy as exc:  # no wait helps: a writer got in first
+                    log.info("%s skipped (%s): next time", statement, exc)
             self._db.close()
 
     def __enter__(self) -> AuditStore:

@@ -50,11 +50,12 @@ def runs(items: Sequence[T], cost: Callable[[T], int], limit: int) -> Iterator[t
     run: list[T] = []
     size = 0
     for item in items:
-        if run and size + cost(item) > limit:
+        costs = cost(item)
+        if run and size + costs > limit:
             yield tuple(run)
             run, size = [], 0
         run.append(item)
-        size += cost(item)
+        size += costs
     yield tuple(run)
 
 
