@@ -208,8 +208,6 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
                                   None if knobs.perf is None else Path(knobs.perf) / f"{stem}.data")
         _wait_for_files(holders, outs, knobs.drain + 30)
     finally:
-        for proc in holders.running.values():
-            proc.terminate()  # all at once: each finishes its batch and leaves
         holders.stop_all()
     records = latency.load(list(outs.values()))
     ready = float(records["ready"].max())

@@ -44,8 +44,11 @@ def profiled(command: str) -> Iterator[None]:
         yield
     finally:
         profile.disable()
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        profile.dump_stats(Path(folder) / f"{command}-{os.getpid()}.pstats")
+        path = Path(folder) / f"{command}-{os.getpid()}.pstats"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")  # a process killed while writing leaves no
+        profile.dump_stats(partial)  # half a profile for the summary to choke on
+        partial.replace(path)
 
 
 @contextlib.contextmanager

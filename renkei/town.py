@@ -108,14 +108,7 @@ class Processes:
         return proc
 
     def stop(self, name: str, timeout: float = 30) -> None:
-        proc = self.running.pop(name)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self._stop([self.running.pop(name)], timeout)
 
     def start_platform(self, instance: int, answer_timeout: float = 30.0,
                        loglevel: str = "warning") -> subprocess.Popen[bytes]:
@@ -130,9 +123,24 @@ class Processes:
         proc.kill()
         proc.wait()
 
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
+    def stop_all(self, timeout: float = 30) -> None:
+        """Every process told at once (each finishes its batch and leaves), then awaited."""
+        procs, self.running = list(self.running.values()), {}
+        self._stop(procs, timeout)
+
+    @staticmethod
+    def _stop(procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+        """SIGTERM once to each (a second, once its loop is over, would kill it mid-exit:
+        writing its profile, say), then killed if still there after `timeout`."""
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextmanager
