@@ -93,7 +93,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     signing = asyncio.create_task(sign_heads())
     try:
         await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
-                    instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS)
+                    instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS, producer=alerts)
     finally:
         signing.cancel()
         with contextlib.suppress(asyncio.CancelledError):

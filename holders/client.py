@@ -88,7 +88,7 @@ class HolderClient:
         await self._producer.start()
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
-            self._handle, self._stop, instance=self.instance)
+            self._handle, self._stop, instance=self.instance, producer=self._producer)
 
     async def stop(self) -> None:
         self._stop.set()

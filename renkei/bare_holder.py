@@ -37,7 +37,8 @@ class BareHolder:
     async def start(self) -> None:
         await self._producer.start()
         self._inbox = await serving(self.access, [topics.inbox(self.holder)], self.group,
-                                    self._handle, self._stop, instance=f"{self.group}-1")
+                                    self._handle, self._stop, instance=f"{self.group}-1",
+                                    producer=self._producer)
 
     async def stop(self) -> None:
         self._stop.set()

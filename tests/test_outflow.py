@@ -1,19 +1,23 @@
 """The service loop's outflow on the real broker: offsets are committed once records were
 handled, only for the partitions they came from, never by a consumer that has handled nothing
-since its last commit; records of decisions are written only after their effects."""
+since its last commit; records of decisions are written only after their effects; a loop
+given its owner's producer sends through it and leaves it running."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from broker import topics
+from broker import acls, topics
 from broker.clients import KafkaAccess
 from renkei.envelope import Send
-from renkei.service_loop import Outflow
+from renkei.service_loop import Outflow, serving
 from tests.kafka_helpers import consumer, producer, wait_assigned
 
 
@@ -62,3 +66,30 @@ async def test_records_of_decisions_follow_their_effects_and_never_an_effect_not
         while time.monotonic() < deadline:
             read += [r for batch in (await cons.getmany(timeout_ms=500)).values() for r in batch]
     assert [r.value for r in read] == [b"effect", b"record"]
+
+
+async def test_a_loop_sends_through_its_owners_producer_and_leaves_it_running(
+        holders: list[str]) -> None:
+    holder = holders[0]
+    access, platform = KafkaAccess.of(holder), KafkaAccess.of("platform")
+    inbox, outbox = topics.inbox(holder), topics.outbox(holder)
+
+    async def echo(records: list[Any]) -> Sequence[Send]:
+        return [Send(outbox, "k", b"echo of " + r.value) for r in records if r.value == b"query"]
+
+    stop = asyncio.Event()
+    async with (producer(access) as own, producer(platform) as to_inbox,
+                consumer(platform, outbox) as answers):
+        await wait_assigned(answers)
+        loop = await serving(access, [inbox], f"{acls.holder_group(holder)}shared-test", echo,
+                             stop, producer=own)
+        await to_inbox.send_and_wait(inbox, b"query", key=b"k")
+        read: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while b"echo of query" not in read and time.monotonic() < deadline:
+            read += [r.value for batch in (await answers.getmany(timeout_ms=500)).values()
+                     for r in batch]
+        stop.set()
+        await loop
+        assert b"echo of query" in read
+        await own.send_and_wait(outbox, b"still open", key=b"k")  # raises if the loop closed it
