@@ -43,9 +43,11 @@ def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
                             **gathering)
 
 
-def producer_for(access: KafkaAccess) -> AIOKafkaProducer:
+def producer_for(access: KafkaAccess, linger_ms: int = 2) -> AIOKafkaProducer:
+    """Idempotent, all replicas acknowledging; a record waits up to `linger_ms` for others to
+    share its produce request."""
     return AIOKafkaProducer(**access.aiokafka(), acks="all", enable_idempotence=True,
-                            linger_ms=2, partitioner=partitioner.by_key)
+                            linger_ms=linger_ms, partitioner=partitioner.by_key)
 
 
 async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
