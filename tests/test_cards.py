@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,8 +63,25 @@ def test_three_wrong_pins_lock_the_card_even_for_the_right_pin(cards_dir: Path) 
 def test_the_key_is_sealed_under_the_pin(cards_dir: Path) -> None:
     card = issue.officer_card("officer-2", "oversight", "oversight", "1357", cards_dir)
     text = card.path.read_text()
-    assert "PRIVATE KEY" not in text and "1357" not in text
+    assert "PRIVATE KEY" not in text
+    # any 4 digits turn up by chance in the hex and base64 fields (a CI run once found "1357" in
+    # the sealed key): the PIN must be in none of the others
+    encoded = {"serial", "certificate", "salt", "nonce", "sealed"}
+    assert not [value for name, value in _leaves(json.loads(text))
+                if name not in encoded and "1357" in str(value)]
     assert card.path.stat().st_mode & 0o077 == 0
+
+
+def _leaves(tree: object, name: str = "") -> Iterator[tuple[str, object]]:
+    """Each (field name, value) of a JSON document, nested objects walked."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, key)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _leaves(value, name)
+    else:
+        yield name, tree
 
 
 def test_a_revoked_certificate_is_refused(cards_dir: Path) -> None:
