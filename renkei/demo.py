@@ -69,7 +69,7 @@ def _step_by_step(run: Run, clients: dict[str, HolderClient],
             continue
         shown.add(exchange)
         requester, request_id = clients[exchange.requester], outcome.request_id
-        click.echo(f"\n  request {request_id[:8]}… {exchange.requester} → {exchange.provider} "
+        click.echo(f"\n  request …{request_id[-8:]} {exchange.requester} → {exchange.provider} "
                    f"({exchange.pattern}, {exchange.data_type}), {seconds * 1000:.0f} ms")
         click.echo(f"   ① {exchange.requester}: own number {outcome.own_number}, link code "
                    f"{requester.store.link_code(outcome.own_number)}, staff {outcome.operator} "
