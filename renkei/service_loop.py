@@ -143,12 +143,11 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
     Effects go through `producer` when given (started and stopped by its owner, who sends its
     own records through it too: one produce stream, fewer requests to the broker)."""
     consumer = consumer_for(access, topics_in, group, instance=instance, gather_ms=gather_ms)
-    own = producer is None
-    producer = producer_for(access) if producer is None else producer
+    sender = producer or producer_for(access)
     await consumer.start()
-    if own:
-        await producer.start()
-    outflow = Outflow(consumer, producer)
+    if producer is None:
+        await sender.start()
+    outflow = Outflow(consumer, sender)
     try:
         if ready is not None:
             ready.set()
@@ -160,8 +159,8 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             await outflow.commit()
         await outflow.commit(now=True)
     finally:
-        if own:
-            await producer.stop()
+        if producer is None:
+            await sender.stop()
         await consumer.stop()
 
 
