@@ -29,6 +29,7 @@ from renkei.service_loop import stop_on_signals
 SHED = "SHED"  # not sent: too many of this holder's requests were outstanding
 UNANSWERED = "UNANSWERED"  # no outcome before the holder stopped waiting
 ERROR = "ERROR"  # the request could not be sent
+TICK = 0.01  # seconds: the open loop's longest sleep between two sends
 
 
 class Side(Protocol):
@@ -112,13 +113,15 @@ async def _finish(tasks: set[asyncio.Task[None]], within: float) -> None:
 
 async def open_loop(side: Side, jobs: Iterator[tuple[Exchange, str]], rate: float, start: float,
                     seconds: float, max_outstanding: int, drain: float) -> Records:
-    """Request k is due at start + k / rate, sent then whatever came back (late: at once)."""
+    """Request k is due at start + k / rate, sent then whatever came back (late: at once).
+    The loop wakes at most once a TICK and sends every request due by then, each timed from
+    when it was due."""
     records, pending = Records(), set[asyncio.Task[None]]()
     within = seconds + drain
     for k in range(int(rate * seconds)):
         due = start + k / rate
         if (wait := due - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
+            await asyncio.sleep(max(wait, TICK))
         job = next(jobs)
         if len(pending) >= max_outstanding:
             records.add(due, math.nan, SHED)
