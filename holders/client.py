@@ -88,7 +88,7 @@ class HolderClient:
         self.directory = CompactedView(self.access, topics.DIRECTORY,
                                        lambda b: CODEC.decode(b, HolderEntry))
         self._producer = producer_for(self.access, linger_ms=LINGER_MS)
-        self._waiters: dict[str, asyncio.Future[Request]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
@@ -175,11 +175,10 @@ class HolderClient:
             raise LookupError(f"no request {request_id}")
         if found.status != SENT:
             return found
-        waiter = self._waiters.get(request_id)
-        if waiter is None or waiter.done():
-            waiter = self._waiters[request_id] = asyncio.get_running_loop().create_future()
-        async with asyncio.timeout(within):
-            return await asyncio.shield(waiter)  # one caller's timeout must not cancel others
+        waiter: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(request_id, []).append(waiter)
+        async with asyncio.timeout(within):  # cancels this caller's future, no one else's
+            return await waiter
 
     # the inbox: answers to this holder's requests, and queries to answer
     async def _handle(self, records: list[Any]) -> Sequence[Send]:
@@ -209,9 +208,9 @@ class HolderClient:
                     if done is not None:
                         resolved.append(done)
         for request in resolved:
-            waiter = self._waiters.pop(request.request_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(request)
+            for waiter in self._waiters.pop(request.request_id, ()):
+                if not waiter.done():
+                    waiter.set_result(request)
         return out
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection) -> Request | None:

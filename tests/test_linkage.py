@@ -114,6 +114,15 @@ async def test_a_lawful_request_is_answered_with_data_only_the_requester_reads(
         nenkin.store.link_code(own), "")
 
 
+async def test_a_caller_who_stops_waiting_leaves_the_others_waiting(clients: Clients) -> None:
+    nenkin = clients["nenkin"]
+    request_id = await ask(nenkin, bound(nenkin)[1], "P-037", "sakura-town", "local_tax")
+    patient = asyncio.ensure_future(nenkin.outcome(request_id, 30))
+    with pytest.raises(TimeoutError):
+        await nenkin.outcome(request_id, 0.001)
+    assert (await patient).status == "FOUND"
+
+
 async def test_the_owner_of_a_decision_partition_decides_at_once_and_still_records_it(
         clients: Clients) -> None:
     """One instance owns every decision partition: it decides without the hop through the
