@@ -29,7 +29,7 @@ from renkei.service_loop import stop_on_signals
 SHED = "SHED"  # not sent: too many of this holder's requests were outstanding
 UNANSWERED = "UNANSWERED"  # no outcome before the holder stopped waiting
 ERROR = "ERROR"  # the request could not be sent
-TICK = 0.01  # seconds: the open loop's longest sleep between two sends
+TICK = 0.01  # seconds the open loop sleeps at least: what falls due meanwhile goes out together
 
 
 class Side(Protocol):
