@@ -177,8 +177,15 @@ class HolderClient:
             return found
         waiter: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(request_id, []).append(waiter)
-        async with asyncio.timeout(within):  # cancels this caller's future, no one else's
-            return await waiter
+        try:
+            async with asyncio.timeout(within):  # cancels this caller's future, no one else's
+                return await waiter
+        finally:  # given up on (an answer pops the list): asking again must not pile up futures
+            waiting = self._waiters.get(request_id, [])
+            if waiter in waiting:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[request_id]
 
     # the inbox: answers to this holder's requests, and queries to answer
     async def _handle(self, records: list[Any]) -> Sequence[Send]:
