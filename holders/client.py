@@ -180,12 +180,17 @@ class HolderClient:
         try:
             async with asyncio.timeout(within):  # cancels this caller's future, no one else's
                 return await waiter
-        finally:  # given up on (an answer pops the list): asking again must not pile up futures
-            waiting = self._waiters.get(request_id, [])
-            if waiter in waiting:
-                waiting.remove(waiter)
-                if not waiting:
-                    del self._waiters[request_id]
+        except BaseException:  # given up: asking again and again must not pile up futures
+            self._forget(request_id, waiter)
+            raise
+
+    def _forget(self, request_id: str, waiter: asyncio.Future[Request]) -> None:
+        """Take a waiter given up on off its request's list (unless an answer just popped it)."""
+        waiting = self._waiters.get(request_id, [])
+        if waiter in waiting:
+            waiting.remove(waiter)
+            if not waiting:
+                del self._waiters[request_id]
 
     # the inbox: answers to this holder's requests, and queries to answer
     async def _handle(self, records: list[Any]) -> Sequence[Send]:
