@@ -58,6 +58,7 @@ SYSTEM = "system"
 # this long for others to share its produce request (fewer requests for the holder's client and
 # the broker to handle, at ~10 ms more latency a hop).
 LINGER_MS = 10
+OPEN_KEPT = 10_000  # requests sent and not yet answered, kept at hand (beyond: read from the store)
 
 
 def new_request_id() -> str:
@@ -89,6 +90,7 @@ class HolderClient:
                                        lambda b: CODEC.decode(b, HolderEntry))
         self._producer = producer_for(self.access, linger_ms=LINGER_MS)
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
+        self._open: dict[str, Request] = {}  # sent from here, not yet answered
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
@@ -144,7 +146,7 @@ class HolderClient:
         else:
             sealed = sealing.seal(self.entry(acls.REGISTRY).public_key,
                                   CODEC.encode(attributes), request_id)
-        self.store.open_request(request_id, BINDING, own_number, operator, terminal)
+        self._opened(self.store.open_request(request_id, BINDING, own_number, operator, terminal))
         await self._send(request_id, BindingRequest(
             request_id, datetime.now(UTC), BY_PERSONAL_NUMBER if by_number else BY_ATTRIBUTES,
             sealed))
@@ -158,19 +160,31 @@ class HolderClient:
         link_code = self.store.link_code(own_number)
         if link_code is None:
             raise NotBound(f"record {own_number!r} is not bound to a link code")
-        self.store.open_request(request_id, LINKAGE, own_number, operator, terminal,
-                                pattern_id=pattern_id, provider=provider, data_type=data_type,
-                                purpose=purpose)
+        self._opened(self.store.open_request(
+            request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
+            provider=provider, data_type=data_type, purpose=purpose))
         await self._send(link_code, LinkageRequest(request_id, datetime.now(UTC), link_code,
                                                    pattern_id, provider, data_type))
         return request_id
+
+    def _opened(self, request: Request) -> None:
+        """Keep a request just recorded at hand, for its outcome without reading the store."""
+        if len(self._open) >= OPEN_KEPT:  # the oldest goes: its answer will read the store
+            del self._open[next(iter(self._open))]
+        self._open[request.request_id] = request
+
+    def _sent(self, request_id: str, answered: bool = False) -> Request | None:
+        """A request as sent from here and not yet answered (taken off those at hand once
+        `answered`), else as the store has it (answered, sent before a restart, or let go)."""
+        kept = self._open.pop(request_id, None) if answered else self._open.get(request_id)
+        return kept or self.store.request(request_id)
 
     async def _send(self, key: str, message: object) -> None:
         await deliver(self._producer, [send(topics.outbox(self.holder), key, message)])
 
     async def outcome(self, request_id: str, within: float = 60.0) -> Request:
         """Wait for the request's one outcome (answer, rejection, timeout, binding result)."""
-        found = self.store.request(request_id)
+        found = self._sent(request_id)
         if found is None:
             raise LookupError(f"no request {request_id}")
         if found.status != SENT:
@@ -226,7 +240,7 @@ class HolderClient:
         return out
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection) -> Request | None:
-        request = self.store.request(message.request_id)
+        request = self._sent(message.request_id, answered=True)
         if request is None:
             log.warning("%s: an answer to unknown request %s", self.holder, message.request_id)
             return None
@@ -241,7 +255,7 @@ class HolderClient:
         return self._finish(request, message.status, None, fields)
 
     def _unreadable(self, request_id: str, why: str) -> Request | None:
-        request = self.store.request(request_id)
+        request = self._sent(request_id, answered=True)
         return None if request is None else self._finish(request, UNREADABLE, why)
 
     def _finish(self, request: Request, status: str, detail: str | None,
@@ -272,8 +286,7 @@ class HolderClient:
 
     def _answer(self, query: ProviderQuery) -> Send:
         """Step ③ at the provider: find the person by link code, seal the data to the requester."""
-        own_number = self.store.own_number(query.link_code)
-        fields = None if own_number is None else self.store.data(own_number, query.data_type)
+        fields = self.store.provided(query.link_code, query.data_type)
         status, sealed = NOT_FOUND, b""
         try:
             requester_key = self.entry(query.requester).public_key

@@ -142,10 +142,13 @@ class HolderStore:
                               (own_number,)).fetchone()
         return None if row is None else str(row[0])
 
-    def own_number(self, link_code: str) -> str | None:
-        row = self.db.execute("SELECT own_number FROM bindings WHERE link_code = ?",
-                              (link_code,)).fetchone()
-        return None if row is None else str(row[0])
+    def provided(self, link_code: str, data_type: str) -> dict[str, str] | None:
+        """The data of this type on the record bound to this link code (None: no such record or
+        no such data)."""
+        row = self.db.execute("SELECT fields FROM bindings JOIN data USING (own_number) "
+                              "WHERE link_code = ? AND data_type = ?",
+                              (link_code, data_type)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def bindings(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT own_number, link_code FROM bindings"))
@@ -162,13 +165,16 @@ class HolderStore:
     def open_request(self, request_id: str, kind: str, own_number: str, operator: str,
                      terminal: str, *, pattern_id: str | None = None,
                      provider: str | None = None, data_type: str | None = None,
-                     purpose: str | None = None) -> None:
+                     purpose: str | None = None) -> Request:
+        """Record a request about to be sent; returns it as recorded."""
         self.db.execute(
             "INSERT INTO requests (request_id, kind, own_number, pattern_id, provider, "
             "data_type, purpose, operator, terminal, sent_at, status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (request_id, kind, own_number, pattern_id, provider, data_type, purpose, operator,
              terminal, _now(), SENT))
+        return Request(request_id, kind, own_number, pattern_id, provider, data_type, purpose,
+                       operator, terminal, SENT, None, None)
 
     def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import holders.client
 from audit.events import AccessLogEvent
 from broker import provision, topics
 from broker.clients import KafkaAccess, read_topic
@@ -126,6 +127,24 @@ async def test_a_caller_who_stops_waiting_leaves_the_others_waiting(clients: Cli
     assert request_id not in nenkin._waiters
 
 
+async def test_requests_kept_at_hand_are_bounded_and_the_store_answers_for_the_rest(
+        clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer to a request no longer at hand (let go, or sent before a restart) is
+    resolved from the holder's store, with the request's own operator and purpose."""
+    nenkin = clients["nenkin"]
+    monkeypatch.setattr(holders.client, "OPEN_KEPT", 2)
+    sent = [await ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+            for own in bound(nenkin)[2:5]]
+    assert len(nenkin._open) <= 2
+    nenkin._open.clear()  # as after a restart: only the store knows them
+    for request_id in sent:
+        assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+        (logged,) = nenkin.store.access_log(request_id)
+        assert (logged.operator, logged.purpose, logged.counterpart) == (
+            staff_of("nenkin")[0], "審査", "sakura-town")
+    assert not set(sent) & set(nenkin._open)
+
+
 async def test_the_owner_of_a_decision_partition_decides_at_once_and_still_records_it(
         clients: Clients) -> None:
     """One instance owns every decision partition: it decides without the hop through the
@@ -189,8 +208,8 @@ async def test_unregistered_staff_or_terminal_is_refused_and_logged(clients: Cli
 
 async def test_a_silent_provider_gives_a_timeout(clients: Clients) -> None:
     town_hall = clients["sakura-town"]
-    own = next(o for o in bound(town_hall)
-               if clients[SILENT].store.own_number(_medical_link(clients, o) or "") is not None)
+    silent_bound = set(clients[SILENT].store.bindings().values())
+    own = next(o for o in bound(town_hall) if _medical_link(clients, o) in silent_bound)
     request_id = await ask(town_hall, own, "P-016", SILENT, "vaccination_record")
     outcome = await town_hall.outcome(request_id, ANSWER_TIMEOUT + 20)
     assert outcome.status == "TIMED_OUT"
