@@ -58,7 +58,8 @@ def flatness(point: Point, warmup_share: float = 0.1) -> dict[str, Any]:
 
 def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's bars; the ratio compares what each does flat out, since at an offered rate
-    both can carry, it says nothing."""
+    both can carry, it says nothing. Flat out, both carry more the more each holder keeps in
+    flight (larger batches), the baseline more so: the ratio is told with that depth."""
     main, capacity = result["main"]["renkei"], result["capacity"]
     p99 = main["latency_ms"]["p99"]
     found = [{
@@ -70,7 +71,8 @@ def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
     }, {
         "bar": f"Renkei ≥ {BAR_RATIO} × the bare-Kafka baseline of the same run (both flat out)",
         "measured": f"{capacity['ratio']:.2f} × ({capacity['renkei']['throughput']:,.0f} vs "
-                    f"{capacity['baseline']['throughput']:,.0f} rt/s)",
+                    f"{capacity['baseline']['throughput']:,.0f} rt/s"
+                    f"{_depth(capacity['renkei'])})",
         "met": capacity["ratio"] >= BAR_RATIO,
     }]
     memory = result["memory"]
@@ -93,6 +95,12 @@ def _ms(value: float | None) -> str:
 def _rate(point: Point) -> str:
     rate = point["offered_rate"]
     return "flat out" if rate is None else f"{rate:,.0f}/s"
+
+
+def _depth(point: Point) -> str:
+    """How deep a flat-out point's closed loop was (nothing when not known)."""
+    depth = point.get("in_flight_per_holder")
+    return "" if depth is None else f", {depth} in flight a holder"
 
 
 def cpu_per_round_trip(point: Point) -> float | None:
@@ -156,7 +164,8 @@ def summary(result: dict[str, Any]) -> None:
     click.echo(f"  Renkei / baseline: {main['ratio']:.2f} at {_rate(main['renkei'])}, "
                f"{result['capacity']['ratio']:.2f} flat out "
                f"({result['capacity']['renkei']['throughput']:,.0f} vs "
-               f"{result['capacity']['baseline']['throughput']:,.0f} rt/s)")
+               f"{result['capacity']['baseline']['throughput']:,.0f} rt/s"
+               f"{_depth(result['capacity']['renkei'])})")
     for name in ("renkei", "baseline"):
         steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}"
                           for p in curve[name])

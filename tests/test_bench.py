@@ -86,11 +86,12 @@ def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
     """At an offered rate both carry, the ratio is 1 whatever their capacity: not the bar."""
     result = {"main": {"renkei": {**_point(600, 600, 100), "seconds": 60.0},
                        "baseline": _point(600, 600, 20), "ratio": 1.0},
-              "capacity": {"renkei": _point(None, 800, 300), "baseline": _point(None, 4000, 80),
-                           "ratio": 0.2},
+              "capacity": {"renkei": {**_point(None, 800, 300), "in_flight_per_holder": 32},
+                           "baseline": _point(None, 4000, 80), "ratio": 0.2},
               "memory": None}
     ratio = bench_report.bars(result)[1]
-    assert not ratio["met"] and ratio["measured"].startswith("0.20 × (800 vs 4,000")
+    assert not ratio["met"]
+    assert ratio["measured"] == "0.20 × (800 vs 4,000 rt/s, 32 in flight a holder)"
 
 
 async def test_after_the_baseline_groups_start_past_its_bare_messages(broker: Cluster) -> None:
