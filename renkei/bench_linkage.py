@@ -281,9 +281,10 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
 @click.option("--rate", type=float, default=bench_report.BAR_RATE, show_default=True,
               help="offered round trips/s of the main run and the scale-out")
 @click.option("--flat-out", is_flag=True, help="main run and scale-out closed-loop instead")
-@click.option("--curve", default="25,50,100,200,400,800,1200,1600,2000,2400,3200",
+@click.option("--curve", default="25,50,100,200,400,800,1200,1600,2000,2400,3200,4800,6400,9600",
               show_default=True, callback=_numbers(float),
-              help="offered rates of the load curve, stepped up until latency breaks")
+              help="offered rates of the load curve, stepped up until latency breaks (each "
+                   "system's own: the baseline's goes on to its knee)")
 @click.option("--scale", default="1,2,4", show_default=True, callback=_numbers(int),
               help="platform instances for the scale-out")
 @click.option("--memory-minutes", type=float, default=10.0, show_default=True,
