@@ -70,9 +70,7 @@ def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
                     and p99 is not None and p99 <= BAR_P99_MS),
     }, {
         "bar": f"Renkei ≥ {BAR_RATIO} × the bare-Kafka baseline of the same run (both flat out)",
-        "measured": f"{capacity['ratio']:.2f} × ({capacity['renkei']['throughput']:,.0f} vs "
-                    f"{capacity['baseline']['throughput']:,.0f} rt/s"
-                    f"{_depth(capacity['renkei'])})",
+        "measured": f"{capacity['ratio']:.2f} × ({_flat_out(capacity)})",
         "met": capacity["ratio"] >= BAR_RATIO,
     }]
     memory = result["memory"]
@@ -97,10 +95,12 @@ def _rate(point: Point) -> str:
     return "flat out" if rate is None else f"{rate:,.0f}/s"
 
 
-def _depth(point: Point) -> str:
-    """How deep a flat-out point's closed loop was (nothing when not known)."""
-    depth = point.get("in_flight_per_holder")
-    return "" if depth is None else f", {depth} in flight a holder"
+def _flat_out(capacity: dict[str, Any]) -> str:
+    """What each carried flat out, and how deep the closed loops were (when known)."""
+    depth = capacity["renkei"].get("in_flight_per_holder")
+    return (f"{capacity['renkei']['throughput']:,.0f} vs "
+            f"{capacity['baseline']['throughput']:,.0f} rt/s"
+            + ("" if depth is None else f", {depth} in flight a holder"))
 
 
 def cpu_per_round_trip(point: Point) -> float | None:
@@ -162,10 +162,7 @@ def summary(result: dict[str, Any]) -> None:
         point = main[name]
         click.echo(f"  {name:8} ×{point['instances']} at {_rate(point):>9}: {line(point)}")
     click.echo(f"  Renkei / baseline: {main['ratio']:.2f} at {_rate(main['renkei'])}, "
-               f"{result['capacity']['ratio']:.2f} flat out "
-               f"({result['capacity']['renkei']['throughput']:,.0f} vs "
-               f"{result['capacity']['baseline']['throughput']:,.0f} rt/s"
-               f"{_depth(result['capacity']['renkei'])})")
+               f"{result['capacity']['ratio']:.2f} flat out ({_flat_out(result['capacity'])})")
     for name in ("renkei", "baseline"):
         steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}"
                           for p in curve[name])
