@@ -24,9 +24,9 @@ def curve(renkei: Sequence[Point], baseline: Sequence[Point], main: Sequence[Poi
     fig, (rate_ax, latency_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
     flat_out = {id(p): p for p in main if not p["offered_rate"]}.values()
     main = [p for p in main if p["offered_rate"]]
-    most = max((p["offered_rate"] for p in [*renkei, *baseline, *main]), default=1)
-    least = min((p["offered_rate"] for p in [*renkei, *baseline, *main]), default=1)
-    rate_ax.plot([least, most], [least, most], color="lightgray", linestyle=":", label="offered")
+    rates = [p["offered_rate"] for p in [*renkei, *baseline, *main]]
+    span = [min(rates), max(rates)] if rates else []
+    rate_ax.plot(span, span, color="lightgray", linestyle=":", label="offered")
     for name, points, colour in (("Renkei", renkei, "tab:red"),
                                  ("bare Kafka baseline", baseline, "tab:blue")):
         offered = [p["offered_rate"] for p in points]
@@ -46,9 +46,10 @@ def curve(renkei: Sequence[Point], baseline: Sequence[Point], main: Sequence[Poi
                 rate_ax.axhline(point["throughput"], color=colour, linestyle="--", alpha=0.6,
                                 label=f"{name} flat out")
     latency_ax.axhline(P99_BAR_MS, color="gray", linewidth=0.8, label="p99 bar (250 ms)")
-    rate_ax.set(xlabel="offered round trips/s", ylabel="completed round trips/s", xscale="log",
-                yscale="log", title="Throughput")  # log: 25/s to the baseline's knee
-    latency_ax.set(xlabel="offered round trips/s", ylabel="latency (ms)", xscale="log",
+    rates_axis = "log" if rates else "linear"  # log: 25/s to the baseline's knee (none: flat out)
+    rate_ax.set(xlabel="offered round trips/s", ylabel="completed round trips/s",
+                xscale=rates_axis, yscale=rates_axis, title="Throughput")
+    latency_ax.set(xlabel="offered round trips/s", ylabel="latency (ms)", xscale=rates_axis,
                    yscale="log", title="Latency (request sent → decrypted answer)")
     latency_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     latency_ax.yaxis.set_minor_formatter(FuncFormatter(  # 20, 50, 200, 500 … too

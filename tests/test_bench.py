@@ -17,7 +17,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from holders.client import HolderClient
-from renkei import bare, bench_report, groups, hops, latency, machine_profile
+from renkei import bare, bench_report, groups, hops, latency, machine_profile, plots
 from renkei.bare import BareMessage
 from renkei.bench_linkage import skip_past
 from renkei.state import STATE_ENV
@@ -92,6 +92,14 @@ def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
     ratio = bench_report.bars(result)[1]
     assert not ratio["met"]
     assert ratio["measured"] == "0.20 × (800 vs 4,000 rt/s, 32 in flight a holder)"
+
+
+def test_a_curve_plot_without_offered_rates_is_still_drawn(tmp_path: Path) -> None:
+    """Flat out with no load curve (`--flat-out --curve ""`): no rate to put on a log axis."""
+    flat = [{**_point(None, 800, 300), "mode": "renkei", "latency_ms": {"p50": 90, "p99": 300}},
+            {**_point(None, 4000, 80), "mode": "baseline", "latency_ms": {"p50": 30, "p99": 80}}]
+    plots.curve([], [], flat, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
 
 
 async def test_after_the_baseline_groups_start_past_its_bare_messages(broker: Cluster) -> None:
