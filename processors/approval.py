@@ -38,9 +38,6 @@ class PatternList:
                 return pattern
         return None
 
-    def all_in_force(self, at: datetime) -> list[LegalPattern]:
-        return [p for pid in sorted(self._versions) if (p := self.in_force(pid, at))]
-
     def versions(self) -> list[LegalPattern]:
         return [p for versions in self._versions.values() for p in versions]
 

@@ -3,7 +3,7 @@
 Used alike on the registry's records and on what a holder sends, so a match is exact equality of
 keys, never a similarity score. Folded: NFKC (full-width ↔ half-width, half-width kana), spaces,
 old/variant kanji (髙→高, 﨑→崎, 邊/邉→辺, …), address notation (丁目/番地/番/号/の vs hyphens,
-kanji numerals vs digits), hiragana vs katakana in readings, and dates written in the Japanese era.
+kanji numerals vs digits), and dates written in the Japanese era.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ KANJI_VARIANTS = {
 }
 NEW_FORMS = str.maketrans(KANJI_VARIANTS)  # a translation table: old forms → common forms
 _ADDRESS_FOLD = str.maketrans({**KANJI_VARIANTS, "ヶ": "ケ", "ヵ": "カ"})
-_HIRAGANA_TO_KATAKANA = str.maketrans({chr(c): chr(c + 0x60) for c in range(0x3041, 0x3097)})
 
 _KANJI_DIGITS = dict(zip("〇一二三四五六七八九", range(10), strict=True))
 _KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
@@ -53,10 +52,6 @@ def _compact(text: str) -> str:
 @lru_cache(maxsize=65536)
 def normalize_name(name: str) -> str:
     return _compact(name).translate(NEW_FORMS).upper()
-
-
-def normalize_kana(kana: str) -> str:
-    return _compact(kana).translate(_HIRAGANA_TO_KATAKANA).replace("・", "")
 
 
 def normalize_address(address: str) -> str:

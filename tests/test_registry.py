@@ -17,7 +17,6 @@ from registry.normalize import (
     four_key,
     kanji_number,
     normalize_address,
-    normalize_kana,
     normalize_name,
     parse_date,
     parse_sex,
@@ -117,7 +116,6 @@ def test_numbers_dates_sexes_and_kana() -> None:
         parse_date("昭和50年")
     with pytest.raises(ValueError):
         parse_sex("3")
-    assert normalize_kana("ﾀｶﾊｼ ﾀﾛｳ") == normalize_kana("たかはし　たろう") == "タカハシタロウ"
     assert half_width_kana("ガッコウ　ダイゴロウ") == "ｶﾞｯｺｳ ﾀﾞｲｺﾞﾛｳ"
 
 
