@@ -27,10 +27,11 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool)
         provision.add_holder(provision.admin_client(), holder, provision.Report())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    entry = directory.holder_entry(holder, name, role, unit, private)
+    epoch = directory.unit_epoch(asyncio.run(directory.current()), unit or holder)
+    entry = directory.holder_entry(holder, name, role, unit, private, epoch)
     asyncio.run(directory.publish([entry]))
-    click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit}"
-               + (", private (consent needed)" if private else ""))
+    click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
+               f"at key epoch {epoch}" + (", private (consent needed)" if private else ""))
 
 
 @holder_cli.command()

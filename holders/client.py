@@ -9,6 +9,7 @@ broker redelivers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -46,19 +47,25 @@ from schemas.messages import (
     ProviderAnswer,
     ProviderQuery,
     Rejection,
+    RekeyAnswer,
+    RekeyRequest,
 )
 
 log = logging.getLogger(__name__)
 INBOX_MESSAGES = (ProviderQuery, LinkageAnswer, BindingAnswer, Rejection, Pong,
-                  HolderLogRequest)
-BINDING, LINKAGE = "BINDING", "LINKAGE"
+                  HolderLogRequest, RekeyAnswer)
+BINDING, LINKAGE, REKEY = "BINDING", "LINKAGE", "REKEY"
 BOUND, INVESTIGATING, REJECTED, UNREADABLE = "BOUND", "INVESTIGATING", "REJECTED", "UNREADABLE"
+REKEYED = "REKEYED"
 SYSTEM = "system"
 # A holder sends one request or answer at a time, as its business makes them: each waits up to
 # this long for others to share its produce request (fewer requests for the holder's client and
 # the broker to handle, at ~10 ms more latency a hop).
 LINGER_MS = 10
 OPEN_KEPT = 10_000  # requests sent and not yet answered, kept at hand (beyond: read from the store)
+REKEY_CODES = 10_000  # link codes one re-keying request carries (~140 KB; its answer ~300 KB)
+REKEY_RETRY = 0.5  # seconds before asking again when the platform did not know the new epoch yet
+REKEY_AGAIN = 30.0  # seconds before re-keying again after it failed
 
 
 def new_request_id() -> str:
@@ -73,6 +80,10 @@ class NotAuthorized(PermissionError):
 
 class NotBound(LookupError):
     """The record has no link code yet: bind it first."""
+
+
+class RekeyRefused(RuntimeError):
+    """The platform refused to re-key this holder's link codes (the reason says why)."""
 
 
 class HolderClient:
@@ -93,6 +104,7 @@ class HolderClient:
         self._open: dict[str, Request] = {}  # sent from here, not yet answered
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
+        self._epochs: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
 
     async def start(self) -> None:
@@ -102,9 +114,14 @@ class HolderClient:
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
             self._handle, self._stop, instance=self.instance, producer=self._producer)
+        self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
 
     async def stop(self) -> None:
         self._stop.set()
+        if self._epochs is not None:
+            self._epochs.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._epochs
         if self._inbox is not None:
             await self._inbox
         await self._producer.stop()
@@ -165,6 +182,58 @@ class HolderClient:
             provider=provider, data_type=data_type, purpose=purpose))
         await self._send(link_code, LinkageRequest(request_id, datetime.now(UTC), link_code,
                                                    pattern_id, provider, data_type))
+        return request_id
+
+    # re-keying: the unit moved to a new key epoch
+    async def _follow_epochs(self) -> None:
+        """Re-key the bindings whenever this holder's unit moves to a new key epoch in the
+        directory (and once at start, for a move made while the holder was down)."""
+        brought_to: int | None = None  # the epoch the bindings were last brought to
+        while True:
+            seen = self.directory.version
+            entry = self.directory.entries.get(self.holder.encode())
+            if entry is not None and entry.key_epoch != brought_to:
+                try:
+                    converted, invalid = await self._rekey(entry.key_epoch)
+                except Exception as exc:  # refused, timed out, not sent: it must not stop here
+                    log.error("%s: re-keying to epoch %s failed (%s): again in %.0f s",
+                              self.holder, entry.key_epoch, exc, REKEY_AGAIN)
+                    await asyncio.sleep(REKEY_AGAIN)
+                    continue
+                brought_to = entry.key_epoch
+                if converted or invalid:
+                    log.info("%s: bindings re-keyed to epoch %s: %d converted, %d not valid "
+                             "(to investigation)", self.holder, brought_to, converted, invalid)
+            while self.directory.version == seen:
+                await self.directory.changed()
+
+    async def _rekey(self, epoch: int, within: float = 120.0) -> tuple[int, int]:
+        """Bring every binding of an older key epoch to `epoch`: the platform converts the link
+        codes, a batch at a time. How many were converted, and how many were not valid."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        converted = invalid = 0
+        while stale := self.store.bindings_before(epoch):
+            asked = [await self._ask_rekey(old_epoch, codes[start:start + REKEY_CODES])
+                     for old_epoch, codes in stale.items()
+                     for start in range(0, len(codes), REKEY_CODES)]
+            for request_id in asked:
+                done = await self.outcome(request_id, max(0.0, deadline - loop.time()))
+                if done.status != REKEYED or done.result is None:
+                    raise RekeyRefused(f"request {request_id}: {done.status}: {done.detail}")
+                converted += int(done.result["converted"])
+                invalid += int(done.result["invalid"])
+            if self.store.bindings_before(epoch) == stale:  # the platform is still at the old
+                if loop.time() + REKEY_RETRY > deadline:  # epoch: it reads the directory anew
+                    raise TimeoutError("the platform did not move to the new epoch in time")
+                await asyncio.sleep(REKEY_RETRY)
+        return converted, invalid
+
+    async def _ask_rekey(self, epoch: int, link_codes: list[str]) -> str:
+        request_id = new_request_id()
+        self._opened(self.store.open_request(request_id, REKEY, "", SYSTEM, self.terminal))
+        await self._send(request_id, RekeyRequest(request_id, datetime.now(UTC), epoch,
+                                                  tuple(link_codes)))
         return request_id
 
     def _opened(self, request: Request) -> None:
@@ -239,7 +308,8 @@ class HolderClient:
                     waiter.set_result(request)
         return out
 
-    def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection) -> Request | None:
+    def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer
+                 ) -> Request | None:
         request = self._sent(message.request_id, answered=True)
         if request is None:
             log.warning("%s: an answer to unknown request %s", self.holder, message.request_id)
@@ -248,6 +318,8 @@ class HolderClient:
             return self._finish(request, REJECTED, f"{message.reason}: {message.detail}")
         if isinstance(message, BindingAnswer):
             return self._bound(request, message)
+        if isinstance(message, RekeyAnswer):
+            return self._rekeyed(request, message)
         fields = None
         if message.status == FOUND:
             payload = self._answers_in.open(message.sealed_payload, message.request_id)
@@ -277,12 +349,30 @@ class HolderClient:
             FourAttributes)) for c in answer.candidates]
         decision = matching.decide(found[0], candidates)
         if isinstance(decision, matching.Bind):
-            self.store.bind(request.own_number, decision.link_code)
+            self.store.bind(request.own_number, decision.link_code, answer.epoch)
             return self._finish(request, BOUND, None)
         reason = decision.reason if answer.status == FOUND else (
             f"{answer.status}: {answer.detail or decision.reason}")
         self.store.investigate(request.request_id, request.own_number, reason)
         return self._finish(request, INVESTIGATING, reason)
+
+    def _rekeyed(self, request: Request, answer: RekeyAnswer) -> Request | None:
+        """Rebind each record to its new code (once: a copy of the answer finds them done);
+        a record whose old code was not valid is unbound and investigated."""
+        converted = invalid = 0
+        for code in answer.codes if request.status == SENT else ():
+            own_number = self.store.rekey(code.old, code.new, answer.epoch)
+            if own_number is None:
+                continue
+            if code.new is None:
+                invalid += 1
+                self.store.investigate(f"{request.request_id}:{own_number}", own_number,
+                                       f"its link code is not valid at epoch {answer.epoch}: "
+                                       "bind it again")
+            else:
+                converted += 1
+        return self._finish(request, REKEYED, f"epoch {answer.epoch}", {
+            "epoch": str(answer.epoch), "converted": str(converted), "invalid": str(invalid)})
 
     def _answer(self, query: ProviderQuery) -> Send:
         """Step ③ at the provider: find the person by link code, seal the data to the requester."""

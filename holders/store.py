@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS data (
     PRIMARY KEY (own_number, data_type));
 CREATE TABLE IF NOT EXISTS bindings (
     own_number TEXT PRIMARY KEY REFERENCES records, link_code TEXT NOT NULL UNIQUE,
-    bound_at TEXT NOT NULL);
+    bound_at TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS investigations (
     request_id TEXT PRIMARY KEY, own_number TEXT NOT NULL, reason TEXT NOT NULL,
     opened_at TEXT NOT NULL);
@@ -78,6 +78,9 @@ class HolderStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        if "epoch" not in {row[1] for row in self.db.execute("PRAGMA table_info(bindings)")}:
+            # a store made before re-keying: its codes are of the units' first epoch
+            self.db.execute("ALTER TABLE bindings ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -133,9 +136,10 @@ class HolderStore:
             (operator, terminal)).fetchone()[0])
 
     # the correspondence table and the investigation queue
-    def bind(self, own_number: str, link_code: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?)",
-                        (own_number, link_code, _now()))
+    def bind(self, own_number: str, link_code: str, epoch: int) -> None:
+        """Bind a record to its link code, of the unit's key `epoch`."""
+        self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?)",
+                        (own_number, link_code, _now(), epoch))
 
     def link_code(self, own_number: str) -> str | None:
         row = self.db.execute("SELECT link_code FROM bindings WHERE own_number = ?",
@@ -152,6 +156,30 @@ class HolderStore:
 
     def bindings(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT own_number, link_code FROM bindings"))
+
+    def bindings_before(self, epoch: int) -> dict[int, list[str]]:
+        """The link codes of key epochs before `epoch`, by epoch: what re-keying converts."""
+        found: dict[int, list[str]] = {}
+        for old_epoch, link_code in self.db.execute(
+                "SELECT epoch, link_code FROM bindings WHERE epoch < ? ORDER BY epoch, link_code",
+                (epoch,)):
+            found.setdefault(old_epoch, []).append(link_code)
+        return found
+
+    def rekey(self, link_code: str, new_code: str | None, epoch: int) -> str | None:
+        """Give the binding of an older epoch's `link_code` its code of `epoch`; with no new
+        code, unbind it. The record's own number, or None if nothing changed (done already)."""
+        if new_code is None:
+            row = self.db.execute("DELETE FROM bindings WHERE link_code = ? AND epoch < ? "
+                                  "RETURNING own_number", (link_code, epoch)).fetchone()
+        else:
+            try:
+                row = self.db.execute("UPDATE bindings SET link_code = ?, epoch = ? "
+                                      "WHERE link_code = ? AND epoch < ? RETURNING own_number",
+                                      (new_code, epoch, link_code, epoch)).fetchone()
+            except sqlite3.IntegrityError:  # the new code is another record's old one (odds
+                return None  # ~n²/36¹¹): it stays of its old epoch until that one has moved
+        return None if row is None else str(row[0])
 
     def investigate(self, request_id: str, own_number: str, reason: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO investigations VALUES (?, ?, ?, ?)",

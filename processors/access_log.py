@@ -9,7 +9,7 @@ from broker import topics
 from renkei.envelope import Send, send
 
 # kinds of step
-BINDING, LINKAGE, ANSWER, MESSAGE = "BINDING", "LINKAGE", "ANSWER", "MESSAGE"
+BINDING, LINKAGE, ANSWER, MESSAGE, REKEY = "BINDING", "LINKAGE", "ANSWER", "MESSAGE", "REKEY"
 APPROVED, REJECTED = "APPROVED", "REJECTED"
 
 

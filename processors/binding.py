@@ -63,13 +63,14 @@ def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list
         ids = ctx.codes.id_codes(residents)
         usable = [(c, i) for c, i in zip(answer.candidates, ids, strict=True)
                   if not isinstance(i, InvalidCode)]
-        links = ctx.codes.link_codes_of([i for _, i in usable],
-                                        [ctx.unit(answer.requester)] * len(usable))
+        unit = ctx.unit(answer.requester)
+        links = ctx.codes.link_codes_of([i for _, i in usable], [unit] * len(usable))
         candidates = tuple(BindingCandidate(link, c.sealed_attributes)
                            for (c, _), link in zip(usable, links, strict=True))
         status = answer.status if candidates or answer.status != FOUND else "NOT_FOUND"
         out.append(send(topics.inbox(answer.requester), answer.request_id,
-                        BindingAnswer(answer.request_id, status, answer.detail, candidates)))
+                        BindingAnswer(answer.request_id, status, answer.detail, candidates,
+                                      unit.epoch)))
         out += [logged(answer.request_id, f"binding:{n}", now, BINDING, status,
                        answer.requester, person=str(person))
                 for n, (_, person) in enumerate(usable)] or [

@@ -3,15 +3,18 @@ topics, written by the admin principal only; everyone else reads)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from broker import acls, config, topics
 from broker.clients import KafkaAccess
 from processors import keys, patterns
 from renkei import sealing
+from renkei.compacted import CompactedView
 from renkei.envelope import send
 from renkei.service_loop import deliver, producer_for
+from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
 
 SERVICE = "service"
@@ -46,3 +49,29 @@ async def publish(entries: Sequence[HolderEntry] = (),
                       + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
     finally:
         await producer.stop()
+
+
+async def current() -> dict[str, HolderEntry]:
+    """The holder directory as it stands."""
+    view = CompactedView(KafkaAccess.of(config.ADMIN), topics.DIRECTORY,
+                         lambda b: CODEC.decode(b, HolderEntry))
+    await view.start()
+    try:
+        await view.loaded()
+        return {e.holder_id: e for e in view.entries.values()}
+    finally:
+        await view.stop()
+
+
+def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
+    """The key epoch a link-code unit is at (0 for a unit with no holder yet)."""
+    return max((e.key_epoch for e in directory.values() if e.link_unit == unit), default=0)
+
+
+def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:
+    """The entries of the unit's holders at its next key epoch (re-keying the unit)."""
+    members = [e for e in directory.values() if e.link_unit == unit and e.role != SERVICE]
+    if not members:
+        raise LookupError(f"no holder has link-code unit {unit!r}")
+    epoch, now = unit_epoch(directory, unit) + 1, datetime.now(UTC)
+    return [replace(e, key_epoch=epoch, updated_at=now) for e in members]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import click
 
-from processors import keys
+from processors import directory, keys
 
 
 @click.group("keys")
@@ -20,3 +22,18 @@ def init() -> None:
         click.echo(f"key store created at {path} (mode 0600)")
     else:
         click.echo(f"key store already exists at {path}; left unchanged")
+
+
+@keys_cli.command()
+@click.argument("unit")
+def rekey(unit: str) -> None:
+    """Move a link-code unit to its next key epoch: its old codes are refused from then on; the
+    unit's holders re-key their bindings by themselves within seconds."""
+    try:
+        entries = directory.next_epoch(asyncio.run(directory.current()), unit)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    asyncio.run(directory.publish(entries))
+    click.echo(f"link-code unit {unit!r} is at key epoch {entries[0].key_epoch}; its holders "
+               "re-key their bindings by themselves: "
+               + ", ".join(sorted(e.holder_id for e in entries)))

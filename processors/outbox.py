@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from broker import topics
-from processors import applications, binding, linkage, oversight
+from processors import applications, binding, linkage, oversight, rekey
 from processors.access_log import MESSAGE
 from processors.context import Context
 from processors.isolation import isolated
@@ -20,9 +20,11 @@ from schemas.messages import (
     Ping,
     Pong,
     ProviderAnswer,
+    RekeyRequest,
 )
 
-OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping, HolderLogAnswer)
+OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping, HolderLogAnswer,
+                   RekeyRequest)
 
 
 def handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
@@ -70,6 +72,8 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
             answers.append(item)
         elif isinstance(message, BindingRequest):
             out += binding.forward(item, ctx)
+        elif isinstance(message, RekeyRequest):
+            out += rekey.answer(item, ctx, now)
         elif isinstance(message, HolderLogAnswer):
             out += (applications.answered(item) if applications.is_application(
                 message.request_id) else oversight.answered(item))

@@ -1,15 +1,28 @@
 """Re-keying a link-code unit: a holder's old link codes → ID codes → link codes of the new epoch.
 
-The holder submits its list of link codes; it gets back, item by item, the new code (so its
-bindings survive) or why the old one is not valid. After the bump, codes of the old epoch are
-refused: under the new epoch's key they do not decrypt to a resident code.
+The operator bumps a unit's key epoch in the holder directory (`renkei keys rekey UNIT`); from
+then on the unit's codes of older epochs are refused, as under the new epoch's key they do not
+decrypt to a resident code. Each holder of the unit submits its link codes of the epoch they are
+of (`RekeyRequest`) and gets back, item by item, the new code (so its bindings survive) or none
+if the old one is not valid (`RekeyAnswer`). A conversion is a pure function of the codes and
+the keys: a request handled twice gives the same answer twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from processors.codes import CodeService, Result, UnitEpoch
+from broker import topics
+from processors.access_log import REKEY, logged
+from processors.codes import CodeService, InvalidCode, Result, UnitEpoch
+from processors.context import Context
+from processors.linkage import FromHolder
+from processors.rejection import reject
+from renkei.envelope import Send, send
+from schemas.messages import RekeyAnswer, RekeyedCode, RekeyRequest
+
+REKEYED = "REKEYED"
 
 
 def rekey(codes: CodeService, link_codes: Sequence[str], unit: str, old_epoch: int,
@@ -18,3 +31,38 @@ def rekey(codes: CodeService, link_codes: Sequence[str], unit: str, old_epoch: i
     if new_epoch <= old_epoch:
         raise ValueError(f"a new key epoch follows the old one ({old_epoch} → {new_epoch})")
     return codes.convert_batch(link_codes, UnitEpoch(unit, old_epoch), UnitEpoch(unit, new_epoch))
+
+
+def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
+    """A holder's link codes of an older epoch of its unit, as codes of the current epoch (its
+    own codes back, unconverted, when they are of the current epoch already)."""
+    request = item.message
+    assert isinstance(request, RekeyRequest)
+    at, source = item.incoming.timestamp, item.incoming.source
+    entry = ctx.directory.get(item.holder)
+    if entry is None or not entry.active:
+        return reject(item.holder, request.request_id, "NOT_PERMITTED",
+                      "the requester is not an active holder in the directory", at, source, REKEY)
+    if not ctx.fresh(request.sent_at, at):
+        return reject(item.holder, request.request_id, "STALE_REQUEST",
+                      "sent outside the replay window", at, source, REKEY)
+    unit = ctx.unit(item.holder)
+    if not 0 <= request.from_epoch <= unit.epoch:
+        return reject(item.holder, request.request_id, "NOT_PERMITTED",
+                      f"{unit} has no codes of epoch {request.from_epoch}", at, source, REKEY)
+    old = list(request.link_codes)
+    if request.from_epoch == unit.epoch:
+        new: Sequence[Result] = old
+        what = f"nothing to re-key: {unit} already"
+    else:
+        new = rekey(ctx.codes, old, unit.unit, request.from_epoch, unit.epoch)
+        invalid = sum(isinstance(code, InvalidCode) for code in new)
+        what = (f"{len(new) - invalid} link codes of epoch {request.from_epoch} re-keyed to "
+                f"epoch {unit.epoch} of unit {unit.unit!r}; {invalid} not valid")
+    return [
+        send(topics.inbox(item.holder), request.request_id, RekeyAnswer(
+            request.request_id, unit.epoch,
+            tuple(RekeyedCode(o, None if isinstance(n, InvalidCode) else n)
+                  for o, n in zip(old, new, strict=True)))),
+        logged(request.request_id, "rekeyed", now, REKEY, REKEYED, item.holder, reason=what),
+    ]

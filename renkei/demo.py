@@ -98,6 +98,20 @@ def _figures(run: Run) -> None:
                f"lawful answered: p50 {statistics.median(ms):.0f} ms, p99 {p99:.0f} ms")
 
 
+async def _rekeying(clients: dict[str, HolderClient], built: town.Town, unit: str) -> None:
+    bound = {holder: len(client.store.bindings()) for holder, client in clients.items()}
+    epoch, members, seconds = await scenario.rekey_unit(clients, unit)
+    click.echo(f"  the operator moved unit {unit!r} to key epoch {epoch} (`renkei keys rekey "
+               f"{unit}`); its holders re-keyed by themselves in {seconds:.1f}s: "
+               + ", ".join(f"{m} {bound[m]} link codes" for m in members))
+    for exchange in scenario.LAWFUL:
+        if {exchange.requester, exchange.provider} & set(members):
+            own = scenario.people(clients[exchange.requester], built, exchange)[0]
+            outcome = await scenario.round_trip(clients[exchange.requester], exchange, own, 30)
+            click.echo(f"  then {exchange.requester} → {exchange.provider} "
+                       f"({exchange.pattern}, {exchange.data_type}): {outcome.status}")
+
+
 async def _exercise(built: town.Town) -> None:
     async with scenario.started_clients() as clients:
         _title("Binding (紐付け): four attributes or personal number, exact match only")
@@ -110,6 +124,8 @@ async def _exercise(built: town.Town) -> None:
         for event in await read_events(KafkaAccess.of(config.ADMIN)):
             events.setdefault(event.request_id, []).append(event)
         _step_by_step(run, clients, events)
+        _title("Re-keying (鍵の更新): a link-code unit moves to a new key epoch")
+        await _rekeying(clients, built, "medical")
         _title("Figures (a first measurement; `renkei bench linkage` is the benchmark)")
         _figures(run)
         click.echo(f"  access-log events on renkei.audit: {sum(map(len, events.values()))}")

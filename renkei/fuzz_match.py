@@ -2,7 +2,7 @@
 
 A message the codec refuses is answered by a Rejection with no request id and the codec's reason
 and words; any other by one answer carrying its request id (a Rejection with a reason, a Pong, a
-binding or linkage answer), or by none where none is due (see `fuzz_plan`).
+binding, linkage or re-keying answer), or by none where none is due (see `fuzz_plan`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class Answer:
 
     holder: str
     request_id: str
-    kind: str  # Rejection, Pong, LinkageAnswer, BindingAnswer
+    kind: str  # Rejection, Pong, LinkageAnswer, BindingAnswer, RekeyAnswer
     reason: str = ""
     detail: str = ""
 

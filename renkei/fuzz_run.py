@@ -28,14 +28,14 @@ from renkei.service_loop import producer_for
 from renkei.town import Processes, Town
 from renkei.window import Window
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import BindingAnswer, LinkageAnswer, Pong, Rejection
+from schemas.messages import BindingAnswer, LinkageAnswer, Pong, Rejection, RekeyAnswer
 
 CHUNK = 250  # bad messages handed to the producers at once
 IN_FLIGHT = 5_000  # answers due but not yet read, above which sending waits
 LAWFUL_WITHIN = 180.0  # seconds a lawful request may take
 QUIET = 60.0  # seconds without a new answer after which the rest count as unanswered
 DRAIN = 120.0  # seconds the platform's group may take to catch up at the end
-ANSWERS = (Rejection, Pong, LinkageAnswer, BindingAnswer)
+ANSWERS = (Rejection, Pong, LinkageAnswer, BindingAnswer, RekeyAnswer)
 LAWFUL_ANSWERS = frozenset({"FOUND", "NOT_FOUND"})  # the provider answered (it may not hold it)
 
 

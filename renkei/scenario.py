@@ -1,17 +1,19 @@
-"""The demo's exchanges: lawful ones between the sample holders, and a few unlawful ones."""
+"""The demo's exchanges: lawful ones between the sample holders, and a few unlawful ones; and a
+link-code unit moved to a new key epoch."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from holders.client import HolderClient, NotAuthorized
 from holders.samples import SAMPLES
 from holders.store import HolderStore, Request, default_path
+from processors import directory
 from renkei.town import Town
 
 
@@ -147,3 +149,24 @@ async def round_trip(client: HolderClient, exchange: Exchange, own: str,
 def staff(holder: str) -> tuple[str, str]:
     """The sample holders' registered staff member and terminal."""
     return f"{holder}-staff-1", f"{holder}-term-1"
+
+
+async def rekey_unit(clients: dict[str, HolderClient], unit: str) -> tuple[int, list[str], float]:
+    """Move a link-code unit to its next key epoch, as `renkei keys rekey` does, and wait until
+    its holders have re-keyed their bindings by themselves: the epoch, they, and the seconds."""
+    entries = directory.next_epoch(await directory.current(), unit)
+    started = time.monotonic()
+    await directory.publish(entries)
+    members = sorted(e.holder_id for e in entries)
+    await rekeyed([clients[m] for m in members], entries[0].key_epoch)
+    return entries[0].key_epoch, members, time.monotonic() - started
+
+
+async def rekeyed(clients: Sequence[HolderClient], epoch: int, within: float = 60.0) -> None:
+    """Wait until each holder's unit is at `epoch` and all its bindings are of it."""
+    for _ in range(int(within / 0.05)):
+        if all(c.entry(c.holder).key_epoch >= epoch and not c.store.bindings_before(epoch)
+               for c in clients):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"not re-keyed to key epoch {epoch} within {within:.0f} s")

@@ -30,6 +30,7 @@ C = TypeVar("C")
 D = TypeVar("D")
 E = TypeVar("E")
 F = TypeVar("F")
+G = TypeVar("G")
 
 
 class SchemaError(ValueError):
@@ -154,6 +155,9 @@ class Codec:
     @overload
     def decode(self, data: bytes, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E],
                f: type[F], /) -> A | B | C | D | E | F: ...
+    @overload
+    def decode(self, data: bytes, a: type[A], b: type[B], c: type[C], d: type[D], e: type[E],
+               f: type[F], g: type[G], /) -> A | B | C | D | E | F | G: ...
 
     def decode(self, data: bytes, *expected: type[Any]) -> Any:
         """Decode into one of the `expected` message classes; any other is UnexpectedMessage."""

@@ -54,6 +54,7 @@ class BindingAnswer:
     status: str
     detail: str
     candidates: tuple[BindingCandidate, ...]
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,27 @@ class LinkageRequest:
     pattern_id: str
     provider: str
     data_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyRequest:
+    request_id: str
+    sent_at: datetime
+    from_epoch: int
+    link_codes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyedCode:
+    old: str
+    new: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyAnswer:
+    request_id: str
+    epoch: int
+    codes: tuple[RekeyedCode, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,10 +17,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from audit.events import AccessLogEvent
 from audit.topic import read_events
-from broker import config
-from broker.clients import KafkaAccess
+from broker import config, topics
+from broker.clients import KafkaAccess, at_end
 from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
+from schemas.codec import CODEC
+from schemas.messages import Rejection
 
 
 @asynccontextmanager
@@ -84,3 +87,25 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
 async def audit_events(request_ids: set[str] | None = None) -> list[AccessLogEvent]:
     """Every access-log event on the audit topic (optionally only of some requests)."""
     return await read_events(KafkaAccess.of(config.ADMIN), request_ids)
+
+
+async def rejection_of(holder: str, request_id: str, send: bytes,
+                       within: float = 30) -> Rejection:
+    """Send `send` to the holder's outbox as the holder; the rejection of `request_id`."""
+    access = KafkaAccess.of(holder)
+    inbox = AIOKafkaConsumer(topics.inbox(holder), **access.aiokafka(), enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        async with producer(access) as prod:
+            await prod.send_and_wait(topics.outbox(holder), send, key=uuid.uuid4().bytes)
+        async with asyncio.timeout(within):
+            while True:
+                for records in (await inbox.getmany(timeout_ms=300)).values():
+                    for record in records:
+                        value = record.value or b""
+                        if CODEC.name_of(value) == Rejection.__name__ and (
+                                found := CODEC.decode(value, Rejection)).request_id == request_id:
+                            return found
+    finally:
+        await inbox.stop()

@@ -73,7 +73,7 @@ from processors import keys
 from renkei import sealing
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import BY_ATTRIBUTES, FOUND, BindingRequest, LinkageAnswer, Rejection
-from tests.kafka_helpers import audit_events, producer
+from tests.kafka_helpers import audit_events, rejection_of
 from tests.test_linkage import ask, bound
 
 REFERENCE = re.compile(r"(tests/test_\w+)\.py::(test_\w+)")
@@ -88,27 +88,6 @@ def test_every_attack_in_the_map_names_a_test_that_exists() -> None:
     for path, name in references:
         module = importlib.import_module(path.replace("/", "."))
         assert callable(getattr(module, name, None)), f"{path}.py::{name} does not exist"
-
-
-async def _rejection_of(holder: str, request_id: str, send: bytes,
-                        within: float = 30) -> Rejection:
-    """Send `send` to the holder's outbox as the holder; the rejection of `request_id`."""
-    access = KafkaAccess.of(holder)
-    inbox = AIOKafkaConsumer(topics.inbox(holder), **access.aiokafka(), enable_auto_commit=False)
-    await inbox.start()
-    try:
-        await at_end(inbox)
-        async with producer(access) as prod:
-            await prod.send_and_wait(topics.outbox(holder), send, key=uuid.uuid4().bytes)
-        async with asyncio.timeout(within):
-            while True:
-                for records in (await inbox.getmany(timeout_ms=300)).values():
-                    for record in records:
-                        found = _decoded(record.value)
-                        if isinstance(found, Rejection) and found.request_id == request_id:
-                            return found
-    finally:
-        await inbox.stop()
 
 
 def _decoded(value: bytes | None) -> Rejection | LinkageAnswer | None:
@@ -126,7 +105,7 @@ async def test_a_replayed_old_binding_request_is_refused_as_stale(
     request_id = str(uuid.uuid4())
     old = BindingRequest(request_id, datetime.now(UTC) - timedelta(minutes=10), BY_ATTRIBUTES,
                          b"\x00" * 48)
-    rejection = await _rejection_of(HOLDER, request_id, CODEC.encode(old))
+    rejection = await rejection_of(HOLDER, request_id, CODEC.encode(old))
     assert rejection.reason == "STALE_REQUEST"
     for _ in range(50):
         events = await audit_events({request_id})

@@ -5,18 +5,26 @@ from __future__ import annotations
 import json
 import re
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from processors import keys
+from audit.events import AccessLogEvent
+from broker import topics
+from processors import directory, keys, rekey
 from processors.codes import ALPHABET, CodeService, InvalidCode, UnitEpoch
+from processors.context import Context
 from processors.keys_cli import keys_cli
-from processors.rekey import rekey
+from processors.linkage import FromHolder
+from processors.tickets import TicketSealer
 from registry.resident_code import random_codes
+from renkei.envelope import Incoming, Send
 from renkei.state import STATE_ENV
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry, Rejection, RekeyAnswer, RekeyRequest
 
 MILLION = 1_000_000
 CODE = re.compile(r"[0-9A-Z]{11}")
@@ -143,14 +151,14 @@ def test_scalar_calls_are_batches_of_one(codes: CodeService) -> None:
 def test_rekeying_keeps_bindings_and_refuses_the_old_epoch(codes: CodeService) -> None:
     residents = random_codes(10_000, seed=8)
     old = _valid(codes.link_codes(residents, UnitEpoch("city-a", 4)))
-    new = rekey(codes, [*old, "NOTACODE000"], "city-a", 4, 5)
+    new = rekey.rekey(codes, [*old, "NOTACODE000"], "city-a", 4, 5)
     assert isinstance(new[-1], InvalidCode)
     assert codes.resident_codes(_valid(new[:-1]), UnitEpoch("city-a", 5)) == residents
     assert sum(a == b for a, b in zip(old, new, strict=False)) == 0
     refused = codes.resident_codes(old, UnitEpoch("city-a", 5))
     assert all(isinstance(r, InvalidCode) for r in refused)
     with pytest.raises(ValueError):
-        rekey(codes, old, "city-a", 5, 5)
+        rekey.rekey(codes, old, "city-a", 5, 5)
 
 
 @pytest.fixture
@@ -193,3 +201,85 @@ def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:
         masters.link_key("city/a", 0)
     with pytest.raises(ValueError):
         masters.link_key("city-a", -1)
+
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _entry(holder: str, unit: str, epoch: int, role: str = "municipality") -> HolderEntry:
+    return HolderEntry(holder, holder, role, unit, epoch, b"k" * 32, False, True, NOW)
+
+
+@pytest.fixture
+def ctx(codes: CodeService) -> Context:
+    """The platform's context with city-a at key epoch 2 of its own unit."""
+    context = Context(codes, TicketSealer(MASTERS.ticket_key()), MASTERS.sealing_key())
+    context.directory = {"city-a": _entry("city-a", "city-a", 2)}
+    return context
+
+
+def _rekey(ctx: Context, link_codes: list[str], from_epoch: int, holder: str = "city-a",
+           sent_at: datetime = NOW) -> list[Send]:
+    request = RekeyRequest("rk-1", sent_at, from_epoch, tuple(link_codes))
+    incoming = Incoming(topics.outbox(holder), 0, 7, NOW, CODEC.encode(request))
+    return rekey.answer(FromHolder(incoming, holder, request), ctx, NOW)
+
+
+def test_a_rekeying_request_gets_each_code_of_the_units_current_epoch(
+        codes: CodeService, ctx: Context) -> None:
+    residents = random_codes(100, seed=3)
+    old = _valid(codes.link_codes(residents, UnitEpoch("city-a", 0)))
+    current = codes.link_code(residents[0], UnitEpoch("city-a", 2))  # not of epoch 0
+    to_holder, event = _rekey(ctx, [*old, "NOTACODE000", current], from_epoch=0)
+    assert to_holder.topic == topics.inbox("city-a")
+    answer = CODEC.decode(to_holder.value, RekeyAnswer)
+    assert answer.epoch == 2
+    assert [c.old for c in answer.codes] == [*old, "NOTACODE000", current]
+    new = [c.new for c in answer.codes]
+    assert new[-2:] == [None, None]
+    assert codes.resident_codes([n for n in new[:-2] if n], UnitEpoch("city-a", 2)) == residents
+    logged = CODEC.decode(event.value, AccessLogEvent)
+    assert (logged.kind, logged.outcome, logged.requester, logged.person) == (
+        "REKEY", "REKEYED", "city-a", None)
+    assert logged.reason == ("100 link codes of epoch 0 re-keyed to epoch 2 of unit 'city-a'; "
+                             "2 not valid")
+
+
+def test_codes_of_the_current_epoch_come_back_as_they_are(ctx: Context) -> None:
+    to_holder, event = _rekey(ctx, ["ANYCODE0000"], from_epoch=2)
+    answer = CODEC.decode(to_holder.value, RekeyAnswer)
+    assert (answer.epoch, [(c.old, c.new) for c in answer.codes]) == (
+        2, [("ANYCODE0000", "ANYCODE0000")])
+    assert CODEC.decode(event.value, AccessLogEvent).reason == (
+        "nothing to re-key: unit 'city-a' at epoch 2 already")
+
+
+@pytest.mark.parametrize(("holder", "from_epoch", "sent_at", "reason", "detail"), [
+    ("city-a", 3, NOW, "NOT_PERMITTED", "unit 'city-a' at epoch 2 has no codes of epoch 3"),
+    ("city-a", -1, NOW, "NOT_PERMITTED", "unit 'city-a' at epoch 2 has no codes of epoch -1"),
+    ("city-b", 0, NOW, "NOT_PERMITTED", "the requester is not an active holder in the directory"),
+    ("city-a", 0, NOW - timedelta(minutes=10), "STALE_REQUEST", "sent outside the replay window"),
+])
+def test_a_rekeying_request_that_cannot_be_answered_is_rejected_to_its_sender(
+        ctx: Context, holder: str, from_epoch: int, sent_at: datetime, reason: str,
+        detail: str) -> None:
+    to_holder, event = _rekey(ctx, ["ANYCODE0000"], from_epoch, holder, sent_at)
+    assert to_holder.topic == topics.inbox(holder)
+    rejection = CODEC.decode(to_holder.value, Rejection)
+    assert (rejection.request_id, rejection.reason, rejection.detail) == ("rk-1", reason, detail)
+    assert CODEC.decode(event.value, AccessLogEvent).outcome == "REJECTED"
+
+
+def test_the_operator_bumps_a_whole_unit_to_its_next_epoch() -> None:
+    entries = {"hospital": _entry("hospital", "medical", 1, "hospital"),
+               "clinic": _entry("clinic", "medical", 1, "clinic"),
+               "town": _entry("town", "town", 4),
+               "platform": _entry("platform", "platform", 0, directory.SERVICE)}
+    assert directory.unit_epoch(entries, "medical") == 1
+    assert directory.unit_epoch(entries, "pharmacy") == 0  # a new unit starts at 0
+    bumped = directory.next_epoch(entries, "medical")
+    assert sorted((e.holder_id, e.link_unit, e.key_epoch) for e in bumped) == [
+        ("clinic", "medical", 2), ("hospital", "medical", 2)]
+    assert all(e.updated_at > NOW for e in bumped)
+    with pytest.raises(LookupError, match="no holder has link-code unit 'platform'"):
+        directory.next_epoch(entries, "platform")

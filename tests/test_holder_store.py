@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import date
 from pathlib import Path
 
@@ -15,8 +16,37 @@ def test_a_provider_finds_data_only_by_a_bound_link_code_and_its_type(tmp_path: 
     store.add_record("H-2", FourAttributes("山田 太郎", "桜町1-2-3", date(1979, 5, 2), Sex.MALE))
     store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
     store.put_data("H-2", "local_tax", {"taxable_income": "4100000"})
-    store.bind("H-1", "LC-1")
+    store.bind("H-1", "LC-1", 0)
     assert store.provided("LC-1", "local_tax") == {"taxable_income": "3200000"}
     assert store.provided("LC-1", "pension_benefit") is None  # bound, but no such data
     assert store.provided("LC-2", "local_tax") is None  # H-2 holds data but is not bound
+    store.close()
+
+
+def test_rekeying_moves_each_binding_to_the_new_epoch_once(tmp_path: Path) -> None:
+    store = HolderStore(tmp_path / "holder.db")
+    for own, code in (("H-1", "OLD1"), ("H-2", "OLD2"), ("H-4", "X"), ("H-5", "Y")):
+        store.bind(own, code, 0)
+    store.bind("H-3", "NEW3", 1)  # bound after the bump: of the new epoch already
+    assert store.bindings_before(1) == {0: ["OLD1", "OLD2", "X", "Y"]}
+    assert store.rekey("OLD1", "NEW1", 1) == "H-1"
+    assert store.rekey("OLD1", "NEW1", 1) is None  # the answer again: done already
+    assert store.rekey("OLD2", None, 1) == "H-2"  # not valid: unbound
+    assert store.rekey("X", "Y", 1) is None  # Y is still H-5's old code: X waits
+    assert store.rekey("Y", "Z", 1) == "H-5"
+    assert store.rekey("X", "Y", 1) == "H-4"
+    assert store.bindings_before(1) == {}
+    assert store.bindings() == {"H-1": "NEW1", "H-3": "NEW3", "H-4": "Y", "H-5": "Z"}
+    store.close()
+
+
+def test_a_store_made_before_rekeying_has_its_codes_of_the_first_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "holder.db"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE bindings (own_number TEXT PRIMARY KEY, "
+                    "link_code TEXT NOT NULL UNIQUE, bound_at TEXT NOT NULL)")
+        old.execute("INSERT INTO bindings VALUES ('H-1', 'LC-1', '2026-01-01')")
+    old.close()
+    store = HolderStore(path)
+    assert store.bindings_before(1) == {0: ["LC-1"]}
     store.close()

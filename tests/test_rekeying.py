@@ -1,0 +1,78 @@
+"""Re-keying end to end, on the real broker: the operator bumps a link-code unit's key epoch, the
+holder converts its bindings through the platform by itself, codes of the old epoch are refused,
+and linkage works again with the holder on either side."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from holders.client import HolderClient, new_request_id
+from processors import keys
+from processors.codes import CodeService, UnitEpoch
+from renkei.scenario import LAWFUL, people, rekeyed, round_trip
+from renkei.town import Town
+from schemas.codec import CODEC
+from schemas.messages import LinkageRequest
+from tests.kafka_helpers import audit_events, rejection_of, renkei
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+HOLDER = "nenkin"  # its own link-code unit; in no test elsewhere by a fixed epoch
+ASKS = next(e for e in LAWFUL if e.requester == HOLDER)
+ASKED = next(e for e in LAWFUL if e.provider == HOLDER)
+
+
+async def test_a_holder_rekeys_its_bindings_and_its_old_codes_are_refused(
+        clients: dict[str, HolderClient], town: Town) -> None:
+    holder, other = clients[HOLDER], clients[ASKED.requester]
+    asks, asked = people(holder, town, ASKS)[0], people(other, town, ASKED)[0]
+    for client, exchange, own in ((holder, ASKS, asks), (other, ASKED, asked)):
+        assert (await round_trip(client, exchange, own, 30)).status == "FOUND"
+    codes = CodeService(keys.load())
+    epoch = holder.entry(HOLDER).key_epoch
+    residents = {own: codes.resident_code(link, UnitEpoch(HOLDER, epoch))
+                 for own, link in holder.store.bindings().items()}
+    old_code = holder.store.link_code(asks)
+    assert old_code is not None
+
+    bumped = renkei("keys", "rekey", HOLDER)
+    assert f"link-code unit {HOLDER!r} is at key epoch {epoch + 1}" in bumped.stdout
+    await rekeyed([holder], epoch + 1, within=20)  # by itself: nobody asks it to
+    assert set(holder.store.counts("REKEY")) == {"REKEYED", "duplicates dropped"}
+
+    new_unit = UnitEpoch(HOLDER, epoch + 1)
+    assert {own: codes.resident_code(link, new_unit)
+            for own, link in holder.store.bindings().items()} == residents
+    assert holder.store.link_code(asks) != old_code
+    request_id = new_request_id()
+    rejection = await rejection_of(HOLDER, request_id, CODEC.encode(LinkageRequest(
+        request_id, datetime.now(UTC), old_code, ASKS.pattern, ASKS.provider, ASKS.data_type)))
+    assert rejection.reason == "INVALID_LINK_CODE"
+    for client, exchange, own in ((holder, ASKS, asks), (other, ASKED, asked)):
+        assert (await round_trip(client, exchange, own, 30)).status == "FOUND"
+    logged = [e for e in await audit_events() if e.kind == "REKEY" and e.requester == HOLDER]
+    assert [e.reason for e in logged].count(
+        f"{len(residents)} link codes of epoch {epoch} re-keyed to epoch {epoch + 1} of unit "
+        f"{HOLDER!r}; 0 not valid") == 1
+    assert all(e.person is None for e in logged)  # re-keying names no one
+
+
+async def test_rekeying_a_unit_no_holder_has_is_refused(
+        clients: dict[str, HolderClient]) -> None:
+    refused = renkei("keys", "rekey", "no-such-unit", check=False)
+    assert refused.returncode != 0
+    assert "no holder has link-code unit 'no-such-unit'" in refused.stderr
+
+
+async def test_a_holder_registered_into_a_rekeyed_unit_gets_its_current_epoch(
+        clients: dict[str, HolderClient]) -> None:
+    """A holder joining a unit after a re-keying gets the unit's epoch, not the first one (else
+    the unit's holders would have different link codes of one person)."""
+    first = renkei("holder", "register", "kita-clinic", "--name", "北町診療所",
+                   "--role", "medical_institution", "--unit", "kita-medical")
+    assert "link-code unit kita-medical at key epoch 0" in first.stdout
+    renkei("keys", "rekey", "kita-medical")
+    joined = renkei("holder", "register", "kita-pharmacy", "--name", "北町薬局",
+                    "--role", "medical_institution", "--unit", "kita-medical")
+    assert "link-code unit kita-medical at key epoch 1" in joined.stdout
