@@ -213,7 +213,8 @@ class HolderClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         converted = invalid = 0
-        while stale := self.store.bindings_before(epoch):
+        stale = self.store.bindings_before(epoch)
+        while stale:
             asked = [await self._ask_rekey(old_epoch, codes[start:start + REKEY_CODES])
                      for old_epoch, codes in stale.items()
                      for start in range(0, len(codes), REKEY_CODES)]
@@ -223,10 +224,12 @@ class HolderClient:
                     raise RekeyRefused(f"request {request_id}: {done.status}: {done.detail}")
                 converted += int(done.result["converted"])
                 invalid += int(done.result["invalid"])
-            if self.store.bindings_before(epoch) == stale:  # the platform is still at the old
-                if loop.time() + REKEY_RETRY > deadline:  # epoch: it reads the directory anew
+            left = self.store.bindings_before(epoch)
+            if left == stale:  # the platform is still at the old epoch: it reads the directory
+                if loop.time() + REKEY_RETRY > deadline:  # anew
                     raise TimeoutError("the platform did not move to the new epoch in time")
                 await asyncio.sleep(REKEY_RETRY)
+            stale = left
         return converted, invalid
 
     async def _ask_rekey(self, epoch: int, link_codes: list[str]) -> str:
@@ -371,8 +374,8 @@ class HolderClient:
                                        "bind it again")
             else:
                 converted += 1
-        return self._finish(request, REKEYED, f"epoch {answer.epoch}", {
-            "epoch": str(answer.epoch), "converted": str(converted), "invalid": str(invalid)})
+        return self._finish(request, REKEYED, f"epoch {answer.epoch}",
+                            {"converted": str(converted), "invalid": str(invalid)})
 
     def _answer(self, query: ProviderQuery) -> Send:
         """Step ③ at the provider: find the person by link code, seal the data to the requester."""

@@ -68,6 +68,13 @@ def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
     return max((e.key_epoch for e in directory.values() if e.link_unit == unit), default=0)
 
 
+async def rekey_unit(unit: str) -> list[HolderEntry]:
+    """Move a link-code unit to its next key epoch: its holders' entries, as published."""
+    entries = next_epoch(await current(), unit)
+    await publish(entries)
+    return entries
+
+
 def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:
     """The entries of the unit's holders at its next key epoch (re-keying the unit)."""
     members = [e for e in directory.values() if e.link_unit == unit and e.role != SERVICE]

@@ -30,10 +30,9 @@ def rekey(unit: str) -> None:
     """Move a link-code unit to its next key epoch: its old codes are refused from then on; the
     unit's holders re-key their bindings by themselves within seconds."""
     try:
-        entries = directory.next_epoch(asyncio.run(directory.current()), unit)
+        entries = asyncio.run(directory.rekey_unit(unit))
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
-    asyncio.run(directory.publish(entries))
     click.echo(f"link-code unit {unit!r} is at key epoch {entries[0].key_epoch}; its holders "
                "re-key their bindings by themselves: "
                + ", ".join(sorted(e.holder_id for e in entries)))

@@ -102,7 +102,7 @@ async def _rekeying(clients: dict[str, HolderClient], built: town.Town, unit: st
     bound = {holder: len(client.store.bindings()) for holder, client in clients.items()}
     epoch, members, seconds = await scenario.rekey_unit(clients, unit)
     click.echo(f"  the operator moved unit {unit!r} to key epoch {epoch} (`renkei keys rekey "
-               f"{unit}`); its holders re-keyed by themselves in {seconds:.1f}s: "
+               f"{unit}`); its holders re-keyed by themselves, {seconds:.1f}s from the command: "
                + ", ".join(f"{m} {bound[m]} link codes" for m in members))
     for exchange in scenario.LAWFUL:
         if {exchange.requester, exchange.provider} & set(members):

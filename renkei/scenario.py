@@ -153,10 +153,10 @@ def staff(holder: str) -> tuple[str, str]:
 
 async def rekey_unit(clients: dict[str, HolderClient], unit: str) -> tuple[int, list[str], float]:
     """Move a link-code unit to its next key epoch, as `renkei keys rekey` does, and wait until
-    its holders have re-keyed their bindings by themselves: the epoch, they, and the seconds."""
-    entries = directory.next_epoch(await directory.current(), unit)
+    its holders have re-keyed their bindings by themselves: the epoch, they, and the seconds
+    (reading the directory included)."""
     started = time.monotonic()
-    await directory.publish(entries)
+    entries = await directory.rekey_unit(unit)
     members = sorted(e.holder_id for e in entries)
     await rekeyed([clients[m] for m in members], entries[0].key_epoch)
     return entries[0].key_epoch, members, time.monotonic() - started
