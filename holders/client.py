@@ -66,6 +66,7 @@ OPEN_KEPT = 10_000  # requests sent and not yet answered, kept at hand (beyond: 
 REKEY_CODES = 10_000  # link codes one re-keying request carries (~140 KB; its answer ~300 KB)
 REKEY_RETRY = 0.5  # seconds before asking again when the platform did not know the new epoch yet
 REKEY_AGAIN = 30.0  # seconds before re-keying again after it failed
+REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 
 
 def new_request_id() -> str:
@@ -102,6 +103,7 @@ class HolderClient:
         self._producer = producer_for(self.access, linger_ms=LINGER_MS)
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._open: dict[str, Request] = {}  # sent from here, not yet answered
+        self._rebound = asyncio.Event()  # set (and replaced) as re-keying moves bindings
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
         self._epochs: asyncio.Task[None] | None = None
@@ -174,7 +176,7 @@ class HolderClient:
         """Step ①: ask `provider` for this person's `data_type` under `pattern_id`."""
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, purpose)
-        link_code = self.store.link_code(own_number)
+        link_code = await self._current_code(own_number)
         if link_code is None:
             raise NotBound(f"record {own_number!r} is not bound to a link code")
         self._opened(self.store.open_request(
@@ -206,6 +208,26 @@ class HolderClient:
                              "(to investigation)", self.holder, brought_to, converted, invalid)
             while self.directory.version == seen:
                 await self.directory.changed()
+
+    def _epoch(self) -> int:
+        """The key epoch this holder's unit is at, as the directory says."""
+        entry = self.directory.entries.get(self.holder.encode())
+        return 0 if entry is None else entry.key_epoch
+
+    async def _current_code(self, own_number: str) -> str | None:
+        """The record's link code (None: not bound). Just after its unit moved to a new key
+        epoch, once its binding is re-keyed (up to REKEY_WAIT): a code of the old epoch would
+        be refused."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REKEY_WAIT
+        while (bound := self.store.binding(own_number)) is not None:
+            code, epoch = bound
+            left = deadline - loop.time()
+            if epoch >= self._epoch() or left <= 0:
+                return code
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rebound.wait(), left)
+        return None
 
     async def _rekey(self, epoch: int, within: float = 120.0) -> tuple[int, int]:
         """Bring every binding of an older key epoch to `epoch`: the platform converts the link
@@ -374,12 +396,14 @@ class HolderClient:
                                        "bind it again")
             else:
                 converted += 1
+        self._rebound.set()  # the requests waiting for their records look again
+        self._rebound = asyncio.Event()
         return self._finish(request, REKEYED, f"epoch {answer.epoch}",
                             {"converted": str(converted), "invalid": str(invalid)})
 
     def _answer(self, query: ProviderQuery) -> Send:
         """Step ③ at the provider: find the person by link code, seal the data to the requester."""
-        fields = self.store.provided(query.link_code, query.data_type)
+        fields = self.store.provided(query.link_code, query.data_type, query.previous_link_code)
         status, sealed = NOT_FOUND, b""
         try:
             requester_key = self.entry(query.requester).public_key

@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS data (
     PRIMARY KEY (own_number, data_type));
 CREATE TABLE IF NOT EXISTS bindings (
     own_number TEXT PRIMARY KEY REFERENCES records, link_code TEXT NOT NULL UNIQUE,
-    bound_at TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0);
+    bound_at TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, previous_code TEXT);
 CREATE TABLE IF NOT EXISTS investigations (
     request_id TEXT PRIMARY KEY, own_number TEXT NOT NULL, reason TEXT NOT NULL,
     opened_at TEXT NOT NULL);
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS access_log (
 -- each request 6 µs to keep up)
 DROP INDEX IF EXISTS requests_status;
 """
+_PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
 SENT = "SENT"
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 
@@ -78,9 +79,12 @@ class HolderStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        if "epoch" not in {row[1] for row in self.db.execute("PRAGMA table_info(bindings)")}:
-            # a store made before re-keying: its codes are of the units' first epoch
-            self.db.execute("ALTER TABLE bindings ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(bindings)")}
+        for column, kind in (("epoch", "INTEGER NOT NULL DEFAULT 0"), ("previous_code", "TEXT")):
+            if column not in columns:  # a store made before re-keying: nothing moved yet
+                self.db.execute(f"ALTER TABLE bindings ADD COLUMN {column} {kind}")
+        self.db.execute("CREATE INDEX IF NOT EXISTS bindings_previous_code "
+                        "ON bindings (previous_code)")
 
     def close(self) -> None:
         self.db.close()
@@ -138,20 +142,30 @@ class HolderStore:
     # the correspondence table and the investigation queue
     def bind(self, own_number: str, link_code: str, epoch: int) -> None:
         """Bind a record to its link code, of the unit's key `epoch`."""
-        self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?)",
+        self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, NULL)",
                         (own_number, link_code, _now(), epoch))
 
     def link_code(self, own_number: str) -> str | None:
-        row = self.db.execute("SELECT link_code FROM bindings WHERE own_number = ?",
-                              (own_number,)).fetchone()
-        return None if row is None else str(row[0])
+        bound = self.binding(own_number)
+        return None if bound is None else bound[0]
 
-    def provided(self, link_code: str, data_type: str) -> dict[str, str] | None:
+    def binding(self, own_number: str) -> tuple[str, int] | None:
+        """The record's link code and the key epoch it is of (None: not bound)."""
+        row = self.db.execute("SELECT link_code, epoch FROM bindings WHERE own_number = ?",
+                              (own_number,)).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def provided(self, link_code: str, data_type: str,
+                 previous: str | None = None) -> dict[str, str] | None:
         """The data of this type on the record bound to this link code (None: no such record or
-        no such data)."""
-        row = self.db.execute("SELECT fields FROM bindings JOIN data USING (own_number) "
-                              "WHERE link_code = ? AND data_type = ?",
+        no such data). Across a re-keying, also the record still bound to the person's code of
+        the previous epoch (`previous`), or already moved on from this code."""
+        row = self.db.execute(f"{_PROVIDED} WHERE link_code = ? AND data_type = ?",
                               (link_code, data_type)).fetchone()
+        if row is None:
+            row = self.db.execute(
+                f"{_PROVIDED} WHERE (link_code = ? OR previous_code = ?) AND data_type = ?",
+                (previous, link_code, data_type)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def bindings(self) -> dict[str, str]:
@@ -174,9 +188,10 @@ class HolderStore:
                                   "RETURNING own_number", (link_code, epoch)).fetchone()
         else:
             try:
-                row = self.db.execute("UPDATE bindings SET link_code = ?, epoch = ? "
-                                      "WHERE link_code = ? AND epoch < ? RETURNING own_number",
-                                      (new_code, epoch, link_code, epoch)).fetchone()
+                row = self.db.execute(
+                    "UPDATE bindings SET link_code = ?, epoch = ?, previous_code = link_code "
+                    "WHERE link_code = ? AND epoch < ? RETURNING own_number",
+                    (new_code, epoch, link_code, epoch)).fetchone()
             except sqlite3.IntegrityError:  # the new code is another record's old one (odds
                 return None  # ~n²/36¹¹): it stays of its old epoch until that one has moved
         return None if row is None else str(row[0])

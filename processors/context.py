@@ -15,6 +15,7 @@ from schemas.messages import HolderEntry
 ANSWER_TIMEOUT = timedelta(seconds=30)
 REPLAY_WINDOW = timedelta(minutes=2)
 CLOCK_SKEW = timedelta(seconds=30)
+REKEY_GRACE = timedelta(hours=24)  # after a re-keying, queries carry the previous code too
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Context:
     answer_timeout: timedelta = ANSWER_TIMEOUT
     replay_window: timedelta = REPLAY_WINDOW
     clock_skew: timedelta = CLOCK_SKEW
+    rekey_grace: timedelta = REKEY_GRACE
 
     def fresh(self, sent_at: datetime, received: datetime) -> bool:
         """Sent at most the replay window before it was received, and not from the future
@@ -48,3 +50,11 @@ class Context:
         """The link-code unit and key epoch of a holder in the directory."""
         entry = self.directory[holder]
         return UnitEpoch(entry.link_unit, entry.key_epoch)
+
+    def previous_unit(self, holder: str, at: datetime) -> UnitEpoch | None:
+        """The holder's unit at its previous key epoch, if its entry changed within the re-keying
+        grace (its bindings may not all have moved yet), else None."""
+        entry = self.directory[holder]
+        if entry.key_epoch == 0 or at - entry.updated_at > self.rekey_grace:
+            return None
+        return UnitEpoch(entry.link_unit, entry.key_epoch - 1)

@@ -69,20 +69,35 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
             approved.append((item, verdict, person))
     targets = ctx.codes.link_codes_of([person for _, _, person in approved],
                                       [ctx.unit(_req(item).provider) for item, _, _ in approved])
-    for (item, verdict, person), link_b in zip(approved, targets, strict=True):
-        out.append(_pending(item, verdict, person, link_b, ctx))
+    previous = _previous_codes(approved, ctx)
+    for k, ((item, verdict, person), link_b) in enumerate(zip(approved, targets, strict=True)):
+        out.append(_pending(item, verdict, person, link_b, previous.get(k), ctx))
     return out
 
 
+def _previous_codes(approved: list[tuple[FromHolder, Approved, str]],
+                    ctx: Context) -> dict[int, str]:
+    """The person's link code at the provider's previous key epoch, for each approved request
+    (by its place) to a provider re-keyed within the grace: a provider whose bindings have not
+    all moved to the new epoch yet finds the person by it, instead of answering NOT_FOUND."""
+    moving = [(k, unit) for k, (item, _, _) in enumerate(approved)
+              if (unit := ctx.previous_unit(_req(item).provider, item.incoming.timestamp))]
+    if not moving:
+        return {}
+    codes = ctx.codes.link_codes_of([approved[k][2] for k, _ in moving],
+                                    [unit for _, unit in moving])
+    return {k: code for (k, _), code in zip(moving, codes, strict=True)}
+
+
 def _pending(item: FromHolder, verdict: Approved, person: str, link_b: str,
-             ctx: Context) -> Send:
+             previous_b: str | None, ctx: Context) -> Send:
     request = _req(item)
     deadline = item.incoming.timestamp + ctx.answer_timeout
     ticket = ctx.tickets.seal(Ticket(request.request_id, item.holder, request.provider,
                                      request.pattern_id, request.data_type, person,
                                      request.link_code, link_b, deadline))
     query = ProviderQuery(request.request_id, ticket, link_b, item.holder, request.pattern_id,
-                          request.data_type, deadline)
+                          request.data_type, deadline, previous_b)
     pending = Pending(request.request_id, item.incoming.source, item.holder, request.provider,
                       request.pattern_id, verdict.pattern.legal_basis, request.data_type, person,
                       deadline, CODEC.encode(query))

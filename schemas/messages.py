@@ -97,6 +97,7 @@ class ProviderQuery:
     pattern_id: str
     data_type: str
     deadline: datetime
+    previous_link_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,17 +15,27 @@ from click.testing import CliRunner
 
 from audit.events import AccessLogEvent
 from broker import topics
-from processors import directory, keys, rekey
+from processors import directory, keys, linkage, rekey
+from processors.approval import PatternList
 from processors.codes import ALPHABET, CodeService, InvalidCode, UnitEpoch
 from processors.context import Context
 from processors.keys_cli import keys_cli
 from processors.linkage import FromHolder
+from processors.patterns import load
 from processors.tickets import TicketSealer
 from registry.resident_code import random_codes
 from renkei.envelope import Incoming, Send
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
-from schemas.messages import HolderEntry, Rejection, RekeyAnswer, RekeyRequest
+from schemas.messages import (
+    HolderEntry,
+    LinkageRequest,
+    Pending,
+    ProviderQuery,
+    Rejection,
+    RekeyAnswer,
+    RekeyRequest,
+)
 
 MILLION = 1_000_000
 CODE = re.compile(r"[0-9A-Z]{11}")
@@ -283,3 +294,29 @@ def test_the_operator_bumps_a_whole_unit_to_its_next_epoch() -> None:
     assert all(e.updated_at > NOW for e in bumped)
     with pytest.raises(LookupError, match="no holder has link-code unit 'platform'"):
         directory.next_epoch(entries, "platform")
+
+
+RESIDENT = random_codes(1, seed=11)[0]
+
+
+def _query(ctx: Context, provider: HolderEntry) -> ProviderQuery:
+    """The query the platform sends `provider` (as town) on a lawful request by nenkin."""
+    ctx.directory = {"nenkin": _entry("nenkin", "nenkin", 0, "pension_service"), "town": provider}
+    ctx.patterns = PatternList(load())
+    link_a = ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 0))
+    request = LinkageRequest("r-1", NOW, link_a, "P-037", "town", "local_tax")
+    incoming = Incoming(topics.outbox("nenkin"), 0, 7, NOW, CODEC.encode(request))
+    to_decider, = linkage.requests([FromHolder(incoming, "nenkin", request)], ctx)
+    return CODEC.decode(CODEC.decode(to_decider.value, Pending).query, ProviderQuery)
+
+
+def test_for_a_while_after_a_rekeying_a_query_carries_the_previous_epochs_code_too(
+        ctx: Context) -> None:
+    """So that a provider whose bindings have not all moved yet still finds the person."""
+    rekeyed = replace(_entry("town", "town", 3), updated_at=NOW - timedelta(hours=1))
+    query = _query(ctx, rekeyed)
+    assert query.link_code == ctx.codes.link_code(RESIDENT, UnitEpoch("town", 3))
+    assert query.previous_link_code == ctx.codes.link_code(RESIDENT, UnitEpoch("town", 2))
+    long_ago = replace(rekeyed, updated_at=NOW - ctx.rekey_grace - timedelta(seconds=1))
+    assert _query(ctx, long_ago).previous_link_code is None
+    assert _query(ctx, _entry("town", "town", 0)).previous_link_code is None  # never re-keyed

@@ -40,6 +40,27 @@ def test_rekeying_moves_each_binding_to_the_new_epoch_once(tmp_path: Path) -> No
     store.close()
 
 
+def test_across_a_rekeying_a_provider_finds_a_record_by_either_epochs_code(
+        tmp_path: Path) -> None:
+    store = HolderStore(tmp_path / "holder.db")
+    for own, code in (("H-1", "OLD1"), ("H-2", "OLD2")):
+        store.add_record(own, FourAttributes(f"山田 {own}", "桜町1-2-3", date(1980, 4, 1),
+                                             Sex.FEMALE))
+        store.put_data(own, "local_tax", {"of": own})
+        store.bind(own, code, 0)
+    assert store.rekey("OLD1", "NEW1", 1) == "H-1"  # H-2 not moved yet
+    assert store.binding("H-1") == ("NEW1", 1) and store.binding("H-2") == ("OLD2", 0)
+    # a query of the new epoch, for a record not moved yet: by the person's previous code
+    assert store.provided("NEW2", "local_tax", previous="OLD2") == {"of": "H-2"}
+    assert store.provided("NEW2", "local_tax") is None
+    # a query converted before the platform moved on, for a record moved since
+    assert store.provided("OLD1", "local_tax") == {"of": "H-1"}
+    assert store.provided("NEW1", "local_tax", previous="OLD1") == {"of": "H-1"}
+    store.bind("H-1", "FRESH", 1)  # bound again: its old code no longer finds it
+    assert store.provided("OLD1", "local_tax") is None
+    store.close()
+
+
 def test_a_store_made_before_rekeying_has_its_codes_of_the_first_epoch(tmp_path: Path) -> None:
     path = tmp_path / "holder.db"
     with sqlite3.connect(path) as old:
@@ -49,4 +70,6 @@ def test_a_store_made_before_rekeying_has_its_codes_of_the_first_epoch(tmp_path:
     old.close()
     store = HolderStore(path)
     assert store.bindings_before(1) == {0: ["LC-1"]}
+    assert store.rekey("LC-1", "LC-9", 1) == "H-1"
+    assert store.binding("H-1") == ("LC-9", 1)
     store.close()

@@ -4,14 +4,16 @@ and linkage works again with the holder on either side."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
 
 from holders.client import HolderClient, new_request_id
-from processors import keys
+from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
-from renkei.scenario import LAWFUL, people, rekeyed, round_trip
+from renkei.scenario import LAWFUL, Exchange, people, rekeyed, round_trip
 from renkei.town import Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOLDER = "nenkin"  # its own link-code unit; in no test elsewhere by a fixed epoch
 ASKS = next(e for e in LAWFUL if e.requester == HOLDER)
 ASKED = next(e for e in LAWFUL if e.provider == HOLDER)
+WORKERS = 24  # requests in flight across a re-keying
 
 
 async def test_a_holder_rekeys_its_bindings_and_its_old_codes_are_refused(
@@ -56,6 +59,57 @@ async def test_a_holder_rekeys_its_bindings_and_its_old_codes_are_refused(
         f"{len(residents)} link codes of epoch {epoch} re-keyed to epoch {epoch + 1} of unit "
         f"{HOLDER!r}; 0 not valid") == 1
     assert all(e.person is None for e in logged)  # re-keying names no one
+
+
+def _found(clients: dict[str, HolderClient], town: Town, exchange: Exchange) -> list[str]:
+    """The requester's own numbers of people both sides have bound and the provider has data of
+    the exchange's type on: each asked about is FOUND."""
+    asking, asked = clients[exchange.requester], clients[exchange.provider]
+    return [own for own, theirs in town.shared(exchange.requester, exchange.provider)
+            if asking.store.link_code(own) and asked.store.link_code(theirs)
+            and asked.store.data(theirs, exchange.data_type)]
+
+
+async def test_queries_during_a_rekeying_find_the_records_not_moved_yet(
+        clients: dict[str, HolderClient], town: Town) -> None:
+    """Between the bump and the provider's last moved binding, the platform sends the person's
+    code of the previous epoch with each query: no lawful query is answered NOT_FOUND."""
+    holder, other = clients[HOLDER], clients[ASKED.requester]
+    asked = _found(clients, town, ASKED)
+    outcomes: list[tuple[float, str]] = []
+    moving = asyncio.Event()
+
+    async def asking(worker: int) -> None:
+        for k in range(worker, 100_000, WORKERS):
+            if moving.is_set() and not holder.store.bindings_before(holder.entry(HOLDER).key_epoch):
+                return  # re-keyed: enough
+            done = await round_trip(other, ASKED, asked[k % len(asked)], 30)
+            outcomes.append((time.monotonic(), done.status))
+
+    workers = [asyncio.create_task(asking(w)) for w in range(WORKERS)]
+    await asyncio.sleep(0.5)
+    bumped_at = time.monotonic()
+    epoch = (await directory.rekey_unit(HOLDER))[0].key_epoch
+    moving.set()
+    await rekeyed([holder], epoch, within=20)
+    moved_at = time.monotonic()
+    await asyncio.gather(*workers)
+    assert [status for _, status in outcomes if status != "FOUND"] == []
+    assert sum(bumped_at < at < moved_at for at, _ in outcomes) > 0, "none during the re-keying"
+
+
+async def test_a_holder_sends_no_code_of_an_old_epoch_once_it_knows_the_new_one(
+        clients: dict[str, HolderClient], town: Town) -> None:
+    """Requests made as soon as the holder sees its unit's new epoch wait for their records'
+    re-keying, then go with the new codes: none is refused for an old code."""
+    holder = clients[HOLDER]
+    asks = _found(clients, town, ASKS)[:20]
+    epoch = (await directory.rekey_unit(HOLDER))[0].key_epoch
+    while holder.entry(HOLDER).key_epoch < epoch:
+        await holder.directory.changed()
+    assert holder.store.bindings_before(epoch), "re-keyed already: nothing would be shown"
+    done = await asyncio.gather(*(round_trip(holder, ASKS, own, 30) for own in asks))
+    assert [(d.status, d.detail) for d in done if d.status != "FOUND"] == []
 
 
 async def test_rekeying_a_unit_no_holder_has_is_refused(
