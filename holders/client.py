@@ -187,32 +187,31 @@ class HolderClient:
         return request_id
 
     # re-keying: the unit moved to a new key epoch
+    def _epoch(self) -> int:
+        """The key epoch this holder's unit is at, as the directory says."""
+        entry = self.directory.entries.get(self.holder.encode())
+        return 0 if entry is None else entry.key_epoch
+
     async def _follow_epochs(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the
         directory (and once at start, for a move made while the holder was down)."""
         brought_to: int | None = None  # the epoch the bindings were last brought to
         while True:
-            seen = self.directory.version
-            entry = self.directory.entries.get(self.holder.encode())
-            if entry is not None and entry.key_epoch != brought_to:
+            seen, epoch = self.directory.version, self._epoch()
+            if epoch != brought_to:
                 try:
-                    converted, invalid = await self._rekey(entry.key_epoch)
+                    converted, invalid = await self._rekey(epoch)
                 except Exception as exc:  # refused, timed out, not sent: it must not stop here
                     log.error("%s: re-keying to epoch %s failed (%s): again in %.0f s",
-                              self.holder, entry.key_epoch, exc, REKEY_AGAIN)
+                              self.holder, epoch, exc, REKEY_AGAIN)
                     await asyncio.sleep(REKEY_AGAIN)
                     continue
-                brought_to = entry.key_epoch
+                brought_to = epoch
                 if converted or invalid:
                     log.info("%s: bindings re-keyed to epoch %s: %d converted, %d not valid "
                              "(to investigation)", self.holder, brought_to, converted, invalid)
             while self.directory.version == seen:
                 await self.directory.changed()
-
-    def _epoch(self) -> int:
-        """The key epoch this holder's unit is at, as the directory says."""
-        entry = self.directory.entries.get(self.holder.encode())
-        return 0 if entry is None else entry.key_epoch
 
     async def _current_code(self, own_number: str) -> str | None:
         """The record's link code (None: not bound). Just after its unit moved to a new key
