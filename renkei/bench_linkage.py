@@ -166,8 +166,9 @@ def _label(load: Load) -> str:
 
 
 def measure(settings: Settings) -> dict[str, Any]:
-    """Every point of the benchmark, in an order that starts the platform as few times as
-    possible; the result as written to JSON."""
+    """Every point of the benchmark: Renkei's and the baseline's points of the two ratios close
+    together in time, then the rest, starting the platform as few times as that allows; the
+    result as written to JSON."""
     admin = groups.admin()
     built = town.build(settings.residents, settings.seed)
     if settings.idle_holders:
@@ -207,6 +208,13 @@ def measure(settings: Settings) -> dict[str, Any]:
                       "priming (not measured)") if settings.prime > 0 else None
         renkei = point(RENKEI, 1, settings.rate, settings.seconds, stage)
         renkei_most = point(RENKEI, 1, None, settings.seconds, stage)
+    # the baseline's points of the two ratios next, minutes after Renkei's, not after the curve,
+    # the memory run and the scale-out: this machine's speed drifts over half an hour
+    with relays(1, plan.holders, admin) as stage:
+        baseline = point(BASELINE, 1, settings.rate, settings.seconds, stage)
+        baseline_most = point(BASELINE, 1, None, settings.seconds, stage)
+        baseline_curve = curve(BASELINE, stage)
+    with platform(1, admin) as stage:
         renkei_curve = curve(RENKEI, stage)
         knee = bench_report.knee(renkei_curve)
         memory = None
@@ -217,10 +225,6 @@ def measure(settings: Settings) -> dict[str, Any]:
         for instances in settings.scale:
             grow(stage, instances, admin)
             scaleout.append(point(RENKEI, instances, settings.rate, settings.seconds, stage))
-    with relays(1, plan.holders, admin) as stage:
-        baseline = point(BASELINE, 1, settings.rate, settings.seconds, stage)
-        baseline_most = point(BASELINE, 1, None, settings.seconds, stage)
-        baseline_curve = curve(BASELINE, stage)
     result: dict[str, Any] = {
         "benchmark": "renkei bench linkage",
         "started_at": started_at.isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,9 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
     return {
         "mode": load.mode, "instances": load.instances, "offered_rate": load.rate,
         "in_flight_per_holder": knobs.in_flight if load.rate is None else None,
-        "seconds": load.seconds, "holders": len(plan.holders),
+        "seconds": load.seconds,
+        "window_start": datetime.fromtimestamp(window[0], UTC).isoformat(timespec="seconds"),
+        "holders": len(plan.holders),
         "requesters": sum(1 for h in plan.holders if plan.jobs.get(h)),
         **latency.summarize(records, *window),
         "hops_ms": None if load.mode == BASELINE else hops.breakdown(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -96,11 +97,16 @@ def _rate(point: Point) -> str:
 
 
 def _flat_out(capacity: dict[str, Any]) -> str:
-    """What each carried flat out, and how deep the closed loops were (when known)."""
+    """What each carried flat out, how deep the closed loops were and how far apart in time the
+    two were measured (when known)."""
     depth = capacity["renkei"].get("in_flight_per_holder")
+    starts = [capacity[mode].get("window_start") for mode in ("renkei", "baseline")]
+    apart = None if None in starts else abs(
+        datetime.fromisoformat(starts[1]) - datetime.fromisoformat(starts[0]))
     return (f"{capacity['renkei']['throughput']:,.0f} vs "
             f"{capacity['baseline']['throughput']:,.0f} rt/s"
-            + ("" if depth is None else f", {depth} in flight a holder"))
+            + ("" if depth is None else f", {depth} in flight a holder")
+            + ("" if apart is None else f", {apart.total_seconds() / 60:.0f} min apart"))
 
 
 def cpu_per_round_trip(point: Point) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,19 @@ def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
     ratio = bench_report.bars(result)[1]
     assert not ratio["met"]
     assert ratio["measured"] == "0.20 × (800 vs 4,000 rt/s, 32 in flight a holder)"
+
+
+def test_the_ratio_says_how_far_apart_in_time_its_two_points_were_measured() -> None:
+    """The machine's speed drifts: a ratio of points measured half an hour apart says less."""
+    capacity = {"renkei": {**_point(None, 800, 300), "in_flight_per_holder": 32,
+                           "window_start": "2026-12-01T21:10:05+00:00"},
+                "baseline": {**_point(None, 4000, 80),
+                             "window_start": "2026-12-01T21:13:05+00:00"}, "ratio": 0.2}
+    result = {"main": {"renkei": {**_point(600, 600, 100), "seconds": 60.0},
+                       "baseline": _point(600, 600, 20), "ratio": 1.0},
+              "capacity": capacity, "memory": None}
+    assert bench_report.bars(result)[1]["measured"] == (
+        "0.20 × (800 vs 4,000 rt/s, 32 in flight a holder, 3 min apart)")
 
 
 def test_a_curve_plot_without_offered_rates_is_still_drawn(tmp_path: Path) -> None:
@@ -198,13 +212,19 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert capacity["ratio"] == most[0] / most[1]
     assert set(result["message_sizes"]) == {"request", "query", "answer", "reply"}
     assert [p["instances"] for p in result["scaleout"]] == [1, 2]
+    starts = {name: datetime.fromisoformat(point["window_start"]) for name, point in (
+        ("renkei", capacity["renkei"]), ("baseline", capacity["baseline"]),
+        ("scaled", result["scaleout"][1]))}  # the ratios' points first, the rest after them
+    assert starts["renkei"] < starts["baseline"] < starts["scaled"]
+    assert " min apart" in run.stdout
     assert result["curve"]["renkei"] and result["curve"]["baseline"]
     assert result["memory"]["flatness"]["platform-1"]["median_mb"] > 10
     assert len(result["bars"]) == 3 and all(isinstance(b["met"], bool) for b in result["bars"])
     for name in ("curve", "scaleout", "memory"):
         assert (results / f"linkage-{name}.png").stat().st_size > 1000
     profile = result["profile"]  # every process by its CPU clock; each point's holders apart
-    assert profile["platform-run"]["profiles"] == 2  # the scale-out's second instance too
+    assert profile["platform-run"]["profiles"] == 3  # started again after the baseline's
+    # ratio points, and the scale-out's second instance
     assert profile["platform-run"]["percent"]["codec"] > 0
     assert profile["audit-run"]["percent"]["SQLite"] > 0
     holders = profile["renkei_1_platform_flat_out_3s"]
