@@ -17,6 +17,7 @@ partitions other instances own go through the topic to them, as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import defaultdict
@@ -62,6 +63,7 @@ POLL_RECORDS = 2000
 GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, fuller fetches
 QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle holders' outboxes
 METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
+REBUILD_RETRY = 1.0  # seconds before reading a taken-over partition's history again
 DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
 BATCHED = (topics.AUDIT, decider.DECISIONS)  # sent a poll's worth at a time
 
@@ -111,6 +113,7 @@ class Platform:
         self.views = Views(access, ctx)
         self.decider = decider.Decider()
         self.taking_over: set[int] = set()
+        self.rebuilding: asyncio.Task[None] | None = None  # decision partitions taken over
         self.at_once: dict[int, bytes] = {}  # partitions decided here at once, and their mark
         self.producer = producer_for(access)
         self.consumer = SessionConsumer(
@@ -135,19 +138,27 @@ class Platform:
                 polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
                 records = [r for batch in polled.values() for r in batch]
                 if records:
-                    await self.outflow.send(polled, *self.handle(records))
+                    await self.outflow.send(self.committable(polled), *self.handle(records))
                 await self.outflow.commit()
-                if sweeper.done():  # it stops only on an error: the platform stops with it
-                    sweeper.result()
+                for task in (sweeper, self.rebuilding):  # they stop early only on an error:
+                    if task is not None and task.done() and not task.cancelled():
+                        task.result()  # the platform stops with it
                 if directory != self.views.directory.version:  # a holder registered, perhaps:
                     directory = self.views.directory.version  # look for its outbox now
                     self.consumer.look_for_new_topics()
             await self.outflow.commit(now=True)
         finally:
             sweeper.cancel()
+            await self.stop_rebuilding()
             await self.consumer.stop()
             await self.producer.stop()
             await self.views.stop()
+
+    def committable(self, polled: Iterable[TopicPartition]) -> list[TopicPartition]:
+        """The partitions whose offsets may be committed: not decision partitions being taken
+        over (read again from their committed offset once rebuilt)."""
+        return [tp for tp in polled
+                if tp.topic != decider.DECISIONS or tp.partition not in self.taking_over]
 
     def handle(self, records: list[Any]) -> tuple[list[Send], list[Send]]:
         """One poll's records, by kind: holders' outboxes, registry, relays, decisions; the
@@ -228,30 +239,51 @@ class Platform:
     async def take_over(self, assigned: Iterable[TopicPartition]) -> None:
         """Rebuild the state of decision partitions this instance has just been given.
 
-        They are paused (and their records ignored) until their state is rebuilt from their
-        recent past up to the committed offset; the consumer then reads on from there.
-        Partitions it keeps across a rebalance keep their state: nobody else had them.
+        They are paused (and their records ignored, their offsets not committed) until their
+        state is rebuilt from their recent past up to the committed offset; the consumer then
+        reads on from there. The rebuild runs beside the consumer, not in this callback: the
+        group gets no heartbeat while it runs, and the history of a busy partition can take
+        longer to replay than the session lasts. Partitions it keeps across a rebalance keep
+        their state: nobody else had them.
         """
+        await self.stop_rebuilding()
         ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
         new = [TopicPartition(decider.DECISIONS, p) for p in self.decider.keep_only(ours)]
         self.decide_at_once(ours - {tp.partition for tp in new})
-        if not new:
-            return
-        self.consumer.pause(*new)
-        self.taking_over.update(tp.partition for tp in new)
+        if new:
+            self.consumer.pause(*new)
+            self.taking_over.update(tp.partition for tp in new)
+            self.rebuilding = asyncio.create_task(self._rebuild(new, ours))
+
+    async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
         try:
-            ctx = self.views.refresh()
-            committed = {tp: await self.consumer.committed(tp) or 0 for tp in new}
-            history = await decision_history(self.access, committed, ctx)
+            while True:
+                try:
+                    ctx = self.views.refresh()
+                    committed = {tp: await self.consumer.committed(tp) or 0 for tp in new}
+                    history = await decision_history(self.access, committed, ctx)
+                    break
+                except KafkaError as exc:  # the broker away: the partitions wait, paused
+                    log.warning("rebuilding decision partitions %s failed (%s): again in %s s",
+                                sorted(tp.partition for tp in new), exc, REBUILD_RETRY)
+                    await asyncio.sleep(REBUILD_RETRY)
             for tp in new:
                 self.decider.rebuild(tp.partition, history[tp], ctx)
                 self.consumer.seek(tp, committed[tp])
-        finally:
+        finally:  # also when cancelled by a rebalance
             self.taking_over.difference_update(tp.partition for tp in new)
-            self.consumer.resume(*new)
+            owned = self.consumer.assignment()
+            self.consumer.resume(*[tp for tp in new if tp in owned])
         self.decide_at_once(ours)
         log.info("took over decision partitions %s (%d pending)",
                  sorted(tp.partition for tp in new), self.decider.pending())
+
+    async def stop_rebuilding(self) -> None:
+        """Cancel a rebuild still running (its partitions are rebuilt anew if kept)."""
+        if self.rebuilding is not None and not self.rebuilding.done():
+            self.rebuilding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.rebuilding
 
     def decide_at_once(self, partitions: set[int]) -> None:
         """Decide events of these partitions at once; a partition new to it gets a new mark."""
@@ -260,6 +292,7 @@ class Platform:
     async def give_up(self, revoked: Iterable[TopicPartition]) -> None:
         """Stop deciding at once for partitions taken away, and get their records written
         before the next owner reads them."""
+        await self.stop_rebuilding()
         for tp in revoked:
             if tp.topic == decider.DECISIONS:
                 self.at_once.pop(tp.partition, None)

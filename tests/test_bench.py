@@ -206,6 +206,8 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     priming = result["priming"]  # flat out before the first point, kept apart from it
     assert priming["offered_rate"] is None and priming["seconds"] == 2.0
     assert priming["completed"] > 0 and "priming (not measured)" in run.stdout
+    again = result["priming_again"]  # the platform started again after the baseline's points
+    assert again["completed"] > 0 and "priming again (not measured)" in run.stdout
     capacity = result["capacity"]
     assert capacity["renkei"]["offered_rate"] is None is capacity["baseline"]["offered_rate"]
     most = capacity["renkei"]["throughput"], capacity["baseline"]["throughput"]
