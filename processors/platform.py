@@ -113,7 +113,7 @@ class Platform:
         self.views = Views(access, ctx)
         self.decider = decider.Decider()
         self.taking_over: set[int] = set()
-        self.rebuilding: asyncio.Task[None] | None = None  # decision partitions taken over
+        self.rebuilding: asyncio.Task[None] | None = None  # of partitions in taking_over
         self.at_once: dict[int, bytes] = {}  # partitions decided here at once, and their mark
         self.producer = producer_for(access)
         self.consumer = SessionConsumer(
@@ -256,6 +256,8 @@ class Platform:
             self.rebuilding = asyncio.create_task(self._rebuild(new, ours))
 
     async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
+        """The state of the partitions `new` from their history; then they are read on from
+        their committed offsets, and all of `ours` are decided at once."""
         try:
             while True:
                 try:
