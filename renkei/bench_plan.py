@@ -13,7 +13,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess, read_topic
 from holders.client import HolderClient
 from renkei.bare import Sizes
-from renkei.scenario import LAWFUL, Exchange, staff
+from renkei.scenario import LAWFUL, Exchange, answerable, staff
 from renkei.state import read_json, state_dir, write_json
 from renkei.town import Town
 from schemas.codec import CODEC, SchemaError
@@ -55,11 +55,8 @@ def jobs(town: Town, clients: dict[str, HolderClient], seed: int) -> dict[str, l
     shuffled per requester (its requests then mix exchanges and people)."""
     found: dict[str, list[Job]] = defaultdict(list)
     for index, exchange in enumerate(LAWFUL):
-        mine, theirs = clients[exchange.requester].store, clients[exchange.provider].store
-        found[exchange.requester] += [
-            (index, own) for own, other in town.shared(exchange.requester, exchange.provider)
-            if mine.link_code(own) and theirs.link_code(other)
-            and theirs.data(other, exchange.data_type) is not None]
+        found[exchange.requester] += [(index, own)
+                                      for own in answerable(clients, town, exchange)]
     for holder, held in found.items():
         random.Random(f"{seed}/{holder}").shuffle(held)
     return dict(found)

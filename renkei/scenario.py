@@ -134,6 +134,15 @@ def people(client: HolderClient, town: Town, exchange: Exchange) -> list[str]:
             if client.store.link_code(own)] or list(client.store.bindings())
 
 
+def answerable(clients: dict[str, HolderClient], town: Town, exchange: Exchange) -> list[str]:
+    """The requester's own numbers of people both sides have bound and the provider holds data
+    of the exchange's type on: each asked about is answered FOUND."""
+    mine, theirs = clients[exchange.requester].store, clients[exchange.provider].store
+    return [own for own, other in town.shared(exchange.requester, exchange.provider)
+            if mine.link_code(own) and theirs.link_code(other)
+            and theirs.data(other, exchange.data_type) is not None]
+
+
 async def ask(client: HolderClient, exchange: Exchange, own: str) -> str:
     """Send one request of `exchange` about `own` by its requester's registered staff; its id."""
     return await client.request(own, exchange.pattern, exchange.provider, exchange.data_type,

@@ -13,7 +13,7 @@ import pytest
 from holders.client import HolderClient, new_request_id
 from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
-from renkei.scenario import LAWFUL, Exchange, people, rekeyed, round_trip
+from renkei.scenario import LAWFUL, answerable, people, rekeyed, round_trip
 from renkei.town import Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
@@ -61,21 +61,12 @@ async def test_a_holder_rekeys_its_bindings_and_its_old_codes_are_refused(
     assert all(e.person is None for e in logged)  # re-keying names no one
 
 
-def _found(clients: dict[str, HolderClient], town: Town, exchange: Exchange) -> list[str]:
-    """The requester's own numbers of people both sides have bound and the provider has data of
-    the exchange's type on: each asked about is FOUND."""
-    asking, asked = clients[exchange.requester], clients[exchange.provider]
-    return [own for own, theirs in town.shared(exchange.requester, exchange.provider)
-            if asking.store.link_code(own) and asked.store.link_code(theirs)
-            and asked.store.data(theirs, exchange.data_type)]
-
-
 async def test_queries_during_a_rekeying_find_the_records_not_moved_yet(
         clients: dict[str, HolderClient], town: Town) -> None:
     """Between the bump and the provider's last moved binding, the platform sends the person's
     code of the previous epoch with each query: no lawful query is answered NOT_FOUND."""
     holder, other = clients[HOLDER], clients[ASKED.requester]
-    asked = _found(clients, town, ASKED)
+    asked = answerable(clients, town, ASKED)
     outcomes: list[tuple[float, str]] = []
     moving = asyncio.Event()
 
@@ -104,7 +95,7 @@ async def test_a_holder_sends_no_code_of_an_old_epoch_once_it_knows_the_new_one(
     """Requests made as soon as the holder sees its unit's new epoch wait for their records'
     re-keying, then go with the new codes: none is refused for an old code."""
     holder = clients[HOLDER]
-    asks = _found(clients, town, ASKS)[:20]
+    asks = answerable(clients, town, ASKS)[:20]
     epoch = (await directory.rekey_unit(HOLDER))[0].key_epoch
     while holder.entry(HOLDER).key_epoch < epoch:
         await holder.directory.changed()
