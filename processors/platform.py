@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import replace
@@ -258,6 +259,7 @@ class Platform:
     async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
         """The state of the partitions `new` from their history; then they are read on from
         their committed offsets, and all of `ours` are decided at once."""
+        started = time.monotonic()
         try:
             while True:
                 try:
@@ -277,8 +279,9 @@ class Platform:
             owned = self.consumer.assignment()
             self.consumer.resume(*[tp for tp in new if tp in owned])
         self.decide_at_once(ours)
-        log.info("took over decision partitions %s (%d pending)",
-                 sorted(tp.partition for tp in new), self.decider.pending())
+        log.info("took over decision partitions %s: %d events replayed in %.1f s, %d pending",
+                 sorted(tp.partition for tp in new), sum(map(len, history.values())),
+                 time.monotonic() - started, self.decider.pending())
 
     async def stop_rebuilding(self) -> None:
         """Cancel a rebuild still running (its partitions are rebuilt anew if kept)."""
