@@ -3,8 +3,11 @@ back from its last event (the real broker, a topic of the test's own)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from aiokafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
@@ -65,12 +68,13 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
 
 
 async def test_a_partition_taken_over_is_rebuilt_beside_the_consumer_not_in_its_callback(
-        platform: object) -> None:
+        platform: object, caplog: pytest.LogCaptureFixture) -> None:
     """aiokafka sends the group no heartbeat while a rebalance callback runs, and a busy
     partition's history can take longer to replay than the session lasts (seen in the benchmark:
     an instance restarted after a flat-out run was expelled 10 s into its rebuild, rejoined and
     rebuilt again; nothing was decided for ~30 s). The callback only pauses the partition; until
     it is rebuilt its offset is not committed, then it is read on from its committed offset."""
+    caplog.set_level(logging.INFO, logger="processors.platform")
     tp, other = TopicPartition(decider.DECISIONS, 0), TopicPartition(topics.AUDIT, 0)
     instance = Platform(KafkaAccess.of(acls.PLATFORM))
     await instance.consumer.start()
@@ -82,6 +86,8 @@ async def test_a_partition_taken_over_is_rebuilt_beside_the_consumer_not_in_its_
         assert instance.committable([tp, other]) == [other], "no commit for it while rebuilt"
         await instance.rebuilding
         assert not instance.taking_over and tp not in instance.consumer.paused()
+        assert re.search(r"took over decision partitions \[0\]: \d+ events replayed in "
+                         r"\d+\.\d s, \d+ pending", caplog.text), "the operator is told how long"
         assert 0 in instance.decider.states and 0 in instance.at_once
         assert instance.committable([tp, other]) == [tp, other]
         committed = await instance.consumer.committed(tp) or 0
