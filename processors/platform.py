@@ -259,7 +259,7 @@ class Platform:
     async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
         """The state of the partitions `new` from their history; then they are read on from
         their committed offsets, and all of `ours` are decided at once."""
-        started = time.monotonic()
+        started, partitions = time.monotonic(), sorted(tp.partition for tp in new)
         try:
             while True:
                 try:
@@ -269,19 +269,19 @@ class Platform:
                     break
                 except KafkaError as exc:  # the broker away: the partitions wait, paused
                     log.warning("rebuilding decision partitions %s failed (%s): again in %s s",
-                                sorted(tp.partition for tp in new), exc, REBUILD_RETRY)
+                                partitions, exc, REBUILD_RETRY)
                     await asyncio.sleep(REBUILD_RETRY)
             for tp in new:
                 self.decider.rebuild(tp.partition, history[tp], ctx)
                 self.consumer.seek(tp, committed[tp])
         finally:  # also when cancelled by a rebalance
-            self.taking_over.difference_update(tp.partition for tp in new)
+            self.taking_over.difference_update(partitions)
             owned = self.consumer.assignment()
             self.consumer.resume(*[tp for tp in new if tp in owned])
         self.decide_at_once(ours)
         log.info("took over decision partitions %s: %d events replayed in %.1f s, %d pending",
-                 sorted(tp.partition for tp in new), sum(map(len, history.values())),
-                 time.monotonic() - started, self.decider.pending())
+                 partitions, sum(map(len, history.values())), time.monotonic() - started,
+                 self.decider.pending())
 
     async def stop_rebuilding(self) -> None:
         """Cancel a rebuild still running (its partitions are rebuilt anew if kept)."""
