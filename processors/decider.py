@@ -325,9 +325,6 @@ class Decider:
                 self.deadlines.watch(request_id, unsent.at)
         self._swept.clear()
 
-    def pending(self) -> int:
-        return sum(len(states.pending) for states in self.states.values())
-
 
 def _id_cost(request_id: str) -> int:
     return len(request_id.encode()) + 8  # its bytes and Avro's length prefix, generously

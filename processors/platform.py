@@ -241,11 +241,11 @@ class Platform:
         """Rebuild the state of decision partitions this instance has just been given.
 
         They are paused (and their records ignored, their offsets not committed) until their
-        state is rebuilt from their recent past up to the committed offset; the consumer then
-        reads on from there. The rebuild runs beside the consumer, not in this callback: the
-        group gets no heartbeat while it runs, and the history of a busy partition can take
-        longer to replay than the session lasts. Partitions it keeps across a rebalance keep
-        their state: nobody else had them.
+        state is rebuilt from their recent past up to the committed offset, one partition after
+        another; the consumer then reads each on from there. The rebuild runs beside the
+        consumer, not in this callback: the group gets no heartbeat while it runs, and the
+        history of a busy partition can take longer to replay than the session lasts.
+        Partitions it keeps across a rebalance keep their state: nobody else had them.
         """
         await self.stop_rebuilding()
         ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
@@ -257,31 +257,41 @@ class Platform:
             self.rebuilding = asyncio.create_task(self._rebuild(new, ours))
 
     async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
-        """The state of the partitions `new` from their history; then they are read on from
-        their committed offsets, and all of `ours` are decided at once."""
-        started, partitions = time.monotonic(), sorted(tp.partition for tp in new)
+        """The partitions `new` from their history, one after another: each is read on from its
+        committed offset, and decided at once, as soon as its own state is rebuilt (its
+        requests do not wait for the others' history)."""
+        started = time.monotonic()
         try:
-            while True:
-                try:
-                    ctx = self.views.refresh()
-                    committed = {tp: await self.consumer.committed(tp) or 0 for tp in new}
-                    history = await decision_history(self.access, committed, ctx)
-                    break
-                except KafkaError as exc:  # the broker away: the partitions wait, paused
-                    log.warning("rebuilding decision partitions %s failed (%s): again in %s s",
-                                partitions, exc, REBUILD_RETRY)
-                    await asyncio.sleep(REBUILD_RETRY)
-            for tp in new:
-                self.decider.rebuild(tp.partition, history[tp], ctx)
-                self.consumer.seek(tp, committed[tp])
+            for tp in sorted(new):
+                replayed = await self._replay(tp)
+                self.taking_over.discard(tp.partition)
+                self.consumer.resume(tp)
+                self.decide_at_once(ours - self.taking_over)
+                log.info("took over decision partition %d: %d events replayed, resumed %.1f s "
+                         "after the take-over, %d pending", tp.partition, replayed,
+                         time.monotonic() - started, len(self.decider.states[tp.partition].pending))
         finally:  # also when cancelled by a rebalance
-            self.taking_over.difference_update(partitions)
+            left = [tp for tp in new if tp.partition in self.taking_over]
+            self.taking_over.difference_update(tp.partition for tp in left)
             owned = self.consumer.assignment()
-            self.consumer.resume(*[tp for tp in new if tp in owned])
-        self.decide_at_once(ours)
-        log.info("took over decision partitions %s: %d events replayed in %.1f s, %d pending",
-                 partitions, sum(map(len, history.values())), time.monotonic() - started,
-                 self.decider.pending())
+            self.consumer.resume(*[tp for tp in left if tp in owned])
+
+    async def _replay(self, tp: TopicPartition) -> int:
+        """One partition's state from its history up to its committed offset, where the consumer
+        then reads on; how many events it replayed."""
+        while True:
+            try:
+                ctx = self.views.refresh()
+                committed = await self.consumer.committed(tp) or 0
+                history = (await decision_history(self.access, {tp: committed}, ctx))[tp]
+                break
+            except KafkaError as exc:  # the broker away: the partition waits, paused
+                log.warning("rebuilding decision partition %d failed (%s): again in %s s",
+                            tp.partition, exc, REBUILD_RETRY)
+                await asyncio.sleep(REBUILD_RETRY)
+        self.decider.rebuild(tp.partition, history, ctx)
+        self.consumer.seek(tp, committed)
+        return len(history)
 
     async def stop_rebuilding(self) -> None:
         """Cancel a rebuild still running (its partitions are rebuilt anew if kept)."""

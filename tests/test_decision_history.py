@@ -86,11 +86,41 @@ async def test_a_partition_taken_over_is_rebuilt_beside_the_consumer_not_in_its_
         assert instance.committable([tp, other]) == [other], "no commit for it while rebuilt"
         await instance.rebuilding
         assert not instance.taking_over and tp not in instance.consumer.paused()
-        assert re.search(r"took over decision partitions \[0\]: \d+ events replayed in "
-                         r"\d+\.\d s, \d+ pending", caplog.text), "the operator is told how long"
+        assert re.search(r"took over decision partition 0: \d+ events replayed, resumed "
+                         r"\d+\.\d s after the take-over, \d+ pending", caplog.text), \
+            "the operator is told how long the partition waited"
         assert 0 in instance.decider.states and 0 in instance.at_once
         assert instance.committable([tp, other]) == [tp, other]
         committed = await instance.consumer.committed(tp) or 0
         assert await instance.consumer.position(tp) == committed
+    finally:
+        await instance.consumer.stop()
+
+
+async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_rebuilt(
+        platform: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's restarted instance replayed 420,442 events of eight partitions in 16.7 s,
+    and every partition waited for all of them; now each waits only for its own history."""
+    tps = [TopicPartition(decider.DECISIONS, p) for p in (0, 1)]
+    instance = Platform(KafkaAccess.of(acls.PLATFORM))
+    seen: dict[int, tuple[set[int], set[TopicPartition], set[int]]] = {}
+    replay = instance._replay
+
+    async def watched(tp: TopicPartition) -> int:
+        seen[tp.partition] = (set(instance.taking_over), set(instance.consumer.paused()),
+                              set(instance.at_once))
+        return await replay(tp)
+
+    monkeypatch.setattr(instance, "_replay", watched)
+    await instance.consumer.start()
+    try:
+        instance.consumer.assign(tps)
+        await instance.take_over(tps)
+        assert instance.rebuilding is not None
+        await instance.rebuilding
+        assert seen[0] == ({0, 1}, set(tps), set())
+        assert seen[1] == ({1}, {tps[1]}, {0}), "partition 0 is decided while 1 is rebuilt"
+        assert not instance.taking_over and not instance.consumer.paused()
+        assert set(instance.at_once) == {0, 1}
     finally:
         await instance.consumer.stop()
