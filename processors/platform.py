@@ -65,6 +65,7 @@ GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, 
 QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle holders' outboxes
 METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
 REBUILD_RETRY = 1.0  # seconds before reading a taken-over partition's history again
+REPLAY_WAIT_MS = 10  # a replay reads what is there: no fetch held 500 ms at the log's end
 DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
 BATCHED = (topics.AUDIT, decider.DECISIONS)  # sent a poll's worth at a time
 
@@ -319,8 +320,8 @@ async def decision_history(access: KafkaAccess, ends: dict[TopicPartition, int],
     """Each partition's decision events up to `ends`, from the first that its state as of
     the last of them can still hold (so a platform down for an hour still times out what
     was pending when it stopped)."""
-    replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None,
-                              enable_auto_commit=False, auto_offset_reset="earliest")
+    replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
+                              auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
     await replay.start()
     history: dict[TopicPartition, list[DecisionEvent]] = {tp: [] for tp in ends}
     try:
