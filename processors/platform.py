@@ -284,7 +284,7 @@ class Platform:
             try:
                 ctx = self.views.refresh()
                 committed = await self.consumer.committed(tp) or 0
-                history = (await decision_history(self.access, {tp: committed}, ctx))[tp]
+                history = await decision_history(self.access, tp, committed, ctx)
                 break
             except KafkaError as exc:  # the broker away: the partition waits, paused
                 log.warning("rebuilding decision partition %d failed (%s): again in %s s",
@@ -315,26 +315,25 @@ class Platform:
         await self.outflow.flush()
 
 
-async def decision_history(access: KafkaAccess, ends: dict[TopicPartition, int],
-                           ctx: Context) -> dict[TopicPartition, list[DecisionEvent]]:
-    """Each partition's decision events up to `ends`, from the first that its state as of
-    the last of them can still hold (so a platform down for an hour still times out what
-    was pending when it stopped)."""
+async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
+                           ctx: Context) -> list[DecisionEvent]:
+    """A partition's decision events up to `end`, from the first that its state as of the last
+    of them can still hold (so a platform down for an hour still times out what was pending
+    when it stopped)."""
     replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
                               auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
     await replay.start()
-    history: dict[TopicPartition, list[DecisionEvent]] = {tp: [] for tp in ends}
+    history: list[DecisionEvent] = []
     try:
-        replay.assign(list(ends))
+        replay.assign([tp])
         now = datetime.now(UTC)
-        last = await _last_times(replay, ends)
-        await seek_to_times(replay, {tp: int(ctx.remembered_from(last.get(tp), now).timestamp()
-                                             * 1000) for tp in ends}, ends)
-        async for record in records_up_to(replay, ends):
+        last = await _last_time(replay, tp, end)
+        await seek_to_times(replay, {tp: int(ctx.remembered_from(last, now).timestamp() * 1000)},
+                            {tp: end})
+        async for record in records_up_to(replay, {tp: end}):
             for event in unpacked(record.value or b""):
                 try:
-                    history[TopicPartition(record.topic, record.partition)].append(
-                        CODEC.decode(event, Pending, Outcome, Sweep))
+                    history.append(CODEC.decode(event, Pending, Outcome, Sweep))
                 except SchemaError:
                     continue
     finally:
@@ -342,14 +341,14 @@ async def decision_history(access: KafkaAccess, ends: dict[TopicPartition, int],
     return history
 
 
-async def _last_times(consumer: AIOKafkaConsumer,
-                      ends: dict[TopicPartition, int]) -> dict[TopicPartition, datetime]:
-    """The time of each partition's last record before its end offset (where there is one)."""
-    for tp, end in ends.items():
-        consumer.seek(tp, max(end - 1, 0))
-    return {TopicPartition(record.topic, record.partition):
-            datetime.fromtimestamp(record.timestamp / 1000, UTC)
-            async for record in records_up_to(consumer, ends)}
+async def _last_time(consumer: AIOKafkaConsumer, tp: TopicPartition,
+                     end: int) -> datetime | None:
+    """The time of the partition's last record before `end` (None: it has none)."""
+    consumer.seek(tp, max(end - 1, 0))
+    last = None
+    async for record in records_up_to(consumer, {tp: end}):
+        last = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    return last
 
 
 class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]

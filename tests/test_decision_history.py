@@ -54,12 +54,12 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
         for event, at in events:
             await prod.send_and_wait(TOPIC, CODEC.encode(event), partition=0,
                                      timestamp_ms=int(at.timestamp() * 1000))
-    history = await decision_history(access, {tp: len(events)}, ctx)
-    assert history[tp] == [pending, Sweep(stopped, ())]
+    history = await decision_history(access, tp, len(events), ctx)
+    assert history == [pending, Sweep(stopped, ())]
     partition = decider.partition_of("r-1")
     taken = decider.Decider()
     taken.keep_only({partition})
-    taken.rebuild(partition, history[tp], ctx)
+    taken.rebuild(partition, history, ctx)
     now = datetime.now(UTC)
     sweep, = taken.sweeps(now)
     timeout, logged = taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx)
