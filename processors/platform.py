@@ -324,13 +324,14 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
                               auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
     await replay.start()
     history: list[DecisionEvent] = []
+    ends = {tp: end}
     try:
         replay.assign([tp])
         now = datetime.now(UTC)
         last = await _last_time(replay, tp, end)
         await seek_to_times(replay, {tp: int(ctx.remembered_from(last, now).timestamp() * 1000)},
-                            {tp: end})
-        async for record in records_up_to(replay, {tp: end}):
+                            ends)
+        async for record in records_up_to(replay, ends):
             for event in unpacked(record.value or b""):
                 try:
                     history.append(CODEC.decode(event, Pending, Outcome, Sweep))
