@@ -196,9 +196,11 @@ class Killer:
 
 def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     """The kill order: platform instances in turn, between them a holder's server, the audit
-    consumer or the broker."""
-    others = [f"holder-{h}" for h in holders] + ["audit", BROKER]
-    random.Random(seed).shuffle(others)
+    consumer or the broker; one of each kind first (the broker, slowest back, last of them), so
+    that a short run, or one on a slow machine, still kills every kind."""
+    servers = [f"holder-{h}" for h in holders]
+    random.Random(seed).shuffle(servers)
+    others = [servers[0], "audit", BROKER, *servers[1:]]
     platforms = [f"platform-{n}" for n in range(1, instances + 1)]
     return [victim for pair in zip(itertools.cycle(platforms), others, strict=False)
             for victim in pair]
