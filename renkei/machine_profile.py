@@ -19,7 +19,7 @@ OTHER, IDLE = "other", "idle"
 
 # a library (as perf names it) → the part it counts in; first match wins
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("interpreter", ("libpython",)),
+    ("interpreter", ("libpython", "python3")),  # shared, or linked into the executable (Debian)
     ("kernel", ("[kernel",)),
     ("crypto", ("_rust.abi3", "libcrypto", "libssl")),
     ("SQLite", ("libsqlite3", "_sqlite3")),

@@ -155,6 +155,7 @@ PERF_REPORT = """# Samples: 24K of event 'cpu-clock:pppH'
 #
  18.88% ;   1099:renkei         ;libpython3.11.so.1.0
  3.62%  ;   1181:renkei         ;_rust.abi3.so
+ 2.10%  ;   1181:renkei         ;python3.11
  1.20%  ;   1099:renkei         ;[kernel.kallsyms]
  3.99%  ;    980:data-plane-kafk;[JIT] tid 980
  1.89%  ;    975:C2 CompilerThre;libjvm.so
@@ -169,7 +170,7 @@ def test_perf_samples_go_to_the_process_of_their_thread_and_the_part_of_their_li
     assert list(found) == ["platform-1", "broker", "holder-nenkin", "idle"]  # largest first
     assert found["platform-1"] == {"all": 20.5, "interpreter": 18.9, "kernel": 1.2, "codec": 0.4}
     assert found["broker"] == {"all": 5.9, "JVM": 5.9}
-    assert found["holder-nenkin"] == {"all": 3.6, "crypto": 3.6}
+    assert found["holder-nenkin"] == {"all": 5.7, "crypto": 3.6, "interpreter": 2.1}
     assert found["idle"] == {"all": 1.1, "kernel": 1.1}
     assert machine_profile.line(found).startswith(
         "perf (% of all samples): platform-1 20% (interpreter 19, kernel 1); broker 6% (JVM 6)")
