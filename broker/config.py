@@ -103,6 +103,10 @@ def server_properties(
         "share.coordinator.state.topic.replication.factor": str(replication),
         "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
+        # a broker gone is fenced after 4 s, not 9 (its partitions' leaders move sooner), and a
+        # broker restarted after a crash may register again as soon (a hard restart 14.5 -> 9 s)
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "4000",
         "message.max.bytes": str(1024 * 1024),
         "log.retention.check.interval.ms": "60000",
         **request_threads(),
