@@ -1,6 +1,6 @@
 # The two commands a newcomer runs: `make demo` and `make test`. Both do all set-up first.
 # The distribution's Python 3.11+ (with venv) when there is one: Debian builds it with profile-guided
-# and link-time optimisation, and Renkei spends ~15% less CPU a round trip on it than on a plain
+# and link-time optimisation, and Renkei spends ~13% less CPU a round trip on it than on a plain
 # build such as pyenv's (issue 7's note); else the first python3 on the PATH. PYTHON=… overrides.
 SYSTEM_PYTHON := /usr/bin/python3
 PYTHON ?= $(shell $(SYSTEM_PYTHON) -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' \

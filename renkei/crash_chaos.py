@@ -200,7 +200,7 @@ def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     that a short run, or one on a slow machine, still kills every kind."""
     servers = [f"holder-{h}" for h in holders]
     random.Random(seed).shuffle(servers)
-    others = [servers[0], "audit", BROKER, *servers[1:]]
+    others = [*servers[:1], "audit", BROKER, *servers[1:]]
     platforms = [f"platform-{n}" for n in range(1, instances + 1)]
     return [victim for pair in zip(itertools.cycle(platforms), others, strict=False)
             for victim in pair]
