@@ -132,6 +132,31 @@ def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
     assert "Java is missing" in result.stderr
 
 
+def _jdk(folder: Path, version: str) -> Path:
+    """A stand-in `java` that reports `version` as a JDK's launcher does (on stderr)."""
+    java_bin = folder / "bin" / "java"
+    java_bin.parent.mkdir(parents=True)
+    java_bin.write_text(f"#!/bin/sh\necho 'openjdk version \"{version}\" 2026-01-20' >&2\n")
+    java_bin.chmod(0o755)
+    return java_bin
+
+
+def test_the_broker_runs_on_the_newest_jdk_unless_java_home_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker import process
+
+    monkeypatch.setattr(process, "JVMS", tmp_path / "jvm")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    old = _jdk(tmp_path / "jvm" / "jdk-17", "17.0.15")
+    new = _jdk(tmp_path / "jvm" / "jdk-25", "25.0.3")
+    assert process.java() == str(new)
+    monkeypatch.setenv("JAVA_HOME", str(old.parent.parent))
+    assert process.java() == str(old)
+    monkeypatch.setenv("JAVA_HOME", str(_jdk(tmp_path / "jdk-11", "11.0.2").parent.parent))
+    with pytest.raises(process.BrokerError, match="Java 11"):
+        process.java()
+
+
 def test_a_cluster_id_starting_with_a_dash_formats(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """One id in 64 starts with '-': the storage tool must not read it as an option."""
