@@ -51,15 +51,18 @@ def java() -> str:
         )
     path = max(majors, key=lambda p: majors[p])
     if majors[path] < JAVA_MAJOR:
-        raise BrokerError(f"Kafka needs Java {JAVA_MAJOR}+; the newest found is {path}, "
-                          f"Java {majors[path]}")
+        raise BrokerError(f"Kafka needs Java {JAVA_MAJOR}+; the newest found, {path}, is "
+                          + (f"Java {majors[path]}" if majors[path] else "of no version it says"))
     return path
 
 
 def _major(java_bin: str) -> int:
-    """The Java release `java_bin` is (0: it does not say)."""
-    out = subprocess.run([java_bin, "-version"], capture_output=True, text=True,
-                         check=False).stderr
+    """The Java release `java_bin` is (0: it does not say, or does not run)."""
+    try:
+        out = subprocess.run([java_bin, "-version"], capture_output=True, text=True,
+                             check=False).stderr
+    except OSError:
+        return 0
     found = re.search(r'version "(\d+)', out)
     return int(found.group(1)) if found else 0
 

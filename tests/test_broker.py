@@ -155,6 +155,12 @@ def test_the_broker_runs_on_the_newest_jdk_unless_java_home_says(
     monkeypatch.setenv("JAVA_HOME", str(_jdk(tmp_path / "jdk-11", "11.0.2").parent.parent))
     with pytest.raises(process.BrokerError, match="Java 11"):
         process.java()
+    broken = tmp_path / "broken" / "bin" / "java"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("not a program")  # not executable: it cannot say its version
+    monkeypatch.setenv("JAVA_HOME", str(broken.parent.parent))
+    with pytest.raises(process.BrokerError, match="of no version it says"):
+        process.java()
 
 
 def test_a_cluster_id_starting_with_a_dash_formats(tmp_path: Path,
