@@ -44,7 +44,7 @@ def java() -> str:
     home = os.environ.get("JAVA_HOME")
     found = [str(Path(home) / "bin" / "java")] if home else [
         *map(str, JVMS.glob("*/bin/java")), shutil.which("java")]
-    majors = {path: _major(path) for path in found if path and Path(path).exists()}
+    majors = {path: java_release(path) for path in found if path and Path(path).exists()}
     if not majors:
         raise BrokerError(
             f"Java is missing: Kafka needs Java {JAVA_MAJOR}+ (install a JDK or set JAVA_HOME)"
@@ -56,7 +56,7 @@ def java() -> str:
     return path
 
 
-def _major(java_bin: str) -> int:
+def java_release(java_bin: str) -> int:
     """The Java release `java_bin` is (0: it does not say, or does not run)."""
     try:
         out = subprocess.run([java_bin, "-version"], capture_output=True, text=True,

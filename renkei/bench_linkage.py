@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -234,7 +235,7 @@ def measure(settings: Settings) -> dict[str, Any]:
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "loadavg_start": loadavg_start,
-                    "loadavg_end": os.getloadavg()},
+                    "loadavg_end": os.getloadavg(), **runtimes()},
         "settings": asdict(settings),
         "town": {"residents": settings.residents, "seed": settings.seed,
                  "holders": len(plan.holders), "holder_ids": plan.holders,
@@ -255,6 +256,14 @@ def measure(settings: Settings) -> dict[str, Any]:
     }
     result["bars"] = bench_report.bars(result)
     return result
+
+
+def runtimes() -> dict[str, Any]:
+    """What the figures were measured on: this Python, and the JVM of the broker's first node."""
+    node = next(n for n in process.status()[1] if n.pid is not None)
+    java_bin = os.readlink(f"/proc/{node.pid}/exe")
+    return {"python": sys.version.split()[0], "python_executable": sys.executable,
+            "java": process.java_release(java_bin), "java_executable": java_bin}
 
 
 def write(result: dict[str, Any], folder: Path) -> list[Path]:

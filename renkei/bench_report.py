@@ -161,7 +161,8 @@ def summary(result: dict[str, Any]) -> None:
     idle = result["town"]["idle_holders"]
     click.echo(f"\n== Linkage benchmark: {result['town']['holders']} holders"
                f"{f' (+ {idle} idle)' if idle else ''}, town of "
-               f"{result['town']['residents']:,}, {machine['cpus']} cores, load average "
+               f"{result['town']['residents']:,}, {machine['cpus']} cores, Python "
+               f"{machine['python']}, Java {machine['java']}, load average "
                f"{machine['loadavg_start'][0]:.1f} → {machine['loadavg_end'][0]:.1f}")
     click.echo(f"  message sizes (bytes): {result['message_sizes']}")
     for name in ("renkei", "baseline"):

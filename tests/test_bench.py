@@ -204,6 +204,9 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert main["renkei"]["cpu_seconds"]["platform-1"] > 0
     assert main["baseline"]["cpu_seconds"]["relay-1"] > 0
     assert main["ratio"] > 0 and result["machine"]["loadavg_start"]
+    python = tuple(int(n) for n in result["machine"]["python"].split(".")[:2])
+    assert result["machine"]["java"] >= 17 and python >= (3, 11)
+    assert f"Java {result['machine']['java']}, load average" in run.stdout
     # flat out before the first point, kept apart from it: it takes the cold start (on a new
     # machine its first answers can come after its 2-s window), so it is asked only to have
     # moved: closed loop, a request is sent in its window only after an earlier one's outcome
