@@ -40,7 +40,7 @@ class NodeStatus:
 
 def java() -> str:
     """The java executable: JAVA_HOME's if set, else the newest of the JDKs installed in
-    JVMS and the `java` on the PATH (its JIT and GC cost the broker less CPU); Java 17+."""
+    JVMS and the `java` on the PATH (the newest JIT and GC); Java 17+."""
     home = os.environ.get("JAVA_HOME")
     found = [str(Path(home) / "bin" / "java")] if home else [
         *map(str, JVMS.glob("*/bin/java")), shutil.which("java")]
@@ -49,7 +49,7 @@ def java() -> str:
         raise BrokerError(
             f"Java is missing: Kafka needs Java {JAVA_MAJOR}+ (install a JDK or set JAVA_HOME)"
         )
-    path = max(majors, key=lambda p: majors[p])
+    path = max(majors, key=majors.__getitem__)
     if majors[path] < JAVA_MAJOR:
         raise BrokerError(f"Kafka needs Java {JAVA_MAJOR}+; the newest found, {path}, is "
                           + (f"Java {majors[path]}" if majors[path] else "of no version it says"))
