@@ -4,6 +4,7 @@ and its summary table."""
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -111,8 +112,28 @@ def _flat_out(capacity: dict[str, Any]) -> str:
 
 def cpu_per_round_trip(point: Point) -> float | None:
     """CPU milliseconds of all the measured processes (broker included) per round trip."""
+    by_process = cpu_by_process(point)
+    return sum(by_process.values()) / 1000 if by_process else None
+
+
+def cpu_by_process(point: Point) -> dict[str, float]:
+    """CPU microseconds per round trip of each process (the holders as one), the costliest
+    first; empty when none completed."""
     done = point["completed"]
-    return 1000 * sum(point["cpu_seconds"].values()) / done if done else None
+    cost: Counter[str] = Counter()
+    for name, seconds in point["cpu_seconds"].items() if done else ():
+        cost["holders" if name.startswith("holder-") else name] += 1e6 * seconds / done
+    return dict(cost.most_common())
+
+
+def cost_text(capacity: dict[str, Any]) -> str:
+    """Where each one's CPU a round trip went flat out: what bar 2's ratio comes from."""
+    parts = []
+    for mode in ("renkei", "baseline"):
+        by_process = cpu_by_process(capacity[mode])
+        parts.append(f"{mode} " + (f"{sum(by_process.values()):,.0f} = " + " + ".join(
+            f"{name} {us:,.0f}" for name, us in by_process.items()) if by_process else "—"))
+    return "; ".join(parts)
 
 
 def _cpu(point: Point) -> str:
@@ -170,6 +191,7 @@ def summary(result: dict[str, Any]) -> None:
         click.echo(f"  {name:8} ×{point['instances']} at {_rate(point):>9}: {line(point)}")
     click.echo(f"  Renkei / baseline: {main['ratio']:.2f} at {_rate(main['renkei'])}, "
                f"{result['capacity']['ratio']:.2f} flat out ({_flat_out(result['capacity'])})")
+    click.echo(f"  CPU a round trip flat out, µs: {cost_text(result['capacity'])}")
     for name in ("renkei", "baseline"):
         steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}"
                           for p in curve[name])

@@ -77,6 +77,16 @@ def test_cpu_is_also_told_per_round_trip() -> None:
     assert bench_report.cpu_per_round_trip({**point, "completed": 0}) is None
 
 
+def test_the_cost_flat_out_is_told_by_process_the_holders_as_one() -> None:
+    renkei = {"completed": 1000, "cpu_seconds": {
+        "broker": 0.25, "platform-1": 0.5, "holder-a": 0.25, "holder-b": 0.5}}
+    assert bench_report.cpu_by_process(renkei) == {
+        "holders": 750.0, "platform-1": 500.0, "broker": 250.0}
+    baseline = {"completed": 0, "cpu_seconds": {"relay-1": 0.1}}  # nothing done: no cost
+    assert bench_report.cost_text({"renkei": renkei, "baseline": baseline}) == (
+        "renkei 1,500 = holders 750 + platform-1 500 + broker 250; baseline —")
+
+
 def test_a_curve_that_never_broke_says_its_knee_was_not_reached() -> None:
     held = [_point(50, 50, 20), _point(100, 100, 30)]
     assert "knee not reached" in bench_report.knee_text(held)
@@ -226,6 +236,7 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
         ("scaled", result["scaleout"][1]))}  # the ratios' points first, the rest after them
     assert starts["renkei"] < starts["baseline"] < starts["scaled"]
     assert " min apart" in run.stdout
+    assert "CPU a round trip flat out, µs: renkei " in run.stdout
     assert result["curve"]["renkei"] and result["curve"]["baseline"]
     assert result["memory"]["flatness"]["platform-1"]["median_mb"] > 10
     assert len(result["bars"]) == 3 and all(isinstance(b["met"], bool) for b in result["bars"])
