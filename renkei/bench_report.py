@@ -120,8 +120,10 @@ def cpu_by_process(point: Point) -> dict[str, float]:
     """CPU microseconds per round trip of each process (the holders as one), the costliest
     first; empty when none completed."""
     done = point["completed"]
+    if not done:
+        return {}
     cost: Counter[str] = Counter()
-    for name, seconds in point["cpu_seconds"].items() if done else ():
+    for name, seconds in point["cpu_seconds"].items():
         cost["holders" if name.startswith("holder-") else name] += 1e6 * seconds / done
     return dict(cost.most_common())
 
