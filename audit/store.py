@@ -442,8 +442,9 @@ class AuditStore:
             (f"{column} = ?", value) for column, value in (
                 ("person", where.person), ("pattern_id", where.pattern),
                 ("outcome", where.outcome)) if value is not None]
-        if where.since is not None:
-            conditions.append(("occurred_at >= ?", millis(where.since)))
+        start = _start(where.since, after)
+        if start is not None:
+            conditions.append(("occurred_at >= ?", start))
         if where.until is not None:
             conditions.append(("occurred_at < ?", millis(where.until)))
         branches = ([conditions] if where.holder is None else
@@ -727,6 +728,16 @@ def _purge(row: Sequence[Any]) -> Purge:
     return Purge(from_millis(at), from_millis(cutoff),
                  tuple((int(start), int(end)) for start, end in json.loads(ranges)), key,
                  signature)
+
+
+def _start(since: datetime | None, after: tuple[int, int] | None) -> int | None:
+    """The time a page starts at: the later of `since` and the cursor's. One lower bound, so the
+    index is entered there; given both, SQLite enters it at `since` and steps again over every
+    page before the cursor (the last page of an hour took 110 ms instead of 0.5)."""
+    starts = [] if since is None else [millis(since)]
+    if after is not None:
+        starts.append(after[0])
+    return max(starts, default=None)
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -181,6 +182,35 @@ def test_queries_page_through_every_match_in_time_order(store: AuditStore, where
     assert expected
     for limit in (1, 3, 100):
         assert _all_pages(store, where, limit) == [n for _, n in expected]
+
+
+def test_a_page_after_the_cursor_costs_what_the_first_one_does(state: Path, tmp_path: Path,
+                                                                 clock: Clock) -> None:
+    """Paging through a time range (the detector's warm-up, the portal, `audit query --since`)
+    enters the index at the cursor, not at `since` again for every page."""
+    with AuditStore(tmp_path / "audit.db", Signer.load_or_create(), clock=clock) as store:
+        items = [item(event(n, at=T0 + timedelta(seconds=n))) for n in range(3000)]
+        store.append_many(items)
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        db = store._db
+        assert isinstance(db, sqlite3.Connection)
+        db.set_progress_handler(step, 100)  # called every 100 of SQLite's VM instructions
+        cost, after = [], None
+        while True:
+            steps = 0
+            page = store.query(Query(since=T0), limit=100, after=after)
+            cost.append(steps)
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+    assert len(cost) == 30
+    assert max(cost) <= 2 * cost[0], cost
 
 
 def test_query_arguments_are_checked(store: AuditStore) -> None:
