@@ -733,7 +733,7 @@ def _purge(row: Sequence[Any]) -> Purge:
 def _start(since: datetime | None, after: tuple[int, int] | None) -> int | None:
     """The time a page starts at: the later of `since` and the cursor's. One lower bound, so the
     index is entered there; given both, SQLite enters it at `since` and steps again over every
-    page before the cursor (the last page of an hour took 110 ms instead of 0.5)."""
+    page before the cursor (the last page of 1.7 million entries: 113 ms instead of 0.5)."""
     starts = [] if since is None else [millis(since)]
     if after is not None:
         starts.append(after[0])
