@@ -4,7 +4,6 @@ and its summary table."""
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -122,26 +121,38 @@ def cpu_by_process(point: Point) -> dict[str, float]:
     done = point["completed"]
     if not done:
         return {}
-    cost: Counter[str] = Counter()
-    for name, seconds in point["cpu_seconds"].items():
-        cost["holders" if name.startswith("holder-") else name] += 1e6 * seconds / done
-    return dict(cost.most_common())
+    cost = _holders_as_one(point["cpu_seconds"])
+    return {name: 1e6 * cost[name] / done for name in sorted(cost, key=cost.__getitem__,
+                                                             reverse=True)}
+
+
+def _holders_as_one(by_process: dict[str, float]) -> dict[str, float]:
+    """The holders' figures summed as "holders"; the other processes' as they are."""
+    summed: dict[str, float] = {}
+    for name, value in by_process.items():
+        key = "holders" if name.startswith("holder-") else name
+        summed[key] = summed.get(key, 0.0) + value
+    return summed
 
 
 def cost_text(capacity: dict[str, Any]) -> str:
     """Where each one's CPU a round trip went flat out: what bar 2's ratio comes from."""
-    parts = []
-    for mode in ("renkei", "baseline"):
-        by_process = cpu_by_process(capacity[mode])
-        parts.append(f"{mode} " + (f"{sum(by_process.values()):,.0f} = " + " + ".join(
-            f"{name} {us:,.0f}" for name, us in by_process.items()) if by_process else "—"))
-    return "; ".join(parts)
+    return "; ".join(f"{mode} {_sum_text(cpu_by_process(capacity[mode]))}"
+                     for mode in ("renkei", "baseline"))
+
+
+def _sum_text(parts: dict[str, float]) -> str:
+    """`total = a + b + …`, or "—" when there is nothing to add."""
+    if not parts:
+        return "—"
+    return f"{sum(parts.values()):,.0f} = " + " + ".join(
+        f"{name} {value:,.0f}" for name, value in parts.items())
 
 
 def _cpu(point: Point) -> str:
-    cpu = point["cpu_percent"]
-    holders = sum(v for k, v in cpu.items() if k.startswith("holder-"))
-    rest = [f"{k} {v:.0f}%" for k, v in cpu.items() if not k.startswith("holder-") and v >= 1]
+    cpu = _holders_as_one(point["cpu_percent"])
+    holders = cpu.pop("holders", 0)
+    rest = [f"{k} {v:.0f}%" for k, v in cpu.items() if v >= 1]
     per = cpu_per_round_trip(point)
     return ", ".join([*rest, f"holders {holders:.0f}%"]) + (
         "" if per is None else f": {per:.2f} ms per round trip")
