@@ -2,10 +2,11 @@
 exactly one entry per event id, signs heads, and runs the live detector on what is new.
 
 Per batch: decode (an unreadable record is logged and skipped), pick the events the store does
-not hold yet, deliver the detector's alerts for them, append the batch in one transaction, and
-only then let the service loop commit the offsets. A crash anywhere replays the batch: the store
-keeps the first entry per event id, so nothing is doubled; an alert may come twice, under the
-same alert id, never not at all.
+not hold yet, deliver the detector's alerts for them, append the batch and those alerts in one
+transaction, and only then let the service loop commit the offsets. A crash anywhere replays
+the batch: the store keeps the first entry per event id, so nothing is doubled; an alert may
+come twice, under the same alert id, never not at all. A restarted consumer's detector resumes
+from the store: the alerts it raises are those the stopped one would have.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from audit.detector import Detector, Rules
+from audit.detector import Detector, Raised, Rules
 from audit.events import AccessLogEvent
-from audit.store import AuditStore, Query
+from audit.store import AuditStore
 from broker import acls, topics
 from broker.clients import KafkaAccess
 from renkei.envelope import Send, send, unpacked
@@ -55,25 +56,21 @@ def new_events(store: AuditStore, items: Sequence[tuple[AccessLogEvent, bytes]]
     return list(fresh.values())
 
 
-def warmed(store: AuditStore, rules: Rules) -> Detector:
-    """A detector with the store's recent past in its windows (the alerts it raised are out)."""
+def resumed(store: AuditStore, rules: Rules) -> Detector:
+    """A detector that goes on where the store's last one stopped: the log's last horizon
+    re-read with the alerts raised on it."""
     detector = Detector(rules, store.bound)
     latest = store.latest_time()
-    if latest is None:
-        return detector
-    after: str | None = None
-    while True:
-        page = store.query(Query(since=latest - rules.horizon), limit=1000, after=after)
-        detector.observe(entry.event for entry in page.entries)
-        if page.next_cursor is None:
-            return detector
-        after = page.next_cursor
+    if latest is not None:
+        detector.resume(store.recent_events(latest - rules.horizon),
+                        store.raised_since(latest - rules.memory))
+    return detector
 
 
 async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, instance: str = "1",
               rules: Rules | None = None) -> None:
     """Consume until `stop` is set; sign a head every HEAD_SECONDS if entries came."""
-    detector = warmed(store, rules or Rules())
+    detector = resumed(store, rules or Rules())
     alerts = producer_for(access)
 
     async def handle(records: list[Any]) -> Sequence[Send]:
@@ -81,7 +78,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
         raised = detector.observe(new_events(store, items))
         await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
         if items:
-            store.append_many(items)
+            store.append_many(items, [Raised.of(alert) for alert in raised])
         return []
 
     async def sign_heads() -> None:

@@ -4,6 +4,10 @@ Pure: it is fed events in the log's order and keeps sliding windows in event tim
 is the events' own. Rules: a requester's volume far above its norm, one person queried again and
 again by one requester, access outside office hours, bursts of rejections, and a holder querying
 a person it never bound (no BINDING event gave it that person's link code).
+
+A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
+decision in it from the alerts raised then, so its windows and quiet periods come out as the
+stopped one left them, and after the restart it raises what that one would have.
 """
 
 from __future__ import annotations
@@ -44,8 +48,14 @@ class Rules:
 
     @property
     def horizon(self) -> timedelta:
-        """How far back the windows reach: what a restarted detector re-reads."""
-        return max(self.bucket * self.norm_buckets, self.person_window, self.burst_window)
+        """How far back the windows reach (the current bucket and its norm's): what a restarted
+        detector re-reads."""
+        return max(self.bucket * (self.norm_buckets + 1), self.person_window, self.burst_window)
+
+    @property
+    def memory(self) -> timedelta:
+        """How far back an alert still matters: the windows, or the quiet after an off-hours one."""
+        return max(self.horizon, self.off_hours_quiet)
 
     def in_office_hours(self, moment: datetime) -> bool:
         local = moment.astimezone(JST)
@@ -55,6 +65,20 @@ class Rules:
 
 def never_bound(holder: str, person: str) -> bool:
     return False
+
+
+@dataclass(frozen=True)
+class Raised:
+    """An alert raised earlier, as much of it as resuming needs (what the audit store keeps)."""
+
+    rule: str
+    requester: str
+    event_id: str
+    occurred_at: datetime
+
+    @classmethod
+    def of(cls, alert: Alert) -> Raised:
+        return cls(alert.rule, alert.requester, alert.event_id, alert.occurred_at)
 
 
 @dataclass
@@ -81,6 +105,26 @@ class Detector:
         self._rejections: dict[str, deque[datetime]] = {}
         self._off_hours: dict[str, datetime] = {}
         self._pruned: datetime | None = None
+        self._retraced: set[tuple[str, str]] | None = None
+
+    def resume(self, events: Iterable[AccessLogEvent], raised: Iterable[Raised]) -> None:
+        """Re-read the log's last horizon (`events`, in the order they were observed), taking
+        each alert decision from `raised` (the alerts of the last `Rules.memory`) instead of the
+        rules: the windows and quiet periods come out as the detector before left them."""
+        earlier = list(raised)
+        for alert in earlier:  # an off-hours quiet reaches back further than the events
+            if alert.rule == OFF_HOURS:
+                self._off_hours[alert.requester] = max(
+                    alert.occurred_at, self._off_hours.get(alert.requester, alert.occurred_at))
+        self._retraced = {(alert.rule, alert.event_id) for alert in earlier}
+        try:
+            self.observe(events)
+        finally:
+            self._retraced = None
+
+    def _fires(self, rule: str, event: AccessLogEvent, by_the_rule: bool) -> bool:
+        """The rule's decision; while resuming, the decision taken when the event was new."""
+        return by_the_rule if self._retraced is None else (rule, event.event_id) in self._retraced
 
     def observe(self, events: Iterable[AccessLogEvent]) -> list[Alert]:
         alerts: list[Alert] = []
@@ -94,6 +138,7 @@ class Detector:
                 alerts += self._volume_of(event) + self._off_hours_of(event)
                 if event.person is not None:
                     alerts += self._repeated(event, event.person)
+                if event.person is not None and self._retraced is None:  # keeps no window
                     alerts += self._unbound(event, event.person, bindings)
             self._prune(event.occurred_at)
         return alerts
@@ -106,7 +151,7 @@ class Detector:
         norm = sum(n for b, n in seen.counts.items()
                    if bucket - rules.norm_buckets <= b < bucket) / rules.norm_buckets
         threshold = max(rules.volume_floor, rules.volume_factor * norm)
-        if count <= threshold or seen.alerted == bucket:
+        if not self._fires(VOLUME, event, count > threshold and seen.alerted != bucket):
             return []
         seen.alerted = bucket
         return [_alert(VOLUME, event, count, f"{count} linkage requests within "
@@ -115,7 +160,8 @@ class Detector:
 
     def _repeated(self, event: AccessLogEvent, person: str) -> list[Alert]:
         times = self._persons.setdefault((event.requester, person), deque())
-        if _slide(times, event.occurred_at, self.rules.person_window) < self.rules.person_repeats:
+        count = _slide(times, event.occurred_at, self.rules.person_window)
+        if not self._fires(REPEATED_PERSON, event, count >= self.rules.person_repeats):
             return []
         times.clear()
         return [_alert(REPEATED_PERSON, event, self.rules.person_repeats,
@@ -125,8 +171,8 @@ class Detector:
     def _off_hours_of(self, event: AccessLogEvent) -> list[Alert]:
         at = event.occurred_at
         last = self._off_hours.get(event.requester)
-        if self.rules.in_office_hours(at) or (
-                last is not None and at - last < self.rules.off_hours_quiet):
+        quiet = last is not None and at - last < self.rules.off_hours_quiet
+        if not self._fires(OFF_HOURS, event, not self.rules.in_office_hours(at) and not quiet):
             return []
         self._off_hours[event.requester] = at
         local = at.astimezone(JST)
@@ -137,7 +183,7 @@ class Detector:
     def _rejection(self, event: AccessLogEvent) -> list[Alert]:
         times = self._rejections.setdefault(event.requester, deque())
         count = _slide(times, event.occurred_at, self.rules.burst_window)
-        if count < self.rules.burst_rejections:
+        if not self._fires(REJECTION_BURST, event, count >= self.rules.burst_rejections):
             return []
         times.clear()
         return [_alert(REJECTION_BURST, event, count, f"{count} rejections within "

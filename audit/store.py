@@ -2,9 +2,11 @@
 
 Tables: `entries` (one row per event; serial = leaf index; the canonical bytes and indexed
 columns), `nodes` (the hash of every complete subtree, leaves included, keyed by level and
-index; never deleted), `heads` (signed tree heads) and `purges` (signed records of what
-retention removed). Proofs read O(log n) nodes; a purge deletes entry rows only, so proofs
-for what remains and consistency between heads keep verifying.
+index; never deleted), `heads` (signed tree heads), `purges` (signed records of what
+retention removed) and `alerts` (which alerts the live detector raised on which entries, so a
+restarted one resumes where it stopped; not part of the tree). Proofs read O(log n) nodes; a
+purge deletes entry rows (and their alerts), never nodes or heads, so proofs for what remains
+and consistency between heads keep verifying.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import merkle
+from audit.detector import Raised
 from audit.events import AccessLogEvent, from_millis, millis
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Cursor, Dialect, connect
@@ -92,6 +95,9 @@ def _schema(d: Dialect) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS purges (seq {d.auto_key}, purged_at BIGINT NOT NULL, "
         f"cutoff BIGINT NOT NULL, ranges TEXT NOT NULL, key_id {d.blob} NOT NULL, "
         f"signature {d.blob} NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS alerts (rule TEXT NOT NULL, event_id TEXT NOT NULL, "
+        "requester TEXT NOT NULL, occurred_at BIGINT NOT NULL, PRIMARY KEY (rule, event_id))",
+        "CREATE INDEX IF NOT EXISTS alerts_occurred_at ON alerts (occurred_at)",
     ]
 
 
@@ -295,10 +301,13 @@ class AuditStore:
         """The entry's serial, or None when the event is already there (or purged)."""
         return self.append_many([(event, leaf)])[0]
 
-    def append_many(self, items: Iterable[tuple[AccessLogEvent, bytes]]) -> list[int | None]:
-        """Append a batch in one transaction: per item its serial, or None for a replay.
+    def append_many(self, items: Iterable[tuple[AccessLogEvent, bytes]],
+                    raised: Sequence[Raised] = ()) -> list[int | None]:
+        """Append a batch, and the alerts the detector raised on it, in one transaction: per
+        item its serial, or None for a replay.
 
-        An event id already stored is skipped: exactly one entry per event id, the first.
+        An event id already stored is skipped: exactly one entry per event id, the first; an
+        alert already stored (raised again on a replayed batch) likewise.
         Other bytes under a stored id (a step re-run with a new time?) are logged as a
         warning. Events older than the last purge's cutoff are skipped too.
         The batch is first written as all new; only if an event id clashes (a replay after
@@ -306,12 +315,12 @@ class AuditStore:
         """
         batch = list(items)
         try:
-            return self._append(batch, replay=False)
+            return self._append(batch, raised, replay=False)
         except self._dialect.duplicate:
-            return self._append(batch, replay=True)
+            return self._append(batch, raised, replay=True)
 
-    def _append(self, batch: list[tuple[AccessLogEvent, bytes]], replay: bool
-                ) -> list[int | None]:
+    def _append(self, batch: list[tuple[AccessLogEvent, bytes]], raised: Sequence[Raised],
+                replay: bool) -> list[int | None]:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
@@ -334,6 +343,10 @@ class AuditStore:
                 nodes.extend((node_key(*n), h) for n, h in tree.append(merkle.leaf_hash(leaf)))
             cur.executemany(_INSERT, rows)
             cur.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
+            cur.executemany(
+                "INSERT INTO alerts (rule, event_id, requester, occurred_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(a.rule, a.event_id, a.requester, millis(a.occurred_at)) for a in raised])
             latest = self._latest_head(cur)
             if tree.size - (latest.head.size if latest else 0) >= self.head_every:
                 self._sign(cur, tree)
@@ -411,6 +424,28 @@ class AuditStore:
         found = self._db.execute("SELECT max(occurred_at) FROM entries").fetchone()[0]
         return None if found is None else from_millis(int(found))
 
+    def recent_events(self, since: datetime, page: int = MAX_PAGE) -> Iterator[AccessLogEvent]:
+        """The events appended since the first one that occurred at or after `since`, in the
+        order they were appended (the order the live detector saw them), a page at a time."""
+        # min(serial) in a subquery that reads the time index: given the WHERE itself, SQLite
+        # walks the table by serial from the start until it meets `since` (years of entries)
+        serial = self._db.execute(
+            "SELECT min(serial) FROM (SELECT serial FROM entries WHERE occurred_at >= ? "
+            "ORDER BY occurred_at) AS recent", (millis(since),)).fetchone()[0]
+        while serial is not None:
+            rows = self._db.execute(f"{_SELECT} WHERE serial >= ? ORDER BY serial LIMIT ?",
+                                    (serial, page)).fetchall()
+            yield from (_entry(row).event for row in rows)
+            serial = rows[-1][0] + 1 if len(rows) == page else None
+
+    def raised_since(self, since: datetime) -> list[Raised]:
+        """The alerts raised on events that occurred at or after `since`, in time order."""
+        return [Raised(rule, requester, event_id, from_millis(at)) for rule, event_id, requester, at
+                in self._db.execute(
+                    "SELECT rule, event_id, requester, occurred_at FROM alerts "
+                    "WHERE occurred_at >= ? ORDER BY occurred_at, rule, event_id",
+                    (millis(since),)).fetchall()]
+
     def by_person(self, person: str, *, limit: int = 100, after: str | None = None) -> Page:
         """All entries about one person, with inclusion proofs against the current head."""
         return self.query(Query(person=person), limit=limit, after=after, prove=True)
@@ -468,7 +503,8 @@ class AuditStore:
     # ---- retention ----
 
     def purge(self, now: datetime, retention_years: int = RETENTION_YEARS) -> Purge:
-        """Delete entries older than the retention; keep their leaf hashes and all heads."""
+        """Delete entries (and the alerts on them) older than the retention; keep their leaf
+        hashes and all heads."""
         cutoff = years_before(now, retention_years)
         with self._write() as cur:
             serials = (s for (s,) in cur.execute(
@@ -481,6 +517,7 @@ class AuditStore:
                 else:
                     ranges.append((serial, serial + 1))
             cur.execute("DELETE FROM entries WHERE occurred_at < ?", (millis(cutoff),))
+            cur.execute("DELETE FROM alerts WHERE occurred_at < ?", (millis(cutoff),))
             unsigned = Purge(now, cutoff, tuple(ranges), self.signer.key_id, b"")
             record = replace(unsigned, signature=self.signer.sign(unsigned.message()))
             cur.execute(

@@ -16,8 +16,10 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 from audit.cli import decode_event
+from audit.detector import REPEATED_PERSON
 from audit.events import AccessLogEvent, event_id
 from audit.heads import Signer
+from audit.oversight import alerts
 from audit.store import AuditStore, Entry, Query, default_path
 from broker import config, topics
 from broker.clients import KafkaAccess, read_topic
@@ -112,6 +114,35 @@ async def test_one_entry_per_event_through_a_kill_9_of_the_consumer(
     assert report.ok, report.findings[:5]
     print(f"\nkilled at {killed_at - before} of {LOAD} (+{len(again)} repeats); all "
           f"{len(on_topic)} events on the topic stored once each, {took:.1f}s after the load")
+
+
+async def test_a_restarted_audit_consumer_raises_the_alerts_the_stopped_one_would_have(
+        platform: Processes, live: AuditStore) -> None:
+    requester, person = f"watch-{uuid.uuid4().hex[:8]}", "WATCHED0001"
+    now = datetime.now(UTC)
+
+    def query(minutes_ago: int) -> AccessLogEvent:
+        request = f"{requester}-{minutes_ago}"
+        return AccessLogEvent(event_id(request, "approved"), request,
+                              now - timedelta(minutes=minutes_ago), "LINKAGE", "APPROVED", None,
+                              "P-037", "国民年金法", requester, "sakura-town", "local_tax", person)
+
+    async def logged(events: list[AccessLogEvent]) -> None:
+        async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+            for event in events:
+                await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
+        await caught_up(live, {e.event_id for e in events})
+
+    # one person queried every 14 min: the 5th within an hour (59 min ago) raised an alert and
+    # started the count again; 4 more since, so the next one is the 5th again
+    before = [query(m) for m in (115, 101, 87, 73, 59, 45, 31, 17, 3)]
+    await logged(before)
+    platform.kill("audit")
+    platform.start("audit", "audit", "run")  # re-reads the last hour: from the 59-min one on
+    await logged([query(0)])
+    repeated = [a.event_id for a in await alerts() if a.requester == requester
+                and a.rule == REPEATED_PERSON]
+    assert repeated == [before[4].event_id, query(0).event_id]
 
 
 async def replay(db: Path) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from audit import merkle
 from audit.bench import run as run_bench
 from audit.cli import audit_cli, decode_event
+from audit.consumer import resumed
+from audit.detector import OFF_HOURS, REPEATED_PERSON, Detector, Raised
 from audit.events import AccessLogEvent, event_id
 from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
 from audit.sql import connect
@@ -23,6 +25,7 @@ from audit.store import AuditStore, Query, VerifyReport, years_before
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
 from tests.postgres import fresh_schema
+from tests.test_detector import RESUMING, a_day_and_more
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
 PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
@@ -77,6 +80,10 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def store(state: Path, db: str, clock: Clock) -> Iterator[AuditStore]:
     with AuditStore(db, Signer.load_or_create(), head_every=4, clock=clock) as opened:
         yield opened
+
+
+def raised(e: AccessLogEvent, rule: str = OFF_HOURS) -> Raised:
+    return Raised(rule, e.requester, e.event_id, e.occurred_at)
 
 
 def filled(store: AuditStore, count: int = 24) -> list[tuple[AccessLogEvent, bytes]]:
@@ -239,17 +246,53 @@ def test_person_entries_come_with_proofs_against_the_signed_head(store: AuditSto
     assert SignedHead.from_json(head.to_json()) == head
 
 
+# ---- the detector's memory ----
+
+def test_alerts_are_kept_once_with_their_batch(store: AuditStore) -> None:
+    batch = [item(event(n)) for n in range(4)]
+    alerts = [raised(batch[1][0]), raised(batch[3][0]), raised(batch[3][0], REPEATED_PERSON)]
+    store.append_many(batch, alerts)
+    store.append_many(batch[2:], alerts[1:])  # a batch replayed after a crash raises them again
+    assert store.raised_since(T0) == alerts
+    assert store.raised_since(T0 + timedelta(minutes=2)) == alerts[1:]
+
+
+def test_the_recent_past_comes_in_the_order_it_was_appended(store: AuditStore) -> None:
+    late = [event(n, at=T0 + timedelta(minutes=10 - n % 2 / 2)) for n in range(5)]  # 10, 9.5, …
+    store.append_many(item(e) for e in [event(90, at=T0), *late])
+    since = T0 + timedelta(minutes=9.5)
+    assert list(store.recent_events(since, page=2)) == late  # from late[0]: appended first
+    assert list(store.recent_events(T0 + timedelta(minutes=10))) == late
+    assert list(store.recent_events(T0 + timedelta(minutes=1))) == late
+    assert list(store.recent_events(T0 + timedelta(minutes=11))) == []
+
+
+def test_a_detector_resumed_from_the_store_raises_what_the_stopped_one_would_have(
+        store: AuditStore) -> None:
+    log = a_day_and_more()
+    uninterrupted = Detector(RESUMING)
+    alerts = [uninterrupted.observe(log[n:n + 50]) for n in range(0, len(log), 50)]
+    for batch, (start, raised_then) in enumerate(zip(range(0, len(log), 50), alerts,
+                                                     strict=True)):
+        if batch % 7 == 3:  # the consumer restarts here
+            after = [a for later in alerts[batch:] for a in later]
+            assert resumed(store, RESUMING).observe(log[start:]) == after, f"at {start}"
+        store.append_many((item(e) for e in log[start:start + 50]),
+                          [Raised.of(a) for a in raised_then])
+
+
 # ---- retention ----
 
 def test_purge_removes_old_entries_and_keeps_proofs_and_heads(store: AuditStore) -> None:
     years = [event(n, at=datetime(2014 + n, 6, 1, tzinfo=UTC)) for n in range(10)]
-    store.append_many(item(e) for e in years)
+    store.append_many((item(e) for e in years), [raised(years[1]), raised(years[5])])
     before = store.sign_head()
     record = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
     assert record.cutoff == datetime(2017, 1, 1, tzinfo=UTC)
     assert (record.count, record.ranges) == (3, ((0, 3),))
     assert [e.serial for e in store.query(Query()).entries] == list(range(3, 10))
     assert store.append(*item(years[1])) is None  # a replay of a purged event stays purged
+    assert store.raised_since(years[0].occurred_at) == [raised(years[5])]  # with its alert
     store.append(*item(event(20, at=datetime(2024, 2, 1, tzinfo=UTC))))
     after = store.head()
     assert consistent(before.head, after.head,

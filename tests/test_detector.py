@@ -12,6 +12,7 @@ from audit.detector import (
     UNBOUND_PERSON,
     VOLUME,
     Detector,
+    Raised,
     Rules,
 )
 from audit.events import AccessLogEvent, event_id
@@ -138,3 +139,38 @@ def test_windows_are_pruned_as_time_moves_on() -> None:
                              person=PERSONS[n]) for n in range(50))
     detector.observe([linkage(OFFICE + timedelta(days=1))])
     assert len(detector._persons) == 1 and len(detector._volume) == 1
+
+
+SATURDAY = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)  # Saturday 00:00 JST: off hours all day
+RESUMING = Rules(norm_buckets=10, volume_floor=10, volume_factor=3.0, burst_rejections=20)
+
+
+def a_day_and_more() -> list[AccessLogEvent]:
+    """30 hours of a log in which every rule fires again and again, each rule's alerts spaced so
+    that a window or quiet period is always open: a requester every 30 min (off-hours alerts
+    12 h apart), one person queried every 14 min (an alert at every 5th), rejections every 2 s
+    for 5 min, and a requester's volume stepping up hour by hour."""
+    log = [linkage(SATURDAY + timedelta(minutes=30 * n), "night", PERSONS[n % 50])
+           for n in range(60)]
+    log += [linkage(SATURDAY + timedelta(minutes=14 * n), "city") for n in range(128)]
+    log += [linkage(SATURDAY + timedelta(hours=2, seconds=2 * n), "tax", None, "REJECTED",
+                    "NOT_PERMITTED") for n in range(150)]
+    log += [linkage(SATURDAY + timedelta(minutes=m, seconds=60 * k / (2 + m // 60 * 4)), "bank",
+                    PERSONS[k % 50]) for m in range(180) for k in range(2 + m // 60 * 4)]
+    return sorted(log, key=lambda event: event.occurred_at)
+
+
+def test_a_resumed_detector_raises_what_the_stopped_one_would_have() -> None:
+    log = a_day_and_more()
+    uninterrupted = Detector(RESUMING, everyone_bound)
+    alerts = [uninterrupted.observe([event]) for event in log]
+    assert {a.rule for raised in alerts for a in raised} == {
+        VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST}
+    for stop in range(1, len(log), 37):  # the log's first `stop` events were seen before
+        latest = log[stop - 1].occurred_at
+        restarted = Detector(RESUMING, everyone_bound)
+        restarted.resume([e for e in log[:stop] if e.occurred_at >= latest - RESUMING.horizon],
+                         [Raised.of(a) for raised in alerts[:stop] for a in raised
+                          if a.occurred_at >= latest - RESUMING.memory])
+        assert restarted.observe(log[stop:]) == [a for raised in alerts[stop:] for a in raised], (
+            f"restarted after {stop} events")
