@@ -122,10 +122,13 @@ async def test_a_restarted_audit_consumer_raises_the_alerts_the_stopped_one_woul
     now = datetime.now(UTC)
 
     def query(minutes_ago: int) -> AccessLogEvent:
+        """A query of the person, refused as a duplicate request id: the rule counts every query,
+        and a refusal for no legal reason is not one the replay's re-check judges."""
         request = f"{requester}-{minutes_ago}"
-        return AccessLogEvent(event_id(request, "approved"), request,
-                              now - timedelta(minutes=minutes_ago), "LINKAGE", "APPROVED", None,
-                              "P-037", "国民年金法", requester, "sakura-town", "local_tax", person)
+        return AccessLogEvent(event_id(request, "rejected@test"), request,
+                              now - timedelta(minutes=minutes_ago), "LINKAGE", "REJECTED",
+                              "DUPLICATE_REQUEST", "P-037", "国民年金法", requester, "sakura-town",
+                              "local_tax", person)
 
     async def logged(events: list[AccessLogEvent]) -> None:
         async with producer(KafkaAccess.of(config.ADMIN)) as prod:
