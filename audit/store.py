@@ -427,8 +427,9 @@ class AuditStore:
     def recent_events(self, since: datetime, page: int = MAX_PAGE) -> Iterator[AccessLogEvent]:
         """The events appended since the first one that occurred at or after `since`, in the
         order they were appended (the order the live detector saw them), a page at a time."""
-        # min(serial) in a subquery that reads the time index: given the WHERE itself, SQLite
-        # walks the table by serial from the start until it meets `since` (years of entries)
+        # min(serial) over a subquery, so that SQLite reads the time index; asked directly, it
+        # walks the table by serial from the first entry until one meets `since` (the last 30 s
+        # of 410k entries: 93 ms that way, 0.2 ms this; years of entries: all of them)
         serial = self._db.execute(
             "SELECT min(serial) FROM (SELECT serial FROM entries WHERE occurred_at >= ? "
             "ORDER BY occurred_at) AS recent", (millis(since),)).fetchone()[0]
