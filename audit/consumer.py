@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
 
-from audit.detector import Detector, Raised, Rules
+from audit.detector import OFF_HOURS, Detector, Raised, Rules
 from audit.events import AccessLogEvent
 from audit.store import AuditStore
 from broker import acls, topics
@@ -58,12 +59,13 @@ def new_events(store: AuditStore, items: Sequence[tuple[AccessLogEvent, bytes]]
 
 def resumed(store: AuditStore, rules: Rules) -> Detector:
     """A detector that goes on where the store's last one stopped: the log's last horizon
-    re-read with the alerts raised on it."""
+    re-read with the alerts raised on it, and the off-hours ones whose quiet reaches further."""
     detector = Detector(rules, store.bound)
     latest = store.latest_time()
     if latest is not None:
-        detector.resume(store.recent_events(latest - rules.horizon),
-                        store.raised_since(latest - rules.memory))
+        detector.resume(store.recent_events(latest - rules.horizon), itertools.chain(
+            store.raised_since(latest - rules.horizon),
+            store.raised_since(latest - rules.memory, OFF_HOURS)))
     return detector
 
 

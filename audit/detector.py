@@ -67,7 +67,7 @@ def never_bound(holder: str, person: str) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Raised:
     """An alert raised earlier, as much of it as resuming needs (what the audit store keeps)."""
 
@@ -105,26 +105,31 @@ class Detector:
         self._rejections: dict[str, deque[datetime]] = {}
         self._off_hours: dict[str, datetime] = {}
         self._pruned: datetime | None = None
-        self._retraced: set[tuple[str, str]] | None = None
+        self._retraced: dict[str, set[str]] | None = None  # rule → event ids, while resuming
 
     def resume(self, events: Iterable[AccessLogEvent], raised: Iterable[Raised]) -> None:
         """Re-read the log's last horizon (`events`, in the order they were observed), taking
-        each alert decision from `raised` (the alerts of the last `Rules.memory`) instead of the
-        rules: the windows and quiet periods come out as the detector before left them."""
-        earlier = list(raised)
-        for alert in earlier:  # an off-hours quiet reaches back further than the events
-            if alert.rule == OFF_HOURS:
+        each alert decision from `raised` (the alerts on those events, and the off-hours ones of
+        the last `Rules.memory`) instead of the rules: the windows and quiet periods come out
+        as the detector before left them."""
+        retraced: dict[str, set[str]] = {}
+        for alert in raised:
+            retraced.setdefault(alert.rule, set()).add(alert.event_id)
+            if alert.rule == OFF_HOURS:  # its quiet reaches back further than the events
                 self._off_hours[alert.requester] = max(
                     alert.occurred_at, self._off_hours.get(alert.requester, alert.occurred_at))
-        self._retraced = {(alert.rule, alert.event_id) for alert in earlier}
+        self._retraced = retraced
         try:
-            self.observe(events)
+            for event in events:  # one at a time: the alerts retraced are dropped as they come
+                self.observe((event,))
         finally:
             self._retraced = None
 
     def _fires(self, rule: str, event: AccessLogEvent, by_the_rule: bool) -> bool:
         """The rule's decision; while resuming, the decision taken when the event was new."""
-        return by_the_rule if self._retraced is None else (rule, event.event_id) in self._retraced
+        if self._retraced is None:
+            return by_the_rule
+        return event.event_id in self._retraced.get(rule, ())
 
     def observe(self, events: Iterable[AccessLogEvent]) -> list[Alert]:
         alerts: list[Alert] = []

@@ -439,13 +439,19 @@ class AuditStore:
             yield from (_entry(row).event for row in rows)
             serial = rows[-1][0] + 1 if len(rows) == page else None
 
-    def raised_since(self, since: datetime) -> list[Raised]:
-        """The alerts raised on events that occurred at or after `since`, in time order."""
-        return [Raised(rule, requester, event_id, from_millis(at)) for rule, event_id, requester, at
-                in self._db.execute(
-                    "SELECT rule, event_id, requester, occurred_at FROM alerts "
-                    "WHERE occurred_at >= ? ORDER BY occurred_at, rule, event_id",
-                    (millis(since),)).fetchall()]
+    def raised_since(self, since: datetime, rule: str | None = None) -> Iterator[Raised]:
+        """The alerts (of one rule, if given) raised on events that occurred at or after
+        `since`, in no order (none to sort), read as they are used (the benchmark's 50 minutes
+        raised 322,551)."""
+        params: list[object] = [millis(since)]
+        where = "occurred_at >= ?"
+        if rule is not None:
+            where += " AND rule = ?"
+            params.append(rule)
+        for found, event_id, requester, at in self._db.execute(
+                f"SELECT rule, event_id, requester, occurred_at FROM alerts WHERE {where}",
+                params):
+            yield Raised(found, requester, event_id, from_millis(at))
 
     def by_person(self, person: str, *, limit: int = 100, after: str | None = None) -> Page:
         """All entries about one person, with inclusion proofs against the current head."""
