@@ -143,8 +143,8 @@ class Detector:
                 alerts += self._volume_of(event) + self._off_hours_of(event)
                 if event.person is not None:
                     alerts += self._repeated(event, event.person)
-                if event.person is not None and self._retraced is None:  # keeps no window
-                    alerts += self._unbound(event, event.person, bindings)
+                    if self._retraced is None:  # keeps no window: nothing to retrace
+                        alerts += self._unbound(event, event.person, bindings)
             self._prune(event.occurred_at)
         return alerts
 
