@@ -22,9 +22,9 @@ from audit.detector import OFF_HOURS, Detector, Raised, Rules
 from audit.events import AccessLogEvent
 from audit.store import AuditStore
 from broker import acls, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, started
 from renkei.envelope import Send, send, unpacked
-from renkei.service_loop import deliver, producer_for, serve, stop_on_signals
+from renkei.service_loop import deliver, producer_for, serve, stop_on_signals, unless_stopped
 from schemas.codec import CODEC
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,12 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
             await asyncio.sleep(HEAD_SECONDS)
             store.head()
 
-    await alerts.start()
     signing = asyncio.create_task(sign_heads())
     try:
-        await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
-                    instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS, producer=alerts)
+        if await unless_stopped(stop, started(alerts, access)):
+            await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
+                        instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS,
+                        producer=alerts)
     finally:
         signing.cancel()
         with contextlib.suppress(asyncio.CancelledError):

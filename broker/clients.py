@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from aiokafka.errors import KafkaConnectionError
 
 from broker import cluster, credentials
 from broker.credentials import Credentials
 
 MECHANISM = "SCRAM-SHA-512"
 PROTOCOL = "SASL_PLAINTEXT"
+START_AGAIN = 2.0  # seconds between attempts to reach the broker when a client starts
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,31 @@ class KafkaAccess:
             "sasl.username": self.credentials.username,
             "sasl.password": self.credentials.password,
         }
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+
+async def started(client: Startable, access: KafkaAccess) -> None:
+    """Start an aiokafka client of `access`; while the broker cannot be reached (aiokafka tries
+    each bootstrap server once, then gives up), say so once and try again every START_AGAIN s."""
+    began = time.monotonic()
+    attempts = 0
+    while True:
+        try:
+            await client.start()
+        except KafkaConnectionError as exc:
+            if not attempts:
+                log.warning("cannot reach the broker at %s (%s): trying again every %.0f s",
+                            access.bootstrap, exc, START_AGAIN)
+            attempts += 1
+            await asyncio.sleep(START_AGAIN)
+            continue
+        if attempts:
+            log.warning("reached the broker at %s after %.0f s", access.bootstrap,
+                        time.monotonic() - began)
+        return
 
 
 async def at_end(consumer: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import uuid6
 
 from broker import acls, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, started
 from holders import matching
 from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Request
 from registry.residents import FourAttributes
@@ -112,7 +112,7 @@ class HolderClient:
     async def start(self) -> None:
         await self.directory.start()
         await self.directory.loaded()  # queries are answered with the requester's key from it
-        await self._producer.start()
+        await started(self._producer, self.access)
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
             self._handle, self._stop, instance=self.instance, producer=self._producer)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from holders.client import HolderClient, NotAuthorized, NotBound
 from holders.store import HolderStore, default_path
-from renkei.service_loop import stop_on_signals
+from renkei.service_loop import stop_on_signals, unless_stopped
 from renkei.state import private_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,19 @@ def address_file(holder: str) -> Path:
 
 async def run(holder: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT: answer the platform's queries, and the holder's system."""
+    stop = stop_on_signals()
     store = HolderStore(default_path(holder))
     client = HolderClient(holder, store)
-    await client.start()
+    try:
+        if await unless_stopped(stop, client.start()):
+            await _serve_http(client, port, stop)
+    finally:
+        await client.stop()
+        store.close()
+
+
+async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:
+    """The holder's own systems' API on loopback, until `stop` is set."""
     app = web.Application()
     app[CLIENT] = client
     app.add_routes([web.post("/bindings", bind), web.post("/requests", linkage),
@@ -112,17 +122,16 @@ async def run(holder: str, port: int) -> None:
                     web.get("/access-log", access_log)])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    write_json(address_file(holder), {"url": f"http://127.0.0.1:{bound}"})
-    log.warning("holder %s: communication server on http://127.0.0.1:%s", holder, bound)
     try:
-        await stop_on_signals().wait()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        write_json(address_file(client.holder), {"url": f"http://127.0.0.1:{bound}"})
+        log.warning("holder %s: communication server on http://127.0.0.1:%s", client.holder,
+                    bound)
+        await stop.wait()
     finally:
         await runner.cleanup()
-        await client.stop()
-        store.close()
 
 
 def main(holder: str, port: int) -> None:

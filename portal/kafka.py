@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from audit.events import AccessLogEvent, event_id
 from broker import acls, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, started
 from portal.sessions import Officer, Resident
 from renkei.compacted import CompactedView
 from renkei.envelope import send
@@ -71,7 +71,7 @@ class HolderLogs:
         self.asked: dict[str, Asked] = {}
 
     async def start(self) -> None:
-        await self._producer.start()
+        await started(self._producer, self._access)
         self._task = asyncio.create_task(self._follow(), name=f"answers:{self._in}")
         await asyncio.wait({asyncio.create_task(self._ready.wait()), self._task},
                            return_when=asyncio.FIRST_COMPLETED)
@@ -99,8 +99,8 @@ class HolderLogs:
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(self._in, **self._access.aiokafka(), group_id=None,
                                     auto_offset_reset="latest", enable_auto_commit=False)
-        await consumer.start()
         try:
+            await started(consumer, self._access)
             for partition in consumer.assignment():
                 await consumer.position(partition)
             self._ready.set()
@@ -144,8 +144,8 @@ class AlertFeed:
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(topics.ALERTS, **self._access.aiokafka(), group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
         try:
+            await started(consumer, self._access)
             async for record in consumer:
                 try:
                     alert = CODEC.decode(record.value or b"", Alert)
@@ -163,6 +163,7 @@ class Platform:
     """Everything the portal process does on Kafka."""
 
     def __init__(self, portal: KafkaAccess, oversight: KafkaAccess) -> None:
+        self._access = portal
         self._producer = producer_for(portal)
         self.directory: CompactedView[HolderEntry] = CompactedView(
             portal, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
@@ -176,7 +177,7 @@ class Platform:
         return cls(KafkaAccess.of(acls.PORTAL), KafkaAccess.of(acls.OVERSIGHT))
 
     async def start(self) -> None:
-        await self._producer.start()
+        await started(self._producer, self._access)
         await self.directory.start()
         await self.directory.loaded()
         await self.applications.start()

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from broker import acls, topics
-from broker.clients import KafkaAccess, records_up_to, seek_to_times
+from broker.clients import KafkaAccess, records_up_to, seek_to_times, started
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
@@ -43,7 +43,7 @@ from processors.isolation import isolated
 from processors.tickets import TicketSealer
 from renkei.compacted import CompactedView
 from renkei.envelope import Incoming, Send, batched, unpacked
-from renkei.service_loop import Outflow, deliver, producer_for
+from renkei.service_loop import Outflow, deliver, producer_for, unless_stopped
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     HolderEntry,
@@ -127,34 +127,44 @@ class Platform:
         self.outflow = Outflow(self.consumer, self.producer)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-        await self.views.start()
-        await self.producer.start()
-        self.consumer.subscribe(pattern=SUBSCRIPTION, listener=_TakeOver(self))
-        await self.consumer.start()
-        sweeper = asyncio.create_task(self._sweep(stop))
-        if ready is not None:
-            ready.set()
-        directory = self.views.directory.version
+        """Run until `stop` is set (also while it waits for the broker to start)."""
+        sweeper: asyncio.Task[None] | None = None
         try:
-            while not stop.is_set():
-                polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
-                records = [r for batch in polled.values() for r in batch]
-                if records:
-                    await self.outflow.send(self.committable(polled), *self.handle(records))
-                await self.outflow.commit()
-                for task in (sweeper, self.rebuilding):  # they stop early only on an error:
-                    if task is not None and task.done() and not task.cancelled():
-                        task.result()  # the platform stops with it
-                if directory != self.views.directory.version:  # a holder registered, perhaps:
-                    directory = self.views.directory.version  # look for its outbox now
-                    self.consumer.look_for_new_topics()
-            await self.outflow.commit(now=True)
+            if not await unless_stopped(stop, self._start()):
+                return
+            sweeper = asyncio.create_task(self._sweep(stop))
+            if ready is not None:
+                ready.set()
+            await self._serve(stop, sweeper)
         finally:
-            sweeper.cancel()
+            if sweeper is not None:
+                sweeper.cancel()
             await self.stop_rebuilding()
             await self.consumer.stop()
             await self.producer.stop()
             await self.views.stop()
+
+    async def _start(self) -> None:
+        await self.views.start()
+        await started(self.producer, self.access)
+        self.consumer.subscribe(pattern=SUBSCRIPTION, listener=_TakeOver(self))
+        await started(self.consumer, self.access)
+
+    async def _serve(self, stop: asyncio.Event, sweeper: asyncio.Task[None]) -> None:
+        directory = self.views.directory.version
+        while not stop.is_set():
+            polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
+            records = [r for batch in polled.values() for r in batch]
+            if records:
+                await self.outflow.send(self.committable(polled), *self.handle(records))
+            await self.outflow.commit()
+            for task in (sweeper, self.rebuilding):  # they stop early only on an error:
+                if task is not None and task.done() and not task.cancelled():
+                    task.result()  # the platform stops with it
+            if directory != self.views.directory.version:  # a holder registered, perhaps:
+                directory = self.views.directory.version  # look for its outbox now
+                self.consumer.look_for_new_topics()
+        await self.outflow.commit(now=True)
 
     def committable(self, polled: Iterable[TopicPartition]) -> list[TopicPartition]:
         """The partitions whose offsets may be committed: not decision partitions being taken

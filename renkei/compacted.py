@@ -4,14 +4,13 @@ per key, loaded from the beginning, then kept up to date while the process runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
-from broker.clients import KafkaAccess, caught_up
+from broker.clients import KafkaAccess, caught_up, started
 
 V = TypeVar("V")
 log = logging.getLogger(__name__)
@@ -38,8 +37,16 @@ class CompactedView(Generic[V]):
         self._task = asyncio.create_task(self._follow(), name=f"view:{self.topic}")
 
     async def loaded(self) -> None:
-        """Wait until everything written before the view started has been read."""
-        await self._loaded.wait()
+        """Wait until everything written before the view started has been read (while the
+        broker is away, until it is back); raises what stopped the view from following."""
+        assert self._task is not None, "start the view first"
+        loading = asyncio.ensure_future(self._loaded.wait())
+        try:
+            await asyncio.wait({loading, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loading.cancel()
+        if not self._loaded.is_set():
+            self._task.result()
 
     async def changed(self) -> None:
         """Wait for the next change after this call."""
@@ -49,14 +56,14 @@ class CompactedView(Generic[V]):
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task})  # an error it ended with was logged (and raised
+            # by `loaded` if it came first)
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(self.topic, **self._access.aiokafka(), group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
         try:
+            await started(consumer, self._access)
             partitions = consumer.assignment()
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(list(partitions))
@@ -72,6 +79,9 @@ class CompactedView(Generic[V]):
                     self._changed.set()
                 if not self._loaded.is_set() and await caught_up(consumer, ends):
                     self._loaded.set()
+        except Exception as exc:  # the view is no longer kept up to date: say so now
+            log.error("stopped following %s: %s", self.topic, exc)
+            raise
         finally:
             await consumer.stop()
 

@@ -4,6 +4,7 @@ holders, audit): read a batch, handle it, send the effects; commit once the brok
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -14,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from broker import partitioner, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, started
 from renkei.compacted import CompactedView
 from renkei.envelope import Send
 from schemas.codec import CODEC
@@ -128,8 +129,14 @@ async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, han
     ready = asyncio.Event()
     task = asyncio.create_task(serve(access, topics_in, group, handle, stop, ready, instance,
                                      producer=producer))
-    await asyncio.wait({asyncio.create_task(ready.wait()), task},
-                       return_when=asyncio.FIRST_COMPLETED)
+    waiting = asyncio.create_task(ready.wait())
+    try:
+        await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # given up while it waits for the broker: so is the task
+        task.cancel()
+        raise
+    finally:
+        waiting.cancel()
     if task.done():
         task.result()  # start-up failed: raise its error
     return task
@@ -144,11 +151,16 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
     own records through it too: one produce stream, fewer requests to the broker)."""
     consumer = consumer_for(access, topics_in, group, instance=instance, gather_ms=gather_ms)
     sender = producer or producer_for(access)
-    await consumer.start()
-    if producer is None:
-        await sender.start()
     outflow = Outflow(consumer, sender)
+
+    async def start() -> None:
+        await started(consumer, access)
+        if producer is None:
+            await started(sender, access)
+
     try:
+        if not await unless_stopped(stop, start()):
+            return
         if ready is not None:
             ready.set()
         while not stop.is_set():
@@ -162,6 +174,25 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
         if producer is None:
             await sender.stop()
         await consumer.stop()
+
+
+async def unless_stopped(stop: asyncio.Event, starting: Awaitable[None]) -> bool:
+    """Wait for `starting` (which waits while the broker is away) unless `stop` is set first,
+    then give it up: a service told to stop while it starts stops. Whether it finished."""
+    task = asyncio.ensure_future(starting)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()  # its error, if it failed
+    return True
 
 
 async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
@@ -186,16 +217,17 @@ async def run_service(principal: str, topics_in: Sequence[str], group: str,
                       handler: Callable[[Lookup], Callable[[list[Any]], Sequence[Send]]]) -> None:
     """Run a service that needs the holder directory, until signalled."""
     access = KafkaAccess.of(principal)
+    stop = stop_on_signals()
     directory: CompactedView[HolderEntry] = CompactedView(
         access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
-    await directory.start()
-    await directory.loaded()
     handle = handler(lambda holder: directory.entries.get(holder.encode()))
 
     async def handle_async(records: list[Any]) -> Sequence[Send]:
         return handle(records)
 
     try:
-        await serve(access, topics_in, group, handle_async, stop_on_signals(), instance=group)
+        await directory.start()
+        if await unless_stopped(stop, directory.loaded()):
+            await serve(access, topics_in, group, handle_async, stop, instance=group)
     finally:
         await directory.stop()

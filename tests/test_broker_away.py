@@ -1,0 +1,111 @@
+"""A service started while the broker is away waits for it, saying so, instead of crashing or
+hanging: it starts once the broker is there, and stops at once if told to meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka.errors import KafkaError
+
+from broker import acls, topics
+from broker.clients import KafkaAccess
+from renkei import town as town_setup
+from renkei.compacted import CompactedView
+from tests.kafka_helpers import free_port, spawn, stop
+
+WAITING = "cannot reach the broker at"
+
+
+def _away(access: KafkaAccess, port: int) -> KafkaAccess:
+    """The same principal, told to find the broker where nothing listens (yet)."""
+    return dataclasses.replace(access, bootstrap=f"127.0.0.1:{port}")
+
+
+@contextlib.asynccontextmanager
+async def _forwarder(port: int, broker: str) -> AsyncIterator[None]:
+    """The broker reachable on `port` from now on: each connection piped to it."""
+    host, broker_port = broker.rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        to_reader, to_writer = await asyncio.open_connection(host, int(broker_port))
+        await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
+
+    server = await asyncio.start_server(forward, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+
+
+async def test_a_view_started_while_the_broker_is_away_loads_once_it_is_there(
+        town: town_setup.Town, caplog: pytest.LogCaptureFixture) -> None:
+    platform = KafkaAccess.of(acls.PLATFORM)
+    port = free_port()
+    view = CompactedView(_away(platform, port), topics.DIRECTORY, bytes)
+    await view.start()
+    loading = asyncio.create_task(view.loaded())
+    try:
+        await asyncio.sleep(3)
+        assert not loading.done(), "the view gave up (or loaded) while the broker was away"
+        assert any(WAITING in r.getMessage() for r in caplog.records)
+        async with _forwarder(port, platform.bootstrap):
+            began = time.monotonic()
+            await asyncio.wait_for(loading, 30)
+            print(f"\nloaded {time.monotonic() - began:.1f} s after the broker came")
+        assert view.entries, "the holder directory is not empty"
+    finally:
+        loading.cancel()
+        await view.stop()
+
+
+async def test_a_view_that_cannot_follow_its_topic_says_why_instead_of_waiting_forever(
+        holders: list[str]) -> None:
+    view = CompactedView(KafkaAccess.of(holders[0]), topics.AUDIT, bytes)  # not a holder's
+    await view.start()
+    try:
+        with pytest.raises(KafkaError):
+            await asyncio.wait_for(view.loaded(), 30)
+    finally:
+        await view.stop()
+
+
+@pytest.mark.parametrize("command", [
+    ("platform", "run"), ("audit", "run", "--db", "{tmp}/audit.db"), ("registry", "serve"),
+    ("authority", "serve"), ("holder", "run", "{holder}")], ids=lambda c: " ".join(c[:2]))
+def test_a_service_waiting_for_the_broker_stops_at_once_when_told(
+        command: tuple[str, ...], holders: list[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENKEI_BOOTSTRAP", f"127.0.0.1:{free_port()}")
+    log = tmp_path / "service.log"
+    proc = spawn(*(a.format(tmp=tmp_path, holder=holders[0]) for a in command), log=log)
+    try:
+        deadline = time.monotonic() + 30
+        while WAITING not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, f"{command} ended: {log.read_text()}"
+            time.sleep(0.2)
+        assert WAITING in log.read_text(), log.read_text()
+        time.sleep(2.5)  # a second attempt, still waiting
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        assert proc.wait(10) == 0, log.read_text()
+        print(f"\n{' '.join(command[:2])}: stopped {time.monotonic() - began:.2f} s after SIGTERM")
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert "Traceback" not in text and "Unclosed" not in text, text
+    assert text.count(WAITING) <= 2, "said once per client that waits (a view each), not per try"
