@@ -63,18 +63,18 @@ async def started(client: Startable, access: KafkaAccess) -> None:
     """Start an aiokafka client of `access`; while the broker cannot be reached (aiokafka tries
     each bootstrap server once, then gives up), say so once and try again every START_AGAIN s."""
     began = time.monotonic()
-    attempts = 0
+    waited = False
     while True:
         try:
             await client.start()
         except KafkaConnectionError as exc:
-            if not attempts:
+            if not waited:
                 log.warning("cannot reach the broker at %s (%s): trying again every %.0f s",
                             access.bootstrap, exc, START_AGAIN)
-            attempts += 1
+            waited = True
             await asyncio.sleep(START_AGAIN)
             continue
-        if attempts:
+        if waited:
             log.warning("reached the broker at %s after %.0f s", access.bootstrap,
                         time.monotonic() - began)
         return
