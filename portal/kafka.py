@@ -30,6 +30,7 @@ from portal.sessions import Officer, Resident
 from renkei.compacted import CompactedView
 from renkei.envelope import send
 from renkei.service_loop import deliver, producer_for
+from renkei.tasks import set_or_failed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogRequest
 
@@ -73,10 +74,7 @@ class HolderLogs:
     async def start(self) -> None:
         await started(self._producer, self._access)
         self._task = asyncio.create_task(self._follow(), name=f"answers:{self._in}")
-        await asyncio.wait({asyncio.create_task(self._ready.wait()), self._task},
-                           return_when=asyncio.FIRST_COMPLETED)
-        if self._task.done():
-            self._task.result()  # the consumer failed to start: raise its error
+        await set_or_failed(self._ready, self._task)  # the consumer failed to start: its error
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 from aiokafka import AIOKafkaConsumer
 
 from broker.clients import KafkaAccess, caught_up, started
+from renkei.tasks import set_or_failed
 
 V = TypeVar("V")
 log = logging.getLogger(__name__)
@@ -40,13 +41,7 @@ class CompactedView(Generic[V]):
         """Wait until everything written before the view started has been read (while the
         broker is away, until it is back); raises what stopped the view from following."""
         assert self._task is not None, "start the view first"
-        loading = asyncio.ensure_future(self._loaded.wait())
-        try:
-            await asyncio.wait({loading, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            loading.cancel()
-        if not self._loaded.is_set():
-            self._task.result()
+        await set_or_failed(self._loaded, self._task)
 
     async def changed(self) -> None:
         """Wait for the next change after this call."""
@@ -56,8 +51,8 @@ class CompactedView(Generic[V]):
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.wait({self._task})  # an error it ended with was logged (and raised
-            # by `loaded` if it came first)
+            # an error it ended with was logged (and raised by `loaded` if it came first)
+            await asyncio.wait({self._task})
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(self.topic, **self._access.aiokafka(), group_id=None,

@@ -18,6 +18,7 @@ from broker import partitioner, topics
 from broker.clients import KafkaAccess, started
 from renkei.compacted import CompactedView
 from renkei.envelope import Send
+from renkei.tasks import set_or_failed
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 
@@ -129,16 +130,11 @@ async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, han
     ready = asyncio.Event()
     task = asyncio.create_task(serve(access, topics_in, group, handle, stop, ready, instance,
                                      producer=producer))
-    waiting = asyncio.create_task(ready.wait())
     try:
-        await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+        await set_or_failed(ready, task)  # start-up failed: its error
     except asyncio.CancelledError:  # given up while it waits for the broker: so is the task
         task.cancel()
         raise
-    finally:
-        waiting.cancel()
-    if task.done():
-        task.result()  # start-up failed: raise its error
     return task
 
 
