@@ -176,11 +176,9 @@ async def unless_stopped(stop: asyncio.Event, starting: Awaitable[None]) -> bool
     """Wait for `starting` (which waits while the broker is away) unless `stop` is set first,
     then give it up: a service told to stop while it starts stops. Whether it finished."""
     task = asyncio.ensure_future(starting)
-    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await set_or_failed(stop, task)
     finally:
-        stopping.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
