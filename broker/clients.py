@@ -9,7 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+)
 
 from broker import cluster, credentials
 from broker.credentials import Credentials
@@ -55,19 +61,29 @@ class KafkaAccess:
         }
 
 
+class BrokerRefused(RuntimeError):
+    """The broker answers but will not let the principal in: waiting for it will not help."""
+
+
 class Startable(Protocol):
     async def start(self) -> None: ...
 
 
 async def started(client: Startable, access: KafkaAccess) -> None:
     """Start an aiokafka client of `access`; while the broker cannot be reached (aiokafka tries
-    each bootstrap server once, then gives up), say so once and try again every START_AGAIN s."""
+    each bootstrap server once, then gives up), say so once and try again every START_AGAIN s.
+    Raises BrokerRefused if the broker is there but refuses the principal's log-in."""
     began = time.monotonic()
     waited = False
     while True:
         try:
             await client.start()
         except KafkaConnectionError as exc:
+            refusal = await _refusal(access)  # aiokafka's error does not tell the two apart
+            if refusal is not None:
+                raise BrokerRefused(
+                    f"the broker at {access.bootstrap} refused principal {access.principal!r} "
+                    f"({refusal}): its password in the state folder is not the broker's") from None
             if not waited:
                 log.warning("cannot reach the broker at %s (%s): trying again every %.0f s",
                             access.bootstrap, exc, START_AGAIN)
@@ -78,6 +94,21 @@ async def started(client: Startable, access: KafkaAccess) -> None:
             log.warning("reached the broker at %s after %.0f s", access.bootstrap,
                         time.monotonic() - began)
         return
+
+
+async def _refusal(access: KafkaAccess) -> KafkaError | None:
+    """Why a broker of `access` refused its log-in, if one answers and refuses it."""
+    settings = access.aiokafka()
+    servers = settings.pop("bootstrap_servers").split(",")
+    for host, port in (server.rsplit(":", 1) for server in servers):
+        try:
+            connection = await create_conn(host, int(port), **settings)
+        except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
+            return exc
+        except (OSError, KafkaError):  # not answering (a timeout is an OSError)
+            continue
+        connection.close()
+    return None
 
 
 async def at_end(consumer: Any) -> None:

@@ -72,10 +72,10 @@ async def _platform(app: web.Application) -> AsyncIterator[None]:
     numbers = AuthorityStore(authority_path())
     card_holders = CardHolders()
     kafka = KafkaSide.connect()
-    await kafka.start()
-    app[PLATFORM] = Platform(Records(store), CodeService(keys.load()), card_holders, registry,
-                             NumberingAuthority(numbers), Verifier(), kafka)
-    try:
+    try:  # a start that fails (a refused log-in) closes what was opened too
+        await kafka.start()
+        app[PLATFORM] = Platform(Records(store), CodeService(keys.load()), card_holders,
+                                 registry, NumberingAuthority(numbers), Verifier(), kafka)
         yield
     finally:
         await kafka.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -11,6 +12,7 @@ from audit.oversight_cli import oversight_cli
 from authority.cli import authority_cli
 from authority.serve import serve as authority_serve
 from broker.cli import broker_cli
+from broker.clients import BrokerRefused
 from cards.cli import card_cli
 from holders.cli import holder_cli
 from portal.cli import portal_cli
@@ -24,7 +26,17 @@ from renkei.chaos_cli import chaos_cli
 from renkei.demo import demo
 
 
-@click.group()
+class _Commands(click.Group):
+    """The commands, with a refused log-in said in one line (no traceback), exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokerRefused as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Commands)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Renkei: the information-linkage platform on Apache Kafka."""
