@@ -12,6 +12,7 @@ import click
 from authority import store as authority_store
 from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
+from registry.cli import open_registry
 from registry.residents import ChangeKind
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
@@ -36,10 +37,7 @@ def _authority(db: Path | None) -> Iterator[NumberingAuthority]:
 
 @contextmanager
 def _registry(path: Path | None) -> Iterator[registry_store.RegistryStore]:
-    try:
-        registry = registry_store.RegistryStore.open(path or registry_store.default_path())
-    except registry_store.NoRegistry as exc:
-        raise click.ClickException(str(exc)) from exc
+    registry = open_registry(path)
     try:
         yield registry
     finally:

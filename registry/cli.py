@@ -55,7 +55,7 @@ def generate(residents: int, seed: int, db: Path | None, replace: bool) -> None:
 def lookup(code: str | None, name: str | None, address: str | None, dob: str | None,
            sex: str | None, db: Path | None) -> None:
     """Look up by resident code, or by all four attributes (never fewer)."""
-    store = _open(db)
+    store = open_registry(db)
     try:
         if code is not None:
             found = store.by_code(code)
@@ -82,7 +82,7 @@ def lookup(code: str | None, name: str | None, address: str | None, dob: str | N
 @DB_OPTION
 def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
     """Change events (moves, name changes, changed resident codes), in order."""
-    store = _open(db)
+    store = open_registry(db)
     try:
         found = store.events(after, ChangeKind(kind) if kind else None, limit)
     finally:
@@ -99,7 +99,7 @@ def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
 @DB_OPTION
 def consent(resident_code: str, holder: str, withdraw: bool, db: Path | None) -> None:
     """Record a resident's consent to a private holder binding them (or withdraw it)."""
-    store = _open(db)
+    store = open_registry(db)
     try:
         if withdraw:
             store.withdraw_consent(resident_code, holder)
@@ -112,7 +112,8 @@ def consent(resident_code: str, holder: str, withdraw: bool, db: Path | None) ->
     click.echo(f"consent to {holder} {'withdrawn' if withdraw else 'recorded'}")
 
 
-def _open(db: Path | None) -> registry_store.RegistryStore:
+def open_registry(db: Path | None) -> registry_store.RegistryStore:
+    """The registry store, or a one-line error if none was generated there."""
     try:
         return registry_store.RegistryStore.open(db or registry_store.default_path())
     except registry_store.NoRegistry as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from broker import acls, topics
-from registry import store as registry_store
+from registry.cli import open_registry
 from registry.service import RegistryService
 from renkei import sealing
 from renkei.service_loop import run_service
@@ -21,7 +21,7 @@ from renkei.service_loop import run_service
 def serve(db: Path | None) -> None:
     """Answer the platform's look-ups (sealed) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    store = registry_store.RegistryStore.open(db or registry_store.default_path())
+    store = open_registry(db)
     key = sealing.key_of(acls.REGISTRY)
     try:
         asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN], "renkei-registry",

@@ -23,6 +23,7 @@ from registry.normalize import (
 )
 from registry.resident_code import check_digit, is_valid, random_codes
 from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Sex, change
+from registry.serve import serve
 from registry.store import RegistryStore
 from renkei.state import STATE_ENV
 
@@ -289,6 +290,9 @@ def test_consent_belongs_to_the_person(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     runner = CliRunner()
+    for command, args in ((registry_cli, ["lookup", "--code", "1"]), (serve, [])):
+        none = runner.invoke(command, args)  # before there is a registry: said in one line
+        assert none.exit_code == 1 and "no registry at" in none.output, none.output
     made = runner.invoke(registry_cli, ["generate", "--residents", "500", "--seed", "3"])
     assert made.exit_code == 0, made.output
     assert "500 residents" in made.output and "namesakes in town" in made.output
