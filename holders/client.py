@@ -27,6 +27,7 @@ from renkei import sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, producer_for, serving
+from renkei.tasks import set_or_failed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -115,8 +116,15 @@ class HolderClient:
         await started(self._producer, self.access)
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
-            self._handle, self._stop, instance=self.instance, producer=self._producer)
+            self._handle, self._stop, instance=self.instance, producer=self._producer,
+            following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
+
+    async def until_stopped(self, stop: asyncio.Event) -> None:
+        """Wait for `stop`; raise what ended the inbox loop first, if something did (the
+        directory no longer followed: queries would be answered with stale keys)."""
+        assert self._inbox is not None, "start the client first"
+        await set_or_failed(stop, self._inbox)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -124,10 +132,12 @@ class HolderClient:
             self._epochs.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._epochs
-        if self._inbox is not None:
-            await self._inbox
-        await self._producer.stop()
-        await self.directory.stop()
+        try:
+            if self._inbox is not None:
+                await self._inbox  # what ended it, raised (once its clients are closed)
+        finally:
+            await self._producer.stop()
+            await self.directory.stop()
 
     @staticmethod
     def inbox_group(holder: str) -> str:

@@ -129,7 +129,7 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
         write_json(address_file(client.holder), {"url": f"http://127.0.0.1:{bound}"})
         log.warning("holder %s: communication server on http://127.0.0.1:%s", client.holder,
                     bound)
-        await stop.wait()
+        await client.until_stopped(stop)
     finally:
         await runner.cleanup()
 

@@ -91,6 +91,11 @@ class Views:
         await self.directory.stop()
         await self.patterns.stop()
 
+    def check(self) -> None:
+        """Raise NotFollowing if a view stopped: no approvals under a stale pattern list."""
+        self.directory.check()
+        self.patterns.check()
+
     def refresh(self) -> Context:
         """The context, with amendments to the directory and pattern list applied live."""
         seen = (self.directory.version, self.patterns.version)
@@ -158,6 +163,7 @@ class Platform:
             if records:
                 await self.outflow.send(self.committable(polled), *self.handle(records))
             await self.outflow.commit()
+            self.views.check()
             for task in (sweeper, self.rebuilding):  # they stop early only on an error:
                 if task is not None and task.done() and not task.cancelled():
                     task.result()  # the platform stops with it

@@ -23,16 +23,18 @@ from registry.serve import serve as registry_serve
 from renkei import profiling
 from renkei.bench import bench
 from renkei.chaos_cli import chaos_cli
+from renkei.compacted import NotFollowing
 from renkei.demo import demo
 
 
 class _Commands(click.Group):
-    """The commands, with a refused log-in said in one line (no traceback), exit code 1."""
+    """The commands; a refused log-in or a view no longer followed is said in one line (no
+    traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except BrokerRefused as exc:
+        except (BrokerRefused, NotFollowing) as exc:
             raise click.ClickException(str(exc)) from exc
 
 

@@ -4,6 +4,7 @@ per key, loaded from the beginning, then kept up to date while the process runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -15,6 +16,10 @@ from renkei.tasks import set_or_failed
 
 V = TypeVar("V")
 log = logging.getLogger(__name__)
+
+
+class NotFollowing(RuntimeError):
+    """A view no longer kept up to date: why it stopped following its topic."""
 
 
 class CompactedView(Generic[V]):
@@ -39,9 +44,18 @@ class CompactedView(Generic[V]):
 
     async def loaded(self) -> None:
         """Wait until everything written before the view started has been read (while the
-        broker is away, until it is back); raises what stopped the view from following."""
+        broker is away, until it is back); raises NotFollowing if the view stopped first."""
         assert self._task is not None, "start the view first"
-        await set_or_failed(self._loaded, self._task)
+        with contextlib.suppress(Exception):  # the task's own error: raised as NotFollowing
+            await set_or_failed(self._loaded, self._task)
+        self.check()
+
+    def check(self) -> None:
+        """Raise NotFollowing if the view has stopped following its topic: a service that
+        acts on what it holds (the legal pattern list) must not go on with a stale copy."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            error = self._task.exception()
+            raise NotFollowing(f"stopped following {self.topic}: {error}") from error
 
     async def changed(self) -> None:
         """Wait for the next change after this call."""
@@ -51,7 +65,7 @@ class CompactedView(Generic[V]):
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            # an error it ended with was logged (and raised by `loaded` if it came first)
+            # an error it ended with was logged (and raised by `loaded` and `check`)
             await asyncio.wait({self._task})
 
     async def _follow(self) -> None:

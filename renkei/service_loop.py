@@ -125,11 +125,12 @@ class Outflow:
 
 async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
                   stop: asyncio.Event, instance: str | None = None,
-                  producer: AIOKafkaProducer | None = None) -> asyncio.Task[None]:
+                  producer: AIOKafkaProducer | None = None,
+                  following: Sequence[CompactedView[Any]] = ()) -> asyncio.Task[None]:
     """`serve` started as a task, once it is ready (its error raised if it fails to start)."""
     ready = asyncio.Event()
     task = asyncio.create_task(serve(access, topics_in, group, handle, stop, ready, instance,
-                                     producer=producer))
+                                     producer=producer, following=following))
     try:
         await set_or_failed(ready, task)  # start-up failed: its error
     except asyncio.CancelledError:  # given up while it waits for the broker: so is the task
@@ -141,10 +142,12 @@ async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, han
 async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
                 stop: asyncio.Event, ready: asyncio.Event | None = None,
                 instance: str | None = None, gather_ms: int = 0,
-                producer: AIOKafkaProducer | None = None) -> None:
+                producer: AIOKafkaProducer | None = None,
+                following: Sequence[CompactedView[Any]] = ()) -> None:
     """Run until `stop` is set; offsets are committed only after the effects are delivered.
     Effects go through `producer` when given (started and stopped by its owner, who sends its
-    own records through it too: one produce stream, fewer requests to the broker)."""
+    own records through it too: one produce stream, fewer requests to the broker). Stops with
+    NotFollowing if a view the handler reads from (`following`) stops being kept up to date."""
     consumer = consumer_for(access, topics_in, group, instance=instance, gather_ms=gather_ms)
     sender = producer or producer_for(access)
     outflow = Outflow(consumer, sender)
@@ -165,6 +168,8 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             if records:
                 await outflow.send(polled, await handle(records))
             await outflow.commit()
+            for view in following:
+                view.check()
         await outflow.commit(now=True)
     finally:
         if producer is None:
@@ -222,6 +227,7 @@ async def run_service(principal: str, topics_in: Sequence[str], group: str,
     try:
         await directory.start()
         if await unless_stopped(stop, directory.loaded()):
-            await serve(access, topics_in, group, handle_async, stop, instance=group)
+            await serve(access, topics_in, group, handle_async, stop, instance=group,
+                        following=[directory])
     finally:
         await directory.stop()

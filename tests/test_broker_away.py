@@ -12,12 +12,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka.errors import KafkaError
 
 from broker import acls, topics
 from broker.clients import KafkaAccess
 from renkei import town as town_setup
-from renkei.compacted import CompactedView
+from renkei.compacted import CompactedView, NotFollowing
 from tests.kafka_helpers import free_port, spawn, stop
 
 WAITING = "cannot reach the broker at"
@@ -77,7 +76,7 @@ async def test_a_view_that_cannot_follow_its_topic_says_why_instead_of_waiting_f
     view = CompactedView(KafkaAccess.of(holders[0]), topics.AUDIT, bytes)  # not a holder's
     await view.start()
     try:
-        with pytest.raises(KafkaError):
+        with pytest.raises(NotFollowing, match="TopicAuthorizationFailed"):
             await asyncio.wait_for(view.loaded(), 30)
     finally:
         await view.stop()

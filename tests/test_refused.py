@@ -1,0 +1,177 @@
+"""What the broker refuses: a principal whose password it refuses is told so in one line and
+stops, instead of waiting for ever as though the broker were away (aiokafka reports both the
+same way); a service whose view (the legal pattern list, the holder directory) can no longer be
+read stops too, with why, instead of acting on a stale copy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+)
+
+from broker import acls, provision, topics
+from broker.clients import BrokerRefused, KafkaAccess, started
+from broker.cluster import Cluster
+from broker.credentials import Credentials
+from broker.provision import admin_client
+from renkei import town as town_setup
+from renkei.compacted import CompactedView, NotFollowing
+from renkei.state import read_json, write_json
+from tests.kafka_helpers import spawn, stop
+
+WRONG = "not-the-password-the-broker-has"
+
+
+async def test_a_refused_log_in_is_raised_at_once_not_waited_on(broker: Cluster) -> None:
+    access = KafkaAccess(broker.bootstrap, Credentials(acls.PLATFORM, WRONG))
+    producer = AIOKafkaProducer(**access.aiokafka())
+    began = time.monotonic()
+    try:
+        with pytest.raises(BrokerRefused, match=f"refused principal '{acls.PLATFORM}'") as refused:
+            await started(producer, access)
+    finally:
+        await producer.stop()
+    assert time.monotonic() - began < 10
+    assert WRONG not in str(refused.value)
+
+
+@pytest.mark.parametrize("command", [
+    ("platform", "run"), ("audit", "run", "--db", "{tmp}/audit.db"), ("authority", "serve"),
+    ("holder", "run", "{holder}"), ("portal", "--port", "0")], ids=lambda c: c[0])
+def test_a_service_whose_log_in_is_refused_says_so_and_exits(
+        command: tuple[str, ...], holders: list[str], broker: Cluster, state_dir: Path,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    principal = {"platform": acls.PLATFORM, "audit": acls.AUDIT, "authority": acls.AUTHORITY,
+                 "holder": holders[0], "portal": acls.PORTAL}[command[0]]
+    state = tmp_path / "state"  # the suite's state, but with another password for `principal`
+    shutil.copytree(state_dir, state, ignore=shutil.ignore_patterns("broker", "logs"))
+    secret = state / "secrets" / f"{principal}.json"
+    right = read_json(secret)["password"]
+    write_json(secret, {"username": principal, "password": WRONG}, private=True)
+    monkeypatch.setenv("RENKEI_STATE", str(state))
+    monkeypatch.setenv("RENKEI_BOOTSTRAP", broker.bootstrap)
+    log = tmp_path / "service.log"
+    proc = spawn(*(a.format(tmp=tmp_path, holder=holders[0]) for a in command), log=log)
+    try:
+        assert proc.wait(30) == 1, log.read_text()
+    finally:
+        stop(proc)
+    text = log.read_text()
+    refusal = f"the broker at {broker.bootstrap} refused principal '{principal}'"
+    assert _said(text, refusal), text
+    assert WRONG not in text and right not in text
+
+
+def _said(text: str, error: str) -> bool:
+    """Did the process say `error` in one line (click's), with no traceback and nothing left
+    unclosed?"""
+    assert "Traceback" not in text and "Unclosed" not in text, text
+    return any(line.startswith("Error: ") and error in line for line in text.splitlines())
+
+
+@contextlib.contextmanager
+def _unreadable(principal: str, topic: str) -> Iterator[None]:
+    """`principal` may no longer read `topic` (its grant deleted), until the block ends."""
+    grant = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL,
+                       f"User:{principal}", "*", AclOperation.READ, AclPermissionType.ALLOW)
+    admin = admin_client()
+    taken = AclBindingFilter(*(getattr(grant, name) for name in (
+        "restype", "name", "resource_pattern_type", "principal", "host", "operation",
+        "permission_type")))
+    deleted = [f.result() for f in admin.delete_acls([taken]).values()]
+    assert deleted == [[grant]], deleted
+    try:
+        yield
+    finally:
+        for done in admin.create_acls([grant]).values():
+            done.result()
+
+
+async def test_a_view_whose_topic_can_no_longer_be_read_says_so(holders: list[str]) -> None:
+    view = CompactedView(KafkaAccess.of(holders[1]), topics.DIRECTORY, bytes)
+    await view.start()
+    try:
+        await asyncio.wait_for(view.loaded(), 30)
+        view.check()  # following
+        with _unreadable(holders[1], topics.DIRECTORY):
+            deadline = time.monotonic() + 20
+            with pytest.raises(NotFollowing, match=r"stopped following renkei\.directory: .*"
+                                                   r"TopicAuthorizationFailed"):
+                while time.monotonic() < deadline:
+                    view.check()
+                    await asyncio.sleep(0.2)
+    finally:
+        await view.stop()
+
+
+@pytest.fixture
+def platform_b(town: town_setup.Town, broker: Cluster, state_dir: Path, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A principal of its own with the platform's grants, as the platform of a state folder of
+    its own (so that taking its grants away leaves the suite's platform alone)."""
+    principal = "platform-b"
+    creds = Credentials(principal, secrets.token_urlsafe(24))
+    admin = admin_client()
+    provision.ensure_principal(admin, creds, provision.Report())
+    provision.ensure_grants(admin, principal, acls.SERVICE_GRANTS[acls.PLATFORM],
+                            provision.Report())
+    state = tmp_path / "state"
+    shutil.copytree(state_dir, state, ignore=shutil.ignore_patterns("broker", "logs"))
+    write_json(state / "secrets" / f"{acls.PLATFORM}.json",
+               {"username": principal, "password": creds.password}, private=True)
+    monkeypatch.setenv("RENKEI_STATE", str(state))
+    monkeypatch.setenv("RENKEI_BOOTSTRAP", broker.bootstrap)
+    try:
+        yield principal
+    finally:
+        every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY,
+                                 f"User:{principal}", None, AclOperation.ANY,
+                                 AclPermissionType.ANY)
+        for done in admin.delete_acls([every]).values():
+            done.result()
+        for done in admin.alter_user_scram_credentials([UserScramCredentialDeletion(
+                principal, ScramMechanism.SCRAM_SHA_512)]).values():
+            done.result()
+
+
+@pytest.mark.parametrize("service", ["platform", "holder"])
+def test_a_service_whose_view_can_no_longer_be_read_stops_and_says_why(
+        service: str, holders: list[str], tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if service == "platform":  # approvals under a pattern list it can no longer keep up to date
+        principal, topic = request.getfixturevalue("platform_b"), topics.PATTERNS
+        command, ready = ("platform", "run", "--loglevel", "info"), "took over decision partition"
+    else:  # answers sealed with keys from a directory it can no longer keep up to date
+        principal, topic = holders[1], topics.DIRECTORY
+        command, ready = ("holder", "run", holders[1], "--port", "0"), "communication server on"
+    log = tmp_path / "service.log"
+    proc = spawn(*command, log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while ready not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert ready in log.read_text(), log.read_text()
+        with _unreadable(principal, topic):
+            began = time.monotonic()
+            assert proc.wait(30) == 1, log.read_text()
+            print(f"\n{service}: stopped {time.monotonic() - began:.1f} s after its grant went")
+    finally:
+        stop(proc)
+    assert _said(log.read_text(), f"stopped following {topic}: "), log.read_text()
