@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from broker import acls, topics
+from broker import acls, clients, topics
 from broker.clients import KafkaAccess
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
@@ -108,3 +110,27 @@ def test_a_service_waiting_for_the_broker_stops_at_once_when_told(
     text = log.read_text()
     assert "Traceback" not in text and "Unclosed" not in text, text
     assert text.count(WAITING) <= 2, "said once per client that waits (a view each), not per try"
+    assert text.count("Unable connect to") == 1, "aiokafka's own error: once, not on every try"
+
+
+def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    clients.quiet_repeats()
+    node = uuid.uuid4().hex  # lines no other test has said
+    fetcher, client = logging.getLogger("aiokafka.consumer.fetcher"), logging.getLogger("aiokafka")
+    with caplog.at_level(logging.ERROR):
+        for _ in range(100):
+            fetcher.error("Failed fetch messages from %s: NodeNotReadyError", node)
+            client.error("Unable connect to node with id %s", node)
+        fetcher.error("Failed fetch messages from %s: NodeNotReadyError", f"{node}-2")
+        logging.getLogger("renkei.example").error("ours: %s", node)  # not aiokafka's: as it is
+        logging.getLogger("renkei.example").error("ours: %s", node)
+        monkeypatch.setattr(clients, "REPEATS_SAID_EVERY", 0.05)
+        time.sleep(0.1)  # a minute later
+        client.error("Unable connect to node with id %s", node)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Failed fetch messages from {node}: NodeNotReadyError",
+        f"Unable connect to node with id {node}",
+        f"Failed fetch messages from {node}-2: NodeNotReadyError",
+        f"ours: {node}", f"ours: {node}",
+        f"Unable connect to node with id {node}"]

@@ -141,9 +141,9 @@ def platform_b(town: town_setup.Town, broker: Cluster, state_dir: Path, tmp_path
     try:
         yield principal
     finally:
-        every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY,
-                                 f"User:{principal}", None, AclOperation.ANY,
-                                 AclPermissionType.ANY)
+        every = AclBindingFilter(  # None: any name, any host (the stubs say str)
+            ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{principal}",  # type: ignore[arg-type]
+            None, AclOperation.ANY, AclPermissionType.ANY)  # type: ignore[arg-type]
         for done in admin.delete_acls([every]).values():
             done.result()
         for done in admin.alter_user_scram_credentials([UserScramCredentialDeletion(
@@ -151,17 +151,28 @@ def platform_b(town: town_setup.Town, broker: Cluster, state_dir: Path, tmp_path
             done.result()
 
 
-@pytest.mark.parametrize("service", ["platform", "holder"])
+@pytest.fixture
+def bare_holder(holders: list[str]) -> str:
+    return holders[1]
+
+
+VIEWS_READ = {  # the principal's fixture, the topic taken from it, the command, its ready line
+    # it would approve under a pattern list it can no longer keep up to date
+    "platform": ("platform_b", topics.PATTERNS, ("platform", "run", "--loglevel", "info"),
+                 "took over decision partition"),
+    # it would seal answers with keys from a directory it can no longer keep up to date
+    "holder": ("bare_holder", topics.DIRECTORY, ("holder", "run", "{principal}"),
+               "communication server on"),
+}
+
+
+@pytest.mark.parametrize("service", VIEWS_READ)
 def test_a_service_whose_view_can_no_longer_be_read_stops_and_says_why(
-        service: str, holders: list[str], tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    if service == "platform":  # approvals under a pattern list it can no longer keep up to date
-        principal, topic = request.getfixturevalue("platform_b"), topics.PATTERNS
-        command, ready = ("platform", "run", "--loglevel", "info"), "took over decision partition"
-    else:  # answers sealed with keys from a directory it can no longer keep up to date
-        principal, topic = holders[1], topics.DIRECTORY
-        command, ready = ("holder", "run", holders[1], "--port", "0"), "communication server on"
+        service: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    fixture, topic, command, ready = VIEWS_READ[service]
+    principal = request.getfixturevalue(fixture)
     log = tmp_path / "service.log"
-    proc = spawn(*command, log=log)
+    proc = spawn(*(word.format(principal=principal) for word in command), log=log)
     try:
         deadline = time.monotonic() + 60
         while ready not in log.read_text() and time.monotonic() < deadline:
