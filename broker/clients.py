@@ -17,7 +17,7 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
 )
 
-from broker import cluster, credentials
+from broker import cluster, credentials, offset_fetch
 from broker.credentials import Credentials
 
 MECHANISM = "SCRAM-SHA-512"
@@ -26,6 +26,7 @@ START_AGAIN = 2.0  # seconds between attempts to reach the broker when a client 
 REPEATS_SAID_EVERY = 60.0  # seconds: the same line of aiokafka's, at most this often
 REPEATS_KEPT = 1000  # different lines remembered before those said over a minute ago are dropped
 log = logging.getLogger(__name__)
+offset_fetch.install()  # every process with a consumer group imports this module
 
 
 @dataclass(frozen=True)
