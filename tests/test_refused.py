@@ -60,13 +60,9 @@ def test_a_service_whose_log_in_is_refused_says_so_and_exits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     principal = {"platform": acls.PLATFORM, "audit": acls.AUDIT, "authority": acls.AUTHORITY,
                  "holder": holders[0], "portal": acls.PORTAL}[command[0]]
-    state = tmp_path / "state"  # the suite's state, but with another password for `principal`
-    shutil.copytree(state_dir, state, ignore=shutil.ignore_patterns("broker", "logs"))
-    secret = state / "secrets" / f"{principal}.json"
+    secret = _own_state(state_dir, broker, tmp_path, monkeypatch) / "secrets" / f"{principal}.json"
     right = read_json(secret)["password"]
     write_json(secret, {"username": principal, "password": WRONG}, private=True)
-    monkeypatch.setenv("RENKEI_STATE", str(state))
-    monkeypatch.setenv("RENKEI_BOOTSTRAP", broker.bootstrap)
     log = tmp_path / "service.log"
     proc = spawn(*(a.format(tmp=tmp_path, holder=holders[0]) for a in command), log=log)
     try:
@@ -74,16 +70,25 @@ def test_a_service_whose_log_in_is_refused_says_so_and_exits(
     finally:
         stop(proc)
     text = log.read_text()
-    refusal = f"the broker at {broker.bootstrap} refused principal '{principal}'"
-    assert _said(text, refusal), text
+    _said_in_one_line(text, f"the broker at {broker.bootstrap} refused principal '{principal}'")
     assert WRONG not in text and right not in text
 
 
-def _said(text: str, error: str) -> bool:
-    """Did the process say `error` in one line (click's), with no traceback and nothing left
-    unclosed?"""
+def _own_state(state_dir: Path, broker: Cluster, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the suite's state folder (secrets, keys, stores), for the processes this test
+    starts, on the suite's broker; its path."""
+    state = tmp_path / "state"
+    shutil.copytree(state_dir, state, ignore=shutil.ignore_patterns("broker", "logs"))
+    monkeypatch.setenv("RENKEI_STATE", str(state))
+    monkeypatch.setenv("RENKEI_BOOTSTRAP", broker.bootstrap)
+    return state
+
+
+def _said_in_one_line(text: str, error: str) -> None:
+    """The process said `error` in one line (click's), with no traceback, nothing unclosed."""
     assert "Traceback" not in text and "Unclosed" not in text, text
-    return any(line.startswith("Error: ") and error in line for line in text.splitlines())
+    assert any(line.startswith("Error: ") and error in line for line in text.splitlines()), text
 
 
 @contextlib.contextmanager
@@ -132,12 +137,9 @@ def platform_b(town: town_setup.Town, broker: Cluster, state_dir: Path, tmp_path
     provision.ensure_principal(admin, creds, provision.Report())
     provision.ensure_grants(admin, principal, acls.SERVICE_GRANTS[acls.PLATFORM],
                             provision.Report())
-    state = tmp_path / "state"
-    shutil.copytree(state_dir, state, ignore=shutil.ignore_patterns("broker", "logs"))
-    write_json(state / "secrets" / f"{acls.PLATFORM}.json",
-               {"username": principal, "password": creds.password}, private=True)
-    monkeypatch.setenv("RENKEI_STATE", str(state))
-    monkeypatch.setenv("RENKEI_BOOTSTRAP", broker.bootstrap)
+    write_json(_own_state(state_dir, broker, tmp_path, monkeypatch) / "secrets"
+               / f"{acls.PLATFORM}.json", {"username": principal, "password": creds.password},
+               private=True)
     try:
         yield principal
     finally:
@@ -185,4 +187,4 @@ def test_a_service_whose_view_can_no_longer_be_read_stops_and_says_why(
             print(f"\n{service}: stopped {time.monotonic() - began:.1f} s after its grant went")
     finally:
         stop(proc)
-    assert _said(log.read_text(), f"stopped following {topic}: "), log.read_text()
+    _said_in_one_line(log.read_text(), f"stopped following {topic}: ")
