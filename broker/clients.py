@@ -17,16 +17,15 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
 )
 
-from broker import cluster, credentials, offset_fetch
+from broker import cluster, credentials, offset_fetch, repeats
 from broker.credentials import Credentials
 
 MECHANISM = "SCRAM-SHA-512"
 PROTOCOL = "SASL_PLAINTEXT"
 START_AGAIN = 2.0  # seconds between attempts to reach the broker when a client starts
-REPEATS_SAID_EVERY = 60.0  # seconds: the same line of aiokafka's, at most this often
-REPEATS_KEPT = 1000  # different lines remembered before those said over a minute ago are dropped
 log = logging.getLogger(__name__)
-offset_fetch.install()  # every process with a consumer group imports this module
+offset_fetch.install()  # every process with a Kafka client imports this module
+repeats.install()
 
 
 @dataclass(frozen=True)
@@ -64,36 +63,6 @@ class KafkaAccess:
         }
 
 
-class _Repeats(logging.Filter):
-    """aiokafka's lines said again within a minute are dropped: while the broker is away, each
-    client says the same error on every attempt (36,000–50,000 lines in a 3-minute chaos run,
-    nearly all of four texts), and once a minute tells the operator as much."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._said: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text, now = record.getMessage(), time.monotonic()
-        said = self._said.get(text)
-        if said is not None and now - said < REPEATS_SAID_EVERY:
-            return False
-        if len(self._said) >= REPEATS_KEPT:  # lines with offsets or ids in them: forget the old
-            self._said = {t: at for t, at in self._said.items() if now - at < REPEATS_SAID_EVERY}
-        self._said[text] = now
-        return True
-
-
-_REPEATS = _Repeats()
-
-
-def quiet_repeats() -> None:
-    """Put aiokafka's loggers (each module has its own) behind `_Repeats`; again is harmless."""
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and name.split(".")[0] == "aiokafka":
-            logger.addFilter(_REPEATS)
-
-
 class BrokerRefused(RuntimeError):
     """The broker answers but will not let the principal in: waiting for it will not help."""
 
@@ -106,7 +75,6 @@ async def started(client: Startable, access: KafkaAccess) -> None:
     """Start an aiokafka client of `access`; while the broker cannot be reached (aiokafka tries
     each bootstrap server once, then gives up), say so once and try again every START_AGAIN s.
     Raises BrokerRefused if the broker is there but refuses the principal's log-in."""
-    quiet_repeats()
     began = time.monotonic()
     waited = False
     while True:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import acls, clients, topics
+from broker import acls, repeats, topics
 from broker.clients import KafkaAccess
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
@@ -115,7 +115,7 @@ def test_a_service_waiting_for_the_broker_stops_at_once_when_told(
 
 def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    clients.quiet_repeats()
+    repeats.install()
     node = uuid.uuid4().hex  # lines no other test has said
     fetcher, client = logging.getLogger("aiokafka.consumer.fetcher"), logging.getLogger("aiokafka")
     with caplog.at_level(logging.ERROR):
@@ -125,7 +125,7 @@ def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
         fetcher.error("Failed fetch messages from %s: NodeNotReadyError", f"{node}-2")
         logging.getLogger("renkei.example").error("ours: %s", node)  # not aiokafka's: as it is
         logging.getLogger("renkei.example").error("ours: %s", node)
-        monkeypatch.setattr(clients, "REPEATS_SAID_EVERY", 0.05)
+        monkeypatch.setattr(repeats, "SAID_EVERY", 0.05)
         time.sleep(0.1)  # a minute later
         client.error("Unable connect to node with id %s", node)
     assert [r.getMessage() for r in caplog.records] == [
