@@ -44,7 +44,7 @@ from renkei import (
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
-from renkei.state import state_dir, state_folder, write_json
+from renkei.state import held, state_dir, state_folder, write_json
 
 JOIN_SECONDS = 120.0
 
@@ -84,7 +84,8 @@ def bench_broker(use_running: bool) -> Iterator[None]:
                                        "`renkei broker up`, or leave out --use-running")
         yield
         return
-    with state_folder(state_dir() / "bench") as bench:
+    bench = state_dir() / "bench"
+    with held(bench, "benchmark"), state_folder(bench):
         with contextlib.suppress(NoCluster):
             process.down()  # a broker left running by an interrupted run
         shutil.rmtree(bench)  # each run from nothing: stores grown by earlier runs (the

@@ -23,7 +23,7 @@ from broker.clients import KafkaAccess
 from broker.ports import free_port_block
 from holders.client import HolderClient
 from renkei import scenario, town
-from renkei.state import state_folder
+from renkei.state import held, state_folder
 
 NODES = 3
 DECISIONS = "renkei-platform-decisions"
@@ -229,7 +229,7 @@ async def run_broker_chaos(state: Path, seconds: float = 60.0, rate: float = 20.
     (default a quarter of the run)."""
     kill_at = seconds / 4 if kill_at is None else kill_at
     down_for = seconds / 4 if down_for is None else down_for
-    with state_folder(state):
+    with held(state, "chaos run"), state_folder(state):
         _, cluster_seconds = await asyncio.to_thread(up_three)
         try:
             return await _run(seconds, rate, residents, seed, kill_at, down_for, bound,

@@ -25,16 +25,17 @@ from renkei.bench import bench
 from renkei.chaos_cli import chaos_cli
 from renkei.compacted import NotFollowing
 from renkei.demo import demo
+from renkei.state import InUse
 
 
 class _Commands(click.Group):
-    """The commands; a refused log-in or a view no longer followed is said in one line (no
-    traceback), exit code 1."""
+    """The commands; a refused log-in, a view no longer followed or a state folder another run
+    holds is said in one line (no traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (BrokerRefused, NotFollowing) as exc:
+        except (BrokerRefused, NotFollowing, InUse) as exc:
             raise click.ClickException(str(exc)) from exc
 
 

@@ -34,7 +34,7 @@ from holders.store import REQUESTER, SENT, HolderStore
 from holders.store import default_path as holder_path
 from renkei import scenario, town
 from renkei.crashes import Watch
-from renkei.state import read_json, state_folder
+from renkei.state import held, read_json, state_folder
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
 STEPS = 2  # audit events of a lawful request: approved, then answered
@@ -263,7 +263,7 @@ async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0
                           answer_timeout: float = 30.0) -> CrashChaos:
     """See the module's docstring; the broker is started in `state` (and stopped after) unless
     one runs there already."""
-    with state_folder(state):
+    with held(state, "chaos run"), state_folder(state):
         try:
             running = any(n.running for n in process.status()[1])
         except NoCluster:

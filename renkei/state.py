@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -32,6 +33,31 @@ def state_folder(path: Path) -> Iterator[Path]:
             os.environ.pop(STATE_ENV, None)
         else:
             os.environ[STATE_ENV] = before
+
+
+class InUse(RuntimeError):
+    """Another run holds this state folder."""
+
+
+@contextmanager
+def held(path: Path, what: str) -> Iterator[None]:
+    """`path` (a state folder a run starts anew or reuses) for this process alone while it runs:
+    a second `what` there is refused at once, instead of stopping the first one's broker or
+    mixing its records into the first one's. The lock is a file beside the folder (it outlives
+    the folder being emptied) and goes with the process, whatever ends it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"{path.name}.lock", "a+", encoding="ascii") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise InUse(f"another {what} is running in {path} (process {holder}): "
+                        "wait for it to end") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
 
 
 def private_dir(*parts: str) -> Path:

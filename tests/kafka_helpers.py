@@ -65,6 +65,12 @@ def renkei(*args: str, check: bool = True, env: dict[str, str] | None = None,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+def said_in_one_line(text: str, error: str) -> None:
+    """The process said `error` in one line (click's), with no traceback, nothing unclosed."""
+    assert "Traceback" not in text and "Unclosed" not in text, text
+    assert any(line.startswith("Error: ") and error in line for line in text.splitlines()), text
+
+
 def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
     """Start a long-running `renkei` process (platform, holder, audit …) logging to `log`."""
     exe = Path(sys.executable).with_name("renkei")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from holders.client import HolderClient
 from renkei import bare, bench_report, groups, hops, latency, machine_profile, plots
 from renkei.bare import BareMessage
 from renkei.bench_linkage import skip_past
-from renkei.state import STATE_ENV
-from tests.kafka_helpers import consumer, producer, renkei
+from renkei.state import STATE_ENV, held
+from tests.kafka_helpers import consumer, producer, renkei, said_in_one_line
 
 HOLDER_CPU = "holder-sakura-town"
 
@@ -192,6 +193,23 @@ def _perf_works() -> bool:
     except machine_profile.PerfUnavailable:
         return False
     return True
+
+
+def test_a_benchmark_in_the_state_folder_of_one_running_is_refused(tmp_path: Path) -> None:
+    """It would stop the running one's broker and empty its folder."""
+    state, folder = tmp_path / "state", tmp_path / "state" / "bench"
+    kept = folder / "kept"
+    folder.mkdir(parents=True)
+    kept.write_text("the running one's", encoding="utf-8")
+    with held(folder, "benchmark"):  # as the running benchmark holds it
+        run = renkei("bench", "linkage", "--quick", "--results", str(tmp_path / "results"),
+                     check=False, env={STATE_ENV: str(state)}, timeout=60)
+    assert run.returncode == 1
+    said_in_one_line(run.stdout + run.stderr, f"another benchmark is running in {folder} "
+                     f"(process {os.getpid()}): wait for it to end")
+    assert kept.read_text(encoding="utf-8") == "the running one's"
+    with held(folder, "benchmark"):  # let go when the run ended
+        pass
 
 
 def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from broker.provision import admin_client
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
 from renkei.state import read_json, write_json
-from tests.kafka_helpers import spawn, stop
+from tests.kafka_helpers import said_in_one_line, spawn, stop
 
 WRONG = "not-the-password-the-broker-has"
 
@@ -70,7 +70,7 @@ def test_a_service_whose_log_in_is_refused_says_so_and_exits(
     finally:
         stop(proc)
     text = log.read_text()
-    _said_in_one_line(text, f"the broker at {broker.bootstrap} refused principal '{principal}'")
+    said_in_one_line(text, f"the broker at {broker.bootstrap} refused principal '{principal}'")
     assert WRONG not in text and right not in text
 
 
@@ -83,12 +83,6 @@ def _own_state(state_dir: Path, broker: Cluster, tmp_path: Path,
     monkeypatch.setenv("RENKEI_STATE", str(state))
     monkeypatch.setenv("RENKEI_BOOTSTRAP", broker.bootstrap)
     return state
-
-
-def _said_in_one_line(text: str, error: str) -> None:
-    """The process said `error` in one line (click's), with no traceback, nothing unclosed."""
-    assert "Traceback" not in text and "Unclosed" not in text, text
-    assert any(line.startswith("Error: ") and error in line for line in text.splitlines()), text
 
 
 @contextlib.contextmanager
@@ -187,4 +181,4 @@ def test_a_service_whose_view_can_no_longer_be_read_stops_and_says_why(
             print(f"\n{service}: stopped {time.monotonic() - began:.1f} s after its grant went")
     finally:
         stop(proc)
-    _said_in_one_line(log.read_text(), f"stopped following {topic}: ")
+    said_in_one_line(log.read_text(), f"stopped following {topic}: ")
