@@ -44,8 +44,14 @@ def lag(client: AdminClient, group: str) -> dict[str, int]:
 
 
 def stable_members(client: AdminClient, group: str) -> int:
-    """Members of `group` once it is stable; 0 while it rebalances, is empty or unknown."""
-    found = client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result()
+    """Members of `group` once it is stable; 0 while it rebalances, is empty or unknown, or
+    while its coordinator is not ready yet (a broker just started)."""
+    try:
+        found = client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result()
+    except KafkaException as exc:
+        if exc.args[0].code() in COORDINATOR_NOT_READY:
+            return 0
+        raise
     return len(found.members) if found.state == ConsumerGroupState.STABLE else 0
 
 

@@ -19,6 +19,7 @@ from broker.clients import KafkaAccess, started
 from renkei.compacted import CompactedView
 from renkei.envelope import Send
 from renkei.tasks import set_or_failed
+from renkei.tether import stop_when_parent_gone
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 
@@ -204,11 +205,13 @@ async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int])
 
 
 def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT: the service finishes its batch and stops."""
+    """An event set by SIGTERM or SIGINT, or once the run that started the service has gone:
+    the service finishes its batch and stops."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stop_when_parent_gone(stop)
     return stop
 
 

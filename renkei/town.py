@@ -24,6 +24,7 @@ from processors import directory, keys, patterns
 from registry import store as registry_store
 from registry.residents import Resident
 from renkei.state import state_dir
+from renkei.tether import tethered
 
 CONSENT = 0.9  # share of a private holder's people who gave consent
 
@@ -93,7 +94,8 @@ def renkei_command(*args: str) -> list[str]:
 
 @dataclass
 class Processes:
-    """The long-running processes of a town, each logging into the state folder."""
+    """The long-running processes of a town, each logging into the state folder, each stopping
+    once this process has gone."""
 
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ready_after: float = 0.0
@@ -103,7 +105,8 @@ class Processes:
         log.mkdir(exist_ok=True)
         proc = subprocess.Popen(renkei_command(*args),
                                 stdout=(log / f"{name}.log").open("ab"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=tethered())
         self.running[name] = proc
         return proc
 

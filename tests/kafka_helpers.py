@@ -21,6 +21,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess, at_end
 from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
+from renkei.tether import tethered
 from schemas.codec import CODEC
 from schemas.messages import Rejection
 
@@ -76,7 +77,7 @@ def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).with_name("renkei")
     out = log.open("ab")
     return subprocess.Popen([str(exe), *args], stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, env=tethered())
 
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:

@@ -1,0 +1,35 @@
+"""A service started by a run (the demo, a benchmark, a chaos run, the tests) stops when that run
+has gone, however it went (SIGKILL, say): it is not left running on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+log = logging.getLogger(__name__)
+PARENT_ENV = "RENKEI_PARENT"
+CHECK_SECONDS = 1.0
+
+
+def tethered() -> dict[str, str]:
+    """The environment for a process this one starts, tied to this one."""
+    return {**os.environ, PARENT_ENV: str(os.getpid())}
+
+
+def stop_when_parent_gone(stop: asyncio.Event) -> None:
+    """Set `stop` once the process that started this one (with `tethered`) has gone; nothing
+    if none did. The tie is not passed on to the processes this one starts."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def check() -> None:
+        if os.getppid() != int(parent):
+            log.warning("the process that started this one (%s) has gone: stopping", parent)
+            stop.set()
+        elif not stop.is_set():
+            loop.call_later(CHECK_SECONDS, check)
+
+    check()
