@@ -22,6 +22,8 @@ from renkei.state import write_private
 JAVA_MAJOR = 17
 JVMS = Path("/usr/lib/jvm")  # where Debian's and Temurin's packages put JDKs
 HEAP = os.environ.get("RENKEI_BROKER_HEAP", "1g")
+# util-linux's setpriv execs the JVM with SIGTERM due to it when the thread that started it ends
+TETHER = ["setpriv", "--pdeathsig", "TERM", "--"]
 
 
 class BrokerError(RuntimeError):
@@ -186,12 +188,12 @@ def _check_ports(node: Node) -> None:
             )
 
 
-def _start(cl: Cluster, node: Node, java_bin: str) -> int:
+def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False) -> int:
     _check_ports(node)
     files = _write_configs(cl, node)
     log = (files["logs"] / "stdout.log").open("ab")
     proc = subprocess.Popen(
-        [java_bin, f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC",
+        [*(TETHER if tethered else []), java_bin, f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC",
          *_java_command(java_bin, files["log4j2"], "kafka.Kafka",
                         str(files["properties"]))[1:]],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -273,8 +275,10 @@ def _wait_ready(cl: Cluster, pids: dict[int, int], timeout: float) -> None:
 
 
 def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
-       timeout: float = 90.0) -> tuple[Cluster, bool]:
-    """Format (first time) and start the nodes; return (cluster, started now)."""
+       timeout: float = 90.0, tethered: bool = False) -> tuple[Cluster, bool]:
+    """Format (first time) and start the nodes; return (cluster, started now). `tethered`:
+    for a run that owns its broker, the nodes it starts shut down once the thread calling this
+    has ended (call it from the main thread: when the run ends, killed or not)."""
     java_bin = java()
     try:
         cl = cluster_store.load()
@@ -305,7 +309,7 @@ def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
     states = [NodeStatus(node, _pid(cl, node)) for node in cl.nodes]
     if all(s.running for s in states):
         return cl, False
-    pids = {s.node.node_id: s.pid or _start(cl, s.node, java_bin) for s in states}
+    pids = {s.node.node_id: s.pid or _start(cl, s.node, java_bin, tethered) for s in states}
     _wait_ready(cl, pids, timeout)
     return cl, True
 

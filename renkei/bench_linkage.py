@@ -90,7 +90,7 @@ def bench_broker(use_running: bool) -> Iterator[None]:
             process.down()  # a broker left running by an interrupted run
         shutil.rmtree(bench)  # each run from nothing: stores grown by earlier runs (the
         bench.mkdir()  # audit log, the holders' logs) would slow it down
-        process.up(*free_port_pair())
+        process.up(*free_port_pair(), tethered=True)
         try:
             yield
         finally:

@@ -152,7 +152,7 @@ def demo(residents: int, seed: int, instances: int, keep: bool) -> None:
     """The platform with demo holders: a town binds, exchanges lawfully and not, a summary."""
     _title("Renkei: the information-linkage platform on a secured Kafka broker")
     try:
-        cluster, _ = process.up(None, None)
+        cluster, _ = process.up(None, None, tethered=not keep)
     except process.BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"  Kafka on {cluster.bootstrap} (KRaft, SASL/SCRAM, ACLs); state in "

@@ -35,7 +35,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def broker(state_dir: Path) -> Iterator[Cluster]:
     port, controller = free_port_pair()
-    cluster, _ = process.up(port, controller)
+    cluster, _ = process.up(port, controller, tethered=True)
     yield cluster
     process.down()
 

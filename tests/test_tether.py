@@ -1,23 +1,36 @@
-"""A service started by a run (here a stand-in for the demo or a benchmark) stops once that run
-has been killed, instead of running on by itself."""
+"""A service, or a broker, started by a run (here a stand-in for the demo, a benchmark or the
+suite itself) stops once that run has been killed, instead of running on by itself."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from renkei import groups, relay
 
-RUN = """
+SERVICE_RUN = """
 import sys, time
 from renkei.town import Processes
 relay = Processes().start("relay-tether", "bench", "relay", "--instance", "tether",
                           "--holder", sys.argv[1])
 print(relay.pid, flush=True)
 time.sleep(600)
+"""
+BROKER_RUN = """
+import sys, time
+from pathlib import Path
+from broker import process
+from broker.ports import free_port_pair
+from renkei.state import state_folder
+with state_folder(Path(sys.argv[1])):
+    process.up(*free_port_pair(), tethered=True)
+    print(process.status()[1][0].pid, flush=True)
+    time.sleep(600)
 """
 
 
@@ -30,24 +43,43 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_a_service_whose_run_is_killed_stops(holders: list[str], state_dir: Path) -> None:
-    run = subprocess.Popen([sys.executable, "-c", RUN, holders[0]], stdout=subprocess.PIPE,
+def _killed_run(script: str, argument: str, ready: Callable[[], bool]) -> int:
+    """Start a run of `script`, which prints the pid of what it started; once `ready`, kill the
+    run (SIGKILL); the pid."""
+    run = subprocess.Popen([sys.executable, "-c", script, argument], stdout=subprocess.PIPE,
                            text=True)
     assert run.stdout is not None
-    service = int(run.stdout.readline())
     try:
-        assert groups.wait_members(groups.admin(), relay.GROUP, 1, within=60)
-        run.kill()
-        run.wait()
-        deadline = time.monotonic() + 30
-        while _running(service) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _running(service), "the service outlived the run that started it"
+        started = int(run.stdout.readline())
+        assert ready()
     finally:
-        if _running(service):
-            os.kill(service, 9)
         run.kill()
         run.wait()
         run.stdout.close()
+    return started
+
+
+def _ended(pid: int, within: float) -> bool:
+    """Whether `pid` ends within `within` seconds (if not, it is killed)."""
+    deadline = time.monotonic() + within
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not _running(pid):
+        return True
+    os.kill(pid, signal.SIGKILL)
+    return False
+
+
+def test_a_service_whose_run_is_killed_stops(holders: list[str], state_dir: Path) -> None:
+    service = _killed_run(SERVICE_RUN, holders[0], lambda: groups.wait_members(
+        groups.admin(), relay.GROUP, 1, within=60))
+    assert _ended(service, within=30), "the service outlived the run that started it"
     log = (state_dir / "logs" / "relay-tether.log").read_text()
     assert "has gone: stopping" in log and "Traceback" not in log, log
+
+
+def test_a_broker_whose_run_is_killed_shuts_down(tmp_path: Path) -> None:
+    node = _killed_run(BROKER_RUN, str(tmp_path), lambda: True)  # it printed once ready
+    assert _ended(node, within=60), "the broker outlived the run that started it"
+    log = next(tmp_path.glob("**/logs/server.log")).read_text()
+    assert "Terminating process due to signal SIGTERM" in log, log[-2000:]  # told, not killed
