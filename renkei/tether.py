@@ -10,6 +10,9 @@ import os
 log = logging.getLogger(__name__)
 PARENT_ENV = "RENKEI_PARENT"
 CHECK_SECONDS = 1.0
+# as long as a run gives its services to stop before it kills them (town.Processes.stop): a
+# service whose run has gone can wait as long for the broker to take its last effects, no longer
+GRACE_SECONDS = 30.0
 
 
 def tethered() -> dict[str, str]:
@@ -18,8 +21,9 @@ def tethered() -> dict[str, str]:
 
 
 def stop_when_parent_gone(stop: asyncio.Event) -> None:
-    """Set `stop` once the process that started this one (with `tethered`) has gone; nothing
-    if none did. The tie is not passed on to the processes this one starts."""
+    """Set `stop` once the process that started this one (with `tethered`) has gone, and end
+    this one GRACE_SECONDS later if it is still there (as that process would have killed it);
+    nothing if none did. The tie is not passed on to the processes this one starts."""
     parent = os.environ.pop(PARENT_ENV, None)
     if parent is None:
         return
@@ -29,7 +33,15 @@ def stop_when_parent_gone(stop: asyncio.Event) -> None:
         if os.getppid() != int(parent):
             log.warning("the process that started this one (%s) has gone: stopping", parent)
             stop.set()
-        elif not stop.is_set():
+            loop.call_later(GRACE_SECONDS, _end)
+        else:  # told to stop meanwhile or not, the run may still go before it ends this one
             loop.call_later(CHECK_SECONDS, check)
 
     check()
+
+
+def _end() -> None:
+    log.error("not stopped %.0fs after the process that started this one had gone: ending now "
+              "(what was not handled is handled again by the next one)", GRACE_SECONDS)
+    logging.shutdown()
+    os._exit(1)

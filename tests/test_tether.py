@@ -34,6 +34,21 @@ with state_folder(Path(sys.argv[1])):
 """
 
 
+HANGING = """
+import asyncio, os
+from renkei import tether
+tether.GRACE_SECONDS = 0.5
+os.environ[tether.PARENT_ENV] = str(os.getpid())  # not its parent: a run that has gone
+
+async def main():
+    stop = asyncio.Event()
+    tether.stop_when_parent_gone(stop)
+    await stop.wait()
+    await asyncio.sleep(60)  # a stop that hangs: its last effects wait for a broker away
+asyncio.run(main())
+"""
+
+
 def _running(pid: int) -> bool:
     """Whether `pid` is there and not a zombie (an orphan's end is reaped by whoever adopts it)."""
     try:
@@ -76,6 +91,14 @@ def test_a_service_whose_run_is_killed_stops(holders: list[str], state_dir: Path
     assert _ended(service, within=30), "the service outlived the run that started it"
     log = (state_dir / "logs" / "relay-tether.log").read_text()
     assert "has gone: stopping" in log and "Traceback" not in log, log
+
+
+def test_a_service_whose_run_has_gone_ends_if_its_stop_hangs() -> None:
+    started = time.monotonic()
+    ended = subprocess.run([sys.executable, "-c", HANGING], capture_output=True, text=True,
+                           timeout=30)
+    assert ended.returncode == 1 and time.monotonic() - started < 20, ended
+    assert "has gone: stopping" in ended.stderr and "ending now" in ended.stderr, ended.stderr
 
 
 def test_a_broker_whose_run_is_killed_shuts_down(tmp_path: Path) -> None:
