@@ -24,7 +24,7 @@ from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_plan import default_path as default_plan
 from renkei.scenario import LAWFUL, Exchange, staff
-from renkei.service_loop import stop_on_signals
+from renkei.service_loop import stop_on_signals, unless_stopped
 
 SHED = "SHED"  # not sent: too many of this holder's requests were outstanding
 UNANSWERED = "UNANSWERED"  # no outcome before the holder stopped waiting
@@ -103,12 +103,23 @@ async def _timed(side: Side, job: tuple[Exchange, str], started: float, records:
 
 
 async def _finish(tasks: set[asyncio.Task[None]], within: float) -> None:
-    """Wait for the tasks at most `within` seconds; cancel those still waiting."""
-    if tasks:
+    """Wait for the tasks at most `within` seconds; cancel those still waiting (all of them if
+    the wait itself is cancelled: the holder was told to stop)."""
+    if not tasks:
+        return
+    try:
         _, late = await asyncio.wait(tasks, timeout=max(0.0, within))
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+    except asyncio.CancelledError:
+        await _cancel(tasks)
+        raise
+    await _cancel(late)
+
+
+async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+    tasks = set(tasks)  # a copy: each leaves the set it came from as it ends
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def open_loop(side: Side, jobs: Iterator[tuple[Exchange, str]], rate: float, start: float,
@@ -118,17 +129,21 @@ async def open_loop(side: Side, jobs: Iterator[tuple[Exchange, str]], rate: floa
     when it was due."""
     records, pending = Records(), set[asyncio.Task[None]]()
     within = seconds + drain
-    for k in range(int(rate * seconds)):
-        due = start + k / rate
-        if (wait := due - time.monotonic()) > 0:
-            await asyncio.sleep(max(wait, TICK))
-        job = next(jobs)
-        if len(pending) >= max_outstanding:
-            records.add(due, math.nan, SHED)
-            continue
-        task = asyncio.create_task(_timed(side, job, due, records, within))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+    try:
+        for k in range(int(rate * seconds)):
+            due = start + k / rate
+            if (wait := due - time.monotonic()) > 0:
+                await asyncio.sleep(max(wait, TICK))
+            job = next(jobs)
+            if len(pending) >= max_outstanding:
+                records.add(due, math.nan, SHED)
+                continue
+            task = asyncio.create_task(_timed(side, job, due, records, within))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    except asyncio.CancelledError:  # told to stop: what is outstanding is given up
+        await _cancel(pending)
+        raise
     await _finish(pending, start + seconds + drain - time.monotonic())
     return records
 
@@ -153,15 +168,22 @@ async def run(make_side: Callable[[], Side], jobs: list[tuple[Exchange, str]], l
         [Side, Iterator[tuple[Exchange, str]], float], Awaitable[Records]],
         start_at: float, out: Path, linger: float) -> None:
     """Start the holder, load it from `start_at` (wall clock), write `out`, then keep answering
-    queries until told to stop (SIGTERM) or `linger` seconds have passed."""
+    queries until told to stop (SIGTERM) or `linger` seconds have passed. Told to stop while
+    it loads (the benchmark interrupted), it stops at once and writes nothing."""
     stop = stop_on_signals()
     side = make_side()  # its Kafka clients need the running loop
     await side.start()
     try:
         ready = time.time()
         start = time.monotonic() + (start_at - ready)
-        records = await load(side, itertools.cycle(jobs), start) if jobs else Records()
-        records.save(out, start_at - start, ready)
+        loaded = [Records()]
+
+        async def loading() -> None:
+            loaded[0] = await load(side, itertools.cycle(jobs), start)
+
+        if jobs and not await unless_stopped(stop, loading()):
+            return
+        loaded[0].save(out, start_at - start, ready)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), linger)
     finally:

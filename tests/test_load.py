@@ -1,11 +1,19 @@
-"""The benchmark's open loop, without Kafka: when it sends, and from when it times."""
+"""The benchmark's load, without Kafka: when the open loop sends and from when it times, and a
+holder told to stop while it loads."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
-from renkei.load import TICK, open_loop
+import pytest
+
+from renkei.load import TICK, Records, Side, closed_loop, open_loop, run
 from renkei.scenario import LAWFUL, Exchange
 
 
@@ -34,3 +42,43 @@ async def test_the_open_loop_sends_what_is_due_a_tick_at_a_time() -> None:
     assert len(holder.sent) == 300 and all(s >= d for s, d in zip(holder.sent, due, strict=True))
     wakes = 1 + sum(b - a > 0.001 for a, b in itertools.pairwise(holder.sent))
     assert wakes <= seconds / TICK + 2  # not one wake per request (300 of them at 1 ms apart)
+
+
+class Unanswered:
+    """A holder whose round trips never come back; it counts those still waiting."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.stopped = False
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def round_trip(self, exchange: Exchange, own_number: str,
+                         within: float) -> tuple[str, str]:
+        self.waiting += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.waiting -= 1
+        raise AssertionError("never answered")
+
+
+@pytest.mark.parametrize("flat_out", [False, True])
+async def test_a_holder_told_to_stop_while_it_loads_stops_at_once_and_writes_nothing(
+        tmp_path: Path, flat_out: bool) -> None:
+    holder, out = Unanswered(), tmp_path / "holder.npz"
+
+    async def load(side: Side, jobs: Iterator[tuple[Exchange, str]],
+                   start: float) -> Records:
+        if flat_out:
+            return await closed_loop(side, jobs, 8, start, seconds=60, drain=15)
+        return await open_loop(side, jobs, 100.0, start, 60, max_outstanding=1000, drain=15)
+
+    asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGTERM)
+    began = time.monotonic()
+    await run(lambda: holder, [(LAWFUL[0], "own-1")], load, time.time(), out, linger=60)
+    assert time.monotonic() - began < 5
+    assert holder.stopped and holder.waiting == 0 and not out.exists()
