@@ -176,14 +176,13 @@ async def run(make_side: Callable[[], Side], jobs: list[tuple[Exchange, str]], l
     try:
         ready = time.time()
         start = time.monotonic() + (start_at - ready)
-        loaded = [Records()]
-
-        async def loading() -> None:
-            loaded[0] = await load(side, itertools.cycle(jobs), start)
-
-        if jobs and not await unless_stopped(stop, loading()):
-            return
-        loaded[0].save(out, start_at - start, ready)
+        records = Records()
+        if jobs:
+            loading = asyncio.ensure_future(load(side, itertools.cycle(jobs), start))
+            if not await unless_stopped(stop, loading):
+                return  # told to stop while it loads: nothing to write
+            records = loading.result()
+        records.save(out, start_at - start, ready)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), linger)
     finally:

@@ -178,7 +178,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
         await consumer.stop()
 
 
-async def unless_stopped(stop: asyncio.Event, starting: Awaitable[None]) -> bool:
+async def unless_stopped(stop: asyncio.Event, starting: Awaitable[object]) -> bool:
     """Wait for `starting` (which waits while the broker is away) unless `stop` is set first,
     then give it up: a service told to stop while it starts stops. Whether it finished."""
     task = asyncio.ensure_future(starting)

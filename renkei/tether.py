@@ -10,8 +10,8 @@ import os
 log = logging.getLogger(__name__)
 PARENT_ENV = "RENKEI_PARENT"
 CHECK_SECONDS = 1.0
-# as long as a run gives its services to stop before it kills them (town.Processes.stop): a
-# service whose run has gone can wait as long for the broker to take its last effects, no longer
+# how long a run gives its services to stop before it kills them (town.Processes), and so how
+# long a service whose run has gone may wait for the broker to take its last effects
 GRACE_SECONDS = 30.0
 
 

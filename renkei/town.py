@@ -24,7 +24,7 @@ from processors import directory, keys, patterns
 from registry import store as registry_store
 from registry.residents import Resident
 from renkei.state import state_dir
-from renkei.tether import tethered
+from renkei.tether import GRACE_SECONDS, tethered
 
 CONSENT = 0.9  # share of a private holder's people who gave consent
 
@@ -110,7 +110,7 @@ class Processes:
         self.running[name] = proc
         return proc
 
-    def stop(self, name: str, timeout: float = 30) -> None:
+    def stop(self, name: str, timeout: float = GRACE_SECONDS) -> None:
         self._stop([self.running.pop(name)], timeout)
 
     def start_platform(self, instance: int, answer_timeout: float = 30.0,
@@ -126,7 +126,7 @@ class Processes:
         proc.kill()
         proc.wait()
 
-    def stop_all(self, timeout: float = 30) -> None:
+    def stop_all(self, timeout: float = GRACE_SECONDS) -> None:
         """Every process told at once (each finishes its batch and leaves), then awaited."""
         procs, self.running = list(self.running.values()), {}
         self._stop(procs, timeout)
