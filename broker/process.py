@@ -200,11 +200,21 @@ def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False) -> in
         start_new_session=True,
     )
     files["pid"].write_text(str(proc.pid))
-    # the java launcher may exec itself again: its command line shows once that is done
     deadline = time.monotonic() + 5
-    while not _alive(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+    while not _runs_jvm(proc.pid, java_bin) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     return proc.pid
+
+
+def _runs_jvm(pid: int, java_bin: str) -> bool:
+    """Whether `pid` has become the broker's JVM: setpriv (tethered) and the java launcher
+    exec what comes next, and while an exec is under way the command line reads empty, which
+    `_alive` would take for a broker that has exited."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.startswith(os.fsencode(java_bin) + b"\0") and b"kafka.Kafka" in cmdline
 
 
 @dataclass(frozen=True)
