@@ -67,9 +67,7 @@ QUICK_RATE = 20.0
 QUICK: dict[str, Any] = {"seconds": 3.0, "rate": QUICK_RATE, "curve": (QUICK_RATE,),
                          "scale": (1, 2), "memory_minutes": 0.05, "residents": 60,
                          "prime": 2.0}
-# the margin: holders here were ready 2.9–4.7 s after being started, 9.1 s for the first point of
-# a run inside the whole test suite (then a 4-s margin left the 2-s priming window empty)
-QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "margin": 8.0, "settle": 10.0}
+QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "settle": 10.0}
 
 
 @contextlib.contextmanager
@@ -349,7 +347,7 @@ def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[floa
             raise click.UsageError(str(exc)) from exc
     settings = Settings(seconds, None if flat_out else rate, curve, scale, memory_minutes,
                         residents, seed, idle_holders, prime,
-                        Knobs(warmup, drain, in_flight, margin=15.0, settle=120.0,
+                        Knobs(warmup, drain, in_flight, settle=120.0,
                               perf=str((results / "perf").resolve()) if perf else None))
     if quick:  # a small version of what was not given explicitly
         ctx = click.get_current_context()

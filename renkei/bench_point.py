@@ -19,12 +19,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker import process
-from renkei import groups, hops, latency, machine_profile, procstat, profiling
+from renkei import common_start, groups, hops, latency, machine_profile, procstat, profiling
 from renkei.bench_plan import Plan
 from renkei.state import state_dir
 from renkei.town import Processes
 
 RENKEI, BASELINE = "renkei", "baseline"
+STARTING = 120.0  # seconds the holders have to start (the broker busy with the last point)
 BACKLOG_SECONDS = 2.0  # a holder sheds requests due while this much of its load is outstanding
 MB = 1024 * 1024
 
@@ -42,7 +43,6 @@ class Knobs:
     warmup: float  # seconds of load before the measured window
     drain: float  # seconds holders wait for outstanding outcomes after their last send
     in_flight: int  # flat out: requests each holder keeps outstanding
-    margin: float  # seconds from spawning the holders to the common start
     settle: float  # seconds to wait for the group to catch up after a point
     perf: str | None = None  # with --perf: the folder each window's `perf` samples go to
 
@@ -56,10 +56,10 @@ class Stage:
     group: str
 
 
-def _holder_args(holder: str, load: Load, share: float, knobs: Knobs, start_at: float,
+def _holder_args(holder: str, load: Load, share: float, knobs: Knobs, start_file: Path,
                  out: Path) -> list[str]:
     args = ["bench", "holder", holder, "--seconds", str(knobs.warmup + load.seconds),
-            "--start-at", f"{start_at:.3f}", "--out", str(out), "--drain", str(knobs.drain)]
+            "--start-file", str(start_file), "--out", str(out), "--drain", str(knobs.drain)]
     if load.rate is None:
         args += ["--flat-out", "--in-flight", str(knobs.in_flight)]
     elif share > 0:
@@ -119,7 +119,9 @@ class Sampler:
                 "rss_mb": {"t": self.t, **self.rss}}
 
 
-def _wait_for_files(holders: Processes, outs: dict[str, Path], within: float) -> None:
+def _wait_for_files(holders: Processes, outs: dict[str, Path], within: float,
+                    what: str) -> None:
+    """Until each holder has written its file in `outs`; else `what` it did not give."""
     deadline = time.monotonic() + within
     while not all(path.exists() for path in outs.values()):
         for name, proc in holders.running.items():
@@ -128,23 +130,23 @@ def _wait_for_files(holders: Processes, outs: dict[str, Path], within: float) ->
                     f"{name} failed (exit {proc.returncode}): see {state_dir() / 'logs'}")
         if time.monotonic() > deadline:
             missing = [h for h, path in outs.items() if not path.exists()]
-            raise click.ClickException(f"no results from {', '.join(missing)} in time")
+            raise click.ClickException(f"no {what} from {', '.join(missing)} in time")
         time.sleep(0.2)
 
 
-def _spawn(load: Load, plan: Plan, knobs: Knobs, start_at: float,
+def _spawn(load: Load, plan: Plan, knobs: Knobs, start_file: Path,
            stem: str) -> tuple[Processes, dict[str, Path]]:
     """A process per holder, each with its share of the offered rate; their result files."""
-    folder = state_dir() / "linkage-runs"
-    folder.mkdir(exist_ok=True)
+    folder = start_file.parent
     requesters = [h for h in plan.holders if plan.jobs.get(h)]
     share = load.rate / len(requesters) if load.rate else 0.0
     holders, outs = Processes(), {}
     for holder in plan.holders:
         outs[holder] = folder / f"{stem}-{holder}.npz"
         outs[holder].unlink(missing_ok=True)
+        common_start.ready_marker(outs[holder]).unlink(missing_ok=True)
         holders.start(f"holder-{holder}", *_holder_args(
-            holder, load, share if holder in requesters else 0.0, knobs, start_at,
+            holder, load, share if holder in requesters else 0.0, knobs, start_file,
             outs[holder]))
     return holders, outs
 
@@ -198,20 +200,26 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
               label: str) -> dict[str, Any]:
     """Run one point; its figures, as written to the result file."""
     loadavg_before, spawned = os.getloadavg(), time.time()
-    start_at = spawned + knobs.margin
-    window = (start_at + knobs.warmup, start_at + knobs.warmup + load.seconds)
     stem = label.replace(" ", "_").replace("/", "")
+    start_file = state_dir() / "linkage-runs" / f"{stem}.start"
+    start_file.parent.mkdir(exist_ok=True)
+    start_file.unlink(missing_ok=True)
     profiles = os.environ.get(profiling.ENV)  # the holders of each point profile apart
     with profiling.into(Path(profiles) / stem if profiles else None):
-        holders, outs = _spawn(load, plan, knobs, start_at, stem)
+        holders, outs = _spawn(load, plan, knobs, start_file, stem)
     try:
+        _wait_for_files(holders, {h: common_start.ready_marker(out) for h, out in outs.items()},
+                        STARTING, "word of being ready")
+        ready = time.time()
+        start_at = ready + common_start.LEAD
+        common_start.announce(start_file, start_at)
+        window = (start_at + knobs.warmup, start_at + knobs.warmup + load.seconds)
         measured = Window.measure(stage, _pids(stage, holders), admin, window, label,
                                   None if knobs.perf is None else Path(knobs.perf) / f"{stem}.data")
-        _wait_for_files(holders, outs, knobs.drain + 30)
+        _wait_for_files(holders, outs, knobs.drain + 30, "results")
     finally:
         holders.stop_all()
     records = latency.load(list(outs.values()))
-    ready = float(records["ready"].max())
     return {
         "mode": load.mode, "instances": load.instances, "offered_rate": load.rate,
         "in_flight_per_holder": knobs.in_flight if load.rate is None else None,
@@ -223,7 +231,6 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
         "hops_ms": None if load.mode == BASELINE else hops.breakdown(
             asyncio.run(hops.stamps(plan.holders, window[0] - 1)), records, *window),
         "holders_ready_s": round(ready - spawned, 2),
-        "late_start_s": round(max(0.0, ready - start_at), 2),
         **measured.result(),
         "lag_left_after": groups.wait_drained(admin, stage.group, knobs.settle),
         "loadavg": {"before": loadavg_before, "after": os.getloadavg()},

@@ -175,7 +175,6 @@ def line(point: Point) -> str:
             f"p99 {_ms(latency['p99']):>9}  p99.9 {_ms(latency['p99.9']):>9}  "
             f"no answer {point['failed_share']:>5.1%}  lag ≤ {point['lag']['max'] or 0:,}"
             + (f"  [broke: {why}]" if why else "")
-            + (f"  [holders late by {point['late_start_s']:.1f}s]" if point["late_start_s"] else "")
             + f"\n{'':8}CPU: {_cpu(point)}" + _hops(point)
             + (f"\n{'':8}{machine_profile.line(point['perf'])}" if point.get("perf") else ""))
 

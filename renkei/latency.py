@@ -16,13 +16,12 @@ PERCENTILES = {"p50": 50.0, "p99": 99.0, "p99.9": 99.9}
 
 
 def load(paths: Sequence[Path]) -> dict[str, np.ndarray[Any, Any]]:
-    """The records of all holders of a run, concatenated; `ready` holds each holder's ready time."""
+    """The records of all holders of a run, concatenated."""
     parts = [np.load(path) for path in paths]
     return {"sent": np.concatenate([p["sent"] for p in parts]),
             "latency": np.concatenate([p["latency"] for p in parts]),
             "status": np.concatenate([p["status"] for p in parts]),
-            "request_id": np.concatenate([p["request_id"] for p in parts]),
-            "ready": np.array([float(p["ready"]) for p in parts])}
+            "request_id": np.concatenate([p["request_id"] for p in parts])}
 
 
 def summarize(records: dict[str, np.ndarray[Any, Any]], start: float,

@@ -20,6 +20,7 @@ import numpy as np
 
 from holders.client import HolderClient
 from holders.store import HolderStore, default_path
+from renkei import common_start
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_plan import default_path as default_plan
@@ -80,11 +81,16 @@ class Records:
         self.status.append(status)
         self.request_id.append(request_id)
 
-    def save(self, path: Path, to_wall: float, ready: float) -> None:
-        """As wall-clock send times (`to_wall` added) with `ready`: when the holder was ready."""
+    def save(self, path: Path) -> None:
+        """With wall-clock send times."""
+        to_wall = time.time() - time.monotonic()
         np.savez(path, sent=np.array(self.started) + to_wall, latency=np.array(self.latency),
                  status=np.array(self.status, dtype="U12"),
-                 request_id=np.array(self.request_id, dtype="U36"), ready=np.array(ready))
+                 request_id=np.array(self.request_id, dtype="U36"))
+
+
+# a load: the holder, its jobs (cycled) and when to start (monotonic); what each request did
+Loading = Callable[[Side, Iterator[tuple[Exchange, str]], float], Awaitable[Records]]
 
 
 async def _timed(side: Side, job: tuple[Exchange, str], started: float, records: Records,
@@ -164,29 +170,34 @@ async def closed_loop(side: Side, jobs: Iterator[tuple[Exchange, str]], in_fligh
     return records
 
 
-async def run(make_side: Callable[[], Side], jobs: list[tuple[Exchange, str]], load: Callable[
-        [Side, Iterator[tuple[Exchange, str]], float], Awaitable[Records]],
-        start_at: float, out: Path, linger: float) -> None:
-    """Start the holder, load it from `start_at` (wall clock), write `out`, then keep answering
-    queries until told to stop (SIGTERM) or `linger` seconds have passed. Told to stop while
-    it loads (the benchmark interrupted), it stops at once and writes nothing."""
+async def run(make_side: Callable[[], Side], jobs: list[tuple[Exchange, str]], load: Loading,
+              start_file: Path, out: Path, linger: float) -> None:
+    """Start the holder, say it is ready, load it from the start the benchmark then announces
+    in `start_file`, write `out`, then keep answering queries until told to stop (SIGTERM) or
+    `linger` seconds have passed. Told to stop before it has written `out` (the benchmark
+    interrupted), it stops at once and writes nothing."""
     stop = stop_on_signals()
     side = make_side()  # its Kafka clients need the running loop
     await side.start()
     try:
-        ready = time.time()
-        start = time.monotonic() + (start_at - ready)
-        records = Records()
-        if jobs:
-            loading = asyncio.ensure_future(load(side, itertools.cycle(jobs), start))
-            if not await unless_stopped(stop, loading):
-                return  # told to stop while it loads: nothing to write
-            records = loading.result()
-        records.save(out, start_at - start, ready)
+        common_start.say_ready(out)
+        loading = asyncio.ensure_future(_from_the_start(side, jobs, load, start_file))
+        if not await unless_stopped(stop, loading):
+            return  # told to stop: nothing to write
+        loading.result().save(out)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), linger)
     finally:
         await side.stop()
+
+
+async def _from_the_start(side: Side, jobs: list[tuple[Exchange, str]], load: Loading,
+                          start_file: Path) -> Records:
+    """The holder's load, from the common start (none for a holder that only answers)."""
+    start_at = await common_start.wait_for(start_file)
+    if not jobs:
+        return Records()
+    return await load(side, itertools.cycle(jobs), time.monotonic() + start_at - time.time())
 
 
 @click.command("holder", hidden=True)
@@ -195,7 +206,8 @@ async def run(make_side: Callable[[], Side], jobs: list[tuple[Exchange, str]], l
 @click.option("--flat-out", is_flag=True, help="closed loop: --in-flight always outstanding")
 @click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seconds", type=float, required=True, help="how long to send")
-@click.option("--start-at", type=float, required=True, help="when to start (Unix time)")
+@click.option("--start-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="where the benchmark announces the common start")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--baseline", is_flag=True, help="bare messages through the relay instead")
 @click.option("--max-outstanding", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -205,7 +217,7 @@ async def run(make_side: Callable[[], Side], jobs: list[tuple[Exchange, str]], l
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="the plan [default: the state folder's linkage-plan.json]")
 def holder_command(holder: str, rate: float, flat_out: bool, in_flight: int, seconds: float,
-                   start_at: float, out: Path, baseline: bool, max_outstanding: int,
+                   start_file: Path, out: Path, baseline: bool, max_outstanding: int,
                    drain: float, plan_path: Path | None) -> None:
     """One holder under load (internal: started by `renkei bench linkage`)."""
     plan = Plan.load(plan_path or default_plan())
@@ -218,4 +230,4 @@ def holder_command(holder: str, rate: float, flat_out: bool, in_flight: int, sec
             return await closed_loop(side, cycle, in_flight, start, seconds, drain)
         return await open_loop(side, cycle, rate, start, seconds, max_outstanding, drain)
 
-    asyncio.run(run(make_side, jobs, load, start_at, out, linger=drain + 30))
+    asyncio.run(run(make_side, jobs, load, start_file, out, linger=drain + 30))

@@ -44,7 +44,7 @@ def test_round_trips_count_in_the_window_they_complete(tmp_path: Path) -> None:
     path = tmp_path / "h.npz"
     np.savez(path, sent=sent, latency=np.array([0.1, 0.2, math.nan, 0.1, 1.0]),
              status=np.array(["FOUND", "FOUND", "UNANSWERED", "REJECTED", "FOUND"]),
-             request_id=np.array(["a", "b", "", "d", "e"]), ready=np.array(-1.0))
+             request_id=np.array(["a", "b", "", "d", "e"]))
     records = latency.load([path])
     found = latency.summarize(records, 0.0, 10.0)
     assert found["completed"] == 2 and found["throughput"] == 0.2  # the last ends after 10 s

@@ -1,5 +1,5 @@
-"""The benchmark's load, without Kafka: when the open loop sends and from when it times, and a
-holder told to stop while it loads."""
+"""The benchmark's load, without Kafka: when the open loop sends and from when it times, the
+holders' common start, and a holder told to stop while it loads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from renkei import common_start
 from renkei.load import TICK, Records, Side, closed_loop, open_loop, run
 from renkei.scenario import LAWFUL, Exchange
 
@@ -42,6 +44,33 @@ async def test_the_open_loop_sends_what_is_due_a_tick_at_a_time() -> None:
     assert len(holder.sent) == 300 and all(s >= d for s, d in zip(holder.sent, due, strict=True))
     wakes = 1 + sum(b - a > 0.001 for a, b in itertools.pairwise(holder.sent))
     assert wakes <= seconds / TICK + 2  # not one wake per request (300 of them at 1 ms apart)
+
+
+async def test_a_holder_says_it_is_ready_then_loads_from_the_start_announced(
+        tmp_path: Path) -> None:
+    """Its load begins when the benchmark says, once every holder is ready: not at a time set
+    when the holders were spawned, which had passed before slow holders were ready."""
+    holder, out, start_file = Instant(), tmp_path / "holder.npz", tmp_path / "point.start"
+    rate, seconds = 100.0, 0.2
+
+    async def load(side: Side, jobs: Iterator[tuple[Exchange, str]],
+                   start: float) -> Records:
+        return await open_loop(side, jobs, rate, start, seconds, max_outstanding=100, drain=1)
+
+    async def benchmark() -> tuple[bool, float]:
+        for _ in range(500):  # until the holder says it is ready (at most 5 s)
+            if ready := common_start.ready_marker(out).exists():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # other holders are still starting
+        common_start.announce(start_file, at := time.time() + common_start.LEAD)
+        return ready, at
+
+    announcing = asyncio.ensure_future(benchmark())
+    await run(lambda: holder, [(LAWFUL[0], "own-1")], load, start_file, out, linger=0.1)
+    (ready, at), sent = announcing.result(), np.load(out)["sent"]
+    assert ready and len(sent) == rate * seconds
+    assert at - 0.01 < sent.min() and sent.max() < at + seconds
 
 
 class Unanswered:
@@ -79,6 +108,8 @@ async def test_a_holder_told_to_stop_while_it_loads_stops_at_once_and_writes_not
 
     asyncio.get_running_loop().call_later(0.5, os.kill, os.getpid(), signal.SIGTERM)
     began = time.monotonic()
-    await run(lambda: holder, [(LAWFUL[0], "own-1")], load, time.time(), out, linger=60)
+    start_file = tmp_path / "point.start"
+    common_start.announce(start_file, time.time())
+    await run(lambda: holder, [(LAWFUL[0], "own-1")], load, start_file, out, linger=60)
     assert time.monotonic() - began < 5
     assert holder.stopped and holder.waiting == 0 and not out.exists()
