@@ -121,7 +121,8 @@ class Sampler:
 
 def _wait_for_files(holders: Processes, outs: dict[str, Path], within: float,
                     what: str) -> None:
-    """Until each holder has written its file in `outs`; else `what` it did not give."""
+    """Until each holder has written its file in `outs` (its `what`): an error if one of them
+    fails, or is not done `within` seconds."""
     deadline = time.monotonic() + within
     while not all(path.exists() for path in outs.values()):
         for name, proc in holders.running.items():
