@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cards import ca, issue, reader
 from cards.card import Card, cards
+from renkei import tether
 
 PIN_OPTION = click.option("--pin", envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
                           hide_input=True, confirmation_prompt=True,
@@ -89,5 +90,7 @@ def list_cards(where: Path | None) -> None:
 def run_reader(port: int, trusted: tuple[str, ...], where: Path | None) -> None:
     """Serve the simulated card reader on loopback until stopped."""
     logging.basicConfig(level=logging.WARNING)
-    web.run_app(reader.app(where, list(trusted)), host="127.0.0.1", port=port,
+    app = reader.app(where, list(trusted))
+    app.on_startup.append(tether.on_startup)
+    web.run_app(app, host="127.0.0.1", port=port,
                 access_log=None, print=lambda text: click.echo(f"card reader on port {port}"))

@@ -11,6 +11,7 @@ from aiohttp import web
 from portal.app import build
 from portal.sessions import IDLE, Sessions
 from portal.web import Site
+from renkei import tether
 
 
 @click.command("portal")
@@ -28,5 +29,6 @@ def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) 
     public = (origin or f"http://127.0.0.1:{port}").rstrip("/")
     site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
     app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
+    app.on_startup.append(tether.on_startup)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None,
                 print=lambda _: click.echo(f"portal on {site.origin}"))

@@ -19,7 +19,7 @@ from broker.clients import KafkaAccess, started
 from renkei.compacted import CompactedView
 from renkei.envelope import Send
 from renkei.tasks import set_or_failed
-from renkei.tether import stop_when_parent_gone
+from renkei.tether import when_parent_gone
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 
@@ -211,7 +211,7 @@ def stop_on_signals() -> asyncio.Event:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    stop_when_parent_gone(stop)
+    when_parent_gone(stop.set)
     return stop
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "RENKEI_PARENT"
@@ -20,8 +22,8 @@ def tethered() -> dict[str, str]:
     return {**os.environ, PARENT_ENV: str(os.getpid())}
 
 
-def stop_when_parent_gone(stop: asyncio.Event) -> None:
-    """Set `stop` once the process that started this one (with `tethered`) has gone, and end
+def when_parent_gone(stop: Callable[[], None]) -> None:
+    """Call `stop` once the process that started this one (with `tethered`) has gone, and end
     this one GRACE_SECONDS later if it is still there (as that process would have killed it);
     nothing if none did. The tie is not passed on to the processes this one starts."""
     parent = os.environ.pop(PARENT_ENV, None)
@@ -32,12 +34,18 @@ def stop_when_parent_gone(stop: asyncio.Event) -> None:
     def check() -> None:
         if os.getppid() != int(parent):
             log.warning("the process that started this one (%s) has gone: stopping", parent)
-            stop.set()
+            stop()
             loop.call_later(GRACE_SECONDS, _end)
         else:  # told to stop meanwhile or not, the run may still go before it ends this one
             loop.call_later(CHECK_SECONDS, check)
 
     check()
+
+
+async def on_startup(_app: object) -> None:
+    """An aiohttp `on_startup` hook: a server run by `web.run_app`, which stops on SIGTERM, is
+    sent one once the run that started it has gone."""
+    when_parent_gone(lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def _end() -> None:

@@ -1,17 +1,23 @@
-"""A service, or a broker, started by a run (here a stand-in for the demo, a benchmark or the
-suite itself) stops once that run has been killed, instead of running on by itself."""
+"""A service, a web server or a broker, started by a run (here a stand-in for the demo, a
+benchmark or the suite itself) stops once that run has been killed, instead of running on by
+itself."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from broker.ports import free_port
 from renkei import groups, relay
+from renkei.town import Town
 
 SERVICE_RUN = """
 import sys, time
@@ -19,6 +25,14 @@ from renkei.town import Processes
 relay = Processes().start("relay-tether", "bench", "relay", "--instance", "tether",
                           "--holder", sys.argv[1])
 print(relay.pid, flush=True)
+time.sleep(600)
+"""
+WEB_RUN = """
+import sys, time
+from renkei.town import Processes
+command = sys.argv[1].split()
+server = Processes().start(f"{command[0]}-tether", *command)
+print(server.pid, flush=True)
 time.sleep(600)
 """
 BROKER_RUN = """
@@ -42,7 +56,7 @@ os.environ[tether.PARENT_ENV] = str(os.getpid())  # not its parent: a run that h
 
 async def main():
     stop = asyncio.Event()
-    tether.stop_when_parent_gone(stop)
+    tether.when_parent_gone(stop.set)
     await stop.wait()
     await asyncio.sleep(60)  # a stop that hangs: its last effects wait for a broker away
 asyncio.run(main())
@@ -106,3 +120,25 @@ def test_a_broker_whose_run_is_killed_shuts_down(tmp_path: Path) -> None:
     assert _ended(node, within=60), "the broker outlived the run that started it"
     log = next(tmp_path.glob("**/logs/server.log")).read_text()
     assert "Terminating process due to signal SIGTERM" in log, log[-2000:]  # told, not killed
+
+
+def _listening(port: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("command", ["portal --port {port} --reader http://127.0.0.1:9",
+                                     "card reader --port {port} --trust http://127.0.0.1:9"],
+                         ids=["portal", "card reader"])
+def test_a_web_server_whose_run_is_killed_stops(command: str, town: Town,
+                                                state_dir: Path) -> None:
+    port = free_port()
+    server = _killed_run(WEB_RUN, command.format(port=port), lambda: _listening(port, 60))
+    assert _ended(server, within=30), "the server outlived the run that started it"
+    log = (state_dir / "logs" / f"{command.split()[0]}-tether.log").read_text()
+    assert "has gone: stopping" in log and "Traceback" not in log, log
