@@ -182,7 +182,6 @@ def test_a_cluster_id_starting_with_a_dash_formats(tmp_path: Path,
         process.down()
 
 
-
 def test_a_tethered_node_reads_as_running_from_the_moment_it_is_started(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Through setpriv the JVM is exec'd after Popen has returned, and while an exec is under
