@@ -80,12 +80,16 @@ def _files(cl: Cluster, node: Node) -> dict[str, Path]:
     }
 
 
-def _alive(pid: int) -> bool:
+def _cmdline(pid: int) -> bytes:
+    """The process's command line (empty if it is gone)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
-    return b"kafka.Kafka" in cmdline
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    return b"kafka.Kafka" in _cmdline(pid)
 
 
 def _pid(cl: Cluster, node: Node) -> int | None:
@@ -210,10 +214,7 @@ def _runs_jvm(pid: int, java_bin: str) -> bool:
     """Whether `pid` has become the broker's JVM: setpriv (tethered) and the java launcher
     exec what comes next, and while an exec is under way the command line reads empty, which
     `_alive` would take for a broker that has exited."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    cmdline = _cmdline(pid)
     return cmdline.startswith(os.fsencode(java_bin) + b"\0") and b"kafka.Kafka" in cmdline
 
 
