@@ -11,7 +11,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from broker import cluster as cluster_store
@@ -22,8 +24,12 @@ from renkei.state import write_private
 JAVA_MAJOR = 17
 JVMS = Path("/usr/lib/jvm")  # where Debian's and Temurin's packages put JDKs
 HEAP = os.environ.get("RENKEI_BROKER_HEAP", "1g")
-# util-linux's setpriv execs the JVM with SIGTERM due to it when the thread that started it ends
+# util-linux's setpriv execs the JVM with SIGTERM due to it when the thread that started it ends;
+# so tethered nodes are started by one thread that lasts as long as this process does, whichever
+# thread asks (a worker thread, as under asyncio.to_thread, ends long before its run)
 TETHER = ["setpriv", "--pdeathsig", "TERM", "--"]
+_TETHERING = ThreadPoolExecutor(1, thread_name_prefix="broker-tether")
+_TETHERED: set[tuple[str, int]] = set()  # (cluster id, node id) started tethered by this process
 
 
 class BrokerError(RuntimeError):
@@ -196,13 +202,19 @@ def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False) -> in
     _check_ports(node)
     files = _write_configs(cl, node)
     log = (files["logs"] / "stdout.log").open("ab")
-    proc = subprocess.Popen(
+    popen = partial(
+        subprocess.Popen,
         [*(TETHER if tethered else []), java_bin, f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC",
          *_java_command(java_bin, files["log4j2"], "kafka.Kafka",
                         str(files["properties"]))[1:]],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+    if tethered:
+        proc = _TETHERING.submit(popen).result()
+        _TETHERED.add((cl.cluster_id, node.node_id))
+    else:
+        proc = popen()
     files["pid"].write_text(str(proc.pid))
     deadline = time.monotonic() + 5
     while not _runs_jvm(proc.pid, java_bin) and proc.poll() is None and time.monotonic() < deadline:
@@ -288,8 +300,8 @@ def _wait_ready(cl: Cluster, pids: dict[int, int], timeout: float) -> None:
 def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
        timeout: float = 90.0, tethered: bool = False) -> tuple[Cluster, bool]:
     """Format (first time) and start the nodes; return (cluster, started now). `tethered`:
-    for a run that owns its broker, the nodes it starts shut down once the thread calling this
-    has ended (call it from the main thread: when the run ends, killed or not)."""
+    for a run that owns its broker, the nodes it starts shut down once this process has ended,
+    killed or not."""
     java_bin = java()
     try:
         cl = cluster_store.load()
@@ -335,13 +347,14 @@ def node_of(cl: Cluster, node_id: int) -> Node:
 
 def start_node(node_id: int, timeout: float = 90.0) -> bool:
     """Start one stopped node of the cluster (after a crash or `stop_node`) and wait until the
-    cluster is whole again; False if it was running already."""
+    cluster is whole again; False if it was running already. A node this process started
+    tethered is started tethered again."""
     cl = cluster_store.load()
     node = node_of(cl, node_id)
     pids = {n.node_id: p for n in cl.nodes if (p := _pid(cl, n))}
     started = node_id not in pids
     if started:
-        pids[node_id] = _start(cl, node, java())
+        pids[node_id] = _start(cl, node, java(), (cl.cluster_id, node_id) in _TETHERED)
     _wait_ready(cl, pids, timeout)
     return started
 

@@ -91,9 +91,10 @@ class _Sent:
     status: str | None = None
 
 
-def up_three() -> tuple[cluster_store.Cluster, float | None]:
+def up_three(tethered: bool = False) -> tuple[cluster_store.Cluster, float | None]:
     """The state folder's 3-node cluster, running (formatted on free ports the first time);
-    the seconds it took to start, None if it was running already."""
+    the seconds it took to start, None if it was running already. `tethered` as for
+    `process.up`."""
     try:
         first = cluster_store.load().nodes[0]
         ports = first.client_port, first.controller_port
@@ -101,7 +102,7 @@ def up_three() -> tuple[cluster_store.Cluster, float | None]:
         port = free_port_block(2 * NODES)
         ports = port, port + 1
     began = time.monotonic()
-    cl, started = process.up(*ports, nodes=NODES)
+    cl, started = process.up(*ports, nodes=NODES, tethered=tethered)
     return cl, (time.monotonic() - began) if started else None
 
 
@@ -230,7 +231,7 @@ async def run_broker_chaos(state: Path, seconds: float = 60.0, rate: float = 20.
     kill_at = seconds / 4 if kill_at is None else kill_at
     down_for = seconds / 4 if down_for is None else down_for
     with held(state, "chaos run"), state_folder(state):
-        _, cluster_seconds = await asyncio.to_thread(up_three)
+        _, cluster_seconds = await asyncio.to_thread(up_three, not keep)
         try:
             return await _run(seconds, rate, residents, seed, kill_at, down_for, bound,
                               platform_instances, cluster_seconds)

@@ -279,11 +279,12 @@ async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0
 
 
 def _up() -> None:
-    """The state folder's broker: on free ports the first time, on its own ports after."""
+    """The state folder's broker, for this run only: on free ports the first time, on its own
+    ports after."""
     try:
-        process.up(*free_port_pair())
+        process.up(*free_port_pair(), tethered=True)
     except process.BrokerError:
-        process.up(None, None)
+        process.up(None, None, tethered=True)
 
 
 async def _run(seconds: float, rate: float, residents: int, instances: int, every: float,

@@ -41,7 +41,7 @@ def fuzz(messages: int, seed: int, residents: int, lawful_every: int, keep: bool
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("holders.client").setLevel(logging.ERROR)  # answers to strangers' ids
     try:
-        cluster, started = process.up(None, None)
+        cluster, started = process.up(None, None, tethered=not keep)
     except process.BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Kafka on {cluster.bootstrap}; state in {state_dir()}")

@@ -175,7 +175,7 @@ def test_a_cluster_id_starting_with_a_dash_formats(tmp_path: Path,
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     monkeypatch.setattr(cluster_store, "new_cluster_id", lambda: "-" + "A" * 21)
     port, controller = free_port_pair()
-    cl, started = process.up(port, controller)
+    cl, started = process.up(port, controller, tethered=True)
     try:
         assert started and cl.cluster_id.startswith("-")
     finally:

@@ -28,7 +28,7 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("cluster3")
     with state_folder(state):
         began = time.monotonic()
-        cl, _ = up_three()
+        cl, _ = up_three(tethered=True)
         print(f"\n3-node cluster up in {time.monotonic() - began:.1f}s on {cl.bootstrap}")
         try:
             provision.provision()

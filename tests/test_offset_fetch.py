@@ -30,7 +30,7 @@ COMMITS = 6000  # rounds of commits: a log the restarted coordinator loads for a
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A broker of this module's own: it is killed and started again under the test."""
     with state_folder(tmp_path_factory.mktemp("restarted")):
-        process.up(*free_port_pair())
+        process.up(*free_port_pair(), tethered=True)
         try:
             yield
         finally:

@@ -36,13 +36,29 @@ print(server.pid, flush=True)
 time.sleep(600)
 """
 BROKER_RUN = """
-import sys, time
+import sys, threading, time
 from pathlib import Path
 from broker import process
 from broker.ports import free_port_pair
 from renkei.state import state_folder
-with state_folder(Path(sys.argv[1])):
+def in_a_worker(step):  # as under asyncio.to_thread: the thread ends, the run goes on
+    worker = threading.Thread(target=step)
+    worker.start()
+    worker.join()
+    time.sleep(3)
+def up():
     process.up(*free_port_pair(), tethered=True)
+def crash_and_restart():
+    process.stop_node(1, hard=True)
+    process.start_node(1)
+with state_folder(Path(sys.argv[1])):
+    if sys.argv[2] == "main thread":
+        up()
+    elif sys.argv[2] == "worker thread":
+        in_a_worker(up)
+    else:
+        up()
+        in_a_worker(crash_and_restart)
     print(process.status()[1][0].pid, flush=True)
     time.sleep(600)
 """
@@ -72,14 +88,16 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _killed_run(script: str, argument: str, ready: Callable[[], bool]) -> int:
+def _killed_run(script: str, ready: Callable[[], bool], *arguments: str) -> int:
     """Start a run of `script`, which prints the pid of what it started; once `ready`, kill the
     run (SIGKILL); the pid."""
-    run = subprocess.Popen([sys.executable, "-c", script, argument], stdout=subprocess.PIPE,
+    run = subprocess.Popen([sys.executable, "-c", script, *arguments], stdout=subprocess.PIPE,
                            text=True)
     assert run.stdout is not None
     try:
-        started = int(run.stdout.readline())
+        printed = run.stdout.readline().strip()
+        assert printed.isdigit(), f"what the run started is not running (it printed {printed!r})"
+        started = int(printed)
         assert ready()
     finally:
         run.kill()
@@ -100,8 +118,8 @@ def _ended(pid: int, within: float) -> bool:
 
 
 def test_a_service_whose_run_is_killed_stops(holders: list[str], state_dir: Path) -> None:
-    service = _killed_run(SERVICE_RUN, holders[0], lambda: groups.wait_members(
-        groups.admin(), relay.GROUP, 1, within=60))
+    service = _killed_run(SERVICE_RUN, lambda: groups.wait_members(
+        groups.admin(), relay.GROUP, 1, within=60), holders[0])
     assert _ended(service, within=30), "the service outlived the run that started it"
     log = (state_dir / "logs" / "relay-tether.log").read_text()
     assert "has gone: stopping" in log and "Traceback" not in log, log
@@ -115,11 +133,21 @@ def test_a_service_whose_run_has_gone_ends_if_its_stop_hangs() -> None:
     assert "has gone: stopping" in ended.stderr and "ending now" in ended.stderr, ended.stderr
 
 
-def test_a_broker_whose_run_is_killed_shuts_down(tmp_path: Path) -> None:
-    node = _killed_run(BROKER_RUN, str(tmp_path), lambda: True)  # it printed once ready
+_SIGTERM = "Terminating process due to signal SIGTERM"
+
+
+def _server_log(state: Path) -> str:
+    return next(state.glob("**/logs/server.log")).read_text()
+
+
+@pytest.mark.parametrize("started", ["main thread", "worker thread", "restarted"])
+def test_a_broker_whose_run_is_killed_shuts_down(started: str, tmp_path: Path) -> None:
+    """Started from the run's main thread, or from a worker thread (as the chaos runs start
+    their nodes, and restart them after a crash) that must not take it along when it ends."""
+    node = _killed_run(BROKER_RUN, lambda: _SIGTERM not in _server_log(tmp_path),
+                       str(tmp_path), started)
     assert _ended(node, within=60), "the broker outlived the run that started it"
-    log = next(tmp_path.glob("**/logs/server.log")).read_text()
-    assert "Terminating process due to signal SIGTERM" in log, log[-2000:]  # told, not killed
+    assert _SIGTERM in _server_log(tmp_path), _server_log(tmp_path)[-2000:]  # told, not killed
 
 
 def _listening(port: int, within: float) -> bool:
@@ -138,7 +166,7 @@ def _listening(port: int, within: float) -> bool:
 def test_a_web_server_whose_run_is_killed_stops(command: str, town: Town,
                                                 state_dir: Path) -> None:
     port = free_port()
-    server = _killed_run(WEB_RUN, command.format(port=port), lambda: _listening(port, 60))
+    server = _killed_run(WEB_RUN, lambda: _listening(port, 60), command.format(port=port))
     assert _ended(server, within=30), "the server outlived the run that started it"
     log = (state_dir / "logs" / f"{command.split()[0]}-tether.log").read_text()
     assert "has gone: stopping" in log and "Traceback" not in log, log
