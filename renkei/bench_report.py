@@ -179,6 +179,14 @@ def line(point: Point) -> str:
             + (f"\n{'':8}{machine_profile.line(point['perf'])}" if point.get("perf") else ""))
 
 
+def curve_text(points: Sequence[Point]) -> str:
+    """The curve's steps and its knee (none asked for: none measured)."""
+    if not points:
+        return "none measured"
+    steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}" for p in points)
+    return f"(offered→rt/s) {steps}; {knee_text(points)}"
+
+
 def knee_text(points: Sequence[Point]) -> str:
     held = knee(points)
     if held is None:
@@ -205,9 +213,7 @@ def summary(result: dict[str, Any]) -> None:
                f"{result['capacity']['ratio']:.2f} flat out ({_flat_out(result['capacity'])})")
     click.echo(f"  CPU a round trip flat out, µs: {cost_text(result['capacity'])}")
     for name in ("renkei", "baseline"):
-        steps = ", ".join(f"{p['offered_rate']:,.0f}→{p['throughput']:,.0f}"
-                          for p in curve[name])
-        click.echo(f"  curve {name:8} (offered→rt/s) {steps}; {knee_text(curve[name])}")
+        click.echo(f"  curve {name:8} {curve_text(curve[name])}")
     click.echo("  scale-out: " + ", ".join(
         f"×{p['instances']} {p['throughput']:,.0f} rt/s (p99 {_ms(p['latency_ms']['p99'])})"
         for p in result["scaleout"]))

@@ -91,7 +91,9 @@ def test_the_cost_flat_out_is_told_by_process_the_holders_as_one() -> None:
 def test_a_curve_that_never_broke_says_its_knee_was_not_reached() -> None:
     held = [_point(50, 50, 20), _point(100, 100, 30)]
     assert "knee not reached" in bench_report.knee_text(held)
-    assert bench_report.knee_text([*held, _point(200, 150, 80)]) == "knee 100/s"
+    assert bench_report.curve_text([*held, _point(200, 150, 80)]) == (
+        "(offered→rt/s) 50→50, 100→100, 200→150; knee 100/s")
+    assert bench_report.curve_text([]) == "none measured"  # --curve "": not "below the first"
 
 
 def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
