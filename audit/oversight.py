@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer
 
 from broker import acls, topics
-from broker.clients import KafkaAccess, at_end, read_topic
+from broker.clients import KafkaAccess, at_end, read_topic, running
 from renkei.envelope import send
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
@@ -45,15 +45,10 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
     result = HolderLogs(asked.request_id)
     answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.aiokafka(), group_id=None,
                                enable_auto_commit=False)
-    producer = producer_for(access)
-    await answers.start()
-    try:
+    async with running(answers):
         await at_end(answers)
-        await producer.start()
-        try:
+        async with running(producer_for(access)) as producer:
             await deliver(producer, [send(topics.OVERSIGHT_OUT, asked.request_id, asked)])
-        finally:
-            await producer.stop()
         try:
             async with asyncio.timeout(within):
                 while set(asked.holders) - set(result.answers):
@@ -62,8 +57,6 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
                             _take(record.value, asked, result)
         except TimeoutError:
             pass
-    finally:
-        await answers.stop()
     result.missing = [h for h in dict.fromkeys(asked.holders) if h not in result.answers]
     return result
 

@@ -166,7 +166,7 @@ def add_holder(holder: str) -> None:
     """Create a holder's principal, credentials, inbox/outbox topics and ACLs."""
     report = provision.Report()
     try:
-        creds = provision.add_holder(provision.admin_client(), holder, report)
+        creds = provision.add_holder(provision.reached_admin(), holder, report)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"holder {holder}: principal User:{creds.username}, credentials in the state "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -67,8 +69,47 @@ class BrokerRefused(RuntimeError):
     """The broker answers but will not let the principal in: waiting for it will not help."""
 
 
+class BrokerAway(RuntimeError):
+    """No broker answers: a command says so and ends (a service waits for it instead)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(f"cannot reach the broker at {bootstrap}: is it running? "
+                         "(`renkei broker status` says; `renkei broker up` starts it)")
+
+
+def reachable(bootstrap: str, within: float = 2.0) -> None:
+    """Raise BrokerAway at once unless one of the `bootstrap` addresses takes a connection
+    (a client of a broker that is down would retry until its timeout, 30 s or more)."""
+    for address in bootstrap.split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=within):
+                return
+        except OSError:
+            continue
+    raise BrokerAway(bootstrap)
+
+
 class Startable(Protocol):
     async def start(self) -> None: ...
+
+
+class Stoppable(Startable, Protocol):
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+@asynccontextmanager
+async def running(client: S) -> AsyncIterator[S]:
+    """A client started for one task and stopped after it, also when it could not start (one
+    left unstopped is reported as unclosed when the command ends)."""
+    try:
+        await client.start()
+        yield client
+    finally:
+        await client.stop()
 
 
 async def started(client: Startable, access: KafkaAccess) -> None:
@@ -171,10 +212,7 @@ async def topic_batches(access: KafkaAccess, topic: str,
     consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 max_poll_records=batch)
-    await consumer.start()
-    try:
+    async with running(consumer):
         ends = await consumer.end_offsets(list(consumer.assignment()))
         async for records in batches_up_to(consumer, ends, timeout_ms=500):
             yield records
-    finally:
-        await consumer.stop()

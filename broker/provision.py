@@ -27,7 +27,7 @@ from confluent_kafka.admin import (
 
 from broker import acls, cluster, config, credentials, topics
 from broker.acls import Grant
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, reachable
 from broker.credentials import Credentials
 from broker.topics import TopicSpec
 
@@ -63,6 +63,13 @@ class Report:
 def admin_client() -> AdminClient:
     access = KafkaAccess(cluster.bootstrap(), credentials.load(config.ADMIN))
     return AdminClient({**access.confluent(), "log_level": 0})
+
+
+def reached_admin() -> AdminClient:
+    """An admin client for a command, once a broker takes a connection: BrokerAway at once if
+    none does (each admin request would wait TIMEOUT for it)."""
+    reachable(cluster.bootstrap())
+    return admin_client()
 
 
 def _wait(futures: dict[Any, Any]) -> None:
@@ -172,7 +179,7 @@ def provision(brokers: int | None = None) -> Report:
 
     With `brokers`, first wait until that many brokers are up, so that topics get the
     replication the spec asks for on a deployment of that size."""
-    admin = admin_client()
+    admin = admin_client() if brokers is not None else reached_admin()
     report = Report()
     if brokers is not None:
         wait_for_brokers(admin, brokers)

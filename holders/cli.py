@@ -24,7 +24,7 @@ def holder_cli() -> None:
 def register(holder: str, name: str, role: str, unit: str | None, private: bool) -> None:
     """Register a holder: principal, topics, ACLs, sealing key and directory entry."""
     try:
-        provision.add_holder(provision.admin_client(), holder, provision.Report())
+        provision.add_holder(provision.reached_admin(), holder, provision.Report())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     epoch = directory.unit_epoch(asyncio.run(directory.current()), unit or holder)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from broker import topics
-from broker.clients import KafkaAccess, at_end
+from broker.clients import KafkaAccess, at_end, running
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Ping, Pong
 
@@ -28,25 +28,17 @@ async def ping(holder: str, within: float = 30.0) -> PingResult:
     access = KafkaAccess.of(holder)
     sent = Ping(str(uuid.uuid4()), datetime.now(UTC))
     inbox = AIOKafkaConsumer(topics.inbox(holder), **access.aiokafka(), enable_auto_commit=False)
-    await inbox.start()
-    try:
-        async with asyncio.timeout(within):
-            await at_end(inbox)
-            outbox = AIOKafkaProducer(**access.aiokafka(), acks="all")
-            await outbox.start()
+    async with running(inbox), asyncio.timeout(within):
+        await at_end(inbox)
+        async with running(AIOKafkaProducer(**access.aiokafka(), acks="all")) as outbox:
             started = time.monotonic()
-            try:
-                await outbox.send_and_wait(topics.outbox(holder), CODEC.encode(sent))
-            finally:
-                await outbox.stop()
-            while True:
-                for records in (await inbox.getmany(timeout_ms=200)).values():
-                    for record in records:
-                        try:
-                            pong = CODEC.decode(record.value or b"", Pong)
-                        except SchemaError:
-                            continue
-                        if pong.request_id == sent.request_id:
-                            return PingResult(sent, pong, time.monotonic() - started)
-    finally:
-        await inbox.stop()
+            await outbox.send_and_wait(topics.outbox(holder), CODEC.encode(sent))
+        while True:
+            for records in (await inbox.getmany(timeout_ms=200)).values():
+                for record in records:
+                    try:
+                        pong = CODEC.decode(record.value or b"", Pong)
+                    except SchemaError:
+                        continue
+                    if pong.request_id == sent.request_id:
+                        return PingResult(sent, pong, time.monotonic() - started)

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from broker import acls, config, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView
@@ -42,25 +42,18 @@ def service_entries() -> list[HolderEntry]:
 
 async def publish(entries: Sequence[HolderEntry] = (),
                   versions: Sequence[LegalPattern] = ()) -> None:
-    producer = producer_for(KafkaAccess.of(config.ADMIN))
-    await producer.start()
-    try:
+    async with running(producer_for(KafkaAccess.of(config.ADMIN))) as producer:
         await deliver(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in entries]
                       + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
-    finally:
-        await producer.stop()
 
 
 async def current() -> dict[str, HolderEntry]:
     """The holder directory as it stands."""
     view = CompactedView(KafkaAccess.of(config.ADMIN), topics.DIRECTORY,
                          lambda b: CODEC.decode(b, HolderEntry))
-    await view.start()
-    try:
+    async with running(view):
         await view.loaded()
         return {e.holder_id: e for e in view.entries.values()}
-    finally:
-        await view.stop()
 
 
 def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:

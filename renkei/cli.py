@@ -6,13 +6,15 @@ import sys
 from typing import Any
 
 import click
+from aiokafka.errors import KafkaConnectionError
 
 from audit.cli import audit_cli
 from audit.oversight_cli import oversight_cli
 from authority.cli import authority_cli
 from authority.serve import serve as authority_serve
+from broker import cluster
 from broker.cli import broker_cli
-from broker.clients import BrokerRefused
+from broker.clients import BrokerAway, BrokerRefused
 from cards.cli import card_cli
 from holders.cli import holder_cli
 from portal.cli import portal_cli
@@ -29,14 +31,16 @@ from renkei.state import InUse
 
 
 class _Commands(click.Group):
-    """The commands; a refused log-in, a view no longer followed or a state folder another run
-    holds is said in one line (no traceback), exit code 1."""
+    """The commands; a broker not set up, away or refusing the log-in, a view no longer followed
+    or a state folder another run holds is said in one line (no traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (BrokerRefused, NotFollowing, InUse) as exc:
+        except (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse) as exc:
             raise click.ClickException(str(exc)) from exc
+        except KafkaConnectionError as exc:  # a client of a command: it does not wait
+            raise click.ClickException(str(BrokerAway(cluster.bootstrap()))) from exc
 
 
 @click.group(cls=_Commands)

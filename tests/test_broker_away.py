@@ -1,5 +1,6 @@
 """A service started while the broker is away waits for it, saying so, instead of crashing or
-hanging: it starts once the broker is there, and stops at once if told to meanwhile."""
+hanging: it starts once the broker is there, and stops at once if told to meanwhile. A one-off
+command says in one line that the broker cannot be reached, and ends."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from broker import acls, repeats, topics
 from broker.clients import KafkaAccess
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
-from tests.kafka_helpers import free_port, spawn, stop
+from tests.kafka_helpers import free_port, renkei, said_in_one_line, spawn, stop
 
 WAITING = "cannot reach the broker at"
 
@@ -111,6 +112,26 @@ def test_a_service_waiting_for_the_broker_stops_at_once_when_told(
     assert "Traceback" not in text and "Unclosed" not in text, text
     assert text.count(WAITING) <= 2, "said once per client that waits (a view each), not per try"
     assert text.count("Unable connect to") == 1, "aiokafka's own error: once, not on every try"
+
+
+@pytest.mark.parametrize("command", [
+    ("oversight", "alerts"), ("oversight", "holder-logs", "--holder", "{holder}", "--request",
+                              "r-1", "--basis", "a law"),
+    ("audit", "replay", "--db", "{tmp}/replayed.db"), ("patterns", "publish"),
+    ("directory", "publish-services"), ("broker", "provision"), ("broker", "add-holder", "x-new"),
+    ("holder", "register", "x-new", "--name", "新", "--role", "municipality")],
+    ids=lambda c: " ".join(c[:2]))
+def test_a_command_said_in_one_line_that_the_broker_is_away(
+        command: tuple[str, ...], holders: list[str], tmp_path: Path) -> None:
+    """Not a traceback (nor, for an admin request, one after waiting 30 s for the broker)."""
+    away = f"127.0.0.1:{free_port()}"
+    began = time.monotonic()
+    ended = renkei(*(a.format(tmp=tmp_path, holder=holders[0]) for a in command), check=False,
+                   env={"RENKEI_BOOTSTRAP": away}, timeout=20)
+    print(f"\n{' '.join(command[:2])}: ended {time.monotonic() - began:.1f} s after it began")
+    assert ended.returncode == 1, ended
+    said_in_one_line(ended.stdout + ended.stderr,
+                     f"cannot reach the broker at {away}: is it running?")
 
 
 def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
