@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from broker import acls, config, topics
-from broker.clients import KafkaAccess, running
+from broker.clients import KafkaAccess, reachable, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView
@@ -48,9 +48,11 @@ async def publish(entries: Sequence[HolderEntry] = (),
 
 
 async def current() -> dict[str, HolderEntry]:
-    """The holder directory as it stands."""
-    view = CompactedView(KafkaAccess.of(config.ADMIN), topics.DIRECTORY,
-                         lambda b: CODEC.decode(b, HolderEntry))
+    """The holder directory as it stands (BrokerAway at once if no broker answers: a view would
+    wait for one)."""
+    access = KafkaAccess.of(config.ADMIN)
+    reachable(access.bootstrap)
+    view = CompactedView(access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
     async with running(view):
         await view.loaded()
         return {e.holder_id: e for e in view.entries.values()}

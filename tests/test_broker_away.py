@@ -119,7 +119,8 @@ def test_a_service_waiting_for_the_broker_stops_at_once_when_told(
                               "r-1", "--basis", "a law"),
     ("audit", "replay", "--db", "{tmp}/replayed.db"), ("patterns", "publish"),
     ("directory", "publish-services"), ("broker", "provision"), ("broker", "add-holder", "x-new"),
-    ("holder", "register", "x-new", "--name", "新", "--role", "municipality")],
+    ("holder", "register", "x-new", "--name", "新", "--role", "municipality"),
+    ("keys", "rekey", "{holder}")],
     ids=lambda c: " ".join(c[:2]))
 def test_a_command_said_in_one_line_that_the_broker_is_away(
         command: tuple[str, ...], holders: list[str], tmp_path: Path) -> None:
