@@ -77,13 +77,18 @@ class BrokerAway(RuntimeError):
                          "(`renkei broker status` says; `renkei broker up` starts it)")
 
 
+def _addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """The (host, port) of each of `bootstrap`'s host:port,…"""
+    return [(host.strip("[]"), int(port))
+            for host, _, port in (server.rpartition(":") for server in bootstrap.split(","))]
+
+
 def reachable(bootstrap: str, within: float = 2.0) -> None:
     """Raise BrokerAway at once unless one of the `bootstrap` addresses takes a connection
     (a client of a broker that is down would retry until its timeout, 30 s or more)."""
-    for address in bootstrap.split(","):
-        host, _, port = address.rpartition(":")
+    for address in _addresses(bootstrap):
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=within):
+            with socket.create_connection(address, timeout=within):
                 return
         except OSError:
             continue
@@ -143,11 +148,10 @@ async def started(client: Startable, access: KafkaAccess) -> None:
 async def _refusal(access: KafkaAccess) -> KafkaError | None:
     """Why a broker of `access` refused its log-in, if one answers and refuses it."""
     settings = access.aiokafka()
-    servers = settings.pop("bootstrap_servers").split(",")
-    for host, port in (server.rsplit(":", 1) for server in servers):
+    del settings["bootstrap_servers"]
+    for host, port in _addresses(access.bootstrap):
         try:
-            connection = await create_conn(host, int(port), request_timeout_ms=10_000,
-                                           **settings)
+            connection = await create_conn(host, port, request_timeout_ms=10_000, **settings)
         except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
             return exc
         except (OSError, KafkaError):  # not answering (a timeout is an OSError)

@@ -19,20 +19,11 @@ from broker.ports import free_port
 from renkei import groups, relay
 from renkei.town import Town
 
-SERVICE_RUN = """
+PROCESS_RUN = """
 import sys, time
 from renkei.town import Processes
-relay = Processes().start("relay-tether", "bench", "relay", "--instance", "tether",
-                          "--holder", sys.argv[1])
-print(relay.pid, flush=True)
-time.sleep(600)
-"""
-WEB_RUN = """
-import sys, time
-from renkei.town import Processes
-command = sys.argv[1].split()
-server = Processes().start(f"{command[0]}-tether", *command)
-print(server.pid, flush=True)
+started = Processes().start(sys.argv[1], *sys.argv[2].split())
+print(started.pid, flush=True)
 time.sleep(600)
 """
 BROKER_RUN = """
@@ -118,8 +109,9 @@ def _ended(pid: int, within: float) -> bool:
 
 
 def test_a_service_whose_run_is_killed_stops(holders: list[str], state_dir: Path) -> None:
-    service = _killed_run(SERVICE_RUN, lambda: groups.wait_members(
-        groups.admin(), relay.GROUP, 1, within=60), holders[0])
+    service = _killed_run(PROCESS_RUN, lambda: groups.wait_members(
+        groups.admin(), relay.GROUP, 1, within=60),
+        "relay-tether", f"bench relay --instance tether --holder {holders[0]}")
     assert _ended(service, within=30), "the service outlived the run that started it"
     log = (state_dir / "logs" / "relay-tether.log").read_text()
     assert "has gone: stopping" in log and "Traceback" not in log, log
@@ -166,7 +158,8 @@ def _listening(port: int, within: float) -> bool:
 def test_a_web_server_whose_run_is_killed_stops(command: str, town: Town,
                                                 state_dir: Path) -> None:
     port = free_port()
-    server = _killed_run(WEB_RUN, lambda: _listening(port, 60), command.format(port=port))
+    server = _killed_run(PROCESS_RUN, lambda: _listening(port, 60),
+                         f"{command.split()[0]}-tether", command.format(port=port))
     assert _ended(server, within=30), "the server outlived the run that started it"
     log = (state_dir / "logs" / f"{command.split()[0]}-tether.log").read_text()
     assert "has gone: stopping" in log and "Traceback" not in log, log
