@@ -45,9 +45,9 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
     result = HolderLogs(asked.request_id)
     answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.aiokafka(), group_id=None,
                                enable_auto_commit=False)
-    async with running(answers):
+    async with running(answers, access):
         await at_end(answers)
-        async with running(producer_for(access)) as producer:
+        async with running(producer_for(access), access) as producer:
             await deliver(producer, [send(topics.OVERSIGHT_OUT, asked.request_id, asked)])
         try:
             async with asyncio.timeout(within):

@@ -107,10 +107,12 @@ S = TypeVar("S", bound=Stoppable)
 
 
 @asynccontextmanager
-async def running(client: S) -> AsyncIterator[S]:
-    """A client started for one task and stopped after it, also when it could not start (one
-    left unstopped is reported as unclosed when the command ends)."""
+async def running(client: S, access: KafkaAccess) -> AsyncIterator[S]:
+    """A client of `access` started for one task and stopped after it, also when it could not
+    start (one left unstopped is reported as unclosed when the command ends). BrokerAway at
+    once if no broker takes a connection (before the client logs that it could not connect)."""
     try:
+        await asyncio.to_thread(reachable, access.bootstrap)
         await client.start()
         yield client
     finally:
@@ -216,7 +218,7 @@ async def topic_batches(access: KafkaAccess, topic: str,
     consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 max_poll_records=batch)
-    async with running(consumer):
+    async with running(consumer, access):
         ends = await consumer.end_offsets(list(consumer.assignment()))
         async for records in batches_up_to(consumer, ends, timeout_ms=500):
             yield records

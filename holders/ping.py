@@ -28,9 +28,9 @@ async def ping(holder: str, within: float = 30.0) -> PingResult:
     access = KafkaAccess.of(holder)
     sent = Ping(str(uuid.uuid4()), datetime.now(UTC))
     inbox = AIOKafkaConsumer(topics.inbox(holder), **access.aiokafka(), enable_auto_commit=False)
-    async with running(inbox), asyncio.timeout(within):
+    async with running(inbox, access), asyncio.timeout(within):
         await at_end(inbox)
-        async with running(AIOKafkaProducer(**access.aiokafka(), acks="all")) as outbox:
+        async with running(AIOKafkaProducer(**access.aiokafka(), acks="all"), access) as outbox:
             started = time.monotonic()
             await outbox.send_and_wait(topics.outbox(holder), CODEC.encode(sent))
         while True:

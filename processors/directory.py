@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from broker import acls, config, topics
-from broker.clients import KafkaAccess, reachable, running
+from broker.clients import KafkaAccess, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView
@@ -42,7 +42,8 @@ def service_entries() -> list[HolderEntry]:
 
 async def publish(entries: Sequence[HolderEntry] = (),
                   versions: Sequence[LegalPattern] = ()) -> None:
-    async with running(producer_for(KafkaAccess.of(config.ADMIN))) as producer:
+    access = KafkaAccess.of(config.ADMIN)
+    async with running(producer_for(access), access) as producer:
         await deliver(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in entries]
                       + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
 
@@ -51,9 +52,8 @@ async def current() -> dict[str, HolderEntry]:
     """The holder directory as it stands (BrokerAway at once if no broker answers: a view would
     wait for one)."""
     access = KafkaAccess.of(config.ADMIN)
-    reachable(access.bootstrap)
     view = CompactedView(access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
-    async with running(view):
+    async with running(view, access):
         await view.loaded()
         return {e.holder_id: e for e in view.entries.values()}
 

@@ -124,15 +124,17 @@ def test_a_service_waiting_for_the_broker_stops_at_once_when_told(
     ids=lambda c: " ".join(c[:2]))
 def test_a_command_said_in_one_line_that_the_broker_is_away(
         command: tuple[str, ...], holders: list[str], tmp_path: Path) -> None:
-    """Not a traceback (nor, for an admin request, one after waiting 30 s for the broker)."""
+    """Not a traceback (nor, for an admin request, one after waiting 30 s for the broker), nor
+    the client's own 'Unable connect' line before it."""
     away = f"127.0.0.1:{free_port()}"
     began = time.monotonic()
     ended = renkei(*(a.format(tmp=tmp_path, holder=holders[0]) for a in command), check=False,
                    env={"RENKEI_BOOTSTRAP": away}, timeout=20)
     print(f"\n{' '.join(command[:2])}: ended {time.monotonic() - began:.1f} s after it began")
     assert ended.returncode == 1, ended
-    said_in_one_line(ended.stdout + ended.stderr,
-                     f"cannot reach the broker at {away}: is it running?")
+    said = ended.stdout + ended.stderr
+    said_in_one_line(said, f"cannot reach the broker at {away}: is it running?")
+    assert len(said.strip().splitlines()) == 1, f"more than the one line: {said}"
 
 
 def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
