@@ -158,6 +158,7 @@ class Window:
 
     cpu: dict[str, float]
     waited: dict[str, float]
+    runs: dict[str, int]  # times each process was put on a CPU
     seconds: float
     peaks: dict[str, int | None]
     sampler: Sampler
@@ -181,7 +182,8 @@ class Window:
         after, took = procstat.snapshot(pids), time.time() - started
         kept = [name for name in before if name in after]
         return cls({n: round(after[n][0] - before[n][0], 2) for n in kept},
-                   {n: round(after[n][1] - before[n][1], 2) for n in kept}, took,
+                   {n: round(after[n][1] - before[n][1], 2) for n in kept},
+                   {n: after[n][2] - before[n][2] for n in kept}, took,
                    {w: procstat.peak_rss(stage.procs.running[w].pid) for w in stage.workers},
                    sampler, None if sampling is None else sampling.shares(pids))
 
@@ -190,6 +192,7 @@ class Window:
             "cpu_seconds": self.cpu,
             "cpu_percent": {n: round(100 * s / self.seconds, 1) for n, s in self.cpu.items()},
             "run_queue_seconds": self.waited,
+            "cpu_runs_per_second": {n: round(r / self.seconds) for n, r in self.runs.items()},
             "peak_rss_mb": {w: None if p is None else round(p / MB, 1)
                             for w, p in self.peaks.items()},
             **self.sampler.result(),

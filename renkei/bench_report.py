@@ -158,6 +158,15 @@ def _cpu(point: Point) -> str:
         "" if per is None else f": {per:.2f} ms per round trip")
 
 
+def _runs(point: Point) -> str:
+    """How often each process was put on a CPU (a wake-up's switch is not free, in a VM least)."""
+    runs = _holders_as_one(point.get("cpu_runs_per_second") or {})
+    if not runs:
+        return ""
+    return f"\n{'':8}on a CPU /s: " + ", ".join(
+        f"{name} {value:,.0f}" for name, value in sorted(runs.items(), key=lambda kv: -kv[1]))
+
+
 def _hops(point: Point) -> str:
     found = point["hops_ms"]
     if not found or not found["requests"]:
@@ -175,7 +184,7 @@ def line(point: Point) -> str:
             f"p99 {_ms(latency['p99']):>9}  p99.9 {_ms(latency['p99.9']):>9}  "
             f"no answer {point['failed_share']:>5.1%}  lag ≤ {point['lag']['max'] or 0:,}"
             + (f"  [broke: {why}]" if why else "")
-            + f"\n{'':8}CPU: {_cpu(point)}" + _hops(point)
+            + f"\n{'':8}CPU: {_cpu(point)}" + _runs(point) + _hops(point)
             + (f"\n{'':8}{machine_profile.line(point['perf'])}" if point.get("perf") else ""))
 
 

@@ -1,5 +1,5 @@
-"""What a process costs, from /proc: CPU seconds (user + system), time it waited for a CPU,
-resident and peak memory."""
+"""What a process costs, from /proc: CPU seconds (user + system), time it waited for a CPU, how
+often it was put on one, resident and peak memory."""
 
 from __future__ import annotations
 
@@ -20,19 +20,21 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICKS  # fields 14 and 15 of proc(5)
 
 
-def run_queue_seconds(pid: int) -> float | None:
-    """Seconds the process's threads were ready to run but waited for a CPU (schedstat)."""
+def scheduled(pid: int) -> tuple[float, int] | None:
+    """Of all the process's threads (schedstat): the seconds they were ready to run but waited
+    for a CPU, and how many times they were put on one (each wake-up or turn after another)."""
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return None
-    waited = 0
+    waited = runs = 0
     for task in tasks:
         try:
-            waited += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError):
+            _, wait, slices = (task / "schedstat").read_text().split()[:3]
+        except (OSError, ValueError):
             continue  # a thread that just ended, or no scheduler statistics
-    return waited / 1e9
+        waited, runs = waited + int(wait), runs + int(slices)
+    return waited / 1e9, runs
 
 
 def _status_bytes(pid: int, key: str) -> int | None:
@@ -56,11 +58,11 @@ def peak_rss(pid: int) -> int | None:
     return _status_bytes(pid, "VmHWM")
 
 
-def snapshot(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
-    """(CPU seconds, run-queue seconds) of each named process still alive."""
+def snapshot(pids: dict[str, int]) -> dict[str, tuple[float, float, int]]:
+    """(CPU seconds, run-queue seconds, times put on a CPU) of each named process still alive."""
     found = {}
     for name, pid in pids.items():
-        cpu, waited = cpu_seconds(pid), run_queue_seconds(pid)
-        if cpu is not None and waited is not None:
-            found[name] = (cpu, waited)
+        cpu, scheduling = cpu_seconds(pid), scheduled(pid)
+        if cpu is not None and scheduling is not None:
+            found[name] = (cpu, *scheduling)
     return found

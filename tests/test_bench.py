@@ -78,6 +78,15 @@ def test_cpu_is_also_told_per_round_trip() -> None:
     assert bench_report.cpu_per_round_trip({**point, "completed": 0}) is None
 
 
+def test_how_often_each_process_was_put_on_a_cpu_is_told_the_holders_as_one() -> None:
+    point = {**_point(100, 100, 20), "latency_ms": {"p50": 10, "p99": 20, "p99.9": 30},
+             "lag": {"max": 5}, "completed": 400, "cpu_percent": {"broker": 20.0},
+             "cpu_seconds": {"broker": 0.2}, "hops_ms": None,
+             "cpu_runs_per_second": {"broker": 2400, "holder-a": 300, "holder-b": 250}}
+    assert "on a CPU /s: broker 2,400, holders 550" in bench_report.line(point)
+    assert "on a CPU" not in bench_report.line({**point, "cpu_runs_per_second": None})
+
+
 def test_the_cost_flat_out_is_told_by_process_the_holders_as_one() -> None:
     renkei = {"completed": 1000, "cpu_seconds": {
         "broker": 0.25, "platform-1": 0.5, "holder-a": 0.25, "holder-b": 0.5}}
@@ -233,6 +242,9 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
         assert all(mb > 10 for mb in point["peak_rss_mb"].values())
     assert main["renkei"]["cpu_seconds"]["platform-1"] > 0
     assert main["baseline"]["cpu_seconds"]["relay-1"] > 0
+    runs = main["renkei"]["cpu_runs_per_second"]  # each process woke up, many times a second
+    assert runs["platform-1"] > 10 and runs["broker"] > 10 and runs[HOLDER_CPU] > 10, runs
+    assert "on a CPU /s: " in run.stdout
     assert main["ratio"] > 0 and result["machine"]["loadavg_start"]
     python = tuple(int(n) for n in result["machine"]["python"].split(".")[:2])
     assert result["machine"]["java"] >= 17 and python >= (3, 11)
