@@ -15,6 +15,7 @@ from broker import config, process
 from broker.clients import KafkaAccess
 from holders.client import HolderClient
 from holders.samples import SAMPLES
+from processors.access_log import ANSWER
 from renkei import scenario, town
 from renkei.scenario import Exchange, Run
 from renkei.state import state_dir
@@ -74,19 +75,25 @@ def _step_by_step(run: Run, clients: dict[str, HolderClient],
         click.echo(f"   ① {exchange.requester}: own number {outcome.own_number}, link code "
                    f"{requester.store.link_code(outcome.own_number)}, staff {outcome.operator} "
                    f"on {outcome.terminal}, purpose “{outcome.purpose}”")
-        for event in events.get(request_id, []):
-            label = {"approved": "②", "answered": "④"}.get(event.event_id.split(":")[1], "②")
-            click.echo(f"   {label} platform log: {event.kind} {event.outcome}"
-                       + (f" ({event.reason})" if event.reason else "")
-                       + (f" under {event.pattern_id}: {event.legal_basis}"
-                          if event.legal_basis else "")
-                       + f"; person = ID code {event.person}")
+        logged = events.get(request_id, [])
+        _platform_log("②", [e for e in logged if e.kind != ANSWER])
         provider_log = clients[exchange.provider].store.access_log(request_id)
         for entry in provider_log:
             click.echo(f"   ③ {exchange.provider}: answered {entry.outcome} as {entry.operator} "
                        f"on {entry.terminal}, sealed to {exchange.requester}")
+        _platform_log("④", [e for e in logged if e.kind == ANSWER])
         click.echo(f"   ④ {exchange.requester} received: {outcome.status} "
                    + (str(outcome.result) if outcome.result else outcome.detail or ""))
+
+
+def _platform_log(label: str, logged: list[AccessLogEvent]) -> None:
+    """The platform's access-log events of one step of a request (② approval, ④ answer)."""
+    for event in logged:
+        click.echo(f"   {label} platform log: {event.kind} {event.outcome}"
+                   + (f" ({event.reason})" if event.reason else "")
+                   + (f" under {event.pattern_id}: {event.legal_basis}"
+                      if event.legal_basis else "")
+                   + f"; person = ID code {event.person}")
 
 
 def _figures(run: Run) -> None:

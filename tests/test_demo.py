@@ -1,0 +1,66 @@
+"""The main job (`make demo` runs `renkei demo`), in a state folder and on a broker of its own: a
+town binds, exchanges lawfully and not, and three requests are told step by step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from renkei import scenario
+from renkei.state import STATE_ENV
+from tests.kafka_helpers import free_port_pair, renkei
+
+SECTIONS = ("== Renkei: the information-linkage platform", "== Binding (紐付け)",
+            "== Linkage (情報連携)", "== Three exchanges step by step", "== Re-keying (鍵の更新)",
+            "== Figures")
+STEPS = "①②③④"
+
+
+def _exchange_rows(out: str) -> dict[str, str]:
+    """Each exchange's row of the linkage table, by `requester provider pattern data type`."""
+    rows = {}
+    for line in out.splitlines():
+        found = re.match(r"\s+(lawful  |UNLAWFUL) (\S+)\s+→ (\S+)\s+(\S+)\s+(\S+)\s+(.*)$", line)
+        if found:
+            rows[" ".join(found.group(2, 3, 4, 5))] = found.group(6)
+    return rows
+
+
+def _steps_told(out: str) -> list[str]:
+    """For each request told step by step, the steps its lines carry, in the order printed."""
+    told = out.split("== Three exchanges step by step")[1].split("\n== ")[0]
+    return ["".join(line.strip()[0] for line in block.splitlines()[1:] if line.strip())
+            for block in told.split("\n  request …")[1:]]
+
+
+def test_the_demo_binds_a_town_exchanges_and_tells_each_step_in_the_papers_order(
+        tmp_path: Path) -> None:
+    env = {STATE_ENV: str(tmp_path / "state")}
+    port, controller = free_port_pair()
+    renkei("broker", "up", "--port", str(port), "--controller-port", str(controller), env=env,
+           timeout=120)
+    try:
+        run = renkei("demo", "--residents", "200", env=env, timeout=300)
+    finally:  # the demo stops its broker itself; not if it failed before the end
+        renkei("broker", "down", env=env, check=False)
+    out = run.stdout
+    assert "Traceback" not in out + run.stderr, run.stderr
+    assert [out.find(s) for s in SECTIONS] == sorted(out.find(s) for s in SECTIONS), out
+    assert -1 not in [out.find(s) for s in SECTIONS], out
+    rows = _exchange_rows(out)
+    for exchange in scenario.LAWFUL:  # approved, and most people found at their provider
+        row = rows[f"{exchange.requester} {exchange.provider} {exchange.pattern} "
+                   f"{exchange.data_type}"]
+        assert row.startswith("FOUND") and "REJECTED" not in row, row
+    for exchange in scenario.UNLAWFUL:  # every one refused by the platform, none answered
+        row = rows[f"{exchange.requester} {exchange.provider} {exchange.pattern} "
+                   f"{exchange.data_type}"]
+        assert row == f"REJECTED {exchange.limit}", row
+    steps = _steps_told(out)
+    assert len(steps) == 3, out
+    for told in steps:  # ① request, ② approval, ③ the provider's answer, ④ logged and received
+        assert told == "".join(sorted(told, key=STEPS.index)), out
+    assert "①②③④④" in steps, out
+    events = re.search(r"access-log events on renkei\.audit: (\d+)", out)
+    assert events and int(events.group(1)) > 0, out
+    assert re.search(r"lawful answered: p50 \d+ ms, p99 \d+ ms", out), out
