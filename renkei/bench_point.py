@@ -159,6 +159,7 @@ class Window:
     cpu: dict[str, float]
     waited: dict[str, float]
     runs: dict[str, int]  # times each process was put on a CPU
+    machine: dict[str, float]  # the whole machine's CPU seconds: busy, idle, stolen
     seconds: float
     peaks: dict[str, int | None]
     sampler: Sampler
@@ -171,6 +172,7 @@ class Window:
         for worker in stage.workers:
             _reset_peak(stage.procs.running[worker].pid)
         before, started = procstat.snapshot(pids), time.time()
+        machine = procstat.machine_seconds()
         sampler = Sampler(admin, stage)
         seconds = math.ceil(window[1] - window[0])
         sampling = None if perf is None else machine_profile.Sampling(perf, seconds)
@@ -180,10 +182,11 @@ class Window:
                 _sleep_until(window[0] + second + 1)
                 bar.update(1)
         after, took = procstat.snapshot(pids), time.time() - started
+        machine = {k: v - machine[k] for k, v in procstat.machine_seconds().items()}
         kept = [name for name in before if name in after]
         return cls({n: round(after[n][0] - before[n][0], 2) for n in kept},
                    {n: round(after[n][1] - before[n][1], 2) for n in kept},
-                   {n: after[n][2] - before[n][2] for n in kept}, took,
+                   {n: after[n][2] - before[n][2] for n in kept}, machine, took,
                    {w: procstat.peak_rss(stage.procs.running[w].pid) for w in stage.workers},
                    sampler, None if sampling is None else sampling.shares(pids))
 
@@ -193,6 +196,8 @@ class Window:
             "cpu_percent": {n: round(100 * s / self.seconds, 1) for n, s in self.cpu.items()},
             "run_queue_seconds": self.waited,
             "cpu_runs_per_second": {n: round(r / self.seconds) for n, r in self.runs.items()},
+            "machine_cpu_percent": {k: round(100 * s / self.seconds, 1)
+                                    for k, s in self.machine.items()},
             "peak_rss_mb": {w: None if p is None else round(p / MB, 1)
                             for w, p in self.peaks.items()},
             **self.sampler.result(),

@@ -167,6 +167,19 @@ def _runs(point: Point) -> str:
         f"{name} {value:,.0f}" for name, value in sorted(runs.items(), key=lambda kv: -kv[1]))
 
 
+def _machine(point: Point) -> str:
+    """The whole machine in the window: busy (the processes measured, and others), idle, stolen
+    by the host. A point that left CPU idle or had it stolen was held back by more than its own
+    cost."""
+    machine = point.get("machine_cpu_percent")
+    if not machine:
+        return ""
+    ours = sum(point["cpu_percent"].values())
+    return (f"\n{'':8}machine: busy {machine['busy']:.0f}% (these processes {ours:.0f}%, others "
+            f"{max(machine['busy'] - ours, 0):.0f}%), idle {machine['idle']:.0f}%, stolen "
+            f"{machine['stolen']:.0f}%")
+
+
 def _hops(point: Point) -> str:
     found = point["hops_ms"]
     if not found or not found["requests"]:
@@ -184,7 +197,7 @@ def line(point: Point) -> str:
             f"p99 {_ms(latency['p99']):>9}  p99.9 {_ms(latency['p99.9']):>9}  "
             f"no answer {point['failed_share']:>5.1%}  lag ≤ {point['lag']['max'] or 0:,}"
             + (f"  [broke: {why}]" if why else "")
-            + f"\n{'':8}CPU: {_cpu(point)}" + _runs(point) + _hops(point)
+            + f"\n{'':8}CPU: {_cpu(point)}" + _runs(point) + _machine(point) + _hops(point)
             + (f"\n{'':8}{machine_profile.line(point['perf'])}" if point.get("perf") else ""))
 
 

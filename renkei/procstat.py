@@ -1,5 +1,5 @@
 """What a process costs, from /proc: CPU seconds (user + system), time it waited for a CPU, how
-often it was put on one, resident and peak memory."""
+often it was put on one, resident and peak memory; and how the whole machine's CPUs were spent."""
 
 from __future__ import annotations
 
@@ -8,6 +8,17 @@ from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KIB = 1024
+MACHINE = ("busy", "idle", "stolen")
+
+
+def machine_seconds() -> dict[str, float]:
+    """CPU seconds of the whole machine so far, summed over its CPUs: busy, idle (waiting for
+    I/O included), and stolen (a virtual machine's CPU running something else of the host's)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        first = stat.readline().split()  # "cpu user nice system idle iowait irq softirq steal …"
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(f) for f in first[1:9])
+    ticks = (user + nice + system + irq + softirq, idle + iowait, steal)
+    return {name: t / TICKS for name, t in zip(MACHINE, ticks, strict=True)}
 
 
 def cpu_seconds(pid: int) -> float | None:

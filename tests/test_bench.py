@@ -87,6 +87,17 @@ def test_how_often_each_process_was_put_on_a_cpu_is_told_the_holders_as_one() ->
     assert "on a CPU" not in bench_report.line({**point, "cpu_runs_per_second": None})
 
 
+def test_the_whole_machine_is_told_beside_the_processes_measured() -> None:
+    point = {**_point(100, 100, 20), "latency_ms": {"p50": 10, "p99": 20, "p99.9": 30},
+             "lag": {"max": 5}, "completed": 400, "hops_ms": None,
+             "cpu_percent": {"broker": 40.0, "platform-1": 30.0, "holder-a": 50.0},
+             "cpu_seconds": {"broker": 0.4, "platform-1": 0.3, "holder-a": 0.5},
+             "machine_cpu_percent": {"busy": 131.0, "idle": 60.0, "stolen": 9.0}}
+    assert ("machine: busy 131% (these processes 120%, others 11%), idle 60%, stolen 9%"
+            in bench_report.line(point))
+    assert "machine:" not in bench_report.line({**point, "machine_cpu_percent": None})
+
+
 def test_the_cost_flat_out_is_told_by_process_the_holders_as_one() -> None:
     renkei = {"completed": 1000, "cpu_seconds": {
         "broker": 0.25, "platform-1": 0.5, "holder-a": 0.25, "holder-b": 0.5}}
@@ -245,6 +256,11 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     runs = main["renkei"]["cpu_runs_per_second"]  # each process woke up, many times a second
     assert runs["platform-1"] > 10 and runs["broker"] > 10 and runs[HOLDER_CPU] > 10, runs
     assert "on a CPU /s: " in run.stdout
+    machine = main["renkei"]["machine_cpu_percent"]  # the whole machine's CPUs, all accounted
+    cpus = 100 * result["machine"]["cpus"]
+    assert 0.8 * cpus < sum(machine.values()) < 1.2 * cpus, machine
+    assert machine["busy"] > 0.9 * sum(main["renkei"]["cpu_percent"].values()), machine
+    assert "machine: busy " in run.stdout
     assert main["ratio"] > 0 and result["machine"]["loadavg_start"]
     python = tuple(int(n) for n in result["machine"]["python"].split(".")[:2])
     assert result["machine"]["java"] >= 17 and python >= (3, 11)
