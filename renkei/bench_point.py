@@ -172,7 +172,7 @@ class Window:
         for worker in stage.workers:
             _reset_peak(stage.procs.running[worker].pid)
         before, started = procstat.snapshot(pids), time.time()
-        machine = procstat.machine_seconds()
+        machine_before = procstat.machine_seconds()
         sampler = Sampler(admin, stage)
         seconds = math.ceil(window[1] - window[0])
         sampling = None if perf is None else machine_profile.Sampling(perf, seconds)
@@ -182,7 +182,7 @@ class Window:
                 _sleep_until(window[0] + second + 1)
                 bar.update(1)
         after, took = procstat.snapshot(pids), time.time() - started
-        machine = {k: v - machine[k] for k, v in procstat.machine_seconds().items()}
+        machine = {k: v - machine_before[k] for k, v in procstat.machine_seconds().items()}
         kept = [name for name in before if name in after]
         return cls({n: round(after[n][0] - before[n][0], 2) for n in kept},
                    {n: round(after[n][1] - before[n][1], 2) for n in kept},
