@@ -16,14 +16,19 @@ SECTIONS = ("== Renkei: the information-linkage platform", "== Binding (紐付�
 STEPS = "①②③④"
 
 
-def _exchange_rows(out: str) -> dict[str, str]:
-    """Each exchange's row of the linkage table, by `requester provider pattern data type`."""
+def _exchange_rows(out: str) -> dict[tuple[str, ...], str]:
+    """Each exchange's outcomes in the linkage table, by (requester, provider, pattern, data
+    type)."""
     rows = {}
     for line in out.splitlines():
         found = re.match(r"\s+(lawful  |UNLAWFUL) (\S+)\s+→ (\S+)\s+(\S+)\s+(\S+)\s+(.*)$", line)
         if found:
-            rows[" ".join(found.group(2, 3, 4, 5))] = found.group(6)
+            rows[found.group(2, 3, 4, 5)] = found.group(6)
     return rows
+
+
+def _key(exchange: scenario.Exchange) -> tuple[str, ...]:
+    return exchange.requester, exchange.provider, exchange.pattern, exchange.data_type
 
 
 def _steps_told(out: str) -> list[str]:
@@ -45,16 +50,15 @@ def test_the_demo_binds_a_town_exchanges_and_tells_each_step_in_the_papers_order
         renkei("broker", "down", env=env, check=False)
     out = run.stdout
     assert "Traceback" not in out + run.stderr, run.stderr
-    assert [out.find(s) for s in SECTIONS] == sorted(out.find(s) for s in SECTIONS), out
-    assert -1 not in [out.find(s) for s in SECTIONS], out
+    at = [out.find(s) for s in SECTIONS]
+    assert at == sorted(at), out
+    assert -1 not in at, out
     rows = _exchange_rows(out)
     for exchange in scenario.LAWFUL:  # approved, and most people found at their provider
-        row = rows[f"{exchange.requester} {exchange.provider} {exchange.pattern} "
-                   f"{exchange.data_type}"]
+        row = rows[_key(exchange)]
         assert row.startswith("FOUND") and "REJECTED" not in row, row
     for exchange in scenario.UNLAWFUL:  # every one refused by the platform, none answered
-        row = rows[f"{exchange.requester} {exchange.provider} {exchange.pattern} "
-                   f"{exchange.data_type}"]
+        row = rows[_key(exchange)]
         assert row == f"REJECTED {exchange.limit}", row
     steps = _steps_told(out)
     assert len(steps) == 3, out
