@@ -466,16 +466,31 @@ class AuditStore:
         with transaction() as cur:
             rows = self._page(cur, where, limit + 1, _parse_cursor(after))
             entries = tuple(_entry(row) for row in rows[:limit])
-            head = self._current_head(cur) if prove else None
-            if head is not None:
-                size = head.head.size
-                paths = merkle.resolve(
-                    self, [merkle.inclusion_ranges(e.serial, size) for e in entries])
-                entries = tuple(replace(e, proof=tuple(p))
-                                for e, p in zip(entries, paths, strict=True))
+            head = None
+            if prove:
+                entries, head = self._proved(cur, entries)
         more = len(rows) > limit
         cursor = f"{rows[limit - 1][_TIME]}:{rows[limit - 1][0]}" if more else None
         return Page(entries, cursor, head)
+
+    def entry(self, serial: int) -> Entry | None:
+        """The entry at `serial`; None if there is none (purged, or past the end)."""
+        if not 0 <= serial < self.size():
+            return None
+        row = self._db.execute(f"{_SELECT} WHERE serial = ?", (serial,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def prove(self, entries: Sequence[Entry]) -> tuple[tuple[Entry, ...], SignedHead]:
+        """The entries with inclusion proofs, all against one head: the current one."""
+        with self._write() as cur:
+            return self._proved(cur, entries)
+
+    def _proved(self, cur: Cursor, entries: Sequence[Entry]
+                ) -> tuple[tuple[Entry, ...], SignedHead]:
+        head = self._current_head(cur)
+        paths = merkle.resolve(
+            self, [merkle.inclusion_ranges(e.serial, head.head.size) for e in entries])
+        return tuple(replace(e, proof=tuple(p)) for e, p in zip(entries, paths, strict=True)), head
 
     @staticmethod
     def _page(cur: Cursor, where: Query, n: int,

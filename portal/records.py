@@ -4,7 +4,7 @@ consistency."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,29 +33,40 @@ class Records:
     def __init__(self, store: AuditStore) -> None:
         self.store = store
 
-    def _verified(self, head: SignedHead | None, entry: Entry) -> bool:
-        return (head is not None and entry.proof is not None
-                and verify_head(head, self.store.signer.public_key)
-                and includes(head.head, entry.serial, entry.leaf, entry.proof))
-
     def of_person(self, id_codes: Sequence[str], holder: str | None = None,
                   since: datetime | None = None, until: datetime | None = None
-                  ) -> tuple[list[Checked], SignedHead | None]:
-        """Every entry about the person (under any of their ID codes), newest first."""
-        found: list[Checked] = []
-        head = None
-        for person in id_codes:
-            page = self.store.query(Query(person=person, holder=holder, since=since,
-                                          until=until), limit=MAX_PAGE, prove=True)
-            head = page.head
-            found += [Checked(e, self._verified(page.head, e)) for e in page.entries]
-        found.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
-        return found, head
+                  ) -> tuple[list[Checked], SignedHead]:
+        """Every entry about the person (under any of their ID codes), newest first, all checked
+        against one signed head: the current one once they are all read."""
+        found = [entry for person in id_codes for entry in self._every(
+            Query(person=person, holder=holder, since=since, until=until))]
+        proved, head = self.store.prove(found)
+        checked = self._checked(head, proved)
+        checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
+        return checked, head
 
     def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
         """One of the person's entries; None if it is not about them (or does not exist)."""
-        entries, _ = self.of_person(id_codes)
-        return next((c for c in entries if c.entry.serial == serial), None)
+        entry = self.store.entry(serial)
+        if entry is None or entry.event.person not in id_codes:
+            return None
+        proved, head = self.store.prove([entry])
+        return self._checked(head, proved)[0]
+
+    def _every(self, where: Query) -> Iterator[Entry]:
+        """Every match, page after page."""
+        after: str | None = None
+        while True:
+            page = self.store.query(where, limit=MAX_PAGE, after=after)
+            yield from page.entries
+            if page.next_cursor is None:
+                return
+            after = page.next_cursor
+
+    def _checked(self, head: SignedHead, entries: Sequence[Entry]) -> list[Checked]:
+        signed = verify_head(head, self.store.signer.public_key)
+        return [Checked(e, signed and e.proof is not None
+                        and includes(head.head, e.serial, e.leaf, e.proof)) for e in entries]
 
     def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
         return self.store.query(where, limit=limit, after=after)

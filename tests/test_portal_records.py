@@ -1,0 +1,56 @@
+"""The portal's view of the access log without a browser: a person's entries, checked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from audit.heads import Signer, includes
+from audit.store import MAX_PAGE, AuditStore, Page, Query
+from portal.records import Records
+from tests.test_audit_store import PERSONS, event, item
+
+ME, SOMEONE = PERSONS[0], PERSONS[1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[AuditStore]:
+    with AuditStore(tmp_path / "audit.db", Signer.generate(), head_every=10_000) as opened:
+        yield opened
+
+
+def test_a_person_sees_every_entry_newest_first_and_each_one_alone(store: AuditStore) -> None:
+    count = MAX_PAGE + 3
+    store.append_many(item(event(n, person=ME)) for n in range(count))
+    store.append(*item(event(count, person=SOMEONE)))
+    records = Records(store)
+    found, head = records.of_person([ME])
+    assert [c.entry.serial for c in found] == list(reversed(range(count)))
+    assert head.head.size == count + 1 and all(c.verified for c in found)
+    newest = records.entry_of([ME], count - 1)
+    assert newest is not None and newest.verified and newest.entry.serial == count - 1
+    assert records.entry_of([ME], count) is None  # someone else's
+    assert records.entry_of([ME], count + 1) is None  # none yet
+    assert records.entry_of([SOMEONE], count) is not None
+
+
+class Busy(AuditStore):
+    """A store the audit consumer appends to while the portal reads: an entry after each page."""
+
+    def query(self, where: Query, *, limit: int = 100, after: str | None = None,
+              prove: bool = False) -> Page:
+        page = super().query(where, limit=limit, after=after, prove=prove)
+        self.append(*item(event(self.size(), person=ME)))
+        return page
+
+
+def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_path: Path) -> None:
+    with Busy(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(6))
+        found, head = Records(store).of_person([SOMEONE, ME])
+        assert sorted(c.entry.serial for c in found) == [0, 1, 2, 3, 4, 5, 6]
+        assert all(c.verified and c.entry.proof is not None
+                   and includes(head.head, c.entry.serial, c.entry.leaf, c.entry.proof)
+                   for c in found)
