@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
@@ -155,5 +156,13 @@ async def switch_language(request: web.Request) -> web.Response:
     lang = request.match_info["lang"]
     if lang in LANGS:
         session_of(request).lang = lang
-    back = request.query.get("next", "/")
-    raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
+    raise web.HTTPSeeOther(same_site(request.query.get("next", "/")))
+
+
+def same_site(target: str) -> str:
+    """`target` if it is a path on this site, else the home page: no scheme, no host, and nothing
+    a browser reads as one (`//host`, `/\\host`, a tab or newline it drops on the way)."""
+    parts = urlsplit(target)
+    local = (target.startswith("/") and not target.startswith("//") and not parts.scheme
+             and not parts.netloc and target.isprintable() and "\\" not in target)
+    return target if local else "/"

@@ -1,10 +1,17 @@
-"""Portal sessions without a browser: expiry, renewal at login, one-use card challenges."""
+"""Portal sessions without a browser: expiry, renewal at login, one-use card challenges, and
+where switching the language goes back to."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from portal.sessions import CHALLENGE_SECONDS, IDLE, LIFETIME, Challenge, Sessions
+from portal.web import SESSION, switch_language
 
 
 class Clock:
@@ -48,3 +55,16 @@ def test_a_card_challenge_is_used_once_and_only_while_fresh() -> None:
     session.challenge = Challenge(b"\x01" * 32, "resident", now)
     late = now + timedelta(seconds=CHALLENGE_SECONDS + 1)
     assert session.take_challenge("01" * 32, late) is None
+
+
+@pytest.mark.parametrize("back, to", [
+    ("/history?holder=city-a", "/history?holder=city-a"), ("/", "/"), ("", "/"),
+    ("//evil.example", "/"), ("/\\evil.example", "/"), ("/\t/evil.example", "/"),
+    ("/\n/evil.example", "/"), ("https://evil.example/", "/"), ("history", "/")])
+async def test_switching_language_goes_back_only_to_a_page_of_the_site(back: str, to: str) -> None:
+    request = make_mocked_request("GET", f"/lang/en?{urlencode({'next': back})}",
+                                  match_info={"lang": "en"})
+    request[SESSION] = Sessions().new()
+    with pytest.raises(web.HTTPSeeOther) as redirect:
+        await switch_language(request)
+    assert redirect.value.location == to and request[SESSION].lang == "en"
