@@ -16,8 +16,7 @@ from typing import Any
 
 import click
 
-from audit.cli import decode_event
-from audit.events import AccessLogEvent, event_id
+from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import Signer, consistent, includes
 from audit.merkle import verify_inclusion
 from audit.store import AuditStore, Query

@@ -12,14 +12,13 @@ from typing import Any, TypeVar
 
 import click
 
-from audit.events import AccessLogEvent
+from audit.events import decode_event
 from audit.heads import Signer
 from audit.merkle import leaf_hash
 from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path
 from broker import acls
 from broker.clients import KafkaAccess
 from renkei.state import private_dir
-from schemas.codec import CODEC
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,11 +44,6 @@ def store_option(command: F) -> F:
 def open_store(db: str | None) -> AuditStore:
     """The store at `db` (default in the state folder), signing with the state folder's key."""
     return AuditStore(db or default_path(), Signer.load_or_create())
-
-
-def decode_event(leaf: bytes) -> AccessLogEvent:
-    """An entry's canonical bytes (Avro single-object encoding) back into its event."""
-    return CODEC.decode(leaf, AccessLogEvent)
 
 
 def _echo_json(data: Any) -> None:

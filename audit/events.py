@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from schemas.codec import CODEC
+
 ID_CODE = re.compile(r"^[0-9A-Z]{11}$")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
@@ -54,3 +56,16 @@ class AccessLogEvent:
             raise ValueError("person must be an ID code: 11 characters 0-9A-Z")
         if self.occurred_at.tzinfo is not UTC or self.occurred_at.microsecond % 1000:
             object.__setattr__(self, "occurred_at", from_millis(millis(self.occurred_at)))
+
+
+def decode_event(leaf: bytes) -> AccessLogEvent:
+    """An entry's canonical bytes (Avro single-object encoding) back into its event."""
+    return CODEC.decode(leaf, AccessLogEvent)
+
+
+def signed_event(leaf: bytes) -> AccessLogEvent | None:
+    """The event an entry's canonical bytes hold; None if they hold none."""
+    try:
+        return decode_event(leaf)
+    except Exception:  # any codec error means the bytes are not a valid event
+        return None

@@ -4,19 +4,24 @@ consistency."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from audit.events import signed_event
 from audit.heads import SignedHead, consistent, includes, verify_head
 from audit.store import MAX_PAGE, AuditStore, Entry, Page, Query
 
 HEADS_SHOWN = 50
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Checked:
-    """An entry, and whether its inclusion proof leads to the signed head's root."""
+    """An entry (its event decoded from its signed bytes when they decode), and whether those
+    bytes are in the signed head and the store's columns match them."""
 
     entry: Entry
     verified: bool
@@ -27,6 +32,20 @@ class HeadCheck:
     head: SignedHead
     signature_ok: bool
     consistent: bool | None  # with the head before it; None for the first
+
+
+def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry) -> Checked | None:
+    """The entry as its signed bytes tell it (None if they tell of someone else): verified when
+    the signed head includes those bytes and the store's columns say what they say."""
+    signed = signed_event(entry.leaf)
+    if signed is not None and signed != entry.event:
+        log.warning("audit entry %d: its columns differ from its bytes (renkei audit verify)",
+                    entry.serial)
+    if (entry.event if signed is None else signed).person not in id_codes:
+        return None
+    verified = (head is not None and signed == entry.event and entry.proof is not None
+                and includes(head.head, entry.serial, entry.leaf, entry.proof))
+    return Checked(entry if signed is None else replace(entry, event=signed), verified)
 
 
 class Records:
@@ -41,17 +60,17 @@ class Records:
         found = [entry for person in id_codes for entry in self._every(
             Query(person=person, holder=holder, since=since, until=until))]
         proved, head = self.store.prove(found)
-        checked = self._checked(head, proved)
+        checked = self._checked(id_codes, head, proved)
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
         return checked, head
 
     def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
         """One of the person's entries; None if it is not about them (or does not exist)."""
         entry = self.store.entry(serial)
-        if entry is None or entry.event.person not in id_codes:
+        if entry is None:
             return None
         proved, head = self.store.prove([entry])
-        return self._checked(head, proved)[0]
+        return next(iter(self._checked(id_codes, head, proved)), None)
 
     def _every(self, where: Query) -> Iterator[Entry]:
         """Every match, page after page."""
@@ -63,10 +82,11 @@ class Records:
                 return
             after = page.next_cursor
 
-    def _checked(self, head: SignedHead, entries: Sequence[Entry]) -> list[Checked]:
-        signed = verify_head(head, self.store.signer.public_key)
-        return [Checked(e, signed and e.proof is not None
-                        and includes(head.head, e.serial, e.leaf, e.proof)) for e in entries]
+    def _checked(self, id_codes: Sequence[str], head: SignedHead, entries: Sequence[Entry]
+                 ) -> list[Checked]:
+        """The entries about the person, as their signed bytes tell them."""
+        trusted = head if verify_head(head, self.store.signer.public_key) else None
+        return [c for c in (_check(id_codes, trusted, e) for e in entries) if c is not None]
 
     def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
         return self.store.query(where, limit=limit, after=after)

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from audit.cli import decode_event
 from audit.detector import REPEATED_PERSON
-from audit.events import AccessLogEvent, event_id
+from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import Signer
 from audit.oversight import alerts
 from audit.store import AuditStore, Entry, Query, default_path

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from audit import merkle
 from audit.bench import run as run_bench
-from audit.cli import audit_cli, decode_event
+from audit.cli import audit_cli
 from audit.consumer import resumed
 from audit.detector import OFF_HOURS, REPEATED_PERSON, Detector, Raised
-from audit.events import AccessLogEvent, event_id
+from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
 from audit.sql import connect
 from audit.store import AuditStore, Query, VerifyReport, years_before

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,20 @@ def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_path: Pa
         assert all(c.verified and c.entry.proof is not None
                    and includes(head.head, c.entry.serial, c.entry.leaf, c.entry.proof)
                    for c in found)
+
+
+def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditStore(path, Signer.generate()) as store:
+        theirs, mine = event(0, person=SOMEONE), event(1, person=ME)
+        store.append_many([item(theirs), item(mine), item(event(2, person=ME))])
+        with closing(sqlite3.connect(path)) as raw, raw:  # an intruder edits the columns
+            raw.execute("UPDATE entries SET person = ? WHERE serial = 0", (ME,))
+            raw.execute("UPDATE entries SET requester = 'pension' WHERE serial = 1")
+        records = Records(store)
+        found, _ = records.of_person([ME])
+        assert [(c.entry.serial, c.entry.event, c.verified) for c in found] == [
+            (2, event(2, person=ME), True), (1, mine, False)]
+        assert records.entry_of([ME], 0) is None
+        moved = records.entry_of([SOMEONE], 0)  # still theirs, but not verified
+        assert moved is not None and (moved.entry.event, moved.verified) == (theirs, False)
