@@ -25,7 +25,7 @@ from typing import Any
 
 from audit import merkle
 from audit.detector import Raised
-from audit.events import AccessLogEvent, from_millis, millis
+from audit.events import AccessLogEvent, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Cursor, Dialect, connect
 from renkei.state import private_dir
@@ -149,6 +149,17 @@ class Purge:
                 + millis(self.cutoff).to_bytes(8, "big") + _ranges_text(self.ranges).encode())
 
 
+def _runs(serials: Iterable[int]) -> list[tuple[int, int]]:
+    """Ascending serials as ranges [start, end) of consecutive ones."""
+    ranges: list[tuple[int, int]] = []
+    for serial in serials:
+        if ranges and ranges[-1][1] == serial:
+            ranges[-1] = (ranges[-1][0], serial + 1)
+        else:
+            ranges.append((serial, serial + 1))
+    return ranges
+
+
 def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
     return json.dumps([list(r) for r in ranges], separators=(",", ":"))
 
@@ -259,6 +270,14 @@ class AuditStore:
 
     def node_hashes(self, nodes: Sequence[merkle.Node]) -> list[bytes]:
         keys = [node_key(*n) for n in nodes]
+        found = self._stored_hashes(keys)
+        missing = [n for n, k in zip(nodes, keys, strict=True) if k not in found]
+        if missing:
+            raise MissingNode(f"subtree hashes missing from the store: {missing[:5]}")
+        return [found[k] for k in keys]
+
+    def _stored_hashes(self, keys: Sequence[int]) -> dict[int, bytes]:
+        """The stored subtree hashes under these keys (missing ones left out)."""
         found: dict[int, bytes] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
@@ -266,10 +285,7 @@ class AuditStore:
                 f"SELECT id, CAST(hash AS BLOB) FROM nodes "
                 f"WHERE id IN ({', '.join('?' * len(chunk))})",
                 chunk).fetchall())
-        missing = [n for n, k in zip(nodes, keys, strict=True) if k not in found]
-        if missing:
-            raise MissingNode(f"subtree hashes missing from the store: {missing[:5]}")
-        return [found[k] for k in keys]
+        return found
 
     def root(self, size: int) -> bytes:
         self._check_size(size)
@@ -525,20 +541,13 @@ class AuditStore:
     # ---- retention ----
 
     def purge(self, now: datetime, retention_years: int = RETENTION_YEARS) -> Purge:
-        """Delete entries (and the alerts on them) older than the retention; keep their leaf
-        hashes and all heads."""
+        """Delete entries (and the alerts on them) older than the retention, as their signed
+        bytes tell it; keep their leaf hashes and all heads. An entry whose bytes are not its
+        leaf's, or tell of a later event, stays (logged; `verify` reports it)."""
         cutoff = years_before(now, retention_years)
         with self._write() as cur:
-            serials = (s for (s,) in cur.execute(
-                "SELECT serial FROM entries WHERE occurred_at < ? ORDER BY serial",
-                (millis(cutoff),)).fetchall())
-            ranges: list[tuple[int, int]] = []
-            for serial in serials:
-                if ranges and ranges[-1][1] == serial:
-                    ranges[-1] = (ranges[-1][0], serial + 1)
-                else:
-                    ranges.append((serial, serial + 1))
-            cur.execute("DELETE FROM entries WHERE occurred_at < ?", (millis(cutoff),))
+            ranges = _runs(self._expired(cur, millis(cutoff)))
+            cur.executemany("DELETE FROM entries WHERE serial >= ? AND serial < ?", ranges)
             cur.execute("DELETE FROM alerts WHERE occurred_at < ?", (millis(cutoff),))
             unsigned = Purge(now, cutoff, tuple(ranges), self.signer.key_id, b"")
             record = replace(unsigned, signature=self.signer.sign(unsigned.message()))
@@ -548,6 +557,23 @@ class AuditStore:
                 (millis(now), millis(cutoff), _ranges_text(ranges), record.key_id,
                  record.signature))
         return record
+
+    def _expired(self, cur: Cursor, cutoff: int) -> Iterator[int]:
+        """In order, the serials of the entries whose time column is before `cutoff` and whose
+        bytes, the ones in the tree, tell of an event before it too."""
+        rows = iter(cur.execute("SELECT serial, CAST(leaf AS BLOB) FROM entries "
+                                "WHERE occurred_at < ? ORDER BY serial", (cutoff,)))
+        for chunk in iter(lambda: list(itertools.islice(rows, _CHUNK)), []):
+            leaves = self._stored_hashes([node_key(0, serial) for serial, _ in chunk])
+            for serial, leaf in chunk:
+                event = signed_event(leaf)
+                if (leaves.get(node_key(0, serial)) == merkle.leaf_hash(leaf)
+                        and event is not None and millis(event.occurred_at) < cutoff):
+                    yield serial
+                else:
+                    log.warning("serial %d not purged: its time column is past the retention, "
+                                "but its bytes are not the tree's or tell of a later event "
+                                "(renkei audit verify reports it)", serial)
 
     def purges(self) -> list[Purge]:
         return [_purge(row) for _, *row in self._purge_rows()]

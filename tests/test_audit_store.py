@@ -7,6 +7,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from audit.bench import run as run_bench
 from audit.cli import audit_cli
 from audit.consumer import resumed
 from audit.detector import OFF_HOURS, REPEATED_PERSON, Detector, Raised
-from audit.events import AccessLogEvent, decode_event, event_id
+from audit.events import AccessLogEvent, decode_event, event_id, millis
 from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
 from audit.sql import connect
 from audit.store import AuditStore, Query, VerifyReport, years_before
@@ -309,6 +310,21 @@ def test_purge_removes_old_entries_and_keeps_proofs_and_heads(store: AuditStore)
     assert report.ok, report.findings
     assert (report.tree_size, report.entries, report.purged) == (11, 8, 3)
     assert store.purges() == [record]
+
+
+def test_purge_goes_by_the_entries_signed_bytes_not_their_time_column(
+        store: AuditStore, db: str, caplog: pytest.LogCaptureFixture) -> None:
+    years = [event(n, at=datetime(2010 + n, 1, 1, tzinfo=UTC)) for n in range(6)]
+    store.append_many(item(e) for e in years)
+    backdated, other = millis(years[0].occurred_at), replace(years[1], data_type="pension")
+    tamper(db, ("UPDATE entries SET occurred_at = ? WHERE serial = 5", (backdated,)),
+           ("UPDATE entries SET leaf = ? WHERE serial = 1", (CODEC.encode(other),)))
+    record = store.purge(datetime(2020, 6, 1, tzinfo=UTC))  # cutoff 2013-06-01
+    assert record.ranges == ((0, 1), (2, 4))
+    assert "serial 1 not purged" in caplog.text and "serial 5 not purged" in caplog.text
+    assert sorted(e.serial for e in store.query(Query()).entries) == [1, 4, 5]
+    assert kinds(store.verify(decode_event)) == {
+        ("modified", "serial 1"), ("column", "serial 5"), ("retention", "serial 5")}
 
 
 def test_seven_years_back_from_a_leap_day() -> None:
