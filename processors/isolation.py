@@ -1,5 +1,6 @@
 """Poison isolation: a batch that fails on something unforeseen is handled again one item at a
-time, so one bad item costs only itself and the partition keeps moving."""
+time, so one bad item costs only itself and the partition keeps moving; should even its
+fallback answer fail, the item is dropped (and logged) rather than stop the partition."""
 
 from __future__ import annotations
 
@@ -25,5 +26,15 @@ def isolated(items: Sequence[T], handle: Callable[[list[T]], list[Send]],
             out += handle([item])
         except Exception as exc:
             log.exception("an item failed for good")
-            out += failed(item, exc)
+            out += _answered(failed, item, exc)
     return out
+
+
+def _answered(failed: Callable[[T, Exception], list[Send]], item: T,
+              exc: Exception) -> list[Send]:
+    """What `failed` makes of an item that failed for good; nothing if it fails too."""
+    try:
+        return failed(item, exc)
+    except Exception:
+        log.exception("the answer to an item that failed for good failed too: it is dropped")
+        return []

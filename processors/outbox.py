@@ -1,4 +1,8 @@
-"""Everything holders write to their outboxes, handled a batch at a time: decode, dispatch."""
+"""Everything holders write to their outboxes, handled a batch at a time: decode, dispatch.
+
+A holder picks its own request ids; one too long to answer (every answer carries the id, some
+twice) is refused here, before anything is made of its message.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from processors.access_log import MESSAGE
 from processors.context import Context
 from processors.isolation import isolated
 from processors.linkage import FromHolder
-from processors.rejection import reject
+from processors.rejection import REQUEST_ID_CHARS, reject, too_long
 from renkei.envelope import Incoming, Send, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
@@ -64,6 +68,11 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
         except SchemaError as exc:
             out += reject(holder, "", exc.reason, str(exc), incoming.timestamp,
                           incoming.source, MESSAGE)
+            continue
+        if (why := too_long(message.request_id)) is not None:
+            out += reject(holder, message.request_id, "MALFORMED",
+                          f"{why}: this rejection carries its first {REQUEST_ID_CHARS}",
+                          incoming.timestamp, incoming.source, MESSAGE)
             continue
         item = FromHolder(incoming, holder, message)
         if isinstance(message, LinkageRequest):

@@ -40,6 +40,7 @@ from processors.codes import CodeService
 from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
+from processors.rejection import too_long
 from processors.tickets import TicketSealer
 from renkei.compacted import CompactedView
 from renkei.envelope import Incoming, Send, batched, unpacked
@@ -187,11 +188,11 @@ class Platform:
             kind = record.topic if topics.holder_of_outbox(record.topic) is None else "outbox"
             by_topic[kind].append(record)
         out = outbox.handle([_incoming(r) for r in by_topic.pop("outbox", [])], ctx, now)
-        out += isolated(_decoded(by_topic.pop(topics.REGISTRY_OUT, []), RegistryAnswer),
+        out += isolated(decoded(by_topic.pop(topics.REGISTRY_OUT, []), RegistryAnswer),
                         partial(binding.answered, now=now, ctx=ctx), lambda item, exc: [])
-        for request in _decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest):
+        for request in decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest):
             out += oversight.relay(request, ctx.directory, now)
-        for application in _decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest):
+        for application in decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest):
             out += applications.relay(application, ctx.directory)
         for record in by_topic.pop(decider.DECISIONS, []):
             if record.partition not in self.taking_over:  # read again once rebuilt
@@ -386,11 +387,18 @@ def _incoming(record: Any) -> Incoming:
                     datetime.fromtimestamp(record.timestamp / 1000, UTC), record.value)
 
 
-def _decoded(records: list[Any], cls: type[Any]) -> list[Any]:
+def decoded(records: list[Any], cls: type[Any]) -> list[Any]:
+    """The records' messages; the unreadable, and those with a request id too long to answer
+    (`rejection.too_long`: their answers would not fit the codec), are dropped and logged."""
     found = []
     for record in records:
         try:
-            found.append(CODEC.decode(record.value or b"", cls))
+            message = CODEC.decode(record.value or b"", cls)
         except SchemaError as exc:
             log.warning("an unreadable %s on %s: %s", cls.__name__, record.topic, exc)
+            continue
+        if (why := too_long(message.request_id)) is not None:
+            log.warning("a %s on %s dropped: %s", cls.__name__, record.topic, why)
+        else:
+            found.append(message)
     return found

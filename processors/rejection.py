@@ -11,12 +11,24 @@ from renkei.envelope import Send, send
 from schemas.messages import Rejection
 
 log = logging.getLogger(__name__)
+# A request id's length at most (a holder's UUIDv7 has 36 characters): every answer to a request
+# carries its id, an access-log event twice, and must still fit the codec's limit.
+REQUEST_ID_CHARS = 128
+
+
+def too_long(request_id: str) -> str | None:
+    """Why a request id is refused for its length (None: it is not)."""
+    if len(request_id) <= REQUEST_ID_CHARS:
+        return None
+    return f"the request id has {len(request_id)} characters, over the {REQUEST_ID_CHARS} allowed"
 
 
 def reject(holder: str, request_id: str, reason: str, detail: str, at: datetime, source: str,
            kind: str, *, pattern_id: str | None = None, legal_basis: str | None = None,
            provider: str | None = None, data_type: str | None = None,
            person: str | None = None) -> list[Send]:
+    """The rejection and its access-log event, under the request id cut to REQUEST_ID_CHARS."""
+    request_id = request_id[:REQUEST_ID_CHARS]
     log.info("rejected %s %s from %s: %s", kind.lower(), request_id or "(unreadable)", holder,
              reason)
     return [

@@ -14,6 +14,9 @@
 - a replay of a request id within the window (DUPLICATE_REQUEST, the first outcome stands):
   tests/test_bad_input.py::test_a_reused_request_id_is_refused_as_a_duplicate
   tests/test_decider.py::test_a_reused_request_id_is_refused_as_duplicate
+- a request id too long for any answer to it to fit the codec (MALFORMED under the id cut to
+  its first 128 characters; before, the platform stopped on it, every instance, for ever):
+  tests/test_outbox.py::test_a_request_id_too_long_to_answer_is_refused_under_a_cut_id
 - a replay of an old binding request (STALE_REQUEST, no registry look-up): new here,
   tests/test_attacks.py::test_a_replayed_old_binding_request_is_refused_as_stale
 - a request under an expired legal pattern (P-075, PATTERN_NOT_IN_FORCE) or a foreign one

@@ -1,0 +1,102 @@
+"""A holder's outbox, without Kafka: no message a holder writes, however its request id is chosen,
+stops the platform; the sender always hears back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from broker import topics
+from processors import outbox
+from processors.codes import CodeService
+from processors.context import Context
+from processors.isolation import isolated
+from processors.keys import MasterKeys
+from processors.platform import decoded
+from processors.rejection import REQUEST_ID_CHARS
+from processors.tickets import TicketSealer
+from renkei.envelope import Incoming, Send
+from schemas.codec import CODEC, MAX_BYTES
+from schemas.messages import (
+    BY_ATTRIBUTES,
+    FOUND,
+    BindingRequest,
+    HolderEntry,
+    HolderLogAnswer,
+    HolderLogRequest,
+    LinkageRequest,
+    Ping,
+    ProviderAnswer,
+    RegistryAnswer,
+    Rejection,
+    RekeyRequest,
+)
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+HOLDER = "nenkin"
+HUGE = "X" * 470_000  # its message fits the codec; every answer to it, as it was, did not
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Context:
+    keys = MasterKeys.generate()
+    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    context.directory = {h: HolderEntry(h, h, "role", h, 0, b"k" * 32, False, True, NOW)
+                         for h in (HOLDER, "town")}
+    return context
+
+
+def _incoming(message: object) -> Incoming:
+    value = CODEC.encode(message)
+    assert len(value) <= MAX_BYTES
+    return Incoming(topics.outbox(HOLDER), 0, 5, NOW, value)
+
+
+@pytest.mark.parametrize("message", [
+    LinkageRequest(HUGE, NOW, "ABC98765XYZ", "P-037", "town", "local_tax"),
+    ProviderAnswer(HUGE, b"ticket", "ABC98765XYZ", FOUND, b"sealed"),
+    BindingRequest(HUGE, NOW, BY_ATTRIBUTES, b"sealed query"),
+    RekeyRequest(HUGE, NOW, 0, ("ABC98765XYZ",)),
+    HolderLogAnswer(HUGE, HOLDER, NOW, ()),
+    Ping(HUGE, NOW),
+], ids=lambda message: type(message).__name__)
+def test_a_request_id_too_long_to_answer_is_refused_under_a_cut_id(message: object,
+                                                                    ctx: Context) -> None:
+    out = outbox.handle([_incoming(message)], ctx, NOW)
+    assert [s.topic for s in out] == [topics.inbox(HOLDER), topics.AUDIT]
+    rejection = CODEC.decode(out[0].value, Rejection)
+    assert rejection.reason == "MALFORMED" and str(len(HUGE)) in rejection.detail
+    assert rejection.request_id == HUGE[:REQUEST_ID_CHARS]
+
+
+@dataclass(frozen=True)
+class Record:
+    value: bytes
+    topic: str
+
+
+@pytest.mark.parametrize(("topic", "message"), [
+    (topics.OVERSIGHT_OUT, HolderLogRequest(HUGE, NOW, (HOLDER,), ("r-1",), "番号法19条14号")),
+    (topics.PORTAL_OUT, HolderLogRequest(HUGE, NOW, (HOLDER,), ("r-1",), "番号法19条14号")),
+    (topics.REGISTRY_OUT, RegistryAnswer(HUGE, HOLDER, FOUND, "", ())),
+], ids=["oversight", "portal", "registry"])
+def test_the_platforms_other_inputs_drop_a_request_id_too_long_to_answer(
+        topic: str, message: Any) -> None:
+    kept = replace(message, request_id="o" * REQUEST_ID_CHARS)
+    records = [Record(CODEC.encode(message), topic), Record(CODEC.encode(kept), topic)]
+    assert decoded(records, type(message)) == [kept]
+
+
+def test_an_item_whose_fallback_fails_too_is_dropped_and_the_others_go_on() -> None:
+    def handle(items: list[int]) -> list[Send]:
+        if 2 in items:
+            raise ValueError("unforeseen")
+        return [Send("done", None, bytes([i])) for i in items]
+
+    def failed(item: int, exc: Exception) -> list[Send]:
+        raise ValueError("its answer cannot be made either")
+
+    assert [s.value for s in isolated([1, 2, 3], handle, failed)] == [b"\x01", b"\x03"]
