@@ -2,13 +2,13 @@
 
 It sends an approved query once, refuses a reused request id, relays the first answer, answers
 with a timeout when the deadline passes, and forgets a request once any copy of it would be
-refused as stale. Events arrive at least once (a crash replays them): a pending request's own
-event again repeats its dispatch, which the provider and the audit log drop as duplicates. Once a
-request is settled (answered or timed out) only a small `Settled` is kept: the effects of the
-event that settled it are delivered before that event's offset is committed (or, for an event
-decided at once by the partition's owner, before its record is written and the offset of the
-holder's message it came from committed), and a crash before then makes the event itself come
-again; so a later copy of it has nothing left to do.
+refused as stale and its ticket has expired. Events arrive at least once (a crash replays them):
+a pending request's own event again repeats its dispatch, which the provider and the audit log
+drop as duplicates. Once a request is settled (answered or timed out) only a small `Settled` is
+kept: the effects of the event that settled it are delivered before that event's offset is
+committed (or, for an event decided at once by the partition's owner, before its record is
+written and the offset of the holder's message it came from committed), and a crash before then
+makes the event itself come again; so a later copy of it has nothing left to do.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class Decision:
 def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> Decision:
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
-                             ctx.stale_from(p.deadline - ctx.answer_timeout),
+                             _forget_at(p, ctx),
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
                              _shared(p.legal_basis), _shared(p.data_type), p.person)
         return Decision(state, partial(_dispatch, p, now))
@@ -147,6 +147,13 @@ def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> 
         f"request id {p.request_id} was already used", now, p.source, LINKAGE,
         pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
         data_type=p.data_type, person=p.person))
+
+
+def _forget_at(p: Pending, ctx: Context) -> datetime:
+    """When the request may be forgotten and its id used again: once any copy of it would be
+    stale, and never before its ticket expires (as it would under an answer timeout longer than
+    the replay window and clock skew), so no old ticket answers a new request under its id."""
+    return max(ctx.stale_from(p.deadline - ctx.answer_timeout), p.deadline)
 
 
 def _same_source(state: State, source: str) -> bool:

@@ -109,7 +109,9 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
 
     The ticket (sealed: the provider cannot read it) carries both link codes of the exchange,
     so step ④'s B → A needs no code conversion: the answer must be about link code B, and goes
-    back with link code A."""
+    back with link code A. It holds only until its deadline (by the broker's append time of the
+    answer): the decider forgets a request id only well after it, so an old ticket kept by its
+    provider cannot answer a later request that reuses the id."""
     out: list[Send] = []
     for item in batch:
         answer = _ans(item)
@@ -120,6 +122,10 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
             continue
         if ticket.provider != item.holder:
             out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider")
+        elif item.incoming.timestamp > ticket.deadline:
+            out += _refuse_answer(item, "INVALID_TICKET", f"the ticket expired at "
+                                  f"{ticket.deadline.isoformat()}, the answer came at "
+                                  f"{item.incoming.timestamp.isoformat()}", ticket)
         elif answer.status not in PROVIDER_STATUSES:
             out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer")
         elif ticket.requester not in ctx.directory or item.holder not in ctx.directory:

@@ -17,6 +17,9 @@
 - a request id too long for any answer to it to fit the codec (MALFORMED under the id cut to
   its first 128 characters; before, the platform stopped on it, every instance, for ever):
   tests/test_outbox.py::test_a_request_id_too_long_to_answer_is_refused_under_a_cut_id
+- a provider answers with a ticket kept past its deadline, under a later request reusing its id
+  (INVALID_TICKET, the ticket expired; the real answer is relayed):
+  tests/test_answers.py::test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id
 - a replay of an old binding request (STALE_REQUEST, no registry look-up): new here,
   tests/test_attacks.py::test_a_replayed_old_binding_request_is_refused_as_stale
 - a request under an expired legal pattern (P-075, PATTERN_NOT_IN_FORCE) or a foreign one

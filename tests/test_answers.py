@@ -1,0 +1,117 @@
+"""A provider's answer, without Kafka: taken only under its own exchange's ticket, and only until
+the ticket's deadline, so an old ticket cannot answer a later request that reuses its id."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from broker import topics
+from processors import decider, linkage
+from processors.approval import PatternList
+from processors.codes import CodeService, UnitEpoch
+from processors.context import Context
+from processors.keys import MasterKeys
+from processors.linkage import FromHolder
+from processors.patterns import load
+from processors.tickets import TicketSealer
+from registry.resident_code import random_codes
+from renkei.envelope import Incoming, Send
+from schemas.codec import CODEC
+from schemas.messages import (
+    FOUND,
+    HolderEntry,
+    LinkageAnswer,
+    LinkageRequest,
+    Outcome,
+    Pending,
+    ProviderAnswer,
+    ProviderQuery,
+    Rejection,
+    RequestState,
+    Sweep,
+)
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+ROLES = {"kodomo": "child_allowance_office", "town": "municipality", "nenkin": "pension_service"}
+FIRST, SECOND = random_codes(2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Context:
+    keys = MasterKeys.generate()
+    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    context.directory = {h: HolderEntry(h, h, role, h, 0, b"k" * 32, False, True, T0)
+                         for h, role in ROLES.items()}
+    context.patterns = PatternList(load())
+    return context
+
+
+def _link(ctx: Context, resident: str, holder: str) -> str:
+    return ctx.codes.link_code(resident, UnitEpoch(holder, 0))
+
+
+def _from(holder: str, message: object, at: datetime, offset: int) -> FromHolder:
+    return FromHolder(Incoming(topics.outbox(holder), 0, offset, at, CODEC.encode(message)),
+                      holder, message)
+
+
+def _asked(ctx: Context, requester: str, resident: str, pattern: str, provider: str,
+           data_type: str, at: datetime) -> Pending:
+    """The decision event of a lawful request with id X made at `at`."""
+    request = LinkageRequest("X", at, _link(ctx, resident, requester), pattern, provider,
+                             data_type)
+    made, = linkage.requests([_from(requester, request, at, 1)], ctx)
+    return CODEC.decode(made.value, Pending)
+
+
+def _answer(pending: Pending, by: str, at: datetime, offset: int, ctx: Context) -> list[Send]:
+    query = CODEC.decode(pending.query, ProviderQuery)
+    answer = ProviderAnswer(query.request_id, query.ticket, query.link_code, FOUND, b"sealed")
+    return linkage.answers([_from(by, answer, at, offset)], ctx)
+
+
+def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    in_time, = _answer(pending, "town", pending.deadline, 2, ctx)
+    assert CODEC.decode(in_time.value, Outcome).request_id == "X"
+    refused, logged = _answer(pending, "town", pending.deadline + timedelta(milliseconds=1), 3, ctx)
+    rejection = CODEC.decode(refused.value, Rejection)
+    assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
+    assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
+
+
+def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Context) -> None:
+    first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    decider_ = decider.Decider()
+    partition = decider.partition_of("X")
+    decider_.keep_only({partition})
+    decider_.rebuild(partition, [], ctx)
+    decider_.handle(partition, first, T0, ctx)
+    forget_at = decider_.states[partition].pending["X"].forget_at
+    assert forget_at - first.deadline == timedelta(seconds=120), \
+        "the id is forgotten two minutes after its ticket expired"
+    for at in (first.deadline, forget_at):  # timed out (town kept its ticket), then forgotten
+        decider_.handle(partition, Sweep(at, ("X",)), at, ctx)
+    assert decider_.states[partition].get("X") is None
+
+    second = _asked(ctx, "town", SECOND, "P-027", "nenkin", "pension_benefit", forget_at)
+    assert decider_.handle(partition, second, forget_at, ctx)[0].topic == topics.inbox("nenkin")
+    forged = _answer(first, "town", forget_at + timedelta(seconds=1), 3, ctx)
+    assert CODEC.decode(forged[0].value, Rejection).reason == "INVALID_TICKET"
+    real, = _answer(second, "nenkin", forget_at + timedelta(seconds=2), 4, ctx)
+    relayed = decider_.handle(partition, CODEC.decode(real.value, Outcome), forget_at, ctx)
+    answer = CODEC.decode(relayed[0].value, LinkageAnswer)
+    assert relayed[0].topic == topics.inbox("town")
+    assert (answer.provider, answer.link_code) == ("nenkin", _link(ctx, SECOND, "town"))
+
+
+def test_a_request_id_is_forgotten_only_after_its_ticket_expired_however_long_it_holds(
+        ctx: Context) -> None:
+    timed = replace(ctx, answer_timeout=timedelta(minutes=5))  # beyond the replay window
+    pending = _asked(timed, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    state = decider.on_pending(pending, None, T0, timed).state
+    assert isinstance(state, RequestState)
+    assert state.forget_at == pending.deadline == T0 + timed.answer_timeout
