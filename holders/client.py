@@ -383,10 +383,13 @@ class HolderClient:
             FourAttributes)) for c in answer.candidates]
         decision = matching.decide(found[0], candidates)
         if isinstance(decision, matching.Bind):
-            self.store.bind(request.own_number, decision.link_code, answer.epoch)
-            return self._finish(request, BOUND, None)
-        reason = decision.reason if answer.status == FOUND else (
-            f"{answer.status}: {answer.detail or decision.reason}")
+            other = self.store.bind(request.own_number, decision.link_code, answer.epoch)
+            if other is None:
+                return self._finish(request, BOUND, None)
+            reason = f"the link code is already bound to record {other}"
+        else:
+            reason = decision.reason if answer.status == FOUND else (
+                f"{answer.status}: {answer.detail or decision.reason}")
         self.store.investigate(request.request_id, request.own_number, reason)
         return self._finish(request, INVESTIGATING, reason)
 

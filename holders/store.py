@@ -140,10 +140,17 @@ class HolderStore:
             (operator, terminal)).fetchone()[0])
 
     # the correspondence table and the investigation queue
-    def bind(self, own_number: str, link_code: str, epoch: int) -> None:
-        """Bind a record to its link code, of the unit's key `epoch`."""
+    def bind(self, own_number: str, link_code: str, epoch: int) -> str | None:
+        """Bind a record to its link code, of the unit's key `epoch` (a record bound already is
+        bound anew). None, or the other record the link code is bound to: then nothing changed,
+        two records of one person being an ambiguous match."""
+        other = self.db.execute("SELECT own_number FROM bindings WHERE link_code = ? "
+                                "AND own_number != ?", (link_code, own_number)).fetchone()
+        if other is not None:
+            return str(other[0])
         self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, NULL)",
                         (own_number, link_code, _now(), epoch))
+        return None
 
     def link_code(self, own_number: str) -> str | None:
         bound = self.binding(own_number)

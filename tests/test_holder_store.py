@@ -73,3 +73,16 @@ def test_a_store_made_before_rekeying_has_its_codes_of_the_first_epoch(tmp_path:
     assert store.rekey("LC-1", "LC-9", 1) == "H-1"
     assert store.binding("H-1") == ("LC-9", 1)
     store.close()
+
+
+def test_a_link_code_bound_to_one_record_is_not_bound_to_another(tmp_path: Path) -> None:
+    """Two records of one person are an ambiguous match: the first keeps its binding."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.put_data("H-1", "local_tax", {"of": "H-1"})
+    assert store.bind("H-1", "LC-1", 0) is None
+    assert store.bind("H-2", "LC-1", 0) == "H-1"
+    assert store.bindings() == {"H-1": "LC-1"}
+    assert store.provided("LC-1", "local_tax") == {"of": "H-1"}
+    assert store.bind("H-1", "LC-9", 1) is None  # the same record, bound anew
+    assert store.binding("H-1") == ("LC-9", 1)
+    store.close()
