@@ -348,6 +348,8 @@ class HolderClient:
         if request is None:
             log.warning("%s: an answer to unknown request %s", self.holder, message.request_id)
             return None
+        if request.status != SENT:  # a copy of an answer acted on already: only counted
+            return self._finish(request, request.status, request.detail)
         if isinstance(message, Rejection):
             return self._finish(request, REJECTED, f"{message.reason}: {message.detail}")
         if isinstance(message, BindingAnswer):
@@ -394,10 +396,10 @@ class HolderClient:
         return self._finish(request, INVESTIGATING, reason)
 
     def _rekeyed(self, request: Request, answer: RekeyAnswer) -> Request | None:
-        """Rebind each record to its new code (once: a copy of the answer finds them done);
-        a record whose old code was not valid is unbound and investigated."""
+        """Rebind each record to its new code; a record whose old code was not valid is unbound
+        and investigated."""
         converted = invalid = 0
-        for code in answer.codes if request.status == SENT else ():
+        for code in answer.codes:
             own_number = self.store.rekey(code.old, code.new, answer.epoch)
             if own_number is None:
                 continue

@@ -74,3 +74,15 @@ async def test_a_second_record_of_one_person_is_investigated_not_bound(
     again = binding_request(client, "H-1")  # the same record, to its code of a new epoch
     await handle(client, found(again, "369PQRST246", epoch=1))
     assert client.store.binding("H-1") == ("369PQRST246", 1)
+
+
+async def test_a_copy_of_a_binding_answer_is_only_counted(client: HolderClient) -> None:
+    """Redelivered after the holder re-keyed: it must not bring back the old epoch's code."""
+    client.store.add_record("H-1", PERSON)
+    request_id = binding_request(client, "H-1")
+    answer = found(request_id, "ABC98765XYZ")
+    await handle(client, answer)
+    assert client.store.rekey("ABC98765XYZ", "369PQRST246", 1) == "H-1"
+    await handle(client, answer)
+    assert client.store.binding("H-1") == ("369PQRST246", 1)
+    assert client.store.counts(BINDING) == {BOUND: 1, "duplicates dropped": 1}
