@@ -415,19 +415,27 @@ class HolderClient:
         return self._finish(request, REKEYED, f"epoch {answer.epoch}",
                             {"converted": str(converted), "invalid": str(invalid)})
 
-    def _answer(self, query: ProviderQuery) -> Send:
-        """Step ③ at the provider: find the person by link code, seal the data to the requester."""
-        fields = self.store.provided(query.link_code, query.data_type, query.previous_link_code)
-        status, sealed = NOT_FOUND, b""
+    def _sealed(self, query: ProviderQuery, fields: dict[str, str] | None) -> tuple[str, bytes]:
+        """The answer's status, and the data sealed to the requester if found; REFUSED when the
+        directory holds no usable key of the requester (that query only: the inbox goes on)."""
         try:
             requester_key = self.entry(query.requester).public_key
         except LookupError:
-            status = REFUSED
-        else:
-            if fields is not None:
-                status = FOUND
-                sealed = self._answers_out.seal(requester_key, CODEC.encode(
-                    Payload(query.data_type, fields)), query.request_id)
+            return REFUSED, b""
+        if fields is None:
+            return NOT_FOUND, b""
+        payload = CODEC.encode(Payload(query.data_type, fields))
+        try:
+            return FOUND, self._answers_out.seal(requester_key, payload, query.request_id)
+        except ValueError as exc:  # a key that is not an X25519 public key one can seal to
+            log.warning("%s: the directory's key of requester %s cannot be sealed to (%s): "
+                        "query %s refused", self.holder, query.requester, exc, query.request_id)
+            return REFUSED, b""
+
+    def _answer(self, query: ProviderQuery) -> Send:
+        """Step ③ at the provider: find the person by link code, seal the data to the requester."""
+        fields = self.store.provided(query.link_code, query.data_type, query.previous_link_code)
+        status, sealed = self._sealed(query, fields)
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,
                        data_type=query.data_type,

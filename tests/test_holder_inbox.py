@@ -3,8 +3,9 @@ answers and queries (a client on a store and state folder of its own, never star
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,9 +20,18 @@ from renkei import sealing
 from renkei.envelope import Send
 from renkei.state import state_folder
 from schemas.codec import CODEC
-from schemas.messages import FOUND, BindingAnswer, BindingCandidate
+from schemas.messages import (
+    FOUND,
+    REFUSED,
+    BindingAnswer,
+    BindingCandidate,
+    HolderEntry,
+    ProviderAnswer,
+    ProviderQuery,
+)
 
 HOLDER, STAFF, TERMINAL = "city-x", "staff-1", "city-x/terminal-1"
+REQUESTER = "city-y"
 PERSON = FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1), Sex.FEMALE)
 
 
@@ -86,3 +96,35 @@ async def test_a_copy_of_a_binding_answer_is_only_counted(client: HolderClient) 
     await handle(client, answer)
     assert client.store.binding("H-1") == ("369PQRST246", 1)
     assert client.store.counts(BINDING) == {BOUND: 1, "duplicates dropped": 1}
+
+
+def query(link_code: str) -> ProviderQuery:
+    """The platform's query to this holder, as provider, for a record's local tax."""
+    return ProviderQuery(new_request_id(), b"ticket", link_code, REQUESTER, "P-1", "local_tax",
+                         datetime.now(UTC))
+
+
+def in_directory(client: HolderClient, public_key: bytes) -> None:
+    """The requester, as the directory has it, with this sealing key."""
+    client.directory.entries[REQUESTER.encode()] = HolderEntry(
+        REQUESTER, "City Y", "municipality", REQUESTER, 0, public_key, False, True,
+        datetime.now(UTC))
+
+
+async def test_a_requester_key_that_cannot_be_sealed_to_refuses_its_query_only(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    for own_number in ("H-1", "H-2"):
+        client.store.add_record(own_number, PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, bytes(32))  # not a key one can seal to
+    request_id = binding_request(client, "H-2")
+    asked = query("ABC98765XYZ")
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        out = await handle(client, asked, found(request_id, "369PQRST246"))
+    assert [s.message for s in out] == [
+        ProviderAnswer(asked.request_id, asked.ticket, asked.link_code, REFUSED, b"")]
+    assert [e.outcome for e in client.store.access_log(asked.request_id)] == [REFUSED]
+    assert status(client, request_id) == BOUND  # the rest of the batch goes on
+    assert REQUESTER in caplog.text
+    assert "3200000" not in caplog.text and "ABC98765XYZ" not in caplog.text
