@@ -439,7 +439,7 @@ class HolderClient:
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,
                        data_type=query.data_type,
-                       content=None if fields is None else json.dumps(fields, ensure_ascii=False))
+                       content=json.dumps(fields, ensure_ascii=False) if status == FOUND else None)
         return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(
             query.request_id, query.ticket, query.link_code, status, sealed))
 

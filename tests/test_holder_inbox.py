@@ -128,3 +128,23 @@ async def test_a_requester_key_that_cannot_be_sealed_to_refuses_its_query_only(
     assert status(client, request_id) == BOUND  # the rest of the batch goes on
     assert REQUESTER in caplog.text
     assert "3200000" not in caplog.text and "ABC98765XYZ" not in caplog.text
+
+
+@pytest.mark.parametrize(("requester", "outcome"), [
+    ("gone", REFUSED),  # the requester left the directory
+    ("unusable", REFUSED),  # its key cannot be sealed to
+    ("usable", FOUND),
+])
+async def test_the_provider_logs_the_content_only_when_it_was_sent(
+        client: HolderClient, requester: str, outcome: str) -> None:
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    keys = {"unusable": bytes(32), "usable": sealing.public_bytes(sealing.key_of(REQUESTER))}
+    if requester in keys:
+        in_directory(client, keys[requester])
+    asked = query("ABC98765XYZ")
+    await handle(client, asked)
+    [entry] = client.store.access_log(asked.request_id)
+    assert entry.outcome == outcome
+    assert entry.content == ('{"taxable_income": "3200000"}' if outcome == FOUND else None)
