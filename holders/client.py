@@ -105,6 +105,7 @@ class HolderClient:
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._open: dict[str, Request] = {}  # sent from here, not yet answered
         self._rebound = asyncio.Event()  # set (and replaced) as re-keying moves bindings
+        self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
         self._epochs: asyncio.Task[None] | None = None
@@ -204,7 +205,8 @@ class HolderClient:
 
     async def _follow_epochs(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the
-        directory (and once at start, for a move made while the holder was down)."""
+        directory (and once at start, for a move made while the holder was down), and again
+        whenever a binding answered at the old epoch is stored after that."""
         brought_to: int | None = None  # the epoch the bindings were last brought to
         while True:
             seen, epoch = self.directory.version, self._epoch()
@@ -220,8 +222,26 @@ class HolderClient:
                 if converted or invalid:
                     log.info("%s: bindings re-keyed to epoch %s: %d converted, %d not valid "
                              "(to investigation)", self.holder, brought_to, converted, invalid)
-            while self.directory.version == seen:
-                await self.directory.changed()
+            await self._epoch_news(seen)
+            if self._late_binding.is_set():
+                self._late_binding.clear()
+                brought_to = None  # not all of them any more
+
+    async def _epoch_news(self, seen: int) -> None:
+        """Wait until the directory changes after version `seen`, or a binding of an older key
+        epoch than the directory's is stored."""
+        waits = {asyncio.ensure_future(self._directory_moved(seen)),
+                 asyncio.ensure_future(self._late_binding.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _directory_moved(self, seen: int) -> None:
+        """Wait until the directory changes after version `seen`."""
+        while self.directory.version == seen:
+            await self.directory.changed()
 
     async def _current_code(self, own_number: str) -> str | None:
         """The record's link code (None: not bound). Just after its unit moved to a new key
@@ -387,6 +407,8 @@ class HolderClient:
         if isinstance(decision, matching.Bind):
             other = self.store.bind(request.own_number, decision.link_code, answer.epoch)
             if other is None:
+                if answer.epoch < self._epoch():  # answered before the unit moved: re-key it
+                    self._late_binding.set()
                 return self._finish(request, BOUND, None)
             reason = f"the link code is already bound to record {other}"
         else:

@@ -3,6 +3,7 @@ answers and queries (a client on a store and state folder of its own, never star
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime
@@ -148,3 +149,24 @@ async def test_the_provider_logs_the_content_only_when_it_was_sent(
     [entry] = client.store.access_log(asked.request_id)
     assert entry.outcome == outcome
     assert entry.content == ('{"taxable_income": "3200000"}' if outcome == FOUND else None)
+
+
+async def test_a_binding_answered_at_the_old_epoch_after_the_rekeying_is_rekeyed_too(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform answered before the unit moved; the holder had re-keyed before it came."""
+    client.directory.entries[HOLDER.encode()] = HolderEntry(
+        HOLDER, "City X", "municipality", HOLDER, 1, b"", False, True, datetime.now(UTC))
+    asked: asyncio.Queue[dict[int, list[str]]] = asyncio.Queue()
+
+    async def rekey(epoch: int) -> tuple[int, int]:
+        """What the re-keying would ask the platform to convert."""
+        asked.put_nowait(client.store.bindings_before(epoch))
+        return 0, 0
+
+    monkeypatch.setattr(client, "_rekey", rekey)
+    client._epochs = asyncio.create_task(client._follow_epochs())  # stopped with the client
+    client.store.add_record("H-1", PERSON)
+    request_id = binding_request(client, "H-1")
+    assert await asyncio.wait_for(asked.get(), 5) == {}  # at start: nothing to convert
+    await handle(client, found(request_id, "ABC98765XYZ", epoch=0))
+    assert await asyncio.wait_for(asked.get(), 5) == {0: ["ABC98765XYZ"]}
