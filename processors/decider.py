@@ -29,7 +29,7 @@ from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
 from processors.context import Context
 from processors.rejection import reject
 from renkei.envelope import Send, runs, send
-from schemas.codec import CODEC
+from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     ANSWERED,
     PENDING,
@@ -178,17 +178,27 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
 
 
 def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
-    """Step ④: relay the provider's (rewritten) answer, if it is the first."""
+    """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
+    pending under its id (an answer from another exchange that reused the id is dropped)."""
     if not isinstance(state, RequestState):
         return Decision(state)  # unknown, or already answered or timed out: dropped
+    try:
+        answer = CODEC.decode(o.answer, LinkageAnswer)
+    except SchemaError as exc:
+        log.warning("the answer to request %s cannot be read (%s): dropped", o.request_id, exc)
+        return Decision(state)
+    exchange = (answer.provider, answer.pattern_id, answer.data_type)
+    if exchange != (state.provider, state.pattern_id, state.data_type):
+        log.warning("an answer to request %s is of another exchange (%s, %s, %s): dropped",
+                    o.request_id, *exchange)
+        return Decision(state)
     return Decision(Settled(ANSWERED, fingerprint(state.source)),
-                    partial(_relayed, o, state, now))
+                    partial(_relayed, o, answer.status, state, now))
 
 
-def _relayed(o: Outcome, state: RequestState, now: datetime) -> list[Send]:
-    answer = CODEC.decode(o.answer, LinkageAnswer)
+def _relayed(o: Outcome, status: str, state: RequestState, now: datetime) -> list[Send]:
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
-            _answered(state, answer.status, now)]
+            _answered(state, status, now)]
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:

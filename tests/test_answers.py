@@ -115,3 +115,22 @@ def test_a_request_id_is_forgotten_only_after_its_ticket_expired_however_long_it
     state = decider.on_pending(pending, None, T0, timed).state
     assert isinstance(state, RequestState)
     assert state.forget_at == pending.deadline == T0 + timed.answer_timeout
+
+
+def test_an_answer_of_another_exchange_under_a_pending_id_is_dropped(ctx: Context) -> None:
+    """Even under a ticket still valid: what the decider relays is the pending exchange's."""
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    state = decider.on_pending(pending, None, T0, ctx).state
+    assert isinstance(state, RequestState)
+    made, = _answer(pending, "town", T0, 2, ctx)
+    outcome = CODEC.decode(made.value, Outcome)
+    relayed = CODEC.decode(outcome.answer, LinkageAnswer)
+    for other in (replace(relayed, provider="nenkin"), replace(relayed, pattern_id="P-027"),
+                  replace(relayed, data_type="pension_benefit")):
+        dropped = decider.on_outcome(replace(outcome, answer=CODEC.encode(other)), state, T0)
+        assert (dropped.state, dropped.effects) == (state, [])
+    unreadable = decider.on_outcome(replace(outcome, answer=b"\x00"), state, T0)
+    assert (unreadable.state, unreadable.effects) == (state, [])
+    kept = decider.on_outcome(outcome, state, T0)
+    assert isinstance(kept.state, decider.Settled)
+    assert [s.topic for s in kept.effects] == [topics.inbox("kodomo"), topics.AUDIT]
