@@ -67,6 +67,13 @@ def never_bound(holder: str, person: str) -> bool:
     return False
 
 
+def binding_of(event: AccessLogEvent) -> tuple[str, str] | None:
+    """The (holder, person) a BINDING event gave its requester; None for other events."""
+    if event.kind == BINDING and event.person is not None:
+        return event.requester, event.person
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Raised:
     """An alert raised earlier, as much of it as resuming needs (what the audit store keeps)."""
@@ -135,8 +142,8 @@ class Detector:
         alerts: list[Alert] = []
         bindings: set[tuple[str, str]] = set()
         for event in events:
-            if event.kind == BINDING and event.person is not None:
-                bindings.add((event.requester, event.person))
+            if (binding := binding_of(event)) is not None:
+                bindings.add(binding)
             if event.outcome == REJECTED:
                 alerts += self._rejection(event)
             if event.kind == LINKAGE:

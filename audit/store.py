@@ -3,10 +3,12 @@
 Tables: `entries` (one row per event; serial = leaf index; the canonical bytes and indexed
 columns), `nodes` (the hash of every complete subtree, leaves included, keyed by level and
 index; never deleted), `heads` (signed tree heads), `purges` (signed records of what
-retention removed) and `alerts` (which alerts the live detector raised on which entries, so a
-restarted one resumes where it stopped; not part of the tree). Proofs read O(log n) nodes; a
-purge deletes entry rows (and their alerts), never nodes or heads, so proofs for what remains
-and consistency between heads keep verifying.
+retention removed), `alerts` (which alerts the live detector raised on which entries, so a
+restarted one resumes where it stopped; not part of the tree) and `bindings` (which holder a
+binding ever gave which person, for the detector; not part of the tree, never purged: a binding
+stays made). Proofs read O(log n) nodes; a purge deletes entry rows (and their alerts), never
+nodes, heads or bindings, so proofs for what remains and consistency between heads keep
+verifying, and a holder stays bound to the persons it bound more than 7 years ago.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import merkle
-from audit.detector import Raised
+from audit.detector import BINDING, Raised, binding_of
 from audit.events import AccessLogEvent, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Cursor, Dialect, connect
@@ -67,6 +69,10 @@ _RAW_SELECT = "SELECT " + ", ".join(
 _INSERT = (f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})")
 _TIME, _LEAF = ENTRY_COLUMNS.index("occurred_at"), ENTRY_COLUMNS.index("leaf")
+_BIND = "INSERT INTO bindings (holder, person) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_BINDINGS_FROM_ENTRIES = (
+    "INSERT INTO bindings (holder, person) SELECT requester, person FROM entries "
+    f"WHERE kind = '{BINDING}' AND person IS NOT NULL ON CONFLICT DO NOTHING")
 # indexed for the queries; each ends in occurred_at so pages come in time order
 _INDEXED = {"person": True, "requester": False, "provider": True, "pattern_id": True,
             "outcome": False}
@@ -98,6 +104,8 @@ def _schema(d: Dialect) -> list[str]:
         "CREATE TABLE IF NOT EXISTS alerts (rule TEXT NOT NULL, event_id TEXT NOT NULL, "
         "requester TEXT NOT NULL, occurred_at BIGINT NOT NULL, PRIMARY KEY (rule, event_id))",
         "CREATE INDEX IF NOT EXISTS alerts_occurred_at ON alerts (occurred_at)",
+        "CREATE TABLE IF NOT EXISTS bindings (holder TEXT NOT NULL, person TEXT NOT NULL, "
+        "PRIMARY KEY (holder, person))",
     ]
 
 
@@ -216,10 +224,17 @@ class AuditStore:
         for statement in self._dialect.session:
             self._db.execute(statement)
         with self._write() as cur:
-            for statement in _schema(self._dialect):
-                cur.execute(statement)
+            self._create(cur)
         self._frontier = merkle.Frontier()
         self._open = True
+
+    def _create(self, cur: Cursor) -> None:
+        """Create the missing tables; a store made before `bindings` fills it from its entries."""
+        without_bindings = cur.execute(self._dialect.has_table, ("bindings",)).fetchone() is None
+        for statement in _schema(self._dialect):
+            cur.execute(statement)
+        if without_bindings:
+            cur.execute(_BINDINGS_FROM_ENTRIES)
 
     def close(self) -> None:
         """Close the connection (again is fine), refreshing the query planner's statistics."""
@@ -344,6 +359,7 @@ class AuditStore:
             horizon = cur.execute("SELECT max(cutoff) FROM purges").fetchone()[0]
             rows: list[Row] = []
             nodes: list[tuple[int, bytes]] = []
+            bindings: list[tuple[str, str]] = []
             for event, leaf in batch:
                 seen = known.get(event.event_id)
                 if seen is not None and seen != leaf:
@@ -356,9 +372,12 @@ class AuditStore:
                 known[event.event_id] = leaf
                 serials.append(tree.size)
                 rows.append(_row(tree.size, event, leaf))
+                if (binding := binding_of(event)) is not None:
+                    bindings.append(binding)
                 nodes.extend((node_key(*n), h) for n, h in tree.append(merkle.leaf_hash(leaf)))
             cur.executemany(_INSERT, rows)
             cur.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
+            cur.executemany(_BIND, bindings)
             cur.executemany(
                 "INSERT INTO alerts (rule, event_id, requester, occurred_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
@@ -430,10 +449,11 @@ class AuditStore:
         return set(self._stored_leaves(self._db.cursor(), list(event_ids)))
 
     def bound(self, holder: str, person: str) -> bool:
-        """Did a binding ever give `holder` this person (a BINDING entry it requested)?"""
+        """Did a binding ever give `holder` this person (a BINDING entry it requested, purged
+        or not)?"""
         return self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM entries WHERE person = ? AND requester = ? "
-            "AND kind = 'BINDING')", (person, holder)).fetchone()[0] in (1, True)
+            "SELECT EXISTS (SELECT 1 FROM bindings WHERE holder = ? AND person = ?)",
+            (holder, person)).fetchone()[0] in (1, True)
 
     def latest_time(self) -> datetime | None:
         """When the latest event in the log occurred."""
@@ -595,6 +615,7 @@ class AuditStore:
         With `decode` (the canonical codec), also each entry's indexed columns.
         """
         report = VerifyReport(max_findings=max_findings)
+        # `bindings` is not checked: it is derived from the entries, and outlives their purge
         with self._read():
             report.tree_size = size = self.size()
             purged, horizon = self._verified_purges(report)

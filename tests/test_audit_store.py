@@ -18,7 +18,7 @@ from audit import merkle
 from audit.bench import run as run_bench
 from audit.cli import audit_cli
 from audit.consumer import resumed
-from audit.detector import OFF_HOURS, REPEATED_PERSON, Detector, Raised
+from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, Detector, Raised, Rules
 from audit.events import AccessLogEvent, decode_event, event_id, millis
 from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
 from audit.sql import connect
@@ -26,7 +26,7 @@ from audit.store import AuditStore, Query, VerifyReport, years_before
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
 from tests.postgres import fresh_schema
-from tests.test_detector import RESUMING, a_day_and_more
+from tests.test_detector import RESUMING, a_day_and_more, binding
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
 PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
@@ -325,6 +325,32 @@ def test_purge_goes_by_the_entries_signed_bytes_not_their_time_column(
     assert sorted(e.serial for e in store.query(Query()).entries) == [1, 4, 5]
     assert kinds(store.verify(decode_event)) == {
         ("modified", "serial 1"), ("column", "serial 5"), ("retention", "serial 5")}
+
+
+def test_a_binding_stays_made_when_its_entry_is_purged(store: AuditStore) -> None:
+    made = binding(datetime(2016, 1, 5, 1, tzinfo=UTC), HOLDERS[0], PERSONS[0])
+    store.append_many([item(made), item(event(1, at=made.occurred_at, person=PERSONS[0]))])
+    store.purge(datetime(2024, 6, 1, tzinfo=UTC))  # cutoff 2017-06-01
+    assert store.query(Query()).entries == ()
+    assert store.bound(HOLDERS[0], PERSONS[0])
+    assert not store.bound(HOLDERS[1], PERSONS[0])  # a linkage binds no one
+    monday = datetime(2024, 6, 3, 1, tzinfo=UTC)  # 10:00 JST
+    later = [event(n, at=monday, person=PERSONS[0]) for n in (4, 5)]  # by HOLDERS[0], [1]
+    alerts = Detector(Rules(), store.bound).observe(later)
+    assert [(a.rule, a.requester) for a in alerts] == [(UNBOUND_PERSON, HOLDERS[1])]
+    assert store.verify(decode_event).ok
+
+
+def test_a_store_made_before_the_bindings_table_keeps_its_bindings(
+        state: Path, db: str, clock: Clock, store: AuditStore) -> None:
+    store.append_many([item(binding(T0, HOLDERS[0], PERSONS[0])),
+                       item(event(1, person=PERSONS[1]))])
+    store.close()
+    tamper(db, ("DROP TABLE bindings", ()))
+    with AuditStore(db, Signer.load_or_create(), clock=clock) as upgraded:
+        upgraded.purge(T0 + timedelta(days=8 * 366))
+        assert upgraded.bound(HOLDERS[0], PERSONS[0])
+        assert not upgraded.bound(HOLDERS[1], PERSONS[1])
 
 
 def test_seven_years_back_from_a_leap_day() -> None:
