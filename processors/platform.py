@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -189,11 +189,10 @@ class Platform:
             by_topic[kind].append(record)
         out = outbox.handle([_incoming(r) for r in by_topic.pop("outbox", [])], ctx, now)
         out += isolated(decoded(by_topic.pop(topics.REGISTRY_OUT, []), RegistryAnswer),
-                        partial(binding.answered, now=now, ctx=ctx), lambda item, exc: [])
-        for request in decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest):
-            out += oversight.relay(request, ctx.directory, now)
-        for application in decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest):
-            out += applications.relay(application, ctx.directory)
+                        partial(binding.answered, now=now, ctx=ctx), _nothing)
+        out += relayed(decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest),
+                       decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest),
+                       ctx.directory, now)
         for record in by_topic.pop(decider.DECISIONS, []):
             if record.partition not in self.taking_over:  # read again once rebuilt
                 out += self._decide(record, now, ctx)
@@ -380,6 +379,25 @@ class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.platform.take_over(assigned)
+
+
+def relayed(requests: list[HolderLogRequest], residents: list[HolderLogRequest],
+            directory: Mapping[str, HolderEntry], now: datetime) -> list[Send]:
+    """The oversight body's requests and residents' applications, on to the holders; one that
+    cannot be relayed is dropped (and logged), the others go on."""
+    return (isolated(requests, _each(partial(oversight.relay, directory=directory, now=now)),
+                     _nothing)
+            + isolated(residents, _each(partial(applications.relay, directory=directory)),
+                       _nothing))
+
+
+def _each(relay: Callable[[HolderLogRequest], list[Send]]
+          ) -> Callable[[list[HolderLogRequest]], list[Send]]:
+    return lambda items: [made for item in items for made in relay(item)]
+
+
+def _nothing(item: object, exc: Exception) -> list[Send]:
+    return []
 
 
 def _incoming(record: Any) -> Incoming:

@@ -15,7 +15,7 @@ from processors.codes import CodeService
 from processors.context import Context
 from processors.isolation import isolated
 from processors.keys import MasterKeys
-from processors.platform import decoded
+from processors.platform import decoded, relayed
 from processors.rejection import REQUEST_ID_CHARS
 from processors.tickets import TicketSealer
 from renkei.envelope import Incoming, Send
@@ -100,3 +100,16 @@ def test_an_item_whose_fallback_fails_too_is_dropped_and_the_others_go_on() -> N
         raise ValueError("its answer cannot be made either")
 
     assert [s.value for s in isolated([1, 2, 3], handle, failed)] == [b"\x01", b"\x03"]
+
+
+def test_a_request_or_application_that_cannot_be_relayed_costs_only_itself(ctx: Context) -> None:
+    """An application whose marked copy is over the codec's limit: dropped, the rest relayed."""
+    asked = HolderLogRequest("a-1", NOW, (HOLDER,), ("r-1",), "番号法19条14号")
+    bare = replace(asked, request_id="a-2", request_ids=("",))
+    room = MAX_BYTES - len(CODEC.encode(bare)) - 2  # the id's length takes 2 bytes more then
+    full = replace(bare, request_ids=("r" * room,))
+    assert len(CODEC.encode(full)) == MAX_BYTES
+    out = relayed([asked], [full, asked], ctx.directory, NOW)
+    assert [(s.topic, s.key) for s in out] == [
+        (topics.AUDIT, "a-1"), (topics.inbox(HOLDER), "a-1"),
+        (topics.inbox(HOLDER), "resident:a-1")]
