@@ -2,7 +2,8 @@
 
 It writes its requests to its own topic (only its principal may), the platform relays them to
 the holders and logs each on the audit stream; the answers come back stamped with the holder
-that sent them. Its query of the platform's log is the audit store's query.
+that sent them, their entries sealed to the oversight body's key. Its query of the platform's log
+is the audit store's query.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end, read_topic, running
+from renkei import sealing
 from renkei.envelope import send
+from renkei.holder_logs import opened
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
@@ -43,6 +47,7 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
     asked = HolderLogRequest(str(uuid.uuid4()), datetime.now(UTC), tuple(holders),
                              tuple(request_ids), legal_basis)
     result = HolderLogs(asked.request_id)
+    key = sealing.key_of(acls.OVERSIGHT)
     answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.aiokafka(), group_id=None,
                                enable_auto_commit=False)
     async with running(answers, access):
@@ -54,21 +59,22 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
                 while set(asked.holders) - set(result.answers):
                     for records in (await answers.getmany(timeout_ms=200)).values():
                         for record in records:
-                            _take(record.value, asked, result)
+                            _take(record.value, asked, key, result)
         except TimeoutError:
             pass
     result.missing = [h for h in dict.fromkeys(asked.holders) if h not in result.answers]
     return result
 
 
-def _take(value: bytes | None, asked: HolderLogRequest, result: HolderLogs) -> None:
-    """Keep an answer to this request from a holder that was asked (the first one each)."""
+def _take(value: bytes | None, asked: HolderLogRequest, key: X25519PrivateKey,
+          result: HolderLogs) -> None:
+    """Keep an answer to this request from a holder that was asked (the first readable one)."""
     try:
         answer = CODEC.decode(value or b"", HolderLogAnswer)
-    except SchemaError:
+        if answer.request_id == asked.request_id and answer.holder in asked.holders:
+            result.answers.setdefault(answer.holder, opened(key, answer))
+    except (SchemaError, sealing.CannotOpen):
         return
-    if answer.request_id == asked.request_id and answer.holder in asked.holders:
-        result.answers.setdefault(answer.holder, answer.entries)
 
 
 async def alerts(access: KafkaAccess | None = None) -> list[Alert]:

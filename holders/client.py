@@ -23,7 +23,7 @@ from broker.clients import KafkaAccess, started
 from holders import matching
 from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Request
 from registry.residents import FourAttributes
-from renkei import sealing
+from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, producer_for, serving
@@ -466,8 +466,16 @@ class HolderClient:
             query.request_id, query.ticket, query.link_code, status, sealed))
 
     def _log_for_oversight(self, asked: HolderLogRequest) -> Send:
-        """This holder's side of the access log (⑦–⑫) of the asked requests, for the oversight."""
-        entries = tuple(e for request_id in asked.request_ids if request_id
-                        for e in self.store.access_log(request_id))
+        """This holder's side of the access log (⑦–⑫) of the asked requests, sealed to the party
+        that asked (the oversight body, or My Portal for a resident); none if it has no key."""
+        entries = [e for request_id in asked.request_ids if request_id
+                   for e in self.store.access_log(request_id)]
+        asker = holder_logs.asker(asked.request_id)
+        sealed: bytes | None = None
+        try:
+            sealed = holder_logs.seal(self.entry(asker).public_key, asked.request_id, entries)
+        except LookupError:
+            log.error("%s: no key of %s to seal the log of %s to", self.holder, asker,
+                      asked.request_id)
         return send(topics.outbox(self.holder), asked.request_id, HolderLogAnswer(
-            asked.request_id, self.holder, datetime.now(UTC), entries))
+            asked.request_id, self.holder, datetime.now(UTC), (), sealed))

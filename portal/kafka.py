@@ -6,8 +6,9 @@
 - `oversight` (the console): asks holders for their side of the log, and reads the detector's
   alerts.
 
-Answers and alerts are kept in this process's memory only: holder-side content is personal data,
-and the platform side keeps none of it on disk.
+Holders seal their answers' entries to the key of the identity that asked; they are opened and
+kept in this process's memory only: holder-side content is personal data, and the platform side
+keeps none of it on disk.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import AccessLogEvent, event_id
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from portal.sessions import Officer, Resident
+from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import send
 from renkei.service_loop import deliver, producer_for
 from renkei.tasks import set_or_failed
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogRequest
+from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry, HolderLogRequest
 
 log = logging.getLogger(__name__)
 PORTAL_KIND = "PORTAL"
@@ -42,14 +45,14 @@ ANSWERS_KEPT = timedelta(hours=1)
 
 @dataclass
 class Asked:
-    """One request for holder-side logs, and the answers so far (by holder)."""
+    """One request for holder-side logs, and the entries answered so far (by holder)."""
 
     request_id: str
     at: datetime
     holders: tuple[str, ...]
     request_ids: tuple[str, ...]
     person: str | None = None  # a resident's application: whose
-    answers: dict[str, HolderLogAnswer] = field(default_factory=dict)
+    answers: dict[str, tuple[HolderLogEntry, ...]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -60,11 +63,12 @@ OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
 
 
 class HolderLogs:
-    """Requests for holder-side logs on one topic pair, and their answers, for this process."""
+    """Requests for holder-side logs on one topic pair, and their answers (sealed to `key`),
+    for this process."""
 
-    def __init__(self, access: KafkaAccess, out: str, into: str,
+    def __init__(self, access: KafkaAccess, out: str, into: str, key: X25519PrivateKey,
                  on_answer: OnAnswer | None = None) -> None:
-        self._access, self._out, self._in = access, out, into
+        self._access, self._out, self._in, self._key = access, out, into, key
         self._on_answer = on_answer
         self._producer: AIOKafkaProducer = producer_for(access)
         self._task: asyncio.Task[None] | None = None
@@ -105,15 +109,16 @@ class HolderLogs:
             async for record in consumer:
                 try:
                     answer = CODEC.decode(record.value or b"", HolderLogAnswer)
-                except SchemaError as exc:
+                    asked = self.asked.get(answer.request_id)
+                    if asked is None or answer.holder not in asked.holders or \
+                            answer.holder in asked.answers:
+                        continue
+                    asked.answers[answer.holder] = holder_logs.opened(self._key, answer)
+                except (SchemaError, sealing.CannotOpen) as exc:
                     log.warning("an unreadable answer on %s: %s", self._in, exc)
                     continue
-                asked = self.asked.get(answer.request_id)
-                if asked is not None and answer.holder in asked.holders and \
-                        answer.holder not in asked.answers:
-                    asked.answers[answer.holder] = answer
-                    if self._on_answer is not None:
-                        await self._on_answer(asked, answer)
+                if self._on_answer is not None:
+                    await self._on_answer(asked, answer)
         finally:
             await consumer.stop()
 
@@ -166,8 +171,9 @@ class Platform:
         self.directory: CompactedView[HolderEntry] = CompactedView(
             portal, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
         self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN,
-                                       self._answered)
-        self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN)
+                                       sealing.key_of(acls.PORTAL), self._answered)
+        self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
+                                    sealing.key_of(acls.OVERSIGHT))
         self.alerts = AlertFeed(oversight)
 
     @classmethod

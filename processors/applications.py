@@ -4,8 +4,8 @@ the holders of one of their entries for ⑪ the content and ⑫ the purpose they
 Only the portal principal can write the application topic (the broker's ACLs), and the portal
 sends an application only for an entry about the logged-in resident. The platform passes it to
 each named holder as a holder-log request under an id marked as a resident's, and passes their
-answers back to the portal stripped to what a resident may see: operators and terminals (⑦–⑩)
-are for the oversight body only.
+answers back to the portal: each holder seals its entries to the portal, without ⑦–⑩ (operators
+and terminals are for the oversight body only), and the platform relays no plaintext entries.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ from dataclasses import replace
 from broker import topics
 from processors.linkage import FromHolder
 from renkei.envelope import Send, send
+from renkei.holder_logs import MARK
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogRequest
-
-MARK = "resident:"
-
-
-def is_application(request_id: str) -> bool:
-    return request_id.startswith(MARK)
 
 
 def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry]) -> list[Send]:
@@ -34,10 +29,9 @@ def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry]) -
 
 
 def answered(item: FromHolder) -> list[Send]:
-    """A holder's answer, on to the portal: stamped with the holder, ⑦–⑩ left out."""
+    """A holder's answer, on to the portal: stamped with the holder, its sealed entries only."""
     answer = item.message
     assert isinstance(answer, HolderLogAnswer)
     request_id = answer.request_id.removeprefix(MARK)
-    entries = tuple(replace(e, operator="", terminal="") for e in answer.entries)
     return [send(topics.PORTAL_IN, request_id, replace(
-        answer, request_id=request_id, holder=item.holder, entries=entries))]
+        answer, request_id=request_id, holder=item.holder, entries=()))]

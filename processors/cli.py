@@ -65,7 +65,8 @@ def directory_cli() -> None:
 
 @directory_cli.command("publish-services")
 def publish_services() -> None:
-    """Publish the platform's, registry's and authority's public sealing keys."""
+    """Publish the public sealing keys of the platform, registry, authority, oversight body and
+    portal."""
     entries = directory.service_entries()
     asyncio.run(directory.publish(entries))
     click.echo(f"published {', '.join(e.holder_id for e in entries)}")

@@ -29,7 +29,8 @@ def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
 
 
 def service_entries() -> list[HolderEntry]:
-    """The platform, registry and authority, whose public keys holders seal queries to."""
+    """The platform, registry and authority, whose public keys holders seal queries to, and the
+    oversight body and My Portal, whose keys holders seal their side of the access log to."""
     now = datetime.now(UTC)
     platform = sealing.public_bytes(keys.load().sealing_key())
     return [HolderEntry(acls.PLATFORM, "情報連携基盤", SERVICE, acls.PLATFORM, 0, platform,
@@ -37,7 +38,8 @@ def service_entries() -> list[HolderEntry]:
         HolderEntry(name, title, SERVICE, name, 0,
                     sealing.public_bytes(sealing.key_of(name)), False, True, now)
         for name, title in ((acls.REGISTRY, "住民基本台帳ネットワーク"),
-                            (acls.AUTHORITY, "付番機関"))]
+                            (acls.AUTHORITY, "付番機関"), (acls.OVERSIGHT, "監視機関"),
+                            (acls.PORTAL, "マイポータル"))]
 
 
 async def publish(entries: Sequence[HolderEntry] = (),

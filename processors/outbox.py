@@ -15,6 +15,7 @@ from processors.context import Context
 from processors.isolation import isolated
 from processors.linkage import FromHolder
 from processors.rejection import REQUEST_ID_CHARS, reject, too_long
+from renkei import holder_logs
 from renkei.envelope import Incoming, Send, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
@@ -84,7 +85,7 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
         elif isinstance(message, RekeyRequest):
             out += rekey.answer(item, ctx, now)
         elif isinstance(message, HolderLogAnswer):
-            out += (applications.answered(item) if applications.is_application(
+            out += (applications.answered(item) if holder_logs.is_application(
                 message.request_id) else oversight.answered(item))
         else:
             out.append(send(topics.inbox(holder), message.request_id,

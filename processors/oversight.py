@@ -1,5 +1,6 @@
 """The platform's relay for the oversight body: its requests for holder-side access logs go to
-each named holder's inbox (each logged on the audit stream), the holders' answers back to it.
+each named holder's inbox (each logged on the audit stream), the holders' answers back to it
+(their entries sealed to the oversight body by each holder).
 
 Only the oversight principal can write its request topic (the broker's ACLs), so a request read
 there is the oversight body's; an answer's holder is the outbox it came from, never its own claim.
@@ -40,7 +41,9 @@ def relay(request: HolderLogRequest, directory: Mapping[str, HolderEntry],
 
 
 def answered(item: FromHolder) -> list[Send]:
-    """A holder's answer, on to the oversight body, stamped with the holder that sent it."""
+    """A holder's answer, on to the oversight body, stamped with the holder that sent it: its
+    sealed entries only (a v1 holder's plaintext ones are not relayed)."""
     answer = item.message
     assert isinstance(answer, HolderLogAnswer)
-    return [send(topics.OVERSIGHT_IN, answer.request_id, replace(answer, holder=item.holder))]
+    return [send(topics.OVERSIGHT_IN, answer.request_id,
+                 replace(answer, holder=item.holder, entries=()))]

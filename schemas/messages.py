@@ -278,11 +278,17 @@ class HolderLogEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class HolderLogEntries:
+    entries: tuple[HolderLogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class HolderLogAnswer:
     request_id: str
     holder: str
     answered_at: datetime
-    entries: tuple[HolderLogEntry, ...]
+    entries: tuple[HolderLogEntry, ...]  # v1's plaintext: empty since v2
+    sealed_entries: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,16 +3,20 @@ are found where they belong (the holders' own stores) and nowhere on the platfor
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
 import pytest
 
+from audit import oversight
 from holders.client import HolderClient
+from portal.kafka import Platform as KafkaSide
 from registry import store as registry_store
 from renkei.state import state_dir
 from renkei.town import Town
 from tests.test_linkage import ask
+from tests.test_oversight import BASIS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -32,8 +36,8 @@ def _platform_side(root: Path) -> list[Path]:
     return [p for p in (root / "broker", root / "platform", root / "audit", *logs) if p.exists()]
 
 
-async def test_canaries_never_reach_the_broker_or_the_platform_in_plaintext(
-        clients: dict[str, HolderClient], town: Town) -> None:
+async def _exchange_canary(clients: dict[str, HolderClient], town: Town) -> tuple[str, str]:
+    """A canary planted in sakura-town's data, provided to nenkin: the canary, the request id."""
     nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
     requester_own, provider_own = next(
         (ours, theirs) for ours, theirs in town.shared("nenkin", "sakura-town")
@@ -43,6 +47,12 @@ async def test_canaries_never_reach_the_broker_or_the_platform_in_plaintext(
     request_id = await ask(nenkin, requester_own, "P-037", "sakura-town", "local_tax")
     outcome = await nenkin.outcome(request_id, 30)
     assert outcome.result is not None and outcome.result["note"] == canary
+    return canary, request_id
+
+
+async def test_canaries_never_reach_the_broker_or_the_platform_in_plaintext(
+        clients: dict[str, HolderClient], town: Town) -> None:
+    canary, request_id = await _exchange_canary(clients, town)
     registry = registry_store.RegistryStore.open(registry_store.default_path())
     resident = registry.by_code(town.held["nenkin"][0].resident_code)
     registry.close()
@@ -54,3 +64,32 @@ async def test_canaries_never_reach_the_broker_or_the_platform_in_plaintext(
         "positive control: the requester's own store has the data it received"
     assert _containing([root / "broker"], request_id.encode()), \
         "positive control: the scan reads the broker's log segments"
+
+
+async def test_holders_logs_reach_the_oversight_body_and_the_portal_sealed(
+        clients: dict[str, HolderClient], town: Town) -> None:
+    """⑪ is the data provided: the holders' outboxes, renkei.oversight.in and renkei.portal.in
+    carry it sealed only, and the oversight body and My Portal read it."""
+    canary, request_id = await _exchange_canary(clients, town)
+    holders = ("nenkin", "sakura-town")
+    by_cli = await oversight.holder_logs(holders, (request_id,), BASIS, within=30)
+    portal = KafkaSide.connect()
+    await portal.start()
+    try:
+        console = await portal.oversight.ask(holders, (request_id,), BASIS)
+        application = await portal.applications.ask(holders, (request_id,), BASIS)
+        for _ in range(300):  # the holders answer within moments
+            if console.complete and application.complete:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await portal.stop()
+    assert _containing(_platform_side(state_dir()), canary.encode()) == [], \
+        "personal data in plaintext"
+    answered = [by_cli.answers, console.answers, application.answers]
+    assert all(sorted(found) == sorted(holders) and all(found.values()) for found in answered)
+    assert all(canary in (e.content or "") for found in answered
+               for entries in found.values() for e in entries)
+    assert all(e.operator == e.terminal == "" for e in application.answers["nenkin"])
+    assert all(e.operator for found in (by_cli.answers, console.answers)
+               for e in found["nenkin"]), "⑦ is for the oversight body"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from renkei import sealing
+from renkei import holder_logs, sealing
+from schemas.messages import HolderLogAnswer, HolderLogEntry
 
 
 def _pair() -> tuple[X25519PrivateKey, bytes]:
@@ -54,3 +58,20 @@ def test_a_session_is_replaced_after_its_time() -> None:
     sealer = sealing.SessionSealer(seconds=0.0)
     assert sealer.seal(public, b"a", "r-1")[:sealing.WRAPPED] != sealer.seal(
         public, b"a", "r-1")[:sealing.WRAPPED]
+
+
+def test_holder_log_entries_open_only_for_the_asker_and_a_resident_sees_no_operator() -> None:
+    key, public = _pair()
+    entry = HolderLogEntry("r-1", "2026-12-03T09:00:00+09:00", "PROVIDER", "staff-1", "term-1",
+                           "nenkin", "P-037", "local_tax", '{"taxable_income": "1"}', None, "FOUND")
+    for asked, known, seen in (("o-1", "o-1", entry),
+                               ("resident:a-1", "a-1", replace(entry, operator="", terminal=""))):
+        sealed = holder_logs.seal(public, asked, [entry])
+        assert b"taxable_income" not in sealed
+        answer = HolderLogAnswer(known, "sakura-town", datetime.now(UTC), (), sealed)
+        assert holder_logs.opened(key, answer) == (seen,)
+        for other_key, unreadable in ((key, replace(answer, request_id="o-2")),
+                                      (key, replace(answer, sealed_entries=None)),
+                                      (_pair()[0], answer)):
+            with pytest.raises(sealing.CannotOpen):
+                holder_logs.opened(other_key, unreadable)

@@ -1,0 +1,47 @@
+"""Holders' side of the access log (⑦–⑫), sealed by the holder to the party that asked for it:
+the oversight body, or My Portal for a resident's application (paper §6(4)). ⑪ is the personal
+data provided or received, so the platform and the broker carry these entries only as ciphertext.
+
+A resident's application reaches a holder under a request id marked as a resident's; its entries
+are sealed under the unmarked id, the one the portal knows, and without ⑦–⑩ (operators and
+terminals are for the oversight body only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker import acls
+from renkei import sealing
+from schemas.codec import CODEC
+from schemas.messages import HolderLogAnswer, HolderLogEntries, HolderLogEntry
+
+MARK = "resident:"
+
+
+def is_application(request_id: str) -> bool:
+    return request_id.startswith(MARK)
+
+
+def asker(request_id: str) -> str:
+    """Whose key a holder seals its entries to: My Portal's for a resident's application."""
+    return acls.PORTAL if is_application(request_id) else acls.OVERSIGHT
+
+
+def seal(public_key: bytes, request_id: str, entries: Sequence[HolderLogEntry]) -> bytes:
+    """What the asker may see of the entries, sealed to it under its own request id."""
+    if is_application(request_id):
+        entries = [replace(e, operator="", terminal="") for e in entries]
+    return sealing.seal(public_key, CODEC.encode(HolderLogEntries(tuple(entries))),
+                        request_id.removeprefix(MARK))
+
+
+def opened(key: X25519PrivateKey, answer: HolderLogAnswer) -> tuple[HolderLogEntry, ...]:
+    """The entries of an answer relayed to the asker (CannotOpen: none sealed to this key)."""
+    if answer.sealed_entries is None:
+        raise sealing.CannotOpen(f"{answer.holder}'s answer to {answer.request_id} is not sealed")
+    return CODEC.decode(sealing.open_sealed(key, answer.sealed_entries, answer.request_id),
+                        HolderLogEntries).entries
