@@ -6,6 +6,8 @@ reason, or a Pong, a binding answer, a linkage answer for one that is lawful by 
 except two kinds that are answered to nobody: a holder-log answer (relayed, stamped with its
 sender, to the oversight body, which takes only answers to requests of its own) and a provider's
 answer whose ticket is intact, sent by that provider (a late answer: the decider drops it).
+A message whose request id is too long to answer is refused whatever it is, under the id cut to
+its first REQUEST_ID_CHARS characters.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from processors.linkage import PROVIDER_STATUSES
 from processors.outbox import OUTBOX_MESSAGES
+from processors.rejection import REQUEST_ID_CHARS, too_long
 from renkei import fuzz_bytes, fuzz_records
 from renkei.fuzz_records import Vocabulary
 from schemas.codec import CODEC, SchemaError
@@ -62,6 +65,9 @@ def expect(sender: str, origin: str, value: bytes | None, late: dict[Intact, str
     except SchemaError as exc:
         return Bad(sender, origin, value, exc.reason, None, 1, "", str(exc))
     answers = 1
+    if too_long(message.request_id) is not None:
+        return Bad(sender, origin, value, None, type(message).__name__, answers,
+                   message.request_id[:REQUEST_ID_CHARS])
     if isinstance(message, HolderLogAnswer):
         answers = 0
     elif isinstance(message, ProviderAnswer):
