@@ -46,12 +46,11 @@ class Site:
 
 SITE = web.AppKey("site", Site)
 SESSIONS = web.AppKey("sessions", Sessions)
-SESSION = "session"
+SESSION = web.RequestKey("session", Session)
 
 
 def session_of(request: web.Request) -> Session:
-    session: Session = request[SESSION]
-    return session
+    return request[SESSION]
 
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any
