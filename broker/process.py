@@ -170,23 +170,32 @@ def _format(cl: Cluster, java_bin: str) -> None:
         quorum = ["--initial-controllers", ",".join(
             f"{n.node_id}@{n.controller_address}:{dir_ids[n.node_id]}" for n in cl.nodes
         )]
-    running: dict[int, subprocess.Popen[str]] = {}
+    running: dict[int, tuple[subprocess.Popen[str], Path]] = {}
     for node in cl.nodes:
         files = _write_configs(cl, node)
+        argfile = files["properties"].with_name("format.args")
+        write_private(argfile, _argfile("kafka.tools.StorageTool", "format",
+                                        f"--cluster-id={cl.cluster_id}", "-c",
+                                        str(files["properties"]), *quorum, "--add-scram", scram))
         running[node.node_id] = subprocess.Popen(
-            _java_command(java_bin, files["log4j2"], "kafka.tools.StorageTool", "format",
-                          f"--cluster-id={cl.cluster_id}", "-c", str(files["properties"]),
-                          *quorum, "--add-scram", scram),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+            _java_command(java_bin, files["log4j2"], f"@{argfile}"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), argfile
     failed = []
-    for node_id, proc in running.items():
+    for node_id, (proc, argfile) in running.items():
         _, err = proc.communicate()
+        argfile.unlink()
         if proc.returncode != 0:
-            # the tool's output echoes the SCRAM record: report only its last lines
-            failed.append(f"node {node_id}: " + "\n".join(err.strip().splitlines()[-5:]))
+            # the tool's output echoes the SCRAM record: its last lines only, no password
+            said = "\n".join(err.strip().splitlines()[-5:]).replace(admin.password, "…")
+            failed.append(f"node {node_id}: {said}")
     if failed:
         raise BrokerError("formatting failed: " + "\n".join(failed))
+
+
+def _argfile(*args: str) -> str:
+    """A Java launcher argument file of `args`: what it reads is on no command line, which any
+    local user can read in /proc (the admin's password is among them)."""
+    return "\n".join('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args) + "\n"
 
 
 def _check_ports(node: Node) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
@@ -178,6 +180,31 @@ def test_a_cluster_id_starting_with_a_dash_formats(tmp_path: Path,
     cl, started = process.up(port, controller, tethered=True)
     try:
         assert started and cl.cluster_id.startswith("-")
+    finally:
+        process.down()
+
+
+def test_the_admins_password_is_on_no_command_line(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any local user reads a command line in /proc: formatting takes the admin's SCRAM
+    credential from an argument file of this user's (gone once formatted)."""
+    from broker import config, credentials, process
+
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    started_with: list[str] = []
+    popen = subprocess.Popen
+
+    def popen_seen(args: list[str], *rest: Any, **options: Any) -> subprocess.Popen[Any]:
+        started_with.extend(args)
+        return popen(args, *rest, **options)
+
+    monkeypatch.setattr(subprocess, "Popen", popen_seen)
+    _, started = process.up(*free_port_pair(), tethered=True)
+    try:
+        password = credentials.load(config.ADMIN).password
+        assert started and any(a.startswith("@") for a in started_with)
+        assert not any(password in a for a in started_with)
+        assert list(tmp_path.rglob("format.args")) == []
     finally:
         process.down()
 
