@@ -64,18 +64,20 @@ class RegistryService:
             residents = self._find(query)
         except (sealing.CannotOpen, SchemaError) as exc:
             return _answer(query, REFUSED, f"the query cannot be read: {exc}")
-        if query.private:
-            residents = [r for r in residents
-                         if self.store.has_consent(r.resident_code, query.requester)]
-            if len(residents) != 1:
-                return _answer(query, NOT_FOUND,
-                               "no single consenting resident matches all four attributes")
+        if query.private and not self._one_consenting(residents, query.requester):
+            return _answer(query, NOT_FOUND,
+                           "no single consenting resident matches all four attributes")
         candidates = tuple(RegistryCandidate(
             sealing.seal(platform.public_key, CODEC.encode(ResidentCode(r.resident_code)),
                          query.request_id),
             sealing.seal(requester.public_key, CODEC.encode(r.four_attributes),
                          query.request_id)) for r in residents)
         return _answer(query, FOUND if candidates else NOT_FOUND, "", candidates)
+
+    def _one_consenting(self, residents: list[Resident], holder: str) -> bool:
+        """Exactly one resident matches, and has consented to the holder: the consent of one of
+        several namesakes never makes the match unique."""
+        return len(residents) == 1 and self.store.has_consent(residents[0].resident_code, holder)
 
     def _find(self, query: RegistryQuery) -> list[Resident]:
         plain = sealing.open_sealed(self._key, query.sealed_query, query.request_id)

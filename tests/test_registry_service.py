@@ -1,0 +1,96 @@
+"""The registry's answers to look-ups: consent and ambiguity for private holders."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker import acls
+from registry.generate import Person
+from registry.resident_code import random_codes
+from registry.residents import FourAttributes, Resident, Sex
+from registry.service import RegistryService
+from registry.store import RegistryStore
+from renkei import sealing
+from schemas.codec import CODEC
+from schemas.messages import (
+    BY_ATTRIBUTES,
+    FOUND,
+    NOT_FOUND,
+    HolderEntry,
+    RegistryAnswer,
+    RegistryQuery,
+    ResidentCode,
+)
+
+NAMESAKES = FourAttributes("山田　花子", "東京都港区芝公園1-2-3", date(1950, 1, 1), Sex.FEMALE)
+ALONE = FourAttributes("佐藤　一郎", "大阪府大阪市北区梅田1-1-1", date(1960, 2, 3), Sex.MALE)
+INSURER = "insurer-x"  # a private holder
+CITY = "city-y"  # a public one
+
+
+class Registry:
+    """A registry of two residents with the same four attributes and one of their own."""
+
+    def __init__(self, path: Path) -> None:
+        self.a, self.b, self.alone = random_codes(3, seed=5)
+        self.store = RegistryStore.create(path)
+        self.store.load([_person(self.a, NAMESAKES), _person(self.b, NAMESAKES),
+                         _person(self.alone, ALONE)])
+        self.key, self.platform, self.holder = (X25519PrivateKey.generate() for _ in range(3))
+        entries = {acls.PLATFORM: _entry(acls.PLATFORM, self.platform, private=False),
+                   INSURER: _entry(INSURER, self.holder, private=True),
+                   CITY: _entry(CITY, self.holder, private=False)}
+        self.service = RegistryService(self.store, self.key, entries.get)
+
+    def query(self, requester: str, attributes: FourAttributes) -> RegistryQuery:
+        return RegistryQuery("r1", requester, requester == INSURER, BY_ATTRIBUTES, sealing.seal(
+            sealing.public_bytes(self.key), CODEC.encode(attributes), "r1"))
+
+    def ask(self, requester: str, attributes: FourAttributes) -> RegistryAnswer:
+        return self.service.answer(self.query(requester, attributes))
+
+    def residents(self, answer: RegistryAnswer) -> list[str]:
+        """The resident codes of the answer's candidates, as the platform opens them."""
+        return sorted(CODEC.decode(sealing.open_sealed(
+            self.platform, c.sealed_resident_code, answer.request_id), ResidentCode).resident_code
+                      for c in answer.candidates)
+
+
+def _person(code: str, four: FourAttributes) -> Person:
+    return Person(Resident(code, four.name, "ヤマダ　ハナコ", four.address, four.date_of_birth,
+                           four.sex), ())
+
+
+def _entry(holder: str, key: X25519PrivateKey, private: bool) -> HolderEntry:
+    return HolderEntry(holder, holder, "holder", holder, 0, sealing.public_bytes(key), private,
+                       True, datetime.now(UTC))
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "registry.db")
+
+
+def test_the_consent_of_one_namesake_never_makes_the_match_unique(registry: Registry) -> None:
+    registry.store.give_consent(registry.a, INSURER, date(2026, 1, 1))
+    answer = registry.ask(INSURER, NAMESAKES)
+    assert (answer.status, answer.candidates) == (NOT_FOUND, ())
+    registry.store.give_consent(registry.b, INSURER, date(2026, 1, 1))
+    assert registry.ask(INSURER, NAMESAKES).candidates == ()
+
+
+def test_a_public_holder_gets_every_namesake(registry: Registry) -> None:
+    answer = registry.ask(CITY, NAMESAKES)
+    assert answer.status == FOUND and registry.residents(answer) == sorted(
+        [registry.a, registry.b])
+
+
+def test_a_private_holder_gets_one_resident_only_with_consent(registry: Registry) -> None:
+    assert registry.ask(INSURER, ALONE).status == NOT_FOUND
+    registry.store.give_consent(registry.alone, INSURER, date(2026, 1, 1))
+    answer = registry.ask(INSURER, ALONE)
+    assert answer.status == FOUND and registry.residents(answer) == [registry.alone]
