@@ -57,16 +57,22 @@ def normalize_name(name: str) -> str:
 def normalize_address(address: str) -> str:
     """One form for all ways of writing an address: `…1丁目2番地の3`, `…一丁目２-３` → `…1-2-3`."""
     text = _compact(address).translate(_ADDRESS_FOLD).upper()
-    text = _KANJI_NUMBER.sub(lambda m: str(kanji_number(m.group())), text)
+    text = _KANJI_NUMBER.sub(lambda m: kanji_number(m.group()), text)
     text = _DASH_BETWEEN_DIGITS.sub("-", text)
     text = _MARK_BEFORE_DIGIT.sub("-", text)
     return _MARK_AT_END.sub("", text)
 
 
-def kanji_number(text: str) -> int:
-    """一〇一 → 101, 二十三 → 23, 百五 → 105."""
+def kanji_number(text: str) -> str:
+    """一〇一 → '101', 二十三 → '23', 百五 → '105'; digit by digit, never through `int()`, so a
+    run of any length converts (Python refuses to convert more than 4,300 digits)."""
     if not any(c in _KANJI_UNITS for c in text):
-        return int("".join(str(_KANJI_DIGITS[c]) for c in text))
+        return "".join(str(_KANJI_DIGITS[c]) for c in text).lstrip("0") or "0"
+    return str(_with_units(text))
+
+
+def _with_units(text: str) -> int:
+    """二十三 → 23; each character adds at most 9,000, so the number is never too long to write."""
     total, digit = 0, 0
     for c in text:
         if c in _KANJI_UNITS:

@@ -52,8 +52,19 @@ class RegistryService:
             except SchemaError as exc:
                 log.error("an unreadable registry query: %s", exc)
                 continue
-            out.append(send(topics.REGISTRY_OUT, query.request_id, self.answer(query)))
+            out.append(self._answered(query))
         return out
+
+    def _answered(self, query: RegistryQuery) -> Send:
+        """The answer, or a refusal should it fail on something unforeseen: one query never
+        stops the registry (logged by type only: its message may hold personal data)."""
+        try:
+            return send(topics.REGISTRY_OUT, query.request_id, self.answer(query))
+        except Exception as exc:
+            log.error("registry query %s refused: it failed with %s", query.request_id,
+                      type(exc).__name__)
+            return send(topics.REGISTRY_OUT, query.request_id,
+                        _answer(query, REFUSED, "the registry could not answer this query"))
 
     def answer(self, query: RegistryQuery) -> RegistryAnswer:
         platform = self._directory(acls.PLATFORM)

@@ -1,9 +1,12 @@
-"""The registry's answers to look-ups: consent and ambiguity for private holders."""
+"""The registry's answers to look-ups: consent and ambiguity for private holders, and one query
+that cannot be answered costs only itself."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -20,6 +23,7 @@ from schemas.messages import (
     BY_ATTRIBUTES,
     FOUND,
     NOT_FOUND,
+    REFUSED,
     HolderEntry,
     RegistryAnswer,
     RegistryQuery,
@@ -52,6 +56,11 @@ class Registry:
 
     def ask(self, requester: str, attributes: FourAttributes) -> RegistryAnswer:
         return self.service.answer(self.query(requester, attributes))
+
+    def handled(self, *queries: RegistryQuery) -> list[RegistryAnswer]:
+        """The answers `handle` sends to a batch of queries as the broker delivers them."""
+        sends = self.service.handle([SimpleNamespace(value=CODEC.encode(q)) for q in queries])
+        return [CODEC.decode(s.value, RegistryAnswer) for s in sends]
 
     def residents(self, answer: RegistryAnswer) -> list[str]:
         """The resident codes of the answer's candidates, as the platform opens them."""
@@ -94,3 +103,28 @@ def test_a_private_holder_gets_one_resident_only_with_consent(registry: Registry
     registry.store.give_consent(registry.alone, INSURER, date(2026, 1, 1))
     answer = registry.ask(INSURER, ALONE)
     assert answer.status == FOUND and registry.residents(answer) == [registry.alone]
+
+
+def test_a_run_of_thousands_of_kanji_digits_is_answered(registry: Registry) -> None:
+    """Over 4,300 digits: Python's int() refuses them, which stopped the registry."""
+    long = FourAttributes(ALONE.name, "東京都港区" + "一" * 4400 + "番", ALONE.date_of_birth,
+                          ALONE.sex)
+    answers = registry.handled(registry.query(CITY, long), registry.query(CITY, ALONE))
+    assert [a.status for a in answers] == [NOT_FOUND, FOUND]
+
+
+def test_an_unforeseen_failure_refuses_that_query_only(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    found = registry.store.find
+
+    def fails_on_namesakes(attributes: FourAttributes) -> list[Resident]:
+        if attributes == NAMESAKES:
+            raise RuntimeError(f"cannot look up {attributes.name}")
+        return found(attributes)
+
+    monkeypatch.setattr(registry.store, "find", fails_on_namesakes)
+    with caplog.at_level(logging.ERROR):
+        answers = registry.handled(registry.query(CITY, NAMESAKES), registry.query(CITY, ALONE))
+    assert [a.status for a in answers] == [REFUSED, FOUND] and answers[0].candidates == ()
+    assert "RuntimeError" in caplog.text and NAMESAKES.name not in caplog.text
