@@ -8,6 +8,7 @@ the holder's link code (resident code → ID code → link code). It never sees 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from broker import topics
@@ -22,6 +23,8 @@ from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_PERSONAL_NUMBER,
     FOUND,
+    NOT_FOUND,
+    REFUSED,
     BindingAnswer,
     BindingCandidate,
     BindingRequest,
@@ -30,6 +33,9 @@ from schemas.messages import (
     RegistryQuery,
     ResidentCode,
 )
+
+log = logging.getLogger(__name__)
+UNCONVERTED = "a candidate's resident code cannot be read or is not valid: none is offered"
 
 
 def forward(item: FromHolder, ctx: Context) -> list[Send]:
@@ -58,25 +64,33 @@ def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list
     for answer in answers:
         if answer.requester not in ctx.directory:
             continue  # the holder left the directory meanwhile: nobody to answer
-        residents = [_resident_code(c.sealed_resident_code, answer.request_id, ctx)
-                     for c in answer.candidates]
-        ids = ctx.codes.id_codes(residents)
-        usable = [(c, i) for c, i in zip(answer.candidates, ids, strict=True)
-                  if not isinstance(i, InvalidCode)]
-        unit = ctx.unit(answer.requester)
-        links = ctx.codes.link_codes_of([i for _, i in usable], [unit] * len(usable))
-        candidates = tuple(BindingCandidate(link, c.sealed_attributes)
-                           for (c, _), link in zip(usable, links, strict=True))
-        status = answer.status if candidates or answer.status != FOUND else "NOT_FOUND"
-        out.append(send(topics.inbox(answer.requester), answer.request_id,
-                        BindingAnswer(answer.request_id, status, answer.detail, candidates,
-                                      unit.epoch)))
-        out += [logged(answer.request_id, f"binding:{n}", now, BINDING, status,
-                       answer.requester, person=str(person))
-                for n, (_, person) in enumerate(usable)] or [
-                logged(answer.request_id, "binding", now, BINDING, status, answer.requester,
-                       reason=answer.detail or None)]
+        relayed, people = _relayed(answer, ctx)
+        out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))
+        out += [logged(answer.request_id, f"binding:{n}", now, BINDING, relayed.status,
+                       answer.requester, person=person)
+                for n, person in enumerate(people)] or [
+                logged(answer.request_id, "binding", now, BINDING, relayed.status,
+                       answer.requester, reason=relayed.detail or None)]
     return out
+
+
+def _relayed(answer: RegistryAnswer, ctx: Context) -> tuple[BindingAnswer, list[str]]:
+    """The holder's answer and its candidates' ID codes; no candidate at all if any cannot be
+    converted, so the holder investigates rather than binds on a part of the candidates."""
+    unit = ctx.unit(answer.requester)
+    residents = [_resident_code(c.sealed_resident_code, answer.request_id, ctx)
+                 for c in answer.candidates]
+    ids = [i for i in ctx.codes.id_codes(residents) if not isinstance(i, InvalidCode)]
+    if len(ids) < len(answer.candidates):
+        log.warning("binding %s: %d of the registry's %d candidates cannot be converted; none "
+                    "is offered", answer.request_id, len(answer.candidates) - len(ids),
+                    len(answer.candidates))
+        return BindingAnswer(answer.request_id, REFUSED, UNCONVERTED, (), unit.epoch), []
+    links = ctx.codes.link_codes_of(ids, [unit] * len(ids))
+    candidates = tuple(BindingCandidate(link, c.sealed_attributes)
+                       for c, link in zip(answer.candidates, links, strict=True))
+    status = answer.status if candidates or answer.status != FOUND else NOT_FOUND
+    return BindingAnswer(answer.request_id, status, answer.detail, candidates, unit.epoch), ids
 
 
 def _resident_code(sealed: bytes, request_id: str, ctx: Context) -> str:

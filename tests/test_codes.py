@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from audit.events import AccessLogEvent
 from broker import topics
-from processors import directory, keys, linkage, rekey
+from processors import binding, directory, keys, linkage, rekey
 from processors.approval import PatternList
 from processors.codes import ALPHABET, CodeService, InvalidCode, UnitEpoch
 from processors.context import Context
@@ -24,17 +24,24 @@ from processors.linkage import FromHolder
 from processors.patterns import load
 from processors.tickets import TicketSealer
 from registry.resident_code import random_codes
+from renkei import sealing
 from renkei.envelope import Incoming, Send
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
 from schemas.messages import (
+    FOUND,
+    REFUSED,
+    BindingAnswer,
     HolderEntry,
     LinkageRequest,
     Pending,
     ProviderQuery,
+    RegistryAnswer,
+    RegistryCandidate,
     Rejection,
     RekeyAnswer,
     RekeyRequest,
+    ResidentCode,
 )
 
 MILLION = 1_000_000
@@ -320,3 +327,33 @@ def test_for_a_while_after_a_rekeying_a_query_carries_the_previous_epochs_code_t
     long_ago = replace(rekeyed, updated_at=NOW - ctx.rekey_grace - timedelta(seconds=1))
     assert _query(ctx, long_ago).previous_link_code is None
     assert _query(ctx, _entry("town", "town", 0)).previous_link_code is None  # never re-keyed
+
+
+def _registry_answer(*residents: str) -> RegistryAnswer:
+    """The registry's answer to city-a: each resident code sealed to the platform ('' garbled)."""
+    key = sealing.public_bytes(MASTERS.sealing_key())
+    return RegistryAnswer("b-1", "city-a", FOUND, "", tuple(RegistryCandidate(
+        sealing.seal(key, CODEC.encode(ResidentCode(r)), "b-1") if r else b"\x00garbled",
+        b"sealed attributes") for r in residents))
+
+
+def test_both_namesakes_reach_the_holder_as_its_link_codes(codes: CodeService,
+                                                            ctx: Context) -> None:
+    a, b = random_codes(2, seed=8)
+    to_holder, *_ = binding.answered([_registry_answer(a, b)], NOW, ctx)
+    answer = CODEC.decode(to_holder.value, BindingAnswer)
+    assert answer.status == FOUND and [c.link_code for c in answer.candidates] == [
+        codes.link_code(r, UnitEpoch("city-a", 2)) for r in (a, b)]
+
+
+@pytest.mark.parametrize("unusable", ["", "12345678918"], ids=["unreadable", "not valid"])
+def test_a_candidate_that_cannot_be_converted_leaves_none_to_bind(
+        ctx: Context, unusable: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Dropping it alone made two namesakes one candidate, which the holder bound."""
+    known = random_codes(1, seed=8)[0]
+    to_holder, event = binding.answered([_registry_answer(known, unusable)], NOW, ctx)
+    answer = CODEC.decode(to_holder.value, BindingAnswer)
+    assert (answer.status, answer.candidates) == (REFUSED, ())
+    logged = CODEC.decode(event.value, AccessLogEvent)
+    assert (logged.outcome, logged.person) == (REFUSED, None) and logged.reason
+    assert "b-1" in caplog.text and known not in caplog.text
