@@ -35,7 +35,7 @@ def rekey(codes: CodeService, link_codes: Sequence[str], unit: str, old_epoch: i
 
 def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     """A holder's link codes of an older epoch of its unit, as codes of the current epoch (its
-    own codes back, unconverted, when they are of the current epoch already)."""
+    own valid codes back as they are when of the current epoch already); none for an invalid one."""
     request = item.message
     assert isinstance(request, RekeyRequest)
     at, source = item.incoming.timestamp, item.incoming.source
@@ -51,14 +51,13 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
         return reject(item.holder, request.request_id, "NOT_PERMITTED",
                       f"{unit} has no codes of epoch {request.from_epoch}", at, source, REKEY)
     old = list(request.link_codes)
-    if request.from_epoch == unit.epoch:
-        new: Sequence[Result] = old
-        what = f"nothing to re-key: {unit} already"
-    else:
-        new = rekey(ctx.codes, old, unit.unit, request.from_epoch, unit.epoch)
-        invalid = sum(isinstance(code, InvalidCode) for code in new)
-        what = (f"{len(new) - invalid} link codes of epoch {request.from_epoch} re-keyed to "
-                f"epoch {unit.epoch} of unit {unit.unit!r}; {invalid} not valid")
+    current = request.from_epoch == unit.epoch
+    new = (ctx.codes.convert_batch(old, unit, unit) if current  # a valid code: itself again
+           else rekey(ctx.codes, old, unit.unit, request.from_epoch, unit.epoch))
+    invalid = sum(isinstance(code, InvalidCode) for code in new)
+    what = (f"nothing to re-key: {unit} already" if current else
+            f"{len(new) - invalid} link codes of epoch {request.from_epoch} re-keyed to "
+            f"epoch {unit.epoch} of unit {unit.unit!r}") + f"; {invalid} not valid"
     return [
         send(topics.inbox(item.holder), request.request_id, RekeyAnswer(
             request.request_id, unit.epoch,

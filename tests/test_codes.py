@@ -263,13 +263,16 @@ def test_a_rekeying_request_gets_each_code_of_the_units_current_epoch(
                              "2 not valid")
 
 
-def test_codes_of_the_current_epoch_come_back_as_they_are(ctx: Context) -> None:
-    to_holder, event = _rekey(ctx, ["ANYCODE0000"], from_epoch=2)
+def test_valid_codes_of_the_current_epoch_come_back_as_they_are(codes: CodeService,
+                                                                 ctx: Context) -> None:
+    """An invalid one gets none, as of an older epoch: it was returned as its own new code."""
+    current = codes.link_code(random_codes(1, seed=4)[0], UnitEpoch("city-a", 2))
+    to_holder, event = _rekey(ctx, [current, "ANYCODE0000"], from_epoch=2)
     answer = CODEC.decode(to_holder.value, RekeyAnswer)
     assert (answer.epoch, [(c.old, c.new) for c in answer.codes]) == (
-        2, [("ANYCODE0000", "ANYCODE0000")])
+        2, [(current, current), ("ANYCODE0000", None)])
     assert CODEC.decode(event.value, AccessLogEvent).reason == (
-        "nothing to re-key: unit 'city-a' at epoch 2 already")
+        "nothing to re-key: unit 'city-a' at epoch 2 already; 1 not valid")
 
 
 @pytest.mark.parametrize(("holder", "from_epoch", "sent_at", "reason", "detail"), [
