@@ -39,7 +39,8 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool)
 @click.option("--port", type=int, default=0, show_default=True,
               help="loopback port of its HTTP API (0: any free port)")
 def run(holder: str, port: int) -> None:
-    """Run a holder's communication server until stopped."""
+    """Run a holder's communication server until stopped; its URL and bearer token go to
+    server.json in the holder's private state folder."""
     from holders.server import main
 
     main(holder, port)

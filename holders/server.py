@@ -1,29 +1,60 @@
 """The communication server (コミュニケーション・サーバー, paper §7(2)): a holder's existing system
-talks plain JSON over HTTP on loopback; the server does the Renkei side with the holder library."""
+talks plain JSON over HTTP on loopback; the server does the Renkei side with the holder library.
+Every request carries the bearer token the server drew at its start and wrote, with its URL, to
+the holder's private address file: loopback is open to every local user, the file only to this
+one."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from holders.client import HolderClient, NotAuthorized, NotBound
 from holders.store import HolderStore, default_path
 from renkei.service_loop import stop_on_signals, unless_stopped
-from renkei.state import private_dir, write_json
+from renkei.state import private_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 CLIENT = web.AppKey("client", HolderClient)
+TOKEN = web.AppKey("token", str)
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    """A running communication server as it recorded itself: its URL and its bearer token."""
+
+    url: str
+    token: str = dataclasses.field(repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(
         d, ensure_ascii=False))
+
+
+@web.middleware
+async def _bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse (401) a request without the server's token: any local user reaches loopback."""
+    given = request.headers.get("Authorization", "").encode(errors="replace")
+    if not hmac.compare_digest(given, f"Bearer {request.app[TOKEN]}".encode()):
+        response = _json({"error": "the holder's bearer token is required (see server.json)"},
+                         401)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    return await handler(request)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -99,6 +130,15 @@ def address_file(holder: str) -> Path:
     return private_dir("holders", holder) / "server.json"
 
 
+def recorded(holder: str) -> Address | None:
+    """The running communication server of `holder`, as it recorded itself; None if none."""
+    path = address_file(holder)
+    if not path.exists():
+        return None
+    found = read_json(path)
+    return Address(str(found["url"]), str(found["token"]))
+
+
 async def run(holder: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT: answer the platform's queries, and the holder's system."""
     stop = stop_on_signals()
@@ -114,8 +154,9 @@ async def run(holder: str, port: int) -> None:
 
 async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:
     """The holder's own systems' API on loopback, until `stop` is set."""
-    app = web.Application()
-    app[CLIENT] = client
+    token = secrets.token_urlsafe(32)
+    app = web.Application(middlewares=[_bearer])
+    app[CLIENT], app[TOKEN] = client, token
     app.add_routes([web.post("/bindings", bind), web.post("/requests", linkage),
                     web.get("/requests/{request_id}", outcome),
                     web.get("/investigations", investigations),
@@ -126,7 +167,8 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         bound = runner.addresses[0][1]
-        write_json(address_file(client.holder), {"url": f"http://127.0.0.1:{bound}"})
+        write_json(address_file(client.holder),
+                   {"url": f"http://127.0.0.1:{bound}", "token": token}, private=True)
         log.warning("holder %s: communication server on http://127.0.0.1:%s", client.holder,
                     bound)
         await client.until_stopped(stop)

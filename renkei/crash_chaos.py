@@ -29,12 +29,12 @@ from broker import process
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.client import REJECTED
-from holders.server import address_file
+from holders.server import Address, address_file, recorded
 from holders.store import REQUESTER, SENT, HolderStore
 from holders.store import default_path as holder_path
 from renkei import scenario, town
 from renkei.crashes import Watch
-from renkei.state import held, read_json, state_folder
+from renkei.state import held, state_folder
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
 STEPS = 2  # audit events of a lawful request: approved, then answered
@@ -86,22 +86,16 @@ class CrashChaos:
                 "exactly_once": self.exactly_once, **asdict(self)}
 
 
-def server_url(holder: str) -> str | None:
-    """The running communication server of `holder`, as it recorded itself."""
-    path = address_file(holder)
-    return str(read_json(path)["url"]) if path.exists() else None
-
-
-async def start_server(procs: town.Processes, holder: str, within: float = 60.0) -> str:
-    """Start `holder`'s communication server (`holder-<id>`); its URL once it listens."""
+async def start_server(procs: town.Processes, holder: str, within: float = 60.0) -> Address:
+    """Start `holder`'s communication server (`holder-<id>`); its address once it listens."""
     address_file(holder).unlink(missing_ok=True)
     procs.start(f"holder-{holder}", "holder", "run", holder)
     deadline = time.monotonic() + within
-    while (url := server_url(holder)) is None:
+    while (address := recorded(holder)) is None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{holder}'s communication server did not start")
         await asyncio.sleep(0.1)
-    return url
+    return address
 
 
 @dataclass
@@ -117,8 +111,8 @@ class Load:
     """The holders' systems: a request to its requester's server, retried at the door while the
     server (or the broker behind it) is down, then its outcome asked for until it comes."""
 
-    def __init__(self, http: aiohttp.ClientSession, urls: dict[str, str]) -> None:
-        self.http, self.urls = http, urls
+    def __init__(self, http: aiohttp.ClientSession, servers: dict[str, Address]) -> None:
+        self.http, self.servers = http, servers
         self.sent: list[_Sent] = []
         self.refused = 0
 
@@ -151,8 +145,9 @@ class Load:
                    body: dict[str, str] | None = None) -> dict[str, Any] | None:
         """The server's JSON answer; None while it (or the broker behind it) is down."""
         try:
-            async with self.http.request(method, self.urls[holder] + path,
-                                         json=body) as response:
+            server = self.servers[holder]
+            async with self.http.request(method, server.url + path, json=body,
+                                         headers=server.headers) as response:
                 if response.status in (200, 202):
                     return dict(await response.json())
         except (aiohttp.ClientError, TimeoutError):
@@ -163,9 +158,9 @@ class Load:
 class Killer:
     """One victim every `every` seconds, round the schedule; each started again at once."""
 
-    def __init__(self, procs: town.Processes, urls: dict[str, str], schedule: list[str],
+    def __init__(self, procs: town.Processes, servers: dict[str, Address], schedule: list[str],
                  answer_timeout: float) -> None:
-        self.procs, self.urls, self.answer_timeout = procs, urls, answer_timeout
+        self.procs, self.servers, self.answer_timeout = procs, servers, answer_timeout
         self.schedule = itertools.cycle(schedule)
         self.kills: list[tuple[float, str, float]] = []
 
@@ -186,7 +181,7 @@ class Killer:
         self.procs.kill(victim)
         if victim.startswith("holder-"):
             holder = victim.removeprefix("holder-")
-            self.urls[holder] = await start_server(self.procs, holder)
+            self.servers[holder] = await start_server(self.procs, holder)
         elif victim.startswith("platform-"):
             self.procs.start_platform(int(victim.removeprefix("platform-")),
                                       self.answer_timeout, "info")
@@ -297,12 +292,12 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
             await scenario.bind_all(clients)
             jobs = scenario.lawful_jobs(clients, built, seed)
         holders = sorted({h for e in scenario.LAWFUL for h in (e.requester, e.provider)})
-        urls = {h: await start_server(procs, h) for h in holders}
+        servers = {h: await start_server(procs, h) for h in holders}
         watch = Watch.of(procs)
         since = datetime.now(UTC)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            load = Load(http, urls)
-            killer = Killer(procs, urls, schedule(instances, holders, seed), answer_timeout)
+            load = Load(http, servers)
+            killer = Killer(procs, servers, schedule(instances, holders, seed), answer_timeout)
             began = time.monotonic()
             give_up = began + seconds + bound
             killing = asyncio.create_task(killer.run(every, began + seconds, began))

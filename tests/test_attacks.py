@@ -51,6 +51,9 @@
   tests/test_attacks.py::test_the_platform_cannot_open_a_relayed_answer
 - canary personal data never in plaintext in broker log files or platform stores:
   tests/test_personal_data.py::test_canaries_never_reach_the_broker_or_the_platform_in_plaintext
+- another local user reads a holder's access log or acts as its staff through its communication
+  server on loopback (401 without the token in the holder's private server.json):
+  tests/test_holder_server.py::test_a_request_without_the_servers_token_is_refused_and_reads_nothing
 """
 
 from __future__ import annotations

@@ -1,0 +1,83 @@
+"""The communication server answers only the holder's own systems: any local user reaches its
+loopback port, so every request must carry the token in the holder's private server.json."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import cast
+
+import aiohttp
+import pytest
+
+from holders.client import HolderClient
+from holders.server import _serve_http, address_file
+from holders.store import HolderStore
+from renkei.state import read_json, state_folder
+
+HOLDER = "city-x"
+CANARY = "canary-income-7301946"
+
+
+class _Unstarted:
+    """A holder library that never reaches Kafka: the server's store, until stopped."""
+
+    def __init__(self, store: HolderStore) -> None:
+        self.holder, self.store = HOLDER, store
+        self.listening = asyncio.Event()  # the server waits here once it has written its file
+
+    async def until_stopped(self, stop: asyncio.Event) -> None:
+        self.listening.set()
+        await stop.wait()
+
+
+@asynccontextmanager
+async def _serving(tmp_path: Path) -> AsyncIterator[str]:
+    """A communication server on a store whose access log holds ⑪ content; its URL."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.log("r-1", "requester", "staff-7", "term-3", "FOUND", content=CANARY)
+    stop = asyncio.Event()
+    with state_folder(tmp_path / "state"):
+        client = _Unstarted(store)
+        serving = asyncio.create_task(_serve_http(cast(HolderClient, client), 0, stop))
+        try:
+            await asyncio.wait_for(client.listening.wait(), 10)
+            yield str(read_json(address_file(HOLDER))["url"])
+        finally:
+            stop.set()
+            await serving
+            store.close()
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-the-token", "Basic x"])
+async def test_a_request_without_the_servers_token_is_refused_and_reads_nothing(
+        tmp_path: Path, authorization: str | None) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    async with _serving(tmp_path) as url, aiohttp.ClientSession(headers=headers) as http:
+        for method, path in (("GET", "/access-log"), ("GET", "/requests/r-1"),
+                             ("POST", "/requests"), ("POST", "/bindings")):
+            body = {"own_number": "H-1", "operator": "staff-7", "terminal": "term-3"}
+            async with http.request(method, url + path, json=body) as response:
+                assert response.status == 401, (method, path)
+                assert "error" in await response.json()
+                assert CANARY not in await response.text()
+
+
+async def test_the_holders_system_reads_the_token_from_its_private_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with _serving(tmp_path) as url:
+        path = address_file(HOLDER)
+        token = str(read_json(path)["token"])
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(headers=headers) as http, \
+                http.get(url + "/access-log") as response:
+            assert response.status == 200
+            assert [e["content"] for e in await response.json()] == [CANARY]
+    assert len(token) >= 40
+    assert not any(token in r.getMessage() for r in caplog.records)
