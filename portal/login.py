@@ -19,7 +19,7 @@ from cards import ca
 from cards.login import Refused, challenge
 from portal.context import PLATFORM
 from portal.sessions import Challenge, Officer
-from portal.web import SESSIONS, SITE, render, session_of
+from portal.web import SESSION, SESSIONS, SITE, render, session_of
 
 log = logging.getLogger(__name__)
 REALMS = {"resident": ca.JPKI, "counter": ca.OFFICERS, "oversight": ca.OFFICERS,
@@ -81,13 +81,13 @@ async def card(request: web.Request) -> web.Response:
         else:
             fresh = request.app[SESSIONS].renew(replace(session, officer=None, present=None,
                                                         resident=resident))
-            request["session"] = fresh
+            request[SESSION] = fresh
     else:
         if verified.role != pending.realm:
             return _refused(request, pending.realm, "wrong-role")
         officer = Officer(verified.serial, verified.common_name, verified.organization,
                           verified.role)
-        request["session"] = request.app[SESSIONS].renew(replace(
+        request[SESSION] = request.app[SESSIONS].renew(replace(
             session, officer=officer, resident=None, present=None))
     raise web.HTTPSeeOther(HOME[pending.realm])
 
@@ -100,5 +100,5 @@ def _refused(request: web.Request, realm: str, reason: str) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     request.app[SESSIONS].end(session_of(request))
-    request["session"] = request.app[SESSIONS].new(session_of(request).lang)
+    request[SESSION] = request.app[SESSIONS].new(session_of(request).lang)
     raise web.HTTPSeeOther("/login")
