@@ -2,25 +2,32 @@
 
 It sends an approved query once, refuses a reused request id, relays the first answer, answers
 with a timeout when the deadline passes, and forgets a request once any copy of it would be
-refused as stale and its ticket has expired. Events arrive at least once (a crash replays them):
-a pending request's own event again repeats its dispatch, which the provider and the audit log
-drop as duplicates. Once a request is settled (answered or timed out) only a small `Settled` is
-kept: the effects of the event that settled it are delivered before that event's offset is
-committed (or, for an event decided at once by the partition's owner, before its record is
-written and the offset of the holder's message it came from committed), and a crash before then
-makes the event itself come again; so a later copy of it has nothing left to do.
+refused as stale and its ticket has expired. An answer can come before its request's event (an
+owner deciding at once writes that event only after the query is acknowledged, and another
+instance can write the answer first): it is held until the request comes and relayed then
+(unless both were read as history or decided elsewhere, where the owner that read the answer
+relayed it; perhaps again after a crash: holders and the audit log drop copies), or forgotten
+when a request received at the first sweep after it would be. Events arrive at least once (a
+crash replays them): a pending request's own event again repeats its dispatch, which the provider
+and the audit log drop as duplicates. Once a request is settled (answered or timed out) only a
+small `Settled` is kept: the effects of the event that settled it are delivered before that
+event's offset is committed (or, for an event decided at once by the partition's owner, before
+its record is written and the offset of the holder's message it came from committed), and a
+crash before then makes the event itself come again; so a later copy of it has nothing left to
+do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import logging
 import math
 import sys
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -84,14 +91,26 @@ State = RequestState | Settled  # a RequestState is a pending request
 DecisionEvent = Pending | Outcome | Sweep
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The answers that came under a request id no request is known by, in order, each once
+    with whether its relay is still to be made (read live, not as history or decided at once
+    elsewhere); kept until `until`, set by the first sweep after the first (None: none yet)."""
+
+    outcomes: tuple[tuple[Outcome, bool], ...] = ()
+    until: datetime | None = None
+
+
 @dataclass
 class Partition:
     """One decision partition's requests: the pending in full, the settled as one integer each,
-    listed by the second they are to be forgotten."""
+    listed by the second they are to be forgotten; and the few answers that came before their
+    request."""
 
     pending: dict[str, RequestState] = field(default_factory=dict)
     settled: dict[str, int] = field(default_factory=dict)
     forgetting: dict[int, list[str]] = field(default_factory=dict)
+    held: dict[str, Held] = field(default_factory=dict)
 
     def get(self, request_id: str) -> State | None:
         found = self.pending.get(request_id)
@@ -108,15 +127,36 @@ class Partition:
         self.settled[was.request_id] = state.packed()
         self.forgetting.setdefault(math.ceil(was.forget_at.timestamp()), []).append(was.request_id)
 
-    def forget_until(self, at: datetime) -> None:
-        """Forget every settled request whose time has come by `at`."""
+    def hold(self, outcome: Outcome, relay: bool) -> None:
+        """Keep an answer to a request not known (yet), until its request comes or is too late
+        (a copy read live after one read as history makes its relay still to be made)."""
+        held = self.held.get(outcome.request_id, Held())
+        relays = dict(held.outcomes)
+        relays[outcome] = relays.get(outcome, False) or relay
+        self.held[outcome.request_id] = replace(held, outcomes=tuple(relays.items()))
+
+    def release(self, request_id: str) -> tuple[tuple[Outcome, bool], ...]:
+        """The answers held for a request that has come, in the order they came."""
+        return self.held.pop(request_id, Held()).outcomes
+
+    def forget_until(self, at: datetime, held_until: datetime) -> None:
+        """Forget every settled request and held answer whose time has come by `at`; answers
+        held that no sweep has timed yet are kept until `held_until`."""
         for second in [s for s in self.forgetting if s <= at.timestamp()]:
             for request_id in self.forgetting.pop(second):
                 self.settled.pop(request_id, None)
+        for request_id, held in list(self.held.items()):
+            if held.until is None:
+                self.held[request_id] = replace(held, until=held_until)
+            elif held.until <= at:
+                del self.held[request_id]
 
     def next_forgetting(self) -> int | None:
-        """The second the next settled requests are to be forgotten (None: none are)."""
-        return min(self.forgetting, default=None)
+        """The second the next settled requests or held answers are to be forgotten (None: none
+        are; 0: an answer is held that no sweep has timed yet)."""
+        held = (0 if h.until is None else math.ceil(h.until.timestamp())
+                for h in self.held.values())
+        return min(itertools.chain(self.forgetting, held), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +175,7 @@ class Decision:
 def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> Decision:
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
-                             _forget_at(p, ctx),
+                             _forget_at(p.deadline - ctx.answer_timeout, ctx),
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
                              _shared(p.legal_basis), _shared(p.data_type), p.person)
         return Decision(state, partial(_dispatch, p, now))
@@ -149,11 +189,12 @@ def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> 
         data_type=p.data_type, person=p.person))
 
 
-def _forget_at(p: Pending, ctx: Context) -> datetime:
-    """When the request may be forgotten and its id used again: once any copy of it would be
-    stale, and never before its ticket expires (as it would under an answer timeout longer than
-    the replay window and clock skew), so no old ticket answers a new request under its id."""
-    return max(ctx.stale_from(p.deadline - ctx.answer_timeout), p.deadline)
+def _forget_at(received: datetime, ctx: Context) -> datetime:
+    """When a request received then may be forgotten and its id used again: once any copy of it
+    would be stale, and never before its ticket expires (as it would under an answer timeout
+    longer than the replay window and clock skew), so no old ticket answers a new request under
+    its id."""
+    return max(ctx.stale_from(received), received + ctx.answer_timeout)
 
 
 def _same_source(state: State, source: str) -> bool:
@@ -181,7 +222,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
     pending under its id (an answer from another exchange that reused the id is dropped)."""
     if not isinstance(state, RequestState):
-        return Decision(state)  # unknown, or already answered or timed out: dropped
+        return Decision(state)  # unknown (the decider holds it), answered or timed out: dropped
     try:
         answer = CODEC.decode(o.answer, LinkageAnswer)
     except SchemaError as exc:
@@ -290,9 +331,18 @@ class Decider:
         if `effects` is false: they already happened)."""
         states = self.states[partition]
         if isinstance(message, Pending):
-            return self._decide(states, message.request_id,
-                                partial(on_pending, message, now=now, ctx=ctx), effects)
+            requested = self._decide(states, message.request_id,
+                                     partial(on_pending, message, now=now, ctx=ctx), effects)
+            for held, relay in states.release(message.request_id):
+                # an answer that came before it: relayed if it was read live or the request is
+                # (perhaps again, if the first owner had: holders and the audit log drop copies)
+                requested += self._decide(states, message.request_id,
+                                          partial(on_outcome, held, now=now), relay or effects)
+            return requested
         if isinstance(message, Outcome):
+            if states.get(message.request_id) is None:  # its request may come after it
+                states.hold(message, effects)
+                return []
             return self._decide(states, message.request_id,
                                 partial(on_outcome, message, now=now), effects)
         made: list[Send] = []
@@ -302,7 +352,9 @@ class Decider:
                                                                  ctx=ctx), effects)
             except Exception:
                 log.exception("the timeout of request %s could not be made", request_id)
-        states.forget_until(message.at)  # forgetting last: the decisions were made before it
+        # forgetting last: the decisions were made before it; an answer held is kept as long
+        # as its request, had it come at this sweep (after the answer, so later), would be
+        states.forget_until(message.at, _forget_at(message.at, ctx))
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return made

@@ -283,7 +283,8 @@ def test_a_timeout_that_cannot_be_made_costs_only_itself(ctx: Context) -> None:
 def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -> None:
     """What an owner does with records decided at once that its state already has (read from
     its committed offset on): any tail of a request's story (pending, answered, swept and
-    forgotten) applied again changes nothing."""
+    forgotten) applied again changes nothing, but that an answer to the request forgotten
+    meanwhile is held, as one that came before its request (which it cannot be told from)."""
     partition = decider.partition_of("r-1")
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     story: list[Pending | Outcome | Sweep] = [
@@ -297,4 +298,110 @@ def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -
                                        {s: list(ids) for s, ids in had.forgetting.items()})
             for message in story[start:upto]:
                 decider_.handle(partition, message, NOW, ctx)
-            assert decider_.states[partition] == before, f"events {start}..{upto - 1} again"
+            after = decider_.states[partition]
+            assert replace(after, held={}) == before, f"events {start}..{upto - 1} again"
+            assert not after.held or (set(after.held) == {"r-1"} and before.get("r-1") is None)
+
+
+def _answer(provider: str = "town") -> Outcome:
+    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", provider, "P-037", "local_tax", "FOUND", b"s")
+    return Outcome("r-1", f"renkei.holder.{provider}.out:1:5", CODEC.encode(answer))
+
+
+def _swept(decider_: decider.Decider, partition: int, at: datetime, ctx: Context) -> list[Send]:
+    """The sweeps the decider asks for at `at`, handled: their effects."""
+    return [made for sweep in decider_.sweeps(at)
+            for made in decider_.handle(partition, CODEC.decode(sweep.value, Sweep), at, ctx)]
+
+
+def test_an_answer_recorded_before_its_request_settles_it_in_a_rebuild(ctx: Context) -> None:
+    """An owner deciding at once writes a request's Pending after its query is acknowledged, so
+    the provider's answer, written by another instance, can come first in the partition: a new
+    owner rebuilding from it dropped the answer (no request known), took the request for pending,
+    and timed it out at its deadline, a TIMED_OUT to the requester after its FOUND."""
+    late = NOW + timedelta(minutes=1)
+    decider_, partition = _owning(ctx, [_answer(), _pending(ctx)])
+    assert _swept(decider_, partition, late, ctx) == [], "no timeout of an answered request"
+    assert decider_.handle(partition, Sweep(late, ("r-1",)), late, ctx) == []
+    assert decider_.states[partition].get("r-1") == decider.Settled(
+        ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+
+
+def test_an_answer_recorded_before_its_request_is_relayed_when_the_request_comes(
+        ctx: Context) -> None:
+    """The owner deciding at once crashed after the query went out and before writing Pending:
+    its successor rebuilds the answer alone, and the holder's message, read again, makes the
+    Pending (and the query again, which the provider drops as a duplicate: no new answer). The
+    answer held is relayed then, perhaps again: the requester and the audit log drop copies."""
+    later = NOW + timedelta(seconds=12)
+    for between in ([], [later]):  # the successor's sweeps may come before the request
+        decider_, partition = _owning(ctx, [_answer()])
+        for at in between:
+            assert _swept(decider_, partition, at, ctx) == []
+        made = decider_.handle(partition, _pending(ctx), later, ctx)
+        assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
+                                 topics.AUDIT], "dispatched, and the answer relayed"
+        assert made[2].value == _answer().answer
+        assert decider_.states[partition].get("r-1") == decider.Settled(
+            ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+        assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == [], \
+            "no timeout later"
+
+
+def test_an_answer_read_live_before_a_request_decided_elsewhere_is_relayed(ctx: Context) -> None:
+    """The old owner decided the request at once, its Pending written after the answer, and lost
+    the partition before reading the answer: the new owner reads both on from the committed
+    offset, the answer live and the Pending as decided elsewhere (its query sent, nothing to
+    do): the answer is still to be relayed, and is, rather than settled unrelayed."""
+    decider_, partition = _owning(ctx, [])
+    assert decider_.handle(partition, _answer(), NOW, ctx) == []
+    made = decider_.handle(partition, _pending(ctx), NOW, ctx, effects=False)
+    assert _topics(made) == [topics.inbox("nenkin"), topics.AUDIT], "relayed, not dispatched"
+    assert made[0].value == _answer().answer
+    rebuilt, _ = _owning(ctx, [_answer()])
+    assert rebuilt.handle(partition, _pending(ctx), NOW, ctx, effects=False) == [], \
+        "an answer read as history was relayed by the owner that read it"
+
+
+def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forgotten(
+        ctx: Context) -> None:
+    """An answer to a request never seen, or forgotten, is kept only until the request would be
+    forgotten had it come at the first sweep after the answer: until any copy of it is stale."""
+    until = max(ctx.stale_from(NOW), NOW + ctx.answer_timeout)
+    held, partition = _owning(ctx, [_answer(), Sweep(NOW, ()),
+                                    Sweep(until - timedelta(seconds=1), ())])
+    assert _topics(held.handle(partition, _pending(ctx), until, ctx)) == [
+        topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT], \
+        "relayed while held"
+    decider_, _ = _owning(ctx, [_answer()])
+    sweep, = decider_.sweeps(NOW)
+    assert CODEC.decode(sweep.value, Sweep) == Sweep(NOW, ()), "a sweep times the answer held"
+    assert decider_.handle(partition, Sweep(NOW, ()), NOW, ctx) == []
+    assert decider_.sweeps(until - timedelta(seconds=1)) == []
+    sweep, = decider_.sweeps(until)
+    assert decider_.handle(partition, CODEC.decode(sweep.value, Sweep), until, ctx) == []
+    assert decider_.states[partition] == decider.Partition(), "nothing kept of it"
+    made = decider_.handle(partition, _pending(ctx), until, ctx)
+    assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched only"
+
+
+def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
+        ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    """The checks an answer to a pending request passes apply to one held until its request:
+    it must be readable and of the same provider, pattern and data type; another held under
+    the same id may still be the right one, as it would be if the request had come first."""
+    unreadable = replace(_answer(), answer=b"not an answer")
+    other = _answer(provider="nenkin")
+    decider_, partition = _owning(ctx, [unreadable, other, _answer()])
+    made = decider_.handle(partition, _pending(ctx), NOW, ctx)
+    assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
+                             topics.AUDIT]
+    assert made[2].value == _answer().answer, "the answer of this exchange, not the other"
+    assert "cannot be read" in caplog.text and "of another exchange" in caplog.text
+    wrong, _ = _owning(ctx, [unreadable, other])
+    made = wrong.handle(partition, _pending(ctx), NOW, ctx)
+    assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched, nothing relayed"
+    assert isinstance(wrong.states[partition].get("r-1"), RequestState), "still pending"
+    assert wrong.states[partition] == _owning(ctx, [_pending(ctx)])[0].states[partition]
+    assert _topics(wrong.handle(partition, _answer(), NOW, ctx)) == [
+        topics.inbox("nenkin"), topics.AUDIT], "the right answer, when it comes, is relayed"

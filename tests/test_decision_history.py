@@ -18,9 +18,9 @@ from processors import decider
 from processors.context import Context
 from processors.platform import Platform, decision_history
 from schemas.codec import CODEC
-from schemas.messages import TIMED_OUT, LinkageAnswer, Sweep
+from schemas.messages import ANSWERED, TIMED_OUT, LinkageAnswer, Sweep
 from tests.kafka_helpers import producer
-from tests.test_decider import _pending, ctx
+from tests.test_decider import _answer, _pending, ctx
 
 __all__ = ["ctx"]  # the fixture, from the decider's tests
 TOPIC = "renkei-test.decision-history"
@@ -65,6 +65,33 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
     timeout, logged = taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx)
     assert timeout.topic == topics.inbox("nenkin") and logged.topic == topics.AUDIT
     assert CODEC.decode(timeout.value, LinkageAnswer).status == TIMED_OUT
+
+
+async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuilt_answered(
+        broker: Cluster, ctx: Context) -> None:
+    """An owner deciding at once writes a request's Pending after its query is acknowledged, and
+    the provider's answer, written by another instance, came first: the next owner rebuilt the
+    request as pending and timed it out, a TIMED_OUT to the requester after its FOUND."""
+    topic = f"{TOPIC}.answer-first"
+    admin = provision.admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=now - ctx.answer_timeout - timedelta(seconds=10))
+    events = [(_answer(), now - ctx.answer_timeout), (pending, now - ctx.answer_timeout)]
+    async with producer(access) as prod:
+        for event, at in events:
+            await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
+                                     timestamp_ms=int(at.timestamp() * 1000))
+    history = await decision_history(access, tp, len(events), ctx)
+    assert history == [_answer(), pending]
+    partition = decider.partition_of("r-1")
+    taken = decider.Decider()
+    taken.keep_only({partition})
+    taken.rebuild(partition, history, ctx)
+    assert taken.states[partition].get("r-1") == decider.Settled(
+        ANSWERED, decider.fingerprint(pending.source))
+    assert taken.sweeps(now) == [], "its deadline passed, but it was answered"
 
 
 async def test_a_partition_taken_over_is_rebuilt_beside_the_consumer_not_in_its_callback(
