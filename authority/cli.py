@@ -48,16 +48,14 @@ def _registry(path: Path | None) -> Iterator[registry_store.RegistryStore]:
 @REGISTRY_OPTION
 @DB_OPTION
 def assign_all(registry: Path | None, db: Path | None) -> None:
-    """Give every resident of the registry who has none a personal number."""
+    """Follow the registry's code changes, then number every resident who has none."""
     started = time.perf_counter()
     with _registry(registry) as residents, _authority(db) as authority:
-        seen = residents.last_seq()  # the codes read below already reflect these events
-        given = authority.assign_all(residents.resident_codes())
-        authority.skip_registry_to(seen)
-        collisions = authority.collisions
+        followed, given = authority.assign_registry(residents)
     seconds = time.perf_counter() - started
+    click.echo(f"{followed} resident-code change(s) followed{_withdrawn(authority)}")
     click.echo(f"{given:,} personal numbers assigned in {seconds:.1f}s "
-               f"({collisions} draws hit an issued number and were drawn again)")
+               f"({authority.collisions} draws hit an issued number and were drawn again)")
 
 
 @authority_cli.command()
@@ -68,7 +66,13 @@ def follow(registry: Path | None, db: Path | None) -> None:
     with _registry(registry) as residents, _authority(db) as authority:
         events = residents.events(authority.registry_cursor(), ChangeKind.CODE_CHANGED)
         followed = authority.follow(events)
-    click.echo(f"{followed} resident-code change(s) followed")
+    click.echo(f"{followed} resident-code change(s) followed{_withdrawn(authority)}")
+
+
+def _withdrawn(authority: NumberingAuthority) -> str:
+    """What following withdrew: numbers once issued to a changed code (see `follow`)."""
+    return (f"; {authority.withdrawn} number(s) issued to a changed code retired, its resident "
+            "keeping theirs" if authority.withdrawn else "")
 
 
 @authority_cli.command("change-number")

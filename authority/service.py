@@ -4,8 +4,9 @@ A number is 11 digits drawn with `secrets` (a CSPRNG) and the ordinance's check 
 in the code-conversion table against the resident code: drawn, never derived, so nothing computes
 one from the other. A draw that hits any number ever issued is drawn again: no number is reissued,
 even after it is retired. A resident may ask for a new number (the old one is retired, the history
-kept); a changed resident code keeps its number. Looking a number up is a service call for holders
-that lawfully hold it, logged with who asked and why.
+kept); a changed resident code keeps its number, so the registry's code changes are followed before
+anyone is numbered. Looking a number up is a service call for holders that lawfully hold it, logged
+with who asked and why.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from authority.check_digit import is_valid, with_check_digit
 from authority.store import AuthorityStore
 from registry.residents import ChangeEvent, ChangeKind
+
+if TYPE_CHECKING:
+    from registry.store import RegistryStore
 
 REGISTRY_CURSOR = "registry"
 
@@ -44,6 +49,7 @@ class NumberingAuthority:
         self._draw = draw
         self._clock = clock
         self.collisions = 0  # draws that hit a number issued before, and were drawn again
+        self.withdrawn = 0  # numbers issued to a changed code before its change was followed
 
     def assign(self, resident_code: str) -> str:
         """Give a resident their first personal number."""
@@ -61,6 +67,14 @@ class NumberingAuthority:
                     self._issue(resident_code)
                     given += 1
         return given
+
+    def assign_registry(self, registry: RegistryStore) -> tuple[int, int]:
+        """Follow the registry's code changes, then number who has none, at one instant of it:
+        (changes followed, numbers given)."""
+        with registry.snapshot():
+            followed = self.follow(registry.events(self.registry_cursor(),
+                                                   ChangeKind.CODE_CHANGED))
+            return followed, self.assign_all(registry.resident_codes())
 
     def change_number(self, resident_code: str, reason: str) -> str:
         """The resident's request for a new number: the old one is retired, never reissued."""
@@ -80,7 +94,8 @@ class NumberingAuthority:
 
     def follow(self, events: Iterable[ChangeEvent]) -> int:
         """Follow the registry's code changes past the last one seen; how many moved a number.
-        Each is followed and marked seen at once, so following again never repeats one."""
+        Each is followed and marked seen at once, so following again never repeats one (and a
+        change followed again finds no number under the old code: it moves nothing)."""
         followed = 0
         for event in events:
             if event.kind is not ChangeKind.CODE_CHANGED or event.seq <= self.registry_cursor():
@@ -93,11 +108,6 @@ class NumberingAuthority:
     def registry_cursor(self) -> int:
         """The sequence number of the last registry event seen."""
         return self._store.cursor(REGISTRY_CURSOR)
-
-    def skip_registry_to(self, seq: int) -> None:
-        """Events up to `seq` are already reflected (e.g. in the codes `assign_all` was given)."""
-        with self._store.transaction():
-            self._store.set_cursor(REGISTRY_CURSOR, max(seq, self.registry_cursor()))
 
     def number_of(self, resident_code: str) -> str | None:
         """The resident's current number (to notify them of it)."""
@@ -123,11 +133,27 @@ class NumberingAuthority:
         return self._store.counts()
 
     def _rename(self, old_code: str, new_code: str) -> bool:
-        if not self._store.rename(old_code, new_code):
+        """Move the number to the new code (in a transaction); False if the old code has none."""
+        number = self._store.number_of(old_code)
+        if number is None:
             return False
+        wrong = self._store.number_of(new_code)
+        if wrong is not None:
+            self._withdraw(new_code, wrong, number)
+        self._store.rename(old_code, new_code)
         self._store.record_change(self._clock(), "code-followed", old_code, old_code, new_code,
                                   "resident code changed")
         return True
+
+    def _withdraw(self, new_code: str, wrong: str, kept: str) -> None:
+        """A number issued to the new code before its change was followed (as `assign-all` once
+        did) is retired, never reissued, and recorded: the resident keeps their number."""
+        self._store.unbind(new_code)
+        self._store.retire(wrong, self._clock())
+        self._store.record_change(self._clock(), "number-withdrawn", new_code, wrong, kept,
+                                  "issued to a changed resident code before the change was "
+                                  "followed: the resident keeps their number")
+        self.withdrawn += 1
 
     def _current(self, resident_code: str) -> str:
         number = self._store.number_of(resident_code)

@@ -106,6 +106,10 @@ class AuthorityStore:
         """Set the resident's current number in the code-conversion table."""
         self._db.execute("INSERT OR REPLACE INTO conversion VALUES (?, ?)", (resident_code, number))
 
+    def unbind(self, resident_code: str) -> None:
+        """Take the resident code out of the code-conversion table (its number stays issued)."""
+        self._db.execute("DELETE FROM conversion WHERE resident_code = ?", (resident_code,))
+
     def rename(self, old_code: str, new_code: str) -> bool:
         """Move a row of the table to the resident's new code; False if there was none."""
         cursor = self._db.execute("UPDATE conversion SET resident_code = ? WHERE resident_code = ?",

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -104,6 +105,15 @@ class RegistryStore:
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see the registry at one instant (a read transaction; for reads only)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.rollback()
 
     def load(self, people: Iterable[Person]) -> None:
         """Bulk-load a generated registry: residents, then all events in date order."""

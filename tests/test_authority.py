@@ -139,8 +139,7 @@ def test_following_the_registry(tmp_path: Path, store: AuthorityStore) -> None:
     registry_store.build(path, 500, 7)
     registry = registry_store.RegistryStore.open(path)
     authority = NumberingAuthority(store)
-    authority.assign_all(registry.resident_codes())
-    authority.skip_registry_to(registry.last_seq())
+    authority.assign_registry(registry)
     code = next(registry.resident_codes())
     resident = registry.by_code(code)
     assert resident is not None
@@ -183,3 +182,63 @@ def test_draws_use_the_whole_range() -> None:
     numbers = {draw_number() for _ in range(2_000)}
     assert len(numbers) == 2_000 and all(is_valid(n) for n in numbers)
     assert {n[0] for n in numbers} == set("0123456789")
+
+
+def _change_code(registry: registry_store.RegistryStore, code: str) -> str:
+    """Record a live resident-code change of `code` in the registry; the new code."""
+    resident = registry.by_code(code)
+    assert resident is not None
+    fresh = next(c for c in random_codes(50, seed=99) if registry.by_code(c) is None)
+    registry.record(change(resident, ChangeKind.CODE_CHANGED, (fresh,), date(2026, 4, 1)))
+    return fresh
+
+
+def test_assign_all_after_a_code_change_moves_the_number_and_issues_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """assign-all (compose runs it at every start) read the changed code as a resident without a
+    number, gave them a second one and marked the change seen, so the old one never moved."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 50, 1)
+    runner = CliRunner()
+    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    old = next(registry.resident_codes())
+    number = runner.invoke(authority_cli, ["number-of", old]).output.strip()
+    new = _change_code(registry, old)
+    registry.close()
+    again = runner.invoke(authority_cli, ["assign-all"])
+    assert again.exit_code == 0 and "0 personal numbers assigned" in again.output
+    for _ in range(2):
+        assert runner.invoke(authority_cli, ["follow"]).exit_code == 0
+    assert runner.invoke(authority_cli, ["number-of", new]).output.strip() == number
+    assert runner.invoke(authority_cli, ["number-of", old]).exit_code != 0
+    store = AuthorityStore(tmp_path / "authority" / "authority.db")
+    assert store.counts()["issued"] == 50 and store.counts()["current"] == 50
+    assert [(e.kind, e.before, e.after) for e in store.history(new)] == [
+        ("code-followed", old, new)]
+    store.close()
+
+
+def test_following_a_change_whose_new_code_was_numbered_keeps_the_old_number(
+        tmp_path: Path, store: AuthorityStore) -> None:
+    """A store numbered before the fix gave the new code a number of its own: following the change
+    raised IntegrityError at every try; now the resident keeps their number, the wrong one is
+    retired (recorded in the history, never reissued), and following again changes nothing."""
+    path = tmp_path / "registry.db"
+    registry_store.build(path, 20, 1)
+    registry = registry_store.RegistryStore.open(path)
+    authority = NumberingAuthority(store)
+    authority.assign_all(registry.resident_codes())
+    old = next(registry.resident_codes())
+    number = authority.number_of(old)
+    cursor = registry.last_seq()
+    new = _change_code(registry, old)
+    wrong = authority.assign(new)  # as assign_all did, before following the change
+    for _ in range(2):
+        authority.follow(registry.events(cursor, ChangeKind.CODE_CHANGED))
+    assert authority.number_of(new) == number and authority.number_of(old) is None
+    assert authority.lookup(wrong, "city-a", "check") is None
+    assert store.counts() == {"issued": 21, "current": 20, "retired": 1, "lookups": 1}
+    assert [(e.kind, e.before, e.after) for e in store.history(new)] == [
+        ("number-withdrawn", wrong, number), ("code-followed", old, new)]
+    registry.close()
