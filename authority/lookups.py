@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority.service import NumberingAuthority
 from broker import acls, topics
+from registry.answers import answer_to, refused_if_failing
 from renkei import sealing
 from renkei.envelope import Send, send
 from schemas.codec import CODEC, SchemaError
@@ -21,7 +23,6 @@ from schemas.messages import (
     HolderEntry,
     NumberLookup,
     PersonalNumber,
-    RegistryAnswer,
     RegistryQuery,
     ResidentCode,
 )
@@ -39,23 +40,26 @@ def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519Priva
         except SchemaError as exc:
             log.error("an unreadable number look-up: %s", exc)
             continue
-        try:
-            number = CODEC.decode(sealing.open_sealed(key, lookup.sealed_query,
-                                                      lookup.request_id), PersonalNumber)
-        except (SchemaError, sealing.CannotOpen) as exc:  # its holder must hear back
-            out.append(send(topics.REGISTRY_OUT, lookup.request_id, RegistryAnswer(
-                lookup.request_id, lookup.requester, REFUSED,
-                f"the personal number cannot be read: {exc}", ())))
-            continue
-        resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE)
-        registry = directory(acls.REGISTRY)
-        if resident_code is None or registry is None:
-            out.append(send(topics.REGISTRY_OUT, lookup.request_id, RegistryAnswer(
-                lookup.request_id, lookup.requester, NOT_FOUND,
-                "no resident has that personal number", ())))
-            continue
-        sealed = sealing.seal(registry.public_key, CODEC.encode(ResidentCode(resident_code)),
-                              lookup.request_id)
-        out.append(send(topics.REGISTRY_IN, lookup.request_id, RegistryQuery(
-            lookup.request_id, lookup.requester, lookup.private, BY_RESIDENT_CODE, sealed)))
+        out.append(refused_if_failing(acls.AUTHORITY, lookup.request_id, lookup.requester,
+                                      partial(_resolved, lookup, service, key, directory)))
     return out
+
+
+def _resolved(lookup: NumberLookup, service: NumberingAuthority, key: X25519PrivateKey,
+              directory: Callable[[str], HolderEntry | None]) -> Send:
+    """The look-up passed on to the registry with the resident code, or the holder's answer."""
+    try:
+        number = CODEC.decode(sealing.open_sealed(key, lookup.sealed_query, lookup.request_id),
+                              PersonalNumber)
+    except (SchemaError, sealing.CannotOpen) as exc:  # its holder must hear back
+        return answer_to(lookup.request_id, lookup.requester, REFUSED,
+                         f"the personal number cannot be read: {exc}")
+    resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE)
+    registry = directory(acls.REGISTRY)
+    if resident_code is None or registry is None:
+        return answer_to(lookup.request_id, lookup.requester, NOT_FOUND,
+                         "no resident has that personal number")
+    sealed = sealing.seal(registry.public_key, CODEC.encode(ResidentCode(resident_code)),
+                          lookup.request_id)
+    return send(topics.REGISTRY_IN, lookup.request_id, RegistryQuery(
+        lookup.request_id, lookup.requester, lookup.private, BY_RESIDENT_CODE, sealed))

@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
+from registry.answers import refused_if_failing
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
@@ -56,15 +57,9 @@ class RegistryService:
         return out
 
     def _answered(self, query: RegistryQuery) -> Send:
-        """The answer, or a refusal should it fail on something unforeseen: one query never
-        stops the registry (logged by type only: its message may hold personal data)."""
-        try:
-            return send(topics.REGISTRY_OUT, query.request_id, self.answer(query))
-        except Exception as exc:
-            log.error("registry query %s refused: it failed with %s", query.request_id,
-                      type(exc).__name__)
-            return send(topics.REGISTRY_OUT, query.request_id,
-                        _answer(query, REFUSED, "the registry could not answer this query"))
+        """The answer, or a refusal of this query alone should it fail on something unforeseen."""
+        return refused_if_failing(acls.REGISTRY, query.request_id, query.requester, lambda: send(
+            topics.REGISTRY_OUT, query.request_id, self.answer(query)))
 
     def answer(self, query: RegistryQuery) -> RegistryAnswer:
         platform = self._directory(acls.PLATFORM)

@@ -1,0 +1,34 @@
+"""Answers to a binding look-up on renkei.registry.out, the registry's or the numbering authority's
+(which answers for the registry when a personal number leads to nobody)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from broker import topics
+from renkei.envelope import Send, send
+from schemas.messages import REFUSED, RegistryAnswer, RegistryCandidate
+
+log = logging.getLogger(__name__)
+
+
+def answer_to(request_id: str, requester: str, status: str, detail: str,
+              candidates: tuple[RegistryCandidate, ...] = ()) -> Send:
+    """An answer for the platform to relay to the requesting holder."""
+    return send(topics.REGISTRY_OUT, request_id,
+                RegistryAnswer(request_id, requester, status, detail, candidates))
+
+
+def refused_if_failing(service: str, request_id: str, requester: str,
+                       answer: Callable[[], Send]) -> Send:
+    """What `answer` sends, or should it fail on anything unforeseen a refusal of this look-up
+    alone: one look-up never stops the service (logged by request id and error type only, its
+    message may hold personal data)."""
+    try:
+        return answer()
+    except Exception as exc:
+        log.error("%s look-up %s refused: it failed with %s", service, request_id,
+                  type(exc).__name__)
+        return answer_to(request_id, requester, REFUSED,
+                         f"the {service} could not answer this query")
