@@ -1,5 +1,6 @@
 """The numbering authority on Kafka: a holder's personal number, sealed to the authority, is
-resolved to the resident code (a logged look-up) and passed on, sealed, to the registry."""
+resolved to the resident code (a logged look-up) and passed on, sealed, to the registry. A private
+holder is told nobody has a number in the registry's words for a resident who did not consent."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority.service import NumberingAuthority
 from broker import acls, topics
-from registry.answers import answer_to, refused_if_failing
+from registry.answers import NO_CONSENTING_NUMBER, answer_to, refused_if_failing
 from renkei import sealing
 from renkei.envelope import Send, send
 from schemas.codec import CODEC, SchemaError
@@ -56,9 +57,9 @@ def _resolved(lookup: NumberLookup, service: NumberingAuthority, key: X25519Priv
                          f"the personal number cannot be read: {exc}")
     resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE)
     registry = directory(acls.REGISTRY)
-    if resident_code is None or registry is None:
-        return answer_to(lookup.request_id, lookup.requester, NOT_FOUND,
-                         "no resident has that personal number")
+    if resident_code is None or registry is None:  # a private holder: as the registry's
+        return answer_to(lookup.request_id, lookup.requester, NOT_FOUND, NO_CONSENTING_NUMBER
+                         if lookup.private else "no resident has that personal number")
     sealed = sealing.seal(registry.public_key, CODEC.encode(ResidentCode(resident_code)),
                           lookup.request_id)
     return send(topics.REGISTRY_IN, lookup.request_id, RegistryQuery(

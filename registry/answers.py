@@ -11,6 +11,9 @@ from renkei.envelope import Send, send
 from schemas.messages import REFUSED, RegistryAnswer, RegistryCandidate
 
 log = logging.getLogger(__name__)
+NO_CONSENTING_NUMBER = "no consenting resident has that personal number"
+"""A private holder's NOT_FOUND by personal number, from the authority (nobody has the number) and
+the registry (its resident did not consent) alike: it never tells which numbers are in use."""
 
 
 def answer_to(request_id: str, requester: str, status: str, detail: str,

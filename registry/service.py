@@ -4,7 +4,7 @@ Each candidate's resident code is sealed to the platform (which turns it into a 
 its current four attributes to the requesting holder (which compares them with its record); so
 neither the platform nor the broker sees attributes, and the holder never sees a resident code.
 A private holder gets a candidate only for a consenting resident whose four attributes match
-exactly, and only if exactly one does.
+exactly, and only if exactly one does; by personal number, its NOT_FOUND is the authority's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
-from registry.answers import refused_if_failing
+from registry.answers import NO_CONSENTING_NUMBER, refused_if_failing
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
@@ -71,8 +71,8 @@ class RegistryService:
         except (sealing.CannotOpen, SchemaError) as exc:
             return _answer(query, REFUSED, f"the query cannot be read: {exc}")
         if query.private and not self._one_consenting(residents, query.requester):
-            return _answer(query, NOT_FOUND,
-                           "no single consenting resident matches all four attributes")
+            return _answer(query, NOT_FOUND, NO_CONSENTING_NUMBER if query.by == BY_RESIDENT_CODE
+                           else "no single consenting resident matches all four attributes")
         candidates = tuple(RegistryCandidate(
             sealing.seal(platform.public_key, CODEC.encode(ResidentCode(r.resident_code)),
                          query.request_id),

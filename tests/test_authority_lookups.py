@@ -1,11 +1,12 @@
 """The numbering authority on Kafka: a holder's personal number resolved and passed on to the
-registry, and one look-up that cannot be answered costs only itself."""
+registry; a private holder never learns from the answer whether a number is in use; one look-up
+that cannot be answered costs only itself."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,14 +14,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups
-from authority.service import NumberingAuthority
+from authority.service import NumberingAuthority, draw_number
 from authority.store import AuthorityStore
 from broker import acls, topics
-from registry.resident_code import random_codes
+from registry import store as registry_store
+from registry.service import RegistryService
 from renkei import sealing
 from renkei.envelope import Send
 from schemas.codec import CODEC
 from schemas.messages import (
+    NOT_FOUND,
     REFUSED,
     HolderEntry,
     NumberLookup,
@@ -29,43 +32,74 @@ from schemas.messages import (
     RegistryQuery,
 )
 
-HOLDER = "nenkin"
+HOLDER, SHOP = "nenkin", "acme-shop"  # a public holder, a private one
 
 
 class Authority:
-    """An authority that numbered three residents, with the registry in its directory."""
+    """An authority that numbered a registry of 20, both in a directory with the platform."""
 
-    def __init__(self, path: Path) -> None:
-        self.store = AuthorityStore(path)
+    def __init__(self, folder: Path) -> None:
+        registry_store.build(folder / "registry.db", 20, 1)
+        self.registry_store = registry_store.RegistryStore.open(folder / "registry.db")
+        self.store = AuthorityStore(folder / "authority.db")
         self.service = NumberingAuthority(self.store)
-        self.residents = random_codes(3, seed=7)
-        self.service.assign_all(self.residents)
-        self.key, self.registry = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-        entry = HolderEntry(acls.REGISTRY, acls.REGISTRY, "registry", acls.REGISTRY, 0,
-                            sealing.public_bytes(self.registry), False, True, datetime.now(UTC))
-        self.directory = {acls.REGISTRY: entry}
+        self.service.assign_registry(self.registry_store)
+        self.residents = list(self.registry_store.resident_codes())
+        self.key, registry, platform, holder = (X25519PrivateKey.generate() for _ in range(4))
+        self.directory = {name: HolderEntry(name, name, name, name, 0, sealing.public_bytes(k),
+                                            name == SHOP, True, datetime.now(UTC))
+                          for name, k in ((acls.REGISTRY, registry), (acls.PLATFORM, platform),
+                                          (HOLDER, holder), (SHOP, holder))}
+        self.registry = RegistryService(self.registry_store, registry, self.directory.get)
 
     def number(self, n: int) -> str:
         number = self.service.number_of(self.residents[n])
         assert number is not None
         return number
 
-    def lookup(self, request_id: str, number: str, private: bool = False) -> SimpleNamespace:
+    def lookup(self, request_id: str, number: str, holder: str = HOLDER) -> SimpleNamespace:
         """A holder's look-up as the broker delivers it to the authority."""
         sealed = sealing.seal(sealing.public_bytes(self.key),
                               CODEC.encode(PersonalNumber(number)), request_id)
-        return SimpleNamespace(value=CODEC.encode(NumberLookup(request_id, HOLDER, private,
+        return SimpleNamespace(value=CODEC.encode(NumberLookup(request_id, holder, holder == SHOP,
                                                                sealed)))
 
     def handled(self, *records: SimpleNamespace) -> list[Send]:
         return lookups.handle(records, self.service, self.key, self.directory.get)
 
+    def answer(self, number: str, holder: str) -> RegistryAnswer:
+        """The answer the platform relays to the holder: the authority's, or the registry's."""
+        (out,) = self.handled(self.lookup("q", number, holder))
+        if out.topic == topics.REGISTRY_IN:
+            (out,) = self.registry.handle([SimpleNamespace(value=out.value)])
+        assert out.topic == topics.REGISTRY_OUT
+        return CODEC.decode(out.value, RegistryAnswer)
+
 
 @pytest.fixture
 def authority(tmp_path: Path) -> Iterator[Authority]:
-    made = Authority(tmp_path / "authority.db")
+    made = Authority(tmp_path)
     yield made
     made.store.close()
+    made.registry_store.close()
+
+
+def test_a_private_holder_cannot_tell_whether_a_number_is_in_use(authority: Authority) -> None:
+    """Without any resident's consent a private holder got 'no resident has that personal
+    number' for a number never issued or retired, and the registry's own detail for a number in
+    use: an oracle of which numbers are current. Now all three answers are one."""
+    in_use = authority.number(0)
+    retired = authority.number(1)
+    authority.service.change_number(authority.residents[1], "lost card")
+    never = next(n for n in (draw_number() for _ in range(100))
+                 if not authority.store.was_issued(n))
+    answers = {(a.status, a.detail, a.candidates)
+               for a in (authority.answer(n, SHOP) for n in (in_use, retired, never))}
+    assert len(answers) == 1 and next(iter(answers))[:1] == (NOT_FOUND,)
+    authority.registry_store.give_consent(authority.residents[0], SHOP, date(2026, 4, 1))
+    assert authority.answer(in_use, SHOP).candidates != ()  # with consent: found
+    public = {authority.answer(n, HOLDER).detail for n in (retired, never)}
+    assert public == {"no resident has that personal number"}  # a public holder: as it was
 
 
 def test_an_unforeseen_failure_refuses_that_lookup_only(
