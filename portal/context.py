@@ -28,12 +28,15 @@ class Platform:
     kafka: KafkaSide
 
     def resident_of_card(self, serial: str) -> Resident | None:
-        """Ask the registry side whose card this is; the ID codes of every code they had."""
+        """Ask the registry side whose card this is; the ID codes of every code they had, the one
+        of their first code (their ID code now) first."""
         codes = self.card_holders.resident_codes(serial, self.registry)
         current = self.registry.by_code(codes[0]) if codes else None
-        if current is None:
+        first = self.registry.first_code(codes[0]) if codes else None
+        if current is None or first is None:
             return None
-        ids = [c for c in self.codes.id_codes(codes) if isinstance(c, str)]
+        own_first = [first, *(c for c in codes if c != first)]
+        ids = [c for c in self.codes.id_codes(own_first) if isinstance(c, str)]
         return Resident(serial, current.name, tuple(codes), tuple(ids))
 
     def new_number(self, resident: Resident, reason: str) -> str:

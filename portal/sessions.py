@@ -23,7 +23,8 @@ def _now() -> datetime:
 @dataclass(frozen=True)
 class Resident:
     """A resident logged in with their card: the codes the registry side gave for the card,
-    the current one first, and the ID codes the platform's code service computed from them."""
+    the current one first, and the ID codes the platform's code service computed from them, their
+    own first (of their first code; the others find entries made before it was theirs alone)."""
 
     serial: str
     name: str

@@ -2,8 +2,9 @@
 
 By four attributes the query goes to the resident registry; by personal number to the numbering
 authority, which resolves it and passes it on to the registry. Either way the platform only
-forwards sealed bytes, then turns each candidate's resident code (sealed to the platform) into
-the holder's link code (resident code → ID code → link code). It never sees the attributes.
+forwards sealed bytes, then turns each candidate's resident code (sealed to the platform: the
+person's first, so a code change changes no link code) into the holder's link code (resident
+code → ID code → link code). It never sees the attributes.
 """
 
 from __future__ import annotations

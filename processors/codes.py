@@ -1,10 +1,12 @@
 """The platform's code service: resident code ↔ ID code ↔ link code, by FF1 over 0-9A-Z.
 
 ID code = FF1(ID key, resident code); link code = FF1(key of the unit at its epoch, ID code); both
-are 11 characters of 0-9A-Z. A link code is accepted only if it decrypts, through its ID code, to a
-resident code (11 digits, check digit right); anything else is an `InvalidCode`. Link codes are
-computed per use and never stored. There is no way in from a personal number: that goes through
-the numbering authority's logged look-up, which gives a resident code.
+are 11 characters of 0-9A-Z. The resident code is the person's first (the registry gives that one:
+a change of resident code changes no ID or link code). A link code is accepted only if it
+decrypts, through its ID code, to a resident code (11 digits, check digit right); anything else is
+an `InvalidCode`. Link codes are computed per use and never stored. There is no way in from a
+personal number: that goes through the numbering authority's logged look-up, which gives a
+resident code.
 
 Every batch call answers per item (a code or an `InvalidCode`): one bad code never fails a batch.
 """
@@ -68,7 +70,7 @@ class CodeService:
         return _results(out, ok, lambda i: NOT_RESIDENT)
 
     def resident_codes(self, link_codes: Sequence[str], units: Units) -> list[Result]:
-        """Link code → ID code → resident code, validated (to fetch the current 4 attributes)."""
+        """Link code → ID code → the person's first resident code, validated."""
         _, residents, ok, why = self._open(link_codes, units)
         return _results(residents, ok, why)
 

@@ -1,6 +1,7 @@
 """The registry (住基ネット) on Kafka: answers the platform's look-ups with sealed candidates.
 
-Each candidate's resident code is sealed to the platform (which turns it into a link code) and
+Each candidate's first resident code is sealed to the platform (which turns it into a link code:
+the ID code is made from the first code, so a change of resident code changes none) and
 its current four attributes to the requesting holder (which compares them with its record); so
 neither the platform nor the broker sees attributes, and the holder never sees a resident code.
 A private holder gets a candidate only for a consenting resident whose four attributes match
@@ -74,11 +75,19 @@ class RegistryService:
             return _answer(query, NOT_FOUND, NO_CONSENTING_NUMBER if query.by == BY_RESIDENT_CODE
                            else "no single consenting resident matches all four attributes")
         candidates = tuple(RegistryCandidate(
-            sealing.seal(platform.public_key, CODEC.encode(ResidentCode(r.resident_code)),
+            sealing.seal(platform.public_key, CODEC.encode(ResidentCode(self._first_code(r))),
                          query.request_id),
             sealing.seal(requester.public_key, CODEC.encode(r.four_attributes),
                          query.request_id)) for r in residents)
         return _answer(query, FOUND if candidates else NOT_FOUND, "", candidates)
+
+    def _first_code(self, resident: Resident) -> str:
+        """The resident's first code, which their ID code is made from (never their current one
+        when it changed: that would be a second ID code)."""
+        first = self.store.first_code(resident.resident_code)
+        if first is None:
+            raise LookupError("the resident's code changed while they were looked up")
+        return first
 
     def _one_consenting(self, residents: list[Resident], holder: str) -> bool:
         """Exactly one resident matches, and has consented to the holder: the consent of one of

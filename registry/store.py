@@ -154,6 +154,15 @@ class RegistryStore:
                                "WHERE resident_code = ?", (resident_code,)).fetchone()
         return None if row is None else (row[0], _resident(row[1:]))
 
+    def first_code(self, resident_code: str) -> str | None:
+        """The first code of the resident who has this one now (None if nobody has): their ID
+        code is made from it, so a change of resident code changes none of their codes."""
+        row = self._db.execute(
+            "SELECT COALESCE((SELECT resident_code FROM events WHERE person = residents.person "
+            "AND kind = ? ORDER BY seq LIMIT 1), resident_code) FROM residents "
+            "WHERE resident_code = ?", (ChangeKind.CODE_CHANGED, resident_code)).fetchone()
+        return None if row is None else str(row[0])
+
     def find(self, attributes: FourAttributes) -> list[Resident]:
         """Every resident whose four attributes all match after normalisation (0, 1 or more);
         nobody if a record of another resident could read the same (see the module's text)."""

@@ -14,6 +14,7 @@ from broker.cluster import Cluster
 from holders.client import HolderClient
 from holders.samples import SAMPLES
 from holders.store import HolderStore, default_path
+from registry import store as registry_store
 from renkei import town as town_setup
 from renkei.scenario import staff as staff_of
 from renkei.state import state_folder
@@ -44,6 +45,16 @@ def broker(state_dir: Path) -> Iterator[Cluster]:
 def town(broker: Cluster) -> town_setup.Town:
     """The registry, authority, demo holders, directory and pattern list."""
     return town_setup.build(RESIDENTS, SEED)
+
+
+@pytest.fixture(scope="session")
+def first_codes(town: town_setup.Town) -> dict[str, str]:
+    """Each resident's code now → their first, which their ID and link codes are made from."""
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    try:
+        return {code: registry.first_code(code) or code for code in registry.resident_codes()}
+    finally:
+        registry.close()
 
 
 @pytest.fixture(scope="session")

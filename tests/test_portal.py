@@ -98,7 +98,7 @@ def _wait_http(url: str, within: float = 60) -> None:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def portal(clients: Clients, town: Town, platform: Processes,
+async def portal(clients: Clients, town: Town, platform: Processes, first_codes: dict[str, str],
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Portal]:
     """People with history and cards, officers' cards, the card reader and the portal running."""
     codes = CodeService(keys.load())
@@ -111,7 +111,7 @@ async def portal(clients: Clients, town: Town, platform: Processes,
     for name, (code, own) in zip(("alice", "bob", "carol", "dave"), shared, strict=False):
         request_id = await _ask(nenkin, own, PURPOSE if name == "alice" else "審査") \
             if name in ("alice", "bob") else None
-        (id_code,) = codes.id_codes([code])
+        (id_code,) = codes.id_codes([first_codes[code]])
         assert isinstance(id_code, str)
         people[name] = Person(code, id_code, _issue("issue", code), request_id)
     for name in ("alice", "bob"):

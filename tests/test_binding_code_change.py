@@ -1,0 +1,158 @@
+"""A change of resident code (住民票コード変更, at the resident's request) changes none of the
+person's codes: binding before and after it, by four attributes or by personal number, gives a
+holder the same link code, and My Portal still finds every entry about them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from authority import lookups
+from authority.service import NumberingAuthority
+from authority.store import AuthorityStore
+from broker import acls, topics
+from cards.jlis import CardHolders
+from portal.context import Platform
+from processors import binding
+from processors.codes import CodeService, UnitEpoch
+from processors.context import Context
+from processors.keys import MasterKeys
+from processors.tickets import TicketSealer
+from registry import store as registry_store
+from registry.resident_code import random_codes
+from registry.residents import ChangeKind, change
+from registry.service import RegistryService
+from renkei import sealing
+from renkei.envelope import Send
+from schemas.codec import CODEC
+from schemas.messages import (
+    BY_ATTRIBUTES,
+    FOUND,
+    BindingAnswer,
+    NumberLookup,
+    PersonalNumber,
+    RegistryAnswer,
+    RegistryQuery,
+)
+from tests.test_registry_service import _entry
+
+CITY, PENSION = "city-a", "nenkin"
+
+
+class Town:
+    """A registry of 20, its numbering authority, the platform's code service and two holders."""
+
+    def __init__(self, folder: Path) -> None:
+        registry_store.build(folder / "registry.db", 20, 1)
+        self.registry = registry_store.RegistryStore.open(folder / "registry.db")
+        self.numbers = AuthorityStore(folder / "authority.db")
+        self.authority = NumberingAuthority(self.numbers)
+        self.authority.assign_registry(self.registry)
+        masters = MasterKeys.generate()
+        self.registry_key, self.authority_key, holder = (X25519PrivateKey.generate()
+                                                         for _ in range(3))
+        self.directory = {acls.PLATFORM: _entry(acls.PLATFORM, masters.sealing_key(), False),
+                          acls.REGISTRY: _entry(acls.REGISTRY, self.registry_key, False),
+                          CITY: _entry(CITY, holder, False),
+                          PENSION: _entry(PENSION, holder, False)}
+        self.service = RegistryService(self.registry, self.registry_key, self.directory.get)
+        self.ctx = Context(CodeService(masters), TicketSealer(masters.ticket_key()),
+                           masters.sealing_key(), self.directory)
+
+    def by_attributes(self, holder: str, resident_code: str) -> str:
+        """The holder's link code for the resident, bound by their four attributes."""
+        resident = self.registry.by_code(resident_code)
+        assert resident is not None
+        sealed = sealing.seal(sealing.public_bytes(self.registry_key),
+                              CODEC.encode(resident.four_attributes), "b-1")
+        query = RegistryQuery("b-1", holder, False, BY_ATTRIBUTES, sealed)
+        return self._bound(self.service.handle([SimpleNamespace(value=CODEC.encode(query))]))
+
+    def by_number(self, holder: str, number: str) -> str:
+        """The holder's link code for the resident, bound by their personal number."""
+        sealed = sealing.seal(sealing.public_bytes(self.authority_key),
+                              CODEC.encode(PersonalNumber(number)), "n-1")
+        record = SimpleNamespace(value=CODEC.encode(NumberLookup("n-1", holder, False, sealed)))
+        (out,) = lookups.handle([record], self.authority, self.authority_key, self.directory.get)
+        assert out.topic == topics.REGISTRY_IN
+        return self._bound(self.service.handle([SimpleNamespace(value=out.value)]))
+
+    def _bound(self, sends: list[Send]) -> str:
+        (answer,) = (CODEC.decode(s.value, RegistryAnswer) for s in sends)
+        to_holder, *_ = binding.answered([answer], datetime.now(UTC), self.ctx)
+        relayed = CODEC.decode(to_holder.value, BindingAnswer)
+        assert relayed.status == FOUND and len(relayed.candidates) == 1
+        return relayed.candidates[0].link_code
+
+    def change_code(self, resident_code: str) -> str:
+        """The resident asks for a new resident code; the authority follows; the new code."""
+        resident = self.registry.by_code(resident_code)
+        assert resident is not None
+        fresh = next(c for c in random_codes(50, seed=99) if self.registry.by_code(c) is None)
+        self.registry.record(change(resident, ChangeKind.CODE_CHANGED, (fresh,),
+                                    date(2026, 4, 1)))
+        self.authority.assign_registry(self.registry)
+        return fresh
+
+
+@pytest.fixture
+def town(tmp_path: Path) -> Iterator[Town]:
+    made = Town(tmp_path)
+    yield made
+    made.registry.close()
+    made.numbers.close()
+
+
+def _unchanged(town: Town) -> str:
+    """A resident whose code never changed."""
+    return next(c for c in town.registry.resident_codes() if town.registry.first_code(c) == c)
+
+
+def test_a_code_change_changes_no_link_code(town: Town) -> None:
+    """Holders that bound before the change held link codes of the old code's ID code, holders
+    that bound after of the new one's: a linkage between them went to a code nobody bound."""
+    old = _unchanged(town)
+    number = town.authority.number_of(old)
+    assert number is not None
+    before = {holder: town.by_attributes(holder, old) for holder in (CITY, PENSION)}
+    assert town.by_number(PENSION, number) == before[PENSION]
+    new = town.change_code(old)
+    assert town.authority.number_of(new) == number
+    for holder in (CITY, PENSION):
+        assert town.by_attributes(holder, new) == before[holder]
+        assert town.by_number(holder, number) == before[holder]
+    city, pension = UnitEpoch(CITY, 0), UnitEpoch(PENSION, 0)
+    assert town.ctx.codes.convert(before[CITY], city, pension) == before[PENSION]
+    assert town.ctx.codes.resident_code(before[CITY], city) == old  # the first code, for good
+
+
+def test_a_code_changed_before_binding_is_bound_by_the_first(town: Town) -> None:
+    """The registry's own history: a resident generated with a code change."""
+    (changed,) = town.registry.events(0, ChangeKind.CODE_CHANGED)
+    now = changed.after[0]
+    link = town.by_attributes(CITY, now)
+    assert town.ctx.codes.resident_code(link, UnitEpoch(CITY, 0)) == changed.resident_code
+
+
+def test_my_portal_finds_the_person_by_the_id_code_of_every_code_they_had(
+        town: Town, tmp_path: Path) -> None:
+    """Entries are made under the ID code of the person's first code; ones made before, under a
+    later code's, are still found: the resident sees their whole history."""
+    old = _unchanged(town)
+    link = town.by_attributes(CITY, old)
+    cards = CardHolders(tmp_path / "cards.db")
+    cards.record("card-1", old)
+    new = town.change_code(old)
+    portal = Platform(cast(Any, None), town.ctx.codes, cards, town.registry,
+                      town.authority, cast(Any, None), cast(Any, None))
+    resident = portal.resident_of_card("card-1")
+    assert resident is not None and resident.resident_codes == (new, old)
+    (person,) = town.ctx.codes.id_codes_of([link], UnitEpoch(CITY, 0))
+    assert resident.id_codes == (person, town.ctx.codes.id_code(new))
+    cards.close()
