@@ -13,7 +13,6 @@ from authority import store as authority_store
 from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
 from registry.cli import open_registry
-from registry.residents import ChangeKind
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
                          help="the authority's store [default <state>/authority/authority.db]")
@@ -64,8 +63,7 @@ def assign_all(registry: Path | None, db: Path | None) -> None:
 def follow(registry: Path | None, db: Path | None) -> None:
     """Follow the registry's resident-code changes: numbers stay with their residents."""
     with _registry(registry) as residents, _authority(db) as authority:
-        events = residents.events(authority.registry_cursor(), ChangeKind.CODE_CHANGED)
-        followed = authority.follow(events)
+        followed = authority.follow_registry(residents)
     click.echo(f"{followed} resident-code change(s) followed{_withdrawn(authority)}")
 
 

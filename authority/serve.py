@@ -4,32 +4,77 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from functools import partial
+import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups
 from authority import store as authority_store
 from authority.service import NumberingAuthority
 from broker import acls, topics
+from registry import store as registry_store
 from renkei import sealing
-from renkei.service_loop import run_service
+from renkei.envelope import Send
+from renkei.service_loop import Lookup, run_service
+
+log = logging.getLogger(__name__)
+
+
+class RegistryChanges:
+    """The registry's resident-code changes, followed before each batch of look-ups: a number
+    looked up leads to the code its resident has now (nothing to follow while no registry is)."""
+
+    def __init__(self, authority: NumberingAuthority, path: Path) -> None:
+        self._authority, self._path = authority, path
+        self._registry: registry_store.RegistryStore | None = None
+
+    def follow(self) -> None:
+        try:
+            if self._registry is None and self._path.exists():
+                self._registry = registry_store.RegistryStore.open(self._path)
+            if self._registry is not None and self._authority.follow_registry(self._registry):
+                log.info("resident-code changes followed")
+        except sqlite3.Error as exc:  # the registry busy: followed before the next batch
+            log.warning("the registry's code changes could not be followed now: %s", exc)
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
+Handler = Callable[[Sequence[Any]], list[Send]]
+
+
+def serving(authority: NumberingAuthority, key: X25519PrivateKey,
+            changes: RegistryChanges) -> Callable[[Lookup], Handler]:
+    """The service's handler for a holder directory: changes followed, then the look-ups."""
+    def with_directory(directory: Lookup) -> Handler:
+        def handle(records: Sequence[Any]) -> list[Send]:
+            changes.follow()
+            return lookups.handle(records, authority, key, directory)
+        return handle
+    return with_directory
 
 
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the authority's store [default <state>/authority/authority.db]")
-def serve(db: Path | None) -> None:
+@click.option("--registry", type=click.Path(path_type=Path), default=None,
+              help="the registry whose code changes it follows "
+                   "[default <state>/registry/registry.db]")
+def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     store = authority_store.AuthorityStore(db or authority_store.default_path())
     authority = NumberingAuthority(store)
-    key = sealing.key_of(acls.AUTHORITY)
+    changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:
-        asyncio.run(run_service(
-            acls.AUTHORITY, [topics.AUTHORITY_IN], "renkei-authority",
-            lambda directory: partial(lookups.handle, service=authority, key=key,
-                                      directory=directory)))
+        asyncio.run(run_service(acls.AUTHORITY, [topics.AUTHORITY_IN], "renkei-authority",
+                                serving(authority, sealing.key_of(acls.AUTHORITY), changes)))
     finally:
+        changes.close()
         store.close()

@@ -72,9 +72,12 @@ class NumberingAuthority:
         """Follow the registry's code changes, then number who has none, at one instant of it:
         (changes followed, numbers given)."""
         with registry.snapshot():
-            followed = self.follow(registry.events(self.registry_cursor(),
-                                                   ChangeKind.CODE_CHANGED))
+            followed = self.follow_registry(registry)
             return followed, self.assign_all(registry.resident_codes())
+
+    def follow_registry(self, registry: RegistryStore) -> int:
+        """Follow the registry's code changes not seen yet; how many moved a number."""
+        return self.follow(registry.events(self.registry_cursor(), ChangeKind.CODE_CHANGED))
 
     def change_number(self, resident_code: str, reason: str) -> str:
         """The resident's request for a new number: the old one is retired, never reissued."""

@@ -184,7 +184,7 @@ def test_draws_use_the_whole_range() -> None:
     assert {n[0] for n in numbers} == set("0123456789")
 
 
-def _change_code(registry: registry_store.RegistryStore, code: str) -> str:
+def change_code(registry: registry_store.RegistryStore, code: str) -> str:
     """Record a live resident-code change of `code` in the registry; the new code."""
     resident = registry.by_code(code)
     assert resident is not None
@@ -204,7 +204,7 @@ def test_assign_all_after_a_code_change_moves_the_number_and_issues_none(
     registry = registry_store.RegistryStore.open(registry_store.default_path())
     old = next(registry.resident_codes())
     number = runner.invoke(authority_cli, ["number-of", old]).output.strip()
-    new = _change_code(registry, old)
+    new = change_code(registry, old)
     registry.close()
     again = runner.invoke(authority_cli, ["assign-all"])
     assert again.exit_code == 0 and "0 personal numbers assigned" in again.output
@@ -232,7 +232,7 @@ def test_following_a_change_whose_new_code_was_numbered_keeps_the_old_number(
     old = next(registry.resident_codes())
     number = authority.number_of(old)
     cursor = registry.last_seq()
-    new = _change_code(registry, old)
+    new = change_code(registry, old)
     wrong = authority.assign(new)  # as assign_all did, before following the change
     for _ in range(2):
         authority.follow(registry.events(cursor, ChangeKind.CODE_CHANGED))

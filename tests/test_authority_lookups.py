@@ -5,15 +5,17 @@ that cannot be answered costs only itself."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups
+from authority.serve import RegistryChanges, serving
 from authority.service import NumberingAuthority, draw_number
 from authority.store import AuthorityStore
 from broker import acls, topics
@@ -23,6 +25,7 @@ from renkei import sealing
 from renkei.envelope import Send
 from schemas.codec import CODEC
 from schemas.messages import (
+    FOUND,
     NOT_FOUND,
     REFUSED,
     HolderEntry,
@@ -31,6 +34,7 @@ from schemas.messages import (
     RegistryAnswer,
     RegistryQuery,
 )
+from tests.test_authority import change_code
 
 HOLDER, SHOP = "nenkin", "acme-shop"  # a public holder, a private one
 
@@ -65,6 +69,10 @@ class Authority:
                                                                sealed)))
 
     def handled(self, *records: SimpleNamespace) -> list[Send]:
+        return self.handle(records)
+
+    def handle(self, records: Sequence[Any]) -> list[Send]:
+        """What the authority sends for these records (a test may serve it otherwise)."""
         return lookups.handle(records, self.service, self.key, self.directory.get)
 
     def answer(self, number: str, holder: str) -> RegistryAnswer:
@@ -127,3 +135,22 @@ def test_an_unforeseen_failure_refuses_that_lookup_only(
     assert (query.request_id, query.requester) == ("q-2", HOLDER)
     assert "q-1" in caplog.text and "RuntimeError" in caplog.text
     assert failing not in caplog.text
+
+
+def test_a_serving_authority_follows_the_registrys_code_changes_before_its_lookups(
+        authority: Authority, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`renkei authority serve` followed no code change (only `assign-all` and `follow` did): the
+    number of a resident whose code changed while it served led to the code given up, and
+    binding by it found nobody until an operator ran `follow`."""
+    number = authority.number(0)
+    change_code(authority.registry_store, authority.residents[0])
+    assert authority.answer(number, HOLDER).status == NOT_FOUND, "not followed: the old code"
+    nowhere = serving(authority.service, authority.key,
+                      RegistryChanges(authority.service, tmp_path / "none.db"))
+    monkeypatch.setattr(authority, "handle", nowhere(authority.directory.get))
+    assert authority.answer(number, HOLDER).status == NOT_FOUND, "no registry: nothing followed"
+    changes = RegistryChanges(authority.service, tmp_path / "registry.db")
+    monkeypatch.setattr(authority, "handle", serving(authority.service, authority.key,
+                                                     changes)(authority.directory.get))
+    assert authority.answer(number, HOLDER).status == FOUND
+    changes.close()
