@@ -1,18 +1,27 @@
-"""`renkei holder …`: register a holder, run its communication server."""
+"""`renkei holder …`: register a holder, run its communication server, and keep its own store:
+staff, terminals, records and the data it provides."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 from broker import provision
+from holders import imports
+from holders.ids import registered
+from holders.imports import Refused
+from holders.store import HolderStore, default_path
 from processors import directory
 
 
 @click.group("holder")
 def holder_cli() -> None:
-    """Holders: registration and the communication server."""
+    """Holders: registration, the communication server, and each one's own store."""
 
 
 @holder_cli.command()
@@ -44,3 +53,155 @@ def run(holder: str, port: int) -> None:
     from holders.server import main
 
     main(holder, port)
+
+
+@contextmanager
+def _store(holder: str) -> Iterator[HolderStore]:
+    """The holder's own store; a one-line error for an id not registered here (checked before
+    any path is made of it)."""
+    try:
+        registered(holder)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    store = HolderStore(default_path(holder))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@holder_cli.group()
+def staff() -> None:
+    """A holder's staff: only they may act, each on their terminals (paper §5(3))."""
+
+
+@staff.command("add")
+@click.argument("holder")
+@click.argument("staff_id")
+@click.option("--name", required=True, help="the staff member's name")
+@click.option("--terminal", "terminals", multiple=True,
+              help="a registered terminal they may use (repeat; none: any registered one)")
+def add_staff(holder: str, staff_id: str, name: str, terminals: tuple[str, ...]) -> None:
+    """Register a staff member (again: their name and terminals replaced)."""
+    with _store(holder) as store:
+        unknown = sorted(set(terminals) - set(store.terminals()))
+        if unknown:
+            raise click.ClickException(f"not registered terminals of {holder}: "
+                                       f"{', '.join(unknown)} (renkei holder terminal add)")
+        with store.transaction():
+            store.add_staff(staff_id, name, terminals)
+    click.echo(f"{staff_id} may act for {holder} on "
+               + (", ".join(sorted(set(terminals))) if terminals else "any registered terminal"))
+
+
+@staff.command("remove")
+@click.argument("holder")
+@click.argument("staff_id")
+def remove_staff(holder: str, staff_id: str) -> None:
+    """Unregister a staff member: they may no longer act."""
+    with _store(holder) as store, store.transaction():
+        removed = store.remove_staff(staff_id)
+    click.echo(f"{staff_id} removed from {holder}'s staff" if removed
+               else f"{staff_id} was not registered staff of {holder}")
+
+
+@staff.command("list")
+@click.argument("holder")
+def list_staff(holder: str) -> None:
+    """A holder's staff and the terminals each may use."""
+    with _store(holder) as store:
+        for staff_id, name, terminals in store.staff():
+            click.echo(f"{staff_id}  {name}  "
+                       + (", ".join(terminals) if terminals else "any registered terminal"))
+
+
+@holder_cli.group()
+def terminal() -> None:
+    """A holder's registered terminals: the only ones its staff may act on."""
+
+
+@terminal.command("add")
+@click.argument("holder")
+@click.argument("terminal_id")
+def add_terminal(holder: str, terminal_id: str) -> None:
+    """Register a terminal."""
+    with _store(holder) as store:
+        store.add_terminal(terminal_id)
+    click.echo(f"{terminal_id} registered for {holder}")
+
+
+@terminal.command("remove")
+@click.argument("holder")
+@click.argument("terminal_id")
+def remove_terminal(holder: str, terminal_id: str) -> None:
+    """Unregister a terminal (staff tied to it keep the tie: those tied to it alone may then act
+    on none)."""
+    with _store(holder) as store:
+        removed = store.remove_terminal(terminal_id)
+    click.echo(f"{terminal_id} removed from {holder}'s terminals" if removed
+               else f"{terminal_id} was not a registered terminal of {holder}")
+
+
+@terminal.command("list")
+@click.argument("holder")
+def list_terminals(holder: str) -> None:
+    """A holder's registered terminals."""
+    with _store(holder) as store:
+        for terminal_id in store.terminals():
+            click.echo(terminal_id)
+
+
+def _report(what: str, holder: str, counts: Counter[str], refused: list[Refused]) -> None:
+    """What an import did; each row refused by line and field (stderr, exit code 1)."""
+    click.echo(f"{what} of {holder}: {counts['new']} new, {counts['changed']} changed, "
+               f"{counts['unchanged']} unchanged, {len(refused)} rows refused")
+    for row in sorted(refused, key=lambda r: r.line):
+        click.echo(f"  {row}", err=True)
+    if refused:
+        raise SystemExit(1)
+
+
+FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+@holder_cli.group()
+def records() -> None:
+    """A holder's own records of people (what it binds to link codes)."""
+
+
+@records.command("import")
+@click.argument("holder")
+@FILE
+def import_records(holder: str, file: Path) -> None:
+    """Add or update records from a CSV file with a header: own_number, name, address,
+    date_of_birth (1975-01-02, 昭和50年1月2日, …), sex (1/2, 男/女, M/F) and optionally
+    personal_number. Rows that cannot be read are refused by line and field; the rest are
+    imported (exit code 1 if any was refused)."""
+    with _store(holder) as store:
+        try:
+            read, refused = imports.read_records(file)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        counts = imports.store_records(store, read)
+    _report("records", holder, counts, refused)
+
+
+@holder_cli.group()
+def data() -> None:
+    """The data a holder provides on its records (what its answers to the platform hold)."""
+
+
+@data.command("import")
+@click.argument("holder")
+@FILE
+def import_data(holder: str, file: Path) -> None:
+    """Add or update data from a CSV file with a header: own_number (of a record imported),
+    data_type, fields (a JSON object of strings). Rows that cannot be read are refused by line
+    and field; the rest are imported (exit code 1 if any was refused)."""
+    with _store(holder) as store:
+        try:
+            read, refused = imports.read_data(file)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        counts, unknown = imports.store_data(store, read)
+    _report("data", holder, counts, refused + unknown)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS investigations (
     opened_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staff (staff_id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS terminals (terminal_id TEXT PRIMARY KEY);
+-- the terminals a staff member is tied to; one with none may use any registered terminal
+CREATE TABLE IF NOT EXISTS staff_terminals (
+    staff_id TEXT NOT NULL, terminal_id TEXT NOT NULL, PRIMARY KEY (staff_id, terminal_id))
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, kind TEXT NOT NULL, own_number TEXT NOT NULL,
     pattern_id TEXT, provider TEXT, data_type TEXT, purpose TEXT,
@@ -126,18 +130,50 @@ class HolderStore:
                               (own_number, data_type)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
-    def add_staff(self, staff_id: str, name: str) -> None:
+    def add_staff(self, staff_id: str, name: str, terminals: Collection[str] = ()) -> None:
+        """Register (or replace) a staff member, tied to `terminals` (none: any registered)."""
         self.db.execute("INSERT OR REPLACE INTO staff VALUES (?, ?)", (staff_id, name))
+        self.db.execute("DELETE FROM staff_terminals WHERE staff_id = ?", (staff_id,))
+        self.db.executemany("INSERT INTO staff_terminals VALUES (?, ?)",
+                            [(staff_id, t) for t in sorted(set(terminals))])
+
+    def remove_staff(self, staff_id: str) -> bool:
+        """Unregister a staff member and their terminal ties; False if there was none."""
+        self.db.execute("DELETE FROM staff_terminals WHERE staff_id = ?", (staff_id,))
+        return self.db.execute("DELETE FROM staff WHERE staff_id = ?", (staff_id,)).rowcount > 0
+
+    def staff(self) -> list[tuple[str, str, list[str]]]:
+        """Each staff member's id, name and the terminals they are tied to (none: any)."""
+        tied: dict[str, list[str]] = {}
+        for staff_id, terminal in self.db.execute(
+                "SELECT staff_id, terminal_id FROM staff_terminals ORDER BY 1, 2"):
+            tied.setdefault(staff_id, []).append(terminal)
+        return [(staff_id, name, tied.get(staff_id, [])) for staff_id, name in
+                self.db.execute("SELECT staff_id, name FROM staff ORDER BY 1")]
 
     def add_terminal(self, terminal_id: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO terminals VALUES (?)", (terminal_id,))
 
+    def remove_terminal(self, terminal_id: str) -> bool:
+        """Unregister a terminal; False if there was none. Staff tied to it keep the tie (so one
+        tied to it alone may use no terminal, not any), and get it back if it is registered
+        again."""
+        return self.db.execute("DELETE FROM terminals WHERE terminal_id = ?",
+                               (terminal_id,)).rowcount > 0
+
+    def terminals(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT terminal_id FROM terminals ORDER BY 1")]
+
     def authorized(self, operator: str, terminal: str) -> bool:
-        """Registered staff on a registered terminal (paper §5(3))."""
+        """Registered staff on a registered terminal (paper §5(3)), one they are tied to if
+        they are tied to any."""
         return bool(self.db.execute(
-            "SELECT EXISTS (SELECT 1 FROM staff WHERE staff_id = ?) "
-            "AND EXISTS (SELECT 1 FROM terminals WHERE terminal_id = ?)",
-            (operator, terminal)).fetchone()[0])
+            "SELECT EXISTS (SELECT 1 FROM staff WHERE staff_id = :staff) "
+            "AND EXISTS (SELECT 1 FROM terminals WHERE terminal_id = :terminal) "
+            "AND (NOT EXISTS (SELECT 1 FROM staff_terminals WHERE staff_id = :staff) "
+            "OR EXISTS (SELECT 1 FROM staff_terminals "
+            "WHERE staff_id = :staff AND terminal_id = :terminal))",
+            {"staff": operator, "terminal": terminal}).fetchone()[0])
 
     # the correspondence table and the investigation queue
     def bind(self, own_number: str, link_code: str, epoch: int) -> str | None:

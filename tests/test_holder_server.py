@@ -35,14 +35,21 @@ class _Unstarted:
         await stop.wait()
 
 
+class _Authorizing(_Unstarted):
+    """The holder library's binding up to Kafka: it authorizes, then finds the record."""
+
+    _authorize = HolderClient._authorize
+    bind = HolderClient.bind
+
+
 @asynccontextmanager
-async def _serving(tmp_path: Path) -> AsyncIterator[str]:
+async def _serving(tmp_path: Path, kind: type[_Unstarted] = _Unstarted) -> AsyncIterator[str]:
     """A communication server on a store whose access log holds ⑪ content; its URL."""
     store = HolderStore(tmp_path / "holder.db")
     store.log("r-1", "requester", "staff-7", "term-3", "FOUND", content=CANARY)
     stop = asyncio.Event()
     with state_folder(tmp_path / "state"):
-        client = _Unstarted(store)
+        client = kind(store)
         serving = asyncio.create_task(_serve_http(cast(HolderClient, client), 0, stop))
         try:
             await asyncio.wait_for(client.listening.wait(), 10)
@@ -81,3 +88,23 @@ async def test_the_holders_system_reads_the_token_from_its_private_file(
             assert [e["content"] for e in await response.json()] == [CANARY]
     assert len(token) >= 40
     assert not any(token in r.getMessage() for r in caplog.records)
+
+
+async def test_staff_tied_to_a_terminal_are_refused_on_another_one(tmp_path: Path) -> None:
+    async with _serving(tmp_path, _Authorizing) as url:
+        store = HolderStore(tmp_path / "holder.db")
+        for terminal in ("term-1", "term-2"):
+            store.add_terminal(terminal)
+        store.add_staff("staff-7", "担当職員", ["term-1"])
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            statuses = {}
+            for terminal in ("term-1", "term-2"):
+                body = {"own_number": "H-404", "operator": "staff-7", "terminal": terminal}
+                async with http.post(url + "/bindings", json=body) as response:
+                    statuses[terminal] = response.status, await response.text()
+        refused = [e.terminal for e in store.access_log() if e.outcome.startswith("REFUSED")]
+        store.close()
+    assert statuses["term-2"] == (403, f"'staff-7' on 'term-2' may not act for {HOLDER}")
+    assert statuses["term-1"][0] == 404  # authorized: the record is what it lacks
+    assert refused == ["term-2"]

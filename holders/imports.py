@@ -1,0 +1,172 @@
+"""A holder's own records and the data it provides, imported from CSV files with a header: a
+row that cannot be read is refused by its line and field alone (never its personal data), the
+rest imported; importing a file again changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from authority.check_digit import is_valid
+from holders.store import HolderStore
+from registry.normalize import parse_date, parse_sex
+from registry.residents import FourAttributes
+
+T = TypeVar("T")
+RECORD_COLUMNS = ("own_number", "name", "address", "date_of_birth", "sex")
+DATA_COLUMNS = ("own_number", "data_type", "fields")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A row not imported: its line in the file, the field at fault and why (no value)."""
+
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field} {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    own_number: str
+    attributes: FourAttributes
+    personal_number: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    own_number: str
+    data_type: str
+    fields: dict[str, str]
+
+
+class BadField(ValueError):
+    """A field of a row that cannot be read."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.field, self.reason = field, reason
+
+
+def _lines(path: Path,
+           columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str] | None]]:
+    """Each non-blank row after the header by the line it starts on, None if it has another
+    number of fields than the header; ValueError if the header lacks a column."""
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        reader = csv.reader(file)
+        header = [name.strip() for name in next(reader, [])]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(f"{path}: the header lacks {', '.join(missing)} "
+                             f"(columns: {', '.join(columns)}, …)")
+        start = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                yield start, (dict(zip(header, row, strict=True)) if len(row) == len(header)
+                              else None)
+            start = reader.line_num + 1
+
+
+def _read(path: Path, columns: tuple[str, ...], parse: Callable[[dict[str, str]], T],
+          key: Callable[[T], Hashable]) -> tuple[list[tuple[int, T]], list[Refused]]:
+    """The rows `parse` reads by line, and those refused (the same key twice: the later)."""
+    read: list[tuple[int, T]] = []
+    refused: list[Refused] = []
+    seen: dict[Hashable, int] = {}
+    for line, row in _lines(path, columns):
+        try:
+            if row is None:
+                raise BadField("row", "has another number of fields than the header")
+            found = parse(row)
+            if key(found) in seen:
+                raise BadField(columns[0], f"repeats line {seen[key(found)]}")
+        except BadField as bad:
+            refused.append(Refused(line, bad.field, bad.reason))
+            continue
+        seen[key(found)] = line
+        read.append((line, found))
+    return read, refused
+
+
+def _required(row: dict[str, str], field: str) -> str:
+    value = row[field].strip()
+    if not value:
+        raise BadField(field, "is empty")
+    return value
+
+
+def _record(row: dict[str, str]) -> Record:
+    try:
+        born = parse_date(_required(row, "date_of_birth"))
+    except ValueError as exc:  # never its message: it quotes the value
+        raise BadField("date_of_birth", "is not a date (1975-01-02, 昭和50年1月2日, …)") from exc
+    try:
+        sex = parse_sex(_required(row, "sex"))
+    except ValueError as exc:
+        raise BadField("sex", "is not one of 1/2, 男/女, M/F") from exc
+    number = row.get("personal_number", "").strip() or None
+    if number is not None and not is_valid(number):
+        raise BadField("personal_number", "is not 12 digits with a valid check digit")
+    attributes = FourAttributes(_required(row, "name"), _required(row, "address"), born, sex)
+    return Record(_required(row, "own_number"), attributes, number)
+
+
+def read_records(path: Path) -> tuple[list[tuple[int, Record]], list[Refused]]:
+    """The records of a CSV file (own_number, name, address, date_of_birth, sex and optionally
+    personal_number), and the rows refused."""
+    return _read(path, RECORD_COLUMNS, _record, lambda r: r.own_number)
+
+
+def _data(row: dict[str, str]) -> Data:
+    try:
+        fields = json.loads(_required(row, "fields"))
+    except json.JSONDecodeError as exc:
+        raise BadField("fields", "is not JSON") from exc
+    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+        raise BadField("fields", "is not a JSON object of strings")
+    return Data(_required(row, "own_number"), _required(row, "data_type"), fields)
+
+
+def read_data(path: Path) -> tuple[list[tuple[int, Data]], list[Refused]]:
+    """The data of a CSV file (own_number, data_type, fields as a JSON object of strings), and
+    the rows refused."""
+    return _read(path, DATA_COLUMNS, _data, lambda d: (d.own_number, d.data_type))
+
+
+def _change(before: object, after: object) -> str:
+    return "new" if before is None else "unchanged" if before == after else "changed"
+
+
+def store_records(store: HolderStore, records: list[tuple[int, Record]]) -> Counter[str]:
+    """Add or update the records in one transaction; how many were new, changed, unchanged."""
+    counts: Counter[str] = Counter()
+    with store.transaction():
+        for _, r in records:
+            counts[_change(store.record(r.own_number), (r.attributes, r.personal_number))] += 1
+            store.add_record(r.own_number, r.attributes, r.personal_number)
+    return counts
+
+
+def store_data(store: HolderStore,
+               data: list[tuple[int, Data]]) -> tuple[Counter[str], list[Refused]]:
+    """Add or update the data in one transaction, but for a record the store lacks (refused);
+    how many were new, changed, unchanged."""
+    counts: Counter[str] = Counter()
+    refused: list[Refused] = []
+    with store.transaction():
+        held = set(store.own_numbers())
+        for line, d in data:
+            if d.own_number not in held:
+                refused.append(Refused(line, "own_number", "has no record (import it first)"))
+                continue
+            counts[_change(store.data(d.own_number, d.data_type), d.fields)] += 1
+            store.put_data(d.own_number, d.data_type, d.fields)
+    return counts, refused

@@ -1,0 +1,168 @@
+"""A holder's operator keeps its store by `renkei holder staff | terminal | records | data`:
+without them a registered holder had no staff, terminals or records, and every request through
+its communication server was refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from broker import credentials
+from holders.cli import holder_cli
+from holders.store import HolderStore, default_path
+from registry.residents import FourAttributes, Sex
+from renkei.state import state_folder
+
+HOLDER = "town-x"
+RECORDS = """own_number,name,address,date_of_birth,sex,personal_number
+T-1,山田 花子,桜町1-2-3,昭和55年4月1日,女,123456789018
+T-2,山田 太郎,桜町一丁目2番地3,1979-05-02,1,
+
+T-3,秘密野 名子,桜町9,1979-13-02,M,
+T-4,佐藤 一郎,桜町4-4,1980-01-01,X,
+T-5,佐藤 二郎,桜町5-5,1980-01-01,M,987654321099
+T-1,山田 花子,桜町1-2-3,1980-04-01,F,
+T-6,too,few
+"""
+SECRETS = ("秘密野", "1979-13-02", "987654321099", "佐藤", "桜町4-4", "too")
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    """A state folder of the test's own, where HOLDER is registered (its credentials)."""
+    with state_folder(tmp_path / "state") as path:
+        credentials.issue(HOLDER)
+        yield path
+
+
+def _holder(*args: str) -> Result:
+    return CliRunner().invoke(holder_cli, list(args))
+
+
+def _ok(*args: str) -> str:
+    result = _holder(*args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_staff_and_terminals_are_added_listed_and_removed(state: Path) -> None:
+    _ok("terminal", "add", HOLDER, "t1")
+    _ok("terminal", "add", HOLDER, "t2")
+    assert _ok("terminal", "list", HOLDER).split() == ["t1", "t2"]
+    unknown = _holder("staff", "add", HOLDER, "op", "--name", "山田", "--terminal", "t9")
+    assert unknown.exit_code == 1 and "t9" in unknown.output
+    _ok("staff", "add", HOLDER, "op", "--name", "山田", "--terminal", "t1")
+    _ok("staff", "add", HOLDER, "op2", "--name", "佐藤")
+    assert _ok("staff", "list", HOLDER).splitlines() == [
+        "op  山田  t1", "op2  佐藤  any registered terminal"]
+    assert "removed" in _ok("staff", "remove", HOLDER, "op2")
+    assert "was not" in _ok("staff", "remove", HOLDER, "op2")
+    assert "removed" in _ok("terminal", "remove", HOLDER, "t2")
+    assert _ok("terminal", "list", HOLDER).split() == ["t1"]
+    store = HolderStore(default_path(HOLDER))
+    assert store.staff() == [("op", "山田", ["t1"])] and store.terminals() == ["t1"]
+    assert store.authorized("op", "t1") and not store.authorized("op2", "t1")
+    store.close()
+
+
+def test_staff_tied_to_terminals_act_on_those_alone(tmp_path: Path) -> None:
+    store = HolderStore(tmp_path / "holder.db")
+    for terminal in ("t1", "t2", "t3"):
+        store.add_terminal(terminal)
+    store.add_staff("tied", "A", ["t1", "t2"])
+    store.add_staff("free", "B")
+    assert store.authorized("tied", "t1") and store.authorized("tied", "t2")
+    assert not store.authorized("tied", "t3")
+    assert all(store.authorized("free", t) for t in ("t1", "t2", "t3"))
+    assert not store.authorized("free", "t9") and not store.authorized("nobody", "t1")
+    store.remove_terminal("t1")
+    store.remove_terminal("t2")  # tied to no registered terminal: may act on none, not any
+    assert not any(store.authorized("tied", t) for t in ("t1", "t2", "t3"))
+    store.add_staff("tied", "A")  # registered again without terminals: any registered one
+    assert store.authorized("tied", "t3")
+    store.close()
+
+
+def test_a_store_made_before_terminal_ties_keeps_its_staff(tmp_path: Path) -> None:
+    path = tmp_path / "holder.db"
+    with sqlite3.connect(path) as old:
+        old.executescript("CREATE TABLE staff (staff_id TEXT PRIMARY KEY, name TEXT NOT NULL);"
+                          "CREATE TABLE terminals (terminal_id TEXT PRIMARY KEY);"
+                          "INSERT INTO staff VALUES ('op', 'A'); INSERT INTO terminals "
+                          "VALUES ('t1');")
+    old.close()
+    store = HolderStore(path)
+    assert store.authorized("op", "t1") and store.staff() == [("op", "A", [])]
+    store.close()
+
+
+@pytest.mark.parametrize("holder", ["../evil", "Town", "a" * 64, "admin", "platform"])
+def test_an_invalid_holder_id_is_refused_before_any_file_is_made(
+        tmp_path: Path, holder: str) -> None:
+    with state_folder(tmp_path / "state") as path:
+        for args in (("staff", "list", holder), ("terminal", "add", holder, "t1")):
+            result = _holder(*args)
+            assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+        assert list(tmp_path.rglob("*")) == [path]
+
+
+def test_a_holder_not_registered_here_is_refused(state: Path) -> None:
+    result = _holder("staff", "add", "town-y", "op", "--name", "A")
+    assert result.exit_code == 1 and "not a registered holder" in result.output
+    assert not (state / "holders").exists()
+
+
+def test_records_are_imported_and_bad_rows_named_by_line_and_field_only(
+        state: Path, tmp_path: Path) -> None:
+    file = tmp_path / "records.csv"
+    file.write_text(RECORDS, encoding="utf-8")
+    result = _holder("records", "import", HOLDER, str(file))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"records of {HOLDER}: 2 new, 0 changed, 0 unchanged, 5 rows refused",
+        "  line 5: date_of_birth is not a date (1975-01-02, 昭和50年1月2日, …)",
+        "  line 6: sex is not one of 1/2, 男/女, M/F",
+        "  line 7: personal_number is not 12 digits with a valid check digit",
+        "  line 8: own_number repeats line 2",
+        "  line 9: row has another number of fields than the header"]
+    assert not any(secret in result.output for secret in SECRETS)
+    again = _holder("records", "import", HOLDER, str(file))
+    assert again.output.startswith(f"records of {HOLDER}: 0 new, 0 changed, 2 unchanged")
+    store = HolderStore(default_path(HOLDER))
+    assert store.own_numbers() == ["T-1", "T-2"]
+    assert store.record("T-1") == (FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1),
+                                                  Sex.FEMALE), "123456789018")
+    assert store.record("T-2") == (FourAttributes("山田 太郎", "桜町一丁目2番地3",
+                                                  date(1979, 5, 2), Sex.MALE), None)
+    store.close()
+
+
+def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path) -> None:
+    records, data = tmp_path / "records.csv", tmp_path / "data.csv"
+    records.write_text(RECORDS, encoding="utf-8")
+    data.write_text('own_number,data_type,fields\nT-1,local_tax,"{""income"": ""3200000""}"\n'
+                    'T-2,local_tax,{"income\nT-9,local_tax,"{""income"": ""1""}"\n'
+                    'T-2,local_tax,"{""income"": 4100000}"\n', encoding="utf-8")
+    _holder("records", "import", HOLDER, str(records))
+    result = _holder("data", "import", HOLDER, str(data))
+    assert result.exit_code == 1 and result.output.splitlines()[1:] == [
+        "  line 3: fields is not JSON", "  line 4: own_number has no record (import it first)",
+        "  line 5: fields is not a JSON object of strings"]
+    assert "3200000" not in result.output and "4100000" not in result.output
+    store = HolderStore(default_path(HOLDER))
+    assert store.data("T-1", "local_tax") == {"income": "3200000"}
+    assert store.data("T-2", "local_tax") is None
+    store.close()
+
+
+def test_a_file_without_the_columns_is_refused_whole(state: Path, tmp_path: Path) -> None:
+    file = tmp_path / "records.csv"
+    file.write_text("own_number,name\nT-1,山田\n", encoding="utf-8")
+    result = _holder("records", "import", HOLDER, str(file))
+    assert result.exit_code == 1 and "lacks address, date_of_birth, sex" in result.output
+    assert "山田" not in result.output
