@@ -4,19 +4,25 @@ its communication server was refused."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import aiohttp
 import pytest
 from click.testing import CliRunner, Result
 
 from broker import credentials
 from holders.cli import holder_cli
+from holders.server import recorded
 from holders.store import HolderStore, default_path
-from registry.residents import FourAttributes, Sex
+from registry import store as registry_store
+from registry.residents import FourAttributes, Resident, Sex
+from renkei import town as town_setup
 from renkei.state import state_folder
+from tests.kafka_helpers import renkei, spawn, stop
 
 HOLDER = "town-x"
 RECORDS = """own_number,name,address,date_of_birth,sex,personal_number
@@ -166,3 +172,46 @@ def test_a_file_without_the_columns_is_refused_whole(state: Path, tmp_path: Path
     result = _holder("records", "import", HOLDER, str(file))
     assert result.exit_code == 1 and "lacks address, date_of_birth, sex" in result.output
     assert "山田" not in result.output
+
+
+def _one_of_a_kind() -> Resident:
+    """A resident no one else shares the four attributes with: binding finds them alone."""
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    try:
+        return next(r for code in registry.resident_codes() if (r := registry.by_code(code))
+                    and len(registry.find(r.four_attributes)) == 1)
+    finally:
+        registry.close()
+
+
+async def test_a_holder_kept_by_the_cli_binds_through_its_server(
+        platform: town_setup.Processes, tmp_path: Path) -> None:
+    """Registered and run by the CLI, kept by the CLI: a record bound through its server."""
+    holder, person = "kita-town", _one_of_a_kind()
+    renkei("holder", "register", holder, "--name", "北町役場", "--role", "municipality")
+    for terminal in ("t1", "t2"):
+        _ok("terminal", "add", holder, terminal)
+    _ok("staff", "add", holder, "op", "--name", "北町職員", "--terminal", "t1")
+    file = tmp_path / "records.csv"
+    file.write_text("own_number,name,address,date_of_birth,sex\n"
+                    f"K-1,{person.name},{person.address},{person.date_of_birth},"
+                    f"{int(person.sex)}\n", encoding="utf-8")
+    assert "1 new" in _ok("records", "import", holder, str(file))
+    server = spawn("holder", "run", holder, log=tmp_path / "holder.log")
+    try:
+        while (address := recorded(holder)) is None:
+            assert server.poll() is None, (tmp_path / "holder.log").read_text()
+            await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession(headers=address.headers) as http:
+            body = {"own_number": "K-1", "operator": "op", "terminal": "t2"}
+            async with http.post(address.url + "/bindings", json=body) as refused:
+                assert refused.status == 403
+            async with http.post(address.url + "/bindings",
+                                 json={**body, "terminal": "t1"}) as sent:
+                assert sent.status == 202, await sent.text()
+                request_id = (await sent.json())["request_id"]
+            async with http.get(f"{address.url}/requests/{request_id}?wait=30") as answered:
+                outcome = await answered.json()
+    finally:
+        stop(server)
+    assert (outcome["status"], outcome["detail"]) == ("BOUND", None)
