@@ -4,6 +4,8 @@ A site that wants a card login sends the browser here with its origin, a challen
 return. The reader signs only for origins it was told to trust; the person picks the card on the
 reader and types the PIN into the reader's own page (the site never sees the PIN); the card
 checks the PIN and signs; the reader posts the signature and the certificate back to the site.
+The reader answers only requests addressed to it by its loopback name (not a page's own name
+resolved to loopback: DNS rebinding), and takes a PIN only from its own page.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cards import ca
@@ -23,6 +26,7 @@ from cards.card import BadPin, Card, CardLocked, cards, find
 from cards.login import message
 
 COOKIE = "reader_csrf"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 KINDS = {ca.JPKI: "resident", ca.OFFICERS: "officer"}
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -85,6 +89,31 @@ def _form(reader: Reader, ask: Ask, token: str, error: str | None = None,
     return response
 
 
+def _own_hosts(request: web.Request) -> frozenset[str]:
+    """The Host values that name this reader: a loopback name with the port it was reached on."""
+    transport = request.transport
+    address = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(address, tuple):
+        return frozenset()
+    return frozenset(f"{name}:{address[1]}" for name in LOOPBACK_NAMES)
+
+
+def _from_own_page(request: web.Request) -> bool:
+    """Whether the browser says this request comes from one of the reader's own pages."""
+    return (request.headers.get("Origin") == f"http://{request.host}"
+            or request.headers.get("Sec-Fetch-Site") == "same-origin")
+
+
+@web.middleware
+async def _own_address_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse (403) a request under another Host, and a POST from another page than the reader's."""
+    if request.host.lower() not in _own_hosts(request):
+        raise web.HTTPForbidden(text="this reader answers only at its own loopback address")
+    if request.method not in ("GET", "HEAD") and not _from_own_page(request):
+        raise web.HTTPForbidden(text="the form did not come from this reader")
+    return await handler(request)
+
+
 async def sign_form(request: web.Request) -> web.Response:
     reader = request.app[READER]
     ask = Ask.of(request.query, reader.trusted)
@@ -114,7 +143,7 @@ async def sign(request: web.Request) -> web.Response:
 
 
 def app(folder: Path | None, trusted: list[str]) -> web.Application:
-    application = web.Application()
+    application = web.Application(middlewares=[_own_address_only])
     application[READER] = Reader(folder, frozenset(trusted))
     application.add_routes([web.get("/sign", sign_form), web.post("/sign", sign)])
     return application

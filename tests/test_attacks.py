@@ -54,6 +54,10 @@
 - another local user reads a holder's access log or acts as its staff through its communication
   server on loopback (401 without the token in the holder's private server.json):
   tests/test_holder_server.py::test_a_request_without_the_servers_token_is_refused_and_reads_nothing
+- a web page reaches the card reader through DNS rebinding (Host: its own name) to list the
+  cards, try PINs and take a signature, or another page posts a PIN to it (403):
+  tests/test_card_reader.py::test_the_reader_answers_only_at_its_own_loopback_address
+  tests/test_card_reader.py::test_the_reader_takes_a_pin_only_from_its_own_page
 """
 
 from __future__ import annotations

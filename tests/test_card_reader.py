@@ -1,0 +1,80 @@
+"""The simulated card reader over HTTP, without a browser: whom it answers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from cards import ca, issue, reader
+from cards.card import PIN_TRIES, Card
+
+PORTAL = "http://127.0.0.1:8080"
+PIN = "1234"
+Client = TestClient[web.Request, web.Application]
+ASK = {"origin": PORTAL, "authority": ca.OFFICERS, "challenge": "00" * 32,
+       "return": f"{PORTAL}/login/card"}
+
+
+@pytest.fixture()
+def card(state_dir: Path, tmp_path: Path) -> Card:
+    issue.init()
+    return issue.officer_card("staff-reader", "sakura-town", "counter", PIN, tmp_path)
+
+
+@pytest_asyncio.fixture()
+async def client(card: Card) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(reader.app(card.path.parent, [PORTAL]))) as opened:
+        yield opened
+
+
+async def _form(client: Client, card: Card, pin: str) -> dict[str, str]:
+    """The reader's own form, as its page fills it in."""
+    page = await (await client.get(f"/sign?{urlencode(ASK)}")).text()
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token, page
+    return {**ASK, "csrf": token.group(1), "card": card.face.serial, "pin": pin}
+
+
+def _own_origin(client: Client) -> str:
+    return f"http://127.0.0.1:{client.port}"
+
+
+async def test_the_reader_signs_for_its_own_page(client: Client, card: Card) -> None:
+    form = await _form(client, card, PIN)
+    done = await client.post("/sign", data=form, headers={"Origin": _own_origin(client)})
+    assert done.status == 200 and 'name="signature"' in await done.text()
+    wrong = await client.post("/sign", data={**form, "pin": "0000"},
+                              headers={"Sec-Fetch-Site": "same-origin"})
+    assert wrong.status == 403 and "reader-error" in await wrong.text()
+    assert Card(card.path).tries_left == PIN_TRIES - 1
+
+
+async def test_the_reader_answers_only_at_its_own_loopback_address(client: Client,
+                                                                   card: Card) -> None:
+    """A page on another name (DNS rebinding) neither lists the cards nor tries a PIN."""
+    form = await _form(client, card, "0000")
+    foreign = {"Host": f"evil.example:{client.port}"}
+    page = await client.get(f"/sign?{urlencode(ASK)}", headers=foreign)
+    assert page.status == 403 and card.face.serial not in await page.text()
+    tried = await client.post("/sign", data=form,
+                              headers={**foreign, "Origin": f"http://evil.example:{client.port}"})
+    assert tried.status == 403
+    assert Card(card.path).tries_left == PIN_TRIES
+
+
+@pytest.mark.parametrize("headers", [{}, {"Origin": "https://evil.example"},
+                                     {"Origin": "null", "Sec-Fetch-Site": "cross-site"}])
+async def test_the_reader_takes_a_pin_only_from_its_own_page(
+        client: Client, card: Card, headers: dict[str, str]) -> None:
+    """Another site's form (or a client that is no browser page) cannot try a PIN."""
+    form = await _form(client, card, "0000")
+    tried = await client.post("/sign", data=form, headers=headers)
+    assert tried.status == 403
+    assert Card(card.path).tries_left == PIN_TRIES
