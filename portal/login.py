@@ -76,8 +76,9 @@ async def card(request: web.Request) -> web.Response:
         if pending.realm == "present":
             if session.officer is None:
                 return _refused(request, "counter", "wrong-role")
-            session.present = resident
+            session.present = None  # shown only once its look-up is logged
             await platform.kafka.counter(session.officer, resident, "COUNTER_VIEWED")
+            session.present = resident
         else:
             fresh = request.app[SESSIONS].renew(replace(session, officer=None, present=None,
                                                         resident=resident))

@@ -1,0 +1,129 @@
+"""The portal's pages over HTTP without a broker or a browser: the real app, card checks and
+audit store, and a Kafka side that records the portal's audit writes (or fails to)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import pytest_asyncio
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from audit.heads import Signer
+from audit.store import AuditStore
+from cards import ca, issue
+from cards.card import Card
+from cards.login import Verifier, message
+from portal import app as portal_app
+from portal.context import PLATFORM, Platform
+from portal.records import Records
+from portal.sessions import Officer, Resident, Sessions
+from portal.web import Site
+from tests.test_audit_store import event, item
+
+ORIGIN = "http://127.0.0.1:8080"
+PIN = "1234"
+Client = TestClient[web.Request, web.Application]
+
+
+@dataclass
+class AuditWrites:
+    """The portal's Kafka side as the pages use it: its audit writes, each failing if `fail`."""
+
+    written: list[tuple[str, str]] = field(default_factory=list)
+    fail: bool = False
+
+    async def counter(self, officer: Officer, resident: Resident, outcome: str) -> None:
+        if self.fail:
+            raise ConnectionError("the audit stream cannot be written (simulated)")
+        self.written.append((outcome, resident.id_codes[0]))
+
+    def holder_name(self, holder: str | None) -> str:
+        return holder or ""
+
+
+@dataclass
+class Fakes:
+    """What the portal's pages use, with the registry side's card table as a dict."""
+
+    records: Records
+    verifier: Verifier
+    kafka: AuditWrites
+    residents: dict[str, Resident]
+
+    def resident_of_card(self, serial: str) -> Resident | None:
+        return self.residents.get(serial)
+
+
+@dataclass
+class Town:
+    """A resident with one entry in the audit log, a counter staff member, their cards."""
+
+    resident: Resident
+    resident_card: Card
+    staff_card: Card
+    kafka: AuditWrites
+
+
+@pytest.fixture()
+def town(state_dir: Path, tmp_path: Path) -> Town:
+    issue.init()
+    card = issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident",
+                      tmp_path)
+    resident = Resident(card.face.serial, "山田 太郎", ("R-1",), ("ABC98765XYZ",))
+    staff = issue.officer_card("sakura-town-staff-1", "sakura-town", "counter", PIN, tmp_path)
+    return Town(resident, card, staff, AuditWrites())
+
+
+@pytest_asyncio.fixture()
+async def client(town: Town, tmp_path: Path) -> AsyncIterator[Client]:
+    app = portal_app.build(Site(ORIGIN, "http://127.0.0.1:8765"), Sessions())
+    app.cleanup_ctx.clear()
+    store = AuditStore(tmp_path / "audit.db", Signer.generate())
+    store.append(*item(event(7, person=town.resident.id_codes[0])))
+    app[PLATFORM] = cast(Platform, Fakes(Records(store), Verifier(), town.kafka,
+                                         {town.resident.serial: town.resident}))
+    async with TestClient(TestServer(app)) as opened:
+        yield opened
+    store.close()
+
+
+async def csrf_of(client: Client, page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', await (await client.get(page)).text())
+    assert found
+    return found.group(1)
+
+
+async def card_login(client: Client, card: Card, realm: str, page: str) -> ClientResponse:
+    """Start a login from `page`, sign its challenge with the card as the reader would, post."""
+    started = await client.post("/login/start", allow_redirects=False, data={
+        "csrf": await csrf_of(client, page), "realm": realm})
+    assert started.status == 303, await started.text()
+    challenge = parse_qs(urlsplit(started.headers["Location"]).query)["challenge"][0]
+    signature = card.sign(message(ORIGIN, bytes.fromhex(challenge)), PIN)
+    return await client.post("/login/card", allow_redirects=False, data={
+        "challenge": challenge, "signature": signature.hex(),
+        "certificate": card.certificate.public_bytes(Encoding.PEM).decode()})
+
+
+async def test_the_counter_shows_a_resident_only_once_the_look_up_is_logged(
+        client: Client, town: Town) -> None:
+    staff = await card_login(client, town.staff_card, "counter", "/login?as=counter")
+    assert staff.status == 303
+    town.kafka.fail = True
+    present = await card_login(client, town.resident_card, "present", "/counter")
+    assert present.status == 500
+    desk = await (await client.get("/counter")).text()
+    assert town.resident.name not in desk and 'data-request="req-0007"' not in desk
+    town.kafka.fail = False
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    desk = await (await client.get("/counter")).text()
+    assert town.resident.name in desk and 'data-request="req-0007"' in desk
+    assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
