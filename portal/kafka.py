@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 PORTAL_KIND = "PORTAL"
 ALERTS_KEPT = 200
 ANSWERS_KEPT = timedelta(hours=1)
+RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds between tries of an answer's audit write
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Asked:
 
 
 OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
+Entries = tuple[HolderLogEntry, ...]
 
 
 class HolderLogs:
@@ -107,20 +109,40 @@ class HolderLogs:
                 await consumer.position(partition)
             self._ready.set()
             async for record in consumer:
-                try:
-                    answer = CODEC.decode(record.value or b"", HolderLogAnswer)
-                    asked = self.asked.get(answer.request_id)
-                    if asked is None or answer.holder not in asked.holders or \
-                            answer.holder in asked.answers:
-                        continue
-                    asked.answers[answer.holder] = holder_logs.opened(self._key, answer)
-                except (SchemaError, sealing.CannotOpen) as exc:
-                    log.warning("an unreadable answer on %s: %s", self._in, exc)
-                    continue
-                if self._on_answer is not None:
-                    await self._on_answer(asked, answer)
+                found = self._opened(record.value or b"")
+                if found is not None:
+                    asked, answer, entries = found
+                    await self._logged(asked, answer)
+                    asked.answers[answer.holder] = entries
         finally:
             await consumer.stop()
+
+    def _opened(self, value: bytes) -> tuple[Asked, HolderLogAnswer, Entries] | None:
+        """A holder's first answer to one of our requests, and its entries opened; else None."""
+        try:
+            answer = CODEC.decode(value, HolderLogAnswer)
+            asked = self.asked.get(answer.request_id)
+            if asked is None or answer.holder not in asked.holders or \
+                    answer.holder in asked.answers:
+                return None
+            return asked, answer, holder_logs.opened(self._key, answer)
+        except (SchemaError, sealing.CannotOpen) as exc:
+            log.warning("an unreadable answer on %s: %s", self._in, exc)
+            return None
+
+    async def _logged(self, asked: Asked, answer: HolderLogAnswer) -> None:
+        """Run `on_answer` (the answer's audit write) until it succeeds, pausing longer each
+        time: an answer is kept only once logged, and a failed write never ends the reading."""
+        pause = RETRY_FIRST
+        while self._on_answer is not None:
+            try:
+                await self._on_answer(asked, answer)
+                return
+            except Exception as exc:  # whatever failed, the answer waits for its record
+                log.warning("the answer to %s could not be logged (%s); again in %.1f s",
+                            asked.request_id, type(exc).__name__, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RETRY_MOST)
 
 
 class AlertFeed:
