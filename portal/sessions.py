@@ -2,17 +2,20 @@
 
 A session ends after `idle` without a request or `lifetime` after it began, whichever is first.
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
-every form carries back.
+every form carries back. At most `MOST` sessions are kept: past it the least recently used
+anonymous one goes (a signed-in one only when none is left).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
+MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
 CHALLENGE_SECONDS = 120
 
 
@@ -64,6 +67,11 @@ class Session:
     challenge: Challenge | None = None
     notice: str | None = None
 
+    @property
+    def signed_in(self) -> bool:
+        """Whether a resident or an officer logged in to this session with their card."""
+        return self.resident is not None or self.officer is not None
+
     def take_challenge(self, nonce_hex: str, now: datetime) -> Challenge | None:
         """The pending challenge if it is this one and still fresh; used up either way."""
         pending, self.challenge = self.challenge, None
@@ -78,41 +86,67 @@ class Session:
 
 @dataclass
 class Sessions:
+    """The live sessions, least recently used first: anonymous ones, and signed-in ones (a
+    resident or an officer), which a flood of anonymous requests never pushes out."""
+
     idle: timedelta = IDLE
     lifetime: timedelta = LIFETIME
     clock: Callable[[], datetime] = _now
-    _by_id: dict[str, Session] = field(default_factory=dict)
+    most: int = MOST
+    _anonymous: OrderedDict[str, Session] = field(default_factory=OrderedDict)
+    _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)
+
+    def __len__(self) -> int:
+        return len(self._anonymous) + len(self._signed_in)
 
     def new(self, lang: str = "ja") -> Session:
+        """A new anonymous session."""
+        return self._kept(self._fresh(lang))
+
+    def _fresh(self, lang: str) -> Session:
+        """A session with a new id and CSRF token, begun now."""
         now = self.clock()
-        for stale in [s for s in self._by_id.values() if self._expired(s, now)]:
-            del self._by_id[stale.sid]
-        session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now, lang)
-        self._by_id[session.sid] = session
-        return session
+        return Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now, lang)
 
     def get(self, sid: str | None) -> Session | None:
         """The live session with this id, touched; None if unknown or expired (then gone)."""
-        session = self._by_id.get(sid or "")
+        table = self._signed_in if sid in self._signed_in else self._anonymous
+        session = table.get(sid or "")
         if session is None:
             return None
         now = self.clock()
         if self._expired(session, now):
-            del self._by_id[session.sid]
+            del table[session.sid]
             return None
         session.seen = now
+        table.move_to_end(session.sid)
         return session
 
     def _expired(self, session: Session, now: datetime) -> bool:
         return now - session.seen > self.idle or now - session.started > self.lifetime
 
+    def _kept(self, session: Session) -> Session:
+        """Add a session; drop the stale ones, then past `most` the least recently used."""
+        self._purge(session.started)
+        (self._signed_in if session.signed_in else self._anonymous)[session.sid] = session
+        while len(self) > self.most:
+            (self._anonymous or self._signed_in).popitem(last=False)
+        return session
+
+    def _purge(self, now: datetime) -> None:
+        """Drop the expired sessions from the least recently used end of each table."""
+        for table in (self._anonymous, self._signed_in):
+            while table and self._expired(next(iter(table.values())), now):
+                table.popitem(last=False)
+
     def renew(self, session: Session) -> Session:
         """A fresh id and CSRF token for a session whose privilege changes (login)."""
-        del self._by_id[session.sid]
-        fresh = self.new(session.lang)
+        self.end(session)
+        fresh = self._fresh(session.lang)
         fresh.present, fresh.officer, fresh.resident = (session.present, session.officer,
                                                         session.resident)
-        return fresh
+        return self._kept(fresh)
 
     def end(self, session: Session) -> None:
-        self._by_id.pop(session.sid, None)
+        self._anonymous.pop(session.sid, None)
+        self._signed_in.pop(session.sid, None)

@@ -64,9 +64,19 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     return web.Response(text=text, content_type="text/html", status=status)
 
 
+def is_page(request: web.Request) -> bool:
+    """Whether the request is for one of the portal's pages: not a static file, not a path
+    that has no page (neither needs a session, nor makes one)."""
+    match = request.match_info
+    return match.http_exception is None and not isinstance(match.route.resource,
+                                                           web.StaticResource)
+
+
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Attach the session (a new one if none or expired); set the cookie on the way out."""
+    if not is_page(request):
+        return await handler(request)
     store = request.app[SESSIONS]
     sid = request.cookies.get(COOKIE)
     session = store.get(sid)
@@ -95,7 +105,7 @@ def _cookie(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form."""
-    if request.method == "POST" and request.path not in CSRF_EXEMPT:
+    if request.method == "POST" and request.path not in CSRF_EXEMPT and is_page(request):
         form = await request.post()
         if not secrets.compare_digest(str(form.get("csrf", "")), session_of(request).csrf):
             raise web.HTTPForbidden(text="CSRF token missing or wrong")

@@ -58,6 +58,10 @@
   cards, try PINs and take a signature, or another page posts a PIN to it (403):
   tests/test_card_reader.py::test_the_reader_answers_only_at_its_own_loopback_address
   tests/test_card_reader.py::test_the_reader_takes_a_pin_only_from_its_own_page
+- a flood of cookieless requests fills the portal's session table (static files and pages that
+  do not exist make no session; the table is bounded, and purged at a constant cost):
+  tests/test_portal_web.py::test_a_static_file_or_an_unknown_page_makes_no_session
+  tests/test_portal_sessions.py::test_a_new_session_costs_the_same_however_many_are_kept
 """
 
 from __future__ import annotations

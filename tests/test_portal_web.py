@@ -25,7 +25,7 @@ from portal import app as portal_app
 from portal.context import PLATFORM, Platform
 from portal.records import Records
 from portal.sessions import Officer, Resident, Sessions
-from portal.web import Site
+from portal.web import SESSIONS, Site
 from tests.test_audit_store import event, item
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -127,3 +127,13 @@ async def test_the_counter_shows_a_resident_only_once_the_look_up_is_logged(
     desk = await (await client.get("/counter")).text()
     assert town.resident.name in desk and 'data-request="req-0007"' in desk
     assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
+
+
+@pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
+async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
+                                                                path: str) -> None:
+    app = cast(TestServer, client.server).app
+    for method in ("GET", "POST"):
+        answer = await client.request(method, path)
+        assert answer.status in (200, 404, 405) and "Set-Cookie" not in answer.headers
+    assert len(app[SESSIONS]) == 0
