@@ -39,6 +39,7 @@ LEVEL_SHIFT = 56
 PURGE_CONTEXT = b"renkei audit purge v1\x00"
 _CHUNK = 900
 _END = 1 << 63
+SQLITE_INTEGER = range(-_END, _END)
 
 log = logging.getLogger(__name__)
 
@@ -850,7 +851,9 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:
     if cursor is None:
         return None
     try:
-        at, serial = cursor.split(":")
-        return int(at), int(serial)
+        at, serial = (int(part) for part in cursor.split(":"))
+        if at not in SQLITE_INTEGER or serial not in SQLITE_INTEGER:
+            raise ValueError
+        return at, serial
     except ValueError:
         raise ValueError(f"bad cursor {cursor!r}: pass a page's next_cursor") from None

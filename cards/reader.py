@@ -125,7 +125,7 @@ async def sign(request: web.Request) -> web.Response:
     form = await request.post()
     ask = Ask.of(form, reader.trusted)
     token = request.cookies.get(COOKIE, "")
-    if not token or not secrets.compare_digest(token, str(form.get("csrf", ""))):
+    if not token or not secrets.compare_digest(token.encode(), str(form.get("csrf", "")).encode()):
         raise web.HTTPForbidden(text="the form did not come from this reader")
     serial = str(form.get("card", ""))
     try:

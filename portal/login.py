@@ -34,7 +34,7 @@ REFUSALS = {"revoked": "refused_revoked", "expired": "refused_expired",
 async def page(request: web.Request) -> web.Response:
     realm = request.query.get("as", "resident")
     return render(request, "login.html", realm=realm if realm in REALMS else "resident",
-                  refused=request.query.get("refused"))
+                  refused=None)
 
 
 async def start(request: web.Request) -> web.Response:

@@ -107,7 +107,8 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form."""
     if request.method == "POST" and request.path not in CSRF_EXEMPT and is_page(request):
         form = await request.post()
-        if not secrets.compare_digest(str(form.get("csrf", "")), session_of(request).csrf):
+        given = str(form.get("csrf", "")).encode()
+        if not secrets.compare_digest(given, session_of(request).csrf.encode()):
             raise web.HTTPForbidden(text="CSRF token missing or wrong")
     return await handler(request)
 
@@ -156,9 +157,9 @@ def day(text: str | None, end: bool = False) -> datetime | None:
         return None
     try:
         start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=JST)
-    except ValueError:
+        return (start + timedelta(days=1) if end else start).astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or the first or last day there is
         raise web.HTTPBadRequest(text="a date is YYYY-MM-DD") from None
-    return (start + timedelta(days=1) if end else start).astimezone(UTC)
 
 
 async def switch_language(request: web.Request) -> web.Response:

@@ -78,3 +78,9 @@ async def test_the_reader_takes_a_pin_only_from_its_own_page(
     tried = await client.post("/sign", data=form, headers=headers)
     assert tried.status == 403
     assert Card(card.path).tries_left == PIN_TRIES
+
+
+async def test_a_malformed_csrf_token_is_refused_not_an_error(client: Client, card: Card) -> None:
+    form = {**await _form(client, card, PIN), "csrf": "トークン"}
+    tried = await client.post("/sign", data=form, headers={"Origin": _own_origin(client)})
+    assert tried.status == 403

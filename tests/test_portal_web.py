@@ -137,3 +137,25 @@ async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
         answer = await client.request(method, path)
         assert answer.status in (200, 404, 405) and "Set-Cookie" not in answer.headers
     assert len(app[SESSIONS]) == 0
+
+
+@pytest.mark.parametrize("realm, method, path, form, status", [
+    (None, "GET", "/login?refused=x", None, 200),
+    (None, "POST", "/login/start", {"csrf": "é", "realm": "resident"}, 403),
+    (None, "POST", "/logout", {"csrf": "トークン"}, 403),
+    ("resident", "GET", "/history?since=0001-01-01", None, 400),
+    ("resident", "GET", "/history?until=9999-12-31", None, 400),
+    ("oversight", "GET", "/oversight?since=0001-01-01", None, 400),
+    ("oversight", "GET", "/oversight?until=9999-12-31", None, 400),
+    ("oversight", "GET", "/oversight?after=99999999999999999999:1", None, 400),
+    ("oversight", "GET", "/oversight?after=1:-99999999999999999999", None, 400)])
+async def test_malformed_input_is_refused_not_an_error(
+        client: Client, town: Town, tmp_path: Path, realm: str | None, method: str, path: str,
+        form: dict[str, str] | None, status: int) -> None:
+    if realm == "resident":
+        assert (await card_login(client, town.resident_card, realm, "/login")).status == 303
+    elif realm == "oversight":
+        officer = issue.officer_card("ppc-1", "oversight", realm, PIN, tmp_path)
+        assert (await card_login(client, officer, realm, "/login?as=oversight")).status == 303
+    answer = await client.request(method, path, data=form, allow_redirects=False)
+    assert answer.status == status and 'id="refused"' not in await answer.text()
