@@ -1,8 +1,8 @@
 """Issuing cards: the municipality's counter personalises a card; the CA certifies its key.
 
 A resident's certificate names only the card (its serial), never the person or their personal
-number; J-LIS's table records whose card it is. An officer's names the officer, their holder and
-their role (counter or oversight).
+number, and neither does the label the card reader lists it by; J-LIS's table records whose card
+it is. An officer's names the officer, their holder and their role (counter or oversight).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from registry.store import RegistryStore
 from registry.store import default_path as registry_path
 
 RESIDENT, OFFICER = "resident", "officer"
+RESIDENT_LABEL = "マイナンバーカード"  # the reader's page is open to whoever reaches it: no name
 ROLES = ("counter", "oversight")
 
 
@@ -49,7 +50,7 @@ def resident_card(resident_code: str, pin: str, where: Path | None = None) -> Ca
         registry.close()
     if resident is None:
         raise LookupError("no resident has that code")
-    card = _new(ca.Authority.load(ca.JPKI), None, pin, RESIDENT, resident.name, where)
+    card = _new(ca.Authority.load(ca.JPKI), None, pin, RESIDENT, RESIDENT_LABEL, where)
     holders = CardHolders()
     try:
         holders.record(card.face.serial, resident_code)

@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cards import ca, issue, reader
 from cards.card import PIN_TRIES, Card
+from registry import store as registry_store
+from renkei.state import STATE_ENV
 
 PORTAL = "http://127.0.0.1:8080"
 PIN = "1234"
@@ -84,3 +86,20 @@ async def test_a_malformed_csrf_token_is_refused_not_an_error(client: Client, ca
     form = {**await _form(client, card, PIN), "csrf": "トークン"}
     tried = await client.post("/sign", data=form, headers={"Origin": _own_origin(client)})
     assert tried.status == 403
+
+
+async def test_a_residents_card_on_the_reader_does_not_name_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    registry_store.build(registry_store.default_path(), 20, 1)
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    code = next(registry.resident_codes())
+    resident = registry.by_code(code)
+    registry.close()
+    assert resident is not None
+    issue.init()
+    card = issue.resident_card(code, PIN, tmp_path)
+    ask = urlencode({**ASK, "authority": ca.JPKI})
+    async with TestClient(TestServer(reader.app(tmp_path, [PORTAL]))) as client:
+        page = await (await client.get(f"/sign?{ask}")).text()
+    assert card.face.serial in page and resident.name not in page
