@@ -22,6 +22,7 @@ from processors.cli import directory_cli, patterns_cli, platform_cli
 from processors.keys_cli import keys_cli
 from registry.cli import registry_cli
 from registry.serve import serve as registry_serve
+from registry.store import RegistryExists
 from renkei import profiling
 from renkei.bench import bench
 from renkei.chaos_cli import chaos_cli
@@ -31,13 +32,15 @@ from renkei.state import InUse
 
 
 class _Commands(click.Group):
-    """The commands; a broker not set up, away or refusing the log-in, a view no longer followed
-    or a state folder another run holds is said in one line (no traceback), exit code 1."""
+    """The commands; a broker not set up, away or refusing the log-in, a view no longer followed,
+    a state folder another run holds or a registry not to be replaced is said in one line (no
+    traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse) as exc:
+        except (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse,
+                RegistryExists) as exc:
             raise click.ClickException(str(exc)) from exc
         except KafkaConnectionError as exc:  # a client of a command: it does not wait
             raise click.ClickException(str(BrokerAway(cluster.bootstrap()))) from exc

@@ -138,9 +138,9 @@ async def _exercise(built: town.Town) -> None:
         click.echo(f"  access-log events on renkei.audit: {sum(map(len, events.values()))}")
 
 
-def _main(residents: int, seed: int, instances: int) -> None:
+def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
     started = time.perf_counter()
-    built = town.build(residents, seed)
+    built = town.build(residents, seed, replace=replace)
     click.echo(f"  a town of {residents:,} residents (seed {seed}); holders: "
                + ", ".join(f"{h} {len(r)}" for h, r in built.held.items()))
     with town.services(platform_instances=instances) as procs:
@@ -155,17 +155,21 @@ def _main(residents: int, seed: int, instances: int) -> None:
 @click.option("--seed", default=2026, show_default=True)
 @click.option("--instances", default=1, show_default=True, help="platform instances")
 @click.option("--keep", is_flag=True, help="leave the broker running afterwards")
-def demo(residents: int, seed: int, instances: int, keep: bool) -> None:
-    """The platform with demo holders: a town binds, exchanges lawfully and not, a summary."""
+@click.option("--replace", is_flag=True,
+              help="replace a registry in the state folder that no demo made")
+def demo(residents: int, seed: int, instances: int, keep: bool, replace: bool) -> None:
+    """The platform with demo holders: a town binds, exchanges lawfully and not, a summary.
+    A broker found running is left running; only one the demo started is stopped."""
+    town.check_registry(replace)
     _title("Renkei: the information-linkage platform on a secured Kafka broker")
     try:
-        cluster, _ = process.up(None, None, tethered=not keep)
+        cluster, started = process.up(None, None, tethered=not keep)
     except process.BrokerError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"  Kafka on {cluster.bootstrap} (KRaft, SASL/SCRAM, ACLs); state in "
-               f"{state_dir()}")
+               f"{state_dir()}" + ("" if started else " (found running: left running after)"))
     try:
-        _main(residents, seed, instances)
+        _main(residents, seed, instances, replace)
     finally:
-        if not keep:
+        if started and not keep:
             process.down()

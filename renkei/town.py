@@ -27,6 +27,8 @@ from renkei.state import state_dir
 from renkei.tether import GRACE_SECONDS, tethered
 
 CONSENT = 0.9  # share of a private holder's people who gave consent
+MADE_BY = "made_by"  # the registry's meta key naming what made it; a town's says TOWN
+TOWN = "renkei town"
 
 
 @dataclass
@@ -51,12 +53,32 @@ class Town:
                 if code in theirs]
 
 
-def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES) -> Town:
-    """Set everything up (idempotent for the broker; the registry and stores are rebuilt)."""
+def check_registry(replace: bool = False) -> None:
+    """Refuse to rebuild a registry a town did not make (the operator's own), unless `replace`."""
+    path = registry_store.default_path()
+    if replace or not path.exists():
+        return
+    registry = registry_store.RegistryStore.open(path)
+    try:
+        made_by = registry.meta(MADE_BY)
+    finally:
+        registry.close()
+    if made_by != TOWN:
+        raise registry_store.RegistryExists(
+            f"a registry not made by a demo town is at {path}: a town would replace it; pass "
+            "--replace, or use a fresh state folder (RENKEI_STATE=…)")
+
+
+def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES,
+          replace: bool = False) -> Town:
+    """Set everything up (idempotent for the broker; the registry and stores are rebuilt, a
+    registry a town did not make only if `replace`)."""
+    check_registry(replace)
     provision.provision()
     keys.init()
     registry_store.build(registry_store.default_path(), residents, seed, replace=True)
     registry = registry_store.RegistryStore.open(registry_store.default_path())
+    registry.set_meta(MADE_BY, TOWN)
     numbers = authority_store.AuthorityStore(authority_store.default_path())
     authority = NumberingAuthority(numbers)
     authority.assign_registry(registry)

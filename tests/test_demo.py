@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from registry.store import RegistryStore
 from renkei import scenario
 from renkei.state import STATE_ENV
-from tests.kafka_helpers import free_port_pair, renkei
+from tests.kafka_helpers import free_port_pair, renkei, said_in_one_line
 
 SECTIONS = ("== Renkei: the information-linkage platform", "== Binding (紐付け)",
             "== Linkage (情報連携)", "== Three exchanges step by step", "== Re-keying (鍵の更新)",
@@ -46,7 +47,8 @@ def test_the_demo_binds_a_town_exchanges_and_tells_each_step_in_the_papers_order
            timeout=120)
     try:
         run = renkei("demo", "--residents", "200", env=env, timeout=300)
-    finally:  # the demo stops its broker itself; not if it failed before the end
+        _leaves_what_it_found(env)
+    finally:  # the demo stops only a broker it started itself
         renkei("broker", "down", env=env, check=False)
     out = run.stdout
     assert "Traceback" not in out + run.stderr, run.stderr
@@ -68,3 +70,19 @@ def test_the_demo_binds_a_town_exchanges_and_tells_each_step_in_the_papers_order
     events = re.search(r"access-log events on renkei\.audit: (\d+)", out)
     assert events and int(events.group(1)) > 0, out
     assert re.search(r"lawful answered: p50 \d+ ms, p99 \d+ ms", out), out
+
+
+def _leaves_what_it_found(env: dict[str, str]) -> None:
+    """After a demo on a broker it found running: the broker still runs; a second demo replaces
+    the first's registry; a registry the demo did not make is refused in one line, untouched."""
+    assert renkei("broker", "status", env=env, check=False).returncode == 0
+    again = renkei("demo", "--residents", "200", env=env, timeout=300, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    renkei("registry", "generate", "--residents", "30", "--seed", "5", "--replace", env=env)
+    refused = renkei("demo", "--residents", "200", env=env, check=False)
+    assert refused.returncode == 1
+    said_in_one_line(refused.stderr, "a registry not made by a demo town")
+    registry = RegistryStore.open(Path(env[STATE_ENV]) / "registry" / "registry.db")
+    generated = registry.meta("generated")
+    registry.close()
+    assert isinstance(generated, dict) and generated["residents"] == 30, generated
