@@ -49,6 +49,11 @@ def issue(username: str) -> Credentials:
     return creds
 
 
+def known(username: str) -> bool:
+    """Whether the state folder holds credentials for `username` (a valid name)."""
+    return _path(username).exists()
+
+
 def load(username: str) -> Credentials:
     path = _path(username)
     if not path.exists():

@@ -142,9 +142,30 @@ def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
         report.acls += len(bindings)
 
 
+class NotAHolder(ValueError):
+    """Not the id of a holder registered in this state folder."""
+
+
+def holder_id(holder: str) -> str:
+    """`holder` if it is a valid holder id (a principal name, not a service's), else ValueError."""
+    return acls.check_holder_id(credentials.check_name(holder))
+
+
+def registered_holder(holder: str) -> str:
+    """`holder` if it is a holder registered in this state folder (its credentials are here)."""
+    try:
+        holder_id(holder)
+    except ValueError as exc:
+        raise NotAHolder(str(exc)) from None
+    if not credentials.known(holder):
+        raise NotAHolder(f"no holder {holder!r} is registered in this state folder: "
+                         f"run `renkei holder register {holder} …` first")
+    return holder
+
+
 def add_holder(admin: AdminClient, holder: str, report: Report) -> Credentials:
     """A holder's principal, its inbox and outbox, and the ACLs that fence them."""
-    acls.check_holder_id(credentials.check_name(holder))
+    holder_id(holder)
     creds = credentials.issue(holder)
     ensure_principal(admin, creds, report)
     ensure_topics(admin, topics.holder_topics(holder), report)

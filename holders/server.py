@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from broker.provision import registered_holder
 from holders.client import HolderClient, NotAuthorized, NotBound
 from holders.store import HolderStore, default_path
 from renkei.service_loop import stop_on_signals, unless_stopped
@@ -141,6 +142,7 @@ def recorded(holder: str) -> Address | None:
 
 async def run(holder: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT: answer the platform's queries, and the holder's system."""
+    registered_holder(holder)
     stop = stop_on_signals()
     store = HolderStore(default_path(holder))
     client = HolderClient(holder, store)

@@ -15,6 +15,7 @@ from authority.serve import serve as authority_serve
 from broker import cluster
 from broker.cli import broker_cli
 from broker.clients import BrokerAway, BrokerRefused
+from broker.provision import NotAHolder
 from cards.cli import card_cli
 from holders.cli import holder_cli
 from portal.cli import portal_cli
@@ -33,14 +34,14 @@ from renkei.state import InUse
 
 class _Commands(click.Group):
     """The commands; a broker not set up, away or refusing the log-in, a view no longer followed,
-    a state folder another run holds or a registry not to be replaced is said in one line (no
-    traceback), exit code 1."""
+    a state folder another run holds, a registry not to be replaced or a holder id not
+    registered is said in one line (no traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse,
-                RegistryExists) as exc:
+                RegistryExists, NotAHolder) as exc:
             raise click.ClickException(str(exc)) from exc
         except KafkaConnectionError as exc:  # a client of a command: it does not wait
             raise click.ClickException(str(BrokerAway(cluster.bootstrap()))) from exc

@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 STATE_ENV = "RENKEI_STATE"
@@ -62,6 +62,9 @@ def held(path: Path, what: str) -> Iterator[None]:
 
 def private_dir(*parts: str) -> Path:
     """A folder under the state folder that only this user may read."""
+    for part in parts:
+        if not part or PurePath(part).is_absolute() or ".." in PurePath(part).parts:
+            raise ValueError(f"{part!r} would lead out of the state folder")
     path = state_dir().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)

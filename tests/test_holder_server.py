@@ -17,7 +17,8 @@ import pytest
 from holders.client import HolderClient
 from holders.server import _serve_http, address_file
 from holders.store import HolderStore
-from renkei.state import read_json, state_folder
+from renkei.state import STATE_ENV, private_dir, read_json, state_folder
+from tests.kafka_helpers import renkei, said_in_one_line
 
 HOLDER = "city-x"
 CANARY = "canary-income-7301946"
@@ -108,3 +109,22 @@ async def test_staff_tied_to_a_terminal_are_refused_on_another_one(tmp_path: Pat
     assert statuses["term-2"] == (403, f"'staff-7' on 'term-2' may not act for {HOLDER}")
     assert statuses["term-1"][0] == 404  # authorized: the record is what it lacks
     assert refused == ["term-2"]
+
+
+@pytest.mark.parametrize(("holder", "error"), [
+    ("../../tmp/x", "invalid principal name"), ("ghost", "no holder 'ghost' is registered"),
+    ("platform", "'platform' is a reserved principal name")])
+def test_holder_run_checks_the_id_before_it_makes_any_store(
+        tmp_path: Path, holder: str, error: str) -> None:
+    state = tmp_path / "state"
+    run = renkei("holder", "run", holder, env={STATE_ENV: str(state)}, check=False, timeout=60)
+    assert not list(tmp_path.rglob("holder.db"))
+    assert not (state / "holders").exists()
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, error)
+
+
+@pytest.mark.parametrize("part", ["..", "../x", "a/../../x", "/tmp/x", ""])
+def test_no_private_folder_leads_out_of_the_state_folder(tmp_path: Path, part: str) -> None:
+    with state_folder(tmp_path / "state"), pytest.raises(ValueError, match="out of the state"):
+        private_dir("holders", part)
