@@ -22,7 +22,7 @@ from broker.provision import registered_holder
 from holders.client import HolderClient, NotAuthorized, NotBound
 from holders.store import HolderStore, default_path
 from renkei.service_loop import stop_on_signals, unless_stopped
-from renkei.state import private_dir, read_json, write_json
+from renkei.state import held, private_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 CLIENT = web.AppKey("client", HolderClient)
@@ -141,17 +141,19 @@ def recorded(holder: str) -> Address | None:
 
 
 async def run(holder: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT: answer the platform's queries, and the holder's system."""
+    """Serve until SIGTERM/SIGINT: answer the platform's queries, and the holder's system; a
+    second run of the same holder is refused (InUse), not let take over its server.json."""
     registered_holder(holder)
-    stop = stop_on_signals()
-    store = HolderStore(default_path(holder))
-    client = HolderClient(holder, store)
-    try:
-        if await unless_stopped(stop, client.start()):
-            await _serve_http(client, port, stop)
-    finally:
-        await client.stop()
-        store.close()
+    with held(private_dir("holders", holder), f"`holder run {holder}`"):
+        stop = stop_on_signals()
+        store = HolderStore(default_path(holder))
+        client = HolderClient(holder, store)
+        try:
+            if await unless_stopped(stop, client.start()):
+                await _serve_http(client, port, stop)
+        finally:
+            await client.stop()
+            store.close()
 
 
 async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:

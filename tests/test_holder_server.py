@@ -14,10 +14,11 @@ from typing import cast
 import aiohttp
 import pytest
 
+from broker import credentials
 from holders.client import HolderClient
 from holders.server import _serve_http, address_file
 from holders.store import HolderStore
-from renkei.state import STATE_ENV, private_dir, read_json, state_folder
+from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
 
 HOLDER = "city-x"
@@ -128,3 +129,14 @@ def test_holder_run_checks_the_id_before_it_makes_any_store(
 def test_no_private_folder_leads_out_of_the_state_folder(tmp_path: Path, part: str) -> None:
     with state_folder(tmp_path / "state"), pytest.raises(ValueError, match="out of the state"):
         private_dir("holders", part)
+
+
+def test_a_second_holder_run_of_the_same_holder_is_refused(tmp_path: Path) -> None:
+    with state_folder(tmp_path / "state") as state:
+        credentials.issue(HOLDER)
+        with held(private_dir("holders", HOLDER), "first run"):
+            run = renkei("holder", "run", HOLDER, env={STATE_ENV: str(state)}, check=False,
+                         timeout=60)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, f"another `holder run {HOLDER}` is running")
+    assert not (state / "holders" / HOLDER / "server.json").exists()
