@@ -17,6 +17,7 @@ from holders.ids import registered
 from holders.imports import Refused
 from holders.store import HolderStore, default_path
 from processors import directory
+from processors.keys_cli import unit_name
 
 
 @click.group("holder")
@@ -28,7 +29,8 @@ def holder_cli() -> None:
 @click.argument("holder")
 @click.option("--name", required=True, help="the holder's name, e.g. 桜町役場")
 @click.option("--role", required=True, help="its role in the legal pattern list")
-@click.option("--unit", default=None, help="a shared link-code unit (default: its own)")
+@click.option("--unit", default=None, callback=unit_name,
+              help="a shared link-code unit (default: its own)")
 @click.option("--private", is_flag=True, help="a private holder: binding needs consent")
 def register(holder: str, name: str, role: str, unit: str | None, private: bool) -> None:
     """Register a holder: principal, topics, ACLs, sealing key and directory entry."""

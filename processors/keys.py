@@ -44,9 +44,9 @@ class MasterKeys:
 
     def link_key(self, unit: str, epoch: int) -> bytes:
         """The key of a link-code unit at a key epoch (ID code ↔ link code)."""
-        if not UNIT_NAME.fullmatch(unit) or epoch < 0:
-            raise ValueError(f"bad link-code unit {unit!r} or epoch {epoch}")
-        return _derive(self.link_master, f"renkei/link-code/{unit}/{epoch}".encode())
+        if epoch < 0:
+            raise ValueError(f"bad key epoch {epoch} of link-code unit {unit!r}")
+        return _derive(self.link_master, f"renkei/link-code/{check_unit(unit)}/{epoch}".encode())
 
     def ticket_key(self) -> bytes:
         """The AES-GCM key of the tickets the platform seals into queries."""
@@ -55,6 +55,14 @@ class MasterKeys:
     def sealing_key(self) -> X25519PrivateKey:
         """The platform's HPKE key: the registry seals candidates' resident codes to it."""
         return X25519PrivateKey.from_private_bytes(_derive(self.id_master, b"renkei/sealing"))
+
+
+def check_unit(unit: str) -> str:
+    """`unit` if it is a usable link-code unit name, else ValueError."""
+    if not UNIT_NAME.fullmatch(unit):
+        raise ValueError(f"bad link-code unit {unit!r}: use A-Z, a-z, 0-9, '.', '_' and '-', "
+                         "at most 128 characters, starting with a letter or digit")
+    return unit
 
 
 def _derive(master: bytes, info: bytes) -> bytes:

@@ -9,6 +9,14 @@ import click
 from processors import directory, keys
 
 
+def unit_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A link-code unit option or argument: a name the platform can use, else a usage error."""
+    try:
+        return None if value is None else keys.check_unit(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.group("keys")
 def keys_cli() -> None:
     """The platform's ID-code and link-code keys (never printed)."""
@@ -25,7 +33,7 @@ def init() -> None:
 
 
 @keys_cli.command()
-@click.argument("unit")
+@click.argument("unit", callback=unit_name)
 def rekey(unit: str) -> None:
     """Move a link-code unit to its next key epoch: its old codes are refused from then on; the
     unit's holders re-key their bindings by themselves within seconds."""

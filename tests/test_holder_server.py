@@ -140,3 +140,13 @@ def test_a_second_holder_run_of_the_same_holder_is_refused(tmp_path: Path) -> No
     assert run.returncode == 1
     said_in_one_line(run.stderr, f"another `holder run {HOLDER}` is running")
     assert not (state / "holders" / HOLDER / "server.json").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ("holder", "register", "city-y", "--name", "Y", "--role", "municipality", "--unit", "bad unit"),
+    ("keys", "rekey", "bad unit")])
+def test_a_link_code_unit_the_platform_cannot_use_is_refused(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    run = renkei(*command, env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2, run.stderr
+    assert "bad link-code unit 'bad unit'" in run.stderr and "Traceback" not in run.stderr
