@@ -66,6 +66,10 @@ SQLITE = Dialect(
     busy=sqlite3.OperationalError)
 
 
+class NoStore(ValueError):
+    """A store URL that names no store this can open (its scheme, its folder, its server)."""
+
+
 def connect(url: str | Path) -> tuple[Connection, Dialect]:
     """A connection for `url`: a path, sqlite:///path, or postgresql://user@host:port/db.
 
@@ -75,10 +79,13 @@ def connect(url: str | Path) -> tuple[Connection, Dialect]:
     if text.startswith(POSTGRESQL_SCHEMES):
         return _postgresql(text)
     if "://" in text and not text.startswith("sqlite:///"):
-        raise ValueError(f"unsupported store URL {text!r}: use a path, sqlite:///path or "
-                         "postgresql://…")
+        raise NoStore(f"unsupported store URL {text!r}: use a path, sqlite:///path or "
+                      "postgresql://…")
     path = text.removeprefix("sqlite:///")
-    return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
+    try:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
+    except sqlite3.OperationalError as exc:
+        raise NoStore(f"cannot open the store at {path}: {exc}") from exc
 
 
 def _postgresql(url: str) -> tuple[Connection, Dialect]:
@@ -93,7 +100,10 @@ def _postgresql(url: str) -> tuple[Connection, Dialect]:
                   "WHERE table_schema = current_schema() AND table_name = ?",
         session=(), closing=(),
         duplicate=psycopg.IntegrityError, busy=psycopg.errors.SerializationFailure)
-    return _PgConnection(psycopg.connect(url, autocommit=True)), dialect
+    try:
+        return _PgConnection(psycopg.connect(url, autocommit=True)), dialect
+    except psycopg.OperationalError as exc:
+        raise NoStore(f"cannot reach the store: {str(exc).strip().splitlines()[0]}") from exc
 
 
 _PLACEHOLDER = re.compile(r"\?")

@@ -14,6 +14,14 @@ from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
 from registry.cli import open_registry
 
+
+def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A required text that must say something: blank is a usage error."""
+    if not value.strip():
+        raise click.BadParameter("must not be blank")
+    return value
+
+
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
                          help="the authority's store [default <state>/authority/authority.db]")
 REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), default=None,
@@ -75,7 +83,7 @@ def _withdrawn(authority: NumberingAuthority) -> str:
 
 @authority_cli.command("change-number")
 @click.argument("resident_code")
-@click.option("--reason", required=True, help="the resident's stated reason")
+@click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
 @DB_OPTION
 def change_number(resident_code: str, reason: str, db: Path | None) -> None:
     """A resident's request for a new personal number (the old one is retired for good)."""
@@ -101,8 +109,9 @@ def number_of(resident_code: str, db: Path | None) -> None:
 
 @authority_cli.command()
 @click.argument("number")
-@click.option("--holder", required=True, help="the holder asking (it lawfully holds the number)")
-@click.option("--purpose", required=True, help="why it asks")
+@click.option("--holder", required=True, callback=stated,
+              help="the holder asking (it lawfully holds the number)")
+@click.option("--purpose", required=True, callback=stated, help="why it asks")
 @DB_OPTION
 def lookup(number: str, holder: str, purpose: str, db: Path | None) -> None:
     """Personal number → resident code, logged with who asked and why."""

@@ -81,6 +81,8 @@ class NumberingAuthority:
 
     def change_number(self, resident_code: str, reason: str) -> str:
         """The resident's request for a new number: the old one is retired, never reissued."""
+        if not reason.strip():
+            raise ValueError("a change of number records the resident's reason")
         with self._store.transaction():
             old = self._current(resident_code)
             self._store.retire(old, self._clock())

@@ -11,9 +11,22 @@ from schemas.messages import LegalPattern
 SAMPLE = Path(__file__).with_name("legal_patterns.toml")
 
 
+class BadPatternFile(ValueError):
+    """A file that is not a legal pattern list; the message names it and what is wrong."""
+
+
 def load(path: Path = SAMPLE) -> list[LegalPattern]:
-    rows = tomllib.loads(path.read_text(encoding="utf-8"))["pattern"]
-    return [_pattern(row) for row in rows]
+    """The pattern versions of a TOML file of [[pattern]] tables, else BadPatternFile."""
+    try:
+        rows = tomllib.loads(path.read_text(encoding="utf-8"))["pattern"]
+        return [_pattern(row) for row in rows]
+    except KeyError as exc:
+        raise BadPatternFile(f"{path}: missing {exc.args[0]!r}"
+                             + (" tables" if exc.args[0] == "pattern" else "")) from exc
+    except OSError as exc:
+        raise BadPatternFile(f"{path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
+        raise BadPatternFile(f"{path}: {exc}") from exc
 
 
 def _pattern(row: dict[str, object]) -> LegalPattern:
@@ -23,7 +36,8 @@ def _pattern(row: dict[str, object]) -> LegalPattern:
                                                    or isinstance(valid_to, datetime)):
         raise ValueError(f"pattern {row.get('pattern_id')}: validity must be TOML datetimes")
     data_types = row["data_types"]
-    assert isinstance(data_types, list)
+    if not isinstance(data_types, list):
+        raise ValueError(f"pattern {row.get('pattern_id')}: data_types must be a list")
     return LegalPattern(
         pattern_id=str(row["pattern_id"]), version=int(str(row["version"])),
         legal_basis=str(row["legal_basis"]), purpose=str(row["purpose"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any
 
@@ -10,6 +11,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from audit.cli import audit_cli
 from audit.oversight_cli import oversight_cli
+from audit.sql import NoStore
 from authority.cli import authority_cli
 from authority.serve import serve as authority_serve
 from broker import cluster
@@ -20,10 +22,12 @@ from cards.cli import card_cli
 from holders.cli import holder_cli
 from portal.cli import portal_cli
 from processors.cli import directory_cli, patterns_cli, platform_cli
+from processors.keys import KeysMissing
 from processors.keys_cli import keys_cli
+from processors.patterns import BadPatternFile
 from registry.cli import registry_cli
 from registry.serve import serve as registry_serve
-from registry.store import RegistryExists
+from registry.store import NoRegistry, RegistryExists
 from renkei import profiling
 from renkei.bench import bench
 from renkei.chaos_cli import chaos_cli
@@ -31,20 +35,28 @@ from renkei.compacted import NotFollowing
 from renkei.demo import demo
 from renkei.state import InUse
 
+# Said as they are: each message names what is missing or wrong and what to do.
+SAID = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, RegistryExists,
+        NoRegistry, NotAHolder, KeysMissing, NoStore, BadPatternFile)
+
 
 class _Commands(click.Group):
     """The commands; a broker not set up, away or refusing the log-in, a view no longer followed,
-    a state folder another run holds, a registry not to be replaced or a holder id not
-    registered is said in one line (no traceback), exit code 1."""
+    a state folder another run holds, a registry missing or not to be replaced, a holder id not
+    registered, no key store, an audit store that cannot be opened, a bad pattern file or a port
+    in use is said in one line (no traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse,
-                RegistryExists, NotAHolder) as exc:
+        except SAID as exc:
             raise click.ClickException(str(exc)) from exc
         except KafkaConnectionError as exc:  # a client of a command: it does not wait
             raise click.ClickException(str(BrokerAway(cluster.bootstrap()))) from exc
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise click.ClickException(f"port in use: {exc.strerror or exc}") from exc
 
 
 @click.group(cls=_Commands)

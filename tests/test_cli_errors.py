@@ -1,0 +1,64 @@
+"""What an operator gets wrong is said in one line, naming what is wrong, with no traceback: a
+missing key store, a port in use, an audit store that cannot be opened, a blank reason, a bad
+pattern file. None of these needs a broker."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from renkei.state import STATE_ENV
+from tests.kafka_helpers import renkei, said_in_one_line
+
+PATTERN_FILES = {"bad.toml": "x = \n", "none.toml": "x = 1\n",
+                 "partial.toml": '[[pattern]]\npattern_id = "a"\n'}
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (("directory", "publish-services"), "no key store at"),
+    (("audit", "verify", "--db", "{tmp}/no-folder/audit.db"), "cannot open the store at"),
+    (("audit", "head", "--db", "ftp://somewhere/audit"), "unsupported store URL"),
+    (("audit", "verify", "--db", "postgresql://nobody@127.0.0.1:1/audit"),
+     "cannot reach the store"),
+    (("patterns", "publish", "{tmp}/bad.toml"), "bad.toml: Invalid value"),
+    (("patterns", "publish", "{tmp}/none.toml"), "none.toml: missing 'pattern' tables"),
+    (("patterns", "publish", "{tmp}/partial.toml"), "partial.toml: missing 'valid_from'"),
+    (("patterns", "publish", "{tmp}"), "Is a directory"),
+])
+def test_a_mistake_is_said_in_one_line(tmp_path: Path, args: tuple[str, ...],
+                                       error: str) -> None:
+    for name, text in PATTERN_FILES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    run = renkei(*(a.format(tmp=tmp_path) for a in args),
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, error)
+
+
+def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> None:
+    run = renkei("card", "reader", "--port", str(taken_port), "--trust", "http://127.0.0.1:1",
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, "port in use")
+
+
+@pytest.mark.parametrize("args", [
+    ("authority", "lookup", "1234", "--holder", "city-a", "--purpose", ""),
+    ("authority", "lookup", "1234", "--holder", " ", "--purpose", "tax"),
+    ("authority", "change-number", "R-1", "--reason", " ")])
+def test_a_blank_reason_is_refused(tmp_path: Path, args: tuple[str, ...]) -> None:
+    run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2
+    assert "must not be blank" in run.stderr and "Traceback" not in run.stderr
