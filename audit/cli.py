@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from audit import sql
 from audit.events import decode_event
 from audit.heads import Signer
 from audit.merkle import leaf_hash
@@ -41,9 +42,13 @@ def store_option(command: F) -> F:
         help="a path or sqlite:///path [default: the state folder's audit/audit.db]")(command)
 
 
-def open_store(db: str | None) -> AuditStore:
-    """The store at `db` (default in the state folder), signing with the state folder's key."""
-    return AuditStore(db or default_path(), Signer.load_or_create())
+def open_store(db: str | None, create: bool = False) -> AuditStore:
+    """The store at `db` (default in the state folder), signing with the state folder's key; a
+    SQLite store that is not there is made only if `create` (else NoStore)."""
+    url = db or default_path()
+    if not create and not sql.exists(url):
+        raise sql.NoStore(f"no audit store at {url} (`renkei audit run` makes one)")
+    return AuditStore(url, Signer.load_or_create())
 
 
 def _echo_json(data: Any) -> None:
@@ -148,7 +153,7 @@ def run(db: str | None, instance: str, loglevel: str) -> None:
     from audit.consumer import main
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    with open_store(db) as store:
+    with open_store(db, create=True) as store:
         asyncio.run(main(store, instance))
 
 
@@ -168,7 +173,7 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     from audit import replay as replaying
 
     target = db or str(private_dir("audit") / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}.db")
-    with open_store(target) as fresh, open_store(live) as current:
+    with open_store(target, create=True) as fresh, open_store(live, create=True) as current:
         try:
             report = asyncio.run(replaying.replay(KafkaAccess.of(acls.AUDIT), fresh, current,
                                                   timedelta(seconds=grace)))

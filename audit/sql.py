@@ -81,11 +81,23 @@ def connect(url: str | Path) -> tuple[Connection, Dialect]:
     if "://" in text and not text.startswith("sqlite:///"):
         raise NoStore(f"unsupported store URL {text!r}: use a path, sqlite:///path or "
                       "postgresql://…")
-    path = text.removeprefix("sqlite:///")
+    path = _sqlite_path(text)
     try:
         return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
     except sqlite3.OperationalError as exc:
         raise NoStore(f"cannot open the store at {path}: {exc}") from exc
+
+
+def _sqlite_path(text: str) -> str:
+    """The file of a path or sqlite:///path."""
+    return text.removeprefix("sqlite:///")
+
+
+def exists(url: str | Path) -> bool:
+    """Whether a SQLite store is there (connecting would make one); any other URL: True."""
+    text = str(url)
+    other = "://" in text and not text.startswith("sqlite:///")
+    return other or Path(_sqlite_path(text)).exists()
 
 
 def _postgresql(url: str) -> tuple[Connection, Dialect]:

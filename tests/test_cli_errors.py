@@ -28,7 +28,7 @@ def taken_port() -> Iterator[int]:
 
 @pytest.mark.parametrize(("args", "error"), [
     (("directory", "publish-services"), "no key store at"),
-    (("audit", "verify", "--db", "{tmp}/no-folder/audit.db"), "cannot open the store at"),
+    (("audit", "run", "--db", "{tmp}/no-folder/audit.db"), "cannot open the store at"),
     (("audit", "head", "--db", "ftp://somewhere/audit"), "unsupported store URL"),
     (("audit", "verify", "--db", "postgresql://nobody@127.0.0.1:1/audit"),
      "cannot reach the store"),
@@ -62,3 +62,16 @@ def test_a_blank_reason_is_refused(tmp_path: Path, args: tuple[str, ...]) -> Non
     run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2
     assert "must not be blank" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("command", ["verify", "head", "query", "purge"])
+def test_reading_an_audit_store_that_is_not_there_makes_none(tmp_path: Path,
+                                                              command: str) -> None:
+    state = tmp_path / "state"
+    for db in (tmp_path / "missing.db", None):
+        args = ("audit", command) + (("--db", str(db)) if db else ())
+        run = renkei(*args, env={STATE_ENV: str(state)}, check=False)
+        assert run.returncode == 1, run.stdout
+        said_in_one_line(run.stderr, "no audit store at")
+    assert not (tmp_path / "missing.db").exists()
+    assert not list(state.rglob("*.db")) and not list(state.rglob("head-key.json"))
