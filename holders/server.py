@@ -11,6 +11,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import math
 import secrets
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,19 @@ def _field(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds from a query parameter; else 400 with a JSON error."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"wait={text!r} is not a number of "
+                                                           "seconds"}, ensure_ascii=False),
+                                 content_type="application/json")
+    return seconds
+
+
 async def bind(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
     try:
@@ -103,8 +117,7 @@ async def linkage(request: web.Request) -> web.Response:
 
 async def outcome(request: web.Request) -> web.Response:
     """A request's outcome; `?wait=S` waits up to S seconds for it."""
-    client = request.app[CLIENT]
-    wait = float(request.query.get("wait", "0"))
+    client, wait = request.app[CLIENT], _seconds(request.query.get("wait", "0"))
     request_id = request.match_info["request_id"]
     try:
         await client.outcome(request_id, within=wait)

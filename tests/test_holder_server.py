@@ -150,3 +150,14 @@ def test_a_link_code_unit_the_platform_cannot_use_is_refused(
     run = renkei(*command, env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2, run.stderr
     assert "bad link-code unit 'bad unit'" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("wait", ["xyz", "nan", "-1", "inf"])
+async def test_a_wait_that_is_not_a_number_of_seconds_is_a_bad_request(
+        tmp_path: Path, wait: str) -> None:
+    async with _serving(tmp_path) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+                http.get(f"{url}/requests/r-1", params={"wait": wait}) as response:
+            assert response.status == 400
+            assert "is not a number of seconds" in (await response.json())["error"]
