@@ -137,7 +137,8 @@ def query(db: str | None, person: str | None, holder: str | None, pattern: str |
         try:
             page = store.query(where, limit=limit, after=after, prove=person is not None)
         except ValueError as exc:
-            raise click.BadParameter(str(exc)) from exc
+            raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
+                                     "previous page", param_hint="--after") from exc
     _echo_json({"head": page.head.to_json() if page.head else None,
                 "entries": [_entry_json(e) for e in page.entries],
                 "next": page.next_cursor})

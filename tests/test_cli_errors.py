@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from audit.heads import Signer
+from audit.store import AuditStore
 from renkei.state import STATE_ENV
 from tests.kafka_helpers import renkei, said_in_one_line
 
@@ -75,3 +77,11 @@ def test_reading_an_audit_store_that_is_not_there_makes_none(tmp_path: Path,
         said_in_one_line(run.stderr, "no audit store at")
     assert not (tmp_path / "missing.db").exists()
     assert not list(state.rglob("*.db")) and not list(state.rglob("head-key.json"))
+
+
+def test_a_bad_cursor_names_the_field_a_page_gives(tmp_path: Path) -> None:
+    AuditStore(tmp_path / "audit.db", Signer.generate()).close()
+    run = renkei("audit", "query", "--db", str(tmp_path / "audit.db"), "--after", "bad",
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2
+    assert "pass the `next` of the previous page" in run.stderr, run.stderr
