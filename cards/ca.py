@@ -154,6 +154,10 @@ class Authority:
         write_json(folder(self.name) / "revoked.json", revoked, private=True)
         return self.publish_crl()
 
+    def revoked(self, serial: str) -> bool:
+        """Whether this CA has revoked the certificate of that serial (hex)."""
+        return serial in self._revoked()
+
     def _revoked(self) -> dict[str, str]:
         path = folder(self.name) / "revoked.json"
         return dict(read_json(path)) if path.exists() else {}

@@ -76,9 +76,11 @@ def revoke(serial: str) -> None:
 @card_cli.command("list")
 @DIR_OPTION
 def list_cards(where: Path | None) -> None:
-    """The cards in a folder: serial, kind, PIN tries left (never a key or a PIN)."""
+    """The cards in a folder: serial, kind, REVOKED, PIN tries left (never a key or a PIN)."""
     for card in cards(where):
         state = "LOCKED" if card.locked else f"{card.tries_left} PIN tries left"
+        if issue.revoked(card.face.serial):
+            state = f"REVOKED  {state}"
         click.echo(f"{card.face.serial}  {card.face.kind:8}  {state}")
 
 

@@ -69,11 +69,25 @@ def officer_card(staff_id: str, holder: str, role: str, pin: str,
                 where)
 
 
-def revoke(serial: str) -> str:
-    """Revoke a card's certificate with whichever CA issued it; that CA's name."""
+def _issuer(serial: str) -> ca.Authority | None:
+    """The CA of this state folder that issued the certificate of that serial, if any."""
     for name in ca.AUTHORITIES:
         authority = ca.Authority.load(name)
         if authority.issued(serial):
-            authority.revoke(int(serial, 16))
-            return name
-    raise LookupError("no card with that serial was issued here")
+            return authority
+    return None
+
+
+def revoke(serial: str) -> str:
+    """Revoke a card's certificate with whichever CA issued it; that CA's name."""
+    authority = _issuer(serial)
+    if authority is None:
+        raise LookupError("no card with that serial was issued here")
+    authority.revoke(int(serial, 16))
+    return authority.name
+
+
+def revoked(serial: str) -> bool:
+    """Whether the CA that issued the certificate of that serial has revoked it."""
+    authority = _issuer(serial)
+    return authority is not None and authority.revoked(serial)

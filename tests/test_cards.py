@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cards import ca, issue
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked
 from cards.login import Refused, Verifier, challenge, message
+from tests.kafka_helpers import renkei
 
 ORIGIN = "http://127.0.0.1:8080"
 
@@ -118,3 +119,13 @@ def test_a_stale_crl_fails_closed(cards_dir: Path) -> None:
     tomorrow = datetime.now(UTC) + timedelta(days=ca.CRL_DAYS, hours=1)
     with pytest.raises(Refused, match="stale-crl"):
         _login(card, "1111", verifier=Verifier(clock=lambda: tomorrow))
+
+
+def test_card_list_marks_a_revoked_card(cards_dir: Path) -> None:
+    kept = issue.officer_card("officer-7", "oversight", "oversight", "1111", cards_dir)
+    gone = issue.officer_card("officer-8", "oversight", "oversight", "1111", cards_dir)
+    issue.revoke(gone.face.serial)
+    listed = renkei("card", "list", "--dir", str(cards_dir)).stdout.splitlines()
+    assert [line for line in listed if "REVOKED" in line] == [
+        line for line in listed if line.startswith(gone.face.serial)], listed
+    assert any(line.startswith(kept.face.serial) for line in listed), listed
