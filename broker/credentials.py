@@ -34,11 +34,6 @@ def _path(username: str) -> Path:
     return private_dir("secrets") / f"{check_name(username)}.json"
 
 
-def known(username: str) -> bool:
-    """Whether this state folder holds credentials for `username`."""
-    return _path(username).exists()
-
-
 def issue(username: str) -> Credentials:
     """Credentials for `username`: the stored ones, or new ones generated and stored."""
     path = _path(username)

@@ -13,7 +13,6 @@ import click
 
 from broker import provision
 from holders import imports
-from holders.ids import registered
 from holders.imports import Refused
 from holders.store import HolderStore, default_path
 from processors import directory
@@ -62,7 +61,7 @@ def _store(holder: str) -> Iterator[HolderStore]:
     """The holder's own store; a one-line error for an id not registered here (checked before
     any path is made of it)."""
     try:
-        registered(holder)
+        provision.registered_holder(holder)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     store = HolderStore(default_path(holder))

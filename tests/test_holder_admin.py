@@ -119,7 +119,7 @@ def test_an_invalid_holder_id_is_refused_before_any_file_is_made(
 
 def test_a_holder_not_registered_here_is_refused(state: Path) -> None:
     result = _holder("staff", "add", "town-y", "op", "--name", "A")
-    assert result.exit_code == 1 and "not a registered holder" in result.output
+    assert result.exit_code == 1 and "no holder 'town-y' is registered" in result.output
     assert not (state / "holders").exists()
 
 
