@@ -4,16 +4,16 @@ It sends an approved query once, refuses a reused request id, relays the first a
 with a timeout when the deadline passes, and forgets a request once any copy of it would be
 refused as stale and its ticket has expired. An answer can come before its request's event (an
 owner deciding at once writes that event only after the query is acknowledged, and another
-instance can write the answer first): it is held until the request comes and relayed then
-(unless both were read as history or decided elsewhere, where the owner that read the answer
-relayed it; perhaps again after a crash: holders and the audit log drop copies), or forgotten
-when a request received at the first sweep after it would be. Events arrive at least once (a
-crash replays them): a pending request's own event again repeats its dispatch, which the provider
-and the audit log drop as duplicates. Once a request is settled (answered or timed out) only a
-small `Settled` is kept: the effects of the event that settled it are delivered before that
-event's offset is committed (or, for an event decided at once by the partition's owner, before
-its record is written and the offset of the holder's message it came from committed), and a
-crash before then makes the event itself come again; so a later copy of it has nothing left to
+instance can write the answer first): it is held until the request comes and relayed when the
+request is read (not in a rebuild: an owner holding it may have lost the partition before its
+request came, so only relaying it again is sure; holders and the audit log drop copies), or
+forgotten when a request received at the first sweep after it would be. Events arrive at least
+once (a crash replays them): a pending request's own event again repeats its dispatch, which the
+provider and the audit log drop as duplicates. Once a request is settled (answered or timed out)
+only a small `Settled` is kept: the effects of the event that settled it are delivered before
+that event's offset is committed (or, for an event decided at once by the partition's owner,
+before its record is written and the offset of the holder's message it came from committed), and
+a crash before then makes the event itself come again; so a later copy of it has nothing left to
 do.
 """
 
@@ -93,11 +93,10 @@ DecisionEvent = Pending | Outcome | Sweep
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """The answers that came under a request id no request is known by, in order, each once
-    with whether its relay is still to be made (read live, not as history or decided at once
-    elsewhere); kept until `until`, set by the first sweep after the first (None: none yet)."""
+    """The answers that came under a request id no request is known by, in order, each once;
+    kept until `until`, set by the first sweep after the first of them (None: none yet)."""
 
-    outcomes: tuple[tuple[Outcome, bool], ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
     until: datetime | None = None
 
 
@@ -127,15 +126,13 @@ class Partition:
         self.settled[was.request_id] = state.packed()
         self.forgetting.setdefault(math.ceil(was.forget_at.timestamp()), []).append(was.request_id)
 
-    def hold(self, outcome: Outcome, relay: bool) -> None:
-        """Keep an answer to a request not known (yet), until its request comes or is too late
-        (a copy read live after one read as history makes its relay still to be made)."""
+    def hold(self, outcome: Outcome) -> None:
+        """Keep an answer to a request not known (yet), until its request comes or is too late."""
         held = self.held.get(outcome.request_id, Held())
-        relays = dict(held.outcomes)
-        relays[outcome] = relays.get(outcome, False) or relay
-        self.held[outcome.request_id] = replace(held, outcomes=tuple(relays.items()))
+        if outcome not in held.outcomes:
+            self.held[outcome.request_id] = replace(held, outcomes=(*held.outcomes, outcome))
 
-    def release(self, request_id: str) -> tuple[tuple[Outcome, bool], ...]:
+    def release(self, request_id: str) -> tuple[Outcome, ...]:
         """The answers held for a request that has come, in the order they came."""
         return self.held.pop(request_id, Held()).outcomes
 
@@ -323,25 +320,24 @@ class Decider:
         """A partition's state from its recent events, whose effects already happened."""
         self.states[partition] = Partition()
         for message in history:
-            self.handle(partition, message, datetime.now(UTC), ctx, effects=False)
+            self.handle(partition, message, datetime.now(UTC), ctx, effects=False, rebuilding=True)
 
-    def handle(self, partition: int, message: DecisionEvent, now: datetime,
-               ctx: Context, effects: bool = True) -> list[Send]:
+    def handle(self, partition: int, message: DecisionEvent, now: datetime, ctx: Context,
+               effects: bool = True, rebuilding: bool = False) -> list[Send]:
         """Apply one decision event to its partition's state; return its effects (none made
-        if `effects` is false: they already happened)."""
+        if `effects` is false: they already happened; but answers held for a request are
+        relayed when it is read, unless `rebuilding`)."""
         states = self.states[partition]
         if isinstance(message, Pending):
             requested = self._decide(states, message.request_id,
                                      partial(on_pending, message, now=now, ctx=ctx), effects)
-            for held, relay in states.release(message.request_id):
-                # an answer that came before it: relayed if it was read live or the request is
-                # (perhaps again, if the first owner had: holders and the audit log drop copies)
+            for held in states.release(message.request_id):  # answers that came before it
                 requested += self._decide(states, message.request_id,
-                                          partial(on_outcome, held, now=now), relay or effects)
+                                          partial(on_outcome, held, now=now), not rebuilding)
             return requested
         if isinstance(message, Outcome):
             if states.get(message.request_id) is None:  # its request may come after it
-                states.hold(message, effects)
+                states.hold(message)
                 return []
             return self._decide(states, message.request_id,
                                 partial(on_outcome, message, now=now), effects)

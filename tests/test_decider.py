@@ -352,15 +352,19 @@ def test_an_answer_read_live_before_a_request_decided_elsewhere_is_relayed(ctx: 
     """The old owner decided the request at once, its Pending written after the answer, and lost
     the partition before reading the answer: the new owner reads both on from the committed
     offset, the answer live and the Pending as decided elsewhere (its query sent, nothing to
-    do): the answer is still to be relayed, and is, rather than settled unrelayed."""
+    do): the answer is still to be relayed, and is, rather than settled unrelayed. So is one
+    read as history: the owner that read it live may only have held it, committed past it and
+    lost the partition before the request came."""
     decider_, partition = _owning(ctx, [])
     assert decider_.handle(partition, _answer(), NOW, ctx) == []
     made = decider_.handle(partition, _pending(ctx), NOW, ctx, effects=False)
     assert _topics(made) == [topics.inbox("nenkin"), topics.AUDIT], "relayed, not dispatched"
     assert made[0].value == _answer().answer
-    rebuilt, _ = _owning(ctx, [_answer()])
-    assert rebuilt.handle(partition, _pending(ctx), NOW, ctx, effects=False) == [], \
-        "an answer read as history was relayed by the owner that read it"
+    rebuilt, _ = _owning(ctx, [_answer()])  # an owner that only held it lost the partition
+    made = rebuilt.handle(partition, _pending(ctx), NOW, ctx, effects=False)
+    assert _topics(made) == [topics.inbox("nenkin"), topics.AUDIT], \
+        "an answer read as history is relayed too: the owner that read it may only have held it"
+    assert _swept(rebuilt, partition, NOW + timedelta(minutes=1), ctx) == []
 
 
 def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forgotten(
