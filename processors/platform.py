@@ -44,7 +44,16 @@ from processors.rejection import too_long
 from processors.tickets import TicketSealer
 from renkei.compacted import CompactedView
 from renkei.envelope import Incoming, Send, batched, unpacked
-from renkei.service_loop import Outflow, deliver, producer_for, unless_stopped
+from renkei.service_loop import (
+    AWAY_AT_STOP,
+    Outflow,
+    close_consumer,
+    close_producer,
+    deliver,
+    last_commit,
+    producer_for,
+    unless_stopped,
+)
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     HolderEntry,
@@ -131,6 +140,7 @@ class Platform:
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
         self.outflow = Outflow(self.consumer, self.producer)
+        self.reached = True  # the broker, by the last commit at a stop
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (also while it waits for the broker to start)."""
@@ -146,9 +156,11 @@ class Platform:
             if sweeper is not None:
                 sweeper.cancel()
             await self.stop_rebuilding()
-            await self.consumer.stop()
-            await self.producer.stop()
+            left = await close_consumer(self.consumer)  # bounded, as the broker may be away
+            flushed = await close_producer(self.producer)
             await self.views.stop()
+            if not (self.reached and left and flushed):
+                log.warning(AWAY_AT_STOP)
 
     async def _start(self) -> None:
         await self.views.start()
@@ -171,7 +183,7 @@ class Platform:
             if directory != self.views.directory.version:  # a holder registered, perhaps:
                 directory = self.views.directory.version  # look for its outbox now
                 self.consumer.look_for_new_topics()
-        await self.outflow.commit(now=True)
+        self.reached = await last_commit(self.outflow)  # none if the broker is away
 
     def committable(self, polled: Iterable[TopicPartition]) -> list[TopicPartition]:
         """The partitions whose offsets may be committed: not decision partitions being taken

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
 
 from broker import partitioner, topics
 from broker.clients import KafkaAccess, started
@@ -29,6 +29,8 @@ Lookup = Callable[[str], HolderEntry | None]
 COMMIT_SECONDS = 0.2
 GATHER_BYTES, GATHER_RECORDS = 256 * 1024, 5000
 POLL_RECORDS = 500
+STOP_SECONDS = 3.0  # a stop waits this long for the broker (last commit, flush), then goes on
+AWAY_AT_STOP = "the broker could not be reached at shutdown: closed without it"
 
 
 def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
@@ -152,6 +154,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
     consumer = consumer_for(access, topics_in, group, instance=instance, gather_ms=gather_ms)
     sender = producer or producer_for(access)
     outflow = Outflow(consumer, sender)
+    reached = True  # the broker, by each step of the stop
 
     async def start() -> None:
         await started(consumer, access)
@@ -171,11 +174,87 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             await outflow.commit()
             for view in following:
                 view.check()
-        await outflow.commit(now=True)
+        if not await last_commit(outflow):
+            reached = False
     finally:
-        if producer is None:
-            await sender.stop()
-        await consumer.stop()
+        if producer is None and not await close_producer(sender):
+            reached = False
+        if not await close_consumer(consumer):
+            reached = False
+        if not reached:
+            log.warning(AWAY_AT_STOP)
+
+
+async def last_commit(outflow: Outflow, within: float = STOP_SECONDS) -> bool:
+    """At a stop, commit what was handled once the broker has every effect of it; if the
+    broker cannot be reached within `within` seconds, commit nothing (effects before offsets:
+    what was handled since the last commit is handled again at the next start). Whether the
+    broker was reached."""
+    try:
+        await asyncio.wait_for(outflow.commit(now=True), within)
+    except (TimeoutError, KafkaError) as exc:
+        log.info("offsets not committed at shutdown (%s): they will be handled again",
+                 type(exc).__name__)
+        return False
+    return True
+
+
+async def close_producer(producer: AIOKafkaProducer, within: float = STOP_SECONDS) -> bool:
+    """Stop `producer`: what it holds goes if the broker takes it within `within` seconds (its
+    stop() would wait for a broker away for good); else each send still held fails
+    (KafkaConnectionError, to whoever awaits it) and the producer is closed without them.
+    Whether everything it held went."""
+    stopping = asyncio.ensure_future(producer.stop())
+    if (await asyncio.wait({stopping}, timeout=within))[0]:
+        return _ended_cleanly(stopping)
+    producer._message_accumulator.fail_all(  # aiokafka: no other way
+        KafkaConnectionError("the producer was closed with the broker away"))
+    if (await asyncio.wait({stopping}, timeout=within))[0]:  # its flush is over: it closes
+        _ended_cleanly(stopping)
+        return False
+    stopping.cancel()  # a produce request still waits for the broker: close its connections
+    await asyncio.wait({stopping}, timeout=within)
+    await _quietly(producer.client.close(), within)
+    return False
+
+
+async def close_consumer(consumer: AIOKafkaConsumer, within: float = STOP_SECONDS) -> bool:
+    """Stop `consumer` (it leaves its group). With the broker away aiokafka's stop() raises the
+    CancelledError of a fetch it cancelled while that fetch waited to retry, before closing
+    its connections; or waits for the broker: the consumer is closed anyway. Whether it left
+    as usual."""
+    stopping = asyncio.ensure_future(consumer.stop())
+    if (await asyncio.wait({stopping}, timeout=within))[0] and _ended_cleanly(stopping):
+        return True
+    stopping.cancel()
+    await asyncio.wait({stopping}, timeout=within)
+    fetcher = getattr(consumer, "_fetcher", None)
+    fetches = [t for t in getattr(fetcher, "_pending_tasks", ()) if not t.done()]
+    for fetch in fetches:
+        fetch.cancel()
+    if fetches:
+        await asyncio.wait(fetches, timeout=within)
+    await _quietly(consumer._client.close(), within)  # what stop() skipped
+    return False
+
+
+def _ended_cleanly(task: asyncio.Future[Any]) -> bool:
+    """Whether a stop ended without an error (one it ended with is logged)."""
+    if task.cancelled():
+        return False
+    if (error := task.exception()) is not None:
+        log.info("a Kafka client stopped with %s: %s", type(error).__name__, error)
+        return False
+    return True
+
+
+async def _quietly(closing: Awaitable[Any], within: float) -> None:
+    """Wait up to `within` seconds for `closing`; an error it ends with is only logged."""
+    task = asyncio.ensure_future(closing)
+    if (await asyncio.wait({task}, timeout=within))[0]:
+        _ended_cleanly(task)
+    else:
+        task.cancel()
 
 
 async def unless_stopped(stop: asyncio.Event, starting: Awaitable[object]) -> bool:
