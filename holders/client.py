@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uuid6
+from aiokafka.errors import KafkaError
 
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
@@ -26,7 +27,7 @@ from registry.residents import FourAttributes
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
-from renkei.service_loop import deliver, producer_for, serving
+from renkei.service_loop import close_producer, deliver, producer_for, serving
 from renkei.tasks import set_or_failed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
@@ -68,6 +69,9 @@ REKEY_CODES = 10_000  # link codes one re-keying request carries (~140 KB; its a
 REKEY_RETRY = 0.5  # seconds before asking again when the platform did not know the new epoch yet
 REKEY_AGAIN = 30.0  # seconds before re-keying again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
+SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
+SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
+DUPLICATE = "DUPLICATE_REQUEST"
 
 
 def new_request_id() -> str:
@@ -82,6 +86,16 @@ class NotAuthorized(PermissionError):
 
 class NotBound(LookupError):
     """The record has no link code yet: bind it first."""
+
+
+class NotSentYet(RuntimeError):
+    """The broker cannot be reached: the request is recorded and kept, and goes once the broker
+    is back (in this run, or at the next start)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"the broker cannot be reached: request {request_id} is kept and "
+                         "sent once it is back")
+        self.request_id = request_id
 
 
 class RekeyRefused(RuntimeError):
@@ -108,6 +122,8 @@ class HolderClient:
         self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
+        self._resent: set[str] = set()  # kept from a run before: perhaps sent already
         self._epochs: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
 
@@ -115,6 +131,12 @@ class HolderClient:
         await self.directory.start()
         await self.directory.loaded()  # queries are answered with the requester's key from it
         await started(self._producer, self.access)
+        for request_id, topic, key, value in self.store.unsent():  # recorded, not delivered
+            self._resent.add(request_id)
+            self._sending_task(request_id, Send(topic, key, value))
+        if self._resent:
+            log.warning("%s: %d request(s) kept while the broker was away: sending them",
+                        self.holder, len(self._resent))
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
             self._handle, self._stop, instance=self.instance, producer=self._producer,
@@ -137,7 +159,16 @@ class HolderClient:
             if self._inbox is not None:
                 await self._inbox  # what ended it, raised (once its clients are closed)
         finally:
-            await self._producer.stop()
+            # what the producer holds goes if the broker takes it in time; a request it did
+            # not take stays kept in the store, and goes at the next start
+            if not await close_producer(self._producer):
+                log.warning("%s: the broker could not be reached at shutdown: %d request(s) "
+                            "kept, sent at the next start", self.holder,
+                            len(self.store.unsent()))
+            if self._sending:  # each was failed by the producer's close (or is cancelled)
+                for sending in self._sending:
+                    sending.cancel()
+                await asyncio.wait(set(self._sending))
             await self.directory.stop()
 
     @staticmethod
@@ -176,10 +207,14 @@ class HolderClient:
         else:
             sealed = sealing.seal(self.entry(acls.REGISTRY).public_key,
                                   CODEC.encode(attributes), request_id)
-        self._opened(self.store.open_request(request_id, BINDING, own_number, operator, terminal))
-        await self._send(request_id, BindingRequest(
+        outgoing = self._outgoing(request_id, BindingRequest(
             request_id, datetime.now(UTC), BY_PERSONAL_NUMBER if by_number else BY_ATTRIBUTES,
             sealed))
+        with self.store.transaction():
+            opened = self.store.open_request(request_id, BINDING, own_number, operator, terminal)
+            self._kept(request_id, outgoing)
+        self._opened(opened)
+        await self._send(request_id, outgoing)
         return request_id
 
     async def request(self, own_number: str, pattern_id: str, provider: str, data_type: str,
@@ -190,11 +225,15 @@ class HolderClient:
         link_code = await self._current_code(own_number)
         if link_code is None:
             raise NotBound(f"record {own_number!r} is not bound to a link code")
-        self._opened(self.store.open_request(
-            request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
-            provider=provider, data_type=data_type, purpose=purpose))
-        await self._send(link_code, LinkageRequest(request_id, datetime.now(UTC), link_code,
-                                                   pattern_id, provider, data_type))
+        outgoing = self._outgoing(link_code, LinkageRequest(
+            request_id, datetime.now(UTC), link_code, pattern_id, provider, data_type))
+        with self.store.transaction():
+            opened = self.store.open_request(
+                request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
+                provider=provider, data_type=data_type, purpose=purpose)
+            self._kept(request_id, outgoing)
+        self._opened(opened)
+        await self._send(request_id, outgoing)
         return request_id
 
     # re-keying: the unit moved to a new key epoch
@@ -285,9 +324,13 @@ class HolderClient:
 
     async def _ask_rekey(self, epoch: int, link_codes: list[str]) -> str:
         request_id = new_request_id()
-        self._opened(self.store.open_request(request_id, REKEY, "", SYSTEM, self.terminal))
-        await self._send(request_id, RekeyRequest(request_id, datetime.now(UTC), epoch,
-                                                  tuple(link_codes)))
+        outgoing = self._outgoing(request_id, RekeyRequest(request_id, datetime.now(UTC), epoch,
+                                                           tuple(link_codes)))
+        with self.store.transaction():
+            opened = self.store.open_request(request_id, REKEY, "", SYSTEM, self.terminal)
+            self._kept(request_id, outgoing)
+        self._opened(opened)
+        await self._send(request_id, outgoing)
         return request_id
 
     def _opened(self, request: Request) -> None:
@@ -302,8 +345,45 @@ class HolderClient:
         kept = self._open.pop(request_id, None) if answered else self._open.get(request_id)
         return kept or self.store.request(request_id)
 
-    async def _send(self, key: str, message: object) -> None:
-        await deliver(self._producer, [send(topics.outbox(self.holder), key, message)])
+    def _outgoing(self, key: str, message: object) -> Send:
+        return send(topics.outbox(self.holder), key, message)
+
+    def _kept(self, request_id: str, outgoing: Send) -> None:
+        self.store.hold(request_id, outgoing.topic, outgoing.key, outgoing.value)
+
+    async def _send(self, request_id: str, outgoing: Send) -> None:
+        """Send a request recorded and kept; wait up to SEND_WAIT for the broker to take it,
+        else raise NotSentYet (it goes on being sent, and is kept until the broker has it)."""
+        sending = self._sending_task(request_id, outgoing)
+        if not (await asyncio.wait({sending}, timeout=SEND_WAIT))[0]:
+            raise NotSentYet(request_id)
+        sending.result()
+
+    def _sending_task(self, request_id: str, outgoing: Send) -> asyncio.Task[None]:
+        sending = asyncio.create_task(self._delivered(request_id, outgoing))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sent_off)
+        return sending
+
+    def _sent_off(self, sending: asyncio.Task[None]) -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled():
+            sending.exception()  # retrieved: a request left unsent is kept, and logged so
+
+    async def _delivered(self, request_id: str, outgoing: Send) -> None:
+        """Send until the broker has it (or the client stops: it stays kept), then keep it no
+        more."""
+        while True:
+            try:
+                await deliver(self._producer, [outgoing])
+                break
+            except KafkaError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("%s: request %s not sent (%s): again in %.0f s", self.holder,
+                            request_id, type(exc).__name__, SEND_RETRY)
+                await asyncio.sleep(SEND_RETRY)
+        self.store.delivered(request_id)
 
     async def outcome(self, request_id: str, within: float = 60.0) -> Request:
         """Wait for the request's one outcome (answer, rejection, timeout, binding result)."""
@@ -371,6 +451,12 @@ class HolderClient:
         if request.status != SENT:  # a copy of an answer acted on already: only counted
             return self._finish(request, request.status, request.detail)
         if isinstance(message, Rejection):
+            if message.reason == DUPLICATE and request.request_id in self._resent:
+                # the copy sent again after a stop, of a request that had gone after all: its
+                # own outcome comes from the first
+                log.info("%s: request %s had gone before the stop: its copy refused",
+                         self.holder, request.request_id)
+                return None
             return self._finish(request, REJECTED, f"{message.reason}: {message.detail}")
         if isinstance(message, BindingAnswer):
             return self._bound(request, message)

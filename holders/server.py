@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from broker.provision import registered_holder
-from holders.client import HolderClient, NotAuthorized, NotBound
+from holders.client import HolderClient, NotAuthorized, NotBound, NotSentYet
 from holders.store import HolderStore, default_path
 from renkei.service_loop import stop_on_signals, unless_stopped
 from renkei.state import held, private_dir, read_json, write_json
@@ -89,6 +89,16 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _accepted(request_id: str) -> web.Response:
+    return _json({"request_id": request_id, "sent": True}, 202)
+
+
+def _kept(exc: NotSentYet) -> web.Response:
+    """Accepted, but the broker cannot be reached: the request is recorded and goes once it is
+    back (sending it again would make a second request)."""
+    return _json({"request_id": exc.request_id, "sent": False, "detail": str(exc)}, 202)
+
+
 async def bind(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
     try:
@@ -96,9 +106,11 @@ async def bind(request: web.Request) -> web.Response:
                                        _field(body, "terminal"), bool(body.get("by_number")))
     except NotAuthorized as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc
+    except NotSentYet as exc:
+        return _kept(exc)
     except LookupError as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
-    return _json({"request_id": request_id}, 202)
+    return _accepted(request_id)
 
 
 async def linkage(request: web.Request) -> web.Response:
@@ -112,7 +124,9 @@ async def linkage(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text=str(exc)) from exc
     except NotBound as exc:
         raise web.HTTPConflict(text=str(exc)) from exc
-    return _json({"request_id": request_id}, 202)
+    except NotSentYet as exc:
+        return _kept(exc)
+    return _accepted(request_id)
 
 
 async def outcome(request: web.Request) -> web.Response:

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS access_log (
     operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
     data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
     UNIQUE (request_id, side));
+CREATE TABLE IF NOT EXISTS unsent (
+    request_id TEXT PRIMARY KEY, topic TEXT NOT NULL, key TEXT, value BLOB NOT NULL);
 -- requests are found by id; only counts() reads by status, and scans (an index on status cost
 -- each request 6 µs to keep up)
 DROP INDEX IF EXISTS requests_status;
@@ -261,6 +263,21 @@ class HolderStore:
              terminal, _now(), SENT))
         return Request(request_id, kind, own_number, pattern_id, provider, data_type, purpose,
                        operator, terminal, SENT, None, None)
+
+    def hold(self, request_id: str, topic: str, key: str | None, value: bytes) -> None:
+        """Keep a request's message until the broker has it (recorded with the request, in one
+        transaction: a request accepted is sent, if not now then at the next start)."""
+        self.db.execute("INSERT OR REPLACE INTO unsent VALUES (?, ?, ?, ?)",
+                        (request_id, topic, key, value))
+
+    def delivered(self, request_id: str) -> None:
+        """The broker has the request's message: it is no longer kept."""
+        self.db.execute("DELETE FROM unsent WHERE request_id = ?", (request_id,))
+
+    def unsent(self) -> list[tuple[str, str, str | None, bytes]]:
+        """The messages of requests recorded and not yet delivered, oldest first."""
+        return [(str(r[0]), str(r[1]), r[2], bytes(r[3])) for r in self.db.execute(
+            "SELECT request_id, topic, key, value FROM unsent ORDER BY rowid")]
 
     def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:

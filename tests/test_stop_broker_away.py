@@ -5,22 +5,31 @@ in a state folder of their own, is taken down and brought back: the suite's brok
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from broker import acls, process
+from broker import acls, process, topics
+from broker.clients import KafkaAccess, records_up_to
 from broker.ports import free_port_pair
 from holders.client import HolderClient
+from holders.server import recorded
+from holders.store import HolderStore, default_path
 from renkei import groups
 from renkei import town as town_setup
+from renkei.scenario import staff as staff_of
 from renkei.service_loop import AWAY_AT_STOP
 from renkei.state import state_folder
-from tests.kafka_helpers import spawn
+from tests.kafka_helpers import consumer, spawn, wait_assigned
 
 HOLDER = "sakura-town"
 GROUPS = {"platform run": acls.PLATFORM_APP, "audit run": acls.AUDIT_GROUP,
@@ -77,3 +86,65 @@ def test_a_service_interrupted_after_the_broker_went_away_stops_cleanly(
     assert code == 0, said[-4000:]
     assert "Traceback" not in said and "Unclosed" not in said, said[-4000:]
     assert said.count(AWAY_AT_STOP) == 1, said[-4000:]
+
+
+def _post(url: str, token: str, body: dict[str, object],
+          within: float) -> tuple[int, dict[str, Any]]:
+    sent = urllib.request.Request(url, json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(sent, timeout=within) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+async def _copies_sent(request_id: str) -> int:
+    """How many records of `request_id` the holder's outbox holds (a binding's key is its id)."""
+    async with consumer(KafkaAccess.of(acls.PLATFORM), topics.outbox(HOLDER),
+                        offset="earliest") as cons:
+        await wait_assigned(cons)
+        ends = await cons.end_offsets(list(cons.assignment()))
+        return len([r async for r in records_up_to(cons, ends)
+                    if r.key == request_id.encode()])
+
+
+def test_a_request_made_while_the_broker_is_away_is_kept_and_sent_once_it_is_back(
+        own_broker: tuple[int, int], tmp_path: Path) -> None:
+    """The holder's API answers at once that the request is kept (not sent yet); Ctrl-C then
+    stops the holder within seconds, rc 0; the request goes, once, at its next start."""
+    log = tmp_path / "holder.log"
+    args = f"holder run {HOLDER}"
+    proc = _started(args, log, own_broker)
+    address = recorded(HOLDER)
+    assert address is not None
+    store = HolderStore(default_path(HOLDER))
+    try:
+        operator, terminal = staff_of(HOLDER)
+        process.down()
+        time.sleep(1)
+        began = time.monotonic()
+        status, body = _post(f"{address.url}/bindings", address.token, {
+            "own_number": store.own_numbers()[0], "operator": operator,
+            "terminal": terminal}, within=20)
+        print(f"\nPOST /bindings: {status} {body} after {time.monotonic() - began:.1f} s")
+        assert status == 202 and body["sent"] is False, body
+        request_id = str(body["request_id"])
+        code, took = _interrupted(proc)
+        said = log.read_text()
+        print(f"{args}: rc {code} after {took:.1f} s")
+        assert code == 0 and "Traceback" not in said and "Unclosed" not in said, said[-4000:]
+        assert [u[0] for u in store.unsent()] == [request_id], "not kept for the next start"
+        proc = _started(args, log, own_broker)  # the broker back, the holder started again
+        deadline = time.monotonic() + 30
+        while store.unsent() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not store.unsent(), log.read_text()[-3000:]
+        assert asyncio.run(_copies_sent(request_id)) == 1
+        code, _ = _interrupted(proc)
+        assert code == 0, log.read_text()[-3000:]
+    finally:
+        store.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
