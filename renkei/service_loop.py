@@ -209,6 +209,9 @@ async def close_producer(producer: AIOKafkaProducer, within: float = STOP_SECOND
         return _ended_cleanly(stopping)
     producer._message_accumulator.fail_all(  # aiokafka: no other way
         KafkaConnectionError("the producer was closed with the broker away"))
+    sender = producer._sender  # closed, its sender task ends in an error (a produce request
+    if sender is not None and sender.sender_task is not None:  # cut short) whose callback
+        sender.sender_task.remove_done_callback(sender._fail_all)  # raises (aiokafka 0.14)
     if (await asyncio.wait({stopping}, timeout=within))[0]:  # its flush is over: it closes
         _ended_cleanly(stopping)
         return False

@@ -22,7 +22,7 @@ from broker import acls, process, topics
 from broker.clients import KafkaAccess, records_up_to
 from broker.ports import free_port_pair
 from holders.client import HolderClient
-from holders.server import recorded
+from holders.server import address_file, recorded
 from holders.store import HolderStore, default_path
 from renkei import groups
 from renkei import town as town_setup
@@ -53,7 +53,11 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
 def _started(args: str, log: Path, ports: tuple[int, int]) -> subprocess.Popen[bytes]:
     """The broker up, and the service `args` running in its group."""
     process.up(*ports, tethered=True)
+    address_file(HOLDER).unlink(missing_ok=True)  # a holder's own, written once it serves
     proc = spawn(*args.split(), log=log)
+    deadline = time.monotonic() + 60
+    while args.startswith("holder") and recorded(HOLDER) is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # (its static member may still be in the group from a run before)
     if not groups.wait_members(groups.admin(), GROUPS[args], 1, within=60):
         proc.kill()
         proc.wait()
@@ -85,7 +89,7 @@ def test_a_service_interrupted_after_the_broker_went_away_stops_cleanly(
     print(f"\n{args}: rc {code} after {took:.1f} s")
     assert code == 0, said[-4000:]
     assert "Traceback" not in said and "Unclosed" not in said, said[-4000:]
-    assert said.count(AWAY_AT_STOP) == 1, said[-4000:]
+    assert said.count(AWAY_AT_STOP) <= 1, said[-4000:]  # said when a step of the stop failed
 
 
 def _post(url: str, token: str, body: dict[str, object],
