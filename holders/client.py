@@ -123,7 +123,6 @@ class HolderClient:
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
-        self._resent: set[str] = set()  # kept from a run before: perhaps sent already
         self._epochs: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
 
@@ -131,12 +130,12 @@ class HolderClient:
         await self.directory.start()
         await self.directory.loaded()  # queries are answered with the requester's key from it
         await started(self._producer, self.access)
-        for request_id, topic, key, value in self.store.unsent():  # recorded, not delivered
-            self._resent.add(request_id)
+        kept = self.store.unsent()  # recorded, not known to be delivered: perhaps they were
+        for request_id, topic, key, value in kept:
             self._sending_task(request_id, Send(topic, key, value))
-        if self._resent:
+        if kept:
             log.warning("%s: %d request(s) kept while the broker was away: sending them",
-                        self.holder, len(self._resent))
+                        self.holder, len(kept))
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
             self._handle, self._stop, instance=self.instance, producer=self._producer,
@@ -451,10 +450,10 @@ class HolderClient:
         if request.status != SENT:  # a copy of an answer acted on already: only counted
             return self._finish(request, request.status, request.detail)
         if isinstance(message, Rejection):
-            if message.reason == DUPLICATE and request.request_id in self._resent:
-                # the copy sent again after a stop, of a request that had gone after all: its
-                # own outcome comes from the first
-                log.info("%s: request %s had gone before the stop: its copy refused",
+            if message.reason == DUPLICATE:  # ids are drawn afresh, so this is a copy of ours
+                # sent again (after a stop, or a send the broker took but did not acknowledge):
+                # the request's own outcome comes from the first
+                log.info("%s: a copy of request %s was sent again and refused",
                          self.holder, request.request_id)
                 return None
             return self._finish(request, REJECTED, f"{message.reason}: {message.detail}")

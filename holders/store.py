@@ -275,7 +275,10 @@ class HolderStore:
         self.db.execute("DELETE FROM unsent WHERE request_id = ?", (request_id,))
 
     def unsent(self) -> list[tuple[str, str, str | None, bytes]]:
-        """The messages of requests recorded and not yet delivered, oldest first."""
+        """The messages of requests recorded and not known to be delivered, oldest first (those
+        of requests answered meanwhile are kept no more)."""
+        self.db.execute("DELETE FROM unsent WHERE request_id IN "
+                        "(SELECT request_id FROM requests WHERE status != ?)", (SENT,))
         return [(str(r[0]), str(r[1]), r[2], bytes(r[3])) for r in self.db.execute(
             "SELECT request_id, topic, key, value FROM unsent ORDER BY rowid")]
 

@@ -15,7 +15,7 @@ import pytest
 from broker.clients import KafkaAccess
 from broker.credentials import Credentials
 from holders.client import BINDING, BOUND, INVESTIGATING, HolderClient, new_request_id
-from holders.store import HolderStore
+from holders.store import SENT, HolderStore
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
 from renkei.envelope import Send
@@ -29,6 +29,7 @@ from schemas.messages import (
     HolderEntry,
     ProviderAnswer,
     ProviderQuery,
+    Rejection,
 )
 
 HOLDER, STAFF, TERMINAL = "city-x", "staff-1", "city-x/terminal-1"
@@ -97,6 +98,20 @@ async def test_a_copy_of_a_binding_answer_is_only_counted(client: HolderClient) 
     await handle(client, answer)
     assert client.store.binding("H-1") == ("369PQRST246", 1)
     assert client.store.counts(BINDING) == {BOUND: 1, "duplicates dropped": 1}
+
+
+async def test_a_copy_refused_as_a_duplicate_leaves_the_request_to_its_first(
+        client: HolderClient) -> None:
+    """A request kept and sent again (after a stop, or a send the broker took but did not
+    acknowledge) is refused DUPLICATE_REQUEST by the platform, which has the first: that refusal
+    must not end the request, whose outcome the first brings, even in a later run."""
+    client.store.add_record("H-1", PERSON)
+    request_id = binding_request(client, "H-1")
+    await handle(client, Rejection(request_id, "DUPLICATE_REQUEST", "already used",
+                                   datetime.now(UTC)))
+    assert status(client, request_id) == SENT
+    await handle(client, found(request_id, "ABC98765XYZ"))
+    assert status(client, request_id) == BOUND
 
 
 def query(link_code: str) -> ProviderQuery:
