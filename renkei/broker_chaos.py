@@ -251,7 +251,7 @@ async def _run(seconds: float, rate: float, residents: int, seed: int, kill_at: 
         phases[name] = round(time.monotonic() - began, 3)
         began = time.monotonic()
 
-    built = await asyncio.to_thread(town.build, residents, seed)
+    built = await asyncio.to_thread(town.build, residents, seed, replace=True)  # its own folder
     phase("town")
     services = town.services(platform_instances=platform_instances)
     procs = await asyncio.to_thread(services.__enter__)

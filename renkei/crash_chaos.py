@@ -284,7 +284,7 @@ def _up() -> None:
 
 async def _run(seconds: float, rate: float, residents: int, instances: int, every: float,
                seed: int, bound: float, answer_timeout: float) -> CrashChaos:
-    built = await asyncio.to_thread(town.build, residents, seed)
+    built = await asyncio.to_thread(town.build, residents, seed, replace=True)  # its own folder
     services = town.services(instances, answer_timeout, loglevel="info")
     procs = await asyncio.to_thread(services.__enter__)  # it pings with asyncio.run
     try:
