@@ -183,7 +183,10 @@ def import_records(holder: str, file: Path) -> None:
             read, refused = imports.read_records(file)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
-        counts = imports.store_records(store, read)
+        counts, rebound = imports.store_records(store, read)
+    for line, own_number in rebound:
+        click.echo(f"  line {line}: record {own_number} is bound to a link code and its four "
+                   "attributes changed: check it is still the person it was bound for", err=True)
     _report("records", holder, counts, refused)
 
 

@@ -68,11 +68,14 @@ def _lines(path: Path,
             raise ValueError(f"{path}: the header lacks {', '.join(missing)} "
                              f"(columns: {', '.join(columns)}, …)")
         start = reader.line_num + 1
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                yield start, (dict(zip(header, row, strict=True)) if len(row) == len(header)
-                              else None)
-            start = reader.line_num + 1
+        try:
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    yield start, (dict(zip(header, row, strict=True)) if len(row) == len(header)
+                                  else None)
+                start = reader.line_num + 1
+        except csv.Error as exc:  # a NUL, a field past the limit: the file is not read on
+            raise ValueError(f"{path}: line {start} cannot be read as CSV ({exc})") from None
 
 
 def _read(path: Path, columns: tuple[str, ...], parse: Callable[[dict[str, str]], T],
@@ -106,7 +109,7 @@ def _required(row: dict[str, str], field: str) -> str:
 def _record(row: dict[str, str]) -> Record:
     try:
         born = parse_date(_required(row, "date_of_birth"))
-    except ValueError as exc:  # never its message: it quotes the value
+    except (ValueError, OverflowError) as exc:  # never its message: it quotes the value
         raise BadField("date_of_birth", "is not a date (1975-01-02, 昭和50年1月2日, …)") from exc
     try:
         sex = parse_sex(_required(row, "sex"))
@@ -145,14 +148,22 @@ def _change(before: object, after: object) -> str:
     return "new" if before is None else "unchanged" if before == after else "changed"
 
 
-def store_records(store: HolderStore, records: list[tuple[int, Record]]) -> Counter[str]:
-    """Add or update the records in one transaction; how many were new, changed, unchanged."""
+def store_records(store: HolderStore,
+                  records: list[tuple[int, Record]]) -> tuple[Counter[str], list[tuple[int, str]]]:
+    """Add or update the records in one transaction; how many were new, changed, unchanged,
+    and the lines and own numbers of bound records whose four attributes changed (the binding
+    holds for the person it was made for: staff must see whether it still is that person)."""
     counts: Counter[str] = Counter()
+    rebound: list[tuple[int, str]] = []
     with store.transaction():
-        for _, r in records:
-            counts[_change(store.record(r.own_number), (r.attributes, r.personal_number))] += 1
+        for line, r in records:
+            before = store.record(r.own_number)
+            counts[_change(before, (r.attributes, r.personal_number))] += 1
+            if (before is not None and before[0] != r.attributes
+                    and store.binding(r.own_number) is not None):
+                rebound.append((line, r.own_number))
             store.add_record(r.own_number, r.attributes, r.personal_number)
-    return counts
+    return counts, rebound
 
 
 def store_data(store: HolderStore,

@@ -148,6 +148,48 @@ def test_records_are_imported_and_bad_rows_named_by_line_and_field_only(
     store.close()
 
 
+def test_a_date_past_any_calendar_refuses_its_row_only(state: Path, tmp_path: Path) -> None:
+    """A year such as 令和99999999999年 made the date parser overflow, and the import stopped
+    with a traceback, the good rows not imported either."""
+    file = tmp_path / "records.csv"
+    file.write_text("own_number,name,address,date_of_birth,sex\nT-1,山田 花子,桜町1,1980-04-01,F\n"
+                    "T-2,秘密野 名子,桜町9,令和99999999999年1月1日,F\n", encoding="utf-8")
+    result = _holder("records", "import", HOLDER, str(file))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "line 3: date_of_birth is not a date" in result.output
+    assert "秘密野" not in result.output and "99999999999" not in result.output
+    store = HolderStore(default_path(HOLDER))
+    assert store.own_numbers() == ["T-1"]
+    store.close()
+    file.write_text("own_number,name,address,date_of_birth,sex\nT-1,山田 花子,桜町1,1980-04-01,F\n"
+                    f"T-2,{'秘' * 200_000},a,1980-04-01,F\n", encoding="utf-8")  # past csv's limit
+    result = _holder("records", "import", HOLDER, str(file))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "line 3 cannot be read as CSV" in result.output and "秘" not in result.output
+
+
+def test_a_bound_record_whose_attributes_change_is_named_for_staff_to_check(
+        state: Path, tmp_path: Path) -> None:
+    """Imported again with other four attributes, a bound record kept its link code silently:
+    another person's record could answer under the first person's code."""
+    file = tmp_path / "records.csv"
+    file.write_text("own_number,name,address,date_of_birth,sex\nT-1,山田 花子,桜町1,1980-04-01,F\n"
+                    "T-2,山田 太郎,桜町2,1979-05-02,M\n", encoding="utf-8")
+    _ok("records", "import", HOLDER, str(file))
+    store = HolderStore(default_path(HOLDER))
+    store.bind("T-1", "ABC98765XYZ", 0)
+    store.close()
+    file.write_text("own_number,name,address,date_of_birth,sex\nT-1,佐藤 一郎,港町9,1980-04-01,M\n"
+                    "T-2,山田 太郎,桜町3,1979-05-02,M\n", encoding="utf-8")
+    result = _holder("records", "import", HOLDER, str(file))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "  line 2: record T-1 is bound to a link code and its four attributes changed: check it "
+        "is still the person it was bound for",
+        f"records of {HOLDER}: 0 new, 2 changed, 0 unchanged, 0 rows refused"]
+    assert "佐藤" not in result.output and "港町" not in result.output
+
+
 def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path) -> None:
     records, data = tmp_path / "records.csv", tmp_path / "data.csv"
     records.write_text(RECORDS, encoding="utf-8")
