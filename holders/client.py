@@ -123,6 +123,7 @@ class HolderClient:
         self._stop = asyncio.Event()
         self._inbox: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
+        self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
         self._epochs: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
 
@@ -131,8 +132,8 @@ class HolderClient:
         await self.directory.loaded()  # queries are answered with the requester's key from it
         await started(self._producer, self.access)
         kept = self.store.unsent()  # recorded, not known to be delivered: perhaps they were
-        for request_id, topic, key, value in kept:
-            self._sending_task(request_id, Send(topic, key, value))
+        for request_id, key, value in kept:
+            self._sending_task(request_id, Send(topics.outbox(self.holder), key, value))
         if kept:
             log.warning("%s: %d request(s) kept while the broker was away: sending them",
                         self.holder, len(kept))
@@ -168,6 +169,7 @@ class HolderClient:
                 for sending in self._sending:
                     sending.cancel()
                 await asyncio.wait(set(self._sending))
+            self._no_longer_kept()  # those delivered this last turn
             await self.directory.stop()
 
     @staticmethod
@@ -209,10 +211,8 @@ class HolderClient:
         outgoing = self._outgoing(request_id, BindingRequest(
             request_id, datetime.now(UTC), BY_PERSONAL_NUMBER if by_number else BY_ATTRIBUTES,
             sealed))
-        with self.store.transaction():
-            opened = self.store.open_request(request_id, BINDING, own_number, operator, terminal)
-            self._kept(request_id, outgoing)
-        self._opened(opened)
+        self._opened(self.store.open_request(request_id, BINDING, own_number, operator, terminal,
+                                             outgoing=(outgoing.key, outgoing.value)))
         await self._send(request_id, outgoing)
         return request_id
 
@@ -226,12 +226,10 @@ class HolderClient:
             raise NotBound(f"record {own_number!r} is not bound to a link code")
         outgoing = self._outgoing(link_code, LinkageRequest(
             request_id, datetime.now(UTC), link_code, pattern_id, provider, data_type))
-        with self.store.transaction():
-            opened = self.store.open_request(
-                request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
-                provider=provider, data_type=data_type, purpose=purpose)
-            self._kept(request_id, outgoing)
-        self._opened(opened)
+        self._opened(self.store.open_request(
+            request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
+            provider=provider, data_type=data_type, purpose=purpose,
+            outgoing=(outgoing.key, outgoing.value)))
         await self._send(request_id, outgoing)
         return request_id
 
@@ -325,10 +323,8 @@ class HolderClient:
         request_id = new_request_id()
         outgoing = self._outgoing(request_id, RekeyRequest(request_id, datetime.now(UTC), epoch,
                                                            tuple(link_codes)))
-        with self.store.transaction():
-            opened = self.store.open_request(request_id, REKEY, "", SYSTEM, self.terminal)
-            self._kept(request_id, outgoing)
-        self._opened(opened)
+        self._opened(self.store.open_request(request_id, REKEY, "", SYSTEM, self.terminal,
+                                             outgoing=(outgoing.key, outgoing.value)))
         await self._send(request_id, outgoing)
         return request_id
 
@@ -346,9 +342,6 @@ class HolderClient:
 
     def _outgoing(self, key: str, message: object) -> Send:
         return send(topics.outbox(self.holder), key, message)
-
-    def _kept(self, request_id: str, outgoing: Send) -> None:
-        self.store.hold(request_id, outgoing.topic, outgoing.key, outgoing.value)
 
     async def _send(self, request_id: str, outgoing: Send) -> None:
         """Send a request recorded and kept; wait up to SEND_WAIT for the broker to take it,
@@ -382,7 +375,15 @@ class HolderClient:
                 log.warning("%s: request %s not sent (%s): again in %.0f s", self.holder,
                             request_id, type(exc).__name__, SEND_RETRY)
                 await asyncio.sleep(SEND_RETRY)
-        self.store.delivered(request_id)
+        if not self._delivered_ids:  # the store is told once for all those of this turn
+            asyncio.get_running_loop().call_soon(self._no_longer_kept)
+        self._delivered_ids.append(request_id)
+
+    def _no_longer_kept(self) -> None:
+        """The requests the broker has taken are kept no more (a crash before this sends them
+        again at the next start, which the platform refuses as copies)."""
+        delivered, self._delivered_ids = self._delivered_ids, []
+        self.store.delivered(delivered)
 
     async def outcome(self, request_id: str, within: float = 60.0) -> Request:
         """Wait for the request's one outcome (answer, rejection, timeout, binding result)."""

@@ -38,20 +38,20 @@ CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, kind TEXT NOT NULL, own_number TEXT NOT NULL,
     pattern_id TEXT, provider TEXT, data_type TEXT, purpose TEXT,
     operator TEXT NOT NULL, terminal TEXT NOT NULL, sent_at TEXT NOT NULL,
-    status TEXT NOT NULL, detail TEXT, result TEXT, answered_at TEXT, duplicates INTEGER DEFAULT 0);
+    status TEXT NOT NULL, detail TEXT, result TEXT, answered_at TEXT, duplicates INTEGER DEFAULT 0,
+    outgoing_key TEXT, outgoing BLOB);
 CREATE TABLE IF NOT EXISTS access_log (
     serial INTEGER PRIMARY KEY, at TEXT NOT NULL, request_id TEXT NOT NULL, side TEXT NOT NULL,
     operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
     data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
     UNIQUE (request_id, side));
-CREATE TABLE IF NOT EXISTS unsent (
-    request_id TEXT PRIMARY KEY, topic TEXT NOT NULL, key TEXT, value BLOB NOT NULL);
 -- requests are found by id; only counts() reads by status, and scans (an index on status cost
 -- each request 6 µs to keep up)
 DROP INDEX IF EXISTS requests_status;
 """
 _PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
 SENT = "SENT"
+DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 
 
@@ -91,6 +91,10 @@ class HolderStore:
                 self.db.execute(f"ALTER TABLE bindings ADD COLUMN {column} {kind}")
         self.db.execute("CREATE INDEX IF NOT EXISTS bindings_previous_code "
                         "ON bindings (previous_code)")
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(requests)")}
+        for column, kind in (("outgoing_key", "TEXT"), ("outgoing", "BLOB")):
+            if column not in columns:  # a store made before requests were kept until sent
+                self.db.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -253,41 +257,42 @@ class HolderStore:
     def open_request(self, request_id: str, kind: str, own_number: str, operator: str,
                      terminal: str, *, pattern_id: str | None = None,
                      provider: str | None = None, data_type: str | None = None,
-                     purpose: str | None = None) -> Request:
-        """Record a request about to be sent; returns it as recorded."""
+                     purpose: str | None = None,
+                     outgoing: tuple[str | None, bytes] | None = None) -> Request:
+        """Record a request about to be sent, with its message (key, value) kept until the broker
+        has it (one statement: a request recorded is sent, if not now then at the next start);
+        returns it as recorded."""
+        key, value = outgoing or (None, None)
         self.db.execute(
             "INSERT INTO requests (request_id, kind, own_number, pattern_id, provider, "
-            "data_type, purpose, operator, terminal, sent_at, status) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "data_type, purpose, operator, terminal, sent_at, status, outgoing_key, outgoing) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (request_id, kind, own_number, pattern_id, provider, data_type, purpose, operator,
-             terminal, _now(), SENT))
+             terminal, _now(), SENT, key, value))
         return Request(request_id, kind, own_number, pattern_id, provider, data_type, purpose,
                        operator, terminal, SENT, None, None)
 
-    def hold(self, request_id: str, topic: str, key: str | None, value: bytes) -> None:
-        """Keep a request's message until the broker has it (recorded with the request, in one
-        transaction: a request accepted is sent, if not now then at the next start)."""
-        self.db.execute("INSERT OR REPLACE INTO unsent VALUES (?, ?, ?, ?)",
-                        (request_id, topic, key, value))
+    def delivered(self, request_ids: list[str]) -> None:
+        """The broker has these requests' messages: they are no longer kept (a statement for
+        up to DELIVERED_AT_ONCE of them)."""
+        for at in range(0, len(request_ids), DELIVERED_AT_ONCE):
+            ids = request_ids[at:at + DELIVERED_AT_ONCE]
+            self.db.execute("UPDATE requests SET outgoing = NULL WHERE request_id IN "
+                            f"({', '.join('?' * len(ids))})", ids)
 
-    def delivered(self, request_id: str) -> None:
-        """The broker has the request's message: it is no longer kept."""
-        self.db.execute("DELETE FROM unsent WHERE request_id = ?", (request_id,))
-
-    def unsent(self) -> list[tuple[str, str, str | None, bytes]]:
-        """The messages of requests recorded and not known to be delivered, oldest first (those
-        of requests answered meanwhile are kept no more)."""
-        self.db.execute("DELETE FROM unsent WHERE request_id IN "
-                        "(SELECT request_id FROM requests WHERE status != ?)", (SENT,))
-        return [(str(r[0]), str(r[1]), r[2], bytes(r[3])) for r in self.db.execute(
-            "SELECT request_id, topic, key, value FROM unsent ORDER BY rowid")]
+    def unsent(self) -> list[tuple[str, str | None, bytes]]:
+        """The messages (request id, key, value) of requests recorded, not answered and not
+        known to be delivered, oldest first (a scan: read once, at a start)."""
+        return [(str(r[0]), r[1], bytes(r[2])) for r in self.db.execute(
+            "SELECT request_id, outgoing_key, outgoing FROM requests "
+            "WHERE outgoing IS NOT NULL AND status = ? ORDER BY rowid", (SENT,))]
 
     def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:
         """Record a request's outcome if it has none yet; a second outcome is only counted."""
         done = self.db.execute(
-            "UPDATE requests SET status = ?, detail = ?, result = ?, answered_at = ? "
-            "WHERE request_id = ? AND status = ?",
+            "UPDATE requests SET status = ?, detail = ?, result = ?, answered_at = ?, "
+            "outgoing = NULL WHERE request_id = ? AND status = ?",
             (status, detail, None if result is None else json.dumps(result, ensure_ascii=False),
              _now(), request.request_id, SENT)).rowcount
         if not done:

@@ -86,3 +86,38 @@ def test_a_link_code_bound_to_one_record_is_not_bound_to_another(tmp_path: Path)
     assert store.bind("H-1", "LC-9", 1) is None  # the same record, bound anew
     assert store.binding("H-1") == ("LC-9", 1)
     store.close()
+
+
+def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
+        tmp_path: Path) -> None:
+    """A request recorded and not yet taken by the broker (away, or the holder stopped) is sent
+    at the next start; one delivered, or answered meanwhile, is not sent again."""
+    store = HolderStore(tmp_path / "holder.db")
+    for request_id in ("r-1", "r-2", "r-3"):
+        store.open_request(request_id, "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"m"))
+    store.open_request("r-4", "LINKAGE", "H-1", "op", "t")  # no message kept
+    assert store.unsent() == [("r-1", "LC-1", b"m"), ("r-2", "LC-1", b"m"), ("r-3", "LC-1", b"m")]
+    store.delivered(["r-1"])
+    request = store.request("r-2")
+    assert request is not None and store.resolve(request, "FOUND") is not None
+    assert store.unsent() == [("r-3", "LC-1", b"m")]
+    store.close()
+
+
+def test_a_store_made_before_requests_were_kept_keeps_them_once_opened(tmp_path: Path) -> None:
+    path = tmp_path / "holder.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE requests (request_id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+               "own_number TEXT NOT NULL, pattern_id TEXT, provider TEXT, data_type TEXT, "
+               "purpose TEXT, operator TEXT NOT NULL, terminal TEXT NOT NULL, "
+               "sent_at TEXT NOT NULL, status TEXT NOT NULL, detail TEXT, result TEXT, "
+               "answered_at TEXT, duplicates INTEGER DEFAULT 0)")
+    db.execute("INSERT INTO requests (request_id, kind, own_number, operator, terminal, sent_at, "
+               "status) VALUES ('old', 'LINKAGE', 'H-1', 'op', 't', '2026-01-01', 'SENT')")
+    db.commit()
+    db.close()
+    store = HolderStore(path)
+    assert store.unsent() == []  # sent before: nothing kept of it
+    store.open_request("new", "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"m"))
+    assert store.unsent() == [("new", "LC-1", b"m")]
+    store.close()
