@@ -101,9 +101,7 @@ def add_staff(holder: str, staff_id: str, name: str, terminals: tuple[str, ...])
 def remove_staff(holder: str, staff_id: str) -> None:
     """Unregister a staff member: they may no longer act."""
     with _store(holder) as store, store.transaction():
-        removed = store.remove_staff(staff_id)
-    click.echo(f"{staff_id} removed from {holder}'s staff" if removed
-               else f"{staff_id} was not registered staff of {holder}")
+        _said_removed(store.remove_staff(staff_id), staff_id, f"{holder}'s staff")
 
 
 @staff.command("list")
@@ -138,9 +136,11 @@ def remove_terminal(holder: str, terminal_id: str) -> None:
     """Unregister a terminal (staff tied to it keep the tie: those tied to it alone may then act
     on none)."""
     with _store(holder) as store:
-        removed = store.remove_terminal(terminal_id)
-    click.echo(f"{terminal_id} removed from {holder}'s terminals" if removed
-               else f"{terminal_id} was not a registered terminal of {holder}")
+        _said_removed(store.remove_terminal(terminal_id), terminal_id, f"{holder}'s terminals")
+
+
+def _said_removed(removed: bool, what: str, where: str) -> None:
+    click.echo(f"{what} removed from {where}" if removed else f"{what} was not among {where}")
 
 
 @terminal.command("list")
