@@ -173,13 +173,20 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     """
     from audit import replay as replaying
 
-    target = db or str(private_dir("audit") / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}.db")
-    with open_store(target, create=True) as fresh, open_store(live, create=True) as current:
-        try:
-            report = asyncio.run(replaying.replay(KafkaAccess.of(acls.AUDIT), fresh, current,
-                                                  timedelta(seconds=grace)))
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from exc
+    named = private_dir("audit") / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}.db"
+    target = db or str(named)
+    try:
+        with open_store(target, create=True) as fresh, open_store(live, create=True) as current:
+            try:
+                report = asyncio.run(replaying.replay(KafkaAccess.of(acls.AUDIT), fresh, current,
+                                                      timedelta(seconds=grace)))
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from exc
+    except BaseException:  # the broker away, say: no empty store of ours left behind
+        if db is None:
+            for made in (named, *(named.with_name(f"{named.name}{s}") for s in ("-wal", "-shm"))):
+                made.unlink(missing_ok=True)
+        raise
     click.echo(f"replayed {report.records} records into {target} in {report.seconds:.1f}s: "
                f"tree size {report.size}, root {report.root.hex()}")
     compared = bool(report.compared_at)

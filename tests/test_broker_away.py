@@ -20,6 +20,7 @@ from broker import acls, repeats, topics
 from broker.clients import KafkaAccess
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
+from renkei.state import private_dir
 from tests.kafka_helpers import free_port, renkei, said_in_one_line, spawn, stop
 
 WAITING = "cannot reach the broker at"
@@ -135,6 +136,18 @@ def test_a_command_said_in_one_line_that_the_broker_is_away(
     said = ended.stdout + ended.stderr
     said_in_one_line(said, f"cannot reach the broker at {away}: is it running?")
     assert len(said.strip().splitlines()) == 1, f"more than the one line: {said}"
+
+
+def test_a_replay_that_cannot_reach_the_broker_leaves_no_store_of_its_own(
+        holders: list[str]) -> None:
+    """It made its replay-<time>.db in the state folder, then failed on the broker: an empty
+    store was left behind at every try."""
+    folder = private_dir("audit")
+    before = set(folder.glob("replay-*"))
+    ended = renkei("audit", "replay", check=False,
+                   env={"RENKEI_BOOTSTRAP": f"127.0.0.1:{free_port()}"}, timeout=20)
+    assert ended.returncode == 1 and "cannot reach the broker" in ended.stderr, ended
+    assert set(folder.glob("replay-*")) == before
 
 
 def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
