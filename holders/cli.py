@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
@@ -17,6 +18,8 @@ from holders.imports import Refused
 from holders.store import HolderStore, default_path
 from processors import directory
 from processors.keys_cli import unit_name
+
+T = TypeVar("T")
 
 
 @click.group("holder")
@@ -162,6 +165,15 @@ def _report(what: str, holder: str, counts: Counter[str], refused: list[Refused]
         raise SystemExit(1)
 
 
+def _rows(read: Callable[[Path], tuple[list[tuple[int, T]], list[Refused]]],
+          file: Path) -> tuple[list[tuple[int, T]], list[Refused]]:
+    """A CSV file's rows read and refused; a file that cannot be read at all in one line."""
+    try:
+        return read(file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
 
@@ -179,10 +191,7 @@ def import_records(holder: str, file: Path) -> None:
     personal_number. Rows that cannot be read are refused by line and field; the rest are
     imported (exit code 1 if any was refused)."""
     with _store(holder) as store:
-        try:
-            read, refused = imports.read_records(file)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from exc
+        read, refused = _rows(imports.read_records, file)
         counts, rebound = imports.store_records(store, read)
     for line, own_number in rebound:
         click.echo(f"  line {line}: record {own_number} is bound to a link code and its four "
@@ -203,9 +212,6 @@ def import_data(holder: str, file: Path) -> None:
     data_type, fields (a JSON object of strings). Rows that cannot be read are refused by line
     and field; the rest are imported (exit code 1 if any was refused)."""
     with _store(holder) as store:
-        try:
-            read, refused = imports.read_data(file)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from exc
+        read, refused = _rows(imports.read_data, file)
         counts, unknown = imports.store_data(store, read)
     _report("data", holder, counts, refused + unknown)
