@@ -21,7 +21,7 @@ from broker import cluster as cluster_store
 from broker import config, process, provision
 from broker.clients import KafkaAccess
 from broker.ports import free_port_block
-from holders.client import HolderClient
+from holders.client import HolderClient, NotSentYet
 from renkei import scenario, town
 from renkei.state import held, state_folder
 
@@ -148,6 +148,8 @@ async def _send_steadily(clients: dict[str, HolderClient],
         sent.append(entry)
         try:
             request_id = await scenario.ask(client, exchange, own)
+        except NotSentYet as kept:  # not taken within its wait: kept, and sent once it can be
+            request_id = kept.request_id
         except Exception:  # the broker did not take it: the holder knows, nothing is lost
             entry.status = SEND_FAILED
             return
