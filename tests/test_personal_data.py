@@ -26,8 +26,16 @@ def _containing(places: list[Path], needle: bytes) -> list[Path]:
     found = []
     for place in places:
         files = [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
-        found += [f for f in files if needle in f.read_bytes()]
+        found += [f for f in files if needle in _bytes_of(f)]
     return found
+
+
+def _bytes_of(path: Path) -> bytes:
+    """A file's bytes; none if it went since it was listed (the broker's checkpoint .tmp files)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
 
 
 def _platform_side(root: Path) -> list[Path]:
