@@ -20,6 +20,11 @@ from schemas.messages import HolderEntry, LegalPattern
 SERVICE = "service"
 
 
+class NotAPrivateHolder(ValueError):
+    """Not the id of a private holder in the directory: a resident consents to private holders
+    (companies) binding them, and to nobody else."""
+
+
 def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
                  private: bool = False, epoch: int = 0) -> HolderEntry:
     """A holder's entry, with the public half of its sealing key (made now if it has none)."""
@@ -58,6 +63,18 @@ async def current() -> dict[str, HolderEntry]:
     async with running(view, access):
         await view.loaded()
         return {e.holder_id: e for e in view.entries.values()}
+
+
+def private_holder(directory: Mapping[str, HolderEntry], holder: str) -> HolderEntry:
+    """The directory entry of `holder` if it is a private holder, else NotAPrivateHolder."""
+    entry = directory.get(holder)
+    if entry is None or entry.role == SERVICE:
+        raise NotAPrivateHolder(f"no holder {holder!r} is in the holder directory: "
+                                f"run `renkei holder register {holder} … --private` first")
+    if not entry.private:
+        raise NotAPrivateHolder(f"{holder} is not a private holder: a resident consents to "
+                                f"private holders (companies) binding them, to nobody else")
+    return entry
 
 
 def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import date
 from pathlib import Path
@@ -98,7 +99,10 @@ def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
 @click.option("--withdraw", is_flag=True, help="withdraw the consent instead")
 @DB_OPTION
 def consent(resident_code: str, holder: str, withdraw: bool, db: Path | None) -> None:
-    """Record a resident's consent to a private holder binding them (or withdraw it)."""
+    """Record a resident's consent to a private holder binding them (or withdraw it: from any
+    holder, as the holder directory now stands or not)."""
+    if not withdraw:
+        _private_holder(holder)
     store = open_registry(db)
     try:
         if withdraw:
@@ -110,6 +114,13 @@ def consent(resident_code: str, holder: str, withdraw: bool, db: Path | None) ->
     finally:
         store.close()
     click.echo(f"consent to {holder} {'withdrawn' if withdraw else 'recorded'}")
+
+
+def _private_holder(holder: str) -> None:
+    """NotAPrivateHolder unless the holder directory has `holder` as a private holder."""
+    from processors import directory  # here: the authority's commands load no platform code
+
+    directory.private_holder(asyncio.run(directory.current()), holder)
 
 
 def open_registry(db: Path | None) -> registry_store.RegistryStore:

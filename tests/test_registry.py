@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from broker import acls
 from registry import store as registry_store
 from registry.cli import registry_cli
 from registry.generate import Rates, Simulator, half_width_kana, holder_spelling, kanji_numeral
@@ -26,6 +27,8 @@ from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Sex, cha
 from registry.serve import serve
 from registry.store import RegistryStore
 from renkei.state import STATE_ENV
+from renkei.town import Town
+from tests.kafka_helpers import renkei, said_in_one_line
 
 RESIDENTS = 20_000
 SEED = 2011
@@ -319,8 +322,26 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     partial = runner.invoke(registry_cli, ["lookup", "--name", resident.name])
     assert partial.exit_code != 0 and "all of" in partial.output
     assert runner.invoke(registry_cli, ["events", "--limit", "3"]).exit_code == 0
-    consented = runner.invoke(registry_cli, ["consent", resident.resident_code, "insurer-x"])
-    assert consented.exit_code == 0
-    store = RegistryStore.open(tmp_path / "registry" / "registry.db")
-    assert store.has_consent(resident.resident_code, "insurer-x")
-    store.close()
+
+
+def test_consent_is_given_to_a_private_holder_only(town: Town) -> None:
+    """`renkei registry consent` refuses a holder not in the directory, a service, or a holder
+    that is not private, in one line, and records nothing; a private holder's is recorded."""
+    kenpo = "acme-kenpo"  # the town's private holder
+    held = {resident.resident_code for resident in town.held[kenpo]}
+    store = RegistryStore.open(registry_store.default_path())
+    try:
+        code = next(c for c in store.resident_codes() if c not in held)
+        for holder, error in (("nobody-here", "no holder 'nobody-here' is in the holder directory"),
+                              (acls.REGISTRY, "no holder 'registry' is in the holder directory"),
+                              ("sakura-town", "sakura-town is not a private holder")):
+            refused = renkei("registry", "consent", code, holder, check=False)
+            assert refused.returncode == 1
+            said_in_one_line(refused.stderr, error)
+            assert not store.has_consent(code, holder)
+        renkei("registry", "consent", code, kenpo)
+        assert store.has_consent(code, kenpo)
+        renkei("registry", "consent", code, kenpo, "--withdraw")
+        assert not store.has_consent(code, kenpo)
+    finally:
+        store.close()
