@@ -28,6 +28,7 @@ from renkei.state import held, private_dir, read_json, write_json
 log = logging.getLogger(__name__)
 CLIENT = web.AppKey("client", HolderClient)
 TOKEN = web.AppKey("token", str)
+_OF_THE_TEXT_BODY = ("content-type", "content-length")  # an error's headers its JSON replaces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,21 +49,34 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 @web.middleware
+async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer in JSON, as every other answer is: {"error": its status's reason
+    (`not_found`, …), "detail": one line}; the handlers' and aiohttp's own alike (no such path
+    404, a method the path does not take 405, a body too large 413), with their headers."""
+    try:
+        return await handler(request)
+    except web.HTTPError as exc:
+        response = _json({"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text},
+                         exc.status)
+        response.headers.extend((name, value) for name, value in exc.headers.items()
+                                if name.lower() not in _OF_THE_TEXT_BODY)
+        return response
+
+
+@web.middleware
 async def _bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse (401) a request without the server's token: any local user reaches loopback."""
     given = request.headers.get("Authorization", "").encode(errors="replace")
     if not hmac.compare_digest(given, f"Bearer {request.app[TOKEN]}".encode()):
-        response = _json({"error": "the holder's bearer token is required (see server.json)"},
-                         401)
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+        raise web.HTTPUnauthorized(text="the holder's bearer token is required (see server.json)",
+                                   headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise web.HTTPBadRequest(text=f"the body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="the body must be a JSON object")
@@ -77,15 +91,13 @@ def _field(body: dict[str, Any], name: str) -> str:
 
 
 def _seconds(text: str) -> float:
-    """A number of seconds from a query parameter; else 400 with a JSON error."""
+    """A number of seconds from a query parameter; else 400."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"wait={text!r} is not a number of "
-                                                           "seconds"}, ensure_ascii=False),
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(text=f"wait={text!r} is not a number of seconds")
     return seconds
 
 
@@ -186,7 +198,7 @@ async def run(holder: str, port: int) -> None:
 async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:
     """The holder's own systems' API on loopback, until `stop` is set."""
     token = secrets.token_urlsafe(32)
-    app = web.Application(middlewares=[_bearer])
+    app = web.Application(middlewares=[_errors_in_json, _bearer])
     app[CLIENT], app[TOKEN] = client, token
     app.add_routes([web.post("/bindings", bind), web.post("/requests", linkage),
                     web.get("/requests/{request_id}", outcome),

@@ -72,7 +72,8 @@ async def test_a_request_without_the_servers_token_is_refused_and_reads_nothing(
             body = {"own_number": "H-1", "operator": "staff-7", "terminal": "term-3"}
             async with http.request(method, url + path, json=body) as response:
                 assert response.status == 401, (method, path)
-                assert "error" in await response.json()
+                assert (await response.json())["error"] == "unauthorized"
+                assert response.headers["WWW-Authenticate"] == "Bearer"
                 assert CANARY not in await response.text()
 
 
@@ -100,14 +101,15 @@ async def test_staff_tied_to_a_terminal_are_refused_on_another_one(tmp_path: Pat
         store.add_staff("staff-7", "担当職員", ["term-1"])
         token = str(read_json(address_file(HOLDER))["token"])
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-            statuses = {}
+            statuses: dict[str, tuple[int, object]] = {}
             for terminal in ("term-1", "term-2"):
                 body = {"own_number": "H-404", "operator": "staff-7", "terminal": terminal}
                 async with http.post(url + "/bindings", json=body) as response:
-                    statuses[terminal] = response.status, await response.text()
+                    statuses[terminal] = response.status, await response.json()
         refused = [e.terminal for e in store.access_log() if e.outcome.startswith("REFUSED")]
         store.close()
-    assert statuses["term-2"] == (403, f"'staff-7' on 'term-2' may not act for {HOLDER}")
+    assert statuses["term-2"] == (403, {"error": "forbidden", "detail":
+                                        f"'staff-7' on 'term-2' may not act for {HOLDER}"})
     assert statuses["term-1"][0] == 404  # authorized: the record is what it lacks
     assert refused == ["term-2"]
 
@@ -160,4 +162,37 @@ async def test_a_wait_that_is_not_a_number_of_seconds_is_a_bad_request(
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
                 http.get(f"{url}/requests/r-1", params={"wait": wait}) as response:
             assert response.status == 400
-            assert "is not a number of seconds" in (await response.json())["error"]
+            assert "is not a number of seconds" in (await response.json())["detail"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "error", "detail"), [
+    ("POST", "/bindings", b"{not json", 400, "bad_request", "the body is not JSON"),
+    ("POST", "/bindings", b"\xff\xfe", 400, "bad_request", "the body is not JSON"),
+    ("POST", "/bindings", b"[1]", 400, "bad_request", "the body must be a JSON object"),
+    ("POST", "/bindings", b'{"own_number": "H-1"}', 400, "bad_request", "'operator' is required"),
+    ("POST", "/bindings", b'{"own_number": "H-1", "operator": "nobody", "terminal": "t"}', 403,
+     "forbidden", "'nobody' on 't' may not act"),
+    ("POST", "/bindings", b'{"own_number": "H-404", "operator": "staff-1", "terminal": "t-1"}',
+     404, "not_found", "no record 'H-404'"),
+    ("GET", "/no-such-path", b"", 404, "not_found", "Not Found"),
+    ("DELETE", "/bindings", b"", 405, "method_not_allowed", "Method Not Allowed"),
+    ("POST", "/bindings", b" " * (1024 ** 2 + 1), 413, "request_entity_too_large",
+     "Maximum request body size"),
+])
+async def test_every_error_answer_is_json_in_one_shape(
+        tmp_path: Path, method: str, path: str, body: bytes, status: int, error: str,
+        detail: str) -> None:
+    """A holder's system parses one format: an error is {"error": …, "detail": one line}."""
+    async with _serving(tmp_path, _Authorizing) as url:
+        store = HolderStore(tmp_path / "holder.db")
+        store.add_terminal("t-1")
+        store.add_staff("staff-1", "担当職員", ["t-1"])
+        store.close()
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+                http.request(method, url + path, data=body) as response:
+            assert response.status == status
+            assert response.content_type == "application/json"
+            answer = await response.json()
+    assert set(answer) == {"error", "detail"} and answer["error"] == error, answer
+    assert detail in answer["detail"] and "\n" not in answer["detail"], answer
