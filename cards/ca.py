@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from renkei.state import private_dir, read_json, write_json, write_private
+from renkei.state import private_dir, read_json, write_json, write_private, write_public
 
 JPKI, OFFICERS = "jpki", "officers"
 AUTHORITIES = {JPKI: "Renkei Test JPKI User Authentication CA",
@@ -163,7 +163,8 @@ class Authority:
         return dict(read_json(path)) if path.exists() else {}
 
     def publish_crl(self) -> x509.CertificateRevocationList:
-        """Sign a fresh CRL of every revoked serial, valid for a day, where verifiers read it."""
+        """Sign a fresh CRL of every revoked serial, valid for a day, where verifiers read it
+        (whole: a verifier never reads half a list)."""
         now = _now()
         builder = (x509.CertificateRevocationListBuilder()
                    .issuer_name(self.certificate.subject)
@@ -174,5 +175,5 @@ class Authority:
                 x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
                 .revocation_date(datetime.fromisoformat(at)).build())
         crl = builder.sign(self._key, hashes.SHA256())
-        crl_path(self.name).write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        write_public(crl_path(self.name), crl.public_bytes(serialization.Encoding.PEM).decode())
         return crl

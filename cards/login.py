@@ -57,11 +57,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class _Crl:
+    """A CA's CRL as last read and checked: the file it was read from (inode, modification time,
+    size), the serials it revokes, and when it goes stale."""
+
+    file: tuple[int, int, int]
+    revoked: frozenset[int]
+    next_update: datetime | None
+
+
 class Verifier:
-    """Checks card logins against the CAs' certificates and CRLs (read fresh for each login)."""
+    """Checks card logins against the CAs' certificates and CRLs, and whether a card signed in
+    with is revoked since; a CRL is read again whenever its file changes, not at every check."""
 
     def __init__(self, clock: Callable[[], datetime] = _now) -> None:
         self._clock = clock
+        self._crls: dict[str, _Crl] = {}
 
     def verify(self, authority: str, certificate_pem: bytes, origin: str, nonce: bytes,
                signature: bytes) -> Verified:
@@ -71,7 +83,7 @@ class Verifier:
             raise Refused("unreadable-certificate") from None
         issuer = x509.load_pem_x509_certificate(ca.certificate_path(authority).read_bytes())
         self._check_chain(cert, issuer)
-        self._check_crl(cert, issuer, authority)
+        self._check_crl(authority, cert.serial_number)
         key = cert.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise Refused("wrong-key-type")
@@ -102,20 +114,41 @@ class Verifier:
                 ExtendedKeyUsageOID.CLIENT_AUTH not in purposes:
             raise Refused("not-a-user-certificate")
 
-    def _check_crl(self, cert: x509.Certificate, issuer: x509.Certificate,
-                   authority: str) -> None:
+    def revoked(self, authority: str, serial: str) -> bool:
+        """Whether the card of that serial (hex), which signed in, may no longer: its CA's CRL
+        revokes it, or that CRL cannot be read, is not the CA's or is stale (failing closed)."""
         try:
-            crl = x509.load_pem_x509_crl(ca.crl_path(authority).read_bytes())
+            self._check_crl(authority, int(serial, 16))
+        except Refused:
+            return True
+        return False
+
+    def _check_crl(self, authority: str, serial: int) -> None:
+        crl = self._crl(authority)
+        if crl.next_update is None or crl.next_update < self._clock():
+            raise Refused("stale-crl")
+        if serial in crl.revoked:
+            raise Refused("revoked")
+
+    def _crl(self, authority: str) -> _Crl:
+        """The CA's current CRL, signature checked; read again only if its file changed."""
+        path = ca.crl_path(authority)
+        try:
+            found = path.stat()
+            file = (found.st_ino, found.st_mtime_ns, found.st_size)
+            if (known := self._crls.get(authority)) is not None and known.file == file:
+                return known
+            crl = x509.load_pem_x509_crl(path.read_bytes())
         except (OSError, ValueError):
             raise Refused("no-crl") from None
+        issuer = x509.load_pem_x509_certificate(ca.certificate_path(authority).read_bytes())
         issuer_key = issuer.public_key()
         assert isinstance(issuer_key, ec.EllipticCurvePublicKey)
         if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer_key):
             raise Refused("bad-crl")
-        if crl.next_update_utc is None or crl.next_update_utc < self._clock():
-            raise Refused("stale-crl")
-        if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-            raise Refused("revoked")
+        read = _Crl(file, frozenset(r.serial_number for r in crl), crl.next_update_utc)
+        self._crls[authority] = read
+        return read
 
 
 def _attribute(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:

@@ -1,6 +1,7 @@
 """Server-side sessions: a random id in an HttpOnly cookie, everything else in memory here.
 
-A session ends after `idle` without a request or `lifetime` after it began, whichever is first.
+A session ends after `idle` without a request or `lifetime` after it began, whichever is first,
+and at its first request after the card it signed in with is revoked (the web layer checks).
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
 anonymous one goes (a signed-in one only when none is left).

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import jinja2
 from aiohttp import web
 
+from cards import ca
 from portal.context import PLATFORM
 from portal.i18n import LANGS, words
 from portal.sessions import Officer, Resident, Session, Sessions
@@ -74,12 +75,16 @@ def is_page(request: web.Request) -> bool:
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach the session (a new one if none or expired); set the cookie on the way out."""
+    """Attach the session (a new one if none, expired, or signed in with a card since revoked);
+    set the cookie on the way out."""
     if not is_page(request):
         return await handler(request)
     store = request.app[SESSIONS]
     sid = request.cookies.get(COOKIE)
     session = store.get(sid)
+    if session is not None and _card_revoked(request, session):
+        store.end(session)
+        session = None
     if session is None:
         session = store.new()
         if sid:
@@ -93,6 +98,13 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         raise
     _cookie(request, response)
     return response
+
+
+def _card_revoked(request: web.Request, session: Session) -> bool:
+    """Whether the card the session signed in with is revoked since: the session ends with it."""
+    verifier = request.app[PLATFORM].verifier
+    return any(verifier.revoked(authority, card.serial) for authority, card in (
+        (ca.JPKI, session.resident), (ca.OFFICERS, session.officer)) if card is not None)
 
 
 def _cookie(request: web.Request, response: web.StreamResponse) -> None:

@@ -76,6 +76,11 @@ def write_private(path: Path, text: str) -> None:
     _write(path, text, 0o600)
 
 
+def write_public(path: Path, text: str) -> None:
+    """Write a file every user may read (what verifiers read: a CA's certificate, its CRL)."""
+    _write(path, text, 0o644)
+
+
 def write_json(path: Path, data: Any, private: bool = False) -> None:
     _write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n",
            0o600 if private else 0o644)

@@ -38,9 +38,10 @@
   tests/test_audit_store.py::test_detects_a_deletion_dressed_up_as_a_purge
   tests/test_audit_store.py::test_detects_a_rewritten_history_through_the_heads
   tests/test_audit_store.py::test_detects_forged_and_unsigned_heads_and_missing_nodes
-- a revoked IC card:
+- a revoked IC card, at login and in a session it signed in before:
   tests/test_cards.py::test_a_revoked_certificate_is_refused
   tests/test_portal.py::test_a_revoked_certificate_is_refused
+  tests/test_portal_web.py::test_a_revoked_card_ends_its_sessions
 - a forged IC card: another CA's card, a signature made for another site or challenge,
   tests/test_cards.py::test_a_card_of_the_other_ca_or_expired_is_refused
   tests/test_cards.py::test_a_signature_for_another_site_or_challenge_is_refused

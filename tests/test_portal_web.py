@@ -159,3 +159,19 @@ async def test_malformed_input_is_refused_not_an_error(
         assert (await card_login(client, officer, realm, "/login?as=oversight")).status == 303
     answer = await client.request(method, path, data=form, allow_redirects=False)
     assert answer.status == status and 'id="refused"' not in await answer.text()
+
+
+@pytest.mark.parametrize("realm, page, login", [
+    ("resident", "/history", "/login"), ("counter", "/counter", "/login?as=counter")])
+async def test_a_revoked_card_ends_its_sessions(client: Client, town: Town, realm: str,
+                                                page: str, login: str) -> None:
+    """Revoking a card signs out the sessions it signed in, at their next request, as an
+    expired session is: they stayed signed in up to 15 minutes idle, an hour in all."""
+    card = town.resident_card if realm == "resident" else town.staff_card
+    assert (await card_login(client, card, realm, login)).status == 303
+    assert (await client.get(page, allow_redirects=False)).status == 200
+    issue.revoke(card.face.serial)
+    signed_out = await client.get(page, allow_redirects=False)
+    assert (signed_out.status, signed_out.headers["Location"]) == (303, login)
+    assert (await client.get(page, allow_redirects=False)).status == 303  # not again later
+    assert len(cast(TestServer, client.server).app[SESSIONS]) == 1  # a new anonymous one
