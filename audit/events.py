@@ -25,8 +25,17 @@ def from_millis(ms: int) -> datetime:
 
 
 def event_id(request_id: str, step: str) -> str:
-    """The event's dedupe key: the request id and the step, so a replay yields the same id."""
+    """The event's dedupe key: the request id and the step, so a replay yields the same id.
+
+    A step of a request may name the holder message it came in after an '@' (approved@,
+    answered@, rejected@ its topic:partition:offset), so that a request using an id again (the
+    decider forgets ids) is logged as its own and not dropped as a replay of the first."""
     return f"{request_id}:{step}"
+
+
+def step_of(event: AccessLogEvent) -> str:
+    """The name of the step an event logs (approved, answered, rejected, …), without its '@'."""
+    return event.event_id[len(event.request_id) + 1:].split("@", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,10 +206,12 @@ def _shared(name: str) -> str:
 
 
 def _dispatch(p: Pending, now: datetime) -> list[Send]:
-    """Step ③: the query to the provider, and the approval in the access log."""
+    """Step ③: the query to the provider, and the approval in the access log (its step names
+    the holder message the request came in, as a rejection's does: a request that uses a
+    forgotten id again is logged as itself, not dropped as a replay of the one before)."""
     return [
         Send(topics.inbox(p.provider), p.request_id, p.query),
-        logged(p.request_id, "approved", now, LINKAGE, APPROVED, p.requester,
+        logged(p.request_id, f"approved@{p.source}", now, LINKAGE, APPROVED, p.requester,
                pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
                data_type=p.data_type, person=p.person),
     ]
@@ -258,8 +260,10 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
 
 
 def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
-    return logged(state.request_id, "answered", now, ANSWER, outcome, state.requester,
-                  pattern_id=state.pattern_id, legal_basis=state.legal_basis,
+    """The answer (or timeout) in the access log, under its request's source like its approval:
+    a pending request's state, rebuilt or not, keeps the source of the request it stands for."""
+    return logged(state.request_id, f"answered@{state.source}", now, ANSWER, outcome,
+                  state.requester, pattern_id=state.pattern_id, legal_basis=state.legal_basis,
                   provider=state.provider, data_type=state.data_type, person=state.person)
 
 

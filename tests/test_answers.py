@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from audit.events import AccessLogEvent, step_of
+from audit.heads import Signer
+from audit.store import AuditStore, Query
 from broker import topics
 from processors import decider, linkage
 from processors.approval import PatternList
@@ -134,3 +138,46 @@ def test_an_answer_of_another_exchange_under_a_pending_id_is_dropped(ctx: Contex
     kept = decider.on_outcome(outcome, state, T0)
     assert isinstance(kept.state, decider.Settled)
     assert [s.topic for s in kept.effects] == [topics.inbox("kodomo"), topics.AUDIT]
+
+
+def _logged(sends: list[Send]) -> list[tuple[AccessLogEvent, bytes]]:
+    return [(CODEC.decode(s.value, AccessLogEvent), s.value) for s in sends
+            if s.topic == topics.AUDIT]
+
+
+def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
+        ctx: Context, tmp_path: Path) -> None:
+    """The approval and answer were logged under request id + "approved"/"answered" alone: a
+    request using an id the decider had forgotten was served, but the audit store dropped its
+    events as replays of the first request's, so a holder could hide lookups by reusing ids.
+    Each step now names the holder message of its request, as a rejection's does."""
+    decider_ = decider.Decider()
+    partition = decider.partition_of("X")
+    decider_.keep_only({partition})
+    decider_.rebuild(partition, [], ctx)
+    first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    made = decider_.handle(partition, first, T0, ctx)
+    real, = _answer(first, "town", T0 + timedelta(seconds=1), 2, ctx)
+    made += decider_.handle(partition, CODEC.decode(real.value, Outcome), T0, ctx)
+    later = T0 + timedelta(minutes=10)
+    decider_.handle(partition, Sweep(later, ("X",)), later, ctx)
+    assert decider_.states[partition].get("X") is None, "forgotten"
+
+    second = _asked(ctx, "town", SECOND, "P-027", "nenkin", "pension_benefit", later)
+    again = decider_.handle(partition, second, later, ctx)
+    real, = _answer(second, "nenkin", later + timedelta(seconds=1), 4, ctx)
+    again += decider_.handle(partition, CODEC.decode(real.value, Outcome), later, ctx)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        assert None not in store.append_many(_logged(made) + _logged(again))
+        assert [step_of(e.event) for e in store.query(Query(holder="nenkin")).entries] == [
+            "approved", "answered"], "the second request's lookup is in the log"
+        replayed = decider.Decider()
+        replayed.keep_only({partition})
+        replayed.rebuild(partition, [second], ctx)
+        repeated = replayed.handle(partition, second, later, ctx)  # a crash replays its event
+        timed_out = replayed.handle(partition, Sweep(second.deadline, ("X",)), later, ctx)
+        assert store.append_many(_logged(repeated)) == [None], "the same approval again"
+        assert [step_of(e) for e, _ in _logged(timed_out)] == ["answered"]
+        assert {e.event_id for e, _ in _logged(timed_out)} == {
+            e.event_id for e, _ in _logged(again) if step_of(e) == "answered"}, \
+            "a rebuilt request's answer has the id of the live one's"
