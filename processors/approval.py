@@ -20,6 +20,9 @@ class Refused:
     detail: str
 
 
+UNLISTED = Refused("NOT_PERMITTED", "the requester is not in the holder directory")
+
+
 class PatternList:
     """Every version of every legal pattern; at most one version of a pattern is in force."""
 
@@ -45,14 +48,19 @@ class PatternList:
 def approve(request: LinkageRequest, requester: HolderEntry | None,
             directory: Mapping[str, HolderEntry], patterns: PatternList,
             at: datetime) -> Approved | Refused:
-    """Approve `request` from `requester` if a pattern in force at `at` allows exactly it."""
+    """Approve `request` from `requester` if a pattern in force at `at` allows exactly it.
+
+    A requester not in the directory (None) is refused first, whatever it asks (linkage refuses
+    it so before it reads the request, and the audit replay re-checks by this function)."""
+    if requester is None:
+        return UNLISTED
     if request.pattern_id not in patterns:
         return Refused("UNKNOWN_PATTERN", f"no legal pattern {request.pattern_id!r}")
     pattern = patterns.in_force(request.pattern_id, at)
     if pattern is None:
         return Refused("PATTERN_NOT_IN_FORCE",
                        f"pattern {request.pattern_id} is not in force at {at.isoformat()}")
-    if requester is None or not requester.active:
+    if not requester.active:
         return Refused("NOT_PERMITTED", "the requester is not an active holder")
     if requester.role != pattern.requester_role:
         return Refused("NOT_PERMITTED", f"pattern {pattern.pattern_id} is for requesters of role "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from processors import decider
 from processors.access_log import ANSWER, LINKAGE
-from processors.approval import Approved, approve
+from processors.approval import UNLISTED, Approved, approve
 from processors.codes import InvalidCode
 from processors.context import Context
 from processors.rejection import reject
@@ -49,7 +49,7 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     known = [item for item in batch if item.holder in ctx.directory]
     for item in batch:
         if item.holder not in ctx.directory:
-            out += _reject(item, "NOT_PERMITTED", "the requester is not in the holder directory")
+            out += _reject(item, UNLISTED.reason, UNLISTED.detail)  # approve's first refusal
     ids = ctx.codes.id_codes_of([_req(i).link_code for i in known],
                                 [ctx.unit(i.holder) for i in known])
     approved: list[tuple[FromHolder, Approved, str]] = []

@@ -6,7 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 from audit.events import AccessLogEvent, event_id
 from audit.replay import History, Recheck
-from schemas.messages import HolderEntry, LegalPattern
+from broker import topics
+from processors import linkage
+from processors.approval import PatternList
+from processors.codes import CodeService
+from processors.context import Context
+from processors.keys import MasterKeys
+from processors.linkage import FromHolder
+from processors.tickets import TicketSealer
+from renkei.envelope import Incoming
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -74,6 +84,26 @@ def test_disagreements_are_found() -> None:
     assert forged is not None and forged.rechecked == "DATA_TYPE_NOT_PERMITTED"
     gone = check.check(event(T0 + 130 * SECOND))  # approved after the requester left
     assert gone is not None and gone.rechecked == "NOT_PERMITTED"
-    before = check.check(event(T0 - 60 * SECOND))  # before the pattern list was published
-    assert before is not None and before.rechecked == "UNKNOWN_PATTERN"
+    before = check.check(event(T0 - 60 * SECOND))  # before the directory was published
+    assert before is not None and before.rechecked == "NOT_PERMITTED"
+    unknown = check.check(event(T0 + 10 * SECOND, "REJECTED", "UNKNOWN_PATTERN"))
+    assert unknown is not None and unknown.rechecked == "APPROVED"
     assert not check.applies(event(T0, "REJECTED", "STALE_REQUEST"))
+
+
+def test_a_requester_not_in_the_directory_is_refused_first_by_both() -> None:
+    """The platform refuses a holder not in the directory NOT_PERMITTED before it looks at the
+    pattern; the re-check looked at the pattern first, found none for P-999 (UNKNOWN_PATTERN)
+    and reported that correct rejection as a disagreement (the replay exited 1)."""
+    keys = MasterKeys.generate()
+    ctx = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    ctx.directory = {"town": holder("town", "municipality")}
+    ctx.patterns = PatternList([pattern(1, ("local_tax",), T0 - timedelta(days=1))])
+    request = LinkageRequest("r-1", T0 + 10 * SECOND, "ABC98765XYZ", "P-999", "town",
+                             "local_tax")
+    incoming = Incoming(topics.outbox("city-a"), 0, 1, T0 + 10 * SECOND, CODEC.encode(request))
+    made = linkage.requests([FromHolder(incoming, "city-a", request)], ctx)
+    logged, = [CODEC.decode(s.value, AccessLogEvent) for s in made if s.topic == topics.AUDIT]
+    assert (logged.outcome, logged.reason) == ("REJECTED", "NOT_PERMITTED")
+    check = recheck()
+    assert check.applies(logged) and check.check(logged) is None
