@@ -7,6 +7,7 @@ from aiohttp import web
 
 from audit.store import Query
 from portal.context import PLATFORM
+from portal.kafka import PORTAL_KIND
 from portal.web import day, officer_of, render
 
 ROLE = "oversight"
@@ -36,15 +37,20 @@ async def alerts(request: web.Request) -> web.Response:
 
 
 async def ask_holder_logs(request: web.Request) -> web.Response:
-    """Ask the holders of the chosen requests (requester and provider) for their side."""
+    """Ask the holders of the chosen requests (requester and provider) for their side: each
+    chosen by its entry's serial, its request id and holders read from the audit log."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     form = await request.post()
-    chosen = [str(v).split(" ") for v in form.getall("chosen", [])]
-    if not chosen or any(len(c) < 2 for c in chosen):
+    try:
+        serials = [int(str(v)) for v in form.getall("chosen", [])]
+    except ValueError:
+        raise web.HTTPBadRequest(text="bad choice") from None
+    chosen = [e for e in platform.records.events(serials) if e.kind != PORTAL_KIND]
+    if not chosen:
         raise web.HTTPSeeOther("/oversight")
-    request_ids = sorted({c[0] for c in chosen})
-    holders = sorted({h for c in chosen for h in c[1:]})
+    request_ids = sorted({e.request_id for e in chosen})
+    holders = sorted({h for e in chosen for h in (e.requester, e.provider) if h})
     await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
     raise web.HTTPSeeOther("/oversight/holder-logs")
 

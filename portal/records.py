@@ -5,11 +5,11 @@ consistency."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from audit.events import signed_event
+from audit.events import AccessLogEvent, signed_event
 from audit.heads import SignedHead, consistent, includes, verify_head
 from audit.store import MAX_PAGE, AuditStore, Entry, Page, Query
 
@@ -71,6 +71,12 @@ class Records:
             return None
         proved, head = self.store.prove([entry])
         return next(iter(self._checked(id_codes, head, proved)), None)
+
+    def events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
+        """The events of the entries at `serials` (those that exist), as their signed bytes
+        tell them."""
+        found = [entry for entry in map(self.store.entry, serials) if entry is not None]
+        return [signed_event(entry.leaf) or entry.event for entry in found]
 
     def _every(self, where: Query) -> Iterator[Entry]:
         """Every match, page after page."""

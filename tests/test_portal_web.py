@@ -4,8 +4,8 @@ audit store, and a Kafka side that records the portal's audit writes (or fails t
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +16,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from audit.events import event_id
 from audit.heads import Signer
 from audit.store import AuditStore
 from cards import ca, issue
@@ -26,6 +27,7 @@ from portal.context import PLATFORM, Platform
 from portal.records import Records
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
+from schemas.messages import Alert
 from tests.test_audit_store import event, item
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -34,11 +36,30 @@ Client = TestClient[web.Request, web.Application]
 
 
 @dataclass
+class HolderLogAsks:
+    """The oversight body's requests for holder-side logs: (holders, request ids) each."""
+
+    asked: list[tuple[list[str], list[str]]] = field(default_factory=list)
+
+    async def ask(self, holders: Sequence[str], request_ids: Sequence[str],
+                  legal_basis: str) -> None:
+        self.asked.append((list(holders), list(request_ids)))
+
+
+class NoAlerts:
+    def newest(self) -> list[Alert]:
+        return []
+
+
+@dataclass
 class AuditWrites:
-    """The portal's Kafka side as the pages use it: its audit writes, each failing if `fail`."""
+    """The portal's Kafka side as the pages use it: its audit writes, each failing if `fail`,
+    and the oversight body's requests for holder-side logs."""
 
     written: list[tuple[str, str]] = field(default_factory=list)
     fail: bool = False
+    oversight: HolderLogAsks = field(default_factory=HolderLogAsks)
+    alerts: NoAlerts = field(default_factory=NoAlerts)
 
     async def counter(self, officer: Officer, resident: Resident, outcome: str) -> None:
         if self.fail:
@@ -175,3 +196,30 @@ async def test_a_revoked_card_ends_its_sessions(client: Client, town: Town, real
     assert (signed_out.status, signed_out.headers["Location"]) == (303, login)
     assert (await client.get(page, allow_redirects=False)).status == 303  # not again later
     assert len(cast(TestServer, client.server).app[SESSIONS]) == 1  # a new anonymous one
+
+
+async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_chose(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """A checkbox's value was "request_id requester provider", split on spaces: a holder's
+    request id is free text, and one with a space asked for holder-side logs under the wrong
+    id, of holders the id named. It is now the entry's serial, looked up in the audit log."""
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).records.store
+    spaced = replace(event(8), request_id="req-1 acme-kenpo",
+                     event_id=event_id("req-1 acme-kenpo", "approved"))
+    store.append(*item(spaced))
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    page = await (await client.get("/oversight")).text()
+    chosen = re.findall(r'name="chosen"[^>]* value="([^"]+)"', page)
+    csrf = await csrf_of(client, "/oversight")
+
+    async def ask(values: list[str]) -> int:
+        return (await client.post("/oversight/holder-logs", allow_redirects=False, data=[
+            ("csrf", csrf), *(("chosen", v) for v in values)])).status
+
+    assert (await ask(chosen), await ask(["99"])) == (303, 303)
+    holders = sorted({h for e in (event(7), spaced) for h in (e.requester, e.provider)
+                      if h is not None})
+    assert town.kafka.oversight.asked == [(holders, ["req-0007", "req-1 acme-kenpo"])], \
+        "the chosen requests' ids and holders, as logged (a serial of no entry asks nobody)"
+    assert await ask(["one"]) == 400
