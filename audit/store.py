@@ -18,6 +18,7 @@ import heapq
 import itertools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -27,7 +28,7 @@ from typing import Any
 
 from audit import merkle
 from audit.detector import BINDING, Raised, binding_of
-from audit.events import AccessLogEvent, from_millis, millis, signed_event
+from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Cursor, Dialect, connect
 from renkei.state import private_dir
@@ -40,6 +41,9 @@ PURGE_CONTEXT = b"renkei audit purge v1\x00"
 _CHUNK = 900
 _END = 1 << 63
 SQLITE_INTEGER = range(-_END, _END)
+# a text column's value at most: PostgreSQL refuses a NUL in text, and an index row over ~2.7 KB
+COLUMN_CHARS = 256
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,17 @@ Row = tuple[Any, ...]
 def default_path() -> Path:
     """The store in the git-ignored state folder (it names persons: kept private)."""
     return private_dir("audit") / "audit.db"
+
+
+def column_text(value: str) -> str:
+    """What a text column holds of an event's value (its leaf keeps the exact one): control
+    characters and the backslash escaped (\\x00, \\\\: one value, one form), cut to
+    COLUMN_CHARS. Stored rows, lookups and `verify` all go through it."""
+    return _UNSAFE.sub(_escaped, value)[:COLUMN_CHARS]
+
+
+def _escaped(unsafe: re.Match[str]) -> str:
+    return "\\\\" if unsafe[0] == "\\" else f"\\x{ord(unsafe[0]):02x}"
 
 
 def node_key(level: int, index: int) -> int:
@@ -362,7 +377,8 @@ class AuditStore:
             nodes: list[tuple[int, bytes]] = []
             bindings: list[tuple[str, str]] = []
             for event, leaf in batch:
-                seen = known.get(event.event_id)
+                key = column_text(event.event_id)
+                seen = known.get(key)
                 if seen is not None and seen != leaf:
                     log.warning("event %s came again with other bytes; the first one stays",
                                 event.event_id)
@@ -370,7 +386,7 @@ class AuditStore:
                                         and millis(event.occurred_at) < horizon):
                     serials.append(None)
                     continue
-                known[event.event_id] = leaf
+                known[key] = leaf
                 serials.append(tree.size)
                 rows.append(_row(tree.size, event, leaf))
                 if (binding := binding_of(event)) is not None:
@@ -382,7 +398,8 @@ class AuditStore:
             cur.executemany(
                 "INSERT INTO alerts (rule, event_id, requester, occurred_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
-                [(a.rule, a.event_id, a.requester, millis(a.occurred_at)) for a in raised])
+                [(a.rule, column_text(a.event_id), column_text(a.requester),
+                  millis(a.occurred_at)) for a in raised])
             latest = self._latest_head(cur)
             if tree.size - (latest.head.size if latest else 0) >= self.head_every:
                 self._sign(cur, tree)
@@ -390,9 +407,11 @@ class AuditStore:
         return serials
 
     def _stored_leaves(self, cur: Cursor, event_ids: list[str]) -> dict[str, bytes]:
+        """The stored leaves of these event ids, by their column_text."""
+        keys = sorted({column_text(i) for i in event_ids})
         found: dict[str, bytes] = {}
-        for start in range(0, len(event_ids), _CHUNK):
-            chunk = event_ids[start:start + _CHUNK]
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
             found.update(cur.execute(
                 "SELECT event_id, leaf FROM entries "
                 f"WHERE event_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall())
@@ -447,7 +466,8 @@ class AuditStore:
 
     def stored(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids the log holds already."""
-        return set(self._stored_leaves(self._db.cursor(), list(event_ids)))
+        found = self._stored_leaves(self._db.cursor(), list(event_ids))
+        return {i for i in event_ids if column_text(i) in found}
 
     def bound(self, holder: str, person: str) -> bool:
         """Did a binding ever give `holder` this person (a BINDING entry it requested, purged
@@ -533,7 +553,7 @@ class AuditStore:
     def _page(cur: Cursor, where: Query, n: int,
               after: tuple[int, int] | None) -> list[Row]:
         conditions: list[tuple[str, object]] = [
-            (f"{column} = ?", value) for column, value in (
+            (f"{column} = ?", column_text(value)) for column, value in (
                 ("person", where.person), ("pattern_id", where.pattern),
                 ("outcome", where.outcome)) if value is not None]
         start = _start(where.since, after)
@@ -542,7 +562,7 @@ class AuditStore:
         if where.until is not None:
             conditions.append(("occurred_at < ?", millis(where.until)))
         branches = ([conditions] if where.holder is None else
-                    [[*conditions, (f"{side} = ?", where.holder)]
+                    [[*conditions, (f"{side} = ?", column_text(where.holder))]
                      for side in ("requester", "provider")])
         results = []
         for branch in branches:
@@ -818,16 +838,24 @@ def _check_columns(serial: int, row: Row, horizon: int | None,
 
 
 def _row(serial: int, event: AccessLogEvent, leaf: bytes) -> Row:
-    """The entries row of an event, in ENTRY_COLUMNS order."""
-    return (serial, event.event_id, event.request_id, millis(event.occurred_at), event.kind,
-            event.outcome, event.reason, event.pattern_id, event.legal_basis, event.requester,
-            event.provider, event.data_type, event.person, leaf)
+    """The entries row of an event, in ENTRY_COLUMNS order, its text through column_text."""
+    return (serial, *(_column(getattr(event, name)) for name in EVENT_COLUMNS), leaf)
+
+
+def _column(value: object) -> object:
+    if isinstance(value, str):
+        return column_text(value)
+    return millis(value) if isinstance(value, datetime) else value
 
 
 def _entry(row: Row) -> Entry:
     values = list(row[1:_LEAF])
     values[_TIME - 1] = from_millis(values[_TIME - 1])
-    return Entry(row[0], AccessLogEvent(*values), row[_LEAF])
+    try:
+        event = AccessLogEvent(*values)
+    except ValueError:  # an id cut to COLUMN_CHARS: the entry's bytes hold it whole
+        event = decode_event(row[_LEAF])
+    return Entry(row[0], event, row[_LEAF])
 
 
 def _purge(row: Sequence[Any]) -> Purge:

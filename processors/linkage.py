@@ -14,7 +14,7 @@ from processors.access_log import ANSWER, LINKAGE
 from processors.approval import UNLISTED, Approved, approve
 from processors.codes import InvalidCode
 from processors.context import Context
-from processors.rejection import reject
+from processors.rejection import reject, unfit
 from processors.tickets import InvalidTicket
 from renkei.envelope import Incoming, Send
 from schemas.codec import CODEC
@@ -56,6 +56,9 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     for item, id_code in zip(known, ids, strict=True):
         request, at = _req(item), item.incoming.timestamp
         person = None if isinstance(id_code, InvalidCode) else id_code
+        if (why := _malformed(request)) is not None:
+            out += _reject(item, "MALFORMED", why, person)
+            continue
         if not ctx.fresh(request.sent_at, at):
             out += _reject(item, "STALE_REQUEST", f"sent at {request.sent_at.isoformat()}, "
                            f"received {at.isoformat()}: outside the replay window", person)
@@ -152,11 +155,24 @@ def _ans(item: FromHolder) -> ProviderAnswer:
     return item.message
 
 
+def _malformed(request: LinkageRequest) -> str | None:
+    """Why the request's names are MALFORMED (None: they are not)."""
+    names = (("request id", request.request_id), ("pattern id", request.pattern_id),
+             ("provider", request.provider), ("data type", request.data_type))
+    return next((why for name, value in names if (why := unfit(value, name)) is not None), None)
+
+
 def _reject(item: FromHolder, reason: str, detail: str, person: str | None = None) -> list[Send]:
+    """The rejection; its access-log event leaves out the request's MALFORMED names."""
     request = _req(item)
     return reject(item.holder, request.request_id, reason, detail, item.incoming.timestamp,
-                  item.incoming.source, LINKAGE, pattern_id=request.pattern_id,
-                  provider=request.provider, data_type=request.data_type, person=person)
+                  item.incoming.source, LINKAGE, pattern_id=_fit(request.pattern_id),
+                  provider=_fit(request.provider), data_type=_fit(request.data_type),
+                  person=person)
+
+
+def _fit(value: str) -> str | None:
+    return value if unfit(value, "") is None else None
 
 
 def _refuse_answer(item: FromHolder, reason: str, detail: str,

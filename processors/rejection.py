@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 
 from broker import topics
@@ -12,15 +13,25 @@ from schemas.messages import Rejection
 
 log = logging.getLogger(__name__)
 # A request id's length at most (a holder's UUIDv7 has 36 characters): every answer to a request
-# carries its id, an access-log event twice, and must still fit the codec's limit.
+# carries its id, an access-log event twice, and must still fit the codec's limit. A request's
+# other names (pattern id, provider, data type) are held to it too.
 REQUEST_ID_CHARS = 128
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def too_long(request_id: str) -> str | None:
-    """Why a request id is refused for its length (None: it is not)."""
-    if len(request_id) <= REQUEST_ID_CHARS:
+def too_long(value: str, name: str = "request id") -> str | None:
+    """Why a request id (or another name in a request) is refused for its length (None: it is
+    not)."""
+    if len(value) <= REQUEST_ID_CHARS:
         return None
-    return f"the request id has {len(request_id)} characters, over the {REQUEST_ID_CHARS} allowed"
+    return f"the {name} has {len(value)} characters, over the {REQUEST_ID_CHARS} allowed"
+
+
+def unfit(value: str, name: str) -> str | None:
+    """Why a name in a holder's request is MALFORMED: control characters, or too long."""
+    if CONTROL.search(value):
+        return f"the {name} holds control characters"
+    return too_long(value, name)
 
 
 def reject(holder: str, request_id: str, reason: str, detail: str, at: datetime, source: str,

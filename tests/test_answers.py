@@ -181,3 +181,22 @@ def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
         assert {e.event_id for e, _ in _logged(timed_out)} == {
             e.event_id for e, _ in _logged(again) if step_of(e) == "answered"}, \
             "a rebuilt request's answer has the id of the live one's"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("request_id", "r-\x00"), ("pattern_id", "P-074\x00"), ("provider", "town\n"),
+    ("data_type", "local_tax" * 2000)])
+def test_a_request_with_an_absurd_name_is_malformed_and_its_event_leaves_it_out(
+        ctx: Context, field: str, value: str) -> None:
+    names: dict[str, str] = {"request_id": "r-1", "pattern_id": "P-074", "provider": "town",
+                             "data_type": "local_tax", field: value}
+    request = LinkageRequest(names["request_id"], T0, _link(ctx, FIRST, "kodomo"),
+                             names["pattern_id"], names["provider"], names["data_type"])
+    refused, logged = linkage.requests([_from("kodomo", request, T0, 1)], ctx)
+    rejection, event = CODEC.decode(refused.value, Rejection), CODEC.decode(logged.value,
+                                                                            AccessLogEvent)
+    assert refused.topic == topics.inbox("kodomo") and rejection.reason == "MALFORMED"
+    assert rejection.request_id == request.request_id and field.replace("_", " ") in \
+        rejection.detail
+    assert value not in (event.pattern_id, event.provider, event.data_type)
+    assert (event.outcome, event.reason) == ("REJECTED", "MALFORMED")

@@ -22,7 +22,14 @@ from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, Detector,
 from audit.events import AccessLogEvent, decode_event, event_id, millis
 from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
 from audit.sql import connect
-from audit.store import AuditStore, Query, VerifyReport, years_before
+from audit.store import (
+    COLUMN_CHARS,
+    AuditStore,
+    Query,
+    VerifyReport,
+    column_text,
+    years_before,
+)
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
 from tests.postgres import fresh_schema
@@ -531,3 +538,26 @@ def test_bench_runs_small(tmp_path: Path) -> None:
     results = run_bench(1200, tmp_path / "bench.db", batch=500, samples=3, say=lambda _: None)
     assert results["checkpoints"][0]["size"] == 1200
     assert results["verify"]["ok"] and results["appends_per_second"] > 0
+
+
+def test_a_holders_absurd_names_are_stored_in_a_safe_form_and_verify(store: AuditStore) -> None:
+    """A NUL (PostgreSQL text refuses it) or 10 KB (over its index row size) in a holder's
+    names: the columns hold column_text of them, the leaf the exact bytes, and `verify` agrees."""
+    nul, long = event(1), event(2)
+    nul = replace(nul, event_id=event_id("r\x00" * 100, "LINKAGE"), request_id="r\x00" * 100,
+                  pattern_id="P-074\x00", provider="town\\x00")
+    long_pattern = "P-" + "7" * 10_000
+    long = replace(long, pattern_id=long_pattern, data_type="\x7f")
+    items = [item(nul), item(long)]
+    assert store.append_many(items) == [0, 1]
+    assert store.append_many(items) == [None, None]
+    assert store.stored([nul.event_id, long.event_id]) == {nul.event_id, long.event_id}
+    first, = store.query(Query(pattern="P-074\x00")).entries
+    assert first.event == nul and first.leaf == items[0][1]
+    second, = store.query(Query(pattern=long_pattern)).entries
+    assert second.event.pattern_id == column_text(long_pattern) and len(
+        second.event.pattern_id or "") == COLUMN_CHARS
+    assert decode_event(second.leaf) == long
+    assert column_text("P-074\x00") != column_text("P-074\\x00") == "P-074\\\\x00"
+    report = store.verify(decode_event)
+    assert report.ok, report.findings
