@@ -16,7 +16,7 @@ from audit import sql
 from audit.events import decode_event
 from audit.heads import Signer
 from audit.merkle import leaf_hash
-from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path
+from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path, years_before
 from broker import acls
 from broker.clients import KafkaAccess
 from renkei.state import private_dir
@@ -33,6 +33,14 @@ def utc_time(ctx: click.Context, param: click.Parameter, value: str | None) -> d
     except ValueError as exc:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def past_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """A utc_time not later than now."""
+    moment = utc_time(ctx, param, value)
+    if moment is not None and moment > datetime.now(UTC):
+        raise click.BadParameter(f"{value!r} is later than now")
+    return moment
 
 
 def store_option(command: F) -> F:
@@ -84,14 +92,22 @@ def verify(db: str | None) -> None:
 
 @audit_cli.command()
 @store_option
-@click.option("--now", callback=utc_time, metavar="TIME",
-              help="the time to purge at [default: now]")
-@click.option("--retention-years", type=click.IntRange(min=1), default=RETENTION_YEARS,
-              show_default=True)
+@click.option("--now", callback=past_time, metavar="TIME",
+              help="the time to purge at, not later than now [default: now]")
+@click.option("--retention-years", type=click.IntRange(min=RETENTION_YEARS),
+              default=RETENTION_YEARS, show_default=True,
+              help=f"at least {RETENTION_YEARS}: the law's minimum")
 def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
     """Delete entries older than the retention; their leaf hashes and all heads stay."""
+    at = now or datetime.now(UTC)
+    try:
+        years_before(at, retention_years)
+    except ValueError as exc:
+        raise click.BadParameter(f"{retention_years} years before {at.date().isoformat()} is "
+                                 "before the year 1",
+                                 param_hint="'--now' / '--retention-years'") from exc
     with open_store(db) as store:
-        record = store.purge(now or datetime.now(UTC), retention_years)
+        record = store.purge(at, retention_years)
     click.echo(f"purged {record.count} entries older than "
                f"{record.cutoff.isoformat(timespec='milliseconds')} "
                f"({len(record.ranges)} serial range(s))")

@@ -382,8 +382,12 @@ class AuditStore:
                 if seen is not None and seen != leaf:
                     log.warning("event %s came again with other bytes; the first one stays",
                                 event.event_id)
-                if seen is not None or (horizon is not None
-                                        and millis(event.occurred_at) < horizon):
+                expired = horizon is not None and millis(event.occurred_at) < horizon
+                if seen is None and expired:
+                    log.error("event %s of %s is not logged: it is older than the last purge's "
+                              "cutoff %s", key, event.occurred_at.isoformat(),
+                              from_millis(horizon).isoformat())
+                if seen is not None or expired:
                     serials.append(None)
                     continue
                 known[key] = leaf

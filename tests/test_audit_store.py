@@ -561,3 +561,25 @@ def test_a_holders_absurd_names_are_stored_in_a_safe_form_and_verify(store: Audi
     assert column_text("P-074\x00") != column_text("P-074\\x00") == "P-074\\\\x00"
     report = store.verify(decode_event)
     assert report.ok, report.findings
+
+
+@pytest.mark.parametrize("args, said", [
+    (("--now", "2040-01-01T00:00:00Z"), "is later than now"),
+    (("--retention-years", "1"), "1 is not in the range x>=7"),
+    (("--retention-years", "3000"), "3000 years before"),
+    (("--now", "0003-01-01"), "7 years before 0003-01-01")])
+def test_a_purge_in_the_future_shorter_than_the_law_or_before_year_1_is_refused(
+        store: AuditStore, db: str, args: tuple[str, ...], said: str) -> None:
+    recent = datetime.now(UTC) - timedelta(days=3)
+    store.append_many([item(event(1, at=recent))])
+    result = CliRunner().invoke(audit_cli, ["purge", "--db", db, *args])
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert store.size() == 1 and store.entry(0) is not None and not store.purges()
+
+
+def test_an_event_older_than_the_last_purges_cutoff_is_logged_as_not_kept(
+        store: AuditStore, caplog: pytest.LogCaptureFixture) -> None:
+    store.purge(T0 + timedelta(days=365 * 8))
+    assert store.append_many([item(event(1))]) == [None]
+    assert any(r.levelname == "ERROR" and "req-0001:LINKAGE" in r.getMessage()
+               and "not logged" in r.getMessage() for r in caplog.records)
