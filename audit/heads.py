@@ -78,17 +78,22 @@ class Signer:
 
     @classmethod
     def load_or_create(cls, path: Path | None = None) -> Signer:
-        """The key in `path` (default: the state folder's audit/head-key.json), made if missing."""
+        """The key in `path` (default: the state folder's audit/head-key.json), made if missing;
+        of processes starting together (the audit consumer and the portal), the first to write
+        it wins and the others read its key."""
         path = path or private_dir("audit") / KEY_FILE
-        if path.exists():
-            raw = bytes.fromhex(read_json(path)["private_key"])
-            return cls(Ed25519PrivateKey.from_private_bytes(raw))
-        signer = cls.generate()
-        write_json(path, {"algorithm": "Ed25519",
-                          "private_key": signer._key.private_bytes_raw().hex(),
-                          "public_key": signer.public_key.public_bytes_raw().hex()},
-                   private=True)
-        return signer
+        if not path.exists():
+            signer = cls.generate()
+            try:
+                write_json(path, {"algorithm": "Ed25519",
+                                  "private_key": signer._key.private_bytes_raw().hex(),
+                                  "public_key": signer.public_key.public_bytes_raw().hex()},
+                           private=True, new=True)
+                return signer
+            except FileExistsError:
+                pass  # another process made it meanwhile: its key is the log's
+        raw = bytes.fromhex(read_json(path)["private_key"])
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)

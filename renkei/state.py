@@ -81,19 +81,28 @@ def write_public(path: Path, text: str) -> None:
     _write(path, text, 0o644)
 
 
-def write_json(path: Path, data: Any, private: bool = False) -> None:
+def write_json(path: Path, data: Any, private: bool = False, new: bool = False) -> None:
+    """Write `data` as JSON; if `new`, only where no file is (else FileExistsError)."""
     _write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n",
-           0o600 if private else 0o644)
+           0o600 if private else 0o644, new)
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    """Write whole or not at all: a reader never sees a half-written file."""
+def _write(path: Path, text: str, mode: int, new: bool = False) -> None:
+    """Write whole or not at all: a reader never sees a half-written file. If `new`, the file
+    must not be there yet: of two processes making it at once, one wins, the other gets
+    FileExistsError (link, like O_EXCL, fails on a name that exists) and nothing is replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
-    os.replace(partial, path)
+    if not new:
+        os.replace(partial, path)
+        return
+    try:
+        os.link(partial, path)
+    finally:
+        partial.unlink()
 
 
 def read_json(path: Path) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -158,6 +159,19 @@ def test_the_head_key_is_kept_private_and_reused(state: Path) -> None:
     assert not verify_head(signed, Signer.generate().public_key)
     moved = SignedHead(TreeHead(1, signed.head.root, T0), signed.key_id, signed.signature)
     assert not verify_head(moved, signer.public_key)
+
+
+def test_of_two_processes_making_the_head_key_at_once_both_sign_with_the_first_ones(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit consumer and the portal start together: both find no key; the other one
+    writes its key between this one's look and its write."""
+    first = Signer.load_or_create()
+    path = state / "audit" / "head-key.json"
+    written = path.read_bytes()
+    monkeypatch.setattr(Path, "exists", lambda self: self != path and os.path.lexists(self))
+    assert Signer.load_or_create().key_id == first.key_id
+    assert path.read_bytes() == written and path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
 # ---- queries ----
