@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import click
 
 from audit import sql
 from audit.events import decode_event
-from audit.heads import Signer
+from audit.heads import NoKey, Signer
 from audit.merkle import leaf_hash
 from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path, years_before
 from broker import acls
@@ -52,11 +53,21 @@ def store_option(command: F) -> F:
 
 def open_store(db: str | None, create: bool = False) -> AuditStore:
     """The store at `db` (default in the state folder), signing with the state folder's key; a
-    SQLite store that is not there is made only if `create` (else NoStore)."""
+    SQLite store that is not there, or the key, is made only if `create` (else NoStore, NoKey):
+    an auditor checking a copy gets no key of its own that would call the log tampered."""
     url = db or default_path()
     if not create and not sql.exists(url):
         raise sql.NoStore(f"no audit store at {url} (`renkei audit run` makes one)")
-    return AuditStore(url, Signer.load_or_create())
+    try:  # the store first (its errors say more), with a key in memory that signs nothing
+        store = AuditStore(url, Signer.generate())
+    except sqlite3.DatabaseError as exc:  # a file that is not a SQLite database
+        raise sql.NoStore(f"cannot open the store at {url}: {exc}") from exc
+    try:
+        store.signer = Signer.load_or_create() if create else Signer.load()
+    except NoKey:
+        store.close()
+        raise
+    return store
 
 
 def _echo_json(data: Any) -> None:

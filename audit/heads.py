@@ -20,6 +20,10 @@ HEAD_CONTEXT = b"renkei audit tree head v1\x00"
 KEY_FILE = "head-key.json"
 
 
+class NoKey(LookupError):
+    """The state folder holds no head key (and this command makes none)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TreeHead:
     """The state of the log at one moment; `timestamp` is kept at millisecond precision."""
@@ -55,6 +59,11 @@ class SignedHead:
         return cls(head, bytes.fromhex(data["key_id"]), bytes.fromhex(data["signature"]))
 
 
+def key_path() -> Path:
+    """Where the log's head key is kept: the state folder's audit/head-key.json."""
+    return private_dir("audit") / KEY_FILE
+
+
 def key_id(public_key: Ed25519PublicKey) -> bytes:
     """SHA-256 of the raw public key: names the key that signed a head."""
     return hashlib.sha256(public_key.public_bytes_raw()).digest()
@@ -81,7 +90,7 @@ class Signer:
         """The key in `path` (default: the state folder's audit/head-key.json), made if missing;
         of processes starting together (the audit consumer and the portal), the first to write
         it wins and the others read its key."""
-        path = path or private_dir("audit") / KEY_FILE
+        path = path or key_path()
         if not path.exists():
             signer = cls.generate()
             try:
@@ -92,7 +101,17 @@ class Signer:
                 return signer
             except FileExistsError:
                 pass  # another process made it meanwhile: its key is the log's
-        raw = bytes.fromhex(read_json(path)["private_key"])
+        return cls.load(path)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Signer:
+        """The key in `path` (default: the state folder's audit/head-key.json); NoKey if none."""
+        path = path or key_path()
+        try:
+            raw = bytes.fromhex(read_json(path)["private_key"])
+        except FileNotFoundError:
+            raise NoKey(f"no head key at {path}: `renkei audit run` makes it; to check a copy "
+                        "of a store, put its head key there") from None
         return cls(Ed25519PrivateKey.from_private_bytes(raw))
 
     def sign(self, message: bytes) -> bytes:

@@ -10,6 +10,7 @@ import click
 from aiokafka.errors import KafkaConnectionError
 
 from audit.cli import audit_cli
+from audit.heads import NoKey
 from audit.oversight_cli import oversight_cli
 from audit.sql import NoStore
 from authority.cli import authority_cli
@@ -38,7 +39,7 @@ from renkei.state import InUse
 
 # Said as they are: each message names what is missing or wrong and what to do.
 SAID = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, RegistryExists,
-        NoRegistry, NotAHolder, NotAPrivateHolder, KeysMissing, NoStore, BadPatternFile)
+        NoRegistry, NotAHolder, NotAPrivateHolder, KeysMissing, NoStore, NoKey, BadPatternFile)
 
 
 class _Commands(click.Group):

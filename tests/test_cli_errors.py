@@ -79,8 +79,31 @@ def test_reading_an_audit_store_that_is_not_there_makes_none(tmp_path: Path,
     assert not list(state.rglob("*.db")) and not list(state.rglob("head-key.json"))
 
 
+@pytest.mark.parametrize("command", ["verify", "head", "query", "purge"])
+def test_an_audit_command_on_a_store_without_its_key_makes_none(tmp_path: Path,
+                                                                 command: str) -> None:
+    """An auditor's copy in a state folder of its own: a key made there would call it tampered."""
+    AuditStore(tmp_path / "copy.db", Signer.generate()).close()
+    state = tmp_path / "state"
+    run = renkei("audit", command, "--db", str(tmp_path / "copy.db"),
+                 env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 1, run.stdout
+    said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}")
+    assert not list(state.rglob("head-key.json"))
+
+
+def test_verifying_a_file_that_is_not_a_store_says_so(tmp_path: Path) -> None:
+    (tmp_path / "notadb.db").write_text("not a db\n")
+    Signer.load_or_create(tmp_path / "state" / "audit" / "head-key.json")
+    run = renkei("audit", "verify", "--db", str(tmp_path / "notadb.db"),
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, "file is not a database")
+
+
 def test_a_bad_cursor_names_the_field_a_page_gives(tmp_path: Path) -> None:
     AuditStore(tmp_path / "audit.db", Signer.generate()).close()
+    Signer.load_or_create(tmp_path / "state" / "audit" / "head-key.json")
     run = renkei("audit", "query", "--db", str(tmp_path / "audit.db"), "--after", "bad",
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2
