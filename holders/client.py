@@ -248,16 +248,16 @@ class HolderClient:
             seen, epoch = self.directory.version, self._epoch()
             if epoch != brought_to:
                 try:
-                    converted, invalid = await self._rekey(epoch)
+                    converted, investigated = await self._rekey(epoch)
                 except Exception as exc:  # refused, timed out, not sent: it must not stop here
                     log.error("%s: re-keying to epoch %s failed (%s): again in %.0f s",
                               self.holder, epoch, exc, REKEY_AGAIN)
                     await asyncio.sleep(REKEY_AGAIN)
                     continue
                 brought_to = epoch
-                if converted or invalid:
-                    log.info("%s: bindings re-keyed to epoch %s: %d converted, %d not valid "
-                             "(to investigation)", self.holder, brought_to, converted, invalid)
+                if converted or investigated:
+                    log.info("%s: bindings re-keyed to epoch %s: %d converted, %d to "
+                             "investigation", self.holder, brought_to, converted, investigated)
             await self._epoch_news(seen)
             if self._late_binding.is_set():
                 self._late_binding.clear()
@@ -296,28 +296,37 @@ class HolderClient:
 
     async def _rekey(self, epoch: int, within: float = 120.0) -> tuple[int, int]:
         """Bring every binding of an older key epoch to `epoch`: the platform converts the link
-        codes, a batch at a time. How many were converted, and how many were not valid."""
+        codes, a batch at a time. How many were converted, and how many went to investigation
+        (not valid, or the new code bound to another record already)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        converted = invalid = 0
+        converted = investigated = 0
         stale = self.store.bindings_before(epoch)
         while stale:
             asked = [await self._ask_rekey(old_epoch, codes[start:start + REKEY_CODES])
                      for old_epoch, codes in stale.items()
                      for start in range(0, len(codes), REKEY_CODES)]
+            answered_at = epoch
             for request_id in asked:
                 done = await self.outcome(request_id, max(0.0, deadline - loop.time()))
                 if done.status != REKEYED or done.result is None:
                     raise RekeyRefused(f"request {request_id}: {done.status}: {done.detail}")
                 converted += int(done.result["converted"])
-                invalid += int(done.result["invalid"])
+                investigated += int(done.result["investigated"])
+                answered_at = min(answered_at, int(done.result["epoch"]))
             left = self.store.bindings_before(epoch)
-            if left == stale:  # the platform is still at the old epoch: it reads the directory
-                if loop.time() + REKEY_RETRY > deadline:  # anew
+            if left == stale:
+                if answered_at >= epoch:  # answered at the new epoch: asking again moves nothing
+                    log.error("%s: %d binding(s) could not move to epoch %s: they stay of "
+                              "their old epoch", self.holder, sum(map(len, left.values())),
+                              epoch)
+                    break
+                # the platform is still at the old epoch: it reads the directory anew
+                if loop.time() + REKEY_RETRY > deadline:
                     raise TimeoutError("the platform did not move to the new epoch in time")
                 await asyncio.sleep(REKEY_RETRY)
             stale = left
-        return converted, invalid
+        return converted, investigated
 
     async def _ask_rekey(self, epoch: int, link_codes: list[str]) -> str:
         request_id = new_request_id()
@@ -504,24 +513,27 @@ class HolderClient:
         return self._finish(request, INVESTIGATING, reason)
 
     def _rekeyed(self, request: Request, answer: RekeyAnswer) -> Request | None:
-        """Rebind each record to its new code; a record whose old code was not valid is unbound
-        and investigated."""
-        converted = invalid = 0
+        """Rebind each record to its new code; a record whose old code was not valid, or whose
+        new code is bound to another record already, is unbound and investigated."""
+        converted = investigated = 0
         for code in answer.codes:
-            own_number = self.store.rekey(code.old, code.new, answer.epoch)
-            if own_number is None:
+            moved = self.store.rekey(code.old, code.new, answer.epoch)
+            if moved is None:
                 continue
-            if code.new is None:
-                invalid += 1
-                self.store.investigate(f"{request.request_id}:{own_number}", own_number,
-                                       f"its link code is not valid at epoch {answer.epoch}: "
-                                       "bind it again")
-            else:
+            if code.new is not None and moved.taken_by is None:
                 converted += 1
+                continue
+            investigated += 1
+            self.store.investigate(
+                f"{request.request_id}:{moved.own_number}", moved.own_number,
+                f"its link code of epoch {answer.epoch} is already bound to record "
+                f"{moved.taken_by}" if moved.taken_by else
+                f"its link code is not valid at epoch {answer.epoch}: bind it again")
         self._rebound.set()  # the requests waiting for their records look again
         self._rebound = asyncio.Event()
         return self._finish(request, REKEYED, f"epoch {answer.epoch}",
-                            {"converted": str(converted), "invalid": str(invalid)})
+                            {"converted": str(converted), "investigated": str(investigated),
+                             "epoch": str(answer.epoch)})
 
     def _sealed(self, query: ProviderQuery, fields: dict[str, str] | None) -> tuple[str, bytes]:
         """The answer's status, and the data sealed to the requester if found; REFUSED when the

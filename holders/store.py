@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from registry.residents import FourAttributes, Sex
 from renkei.state import private_dir
@@ -69,6 +70,14 @@ class Request:
     status: str
     detail: str | None
     result: dict[str, str] | None
+
+
+class Rekeyed(NamedTuple):
+    """A binding re-keying moved, or unbound: for its new code was not valid, or was bound to
+    record `taken_by` already."""
+
+    own_number: str
+    taken_by: str | None = None
 
 
 def default_path(holder: str) -> Path:
@@ -184,10 +193,12 @@ class HolderStore:
     # the correspondence table and the investigation queue
     def bind(self, own_number: str, link_code: str, epoch: int) -> str | None:
         """Bind a record to its link code, of the unit's key `epoch` (a record bound already is
-        bound anew). None, or the other record the link code is bound to: then nothing changed,
-        two records of one person being an ambiguous match."""
-        other = self.db.execute("SELECT own_number FROM bindings WHERE link_code = ? "
-                                "AND own_number != ?", (link_code, own_number)).fetchone()
+        bound anew). None, or the other record the link code is bound to (or was, before a
+        re-keying moved that record on): then nothing changed, two records of one person being
+        an ambiguous match."""
+        other = self.db.execute("SELECT own_number FROM bindings WHERE (link_code = :code "
+                                "OR previous_code = :code) AND own_number != :own",
+                                {"code": link_code, "own": own_number}).fetchone()
         if other is not None:
             return str(other[0])
         self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, NULL)",
@@ -229,21 +240,34 @@ class HolderStore:
             found.setdefault(old_epoch, []).append(link_code)
         return found
 
-    def rekey(self, link_code: str, new_code: str | None, epoch: int) -> str | None:
+    def rekey(self, link_code: str, new_code: str | None, epoch: int) -> Rekeyed | None:
         """Give the binding of an older epoch's `link_code` its code of `epoch`; with no new
-        code, unbind it. The record's own number, or None if nothing changed (done already)."""
+        code, unbind it. The record moved or unbound, or None if nothing changed (done already,
+        or the new code is another record's code of an older epoch, odds ~n²/36¹¹: it stays of
+        its old epoch until that one has moved)."""
         if new_code is None:
             row = self.db.execute("DELETE FROM bindings WHERE link_code = ? AND epoch < ? "
                                   "RETURNING own_number", (link_code, epoch)).fetchone()
-        else:
-            try:
-                row = self.db.execute(
-                    "UPDATE bindings SET link_code = ?, epoch = ?, previous_code = link_code "
-                    "WHERE link_code = ? AND epoch < ? RETURNING own_number",
-                    (new_code, epoch, link_code, epoch)).fetchone()
-            except sqlite3.IntegrityError:  # the new code is another record's old one (odds
-                return None  # ~n²/36¹¹): it stays of its old epoch until that one has moved
-        return None if row is None else str(row[0])
+            return None if row is None else Rekeyed(str(row[0]))
+        try:
+            row = self.db.execute(
+                "UPDATE bindings SET link_code = ?, epoch = ?, previous_code = link_code "
+                "WHERE link_code = ? AND epoch < ? RETURNING own_number",
+                (new_code, epoch, link_code, epoch)).fetchone()
+        except sqlite3.IntegrityError:
+            return self._rekey_taken(link_code, new_code, epoch)
+        return None if row is None else Rekeyed(str(row[0]))
+
+    def _rekey_taken(self, link_code: str, new_code: str, epoch: int) -> Rekeyed | None:
+        """The new code is bound already: if to a record of `epoch` (the same person keyed
+        twice, the other bound since the unit moved), the old binding is unbound, ambiguous."""
+        other = self.db.execute("SELECT own_number FROM bindings WHERE link_code = ? "
+                                "AND epoch >= ?", (new_code, epoch)).fetchone()
+        if other is None:
+            return None
+        row = self.db.execute("DELETE FROM bindings WHERE link_code = ? AND epoch < ? "
+                              "RETURNING own_number", (link_code, epoch)).fetchone()
+        return Rekeyed(str(row[0]), str(other[0]))
 
     def investigate(self, request_id: str, own_number: str, reason: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO investigations VALUES (?, ?, ?, ?)",

@@ -14,8 +14,16 @@ import pytest
 
 from broker.clients import KafkaAccess
 from broker.credentials import Credentials
-from holders.client import BINDING, BOUND, INVESTIGATING, HolderClient, new_request_id
-from holders.store import SENT, HolderStore
+from holders.client import (
+    BINDING,
+    BOUND,
+    INVESTIGATING,
+    REKEY,
+    SYSTEM,
+    HolderClient,
+    new_request_id,
+)
+from holders.store import SENT, HolderStore, Rekeyed
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
 from renkei.envelope import Send
@@ -30,6 +38,8 @@ from schemas.messages import (
     ProviderAnswer,
     ProviderQuery,
     Rejection,
+    RekeyAnswer,
+    RekeyedCode,
 )
 
 HOLDER, STAFF, TERMINAL = "city-x", "staff-1", "city-x/terminal-1"
@@ -94,7 +104,7 @@ async def test_a_copy_of_a_binding_answer_is_only_counted(client: HolderClient) 
     request_id = binding_request(client, "H-1")
     answer = found(request_id, "ABC98765XYZ")
     await handle(client, answer)
-    assert client.store.rekey("ABC98765XYZ", "369PQRST246", 1) == "H-1"
+    assert client.store.rekey("ABC98765XYZ", "369PQRST246", 1) == Rekeyed("H-1")
     await handle(client, answer)
     assert client.store.binding("H-1") == ("369PQRST246", 1)
     assert client.store.counts(BINDING) == {BOUND: 1, "duplicates dropped": 1}
@@ -185,3 +195,86 @@ async def test_a_binding_answered_at_the_old_epoch_after_the_rekeying_is_rekeyed
     assert await asyncio.wait_for(asked.get(), 5) == {}  # at start: nothing to convert
     await handle(client, found(request_id, "ABC98765XYZ", epoch=0))
     assert await asyncio.wait_for(asked.get(), 5) == {0: ["ABC98765XYZ"]}
+
+
+OLD, NEW = "ABC98765XYZ", "369PQRST246"  # one person's link code of epoch 0, and of epoch 1
+
+
+def platform_rekeying(client: HolderClient, monkeypatch: pytest.MonkeyPatch, *epochs: int,
+                      moves: dict[str, str] | None = None) -> list[list[str]]:
+    """The platform's re-keying, at each of `epochs` in turn (then at the last): each code to
+    its new one (`moves`, by default OLD to NEW) when at a newer epoch than the codes are of,
+    as it is when not. The codes each request asked about."""
+    asked: list[list[str]] = []
+    new_codes = {OLD: NEW} if moves is None else moves
+
+    async def ask(from_epoch: int, link_codes: list[str]) -> str:
+        request_id = new_request_id()
+        client.store.open_request(request_id, REKEY, "", SYSTEM, client.terminal)
+        epoch = epochs[min(len(asked), len(epochs) - 1)]
+        asked.append(link_codes)
+        await handle(client, RekeyAnswer(request_id, epoch, tuple(
+            RekeyedCode(code, new_codes[code] if epoch > from_epoch else code)
+            for code in link_codes)))
+        return request_id
+
+    monkeypatch.setattr(client, "_ask_rekey", ask)
+    return asked
+
+
+async def test_a_rekeying_waits_for_the_platform_to_move_to_the_new_epoch(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = platform_rekeying(client, monkeypatch, 0, 0, 1)
+    client.store.bind("H-1", OLD, 0)
+    assert await client._rekey(1, within=5) == (1, 0)
+    assert asked == [[OLD]] * 3
+    assert client.store.binding("H-1") == (NEW, 1)
+
+
+async def test_a_second_record_of_one_person_bound_across_a_rekeying_is_investigated(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """H-1 bound at epoch 0, H-2 (the same person keyed again) at epoch 1 before H-1 was
+    re-keyed: H-1's new code is H-2's. H-1 is unbound and investigated, the re-keying done at
+    once (it asked the platform again and again, then timed out, then started over)."""
+    asked = platform_rekeying(client, monkeypatch, 1)
+    for own_number in ("H-1", "H-2"):
+        client.store.add_record(own_number, PERSON)
+    client.store.bind("H-1", OLD, 0)
+    second = binding_request(client, "H-2")
+    await handle(client, found(second, NEW, epoch=1))
+    assert status(client, second) == BOUND
+    assert await asyncio.wait_for(client._rekey(1, within=3), 2) == (0, 1)
+    assert asked == [[OLD]]
+    assert client.store.bindings() == {"H-2": NEW}
+    assert client.store.investigations() == [
+        ("H-1", "its link code of epoch 1 is already bound to record H-2")]
+
+
+async def test_a_second_record_answered_at_the_old_epoch_after_the_rekeying_is_investigated(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """H-1 re-keyed to epoch 1; H-2 (the same person keyed again) answered at epoch 0: its code
+    is H-1's previous one, so the match is as ambiguous as at one epoch (it was bound, both
+    records to one person, and its re-keying never completed)."""
+    platform_rekeying(client, monkeypatch, 1)
+    for own_number in ("H-1", "H-2"):
+        client.store.add_record(own_number, PERSON)
+    client.store.bind("H-1", OLD, 0)
+    assert await client._rekey(1, within=3) == (1, 0)
+    second = binding_request(client, "H-2")
+    await handle(client, found(second, OLD, epoch=0))
+    assert status(client, second) == INVESTIGATING
+    assert client.store.investigations() == [
+        ("H-2", "the link code is already bound to record H-1")]
+    assert client.store.bindings() == {"H-1": NEW}
+
+
+async def test_a_rekeying_answered_at_the_new_epoch_is_not_asked_again(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codes that do not move though the platform answered at the new epoch (here each one's
+    new code is the other's old one) would not move if asked again: the re-keying ends."""
+    asked = platform_rekeying(client, monkeypatch, 1, moves={OLD: NEW, NEW: OLD})
+    client.store.bind("H-1", OLD, 0)
+    client.store.bind("H-2", NEW, 0)
+    assert await asyncio.wait_for(client._rekey(1, within=3), 2) == (0, 0)
+    assert asked == [[NEW, OLD]]
+    assert client.store.bindings_before(1) == {0: [NEW, OLD]}

@@ -6,7 +6,7 @@ import sqlite3
 from datetime import date
 from pathlib import Path
 
-from holders.store import HolderStore
+from holders.store import HolderStore, Rekeyed
 from registry.residents import FourAttributes, Sex
 
 
@@ -29,12 +29,12 @@ def test_rekeying_moves_each_binding_to_the_new_epoch_once(tmp_path: Path) -> No
         store.bind(own, code, 0)
     store.bind("H-3", "NEW3", 1)  # bound after the bump: of the new epoch already
     assert store.bindings_before(1) == {0: ["OLD1", "OLD2", "X", "Y"]}
-    assert store.rekey("OLD1", "NEW1", 1) == "H-1"
+    assert store.rekey("OLD1", "NEW1", 1) == Rekeyed("H-1")
     assert store.rekey("OLD1", "NEW1", 1) is None  # the answer again: done already
-    assert store.rekey("OLD2", None, 1) == "H-2"  # not valid: unbound
+    assert store.rekey("OLD2", None, 1) == Rekeyed("H-2")  # not valid: unbound
     assert store.rekey("X", "Y", 1) is None  # Y is still H-5's old code: X waits
-    assert store.rekey("Y", "Z", 1) == "H-5"
-    assert store.rekey("X", "Y", 1) == "H-4"
+    assert store.rekey("Y", "Z", 1) == Rekeyed("H-5")
+    assert store.rekey("X", "Y", 1) == Rekeyed("H-4")
     assert store.bindings_before(1) == {}
     assert store.bindings() == {"H-1": "NEW1", "H-3": "NEW3", "H-4": "Y", "H-5": "Z"}
     store.close()
@@ -48,7 +48,7 @@ def test_across_a_rekeying_a_provider_finds_a_record_by_either_epochs_code(
                                              Sex.FEMALE))
         store.put_data(own, "local_tax", {"of": own})
         store.bind(own, code, 0)
-    assert store.rekey("OLD1", "NEW1", 1) == "H-1"  # H-2 not moved yet
+    assert store.rekey("OLD1", "NEW1", 1) == Rekeyed("H-1")  # H-2 not moved yet
     assert store.binding("H-1") == ("NEW1", 1) and store.binding("H-2") == ("OLD2", 0)
     # a query of the new epoch, for a record not moved yet: by the person's previous code
     assert store.provided("NEW2", "local_tax", previous="OLD2") == {"of": "H-2"}
@@ -70,7 +70,7 @@ def test_a_store_made_before_rekeying_has_its_codes_of_the_first_epoch(tmp_path:
     old.close()
     store = HolderStore(path)
     assert store.bindings_before(1) == {0: ["LC-1"]}
-    assert store.rekey("LC-1", "LC-9", 1) == "H-1"
+    assert store.rekey("LC-1", "LC-9", 1) == Rekeyed("H-1")
     assert store.binding("H-1") == ("LC-9", 1)
     store.close()
 
@@ -85,6 +85,32 @@ def test_a_link_code_bound_to_one_record_is_not_bound_to_another(tmp_path: Path)
     assert store.provided("LC-1", "local_tax") == {"of": "H-1"}
     assert store.bind("H-1", "LC-9", 1) is None  # the same record, bound anew
     assert store.binding("H-1") == ("LC-9", 1)
+    store.close()
+
+
+def test_a_code_a_rekeying_moved_a_record_on_from_is_not_bound_to_another(
+        tmp_path: Path) -> None:
+    """A second record of one person answered at the old epoch after the first was re-keyed:
+    the old code is the first one's previous code, and the match as ambiguous as at one epoch."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.bind("H-1", "OLD1", 0)
+    assert store.rekey("OLD1", "NEW1", 1) == Rekeyed("H-1")
+    assert store.bind("H-2", "OLD1", 0) == "H-1"
+    assert store.bindings() == {"H-1": "NEW1"}
+    assert store.bind("H-1", "OLD1", 0) is None  # the same record may be bound to it again
+    store.close()
+
+
+def test_a_rekeying_onto_a_code_bound_since_unbinds_the_old_binding(tmp_path: Path) -> None:
+    """A second record of one person bound at the new epoch before the first was re-keyed: the
+    first's new code is the second's, so the first is unbound (ambiguous), not left to wait."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.bind("H-1", "OLD1", 0)
+    store.bind("H-2", "NEW1", 1)
+    assert store.rekey("OLD1", "NEW1", 1) == Rekeyed("H-1", taken_by="H-2")
+    assert store.bindings() == {"H-2": "NEW1"}
+    assert store.bindings_before(1) == {}
+    assert store.rekey("OLD1", "NEW1", 1) is None  # the answer again: done already
     store.close()
 
 
