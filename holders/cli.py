@@ -32,19 +32,32 @@ def holder_cli() -> None:
 @click.option("--name", required=True, help="the holder's name, e.g. 桜町役場")
 @click.option("--role", required=True, help="its role in the legal pattern list")
 @click.option("--unit", default=None, callback=unit_name,
-              help="a shared link-code unit (default: its own)")
-@click.option("--private", is_flag=True, help="a private holder: binding needs consent")
-def register(holder: str, name: str, role: str, unit: str | None, private: bool) -> None:
-    """Register a holder: principal, topics, ACLs, sealing key and directory entry."""
+              help="a shared link-code unit (default: as registered before, else its own)")
+@click.option("--private/--public", default=None,
+              help="a private holder: binding needs consent (default: as registered before, "
+                   "else public)")
+@click.option("--move-unit", is_flag=True,
+              help="move a registered holder to another link-code unit (every binding of its "
+                   "records has to be redone)")
+def register(holder: str, name: str, role: str, unit: str | None, private: bool | None,
+             move_unit: bool) -> None:
+    """Register a holder: principal, topics, ACLs, sealing key and directory entry. Registered
+    again, it keeps its link-code unit and private flag unless given."""
     try:
         provision.add_holder(provision.reached_admin(), holder, provision.Report())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    epoch = directory.unit_epoch(asyncio.run(directory.current()), unit or holder)
-    entry = directory.holder_entry(holder, name, role, unit, private, epoch)
+    entries = asyncio.run(directory.current())
+    entry = directory.registered(entries, holder, name, role, unit, private, move_unit)
     asyncio.run(directory.publish([entry]))
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
-               f"at key epoch {epoch}" + (", private (consent needed)" if private else ""))
+               f"at key epoch {entry.key_epoch}"
+               + (", private (consent needed)" if entry.private else ""))
+    before = entries.get(holder)
+    if before is not None:
+        changed = directory.changes(before, entry)
+        click.echo("changed from its previous entry: " + ", ".join(changed) if changed
+                   else "unchanged from its previous entry")
 
 
 @holder_cli.command()

@@ -25,12 +25,42 @@ class NotAPrivateHolder(ValueError):
     (companies) binding them, and to nobody else."""
 
 
+class UnitMove(ValueError):
+    """A holder in the directory re-registered into another link-code unit without saying it
+    means to move: every link code of its records would change."""
+
+
 def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
                  private: bool = False, epoch: int = 0) -> HolderEntry:
     """A holder's entry, with the public half of its sealing key (made now if it has none)."""
     return HolderEntry(holder, name, role, unit or holder, epoch,
                        sealing.public_bytes(sealing.key_of(holder)), private, True,
                        datetime.now(UTC))
+
+
+def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, role: str,
+               unit: str | None = None, private: bool | None = None,
+               move_unit: bool = False) -> HolderEntry:
+    """A holder's entry as (re-)registered: one in the directory already keeps its link-code
+    unit (at the unit's key epoch) and its private flag unless given, and moves to another
+    unit only with `move_unit` (else UnitMove); a new one gets its own unit unless given."""
+    before = directory.get(holder)
+    if before is not None:
+        if unit not in (None, before.link_unit) and not move_unit:
+            raise UnitMove(f"{holder} is in link-code unit {before.link_unit!r}: in {unit!r} "
+                           f"every link code of its records changes and every binding would "
+                           f"have to be redone; give --move-unit to move it all the same")
+        unit = unit or before.link_unit
+        private = before.private if private is None else private
+    unit = unit or holder
+    return holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
+
+
+def changes(before: HolderEntry, after: HolderEntry) -> list[str]:
+    """What a re-registration changed in a holder's entry, one `field old → new` each."""
+    return [f"{field} {old} → {new}" for field, old, new in (
+        (field, getattr(before, field), getattr(after, field))
+        for field in ("name", "role", "link_unit", "key_epoch", "private")) if old != new]
 
 
 def service_entries() -> list[HolderEntry]:

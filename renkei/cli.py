@@ -23,7 +23,7 @@ from cards.cli import card_cli
 from holders.cli import holder_cli
 from portal.cli import portal_cli
 from processors.cli import directory_cli, patterns_cli, platform_cli
-from processors.directory import NotAPrivateHolder
+from processors.directory import NotAPrivateHolder, UnitMove
 from processors.keys import KeysMissing
 from processors.keys_cli import keys_cli
 from processors.patterns import BadPatternFile
@@ -39,15 +39,16 @@ from renkei.state import InUse
 
 # Said as they are: each message names what is missing or wrong and what to do.
 SAID = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, RegistryExists,
-        NoRegistry, NotAHolder, NotAPrivateHolder, KeysMissing, NoStore, NoKey, BadPatternFile)
+        NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing, NoStore, NoKey,
+        BadPatternFile)
 
 
 class _Commands(click.Group):
     """The commands; a broker not set up, away or refusing the log-in, a view no longer followed,
     a state folder another run holds, a registry missing or not to be replaced, a holder id not
-    registered, a consent to one not a private holder, no key store, an audit store that cannot
-    be opened, a bad pattern file or a port in use is said in one line (no traceback), exit
-    code 1."""
+    registered, a consent to one not a private holder, a registered holder moved to another
+    link-code unit unasked, no key store, an audit store that cannot be opened, a bad pattern
+    file or a port in use is said in one line (no traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

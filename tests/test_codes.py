@@ -306,6 +306,27 @@ def test_the_operator_bumps_a_whole_unit_to_its_next_epoch() -> None:
         directory.next_epoch(entries, "platform")
 
 
+def test_a_holder_registered_again_keeps_its_unit_and_private_flag_unless_given(
+        state: Path) -> None:
+    """Re-registered to correct its name, a private holder in a re-keyed unit went to a unit of
+    its own at epoch 0 (every binding lost) and public (binding without consent)."""
+    entries = {"clinic": replace(_entry("clinic", "medical", 1), private=True),
+               "pharmacy": _entry("pharmacy", "medical", 1)}
+    again = directory.registered(entries, "clinic", "北町クリニック", "municipality")
+    assert (again.link_unit, again.key_epoch, again.private) == ("medical", 1, True)
+    assert directory.changes(entries["clinic"], again) == ["name clinic → 北町クリニック"]
+    public = directory.registered(entries, "clinic", "clinic", "municipality", "medical", False)
+    assert directory.changes(entries["clinic"], public) == ["private True → False"]
+    with pytest.raises(directory.UnitMove, match="every binding would have to be redone"):
+        directory.registered(entries, "clinic", "clinic", "municipality", "clinic")
+    moved = directory.registered(entries, "clinic", "clinic", "municipality", "clinic",
+                                 move_unit=True)
+    assert directory.changes(entries["clinic"], moved) == ["link_unit medical → clinic",
+                                                           "key_epoch 1 → 0"]
+    new = directory.registered(entries, "town", "town", "municipality")
+    assert (new.link_unit, new.key_epoch, new.private) == ("town", 0, False)
+
+
 RESIDENT = random_codes(1, seed=11)[0]
 
 

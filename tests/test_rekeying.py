@@ -17,7 +17,7 @@ from renkei.scenario import LAWFUL, answerable, people, rekeyed, round_trip
 from renkei.town import Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
-from tests.kafka_helpers import audit_events, rejection_of, renkei
+from tests.kafka_helpers import audit_events, rejection_of, renkei, said_in_one_line
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOLDER = "nenkin"  # its own link-code unit; in no test elsewhere by a fixed epoch
@@ -122,3 +122,30 @@ async def test_a_holder_registered_into_a_rekeyed_unit_gets_its_current_epoch(
     joined = renkei("holder", "register", "kita-pharmacy", "--name", "北町薬局",
                     "--role", "medical_institution", "--unit", "kita-medical")
     assert "link-code unit kita-medical at key epoch 1" in joined.stdout
+
+
+async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Town) -> None:
+    """`renkei holder register` again, to correct a name: the holder went to a unit of its own at
+    epoch 0 (every binding of its records lost) and public (binding without consent)."""
+    renkei("holder", "register", "higashi-clinic", "--name", "東町診療所",
+           "--role", "medical_institution", "--unit", "higashi-medical", "--private")
+    renkei("keys", "rekey", "higashi-medical")
+    again = renkei("holder", "register", "higashi-clinic", "--name", "東町クリニック",
+                   "--role", "medical_institution")
+    assert again.stdout.splitlines() == [
+        "registered higashi-clinic (東町クリニック): role medical_institution, link-code unit "
+        "higashi-medical at key epoch 1, private (consent needed)",
+        "changed from its previous entry: name 東町診療所 → 東町クリニック"]
+    refused = renkei("holder", "register", "higashi-clinic", "--name", "東町クリニック",
+                     "--role", "medical_institution", "--unit", "higashi-clinic", check=False)
+    assert refused.returncode == 1
+    said_in_one_line(refused.stderr, "every binding would have to be redone; give --move-unit")
+    entry = (await directory.current())["higashi-clinic"]
+    assert (entry.name, entry.link_unit, entry.key_epoch, entry.private) == (
+        "東町クリニック", "higashi-medical", 1, True)
+    moved = renkei("holder", "register", "higashi-clinic", "--name", "東町クリニック",
+                   "--role", "medical_institution", "--unit", "higashi-clinic", "--move-unit",
+                   "--public")
+    assert moved.stdout.splitlines()[1] == ("changed from its previous entry: link_unit "
+                                            "higashi-medical → higashi-clinic, key_epoch 1 → 0, "
+                                            "private True → False")
