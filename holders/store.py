@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS bindings (
     bound_at TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, previous_code TEXT);
 CREATE TABLE IF NOT EXISTS investigations (
     request_id TEXT PRIMARY KEY, own_number TEXT NOT NULL, reason TEXT NOT NULL,
-    opened_at TEXT NOT NULL);
+    opened_at TEXT NOT NULL, closed_at TEXT);
 CREATE TABLE IF NOT EXISTS staff (staff_id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS terminals (terminal_id TEXT PRIMARY KEY);
 -- the terminals a staff member is tied to; one with none may use any registered terminal
@@ -94,16 +94,24 @@ class HolderStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(bindings)")}
-        for column, kind in (("epoch", "INTEGER NOT NULL DEFAULT 0"), ("previous_code", "TEXT")):
-            if column not in columns:  # a store made before re-keying: nothing moved yet
-                self.db.execute(f"ALTER TABLE bindings ADD COLUMN {column} {kind}")
+        # a store made before re-keying: nothing moved yet
+        self._add_columns("bindings", ("epoch", "INTEGER NOT NULL DEFAULT 0"),
+                          ("previous_code", "TEXT"))
         self.db.execute("CREATE INDEX IF NOT EXISTS bindings_previous_code "
                         "ON bindings (previous_code)")
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(requests)")}
-        for column, kind in (("outgoing_key", "TEXT"), ("outgoing", "BLOB")):
-            if column not in columns:  # a store made before requests were kept until sent
-                self.db.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
+        # a store made before requests were kept until sent
+        self._add_columns("requests", ("outgoing_key", "TEXT"), ("outgoing", "BLOB"))
+        # a store made before cases were closed: each case open
+        self._add_columns("investigations", ("closed_at", "TEXT"))
+        self.db.execute("CREATE INDEX IF NOT EXISTS investigations_open "
+                        "ON investigations (own_number) WHERE closed_at IS NULL")
+
+    def _add_columns(self, table: str, *columns: tuple[str, str]) -> None:
+        """Add the columns (name, type) a store made by an earlier version lacks."""
+        has = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+        for column, kind in columns:
+            if column not in has:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -195,14 +203,17 @@ class HolderStore:
         """Bind a record to its link code, of the unit's key `epoch` (a record bound already is
         bound anew). None, or the other record the link code is bound to (or was, before a
         re-keying moved that record on): then nothing changed, two records of one person being
-        an ambiguous match."""
+        an ambiguous match. Bound, the record's open investigations are closed."""
         other = self.db.execute("SELECT own_number FROM bindings WHERE (link_code = :code "
                                 "OR previous_code = :code) AND own_number != :own",
                                 {"code": link_code, "own": own_number}).fetchone()
         if other is not None:
             return str(other[0])
+        now = _now()
         self.db.execute("INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?, NULL)",
-                        (own_number, link_code, _now(), epoch))
+                        (own_number, link_code, now, epoch))
+        self.db.execute("UPDATE investigations SET closed_at = ? "
+                        "WHERE own_number = ? AND closed_at IS NULL", (now, own_number))
         return None
 
     def link_code(self, own_number: str) -> str | None:
@@ -270,12 +281,15 @@ class HolderStore:
         return Rekeyed(str(row[0]), str(other[0]))
 
     def investigate(self, request_id: str, own_number: str, reason: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO investigations VALUES (?, ?, ?, ?)",
+        """Open a case: the record, and why it is not bound (closed once it is bound)."""
+        self.db.execute("INSERT OR IGNORE INTO investigations VALUES (?, ?, ?, ?, NULL)",
                         (request_id, own_number, reason, _now()))
 
     def investigations(self) -> list[tuple[str, str]]:
+        """The open cases (record, reason), oldest first."""
         return [(r[0], r[1]) for r in self.db.execute(
-            "SELECT own_number, reason FROM investigations ORDER BY opened_at")]
+            "SELECT own_number, reason FROM investigations WHERE closed_at IS NULL "
+            "ORDER BY opened_at, rowid")]
 
     # requests this holder sent, and their outcome (each recorded once)
     def open_request(self, request_id: str, kind: str, own_number: str, operator: str,

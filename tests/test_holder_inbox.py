@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -96,6 +97,21 @@ async def test_a_second_record_of_one_person_is_investigated_not_bound(
     again = binding_request(client, "H-1")  # the same record, to its code of a new epoch
     await handle(client, found(again, "369PQRST246", epoch=1))
     assert client.store.binding("H-1") == ("369PQRST246", 1)
+
+
+async def test_a_record_corrected_and_bound_leaves_the_investigation_queue(
+        client: HolderClient) -> None:
+    client.store.add_record("H-1", replace(PERSON, address="桜町9-9"))  # an old address
+    first = binding_request(client, "H-1")
+    await handle(client, found(first, "ABC98765XYZ"))
+    assert status(client, first) == INVESTIGATING
+    assert client.store.investigations() == [
+        ("H-1", "the registry's address differ(s) from ours")]
+    client.store.add_record("H-1", PERSON)  # the clerk corrects it
+    again = binding_request(client, "H-1")
+    await handle(client, found(again, "ABC98765XYZ"))
+    assert status(client, again) == BOUND
+    assert client.store.investigations() == []
 
 
 async def test_a_copy_of_a_binding_answer_is_only_counted(client: HolderClient) -> None:

@@ -114,6 +114,36 @@ def test_a_rekeying_onto_a_code_bound_since_unbinds_the_old_binding(tmp_path: Pa
     store.close()
 
 
+def test_a_case_is_closed_once_its_record_is_bound(tmp_path: Path) -> None:
+    """The investigation queue lists open cases: a record corrected and bound leaves it (it
+    stayed listed with its old reason, forever)."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.investigate("r-1", "H-1", "the registry's address differ(s) from ours")
+    store.investigate("r-2", "H-2", "no candidate found")
+    assert store.bind("H-1", "LC-1", 0) is None
+    assert store.investigations() == [("H-2", "no candidate found")]
+    assert store.bind("H-2", "LC-1", 0) == "H-1"  # refused: its case stays open
+    store.investigate("r-3", "H-1", "its link code is not valid at epoch 1: bind it again")
+    assert [own for own, _ in store.investigations()] == ["H-2", "H-1"]
+    assert store.bind("H-1", "LC-9", 1) is None
+    assert store.investigations() == [("H-2", "no candidate found")]
+    store.close()
+
+
+def test_a_store_made_before_cases_were_closed_has_them_open(tmp_path: Path) -> None:
+    path = tmp_path / "holder.db"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE investigations (request_id TEXT PRIMARY KEY, own_number TEXT "
+                    "NOT NULL, reason TEXT NOT NULL, opened_at TEXT NOT NULL)")
+        old.execute("INSERT INTO investigations VALUES ('r-1', 'H-1', 'why', '2026-01-01')")
+    old.close()
+    store = HolderStore(path)
+    assert store.investigations() == [("H-1", "why")]
+    store.bind("H-1", "LC-1", 0)
+    assert store.investigations() == []
+    store.close()
+
+
 def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
         tmp_path: Path) -> None:
     """A request recorded and not yet taken by the broker (away, or the holder stopped) is sent
