@@ -2,7 +2,9 @@
 communication servers at a steady rate while, every few seconds, one process is SIGKILLed and
 started again — a platform instance (several share the consumer group), a holder's
 communication server, the audit consumer, or the broker itself. Afterwards every request the
-servers accepted is counted: answered once, logged once by its requester, audited once per step.
+requesters recorded is checked (`chaos_check`): answered once, logged once by its requester (and
+by its provider), audited once per step; every job the load offered must have been accepted, and
+no process may have died by itself or logged a traceback.
 
 `run_crash_chaos` does it in a state folder of its own (a one-node broker on free ports) and
 returns a `CrashChaos`; `renkei chaos crash` writes it to results/chaos-crash.json.
@@ -15,43 +17,36 @@ import itertools
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from audit.heads import Signer
-from audit.store import AuditStore, Query
-from audit.store import default_path as audit_path
 from broker import process
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
-from holders.client import REJECTED
 from holders.server import Address, address_file, recorded
-from holders.store import REQUESTER, SENT, HolderStore
-from holders.store import default_path as holder_path
+from holders.store import SENT
 from renkei import scenario, town
+from renkei.chaos_check import Checked, checked
 from renkei.crashes import Watch
 from renkei.state import held, state_folder
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
-STEPS = 2  # audit events of a lawful request: approved, then answered
 BROKER = "broker"
 
 
 @dataclass
 class CrashChaos:
-    """What the kills did. sent: requests the requesters' servers accepted (202, an id);
-    refused_at_door: attempts refused while a server or the broker was down (the holder's system
-    tries again: not lost); answered: outcomes by status; lost: accepted, no outcome within
-    `bound_seconds`; requester_log_not_once: requests the requester's access log holds other
-    than once; provider_log_more_than_once: requests its provider logged twice or more (a
-    query answered again after a crash); duplicates_dropped: answers that reached a requester
-    a second time and were dropped; audit_entries_per_request: {entries in the audit store:
-    requests}; audit_missing and audit_doubled: requests with fewer or more than 2; kills:
-    [seconds into the load, victim, seconds until it was back]."""
+    """What the kills did. jobs: requests the load offered; accepted: those a requester's
+    server accepted (202, an id); never_accepted: jobs refused (by why: an HTTP error, or the
+    server down until the end); refused_at_door: attempts tried again while a server was down
+    (no answer at all); checked: every linkage request the requesters recorded during the run
+    (`chaos_check.Checked`: those accepted, and any a killed server recorded before it could
+    answer); died: processes found dead that no one killed; tracebacks: per process; kills:
+    [seconds into the load, victim, seconds until it was back]; latency: of the accepted."""
 
     seconds: float
     rate: float
@@ -59,31 +54,26 @@ class CrashChaos:
     every_seconds: float
     kills: list[tuple[float, str, float]]
     kills_by_kind: dict[str, int]
-    sent: int
+    jobs: int
+    accepted: int
+    never_accepted: dict[str, int]
     refused_at_door: int
-    answered: dict[str, int]
-    lost: int
-    requester_log_not_once: int
-    provider_log_more_than_once: int
-    duplicates_dropped: int
-    audit_entries_per_request: dict[str, int]
-    audit_missing: int
-    audit_doubled: int
+    checked: Checked
+    died: list[str]
     tracebacks: dict[str, int]
     latency_p50_seconds: float | None
     latency_max_seconds: float | None
     bound_seconds: float
-    lost_request_ids: list[str] = field(default_factory=list)
 
     @property
     def exactly_once(self) -> bool:
-        return (self.sent > 0 and self.lost == 0 and self.requester_log_not_once == 0
-                and self.provider_log_more_than_once == 0 and self.audit_missing == 0
-                and self.audit_doubled == 0)
+        return (self.checked.exactly_once and self.accepted == self.jobs > 0
+                and not self.never_accepted and not self.died and not self.tracebacks)
 
     def to_json(self) -> dict[str, Any]:
+        own = {k: v for k, v in asdict(self).items() if k != "checked"}
         return {"what": "processes SIGKILLed under load, then started again",
-                "exactly_once": self.exactly_once, **asdict(self)}
+                **own, **self.checked.to_json(), "exactly_once": self.exactly_once}
 
 
 async def start_server(procs: town.Processes, holder: str, within: float = 60.0) -> Address:
@@ -107,13 +97,23 @@ class _Sent:
     answered_at: float | None = None
 
 
+class Refused(Exception):
+    """The server answered, with an error: the job fails (asking again would not help)."""
+
+
+DOWN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+NOT_ACCEPTED = "server down until the run gave up"
+
+
 class Load:
-    """The holders' systems: a request to its requester's server, retried at the door while the
-    server (or the broker behind it) is down, then its outcome asked for until it comes."""
+    """The holders' systems: a request to its requester's server, tried again while the server
+    cannot be reached (killed, or starting again), then its outcome asked for until it comes.
+    Every job ends accepted (in `sent`) or not (counted in `never_accepted`, by why)."""
 
     def __init__(self, http: aiohttp.ClientSession, servers: dict[str, Address]) -> None:
         self.http, self.servers = http, servers
         self.sent: list[_Sent] = []
+        self.never_accepted: Counter[str] = Counter()
         self.refused = 0
 
     async def one(self, exchange: scenario.Exchange, own: str, give_up: float) -> None:
@@ -123,18 +123,27 @@ class Load:
                 "operator": staff, "terminal": terminal}
         began = time.monotonic()
         while time.monotonic() < give_up:
-            answer = await self._ask("post", exchange.requester, "/requests", body)
+            try:
+                answer = await self._ask("post", exchange.requester, "/requests", body)
+            except Refused as exc:
+                self.never_accepted[str(exc)] += 1
+                return
             if answer is not None:
                 sent = _Sent(exchange, answer["request_id"], began)
                 self.sent.append(sent)
                 return await self._outcome(sent, give_up)
             self.refused += 1
             await asyncio.sleep(0.25)
+        self.never_accepted[NOT_ACCEPTED] += 1
 
     async def _outcome(self, sent: _Sent, give_up: float) -> None:
+        """Asked for until it comes (an error ends the asking: the stores' check judges it)."""
         path = f"/requests/{sent.request_id}?wait=5"
         while time.monotonic() < give_up:
-            found = await self._ask("get", sent.exchange.requester, path)
+            try:
+                found = await self._ask("get", sent.exchange.requester, path)
+            except Refused:
+                return
             if found is not None and found.get("status", UNANSWERED) != UNANSWERED:
                 sent.status, sent.answered_at = found["status"], time.monotonic()
                 return
@@ -143,26 +152,33 @@ class Load:
 
     async def _ask(self, method: str, holder: str, path: str,
                    body: dict[str, str] | None = None) -> dict[str, Any] | None:
-        """The server's JSON answer; None while it (or the broker behind it) is down."""
+        """The server's JSON answer; None while it cannot be reached (or it was asked with the
+        token of its run before, just killed); Refused if it answers with an error."""
+        server = self.servers[holder]
         try:
-            server = self.servers[holder]
             async with self.http.request(method, server.url + path, json=body,
                                          headers=server.headers) as response:
                 if response.status in (200, 202):
                     return dict(await response.json())
-        except (aiohttp.ClientError, TimeoutError):
-            pass
-        return None
+                if response.status == 401 and self.servers[holder] != server:
+                    return None
+                raise Refused(f"HTTP {response.status} {response.reason}")
+        except DOWN:
+            return None
+        except aiohttp.ClientResponseError as exc:  # an answer that is not JSON
+            raise Refused(f"HTTP {exc.status}, not JSON") from exc
 
 
 class Killer:
-    """One victim every `every` seconds, round the schedule; each started again at once."""
+    """One victim every `every` seconds, round the schedule; each started again at once.
+    found_dead: victims that had died by themselves before their turn (a kill would hide it)."""
 
     def __init__(self, procs: town.Processes, servers: dict[str, Address], schedule: list[str],
                  answer_timeout: float) -> None:
         self.procs, self.servers, self.answer_timeout = procs, servers, answer_timeout
         self.schedule = itertools.cycle(schedule)
         self.kills: list[tuple[float, str, float]] = []
+        self.found_dead: list[str] = []
 
     async def run(self, every: float, until: float, began: float) -> None:
         while time.monotonic() + every < until:
@@ -178,6 +194,8 @@ class Killer:
             await asyncio.to_thread(process.stop_node, 1, True)
             await asyncio.to_thread(process.start_node, 1)
             return
+        if self.procs.running[victim].poll() is not None:
+            self.found_dead.append(victim)
         self.procs.kill(victim)
         if victim.startswith("holder-"):
             holder = victim.removeprefix("holder-")
@@ -199,57 +217,6 @@ def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     platforms = [f"platform-{n}" for n in range(1, instances + 1)]
     return [victim for pair in zip(itertools.cycle(platforms), others, strict=False)
             for victim in pair]
-
-
-def audit_entries(request_ids: set[str], since: datetime) -> Counter[str]:
-    """Entries per request in the audit store (what auditors and residents read)."""
-    with AuditStore(audit_path(), Signer.load_or_create()) as store:
-        counts: Counter[str] = Counter()
-        after = None
-        while True:
-            page = store.query(Query(since=since), limit=1000, after=after)
-            counts.update(e.event.request_id for e in page.entries
-                          if e.event.request_id in request_ids)
-            if page.next_cursor is None:
-                return counts
-            after = page.next_cursor
-
-
-async def audited(request_ids: set[str], since: datetime, within: float) -> Counter[str]:
-    """Audit store entries per request, once the consumer has caught up (or `within` passed)."""
-    deadline = time.monotonic() + within
-    while True:
-        counts = await asyncio.to_thread(audit_entries, request_ids, since)
-        if all(counts[r] >= STEPS for r in request_ids) or time.monotonic() > deadline:
-            await asyncio.sleep(2)  # anything doubled arrives late: look once more
-            return await asyncio.to_thread(audit_entries, request_ids, since)
-        await asyncio.sleep(1)
-
-
-@dataclass
-class HolderSide:
-    """What the holders' own stores say: access-log entries per request on each side, and
-    answers that reached a requester again after its request had its outcome (dropped)."""
-
-    requester: Counter[str] = field(default_factory=Counter)
-    provider: Counter[str] = field(default_factory=Counter)
-    duplicates_dropped: int = 0
-
-
-def holder_side(holders: list[str], sent: list[_Sent]) -> HolderSide:
-    """One pass over each holder's store."""
-    found, ids = HolderSide(), {s.request_id for s in sent}
-    for holder in holders:
-        store = HolderStore(holder_path(holder))
-        try:
-            for entry in store.access_log():
-                if entry.request_id in ids:
-                    side = found.requester if entry.side == REQUESTER else found.provider
-                    side[entry.request_id] += 1
-            found.duplicates_dropped += store.counts()["duplicates dropped"]
-        finally:
-            store.close()
-    return found
 
 
 async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0,
@@ -307,34 +274,20 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
                     await asyncio.sleep(wait)
                 tasks.append(asyncio.create_task(load.one(*jobs[k % len(jobs)], give_up)))
             await asyncio.gather(killing, *tasks)
-        answered = [s for s in load.sent if s.status != UNANSWERED]
-        lawful = {s.request_id for s in answered if s.status != REJECTED}
-        entries = await audited(lawful, since, bound)
-        holders_say = await asyncio.to_thread(holder_side, holders, load.sent)
+        verdict = await checked(holders, since, bound)
+        died = sorted({*watch.died(), *killer.found_dead})
         tracebacks = watch.tracebacks()
     finally:
         await asyncio.to_thread(services.__exit__, None, None, None)
-    latencies = sorted(s.answered_at - s.sent_at for s in answered if s.answered_at)
-    histogram = Counter(entries[r] for r in lawful)
+    latencies = sorted(s.answered_at - s.sent_at for s in load.sent if s.answered_at)
     return CrashChaos(
         seconds=seconds, rate=rate, platform_instances=instances, every_seconds=every,
         kills=killer.kills, kills_by_kind=dict(Counter(_kind(v) for _, v, _ in killer.kills)),
-        sent=len(load.sent), refused_at_door=load.refused,
-        answered=dict(Counter(s.status for s in answered).most_common()),
-        lost=len(load.sent) - len(answered),
-        requester_log_not_once=sum(1 for s in load.sent
-                                   if holders_say.requester[s.request_id] != 1),
-        provider_log_more_than_once=sum(1 for s in load.sent
-                                        if holders_say.provider[s.request_id] > 1),
-        duplicates_dropped=holders_say.duplicates_dropped,
-        audit_entries_per_request={str(k): v for k, v in sorted(histogram.items())},
-        audit_missing=sum(1 for r in lawful if entries[r] < STEPS),
-        audit_doubled=sum(1 for r in lawful if entries[r] > STEPS),
-        tracebacks=tracebacks,
+        jobs=len(tasks), accepted=len(load.sent), never_accepted=dict(load.never_accepted),
+        refused_at_door=load.refused, checked=verdict, died=died, tracebacks=tracebacks,
         latency_p50_seconds=round(latencies[len(latencies) // 2], 3) if latencies else None,
         latency_max_seconds=round(latencies[-1], 3) if latencies else None,
         bound_seconds=bound,
-        lost_request_ids=sorted(s.request_id for s in load.sent if s.status == UNANSWERED),
     )
 
 

@@ -54,15 +54,12 @@ def summary(r: CrashChaos) -> list[str]:
         f"kills: {len(r.kills)} in {r.seconds:g}s, one every {r.every_seconds:g}s ("
         + ", ".join(f"{k} {v}" for k, v in r.kills_by_kind.items()) + f"); "
         f"{r.platform_instances} platform instances",
-        f"requests: {r.sent} accepted at {r.rate:g}/s ({r.refused_at_door} attempts refused at "
-        "the door while a server or the broker was down); answered "
-        + ", ".join(f"{k} {v}" for k, v in r.answered.items()) + f"; lost {r.lost}",
-        f"holders: requester log not exactly once {r.requester_log_not_once}; provider logged "
-        f"twice {r.provider_log_more_than_once}; duplicates dropped {r.duplicates_dropped}",
-        f"audit store: entries per lawful request {r.audit_entries_per_request}; missing "
-        f"{r.audit_missing}, doubled {r.audit_doubled}",
-        f"latency: p50 {r.latency_p50_seconds}s, max {r.latency_max_seconds}s; tracebacks "
-        f"{r.tracebacks or 'none'}",
+        f"jobs: {r.jobs} at {r.rate:g}/s, {r.accepted} accepted ({r.refused_at_door} attempts "
+        "tried again while a server could not be reached); never accepted "
+        + (", ".join(f"{k} {v}" for k, v in r.never_accepted.items()) or "0"),
+        *r.checked.lines(),
+        f"latency: p50 {r.latency_p50_seconds}s, max {r.latency_max_seconds}s; died by "
+        f"themselves {r.died or 'none'}; tracebacks {r.tracebacks or 'none'}",
         "exactly once: " + ("yes" if r.exactly_once else "NO"),
     ]
 

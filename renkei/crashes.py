@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,17 +18,21 @@ def log_of(name: str) -> Path:
 
 @dataclass
 class Watch:
-    running: dict[str, subprocess.Popen[bytes]]
+    """The town's processes as they run now (one killed and started again is its new run), and
+    their logs from a mark on."""
+
+    procs: Processes
     marks: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, procs: Processes) -> Watch:
         """Watch the processes running now, their logs from their current ends."""
-        running = dict(procs.running)
-        return cls(running, {name: _size(log_of(name)) for name in running})
+        return cls(procs, {name: _size(log_of(name)) for name in procs.running})
 
     def died(self) -> list[str]:
-        return sorted(name for name, proc in self.running.items() if proc.poll() is not None)
+        """Processes that are not running (a process killed on purpose is started again)."""
+        return sorted(name for name, proc in self.procs.running.items()
+                      if proc.poll() is not None)
 
     def tracebacks(self) -> dict[str, int]:
         """Tracebacks each process logged since the mark (those with none left out)."""

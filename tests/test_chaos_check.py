@@ -1,0 +1,171 @@
+"""The chaos runs' verdicts, fed made-up data (no broker): every request a requester recorded is
+judged, once per audit step, with both holders' logs; every job the load offered is accounted
+for; a process that died by itself or a traceback fails the run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from holders.server import Address
+from holders.store import HolderStore, default_path
+from renkei import scenario
+from renkei.chaos_check import Asked, Checked, Logged, asked_since, check
+from renkei.crash_chaos import NOT_ACCEPTED, CrashChaos, Load
+from renkei.state import state_folder
+
+RIGHT = [("approved", "APPROVED"), ("answered", "FOUND")]
+
+
+def logged(audit: dict[str, list[tuple[str, str]]], requester: dict[str, int] | None = None,
+           provider: dict[str, int] | None = None) -> Logged:
+    """Each request in `audit` logged once by both holders unless said otherwise."""
+    return Logged(Counter(requester if requester is not None else dict.fromkeys(audit, 1)),
+                  Counter(provider if provider is not None else dict.fromkeys(audit, 1)),
+                  audit)
+
+
+def test_a_request_answered_logged_and_audited_once_passes() -> None:
+    verdict = check([Asked("r1", "FOUND"), Asked("r2", "NOT_FOUND")], logged(
+        {"r1": RIGHT, "r2": [("approved", "APPROVED"), ("answered", "NOT_FOUND")]}))
+    assert verdict.exactly_once and not verdict.failing_request_ids
+    assert verdict.audit_steps_per_request == {"approved+answered": 2}
+    assert verdict.answered == {"FOUND": 1, "NOT_FOUND": 1}
+
+
+def test_an_approval_and_a_rejection_are_not_an_answer() -> None:
+    verdict = check([Asked("r1", "FOUND")], logged(
+        {"r1": [("approved", "APPROVED"), ("rejected@platform", "REJECTED")]}))
+    assert verdict.failing_request_ids == {"audit_not_as_answered": ["r1"]}
+    assert not verdict.exactly_once
+
+
+def test_a_step_audited_twice_or_missing_fails() -> None:
+    verdict = check([Asked("r1", "FOUND"), Asked("r2", "FOUND")], logged(
+        {"r1": [*RIGHT, ("approved", "APPROVED")], "r2": RIGHT[:1]}))
+    assert verdict.failing_request_ids == {"audit_not_as_answered": ["r1", "r2"]}
+    assert verdict.audit_steps_per_request == {"approved": 1, "approved+answered+approved": 1}
+
+
+def test_the_audited_outcome_must_be_the_one_the_requester_got() -> None:
+    verdict = check([Asked("r1", "NOT_FOUND")], logged({"r1": RIGHT}))
+    assert verdict.failing_request_ids == {"audit_not_as_answered": ["r1"]}
+
+
+def test_a_lawful_request_rejected_fails() -> None:
+    verdict = check([Asked("r1", "REJECTED")], logged(
+        {"r1": [("rejected@platform", "REJECTED")]}, provider={}))
+    assert verdict.failing_request_ids == {"rejected": ["r1"]} and verdict.rejected == 1
+
+
+def test_a_provider_answer_its_provider_did_not_log_fails() -> None:
+    verdict = check([Asked("r1", "FOUND"), Asked("r2", "FOUND")],
+                    logged({"r1": RIGHT, "r2": RIGHT}, provider={"r2": 2}))
+    assert verdict.failing_request_ids == {"provider_log_not_once": ["r1", "r2"]}
+
+
+def test_a_timeout_needs_no_provider_log_but_one_answered_step() -> None:
+    timed_out = [("approved", "APPROVED"), ("answered", "TIMED_OUT")]
+    verdict = check([Asked("r1", "TIMED_OUT")], logged({"r1": timed_out}, provider={}))
+    assert verdict.exactly_once
+
+
+def test_an_unanswered_request_is_lost_and_not_logged_by_its_requester() -> None:
+    verdict = check([Asked("r1", "SENT"), Asked("r2", "FOUND")],
+                    logged({"r2": RIGHT}, requester={"r2": 2}))
+    assert verdict.failing_request_ids == {"lost": ["r1"], "requester_log_not_once": ["r2"]}
+    assert verdict.lost == 1
+
+
+def test_no_request_at_all_is_no_proof() -> None:
+    assert not check([], Logged()).exactly_once
+
+
+def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: Path) -> None:
+    """A request a server recorded, then was killed before answering, is in its store: judged,
+    though the load never heard of it."""
+    with state_folder(tmp_path):
+        store = HolderStore(default_path("nenkin"))
+        store.open_request("before", "LINKAGE", "own-0", "staff", "t1")
+        since = datetime.now(UTC) + timedelta(milliseconds=5)
+        time.sleep(0.01)
+        store.open_request("orphan", "LINKAGE", "own-1", "staff", "t1")
+        store.open_request("binding", "BINDING", "own-1", "staff", "t1")
+        store.close()
+        assert asked_since(["nenkin"], since) == [Asked("orphan", "SENT")]
+
+
+def crash_chaos(checked: Checked, **changed: object) -> CrashChaos:
+    fields: dict[str, object] = {
+        "seconds": 1.0, "rate": 1.0, "platform_instances": 1, "every_seconds": 1.0,
+        "kills": [], "kills_by_kind": {}, "jobs": 1, "accepted": 1, "never_accepted": {},
+        "refused_at_door": 0, "checked": checked, "died": [], "tracebacks": {},
+        "latency_p50_seconds": None, "latency_max_seconds": None, "bound_seconds": 1.0}
+    return CrashChaos(**(fields | changed))  # type: ignore[arg-type]
+
+
+def test_a_crash_run_passes_only_with_every_job_accepted_and_no_crash_of_its_own() -> None:
+    passing = check([Asked("r1", "FOUND")], logged({"r1": RIGHT}))
+    assert crash_chaos(passing).exactly_once
+    assert crash_chaos(passing).to_json()["exactly_once"] is True
+    assert not crash_chaos(passing, jobs=2, never_accepted={NOT_ACCEPTED: 1}).exactly_once
+    assert not crash_chaos(passing, died=["platform-1"]).exactly_once
+    assert not crash_chaos(passing, tracebacks={"audit": 1}).exactly_once
+    failing = check([Asked("r1", "SENT")], logged({}))
+    assert not crash_chaos(failing).exactly_once
+
+
+async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_server() -> None:
+    """An error answer fails the job at once; a connection cut is asked again; a job never
+    accepted is counted."""
+    attempts: Counter[str] = Counter()
+
+    async def post(request: web.Request) -> web.Response:
+        holder = request.match_info["holder"]
+        attempts[holder] += 1
+        if holder == "broken":
+            return web.Response(status=500, text="boom")
+        if holder == "unbound":
+            return web.Response(status=409, text="not bound")
+        if attempts[holder] == 1:  # recorded, then killed before it answered
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError
+        return web.json_response({"request_id": f"{holder}-{attempts[holder]}"}, status=202)
+
+    async def get(request: web.Request) -> web.Response:
+        return web.json_response({"status": "FOUND"})
+
+    app = web.Application()
+    app.add_routes([web.post("/{holder}/requests", post),
+                    web.get("/{holder}/requests/{rid}", get)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    names = ("ok", "broken", "unbound")
+    servers = {h: Address(f"http://127.0.0.1:{port}/{h}", "t") for h in names}
+    servers["gone"] = Address("http://127.0.0.1:1/gone", "t")
+    exchange = scenario.LAWFUL[0]
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            load = Load(http, servers)
+            give_up = time.monotonic() + 2
+            await asyncio.gather(*(load.one(replace(exchange, requester=h), "own", give_up)
+                                   for h in (*names, "gone")))
+    finally:
+        await runner.cleanup()
+    assert [(s.request_id, s.status) for s in load.sent] == [("ok-2", "FOUND")]
+    assert load.never_accepted == {"HTTP 500 Internal Server Error": 1, "HTTP 409 Conflict": 1,
+                                   NOT_ACCEPTED: 1}
+    assert (attempts["broken"], attempts["unbound"]) == (1, 1)
+    assert load.refused >= 2  # the cut connection, and the server that was never there
+
