@@ -1,7 +1,8 @@
 """A broker killed under load: on a 3-node cluster (KRaft quorum of 3, replication 3, min ISR 2,
 idempotent producers with acks=all), a town's holders send lawful requests at a steady rate while
-one broker is SIGKILLed and, a while later, started again. Nothing may be lost, every request must
-reach the audit stream exactly once per step, and the time to recover is measured.
+one broker is SIGKILLed and, a while later, started again. Every request the requesters recorded
+is checked as in every chaos run (`chaos_check`: answered once, logged once on each side, audited
+once per step), and the time to recover is measured.
 
 `run_broker_chaos` does it in a state folder of its own (`<state>/cluster3`, free ports) and
 returns a `BrokerChaos`; `renkei chaos broker` writes it to results/chaos-broker.json.
@@ -11,18 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from audit.topic import read_events
 from broker import cluster as cluster_store
-from broker import config, process, provision
-from broker.clients import KafkaAccess
+from broker import process, provision
 from broker.ports import free_port_block
 from holders.client import HolderClient, NotSentYet
 from renkei import scenario, town
+from renkei.chaos_check import Checked, checked
 from renkei.state import held, state_folder
 
 NODES = 3
@@ -35,14 +35,11 @@ LOST, SEND_FAILED = "LOST", "SEND_FAILED"
 class BrokerChaos:
     """What a broker kill under load did. Times are seconds; `None` where it did not happen.
 
-    sent: requests sent (each has a request id); answered: outcomes by status (FOUND,
-    NOT_FOUND, TIMEOUT from the platform …); lost: sent but no outcome within `bound_seconds`;
-    send_failed: the holder library could not hand the request to the broker (the holder knows
-    and may retry: not lost); duplicates_dropped: answers the requesters received a second time
-    and dropped; audit_steps_per_request: histogram {distinct audit event ids of one request:
-    how many requests}, 2 = approved + answered once each; audit_exactly_once: every answered
-    request has exactly those 2; audit_records_on_topic: records of these requests on the audit
-    topic (redeliveries included, which the audit store drops by event id).
+    jobs: requests the load made; send_failed: jobs whose sending raised (not NotSentYet: a
+    request the broker did not take in time is kept, sent later and followed like any other); a
+    request so recorded is in `checked` like every other, and fails the run unless answered;
+    checked: every linkage request the requesters recorded during the run
+    (`chaos_check.Checked`), judged with the audit consumer still running.
     recover_first_answer_seconds: from the kill until the first request sent after it was
     answered; recover_isr_seconds: from the kill until the restarted broker was back in the ISR
     of every partition it replicates (restart_seconds: from its start until the cluster was whole
@@ -59,14 +56,9 @@ class BrokerChaos:
     partitions_led_by_killed: int
     kill_at_seconds: float
     down_seconds: float
-    sent: int
-    answered: dict[str, int]
-    lost: int
+    jobs: int
     send_failed: int
-    duplicates_dropped: int
-    audit_steps_per_request: dict[str, int]
-    audit_exactly_once: bool
-    audit_records_on_topic: int
+    checked: Checked
     recover_first_answer_seconds: float | None
     recover_isr_seconds: float | None
     restart_seconds: float | None
@@ -75,12 +67,16 @@ class BrokerChaos:
     bound_seconds: float
     latency_p50_seconds: float | None
     latency_max_seconds: float | None
-    lost_request_ids: list[str] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def exactly_once(self) -> bool:
+        return self.checked.exactly_once
+
     def to_json(self) -> dict[str, Any]:
+        own = {k: v for k, v in asdict(self).items() if k != "checked"}
         return {"what": "a broker of a 3-node cluster SIGKILLed under load, then restarted",
-                **asdict(self)}
+                **own, **self.checked.to_json()}
 
 
 @dataclass
@@ -207,13 +203,6 @@ async def _kill_and_restart(kill: _Kill, after: float, down_for: float,
         await asyncio.sleep(0.25)
 
 
-async def _audit(request_ids: set[str]) -> tuple[Counter[str], int]:
-    """Distinct audit event ids per request, and the records of these requests on the topic."""
-    events = await read_events(KafkaAccess.of(config.ADMIN), request_ids)
-    distinct = {e.event_id: e.request_id for e in events}
-    return Counter(distinct.values()), len(events)
-
-
 def _percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else None
@@ -263,51 +252,40 @@ async def _run(seconds: float, rate: float, residents: int, seed: int, kill_at: 
             await scenario.bind_all(clients)
             phase("binding")
             jobs = scenario.lawful_jobs(clients, built, seed)
-            dropped_before = sum(c.store.counts()["duplicates dropped"]
-                                 for c in clients.values())
             kill = _Kill(*await asyncio.to_thread(_victim))
+            since = datetime.now(UTC)
             killer = asyncio.create_task(_kill_and_restart(kill, kill_at, down_for,
                                                            isr_within=bound + 120))
             sent = await _send_steadily(clients, jobs, rate, seconds, bound)
             phase("load")
             await killer
             phase("until back in every ISR")
-            dropped = sum(c.store.counts()["duplicates dropped"]
-                          for c in clients.values()) - dropped_before
+            verdict = await checked(sorted(clients), since, bound)
+            phase("check")
     finally:
         await asyncio.to_thread(services.__exit__, None, None, None)
     phase("stopping")
-    result = await _measure(sent, kill, dropped, seconds, rate, residents, kill_at, down_for,
-                            bound, cluster_seconds, procs.ready_after)
-    phase("audit check")
+    result = _measure(sent, kill, verdict, seconds, rate, residents, kill_at, down_for, bound,
+                      cluster_seconds, procs.ready_after)
     result.phase_seconds = phases
     return result
 
 
-async def _measure(sent: list[_Sent], kill: _Kill, dropped: int, seconds: float, rate: float,
-                   residents: int, kill_at: float, down_for: float, bound: float,
-                   cluster_seconds: float | None, ready_after: float) -> BrokerChaos:
+def _measure(sent: list[_Sent], kill: _Kill, verdict: Checked, seconds: float, rate: float,
+             residents: int, kill_at: float, down_for: float, bound: float,
+             cluster_seconds: float | None, ready_after: float) -> BrokerChaos:
     answered = [s for s in sent if s.status not in (LOST, SEND_FAILED)]
     after_kill = sorted((s for s in sent if s.sent_at >= kill.killed_at and s.request_id),
                         key=lambda s: s.sent_at)
     first = after_kill[0] if after_kill else None
-    steps, records = await _audit({s.request_id for s in answered if s.request_id})
-    histogram = Counter(steps.values())
     latencies = [s.answered_at - s.sent_at for s in answered if s.answered_at is not None]
     return BrokerChaos(
         nodes=NODES, seconds=seconds, rate=rate, residents=residents,
         killed_node=kill.node, killed_why=kill.why,
         killed_was_quorum_leader=kill.was_quorum_leader, partitions_led_by_killed=kill.led,
         kill_at_seconds=kill_at, down_seconds=down_for,
-        sent=sum(1 for s in sent if s.request_id),
-        answered=dict(Counter(str(s.status) for s in answered).most_common()),
-        lost=sum(1 for s in sent if s.status == LOST),
-        send_failed=sum(1 for s in sent if s.status == SEND_FAILED),
-        duplicates_dropped=dropped,
-        audit_steps_per_request={str(k): v for k, v in sorted(histogram.items())},
-        audit_exactly_once=bool(answered) and set(histogram) == {2}
-        and len(steps) == len(answered),
-        audit_records_on_topic=records,
+        jobs=len(sent), send_failed=sum(1 for s in sent if s.status == SEND_FAILED),
+        checked=verdict,
         recover_first_answer_seconds=(
             None if first is None or first.answered_at is None
             else round(first.answered_at - kill.killed_at, 3)),
@@ -320,7 +298,6 @@ async def _measure(sent: list[_Sent], kill: _Kill, dropped: int, seconds: float,
         bound_seconds=bound,
         latency_p50_seconds=_round(_percentile(latencies, 0.5)),
         latency_max_seconds=_round(max(latencies, default=None)),
-        lost_request_ids=[s.request_id for s in sent if s.status == LOST and s.request_id],
     )
 
 

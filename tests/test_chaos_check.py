@@ -16,7 +16,8 @@ from aiohttp import web
 
 from holders.server import Address
 from holders.store import HolderStore, default_path
-from renkei import scenario
+from renkei import chaos_cli, scenario
+from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import Asked, Checked, Logged, asked_since, check
 from renkei.crash_chaos import NOT_ACCEPTED, CrashChaos, Load
 from renkei.state import state_folder
@@ -169,3 +170,26 @@ async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_s
     assert (attempts["broken"], attempts["unbound"]) == (1, 1)
     assert load.refused >= 2  # the cut connection, and the server that was never there
 
+
+
+def broker_chaos(checked: Checked, send_failed: int) -> BrokerChaos:
+    return BrokerChaos(
+        nodes=3, seconds=1.0, rate=1.0, residents=50, killed_node=1, killed_why="",
+        killed_was_quorum_leader=False, partitions_led_by_killed=0, kill_at_seconds=0.0,
+        down_seconds=0.0, jobs=3, send_failed=send_failed, checked=checked,
+        recover_first_answer_seconds=None, recover_isr_seconds=None, restart_seconds=None,
+        cluster_start_seconds=None, services_ready_seconds=0.0, bound_seconds=1.0,
+        latency_p50_seconds=None, latency_max_seconds=None)
+
+
+def test_a_broker_run_fails_on_a_send_failed_request_only_if_it_got_no_answer() -> None:
+    """Its verdict is the shared one, over the stores: a request whose send failed but that was
+    recorded is judged like any other; the audit is read from the store, not the topic."""
+    answered_later = check([Asked("r1", "FOUND"), Asked("kept", "FOUND")],
+                           logged({"r1": RIGHT, "kept": RIGHT}))
+    assert broker_chaos(answered_later, send_failed=1).exactly_once
+    never_answered = check([Asked("r1", "FOUND"), Asked("kept", "SENT")], logged({"r1": RIGHT}))
+    run = broker_chaos(never_answered, send_failed=1)
+    assert not run.exactly_once
+    assert run.to_json()["failing_request_ids"] == {"lost": ["kept"]}
+    assert "exactly once: NO" in chaos_cli.summary(run)
