@@ -16,18 +16,20 @@ Point = dict[str, Any]
 BAR_RATE, BAR_P99_MS, BAR_SECONDS = 2000.0, 250.0, 60.0
 BAR_RATIO = 0.5
 BAR_MEMORY_BAND, BAR_MEMORY_MINUTES = 0.10, 10.0
-KEEPS_UP, MAX_FAILED = 0.9, 0.01  # of the offered rate; share of requests without an answer
+KEEPS_UP = 0.9  # of the offered rate
+NEVER = "never"  # a latency percentile that lands among the requests never answered
 
 
 def broken(point: Point) -> str | None:
-    """Why latency or throughput broke at this point; None while it holds."""
+    """Why latency or throughput broke at this point; None while it holds. Its p99 is over
+    every request due, one never answered counting as never: over 1% never answered, it broke."""
     p99 = point["latency_ms"]["p99"]
-    if p99 is None or p99 > BAR_P99_MS:
+    if p99 is None:
+        return f"p99 {NEVER}: {point['failed_share']:.1%} without an answer"
+    if p99 > BAR_P99_MS:
         return f"p99 {_ms(p99)} > {BAR_P99_MS:.0f} ms"
     if point["offered_rate"] and point["throughput"] < KEEPS_UP * point["offered_rate"]:
         return f"{point['throughput']:,.0f} rt/s < {KEEPS_UP:.0%} of offered"
-    if point["failed_share"] > MAX_FAILED:
-        return f"{point['failed_share']:.1%} without an answer"
     return None
 
 
@@ -62,13 +64,14 @@ def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
     both can carry, it says nothing. Flat out, both carry more the more each holder keeps in
     flight (larger batches), the baseline more so: the ratio is told with that depth."""
     main, capacity = result["main"]["renkei"], result["capacity"]
-    p99 = main["latency_ms"]["p99"]
+    why = broken(main)  # its p99 over every request due: with over 1% never answered, "never"
     found = [{
         "bar": f"≥ {BAR_RATE:,.0f} lawful round trips/s sustained {BAR_SECONDS:.0f} s, "
                f"p99 ≤ {BAR_P99_MS:.0f} ms",
-        "measured": f"{main['throughput']:,.0f} rt/s over {main['seconds']:.0f} s, p99 {_ms(p99)}",
+        "measured": f"{main['throughput']:,.0f} rt/s over {main['seconds']:.0f} s, p99 "
+                    f"{_ms(main['latency_ms']['p99'])}" + (f" [broke: {why}]" if why else ""),
         "met": bool(main["throughput"] >= BAR_RATE and main["seconds"] >= BAR_SECONDS
-                    and p99 is not None and p99 <= BAR_P99_MS),
+                    and why is None),
     }, {
         "bar": f"Renkei ≥ {BAR_RATIO} × the bare-Kafka baseline of the same run (both flat out)",
         "measured": f"{capacity['ratio']:.2f} × ({_flat_out(capacity)})",
@@ -88,7 +91,8 @@ def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f} ms"
+    """A latency; None: it lands among the requests never answered."""
+    return NEVER if value is None else f"{value:,.0f} ms"
 
 
 def _rate(point: Point) -> str:
@@ -228,6 +232,8 @@ def summary(result: dict[str, Any]) -> None:
                f"{machine['python']}, Java {machine['java']}, load average "
                f"{machine['loadavg_start'][0]:.1f} → {machine['loadavg_end'][0]:.1f}")
     click.echo(f"  message sizes (bytes): {result['message_sizes']}")
+    click.echo(f"  latency percentiles are over every request due; \"{NEVER}\": the "
+               "percentile lands among the requests never answered")
     for name in ("renkei", "baseline"):
         point = main[name]
         click.echo(f"  {name:8} ×{point['instances']} at {_rate(point):>9}: {line(point)}")

@@ -3,6 +3,7 @@ they took, and how the rest ended."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,13 +28,17 @@ def load(paths: Sequence[Path]) -> dict[str, np.ndarray[Any, Any]]:
 def summarize(records: dict[str, np.ndarray[Any, Any]], start: float,
               end: float) -> dict[str, Any]:
     """Round trips completed (answer decrypted at the requester) in [start, end) per second;
-    latency percentiles and outcomes of the requests due in the window."""
+    latency percentiles and outcomes of the requests due in the window. The percentiles are
+    over every request due, one not answered (any outcome but FOUND: not sent, no answer, or a
+    refusal) counting as never answered: a percentile that lands among those is None. The mean
+    is of the answered ones."""
     sent, latency, status = records["sent"], records["latency"], records["status"]
     found = status == FOUND
     done_at = sent + np.nan_to_num(latency, nan=np.inf)
     completed = int(np.count_nonzero(found & (done_at >= start) & (done_at < end)))
     due = (sent >= start) & (sent < end)
     answered = latency[due & found] * 1000
+    every = np.where(found[due], latency[due] * 1000, np.inf)
     outcomes = Counter(str(s) for s in status[due])
     return {
         "throughput": completed / (end - start),
@@ -41,8 +46,20 @@ def summarize(records: dict[str, np.ndarray[Any, Any]], start: float,
         "completed": completed,
         "outcomes": dict(outcomes.most_common()),
         "failed_share": 1 - outcomes[FOUND] / max(1, sum(outcomes.values())),
-        "latency_ms": {name: float(np.percentile(answered, q)) if answered.size else None
-                       for name, q in PERCENTILES.items()}
-                      | {"mean": float(answered.mean()) if answered.size else None,
-                         "max": float(answered.max()) if answered.size else None},
+        "latency_ms": {name: _finite(every, q) for name, q in PERCENTILES.items()}
+                      | {"max": _finite(every, 100.0),
+                         "mean": float(answered.mean()) if answered.size else None},
     }
+
+
+def _finite(values: np.ndarray[Any, Any], q: float) -> float | None:
+    """The q-th percentile of `values` (linear between neighbours, as numpy's); None where it
+    lands among the infinite ones (never), or where there are none."""
+    if not values.size:
+        return None
+    ordered = np.sort(values)
+    position = (ordered.size - 1) * q / 100
+    low, high = ordered[math.floor(position)], ordered[math.ceil(position)]
+    if not np.isfinite(high):
+        return None
+    return float(low + (high - low) * (position - math.floor(position)))

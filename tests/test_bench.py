@@ -50,12 +50,55 @@ def test_round_trips_count_in_the_window_they_complete(tmp_path: Path) -> None:
     assert found["completed"] == 2 and found["throughput"] == 0.2  # the last ends after 10 s
     assert found["due"] == 5 and found["outcomes"]["FOUND"] == 3
     assert math.isclose(found["failed_share"], 0.4)
-    assert 100 < found["latency_ms"]["p50"] <= 200 and found["latency_ms"]["max"] == 1000
+    # percentiles over all 5 due, the 2 not answered (FOUND) counting as never: 100, 200,
+    # 1000, never, never; the mean is of the answered ones
+    assert found["latency_ms"]["p50"] == 1000 and found["latency_ms"]["max"] is None
+    assert math.isclose(found["latency_ms"]["mean"], 1300 / 3)
     stamps = {"LinkageRequest": {"a": 0.01}, "ProviderQuery": {"a": 0.04},
               "ProviderAnswer": {"a": 0.06}, "LinkageAnswer": {"a": 0.09}}
     spans = hops.breakdown(stamps, records, 0.0, 10.0)  # only "a" has every stamp
     assert spans["requests"] == 1
     assert [round(spans[hop]["p50"]) for hop, _ in hops.HOPS] == [10, 30, 20, 30, 10]
+
+
+def _records(count: int, every: int, status: str, latency_s: float = 0.05,
+             seconds: float = 60.0) -> dict[str, Any]:
+    """`count` requests due evenly over `seconds`, answered in `latency_s`, but every `every`th
+    one ended as `status` with no answer."""
+    found = np.full(count, "FOUND", dtype="U12")
+    found[::every] = status
+    return {"sent": np.linspace(0, seconds, count, endpoint=False),
+            "latency": np.where(found == "FOUND", latency_s, math.nan), "status": found,
+            "request_id": np.array([""] * count)}
+
+
+def test_latency_percentiles_count_a_request_never_answered_as_never() -> None:
+    """0.8% never answered: p99 is the answered ones' 50 ms, but p99.9 lands among those never
+    answered; over them alone it would be a finite 50 ms."""
+    found = latency.summarize(_records(100_000, 125, "UNANSWERED"), 0.0, 60.0)
+    assert found["latency_ms"]["p50"] == found["latency_ms"]["p99"] == 50.0
+    assert found["latency_ms"]["p99.9"] is None and found["latency_ms"]["max"] is None
+    assert found["latency_ms"]["mean"] == 50.0
+    shed = latency.summarize(_records(1000, 50, "SHED"), 0.0, 60.0)  # 2%, never sent
+    assert shed["latency_ms"]["p99"] is None and shed["latency_ms"]["p50"] == 50.0
+    edge = latency.summarize(_records(101, 101, "UNANSWERED"), 0.0, 60.0)  # p99 on the 100th
+    assert edge["latency_ms"]["p99"] == 50.0
+
+
+def test_the_first_bar_is_not_met_with_over_1_percent_never_answered() -> None:
+    """2,000 rt/s of 50 ms for 60 s but 2% never answered: its p99 is never, so it broke."""
+    main = {**latency.summarize(_records(126_000, 50, "UNANSWERED"), 0.0, 60.0),
+            "offered_rate": 2100.0, "seconds": 60.0}
+    assert main["throughput"] > bench_report.BAR_RATE
+    result = {"main": {"renkei": main}, "capacity": {
+        "renkei": _point(None, 800, 300), "baseline": _point(None, 1000, 80), "ratio": 0.8},
+        "memory": None}
+    first = bench_report.bars(result)[0]
+    assert not first["met"]
+    assert first["measured"] == ("2,056 rt/s over 60 s, p99 never [broke: p99 never: 2.0% "
+                                 "without an answer]")
+    assert "p99 never" in bench_report.line({**main, "lag": {"max": 0}, "cpu_percent": {},
+                                             "cpu_seconds": {}, "hops_ms": None})
 
 
 def _point(rate: float | None, throughput: float, p99: float) -> dict[str, Any]:
