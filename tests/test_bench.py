@@ -184,6 +184,30 @@ def test_the_ratio_says_how_far_apart_in_time_its_two_points_were_measured() -> 
         "0.20 × (800 vs 4,000 rt/s, 32 in flight a holder, 3 min apart)")
 
 
+def _memory_result(rss: list[float | None]) -> dict[str, Any]:
+    point = {"rss_mb": {"t": [float(t) for t in range(len(rss))], "platform-1": rss},
+             "seconds": float(len(rss))}
+    return {"main": {"renkei": {**_point(2000, 2000, 100), "seconds": 60.0}},
+            "capacity": {"renkei": _point(None, 800, 300), "baseline": _point(None, 1000, 80),
+                         "ratio": 0.8},
+            "memory": {"point": point, "flatness": bench_report.flatness(point)}}
+
+
+def test_memory_that_grows_steadily_is_not_flat_even_inside_the_band() -> None:
+    """100 → 122 MB in 10 minutes: ±8.8% around the median, but a leak of ~19% over the window
+    judged (after the first tenth)."""
+    leak = _memory_result([round(100 + 22 * i / 599, 1) for i in range(600)])
+    flat = leak["memory"]["flatness"]["platform-1"]
+    assert flat["spread"] < bench_report.BAR_MEMORY_BAND and 0.18 < flat["growth"] < 0.21
+    bar = bench_report.bars(leak)[2]
+    assert not bar["met"] and bar["measured"].endswith("over 10.0 minutes [failed: growth]")
+    steady = _memory_result([None, *(100 + (i % 7) for i in range(599))])  # noise, no trend
+    assert bench_report.bars(steady)[2]["met"]
+    assert abs(steady["memory"]["flatness"]["platform-1"]["growth"]) < 0.01
+    jumpy = _memory_result([100.0 if i % 60 else 130.0 for i in range(600)])  # spikes
+    assert bench_report.bars(jumpy)[2]["measured"].endswith("[failed: spread]")
+
+
 def test_a_curve_plot_without_offered_rates_is_still_drawn(tmp_path: Path) -> None:
     """Flat out with no load curve (`--flat-out --curve ""`): no rate to put on a log axis."""
     flat = [{**_point(None, 800, 300), "mode": "renkei", "latency_ms": {"p50": 90, "p99": 300}},
