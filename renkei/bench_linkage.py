@@ -32,6 +32,7 @@ from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.client import HolderClient
 from renkei import (
+    bench_capacity,
     bench_plan,
     bench_report,
     groups,
@@ -60,13 +61,16 @@ class Settings:
     seed: int
     idle_holders: int
     prime: float  # seconds of flat-out load, not measured, before the first point
+    # requests each holder keeps in flight that the capacity points try (each system the same,
+    # SEARCH_SECONDS each when more than one); the first for every other flat-out point
+    depths: tuple[int, ...]
     knobs: Knobs
 
 
 QUICK_RATE = 20.0
 QUICK: dict[str, Any] = {"seconds": 3.0, "rate": QUICK_RATE, "curve": (QUICK_RATE,),
                          "scale": (1, 2), "memory_minutes": 0.05, "residents": 60,
-                         "prime": 2.0}
+                         "prime": 2.0, "depths": bench_capacity.DEPTHS[:2]}
 QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "settle": 10.0}
 
 
@@ -162,7 +166,7 @@ async def prepare(built: town.Town, seed: int) -> Plan:
 
 
 def _label(load: Load) -> str:
-    rate = "flat out" if load.rate is None else f"{load.rate:g}/s"
+    rate = f"flat out {load.in_flight} deep" if load.rate is None else f"{load.rate:g}/s"
     unit = "relay" if load.mode == BASELINE else "platform"
     return f"{load.mode} {load.instances} {unit} {rate} {load.seconds:g}s"
 
@@ -187,12 +191,19 @@ def measure(settings: Settings) -> dict[str, Any]:
         click.echo(f"{'':8}{bench_report.line(found)}")
         return found
 
-    def point(mode: str, instances: int, rate: float | None, seconds: float,
-              stage: Stage) -> dict[str, Any]:
-        load = Load(mode, instances, rate, seconds)
+    def point(mode: str, instances: int, rate: float | None, seconds: float, stage: Stage,
+              in_flight: int = settings.depths[0]) -> dict[str, Any]:
+        load = Load(mode, instances, rate, seconds, in_flight)
         if load not in runs:
             runs[load] = run(load, stage, _label(load))
         return runs[load]
+
+    def capacity(mode: str, stage: Stage) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Flat out at the depth where it carries most (bench_capacity), the depths tried."""
+        seconds = settings.seconds if len(settings.depths) == 1 else min(
+            settings.seconds, bench_capacity.SEARCH_SECONDS)
+        return bench_capacity.search(
+            lambda depth: point(mode, 1, None, seconds, stage, depth), settings.depths)
 
     def curve(mode: str, stage: Stage) -> list[dict[str, Any]]:
         points = []
@@ -206,20 +217,20 @@ def measure(settings: Settings) -> dict[str, Any]:
     with platform(1, admin) as stage:
         plan = asyncio.run(prepare(built, settings.seed))
         click.echo(f"  {len(plan.holders)} holders; message sizes {asdict(plan.sizes)}")
-        priming = run(Load(RENKEI, 1, None, settings.prime), stage,
+        priming = run(Load(RENKEI, 1, None, settings.prime, settings.depths[0]), stage,
                       "priming (not measured)") if settings.prime > 0 else None
         renkei = point(RENKEI, 1, settings.rate, settings.seconds, stage)
-        renkei_most = point(RENKEI, 1, None, settings.seconds, stage)
+        renkei_most, renkei_depths = capacity(RENKEI, stage)
     # the baseline's points of the two ratios next, minutes after Renkei's, not after the curve,
     # the memory run and the scale-out: this machine's speed drifts over half an hour
     with relays(1, plan.holders, admin) as stage:
         baseline = point(BASELINE, 1, settings.rate, settings.seconds, stage)
-        baseline_most = point(BASELINE, 1, None, settings.seconds, stage)
+        baseline_most, baseline_depths = capacity(BASELINE, stage)
         baseline_curve = curve(BASELINE, stage)
     # the platform started again first rebuilds its decision state from the load above, which
     # holds the requests meanwhile: primed again, so that no measured point pays for it
     with platform(1, admin) as stage:
-        primed_again = run(Load(RENKEI, 1, None, settings.prime), stage,
+        primed_again = run(Load(RENKEI, 1, None, settings.prime, settings.depths[0]), stage,
                            "priming again (not measured)") if settings.prime > 0 else None
         renkei_curve = curve(RENKEI, stage)
         knee = bench_report.knee(renkei_curve)
@@ -248,7 +259,9 @@ def measure(settings: Settings) -> dict[str, Any]:
         "main": {"renkei": renkei, "baseline": baseline,
                  "ratio": renkei["throughput"] / max(baseline["throughput"], 1e-9)},
         "capacity": {"renkei": renkei_most, "baseline": baseline_most,
-                     "ratio": renkei_most["throughput"] / max(baseline_most["throughput"], 1e-9)},
+                     "ratio": renkei_most["throughput"] / max(baseline_most["throughput"], 1e-9),
+                     "depths": {"renkei": bench_capacity.depths(renkei_depths),
+                                "baseline": bench_capacity.depths(baseline_depths)}},
         "curve": {"renkei": renkei_curve, "baseline": baseline_curve,
                   "knee": {"renkei": knee, "baseline": bench_report.knee(baseline_curve)}},
         "scaleout": scaleout,
@@ -313,8 +326,11 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
 @click.option("--idle-holders", type=click.IntRange(min=0), default=0, show_default=True,
               help="more holders that send nothing (their outboxes still in the platform's "
                    "subscription)")
-@click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True,
-              help="flat out: requests each holder keeps outstanding")
+@click.option("--in-flight", type=click.IntRange(min=1), default=None,
+              help="flat out: requests each holder keeps outstanding [default: the capacity "
+                   f"points try {', '.join(map(str, bench_capacity.DEPTHS))} in turn, "
+                   f"{bench_capacity.SEARCH_SECONDS:g} s each, until throughput stops rising; "
+                   f"every other flat-out point {bench_capacity.DEPTHS[0]}]")
 @click.option("--prime-seconds", "prime", type=click.FloatRange(min=0), default=30.0,
               show_default=True,
               help="seconds of flat-out load before the first point, not measured: the broker "
@@ -336,7 +352,8 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
               default=Path("results"), show_default=True)
 def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[float, ...],
                   scale: tuple[int, ...], memory_minutes: float, residents: int, seed: int,
-                  idle_holders: int, prime: float, in_flight: int, warmup: float, drain: float,
+                  idle_holders: int, prime: float, in_flight: int | None, warmup: float,
+                  drain: float,
                   use_running: bool, quick: bool, profile: bool, perf: bool,
                   results: Path) -> None:
     """Lawful round trips/s, latency, CPU, memory and lag, against a bare-Kafka baseline."""
@@ -347,13 +364,15 @@ def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[floa
             raise click.UsageError(str(exc)) from exc
     settings = Settings(seconds, None if flat_out else rate, curve, scale, memory_minutes,
                         residents, seed, idle_holders, prime,
-                        Knobs(warmup, drain, in_flight, settle=120.0,
+                        bench_capacity.DEPTHS if in_flight is None else (in_flight,),
+                        Knobs(warmup, drain, settle=120.0,
                               perf=str((results / "perf").resolve()) if perf else None))
     if quick:  # a small version of what was not given explicitly
         ctx = click.get_current_context()
         given = {name for name in ctx.params
                  if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
         given |= {"rate"} if flat_out else set()
+        given |= set() if in_flight is None else {"depths"}
         settings = replace(settings, **{k: v for k, v in QUICK.items() if k not in given},
                            knobs=replace(settings.knobs, **{
                                k: v for k, v in QUICK_KNOBS.items() if k not in given}))

@@ -36,13 +36,13 @@ class Load:
     instances: int  # platform instances, or relays
     rate: float | None  # offered round trips per second; None: flat out (closed loop)
     seconds: float
+    in_flight: int  # flat out: requests each holder keeps outstanding
 
 
 @dataclass(frozen=True)
 class Knobs:
     warmup: float  # seconds of load before the measured window
     drain: float  # seconds holders wait for outstanding outcomes after their last send
-    in_flight: int  # flat out: requests each holder keeps outstanding
     settle: float  # seconds to wait for the group to catch up after a point
     perf: str | None = None  # with --perf: the folder each window's `perf` samples go to
 
@@ -61,7 +61,7 @@ def _holder_args(holder: str, load: Load, share: float, knobs: Knobs, start_file
     args = ["bench", "holder", holder, "--seconds", str(knobs.warmup + load.seconds),
             "--start-file", str(start_file), "--out", str(out), "--drain", str(knobs.drain)]
     if load.rate is None:
-        args += ["--flat-out", "--in-flight", str(knobs.in_flight)]
+        args += ["--flat-out", "--in-flight", str(load.in_flight)]
     elif share > 0:
         args += ["--rate", str(share),
                  "--max-outstanding", str(max(32, math.ceil(share * BACKLOG_SECONDS)))]
@@ -231,7 +231,7 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
     records = latency.load(list(outs.values()))
     return {
         "mode": load.mode, "instances": load.instances, "offered_rate": load.rate,
-        "in_flight_per_holder": knobs.in_flight if load.rate is None else None,
+        "in_flight_per_holder": load.in_flight if load.rate is None else None,
         "seconds": load.seconds,
         "window_start": datetime.fromtimestamp(window[0], UTC).isoformat(timespec="seconds"),
         "holders": len(plan.holders),

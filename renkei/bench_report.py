@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from renkei import machine_profile
+from renkei import bench_capacity, machine_profile
 
 Point = dict[str, Any]
 BAR_RATE, BAR_P99_MS, BAR_SECONDS = 2000.0, 250.0, 60.0
@@ -75,8 +75,8 @@ def _growth(samples: Sequence[tuple[float, float]]) -> float:
 
 def bars(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's bars; the ratio compares what each does flat out, since at an offered rate
-    both can carry, it says nothing. Flat out, both carry more the more each holder keeps in
-    flight (larger batches), the baseline more so: the ratio is told with that depth."""
+    both can carry, it says nothing. Flat out, a closed loop carries what its depth allows:
+    each is taken at the depth where it carried most (bench_capacity), told with the ratio."""
     main, capacity = result["main"]["renkei"], result["capacity"]
     why = broken(main)  # its p99 over every request due: with over 1% never answered, "never"
     found = [{
@@ -128,15 +128,15 @@ def _rate(point: Point) -> str:
 
 
 def _flat_out(capacity: dict[str, Any]) -> str:
-    """What each carried flat out, how deep the closed loops were and how far apart in time the
-    two were measured (when known)."""
-    depth = capacity["renkei"].get("in_flight_per_holder")
+    """What each carried flat out, at how deep a closed loop (in flight a holder) and how far
+    apart in time the two were measured (when known)."""
+    depths = [capacity[mode].get("in_flight_per_holder") for mode in ("renkei", "baseline")]
     starts = [capacity[mode].get("window_start") for mode in ("renkei", "baseline")]
     apart = None if None in starts else abs(
         datetime.fromisoformat(starts[1]) - datetime.fromisoformat(starts[0]))
     return (f"{capacity['renkei']['throughput']:,.0f} vs "
             f"{capacity['baseline']['throughput']:,.0f} rt/s"
-            + ("" if depth is None else f", {depth} in flight a holder")
+            + ("" if None in depths else f", {depths[0]} vs {depths[1]} in flight a holder")
             + ("" if apart is None else f", {apart.total_seconds() / 60:.0f} min apart"))
 
 
@@ -266,6 +266,10 @@ def summary(result: dict[str, Any]) -> None:
         click.echo(f"  {name:8} ×{point['instances']} at {_rate(point):>9}: {line(point)}")
     click.echo(f"  Renkei / baseline: {main['ratio']:.2f} at {_rate(main['renkei'])}, "
                f"{result['capacity']['ratio']:.2f} flat out ({_flat_out(result['capacity'])})")
+    for name, tried in result["capacity"]["depths"].items():
+        click.echo(f"  flat out {name:8} (in flight a holder→rt/s): "
+                   f"{bench_capacity.text(tried)}; taken: "
+                   f"{result['capacity'][name]['in_flight_per_holder']}")
     click.echo(f"  CPU a round trip flat out, µs: {cost_text(result['capacity'])}")
     for name in ("renkei", "baseline"):
         click.echo(f"  curve {name:8} {curve_text(curve[name])}")

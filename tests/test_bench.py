@@ -19,7 +19,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from holders.client import HolderClient
-from renkei import bare, bench_report, groups, hops, latency, machine_profile, plots
+from renkei import bare, bench_capacity, bench_report, groups, hops, latency, machine_profile, plots
 from renkei.bare import BareMessage
 from renkei.bench_linkage import skip_past
 from renkei.state import STATE_ENV, held
@@ -164,24 +164,25 @@ def test_the_ratio_bar_compares_what_each_carries_flat_out() -> None:
     result = {"main": {"renkei": {**_point(600, 600, 100), "seconds": 60.0},
                        "baseline": _point(600, 600, 20), "ratio": 1.0},
               "capacity": {"renkei": {**_point(None, 800, 300), "in_flight_per_holder": 32},
-                           "baseline": _point(None, 4000, 80), "ratio": 0.2},
+                           "baseline": {**_point(None, 4000, 80), "in_flight_per_holder": 256},
+                           "ratio": 0.2},
               "memory": None}
     ratio = bench_report.bars(result)[1]
     assert not ratio["met"]
-    assert ratio["measured"] == "0.20 × (800 vs 4,000 rt/s, 32 in flight a holder)"
+    assert ratio["measured"] == "0.20 × (800 vs 4,000 rt/s, 32 vs 256 in flight a holder)"
 
 
 def test_the_ratio_says_how_far_apart_in_time_its_two_points_were_measured() -> None:
     """The machine's speed drifts: a ratio of points measured half an hour apart says less."""
     capacity = {"renkei": {**_point(None, 800, 300), "in_flight_per_holder": 32,
                            "window_start": "2026-12-01T21:10:05+00:00"},
-                "baseline": {**_point(None, 4000, 80),
+                "baseline": {**_point(None, 4000, 80), "in_flight_per_holder": 32,
                              "window_start": "2026-12-01T21:13:05+00:00"}, "ratio": 0.2}
     result = {"main": {"renkei": {**_point(600, 600, 100), "seconds": 60.0},
                        "baseline": _point(600, 600, 20), "ratio": 1.0},
               "capacity": capacity, "memory": None}
     assert bench_report.bars(result)[1]["measured"] == (
-        "0.20 × (800 vs 4,000 rt/s, 32 in flight a holder, 3 min apart)")
+        "0.20 × (800 vs 4,000 rt/s, 32 vs 32 in flight a holder, 3 min apart)")
 
 
 def _memory_result(rss: list[float | None]) -> dict[str, Any]:
@@ -206,6 +207,48 @@ def test_memory_that_grows_steadily_is_not_flat_even_inside_the_band() -> None:
     assert abs(steady["memory"]["flatness"]["platform-1"]["growth"]) < 0.01
     jumpy = _memory_result([100.0 if i % 60 else 130.0 for i in range(600)])  # spikes
     assert bench_report.bars(jumpy)[2]["measured"].endswith("[failed: spread]")
+
+
+def _carrying(by_depth: dict[int, tuple[float, float | None]]) -> tuple[
+        list[int], Any]:
+    """A fake measure: each depth's (throughput, p99), p99 None for one that timed out; and the
+    depths it was asked for."""
+    asked: list[int] = []
+
+    def measure(depth: int) -> dict[str, Any]:
+        asked.append(depth)
+        rate, p99 = by_depth[depth]
+        return {**_point(None, rate, p99 or 0), "latency_ms": {"p99": p99},
+                "in_flight_per_holder": depth}
+    return asked, measure
+
+
+def test_flat_out_each_holder_keeps_more_in_flight_until_throughput_stops_rising() -> None:
+    """32 deep a closed loop carried 1,483/s (in flight / latency), 128 deep 1,900: taken at
+    128; 256 rose under 5%, so 512 was never tried."""
+    asked, measure = _carrying({32: (1483, 170), 64: (1800, 280), 128: (1900, 520),
+                                256: (1950, 1000), 512: (1960, 2000)})
+    best, tried = bench_capacity.search(measure)
+    assert asked == [32, 64, 128, 256] and tried[-1]["in_flight_per_holder"] == 256
+    assert best["in_flight_per_holder"] == 256  # 1,950 still the most, if by little
+    assert bench_capacity.text(bench_capacity.depths(tried)) == (
+        "32→1,483, 64→1,800, 128→1,900, 256→1,950 rt/s")
+    asked, measure = _carrying({32: (1483, 170), 64: (1400, 280), 128: (9999, 300)})
+    assert bench_capacity.search(measure)[0]["in_flight_per_holder"] == 32 and asked == [32, 64]
+
+
+def test_flat_out_a_depth_whose_answers_time_out_ends_the_search_and_is_not_taken() -> None:
+    asked, measure = _carrying({32: (1000, 100), 64: (1500, 200), 128: (3000, None)})
+    best, tried = bench_capacity.search(measure)
+    assert asked == [32, 64, 128] and best["in_flight_per_holder"] == 64
+    assert bench_capacity.text(bench_capacity.depths(tried)).endswith("128→3,000 (timed out) rt/s")
+    asked, measure = _carrying({32: (500, None), 64: (900, 100)})  # the first timed out: kept
+    assert bench_capacity.search(measure)[0]["in_flight_per_holder"] == 32 and asked == [32]
+
+
+def test_a_depth_given_is_the_only_one_measured() -> None:
+    asked, measure = _carrying({48: (1000, 100)})
+    assert bench_capacity.search(measure, (48,))[0]["throughput"] == 1000 and asked == [48]
 
 
 def test_a_curve_plot_without_offered_rates_is_still_drawn(tmp_path: Path) -> None:
@@ -344,6 +387,11 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert capacity["renkei"]["offered_rate"] is None is capacity["baseline"]["offered_rate"]
     most = capacity["renkei"]["throughput"], capacity["baseline"]["throughput"]
     assert capacity["ratio"] == most[0] / most[1]
+    for name in ("renkei", "baseline"):  # the quick run's depths: 32, then 64 if it rose
+        tried = capacity["depths"][name]
+        assert [d["in_flight_per_holder"] for d in tried] in ([32], [32, 64])
+        assert capacity[name]["in_flight_per_holder"] in (32, 64)
+        assert f"flat out {name:8} (in flight a holder→rt/s): 32→" in run.stdout
     assert set(result["message_sizes"]) == {"request", "query", "answer", "reply"}
     assert [p["instances"] for p in result["scaleout"]] == [1, 2]
     starts = {name: datetime.fromisoformat(point["window_start"]) for name, point in (
@@ -362,10 +410,10 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     # ratio points, and the scale-out's second instance
     assert profile["platform-run"]["percent"]["codec"] > 0
     assert profile["audit-run"]["percent"]["SQLite"] > 0
-    holders = profile["renkei_1_platform_flat_out_3s"]
+    holders = profile["renkei_1_platform_flat_out_32_deep_3s"]
     assert holders["profiles"] == len(result["town"]["holder_ids"])
     assert holders["percent"]["crypto"] > 0
-    assert "crypto" not in profile["baseline_1_relay_flat_out_3s"]["percent"]
+    assert "crypto" not in profile["baseline_1_relay_flat_out_32_deep_3s"]["percent"]
     assert "profiles (under cProfile, by CPU clock)" in run.stdout
     if perf:  # the whole machine sampled in each window, each thread put down to its process
         sampled = main["renkei"]["perf"]
