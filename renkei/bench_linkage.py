@@ -192,18 +192,21 @@ def measure(settings: Settings) -> dict[str, Any]:
         return found
 
     def point(mode: str, instances: int, rate: float | None, seconds: float, stage: Stage,
-              in_flight: int = settings.depths[0]) -> dict[str, Any]:
+              in_flight: int = settings.depths[0], fresh: bool = False) -> dict[str, Any]:
+        """The point of that load, measured now if `fresh` or not yet measured."""
         load = Load(mode, instances, rate, seconds, in_flight)
-        if load not in runs:
+        if fresh or load not in runs:
             runs[load] = run(load, stage, _label(load))
         return runs[load]
 
-    def capacity(mode: str, stage: Stage) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def capacity(mode: str, stage: Stage, instances: int = 1,
+                 fresh: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Flat out at the depth where it carries most (bench_capacity), the depths tried."""
         seconds = settings.seconds if len(settings.depths) == 1 else min(
             settings.seconds, bench_capacity.SEARCH_SECONDS)
         return bench_capacity.search(
-            lambda depth: point(mode, 1, None, seconds, stage, depth), settings.depths)
+            lambda depth: point(mode, instances, None, seconds, stage, depth, fresh),
+            settings.depths)
 
     def curve(mode: str, stage: Stage) -> list[dict[str, Any]]:
         points = []
@@ -238,10 +241,11 @@ def measure(settings: Settings) -> dict[str, Any]:
         if settings.memory_minutes > 0:
             rate = knee or min(settings.curve, default=settings.rate)
             memory = point(RENKEI, 1, rate, settings.memory_minutes * 60, stage)
-        scaleout = []
+        scaleout = []  # one after another, each flat out and measured now (×1 too)
         for instances in settings.scale:
             grow(stage, instances, admin)
-            scaleout.append(point(RENKEI, instances, settings.rate, settings.seconds, stage))
+            most, tried = capacity(RENKEI, stage, instances, fresh=True)
+            scaleout.append({**most, "depths": bench_capacity.depths(tried)})
     result: dict[str, Any] = {
         "benchmark": "renkei bench linkage",
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -311,14 +315,14 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
 @click.option("--seconds", type=float, default=60.0, show_default=True,
               help="measured seconds per point")
 @click.option("--rate", type=float, default=bench_report.BAR_RATE, show_default=True,
-              help="offered round trips/s of the main run and the scale-out")
-@click.option("--flat-out", is_flag=True, help="main run and scale-out closed-loop instead")
+              help="offered round trips/s of the main run")
+@click.option("--flat-out", is_flag=True, help="main run closed-loop instead")
 @click.option("--curve", default="25,50,100,200,400,800,1200,1600,2000,2400,3200,4800,6400,9600",
               show_default=True, callback=_numbers(float),
               help="offered rates of the load curve, stepped up until latency breaks (each "
                    "system's own: the baseline's goes on to its knee)")
 @click.option("--scale", default="1,2,4", show_default=True, callback=_numbers(int),
-              help="platform instances for the scale-out")
+              help="platform instances for the scale-out, each measured flat out in turn")
 @click.option("--memory-minutes", type=float, default=10.0, show_default=True,
               help="length of the memory run at the knee (0: none)")
 @click.option("--residents", type=click.IntRange(min=10), default=1000, show_default=True)

@@ -273,8 +273,9 @@ def summary(result: dict[str, Any]) -> None:
     click.echo(f"  CPU a round trip flat out, µs: {cost_text(result['capacity'])}")
     for name in ("renkei", "baseline"):
         click.echo(f"  curve {name:8} {curve_text(curve[name])}")
-    click.echo("  scale-out: " + ", ".join(
-        f"×{p['instances']} {p['throughput']:,.0f} rt/s (p99 {_ms(p['latency_ms']['p99'])})"
+    click.echo("  scale-out, flat out: " + "; ".join(
+        f"×{p['instances']} {p['throughput']:,.0f} rt/s ({p['in_flight_per_holder']} in flight "
+        f"a holder, p99 {_ms(p['latency_ms']['p99'])}; tried {bench_capacity.text(p['depths'])})"
         for p in result["scaleout"]))
     if result["memory"] is not None:
         for worker, flat in result["memory"]["flatness"].items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,22 @@ from broker import config, topics
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from holders.client import HolderClient
-from renkei import bare, bench_capacity, bench_report, groups, hops, latency, machine_profile, plots
-from renkei.bare import BareMessage
+from renkei import (
+    bare,
+    bench_capacity,
+    bench_linkage,
+    bench_point,
+    bench_report,
+    groups,
+    hops,
+    latency,
+    machine_profile,
+    plots,
+    town,
+)
+from renkei.bare import BareMessage, Sizes
 from renkei.bench_linkage import skip_past
+from renkei.bench_plan import Plan
 from renkei.state import STATE_ENV, held
 from tests.kafka_helpers import consumer, producer, renkei, said_in_one_line
 
@@ -394,6 +408,8 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
         assert f"flat out {name:8} (in flight a holder→rt/s): 32→" in run.stdout
     assert set(result["message_sizes"]) == {"request", "query", "answer", "reply"}
     assert [p["instances"] for p in result["scaleout"]] == [1, 2]
+    assert all(p["offered_rate"] is None and p["depths"] for p in result["scaleout"])
+    assert "scale-out, flat out: ×1 " in run.stdout
     starts = {name: datetime.fromisoformat(point["window_start"]) for name, point in (
         ("renkei", capacity["renkei"]), ("baseline", capacity["baseline"]),
         ("scaled", result["scaleout"][1]))}  # the ratios' points first, the rest after them
@@ -422,3 +438,74 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
         assert "relay-1" in main["baseline"]["perf"] and "platform-1" not in main["baseline"][
             "perf"]
         assert "perf (% of all samples): " in run.stdout
+
+
+def _fake_bench(monkeypatch: Any) -> list[tuple[Any, str]]:
+    """`bench_linkage.measure` without Kafka: each point made up from its load (flat out,
+    `instances` × 20 rt/s per request in flight a holder, at most 2,000 an instance); the
+    points run, in order."""
+    ran: list[tuple[Any, str]] = []
+
+    def run_point(load: Any, stage: Any, plan: Any, knobs: Any, admin: Any,
+                  label: str) -> dict[str, Any]:
+        ran.append((load, label))
+        most = load.instances * min(2000, 20 * load.in_flight)
+        return {**_point(load.rate, load.rate or most, 10), "mode": load.mode,
+                "instances": load.instances, "seconds": load.seconds,
+                "in_flight_per_holder": None if load.rate else load.in_flight,
+                "latency_ms": {"p50": 5, "p99": 10, "p99.9": 20}, "completed": 1,
+                "lag": {"max": 0}, "cpu_percent": {}, "cpu_seconds": {}, "hops_ms": None,
+                "window_start": f"2026-12-04T00:{len(ran):02d}:00+00:00"}
+
+    @contextmanager
+    def stage(*_: Any) -> Any:
+        yield None
+
+    async def prepare(*_: Any) -> Plan:
+        return Plan({"a": []}, Sizes(1, 2, 3, 4))
+
+    for name, fake in (("run_point", run_point), ("platform", stage), ("relays", stage),
+                       ("prepare", prepare), ("grow", lambda *_: None),
+                       ("runtimes", lambda: {})):
+        monkeypatch.setattr(bench_linkage, name, fake)
+    monkeypatch.setattr(groups, "admin", lambda: None)
+    monkeypatch.setattr(town, "build", lambda *_: None)
+    return ran
+
+
+def _settings(depths: tuple[int, ...]) -> bench_linkage.Settings:
+    return bench_linkage.Settings(
+        seconds=60.0, rate=2000.0, curve=(), scale=(1, 2, 4), memory_minutes=0, residents=10,
+        seed=1, idle_holders=0, prime=0, depths=depths,
+        knobs=bench_point.Knobs(warmup=5.0, drain=15.0, settle=1.0))
+
+
+def test_the_capacity_points_and_the_scale_out_are_each_measured_at_the_depth_carrying_most(
+        monkeypatch: Any) -> None:
+    """Each system's capacity is searched for (15-s stages); the scale-out's ×1, ×2, ×4 are
+    each searched for too, one after another, ×1 measured again rather than reused."""
+    ran = _fake_bench(monkeypatch)
+    result = bench_linkage.measure(_settings(bench_capacity.DEPTHS))
+    capacity = result["capacity"]
+    for name in ("renkei", "baseline"):  # 640, 1,280, 2,000, then 2,000 again: the end
+        assert [d["in_flight_per_holder"] for d in capacity["depths"][name]] == [32, 64, 128, 256]
+        assert capacity[name]["in_flight_per_holder"] == 128
+        assert capacity[name]["throughput"] == 2000 and capacity[name]["seconds"] == 15.0
+    scaled = result["scaleout"]
+    assert [(p["instances"], p["offered_rate"], p["throughput"]) for p in scaled] == [
+        (1, None, 2000), (2, None, 4000), (4, None, 8000)]
+    assert scaled[0] is not capacity["renkei"] and scaled[0]["window_start"] > max(
+        p["window_start"] for p in (capacity["renkei"], capacity["baseline"]))
+    assert [d["in_flight_per_holder"] for d in scaled[2]["depths"]] == [32, 64, 128, 256]
+    labels = [label for _, label in ran]
+    assert labels.count("renkei 1 platform flat out 32 deep 15s") == 2  # measured again
+    assert labels[-4:] == [f"renkei 4 platform flat out {d} deep 15s" for d in (32, 64, 128, 256)]
+
+
+def test_a_depth_given_is_measured_alone_for_the_points_whole_length(monkeypatch: Any) -> None:
+    ran = _fake_bench(monkeypatch)
+    result = bench_linkage.measure(_settings((48,)))
+    assert result["capacity"]["depths"]["baseline"] == [
+        {"in_flight_per_holder": 48, "throughput": 960, "p99_ms": 10, "failed_share": 0.0}]
+    assert {load.in_flight for load, _ in ran if load.rate is None} == {48}
+    assert {load.seconds for load, _ in ran if load.rate is None} == {60.0}
