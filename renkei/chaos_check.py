@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from audit.events import step_of
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
@@ -165,8 +166,8 @@ def audit_steps(request_ids: set[str], since: datetime) -> dict[str, list[tuple[
             for entry in page.entries:
                 event = entry.event
                 if event.request_id in request_ids:
-                    step = event.event_id.removeprefix(f"{event.request_id}:")
-                    steps.setdefault(event.request_id, []).append((step, event.outcome))
+                    steps.setdefault(event.request_id, []).append((step_of(event),
+                                                                    event.outcome))
             if page.next_cursor is None:
                 return steps
             after = page.next_cursor
