@@ -317,7 +317,8 @@ def test_the_build_context_leaves_state_and_secrets_out() -> None:
     ignored = {line.strip().rstrip("/") for line in
                (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
                if line.strip() and not line.startswith("#")}
-    missing = {".state", ".env", ".venv", "results", "build", ".git"} - ignored
+    missing = {".state", ".env", "**/.state*", "**/.env*", ".venv", "results", "build",
+               ".git"} - ignored
     assert not missing, f".dockerignore lacks {sorted(missing)}"
 
 
