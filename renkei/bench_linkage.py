@@ -193,10 +193,11 @@ def measure(settings: Settings) -> dict[str, Any]:
 
     def point(mode: str, instances: int, rate: float | None, seconds: float, stage: Stage,
               in_flight: int = settings.depths[0], fresh: bool = False) -> dict[str, Any]:
-        """The point of that load, measured now if `fresh` or not yet measured."""
+        """The point of that load, measured now if `fresh` or not yet measured (measured again,
+        it is named apart from the first, so that their profiles are not taken for one's)."""
         load = Load(mode, instances, rate, seconds, in_flight)
         if fresh or load not in runs:
-            runs[load] = run(load, stage, _label(load))
+            runs[load] = run(load, stage, ("again " if load in runs else "") + _label(load))
         return runs[load]
 
     def capacity(mode: str, stage: Stage, instances: int = 1,

@@ -427,7 +427,9 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert profile["platform-run"]["percent"]["codec"] > 0
     assert profile["audit-run"]["percent"]["SQLite"] > 0
     holders = profile["renkei_1_platform_flat_out_32_deep_3s"]
-    assert holders["profiles"] == len(result["town"]["holder_ids"])
+    assert holders["profiles"] == len(result["town"]["holder_ids"])  # that point's alone: the
+    scaled = profile["again_renkei_1_platform_flat_out_32_deep_3s"]  # scale-out's ×1 is apart
+    assert scaled["profiles"] == len(result["town"]["holder_ids"])
     assert holders["percent"]["crypto"] > 0
     assert "crypto" not in profile["baseline_1_relay_flat_out_32_deep_3s"]["percent"]
     assert "profiles (under cProfile, by CPU clock)" in run.stdout
@@ -498,7 +500,8 @@ def test_the_capacity_points_and_the_scale_out_are_each_measured_at_the_depth_ca
         p["window_start"] for p in (capacity["renkei"], capacity["baseline"]))
     assert [d["in_flight_per_holder"] for d in scaled[2]["depths"]] == [32, 64, 128, 256]
     labels = [label for _, label in ran]
-    assert labels.count("renkei 1 platform flat out 32 deep 15s") == 2  # measured again
+    assert labels.count("renkei 1 platform flat out 32 deep 15s") == 1  # and measured again,
+    assert labels.count("again renkei 1 platform flat out 32 deep 15s") == 1  # named apart
     assert labels[-4:] == [f"renkei 4 platform flat out {d} deep 15s" for d in (32, 64, 128, 256)]
 
 
