@@ -62,13 +62,9 @@ def test_across_a_rekeying_a_provider_finds_a_record_by_either_epochs_code(
 
 
 def test_a_store_made_before_rekeying_has_its_codes_of_the_first_epoch(tmp_path: Path) -> None:
-    path = tmp_path / "holder.db"
-    with sqlite3.connect(path) as old:
-        old.execute("CREATE TABLE bindings (own_number TEXT PRIMARY KEY, "
-                    "link_code TEXT NOT NULL UNIQUE, bound_at TEXT NOT NULL)")
-        old.execute("INSERT INTO bindings VALUES ('H-1', 'LC-1', '2026-01-01')")
-    old.close()
-    store = HolderStore(path)
+    store = _made_before(tmp_path, "CREATE TABLE bindings (own_number TEXT PRIMARY KEY, "
+                         "link_code TEXT NOT NULL UNIQUE, bound_at TEXT NOT NULL)",
+                         "INSERT INTO bindings VALUES ('H-1', 'LC-1', '2026-01-01')")
     assert store.bindings_before(1) == {0: ["LC-1"]}
     assert store.rekey("LC-1", "LC-9", 1) == Rekeyed("H-1")
     assert store.binding("H-1") == ("LC-9", 1)
@@ -131,13 +127,9 @@ def test_a_case_is_closed_once_its_record_is_bound(tmp_path: Path) -> None:
 
 
 def test_a_store_made_before_cases_were_closed_has_them_open(tmp_path: Path) -> None:
-    path = tmp_path / "holder.db"
-    with sqlite3.connect(path) as old:
-        old.execute("CREATE TABLE investigations (request_id TEXT PRIMARY KEY, own_number TEXT "
-                    "NOT NULL, reason TEXT NOT NULL, opened_at TEXT NOT NULL)")
-        old.execute("INSERT INTO investigations VALUES ('r-1', 'H-1', 'why', '2026-01-01')")
-    old.close()
-    store = HolderStore(path)
+    store = _made_before(tmp_path, "CREATE TABLE investigations (request_id TEXT PRIMARY KEY, "
+                         "own_number TEXT NOT NULL, reason TEXT NOT NULL, opened_at TEXT NOT NULL)",
+                         "INSERT INTO investigations VALUES ('r-1', 'H-1', 'why', '2026-01-01')")
     assert store.investigations() == [("H-1", "why")]
     store.bind("H-1", "LC-1", 0)
     assert store.investigations() == []
@@ -177,3 +169,13 @@ def test_a_store_made_before_requests_were_kept_keeps_them_once_opened(tmp_path:
     store.open_request("new", "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"m"))
     assert store.unsent() == [("new", "LC-1", b"m")]
     store.close()
+
+
+def _made_before(tmp_path: Path, *statements: str) -> HolderStore:
+    """A holder store over one an earlier version made by these statements."""
+    path = tmp_path / "holder.db"
+    with sqlite3.connect(path) as old:
+        for statement in statements:
+            old.execute(statement)
+    old.close()
+    return HolderStore(path)
