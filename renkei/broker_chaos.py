@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from broker import process, provision
 from broker.ports import free_port_block
 from holders.client import HolderClient, NotSentYet
 from renkei import scenario, town
-from renkei.chaos_check import Checked, checked
+from renkei.chaos_check import Checked, checked, with_checked
 from renkei.state import held, state_folder
 
 NODES = 3
@@ -74,9 +74,8 @@ class BrokerChaos:
         return self.checked.exactly_once
 
     def to_json(self) -> dict[str, Any]:
-        own = {k: v for k, v in asdict(self).items() if k != "checked"}
         return {"what": "a broker of a 3-node cluster SIGKILLed under load, then restarted",
-                **own, **self.checked.to_json()}
+                **with_checked(self)}
 
 
 @dataclass
@@ -274,11 +273,10 @@ async def _run(seconds: float, rate: float, residents: int, seed: int, kill_at: 
 def _measure(sent: list[_Sent], kill: _Kill, verdict: Checked, seconds: float, rate: float,
              residents: int, kill_at: float, down_for: float, bound: float,
              cluster_seconds: float | None, ready_after: float) -> BrokerChaos:
-    answered = [s for s in sent if s.status not in (LOST, SEND_FAILED)]
     after_kill = sorted((s for s in sent if s.sent_at >= kill.killed_at and s.request_id),
                         key=lambda s: s.sent_at)
     first = after_kill[0] if after_kill else None
-    latencies = [s.answered_at - s.sent_at for s in answered if s.answered_at is not None]
+    latencies = [s.answered_at - s.sent_at for s in sent if s.answered_at is not None]
     return BrokerChaos(
         nodes=NODES, seconds=seconds, rate=rate, residents=residents,
         killed_node=kill.node, killed_why=kill.why,

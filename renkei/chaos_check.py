@@ -93,6 +93,13 @@ class Checked:
         ]
 
 
+def with_checked(result: Any) -> dict[str, Any]:
+    """A chaos run's result (a dataclass with a `checked` verdict) as JSON: its own fields, then
+    the verdict's."""
+    own = {k: v for k, v in asdict(result).items() if k != "checked"}
+    return {**own, **result.checked.to_json()}
+
+
 def check(asked: list[Asked], logged: Logged) -> Checked:
     """The verdict over every request asked (pure: from what the stores hold)."""
     answered = [a for a in asked if a.status != SENT]

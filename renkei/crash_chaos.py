@@ -17,7 +17,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from broker.ports import free_port_pair
 from holders.server import Address, address_file, recorded
 from holders.store import SENT
 from renkei import scenario, town
-from renkei.chaos_check import Checked, checked
+from renkei.chaos_check import Checked, checked, with_checked
 from renkei.crashes import Watch
 from renkei.state import held, state_folder
 
@@ -71,9 +71,8 @@ class CrashChaos:
                 and not self.never_accepted and not self.died and not self.tracebacks)
 
     def to_json(self) -> dict[str, Any]:
-        own = {k: v for k, v in asdict(self).items() if k != "checked"}
         return {"what": "processes SIGKILLed under load, then started again",
-                **own, **self.checked.to_json(), "exactly_once": self.exactly_once}
+                **with_checked(self), "exactly_once": self.exactly_once}
 
 
 async def start_server(procs: town.Processes, holder: str, within: float = 60.0) -> Address:
