@@ -13,6 +13,10 @@ from authority import store as authority_store
 from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
 from registry.cli import open_registry
+from renkei import personal_input
+from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
+
+NUMBER = Field("number", "personal number")
 
 
 def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -81,12 +85,15 @@ def _withdrawn(authority: NumberingAuthority) -> str:
             "keeping theirs" if authority.withdrawn else "")
 
 
-@authority_cli.command("change-number")
-@click.argument("resident_code")
+@authority_cli.command("change-number", cls=OnStdin)
 @click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
 @DB_OPTION
-def change_number(resident_code: str, reason: str, db: Path | None) -> None:
-    """A resident's request for a new personal number (the old one is retired for good)."""
+def change_number(reason: str, db: Path | None) -> None:
+    """A resident's request for a new personal number (the old one is retired for good).
+
+    The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
+    for at a terminal: never an argument, which `ps` and the shell's history show."""
+    resident_code = personal_input.read_one(RESIDENT_CODE)
     with _authority(db) as authority:
         try:
             number = authority.change_number(resident_code, reason)
@@ -95,11 +102,14 @@ def change_number(resident_code: str, reason: str, db: Path | None) -> None:
     click.echo(f"new personal number {number}; the old one is retired")
 
 
-@authority_cli.command("number-of")
-@click.argument("resident_code")
+@authority_cli.command("number-of", cls=OnStdin)
 @DB_OPTION
-def number_of(resident_code: str, db: Path | None) -> None:
-    """Notify a resident of their personal number."""
+def number_of(db: Path | None) -> None:
+    """Notify a resident of their personal number.
+
+    The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
+    for at a terminal: never an argument, which `ps` and the shell's history show."""
+    resident_code = personal_input.read_one(RESIDENT_CODE)
     with _authority(db) as authority:
         number = authority.number_of(resident_code)
     if number is None:
@@ -107,14 +117,17 @@ def number_of(resident_code: str, db: Path | None) -> None:
     click.echo(number)
 
 
-@authority_cli.command()
-@click.argument("number")
+@authority_cli.command(cls=OnStdin)
 @click.option("--holder", required=True, callback=stated,
               help="the holder asking (it lawfully holds the number)")
 @click.option("--purpose", required=True, callback=stated, help="why it asks")
 @DB_OPTION
-def lookup(number: str, holder: str, purpose: str, db: Path | None) -> None:
-    """Personal number → resident code, logged with who asked and why."""
+def lookup(holder: str, purpose: str, db: Path | None) -> None:
+    """Personal number → resident code, logged with who asked and why.
+
+    The personal number is read from stdin (the number, or {"number": "…"}), or prompted for
+    at a terminal: never an argument, which `ps` and the shell's history show."""
+    number = personal_input.read_one(NUMBER)
     with _authority(db) as authority:
         resident_code = authority.lookup(number, holder, purpose)
     if resident_code is None:

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from cards import ca, issue, reader
 from cards.card import Card, cards
-from renkei import tether
+from renkei import personal_input, tether
+from renkei.personal_input import RESIDENT_CODE, OnStdin
 
 PIN_OPTION = click.option("--pin", envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
                           hide_input=True, confirmation_prompt=True,
@@ -36,12 +37,15 @@ def _done(card: Card) -> None:
     click.echo(f"card {card.face.serial} ({card.face.kind}) written to {card.path}")
 
 
-@card_cli.command("issue")
-@click.argument("resident_code")
+@card_cli.command("issue", cls=OnStdin)
 @PIN_OPTION
 @DIR_OPTION
-def issue_resident(resident_code: str, pin: str, where: Path | None) -> None:
-    """Issue a resident's card (user-authentication certificate, PIN-protected key)."""
+def issue_resident(pin: str, where: Path | None) -> None:
+    """Issue a resident's card (user-authentication certificate, PIN-protected key).
+
+    The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
+    for at a terminal: never an argument, which `ps` and the shell's history show."""
+    resident_code = personal_input.read_one(RESIDENT_CODE)
     try:
         _done(issue.resident_card(resident_code, pin, where))
     except (LookupError, ValueError, ca.NoAuthority) as exc:

@@ -12,9 +12,14 @@ import click
 from registry import store as registry_store
 from registry.normalize import parse_date, parse_sex
 from registry.residents import ChangeKind, FourAttributes, Resident
+from renkei import personal_input
+from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
                          help="the registry's SQLite file [default <state>/registry/registry.db]")
+FOUR = (Field("name", "name"), Field("address", "address"),
+        Field("dob", "date of birth (1975-01-02, 昭和50年1月2日, …)"),
+        Field("sex", "sex (1/2, 男/女, M/F)"))
 
 
 @click.group("registry")
@@ -46,26 +51,25 @@ def generate(residents: int, seed: int, db: Path | None, replace: bool) -> None:
     click.echo(f"  {'ambiguous 4-attr keys':<24}{ambiguous:>10,}  (a look-up returns several)")
 
 
-@registry_cli.command()
-@click.option("--code", help="a resident code")
-@click.option("--name")
-@click.option("--address")
-@click.option("--dob", help="date of birth: 1975-01-02, 昭和50年1月2日, …")
-@click.option("--sex", help="1/2, 男/女, M/F")
+@registry_cli.command(cls=OnStdin)
 @DB_OPTION
-def lookup(code: str | None, name: str | None, address: str | None, dob: str | None,
-           sex: str | None, db: Path | None) -> None:
-    """Look up by resident code, or by all four attributes (never fewer)."""
+def lookup(db: Path | None) -> None:
+    """Look up by resident code, or by all four attributes (never fewer).
+
+    The resident code, or the name, address, date of birth (1975-01-02, 昭和50年1月2日, …) and
+    sex (1/2, 男/女, M/F), are read from stdin, one a line or as one JSON object
+    ({"resident_code": "…"} or {"name": "…", "address": "…", "dob": "…", "sex": "…"}), or
+    prompted for at a terminal: never arguments, which `ps` and the shell's history show."""
+    asked = personal_input.read((RESIDENT_CODE,), FOUR)
     store = open_registry(db)
     try:
-        if code is not None:
-            found = store.by_code(code)
+        if RESIDENT_CODE.key in asked:
+            found = store.by_code(asked[RESIDENT_CODE.key])
             residents = [] if found is None else [found]
-        elif name and address and dob and sex:
-            attributes = FourAttributes(name, address, parse_date(dob), parse_sex(sex))
-            residents = store.find(attributes)
         else:
-            raise click.UsageError("give --code, or all of --name --address --dob --sex")
+            residents = store.find(FourAttributes(asked["name"], asked["address"],
+                                                  parse_date(asked["dob"]),
+                                                  parse_sex(asked["sex"])))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     finally:
@@ -93,16 +97,19 @@ def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
                    f"{' '.join(event.before)} → {' '.join(event.after)}")
 
 
-@registry_cli.command()
-@click.argument("resident_code")
+@registry_cli.command(cls=OnStdin)
 @click.argument("holder")
 @click.option("--withdraw", is_flag=True, help="withdraw the consent instead")
 @DB_OPTION
-def consent(resident_code: str, holder: str, withdraw: bool, db: Path | None) -> None:
+def consent(holder: str, withdraw: bool, db: Path | None) -> None:
     """Record a resident's consent to a private holder binding them (or withdraw it: from any
-    holder, as the holder directory now stands or not)."""
+    holder, as the holder directory now stands or not).
+
+    The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
+    for at a terminal: never an argument, which `ps` and the shell's history show."""
     if not withdraw:
         _private_holder(holder)
+    resident_code = personal_input.read_one(RESIDENT_CODE)
     store = open_registry(db)
     try:
         if withdraw:

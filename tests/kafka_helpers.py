@@ -59,11 +59,12 @@ async def wait_assigned(cons: AIOKafkaConsumer, within: float = 20.0) -> None:
 
 
 def renkei(*args: str, check: bool = True, env: dict[str, str] | None = None,
-           timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run the `renkei` command as a newcomer would."""
+           timeout: float = 180, input: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the `renkei` command as a newcomer would, `input` on its stdin (personal data is
+    given there, never as an argument)."""
     exe = Path(sys.executable).with_name("renkei")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, check=check,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+                          env={**os.environ, **(env or {})}, timeout=timeout, input=input)
 
 
 def said_in_one_line(text: str, error: str) -> None:

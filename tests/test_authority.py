@@ -163,15 +163,16 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = registry_store.RegistryStore.open(registry_store.default_path())
     code = next(registry.resident_codes())
     registry.close()
-    number = runner.invoke(authority_cli, ["number-of", code]).output.strip()
+    number = runner.invoke(authority_cli, ["number-of"], input=code).output.strip()
     assert is_valid(number)
-    found = runner.invoke(authority_cli, ["lookup", number, "--holder", "city-a", "--purpose",
-                                          "resident tax"])
+    found = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
+                                          "resident tax"], input=f'{{"number": "{number}"}}')
     assert found.output.strip() == code
-    changed = runner.invoke(authority_cli, ["change-number", code, "--reason", "lost"])
+    changed = runner.invoke(authority_cli, ["change-number", "--reason", "lost"],
+                            input=code + "\n")
     assert changed.exit_code == 0
-    again = runner.invoke(authority_cli, ["lookup", number, "--holder", "city-a", "--purpose",
-                                          "resident tax"])
+    again = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
+                                          "resident tax"], input=number)
     assert again.exit_code != 0
     assert "follow" in runner.invoke(authority_cli, ["follow"]).output
     status = runner.invoke(authority_cli, ["status"]).output
@@ -203,15 +204,15 @@ def test_assign_all_after_a_code_change_moves_the_number_and_issues_none(
     assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
     registry = registry_store.RegistryStore.open(registry_store.default_path())
     old = next(registry.resident_codes())
-    number = runner.invoke(authority_cli, ["number-of", old]).output.strip()
+    number = runner.invoke(authority_cli, ["number-of"], input=old).output.strip()
     new = change_code(registry, old)
     registry.close()
     again = runner.invoke(authority_cli, ["assign-all"])
     assert again.exit_code == 0 and "0 personal numbers assigned" in again.output
     for _ in range(2):
         assert runner.invoke(authority_cli, ["follow"]).exit_code == 0
-    assert runner.invoke(authority_cli, ["number-of", new]).output.strip() == number
-    assert runner.invoke(authority_cli, ["number-of", old]).exit_code != 0
+    assert runner.invoke(authority_cli, ["number-of"], input=new).output.strip() == number
+    assert runner.invoke(authority_cli, ["number-of"], input=old).exit_code != 0
     store = AuthorityStore(tmp_path / "authority" / "authority.db")
     assert store.counts()["issued"] == 50 and store.counts()["current"] == 50
     assert [(e.kind, e.before, e.after) for e in store.history(new)] == [

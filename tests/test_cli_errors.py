@@ -56,12 +56,12 @@ def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> N
     said_in_one_line(run.stderr, "port in use")
 
 
-@pytest.mark.parametrize("args", [
-    ("authority", "lookup", "1234", "--holder", "city-a", "--purpose", ""),
-    ("authority", "lookup", "1234", "--holder", " ", "--purpose", "tax"),
-    ("authority", "change-number", "R-1", "--reason", " ")])
-def test_a_blank_reason_is_refused(tmp_path: Path, args: tuple[str, ...]) -> None:
-    run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False)
+@pytest.mark.parametrize(("args", "given"), [
+    (("authority", "lookup", "--holder", "city-a", "--purpose", ""), "1234"),
+    (("authority", "lookup", "--holder", " ", "--purpose", "tax"), "1234"),
+    (("authority", "change-number", "--reason", " "), "R-1")])
+def test_a_blank_reason_is_refused(tmp_path: Path, args: tuple[str, ...], given: str) -> None:
+    run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False, input=given)
     assert run.returncode == 2
     assert "must not be blank" in run.stderr and "Traceback" not in run.stderr
 

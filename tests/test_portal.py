@@ -51,8 +51,8 @@ class Portal:
     oversight_card: str
 
 
-def _issue(*args: str) -> str:
-    out = renkei("card", *args, env={"RENKEI_CARD_PIN": PIN}).stdout
+def _issue(*args: str, given: str = "") -> str:
+    out = renkei("card", *args, env={"RENKEI_CARD_PIN": PIN}, input=given).stdout
     found = re.search(r"card ([0-9a-f]+) ", out)
     assert found, out
     return found.group(1)
@@ -113,7 +113,7 @@ async def portal(clients: Clients, town: Town, platform: Processes, first_codes:
             if name in ("alice", "bob") else None
         (id_code,) = codes.id_codes([first_codes[code]])
         assert isinstance(id_code, str)
-        people[name] = Person(code, id_code, _issue("issue", code), request_id)
+        people[name] = Person(code, id_code, _issue("issue", given=code), request_id)
     for name in ("alice", "bob"):
         await _entries(people[name].id_code, 2)
     staff = _issue("officer", staff_of("sakura-town")[0], "--holder", "sakura-town",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from datetime import date, timedelta
@@ -294,8 +295,8 @@ def test_consent_belongs_to_the_person(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     runner = CliRunner()
-    for command, args in ((registry_cli, ["lookup", "--code", "1"]), (serve, [])):
-        none = runner.invoke(command, args)  # before there is a registry: said in one line
+    for command, args in ((registry_cli, ["lookup"]), (serve, [])):
+        none = runner.invoke(command, args, input="1")  # no registry yet: said in one line
         assert none.exit_code == 1 and "no registry at" in none.output, none.output
     made = runner.invoke(registry_cli, ["generate", "--residents", "500", "--seed", "3"])
     assert made.exit_code == 0, made.output
@@ -307,20 +308,26 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     resident = store.by_code(next(store.resident_codes()))
     store.close()
     assert resident is not None
-    by_code = runner.invoke(registry_cli, ["lookup", "--code", resident.resident_code])
+    by_code = runner.invoke(registry_cli, ["lookup"], input=resident.resident_code)
     assert "1 resident(s)" in by_code.output and resident.name in by_code.output
     era = "平成" if resident.date_of_birth.year >= 1990 else "昭和"
     year = resident.date_of_birth.year - (1988 if era == "平成" else 1925)
     if era == "平成" and resident.date_of_birth >= date(2019, 5, 1):
         era, year = "令和", resident.date_of_birth.year - 2018
-    by_four = runner.invoke(registry_cli, [
-        "lookup", "--name", resident.name.replace("　", " "), "--address",
-        normalize_address(resident.address), "--dob",
-        f"{era}{year}年{resident.date_of_birth.month}月{resident.date_of_birth.day}日",
-        "--sex", "男" if resident.sex is Sex.MALE else "女"])
+    four = (resident.name.replace("　", " "), normalize_address(resident.address),
+            f"{era}{year}年{resident.date_of_birth.month}月{resident.date_of_birth.day}日",
+            "男" if resident.sex is Sex.MALE else "女")
+    by_four = runner.invoke(registry_cli, ["lookup"], input="\n".join(four) + "\n")
     assert resident.resident_code in by_four.output
-    partial = runner.invoke(registry_cli, ["lookup", "--name", resident.name])
-    assert partial.exit_code != 0 and "all of" in partial.output
+    as_json = json.dumps(dict(zip(("name", "address", "dob", "sex"), four, strict=True)))
+    assert resident.resident_code in runner.invoke(registry_cli, ["lookup"], input=as_json).output
+    partial = runner.invoke(registry_cli, ["lookup"], input=f"{resident.name}\n{four[1]}\n")
+    assert partial.exit_code == 2 and "wanted 1 (resident code) or 4" in partial.output
+    assert resident.name not in partial.output
+    for old in (["--code", resident.resident_code], ["--name", resident.name]):
+        refused = runner.invoke(registry_cli, ["lookup", *old], input=resident.resident_code)
+        assert refused.exit_code == 2 and "not given on the command line" in refused.output
+        assert old[1] not in refused.output and "resident(s)" not in refused.output
     assert runner.invoke(registry_cli, ["events", "--limit", "3"]).exit_code == 0
 
 
@@ -335,13 +342,17 @@ def test_consent_is_given_to_a_private_holder_only(town: Town) -> None:
         for holder, error in (("nobody-here", "no holder 'nobody-here' is in the holder directory"),
                               (acls.REGISTRY, "no holder 'registry' is in the holder directory"),
                               ("sakura-town", "sakura-town is not a private holder")):
-            refused = renkei("registry", "consent", code, holder, check=False)
+            refused = renkei("registry", "consent", holder, check=False, input=code)
             assert refused.returncode == 1
             said_in_one_line(refused.stderr, error)
             assert not store.has_consent(code, holder)
-        renkei("registry", "consent", code, kenpo)
+        renkei("registry", "consent", kenpo, input=code)
         assert store.has_consent(code, kenpo)
-        renkei("registry", "consent", code, kenpo, "--withdraw")
+        renkei("registry", "consent", kenpo, "--withdraw",
+               input=json.dumps({"resident_code": code}))
         assert not store.has_consent(code, kenpo)
+        old_form = renkei("registry", "consent", code, kenpo, check=False)
+        assert old_form.returncode == 2 and "not given on the command line" in old_form.stderr
+        assert code not in old_form.stderr and not store.has_consent(code, kenpo)
     finally:
         store.close()

@@ -65,9 +65,9 @@ def test_the_authority_runs_without_the_key_store(tmp_path: Path,
     registry = registry_store.RegistryStore.open(registry_store.default_path())
     code = next(registry.resident_codes())
     registry.close()
-    number = runner.invoke(authority_cli, ["number-of", code]).output.strip()
-    looked_up = runner.invoke(authority_cli, ["lookup", number, "--holder", "pension",
-                                              "--purpose", "benefit"])
+    number = runner.invoke(authority_cli, ["number-of"], input=code).output.strip()
+    looked_up = runner.invoke(authority_cli, ["lookup", "--holder", "pension",
+                                              "--purpose", "benefit"], input=number)
     assert looked_up.output.strip() == code
     assert not (tmp_path / "keys").exists()  # never needed, never created
 

@@ -1,0 +1,100 @@
+"""Personal data reaches the operator commands on stdin or at a prompt, never as an argument
+(`ps` shows every process's arguments to every local user; the shell keeps them in its history).
+No broker: the commands are refused before they open anything."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from authority.cli import authority_cli
+from cards.cli import card_cli
+from registry.cli import FOUR, registry_cli
+from renkei import personal_input
+from renkei.personal_input import RESIDENT_CODE, parsed
+from renkei.state import STATE_ENV
+
+CODE = "12345678906"
+NUMBER = "123456789018"
+ATTRIBUTES = ("山田 太郎", "桜町1-2-3", "1975-01-02", "男")
+
+
+class Terminal(io.StringIO):
+    """What an operator types at a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_one_value_a_line_or_one_json_object() -> None:
+    shapes = ((RESIDENT_CODE,), FOUR)
+    assert parsed(f"{CODE}\n", shapes) == {"resident_code": CODE}
+    assert parsed(f'  {{"resident_code": " {CODE}"}}\n', shapes) == {"resident_code": CODE}
+    by_lines = parsed("\n".join(ATTRIBUTES) + "\n\n", shapes)
+    as_json = json.dumps(dict(zip(("name", "address", "dob", "sex"), ATTRIBUTES, strict=True)),
+                         ensure_ascii=False)
+    assert by_lines == parsed(as_json, shapes) == dict(zip(("name", "address", "dob", "sex"),
+                                                           ATTRIBUTES, strict=True))
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("", "stdin has 0 line(s); wanted 1 (resident code) or 4"),
+    (f"{ATTRIBUTES[0]}\n{ATTRIBUTES[1]}\n", "stdin has 2 line(s)"),
+    (f'{{"name": "{ATTRIBUTES[0]}"}}', "has the keys ['name']; wanted ['resident_code'] or"),
+    (f'{{"resident_code": {CODE}}}', "must map names to strings"),
+    (f'{{"resident_code": "{CODE}"', "not one JSON object")])
+def test_anything_else_is_refused_without_saying_it_back(text: str, said: str) -> None:
+    with pytest.raises(click.UsageError) as refused:
+        parsed(text, ((RESIDENT_CODE,), FOUR))
+    message = refused.value.format_message()
+    assert said in message
+    assert CODE not in message and ATTRIBUTES[0] not in message
+
+
+def test_at_a_terminal_each_value_is_prompted_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", Terminal(f"{CODE}\n"))
+    assert personal_input.read((RESIDENT_CODE,), FOUR) == {"resident_code": CODE}
+    monkeypatch.setattr(sys, "stdin", Terminal("\n" + "\n".join(ATTRIBUTES) + "\n"))
+    assert personal_input.read((RESIDENT_CODE,), FOUR) == dict(
+        zip(("name", "address", "dob", "sex"), ATTRIBUTES, strict=True))
+
+
+@pytest.mark.parametrize(("command", "old"), [
+    (authority_cli, ["lookup", NUMBER, "--holder", "city-a", "--purpose", "tax"]),
+    (authority_cli, ["number-of", CODE]),
+    (authority_cli, ["change-number", CODE, "--reason", "lost"]),
+    (registry_cli, ["lookup", "--code", CODE]),
+    (registry_cli, ["lookup", "--name", ATTRIBUTES[0], "--address", ATTRIBUTES[1],
+                    "--dob", ATTRIBUTES[2], "--sex", ATTRIBUTES[3]]),
+    (registry_cli, ["consent", CODE, "acme-kenpo"]),
+    (card_cli, ["issue", CODE])])
+def test_the_old_argument_form_is_refused_before_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: click.Group,
+        old: list[str]) -> None:
+    """Refused with a usage error saying where the data goes instead, before any prompt (the
+    card's PIN) and before any store is opened or made; the data is not said back."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    monkeypatch.delenv("RENKEI_CARD_PIN", raising=False)
+    refused = CliRunner().invoke(command, old, input=f"{CODE}\n")
+    assert refused.exit_code == 2, refused.output
+    assert "personal data is not given on the command line" in refused.output
+    assert "on stdin" in refused.output and "PIN" not in refused.output
+    assert CODE not in refused.output and NUMBER not in refused.output
+    assert ATTRIBUTES[0] not in refused.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("words", [["authority", "lookup"], ["authority", "number-of"],
+                                   ["authority", "change-number"], ["registry", "lookup"],
+                                   ["registry", "consent"], ["card", "issue"]])
+def test_the_help_says_where_the_data_goes(words: list[str]) -> None:
+    command = {"authority": authority_cli, "registry": registry_cli, "card": card_cli}[words[0]]
+    shown = CliRunner().invoke(command, [words[1], "--help"])
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0 and "read from stdin" in said and "never" in said and "`ps`" in said
