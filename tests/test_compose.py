@@ -4,11 +4,13 @@ pinned Kafka version, the topic spec, the local broker's config writer, the `ren
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import click
 import pytest
 import yaml
 
-from broker import cluster, config, jars, topics
+from broker import cluster, config, jars, process, topics
 from broker.credentials import Credentials
 from renkei.cli import main
 
@@ -33,6 +35,8 @@ PER_MACHINE = frozenset(config.request_threads())  # compose's brokers have mach
 NOT_COMPARED = PER_NODE | PER_MACHINE
 SECRET = "<secret>"
 SHELL_OPERATORS = frozenset({"&&", "||", "|", ";", "&", "(", ")"})
+HERE_DOCUMENT = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
+A_PASSWORD = re.compile(r"password", re.IGNORECASE)  # a reference to one, or a literal's key
 
 
 def compose() -> dict[str, Any]:
@@ -82,14 +86,40 @@ def masked(jaas: str) -> str:
     return re.sub(r'"\$\{[^}"]*\}"', f'"{SECRET}"', " ".join(jaas.split()))
 
 
-def command_lines(service: dict[str, Any]) -> Iterator[list[str]]:
-    """Every `renkei …` invocation in a service's command: a list, or a `sh -c` script."""
+def argv_and_script(service: dict[str, Any]) -> tuple[list[str], str | None]:
+    """A service's command: its words, and the script of a `sh -c`/`bash -c` (else None)."""
     command = service.get("command")
     if command is None:
-        return
+        return [], None
     argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
     if argv and argv[0] in ("sh", "bash") and len(argv) >= 3 and argv[1].startswith("-"):
-        for line in argv[2].replace("\\\n", " ").splitlines():
+        return argv, argv[2]
+    return argv, None
+
+
+def here_documents(script: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """A shell script's lines that are commands, and each here-document as (the command lines
+    before it, its body): a body goes to a file or a command's stdin, on no command line."""
+    commands: list[str] = []
+    documents: list[tuple[str, str]] = []
+    lines = iter(script.splitlines())
+    for line in lines:
+        commands.append(line)
+        for end in HERE_DOCUMENT.findall(line):
+            documents.append(("\n".join(commands), "\n".join(_until(end, lines))))
+    return commands, documents
+
+
+def _until(end: str, lines: Iterator[str]) -> list[str]:
+    """The lines up to the one that is `end` (taken too, not returned)."""
+    return list(takewhile(lambda text: text.strip() != end, lines))
+
+
+def command_lines(service: dict[str, Any]) -> Iterator[list[str]]:
+    """Every `renkei …` invocation in a service's command: a list, or a `sh -c` script."""
+    argv, script = argv_and_script(service)
+    if script is not None:
+        for line in script.replace("\\\n", " ").splitlines():
             lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
             lexer.whitespace_split = True
             lexer.commenters = "#"
@@ -279,6 +309,69 @@ def test_no_secret_literal() -> None:
         for key, value in dict(svc.get("environment", {})).items():
             if re.search(r"PASSWORD|SECRET|TOKEN|CLUSTER_ID", key):
                 assert str(value).startswith("${"), f"{name}: {key} is a literal"
+
+
+def test_no_password_on_a_command_line() -> None:
+    """Any local user reads any process's arguments (/proc/<pid>/cmdline, `ps`), in a container
+    as on a host: a password goes to a process in its environment or in a file, here a
+    here-document written under `umask 077` (the broker's format step: a Java argument file, as
+    the local broker's), never as an argument, not even through a script's variable."""
+    in_files = 0
+    for name, svc in services().items():
+        argv, script = argv_and_script(svc)
+        commands, documents = here_documents(script or "")
+        for line in (*(argv if script is None else argv[:2]), *commands):
+            assert not A_PASSWORD.search(line), f"{name}: a password on a command line: {line}"
+        for before, body in documents:
+            if A_PASSWORD.search(body):
+                in_files += 1
+                assert re.search(r"^\s*umask 077\s*$", before, re.MULTILINE), (
+                    f"{name}: a password written to a file others may read")
+    assert in_files == len(kafka_services(services())), "the check would prove nothing"
+
+
+def test_a_first_start_formats_the_storage_with_the_password_in_no_argument(
+        tmp_path: Path) -> None:
+    """A broker's start script, run by bash with the image's paths moved under tmp_path: the
+    image's kafka-run-class.sh a stand-in that records the arguments it was given (the JVM gets
+    them after its own options) and the mode of an argument file among them, then runs them on
+    the local broker's Kafka jars (the pinned version); kafka-storage.sh as the image's; the
+    image's own start-up a no-op."""
+    service = kafka_services(services())["kafka-1"]
+    _, script = argv_and_script(service)
+    assert script is not None
+    password, cluster_id = secrets.token_urlsafe(32), cluster.new_cluster_id()
+    libs, _ = jars.fetch()
+    tools = {"kafka-run-class.sh": f"""printf '%s\\n' "$@" > {tmp_path}/argv
+case "$1" in @*) stat -c %a "${{1#@}}" > {tmp_path}/mode ;; esac
+exec {process.java()} -cp '{libs}/*' "$@"
+""", "kafka-storage.sh": 'exec "$(dirname "$0")/kafka-run-class.sh" kafka.tools.StorageTool "$@"\n'}
+    for tool, text in tools.items():
+        (tmp_path / "bin" / tool).parent.mkdir(exist_ok=True)
+        (tmp_path / "bin" / tool).write_text("#!/bin/sh\n" + text)
+        (tmp_path / "bin" / tool).chmod(0o700)
+    (tmp_path / "tmp").mkdir()
+    moved = (script.replace("$$", "$")  # compose's escape: the shell gets `$`
+             .replace("/tmp/", f"{tmp_path}/tmp/")  # before others: tmp_path may be in /tmp
+             .replace("/var/lib/kafka/data", str(tmp_path / "data"))
+             .replace("/opt/kafka/bin/", f"{tmp_path}/bin/")
+             .replace("exec /etc/kafka/docker/run", "echo started"))
+    env = {key: str(value) for key, value in service["environment"].items()
+           if "${" not in str(value)}
+    env |= {"CLUSTER_ID": cluster_id, "ADMIN_PASSWORD": password,
+            "KAFKA_LOG_DIRS": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run(["bash", "-ec", moved], env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode == 0 and run.stdout.endswith("started\n"), run.stderr[-2000:]
+    argv = (tmp_path / "argv").read_text()
+    assert password not in argv, "the admin's password was on the JVM's command line"
+    assert argv == f"@{tmp_path}/tmp/format.args\n"
+    assert (tmp_path / "mode").read_text().strip() == "600"
+    assert not list((tmp_path / "tmp").iterdir()), "the argument file is left behind"
+    assert cluster_id in (tmp_path / "data" / "meta.properties").read_text()
+    (checkpoint,) = (tmp_path / "data").glob("__cluster_metadata-0/*.checkpoint")
+    assert b"admin" in checkpoint.read_bytes()  # its SCRAM credential, salted and hashed
+    assert password.encode() not in checkpoint.read_bytes()
 
 
 # --- the image ------------------------------------------------------------------------------
