@@ -41,6 +41,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "refused_other": ("カードの確認に失敗しました。", "The card could not be verified."),
     "expired_session": ("一定時間操作がなかったため、ログアウトしました。",
                         "You were logged out after a period without activity."),
+    "present_revoked": ("来庁者のカードの電子証明書が失効したため、その方の表示を終了しました。",
+                        "The visitor's card certificate has been revoked: their records are "
+                        "no longer shown."),
     "welcome": ("さん", ""),
     "history_title": ("あなたの情報の照会履歴", "Who looked at your data"),
     "history_intro": ("情報連携基盤が記録した、あなたに関するすべての照会です。"

@@ -75,20 +75,25 @@ def is_page(request: web.Request) -> bool:
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach the session (a new one if none, expired, or signed in with a card since revoked);
-    set the cookie on the way out."""
+    """Attach the session (a new one if none, expired, or signed in with a card since revoked;
+    at the counter, the visitor whose card is revoked since is no longer served in it); set the
+    cookie on the way out."""
     if not is_page(request):
         return await handler(request)
     store = request.app[SESSIONS]
     sid = request.cookies.get(COOKIE)
     session = store.get(sid)
-    if session is not None and _card_revoked(request, session):
+    if session is not None and (_revoked(request, ca.JPKI, session.resident)
+                                or _revoked(request, ca.OFFICERS, session.officer)):
         store.end(session)
         session = None
     if session is None:
         session = store.new()
         if sid:
             session.notice = "expired_session"
+    elif _revoked(request, ca.JPKI, session.present):
+        session.present = None  # the visitor's part ends; the staff member's goes on
+        session.notice = "present_revoked"
     request[SESSION] = session
     try:
         response = await handler(request)
@@ -100,11 +105,10 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
-def _card_revoked(request: web.Request, session: Session) -> bool:
-    """Whether the card the session signed in with is revoked since: the session ends with it."""
-    verifier = request.app[PLATFORM].verifier
-    return any(verifier.revoked(authority, card.serial) for authority, card in (
-        (ca.JPKI, session.resident), (ca.OFFICERS, session.officer)) if card is not None)
+def _revoked(request: web.Request, authority: str, card: Resident | Officer | None) -> bool:
+    """Whether a card signed in with (a resident's, an officer's or a counter visitor's) is
+    revoked since: what it signed in ends with it."""
+    return card is not None and request.app[PLATFORM].verifier.revoked(authority, card.serial)
 
 
 def _cookie(request: web.Request, response: web.StreamResponse) -> None:

@@ -24,6 +24,7 @@ from cards.card import Card
 from cards.login import Verifier, message
 from portal import app as portal_app
 from portal.context import PLATFORM, Platform
+from portal.i18n import words
 from portal.records import Records
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
@@ -148,6 +149,26 @@ async def test_the_counter_shows_a_resident_only_once_the_look_up_is_logged(
     desk = await (await client.get("/counter")).text()
     assert town.resident.name in desk and 'data-request="req-0007"' in desk
     assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
+
+
+async def test_a_counter_visitor_whose_card_is_revoked_is_no_longer_served(
+        client: Client, town: Town) -> None:
+    """The visitor's card was checked at their login only: revoked afterwards, their records
+    stayed on the desk, printable, for the rest of the staff member's session. Now the visitor's
+    part ends at the next request, saying why; the staff member stays signed in."""
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    assert town.resident.name in await (await client.get("/counter")).text()
+    issue.revoke(town.resident_card.face.serial)
+    desk = await client.get("/counter", allow_redirects=False)
+    shown = await desk.text()
+    assert desk.status == 200 and words("ja")["present_revoked"] in shown
+    assert town.resident.name not in shown and 'data-request="req-0007"' not in shown
+    printed = await client.post("/counter/print", allow_redirects=False,
+                                data={"csrf": await csrf_of(client, "/counter")})
+    assert (printed.status, printed.headers["Location"]) == (303, "/counter")
+    assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 403
 
 
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
