@@ -51,23 +51,23 @@ def store_option(command: F) -> F:
         help="a path or sqlite:///path [default: the state folder's audit/audit.db]")(command)
 
 
-def open_store(db: str | None, create: bool = False) -> AuditStore:
-    """The store at `db` (default in the state folder), signing with the state folder's key; a
-    SQLite store that is not there, or the key, is made only if `create` (else NoStore, NoKey):
-    an auditor checking a copy gets no key of its own that would call the log tampered."""
+def open_store(db: str | None, create: bool = False, signing: bool = True) -> AuditStore:
+    """The store at `db` (default in the state folder) with the state folder's head key: to sign
+    heads, or (not `signing`) its public key alone, to check them. A SQLite store that is not
+    there, or the key, is made only if `create` (else NoStore, NoKey): an auditor checking a
+    copy gets no key of its own that would call the log tampered."""
     url = db or default_path()
     if not create and not sql.exists(url):
         raise sql.NoStore(f"no audit store at {url} (`renkei audit run` makes one)")
-    try:  # the store first (its errors say more), with a key in memory that signs nothing
-        store = AuditStore(url, Signer.generate())
+    try:
+        key = Signer.load_or_create() if create else Signer.load() if signing else Signer.public()
+    except NoKey:
+        sql.connect(url)[0].close()  # a store that cannot be reached says so first: it says more
+        raise
+    try:
+        return AuditStore(url, key)
     except sqlite3.DatabaseError as exc:  # a file that is not a SQLite database
         raise sql.NoStore(f"cannot open the store at {url}: {exc}") from exc
-    try:
-        store.signer = Signer.load_or_create() if create else Signer.load()
-    except NoKey:
-        store.close()
-        raise
-    return store
 
 
 def _echo_json(data: Any) -> None:
@@ -84,9 +84,9 @@ def audit_cli() -> None:
 def verify(db: str | None) -> None:
     """Recompute the log; report modified, deleted, reordered or inserted entries and bad heads.
 
-    Exits 1 when anything is found.
+    Exits 1 when anything is found. Needs the head key's public key alone.
     """
-    with open_store(db) as store:
+    with open_store(db, signing=False) as store:
         report = store.verify(decode_event)
     click.echo(f"tree size {report.tree_size}: {report.entries} entries checked, "
                f"{report.purged} purged, {report.heads} heads, "

@@ -70,12 +70,14 @@ def key_id(public_key: Ed25519PublicKey) -> bytes:
 
 
 class Signer:
-    """The log's signing key; kept in the state folder, never printed."""
+    """The log's signing key; kept in the state folder, never printed. Loaded `public`, it is
+    the public key alone: it checks heads and signs none."""
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+    def __init__(self, public_key: Ed25519PublicKey,
+                 private_key: Ed25519PrivateKey | None = None) -> None:
         self._key = private_key
-        self.public_key = private_key.public_key()
-        self.key_id = key_id(self.public_key)
+        self.public_key = public_key
+        self.key_id = key_id(public_key)
 
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id.hex()[:16]}…)"
@@ -83,7 +85,8 @@ class Signer:
     @classmethod
     def generate(cls) -> Signer:
         """A fresh key held in memory only (benchmarks, tests)."""
-        return cls(Ed25519PrivateKey.generate())
+        key = Ed25519PrivateKey.generate()
+        return cls(key.public_key(), key)
 
     @classmethod
     def load_or_create(cls, path: Path | None = None) -> Signer:
@@ -92,33 +95,55 @@ class Signer:
         it wins and the others read its key."""
         path = path or key_path()
         if not path.exists():
-            signer = cls.generate()
+            key = Ed25519PrivateKey.generate()
             try:
                 write_json(path, {"algorithm": "Ed25519",
-                                  "private_key": signer._key.private_bytes_raw().hex(),
-                                  "public_key": signer.public_key.public_bytes_raw().hex()},
+                                  "private_key": key.private_bytes_raw().hex(),
+                                  "public_key": key.public_key().public_bytes_raw().hex()},
                            private=True, new=True)
-                return signer
+                return cls(key.public_key(), key)
             except FileExistsError:
                 pass  # another process made it meanwhile: its key is the log's
         return cls.load(path)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Signer:
-        """The key in `path` (default: the state folder's audit/head-key.json); NoKey if none."""
+        """The key in `path` (default: the state folder's audit/head-key.json); NoKey if none,
+        or if it holds the public key alone."""
         path = path or key_path()
-        try:
-            raw = bytes.fromhex(read_json(path)["private_key"])
-        except FileNotFoundError:
-            raise NoKey(f"no head key at {path}: `renkei audit run` makes it; to check a copy "
-                        "of a store, put its head key there") from None
-        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+        found = _key_file(path).get("private_key")
+        if found is None:
+            raise NoKey(f"the head key at {path} is the public key alone: this command signs "
+                        "heads (`renkei audit verify` checks them with the public key alone)")
+        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(found))
+        return cls(key.public_key(), key)
+
+    @classmethod
+    def public(cls, path: Path | None = None) -> Signer:
+        """The public key alone from `path` (default: the state folder's audit/head-key.json),
+        a private key there unused: all that checking heads needs, and all that an auditor
+        checking a copy of a store need be given. NoKey if none."""
+        path = path or key_path()
+        return cls(Ed25519PublicKey.from_public_bytes(
+            bytes.fromhex(_key_file(path)["public_key"])))
 
     def sign(self, message: bytes) -> bytes:
+        if self._key is None:
+            raise NoKey("the head key is the public key alone here: it signs nothing")
         return self._key.sign(message)
 
     def sign_head(self, head: TreeHead) -> SignedHead:
         return SignedHead(head, self.key_id, self.sign(head.message()))
+
+
+def _key_file(path: Path) -> dict[str, str]:
+    """The head key file's fields; NoKey if there is none."""
+    try:
+        found: dict[str, str] = read_json(path)
+    except FileNotFoundError:
+        raise NoKey(f"no head key at {path}: `renkei audit run` makes it; to check a copy "
+                    "of a store, put its head key (the public key is enough) there") from None
+    return found
 
 
 def verify_signature(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:

@@ -1,0 +1,60 @@
+"""The audit log's head key as each command needs it: `verify` checks heads with the public key
+alone (all an auditor checking a copy of a store is given); the commands that sign heads need the
+private key and say so in one line when only the public one is there. No broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from audit.heads import NoKey, Signer, TreeHead, verify_head
+from audit.merkle import EMPTY_ROOT
+from audit.store import AuditStore
+from renkei.state import STATE_ENV, write_json
+from tests.kafka_helpers import renkei, said_in_one_line
+from tests.test_audit_store import T0, event, item
+
+
+def _public_alone(path: Path, public_hex: str) -> None:
+    write_json(path, {"algorithm": "Ed25519", "public_key": public_hex}, private=True)
+
+
+def test_the_public_key_alone_checks_heads_and_signs_none(tmp_path: Path) -> None:
+    path = tmp_path / "head-key.json"
+    signer = Signer.load_or_create(path)
+    signed = signer.sign_head(TreeHead(0, EMPTY_ROOT, T0))
+    _public_alone(path, signer.public_key.public_bytes_raw().hex())
+    public = Signer.public(path)
+    assert public.key_id == signer.key_id and verify_head(signed, public.public_key)
+    with pytest.raises(NoKey, match="public key alone"):
+        public.sign_head(TreeHead(0, EMPTY_ROOT, T0))
+    with pytest.raises(NoKey, match="is the public key alone: this command signs heads"):
+        Signer.load(path)
+    with pytest.raises(NoKey, match="no head key at"):
+        Signer.public(tmp_path / "none.json")
+
+
+def test_verify_needs_the_public_key_alone(tmp_path: Path) -> None:
+    """`renkei audit verify` read the whole key file and made a private key of it: with the
+    public key alone it failed (a KeyError, with a traceback). Now it checks every head with the
+    public key, and a command that signs heads (head, purge, query) says it needs the private
+    key; a public key not the log's makes verify report every head as not the log's."""
+    state = tmp_path / "state"
+    key = state / "audit" / "head-key.json"
+    with AuditStore(tmp_path / "audit.db", Signer.load_or_create(key), head_every=2) as store:
+        store.append_many([item(event(n)) for n in range(5)])
+        store.sign_head()
+        public_hex = store.signer.public_key.public_bytes_raw().hex()
+    _public_alone(key, public_hex)
+    env = {STATE_ENV: str(state)}
+    verified = renkei("audit", "verify", "--db", str(tmp_path / "audit.db"), env=env, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "5 entries checked" in verified.stdout and "ok:" in verified.stdout
+    head = renkei("audit", "head", "--db", str(tmp_path / "audit.db"), env=env, check=False)
+    assert head.returncode == 1
+    said_in_one_line(head.stderr, "is the public key alone: this command signs heads")
+    _public_alone(key, Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex())
+    other = renkei("audit", "verify", "--db", str(tmp_path / "audit.db"), env=env, check=False)
+    assert other.returncode == 1 and "TAMPERED" in other.stderr
