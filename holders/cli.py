@@ -18,8 +18,11 @@ from holders.imports import Refused
 from holders.store import HolderStore, default_path
 from processors import directory
 from processors.keys_cli import unit_name
+from renkei import personal_input
+from renkei.personal_input import Field, OnStdin
 
 T = TypeVar("T")
+STAFF_NAME = Field("name", "the staff member's name")
 
 
 @click.group("holder")
@@ -92,19 +95,22 @@ def staff() -> None:
     """A holder's staff: only they may act, each on their terminals (paper §5(3))."""
 
 
-@staff.command("add")
+@staff.command("add", cls=OnStdin)
 @click.argument("holder")
 @click.argument("staff_id")
-@click.option("--name", required=True, help="the staff member's name")
 @click.option("--terminal", "terminals", multiple=True,
               help="a registered terminal they may use (repeat; none: any registered one)")
-def add_staff(holder: str, staff_id: str, name: str, terminals: tuple[str, ...]) -> None:
-    """Register a staff member (again: their name and terminals replaced)."""
+def add_staff(holder: str, staff_id: str, terminals: tuple[str, ...]) -> None:
+    """Register a staff member (again: their name and terminals replaced).
+
+    The staff member's name is read from stdin (the name, or {"name": "…"}), or prompted for
+    at a terminal: never an argument, which `ps` and the shell's history show."""
     with _store(holder) as store:
         unknown = sorted(set(terminals) - set(store.terminals()))
         if unknown:
             raise click.ClickException(f"not registered terminals of {holder}: "
                                        f"{', '.join(unknown)} (renkei holder terminal add)")
+        name = personal_input.read_one(STAFF_NAME)
         with store.transaction():
             store.add_staff(staff_id, name, terminals)
     click.echo(f"{staff_id} may act for {holder} on "

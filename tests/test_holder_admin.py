@@ -46,12 +46,12 @@ def state(tmp_path: Path) -> Iterator[Path]:
         yield path
 
 
-def _holder(*args: str) -> Result:
-    return CliRunner().invoke(holder_cli, list(args))
+def _holder(*args: str, given: str | None = None) -> Result:
+    return CliRunner().invoke(holder_cli, list(args), input=given)
 
 
-def _ok(*args: str) -> str:
-    result = _holder(*args)
+def _ok(*args: str, given: str | None = None) -> str:
+    result = _holder(*args, given=given)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -60,10 +60,13 @@ def test_staff_and_terminals_are_added_listed_and_removed(state: Path) -> None:
     _ok("terminal", "add", HOLDER, "t1")
     _ok("terminal", "add", HOLDER, "t2")
     assert _ok("terminal", "list", HOLDER).split() == ["t1", "t2"]
-    unknown = _holder("staff", "add", HOLDER, "op", "--name", "山田", "--terminal", "t9")
+    unknown = _holder("staff", "add", HOLDER, "op", "--terminal", "t9", given="山田")
     assert unknown.exit_code == 1 and "t9" in unknown.output
-    _ok("staff", "add", HOLDER, "op", "--name", "山田", "--terminal", "t1")
-    _ok("staff", "add", HOLDER, "op2", "--name", "佐藤")
+    old_form = _holder("staff", "add", HOLDER, "op", "--name", "山田", given="山田")
+    assert old_form.exit_code == 2 and "not given on the command line" in old_form.output
+    assert "山田" not in old_form.output
+    _ok("staff", "add", HOLDER, "op", "--terminal", "t1", given="山田\n")
+    _ok("staff", "add", HOLDER, "op2", given='{"name": "佐藤"}')
     assert _ok("staff", "list", HOLDER).splitlines() == [
         "op  山田  t1", "op2  佐藤  any registered terminal"]
     assert "removed" in _ok("staff", "remove", HOLDER, "op2")
@@ -118,7 +121,7 @@ def test_an_invalid_holder_id_is_refused_before_any_file_is_made(
 
 
 def test_a_holder_not_registered_here_is_refused(state: Path) -> None:
-    result = _holder("staff", "add", "town-y", "op", "--name", "A")
+    result = _holder("staff", "add", "town-y", "op", given="A")
     assert result.exit_code == 1 and "no holder 'town-y' is registered" in result.output
     assert not (state / "holders").exists()
 
@@ -233,7 +236,7 @@ async def test_a_holder_kept_by_the_cli_binds_through_its_server(
     renkei("holder", "register", holder, "--name", "北町役場", "--role", "municipality")
     for terminal in ("t1", "t2"):
         _ok("terminal", "add", holder, terminal)
-    _ok("staff", "add", holder, "op", "--name", "北町職員", "--terminal", "t1")
+    _ok("staff", "add", holder, "op", "--terminal", "t1", given="北町職員")
     file = tmp_path / "records.csv"
     file.write_text("own_number,name,address,date_of_birth,sex\n"
                     f"K-1,{person.name},{person.address},{person.date_of_birth},"

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from authority.cli import authority_cli
 from cards.cli import card_cli
+from holders.cli import holder_cli
 from registry.cli import FOUR, registry_cli
 from renkei import personal_input
 from renkei.personal_input import RESIDENT_CODE, parsed
@@ -73,7 +74,8 @@ def test_at_a_terminal_each_value_is_prompted_for(monkeypatch: pytest.MonkeyPatc
     (registry_cli, ["lookup", "--name", ATTRIBUTES[0], "--address", ATTRIBUTES[1],
                     "--dob", ATTRIBUTES[2], "--sex", ATTRIBUTES[3]]),
     (registry_cli, ["consent", CODE, "acme-kenpo"]),
-    (card_cli, ["issue", CODE])])
+    (card_cli, ["issue", CODE]),
+    (holder_cli, ["staff", "add", "town-x", "op", "--name", ATTRIBUTES[0]])])
 def test_the_old_argument_form_is_refused_before_anything(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: click.Group,
         old: list[str]) -> None:
@@ -90,11 +92,11 @@ def test_the_old_argument_form_is_refused_before_anything(
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("words", [["authority", "lookup"], ["authority", "number-of"],
-                                   ["authority", "change-number"], ["registry", "lookup"],
-                                   ["registry", "consent"], ["card", "issue"]])
-def test_the_help_says_where_the_data_goes(words: list[str]) -> None:
-    command = {"authority": authority_cli, "registry": registry_cli, "card": card_cli}[words[0]]
-    shown = CliRunner().invoke(command, [words[1], "--help"])
+@pytest.mark.parametrize(("command", "words"), [
+    (authority_cli, ["lookup"]), (authority_cli, ["number-of"]),
+    (authority_cli, ["change-number"]), (registry_cli, ["lookup"]), (registry_cli, ["consent"]),
+    (card_cli, ["issue"]), (holder_cli, ["staff", "add"])])
+def test_the_help_says_where_the_data_goes(command: click.Group, words: list[str]) -> None:
+    shown = CliRunner().invoke(command, [*words, "--help"])
     said = " ".join(shown.output.split())
     assert shown.exit_code == 0 and "read from stdin" in said and "never" in said and "`ps`" in said
