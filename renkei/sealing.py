@@ -5,14 +5,24 @@ A binding's few messages are sealed one by one (the request id is the HPKE info)
 answers, thousands a second, are sealed in sessions: per requester, a fresh AES key sealed by
 HPKE once a minute, then AES-GCM per answer with the request id as associated data — the
 X25519 work of a single seal and open (about 120 µs here) once a minute instead of per answer.
+
+What is sealed is padded first (ISO/IEC 7816-4: 0x80, then zeros), so a sealed length does not
+tell how long the data inside is (an income's digits, a name's or an address's characters): to
+SMALLEST bytes, which every answer, four-attribute query and registry candidate fits, the
+longest realistic names and addresses included; above it (holder logs) to Padmé's few sizes, at
+most 12% more. A padded seal is marked in what it is bound to (HPKE info, AES-GCM associated
+data: PADDED and the request id), so bytes sealed unpadded before (up to 3 days on a topic, or
+kept unsent in a holder's store) still open, by their own rule, and a seal made now never opens
+as one of those.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -26,6 +36,9 @@ SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
 SESSION_INFO = b"renkei answer session"
 WRAPPED = 32 + 16 + 16  # a session key sealed: X25519 encapsulation, AES-128 key, tag
 NONCE = 12
+PADDED = b"renkei padded\x00"  # before the request id: the plaintext is padded
+SMALLEST = 512  # padded bytes: four attributes of a 30-character name, an 80-character address
+PAD_MARK = 0x80
 
 
 class CannotOpen(ValueError):
@@ -36,8 +49,34 @@ def public_bytes(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def padded_size(length: int) -> int:
+    """The size `length` bytes (0x80 included) are padded to: SMALLEST, or above it Padmé's
+    (Nikitin et al., PETS 2019): the length's low bits cleared but for its top log₂ log₂ ones."""
+    if length <= SMALLEST:
+        return SMALLEST
+    exponent = length.bit_length() - 1
+    mask = (1 << (exponent - exponent.bit_length())) - 1
+    return (length + mask) & ~mask
+
+
+def padded(plaintext: bytes) -> bytes:
+    """`plaintext`, 0x80, then zeros up to its padded size."""
+    return plaintext + bytes([PAD_MARK]) + bytes(padded_size(len(plaintext) + 1)
+                                                 - len(plaintext) - 1)
+
+
+def unpadded(opened: bytes) -> bytes:
+    """The plaintext that `padded` gave `opened` (ValueError: bytes it does not give)."""
+    mark = opened.rfind(PAD_MARK)
+    if mark < 0 or padded_size(mark + 1) != len(opened) or opened[mark + 1:] != bytes(
+            len(opened) - mark - 1):
+        raise ValueError("the sealed bytes are not padded right")
+    return opened[:mark]
+
+
 def seal(public_key: bytes, plaintext: bytes, request_id: str) -> bytes:
-    return SUITE.encrypt(plaintext, _recipient(public_key), info=request_id.encode())
+    return SUITE.encrypt(padded(plaintext), _recipient(public_key),
+                         info=PADDED + request_id.encode())
 
 
 @lru_cache(maxsize=1024)
@@ -50,8 +89,18 @@ NOT_OPENED = (InvalidTag, ValueError)  # a wrong key or request id, altered or c
 
 
 def open_sealed(key: X25519PrivateKey, sealed: bytes, request_id: str) -> bytes:
+    return _opened(lambda bound: SUITE.decrypt(sealed, key, info=bound), request_id)
+
+
+def _opened(decrypt: Callable[[bytes], bytes], request_id: str) -> bytes:
+    """The plaintext `decrypt` gives under the bytes it was sealed to be bound to: padded now
+    (PADDED and the request id), or unpadded before padding was (the request id alone)."""
+    bound = request_id.encode()
     try:
-        return SUITE.decrypt(sealed, key, info=request_id.encode())
+        try:
+            return unpadded(decrypt(PADDED + bound))
+        except InvalidTag:
+            return decrypt(bound)
     except NOT_OPENED as exc:
         raise _cannot_open(request_id) from exc
 
@@ -89,8 +138,8 @@ class SessionSealer:
                 now + self.seconds, self.messages)
         session.left -= 1
         nonce = os.urandom(NONCE)
-        return session.wrapped + nonce + session.aead.encrypt(nonce, plaintext,
-                                                              request_id.encode())
+        return session.wrapped + nonce + session.aead.encrypt(nonce, padded(plaintext),
+                                                              PADDED + request_id.encode())
 
 
 class SessionOpener:
@@ -104,9 +153,10 @@ class SessionOpener:
         wrapped, nonce, body = (sealed[:WRAPPED], sealed[WRAPPED:WRAPPED + NONCE],
                                 sealed[WRAPPED + NONCE:])
         try:
-            return self._aead(wrapped).decrypt(nonce, body, request_id.encode())
+            aead = self._aead(wrapped)
         except NOT_OPENED as exc:
             raise _cannot_open(request_id) from exc
+        return _opened(partial(aead.decrypt, nonce, body), request_id)
 
     def _unwrap(self, wrapped: bytes) -> AESGCM:
         return AESGCM(SUITE.decrypt(wrapped, self.key, info=SESSION_INFO))

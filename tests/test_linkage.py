@@ -115,6 +115,31 @@ async def test_a_lawful_request_is_answered_with_data_only_the_requester_reads(
         nenkin.store.link_code(own), "")
 
 
+async def test_the_sealed_data_a_holder_receives_has_one_length_whoever_it_is_about(
+        clients: Clients) -> None:
+    """What the broker carries to a holder does not tell how long the data in it is: the local
+    tax of people whose incomes have different numbers of digits, and the registry's four
+    attributes of every record the holder bound, come sealed to one length each (as read off
+    the holder's inbox)."""
+    nenkin = clients["nenkin"]
+    asked = [await ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+             for own in bound(nenkin)[:24]]
+    found = {request_id: outcome.result for request_id in asked
+             if (outcome := await nenkin.outcome(request_id, 30)).status == "FOUND"}
+    assert len(found) > 12  # the rest are people the town hall could not bind
+    assert len({len(result["taxable_income"]) for result in found.values() if result}) > 1
+    answers: dict[str, int] = {}  # request id → its sealed payload's length
+    candidates: list[bytes] = []
+    for record in await read_topic(KafkaAccess.of("nenkin"), topics.inbox("nenkin")):
+        for name, fields in map(CODEC.decode_record, unpacked(record.value)):
+            if name == "LinkageAnswer" and fields["request_id"] in found:
+                answers[fields["request_id"]] = len(fields["sealed_payload"])
+            elif name == "BindingAnswer":
+                candidates += [c["sealed_attributes"] for c in fields["candidates"]]
+    assert set(answers) == set(found) and len(candidates) > 100
+    assert len(set(answers.values())) == 1 and len({len(c) for c in candidates}) == 1
+
+
 async def test_a_caller_who_stops_waiting_leaves_the_others_waiting(clients: Clients) -> None:
     nenkin = clients["nenkin"]
     request_id = await ask(nenkin, bound(nenkin)[1], "P-037", "sakura-town", "local_tax")

@@ -128,3 +128,13 @@ def test_an_unforeseen_failure_refuses_that_query_only(
         answers = registry.handled(registry.query(CITY, NAMESAKES), registry.query(CITY, ALONE))
     assert [a.status for a in answers] == [REFUSED, FOUND] and answers[0].candidates == ()
     assert "RuntimeError" in caplog.text and NAMESAKES.name not in caplog.text
+
+
+def test_the_registrys_sealed_candidates_have_one_length(registry: Registry) -> None:
+    """Candidates whose addresses differ in length: their sealed four attributes and resident
+    codes (the platform's) all have one length."""
+    candidates = [c for attributes in (NAMESAKES, ALONE)
+                  for c in registry.ask(CITY, attributes).candidates]
+    assert len(candidates) == 3 and len(NAMESAKES.address) != len(ALONE.address)
+    assert len({len(c.sealed_attributes) for c in candidates}
+               | {len(c.sealed_resident_code) for c in candidates}) == 1

@@ -1,15 +1,31 @@
-"""Sealing answers in sessions: what one seal gave, the session gives, for a minute at most."""
+"""Sealing answers in sessions: what one seal gave, the session gives, for a minute at most;
+and whatever is sealed, its sealed length does not tell how long it is."""
 
 from __future__ import annotations
 
+import json
+import random
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import partial
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from holders.samples import SAMPLES
+from registry.generate import Simulator, holder_spelling
+from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, sealing
-from schemas.messages import HolderLogAnswer, HolderLogEntry
+from schemas.codec import CODEC
+from schemas.messages import (
+    HolderLogAnswer,
+    HolderLogEntry,
+    Payload,
+    PersonalNumber,
+    ResidentCode,
+)
 
 
 def _pair() -> tuple[X25519PrivateKey, bytes]:
@@ -75,3 +91,100 @@ def test_holder_log_entries_open_only_for_the_asker_and_a_resident_sees_no_opera
                                       (_pair()[0], answer)):
             with pytest.raises(sealing.CannotOpen):
                 holder_logs.opened(other_key, unreadable)
+
+
+# the longest four attributes an ordinary query carries: a foreign resident's name in katakana
+# (30 characters) and a Kyoto street address with building, room and care-of (80 characters)
+LONGEST = FourAttributes("ヴォルコンスカヤ　アレクサンドラ・エカテリーナ・アナスタシア",
+                         "京都府京都市中京区烏丸通御池上る二条殿町５４６番地の１２"
+                         "　烏丸御池パークホームズ・ザ・レジデンスタワー"
+                         "　イーストウイング南館　１２０３号室　烏丸商事株式会社寮内",
+                         date(1925, 1, 1), Sex.FEMALE)
+RESIDENTS = [p.resident for p in Simulator(7).people(2000)]
+
+
+def _lengths(plaintexts: list[bytes], sealed: Callable[[bytes, str], bytes]) -> set[int]:
+    """The sealed lengths of plaintexts that differ in length (checked: else the test is moot)."""
+    assert len({len(p) for p in plaintexts}) >= 10
+    return {len(sealed(p, f"r-{i}")) for i, p in enumerate(plaintexts)}
+
+
+def test_sealed_answers_have_one_length_whatever_their_data_and_amounts() -> None:
+    """Every data type of the demo for 2,000 residents, and incomes of 1 to 12 digits: the
+    length of a sealed answer tells none of them apart."""
+    rng = random.Random(3)
+    payloads = [Payload(data_type, make(r, rng)) for r in RESIDENTS for sample in SAMPLES
+                for data_type, make in sample.data.items()]
+    payloads += [Payload("local_tax", {"fiscal_year": "2025", "taxable_income": "9" * digits,
+                                       "municipal_tax": "9" * digits})
+                 for digits in range(1, 13)]
+    public = _pair()[1]
+    sealer = sealing.SessionSealer()
+    assert len(_lengths([CODEC.encode(p) for p in payloads],
+                        partial(sealer.seal, public))) == 1
+
+
+def test_sealed_queries_and_candidates_have_one_length_whoever_they_are_about() -> None:
+    """Four attributes as the registry and as holders spell them (the longest realistic ones
+    too), resident codes and personal numbers: one sealed length for all."""
+    rng = random.Random(3)
+    attributes = [r.four_attributes for r in RESIDENTS] + [LONGEST] + [
+        holder_spelling(r.four_attributes, rng) for r in RESIDENTS]
+    plaintexts = [CODEC.encode(a) for a in attributes] + [
+        CODEC.encode(ResidentCode(r.resident_code)) for r in RESIDENTS[:100]] + [
+        CODEC.encode(PersonalNumber(f"{n:012d}")) for n in range(100)]
+    public = _pair()[1]
+    assert len(_lengths(plaintexts, partial(sealing.seal, public))) == 1
+
+
+def test_sealed_holder_logs_have_few_lengths_at_most_an_eighth_over() -> None:
+    """Logs of one request differ in length (their content) but not sealed; big ones are
+    padded to few sizes (Padmé), never more than 12% over, so a log of the 500 requests the
+    oversight body may ask for stays well within a message."""
+    entry = HolderLogEntry("r-1", "2026-12-03T09:00:00+09:00", "PROVIDER", "staff-1", "term-1",
+                           "nenkin", "P-037", "local_tax", "", "国民年金保険料の免除審査", "FOUND")
+    public = _pair()[1]
+    logs = [[replace(entry, content=json.dumps({"taxable_income": "9" * d}))]
+            for d in range(1, 13)]
+    assert len({len(holder_logs.seal(public, "o-1", log)) for log in logs}) == 1
+    sizes = {sealing.padded_size(n) for n in range(1, 1 << 20)}
+    assert len(sizes) < 300
+    assert all(n <= sealing.padded_size(n) <= max(sealing.SMALLEST, n * 1.12)
+               for n in range(1, 1 << 20, 97))
+
+
+def test_a_tampered_pad_cannot_be_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes that open under their tag but whose padding is wrong (no 0x80, bytes after it, not
+    the size its content is padded to) are refused as any other unopenable bytes."""
+    key, public = _pair()
+    good = sealing.padded(b"data")
+    for bad in (b"data" + bytes(len(good) - 4), b"data\x81" + good[5:], good[:-1] + b"\x01",
+                b"data\x80" + bytes(len(good)), good[:-1], b""):
+        monkeypatch.setattr(sealing, "padded", lambda plaintext, bad=bad: bad)
+        with pytest.raises(sealing.CannotOpen):
+            sealing.open_sealed(key, sealing.seal(public, b"data", "r-1"), "r-1")
+        with pytest.raises(sealing.CannotOpen):
+            sealing.SessionOpener(key).open(
+                sealing.SessionSealer().seal(public, b"data", "r-1"), "r-1")
+    monkeypatch.undo()
+    assert sealing.open_sealed(key, sealing.seal(public, b"data", "r-1"), "r-1") == b"data"
+
+
+def test_bytes_sealed_unpadded_before_the_upgrade_still_open() -> None:
+    """Sealed by the rule before padding (still on a topic, or kept unsent in a holder's store):
+    their HPKE info and associated data are the bare request id, and they open as they were."""
+    key, public = _pair()
+    old = sealing.SUITE.encrypt(b"data", X25519PublicKey.from_public_bytes(public),
+                                info=b"r-1")
+    assert sealing.open_sealed(key, old, "r-1") == b"data"
+    session = AESGCM.generate_key(bit_length=128)
+    nonce = bytes(sealing.NONCE)
+    old_answer = (sealing.SUITE.encrypt(session, X25519PublicKey.from_public_bytes(public),
+                                        info=sealing.SESSION_INFO)
+                  + nonce + AESGCM(session).encrypt(nonce, b"data", b"r-1"))
+    opener = sealing.SessionOpener(key)
+    assert opener.open(old_answer, "r-1") == b"data"
+    with pytest.raises(sealing.CannotOpen):
+        sealing.open_sealed(key, old, "r-2")
+    with pytest.raises(sealing.CannotOpen):
+        opener.open(old_answer, "r-2")
