@@ -6,18 +6,20 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from authority import lookups
+from authority import lookups, portal
 from authority import store as authority_store
 from authority.service import NumberingAuthority
 from broker import acls, topics
 from registry import store as registry_store
-from renkei import sealing
+from renkei import questions, sealing
 from renkei.envelope import Send
 from renkei.service_loop import Lookup, run_service
 
@@ -51,11 +53,17 @@ Handler = Callable[[Sequence[Any]], list[Send]]
 
 def serving(authority: NumberingAuthority, key: X25519PrivateKey,
             changes: RegistryChanges) -> Callable[[Lookup], Handler]:
-    """The service's handler for a holder directory: changes followed, then the look-ups."""
+    """The service's handler for a holder directory: changes followed, then the holders'
+    look-ups and the portal's requests for a new number (each on its own topic)."""
     def with_directory(directory: Lookup) -> Handler:
         def handle(records: Sequence[Any]) -> list[Send]:
             changes.follow()
-            return lookups.handle(records, authority, key, directory)
+            asked = [r for r in records if r.topic == topics.AUTHORITY_PORTAL_IN]
+            looked_up = [r for r in records if r.topic != topics.AUTHORITY_PORTAL_IN]
+            return [*lookups.handle(looked_up, authority, key, directory),
+                    *questions.answered(asked, acls.AUTHORITY, key, directory,
+                                        topics.AUTHORITY_PORTAL_OUT,
+                                        partial(portal.new_number, authority), datetime.now(UTC))]
         return handle
     return with_directory
 
@@ -67,13 +75,15 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey,
               help="the registry whose code changes it follows "
                    "[default <state>/registry/registry.db]")
 def serve(db: Path | None, registry: Path | None) -> None:
-    """Resolve holders' personal-number look-ups (logged) until stopped."""
+    """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
+    number (from My Portal) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     store = authority_store.AuthorityStore(db or authority_store.default_path())
     authority = NumberingAuthority(store)
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:
-        asyncio.run(run_service(acls.AUTHORITY, [topics.AUTHORITY_IN], "renkei-authority",
+        asyncio.run(run_service(acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
+                                "renkei-authority",
                                 serving(authority, sealing.key_of(acls.AUTHORITY), changes)))
     finally:
         changes.close()

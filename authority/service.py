@@ -79,16 +79,22 @@ class NumberingAuthority:
         """Follow the registry's code changes not seen yet; how many moved a number."""
         return self.follow(registry.events(self.registry_cursor(), ChangeKind.CODE_CHANGED))
 
-    def change_number(self, resident_code: str, reason: str) -> str:
-        """The resident's request for a new number: the old one is retired, never reissued."""
+    def change_number(self, resident_code: str, reason: str, request_id: str | None = None) -> str:
+        """The resident's request for a new number: the old one is retired, never reissued. A
+        request (`request_id`) read again is given the number it was given, nothing retired."""
         if not reason.strip():
             raise ValueError("a change of number records the resident's reason")
         with self._store.transaction():
+            given = None if request_id is None else self._store.answered(request_id)
+            if given is not None:
+                return given
             old = self._current(resident_code)
             self._store.retire(old, self._clock())
             new = self._issue(resident_code)
             self._store.record_change(self._clock(), "number-changed", resident_code, old, new,
                                       reason)
+            if request_id is not None:
+                self._store.record_answer(request_id, new)
         return new
 
     def follow_code_change(self, old_code: str, new_code: str) -> None:

@@ -2,7 +2,8 @@
 
 `numbers` is every personal number ever issued (retired ones stay: the primary key is what makes a
 number never reissued); `conversion` is the code-conversion table, resident code ↔ current number;
-`history` the changes; `lookups` the log of every look-up, who asked and why.
+`history` the changes; `lookups` the log of every look-up, who asked and why; `answered` the
+number each request for a new one was given (a request read twice is given the same).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS lookups (
     outcome TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS answered (request_id TEXT PRIMARY KEY, number TEXT NOT NULL);
 """
 
 
@@ -142,6 +144,15 @@ class AuthorityStore:
             self._db.execute("INSERT INTO lookups (at, holder, purpose, number, outcome) "
                              "VALUES (?, ?, ?, ?, ?)",
                              (at.isoformat(), holder, purpose, number, outcome))
+
+    def answered(self, request_id: str) -> str | None:
+        """The number a request for a new number was given; None if it was not answered yet."""
+        row = self._db.execute("SELECT number FROM answered WHERE request_id = ?",
+                               (request_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_answer(self, request_id: str, number: str) -> None:
+        self._db.execute("INSERT INTO answered VALUES (?, ?)", (request_id, number))
 
     def history(self, resident_code: str | None = None) -> list[Change]:
         rows = self._db.execute(

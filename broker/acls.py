@@ -58,17 +58,19 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
     ),
     AUTHORITY: (
         _read(topics.AUTHORITY_IN), _write(topics.REGISTRY_IN), _write(topics.REGISTRY_OUT),
-        _read(topics.DIRECTORY),
-        _group("renkei-authority"),
+        _read(topics.DIRECTORY), _read(topics.AUTHORITY_PORTAL_IN),
+        _write(topics.AUTHORITY_PORTAL_OUT), _group("renkei-authority"),
     ),
     AUDIT: (_read(topics.AUDIT), _read(topics.PATTERNS), _read(topics.DIRECTORY),
             _write(topics.ALERTS), _group(AUDIT_GROUP, "prefixed")),
     OVERSIGHT: (_read(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.OVERSIGHT_OUT),
                 _read(topics.OVERSIGHT_IN), _read(topics.ALERTS),
                 _group("renkei-oversight", "prefixed")),
-    # My Portal and the counter: their actions to the audit stream, residents' applications
+    # My Portal and the counter: their actions to the audit stream, residents' applications,
+    # the numbering authority asked for a resident's new number
     PORTAL: (_write(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.PORTAL_OUT),
-             _read(topics.PORTAL_IN)),
+             _read(topics.PORTAL_IN), _write(topics.AUTHORITY_PORTAL_IN),
+             _read(topics.AUTHORITY_PORTAL_OUT)),
 }
 
 

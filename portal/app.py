@@ -11,9 +11,6 @@ from aiohttp import web
 from audit.heads import Signer
 from audit.store import AuditStore
 from audit.store import default_path as audit_path
-from authority.service import NumberingAuthority
-from authority.store import AuthorityStore
-from authority.store import default_path as authority_path
 from cards.jlis import CardHolders
 from cards.login import Verifier
 from portal import counter, login, oversight, resident
@@ -69,17 +66,15 @@ async def _platform(app: web.Application) -> AsyncIterator[None]:
     """Open the stores and the Kafka side for the app's life."""
     store = AuditStore(audit_path(), Signer.load_or_create())
     registry = RegistryStore.open(registry_path())
-    numbers = AuthorityStore(authority_path())
     card_holders = CardHolders()
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()
         app[PLATFORM] = Platform(Records(store), CodeService(keys.load()), card_holders,
-                                 registry, NumberingAuthority(numbers), Verifier(), kafka)
+                                 registry, Verifier(), kafka)
         yield
     finally:
         await kafka.stop()
         card_holders.close()
-        numbers.close()
         registry.close()
         store.close()

@@ -1,5 +1,6 @@
 """What the portal's pages use: the audit log, the registry side's card table, the platform's
-code service, the numbering authority, the card checks, and the Kafka side."""
+code service, the card checks, and the Kafka side (through which the numbering authority's own
+process is asked for a resident's new number)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from authority.service import NumberingAuthority
 from cards.jlis import CardHolders
 from cards.login import Verifier
 from portal.kafka import Platform as KafkaSide
@@ -15,6 +15,8 @@ from portal.records import Records
 from portal.sessions import Resident
 from processors.codes import CodeService
 from registry.store import RegistryStore
+from schemas.codec import CODEC
+from schemas.messages import ChangeOfNumber, PersonalNumber
 
 
 @dataclass
@@ -23,7 +25,6 @@ class Platform:
     codes: CodeService
     card_holders: CardHolders
     registry: RegistryStore
-    authority: NumberingAuthority
     verifier: Verifier
     kafka: KafkaSide
 
@@ -39,9 +40,12 @@ class Platform:
         ids = [c for c in self.codes.id_codes(own_first) if isinstance(c, str)]
         return Resident(serial, current.name, tuple(codes), tuple(ids))
 
-    def new_number(self, resident: Resident, reason: str) -> str:
-        """The numbering authority retires the resident's number and issues a new one."""
-        return self.authority.change_number(resident.resident_codes[0], reason)
+    async def new_number(self, resident: Resident, reason: str) -> str:
+        """The numbering authority retires the resident's number and issues a new one;
+        portal.services.Unanswered if it does not answer in time, or cannot."""
+        answer = await self.kafka.authority.ask(ChangeOfNumber(resident.resident_codes[0],
+                                                               reason))
+        return CODEC.decode(answer, PersonalNumber).personal_number
 
 
 PLATFORM = web.AppKey("platform", Platform)

@@ -101,6 +101,10 @@ WORDS: dict[str, tuple[str, str]] = {
                        "I understand; issue me a new number"),
     "number_button": ("新しい個人番号を請求する", "Ask for a new number"),
     "number_done": ("新しい個人番号", "Your new personal number"),
+    "number_unanswered": ("付番機関から応答がなかったため、個人番号は変更されていません。"
+                          "しばらくしてからもう一度お試しください。",
+                          "The numbering authority did not answer, so your personal number was "
+                          "not changed. Please try again later."),
     "number_once": ("この番号はこの画面でのみ表示します。控えてください。再表示はできません。",
                     "This number is shown only on this page. Write it down: it cannot be shown "
                     "again."),

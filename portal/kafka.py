@@ -2,7 +2,9 @@
 
 - `portal` (My Portal and the counter): writes its actions to the audit stream (the detail
   applications and their answers, number changes, counter look-ups and prints), asks holders for
-  a resident's ⑪⑫ on its own topic pair, and reads the holder directory for holders' names;
+  a resident's ⑪⑫ on its own topic pair, asks the numbering authority for a resident's new
+  number on another (portal.services), and reads the holder directory for holders' names and
+  the services' public keys;
 - `oversight` (the console): asks holders for their side of the log, and reads the detector's
   alerts.
 
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from audit.events import AccessLogEvent, event_id
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
+from portal.services import AUTHORITY, Asking
 from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
@@ -192,8 +195,10 @@ class Platform:
         self._producer = producer_for(portal)
         self.directory: CompactedView[HolderEntry] = CompactedView(
             portal, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
-        self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN,
-                                       sealing.key_of(acls.PORTAL), self._answered)
+        key = sealing.key_of(acls.PORTAL)
+        self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key,
+                                       self._answered)
+        self.authority = Asking(portal, AUTHORITY, key, self._entry, self._producer)
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT))
         self.alerts = AlertFeed(oversight)
@@ -207,11 +212,13 @@ class Platform:
         await self.directory.start()
         await self.directory.loaded()
         await self.applications.start()
+        await self.authority.start()
         await self.oversight.start()
         await self.alerts.start()
 
     async def stop(self) -> None:
         await self.alerts.stop()
+        await self.authority.stop()
         await self.oversight.stop()
         await self.applications.stop()
         await self.directory.stop()
@@ -220,8 +227,11 @@ class Platform:
     def holder_name(self, holder: str | None) -> str:
         if holder is None:
             return ""
-        entry = self.directory.entries.get(holder.encode())
+        entry = self._entry(holder)
         return holder if entry is None else entry.name
+
+    def _entry(self, holder: str) -> HolderEntry | None:
+        return self.directory.entries.get(holder.encode())
 
     async def _answered(self, asked: Asked, answer: HolderLogAnswer) -> None:
         """A holder answered a resident's application: that is logged too."""

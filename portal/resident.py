@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from portal.context import PLATFORM
+from portal.services import Unanswered
 from portal.web import day, render, resident_of
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
@@ -87,7 +88,10 @@ async def number_change(request: web.Request) -> web.Response:
         return render(request, "number.html", status=400, missing=True)
     platform = request.app[PLATFORM]
     reason = str(form.get("reason", "")).strip()[:200] or "本人の請求"
-    number = platform.new_number(resident, f"{reason}（マイポータル）")
+    try:
+        number = await platform.new_number(resident, f"{reason}（マイポータル）")
+    except Unanswered:
+        return render(request, "error.html", status=503, message="number_unanswered")
     await platform.kafka.record("NUMBER_CHANGED", "portal", resident.id_codes[0],
                                 provider="authority")
     return render(request, "number_done.html", number=number)

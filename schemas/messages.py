@@ -167,6 +167,27 @@ class NumberLookup:
 
 
 @dataclass(frozen=True, slots=True)
+class PortalQuery:
+    request_id: str
+    deadline: datetime
+    sealed_query: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PortalAnswer:
+    request_id: str
+    status: str
+    detail: str
+    sealed_answer: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOfNumber:
+    resident_code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class HolderEntry:
     holder_id: str
     name: str

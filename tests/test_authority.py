@@ -104,6 +104,19 @@ def test_changing_a_number_retires_the_old_and_keeps_history(store: AuthoritySto
         authority.change_number("00000000000", "no such resident")
 
 
+def test_a_request_for_a_new_number_read_again_is_given_the_same(store: AuthorityStore) -> None:
+    """The authority's service reads a request at least once: read again (after a crash before
+    its commit), it must not retire the number the resident was just shown."""
+    authority = NumberingAuthority(store)
+    resident = random_codes(1, seed=5)[0]
+    old = authority.assign(resident)
+    new = authority.change_number(resident, "leaked", "req-1")
+    assert authority.change_number(resident, "leaked", "req-1") == new
+    assert authority.number_of(resident) == new
+    assert [e.after for e in store.history(resident)] == [new]
+    assert authority.change_number(resident, "leaked", "req-2") not in (old, new)
+
+
 def test_a_changed_resident_code_keeps_its_number(store: AuthorityStore) -> None:
     authority = NumberingAuthority(store)
     old_code, new_code = random_codes(2, seed=5)

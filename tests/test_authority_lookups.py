@@ -65,8 +65,8 @@ class Authority:
         """A holder's look-up as the broker delivers it to the authority."""
         sealed = sealing.seal(sealing.public_bytes(self.key),
                               CODEC.encode(PersonalNumber(number)), request_id)
-        return SimpleNamespace(value=CODEC.encode(NumberLookup(request_id, holder, holder == SHOP,
-                                                               sealed)))
+        return SimpleNamespace(topic=topics.AUTHORITY_IN, value=CODEC.encode(NumberLookup(
+            request_id, holder, holder == SHOP, sealed)))
 
     def handled(self, *records: SimpleNamespace) -> list[Send]:
         return self.handle(records)

@@ -149,8 +149,8 @@ def test_my_portal_finds_the_person_by_the_id_code_of_every_code_they_had(
     cards = CardHolders(tmp_path / "cards.db")
     cards.record("card-1", old)
     new = town.change_code(old)
-    portal = Platform(cast(Any, None), town.ctx.codes, cards, town.registry,
-                      town.authority, cast(Any, None), cast(Any, None))
+    portal = Platform(cast(Any, None), town.ctx.codes, cards, town.registry, cast(Any, None),
+                      cast(Any, None))
     resident = portal.resident_of_card("card-1")
     assert resident is not None and resident.resident_codes == (new, old)
     (person,) = town.ctx.codes.id_codes_of([link], UnitEpoch(CITY, 0))

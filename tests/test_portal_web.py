@@ -26,9 +26,10 @@ from portal import app as portal_app
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.records import Records
+from portal.services import Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
-from schemas.messages import Alert
+from schemas.messages import TIMED_OUT, Alert
 from tests.test_audit_store import event, item
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -82,6 +83,9 @@ class Fakes:
 
     def resident_of_card(self, serial: str) -> Resident | None:
         return self.residents.get(serial)
+
+    async def new_number(self, resident: Resident, reason: str) -> str:
+        raise Unanswered("authority", TIMED_OUT, "no answer in time")
 
 
 @dataclass
@@ -169,6 +173,18 @@ async def test_a_counter_visitor_whose_card_is_revoked_is_no_longer_served(
     assert (printed.status, printed.headers["Location"]) == (303, "/counter")
     assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
     assert (await card_login(client, town.resident_card, "present", "/counter")).status == 403
+
+
+async def test_a_new_number_the_authority_does_not_answer_is_said_not_changed(
+        client: Client, town: Town) -> None:
+    """The numbering authority's process is asked over Kafka, and may be away: the resident is
+    told their number was not changed, on a page of its own, not a hung or failed request."""
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    answer = await client.post("/number", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/number"), "confirm": "yes", "reason": "紛失"})
+    assert answer.status == 503
+    assert "個人番号は変更されていません" in await answer.text()
+    assert town.kafka.written == [], "no NUMBER_CHANGED logged"
 
 
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])

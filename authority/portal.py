@@ -1,0 +1,19 @@
+"""The numbering authority's answer to My Portal: a resident's new number, asked for by the
+resident on the portal, and sealed back to the portal alone (renkei.questions)."""
+
+from __future__ import annotations
+
+from authority.service import NumberingAuthority, UnknownResident
+from renkei.questions import NotFound
+from schemas.codec import CODEC
+from schemas.messages import ChangeOfNumber, PersonalNumber
+
+
+def new_number(authority: NumberingAuthority, request_id: str, question: bytes) -> PersonalNumber:
+    """The resident's old number retired and a new one issued (once per request id)."""
+    change = CODEC.decode(question, ChangeOfNumber)
+    try:
+        return PersonalNumber(authority.change_number(change.resident_code, change.reason,
+                                                      request_id))
+    except UnknownResident as exc:
+        raise NotFound(str(exc)) from exc

@@ -1,0 +1,81 @@
+"""My Portal's questions to the services around the platform, as a service answers them.
+
+A question comes on a topic only the portal may write, and its answer goes on one only the
+portal reads and only this service writes: who asked and who answered is the broker's word (its
+ACLs), never a field. The question is sealed to the service and the answer to the portal, both
+under the question's request id, so the broker sees no resident code, name, card or number. A
+question read after its deadline is answered TIMED_OUT and not acted on: the portal has given up
+waiting and told the resident so (a number changed then would be one they never saw).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker import acls
+from renkei import sealing
+from renkei.envelope import Send, send
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import (
+    FOUND,
+    NOT_FOUND,
+    REFUSED,
+    TIMED_OUT,
+    HolderEntry,
+    PortalAnswer,
+    PortalQuery,
+)
+
+log = logging.getLogger(__name__)
+Directory = Callable[[str], HolderEntry | None]
+Answer = Callable[[str, bytes], object]
+"""The service's answer (a message) to a question: its request id and its opened bytes."""
+
+
+class NotFound(LookupError):
+    """Nobody the question is about; the message is said to the portal (no personal data)."""
+
+
+def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, directory: Directory,
+             out: str, answer: Answer, now: datetime) -> list[Send]:
+    """The answers, on `out`, to the portal's questions among `records`."""
+    sent = []
+    for record in records:
+        try:
+            question = CODEC.decode(record.value or b"", PortalQuery)
+        except SchemaError as exc:
+            log.error("an unreadable question of the portal: %s", exc)
+            continue
+        sent.append(send(out, question.request_id,
+                         _answer(question, service, key, directory, answer, now)))
+    return sent
+
+
+def _answer(question: PortalQuery, service: str, key: X25519PrivateKey, directory: Directory,
+            answer: Answer, now: datetime) -> PortalAnswer:
+    if now > question.deadline:
+        return _said(question, TIMED_OUT, "asked after its deadline: nothing was done")
+    portal = directory(acls.PORTAL)
+    if portal is None:
+        return _said(question, REFUSED, "the portal has no directory entry")
+    try:
+        reply = answer(question.request_id, sealing.open_sealed(key, question.sealed_query,
+                                                                question.request_id))
+        sealed = sealing.seal(portal.public_key, CODEC.encode(reply), question.request_id)
+    except NotFound as exc:
+        return _said(question, NOT_FOUND, str(exc))
+    except Exception as exc:  # one question never stops the service (its message may hold
+        log.error("%s: the portal's question %s refused: it failed with %s",  # personal data)
+                  service, question.request_id, type(exc).__name__)
+        return _said(question, REFUSED, f"the {service} could not answer this question "
+                                        f"({type(exc).__name__})")
+    return PortalAnswer(question.request_id, FOUND, "", sealed)
+
+
+def _said(question: PortalQuery, status: str, detail: str) -> PortalAnswer:
+    return PortalAnswer(question.request_id, status, detail, b"")

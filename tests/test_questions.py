@@ -1,0 +1,84 @@
+"""A service's side of My Portal's questions, without Kafka: a question past its deadline is not
+acted on, the answer is sealed to the portal alone, and a failure says nothing of the question."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker import acls, topics
+from renkei import questions, sealing
+from renkei.questions import NotFound
+from schemas.codec import CODEC
+from schemas.messages import (
+    FOUND,
+    NOT_FOUND,
+    REFUSED,
+    TIMED_OUT,
+    ChangeOfNumber,
+    PersonalNumber,
+    PortalAnswer,
+    PortalQuery,
+)
+from tests.test_registry_service import _entry
+
+NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+CODE = "12345678903"
+SERVICE, PORTAL = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+DIRECTORY = {acls.PORTAL: _entry(acls.PORTAL, PORTAL, False)}
+
+
+@dataclass
+class Service:
+    """An answer that records what it was asked, and answers with `reply` or raises it."""
+
+    reply: object
+    asked: list[ChangeOfNumber] = field(default_factory=list)
+
+    def __call__(self, request_id: str, question: bytes) -> object:
+        self.asked.append(CODEC.decode(question, ChangeOfNumber))
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+
+def _answered(service: Service, deadline: datetime = NOW + timedelta(seconds=10)) -> PortalAnswer:
+    sealed = sealing.seal(sealing.public_bytes(SERVICE), CODEC.encode(ChangeOfNumber(
+        CODE, "lost card")), "q-1")
+    record = SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN,
+                             value=CODEC.encode(PortalQuery("q-1", deadline, sealed)))
+    (sent,) = questions.answered([record], acls.AUTHORITY, SERVICE, DIRECTORY.get,
+                                 topics.AUTHORITY_PORTAL_OUT, service, NOW)
+    assert (sent.topic, sent.key) == (topics.AUTHORITY_PORTAL_OUT, "q-1")
+    return CODEC.decode(sent.value, PortalAnswer)
+
+
+def test_the_answer_is_sealed_to_the_portal_alone() -> None:
+    service = Service(PersonalNumber("123456789018"))
+    answer = _answered(service)
+    assert answer.status == FOUND and service.asked == [ChangeOfNumber(CODE, "lost card")]
+    assert b"123456789018" not in answer.sealed_answer
+    opened = sealing.open_sealed(PORTAL, answer.sealed_answer, "q-1")
+    assert CODEC.decode(opened, PersonalNumber) == PersonalNumber("123456789018")
+    with pytest.raises(sealing.CannotOpen):
+        sealing.open_sealed(SERVICE, answer.sealed_answer, "q-1")
+
+
+def test_a_question_past_its_deadline_is_not_acted_on() -> None:
+    service = Service(PersonalNumber("123456789018"))
+    answer = _answered(service, deadline=NOW - timedelta(milliseconds=1))
+    assert (answer.status, answer.sealed_answer, service.asked) == (TIMED_OUT, b"", [])
+
+
+def test_nobody_found_is_said_and_a_failure_says_nothing_of_the_question(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert _answered(Service(NotFound("no resident holds that card"))).detail == \
+        "no resident holds that card"
+    assert _answered(Service(NotFound("x"))).status == NOT_FOUND
+    failed = _answered(Service(RuntimeError(f"resident {CODE} broke it")))
+    assert failed.status == REFUSED and "RuntimeError" in failed.detail
+    assert CODE not in failed.detail and CODE not in caplog.text and "q-1" in caplog.text
