@@ -58,8 +58,7 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey,
     def with_directory(directory: Lookup) -> Handler:
         def handle(records: Sequence[Any]) -> list[Send]:
             changes.follow()
-            asked = [r for r in records if r.topic == topics.AUTHORITY_PORTAL_IN]
-            looked_up = [r for r in records if r.topic != topics.AUTHORITY_PORTAL_IN]
+            asked, looked_up = questions.of_topic(records, topics.AUTHORITY_PORTAL_IN)
             return [*lookups.handle(looked_up, authority, key, directory),
                     *questions.answered(asked, acls.AUTHORITY, key, directory,
                                         topics.AUTHORITY_PORTAL_OUT,

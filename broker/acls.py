@@ -54,6 +54,7 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
     ),
     REGISTRY: (
         _read(topics.REGISTRY_IN), _write(topics.REGISTRY_OUT), _read(topics.DIRECTORY),
+        _read(topics.REGISTRY_PORTAL_IN), _write(topics.REGISTRY_PORTAL_OUT),
         _group("renkei-registry"),
     ),
     AUTHORITY: (
@@ -67,9 +68,10 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
                 _read(topics.OVERSIGHT_IN), _read(topics.ALERTS),
                 _group("renkei-oversight", "prefixed")),
     # My Portal and the counter: their actions to the audit stream, residents' applications,
-    # the numbering authority asked for a resident's new number
+    # the registry side asked whose card logs in, the numbering authority for a new number
     PORTAL: (_write(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.PORTAL_OUT),
-             _read(topics.PORTAL_IN), _write(topics.AUTHORITY_PORTAL_IN),
+             _read(topics.PORTAL_IN), _write(topics.REGISTRY_PORTAL_IN),
+             _read(topics.REGISTRY_PORTAL_OUT), _write(topics.AUTHORITY_PORTAL_IN),
              _read(topics.AUTHORITY_PORTAL_OUT)),
 }
 

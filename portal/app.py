@@ -11,7 +11,6 @@ from aiohttp import web
 from audit.heads import Signer
 from audit.store import AuditStore
 from audit.store import default_path as audit_path
-from cards.jlis import CardHolders
 from cards.login import Verifier
 from portal import counter, login, oversight, resident
 from portal.context import PLATFORM, Platform
@@ -21,8 +20,6 @@ from portal.sessions import Sessions
 from portal.web import SESSIONS, SITE, Site, csrf, headers, render, sessions, switch_language
 from processors import keys
 from processors.codes import CodeService
-from registry.store import RegistryStore
-from registry.store import default_path as registry_path
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +60,13 @@ def build(site: Site, session_store: Sessions) -> web.Application:
 
 
 async def _platform(app: web.Application) -> AsyncIterator[None]:
-    """Open the stores and the Kafka side for the app's life."""
+    """Open the audit store and the Kafka side for the app's life."""
     store = AuditStore(audit_path(), Signer.load_or_create())
-    registry = RegistryStore.open(registry_path())
-    card_holders = CardHolders()
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()
-        app[PLATFORM] = Platform(Records(store), CodeService(keys.load()), card_holders,
-                                 registry, Verifier(), kafka)
+        app[PLATFORM] = Platform(Records(store), CodeService(keys.load()), Verifier(), kafka)
         yield
     finally:
         await kafka.stop()
-        card_holders.close()
-        registry.close()
         store.close()

@@ -38,6 +38,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "refused_role": ("このカードではこの画面を利用できません。", "This card cannot use this page."),
     "refused_challenge": ("ログインの有効時間が過ぎました。もう一度お試しください。",
                           "The login took too long. Please try again."),
+    "refused_unanswered": ("カードの確認先（住民基本台帳ネットワーク）から応答がありません。"
+                           "しばらくしてからもう一度お試しください。",
+                           "The resident registry, which tells whose card this is, did not "
+                           "answer. Please try again later."),
     "refused_other": ("カードの確認に失敗しました。", "The card could not be verified."),
     "expired_session": ("一定時間操作がなかったため、ログアウトしました。",
                         "You were logged out after a period without activity."),

@@ -2,9 +2,9 @@
 
 - `portal` (My Portal and the counter): writes its actions to the audit stream (the detail
   applications and their answers, number changes, counter look-ups and prints), asks holders for
-  a resident's ⑪⑫ on its own topic pair, asks the numbering authority for a resident's new
-  number on another (portal.services), and reads the holder directory for holders' names and
-  the services' public keys;
+  a resident's ⑪⑫ on its own topic pair, asks the registry side whose card logs in and the
+  numbering authority for a resident's new number on a pair each (portal.services), and reads
+  the holder directory for holders' names and the services' public keys;
 - `oversight` (the console): asks holders for their side of the log, and reads the detector's
   alerts.
 
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from audit.events import AccessLogEvent, event_id
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
-from portal.services import AUTHORITY, Asking
+from portal.services import AUTHORITY, REGISTRY, Asking
 from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
@@ -198,6 +198,7 @@ class Platform:
         key = sealing.key_of(acls.PORTAL)
         self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key,
                                        self._answered)
+        self.registry = Asking(portal, REGISTRY, key, self._entry, self._producer)
         self.authority = Asking(portal, AUTHORITY, key, self._entry, self._producer)
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT))
@@ -212,6 +213,7 @@ class Platform:
         await self.directory.start()
         await self.directory.loaded()
         await self.applications.start()
+        await self.registry.start()
         await self.authority.start()
         await self.oversight.start()
         await self.alerts.start()
@@ -219,6 +221,7 @@ class Platform:
     async def stop(self) -> None:
         await self.alerts.stop()
         await self.authority.stop()
+        await self.registry.stop()
         await self.oversight.stop()
         await self.applications.stop()
         await self.directory.stop()

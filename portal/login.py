@@ -3,7 +3,8 @@
 Realms: `resident` (My Portal, a JPKI card), `counter` and `oversight` (an officer card with that
 role), and `present` (at the counter, the resident standing there logs in with their own card,
 inside the staff member's session). The certificate leads to the resident only through the
-registry side's table of cards; the ID codes come from the platform's code service.
+registry side's table of cards, asked of its process; the ID codes come from the platform's code
+service.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from cards import ca
 from cards.login import Refused, challenge
 from portal.context import PLATFORM
+from portal.services import Unanswered
 from portal.sessions import Challenge, Officer
 from portal.web import SESSION, SESSIONS, SITE, render, session_of
 
@@ -28,7 +30,7 @@ HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight"
         "present": "/counter"}
 REFUSALS = {"revoked": "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
-            "challenge": "refused_challenge"}
+            "challenge": "refused_challenge", "unanswered": "refused_unanswered"}
 
 
 async def page(request: web.Request) -> web.Response:
@@ -70,7 +72,10 @@ async def card(request: web.Request) -> web.Response:
     except Refused as exc:
         return _refused(request, pending.realm, exc.reason)
     if REALMS[pending.realm] == ca.JPKI:
-        resident = platform.resident_of_card(verified.serial)
+        try:
+            resident = await platform.resident_of_card(verified.serial)
+        except Unanswered:
+            return _refused(request, pending.realm, "unanswered", status=503)
         if resident is None:
             return _refused(request, pending.realm, "unknown-card")
         if pending.realm == "present":
@@ -93,9 +98,9 @@ async def card(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(HOME[pending.realm])
 
 
-def _refused(request: web.Request, realm: str, reason: str) -> web.Response:
+def _refused(request: web.Request, realm: str, reason: str, status: int = 403) -> web.Response:
     log.warning("card login refused (%s): %s", realm, reason)
-    return render(request, "login.html", status=403, realm=realm,
+    return render(request, "login.html", status=status, realm=realm,
                   refused=REFUSALS.get(reason, "refused_other"))
 
 

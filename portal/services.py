@@ -39,6 +39,7 @@ class Service:
     answers: str
 
 
+REGISTRY = Service(acls.REGISTRY, topics.REGISTRY_PORTAL_IN, topics.REGISTRY_PORTAL_OUT)
 AUTHORITY = Service(acls.AUTHORITY, topics.AUTHORITY_PORTAL_IN, topics.AUTHORITY_PORTAL_OUT)
 
 

@@ -4,27 +4,59 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
+from cards.jlis import CardHolders
+from registry import portal
 from registry.cli import open_registry
 from registry.service import RegistryService
-from renkei import sealing
-from renkei.service_loop import run_service
+from registry.store import RegistryStore
+from renkei import questions, sealing
+from renkei.envelope import Send
+from renkei.service_loop import Lookup, run_service
+
+Handler = Callable[[Sequence[Any]], list[Send]]
+
+
+def serving(store: RegistryStore, cards: CardHolders,
+            key: X25519PrivateKey) -> Callable[[Lookup], Handler]:
+    """The service's handler for a holder directory: the platform's look-ups, and the portal's
+    questions about cards (each on its own topic)."""
+    def with_directory(directory: Lookup) -> Handler:
+        service = RegistryService(store, key, directory)
+
+        def handle(records: Sequence[Any]) -> list[Send]:
+            asked, looked_up = questions.of_topic(records, topics.REGISTRY_PORTAL_IN)
+            return [*service.handle(looked_up),
+                    *questions.answered(asked, acls.REGISTRY, key, directory,
+                                        topics.REGISTRY_PORTAL_OUT,
+                                        partial(portal.card_holder, cards, store),
+                                        datetime.now(UTC))]
+        return handle
+    return with_directory
 
 
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the registry's SQLite file [default <state>/registry/registry.db]")
 def serve(db: Path | None) -> None:
-    """Answer the platform's look-ups (sealed) until stopped."""
+    """Answer the platform's look-ups and My Portal's questions about cards (sealed) until
+    stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     store = open_registry(db)
-    key = sealing.key_of(acls.REGISTRY)
+    cards = CardHolders()
     try:
-        asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN], "renkei-registry",
-                                lambda directory: RegistryService(store, key, directory).handle))
+        asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
+                                "renkei-registry",
+                                serving(store, cards, sealing.key_of(acls.REGISTRY))))
     finally:
+        cards.close()
         store.close()

@@ -41,6 +41,11 @@ class NotFound(LookupError):
     """Nobody the question is about; the message is said to the portal (no personal data)."""
 
 
+def of_topic(records: Sequence[Any], topic: str) -> tuple[list[Any], list[Any]]:
+    """The records of `topic` (the portal's questions), and the others."""
+    return ([r for r in records if r.topic == topic], [r for r in records if r.topic != topic])
+
+
 def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, directory: Directory,
              out: str, answer: Answer, now: datetime) -> list[Send]:
     """The answers, on `out`, to the portal's questions among `records`."""

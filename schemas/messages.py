@@ -188,6 +188,18 @@ class ChangeOfNumber:
 
 
 @dataclass(frozen=True, slots=True)
+class CardSerial:
+    serial: str
+
+
+@dataclass(frozen=True, slots=True)
+class CardHolder:
+    name: str
+    resident_codes: tuple[str, ...]
+    first_code: str
+
+
+@dataclass(frozen=True, slots=True)
 class HolderEntry:
     holder_id: str
     name: str

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -18,13 +17,14 @@ from authority.service import NumberingAuthority
 from authority.store import AuthorityStore
 from broker import acls, topics
 from cards.jlis import CardHolders
-from portal.context import Platform
+from portal.context import resident as portal_resident
 from processors import binding
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
 from registry import store as registry_store
+from registry.portal import card_holder
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from registry.service import RegistryService
@@ -35,6 +35,7 @@ from schemas.messages import (
     BY_ATTRIBUTES,
     FOUND,
     BindingAnswer,
+    CardSerial,
     NumberLookup,
     PersonalNumber,
     RegistryAnswer,
@@ -149,10 +150,9 @@ def test_my_portal_finds_the_person_by_the_id_code_of_every_code_they_had(
     cards = CardHolders(tmp_path / "cards.db")
     cards.record("card-1", old)
     new = town.change_code(old)
-    portal = Platform(cast(Any, None), town.ctx.codes, cards, town.registry, cast(Any, None),
-                      cast(Any, None))
-    resident = portal.resident_of_card("card-1")
-    assert resident is not None and resident.resident_codes == (new, old)
+    holder = card_holder(cards, town.registry, "q-1", CODEC.encode(CardSerial("card-1")))
+    resident = portal_resident("card-1", holder, town.ctx.codes)
+    assert resident.resident_codes == (new, old)
     (person,) = town.ctx.codes.id_codes_of([link], UnitEpoch(CITY, 0))
     assert resident.id_codes == (person, town.ctx.codes.id_code(new))
     cards.close()

@@ -80,8 +80,11 @@ class Fakes:
     verifier: Verifier
     kafka: AuditWrites
     residents: dict[str, Resident]
+    registry_away: bool = False
 
-    def resident_of_card(self, serial: str) -> Resident | None:
+    async def resident_of_card(self, serial: str) -> Resident | None:
+        if self.registry_away:
+            raise Unanswered("registry", TIMED_OUT, "no answer in time")
         return self.residents.get(serial)
 
     async def new_number(self, resident: Resident, reason: str) -> str:
@@ -185,6 +188,17 @@ async def test_a_new_number_the_authority_does_not_answer_is_said_not_changed(
     assert answer.status == 503
     assert "個人番号は変更されていません" in await answer.text()
     assert town.kafka.written == [], "no NUMBER_CHANGED logged"
+
+
+async def test_a_login_the_registry_side_does_not_answer_is_said_so(
+        client: Client, town: Town) -> None:
+    """Whose card it is is asked of the registry side's process, which may be away: the resident
+    is told so, on the login page, not left waiting."""
+    cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).registry_away = True
+    answer = await card_login(client, town.resident_card, "resident", "/login")
+    assert answer.status == 503
+    assert "応答がありません" in await answer.text()
+    assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
 
 
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])

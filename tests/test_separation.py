@@ -56,12 +56,13 @@ def test_the_platform_loads_nothing_of_the_authority() -> None:
     assert _of("authority", loaded) == set()
 
 
-def test_the_portal_loads_nothing_of_the_authority() -> None:
-    """My Portal asks the numbering authority's own process for a resident's new number: it
-    neither opens the authority's store nor runs its code."""
+def test_the_portal_loads_nothing_of_the_authority_or_the_registrys_stores() -> None:
+    """My Portal asks the numbering authority's own process for a resident's new number, and
+    the registry side's whose card logs in: it opens neither's store nor runs their code."""
     loaded = loaded_by("portal")
     assert {"portal.app", "portal.services"} <= loaded
     assert _of("authority", loaded) == set()
+    assert {"registry.store", "registry.service", "registry.portal", "cards.jlis"} & loaded == set()
 
 
 def test_the_authority_runs_without_the_key_store(tmp_path: Path,
