@@ -19,7 +19,7 @@ from portal.records import Records
 from portal.sessions import Sessions
 from portal.web import SESSIONS, SITE, Site, csrf, headers, render, sessions, switch_language
 from processors import keys
-from processors.codes import CodeService
+from processors.codes import IdCodes
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,20 @@ def build(site: Site, session_store: Sessions) -> web.Application:
     return app
 
 
+def id_codes() -> IdCodes:
+    """The ID codes of a resident's codes, by the ID key alone (the platform's masters, whose
+    link-code keys turn an ID code into every holder's link code, are not read)."""
+    return IdCodes(keys.load_id_key())
+
+
 async def _platform(app: web.Application) -> AsyncIterator[None]:
     """Open the audit store and the Kafka side for the app's life."""
+    codes = id_codes()
     store = AuditStore(audit_path(), Signer.load_or_create())
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()
-        app[PLATFORM] = Platform(Records(store), CodeService(keys.load()), Verifier(), kafka)
+        app[PLATFORM] = Platform(Records(store), codes, Verifier(), kafka)
         yield
     finally:
         await kafka.stop()

@@ -1,6 +1,6 @@
-"""What the portal's pages use: the audit log, the platform's code service, the card checks, and
-the Kafka side, through which the registry side's process is asked whose card logs in and the
-numbering authority's for a resident's new number."""
+"""What the portal's pages use: the audit log, the platform's ID key alone (no link-code key),
+the card checks, and the Kafka side, through which the registry side's process is asked whose
+card logs in and the numbering authority's for a resident's new number."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from portal.kafka import Platform as KafkaSide
 from portal.records import Records
 from portal.services import Unanswered
 from portal.sessions import Resident
-from processors.codes import CodeService
+from processors.codes import IdCodes
 from schemas.codec import CODEC
 from schemas.messages import NOT_FOUND, CardHolder, CardSerial, ChangeOfNumber, PersonalNumber
 
@@ -21,7 +21,7 @@ from schemas.messages import NOT_FOUND, CardHolder, CardSerial, ChangeOfNumber, 
 @dataclass
 class Platform:
     records: Records
-    codes: CodeService
+    codes: IdCodes
     verifier: Verifier
     kafka: KafkaSide
 
@@ -44,7 +44,7 @@ class Platform:
         return CODEC.decode(answer, PersonalNumber).personal_number
 
 
-def resident(serial: str, holder: CardHolder, codes: CodeService) -> Resident:
+def resident(serial: str, holder: CardHolder, codes: IdCodes) -> Resident:
     """The card's holder signed in: the ID codes of every code they had, the one of their first
     code (their ID code now) first."""
     own_first = [holder.first_code, *(c for c in holder.resident_codes if c != holder.first_code)]

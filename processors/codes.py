@@ -51,17 +51,28 @@ Units = UnitEpoch | Sequence[UnitEpoch]
 """One unit for the whole batch, or one per item."""
 
 
-class CodeService:
-    """The platform's conversions, batch-first; the scalar calls are batches of one."""
+class IdCodes:
+    """Resident code → ID code, under the ID key alone: what My Portal needs to find a
+    resident's entries, and nothing that makes or opens a link code."""
 
-    def __init__(self, keys: MasterKeys) -> None:
-        self._keys = keys
-        self._id = FF1(keys.id_key(), ALPHABET.radix, CODE_SYMBOLS)
-        self._units: dict[UnitEpoch, FF1] = {}
+    def __init__(self, id_key: bytes) -> None:
+        self._id = FF1(id_key, ALPHABET.radix, CODE_SYMBOLS)
 
     def id_codes(self, resident_codes: Sequence[str]) -> list[Result]:
         x, ok = _resident_numerals(resident_codes)
         return _results(self._id.encrypt_numerals(x), ok, lambda i: NOT_RESIDENT)
+
+    def id_code(self, resident_code: str) -> str:
+        return _one(self.id_codes([resident_code]))
+
+
+class CodeService(IdCodes):
+    """The platform's conversions, batch-first; the scalar calls are batches of one."""
+
+    def __init__(self, keys: MasterKeys) -> None:
+        super().__init__(keys.id_key())
+        self._keys = keys
+        self._units: dict[UnitEpoch, FF1] = {}
 
     def link_codes(self, resident_codes: Sequence[str], units: Units) -> list[Result]:
         """Binding: each resident's link code for a unit (resident code → ID code → link code)."""
@@ -91,9 +102,6 @@ class CodeService:
         if not formed.all():
             raise InvalidCode(MALFORMED)
         return ALPHABET.texts(self._by_unit(x, units, decrypt=False))
-
-    def id_code(self, resident_code: str) -> str:
-        return _one(self.id_codes([resident_code]))
 
     def link_code(self, resident_code: str, unit: UnitEpoch) -> str:
         return _one(self.link_codes([resident_code], unit))

@@ -2,7 +2,8 @@
 
 `renkei keys init` writes the masters once into the state folder (`keys/master.json`, mode 0600).
 The ID-code key and each link-code key (one per unit and key epoch) are derived with HKDF-SHA256;
-no key is ever printed, logged, put in a message, or shown by `repr`.
+no key is ever printed, logged, put in a message, or shown by `repr`. The ID key is also written
+alone (`keys/id-key.json`, mode 0600) for My Portal, which needs it and no other.
 """
 
 from __future__ import annotations
@@ -73,15 +74,22 @@ def store_path() -> Path:
     return private_dir("keys") / "master.json"
 
 
+def id_key_path() -> Path:
+    return private_dir("keys") / "id-key.json"
+
+
 def init() -> tuple[Path, bool]:
-    """Create the key store unless it exists; (its path, whether it was created now)."""
+    """Create the key store unless it exists, and the ID key's own file unless it exists;
+    (the store's path, whether it was created now)."""
     path = store_path()
-    if path.exists():
-        return path, False
-    keys = MasterKeys.generate()
-    write_json(path, {"id_master": keys.id_master.hex(), "link_master": keys.link_master.hex()},
-               private=True)
-    return path, True
+    created = not path.exists()
+    if created:
+        keys = MasterKeys.generate()
+        write_json(path, {"id_master": keys.id_master.hex(),
+                          "link_master": keys.link_master.hex()}, private=True)
+    if not id_key_path().exists():
+        write_json(id_key_path(), {"id_key": load().id_key().hex()}, private=True)
+    return path, created
 
 
 def load() -> MasterKeys:
@@ -90,3 +98,12 @@ def load() -> MasterKeys:
         raise KeysMissing(f"no key store at {path}: run `renkei keys init`")
     data = read_json(path)
     return MasterKeys(bytes.fromhex(data["id_master"]), bytes.fromhex(data["link_master"]))
+
+
+def load_id_key() -> bytes:
+    """The ID key alone, from its own file (no master: no link-code key, no sealing key), for
+    My Portal, which turns a resident's codes into ID codes to find their entries."""
+    path = id_key_path()
+    if not path.exists():
+        raise KeysMissing(f"no ID key at {path}: run `renkei keys init`")
+    return bytes.fromhex(read_json(path)["id_key"])

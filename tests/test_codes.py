@@ -200,6 +200,9 @@ def test_keys_init_writes_a_private_store_once(state: Path) -> None:
     assert path.read_bytes() == content
     secrets = json.loads(content)
     assert all(secret not in first.output + second.output for secret in secrets.values())
+    id_key = keys.id_key_path()  # the ID key alone, for My Portal
+    assert stat.S_IMODE(id_key.stat().st_mode) == 0o600
+    assert json.loads(id_key.read_bytes()) == {"id_key": keys.load().id_key().hex()}
 
 
 def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:

@@ -21,7 +21,9 @@ from click.testing import CliRunner
 from authority.cli import authority_cli
 from authority.service import NumberingAuthority
 from authority.store import AuthorityStore
-from processors.codes import CodeService, InvalidCode, UnitEpoch
+from portal import app as portal_app
+from processors import keys
+from processors.codes import CodeService, IdCodes, InvalidCode, UnitEpoch
 from processors.keys import MasterKeys
 from registry import store as registry_store
 from registry.resident_code import random_codes
@@ -63,6 +65,22 @@ def test_the_portal_loads_nothing_of_the_authority_or_the_registrys_stores() -> 
     assert {"portal.app", "portal.services"} <= loaded
     assert _of("authority", loaded) == set()
     assert {"registry.store", "registry.service", "registry.portal", "cards.jlis"} & loaded == set()
+
+
+def test_the_portal_reads_the_id_key_alone(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """My Portal turns a resident's codes into ID codes to find their entries: it reads the ID
+    key's own file, not the masters (so no holder's link-code key, nor the platform's sealing
+    key), and what it has converts nothing into a link code."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    keys.init()
+    residents = random_codes(5, seed=3)
+    expected = CodeService(keys.load()).id_codes(residents)
+    keys.store_path().unlink()  # the masters gone: the portal never needed them
+    codes = portal_app.id_codes()
+    assert codes.id_codes(residents) == expected
+    assert type(codes) is IdCodes and not hasattr(codes, "_keys")
+    assert not [name for name in dir(codes) if "link" in name or "resident_code" in name]
 
 
 def test_the_authority_runs_without_the_key_store(tmp_path: Path,
