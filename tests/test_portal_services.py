@@ -4,16 +4,27 @@ portal's process."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 import pytest_asyncio
+from aiokafka.errors import TopicAuthorizationFailedError
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from authority.store import AuthorityStore
 from authority.store import default_path as authority_path
+from broker import acls, topics
+from broker.clients import KafkaAccess
 from cards import issue
+from cards.card import Card
+from cards.login import message
 from portal.kafka import Platform as KafkaSide
 from portal.services import ASK_SECONDS, Unanswered
 from renkei.town import Processes, Town
@@ -26,8 +37,10 @@ from schemas.messages import (
     ChangeOfNumber,
     PersonalNumber,
 )
+from tests.kafka_helpers import free_port, producer, spawn, stop
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+PIN = "4321"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -78,9 +91,86 @@ async def test_the_registry_sides_process_tells_whose_card_it_is(
         kafka: KafkaSide, town: Town, tmp_path: Path) -> None:
     resident = town.held["sakura-town"][2]
     issue.init()
-    card = issue.resident_card(resident.resident_code, "4321", tmp_path)
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
     holder = CODEC.decode(await kafka.registry.ask(CardSerial(card.face.serial)), CardHolder)
     assert holder.name == resident.name and holder.resident_codes[0] == resident.resident_code
     with pytest.raises(Unanswered) as unanswered:
         await kafka.registry.ask(CardSerial("no-such-card"))
     assert unanswered.value.status == NOT_FOUND
+
+
+async def _csrf(http: aiohttp.ClientSession, page: str) -> str:
+    async with http.get(page) as answer:
+        found = re.search(r'name="csrf" value="([^"]+)"', await answer.text())
+    assert found
+    return found.group(1)
+
+
+async def _card_login(http: aiohttp.ClientSession, url: str, card: Card) -> str:
+    """Log in as the card reader would: sign the portal's challenge with the card; where to."""
+    async with http.post(f"{url}/login/start", allow_redirects=False, data={
+            "csrf": await _csrf(http, f"{url}/login"), "realm": "resident"}) as started:
+        challenge = parse_qs(urlsplit(started.headers["Location"]).query)["challenge"][0]
+    signature = card.sign(message(url, bytes.fromhex(challenge)), PIN)
+    async with http.post(f"{url}/login/card", allow_redirects=False, data={
+            "challenge": challenge, "signature": signature.hex(),
+            "certificate": card.certificate.public_bytes(Encoding.PEM).decode()}) as signed:
+        assert signed.status == 303, await signed.text()
+        return signed.headers["Location"]
+
+
+def _open_files(pid: int) -> set[str]:
+    return {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+
+
+async def test_a_resident_logs_in_by_card_and_changes_their_number_through_the_services(
+        platform: Processes, town: Town, tmp_path: Path) -> None:
+    """`renkei portal` as a resident uses it: whose card it is, the registry side's process
+    says; the new number, the numbering authority's; the portal holds none of their stores."""
+    resident = town.held["sakura-town"][3]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = spawn("portal", "--port", url.rsplit(":", 1)[1], log=tmp_path / "portal.log")
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await _until_up(http, f"{url}/login")
+            assert await _card_login(http, url, card) == "/history"
+            async with http.get(f"{url}/history") as history:
+                assert resident.name in await history.text()
+            before = number_of(resident.resident_code)
+            async with http.post(f"{url}/number", data={
+                    "csrf": await _csrf(http, f"{url}/number"), "confirm": "yes",
+                    "reason": "カードを紛失したため"}) as done:
+                assert done.status == 200
+                shown = re.search(r'id="number">([0-9 ]+)<', await done.text())
+        opened = _open_files(proc.pid)
+    finally:
+        stop(proc)
+    assert shown and before is not None
+    after = number_of(resident.resident_code)
+    assert shown.group(1).replace(" ", "") == after and after != before
+    assert not [f for f in opened if f.endswith(("authority.db", "registry.db", "cards.db"))]
+
+
+async def _until_up(http: aiohttp.ClientSession, page: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            async with http.get(page) as answer:
+                if answer.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("topic", [topics.REGISTRY_PORTAL_IN, topics.AUTHORITY_PORTAL_IN])
+@pytest.mark.parametrize("principal", [acls.PLATFORM, acls.OVERSIGHT, "nenkin"])
+async def test_only_the_portal_asks_the_services(town: Town, principal: str, topic: str) -> None:
+    """Who asks is the topic's one writer: the platform (which has every link-code key), the
+    oversight body or a holder cannot ask for a new number or whose a card is."""
+    async with producer(KafkaAccess.of(principal)) as prod:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await prod.send_and_wait(topic, b"a question")

@@ -3,7 +3,8 @@
 The numbering authority cannot compute ID or link codes: it has no key, loads no part of the
 platform's code service and runs without its key store. The platform cannot turn a personal number
 into an ID code by itself: its code service takes resident codes, and the only way from a number
-to a resident code is the authority's logged look-up.
+to a resident code is the authority's logged look-up. My Portal opens neither the authority's
+store nor the registry side's (it asks their processes), and has the ID key alone: no link code.
 """
 
 from __future__ import annotations
