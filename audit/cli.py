@@ -13,13 +13,15 @@ from typing import Any, TypeVar
 
 import click
 
-from audit import sql
+from audit import anchor, sql
 from audit.events import decode_event
-from audit.heads import NoKey, Signer
+from audit.heads import NoKey, SignedHead, Signer
 from audit.merkle import leaf_hash
 from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path, years_before
 from broker import acls
-from broker.clients import KafkaAccess
+from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
+from broker.cluster import NoCluster
+from broker.credentials import UnknownPrincipal
 from renkei.state import private_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,24 +81,46 @@ def audit_cli() -> None:
     """The tamper-evident audit log (RFC 9162 Merkle tree, Ed25519-signed heads)."""
 
 
+def anchored_heads() -> list[SignedHead]:
+    """The heads anchored on the broker's heads topic, read as the audit principal."""
+    try:
+        return asyncio.run(anchor.anchored_heads(KafkaAccess.of(acls.AUDIT)))
+    except (NoCluster, UnknownPrincipal, BrokerAway, BrokerRefused) as exc:
+        raise click.ClickException(f"cannot read the anchored heads: {exc} (--no-anchor checks "
+                                   "the store alone, and then a store cut short passes)") from exc
+
+
 @audit_cli.command()
 @store_option
-def verify(db: str | None) -> None:
-    """Recompute the log; report modified, deleted, reordered or inserted entries and bad heads.
+@click.option("--no-anchor", "alone", is_flag=True,
+              help="check the store alone, not against the heads anchored on the broker "
+                   "(its newest entries deleted with their heads would pass)")
+def verify(db: str | None, alone: bool) -> None:
+    """Recompute the log; report modified, deleted, reordered or inserted entries, bad heads,
+    and a store smaller than, or not grown from, the largest head anchored on the broker.
 
     Exits 1 when anything is found. Needs the head key's public key alone.
     """
     with open_store(db, signing=False) as store:
-        report = store.verify(decode_event)
+        # the anchored heads read before the store: a head is anchored once it is stored
+        report = store.verify(decode_event, anchored=() if alone else anchored_heads())
     click.echo(f"tree size {report.tree_size}: {report.entries} entries checked, "
                f"{report.purged} purged, {report.heads} heads, "
                f"{report.unsigned} entries after the latest valid head")
+    if alone:
+        click.echo("not checked against the anchored heads (--no-anchor)")
+    elif report.anchor is None:
+        click.echo("no head anchored yet: nothing to check the store's size against")
+    else:
+        click.echo(f"checked against the largest good one of {report.anchored} anchored heads: "
+                   f"size {report.anchor.size}, "
+                   f"{report.anchor.timestamp.isoformat(timespec='milliseconds')}")
     for finding in report.findings:
         click.echo(f"  {finding.kind.upper():9} {finding.where}: {finding.detail}")
     if report.omitted:
         click.echo(f"  … and {report.omitted} more")
     if not report.ok:
-        click.echo(f"TAMPERED: {len(report.findings) + report.omitted} finding(s)", err=True)
+        click.echo(report.verdict, err=True)
         raise SystemExit(1)
     click.echo("ok: every entry, subtree hash and head is consistent")
 

@@ -1,5 +1,6 @@
 """`renkei audit run`: the audit consumer. It appends the audit topic to the tamper-evident store,
-exactly one entry per event id, signs heads, and runs the live detector on what is new.
+exactly one entry per event id, signs heads and anchors them outside the store (audit.anchor),
+and runs the live detector on what is new.
 
 Per batch: decode (an unreadable record is logged and skipped), pick the events the store does
 not hold yet, deliver the detector's alerts for them, append the batch and those alerts in one
@@ -18,13 +19,21 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from audit.anchor import Anchor
 from audit.detector import OFF_HOURS, Detector, Raised, Rules
 from audit.events import AccessLogEvent
 from audit.store import AuditStore
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from renkei.envelope import Send, send, unpacked
-from renkei.service_loop import deliver, producer_for, serve, stop_on_signals, unless_stopped
+from renkei.service_loop import (
+    STOP_SECONDS,
+    deliver,
+    producer_for,
+    serve,
+    stop_on_signals,
+    unless_stopped,
+)
 from schemas.codec import CODEC
 
 log = logging.getLogger(__name__)
@@ -71,9 +80,11 @@ def resumed(store: AuditStore, rules: Rules) -> Detector:
 
 async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, instance: str = "1",
               rules: Rules | None = None) -> None:
-    """Consume until `stop` is set; sign a head every HEAD_SECONDS if entries came."""
+    """Consume until `stop` is set; sign a head every HEAD_SECONDS if entries came, and anchor
+    it on the heads topic (and the last one at the stop)."""
     detector = resumed(store, rules or Rules())
     alerts = producer_for(access)
+    anchor = Anchor(alerts)
 
     async def handle(records: list[Any]) -> Sequence[Send]:
         items = decoded(records)
@@ -86,19 +97,22 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     async def sign_heads() -> None:
         while True:
             await asyncio.sleep(HEAD_SECONDS)
-            store.head()
+            await anchor.publish(store.head(), HEAD_SECONDS)
 
-    signing = asyncio.create_task(sign_heads())
+    signing: asyncio.Task[None] | None = None
     try:
         if await unless_stopped(stop, started(alerts, access)):
+            signing = asyncio.create_task(sign_heads())
             await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
                         instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS,
                         producer=alerts)
     finally:
-        signing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await signing
-        store.head()
+        last = store.head()
+        if signing is not None:  # the producer started
+            signing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await signing
+            await anchor.publish(last, STOP_SECONDS)
         await alerts.stop()
 
 

@@ -38,6 +38,7 @@ HEAD_EVERY = 10_000
 MAX_PAGE = 1000
 LEVEL_SHIFT = 56
 PURGE_CONTEXT = b"renkei audit purge v1\x00"
+TRUNCATED = "truncated"
 _CHUNK = 900
 _END = 1 << 63
 SQLITE_INTEGER = range(-_END, _END)
@@ -211,6 +212,8 @@ class VerifyReport:
     purged: int = 0
     heads: int = 0
     unsigned: int = 0
+    anchored: int = 0
+    anchor: TreeHead | None = None
     findings: list[Finding] = field(default_factory=list)
     omitted: int = 0
     max_findings: int = 1000
@@ -218,6 +221,15 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    @property
+    def verdict(self) -> str:
+        """A report with findings in one line: TRUNCATED and why, when the store is smaller
+        than a head anchored outside it, else TAMPERED and the first finding."""
+        cut = [f for f in self.findings if f.kind == TRUNCATED]
+        first = (cut or self.findings)[0]
+        return (f"{'TRUNCATED' if cut else 'TAMPERED'}: {first.where}: {first.detail} "
+                f"({len(self.findings) + self.omitted} finding(s))")
 
     def add(self, kind: str, where: str, detail: str) -> None:
         if len(self.findings) < self.max_findings:
@@ -631,13 +643,16 @@ class AuditStore:
     # ---- verification ----
 
     def verify(self, decode: Callable[[bytes], AccessLogEvent] | None = None, *,
-               max_findings: int = 1000) -> VerifyReport:
+               anchored: Sequence[SignedHead] = (), max_findings: int = 1000) -> VerifyReport:
         """Recompute the log from what is stored and report every inconsistency found.
 
         Checks each entry's bytes against its leaf hash (modified, reordered, deleted or
         inserted entries), every stored subtree hash against its children, every head's
         signature and root, and each head against the latest earlier one that holds.
-        With `decode` (the canonical codec), also each entry's indexed columns.
+        With `decode` (the canonical codec), also each entry's indexed columns. With the heads
+        `anchored` outside the store (audit.anchor), also that the tree holds the largest one
+        signed by the log's key and grew from it: one cut short, its newest entries deleted
+        with their heads, looks whole on its own.
         """
         report = VerifyReport(max_findings=max_findings)
         # `bindings` is not checked: it is derived from the entries, and outlives their purge
@@ -652,6 +667,7 @@ class AuditStore:
             if beyond:
                 report.add("node", "above the root", f"{beyond} subtree hashes beyond the tree")
             self._verify_heads(size, report)
+            self._verify_anchor(anchored, report)
         return report
 
     def _verified_purges(self, report: VerifyReport) -> tuple[_Ranges, int | None]:
@@ -771,6 +787,44 @@ class AuditStore:
             else:
                 report.add("head", where, problem)
         report.unsigned = size - max((h.size for _, h in good), default=0)
+
+    def _verify_anchor(self, anchored: Sequence[SignedHead], report: VerifyReport) -> None:
+        """The tree against the largest anchored head signed by the log's key. A smaller one,
+        anchored after it or not, hides nothing: the signatures are checked from the largest
+        head down to the first good one only (years of heads, one every 10 s, are millions)."""
+        report.anchored = len(anchored)
+        forged = 0
+        for signed in sorted(anchored, key=lambda s: s.head.size, reverse=True):
+            if verify_head(signed, self.signer.public_key):
+                report.anchor = signed.head
+                break
+            forged += 1
+        if forged:
+            report.add("anchor", "anchored heads", f"{forged} larger than the largest good one, "
+                                                   "with a bad signature or an unknown key")
+        if report.anchor is not None and (finding := self.against(report.anchor)) is not None:
+            report.add(finding.kind, finding.where, finding.detail)
+
+    def against(self, anchored: TreeHead) -> Finding | None:
+        """None if the tree holds the head `anchored` outside the store and grew from it (a
+        consistency proof); else what is wrong: TRUNCATED if it is smaller."""
+        size = self.size()
+        where = (f"anchored head (size {anchored.size}, "
+                 f"{anchored.timestamp.isoformat(timespec='seconds')})")
+        if size < anchored.size:
+            return Finding(TRUNCATED, where, f"the store has {size} entries: "
+                                             f"{_serials(size, anchored.size)} are gone with "
+                                             "their heads")
+        try:
+            grown = merkle.verify_consistency(
+                anchored.size, size, merkle.consistency_proof(self, anchored.size, size),
+                anchored.root, merkle.tree_root(self, size))
+        except MissingNode as exc:
+            return Finding("anchor", where, f"cannot recompute the tree: {exc}")
+        return None if grown else Finding(
+            "anchor", where, f"the store is not consistent with it: "
+                             f"{_serials(0, anchored.size)} were changed after it was anchored, "
+                             "or the store forks the log")
 
     def _head_problem(self, head: TreeHead, earlier: tuple[int, TreeHead] | None) -> str | None:
         """None when the stored tree has this root at this size; else what is wrong."""

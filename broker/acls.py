@@ -62,10 +62,12 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
         _read(topics.DIRECTORY), _read(topics.AUTHORITY_PORTAL_IN),
         _write(topics.AUTHORITY_PORTAL_OUT), _group("renkei-authority"),
     ),
+    # the heads it anchors: appended and read, never deleted (no DELETE, no ALTER_CONFIGS)
     AUDIT: (_read(topics.AUDIT), _read(topics.PATTERNS), _read(topics.DIRECTORY),
-            _write(topics.ALERTS), _group(AUDIT_GROUP, "prefixed")),
-    OVERSIGHT: (_read(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.OVERSIGHT_OUT),
-                _read(topics.OVERSIGHT_IN), _read(topics.ALERTS),
+            _write(topics.ALERTS), _group(AUDIT_GROUP, "prefixed"),
+            Grant("topic", topics.AUDIT_HEADS, ("READ", "WRITE", "DESCRIBE"))),
+    OVERSIGHT: (_read(topics.AUDIT), _read(topics.AUDIT_HEADS), _read(topics.DIRECTORY),
+                _write(topics.OVERSIGHT_OUT), _read(topics.OVERSIGHT_IN), _read(topics.ALERTS),
                 _group("renkei-oversight", "prefixed")),
     # My Portal and the counter: their actions to the audit stream, residents' applications,
     # the registry side asked whose card logs in, the numbering authority for a new number

@@ -11,6 +11,7 @@ SPEC = Path(__file__).with_name("topics.toml")
 HOLDER_OUTBOX = "renkei.holder.{holder}.out"
 HOLDER_INBOX = "renkei.holder.{holder}.in"
 AUDIT = "renkei.audit"
+AUDIT_HEADS = "renkei.audit.heads"
 PATTERNS = "renkei.patterns"
 DIRECTORY = "renkei.directory"
 REGISTRY_IN = "renkei.registry.in"

@@ -209,11 +209,13 @@ def from_record(cls: type[M], record: dict[str, Any]) -> M:
 
 @cache
 def _converters(cls: type) -> dict[str, Callable[[Any], Any]]:
-    """Fields whose Avro value needs a Python type: enums, and tuples (of records)."""
+    """Fields whose Avro value needs a Python type: enums, records, and tuples (of records)."""
     found: dict[str, Callable[[Any], Any]] = {}
     for name, hint in get_type_hints(cls).items():
         if isinstance(hint, type) and issubclass(hint, Enum):
             found[name] = hint.__getitem__
+        elif is_dataclass(hint) and isinstance(hint, type):
+            found[name] = partial(from_record, hint)
         elif get_origin(hint) is tuple:
             item = get_args(hint)[0]
             if is_dataclass(item) and isinstance(item, type):

@@ -4,23 +4,27 @@ kill -9, the same root from offset 0, and approvals re-checked against the patte
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
+from audit.anchor import anchored_heads
 from audit.detector import REPEATED_PERSON
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import Signer
 from audit.oversight import alerts
 from audit.store import AuditStore, Entry, Query, default_path
-from broker import config, topics
+from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.provision import admin_client
 from holders.client import HolderClient
@@ -28,10 +32,12 @@ from renkei.envelope import unpacked
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
+from tests.test_audit_store import truncate
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 LOAD, REPEATS = 20_000, 500
+CUT = 40  # newest entries an intruder deletes, with their heads
 SEVEN_YEARS_MS = 7 * (365 * 86_400_000 + 6 * 3_600_000)
 
 
@@ -145,6 +151,71 @@ async def test_a_restarted_audit_consumer_raises_the_alerts_the_stopped_one_woul
     repeated = [a.event_id for a in await alerts() if a.requester == requester
                 and a.rule == REPEATED_PERSON]
     assert repeated == [before[4].event_id, query(0).event_id]
+
+
+async def anchored_size() -> int:
+    """The size of the largest head anchored on the broker."""
+    heads = await anchored_heads(KafkaAccess.of(config.ADMIN))
+    return max((signed.head.size for signed in heads), default=0)
+
+
+def copied(store: Path, to: Path) -> Path:
+    """A copy of a SQLite store as it is now."""
+    with closing(sqlite3.connect(store)) as source, closing(sqlite3.connect(to)) as copy:
+        source.backup(copy)
+    return to
+
+
+async def verify(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(renkei, "audit", "verify", "--db", str(db), *flags,
+                                   check=False)
+
+
+async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchored_heads(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    batch, now = uuid.uuid4().hex[:8], datetime.now(UTC)
+    events = [synthetic(n, batch, now + timedelta(milliseconds=n)) for n in range(3 * CUT)]
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        for event in events:
+            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
+    await caught_up(live, {e.event_id for e in events})
+    platform.stop("audit")  # it signs a head of all it appended and anchors it, then leaves
+    try:
+        size = live.size()
+        anchored = await anchored_size()
+        whole, cut = (copied(default_path(), tmp_path / name) for name in ("whole.db", "cut.db"))
+        truncate(f"sqlite:///{cut}", size - CUT)
+        passed, alone, failed = [await verify(whole), await verify(cut, "--no-anchor"),
+                                 await verify(cut)]
+    finally:
+        platform.start("audit", "audit", "run")
+    assert anchored == size
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "checked against the largest good one of" in passed.stdout
+    assert f"anchored heads: size {size}," in passed.stdout
+    assert alone.returncode == 0, "alone, the store cut short looks whole"
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stderr.startswith(f"TRUNCATED: anchored head (size {size}, "), failed.stderr
+    assert f"the store has {size - CUT} entries: serials {size - CUT}..{size - 1} are gone" \
+        in failed.stderr
+
+
+async def test_the_audit_principal_cannot_delete_or_expire_the_anchored_heads(
+        town: Town) -> None:
+    audit, admin = AdminClient({**KafkaAccess.of(acls.AUDIT).confluent(), "log_level": 0}), \
+        admin_client()
+    heads = ConfigResource(ConfigResource.Type.TOPIC, topics.AUDIT_HEADS)
+    configs = admin.describe_configs([heads])[heads].result(30)
+    assert int(configs["retention.ms"].value) == SEVEN_YEARS_MS
+    assert configs["message.timestamp.type"].value == "LogAppendTime"
+    deleting = audit.delete_records([TopicPartition(topics.AUDIT_HEADS, 0, OFFSET_END)],
+                                    request_timeout=30)
+    with pytest.raises(KafkaException, match="TOPIC_AUTHORIZATION_FAILED"):
+        next(iter(deleting.values())).result()
+    expiring = ConfigResource(ConfigResource.Type.TOPIC, topics.AUDIT_HEADS, incremental_configs=[
+        ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException, match="AUTHORIZATION_FAILED"):
+        audit.incremental_alter_configs([expiring], request_timeout=30)[expiring].result()
 
 
 async def replay(db: Path) -> subprocess.CompletedProcess[str]:

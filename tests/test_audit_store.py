@@ -29,6 +29,7 @@ from audit.store import (
     Query,
     VerifyReport,
     column_text,
+    node_key,
     years_before,
 )
 from renkei.state import STATE_ENV
@@ -508,6 +509,76 @@ def test_detects_forged_and_unsigned_heads_and_missing_nodes(store: AuditStore, 
     assert ("node", "nodes (1, 3..3)") in found
 
 
+# ---- heads anchored outside the store ----
+
+def truncate(db: str, keep: int) -> None:
+    """Delete the entries from serial `keep` on, with their subtree hashes and the heads that
+    sign them, as an intruder would who wants the store to look whole."""
+    tamper(db, ("DELETE FROM entries WHERE serial >= ?", (keep,)),
+           ("DELETE FROM heads WHERE tree_size > ?", (keep,)),
+           *(("DELETE FROM nodes WHERE id >= ? AND id < ?",
+              (node_key(level, keep >> level), node_key(level + 1, 0))) for level in range(64)))
+
+
+def test_a_store_cut_short_with_its_heads_looks_whole_but_not_to_its_anchor(
+        store: AuditStore, db: str) -> None:
+    filled(store)
+    anchored = store.head()
+    truncate(db, 20)
+    assert store.verify(decode_event).ok, "alone, the store cannot tell"
+    report = store.verify(decode_event, anchored=[anchored])
+    where = f"anchored head (size 24, {anchored.head.timestamp.isoformat(timespec='seconds')})"
+    assert kinds(report) == {("truncated", where)}
+    assert report.verdict == (f"TRUNCATED: {where}: the store has 20 entries: serials 20..23 "
+                              "are gone with their heads (1 finding(s))")
+
+
+def test_a_store_grown_after_its_anchored_heads_verifies(store: AuditStore) -> None:
+    filled(store, 12)
+    anchored = [store.head()]
+    store.append_many(item(event(n)) for n in range(12, 30))
+    anchored.append(store.head())
+    store.append_many(item(event(n)) for n in range(30, 33))
+    report = store.verify(decode_event, anchored=anchored)
+    assert report.ok, report.findings
+    assert (report.tree_size, report.anchored, report.anchor) == (33, 2, anchored[1].head)
+
+
+def test_a_smaller_or_forged_head_anchored_later_hides_no_truncation(
+        store: AuditStore, db: str) -> None:
+    filled(store)
+    largest = store.head()
+    truncate(db, 17)
+    resigned = store.sign_head()  # the intruder holds the key: it anchors a head of what is left
+    forged = Signer.generate().sign_head(TreeHead(25, largest.head.root, largest.head.timestamp))
+    report = store.verify(decode_event, anchored=[largest, resigned, forged])
+    assert resigned.head.size == 17 and (report.anchored, report.anchor) == (3, largest.head)
+    assert {k for k, _ in kinds(report)} == {"truncated", "anchor"}
+    assert report.verdict.startswith("TRUNCATED: anchored head (size 24, ")
+
+
+def test_a_store_rewritten_before_its_anchor_is_not_consistent_with_it(
+        store: AuditStore, tmp_path: Path) -> None:
+    filled(store)
+    anchored = store.head()
+    with AuditStore(tmp_path / "rewritten.db", store.signer) as rewritten:
+        rewritten.append_many(item(replace(event(n), outcome="REJECTED")) for n in range(26))
+        report = rewritten.verify(decode_event, anchored=[anchored])
+    assert {k for k, _ in kinds(report)} == {"anchor"}
+    assert "serials 0..23 were changed after it was anchored" in report.findings[0].detail
+    assert report.verdict.startswith("TAMPERED: ")
+
+
+def test_a_purged_store_verifies_against_its_anchor(store: AuditStore) -> None:
+    store.append_many(item(event(n, at=datetime(2014 + n, 6, 1, tzinfo=UTC))) for n in range(10))
+    anchored = store.head()
+    assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)).count == 3
+    report = store.verify(decode_event, anchored=[anchored])
+    assert report.ok, report.findings
+    assert (report.tree_size, report.entries, report.purged, report.anchor) == (
+        10, 7, 3, anchored.head)
+
+
 # ---- commands ----
 
 def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
@@ -534,11 +605,14 @@ def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     assert [e["serial"] for e in json.loads(out)["entries"]] == [3]
     code, out = audit("purge", "--now", "2024-06-01T00:00:00+09:00")
     assert code == 0 and "purged 3 entries older than 2017-06-01" in out
-    code, out = audit("verify")
+    code, out = audit("verify", "--no-anchor")  # no broker here: test_audit_kafka checks that
     assert code == 0 and "3 entries checked, 3 purged" in out
+    assert "not checked against the anchored heads (--no-anchor)" in out
     tamper(db, ("DELETE FROM entries WHERE serial = 4", ()))
-    code, out = audit("verify")
+    code, out = audit("verify", "--no-anchor")
     assert code == 1 and "DELETED   serial 4" in out
+    assert out.splitlines()[-1] == ("TAMPERED: serial 4: its entry is gone (not purged) "
+                                    "(1 finding(s))")
     code, out = audit("query", "--after", "x")
     assert code == 2
 
