@@ -218,9 +218,11 @@ def run(db: str | None, instance: str, loglevel: str) -> None:
 @click.option("--grace", type=float, default=10.0, show_default=True,
               help="seconds the platform's view of the pattern list may lag its topic")
 def replay(db: str | None, live: str | None, grace: float) -> None:
-    """Rebuild a store from offset 0 of the audit topic; compare roots; re-check approvals.
+    """Rebuild a store from offset 0 of the audit topic; compare roots and sizes; re-check
+    approvals.
 
-    Exits 1 if the roots differ or an approval or rejection disagrees with the pattern list.
+    Exits 1 if the roots differ, the live store lacks events the audit consumer committed, or
+    an approval or rejection disagrees with the pattern list.
     """
     from audit import replay as replaying
 
@@ -247,11 +249,19 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
                    f"{(report.live_root or b'').hex()} ({same})")
     else:
         click.echo("the live store is empty: no root to compare")
+    live_size = report.live_size or 0
+    if report.short:
+        click.echo(f"SHORT: the live store has {live_size} entries; the audit consumer committed "
+                   f"offset {report.acknowledged}, whose events make {report.owed}: serials "
+                   f"{live_size}..{report.owed - 1} are gone")
+    elif live_size < report.size:
+        click.echo(f"the live store is {report.size - live_size} entries behind the topic: "
+                   "events the audit consumer has not committed yet")
     click.echo(f"re-checked {report.checked} approvals and rejections against the pattern list "
                f"in force at each event's time: {len(report.disagreements)} disagreement(s)")
     for d in report.disagreements:
         click.echo(f"  DISAGREES {d.event.event_id} at "
                    f"{d.event.occurred_at.isoformat(timespec='milliseconds')}: logged "
                    f"{d.logged}, re-check says {d.rechecked} ({d.detail})")
-    if (compared and not report.identical) or report.disagreements:
+    if (compared and not report.identical) or report.short or report.disagreements:
         raise SystemExit(1)

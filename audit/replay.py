@@ -1,5 +1,8 @@
 """`renkei audit replay`: rebuild a fresh store from offset 0 of the audit topic, compare its root
-with the live store's, and re-check every approval and rejection against the pattern list.
+and size with the live store's, and re-check every approval and rejection against the pattern
+list. The live store must hold at least the entries of the events the audit consumer has
+committed (it commits a batch once appended): one with fewer is short, cut after the fact; the
+events after that offset it may not have appended yet.
 
 The re-check runs `processors.approval.approve` again for each APPROVED linkage and each
 linkage REJECTED for an approval reason, at the event's time, with the legal pattern list and
@@ -12,18 +15,22 @@ at any moment within `grace` before the event.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from audit.consumer import decoded
 from audit.events import AccessLogEvent, from_millis
 from audit.store import AuditStore
-from broker import topics
+from broker import acls, topics
 from broker.clients import KafkaAccess, read_topic, topic_batches
 from processors.approval import Approved, PatternList, approve
 from schemas.codec import CODEC
@@ -32,6 +39,7 @@ from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 APPROVAL_REASONS = frozenset({"UNKNOWN_PATTERN", "PATTERN_NOT_IN_FORCE", "NOT_PERMITTED",
                               "WRONG_PROVIDER", "UNKNOWN_HOLDER", "DATA_TYPE_NOT_PERMITTED"})
 GRACE = timedelta(seconds=10)
+TIMEOUT = 10.0
 APPROVED = "APPROVED"
 V = TypeVar("V")
 log = logging.getLogger(__name__)
@@ -135,11 +143,16 @@ class Recheck:
 
 @dataclass
 class ReplayReport:
-    """What a replay rebuilt, how its root compares with the live store's, what disagreed."""
+    """What a replay rebuilt, how its root and size compare with the live store's, what
+    disagreed. `acknowledged` is the audit consumer's committed offset, `owed` the entries the
+    events before it make: the live store must hold at least those."""
 
     records: int = 0
     size: int = 0
     root: bytes = b""
+    acknowledged: int = 0
+    owed: int = 0
+    live_size: int | None = None
     compared_at: int | None = None
     live_root: bytes | None = None
     replay_root: bytes | None = None
@@ -151,6 +164,21 @@ class ReplayReport:
     def identical(self) -> bool:
         return self.live_root is not None and self.live_root == self.replay_root
 
+    @property
+    def short(self) -> bool:
+        """Does the live store lack entries of events the audit consumer said it appended?"""
+        return self.live_size is not None and self.live_size < self.owed
+
+
+def acknowledged(access: KafkaAccess) -> int:
+    """The audit consumer group's committed offset on the audit topic (0 if none): it commits
+    only what it appended to the live store."""
+    client = AdminClient({**access.confluent(), "log_level": 0})
+    asked = [ConsumerGroupTopicPartitions(acls.AUDIT_GROUP, [TopicPartition(topics.AUDIT, 0)])]
+    found = client.list_consumer_group_offsets(asked, request_timeout=TIMEOUT)
+    committed = found[acls.AUDIT_GROUP].result().topic_partitions or []
+    return max([0, *(int(tp.offset) for tp in committed)])  # none committed: negative
+
 
 async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | None = None,
                  grace: timedelta = GRACE) -> ReplayReport:
@@ -160,21 +188,35 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     started = time.perf_counter()
     recheck = Recheck(await history(access, topics.PATTERNS, LegalPattern),
                       await history(access, topics.DIRECTORY, HolderEntry), grace)
-    report = ReplayReport()
+    # read before the live store's size: the consumer appends a batch, then commits its offset
+    report = ReplayReport(acknowledged=await asyncio.to_thread(acknowledged, access))
     async for records in topic_batches(access, topics.AUDIT):
         report.records += len(records)
-        items = decoded(records)
-        for (event, _), serial in zip(items, target.append_many(items), strict=True):
-            if serial is None or not recheck.applies(event):
-                continue
-            report.checked += 1
-            disagreement = recheck.check(event)
-            if disagreement is not None:
-                report.disagreements.append(disagreement)
+        cut = bisect.bisect_left([r.offset for r in records], report.acknowledged)
+        _rebuilt(target, recheck, records[:cut], report)
+        if cut:
+            report.owed = target.size()
+        _rebuilt(target, recheck, records[cut:], report)
     report.size = target.size()
     report.root = target.head().head.root
     if live is not None:
-        report.compared_at = at = min(report.size, live.size())
+        report.live_size = live.size()
+        report.compared_at = at = min(report.size, report.live_size)
         report.live_root, report.replay_root = live.root(at), target.root(at)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _rebuilt(target: AuditStore, recheck: Recheck, records: list[Any],
+             report: ReplayReport) -> None:
+    """Append the events of `records` to `target`, re-checking each new approval or rejection."""
+    items = decoded(records)
+    if not items:
+        return
+    for (event, _), serial in zip(items, target.append_many(items), strict=True):
+        if serial is None or not recheck.applies(event):
+            continue
+        report.checked += 1
+        disagreement = recheck.check(event)
+        if disagreement is not None:
+            report.disagreements.append(disagreement)

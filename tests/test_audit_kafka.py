@@ -171,14 +171,19 @@ async def verify(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:
                                    check=False)
 
 
-async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchored_heads(
-        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+async def appended(live: AuditStore, count: int) -> None:
+    """Log `count` new events and wait until the store holds them."""
     batch, now = uuid.uuid4().hex[:8], datetime.now(UTC)
-    events = [synthetic(n, batch, now + timedelta(milliseconds=n)) for n in range(3 * CUT)]
+    events = [synthetic(n, batch, now + timedelta(milliseconds=n)) for n in range(count)]
     async with producer(KafkaAccess.of(config.ADMIN)) as prod:
         for event in events:
             await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
     await caught_up(live, {e.event_id for e in events})
+
+
+async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchored_heads(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    await appended(live, 3 * CUT)
     platform.stop("audit")  # it signs a head of all it appended and anchors it, then leaves
     try:
         size = live.size()
@@ -218,9 +223,26 @@ async def test_the_audit_principal_cannot_delete_or_expire_the_anchored_heads(
         audit.incremental_alter_configs([expiring], request_timeout=30)[expiring].result()
 
 
-async def replay(db: Path) -> subprocess.CompletedProcess[str]:
+async def replay(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     """`renkei audit replay` into a fresh store, run aside so the holders here keep going."""
-    return await asyncio.to_thread(renkei, "audit", "replay", "--db", str(db), check=False)
+    return await asyncio.to_thread(renkei, "audit", "replay", "--db", str(db), *flags,
+                                   check=False)
+
+
+async def test_replay_finds_a_store_short_of_the_events_the_consumer_committed(
+        live: AuditStore, tmp_path: Path) -> None:
+    await appended(live, 2 * CUT)
+    cut = copied(default_path(), tmp_path / "cut.db")
+    with AuditStore(cut, Signer.generate()) as copy:
+        size = copy.size()
+    truncate(f"sqlite:///{cut}", size - CUT)
+    found = await replay(tmp_path / "fresh.db", "--live", str(cut))
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert f"live store at size {size - CUT}: root " in found.stdout
+    assert "(identical)" in found.stdout, "equal where both have entries: only the size tells"
+    assert f"SHORT: the live store has {size - CUT} entries; the audit consumer committed " \
+        in found.stdout
+    assert f"serials {size - CUT}.." in found.stdout
 
 
 def entries(store: AuditStore) -> list[Entry]:
