@@ -6,7 +6,7 @@
   numbering authority for a resident's new number on a pair each (portal.services), and reads
   the holder directory for holders' names and the services' public keys;
 - `oversight` (the console): asks holders for their side of the log, and reads the detector's
-  alerts.
+  alerts and the audit log's anchored heads.
 
 Holders seal their answers' entries to the key of the identity that asked; they are opened and
 kept in this process's memory only: holder-side content is personal data, and the platform side
@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import AccessLogEvent, event_id
+from audit.heads import SignedHead
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from portal.services import AUTHORITY, REGISTRY, Asking
@@ -148,17 +149,15 @@ class HolderLogs:
             pause = min(pause * 2, RETRY_MOST)
 
 
-class AlertFeed:
-    """The detector's alerts, from the start of the topic, the newest kept in memory."""
+class Following:
+    """A topic read from its start and followed, each record's value taken as it comes."""
 
-    def __init__(self, access: KafkaAccess) -> None:
-        self._access = access
-        self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
-        self._seen: set[str] = set()
+    def __init__(self, access: KafkaAccess, topic: str) -> None:
+        self._access, self._topic = access, topic
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="alerts")
+        self._task = asyncio.create_task(self._follow(), name=self._topic)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -166,25 +165,54 @@ class AlertFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def newest(self) -> list[Alert]:
-        return list(reversed(self.alerts))
+    def take(self, value: bytes) -> None:
+        """Keep what a record's value tells (each feed its own); SchemaError if unreadable."""
+        raise NotImplementedError
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(topics.ALERTS, **self._access.aiokafka(), group_id=None,
+        consumer = AIOKafkaConsumer(self._topic, **self._access.aiokafka(), group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         try:
             await started(consumer, self._access)
             async for record in consumer:
                 try:
-                    alert = CODEC.decode(record.value or b"", Alert)
+                    self.take(record.value or b"")
                 except SchemaError as exc:
-                    log.warning("an unreadable alert: %s", exc)
-                    continue
-                if alert.alert_id not in self._seen:  # the same alert id is the same alert
-                    self._seen.add(alert.alert_id)
-                    self.alerts.append(alert)
+                    log.warning("an unreadable record on %s: %s", self._topic, exc)
         finally:
             await consumer.stop()
+
+
+class AlertFeed(Following):
+    """The detector's alerts, from the start of the topic, the newest kept in memory."""
+
+    def __init__(self, access: KafkaAccess) -> None:
+        super().__init__(access, topics.ALERTS)
+        self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
+        self._seen: set[str] = set()
+
+    def newest(self) -> list[Alert]:
+        return list(reversed(self.alerts))
+
+    def take(self, value: bytes) -> None:
+        alert = CODEC.decode(value, Alert)
+        if alert.alert_id not in self._seen:  # the same alert id is the same alert
+            self._seen.add(alert.alert_id)
+            self.alerts.append(alert)
+
+
+class AnchoredHeads(Following):
+    """The largest head anchored on the heads topic (audit.anchor): what the audit store must
+    hold and have grown from (its signature is checked where it is shown)."""
+
+    def __init__(self, access: KafkaAccess) -> None:
+        super().__init__(access, topics.AUDIT_HEADS)
+        self.largest: SignedHead | None = None
+
+    def take(self, value: bytes) -> None:
+        signed = CODEC.decode(value, SignedHead)
+        if self.largest is None or signed.head.size > self.largest.head.size:
+            self.largest = signed
 
 
 class Platform:
@@ -203,6 +231,7 @@ class Platform:
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT))
         self.alerts = AlertFeed(oversight)
+        self.anchored = AnchoredHeads(oversight)
 
     @classmethod
     def connect(cls) -> Platform:
@@ -217,8 +246,10 @@ class Platform:
         await self.authority.start()
         await self.oversight.start()
         await self.alerts.start()
+        await self.anchored.start()
 
     async def stop(self) -> None:
+        await self.anchored.stop()
         await self.alerts.stop()
         await self.authority.stop()
         await self.registry.stop()

@@ -64,4 +64,6 @@ async def holder_logs(request: web.Request) -> web.Response:
 
 async def integrity(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
-    return render(request, "integrity.html", heads=request.app[PLATFORM].records.heads())
+    platform = request.app[PLATFORM]
+    return render(request, "integrity.html", heads=platform.records.heads(),
+                  anchor=platform.records.against(platform.kafka.anchored.largest))

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from audit.anchor import anchored_heads
+from audit.consumer import HEAD_SECONDS
 from audit.detector import REPEATED_PERSON
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import Signer
@@ -28,6 +29,8 @@ from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.provision import admin_client
 from holders.client import HolderClient
+from portal.kafka import AnchoredHeads
+from portal.records import Records
 from renkei.envelope import unpacked
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
@@ -203,6 +206,23 @@ async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchore
     assert failed.stderr.startswith(f"TRUNCATED: anchored head (size {size}, "), failed.stderr
     assert f"the store has {size - CUT} entries: serials {size - CUT}..{size - 1} are gone" \
         in failed.stderr
+
+
+async def test_the_oversight_console_follows_the_largest_anchored_head(
+        live: AuditStore) -> None:
+    await appended(live, 10)
+    size = live.size()
+    feed = AnchoredHeads(KafkaAccess.of(acls.OVERSIGHT))
+    await feed.start()
+    try:
+        for _ in range(int(4 * HEAD_SECONDS / 0.2)):  # the consumer anchors every HEAD_SECONDS
+            if feed.largest is not None and feed.largest.head.size >= size:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await feed.stop()
+    check = Records(live).against(feed.largest)
+    assert check is not None and check.signature_ok and check.problem is None
 
 
 async def test_the_audit_principal_cannot_delete_or_expire_the_anchored_heads(

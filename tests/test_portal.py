@@ -352,7 +352,12 @@ async def test_oversight_searches_asks_holders_and_checks_integrity(
     assert staff_of("nenkin")[0] in answers and "taxable_income" in answers
     assert "<script>alert('x')</script>" in answers
     await shot(page, "15-oversight-holder-logs")
-    await page.goto(f"{portal.url}/oversight/integrity")
+    for _ in range(30):  # the audit consumer anchors a head every 10 s
+        await page.goto(f"{portal.url}/oversight/integrity")
+        if await page.locator("#anchor dl").count():
+            break
+        await asyncio.sleep(1)
+    assert await page.locator("#anchor .ok").count() == 2, "signed, and the store holds it"
     assert await page.locator("#latest .ok").count() == 1
     assert await page.locator("#heads .bad").count() == 0
     await shot(page, "16-oversight-integrity")

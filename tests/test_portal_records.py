@@ -12,7 +12,7 @@ import pytest
 from audit.heads import Signer, includes
 from audit.store import MAX_PAGE, AuditStore, Page, Query
 from portal.records import Records
-from tests.test_audit_store import PERSONS, event, item
+from tests.test_audit_store import PERSONS, event, item, truncate
 
 ME, SOMEONE = PERSONS[0], PERSONS[1]
 
@@ -36,6 +36,23 @@ def test_a_person_sees_every_entry_newest_first_and_each_one_alone(store: AuditS
     assert records.entry_of([ME], count) is None  # someone else's
     assert records.entry_of([ME], count + 1) is None  # none yet
     assert records.entry_of([SOMEONE], count) is not None
+
+
+def test_the_store_is_checked_against_the_largest_anchored_head(store: AuditStore,
+                                                                 tmp_path: Path) -> None:
+    store.append_many(item(event(n)) for n in range(12))
+    records = Records(store)
+    anchored = store.head()
+    assert records.against(None) is None, "none anchored yet"
+    holds = records.against(anchored)
+    assert holds is not None and holds.signature_ok and holds.problem is None
+    forged = records.against(Signer.generate().sign_head(anchored.head))
+    assert forged is not None and not forged.signature_ok and forged.problem is None
+    truncate(f"sqlite:///{tmp_path / 'audit.db'}", 9)
+    cut = records.against(anchored)
+    assert cut is not None and cut.signature_ok and cut.problem is not None
+    assert (cut.problem.kind, cut.problem.detail) == (
+        "truncated", "the store has 9 entries: serials 9..11 are gone with their heads")
 
 
 class Busy(AuditStore):
