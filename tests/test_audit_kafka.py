@@ -212,7 +212,7 @@ async def test_the_oversight_console_follows_the_largest_anchored_head(
         live: AuditStore) -> None:
     await appended(live, 10)
     size = live.size()
-    feed = AnchoredHeads(KafkaAccess.of(acls.OVERSIGHT))
+    feed = AnchoredHeads(KafkaAccess.of(acls.OVERSIGHT), live.signer.public_key)
     await feed.start()
     try:
         for _ in range(int(4 * HEAD_SECONDS / 0.2)):  # the consumer anchors every HEAD_SECONDS

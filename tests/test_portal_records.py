@@ -11,7 +11,11 @@ import pytest
 
 from audit.heads import Signer, includes
 from audit.store import MAX_PAGE, AuditStore, Page, Query
+from broker.clients import KafkaAccess
+from broker.credentials import Credentials
+from portal.kafka import AnchoredHeads
 from portal.records import Records
+from schemas.codec import CODEC
 from tests.test_audit_store import PERSONS, event, item, truncate
 
 ME, SOMEONE = PERSONS[0], PERSONS[1]
@@ -53,6 +57,22 @@ def test_the_store_is_checked_against_the_largest_anchored_head(store: AuditStor
     assert cut is not None and cut.signature_ok and cut.problem is not None
     assert (cut.problem.kind, cut.problem.detail) == (
         "truncated", "the store has 9 entries: serials 9..11 are gone with their heads")
+
+
+def test_the_console_keeps_the_largest_head_signed_by_the_logs_key(store: AuditStore) -> None:
+    """A larger head on the heads topic not signed by the log's key is counted, not kept: kept,
+    it would hide the good one the store is checked against."""
+    store.append_many(item(event(n)) for n in range(12))
+    small = store.head()
+    store.append_many(item(event(n)) for n in range(12, 20))
+    large = store.head()
+    feed = AnchoredHeads(KafkaAccess("127.0.0.1:9", Credentials("oversight", "unused")),
+                         store.signer.public_key)
+    for signed in (small, Signer.generate().sign_head(large.head), small):
+        feed.take(CODEC.encode(signed))
+    assert (feed.largest, feed.forged) == (small, 1)
+    feed.take(CODEC.encode(large))
+    assert feed.largest == large
 
 
 class Busy(AuditStore):

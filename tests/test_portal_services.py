@@ -18,6 +18,7 @@ import pytest_asyncio
 from aiokafka.errors import TopicAuthorizationFailedError
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from audit.heads import Signer
 from authority.store import AuthorityStore
 from authority.store import default_path as authority_path
 from broker import acls, topics
@@ -46,7 +47,7 @@ PIN = "4321"
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def kafka(platform: Processes) -> AsyncIterator[KafkaSide]:
     """The portal's Kafka side, as `renkei portal` starts it."""
-    side = KafkaSide.connect()
+    side = KafkaSide.connect(Signer.load_or_create().public_key)
     await side.start()
     yield side
     await side.stop()
