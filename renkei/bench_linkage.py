@@ -71,7 +71,8 @@ QUICK_RATE = 20.0
 QUICK: dict[str, Any] = {"seconds": 3.0, "rate": QUICK_RATE, "curve": (QUICK_RATE,),
                          "scale": (1, 2), "memory_minutes": 0.05, "residents": 60,
                          "prime": 2.0, "depths": bench_capacity.DEPTHS[:2]}
-QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "settle": 10.0}
+QUICK_KNOBS: dict[str, Any] = {"warmup": 1.0, "drain": 5.0, "settle": 10.0,
+                               "memory_warmup": 1.0}
 
 
 @contextlib.contextmanager
@@ -185,9 +186,10 @@ def measure(settings: Settings) -> dict[str, Any]:
     runs: dict[Load, dict[str, Any]] = {}
     plan: Plan | None = None
 
-    def run(load: Load, stage: Stage, label: str) -> dict[str, Any]:
+    def run(load: Load, stage: Stage, label: str, knobs: Knobs = settings.knobs
+            ) -> dict[str, Any]:
         assert plan is not None
-        found = run_point(load, stage, plan, settings.knobs, admin, label)
+        found = run_point(load, stage, plan, knobs, admin, label)
         click.echo(f"{'':8}{bench_report.line(found)}")
         return found
 
@@ -240,8 +242,11 @@ def measure(settings: Settings) -> dict[str, Any]:
         knee = bench_report.knee(renkei_curve)
         memory = None
         if settings.memory_minutes > 0:
-            rate = knee or min(settings.curve, default=settings.rate)
-            memory = point(RENKEI, 1, rate, settings.memory_minutes * 60, stage)
+            load = Load(RENKEI, 1, knee or min(settings.curve, default=settings.rate),
+                        settings.memory_minutes * 60, settings.depths[0])
+            warmup = settings.knobs.memory_warmup  # the platform's state filled at this rate
+            memory = run(load, stage, f"memory: {_label(load)} after {warmup:g}s of it",
+                         replace(settings.knobs, warmup=warmup))
         scaleout = []  # one after another, each flat out and measured now (×1 too)
         for instances in settings.scale:
             grow(stage, instances, admin)
@@ -271,7 +276,8 @@ def measure(settings: Settings) -> dict[str, Any]:
                   "knee": {"renkei": knee, "baseline": bench_report.knee(baseline_curve)}},
         "scaleout": scaleout,
         "memory": None if memory is None else {
-            "point": memory, "flatness": bench_report.flatness(memory)},
+            "point": memory, "warmup_seconds": settings.knobs.memory_warmup,
+            "flatness": bench_report.flatness(memory)},
     }
     result["bars"] = bench_report.bars(result)
     return result

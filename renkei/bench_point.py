@@ -19,6 +19,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker import process
+from processors.context import CLOCK_SKEW, REPLAY_WINDOW
 from renkei import common_start, groups, hops, latency, machine_profile, procstat, profiling
 from renkei.bench_plan import Plan
 from renkei.state import state_dir
@@ -39,12 +40,18 @@ class Load:
     in_flight: int  # flat out: requests each holder keeps outstanding
 
 
+STATE_FILLS = (REPLAY_WINDOW + CLOCK_SKEW).total_seconds() + 30.0
+"""Seconds of load before the memory window: the decider remembers each request until any copy
+of it would be stale (2.5 min), so at a new rate its state grows that long, then holds."""
+
+
 @dataclass(frozen=True)
 class Knobs:
     warmup: float  # seconds of load before the measured window
     drain: float  # seconds holders wait for outstanding outcomes after their last send
     settle: float  # seconds to wait for the group to catch up after a point
     perf: str | None = None  # with --perf: the folder each window's `perf` samples go to
+    memory_warmup: float = STATE_FILLS  # seconds of load before the memory run's window
 
 
 @dataclass
