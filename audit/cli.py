@@ -22,9 +22,12 @@ from broker import acls
 from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
+from renkei import personal_input
+from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
+PERSON = Field("person", "the person's ID code")
 
 
 def utc_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -169,9 +172,11 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     return data
 
 
-@audit_cli.command()
+@audit_cli.command(cls=OnStdin)
 @store_option
-@click.option("--person", help="the person's ID code: adds inclusion proofs against the head")
+@click.option("--person", is_flag=True,
+              help="one person's entries, with inclusion proofs against the head (their ID code "
+                   "on stdin or at the prompt)")
 @click.option("--holder", help="entries where this holder requested or provided")
 @click.option("--pattern", help="legal pattern id")
 @click.option("--outcome", help="APPROVED, REJECTED, DELIVERED, TIMED_OUT, …")
@@ -179,14 +184,18 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 @click.option("--until", callback=utc_time, metavar="TIME", help="before this time (exclusive)")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--after", help="the `next` cursor of the previous page")
-def query(db: str | None, person: str | None, holder: str | None, pattern: str | None,
+def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
           outcome: str | None, since: datetime | None, until: datetime | None, limit: int,
           after: str | None) -> None:
-    """One page of entries in time order, as JSON."""
-    where = Query(person, holder, pattern, outcome, since, until)
+    """One page of entries in time order, as JSON.
+
+    With --person, the person's ID code is read from stdin (the code, or {"person": "…"}), or
+    prompted for at a terminal: never an argument, which `ps` and the shell's history show."""
+    id_code = personal_input.read_one(PERSON) if person else None
+    where = Query(id_code, holder, pattern, outcome, since, until)
     with open_store(db) as store:
         try:
-            page = store.query(where, limit=limit, after=after, prove=person is not None)
+            page = store.query(where, limit=limit, after=after, prove=person)
         except ValueError as exc:
             raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
                                      "previous page", param_hint="--after") from exc

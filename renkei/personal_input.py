@@ -1,11 +1,11 @@
 """Personal data into an operator command: on stdin or at a prompt, never as an argument.
 
 An argument is on the process's command line, which `ps` shows to every local user, and in the
-shell's history. A command that takes a personal number, a resident code, the four attributes
-or a staff member's name reads them instead: at a prompt when stdin is a terminal, else from
-stdin, as one JSON object of strings or as one value a line in the order asked, so that scripts
-can pipe them. Such a command refuses any argument besides its options, before it prompts for
-anything, and without saying the argument back.
+shell's history. A command that takes a personal number, a resident code, a person's ID code,
+the four attributes or a staff member's name reads them instead: at a prompt when stdin is a
+terminal, else from stdin, as one JSON object of strings or as one value a line in the order
+asked, so that scripts can pipe them. Such a command refuses any argument besides its
+options, before it prompts for anything, and without saying the argument back.
 """
 
 from __future__ import annotations

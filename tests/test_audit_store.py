@@ -585,21 +585,22 @@ def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     store.append_many(item(event(n, at=datetime(2015 + n, 1, 1, tzinfo=UTC))) for n in range(6))
     runner = CliRunner()
 
-    def audit(*args: str) -> tuple[int, str]:
-        result = runner.invoke(audit_cli, [*args, "--db", db])
+    def audit(*args: str, given: str = "") -> tuple[int, str]:
+        result = runner.invoke(audit_cli, [*args, "--db", db], input=given)
         return result.exit_code, result.output
 
     code, out = audit("head")
     shown = json.loads(out)
     assert code == 0 and shown["heads"][0]["tree_size"] == 6
     assert shown["public_key"] == store.signer.public_key.public_bytes_raw().hex()
-    code, out = audit("query", "--person", PERSONS[0], "--limit", "1")
+    code, out = audit("query", "--person", "--limit", "1", given=PERSONS[0])
     page = json.loads(out)
     head = SignedHead.from_json(page["head"])
     first = page["entries"][0]
     assert includes(head.head, first["serial"], CODEC.encode(event(0, at=datetime(
         2015, 1, 1, tzinfo=UTC))), [bytes.fromhex(p) for p in first["inclusion_proof"]])
-    code, out = audit("query", "--person", PERSONS[0], "--after", page["next"])
+    code, out = audit("query", "--person", "--after", page["next"],
+                      given=f'{{"person": "{PERSONS[0]}"}}')
     assert [e["serial"] for e in json.loads(out)["entries"]] == [3]
     code, out = audit("query", "--since", "2018-01-01", "--outcome", "APPROVED")
     assert [e["serial"] for e in json.loads(out)["entries"]] == [3]

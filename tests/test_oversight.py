@@ -26,9 +26,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 BASIS = "番号法第38条（特定個人情報保護委員会による報告及び立入検査）"
 
 
-async def oversight(*args: str) -> dict[str, object] | list[dict[str, object]]:
-    """`renkei oversight …` as JSON, run aside so the holders here keep answering meanwhile."""
-    result = await asyncio.to_thread(renkei, "oversight", *args)
+async def oversight(*args: str, given: str = "") -> dict[str, object] | list[dict[str, object]]:
+    """`renkei oversight …` as JSON, run aside so the holders here keep answering meanwhile
+    (`given` on its stdin)."""
+    result = await asyncio.to_thread(renkei, "oversight", *args, input=given)
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
@@ -55,7 +56,7 @@ async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
     person = next(e.person for e in await audit_events({request_id}) if e.person)
     assert person is not None
     for _ in range(50):  # the audit consumer appends it within moments
-        page = await oversight("query", "--person", person)
+        page = await oversight("query", "--person", given=person)
         assert isinstance(page, dict) and isinstance(page["entries"], list)
         if request_id in {e["request_id"] for e in page["entries"]}:
             break

@@ -13,6 +13,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from audit.cli import audit_cli
+from audit.oversight_cli import oversight_cli
 from authority.cli import authority_cli
 from cards.cli import card_cli
 from holders.cli import holder_cli
@@ -23,6 +25,7 @@ from renkei.state import STATE_ENV
 
 CODE = "12345678906"
 NUMBER = "123456789018"
+ID_CODE = "A1B2C3D4E5F"
 ATTRIBUTES = ("山田 太郎", "桜町1-2-3", "1975-01-02", "男")
 
 
@@ -75,7 +78,9 @@ def test_at_a_terminal_each_value_is_prompted_for(monkeypatch: pytest.MonkeyPatc
                     "--dob", ATTRIBUTES[2], "--sex", ATTRIBUTES[3]]),
     (registry_cli, ["consent", CODE, "acme-kenpo"]),
     (card_cli, ["issue", CODE]),
-    (holder_cli, ["staff", "add", "town-x", "op", "--name", ATTRIBUTES[0]])])
+    (holder_cli, ["staff", "add", "town-x", "op", "--name", ATTRIBUTES[0]]),
+    (audit_cli, ["query", "--person", ID_CODE]),
+    (oversight_cli, ["query", "--person", ID_CODE, "--limit", "5"])])
 def test_the_old_argument_form_is_refused_before_anything(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: click.Group,
         old: list[str]) -> None:
@@ -88,6 +93,7 @@ def test_the_old_argument_form_is_refused_before_anything(
     assert "personal data is not given on the command line" in refused.output
     assert "on stdin" in refused.output and "PIN" not in refused.output
     assert CODE not in refused.output and NUMBER not in refused.output
+    assert ID_CODE not in refused.output
     assert ATTRIBUTES[0] not in refused.output
     assert not list(tmp_path.iterdir())
 
@@ -95,7 +101,8 @@ def test_the_old_argument_form_is_refused_before_anything(
 @pytest.mark.parametrize(("command", "words"), [
     (authority_cli, ["lookup"]), (authority_cli, ["number-of"]),
     (authority_cli, ["change-number"]), (registry_cli, ["lookup"]), (registry_cli, ["consent"]),
-    (card_cli, ["issue"]), (holder_cli, ["staff", "add"])])
+    (card_cli, ["issue"]), (holder_cli, ["staff", "add"]), (audit_cli, ["query"]),
+    (oversight_cli, ["query"])])
 def test_the_help_says_where_the_data_goes(command: click.Group, words: list[str]) -> None:
     shown = CliRunner().invoke(command, [*words, "--help"])
     said = " ".join(shown.output.split())
