@@ -4,14 +4,21 @@ resident on the portal, and sealed back to the portal alone (renkei.questions)."
 from __future__ import annotations
 
 from authority.service import NumberingAuthority, UnknownResident
-from renkei.questions import NotFound
+from renkei.questions import NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import ChangeOfNumber, PersonalNumber
 
 
-def new_number(authority: NumberingAuthority, request_id: str, question: bytes) -> PersonalNumber:
-    """The resident's old number retired and a new one issued (once per request id)."""
+def new_number(authority: NumberingAuthority, request_id: str, question: bytes,
+               late: bool) -> PersonalNumber:
+    """The resident's old number retired and a new one issued (once per request id); read after
+    its deadline, the number it was given before, if it was (TooLate if not: nothing changes)."""
     change = CODEC.decode(question, ChangeOfNumber)
+    if late:
+        given = authority.number_given(request_id)
+        if given is None:
+            raise TooLate()
+        return PersonalNumber(given)
     try:
         return PersonalNumber(authority.change_number(change.resident_code, change.reason,
                                                       request_id))

@@ -97,6 +97,10 @@ class NumberingAuthority:
                 self._store.record_answer(request_id, new)
         return new
 
+    def number_given(self, request_id: str) -> str | None:
+        """The number a request for a new number was given; None if it was not acted on."""
+        return self._store.answered(request_id)
+
     def follow_code_change(self, old_code: str, new_code: str) -> None:
         """The resident's code changed: the same personal number, under the new code."""
         with self._store.transaction():

@@ -4,8 +4,10 @@ A question comes on a topic only the portal may write, and its answer goes on on
 portal reads and only this service writes: who asked and who answered is the broker's word (its
 ACLs), never a field. The question is sealed to the service and the answer to the portal, both
 under the question's request id, so the broker sees no resident code, name, card or number. A
-question read after its deadline is answered TIMED_OUT and not acted on: the portal has given up
-waiting and told the resident so (a number changed then would be one they never saw).
+question read after its deadline is not acted on: the portal has given up waiting (a number
+changed then would be one the resident never saw). It is answered with what was done for it
+before, if anything was (a service stopped after acting and before answering reads it again),
+else TIMED_OUT.
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ from schemas.messages import (
 
 log = logging.getLogger(__name__)
 Directory = Callable[[str], HolderEntry | None]
-Answer = Callable[[str, bytes], object]
-"""The service's answer (a message) to a question: its request id and its opened bytes."""
+Answer = Callable[[str, bytes, bool], object]
+"""The service's answer (a message) to a question: its request id, its opened bytes, and whether
+it was read after its deadline (then the answer says only what was done before: TooLate if
+nothing was)."""
+
+
+class TooLate(Exception):
+    """A question read after its deadline, for which nothing was done before: nothing is."""
 
 
 class NotFound(LookupError):
@@ -63,15 +71,16 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, direct
 
 def _answer(question: PortalQuery, service: str, key: X25519PrivateKey, directory: Directory,
             answer: Answer, now: datetime) -> PortalAnswer:
-    if now > question.deadline:
-        return _said(question, TIMED_OUT, "asked after its deadline: nothing was done")
     portal = directory(acls.PORTAL)
     if portal is None:
         return _said(question, REFUSED, "the portal has no directory entry")
     try:
         reply = answer(question.request_id, sealing.open_sealed(key, question.sealed_query,
-                                                                question.request_id))
+                                                                question.request_id),
+                       now > question.deadline)
         sealed = sealing.seal(portal.public_key, CODEC.encode(reply), question.request_id)
+    except TooLate:
+        return _said(question, TIMED_OUT, "asked after its deadline: nothing was done")
     except NotFound as exc:
         return _said(question, NOT_FOUND, str(exc))
     except Exception as exc:  # one question never stops the service (its message may hold

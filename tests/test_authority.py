@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from stdnum.jp import in_
 
+from authority import serve
 from authority.check_digit import check_digit, is_valid, with_check_digit
 from authority.cli import authority_cli
 from authority.service import AlreadyAssigned, NumberingAuthority, UnknownResident, draw_number
 from authority.store import AuthorityStore
+from broker import acls, topics
 from registry import store as registry_store
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
+from renkei import sealing
 from renkei.state import STATE_ENV
+from schemas.codec import CODEC
+from schemas.messages import (
+    FOUND,
+    TIMED_OUT,
+    ChangeOfNumber,
+    PersonalNumber,
+    PortalAnswer,
+    PortalQuery,
+)
+from tests.test_registry_service import _entry
 
 
 @pytest.fixture
@@ -256,3 +271,35 @@ def test_following_a_change_whose_new_code_was_numbered_keeps_the_old_number(
     assert [(e.kind, e.before, e.after) for e in store.history(new)] == [
         ("number-withdrawn", wrong, number), ("code-followed", old, new)]
     registry.close()
+
+
+def test_a_request_read_again_after_its_deadline_is_answered_with_the_number_it_was_given(
+        store: AuthorityStore, tmp_path: Path) -> None:
+    """The authority changed the number and stopped before its answer went: the portal's
+    question, read again once past its deadline, is answered with that number (not "nothing
+    was done"), and nothing is changed again; one never acted on still changes nothing."""
+    authority = NumberingAuthority(store)
+    resident = random_codes(1, seed=7)[0]
+    first = authority.assign(resident)
+    key, portal = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    handle = serve.serving(authority, key, serve.RegistryChanges(authority, tmp_path / "none.db"))(
+        {acls.PORTAL: _entry(acls.PORTAL, portal, False)}.get)
+
+    def read_late(request_id: str) -> PortalAnswer:
+        sealed = sealing.seal(sealing.public_bytes(key),
+                              CODEC.encode(ChangeOfNumber(resident, "lost")), request_id)
+        late = PortalQuery(request_id, datetime.now(UTC) - timedelta(seconds=1), sealed)
+        (sent,) = handle([SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN,
+                                          value=CODEC.encode(late))])
+        return CODEC.decode(sent.value, PortalAnswer)
+
+    given = authority.change_number(resident, "lost", "q-1")  # then stopped, answer unsent
+    answer = read_late("q-1")
+    assert (answer.status, answer.detail) == (FOUND, "")
+    opened = sealing.open_sealed(portal, answer.sealed_answer, "q-1")
+    assert CODEC.decode(opened, PersonalNumber).personal_number == given
+    assert authority.number_of(resident) == given != first
+    assert [c.kind for c in store.history(resident)] == ["number-changed"]
+    never = read_late("q-2")
+    assert (never.status, never.sealed_answer) == (TIMED_OUT, b"")
+    assert authority.number_of(resident) == given and len(store.history(resident)) == 1

@@ -150,7 +150,7 @@ def test_my_portal_finds_the_person_by_the_id_code_of_every_code_they_had(
     cards = CardHolders(tmp_path / "cards.db")
     cards.record("card-1", old)
     new = town.change_code(old)
-    holder = card_holder(cards, town.registry, "q-1", CODEC.encode(CardSerial("card-1")))
+    holder = card_holder(cards, town.registry, "q-1", CODEC.encode(CardSerial("card-1")), False)
     resident = portal_resident("card-1", holder, town.ctx.codes)
     assert resident.resident_codes == (new, old)
     (person,) = town.ctx.codes.id_codes_of([link], UnitEpoch(CITY, 0))

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
 from renkei import questions, sealing
-from renkei.questions import NotFound
+from renkei.questions import NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
@@ -34,12 +34,15 @@ DIRECTORY = {acls.PORTAL: _entry(acls.PORTAL, PORTAL, False)}
 
 @dataclass
 class Service:
-    """An answer that records what it was asked, and answers with `reply` or raises it."""
+    """An answer that records what it was asked, and answers with `reply` or raises it; asked
+    after the deadline, it has done nothing before."""
 
     reply: object
     asked: list[ChangeOfNumber] = field(default_factory=list)
 
-    def __call__(self, request_id: str, question: bytes) -> object:
+    def __call__(self, request_id: str, question: bytes, late: bool) -> object:
+        if late:
+            raise TooLate()
         self.asked.append(CODEC.decode(question, ChangeOfNumber))
         if isinstance(self.reply, Exception):
             raise self.reply
