@@ -34,6 +34,10 @@ from schemas.messages import (
 )
 
 log = logging.getLogger(__name__)
+REQUEST_ID_CHARS = 64
+"""The longest request id of a question answered (the portal's are UUIDs, 36 characters): the id
+is the answer's key and is in its value, so a longer one could make an answer the broker does not
+take, and the service would stop on that question at every start."""
 Directory = Callable[[str], HolderEntry | None]
 Answer = Callable[[str, bytes, bool], object]
 """The service's answer (a message) to a question: its request id, its opened bytes, and whether
@@ -63,6 +67,10 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, direct
             question = CODEC.decode(record.value or b"", PortalQuery)
         except SchemaError as exc:
             log.error("an unreadable question of the portal: %s", exc)
+            continue
+        if len(question.request_id) > REQUEST_ID_CHARS:
+            log.error("a question of the portal with a request id of %d characters (at most %d) "
+                      "is not answered", len(question.request_id), REQUEST_ID_CHARS)
             continue
         sent.append(send(out, question.request_id,
                          _answer(question, service, key, directory, answer, now)))

@@ -9,6 +9,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +38,7 @@ from schemas.messages import (
     CardSerial,
     ChangeOfNumber,
     PersonalNumber,
+    PortalQuery,
 )
 from tests.kafka_helpers import free_port, producer, spawn, stop
 
@@ -175,3 +177,21 @@ async def test_only_the_portal_asks_the_services(town: Town, principal: str, top
     async with producer(KafkaAccess.of(principal)) as prod:
         with pytest.raises(TopicAuthorizationFailedError):
             await prod.send_and_wait(topic, b"a question")
+
+
+async def test_a_question_no_answer_could_carry_stops_no_service(
+        kafka: KafkaSide, platform: Processes) -> None:
+    """A question whose request id is longer than an answer can carry (it is the answer's key
+    and in its value) is logged and dropped: answering it failed and stopped the registry's and
+    the authority's processes, at every start again (holders' look-ups with them)."""
+    hostile = PortalQuery("q" * 600_000, datetime.now(UTC) + timedelta(seconds=10), b"")
+    async with producer(KafkaAccess.of(acls.PORTAL)) as prod:
+        for topic in (topics.REGISTRY_PORTAL_IN, topics.AUTHORITY_PORTAL_IN):
+            await prod.send_and_wait(topic, CODEC.encode(hostile))
+    with pytest.raises(Unanswered) as nobody:
+        await kafka.registry.ask(CardSerial("no-such-card"))
+    with pytest.raises(Unanswered) as unknown:
+        await kafka.authority.ask(ChangeOfNumber("00000000000", "漏えいのおそれ"))
+    assert (nobody.value.status, unknown.value.status) == (NOT_FOUND, NOT_FOUND)
+    assert platform.running["registry"].poll() is None
+    assert platform.running["authority"].poll() is None

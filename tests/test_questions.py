@@ -85,3 +85,13 @@ def test_nobody_found_is_said_and_a_failure_says_nothing_of_the_question(
     failed = _answered(Service(RuntimeError(f"resident {CODE} broke it")))
     assert failed.status == REFUSED and "RuntimeError" in failed.detail
     assert CODE not in failed.detail and CODE not in caplog.text and "q-1" in caplog.text
+
+
+def test_a_question_whose_id_no_answer_could_carry_is_logged_not_answered(
+        caplog: pytest.LogCaptureFixture) -> None:
+    service = Service(PersonalNumber("123456789018"))
+    record = SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN, value=CODEC.encode(PortalQuery(
+        "q" * 600_000, NOW + timedelta(seconds=10), b"")))
+    assert questions.answered([record], acls.AUTHORITY, SERVICE, DIRECTORY.get,
+                              topics.AUTHORITY_PORTAL_OUT, service, NOW) == []
+    assert service.asked == [] and "request id of 600000 characters" in caplog.text
