@@ -11,16 +11,18 @@ from schemas.messages import ChangeOfNumber, PersonalNumber
 
 def new_number(authority: NumberingAuthority, request_id: str, question: bytes,
                late: bool) -> PersonalNumber:
-    """The resident's old number retired and a new one issued (once per request id); read after
-    its deadline, the number it was given before, if it was (TooLate if not: nothing changes)."""
+    """The resident's old number retired and a new one issued (once per change, asked again in
+    as many questions as the portal needs); read after its deadline, the number the change was
+    given before, if it was (TooLate if not: nothing changes)."""
     change = CODEC.decode(question, ChangeOfNumber)
+    change_id = change.change_id or request_id
     if late:
-        given = authority.number_given(request_id)
+        given = authority.number_given(change_id)
         if given is None:
             raise TooLate()
         return PersonalNumber(given)
     try:
         return PersonalNumber(authority.change_number(change.resident_code, change.reason,
-                                                      request_id))
+                                                      change_id))
     except UnknownResident as exc:
         raise NotFound(str(exc)) from exc

@@ -36,11 +36,12 @@ class Platform:
             raise
         return resident(serial, CODEC.decode(answer, CardHolder), self.codes)
 
-    async def new_number(self, resident: Resident, reason: str) -> str:
-        """The numbering authority retires the resident's number and issues a new one;
-        Unanswered if it does not answer in time, or cannot."""
+    async def new_number(self, resident: Resident, reason: str, change_id: str) -> str:
+        """The numbering authority retires the resident's number and issues a new one, once per
+        `change_id` (asked again, the number it gave); Unanswered if it does not answer in time,
+        or cannot."""
         answer = await self.kafka.authority.ask(ChangeOfNumber(resident.resident_codes[0],
-                                                               reason))
+                                                               reason, change_id))
         return CODEC.decode(answer, PersonalNumber).personal_number
 
 

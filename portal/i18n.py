@@ -109,6 +109,13 @@ WORDS: dict[str, tuple[str, str]] = {
                           "しばらくしてからもう一度お試しください。",
                           "The numbering authority did not answer, so your personal number was "
                           "not changed. Please try again later."),
+    "number_unknown": ("付番機関の応答が時間内に届かなかったため、個人番号が変更されたかどうかは"
+                       "まだわかりません。もう一度請求してください。同じ請求として扱われるため"
+                       "番号が二度変更されることはなく、変更されていれば新しい番号を表示します。",
+                       "The numbering authority's answer did not come in time, so whether your "
+                       "personal number was changed is not known yet. Please ask again: it is the "
+                       "same request, so your number is changed at most once, and if it was "
+                       "changed you are shown the new one."),
     "number_once": ("この番号はこの画面でのみ表示します。控えてください。再表示はできません。",
                     "This number is shown only on this page. Write it down: it cannot be shown "
                     "again."),

@@ -6,11 +6,13 @@ registry side resolved. An entry about anyone else is "not found", as one that d
 
 from __future__ import annotations
 
+import uuid
+
 from aiohttp import web
 
 from portal.context import PLATFORM
-from portal.services import Unanswered
-from portal.web import day, render, resident_of
+from portal.services import NO_ANSWER, Unanswered
+from portal.web import day, render, resident_of, session_of
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
 
@@ -88,10 +90,16 @@ async def number_change(request: web.Request) -> web.Response:
         return render(request, "number.html", status=400, missing=True)
     platform = request.app[PLATFORM]
     reason = str(form.get("reason", "")).strip()[:200] or "本人の請求"
+    session = session_of(request)
+    change_id = session.change_asked = session.change_asked or str(uuid.uuid4())
     try:
-        number = await platform.new_number(resident, f"{reason}（マイポータル）")
-    except Unanswered:
+        number = await platform.new_number(resident, f"{reason}（マイポータル）", change_id)
+    except Unanswered as exc:
+        if exc.status == NO_ANSWER:  # it may have been made: asked again, the same change
+            return render(request, "number.html", status=503, unknown=True)
+        session.change_asked = None
         return render(request, "error.html", status=503, message="number_unanswered")
+    session.change_asked = None
     await platform.kafka.record("NUMBER_CHANGED", "portal", resident.id_codes[0],
                                 provider="authority")
     return render(request, "number_done.html", number=number)

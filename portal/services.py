@@ -23,9 +23,10 @@ from renkei.envelope import send
 from renkei.service_loop import deliver
 from renkei.tasks import set_or_failed
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import FOUND, REFUSED, TIMED_OUT, HolderEntry, PortalAnswer, PortalQuery
+from schemas.messages import FOUND, REFUSED, HolderEntry, PortalAnswer, PortalQuery
 
 log = logging.getLogger(__name__)
+NO_ANSWER = "NO_ANSWER"  # the portal's own word: no answer came in time, what was done unknown
 ASK_SECONDS = 10.0  # the service's deadline; the portal waits this long and a little more
 GRACE_SECONDS = 2.0  # for an answer made at the deadline to arrive
 
@@ -90,7 +91,7 @@ class Asking:
         except TimeoutError:
             log.warning("the %s did not answer question %s within %.1f s", self._service.name,
                         request_id, self.within + GRACE_SECONDS)
-            raise Unanswered(self._service.name, TIMED_OUT, "no answer in time") from None
+            raise Unanswered(self._service.name, NO_ANSWER, "no answer in time") from None
         finally:
             del self._waiting[request_id]
         if answer.status != FOUND:

@@ -69,6 +69,7 @@ class Session:
     present: Resident | None = None  # at the counter: the resident who logged in with their card
     challenge: Challenge | None = None
     notice: str | None = None
+    change_asked: str | None = None  # a new number asked for, the outcome not told: asked again
 
     @property
     def signed_in(self) -> bool:

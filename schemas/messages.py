@@ -185,6 +185,7 @@ class PortalAnswer:
 class ChangeOfNumber:
     resident_code: str
     reason: str
+    change_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +29,9 @@ from broker.clients import KafkaAccess
 from cards import issue
 from cards.card import Card
 from cards.login import message
+from portal import services
 from portal.kafka import Platform as KafkaSide
-from portal.services import ASK_SECONDS, Unanswered
+from portal.services import ASK_SECONDS, NO_ANSWER, Unanswered
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import (
@@ -59,6 +62,15 @@ def number_of(resident_code: str) -> str | None:
     store = AuthorityStore(authority_path())
     try:
         return store.number_of(resident_code)
+    finally:
+        store.close()
+
+
+def changes_of(resident_code: str) -> int:
+    """How many times the authority's history says the resident's number was changed."""
+    store = AuthorityStore(authority_path())
+    try:
+        return sum(c.kind == "number-changed" for c in store.history(resident_code))
     finally:
         store.close()
 
@@ -195,3 +207,35 @@ async def test_a_question_no_answer_could_carry_stops_no_service(
     assert (nobody.value.status, unknown.value.status) == (NOT_FOUND, NOT_FOUND)
     assert platform.running["registry"].poll() is None
     assert platform.running["authority"].poll() is None
+
+
+async def test_a_change_whose_answer_came_too_late_is_asked_again_and_made_once(
+        kafka: KafkaSide, town: Town, platform: Processes,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portal stopped waiting before the authority answered (here the authority is paused
+    past the portal's wait, within the question's deadline, as a slow broker or a restart would
+    have it): the number was changed, so the portal does not say it was not (NO_ANSWER, not
+    the authority's TIMED_OUT); asked again under the same change id, the authority gives the
+    number it gave and changes nothing more."""
+    resident = town.held["sakura-town"][4].resident_code
+    before, changed_before = number_of(resident), changes_of(resident)
+    change = ChangeOfNumber(resident, "漏えいのおそれ", str(uuid.uuid4()))
+    authority = platform.running["authority"]
+    monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # the portal waits 1 s
+    os.kill(authority.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Unanswered) as unanswered:
+            await kafka.authority.ask(change)
+    finally:
+        os.kill(authority.pid, signal.SIGCONT)
+    assert unanswered.value.status == NO_ANSWER
+    for _ in range(100):  # the authority goes on, reads the question before its deadline
+        if number_of(resident) != before:
+            break
+        await asyncio.sleep(0.1)
+    changed = number_of(resident)
+    assert changed != before and changes_of(resident) == changed_before + 1
+    monkeypatch.undo()
+    again = CODEC.decode(await kafka.authority.ask(change), PersonalNumber).personal_number
+    assert again == changed == number_of(resident)
+    assert changes_of(resident) == changed_before + 1

@@ -26,7 +26,7 @@ from portal import app as portal_app
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.records import Records
-from portal.services import Unanswered
+from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
 from schemas.messages import TIMED_OUT, Alert
@@ -71,6 +71,9 @@ class AuditWrites:
     def holder_name(self, holder: str | None) -> str:
         return holder or ""
 
+    async def record(self, outcome: str, requester: str, person: str, **_: str) -> None:
+        self.written.append((outcome, person))
+
 
 @dataclass
 class Fakes:
@@ -81,14 +84,19 @@ class Fakes:
     kafka: AuditWrites
     residents: dict[str, Resident]
     registry_away: bool = False
+    number_outcome: str | None = NO_ANSWER  # how the authority's question ends (None: answered)
+    changes_asked: list[str] = field(default_factory=list)
 
     async def resident_of_card(self, serial: str) -> Resident | None:
         if self.registry_away:
             raise Unanswered("registry", TIMED_OUT, "no answer in time")
         return self.residents.get(serial)
 
-    async def new_number(self, resident: Resident, reason: str) -> str:
-        raise Unanswered("authority", TIMED_OUT, "no answer in time")
+    async def new_number(self, resident: Resident, reason: str, change_id: str) -> str:
+        self.changes_asked.append(change_id)
+        if self.number_outcome is not None:
+            raise Unanswered("authority", self.number_outcome, "no answer in time")
+        return "123456789018"
 
 
 @dataclass
@@ -178,16 +186,35 @@ async def test_a_counter_visitor_whose_card_is_revoked_is_no_longer_served(
     assert (await card_login(client, town.resident_card, "present", "/counter")).status == 403
 
 
-async def test_a_new_number_the_authority_does_not_answer_is_said_not_changed(
+async def test_a_new_number_not_answered_in_time_is_not_said_unchanged_and_is_asked_again(
         client: Client, town: Town) -> None:
-    """The numbering authority's process is asked over Kafka, and may be away: the resident is
-    told their number was not changed, on a page of its own, not a hung or failed request."""
+    """The numbering authority's answer did not come in time: the number may have been changed
+    (the answer late, the authority stopped after acting), so the resident is not told it was
+    not, but that it is not known yet; asked again, it is the same change (the authority makes
+    it at most once), and its number is shown. An authority's answer that nothing was done is
+    said as such, and the next request is a new change."""
+    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
-    answer = await client.post("/number", allow_redirects=False, data={
-        "csrf": await csrf_of(client, "/number"), "confirm": "yes", "reason": "紛失"})
-    assert answer.status == 503
-    assert "個人番号は変更されていません" in await answer.text()
+
+    async def ask() -> tuple[int, str]:
+        answer = await client.post("/number", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/number"), "confirm": "yes", "reason": "紛失"})
+        return answer.status, await answer.text()
+
+    status, unknown = await ask()
+    assert status == 503 and words("ja")["number_unknown"] in unknown
+    assert "個人番号は変更されていません" not in unknown and 'id="new-number"' in unknown
     assert town.kafka.written == [], "no NUMBER_CHANGED logged"
+    fakes.number_outcome = None
+    status, shown = await ask()
+    assert status == 200 and "9018" in shown
+    first, again = fakes.changes_asked
+    assert first == again
+    assert town.kafka.written == [("NUMBER_CHANGED", town.resident.id_codes[0])]
+    fakes.number_outcome = TIMED_OUT
+    status, unchanged = await ask()
+    assert status == 503 and "個人番号は変更されていません" in unchanged
+    assert fakes.changes_asked[-1] != first
 
 
 async def test_a_login_the_registry_side_does_not_answer_is_said_so(
