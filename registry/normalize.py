@@ -87,7 +87,8 @@ def parse_date(text: str) -> date:
     """A date of birth as written: 1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, 平成元年…"""
     found = _DATE.fullmatch(_compact(text))
     if found is None:
-        raise ValueError(f"not a date: {text!r}")
+        raise ValueError("the date of birth is not a date (1975-01-02, 1975/1/2, 1975年1月2日, "
+                         "昭和50年1月2日, …)")  # never the text: it is personal data
     year = 1 if found["y"] == "元" else int(found["y"])
     if found["era"]:
         year += _ERAS[found["era"]] - 1
@@ -98,7 +99,7 @@ def parse_sex(text: str) -> Sex:
     try:
         return _SEXES[_compact(text).upper()]
     except KeyError:
-        raise ValueError(f"not a sex: {text!r}") from None
+        raise ValueError("the sex is not one of 1/2, 男/女, M/F") from None
 
 
 def four_key(attributes: FourAttributes) -> str:

@@ -324,6 +324,10 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     partial = runner.invoke(registry_cli, ["lookup"], input=f"{resident.name}\n{four[1]}\n")
     assert partial.exit_code == 2 and "wanted 1 (resident code) or 4" in partial.output
     assert resident.name not in partial.output
+    for wrong in ((*four[:2], "1975-01-02頃", four[3]), (*four[:3], "不明")):
+        bad = runner.invoke(registry_cli, ["lookup"], input="\n".join(wrong) + "\n")
+        assert bad.exit_code == 2 and "resident(s)" not in bad.output, bad.output
+        assert not [said for said in wrong if said in bad.output], bad.output
     for old in (["--code", resident.resident_code], ["--name", resident.name]):
         refused = runner.invoke(registry_cli, ["lookup", *old], input=resident.resident_code)
         assert refused.exit_code == 2 and "not given on the command line" in refused.output
