@@ -789,21 +789,41 @@ class AuditStore:
         report.unsigned = size - max((h.size for _, h in good), default=0)
 
     def _verify_anchor(self, anchored: Sequence[SignedHead], report: VerifyReport) -> None:
-        """The tree against the largest anchored head signed by the log's key. A smaller one,
-        anchored after it or not, hides nothing: the signatures are checked from the largest
-        head down to the first good one only (years of heads, one every 10 s, are millions)."""
+        """The tree against every head anchored outside it and signed by the log's key: each
+        must be a head of this tree, its root at its size. The largest alone is not enough: a
+        store cut short (or restored from a backup) and grown past it again, by the consumer
+        going on, holds it no more than its lost entries. A head of the tree needs no signature
+        check (years of heads, one every 10 s, are millions); one that is not is a finding if
+        the log's key signed it, and counted as forged if not and larger than every good one."""
+        key = self.signer.public_key
         report.anchored = len(anchored)
-        forged = 0
-        for signed in sorted(anchored, key=lambda s: s.head.size, reverse=True):
-            if verify_head(signed, self.signer.public_key):
-                report.anchor = signed.head
-                break
-            forged += 1
-        if forged:
+        roots = self._roots(sorted({s.head.size for s in anchored}), report.tree_size)
+        held = sorted((s for s in anchored if roots.get(s.head.size) == s.head.root),
+                      key=lambda s: s.head.size, reverse=True)
+        others = [s for s in anchored if roots.get(s.head.size) != s.head.root]
+        good = sorted((s.head for s in others if verify_head(s, key)), key=lambda h: h.size)
+        largest_held = next((s.head for s in held if verify_head(s, key)), None)
+        report.anchor = max([*good[-1:], *filter(None, [largest_held])], key=lambda h: h.size,
+                            default=None)
+        least = report.anchor.size if report.anchor else -1
+        if forged := sum(s.head.size > least for s in others):
             report.add("anchor", "anchored heads", f"{forged} larger than the largest good one, "
                                                    "with a bad signature or an unknown key")
-        if report.anchor is not None and (finding := self.against(report.anchor)) is not None:
+        if good and (finding := self.against(good[-1])) is not None:
             report.add(finding.kind, finding.where, finding.detail)
+        if len(good) > 1:
+            report.add("anchor", "anchored heads", f"{len(good)} signed by the log's key are "
+                                                   "not heads of the store, the smallest of "
+                                                   f"size {good[0].size}")
+
+    def _roots(self, sizes: Sequence[int], size: int) -> dict[int, bytes]:
+        """The root at each of `sizes` that the tree of `size` entries can recompute (not beyond
+        it, nor with a subtree hash missing), its nodes read in one batch."""
+        covers = {n: [node_key(*node) for node in merkle.covering_nodes(0, n)]
+                  for n in sizes if n <= size}
+        known = self._stored_hashes(sorted({key for keys in covers.values() for key in keys}))
+        return {n: merkle.fold([known[key] for key in keys]) for n, keys in covers.items()
+                if all(key in known for key in keys)}
 
     def against(self, anchored: TreeHead) -> Finding | None:
         """None if the tree holds the head `anchored` outside the store and grew from it (a

@@ -557,6 +557,24 @@ def test_a_smaller_or_forged_head_anchored_later_hides_no_truncation(
     assert report.verdict.startswith("TRUNCATED: anchored head (size 24, ")
 
 
+def test_a_store_cut_short_and_grown_past_its_anchor_again_is_not_consistent_with_it(
+        store: AuditStore, db: str) -> None:
+    """The consumer goes on appending to a store whose newest entries were deleted (or that was
+    restored from a backup), and anchors heads of it: the largest anchored head is then one of
+    the store, and the smaller one that signs the lost entries is what tells."""
+    filled(store)
+    anchored = [store.head()]
+    truncate(db, 20)
+    store.append_many(item(event(n)) for n in range(100, 110))
+    anchored.append(store.head())
+    report = store.verify(decode_event, anchored=anchored)
+    assert (report.tree_size, report.anchor) == (30, anchored[1].head)
+    where = f"anchored head (size 24, {anchored[0].head.timestamp.isoformat(timespec='seconds')})"
+    assert kinds(report) == {("anchor", where)}
+    assert "serials 0..23 were changed after it was anchored" in report.findings[0].detail
+    assert report.verdict.startswith(f"TAMPERED: {where}: ")
+
+
 def test_a_store_rewritten_before_its_anchor_is_not_consistent_with_it(
         store: AuditStore, tmp_path: Path) -> None:
     filled(store)
