@@ -670,6 +670,14 @@ class AuditStore:
             self._verify_anchor(anchored, report)
         return report
 
+    def verify_anchor(self, anchored: Sequence[SignedHead]) -> VerifyReport:
+        """The tree against the heads `anchored` outside it alone: what `verify` checks last."""
+        report = VerifyReport()
+        with self._read():
+            report.tree_size = self.size()
+            self._verify_anchor(anchored, report)
+        return report
+
     def _verified_purges(self, report: VerifyReport) -> tuple[_Ranges, int | None]:
         """The purged serial ranges and latest cutoff, from the purge records signed by us."""
         ranges: list[tuple[int, int]] = []

@@ -68,9 +68,8 @@ def id_codes() -> IdCodes:
 async def _platform(app: web.Application) -> AsyncIterator[None]:
     """Open the audit store and the Kafka side for the app's life."""
     codes = id_codes()
-    signer = Signer.load_or_create()
-    store = AuditStore(audit_path(), signer)
-    kafka = KafkaSide.connect(signer.public_key)
+    store = AuditStore(audit_path(), Signer.load_or_create())
+    kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()
         app[PLATFORM] = Platform(Records(store), codes, Verifier(), kafka)

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from audit import anchor
 from audit.events import AccessLogEvent, event_id
-from audit.heads import SignedHead, verify_head
+from audit.heads import SignedHead
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from portal.services import AUTHORITY, REGISTRY, Asking
@@ -202,32 +202,10 @@ class AlertFeed(Following):
             self.alerts.append(alert)
 
 
-class AnchoredHeads(Following):
-    """The largest head anchored on the heads topic (audit.anchor) signed by the log's key: what
-    the audit store must hold and have grown from. A head not signed by that key is counted and
-    logged, never kept: a larger forged one would hide the good one (as `audit verify` does)."""
-
-    def __init__(self, access: KafkaAccess, head_key: Ed25519PublicKey) -> None:
-        super().__init__(access, topics.AUDIT_HEADS)
-        self._head_key = head_key
-        self.largest: SignedHead | None = None
-        self.forged = 0
-
-    def take(self, value: bytes) -> None:
-        signed = CODEC.decode(value, SignedHead)
-        if not verify_head(signed, self._head_key):
-            self.forged += 1
-            log.warning("a head of size %d on %s is not signed by the audit log's key",
-                        signed.head.size, topics.AUDIT_HEADS)
-        elif self.largest is None or signed.head.size > self.largest.head.size:
-            self.largest = signed
-
-
 class Platform:
     """Everything the portal process does on Kafka."""
 
-    def __init__(self, portal: KafkaAccess, oversight: KafkaAccess,
-                 head_key: Ed25519PublicKey) -> None:
+    def __init__(self, portal: KafkaAccess, oversight: KafkaAccess) -> None:
         self._access = portal
         self._producer = producer_for(portal)
         self.directory: CompactedView[HolderEntry] = CompactedView(
@@ -240,12 +218,11 @@ class Platform:
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT))
         self.alerts = AlertFeed(oversight)
-        self.anchored = AnchoredHeads(oversight, head_key)
+        self._oversight = oversight
 
     @classmethod
-    def connect(cls, head_key: Ed25519PublicKey) -> Platform:
-        """The portal's Kafka side; `head_key` is the audit log's public key (its heads)."""
-        return cls(KafkaAccess.of(acls.PORTAL), KafkaAccess.of(acls.OVERSIGHT), head_key)
+    def connect(cls) -> Platform:
+        return cls(KafkaAccess.of(acls.PORTAL), KafkaAccess.of(acls.OVERSIGHT))
 
     async def start(self) -> None:
         await started(self._producer, self._access)
@@ -256,10 +233,8 @@ class Platform:
         await self.authority.start()
         await self.oversight.start()
         await self.alerts.start()
-        await self.anchored.start()
 
     async def stop(self) -> None:
-        await self.anchored.stop()
         await self.alerts.stop()
         await self.authority.stop()
         await self.registry.stop()
@@ -267,6 +242,10 @@ class Platform:
         await self.applications.stop()
         await self.directory.stop()
         await self._producer.stop()
+
+    async def anchored_heads(self) -> list[SignedHead]:
+        """Every head anchored on the heads topic now, read as the oversight body."""
+        return await anchor.anchored_heads(self._oversight)
 
     def holder_name(self, holder: str | None) -> str:
         if holder is None:

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from audit.events import AccessLogEvent, signed_event
 from audit.heads import SignedHead, consistent, includes, verify_head
-from audit.store import MAX_PAGE, AuditStore, Entry, Finding, Page, Query
+from audit.store import MAX_PAGE, AuditStore, Entry, Page, Query, VerifyReport
 
 HEADS_SHOWN = 50
 
@@ -32,16 +32,6 @@ class HeadCheck:
     head: SignedHead
     signature_ok: bool
     consistent: bool | None  # with the head before it; None for the first
-
-
-@dataclass(frozen=True)
-class AnchorCheck:
-    """The largest head anchored outside the store, and what is wrong with the store against it
-    (None: it holds the head and grew from it)."""
-
-    head: SignedHead
-    signature_ok: bool
-    problem: Finding | None
 
 
 def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry) -> Checked | None:
@@ -107,13 +97,10 @@ class Records:
     def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
         return self.store.query(where, limit=limit, after=after)
 
-    def against(self, anchored: SignedHead | None) -> AnchorCheck | None:
-        """The store against the largest anchored head (None if none is anchored yet)."""
-        if anchored is None:
-            return None
-        signature_ok = verify_head(anchored, self.store.signer.public_key)
-        return AnchorCheck(anchored, signature_ok,
-                           self.store.against(anchored.head) if signature_ok else None)
+    def against(self, anchored: Sequence[SignedHead]) -> VerifyReport:
+        """The store against every head anchored outside it, as `audit verify` checks it: its
+        `anchor` the largest signed by the log's key, its findings what is wrong."""
+        return self.store.verify_anchor(anchored)
 
     def heads(self) -> list[HeadCheck]:
         """The latest signed heads, newest first: each one's signature, and its consistency with

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from audit import oversight
-from audit.heads import Signer
 from holders.client import HolderClient
 from portal.kafka import Platform as KafkaSide
 from registry import store as registry_store
@@ -82,7 +81,7 @@ async def test_holders_logs_reach_the_oversight_body_and_the_portal_sealed(
     canary, request_id = await _exchange_canary(clients, town)
     holders = ("nenkin", "sakura-town")
     by_cli = await oversight.holder_logs(holders, (request_id,), BASIS, within=30)
-    portal = KafkaSide.connect(Signer.load_or_create().public_key)
+    portal = KafkaSide.connect()
     await portal.start()
     try:
         console = await portal.oversight.ask(holders, (request_id,), BASIS)
