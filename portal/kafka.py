@@ -16,7 +16,6 @@ keeps none of it on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
@@ -38,7 +37,7 @@ from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import send
 from renkei.service_loop import deliver, producer_for
-from renkei.tasks import set_or_failed
+from renkei.tasks import cancelled, set_or_failed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry, HolderLogRequest
 
@@ -88,10 +87,7 @@ class HolderLogs:
         await set_or_failed(self._ready, self._task)  # the consumer failed to start: its error
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancelled(self._task)
         await self._producer.stop()
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
@@ -150,56 +146,40 @@ class HolderLogs:
             pause = min(pause * 2, RETRY_MOST)
 
 
-class Following:
-    """A topic read from its start and followed, each record's value taken as it comes."""
+class AlertFeed:
+    """The detector's alerts, from the start of the topic, the newest kept in memory."""
 
-    def __init__(self, access: KafkaAccess, topic: str) -> None:
-        self._access, self._topic = access, topic
+    def __init__(self, access: KafkaAccess) -> None:
+        self._access = access
         self._task: asyncio.Task[None] | None = None
+        self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
+        self._seen: set[str] = set()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name=self._topic)
+        self._task = asyncio.create_task(self._follow(), name="alerts")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancelled(self._task)
 
-    def take(self, value: bytes) -> None:
-        """Keep what a record's value tells (each feed its own); SchemaError if unreadable."""
-        raise NotImplementedError
+    def newest(self) -> list[Alert]:
+        return list(reversed(self.alerts))
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(self._topic, **self._access.aiokafka(), group_id=None,
+        consumer = AIOKafkaConsumer(topics.ALERTS, **self._access.aiokafka(), group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         try:
             await started(consumer, self._access)
             async for record in consumer:
                 try:
-                    self.take(record.value or b"")
+                    alert = CODEC.decode(record.value or b"", Alert)
                 except SchemaError as exc:
-                    log.warning("an unreadable record on %s: %s", self._topic, exc)
+                    log.warning("an unreadable alert: %s", exc)
+                    continue
+                if alert.alert_id not in self._seen:  # the same alert id is the same alert
+                    self._seen.add(alert.alert_id)
+                    self.alerts.append(alert)
         finally:
             await consumer.stop()
-
-
-class AlertFeed(Following):
-    """The detector's alerts, from the start of the topic, the newest kept in memory."""
-
-    def __init__(self, access: KafkaAccess) -> None:
-        super().__init__(access, topics.ALERTS)
-        self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
-        self._seen: set[str] = set()
-
-    def newest(self) -> list[Alert]:
-        return list(reversed(self.alerts))
-
-    def take(self, value: bytes) -> None:
-        alert = CODEC.decode(value, Alert)
-        if alert.alert_id not in self._seen:  # the same alert id is the same alert
-            self._seen.add(alert.alert_id)
-            self.alerts.append(alert)
 
 
 class Platform:

@@ -6,7 +6,6 @@ time gives the resident a page that says so, never a page that hangs."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from broker.clients import KafkaAccess, started
 from renkei import sealing
 from renkei.envelope import send
 from renkei.service_loop import deliver
-from renkei.tasks import set_or_failed
+from renkei.tasks import cancelled, set_or_failed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import FOUND, REFUSED, HolderEntry, PortalAnswer, PortalQuery
 
@@ -69,10 +68,7 @@ class Asking:
         await set_or_failed(self._ready, self._task)  # the consumer failed to start: its error
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancelled(self._task)
 
     async def ask(self, question: object) -> bytes:
         """The service's answer, opened; Unanswered if it has none for the portal in time."""

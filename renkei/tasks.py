@@ -1,8 +1,10 @@
-"""Waiting for a background task to get ready: its ready event, or the error it ended with."""
+"""Background tasks: waiting for one to get ready (its ready event, or the error it ended with),
+and stopping one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 
@@ -16,3 +18,11 @@ async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
         waiting.cancel()
     if not ready.is_set():
         task.result()
+
+
+async def cancelled(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
