@@ -31,7 +31,7 @@ from audit.events import AccessLogEvent, event_id
 from audit.heads import SignedHead
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
-from portal.services import AUTHORITY, REGISTRY, Asking
+from portal.services import AUTHORITY, REGISTRY, Asking, from_now
 from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
@@ -102,21 +102,12 @@ class HolderLogs:
         return asked
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(self._in, **self._access.aiokafka(), group_id=None,
-                                    auto_offset_reset="latest", enable_auto_commit=False)
-        try:
-            await started(consumer, self._access)
-            for partition in consumer.assignment():
-                await consumer.position(partition)
-            self._ready.set()
-            async for record in consumer:
-                found = self._opened(record.value or b"")
-                if found is not None:
-                    asked, answer, entries = found
-                    await self._logged(asked, answer)
-                    asked.answers[answer.holder] = entries
-        finally:
-            await consumer.stop()
+        async for value in from_now(self._access, self._in, self._ready):
+            found = self._opened(value)
+            if found is not None:
+                asked, answer, entries = found
+                await self._logged(asked, answer)
+                asked.answers[answer.holder] = entries
 
     def _opened(self, value: bytes) -> tuple[Asked, HolderLogAnswer, Entries] | None:
         """A holder's first answer to one of our requests, and its entries opened; else None."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -49,6 +49,23 @@ class Unanswered(RuntimeError):
     def __init__(self, service: str, status: str, detail: str) -> None:
         super().__init__(f"the {service} did not answer: {status} ({detail})")
         self.status = status
+
+
+async def from_now(access: KafkaAccess, topic: str, ready: asyncio.Event
+                   ) -> AsyncIterator[bytes]:
+    """Each record's value on `topic` from now on: `ready` is set once the consumer's position
+    is fixed, so that nothing written after is missed (answers to questions asked then)."""
+    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
+                                auto_offset_reset="latest", enable_auto_commit=False)
+    try:
+        await started(consumer, access)
+        for partition in consumer.assignment():
+            await consumer.position(partition)
+        ready.set()
+        async for record in consumer:
+            yield record.value or b""
+    finally:
+        await consumer.stop()
 
 
 class Asking:
@@ -98,18 +115,8 @@ class Asking:
             raise Unanswered(self._service.name, REFUSED, "its answer cannot be opened") from None
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(self._service.answers, **self._access.aiokafka(),
-                                    group_id=None, auto_offset_reset="latest",
-                                    enable_auto_commit=False)
-        try:
-            await started(consumer, self._access)
-            for partition in consumer.assignment():
-                await consumer.position(partition)
-            self._ready.set()
-            async for record in consumer:
-                self._answered(record.value or b"")
-        finally:
-            await consumer.stop()
+        async for value in from_now(self._access, self._service.answers, self._ready):
+            self._answered(value)
 
     def _answered(self, value: bytes) -> None:
         """An answer to a question still awaited is handed to its asker; others are dropped."""

@@ -1,11 +1,11 @@
-"""The portal's reading of holders' answers, with an in-memory topic in place of aiokafka's
-consumer (the rest is the real class): an answer is kept only once logged, and a failed audit
-write does not end the reading."""
+"""The portal's reading of holders' answers, with an in-memory topic in place of the consumer
+that follows one (the rest is the real class): an answer is kept only once logged, and a failed
+audit write does not end the reading."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,25 +28,16 @@ class Record:
 
 
 class Topic:
-    """An answers topic the fake consumer reads from its end."""
+    """An answers topic, followed from its end."""
 
     def __init__(self) -> None:
         self.records: asyncio.Queue[Record] = asyncio.Queue()
 
-    def consumer(self, *args: Any, **kwargs: Any) -> Topic:
-        return self
-
-    def assignment(self) -> list[Any]:
-        return []
-
-    async def stop(self) -> None:
-        pass
-
-    def __aiter__(self) -> Topic:
-        return self
-
-    async def __anext__(self) -> Record:
-        return await self.records.get()
+    async def from_now(self, access: KafkaAccess, topic: str, ready: asyncio.Event
+                       ) -> AsyncIterator[bytes]:
+        ready.set()
+        while True:
+            yield (await self.records.get()).value
 
 
 class Producer:
@@ -81,7 +72,7 @@ async def _until(done: Any) -> None:
 async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_the_reading(
         monkeypatch: pytest.MonkeyPatch) -> None:
     topic = Topic()
-    monkeypatch.setattr(portal_kafka, "AIOKafkaConsumer", topic.consumer)
+    monkeypatch.setattr(portal_kafka, "from_now", topic.from_now)
     monkeypatch.setattr(portal_kafka, "started", _nothing)
     monkeypatch.setattr(portal_kafka, "producer_for", lambda access: Producer())
     monkeypatch.setattr(portal_kafka, "deliver", _delivered)
