@@ -1,10 +1,10 @@
 """The audit log's signed tree heads anchored outside its store, as Certificate Transparency's
 monitors keep a log's: the audit consumer appends the heads it signs to renkei.audit.heads, a
 topic its principal may append to and read but not delete from or reconfigure. `renkei audit
-verify` checks the store against the largest head anchored there (AuditStore.verify): a store
-whose newest entries were deleted with their heads is smaller than it, one rewritten before it
-has another root. What the consumer appended after its last anchored head (at most HEAD_SECONDS
-of entries) is not anchored yet.
+verify` checks the store against every head anchored there (AuditStore.verify): a store whose
+newest entries were deleted with their heads is smaller than the largest, one rewritten (or cut
+and grown again) has another root at an anchored size. What the consumer appended after its
+last anchored head (at most HEAD_SECONDS of entries) is not anchored yet.
 """
 
 from __future__ import annotations

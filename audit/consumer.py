@@ -13,7 +13,6 @@ from the store: the alerts it raises are those the stopped one would have.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from renkei.service_loop import (
     stop_on_signals,
     unless_stopped,
 )
+from renkei.tasks import cancelled
 from schemas.codec import CODEC
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     finally:
         last = store.head()
         if signing is not None:  # the producer started
-            signing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await signing
+            await cancelled(signing)
             await anchor.publish(last, STOP_SECONDS)
         await alerts.stop()
 
