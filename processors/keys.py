@@ -78,18 +78,19 @@ def id_key_path() -> Path:
     return private_dir("keys") / "id-key.json"
 
 
-def init() -> tuple[Path, bool]:
-    """Create the key store unless it exists, and the ID key's own file unless it exists;
-    (the store's path, whether it was created now)."""
-    path = store_path()
-    created = not path.exists()
-    if created:
+def init() -> list[Path]:
+    """Create the key store unless it exists, and the ID key's own file unless it exists; the
+    files created now."""
+    created = []
+    if not store_path().exists():
         keys = MasterKeys.generate()
-        write_json(path, {"id_master": keys.id_master.hex(),
-                          "link_master": keys.link_master.hex()}, private=True)
+        write_json(store_path(), {"id_master": keys.id_master.hex(),
+                                  "link_master": keys.link_master.hex()}, private=True)
+        created.append(store_path())
     if not id_key_path().exists():
         write_json(id_key_path(), {"id_key": load().id_key().hex()}, private=True)
-    return path, created
+        created.append(id_key_path())
+    return created
 
 
 def load() -> MasterKeys:

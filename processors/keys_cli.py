@@ -25,11 +25,11 @@ def keys_cli() -> None:
 @keys_cli.command()
 def init() -> None:
     """Generate the master secrets into the state folder, once; never overwrite them."""
-    path, created = keys.init()
-    if created:
-        click.echo(f"key store created at {path} (mode 0600)")
-    else:
-        click.echo(f"key store already exists at {path}; left unchanged")
+    created = keys.init()
+    for path in created:
+        click.echo(f"created {path} (mode 0600)")
+    if keys.store_path() not in created:
+        click.echo(f"key store already exists at {keys.store_path()}; left unchanged")
 
 
 @keys_cli.command()

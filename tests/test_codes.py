@@ -203,6 +203,10 @@ def test_keys_init_writes_a_private_store_once(state: Path) -> None:
     id_key = keys.id_key_path()  # the ID key alone, for My Portal
     assert stat.S_IMODE(id_key.stat().st_mode) == 0o600
     assert json.loads(id_key.read_bytes()) == {"id_key": keys.load().id_key().hex()}
+    id_key.unlink()  # a state folder from before the ID key had its own file
+    third = CliRunner().invoke(keys_cli, ["init"])
+    assert third.exit_code == 0 and f"created {id_key}" in third.output
+    assert path.read_bytes() == content and id_key.exists()
 
 
 def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:
