@@ -5,7 +5,7 @@ holder is told nobody has a number in the registry's words for a resident who di
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -15,13 +15,12 @@ from authority.service import NumberingAuthority
 from broker import acls, topics
 from registry.answers import NO_CONSENTING_NUMBER, answer_to, refused_if_failing
 from renkei import sealing
-from renkei.envelope import Send, send
+from renkei.envelope import Directory, Send, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
     NOT_FOUND,
     REFUSED,
-    HolderEntry,
     NumberLookup,
     PersonalNumber,
     RegistryQuery,
@@ -33,7 +32,7 @@ PURPOSE = "binding by personal number"
 
 
 def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519PrivateKey,
-           directory: Callable[[str], HolderEntry | None]) -> list[Send]:
+           directory: Directory) -> list[Send]:
     out = []
     for record in records:
         try:
@@ -47,7 +46,7 @@ def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519Priva
 
 
 def _resolved(lookup: NumberLookup, service: NumberingAuthority, key: X25519PrivateKey,
-              directory: Callable[[str], HolderEntry | None]) -> Send:
+              directory: Directory) -> Send:
     """The look-up passed on to the registry with the resident code, or the holder's answer."""
     try:
         number = CODEC.decode(sealing.open_sealed(key, lookup.sealed_query, lookup.request_id),

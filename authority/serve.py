@@ -20,8 +20,8 @@ from authority.service import NumberingAuthority
 from broker import acls, topics
 from registry import store as registry_store
 from renkei import questions, sealing
-from renkei.envelope import Send
-from renkei.service_loop import Lookup, run_service
+from renkei.envelope import Directory, Send
+from renkei.service_loop import run_service
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ Handler = Callable[[Sequence[Any]], list[Send]]
 
 
 def serving(authority: NumberingAuthority, key: X25519PrivateKey,
-            changes: RegistryChanges) -> Callable[[Lookup], Handler]:
+            changes: RegistryChanges) -> Callable[[Directory], Handler]:
     """The service's handler for a holder directory: changes followed, then the holders'
     look-ups and the portal's requests for a new number (each on its own topic)."""
-    def with_directory(directory: Lookup) -> Handler:
+    def with_directory(directory: Directory) -> Handler:
         def handle(records: Sequence[Any]) -> list[Send]:
             changes.follow()
             asked, looked_up = questions.of_topic(records, topics.AUTHORITY_PORTAL_IN)

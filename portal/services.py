@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from renkei import sealing
-from renkei.envelope import send
+from renkei.envelope import Directory, send
 from renkei.service_loop import deliver
 from renkei.tasks import cancelled, set_or_failed
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import FOUND, REFUSED, HolderEntry, PortalAnswer, PortalQuery
+from schemas.messages import FOUND, REFUSED, PortalAnswer, PortalQuery
 
 log = logging.getLogger(__name__)
 NO_ANSWER = "NO_ANSWER"  # the portal's own word: no answer came in time, what was done unknown
@@ -72,7 +72,7 @@ class Asking:
     """Questions to one service and their answers, for this process."""
 
     def __init__(self, access: KafkaAccess, service: Service, key: X25519PrivateKey,
-                 directory: Callable[[str], HolderEntry | None], producer: AIOKafkaProducer,
+                 directory: Directory, producer: AIOKafkaProducer,
                  within: float = ASK_SECONDS) -> None:
         self._access, self._service, self._key = access, service, key
         self._directory, self._producer, self.within = directory, producer, within

@@ -20,17 +20,17 @@ from registry.cli import open_registry
 from registry.service import RegistryService
 from registry.store import RegistryStore
 from renkei import questions, sealing
-from renkei.envelope import Send
-from renkei.service_loop import Lookup, run_service
+from renkei.envelope import Directory, Send
+from renkei.service_loop import run_service
 
 Handler = Callable[[Sequence[Any]], list[Send]]
 
 
 def serving(store: RegistryStore, cards: CardHolders,
-            key: X25519PrivateKey) -> Callable[[Lookup], Handler]:
+            key: X25519PrivateKey) -> Callable[[Directory], Handler]:
     """The service's handler for a holder directory: the platform's look-ups, and the portal's
     questions about cards (each on its own topic)."""
-    def with_directory(directory: Lookup) -> Handler:
+    def with_directory(directory: Directory) -> Handler:
         service = RegistryService(store, key, directory)
 
         def handle(records: Sequence[Any]) -> list[Send]:

@@ -11,7 +11,7 @@ exactly, and only if exactly one does; by personal number, its NOT_FOUND is the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -21,14 +21,13 @@ from registry.answers import NO_CONSENTING_NUMBER, refused_if_failing
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
-from renkei.envelope import Send, send
+from renkei.envelope import Directory, Send, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
     FOUND,
     NOT_FOUND,
     REFUSED,
-    HolderEntry,
     RegistryAnswer,
     RegistryCandidate,
     RegistryQuery,
@@ -36,7 +35,6 @@ from schemas.messages import (
 )
 
 log = logging.getLogger(__name__)
-Directory = Callable[[str], HolderEntry | None]
 
 
 class RegistryService:

@@ -9,9 +9,11 @@ from datetime import datetime
 from typing import TypeVar
 
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import Batch
+from schemas.messages import Batch, HolderEntry
 
 T = TypeVar("T")
+Directory = Callable[[str], HolderEntry | None]
+"""A holder's entry in the holder directory by its id (None: no such holder)."""
 BATCH_BYTES = 256 * 1024  # the messages one Batch carries at most: well under codec.MAX_BYTES
 
 

@@ -21,14 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
 from renkei import sealing
-from renkei.envelope import Send, send
+from renkei.envelope import Directory, Send, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     FOUND,
     NOT_FOUND,
     REFUSED,
     TIMED_OUT,
-    HolderEntry,
     PortalAnswer,
     PortalQuery,
 )
@@ -38,7 +37,6 @@ REQUEST_ID_CHARS = 64
 """The longest request id of a question answered (the portal's are UUIDs, 36 characters): the id
 is the answer's key and is in its value, so a longer one could make an answer the broker does not
 take, and the service would stop on that question at every start."""
-Directory = Callable[[str], HolderEntry | None]
 Answer = Callable[[str, bytes, bool], object]
 """The service's answer (a message) to a question: its request id, its opened bytes, and whether
 it was read after its deadline (then the answer says only what was done before: TooLate if

@@ -17,7 +17,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectio
 from broker import partitioner, topics
 from broker.clients import KafkaAccess, started
 from renkei.compacted import CompactedView
-from renkei.envelope import Send
+from renkei.envelope import Directory, Send
 from renkei.tasks import set_or_failed
 from renkei.tether import when_parent_gone
 from schemas.codec import CODEC
@@ -25,7 +25,6 @@ from schemas.messages import HolderEntry
 
 log = logging.getLogger(__name__)
 Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
-Lookup = Callable[[str], HolderEntry | None]
 COMMIT_SECONDS = 0.2
 GATHER_BYTES, GATHER_RECORDS = 256 * 1024, 5000
 POLL_RECORDS = 500
@@ -298,7 +297,8 @@ def stop_on_signals() -> asyncio.Event:
 
 
 async def run_service(principal: str, topics_in: Sequence[str], group: str,
-                      handler: Callable[[Lookup], Callable[[list[Any]], Sequence[Send]]]) -> None:
+                      handler: Callable[[Directory], Callable[[list[Any]], Sequence[Send]]],
+                      ) -> None:
     """Run a service that needs the holder directory, until signalled."""
     access = KafkaAccess.of(principal)
     stop = stop_on_signals()
