@@ -4,7 +4,6 @@ holder is told nobody has a number in the registry's words for a resident who di
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -15,7 +14,7 @@ from authority.service import NumberingAuthority
 from broker import acls, topics
 from registry.answers import NO_CONSENTING_NUMBER, answer_to, refused_if_failing
 from renkei import sealing
-from renkei.envelope import Directory, Send, send
+from renkei.envelope import Directory, Send, readable, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
@@ -27,22 +26,14 @@ from schemas.messages import (
     ResidentCode,
 )
 
-log = logging.getLogger(__name__)
 PURPOSE = "binding by personal number"
 
 
 def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519PrivateKey,
            directory: Directory) -> list[Send]:
-    out = []
-    for record in records:
-        try:
-            lookup = CODEC.decode(record.value or b"", NumberLookup)
-        except SchemaError as exc:
-            log.error("an unreadable number look-up: %s", exc)
-            continue
-        out.append(refused_if_failing(acls.AUTHORITY, lookup.request_id, lookup.requester,
-                                      partial(_resolved, lookup, service, key, directory)))
-    return out
+    return [refused_if_failing(acls.AUTHORITY, lookup.request_id, lookup.requester,
+                               partial(_resolved, lookup, service, key, directory))
+            for lookup in readable(records, NumberLookup, "number look-up")]
 
 
 def _resolved(lookup: NumberLookup, service: NumberingAuthority, key: X25519PrivateKey,

@@ -10,7 +10,6 @@ exactly, and only if exactly one does; by personal number, its NOT_FOUND is the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from registry.answers import NO_CONSENTING_NUMBER, refused_if_failing
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
-from renkei.envelope import Directory, Send, send
+from renkei.envelope import Directory, Send, readable, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
@@ -34,8 +33,6 @@ from schemas.messages import (
     ResidentCode,
 )
 
-log = logging.getLogger(__name__)
-
 
 class RegistryService:
     def __init__(self, store: RegistryStore, key: X25519PrivateKey,
@@ -45,15 +42,8 @@ class RegistryService:
         self._directory = directory
 
     def handle(self, records: Sequence[Any]) -> list[Send]:
-        out = []
-        for record in records:
-            try:
-                query = CODEC.decode(record.value or b"", RegistryQuery)
-            except SchemaError as exc:
-                log.error("an unreadable registry query: %s", exc)
-                continue
-            out.append(self._answered(query))
-        return out
+        return [self._answered(query)
+                for query in readable(records, RegistryQuery, "registry query")]
 
     def _answered(self, query: RegistryQuery) -> Send:
         """The answer, or a refusal of this query alone should it fail on something unforeseen."""

@@ -3,14 +3,16 @@ in batches)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Batch, HolderEntry
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Directory = Callable[[str], HolderEntry | None]
 """A holder's entry in the holder directory by its id (None: no such holder)."""
@@ -90,3 +92,13 @@ def unpacked(value: bytes) -> list[bytes]:
         return list(CODEC.decode(value, Batch).messages)
     except SchemaError:
         return [value]
+
+
+def readable(records: Iterable[Any], schema: type[T], what: str) -> Iterator[T]:
+    """The `schema` messages of the records' values; one that is not is logged (as an
+    unreadable `what`) and skipped: it names nobody to answer."""
+    for record in records:
+        try:
+            yield CODEC.decode(record.value or b"", schema)
+        except SchemaError as exc:
+            log.error("an unreadable %s: %s", what, exc)

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
 from renkei import sealing
-from renkei.envelope import Directory, Send, send
-from schemas.codec import CODEC, SchemaError
+from renkei.envelope import Directory, Send, readable, send
+from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
     NOT_FOUND,
@@ -60,12 +60,7 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, direct
              out: str, answer: Answer, now: datetime) -> list[Send]:
     """The answers, on `out`, to the portal's questions among `records`."""
     sent = []
-    for record in records:
-        try:
-            question = CODEC.decode(record.value or b"", PortalQuery)
-        except SchemaError as exc:
-            log.error("an unreadable question of the portal: %s", exc)
-            continue
+    for question in readable(records, PortalQuery, "question of the portal"):
         if len(question.request_id) > REQUEST_ID_CHARS:
             log.error("a question of the portal with a request id of %d characters (at most %d) "
                       "is not answered", len(question.request_id), REQUEST_ID_CHARS)

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import pytest
 
 from audit.consumer import decoded
+from audit.events import AccessLogEvent
 from broker import topics
 from processors.access_log import logged
 from processors.decider import DECISIONS
-from renkei.envelope import BATCH_BYTES, Send, batched, unpacked
+from renkei.envelope import BATCH_BYTES, Send, batched, readable, unpacked
 from schemas.codec import CODEC
 from schemas.messages import Batch
 
@@ -79,3 +80,13 @@ def test_the_audit_consumer_reads_each_event_of_a_batch_and_skips_only_the_unrea
     assert [value for _, value in items] == good
     assert [event.request_id for event, _ in items] == ["req-0", "req-1", "req-2"]
     assert "skipped an unreadable audit event at renkei.audit:0:0" in caplog.text
+
+
+def test_a_service_reads_each_message_it_expects_and_logs_and_skips_any_other(
+        caplog: pytest.LogCaptureFixture) -> None:
+    records = [Record(_event(0).value), Record(b"\xc3\x01garbage"),
+               Record(CODEC.encode(Batch(()))), Record(_event(1).value)]
+    with caplog.at_level(logging.ERROR):
+        read = list(readable(records, AccessLogEvent, "audit event"))
+    assert [event.request_id for event in read] == ["req-0", "req-1"]
+    assert caplog.text.count("an unreadable audit event") == 2
