@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from audit.heads import SignedHead
+from audit.store import VerifyReport
 from broker import topics
 from broker.clients import KafkaAccess, read_topic
 from renkei.envelope import send
@@ -52,11 +54,62 @@ class Anchor:
 async def anchored_heads(access: KafkaAccess) -> list[SignedHead]:
     """Every head on the heads topic now, in the order they were anchored (an unreadable record
     is logged and left out: it anchors nothing)."""
-    heads = []
-    for record in await read_topic(access, topics.AUDIT_HEADS):
+    return (await _heads_from(access, 0))[0]
+
+
+async def _heads_from(access: KafkaAccess, start: int) -> tuple[list[SignedHead], int]:
+    """The heads anchored from offset `start` on, and the offset after the last one read."""
+    heads, after = [], start
+    for record in await read_topic(access, topics.AUDIT_HEADS, start):
+        after = record.offset + 1
         try:
             heads.append(CODEC.decode(record.value or b"", SignedHead))
         except SchemaError as exc:
             log.warning("an unreadable record on %s at offset %d: %s", topics.AUDIT_HEADS,
                         record.offset, exc)
-    return heads
+    return heads, after
+
+
+def held_largest(checked: Sequence[SignedHead], report: VerifyReport) -> list[SignedHead]:
+    """What the next check of the store must check again, after one of the heads `checked`:
+    after one without findings, the largest head it found held (the tree's root at a size
+    fixes every entry below it, so every smaller head held holds while it does); after one
+    with findings, nothing: the next check reads every head again, to tell them all."""
+    if report.findings or report.anchor is None:
+        return []
+    return [signed for signed in checked if signed.head == report.anchor][:1]
+
+
+class AnchorCheck:
+    """A store checked against the anchored heads again and again, as the oversight page does
+    at each view: a check reads only the heads anchored since the last, and checks them with
+    the largest one the last found held. The topic keeps years of heads (one every
+    HEAD_SECONDS, millions): read whole at each view, a view would take minutes and gigabytes.
+    A check with findings is done again against every head, so that it tells them all."""
+
+    def __init__(self, access: KafkaAccess) -> None:
+        self._access = access
+        self._lock = asyncio.Lock()
+        self._next, self._read, self._held = 0, 0, list[SignedHead]()
+
+    async def check(self, verify: Callable[[Sequence[SignedHead]], VerifyReport],
+                    ) -> VerifyReport:
+        """`verify`'s report on the store against every head anchored now."""
+        async with self._lock:
+            whole = self._next == 0
+            report = await self._checked(verify)
+            if report.findings and not whole:
+                report = await self._checked(verify)
+            return report
+
+    async def _checked(self, verify: Callable[[Sequence[SignedHead]], VerifyReport],
+                       ) -> VerifyReport:
+        heads, after = await _heads_from(self._access, self._next)
+        checked = [*self._held, *heads]
+        report = verify(checked)
+        self._read += len(heads)
+        report.anchored = self._read
+        self._next, self._held = after, held_largest(checked, report)
+        if report.findings:  # the next check reads every head again
+            self._next, self._read = 0, 0
+        return report

@@ -205,14 +205,17 @@ async def records_up_to(consumer: Any, ends: dict[Any, int],
             yield record
 
 
-async def read_topic(access: KafkaAccess, topic: str) -> list[Any]:
-    """Every record of a topic now, from its start to its current end, without a group."""
-    return [record async for batch in topic_batches(access, topic) for record in batch]
+async def read_topic(access: KafkaAccess, topic: str, start: int = 0) -> list[Any]:
+    """Every record of a topic now, from its start (or offset `start`) to its current end,
+    without a group."""
+    return [record async for batch in topic_batches(access, topic, start=start)
+            for record in batch]
 
 
-async def topic_batches(access: KafkaAccess, topic: str,
-                        batch: int = 5000) -> AsyncIterator[list[Any]]:
-    """The records of a topic from its start to its end as it was at the call, in batches."""
+async def topic_batches(access: KafkaAccess, topic: str, batch: int = 5000,
+                        start: int = 0) -> AsyncIterator[list[Any]]:
+    """The records of a topic from its start to its end as it was at the call, in batches;
+    each partition's from offset `start` on, if it is later than the partition's start."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
@@ -220,5 +223,7 @@ async def topic_batches(access: KafkaAccess, topic: str,
                                 max_poll_records=batch)
     async with running(consumer, access):
         ends = await consumer.end_offsets(list(consumer.assignment()))
+        for partition in consumer.assignment() if start else ():
+            consumer.seek(partition, start)
         async for records in batches_up_to(consumer, ends, timeout_ms=500):
             yield records

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit import anchor
 from audit.events import AccessLogEvent, event_id
-from audit.heads import SignedHead
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from portal.services import AUTHORITY, REGISTRY, Asking, from_now
@@ -189,7 +188,7 @@ class Platform:
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT))
         self.alerts = AlertFeed(oversight)
-        self._oversight = oversight
+        self.anchor = anchor.AnchorCheck(oversight)  # the heads topic, read as the oversight body
 
     @classmethod
     def connect(cls) -> Platform:
@@ -213,10 +212,6 @@ class Platform:
         await self.applications.stop()
         await self.directory.stop()
         await self._producer.stop()
-
-    async def anchored_heads(self) -> list[SignedHead]:
-        """Every head anchored on the heads topic now, read as the oversight body."""
-        return await anchor.anchored_heads(self._oversight)
 
     def holder_name(self, holder: str | None) -> str:
         if holder is None:

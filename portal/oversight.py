@@ -66,4 +66,4 @@ async def integrity(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     return render(request, "integrity.html", heads=platform.records.heads(),
-                  anchor=platform.records.against(await platform.kafka.anchored_heads()))
+                  anchor=await platform.kafka.anchor.check(platform.records.against))

@@ -98,8 +98,9 @@ class Records:
         return self.store.query(where, limit=limit, after=after)
 
     def against(self, anchored: Sequence[SignedHead]) -> VerifyReport:
-        """The store against every head anchored outside it, as `audit verify` checks it: its
-        `anchor` the largest signed by the log's key, its findings what is wrong."""
+        """The store against heads `anchored` outside it, as `audit verify` checks it (every
+        one anchored, or those an AnchorCheck stands for them): its `anchor` the largest signed
+        by the log's key, its findings what is wrong."""
         return self.store.verify_anchor(anchored)
 
     def heads(self) -> list[HeadCheck]:

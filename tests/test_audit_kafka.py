@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,13 +18,12 @@ import pytest
 from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from audit.anchor import anchored_heads
-from audit.consumer import HEAD_SECONDS
+from audit.anchor import AnchorCheck, anchored_heads
 from audit.detector import REPEATED_PERSON
 from audit.events import AccessLogEvent, decode_event, event_id
-from audit.heads import Signer
+from audit.heads import SignedHead, Signer
 from audit.oversight import alerts
-from audit.store import AuditStore, Entry, Query, default_path
+from audit.store import AuditStore, Entry, Query, VerifyReport, default_path
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.provision import admin_client
@@ -208,18 +207,45 @@ async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchore
 
 
 async def test_the_oversight_console_checks_the_store_against_the_anchored_heads(
-        live: AuditStore) -> None:
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
     """The console reads the heads topic as the oversight body and checks the store against
-    every head there, as `audit verify` does."""
+    every head there, as `audit verify` does: at each view only the heads anchored since the
+    last one with the largest it found held; a store that fails is checked against them all."""
+    check, given = AnchorCheck(KafkaAccess.of(acls.OVERSIGHT)), list[int]()
+
+    def against(store: AuditStore) -> Callable[[Sequence[SignedHead]], VerifyReport]:
+        def verify(heads: Sequence[SignedHead]) -> VerifyReport:
+            given.append(len(heads))
+            return Records(store).against(heads)
+        return verify
+
+    async def anchored_now() -> int:
+        """The audit consumer stopped (it anchors a head of all it appended): heads anchored."""
+        platform.stop("audit")
+        return len(await anchored_heads(KafkaAccess.of(acls.OVERSIGHT)))
+
     await appended(live, 10)
-    size = live.size()
-    for _ in range(int(4 * HEAD_SECONDS / 0.5)):  # the consumer anchors every HEAD_SECONDS
-        heads = await anchored_heads(KafkaAccess.of(acls.OVERSIGHT))
-        if max((h.head.size for h in heads), default=0) >= size:
-            break
-        await asyncio.sleep(0.5)
-    check = Records(live).against(heads)
-    assert check.anchor is not None and check.anchor.size >= size and check.ok, check.findings
+    try:
+        before = await anchored_now()
+        first = await check.check(against(live))
+    finally:
+        platform.start("audit", "audit", "run")
+    assert first.ok and first.anchor is not None and first.anchor.size == live.size(), first
+    assert given == [before] and first.anchored == before
+    await appended(live, 10)
+    try:
+        now = await anchored_now()
+        second = await check.check(against(live))
+        truncate(f"sqlite:///{copied(default_path(), tmp_path / 'cut.db')}", live.size() - 5)
+        with AuditStore(tmp_path / "cut.db", live.signer) as cut:
+            short = await check.check(against(cut))
+    finally:
+        platform.start("audit", "audit", "run")
+    assert second.ok and second.anchor is not None and second.anchor.size == live.size()
+    assert given[1] == 1 + now - before < now and second.anchored == now, given
+    assert given[2:] == [1, now], "the cut store failed against the largest held; then all"
+    assert not short.ok and short.anchored == now and short.verdict.startswith("TRUNCATED"), \
+        short.findings
 
 
 async def test_the_audit_principal_cannot_delete_or_expire_the_anchored_heads(
