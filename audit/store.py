@@ -474,9 +474,11 @@ class AuditStore:
             return self._sign(cur, tree)
         return latest
 
-    def heads(self) -> list[SignedHead]:
-        """Every head signed so far, oldest first."""
-        return [signed for _, signed in self._heads(self._db.cursor())]
+    def heads(self, latest: int | None = None) -> list[SignedHead]:
+        """Every head signed so far, or the `latest` ones alone; oldest first."""
+        tail = "ORDER BY seq" if latest is None else f"ORDER BY seq DESC LIMIT {int(latest)}"
+        heads = [signed for _, signed in self._heads(self._db.cursor(), tail)]
+        return heads if latest is None else heads[::-1]
 
     # ---- queries ----
 

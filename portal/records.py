@@ -109,7 +109,7 @@ class Records:
         self.store.head()
         checks: list[HeadCheck] = []
         previous: SignedHead | None = None
-        for signed in self.store.heads()[-HEADS_SHOWN - 1:]:
+        for signed in self.store.heads(latest=HEADS_SHOWN + 1):
             ok = verify_head(signed, self.store.signer.public_key)
             linked = None
             if previous is not None:

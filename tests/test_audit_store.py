@@ -132,6 +132,7 @@ def test_roots_are_the_rfc_tree_at_every_size(store: AuditStore) -> None:
         assert store.root(size) == merkle.root(leaves[:size])
     heads = store.heads()
     assert [h.head.size for h in heads] == [5, 10, 15, 20, 25, 30, 35]
+    assert store.heads(latest=3) == heads[-3:] and store.heads(latest=99) == heads
     assert all(verify_head(h, store.signer.public_key) for h in heads)
     for older, newer in itertools.pairwise(heads):
         proof = store.consistency_proof(older.head.size, newer.head.size)
