@@ -230,10 +230,13 @@ class Platform:
 
     async def record(self, outcome: str, requester: str, person: str, *,
                      provider: str | None = None, reason: str | None = None,
-                     request_id: str | None = None, step: str | None = None) -> None:
-        """Write one of the portal's actions to the audit stream (kind PORTAL)."""
+                     request_id: str | None = None, step: str | None = None,
+                     at: datetime | None = None) -> None:
+        """Write one of the portal's actions to the audit stream (kind PORTAL), done `at` (now
+        if not given)."""
         rid = request_id or str(uuid.uuid4())
-        event = AccessLogEvent(event_id(rid, step or outcome.lower()), rid, datetime.now(UTC),
+        event = AccessLogEvent(event_id(rid, step or outcome.lower()), rid,
+                               at or datetime.now(UTC),
                                PORTAL_KIND, outcome, reason, None, None, requester, provider,
                                None, person)
         await deliver(self._producer, [send(topics.AUDIT, rid, event)])

@@ -12,6 +12,7 @@ anonymous one goes (a signed-in one only when none is left).
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,19 @@ class Challenge:
     at: datetime
 
 
+@dataclass(frozen=True)
+class ChangeAsked:
+    """A resident's request for a new number: its change id (asked again, the same change) and
+    when it was first asked (logged again, the same audit event, byte for byte)."""
+
+    change_id: str
+    at: datetime
+
+    @classmethod
+    def new(cls) -> ChangeAsked:
+        return cls(str(uuid.uuid4()), _now())
+
+
 @dataclass
 class Session:
     sid: str
@@ -69,7 +83,7 @@ class Session:
     present: Resident | None = None  # at the counter: the resident who logged in with their card
     challenge: Challenge | None = None
     notice: str | None = None
-    change_asked: str | None = None  # a new number asked for, the outcome not told: asked again
+    change_asked: ChangeAsked | None = None  # the outcome not told: asked again, the same change
 
     @property
     def signed_in(self) -> bool:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestServer
 from aiokafka.errors import TopicAuthorizationFailedError
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -29,9 +30,12 @@ from broker.clients import KafkaAccess
 from cards import issue
 from cards.card import Card
 from cards.login import message
+from portal import app as portal_app
 from portal import services
 from portal.kafka import Platform as KafkaSide
 from portal.services import ASK_SECONDS, NO_ANSWER, Unanswered
+from portal.sessions import Sessions
+from portal.web import Site
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import (
@@ -244,3 +248,77 @@ async def test_a_change_whose_answer_came_too_late_is_asked_again_and_made_once(
     again = CODEC.decode(await kafka.authority.ask(change), PersonalNumber).personal_number
     assert again == changed == number_of(resident)
     assert changes_of(resident) == changed_before + 1
+
+
+def _number_rows(history: str) -> list[tuple[str, str]]:
+    """The history page's number-change rows: (request id, outcome) each."""
+    rows = re.findall(r'<tr data-request="([^"]+)">(.*?)</tr>', history, re.DOTALL)
+    return [(rid, found.group(1)) for rid, row in rows
+            if (found := re.search(r"PORTAL (NUMBER_[A-Z_]+)", row))]
+
+
+async def _history_once(http: aiohttp.ClientSession, url: str, outcome: str
+                        ) -> list[tuple[str, str]]:
+    """The resident's number-change rows, once one with `outcome` is in their history (the
+    audit consumer has stored it)."""
+    rows: list[tuple[str, str]] = []
+    for _ in range(150):
+        async with http.get(f"{url}/history") as history:
+            rows = _number_rows(await history.text())
+        if any(o == outcome for _, o in rows):
+            return rows
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {outcome} in the resident's history: {rows}")
+
+
+async def test_a_change_whose_answer_never_reaches_the_portal_is_in_the_residents_history_once(
+        platform: Processes, town: Town, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The authority changes the number, but its answer comes after the portal stopped waiting
+    and the resident does not ask again: their history still shows the change asked for (logged
+    before the question went out; it was not logged at all). Asked again, the same change: the
+    new number is shown, and the request and the change are each in the history once."""
+    resident = town.held["sakura-town"][5]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = TestServer(portal_app.build(Site(url, "http://127.0.0.1:8765"), Sessions()),
+                        host="127.0.0.1", port=port)
+    await server.start_server()
+    before, changed_before = number_of(resident.resident_code), changes_of(resident.resident_code)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            assert await _card_login(http, url, card) == "/history"
+
+            async def ask() -> tuple[int, str]:
+                async with http.post(f"{url}/number", data={
+                        "csrf": await _csrf(http, f"{url}/number"), "confirm": "yes",
+                        "reason": "漏えいのおそれ"}) as answer:
+                    return answer.status, await answer.text()
+
+            authority = platform.running["authority"]
+            monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # waits 1 s
+            os.kill(authority.pid, signal.SIGSTOP)
+            try:
+                status, _ = await ask()
+            finally:
+                os.kill(authority.pid, signal.SIGCONT)
+            monkeypatch.undo()
+            assert status == 503
+            for _ in range(100):  # the authority goes on, reads the question before its deadline
+                if number_of(resident.resident_code) != before:
+                    break
+                await asyncio.sleep(0.1)
+            changed = number_of(resident.resident_code)
+            assert changed != before and changes_of(resident.resident_code) == changed_before + 1
+            ((change_id, outcome),) = await _history_once(http, url, "NUMBER_CHANGE_ASKED")
+            assert outcome == "NUMBER_CHANGE_ASKED"
+            status, done = await ask()
+            shown = re.search(r'id="number">([0-9 ]+)<', done)
+            assert status == 200 and shown and shown.group(1).replace(" ", "") == changed
+            rows = await _history_once(http, url, "NUMBER_CHANGED")
+    finally:
+        await server.close()
+    assert sorted(rows) == [(change_id, "NUMBER_CHANGED"), (change_id, "NUMBER_CHANGE_ASKED")]
+    assert changes_of(resident.resident_code) == changed_before + 1

@@ -60,6 +60,7 @@ class AuditWrites:
 
     written: list[tuple[str, str]] = field(default_factory=list)
     fail: bool = False
+    fail_on: str | None = None  # an outcome whose writes fail (the others do not)
     oversight: HolderLogAsks = field(default_factory=HolderLogAsks)
     alerts: NoAlerts = field(default_factory=NoAlerts)
 
@@ -71,7 +72,9 @@ class AuditWrites:
     def holder_name(self, holder: str | None) -> str:
         return holder or ""
 
-    async def record(self, outcome: str, requester: str, person: str, **_: str) -> None:
+    async def record(self, outcome: str, requester: str, person: str, **_: object) -> None:
+        if self.fail or outcome == self.fail_on:
+            raise ConnectionError("the audit stream cannot be written (simulated)")
         self.written.append((outcome, person))
 
 
@@ -204,17 +207,44 @@ async def test_a_new_number_not_answered_in_time_is_not_said_unchanged_and_is_as
     status, unknown = await ask()
     assert status == 503 and words("ja")["number_unknown"] in unknown
     assert "個人番号は変更されていません" not in unknown and 'id="new-number"' in unknown
-    assert town.kafka.written == [], "no NUMBER_CHANGED logged"
+    asked, changed = (("NUMBER_CHANGE_ASKED", town.resident.id_codes[0]),
+                      ("NUMBER_CHANGED", town.resident.id_codes[0]))
+    assert town.kafka.written == [asked], "the request logged, no NUMBER_CHANGED"
     fakes.number_outcome = None
     status, shown = await ask()
     assert status == 200 and "9018" in shown
     first, again = fakes.changes_asked
     assert first == again
-    assert town.kafka.written == [("NUMBER_CHANGED", town.resident.id_codes[0])]
+    assert town.kafka.written == [asked, asked, changed], "the same request (one audit event)"
     fakes.number_outcome = TIMED_OUT
     status, unchanged = await ask()
     assert status == 503 and "個人番号は変更されていません" in unchanged
-    assert fakes.changes_asked[-1] != first
+    assert fakes.changes_asked[-1] != first and town.kafka.written[-1] == asked
+
+
+async def test_a_new_number_is_asked_for_once_logged_and_the_change_kept_until_it_is(
+        client: Client, town: Town) -> None:
+    """The request for a new number is logged before the authority is asked: not logged, not
+    asked. A change answered but not logged stays the session's: asked again, it is the same
+    change (the authority gives the number it gave), logged, and its number shown."""
+    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes.number_outcome = None
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+
+    async def ask() -> int:
+        return (await client.post("/number", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/number"), "confirm": "yes"})).status
+
+    town.kafka.fail = True
+    assert await ask() == 500
+    assert fakes.changes_asked == [] and town.kafka.written == [], "not logged, not asked"
+    town.kafka.fail, town.kafka.fail_on = False, "NUMBER_CHANGED"
+    assert await ask() == 500
+    town.kafka.fail_on = None
+    assert await ask() == 200
+    first, again = fakes.changes_asked
+    assert first == again
+    assert [o for o, _ in town.kafka.written] == ["NUMBER_CHANGE_ASKED"] * 2 + ["NUMBER_CHANGED"]
 
 
 async def test_a_login_the_registry_side_does_not_answer_is_said_so(
