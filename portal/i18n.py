@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 LANGS = ("ja", "en")
 
 WORDS: dict[str, tuple[str, str]] = {
@@ -159,6 +161,36 @@ WORDS: dict[str, tuple[str, str]] = {
     "kind": ("種類", "Kind"),
     "reason": ("理由", "Reason"),
 }
+
+STEPS: dict[str, tuple[str, str]] = {  # the access log's kinds and outcomes, in words
+    "BINDING": ("紐付け", "Binding"),
+    "LINKAGE": ("情報照会", "Linkage request"),
+    "ANSWER": ("情報提供", "Answer"),
+    "PORTAL": ("マイポータル", "My Portal"),
+    "OVERSIGHT": ("監督機関の請求", "Oversight request"),
+    "REKEY": ("鍵の更新", "Re-keying"),
+    "MESSAGE": ("メッセージ", "Message"),
+    "APPROVED": ("承認", "approved"),
+    "REJECTED": ("却下", "rejected"),
+    "REQUESTED": ("請求", "requested"),
+    "REKEYED": ("更新済み", "re-keyed"),
+    "FOUND": ("該当あり", "found"),
+    "NOT_FOUND": ("該当なし", "not found"),
+    "REFUSED": ("拒否", "refused"),
+    "TIMED_OUT": ("時間切れ", "timed out"),
+    "NUMBER_CHANGE_ASKED": ("個人番号の変更を請求", "new personal number asked for"),
+    "NUMBER_CHANGED": ("個人番号を変更", "personal number changed"),
+    "DETAIL_APPLIED": ("詳細の開示を申請", "details applied for"),
+    "DETAIL_ANSWERED": ("詳細の開示に回答", "details answered"),
+    "COUNTER_VIEWED": ("窓口で照会履歴を閲覧", "history viewed at the counter"),
+    "COUNTER_PRINTED": ("窓口で照会履歴を印刷", "history printed at the counter"),
+}
+
+
+def said(lang: str) -> Callable[[str], str]:
+    """A kind or outcome of the access log in the words of `lang` (one without words: itself)."""
+    index = LANGS.index(lang) if lang in LANGS else 0
+    return lambda code: STEPS[code][index] if code in STEPS else code
 
 
 def words(lang: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from cards import ca
 from portal.context import PLATFORM
-from portal.i18n import LANGS, words
+from portal.i18n import LANGS, said, words
 from portal.sessions import Officer, Resident, Session, Sessions
 
 COOKIE = "renkei_session"
@@ -59,9 +59,9 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     session = session_of(request)
     notice, session.notice = session.notice, None
     text = TEMPLATES.get_template(template).render(
-        w=words(session.lang), lang=session.lang, session=session, csrf=session.csrf,
-        notice=notice, path=request.path, name=request.app[PLATFORM].kafka.holder_name,
-        **context)
+        w=words(session.lang), said=said(session.lang), lang=session.lang, session=session,
+        csrf=session.csrf, notice=notice, path=request.path,
+        name=request.app[PLATFORM].kafka.holder_name, **context)
     return web.Response(text=text, content_type="text/html", status=status)
 
 

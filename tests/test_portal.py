@@ -174,6 +174,7 @@ async def test_card_login_with_the_right_pin_shows_the_verified_history(
     assert await rows.first.locator(".ok").count() == 1
     text = await page.inner_text("main")
     assert "国民年金法" in text and "日本年金機構" in text
+    assert "情報照会 · 承認" in text and "情報提供 · 該当あり" in text, "the log's codes in words"
     await shot(page, "03-history")
     await page.select_option("#holder", "nenkin")
     await page.click(".filters button")
@@ -185,6 +186,7 @@ async def test_card_login_with_the_right_pin_shows_the_verified_history(
     await page.goto(f"{portal.url}/history")
     await page.click("#lang")
     assert "Who looked at your data" in await page.inner_text("h1")
+    assert "Linkage request · approved" in await page.inner_text("main")
     await page.set_viewport_size({"width": 375, "height": 800})
     await shot(page, "04-history-phone-en")
 
