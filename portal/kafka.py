@@ -8,9 +8,10 @@
 - `oversight` (the console): asks holders for their side of the log, and reads the detector's
   alerts and the audit log's anchored heads.
 
-Holders seal their answers' entries to the key of the identity that asked; they are opened and
-kept in this process's memory only: holder-side content is personal data, and the platform side
-keeps none of it on disk.
+Holders seal their answers' entries to the key of the identity that asked; the portal's inbox
+(portal.inbox) keeps the requests and the answers as they came, sealed, and they are opened only
+to be shown: holder-side content is personal data, and the platform side keeps none of it on disk
+in plaintext.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -30,7 +31,9 @@ from audit import anchor
 from audit.events import AccessLogEvent, event_id
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
-from portal.services import AUTHORITY, REGISTRY, Asking, from_now
+from portal.inbox import APPLICATIONS_KEPT, OVERSIGHT_KEPT, Asked, Inbox, kept_since, taken
+from portal.inbox import default_path as inbox_path
+from portal.services import AUTHORITY, REGISTRY, Asking
 from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
@@ -43,44 +46,54 @@ from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry
 log = logging.getLogger(__name__)
 PORTAL_KIND = "PORTAL"
 ALERTS_KEPT = 200
-ANSWERS_KEPT = timedelta(hours=1)
 RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds between tries of an answer's audit write
 
-
-@dataclass
-class Asked:
-    """One request for holder-side logs, and the entries answered so far (by holder)."""
-
-    request_id: str
-    at: datetime
-    holders: tuple[str, ...]
-    request_ids: tuple[str, ...]
-    person: str | None = None  # a resident's application: whose
-    answers: dict[str, tuple[HolderLogEntry, ...]] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        return set(self.answers) >= set(self.holders)
-
-
-OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
 Entries = tuple[HolderLogEntry, ...]
+OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A request for holder-side logs as a page shows it: each holder's entries opened."""
+
+    asked: Asked
+    answers: dict[str, Entries]
+
+
+async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
+                  ready: asyncio.Event) -> AsyncIterator[tuple[int, int, bytes]]:
+    """Each record on `topic` (its partition, offset and value) from the offset each partition
+    was read up to (`positions`), else from the earliest kept: `ready` is set once the
+    consumer's positions are fixed."""
+    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    try:
+        await started(consumer, access)
+        for partition in consumer.assignment():
+            if partition.partition in positions:
+                consumer.seek(partition, positions[partition.partition])
+            await consumer.position(partition)
+        ready.set()
+        async for record in consumer:
+            yield record.partition, record.offset, record.value or b""
+    finally:
+        await consumer.stop()
 
 
 class HolderLogs:
     """Requests for holder-side logs on one topic pair, and their answers (sealed to `key`),
-    for this process."""
+    kept in the portal's inbox for `kept` (its book: the answers topic)."""
 
     def __init__(self, access: KafkaAccess, out: str, into: str, key: X25519PrivateKey,
-                 on_answer: OnAnswer | None = None) -> None:
+                 inbox: Inbox, kept: timedelta, on_answer: OnAnswer | None = None) -> None:
         self._access, self._out, self._in, self._key = access, out, into, key
-        self._on_answer = on_answer
+        self._inbox, self._kept, self._on_answer = inbox, kept, on_answer
         self._producer: AIOKafkaProducer = producer_for(access)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        self.asked: dict[str, Asked] = {}
 
     async def start(self) -> None:
+        self._inbox.drop(self._in, self._since())
         await started(self._producer, self._access)
         self._task = asyncio.create_task(self._follow(), name=f"answers:{self._in}")
         await set_or_failed(self._ready, self._task)  # the consumer failed to start: its error
@@ -91,32 +104,48 @@ class HolderLogs:
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
                   person: str | None = None) -> Asked:
-        now = datetime.now(UTC)
-        self.asked = {k: a for k, a in self.asked.items() if now - a.at < ANSWERS_KEPT}
-        asked = Asked(str(uuid.uuid4()), now, tuple(sorted(set(holders))), tuple(request_ids),
-                      person)
-        self.asked[asked.request_id] = asked
+        self._inbox.drop(self._in, self._since())
+        asked = Asked(str(uuid.uuid4()), datetime.now(UTC), tuple(sorted(set(holders))),
+                      tuple(request_ids), person)
+        self._inbox.add(self._in, asked)  # kept before it is sent: no answer comes to it unknown
         await deliver(self._producer, [send(self._out, asked.request_id, HolderLogRequest(
             asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis))])
         return asked
 
-    async def _follow(self) -> None:
-        async for value in from_now(self._access, self._in, self._ready):
-            found = self._opened(value)
-            if found is not None:
-                asked, answer, entries = found
-                await self._logged(asked, answer)
-                asked.answers[answer.holder] = entries
+    def every(self) -> list[Shown]:
+        """Every request kept, newest first."""
+        return [self._shown(a) for a in self._inbox.every(self._in, self._since())]
 
-    def _opened(self, value: bytes) -> tuple[Asked, HolderLogAnswer, Entries] | None:
-        """A holder's first answer to one of our requests, and its entries opened; else None."""
+    def of_person(self, people: Sequence[str]) -> list[Shown]:
+        """The requests kept about any of `people` (a resident's ID codes), newest first."""
+        return [self._shown(a) for a in self._inbox.of_person(self._in, people, self._since())]
+
+    def _since(self) -> datetime:
+        return kept_since(datetime.now(UTC), self._kept)
+
+    def _shown(self, asked: Asked) -> Shown:
+        return Shown(asked, {holder: holder_logs.opened(self._key, CODEC.decode(
+            answer, HolderLogAnswer)) for holder, answer in asked.answers.items()})
+
+    async def _follow(self) -> None:
+        async for partition, offset, value in read_on(self._access, self._in,
+                                                      self._inbox.positions(self._in),
+                                                      self._ready):
+            found = self._taken(value)
+            if found is not None:
+                await self._logged(*found)
+            self._inbox.read(self._in, partition, offset, None if found is None else (
+                found[0].request_id, found[1].holder, value))
+
+    def _taken(self, value: bytes) -> tuple[Asked, HolderLogAnswer] | None:
+        """A holder's answer that is taken (inbox.taken), if its entries open; else None."""
         try:
             answer = CODEC.decode(value, HolderLogAnswer)
-            asked = self.asked.get(answer.request_id)
-            if asked is None or answer.holder not in asked.holders or \
-                    answer.holder in asked.answers:
+            asked = self._inbox.asked(self._in, answer.request_id)
+            if asked is None or not taken(asked, answer.holder, self._since()):
                 return None
-            return asked, answer, holder_logs.opened(self._key, answer)
+            holder_logs.opened(self._key, answer)
+            return asked, answer
         except (SchemaError, sealing.CannotOpen) as exc:
             log.warning("an unreadable answer on %s: %s", self._in, exc)
             return None
@@ -175,24 +204,25 @@ class AlertFeed:
 class Platform:
     """Everything the portal process does on Kafka."""
 
-    def __init__(self, portal: KafkaAccess, oversight: KafkaAccess) -> None:
-        self._access = portal
+    def __init__(self, portal: KafkaAccess, oversight: KafkaAccess, inbox: Inbox) -> None:
+        self._access, self._inbox = portal, inbox
         self._producer = producer_for(portal)
         self.directory: CompactedView[HolderEntry] = CompactedView(
             portal, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
         key = sealing.key_of(acls.PORTAL)
-        self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key,
-                                       self._answered)
+        self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key, inbox,
+                                       APPLICATIONS_KEPT, self._answered)
         self.registry = Asking(portal, REGISTRY, key, self._entry, self._producer)
         self.authority = Asking(portal, AUTHORITY, key, self._entry, self._producer)
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
-                                    sealing.key_of(acls.OVERSIGHT))
+                                    sealing.key_of(acls.OVERSIGHT), inbox, OVERSIGHT_KEPT)
         self.alerts = AlertFeed(oversight)
         self.anchor = anchor.AnchorCheck(oversight)  # the heads topic, read as the oversight body
 
     @classmethod
     def connect(cls) -> Platform:
-        return cls(KafkaAccess.of(acls.PORTAL), KafkaAccess.of(acls.OVERSIGHT))
+        return cls(KafkaAccess.of(acls.PORTAL), KafkaAccess.of(acls.OVERSIGHT),
+                   Inbox(inbox_path()))
 
     async def start(self) -> None:
         await started(self._producer, self._access)
@@ -212,6 +242,7 @@ class Platform:
         await self.applications.stop()
         await self.directory.stop()
         await self._producer.stop()
+        self._inbox.close()
 
     def holder_name(self, holder: str | None) -> str:
         if holder is None:

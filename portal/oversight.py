@@ -58,8 +58,7 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
 async def holder_logs(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
-    asked = sorted(platform.kafka.oversight.asked.values(), key=lambda a: a.at, reverse=True)
-    return render(request, "holder_logs.html", asked=asked)
+    return render(request, "holder_logs.html", requests=platform.kafka.oversight.every())
 
 
 async def integrity(request: web.Request) -> web.Response:

@@ -70,10 +70,8 @@ async def apply(request: web.Request) -> web.Response:
 async def details(request: web.Request) -> web.Response:
     resident = resident_of(request)
     platform = request.app[PLATFORM]
-    mine = [a for a in platform.kafka.applications.asked.values()
-            if a.person in resident.id_codes]
-    return render(request, "details.html", applications=sorted(
-        mine, key=lambda a: a.at, reverse=True))
+    return render(request, "details.html",
+                  applications=platform.kafka.applications.of_person(resident.id_codes))
 
 
 async def number_form(request: web.Request) -> web.Response:

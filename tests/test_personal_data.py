@@ -39,9 +39,11 @@ def _bytes_of(path: Path) -> bytes:
 
 
 def _platform_side(root: Path) -> list[Path]:
-    """The broker's log segments and every platform store, log and state folder."""
+    """The broker's log segments and every platform store (the portal's inbox too), log and
+    state folder."""
     logs = sorted((root / "logs").glob("platform-*.log"))
-    return [p for p in (root / "broker", root / "platform", root / "audit", *logs) if p.exists()]
+    return [p for p in (root / "broker", root / "platform", root / "audit", root / "portal",
+                        *logs) if p.exists()]
 
 
 async def _exchange_canary(clients: dict[str, HolderClient], town: Town) -> tuple[str, str]:
@@ -76,18 +78,20 @@ async def test_canaries_never_reach_the_broker_or_the_platform_in_plaintext(
 
 async def test_holders_logs_reach_the_oversight_body_and_the_portal_sealed(
         clients: dict[str, HolderClient], town: Town) -> None:
-    """⑪ is the data provided: the holders' outboxes, renkei.oversight.in and renkei.portal.in
-    carry it sealed only, and the oversight body and My Portal read it."""
+    """⑪ is the data provided: the holders' outboxes, renkei.oversight.in, renkei.portal.in and
+    the portal's inbox carry it sealed only, and the oversight body and My Portal read it."""
     canary, request_id = await _exchange_canary(clients, town)
     holders = ("nenkin", "sakura-town")
     by_cli = await oversight.holder_logs(holders, (request_id,), BASIS, within=30)
     portal = KafkaSide.connect()
     await portal.start()
     try:
-        console = await portal.oversight.ask(holders, (request_id,), BASIS)
-        application = await portal.applications.ask(holders, (request_id,), BASIS)
+        asked = {logs: (await logs.ask(holders, (request_id,), BASIS)).request_id
+                 for logs in (portal.oversight, portal.applications)}
         for _ in range(300):  # the holders answer within moments
-            if console.complete and application.complete:
+            console, application = (next(s for s in logs.every() if s.asked.request_id == rid)
+                                    for logs, rid in asked.items())
+            if console.asked.complete and application.asked.complete:
                 break
             await asyncio.sleep(0.1)
     finally:

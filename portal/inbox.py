@@ -1,0 +1,152 @@
+"""The portal's inbox (SQLite, in the state folder): its requests for holder-side logs — the
+residents' applications for ⑪⑫ and the oversight body's requests — and the holders' answers, each
+kept as it came (its entries sealed to the asker: the inbox holds no personal data in plaintext),
+with the position read up to on each answers topic, so that a restarted portal takes what came
+while it was down and nothing twice.
+
+Each book (the topic its answers come on) keeps a request and its answers for a stated period
+from when it was asked, then drops them: a resident who applied finds the answers for
+APPLICATIONS_KEPT, the oversight body for OVERSIGHT_KEPT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from renkei.state import private_dir
+
+# A resident may come back weeks after applying, as to an inbox; three times the 30 days the
+# answers topic keeps them, and no longer: holder-side logs, even sealed, are kept only as needed.
+APPLICATIONS_KEPT = timedelta(days=90)
+# An investigation by the oversight body runs longer than a resident's look; its own requests
+# topic keeps them 7 years, its answers are kept a year here (it may ask the holders again).
+OVERSIGHT_KEPT = timedelta(days=365)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS asked (
+    request_id TEXT PRIMARY KEY, book TEXT NOT NULL, at TEXT NOT NULL, holders TEXT NOT NULL,
+    request_ids TEXT NOT NULL, person TEXT);
+CREATE INDEX IF NOT EXISTS asked_by_book ON asked (book, person, at);
+CREATE TABLE IF NOT EXISTS answers (
+    request_id TEXT NOT NULL, holder TEXT NOT NULL, answer BLOB NOT NULL,
+    PRIMARY KEY (request_id, holder)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One request for holder-side logs, and each holder's answer so far as it came."""
+
+    request_id: str
+    at: datetime
+    holders: tuple[str, ...]
+    request_ids: tuple[str, ...]
+    person: str | None = None  # a resident's application: whose
+    answers: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return set(self.answers) >= set(self.holders)
+
+
+def kept_since(now: datetime, kept: timedelta) -> datetime:
+    """The earliest time a request may have been asked and still be kept (with its answers)."""
+    return now - kept
+
+
+def taken(asked: Asked, holder: str, since: datetime) -> bool:
+    """Whether a holder's answer is taken: it answers a request still kept, from a holder that
+    was asked, and is the first from that holder (a re-read after a restart, or a holder that
+    answers twice, is not taken again, nor logged again)."""
+    return asked.at >= since and holder in asked.holders and holder not in asked.answers
+
+
+def default_path() -> Path:
+    return private_dir("portal") / "inbox.db"
+
+
+def _time(at: datetime) -> str:
+    """A time as stored: UTC, to the microsecond, so that text order is time order."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Inbox:
+    def __init__(self, path: Path) -> None:
+        if not path.exists():  # readable by this user only (its WAL files take its mode)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                               + SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def add(self, book: str, asked: Asked) -> None:
+        self._db.execute("INSERT INTO asked VALUES (?, ?, ?, ?, ?, ?)", (
+            asked.request_id, book, _time(asked.at), json.dumps(asked.holders),
+            json.dumps(asked.request_ids), asked.person))
+
+    def drop(self, book: str, before: datetime) -> None:
+        """Drop the book's requests asked before `before`, and their answers."""
+        with self._transaction():
+            self._db.execute("DELETE FROM answers WHERE request_id IN (SELECT request_id FROM "
+                             "asked WHERE book = ? AND at < ?)", (book, _time(before)))
+            self._db.execute("DELETE FROM asked WHERE book = ? AND at < ?", (book, _time(before)))
+
+    def asked(self, book: str, request_id: str) -> Asked | None:
+        found = self._asked("book = ? AND request_id = ?", (book, request_id))
+        return found[0] if found else None
+
+    def every(self, book: str, since: datetime) -> list[Asked]:
+        """The book's requests asked since `since`, newest first."""
+        return self._asked("book = ? AND at >= ?", (book, _time(since)))
+
+    def of_person(self, book: str, people: Sequence[str], since: datetime) -> list[Asked]:
+        """The book's requests about any of `people` asked since `since`, newest first."""
+        return self._asked(f"book = ? AND at >= ? AND person IN ({', '.join('?' * len(people))})",
+                           (book, _time(since), *people))
+
+    def _asked(self, where: str, args: tuple[str, ...]) -> list[Asked]:
+        rows = self._db.execute("SELECT request_id, at, holders, request_ids, person FROM asked "
+                                f"WHERE {where} ORDER BY at DESC", args).fetchall()
+        return [Asked(r[0], datetime.fromisoformat(r[1]), tuple(json.loads(r[2])),
+                      tuple(json.loads(r[3])), r[4], self._answers(r[0])) for r in rows]
+
+    def _answers(self, request_id: str) -> dict[str, bytes]:
+        return dict(self._db.execute("SELECT holder, answer FROM answers WHERE request_id = ? "
+                                     "ORDER BY holder", (request_id,)).fetchall())
+
+    def positions(self, topic: str) -> dict[int, int]:
+        """The offset to read next on each partition of `topic` read before."""
+        return dict(self._db.execute("SELECT partition, next FROM positions WHERE topic = ?",
+                                     (topic,)).fetchall())
+
+    def read(self, topic: str, partition: int, offset: int,
+             answer: tuple[str, str, bytes] | None = None) -> None:
+        """The record at `offset` was read: it is passed, and `answer` (request id, holder, the
+        answer as it came), if it was taken, kept, in one transaction."""
+        with self._transaction():
+            if answer is not None:
+                self._db.execute("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", answer)
+            self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
+                             (topic, partition, offset + 1))

@@ -1,0 +1,248 @@
+"""The portal's inbox of requests for holder-side logs and their answers: the rules of what is
+taken and kept, the store, and a portal that restarts on the real broker — the answers that came
+while it was down are taken when it is back, each once, and logged once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import stat
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from audit.heads import Signer
+from audit.store import AuditStore, Query
+from audit.store import default_path as audit_path
+from broker import acls, topics
+from broker.clients import KafkaAccess, read_topic
+from cards import issue
+from holders.client import HolderClient
+from portal.inbox import APPLICATIONS_KEPT, OVERSIGHT_KEPT, Asked, Inbox, kept_since, taken
+from portal.kafka import HolderLogs
+from renkei import holder_logs, sealing
+from renkei.town import Processes, Town
+from schemas.codec import CODEC
+from schemas.messages import HolderLogAnswer, HolderLogEntry
+from tests.kafka_helpers import free_port, producer, spawn, stop
+from tests.test_linkage import ask
+from tests.test_portal_services import PIN, _card_login, _csrf, _until_up
+
+SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+PERSON = "ABC98765XYZ"
+BOOK = topics.PORTAL_IN
+
+
+def answer_to(key: X25519PrivateKey, asked: Asked, holder: str) -> bytes:
+    """A holder's answer to a resident's application, its entry sealed to `key`."""
+    entry = HolderLogEntry("rq-1", "2026-01-01T00:00:00", "provider", "", "", None, "P-037",
+                           "local_tax", "課税所得 3,000,000円", "審査", "FOUND")
+    sealed = holder_logs.seal(sealing.public_bytes(key), holder_logs.MARK + asked.request_id,
+                              [entry])
+    return CODEC.encode(HolderLogAnswer(asked.request_id, holder, datetime.now(UTC), (), sealed))
+
+
+def test_an_answer_is_taken_once_from_a_holder_asked_while_its_request_is_kept() -> None:
+    asked = Asked("a-1", NOW - timedelta(days=89), ("nenkin", "sakura-town"), ("rq-1",), PERSON)
+    since = kept_since(NOW, APPLICATIONS_KEPT)
+    assert taken(asked, "nenkin", since)
+    assert not taken(asked, "acme-kenpo", since), "a holder that was not asked"
+    assert not taken(replace(asked, answers={"nenkin": b"x"}), "nenkin", since), \
+        "a second answer of a holder (or the same one read again after a restart)"
+    assert not taken(asked, "nenkin", kept_since(NOW + timedelta(days=2), APPLICATIONS_KEPT)), \
+        "a request past its keeping"
+    assert OVERSIGHT_KEPT >= APPLICATIONS_KEPT >= timedelta(days=90)
+
+
+def test_the_inbox_keeps_requests_answers_and_positions_for_its_period(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.db"
+    inbox = Inbox(path)
+    try:
+        old, new = (Asked(f"a-{n}", NOW - timedelta(days=d), ("nenkin",), ("rq-1",), PERSON)
+                    for n, d in ((1, 91), (2, 1)))
+        for asked in (old, new, Asked("o-1", NOW, ("nenkin",), ("rq-1",))):
+            inbox.add(topics.OVERSIGHT_IN if asked.person is None else BOOK, asked)
+        inbox.read(BOOK, 0, 6, ("a-2", "nenkin", b"sealed"))
+        inbox.read(BOOK, 0, 7, ("a-2", "nenkin", b"again"))  # read again: the first is kept
+        inbox.read(BOOK, 1, 3)
+        inbox.drop(BOOK, kept_since(NOW, APPLICATIONS_KEPT))
+    finally:
+        inbox.close()
+    again = Inbox(path)  # another process, after a restart
+    try:
+        assert inbox_of(again) == [("a-2", {"nenkin": b"sealed"})], "the old one dropped"
+        assert again.of_person(BOOK, ["someone-else"], NOW - timedelta(days=365)) == []
+        assert [a.request_id for a in again.every(topics.OVERSIGHT_IN, NOW)] == ["o-1"]
+        assert again.positions(BOOK) == {0: 8, 1: 4} and again.positions("other") == {}
+    finally:
+        again.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def inbox_of(inbox: Inbox) -> list[tuple[str, dict[str, bytes]]]:
+    return [(a.request_id, dict(a.answers)) for a in inbox.of_person(
+        BOOK, [PERSON], NOW - timedelta(days=365))]
+
+
+@SESSION_LOOP
+async def test_answers_that_came_while_the_portal_was_down_are_taken_and_logged_once(
+        town: Town, tmp_path: Path) -> None:
+    """Three portal instances on one inbox in turn, on the real broker: the first asks and
+    stops; a holder answers twice and another once; the second takes each holder's first
+    answer, logged once; the third, reading on, takes none again."""
+    key, logged = sealing.key_of(acls.PORTAL), []
+    inbox = Inbox(tmp_path / "inbox.db")
+
+    async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
+        logged.append((asked.request_id, answer.holder))
+
+    def portal() -> HolderLogs:
+        return HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
+                          inbox, APPLICATIONS_KEPT, audit_write)
+
+    async def answered(*answers: tuple[Asked, str]) -> None:
+        async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:  # relays holders' answers
+            for asked, holder in answers:
+                await relay.send_and_wait(topics.PORTAL_IN, answer_to(key, asked, holder))
+
+    async def shown_once(logs: HolderLogs, asked: Asked) -> None:
+        for _ in range(100):
+            shown = next(s for s in logs.of_person([PERSON]) if s.asked.request_id ==
+                         asked.request_id)
+            if shown.asked.complete:
+                assert [len(e) for e in shown.answers.values()] == [1] * len(asked.holders)
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{asked.request_id} was not answered")
+
+    holders = ("test-holder-a", "test-holder-b")
+    first = portal()
+    await first.start()
+    try:
+        asked = await first.ask(holders, ["rq-1"], "basis", person=PERSON)
+    finally:
+        await first.stop()
+    await answered((asked, holders[0]), (asked, holders[0]), (asked, holders[1]))
+    try:
+        second = portal()
+        await second.start()
+        try:
+            await shown_once(second, asked)
+        finally:
+            await second.stop()
+        third = portal()
+        await third.start()
+        try:
+            later = await third.ask(holders[:1], ["rq-2"], "basis", person=PERSON)
+            await answered((asked, holders[1]), (later, holders[0]))
+            await shown_once(third, later)
+        finally:
+            await third.stop()
+    finally:
+        inbox.close()
+    assert sorted(logged) == sorted([(asked.request_id, holders[0]),
+                                     (asked.request_id, holders[1]),
+                                     (later.request_id, holders[0])])
+
+
+async def _answered_on_topic(request_id: str, holders: set[str]) -> None:
+    """Wait until each holder's answer to the application is on renkei.portal.in."""
+    for _ in range(150):
+        answered = {answer.holder for answer in (
+            CODEC.decode(r.value, HolderLogAnswer)
+            for r in await read_topic(KafkaAccess.of(acls.PORTAL), topics.PORTAL_IN))
+            if answer.request_id == request_id}
+        if answered >= holders:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the holders did not answer application {request_id}")
+
+
+async def _audited(request_id: str, outcome: str, want: int) -> list[str]:
+    """The providers of the audit store's entries of `outcome` of the request, once `want`
+    have arrived (or after a while)."""
+    found: list[str] = []
+    for _ in range(100):
+        with AuditStore(audit_path(), Signer.load_or_create()) as store:
+            found = [e.event.provider or "" for e in store.query(
+                Query(outcome=outcome), limit=1000).entries if e.event.request_id == request_id]
+        if len(found) >= want:
+            break
+        await asyncio.sleep(0.2)
+    return found
+
+
+@SESSION_LOOP
+async def test_answers_to_an_application_made_before_a_restart_are_shown_once_after_it(
+        clients: dict[str, HolderClient], platform: Processes, town: Town,
+        tmp_path: Path) -> None:
+    """A resident applies for the details of an exchange, the portal dies, the holders answer
+    while it is down; the portal started again shows the answers, once each, and logs each
+    once. They were in the process's memory only: the page was empty after a restart."""
+    nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
+    theirs = town.own_numbers("sakura-town")
+    code, own = [(code, own) for code, own in town.own_numbers("nenkin").items()
+                 if code in theirs and nenkin.store.link_code(own)
+                 and town_hall.store.link_code(theirs[code])][-1]
+    exchange = await ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+    assert (await nenkin.outcome(exchange, 30)).status == "FOUND"
+    issue.init()
+    card = issue.resident_card(code, PIN, tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"
+
+    def portal() -> subprocess.Popen[bytes]:
+        return spawn("portal", "--port", url.rsplit(":", 1)[1], log=tmp_path / "portal.log")
+
+    first = portal()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await _until_up(http, f"{url}/login")
+            await _card_login(http, url, card)
+            serial = None
+            for _ in range(100):  # the audit consumer stores the exchange's entries
+                async with http.get(f"{url}/history") as history:
+                    serial = re.search(rf'data-request="{exchange}">\s*<td[^>]*><a href='
+                                       r'"/history/(\d+)"', await history.text())
+                if serial:
+                    break
+                await asyncio.sleep(0.2)
+            assert serial, "the exchange is in the resident's history"
+            async with http.post(f"{url}/details", allow_redirects=False, data={
+                    "csrf": await _csrf(http, f"{url}/history/{serial.group(1)}"),
+                    "serial": serial.group(1)}) as applied:
+                assert applied.status == 303, await applied.text()
+                application = applied.headers["Location"].split("#", 1)[1]
+            first.kill()  # before the holders answer: a crash, nothing said on the way out
+            first.wait()
+    finally:
+        stop(first)
+    holders = {"nenkin", "sakura-town"}
+    await _answered_on_topic(application, holders)
+    second = portal()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await _until_up(http, f"{url}/login")
+            await _card_login(http, url, card)
+            page = ""
+            for _ in range(100):
+                async with http.get(f"{url}/details") as details:
+                    page = await details.text()
+                if 'class="ok"' in page:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        stop(second)
+    assert page.count('class="card application"') == 1 and f'id="{application}"' in page, \
+        "the application, after the restart"
+    assert page.count('class="ok"') == 1 and page.count("<h3>") == 2, \
+        "each holder's answer, once"
+    assert "taxable_income" in page, "the content (⑪), opened"
+    assert sorted(await _audited(application, "DETAIL_APPLIED", 2)) == sorted(holders)
+    assert sorted(await _audited(application, "DETAIL_ANSWERED", 2)) == sorted(holders), \
+        "each answer logged once"
