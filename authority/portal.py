@@ -16,13 +16,13 @@ def new_number(authority: NumberingAuthority, request_id: str, question: bytes,
     given before, if it was (TooLate if not: nothing changes)."""
     change = CODEC.decode(question, ChangeOfNumber)
     change_id = change.change_id or request_id
-    if late:
-        given = authority.number_given(change_id)
-        if given is None:
-            raise TooLate()
-        return PersonalNumber(given)
     try:
-        return PersonalNumber(authority.change_number(change.resident_code, change.reason,
-                                                      change_id))
+        if not late:
+            return PersonalNumber(authority.change_number(change.resident_code, change.reason,
+                                                          change_id))
+        given = authority.number_given(change_id, change.resident_code)
     except UnknownResident as exc:
         raise NotFound(str(exc)) from exc
+    if given is None:
+        raise TooLate()
+    return PersonalNumber(given)

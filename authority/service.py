@@ -85,7 +85,7 @@ class NumberingAuthority:
         if not reason.strip():
             raise ValueError("a change of number records the resident's reason")
         with self._store.transaction():
-            given = None if request_id is None else self._store.answered(request_id)
+            given = None if request_id is None else self.number_given(request_id, resident_code)
             if given is not None:
                 return given
             old = self._current(resident_code)
@@ -97,9 +97,14 @@ class NumberingAuthority:
                 self._store.record_answer(request_id, new)
         return new
 
-    def number_given(self, request_id: str) -> str | None:
-        """The number a request for a new number was given; None if it was not acted on."""
-        return self._store.answered(request_id)
+    def number_given(self, request_id: str, resident_code: str) -> str | None:
+        """The number a request for this resident's new number was given; None if it was not
+        acted on. UnknownResident if it was given to someone else, or is no longer theirs
+        (changed again since): a request id asked again is never another person's number."""
+        given = self._store.answered(request_id)
+        if given is not None and self._store.resident_of(given) != resident_code:
+            raise UnknownResident("that request gave a number that is not this resident's now")
+        return given
 
     def follow_code_change(self, old_code: str, new_code: str) -> None:
         """The resident's code changed: the same personal number, under the new code."""

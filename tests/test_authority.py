@@ -123,13 +123,18 @@ def test_a_request_for_a_new_number_read_again_is_given_the_same(store: Authorit
     """The authority's service reads a request at least once: read again (after a crash before
     its commit), it must not retire the number the resident was just shown."""
     authority = NumberingAuthority(store)
-    resident = random_codes(1, seed=5)[0]
+    resident, other = random_codes(2, seed=5)
     old = authority.assign(resident)
+    authority.assign(other)
     new = authority.change_number(resident, "leaked", "req-1")
     assert authority.change_number(resident, "leaked", "req-1") == new
     assert authority.number_of(resident) == new
     assert [e.after for e in store.history(resident)] == [new]
+    with pytest.raises(UnknownResident):  # the request id of another's change: not their number
+        authority.change_number(other, "leaked", "req-1")
     assert authority.change_number(resident, "leaked", "req-2") not in (old, new)
+    with pytest.raises(UnknownResident):  # changed again since: no longer the number to show
+        authority.number_given("req-1", resident)
 
 
 def test_a_changed_resident_code_keeps_its_number(store: AuthorityStore) -> None:

@@ -222,6 +222,30 @@ async def test_a_new_number_not_answered_in_time_is_not_said_unchanged_and_is_as
     assert fakes.changes_asked[-1] != first and town.kafka.written[-1] == asked
 
 
+async def test_a_change_not_told_is_never_asked_again_for_another_resident(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """A resident left without knowing whether their number changed, and another logs in to the
+    same browser: the other's request is a change of their own, not the first one's asked again
+    (a login begins a fresh session; the authority refuses a change id of another resident)."""
+    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    card = issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident",
+                      tmp_path / "other")
+    fakes.residents[card.face.serial] = Resident(card.face.serial, "佐藤 花子", ("R-2",),
+                                                 ("DEF12345UVW",))
+
+    async def ask() -> int:
+        return (await client.post("/number", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/number"), "confirm": "yes"})).status
+
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    assert await ask() == 503
+    assert (await card_login(client, card, "resident", "/login")).status == 303
+    assert await ask() == 503
+    first, other = fakes.changes_asked
+    assert first != other, "another resident's request is not the first one's asked again"
+    assert [p for _, p in town.kafka.written] == ["ABC98765XYZ", "DEF12345UVW"]
+
+
 async def test_a_new_number_is_asked_for_once_logged_and_the_change_kept_until_it_is(
         client: Client, town: Town) -> None:
     """The request for a new number is logged before the authority is asked: not logged, not
