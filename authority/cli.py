@@ -89,7 +89,10 @@ def _withdrawn(authority: NumberingAuthority) -> str:
 @click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
 @DB_OPTION
 def change_number(reason: str, db: Path | None) -> None:
-    """A resident's request for a new personal number (the old one is retired for good).
+    """A resident's request for a new personal number (the old one is retired for good), at the
+    authority itself: it is in the authority's history, not the resident's access log, which
+    only My Portal can write to (it alone turns codes into ID codes); at a municipal counter,
+    staff use the portal's counter, which logs it.
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""

@@ -47,6 +47,7 @@ def build(site: Site, session_store: Sessions) -> web.Application:
         web.post("/number", resident.number_change),
         web.get("/counter", counter.desk),
         web.post("/counter/print", counter.print_history),
+        web.post("/counter/number", counter.number_change),
         web.post("/counter/finish", counter.finish),
         web.get("/oversight", oversight.search),
         web.get("/oversight/alerts", oversight.alerts),

@@ -1,12 +1,16 @@
 """The municipal counter (窓口): staff, logged in with their officer card, serve a resident who
-is present and logs in with their own card; the history is shown and printed, and each look-up
-and print is logged with the staff member's name."""
+is present and logs in with their own card; the history is shown and printed, a new number
+issued on the resident's request, and each look-up, print and request is logged with the staff
+member's name."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from portal import numbering
 from portal.context import PLATFORM
+from portal.services import Unanswered
+from portal.sessions import Officer, Resident
 from portal.web import officer_of, render, session_of
 
 ROLE = "counter"
@@ -14,11 +18,36 @@ ROLE = "counter"
 
 async def desk(request: web.Request) -> web.Response:
     officer = officer_of(request, ROLE)
-    present = session_of(request).present
+    return _desk(request, officer, session_of(request).present)
+
+
+def _desk(request: web.Request, officer: Officer, present: Resident | None, status: int = 200,
+          **context: object) -> web.Response:
     platform = request.app[PLATFORM]
     entries, head = platform.records.of_person(present.id_codes) if present else ([], None)
-    return render(request, "counter.html", officer=officer, present=present, entries=entries,
-                  head=head)
+    return render(request, "counter.html", status=status, officer=officer, present=present,
+                  entries=entries, head=head, **context)
+
+
+async def number_change(request: web.Request) -> web.Response:
+    """The present resident asks for a new number: staff ask the numbering authority for it,
+    logged as theirs; it is shown on this response only, for the resident to write down."""
+    officer = officer_of(request, ROLE)
+    present = session_of(request).present
+    if present is None:
+        raise web.HTTPSeeOther("/counter")
+    form = await request.post()
+    if form.get("confirm") != "yes":
+        return _desk(request, officer, present, status=400, missing=True)
+    reason = str(form.get("reason", "")).strip()[:200] or "本人の請求"
+    try:
+        number = await numbering.new_number(request, present, officer.holder, f"{reason}（窓口）",
+                                            officer.acting)
+    except Unanswered:
+        return render(request, "error.html", status=503, message="number_unanswered")
+    if number is None:
+        return _desk(request, officer, present, status=503, unknown=True)
+    return render(request, "number_done.html", number=number, back="/counter")
 
 
 async def print_history(request: web.Request) -> web.Response:

@@ -129,6 +129,13 @@ WORDS: dict[str, tuple[str, str]] = {
     "counter_print": ("印刷用に表示", "Print"),
     "counter_done": ("終了（次の方へ）", "Finish (next resident)"),
     "counter_staff": ("担当職員", "Staff"),
+    "counter_number_text": ("住民の方の請求により新しい個人番号を発行します。"
+                            "古い番号は使えなくなり、二度と発行されません。新しい番号は次の画面で一度だけ表示します。",
+                            "At the resident's request, a new personal number is issued. The old "
+                            "one stops working and is never issued again. The new number is "
+                            "shown once, on the next page only."),
+    "counter_number_confirm": ("住民の方の請求であることを本人確認のうえ確かめました",
+                               "The resident present, verified by their card, asks for it"),
     "counter_logged": ("この操作は監査ログに記録されます。", "This action is logged."),
     "print_title": ("照会履歴（窓口交付）", "Access history (issued at the counter)"),
     "print_now": ("印刷する", "Print"),

@@ -275,4 +275,4 @@ class Platform:
     async def counter(self, officer: Officer, resident: Resident, outcome: str) -> None:
         """A counter staff member's look-up or print of a present resident's history."""
         await self.record(outcome, officer.holder, resident.id_codes[0],
-                          reason=f"staff {officer.staff_id} (card {officer.serial})")
+                          reason=officer.acting)

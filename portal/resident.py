@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from portal import numbering
 from portal.context import PLATFORM
-from portal.services import NO_ANSWER, Unanswered
-from portal.sessions import ChangeAsked
-from portal.web import day, render, resident_of, session_of
+from portal.services import Unanswered
+from portal.web import day, render, resident_of
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
 
@@ -80,31 +80,17 @@ async def number_form(request: web.Request) -> web.Response:
 
 
 async def number_change(request: web.Request) -> web.Response:
-    """The numbering authority issues a new number; it is shown on this response only.
-
-    The request is logged before it is sent (NUMBER_CHANGE_ASKED, under its change id, again
-    the same event each time it is asked again), the change once answered (NUMBER_CHANGED): a
-    change whose answer never comes, or comes to a portal that stops before logging it, is in
-    the resident's history as asked, never absent."""
+    """The numbering authority issues a new number; it is shown on this response only."""
     resident = resident_of(request)
     form = await request.post()
     if form.get("confirm") != "yes":
         return render(request, "number.html", status=400, missing=True)
-    platform = request.app[PLATFORM]
     reason = str(form.get("reason", "")).strip()[:200] or "本人の請求"
-    session = session_of(request)
-    asked = session.change_asked = session.change_asked or ChangeAsked.new()
-    person = resident.id_codes[0]
-    await platform.kafka.record("NUMBER_CHANGE_ASKED", "portal", person, provider="authority",
-                                request_id=asked.change_id, step="asked", at=asked.at)
     try:
-        number = await platform.new_number(resident, f"{reason}（マイポータル）", asked.change_id)
-    except Unanswered as exc:
-        if exc.status == NO_ANSWER:  # it may have been made: asked again, the same change
-            return render(request, "number.html", status=503, unknown=True)
-        session.change_asked = None
+        number = await numbering.new_number(request, resident, "portal",
+                                            f"{reason}（マイポータル）")
+    except Unanswered:
         return render(request, "error.html", status=503, message="number_unanswered")
-    await platform.kafka.record("NUMBER_CHANGED", "portal", person, provider="authority",
-                                request_id=asked.change_id, step="changed")
-    session.change_asked = None  # logged: the next request is a new change
-    return render(request, "number_done.html", number=number)
+    if number is None:
+        return render(request, "number.html", status=503, unknown=True)
+    return render(request, "number_done.html", number=number, back="/history")

@@ -48,6 +48,11 @@ class Officer:
     holder: str
     role: str
 
+    @property
+    def acting(self) -> str:
+        """Who acted, as the access log's reason names them."""
+        return f"staff {self.staff_id} (card {self.serial})"
+
 
 @dataclass(frozen=True)
 class Challenge:
@@ -60,15 +65,13 @@ class Challenge:
 
 @dataclass(frozen=True)
 class ChangeAsked:
-    """A resident's request for a new number: its change id (asked again, the same change) and
-    when it was first asked (logged again, the same audit event, byte for byte)."""
+    """A resident's request for a new number: whose (their ID code), its change id (asked again,
+    the same change) and when it was first asked (logged again, the same audit event, byte for
+    byte)."""
 
+    person: str
     change_id: str
     at: datetime
-
-    @classmethod
-    def new(cls) -> ChangeAsked:
-        return cls(str(uuid.uuid4()), _now())
 
 
 @dataclass
@@ -89,6 +92,14 @@ class Session:
     def signed_in(self) -> bool:
         """Whether a resident or an officer logged in to this session with their card."""
         return self.resident is not None or self.officer is not None
+
+    def change_for(self, person: str) -> ChangeAsked:
+        """This person's request for a new number whose outcome was not told (asked again, the
+        same change), else a new one: never another's (at the counter, staff serve one resident
+        after another in one session)."""
+        if self.change_asked is None or self.change_asked.person != person:
+            self.change_asked = ChangeAsked(person, str(uuid.uuid4()), _now())
+        return self.change_asked
 
     def take_challenge(self, nonce_hex: str, now: datetime) -> Challenge | None:
         """The pending challenge if it is this one and still fresh; used up either way."""

@@ -61,6 +61,7 @@ class AuditWrites:
     written: list[tuple[str, str]] = field(default_factory=list)
     fail: bool = False
     fail_on: str | None = None  # an outcome whose writes fail (the others do not)
+    by: list[tuple[str, str | None]] = field(default_factory=list)  # each record's who and why
     oversight: HolderLogAsks = field(default_factory=HolderLogAsks)
     alerts: NoAlerts = field(default_factory=NoAlerts)
 
@@ -72,10 +73,12 @@ class AuditWrites:
     def holder_name(self, holder: str | None) -> str:
         return holder or ""
 
-    async def record(self, outcome: str, requester: str, person: str, **_: object) -> None:
+    async def record(self, outcome: str, requester: str, person: str, *,
+                     reason: str | None = None, **_: object) -> None:
         if self.fail or outcome == self.fail_on:
             raise ConnectionError("the audit stream cannot be written (simulated)")
         self.written.append((outcome, person))
+        self.by.append((requester, reason))
 
 
 @dataclass
@@ -167,6 +170,36 @@ async def test_the_counter_shows_a_resident_only_once_the_look_up_is_logged(
     desk = await (await client.get("/counter")).text()
     assert town.resident.name in desk and 'data-request="req-0007"' in desk
     assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
+
+
+async def test_staff_at_the_counter_ask_for_a_present_residents_new_number_logged_as_theirs(
+        client: Client, town: Town) -> None:
+    """A resident present at the counter asks for a new number: staff ask the authority, the
+    request and the change logged with the staff member's name; not answered in time, asked
+    again, it is the same change."""
+    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+
+    async def ask(confirm: str = "yes") -> tuple[int, str]:
+        answer = await client.post("/counter/number", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/counter"), "confirm": confirm, "reason": "漏えい"})
+        return answer.status, await answer.text()
+
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await ask())[0] == 303 and fakes.changes_asked == [], "nobody present"
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    assert (await ask(confirm=""))[0] == 400 and fakes.changes_asked == []
+    status, unknown = await ask()
+    assert status == 503 and 'id="number-unknown"' in unknown and town.resident.name in unknown
+    fakes.number_outcome = None
+    status, shown = await ask()
+    assert status == 200 and "9018" in shown and 'href="/counter"' in shown
+    first, again = fakes.changes_asked
+    assert first == again, "asked again, the same change"
+    person = town.resident.id_codes[0]
+    assert town.kafka.written == [("COUNTER_VIEWED", person), ("NUMBER_CHANGE_ASKED", person),
+                                  ("NUMBER_CHANGE_ASKED", person), ("NUMBER_CHANGED", person)]
+    staff = ("sakura-town", f"staff sakura-town-staff-1 (card {town.staff_card.face.serial})")
+    assert town.kafka.by == [staff] * 3
 
 
 async def test_a_counter_visitor_whose_card_is_revoked_is_no_longer_served(
