@@ -193,7 +193,7 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     prompted for at a terminal: never an argument, which `ps` and the shell's history show."""
     id_code = personal_input.read_one(PERSON) if person else None
     where = Query(id_code, holder, pattern, outcome, since, until)
-    with open_store(db) as store:
+    with open_store(db, signing=person) as store:  # proofs against a head signed now
         try:
             page = store.query(where, limit=limit, after=after, prove=person)
         except ValueError as exc:

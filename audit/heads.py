@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,8 +61,30 @@ class SignedHead:
 
 
 def key_path() -> Path:
-    """Where the log's head key is kept: the state folder's audit/head-key.json."""
+    """The head key's public half, all that checking heads needs: the state folder's
+    audit/head-key.json, beside the store, where what reads the store (My Portal) finds it."""
     return private_dir("audit") / KEY_FILE
+
+
+def private_key_path() -> Path:
+    """The head key itself: the state folder's keys/audit/head-key.json, apart from the store,
+    so that what reads the store need not be able to read it. A state folder from before kept
+    it in audit/head-key.json: it is moved here, and its public half alone left there."""
+    path = private_dir("keys", "audit") / KEY_FILE
+    public = key_path()
+    if not path.exists() and public.exists() and "private_key" in read_json(public):
+        with suppress(FileExistsError):  # another process moved it meanwhile
+            write_json(path, read_json(public), private=True, new=True)
+    if path.exists():
+        _publish(read_json(path)["public_key"])
+    return path
+
+
+def _publish(public_key: str) -> None:
+    """The public half in key_path(), unless it is there already alone."""
+    public = {"algorithm": "Ed25519", "public_key": public_key}
+    if not key_path().exists() or read_json(key_path()) != public:
+        write_json(key_path(), public)
 
 
 def key_id(public_key: Ed25519PublicKey) -> bytes:
@@ -88,29 +111,39 @@ class Signer:
         key = Ed25519PrivateKey.generate()
         return cls(key.public_key(), key)
 
+    @property
+    def signs(self) -> bool:
+        """Whether this is the key itself, not its public half alone."""
+        return self._key is not None
+
     @classmethod
     def load_or_create(cls, path: Path | None = None) -> Signer:
-        """The key in `path` (default: the state folder's audit/head-key.json), made if missing;
-        of processes starting together (the audit consumer and the portal), the first to write
-        it wins and the others read its key."""
-        path = path or key_path()
-        if not path.exists():
+        """The key in `path` (default: private_key_path(), its public half put in key_path()),
+        made if missing; of processes starting together, the first to write it wins and the
+        others read its key."""
+        target = path or private_key_path()
+        if path is None and not target.exists() and key_path().exists():
+            raise NoKey(f"the head key's public half is at {key_path()}, the key itself not at "
+                        f"{target}: a new key would leave the log's heads unverifiable")
+        if not target.exists():
             key = Ed25519PrivateKey.generate()
-            try:
-                write_json(path, {"algorithm": "Ed25519",
-                                  "private_key": key.private_bytes_raw().hex(),
-                                  "public_key": key.public_key().public_bytes_raw().hex()},
+            with suppress(FileExistsError):  # another process made it meanwhile: its key
+                write_json(target, {"algorithm": "Ed25519",
+                                    "private_key": key.private_bytes_raw().hex(),
+                                    "public_key": key.public_key().public_bytes_raw().hex()},
                            private=True, new=True)
-                return cls(key.public_key(), key)
-            except FileExistsError:
-                pass  # another process made it meanwhile: its key is the log's
-        return cls.load(path)
+            if path is None:
+                _publish(read_json(target)["public_key"])
+        return cls.load(target)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Signer:
-        """The key in `path` (default: the state folder's audit/head-key.json); NoKey if none,
-        or if it holds the public key alone."""
-        path = path or key_path()
+        """The key in `path` (default: private_key_path()); NoKey if none, or if it holds the
+        public key alone."""
+        if path is None:
+            path = private_key_path()
+            if not path.exists() and key_path().exists():
+                path = key_path()  # the public half alone is here: said below
         found = _key_file(path).get("private_key")
         if found is None:
             raise NoKey(f"the head key at {path} is the public key alone: this command signs "

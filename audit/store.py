@@ -537,7 +537,7 @@ class AuditStore:
         """One page of matching entries; pass `next_cursor` as `after` for the next page."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
-        transaction = self._write if prove else self._read
+        transaction = self._write if prove and self.signer.signs else self._read
         with transaction() as cur:
             rows = self._page(cur, where, limit + 1, _parse_cursor(after))
             entries = tuple(_entry(row) for row in rows[:limit])
@@ -555,17 +555,21 @@ class AuditStore:
         row = self._db.execute(f"{_SELECT} WHERE serial = ?", (serial,)).fetchone()
         return None if row is None else _entry(row)
 
-    def prove(self, entries: Sequence[Entry]) -> tuple[tuple[Entry, ...], SignedHead]:
+    def prove(self, entries: Sequence[Entry]) -> tuple[tuple[Entry, ...], SignedHead | None]:
         """The entries with inclusion proofs, all against one head: the current one."""
-        with self._write() as cur:
+        with (self._write if self.signer.signs else self._read)() as cur:
             return self._proved(cur, entries)
 
     def _proved(self, cur: Cursor, entries: Sequence[Entry]
-                ) -> tuple[tuple[Entry, ...], SignedHead]:
-        head = self._current_head(cur)
-        paths = merkle.resolve(
-            self, [merkle.inclusion_ranges(e.serial, head.head.size) for e in entries])
-        return tuple(replace(e, proof=tuple(p)) for e, p in zip(entries, paths, strict=True)), head
+                ) -> tuple[tuple[Entry, ...], SignedHead | None]:
+        """Proofs against the current head; with the head key's public half alone, which signs
+        none, against the latest head signed (None if none is), an entry after it unproved."""
+        head = self._current_head(cur) if self.signer.signs else self._latest_head(cur)
+        size = 0 if head is None else head.head.size
+        paths = iter(merkle.resolve(
+            self, [merkle.inclusion_ranges(e.serial, size) for e in entries if e.serial < size]))
+        return tuple(replace(e, proof=tuple(next(paths))) if e.serial < size else e
+                     for e in entries), head
 
     @staticmethod
     def _page(cur: Cursor, where: Query, n: int,

@@ -67,9 +67,11 @@ def id_codes() -> IdCodes:
 
 
 async def _platform(app: web.Application) -> AsyncIterator[None]:
-    """Open the audit store and the Kafka side for the app's life."""
+    """Open the audit store and the Kafka side for the app's life. The store's heads are
+    checked with the head key's public half alone (NoKey where there is none): the portal
+    signs none, and cannot read the key that does."""
     codes = id_codes()
-    store = AuditStore(audit_path(), Signer.load_or_create())
+    store = AuditStore(audit_path(), Signer.public())
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()

@@ -72,6 +72,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "verified": ("検証", "Verified"),
     "verified_yes": ("検証済み", "verified"),
     "verified_no": ("検証できません", "NOT verified"),
+    "verified_pending": ("署名待ち（数秒後に検証）", "awaiting the next signed head"),
     "none_found": ("該当する記録はありません。", "No entries."),
     "head": ("署名付きツリーヘッド", "Signed tree head"),
     "head_size": ("記録数", "entries"),

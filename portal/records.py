@@ -25,6 +25,7 @@ class Checked:
 
     entry: Entry
     verified: bool
+    pending: bool = False  # no signed head holds it yet: the audit consumer's next one will
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,11 @@ class HeadCheck:
     consistent: bool | None  # with the head before it; None for the first
 
 
-def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry) -> Checked | None:
+def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
+           covered: int) -> Checked | None:
     """The entry as its signed bytes tell it (None if they tell of someone else): verified when
-    the signed head includes those bytes and the store's columns say what they say."""
+    the signed head includes those bytes and the store's columns say what they say; pending
+    when they do, and no head signed yet covers it (the first `covered` entries)."""
     signed = signed_event(entry.leaf)
     if signed is not None and signed != entry.event:
         log.warning("audit entry %d: its columns differ from its bytes (renkei audit verify)",
@@ -45,7 +48,8 @@ def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry) -> Ch
         return None
     verified = (head is not None and signed == entry.event and entry.proof is not None
                 and includes(head.head, entry.serial, entry.leaf, entry.proof))
-    return Checked(entry if signed is None else replace(entry, event=signed), verified)
+    pending = signed == entry.event and entry.proof is None and entry.serial >= covered
+    return Checked(entry if signed is None else replace(entry, event=signed), verified, pending)
 
 
 class Records:
@@ -54,9 +58,9 @@ class Records:
 
     def of_person(self, id_codes: Sequence[str], holder: str | None = None,
                   since: datetime | None = None, until: datetime | None = None
-                  ) -> tuple[list[Checked], SignedHead]:
+                  ) -> tuple[list[Checked], SignedHead | None]:
         """Every entry about the person (under any of their ID codes), newest first, all checked
-        against one signed head: the current one once they are all read."""
+        against one signed head: the latest one once they are all read (None if none is)."""
         found = [entry for person in id_codes for entry in self._every(
             Query(person=person, holder=holder, since=since, until=until))]
         proved, head = self.store.prove(found)
@@ -88,11 +92,13 @@ class Records:
                 return
             after = page.next_cursor
 
-    def _checked(self, id_codes: Sequence[str], head: SignedHead, entries: Sequence[Entry]
-                 ) -> list[Checked]:
+    def _checked(self, id_codes: Sequence[str], head: SignedHead | None,
+                 entries: Sequence[Entry]) -> list[Checked]:
         """The entries about the person, as their signed bytes tell them."""
-        trusted = head if verify_head(head, self.store.signer.public_key) else None
-        return [c for c in (_check(id_codes, trusted, e) for e in entries) if c is not None]
+        trusted = head if head and verify_head(head, self.store.signer.public_key) else None
+        covered = head.head.size if head else 0
+        return [c for c in (_check(id_codes, trusted, e, covered) for e in entries)
+                if c is not None]
 
     def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
         return self.store.query(where, limit=limit, after=after)
@@ -106,7 +112,8 @@ class Records:
     def heads(self) -> list[HeadCheck]:
         """The latest signed heads, newest first: each one's signature, and its consistency with
         the one before (the log only grew between them, nothing in it changed)."""
-        self.store.head()
+        if self.store.signer.signs:
+            self.store.head()
         checks: list[HeadCheck] = []
         previous: SignedHead | None = None
         for signed in self.store.heads(latest=HEADS_SHOWN + 1):

@@ -1,9 +1,11 @@
 """The audit log's head key as each command needs it: `verify` checks heads with the public key
-alone (all an auditor checking a copy of a store is given); the commands that sign heads need the
+alone (all an auditor checking a copy of a store is given); `query` reads with it too (but
+`query --person`, which proves against a head signed now); the commands that sign heads need the
 private key and say so in one line when only the public one is there. No broker."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,16 @@ def test_verify_needs_the_public_key_alone(tmp_path: Path) -> None:
     other = renkei("audit", "verify", "--no-anchor", "--db", str(tmp_path / "audit.db"), env=env,
                    check=False)
     assert other.returncode == 1 and "TAMPERED" in other.stderr
+
+
+def test_querying_the_store_needs_the_head_keys_public_half_alone(tmp_path: Path) -> None:
+    """As My Portal's mounts give it: the store and audit/head-key.json, the key elsewhere."""
+    state = tmp_path / "state"
+    key = Signer.load_or_create(tmp_path / "head-key.json")
+    (state / "audit").mkdir(parents=True)
+    _public_alone(state / "audit" / "head-key.json", key.public_key.public_bytes_raw().hex())
+    AuditStore(state / "audit" / "audit.db", key).close()
+    run = renkei("audit", "query", env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["entries"] == []
+    assert not (state / "keys").exists()

@@ -21,7 +21,7 @@ from audit.cli import audit_cli
 from audit.consumer import resumed
 from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, Detector, Raised, Rules
 from audit.events import AccessLogEvent, decode_event, event_id, millis
-from audit.heads import SignedHead, Signer, TreeHead, consistent, includes, verify_head
+from audit.heads import NoKey, SignedHead, Signer, TreeHead, consistent, includes, verify_head
 from audit.sql import connect
 from audit.store import (
     COLUMN_CHARS,
@@ -152,8 +152,11 @@ def test_events_normalise_time_and_check_their_fields() -> None:
 
 def test_the_head_key_is_kept_private_and_reused(state: Path) -> None:
     signer = Signer.load_or_create()
-    path = state / "audit" / "head-key.json"
+    path = state / "keys" / "audit" / "head-key.json"
     assert path.stat().st_mode & 0o777 == 0o600
+    public = json.loads((state / "audit" / "head-key.json").read_text())
+    assert public == {"algorithm": "Ed25519",
+                      "public_key": signer.public_key.public_bytes_raw().hex()}
     assert Signer.load_or_create().key_id == signer.key_id
     assert json.loads(path.read_text())["private_key"] not in repr(signer)
     signed = signer.sign_head(TreeHead(0, merkle.EMPTY_ROOT, T0))
@@ -168,12 +171,33 @@ def test_of_two_processes_making_the_head_key_at_once_both_sign_with_the_first_o
     """The audit consumer and the portal start together: both find no key; the other one
     writes its key between this one's look and its write."""
     first = Signer.load_or_create()
-    path = state / "audit" / "head-key.json"
+    path = state / "keys" / "audit" / "head-key.json"
     written = path.read_bytes()
-    monkeypatch.setattr(Path, "exists", lambda self: self != path and os.path.lexists(self))
+    public = state / "audit" / "head-key.json"  # written after the key: hidden too
+    monkeypatch.setattr(Path, "exists",
+                        lambda self: self not in (path, public) and os.path.lexists(self))
     assert Signer.load_or_create().key_id == first.key_id
     assert path.read_bytes() == written and path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_head_key_kept_beside_the_store_is_moved_apart_from_it(state: Path) -> None:
+    """A state folder from before kept the key in audit/, which My Portal mounts for the
+    store: it moves to keys/audit/, and audit/ keeps its public half alone."""
+    old = state / "audit" / "head-key.json"
+    before = Signer.load_or_create(old)
+    assert "private_key" in json.loads(old.read_text())
+    assert Signer.public().key_id == before.key_id
+    assert Signer.load_or_create().key_id == before.key_id
+    assert Signer.load().sign(b"x") and set(json.loads(old.read_text())) == {
+        "algorithm", "public_key"}
+    moved = state / "keys" / "audit" / "head-key.json"
+    assert moved.stat().st_mode & 0o777 == 0o600
+    assert "private_key" in json.loads(moved.read_text())
+    moved.unlink()
+    with pytest.raises(NoKey, match="a new key would leave the log's heads unverifiable"):
+        Signer.load_or_create()
+    assert Signer.public().key_id == before.key_id
 
 
 # ---- queries ----

@@ -88,7 +88,8 @@ def test_an_audit_command_on_a_store_without_its_key_makes_none(tmp_path: Path,
     run = renkei("audit", command, "--db", str(tmp_path / "copy.db"),
                  env={STATE_ENV: str(state)}, check=False)
     assert run.returncode == 1, run.stdout
-    said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}")
+    key = state / ("audit" if command in ("verify", "query") else "keys/audit") / "head-key.json"
+    said_in_one_line(run.stderr, f"no head key at {key}")
     assert not list(state.rglob("head-key.json"))
 
 

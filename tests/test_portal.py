@@ -59,7 +59,21 @@ def _issue(*args: str, given: str = "") -> str:
 
 
 def _audit() -> AuditStore:
-    return AuditStore(audit_path(), Signer.load_or_create())
+    return AuditStore(audit_path(), Signer.public())
+
+
+async def _signed(within: float = 30) -> None:
+    """Once the audit consumer has signed a head over every entry in the store now (the portal
+    signs none: it shows an entry after the latest head as awaiting the next)."""
+    with _audit() as store:
+        size = store.size()
+    for _ in range(int(within / 0.2)):
+        with _audit() as store:
+            latest = store.heads()[-1:]
+        if latest and latest[0].head.size >= size:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no head over the store's {size} entries within {within} s")
 
 
 async def _entries(id_code: str, want: int, kind: str | None = None,
@@ -116,6 +130,7 @@ async def portal(clients: Clients, town: Town, platform: Processes, first_codes:
         people[name] = Person(code, id_code, _issue("issue", given=code), request_id)
     for name in ("alice", "bob"):
         await _entries(people[name].id_code, 2)
+    await _signed()
     staff = _issue("officer", staff_of("sakura-town")[0], "--holder", "sakura-town",
                    "--role", "counter")
     officer = _issue("officer", "ppc-officer-1", "--holder", "oversight", "--role", "oversight")

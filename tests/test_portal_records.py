@@ -30,7 +30,7 @@ def test_a_person_sees_every_entry_newest_first_and_each_one_alone(store: AuditS
     records = Records(store)
     found, head = records.of_person([ME])
     assert [c.entry.serial for c in found] == list(reversed(range(count)))
-    assert head.head.size == count + 1 and all(c.verified for c in found)
+    assert head is not None and head.head.size == count + 1 and all(c.verified for c in found)
     newest = records.entry_of([ME], count - 1)
     assert newest is not None and newest.verified and newest.entry.serial == count - 1
     assert records.entry_of([ME], count) is None  # someone else's
@@ -74,7 +74,7 @@ def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_path: Pa
         store.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(6))
         found, head = Records(store).of_person([SOMEONE, ME])
         assert sorted(c.entry.serial for c in found) == [0, 1, 2, 3, 4, 5, 6]
-        assert all(c.verified and c.entry.proof is not None
+        assert head is not None and all(c.verified and c.entry.proof is not None
                    and includes(head.head, c.entry.serial, c.entry.leaf, c.entry.proof)
                    for c in found)
 
@@ -94,3 +94,24 @@ def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Path) ->
         assert records.entry_of([ME], 0) is None
         moved = records.entry_of([SOMEONE], 0)  # still theirs, but not verified
         assert moved is not None and (moved.entry.event, moved.verified) == (theirs, False)
+
+
+def test_with_the_public_key_alone_the_portal_proves_against_the_latest_head(
+        tmp_path: Path) -> None:
+    """My Portal reads the store the audit consumer writes, with the head key's public half
+    alone: it signs no head, proves what the latest head holds, and leaves later entries
+    unproved (the consumer's next head proves them)."""
+    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
+    with AuditStore(db, Signer.load_or_create(key)) as writer, \
+            AuditStore(db, Signer.public(key)) as reader:
+        records = Records(reader)
+        writer.append_many(item(event(n, person=ME)) for n in range(3))
+        found, head = records.of_person([ME])
+        assert head is None and [(c.verified, c.pending) for c in found] == [(False, True)] * 3
+        signed = writer.head()
+        writer.append(*item(event(3, person=ME)))
+        found, head = records.of_person([ME])
+        assert head == signed and reader.heads() == [signed]
+        assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
+            (3, False, True), (2, True, False), (1, True, False), (0, True, False)]
+        assert [c.head for c in records.heads()] == [signed]
