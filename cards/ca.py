@@ -33,17 +33,24 @@ class NoAuthority(FileNotFoundError):
 
 
 def folder(name: str) -> Path:
+    """The CA's key and its records of what it issued and revoked."""
     return private_dir("cards", "ca", name)
+
+
+def trusted(name: str) -> Path:
+    """What verifiers read of the CA, apart from its key (compose.yaml mounts this alone into
+    My Portal): cards/trust/<name>."""
+    return private_dir("cards", "trust", name)
 
 
 def certificate_path(name: str) -> Path:
     """The CA's certificate (public: what verifiers trust)."""
-    return folder(name) / "ca.pem"
+    return trusted(name) / "ca.pem"
 
 
 def crl_path(name: str) -> Path:
     """The CA's current revocation list (public: what verifiers check)."""
-    return folder(name) / "crl.pem"
+    return trusted(name) / "crl.pem"
 
 
 def _now() -> datetime:
@@ -112,6 +119,8 @@ class Authority:
         key = serialization.load_pem_private_key(path.read_bytes(), None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise TypeError(f"the {name} CA key is not an EC key")
+        if not certificate_path(name).exists():  # made when it was kept beside the key
+            write_public(certificate_path(name), (folder(name) / "ca.pem").read_text())
         return cls(name, key, x509.load_pem_x509_certificate(
             certificate_path(name).read_bytes()))
 

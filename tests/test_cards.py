@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cards import ca, issue
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked
 from cards.login import Refused, Verifier, challenge, message
+from renkei.state import state_folder
 from tests.kafka_helpers import renkei
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -129,3 +130,22 @@ def test_card_list_marks_a_revoked_card(cards_dir: Path) -> None:
     assert [line for line in listed if "REVOKED" in line] == [
         line for line in listed if line.startswith(gone.face.serial)], listed
     assert any(line.startswith(kept.face.serial) for line in listed), listed
+
+
+def test_a_ca_made_with_its_certificate_beside_its_key_gets_a_trust_folder(
+        tmp_path: Path) -> None:
+    """My Portal mounts cards/trust/ alone, not the CAs' keys: `card init` (which compose.yaml's
+    provision runs) puts there what verifiers read of a CA made before it had that folder."""
+    with state_folder(tmp_path / "state") as state:
+        issue.init()
+        card = issue.officer_card("officer-9", "oversight", "oversight", "2222", tmp_path)
+        for name in ca.AUTHORITIES:  # as a state folder from before keeps them
+            for pem in ("ca.pem", "crl.pem"):
+                (ca.trusted(name) / pem).rename(ca.folder(name) / pem)
+        issue.init()
+        for name in ca.AUTHORITIES:
+            assert (ca.trusted(name) / "ca.pem").read_bytes() == (
+                ca.folder(name) / "ca.pem").read_bytes()
+        assert sorted(p.name for p in (state / "cards" / "trust").rglob("*")) == [
+            "ca.pem", "ca.pem", "crl.pem", "crl.pem", "jpki", "officers"]
+        assert _login(card, "2222") == card.face.serial
