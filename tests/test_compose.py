@@ -260,7 +260,9 @@ def test_services_find_all_three_brokers() -> None:
         assert set(str(env.get(cluster.BOOTSTRAP_ENV, "")).split(",")) == hosts, (
             f"{name}: {cluster.BOOTSTRAP_ENV}={env.get(cluster.BOOTSTRAP_ENV)}, brokers {hosts}")
         assert env.get("RENKEI_STATE") == "/state", name
-        assert any(str(v).endswith(":/state") for v in svc.get("volumes", [])), name
+        targets = [str(v).split(":")[-2 if str(v).endswith(":ro") else -1]
+                   for v in svc.get("volumes", [])]
+        assert targets and all(t == "/state" or t.startswith("/state/") for t in targets), name
 
 
 def test_the_platform_scales() -> None:

@@ -1,0 +1,229 @@
+"""compose.yaml's mounts: each Renkei service gets only the part of the state folder its command
+reads or writes (the internet-facing portal none of the platform's keys, the registry, the
+authority or other principals' secrets), and that part is enough for it to start."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from audit import heads
+from audit.store import default_path as audit_path
+from authority.store import default_path as authority_path
+from broker import acls, credentials
+from broker.cluster import BOOTSTRAP_ENV, Cluster
+from cards import ca, issue
+from cards.jlis import default_path as cards_path
+from cards.login import Verifier, challenge, message
+from processors import keys
+from registry.store import default_path as registry_path
+from renkei.state import state_dir, state_folder
+from renkei.town import Processes
+from tests.kafka_helpers import free_port, renkei, said_in_one_line, spawn, stop
+from tests.test_compose import services
+
+MOUNT = re.compile(r"^\$\{RENKEI_STATE_DIR\}/(?P<part>[^:]+):/state/(?P=part)(?P<ro>:ro)?$")
+RENKEI = ("platform", "registry", "authority", "audit", "portal")
+
+
+def mounts(service: str) -> dict[str, bool]:
+    """The parts of the state folder `service` mounts, each at its own place under /state: its
+    path in the state folder → read-only."""
+    found = {}
+    for volume in services()[service].get("volumes", []):
+        matched = MOUNT.match(str(volume))
+        assert matched, f"{service}: {volume} is no part of the state folder at its own place"
+        found[matched["part"]] = matched["ro"] is not None
+    return found
+
+
+def _part(path: Path) -> str:
+    return path.relative_to(state_dir()).as_posix()
+
+
+def _secret(name: str) -> str:
+    return _part(credentials._path(name))
+
+
+def _sealing(name: str) -> str:
+    return f"keys/sealing/{name}.json"
+
+
+def needs() -> dict[str, dict[str, bool]]:
+    """What each command reads (True: only reads) or writes, by the code's own paths."""
+    return {
+        "platform": {_secret(acls.PLATFORM): True, _part(keys.store_path()): True},
+        "registry": {_part(registry_path().parent): False, _secret(acls.REGISTRY): True,
+                     _sealing(acls.REGISTRY): True},
+        # the authority follows the registry's code changes; a SQLite reader writes its -shm
+        "authority": {_part(authority_path().parent): False, _part(registry_path().parent): False,
+                      _secret(acls.AUTHORITY): True, _sealing(acls.AUTHORITY): True},
+        # it makes the store and the head key on its first run
+        "audit": {_part(audit_path().parent): False,
+                  _part(heads.private_key_path().parent): False, _secret(acls.AUDIT): True},
+        # the store the audit consumer writes in WAL mode: a reader writes its -shm
+        "portal": {_part(audit_path().parent): False, _part(keys.id_key_path()): True,
+                   _sealing(acls.PORTAL): True, _sealing(acls.OVERSIGHT): True,
+                   _secret(acls.PORTAL): True, _secret(acls.OVERSIGHT): True,
+                   _part(ca.trusted(ca.JPKI).parent): True},
+    }
+
+
+def _covers(part: str, path: str) -> bool:
+    return path == part or path.startswith(part + "/")
+
+
+def test_each_service_mounts_what_its_command_needs_and_no_more(tmp_path: Path) -> None:
+    with state_folder(tmp_path):
+        wanted = needs()
+    for service in RENKEI:
+        assert mounts(service) == wanted[service], service
+    (whole,) = services()["provision"]["volumes"]
+    assert re.fullmatch(r"\$\{RENKEI_STATE_DIR[^}]*\}:/state", whole), "provision makes it all"
+
+
+def test_the_portal_reads_no_key_store_or_secret_but_its_own(tmp_path: Path) -> None:
+    with state_folder(tmp_path):
+        forbidden = [_part(keys.store_path()), _part(heads.private_key_path()),
+                     _part(registry_path()), _part(cards_path()), _part(authority_path()),
+                     *(_part(ca.folder(name) / "key.pem") for name in ca.AUTHORITIES),
+                     *(_secret(name) for name in ("admin", "controller", *acls.SERVICES)
+                       if name not in (acls.PORTAL, acls.OVERSIGHT)),
+                     *(_sealing(name) for name in acls.SERVICES
+                       if name not in (acls.PORTAL, acls.OVERSIGHT))]
+        public = _part(heads.key_path())
+    portal = mounts("portal")
+    for path in forbidden:
+        assert not any(_covers(part, path) for part in portal), f"the portal can read {path}"
+    assert any(_covers(part, public) for part in portal), "the head key's public half"
+    for service in RENKEI:
+        if service != "platform":
+            assert not any(_covers(part, forbidden[0]) for part in mounts(service)), service
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
+def test_a_folder_made_for_a_mount_is_left_as_it_is(tmp_path: Path) -> None:
+    """A file mounted alone (secrets/portal.json) sits in a folder the container made as root,
+    which its user may not chmod; a folder mounted read-only may not be chmodded either."""
+    with state_folder(tmp_path):
+        made = tmp_path / "secrets"
+        made.mkdir(mode=0o755)
+        os.chown(made, 12345, 12345)
+        assert credentials._path(acls.PORTAL).parent == made
+        assert made.stat().st_mode & 0o777 == 0o755, "only its owner could change it"
+        own = tmp_path / "audit"
+        own.mkdir(mode=0o700)
+        before = own.stat().st_ctime_ns
+        time.sleep(0.01)
+        assert audit_path().parent == own and own.stat().st_ctime_ns == before, "no chmod"
+        loose = tmp_path / "registry"
+        loose.mkdir(mode=0o755)
+        assert registry_path().parent.stat().st_mode & 0o777 == 0o700, "its own: made private"
+
+
+def _narrowed(service: str, to: Path) -> Path:
+    """A state folder of what compose.yaml mounts into `service` alone, at the same paths: each
+    part a link to the suite's, which shares a store live, as a bind mount does."""
+    for part in mounts(service):
+        (to / part).parent.mkdir(parents=True, exist_ok=True)
+        (to / part).symlink_to(state_dir() / part)
+    return to
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def _keys_read(folder: Path) -> list[str]:
+    """The files under `folder` (links followed) holding the head key or a CA's key."""
+    return [name for top, _, names in os.walk(folder, followlinks=True) for name in names
+            if name.endswith((".json", ".pem")) and re.search(
+                r'"private_key"|PRIVATE KEY', (Path(top) / name).read_text(encoding="utf-8"))]
+
+
+def _answers(url: str, proc: subprocess.Popen[bytes], within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        assert proc.poll() is None, f"it stopped (exit {proc.returncode})"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"no answer at {url}"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def portal_state(platform: Processes, broker: Cluster, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The portal's mounts alone, the audit consumer running (it made the store and key)."""
+    issue.init()
+    monkeypatch.setenv(BOOTSTRAP_ENV, broker.bootstrap)
+    yield _narrowed("portal", tmp_path / "portal")
+
+
+def test_the_portal_starts_on_its_mounts_alone(portal_state: Path, tmp_path: Path) -> None:
+    """Its start opens the store with the head key's public half, the ID key, its credentials
+    and sealing keys, and the oversight console's; a card logs in by the CAs' public files."""
+    card = issue.officer_card("mounts-officer", "oversight", "oversight", "4321", tmp_path)
+    before = _files(portal_state)
+    assert _keys_read(portal_state) == []
+    port = free_port()
+    with state_folder(portal_state):
+        proc = spawn("portal", "--port", str(port), log=tmp_path / "portal.log")
+        try:
+            _answers(f"http://127.0.0.1:{port}/login", proc)
+        finally:
+            stop(proc)
+        nonce = challenge()
+        signature = card.sign(message("http://127.0.0.1", nonce), "4321")
+        assert Verifier().verify(ca.OFFICERS, card.certificate.public_bytes(Encoding.PEM),
+                                 "http://127.0.0.1", nonce, signature).serial == card.face.serial
+    assert _files(portal_state) == before, "it made nothing outside its mounts"
+
+
+COMMANDS = {"platform": ("platform", "run"), "registry": ("registry", "serve"),
+            "authority": ("authority", "serve"), "audit": ("audit", "run")}
+AWAY = "cannot reach the broker"
+
+
+def test_every_other_service_starts_on_its_mounts_alone(
+        platform: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each reads its keys, credentials and stores before it connects: pointed at no broker (so
+    that it joins none of the running services' groups), it gets as far as waiting for one,
+    having made nothing outside its mounts (a sealing key missing would be made anew)."""
+    monkeypatch.setenv(BOOTSTRAP_ENV, f"127.0.0.1:{free_port()}")
+    started = {}
+    for service, command in COMMANDS.items():
+        folder = _narrowed(service, tmp_path / service)
+        with state_folder(folder):
+            started[service] = (folder, _files(folder), tmp_path / f"{service}.log",
+                                spawn(*command, log=tmp_path / f"{service}.log"))
+    try:
+        deadline = time.monotonic() + 30
+        for service, (folder, before, log, proc) in started.items():
+            while AWAY not in log.read_text(encoding="utf-8"):
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    f"{service}: {log.read_text(encoding='utf-8')[-2000:]}")
+                time.sleep(0.1)
+            assert _files(folder) == before, f"{service} made files outside its mounts"
+    finally:
+        for *_, proc in started.values():
+            stop(proc)
+
+
+def test_a_portal_where_no_head_key_is_says_so_and_makes_none(tmp_path: Path) -> None:
+    with state_folder(tmp_path / "state") as state:
+        keys.id_key_path().write_text('{"id_key": "' + "00" * 32 + '"}\n')
+        run = renkei("portal", "--port", str(free_port()), check=False, timeout=60)
+    assert run.returncode == 1, run.stderr
+    said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}")
+    assert not list(state.rglob("head-key.json"))
