@@ -23,6 +23,7 @@ from broker.cluster import BOOTSTRAP_ENV, Cluster
 from cards import ca, issue
 from cards.jlis import default_path as cards_path
 from cards.login import Verifier, challenge, message
+from portal.inbox import default_path as inbox_path
 from processors import keys
 from registry.store import default_path as registry_path
 from renkei.state import state_dir, state_folder
@@ -73,7 +74,7 @@ def needs() -> dict[str, dict[str, bool]]:
         "portal": {_part(audit_path().parent): False, _part(keys.id_key_path()): True,
                    _sealing(acls.PORTAL): True, _sealing(acls.OVERSIGHT): True,
                    _secret(acls.PORTAL): True, _secret(acls.OVERSIGHT): True,
-                   _part(ca.trusted(ca.JPKI).parent): True},
+                   _part(ca.trusted(ca.JPKI).parent): True, _part(inbox_path().parent): False},
     }
 
 
@@ -134,6 +135,8 @@ def _narrowed(service: str, to: Path) -> Path:
     part a link to the suite's, which shares a store live, as a bind mount does."""
     for part in mounts(service):
         (to / part).parent.mkdir(parents=True, exist_ok=True)
+        if not (state_dir() / part).suffix:  # a folder: provision makes each one mounted
+            (state_dir() / part).mkdir(mode=0o700, parents=True, exist_ok=True)
         (to / part).symlink_to(state_dir() / part)
     return to
 
