@@ -73,11 +73,12 @@ async def _heads_from(access: KafkaAccess, start: int) -> tuple[list[SignedHead]
 def held_largest(checked: Sequence[SignedHead], report: VerifyReport) -> list[SignedHead]:
     """What the next check of the store must check again, after one of the heads `checked`:
     after one without findings, the largest head it found held (the tree's root at a size
-    fixes every entry below it, so every smaller head held holds while it does); after one
-    with findings, nothing: the next check reads every head again, to tell them all."""
+    fixes every entry below it, so every smaller head held holds while it does), each copy of
+    it anchored once: one with a bad signature before it signs nothing; after one with
+    findings, nothing: the next check reads every head again, to tell them all."""
     if report.findings or report.anchor is None:
         return []
-    return [signed for signed in checked if signed.head == report.anchor][:1]
+    return list(dict.fromkeys(signed for signed in checked if signed.head == report.anchor))
 
 
 class AnchorCheck:

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from audit import merkle
+from audit.anchor import held_largest
 from audit.bench import run as run_bench
 from audit.cli import audit_cli
 from audit.consumer import resumed
@@ -620,6 +621,22 @@ def test_a_purged_store_verifies_against_its_anchor(store: AuditStore) -> None:
     assert report.ok, report.findings
     assert (report.tree_size, report.entries, report.purged, report.anchor) == (
         10, 7, 3, anchored.head)
+
+
+def test_the_head_a_check_keeps_for_the_next_is_the_one_the_logs_key_signed(
+        store: AuditStore, db: str) -> None:
+    """An AnchorCheck checks the next time only the heads anchored since, with the largest this
+    one found held: a copy of it with a bad signature anchored before it is not that one, or
+    the store, cut short and grown again past it by the consumer going on, passes."""
+    filled(store)
+    largest = store.head()
+    copy = SignedHead(largest.head, largest.key_id, b"\x01" * 64)  # not the log's key's
+    checked = [copy, largest]
+    kept = held_largest(checked, store.verify_anchor(checked))
+    truncate(db, 20)
+    store.append_many(item(event(n)) for n in range(100, 110))
+    report = store.verify_anchor([*kept, store.head()])
+    assert {f.kind for f in report.findings} == {"anchor"}, report.findings
 
 
 # ---- commands ----
