@@ -64,14 +64,17 @@ def private_dir(*parts: str) -> Path:
     """A folder under the state folder that only this user may read. One already so is left
     as it is (a container may mount it read-only), and so is one another user made (a
     container's mount point for the files mounted into it, as compose.yaml's): only its
-    owner could change it, and the files in it keep their own modes."""
+    owner could change it, and the files in it keep their own modes; unless others may write
+    in it (anyone could put their own key there): that one is chmodded, which its owner or
+    root alone may do."""
     for part in parts:
         if not part or PurePath(part).is_absolute() or ".." in PurePath(part).parts:
             raise ValueError(f"{part!r} would lead out of the state folder")
     path = state_dir().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     found = path.stat()
-    if found.st_mode & 0o777 != 0o700 and found.st_uid == os.geteuid():
+    if found.st_mode & 0o777 != 0o700 and (found.st_uid == os.geteuid()
+                                           or found.st_mode & 0o022):
         path.chmod(0o700)
     return path
 

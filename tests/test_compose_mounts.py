@@ -130,6 +130,20 @@ def test_a_folder_made_for_a_mount_is_left_as_it_is(tmp_path: Path) -> None:
         assert registry_path().parent.stat().st_mode & 0o777 == 0o700, "its own: made private"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
+def test_a_folder_anyone_may_write_in_is_not_left_as_it_is(tmp_path: Path) -> None:
+    """Another user's folder is left as it is only if no one else may write in it: in one
+    anyone may, anyone could put their own key where a service reads its key (as root, it is
+    made private; as another user, chmod refuses, as it did before mounts were narrowed)."""
+    with state_folder(tmp_path):
+        shared = tmp_path / "keys"
+        shared.mkdir()
+        shared.chmod(0o777)
+        os.chown(shared, 12345, 12345)
+        assert keys.id_key_path().parent == shared
+        assert shared.stat().st_mode & 0o777 == 0o700
+
+
 def _narrowed(service: str, to: Path) -> Path:
     """A state folder of what compose.yaml mounts into `service` alone, at the same paths: each
     part a link to the suite's, which shares a store live, as a bind mount does."""
