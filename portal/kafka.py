@@ -46,7 +46,7 @@ from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry
 log = logging.getLogger(__name__)
 PORTAL_KIND = "PORTAL"
 ALERTS_KEPT = 200
-RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds between tries of an answer's audit write
+RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds between tries of an answer's audit and inbox writes
 
 Entries = tuple[HolderLogEntry, ...]
 OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
@@ -128,14 +128,31 @@ class HolderLogs:
             answer, HolderLogAnswer)) for holder, answer in asked.answers.items()})
 
     async def _follow(self) -> None:
+        """Each record read, taken until that succeeds, pausing longer each time: a failed
+        write (the audit log's, the inbox's) never ends the reading, and a record taken again
+        is logged again as the same audit event."""
         async for partition, offset, value in read_on(self._access, self._in,
                                                       self._inbox.positions(self._in),
                                                       self._ready):
-            found = self._taken(value)
-            if found is not None:
-                await self._logged(*found)
-            self._inbox.read(self._in, partition, offset, None if found is None else (
-                found[0].request_id, found[1].holder, value))
+            pause = RETRY_FIRST
+            while True:
+                try:
+                    await self._take(partition, offset, value)
+                    break
+                except Exception as exc:  # whatever failed, the record waits for it
+                    log.warning("the record at offset %d on %s could not be taken (%s); "
+                                "again in %.1f s", offset, self._in, type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MOST)
+
+    async def _take(self, partition: int, offset: int, value: bytes) -> None:
+        """The record read: a holder's answer taken is logged (`on_answer`, its audit write),
+        then kept, and the position read up to with it: an answer is kept only once logged."""
+        found = self._taken(value)
+        if found is not None and self._on_answer is not None:
+            await self._on_answer(*found)
+        self._inbox.read(self._in, partition, offset, None if found is None else (
+            found[0].request_id, found[1].holder, value))
 
     def _taken(self, value: bytes) -> tuple[Asked, HolderLogAnswer] | None:
         """A holder's answer that is taken (inbox.taken), if its entries open; else None."""
@@ -149,20 +166,6 @@ class HolderLogs:
         except (SchemaError, sealing.CannotOpen) as exc:
             log.warning("an unreadable answer on %s: %s", self._in, exc)
             return None
-
-    async def _logged(self, asked: Asked, answer: HolderLogAnswer) -> None:
-        """Run `on_answer` (the answer's audit write) until it succeeds, pausing longer each
-        time: an answer is kept only once logged, and a failed write never ends the reading."""
-        pause = RETRY_FIRST
-        while self._on_answer is not None:
-            try:
-                await self._on_answer(asked, answer)
-                return
-            except Exception as exc:  # whatever failed, the answer waits for its record
-                log.warning("the answer to %s could not be logged (%s); again in %.1f s",
-                            asked.request_id, type(exc).__name__, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, RETRY_MOST)
 
 
 class AlertFeed:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import stat
 import subprocess
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,6 +151,49 @@ async def test_answers_that_came_while_the_portal_was_down_are_taken_and_logged_
     assert sorted(logged) == sorted([(asked.request_id, holders[0]),
                                      (asked.request_id, holders[1]),
                                      (later.request_id, holders[0])])
+
+
+@SESSION_LOOP
+async def test_an_answer_the_inbox_could_not_keep_for_a_while_is_kept_once_it_can(
+        town: Town, tmp_path: Path) -> None:
+    """The inbox busy (another process writing in it) when a holder's answer comes: the answer
+    is taken again once it is free, and so are the answers after it; a failed write of the
+    inbox, like one of the audit log, never ends the reading."""
+    key, logged, path = sealing.key_of(acls.PORTAL), list[str](), tmp_path / "inbox.db"
+    inbox = Inbox(path)
+
+    async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
+        logged.append(answer.holder)
+
+    async def relayed(asked: Asked, holder: str) -> None:
+        async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:
+            await relay.send_and_wait(topics.PORTAL_IN, answer_to(key, asked, holder))
+
+    holders = ("test-holder-a", "test-holder-b")
+    logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
+                      inbox, APPLICATIONS_KEPT, audit_write)
+    await logs.start()
+    try:
+        asked = await logs.ask(holders, ["rq-1"], "basis", person=PERSON)
+        with closing(sqlite3.connect(path, timeout=0)) as other:
+            other.execute("BEGIN EXCLUSIVE")  # held past the inbox's wait for it
+            await relayed(asked, holders[0])
+            for _ in range(100):  # logged, then not kept: the inbox is busy
+                if logged:
+                    break
+                await asyncio.sleep(0.1)
+            other.rollback()
+        await relayed(asked, holders[1])
+        for _ in range(100):
+            if (kept := inbox.asked(BOOK, asked.request_id)) and kept.complete:
+                break
+            await asyncio.sleep(0.1)
+        kept = inbox.asked(BOOK, asked.request_id)
+        assert kept is not None and sorted(kept.answers) == list(holders), "each answer kept"
+        assert set(logged) == set(holders), "each logged (again: the same audit event)"
+    finally:
+        await logs.stop()
+        inbox.close()
 
 
 async def _answered_on_topic(request_id: str, holders: set[str]) -> None:
