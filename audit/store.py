@@ -563,9 +563,11 @@ class AuditStore:
     def _proved(self, cur: Cursor, entries: Sequence[Entry]
                 ) -> tuple[tuple[Entry, ...], SignedHead | None]:
         """Proofs against the current head; with the head key's public half alone, which signs
-        none, against the latest head signed (None if none is), an entry after it unproved."""
+        none, against the latest head signed (None if none is), an entry after it unproved,
+        and none if the log's key did not sign it (written into the store: it proves nothing,
+        and its size may be any)."""
         head = self._current_head(cur) if self.signer.signs else self._latest_head(cur)
-        size = 0 if head is None else head.head.size
+        size = head.head.size if head and verify_head(head, self.signer.public_key) else 0
         paths = iter(merkle.resolve(
             self, [merkle.inclusion_ranges(e.serial, size) for e in entries if e.serial < size]))
         return tuple(replace(e, proof=tuple(next(paths))) if e.serial < size else e

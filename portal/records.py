@@ -36,10 +36,11 @@ class HeadCheck:
 
 
 def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
-           covered: int) -> Checked | None:
+           covered: int | None) -> Checked | None:
     """The entry as its signed bytes tell it (None if they tell of someone else): verified when
     the signed head includes those bytes and the store's columns say what they say; pending
-    when they do, and no head signed yet covers it (the first `covered` entries)."""
+    when they do, and no head signed yet covers it (the first `covered` entries; None: that is
+    not known, the latest head in the store not being the log's key's)."""
     signed = signed_event(entry.leaf)
     if signed is not None and signed != entry.event:
         log.warning("audit entry %d: its columns differ from its bytes (renkei audit verify)",
@@ -48,7 +49,8 @@ def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
         return None
     verified = (head is not None and signed == entry.event and entry.proof is not None
                 and includes(head.head, entry.serial, entry.leaf, entry.proof))
-    pending = signed == entry.event and entry.proof is None and entry.serial >= covered
+    pending = (covered is not None and signed == entry.event and entry.proof is None
+               and entry.serial >= covered)
     return Checked(entry if signed is None else replace(entry, event=signed), verified, pending)
 
 
@@ -96,7 +98,7 @@ class Records:
                  entries: Sequence[Entry]) -> list[Checked]:
         """The entries about the person, as their signed bytes tell them."""
         trusted = head if head and verify_head(head, self.store.signer.public_key) else None
-        covered = head.head.size if head else 0
+        covered = 0 if head is None else trusted.head.size if trusted else None
         return [c for c in (_check(id_codes, trusted, e, covered) for e in entries)
                 if c is not None]
 

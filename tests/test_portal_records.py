@@ -5,14 +5,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from audit.heads import Signer, includes
+from audit import merkle
+from audit.events import millis
+from audit.heads import Signer, TreeHead, includes
 from audit.store import MAX_PAGE, AuditStore, Page, Query
 from portal.records import Records
-from tests.test_audit_store import PERSONS, event, item, truncate
+from tests.test_audit_store import PERSONS, event, item, tamper, truncate
 
 ME, SOMEONE = PERSONS[0], PERSONS[1]
 
@@ -115,3 +118,26 @@ def test_with_the_public_key_alone_the_portal_proves_against_the_latest_head(
         assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
             (3, False, True), (2, True, False), (1, True, False), (0, True, False)]
         assert [c.head for c in records.heads()] == [signed]
+
+
+@pytest.mark.parametrize("size", [0, 1000])
+def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_sign(
+        tmp_path: Path, size: int) -> None:
+    """A head written into the store by whoever can write it, not signed by the log's key, is
+    the latest: it proves nothing (nor is anything proved against it: of a size beyond the
+    tree, the page failed), nor does it tell which entries no head holds yet: they are not
+    verified, none said to be awaiting the next head (as if nothing were wrong)."""
+    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
+    with AuditStore(db, Signer.load_or_create(key)) as writer, \
+            AuditStore(db, Signer.public(key)) as reader:
+        writer.append_many(item(event(n, person=ME)) for n in range(3))
+        writer.head()
+        forged = Signer.generate().sign_head(TreeHead(size, merkle.root([]), datetime.now(UTC)))
+        tamper(f"sqlite:///{db}", ("INSERT INTO heads (tree_size, root, signed_at, key_id, "
+                                   "signature) VALUES (?, ?, ?, ?, ?)",
+                                   (size, forged.head.root, millis(forged.head.timestamp),
+                                    forged.key_id, forged.signature)))
+        found, head = Records(reader).of_person([ME])
+        assert head == forged
+        assert [(c.verified, c.pending) for c in found] == [(False, False)] * 3
+
