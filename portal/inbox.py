@@ -113,6 +113,10 @@ class Inbox:
                              "asked WHERE book = ? AND at < ?)", (book, _time(before)))
             self._db.execute("DELETE FROM asked WHERE book = ? AND at < ?", (book, _time(before)))
 
+    def withdraw(self, book: str, request_id: str) -> None:
+        """Drop a request never sent (it has no answers)."""
+        self._db.execute("DELETE FROM asked WHERE book = ? AND request_id = ?", (book, request_id))
+
     def asked(self, book: str, request_id: str) -> Asked | None:
         found = self._asked("book = ? AND request_id = ?", (book, request_id))
         return found[0] if found else None

@@ -103,11 +103,21 @@ class HolderLogs:
         await self._producer.stop()
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
-                  person: str | None = None) -> Asked:
+                  person: str | None = None,
+                  log: Callable[[Asked], Awaitable[None]] | None = None) -> Asked:
+        """Ask the holders for their side of the log of `request_ids`: the request kept, then
+        `log`ged (an application in the resident's history), then sent, so that none is sent
+        unlogged, and no answer comes to one not kept."""
         self._inbox.drop(self._in, self._since())
         asked = Asked(str(uuid.uuid4()), datetime.now(UTC), tuple(sorted(set(holders))),
                       tuple(request_ids), person)
-        self._inbox.add(self._in, asked)  # kept before it is sent: no answer comes to it unknown
+        self._inbox.add(self._in, asked)
+        try:
+            if log is not None:
+                await log(asked)
+        except BaseException:  # not logged, not sent: not awaited either
+            self._inbox.withdraw(self._in, asked.request_id)
+            raise
         await deliver(self._producer, [send(self._out, asked.request_id, HolderLogRequest(
             asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis))])
         return asked

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from portal import numbering
 from portal.context import PLATFORM
+from portal.inbox import Asked
 from portal.services import Unanswered
 from portal.web import day, render, resident_of
 
@@ -58,12 +59,16 @@ async def apply(request: web.Request) -> web.Response:
         return render(request, "error.html", status=404, message="not_found")
     event = found.entry.event
     holders = [h for h in (event.requester, event.provider) if h]
-    asked = await platform.kafka.applications.ask(holders, [event.request_id],
-                                                  APPLICATION_BASIS, person=resident.id_codes[0])
-    for holder in asked.holders:
-        await platform.kafka.record("DETAIL_APPLIED", "portal", resident.id_codes[0],
-                                    provider=holder, request_id=asked.request_id,
-                                    step=f"applied-{holder}", reason=f"request {event.request_id}")
+
+    async def applied(asked: Asked) -> None:
+        for holder in asked.holders:
+            await platform.kafka.record("DETAIL_APPLIED", "portal", resident.id_codes[0],
+                                        provider=holder, request_id=asked.request_id,
+                                        step=f"applied-{holder}",
+                                        reason=f"request {event.request_id}")
+
+    asked = await platform.kafka.applications.ask(holders, [event.request_id], APPLICATION_BASIS,
+                                                  person=resident.id_codes[0], log=applied)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")
 
 

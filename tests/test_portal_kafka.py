@@ -103,3 +103,39 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
     finally:
         await logs.stop()
         inbox.close()
+
+
+async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A portal that stops between sending an application and logging it would leave one the
+    holders answer and the resident's history lacks: it is logged first, sent only once logged."""
+    happened: list[str] = []
+
+    async def delivered(producer: Any, effects: Sequence[Send]) -> None:
+        happened.extend(f"sent {e.key}" for e in effects)
+
+    monkeypatch.setattr(portal_kafka, "read_on", Topic().read_on)
+    monkeypatch.setattr(portal_kafka, "started", _nothing)
+    monkeypatch.setattr(portal_kafka, "producer_for", lambda access: Producer())
+    monkeypatch.setattr(portal_kafka, "deliver", delivered)
+    access = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
+    inbox = Inbox(tmp_path / "inbox.db")
+    logs = portal_kafka.HolderLogs(access, "out", "in", X25519PrivateKey.generate(), inbox,
+                                   APPLICATIONS_KEPT)
+
+    async def logged(asked: Asked) -> None:
+        happened.append(f"logged {asked.request_id}")
+
+    async def unlogged(asked: Asked) -> None:
+        raise ConnectionError("the audit write timed out (simulated)")
+
+    await logs.start()
+    try:
+        with pytest.raises(ConnectionError):
+            await logs.ask(["nenkin"], ["rq-1"], "basis", person="ABC98765XYZ", log=unlogged)
+        assert happened == [] and logs.of_person(["ABC98765XYZ"]) == [], "not logged: not sent"
+        asked = await logs.ask(["nenkin"], ["rq-2"], "basis", person="ABC98765XYZ", log=logged)
+        assert happened == [f"logged {asked.request_id}", f"sent {asked.request_id}"]
+    finally:
+        await logs.stop()
+        inbox.close()
