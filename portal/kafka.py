@@ -20,7 +20,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,7 +33,7 @@ from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from portal.inbox import APPLICATIONS_KEPT, OVERSIGHT_KEPT, Asked, Inbox, kept_since, taken
 from portal.inbox import default_path as inbox_path
-from portal.services import AUTHORITY, REGISTRY, Asking
+from portal.services import AUTHORITY, REGISTRY, Asking, read_on
 from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
@@ -58,26 +58,6 @@ class Shown:
 
     asked: Asked
     answers: dict[str, Entries]
-
-
-async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
-                  ready: asyncio.Event) -> AsyncIterator[tuple[int, int, bytes]]:
-    """Each record on `topic` (its partition, offset and value) from the offset each partition
-    was read up to (`positions`), else from the earliest kept: `ready` is set once the
-    consumer's positions are fixed."""
-    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    try:
-        await started(consumer, access)
-        for partition in consumer.assignment():
-            if partition.partition in positions:
-                consumer.seek(partition, positions[partition.partition])
-            await consumer.position(partition)
-        ready.set()
-        async for record in consumer:
-            yield record.partition, record.offset, record.value or b""
-    finally:
-        await consumer.stop()
 
 
 class HolderLogs:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -51,19 +51,24 @@ class Unanswered(RuntimeError):
         self.status = status
 
 
-async def from_now(access: KafkaAccess, topic: str, ready: asyncio.Event
-                   ) -> AsyncIterator[bytes]:
-    """Each record's value on `topic` from now on: `ready` is set once the consumer's position
-    is fixed, so that nothing written after is missed (answers to questions asked then)."""
+async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
+                  ready: asyncio.Event, reset: str = "earliest"
+                  ) -> AsyncIterator[tuple[int, int, bytes]]:
+    """Each record on `topic` (its partition, offset and value) from the offset each partition
+    was read up to (`positions`), else from the `reset` end ("earliest" kept, or "latest"):
+    `ready` is set once the consumer's positions are fixed, so that nothing written after is
+    missed (answers to questions asked then)."""
     consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
-                                auto_offset_reset="latest", enable_auto_commit=False)
+                                auto_offset_reset=reset, enable_auto_commit=False)
     try:
         await started(consumer, access)
         for partition in consumer.assignment():
+            if partition.partition in positions:
+                consumer.seek(partition, positions[partition.partition])
             await consumer.position(partition)
         ready.set()
         async for record in consumer:
-            yield record.value or b""
+            yield record.partition, record.offset, record.value or b""
     finally:
         await consumer.stop()
 
@@ -115,7 +120,8 @@ class Asking:
             raise Unanswered(self._service.name, REFUSED, "its answer cannot be opened") from None
 
     async def _follow(self) -> None:
-        async for value in from_now(self._access, self._service.answers, self._ready):
+        async for _, _, value in read_on(self._access, self._service.answers, {},
+                                         self._ready, reset="latest"):  # from now on
             self._answered(value)
 
     def _answered(self, value: bytes) -> None:
