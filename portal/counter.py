@@ -36,10 +36,9 @@ async def number_change(request: web.Request) -> web.Response:
     present = session_of(request).present
     if present is None:
         raise web.HTTPSeeOther("/counter")
-    form = await request.post()
-    if form.get("confirm") != "yes":
+    reason = await numbering.reason_asked(request)
+    if reason is None:
         return _desk(request, officer, present, status=400, missing=True)
-    reason = str(form.get("reason", "")).strip()[:200] or "本人の請求"
     try:
         number = await numbering.new_number(request, present, officer.holder, f"{reason}（窓口）",
                                             officer.acting)

@@ -195,12 +195,17 @@ STEPS: dict[str, tuple[str, str]] = {  # the access log's kinds and outcomes, in
 }
 
 
+def _index(lang: str) -> int:
+    """Where `lang`'s words are in each pair (Japanese for a language it has none in)."""
+    return LANGS.index(lang) if lang in LANGS else 0
+
+
 def said(lang: str) -> Callable[[str], str]:
     """A kind or outcome of the access log in the words of `lang` (one without words: itself)."""
-    index = LANGS.index(lang) if lang in LANGS else 0
+    index = _index(lang)
     return lambda code: STEPS[code][index] if code in STEPS else code
 
 
 def words(lang: str) -> dict[str, str]:
-    index = LANGS.index(lang) if lang in LANGS else 0
+    index = _index(lang)
     return {key: pair[index] for key, pair in WORDS.items()}

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from broker import acls
 from portal.context import PLATFORM
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Resident
 from portal.web import session_of
 
-AUTHORITY = "authority"
+
+async def reason_asked(request: web.Request) -> str | None:
+    """The reason the form states for a new number (the resident's own words, else theirs by
+    default); None if the request was not confirmed."""
+    form = await request.post()
+    if form.get("confirm") != "yes":
+        return None
+    return str(form.get("reason", "")).strip()[:200] or "本人の請求"
 
 
 async def new_number(request: web.Request, resident: Resident, requester: str, reason: str,
@@ -28,7 +36,7 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     session = session_of(request)
     person = resident.id_codes[0]
     asked = session.change_for(person)
-    await platform.kafka.record("NUMBER_CHANGE_ASKED", requester, person, provider=AUTHORITY,
+    await platform.kafka.record("NUMBER_CHANGE_ASKED", requester, person, provider=acls.AUTHORITY,
                                 request_id=asked.change_id, step="asked", at=asked.at,
                                 reason=note)
     try:
@@ -38,7 +46,7 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
             return None
         session.change_asked = None
         raise
-    await platform.kafka.record("NUMBER_CHANGED", requester, person, provider=AUTHORITY,
+    await platform.kafka.record("NUMBER_CHANGED", requester, person, provider=acls.AUTHORITY,
                                 request_id=asked.change_id, step="changed", reason=note)
     session.change_asked = None  # logged: the next request is a new change
     return number

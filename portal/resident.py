@@ -87,10 +87,9 @@ async def number_form(request: web.Request) -> web.Response:
 async def number_change(request: web.Request) -> web.Response:
     """The numbering authority issues a new number; it is shown on this response only."""
     resident = resident_of(request)
-    form = await request.post()
-    if form.get("confirm") != "yes":
+    reason = await numbering.reason_asked(request)
+    if reason is None:
         return render(request, "number.html", status=400, missing=True)
-    reason = str(form.get("reason", "")).strip()[:200] or "本人の請求"
     try:
         number = await numbering.new_number(request, resident, "portal",
                                             f"{reason}（マイポータル）")
