@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from registry.residents import FourAttributes, Sex
+from renkei.sqlite import connected, writing
 from renkei.state import private_dir
 from schemas.messages import HolderLogEntry
 
@@ -90,9 +91,7 @@ def _now() -> str:
 
 class HolderStore:
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = connected(path)
         self.db.executescript(SCHEMA)
         # a store made before re-keying: nothing moved yet
         self._add_columns("bindings", ("epoch", "INTEGER NOT NULL DEFAULT 0"),
@@ -116,15 +115,8 @@ class HolderStore:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[None]:
+        return writing(self.db)
 
     # the holder's own records, data and people allowed to act
     def add_record(self, own_number: str, attributes: FourAttributes,

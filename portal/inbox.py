@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from renkei.sqlite import connected, writing
 from renkei.state import private_dir
 
 # A resident may come back weeks after applying, as to an inbox; three times the 30 days the
@@ -84,22 +83,11 @@ class Inbox:
     def __init__(self, path: Path) -> None:
         if not path.exists():  # readable by this user only (its WAL files take its mode)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-                               + SCHEMA)
+        self._db = connected(path)
+        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def add(self, book: str, asked: Asked) -> None:
         self._db.execute("INSERT INTO asked VALUES (?, ?, ?, ?, ?, ?)", (
@@ -108,7 +96,7 @@ class Inbox:
 
     def drop(self, book: str, before: datetime) -> None:
         """Drop the book's requests asked before `before`, and their answers."""
-        with self._transaction():
+        with writing(self._db):
             self._db.execute("DELETE FROM answers WHERE request_id IN (SELECT request_id FROM "
                              "asked WHERE book = ? AND at < ?)", (book, _time(before)))
             self._db.execute("DELETE FROM asked WHERE book = ? AND at < ?", (book, _time(before)))
@@ -149,7 +137,7 @@ class Inbox:
              answer: tuple[str, str, bytes] | None = None) -> None:
         """The record at `offset` was read: it is passed, and `answer` (request id, holder, the
         answer as it came), if it was taken, kept, in one transaction."""
-        with self._transaction():
+        with writing(self._db):
             if answer is not None:
                 self._db.execute("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", answer)
             self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",

@@ -1,0 +1,30 @@
+"""SQLite as Renkei's embedded stores use it: one connection in autocommit mode, write-ahead
+logged, and write transactions that take the write lock at their start."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def connected(path: Path) -> sqlite3.Connection:
+    """The store at `path`, in WAL mode, synced at checkpoints (a crash loses no commit the OS
+    kept); transactions are begun by `writing`, not implicitly."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
+@contextmanager
+def writing(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (BEGIN IMMEDIATE): committed at the end, rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
