@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -138,28 +138,24 @@ def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) 
             and dict(steps)[ANSWERED] == asked.status)
 
 
-def asked_since(holders: Iterable[str], since: datetime) -> list[Asked]:
+def asked_since(stores: Iterable[sqlite3.Connection], since: datetime) -> list[Asked]:
     """The linkage requests each holder's store recorded from `since` on."""
     at = since.astimezone(UTC).isoformat(timespec="milliseconds")
-    found: list[Asked] = []
-    for holder in holders:
-        with _reading(holder) as db:
-            found += [Asked(str(r), str(s)) for r, s in db.execute(
-                "SELECT request_id, status FROM requests WHERE kind = ? AND sent_at >= ?",
-                (LINKAGE, at))]
-    return found
+    return [Asked(str(r), str(s)) for db in stores for r, s in db.execute(
+        "SELECT request_id, status FROM requests WHERE kind = ? AND sent_at >= ?",
+        (LINKAGE, at))]
 
 
-def logged_of(holders: Iterable[str], request_ids: set[str], since: datetime) -> Logged:
+def logged_of(stores: Iterable[sqlite3.Connection], request_ids: set[str],
+              since: datetime) -> Logged:
     """What the holders' stores and the audit store hold of these requests."""
     found = Logged(audit=audit_steps(request_ids, since))
-    for holder in holders:
-        with _reading(holder) as db:
-            for request_id, side in db.execute("SELECT request_id, side FROM access_log"):
-                if request_id in request_ids:
-                    (found.requester if side == REQUESTER else found.provider)[request_id] += 1
-            found.duplicates_dropped += db.execute(
-                "SELECT coalesce(sum(duplicates), 0) FROM requests").fetchone()[0]
+    for db in stores:
+        for request_id, side in db.execute("SELECT request_id, side FROM access_log"):
+            if request_id in request_ids:
+                (found.requester if side == REQUESTER else found.provider)[request_id] += 1
+        found.duplicates_dropped += db.execute(
+            "SELECT coalesce(sum(duplicates), 0) FROM requests").fetchone()[0]
     return found
 
 
@@ -193,15 +189,15 @@ async def checked(holders: list[str], since: datetime, within: float) -> Checked
 
 
 def _check_now(holders: list[str], since: datetime) -> Checked:
-    asked = asked_since(holders, since)
-    return check(asked, logged_of(holders, {a.request_id for a in asked}, since))
+    """The verdict over the stores as they are now, each holder's opened once."""
+    with holder_stores(holders) as stores:
+        asked = asked_since(stores, since)
+        return check(asked, logged_of(stores, {a.request_id for a in asked}, since))
 
 
 @contextmanager
-def _reading(holder: str) -> Iterator[sqlite3.Connection]:
-    """The holder's store, read only (its server may be writing it)."""
-    db = sqlite3.connect(f"file:{holder_path(holder)}?mode=ro", uri=True)
-    try:
-        yield db
-    finally:
-        db.close()
+def holder_stores(holders: Iterable[str]) -> Iterator[list[sqlite3.Connection]]:
+    """The holders' stores, read only (their servers may be writing them)."""
+    with ExitStack() as opened:
+        yield [opened.enter_context(closing(sqlite3.connect(
+            f"file:{holder_path(holder)}?mode=ro", uri=True))) for holder in holders]

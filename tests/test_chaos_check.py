@@ -12,13 +12,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from audit.heads import Signer
+from audit.store import AuditStore
+from audit.store import default_path as audit_path
 from holders.server import Address
 from holders.store import HolderStore, default_path
-from renkei import chaos_cli, scenario
+from renkei import chaos_check, chaos_cli, scenario
 from renkei.broker_chaos import BrokerChaos
-from renkei.chaos_check import Asked, Checked, Logged, asked_since, check
+from renkei.chaos_check import Asked, Checked, Logged, asked_since, check, checked, holder_stores
 from renkei.crash_chaos import NOT_ACCEPTED, CrashChaos, Load
 from renkei.state import state_folder
 
@@ -100,7 +104,32 @@ def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: 
         store.open_request("orphan", "LINKAGE", "own-1", "staff", "t1")
         store.open_request("binding", "BINDING", "own-1", "staff", "t1")
         store.close()
-        assert asked_since(["nenkin"], since) == [Asked("orphan", "SENT")]
+        with holder_stores(["nenkin"]) as stores:
+            assert asked_since(stores, since) == [Asked("orphan", "SENT")]
+
+
+async def test_each_holders_store_is_opened_once_per_look(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A look at the stores reads what each holder asked and logged from one opening of its
+    store: the requests, then the log of them (it opened each twice)."""
+    opened: Counter[str] = Counter()
+
+    def counted(holder: str) -> Path:
+        opened[holder] += 1
+        return default_path(holder)
+
+    with state_folder(tmp_path):
+        AuditStore(audit_path(), Signer.load_or_create()).close()
+        since = datetime.now(UTC) - timedelta(seconds=1)
+        for holder in ("nenkin", "sakura-town"):
+            store = HolderStore(default_path(holder))
+            store.open_request(f"r-{holder}", "LINKAGE", "own-0", "staff", "t1")
+            store.close()
+        monkeypatch.setattr(chaos_check, "holder_path", counted)
+        monkeypatch.setattr(chaos_check, "LATE", 0)
+        verdict = await checked(["nenkin", "sakura-town"], since, within=0)
+    assert verdict.requests == 2 and verdict.lost == 2
+    assert opened == {"nenkin": 2, "sakura-town": 2}, "two looks: each store opened once a look"
 
 
 def crash_chaos(checked: Checked, **changed: object) -> CrashChaos:
