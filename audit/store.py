@@ -156,6 +156,16 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Proved:
+    """Entries with inclusion proofs against `head`, the latest signed (None if none is), those
+    it holds; `trusted` if the log's key signed it (if not, none is proved)."""
+
+    entries: tuple[Entry, ...]
+    head: SignedHead | None
+    trusted: bool
+
+
+@dataclass(frozen=True)
 class Purge:
     """A signed record of a retention purge: which serials lost their entries, and why."""
 
@@ -543,7 +553,8 @@ class AuditStore:
             entries = tuple(_entry(row) for row in rows[:limit])
             head = None
             if prove:
-                entries, head = self._proved(cur, entries)
+                proved = self._proved(cur, entries)
+                entries, head = proved.entries, proved.head
         more = len(rows) > limit
         cursor = f"{rows[limit - 1][_TIME]}:{rows[limit - 1][0]}" if more else None
         return Page(entries, cursor, head)
@@ -555,23 +566,23 @@ class AuditStore:
         row = self._db.execute(f"{_SELECT} WHERE serial = ?", (serial,)).fetchone()
         return None if row is None else _entry(row)
 
-    def prove(self, entries: Sequence[Entry]) -> tuple[tuple[Entry, ...], SignedHead | None]:
+    def prove(self, entries: Sequence[Entry]) -> Proved:
         """The entries with inclusion proofs, all against one head: the current one."""
         with (self._write if self.signer.signs else self._read)() as cur:
             return self._proved(cur, entries)
 
-    def _proved(self, cur: Cursor, entries: Sequence[Entry]
-                ) -> tuple[tuple[Entry, ...], SignedHead | None]:
+    def _proved(self, cur: Cursor, entries: Sequence[Entry]) -> Proved:
         """Proofs against the current head; with the head key's public half alone, which signs
         none, against the latest head signed (None if none is), an entry after it unproved,
         and none if the log's key did not sign it (written into the store: it proves nothing,
         and its size may be any)."""
         head = self._current_head(cur) if self.signer.signs else self._latest_head(cur)
-        size = head.head.size if head and verify_head(head, self.signer.public_key) else 0
+        trusted = head is not None and verify_head(head, self.signer.public_key)
+        size = head.head.size if head and trusted else 0
         paths = iter(merkle.resolve(
             self, [merkle.inclusion_ranges(e.serial, size) for e in entries if e.serial < size]))
-        return tuple(replace(e, proof=tuple(next(paths))) if e.serial < size else e
-                     for e in entries), head
+        return Proved(tuple(replace(e, proof=tuple(next(paths))) if e.serial < size else e
+                            for e in entries), head, trusted)
 
     @staticmethod
     def _page(cur: Cursor, where: Query, n: int,

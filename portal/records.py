@@ -11,7 +11,7 @@ from datetime import datetime
 
 from audit.events import AccessLogEvent, signed_event
 from audit.heads import SignedHead, consistent, includes, verify_head
-from audit.store import MAX_PAGE, AuditStore, Entry, Page, Query, VerifyReport
+from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query, VerifyReport
 
 HEADS_SHOWN = 50
 
@@ -65,18 +65,17 @@ class Records:
         against one signed head: the latest one once they are all read (None if none is)."""
         found = [entry for person in id_codes for entry in self._every(
             Query(person=person, holder=holder, since=since, until=until))]
-        proved, head = self.store.prove(found)
-        checked = self._checked(id_codes, head, proved)
+        proved = self.store.prove(found)
+        checked = self._checked(id_codes, proved)
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
-        return checked, head
+        return checked, proved.head
 
     def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
         """One of the person's entries; None if it is not about them (or does not exist)."""
         entry = self.store.entry(serial)
         if entry is None:
             return None
-        proved, head = self.store.prove([entry])
-        return next(iter(self._checked(id_codes, head, proved)), None)
+        return next(iter(self._checked(id_codes, self.store.prove([entry]))), None)
 
     def events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
         """The events of the entries at `serials` (those that exist), as their signed bytes
@@ -94,12 +93,14 @@ class Records:
                 return
             after = page.next_cursor
 
-    def _checked(self, id_codes: Sequence[str], head: SignedHead | None,
-                 entries: Sequence[Entry]) -> list[Checked]:
-        """The entries about the person, as their signed bytes tell them."""
-        trusted = head if head and verify_head(head, self.store.signer.public_key) else None
+    @staticmethod
+    def _checked(id_codes: Sequence[str], proved: Proved) -> list[Checked]:
+        """The entries about the person, as their signed bytes tell them (the head's signature
+        checked once, by the store's proofs)."""
+        head = proved.head
+        trusted = head if proved.trusted else None
         covered = 0 if head is None else trusted.head.size if trusted else None
-        return [c for c in (_check(id_codes, trusted, e, covered) for e in entries)
+        return [c for c in (_check(id_codes, trusted, e, covered) for e in proved.entries)
                 if c is not None]
 
     def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
@@ -113,9 +114,8 @@ class Records:
 
     def heads(self) -> list[HeadCheck]:
         """The latest signed heads, newest first: each one's signature, and its consistency with
-        the one before (the log only grew between them, nothing in it changed)."""
-        if self.store.signer.signs:
-            self.store.head()
+        the one before (the log only grew between them, nothing in it changed): those the
+        audit consumer signed (the portal holds the head key's public half alone)."""
         checks: list[HeadCheck] = []
         previous: SignedHead | None = None
         for signed in self.store.heads(latest=HEADS_SHOWN + 1):

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit import merkle
+from audit import heads, merkle
 from audit.events import millis
-from audit.heads import Signer, TreeHead, includes
+from audit.heads import Signer, TreeHead, includes, verify_signature
 from audit.store import MAX_PAGE, AuditStore, Page, Query
 from portal.records import Records
 from tests.test_audit_store import PERSONS, event, item, tamper, truncate
@@ -118,6 +119,42 @@ def test_with_the_public_key_alone_the_portal_proves_against_the_latest_head(
         assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
             (3, False, True), (2, True, False), (1, True, False), (0, True, False)]
         assert [c.head for c in records.heads()] == [signed]
+
+
+def test_the_latest_heads_signature_is_checked_once_a_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resident's page checks the latest head's signature once, where the store proves the
+    entries against it: Records checked it again."""
+    key, db, checks = tmp_path / "head-key.json", tmp_path / "audit.db", [0]
+
+    def counted(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:
+        checks[0] += 1
+        return verify_signature(public_key, message, signature)
+
+    with AuditStore(db, Signer.load_or_create(key)) as writer, \
+            AuditStore(db, Signer.public(key)) as reader:
+        writer.append_many(item(event(n, person=ME)) for n in range(3))
+        writer.head()
+        monkeypatch.setattr(heads, "verify_signature", counted)
+        found, head = Records(reader).of_person([ME])
+        assert head is not None and [c.verified for c in found] == [True] * 3
+        assert checks == [1]
+        one = Records(reader).entry_of([ME], 0)
+        assert one is not None and one.verified and checks == [2]
+
+
+def test_the_integrity_page_shows_the_heads_the_audit_side_signed_and_signs_none(
+        store: AuditStore) -> None:
+    """Records shows the heads in the store and makes none, even given a store that could sign
+    (the portal holds the public half alone): a head comes from the audit side's own code."""
+    store.append_many(item(event(n)) for n in range(3))
+    records = Records(store)
+    assert records.heads() == [] and store.heads() == []
+    signed = store.head()
+    store.append(*item(event(3)))
+    assert [(c.head, c.signature_ok, c.consistent) for c in records.heads()] == [
+        (signed, True, None)]
+    assert store.heads() == [signed]
 
 
 @pytest.mark.parametrize("size", [0, 1000])
