@@ -11,12 +11,16 @@ APPLICATIONS_KEPT, the oversight body for OVERSIGHT_KEPT.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from renkei.sqlite import connected, writing
 from renkei.state import private_dir
@@ -27,6 +31,7 @@ APPLICATIONS_KEPT = timedelta(days=90)
 # An investigation by the oversight body runs longer than a resident's look; its own requests
 # topic keeps them 7 years, its answers are kept a year here (it may ask the holders again).
 OVERSIGHT_KEPT = timedelta(days=365)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS asked (
@@ -80,65 +85,86 @@ def _time(at: datetime) -> str:
 
 
 class Inbox:
+    """The inbox's SQLite work is done on a thread of its own, one call at a time in the order
+    asked, each call's transaction whole: a busy database (waited for up to SQLite's busy
+    timeout) holds up the calls that need it, not the event loop's pages and readers."""
+
     def __init__(self, path: Path) -> None:
         if not path.exists():  # readable by this user only (its WAL files take its mode)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = connected(path)
         self._db.executescript(SCHEMA)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
 
-    def close(self) -> None:
-        self._db.close()
+    async def _run(self, work: Callable[[], T]) -> T:
+        """`work` done on the inbox's thread, after every call asked before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
 
-    def add(self, book: str, asked: Asked) -> None:
-        self._db.execute("INSERT INTO asked VALUES (?, ?, ?, ?, ?, ?)", (
+    async def close(self) -> None:
+        await self._run(self._db.close)
+        self._worker.shutdown()
+
+    async def add(self, book: str, asked: Asked) -> None:
+        await self._run(partial(self._db.execute, "INSERT INTO asked VALUES (?, ?, ?, ?, ?, ?)", (
             asked.request_id, book, _time(asked.at), json.dumps(asked.holders),
-            json.dumps(asked.request_ids), asked.person))
+            json.dumps(asked.request_ids), asked.person)))
 
-    def drop(self, book: str, before: datetime) -> None:
+    async def drop(self, book: str, before: datetime) -> None:
         """Drop the book's requests asked before `before`, and their answers."""
-        with writing(self._db):
-            self._db.execute("DELETE FROM answers WHERE request_id IN (SELECT request_id FROM "
-                             "asked WHERE book = ? AND at < ?)", (book, _time(before)))
-            self._db.execute("DELETE FROM asked WHERE book = ? AND at < ?", (book, _time(before)))
+        def dropped() -> None:
+            with writing(self._db):
+                self._db.execute("DELETE FROM answers WHERE request_id IN (SELECT request_id "
+                                 "FROM asked WHERE book = ? AND at < ?)", (book, _time(before)))
+                self._db.execute("DELETE FROM asked WHERE book = ? AND at < ?",
+                                 (book, _time(before)))
+        await self._run(dropped)
 
-    def withdraw(self, book: str, request_id: str) -> None:
+    async def withdraw(self, book: str, request_id: str) -> None:
         """Drop a request never sent (it has no answers)."""
-        self._db.execute("DELETE FROM asked WHERE book = ? AND request_id = ?", (book, request_id))
+        await self._run(partial(self._db.execute,
+                                "DELETE FROM asked WHERE book = ? AND request_id = ?",
+                                (book, request_id)))
 
-    def asked(self, book: str, request_id: str) -> Asked | None:
-        found = self._asked("book = ? AND request_id = ?", (book, request_id))
+    async def asked(self, book: str, request_id: str) -> Asked | None:
+        found = await self._asked("book = ? AND request_id = ?", (book, request_id))
         return found[0] if found else None
 
-    def every(self, book: str, since: datetime) -> list[Asked]:
+    async def every(self, book: str, since: datetime) -> list[Asked]:
         """The book's requests asked since `since`, newest first."""
-        return self._asked("book = ? AND at >= ?", (book, _time(since)))
+        return await self._asked("book = ? AND at >= ?", (book, _time(since)))
 
-    def of_person(self, book: str, people: Sequence[str], since: datetime) -> list[Asked]:
+    async def of_person(self, book: str, people: Sequence[str], since: datetime
+                        ) -> list[Asked]:
         """The book's requests about any of `people` asked since `since`, newest first."""
-        return self._asked(f"book = ? AND at >= ? AND person IN ({', '.join('?' * len(people))})",
-                           (book, _time(since), *people))
+        return await self._asked(
+            f"book = ? AND at >= ? AND person IN ({', '.join('?' * len(people))})",
+            (book, _time(since), *people))
 
-    def _asked(self, where: str, args: tuple[str, ...]) -> list[Asked]:
-        rows = self._db.execute("SELECT request_id, at, holders, request_ids, person FROM asked "
-                                f"WHERE {where} ORDER BY at DESC", args).fetchall()
-        return [Asked(r[0], datetime.fromisoformat(r[1]), tuple(json.loads(r[2])),
-                      tuple(json.loads(r[3])), r[4], self._answers(r[0])) for r in rows]
+    async def _asked(self, where: str, args: tuple[str, ...]) -> list[Asked]:
+        def found() -> list[Asked]:
+            rows = self._db.execute("SELECT request_id, at, holders, request_ids, person FROM "
+                                    f"asked WHERE {where} ORDER BY at DESC", args).fetchall()
+            return [Asked(r[0], datetime.fromisoformat(r[1]), tuple(json.loads(r[2])),
+                          tuple(json.loads(r[3])), r[4], self._answers(r[0])) for r in rows]
+        return await self._run(found)
 
     def _answers(self, request_id: str) -> dict[str, bytes]:
         return dict(self._db.execute("SELECT holder, answer FROM answers WHERE request_id = ? "
                                      "ORDER BY holder", (request_id,)).fetchall())
 
-    def positions(self, topic: str) -> dict[int, int]:
+    async def positions(self, topic: str) -> dict[int, int]:
         """The offset to read next on each partition of `topic` read before."""
-        return dict(self._db.execute("SELECT partition, next FROM positions WHERE topic = ?",
-                                     (topic,)).fetchall())
+        return dict(await self._run(lambda: self._db.execute(
+            "SELECT partition, next FROM positions WHERE topic = ?", (topic,)).fetchall()))
 
-    def read(self, topic: str, partition: int, offset: int,
-             answer: tuple[str, str, bytes] | None = None) -> None:
+    async def read(self, topic: str, partition: int, offset: int,
+                   answer: tuple[str, str, bytes] | None = None) -> None:
         """The record at `offset` was read: it is passed, and `answer` (request id, holder, the
         answer as it came), if it was taken, kept, in one transaction."""
-        with writing(self._db):
-            if answer is not None:
-                self._db.execute("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", answer)
-            self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
-                             (topic, partition, offset + 1))
+        def kept() -> None:
+            with writing(self._db):
+                if answer is not None:
+                    self._db.execute("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", answer)
+                self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
+                                 (topic, partition, offset + 1))
+        await self._run(kept)

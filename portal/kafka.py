@@ -73,7 +73,7 @@ class HolderLogs:
         self._ready = asyncio.Event()
 
     async def start(self) -> None:
-        self._inbox.drop(self._in, self._since())
+        await self._inbox.drop(self._in, self._since())
         await started(self._producer, self._access)
         self._task = asyncio.create_task(self._follow(), name=f"answers:{self._in}")
         await set_or_failed(self._ready, self._task)  # the consumer failed to start: its error
@@ -88,27 +88,28 @@ class HolderLogs:
         """Ask the holders for their side of the log of `request_ids`: the request kept, then
         `log`ged (an application in the resident's history), then sent, so that none is sent
         unlogged, and no answer comes to one not kept."""
-        self._inbox.drop(self._in, self._since())
+        await self._inbox.drop(self._in, self._since())
         asked = Asked(str(uuid.uuid4()), datetime.now(UTC), tuple(sorted(set(holders))),
                       tuple(request_ids), person)
-        self._inbox.add(self._in, asked)
         try:
+            await self._inbox.add(self._in, asked)
             if log is not None:
                 await log(asked)
-        except BaseException:  # not logged, not sent: not awaited either
-            self._inbox.withdraw(self._in, asked.request_id)
+        except BaseException:  # not logged, not sent: not kept (an add cut short too), nor awaited
+            await self._inbox.withdraw(self._in, asked.request_id)
             raise
         await deliver(self._producer, [send(self._out, asked.request_id, HolderLogRequest(
             asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis))])
         return asked
 
-    def every(self) -> list[Shown]:
+    async def every(self) -> list[Shown]:
         """Every request kept, newest first."""
-        return [self._shown(a) for a in self._inbox.every(self._in, self._since())]
+        return [self._shown(a) for a in await self._inbox.every(self._in, self._since())]
 
-    def of_person(self, people: Sequence[str]) -> list[Shown]:
+    async def of_person(self, people: Sequence[str]) -> list[Shown]:
         """The requests kept about any of `people` (a resident's ID codes), newest first."""
-        return [self._shown(a) for a in self._inbox.of_person(self._in, people, self._since())]
+        return [self._shown(a) for a in await self._inbox.of_person(self._in, people,
+                                                                    self._since())]
 
     def _since(self) -> datetime:
         return kept_since(datetime.now(UTC), self._kept)
@@ -122,7 +123,7 @@ class HolderLogs:
         write (the audit log's, the inbox's) never ends the reading, and a record taken again
         is logged again as the same audit event."""
         async for partition, offset, value in read_on(self._access, self._in,
-                                                      self._inbox.positions(self._in),
+                                                      await self._inbox.positions(self._in),
                                                       self._ready):
             pause = RETRY_FIRST
             while True:
@@ -138,17 +139,17 @@ class HolderLogs:
     async def _take(self, partition: int, offset: int, value: bytes) -> None:
         """The record read: a holder's answer taken is logged (`on_answer`, its audit write),
         then kept, and the position read up to with it: an answer is kept only once logged."""
-        found = self._taken(value)
+        found = await self._taken(value)
         if found is not None and self._on_answer is not None:
             await self._on_answer(*found)
-        self._inbox.read(self._in, partition, offset, None if found is None else (
+        await self._inbox.read(self._in, partition, offset, None if found is None else (
             found[0].request_id, found[1].holder, value))
 
-    def _taken(self, value: bytes) -> tuple[Asked, HolderLogAnswer] | None:
+    async def _taken(self, value: bytes) -> tuple[Asked, HolderLogAnswer] | None:
         """A holder's answer that is taken (inbox.taken), if its entries open; else None."""
         try:
             answer = CODEC.decode(value, HolderLogAnswer)
-            asked = self._inbox.asked(self._in, answer.request_id)
+            asked = await self._inbox.asked(self._in, answer.request_id)
             if asked is None or not taken(asked, answer.holder, self._since()):
                 return None
             holder_logs.opened(self._key, answer)
@@ -235,7 +236,7 @@ class Platform:
         await self.applications.stop()
         await self.directory.stop()
         await self._producer.stop()
-        self._inbox.close()
+        await self._inbox.close()
 
     def holder_name(self, holder: str | None) -> str:
         if holder is None:

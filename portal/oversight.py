@@ -58,7 +58,7 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
 async def holder_logs(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
-    return render(request, "holder_logs.html", requests=platform.kafka.oversight.every())
+    return render(request, "holder_logs.html", requests=await platform.kafka.oversight.every())
 
 
 async def integrity(request: web.Request) -> web.Response:

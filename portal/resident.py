@@ -76,7 +76,7 @@ async def details(request: web.Request) -> web.Response:
     resident = resident_of(request)
     platform = request.app[PLATFORM]
     return render(request, "details.html",
-                  applications=platform.kafka.applications.of_person(resident.id_codes))
+                  applications=await platform.kafka.applications.of_person(resident.id_codes))
 
 
 async def number_form(request: web.Request) -> web.Response:

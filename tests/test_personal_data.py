@@ -89,8 +89,9 @@ async def test_holders_logs_reach_the_oversight_body_and_the_portal_sealed(
         asked = {logs: (await logs.ask(holders, (request_id,), BASIS)).request_id
                  for logs in (portal.oversight, portal.applications)}
         for _ in range(300):  # the holders answer within moments
-            console, application = (next(s for s in logs.every() if s.asked.request_id == rid)
-                                    for logs, rid in asked.items())
+            console, application = [next(s for s in await logs.every()
+                                         if s.asked.request_id == rid)
+                                    for logs, rid in asked.items()]
             if console.asked.complete and application.asked.complete:
                 break
             await asyncio.sleep(0.1)

@@ -9,6 +9,8 @@ import re
 import sqlite3
 import stat
 import subprocess
+import threading
+import time
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -62,33 +64,66 @@ def test_an_answer_is_taken_once_from_a_holder_asked_while_its_request_is_kept()
     assert OVERSIGHT_KEPT >= APPLICATIONS_KEPT >= timedelta(days=90)
 
 
-def test_the_inbox_keeps_requests_answers_and_positions_for_its_period(tmp_path: Path) -> None:
+async def test_the_inbox_keeps_requests_answers_and_positions_for_its_period(
+        tmp_path: Path) -> None:
     path = tmp_path / "inbox.db"
     inbox = Inbox(path)
     try:
         old, new = (Asked(f"a-{n}", NOW - timedelta(days=d), ("nenkin",), ("rq-1",), PERSON)
                     for n, d in ((1, 91), (2, 1)))
         for asked in (old, new, Asked("o-1", NOW, ("nenkin",), ("rq-1",))):
-            inbox.add(topics.OVERSIGHT_IN if asked.person is None else BOOK, asked)
-        inbox.read(BOOK, 0, 6, ("a-2", "nenkin", b"sealed"))
-        inbox.read(BOOK, 0, 7, ("a-2", "nenkin", b"again"))  # read again: the first is kept
-        inbox.read(BOOK, 1, 3)
-        inbox.drop(BOOK, kept_since(NOW, APPLICATIONS_KEPT))
+            await inbox.add(topics.OVERSIGHT_IN if asked.person is None else BOOK, asked)
+        await inbox.read(BOOK, 0, 6, ("a-2", "nenkin", b"sealed"))
+        await inbox.read(BOOK, 0, 7, ("a-2", "nenkin", b"again"))  # read again: the first is kept
+        await inbox.read(BOOK, 1, 3)
+        await inbox.drop(BOOK, kept_since(NOW, APPLICATIONS_KEPT))
     finally:
-        inbox.close()
+        await inbox.close()
     again = Inbox(path)  # another process, after a restart
     try:
-        assert inbox_of(again) == [("a-2", {"nenkin": b"sealed"})], "the old one dropped"
-        assert again.of_person(BOOK, ["someone-else"], NOW - timedelta(days=365)) == []
-        assert [a.request_id for a in again.every(topics.OVERSIGHT_IN, NOW)] == ["o-1"]
-        assert again.positions(BOOK) == {0: 8, 1: 4} and again.positions("other") == {}
+        assert await inbox_of(again) == [("a-2", {"nenkin": b"sealed"})], "the old one dropped"
+        assert await again.of_person(BOOK, ["someone-else"], NOW - timedelta(days=365)) == []
+        assert [a.request_id for a in await again.every(topics.OVERSIGHT_IN, NOW)] == ["o-1"]
+        assert await again.positions(BOOK) == {0: 8, 1: 4}
+        assert await again.positions("other") == {}
     finally:
-        again.close()
+        await again.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def inbox_of(inbox: Inbox) -> list[tuple[str, dict[str, bytes]]]:
-    return [(a.request_id, dict(a.answers)) for a in inbox.of_person(
+async def test_a_busy_inbox_holds_up_no_page_and_keeps_what_it_was_given_once_free(
+        tmp_path: Path) -> None:
+    """Another connection writing in the inbox for a second: the event loop (the pages, the
+    readers of the topics) goes on meanwhile, and the answer is kept once the inbox is free.
+    The inbox waited for it on the event loop, which stood still."""
+    path, ticks = tmp_path / "inbox.db", [0]
+    inbox = Inbox(path)
+
+    async def ticking() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    other = sqlite3.connect(path, timeout=0, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+    free = threading.Timer(1.0, other.rollback)
+    ticker = asyncio.create_task(ticking())
+    try:
+        free.start()
+        started = time.monotonic()
+        await inbox.read(BOOK, 0, 6, ("a-1", "nenkin", b"sealed"))
+        waited = time.monotonic() - started
+        assert waited >= 0.9 and ticks[0] >= 0.5 * waited / 0.01, (waited, ticks)
+        assert await inbox.positions(BOOK) == {0: 7}
+    finally:
+        ticker.cancel()
+        free.join()
+        other.close()
+        await inbox.close()
+
+
+async def inbox_of(inbox: Inbox) -> list[tuple[str, dict[str, bytes]]]:
+    return [(a.request_id, dict(a.answers)) for a in await inbox.of_person(
         BOOK, [PERSON], NOW - timedelta(days=365))]
 
 
@@ -115,7 +150,7 @@ async def test_answers_that_came_while_the_portal_was_down_are_taken_and_logged_
 
     async def shown_once(logs: HolderLogs, asked: Asked) -> None:
         for _ in range(100):
-            shown = next(s for s in logs.of_person([PERSON]) if s.asked.request_id ==
+            shown = next(s for s in await logs.of_person([PERSON]) if s.asked.request_id ==
                          asked.request_id)
             if shown.asked.complete:
                 assert [len(e) for e in shown.answers.values()] == [1] * len(asked.holders)
@@ -147,7 +182,7 @@ async def test_answers_that_came_while_the_portal_was_down_are_taken_and_logged_
         finally:
             await third.stop()
     finally:
-        inbox.close()
+        await inbox.close()
     assert sorted(logged) == sorted([(asked.request_id, holders[0]),
                                      (asked.request_id, holders[1]),
                                      (later.request_id, holders[0])])
@@ -185,15 +220,15 @@ async def test_an_answer_the_inbox_could_not_keep_for_a_while_is_kept_once_it_ca
             other.rollback()
         await relayed(asked, holders[1])
         for _ in range(100):
-            if (kept := inbox.asked(BOOK, asked.request_id)) and kept.complete:
+            if (kept := await inbox.asked(BOOK, asked.request_id)) and kept.complete:
                 break
             await asyncio.sleep(0.1)
-        kept = inbox.asked(BOOK, asked.request_id)
+        kept = await inbox.asked(BOOK, asked.request_id)
         assert kept is not None and sorted(kept.answers) == list(holders), "each answer kept"
         assert set(logged) == set(holders), "each logged (again: the same audit event)"
     finally:
         await logs.stop()
-        inbox.close()
+        await inbox.close()
 
 
 async def _answered_on_topic(request_id: str, holders: set[str]) -> None:

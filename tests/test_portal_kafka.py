@@ -5,7 +5,7 @@ logged, and a failed audit write does not end the reading."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,9 @@ def _answer(key: X25519PrivateKey, asked: Asked) -> Record:
     return Record(answer_to(key, asked, "nenkin"))
 
 
-async def _until(done: Any) -> None:
+async def _until(done: Callable[[], Awaitable[bool]]) -> None:
     for _ in range(200):
-        if done():
+        if await done():
             return
         await asyncio.sleep(0.01)
 
@@ -77,7 +77,7 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
     key, tries, shown_unlogged = X25519PrivateKey.generate(), [0], []
 
     async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
-        shown_unlogged.append(complete(asked))
+        shown_unlogged.append(await complete(asked))
         tries[0] += 1
         if tries[0] == 1:
             raise ConnectionError("the audit write timed out (simulated)")
@@ -87,8 +87,8 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
     logs = portal_kafka.HolderLogs(access, "out", "in", key, inbox, APPLICATIONS_KEPT,
                                    audit_write)
 
-    def complete(asked: Asked) -> bool:
-        return all(s.asked.complete for s in logs.of_person([asked.person or ""]))
+    async def complete(asked: Asked) -> bool:
+        return all(s.asked.complete for s in await logs.of_person([asked.person or ""]))
 
     await logs.start()
     try:
@@ -98,11 +98,11 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
         await _until(lambda: complete(first))
         await topic.records.put(_answer(key, second))
         await _until(lambda: complete(second))
-        assert complete(first) and complete(second)
+        assert await complete(first) and await complete(second)
         assert tries[0] == 3 and not any(shown_unlogged)
     finally:
         await logs.stop()
-        inbox.close()
+        await inbox.close()
 
 
 async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
@@ -133,9 +133,10 @@ async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
     try:
         with pytest.raises(ConnectionError):
             await logs.ask(["nenkin"], ["rq-1"], "basis", person="ABC98765XYZ", log=unlogged)
-        assert happened == [] and logs.of_person(["ABC98765XYZ"]) == [], "not logged: not sent"
+        assert happened == [] and await logs.of_person(["ABC98765XYZ"]) == [], \
+            "not logged: not sent"
         asked = await logs.ask(["nenkin"], ["rq-2"], "basis", person="ABC98765XYZ", log=logged)
         assert happened == [f"logged {asked.request_id}", f"sent {asked.request_id}"]
     finally:
         await logs.stop()
-        inbox.close()
+        await inbox.close()
