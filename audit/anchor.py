@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -81,36 +83,73 @@ def held_largest(checked: Sequence[SignedHead], report: VerifyReport) -> list[Si
     return list(dict.fromkeys(signed for signed in checked if signed.head == report.anchor))
 
 
+@dataclass(frozen=True)
+class Held:
+    """Where an AnchorCheck stands after a check: the heads topic's offset to read from next,
+    the heads read before it, and each copy anchored before it of the largest head the store
+    held (none: the next check reads every head)."""
+
+    next: int = 0
+    read: int = 0
+    heads: tuple[SignedHead, ...] = ()
+
+
+class Keeper(Protocol):
+    """Where an AnchorCheck keeps where it stands, for the next process (the portal's inbox)."""
+
+    async def anchor_held(self) -> Held | None: ...
+
+    async def keep_anchor_held(self, held: Held) -> None: ...
+
+
 class AnchorCheck:
     """A store checked against the anchored heads again and again, as the oversight page does
     at each view: a check reads only the heads anchored since the last, and checks them with
     the largest one the last found held. The topic keeps years of heads (one every
     HEAD_SECONDS, millions): read whole at each view, a view would take minutes and gigabytes.
-    A check with findings is done again against every head, so that it tells them all."""
+    A check with findings is done again against every head, so that it tells them all. With a
+    `keeper`, where it stands outlives the process: a restarted portal goes on from there, once
+    the store is found to hold the head kept (else it reads every head again)."""
 
-    def __init__(self, access: KafkaAccess) -> None:
-        self._access = access
+    def __init__(self, access: KafkaAccess, keeper: Keeper | None = None) -> None:
+        self._access, self._keeper = access, keeper
         self._lock = asyncio.Lock()
-        self._next, self._read, self._held = 0, 0, list[SignedHead]()
+        self._held: Held | None = None  # None: where the last process stood not read yet
 
     async def check(self, verify: Callable[[Sequence[SignedHead]], VerifyReport],
                     ) -> VerifyReport:
         """`verify`'s report on the store against every head anchored now."""
         async with self._lock:
-            whole = self._next == 0
-            report = await self._checked(verify)
-            if report.findings and not whole:
-                report = await self._checked(verify)
+            start = await self._resumed(verify) if self._held is None else self._held
+            report, self._held = await self._checked(start, verify)
+            if report.findings and start.next:
+                report, self._held = await self._checked(self._held, verify)
+            if self._keeper is not None:
+                await self._keeper.keep_anchor_held(self._held)
             return report
 
-    async def _checked(self, verify: Callable[[Sequence[SignedHead]], VerifyReport],
-                       ) -> VerifyReport:
-        heads, after = await _heads_from(self._access, self._next)
-        checked = [*self._held, *heads]
+    async def _resumed(self, verify: Callable[[Sequence[SignedHead]], VerifyReport]) -> Held:
+        """Where the last process stood, if the store still holds the head it kept (signed by
+        the log's key, the tree's root at its size: a check of that head alone); else the
+        start, every head read again."""
+        kept = None if self._keeper is None else await self._keeper.anchor_held()
+        if kept is None or not kept.next:
+            return Held()
+        report = verify(kept.heads) if kept.heads else None
+        if report is None or report.findings or report.anchor != kept.heads[0].head:
+            log.warning("the store does not hold the anchored head the last check kept: every "
+                        "head is read again")
+            return Held()
+        return kept
+
+    async def _checked(self, held: Held, verify: Callable[[Sequence[SignedHead]], VerifyReport],
+                       ) -> tuple[VerifyReport, Held]:
+        """`verify`'s report on the heads anchored from `held` on, with its heads; and where
+        the next check starts: from the start again after findings."""
+        heads, after = await _heads_from(self._access, held.next)
+        checked = [*held.heads, *heads]
         report = verify(checked)
-        self._read += len(heads)
-        report.anchored = self._read
-        self._next, self._held = after, held_largest(checked, report)
-        if report.findings:  # the next check reads every head again
-            self._next, self._read = 0, 0
-        return report
+        report.anchored = held.read + len(heads)
+        if report.findings:
+            return report, Held()
+        return report, Held(after, report.anchored, tuple(held_largest(checked, report)))

@@ -2,7 +2,8 @@
 residents' applications for ⑪⑫ and the oversight body's requests — and the holders' answers, each
 kept as it came (its entries sealed to the asker: the inbox holds no personal data in plaintext),
 with the position read up to on each answers topic, so that a restarted portal takes what came
-while it was down and nothing twice.
+while it was down and nothing twice; and where the integrity page's anchor check stands
+(audit.anchor.Held), so that a restarted portal's first check reads only the heads anchored since.
 
 Each book (the topic its answers come on) keeps a request and its answers for a stated period
 from when it was asked, then drops them: a resident who applied finds the answers for
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,8 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from audit.anchor import Held
+from audit.heads import SignedHead
 from renkei.sqlite import connected, writing
 from renkei.state import private_dir
 
@@ -32,6 +36,8 @@ APPLICATIONS_KEPT = timedelta(days=90)
 # topic keeps them 7 years, its answers are kept a year here (it may ask the holders again).
 OVERSIGHT_KEPT = timedelta(days=365)
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS asked (
@@ -44,6 +50,9 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS positions (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS anchor_held (
+    id INTEGER PRIMARY KEY CHECK (id = 0), next INTEGER NOT NULL, read INTEGER NOT NULL,
+    heads TEXT NOT NULL);
 """
 
 
@@ -156,6 +165,23 @@ class Inbox:
         """The offset to read next on each partition of `topic` read before."""
         return dict(await self._run(lambda: self._db.execute(
             "SELECT partition, next FROM positions WHERE topic = ?", (topic,)).fetchall()))
+
+    async def anchor_held(self) -> Held | None:
+        """Where the integrity page's anchor check stood after its last check (None: none was
+        made, or what is kept does not read)."""
+        row = await self._run(lambda: self._db.execute(
+            "SELECT next, read, heads FROM anchor_held").fetchone())
+        try:
+            return None if row is None else Held(int(row[0]), int(row[1]), tuple(
+                SignedHead.from_json(head) for head in json.loads(row[2])))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("the anchor check's place in the inbox does not read (%s)", exc)
+            return None
+
+    async def keep_anchor_held(self, held: Held) -> None:
+        await self._run(partial(
+            self._db.execute, "INSERT OR REPLACE INTO anchor_held VALUES (0, ?, ?, ?)",
+            (held.next, held.read, json.dumps([head.to_json() for head in held.heads]))))
 
     async def read(self, topic: str, partition: int, offset: int,
                    answer: tuple[str, str, bytes] | None = None) -> None:

@@ -211,7 +211,8 @@ class Platform:
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT), inbox, OVERSIGHT_KEPT)
         self.alerts = AlertFeed(oversight)
-        self.anchor = anchor.AnchorCheck(oversight)  # the heads topic, read as the oversight body
+        # the heads topic, read as the oversight body; where its check stands kept in the inbox
+        self.anchor = anchor.AnchorCheck(oversight, inbox)
 
     @classmethod
     def connect(cls) -> Platform:

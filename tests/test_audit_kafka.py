@@ -28,6 +28,7 @@ from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.provision import admin_client
 from holders.client import HolderClient
+from portal.inbox import Inbox
 from portal.records import Records
 from renkei.envelope import unpacked
 from renkei.town import Processes, Town
@@ -206,47 +207,93 @@ async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchore
         in failed.stderr
 
 
+def counted(store: AuditStore, given: list[int]) -> Callable[[Sequence[SignedHead]], VerifyReport]:
+    """The console's check of `store` against the heads it is given, how many noted in `given`."""
+    def verify(heads: Sequence[SignedHead]) -> VerifyReport:
+        given.append(len(heads))
+        return Records(store).against(heads)
+    return verify
+
+
+async def anchored_now(platform: Processes) -> int:
+    """The audit consumer stopped (it anchors a head of all it appended): heads anchored."""
+    platform.stop("audit")
+    return len(await anchored_heads(KafkaAccess.of(acls.OVERSIGHT)))
+
+
+async def two_heads_anchored(platform: Processes, live: AuditStore) -> None:
+    """Two heads anchored at least: a check reads fewer than all after."""
+    for _ in range(2):
+        await appended(live, 10)
+        platform.stop("audit")
+        platform.start("audit", "audit", "run")
+
+
 async def test_the_oversight_console_checks_the_store_against_the_anchored_heads(
         platform: Processes, live: AuditStore, tmp_path: Path) -> None:
     """The console reads the heads topic as the oversight body and checks the store against
     every head there, as `audit verify` does: at each view only the heads anchored since the
     last one with the largest it found held; a store that fails is checked against them all."""
     check, given = AnchorCheck(KafkaAccess.of(acls.OVERSIGHT)), list[int]()
-
-    def against(store: AuditStore) -> Callable[[Sequence[SignedHead]], VerifyReport]:
-        def verify(heads: Sequence[SignedHead]) -> VerifyReport:
-            given.append(len(heads))
-            return Records(store).against(heads)
-        return verify
-
-    async def anchored_now() -> int:
-        """The audit consumer stopped (it anchors a head of all it appended): heads anchored."""
-        platform.stop("audit")
-        return len(await anchored_heads(KafkaAccess.of(acls.OVERSIGHT)))
-
-    for _ in range(2):  # two heads anchored at least: a check reads fewer than all after
-        await appended(live, 10)
-        platform.stop("audit")
-        platform.start("audit", "audit", "run")
+    await two_heads_anchored(platform, live)
     try:
-        before = await anchored_now()
-        first = await check.check(against(live))
+        before = await anchored_now(platform)
+        first = await check.check(counted(live, given))
     finally:
         platform.start("audit", "audit", "run")
     assert first.ok and first.anchor is not None and first.anchor.size == live.size(), first
     assert given == [before] and first.anchored == before
     await appended(live, 10)
     try:
-        now = await anchored_now()
-        second = await check.check(against(live))
+        now = await anchored_now(platform)
+        second = await check.check(counted(live, given))
         truncate(f"sqlite:///{copied(default_path(), tmp_path / 'cut.db')}", live.size() - 5)
         with AuditStore(tmp_path / "cut.db", live.signer) as cut:
-            short = await check.check(against(cut))
+            short = await check.check(counted(cut, given))
     finally:
         platform.start("audit", "audit", "run")
     assert second.ok and second.anchor is not None and second.anchor.size == live.size()
     assert given[1] == 1 + now - before < now and second.anchored == now, given
     assert given[2:] == [1, now], "the cut store failed against the largest held; then all"
+    assert not short.ok and short.anchored == now and short.verdict.startswith("TRUNCATED"), \
+        short.findings
+
+
+async def test_a_restarted_console_checks_only_the_heads_anchored_since_its_last_check(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    """Where the console's check stands is kept in the portal's inbox: the check of a portal
+    started again reads only the heads anchored since the last one's, once the store is found
+    to hold the head kept (it read every head again: ~30 s at a year of heads); a store cut
+    short meanwhile is found, against every head."""
+    inbox, given = Inbox(tmp_path / "inbox.db"), list[int]()
+
+    def console() -> AnchorCheck:
+        """The integrity page of a portal (re)started on the same inbox."""
+        return AnchorCheck(KafkaAccess.of(acls.OVERSIGHT), inbox)
+
+    await two_heads_anchored(platform, live)
+    try:
+        try:
+            before = await anchored_now(platform)
+            first = await console().check(counted(live, given))
+        finally:
+            platform.start("audit", "audit", "run")
+        await appended(live, 10)
+        try:
+            now = await anchored_now(platform)
+            second = await console().check(counted(live, given))
+            truncate(f"sqlite:///{copied(default_path(), tmp_path / 'cut.db')}", live.size() - 5)
+            with AuditStore(tmp_path / "cut.db", live.signer) as cut:
+                short = await console().check(counted(cut, given))
+        finally:
+            platform.start("audit", "audit", "run")
+    finally:
+        await inbox.close()
+    assert first.ok and given[0] == before and first.anchored == before
+    assert second.ok and second.anchor is not None and second.anchor.size == live.size()
+    assert given[1:3] == [1, 1 + now - before] and given[2] < now and second.anchored == now, \
+        "the head kept checked alone, then with the heads anchored since"
+    assert given[3:] == [1, now], "the cut store does not hold the head kept: every head"
     assert not short.ok and short.anchored == now and short.verdict.startswith("TRUNCATED"), \
         short.findings
 

@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from audit.heads import Signer
+from audit.anchor import Held
+from audit.heads import Signer, TreeHead
 from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
 from broker import acls, topics
@@ -120,6 +121,29 @@ async def test_a_busy_inbox_holds_up_no_page_and_keeps_what_it_was_given_once_fr
         free.join()
         other.close()
         await inbox.close()
+
+
+async def test_the_inbox_keeps_where_the_anchor_check_stands(tmp_path: Path) -> None:
+    """Read back as kept by another process; a place that does not read is none (the next
+    check reads every head again), not a failed integrity page."""
+    path = tmp_path / "inbox.db"
+    signed = Signer.generate().sign_head(TreeHead(12, b"\x01" * 32, NOW))
+    held = Held(7, 5, (signed, replace(signed, signature=b"\x00" * 64)))
+    inbox = Inbox(path)
+    try:
+        assert await inbox.anchor_held() is None
+        await inbox.keep_anchor_held(Held(3, 3, (signed,)))
+        await inbox.keep_anchor_held(held)
+    finally:
+        await inbox.close()
+    again = Inbox(path)
+    try:
+        assert await again.anchor_held() == held
+        with closing(sqlite3.connect(path)) as other, other:
+            other.execute("UPDATE anchor_held SET heads = '[{\"tree_size\": 1}]'")
+        assert await again.anchor_held() is None
+    finally:
+        await again.close()
 
 
 async def inbox_of(inbox: Inbox) -> list[tuple[str, dict[str, bytes]]]:
