@@ -5,6 +5,9 @@ A certificate names only its card; the portal asks this table whose card it is a
 resident codes back (never a personal number). A resident whose code changed since the card was
 issued is followed through the registry's history: the answer is every code the person has had,
 the current one first, so the portal also finds log entries made under an earlier code.
+
+It also keeps the challenges of the card logins it was shown, until they are too old to be
+shown again, so that each one is used once, a restart of the registry side's process included.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from renkei.state import private_dir
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS cards (
     serial TEXT PRIMARY KEY, resident_code TEXT NOT NULL, issued_at TEXT NOT NULL)"""
+USED = """CREATE TABLE IF NOT EXISTS used_challenges (
+    nonce BLOB PRIMARY KEY, request_id TEXT NOT NULL, until REAL NOT NULL)"""
 
 
 def default_path() -> Path:
@@ -29,6 +34,7 @@ class CardHolders:
     def __init__(self, path: Path | None = None) -> None:
         self._db = sqlite3.connect(path or default_path(), check_same_thread=False)
         self._db.execute(SCHEMA)
+        self._db.execute(USED)
 
     def close(self) -> None:
         self._db.close()
@@ -42,6 +48,17 @@ class CardHolders:
         row = self._db.execute("SELECT resident_code FROM cards WHERE serial = ?",
                                (serial,)).fetchone()
         return None if row is None else str(row[0])
+
+    def first_use(self, nonce: bytes, request_id: str, until: datetime, now: datetime) -> bool:
+        """Whether a login's challenge is used now for the first time, or again by the same
+        question (read again after a restart); kept until `until`, those kept past it dropped."""
+        with self._db:
+            self._db.execute("DELETE FROM used_challenges WHERE until < ?", (now.timestamp(),))
+            self._db.execute("INSERT OR IGNORE INTO used_challenges VALUES (?, ?, ?)",
+                             (nonce, request_id, until.timestamp()))
+            (first,) = self._db.execute("SELECT request_id FROM used_challenges WHERE nonce = ?",
+                                        (nonce,)).fetchone()
+        return bool(first == request_id)
 
     def resident_codes(self, serial: str, registry: RegistryStore) -> list[str]:
         """Every resident code of the card's holder, the current one first; [] if unknown."""

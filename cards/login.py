@@ -5,6 +5,10 @@ that asked, so a signature made for one site is no use at another. The server ch
 signature with the certificate's key, the certificate against its CA (issuer, signature,
 validity, key usage, client-auth purpose), and the CA's current CRL (signed by the CA, not
 stale). It fails closed: any doubt is a refusal.
+
+A challenge starts with the time it was issued at (8 bytes, milliseconds since the epoch, big
+endian) before its random bytes: signed with them, it lets whoever checks the signature later
+(the registry side, before it tells the ID codes of the card's holder) refuse an old one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cards import ca
 
 CONTEXT = b"renkei card login v1\x00"
+TIME_BYTES, RANDOM_BYTES = 8, 32
 
 
 class Refused(PermissionError):
@@ -33,8 +38,21 @@ class Refused(PermissionError):
         self.reason = reason
 
 
-def challenge() -> bytes:
-    return secrets.token_bytes(32)
+def challenge(at: datetime | None = None) -> bytes:
+    """A fresh challenge issued `at` (now by default): its time, then random bytes."""
+    issued = at or _now()
+    return (int(issued.timestamp() * 1000).to_bytes(TIME_BYTES, "big")
+            + secrets.token_bytes(RANDOM_BYTES))
+
+
+def issued_at(nonce: bytes) -> datetime | None:
+    """When a challenge was issued (None: not a challenge of this form)."""
+    if len(nonce) != TIME_BYTES + RANDOM_BYTES:
+        return None
+    try:
+        return datetime.fromtimestamp(int.from_bytes(nonce[:TIME_BYTES], "big") / 1000, UTC)
+    except (OverflowError, ValueError, OSError):  # past the calendar's end
+        return None
 
 
 def message(origin: str, nonce: bytes) -> bytes:

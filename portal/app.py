@@ -18,8 +18,6 @@ from portal.kafka import Platform as KafkaSide
 from portal.records import Records
 from portal.sessions import Sessions
 from portal.web import SESSIONS, SITE, Site, csrf, headers, render, sessions, switch_language
-from processors import keys
-from processors.codes import IdCodes
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +58,16 @@ def build(site: Site, session_store: Sessions) -> web.Application:
     return app
 
 
-def id_codes() -> IdCodes:
-    """The ID codes of a resident's codes, by the ID key alone (the platform's masters, whose
-    link-code keys turn an ID code into every holder's link code, are not read)."""
-    return IdCodes(keys.load_id_key())
-
-
 async def _platform(app: web.Application) -> AsyncIterator[None]:
     """Open the audit store and the Kafka side for the app's life. The store's heads are
     checked with the head key's public half alone (NoKey where there is none): the portal
-    signs none, and cannot read the key that does."""
-    codes = id_codes()
+    signs none, and cannot read the key that does. It reads no key of the platform's codes:
+    the registry side tells a card holder's ID codes (portal.context)."""
     store = AuditStore(audit_path(), Signer.public())
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()
-        app[PLATFORM] = Platform(Records(store), codes, Verifier(), kafka)
+        app[PLATFORM] = Platform(Records(store), Verifier(), kafka)
         yield
     finally:
         await kafka.stop()

@@ -3,8 +3,8 @@
 Realms: `resident` (My Portal, a JPKI card), `counter` and `oversight` (an officer card with that
 role), and `present` (at the counter, the resident standing there logs in with their own card,
 inside the staff member's session). The certificate leads to the resident only through the
-registry side's table of cards, asked of its process; the ID codes come from the platform's code
-service.
+registry side's table of cards, asked of its process with the login itself (certificate, origin,
+challenge and signature), which that side checks again before it tells the resident's ID codes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Challenge, Officer
 from portal.web import SESSION, SESSIONS, SITE, render, session_of
+from schemas.messages import CardLogin
 
 log = logging.getLogger(__name__)
 REALMS = {"resident": ca.JPKI, "counter": ca.OFFICERS, "oversight": ca.OFFICERS,
@@ -46,7 +47,7 @@ async def start(request: web.Request) -> web.Response:
     if realm not in REALMS or (realm == "present" and (
             session.officer is None or session.officer.role != "counter")):
         raise web.HTTPForbidden(text="no such login")
-    nonce = challenge()
+    nonce = challenge()  # its time first, signed with it: the registry side refuses it stale
     session.challenge = Challenge(nonce, realm, datetime.now(UTC))
     site = request.app[SITE]
     query = urlencode({"origin": site.origin, "authority": REALMS[realm],
@@ -62,18 +63,21 @@ async def card(request: web.Request) -> web.Response:
     if pending is None:
         return _refused(request, "resident", "challenge")
     platform = request.app[PLATFORM]
+    certificate, origin = str(form.get("certificate", "")), request.app[SITE].origin
     try:
         signature = bytes.fromhex(str(form.get("signature", "")))
-        verified = platform.verifier.verify(
-            REALMS[pending.realm], str(form.get("certificate", "")).encode(),
-            request.app[SITE].origin, pending.nonce, signature)
+        verified = platform.verifier.verify(REALMS[pending.realm], certificate.encode(), origin,
+                                            pending.nonce, signature)
     except ValueError:
         return _refused(request, pending.realm, "bad-signature")
     except Refused as exc:
         return _refused(request, pending.realm, exc.reason)
     if REALMS[pending.realm] == ca.JPKI:
         try:
-            resident = await platform.resident_of_card(verified.serial)
+            resident = await platform.resident_of_card(
+                verified.serial, CardLogin(certificate, origin, pending.nonce, signature))
+        except Refused as exc:  # by the registry side, which checks the login again
+            return _refused(request, pending.realm, exc.reason)
         except Unanswered:
             return _refused(request, pending.realm, "unanswered", status=503)
         if resident is None:

@@ -19,6 +19,7 @@ from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from renkei import sealing
 from renkei.envelope import Directory, send
+from renkei.questions import DECLINED
 from renkei.service_loop import deliver
 from renkei.tasks import cancelled, set_or_failed
 from schemas.codec import CODEC, SchemaError
@@ -44,11 +45,14 @@ AUTHORITY = Service(acls.AUTHORITY, topics.AUTHORITY_PORTAL_IN, topics.AUTHORITY
 
 
 class Unanswered(RuntimeError):
-    """The service did not answer in time, or answered that it could not (`status`)."""
+    """The service did not answer in time, or answered that it could not (`status`) or would
+    not (`declined`: why, a short code)."""
 
     def __init__(self, service: str, status: str, detail: str) -> None:
         super().__init__(f"the {service} did not answer: {status} ({detail})")
         self.status = status
+        self.declined = (detail.removeprefix(DECLINED)
+                         if status == REFUSED and detail.startswith(DECLINED) else None)
 
 
 async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],

@@ -3,7 +3,9 @@
 `renkei keys init` writes the masters once into the state folder (`keys/master.json`, mode 0600).
 The ID-code key and each link-code key (one per unit and key epoch) are derived with HKDF-SHA256;
 no key is ever printed, logged, put in a message, or shown by `repr`. The ID key is also written
-alone (`keys/id-key.json`, mode 0600) for My Portal, which needs it and no other.
+alone (`keys/id-key.json`, mode 0600) for the registry side's process, which needs it and no
+other: it tells My Portal the ID codes of a card's holder for a login of that card it checked
+(registry.portal). The internet-facing portal holds no key of the codes.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def load() -> MasterKeys:
 
 def load_id_key() -> bytes:
     """The ID key alone, from its own file (no master: no link-code key, no sealing key), for
-    My Portal, which turns a resident's codes into ID codes to find their entries."""
+    the registry side, which turns the codes of a card's holder into the ID codes My Portal
+    finds their entries by."""
     path = id_key_path()
     if not path.exists():
         raise KeysMissing(f"no ID key at {path}: run `renkei keys init`")

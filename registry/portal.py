@@ -1,24 +1,81 @@
 """The registry side's answer to My Portal: whose card logged in (J-LIS's card table, followed
-through the registry's code changes), sealed back to the portal alone (renkei.questions)."""
+through the registry's code changes), sealed back to the portal alone (renkei.questions).
+
+The ID codes of the card's holder are told only here, and only for a card login this side checks
+itself: the card's signature of the portal's origin and challenge (the JPKI CA's certificate and
+CRL, as the portal checks them), the challenge fresh (issued within the last few minutes, not
+ahead of this side's clock) and never shown before (cards.jlis keeps the used ones). This side's
+process holds the ID key (processors.keys.load_id_key); the portal does not, so whoever takes it
+over cannot turn a resident code into an ID code, nor find the history of a resident who did
+not log in.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cards import ca
 from cards.jlis import CardHolders
+from cards.login import Refused, Verifier, issued_at
+from processors.codes import IdCodes
 from registry.store import RegistryStore
-from renkei.questions import NotFound, TooLate
+from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
-from schemas.messages import CardHolder, CardSerial
+from schemas.messages import CardHolder, CardLogin
+
+log = logging.getLogger(__name__)
+FRESH = timedelta(minutes=3)  # the portal's challenge lives 2 minutes, its question 10 s more
+AHEAD = timedelta(seconds=5)  # the portal's clock ahead of this side's: no more than this
+CHALLENGE = "challenge"  # the refusal of a challenge stale, from the future or used before
 
 
-def card_holder(cards: CardHolders, registry: RegistryStore, request_id: str,
-                question: bytes, late: bool) -> CardHolder:
-    """The card's holder: their name now, every code they have had (the current one first) and
-    their first, which their ID code is made from (not told after the question's deadline)."""
-    if late:
-        raise TooLate()
-    codes = cards.resident_codes(CODEC.decode(question, CardSerial).serial, registry)
-    current = registry.by_code(codes[0]) if codes else None
-    first = registry.first_code(codes[0]) if codes else None
-    if current is None or first is None:
-        raise NotFound("no resident holds that card")
-    return CardHolder(current.name, tuple(codes), first)
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class CardLogins:
+    """Card logins shown by the portal, and what their cards' holders are told."""
+
+    cards: CardHolders
+    registry: RegistryStore
+    codes: IdCodes
+    verifier: Verifier = field(default_factory=Verifier)
+    clock: Callable[[], datetime] = _now
+
+    def card_holder(self, request_id: str, question: bytes, late: bool) -> CardHolder:
+        """The card's holder: their name now, every code they have had (the current one first),
+        their first, and the ID codes of them all, their first code's first (not told after
+        the question's deadline, nor for a login refused: Declined)."""
+        if late:
+            raise TooLate()
+        codes = self.cards.resident_codes(self._checked(request_id, question), self.registry)
+        current = self.registry.by_code(codes[0]) if codes else None
+        first = self.registry.first_code(codes[0]) if codes else None
+        if current is None or first is None:
+            raise NotFound("no resident holds that card")
+        own_first = [first, *(c for c in codes if c != first)]
+        ids = [c for c in self.codes.id_codes(own_first) if isinstance(c, str)]
+        return CardHolder(current.name, tuple(codes), first, tuple(ids))
+
+    def _checked(self, request_id: str, question: bytes) -> str:
+        """The serial of the card whose login this is, if its signature checks and its
+        challenge is fresh and shown by no other question; else Declined, logged by reason."""
+        login = CODEC.decode(question, CardLogin)
+        try:
+            verified = self.verifier.verify(ca.JPKI, login.certificate.encode(), login.origin,
+                                            login.nonce, login.signature)
+        except Refused as exc:
+            log.warning("a card login the portal showed is refused: %s", exc.reason)
+            raise Declined(exc.reason) from None
+        now, issued = self.clock(), issued_at(login.nonce)
+        if issued is None or not now - FRESH <= issued <= now + AHEAD:
+            log.warning("a card login the portal showed is refused: its challenge is not fresh")
+            raise Declined(CHALLENGE)
+        if not self.cards.first_use(login.nonce, request_id, issued + FRESH, now):
+            log.warning("a card login the portal showed is refused: its challenge was used")
+            raise Declined(CHALLENGE)
+        return verified.serial

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
 from cards.jlis import CardHolders
-from registry import portal
+from processors import keys
+from processors.codes import IdCodes
 from registry.cli import open_registry
+from registry.portal import CardLogins
 from registry.service import RegistryService
 from registry.store import RegistryStore
 from renkei import questions, sealing
@@ -26,10 +27,10 @@ from renkei.service_loop import run_service
 Handler = Callable[[Sequence[Any]], list[Send]]
 
 
-def serving(store: RegistryStore, cards: CardHolders,
+def serving(store: RegistryStore, logins: CardLogins,
             key: X25519PrivateKey) -> Callable[[Directory], Handler]:
     """The service's handler for a holder directory: the platform's look-ups, and the portal's
-    questions about cards (each on its own topic)."""
+    questions about cards that log in (each on its own topic)."""
     def with_directory(directory: Directory) -> Handler:
         service = RegistryService(store, key, directory)
 
@@ -38,25 +39,33 @@ def serving(store: RegistryStore, cards: CardHolders,
             return [*service.handle(looked_up),
                     *questions.answered(asked, acls.REGISTRY, key, directory,
                                         topics.REGISTRY_PORTAL_OUT,
-                                        partial(portal.card_holder, cards, store),
+                                        logins.card_holder,
                                         datetime.now(UTC))]
         return handle
     return with_directory
+
+
+def id_codes() -> IdCodes:
+    """The ID codes of a card holder's codes, by the ID key alone (the platform's masters, whose
+    link-code keys turn an ID code into every holder's link code, are not read)."""
+    return IdCodes(keys.load_id_key())
 
 
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the registry's SQLite file [default <state>/registry/registry.db]")
 def serve(db: Path | None) -> None:
-    """Answer the platform's look-ups and My Portal's questions about cards (sealed) until
-    stopped."""
+    """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
+    their holders' ID codes by the ID key alone) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    codes = id_codes()
     store = open_registry(db)
     cards = CardHolders()
     try:
         asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
                                 "renkei-registry",
-                                serving(store, cards, sealing.key_of(acls.REGISTRY))))
+                                serving(store, CardLogins(cards, store, codes),
+                                        sealing.key_of(acls.REGISTRY))))
     finally:
         cards.close()
         store.close()

@@ -51,6 +51,20 @@ class NotFound(LookupError):
     """Nobody the question is about; the message is said to the portal (no personal data)."""
 
 
+DECLINED = "declined: "
+"""How a REFUSED answer's detail starts when the service declined the question (Declined), before
+its reason: other REFUSED answers are questions it could not answer."""
+
+
+class Declined(PermissionError):
+    """A question the service will not act on, for `reason` (a short code, no personal data),
+    which is said to the portal."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def of_topic(records: Sequence[Any], topic: str) -> tuple[list[Any], list[Any]]:
     """The records of `topic` (the portal's questions), and the others."""
     return ([r for r in records if r.topic == topic], [r for r in records if r.topic != topic])
@@ -84,6 +98,8 @@ def _answer(question: PortalQuery, service: str, key: X25519PrivateKey, director
         return _said(question, TIMED_OUT, "asked after its deadline: nothing was done")
     except NotFound as exc:
         return _said(question, NOT_FOUND, str(exc))
+    except Declined as exc:
+        return _said(question, REFUSED, DECLINED + exc.reason)
     except Exception as exc:  # one question never stops the service (its message may hold
         log.error("%s: the portal's question %s refused: it failed with %s",  # personal data)
                   service, question.request_id, type(exc).__name__)

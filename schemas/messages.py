@@ -189,8 +189,11 @@ class ChangeOfNumber:
 
 
 @dataclass(frozen=True, slots=True)
-class CardSerial:
-    serial: str
+class CardLogin:
+    certificate: str
+    origin: str
+    nonce: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,7 @@ class CardHolder:
     name: str
     resident_codes: tuple[str, ...]
     first_code: str
+    id_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

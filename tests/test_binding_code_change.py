@@ -16,6 +16,7 @@ from authority import lookups
 from authority.service import NumberingAuthority
 from authority.store import AuthorityStore
 from broker import acls, topics
+from cards import issue
 from cards.jlis import CardHolders
 from portal.context import resident as portal_resident
 from processors import binding
@@ -24,23 +25,24 @@ from processors.context import Context
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
 from registry import store as registry_store
-from registry.portal import card_holder
+from registry.portal import CardLogins
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from registry.service import RegistryService
 from renkei import sealing
 from renkei.envelope import Send
+from renkei.state import state_folder
 from schemas.codec import CODEC
 from schemas.messages import (
     BY_ATTRIBUTES,
     FOUND,
     BindingAnswer,
-    CardSerial,
     NumberLookup,
     PersonalNumber,
     RegistryAnswer,
     RegistryQuery,
 )
+from tests.test_portal_services import signed, unrecorded_card
 from tests.test_registry_service import _entry
 
 CITY, PENSION = "city-a", "nenkin"
@@ -147,12 +149,17 @@ def test_my_portal_finds_the_person_by_the_id_code_of_every_code_they_had(
     later code's, are still found: the resident sees their whole history."""
     old = _unchanged(town)
     link = town.by_attributes(CITY, old)
-    cards = CardHolders(tmp_path / "cards.db")
-    cards.record("card-1", old)
-    new = town.change_code(old)
-    holder = card_holder(cards, town.registry, "q-1", CODEC.encode(CardSerial("card-1")), False)
-    resident = portal_resident("card-1", holder, town.ctx.codes)
+    with state_folder(tmp_path / "state"):
+        issue.init()
+        card = unrecorded_card(tmp_path)
+        cards = CardHolders(tmp_path / "cards.db")
+        cards.record(card.face.serial, old)
+        new = town.change_code(old)
+        login = signed(card)
+        holder = CardLogins(cards, town.registry, town.ctx.codes).card_holder(
+            "q-1", CODEC.encode(login), False)
+        cards.close()
+    resident = portal_resident(card.face.serial, holder)
     assert resident.resident_codes == (new, old)
     (person,) = town.ctx.codes.id_codes_of([link], UnitEpoch(CITY, 0))
     assert resident.id_codes == (person, town.ctx.codes.id_code(new))
-    cards.close()

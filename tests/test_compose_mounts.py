@@ -4,6 +4,7 @@ authority or other principals' secrets), and that part is enough for it to start
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -21,15 +23,17 @@ from authority.store import default_path as authority_path
 from broker import acls, credentials
 from broker.cluster import BOOTSTRAP_ENV, Cluster
 from cards import ca, issue
+from cards.card import Card
 from cards.jlis import default_path as cards_path
 from cards.login import Verifier, challenge, message
 from portal.inbox import default_path as inbox_path
 from processors import keys
 from registry.store import default_path as registry_path
 from renkei.state import state_dir, state_folder
-from renkei.town import Processes
+from renkei.town import Processes, Town
 from tests.kafka_helpers import free_port, renkei, said_in_one_line, spawn, stop
 from tests.test_compose import services
+from tests.test_portal_services import PIN, card_login
 
 MOUNT = re.compile(r"^\$\{RENKEI_STATE_DIR\}/(?P<part>[^:]+):/state/(?P=part)(?P<ro>:ro)?$")
 RENKEI = ("platform", "registry", "authority", "audit", "portal")
@@ -62,8 +66,10 @@ def needs() -> dict[str, dict[str, bool]]:
     """What each command reads (True: only reads) or writes, by the code's own paths."""
     return {
         "platform": {_secret(acls.PLATFORM): True, _part(keys.store_path()): True},
+        # it tells the portal a card holder's ID codes, for a login it checks itself
         "registry": {_part(registry_path().parent): False, _secret(acls.REGISTRY): True,
-                     _sealing(acls.REGISTRY): True},
+                     _sealing(acls.REGISTRY): True, _part(keys.id_key_path()): True,
+                     _part(ca.trusted(ca.JPKI).parent): True},
         # the authority follows the registry's code changes; a SQLite reader writes its -shm
         "authority": {_part(authority_path().parent): False, _part(registry_path().parent): False,
                       _secret(acls.AUTHORITY): True, _sealing(acls.AUTHORITY): True},
@@ -71,10 +77,10 @@ def needs() -> dict[str, dict[str, bool]]:
         "audit": {_part(audit_path().parent): False,
                   _part(heads.private_key_path().parent): False, _secret(acls.AUDIT): True},
         # the store the audit consumer writes in WAL mode: a reader writes its -shm
-        "portal": {_part(audit_path().parent): False, _part(keys.id_key_path()): True,
-                   _sealing(acls.PORTAL): True, _sealing(acls.OVERSIGHT): True,
-                   _secret(acls.PORTAL): True, _secret(acls.OVERSIGHT): True,
-                   _part(ca.trusted(ca.JPKI).parent): True, _part(inbox_path().parent): False},
+        "portal": {_part(audit_path().parent): False, _sealing(acls.PORTAL): True,
+                   _sealing(acls.OVERSIGHT): True, _secret(acls.PORTAL): True,
+                   _secret(acls.OVERSIGHT): True, _part(ca.trusted(ca.JPKI).parent): True,
+                   _part(inbox_path().parent): False},
     }
 
 
@@ -93,7 +99,8 @@ def test_each_service_mounts_what_its_command_needs_and_no_more(tmp_path: Path) 
 
 def test_the_portal_reads_no_key_store_or_secret_but_its_own(tmp_path: Path) -> None:
     with state_folder(tmp_path):
-        forbidden = [_part(keys.store_path()), _part(heads.private_key_path()),
+        forbidden = [_part(keys.store_path()), _part(keys.id_key_path()),
+                     _part(heads.private_key_path()),
                      _part(registry_path()), _part(cards_path()), _part(authority_path()),
                      *(_part(ca.folder(name) / "key.pem") for name in ca.AUTHORITIES),
                      *(_secret(name) for name in ("admin", "controller", *acls.SERVICES)
@@ -187,17 +194,24 @@ def portal_state(platform: Processes, broker: Cluster, tmp_path: Path,
     yield _narrowed("portal", tmp_path / "portal")
 
 
-def test_the_portal_starts_on_its_mounts_alone(portal_state: Path, tmp_path: Path) -> None:
-    """Its start opens the store with the head key's public half, the ID key, its credentials
-    and sealing keys, and the oversight console's; a card logs in by the CAs' public files."""
+def test_the_portal_starts_on_its_mounts_alone(portal_state: Path, town: Town,
+                                              tmp_path: Path) -> None:
+    """Its start opens the store with the head key's public half, its credentials and sealing
+    keys, and the oversight console's; a card logs in by the CAs' public files, and a resident
+    with the ID codes the registry side tells: the ID key is not in its state folder."""
     card = issue.officer_card("mounts-officer", "oversight", "oversight", "4321", tmp_path)
+    resident = town.held["sakura-town"][8]
+    resident_card = issue.resident_card(resident.resident_code, PIN, tmp_path)
     before = _files(portal_state)
     assert _keys_read(portal_state) == []
+    assert not (portal_state / _part(keys.id_key_path())).exists()
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     with state_folder(portal_state):
         proc = spawn("portal", "--port", str(port), log=tmp_path / "portal.log")
         try:
-            _answers(f"http://127.0.0.1:{port}/login", proc)
+            _answers(f"{url}/login", proc)
+            assert asyncio.run(_history_of(url, resident_card)).count(resident.name) >= 1
         finally:
             stop(proc)
         nonce = challenge()
@@ -205,6 +219,15 @@ def test_the_portal_starts_on_its_mounts_alone(portal_state: Path, tmp_path: Pat
         assert Verifier().verify(ca.OFFICERS, card.certificate.public_bytes(Encoding.PEM),
                                  "http://127.0.0.1", nonce, signature).serial == card.face.serial
     assert _files(portal_state) == before, "it made nothing outside its mounts"
+
+
+async def _history_of(url: str, card: Card) -> str:
+    """The history page of the card's holder, logged in with the card."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        assert await card_login(http, url, card) == "/history"
+        async with http.get(f"{url}/history") as history:
+            assert history.status == 200
+            return await history.text()
 
 
 COMMANDS = {"platform": ("platform", "run"), "registry": ("registry", "serve"),
@@ -239,7 +262,6 @@ def test_every_other_service_starts_on_its_mounts_alone(
 
 def test_a_portal_where_no_head_key_is_says_so_and_makes_none(tmp_path: Path) -> None:
     with state_folder(tmp_path / "state") as state:
-        keys.id_key_path().write_text('{"id_key": "' + "00" * 32 + '"}\n')
         run = renkei("portal", "--port", str(free_port()), check=False, timeout=60)
     assert run.returncode == 1, run.stderr
     said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}")

@@ -36,7 +36,7 @@ from schemas.codec import CODEC
 from schemas.messages import HolderLogAnswer, HolderLogEntry
 from tests.kafka_helpers import free_port, producer, spawn, stop
 from tests.test_linkage import ask
-from tests.test_portal_services import PIN, _card_login, _csrf, _until_up
+from tests.test_portal_services import PIN, _csrf, _until_up, card_login
 
 SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -307,7 +307,7 @@ async def test_answers_to_an_application_made_before_a_restart_are_shown_once_af
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await _until_up(http, f"{url}/login")
-            await _card_login(http, url, card)
+            await card_login(http, url, card)
             serial = None
             for _ in range(100):  # the audit consumer stores the exchange's entries
                 async with http.get(f"{url}/history") as history:
@@ -332,7 +332,7 @@ async def test_answers_to_an_application_made_before_a_restart_are_shown_once_af
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await _until_up(http, f"{url}/login")
-            await _card_login(http, url, card)
+            await card_login(http, url, card)
             page = ""
             for _ in range(100):
                 async with http.get(f"{url}/details") as details:

@@ -12,6 +12,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -27,22 +28,26 @@ from authority.store import AuthorityStore
 from authority.store import default_path as authority_path
 from broker import acls, topics
 from broker.clients import KafkaAccess
-from cards import issue
+from cards import ca, issue
 from cards.card import Card
-from cards.login import message
+from cards.login import challenge, message
 from portal import app as portal_app
 from portal import services
+from portal.i18n import words
 from portal.kafka import Platform as KafkaSide
 from portal.services import ASK_SECONDS, NO_ANSWER, Unanswered
 from portal.sessions import Sessions
 from portal.web import Site
+from processors import keys
+from processors.codes import IdCodes
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import (
     NOT_FOUND,
+    REFUSED,
     TIMED_OUT,
     CardHolder,
-    CardSerial,
+    CardLogin,
     ChangeOfNumber,
     PersonalNumber,
     PortalQuery,
@@ -51,6 +56,7 @@ from tests.kafka_helpers import free_port, producer, spawn, stop
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 PIN = "4321"
+ORIGIN = "http://127.0.0.1:8080"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -106,16 +112,60 @@ async def test_a_question_past_its_deadline_changes_no_number(
     assert number_of(resident) == before
 
 
-async def test_the_registry_sides_process_tells_whose_card_it_is(
+def signed(card: Card, at: datetime | None = None) -> CardLogin:
+    """The card's login as the reader makes it, to a challenge issued `at` (now by default)."""
+    nonce = challenge(at)
+    return CardLogin(card.certificate.public_bytes(Encoding.PEM).decode(), ORIGIN, nonce,
+                     card.sign(message(ORIGIN, nonce), PIN))
+
+
+def unrecorded_card(tmp_path: Path) -> Card:
+    """A card of the JPKI CA that the registry side's card table has no holder for."""
+    return issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident", tmp_path)
+
+
+async def test_the_registry_sides_process_tells_whose_card_it_is_with_their_id_codes(
         kafka: KafkaSide, town: Town, tmp_path: Path) -> None:
+    """Shown the card's login, it tells the holder and their ID codes (the ID key is its own)."""
     resident = town.held["sakura-town"][2]
     issue.init()
     card = issue.resident_card(resident.resident_code, PIN, tmp_path)
-    holder = CODEC.decode(await kafka.registry.ask(CardSerial(card.face.serial)), CardHolder)
+    holder = CODEC.decode(await kafka.registry.ask(signed(card)), CardHolder)
     assert holder.name == resident.name and holder.resident_codes[0] == resident.resident_code
+    assert holder.id_codes == (IdCodes(keys.load_id_key()).id_code(holder.first_code),)
     with pytest.raises(Unanswered) as unanswered:
-        await kafka.registry.ask(CardSerial("no-such-card"))
+        await kafka.registry.ask(signed(unrecorded_card(tmp_path)))
     assert unanswered.value.status == NOT_FOUND
+
+
+async def test_the_registry_side_tells_no_codes_for_a_login_it_does_not_accept(
+        kafka: KafkaSide, town: Town, tmp_path: Path) -> None:
+    """A card's signature of another challenge, a card of another CA or a revoked one, a
+    challenge too old, one from the future, one shown before: each is refused, by its reason,
+    and nothing is told (the portal, or whoever took it over, learns no code of anyone's)."""
+    resident = town.held["sakura-town"][6]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    officer = issue.officer_card("refused-officer", "sakura-town", "counter", PIN, tmp_path)
+    revoked = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    issue.revoke(revoked.face.serial)
+    now, good = datetime.now(UTC), signed(card)
+    refused = [(replace(good, signature=signed(card).signature), "bad-signature"),
+               (replace(good, origin="https://elsewhere.example"), "bad-signature"),
+               (signed(officer), "unknown-issuer"), (signed(revoked), "revoked"),
+               (signed(card, now - timedelta(minutes=10)), "challenge"),
+               (signed(card, now + timedelta(minutes=10)), "challenge"),
+               (replace(good, nonce=good.nonce[8:], signature=card.sign(
+                   message(ORIGIN, good.nonce[8:]), PIN)), "challenge")]
+    for login, reason in refused:
+        with pytest.raises(Unanswered) as unanswered:
+            await kafka.registry.ask(login)
+        assert (unanswered.value.status, unanswered.value.declined) == (REFUSED, reason)
+    holder = CODEC.decode(await kafka.registry.ask(good), CardHolder)
+    assert holder.resident_codes[0] == resident.resident_code and holder.id_codes
+    with pytest.raises(Unanswered) as replayed:
+        await kafka.registry.ask(good)
+    assert (replayed.value.status, replayed.value.declined) == (REFUSED, "challenge")
 
 
 async def _csrf(http: aiohttp.ClientSession, page: str) -> str:
@@ -125,17 +175,25 @@ async def _csrf(http: aiohttp.ClientSession, page: str) -> str:
     return found.group(1)
 
 
-async def _card_login(http: aiohttp.ClientSession, url: str, card: Card) -> str:
-    """Log in as the card reader would: sign the portal's challenge with the card; where to."""
+async def _signed_at_reader(http: aiohttp.ClientSession, url: str, card: Card, realm: str,
+                            page: str) -> dict[str, str]:
+    """Start a login from `page` and sign the portal's challenge with the card, as the card
+    reader would: what the reader posts back."""
     async with http.post(f"{url}/login/start", allow_redirects=False, data={
-            "csrf": await _csrf(http, f"{url}/login"), "realm": "resident"}) as started:
-        challenge = parse_qs(urlsplit(started.headers["Location"]).query)["challenge"][0]
-    signature = card.sign(message(url, bytes.fromhex(challenge)), PIN)
-    async with http.post(f"{url}/login/card", allow_redirects=False, data={
-            "challenge": challenge, "signature": signature.hex(),
-            "certificate": card.certificate.public_bytes(Encoding.PEM).decode()}) as signed:
-        assert signed.status == 303, await signed.text()
-        return signed.headers["Location"]
+            "csrf": await _csrf(http, f"{url}{page}"), "realm": realm}) as started:
+        nonce = parse_qs(urlsplit(started.headers["Location"]).query)["challenge"][0]
+    signature = card.sign(message(url, bytes.fromhex(nonce)), PIN)
+    return {"challenge": nonce, "signature": signature.hex(),
+            "certificate": card.certificate.public_bytes(Encoding.PEM).decode()}
+
+
+async def card_login(http: aiohttp.ClientSession, url: str, card: Card, realm: str = "resident",
+                     page: str = "/login") -> str:
+    """Log in with the card as its holder would; where to."""
+    async with http.post(f"{url}/login/card", allow_redirects=False,
+                         data=await _signed_at_reader(http, url, card, realm, page)) as done:
+        assert done.status == 303, await done.text()
+        return done.headers["Location"]
 
 
 def _open_files(pid: int) -> set[str]:
@@ -159,7 +217,7 @@ async def test_a_resident_logs_in_by_card_and_changes_their_number_through_the_s
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             await _until_up(http, f"{url}/login")
-            assert await _card_login(http, url, card) == "/history"
+            assert await card_login(http, url, card) == "/history"
             async with http.get(f"{url}/history") as history:
                 assert resident.name in await history.text()
             before = number_of(resident.resident_code)
@@ -175,6 +233,56 @@ async def test_a_resident_logs_in_by_card_and_changes_their_number_through_the_s
     after = number_of(resident.resident_code)
     assert shown.group(1).replace(" ", "") == after and after != before
     assert not [f for f in opened if f.endswith(("authority.db", "registry.db", "cards.db"))]
+
+
+@contextlib.asynccontextmanager
+async def _portal_in_process(tmp_path: Path) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """`renkei portal`'s app in this process, and a browser's session with it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = TestServer(portal_app.build(Site(url, "http://127.0.0.1:8765"), Sessions()),
+                        host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            yield url, http
+    finally:
+        await server.close()
+
+
+async def test_a_resident_present_at_the_counter_logs_in_through_the_registry_side(
+        platform: Processes, town: Town, tmp_path: Path) -> None:
+    """Staff log in with their card; the resident standing there with theirs, whose holder and
+    ID codes the registry side tells for that login: the desk shows them."""
+    resident = town.held["sakura-town"][7]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    staff = issue.officer_card("present-staff", "sakura-town", "counter", PIN, tmp_path)
+    async with _portal_in_process(tmp_path) as (url, http):
+        assert await card_login(http, url, staff, "counter", "/login?as=counter") == "/counter"
+        assert await card_login(http, url, card, "present", "/counter") == "/counter"
+        async with http.get(f"{url}/counter") as desk:
+            assert resident.name in await desk.text()
+
+
+async def test_a_login_the_registry_side_refuses_gets_the_refusal_page(
+        kafka: KafkaSide, platform: Processes, town: Town, tmp_path: Path) -> None:
+    """The portal's own checks pass, but the login's challenge was shown to the registry side
+    before (here by the portal's Kafka side itself): the resident is not logged in, and sees
+    why, as for a challenge the portal itself refuses."""
+    resident = town.held["sakura-town"][9]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    async with _portal_in_process(tmp_path) as (url, http):
+        posted = await _signed_at_reader(http, url, card, "resident", "/login")
+        await kafka.registry.ask(CardLogin(posted["certificate"], url,
+                                           bytes.fromhex(posted["challenge"]),
+                                           bytes.fromhex(posted["signature"])))
+        async with http.post(f"{url}/login/card", allow_redirects=False, data=posted) as done:
+            assert done.status == 403
+            assert words("ja")["refused_challenge"] in await done.text()
+        async with http.get(f"{url}/history", allow_redirects=False) as history:
+            assert history.status != 200 and resident.name not in await history.text()
 
 
 async def _until_up(http: aiohttp.ClientSession, page: str, within: float = 60) -> None:
@@ -201,16 +309,17 @@ async def test_only_the_portal_asks_the_services(town: Town, principal: str, top
 
 
 async def test_a_question_no_answer_could_carry_stops_no_service(
-        kafka: KafkaSide, platform: Processes) -> None:
+        kafka: KafkaSide, platform: Processes, tmp_path: Path) -> None:
     """A question whose request id is longer than an answer can carry (it is the answer's key
     and in its value) is logged and dropped: answering it failed and stopped the registry's and
     the authority's processes, at every start again (holders' look-ups with them)."""
+    issue.init()
     hostile = PortalQuery("q" * 600_000, datetime.now(UTC) + timedelta(seconds=10), b"")
     async with producer(KafkaAccess.of(acls.PORTAL)) as prod:
         for topic in (topics.REGISTRY_PORTAL_IN, topics.AUTHORITY_PORTAL_IN):
             await prod.send_and_wait(topic, CODEC.encode(hostile))
     with pytest.raises(Unanswered) as nobody:
-        await kafka.registry.ask(CardSerial("no-such-card"))
+        await kafka.registry.ask(signed(unrecorded_card(tmp_path)))
     with pytest.raises(Unanswered) as unknown:
         await kafka.authority.ask(ChangeOfNumber("00000000000", "漏えいのおそれ"))
     assert (nobody.value.status, unknown.value.status) == (NOT_FOUND, NOT_FOUND)
@@ -281,44 +390,36 @@ async def test_a_change_whose_answer_never_reaches_the_portal_is_in_the_resident
     resident = town.held["sakura-town"][5]
     issue.init()
     card = issue.resident_card(resident.resident_code, PIN, tmp_path)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = TestServer(portal_app.build(Site(url, "http://127.0.0.1:8765"), Sessions()),
-                        host="127.0.0.1", port=port)
-    await server.start_server()
     before, changed_before = number_of(resident.resident_code), changes_of(resident.resident_code)
-    try:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            assert await _card_login(http, url, card) == "/history"
+    async with _portal_in_process(tmp_path) as (url, http):
+        assert await card_login(http, url, card) == "/history"
 
-            async def ask() -> tuple[int, str]:
-                async with http.post(f"{url}/number", data={
-                        "csrf": await _csrf(http, f"{url}/number"), "confirm": "yes",
-                        "reason": "漏えいのおそれ"}) as answer:
-                    return answer.status, await answer.text()
+        async def ask() -> tuple[int, str]:
+            async with http.post(f"{url}/number", data={
+                    "csrf": await _csrf(http, f"{url}/number"), "confirm": "yes",
+                    "reason": "漏えいのおそれ"}) as answer:
+                return answer.status, await answer.text()
 
-            authority = platform.running["authority"]
-            monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # waits 1 s
-            os.kill(authority.pid, signal.SIGSTOP)
-            try:
-                status, _ = await ask()
-            finally:
-                os.kill(authority.pid, signal.SIGCONT)
-            monkeypatch.undo()
-            assert status == 503
-            for _ in range(100):  # the authority goes on, reads the question before its deadline
-                if number_of(resident.resident_code) != before:
-                    break
-                await asyncio.sleep(0.1)
-            changed = number_of(resident.resident_code)
-            assert changed != before and changes_of(resident.resident_code) == changed_before + 1
-            ((change_id, outcome),) = await _history_once(http, url, "NUMBER_CHANGE_ASKED")
-            assert outcome == "NUMBER_CHANGE_ASKED"
-            status, done = await ask()
-            shown = re.search(r'id="number">([0-9 ]+)<', done)
-            assert status == 200 and shown and shown.group(1).replace(" ", "") == changed
-            rows = await _history_once(http, url, "NUMBER_CHANGED")
-    finally:
-        await server.close()
+        authority = platform.running["authority"]
+        monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # waits 1 s
+        os.kill(authority.pid, signal.SIGSTOP)
+        try:
+            status, _ = await ask()
+        finally:
+            os.kill(authority.pid, signal.SIGCONT)
+        monkeypatch.undo()
+        assert status == 503
+        for _ in range(100):  # the authority goes on, reads the question before its deadline
+            if number_of(resident.resident_code) != before:
+                break
+            await asyncio.sleep(0.1)
+        changed = number_of(resident.resident_code)
+        assert changed != before and changes_of(resident.resident_code) == changed_before + 1
+        ((change_id, outcome),) = await _history_once(http, url, "NUMBER_CHANGE_ASKED")
+        assert outcome == "NUMBER_CHANGE_ASKED"
+        status, done = await ask()
+        shown = re.search(r'id="number">([0-9 ]+)<', done)
+        assert status == 200 and shown and shown.group(1).replace(" ", "") == changed
+        rows = await _history_once(http, url, "NUMBER_CHANGED")
     assert sorted(rows) == [(change_id, "NUMBER_CHANGED"), (change_id, "NUMBER_CHANGE_ASKED")]
     assert changes_of(resident.resident_code) == changed_before + 1

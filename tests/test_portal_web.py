@@ -29,7 +29,7 @@ from portal.records import Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
-from schemas.messages import TIMED_OUT, Alert
+from schemas.messages import TIMED_OUT, Alert, CardLogin
 from tests.test_audit_store import event, item
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -93,7 +93,7 @@ class Fakes:
     number_outcome: str | None = NO_ANSWER  # how the authority's question ends (None: answered)
     changes_asked: list[str] = field(default_factory=list)
 
-    async def resident_of_card(self, serial: str) -> Resident | None:
+    async def resident_of_card(self, serial: str, login: CardLogin) -> Resident | None:
         if self.registry_away:
             raise Unanswered("registry", TIMED_OUT, "no answer in time")
         return self.residents.get(serial)

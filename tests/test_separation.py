@@ -4,7 +4,9 @@ The numbering authority cannot compute ID or link codes: it has no key, loads no
 platform's code service and runs without its key store. The platform cannot turn a personal number
 into an ID code by itself: its code service takes resident codes, and the only way from a number
 to a resident code is the authority's logged look-up. My Portal opens neither the authority's
-store nor the registry side's (it asks their processes), and has the ID key alone: no link code.
+store nor the registry side's (it asks their processes), and has no key of the codes: the
+registry side has the ID key alone (no link code), and tells the ID codes of a card's holder
+for a login of that card.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from click.testing import CliRunner
 from authority.cli import authority_cli
 from authority.service import NumberingAuthority
 from authority.store import AuthorityStore
-from portal import app as portal_app
 from processors import keys
 from processors.codes import CodeService, IdCodes, InvalidCode, UnitEpoch
 from processors.keys import MasterKeys
+from registry import serve as registry_serve
 from registry import store as registry_store
 from registry.resident_code import random_codes
 from renkei.state import STATE_ENV
@@ -61,24 +63,26 @@ def test_the_platform_loads_nothing_of_the_authority() -> None:
 
 def test_the_portal_loads_nothing_of_the_authority_or_the_registrys_stores() -> None:
     """My Portal asks the numbering authority's own process for a resident's new number, and
-    the registry side's whose card logs in: it opens neither's store nor runs their code."""
+    the registry side's whose card logs in: it opens neither's store nor runs their code, and
+    loads nothing of the platform's codes or keys."""
     loaded = loaded_by("portal")
     assert {"portal.app", "portal.services"} <= loaded
     assert _of("authority", loaded) == set()
+    assert _of("processors", loaded) == set()
     assert {"registry.store", "registry.service", "registry.portal", "cards.jlis"} & loaded == set()
 
 
-def test_the_portal_reads_the_id_key_alone(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """My Portal turns a resident's codes into ID codes to find their entries: it reads the ID
-    key's own file, not the masters (so no holder's link-code key, nor the platform's sealing
-    key), and what it has converts nothing into a link code."""
+def test_the_registry_side_reads_the_id_key_alone(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry side turns a card holder's codes into the ID codes My Portal finds their
+    entries by: it reads the ID key's own file, not the masters (so no holder's link-code key,
+    nor the platform's sealing key), and what it has converts nothing into a link code."""
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     keys.init()
     residents = random_codes(5, seed=3)
     expected = CodeService(keys.load()).id_codes(residents)
-    keys.store_path().unlink()  # the masters gone: the portal never needed them
-    codes = portal_app.id_codes()
+    keys.store_path().unlink()  # the masters gone: the registry side never needed them
+    codes = registry_serve.id_codes()
     assert codes.id_codes(residents) == expected
     assert type(codes) is IdCodes and not hasattr(codes, "_keys")
     assert not [name for name in dir(codes) if "link" in name or "resident_code" in name]
