@@ -2,17 +2,19 @@
 through the registry's code changes), sealed back to the portal alone (renkei.questions).
 
 The ID codes of the card's holder are told only here, and only for a card login this side checks
-itself: the card's signature of the portal's origin and challenge (the JPKI CA's certificate and
-CRL, as the portal checks them), the challenge fresh (issued within the last few minutes, not
-ahead of this side's clock) and never shown before (cards.jlis keeps the used ones). This side's
-process holds the ID key (processors.keys.load_id_key); the portal does not, so whoever takes it
-over cannot turn a resident code into an ID code, nor find the history of a resident who did
-not log in.
+itself: the card's signature of the portal's origin (one this side was told is the portal's,
+so that a signature a card made for another site is no use) and challenge (the JPKI CA's
+certificate and CRL, as the portal checks them), the challenge fresh (issued within the last few
+minutes, not ahead of this side's clock) and never shown before (cards.jlis keeps the used
+ones). This side's process holds the ID key (processors.keys.load_id_key); the portal does not,
+so whoever takes it over cannot turn a resident code into an ID code, nor find the history of a
+resident who did not log in.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +32,14 @@ log = logging.getLogger(__name__)
 FRESH = timedelta(minutes=3)  # the portal's challenge lives 2 minutes, its question 10 s more
 AHEAD = timedelta(seconds=5)  # the portal's clock ahead of this side's: no more than this
 CHALLENGE = "challenge"  # the refusal of a challenge stale, from the future or used before
+ORIGIN = "origin"  # the refusal of a signature made for a site that is not the portal
+LOOPBACK = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}")
+
+
+def portal_origin(origin: str, origins: frozenset[str]) -> bool:
+    """Whether `origin` is the portal's: one of `origins`, or with none named, one on this
+    machine's loopback (the embedded deployment's portal, on a port of its own choosing)."""
+    return origin in origins if origins else LOOPBACK.fullmatch(origin) is not None
 
 
 def _now() -> datetime:
@@ -43,6 +53,7 @@ class CardLogins:
     cards: CardHolders
     registry: RegistryStore
     codes: IdCodes
+    origins: frozenset[str] = frozenset()
     verifier: Verifier = field(default_factory=Verifier)
     clock: Callable[[], datetime] = _now
 
@@ -63,8 +74,12 @@ class CardLogins:
 
     def _checked(self, request_id: str, question: bytes) -> str:
         """The serial of the card whose login this is, if its signature checks and its
-        challenge is fresh and shown by no other question; else Declined, logged by reason."""
+        challenge is fresh and shown by no other question, signed for the portal's origin;
+        else Declined, logged by reason."""
         login = CODEC.decode(question, CardLogin)
+        if not portal_origin(login.origin, self.origins):
+            log.warning("a card login the portal showed is refused: signed for another site")
+            raise Declined(ORIGIN)
         try:
             verified = self.verifier.verify(ca.JPKI, login.certificate.encode(), login.origin,
                                             login.nonce, login.signature)

@@ -54,7 +54,10 @@ def id_codes() -> IdCodes:
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the registry's SQLite file [default <state>/registry/registry.db]")
-def serve(db: Path | None) -> None:
+@click.option("--portal-origin", "origins", multiple=True,
+              help="My Portal's public origin, as its --origin (repeatable); a card login "
+                   "signed for any other site is refused [default: any http://127.0.0.1:PORT]")
+def serve(db: Path | None, origins: tuple[str, ...]) -> None:
     """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
     their holders' ID codes by the ID key alone) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -64,7 +67,8 @@ def serve(db: Path | None) -> None:
     try:
         asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
                                 "renkei-registry",
-                                serving(store, CardLogins(cards, store, codes),
+                                serving(store, CardLogins(cards, store, codes,
+                                                   frozenset(o.rstrip("/") for o in origins)),
                                         sealing.key_of(acls.REGISTRY))))
     finally:
         cards.close()

@@ -283,6 +283,19 @@ def test_audit_and_portal_run() -> None:
         assert any(a[:len(prefix)] == prefix for a in argvs), f"{name} runs {argvs}"
 
 
+def _option(service: str, option: str) -> set[str]:
+    """The values `option` is given in the service's `renkei` command lines."""
+    return {argv[i + 1] for argv in command_lines(services()[service])
+            for i, arg in enumerate(argv[:-1]) if arg == option}
+
+
+def test_the_registry_takes_card_logins_signed_for_the_portals_origin_alone() -> None:
+    """A card login the portal shows the registry side is signed for the portal's origin; any
+    other is refused there, so the two must name the same one."""
+    origins = _option("portal", "--origin")
+    assert origins and _option("registry", "--portal-origin") == origins
+
+
 def test_every_renkei_command_exists() -> None:
     found = all_commands()
     assert len(found) >= 8, f"too few `renkei` commands found: {found}"

@@ -57,6 +57,7 @@ from tests.kafka_helpers import free_port, producer, spawn, stop
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 PIN = "4321"
 ORIGIN = "http://127.0.0.1:8080"
+ELSEWHERE = "https://elsewhere.example"  # a site a card also logs in to: not the portal
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -112,11 +113,12 @@ async def test_a_question_past_its_deadline_changes_no_number(
     assert number_of(resident) == before
 
 
-def signed(card: Card, at: datetime | None = None) -> CardLogin:
-    """The card's login as the reader makes it, to a challenge issued `at` (now by default)."""
+def signed(card: Card, at: datetime | None = None, origin: str = ORIGIN) -> CardLogin:
+    """The card's login as the reader makes it for `origin`, to a challenge issued `at` (now by
+    default)."""
     nonce = challenge(at)
-    return CardLogin(card.certificate.public_bytes(Encoding.PEM).decode(), ORIGIN, nonce,
-                     card.sign(message(ORIGIN, nonce), PIN))
+    return CardLogin(card.certificate.public_bytes(Encoding.PEM).decode(), origin, nonce,
+                     card.sign(message(origin, nonce), PIN))
 
 
 def unrecorded_card(tmp_path: Path) -> Card:
@@ -140,9 +142,10 @@ async def test_the_registry_sides_process_tells_whose_card_it_is_with_their_id_c
 
 async def test_the_registry_side_tells_no_codes_for_a_login_it_does_not_accept(
         kafka: KafkaSide, town: Town, tmp_path: Path) -> None:
-    """A card's signature of another challenge, a card of another CA or a revoked one, a
-    challenge too old, one from the future, one shown before: each is refused, by its reason,
-    and nothing is told (the portal, or whoever took it over, learns no code of anyone's)."""
+    """A card's signature of another challenge, or made for another site, a card of another CA
+    or a revoked one, a challenge too old, one from the future, one shown before: each is
+    refused, by its reason, and nothing is told (the portal, or whoever took it over, learns no
+    code of anyone's)."""
     resident = town.held["sakura-town"][6]
     issue.init()
     card = issue.resident_card(resident.resident_code, PIN, tmp_path)
@@ -151,7 +154,8 @@ async def test_the_registry_side_tells_no_codes_for_a_login_it_does_not_accept(
     issue.revoke(revoked.face.serial)
     now, good = datetime.now(UTC), signed(card)
     refused = [(replace(good, signature=signed(card).signature), "bad-signature"),
-               (replace(good, origin="https://elsewhere.example"), "bad-signature"),
+               (replace(good, origin="http://127.0.0.1:8081"), "bad-signature"),
+               (signed(card, origin=ELSEWHERE), "origin"),
                (signed(officer), "unknown-issuer"), (signed(revoked), "revoked"),
                (signed(card, now - timedelta(minutes=10)), "challenge"),
                (signed(card, now + timedelta(minutes=10)), "challenge"),
