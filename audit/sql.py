@@ -51,6 +51,7 @@ class Dialect:
     begin_read: str
     has_table: str  # a row when the table its one parameter names is in the store's schema
     session: tuple[str, ...]
+    writer_session: tuple[str, ...]  # the writer's: a read-only connection cannot set them
     closing: tuple[str, ...]  # upkeep on close, skipped if it meets `busy`: done next time
     duplicate: type[Exception]
     busy: type[Exception]  # another connection committed while this one read
@@ -60,32 +61,48 @@ SQLITE = Dialect(
     name="sqlite", blob="BLOB", key="INTEGER PRIMARY KEY", auto_key="INTEGER PRIMARY KEY",
     begin_write=("BEGIN IMMEDIATE",), begin_read="BEGIN",
     has_table="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-    session=("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000",
+    session=("PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000",
              "PRAGMA cache_size=-262144", "PRAGMA temp_store=MEMORY"),
+    writer_session=("PRAGMA journal_mode=WAL",),
     closing=("PRAGMA optimize",), duplicate=sqlite3.IntegrityError,
     busy=sqlite3.OperationalError)
+
+
+# a WAL store's last connection to close removes its -wal and -shm files; a reader (SQLite 3.22
+# and later) in a folder it may not write in opens the store only while they are there
+_READ_ONLY = (" (read-only: the store must be there, and, in a folder this process may not "
+              "write in, its -wal and -shm files too, which are there while the audit consumer "
+              "has it open)")
 
 
 class NoStore(ValueError):
     """A store URL that names no store this can open (its scheme, its folder, its server)."""
 
 
-def connect(url: str | Path) -> tuple[Connection, Dialect]:
-    """A connection for `url`: a path, sqlite:///path, or postgresql://user@host:port/db.
+def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Dialect]:
+    """A connection for `url`: a path, sqlite:///path, or postgresql://user@host:port/db;
+    `read_only`, one through which nothing can be written (a SQLite file opened mode=ro, a
+    PostgreSQL session whose transactions are read-only), to a store that must be there.
 
     As in SQLAlchemy, sqlite:///audit.db is relative and sqlite:////var/audit.db absolute.
     """
     text = str(url)
     if text.startswith(POSTGRESQL_SCHEMES):
-        return _postgresql(text)
+        return _postgresql(text, read_only)
     if "://" in text and not text.startswith("sqlite:///"):
         raise NoStore(f"unsupported store URL {text!r}: use a path, sqlite:///path or "
                       "postgresql://…")
     path = _sqlite_path(text)
     try:
-        return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
+        if not read_only:
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
+        db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
+                             isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA schema_version")  # opening the file is put off until it is read
+        return db, SQLITE
     except sqlite3.OperationalError as exc:
-        raise NoStore(f"cannot open the store at {path}: {exc}") from exc
+        raise NoStore(f"cannot open the store at {path}: {exc}"
+                      + (_READ_ONLY if read_only else "")) from exc
 
 
 def _sqlite_path(text: str) -> str:
@@ -100,7 +117,7 @@ def exists(url: str | Path) -> bool:
     return other or Path(_sqlite_path(text)).exists()
 
 
-def _postgresql(url: str) -> tuple[Connection, Dialect]:
+def _postgresql(url: str, read_only: bool) -> tuple[Connection, Dialect]:
     import psycopg
 
     dialect = Dialect(
@@ -110,12 +127,15 @@ def _postgresql(url: str) -> tuple[Connection, Dialect]:
         begin_read="BEGIN ISOLATION LEVEL REPEATABLE READ",
         has_table="SELECT 1 FROM information_schema.tables "
                   "WHERE table_schema = current_schema() AND table_name = ?",
-        session=(), closing=(),
+        session=(), writer_session=(), closing=(),
         duplicate=psycopg.IntegrityError, busy=psycopg.errors.SerializationFailure)
     try:
-        return _PgConnection(psycopg.connect(url, autocommit=True)), dialect
+        raw = psycopg.connect(url, autocommit=True)
     except psycopg.OperationalError as exc:
         raise NoStore(f"cannot reach the store: {str(exc).strip().splitlines()[0]}") from exc
+    if read_only:
+        raw.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    return _PgConnection(raw), dialect
 
 
 _PLACEHOLDER = re.compile(r"\?")

@@ -253,16 +253,21 @@ def _now() -> datetime:
 
 
 class AuditStore:
-    """The tamper-evident audit log. One writer process at a time appends; readers any time."""
+    """The tamper-evident audit log. One writer process at a time appends; readers any time.
+    Opened with the head key's public half alone (My Portal, `audit query`, `audit verify`),
+    which signs no head, it is read-only: the connection itself refuses writes."""
 
     def __init__(self, url: str | Path, signer: Signer, *, head_every: int = HEAD_EVERY,
                  clock: Callable[[], datetime] = _now) -> None:
         self.signer, self.head_every, self.clock = signer, head_every, clock
-        self._db, self._dialect = connect(url)
+        self._db, self._dialect = connect(url, read_only=not signer.signs)
         for statement in self._dialect.session:
             self._db.execute(statement)
-        with self._write() as cur:
-            self._create(cur)
+        if signer.signs:
+            for statement in self._dialect.writer_session:
+                self._db.execute(statement)
+            with self._write() as cur:
+                self._create(cur)
         self._frontier = merkle.Frontier()
         self._open = True
 
@@ -275,10 +280,11 @@ class AuditStore:
             cur.execute(_BINDINGS_FROM_ENTRIES)
 
     def close(self) -> None:
-        """Close the connection (again is fine), refreshing the query planner's statistics."""
+        """Close the connection (again is fine), the writer refreshing the query planner's
+        statistics."""
         if self._open:
             self._open = False
-            for statement in self._dialect.closing:
+            for statement in self._dialect.closing if self.signer.signs else ():
                 try:
                     self._db.execute(statement)
                 except self._dialect.busy as exc:  # no wait helps: a writer got in first

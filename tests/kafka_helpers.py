@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -73,12 +77,35 @@ def said_in_one_line(text: str, error: str) -> None:
     assert any(line.startswith("Error: ") and error in line for line in text.splitlines()), text
 
 
-def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    """Start a long-running `renkei` process (platform, holder, audit …) logging to `log`."""
+def spawn(*args: str, log: Path, read_only: Sequence[Path] = ()) -> subprocess.Popen[bytes]:
+    """Start a long-running `renkei` process (platform, holder, audit …) logging to `log`;
+    `read_only`: with these files and folders read-only to it (with_read_only)."""
     exe = Path(sys.executable).with_name("renkei")
     out = log.open("ab")
-    return subprocess.Popen([str(exe), *args], stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=tethered())
+    command = [str(exe), *args]
+    return subprocess.Popen(with_read_only(read_only, command) if read_only else command,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=tethered())
+
+
+def with_read_only(paths: Iterable[Path], command: Sequence[str]) -> list[str]:
+    """`command` with `paths` read-only to it, as a container's `:ro` mounts are: each bound
+    on itself read-only in a user and mount namespace of its own (for it alone)."""
+    mounts = "".join(f"mount --bind {p} {p} && mount -o remount,bind,ro {p} {p} && "
+                     for p in map(shlex.quote, map(str, paths)))
+    return ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", f'{mounts}exec "$@"',
+            "sh", *command]
+
+
+@functools.cache
+def can_mount_read_only() -> bool:
+    """Whether this machine lets a process mount in namespaces of its own (with_read_only)."""
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        tried = subprocess.run(with_read_only([Path(folder)], ["touch", f"{folder}/x"]),
+                               capture_output=True, text=True)
+        return tried.returncode != 0 and "Read-only file system" in tried.stderr
 
 
 def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:

@@ -6,8 +6,11 @@ import itertools
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,11 +33,13 @@ from audit.store import (
     Query,
     VerifyReport,
     column_text,
+    default_path,
     node_key,
     years_before,
 )
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
+from tests.kafka_helpers import can_mount_read_only, said_in_one_line, with_read_only
 from tests.postgres import fresh_schema
 from tests.test_detector import RESUMING, a_day_and_more, binding
 
@@ -293,6 +298,69 @@ def test_person_entries_come_with_proofs_against_the_signed_head(store: AuditSto
     assert rest.next_cursor is None
     assert store.heads()[-1] == head  # the head given out is kept in the history
     assert SignedHead.from_json(head.to_json()) == head
+
+
+# ---- readers ----
+
+def test_what_opens_the_store_with_the_public_key_alone_reads_it_as_it_grows_and_writes_nothing(
+        store: AuditStore, db: str) -> None:
+    """My Portal, `audit query` and `audit verify` open the store with the head key's public
+    half: the connection itself refuses writes (what reads the log cannot change it), and each
+    read sees what the writer appended."""
+    filled(store, 8)
+    with AuditStore(db, Signer.public()) as reader:
+        assert reader.size() == 8
+        store.append(*item(event(100)))
+        assert reader.size() == 9 and reader.entry(8) == store.entry(8)
+        for statement in ("DELETE FROM entries", "DROP TABLE heads"):
+            with pytest.raises(Exception, match=r"read-?only"):
+                reader._db.execute(statement)
+    assert store.size() == 9 and [e.serial for e in store.query(Query()).entries] == [*range(9)]
+
+
+# run in a folder it may not write in: each line on stdin, the size and the latest entry read
+_READER = """
+import sys
+from audit.heads import Signer
+from audit.store import AuditStore, default_path
+with AuditStore(default_path(), Signer.public()) as store:
+    for _ in sys.stdin:
+        size = store.size()
+        print(size, store.entry(size - 1).event.request_id, flush=True)
+"""
+
+
+@pytest.mark.skipif(not can_mount_read_only(), reason="needs user and mount namespaces")
+def test_a_reader_in_a_read_only_folder_reads_what_the_writer_appends_while_it_has_the_store_open(
+        state: Path) -> None:
+    """My Portal with audit/ mounted read-only (compose.yaml): while the audit consumer has the
+    store open, its -wal and -shm files are there, and a reader that may not write in the
+    folder (SQLite 3.22 and later) reads each entry appended, the WAL checkpointed and restarted
+    between; once the last connection has closed the store they are gone, and a reader there
+    cannot open it: it says why."""
+    path = default_path()
+    query = [str(Path(sys.executable).with_name("renkei")), "audit", "query"]
+    with AuditStore(path, Signer.load_or_create(), head_every=4) as writer:
+        reader = subprocess.Popen(with_read_only([path.parent], [sys.executable, "-c", _READER]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert reader.stdin is not None and reader.stdout is not None
+        try:
+            for n in range(0, 1200, 300):
+                writer.append_many(item(event(m)) for m in range(n, n + 300))
+                reader.stdin.write("\n")
+                reader.stdin.flush()
+                assert reader.stdout.readline().split() == [str(n + 300), f"req-{n + 299:04d}"]
+                with closing(sqlite3.connect(path)) as other:
+                    assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        finally:
+            reader.stdin.close()
+            assert reader.wait(30) == 0
+    assert sorted(p.name for p in path.parent.iterdir()) == ["audit.db", "head-key.json"]
+    closed = subprocess.run(with_read_only([path.parent], query), capture_output=True, text=True)
+    assert closed.returncode == 1
+    said_in_one_line(closed.stderr, f"cannot open the store at {path}: unable to open database "
+                                    "file (read-only: the store must be there, and, in a folder")
+    assert subprocess.run(query, capture_output=True).returncode == 0  # it may make them here
 
 
 # ---- the detector's memory ----

@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from audit import heads
+from audit.store import AuditStore
 from audit.store import default_path as audit_path
 from authority.store import default_path as authority_path
 from broker import acls, credentials
@@ -31,7 +33,15 @@ from processors import keys
 from registry.store import default_path as registry_path
 from renkei.state import state_dir, state_folder
 from renkei.town import Processes, Town
-from tests.kafka_helpers import free_port, renkei, said_in_one_line, spawn, stop
+from tests.kafka_helpers import (
+    can_mount_read_only,
+    free_port,
+    renkei,
+    said_in_one_line,
+    spawn,
+    stop,
+    with_read_only,
+)
 from tests.test_compose import services
 from tests.test_portal_services import PIN, card_login
 
@@ -76,8 +86,8 @@ def needs() -> dict[str, dict[str, bool]]:
         # it makes the store and the head key on its first run
         "audit": {_part(audit_path().parent): False,
                   _part(heads.private_key_path().parent): False, _secret(acls.AUDIT): True},
-        # the store the audit consumer writes in WAL mode: a reader writes its -shm
-        "portal": {_part(audit_path().parent): False, _sealing(acls.PORTAL): True,
+        # the store the audit consumer writes, read through a read-only connection
+        "portal": {_part(audit_path().parent): True, _sealing(acls.PORTAL): True,
                    _sealing(acls.OVERSIGHT): True, _secret(acls.PORTAL): True,
                    _secret(acls.OVERSIGHT): True, _part(ca.trusted(ca.JPKI).parent): True,
                    _part(inbox_path().parent): False},
@@ -162,6 +172,14 @@ def _narrowed(service: str, to: Path) -> Path:
     return to
 
 
+def _read_only(service: str) -> list[Path]:
+    """What `service` mounts read-only, in the suite's state folder: read-only to its process
+    where this machine lets it mount (as `:ro` in a container), else linked alone as the rest."""
+    if not can_mount_read_only():
+        return []
+    return [state_dir() / part for part, read_only in mounts(service).items() if read_only]
+
+
 def _files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
 
@@ -205,10 +223,11 @@ def test_the_portal_starts_on_its_mounts_alone(portal_state: Path, town: Town,
     before = _files(portal_state)
     assert _keys_read(portal_state) == []
     assert not (portal_state / _part(keys.id_key_path())).exists()
-    port = free_port()
+    port, read_only = free_port(), _read_only("portal")
     url = f"http://127.0.0.1:{port}"
     with state_folder(portal_state):
-        proc = spawn("portal", "--port", str(port), log=tmp_path / "portal.log")
+        proc = spawn("portal", "--port", str(port), log=tmp_path / "portal.log",
+                     read_only=read_only)
         try:
             _answers(f"{url}/login", proc)
             assert asyncio.run(_history_of(url, resident_card)).count(resident.name) >= 1
@@ -243,10 +262,11 @@ def test_every_other_service_starts_on_its_mounts_alone(
     monkeypatch.setenv(BOOTSTRAP_ENV, f"127.0.0.1:{free_port()}")
     started = {}
     for service, command in COMMANDS.items():
-        folder = _narrowed(service, tmp_path / service)
+        folder, read_only = _narrowed(service, tmp_path / service), _read_only(service)
         with state_folder(folder):
             started[service] = (folder, _files(folder), tmp_path / f"{service}.log",
-                                spawn(*command, log=tmp_path / f"{service}.log"))
+                                spawn(*command, log=tmp_path / f"{service}.log",
+                                      read_only=read_only))
     try:
         deadline = time.monotonic() + 30
         for service, (folder, before, log, proc) in started.items():
@@ -266,3 +286,22 @@ def test_a_portal_where_no_head_key_is_says_so_and_makes_none(tmp_path: Path) ->
     assert run.returncode == 1, run.stderr
     said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}")
     assert not list(state.rglob("head-key.json"))
+
+
+@pytest.mark.skipif(not can_mount_read_only(), reason="needs user and mount namespaces")
+def test_a_portal_in_a_read_only_mount_of_a_store_no_one_has_open_says_so(tmp_path: Path) -> None:
+    """Its audit/ mounted read-only, it opens the store while the audit consumer has it open
+    (the store's -wal and -shm files there); a store its last connection closed it cannot open
+    there: it says why, and is restarted until the consumer runs."""
+    with state_folder(tmp_path / "state"):
+        keys.id_key_path().write_text('{"id_key": "' + "00" * 32 + '"}\n')
+        store = audit_path()
+        with AuditStore(store, heads.Signer.load_or_create()):
+            pass
+        run = subprocess.run(
+            with_read_only([store.parent], [str(Path(sys.executable).with_name("renkei")),
+                                            "portal", "--port", str(free_port())]),
+            capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    said_in_one_line(run.stderr, f"cannot open the store at {store}: unable to open database "
+                                 "file (read-only: the store must be there")
