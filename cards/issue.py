@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cards import ca
+from cards import ca, jlis
 from cards.card import Card, check_pin
 from cards.jlis import CardHolders
 from registry.store import RegistryStore
@@ -24,7 +24,9 @@ ROLES = ("counter", "oversight")
 
 
 def init() -> list[str]:
-    """Both CAs, made if missing, each with a fresh CRL (a CRL is good for a day); their names."""
+    """Both CAs, made if missing, each with a fresh CRL (a CRL is good for a day); their names.
+    J-LIS's card table a state folder from before kept in registry/ is moved to its place."""
+    jlis.default_path()
     authorities = [ca.Authority.create(name) for name in ca.AUTHORITIES]
     for authority in authorities:
         authority.publish_crl()

@@ -13,12 +13,13 @@ shown again, so that each one is used once, a restart of the registry side's pro
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.residents import ChangeKind
 from registry.store import RegistryStore
-from renkei.state import private_dir
+from renkei.state import private_dir, state_dir
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS cards (
     serial TEXT PRIMARY KEY, resident_code TEXT NOT NULL, issued_at TEXT NOT NULL)"""
@@ -27,7 +28,16 @@ USED = """CREATE TABLE IF NOT EXISTS used_challenges (
 
 
 def default_path() -> Path:
-    return private_dir("registry") / "cards.db"
+    """The table in cards/holders/, apart from the registry (compose.yaml gives the authority
+    registry/, for the registry alone). A state folder from before kept it in registry/: it is
+    moved here, a transaction a crash left in its journal rolled back first."""
+    path = private_dir("cards", "holders") / "cards.db"
+    before = state_dir() / "registry" / "cards.db"
+    if before.exists() and not path.exists():
+        with closing(sqlite3.connect(before)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master")  # a reader rolls a hot journal back
+        before.rename(path)
+    return path
 
 
 class CardHolders:

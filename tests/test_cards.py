@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from cards import ca, issue
+from cards import ca, issue, jlis
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked
+from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, challenge, message
 from renkei.state import state_folder
 from tests.kafka_helpers import renkei
@@ -149,3 +150,22 @@ def test_a_ca_made_with_its_certificate_beside_its_key_gets_a_trust_folder(
         assert sorted(p.name for p in (state / "cards" / "trust").rglob("*")) == [
             "ca.pem", "ca.pem", "crl.pem", "crl.pem", "jpki", "officers"]
         assert _login(card, "2222") == card.face.serial
+
+
+def test_the_card_table_kept_in_the_registry_folder_is_moved_apart_from_it(
+        tmp_path: Path) -> None:
+    """compose.yaml gives the authority registry/, for the registry alone: `card init` (which
+    provision runs) moves J-LIS's card table a state folder from before kept there to
+    cards/holders/, its cards still recorded."""
+    with state_folder(tmp_path / "state") as state:
+        before = state / "registry" / "cards.db"
+        before.parent.mkdir()
+        old = CardHolders(before)
+        old.record("c0ffee", "RESIDENT-1")
+        old.close()
+        renkei("card", "init")
+        assert not before.exists() and list(before.parent.iterdir()) == []
+        assert jlis.default_path() == state / "cards" / "holders" / "cards.db"
+        moved = CardHolders()
+        assert moved.issued_to("c0ffee") == "RESIDENT-1"
+        moved.close()

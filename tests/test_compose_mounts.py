@@ -77,11 +77,11 @@ def needs() -> dict[str, dict[str, bool]]:
     return {
         "platform": {_secret(acls.PLATFORM): True, _part(keys.store_path()): True},
         # it tells the portal a card holder's ID codes, for a login it checks itself
-        "registry": {_part(registry_path().parent): False, _secret(acls.REGISTRY): True,
-                     _sealing(acls.REGISTRY): True, _part(keys.id_key_path()): True,
-                     _part(ca.trusted(ca.JPKI).parent): True},
-        # the authority follows the registry's code changes; a SQLite reader writes its -shm
-        "authority": {_part(authority_path().parent): False, _part(registry_path().parent): False,
+        "registry": {_part(registry_path().parent): False, _part(cards_path().parent): False,
+                     _secret(acls.REGISTRY): True, _sealing(acls.REGISTRY): True,
+                     _part(keys.id_key_path()): True, _part(ca.trusted(ca.JPKI).parent): True},
+        # the authority follows the registry's code changes (registry/ holds no card table)
+        "authority": {_part(authority_path().parent): False, _part(registry_path().parent): True,
                       _secret(acls.AUTHORITY): True, _sealing(acls.AUTHORITY): True},
         # it makes the store and the head key on its first run
         "audit": {_part(audit_path().parent): False,
@@ -125,6 +125,16 @@ def test_the_portal_reads_no_key_store_or_secret_but_its_own(tmp_path: Path) -> 
     for service in RENKEI:
         if service != "platform":
             assert not any(_covers(part, forbidden[0]) for part in mounts(service)), service
+
+
+def test_the_authority_reads_the_registry_and_not_the_card_table(tmp_path: Path) -> None:
+    """It follows the registry's code changes: registry/ alone, read-only, which holds no card
+    table (whose card is whose: the registry's, for the portal's log-in)."""
+    with state_folder(tmp_path):
+        registry, cards = _part(registry_path().parent), _part(cards_path())
+    authority = mounts("authority")
+    assert authority.get(registry) is True, "registry/, read-only"
+    assert not any(_covers(part, cards) for part in authority), "the card table"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
