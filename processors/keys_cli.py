@@ -6,6 +6,7 @@ import asyncio
 
 import click
 
+from audit import heads
 from processors import directory, keys
 
 
@@ -24,12 +25,18 @@ def keys_cli() -> None:
 
 @keys_cli.command()
 def init() -> None:
-    """Generate the master secrets into the state folder, once; never overwrite them."""
+    """Generate the master secrets into the state folder, once; never overwrite them. The audit
+    log's head key a state folder from before kept beside the store (audit/) is moved apart
+    from it: compose.yaml's provision runs this before My Portal, which mounts audit/, starts."""
     created = keys.init()
     for path in created:
         click.echo(f"created {path} (mode 0600)")
     if keys.store_path() not in created:
         click.echo(f"key store already exists at {keys.store_path()}; left unchanged")
+    head_key = heads.private_key_path()
+    if head_key.exists():
+        click.echo(f"the audit log's head key is at {head_key}; beside its store, its public "
+                   f"half alone ({heads.key_path()})")
 
 
 @keys_cli.command()

@@ -75,3 +75,23 @@ def test_querying_the_store_needs_the_head_keys_public_half_alone(tmp_path: Path
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["entries"] == []
     assert not (state / "keys").exists()
+
+
+def test_keys_init_which_provision_runs_moves_the_head_key_out_of_the_portals_mount(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state folder from before kept the head key in audit/, which My Portal mounts: the
+    audit consumer moved it on its first start, which may come after the portal's; provision's
+    `keys init` moves it before any service starts. It makes none where there is none."""
+    state = tmp_path / "state"
+    monkeypatch.setenv(STATE_ENV, str(state))
+    old = state / "audit" / "head-key.json"
+    before = Signer.load_or_create(old)
+    said = renkei("keys", "init").stdout
+    assert json.loads(old.read_text()) == {
+        "algorithm": "Ed25519", "public_key": before.public_key.public_bytes_raw().hex()}
+    moved = state / "keys" / "audit" / "head-key.json"
+    assert moved.stat().st_mode & 0o777 == 0o600 and Signer.load(moved).key_id == before.key_id
+    assert f"the audit log's head key is at {moved}" in said
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "fresh"))
+    assert "head key" not in renkei("keys", "init").stdout
+    assert not list((tmp_path / "fresh").rglob("head-key.json"))
