@@ -18,15 +18,16 @@ ROLE = "counter"
 
 async def desk(request: web.Request) -> web.Response:
     officer = officer_of(request, ROLE)
-    return _desk(request, officer, session_of(request).present)
+    return await _desk(request, officer, session_of(request).present)
 
 
-def _desk(request: web.Request, officer: Officer, present: Resident | None, status: int = 200,
-          **context: object) -> web.Response:
+async def _desk(request: web.Request, officer: Officer, present: Resident | None,
+                status: int = 200, **context: object) -> web.Response:
     platform = request.app[PLATFORM]
     entries, head = platform.records.of_person(present.id_codes) if present else ([], None)
     return render(request, "counter.html", status=status, officer=officer, present=present,
-                  entries=entries, head=head, **context)
+                  entries=entries, head=head,
+                  pending=present and await numbering.pending(request, present), **context)
 
 
 async def number_change(request: web.Request) -> web.Response:
@@ -38,14 +39,14 @@ async def number_change(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/counter")
     reason = await numbering.reason_asked(request)
     if reason is None:
-        return _desk(request, officer, present, status=400, missing=True)
+        return await _desk(request, officer, present, status=400, missing=True)
     try:
         number = await numbering.new_number(request, present, officer.holder, f"{reason}（窓口）",
                                             officer.acting)
     except Unanswered:
         return render(request, "error.html", status=503, message="number_unanswered")
     if number is None:
-        return _desk(request, officer, present, status=503, unknown=True)
+        return await _desk(request, officer, present, status=503, unknown=True)
     return render(request, "number_done.html", number=number, back="/counter")
 
 

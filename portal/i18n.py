@@ -119,6 +119,13 @@ WORDS: dict[str, tuple[str, str]] = {
                        "personal number was changed is not known yet. Please ask again: it is the "
                        "same request, so your number is changed at most once, and if it was "
                        "changed you are shown the new one."),
+    "number_pending": ("次の日時に請求された新しい個人番号の結果をまだお知らせしていません。"
+                       "もう一度請求してください。同じ請求として扱われるため番号が二度変更されることは"
+                       "なく、発行されていればその番号を表示します。",
+                       "A request for a new number has no outcome shown yet. Please ask again: "
+                       "it is the same request, so your number is changed at most once, and if "
+                       "it was issued you are shown it. Asked at:"),
+    "number_issued": ("新しい個人番号が発行されました。", "Your new number was issued."),
     "number_once": ("この番号はこの画面でのみ表示します。控えてください。再表示はできません。",
                     "This number is shown only on this page. Write it down: it cannot be shown "
                     "again."),

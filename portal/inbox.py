@@ -4,6 +4,9 @@ kept as it came (its entries sealed to the asker: the inbox holds no personal da
 with the position read up to on each answers topic, so that a restarted portal takes what came
 while it was down and nothing twice; and where the integrity page's anchor check stands
 (audit.anchor.Held), so that a restarted portal's first check reads only the heads anchored since.
+It keeps too each resident's request for a new number whose outcome they have not seen (by their
+ID code), so that their next request, in any session or at the counter, is the same change: the
+authority answers the number it gave, never a second one.
 
 Each book (the topic its answers come on) keeps a request and its answers for a stated period
 from when it was asked, then drops them: a resident who applied finds the answers for
@@ -47,6 +50,9 @@ CREATE INDEX IF NOT EXISTS asked_by_book ON asked (book, person, at);
 CREATE TABLE IF NOT EXISTS answers (
     request_id TEXT NOT NULL, holder TEXT NOT NULL, answer BLOB NOT NULL,
     PRIMARY KEY (request_id, holder)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    person TEXT PRIMARY KEY, change_id TEXT NOT NULL, at TEXT NOT NULL, requester TEXT NOT NULL,
+    note TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS positions (
     topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
     PRIMARY KEY (topic, partition)) WITHOUT ROWID;
@@ -70,6 +76,19 @@ class Asked:
     @property
     def complete(self) -> bool:
         return set(self.answers) >= set(self.holders)
+
+
+@dataclass(frozen=True)
+class ChangeAsked:
+    """A resident's request for a new number: whose (their ID code), its change id (asked again,
+    the same change), and when and by whom it was first asked, with the staff member's note at
+    the counter (logged again, the same audit event, byte for byte)."""
+
+    person: str
+    change_id: str
+    at: datetime
+    requester: str
+    note: str | None = None
 
 
 def kept_since(now: datetime, kept: timedelta) -> datetime:
@@ -160,6 +179,35 @@ class Inbox:
     def _answers(self, request_id: str) -> dict[str, bytes]:
         return dict(self._db.execute("SELECT holder, answer FROM answers WHERE request_id = ? "
                                      "ORDER BY holder", (request_id,)).fetchall())
+
+    async def change(self, fresh: ChangeAsked) -> ChangeAsked:
+        """The person's request for a new number whose outcome they have not seen, else `fresh`,
+        kept as that."""
+        def kept() -> ChangeAsked:
+            with writing(self._db):
+                found = self._change_of(fresh.person)
+                if found is None:
+                    self._db.execute("INSERT INTO changes VALUES (?, ?, ?, ?, ?)", (
+                        fresh.person, fresh.change_id, _time(fresh.at), fresh.requester,
+                        fresh.note))
+            return found or fresh
+        return await self._run(kept)
+
+    async def change_of(self, person: str) -> ChangeAsked | None:
+        """The person's request for a new number whose outcome they have not seen."""
+        return await self._run(partial(self._change_of, person))
+
+    def _change_of(self, person: str) -> ChangeAsked | None:
+        row = self._db.execute("SELECT change_id, at, requester, note FROM changes "
+                               "WHERE person = ?", (person,)).fetchone()
+        return None if row is None else ChangeAsked(person, row[0], datetime.fromisoformat(
+            row[1]), row[2], row[3])
+
+    async def change_seen(self, change: ChangeAsked) -> None:
+        """The outcome of the change was told: the person's next request is a new change."""
+        await self._run(partial(self._db.execute,
+                                "DELETE FROM changes WHERE person = ? AND change_id = ?",
+                                (change.person, change.change_id)))
 
     async def positions(self, topic: str) -> dict[int, int]:
         """The offset to read next on each partition of `topic` read before."""

@@ -199,7 +199,7 @@ class Platform:
     """Everything the portal process does on Kafka."""
 
     def __init__(self, portal: KafkaAccess, oversight: KafkaAccess, inbox: Inbox) -> None:
-        self._access, self._inbox = portal, inbox
+        self._access, self.inbox = portal, inbox  # the numbering's changes kept in it too
         self._producer = producer_for(portal)
         self.directory: CompactedView[HolderEntry] = CompactedView(
             portal, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
@@ -237,7 +237,7 @@ class Platform:
         await self.applications.stop()
         await self.directory.stop()
         await self._producer.stop()
-        await self._inbox.close()
+        await self.inbox.close()
 
     def holder_name(self, holder: str | None) -> str:
         if holder is None:

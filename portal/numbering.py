@@ -4,18 +4,23 @@ Portal or by staff at the municipal counter with the resident present (番号法
 The request is logged before it is sent (NUMBER_CHANGE_ASKED, under its change id: asked again,
 the same event), the change once answered (NUMBER_CHANGED): a change whose answer never comes,
 or comes to a portal that stops before logging it, is in the resident's history as asked, never
-absent. The change id stays the session's until the change is logged, for that resident alone.
+absent. The change is kept in the portal's inbox, the resident's (by their ID code), until its
+outcome is told them: their next request, after a new login or at the counter, resumes it (the
+same change id, the same NUMBER_CHANGE_ASKED event), and the authority answers the number it gave.
 """
 
 from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from broker import acls
 from portal.context import PLATFORM
+from portal.inbox import ChangeAsked
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Resident
-from portal.web import session_of
 
 
 async def reason_asked(request: web.Request) -> str | None:
@@ -30,23 +35,30 @@ async def reason_asked(request: web.Request) -> str | None:
 async def new_number(request: web.Request, resident: Resident, requester: str, reason: str,
                      note: str | None = None) -> str | None:
     """The resident's new number, logged as asked by `requester` (with `note`: who at the
-    counter); None if no answer came in time (it may have been made: asked again, the same
-    change); Unanswered if the authority did nothing."""
+    counter), or as first asked if this resumes a change whose outcome they have not seen; None
+    if no answer came in time (it may have been made: asked again, the same change); Unanswered
+    if the authority did nothing."""
     platform = request.app[PLATFORM]
-    session = session_of(request)
+    inbox = platform.kafka.inbox
     person = resident.id_codes[0]
-    asked = session.change_for(person)
-    await platform.kafka.record("NUMBER_CHANGE_ASKED", requester, person, provider=acls.AUTHORITY,
-                                request_id=asked.change_id, step="asked", at=asked.at,
-                                reason=note)
+    asked = await inbox.change(ChangeAsked(person, str(uuid.uuid4()), datetime.now(UTC),
+                                           requester, note))
+    await platform.kafka.record("NUMBER_CHANGE_ASKED", asked.requester, person,
+                                provider=acls.AUTHORITY, request_id=asked.change_id, step="asked",
+                                at=asked.at, reason=asked.note)
     try:
         number = await platform.new_number(resident, reason, asked.change_id)
     except Unanswered as exc:
         if exc.status == NO_ANSWER:
             return None
-        session.change_asked = None
+        await inbox.change_seen(asked)
         raise
     await platform.kafka.record("NUMBER_CHANGED", requester, person, provider=acls.AUTHORITY,
                                 request_id=asked.change_id, step="changed", reason=note)
-    session.change_asked = None  # logged: the next request is a new change
+    await inbox.change_seen(asked)  # logged: the next request is a new change
     return number
+
+
+async def pending(request: web.Request, resident: Resident) -> ChangeAsked | None:
+    """The resident's request for a new number whose outcome they have not seen yet."""
+    return await request.app[PLATFORM].kafka.inbox.change_of(resident.id_codes[0])

@@ -28,7 +28,8 @@ async def history(request: web.Request) -> web.Response:
                                                     c.entry.event.provider) if h})
     return render(request, "history.html", entries=entries, head=head, holders=holders,
                   chosen=holder, since=request.query.get("since", ""),
-                  until=request.query.get("until", ""))
+                  until=request.query.get("until", ""),
+                  pending=await numbering.pending(request, resident))
 
 
 def _serial(request: web.Request, text: str) -> int:
@@ -80,8 +81,8 @@ async def details(request: web.Request) -> web.Response:
 
 
 async def number_form(request: web.Request) -> web.Response:
-    resident_of(request)
-    return render(request, "number.html")
+    resident = resident_of(request)
+    return render(request, "number.html", pending=await numbering.pending(request, resident))
 
 
 async def number_change(request: web.Request) -> web.Response:
@@ -89,7 +90,8 @@ async def number_change(request: web.Request) -> web.Response:
     resident = resident_of(request)
     reason = await numbering.reason_asked(request)
     if reason is None:
-        return render(request, "number.html", status=400, missing=True)
+        return render(request, "number.html", status=400, missing=True,
+                      pending=await numbering.pending(request, resident))
     try:
         number = await numbering.new_number(request, resident, "portal",
                                             f"{reason}（マイポータル）")

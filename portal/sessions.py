@@ -12,7 +12,6 @@ anonymous one goes (a signed-in one only when none is left).
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,17 +62,6 @@ class Challenge:
     at: datetime
 
 
-@dataclass(frozen=True)
-class ChangeAsked:
-    """A resident's request for a new number: whose (their ID code), its change id (asked again,
-    the same change) and when it was first asked (logged again, the same audit event, byte for
-    byte)."""
-
-    person: str
-    change_id: str
-    at: datetime
-
-
 @dataclass
 class Session:
     sid: str
@@ -86,20 +74,11 @@ class Session:
     present: Resident | None = None  # at the counter: the resident who logged in with their card
     challenge: Challenge | None = None
     notice: str | None = None
-    change_asked: ChangeAsked | None = None  # the outcome not told: asked again, the same change
 
     @property
     def signed_in(self) -> bool:
         """Whether a resident or an officer logged in to this session with their card."""
         return self.resident is not None or self.officer is not None
-
-    def change_for(self, person: str) -> ChangeAsked:
-        """This person's request for a new number whose outcome was not told (asked again, the
-        same change), else a new one: never another's (at the counter, staff serve one resident
-        after another in one session)."""
-        if self.change_asked is None or self.change_asked.person != person:
-            self.change_asked = ChangeAsked(person, str(uuid.uuid4()), _now())
-        return self.change_asked
 
     def take_challenge(self, nonce_hex: str, now: datetime) -> Challenge | None:
         """The pending challenge if it is this one and still fresh; used up either way."""

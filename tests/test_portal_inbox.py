@@ -28,7 +28,15 @@ from broker import acls, topics
 from broker.clients import KafkaAccess, read_topic
 from cards import issue
 from holders.client import HolderClient
-from portal.inbox import APPLICATIONS_KEPT, OVERSIGHT_KEPT, Asked, Inbox, kept_since, taken
+from portal.inbox import (
+    APPLICATIONS_KEPT,
+    OVERSIGHT_KEPT,
+    Asked,
+    ChangeAsked,
+    Inbox,
+    kept_since,
+    taken,
+)
 from portal.kafka import HolderLogs
 from renkei import holder_logs, sealing
 from renkei.town import Processes, Town
@@ -63,6 +71,36 @@ def test_an_answer_is_taken_once_from_a_holder_asked_while_its_request_is_kept()
     assert not taken(asked, "nenkin", kept_since(NOW + timedelta(days=2), APPLICATIONS_KEPT)), \
         "a request past its keeping"
     assert OVERSIGHT_KEPT >= APPLICATIONS_KEPT >= timedelta(days=90)
+
+
+async def test_a_change_of_number_not_seen_is_its_residents_alone_until_seen_through_restarts(
+        tmp_path: Path) -> None:
+    """A resident's change whose outcome they have not seen is the one their next request
+    resumes, in any session or portal process, as first asked; another resident's (the next at
+    the counter) is their own; once seen, the next request is a new change."""
+    path = tmp_path / "inbox.db"
+    first = ChangeAsked(PERSON, "c-1", NOW + timedelta(microseconds=7), "portal")
+    inbox = Inbox(path)
+    try:
+        assert await inbox.change_of(PERSON) is None and await inbox.change(first) == first
+        assert await inbox.change(ChangeAsked(PERSON, "c-2", NOW, "sakura-town", "staff 1")) \
+            == first
+        other = ChangeAsked("DEF12345UVW", "c-3", NOW, "sakura-town", "staff 1")
+        assert await inbox.change(other) == other
+    finally:
+        await inbox.close()
+    inbox = Inbox(path)  # the portal restarted
+    try:
+        assert await inbox.change_of(PERSON) == first
+        assert await inbox.change_of(other.person) == other
+        await inbox.change_seen(first)
+        again = ChangeAsked(PERSON, "c-4", NOW, "portal")
+        assert await inbox.change_of(PERSON) is None and await inbox.change(again) == again
+        await inbox.change_seen(first)  # told before: the next change stays
+        assert await inbox.change_of(PERSON) == again
+        assert await inbox.change_of(other.person) == other
+    finally:
+        await inbox.close()
 
 
 async def test_the_inbox_keeps_requests_answers_and_positions_for_its_period(

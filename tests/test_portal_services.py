@@ -384,6 +384,62 @@ async def _history_once(http: aiohttp.ClientSession, url: str, outcome: str
     raise AssertionError(f"no {outcome} in the resident's history: {rows}")
 
 
+def _card_of(resident_code: str, tmp_path: Path) -> Card:
+    """The resident's card, issued for the test (its PIN: PIN)."""
+    issue.init()
+    return issue.resident_card(resident_code, PIN, tmp_path)
+
+
+@contextlib.asynccontextmanager
+async def _signed_in(card: Card, tmp_path: Path
+                     ) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """My Portal's app served for the test, and a browser logged in to it with the resident's
+    card: its address and the browser."""
+    async with _portal_in_process(tmp_path) as (url, http):
+        assert await card_login(http, url, card) == "/history"
+        yield url, http
+
+
+async def _ask_number(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    """The resident's request for a new number: the page's status and text."""
+    async with http.post(f"{url}/number", data={
+            "csrf": await _csrf(http, f"{url}/number"), "confirm": "yes",
+            "reason": "漏えいのおそれ"}) as answer:
+        return answer.status, await answer.text()
+
+
+def _shown(done: str) -> str | None:
+    """The new number a page shows, if any."""
+    shown = re.search(r'id="number">([0-9 ]+)<', done)
+    return shown.group(1).replace(" ", "") if shown else None
+
+
+async def _answered_late(http: aiohttp.ClientSession, url: str, resident_code: str,
+                         platform: Processes, monkeypatch: pytest.MonkeyPatch
+                         ) -> tuple[str, int]:
+    """The resident asks for a new number and the authority changes it, but its answer comes
+    after the portal stopped waiting (the page says it is not known): the number it gave, and
+    how many changes of the resident's number there were before."""
+    before, changed_before = number_of(resident_code), changes_of(resident_code)
+    authority = platform.running["authority"]
+    monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # waits 1 s
+    os.kill(authority.pid, signal.SIGSTOP)
+    try:
+        status, _ = await _ask_number(http, url)
+    finally:
+        os.kill(authority.pid, signal.SIGCONT)
+    monkeypatch.undo()
+    assert status == 503
+    for _ in range(100):  # the authority goes on, reads the question before its deadline
+        if number_of(resident_code) != before:
+            break
+        await asyncio.sleep(0.1)
+    changed = number_of(resident_code)
+    assert changed is not None and changed != before
+    assert changes_of(resident_code) == changed_before + 1
+    return changed, changed_before
+
+
 async def test_a_change_whose_answer_never_reaches_the_portal_is_in_the_residents_history_once(
         platform: Processes, town: Town, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -392,38 +448,41 @@ async def test_a_change_whose_answer_never_reaches_the_portal_is_in_the_resident
     before the question went out; it was not logged at all). Asked again, the same change: the
     new number is shown, and the request and the change are each in the history once."""
     resident = town.held["sakura-town"][5]
-    issue.init()
-    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
-    before, changed_before = number_of(resident.resident_code), changes_of(resident.resident_code)
-    async with _portal_in_process(tmp_path) as (url, http):
-        assert await card_login(http, url, card) == "/history"
-
-        async def ask() -> tuple[int, str]:
-            async with http.post(f"{url}/number", data={
-                    "csrf": await _csrf(http, f"{url}/number"), "confirm": "yes",
-                    "reason": "漏えいのおそれ"}) as answer:
-                return answer.status, await answer.text()
-
-        authority = platform.running["authority"]
-        monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # waits 1 s
-        os.kill(authority.pid, signal.SIGSTOP)
-        try:
-            status, _ = await ask()
-        finally:
-            os.kill(authority.pid, signal.SIGCONT)
-        monkeypatch.undo()
-        assert status == 503
-        for _ in range(100):  # the authority goes on, reads the question before its deadline
-            if number_of(resident.resident_code) != before:
-                break
-            await asyncio.sleep(0.1)
-        changed = number_of(resident.resident_code)
-        assert changed != before and changes_of(resident.resident_code) == changed_before + 1
+    card = _card_of(resident.resident_code, tmp_path)
+    async with _signed_in(card, tmp_path) as (url, http):
+        changed, changed_before = await _answered_late(http, url, resident.resident_code,
+                                                       platform, monkeypatch)
         ((change_id, outcome),) = await _history_once(http, url, "NUMBER_CHANGE_ASKED")
         assert outcome == "NUMBER_CHANGE_ASKED"
-        status, done = await ask()
-        shown = re.search(r'id="number">([0-9 ]+)<', done)
-        assert status == 200 and shown and shown.group(1).replace(" ", "") == changed
+        status, done = await _ask_number(http, url)
+        assert status == 200 and _shown(done) == changed
         rows = await _history_once(http, url, "NUMBER_CHANGED")
     assert sorted(rows) == [(change_id, "NUMBER_CHANGED"), (change_id, "NUMBER_CHANGE_ASKED")]
     assert changes_of(resident.resident_code) == changed_before + 1
+
+
+async def test_a_change_the_resident_never_saw_is_resumed_at_their_next_login_not_made_twice(
+        platform: Processes, town: Town, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The authority changes the number, but its answer comes after the portal stopped waiting
+    and the resident closes the page. They log in again later, the portal restarted since (a
+    new session, none of the old one kept): their page says their request awaits its outcome,
+    and asking again resumes it, so the number the authority gave is shown (a new session drew
+    a new change id: a second number was issued, the first left in their history as asked). The
+    request and the change are each in the history once, under the one change id."""
+    resident = town.held["sakura-town"][6]
+    card = _card_of(resident.resident_code, tmp_path)
+    async with _signed_in(card, tmp_path) as (url, http):
+        changed, changed_before = await _answered_late(http, url, resident.resident_code,
+                                                       platform, monkeypatch)
+    async with _signed_in(card, tmp_path) as (url, http):  # a new session, a portal started anew
+        async with http.get(f"{url}/history") as history:
+            assert 'id="number-pending"' in await history.text()
+        status, done = await _ask_number(http, url)
+        assert status == 200 and _shown(done) == changed
+        assert changes_of(resident.resident_code) == changed_before + 1, "no second number"
+        rows = await _history_once(http, url, "NUMBER_CHANGED")
+        async with http.get(f"{url}/history") as history:
+            assert 'id="number-pending"' not in await history.text()
+    assert len(rows) == 2 and {o for _, o in rows} == {"NUMBER_CHANGE_ASKED", "NUMBER_CHANGED"}
+    assert len({rid for rid, _ in rows}) == 1, "one change id"

@@ -101,10 +101,3 @@ def test_stale_sessions_go_and_past_the_most_kept_the_least_recently_used_anonym
     assert [sessions.get(s.sid) for s in (signed_in, first, second, third)] == [
         signed_in, first, None, third]
 
-
-def test_a_change_of_number_not_told_is_asked_again_for_its_resident_alone() -> None:
-    session = Sessions().new()
-    first = session.change_for("ABC98765XYZ")
-    assert session.change_for("ABC98765XYZ") == first, "asked again: the same change"
-    other = session.change_for("DEF12345UVW")  # the next resident at the counter
-    assert other.change_id != first.change_id and other.person == "DEF12345UVW"

@@ -25,6 +25,7 @@ from cards.login import Verifier, message
 from portal import app as portal_app
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
+from portal.inbox import Inbox
 from portal.records import Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
@@ -55,9 +56,10 @@ class NoAlerts:
 
 @dataclass
 class AuditWrites:
-    """The portal's Kafka side as the pages use it: its audit writes, each failing if `fail`,
-    and the oversight body's requests for holder-side logs."""
+    """The portal's Kafka side as the pages use it: its inbox, its audit writes, each failing if
+    `fail`, and the oversight body's requests for holder-side logs."""
 
+    inbox: Inbox  # the residents' changes of number whose outcome they have not seen
     written: list[tuple[str, str]] = field(default_factory=list)
     fail: bool = False
     fail_on: str | None = None  # an outcome whose writes fail (the others do not)
@@ -115,14 +117,16 @@ class Town:
     kafka: AuditWrites
 
 
-@pytest.fixture()
-def town(state_dir: Path, tmp_path: Path) -> Town:
+@pytest_asyncio.fixture()
+async def town(state_dir: Path, tmp_path: Path) -> AsyncIterator[Town]:
     issue.init()
     card = issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident",
                       tmp_path)
     resident = Resident(card.face.serial, "山田 太郎", ("R-1",), ("ABC98765XYZ",))
     staff = issue.officer_card("sakura-town-staff-1", "sakura-town", "counter", PIN, tmp_path)
-    return Town(resident, card, staff, AuditWrites())
+    inbox = Inbox(tmp_path / "inbox.db")
+    yield Town(resident, card, staff, AuditWrites(inbox))
+    await inbox.close()
 
 
 @pytest_asyncio.fixture()
@@ -279,10 +283,54 @@ async def test_a_change_not_told_is_never_asked_again_for_another_resident(
     assert [p for _, p in town.kafka.written] == ["ABC98765XYZ", "DEF12345UVW"]
 
 
+async def test_a_change_not_seen_is_resumed_at_the_residents_next_login_wherever_they_ask(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """A resident left without seeing whether their number changed, and another asked for a new
+    number of their own in the same browser. The first comes back, to the counter (a new
+    session): the desk shows their change awaiting its outcome, and the request resumes it (the
+    same change id, logged as first asked: the same audit event), so the authority answers the
+    number it gave, said issued; a new login and request was a second change, a second number."""
+    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    card = issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident",
+                      tmp_path / "other")
+    fakes.residents[card.face.serial] = Resident(card.face.serial, "佐藤 花子", ("R-2",),
+                                                 ("DEF12345UVW",))
+
+    async def ask(page: str, action: str) -> tuple[int, str]:
+        answer = await client.post(action, allow_redirects=False, data={
+            "csrf": await csrf_of(client, page), "confirm": "yes"})
+        return answer.status, await answer.text()
+
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    assert 'id="number-pending"' not in await (await client.get("/history")).text()
+    assert (await ask("/number", "/number"))[0] == 503
+    assert 'id="number-pending"' in await (await client.get("/history")).text()
+    assert (await card_login(client, card, "resident", "/login")).status == 303
+    assert 'id="number-pending"' not in await (await client.get("/number")).text()
+    assert (await ask("/number", "/number"))[0] == 503
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    assert 'id="number-pending"' in await (await client.get("/counter")).text()
+    fakes.number_outcome = None
+    status, shown = await ask("/counter", "/counter/number")
+    assert status == 200 and "9018" in shown and words("ja")["number_issued"] in shown
+    first, other, again = fakes.changes_asked
+    assert again == first != other, "the first resident's change resumed, the other's their own"
+    staff = ("sakura-town", f"staff sakura-town-staff-1 (card {town.staff_card.face.serial})")
+    assert town.kafka.written[-3:] == [("COUNTER_VIEWED", "ABC98765XYZ"),
+                                       ("NUMBER_CHANGE_ASKED", "ABC98765XYZ"),
+                                       ("NUMBER_CHANGED", "ABC98765XYZ")]
+    assert town.kafka.by[0] == town.kafka.by[-2] == ("portal", None), "logged as first asked"
+    assert town.kafka.by[-1] == staff
+    assert 'id="number-pending"' not in await (await client.get("/counter")).text()
+    assert (await ask("/counter", "/counter/number"))[0] == 200
+    assert fakes.changes_asked[-1] not in (first, other), "seen: the next request is a new change"
+
+
 async def test_a_new_number_is_asked_for_once_logged_and_the_change_kept_until_it_is(
         client: Client, town: Town) -> None:
     """The request for a new number is logged before the authority is asked: not logged, not
-    asked. A change answered but not logged stays the session's: asked again, it is the same
+    asked. A change answered but not logged stays the resident's: asked again, it is the same
     change (the authority gives the number it gave), logged, and its number shown."""
     fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
     fakes.number_outcome = None
