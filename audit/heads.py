@@ -144,7 +144,10 @@ class Signer:
             path = private_key_path()
             if not path.exists() and key_path().exists():
                 path = key_path()  # the public half alone is here: said below
-        found = _key_file(path).get("private_key")
+        found = _key_file(path, "this command signs heads, with the head key itself, which "
+                                "`renkei audit run` makes there (its public half alone, "
+                                f"audit/{KEY_FILE}, checks heads and signs none)").get(
+                                    "private_key")
         if found is None:
             raise NoKey(f"the head key at {path} is the public key alone: this command signs "
                         "heads (`renkei audit verify` checks them with the public key alone)")
@@ -156,9 +159,9 @@ class Signer:
         """The public key alone from `path` (default: the state folder's audit/head-key.json),
         a private key there unused: all that checking heads needs, and all that an auditor
         checking a copy of a store need be given. NoKey if none."""
-        path = path or key_path()
-        return cls(Ed25519PublicKey.from_public_bytes(
-            bytes.fromhex(_key_file(path)["public_key"])))
+        found = _key_file(path or key_path(), "`renkei audit run` makes it; to check a copy of "
+                          "a store, put its head key (the public key is enough) there")
+        return cls(Ed25519PublicKey.from_public_bytes(bytes.fromhex(found["public_key"])))
 
     def sign(self, message: bytes) -> bytes:
         if self._key is None:
@@ -169,13 +172,12 @@ class Signer:
         return SignedHead(head, self.key_id, self.sign(head.message()))
 
 
-def _key_file(path: Path) -> dict[str, str]:
-    """The head key file's fields; NoKey if there is none."""
+def _key_file(path: Path, missing: str) -> dict[str, str]:
+    """The head key file's fields; NoKey if there is none, saying what is `missing`."""
     try:
         found: dict[str, str] = read_json(path)
     except FileNotFoundError:
-        raise NoKey(f"no head key at {path}: `renkei audit run` makes it; to check a copy "
-                    "of a store, put its head key (the public key is enough) there") from None
+        raise NoKey(f"no head key at {path}: {missing}") from None
     return found
 
 

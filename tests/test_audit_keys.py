@@ -95,3 +95,25 @@ def test_keys_init_which_provision_runs_moves_the_head_key_out_of_the_portals_mo
     monkeypatch.setenv(STATE_ENV, str(tmp_path / "fresh"))
     assert "head key" not in renkei("keys", "init").stdout
     assert not list((tmp_path / "fresh").rglob("head-key.json"))
+
+
+def test_a_missing_head_key_is_said_as_each_command_needs_it(tmp_path: Path) -> None:
+    """No head key in the state folder: the commands that sign heads (head, purge, query
+    --person) name the key itself they need, not 'the public key is enough', which they refuse;
+    `query` names the public half, which is enough for it."""
+    state = tmp_path / "state"
+    (state / "audit").mkdir(parents=True)
+    AuditStore(state / "audit" / "audit.db", Signer.generate()).close()
+    env = {STATE_ENV: str(state)}
+    signing = ((["head"], ""), (["purge"], ""), (["query", "--person"], "ABC98765XYZ\n"))
+    for command, stdin in signing:
+        run = renkei("audit", *command, env=env, check=False, input=stdin)
+        assert run.returncode == 1, run.stdout
+        said_in_one_line(run.stderr, f"no head key at {state / 'keys' / 'audit' / 'head-key.json'}"
+                                     ": this command signs heads, with the head key itself")
+        assert "the public key is enough" not in run.stderr, command
+    run = renkei("audit", "query", env=env, check=False)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}: `renkei "
+                                 "audit run` makes it; to check a copy of a store, put its head "
+                                 "key (the public key is enough) there")
