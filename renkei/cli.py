@@ -35,20 +35,21 @@ from renkei.bench import bench
 from renkei.chaos_cli import chaos_cli
 from renkei.compacted import NotFollowing
 from renkei.demo import demo
-from renkei.state import InUse
+from renkei.state import InUse, NotPrivate
 
 # Said as they are: each message names what is missing or wrong and what to do.
-SAID = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, RegistryExists,
-        NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing, NoStore, NoKey,
-        BadPatternFile)
+SAID = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
+        RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing, NoStore,
+        NoKey, BadPatternFile)
 
 
 class _Commands(click.Group):
     """The commands; a broker not set up, away or refusing the log-in, a view no longer followed,
-    a state folder another run holds, a registry missing or not to be replaced, a holder id not
-    registered, a consent to one not a private holder, a registered holder moved to another
-    link-code unit unasked, no key store, an audit store that cannot be opened, a bad pattern
-    file or a port in use is said in one line (no traceback), exit code 1."""
+    a state folder another run holds, a private folder another user's that others may read, a
+    registry missing or not to be replaced, a holder id not registered, a consent to one not a
+    private holder, a registered holder moved to another link-code unit unasked, no key store,
+    an audit store that cannot be opened, a bad pattern file or a port in use is said in one
+    line (no traceback), exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

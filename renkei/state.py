@@ -35,6 +35,10 @@ def state_folder(path: Path) -> Iterator[Path]:
             os.environ[STATE_ENV] = before
 
 
+class NotPrivate(RuntimeError):
+    """A folder that must be private is another user's, and others may read it."""
+
+
 class InUse(RuntimeError):
     """Another run holds this state folder."""
 
@@ -62,20 +66,25 @@ def held(path: Path, what: str) -> Iterator[None]:
 
 def private_dir(*parts: str) -> Path:
     """A folder under the state folder that only this user may read. One already so is left
-    as it is (a container may mount it read-only), and so is one another user made (a
-    container's mount point for the files mounted into it, as compose.yaml's): only its
-    owner could change it, and the files in it keep their own modes; unless others may write
-    in it (anyone could put their own key there): that one is chmodded, which its owner or
-    root alone may do."""
+    as it is (a container may mount it read-only), and so is one root made (a container's
+    mount point for the files mounted into it, as compose.yaml's): only its owner could change
+    it, and the files in it keep their own modes; unless others may write in it (anyone could
+    put their own key there): that one is chmodded, which its owner or root alone may do.
+    Another user's that others may read is not private: NotPrivate."""
     for part in parts:
         if not part or PurePath(part).is_absolute() or ".." in PurePath(part).parts:
             raise ValueError(f"{part!r} would lead out of the state folder")
     path = state_dir().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     found = path.stat()
-    if found.st_mode & 0o777 != 0o700 and (found.st_uid == os.geteuid()
-                                           or found.st_mode & 0o022):
+    mode = found.st_mode & 0o777
+    if mode != 0o700 and (found.st_uid == os.geteuid() or mode & 0o022):
         path.chmod(0o700)
+    elif mode & 0o077 and found.st_uid != 0:
+        raise NotPrivate(f"{path} is user {found.st_uid}'s and others may read it (mode "
+                         f"{mode:o}): it is not private; make it yours (chown {os.geteuid()} "
+                         f"{path}) or its owner's alone (chmod 700 {path}), or use a state "
+                         f"folder of your own (${STATE_ENV})")
     return path
 
 

@@ -9,9 +9,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +33,7 @@ from cards.login import Verifier, challenge, message
 from portal.inbox import default_path as inbox_path
 from processors import keys
 from registry.store import default_path as registry_path
-from renkei.state import state_dir, state_folder
+from renkei.state import STATE_ENV, NotPrivate, state_dir, state_folder
 from renkei.town import Processes, Town
 from tests.kafka_helpers import (
     can_mount_read_only,
@@ -47,6 +49,7 @@ from tests.test_portal_services import PIN, card_login
 
 MOUNT = re.compile(r"^\$\{RENKEI_STATE_DIR\}/(?P<part>[^:]+):/state/(?P=part)(?P<ro>:ro)?$")
 RENKEI = ("platform", "registry", "authority", "audit", "portal")
+USER = 12345  # a user not root: the services' in compose.yaml, or another
 
 
 def mounts(service: str) -> dict[str, bool]:
@@ -137,24 +140,62 @@ def test_the_authority_reads_the_registry_and_not_the_card_table(tmp_path: Path)
     assert not any(_covers(part, cards) for part in authority), "the card table"
 
 
+@contextmanager
+def _as_user(uid: int) -> Iterator[None]:
+    """This process acts as user `uid` (its effective user), as root again after."""
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
-def test_a_folder_made_for_a_mount_is_left_as_it_is(tmp_path: Path) -> None:
+def test_a_folder_made_for_a_mount_is_left_as_it_is() -> None:
     """A file mounted alone (secrets/portal.json) sits in a folder the container made as root,
-    which its user may not chmod; a folder mounted read-only may not be chmodded either."""
-    with state_folder(tmp_path):
-        made = tmp_path / "secrets"
-        made.mkdir(mode=0o755)
-        os.chown(made, 12345, 12345)
-        assert credentials._path(acls.PORTAL).parent == made
-        assert made.stat().st_mode & 0o777 == 0o755, "only its owner could change it"
-        own = tmp_path / "audit"
+    which its user (RENKEI_UID, not root) may not chmod; a folder mounted read-only may not be
+    chmodded either."""
+    with tempfile.TemporaryDirectory() as folder, state_folder(Path(folder) / "state") as state:
+        Path(folder).chmod(0o755)  # the user can reach the state folder, as /state
+        made = state / "secrets"
+        made.mkdir(mode=0o755)  # root's
+        own, loose = state / "audit", state / "registry"
         own.mkdir(mode=0o700)
+        loose.mkdir(mode=0o755)
+        for path in (state, own, loose):
+            os.chown(path, USER, USER)
         before = own.stat().st_ctime_ns
         time.sleep(0.01)
-        assert audit_path().parent == own and own.stat().st_ctime_ns == before, "no chmod"
-        loose = tmp_path / "registry"
-        loose.mkdir(mode=0o755)
-        assert registry_path().parent.stat().st_mode & 0o777 == 0o700, "its own: made private"
+        with _as_user(USER):
+            assert credentials._path(acls.PORTAL).parent == made
+            assert audit_path().parent == own
+            assert registry_path().parent == loose
+        assert made.stat().st_mode & 0o777 == 0o755, "only its owner could change it"
+        assert own.stat().st_ctime_ns == before, "no chmod"
+        assert loose.stat().st_mode & 0o777 == 0o700, "its own: made private"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
+def test_another_users_folder_others_may_read_is_refused(tmp_path: Path) -> None:
+    """A folder another user (not root: no container's mount point) owns and others may read is
+    not private: it was used as it was, and what this user wrote in it others could list, and
+    read as the files' modes let them. Now it is refused, naming it and what to do, in one line
+    at the command line; made private by its owner, it is used."""
+    with state_folder(tmp_path):
+        theirs = tmp_path / "keys"
+        theirs.mkdir(mode=0o755)
+        os.chown(theirs, USER, USER)
+        with pytest.raises(NotPrivate, match=f"{theirs} is user {USER}'s and others may read it"):
+            keys.id_key_path()
+        assert theirs.stat().st_mode & 0o777 == 0o755 and not list(theirs.iterdir())
+        audit = tmp_path / "audit"
+        audit.mkdir(mode=0o750)
+        os.chown(audit, USER, USER)
+        run = renkei("audit", "query", env={STATE_ENV: str(tmp_path)}, check=False)
+        assert run.returncode == 1
+        said_in_one_line(run.stderr, f"{audit} is user {USER}'s and others may read it (mode 750)")
+        theirs.chmod(0o700)
+        assert keys.id_key_path().parent == theirs
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a folder another user's needs root")
@@ -166,7 +207,7 @@ def test_a_folder_anyone_may_write_in_is_not_left_as_it_is(tmp_path: Path) -> No
         shared = tmp_path / "keys"
         shared.mkdir()
         shared.chmod(0o777)
-        os.chown(shared, 12345, 12345)
+        os.chown(shared, USER, USER)
         assert keys.id_key_path().parent == shared
         assert shared.stat().st_mode & 0o777 == 0o700
 
