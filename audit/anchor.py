@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,6 +27,10 @@ from renkei.service_loop import deliver
 from schemas.codec import CODEC, SchemaError
 
 log = logging.getLogger(__name__)
+
+# the store's report against the heads it is given, done off the event loop (Records.against):
+# the first check against a year of heads takes ~30 s
+Verify = Callable[[Sequence[SignedHead]], Awaitable[VerifyReport]]
 
 
 class Anchor:
@@ -116,9 +120,9 @@ class AnchorCheck:
         self._lock = asyncio.Lock()
         self._held: Held | None = None  # None: where the last process stood not read yet
 
-    async def check(self, verify: Callable[[Sequence[SignedHead]], VerifyReport],
-                    ) -> VerifyReport:
-        """`verify`'s report on the store against every head anchored now."""
+    async def check(self, verify: Verify) -> VerifyReport:
+        """`verify`'s report on the store against every head anchored now (one check at a
+        time: another view's waits for it, awaiting)."""
         async with self._lock:
             start = await self._resumed(verify) if self._held is None else self._held
             report, self._held = await self._checked(start, verify)
@@ -128,27 +132,26 @@ class AnchorCheck:
                 await self._keeper.keep_anchor_held(self._held)
             return report
 
-    async def _resumed(self, verify: Callable[[Sequence[SignedHead]], VerifyReport]) -> Held:
+    async def _resumed(self, verify: Verify) -> Held:
         """Where the last process stood, if the store still holds the head it kept (signed by
         the log's key, the tree's root at its size: a check of that head alone); else the
         start, every head read again."""
         kept = None if self._keeper is None else await self._keeper.anchor_held()
         if kept is None or not kept.next:
             return Held()
-        report = verify(kept.heads) if kept.heads else None
+        report = await verify(kept.heads) if kept.heads else None
         if report is None or report.findings or report.anchor != kept.heads[0].head:
             log.warning("the store does not hold the anchored head the last check kept: every "
                         "head is read again")
             return Held()
         return kept
 
-    async def _checked(self, held: Held, verify: Callable[[Sequence[SignedHead]], VerifyReport],
-                       ) -> tuple[VerifyReport, Held]:
+    async def _checked(self, held: Held, verify: Verify) -> tuple[VerifyReport, Held]:
         """`verify`'s report on the heads anchored from `held` on, with its heads; and where
         the next check starts: from the start again after findings."""
         heads, after = await _heads_from(self._access, held.next)
         checked = [*held.heads, *heads]
-        report = verify(checked)
+        report = await verify(checked)
         report.anchored = held.read + len(heads)
         if report.findings:
             return report, Held()

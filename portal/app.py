@@ -59,16 +59,18 @@ def build(site: Site, session_store: Sessions) -> web.Application:
 
 
 async def _platform(app: web.Application) -> AsyncIterator[None]:
-    """Open the audit store and the Kafka side for the app's life. The store's heads are
-    checked with the head key's public half alone (NoKey where there is none): the portal
-    signs none, and cannot read the key that does. It reads no key of the platform's codes:
-    the registry side tells a card holder's ID codes (portal.context)."""
-    store = AuditStore(audit_path(), Signer.public())
+    """Open the audit store (twice: the integrity check reads it on a connection of its own)
+    and the Kafka side for the app's life. The store's heads are checked with the head key's
+    public half alone (NoKey where there is none): the portal signs none, and cannot read the
+    key that does. It reads no key of the platform's codes: the registry side tells a card
+    holder's ID codes (portal.context)."""
+    records = Records(AuditStore(audit_path(), Signer.public()),
+                      checks=AuditStore(audit_path(), Signer.public()))
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()
-        app[PLATFORM] = Platform(Records(store), Verifier(), kafka)
+        app[PLATFORM] = Platform(records, Verifier(), kafka)
         yield
     finally:
         await kafka.stop()
-        store.close()
+        await records.close()

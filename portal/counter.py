@@ -24,7 +24,7 @@ async def desk(request: web.Request) -> web.Response:
 async def _desk(request: web.Request, officer: Officer, present: Resident | None,
                 status: int = 200, **context: object) -> web.Response:
     platform = request.app[PLATFORM]
-    entries, head = platform.records.of_person(present.id_codes) if present else ([], None)
+    entries, head = await platform.records.of_person(present.id_codes) if present else ([], None)
     return render(request, "counter.html", status=status, officer=officer, present=present,
                   entries=entries, head=head,
                   pending=present and await numbering.pending(request, present), **context)
@@ -56,7 +56,7 @@ async def print_history(request: web.Request) -> web.Response:
     if present is None:
         raise web.HTTPSeeOther("/counter")
     platform = request.app[PLATFORM]
-    entries, head = platform.records.of_person(present.id_codes)
+    entries, head = await platform.records.of_person(present.id_codes)
     await platform.kafka.counter(officer, present, "COUNTER_PRINTED")
     return render(request, "counter_print.html", officer=officer, present=present,
                   entries=entries, head=head)

@@ -15,22 +15,20 @@ APPLICATIONS_KEPT, the oversight body for OVERSIGHT_KEPT.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from audit.anchor import Held
 from audit.heads import SignedHead
 from renkei.sqlite import connected, writing
 from renkei.state import private_dir
+from renkei.tasks import OneThread
 
 # A resident may come back weeks after applying, as to an inbox; three times the 30 days the
 # answers topic keeps them, and no longer: holder-side logs, even sealed, are kept only as needed.
@@ -38,7 +36,6 @@ APPLICATIONS_KEPT = timedelta(days=90)
 # An investigation by the oversight body runs longer than a resident's look; its own requests
 # topic keeps them 7 years, its answers are kept a year here (it may ask the holders again).
 OVERSIGHT_KEPT = timedelta(days=365)
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +119,16 @@ class Inbox:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = connected(path)
         self._db.executescript(SCHEMA)
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inbox")
-
-    async def _run(self, work: Callable[[], T]) -> T:
-        """`work` done on the inbox's thread, after every call asked before it."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+        self._thread = OneThread("inbox")
 
     async def close(self) -> None:
-        await self._run(self._db.close)
-        self._worker.shutdown()
+        await self._thread.close(self._db.close)
 
     async def add(self, book: str, asked: Asked) -> None:
-        await self._run(partial(self._db.execute, "INSERT INTO asked VALUES (?, ?, ?, ?, ?, ?)", (
-            asked.request_id, book, _time(asked.at), json.dumps(asked.holders),
-            json.dumps(asked.request_ids), asked.person)))
+        await self._thread.run(partial(
+            self._db.execute, "INSERT INTO asked VALUES (?, ?, ?, ?, ?, ?)", (
+                asked.request_id, book, _time(asked.at), json.dumps(asked.holders),
+                json.dumps(asked.request_ids), asked.person)))
 
     async def drop(self, book: str, before: datetime) -> None:
         """Drop the book's requests asked before `before`, and their answers."""
@@ -145,13 +138,13 @@ class Inbox:
                                  "FROM asked WHERE book = ? AND at < ?)", (book, _time(before)))
                 self._db.execute("DELETE FROM asked WHERE book = ? AND at < ?",
                                  (book, _time(before)))
-        await self._run(dropped)
+        await self._thread.run(dropped)
 
     async def withdraw(self, book: str, request_id: str) -> None:
         """Drop a request never sent (it has no answers)."""
-        await self._run(partial(self._db.execute,
-                                "DELETE FROM asked WHERE book = ? AND request_id = ?",
-                                (book, request_id)))
+        await self._thread.run(partial(self._db.execute,
+                                       "DELETE FROM asked WHERE book = ? AND request_id = ?",
+                                       (book, request_id)))
 
     async def asked(self, book: str, request_id: str) -> Asked | None:
         found = await self._asked("book = ? AND request_id = ?", (book, request_id))
@@ -174,7 +167,7 @@ class Inbox:
                                     f"asked WHERE {where} ORDER BY at DESC", args).fetchall()
             return [Asked(r[0], datetime.fromisoformat(r[1]), tuple(json.loads(r[2])),
                           tuple(json.loads(r[3])), r[4], self._answers(r[0])) for r in rows]
-        return await self._run(found)
+        return await self._thread.run(found)
 
     def _answers(self, request_id: str) -> dict[str, bytes]:
         return dict(self._db.execute("SELECT holder, answer FROM answers WHERE request_id = ? "
@@ -191,11 +184,11 @@ class Inbox:
                         fresh.person, fresh.change_id, _time(fresh.at), fresh.requester,
                         fresh.note))
             return found or fresh
-        return await self._run(kept)
+        return await self._thread.run(kept)
 
     async def change_of(self, person: str) -> ChangeAsked | None:
         """The person's request for a new number whose outcome they have not seen."""
-        return await self._run(partial(self._change_of, person))
+        return await self._thread.run(partial(self._change_of, person))
 
     def _change_of(self, person: str) -> ChangeAsked | None:
         row = self._db.execute("SELECT change_id, at, requester, note FROM changes "
@@ -205,19 +198,19 @@ class Inbox:
 
     async def change_seen(self, change: ChangeAsked) -> None:
         """The outcome of the change was told: the person's next request is a new change."""
-        await self._run(partial(self._db.execute,
+        await self._thread.run(partial(self._db.execute,
                                 "DELETE FROM changes WHERE person = ? AND change_id = ?",
                                 (change.person, change.change_id)))
 
     async def positions(self, topic: str) -> dict[int, int]:
         """The offset to read next on each partition of `topic` read before."""
-        return dict(await self._run(lambda: self._db.execute(
+        return dict(await self._thread.run(lambda: self._db.execute(
             "SELECT partition, next FROM positions WHERE topic = ?", (topic,)).fetchall()))
 
     async def anchor_held(self) -> Held | None:
         """Where the integrity page's anchor check stood after its last check (None: none was
         made, or what is kept does not read)."""
-        row = await self._run(lambda: self._db.execute(
+        row = await self._thread.run(lambda: self._db.execute(
             "SELECT next, read, heads FROM anchor_held").fetchone())
         try:
             return None if row is None else Held(int(row[0]), int(row[1]), tuple(
@@ -227,7 +220,7 @@ class Inbox:
             return None
 
     async def keep_anchor_held(self, held: Held) -> None:
-        await self._run(partial(
+        await self._thread.run(partial(
             self._db.execute, "INSERT OR REPLACE INTO anchor_held VALUES (0, ?, ?, ?)",
             (held.next, held.read, json.dumps([head.to_json() for head in held.heads]))))
 
@@ -241,4 +234,4 @@ class Inbox:
                     self._db.execute("INSERT OR IGNORE INTO answers VALUES (?, ?, ?)", answer)
                 self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
                                  (topic, partition, offset + 1))
-        await self._run(kept)
+        await self._thread.run(kept)

@@ -23,7 +23,7 @@ async def search(request: web.Request) -> web.Response:
                   pattern=q["pattern"] or None, outcome=q["outcome"] or None,
                   since=day(q["since"]), until=day(q["until"], end=True))
     try:
-        page = platform.records.search(where, request.query.get("after") or None)
+        page = await platform.records.search(where, request.query.get("after") or None)
     except ValueError:
         raise web.HTTPBadRequest(text="bad cursor") from None
     return render(request, "oversight.html", q=q, page=page,
@@ -46,7 +46,7 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
         serials = [int(str(v)) for v in form.getall("chosen", [])]
     except ValueError:
         raise web.HTTPBadRequest(text="bad choice") from None
-    chosen = [e for e in platform.records.events(serials) if e.kind != PORTAL_KIND]
+    chosen = [e for e in await platform.records.events(serials) if e.kind != PORTAL_KIND]
     if not chosen:
         raise web.HTTPSeeOther("/oversight")
     request_ids = sorted({e.request_id for e in chosen})
@@ -64,5 +64,5 @@ async def holder_logs(request: web.Request) -> web.Response:
 async def integrity(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
-    return render(request, "integrity.html", heads=platform.records.heads(),
+    return render(request, "integrity.html", heads=await platform.records.heads(),
                   anchor=await platform.kafka.anchor.check(platform.records.against))

@@ -1,6 +1,7 @@
 """The platform's access log as the pages show it: a person's entries, each checked against the
 signed tree head with its inclusion proof; searches for oversight; the heads and their
-consistency, and the store against the largest head anchored outside it."""
+consistency, and the store against the largest head anchored outside it. Read off the event
+loop: a busy store waits up to its busy timeout (30 s), a check against a year of heads ~30 s."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 
 from audit.events import AccessLogEvent, signed_event
 from audit.heads import SignedHead, consistent, includes, verify_head
 from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query, VerifyReport
+from renkei.tasks import OneThread
 
 HEADS_SHOWN = 50
 
@@ -55,14 +58,32 @@ def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
 
 
 class Records:
-    def __init__(self, store: AuditStore) -> None:
-        self.store = store
+    """The store's reads, each done on the store's thread (its connection used by one thread at
+    a time), the event loop's pages and readers going on meanwhile; the integrity check's on
+    `checks`, a connection of the same store on a thread of its own, so that a check of the
+    whole store holds up no resident's page (without it, on the store's thread, in turn)."""
 
-    def of_person(self, id_codes: Sequence[str], holder: str | None = None,
-                  since: datetime | None = None, until: datetime | None = None
-                  ) -> tuple[list[Checked], SignedHead | None]:
+    def __init__(self, store: AuditStore, checks: AuditStore | None = None) -> None:
+        self.store, self._thread = store, OneThread("records")
+        self._checks = (store, self._thread) if checks is None else (
+            checks, OneThread("records-check"))
+
+    async def close(self) -> None:
+        """Close the stores, once the reads asked before are done."""
+        checks, thread = self._checks
+        if thread is not self._thread:
+            await thread.close(checks.close)
+        await self._thread.close(self.store.close)
+
+    async def of_person(self, id_codes: Sequence[str], holder: str | None = None,
+                        since: datetime | None = None, until: datetime | None = None
+                        ) -> tuple[list[Checked], SignedHead | None]:
         """Every entry about the person (under any of their ID codes), newest first, all checked
         against one signed head: the latest one once they are all read (None if none is)."""
+        return await self._thread.run(partial(self._of_person, id_codes, holder, since, until))
+
+    def _of_person(self, id_codes: Sequence[str], holder: str | None, since: datetime | None,
+                   until: datetime | None) -> tuple[list[Checked], SignedHead | None]:
         found = [entry for person in id_codes for entry in self._every(
             Query(person=person, holder=holder, since=since, until=until))]
         proved = self.store.prove(found)
@@ -70,16 +91,22 @@ class Records:
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
         return checked, proved.head
 
-    def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
+    async def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
         """One of the person's entries; None if it is not about them (or does not exist)."""
+        return await self._thread.run(partial(self._entry_of, id_codes, serial))
+
+    def _entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
         entry = self.store.entry(serial)
         if entry is None:
             return None
         return next(iter(self._checked(id_codes, self.store.prove([entry]))), None)
 
-    def events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
+    async def events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
         """The events of the entries at `serials` (those that exist), as their signed bytes
         tell them."""
+        return await self._thread.run(partial(self._events, list(serials)))
+
+    def _events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
         found = [entry for entry in map(self.store.entry, serials) if entry is not None]
         return [signed_event(entry.leaf) or entry.event for entry in found]
 
@@ -103,19 +130,23 @@ class Records:
         return [c for c in (_check(id_codes, trusted, e, covered) for e in proved.entries)
                 if c is not None]
 
-    def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
-        return self.store.query(where, limit=limit, after=after)
+    async def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
+        return await self._thread.run(partial(self.store.query, where, limit=limit, after=after))
 
-    def against(self, anchored: Sequence[SignedHead]) -> VerifyReport:
+    async def against(self, anchored: Sequence[SignedHead]) -> VerifyReport:
         """The store against heads `anchored` outside it, as `audit verify` checks it (every
         one anchored, or those an AnchorCheck stands for them): its `anchor` the largest signed
         by the log's key, its findings what is wrong."""
-        return self.store.verify_anchor(anchored)
+        checks, thread = self._checks
+        return await thread.run(partial(checks.verify_anchor, anchored))
 
-    def heads(self) -> list[HeadCheck]:
+    async def heads(self) -> list[HeadCheck]:
         """The latest signed heads, newest first: each one's signature, and its consistency with
         the one before (the log only grew between them, nothing in it changed): those the
         audit consumer signed (the portal holds the head key's public half alone)."""
+        return await self._thread.run(self._heads)
+
+    def _heads(self) -> list[HeadCheck]:
         checks: list[HeadCheck] = []
         previous: SignedHead | None = None
         for signed in self.store.heads(latest=HEADS_SHOWN + 1):

@@ -22,8 +22,8 @@ async def history(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     holder = request.query.get("holder") or None
     since, until = day(request.query.get("since")), day(request.query.get("until"), end=True)
-    entries, head = platform.records.of_person(resident.id_codes, holder, since, until)
-    everyone, _ = platform.records.of_person(resident.id_codes)
+    entries, head = await platform.records.of_person(resident.id_codes, holder, since, until)
+    everyone, _ = await platform.records.of_person(resident.id_codes)
     holders = sorted({h for c in everyone for h in (c.entry.event.requester,
                                                     c.entry.event.provider) if h})
     return render(request, "history.html", entries=entries, head=head, holders=holders,
@@ -42,8 +42,8 @@ def _serial(request: web.Request, text: str) -> int:
 async def entry(request: web.Request) -> web.Response:
     resident = resident_of(request)
     platform = request.app[PLATFORM]
-    found = platform.records.entry_of(resident.id_codes,
-                                      _serial(request, request.match_info["serial"]))
+    found = await platform.records.entry_of(resident.id_codes,
+                                            _serial(request, request.match_info["serial"]))
     if found is None:
         return render(request, "error.html", status=404, message="not_found")
     return render(request, "entry.html", checked=found)
@@ -54,7 +54,7 @@ async def apply(request: web.Request) -> web.Response:
     resident = resident_of(request)
     platform = request.app[PLATFORM]
     form = await request.post()
-    found = platform.records.entry_of(resident.id_codes, _serial(request, str(form.get(
+    found = await platform.records.entry_of(resident.id_codes, _serial(request, str(form.get(
         "serial", ""))))
     if found is None:
         return render(request, "error.html", status=404, message="not_found")

@@ -1,11 +1,15 @@
 """Background tasks: waiting for one to get ready (its ready event, or the error it ended with),
-and stopping one."""
+and stopping one; blocking calls done on a thread of their own, off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
@@ -26,3 +30,22 @@ async def cancelled(task: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class OneThread:
+    """Blocking calls (a database connection's) done on a thread of their own, one at a time in
+    the order asked: the event loop's pages and readers go on meanwhile, and the connection is
+    never used by two threads at once."""
+
+    def __init__(self, name: str) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """`work` done on the thread, after every call asked before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work)
+
+    async def close(self, last: Callable[[], object]) -> None:
+        """`last` done (closing the connection), after every call asked before it; then the
+        thread ends."""
+        await self.run(last)
+        self._worker.shutdown()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ import pytest
 from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from audit.anchor import AnchorCheck, anchored_heads
+from audit.anchor import AnchorCheck, Verify, anchored_heads
 from audit.detector import REPEATED_PERSON
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer
@@ -31,6 +32,7 @@ from holders.client import HolderClient
 from portal.inbox import Inbox
 from portal.records import Records
 from renkei.envelope import unpacked
+from renkei.tasks import cancelled
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
@@ -207,11 +209,11 @@ async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchore
         in failed.stderr
 
 
-def counted(store: AuditStore, given: list[int]) -> Callable[[Sequence[SignedHead]], VerifyReport]:
+def counted(store: AuditStore, given: list[int]) -> Verify:
     """The console's check of `store` against the heads it is given, how many noted in `given`."""
-    def verify(heads: Sequence[SignedHead]) -> VerifyReport:
+    async def verify(heads: Sequence[SignedHead]) -> VerifyReport:
         given.append(len(heads))
-        return Records(store).against(heads)
+        return await Records(store).against(heads)
     return verify
 
 
@@ -296,6 +298,65 @@ async def test_a_restarted_console_checks_only_the_heads_anchored_since_its_last
     assert given[3:] == [1, now], "the cut store does not hold the head kept: every head"
     assert not short.ok and short.anchored == now and short.verdict.startswith("TRUNCATED"), \
         short.findings
+
+
+class YearOfHeads(AuditStore):
+    """The store as the integrity page checks it at a year of heads: each check of it a second
+    long here (~30 s there); when one began, and the most that ran at once, noted."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, Signer.load_or_create())
+        self.began, self.running, self.most = threading.Event(), 0, 0
+
+    def verify_anchor(self, anchored: Sequence[SignedHead]) -> VerifyReport:
+        self.began.set()
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            time.sleep(1.0)
+            return super().verify_anchor(anchored)
+        finally:
+            self.running -= 1
+
+
+async def test_a_check_of_the_store_holds_up_neither_the_event_loop_nor_a_residents_page(
+        platform: Processes, live: AuditStore) -> None:
+    """Two views of the integrity page at once: the event loop ticks on, a resident's history
+    is read meanwhile (the check has a connection of its own), and the checks run one at a
+    time, each the store's report. The check ran on the event loop: every page and the readers
+    of the answers topics stood still until it was done (~30 s at a year of heads)."""
+    ticks = [0]
+
+    async def ticking() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    await appended(live, 10)
+    slow = YearOfHeads(default_path())
+    records, check = Records(live, checks=slow), AnchorCheck(KafkaAccess.of(acls.OVERSIGHT))
+    ticker: asyncio.Task[None] | None = None
+    try:
+        try:
+            before = await anchored_now(platform)
+            ticker, started = asyncio.create_task(ticking()), time.monotonic()
+            views = asyncio.gather(check.check(records.against), check.check(records.against))
+            assert await asyncio.to_thread(slow.began.wait, 30)
+            history, _ = await records.of_person(["nobody"])
+            served = slow.running == 1
+            first, second = await views
+            took, size = time.monotonic() - started, live.size()
+        finally:
+            platform.start("audit", "audit", "run")
+    finally:
+        await cancelled(ticker)
+        slow.close()
+    assert served and history == [], "read while the check went on"
+    assert took >= 1.9 and ticks[0] >= 0.5 * took / 0.01, (took, ticks)
+    assert slow.most == 1, "one check at a time: the second view waited for the first"
+    assert first.ok and second.ok and first.anchored == second.anchored == before
+    assert first.anchor is not None and first.anchor == second.anchor
+    assert first.anchor.size == size
 
 
 async def test_the_audit_principal_cannot_delete_or_expire_the_anchored_heads(

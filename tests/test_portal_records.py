@@ -27,38 +27,39 @@ def store(tmp_path: Path) -> Iterator[AuditStore]:
         yield opened
 
 
-def test_a_person_sees_every_entry_newest_first_and_each_one_alone(store: AuditStore) -> None:
+async def test_a_person_sees_every_entry_newest_first_and_each_one_alone(store: AuditStore) -> None:
     count = MAX_PAGE + 3
     store.append_many(item(event(n, person=ME)) for n in range(count))
     store.append(*item(event(count, person=SOMEONE)))
     records = Records(store)
-    found, head = records.of_person([ME])
+    found, head = await records.of_person([ME])
     assert [c.entry.serial for c in found] == list(reversed(range(count)))
     assert head is not None and head.head.size == count + 1 and all(c.verified for c in found)
-    newest = records.entry_of([ME], count - 1)
+    newest = await records.entry_of([ME], count - 1)
     assert newest is not None and newest.verified and newest.entry.serial == count - 1
-    assert records.entry_of([ME], count) is None  # someone else's
-    assert records.entry_of([ME], count + 1) is None  # none yet
-    assert records.entry_of([SOMEONE], count) is not None
+    assert await records.entry_of([ME], count) is None  # someone else's
+    assert await records.entry_of([ME], count + 1) is None  # none yet
+    assert await records.entry_of([SOMEONE], count) is not None
 
 
-def test_the_store_is_checked_against_every_anchored_head(store: AuditStore,
-                                                          tmp_path: Path) -> None:
+async def test_the_store_is_checked_against_every_anchored_head(store: AuditStore,
+                                                                tmp_path: Path) -> None:
     """As `audit verify` checks it: cut short, the store is smaller than the largest anchored
     head; grown again past it by the consumer going on, the head it lost is no head of it."""
     store.append_many(item(event(n)) for n in range(12))
     records = Records(store)
     anchored = [store.head()]
-    assert (records.against([]).anchor, records.against([]).ok) == (None, True), "none yet"
-    holds = records.against(anchored)
+    none = await records.against([])
+    assert (none.anchor, none.ok) == (None, True), "none yet"
+    holds = await records.against(anchored)
     assert (holds.anchor, holds.ok) == (anchored[0].head, True)
     truncate(f"sqlite:///{tmp_path / 'audit.db'}", 9)
-    cut = records.against(anchored)
+    cut = await records.against(anchored)
     assert [(f.kind, f.detail) for f in cut.findings] == [
         ("truncated", "the store has 9 entries: serials 9..11 are gone with their heads")]
     store.append_many(item(event(n)) for n in range(100, 110))
     anchored.append(store.head())
-    regrown = records.against(anchored)
+    regrown = await records.against(anchored)
     assert regrown.anchor == anchored[1].head and [f.kind for f in regrown.findings] == ["anchor"]
     assert "serials 0..11 were changed after it was anchored" in regrown.findings[0].detail
 
@@ -73,17 +74,17 @@ class Busy(AuditStore):
         return page
 
 
-def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_path: Path) -> None:
+async def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_path: Path) -> None:
     with Busy(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(6))
-        found, head = Records(store).of_person([SOMEONE, ME])
+        found, head = await Records(store).of_person([SOMEONE, ME])
         assert sorted(c.entry.serial for c in found) == [0, 1, 2, 3, 4, 5, 6]
         assert head is not None and all(c.verified and c.entry.proof is not None
                    and includes(head.head, c.entry.serial, c.entry.leaf, c.entry.proof)
                    for c in found)
 
 
-def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Path) -> None:
+async def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     with AuditStore(path, Signer.generate()) as store:
         theirs, mine = event(0, person=SOMEONE), event(1, person=ME)
@@ -92,15 +93,15 @@ def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Path) ->
             raw.execute("UPDATE entries SET person = ? WHERE serial = 0", (ME,))
             raw.execute("UPDATE entries SET requester = 'pension' WHERE serial = 1")
         records = Records(store)
-        found, _ = records.of_person([ME])
+        found, _ = await records.of_person([ME])
         assert [(c.entry.serial, c.entry.event, c.verified) for c in found] == [
             (2, event(2, person=ME), True), (1, mine, False)]
-        assert records.entry_of([ME], 0) is None
-        moved = records.entry_of([SOMEONE], 0)  # still theirs, but not verified
+        assert await records.entry_of([ME], 0) is None
+        moved = await records.entry_of([SOMEONE], 0)  # still theirs, but not verified
         assert moved is not None and (moved.entry.event, moved.verified) == (theirs, False)
 
 
-def test_with_the_public_key_alone_the_portal_proves_against_the_latest_head(
+async def test_with_the_public_key_alone_the_portal_proves_against_the_latest_head(
         tmp_path: Path) -> None:
     """My Portal reads the store the audit consumer writes, with the head key's public half
     alone: it signs no head, proves what the latest head holds, and leaves later entries
@@ -110,18 +111,18 @@ def test_with_the_public_key_alone_the_portal_proves_against_the_latest_head(
             AuditStore(db, Signer.public(key)) as reader:
         records = Records(reader)
         writer.append_many(item(event(n, person=ME)) for n in range(3))
-        found, head = records.of_person([ME])
+        found, head = await records.of_person([ME])
         assert head is None and [(c.verified, c.pending) for c in found] == [(False, True)] * 3
         signed = writer.head()
         writer.append(*item(event(3, person=ME)))
-        found, head = records.of_person([ME])
+        found, head = await records.of_person([ME])
         assert head == signed and reader.heads() == [signed]
         assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
             (3, False, True), (2, True, False), (1, True, False), (0, True, False)]
-        assert [c.head for c in records.heads()] == [signed]
+        assert [c.head for c in await records.heads()] == [signed]
 
 
-def test_the_latest_heads_signature_is_checked_once_a_page(
+async def test_the_latest_heads_signature_is_checked_once_a_page(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A resident's page checks the latest head's signature once, where the store proves the
     entries against it: Records checked it again."""
@@ -136,29 +137,29 @@ def test_the_latest_heads_signature_is_checked_once_a_page(
         writer.append_many(item(event(n, person=ME)) for n in range(3))
         writer.head()
         monkeypatch.setattr(heads, "verify_signature", counted)
-        found, head = Records(reader).of_person([ME])
+        found, head = await Records(reader).of_person([ME])
         assert head is not None and [c.verified for c in found] == [True] * 3
         assert checks == [1]
-        one = Records(reader).entry_of([ME], 0)
+        one = await Records(reader).entry_of([ME], 0)
         assert one is not None and one.verified and checks == [2]
 
 
-def test_the_integrity_page_shows_the_heads_the_audit_side_signed_and_signs_none(
+async def test_the_integrity_page_shows_the_heads_the_audit_side_signed_and_signs_none(
         store: AuditStore) -> None:
     """Records shows the heads in the store and makes none, even given a store that could sign
     (the portal holds the public half alone): a head comes from the audit side's own code."""
     store.append_many(item(event(n)) for n in range(3))
     records = Records(store)
-    assert records.heads() == [] and store.heads() == []
+    assert await records.heads() == [] and store.heads() == []
     signed = store.head()
     store.append(*item(event(3)))
-    assert [(c.head, c.signature_ok, c.consistent) for c in records.heads()] == [
+    assert [(c.head, c.signature_ok, c.consistent) for c in await records.heads()] == [
         (signed, True, None)]
     assert store.heads() == [signed]
 
 
 @pytest.mark.parametrize("size", [0, 1000])
-def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_sign(
+async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_sign(
         tmp_path: Path, size: int) -> None:
     """A head written into the store by whoever can write it, not signed by the log's key, is
     the latest: it proves nothing (nor is anything proved against it: of a size beyond the
@@ -174,7 +175,17 @@ def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_sign(
                                    "signature) VALUES (?, ?, ?, ?, ?)",
                                    (size, forged.head.root, millis(forged.head.timestamp),
                                     forged.key_id, forged.signature)))
-        found, head = Records(reader).of_person([ME])
+        found, head = await Records(reader).of_person([ME])
         assert head == forged
         assert [(c.verified, c.pending) for c in found] == [(False, False)] * 3
 
+
+
+async def test_closed_the_records_close_the_store_and_the_checks_own(tmp_path: Path) -> None:
+    store, checks = (AuditStore(tmp_path / "audit.db", Signer.generate()) for _ in range(2))
+    records = Records(store, checks=checks)
+    assert (await records.against([])).ok and (await records.of_person([ME]))[0] == []
+    await records.close()
+    for closed in (store, checks):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            closed.size()
