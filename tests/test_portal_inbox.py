@@ -9,8 +9,6 @@ import re
 import sqlite3
 import stat
 import subprocess
-import threading
-import time
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -43,6 +41,7 @@ from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import HolderLogAnswer, HolderLogEntry
 from tests.kafka_helpers import free_port, producer, spawn, stop
+from tests.loop_helpers import locked, ticking
 from tests.test_linkage import ask
 from tests.test_portal_services import PIN, _csrf, _until_up, card_login
 
@@ -135,29 +134,15 @@ async def test_a_busy_inbox_holds_up_no_page_and_keeps_what_it_was_given_once_fr
     """Another connection writing in the inbox for a second: the event loop (the pages, the
     readers of the topics) goes on meanwhile, and the answer is kept once the inbox is free.
     The inbox waited for it on the event loop, which stood still."""
-    path, ticks = tmp_path / "inbox.db", [0]
+    path = tmp_path / "inbox.db"
     inbox = Inbox(path)
-
-    async def ticking() -> None:
-        while True:
-            await asyncio.sleep(0.01)
-            ticks[0] += 1
-
-    other = sqlite3.connect(path, timeout=0, check_same_thread=False)
-    other.execute("BEGIN EXCLUSIVE")
-    free = threading.Timer(1.0, other.rollback)
-    ticker = asyncio.create_task(ticking())
     try:
-        free.start()
-        started = time.monotonic()
-        await inbox.read(BOOK, 0, 6, ("a-1", "nenkin", b"sealed"))
-        waited = time.monotonic() - started
-        assert waited >= 0.9 and ticks[0] >= 0.5 * waited / 0.01, (waited, ticks)
+        with locked(path, "BEGIN EXCLUSIVE"):
+            async with ticking() as ticker:
+                await inbox.read(BOOK, 0, 6, ("a-1", "nenkin", b"sealed"))
+                ticker.went_on(0.9)
         assert await inbox.positions(BOOK) == {0: 7}
     finally:
-        ticker.cancel()
-        free.join()
-        other.close()
         await inbox.close()
 
 
