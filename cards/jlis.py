@@ -12,8 +12,9 @@ shown again, so that each one is used once, a restart of the registry side's pro
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from contextlib import closing
+from contextlib import closing, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,13 +31,21 @@ USED = """CREATE TABLE IF NOT EXISTS used_challenges (
 def default_path() -> Path:
     """The table in cards/holders/, apart from the registry (compose.yaml gives the authority
     registry/, for the registry alone). A state folder from before kept it in registry/: it is
-    moved here, a transaction a crash left in its journal rolled back first."""
+    moved here, a transaction a crash left in its journal rolled back first; one another process
+    moved meanwhile is left as it moved it (linked, not renamed: never over it)."""
     path = private_dir("cards", "holders") / "cards.db"
     before = state_dir() / "registry" / "cards.db"
     if before.exists() and not path.exists():
-        with closing(sqlite3.connect(before)) as db:
-            db.execute("SELECT count(*) FROM sqlite_master")  # a reader rolls a hot journal back
-        before.rename(path)
+        try:
+            with closing(sqlite3.connect(f"{before.absolute().as_uri()}?mode=rw", uri=True)) as db:
+                db.execute("SELECT count(*) FROM sqlite_master")  # rolls a hot journal back
+            os.link(before, path)
+        except (sqlite3.OperationalError, OSError):
+            if before.exists() and not path.exists():  # not moved by another process meanwhile
+                raise
+    with suppress(FileNotFoundError):  # either gone: nothing (more) to move
+        if before.samefile(path):
+            before.unlink()
     return path
 
 

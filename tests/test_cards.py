@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -166,6 +170,35 @@ def test_the_card_table_kept_in_the_registry_folder_is_moved_apart_from_it(
         renkei("card", "init")
         assert not before.exists() and list(before.parent.iterdir()) == []
         assert jlis.default_path() == state / "cards" / "holders" / "cards.db"
+        moved = CardHolders()
+        assert moved.issued_to("c0ffee") == "RESIDENT-1"
+        moved.close()
+
+
+def test_two_processes_moving_the_card_table_at_once_keep_its_cards(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process (`card init`, `registry serve`, `card issue`) moves the table from
+    registry/ after this one found it there and before this one opens it: this one leaves the
+    table as moved, and does not put an empty one of its own over it."""
+    with state_folder(tmp_path / "state") as state:
+        before = state / "registry" / "cards.db"
+        before.parent.mkdir()
+        old = CardHolders(before)
+        old.record("c0ffee", "RESIDENT-1")
+        old.close()
+        connect = sqlite3.connect
+
+        def other_process_first(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            monkeypatch.setattr(sqlite3, "connect", connect)
+            subprocess.run([sys.executable, "-c", "from cards import jlis; jlis.default_path()"],
+                           check=True)
+            opened: sqlite3.Connection = connect(*args, **kwargs)
+            return opened
+
+        monkeypatch.setattr(sqlite3, "connect", other_process_first)
+        assert jlis.default_path() == state / "cards" / "holders" / "cards.db"
+        monkeypatch.setattr(sqlite3, "connect", connect)
+        assert not before.exists()
         moved = CardHolders()
         assert moved.issued_to("c0ffee") == "RESIDENT-1"
         moved.close()
