@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from audit.heads import SignedHead
 from audit.store import VerifyReport
 from broker import topics
-from broker.clients import KafkaAccess, read_topic
+from broker.clients import KafkaAccess, PastEnd, read_topic
 from renkei.envelope import send
 from renkei.service_loop import deliver
 from schemas.codec import CODEC, SchemaError
@@ -113,7 +113,8 @@ class AnchorCheck:
     HEAD_SECONDS, millions): read whole at each view, a view would take minutes and gigabytes.
     A check with findings is done again against every head, so that it tells them all. With a
     `keeper`, where it stands outlives the process: a restarted portal goes on from there, once
-    the store is found to hold the head kept (else it reads every head again)."""
+    the store is found to hold the head kept and the topic to reach it (else it reads every
+    head again)."""
 
     def __init__(self, access: KafkaAccess, keeper: Keeper | None = None) -> None:
         self._access, self._keeper = access, keeper
@@ -125,7 +126,12 @@ class AnchorCheck:
         time: another view's waits for it, awaiting)."""
         async with self._lock:
             start = await self._resumed(verify) if self._held is None else self._held
-            report, self._held = await self._checked(start, verify)
+            try:
+                report, self._held = await self._checked(start, verify)
+            except PastEnd as exc:  # not the topic read before (its brokers' data made anew)
+                log.warning("%s, where the last check stood: every head is read again", exc)
+                start = Held()
+                report, self._held = await self._checked(start, verify)
             if report.findings and start.next:
                 report, self._held = await self._checked(self._held, verify)
             if self._keeper is not None:

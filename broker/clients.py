@@ -205,9 +205,13 @@ async def records_up_to(consumer: Any, ends: dict[Any, int],
             yield record
 
 
+class PastEnd(LookupError):
+    """An offset to read a topic from that the topic has not reached."""
+
+
 async def read_topic(access: KafkaAccess, topic: str, start: int = 0) -> list[Any]:
     """Every record of a topic now, from its start (or offset `start`) to its current end,
-    without a group."""
+    without a group; PastEnd if the topic ends before `start`."""
     return [record async for batch in topic_batches(access, topic, start=start)
             for record in batch]
 
@@ -215,7 +219,8 @@ async def read_topic(access: KafkaAccess, topic: str, start: int = 0) -> list[An
 async def topic_batches(access: KafkaAccess, topic: str, batch: int = 5000,
                         start: int = 0) -> AsyncIterator[list[Any]]:
     """The records of a topic from its start to its end as it was at the call, in batches;
-    each partition's from offset `start` on, if it is later than the partition's start."""
+    each partition's from offset `start` on, if it is later than the partition's start
+    (PastEnd if it is later than its end)."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
@@ -224,6 +229,8 @@ async def topic_batches(access: KafkaAccess, topic: str, batch: int = 5000,
     async with running(consumer, access):
         ends = await consumer.end_offsets(list(consumer.assignment()))
         for partition in consumer.assignment() if start else ():
+            if start > ends[partition]:
+                raise PastEnd(f"{topic} ends at offset {ends[partition]}, before {start}")
             consumer.seek(partition, start)
         async for records in batches_up_to(consumer, ends, timeout_ms=500):
             yield records

@@ -351,6 +351,30 @@ async def test_a_check_of_the_store_holds_up_neither_the_event_loop_nor_a_reside
     assert first.anchor.size == size
 
 
+async def test_a_console_whose_kept_place_the_heads_topic_never_reached_reads_every_head(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    """The inbox outlived the heads topic it was kept for (the brokers' data made anew, the
+    portal's folder kept): the topic ends before the offset kept, and its heads are read
+    from its start, not left unread until it grows past that offset."""
+    inbox, given = Inbox(tmp_path / "inbox.db"), list[int]()
+    await two_heads_anchored(platform, live)
+    try:
+        try:
+            every = await anchored_now(platform)
+            await AnchorCheck(KafkaAccess.of(acls.OVERSIGHT), inbox).check(counted(live, given))
+            kept = await inbox.anchor_held()
+            assert kept is not None and kept.next == every and kept.heads
+            await inbox.keep_anchor_held(replace(kept, next=kept.next + 1000, read=1))
+            again = await AnchorCheck(KafkaAccess.of(acls.OVERSIGHT), inbox).check(
+                counted(live, given))
+        finally:
+            platform.start("audit", "audit", "run")
+    finally:
+        await inbox.close()
+    assert given == [every, 1, every], "the head kept checked alone, then every head"
+    assert again.ok and again.anchored == every, again
+
+
 async def test_the_audit_principal_cannot_delete_or_expire_the_anchored_heads(
         town: Town) -> None:
     audit, admin = AdminClient({**KafkaAccess.of(acls.AUDIT).confluent(), "log_level": 0}), \
