@@ -61,15 +61,13 @@ def serve(db: Path | None, origins: tuple[str, ...]) -> None:
     """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
     their holders' ID codes by the ID key alone) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    codes = id_codes()
     store = open_registry(db)
     cards = CardHolders()
     try:
+        logins = CardLogins(cards, store, id_codes(), frozenset(o.rstrip("/") for o in origins))
         asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
                                 "renkei-registry",
-                                serving(store, CardLogins(cards, store, codes,
-                                                   frozenset(o.rstrip("/") for o in origins)),
-                                        sealing.key_of(acls.REGISTRY))))
+                                serving(store, logins, sealing.key_of(acls.REGISTRY))))
     finally:
         cards.close()
         store.close()
