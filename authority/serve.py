@@ -60,7 +60,7 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey,
             changes.follow()
             asked, looked_up = questions.of_topic(records, topics.AUTHORITY_PORTAL_IN)
             return [*lookups.handle(looked_up, authority, key, directory),
-                    *questions.answered(asked, acls.AUTHORITY, key, directory,
+                    *questions.answered(asked, acls.AUTHORITY, key,
                                         topics.AUTHORITY_PORTAL_OUT,
                                         partial(portal.new_number, authority), datetime.now(UTC))]
         return handle

@@ -206,8 +206,8 @@ class Platform:
         key = sealing.key_of(acls.PORTAL)
         self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key, inbox,
                                        APPLICATIONS_KEPT, self._answered)
-        self.registry = Asking(portal, REGISTRY, key, self._entry, self._producer)
-        self.authority = Asking(portal, AUTHORITY, key, self._entry, self._producer)
+        self.registry = Asking(portal, REGISTRY, self._entry, self._producer)
+        self.authority = Asking(portal, AUTHORITY, self._entry, self._producer)
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT), inbox, OVERSIGHT_KEPT)
         self.alerts = AlertFeed(oversight)

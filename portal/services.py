@@ -1,7 +1,7 @@
 """The portal's questions to a service around the platform (renkei.questions has the service's
-side): sealed to the service, on a topic only the portal writes; the answer sealed to the portal,
-on a topic only that service writes, awaited up to a deadline. A service that does not answer in
-time gives the resident a page that says so, never a page that hangs."""
+side): sealed to the service, on a topic only the portal writes; the answer sealed to a key made
+for that question alone, on a topic only that service writes, awaited up to a deadline. A service
+that does not answer in time gives the resident a page that says so, never a page that hangs."""
 
 from __future__ import annotations
 
@@ -80,10 +80,9 @@ async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
 class Asking:
     """Questions to one service and their answers, for this process."""
 
-    def __init__(self, access: KafkaAccess, service: Service, key: X25519PrivateKey,
-                 directory: Directory, producer: AIOKafkaProducer,
-                 within: float = ASK_SECONDS) -> None:
-        self._access, self._service, self._key = access, service, key
+    def __init__(self, access: KafkaAccess, service: Service, directory: Directory,
+                 producer: AIOKafkaProducer, within: float = ASK_SECONDS) -> None:
+        self._access, self._service = access, service
         self._directory, self._producer, self.within = directory, producer, within
         self._waiting: dict[str, asyncio.Future[PortalAnswer]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -97,18 +96,21 @@ class Asking:
         await cancelled(self._task)
 
     async def ask(self, question: object) -> bytes:
-        """The service's answer, opened; Unanswered if it has none for the portal in time."""
+        """The service's answer, opened; Unanswered if it has none for the portal in time. The
+        answer is sealed to a key made for this question (its private half in this call alone,
+        gone when it returns), so no key the portal keeps opens it on the answers topic."""
         entry = self._directory(self._service.name)
         if entry is None:
             raise Unanswered(self._service.name, REFUSED, "it has no directory entry")
         request_id = str(uuid.uuid4())
         deadline = datetime.now(UTC) + timedelta(seconds=self.within)
         sealed = sealing.seal(entry.public_key, CODEC.encode(question), request_id)
+        reply_key = X25519PrivateKey.generate()
         waiting = self._waiting[request_id] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self.within + GRACE_SECONDS):
-                await deliver(self._producer, [send(self._service.asked, request_id,
-                                                    PortalQuery(request_id, deadline, sealed))])
+                await deliver(self._producer, [send(self._service.asked, request_id, PortalQuery(
+                    request_id, deadline, sealed, sealing.public_bytes(reply_key)))])
                 answer = await waiting
         except TimeoutError:
             log.warning("the %s did not answer question %s within %.1f s", self._service.name,
@@ -119,7 +121,7 @@ class Asking:
         if answer.status != FOUND:
             raise Unanswered(self._service.name, answer.status, answer.detail)
         try:
-            return sealing.open_sealed(self._key, answer.sealed_answer, request_id)
+            return sealing.open_sealed(reply_key, answer.sealed_answer, request_id)
         except sealing.CannotOpen:
             raise Unanswered(self._service.name, REFUSED, "its answer cannot be opened") from None
 

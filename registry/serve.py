@@ -37,7 +37,7 @@ def serving(store: RegistryStore, logins: CardLogins,
         def handle(records: Sequence[Any]) -> list[Send]:
             asked, looked_up = questions.of_topic(records, topics.REGISTRY_PORTAL_IN)
             return [*service.handle(looked_up),
-                    *questions.answered(asked, acls.REGISTRY, key, directory,
+                    *questions.answered(asked, acls.REGISTRY, key,
                                         topics.REGISTRY_PORTAL_OUT,
                                         logins.card_holder,
                                         datetime.now(UTC))]

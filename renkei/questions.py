@@ -2,12 +2,14 @@
 
 A question comes on a topic only the portal may write, and its answer goes on one only the
 portal reads and only this service writes: who asked and who answered is the broker's word (its
-ACLs), never a field. The question is sealed to the service and the answer to the portal, both
-under the question's request id, so the broker sees no resident code, name, card or number. A
-question read after its deadline is not acted on: the portal has given up waiting (a number
-changed then would be one the resident never saw). It is answered with what was done for it
-before, if anything was (a service stopped after acting and before answering reads it again),
-else TIMED_OUT.
+ACLs), never a field. The question is sealed to the service and the answer to the question's own
+reply key (a key the portal made for it alone and drops once it stops waiting), both under the
+question's request id, so the broker sees no resident code, name, card or number, and whoever
+takes over the portal later (its principal, its key file) opens none of the answers the topic
+keeps. A question read after its deadline is not acted on: the portal has given up waiting (a
+number changed then would be one the resident never saw). It is answered with what was done for
+it before, if anything was (a service stopped after acting and before answering reads it again,
+its reply key with it), else TIMED_OUT.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from broker import acls
 from renkei import sealing
-from renkei.envelope import Directory, Send, readable, send
+from renkei.envelope import Send, readable, send
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
@@ -33,6 +34,7 @@ from schemas.messages import (
 )
 
 log = logging.getLogger(__name__)
+REPLY_KEY_BYTES = 32  # an X25519 public key, raw
 REQUEST_ID_CHARS = 64
 """The longest request id of a question answered (the portal's are UUIDs, 36 characters): the id
 is the answer's key and is in its value, so a longer one could make an answer the broker does not
@@ -70,8 +72,8 @@ def of_topic(records: Sequence[Any], topic: str) -> tuple[list[Any], list[Any]]:
     return ([r for r in records if r.topic == topic], [r for r in records if r.topic != topic])
 
 
-def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, directory: Directory,
-             out: str, answer: Answer, now: datetime) -> list[Send]:
+def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, out: str,
+             answer: Answer, now: datetime) -> list[Send]:
     """The answers, on `out`, to the portal's questions among `records`."""
     sent = []
     for question in readable(records, PortalQuery, "question of the portal"):
@@ -80,20 +82,22 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, direct
                       "is not answered", len(question.request_id), REQUEST_ID_CHARS)
             continue
         sent.append(send(out, question.request_id,
-                         _answer(question, service, key, directory, answer, now)))
+                         _answer(question, service, key, answer, now)))
     return sent
 
 
-def _answer(question: PortalQuery, service: str, key: X25519PrivateKey, directory: Directory,
-            answer: Answer, now: datetime) -> PortalAnswer:
-    portal = directory(acls.PORTAL)
-    if portal is None:
-        return _said(question, REFUSED, "the portal has no directory entry")
+def _answer(question: PortalQuery, service: str, key: X25519PrivateKey, answer: Answer,
+            now: datetime) -> PortalAnswer:
+    """The answer sealed to the question's reply key; a question without one (an old portal's,
+    v1) is refused, not acted on: sealed to the portal's directory key, its answer would open,
+    for as long as the topic keeps it, to whoever takes over the portal later."""
+    if question.reply_key is None or len(question.reply_key) != REPLY_KEY_BYTES:
+        return _said(question, REFUSED, "the question has no reply key to seal its answer to")
     try:
         reply = answer(question.request_id, sealing.open_sealed(key, question.sealed_query,
                                                                 question.request_id),
                        now > question.deadline)
-        sealed = sealing.seal(portal.public_key, CODEC.encode(reply), question.request_id)
+        sealed = sealing.seal(question.reply_key, CODEC.encode(reply), question.request_id)
     except TooLate:
         return _said(question, TIMED_OUT, "asked after its deadline: nothing was done")
     except NotFound as exc:

@@ -171,6 +171,7 @@ class PortalQuery:
     request_id: str
     deadline: datetime
     sealed_query: bytes
+    reply_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -282,18 +282,21 @@ def test_a_request_read_again_after_its_deadline_is_answered_with_the_number_it_
         store: AuthorityStore, tmp_path: Path) -> None:
     """The authority changed the number and stopped before its answer went: the portal's
     question, read again once past its deadline, is answered with that number (not "nothing
-    was done"), and nothing is changed again; one never acted on still changes nothing."""
+    was done"), sealed to the question's reply key (read from it again), and nothing is changed
+    again; one never acted on still changes nothing."""
     authority = NumberingAuthority(store)
     resident = random_codes(1, seed=7)[0]
     first = authority.assign(resident)
-    key, portal = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    key, portal, reply = (X25519PrivateKey.generate(), X25519PrivateKey.generate(),
+                          X25519PrivateKey.generate())
     handle = serve.serving(authority, key, serve.RegistryChanges(authority, tmp_path / "none.db"))(
         {acls.PORTAL: _entry(acls.PORTAL, portal, False)}.get)
 
     def read_late(request_id: str) -> PortalAnswer:
         sealed = sealing.seal(sealing.public_bytes(key),
                               CODEC.encode(ChangeOfNumber(resident, "lost")), request_id)
-        late = PortalQuery(request_id, datetime.now(UTC) - timedelta(seconds=1), sealed)
+        late = PortalQuery(request_id, datetime.now(UTC) - timedelta(seconds=1), sealed,
+                           sealing.public_bytes(reply))
         (sent,) = handle([SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN,
                                           value=CODEC.encode(late))])
         return CODEC.decode(sent.value, PortalAnswer)
@@ -301,8 +304,10 @@ def test_a_request_read_again_after_its_deadline_is_answered_with_the_number_it_
     given = authority.change_number(resident, "lost", "q-1")  # then stopped, answer unsent
     answer = read_late("q-1")
     assert (answer.status, answer.detail) == (FOUND, "")
-    opened = sealing.open_sealed(portal, answer.sealed_answer, "q-1")
+    opened = sealing.open_sealed(reply, answer.sealed_answer, "q-1")
     assert CODEC.decode(opened, PersonalNumber).personal_number == given
+    with pytest.raises(sealing.CannotOpen):
+        sealing.open_sealed(portal, answer.sealed_answer, "q-1")
     assert authority.number_of(resident) == given != first
     assert [c.kind for c in store.history(resident)] == ["number-changed"]
     never = read_late("q-2")

@@ -6,22 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from authority.store import AuthorityStore
@@ -30,7 +34,8 @@ from broker import acls, topics
 from broker.clients import KafkaAccess
 from cards import ca, issue
 from cards.card import Card
-from cards.login import challenge, message
+from cards.jlis import CardHolders
+from cards.login import challenge, issued_at, message
 from portal import app as portal_app
 from portal import services
 from portal.i18n import words
@@ -40,9 +45,15 @@ from portal.sessions import Sessions
 from portal.web import Site
 from processors import keys
 from processors.codes import IdCodes
+from registry.portal import FRESH
+from renkei import sealing
+from renkei.envelope import Send
+from renkei.service_loop import deliver
+from renkei.state import state_dir
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import (
+    FOUND,
     NOT_FOUND,
     REFUSED,
     TIMED_OUT,
@@ -50,9 +61,10 @@ from schemas.messages import (
     CardLogin,
     ChangeOfNumber,
     PersonalNumber,
+    PortalAnswer,
     PortalQuery,
 )
-from tests.kafka_helpers import free_port, producer, spawn, stop
+from tests.kafka_helpers import consumer, free_port, producer, spawn, stop
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 PIN = "4321"
@@ -170,6 +182,138 @@ async def test_the_registry_side_tells_no_codes_for_a_login_it_does_not_accept(
     with pytest.raises(Unanswered) as replayed:
         await kafka.registry.ask(good)
     assert (replayed.value.status, replayed.value.declined) == (REFUSED, "challenge")
+
+
+@dataclass
+class Watched:
+    """The portal's questions as it sends them, and each key it makes for one (by its public
+    half), which the test alone keeps past the ask."""
+
+    sent: list[PortalQuery] = field(default_factory=list)
+    keys: dict[bytes, X25519PrivateKey] = field(default_factory=dict)
+    asked: asyncio.Event = field(default_factory=asyncio.Event)  # a question was sent
+
+
+def _watched(monkeypatch: pytest.MonkeyPatch) -> Watched:
+    """The portal's questions and reply keys, watched from now on."""
+    watched, generate = Watched(), X25519PrivateKey.generate
+
+    async def delivering(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
+        await deliver(producer, effects)
+        watched.sent += [CODEC.decode(e.value, PortalQuery) for e in effects]
+        watched.asked.set()
+
+    def made() -> X25519PrivateKey:
+        key = generate()
+        watched.keys[sealing.public_bytes(key)] = key
+        return key
+
+    monkeypatch.setattr(services, "deliver", delivering)
+    monkeypatch.setattr(services, "X25519PrivateKey", SimpleNamespace(generate=made))
+    return watched
+
+
+def _strings(data: object) -> Iterator[str]:
+    """Every string in a JSON value, however deep."""
+    if isinstance(data, str):
+        yield data
+    for inner in (data.values() if isinstance(data, dict) else
+                  data if isinstance(data, list) else ()):
+        yield from _strings(inner)
+
+
+def _keys_kept() -> list[X25519PrivateKey]:
+    """Each 32-byte secret the state folder keeps in a JSON file, as an X25519 key: every
+    sealing key (the portal's long-term one among them) and whatever else is kept so."""
+    found = []
+    for path in state_dir().rglob("*.json"):
+        with contextlib.suppress(ValueError, OSError):  # not JSON, or not readable here
+            found += [X25519PrivateKey.from_private_bytes(bytes.fromhex(text))
+                      for text in _strings(json.loads(path.read_text(encoding="utf-8")))
+                      if re.fullmatch(r"[0-9a-f]{64}", text)]
+    assert sealing.public_bytes(sealing.key_of(acls.PORTAL)) in {
+        sealing.public_bytes(k) for k in found}
+    return found
+
+
+async def _kept_answer(topic: str, request_id: str) -> PortalAnswer:
+    """The answer to `request_id` as its topic keeps it, read from the topic's start by the
+    portal's principal (as whoever takes it over later would)."""
+    async with consumer(KafkaAccess.of(acls.PORTAL), topic, offset="earliest") as answers:
+        async with asyncio.timeout(30):
+            async for record in answers:
+                if record.key == request_id.encode():
+                    return CODEC.decode(record.value or b"", PortalAnswer)
+    raise AssertionError(f"no answer to {request_id} on {topic}")
+
+
+async def _opened_with_its_own_key_alone(topic: str, question: PortalQuery,
+                                         watched: Watched) -> bytes:
+    """The answer kept on `topic` to `question`, opened with the key the portal made for that
+    question; no key the state folder keeps opens it."""
+    answer = await _kept_answer(topic, question.request_id)
+    assert answer.status == FOUND
+    for key in _keys_kept():
+        with pytest.raises(sealing.CannotOpen):
+            sealing.open_sealed(key, answer.sealed_answer, question.request_id)
+    assert question.reply_key in watched.keys
+    return sealing.open_sealed(watched.keys[question.reply_key], answer.sealed_answer,
+                               question.request_id)
+
+
+async def test_an_answer_kept_on_its_topic_opens_with_its_questions_key_alone(
+        kafka: KafkaSide, town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answers topics keep a day of answers: a card holder's name, codes and ID codes,
+    a resident's new number. Once the ask is over, neither the portal's long-term key nor
+    any other key in the state folder opens them (whoever takes over the portal reads none
+    of those asked before), only the key the portal made for the question and has dropped."""
+    resident = town.held["sakura-town"][10]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    watched = _watched(monkeypatch)
+    told = await kafka.registry.ask(signed(card))
+    number = await kafka.authority.ask(ChangeOfNumber(resident.resident_code, "漏えいのおそれ"))
+    login, change = watched.sent
+    assert CODEC.decode(told, CardHolder).name == resident.name
+    assert await _opened_with_its_own_key_alone(topics.REGISTRY_PORTAL_OUT, login,
+                                                watched) == told
+    assert await _opened_with_its_own_key_alone(topics.AUTHORITY_PORTAL_OUT, change,
+                                                watched) == number
+
+
+async def test_an_answer_made_again_after_a_restart_reaches_the_asking_portal(
+        kafka: KafkaSide, platform: Processes, town: Town, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry side took a card login (its challenge used by that question) and stopped
+    before it answered: started again, it reads the question again, its reply key with it,
+    and its answer reaches the portal still waiting, sealed to that question's key alone."""
+    resident = town.held["sakura-town"][11]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    login, watched = signed(card), _watched(monkeypatch)
+    monkeypatch.setattr(kafka.registry, "within", 90.0)  # the killed member's session runs out
+    registry = platform.running["registry"]
+    os.kill(registry.pid, signal.SIGSTOP)
+    try:
+        asking = asyncio.create_task(kafka.registry.ask(login))
+        await watched.asked.wait()
+        (question,) = watched.sent
+        issued = issued_at(login.nonce)
+        assert issued is not None
+        cards = CardHolders()
+        try:  # what the stopped registry side did before it stopped
+            assert cards.first_use(login.nonce, question.request_id, issued + FRESH,
+                                   datetime.now(UTC))
+        finally:
+            cards.close()
+    finally:
+        platform.kill("registry")
+        platform.start("registry", "registry", "serve")
+    told = await asking
+    holder = CODEC.decode(told, CardHolder)
+    assert holder.name == resident.name and holder.resident_codes[0] == resident.resident_code
+    assert await _opened_with_its_own_key_alone(topics.REGISTRY_PORTAL_OUT, question,
+                                                watched) == told
 
 
 async def _csrf(http: aiohttp.ClientSession, page: str) -> str:

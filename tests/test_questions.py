@@ -1,5 +1,6 @@
 """A service's side of My Portal's questions, without Kafka: a question past its deadline is not
-acted on, the answer is sealed to the portal alone, and a failure says nothing of the question."""
+acted on, the answer is sealed to the question's own reply key alone, and a failure says nothing
+of the question."""
 
 from __future__ import annotations
 
@@ -24,12 +25,11 @@ from schemas.messages import (
     PortalAnswer,
     PortalQuery,
 )
-from tests.test_registry_service import _entry
 
 NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 CODE = "12345678903"
-SERVICE, PORTAL = X25519PrivateKey.generate(), X25519PrivateKey.generate()
-DIRECTORY = {acls.PORTAL: _entry(acls.PORTAL, PORTAL, False)}
+SERVICE, PORTAL = X25519PrivateKey.generate(), X25519PrivateKey.generate()  # PORTAL: long-term
+REPLY = X25519PrivateKey.generate()  # the portal's key for question q-1 alone
 
 
 @dataclass
@@ -49,26 +49,49 @@ class Service:
         return self.reply
 
 
-def _answered(service: Service, deadline: datetime = NOW + timedelta(seconds=10)) -> PortalAnswer:
-    sealed = sealing.seal(sealing.public_bytes(SERVICE), CODEC.encode(ChangeOfNumber(
+def _sealed_question() -> bytes:
+    return sealing.seal(sealing.public_bytes(SERVICE), CODEC.encode(ChangeOfNumber(
         CODE, "lost card")), "q-1")
-    record = SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN,
-                             value=CODEC.encode(PortalQuery("q-1", deadline, sealed)))
-    (sent,) = questions.answered([record], acls.AUTHORITY, SERVICE, DIRECTORY.get,
+
+
+def _answered(service: Service, deadline: datetime = NOW + timedelta(seconds=10),
+              question: bytes | None = None) -> PortalAnswer:
+    """The service's answer to `question` (as the portal writes it; by default one with the
+    reply key REPLY)."""
+    record = SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN, value=question or CODEC.encode(
+        PortalQuery("q-1", deadline, _sealed_question(), sealing.public_bytes(REPLY))))
+    (sent,) = questions.answered([record], acls.AUTHORITY, SERVICE,
                                  topics.AUTHORITY_PORTAL_OUT, service, NOW)
     assert (sent.topic, sent.key) == (topics.AUTHORITY_PORTAL_OUT, "q-1")
     return CODEC.decode(sent.value, PortalAnswer)
 
 
-def test_the_answer_is_sealed_to_the_portal_alone() -> None:
+def test_the_answer_is_sealed_to_the_questions_reply_key_alone() -> None:
     service = Service(PersonalNumber("123456789018"))
     answer = _answered(service)
     assert answer.status == FOUND and service.asked == [ChangeOfNumber(CODE, "lost card")]
     assert b"123456789018" not in answer.sealed_answer
-    opened = sealing.open_sealed(PORTAL, answer.sealed_answer, "q-1")
+    opened = sealing.open_sealed(REPLY, answer.sealed_answer, "q-1")
     assert CODEC.decode(opened, PersonalNumber) == PersonalNumber("123456789018")
-    with pytest.raises(sealing.CannotOpen):
-        sealing.open_sealed(SERVICE, answer.sealed_answer, "q-1")
+    for other in (PORTAL, SERVICE):
+        with pytest.raises(sealing.CannotOpen):
+            sealing.open_sealed(other, answer.sealed_answer, "q-1")
+
+
+def test_a_question_without_a_reply_key_is_refused_not_acted_on() -> None:
+    """An old portal's question (PortalQuery v1), or one whose reply key is no X25519 key: not
+    answered to the portal's long-term key, nor acted on (no number given it cannot tell)."""
+    service = Service(PersonalNumber("123456789018"))
+    old = CODEC.encode_record("PortalQuery", {
+        "request_id": "q-1", "deadline": NOW + timedelta(seconds=10),
+        "sealed_query": _sealed_question()}, version=1)
+    short = CODEC.encode(PortalQuery("q-1", NOW + timedelta(seconds=10), _sealed_question(),
+                                     sealing.public_bytes(REPLY)[:16]))
+    for question in (old, short):
+        answer = _answered(service, question=question)
+        assert (answer.status, answer.sealed_answer) == (REFUSED, b"")
+        assert "reply key" in answer.detail
+    assert service.asked == []
 
 
 def test_a_question_past_its_deadline_is_not_acted_on() -> None:
@@ -92,6 +115,6 @@ def test_a_question_whose_id_no_answer_could_carry_is_logged_not_answered(
     service = Service(PersonalNumber("123456789018"))
     record = SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN, value=CODEC.encode(PortalQuery(
         "q" * 600_000, NOW + timedelta(seconds=10), b"")))
-    assert questions.answered([record], acls.AUTHORITY, SERVICE, DIRECTORY.get,
+    assert questions.answered([record], acls.AUTHORITY, SERVICE,
                               topics.AUTHORITY_PORTAL_OUT, service, NOW) == []
     assert service.asked == [] and "request id of 600000 characters" in caplog.text
