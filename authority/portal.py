@@ -1,20 +1,29 @@
 """The numbering authority's answer to My Portal: a resident's new number, asked for by the
-resident on the portal, and sealed back to the portal alone (renkei.questions)."""
+resident on the portal, and sealed back to the portal alone (renkei.questions); only for a
+resident the login ticket shown with the question names (registry.tickets)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from authority.service import NumberingAuthority, UnknownResident
+from registry import tickets
 from renkei.questions import NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import ChangeOfNumber, PersonalNumber
 
 
-def new_number(authority: NumberingAuthority, request_id: str, question: bytes,
-               late: bool) -> PersonalNumber:
+def new_number(authority: NumberingAuthority, login_key: Ed25519PublicKey, request_id: str,
+               question: bytes, late: bool) -> PersonalNumber:
     """The resident's old number retired and a new one issued (once per change, asked again in
     as many questions as the portal needs); read after its deadline, the number the change was
-    given before, if it was (TooLate if not: nothing changes)."""
+    given before, if it was (TooLate if not: nothing changes). Nothing is done or told for a
+    resident code that no live ticket signed with the registry side's `login_key` names
+    (Declined)."""
     change = CODEC.decode(question, ChangeOfNumber)
+    tickets.check(login_key, change.ticket, change.resident_code, datetime.now(UTC))
     change_id = change.change_id or request_id
     try:
         if not late:

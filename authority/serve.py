@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups, portal
 from authority import store as authority_store
 from authority.service import NumberingAuthority
 from broker import acls, topics
+from processors import keys
 from registry import store as registry_store
 from renkei import questions, sealing
 from renkei.envelope import Directory, Send
@@ -51,10 +53,11 @@ class RegistryChanges:
 Handler = Callable[[Sequence[Any]], list[Send]]
 
 
-def serving(authority: NumberingAuthority, key: X25519PrivateKey,
-            changes: RegistryChanges) -> Callable[[Directory], Handler]:
+def serving(authority: NumberingAuthority, key: X25519PrivateKey, changes: RegistryChanges,
+            login_key: Ed25519PublicKey) -> Callable[[Directory], Handler]:
     """The service's handler for a holder directory: changes followed, then the holders'
-    look-ups and the portal's requests for a new number (each on its own topic)."""
+    look-ups and the portal's requests for a new number (each on its own topic; each for a
+    resident a login ticket the registry side signed with `login_key` names)."""
     def with_directory(directory: Directory) -> Handler:
         def handle(records: Sequence[Any]) -> list[Send]:
             changes.follow()
@@ -62,7 +65,8 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey,
             return [*lookups.handle(looked_up, authority, key, directory),
                     *questions.answered(asked, acls.AUTHORITY, key,
                                         topics.AUTHORITY_PORTAL_OUT,
-                                        partial(portal.new_number, authority), datetime.now(UTC))]
+                                        partial(portal.new_number, authority, login_key),
+                                        datetime.now(UTC))]
         return handle
     return with_directory
 
@@ -75,15 +79,17 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey,
                    "[default <state>/registry/registry.db]")
 def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
-    number (from My Portal) until stopped."""
+    number (from My Portal, each with the login ticket of the resident) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    login_key = keys.load_login_public_key()
     store = authority_store.AuthorityStore(db or authority_store.default_path())
     authority = NumberingAuthority(store)
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:
         asyncio.run(run_service(acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
                                 "renkei-authority",
-                                serving(authority, sealing.key_of(acls.AUTHORITY), changes)))
+                                serving(authority, sealing.key_of(acls.AUTHORITY), changes,
+                                        login_key)))
     finally:
         changes.close()
         store.close()

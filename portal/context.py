@@ -41,17 +41,17 @@ class Platform:
 
     async def new_number(self, resident: Resident, reason: str, change_id: str) -> str:
         """The numbering authority retires the resident's number and issues a new one, once per
-        `change_id` (asked again, the number it gave); Unanswered if it does not answer in time,
-        or cannot."""
+        `change_id` (asked again, the number it gave), shown the resident's login ticket;
+        Unanswered if it does not answer in time, or cannot, or will not (a ticket refused)."""
         answer = await self.kafka.authority.ask(ChangeOfNumber(resident.resident_codes[0],
-                                                               reason, change_id))
+                                                               reason, change_id, resident.ticket))
         return CODEC.decode(answer, PersonalNumber).personal_number
 
 
 def resident(serial: str, holder: CardHolder) -> Resident:
     """The card's holder signed in, with the ID codes the registry side made of every code they
-    had, the one of their first code (their ID code now) first."""
-    return Resident(serial, holder.name, holder.resident_codes, holder.id_codes)
+    had, the one of their first code (their ID code now) first, and the login's ticket."""
+    return Resident(serial, holder.name, holder.resident_codes, holder.id_codes, holder.ticket)
 
 
 PLATFORM = web.AppKey("platform", Platform)

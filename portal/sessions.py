@@ -30,12 +30,15 @@ def _now() -> datetime:
 class Resident:
     """A resident logged in with their card: the codes the registry side gave for the card,
     the current one first, and the ID codes the platform's code service computed from them, their
-    own first (of their first code; the others find entries made before it was theirs alone)."""
+    own first (of their first code; the others find entries made before it was theirs alone); and
+    the login's ticket the registry side signed, without which the numbering authority changes
+    no number (registry.tickets: it lasts a session's LIFETIME)."""
 
     serial: str
     name: str
     resident_codes: tuple[str, ...]
     id_codes: tuple[str, ...]
+    ticket: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def init() -> None:
     from it: compose.yaml's provision runs this before My Portal, which mounts audit/, starts."""
     created = keys.init()
     for path in created:
-        click.echo(f"created {path} (mode 0600)")
+        click.echo(f"created {path} (mode {path.stat().st_mode & 0o777:04o})")
     if keys.store_path() not in created:
         click.echo(f"key store already exists at {keys.store_path()}; left unchanged")
     head_key = heads.private_key_path()

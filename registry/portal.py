@@ -8,7 +8,9 @@ certificate and CRL, as the portal checks them), the challenge fresh (issued wit
 minutes, not ahead of this side's clock) and never shown before (cards.jlis keeps the used
 ones). This side's process holds the ID key (processors.keys.load_id_key); the portal does not,
 so whoever takes it over cannot turn a resident code into an ID code, nor find the history of a
-resident who did not log in.
+resident who did not log in. With them it gives a login ticket it signs (registry.tickets),
+which names the codes the login proved: the numbering authority changes the number of no
+resident without one.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from audit.heads import Signer
 from cards import ca
 from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, issued_at
 from processors.codes import IdCodes
+from registry import tickets
 from registry.store import RegistryStore
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
@@ -53,14 +57,16 @@ class CardLogins:
     cards: CardHolders
     registry: RegistryStore
     codes: IdCodes
+    login_key: Signer
     origins: frozenset[str] = frozenset()
     verifier: Verifier = field(default_factory=Verifier)
     clock: Callable[[], datetime] = _now
 
     def card_holder(self, request_id: str, question: bytes, late: bool) -> CardHolder:
         """The card's holder: their name now, every code they have had (the current one first),
-        their first, and the ID codes of them all, their first code's first (not told after
-        the question's deadline, nor for a login refused: Declined)."""
+        their first, the ID codes of them all, their first code's first, and the login's
+        ticket for those codes (not told after the question's deadline, nor for a login
+        refused: Declined)."""
         if late:
             raise TooLate()
         codes = self.cards.resident_codes(self._checked(request_id, question), self.registry)
@@ -70,7 +76,8 @@ class CardLogins:
             raise NotFound("no resident holds that card")
         own_first = [first, *(c for c in codes if c != first)]
         ids = [c for c in self.codes.id_codes(own_first) if isinstance(c, str)]
-        return CardHolder(current.name, tuple(codes), first, tuple(ids))
+        return CardHolder(current.name, tuple(codes), first, tuple(ids),
+                          tickets.ticket(self.login_key, codes, self.clock()))
 
     def _checked(self, request_id: str, question: bytes) -> str:
         """The serial of the card whose login this is, if its signature checks and its

@@ -59,12 +59,14 @@ def id_codes() -> IdCodes:
                    "signed for any other site is refused [default: any http://127.0.0.1:PORT]")
 def serve(db: Path | None, origins: tuple[str, ...]) -> None:
     """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
-    their holders' ID codes by the ID key alone) until stopped."""
+    their holders' ID codes by the ID key alone, a login ticket signed with the login key) until
+    stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     store = open_registry(db)
     cards = CardHolders()
     try:
-        logins = CardLogins(cards, store, id_codes(), frozenset(o.rstrip("/") for o in origins))
+        logins = CardLogins(cards, store, id_codes(), keys.load_login_key(),
+                            frozenset(o.rstrip("/") for o in origins))
         asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
                                 "renkei-registry",
                                 serving(store, logins, sealing.key_of(acls.REGISTRY))))

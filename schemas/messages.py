@@ -187,6 +187,7 @@ class ChangeOfNumber:
     resident_code: str
     reason: str
     change_id: str = ""
+    ticket: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,14 @@ class CardHolder:
     resident_codes: tuple[str, ...]
     first_code: str
     id_codes: tuple[str, ...] = ()
+    ticket: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginTicket:
+    resident_codes: tuple[str, ...]
+    expires_at: datetime
+    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)

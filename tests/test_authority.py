@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from stdnum.jp import in_
 
+from audit.heads import Signer
 from authority import serve
 from authority.check_digit import check_digit, is_valid, with_check_digit
 from authority.cli import authority_cli
@@ -20,6 +21,7 @@ from authority.service import AlreadyAssigned, NumberingAuthority, UnknownReside
 from authority.store import AuthorityStore
 from broker import acls, topics
 from registry import store as registry_store
+from registry import tickets
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from renkei import sealing
@@ -287,14 +289,16 @@ def test_a_request_read_again_after_its_deadline_is_answered_with_the_number_it_
     authority = NumberingAuthority(store)
     resident = random_codes(1, seed=7)[0]
     first = authority.assign(resident)
-    key, portal, reply = (X25519PrivateKey.generate(), X25519PrivateKey.generate(),
-                          X25519PrivateKey.generate())
-    handle = serve.serving(authority, key, serve.RegistryChanges(authority, tmp_path / "none.db"))(
-        {acls.PORTAL: _entry(acls.PORTAL, portal, False)}.get)
+    key, portal, reply, login_key = (X25519PrivateKey.generate(), X25519PrivateKey.generate(),
+                                     X25519PrivateKey.generate(), Signer.generate())
+    handle = serve.serving(authority, key, serve.RegistryChanges(authority, tmp_path / "none.db"),
+                           login_key.public_key)({acls.PORTAL: _entry(acls.PORTAL, portal,
+                                                                      False)}.get)
+    ticket = tickets.ticket(login_key, [resident], datetime.now(UTC))
 
     def read_late(request_id: str) -> PortalAnswer:
-        sealed = sealing.seal(sealing.public_bytes(key),
-                              CODEC.encode(ChangeOfNumber(resident, "lost")), request_id)
+        sealed = sealing.seal(sealing.public_bytes(key), CODEC.encode(
+            ChangeOfNumber(resident, "lost", ticket=ticket)), request_id)
         late = PortalQuery(request_id, datetime.now(UTC) - timedelta(seconds=1), sealed,
                            sealing.public_bytes(reply))
         (sent,) = handle([SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN,

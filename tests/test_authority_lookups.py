@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from audit.heads import Signer
 from authority import lookups
 from authority.serve import RegistryChanges, serving
 from authority.service import NumberingAuthority, draw_number
@@ -145,12 +146,13 @@ def test_a_serving_authority_follows_the_registrys_code_changes_before_its_looku
     number = authority.number(0)
     change_code(authority.registry_store, authority.residents[0])
     assert authority.answer(number, HOLDER).status == NOT_FOUND, "not followed: the old code"
+    login_key = Signer.generate().public_key
     nowhere = serving(authority.service, authority.key,
-                      RegistryChanges(authority.service, tmp_path / "none.db"))
+                      RegistryChanges(authority.service, tmp_path / "none.db"), login_key)
     monkeypatch.setattr(authority, "handle", nowhere(authority.directory.get))
     assert authority.answer(number, HOLDER).status == NOT_FOUND, "no registry: nothing followed"
     changes = RegistryChanges(authority.service, tmp_path / "registry.db")
     monkeypatch.setattr(authority, "handle", serving(authority.service, authority.key,
-                                                     changes)(authority.directory.get))
+                                                     changes, login_key)(authority.directory.get))
     assert authority.answer(number, HOLDER).status == FOUND
     changes.close()

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from audit.heads import Signer
 from authority import lookups
 from authority.service import NumberingAuthority
 from authority.store import AuthorityStore
@@ -156,7 +157,7 @@ def test_my_portal_finds_the_person_by_the_id_code_of_every_code_they_had(
         cards.record(card.face.serial, old)
         new = town.change_code(old)
         login = signed(card)
-        holder = CardLogins(cards, town.registry, town.ctx.codes).card_holder(
+        holder = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate()).card_holder(
             "q-1", CODEC.encode(login), False)
         cards.close()
     resident = portal_resident(card.face.serial, holder)

@@ -82,10 +82,13 @@ def needs() -> dict[str, dict[str, bool]]:
         # it tells the portal a card holder's ID codes, for a login it checks itself
         "registry": {_part(registry_path().parent): False, _part(cards_path().parent): False,
                      _secret(acls.REGISTRY): True, _sealing(acls.REGISTRY): True,
-                     _part(keys.id_key_path()): True, _part(ca.trusted(ca.JPKI).parent): True},
-        # the authority follows the registry's code changes (registry/ holds no card table)
+                     _part(keys.id_key_path()): True, _part(ca.trusted(ca.JPKI).parent): True,
+                     _part(keys.login_key_path()): True},
+        # the authority follows the registry's code changes (registry/ holds no card table) and
+        # checks the login tickets with the login key's public half
         "authority": {_part(authority_path().parent): False, _part(registry_path().parent): True,
-                      _secret(acls.AUTHORITY): True, _sealing(acls.AUTHORITY): True},
+                      _secret(acls.AUTHORITY): True, _sealing(acls.AUTHORITY): True,
+                      _part(keys.login_public_key_path()): True},
         # it makes the store and the head key on its first run
         "audit": {_part(audit_path().parent): False,
                   _part(heads.private_key_path().parent): False, _secret(acls.AUDIT): True},
@@ -113,7 +116,7 @@ def test_each_service_mounts_what_its_command_needs_and_no_more(tmp_path: Path) 
 def test_the_portal_reads_no_key_store_or_secret_but_its_own(tmp_path: Path) -> None:
     with state_folder(tmp_path):
         forbidden = [_part(keys.store_path()), _part(keys.id_key_path()),
-                     _part(heads.private_key_path()),
+                     _part(heads.private_key_path()), _part(keys.login_key_path()),
                      _part(registry_path()), _part(cards_path()), _part(authority_path()),
                      *(_part(ca.folder(name) / "key.pem") for name in ca.AUTHORITIES),
                      *(_secret(name) for name in ("admin", "controller", *acls.SERVICES)

@@ -27,7 +27,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
+from yarl import URL
 
+from audit.heads import Signer
 from authority.store import AuthorityStore
 from authority.store import default_path as authority_path
 from broker import acls, topics
@@ -42,9 +44,10 @@ from portal.i18n import words
 from portal.kafka import Platform as KafkaSide
 from portal.services import ASK_SECONDS, NO_ANSWER, Unanswered
 from portal.sessions import Sessions
-from portal.web import Site
+from portal.web import COOKIE, Site
 from processors import keys
 from processors.codes import IdCodes
+from registry import tickets
 from registry.portal import FRESH
 from renkei import sealing
 from renkei.envelope import Send
@@ -60,6 +63,7 @@ from schemas.messages import (
     CardHolder,
     CardLogin,
     ChangeOfNumber,
+    LoginTicket,
     PersonalNumber,
     PortalAnswer,
     PortalQuery,
@@ -98,12 +102,20 @@ def changes_of(resident_code: str) -> int:
         store.close()
 
 
+async def ticket_of(kafka: KafkaSide, resident_code: str, tmp_path: Path) -> bytes:
+    """The login ticket the registry side's process gives at a login of the resident's card."""
+    card = _card_of(resident_code, tmp_path)
+    return CODEC.decode(await kafka.registry.ask(signed(card)), CardHolder).ticket
+
+
 async def test_the_authoritys_process_issues_a_resident_a_new_number(
-        kafka: KafkaSide, town: Town) -> None:
+        kafka: KafkaSide, town: Town, tmp_path: Path) -> None:
     resident = town.held["sakura-town"][0].resident_code
+    ticket = await ticket_of(kafka, resident, tmp_path)
     before = number_of(resident)
     started = time.monotonic()
-    answer = await kafka.authority.ask(ChangeOfNumber(resident, "カードを紛失したため"))
+    answer = await kafka.authority.ask(ChangeOfNumber(resident, "カードを紛失したため",
+                                                      ticket=ticket))
     took = time.monotonic() - started
     number = CODEC.decode(answer, PersonalNumber).personal_number
     assert before is not None and number != before and number_of(resident) == number
@@ -111,18 +123,52 @@ async def test_the_authoritys_process_issues_a_resident_a_new_number(
 
 
 async def test_a_question_past_its_deadline_changes_no_number(
-        kafka: KafkaSide, town: Town) -> None:
+        kafka: KafkaSide, town: Town, tmp_path: Path) -> None:
     """The portal has given up on it and told the resident so: the authority must not act."""
     resident = town.held["sakura-town"][1].resident_code
+    ticket = await ticket_of(kafka, resident, tmp_path)
     before = number_of(resident)
     kafka.authority.within = 0.0
     try:
         with pytest.raises(Unanswered) as unanswered:
-            await kafka.authority.ask(ChangeOfNumber(resident, "漏えいのおそれ"))
+            await kafka.authority.ask(ChangeOfNumber(resident, "漏えいのおそれ", ticket=ticket))
     finally:
         kafka.authority.within = ASK_SECONDS
     assert unanswered.value.status == TIMED_OUT
     assert number_of(resident) == before
+
+
+async def test_the_authority_changes_no_number_without_a_live_ticket_of_that_residents_login(
+        kafka: KafkaSide, town: Town, tmp_path: Path) -> None:
+    """Whoever took the portal over (its principal and sealing key) asks for the new number of
+    a resident who did not log in, knowing only their resident code: with no ticket, one of the
+    registry side's key expired, one another key signed, the live ticket of another resident's
+    login, or that ticket made to name the resident or to last longer, the authority refuses,
+    saying why, and the number stays; with the resident's own ticket, it is changed."""
+    resident = town.held["sakura-town"][10].resident_code
+    other = await ticket_of(kafka, town.held["sakura-town"][11].resident_code, tmp_path)
+    now, before, changed_before = datetime.now(UTC), number_of(resident), changes_of(resident)
+    theirs = CODEC.decode(other, LoginTicket)
+    refused = [(b"", tickets.NO_TICKET),
+               (tickets.ticket(keys.load_login_key(), [resident], now - tickets.LASTS),
+                tickets.EXPIRED),
+               (tickets.ticket(Signer.generate(), [resident], now), tickets.FORGED),
+               (other, tickets.NOT_THEIRS),
+               (CODEC.encode(replace(theirs, resident_codes=(resident,))), tickets.FORGED),
+               (CODEC.encode(replace(theirs, resident_codes=(*theirs.resident_codes, resident))),
+                tickets.FORGED),
+               (CODEC.encode(replace(theirs, expires_at=now + timedelta(days=1))),
+                tickets.FORGED)]
+    for ticket, reason in refused:
+        with pytest.raises(Unanswered) as unanswered:
+            await kafka.authority.ask(ChangeOfNumber(resident, "漏えいのおそれ",
+                                                     str(uuid.uuid4()), ticket))
+        assert (unanswered.value.status, unanswered.value.declined) == (REFUSED, reason)
+    assert number_of(resident) == before and changes_of(resident) == changed_before
+    own = await ticket_of(kafka, resident, tmp_path)
+    answer = await kafka.authority.ask(ChangeOfNumber(resident, "漏えいのおそれ",
+                                                      str(uuid.uuid4()), own))
+    assert CODEC.decode(answer, PersonalNumber).personal_number == number_of(resident) != before
 
 
 def signed(card: Card, at: datetime | None = None, origin: str = ORIGIN) -> CardLogin:
@@ -384,11 +430,13 @@ async def test_a_resident_logs_in_by_card_and_changes_their_number_through_the_s
 
 
 @contextlib.asynccontextmanager
-async def _portal_in_process(tmp_path: Path) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
-    """`renkei portal`'s app in this process, and a browser's session with it."""
+async def _portal_in_process(tmp_path: Path, sessions: Sessions | None = None
+                             ) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
+    """`renkei portal`'s app in this process (its `sessions`), and a browser's session with it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = TestServer(portal_app.build(Site(url, "http://127.0.0.1:8765"), Sessions()),
+    server = TestServer(portal_app.build(Site(url, "http://127.0.0.1:8765"),
+                                         Sessions() if sessions is None else sessions),
                         host="127.0.0.1", port=port)
     await server.start_server()
     try:
@@ -401,7 +449,8 @@ async def _portal_in_process(tmp_path: Path) -> AsyncIterator[tuple[str, aiohttp
 async def test_a_resident_present_at_the_counter_logs_in_through_the_registry_side(
         platform: Processes, town: Town, tmp_path: Path) -> None:
     """Staff log in with their card; the resident standing there with theirs, whose holder and
-    ID codes the registry side tells for that login: the desk shows them."""
+    ID codes the registry side tells for that login: the desk shows them, and the resident's new
+    number is issued on their login's ticket (the staff member's login has none)."""
     resident = town.held["sakura-town"][7]
     issue.init()
     card = issue.resident_card(resident.resident_code, PIN, tmp_path)
@@ -411,6 +460,13 @@ async def test_a_resident_present_at_the_counter_logs_in_through_the_registry_si
         assert await card_login(http, url, card, "present", "/counter") == "/counter"
         async with http.get(f"{url}/counter") as desk:
             assert resident.name in await desk.text()
+        before = number_of(resident.resident_code)
+        async with http.post(f"{url}/counter/number", data={
+                "csrf": await _csrf(http, f"{url}/counter"), "confirm": "yes",
+                "reason": "漏えいのおそれ"}) as done:
+            assert done.status == 200
+            shown = _shown(await done.text())
+    assert before is not None and shown == number_of(resident.resident_code) != before
 
 
 async def test_a_login_the_registry_side_refuses_gets_the_refusal_page(
@@ -470,13 +526,13 @@ async def test_a_question_no_answer_could_carry_stops_no_service(
         await kafka.registry.ask(signed(unrecorded_card(tmp_path)))
     with pytest.raises(Unanswered) as unknown:
         await kafka.authority.ask(ChangeOfNumber("00000000000", "漏えいのおそれ"))
-    assert (nobody.value.status, unknown.value.status) == (NOT_FOUND, NOT_FOUND)
+    assert (nobody.value.status, unknown.value.declined) == (NOT_FOUND, tickets.NO_TICKET)
     assert platform.running["registry"].poll() is None
     assert platform.running["authority"].poll() is None
 
 
 async def test_a_change_whose_answer_came_too_late_is_asked_again_and_made_once(
-        kafka: KafkaSide, town: Town, platform: Processes,
+        kafka: KafkaSide, town: Town, platform: Processes, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The portal stopped waiting before the authority answered (here the authority is paused
     past the portal's wait, within the question's deadline, as a slow broker or a restart would
@@ -485,7 +541,8 @@ async def test_a_change_whose_answer_came_too_late_is_asked_again_and_made_once(
     number it gave and changes nothing more."""
     resident = town.held["sakura-town"][4].resident_code
     before, changed_before = number_of(resident), changes_of(resident)
-    change = ChangeOfNumber(resident, "漏えいのおそれ", str(uuid.uuid4()))
+    change = ChangeOfNumber(resident, "漏えいのおそれ", str(uuid.uuid4()),
+                            await ticket_of(kafka, resident, tmp_path))
     authority = platform.running["authority"]
     monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # the portal waits 1 s
     os.kill(authority.pid, signal.SIGSTOP)
@@ -630,3 +687,24 @@ async def test_a_change_the_resident_never_saw_is_resumed_at_their_next_login_no
             assert 'id="number-pending"' not in await history.text()
     assert len(rows) == 2 and {o for _, o in rows} == {"NUMBER_CHANGE_ASKED", "NUMBER_CHANGED"}
     assert len({rid for rid, _ in rows}) == 1, "one change id"
+
+
+async def test_a_login_ticket_the_authority_refuses_gets_the_number_pages_error(
+        platform: Processes, town: Town, tmp_path: Path) -> None:
+    """The portal shows the authority the ticket kept in the resident's session: one expired
+    (here put in its place; a session outliving its ticket, were the clocks apart) is refused,
+    the page says the number was not changed, and it was not."""
+    resident = town.held["sakura-town"][12]
+    card = _card_of(resident.resident_code, tmp_path)
+    sessions = Sessions()
+    async with _portal_in_process(tmp_path, sessions) as (url, http):
+        assert await card_login(http, url, card) == "/history"
+        session = sessions.get(http.cookie_jar.filter_cookies(URL(url))[COOKIE].value)
+        assert session is not None and session.resident is not None and session.resident.ticket
+        session.resident = replace(session.resident, ticket=tickets.ticket(
+            keys.load_login_key(), session.resident.resident_codes,
+            datetime.now(UTC) - tickets.LASTS))
+        before = number_of(resident.resident_code)
+        status, page = await _ask_number(http, url)
+    assert status == 503 and words("ja")["number_unanswered"] in page and _shown(page) is None
+    assert number_of(resident.resident_code) == before

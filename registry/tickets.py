@@ -1,0 +1,64 @@
+"""Login tickets: the registry side's word, signed with its login key (Ed25519), that a card login
+it checked itself (registry.portal) proved these resident codes, until an expiry (a portal
+session's longest life after the login). My Portal keeps a resident's ticket in their session and
+shows it with each request for a new number; the numbering authority acts only for a resident code
+a live ticket names. So whoever takes the portal over (its principal and sealing key) can have the
+number changed of no resident who has not logged in.
+
+The login key is made by `renkei keys init` (processors.keys); the authority reads its public half
+alone, from a file provisioning writes, as each service's own keys are: not from a topic, where a
+key put in its place would be believed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.events import millis
+from audit.heads import Signer, verify_signature
+from portal.sessions import LIFETIME
+from renkei.questions import Declined
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import LoginTicket
+
+CONTEXT = b"renkei login ticket v1\x00"
+LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
+# the refusals of a change of number, by reason (said to the portal: no personal data)
+NO_TICKET, FORGED, EXPIRED, NOT_THEIRS = ("no-ticket", "ticket-forged", "ticket-expired",
+                                          "ticket-not-theirs")
+
+
+def signed_bytes(resident_codes: Sequence[str], expires_at: datetime) -> bytes:
+    """What a ticket's signature is over: a context string, the expiry (milliseconds, 8 bytes
+    big-endian), then each code, its length (2 bytes) first."""
+    codes = [code.encode() for code in resident_codes]
+    return (CONTEXT + millis(expires_at).to_bytes(8, "big")
+            + b"".join(len(code).to_bytes(2, "big") + code for code in codes))
+
+
+def ticket(key: Signer, resident_codes: Sequence[str], now: datetime) -> bytes:
+    """A ticket for the codes a login proved `now`, good for LASTS."""
+    expires_at = now + LASTS
+    return CODEC.encode(LoginTicket(tuple(resident_codes), expires_at,
+                                    key.sign(signed_bytes(resident_codes, expires_at))))
+
+
+def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str, now: datetime) -> None:
+    """Nothing if `shown` is a ticket the login key signed, live `now`, naming `resident_code`;
+    else Declined, by reason."""
+    if not shown:
+        raise Declined(NO_TICKET)
+    try:
+        found = CODEC.decode(shown, LoginTicket)
+    except SchemaError:
+        raise Declined(FORGED) from None
+    if not verify_signature(public_key, signed_bytes(found.resident_codes, found.expires_at),
+                            found.signature):
+        raise Declined(FORGED)
+    if now >= found.expires_at:
+        raise Declined(EXPIRED)
+    if resident_code not in found.resident_codes:
+        raise Declined(NOT_THEIRS)
