@@ -318,7 +318,8 @@ async def test_an_answer_kept_on_its_topic_opens_with_its_questions_key_alone(
     card = issue.resident_card(resident.resident_code, PIN, tmp_path)
     watched = _watched(monkeypatch)
     told = await kafka.registry.ask(signed(card))
-    number = await kafka.authority.ask(ChangeOfNumber(resident.resident_code, "漏えいのおそれ"))
+    number = await kafka.authority.ask(ChangeOfNumber(
+        resident.resident_code, "漏えいのおそれ", ticket=CODEC.decode(told, CardHolder).ticket))
     login, change = watched.sent
     assert CODEC.decode(told, CardHolder).name == resident.name
     assert await _opened_with_its_own_key_alone(topics.REGISTRY_PORTAL_OUT, login,
