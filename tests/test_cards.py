@@ -156,17 +156,23 @@ def test_a_ca_made_with_its_certificate_beside_its_key_gets_a_trust_folder(
         assert _login(card, "2222") == card.face.serial
 
 
+def _card_table_kept_in_registry(state: Path) -> Path:
+    """A state folder from before: J-LIS's card table in registry/, one card recorded in it."""
+    before = state / "registry" / "cards.db"
+    before.parent.mkdir()
+    old = CardHolders(before)
+    old.record("c0ffee", "RESIDENT-1")
+    old.close()
+    return before
+
+
 def test_the_card_table_kept_in_the_registry_folder_is_moved_apart_from_it(
         tmp_path: Path) -> None:
     """compose.yaml gives the authority registry/, for the registry alone: `card init` (which
     provision runs) moves J-LIS's card table a state folder from before kept there to
     cards/holders/, its cards still recorded."""
     with state_folder(tmp_path / "state") as state:
-        before = state / "registry" / "cards.db"
-        before.parent.mkdir()
-        old = CardHolders(before)
-        old.record("c0ffee", "RESIDENT-1")
-        old.close()
+        before = _card_table_kept_in_registry(state)
         renkei("card", "init")
         assert not before.exists() and list(before.parent.iterdir()) == []
         assert jlis.default_path() == state / "cards" / "holders" / "cards.db"
@@ -181,11 +187,7 @@ def test_two_processes_moving_the_card_table_at_once_keep_its_cards(
     registry/ after this one found it there and before this one opens it: this one leaves the
     table as moved, and does not put an empty one of its own over it."""
     with state_folder(tmp_path / "state") as state:
-        before = state / "registry" / "cards.db"
-        before.parent.mkdir()
-        old = CardHolders(before)
-        old.record("c0ffee", "RESIDENT-1")
-        old.close()
+        before = _card_table_kept_in_registry(state)
         connect = sqlite3.connect
 
         def other_process_first(*args: Any, **kwargs: Any) -> sqlite3.Connection:
