@@ -19,8 +19,8 @@ from authority import lookups, portal
 from authority import store as authority_store
 from authority.service import NumberingAuthority
 from broker import acls, topics
-from processors import keys
 from registry import store as registry_store
+from registry import tickets
 from renkei import questions, sealing
 from renkei.envelope import Directory, Send
 from renkei.service_loop import run_service
@@ -81,7 +81,7 @@ def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
     number (from My Portal, each with the login ticket of the resident) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    login_key = keys.load_login_public_key()
+    login_key = tickets.public_key()
     store = authority_store.AuthorityStore(db or authority_store.default_path())
     authority = NumberingAuthority(store)
     changes = RegistryChanges(authority, registry or registry_store.default_path())

@@ -5,10 +5,7 @@ The ID-code key and each link-code key (one per unit and key epoch) are derived 
 no key is ever printed, logged, put in a message, or shown by `repr`. The ID key is also written
 alone (`keys/id-key.json`, mode 0600) for the registry side's process, which needs it and no
 other: it tells My Portal the ID codes of a card's holder for a login of that card it checked
-(registry.portal). The internet-facing portal holds no key of the codes. The registry side's
-login key (`keys/login-key.json`, mode 0600, Ed25519) signs the login tickets it gives at a card
-login it checked (registry.tickets); its public half alone (`keys/login-key.pub.json`) is the
-numbering authority's, which acts for no resident without one.
+(registry.portal). The internet-facing portal holds no key of the codes.
 """
 
 from __future__ import annotations
@@ -19,11 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from audit.heads import Signer
 from renkei.state import private_dir, read_json, write_json
 
 MASTER_BYTES = 32
@@ -85,17 +80,9 @@ def id_key_path() -> Path:
     return private_dir("keys") / "id-key.json"
 
 
-def login_key_path() -> Path:
-    return private_dir("keys") / "login-key.json"
-
-
-def login_public_key_path() -> Path:
-    return private_dir("keys") / "login-key.pub.json"
-
-
 def init() -> list[Path]:
-    """Create the key store unless it exists, and the ID key's own file, the login key and its
-    public half, each unless it exists; the files created now."""
+    """Create the key store unless it exists, and the ID key's own file unless it exists; the
+    files created now."""
     created = []
     if not store_path().exists():
         keys = MasterKeys.generate()
@@ -105,13 +92,6 @@ def init() -> list[Path]:
     if not id_key_path().exists():
         write_json(id_key_path(), {"id_key": load().id_key().hex()}, private=True)
         created.append(id_key_path())
-    if not login_key_path().exists():
-        Signer.load_or_create(login_key_path())
-        created.append(login_key_path())
-    if not login_public_key_path().exists():
-        public = Signer.load(login_key_path()).public_key.public_bytes_raw().hex()
-        write_json(login_public_key_path(), {"algorithm": "Ed25519", "public_key": public})
-        created.append(login_public_key_path())
     return created
 
 
@@ -131,19 +111,3 @@ def load_id_key() -> bytes:
     if not path.exists():
         raise KeysMissing(f"no ID key at {path}: run `renkei keys init`")
     return bytes.fromhex(read_json(path)["id_key"])
-
-
-def load_login_key() -> Signer:
-    """The registry side's login key, which signs the login tickets it gives My Portal."""
-    return Signer.load(_made(login_key_path()))
-
-
-def load_login_public_key() -> Ed25519PublicKey:
-    """The login key's public half alone, for the numbering authority, which checks tickets."""
-    return Signer.public(_made(login_public_key_path())).public_key
-
-
-def _made(path: Path) -> Path:
-    if not path.exists():
-        raise KeysMissing(f"no login key at {path}: run `renkei keys init`")
-    return path

@@ -8,6 +8,7 @@ import click
 
 from audit import heads
 from processors import directory, keys
+from registry import tickets
 
 
 def unit_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -28,7 +29,7 @@ def init() -> None:
     """Generate the master secrets into the state folder, once; never overwrite them. The audit
     log's head key a state folder from before kept beside the store (audit/) is moved apart
     from it: compose.yaml's provision runs this before My Portal, which mounts audit/, starts."""
-    created = keys.init()
+    created = [*keys.init(), *tickets.init()]
     for path in created:
         click.echo(f"created {path} (mode {path.stat().st_mode & 0o777:04o})")
     if keys.store_path() not in created:

@@ -16,6 +16,7 @@ from broker import acls, topics
 from cards.jlis import CardHolders
 from processors import keys
 from processors.codes import IdCodes
+from registry import tickets
 from registry.cli import open_registry
 from registry.portal import CardLogins
 from registry.service import RegistryService
@@ -65,7 +66,7 @@ def serve(db: Path | None, origins: tuple[str, ...]) -> None:
     store = open_registry(db)
     cards = CardHolders()
     try:
-        logins = CardLogins(cards, store, id_codes(), keys.load_login_key(),
+        logins = CardLogins(cards, store, id_codes(), tickets.signing_key(),
                             frozenset(o.rstrip("/") for o in origins))
         asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
                                 "renkei-registry",

@@ -5,15 +5,18 @@ shows it with each request for a new number; the numbering authority acts only f
 a live ticket names. So whoever takes the portal over (its principal and sealing key) can have the
 number changed of no resident who has not logged in.
 
-The login key is made by `renkei keys init` (processors.keys); the authority reads its public half
-alone, from a file provisioning writes, as each service's own keys are: not from a topic, where a
-key put in its place would be believed.
+The login key (`keys/login-key.json`, mode 0600) is made by `renkei keys init`, with its public
+half alone (`keys/login-key.pub.json`) beside it: the authority reads that, from a file
+provisioning writes, as each service's own keys are: not from a topic, where a key put in its
+place would be believed. Neither is in the platform's key store (processors.keys), which the
+authority must not load.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -21,6 +24,7 @@ from audit.events import millis
 from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
 from renkei.questions import Declined
+from renkei.state import private_dir, write_json
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import LoginTicket
 
@@ -29,6 +33,47 @@ LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
 # the refusals of a change of number, by reason (said to the portal: no personal data)
 NO_TICKET, FORGED, EXPIRED, NOT_THEIRS = ("no-ticket", "ticket-forged", "ticket-expired",
                                           "ticket-not-theirs")
+
+
+class NoLoginKey(LookupError):
+    """The login key (or its public half) is not in the state folder."""
+
+
+def key_path() -> Path:
+    return private_dir("keys") / "login-key.json"
+
+
+def public_key_path() -> Path:
+    return private_dir("keys") / "login-key.pub.json"
+
+
+def init() -> list[Path]:
+    """Make the login key and its public half, each unless it exists; the files made now."""
+    made = []
+    if not key_path().exists():
+        Signer.load_or_create(key_path())
+        made.append(key_path())
+    if not public_key_path().exists():
+        public = Signer.load(key_path()).public_key.public_bytes_raw().hex()
+        write_json(public_key_path(), {"algorithm": "Ed25519", "public_key": public})
+        made.append(public_key_path())
+    return made
+
+
+def signing_key() -> Signer:
+    """The registry side's login key, which signs the tickets it gives My Portal."""
+    return Signer.load(_made(key_path()))
+
+
+def public_key() -> Ed25519PublicKey:
+    """The login key's public half alone, for the numbering authority, which checks tickets."""
+    return Signer.public(_made(public_key_path())).public_key
+
+
+def _made(path: Path) -> Path:
+    if not path.exists():
+        raise NoLoginKey(f"no login key at {path}: run `renkei keys init`")
+    return path
 
 
 def signed_bytes(resident_codes: Sequence[str], expires_at: datetime) -> bytes:

@@ -30,6 +30,7 @@ from processors.patterns import BadPatternFile
 from registry.cli import registry_cli
 from registry.serve import serve as registry_serve
 from registry.store import NoRegistry, RegistryExists
+from registry.tickets import NoLoginKey
 from renkei import profiling
 from renkei.bench import bench
 from renkei.chaos_cli import chaos_cli
@@ -40,7 +41,7 @@ from renkei.state import InUse, NotPrivate
 # Said as they are: each message names what is missing or wrong and what to do.
 SAID = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
         RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing, NoStore,
-        NoKey, BadPatternFile)
+        NoKey, NoLoginKey, BadPatternFile)
 
 
 class _Commands(click.Group):

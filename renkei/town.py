@@ -22,6 +22,7 @@ from holders.samples import SAMPLES, SampleHolder, own_number, populate
 from holders.store import HolderStore, default_path
 from processors import directory, keys, patterns
 from registry import store as registry_store
+from registry import tickets
 from registry.residents import Resident
 from renkei.state import state_dir
 from renkei.tether import GRACE_SECONDS, tethered
@@ -76,6 +77,7 @@ def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES
     check_registry(replace)
     provision.provision()
     keys.init()
+    tickets.init()
     registry_store.build(registry_store.default_path(), residents, seed, replace=True)
     registry = registry_store.RegistryStore.open(registry_store.default_path())
     registry.set_meta(MADE_BY, TOWN)

@@ -23,6 +23,7 @@ from processors.keys_cli import keys_cli
 from processors.linkage import FromHolder
 from processors.patterns import load
 from processors.tickets import TicketSealer
+from registry import tickets
 from registry.resident_code import random_codes
 from renkei import sealing
 from renkei.envelope import Incoming, Send
@@ -207,10 +208,10 @@ def test_keys_init_writes_a_private_store_once(state: Path) -> None:
     third = CliRunner().invoke(keys_cli, ["init"])
     assert third.exit_code == 0 and f"created {id_key}" in third.output
     assert path.read_bytes() == content and id_key.exists()
-    login_key, public = keys.login_key_path(), keys.login_public_key_path()  # the registry's
+    login_key, public = tickets.key_path(), tickets.public_key_path()  # the registry's
     assert stat.S_IMODE(login_key.stat().st_mode) == 0o600
     assert "private_key" not in public.read_text()  # the authority's: the public half alone
-    assert keys.load_login_public_key() == keys.load_login_key().public_key
+    assert tickets.public_key() == tickets.signing_key().public_key
 
 
 def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:

@@ -32,6 +32,7 @@ from cards.jlis import default_path as cards_path
 from cards.login import Verifier, challenge, message
 from portal.inbox import default_path as inbox_path
 from processors import keys
+from registry import tickets
 from registry.store import default_path as registry_path
 from renkei.state import STATE_ENV, NotPrivate, state_dir, state_folder
 from renkei.town import Processes, Town
@@ -83,12 +84,12 @@ def needs() -> dict[str, dict[str, bool]]:
         "registry": {_part(registry_path().parent): False, _part(cards_path().parent): False,
                      _secret(acls.REGISTRY): True, _sealing(acls.REGISTRY): True,
                      _part(keys.id_key_path()): True, _part(ca.trusted(ca.JPKI).parent): True,
-                     _part(keys.login_key_path()): True},
+                     _part(tickets.key_path()): True},
         # the authority follows the registry's code changes (registry/ holds no card table) and
         # checks the login tickets with the login key's public half
         "authority": {_part(authority_path().parent): False, _part(registry_path().parent): True,
                       _secret(acls.AUTHORITY): True, _sealing(acls.AUTHORITY): True,
-                      _part(keys.login_public_key_path()): True},
+                      _part(tickets.public_key_path()): True},
         # it makes the store and the head key on its first run
         "audit": {_part(audit_path().parent): False,
                   _part(heads.private_key_path().parent): False, _secret(acls.AUDIT): True},
@@ -116,7 +117,7 @@ def test_each_service_mounts_what_its_command_needs_and_no_more(tmp_path: Path) 
 def test_the_portal_reads_no_key_store_or_secret_but_its_own(tmp_path: Path) -> None:
     with state_folder(tmp_path):
         forbidden = [_part(keys.store_path()), _part(keys.id_key_path()),
-                     _part(heads.private_key_path()), _part(keys.login_key_path()),
+                     _part(heads.private_key_path()), _part(tickets.key_path()),
                      _part(registry_path()), _part(cards_path()), _part(authority_path()),
                      *(_part(ca.folder(name) / "key.pem") for name in ca.AUTHORITIES),
                      *(_secret(name) for name in ("admin", "controller", *acls.SERVICES)

@@ -150,7 +150,7 @@ async def test_the_authority_changes_no_number_without_a_live_ticket_of_that_res
     now, before, changed_before = datetime.now(UTC), number_of(resident), changes_of(resident)
     theirs = CODEC.decode(other, LoginTicket)
     refused = [(b"", tickets.NO_TICKET),
-               (tickets.ticket(keys.load_login_key(), [resident], now - tickets.LASTS),
+               (tickets.ticket(tickets.signing_key(), [resident], now - tickets.LASTS),
                 tickets.EXPIRED),
                (tickets.ticket(Signer.generate(), [resident], now), tickets.FORGED),
                (other, tickets.NOT_THEIRS),
@@ -707,7 +707,7 @@ async def test_a_login_ticket_the_authority_refuses_gets_the_number_pages_error(
         session = sessions.get(http.cookie_jar.filter_cookies(URL(url))[COOKIE].value)
         assert session is not None and session.resident is not None and session.resident.ticket
         session.resident = replace(session.resident, ticket=tickets.ticket(
-            keys.load_login_key(), session.resident.resident_codes,
+            tickets.signing_key(), session.resident.resident_codes,
             datetime.now(UTC) - tickets.LASTS))
         before = number_of(resident.resident_code)
         status, page = await _ask_number(http, url)
