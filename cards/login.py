@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from audit.events import from_millis, millis
 from cards import ca
 
 CONTEXT = b"renkei card login v1\x00"
@@ -41,8 +42,7 @@ class Refused(PermissionError):
 def challenge(at: datetime | None = None) -> bytes:
     """A fresh challenge issued `at` (now by default): its time, then random bytes."""
     issued = at or _now()
-    return (int(issued.timestamp() * 1000).to_bytes(TIME_BYTES, "big")
-            + secrets.token_bytes(RANDOM_BYTES))
+    return millis(issued).to_bytes(TIME_BYTES, "big") + secrets.token_bytes(RANDOM_BYTES)
 
 
 def issued_at(nonce: bytes) -> datetime | None:
@@ -50,8 +50,8 @@ def issued_at(nonce: bytes) -> datetime | None:
     if len(nonce) != TIME_BYTES + RANDOM_BYTES:
         return None
     try:
-        return datetime.fromtimestamp(int.from_bytes(nonce[:TIME_BYTES], "big") / 1000, UTC)
-    except (OverflowError, ValueError, OSError):  # past the calendar's end
+        return from_millis(int.from_bytes(nonce[:TIME_BYTES], "big"))
+    except OverflowError:  # past the calendar's end
         return None
 
 
