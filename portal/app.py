@@ -64,8 +64,8 @@ async def _platform(app: web.Application) -> AsyncIterator[None]:
     public half alone (NoKey where there is none): the portal signs none, and cannot read the
     key that does. It reads no key of the platform's codes: the registry side tells a card
     holder's ID codes (portal.context)."""
-    records = Records(AuditStore(audit_path(), Signer.public()),
-                      checks=AuditStore(audit_path(), Signer.public()))
+    public = Signer.public()
+    records = Records(AuditStore(audit_path(), public), checks=AuditStore(audit_path(), public))
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()
