@@ -34,7 +34,6 @@ from schemas.messages import (
 )
 
 log = logging.getLogger(__name__)
-REPLY_KEY_BYTES = 32  # an X25519 public key, raw
 REQUEST_ID_CHARS = 64
 """The longest request id of a question answered (the portal's are UUIDs, 36 characters): the id
 is the answer's key and is in its value, so a longer one could make an answer the broker does not
@@ -67,6 +66,10 @@ class Declined(PermissionError):
         self.reason = reason
 
 
+NO_REPLY_KEY = "no-reply-key"
+"""Why a question is declined that has no reply key its answer can be sealed to."""
+
+
 def of_topic(records: Sequence[Any], topic: str) -> tuple[list[Any], list[Any]]:
     """The records of `topic` (the portal's questions), and the others."""
     return ([r for r in records if r.topic == topic], [r for r in records if r.topic != topic])
@@ -88,11 +91,13 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, out: s
 
 def _answer(question: PortalQuery, service: str, key: X25519PrivateKey, answer: Answer,
             now: datetime) -> PortalAnswer:
-    """The answer sealed to the question's reply key; a question without one (an old portal's,
-    v1) is refused, not acted on: sealed to the portal's directory key, its answer would open,
-    for as long as the topic keeps it, to whoever takes over the portal later."""
-    if question.reply_key is None or len(question.reply_key) != REPLY_KEY_BYTES:
-        return _said(question, REFUSED, "the question has no reply key to seal its answer to")
+    """The answer sealed to the question's reply key; a question without one is declined, not
+    acted on: an old portal's (v1), whose answer, sealed to the portal's directory key, would
+    open for as long as the topic keeps it to whoever takes over the portal later, or one whose
+    key no answer can be sealed to (a low-order point), for which the service would act (a new
+    number, a challenge used) and then fail to answer."""
+    if question.reply_key is None or not sealing.can_seal_to(question.reply_key):
+        return _said(question, REFUSED, DECLINED + NO_REPLY_KEY)
     try:
         reply = answer(question.request_id, sealing.open_sealed(key, question.sealed_query,
                                                                 question.request_id),

@@ -79,6 +79,16 @@ def seal(public_key: bytes, plaintext: bytes, request_id: str) -> bytes:
                          info=PADDED + request_id.encode())
 
 
+def can_seal_to(public_key: bytes) -> bool:
+    """Whether `seal` seals to `public_key`, tried on nothing: not to bytes that are no X25519
+    public key, nor to a low-order point (all zeros, say), with which the key exchange fails."""
+    try:
+        seal(public_key, b"", "")
+    except ValueError:
+        return False
+    return True
+
+
 @lru_cache(maxsize=1024)
 def _recipient(public_key: bytes) -> X25519PublicKey:
     """A directory key, loaded once (the directory holds a few thousand at most)."""

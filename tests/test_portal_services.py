@@ -49,8 +49,8 @@ from processors import keys
 from processors.codes import IdCodes
 from registry import tickets
 from registry.portal import FRESH
-from renkei import sealing
-from renkei.envelope import Send
+from renkei import questions, sealing
+from renkei.envelope import Send, send
 from renkei.service_loop import deliver
 from renkei.state import state_dir
 from renkei.town import Processes, Town
@@ -69,6 +69,7 @@ from schemas.messages import (
     PortalQuery,
 )
 from tests.kafka_helpers import consumer, free_port, producer, spawn, stop
+from tests.test_questions import LOW_ORDER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 PIN = "4321"
@@ -361,6 +362,43 @@ async def test_an_answer_made_again_after_a_restart_reaches_the_asking_portal(
     assert holder.name == resident.name and holder.resident_codes[0] == resident.resident_code
     assert await _opened_with_its_own_key_alone(topics.REGISTRY_PORTAL_OUT, question,
                                                 watched) == told
+
+
+def _with_reply_key(monkeypatch: pytest.MonkeyPatch, reply_key: bytes) -> None:
+    """The portal's questions sent with `reply_key` from now on, as whoever took it over may."""
+    async def delivering(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
+        await deliver(producer, [send(e.topic, e.key, replace(
+            CODEC.decode(e.value, PortalQuery), reply_key=reply_key)) for e in effects])
+
+    monkeypatch.setattr(services, "deliver", delivering)
+
+
+async def test_a_question_whose_answer_cannot_be_sealed_is_declined_before_it_is_acted_on(
+        kafka: KafkaSide, town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever took the portal over asks with a reply key of 32 bytes that no answer can be
+    sealed to (a low-order point: the key exchange with it fails): the registry side used the
+    login's challenge, the authority gave a new number, and only then did sealing the answer
+    fail. Now each declines the question, saying why, and does nothing: the same login and
+    change, asked with a key the portal made, are answered, the number changed once."""
+    resident = town.held["sakura-town"][13].resident_code
+    login = signed(_card_of(resident, tmp_path))
+    change = ChangeOfNumber(resident, "漏えいのおそれ", str(uuid.uuid4()),
+                            await ticket_of(kafka, resident, tmp_path))
+    before, changed_before = number_of(resident), changes_of(resident)
+    with monkeypatch.context() as taken_over:
+        for reply_key in LOW_ORDER:
+            _with_reply_key(taken_over, reply_key)
+            for service, question in ((kafka.registry, login), (kafka.authority, change)):
+                with pytest.raises(Unanswered) as declined:
+                    await service.ask(question)
+                assert (declined.value.status, declined.value.declined) == (
+                    REFUSED, questions.NO_REPLY_KEY)
+    assert number_of(resident) == before and changes_of(resident) == changed_before
+    holder = CODEC.decode(await kafka.registry.ask(login), CardHolder)
+    assert holder.resident_codes[0] == resident
+    number = CODEC.decode(await kafka.authority.ask(change), PersonalNumber).personal_number
+    assert number == number_of(resident) != before
+    assert changes_of(resident) == changed_before + 1
 
 
 async def _csrf(http: aiohttp.ClientSession, page: str) -> str:

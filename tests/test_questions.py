@@ -30,6 +30,9 @@ NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 CODE = "12345678903"
 SERVICE, PORTAL = X25519PrivateKey.generate(), X25519PrivateKey.generate()  # PORTAL: long-term
 REPLY = X25519PrivateKey.generate()  # the portal's key for question q-1 alone
+LOW_ORDER = (bytes(32), (1).to_bytes(32, "little"),
+             bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"))
+"""X25519 public keys of points of order 2, 4 and 8: the key exchange with each fails."""
 
 
 @dataclass
@@ -79,18 +82,20 @@ def test_the_answer_is_sealed_to_the_questions_reply_key_alone() -> None:
 
 
 def test_a_question_without_a_reply_key_is_refused_not_acted_on() -> None:
-    """An old portal's question (PortalQuery v1), or one whose reply key is no X25519 key: not
-    answered to the portal's long-term key, nor acted on (no number given it cannot tell)."""
+    """An old portal's question (PortalQuery v1), or one whose reply key is no X25519 key, or a
+    low-order point no answer can be sealed to: not answered to the portal's long-term key, nor
+    acted on (no number given it cannot tell), but declined, saying why."""
     service = Service(PersonalNumber("123456789018"))
     old = CODEC.encode_record("PortalQuery", {
         "request_id": "q-1", "deadline": NOW + timedelta(seconds=10),
         "sealed_query": _sealed_question()}, version=1)
-    short = CODEC.encode(PortalQuery("q-1", NOW + timedelta(seconds=10), _sealed_question(),
-                                     sealing.public_bytes(REPLY)[:16]))
-    for question in (old, short):
+    unsealable = [CODEC.encode(PortalQuery("q-1", NOW + timedelta(seconds=10), _sealed_question(),
+                                           key))
+                  for key in (*LOW_ORDER, sealing.public_bytes(REPLY)[:16])]
+    for question in (old, *unsealable):
         answer = _answered(service, question=question)
         assert (answer.status, answer.sealed_answer) == (REFUSED, b"")
-        assert "reply key" in answer.detail
+        assert answer.detail == questions.DECLINED + questions.NO_REPLY_KEY
     assert service.asked == []
 
 
