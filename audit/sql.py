@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from renkei import sqlite
+
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 BYTEA_COLUMNS = frozenset({"leaf", "hash", "root", "key_id", "signature"})
 _LOCK = 0x72656E6B6569  # "renkei": the advisory lock that makes one writer at a time
@@ -96,10 +98,7 @@ def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Diale
     try:
         if not read_only:
             return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
-        db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
-                             isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA schema_version")  # opening the file is put off until it is read
-        return db, SQLITE
+        return sqlite.read_only(path), SQLITE
     except sqlite3.OperationalError as exc:
         raise NoStore(f"cannot open the store at {path}: {exc}"
                       + (_READ_ONLY if read_only else "")) from exc

@@ -39,7 +39,7 @@ class RegistryChanges:
     def follow(self) -> None:
         try:
             if self._registry is None and self._path.exists():
-                self._registry = registry_store.RegistryStore.open(self._path)
+                self._registry = registry_store.RegistryStore.open(self._path, read_only=True)
             if self._registry is not None and self._authority.follow_registry(self._registry):
                 log.info("resident-code changes followed")
         except sqlite3.Error as exc:  # the registry busy: followed before the next batch

@@ -22,6 +22,7 @@ from registry.generate import Person, Rates, Simulator, Tally
 from registry.normalize import four_key
 from registry.resident_code import is_valid
 from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Resident, Sex, apply
+from renkei import sqlite
 from renkei.state import private_dir
 
 CHUNK = 20_000
@@ -82,16 +83,21 @@ class NoRegistry(FileNotFoundError):
 
 
 class RegistryStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """The registry at `path`; `read_only`, through a connection nothing can be written
+        through (what only reads it: the numbering authority following its code changes)."""
         self.path = path
-        self._db = sqlite3.connect(path)
-        self._db.executescript(SCHEMA + INDEXES)
+        if read_only:
+            self._db = sqlite.read_only(path)
+        else:
+            self._db = sqlite3.connect(path)
+            self._db.executescript(SCHEMA + INDEXES)
 
     @classmethod
-    def open(cls, path: Path) -> RegistryStore:
+    def open(cls, path: Path, read_only: bool = False) -> RegistryStore:
         if not path.exists():
             raise NoRegistry(f"no registry at {path}: run `renkei registry generate`")
-        return cls(path)
+        return cls(path, read_only)
 
     @classmethod
     def create(cls, path: Path, replace: bool = False) -> RegistryStore:

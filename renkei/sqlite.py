@@ -18,6 +18,17 @@ def connected(path: Path) -> sqlite3.Connection:
     return db
 
 
+def read_only(path: str | Path) -> sqlite3.Connection:
+    """The store at `path`, through a connection nothing can be written through (mode=ro), in
+    autocommit mode; sqlite3.OperationalError here, not at the first read, if it cannot be
+    opened (not there, or a WAL store without its -wal and -shm in a folder this process may
+    not write in)."""
+    db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
+                         isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA schema_version")  # opening the file is put off until it is read
+    return db
+
+
 @contextmanager
 def writing(db: sqlite3.Connection) -> Iterator[None]:
     """One write transaction (BEGIN IMMEDIATE): committed at the end, rolled back on any error."""

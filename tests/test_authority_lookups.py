@@ -5,6 +5,7 @@ that cannot be answered costs only itself."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -156,3 +157,23 @@ def test_a_serving_authority_follows_the_registrys_code_changes_before_its_looku
                                                      changes, login_key)(authority.directory.get))
     assert authority.answer(number, HOLDER).status == FOUND
     changes.close()
+
+
+def test_a_serving_authority_follows_the_registry_through_a_connection_that_writes_nothing(
+        authority: Authority, tmp_path: Path) -> None:
+    """`renkei authority serve` opened the registry read-write, though it only reads it (and
+    compose mounts registry/ read-only to it): now nothing can be written through its
+    connection, which follows each code change the registry records while it is open."""
+    changes = RegistryChanges(authority.service, tmp_path / "registry.db")
+    try:
+        changes.follow()
+        for n in range(3):
+            number = authority.number(n)
+            new = change_code(authority.registry_store, authority.residents[n])
+            changes.follow()
+            assert authority.service.number_of(new) == number
+        assert changes._registry is not None
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            change_code(changes._registry, authority.residents[3])
+    finally:
+        changes.close()
