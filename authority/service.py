@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,18 @@ class AlreadyAssigned(ValueError):
 
 class UnknownResident(LookupError):
     """No personal number is assigned to that resident code."""
+
+
+class TicketUsed(PermissionError):
+    """The login ticket was used for another change of number: it is good for one."""
+
+
+@dataclass(frozen=True)
+class TicketShown:
+    """The login ticket a change of number is asked under: its identity, and when it expires."""
+
+    ticket_id: str
+    expires_at: datetime
 
 
 def draw_number() -> str:
@@ -79,15 +92,21 @@ class NumberingAuthority:
         """Follow the registry's code changes not seen yet; how many moved a number."""
         return self.follow(registry.events(self.registry_cursor(), ChangeKind.CODE_CHANGED))
 
-    def change_number(self, resident_code: str, reason: str, request_id: str | None = None) -> str:
+    def change_number(self, resident_code: str, reason: str, request_id: str | None = None,
+                      ticket: TicketShown | None = None) -> str:
         """The resident's request for a new number: the old one is retired, never reissued. A
-        request (`request_id`) read again is given the number it was given, nothing retired."""
+        request (`request_id`) read again is given the number it was given, nothing retired.
+        Asked under a login `ticket`, it is that ticket's one change: TicketUsed if it was used
+        for another, and nothing changes."""
         if not reason.strip():
             raise ValueError("a change of number records the resident's reason")
         with self._store.transaction():
             given = None if request_id is None else self.number_given(request_id, resident_code)
             if given is not None:
                 return given
+            if ticket is not None and not self._store.use_ticket(
+                    ticket.ticket_id, request_id, ticket.expires_at, self._clock()):
+                raise TicketUsed("that login ticket was used for another change of number")
             old = self._current(resident_code)
             self._store.retire(old, self._clock())
             new = self._issue(resident_code)

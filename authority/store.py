@@ -3,7 +3,8 @@
 `numbers` is every personal number ever issued (retired ones stay: the primary key is what makes a
 number never reissued); `conversion` is the code-conversion table, resident code ↔ current number;
 `history` the changes; `lookups` the log of every look-up, who asked and why; `answered` the
-number each request for a new one was given (a request read twice is given the same).
+number each request for a new one was given (a request read twice is given the same);
+`tickets_used` the change each live login ticket was used for (a ticket is good for one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from audit.events import millis
 from renkei.state import private_dir
 
 PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"  # a commit need not fsync
@@ -48,6 +50,11 @@ CREATE TABLE IF NOT EXISTS lookups (
 );
 CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS answered (request_id TEXT PRIMARY KEY, number TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tickets_used (
+    ticket TEXT PRIMARY KEY,
+    change_id TEXT,
+    expires_at INTEGER NOT NULL
+);
 """
 
 
@@ -153,6 +160,16 @@ class AuthorityStore:
 
     def record_answer(self, request_id: str, number: str) -> None:
         self._db.execute("INSERT INTO answered VALUES (?, ?)", (request_id, number))
+
+    def use_ticket(self, ticket: str, change_id: str | None, expires_at: datetime,
+                   now: datetime) -> bool:
+        """Record the login ticket used for the change; False if it was used before. The other
+        tickets expired by `now` are forgotten (shown again, they are refused as expired)."""
+        self._db.execute("DELETE FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
+                         (millis(now), ticket))
+        cursor = self._db.execute("INSERT OR IGNORE INTO tickets_used VALUES (?, ?, ?)",
+                                  (ticket, change_id, millis(expires_at)))
+        return cursor.rowcount == 1
 
     def history(self, resident_code: str | None = None) -> list[Change]:
         rows = self._db.execute(

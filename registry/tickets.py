@@ -2,8 +2,9 @@
 it checked itself (registry.portal) proved these resident codes, until an expiry (a portal
 session's longest life after the login). My Portal keeps a resident's ticket in their session and
 shows it with each request for a new number; the numbering authority acts only for a resident code
-a live ticket names. So whoever takes the portal over (its principal and sealing key) can have the
-number changed of no resident who has not logged in.
+a live ticket names, and for one change per ticket (authority.store keeps which). So whoever takes
+the portal over (its principal and sealing key) can have the number changed of no resident who has
+not logged in, nor again that of one who has.
 
 The login key (`keys/login-key.json`, mode 0600) is made by `renkei keys init`, with its public
 half alone (`keys/login-key.pub.json`) beside it: the authority reads that, from a file
@@ -14,6 +15,7 @@ authority must not load.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +33,8 @@ from schemas.messages import LoginTicket
 CONTEXT = b"renkei login ticket v1\x00"
 LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
 # the refusals of a change of number, by reason (said to the portal: no personal data)
-NO_TICKET, FORGED, EXPIRED, NOT_THEIRS = ("no-ticket", "ticket-forged", "ticket-expired",
-                                          "ticket-not-theirs")
+NO_TICKET, FORGED, EXPIRED, NOT_THEIRS, USED = ("no-ticket", "ticket-forged", "ticket-expired",
+                                                "ticket-not-theirs", "ticket-used")
 
 
 class NoLoginKey(LookupError):
@@ -91,9 +93,16 @@ def ticket(key: Signer, resident_codes: Sequence[str], now: datetime) -> bytes:
                                     key.sign(signed_bytes(resident_codes, expires_at))))
 
 
-def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str, now: datetime) -> None:
-    """Nothing if `shown` is a ticket the login key signed, live `now`, naming `resident_code`;
-    else Declined, by reason."""
+def identity(found: LoginTicket) -> str:
+    """A ticket's own name, for the authority to keep which change it was used for: the hash of
+    what its signature is over (however its bytes are encoded, the same ticket's)."""
+    return hashlib.sha256(signed_bytes(found.resident_codes, found.expires_at)).hexdigest()
+
+
+def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
+          now: datetime) -> LoginTicket:
+    """The ticket `shown`, if the login key signed it, it is live `now` and names
+    `resident_code`; else Declined, by reason."""
     if not shown:
         raise Declined(NO_TICKET)
     try:
@@ -107,3 +116,4 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str, now: d
         raise Declined(EXPIRED)
     if resident_code not in found.resident_codes:
         raise Declined(NOT_THEIRS)
+    return found

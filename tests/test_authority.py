@@ -17,7 +17,14 @@ from audit.heads import Signer
 from authority import serve
 from authority.check_digit import check_digit, is_valid, with_check_digit
 from authority.cli import authority_cli
-from authority.service import AlreadyAssigned, NumberingAuthority, UnknownResident, draw_number
+from authority.service import (
+    AlreadyAssigned,
+    NumberingAuthority,
+    TicketShown,
+    TicketUsed,
+    UnknownResident,
+    draw_number,
+)
 from authority.store import AuthorityStore
 from broker import acls, topics
 from registry import store as registry_store
@@ -137,6 +144,33 @@ def test_a_request_for_a_new_number_read_again_is_given_the_same(store: Authorit
     assert authority.change_number(resident, "leaked", "req-2") not in (old, new)
     with pytest.raises(UnknownResident):  # changed again since: no longer the number to show
         authority.number_given("req-1", resident)
+
+
+def test_a_login_ticket_is_good_for_one_change_after_a_restart_too(tmp_path: Path) -> None:
+    """A ticket used for one change is refused for another, the number unchanged, by the
+    authority started again on its store too; its change asked again is given its number. Once
+    the ticket expired (refused as such), its use is forgotten."""
+    path, now = tmp_path / "authority.db", datetime.now(UTC)
+    ticket = TicketShown("ticket-1", now + tickets.LASTS)
+    store = AuthorityStore(path)
+    resident = random_codes(1, seed=8)[0]
+    NumberingAuthority(store).assign(resident)
+    new = NumberingAuthority(store).change_number(resident, "leaked", "change-1", ticket)
+    for restarted in (False, True):
+        if restarted:
+            store.close()
+            store = AuthorityStore(path)
+        authority = NumberingAuthority(store)
+        with pytest.raises(TicketUsed):
+            authority.change_number(resident, "leaked", "change-2", ticket)
+        assert authority.change_number(resident, "leaked", "change-1", ticket) == new
+        assert authority.number_of(resident) == new and len(store.history(resident)) == 1
+    later = NumberingAuthority(store, clock=lambda: ticket.expires_at)
+    later.change_number(resident, "leaked", "change-3", TicketShown("ticket-2", ticket.expires_at
+                                                                    + tickets.LASTS))
+    later.change_number(resident, "leaked", "change-4", ticket)  # forgotten: no TicketUsed
+    assert len(store.history(resident)) == 3
+    store.close()
 
 
 def test_a_changed_resident_code_keeps_its_number(store: AuthorityStore) -> None:

@@ -172,6 +172,30 @@ async def test_the_authority_changes_no_number_without_a_live_ticket_of_that_res
     assert CODEC.decode(answer, PersonalNumber).personal_number == number_of(resident) != before
 
 
+async def test_a_login_ticket_changes_a_residents_number_once_however_often_it_is_shown(
+        kafka: KafkaSide, platform: Processes, town: Town, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever took the portal over keeps the tickets of every resident who logged in within
+    the hour: shown again for a change of its own, a ticket used is refused, saying so, and the
+    number stays, by the authority started again too (its store keeps the ticket's use); the
+    change it was used for, asked again, is given the number it was."""
+    resident = town.held["sakura-town"][13].resident_code
+    change = ChangeOfNumber(resident, "漏えいのおそれ", str(uuid.uuid4()),
+                            await ticket_of(kafka, resident, tmp_path))
+    given = CODEC.decode(await kafka.authority.ask(change), PersonalNumber).personal_number
+    changed = changes_of(resident)
+    for restarted in (False, True):
+        if restarted:
+            platform.stop("authority")
+            platform.start("authority", "authority", "serve")
+            monkeypatch.setattr(kafka.authority, "within", 60.0)  # while it joins its group
+        with pytest.raises(Unanswered) as unanswered:
+            await kafka.authority.ask(replace(change, change_id=str(uuid.uuid4())))
+        assert (unanswered.value.status, unanswered.value.declined) == (REFUSED, tickets.USED)
+    assert CODEC.decode(await kafka.authority.ask(change), PersonalNumber).personal_number == given
+    assert number_of(resident) == given and changes_of(resident) == changed
+
+
 def signed(card: Card, at: datetime | None = None, origin: str = ORIGIN) -> CardLogin:
     """The card's login as the reader makes it for `origin`, to a challenge issued `at` (now by
     default)."""
