@@ -43,8 +43,8 @@ async def number_change(request: web.Request) -> web.Response:
     try:
         number = await numbering.new_number(request, present, officer.holder, f"{reason}（窓口）",
                                             officer.acting)
-    except Unanswered:
-        return render(request, "error.html", status=503, message="number_unanswered")
+    except Unanswered as exc:
+        return numbering.not_changed(request, exc)
     if number is None:
         return await _desk(request, officer, present, status=503, unknown=True)
     return render(request, "number_done.html", number=number, back="/counter")

@@ -112,6 +112,20 @@ WORDS: dict[str, tuple[str, str]] = {
                           "しばらくしてからもう一度お試しください。",
                           "The numbering authority did not answer, so your personal number was "
                           "not changed. Please try again later."),
+    "number_refused": ("付番機関が請求を拒否したため、個人番号は変更されていません。",
+                       "The numbering authority refused the request, so your personal number was "
+                       "not changed."),
+    "number_refused_expired": ("ログインの有効期限が切れています。もう一度ログインしてから"
+                               "請求してください。",
+                               "Your login has expired. Please log in again and ask again."),
+    "number_refused_used": ("このログインでは既に個人番号を変更しています。もう一度ログインしてから"
+                            "請求してください。",
+                            "A number was already changed on this login. Please log in again "
+                            "and ask again."),
+    "number_refused_other": ("ログインを確認できませんでした。もう一度ログインしてから"
+                             "請求してください。",
+                             "Your login could not be confirmed. Please log in again and ask "
+                             "again."),
     "number_unknown": ("付番機関の応答が時間内に届かなかったため、個人番号が変更されたかどうかは"
                        "まだわかりません。もう一度請求してください。同じ請求として扱われるため"
                        "番号が二度変更されることはなく、変更されていれば新しい番号を表示します。",

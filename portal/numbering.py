@@ -21,6 +21,10 @@ from portal.context import PLATFORM
 from portal.inbox import ChangeAsked
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Resident
+from portal.web import render
+
+# the authority's reasons for declining a change (registry.tickets), in the page's words
+REFUSALS = {"ticket-expired": "number_refused_expired", "ticket-used": "number_refused_used"}
 
 
 async def reason_asked(request: web.Request) -> str | None:
@@ -37,7 +41,8 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     """The resident's new number, logged as asked by `requester` (with `note`: who at the
     counter), or as first asked if this resumes a change whose outcome they have not seen; None
     if no answer came in time (it may have been made: asked again, the same change); Unanswered
-    if the authority did nothing."""
+    if the authority did nothing (if it declined, for the login's ticket, the change still waits:
+    one asked before under it may have been made, and a new login's ticket resumes it)."""
     platform = request.app[PLATFORM]
     inbox = platform.kafka.inbox
     person = resident.id_codes[0]
@@ -51,12 +56,22 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     except Unanswered as exc:
         if exc.status == NO_ANSWER:
             return None
-        await inbox.change_seen(asked)
+        if exc.declined is None:
+            await inbox.change_seen(asked)
         raise
     await platform.kafka.record("NUMBER_CHANGED", requester, person, provider=acls.AUTHORITY,
                                 request_id=asked.change_id, step="changed", reason=note)
     await inbox.change_seen(asked)  # logged: the next request is a new change
     return number
+
+
+def not_changed(request: web.Request, unanswered: Unanswered) -> web.Response:
+    """The page for a number the authority did not change: refused, and why, if it declined
+    (the login's ticket), else not answered."""
+    if unanswered.declined is None:
+        return render(request, "error.html", status=503, message="number_unanswered")
+    return render(request, "error.html", status=403, message="number_refused",
+                  reason=REFUSALS.get(unanswered.declined, "number_refused_other"))
 
 
 async def pending(request: web.Request, resident: Resident) -> ChangeAsked | None:

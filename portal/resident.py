@@ -95,8 +95,8 @@ async def number_change(request: web.Request) -> web.Response:
     try:
         number = await numbering.new_number(request, resident, "portal",
                                             f"{reason}（マイポータル）")
-    except Unanswered:
-        return render(request, "error.html", status=503, message="number_unanswered")
+    except Unanswered as exc:
+        return numbering.not_changed(request, exc)
     if number is None:
         return render(request, "number.html", status=503, unknown=True)
     return render(request, "number_done.html", number=number, back="/history")

@@ -756,11 +756,13 @@ async def test_a_change_the_resident_never_saw_is_resumed_at_their_next_login_no
     assert len({rid for rid, _ in rows}) == 1, "one change id"
 
 
-async def test_a_login_ticket_the_authority_refuses_gets_the_number_pages_error(
+async def test_a_login_ticket_the_authority_refuses_says_why_and_leaves_the_change_waiting(
         platform: Processes, town: Town, tmp_path: Path) -> None:
     """The portal shows the authority the ticket kept in the resident's session: one expired
     (here put in its place; a session outliving its ticket, were the clocks apart) is refused,
-    the page says the number was not changed, and it was not."""
+    the page says the request was refused and why, and the number was not changed. The change
+    still waits (one asked before under the ticket may have been made): logged in again, the
+    resident's request resumes it, under the one change id."""
     resident = town.held["sakura-town"][12]
     card = _card_of(resident.resident_code, tmp_path)
     sessions = Sessions()
@@ -773,5 +775,16 @@ async def test_a_login_ticket_the_authority_refuses_gets_the_number_pages_error(
             datetime.now(UTC) - tickets.LASTS))
         before = number_of(resident.resident_code)
         status, page = await _ask_number(http, url)
-    assert status == 503 and words("ja")["number_unanswered"] in page and _shown(page) is None
-    assert number_of(resident.resident_code) == before
+        assert status == 403 and _shown(page) is None
+        assert all(words("ja")[said] in page for said in ("number_refused",
+                                                          "number_refused_expired"))
+        assert words("ja")["number_unanswered"] not in page
+        assert number_of(resident.resident_code) == before
+        async with http.get(f"{url}/history") as history:
+            assert 'id="number-pending"' in await history.text()
+        assert await card_login(http, url, card) == "/history"
+        status, done = await _ask_number(http, url)
+        assert status == 200 and _shown(done) == number_of(resident.resident_code) != before
+        rows = await _history_once(http, url, "NUMBER_CHANGED")
+    assert len(rows) == 2 and {o for _, o in rows} == {"NUMBER_CHANGE_ASKED", "NUMBER_CHANGED"}
+    assert len({change_id for change_id, _ in rows}) == 1, "one change id"
