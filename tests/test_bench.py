@@ -411,10 +411,11 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert capacity["renkei"]["offered_rate"] is None is capacity["baseline"]["offered_rate"]
     most = capacity["renkei"]["throughput"], capacity["baseline"]["throughput"]
     assert capacity["ratio"] == most[0] / most[1]
-    for name in ("renkei", "baseline"):  # the quick run's depths: 32, then 64 if it rose
+    for name in ("renkei", "baseline"):  # the quick run tries one depth, 32 (the
+        # search over depths: the fake-measure tests above)
         tried = capacity["depths"][name]
-        assert [d["in_flight_per_holder"] for d in tried] in ([32], [32, 64])
-        assert capacity[name]["in_flight_per_holder"] in (32, 64)
+        assert [d["in_flight_per_holder"] for d in tried] == [32]
+        assert capacity[name]["in_flight_per_holder"] == 32
         assert f"flat out {name:8} (in flight a holder→rt/s): 32→" in run.stdout
     assert set(result["message_sizes"]) == {"request", "query", "answer", "reply"}
     assert [p["instances"] for p in result["scaleout"]] == [1, 2]
