@@ -3,45 +3,72 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
+from functools import cache
 from typing import Any
 
 import click
-from aiokafka.errors import KafkaConnectionError
 
-from audit.cli import audit_cli
-from audit.heads import NoKey
-from audit.oversight_cli import oversight_cli
-from audit.sql import NoStore
-from authority.cli import authority_cli
-from authority.serve import serve as authority_serve
-from broker import cluster
-from broker.cli import broker_cli
-from broker.clients import BrokerAway, BrokerRefused
-from broker.provision import NotAHolder
-from cards.cli import card_cli
-from holders.cli import holder_cli
-from portal.cli import portal_cli
-from processors.cli import directory_cli, patterns_cli, platform_cli
-from processors.directory import NotAPrivateHolder, UnitMove
-from processors.keys import KeysMissing
-from processors.keys_cli import keys_cli
-from processors.patterns import BadPatternFile
-from registry.cli import registry_cli
-from registry.serve import serve as registry_serve
-from registry.store import NoRegistry, RegistryExists
-from registry.tickets import NoLoginKey
 from renkei import profiling
-from renkei.bench import bench
-from renkei.chaos_cli import chaos_cli
-from renkei.compacted import NotFollowing
-from renkei.demo import demo
-from renkei.state import InUse, NotPrivate
 
-# Said as they are: each message names what is missing or wrong and what to do.
-SAID = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
-        RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing, NoStore,
-        NoKey, NoLoginKey, BadPatternFile)
+# Each command's group or command ("module:name"), imported only when it is named (or listed by
+# --help): a process started for one command does not import every other's libraries.
+COMMANDS = {
+    "audit": "audit.cli:audit_cli", "authority": "authority.cli:authority_cli",
+    "bench": "renkei.bench:bench", "broker": "broker.cli:broker_cli", "card": "cards.cli:card_cli",
+    "chaos": "renkei.chaos_cli:chaos_cli", "demo": "renkei.demo:demo",
+    "directory": "processors.cli:directory_cli", "holder": "holders.cli:holder_cli",
+    "keys": "processors.keys_cli:keys_cli", "oversight": "audit.oversight_cli:oversight_cli",
+    "patterns": "processors.cli:patterns_cli", "platform": "processors.cli:platform_cli",
+    "portal": "portal.cli:portal_cli", "registry": "registry.cli:registry_cli",
+}
+# `serve` of the registry and the authority, added to their groups here (each imports its group)
+SERVE = {"registry": "registry.serve:serve", "authority": "authority.serve:serve"}
+
+
+def _imported(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@cache
+def _command(name: str) -> click.Command:
+    command: click.Command = _imported(COMMANDS[name])
+    if name in SERVE:
+        assert isinstance(command, click.Group)
+        command.add_command(_imported(SERVE[name]))
+    return command
+
+
+def _said(exc: Exception) -> str | None:
+    """The one line said for an error of the kinds below, None for any other (their modules
+    imported only once a command has failed)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from audit.heads import NoKey
+    from audit.sql import NoStore
+    from broker import cluster
+    from broker.clients import BrokerAway, BrokerRefused
+    from broker.provision import NotAHolder
+    from processors.directory import NotAPrivateHolder, UnitMove
+    from processors.keys import KeysMissing
+    from processors.patterns import BadPatternFile
+    from registry.store import NoRegistry, RegistryExists
+    from registry.tickets import NoLoginKey
+    from renkei.compacted import NotFollowing
+    from renkei.state import InUse, NotPrivate
+
+    said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
+            RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
+            NoStore, NoKey, NoLoginKey, BadPatternFile)
+    if isinstance(exc, said):
+        return str(exc)
+    if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
+        return str(BrokerAway(cluster.bootstrap()))
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"port in use: {exc.strerror or exc}"
+    return None
 
 
 class _Commands(click.Group):
@@ -52,17 +79,21 @@ class _Commands(click.Group):
     an audit store that cannot be opened, a bad pattern file or a port in use is said in one
     line (no traceback), exit code 1."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _command(cmd_name) if cmd_name in COMMANDS else None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except SAID as exc:
-            raise click.ClickException(str(exc)) from exc
-        except KafkaConnectionError as exc:  # a client of a command: it does not wait
-            raise click.ClickException(str(BrokerAway(cluster.bootstrap()))) from exc
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if (said := _said(exc)) is None:
                 raise
-            raise click.ClickException(f"port in use: {exc.strerror or exc}") from exc
+            raise click.ClickException(said) from exc
 
 
 @click.group(cls=_Commands)
@@ -71,22 +102,3 @@ def main(ctx: click.Context) -> None:
     """Renkei: the information-linkage platform on Apache Kafka."""
     command = [word for word in sys.argv[1:3] if not word.startswith("-")]
     ctx.with_resource(profiling.profiled("-".join(command) or "renkei"))
-
-
-main.add_command(broker_cli)
-main.add_command(platform_cli)
-main.add_command(demo)
-main.add_command(audit_cli)
-main.add_command(oversight_cli)
-main.add_command(bench)
-main.add_command(keys_cli)
-main.add_command(registry_cli)
-registry_cli.add_command(registry_serve)
-authority_cli.add_command(authority_serve)
-main.add_command(authority_cli)
-main.add_command(holder_cli)
-main.add_command(patterns_cli)
-main.add_command(directory_cli)
-main.add_command(card_cli)
-main.add_command(portal_cli)
-main.add_command(chaos_cli)
