@@ -15,9 +15,19 @@ from cards.login import Verifier
 from portal import counter, login, oversight, resident
 from portal.context import PLATFORM, Platform
 from portal.kafka import Platform as KafkaSide
-from portal.records import Records
+from portal.records import Records, Unavailable
 from portal.sessions import Sessions
-from portal.web import SESSIONS, SITE, Site, csrf, headers, render, sessions, switch_language
+from portal.web import (
+    SESSIONS,
+    SITE,
+    Handler,
+    Site,
+    csrf,
+    headers,
+    render,
+    sessions,
+    switch_language,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +36,18 @@ async def home(request: web.Request) -> web.Response:
     return render(request, "home.html")
 
 
+@web.middleware
+async def unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page that reads the access log while its store cannot be opened says so, to be tried
+    again later."""
+    try:
+        return await handler(request)
+    except Unavailable:
+        return render(request, "error.html", status=503, message="history_unavailable")
+
+
 def build(site: Site, session_store: Sessions) -> web.Application:
-    app = web.Application(middlewares=[headers, sessions, csrf])
+    app = web.Application(middlewares=[headers, sessions, csrf, unavailable])
     app[SITE] = site
     app[SESSIONS] = session_store
     app.add_routes([
@@ -58,14 +78,19 @@ def build(site: Site, session_store: Sessions) -> web.Application:
     return app
 
 
+def _audit_store() -> AuditStore:
+    """The audit store, read-only: its heads checked with the head key's public half alone
+    (NoKey where there is none): the portal signs none, and cannot read the key that does."""
+    return AuditStore(audit_path(), Signer.public())
+
+
 async def _platform(app: web.Application) -> AsyncIterator[None]:
-    """Open the audit store (twice: the integrity check reads it on a connection of its own)
-    and the Kafka side for the app's life. The store's heads are checked with the head key's
-    public half alone (NoKey where there is none): the portal signs none, and cannot read the
-    key that does. It reads no key of the platform's codes: the registry side tells a card
-    holder's ID codes (portal.context)."""
-    public = Signer.public()
-    records = Records(AuditStore(audit_path(), public), checks=AuditStore(audit_path(), public))
+    """The audit store (twice: the integrity check reads it on a connection of its own), opened
+    when a page first reads it (a login and a change of number need none: the portal starts
+    before the audit consumer made it), and the Kafka side for the app's life. It reads no key
+    of the platform's codes: the registry side tells a card holder's ID codes
+    (portal.context)."""
+    records = Records(_audit_store, checks=_audit_store)
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too
         await kafka.start()

@@ -187,6 +187,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "anchor_none": ("固定されたヘッドはまだありません。", "No head anchored yet."),
     "forbidden": ("この操作はできません。", "This is not allowed."),
     "not_found": ("見つかりません。", "Not found."),
+    "history_unavailable": ("アクセス記録を今は表示できません。しばらくしてから"
+                            "もう一度お試しください。",
+                            "The access history cannot be shown right now. Please try again "
+                            "later."),
     "kind": ("種類", "Kind"),
     "reason": ("理由", "Reason"),
 }

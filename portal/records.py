@@ -6,19 +6,59 @@ loop: a busy store waits up to its busy timeout (30 s), a check against a year o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
+from typing import TypeVar
 
 from audit.events import AccessLogEvent, signed_event
-from audit.heads import SignedHead, consistent, includes, verify_head
+from audit.heads import NoKey, SignedHead, consistent, includes, verify_head
+from audit.sql import NoStore
 from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query, VerifyReport
 from renkei.tasks import OneThread
 
 HEADS_SHOWN = 50
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Open = Callable[[], AuditStore]
+
+
+class Unavailable(Exception):
+    """The audit store, or the head key's public half, is not there yet (the audit consumer
+    makes both at its first start) or cannot be opened now: asked again, it is tried again."""
+
+
+class _Opened:
+    """A store opened on its thread when first needed (again at the next read while it
+    cannot be), each read done on that thread."""
+
+    def __init__(self, open_store: Open, thread: OneThread) -> None:
+        self._open, self._thread = open_store, thread
+        self._store: AuditStore | None = None
+
+    async def run(self, read: Callable[[AuditStore], T]) -> T:
+        """`read` done on the store, on its thread; Unavailable if it cannot be opened."""
+        return await self._thread.run(partial(self._read, read))
+
+    def _read(self, read: Callable[[AuditStore], T]) -> T:
+        if self._store is None:
+            try:
+                self._store = self._open()
+            except (NoStore, NoKey) as exc:
+                log.warning("the history cannot be shown: %s", exc)
+                raise Unavailable(str(exc)) from exc
+        return read(self._store)
+
+    async def close(self) -> None:
+        """Close the store if opened, once the reads asked before are done."""
+        await self._thread.close(self._close)
+
+    def _close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 @dataclass(frozen=True)
@@ -61,60 +101,64 @@ class Records:
     """The store's reads, each done on the store's thread (its connection used by one thread at
     a time), the event loop's pages and readers going on meanwhile; the integrity check's on
     `checks`, a connection of the same store on a thread of its own, so that a check of the
-    whole store holds up no resident's page (without it, on the store's thread, in turn)."""
+    whole store holds up no resident's page (without it, on the store's thread, in turn). Each
+    store is opened at its first read: Unavailable while it cannot be."""
 
-    def __init__(self, store: AuditStore, checks: AuditStore | None = None) -> None:
-        self.store, self._thread = store, OneThread("records")
-        self._checks = (store, self._thread) if checks is None else (
-            checks, OneThread("records-check"))
+    def __init__(self, store: Open, checks: Open | None = None) -> None:
+        self._store = _Opened(store, OneThread("records"))
+        self._checks = self._store if checks is None else _Opened(checks,
+                                                                   OneThread("records-check"))
 
     async def close(self) -> None:
         """Close the stores, once the reads asked before are done."""
-        checks, thread = self._checks
-        if thread is not self._thread:
-            await thread.close(checks.close)
-        await self._thread.close(self.store.close)
+        if self._checks is not self._store:
+            await self._checks.close()
+        await self._store.close()
 
     async def of_person(self, id_codes: Sequence[str], holder: str | None = None,
                         since: datetime | None = None, until: datetime | None = None
                         ) -> tuple[list[Checked], SignedHead | None]:
         """Every entry about the person (under any of their ID codes), newest first, all checked
         against one signed head: the latest one once they are all read (None if none is)."""
-        return await self._thread.run(partial(self._of_person, id_codes, holder, since, until))
+        return await self._store.run(partial(self._of_person, id_codes, holder, since, until))
 
     def _of_person(self, id_codes: Sequence[str], holder: str | None, since: datetime | None,
-                   until: datetime | None) -> tuple[list[Checked], SignedHead | None]:
+                   until: datetime | None, store: AuditStore
+                   ) -> tuple[list[Checked], SignedHead | None]:
         found = [entry for person in id_codes for entry in self._every(
-            Query(person=person, holder=holder, since=since, until=until))]
-        proved = self.store.prove(found)
+            store, Query(person=person, holder=holder, since=since, until=until))]
+        proved = store.prove(found)
         checked = self._checked(id_codes, proved)
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
         return checked, proved.head
 
     async def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
         """One of the person's entries; None if it is not about them (or does not exist)."""
-        return await self._thread.run(partial(self._entry_of, id_codes, serial))
+        return await self._store.run(partial(self._entry_of, id_codes, serial))
 
-    def _entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
-        entry = self.store.entry(serial)
+    def _entry_of(self, id_codes: Sequence[str], serial: int, store: AuditStore
+                  ) -> Checked | None:
+        entry = store.entry(serial)
         if entry is None:
             return None
-        return next(iter(self._checked(id_codes, self.store.prove([entry]))), None)
+        return next(iter(self._checked(id_codes, store.prove([entry]))), None)
 
     async def events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
         """The events of the entries at `serials` (those that exist), as their signed bytes
         tell them."""
-        return await self._thread.run(partial(self._events, list(serials)))
+        return await self._store.run(partial(self._events, list(serials)))
 
-    def _events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
-        found = [entry for entry in map(self.store.entry, serials) if entry is not None]
+    @staticmethod
+    def _events(serials: Iterable[int], store: AuditStore) -> list[AccessLogEvent]:
+        found = [entry for entry in map(store.entry, serials) if entry is not None]
         return [signed_event(entry.leaf) or entry.event for entry in found]
 
-    def _every(self, where: Query) -> Iterator[Entry]:
+    @staticmethod
+    def _every(store: AuditStore, where: Query) -> Iterator[Entry]:
         """Every match, page after page."""
         after: str | None = None
         while True:
-            page = self.store.query(where, limit=MAX_PAGE, after=after)
+            page = store.query(where, limit=MAX_PAGE, after=after)
             yield from page.entries
             if page.next_cursor is None:
                 return
@@ -131,29 +175,29 @@ class Records:
                 if c is not None]
 
     async def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
-        return await self._thread.run(partial(self.store.query, where, limit=limit, after=after))
+        return await self._store.run(lambda store: store.query(where, limit=limit, after=after))
 
     async def against(self, anchored: Sequence[SignedHead]) -> VerifyReport:
         """The store against heads `anchored` outside it, as `audit verify` checks it (every
         one anchored, or those an AnchorCheck stands for them): its `anchor` the largest signed
         by the log's key, its findings what is wrong."""
-        checks, thread = self._checks
-        return await thread.run(partial(checks.verify_anchor, anchored))
+        return await self._checks.run(lambda checks: checks.verify_anchor(anchored))
 
     async def heads(self) -> list[HeadCheck]:
         """The latest signed heads, newest first: each one's signature, and its consistency with
         the one before (the log only grew between them, nothing in it changed): those the
         audit consumer signed (the portal holds the head key's public half alone)."""
-        return await self._thread.run(self._heads)
+        return await self._store.run(self._heads)
 
-    def _heads(self) -> list[HeadCheck]:
+    @staticmethod
+    def _heads(store: AuditStore) -> list[HeadCheck]:
         checks: list[HeadCheck] = []
         previous: SignedHead | None = None
-        for signed in self.store.heads(latest=HEADS_SHOWN + 1):
-            ok = verify_head(signed, self.store.signer.public_key)
+        for signed in store.heads(latest=HEADS_SHOWN + 1):
+            ok = verify_head(signed, store.signer.public_key)
             linked = None
             if previous is not None:
-                proof = self.store.consistency_proof(previous.head.size, signed.head.size)
+                proof = store.consistency_proof(previous.head.size, signed.head.size)
                 linked = consistent(previous.head, signed.head, proof)
             checks.append(HeadCheck(signed, ok, linked))
             previous = signed

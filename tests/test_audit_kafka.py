@@ -213,7 +213,7 @@ def counted(store: AuditStore, given: list[int]) -> Verify:
     """The console's check of `store` against the heads it is given, how many noted in `given`."""
     async def verify(heads: Sequence[SignedHead]) -> VerifyReport:
         given.append(len(heads))
-        return await Records(store).against(heads)
+        return await Records(lambda: store).against(heads)
     return verify
 
 
@@ -327,7 +327,8 @@ async def test_a_check_of_the_store_holds_up_neither_the_event_loop_nor_a_reside
     of the answers topics stood still until it was done (~30 s at a year of heads)."""
     await appended(live, 10)
     slow = YearOfHeads(default_path())
-    records, check = Records(live, checks=slow), AnchorCheck(KafkaAccess.of(acls.OVERSIGHT))
+    records = Records(lambda: live, checks=lambda: slow)
+    check = AnchorCheck(KafkaAccess.of(acls.OVERSIGHT))
     try:
         try:
             before = await anchored_now(platform)

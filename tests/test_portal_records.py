@@ -31,7 +31,7 @@ async def test_a_person_sees_every_entry_newest_first_and_each_one_alone(store: 
     count = MAX_PAGE + 3
     store.append_many(item(event(n, person=ME)) for n in range(count))
     store.append(*item(event(count, person=SOMEONE)))
-    records = Records(store)
+    records = Records(lambda: store)
     found, head = await records.of_person([ME])
     assert [c.entry.serial for c in found] == list(reversed(range(count)))
     assert head is not None and head.head.size == count + 1 and all(c.verified for c in found)
@@ -47,7 +47,7 @@ async def test_the_store_is_checked_against_every_anchored_head(store: AuditStor
     """As `audit verify` checks it: cut short, the store is smaller than the largest anchored
     head; grown again past it by the consumer going on, the head it lost is no head of it."""
     store.append_many(item(event(n)) for n in range(12))
-    records = Records(store)
+    records = Records(lambda: store)
     anchored = [store.head()]
     none = await records.against([])
     assert (none.anchor, none.ok) == (None, True), "none yet"
@@ -77,7 +77,7 @@ class Busy(AuditStore):
 async def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_path: Path) -> None:
     with Busy(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(6))
-        found, head = await Records(store).of_person([SOMEONE, ME])
+        found, head = await Records(lambda: store).of_person([SOMEONE, ME])
         assert sorted(c.entry.serial for c in found) == [0, 1, 2, 3, 4, 5, 6]
         assert head is not None and all(c.verified and c.entry.proof is not None
                    and includes(head.head, c.entry.serial, c.entry.leaf, c.entry.proof)
@@ -92,7 +92,7 @@ async def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Pa
         with closing(sqlite3.connect(path)) as raw, raw:  # an intruder edits the columns
             raw.execute("UPDATE entries SET person = ? WHERE serial = 0", (ME,))
             raw.execute("UPDATE entries SET requester = 'pension' WHERE serial = 1")
-        records = Records(store)
+        records = Records(lambda: store)
         found, _ = await records.of_person([ME])
         assert [(c.entry.serial, c.entry.event, c.verified) for c in found] == [
             (2, event(2, person=ME), True), (1, mine, False)]
@@ -109,7 +109,7 @@ async def test_with_the_public_key_alone_the_portal_proves_against_the_latest_he
     key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
     with AuditStore(db, Signer.load_or_create(key)) as writer, \
             AuditStore(db, Signer.public(key)) as reader:
-        records = Records(reader)
+        records = Records(lambda: reader)
         writer.append_many(item(event(n, person=ME)) for n in range(3))
         found, head = await records.of_person([ME])
         assert head is None and [(c.verified, c.pending) for c in found] == [(False, True)] * 3
@@ -137,10 +137,10 @@ async def test_the_latest_heads_signature_is_checked_once_a_page(
         writer.append_many(item(event(n, person=ME)) for n in range(3))
         writer.head()
         monkeypatch.setattr(heads, "verify_signature", counted)
-        found, head = await Records(reader).of_person([ME])
+        found, head = await Records(lambda: reader).of_person([ME])
         assert head is not None and [c.verified for c in found] == [True] * 3
         assert checks == [1]
-        one = await Records(reader).entry_of([ME], 0)
+        one = await Records(lambda: reader).entry_of([ME], 0)
         assert one is not None and one.verified and checks == [2]
 
 
@@ -149,7 +149,7 @@ async def test_the_integrity_page_shows_the_heads_the_audit_side_signed_and_sign
     """Records shows the heads in the store and makes none, even given a store that could sign
     (the portal holds the public half alone): a head comes from the audit side's own code."""
     store.append_many(item(event(n)) for n in range(3))
-    records = Records(store)
+    records = Records(lambda: store)
     assert await records.heads() == [] and store.heads() == []
     signed = store.head()
     store.append(*item(event(3)))
@@ -175,7 +175,7 @@ async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_s
                                    "signature) VALUES (?, ?, ?, ?, ?)",
                                    (size, forged.head.root, millis(forged.head.timestamp),
                                     forged.key_id, forged.signature)))
-        found, head = await Records(reader).of_person([ME])
+        found, head = await Records(lambda: reader).of_person([ME])
         assert head == forged
         assert [(c.verified, c.pending) for c in found] == [(False, False)] * 3
 
@@ -183,7 +183,7 @@ async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_s
 
 async def test_closed_the_records_close_the_store_and_the_checks_own(tmp_path: Path) -> None:
     store, checks = (AuditStore(tmp_path / "audit.db", Signer.generate()) for _ in range(2))
-    records = Records(store, checks=checks)
+    records = Records(lambda: store, checks=lambda: checks)
     assert (await records.against([])).ok and (await records.of_person([ME]))[0] == []
     await records.close()
     for closed in (store, checks):

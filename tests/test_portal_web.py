@@ -96,6 +96,7 @@ class Fakes:
     registry_away: bool = False
     number_outcome: str | None = NO_ANSWER  # how the authority's question ends (None: answered)
     changes_asked: list[str] = field(default_factory=list)
+    store: AuditStore | None = None  # the audit store `records` reads
 
     async def resident_of_card(self, serial: str, login: CardLogin) -> Resident | None:
         if self.registry_away:
@@ -137,8 +138,9 @@ async def client(town: Town, tmp_path: Path) -> AsyncIterator[Client]:
     app.cleanup_ctx.clear()
     store = AuditStore(tmp_path / "audit.db", Signer.generate())
     store.append(*item(event(7, person=town.resident.id_codes[0])))
-    app[PLATFORM] = cast(Platform, Fakes(Records(store), Verifier(), town.kafka,
-                                         {town.resident.serial: town.resident}))
+    app[PLATFORM] = cast(Platform, Fakes(Records(lambda: store), Verifier(), town.kafka,
+                                         {town.resident.serial: town.resident},
+                                         store=store))
     async with TestClient(TestServer(app)) as opened:
         yield opened
     store.close()
@@ -418,7 +420,8 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
     """A checkbox's value was "request_id requester provider", split on spaces: a holder's
     request id is free text, and one with a space asked for holder-side logs under the wrong
     id, of holders the id named. It is now the entry's serial, looked up in the audit log."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).records.store
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    assert store
     spaced = replace(event(8), request_id="req-1 acme-kenpo",
                      event_id=event_id("req-1 acme-kenpo", "approved"))
     store.append(*item(spaced))
@@ -457,3 +460,19 @@ async def test_a_locked_audit_store_holds_up_no_other_page_and_the_history_is_as
             answer = await history
             ticker.went_on(0.9)
     assert answer.status == 200 and await answer.text() == free_page
+
+
+async def test_the_history_is_said_unavailable_until_the_audit_store_is_there(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """Before the audit consumer made the store (or while it cannot be opened), the resident's
+    history says it cannot be shown now; once the store is there, it is read, unrestarted."""
+    signer, later = Signer.generate(), tmp_path / "later.db"
+    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes.records = Records(lambda: AuditStore(later, Signer(signer.public_key)))
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    away = await client.get("/history")
+    assert away.status == 503 and words("ja")["history_unavailable"] in await away.text()
+    assert (await client.get("/number")).status == 200
+    AuditStore(later, signer).close()
+    assert (await client.get("/history")).status == 200
+    await fakes.records.close()

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from audit import store as audit_store
-from audit.heads import Signer
-from audit.store import AuditStore
 from broker.ports import free_port
 from renkei import groups, relay
 from renkei.town import Town
@@ -160,10 +157,6 @@ def _listening(port: int, within: float) -> bool:
                          ids=["portal", "card reader"])
 def test_a_web_server_whose_run_is_killed_stops(command: str, town: Town,
                                                 state_dir: Path) -> None:
-    # the audit store and head key the audit consumer makes at its first start, which the
-    # portal opens read-only at its own: there whether or not a test that ran it came first
-    if not audit_store.default_path().exists():
-        AuditStore(audit_store.default_path(), Signer.load_or_create()).close()
     port = free_port()
     server = _killed_run(PROCESS_RUN, lambda: _listening(port, 60),
                          f"{command.split()[0]}-tether", command.format(port=port))
