@@ -48,7 +48,8 @@ def _authority(db: Path | None) -> Iterator[NumberingAuthority]:
 
 @contextmanager
 def _registry(path: Path | None) -> Iterator[registry_store.RegistryStore]:
-    registry = open_registry(path)
+    """The registry, read-only: the authority follows its code changes and writes none."""
+    registry = open_registry(path, read_only=True)
     try:
         yield registry
     finally:

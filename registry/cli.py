@@ -130,10 +130,11 @@ def _private_holder(holder: str) -> None:
     directory.private_holder(asyncio.run(directory.current()), holder)
 
 
-def open_registry(db: Path | None) -> registry_store.RegistryStore:
-    """The registry store, or a one-line error if none was generated there."""
+def open_registry(db: Path | None, read_only: bool = False) -> registry_store.RegistryStore:
+    """The registry store (`read_only`: nothing can be written through it), or a one-line
+    error if none was generated there."""
     try:
-        return registry_store.RegistryStore.open(db or registry_store.default_path())
+        return registry_store.RegistryStore.open(db or registry_store.default_path(), read_only)
     except registry_store.NoRegistry as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from stdnum.jp import in_
 from audit.heads import Signer
 from authority import serve
 from authority.check_digit import check_digit, is_valid, with_check_digit
+from authority.cli import _registry as cli_registry
 from authority.cli import authority_cli
 from authority.service import (
     AlreadyAssigned,
@@ -261,6 +263,18 @@ def change_code(registry: registry_store.RegistryStore, code: str) -> str:
     fresh = next(c for c in random_codes(50, seed=99) if registry.by_code(c) is None)
     registry.record(change(resident, ChangeKind.CODE_CHANGED, (fresh,), date(2026, 4, 1)))
     return fresh
+
+
+def test_assign_all_and_follow_open_the_registry_read_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They only read it (compose mounts registry/ read-only to the authority): nothing can be
+    written through the connection they read it on. It was opened read-write."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 5, 1)
+    with cli_registry(None) as registry:
+        code = next(registry.resident_codes())
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            change_code(registry, code)
 
 
 def test_assign_all_after_a_code_change_moves_the_number_and_issues_none(
