@@ -30,7 +30,7 @@ from audit import merkle
 from audit.detector import BINDING, Raised, binding_of
 from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
-from audit.sql import Cursor, Dialect, connect
+from audit.sql import Cursor, Dialect, NoStore, connect
 from renkei.state import private_dir
 
 RETENTION_YEARS = 7
@@ -255,7 +255,8 @@ def _now() -> datetime:
 class AuditStore:
     """The tamper-evident audit log. One writer process at a time appends; readers any time.
     Opened with the head key's public half alone (My Portal, `audit query`, `audit verify`),
-    which signs no head, it is read-only: the connection itself refuses writes."""
+    which signs no head, it is read-only: the connection itself refuses writes, and a store
+    whose tables are not made yet is NoStore."""
 
     def __init__(self, url: str | Path, signer: Signer, *, head_every: int = HEAD_EVERY,
                  clock: Callable[[], datetime] = _now) -> None:
@@ -268,6 +269,10 @@ class AuditStore:
                 self._db.execute(statement)
             with self._write() as cur:
                 self._create(cur)
+        elif self._db.execute(self._dialect.has_table, ("entries",)).fetchone() is None:
+            self._db.close()  # its file made, its tables not yet (made in one transaction)
+            raise NoStore("the audit store has no tables yet: the audit consumer makes them at "
+                          "its first start")
         self._frontier = merkle.Frontier()
         self._open = True
 

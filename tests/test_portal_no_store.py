@@ -4,7 +4,9 @@ reads the store once it is there, without a restart."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -52,17 +54,42 @@ async def client(no_audit_store: Path) -> AsyncIterator[Client]:
         yield opened
 
 
+async def _oversight_logs_in(client: Client, tmp_path: Path) -> None:
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+
+
+async def _pages_say_unavailable(client: Client) -> list[tuple[int, bool]]:
+    """The status of each page that reads the access log, and whether it says it cannot be
+    shown now."""
+    shown = []
+    for page in ("/oversight/integrity", "/oversight?person=nobody"):
+        answer = await client.get(page)
+        shown.append((answer.status, words("ja")["history_unavailable"] in await answer.text()))
+    return shown
+
+
 async def test_the_portal_serves_before_the_audit_store_is_there_and_reads_it_once_it_is(
         client: Client, tmp_path: Path) -> None:
     login = await client.get("/login")
     assert login.status == 200
-    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
-    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
-    unavailable = words("ja")["history_unavailable"]
-    for page in ("/oversight/integrity", "/oversight?person=nobody"):
-        away = await client.get(page)
-        assert (away.status, unavailable in await away.text()) == (503, True), page
+    await _oversight_logs_in(client, tmp_path)
+    assert await _pages_say_unavailable(client) == [(503, True)] * 2
     AuditStore(audit_path(), Signer.load_or_create()).close()  # as the consumer's first start
-    for page in ("/oversight/integrity", "/oversight?person=nobody"):
-        there = await client.get(page)
-        assert (there.status, unavailable in await there.text()) == (200, False), page
+    assert await _pages_say_unavailable(client) == [(200, False)] * 2
+
+
+async def test_a_store_whose_tables_are_not_made_yet_is_read_once_they_are(
+        client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The portal reads the store between the audit consumer's first start making the head key
+    and the store's file and its making the tables: the pages say the history cannot be shown
+    now (they failed, 500: the store opened, its first read found no table), and read it once
+    the tables are there."""
+    await _oversight_logs_in(client, tmp_path)
+    Signer.load_or_create()
+    with closing(sqlite3.connect(audit_path())) as file_alone:
+        file_alone.execute("PRAGMA journal_mode=WAL")  # as the store's writer does first
+        assert await _pages_say_unavailable(client) == [(503, True)] * 2
+        assert "the audit store has no tables yet" in caplog.text
+        AuditStore(audit_path(), Signer.load_or_create()).close()
+        assert await _pages_say_unavailable(client) == [(200, False)] * 2
