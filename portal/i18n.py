@@ -45,6 +45,10 @@ WORDS: dict[str, tuple[str, str]] = {
                            "The resident registry, which tells whose card this is, did not "
                            "answer. Please try again later."),
     "refused_other": ("カードの確認に失敗しました。", "The card could not be verified."),
+    "refused_portal": ("マイポータル側の不具合のため、カードを確認できませんでした"
+                       "（カードの問題ではありません）。しばらくしてからもう一度お試しください。",
+                       "A fault on My Portal's side kept the card from being checked (the card "
+                       "is not at fault). Please try again later."),
     "expired_session": ("一定時間操作がなかったため、ログアウトしました。",
                         "You were logged out after a period without activity."),
     "present_revoked": ("来庁者のカードの電子証明書が失効したため、その方の表示を終了しました。",
@@ -122,6 +126,12 @@ WORDS: dict[str, tuple[str, str]] = {
                             "請求してください。",
                             "A number was already changed on this login. Please log in again "
                             "and ask again."),
+    "number_refused_portal": ("マイポータル側の不具合のため、付番機関が請求を受け付けませんでした"
+                              "（ログインの問題ではありません）。しばらくしてからもう一度お試し"
+                              "ください。",
+                              "A fault on My Portal's side kept the numbering authority from "
+                              "taking the request (your login is not at fault). Please try again "
+                              "later."),
     "number_refused_other": ("ログインを確認できませんでした。もう一度ログインしてから"
                              "請求してください。",
                              "Your login could not be confirmed. Please log in again and ask "

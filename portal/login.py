@@ -22,6 +22,7 @@ from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Challenge, Officer
 from portal.web import SESSION, SESSIONS, SITE, render, session_of
+from renkei.questions import NO_REPLY_KEY
 from schemas.messages import CardLogin
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,12 @@ REALMS = {"resident": ca.JPKI, "counter": ca.OFFICERS, "oversight": ca.OFFICERS,
           "present": ca.JPKI}
 HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight",
         "present": "/counter"}
+# why the portal or the registry side (registry.portal) refused a login, in the page's words:
+# a signature for another site, or a question no answer can be sealed to, the portal's fault
 REFUSALS = {"revoked": "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
-            "challenge": "refused_challenge", "unanswered": "refused_unanswered"}
+            "challenge": "refused_challenge", "unanswered": "refused_unanswered",
+            "origin": "refused_portal", NO_REPLY_KEY: "refused_portal"}
 
 
 async def page(request: web.Request) -> web.Response:

@@ -22,9 +22,12 @@ from portal.inbox import ChangeAsked
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Resident
 from portal.web import render
+from renkei.questions import NO_REPLY_KEY
 
-# the authority's reasons for declining a change (registry.tickets), in the page's words
-REFUSALS = {"ticket-expired": "number_refused_expired", "ticket-used": "number_refused_used"}
+# the authority's reasons for declining a change (registry.tickets; a question of the portal's
+# fault: renkei.questions), in the page's words; a ticket missing, forged or another's: "other"
+REFUSALS = {"ticket-expired": "number_refused_expired", "ticket-used": "number_refused_used",
+            NO_REPLY_KEY: "number_refused_portal"}
 
 
 async def reason_asked(request: web.Request) -> str | None:

@@ -541,6 +541,28 @@ async def test_a_login_the_registry_side_refuses_gets_the_refusal_page(
             assert history.status != 200 and resident.name not in await history.text()
 
 
+async def test_a_question_declined_for_its_reply_key_says_the_fault_is_the_portals(
+        platform: Processes, town: Town, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portal's questions go with a reply key no answer can be sealed to (a portal taken
+    over, or broken): the authority declines the logged-in resident's change, and the registry
+    side their next login, for it (no-reply-key). The pages say the fault is the portal's, not
+    the login's or the card's: they said to log in again, and that the card was not good."""
+    resident = town.held["sakura-town"][14].resident_code
+    card = _card_of(resident, tmp_path)
+    async with _signed_in(card, tmp_path) as (url, http):
+        _with_reply_key(monkeypatch, LOW_ORDER[0])
+        before = number_of(resident)
+        status, page = await _ask_number(http, url)
+        assert status == 403 and number_of(resident) == before
+        assert all(words("ja")[said] in page for said in ("number_refused",
+                                                          "number_refused_portal"))
+        posted = await _signed_at_reader(http, url, card, "resident", "/login")
+        async with http.post(f"{url}/login/card", allow_redirects=False, data=posted) as done:
+            assert done.status == 403
+            assert words("ja")["refused_portal"] in await done.text()
+
+
 async def _until_up(http: aiohttp.ClientSession, page: str, within: float = 60) -> None:
     deadline = time.monotonic() + within
     while True:
