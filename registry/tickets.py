@@ -4,7 +4,8 @@ session's longest life after the login). My Portal keeps a resident's ticket in 
 shows it with each request for a new number; the numbering authority acts only for a resident code
 a live ticket names, and for one change per ticket (authority.store keeps which). So whoever takes
 the portal over (its principal and sealing key) can have the number changed of no resident who has
-not logged in, nor again that of one who has.
+not logged in, nor again that of one who has. Each ticket signs a nonce of its own: two logins of
+one resident within a millisecond get two tickets, each good for its own change.
 
 The login key (`keys/login-key.json`, mode 0600) is made by `renkei keys init`, with its public
 half alone (`keys/login-key.pub.json`) beside it: the authority reads that, from a file
@@ -16,6 +17,7 @@ authority must not load.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +32,9 @@ from renkei.state import private_dir, write_json
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import LoginTicket
 
-CONTEXT = b"renkei login ticket v1\x00"
+CONTEXT = b"renkei login ticket v2\x00"
+V1_CONTEXT = b"renkei login ticket v1\x00"  # a ticket without a nonce (LoginTicket v1)
+NONCE_BYTES = 16
 LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
 # the refusals of a change of number, by reason (said to the portal: no personal data)
 NO_TICKET, FORGED, EXPIRED, NOT_THEIRS, USED = ("no-ticket", "ticket-forged", "ticket-expired",
@@ -78,25 +82,34 @@ def _made(path: Path) -> Path:
     return path
 
 
-def signed_bytes(resident_codes: Sequence[str], expires_at: datetime) -> bytes:
-    """What a ticket's signature is over: a context string, the expiry (milliseconds, 8 bytes
-    big-endian), then each code, its length (2 bytes) first."""
-    codes = [code.encode() for code in resident_codes]
-    return (CONTEXT + millis(expires_at).to_bytes(8, "big")
-            + b"".join(len(code).to_bytes(2, "big") + code for code in codes))
+def signed_bytes(resident_codes: Sequence[str], expires_at: datetime, nonce: bytes | None
+                 ) -> bytes:
+    """What a ticket's signature is over: a context string, the nonce, the expiry (milliseconds,
+    8 bytes big-endian), then each code; the nonce and each code its length (2 bytes) first. A
+    ticket made before tickets had a nonce (None: v1, good for its hour still) has a context of
+    its own and no nonce."""
+    start = V1_CONTEXT if nonce is None else CONTEXT + _with_length(nonce)
+    return (start + millis(expires_at).to_bytes(8, "big")
+            + b"".join(_with_length(code.encode()) for code in resident_codes))
+
+
+def _with_length(field: bytes) -> bytes:
+    return len(field).to_bytes(2, "big") + field
 
 
 def ticket(key: Signer, resident_codes: Sequence[str], now: datetime) -> bytes:
-    """A ticket for the codes a login proved `now`, good for LASTS."""
-    expires_at = now + LASTS
+    """A ticket for the codes a login proved `now`, good for LASTS, with a nonce of its own."""
+    expires_at, nonce = now + LASTS, secrets.token_bytes(NONCE_BYTES)
     return CODEC.encode(LoginTicket(tuple(resident_codes), expires_at,
-                                    key.sign(signed_bytes(resident_codes, expires_at))))
+                                    key.sign(signed_bytes(resident_codes, expires_at, nonce)),
+                                    nonce))
 
 
 def identity(found: LoginTicket) -> str:
     """A ticket's own name, for the authority to keep which change it was used for: the hash of
     what its signature is over (however its bytes are encoded, the same ticket's)."""
-    return hashlib.sha256(signed_bytes(found.resident_codes, found.expires_at)).hexdigest()
+    return hashlib.sha256(signed_bytes(found.resident_codes, found.expires_at, found.nonce)
+                          ).hexdigest()
 
 
 def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
@@ -109,8 +122,8 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
         found = CODEC.decode(shown, LoginTicket)
     except SchemaError:
         raise Declined(FORGED) from None
-    if not verify_signature(public_key, signed_bytes(found.resident_codes, found.expires_at),
-                            found.signature):
+    if not verify_signature(public_key, signed_bytes(found.resident_codes, found.expires_at,
+                                                     found.nonce), found.signature):
         raise Declined(FORGED)
     if now >= found.expires_at:
         raise Declined(EXPIRED)

@@ -212,6 +212,7 @@ class LoginTicket:
     resident_codes: tuple[str, ...]
     expires_at: datetime
     signature: bytes
+    nonce: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,7 +16,9 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from stdnum.jp import in_
 
+from audit.events import millis
 from audit.heads import Signer
+from authority import portal as authority_portal
 from authority import serve
 from authority.check_digit import check_digit, is_valid, with_check_digit
 from authority.cli import _registry as cli_registry
@@ -34,12 +38,14 @@ from registry import tickets
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from renkei import sealing
+from renkei.questions import Declined
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
     TIMED_OUT,
     ChangeOfNumber,
+    LoginTicket,
     PersonalNumber,
     PortalAnswer,
     PortalQuery,
@@ -173,6 +179,65 @@ def test_a_login_ticket_is_good_for_one_change_after_a_restart_too(tmp_path: Pat
     later.change_number(resident, "leaked", "change-4", ticket)  # forgotten: no TicketUsed
     assert len(store.history(resident)) == 3
     store.close()
+
+
+def _changed_under(authority: NumberingAuthority, login_key: Signer, resident: str,
+                   ticket: bytes, change_id: str) -> str:
+    """The new number the authority gives as the portal's question for it is answered."""
+    return authority_portal.new_number(authority, login_key.public_key, change_id, CODEC.encode(
+        ChangeOfNumber(resident, "leaked", change_id, ticket)), False).personal_number
+
+
+def _refused_as_used(authority: NumberingAuthority, login_key: Signer, resident: str,
+                     ticket: bytes) -> None:
+    with pytest.raises(Declined) as used:
+        _changed_under(authority, login_key, resident, ticket, str(uuid.uuid4()))
+    assert used.value.reason == tickets.USED
+
+
+def test_two_logins_in_one_millisecond_get_two_tickets_each_good_for_one_change(
+        store: AuthorityStore) -> None:
+    """Two card logins of one resident at the same instant: their tickets differ, and each is
+    good for one change of its own, and for no other. They were one ticket (the same bytes
+    signed, the signature deterministic), whose change the second login's was refused as."""
+    authority, login_key = NumberingAuthority(store), Signer.generate()
+    resident = random_codes(1, seed=9)[0]
+    authority.assign(resident)
+    now = datetime.now(UTC)
+    first, second = (tickets.ticket(login_key, [resident], now) for _ in range(2))
+    assert first != second
+    numbers = [_changed_under(authority, login_key, resident, ticket, change_id)
+               for ticket, change_id in ((first, "change-1"), (second, "change-2"))]
+    assert len(set(numbers)) == 2 and authority.number_of(resident) == numbers[1]
+    for ticket in (first, second):
+        _refused_as_used(authority, login_key, resident, ticket)
+    assert len(store.history(resident)) == 2
+
+
+def test_a_ticket_from_before_tickets_had_a_nonce_is_good_for_one_change_still(
+        store: AuthorityStore) -> None:
+    """A ticket the registry side signed before (LoginTicket v1: no nonce) is good for its hour
+    still, under the name the authority kept its use by then; a new one's signature shown as
+    an old ticket's, its nonce left out, is forged."""
+    authority, login_key = NumberingAuthority(store), Signer.generate()
+    resident = random_codes(1, seed=10)[0]
+    authority.assign(resident)
+    expires_at = datetime.now(UTC) + tickets.LASTS
+    signed = (b"renkei login ticket v1\x00" + millis(expires_at).to_bytes(8, "big")
+              + len(resident).to_bytes(2, "big") + resident.encode())  # as it was signed then
+    old = CODEC.encode_record("LoginTicket", {"resident_codes": [resident],
+                                              "expires_at": expires_at,
+                                              "signature": login_key.sign(signed)}, version=1)
+    assert tickets.identity(CODEC.decode(old, LoginTicket)) == hashlib.sha256(signed).hexdigest()
+    _changed_under(authority, login_key, resident, old, "change-1")
+    _refused_as_used(authority, login_key, resident, old)
+    new = CODEC.decode(tickets.ticket(login_key, [resident], datetime.now(UTC)), LoginTicket)
+    stripped = CODEC.encode_record("LoginTicket", {"resident_codes": list(new.resident_codes),
+                                                   "expires_at": new.expires_at,
+                                                   "signature": new.signature}, version=1)
+    with pytest.raises(Declined) as forged:
+        tickets.check(login_key.public_key, stripped, resident, datetime.now(UTC))
+    assert forged.value.reason == tickets.FORGED
 
 
 def test_a_changed_resident_code_keeps_its_number(store: AuthorityStore) -> None:
