@@ -77,8 +77,14 @@ _READ_ONLY = (" (read-only: the store must be there, and, in a folder this proce
               "has it open)")
 
 
+# SQLite's errors at a file's first read (its schema, in `sqlite.read_only`) when it is no
+# database (garbage) or one cut short (in its header, its first page): no store this can open
+_NOT_A_STORE = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
 class NoStore(ValueError):
-    """A store URL that names no store this can open (its scheme, its folder, its server)."""
+    """A store URL that names no store this can open (its scheme, its folder, its server, its
+    file)."""
 
 
 def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Dialect]:
@@ -102,6 +108,10 @@ def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Diale
     except sqlite3.OperationalError as exc:
         raise NoStore(f"cannot open the store at {path}: {exc}"
                       + (_READ_ONLY if read_only else "")) from exc
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorcode not in _NOT_A_STORE:
+            raise
+        raise NoStore(f"cannot open the store at {path}: {exc}") from exc
 
 
 def _sqlite_path(text: str) -> str:

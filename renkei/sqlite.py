@@ -22,10 +22,10 @@ def read_only(path: str | Path) -> sqlite3.Connection:
     """The store at `path`, through a connection nothing can be written through (mode=ro), in
     autocommit mode; sqlite3.OperationalError here, not at the first read, if it cannot be
     opened (not there, or a WAL store without its -wal and -shm in a folder this process may
-    not write in)."""
+    not write in), sqlite3.DatabaseError if it is no database (or one cut short)."""
     db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
                          isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA schema_version")  # opening the file is put off until it is read
+    db.execute("SELECT count(*) FROM sqlite_master")  # the file opened, its schema read
     return db
 
 

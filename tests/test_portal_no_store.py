@@ -93,3 +93,32 @@ async def test_a_store_whose_tables_are_not_made_yet_is_read_once_they_are(
         assert "the audit store has no tables yet" in caplog.text
         AuditStore(audit_path(), Signer.load_or_create()).close()
         assert await _pages_say_unavailable(client) == [(200, False)] * 2
+
+
+def _no_database(kind: str, tmp_path: Path) -> bytes:
+    """Bytes that are no SQLite database, or the header of a store cut short."""
+    if kind == "garbage":
+        return b"not a database\n" * 8
+    AuditStore(tmp_path / "whole.db", Signer.generate()).close()
+    return (tmp_path / "whole.db").read_bytes()[:50]
+
+
+@pytest.mark.parametrize("kind", ["garbage", "header-cut-short"])
+async def test_a_store_file_that_is_no_database_is_said_unavailable_until_it_is_one(
+        client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str) -> None:
+    """A file at the store's path that is no SQLite database, or one cut short in its header:
+    the pages say the history cannot be shown now, each read logging why in one line, and read
+    the store made in its place (they failed, 500: SQLite's error at the open, uncaught)."""
+    await _oversight_logs_in(client, tmp_path)
+    Signer.load_or_create()
+    audit_path().write_bytes(_no_database(kind, tmp_path))
+    assert await _pages_say_unavailable(client) == [(503, True)] * 2
+    said = [r for r in caplog.records if r.name == "portal.records"]
+    assert said and all(r.levelname == "WARNING" and r.exc_info is None
+                        and "\n" not in r.getMessage() for r in said)
+    assert ("file is not a database" if kind == "garbage"
+            else "database disk image is malformed") in said[0].getMessage()
+    for made in audit_path().parent.glob(f"{audit_path().name}*"):  # its -wal and -shm too
+        made.unlink()
+    AuditStore(audit_path(), Signer.load_or_create()).close()
+    assert await _pages_say_unavailable(client) == [(200, False)] * 2
