@@ -45,6 +45,10 @@ WORDS: dict[str, tuple[str, str]] = {
                            "The resident registry, which tells whose card this is, did not "
                            "answer. Please try again later."),
     "refused_other": ("カードの確認に失敗しました。", "The card could not be verified."),
+    "refused_crl": ("現在、カードの電子証明書の失効情報を確認できません（カードの問題では"
+                    "ありません）。しばらくしてからもう一度お試しください。",
+                    "The card's revocation status cannot be checked now (the card is not at "
+                    "fault). Please try again later."),
     "refused_portal": ("マイポータル側の不具合のため、カードを確認できませんでした"
                        "（カードの問題ではありません）。しばらくしてからもう一度お試しください。",
                        "A fault on My Portal's side kept the card from being checked (the card "

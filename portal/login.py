@@ -31,11 +31,13 @@ REALMS = {"resident": ca.JPKI, "counter": ca.OFFICERS, "oversight": ca.OFFICERS,
 HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight",
         "present": "/counter"}
 # why the portal or the registry side (registry.portal) refused a login, in the page's words:
-# a signature for another site, or a question no answer can be sealed to, the portal's fault
+# a signature for another site, or a question no answer can be sealed to, the portal's fault; a
+# CA's revocation list stale, missing or not the CA's (cards.login), no card's
 REFUSALS = {"revoked": "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
             "challenge": "refused_challenge", "unanswered": "refused_unanswered",
-            "origin": "refused_portal", NO_REPLY_KEY: "refused_portal"}
+            "origin": "refused_portal", NO_REPLY_KEY: "refused_portal",
+            "stale-crl": "refused_crl", "no-crl": "refused_crl", "bad-crl": "refused_crl"}
 
 
 async def page(request: web.Request) -> web.Response:

@@ -4,9 +4,11 @@ audit store, and a Kafka side that records the portal's audit writes (or fails t
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 from urllib.parse import parse_qs, urlsplit
@@ -364,6 +366,29 @@ async def test_a_login_the_registry_side_does_not_answer_is_said_so(
     answer = await card_login(client, town.resident_card, "resident", "/login")
     assert answer.status == 503
     assert "応答がありません" in await answer.text()
+    assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
+
+
+@pytest.mark.parametrize("reason", ["stale-crl", "no-crl", "bad-crl"])
+async def test_a_login_whose_revocation_list_cannot_be_checked_says_so_not_the_card(
+        client: Client, town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        reason: str) -> None:
+    """The JPKI CA's revocation list past its next update, not there, or not the CA's: the login
+    is refused (failing closed), the page saying in Japanese and English that whether the card
+    is revoked cannot be checked now, to try later; it said the card could not be verified."""
+    if reason == "stale-crl":
+        later = datetime.now(UTC) + timedelta(days=ca.CRL_DAYS, hours=1)
+        cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).verifier = Verifier(
+            clock=lambda: later)
+    else:
+        other = tmp_path / "none.pem" if reason == "no-crl" else ca.crl_path(ca.OFFICERS)
+        monkeypatch.setattr(ca, "crl_path", lambda name: other)
+    for lang in ("ja", "en"):
+        await client.get(f"/lang/{lang}", allow_redirects=False)
+        answer = await card_login(client, town.resident_card, "resident", "/login")
+        said = html.unescape(await answer.text())
+        assert answer.status == 403
+        assert words(lang)["refused_crl"] in said and words(lang)["refused_other"] not in said
     assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
 
 
