@@ -122,8 +122,11 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
         found = CODEC.decode(shown, LoginTicket)
     except SchemaError:
         raise Declined(FORGED) from None
-    if not verify_signature(public_key, signed_bytes(found.resident_codes, found.expires_at,
-                                                     found.nonce), found.signature):
+    try:  # a code or nonce longer than 2 bytes tell, or an expiry before 1970: none signed
+        signed = signed_bytes(found.resident_codes, found.expires_at, found.nonce)
+    except OverflowError:
+        raise Declined(FORGED) from None
+    if not verify_signature(public_key, signed, found.signature):
         raise Declined(FORGED)
     if now >= found.expires_at:
         raise Declined(EXPIRED)

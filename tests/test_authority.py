@@ -240,6 +240,23 @@ def test_a_ticket_from_before_tickets_had_a_nonce_is_good_for_one_change_still(
     assert forged.value.reason == tickets.FORGED
 
 
+@pytest.mark.parametrize("oversized", ["code", "nonce", "expiry"])
+def test_a_ticket_no_login_key_could_sign_is_forged(oversized: str) -> None:
+    """A ticket shown in a portal's question with a resident code or a nonce longer than its
+    2-byte length can tell (65,535 bytes), or an expiry before 1970: what a signature would be
+    over cannot be made, so none is good; it was a generic failure (OverflowError)."""
+    login_key, resident = Signer.generate(), random_codes(1, seed=12)[0]
+    expires_at = datetime.now(UTC) + tickets.LASTS
+    shown = LoginTicket(
+        (resident, *(["x" * 65_536] if oversized == "code" else [])),
+        datetime(1969, 12, 31, tzinfo=UTC) if oversized == "expiry" else expires_at,
+        login_key.sign(b"anything"),
+        bytes(65_536 if oversized == "nonce" else tickets.NONCE_BYTES))
+    with pytest.raises(Declined) as forged:
+        tickets.check(login_key.public_key, CODEC.encode(shown), resident, datetime.now(UTC))
+    assert forged.value.reason == tickets.FORGED
+
+
 def test_a_changed_resident_code_keeps_its_number(store: AuthorityStore) -> None:
     authority = NumberingAuthority(store)
     old_code, new_code = random_codes(2, seed=5)
