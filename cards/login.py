@@ -13,6 +13,7 @@ endian) before its random bytes: signed with them, it lets whoever checks the si
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from audit.events import from_millis, millis
 from cards import ca
 
+log = logging.getLogger(__name__)
 CONTEXT = b"renkei card login v1\x00"
 TIME_BYTES, RANDOM_BYTES = 8, 32
+REVOKED = "revoked"
+UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl"})  # the CRL cannot tell: no card's fault
 
 
 class Refused(PermissionError):
@@ -92,6 +96,7 @@ class Verifier:
     def __init__(self, clock: Callable[[], datetime] = _now) -> None:
         self._clock = clock
         self._crls: dict[str, _Crl] = {}
+        self._unchecked: dict[str, str] = {}  # each CA whose CRL cannot tell now, and why
 
     def verify(self, authority: str, certificate_pem: bytes, origin: str, nonce: bytes,
                signature: bytes) -> Verified:
@@ -101,7 +106,8 @@ class Verifier:
             raise Refused("unreadable-certificate") from None
         issuer = x509.load_pem_x509_certificate(ca.certificate_path(authority).read_bytes())
         self._check_chain(cert, issuer)
-        self._check_crl(authority, cert.serial_number)
+        if (reason := self.revocation(authority, cert.serial_number)) is not None:
+            raise Refused(reason)
         key = cert.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise Refused("wrong-key-type")
@@ -132,21 +138,23 @@ class Verifier:
                 ExtendedKeyUsageOID.CLIENT_AUTH not in purposes:
             raise Refused("not-a-user-certificate")
 
-    def revoked(self, authority: str, serial: str) -> bool:
-        """Whether the card of that serial (hex), which signed in, may no longer: its CA's CRL
-        revokes it, or that CRL cannot be read, is not the CA's or is stale (failing closed)."""
+    def revocation(self, authority: str, serial: int) -> str | None:
+        """Why the card of that serial may not sign in, or go on signed in, by its CA's CRL:
+        None if it may; REVOKED; or, failing closed, why the CRL cannot tell (UNCHECKABLE: it
+        cannot be read, is not the CA's, or is stale), logged once when it starts and stops."""
         try:
-            self._check_crl(authority, int(serial, 16))
-        except Refused:
-            return True
-        return False
-
-    def _check_crl(self, authority: str, serial: int) -> None:
-        crl = self._crl(authority)
-        if crl.next_update is None or crl.next_update < self._clock():
-            raise Refused("stale-crl")
-        if serial in crl.revoked:
-            raise Refused("revoked")
+            crl = self._crl(authority)
+            if crl.next_update is None or crl.next_update < self._clock():
+                raise Refused("stale-crl")
+        except Refused as exc:
+            if self._unchecked.get(authority) != exc.reason:
+                log.warning("the %s CA's revocation list cannot be checked (%s): its cards "
+                            "are refused until it can", authority, exc.reason)
+                self._unchecked[authority] = exc.reason
+            return exc.reason
+        if self._unchecked.pop(authority, None) is not None:  # a warning too: seen where they are
+            log.warning("the %s CA's revocation list can be checked again", authority)
+        return REVOKED if serial in crl.revoked else None
 
     def _crl(self, authority: str) -> _Crl:
         """The CA's current CRL, signature checked; read again only if its file changed."""

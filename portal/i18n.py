@@ -55,9 +55,21 @@ WORDS: dict[str, tuple[str, str]] = {
                        "is not at fault). Please try again later."),
     "expired_session": ("一定時間操作がなかったため、ログアウトしました。",
                         "You were logged out after a period without activity."),
+    "session_revoked": ("カードの電子証明書が失効したため、ログアウトしました。",
+                        "You were logged out: the card's certificate has been revoked."),
+    "session_crl": ("現在、カードの電子証明書の失効情報を確認できないため、ログアウトしました"
+                    "（カードの問題ではありません）。しばらくしてからもう一度ログインしてください。",
+                    "You were logged out: the card's revocation status cannot be checked now "
+                    "(the card is not at fault). Please log in again later."),
     "present_revoked": ("来庁者のカードの電子証明書が失効したため、その方の表示を終了しました。",
                         "The visitor's card certificate has been revoked: their records are "
                         "no longer shown."),
+    "present_crl": ("現在、来庁者のカードの電子証明書の失効情報を確認できないため、その方の表示を"
+                    "終了しました（カードの問題ではありません）。しばらくしてからもう一度ログイン"
+                    "してもらってください。",
+                    "The visitor's card's revocation status cannot be checked now (the card is "
+                    "not at fault): their records are no longer shown. Please have them log in "
+                    "again later."),
     "welcome": ("さん", ""),
     "history_title": ("あなたの情報の照会履歴", "Who looked at your data"),
     "history_intro": ("情報連携基盤が記録した、あなたに関するすべての照会です。"

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from cards import ca
-from cards.login import Refused, challenge
+from cards.login import REVOKED, UNCHECKABLE, Refused, challenge
 from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Challenge, Officer
@@ -33,11 +33,11 @@ HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight"
 # why the portal or the registry side (registry.portal) refused a login, in the page's words:
 # a signature for another site, or a question no answer can be sealed to, the portal's fault; a
 # CA's revocation list stale, missing or not the CA's (cards.login), no card's
-REFUSALS = {"revoked": "refused_revoked", "expired": "refused_expired",
+REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
             "challenge": "refused_challenge", "unanswered": "refused_unanswered",
             "origin": "refused_portal", NO_REPLY_KEY: "refused_portal",
-            "stale-crl": "refused_crl", "no-crl": "refused_crl", "bad-crl": "refused_crl"}
+            **dict.fromkeys(UNCHECKABLE, "refused_crl")}
 
 
 async def page(request: web.Request) -> web.Response:

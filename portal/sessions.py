@@ -1,9 +1,9 @@
 """Server-side sessions: a random id in an HttpOnly cookie, everything else in memory here.
 
 A session ends after `idle` without a request or `lifetime` after it began, whichever is first,
-and at its first request after the card it signed in with is revoked; at the counter, the
-visitor's part of a staff member's session ends likewise with the visitor's card (the web layer
-checks both).
+and at its first request after the card it signed in with is revoked, or while whether it is
+cannot be checked; at the counter, the visitor's part of a staff member's session ends likewise
+with the visitor's card (the web layer checks both, and says which).
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
 anonymous one goes (a signed-in one only when none is left).

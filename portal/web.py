@@ -15,6 +15,7 @@ import jinja2
 from aiohttp import web
 
 from cards import ca
+from cards.login import UNCHECKABLE
 from portal.context import PLATFORM
 from portal.i18n import LANGS, said, words
 from portal.sessions import Officer, Resident, Session, Sessions
@@ -75,25 +76,30 @@ def is_page(request: web.Request) -> bool:
 
 @web.middleware
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach the session (a new one if none, expired, or signed in with a card since revoked;
-    at the counter, the visitor whose card is revoked since is no longer served in it); set the
-    cookie on the way out."""
+    """Attach the session (a new one if none, expired, or signed in with a card since revoked or
+    whose revocation cannot be checked now; at the counter, such a visitor's card ends the
+    visitor's part alone), saying which; set the cookie on the way out."""
     if not is_page(request):
         return await handler(request)
     store = request.app[SESSIONS]
     sid = request.cookies.get(COOKIE)
     session = store.get(sid)
-    if session is not None and (_revoked(request, ca.JPKI, session.resident)
-                                or _revoked(request, ca.OFFICERS, session.officer)):
-        store.end(session)
-        session = None
+    lang, ended = LANGS[0], None  # the session's language; why its card ends it, if it does
+    if session is not None:
+        ended = (_revocation(request, ca.JPKI, session.resident)
+                 or _revocation(request, ca.OFFICERS, session.officer))
+        if ended:
+            store.end(session)
+            lang, session = session.lang, None  # told in the language it was using
     if session is None:
-        session = store.new()
-        if sid:
+        session = store.new(lang)
+        if ended:
+            session.notice = "session_crl" if ended in UNCHECKABLE else "session_revoked"
+        elif sid:
             session.notice = "expired_session"
-    elif _revoked(request, ca.JPKI, session.present):
+    elif present := _revocation(request, ca.JPKI, session.present):
         session.present = None  # the visitor's part ends; the staff member's goes on
-        session.notice = "present_revoked"
+        session.notice = "present_crl" if present in UNCHECKABLE else "present_revoked"
     request[SESSION] = session
     try:
         response = await handler(request)
@@ -105,10 +111,13 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
-def _revoked(request: web.Request, authority: str, card: Resident | Officer | None) -> bool:
-    """Whether a card signed in with (a resident's, an officer's or a counter visitor's) is
-    revoked since: what it signed in ends with it."""
-    return card is not None and request.app[PLATFORM].verifier.revoked(authority, card.serial)
+def _revocation(request: web.Request, authority: str, card: Resident | Officer | None
+                ) -> str | None:
+    """Why a card signed in with (a resident's, an officer's or a counter visitor's) may no
+    longer be (cards.login.Verifier.revocation), if it may not: what it signed in ends with it."""
+    if card is None:
+        return None
+    return request.app[PLATFORM].verifier.revocation(authority, int(card.serial, 16))
 
 
 def _cookie(request: web.Request, response: web.StreamResponse) -> None:

@@ -424,20 +424,97 @@ async def test_malformed_input_is_refused_not_an_error(
     assert answer.status == status and 'id="refused"' not in await answer.text()
 
 
-@pytest.mark.parametrize("realm, page, login", [
-    ("resident", "/history", "/login"), ("counter", "/counter", "/login?as=counter")])
+SIGNED_IN = [("resident", "/history", "/login"), ("counter", "/counter", "/login?as=counter")]
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize("realm, page, login", SIGNED_IN)
 async def test_a_revoked_card_ends_its_sessions(client: Client, town: Town, realm: str,
-                                                page: str, login: str) -> None:
-    """Revoking a card signs out the sessions it signed in, at their next request, as an
-    expired session is: they stayed signed in up to 15 minutes idle, an hour in all."""
+                                                page: str, login: str, lang: str) -> None:
+    """Revoking a card signs out the sessions it signed in, at their next request: they stayed
+    signed in up to 15 minutes idle, an hour in all. The login page it goes to says the card's
+    certificate was revoked, in the session's language; it said the session had been idle."""
     card = town.resident_card if realm == "resident" else town.staff_card
+    await client.get(f"/lang/{lang}", allow_redirects=False)
     assert (await card_login(client, card, realm, login)).status == 303
     assert (await client.get(page, allow_redirects=False)).status == 200
     issue.revoke(card.face.serial)
     signed_out = await client.get(page, allow_redirects=False)
     assert (signed_out.status, signed_out.headers["Location"]) == (303, login)
+    said = html.unescape(await (await client.get(login)).text())
+    assert words(lang)["session_revoked"] in said and words(lang)["expired_session"] not in said
     assert (await client.get(page, allow_redirects=False)).status == 303  # not again later
     assert len(cast(TestServer, client.server).app[SESSIONS]) == 1  # a new anonymous one
+
+
+def uncheckable(authority: str, reason: str, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the CA's revocation list stale (signed by it, past its next update: stale-crl), not
+    there (no-crl), or the other CA's (bad-crl)."""
+    if reason == "stale-crl":
+        monkeypatch.setattr(ca, "CRL_DAYS", -30 / 86_400)  # 30 s ago, after its last update
+        ca.Authority.load(authority).publish_crl()
+        return
+    crl_path = ca.crl_path
+    other = (tmp_path / "none.pem" if reason == "no-crl"
+             else crl_path(ca.OFFICERS if authority == ca.JPKI else ca.JPKI))
+    monkeypatch.setattr(ca, "crl_path", lambda name: other if name == authority else crl_path(name))
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize("reason", ["stale-crl", "no-crl", "bad-crl"])
+@pytest.mark.parametrize("realm, page, login", SIGNED_IN)
+async def test_a_session_whose_revocation_list_cannot_be_checked_ends_saying_so(
+        client: Client, town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, realm: str, page: str, login: str, reason: str,
+        lang: str) -> None:
+    """The card's CA's revocation list goes stale, away or wrong while a session it signed in
+    goes on: the session ends (failing closed, as the login does), the login page saying in the
+    session's language that the card's revocation status cannot be checked now and to log in
+    again later, not that the card was revoked nor that the session was idle; the operator is
+    told once per cause, not at each check, and once when the list can be checked again."""
+    card, authority = ((town.resident_card, ca.JPKI) if realm == "resident"
+                       else (town.staff_card, ca.OFFICERS))
+    await client.get(f"/lang/{lang}", allow_redirects=False)
+    assert (await card_login(client, card, realm, login)).status == 303
+    uncheckable(authority, reason, tmp_path, monkeypatch)
+    signed_out = await client.get(page, allow_redirects=False)
+    assert (signed_out.status, signed_out.headers["Location"]) == (303, login)
+    said = html.unescape(await (await client.get(login)).text())
+    assert words(lang)["session_crl"] in said
+    assert words(lang)["session_revoked"] not in said
+    assert words(lang)["expired_session"] not in said
+    assert (await card_login(client, card, realm, login)).status == 403  # not now
+    told = [r.getMessage() for r in caplog.records if r.name == "cards.login"]
+    assert told == [f"the {authority} CA's revocation list cannot be checked ({reason}): its "
+                    "cards are refused until it can"]
+    monkeypatch.undo()
+    ca.Authority.load(authority).publish_crl()
+    assert (await card_login(client, card, realm, login)).status == 303
+    assert (await client.get(page, allow_redirects=False)).status == 200
+    told = [r.getMessage() for r in caplog.records if r.name == "cards.login"]
+    assert told[1:] == [f"the {authority} CA's revocation list can be checked again"]
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize("reason", ["stale-crl", "no-crl", "bad-crl"])
+async def test_a_counter_visitor_whose_revocation_list_cannot_be_checked_is_no_longer_served(
+        client: Client, town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        reason: str, lang: str) -> None:
+    """The JPKI CA's list cannot be checked while a visitor is served at the counter: their part
+    ends, the desk saying their card's revocation status cannot be checked now (not that it was
+    revoked); the staff member, whose card's CA's list is fine, stays signed in."""
+    await client.get(f"/lang/{lang}", allow_redirects=False)
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    uncheckable(ca.JPKI, reason, tmp_path, monkeypatch)
+    desk = await client.get("/counter", allow_redirects=False)
+    shown = html.unescape(await desk.text())
+    assert desk.status == 200 and town.resident.name not in shown
+    assert words(lang)["present_crl"] in shown and words(lang)["present_revoked"] not in shown
+    assert 'data-request="req-0007"' not in shown
+    assert (await client.get("/counter", allow_redirects=False)).status == 200, "staff stay"
+    assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
 
 
 async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_chose(
