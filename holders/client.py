@@ -28,7 +28,7 @@ from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving
-from renkei.tasks import set_or_failed
+from renkei.tasks import retrieved, set_or_failed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -368,8 +368,7 @@ class HolderClient:
 
     def _sent_off(self, sending: asyncio.Task[None]) -> None:
         self._sending.discard(sending)
-        if not sending.cancelled():
-            sending.exception()  # retrieved: a request left unsent is kept, and logged so
+        retrieved(sending)  # a request left unsent is kept, and logged so
 
     async def _delivered(self, request_id: str, outgoing: Send) -> None:
         """Send until the broker has it (or the client stops: it stays kept), then keep it no

@@ -24,6 +24,12 @@ async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
         task.result()
 
 
+def retrieved(future: asyncio.Future[Any]) -> None:
+    """Take `future`'s failure, if any, as told: asyncio then logs none as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 async def cancelled(task: asyncio.Task[Any] | None) -> None:
     """Cancel `task` (if any) and wait until it has ended."""
     if task is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -21,6 +22,20 @@ async def test_it_waits_for_every_future_and_raises_the_first_failure() -> None:
     with pytest.raises(RuntimeError, match="not written"):
         await waiting
     assert not after.done()
+
+
+async def test_the_failures_after_the_one_raised_are_not_logged_as_never_retrieved(
+        caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.get_running_loop()
+    failed, later = loop.create_future(), loop.create_future()
+    failed.set_exception(RuntimeError("not written"))
+    with pytest.raises(RuntimeError, match="not written"):
+        await settled([failed, later])
+    later.set_exception(RuntimeError("nor this, for the same cause"))
+    await asyncio.sleep(0)  # its done callbacks run
+    del failed, later  # (the failure raised holds the frame of settled, and so both)
+    gc.collect()
+    assert "never retrieved" not in caplog.text
 
 
 async def test_all_settled_returns_at_once() -> None:
