@@ -9,6 +9,10 @@ for either). The CA key stays in the git-ignored state folder and is never print
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +59,19 @@ def crl_path(name: str) -> Path:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@contextmanager
+def _publishing(name: str) -> Iterator[None]:
+    """The CA's folder locked (flock, which a read-only mount allows) while its revoked serials
+    are changed or a CRL of them is signed and published: a list published on a schedule
+    (`renkei card crl --every`) never replaces a newer one that a revocation meanwhile made."""
+    fd = os.open(folder(name), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -158,10 +175,11 @@ class Authority:
 
     def revoke(self, serial: int) -> x509.CertificateRevocationList:
         """Put a certificate on the list (again is fine) and publish a new CRL."""
-        revoked = self._revoked()
-        revoked.setdefault(format(serial, "x"), _now().isoformat())
-        write_json(folder(self.name) / "revoked.json", revoked, private=True)
-        return self.publish_crl()
+        with _publishing(self.name):
+            revoked = self._revoked()
+            revoked.setdefault(format(serial, "x"), _now().isoformat())
+            write_json(folder(self.name) / "revoked.json", revoked, private=True)
+            return self._published_crl()
 
     def revoked(self, serial: str) -> bool:
         """Whether this CA has revoked the certificate of that serial (hex)."""
@@ -174,6 +192,10 @@ class Authority:
     def publish_crl(self) -> x509.CertificateRevocationList:
         """Sign a fresh CRL of every revoked serial, valid for a day, where verifiers read it
         (whole: a verifier never reads half a list)."""
+        with _publishing(self.name):
+            return self._published_crl()
+
+    def _published_crl(self) -> x509.CertificateRevocationList:
         now = _now()
         builder = (x509.CertificateRevocationListBuilder()
                    .issuer_name(self.certificate.subject)

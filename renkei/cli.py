@@ -23,8 +23,10 @@ COMMANDS = {
     "patterns": "processors.cli:patterns_cli", "platform": "processors.cli:platform_cli",
     "portal": "portal.cli:portal_cli", "registry": "registry.cli:registry_cli",
 }
-# `serve` of the registry and the authority, added to their groups here (each imports its group)
-SERVE = {"registry": "registry.serve:serve", "authority": "authority.serve:serve"}
+# A group's long-running command (`serve` of the registry and the authority, which import their
+# groups; the CAs' `card crl`, which imports the service loop), added to its group here
+SERVE = {"registry": "registry.serve:serve", "authority": "authority.serve:serve",
+         "card": "cards.crl:crl"}
 
 
 def _imported(path: str) -> Any:

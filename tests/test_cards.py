@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cards import ca, issue, jlis
@@ -19,7 +25,7 @@ from cards.card import PIN_TRIES, BadPin, Card, CardLocked
 from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, challenge, message
 from renkei.state import state_folder
-from tests.kafka_helpers import renkei
+from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
 
 ORIGIN = "http://127.0.0.1:8080"
 
@@ -125,6 +131,109 @@ def test_a_stale_crl_fails_closed(cards_dir: Path) -> None:
     tomorrow = datetime.now(UTC) + timedelta(days=ca.CRL_DAYS, hours=1)
     with pytest.raises(Refused, match="stale-crl"):
         _login(card, "1111", verifier=Verifier(clock=lambda: tomorrow))
+
+
+def _crl(name: str) -> x509.CertificateRevocationList:
+    """The CA's list where verifiers read it, its signature checked with the CA's certificate."""
+    crl = x509.load_pem_x509_crl(ca.crl_path(name).read_bytes())
+    key = x509.load_pem_x509_certificate(ca.certificate_path(name).read_bytes()).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and crl.is_signature_valid(key)
+    return crl
+
+
+def _next_update(crl: x509.CertificateRevocationList) -> datetime:
+    assert crl.next_update_utc is not None
+    return crl.next_update_utc
+
+
+def test_a_crl_published_anew_keeps_cards_logging_in_past_the_old_ones_next_update(
+        cards_dir: Path) -> None:
+    """`card crl` (for cron) signs the CA's same list good for a day from now: a verifier whose
+    clock is past the old list's next update refuses every card of the CA (stale-crl) until
+    then, and after it takes the card again, the revoked one still refused."""
+    kept = issue.officer_card("officer-10", "oversight", "oversight", "1111", cards_dir)
+    gone = issue.officer_card("officer-11", "oversight", "oversight", "1111", cards_dir)
+    issue.revoke(gone.face.serial)
+    old, other = _crl(ca.OFFICERS), ca.crl_path(ca.JPKI).read_bytes()
+    verifier = Verifier(clock=lambda: _next_update(old) + timedelta(milliseconds=500))
+    with pytest.raises(Refused, match="stale-crl"):
+        _login(kept, "1111", verifier=verifier)
+    time.sleep(1.1)  # a list's times are in whole seconds
+    said = renkei("card", "crl", "--ca", ca.OFFICERS).stdout
+    assert said.startswith(f"{ca.OFFICERS} CA: CRL published to {ca.crl_path(ca.OFFICERS)}")
+    new = _crl(ca.OFFICERS)
+    assert _next_update(new) > _next_update(old)
+    assert _next_update(new) - new.last_update_utc == _next_update(old) - old.last_update_utc
+    assert {r.serial_number for r in new} == {r.serial_number for r in old} and len(new) >= 1
+    assert _login(kept, "1111", verifier=verifier) == kept.face.serial
+    with pytest.raises(Refused, match="revoked"):
+        _login(gone, "1111", verifier=verifier)
+    assert ca.crl_path(ca.JPKI).read_bytes() == other, "--ca: that CA's alone"
+
+
+def test_crl_every_publishes_until_sigterm(cards_dir: Path, tmp_path: Path) -> None:
+    """`card crl --every` (compose.yaml's publisher) publishes each CA's list now and on every
+    interval after, and stops cleanly at SIGTERM."""
+    log = tmp_path / "crl.log"
+    started = time.monotonic()
+    proc = spawn("card", "crl", "--every", "0.2", log=log)
+    try:
+        while log.read_text(encoding="utf-8").count(f"{ca.JPKI} CA: CRL published") < 3:
+            assert proc.poll() is None, log.read_text(encoding="utf-8")
+            assert time.monotonic() - started < 30, log.read_text(encoding="utf-8")
+            time.sleep(0.05)
+        inode = ca.crl_path(ca.OFFICERS).stat().st_ino
+        while ca.crl_path(ca.OFFICERS).stat().st_ino == inode:  # replaced whole, again
+            assert time.monotonic() - started < 30
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, log.read_text(encoding="utf-8")
+    finally:
+        stop(proc)
+    said = log.read_text(encoding="utf-8")
+    assert said.count(f"{ca.OFFICERS} CA: CRL published") >= 3 and "Traceback" not in said
+    assert time.monotonic() - started < 30
+    for name in ca.AUTHORITIES:
+        assert _next_update(_crl(name)) > datetime.now(UTC) + timedelta(hours=23)
+
+
+@pytest.mark.parametrize("every", ["0", "0s", "24h", "1d", "86400", "90000", "9" * 20,
+                                   "9" * 20 + "d", "soon", "-1s", ""])
+def test_crl_every_out_of_range_or_unreadable_is_refused(cards_dir: Path, every: str) -> None:
+    """Not more often than a list is good for (it would go stale between two), or not a
+    duration: said in one line, exit 2, nothing published."""
+    before = ca.crl_path(ca.JPKI).read_bytes()
+    run = renkei("card", "crl", f"--every={every}", check=False)
+    assert run.returncode == 2, run.stderr
+    said_in_one_line(run.stderr, f"Invalid value for '--every': {every!r}"
+                     if every[:1].isdigit() else "Invalid value for '--every'")
+    assert ca.crl_path(ca.JPKI).read_bytes() == before
+
+
+def test_crl_where_no_ca_is_says_so(tmp_path: Path) -> None:
+    run = renkei("card", "crl", "--every", "6h", env={"RENKEI_STATE": str(tmp_path)},
+                 check=False)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, "no jpki CA: run `renkei card init`")
+    assert not list(tmp_path.rglob("*.pem"))
+
+
+def test_a_crl_is_not_published_while_a_revocation_holds_the_ca(cards_dir: Path) -> None:
+    """A publication reads the revoked serials and replaces the list under the CA folder's lock,
+    which a revocation holds from reading them to publishing its list: a scheduled one never
+    puts a list without a card just revoked over the list with it."""
+    before = ca.crl_path(ca.OFFICERS).read_bytes()
+    fd = os.open(ca.folder(ca.OFFICERS), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("renkei")), "card", "crl",
+                                 "--ca", ca.OFFICERS], stdout=subprocess.DEVNULL)
+        time.sleep(2)
+        assert proc.poll() is None and ca.crl_path(ca.OFFICERS).read_bytes() == before
+    finally:
+        os.close(fd)
+    assert proc.wait(30) == 0
+    assert ca.crl_path(ca.OFFICERS).read_bytes() != before
 
 
 def test_card_list_marks_a_revoked_card(cards_dir: Path) -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from broker import cluster, config, jars, process, topics
 from broker.credentials import Credentials
+from cards import crl
 from renkei.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,6 +295,14 @@ def test_the_registry_takes_card_logins_signed_for_the_portals_origin_alone() ->
     other is refused there, so the two must name the same one."""
     origins = _option("portal", "--origin")
     assert origins and _option("registry", "--portal-origin") == origins
+
+
+def test_the_cas_lists_are_published_well_before_they_go_stale() -> None:
+    """The portal and the registry side refuse every card of a CA whose list is stale: a service
+    publishes them anew, at least as often as a quarter of the time a list is good for."""
+    every = _option("crl", "--every")
+    assert every and all(crl.interval(e) <= crl.EVERY for e in every), every
+    assert [argv[:3] for argv in command_lines(services()["crl"])] == [["renkei", "card", "crl"]]
 
 
 def test_every_renkei_command_exists() -> None:

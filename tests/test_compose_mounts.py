@@ -49,7 +49,7 @@ from tests.test_compose import services
 from tests.test_portal_services import PIN, card_login
 
 MOUNT = re.compile(r"^\$\{RENKEI_STATE_DIR\}/(?P<part>[^:]+):/state/(?P=part)(?P<ro>:ro)?$")
-RENKEI = ("platform", "registry", "authority", "audit", "portal")
+RENKEI = ("platform", "registry", "authority", "audit", "portal", "crl")
 USER = 12345  # a user not root: the services' in compose.yaml, or another
 
 
@@ -98,6 +98,8 @@ def needs() -> dict[str, dict[str, bool]]:
                    _sealing(acls.OVERSIGHT): True, _secret(acls.PORTAL): True,
                    _secret(acls.OVERSIGHT): True, _part(ca.trusted(ca.JPKI).parent): True,
                    _part(inbox_path().parent): False},
+        # the CAs' lists published anew: their keys and revoked serials read, the lists written
+        "crl": {_part(ca.folder(ca.JPKI).parent): True, _part(ca.trusted(ca.JPKI).parent): False},
     }
 
 
@@ -302,6 +304,21 @@ async def _history_of(url: str, card: Card) -> str:
         async with http.get(f"{url}/history") as history:
             assert history.status == 200
             return await history.text()
+
+
+def test_the_crl_publisher_runs_on_its_mounts_alone(state_dir: Path, tmp_path: Path) -> None:
+    """`card crl` publishes each CA's list anew by the CAs' folder mounted read-only (its lock
+    taken there too) into cards/trust, making nothing else."""
+    issue.init()
+    folder, cards = _narrowed("crl", tmp_path / "crl"), state_dir / "cards"
+    before = {name: ca.crl_path(name).read_bytes() for name in ca.AUTHORITIES}
+    files = _files(cards)
+    with state_folder(folder):
+        proc = spawn("card", "crl", log=tmp_path / "crl.log", read_only=_read_only("crl"))
+        assert proc.wait(60) == 0, (tmp_path / "crl.log").read_text(encoding="utf-8")
+    for name in ca.AUTHORITIES:
+        assert ca.crl_path(name).read_bytes() != before[name], name
+    assert _files(cards) == files, "it made nothing else"
 
 
 COMMANDS = {"platform": ("platform", "run"), "registry": ("registry", "serve"),
