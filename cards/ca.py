@@ -62,10 +62,11 @@ def _now() -> datetime:
 
 
 @contextmanager
-def _publishing(name: str) -> Iterator[None]:
-    """The CA's folder locked (flock, which a read-only mount allows) while its revoked serials
-    are changed or a CRL of them is signed and published: a list published on a schedule
-    (`renkei card crl --every`) never replaces a newer one that a revocation meanwhile made."""
+def _records_locked(name: str) -> Iterator[None]:
+    """The CA's folder locked (flock, which a read-only mount allows) while its records (the
+    serials it issued, those it revoked) are read and rewritten, or a CRL of them is signed and
+    published: of two processes at once (two `card issue`, a revocation and `card crl --every`'s
+    scheduled list), neither loses what the other wrote."""
     fd = os.open(folder(name), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -160,9 +161,10 @@ class Authority:
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key),
                                critical=False)
                 .sign(self._key, hashes.SHA256()))
-        issued = self._issued()
-        issued[format(serial, "x")] = subject.common_name
-        write_json(folder(self.name) / "issued.json", issued, private=True)
+        with _records_locked(self.name):
+            issued = self._issued()
+            issued[format(serial, "x")] = subject.common_name
+            write_json(folder(self.name) / "issued.json", issued, private=True)
         return cert
 
     def _issued(self) -> dict[str, str]:
@@ -175,7 +177,7 @@ class Authority:
 
     def revoke(self, serial: int) -> x509.CertificateRevocationList:
         """Put a certificate on the list (again is fine) and publish a new CRL."""
-        with _publishing(self.name):
+        with _records_locked(self.name):
             revoked = self._revoked()
             revoked.setdefault(format(serial, "x"), _now().isoformat())
             write_json(folder(self.name) / "revoked.json", revoked, private=True)
@@ -192,7 +194,7 @@ class Authority:
     def publish_crl(self) -> x509.CertificateRevocationList:
         """Sign a fresh CRL of every revoked serial, valid for a day, where verifiers read it
         (whole: a verifier never reads half a list)."""
-        with _publishing(self.name):
+        with _records_locked(self.name):
             return self._published_crl()
 
     def _published_crl(self) -> x509.CertificateRevocationList:

@@ -236,6 +236,56 @@ def test_a_crl_is_not_published_while_a_revocation_holds_the_ca(cards_dir: Path)
     assert ca.crl_path(ca.OFFICERS).read_bytes() != before
 
 
+def _at_once(code: str, lines: list[str], processes: int = 4) -> list[list[str]]:
+    """What each of `processes` Python processes said to each of `lines`: `code` reads the lines
+    from stdin and answers each in a line; every process is given each line at once (its imports
+    done, it waits for it), and all have answered before the next."""
+    started = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    try:
+        said: list[list[str]] = []
+        for line in lines:
+            for proc in started:
+                assert proc.stdin is not None
+                proc.stdin.write(f"{line}\n")
+                proc.stdin.flush()
+            said.append([proc.stdout.readline().strip() for proc in started if proc.stdout])
+        for proc in started:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            assert proc.wait(30) == 0
+        return said
+    finally:
+        for proc in started:
+            proc.kill()
+
+
+ISSUING = """import sys
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cards import ca
+authority = ca.Authority.load(ca.OFFICERS)
+key = ec.generate_private_key(ec.SECP256R1()).public_key()
+for line in sys.stdin:
+    serials = [x509.random_serial_number() for _ in range(int(line))]
+    for serial in serials:
+        authority.issue(key, ca.Subject(f"officer-{serial:x}", "oversight", "oversight"), serial)
+    print(" ".join(format(serial, "x") for serial in serials), flush=True)
+"""
+
+
+def test_cards_issued_at_once_are_each_recorded_as_issued(cards_dir: Path) -> None:
+    """Two `card issue` (or `card officer`) at once each read the CA's record of issued serials
+    and write it back with theirs, under the CA folder's lock: neither drops the other's serial,
+    which `card revoke` would then refuse as not issued here."""
+    said = _at_once(ISSUING, ["50", "50"])
+    serials = [serial for answers in said for answer in answers for serial in answer.split()]
+    assert len(serials) == 2 * 4 * 50
+    authority = ca.Authority.load(ca.OFFICERS)
+    assert [serial for serial in serials if not authority.issued(serial)] == []
+    assert issue.revoke(serials[-1]) == ca.OFFICERS
+
+
 def test_card_list_marks_a_revoked_card(cards_dir: Path) -> None:
     kept = issue.officer_card("officer-7", "oversight", "oversight", "1111", cards_dir)
     gone = issue.officer_card("officer-8", "oversight", "oversight", "1111", cards_dir)
