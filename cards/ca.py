@@ -63,10 +63,10 @@ def _now() -> datetime:
 
 @contextmanager
 def _records_locked(name: str) -> Iterator[None]:
-    """The CA's folder locked (flock, which a read-only mount allows) while its records (the
-    serials it issued, those it revoked) are read and rewritten, or a CRL of them is signed and
-    published: of two processes at once (two `card issue`, a revocation and `card crl --every`'s
-    scheduled list), neither loses what the other wrote."""
+    """The CA's folder locked (flock, which a read-only mount allows) while the CA is made, its
+    records (the serials it issued, those it revoked) are read and rewritten, or a CRL of them is
+    signed and published: of two processes at once (two `card init`, two `card issue`, a
+    revocation and `card crl --every`'s scheduled list), neither loses what the other wrote."""
     fd = os.open(folder(name), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -105,8 +105,14 @@ class Authority:
     @classmethod
     def create(cls, name: str) -> Authority:
         """Make the CA (key and self-signed certificate) if missing; load it otherwise."""
-        if (folder(name) / "key.pem").exists():
-            return cls.load(name)
+        with _records_locked(name):
+            if (folder(name) / "key.pem").exists():
+                return cls.load(name)
+            return cls._made(name)
+
+    @classmethod
+    def _made(cls, name: str) -> Authority:
+        """The CA made anew (key, certificate, a CRL of none), its folder's lock held."""
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
                              x509.NameAttribute(NameOID.COMMON_NAME, AUTHORITIES[name])])
@@ -126,7 +132,7 @@ class Authority:
             serialization.NoEncryption()).decode())
         certificate_path(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         authority = cls(name, key, cert)
-        authority.publish_crl()
+        authority._published_crl()
         return authority
 
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -284,6 +285,29 @@ def test_cards_issued_at_once_are_each_recorded_as_issued(cards_dir: Path) -> No
     authority = ca.Authority.load(ca.OFFICERS)
     assert [serial for serial in serials if not authority.issued(serial)] == []
     assert issue.revoke(serials[-1]) == ca.OFFICERS
+
+
+MAKING = """import os, sys
+from cryptography.hazmat.primitives import hashes
+from cards import ca
+for line in sys.stdin:
+    os.environ["RENKEI_STATE"] = line.strip()
+    print(ca.Authority.create(ca.OFFICERS).certificate.fingerprint(hashes.SHA256()).hex(),
+          flush=True)
+"""
+
+
+def test_a_ca_made_by_two_processes_at_once_is_one_ca(tmp_path: Path) -> None:
+    """Two `card init` at once in a state folder without the CA: one makes it, under the CA
+    folder's lock, and the other loads it; neither puts its own key or certificate over the
+    other's (a key that is not the certificate's signs lists and cards no verifier accepts)."""
+    states = [tmp_path / f"state-{n}" for n in range(20)]
+    for state, made in zip(states, _at_once(MAKING, [str(s) for s in states]), strict=True):
+        with state_folder(state):
+            authority = ca.Authority.load(ca.OFFICERS)
+            assert set(made) == {authority.certificate.fingerprint(hashes.SHA256()).hex()}
+            authority.publish_crl()  # signed with the key kept, checked with the certificate
+            assert _crl(ca.OFFICERS).issuer == authority.certificate.subject
 
 
 def test_card_list_marks_a_revoked_card(cards_dir: Path) -> None:
