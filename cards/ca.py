@@ -127,10 +127,12 @@ class Authority:
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                                critical=False)
                 .sign(key, hashes.SHA256()))
+        # the certificate first: a key there is a CA that `load` (not locked: `card issue`
+        # while `card init` makes it) finds whole
+        write_public(certificate_path(name), cert.public_bytes(serialization.Encoding.PEM).decode())
         write_private(folder(name) / "key.pem", key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()).decode())
-        certificate_path(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         authority = cls(name, key, cert)
         authority._published_crl()
         return authority

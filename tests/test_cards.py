@@ -25,6 +25,7 @@ from cards import ca, issue, jlis
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked
 from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, challenge, message
+from renkei import state as state_files
 from renkei.state import state_folder
 from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
 
@@ -387,3 +388,24 @@ def test_two_processes_moving_the_card_table_at_once_keep_its_cards(
         moved = CardHolders()
         assert moved.issued_to("c0ffee") == "RESIDENT-1"
         moved.close()
+
+
+def test_a_ca_key_is_written_only_once_its_certificate_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`load` takes no lock: a `card issue` finding the key while `card init` makes the CA
+    must find the certificate too (it failed, FileNotFoundError)."""
+    seen: list[bool] = []
+    written = state_files.write_private
+
+    def write_private(path: Path, text: str) -> None:
+        if path.name == "key.pem":
+            seen.append(ca.certificate_path(path.parent.name).exists())
+        written(path, text)
+
+    monkeypatch.setattr(ca, "write_private", write_private)
+    name = ca.OFFICERS
+    with state_folder(tmp_path / "state"):
+        ca.Authority.create(name)
+        assert seen == [True]
+        assert ca.Authority.load(name).certificate == x509.load_pem_x509_certificate(
+            ca.certificate_path(name).read_bytes())
