@@ -33,8 +33,8 @@ from schemas.messages import Rejection
 @asynccontextmanager
 async def producer(access: KafkaAccess) -> AsyncIterator[AIOKafkaProducer]:
     prod = AIOKafkaProducer(**access.aiokafka(), acks="all")
-    await prod.start()
-    try:
+    try:  # closed also when its start is refused (else aiokafka logs it as unclosed)
+        await prod.start()
         yield prod
     finally:
         await prod.stop()
@@ -45,8 +45,8 @@ async def consumer(access: KafkaAccess, *names: str, group: str | None = None,
                    offset: str = "latest") -> AsyncIterator[AIOKafkaConsumer]:
     cons = AIOKafkaConsumer(*names, **access.aiokafka(), group_id=group,
                             auto_offset_reset=offset, enable_auto_commit=False)
-    await cons.start()
-    try:
+    try:  # closed also when its start is refused (else aiokafka logs it as unclosed)
+        await cons.start()
         yield cons
     finally:
         await cons.stop()
