@@ -122,6 +122,7 @@ async def test_a_partition_taken_over_is_rebuilt_beside_the_consumer_not_in_its_
         assert await instance.consumer.position(tp) == committed
     finally:
         await instance.consumer.stop()
+        await instance.producer.stop()  # made with the instance, though never started here
 
 
 async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_rebuilt(
@@ -151,3 +152,4 @@ async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_
         assert set(instance.at_once) == {0, 1}
     finally:
         await instance.consumer.stop()
+        await instance.producer.stop()  # made with the instance, though never started here
