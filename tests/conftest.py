@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import re
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,6 +28,46 @@ from tests.kafka_helpers import free_port_pair, renkei
 RESIDENTS, SEED = 300, 11
 ANSWER_TIMEOUT = 10.0
 SILENT = "minami-clinic"  # a provider whose communication server never answers: timeouts
+UNREAD = re.compile(r"exception was never retrieved|Task was destroyed but it is pending")
+PROJECT = re.compile(rf"{re.escape(str(Path(__file__).resolve().parents[1]))}/(?!\.venv/)")
+
+
+class Unread(logging.Handler):
+    """What asyncio logs of a failure nobody read, or of a task destroyed while pending, where
+    the task or the failure's traceback is the project's code; with the test it came during."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.test = "(before the first test)"
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        told = record.getMessage()
+        if not UNREAD.search(told):
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            told += "\n" + "".join(traceback.format_exception(record.exc_info[1]))
+        if PROJECT.search(told):
+            self.seen.append(f"during {self.test}: {told}")
+
+
+UNREAD_LOG = Unread()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    UNREAD_LOG.test = item.nodeid
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_failure_left_unread() -> Iterator[None]:
+    """The run fails if asyncio logged a failure of the project's left unread (see
+    renkei.tasks.retrieved) or a task of its destroyed while pending (renkei.tasks.cancelled)."""
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addHandler(UNREAD_LOG)
+    yield
+    gc.collect()  # the futures and tasks still to be collected are logged now
+    asyncio_log.removeHandler(UNREAD_LOG)
+    assert not UNREAD_LOG.seen, "\n\n".join(UNREAD_LOG.seen)
 
 
 @pytest.fixture(scope="session")
