@@ -9,8 +9,6 @@ for either). The CA key stays in the git-ignored state folder and is never print
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +20,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from renkei.state import private_dir, read_json, write_json, write_private, write_public
+from renkei.state import (
+    folder_locked,
+    private_dir,
+    read_json,
+    write_json,
+    write_private,
+    write_public,
+)
 
 JPKI, OFFICERS = "jpki", "officers"
 AUTHORITIES = {JPKI: "Renkei Test JPKI User Authentication CA",
@@ -67,12 +72,8 @@ def _records_locked(name: str) -> Iterator[None]:
     records (the serials it issued, those it revoked) are read and rewritten, or a CRL of them is
     signed and published: of two processes at once (two `card init`, two `card issue`, a
     revocation and `card crl --every`'s scheduled list), neither loses what the other wrote."""
-    fd = os.open(folder(name), os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with folder_locked(folder(name)):
         yield
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from renkei.state import private_dir, read_json, write_json
+from renkei.state import folder_locked, private_dir, read_json, write_json
 
 FORMAT = "renkei-ic-card-v1"
 PIN_TRIES = 3
@@ -108,7 +108,20 @@ class Card:
         return self.tries_left <= 0
 
     def sign(self, message: bytes, pin: str) -> bytes:
-        """ECDSA P-256/SHA-256 over `message`, after the right PIN."""
+        """ECDSA P-256/SHA-256 over `message`, after the right PIN. One try at a time on a card,
+        as on its chip: under the card folder's lock (without, two processes on one card file,
+        two readers or a reader and a script, each counted down from the count both had read:
+        more than PIN_TRIES wrong PINs in all before it locked)."""
+        with folder_locked(self.path.parent):
+            der = self._unsealed(pin)
+        key = serialization.load_der_private_key(der, None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    def _unsealed(self, pin: str) -> bytes:
+        """The card's key (DER) after the right PIN, the try counted down first from the count in
+        the card file now (another process may have counted since this one read it)."""
+        self._data = read_json(self.path)
         if self.locked:
             raise CardLocked("the card is locked after three wrong PINs")
         self._set_tries(self.tries_left - 1)
@@ -122,9 +135,7 @@ class Card:
                 raise CardLocked("the card is locked after three wrong PINs") from None
             raise BadPin(self.tries_left) from None
         self._set_tries(PIN_TRIES)
-        key = serialization.load_der_private_key(der, None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+        return der
 
     def _set_tries(self, tries: int) -> None:
         self._data["pin_tries_left"] = tries

@@ -64,6 +64,19 @@ def held(path: Path, what: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def folder_locked(path: Path) -> Iterator[None]:
+    """The folder `path` locked (flock, which a read-only mount allows) while this process reads
+    and rewrites files in it that others rewrite too: files replaced whole (a new inode each
+    time) cannot be locked themselves, their folder can."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def private_dir(*parts: str) -> Path:
     """A folder under the state folder that only this user may read. One already so is left
     as it is (a container may mount it read-only), and so is one root made (a container's

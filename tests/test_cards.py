@@ -288,6 +288,35 @@ def test_cards_issued_at_once_are_each_recorded_as_issued(cards_dir: Path) -> No
     assert issue.revoke(serials[-1]) == ca.OFFICERS
 
 
+TRYING = """import sys
+from pathlib import Path
+from cards.card import BadPin, Card, CardLocked
+for line in sys.stdin:
+    try:
+        Card(Path(line.strip())).sign(b"x", "0000")
+    except BadPin as wrong:
+        print(f"bad-pin:{wrong.tries_left}", flush=True)
+    except CardLocked:
+        print("locked", flush=True)
+"""
+
+
+def test_wrong_pins_tried_at_once_on_one_card_count_each(cards_dir: Path) -> None:
+    """Processes trying PINs on one card file at once (two `card reader`s, a reader and a
+    script) take turns, as on the card's chip: each wrong PIN counts down from the count the
+    one before left, and the card locks after PIN_TRIES in all (they counted from the same
+    count, each told it had PIN_TRIES - 1 left: more wrong PINs than PIN_TRIES before the lock).
+    """
+    made = [issue.officer_card(f"officer-{n}", "oversight", "oversight", "2468", cards_dir)
+            for n in range(5)]
+    processes = PIN_TRIES + 2
+    said = _at_once(TRYING, [str(card.path) for card in made], processes)
+    for card, answers in zip(made, said, strict=True):
+        assert sorted(answers) == [f"bad-pin:{left}" for left in range(1, PIN_TRIES)] + [
+            "locked"] * (processes - PIN_TRIES + 1), answers
+        assert Card(card.path).locked
+
+
 MAKING = """import os, sys
 from cryptography.hazmat.primitives import hashes
 from cards import ca
