@@ -34,17 +34,19 @@ def init() -> list[str]:
 
 
 def _new(authority: ca.Authority, subject: ca.Subject | None, pin: str, kind: str,
-         label: str, where: Path | None) -> Card:
+         label: str, where: Path | None, serial: int | None = None) -> Card:
     check_pin(pin)
     key = ec.generate_private_key(ec.SECP256R1())
-    serial = x509.random_serial_number()
+    serial = x509.random_serial_number() if serial is None else serial
     named = subject or ca.Subject(format(serial, "x"), "JPKI")
     return Card.write(key, authority.issue(key.public_key(), named, serial), pin, kind, label,
                       where)
 
 
 def resident_card(resident_code: str, pin: str, where: Path | None = None) -> Card:
-    """A resident's card; J-LIS records whose it is."""
+    """A resident's card; J-LIS records whose it is before the CA issues it: a crash between
+    leaves a row for a serial no certificate has (nothing logs in with it; issuing again makes
+    another), where the other order left a card issued whose logins were refused, unknown-card."""
     registry = RegistryStore.open(registry_path())
     try:
         resident = registry.by_code(resident_code)
@@ -52,13 +54,14 @@ def resident_card(resident_code: str, pin: str, where: Path | None = None) -> Ca
         registry.close()
     if resident is None:
         raise LookupError("no resident has that code")
-    card = _new(ca.Authority.load(ca.JPKI), None, pin, RESIDENT, RESIDENT_LABEL, where)
+    authority, serial = ca.Authority.load(ca.JPKI), x509.random_serial_number()
+    check_pin(pin)  # before the row, as the CA: one refused leaves none
     holders = CardHolders()
     try:
-        holders.record(card.face.serial, resident_code)
+        holders.record(format(serial, "x"), resident_code)
     finally:
         holders.close()
-    return card
+    return _new(authority, None, pin, RESIDENT, RESIDENT_LABEL, where, serial)
 
 
 def officer_card(staff_id: str, holder: str, role: str, pin: str,

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from cards import ca, issue, jlis
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked
 from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, challenge, message
+from registry import store as registry_store
 from renkei import state as state_files
 from renkei.state import state_folder
 from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
@@ -438,3 +439,56 @@ def test_a_ca_key_is_written_only_once_its_certificate_is_there(
         assert seen == [True]
         assert ca.Authority.load(name).certificate == x509.load_pem_x509_certificate(
             ca.certificate_path(name).read_bytes())
+
+
+class Crash(Exception):
+    """The process ended here."""
+
+
+def _crash_at_the_second(monkeypatch: pytest.MonkeyPatch,
+                         *steps: tuple[type, str]) -> dict[str, tuple[Any, ...]]:
+    """Whichever of these methods is called second raises Crash instead, as if the process
+    ended there; what each was called with, by name."""
+    called: dict[str, tuple[Any, ...]] = {}
+
+    def crashing(name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            called[name] = args
+            if len(called) == 2:
+                raise Crash
+            return step(*args)
+        return run
+
+    for owner, name in steps:
+        monkeypatch.setattr(owner, name, crashing(name, getattr(owner, name)))
+    return called
+
+
+def test_a_residents_card_issued_halfway_is_harmless_and_issued_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`card issue` ending between J-LIS's row of whose card it is and the CA's record of the
+    card issued leaves no card to log in with, only a row for a serial the CA never issued, and
+    issuing again gives a card that logs in as the resident (the CA's record first left a card
+    issued with no row: its logins refused as unknown-card, and nothing said why)."""
+    where = tmp_path / "reader"
+    with state_folder(tmp_path / "state"):
+        registry_store.build(registry_store.default_path(), 20, 1)
+        registry = registry_store.RegistryStore.open(registry_store.default_path())
+        code = next(registry.resident_codes())
+        issue.init()
+        called = _crash_at_the_second(monkeypatch, (ca.Authority, "issue"),
+                                      (CardHolders, "record"))
+        with pytest.raises(Crash):
+            issue.resident_card(code, "1357", where)
+        monkeypatch.undo()
+        assert not list(where.glob("*.card.json")), "a card issued that J-LIS knows nobody for"
+        _, serial, _ = called["record"]
+        with pytest.raises(LookupError, match="no card with that serial was issued here"):
+            issue.revoke(serial)
+        card = issue.resident_card(code, "1357", where)
+        holders = CardHolders()
+        try:
+            assert holders.resident_codes(_login(card, "1357", ca.JPKI), registry) == [code]
+        finally:
+            holders.close()
+            registry.close()
