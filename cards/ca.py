@@ -9,8 +9,7 @@ for either). The CA key stays in the git-ignored state folder and is never print
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,14 +65,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@contextmanager
-def _records_locked(name: str) -> Iterator[None]:
+def _records_locked(name: str) -> AbstractContextManager[None]:
     """The CA's folder locked (flock, which a read-only mount allows) while the CA is made, its
     records (the serials it issued, those it revoked) are read and rewritten, or a CRL of them is
     signed and published: of two processes at once (two `card init`, two `card issue`, a
     revocation and `card crl --every`'s scheduled list), neither loses what the other wrote."""
-    with folder_locked(folder(name)):
-        yield
+    return folder_locked(folder(name))
 
 
 @dataclass(frozen=True)
