@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from renkei.state import folder_locked, private_dir, read_json, write_json
+from renkei.state import file_locked, private_dir, read_json, write_json
 
 FORMAT = "renkei-ic-card-v1"
 PIN_TRIES = 3
@@ -109,14 +110,20 @@ class Card:
 
     def sign(self, message: bytes, pin: str) -> bytes:
         """ECDSA P-256/SHA-256 over `message`, after the right PIN. One try at a time on a card,
-        as on its chip: under the card folder's lock (without, two processes on one card file,
+        as on its chip: under the card's own lock (without, two processes on one card file,
         two readers or a reader and a script, each counted down from the count both had read:
-        more than PIN_TRIES wrong PINs in all before it locked)."""
-        with folder_locked(self.path.parent):
+        more than PIN_TRIES wrong PINs in all before it locked; the card folder's lock made
+        tries on the folder's other cards wait too)."""
+        with self.in_use():
             der = self._unsealed(pin)
         key = serialization.load_der_private_key(der, None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+    def in_use(self) -> AbstractContextManager[None]:
+        """This card in this process's hands alone: a lock file beside the card file (which is
+        replaced whole at each try, so cannot be locked itself), <serial>.card.lock."""
+        return file_locked(self.path.with_suffix(".lock"))
 
     def _unsealed(self, pin: str) -> bytes:
         """The card's key (DER) after the right PIN, the try counted down first from the count in

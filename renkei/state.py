@@ -6,7 +6,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -65,16 +65,28 @@ def held(path: Path, what: str) -> Iterator[None]:
 
 
 @contextmanager
-def folder_locked(path: Path) -> Iterator[None]:
-    """The folder `path` locked (flock, which a read-only mount allows) while this process reads
-    and rewrites files in it that others rewrite too: files replaced whole (a new inode each
-    time) cannot be locked themselves, their folder can."""
-    fd = os.open(path, os.O_RDONLY)
+def _flocked(path: Path, flags: int) -> Iterator[None]:
+    """`path`, opened with `flags` (made this user's alone if they create it), locked (flock)."""
+    fd = os.open(path, flags, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def folder_locked(path: Path) -> AbstractContextManager[None]:
+    """The folder `path` locked (flock, which a read-only mount allows) while this process reads
+    and rewrites files in it that others rewrite too: files replaced whole (a new inode each
+    time) cannot be locked themselves, their folder can."""
+    return _flocked(path, os.O_RDONLY)
+
+
+def file_locked(path: Path) -> AbstractContextManager[None]:
+    """The lock file `path` (made if missing, never replaced) locked while this process reads and
+    rewrites the one file replaced whole it stands for, where its folder's lock would make those
+    on the folder's other files wait too."""
+    return _flocked(path, os.O_RDONLY | os.O_CREAT)
 
 
 def private_dir(*parts: str) -> Path:

@@ -318,6 +318,50 @@ def test_wrong_pins_tried_at_once_on_one_card_count_each(cards_dir: Path) -> Non
         assert Card(card.path).locked
 
 
+SIGNING = """import sys
+from pathlib import Path
+from cards import card
+if sys.argv[2:] == ["paused"]:  # a chip that holds the card mid-try until told to go on
+    derive = card._pin_key
+    def paused(pin, salt):
+        print("trying", flush=True)
+        sys.stdin.readline()
+        return derive(pin, salt)
+    card._pin_key = paused
+card.Card(Path(sys.argv[1])).sign(b"x", "2468")
+"""
+
+
+def _signing(made: Card, *how: str) -> subprocess.Popen[str]:
+    """A process signing with the card (the right PIN), paused mid-try if told so."""
+    return subprocess.Popen([sys.executable, "-c", SIGNING, str(made.path), *how],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_a_try_on_one_card_holds_no_other_card_of_its_folder(cards_dir: Path) -> None:
+    """A PIN try holds its own card only: while one process is mid-try on a card, another signs
+    with another card of the same folder, and a third on the first card waits its turn (the card
+    folder's lock made every card of it wait for the one try)."""
+    first, other = (issue.officer_card(f"officer-{n}", "oversight", "oversight", "2468",
+                                       cards_dir) for n in range(2))
+    started = [_signing(first, "paused")]
+    try:
+        trying = started[0]
+        assert trying.stdout is not None and trying.stdout.readline() == "trying\n"
+        started += [_signing(first), _signing(other)]
+        _, same, apart = started
+        assert apart.wait(30) == 0, "another card waited for the try on the first"
+        assert same.poll() is None, "two tries at once on one card"
+        assert trying.stdin is not None
+        trying.stdin.write("\n")
+        trying.stdin.close()
+        assert trying.wait(60) == 0 and same.wait(60) == 0
+    finally:
+        for proc in started:
+            proc.kill()
+    assert Card(first.path).tries_left == PIN_TRIES
+
+
 MAKING = """import os, sys
 from cryptography.hazmat.primitives import hashes
 from cards import ca
