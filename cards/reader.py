@@ -10,6 +10,7 @@ resolved to loopback: DNS rebinding), and takes a PIN only from its own page.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +131,8 @@ async def sign(request: web.Request) -> web.Response:
     serial = str(form.get("card", ""))
     try:
         card = find(serial, reader.folder)
-        signature = card.sign(message(ask.origin, bytes.fromhex(ask.challenge)),
-                              str(form.get("pin", "")))
+        signature = await asyncio.to_thread(  # scrypt, and the card's lock while another try
+            card.sign, message(ask.origin, bytes.fromhex(ask.challenge)), str(form.get("pin", "")))
     except LookupError:
         return _form(reader, ask, token, "no-card", status=400)
     except BadPin as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -86,6 +88,43 @@ async def test_a_malformed_csrf_token_is_refused_not_an_error(client: Client, ca
     form = {**await _form(client, card, PIN), "csrf": "トークン"}
     tried = await client.post("/sign", data=form, headers={"Origin": _own_origin(client)})
     assert tried.status == 403
+
+
+def _held(card: Card, let_go: threading.Event) -> threading.Thread:
+    """A thread holding the card (as a try of another process would) until `let_go`, or for
+    10 s: a reader that waits for it on its event loop stops the test's own loop that long."""
+    taken = threading.Event()
+
+    def hold() -> None:
+        with card.in_use():
+            taken.set()
+            let_go.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait()
+    return holder
+
+
+async def test_the_reader_answers_while_a_try_waits_for_the_card(client: Client,
+                                                                 card: Card) -> None:
+    """A try waiting for the card (another reader or a script mid-try on it) or its PIN being
+    checked leaves the reader answering: its page is shown meanwhile (the try on the event loop
+    answered nothing until it was done)."""
+    form = await _form(client, card, PIN)
+    let_go = threading.Event()
+    holder = _held(card, let_go)
+    try:
+        trying = asyncio.create_task(
+            client.post("/sign", data=form, headers={"Origin": _own_origin(client)}))
+        await asyncio.sleep(0.5)  # the try sent, waiting for the card
+        page = await client.get(f"/sign?{urlencode(ASK)}")
+        assert page.status == 200 and not trying.done(), "the page waited for the try"
+    finally:
+        let_go.set()
+        holder.join()
+    done = await trying
+    assert done.status == 200 and 'name="signature"' in await done.text()
 
 
 async def test_a_residents_card_on_the_reader_does_not_name_them(
