@@ -85,11 +85,11 @@ def _audit_store() -> AuditStore:
 
 
 async def _platform(app: web.Application) -> AsyncIterator[None]:
-    """The audit store (twice: the integrity check reads it on a connection of its own), opened
-    when a page first reads it (a login and a change of number need none: the portal starts
-    before the audit consumer made it), and the Kafka side for the app's life. It reads no key
-    of the platform's codes: the registry side tells a card holder's ID codes
-    (portal.context)."""
+    """The audit store (the pages read it on up to READERS connections, the integrity check on
+    one of its own), each opened when a page first reads on it (a login and a change of number
+    need none: the portal starts before the audit consumer made it), and the Kafka side for the
+    app's life. It reads no key of the platform's codes: the registry side tells a card
+    holder's ID codes (portal.context)."""
     records = Records(_audit_store, checks=_audit_store)
     kafka = KafkaSide.connect()
     try:  # a start that fails (a refused log-in) closes what was opened too

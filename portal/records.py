@@ -5,6 +5,7 @@ loop: a busy store waits up to its busy timeout (30 s), a check against a year o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query, Verify
 from renkei.tasks import OneThread
 
 HEADS_SHOWN = 50
+READERS = 4  # the store's connections the pages read on side by side
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,32 @@ class _Opened:
             self._store.close()
 
 
+class _Pool:
+    """Up to `count` connections of a store, each opened on a thread of its own when first
+    needed: a read takes one no other read is using (the one freed last, so that reads one
+    after another open one alone), waiting while every one is."""
+
+    def __init__(self, open_store: Open, name: str, count: int) -> None:
+        self._free: asyncio.LifoQueue[_Opened] = asyncio.LifoQueue()
+        for n in range(count):
+            self._free.put_nowait(_Opened(open_store, OneThread(f"{name}-{n}")))
+        self._count = count
+
+    async def run(self, read: Callable[[AuditStore], T]) -> T:
+        """`read` done on a connection no other read is using; Unavailable if it cannot be
+        opened."""
+        opened = await self._free.get()
+        try:
+            return await opened.run(read)
+        finally:
+            self._free.put_nowait(opened)
+
+    async def close(self) -> None:
+        """Close every connection opened, once the reads asked before are done."""
+        for _ in range(self._count):
+            await (await self._free.get()).close()
+
+
 @dataclass(frozen=True)
 class Checked:
     """An entry (its event decoded from its signed bytes when they decode), and whether those
@@ -98,16 +126,17 @@ def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
 
 
 class Records:
-    """The store's reads, each done on the store's thread (its connection used by one thread at
-    a time), the event loop's pages and readers going on meanwhile; the integrity check's on
-    `checks`, a connection of the same store on a thread of its own, so that a check of the
-    whole store holds up no resident's page (without it, on the store's thread, in turn). Each
-    store is opened at its first read: Unavailable while it cannot be."""
+    """The store's reads, each done on one of up to READERS connections of it, each on a
+    thread of its own (used by one thread at a time), so that one resident's long history
+    holds up no other's page, the event loop's pages and readers going on meanwhile; the
+    integrity check's on `checks`, a connection of the same store on a thread of its own, so
+    that a check of the whole store holds up no resident's page (without it, on the store's
+    connections). Each connection is opened at its first read: Unavailable while it cannot
+    be."""
 
     def __init__(self, store: Open, checks: Open | None = None) -> None:
-        self._store = _Opened(store, OneThread("records"))
-        self._checks = self._store if checks is None else _Opened(checks,
-                                                                   OneThread("records-check"))
+        self._store = _Pool(store, "records", READERS)
+        self._checks = self._store if checks is None else _Pool(checks, "records-check", 1)
 
     async def close(self) -> None:
         """Close the stores, once the reads asked before are done."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +65,56 @@ async def test_the_store_is_checked_against_every_anchored_head(store: AuditStor
     regrown = await records.against(anchored)
     assert regrown.anchor == anchored[1].head and [f.kind for f in regrown.findings] == ["anchor"]
     assert "serials 0..11 were changed after it was anchored" in regrown.findings[0].detail
+
+
+@dataclass
+class Hold:
+    """A read of ME's entries waits until `free` is set, setting `holding` when one does;
+    `opened` counts the connections made."""
+
+    holding: threading.Event = field(default_factory=threading.Event)
+    free: threading.Event = field(default_factory=threading.Event)
+    opened: int = 0
+
+
+class Held(AuditStore):
+    """A reader's connection on which a read of ME's entries is held as `hold` says."""
+
+    def __init__(self, path: Path, key: Path, hold: Hold) -> None:
+        super().__init__(path, Signer.public(key))
+        self.hold = hold
+        hold.opened += 1
+
+    def query(self, where: Query, *, limit: int = 100, after: str | None = None,
+              prove: bool = False) -> Page:
+        if where.person == ME:
+            self.hold.holding.set()
+            self.hold.free.wait()
+        return super().query(where, limit=limit, after=after, prove=prove)
+
+
+async def test_a_persons_history_is_read_while_anothers_long_one_is(tmp_path: Path) -> None:
+    """A resident's history read while another's is still being read (a long history, or a
+    busy store) is read on a connection of its own, and is shown meanwhile: it waited for the
+    other (every read on one thread, in turn). Read one after another, they use one."""
+    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
+    with AuditStore(db, Signer.load_or_create(key)) as writer:
+        writer.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(4))
+    hold = Hold()
+    records = Records(lambda: Held(db, key, hold))
+    long = asyncio.create_task(records.of_person([ME]))
+    try:
+        assert await asyncio.to_thread(hold.holding.wait, 30)
+        short = asyncio.create_task(records.of_person([SOMEONE]))
+        done, _ = await asyncio.wait({short}, timeout=10)
+        assert short in done, "read while the long one is held"
+    finally:
+        hold.free.set()
+    assert [c.entry.serial for c in (await short)[0]] == [3, 1]
+    assert [c.entry.serial for c in (await long)[0]] == [2, 0]
+    assert [c.entry.serial for c in (await records.of_person([SOMEONE]))[0]] == [3, 1]
+    assert hold.opened == 2, "one after another, on a connection already open"
+    await records.close()
 
 
 class Busy(AuditStore):
