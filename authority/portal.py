@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from authority.service import NumberingAuthority, TicketShown, TicketUsed, UnknownResident
+from authority.service import (
+    NumberingAuthority,
+    TicketExpired,
+    TicketShown,
+    TicketUsed,
+    UnknownResident,
+)
 from registry import tickets
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
@@ -35,6 +41,8 @@ def new_number(authority: NumberingAuthority, login_key: Ed25519PublicKey, reque
         raise NotFound(str(exc)) from exc
     except TicketUsed:
         raise Declined(tickets.USED) from None
+    except TicketExpired:
+        raise Declined(tickets.EXPIRED) from None
     if given is None:
         raise TooLate()
     return PersonalNumber(given)

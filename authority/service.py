@@ -39,6 +39,10 @@ class TicketUsed(PermissionError):
     """The login ticket was used for another change of number: it is good for one."""
 
 
+class TicketExpired(PermissionError):
+    """The login ticket expired by the authority's clock once: its use is no longer kept."""
+
+
 @dataclass(frozen=True)
 class TicketShown:
     """The login ticket a change of number is asked under: its identity, and when it expires."""
@@ -97,16 +101,16 @@ class NumberingAuthority:
         """The resident's request for a new number: the old one is retired, never reissued. A
         request (`request_id`) read again is given the number it was given, nothing retired.
         Asked under a login `ticket`, it is that ticket's one change: TicketUsed if it was used
-        for another, and nothing changes."""
+        for another, TicketExpired if it expired by this authority's clock before (whatever the
+        clock says now: its use may be forgotten), and nothing changes."""
         if not reason.strip():
             raise ValueError("a change of number records the resident's reason")
         with self._store.transaction():
             given = None if request_id is None else self.number_given(request_id, resident_code)
             if given is not None:
                 return given
-            if ticket is not None and not self._store.use_ticket(
-                    ticket.ticket_id, request_id, ticket.expires_at, self._clock()):
-                raise TicketUsed("that login ticket was used for another change of number")
+            if ticket is not None:
+                self._use(ticket, request_id)
             old = self._current(resident_code)
             self._store.retire(old, self._clock())
             new = self._issue(resident_code)
@@ -193,6 +197,14 @@ class NumberingAuthority:
                                   "issued to a changed resident code before the change was "
                                   "followed: the resident keeps their number")
         self.withdrawn += 1
+
+    def _use(self, ticket: TicketShown, change_id: str | None) -> None:
+        """Record the ticket used for the change (in a transaction), if it may be."""
+        if self._store.ticket_forgotten(ticket.expires_at):
+            raise TicketExpired("that login ticket expired: its use is no longer kept")
+        if not self._store.use_ticket(ticket.ticket_id, change_id, ticket.expires_at,
+                                      self._clock()):
+            raise TicketUsed("that login ticket was used for another change of number")
 
     def _current(self, resident_code: str) -> str:
         number = self._store.number_of(resident_code)

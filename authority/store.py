@@ -4,7 +4,9 @@
 number never reissued); `conversion` is the code-conversion table, resident code ↔ current number;
 `history` the changes; `lookups` the log of every look-up, who asked and why; `answered` the
 number each request for a new one was given (a request read twice is given the same);
-`tickets_used` the change each live login ticket was used for (a ticket is good for one).
+`tickets_used` the change each live login ticket was used for (a ticket is good for one), and
+`tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket expiring no later
+is refused, whatever the clock says then (set back, it would make a dropped ticket live again).
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ CREATE TABLE IF NOT EXISTS tickets_used (
     ticket TEXT PRIMARY KEY,
     change_id TEXT,
     expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tickets_forgotten (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    through INTEGER NOT NULL
 );
 """
 
@@ -164,12 +170,24 @@ class AuthorityStore:
     def use_ticket(self, ticket: str, change_id: str | None, expires_at: datetime,
                    now: datetime) -> bool:
         """Record the login ticket used for the change; False if it was used before. The other
-        tickets expired by `now` are forgotten (shown again, they are refused as expired)."""
-        self._db.execute("DELETE FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
-                         (millis(now), ticket))
+        tickets expired by `now` are forgotten, and the latest expiry forgotten kept."""
+        forgotten = self._db.execute(
+            "SELECT MAX(expires_at) FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
+            (millis(now), ticket)).fetchone()[0]
+        if forgotten is not None:
+            self._db.execute("INSERT INTO tickets_forgotten VALUES (0, ?) ON CONFLICT (id) "
+                             "DO UPDATE SET through = MAX(through, excluded.through)",
+                             (forgotten,))
+            self._db.execute("DELETE FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
+                             (millis(now), ticket))
         cursor = self._db.execute("INSERT OR IGNORE INTO tickets_used VALUES (?, ?, ?)",
                                   (ticket, change_id, millis(expires_at)))
         return cursor.rowcount == 1
+
+    def ticket_forgotten(self, expires_at: datetime) -> bool:
+        """Whether a ticket expiring then may have had its use forgotten (it is no longer kept)."""
+        row = self._db.execute("SELECT through FROM tickets_forgotten").fetchone()
+        return row is not None and millis(expires_at) <= row[0]
 
     def history(self, resident_code: str | None = None) -> list[Change]:
         rows = self._db.execute(

@@ -26,6 +26,7 @@ from authority.cli import authority_cli
 from authority.service import (
     AlreadyAssigned,
     NumberingAuthority,
+    TicketExpired,
     TicketShown,
     TicketUsed,
     UnknownResident,
@@ -157,7 +158,7 @@ def test_a_request_for_a_new_number_read_again_is_given_the_same(store: Authorit
 def test_a_login_ticket_is_good_for_one_change_after_a_restart_too(tmp_path: Path) -> None:
     """A ticket used for one change is refused for another, the number unchanged, by the
     authority started again on its store too; its change asked again is given its number. Once
-    the ticket expired (refused as such), its use is forgotten."""
+    the ticket expired, its use is forgotten, and it is refused as expired."""
     path, now = tmp_path / "authority.db", datetime.now(UTC)
     ticket = TicketShown("ticket-1", now + tickets.LASTS)
     store = AuthorityStore(path)
@@ -176,8 +177,9 @@ def test_a_login_ticket_is_good_for_one_change_after_a_restart_too(tmp_path: Pat
     later = NumberingAuthority(store, clock=lambda: ticket.expires_at)
     later.change_number(resident, "leaked", "change-3", TicketShown("ticket-2", ticket.expires_at
                                                                     + tickets.LASTS))
-    later.change_number(resident, "leaked", "change-4", ticket)  # forgotten: no TicketUsed
-    assert len(store.history(resident)) == 3
+    with pytest.raises(TicketExpired):
+        later.change_number(resident, "leaked", "change-4", ticket)
+    assert len(store.history(resident)) == 2
     store.close()
 
 
@@ -212,6 +214,32 @@ def test_two_logins_in_one_millisecond_get_two_tickets_each_good_for_one_change(
     for ticket in (first, second):
         _refused_as_used(authority, login_key, resident, ticket)
     assert len(store.history(resident)) == 2
+
+
+def test_a_ticket_whose_use_was_forgotten_is_refused_with_the_clock_set_back(
+        store: AuthorityStore, tmp_path: Path) -> None:
+    """A ticket used for a change, its use forgotten once it expired by the authority's clock,
+    is refused as expired when that clock is set back (an NTP step, a VM restored) to a time it
+    was live, by the authority started again on its store too: it was taken for a live ticket
+    never used, and given a second change."""
+    now = datetime.now(UTC)
+    clock, login_key = [now], Signer.generate()
+    authority = NumberingAuthority(store, clock=lambda: clock[0])
+    resident = random_codes(1, seed=13)[0]
+    authority.assign(resident)
+    used = tickets.ticket(login_key, [resident], now)
+    _changed_under(authority, login_key, resident, used, "change-1")
+    clock[0] = now + tickets.LASTS + timedelta(seconds=1)  # another login, after it expired
+    given = _changed_under(authority, login_key, resident,
+                           tickets.ticket(login_key, [resident], clock[0]), "change-2")
+    clock[0] = now  # set back: the first ticket looks live again
+    reopened = AuthorityStore(tmp_path / "authority.db")
+    for asked in (authority, NumberingAuthority(reopened, clock=lambda: clock[0])):
+        with pytest.raises(Declined) as refused:
+            _changed_under(asked, login_key, resident, used, "change-3")
+        assert refused.value.reason == tickets.EXPIRED
+    reopened.close()
+    assert authority.number_of(resident) == given and len(store.history(resident)) == 2
 
 
 def test_a_ticket_from_before_tickets_had_a_nonce_is_good_for_one_change_still(
