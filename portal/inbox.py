@@ -6,7 +6,8 @@ while it was down and nothing twice; and where the integrity page's anchor check
 (audit.anchor.Held), so that a restarted portal's first check reads only the heads anchored since.
 It keeps too each resident's request for a new number whose outcome they have not seen (by their
 ID code), so that their next request, in any session or at the counter, is the same change: the
-authority answers the number it gave, never a second one.
+authority answers the number it gave, never a second one; for CHANGES_KEPT from when it was first
+asked, then it is dropped, and their next request is a new change.
 
 Each book (the topic its answers come on) keeps a request and its answers for a stated period
 from when it was asked, then drops them: a resident who applied finds the answers for
@@ -36,6 +37,10 @@ APPLICATIONS_KEPT = timedelta(days=90)
 # An investigation by the oversight body runs longer than a resident's look; its own requests
 # topic keeps them 7 years, its answers are kept a year here (it may ask the holders again).
 OVERSIGHT_KEPT = timedelta(days=365)
+# A resident told that their new number's outcome is not known yet comes back as to their inbox,
+# weeks later at most: their change is resumed as long as their applications are kept, and no
+# longer (a later request is a new change, not one asked months before, by whom it was then).
+CHANGES_KEPT = APPLICATIONS_KEPT
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +180,12 @@ class Inbox:
 
     async def change(self, fresh: ChangeAsked) -> ChangeAsked:
         """The person's request for a new number whose outcome they have not seen, else `fresh`,
-        kept as that."""
+        kept as that; the requests asked before CHANGES_KEPT from `fresh` are dropped."""
         def kept() -> ChangeAsked:
+            since = kept_since(fresh.at, CHANGES_KEPT)
             with writing(self._db):
-                found = self._change_of(fresh.person)
+                self._db.execute("DELETE FROM changes WHERE at < ?", (_time(since),))
+                found = self._change_of(fresh.person, since)
                 if found is None:
                     self._db.execute("INSERT INTO changes VALUES (?, ?, ?, ?, ?)", (
                         fresh.person, fresh.change_id, _time(fresh.at), fresh.requester,
@@ -186,13 +193,15 @@ class Inbox:
             return found or fresh
         return await self._thread.run(kept)
 
-    async def change_of(self, person: str) -> ChangeAsked | None:
-        """The person's request for a new number whose outcome they have not seen."""
-        return await self._thread.run(partial(self._change_of, person))
+    async def change_of(self, person: str, now: datetime) -> ChangeAsked | None:
+        """The person's request for a new number whose outcome they have not seen, still kept
+        `now`."""
+        return await self._thread.run(partial(self._change_of, person,
+                                              kept_since(now, CHANGES_KEPT)))
 
-    def _change_of(self, person: str) -> ChangeAsked | None:
+    def _change_of(self, person: str, since: datetime) -> ChangeAsked | None:
         row = self._db.execute("SELECT change_id, at, requester, note FROM changes "
-                               "WHERE person = ?", (person,)).fetchone()
+                               "WHERE person = ? AND at >= ?", (person, _time(since))).fetchone()
         return None if row is None else ChangeAsked(person, row[0], datetime.fromisoformat(
             row[1]), row[2], row[3])
 

@@ -5,8 +5,9 @@ The request is logged before it is sent (NUMBER_CHANGE_ASKED, under its change i
 the same event), the change once answered (NUMBER_CHANGED): a change whose answer never comes,
 or comes to a portal that stops before logging it, is in the resident's history as asked, never
 absent. The change is kept in the portal's inbox, the resident's (by their ID code), until its
-outcome is told them: their next request, after a new login or at the counter, resumes it (the
-same change id, the same NUMBER_CHANGE_ASKED event), and the authority answers the number it gave.
+outcome is told them (for CHANGES_KEPT at most): their next request, after a new login or at the
+counter, resumes it (the same change id, the same NUMBER_CHANGE_ASKED event), and the authority
+answers the number it gave.
 """
 
 from __future__ import annotations
@@ -79,4 +80,5 @@ def not_changed(request: web.Request, unanswered: Unanswered) -> web.Response:
 
 async def pending(request: web.Request, resident: Resident) -> ChangeAsked | None:
     """The resident's request for a new number whose outcome they have not seen yet."""
-    return await request.app[PLATFORM].kafka.inbox.change_of(resident.id_codes[0])
+    return await request.app[PLATFORM].kafka.inbox.change_of(resident.id_codes[0],
+                                                             datetime.now(UTC))

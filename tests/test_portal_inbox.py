@@ -28,6 +28,7 @@ from cards import issue
 from holders.client import HolderClient
 from portal.inbox import (
     APPLICATIONS_KEPT,
+    CHANGES_KEPT,
     OVERSIGHT_KEPT,
     Asked,
     ChangeAsked,
@@ -81,7 +82,7 @@ async def test_a_change_of_number_not_seen_is_its_residents_alone_until_seen_thr
     first = ChangeAsked(PERSON, "c-1", NOW + timedelta(microseconds=7), "portal")
     inbox = Inbox(path)
     try:
-        assert await inbox.change_of(PERSON) is None and await inbox.change(first) == first
+        assert await inbox.change_of(PERSON, NOW) is None and await inbox.change(first) == first
         assert await inbox.change(ChangeAsked(PERSON, "c-2", NOW, "sakura-town", "staff 1")) \
             == first
         other = ChangeAsked("DEF12345UVW", "c-3", NOW, "sakura-town", "staff 1")
@@ -90,16 +91,40 @@ async def test_a_change_of_number_not_seen_is_its_residents_alone_until_seen_thr
         await inbox.close()
     inbox = Inbox(path)  # the portal restarted
     try:
-        assert await inbox.change_of(PERSON) == first
-        assert await inbox.change_of(other.person) == other
+        assert await inbox.change_of(PERSON, NOW) == first
+        assert await inbox.change_of(other.person, NOW) == other
         await inbox.change_seen(first)
         again = ChangeAsked(PERSON, "c-4", NOW, "portal")
-        assert await inbox.change_of(PERSON) is None and await inbox.change(again) == again
+        assert await inbox.change_of(PERSON, NOW) is None and await inbox.change(again) == again
         await inbox.change_seen(first)  # told before: the next change stays
-        assert await inbox.change_of(PERSON) == again
-        assert await inbox.change_of(other.person) == other
+        assert await inbox.change_of(PERSON, NOW) == again
+        assert await inbox.change_of(other.person, NOW) == other
     finally:
         await inbox.close()
+
+
+async def test_a_change_of_number_not_seen_is_kept_for_its_period_then_dropped(
+        tmp_path: Path) -> None:
+    """A change whose outcome its resident never saw is resumed for CHANGES_KEPT, then dropped:
+    their request after that is a new change, and a resident who never comes back is not kept
+    (their ID code, the counter's note) by the portal for ever, as it was."""
+    path = tmp_path / "inbox.db"
+    gone, kept = (ChangeAsked(person, f"c-{n}", NOW - CHANGES_KEPT, "sakura-town", "staff 1")
+                  for n, person in ((1, PERSON), (2, "DEF12345UVW")))
+    later = NOW + timedelta(microseconds=1)
+    inbox = Inbox(path)
+    try:
+        for change in (gone, kept):
+            await inbox.change(change)
+        assert await inbox.change_of(kept.person, NOW) == kept
+        assert await inbox.change_of(PERSON, later) is None
+        fresh = ChangeAsked(PERSON, "c-3", later, "portal")
+        assert await inbox.change(fresh) == fresh
+    finally:
+        await inbox.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT person, change_id FROM changes").fetchall() == [
+            (PERSON, "c-3")]
 
 
 async def test_the_inbox_keeps_requests_answers_and_positions_for_its_period(
