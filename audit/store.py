@@ -554,21 +554,29 @@ class AuditStore:
         return self.query(Query(person=person), limit=limit, after=after, prove=True)
 
     def query(self, where: Query, *, limit: int = 100, after: str | None = None,
-              prove: bool = False) -> Page:
-        """One page of matching entries; pass `next_cursor` as `after` for the next page."""
+              prove: bool = False, newest: bool = False) -> Page:
+        """One page of matching entries (`newest` first, or oldest); pass `next_cursor` as
+        `after` for the next page."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
         transaction = self._write if prove and self.signer.signs else self._read
         with transaction() as cur:
-            rows = self._page(cur, where, limit + 1, _parse_cursor(after))
+            rows = self._page(cur, where, limit + 1, _parse_cursor(after), newest)
             entries = tuple(_entry(row) for row in rows[:limit])
             head = None
             if prove:
                 proved = self._proved(cur, entries)
                 entries, head = proved.entries, proved.head
-        more = len(rows) > limit
-        cursor = f"{rows[limit - 1][_TIME]}:{rows[limit - 1][0]}" if more else None
-        return Page(entries, cursor, head)
+        return Page(entries, cursor_of(entries[-1]) if len(rows) > limit else None, head)
+
+    def holders_of(self, person: str) -> set[str]:
+        """The holders (requester or provider) of the entries about `person`, as the store's
+        columns tell them."""
+        with self._read() as cur:
+            return {holder for holder, in cur.execute(
+                "SELECT requester FROM entries WHERE person = ? UNION "
+                "SELECT provider FROM entries WHERE person = ? AND provider IS NOT NULL",
+                (column_text(person),) * 2).fetchall()}
 
     def entry(self, serial: int) -> Entry | None:
         """The entry at `serial`; None if there is none (purged, or past the end)."""
@@ -597,16 +605,17 @@ class AuditStore:
 
     @staticmethod
     def _page(cur: Cursor, where: Query, n: int,
-              after: tuple[int, int] | None) -> list[Row]:
+              after: tuple[int, int] | None, newest: bool = False) -> list[Row]:
         conditions: list[tuple[str, object]] = [
             (f"{column} = ?", column_text(value)) for column, value in (
                 ("person", where.person), ("pattern_id", where.pattern),
                 ("outcome", where.outcome)) if value is not None]
-        start = _start(where.since, after)
+        start = _start(where.since, None if newest else after)
         if start is not None:
             conditions.append(("occurred_at >= ?", start))
-        if where.until is not None:
-            conditions.append(("occurred_at < ?", millis(where.until)))
+        end = _end(where.until, after if newest else None)
+        if end is not None:
+            conditions.append(("occurred_at <= ?", end))
         branches = ([conditions] if where.holder is None else
                     [[*conditions, (f"{side} = ?", column_text(where.holder))]
                      for side in ("requester", "provider")])
@@ -615,13 +624,14 @@ class AuditStore:
             sql = [c for c, _ in branch]
             params = [p for _, p in branch]
             if after is not None:
-                sql.append("(occurred_at, serial) > (?, ?)")
+                sql.append(f"(occurred_at, serial) {'<' if newest else '>'} (?, ?)")
                 params.extend(after)
             clause = f" WHERE {' AND '.join(sql)}" if sql else ""
+            order = " DESC" if newest else ""
             results.append(cur.execute(
-                f"{_SELECT}{clause} ORDER BY occurred_at, serial LIMIT ?", [*params, n]
-            ).fetchall())
-        merged = heapq.merge(*results, key=lambda row: (row[_TIME], row[0]))
+                f"{_SELECT}{clause} ORDER BY occurred_at{order}, serial{order} LIMIT ?",
+                [*params, n]).fetchall())
+        merged = heapq.merge(*results, key=lambda row: (row[_TIME], row[0]), reverse=newest)
         unique = (next(same) for _, same in itertools.groupby(merged, key=lambda row: row[0]))
         return list(itertools.islice(unique, n))
 
@@ -989,6 +999,20 @@ def _start(since: datetime | None, after: tuple[int, int] | None) -> int | None:
     if after is not None:
         starts.append(after[0])
     return max(starts, default=None)
+
+
+def _end(until: datetime | None, before: tuple[int, int] | None) -> int | None:
+    """The last time a newest-first page holds: the earlier of just before `until` and the
+    cursor's (one upper bound, as `_start` is one lower bound)."""
+    ends = [] if until is None else [millis(until) - 1]
+    if before is not None:
+        ends.append(before[0])
+    return min(ends, default=None)
+
+
+def cursor_of(entry: Entry) -> str:
+    """The cursor of the page after `entry`: its time and serial."""
+    return f"{millis(entry.event.occurred_at)}:{entry.serial}"
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:

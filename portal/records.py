@@ -16,10 +16,20 @@ from typing import TypeVar
 from audit.events import AccessLogEvent, signed_event
 from audit.heads import NoKey, SignedHead, consistent, includes, verify_head
 from audit.sql import NoStore
-from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query, VerifyReport
+from audit.store import (
+    MAX_PAGE,
+    AuditStore,
+    Entry,
+    Page,
+    Proved,
+    Query,
+    VerifyReport,
+    cursor_of,
+)
 from renkei.tasks import OneThread
 
 HEADS_SHOWN = 50
+HISTORY_PAGE = 50  # the entries a page of a resident's history shows
 READERS = 4  # the store's connections the pages read on side by side
 
 log = logging.getLogger(__name__)
@@ -100,6 +110,17 @@ class Checked:
 
 
 @dataclass(frozen=True)
+class History:
+    """A page of a person's history, newest first, checked against `head`; `older` the cursor
+    of the page after it (None if none is); `holders` those of their whole history."""
+
+    entries: list[Checked]
+    head: SignedHead | None
+    older: str | None
+    holders: list[str]
+
+
+@dataclass(frozen=True)
 class HeadCheck:
     head: SignedHead
     signature_ok: bool
@@ -160,6 +181,24 @@ class Records:
         checked = self._checked(id_codes, proved)
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
         return checked, proved.head
+
+    async def history(self, id_codes: Sequence[str], where: Query, after: str | None = None,
+                      limit: int = HISTORY_PAGE) -> History:
+        """The `limit` entries about the person (under any of their ID codes) matching `where`
+        newest first, from the cursor `after` on (ValueError if it is no cursor), only those read
+        and checked; the holders of all their entries listed by the store."""
+        return await self._store.run(partial(self._history, id_codes, where, after, limit))
+
+    def _history(self, id_codes: Sequence[str], where: Query, after: str | None, limit: int,
+                 store: AuditStore) -> History:
+        found = sorted((entry for person in id_codes for entry in store.query(
+            replace(where, person=person), limit=limit + 1, after=after, newest=True).entries),
+            key=lambda e: (e.event.occurred_at, e.serial), reverse=True)
+        shown = found[:limit]
+        proved = store.prove(shown)
+        holders = sorted(set[str]().union(*map(store.holders_of, id_codes)))
+        older = cursor_of(shown[-1]) if len(found) > limit else None
+        return History(self._checked(id_codes, proved), proved.head, older, holders)
 
     async def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
         """One of the person's entries; None if it is not about them (or does not exist)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from audit.store import Query
 from portal import numbering
 from portal.context import PLATFORM
 from portal.inbox import Asked
@@ -21,14 +22,16 @@ async def history(request: web.Request) -> web.Response:
     resident = resident_of(request)
     platform = request.app[PLATFORM]
     holder = request.query.get("holder") or None
-    since, until = day(request.query.get("since")), day(request.query.get("until"), end=True)
-    entries, head = await platform.records.of_person(resident.id_codes, holder, since, until)
-    everyone, _ = await platform.records.of_person(resident.id_codes)
-    holders = sorted({h for c in everyone for h in (c.entry.event.requester,
-                                                    c.entry.event.provider) if h})
-    return render(request, "history.html", entries=entries, head=head, holders=holders,
-                  chosen=holder, since=request.query.get("since", ""),
-                  until=request.query.get("until", ""),
+    where = Query(holder=holder, since=day(request.query.get("since")),
+                  until=day(request.query.get("until"), end=True))
+    try:
+        shown = await platform.records.history(resident.id_codes, where,
+                                               request.query.get("after") or None)
+    except ValueError:
+        raise web.HTTPBadRequest(text="bad cursor") from None
+    return render(request, "history.html", entries=shown.entries, head=shown.head,
+                  holders=shown.holders, older=shown.older, chosen=holder,
+                  since=request.query.get("since", ""), until=request.query.get("until", ""),
                   pending=await numbering.pending(request, resident))
 
 

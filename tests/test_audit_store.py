@@ -208,11 +208,11 @@ def test_a_head_key_kept_beside_the_store_is_moved_apart_from_it(state: Path) ->
 
 # ---- queries ----
 
-def _all_pages(store: AuditStore, where: Query, limit: int) -> list[int]:
+def _all_pages(store: AuditStore, where: Query, limit: int, newest: bool = False) -> list[int]:
     serials: list[int] = []
     after: str | None = None
     while True:
-        page = store.query(where, limit=limit, after=after)
+        page = store.query(where, limit=limit, after=after, newest=newest)
         serials.extend(e.serial for e in page.entries)
         if page.next_cursor is None:
             return serials
@@ -243,12 +243,16 @@ def test_queries_page_through_every_match_in_time_order(store: AuditStore, where
     assert expected
     for limit in (1, 3, 100):
         assert _all_pages(store, where, limit) == [n for _, n in expected]
+        assert _all_pages(store, where, limit, newest=True) == [n for _, n in expected][::-1]
+    assert store.holders_of(PERSONS[1]) == {h for e in events if e.person == PERSONS[1]
+                                            for h in (e.requester, e.provider) if h}
 
 
 def test_a_page_after_the_cursor_costs_what_the_first_one_does(state: Path, tmp_path: Path,
                                                                  clock: Clock) -> None:
     """Paging through a time range (the detector's warm-up, the portal, `audit query --since`)
-    enters the index at the cursor, not at `since` again for every page."""
+    enters the index at the cursor, not at `since` again for every page; newest first (a
+    resident's history), at the cursor, not at `until`."""
     with AuditStore(tmp_path / "audit.db", Signer.load_or_create(), clock=clock) as store:
         items = [item(event(n, at=T0 + timedelta(seconds=n))) for n in range(3000)]
         store.append_many(items)
@@ -262,16 +266,22 @@ def test_a_page_after_the_cursor_costs_what_the_first_one_does(state: Path, tmp_
         db = store._db
         assert isinstance(db, sqlite3.Connection)
         db.set_progress_handler(step, 100)  # called every 100 of SQLite's VM instructions
-        cost, after = [], None
-        while True:
-            steps = 0
-            page = store.query(Query(since=T0), limit=100, after=after)
-            cost.append(steps)
-            if page.next_cursor is None:
-                break
-            after = page.next_cursor
-    assert len(cost) == 30
-    assert max(cost) <= 2 * cost[0], cost
+
+        def costs(where: Query, newest: bool) -> list[int]:
+            nonlocal steps
+            cost, after = [], None
+            while True:
+                steps = 0
+                page = store.query(where, limit=100, after=after, newest=newest)
+                cost.append(steps)
+                if page.next_cursor is None:
+                    return cost
+                after = page.next_cursor
+
+        for cost in (costs(Query(since=T0), False),
+                     costs(Query(until=T0 + timedelta(hours=1)), True)):
+            assert len(cost) == 30
+            assert max(cost) <= 2 * cost[0], cost
 
 
 def test_query_arguments_are_checked(store: AuditStore) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit import heads, merkle
 from audit.events import millis
 from audit.heads import Signer, TreeHead, includes, verify_signature
-from audit.store import MAX_PAGE, AuditStore, Page, Query
-from portal.records import Records
-from tests.test_audit_store import PERSONS, event, item, tamper, truncate
+from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query
+from portal.records import HISTORY_PAGE, Records
+from tests.test_audit_store import HOLDERS, PERSONS, event, item, tamper, truncate
 
-ME, SOMEONE = PERSONS[0], PERSONS[1]
+ME, SOMEONE, OTHER = PERSONS
 
 
 @pytest.fixture
@@ -86,11 +86,11 @@ class Held(AuditStore):
         hold.opened += 1
 
     def query(self, where: Query, *, limit: int = 100, after: str | None = None,
-              prove: bool = False) -> Page:
+              prove: bool = False, newest: bool = False) -> Page:
         if where.person == ME:
             self.hold.holding.set()
             self.hold.free.wait()
-        return super().query(where, limit=limit, after=after, prove=prove)
+        return super().query(where, limit=limit, after=after, prove=prove, newest=newest)
 
 
 async def test_a_persons_history_is_read_while_anothers_long_one_is(tmp_path: Path) -> None:
@@ -121,8 +121,8 @@ class Busy(AuditStore):
     """A store the audit consumer appends to while the portal reads: an entry after each page."""
 
     def query(self, where: Query, *, limit: int = 100, after: str | None = None,
-              prove: bool = False) -> Page:
-        page = super().query(where, limit=limit, after=after, prove=prove)
+              prove: bool = False, newest: bool = False) -> Page:
+        page = super().query(where, limit=limit, after=after, prove=prove, newest=newest)
         self.append(*item(event(self.size(), person=ME)))
         return page
 
@@ -135,6 +135,48 @@ async def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_pa
         assert head is not None and all(c.verified and c.entry.proof is not None
                    and includes(head.head, c.entry.serial, c.entry.leaf, c.entry.proof)
                    for c in found)
+
+
+class Counted(AuditStore):
+    """A store counting the entries it proves, call by call."""
+
+    def __init__(self, url: Path, signer: Signer) -> None:
+        super().__init__(url, signer)
+        self.proved: list[int] = []
+
+    def prove(self, entries: Sequence[Entry]) -> Proved:
+        self.proved.append(len(entries))
+        return super().prove(entries)
+
+
+async def test_a_page_of_a_long_history_reads_and_proves_its_own_entries_alone(
+        tmp_path: Path) -> None:
+    """Each page of a resident's history (under either of their ID codes) holds the next
+    HISTORY_PAGE entries newest first, each proved, the holders of all of them listed: the
+    whole history was read and proved for each page, twice."""
+    count = 3 * HISTORY_PAGE + 6  # of which two in three theirs: three pages
+    store = Counted(tmp_path / "audit.db", Signer.generate())
+    with store:
+        store.append_many(item(event(n, person=PERSONS[n % 3])) for n in range(count))
+        records, pages, after = Records(lambda: store), [], None
+        while True:
+            page = await records.history([ME, OTHER], Query(), after)
+            pages.append([c.entry.serial for c in page.entries])
+            assert page.head is not None and all(c.verified for c in page.entries)
+            assert page.holders == sorted(HOLDERS)
+            if (after := page.older) is None:
+                break
+        mine = [n for n in reversed(range(count)) if PERSONS[n % 3] != SOMEONE]
+        assert pages == [mine[at:at + HISTORY_PAGE] for at in range(0, len(mine), HISTORY_PAGE)]
+        assert len(pages) == 3 and store.proved == [len(page) for page in pages]
+        chosen = await records.history([ME, OTHER], Query(holder=HOLDERS[0]))
+        assert [c.entry.serial for c in chosen.entries] == [
+            n for n in mine if HOLDERS[0] in (HOLDERS[n % 4], HOLDERS[(n + 1) % 4])
+        ][:HISTORY_PAGE]
+        assert chosen.holders == sorted(HOLDERS) and chosen.older is not None
+        with pytest.raises(ValueError):
+            await records.history([ME], Query(), "not-a-cursor")
+        await records.close()
 
 
 async def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Path) -> None:

@@ -29,13 +29,13 @@ from portal import app as portal_app
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.inbox import Inbox
-from portal.records import Records
+from portal.records import HISTORY_PAGE, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
 from schemas.messages import TIMED_OUT, Alert, CardLogin
 from tests.loop_helpers import locked, ticking
-from tests.test_audit_store import event, item
+from tests.test_audit_store import HOLDERS, event, item
 
 ORIGIN = "http://127.0.0.1:8080"
 PIN = "1234"
@@ -578,3 +578,34 @@ async def test_the_history_is_said_unavailable_until_the_audit_store_is_there(
     AuditStore(later, signer).close()
     assert (await client.get("/history")).status == 200
     await fakes.records.close()
+
+
+async def pages_of(client: Client, page: str) -> list[list[int]]:
+    """The entries (by their event's number) each page shows, following its older link."""
+    shown = []
+    while True:
+        text = await (await client.get(page)).text()
+        shown.append([int(n) for n in re.findall(r'data-request="req-(\d+)"', text)])
+        older = re.search(r'id="older" href="([^"]+)"', text)
+        if older is None:
+            return shown
+        page = html.unescape(older.group(1))
+
+
+async def test_a_long_history_is_shown_a_page_at_a_time_the_filter_kept(
+        client: Client, town: Town) -> None:
+    """The history shows its newest HISTORY_PAGE entries, the page after it the ones before
+    them, the holder chosen kept from page to page: every entry was on one page (each read,
+    decoded and proved, twice), the event loop rendering them all."""
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    assert store is not None
+    numbers = range(7, 8 + 2 * HISTORY_PAGE)
+    store.append_many(item(event(n, person=town.resident.id_codes[0])) for n in numbers[1:])
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    newest = list(reversed(numbers))
+    assert await pages_of(client, "/history") == [
+        newest[:HISTORY_PAGE], newest[HISTORY_PAGE:2 * HISTORY_PAGE], newest[2 * HISTORY_PAGE:]]
+    theirs = [n for n in newest if HOLDERS[0] in (HOLDERS[n % 4], HOLDERS[(n + 1) % 4])]
+    assert await pages_of(client, f"/history?holder={HOLDERS[0]}") == [
+        theirs[:HISTORY_PAGE], theirs[HISTORY_PAGE:]]
+    assert (await client.get("/history?after=nowhere")).status == 400
