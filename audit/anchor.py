@@ -4,7 +4,9 @@ topic its principal may append to and read but not delete from or reconfigure. `
 verify` checks the store against every head anchored there (AuditStore.verify): a store whose
 newest entries were deleted with their heads is smaller than the largest, one rewritten (or cut
 and grown again) has another root at an anchored size. What the consumer appended after its
-last anchored head (at most HEAD_SECONDS of entries) is not anchored yet.
+last anchored head (at most HEAD_SECONDS of entries) is not anchored yet: the consumer notes
+the tree's size and root with each commit of its offsets on the audit topic, which the broker
+keeps too, and `verify` checks the store against its last commit.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from audit.heads import SignedHead
-from audit.store import VerifyReport
-from broker import topics
+from audit.store import Committed, VerifyReport
+from broker import acls, topics
 from broker.clients import KafkaAccess, PastEnd, read_topic
 from renkei.envelope import send
 from renkei.service_loop import deliver
 from schemas.codec import CODEC, SchemaError
 
 log = logging.getLogger(__name__)
+TIMEOUT_MS = 10_000
 
 # the store's report against the heads it is given, done off the event loop (Records.against):
 # the first check against a year of heads takes ~30 s
@@ -61,6 +65,32 @@ async def anchored_heads(access: KafkaAccess) -> list[SignedHead]:
     """Every head on the heads topic now, in the order they were anchored (an unreadable record
     is logged and left out: it anchors nothing)."""
     return (await _heads_from(access, 0))[0]
+
+
+async def consumer_commit(access: KafkaAccess) -> tuple[int, str]:
+    """The audit consumer group's committed offset on the audit topic (0 if none) and the note
+    committed with it: the consumer commits only what it appended to the store."""
+    client = AIOKafkaAdminClient(**access.aiokafka(), request_timeout_ms=TIMEOUT_MS)
+    await client.start()
+    try:
+        partition = TopicPartition(topics.AUDIT, 0)
+        found = await client.list_consumer_group_offsets(acls.AUDIT_GROUP, partitions=[partition])
+    finally:
+        await client.close()
+    commit = found.get(partition)
+    if commit is None or commit.offset < 0:  # none committed: negative
+        return 0, ""
+    return commit.offset, commit.metadata
+
+
+async def last_commit(access: KafkaAccess) -> Committed | None:
+    """The audit consumer's last commit with the tree it noted (None if it noted none)."""
+    return Committed.of(*await consumer_commit(access))
+
+
+async def outside_the_store(access: KafkaAccess) -> tuple[list[SignedHead], Committed | None]:
+    """What `verify` checks the store against: every anchored head, and the last commit."""
+    return await anchored_heads(access), await last_commit(access)
 
 
 async def _heads_from(access: KafkaAccess, start: int) -> tuple[list[SignedHead], int]:

@@ -12,12 +12,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
+from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
 from audit.events import decode_event
 from audit.heads import NoKey, SignedHead, Signer
 from audit.merkle import leaf_hash
-from audit.store import RETENTION_YEARS, AuditStore, Entry, Query, default_path, years_before
+from audit.store import (
+    RETENTION_YEARS,
+    AuditStore,
+    Committed,
+    Entry,
+    Query,
+    default_path,
+    years_before,
+)
 from broker import acls
 from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
@@ -84,29 +93,44 @@ def audit_cli() -> None:
     """The tamper-evident audit log (RFC 9162 Merkle tree, Ed25519-signed heads)."""
 
 
-def anchored_heads() -> list[SignedHead]:
-    """The heads anchored on the broker's heads topic, read as the audit principal."""
+def read_outside() -> tuple[list[SignedHead], Committed | None]:
+    """The heads anchored on the broker's heads topic and the audit consumer's last commit on
+    the audit topic, read as the audit principal."""
+    access = KafkaAccess.of(acls.AUDIT)
     try:
-        return asyncio.run(anchor.anchored_heads(KafkaAccess.of(acls.AUDIT)))
-    except (NoCluster, UnknownPrincipal, BrokerAway, BrokerRefused) as exc:
-        raise click.ClickException(f"cannot read the anchored heads: {exc} (--no-anchor checks "
-                                   "the store alone, and then a store cut short passes)") from exc
+        return asyncio.run(anchor.outside_the_store(access))
+    except (NoCluster, UnknownPrincipal, BrokerAway, BrokerRefused, KafkaError) as exc:
+        raise click.ClickException(f"cannot read the anchored heads or the audit consumer's "
+                                   f"commit: {exc} (--no-anchor checks the store alone, and "
+                                   "then a store cut short passes)") from exc
+
+
+def _commit_checked(committed: Committed | None) -> str:
+    """What `verify` says of the audit consumer's last commit it checked the store against."""
+    if committed is None:
+        return ("no commit of the audit consumer noting the tree: the entries after the largest "
+                "anchored head are not checked")
+    return (f"checked against the audit consumer's last commit: offset {committed.offset}, "
+            f"size {committed.size}")
 
 
 @audit_cli.command()
 @store_option
 @click.option("--no-anchor", "alone", is_flag=True,
-              help="check the store alone, not against the heads anchored on the broker "
-                   "(its newest entries deleted with their heads would pass)")
+              help="check the store alone, not against the heads anchored on the broker nor "
+                   "the audit consumer's last commit (its newest entries deleted with their "
+                   "heads would pass)")
 def verify(db: str | None, alone: bool) -> None:
     """Recompute the log; report modified, deleted, reordered or inserted entries, bad heads,
-    and a store smaller than, or not grown from, the largest head anchored on the broker.
+    and a store smaller than, or not grown from, the largest head anchored on the broker or
+    the tree the audit consumer noted with its last commit of offsets.
 
     Exits 1 when anything is found. Needs the head key's public key alone.
     """
     with open_store(db, signing=False) as store:
-        # the anchored heads read before the store: a head is anchored once it is stored
-        report = store.verify(decode_event, anchored=() if alone else anchored_heads())
+        # read before the store: a head is anchored, a commit made, once the store has it
+        anchored, committed = ([], None) if alone else read_outside()
+        report = store.verify(decode_event, anchored=anchored, committed=committed)
     click.echo(f"tree size {report.tree_size}: {report.entries} entries checked, "
                f"{report.purged} purged, {report.heads} heads, "
                f"{report.unsigned} entries after the latest valid head")
@@ -118,6 +142,8 @@ def verify(db: str | None, alone: bool) -> None:
         click.echo(f"checked against the largest good one of {report.anchored} anchored heads: "
                    f"size {report.anchor.size}, "
                    f"{report.anchor.timestamp.isoformat(timespec='milliseconds')}")
+    if not alone:
+        click.echo(_commit_checked(report.committed))
     for finding in report.findings:
         click.echo(f"  {finding.kind.upper():9} {finding.where}: {finding.detail}")
     if report.omitted:

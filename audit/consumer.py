@@ -81,7 +81,8 @@ def resumed(store: AuditStore, rules: Rules) -> Detector:
 async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, instance: str = "1",
               rules: Rules | None = None) -> None:
     """Consume until `stop` is set; sign a head every HEAD_SECONDS if entries came, and anchor
-    it on the heads topic (and the last one at the stop)."""
+    it on the heads topic (and the last one at the stop); note the tree's size and root with
+    each commit of offsets, which the broker keeps out of the store's reach too."""
     detector = resumed(store, rules or Rules())
     alerts = producer_for(access)
     anchor = Anchor(alerts)
@@ -105,7 +106,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
             signing = asyncio.create_task(sign_heads())
             await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
                         instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS,
-                        producer=alerts)
+                        producer=alerts, note=store.commit_note)
     finally:
         last = store.head()
         if signing is not None:  # the producer started

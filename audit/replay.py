@@ -15,7 +15,6 @@ at any moment within `grace` before the event.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import time
@@ -24,13 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
-
+from audit.anchor import consumer_commit
 from audit.consumer import decoded
 from audit.events import AccessLogEvent, from_millis
 from audit.store import AuditStore
-from broker import acls, topics
+from broker import topics
 from broker.clients import KafkaAccess, read_topic, topic_batches
 from processors.approval import Approved, PatternList, approve
 from schemas.codec import CODEC
@@ -39,7 +36,6 @@ from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 APPROVAL_REASONS = frozenset({"UNKNOWN_PATTERN", "PATTERN_NOT_IN_FORCE", "NOT_PERMITTED",
                               "WRONG_PROVIDER", "UNKNOWN_HOLDER", "DATA_TYPE_NOT_PERMITTED"})
 GRACE = timedelta(seconds=10)
-TIMEOUT = 10.0
 APPROVED = "APPROVED"
 V = TypeVar("V")
 log = logging.getLogger(__name__)
@@ -170,16 +166,6 @@ class ReplayReport:
         return self.live_size is not None and self.live_size < self.owed
 
 
-def acknowledged(access: KafkaAccess) -> int:
-    """The audit consumer group's committed offset on the audit topic (0 if none): it commits
-    only what it appended to the live store."""
-    client = AdminClient({**access.confluent(), "log_level": 0})
-    asked = [ConsumerGroupTopicPartitions(acls.AUDIT_GROUP, [TopicPartition(topics.AUDIT, 0)])]
-    found = client.list_consumer_group_offsets(asked, request_timeout=TIMEOUT)
-    committed = found[acls.AUDIT_GROUP].result().topic_partitions or []
-    return max([0, *(int(tp.offset) for tp in committed)])  # none committed: negative
-
-
 async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | None = None,
                  grace: timedelta = GRACE) -> ReplayReport:
     """Fill the empty `target` from the audit topic's start to its end now; re-check; compare."""
@@ -189,7 +175,7 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     recheck = Recheck(await history(access, topics.PATTERNS, LegalPattern),
                       await history(access, topics.DIRECTORY, HolderEntry), grace)
     # read before the live store's size: the consumer appends a batch, then commits its offset
-    report = ReplayReport(acknowledged=await asyncio.to_thread(acknowledged, access))
+    report = ReplayReport(acknowledged=(await consumer_commit(access))[0])
     async for records in topic_batches(access, topics.AUDIT):
         report.records += len(records)
         cut = bisect.bisect_left([r.offset for r in records], report.acknowledged)

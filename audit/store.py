@@ -213,6 +213,27 @@ class Finding:
     detail: str
 
 
+@dataclass(frozen=True)
+class Committed:
+    """The audit consumer's last commit on the audit topic, kept by the broker out of the
+    store's reach: its offset, and the tree's size and root once the events before it were in
+    the store (the note it committed with it, `AuditStore.commit_note`)."""
+
+    offset: int
+    size: int
+    root: bytes
+
+    @classmethod
+    def of(cls, offset: int, note: str | None) -> Committed | None:
+        """The commit at `offset` with its note; None if the note tells no tree (none given, or
+        a commit of a consumer from before the notes)."""
+        try:
+            size, root = (note or "").split(" ")
+            return cls(offset, int(size), bytes.fromhex(root))
+        except ValueError:
+            return None
+
+
 @dataclass
 class VerifyReport:
     """What `verify` checked and found; `ok` when nothing was found."""
@@ -224,6 +245,7 @@ class VerifyReport:
     unsigned: int = 0
     anchored: int = 0
     anchor: TreeHead | None = None
+    committed: Committed | None = None
     findings: list[Finding] = field(default_factory=list)
     omitted: int = 0
     max_findings: int = 1000
@@ -478,6 +500,11 @@ class AuditStore:
         return [(seq, SignedHead(TreeHead(size, root, from_millis(at)), key, sig))
                 for seq, size, root, at, key, sig in rows]
 
+    def commit_note(self) -> str:
+        """The tree's size and root now, as the audit consumer commits them with its offset."""
+        tree = self._tree()
+        return f"{tree.size} {tree.root().hex()}"
+
     def sign_head(self) -> SignedHead:
         """Sign and keep a head of the tree as it is now."""
         with self._write() as cur:
@@ -683,7 +710,8 @@ class AuditStore:
     # ---- verification ----
 
     def verify(self, decode: Callable[[bytes], AccessLogEvent] | None = None, *,
-               anchored: Sequence[SignedHead] = (), max_findings: int = 1000) -> VerifyReport:
+               anchored: Sequence[SignedHead] = (), committed: Committed | None = None,
+               max_findings: int = 1000) -> VerifyReport:
         """Recompute the log from what is stored and report every inconsistency found.
 
         Checks each entry's bytes against its leaf hash (modified, reordered, deleted or
@@ -692,7 +720,9 @@ class AuditStore:
         With `decode` (the canonical codec), also each entry's indexed columns. With the heads
         `anchored` outside the store (audit.anchor), also that the tree holds the largest one
         signed by the log's key and grew from it: one cut short, its newest entries deleted
-        with their heads, looks whole on its own.
+        with their heads, looks whole on its own. With the audit consumer's last commit
+        (`committed`), also that the tree holds the one it noted: the entries appended after
+        the last anchored head deleted, it looks whole against the heads too.
         """
         report = VerifyReport(max_findings=max_findings)
         # `bindings` is not checked: it is derived from the entries, and outlives their purge
@@ -708,6 +738,7 @@ class AuditStore:
                 report.add("node", "above the root", f"{beyond} subtree hashes beyond the tree")
             self._verify_heads(size, report)
             self._verify_anchor(anchored, report)
+            self._verify_committed(committed, report)
         return report
 
     def verify_anchor(self, anchored: Sequence[SignedHead]) -> VerifyReport:
@@ -876,23 +907,42 @@ class AuditStore:
     def against(self, anchored: TreeHead) -> Finding | None:
         """None if the tree holds the head `anchored` outside the store and grew from it (a
         consistency proof); else what is wrong: TRUNCATED if it is smaller."""
-        size = self.size()
         where = (f"anchored head (size {anchored.size}, "
                  f"{anchored.timestamp.isoformat(timespec='seconds')})")
-        if size < anchored.size:
-            return Finding(TRUNCATED, where, f"the store has {size} entries: "
-                                             f"{_serials(size, anchored.size)} are gone with "
-                                             "their heads")
+        return self._grown_from(anchored.size, anchored.root, where, "with their heads",
+                                "after it was anchored")
+
+    def _grown_from(self, size: int, root: bytes, where: str, gone: str,
+                    changed: str) -> Finding | None:
+        """None if the tree has `root` at `size` and grew from it; else TRUNCATED (its entries
+        from `size` on are `gone`) or not consistent (they were `changed`)."""
+        now = self.size()
+        if now < size:
+            return Finding(TRUNCATED, where, f"the store has {now} entries: "
+                                             f"{_serials(now, size)} are gone {gone}")
         try:
             grown = merkle.verify_consistency(
-                anchored.size, size, merkle.consistency_proof(self, anchored.size, size),
-                anchored.root, merkle.tree_root(self, size))
+                size, now, merkle.consistency_proof(self, size, now), root,
+                merkle.tree_root(self, now))
         except MissingNode as exc:
             return Finding("anchor", where, f"cannot recompute the tree: {exc}")
         return None if grown else Finding(
-            "anchor", where, f"the store is not consistent with it: "
-                             f"{_serials(0, anchored.size)} were changed after it was anchored, "
-                             "or the store forks the log")
+            "anchor", where, f"the store is not consistent with it: {_serials(0, size)} were "
+                             f"changed {changed}, or the store forks the log")
+
+    def _verify_committed(self, committed: Committed | None, report: VerifyReport) -> None:
+        """The tree against the audit consumer's last commit, kept by the broker: it holds the
+        tree the consumer noted with it, the entries after the last anchored head included."""
+        report.committed = committed
+        if committed is None:
+            return
+        where = (f"the audit consumer's commit (offset {committed.offset}, "
+                 f"size {committed.size})")
+        finding = self._grown_from(committed.size, committed.root, where,
+                                   "though the consumer had appended them and read past them",
+                                   "after the consumer committed them")
+        if finding is not None:
+            report.add(finding.kind, finding.where, finding.detail)
 
     def _head_problem(self, head: TreeHead, earlier: tuple[int, TreeHead] | None) -> str | None:
         """None when the stored tree has this root at this size; else what is wrong."""

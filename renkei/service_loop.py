@@ -25,6 +25,7 @@ from schemas.messages import HolderEntry
 
 log = logging.getLogger(__name__)
 Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
+Note = Callable[[], str]  # what a commit notes with its offsets: what the handled records made
 COMMIT_SECONDS = 0.2
 GATHER_BYTES, GATHER_RECORDS = 256 * 1024, 5000
 POLL_RECORDS = 500
@@ -87,13 +88,15 @@ class Outflow:
     `interval` seconds, only once the broker has acknowledged every effect sent before, and
     only for the partitions whose records were handled since the last commit: at least once,
     without waiting for a round trip per batch, and without committing the same offsets over
-    again for partitions (or a whole service) with nothing new."""
+    again for partitions (or a whole service) with nothing new. With a `note`, each commit
+    carries what it tells then, as the offsets' metadata."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                 interval: float = COMMIT_SECONDS) -> None:
+                 interval: float = COMMIT_SECONDS, note: Note | None = None) -> None:
         self.consumer = consumer
         self.producer = producer
         self.interval = interval
+        self.note = note
         self._unacknowledged: list[asyncio.Future[Any]] = []
         self._committed_at = time.monotonic()
         self._handled: set[TopicPartition] = set()
@@ -128,7 +131,8 @@ class Outflow:
         await settled(futures)  # a failed send raises: nothing is committed
         handled, self._handled = self._handled, set()
         owned = self.consumer.assignment()
-        await commit(self.consumer, {tp: await self.consumer.position(tp)
+        note = "" if self.note is None else self.note()
+        await commit(self.consumer, {tp: (await self.consumer.position(tp), note)
                                      for tp in handled if tp in owned})
         self._committed_at = time.monotonic()
 
@@ -153,14 +157,15 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
                 stop: asyncio.Event, ready: asyncio.Event | None = None,
                 instance: str | None = None, gather_ms: int = 0,
                 producer: AIOKafkaProducer | None = None,
-                following: Sequence[CompactedView[Any]] = ()) -> None:
-    """Run until `stop` is set; offsets are committed only after the effects are delivered.
+                following: Sequence[CompactedView[Any]] = (), note: Note | None = None) -> None:
+    """Run until `stop` is set; offsets are committed only after the effects are delivered,
+    with `note`'s text when given.
     Effects go through `producer` when given (started and stopped by its owner, who sends its
     own records through it too: one produce stream, fewer requests to the broker). Stops with
     NotFollowing if a view the handler reads from (`following`) stops being kept up to date."""
     consumer = consumer_for(access, topics_in, group, instance=instance, gather_ms=gather_ms)
     sender = producer or producer_for(access)
-    outflow = Outflow(consumer, sender)
+    outflow = Outflow(consumer, sender, note=note)
     reached = True  # the broker, by each step of the stop
 
     async def start() -> None:
@@ -284,7 +289,8 @@ async def unless_stopped(stop: asyncio.Event, starting: Awaitable[object]) -> bo
     return True
 
 
-async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+async def commit(consumer: AIOKafkaConsumer,
+                 offsets: dict[TopicPartition, tuple[int, str]]) -> None:
     """Commit what was handled; if a rebalance took the partitions, their next owner (or this
     consumer, rejoined) handles them again, and consumers drop what they already had."""
     try:

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from audit.anchor import AnchorCheck, Verify, anchored_heads
+from audit.anchor import AnchorCheck, Verify, anchored_heads, last_commit
 from audit.detector import REPEATED_PERSON
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer
@@ -206,6 +206,46 @@ async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchore
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert failed.stderr.startswith(f"TRUNCATED: anchored head (size {size}, "), failed.stderr
     assert f"the store has {size - CUT} entries: serials {size - CUT}..{size - 1} are gone" \
+        in failed.stderr
+
+
+async def committed_size() -> int:
+    """The tree size the audit consumer noted with its last commit (0 if it noted none)."""
+    committed = await last_commit(KafkaAccess.of(acls.AUDIT))
+    return 0 if committed is None else committed.size
+
+
+async def reaching(size: Callable[[], Awaitable[int]], wanted: int, within: float = 30) -> None:
+    """Wait until `size` tells at least `wanted`."""
+    started = time.monotonic()
+    while (now := await size()) < wanted:
+        if time.monotonic() - started > within:
+            raise TimeoutError(f"{now} after {within} s; {wanted} wanted")
+        await asyncio.sleep(0.2)
+
+
+async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_the_commit(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    await appended(live, CUT)
+    await reaching(anchored_size, live.size())  # a head just anchored: the next one in 10 s
+    await appended(live, 2 * CUT)
+    size = live.size()
+    await reaching(committed_size, size)
+    platform.kill("audit")  # a crash: no last head anchored at a stop
+    try:
+        anchored = await anchored_size()
+        whole, cut = (copied(default_path(), tmp_path / name) for name in ("whole.db", "cut.db"))
+        truncate(f"sqlite:///{cut}", anchored)
+        passed, failed = await verify(whole), await verify(cut)
+    finally:
+        platform.start("audit", "audit", "run")
+    assert anchored < size, "the newest entries are not anchored yet"
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "checked against the audit consumer's last commit: offset " in passed.stdout
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stderr.startswith("TRUNCATED: the audit consumer's commit (offset "), \
+        failed.stderr
+    assert f"the store has {anchored} entries: serials {anchored}..{size - 1} are gone" \
         in failed.stderr
 
 
