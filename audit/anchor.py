@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +21,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from audit.heads import SignedHead
 from audit.store import Committed, VerifyReport
@@ -31,6 +33,7 @@ from schemas.codec import CODEC, SchemaError
 
 log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
+ASK_AGAIN = 0.5
 
 # the store's report against the heads it is given, done off the event loop (Records.against):
 # the first check against a year of heads takes ~30 s
@@ -70,17 +73,33 @@ async def anchored_heads(access: KafkaAccess) -> list[SignedHead]:
 async def consumer_commit(access: KafkaAccess) -> tuple[int, str]:
     """The audit consumer group's committed offset on the audit topic (0 if none) and the note
     committed with it: the consumer commits only what it appended to the store."""
+    partition = TopicPartition(topics.AUDIT, 0)
     client = AIOKafkaAdminClient(**access.aiokafka(), request_timeout_ms=TIMEOUT_MS)
     await client.start()
     try:
-        partition = TopicPartition(topics.AUDIT, 0)
-        found = await client.list_consumer_group_offsets(acls.AUDIT_GROUP, partitions=[partition])
+        found = await _offsets(client, partition)
     finally:
         await client.close()
     commit = found.get(partition)
     if commit is None or commit.offset < 0:  # none committed: negative
         return 0, ""
     return commit.offset, commit.metadata
+
+
+async def _offsets(client: AIOKafkaAdminClient, partition: TopicPartition
+                   ) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The audit group's commits on `partition`, asked again while the broker answers that it
+    cannot yet (a new cluster makes its offsets topic at the first ask), up to TIMEOUT_MS."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        try:
+            found: dict[TopicPartition, OffsetAndMetadata] = \
+                await client.list_consumer_group_offsets(acls.AUDIT_GROUP, partitions=[partition])
+            return found
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(ASK_AGAIN)
 
 
 async def last_commit(access: KafkaAccess) -> Committed | None:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from audit.anchor import Anchor
+from audit.anchor import Anchor, last_commit
 from audit.detector import OFF_HOURS, Detector, Raised, Rules
 from audit.events import AccessLogEvent
 from audit.store import AuditStore
@@ -82,7 +82,10 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
               rules: Rules | None = None) -> None:
     """Consume until `stop` is set; sign a head every HEAD_SECONDS if entries came, and anchor
     it on the heads topic (and the last one at the stop); note the tree's size and root with
-    each commit of offsets, which the broker keeps out of the store's reach too."""
+    each commit of offsets, which the broker keeps out of the store's reach too. LostEntries,
+    and no going on, if the store lost entries of the last commit (at the start) or any this
+    consumer knew (at each append, head and note): appended after the gap, new entries would
+    hide it."""
     detector = resumed(store, rules or Rules())
     alerts = producer_for(access)
     anchor = Anchor(alerts)
@@ -103,16 +106,18 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     signing: asyncio.Task[None] | None = None
     try:
         if await unless_stopped(stop, started(alerts, access)):
+            store.check_commit(await last_commit(access))
             signing = asyncio.create_task(sign_heads())
             await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
                         instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS,
                         producer=alerts, note=store.commit_note)
     finally:
-        last = store.head()
-        if signing is not None:  # the producer started
-            await cancelled(signing)
-            await anchor.publish(last, STOP_SECONDS)
-        await alerts.stop()
+        try:
+            if signing is not None:  # the producer started, the store found whole
+                await cancelled(signing)
+                await anchor.publish(store.head(), STOP_SECONDS)  # LostEntries: none signed
+        finally:
+            await alerts.stop()
 
 
 async def main(store: AuditStore, instance: str) -> None:

@@ -76,6 +76,15 @@ class MissingNode(LookupError):
     """A subtree hash the tree needs is not in the store."""
 
 
+class LostEntries(RuntimeError):
+    """The store lost entries the audit consumer appended (and committed, or knew): going on
+    would append after the gap and hide it from `verify`."""
+
+    def __str__(self) -> str:
+        return (f"{self.args[0]}: the audit consumer does not go on over the gap (restore the "
+                "store, or see `renkei audit verify` and `renkei audit replay`)")
+
+
 EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))
 ENTRY_COLUMNS = ("serial", *EVENT_COLUMNS, "leaf")
 _SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
@@ -390,8 +399,14 @@ class AuditStore:
             raise ValueError(f"no tree of size {size}: the log has {self.size()} entries")
 
     def _tree(self) -> merkle.Frontier:
-        """A copy of the right edge of the tree, re-read if another writer appended."""
+        """A copy of the right edge of the tree, re-read if another writer appended; LostEntries
+        if it is smaller than this process knew it (entries deleted behind its back: appended
+        after the gap, or signed, new ones would hide it)."""
         size = self.size()
+        if size < self._frontier.size:
+            known = self._frontier.size
+            raise LostEntries(f"the store has {size} entries, this process knew {known}: "
+                              f"{_serials(size, known)} were deleted")
         if self._frontier.size != size:
             nodes = merkle.covering_nodes(0, size)
             self._frontier = merkle.Frontier(size, self.node_hashes(nodes))
@@ -934,15 +949,25 @@ class AuditStore:
         """The tree against the audit consumer's last commit, kept by the broker: it holds the
         tree the consumer noted with it, the entries after the last anchored head included."""
         report.committed = committed
-        if committed is None:
-            return
+        if committed is not None and (finding := self.against_commit(committed)) is not None:
+            report.add(finding.kind, finding.where, finding.detail)
+
+    def against_commit(self, committed: Committed) -> Finding | None:
+        """None if the tree holds the one the audit consumer noted with its commit and grew
+        from it; else what is wrong: TRUNCATED if it is smaller."""
         where = (f"the audit consumer's commit (offset {committed.offset}, "
                  f"size {committed.size})")
-        finding = self._grown_from(committed.size, committed.root, where,
-                                   "though the consumer had appended them and read past them",
-                                   "after the consumer committed them")
+        return self._grown_from(committed.size, committed.root, where,
+                                "though the consumer had appended them and read past them",
+                                "after the consumer committed them")
+
+    def check_commit(self, committed: Committed | None) -> None:
+        """Raise LostEntries unless the tree holds the one noted with the commit (if any); from
+        then on, any entry deleted raises it at the next append, head or note (`_tree`)."""
+        finding = None if committed is None else self.against_commit(committed)
         if finding is not None:
-            report.add(finding.kind, finding.where, finding.detail)
+            raise LostEntries(f"{finding.where}: {finding.detail}")
+        self._tree()
 
     def _head_problem(self, head: TreeHead, earlier: tuple[int, TreeHead] | None) -> str | None:
         """None when the stored tree has this root at this size; else what is wrong."""

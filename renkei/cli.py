@@ -50,6 +50,7 @@ def _said(exc: Exception) -> str | None:
 
     from audit.heads import NoKey
     from audit.sql import NoStore
+    from audit.store import LostEntries
     from broker import cluster
     from broker.clients import BrokerAway, BrokerRefused
     from broker.provision import NotAHolder
@@ -63,7 +64,7 @@ def _said(exc: Exception) -> str | None:
 
     said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
-            NoStore, NoKey, NoLoginKey, BadPatternFile)
+            NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -78,8 +79,8 @@ class _Commands(click.Group):
     a state folder another run holds, a private folder another user's that others may read, a
     registry missing or not to be replaced, a holder id not registered, a consent to one not a
     private holder, a registered holder moved to another link-code unit unasked, no key store,
-    an audit store that cannot be opened, a bad pattern file or a port in use is said in one
-    line (no traceback), exit code 1."""
+    an audit store that cannot be opened or that lost entries the audit consumer appended, a
+    bad pattern file or a port in use is said in one line (no traceback), exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

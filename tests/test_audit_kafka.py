@@ -32,6 +32,7 @@ from holders.client import HolderClient
 from portal.inbox import Inbox
 from portal.records import Records
 from renkei.envelope import unpacked
+from renkei.state import state_dir
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
@@ -247,6 +248,43 @@ async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_t
         failed.stderr
     assert f"the store has {anchored} entries: serials {anchored}..{size - 1} are gone" \
         in failed.stderr
+
+
+def exited(platform: Processes, name: str, within: float = 60) -> tuple[int, str]:
+    """The exit code of a process that stops of itself, and the last line of its log."""
+    code = platform.running.pop(name).wait(within)
+    return code, (state_dir() / "logs" / f"{name}.log").read_text().splitlines()[-1]
+
+
+async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    """Appended after the gap and committed, new entries would hide it from `verify`."""
+    await appended(live, CUT)
+    await reaching(anchored_size, live.size())  # a head just anchored: the next one in 10 s
+    await appended(live, 2 * CUT)
+    size, anchored = live.size(), await anchored_size()
+    await reaching(committed_size, size)
+    whole = copied(default_path(), tmp_path / "whole.db")
+    truncate(f"sqlite:///{default_path()}", anchored)  # while the consumer runs
+    try:
+        batch, now = uuid.uuid4().hex[:8], datetime.now(UTC)
+        async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+            await prod.send_and_wait(topics.AUDIT, CODEC.encode(synthetic(0, batch, now)))
+        running = await asyncio.to_thread(exited, platform, "audit")
+        platform.start("audit", "audit", "run")
+        starting = await asyncio.to_thread(exited, platform, "audit")
+        found = await verify(default_path())
+    finally:
+        copied(whole, default_path())
+        platform.start("audit", "audit", "run")
+    gone = f"serials {anchored}..{size - 1}"
+    assert anchored < size, "the newest entries are not anchored yet"
+    assert running[0] == 1 and f"{gone} were deleted" in running[1], running
+    assert starting[0] == 1 and "the audit consumer's commit (offset " in starting[1], starting
+    assert f"{gone} are gone" in starting[1], starting
+    assert found.stderr.startswith("TRUNCATED: the audit consumer's commit (offset "), \
+        found.stdout + found.stderr
+    await caught_up(live, {synthetic(0, batch, now).event_id})
 
 
 def counted(store: AuditStore, given: list[int]) -> Verify:

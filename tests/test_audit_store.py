@@ -30,6 +30,7 @@ from audit.sql import connect
 from audit.store import (
     COLUMN_CHARS,
     AuditStore,
+    LostEntries,
     Query,
     VerifyReport,
     column_text,
@@ -648,12 +649,26 @@ def test_a_store_grown_after_its_anchored_heads_verifies(store: AuditStore) -> N
     assert (report.tree_size, report.anchored, report.anchor) == (33, 2, anchored[1].head)
 
 
+def test_a_process_does_not_append_or_sign_over_entries_deleted_behind_its_back(
+        store: AuditStore, db: str) -> None:
+    """Appended after the gap, or signed, new entries would hide it from every check after."""
+    filled(store)
+    truncate(db, 20)
+    for going_on in (lambda: store.append_many([item(event(100))]), store.head,
+                     store.commit_note):
+        with pytest.raises(LostEntries, match=r"the store has 20 entries, this process knew 24: "
+                                              r"serials 20\.\.23 were deleted"):
+            going_on()
+    assert store.size() == 20 and not store.stored([event(100).event_id])
+
+
 def test_a_smaller_or_forged_head_anchored_later_hides_no_truncation(
         store: AuditStore, db: str) -> None:
     filled(store)
     largest = store.head()
     truncate(db, 17)
-    resigned = store.sign_head()  # the intruder holds the key: it anchors a head of what is left
+    with AuditStore(db, store.signer) as intruder:  # it holds the key: it anchors what is left
+        resigned = intruder.sign_head()
     forged = Signer.generate().sign_head(TreeHead(25, largest.head.root, largest.head.timestamp))
     report = store.verify(decode_event, anchored=[largest, resigned, forged])
     assert resigned.head.size == 17 and (report.anchored, report.anchor) == (3, largest.head)
@@ -663,14 +678,16 @@ def test_a_smaller_or_forged_head_anchored_later_hides_no_truncation(
 
 def test_a_store_cut_short_and_grown_past_its_anchor_again_is_not_consistent_with_it(
         store: AuditStore, db: str) -> None:
-    """The consumer goes on appending to a store whose newest entries were deleted (or that was
-    restored from a backup), and anchors heads of it: the largest anchored head is then one of
-    the store, and the smaller one that signs the lost entries is what tells."""
+    """A consumer started on a store whose newest entries were deleted (or that was restored
+    from a backup), with no commit of its own to check it against, appends and anchors heads of
+    it: the largest anchored head is then one of the store, and the smaller one that signs the
+    lost entries is what tells."""
     filled(store)
     anchored = [store.head()]
     truncate(db, 20)
-    store.append_many(item(event(n)) for n in range(100, 110))
-    anchored.append(store.head())
+    with AuditStore(db, store.signer) as restarted:
+        restarted.append_many(item(event(n)) for n in range(100, 110))
+        anchored.append(restarted.head())
     report = store.verify(decode_event, anchored=anchored)
     assert (report.tree_size, report.anchor) == (30, anchored[1].head)
     where = f"anchored head (size 24, {anchored[0].head.timestamp.isoformat(timespec='seconds')})"
@@ -712,8 +729,9 @@ def test_the_head_a_check_keeps_for_the_next_is_the_one_the_logs_key_signed(
     checked = [copy, largest]
     kept = held_largest(checked, store.verify_anchor(checked))
     truncate(db, 20)
-    store.append_many(item(event(n)) for n in range(100, 110))
-    report = store.verify_anchor([*kept, store.head()])
+    with AuditStore(db, store.signer) as restarted:
+        restarted.append_many(item(event(n)) for n in range(100, 110))
+        report = store.verify_anchor([*kept, restarted.head()])
     assert {f.kind for f in report.findings} == {"anchor"}, report.findings
 
 
