@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -16,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
 from audit.events import decode_event
-from audit.heads import NoKey, SignedHead, Signer
+from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
 from audit.store import (
     RETENTION_YEARS,
@@ -96,13 +97,31 @@ def audit_cli() -> None:
 def read_outside() -> tuple[list[SignedHead], Committed | None]:
     """The heads anchored on the broker's heads topic and the audit consumer's last commit on
     the audit topic, read as the audit principal."""
-    access = KafkaAccess.of(acls.AUDIT)
     try:
-        return asyncio.run(anchor.outside_the_store(access))
+        return asyncio.run(anchor.outside_the_store(KafkaAccess.of(acls.AUDIT)))
     except (NoCluster, UnknownPrincipal, BrokerAway, BrokerRefused, KafkaError) as exc:
         raise click.ClickException(f"cannot read the anchored heads or the audit consumer's "
                                    f"commit: {exc} (--no-anchor checks the store alone, and "
                                    "then a store cut short passes)") from exc
+
+
+def _gone_whole(url: str | Path) -> None:
+    """With no store at `url`: TRUNCATED (exit 1) if a head anchored by the log's key or the
+    audit consumer's last commit says the log had entries; else nothing (open_store says the
+    store is not there)."""
+    try:
+        anchored, committed = read_outside()
+        key = Signer.public().public_key
+    except (click.ClickException, NoKey):  # the broker or the key away: nothing tells more
+        return
+    had = [(s.head.size, "the largest anchored head") for s in anchored if verify_head(s, key)]
+    if committed is not None:
+        had.append((committed.size, f"the audit consumer's commit (offset {committed.offset})"))
+    size, told = max(had, default=(0, ""))
+    if size:
+        click.echo(f"TRUNCATED: no audit store at {url}, yet {told} says the log had {size} "
+                   f"entries: serials 0..{size - 1} are gone", err=True)
+        raise SystemExit(1)
 
 
 def _commit_checked(committed: Committed | None) -> str:
@@ -127,6 +146,9 @@ def verify(db: str | None, alone: bool) -> None:
 
     Exits 1 when anything is found. Needs the head key's public key alone.
     """
+    url = db or default_path()
+    if not alone and not sql.exists(url):
+        _gone_whole(url)
     with open_store(db, signing=False) as store:
         # read before the store: a head is anchored, a commit made, once the store has it
         anchored, committed = ([], None) if alone else read_outside()

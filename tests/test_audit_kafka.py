@@ -287,6 +287,18 @@ async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
     await caught_up(live, {synthetic(0, batch, now).event_id})
 
 
+async def test_a_store_deleted_whole_fails_verify_as_truncated(live: AuditStore,
+                                                               tmp_path: Path) -> None:
+    await appended(live, CUT)
+    size = live.size()
+    await reaching(committed_size, size)
+    gone = await verify(tmp_path / "gone.db")
+    assert gone.returncode == 1, gone.stdout + gone.stderr
+    assert gone.stderr.startswith(f"TRUNCATED: no audit store at {tmp_path / 'gone.db'}, yet "), \
+        gone.stderr
+    assert "serials 0.." in gone.stderr and "are gone" in gone.stderr, gone.stderr
+
+
 def counted(store: AuditStore, given: list[int]) -> Verify:
     """The console's check of `store` against the heads it is given, how many noted in `given`."""
     async def verify(heads: Sequence[SignedHead]) -> VerifyReport:
