@@ -16,7 +16,7 @@ import click
 from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
-from audit.events import decode_event
+from audit.events import ID_CODE, decode_event
 from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
 from audit.store import (
@@ -220,6 +220,15 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     return data
 
 
+def person_of(given: str) -> str:
+    """The ID code given, or a usage error that does not say it back: any other value would
+    match no entry and pass for a person nobody looked at."""
+    if not ID_CODE.match(given):
+        raise click.BadParameter("not an ID code (11 characters 0-9A-Z, upper case)",
+                                 param_hint="--person")
+    return given
+
+
 @audit_cli.command(cls=OnStdin)
 @store_option
 @click.option("--person", is_flag=True,
@@ -239,7 +248,7 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 
     With --person, the person's ID code is read from stdin (the code, or {"person": "…"}), or
     prompted for at a terminal: never an argument, which `ps` and the shell's history show."""
-    id_code = personal_input.read_one(PERSON) if person else None
+    id_code = person_of(personal_input.read_one(PERSON)) if person else None
     where = Query(id_code, holder, pattern, outcome, since, until)
     with open_store(db, signing=person) as store:  # proofs against a head signed now
         try:

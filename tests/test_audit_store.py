@@ -774,6 +774,16 @@ def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     assert code == 2
 
 
+def test_a_query_of_no_id_code_is_refused_not_answered_with_nobody(
+        store: AuditStore, db: str) -> None:
+    store.append_many(item(event(n)) for n in range(3))
+    typed = PERSONS[0].lower()
+    for given in (typed, PERSONS[0][:-1], f'{{"person": "{typed}"}}'):
+        result = CliRunner().invoke(audit_cli, ["query", "--person", "--db", db], input=given)
+        assert result.exit_code == 2 and "not an ID code" in result.output, result.output
+        assert PERSONS[0][:-1] not in result.output.upper()  # nothing of it said back
+
+
 def test_store_urls() -> None:
     with pytest.raises(ValueError, match="unsupported store URL"):
         AuditStore("mysql://audit@db/audit", Signer.generate())
