@@ -12,6 +12,7 @@ import click
 
 from audit import oversight
 from audit.cli import query
+from audit.detector import RULES
 
 
 def _echo_json(data: Any) -> None:
@@ -52,8 +53,8 @@ def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: s
 
 
 @oversight_cli.command()
-@click.option("--rule", help="VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, "
-                             "UNBOUND_PERSON")
+@click.option("--rule", type=click.Choice(RULES),
+              help="alerts of this rule only")
 @click.option("--requester", help="alerts about this requester only")
 def alerts(rule: str | None, requester: str | None) -> None:
     """The live detector's alerts, oldest first, as JSON."""

@@ -49,6 +49,13 @@ def test_a_mistake_is_said_in_one_line(tmp_path: Path, args: tuple[str, ...],
     said_in_one_line(run.stderr, error)
 
 
+def test_an_alert_rule_the_detector_does_not_have_is_refused(tmp_path: Path) -> None:
+    run = renkei("oversight", "alerts", "--rule", "OFF-HOURS",
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2  # before any broker is asked: a misspelt rule is no empty list
+    said_in_one_line(run.stderr, "'OFF-HOURS' is not one of 'VOLUME', 'REPEATED_PERSON'")
+
+
 def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> None:
     run = renkei("card", "reader", "--port", str(taken_port), "--trust", "http://127.0.0.1:1",
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
