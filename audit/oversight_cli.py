@@ -33,8 +33,8 @@ oversight_cli.add_command(query)
 @click.option("--request", "request_ids", multiple=True, required=True,
               help="a request whose holder-side entries are wanted")
 @click.option("--basis", required=True, help="the oversight body's legal ground for asking")
-@click.option("--within", type=float, default=30.0, show_default=True,
-              help="seconds to wait for the holders' answers")
+@click.option("--within", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="seconds to wait for the holders' answers")
 def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: str,
                 within: float) -> None:
     """Ask holders over Kafka for their access-log entries (⑦–⑫) of given requests.

@@ -56,6 +56,14 @@ def test_an_alert_rule_the_detector_does_not_have_is_refused(tmp_path: Path) -> 
     said_in_one_line(run.stderr, "'OFF-HOURS' is not one of 'VOLUME', 'REPEATED_PERSON'")
 
 
+def test_holders_are_not_asked_for_no_time_at_all(tmp_path: Path) -> None:
+    run = renkei("oversight", "holder-logs", "--holder", "nenkin", "--request", "r-1",
+                 "--basis", "番号法第38条", "--within", "-1",
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2  # before any holder is asked: none could answer in no time
+    said_in_one_line(run.stderr, "'--within': -1.0 is not in the range x>0")
+
+
 def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> None:
     run = renkei("card", "reader", "--port", str(taken_port), "--trust", "http://127.0.0.1:1",
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
