@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -16,6 +16,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from holders.client import HolderClient
+from registry.residents import FourAttributes, Sex
 from renkei.town import Processes
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import HolderLogRequest, Rejection
@@ -118,3 +119,33 @@ async def test_a_burst_of_rejections_alerts_the_oversight_body(
     else:
         raise AssertionError("no alert for a burst of 25 rejections")
     assert raised[0]["count"] == 20 and "WRONG_PROVIDER" in str(raised[0]["detail"])
+
+
+async def test_a_holder_querying_a_person_it_never_bound_alerts_the_oversight_body(
+        clients: dict[str, HolderClient], platform: Processes) -> None:
+    """The clinic and the hospital share the medical link-code unit: the hospital can send a
+    link code only the clinic was given, and the platform takes it."""
+    hospital, clinic = clients["sakura-hospital"], clients["minami-clinic"]
+    taken = set(hospital.store.bindings().values())
+    own, link = next((o, code) for o, code in clinic.store.bindings().items() if code not in taken)
+    bound_at = clinic.store.binding(own)
+    assert bound_at is not None
+    hospital.store.add_record("HOS-UNBOUND", FourAttributes("桜 花子", "桜町1-1-1",
+                                                            date(1990, 1, 1), Sex.FEMALE))
+    assert hospital.store.bind("HOS-UNBOUND", link, bound_at[1]) is None
+    request_id = await ask(hospital, "HOS-UNBOUND", "P-120", "acme-kenpo",
+                           "insurance_eligibility")
+    await hospital.outcome(request_id, 30)
+    [approved] = [e for e in await audit_events({request_id}) if e.kind == "LINKAGE"]
+    assert approved.outcome == "APPROVED" and approved.person is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        alerts = await oversight("alerts", "--rule", "UNBOUND_PERSON", "--requester",
+                                 "sakura-hospital")
+        assert isinstance(alerts, list)
+        if raised := [a for a in alerts if a["event_id"] == approved.event_id]:
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("no alert for a linkage about a person the requester never bound")
+    assert raised[0]["person"] == approved.person
