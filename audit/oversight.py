@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end, read_topic, running
+from processors import directory
 from renkei import sealing
 from renkei.envelope import send
 from renkei.holder_logs import opened
@@ -44,6 +45,7 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
     if not holders or not request_ids or len(request_ids) > MAX_REQUESTS:
         raise ValueError(f"name at least one holder and 1..{MAX_REQUESTS} request ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
+    await _holders_only(holders, access)
     asked = HolderLogRequest(str(uuid.uuid4()), datetime.now(UTC), tuple(holders),
                              tuple(request_ids), legal_basis)
     result = HolderLogs(asked.request_id)
@@ -64,6 +66,15 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
             pass
     result.missing = [h for h in dict.fromkeys(asked.holders) if h not in result.answers]
     return result
+
+
+async def _holders_only(holders: Sequence[str], access: KafkaAccess) -> None:
+    """ValueError naming each of `holders` that is no active holder of the directory: the
+    platform would refuse to ask it, and waiting for its answer would only end in `missing`."""
+    entries = await directory.current(access)
+    unknown = [h for h in dict.fromkeys(holders) if h not in entries or not entries[h].active]
+    if unknown:
+        raise ValueError(f"not an active holder of the directory: {', '.join(unknown)}")
 
 
 def _take(value: bytes | None, asked: HolderLogRequest, key: X25519PrivateKey,

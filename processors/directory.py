@@ -85,10 +85,10 @@ async def publish(entries: Sequence[HolderEntry] = (),
                       + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
 
 
-async def current() -> dict[str, HolderEntry]:
-    """The holder directory as it stands (BrokerAway at once if no broker answers: a view would
-    wait for one)."""
-    access = KafkaAccess.of(config.ADMIN)
+async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
+    """The holder directory as it stands, read as `access` (the admin by default); BrokerAway at
+    once if no broker answers: a view would wait for one."""
+    access = access or KafkaAccess.of(config.ADMIN)
     view = CompactedView(access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
     async with running(view, access):
         await view.loaded()

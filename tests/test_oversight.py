@@ -20,7 +20,7 @@ from registry.residents import FourAttributes, Sex
 from renkei.town import Processes
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import HolderLogRequest, Rejection
-from tests.kafka_helpers import audit_events, producer, renkei
+from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -65,6 +65,15 @@ async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
     else:
         raise AssertionError("the platform's log never showed the request to the oversight")
     assert all(e["inclusion_proof"] is not None for e in page["entries"])
+
+
+async def test_asking_what_is_no_holder_is_refused_at_once(platform: Processes) -> None:
+    started = time.monotonic()
+    run = await asyncio.to_thread(renkei, "oversight", "holder-logs", "--holder", "nenkin",
+                                  "--holder", "sakura_town", "--request", "r-1", "--basis", BASIS,
+                                  "--within", "5", check=False)
+    assert run.returncode == 2 and time.monotonic() - started < 5, run.stderr
+    said_in_one_line(run.stderr, "not an active holder of the directory: sakura_town")
 
 
 async def test_only_the_oversight_body_may_ask_for_holders_logs(
