@@ -410,6 +410,8 @@ async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
     ("resident", "GET", "/history?until=9999-12-31", None, 400),
     ("oversight", "GET", "/oversight?since=0001-01-01", None, 400),
     ("oversight", "GET", "/oversight?until=9999-12-31", None, 400),
+    ("oversight", "GET", "/oversight?person=abc98765xyz", None, 400),
+    ("oversight", "GET", "/oversight?person=ABC98765XY", None, 400),
     ("oversight", "GET", "/oversight?after=99999999999999999999:1", None, 400),
     ("oversight", "GET", "/oversight?after=1:-99999999999999999999", None, 400)])
 async def test_malformed_input_is_refused_not_an_error(
