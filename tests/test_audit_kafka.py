@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from audit.anchor import AnchorCheck, Verify, anchored_heads, last_commit
-from audit.detector import REPEATED_PERSON
+from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer
 from audit.oversight import alerts
@@ -124,6 +124,35 @@ async def test_one_entry_per_event_through_a_kill_9_of_the_consumer(
     assert report.ok, report.findings[:5]
     print(f"\nkilled at {killed_at - before} of {LOAD} (+{len(again)} repeats); all "
           f"{len(on_topic)} events on the topic stored once each, {took:.1f}s after the load")
+
+
+async def test_a_night_burst_of_requests_raises_volume_and_off_hours_alerts(
+        platform: Processes, live: AuditStore) -> None:
+    """201 linkage requests within a minute at 03:00 JST, from a requester with no norm yet:
+    the first is off hours, the 201st above the volume floor of 200."""
+    requester, night = f"night-{uuid.uuid4().hex[:8]}", datetime(2026, 11, 29, 18, tzinfo=UTC)
+
+    def request(n: int) -> AccessLogEvent:
+        """Refused as a duplicate request id: no reason the replay's re-check judges."""
+        request_id = f"{requester}-{n:03d}"
+        return AccessLogEvent(event_id(request_id, "rejected@test"), request_id,
+                              night + timedelta(milliseconds=100 * n), "LINKAGE", "REJECTED",
+                              "DUPLICATE_REQUEST", "P-037", "国民年金法", requester,
+                              "sakura-town", "local_tax", None)
+
+    events = [request(n) for n in range(201)]
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        for event in events:
+            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
+    await caught_up(live, {e.event_id for e in events})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        raised = {(a.rule, a.event_id, a.count) for a in await alerts()
+                  if a.requester == requester and a.rule in (VOLUME, OFF_HOURS)}
+        if len(raised) == 2:
+            break
+        await asyncio.sleep(0.5)
+    assert raised == {(OFF_HOURS, events[0].event_id, 1), (VOLUME, events[200].event_id, 201)}
 
 
 async def test_a_restarted_audit_consumer_raises_the_alerts_the_stopped_one_would_have(
