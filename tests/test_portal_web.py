@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from audit.events import event_id
 from audit.heads import Signer
 from audit.store import AuditStore
+from broker import acls
 from cards import ca, issue
 from cards.card import Card
 from cards.login import Verifier, message
@@ -529,6 +530,11 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
     spaced = replace(event(8), request_id="req-1 acme-kenpo",
                      event_id=event_id("req-1 acme-kenpo", "approved"))
     store.append(*item(spaced))
+    earlier = replace(event(9), request_id="ov-1",
+                      event_id=event_id("ov-1", "oversight@tax-office"), kind="OVERSIGHT",
+                      outcome="REQUESTED", requester=acls.OVERSIGHT,
+                      provider="tax-office")  # the oversight body's own request, logged
+    store.append(*item(earlier))
     officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
     assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
     page = await (await client.get("/oversight")).text()
@@ -541,8 +547,8 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
 
     assert (await ask(chosen), await ask(["99"])) == (303, 303)
     holders = sorted({h for e in (event(7), spaced) for h in (e.requester, e.provider)
-                      if h is not None})
-    assert town.kafka.oversight.asked == [(holders, ["req-0007", "req-1 acme-kenpo"])], \
+                      if h is not None} | {"tax-office"})
+    assert town.kafka.oversight.asked == [(holders, ["ov-1", "req-0007", "req-1 acme-kenpo"])], \
         "the chosen requests' ids and holders, as logged (a serial of no entry asks nobody)"
     assert await ask(["one"]) == 400
 
