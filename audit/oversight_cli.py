@@ -13,6 +13,7 @@ import click
 from audit import oversight
 from audit.cli import query
 from audit.detector import RULES
+from renkei.options import stated
 
 
 def _echo_json(data: Any) -> None:
@@ -32,7 +33,8 @@ oversight_cli.add_command(query)
 @click.option("--holder", "holders", multiple=True, required=True, help="a holder to ask")
 @click.option("--request", "request_ids", multiple=True, required=True,
               help="a request whose holder-side entries are wanted")
-@click.option("--basis", required=True, help="the oversight body's legal ground for asking")
+@click.option("--basis", required=True, callback=stated,
+              help="the oversight body's legal ground for asking")
 @click.option("--within", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="seconds to wait for the holders' answers")
 def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: str,

@@ -14,16 +14,10 @@ from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
 from registry.cli import open_registry
 from renkei import personal_input
+from renkei.options import stated
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 
 NUMBER = Field("number", "personal number")
-
-
-def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """A required text that must say something: blank is a usage error."""
-    if not value.strip():
-        raise click.BadParameter("must not be blank")
-    return value
 
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,

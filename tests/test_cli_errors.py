@@ -74,7 +74,8 @@ def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> N
 @pytest.mark.parametrize(("args", "given"), [
     (("authority", "lookup", "--holder", "city-a", "--purpose", ""), "1234"),
     (("authority", "lookup", "--holder", " ", "--purpose", "tax"), "1234"),
-    (("authority", "change-number", "--reason", " "), "R-1")])
+    (("authority", "change-number", "--reason", " "), "R-1"),
+    (("oversight", "holder-logs", "--holder", "nenkin", "--request", "r-1", "--basis", " "), "")])
 def test_a_blank_reason_is_refused(tmp_path: Path, args: tuple[str, ...], given: str) -> None:
     run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False, input=given)
     assert run.returncode == 2
