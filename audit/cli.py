@@ -306,8 +306,9 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
             for made in (named, *(named.with_name(f"{named.name}{s}") for s in ("-wal", "-shm"))):
                 made.unlink(missing_ok=True)
         raise
-    click.echo(f"replayed {report.records} records into {target} in {report.seconds:.1f}s: "
-               f"tree size {report.size}, root {report.root.hex()}")
+    click.echo(f"replayed {report.events} events ({report.events - report.size} of them an "
+               f"event id again) from {report.records} records into {target} in "
+               f"{report.seconds:.1f}s: tree size {report.size}, root {report.root.hex()}")
     compared = bool(report.compared_at)
     if compared:
         same = "identical" if report.identical else "DIFFERENT"

@@ -140,10 +140,13 @@ class Recheck:
 @dataclass
 class ReplayReport:
     """What a replay rebuilt, how its root and size compare with the live store's, what
-    disagreed. `acknowledged` is the audit consumer's committed offset, `owed` the entries the
-    events before it make: the live store must hold at least those."""
+    disagreed. `records` are the topic's records, `events` the readable events they hold (an
+    event id again is not appended again). `acknowledged` is the audit consumer's committed
+    offset, `owed` the entries the events before it make: the live store must hold at least
+    those."""
 
     records: int = 0
+    events: int = 0
     size: int = 0
     root: bytes = b""
     acknowledged: int = 0
@@ -197,6 +200,7 @@ def _rebuilt(target: AuditStore, recheck: Recheck, records: list[Any],
              report: ReplayReport) -> None:
     """Append the events of `records` to `target`, re-checking each new approval or rejection."""
     items = decoded(records)
+    report.events += len(items)
     if not items:
         return
     for (event, _), serial in zip(items, target.append_many(items), strict=True):

@@ -560,8 +560,14 @@ async def test_replay_rebuilds_the_same_root_and_rechecks_every_approval(
                 + [(nenkin, r) for r in unlawful[1:]]]
     assert [o.status for o in outcomes] == ["FOUND"] * 4 + ["REJECTED"] * 3
     await caught_up(live, set(await topic_events()))
+    on_topic = [value for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT)
+                for value in unpacked(record.value or b"")]
     normal = await replay(tmp_path / "first.db")
     assert normal.returncode == 0, normal.stdout + normal.stderr
+    with AuditStore(tmp_path / "first.db", Signer.generate()) as rebuilt:
+        again = len(on_topic) - rebuilt.size()
+    assert f"replayed {len(on_topic)} events ({again} of them an event id again) from " \
+        in normal.stdout, "the events, not the records that carry them in batches"
     assert "(identical)" in normal.stdout and " 0 disagreement(s)" in normal.stdout
     checked = int(normal.stdout.split("re-checked ")[1].split()[0])
     assert checked >= 7
