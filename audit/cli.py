@@ -280,7 +280,8 @@ def run(db: str | None, instance: str, loglevel: str) -> None:
               help="the fresh store to rebuild [default: audit/replay-<time>.db in the state "
                    "folder]")
 @click.option("--live", metavar="URL", default=None,
-              help="the store to compare with [default: the state folder's audit/audit.db]")
+              help="the store to compare with, which must be there [default: the state "
+                   "folder's audit/audit.db]")
 @click.option("--grace", type=float, default=10.0, show_default=True,
               help="seconds the platform's view of the pattern list may lag its topic")
 def replay(db: str | None, live: str | None, grace: float) -> None:
@@ -295,7 +296,7 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     named = private_dir("audit") / f"replay-{datetime.now(UTC):%Y%m%dT%H%M%S}.db"
     target = db or str(named)
     try:
-        with open_store(target, create=True) as fresh, open_store(live, create=True) as current:
+        with open_store(target, create=True) as fresh, open_store(live) as current:
             try:
                 report = asyncio.run(replaying.replay(KafkaAccess.of(acls.AUDIT), fresh, current,
                                                       timedelta(seconds=grace)))

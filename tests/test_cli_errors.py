@@ -95,6 +95,17 @@ def test_reading_an_audit_store_that_is_not_there_makes_none(tmp_path: Path,
     assert not list(state.rglob("*.db")) and not list(state.rglob("head-key.json"))
 
 
+def test_a_replay_against_a_live_store_that_is_not_there_makes_none(tmp_path: Path) -> None:
+    """A live store mistyped was made, empty, and the replay called it cut short."""
+    state = tmp_path / "state"
+    for live in (tmp_path / "missing.db", None):
+        args = ("audit", "replay") + (("--live", str(live)) if live else ())
+        run = renkei(*args, env={STATE_ENV: str(state)}, check=False)
+        assert run.returncode == 1, run.stdout
+        said_in_one_line(run.stderr, "no audit store at")
+    assert not (tmp_path / "missing.db").exists() and not list(state.rglob("*.db"))
+
+
 @pytest.mark.parametrize("command", ["verify", "head", "query", "purge"])
 def test_an_audit_command_on_a_store_without_its_key_makes_none(tmp_path: Path,
                                                                  command: str) -> None:
