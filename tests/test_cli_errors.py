@@ -64,6 +64,13 @@ def test_holders_are_not_asked_for_no_time_at_all(tmp_path: Path) -> None:
     said_in_one_line(run.stderr, "'--within': -1.0 is not in the range x>0")
 
 
+def test_a_replay_rechecks_with_no_knowledge_from_after_an_event(tmp_path: Path) -> None:
+    run = renkei("audit", "replay", "--grace", "-5", env={STATE_ENV: str(tmp_path / "state")},
+                 check=False)
+    assert run.returncode == 2  # a negative grace took the pattern list of 5 s later as known
+    said_in_one_line(run.stderr, "'--grace': -5.0 is not in the range x>=0")
+
+
 def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> None:
     run = renkei("card", "reader", "--port", str(taken_port), "--trust", "http://127.0.0.1:1",
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
