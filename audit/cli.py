@@ -311,13 +311,13 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
                f"event id again) from {report.records} records into {target} in "
                f"{report.seconds:.1f}s: tree size {report.size}, root {report.root.hex()}")
     compared = bool(report.compared_at)
+    live_size = report.live_size or 0
     if compared:
         same = "identical" if report.identical else "DIFFERENT"
-        click.echo(f"live store at size {report.compared_at}: root "
-                   f"{(report.live_root or b'').hex()} ({same})")
+        click.echo(f"live store of {live_size} entries, compared at size {report.compared_at}: "
+                   f"root {(report.live_root or b'').hex()} ({same})")
     else:
         click.echo("the live store is empty: no root to compare")
-    live_size = report.live_size or 0
     if report.short:
         click.echo(f"SHORT: the live store has {live_size} entries; the audit consumer committed "
                    f"offset {report.acknowledged}, whose events make {report.owed}: serials "
@@ -325,6 +325,10 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     elif live_size < report.size:
         click.echo(f"the live store is {report.size - live_size} entries behind the topic: "
                    "events the audit consumer has not committed yet")
+    elif live_size > report.size:
+        click.echo(f"the live store is {live_size - report.size} entries ahead of the topic as "
+                   "replayed: events logged since the replay read it, or entries the topic "
+                   "never had")
     click.echo(f"re-checked {report.checked} approvals and rejections against the pattern list "
                f"in force at each event's time: {len(report.disagreements)} disagreement(s)")
     for d in report.disagreements:

@@ -37,7 +37,7 @@ from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
 from tests.loop_helpers import ticking
-from tests.test_audit_store import truncate
+from tests.test_audit_store import item, truncate
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -528,11 +528,26 @@ async def test_replay_finds_a_store_short_of_the_events_the_consumer_committed(
     truncate(f"sqlite:///{cut}", size - CUT)
     found = await replay(tmp_path / "fresh.db", "--live", str(cut))
     assert found.returncode == 1, found.stdout + found.stderr
-    assert f"live store at size {size - CUT}: root " in found.stdout
+    assert f"live store of {size - CUT} entries, compared at size {size - CUT}: root " \
+        in found.stdout
     assert "(identical)" in found.stdout, "equal where both have entries: only the size tells"
     assert f"SHORT: the live store has {size - CUT} entries; the audit consumer committed " \
         in found.stdout
     assert f"serials {size - CUT}.." in found.stdout
+
+
+async def test_replay_says_the_live_stores_size_when_it_is_ahead_of_the_topic(
+        live: AuditStore, tmp_path: Path) -> None:
+    await appended(live, CUT)
+    ahead = copied(default_path(), tmp_path / "ahead.db")
+    with AuditStore(ahead, Signer.generate()) as copy:
+        copy.append_many(item(synthetic(n, "never-logged", datetime.now(UTC))) for n in range(3))
+        size = copy.size()
+    found = await replay(tmp_path / "fresh.db", "--live", str(ahead))
+    assert found.returncode == 0, found.stdout + found.stderr
+    replayed = int(found.stdout.split("tree size ")[1].split(",")[0])
+    assert f"live store of {size} entries, compared at size {replayed}: root " in found.stdout
+    assert f"the live store is {size - replayed} entries ahead of the topic" in found.stdout
 
 
 def entries(store: AuditStore) -> list[Entry]:
