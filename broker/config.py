@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from broker import topics
 from broker.cluster import Cluster, Node
 from broker.credentials import Credentials
 
@@ -60,6 +61,13 @@ def request_threads() -> dict[str, str]:
     return {"num.network.threads": str(max(1, cores // 2)), "num.io.threads": str(cores)}
 
 
+def offsets_retention_minutes() -> int:
+    """How long a group's committed offsets outlive its last member: as long as the longest
+    retention of any topic (Kafka's default, 7 days, would send a service stopped longer back
+    to the start of every topic it reads, the audit log's 7 years among them)."""
+    return -(-topics.longest_retention_ms() // 60_000)
+
+
 def server_properties(
     cluster: Cluster, node: Node, data_dir: Path, admin: Credentials, controller: Credentials
 ) -> str:
@@ -103,6 +111,7 @@ def server_properties(
         "share.coordinator.state.topic.replication.factor": str(replication),
         "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",
+        "offsets.retention.minutes": str(offsets_retention_minutes()),
         # a broker gone is fenced after 4 s, not 9 (its partitions' leaders move sooner), and a
         # broker restarted after a crash may register again as soon (a hard restart 14.5 -> 9 s)
         "broker.heartbeat.interval.ms": "1000",

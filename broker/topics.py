@@ -87,6 +87,12 @@ def holder_topics(holder: str) -> list[TopicSpec]:
     ]
 
 
+def longest_retention_ms() -> int:
+    """The longest retention of any topic in the spec, holders' topics among them."""
+    specs = [*platform_topics(), *_load()[1]]
+    return max(duration_ms(s.retention) for s in specs if s.retention is not None)
+
+
 def outbox(holder: str) -> str:
     return HOLDER_OUTBOX.format(holder=holder)
 
