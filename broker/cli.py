@@ -32,8 +32,8 @@ def fetch() -> None:
               help=f"client (SASL/SCRAM) port [default {cluster_store.DEFAULT_CLIENT_PORT}]")
 @click.option("--controller-port", type=int, default=None,
               help=f"KRaft controller port [default {cluster_store.DEFAULT_CONTROLLER_PORT}]")
-@click.option("--nodes", type=int, default=1, show_default=True,
-              help="combined broker+controller nodes (1 or 3)")
+@click.option("--nodes", type=click.Choice([1, 3]), default=1, show_default=True,
+              help="combined broker+controller nodes")
 def up(port: int | None, controller_port: int | None, nodes: int) -> None:
     """Format (first time) and start the broker; wait until it accepts clients."""
     started = time.monotonic()

@@ -143,3 +143,14 @@ def test_a_bad_cursor_names_the_field_a_page_gives(tmp_path: Path) -> None:
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2
     assert "pass the `next` of the previous page" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("nodes", ["0", "-1", "2"])
+def test_a_broker_of_other_than_one_or_three_nodes_is_refused(tmp_path: Path, taken_port: int,
+                                                                nodes: str) -> None:
+    """On a port taken, so that old code letting the layout through starts no broker."""
+    run = renkei("broker", "up", "--nodes", nodes, "--port", str(taken_port),
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2, run.stdout
+    assert "'--nodes'" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "state" / "broker" / "cluster.json").exists()
