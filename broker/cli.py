@@ -28,9 +28,9 @@ def fetch() -> None:
 
 
 @broker_cli.command()
-@click.option("--port", type=int, default=None,
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
               help=f"client (SASL/SCRAM) port [default {cluster_store.DEFAULT_CLIENT_PORT}]")
-@click.option("--controller-port", type=int, default=None,
+@click.option("--controller-port", type=click.IntRange(1, 65535), default=None,
               help=f"KRaft controller port [default {cluster_store.DEFAULT_CONTROLLER_PORT}]")
 @click.option("--nodes", type=click.Choice([1, 3]), default=1, show_default=True,
               help="combined broker+controller nodes")

@@ -200,6 +200,9 @@ def _argfile(*args: str) -> str:
 
 def _check_ports(node: Node) -> None:
     for port in (node.client_port, node.controller_port):
+        if not 0 < port < 65536:
+            raise BrokerError(f"node {node.node_id} would be on port {port}, not a TCP port: "
+                              "choose lower ports with --port/--controller-port")
         if not _port_free(port):
             raise BrokerError(
                 f"port {port} on {HOST} is taken by another program: "

@@ -89,7 +89,7 @@ def list_cards(where: Path | None) -> None:
 
 
 @card_cli.command("reader")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 @click.option("--trust", "trusted", multiple=True, required=True,
               help="an origin the reader signs for, e.g. http://127.0.0.1:8080")
 @DIR_OPTION

@@ -65,7 +65,7 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
 
 @holder_cli.command()
 @click.argument("holder")
-@click.option("--port", type=int, default=0, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="loopback port of its HTTP API (0: any free port)")
 def run(holder: str, port: int) -> None:
     """Run a holder's communication server until stopped; its URL and bearer token go to

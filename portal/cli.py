@@ -15,7 +15,7 @@ from renkei import tether
 
 
 @click.command("portal")
-@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--reader", default="http://127.0.0.1:8765", show_default=True,
               help="the card reader's address (the user's local JPKI client)")
 @click.option("--origin", default=None,

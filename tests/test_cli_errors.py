@@ -154,3 +154,22 @@ def test_a_broker_of_other_than_one_or_three_nodes_is_refused(tmp_path: Path, ta
     assert run.returncode == 2, run.stdout
     assert "'--nodes'" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert not (tmp_path / "state" / "broker" / "cluster.json").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("broker", "up", "--port", "70000"), ("broker", "up", "--controller-port", "-1"),
+    ("card", "reader", "--port", "70000", "--trust", "http://127.0.0.1:1"),
+    ("portal", "--port", "-1"), ("holder", "run", "city-a", "--port", "70000")])
+def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path, args: tuple[str, ...]) -> None:
+    run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2, run.stderr
+    assert "'--port'" in run.stderr or "'--controller-port'" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_cluster_whose_last_nodes_would_be_past_the_last_port_is_refused(
+        tmp_path: Path) -> None:
+    run = renkei("broker", "up", "--nodes", "3", "--port", "65533", "--controller-port", "65534",
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, "node 2 would be on port 65536, not a TCP port")
