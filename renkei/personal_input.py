@@ -53,7 +53,15 @@ def read(*shapes: Shape) -> dict[str, str]:
     stdin is a terminal, else read from it (UsageError if it holds none of the shapes)."""
     if sys.stdin.isatty():
         return _prompted(shapes)
-    return parsed(sys.stdin.read(), shapes)
+    return parsed(_stdin_text(), shapes)
+
+
+def _stdin_text() -> str:
+    """All of stdin as UTF-8 (UsageError if it is not, never saying what came)."""
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.UsageError("stdin is not UTF-8 text") from None
 
 
 def read_one(field: Field) -> str:
