@@ -32,8 +32,14 @@ def authority_cli() -> None:
 
 
 @contextmanager
-def _authority(db: Path | None) -> Iterator[NumberingAuthority]:
-    store = authority_store.AuthorityStore(db or authority_store.default_path())
+def _authority(db: Path | None, existing: bool = False) -> Iterator[NumberingAuthority]:
+    """The authority over its store; `existing`: one numbered already, none made (a one-line
+    error if there is none: an empty one would answer that nobody has a number)."""
+    path = db or authority_store.default_path()
+    if existing and not path.is_file():
+        raise click.ClickException(f"no authority store at {path}: run `renkei authority "
+                                   "assign-all` (or give its --db)")
+    store = authority_store.AuthorityStore(path)
     try:
         yield NumberingAuthority(store)
     finally:
@@ -92,7 +98,7 @@ def change_number(reason: str, db: Path | None) -> None:
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
     resident_code = personal_input.read_one(RESIDENT_CODE)
-    with _authority(db) as authority:
+    with _authority(db, existing=True) as authority:
         try:
             number = authority.change_number(resident_code, reason)
         except UnknownResident as exc:
@@ -108,7 +114,7 @@ def number_of(db: Path | None) -> None:
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
     resident_code = personal_input.read_one(RESIDENT_CODE)
-    with _authority(db) as authority:
+    with _authority(db, existing=True) as authority:
         number = authority.number_of(resident_code)
     if number is None:
         raise click.ClickException("no personal number for that resident code")
@@ -126,7 +132,7 @@ def lookup(holder: str, purpose: str, db: Path | None) -> None:
     The personal number is read from stdin (the number, or {"number": "…"}), or prompted for
     at a terminal: never an argument, which `ps` and the shell's history show."""
     number = personal_input.read_one(NUMBER)
-    with _authority(db) as authority:
+    with _authority(db, existing=True) as authority:
         resident_code = authority.lookup(number, holder, purpose)
     if resident_code is None:
         raise click.ClickException("no current personal number like that (the look-up is logged)")
@@ -137,6 +143,6 @@ def lookup(holder: str, purpose: str, db: Path | None) -> None:
 @DB_OPTION
 def status(db: Path | None) -> None:
     """Numbers issued, current and retired; look-ups logged."""
-    with _authority(db) as authority:
+    with _authority(db, existing=True) as authority:
         counts = authority.counts()
     click.echo("  ".join(f"{name} {count:,}" for name, count in counts.items()))

@@ -173,3 +173,18 @@ def test_a_cluster_whose_last_nodes_would_be_past_the_last_port_is_refused(
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 1
     said_in_one_line(run.stderr, "node 2 would be on port 65536, not a TCP port")
+
+
+@pytest.mark.parametrize(("args", "given"), [
+    (("authority", "status"), ""), (("authority", "number-of"), "12345678906"),
+    (("authority", "lookup", "--holder", "city-a", "--purpose", "tax"), "123456789018"),
+    (("authority", "change-number", "--reason", "lost"), "12345678906")])
+def test_reading_an_authority_store_that_is_not_there_makes_none(
+        tmp_path: Path, args: tuple[str, ...], given: str) -> None:
+    state = tmp_path / "state"
+    for db in (tmp_path / "missing.db", None):
+        run = renkei(*args, *(("--db", str(db)) if db else ()), env={STATE_ENV: str(state)},
+                     check=False, input=given)
+        assert run.returncode == 1, run.stdout
+        said_in_one_line(run.stderr, "no authority store at")
+    assert not (tmp_path / "missing.db").exists() and not list(state.rglob("*.db"))
