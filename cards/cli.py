@@ -11,6 +11,7 @@ from aiohttp import web
 from cards import ca, issue, reader
 from cards.card import Card, cards
 from renkei import personal_input, tether
+from renkei.options import stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
 PIN_OPTION = click.option("--pin", envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
@@ -53,7 +54,7 @@ def issue_resident(pin: str, where: Path | None) -> None:
 
 
 @card_cli.command()
-@click.argument("staff_id")
+@click.argument("staff_id", callback=stated)
 @click.option("--holder", required=True, help="the officer's holder (e.g. sakura-town)")
 @click.option("--role", type=click.Choice(issue.ROLES), required=True)
 @PIN_OPTION

@@ -19,6 +19,7 @@ from holders.store import HolderStore, default_path
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
+from renkei.options import stated
 from renkei.personal_input import Field, OnStdin
 
 T = TypeVar("T")
@@ -32,8 +33,9 @@ def holder_cli() -> None:
 
 @holder_cli.command()
 @click.argument("holder")
-@click.option("--name", required=True, help="the holder's name, e.g. 桜町役場")
-@click.option("--role", required=True, help="its role in the legal pattern list")
+@click.option("--name", required=True, callback=stated, help="the holder's name, e.g. 桜町役場")
+@click.option("--role", required=True, callback=stated,
+              help="its role in the legal pattern list")
 @click.option("--unit", default=None, callback=unit_name,
               help="a shared link-code unit (default: as registered before, else its own)")
 @click.option("--private/--public", default=None,
@@ -97,7 +99,7 @@ def staff() -> None:
 
 @staff.command("add", cls=OnStdin)
 @click.argument("holder")
-@click.argument("staff_id")
+@click.argument("staff_id", callback=stated)
 @click.option("--terminal", "terminals", multiple=True,
               help="a registered terminal they may use (repeat; none: any registered one)")
 def add_staff(holder: str, staff_id: str, terminals: tuple[str, ...]) -> None:
@@ -143,7 +145,7 @@ def terminal() -> None:
 
 @terminal.command("add")
 @click.argument("holder")
-@click.argument("terminal_id")
+@click.argument("terminal_id", callback=stated)
 def add_terminal(holder: str, terminal_id: str) -> None:
     """Register a terminal."""
     with _store(holder) as store:

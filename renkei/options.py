@@ -1,4 +1,4 @@
-"""Checks of operators' command options that more than one command makes."""
+"""What the commands' texts must be, checked as click parses them (a usage error if not)."""
 
 from __future__ import annotations
 

@@ -82,8 +82,13 @@ def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> N
     (("authority", "lookup", "--holder", "city-a", "--purpose", ""), "1234"),
     (("authority", "lookup", "--holder", " ", "--purpose", "tax"), "1234"),
     (("authority", "change-number", "--reason", " "), "R-1"),
-    (("oversight", "holder-logs", "--holder", "nenkin", "--request", "r-1", "--basis", " "), "")])
-def test_a_blank_reason_is_refused(tmp_path: Path, args: tuple[str, ...], given: str) -> None:
+    (("oversight", "holder-logs", "--holder", "nenkin", "--request", "r-1", "--basis", " "), ""),
+    (("holder", "register", "city-a", "--name", " ", "--role", "municipality"), ""),
+    (("holder", "register", "city-a", "--name", "桜町役場", "--role", ""), ""),
+    (("holder", "staff", "add", "city-a", " "), "山田 太郎"),
+    (("holder", "terminal", "add", "city-a", ""), ""),
+    (("card", "officer", " ", "--holder", "city-a", "--role", "counter", "--pin", "1234"), "")])
+def test_a_blank_text_is_refused(tmp_path: Path, args: tuple[str, ...], given: str) -> None:
     run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False, input=given)
     assert run.returncode == 2
     assert "must not be blank" in run.stderr and "Traceback" not in run.stderr
