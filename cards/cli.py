@@ -11,7 +11,7 @@ from aiohttp import web
 from cards import ca, issue, reader
 from cards.card import Card, cards
 from renkei import personal_input, tether
-from renkei.options import stated
+from renkei.options import holder_id, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
 PIN_OPTION = click.option("--pin", envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
@@ -55,7 +55,8 @@ def issue_resident(pin: str, where: Path | None) -> None:
 
 @card_cli.command()
 @click.argument("staff_id", callback=stated)
-@click.option("--holder", required=True, help="the officer's holder (e.g. sakura-town)")
+@click.option("--holder", required=True, callback=holder_id,
+              help="the officer's holder (e.g. sakura-town)")
 @click.option("--role", type=click.Choice(issue.ROLES), required=True)
 @PIN_OPTION
 @DIR_OPTION

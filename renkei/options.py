@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import click
 
+from broker.credentials import check_name
+
 
 def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A required text that must say something: blank is a usage error."""
     if not value.strip():
         raise click.BadParameter("must not be blank")
     return value
+
+
+def holder_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A holder's id as it is registered (a principal name): anything else is a usage error."""
+    try:
+        return check_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc

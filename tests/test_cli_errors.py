@@ -193,3 +193,14 @@ def test_reading_an_authority_store_that_is_not_there_makes_none(
         assert run.returncode == 1, run.stdout
         said_in_one_line(run.stderr, "no authority store at")
     assert not (tmp_path / "missing.db").exists() and not list(state.rglob("*.db"))
+
+
+@pytest.mark.parametrize("holder", ["", "Sakura Town", "x" * 100])
+def test_an_officer_card_for_no_holder_id_is_refused(tmp_path: Path, holder: str) -> None:
+    state = tmp_path / "state"
+    assert renkei("card", "init", env={STATE_ENV: str(state)}).returncode == 0
+    run = renkei("card", "officer", "op-1", "--holder", holder, "--role", "counter", "--pin",
+                 "1234", env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 2, run.stdout
+    assert "invalid principal name" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not list(state.rglob("*.card.json"))
