@@ -6,8 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from broker import process
 from registry.store import RegistryStore
 from renkei import scenario
+from renkei.demo import demo
 from renkei.state import STATE_ENV
 from tests.kafka_helpers import free_port_pair, renkei, said_in_one_line
 
@@ -86,3 +91,17 @@ def _leaves_what_it_found(env: dict[str, str]) -> None:
     generated = registry.meta("generated")
     registry.close()
     assert isinstance(generated, dict) and generated["residents"] == 30, generated
+
+
+def _not_started(*args: object, **kwargs: object) -> None:
+    raise process.BrokerError("no broker started in this test")
+
+
+@pytest.mark.parametrize("args", [["--residents", "2"]])
+def test_a_demo_it_cannot_run_is_a_usage_error_before_any_broker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    monkeypatch.setattr(process, "up", _not_started)
+    refused = CliRunner().invoke(demo, args)
+    assert refused.exit_code == 2, refused.output
+    assert f"Invalid value for '{args[0]}'" in refused.output
