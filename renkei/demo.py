@@ -154,7 +154,8 @@ def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
 @click.option("--residents", type=click.IntRange(min=50), default=1000, show_default=True,
               help="the town's size (fewer leave a holder with nobody to ask about)")
 @click.option("--seed", default=2026, show_default=True)
-@click.option("--instances", default=1, show_default=True, help="platform instances")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="platform instances")
 @click.option("--keep", is_flag=True, help="leave the broker running afterwards")
 @click.option("--replace", is_flag=True,
               help="replace a registry in the state folder that no demo made")

@@ -97,7 +97,7 @@ def _not_started(*args: object, **kwargs: object) -> None:
     raise process.BrokerError("no broker started in this test")
 
 
-@pytest.mark.parametrize("args", [["--residents", "2"]])
+@pytest.mark.parametrize("args", [["--residents", "2"], ["--instances", "0"]])
 def test_a_demo_it_cannot_run_is_a_usage_error_before_any_broker(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
     monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
