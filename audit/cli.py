@@ -33,6 +33,7 @@ from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
 from renkei import personal_input
+from renkei.options import LOGLEVEL
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
@@ -265,7 +266,7 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 @store_option
 @click.option("--instance", default="1", show_default=True,
               help="static group member id: a restarted instance takes its place at once")
-@click.option("--loglevel", default="warning", show_default=True)
+@LOGLEVEL
 def run(db: str | None, instance: str, loglevel: str) -> None:
     """Consume the audit topic into the store (exactly once per event), sign heads, detect."""
     from audit.consumer import main

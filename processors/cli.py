@@ -12,6 +12,7 @@ import click
 from broker import acls
 from broker.clients import KafkaAccess
 from processors import directory, patterns
+from renkei.options import LOGLEVEL
 
 
 @click.group("platform")
@@ -27,7 +28,7 @@ def platform_cli() -> None:
 @click.option("--member", default=None,
               help="a static group member id, unique among running instances: restarted with "
                    "it, an instance takes its partitions back at once, without a rebalance")
-@click.option("--loglevel", default="warning", show_default=True)
+@LOGLEVEL
 def run(instance: str, answer_timeout: float, member: str | None, loglevel: str) -> None:
     """Run one platform instance until stopped (SIGTERM/SIGINT)."""
     from processors.platform import Platform

@@ -6,6 +6,10 @@ import click
 
 from broker.credentials import check_name
 
+LOGLEVEL = click.option("--loglevel", default="warning", show_default=True,
+                        type=click.Choice(["debug", "info", "warning", "error", "critical"],
+                                          case_sensitive=False))
+
 
 def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A required text that must say something: blank is a usage error."""

@@ -204,3 +204,12 @@ def test_an_officer_card_for_no_holder_id_is_refused(tmp_path: Path, holder: str
     assert run.returncode == 2, run.stdout
     assert "invalid principal name" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert not list(state.rglob("*.card.json"))
+
+
+@pytest.mark.parametrize("service", [("platform", "run"), ("audit", "run")])
+def test_a_log_level_logging_has_not_is_a_usage_error(tmp_path: Path,
+                                                      service: tuple[str, ...]) -> None:
+    run = renkei(*service, "--loglevel", "verbose", env={STATE_ENV: str(tmp_path / "state")},
+                 check=False)
+    assert run.returncode == 2, run.stdout
+    assert "'verbose' is not one of 'debug', 'info'" in run.stderr, run.stderr
