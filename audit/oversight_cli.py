@@ -13,7 +13,7 @@ import click
 from audit import oversight
 from audit.cli import query
 from audit.detector import RULES
-from renkei.options import stated
+from renkei.options import POSITIVE, stated
 
 
 def _echo_json(data: Any) -> None:
@@ -35,8 +35,8 @@ oversight_cli.add_command(query)
               help="a request whose holder-side entries are wanted")
 @click.option("--basis", required=True, callback=stated,
               help="the oversight body's legal ground for asking")
-@click.option("--within", type=click.FloatRange(min=0, min_open=True), default=30.0,
-              show_default=True, help="seconds to wait for the holders' answers")
+@click.option("--within", type=POSITIVE, default=30.0, show_default=True,
+              help="seconds to wait for the holders' answers")
 def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: str,
                 within: float) -> None:
     """Ask holders over Kafka for their access-log entries (⑦–⑫) of given requests.

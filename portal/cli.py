@@ -12,6 +12,7 @@ from portal.app import build
 from portal.sessions import IDLE, Sessions
 from portal.web import Site
 from renkei import tether
+from renkei.options import POSITIVE
 
 
 @click.command("portal")
@@ -21,7 +22,7 @@ from renkei import tether
 @click.option("--origin", default=None,
               help="the portal's public origin, if not http://127.0.0.1:PORT (e.g. behind a "
                    "TLS proxy: https://… gives Secure cookies)")
-@click.option("--idle-minutes", type=float, default=IDLE.total_seconds() / 60,
+@click.option("--idle-minutes", type=POSITIVE, default=IDLE.total_seconds() / 60,
               show_default=True, help="a session ends after this long without a request")
 def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) -> None:
     """Serve My Portal, the counter and the oversight console on loopback."""

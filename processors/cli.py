@@ -12,7 +12,7 @@ import click
 from broker import acls
 from broker.clients import KafkaAccess
 from processors import directory, patterns
-from renkei.options import LOGLEVEL
+from renkei.options import LOGLEVEL, POSITIVE
 
 
 @click.group("platform")
@@ -23,7 +23,7 @@ def platform_cli() -> None:
 @platform_cli.command()
 @click.option("--instance", default="1", show_default=True,
               help="instance name (for its log); run several for more throughput")
-@click.option("--answer-timeout", type=float, default=30.0, show_default=True,
+@click.option("--answer-timeout", type=POSITIVE, default=30.0, show_default=True,
               help="seconds a provider has to answer before the requester gets a timeout")
 @click.option("--member", default=None,
               help="a static group member id, unique among running instances: restarted with "

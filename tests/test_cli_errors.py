@@ -213,3 +213,17 @@ def test_a_log_level_logging_has_not_is_a_usage_error(tmp_path: Path,
                  check=False)
     assert run.returncode == 2, run.stdout
     assert "'verbose' is not one of 'debug', 'info'" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (("platform", "run", "--answer-timeout", "0"), "--answer-timeout"),
+    (("portal", "--idle-minutes", "-1"), "--idle-minutes"),
+    (("oversight", "holder-logs", "--holder", "city-a", "--request", "r-1", "--basis", "law",
+      "--within", "-1"), "--within"),
+    (("audit", "replay", "--grace", "-1"), "--grace")])
+def test_a_length_of_time_below_zero_or_of_none_is_a_usage_error(
+        tmp_path: Path, args: tuple[str, ...], option: str) -> None:
+    """None ends at once: every answer timed out, every session over, no holder waited for."""
+    run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2, run.stdout
+    assert f"Invalid value for '{option}'" in run.stderr, run.stderr
