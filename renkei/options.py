@@ -6,6 +6,7 @@ import click
 
 from broker.credentials import check_name
 
+SQLITE_INT = 2**63 - 1  # the largest integer SQLite stores
 POSITIVE = click.FloatRange(min=0, min_open=True)  # a length of time: one of none ends at once
 LOGLEVEL = click.option("--loglevel", default="warning", show_default=True,
                         type=click.Choice(["debug", "info", "warning", "error", "critical"],

@@ -227,3 +227,15 @@ def test_a_length_of_time_below_zero_or_of_none_is_a_usage_error(
     run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2, run.stdout
     assert f"Invalid value for '{option}'" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("args", [("--limit", "-1"), ("--limit", "0"), ("--after", "-1"),
+                                  ("--after", str(2**64))])
+def test_registry_events_out_of_range_are_a_usage_error(tmp_path: Path,
+                                                        args: tuple[str, ...]) -> None:
+    """Not every event (a --limit of -1 is SQLite's no limit) nor an OverflowError."""
+    state = tmp_path / "state"
+    renkei("registry", "generate", "--residents", "20", env={STATE_ENV: str(state)})
+    run = renkei("registry", "events", *args, env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 2, run.stdout
+    assert f"Invalid value for '{args[0]}'" in run.stderr, run.stderr
