@@ -16,7 +16,7 @@ import click
 from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
-from audit.events import ID_CODE, decode_event
+from audit.events import EPOCH, ID_CODE, decode_event
 from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
 from audit.store import (
@@ -188,11 +188,13 @@ def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
     """Delete entries older than the retention; their leaf hashes and all heads stay."""
     at = now or datetime.now(UTC)
     try:
-        years_before(at, retention_years)
-    except ValueError as exc:
+        cutoff: datetime | None = years_before(at, retention_years)
+    except (ValueError, OverflowError):
+        cutoff = None
+    if cutoff is None or cutoff < EPOCH:
         raise click.BadParameter(f"{retention_years} years before {at.date().isoformat()} is "
-                                 "before the year 1",
-                                 param_hint="'--now' / '--retention-years'") from exc
+                                 f"before {EPOCH.year}, where the log's times begin",
+                                 param_hint="'--now' / '--retention-years'")
     with open_store(db) as store:
         record = store.purge(at, retention_years)
     click.echo(f"purged {record.count} entries older than "

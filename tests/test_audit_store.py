@@ -822,8 +822,11 @@ def test_a_holders_absurd_names_are_stored_in_a_safe_form_and_verify(store: Audi
     (("--now", "2040-01-01T00:00:00Z"), "is later than now"),
     (("--retention-years", "1"), "1 is not in the range x>=7"),
     (("--retention-years", "3000"), "3000 years before"),
-    (("--now", "0003-01-01"), "7 years before 0003-01-01")])
-def test_a_purge_in_the_future_shorter_than_the_law_or_before_year_1_is_refused(
+    (("--now", "0003-01-01"), "7 years before 0003-01-01"),
+    (("--retention-years", "2025"), "2025 years before"),
+    (("--retention-years", str(10**20)), f"{10**20} years before"),
+    (("--now", "1975-01-01T00:00:00Z"), "7 years before 1975-01-01 is before 1970")])
+def test_a_purge_in_the_future_shorter_than_the_law_or_before_1970_is_refused(
         store: AuditStore, db: str, args: tuple[str, ...], said: str) -> None:
     recent = datetime.now(UTC) - timedelta(days=3)
     store.append_many([item(event(1, at=recent))])
