@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from aiohttp import web
@@ -14,12 +16,21 @@ from renkei import personal_input, tether
 from renkei.options import holder_id, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
+F = TypeVar("F", bound=Callable[..., Any])
 PIN_OPTION = click.option("--pin", envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
                           hide_input=True, confirmation_prompt=True,
                           help="the card's PIN [prompted; or $RENKEI_CARD_PIN]")
-DIR_OPTION = click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False),
-                          default=None, help="where the card file goes [default: the state "
-                                             "folder's cards/issued]")
+
+
+def _cards_folder(what: str, exists: bool) -> Callable[[F], F]:
+    """The --dir option: a folder of card files, `what` it is to the command."""
+    return click.option("--dir", "where", default=None,
+                        type=click.Path(path_type=Path, file_okay=False, exists=exists),
+                        help=f"{what} [default: the state folder's cards/issued]")
+
+
+DIR_OPTION = _cards_folder("where the card file goes", exists=False)
+CARDS_OPTION = _cards_folder("the folder of the card files", exists=True)
 
 
 @click.group("card")
@@ -80,7 +91,7 @@ def revoke(serial: str) -> None:
 
 
 @card_cli.command("list")
-@DIR_OPTION
+@CARDS_OPTION
 def list_cards(where: Path | None) -> None:
     """The cards in a folder: serial, kind, REVOKED, PIN tries left (never a key or a PIN)."""
     for card in cards(where):
@@ -94,7 +105,7 @@ def list_cards(where: Path | None) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 @click.option("--trust", "trusted", multiple=True, required=True,
               help="an origin the reader signs for, e.g. http://127.0.0.1:8080")
-@DIR_OPTION
+@CARDS_OPTION
 def run_reader(port: int, trusted: tuple[str, ...], where: Path | None) -> None:
     """Serve the simulated card reader on loopback until stopped."""
     logging.basicConfig(level=logging.WARNING)

@@ -239,3 +239,18 @@ def test_registry_events_out_of_range_are_a_usage_error(tmp_path: Path,
     run = renkei("registry", "events", *args, env={STATE_ENV: str(state)}, check=False)
     assert run.returncode == 2, run.stdout
     assert f"Invalid value for '{args[0]}'" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("args", [("card", "list"),
+                                  ("card", "reader", "--trust", "http://127.0.0.1:8080")])
+def test_a_folder_of_cards_that_is_not_there_is_a_usage_error(tmp_path: Path, taken_port: int,
+                                                              args: tuple[str, ...]) -> None:
+    """Not an empty list, nor a reader with no card in it (on a port taken, so that one let
+    through ends at once); the help says the folder is read from."""
+    env = {STATE_ENV: str(tmp_path / "state")}
+    port = ("--port", str(taken_port)) if "reader" in args else ()
+    run = renkei(*args, *port, "--dir", str(tmp_path / "no-cards"), env=env, check=False)
+    assert run.returncode == 2, run.stdout
+    assert "Invalid value for '--dir'" in run.stderr and "does not exist" in run.stderr
+    helped = renkei(*args[:2], "--help", env=env).stdout
+    assert "the folder of the card files" in helped and "goes" not in helped
