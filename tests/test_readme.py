@@ -1,0 +1,40 @@
+"""The README's CLI section names every command `renkei --help` lists (those for internal use,
+hidden, aside), so that a newcomer reading it finds each one."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from renkei.cli import main
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def _commands(command: click.Command, path: tuple[str, ...],
+              parent: click.Context | None) -> Iterator[tuple[str, ...]]:
+    """Each command's words after `renkei`, hidden ones left out."""
+    ctx = click.Context(command, info_name=path[-1] if path else "renkei", parent=parent)
+    if not isinstance(command, click.Group):
+        yield path
+        return
+    for name in command.list_commands(ctx):
+        sub = command.get_command(ctx, name)
+        if sub is not None and not sub.hidden:
+            yield from _commands(sub, (*path, name), ctx)
+
+
+def _named(section: str, words: tuple[str, ...]) -> bool:
+    """A line of the section starts `renkei <group>` and names the command as a word."""
+    lines = [line for line in section.splitlines() if f"renkei {words[0]}" in line]
+    return any(re.search(rf"(^|[\s|]){re.escape(words[-1])}([\s|]|$)", line) for line in lines)
+
+
+def test_the_readme_names_every_command() -> None:
+    section = README.read_text(encoding="utf-8").split("## The CLI")[1].split("\n## ")[0]
+    missing = [" ".join(words) for words in _commands(main, (), None)
+               if not _named(section, words)]
+    assert not missing, f"not in the README's CLI section: {missing}"
