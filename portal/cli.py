@@ -11,7 +11,7 @@ from aiohttp import web
 from portal.app import build
 from portal.sessions import IDLE, Sessions
 from portal.web import Site
-from renkei import tether
+from renkei import options, tether
 from renkei.options import POSITIVE
 
 
@@ -19,7 +19,7 @@ from renkei.options import POSITIVE
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--reader", default="http://127.0.0.1:8765", show_default=True,
               help="the card reader's address (the user's local JPKI client)")
-@click.option("--origin", default=None,
+@click.option("--origin", default=None, callback=options.origin,
               help="the portal's public origin, if not http://127.0.0.1:PORT (e.g. behind a "
                    "TLS proxy: https://… gives Secure cookies)")
 @click.option("--idle-minutes", type=POSITIVE, default=IDLE.total_seconds() / 60,
@@ -27,7 +27,7 @@ from renkei.options import POSITIVE
 def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) -> None:
     """Serve My Portal, the counter and the oversight console on loopback."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    public = (origin or f"http://127.0.0.1:{port}").rstrip("/")
+    public = origin or f"http://127.0.0.1:{port}"
     site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
     app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
     app.on_startup.append(tether.on_startup)

@@ -23,6 +23,7 @@ from registry.service import RegistryService
 from registry.store import RegistryStore
 from renkei import questions, sealing
 from renkei.envelope import Directory, Send
+from renkei.options import origins
 from renkei.service_loop import run_service
 
 Handler = Callable[[Sequence[Any]], list[Send]]
@@ -55,10 +56,10 @@ def id_codes() -> IdCodes:
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the registry's SQLite file [default <state>/registry/registry.db]")
-@click.option("--portal-origin", "origins", multiple=True,
+@click.option("--portal-origin", "portal_origins", multiple=True, callback=origins,
               help="My Portal's public origin, as its --origin (repeatable); a card login "
                    "signed for any other site is refused [default: any http://127.0.0.1:PORT]")
-def serve(db: Path | None, origins: tuple[str, ...]) -> None:
+def serve(db: Path | None, portal_origins: tuple[str, ...]) -> None:
     """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
     their holders' ID codes by the ID key alone, a login ticket signed with the login key) until
     stopped."""
@@ -67,7 +68,7 @@ def serve(db: Path | None, origins: tuple[str, ...]) -> None:
     cards = CardHolders()
     try:
         logins = CardLogins(cards, store, id_codes(), tickets.signing_key(),
-                            frozenset(o.rstrip("/") for o in origins))
+                            frozenset(portal_origins))
         asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
                                 "renkei-registry",
                                 serving(store, logins, sealing.key_of(acls.REGISTRY))))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import click
 
 from broker.credentials import check_name
@@ -26,3 +28,25 @@ def holder_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
         return check_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def web_origin(text: str) -> str:
+    """`text` as a site's origin, scheme://host[:port] with no trailing slash, as the portal
+    names itself in what it asks the reader and the registry to sign and check; BadParameter if
+    it is no origin."""
+    parts = urlsplit(text.strip().rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(
+            (parts.path, parts.query, parts.fragment)):
+        raise click.BadParameter(f"{text!r} is not a web origin (e.g. http://127.0.0.1:8080)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def origin(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An origin option, if given (see web_origin)."""
+    return None if value is None else web_origin(value)
+
+
+def origins(ctx: click.Context, param: click.Parameter,
+            value: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeatable origin option (see web_origin)."""
+    return tuple(web_origin(text) for text in value)

@@ -12,6 +12,7 @@ import pytest
 
 from audit.heads import Signer
 from audit.store import AuditStore
+from cards.cli import card_cli
 from renkei.state import STATE_ENV
 from tests.kafka_helpers import renkei, said_in_one_line
 
@@ -254,3 +255,26 @@ def test_a_folder_of_cards_that_is_not_there_is_a_usage_error(tmp_path: Path, ta
     assert "Invalid value for '--dir'" in run.stderr and "does not exist" in run.stderr
     helped = renkei(*args[:2], "--help", env=env).stdout
     assert "the folder of the card files" in helped and "goes" not in helped
+
+
+
+def test_a_reader_trusts_an_origin_as_the_portal_names_itself() -> None:
+    """Without its trailing slash, as the portal asks (one told to trust http://…:8080/ signed
+    for no site)."""
+    ctx = card_cli.commands["reader"].make_context(
+        "reader", ["--trust", "http://127.0.0.1:8080/", "--trust", "https://portal.example"])
+    assert ctx.params["trusted"] == ("http://127.0.0.1:8080", "https://portal.example")
+
+
+@pytest.mark.parametrize("args", [
+    ("card", "reader", "--trust", "127.0.0.1:8080"),
+    ("card", "reader", "--trust", "http://127.0.0.1:8080/login"),
+    ("registry", "serve", "--portal-origin", "ftp://127.0.0.1"),
+    ("portal", "--origin", "")])
+def test_an_origin_that_is_none_is_a_usage_error(tmp_path: Path, taken_port: int,
+                                                 args: tuple[str, ...]) -> None:
+    """(The reader on a port taken, so that one let through ends at once.)"""
+    port = ("--port", str(taken_port)) if "reader" in args else ()
+    run = renkei(*args, *port, env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2, run.stderr
+    assert "is not a web origin" in run.stderr and "Traceback" not in run.stderr, run.stderr
