@@ -59,7 +59,18 @@ class BadField(ValueError):
 def _lines(path: Path,
            columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str] | None]]:
     """Each non-blank row after the header by the line it starts on, None if it has another
-    number of fields than the header; ValueError if the header lacks a column."""
+    number of fields than the header; ValueError if the header lacks a column or the file is
+    not UTF-8 (read in blocks: which line is not known)."""
+    try:
+        yield from _utf8_lines(path, columns)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text (a spreadsheet's Shift_JIS CSV, say): "
+                         "save it as CSV UTF-8") from None
+
+
+def _utf8_lines(path: Path,
+                columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str] | None]]:
+    """`_lines` of a file of UTF-8 text."""
     with open(path, newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file)
         header = [name.strip() for name in next(reader, [])]

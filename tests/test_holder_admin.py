@@ -219,6 +219,19 @@ def test_a_file_without_the_columns_is_refused_whole(state: Path, tmp_path: Path
     assert "山田" not in result.output
 
 
+@pytest.mark.parametrize("what", ["records", "data"])
+def test_a_file_that_is_not_utf8_is_refused_whole_saying_so(state: Path, tmp_path: Path,
+                                                           what: str) -> None:
+    """A spreadsheet's CSV in Shift_JIS: said in one line naming the file, no row said back."""
+    file = tmp_path / f"{what}.csv"
+    header = ("own_number,name,address,date_of_birth,sex" if what == "records"
+              else "own_number,data_type,fields")
+    file.write_bytes(f"{header}\nT-1,山田 花子,桜町1,1980-04-01,F\n".encode("shift_jis"))
+    result = _holder(what, "import", HOLDER, str(file))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert f"{file}: not UTF-8 text" in result.output and "save it as CSV UTF-8" in result.output
+    assert "山田" not in result.output
+
 def _one_of_a_kind() -> Resident:
     """A resident no one else shares the four attributes with: binding finds them alone."""
     registry = registry_store.RegistryStore.open(registry_store.default_path())
