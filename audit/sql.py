@@ -120,10 +120,11 @@ def _sqlite_path(text: str) -> str:
 
 
 def exists(url: str | Path) -> bool:
-    """Whether a SQLite store is there (connecting would make one); any other URL: True."""
+    """Whether a SQLite store is there (connecting would make one, or to no path a temporary
+    one); any other URL: True."""
     text = str(url)
     other = "://" in text and not text.startswith("sqlite:///")
-    return other or Path(_sqlite_path(text)).exists()
+    return other or (_sqlite_path(text) != "" and Path(_sqlite_path(text)).exists())
 
 
 def _postgresql(url: str, read_only: bool) -> tuple[Connection, Dialect]:

@@ -120,6 +120,15 @@ def test_a_replay_against_a_live_store_that_is_not_there_makes_none(tmp_path: Pa
 
 
 @pytest.mark.parametrize("command", ["verify", "head", "query", "purge"])
+def test_an_audit_store_url_of_no_path_is_no_store(tmp_path: Path, command: str) -> None:
+    """Not SQLite's temporary database, which `head` signed a head of and `query` read."""
+    run = renkei("audit", command, "--db", "sqlite:///",
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 1, run.stdout
+    said_in_one_line(run.stderr, "no audit store at sqlite:///")
+
+
+@pytest.mark.parametrize("command", ["verify", "head", "query", "purge"])
 def test_an_audit_command_on_a_store_without_its_key_makes_none(tmp_path: Path,
                                                                  command: str) -> None:
     """An auditor's copy in a state folder of its own: a key made there would call it tampered."""
