@@ -71,6 +71,8 @@ def _said(exc: Exception) -> str | None:
         return str(BrokerAway(cluster.bootstrap()))
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"port in use: {exc.strerror or exc}"
+    if isinstance(exc, OSError) and exc.filename is not None:  # a file or folder not made
+        return f"{exc.strerror or exc}: {exc.filename}"
     return None
 
 
@@ -80,7 +82,8 @@ class _Commands(click.Group):
     registry missing or not to be replaced, a holder id not registered, a consent to one not a
     private holder, a registered holder moved to another link-code unit unasked, no key store,
     an audit store that cannot be opened or that lost entries the audit consumer appended, a
-    bad pattern file or a port in use is said in one line (no traceback), exit code 1."""
+    bad pattern file, a port in use or a file or folder that cannot be made or read (named) is
+    said in one line (no traceback), exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

@@ -287,3 +287,22 @@ def test_an_origin_that_is_none_is_a_usage_error(tmp_path: Path, taken_port: int
     run = renkei(*args, *port, env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2, run.stderr
     assert "is not a web origin" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+
+@pytest.mark.parametrize(("args", "state_under_it"), [
+    (("broker", "status"), True), (("card", "list"), True),
+    (("card", "officer", "op-1", "--holder", "city-a", "--role", "counter", "--pin", "1234",
+      "--dir", "{file}/cards"), False),
+    (("broker", "secrets", "--env-file", "{file}/.env"), False)])
+def test_a_file_or_folder_that_cannot_be_made_is_named_in_one_line(
+        tmp_path: Path, args: tuple[str, ...], state_under_it: bool) -> None:
+    """Under a file, where no folder can be: the state folder itself, or one a command writes."""
+    file = tmp_path / "a-file"
+    file.write_text("", encoding="utf-8")
+    env = {STATE_ENV: str(file / "state" if state_under_it else tmp_path / "state")}
+    if not state_under_it:
+        assert renkei("card", "init", env=env).returncode == 0
+    run = renkei(*(a.format(file=file) for a in args), env=env, check=False)
+    assert run.returncode == 1, run.stdout
+    said_in_one_line(run.stderr, str(file))
