@@ -52,6 +52,8 @@ def known(username: str) -> bool:
 def load(username: str) -> Credentials:
     path = _path(username)
     if not path.exists():
-        raise UnknownPrincipal(f"no credentials for principal {username!r} in {path.parent}")
+        raise UnknownPrincipal(f"no credentials for principal {username!r} in {path.parent}: "
+                               "`renkei broker provision` makes the services', `renkei holder "
+                               "register` a holder's")
     data = read_json(path)
     return Credentials(data["username"], data["password"])

@@ -12,8 +12,9 @@ import pytest
 
 from audit.heads import Signer
 from audit.store import AuditStore
+from broker import cluster
 from cards.cli import card_cli
-from renkei.state import STATE_ENV
+from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
 
 PATTERN_FILES = {"bad.toml": "x = \n", "none.toml": "x = 1\n",
@@ -306,3 +307,16 @@ def test_a_file_or_folder_that_cannot_be_made_is_named_in_one_line(
     run = renkei(*(a.format(file=file) for a in args), env=env, check=False)
     assert run.returncode == 1, run.stdout
     said_in_one_line(run.stderr, str(file))
+
+
+@pytest.mark.parametrize("args", [("oversight", "alerts"), ("audit", "replay")])
+def test_a_service_principal_without_credentials_is_said_in_one_line(
+        tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A broker set up (not running: the credentials are looked for first), never provisioned."""
+    state = tmp_path / "state"
+    with state_folder(state):
+        cluster.save(cluster.plan(cluster.DEFAULT_CLIENT_PORT, cluster.DEFAULT_CONTROLLER_PORT))
+    run = renkei(*args, env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 1, run.stdout
+    said_in_one_line(run.stderr, "no credentials for principal")
+    assert "`renkei broker provision` makes the services'" in run.stderr
