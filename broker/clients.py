@@ -95,6 +95,27 @@ def reachable(bootstrap: str, within: float = 2.0) -> None:
     raise BrokerAway(bootstrap)
 
 
+class NotProvisioned(LookupError):
+    """A topic a command needs is not on the broker: it was never provisioned."""
+
+
+async def provisioned(access: KafkaAccess, *needed: str) -> None:
+    """NotProvisioned at once if a topic of `needed` is not on the broker, where a client of it
+    would wait for it; BrokerAway at once if no broker takes a connection."""
+    from aiokafka.client import AIOKafkaClient
+
+    await asyncio.to_thread(reachable, access.bootstrap)
+    client = AIOKafkaClient(**access.aiokafka())
+    try:
+        await client.bootstrap()
+        there = (await client.fetch_all_metadata()).topics()
+    finally:
+        await client.close()
+    if missing := sorted(set(needed) - there):
+        raise NotProvisioned(f"no topic {', '.join(missing)} on the broker at "
+                             f"{access.bootstrap}: run `renkei broker provision`")
+
+
 class Startable(Protocol):
     async def start(self) -> None: ...
 

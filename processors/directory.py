@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from broker import acls, config, topics
-from broker.clients import KafkaAccess, running
+from broker.clients import KafkaAccess, provisioned, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView
@@ -80,15 +80,18 @@ def service_entries() -> list[HolderEntry]:
 async def publish(entries: Sequence[HolderEntry] = (),
                   versions: Sequence[LegalPattern] = ()) -> None:
     access = KafkaAccess.of(config.ADMIN)
+    sends = ([send(topics.DIRECTORY, e.holder_id, e) for e in entries]
+             + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
+    await provisioned(access, *{s.topic for s in sends})
     async with running(producer_for(access), access) as producer:
-        await deliver(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in entries]
-                      + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
+        await deliver(producer, sends)
 
 
 async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
     """The holder directory as it stands, read as `access` (the admin by default); BrokerAway at
     once if no broker answers: a view would wait for one."""
     access = access or KafkaAccess.of(config.ADMIN)
+    await provisioned(access, topics.DIRECTORY)
     view = CompactedView(access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
     async with running(view, access):
         await view.loaded()

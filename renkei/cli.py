@@ -52,7 +52,7 @@ def _said(exc: Exception) -> str | None:
     from audit.sql import NoStore
     from audit.store import LostEntries
     from broker import cluster
-    from broker.clients import BrokerAway, BrokerRefused
+    from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
     from broker.provision import NotAHolder
     from processors.directory import NotAPrivateHolder, UnitMove
@@ -65,7 +65,8 @@ def _said(exc: Exception) -> str | None:
 
     said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
-            NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, UnknownPrincipal)
+            NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, UnknownPrincipal,
+            NotProvisioned)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -78,13 +79,14 @@ def _said(exc: Exception) -> str | None:
 
 
 class _Commands(click.Group):
-    """The commands; a broker not set up, away or refusing the log-in, a principal without
-    credentials, a view no longer followed, a state folder another run holds, a private folder
-    another user's that others may read, a registry missing or not to be replaced, a holder id
-    not registered, a consent to one not a private holder, a registered holder moved to another
-    link-code unit unasked, no key store, an audit store that cannot be opened or that lost
-    entries the audit consumer appended, a bad pattern file, a port in use or a file or folder
-    that cannot be made or read (named) is said in one line (no traceback), exit code 1."""
+    """The commands; a broker not set up, away, refusing the log-in or never provisioned, a
+    principal without credentials, a view no longer followed, a state folder another run holds,
+    a private folder another user's that others may read, a registry missing or not to be
+    replaced, a holder id not registered, a consent to one not a private holder, a registered
+    holder moved to another link-code unit unasked, no key store, an audit store that cannot be
+    opened or that lost entries the audit consumer appended, a bad pattern file, a port in use
+    or a file or folder that cannot be made or read (named) is said in one line (no traceback),
+    exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

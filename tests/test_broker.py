@@ -24,6 +24,7 @@ from tests.kafka_helpers import (
     free_port_pair,
     producer,
     renkei,
+    said_in_one_line,
     wait_assigned,
 )
 
@@ -110,6 +111,25 @@ def test_up_is_idempotent_and_data_survives_down_up(tmp_path: Path) -> None:
     finally:
         renkei("broker", "down", env=env, check=False)
 
+
+def test_a_command_on_a_broker_never_provisioned_says_so_at_once(tmp_path: Path) -> None:
+    """A newcomer's `broker up` then `patterns publish`, no `broker provision` between: each
+    command once waited for its topic (40 s and on), logging that it was not found."""
+    port, controller = free_port_pair()
+    env = {STATE_ENV: str(tmp_path)}
+    renkei("broker", "up", "--port", str(port), "--controller-port", str(controller), env=env)
+    try:
+        renkei("keys", "init", env=env)
+        for args in (("patterns", "publish"), ("directory", "publish-services"),
+                     ("holder", "register", "city-a", "--name", "桜町", "--role", "municipality")):
+            began = time.monotonic()
+            run = renkei(*args, env=env, check=False, timeout=30)
+            assert run.returncode == 1, run.stdout
+            said_in_one_line(run.stderr, "on the broker at 127.0.0.1:")
+            assert "run `renkei broker provision`" in run.stderr
+            assert time.monotonic() - began < 10
+    finally:
+        renkei("broker", "down", env=env, check=False)
 
 async def _write_then_read(state: Path, keep: bool) -> None:
     with state_folder(state):
