@@ -11,7 +11,6 @@ is refused, whatever the clock says then (set back, it would make a dropped tick
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from audit.events import millis
+from renkei import sqlite
 from renkei.state import private_dir
 
 PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"  # a commit need not fsync
@@ -96,7 +96,7 @@ class Lookup:
 class AuthorityStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path)
+        self._db = sqlite.opened(path)
         self._db.executescript(PRAGMAS + SCHEMA)
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -90,7 +89,7 @@ class RegistryStore:
         if read_only:
             self._db = sqlite.read_only(path)
         else:
-            self._db = sqlite3.connect(path)
+            self._db = sqlite.opened(path)
             self._db.executescript(SCHEMA + INDEXES)
 
     @classmethod

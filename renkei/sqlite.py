@@ -9,6 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def opened(path: Path) -> sqlite3.Connection:
+    """sqlite3.connect(path), a store that cannot be opened there an OSError naming the path
+    (SQLite's own error names none)."""
+    try:
+        return sqlite3.connect(path)
+    except sqlite3.OperationalError as exc:
+        raise OSError(None, f"cannot open a SQLite store ({exc})", str(path)) from exc
+
+
 def connected(path: Path) -> sqlite3.Connection:
     """The store at `path`, in WAL mode, synced at checkpoints (a crash loses no commit the OS
     kept); transactions are begun by `writing`, not implicitly."""

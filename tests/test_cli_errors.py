@@ -320,3 +320,18 @@ def test_a_service_principal_without_credentials_is_said_in_one_line(
     assert run.returncode == 1, run.stdout
     said_in_one_line(run.stderr, "no credentials for principal")
     assert "`renkei broker provision` makes the services'" in run.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("registry", "generate", "--residents", "3", "--db", "/proc/renkei-registry.db"),
+    ("authority", "assign-all", "--db", "{tmp}")])
+def test_a_sqlite_store_that_cannot_be_opened_is_named_in_one_line(
+        tmp_path: Path, args: tuple[str, ...]) -> None:
+    """In /proc, or a folder given as the file: SQLite's error names no path."""
+    state = tmp_path / "state"
+    renkei("registry", "generate", "--residents", "3", env={STATE_ENV: str(state)})
+    run = renkei(*(a.format(tmp=tmp_path) for a in args), env={STATE_ENV: str(state)},
+                 check=False)
+    assert run.returncode == 1, run.stdout
+    said_in_one_line(run.stderr, f"cannot open a SQLite store (unable to open database file): "
+                                 f"{args[-1].format(tmp=tmp_path)}")
