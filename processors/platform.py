@@ -5,8 +5,10 @@ directory changes, so a holder registered joins within seconds), the
 registry's answers, the oversight body's and My Portal's requests, and the decider's own topic;
 each poll is handled as a batch (so code conversions run as few FF1 batches as possible), every
 effect is delivered and acknowledged by the broker, and only then are the offsets committed: at
-least once, with effects that holders and the audit log take exactly once. A partition of the
-decider's topic taken over from another instance is first replayed to rebuild its state.
+least once, with effects the audit log takes exactly once (by event id); a query or a request for
+holder-side logs read again reaches its holders again, and the decider, the oversight body and My
+Portal each take one answer of a holder (by request id). A partition of the decider's topic taken
+over from another instance is first replayed to rebuild its state.
 
 An event for a decision partition this instance owns is decided at once, without the hop through
 the decider's topic; its record is written there after its effects are acknowledged (marked

@@ -309,7 +309,9 @@ def test_a_file_or_folder_that_cannot_be_made_is_named_in_one_line(
     said_in_one_line(run.stderr, str(file))
 
 
-@pytest.mark.parametrize("args", [("oversight", "alerts"), ("audit", "replay")])
+@pytest.mark.parametrize("args", [
+    ("oversight", "alerts"),
+    ("oversight", "holder-logs", "--holder", "nenkin", "--request", "r-1", "--basis", "law")])
 def test_a_service_principal_without_credentials_is_said_in_one_line(
         tmp_path: Path, args: tuple[str, ...]) -> None:
     """A broker set up (not running: the credentials are looked for first), never provisioned."""
