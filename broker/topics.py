@@ -30,6 +30,8 @@ OUTBOX_PATTERN = re.compile(r"^renkei\.holder\.(?P<holder>[a-z0-9][a-z0-9-]*)\.o
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
              "y": 365 * 86_400_000 + 6 * 3_600_000}
+SEGMENTS_PER_RETENTION = 10  # a record outlives its retention by at most a tenth of it
+KAFKA_SEGMENT_MS = 7 * 86_400_000  # Kafka's default segment.ms: the longest a segment stays open
 
 
 def duration_ms(text: str) -> int:
@@ -38,6 +40,13 @@ def duration_ms(text: str) -> int:
     if not found:
         raise ValueError(f"bad duration {text!r}: write e.g. 7y, 3d, 12h")
     return int(found.group(1)) * _UNITS_MS[found.group(2)]
+
+
+def segment_ms(retention_ms: int) -> int:
+    """How long a segment takes records before it rolls: a tenth of the retention, at most 7d."""
+    # Kafka deletes a segment once its newest record is past the retention: with its default
+    # 7-day roll, a topic written steadily kept records up to 7 days past a 6-hour retention
+    return min(retention_ms // SEGMENTS_PER_RETENTION, KAFKA_SEGMENT_MS)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class TopicSpec:
         }
         if self.retention is not None:
             configs["retention.ms"] = str(duration_ms(self.retention))
+            configs["segment.ms"] = str(segment_ms(duration_ms(self.retention)))
         if self.log_append_time:
             configs["message.timestamp.type"] = "LogAppendTime"
         return configs
