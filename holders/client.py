@@ -72,6 +72,7 @@ REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then go
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
 DUPLICATE = "DUPLICATE_REQUEST"
+ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
 
 
 def new_request_id() -> str:
@@ -455,6 +456,10 @@ class HolderClient:
         request = self._sent(message.request_id, answered=True)
         if request is None:
             log.warning("%s: an answer to unknown request %s", self.holder, message.request_id)
+            return None
+        if not isinstance(message, Rejection) and ANSWERED_KIND[type(message)] != request.kind:
+            log.error("%s: a %s cannot answer %s request %s: dropped", self.holder,
+                      type(message).__name__, request.kind, message.request_id)
             return None
         if request.status != SENT:  # a copy of an answer acted on already: only counted
             return self._finish(request, request.status, request.detail)

@@ -19,6 +19,7 @@ from holders.client import (
     BINDING,
     BOUND,
     INVESTIGATING,
+    LINKAGE,
     REKEY,
     SYSTEM,
     HolderClient,
@@ -138,6 +139,23 @@ async def test_a_copy_refused_as_a_duplicate_leaves_the_request_to_its_first(
     assert status(client, request_id) == SENT
     await handle(client, found(request_id, "ABC98765XYZ"))
     assert status(client, request_id) == BOUND
+
+
+@pytest.mark.parametrize("kind", [REKEY, LINKAGE])
+async def test_a_binding_answer_to_another_kind_of_request_is_dropped_and_the_batch_goes_on(
+        client: HolderClient, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """One poisoned answer must not stop the inbox (a re-keying has no record to bind), nor
+    bind a record its request never asked to bind."""
+    client.store.add_record("H-1", PERSON)
+    client.store.add_record("H-2", PERSON)
+    other = new_request_id()
+    client.store.open_request(other, kind, "" if kind == REKEY else "H-1", SYSTEM, TERMINAL)
+    request_id = binding_request(client, "H-2")
+    with caplog.at_level(logging.ERROR, "holders.client"):
+        await handle(client, found(other, "ABC98765XYZ"), found(request_id, "369PQRST246"))
+    assert status(client, other) == SENT  # its own answer may still come
+    assert client.store.bindings() == {"H-2": "369PQRST246"}
+    assert f"a BindingAnswer cannot answer {kind} request {other}" in caplog.text
 
 
 def query(link_code: str) -> ProviderQuery:
