@@ -29,6 +29,7 @@ class Field:
 
 Shape = tuple[Field, ...]
 RESIDENT_CODE = Field("resident_code", "resident code")
+NOT_TEXT = "stdin is not UTF-8 text"
 
 
 class OnStdin(click.Command):
@@ -50,10 +51,15 @@ class OnStdin(click.Command):
 
 def read(*shapes: Shape) -> dict[str, str]:
     """The values of one of `shapes` (each a tuple of fields, tried in order): prompted for when
-    stdin is a terminal, else read from it (UsageError if it holds none of the shapes)."""
-    if sys.stdin.isatty():
-        return _prompted(shapes)
-    return parsed(_stdin_text(), shapes)
+    stdin is a terminal, else read from it (UsageError if it holds none of the shapes, or is
+    not UTF-8 text)."""
+    found = _prompted(shapes) if sys.stdin.isatty() else parsed(_stdin_text(), shapes)
+    for value in found.values():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a JSON "\udcff", or a prompt's bytes escaped as surrogates
+            raise click.UsageError(NOT_TEXT) from None
+    return found
 
 
 def _stdin_text() -> str:
@@ -61,7 +67,7 @@ def _stdin_text() -> str:
     try:
         return sys.stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError:
-        raise click.UsageError("stdin is not UTF-8 text") from None
+        raise click.UsageError(NOT_TEXT) from None
 
 
 def read_one(field: Field) -> str:

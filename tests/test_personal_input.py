@@ -69,6 +69,18 @@ def test_at_a_terminal_each_value_is_prompted_for(monkeypatch: pytest.MonkeyPatc
         zip(("name", "address", "dob", "sex"), ATTRIBUTES, strict=True))
 
 
+@pytest.mark.parametrize("stdin", [
+    io.TextIOWrapper(io.BytesIO(b"\xff\xfe\n"), encoding="utf-8"),  # a UTF-8 locale's
+    io.TextIOWrapper(io.BytesIO(b"\xff\xfe\n"), encoding="utf-8", errors="surrogateescape"),
+    io.TextIOWrapper(io.BytesIO(b'{"resident_code": "\\udcff"}'), encoding="utf-8")])
+def test_stdin_that_is_not_utf8_text_is_a_usage_error(
+        monkeypatch: pytest.MonkeyPatch, stdin: io.TextIOBase) -> None:
+    """Not a traceback when the value is decoded, or when a store later writes it."""
+    monkeypatch.setattr(sys, "stdin", stdin)
+    with pytest.raises(click.UsageError, match="stdin is not UTF-8 text"):
+        personal_input.read_one(RESIDENT_CODE)
+
+
 @pytest.mark.parametrize(("command", "old"), [
     (authority_cli, ["lookup", NUMBER, "--holder", "city-a", "--purpose", "tax"]),
     (authority_cli, ["number-of", CODE]),
