@@ -29,7 +29,7 @@ from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving
 from renkei.tasks import retrieved, set_or_failed
-from schemas.codec import CODEC, SchemaError
+from schemas.codec import CODEC, OversizedMessage, SchemaError
 from schemas.messages import (
     BY_ATTRIBUTES,
     BY_PERSONAL_NUMBER,
@@ -559,11 +559,20 @@ class HolderClient:
     def _answer(self, query: ProviderQuery) -> Send:
         """Step ③ at the provider: find the person by link code, seal the data to the requester."""
         fields = self.store.provided(query.link_code, query.data_type, query.previous_link_code)
-        status, sealed = self._sealed(query, fields)
+        try:
+            status, sealed = self._sealed(query, fields)
+            answer = self._provider_answer(query, status, sealed)
+        except OversizedMessage as exc:  # not a message the broker takes: this query only
+            log.error("%s: the answer to query %s is too large to send (%s): refused",
+                      self.holder, query.request_id, exc)
+            status, answer = REFUSED, self._provider_answer(query, REFUSED, b"")
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,
                        data_type=query.data_type,
                        content=json.dumps(fields, ensure_ascii=False) if status == FOUND else None)
+        return answer
+
+    def _provider_answer(self, query: ProviderQuery, status: str, sealed: bytes) -> Send:
         return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(
             query.request_id, query.ticket, query.link_code, status, sealed))
 
@@ -573,11 +582,17 @@ class HolderClient:
         entries = [e for request_id in asked.request_ids if request_id
                    for e in self.store.access_log(request_id)]
         asker = holder_logs.asker(asked.request_id)
-        sealed: bytes | None = None
         try:
-            sealed = holder_logs.seal(self.entry(asker).public_key, asked.request_id, entries)
+            return self._log_answer(asked, holder_logs.seal(self.entry(asker).public_key,
+                                                            asked.request_id, entries))
         except LookupError:
             log.error("%s: no key of %s to seal the log of %s to", self.holder, asker,
                       asked.request_id)
+        except OversizedMessage as exc:  # the asker is to ask for fewer requests at a time
+            log.error("%s: the log of %s (%d entries) is too large to send (%s): none sent",
+                      self.holder, asked.request_id, len(entries), exc)
+        return self._log_answer(asked, None)
+
+    def _log_answer(self, asked: HolderLogRequest, sealed: bytes | None) -> Send:
         return send(topics.outbox(self.holder), asked.request_id, HolderLogAnswer(
             asked.request_id, self.holder, datetime.now(UTC), (), sealed))

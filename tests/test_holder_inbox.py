@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from broker.acls import OVERSIGHT
 from broker.clients import KafkaAccess
 from broker.credentials import Credentials
 from holders.client import (
@@ -30,13 +31,15 @@ from registry.residents import FourAttributes, Sex
 from renkei import sealing
 from renkei.envelope import Send
 from renkei.state import state_folder
-from schemas.codec import CODEC
+from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
     FOUND,
     REFUSED,
     BindingAnswer,
     BindingCandidate,
     HolderEntry,
+    HolderLogAnswer,
+    HolderLogRequest,
     ProviderAnswer,
     ProviderQuery,
     Rejection,
@@ -164,10 +167,10 @@ def query(link_code: str) -> ProviderQuery:
                          datetime.now(UTC))
 
 
-def in_directory(client: HolderClient, public_key: bytes) -> None:
-    """The requester, as the directory has it, with this sealing key."""
-    client.directory.entries[REQUESTER.encode()] = HolderEntry(
-        REQUESTER, "City Y", "municipality", REQUESTER, 0, public_key, False, True,
+def in_directory(client: HolderClient, public_key: bytes, holder: str = REQUESTER) -> None:
+    """The requester (or another party), as the directory has it, with this sealing key."""
+    client.directory.entries[holder.encode()] = HolderEntry(
+        holder, "City Y", "municipality", holder, 0, public_key, False, True,
         datetime.now(UTC))
 
 
@@ -208,6 +211,43 @@ async def test_the_provider_logs_the_content_only_when_it_was_sent(
     [entry] = client.store.access_log(asked.request_id)
     assert entry.outcome == outcome
     assert entry.content == ('{"taxable_income": "3200000"}' if outcome == FOUND else None)
+
+
+async def test_data_too_large_to_send_refuses_its_query_only(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Its answer would be over the message size limit: refused and logged so, not a stop of
+    the inbox (which read the same query again at each restart)."""
+    for own_number, code, size in (("H-1", "ABC98765XYZ", MAX_BYTES), ("H-2", "369PQRST246", 7)):
+        client.store.add_record(own_number, PERSON)
+        client.store.bind(own_number, code, 0)
+        client.store.put_data(own_number, "local_tax", {"taxable_income": "3" * size})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    large, small = query("ABC98765XYZ"), query("369PQRST246")
+    with caplog.at_level(logging.ERROR, "holders.client"):
+        out = await handle(client, large, small)
+    answers = [CODEC.decode(s.value, ProviderAnswer) for s in out]
+    assert [(a.request_id, a.status) for a in answers] == [
+        (large.request_id, REFUSED), (small.request_id, FOUND)]
+    [entry] = client.store.access_log(large.request_id)
+    assert (entry.outcome, entry.content) == (REFUSED, None)
+    assert f"the answer to query {large.request_id} is too large to send" in caplog.text
+
+
+async def test_a_log_too_large_to_send_is_answered_unsealed_and_the_inbox_goes_on(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    in_directory(client, sealing.public_bytes(sealing.key_of(OVERSIGHT)), OVERSIGHT)
+    asked = [new_request_id() for _ in range(3)]
+    for request_id in asked:
+        client.store.log(request_id, "PROVIDER", SYSTEM, TERMINAL, FOUND,
+                         content="3" * (MAX_BYTES // 2))
+    oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), tuple(asked), "")
+    later = query("ABC98765XYZ")
+    with caplog.at_level(logging.ERROR, "holders.client"):
+        out = await handle(client, oversight, later)
+    answered = CODEC.decode(out[0].value, HolderLogAnswer)
+    assert (answered.request_id, answered.sealed_entries) == (oversight.request_id, None)
+    assert CODEC.decode(out[1].value, ProviderAnswer).request_id == later.request_id
+    assert "the log of oversight-1 (3 entries) is too large to send" in caplog.text
 
 
 async def test_a_binding_answered_at_the_old_epoch_after_the_rekeying_is_rekeyed_too(
