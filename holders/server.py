@@ -84,9 +84,14 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _field(body: dict[str, Any], name: str) -> str:
+    """A field of text; else 400 (a lone surrogate, as JSON's "\\udcff" gives, is not text)."""
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise web.HTTPBadRequest(text=f"{name!r} is required")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text") from exc
     return value
 
 

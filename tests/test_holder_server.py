@@ -174,6 +174,8 @@ async def test_a_wait_that_is_not_a_number_of_seconds_is_a_bad_request(
      "forbidden", "'nobody' on 't' may not act"),
     ("POST", "/bindings", b'{"own_number": "H-404", "operator": "staff-1", "terminal": "t-1"}',
      404, "not_found", "no record 'H-404'"),
+    ("POST", "/bindings", b'{"own_number": "H-\\udcff", "operator": "staff-1", "terminal": "t-1"}',
+     400, "bad_request", "'own_number' is not UTF-8 text"),
     ("GET", "/no-such-path", b"", 404, "not_found", "Not Found"),
     ("DELETE", "/bindings", b"", 405, "method_not_allowed", "Method Not Allowed"),
     ("POST", "/bindings", b" " * (1024 ** 2 + 1), 413, "request_entity_too_large",
