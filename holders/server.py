@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 CLIENT = web.AppKey("client", HolderClient)
 TOKEN = web.AppKey("token", str)
 _OF_THE_TEXT_BODY = ("content-type", "content-length")  # an error's headers its JSON replaces
+# characters a field may hold: an id, a pattern, a data type, a purpose; the seven of a linkage
+# request stay well under the message size limit (codec.MAX_BYTES)
+FIELD_CHARS = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +87,15 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _field(body: dict[str, Any], name: str) -> str:
-    """A field of text; else 400 (a lone surrogate, as JSON's "\\udcff" gives, is not text)."""
+    """A field of text of up to FIELD_CHARS characters; else 400."""
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise web.HTTPBadRequest(text=f"{name!r} is required")
+    if len(value) > FIELD_CHARS:
+        raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
     try:
         value.encode()
-    except UnicodeEncodeError as exc:
+    except UnicodeEncodeError as exc:  # a lone surrogate, as JSON's "\\udcff" gives
         raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text") from exc
     return value
 
