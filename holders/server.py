@@ -121,11 +121,19 @@ def _kept(exc: NotSentYet) -> web.Response:
     return _json({"request_id": exc.request_id, "sent": False, "detail": str(exc)}, 202)
 
 
+def _flag(body: dict[str, Any], name: str) -> bool:
+    """A JSON true or false, false if absent; else 400 (the string "false" is not false)."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise web.HTTPBadRequest(text=f"{name!r} must be true or false")
+    return value
+
+
 async def bind(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
     try:
         request_id = await client.bind(_field(body, "own_number"), _field(body, "operator"),
-                                       _field(body, "terminal"), bool(body.get("by_number")))
+                                       _field(body, "terminal"), _flag(body, "by_number"))
     except NotAuthorized as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc
     except NotSentYet as exc:

@@ -178,6 +178,8 @@ async def test_a_wait_that_is_not_a_number_of_seconds_is_a_bad_request(
      400, "bad_request", "'own_number' is not UTF-8 text"),
     ("POST", "/bindings", b'{"own_number": "%s", "operator": "staff-1", "terminal": "t-1"}'
      % (b"H" * 950_000), 400, "bad_request", "'own_number' is over 1000 characters"),
+    ("POST", "/bindings", b'{"own_number": "H-404", "operator": "staff-1", "terminal": "t-1", '
+     b'"by_number": "false"}', 400, "bad_request", "'by_number' must be true or false"),
     ("GET", "/no-such-path", b"", 404, "not_found", "Not Found"),
     ("DELETE", "/bindings", b"", 405, "method_not_allowed", "Method Not Allowed"),
     ("POST", "/bindings", b" " * (1024 ** 2 + 1), 413, "request_entity_too_large",
