@@ -36,6 +36,7 @@ from schemas.messages import (
     FOUND,
     NOT_FOUND,
     REFUSED,
+    TIMED_OUT,
     BindingAnswer,
     BindingRequest,
     HolderEntry,
@@ -422,6 +423,7 @@ class HolderClient:
     async def _handle(self, records: list[Any]) -> Sequence[Send]:
         out: list[Send] = []
         resolved: list[Request] = []
+        now, late = datetime.now(UTC), 0
         with self.store.transaction():
             for record in records:
                 try:
@@ -430,7 +432,12 @@ class HolderClient:
                     log.error("%s: an unreadable inbox message: %s", self.holder, exc)
                     continue
                 if isinstance(message, ProviderQuery):
-                    if self.answer_queries:
+                    if not self.answer_queries:
+                        continue
+                    if message.deadline < now:
+                        self._too_late(message)
+                        late += 1
+                    else:
                         out.append(self._answer(message))
                 elif isinstance(message, Pong):
                     continue
@@ -445,6 +452,10 @@ class HolderClient:
                         done = self._unreadable(message.request_id, str(exc))
                     if done is not None:
                         resolved.append(done)
+        if late:
+            log.warning("%s: %d quer(ies) read after their deadline (the server was down, or "
+                        "behind): not answered, the platform has timed them out", self.holder,
+                        late)
         for request in resolved:
             for waiter in self._waiters.pop(request.request_id, ()):
                 if not waiter.done():
@@ -571,6 +582,13 @@ class HolderClient:
                        data_type=query.data_type,
                        content=json.dumps(fields, ensure_ascii=False) if status == FOUND else None)
         return answer
+
+    def _too_late(self, query: ProviderQuery) -> None:
+        """A query past its deadline: an answer would be refused (its ticket expired), so none
+        is sent, and the log says no content went."""
+        self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, TIMED_OUT,
+                       counterpart=query.requester, pattern_id=query.pattern_id,
+                       data_type=query.data_type)
 
     def _provider_answer(self, query: ProviderQuery, status: str, sealed: bytes) -> Send:
         return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(

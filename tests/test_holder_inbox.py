@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,6 +35,7 @@ from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
     FOUND,
     REFUSED,
+    TIMED_OUT,
     BindingAnswer,
     BindingCandidate,
     HolderEntry,
@@ -161,10 +162,11 @@ async def test_a_binding_answer_to_another_kind_of_request_is_dropped_and_the_ba
     assert f"a BindingAnswer cannot answer {kind} request {other}" in caplog.text
 
 
-def query(link_code: str) -> ProviderQuery:
-    """The platform's query to this holder, as provider, for a record's local tax."""
+def query(link_code: str, within: float = 30.0) -> ProviderQuery:
+    """The platform's query to this holder, as provider, for a record's local tax, to be
+    answered `within` seconds from now."""
     return ProviderQuery(new_request_id(), b"ticket", link_code, REQUESTER, "P-1", "local_tax",
-                         datetime.now(UTC))
+                         datetime.now(UTC) + timedelta(seconds=within))
 
 
 def in_directory(client: HolderClient, public_key: bytes, holder: str = REQUESTER) -> None:
@@ -211,6 +213,21 @@ async def test_the_provider_logs_the_content_only_when_it_was_sent(
     [entry] = client.store.access_log(asked.request_id)
     assert entry.outcome == outcome
     assert entry.content == ('{"taxable_income": "3200000"}' if outcome == FOUND else None)
+
+
+async def test_a_query_read_after_its_deadline_is_not_answered_and_logged_without_content(
+        client: HolderClient) -> None:
+    """Read again after the server was down past it: the platform refuses any answer (its
+    ticket expired) and has told the requester TIMED_OUT, so no data is sealed or said sent."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    late, timely = query("ABC98765XYZ", within=-1), query("ABC98765XYZ")
+    out = await handle(client, late, timely)
+    assert [CODEC.decode(s.value, ProviderAnswer).request_id for s in out] == [timely.request_id]
+    [entry] = client.store.access_log(late.request_id)
+    assert (entry.outcome, entry.content, entry.counterpart) == (TIMED_OUT, None, REQUESTER)
 
 
 async def test_data_too_large_to_send_refuses_its_query_only(
