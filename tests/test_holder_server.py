@@ -127,6 +127,19 @@ def test_holder_run_checks_the_id_before_it_makes_any_store(
     said_in_one_line(run.stderr, error)
 
 
+@pytest.mark.parametrize("port", ["65536", "-1"])
+def test_holder_run_on_a_port_no_socket_has_is_refused_before_anything(
+        tmp_path: Path, port: str) -> None:
+    state = tmp_path / "state"
+    with state_folder(state):
+        credentials.issue(HOLDER)
+    run = renkei("holder", "run", HOLDER, "--port", port, env={STATE_ENV: str(state)},
+                 check=False, timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "is not in the range 0<=x<=65535" in run.stderr and "Traceback" not in run.stderr
+    assert not (state / "holders").exists()
+
+
 @pytest.mark.parametrize("part", ["..", "../x", "a/../../x", "/tmp/x", ""])
 def test_no_private_folder_leads_out_of_the_state_folder(tmp_path: Path, part: str) -> None:
     with state_folder(tmp_path / "state"), pytest.raises(ValueError, match="out of the state"):
