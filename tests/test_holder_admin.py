@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from broker import credentials
+from holders import imports
 from holders.cli import holder_cli
 from holders.server import recorded
 from holders.store import HolderStore, default_path
@@ -231,6 +233,32 @@ def test_a_file_that_is_not_utf8_is_refused_whole_saying_so(state: Path, tmp_pat
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert f"{file}: not UTF-8 text" in result.output and "save it as CSV UTF-8" in result.output
     assert "山田" not in result.output
+
+@pytest.mark.parametrize("command", ["records", "data"])
+def test_an_import_holds_the_stores_write_lock_for_a_moment_at_a_time(
+        state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """The running communication server writes to the same store: one transaction of a large
+    import (~6 s for a million records) outlasted its wait for the lock, and it stopped."""
+    records, data = tmp_path / "records.csv", tmp_path / "data.csv"
+    records.write_text("own_number,name,address,date_of_birth,sex\n" + "".join(
+        f"T-{n},山田 花子,桜町{n},1980-04-01,F\n" for n in range(5)), encoding="utf-8")
+    data.write_text("own_number,data_type,fields\n" + "".join(
+        f'T-{n},local_tax,"{{""income"": ""{n}""}}"\n' for n in range(5)), encoding="utf-8")
+    if command == "data":
+        _ok("records", "import", HOLDER, str(records))
+    began: list[HolderStore] = []
+    transaction = HolderStore.transaction
+
+    def counted(store: HolderStore) -> AbstractContextManager[None]:
+        began.append(store)
+        return transaction(store)
+
+    for name in ("LOCK_HOLD", "LOCK_PAUSE"):  # a row a transaction (none before: one)
+        monkeypatch.setattr(imports, name, 0, raising=False)
+    monkeypatch.setattr(HolderStore, "transaction", counted)
+    assert "5 new" in _ok(command, "import", HOLDER, str(records if command == "records" else data))
+    assert len(began) == 5
+
 
 def _one_of_a_kind() -> Resident:
     """A resident no one else shares the four attributes with: binding finds them alone."""
