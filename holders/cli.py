@@ -58,6 +58,11 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
                f"at key epoch {entry.key_epoch}"
                + (", private (consent needed)" if entry.private else ""))
+    roles = asyncio.run(directory.pattern_roles())
+    if role not in roles:
+        click.echo(f"warning: no legal pattern names role {role!r}: {holder} can neither "
+                   "request nor provide until one does (roles named: "
+                   f"{', '.join(sorted(roles)) or 'none'})", err=True)
     before = entries.get(holder)
     if before is not None:
         changed = directory.changes(before, entry)

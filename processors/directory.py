@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, provisioned, running
@@ -18,6 +19,7 @@ from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
 
 SERVICE = "service"
+M = TypeVar("M")
 
 
 class NotAPrivateHolder(ValueError):
@@ -87,15 +89,26 @@ async def publish(entries: Sequence[HolderEntry] = (),
         await deliver(producer, sends)
 
 
-async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
-    """The holder directory as it stands, read as `access` (the admin by default); BrokerAway at
-    once if no broker answers: a view would wait for one."""
+async def _standing(topic: str, kind: type[M], access: KafkaAccess | None = None) -> list[M]:
+    """A compacted topic's entries as they stand, read as `access` (the admin by default);
+    BrokerAway at once if no broker answers: a view would wait for one."""
     access = access or KafkaAccess.of(config.ADMIN)
-    await provisioned(access, topics.DIRECTORY)
-    view = CompactedView(access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
+    await provisioned(access, topic)
+    view = CompactedView(access, topic, lambda b: CODEC.decode(b, kind))
     async with running(view, access):
         await view.loaded()
-        return {e.holder_id: e for e in view.entries.values()}
+        return list(view.entries.values())
+
+
+async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
+    """The holder directory as it stands, read as `access` (the admin by default)."""
+    return {e.holder_id: e for e in await _standing(topics.DIRECTORY, HolderEntry, access)}
+
+
+async def pattern_roles() -> set[str]:
+    """The roles the legal pattern list names, of requesters and of providers."""
+    return {role for p in await _standing(topics.PATTERNS, LegalPattern)
+            for role in (p.requester_role, p.provider_role)}
 
 
 def private_holder(directory: Mapping[str, HolderEntry], holder: str) -> HolderEntry:

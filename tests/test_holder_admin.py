@@ -270,6 +270,15 @@ def _one_of_a_kind() -> Resident:
         registry.close()
 
 
+def test_a_role_no_legal_pattern_names_is_warned_of(town: town_setup.Town) -> None:
+    """A typo registers a holder that every request of and to is refused for: said at once."""
+    typo = renkei("holder", "register", "typo-town", "--name", "誤町", "--role", "munipality")
+    assert "no legal pattern names role 'munipality'" in typo.stderr
+    assert "municipality" in typo.stderr  # among the roles named
+    fixed = renkei("holder", "register", "typo-town", "--name", "誤町", "--role", "municipality")
+    assert "role munipality → municipality" in fixed.stdout and "warning" not in fixed.stderr
+
+
 async def test_a_holder_kept_by_the_cli_binds_through_its_server(
         platform: town_setup.Processes, tmp_path: Path) -> None:
     """Registered and run by the CLI, kept by the CLI: a record bound through its server."""
