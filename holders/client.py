@@ -132,6 +132,7 @@ class HolderClient:
     async def start(self) -> None:
         await self.directory.start()
         await self.directory.loaded()  # queries are answered with the requester's key from it
+        self._check_key()
         await started(self._producer, self.access)
         kept = self.store.unsent()  # recorded, not known to be delivered: perhaps they were
         for request_id, key, value in kept:
@@ -144,6 +145,16 @@ class HolderClient:
             self._handle, self._stop, instance=self.instance, producer=self._producer,
             following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
+
+    def _check_key(self) -> None:
+        """Refuse to start with a sealing key other than the directory's (a key file lost and
+        made anew, or another's): every answer sealed to this holder would be unreadable."""
+        entry = self.directory.entries.get(self.holder.encode())
+        if entry is not None and entry.public_key != sealing.public_bytes(self._key):
+            raise sealing.BadSealingKey(
+                f"the sealing key of {self.holder} in {sealing.key_file(self.holder)} is not "
+                "the one the holder directory has: restore it from a backup (or register the "
+                f"holder again, `renkei holder register {self.holder} …`, to publish this one)")
 
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`; raise what ended the inbox loop first, if something did (the

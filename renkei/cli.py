@@ -61,12 +61,13 @@ def _said(exc: Exception) -> str | None:
     from registry.store import NoRegistry, RegistryExists
     from registry.tickets import NoLoginKey
     from renkei.compacted import NotFollowing
+    from renkei.sealing import BadSealingKey
     from renkei.state import InUse, NotPrivate
 
     said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, UnknownPrincipal,
-            NotProvisioned)
+            NotProvisioned, BadSealingKey)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -84,9 +85,9 @@ class _Commands(click.Group):
     a private folder another user's that others may read, a registry missing or not to be
     replaced, a holder id not registered, a consent to one not a private holder, a registered
     holder moved to another link-code unit unasked, no key store, an audit store that cannot be
-    opened or that lost entries the audit consumer appended, a bad pattern file, a port in use
-    or a file or folder that cannot be made or read (named) is said in one line (no traceback),
-    exit code 1."""
+    opened or that lost entries the audit consumer appended, a bad pattern file, a sealing key
+    damaged or not the directory's, a port in use or a file or folder that cannot be made or
+    read (named) is said in one line (no traceback), exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -43,6 +44,11 @@ PAD_MARK = 0x80
 
 class CannotOpen(ValueError):
     """Sealed bytes that are not for this key, or not for this request, or were altered."""
+
+
+class BadSealingKey(ValueError):
+    """An owner's sealing key file that cannot be read, or whose key is not the one the holder
+    directory has of it (nothing sealed to it could be opened)."""
 
 
 def public_bytes(key: X25519PrivateKey) -> bytes:
@@ -172,12 +178,21 @@ class SessionOpener:
         return AESGCM(SUITE.decrypt(wrapped, self.key, info=SESSION_INFO))
 
 
+def key_file(owner: str) -> Path:
+    """Where `owner`'s sealing key pair is kept."""
+    return private_dir("keys", "sealing") / f"{owner}.json"
+
+
 def key_of(owner: str) -> X25519PrivateKey:
     """The sealing key pair of `owner` (a holder, the registry, the authority), made on first use
     in the state folder; its public half goes into the holder directory."""
-    path = private_dir("keys", "sealing") / f"{owner}.json"
+    path = key_file(owner)
     if path.exists():
-        return X25519PrivateKey.from_private_bytes(bytes.fromhex(read_json(path)["private"]))
+        try:
+            return X25519PrivateKey.from_private_bytes(bytes.fromhex(read_json(path)["private"]))
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON, no key, not one (no value)
+            raise BadSealingKey(f"the sealing key of {owner} in {path} cannot be read "
+                                f"({type(exc).__name__}): restore it from a backup") from None
     key = X25519PrivateKey.generate()
     write_json(path, {"private": key.private_bytes_raw().hex()}, private=True)
     return key

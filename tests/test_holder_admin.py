@@ -23,8 +23,8 @@ from holders.store import HolderStore, default_path
 from registry import store as registry_store
 from registry.residents import FourAttributes, Resident, Sex
 from renkei import town as town_setup
-from renkei.state import state_folder
-from tests.kafka_helpers import renkei, spawn, stop
+from renkei.state import private_dir, state_folder
+from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
 
 HOLDER = "town-x"
 RECORDS = """own_number,name,address,date_of_birth,sex,personal_number
@@ -277,6 +277,26 @@ def test_a_role_no_legal_pattern_names_is_warned_of(town: town_setup.Town) -> No
     assert "municipality" in typo.stderr  # among the roles named
     fixed = renkei("holder", "register", "typo-town", "--name", "誤町", "--role", "municipality")
     assert "role munipality → municipality" in fixed.stdout and "warning" not in fixed.stderr
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    ("lost", "is not the one the holder directory has: restore it from a backup"),
+    ("cut", "cannot be read (JSONDecodeError): restore it from a backup")])
+def test_a_holder_run_with_a_sealing_key_not_its_own_is_refused(
+        town: town_setup.Town, damage: str, said: str) -> None:
+    """A key file lost (made anew at the start) or damaged: nothing sealed to the holder could
+    be opened, or a traceback."""
+    holder = f"key-{damage}-town"
+    renkei("holder", "register", holder, "--name", "鍵町", "--role", "municipality")
+    key = private_dir("keys", "sealing") / f"{holder}.json"
+    if damage == "lost":
+        key.unlink()
+    else:
+        key.write_text(key.read_text(encoding="utf-8")[:20], encoding="utf-8")
+    run = renkei("holder", "run", holder, check=False, timeout=30)  # else it serves on
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, f"the sealing key of {holder} in {key} {said}")
+    assert recorded(holder) is None
 
 
 async def test_a_holder_kept_by_the_cli_binds_through_its_server(
