@@ -55,7 +55,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer in JSON, as every other answer is: {"error": its status's reason
     (`not_found`, …), "detail": one line}; the handlers' and aiohttp's own alike (no such path
-    404, a method the path does not take 405, a body too large 413), with their headers."""
+    404, a method the path does not take 405, a body too large 413), with their headers, and a
+    fault of the server's (500, logged)."""
     try:
         return await handler(request)
     except web.HTTPError as exc:
@@ -64,6 +65,10 @@ async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamR
         response.headers.extend((name, value) for name, value in exc.headers.items()
                                 if name.lower() not in _OF_THE_TEXT_BODY)
         return response
+    except Exception as exc:  # a fault of the server's: its log has the traceback
+        log.exception("%s %s failed", request.method, request.path)
+        return _json({"error": "internal_server_error",
+                      "detail": f"{type(exc).__name__}: see the communication server's log"}, 500)
 
 
 @web.middleware

@@ -44,6 +44,14 @@ class _Authorizing(_Unstarted):
     bind = HolderClient.bind
 
 
+class _Faulty(_Unstarted):
+    """A holder library whose store fails (closed here; a disk fault, a lock held too long)."""
+
+    def __init__(self, store: HolderStore) -> None:
+        super().__init__(HolderStore(Path(":memory:")))
+        self.store.close()
+
+
 @asynccontextmanager
 async def _serving(tmp_path: Path, kind: type[_Unstarted] = _Unstarted) -> AsyncIterator[str]:
     """A communication server on a store whose access log holds ⑪ content; its URL."""
@@ -176,6 +184,20 @@ async def test_a_wait_that_is_not_a_number_of_seconds_is_a_bad_request(
                 http.get(f"{url}/requests/r-1", params={"wait": wait}) as response:
             assert response.status == 400
             assert "is not a number of seconds" in (await response.json())["detail"]
+
+
+async def test_a_fault_of_the_servers_is_a_json_error_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with _serving(tmp_path, _Faulty) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        with caplog.at_level(logging.ERROR, "holders.server"):
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as \
+                    http, http.get(f"{url}/investigations") as response:
+                assert (response.status, response.content_type) == (500, "application/json")
+                answer = await response.json()
+    assert answer == {"error": "internal_server_error",
+                      "detail": "ProgrammingError: see the communication server's log"}
+    assert "GET /investigations failed" in caplog.text and "Traceback" in caplog.text
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "error", "detail"), [
