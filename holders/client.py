@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +73,8 @@ REKEY_AGAIN = 30.0  # seconds before re-keying again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
+STORE_RETRY = 1.0  # seconds before a batch is tried again while another holds the store's lock
+BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
 
@@ -432,6 +435,26 @@ class HolderClient:
 
     # the inbox: answers to this holder's requests, and queries to answer
     async def _handle(self, records: list[Any]) -> Sequence[Send]:
+        """One poll's batch, in one transaction of the store; while another holds the store's
+        write lock past SQLite's busy timeout, tried again (not read again until it is)."""
+        while True:
+            try:
+                out, resolved = self._handled(records)
+                break
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in BUSY or self._stop.is_set():
+                    raise
+                log.error("%s: its store is locked (%s): the inbox tries again in %.0f s",
+                          self.holder, exc, STORE_RETRY)
+                await asyncio.sleep(STORE_RETRY)
+        for request in resolved:
+            for waiter in self._waiters.pop(request.request_id, ()):
+                if not waiter.done():
+                    waiter.set_result(request)
+        return out
+
+    def _handled(self, records: list[Any]) -> tuple[list[Send], list[Request]]:
+        """The effects of the batch, and the requests it answered."""
         out: list[Send] = []
         resolved: list[Request] = []
         now, late = datetime.now(UTC), 0
@@ -467,11 +490,7 @@ class HolderClient:
             log.warning("%s: %d quer(ies) read after their deadline (the server was down, or "
                         "behind): not answered, the platform has timed them out", self.holder,
                         late)
-        for request in resolved:
-            for waiter in self._waiters.pop(request.request_id, ()):
-                if not waiter.done():
-                    waiter.set_result(request)
-        return out
+        return out, resolved
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer
                  ) -> Request | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +17,7 @@ import pytest
 from broker.acls import OVERSIGHT
 from broker.clients import KafkaAccess
 from broker.credentials import Credentials
+from holders import client as client_module
 from holders.client import (
     BINDING,
     BOUND,
@@ -228,6 +230,30 @@ async def test_a_query_read_after_its_deadline_is_not_answered_and_logged_withou
     assert [CODEC.decode(s.value, ProviderAnswer).request_id for s in out] == [timely.request_id]
     [entry] = client.store.access_log(late.request_id)
     assert (entry.outcome, entry.content, entry.counterpart) == (TIMED_OUT, None, REQUESTER)
+
+
+async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_free(
+        client: HolderClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Another writer (an operator's command) holding the lock: the inbox waits, not stops."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    monkeypatch.setattr(client_module, "STORE_RETRY", 0.05, raising=False)
+    client.store.db.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(tmp_path / "holder.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    asked = query("ABC98765XYZ")
+    with caplog.at_level(logging.ERROR, "holders.client"):
+        handled = asyncio.create_task(handle(client, asked))
+        await asyncio.sleep(0.5)
+        assert not handled.done()
+        other.execute("COMMIT")
+        out = await asyncio.wait_for(handled, 5)
+    other.close()
+    assert CODEC.decode(out[0].value, ProviderAnswer).status == FOUND
+    assert "its store is locked (database is locked): the inbox tries again" in caplog.text
 
 
 async def test_data_too_large_to_send_refuses_its_query_only(
