@@ -213,13 +213,16 @@ def head(db: str | None, history: bool) -> None:
     _echo_json({"public_key": public_key, "heads": [h.to_json() for h in heads]})
 
 
-def _entry_json(entry: Entry) -> dict[str, Any]:
+def _entry_json(entry: Entry, proving: bool) -> dict[str, Any]:
+    """The entry; `proving`, its inclusion proof, or pending if no signed head holds it yet."""
     event = asdict(entry.event)
     event["occurred_at"] = entry.event.occurred_at.isoformat(timespec="milliseconds")
     data: dict[str, Any] = {"serial": entry.serial, **event,
                             "leaf_hash": leaf_hash(entry.leaf).hex()}
     if entry.proof is not None:
         data["inclusion_proof"] = [p.hex() for p in entry.proof]
+    elif proving:
+        data["pending"] = True  # after the latest signed head: the audit consumer's next holds it
     return data
 
 
@@ -235,8 +238,8 @@ def person_of(given: str) -> str:
 @audit_cli.command(cls=OnStdin)
 @store_option
 @click.option("--person", is_flag=True,
-              help="one person's entries, with inclusion proofs against the head (their ID code "
-                   "on stdin or at the prompt)")
+              help="one person's entries, with inclusion proofs against the latest head signed "
+                   "(those after it pending), their ID code on stdin or at the prompt")
 @click.option("--holder", help="entries where this holder requested or provided")
 @click.option("--pattern", help="legal pattern id")
 @click.option("--outcome", help="APPROVED, REJECTED, DELIVERED, TIMED_OUT, …")
@@ -247,21 +250,31 @@ def person_of(given: str) -> str:
 def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
           outcome: str | None, since: datetime | None, until: datetime | None, limit: int,
           after: str | None) -> None:
-    """One page of entries in time order, as JSON.
+    """One page of entries in time order, as JSON. Needs the head key's public key alone, and
+    writes nothing: the oversight body holds no key that signs the log's heads.
 
-    With --person, the person's ID code is read from stdin (the code, or {"person": "…"}), or
-    prompted for at a terminal: never an argument, which `ps` and the shell's history show."""
+    With --person, each entry is proved against the latest head signed in the store, or is
+    pending (after it: the audit consumer's next head holds it). The person's ID code is read
+    from stdin (the code, or {"person": "…"}), or prompted for at a terminal: never an
+    argument, which `ps` and the shell's history show.
+
+    Exits 1 if the latest head is not signed by the log's key (nothing is proved against it)."""
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
     where = Query(id_code, holder, pattern, outcome, since, until)
-    with open_store(db, signing=person) as store:  # proofs against a head signed now
+    with open_store(db, signing=False) as store:
         try:
             page = store.query(where, limit=limit, after=after, prove=person)
         except ValueError as exc:
             raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
                                      "previous page", param_hint="--after") from exc
+        trusted = page.head is None or verify_head(page.head, store.signer.public_key)
     _echo_json({"head": page.head.to_json() if page.head else None,
-                "entries": [_entry_json(e) for e in page.entries],
+                "entries": [_entry_json(e, person and trusted) for e in page.entries],
                 "next": page.next_cursor})
+    if not trusted:
+        click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
+                   "entry is proved (`renkei audit verify` says more)", err=True)
+        raise SystemExit(1)
 
 
 @audit_cli.command()

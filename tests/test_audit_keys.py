@@ -1,7 +1,7 @@
 """The audit log's head key as each command needs it: `verify` checks heads with the public key
-alone (all an auditor checking a copy of a store is given); `query` reads with it too (but
-`query --person`, which proves against a head signed now); the commands that sign heads need the
-private key and say so in one line when only the public one is there. No broker."""
+alone (all an auditor checking a copy of a store is given); `query` reads with it too, and
+`query --person` proves against the latest head the store holds; the commands that sign heads
+need the private key and say so in one line when only the public one is there. No broker."""
 
 from __future__ import annotations
 
@@ -11,12 +11,21 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.heads import NoKey, Signer, TreeHead, verify_head
+from audit.heads import (
+    NoKey,
+    SignedHead,
+    Signer,
+    TreeHead,
+    includes,
+    key_path,
+    private_key_path,
+    verify_head,
+)
 from audit.merkle import EMPTY_ROOT
 from audit.store import AuditStore
 from renkei.state import STATE_ENV, write_json
 from tests.kafka_helpers import renkei, said_in_one_line
-from tests.test_audit_store import T0, event, item
+from tests.test_audit_store import PERSONS, T0, event, item
 
 
 def _public_alone(path: Path, public_hex: str) -> None:
@@ -77,6 +86,39 @@ def test_querying_the_store_needs_the_head_keys_public_half_alone(tmp_path: Path
     assert not (state / "keys").exists()
 
 
+def test_a_persons_entries_are_proved_with_the_public_key_alone_against_the_stored_head(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`query --person` (the oversight body's too) signed a head to prove against, so it needed
+    the log's key itself, which signs a rewritten log's heads as well: with the public half
+    alone it proves against the latest head the store holds, writes nothing, and shows an entry
+    after that head as pending, not dropped."""
+    state = tmp_path / "state"
+    monkeypatch.setenv(STATE_ENV, str(state))
+    with AuditStore(state / "audit" / "audit.db", Signer.load_or_create()) as store:
+        store.append_many([item(event(n)) for n in range(7)])
+        signed = store.sign_head()
+        store.append_many([item(event(n)) for n in range(7, 10)])
+        key = store.signer.public_key
+    private_key_path().unlink()
+    for command in ("audit", "oversight"):
+        run = renkei(command, "query", "--person", input=PERSONS[0])
+        page = json.loads(run.stdout)
+        head = SignedHead.from_json(page["head"])
+        assert head == signed and verify_head(head, key)
+        assert [e["serial"] for e in page["entries"]] == [0, 3, 6, 9]
+        *proved, after = page["entries"]
+        assert all(includes(head.head, e["serial"], item(event(e["serial"]))[1],
+                            [bytes.fromhex(p) for p in e["inclusion_proof"]]) for e in proved)
+        assert after["pending"] is True and "inclusion_proof" not in after
+    with AuditStore(state / "audit" / "audit.db", Signer.public()) as store:
+        assert store.heads() == [signed]
+    _public_alone(key_path(), Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex())
+    run = renkei("oversight", "query", "--person", input=PERSONS[0], check=False)
+    assert run.returncode == 1 and "TAMPERED: the latest head in the store is not" in run.stderr
+    assert [set(e) & {"inclusion_proof", "pending"} for e in json.loads(run.stdout)["entries"]
+            ] == [set()] * 4
+
+
 def test_keys_init_which_provision_runs_moves_the_head_key_out_of_the_portals_mount(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A state folder from before kept the head key in audit/, which My Portal mounts: the
@@ -98,22 +140,22 @@ def test_keys_init_which_provision_runs_moves_the_head_key_out_of_the_portals_mo
 
 
 def test_a_missing_head_key_is_said_as_each_command_needs_it(tmp_path: Path) -> None:
-    """No head key in the state folder: the commands that sign heads (head, purge, query
-    --person) name the key itself they need, not 'the public key is enough', which they refuse;
-    `query` names the public half, which is enough for it."""
+    """No head key in the state folder: the commands that sign heads (head, purge) name the key
+    itself they need, not 'the public key is enough', which they refuse; `query` (--person too)
+    names the public half, which is enough for it."""
     state = tmp_path / "state"
     (state / "audit").mkdir(parents=True)
     AuditStore(state / "audit" / "audit.db", Signer.generate()).close()
     env = {STATE_ENV: str(state)}
-    signing = ((["head"], ""), (["purge"], ""), (["query", "--person"], "ABC98765XYZ\n"))
-    for command, stdin in signing:
-        run = renkei("audit", *command, env=env, check=False, input=stdin)
+    for command in ("head", "purge"):
+        run = renkei("audit", command, env=env, check=False)
         assert run.returncode == 1, run.stdout
         said_in_one_line(run.stderr, f"no head key at {state / 'keys' / 'audit' / 'head-key.json'}"
                                      ": this command signs heads, with the head key itself")
         assert "the public key is enough" not in run.stderr, command
-    run = renkei("audit", "query", env=env, check=False)
-    assert run.returncode == 1
-    said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}: `renkei "
-                                 "audit run` makes it; to check a copy of a store, put its head "
-                                 "key (the public key is enough) there")
+    for given in ((), ("--person",)):
+        run = renkei("audit", "query", *given, env=env, check=False, input="ABC98765XYZ\n")
+        assert run.returncode == 1
+        said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}: "
+                                     "`renkei audit run` makes it; to check a copy of a store, "
+                                     "put its head key (the public key is enough) there")

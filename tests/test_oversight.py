@@ -8,11 +8,14 @@ import json
 import time
 import uuid
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import TopicAuthorizationFailedError
 
+from audit.heads import SignedHead
+from audit.merkle import verify_inclusion
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from holders.client import HolderClient
@@ -64,7 +67,19 @@ async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
         await asyncio.sleep(0.2)
     else:
         raise AssertionError("the platform's log never showed the request to the oversight")
-    assert all(e["inclusion_proof"] is not None for e in page["entries"])
+    head = page["head"]
+    assert isinstance(head, dict) or head is None  # None: no head signed yet
+    assert all(_proved_or_pending(e, head) for e in page["entries"])
+
+
+def _proved_or_pending(entry: dict[str, Any], head: dict[str, Any] | None) -> bool:
+    """The entry is proved against the head the query gave, or marked pending (after it)."""
+    if entry.get("pending") is True:
+        return "inclusion_proof" not in entry
+    tree = SignedHead.from_json(head).head if head else None
+    return tree is not None and verify_inclusion(
+        bytes.fromhex(entry["leaf_hash"]), entry["serial"], tree.size,
+        [bytes.fromhex(p) for p in entry["inclusion_proof"]], tree.root)
 
 
 async def test_asking_what_is_no_holder_is_refused_at_once(platform: Processes) -> None:
