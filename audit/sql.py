@@ -101,6 +101,9 @@ def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Diale
         raise NoStore(f"unsupported store URL {text!r}: use a path, sqlite:///path or "
                       "postgresql://…")
     path = _sqlite_path(text)
+    if path in ("", ":memory:"):
+        raise NoStore(f"no audit store at {text}: SQLite keeps none there past the connection "
+                      "(name a file)")
     try:
         if not read_only:
             return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE

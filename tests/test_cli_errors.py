@@ -129,6 +129,19 @@ def test_an_audit_store_url_of_no_path_is_no_store(tmp_path: Path, command: str)
     said_in_one_line(run.stderr, "no audit store at sqlite:///")
 
 
+@pytest.mark.parametrize(("args", "url"), [
+    (("run",), "sqlite:///"), (("run",), "sqlite:///:memory:"),
+    (("replay", "--live", "{tmp}/live.db"), "sqlite:///")])
+def test_an_audit_store_to_write_at_a_url_of_no_file_is_refused(
+        tmp_path: Path, args: tuple[str, ...], url: str) -> None:
+    """Not SQLite's temporary database, into which the consumer wrote a log that vanished."""
+    AuditStore(tmp_path / "live.db", Signer.generate()).close()
+    run = renkei("audit", *(a.format(tmp=tmp_path) for a in args), "--db", url,
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 1, run.stdout
+    said_in_one_line(run.stderr, f"no audit store at {url}: SQLite keeps none there")
+
+
 @pytest.mark.parametrize("command", ["verify", "head", "query", "purge"])
 def test_an_audit_command_on_a_store_without_its_key_makes_none(tmp_path: Path,
                                                                  command: str) -> None:
