@@ -45,6 +45,7 @@ from renkei import (
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
+from renkei.options import FiniteRange
 from renkei.state import held, state_dir, state_folder, write_json
 
 JOIN_SECONDS = 120.0
@@ -342,7 +343,7 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
                    f"points try {', '.join(map(str, bench_capacity.DEPTHS))} in turn, "
                    f"{bench_capacity.SEARCH_SECONDS:g} s each, until throughput stops rising; "
                    f"every other flat-out point {bench_capacity.DEPTHS[0]}]")
-@click.option("--prime-seconds", "prime", type=click.FloatRange(min=0), default=30.0,
+@click.option("--prime-seconds", "prime", type=FiniteRange(min=0), default=30.0,
               show_default=True,
               help="seconds of flat-out load before the first point, not measured: the broker "
                    "compiles its hot paths (JIT) then, not in the first point (0: none)")

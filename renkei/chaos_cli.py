@@ -12,6 +12,7 @@ from renkei.broker_chaos import BrokerChaos, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
+from renkei.options import FiniteRange
 from renkei.state import state_dir, write_json
 
 BROKER_RESULT = Path("results") / "chaos-broker.json"
@@ -23,9 +24,9 @@ def chaos_cli() -> None:
 
 
 @chaos_cli.command("broker")
-@click.option("--seconds", type=click.FloatRange(min=5), default=60.0, show_default=True,
+@click.option("--seconds", type=FiniteRange(min=5), default=60.0, show_default=True,
               help="how long to send requests")
-@click.option("--rate", type=click.FloatRange(min=0.5), default=20.0, show_default=True,
+@click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
               help="lawful requests per second")
 @click.option("--residents", type=click.IntRange(min=50), default=300, show_default=True)
 @click.option("--kill-at", type=float, default=None,

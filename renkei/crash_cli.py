@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from renkei.crash_chaos import CrashChaos, run_crash_chaos
+from renkei.options import FiniteRange
 from renkei.state import state_dir, write_json
 
 RESULTS = Path("results")
@@ -21,13 +22,13 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
 
 
 @click.command("crash")
-@click.option("--seconds", type=click.FloatRange(min=5), default=60.0, show_default=True,
+@click.option("--seconds", type=FiniteRange(min=5), default=60.0, show_default=True,
               help="how long to send requests (kills stop with it)")
-@click.option("--rate", type=click.FloatRange(min=0.5), default=20.0, show_default=True,
+@click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
               help="lawful requests per second")
 @click.option("--instances", type=click.IntRange(1, 8), default=3, show_default=True,
               help="platform instances in the consumer group")
-@click.option("--every", type=click.FloatRange(min=1), default=4.0, show_default=True,
+@click.option("--every", type=FiniteRange(min=1), default=4.0, show_default=True,
               help="seconds between kills")
 @click.option("--residents", type=click.IntRange(min=50), default=300, show_default=True)
 @click.option("--seed", default=2026, show_default=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -9,7 +11,21 @@ import click
 from broker.credentials import check_name
 
 SQLITE_INT = 2**63 - 1  # the largest integer SQLite stores
-POSITIVE = click.FloatRange(min=0, min_open=True)  # a length of time: one of none ends at once
+
+
+class FiniteRange(click.FloatRange):
+    """A FloatRange of finite numbers: NaN (which no bound refuses) and infinity are usage
+    errors, not a number a command fails on later."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+POSITIVE = FiniteRange(min=0, min_open=True)  # a length of time: one of none ends at once
 LOGLEVEL = click.option("--loglevel", default="warning", show_default=True,
                         type=click.Choice(["debug", "info", "warning", "error", "critical"],
                                           case_sensitive=False))

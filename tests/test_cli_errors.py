@@ -8,12 +8,14 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from audit.heads import Signer
 from audit.store import AuditStore
 from broker import cluster
 from cards.cli import card_cli
+from renkei.cli import main
 from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
 
@@ -71,6 +73,43 @@ def test_a_replay_rechecks_with_no_knowledge_from_after_an_event(tmp_path: Path)
                  check=False)
     assert run.returncode == 2  # a negative grace took the pattern list of 5 s later as known
     said_in_one_line(run.stderr, "'--grace': -5.0 is not in the range x>=0")
+
+
+@pytest.mark.parametrize("number", ["nan", "inf"])
+def test_a_replay_grace_of_no_finite_number_is_refused(tmp_path: Path, number: str) -> None:
+    """Not taken by the range, then ended in 'cannot convert float NaN to integer'."""
+    run = renkei("audit", "replay", "--grace", number, env={STATE_ENV: str(tmp_path / "state")},
+                 check=False)
+    assert run.returncode == 2
+    said_in_one_line(run.stderr, f"'--grace': '{number}' is not a finite number")
+
+
+def _ranged(command: click.Command) -> Iterator[tuple[str, click.ParamType[float]]]:
+    """Each option of `command`, and of every command under it, taking a number in a range."""
+    if isinstance(command, click.Group):
+        ctx = click.Context(command)
+        for sub in filter(None, (command.get_command(ctx, name)
+                                 for name in command.list_commands(ctx))):
+            yield from _ranged(sub)
+    yield from ((f"{command.name} {option.name}", option.type) for option in command.params
+                if isinstance(option.type, click.FloatRange))
+
+
+def _takes(numbers: click.ParamType[float], number: str) -> bool:
+    """Whether the option's type takes `number` (given as text, as on the command line)."""
+    try:
+        numbers.convert(number, None, None)
+    except click.BadParameter:
+        return False
+    return True
+
+
+def test_no_number_in_a_range_is_nan_or_infinite() -> None:
+    ranged = dict(_ranged(main))
+    assert "replay grace" in ranged and "holder-logs within" in ranged
+    taken = [(name, number) for name, numbers in ranged.items()
+             for number in ("nan", "inf", "-inf") if _takes(numbers, number)]
+    assert not taken
 
 
 def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> None:
