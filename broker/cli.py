@@ -80,7 +80,7 @@ def status() -> None:
 
 
 @broker_cli.command()
-@click.option("-n", "--lines", type=int, default=40, show_default=True)
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=40, show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
 @click.option("--node", type=int, default=1, show_default=True)
 def logs(lines: int, follow: bool, node: int) -> None:

@@ -112,6 +112,14 @@ def test_no_number_in_a_range_is_nan_or_infinite() -> None:
     assert not taken
 
 
+def test_a_negative_count_of_broker_log_lines_is_refused(tmp_path: Path) -> None:
+    """Not an empty tail, exit 0, as if the broker had logged nothing."""
+    run = renkei("broker", "logs", "-n", "-5", env={STATE_ENV: str(tmp_path / "state")},
+                 check=False)
+    assert run.returncode == 2
+    said_in_one_line(run.stderr, "'-n' / '--lines': -5 is not in the range x>=0")
+
+
 def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> None:
     run = renkei("card", "reader", "--port", str(taken_port), "--trust", "http://127.0.0.1:1",
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
