@@ -184,7 +184,7 @@ class Inbox:
         def kept() -> ChangeAsked:
             since = kept_since(fresh.at, CHANGES_KEPT)
             with writing(self._db):
-                self._db.execute("DELETE FROM changes WHERE at < ?", (_time(since),))
+                self._drop_changes(since)
                 found = self._change_of(fresh.person, since)
                 if found is None:
                     self._db.execute("INSERT INTO changes VALUES (?, ?, ?, ?, ?)", (
@@ -192,6 +192,14 @@ class Inbox:
                         fresh.note))
             return found or fresh
         return await self._thread.run(kept)
+
+    async def drop_changes(self, before: datetime) -> None:
+        """Drop the requests for a new number asked before `before` (a portal starting: kept no
+        longer than CHANGES_KEPT though no one asks for a change again)."""
+        await self._thread.run(partial(self._drop_changes, before))
+
+    def _drop_changes(self, before: datetime) -> None:
+        self._db.execute("DELETE FROM changes WHERE at < ?", (_time(before),))
 
     async def change_of(self, person: str, now: datetime) -> ChangeAsked | None:
         """The person's request for a new number whose outcome they have not seen, still kept

@@ -31,7 +31,15 @@ from audit import anchor
 from audit.events import AccessLogEvent, event_id
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
-from portal.inbox import APPLICATIONS_KEPT, OVERSIGHT_KEPT, Asked, Inbox, kept_since, taken
+from portal.inbox import (
+    APPLICATIONS_KEPT,
+    CHANGES_KEPT,
+    OVERSIGHT_KEPT,
+    Asked,
+    Inbox,
+    kept_since,
+    taken,
+)
 from portal.inbox import default_path as inbox_path
 from portal.services import AUTHORITY, REGISTRY, Asking, read_on
 from portal.sessions import Officer, Resident
@@ -220,6 +228,7 @@ class Platform:
                    Inbox(inbox_path()))
 
     async def start(self) -> None:
+        await self.inbox.drop_changes(kept_since(datetime.now(UTC), CHANGES_KEPT))
         await started(self._producer, self._access)
         await self.directory.start()
         await self.directory.loaded()

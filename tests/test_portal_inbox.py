@@ -24,6 +24,7 @@ from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
 from broker import acls, topics
 from broker.clients import KafkaAccess, read_topic
+from broker.credentials import Credentials
 from cards import issue
 from holders.client import HolderClient
 from portal.inbox import (
@@ -36,8 +37,10 @@ from portal.inbox import (
     kept_since,
     taken,
 )
-from portal.kafka import HolderLogs
+from portal.kafka import HolderLogs, Platform
 from renkei import holder_logs, sealing
+from renkei.state import state_folder
+from renkei.tasks import cancelled
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import HolderLogAnswer, HolderLogEntry
@@ -125,6 +128,38 @@ async def test_a_change_of_number_not_seen_is_kept_for_its_period_then_dropped(
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT person, change_id FROM changes").fetchall() == [
             (PERSON, "c-3")]
+
+
+async def test_a_change_of_number_past_its_period_is_dropped_when_the_portal_starts(
+        tmp_path: Path) -> None:
+    """A resident who never came back, and no one asking for a change since: their change (their
+    ID code, the counter's note) is dropped as the portal starts, even with the broker away; it
+    was dropped only when someone asked for a change, and kept past its period till then."""
+    path, now = tmp_path / "inbox.db", datetime.now(UTC)
+    gone, kept = (ChangeAsked(person, f"c-{n}", now - CHANGES_KEPT + timedelta(minutes=m),
+                              "sakura-town", "staff 1")
+                  for n, person, m in ((1, PERSON, -1), (2, "DEF12345UVW", 1)))
+    away = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
+    with state_folder(tmp_path / "state"):
+        portal = Platform(away, away, Inbox(path))
+        for change in (gone, kept):
+            await portal.inbox.change(change)
+        starting = asyncio.create_task(portal.start())  # it waits for the broker
+        try:
+            for _ in range(100):
+                if _people_changing(path) == [kept.person]:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await cancelled(starting)
+            await portal.stop()
+    assert _people_changing(path) == [kept.person]
+
+
+def _people_changing(path: Path) -> list[str]:
+    """Whose requests for a new number the inbox at `path` keeps."""
+    with closing(sqlite3.connect(path)) as db:
+        return [row[0] for row in db.execute("SELECT person FROM changes ORDER BY person")]
 
 
 async def test_the_inbox_keeps_requests_answers_and_positions_for_its_period(
