@@ -25,6 +25,7 @@ from audit.store import (
     Committed,
     Entry,
     Query,
+    as_signed,
     default_path,
     years_before,
 )
@@ -213,13 +214,16 @@ def head(db: str | None, history: bool) -> None:
     _echo_json({"public_key": public_key, "heads": [h.to_json() for h in heads]})
 
 
-def _entry_json(entry: Entry, proving: bool) -> dict[str, Any]:
-    """The entry; `proving`, its inclusion proof, or pending if no signed head holds it yet."""
+def _entry_json(entry: Entry, proving: bool, faithful: bool) -> dict[str, Any]:
+    """The entry; `proving`, its inclusion proof, or pending if no signed head holds it yet;
+    not `faithful` (its columns differ from its signed bytes), marked so and no proof."""
     event = asdict(entry.event)
     event["occurred_at"] = entry.event.occurred_at.isoformat(timespec="milliseconds")
     data: dict[str, Any] = {"serial": entry.serial, **event,
                             "leaf_hash": leaf_hash(entry.leaf).hex()}
-    if entry.proof is not None:
+    if not faithful:
+        data["columns_differ"] = True  # the fields are the signed bytes'; nothing is proved
+    elif entry.proof is not None:
         data["inclusion_proof"] = [p.hex() for p in entry.proof]
     elif proving:
         data["pending"] = True  # after the latest signed head: the audit consumer's next holds it
@@ -268,12 +272,19 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
             raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
                                      "previous page", param_hint="--after") from exc
         trusted = page.head is None or verify_head(page.head, store.signer.public_key)
+    shown = [as_signed(e) for e in page.entries]
     _echo_json({"head": page.head.to_json() if page.head else None,
-                "entries": [_entry_json(e, person and trusted) for e in page.entries],
+                "entries": [_entry_json(e, person and trusted, faithful) for e, faithful in shown],
                 "next": page.next_cursor})
+    edited = [e.serial for e, faithful in shown if not faithful]
+    if edited:
+        click.echo(f"TAMPERED: the columns of entries {', '.join(map(str, edited))} differ from "
+                   "their signed bytes (shown: what the bytes say, unproved) (`renkei audit "
+                   "verify` says more)", err=True)
     if not trusted:
         click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
                    "entry is proved (`renkei audit verify` says more)", err=True)
+    if edited or not trusted:
         raise SystemExit(1)
 
 

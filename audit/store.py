@@ -155,6 +155,15 @@ class Entry:
     proof: tuple[bytes, ...] | None = None
 
 
+def as_signed(entry: Entry) -> tuple[Entry, bool]:
+    """The entry as its signed bytes tell it (as stored if they decode to no event), and
+    whether the store's columns say what those bytes say."""
+    signed = signed_event(entry.leaf)
+    if signed is None:
+        return entry, False
+    return replace(entry, event=signed), signed == entry.event
+
+
 @dataclass(frozen=True)
 class Page:
     """Entries in (occurred_at, serial) order; `head` is what the proofs are against."""

@@ -24,6 +24,7 @@ from audit.store import (
     Proved,
     Query,
     VerifyReport,
+    as_signed,
     cursor_of,
 )
 from renkei.tasks import OneThread
@@ -133,17 +134,17 @@ def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
     the signed head includes those bytes and the store's columns say what they say; pending
     when they do, and no head signed yet covers it (the first `covered` entries; None: that is
     not known, the latest head in the store not being the log's key's)."""
-    signed = signed_event(entry.leaf)
-    if signed is not None and signed != entry.event:
+    shown, faithful = as_signed(entry)
+    if not faithful:
         log.warning("audit entry %d: its columns differ from its bytes (renkei audit verify)",
                     entry.serial)
-    if (entry.event if signed is None else signed).person not in id_codes:
+    if shown.event.person not in id_codes:
         return None
-    verified = (head is not None and signed == entry.event and entry.proof is not None
+    verified = (head is not None and faithful and entry.proof is not None
                 and includes(head.head, entry.serial, entry.leaf, entry.proof))
-    pending = (covered is not None and signed == entry.event and entry.proof is None
+    pending = (covered is not None and faithful and entry.proof is None
                and entry.serial >= covered)
-    return Checked(entry if signed is None else replace(entry, event=signed), verified, pending)
+    return Checked(shown, verified, pending)
 
 
 class Records:

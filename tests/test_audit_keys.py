@@ -6,6 +6,8 @@ need the private key and say so in one line when only the public one is there. N
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,28 @@ def test_a_persons_entries_are_proved_with_the_public_key_alone_against_the_stor
     assert run.returncode == 1 and "TAMPERED: the latest head in the store is not" in run.stderr
     assert [set(e) & {"inclusion_proof", "pending"} for e in json.loads(run.stdout)["entries"]
             ] == [set()] * 4
+
+
+def test_a_column_edited_under_its_signed_bytes_is_shown_as_signed_and_not_proved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`query` printed the store's columns next to a proof of the signed bytes: a column edited
+    in the store passed for proved. It shows what the bytes say, no proof, and says TAMPERED."""
+    state = tmp_path / "state"
+    monkeypatch.setenv(STATE_ENV, str(state))
+    db = state / "audit" / "audit.db"
+    with AuditStore(db, Signer.load_or_create()) as store:
+        store.append_many([item(event(n)) for n in range(4)])
+        store.sign_head()
+    with closing(sqlite3.connect(db)) as edit, edit:
+        edit.execute("UPDATE entries SET requester = 'edited-holder' WHERE serial = 3")
+    for command in ("audit", "oversight"):
+        run = renkei(command, "query", "--person", input=PERSONS[0], check=False)
+        assert run.returncode == 1
+        assert "TAMPERED: the columns of entries 3 differ" in run.stderr
+        first, edited = json.loads(run.stdout)["entries"]
+        assert "inclusion_proof" in first and "columns_differ" not in first
+        assert edited["requester"] == event(3).requester != "edited-holder"
+        assert edited["columns_differ"] is True and "inclusion_proof" not in edited
 
 
 def test_keys_init_which_provision_runs_moves_the_head_key_out_of_the_portals_mount(
