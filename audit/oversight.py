@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
@@ -27,16 +27,59 @@ from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
 
-MAX_REQUESTS = 500  # request ids per ask: the answers stay well under the message size limit
+MAX_REQUESTS = 500  # request ids per oversight request: asked in parts as their answers need
 
 
 @dataclass
 class HolderLogs:
-    """What the holders answered to one oversight request; `missing` did not answer in time."""
+    """What the holders answered to one oversight request, asked as `request_ids` (the first
+    for all of it, then halves of a part a holder found too large to answer in one message);
+    `missing` did not answer in time; `too_large`, by holder, the requests whose entries would
+    not fit in a message even asked alone (their entries not in `answers`)."""
 
-    request_id: str
+    request_ids: list[str] = field(default_factory=list)
     answers: dict[str, tuple[HolderLogEntry, ...]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    too_large: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Asking:
+    """An oversight request being asked: the parts awaited ((part's request id, holder) → the
+    request ids it asks for) and the entries answered so far, by holder."""
+
+    legal_basis: str
+    producer: AIOKafkaProducer
+    result: HolderLogs
+    awaited: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    entries: dict[str, list[HolderLogEntry]] = field(default_factory=dict)
+
+    async def ask(self, holders: Sequence[str], request_ids: Sequence[str]) -> None:
+        """Send one part: `holders` asked for their entries of `request_ids`."""
+        part = HolderLogRequest(str(uuid.uuid4()), datetime.now(UTC), tuple(holders),
+                                tuple(request_ids), self.legal_basis)
+        self.result.request_ids.append(part.request_id)
+        self.awaited.update({(part.request_id, h): part.request_ids for h in part.holders})
+        await deliver(self.producer, [send(topics.OVERSIGHT_OUT, part.request_id, part)])
+
+    async def take(self, value: bytes | None, key: X25519PrivateKey) -> None:
+        """An answer to a part: its entries kept; too large, its halves asked of that holder."""
+        try:
+            answer = CODEC.decode(value or b"", HolderLogAnswer)
+            asked = self.awaited.get((answer.request_id, answer.holder))
+            if asked is None:
+                return
+            entries = () if answer.too_large else opened(key, answer)
+        except (SchemaError, sealing.CannotOpen):
+            return
+        del self.awaited[answer.request_id, answer.holder]
+        self.entries.setdefault(answer.holder, []).extend(entries)
+        if answer.too_large and len(asked) == 1:
+            self.result.too_large.setdefault(answer.holder, []).extend(asked)
+        elif answer.too_large:
+            half = len(asked) // 2
+            for part in (asked[:half], asked[half:]):
+                await self.ask((answer.holder,), part)
 
 
 async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
@@ -46,25 +89,34 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
         raise ValueError(f"name at least one holder and 1..{MAX_REQUESTS} request ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
     await _holders_only(holders, access)
-    asked = HolderLogRequest(str(uuid.uuid4()), datetime.now(UTC), tuple(holders),
-                             tuple(request_ids), legal_basis)
-    result = HolderLogs(asked.request_id)
+    holders = list(dict.fromkeys(holders))
     key = sealing.key_of(acls.OVERSIGHT)
     answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.aiokafka(), group_id=None,
                                enable_auto_commit=False)
-    async with running(answers, access):
+    async with running(answers, access), running(producer_for(access), access) as producer:
         await at_end(answers)
-        async with running(producer_for(access), access) as producer:
-            await deliver(producer, [send(topics.OVERSIGHT_OUT, asked.request_id, asked)])
+        asking = _Asking(legal_basis, producer, HolderLogs())
+        await asking.ask(holders, request_ids)
         try:
             async with asyncio.timeout(within):
-                while set(asked.holders) - set(result.answers):
+                while asking.awaited:
                     for records in (await answers.getmany(timeout_ms=200)).values():
                         for record in records:
-                            _take(record.value, asked, key, result)
+                            await asking.take(record.value, key)
         except TimeoutError:
             pass
-    result.missing = [h for h in dict.fromkeys(asked.holders) if h not in result.answers]
+    return _gathered(asking, holders, request_ids)
+
+
+def _gathered(asking: _Asking, holders: Sequence[str], request_ids: Sequence[str]
+              ) -> HolderLogs:
+    """The result: each holder that answered every part, its entries in the order asked."""
+    result, order = asking.result, {r: n for n, r in enumerate(request_ids)}
+    unanswered = {holder for _, holder in asking.awaited}
+    result.missing = [h for h in holders if h in unanswered]
+    result.answers = {h: tuple(sorted(asking.entries.get(h, ()),
+                                      key=lambda e: order.get(e.request_id, len(order))))
+                      for h in holders if h not in unanswered}
     return result
 
 
@@ -75,17 +127,6 @@ async def _holders_only(holders: Sequence[str], access: KafkaAccess) -> None:
     unknown = [h for h in dict.fromkeys(holders) if h not in entries or not entries[h].active]
     if unknown:
         raise ValueError(f"not an active holder of the directory: {', '.join(unknown)}")
-
-
-def _take(value: bytes | None, asked: HolderLogRequest, key: X25519PrivateKey,
-          result: HolderLogs) -> None:
-    """Keep an answer to this request from a holder that was asked (the first readable one)."""
-    try:
-        answer = CODEC.decode(value or b"", HolderLogAnswer)
-        if answer.request_id == asked.request_id and answer.holder in asked.holders:
-            result.answers.setdefault(answer.holder, opened(key, answer))
-    except (SchemaError, sealing.CannotOpen):
-        return
 
 
 async def alerts(access: KafkaAccess | None = None) -> list[Alert]:

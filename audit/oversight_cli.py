@@ -41,16 +41,18 @@ def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: s
                 within: float) -> None:
     """Ask holders over Kafka for their access-log entries (⑦–⑫) of given requests.
 
-    Exits 1 if a holder did not answer in time.
+    Asks again for halves of the requests a holder found too many to answer in one message;
+    exits 1 if a holder did not answer in time, or a request's entries are too large to send.
     """
     try:
         found = asyncio.run(oversight.holder_logs(holders, request_ids, basis, within))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    _echo_json({"request_id": found.request_id, "missing": found.missing,
+    _echo_json({"request_ids": found.request_ids, "missing": found.missing,
+                "too_large": found.too_large,
                 "answers": {holder: [asdict(e) for e in entries]
                             for holder, entries in found.answers.items()}})
-    if found.missing:
+    if found.missing or found.too_large:
         raise SystemExit(1)
 
 

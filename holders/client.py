@@ -637,10 +637,12 @@ class HolderClient:
             log.error("%s: no key of %s to seal the log of %s to", self.holder, asker,
                       asked.request_id)
         except OversizedMessage as exc:  # the asker is to ask for fewer requests at a time
-            log.error("%s: the log of %s (%d entries) is too large to send (%s): none sent",
-                      self.holder, asked.request_id, len(entries), exc)
+            log.warning("%s: the log of %s (%d entries) is too large to send (%s): answered "
+                        "so", self.holder, asked.request_id, len(entries), exc)
+            return self._log_answer(asked, None, too_large=True)
         return self._log_answer(asked, None)
 
-    def _log_answer(self, asked: HolderLogRequest, sealed: bytes | None) -> Send:
+    def _log_answer(self, asked: HolderLogRequest, sealed: bytes | None,
+                    too_large: bool = False) -> Send:
         return send(topics.outbox(self.holder), asked.request_id, HolderLogAnswer(
-            asked.request_id, self.holder, datetime.now(UTC), (), sealed))
+            asked.request_id, self.holder, datetime.now(UTC), (), sealed, too_large))

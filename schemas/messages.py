@@ -338,6 +338,7 @@ class HolderLogAnswer:
     answered_at: datetime
     entries: tuple[HolderLogEntry, ...]  # v1's plaintext: empty since v2
     sealed_entries: bytes | None = None
+    too_large: bool = False  # v3: the entries would not fit in a message: none sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,7 +276,7 @@ async def test_data_too_large_to_send_refuses_its_query_only(
     assert f"the answer to query {large.request_id} is too large to send" in caplog.text
 
 
-async def test_a_log_too_large_to_send_is_answered_unsealed_and_the_inbox_goes_on(
+async def test_a_log_too_large_to_send_is_answered_too_large_and_the_inbox_goes_on(
         client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
     in_directory(client, sealing.public_bytes(sealing.key_of(OVERSIGHT)), OVERSIGHT)
     asked = [new_request_id() for _ in range(3)]
@@ -285,10 +285,11 @@ async def test_a_log_too_large_to_send_is_answered_unsealed_and_the_inbox_goes_o
                          content="3" * (MAX_BYTES // 2))
     oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), tuple(asked), "")
     later = query("ABC98765XYZ")
-    with caplog.at_level(logging.ERROR, "holders.client"):
+    with caplog.at_level(logging.WARNING, "holders.client"):
         out = await handle(client, oversight, later)
     answered = CODEC.decode(out[0].value, HolderLogAnswer)
-    assert (answered.request_id, answered.sealed_entries) == (oversight.request_id, None)
+    assert (answered.request_id, answered.sealed_entries, answered.too_large) == (
+        oversight.request_id, None, True)
     assert CODEC.decode(out[1].value, ProviderAnswer).request_id == later.request_id
     assert "the log of oversight-1 (3 entries) is too large to send" in caplog.text
 

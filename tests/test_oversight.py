@@ -16,12 +16,13 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from audit.heads import SignedHead
 from audit.merkle import verify_inclusion
+from audit.oversight import holder_logs
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from holders.client import HolderClient
 from registry.residents import FourAttributes, Sex
 from renkei.town import Processes
-from schemas.codec import CODEC, SchemaError
+from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import HolderLogRequest, Rejection
 from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
 from tests.test_linkage import ask, bound
@@ -53,7 +54,9 @@ async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
     [given_by] = answers["sakura-town"]
     assert given_by["side"] == "PROVIDER" and given_by["counterpart"] == "nenkin"  # ⑧ ⑩
     assert given_by["content"] == asked_by["content"] and "taxable_income" in given_by["content"]
-    logged = await audit_events({str(found["request_id"])})
+    assert isinstance(found["request_ids"], list)
+    [asked_as] = found["request_ids"]
+    logged = await audit_events({str(asked_as)})
     assert sorted((e.kind, e.outcome, e.requester, e.provider, e.legal_basis) for e in logged) == [
         ("OVERSIGHT", "REQUESTED", acls.OVERSIGHT, holder, BASIS)
         for holder in ("nenkin", "sakura-town")]
@@ -70,6 +73,24 @@ async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
     head = page["head"]
     assert isinstance(head, dict) or head is None  # None: no head signed yet
     assert all(_proved_or_pending(e, head) for e in page["entries"])
+
+
+async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
+        clients: dict[str, HolderClient], platform: Processes) -> None:
+    """Its entries of the requests asked were over the message size limit: the holder sent
+    none and was shown missing. The oversight body asks it again for halves until each fits;
+    a request whose entries alone do not fit is shown too large, not missing."""
+    town_hall = clients["sakura-town"]
+    many = [f"many-{uuid.uuid4()}" for _ in range(12)]  # 12 x MAX_BYTES / 8: not in one message
+    alone = f"alone-{uuid.uuid4()}"
+    for request_id, size in [*((r, MAX_BYTES // 8) for r in many), (alone, MAX_BYTES)]:
+        town_hall.store.log(request_id, "PROVIDER", "SYSTEM", "term-1", "FOUND", content="3" * size)
+    found = await holder_logs(("sakura-town", "nenkin"), (*many[:6], alone, *many[6:]), BASIS,
+                              within=60)
+    assert (found.missing, found.too_large) == ([], {"sakura-town": [alone]})
+    assert [e.request_id for e in found.answers["sakura-town"]] == many
+    assert all(e.content == "3" * (MAX_BYTES // 8) for e in found.answers["sakura-town"])
+    assert found.answers["nenkin"] == () and len(found.request_ids) > 2
 
 
 def _proved_or_pending(entry: dict[str, Any], head: dict[str, Any] | None) -> bool:
