@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from holders import matching
-from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Request
+from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Keyed, Request
 from registry.residents import FourAttributes
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
@@ -101,6 +101,10 @@ class NotSentYet(RuntimeError):
         super().__init__(f"the broker cannot be reached: request {request_id} is kept and "
                          "sent once it is back")
         self.request_id = request_id
+
+
+class KeyReused(ValueError):
+    """An idempotency key a request was made under already, given with another request."""
 
 
 class RekeyRefused(RuntimeError):
@@ -207,9 +211,25 @@ class HolderClient:
                            purpose=kind)
             raise NotAuthorized(f"{operator!r} on {terminal!r} may not act for {self.holder}")
 
+    def _made(self, keyed: Keyed | None) -> str | None:
+        """The id of the request made under this idempotency key already (None: none); as it
+        stands: NotSentYet while the broker does not have it, KeyReused if made with another
+        body."""
+        if keyed is None or (made := self.store.made(keyed.key)) is None:
+            return None
+        if made.fingerprint != keyed.fingerprint:
+            raise KeyReused(f"the idempotency key was given already, with another body "
+                            f"(request {made.request_id})")
+        if made.kept:
+            raise NotSentYet(made.request_id)
+        return made.request_id
+
     async def bind(self, own_number: str, operator: str, terminal: str,
-                   by_number: bool = False) -> str:
-        """Ask for this record's link code (step ①–④ of binding); returns the request id."""
+                   by_number: bool = False, keyed: Keyed | None = None) -> str:
+        """Ask for this record's link code (step ①–④ of binding); returns the request id (the
+        one made already under the idempotency key `keyed`, if any)."""
+        if made := self._made(keyed):
+            return made
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, BINDING)
         found = self.store.record(own_number)
@@ -228,13 +248,18 @@ class HolderClient:
             request_id, datetime.now(UTC), BY_PERSONAL_NUMBER if by_number else BY_ATTRIBUTES,
             sealed))
         self._opened(self.store.open_request(request_id, BINDING, own_number, operator, terminal,
-                                             outgoing=(outgoing.key, outgoing.value)))
+                                             outgoing=(outgoing.key, outgoing.value),
+                                             keyed=keyed))
         await self._send(request_id, outgoing)
         return request_id
 
     async def request(self, own_number: str, pattern_id: str, provider: str, data_type: str,
-                      purpose: str, operator: str, terminal: str) -> str:
-        """Step ①: ask `provider` for this person's `data_type` under `pattern_id`."""
+                      purpose: str, operator: str, terminal: str,
+                      keyed: Keyed | None = None) -> str:
+        """Step ①: ask `provider` for this person's `data_type` under `pattern_id`; returns the
+        request id (the one made already under the idempotency key `keyed`, if any)."""
+        if made := self._made(keyed):
+            return made
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, purpose)
         link_code = await self._current_code(own_number)
@@ -245,7 +270,7 @@ class HolderClient:
         self._opened(self.store.open_request(
             request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
             provider=provider, data_type=data_type, purpose=purpose,
-            outgoing=(outgoing.key, outgoing.value)))
+            outgoing=(outgoing.key, outgoing.value), keyed=keyed))
         await self._send(request_id, outgoing)
         return request_id
 

@@ -2,12 +2,21 @@
 talks plain JSON over HTTP on loopback; the server does the Renkei side with the holder library.
 Every request carries the bearer token the server drew at its start and wrote, with its URL, to
 the holder's private address file: loopback is open to every local user, the file only to this
-one."""
+one.
+
+POST /bindings and POST /requests make a request and answer 202 {"request_id", "sent"}. A call
+may carry an `Idempotency-Key` header (any text up to KEY_CHARS characters, e.g. a UUID; the IETF
+draft "The Idempotency-Key HTTP Header Field"): the key is stored with the request it makes, in
+the same transaction, for as long as the request is kept (for good). The same key again, as
+after a dropped connection, answers the request made then (its id; `sent` as it stands) and
+makes none; the same key with another body is 422, and while the first call is still being
+made 409."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
@@ -20,8 +29,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from broker.provision import registered_holder
-from holders.client import HolderClient, NotAuthorized, NotBound, NotSentYet
-from holders.store import HolderStore, default_path
+from holders.client import HolderClient, KeyReused, NotAuthorized, NotBound, NotSentYet
+from holders.store import HolderStore, Keyed, KeyInUse, default_path
 from renkei.service_loop import stop_on_signals, unless_stopped
 from renkei.state import held, private_dir, read_json, write_json
 
@@ -32,6 +41,7 @@ _OF_THE_TEXT_BODY = ("content-type", "content-length")  # an error's headers its
 # characters a field may hold: an id, a pattern, a data type, a purpose; the seven of a linkage
 # request stay well under the message size limit (codec.MAX_BYTES)
 FIELD_CHARS = 1000
+KEY_CHARS = 255  # characters of an idempotency key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +115,18 @@ def _field(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def _keyed(request: web.Request, body: dict[str, Any]) -> Keyed | None:
+    """The call's idempotency key, if it gave one, and a fingerprint of its path and body;
+    else 400."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > KEY_CHARS:
+        raise web.HTTPBadRequest(text=f"an Idempotency-Key is 1 to {KEY_CHARS} characters")
+    asked = json.dumps([request.path, body], sort_keys=True, ensure_ascii=False)
+    return Keyed(key, hashlib.sha256(asked.encode(errors="surrogatepass")).hexdigest())
+
+
 def _seconds(text: str) -> float:
     """A number of seconds from a query parameter; else 400."""
     try:
@@ -138,7 +160,10 @@ async def bind(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
     try:
         request_id = await client.bind(_field(body, "own_number"), _field(body, "operator"),
-                                       _field(body, "terminal"), _flag(body, "by_number"))
+                                       _field(body, "terminal"), _flag(body, "by_number"),
+                                       _keyed(request, body))
+    except KeyReused as exc:
+        raise web.HTTPUnprocessableEntity(text=str(exc)) from exc
     except NotAuthorized as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc
     except NotSentYet as exc:
@@ -154,10 +179,12 @@ async def linkage(request: web.Request) -> web.Response:
         request_id = await client.request(
             _field(body, "own_number"), _field(body, "pattern_id"), _field(body, "provider"),
             _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
-            _field(body, "terminal"))
+            _field(body, "terminal"), _keyed(request, body))
+    except KeyReused as exc:
+        raise web.HTTPUnprocessableEntity(text=str(exc)) from exc
     except NotAuthorized as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc
-    except NotBound as exc:
+    except (NotBound, KeyInUse) as exc:
         raise web.HTTPConflict(text=str(exc)) from exc
     except NotSentYet as exc:
         return _kept(exc)

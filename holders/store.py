@@ -47,10 +47,18 @@ CREATE TABLE IF NOT EXISTS access_log (
     operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
     data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
     UNIQUE (request_id, side));
+-- the idempotency key a request was made under, if its caller gave one, with a fingerprint of
+-- what was asked: kept as the request is (for good)
+CREATE TABLE IF NOT EXISTS request_keys (
+    idempotency_key TEXT PRIMARY KEY, request_id TEXT NOT NULL REFERENCES requests,
+    fingerprint TEXT NOT NULL) WITHOUT ROWID;
 -- requests are found by id; only counts() reads by status, and scans (an index on status cost
 -- each request 6 µs to keep up)
 DROP INDEX IF EXISTS requests_status;
 """
+_OPEN = ("INSERT INTO requests (request_id, kind, own_number, pattern_id, provider, data_type, "
+         "purpose, operator, terminal, sent_at, status, outgoing_key, outgoing) "
+         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
 SENT = "SENT"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
@@ -71,6 +79,26 @@ class Request:
     status: str
     detail: str | None
     result: dict[str, str] | None
+
+
+class Keyed(NamedTuple):
+    """The idempotency key a caller made a request under, and a fingerprint of what it asked."""
+
+    key: str
+    fingerprint: str
+
+
+class KeyInUse(Exception):
+    """An idempotency key taken by another request made at the same time."""
+
+
+class Made(NamedTuple):
+    """The request made under an idempotency key: its id, the fingerprint of what was asked,
+    and whether its message is still kept (the broker not known to have it)."""
+
+    request_id: str
+    fingerprint: str
+    kept: bool
 
 
 class Rekeyed(NamedTuple):
@@ -288,19 +316,40 @@ class HolderStore:
                      terminal: str, *, pattern_id: str | None = None,
                      provider: str | None = None, data_type: str | None = None,
                      purpose: str | None = None,
-                     outgoing: tuple[str | None, bytes] | None = None) -> Request:
+                     outgoing: tuple[str | None, bytes] | None = None,
+                     keyed: Keyed | None = None) -> Request:
         """Record a request about to be sent, with its message (key, value) kept until the broker
-        has it (one statement: a request recorded is sent, if not now then at the next start);
-        returns it as recorded."""
+        has it (one statement: a request recorded is sent, if not now then at the next start),
+        and the idempotency key it is made under, in the same transaction; returns it as
+        recorded."""
         key, value = outgoing or (None, None)
-        self.db.execute(
-            "INSERT INTO requests (request_id, kind, own_number, pattern_id, provider, "
-            "data_type, purpose, operator, terminal, sent_at, status, outgoing_key, outgoing) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (request_id, kind, own_number, pattern_id, provider, data_type, purpose, operator,
-             terminal, _now(), SENT, key, value))
+        row = (request_id, kind, own_number, pattern_id, provider, data_type, purpose, operator,
+               terminal, _now(), SENT, key, value)
+        if keyed is None:
+            self.db.execute(_OPEN, row)
+        else:
+            self._open_keyed(row, keyed)
         return Request(request_id, kind, own_number, pattern_id, provider, data_type, purpose,
                        operator, terminal, SENT, None, None)
+
+    def _open_keyed(self, row: tuple[object, ...], keyed: Keyed) -> None:
+        """Record a request and its idempotency key, both or neither."""
+        try:
+            with writing(self.db):
+                self.db.execute(_OPEN, row)
+                self.db.execute("INSERT INTO request_keys VALUES (?, ?, ?)",
+                                (keyed.key, row[0], keyed.fingerprint))
+        except sqlite3.IntegrityError as exc:
+            raise KeyInUse("a request under this idempotency key is being made: ask again in "
+                           "a moment") from exc
+
+    def made(self, idempotency_key: str) -> Made | None:
+        """The request made under this idempotency key (None: none)."""
+        row = self.db.execute(
+            "SELECT request_id, fingerprint, outgoing IS NOT NULL FROM request_keys "
+            "JOIN requests USING (request_id) WHERE idempotency_key = ?",
+            (idempotency_key,)).fetchone()
+        return None if row is None else Made(str(row[0]), str(row[1]), bool(row[2]))
 
     def delivered(self, request_ids: list[str]) -> None:
         """The broker has these requests' messages: they are no longer kept (a statement for

@@ -4,8 +4,9 @@ its communication server was refused."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import date
@@ -18,7 +19,7 @@ from click.testing import CliRunner, Result
 from broker import credentials
 from holders import imports
 from holders.cli import holder_cli
-from holders.server import recorded
+from holders.server import Address, address_file, recorded
 from holders.store import HolderStore, default_path
 from registry import store as registry_store
 from registry.residents import FourAttributes, Resident, Sex
@@ -299,24 +300,36 @@ def test_a_holder_run_with_a_sealing_key_not_its_own_is_refused(
     assert recorded(holder) is None
 
 
+def _kept_by_the_cli(holder: str, name: str, records: Path) -> None:
+    """A holder registered and kept by the CLI: terminals t1 and t2, staff `op` tied to t1, and
+    a record K-1 of a person binding finds alone."""
+    person = _one_of_a_kind()
+    renkei("holder", "register", holder, "--name", name, "--role", "municipality")
+    for terminal in ("t1", "t2"):
+        _ok("terminal", "add", holder, terminal)
+    _ok("staff", "add", holder, "op", "--terminal", "t1", given=f"{name}職員")
+    records.write_text("own_number,name,address,date_of_birth,sex\n"
+                       f"K-1,{person.name},{person.address},{person.date_of_birth},"
+                       f"{int(person.sex)}\n", encoding="utf-8")
+    assert "1 new" in _ok("records", "import", holder, str(records))
+
+
+def _running(holder: str, log: Path) -> tuple[subprocess.Popen[bytes], Address]:
+    """`holder run`, once its server has written its address."""
+    address_file(holder).unlink(missing_ok=True)  # one a killed run left
+    server = spawn("holder", "run", holder, log=log)
+    while (address := recorded(holder)) is None:
+        assert server.poll() is None, log.read_text()
+        time.sleep(0.2)
+    return server, address
+
+
 async def test_a_holder_kept_by_the_cli_binds_through_its_server(
         platform: town_setup.Processes, tmp_path: Path) -> None:
     """Registered and run by the CLI, kept by the CLI: a record bound through its server."""
-    holder, person = "kita-town", _one_of_a_kind()
-    renkei("holder", "register", holder, "--name", "北町役場", "--role", "municipality")
-    for terminal in ("t1", "t2"):
-        _ok("terminal", "add", holder, terminal)
-    _ok("staff", "add", holder, "op", "--terminal", "t1", given="北町職員")
-    file = tmp_path / "records.csv"
-    file.write_text("own_number,name,address,date_of_birth,sex\n"
-                    f"K-1,{person.name},{person.address},{person.date_of_birth},"
-                    f"{int(person.sex)}\n", encoding="utf-8")
-    assert "1 new" in _ok("records", "import", holder, str(file))
-    server = spawn("holder", "run", holder, log=tmp_path / "holder.log")
+    _kept_by_the_cli("kita-town", "北町役場", tmp_path / "records.csv")
+    server, address = _running("kita-town", tmp_path / "holder.log")
     try:
-        while (address := recorded(holder)) is None:
-            assert server.poll() is None, (tmp_path / "holder.log").read_text()
-            await asyncio.sleep(0.2)
         async with aiohttp.ClientSession(headers=address.headers) as http:
             body = {"own_number": "K-1", "operator": "op", "terminal": "t2"}
             async with http.post(address.url + "/bindings", json=body) as refused:
@@ -330,3 +343,38 @@ async def test_a_holder_kept_by_the_cli_binds_through_its_server(
     finally:
         stop(server)
     assert (outcome["status"], outcome["detail"]) == ("BOUND", None)
+
+
+async def test_a_binding_asked_again_with_its_key_after_a_kill_is_the_one_made(
+        platform: town_setup.Processes, tmp_path: Path) -> None:
+    """The server killed (-9) once it has recorded a binding request, its caller not knowing
+    the id: asked again with the same Idempotency-Key once it runs again, it answers that
+    request's id and makes none; the request is answered once."""
+    holder, log = "higashi-town", tmp_path / "holder.log"
+    _kept_by_the_cli(holder, "東町役場", tmp_path / "records.csv")
+    body = {"own_number": "K-1", "operator": "op", "terminal": "t1"}
+    ids = []
+    for _ in range(2):
+        server, address = _running(holder, log)
+        try:
+            async with aiohttp.ClientSession(headers={
+                    **address.headers, "Idempotency-Key": "binding K-1"}) as http, \
+                    http.post(address.url + "/bindings", json=body) as sent:
+                assert sent.status == 202, await sent.text()
+                ids.append((await sent.json())["request_id"])
+            if len(ids) == 1:
+                server.kill()
+                server.wait()
+                continue
+            async with aiohttp.ClientSession(headers=address.headers) as http, \
+                    http.get(f"{address.url}/requests/{ids[0]}?wait=30") as answered:
+                outcome = await answered.json()
+        finally:
+            stop(server)
+    assert ids[0] == ids[1], "a request made again"
+    assert outcome["status"] == "BOUND", outcome
+    store = HolderStore(default_path(holder))
+    try:
+        assert store.counts() == {"BOUND": 1, "duplicates dropped": 0}
+    finally:
+        store.close()

@@ -13,11 +13,14 @@ from typing import cast
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+import holders.server
 from broker import credentials
-from holders.client import HolderClient
-from holders.server import _serve_http, address_file
+from holders.client import LINKAGE, HolderClient
+from holders.server import _serve_http, address_file, recorded
 from holders.store import HolderStore
+from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
 
@@ -40,7 +43,7 @@ class _Unstarted:
 class _Authorizing(_Unstarted):
     """The holder library's binding up to Kafka: it authorizes, then finds the record."""
 
-    _authorize = HolderClient._authorize
+    _authorize, _made = HolderClient._authorize, HolderClient._made
     bind = HolderClient.bind
 
 
@@ -237,3 +240,66 @@ async def test_every_error_answer_is_json_in_one_shape(
             answer = await response.json()
     assert set(answer) == {"error", "detail"} and answer["error"] == error, answer
     assert detail in answer["detail"] and "\n" not in answer["detail"], answer
+
+
+@asynccontextmanager
+async def _served(client: HolderClient) -> AsyncIterator[aiohttp.ClientSession]:
+    """The communication server of a started holder library; a session with its token."""
+    address_file(client.holder).unlink(missing_ok=True)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(_serve_http(client, 0, stop))
+    try:
+        while (address := recorded(client.holder)) is None:
+            assert not serving.done(), serving.exception()
+            await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession(address.url, headers=address.headers) as http:
+            yield http
+    finally:
+        stop.set()
+        await serving
+
+
+def _lost_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first answer of a request made is lost after the store has recorded it (as when the
+    server is killed then): the caller never learns its id."""
+    def lost(request_id: str) -> web.Response:
+        monkeypatch.setattr(holders.server, "_accepted", accepted)
+        raise ConnectionResetError(f"the answer of {request_id} was lost")
+    accepted = holders.server._accepted
+    monkeypatch.setattr(holders.server, "_accepted", lost)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_post_retried_with_its_idempotency_key_makes_one_request(
+        clients: dict[str, HolderClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its answer lost after the request was recorded, the caller asks again with the same
+    Idempotency-Key, and again: one request, sent once, answered and logged once; the same key
+    with another body is refused."""
+    nenkin = clients["nenkin"]
+    operator, terminal = staff_of(nenkin.holder)
+    body = {"own_number": sorted(nenkin.store.bindings())[0], "pattern_id": "P-037",
+            "provider": "sakura-town", "data_type": "local_tax", "purpose": "審査",
+            "operator": operator, "terminal": terminal}
+    key = {"Idempotency-Key": "7f9c2ba4-e88f-4e2b-9d3c-a1b2c3d4e5f6"}
+    before = nenkin.store.counts(LINKAGE)
+    _lost_once(monkeypatch)
+    async with _served(nenkin) as http:
+        async with http.post("/requests", json=body, headers=key) as lost:
+            assert lost.status == 500
+        ids = set()
+        for _ in range(2):
+            async with http.post("/requests", json=body, headers=key) as retried:
+                assert retried.status == 202, await retried.text()
+                ids.add((await retried.json())["request_id"])
+        assert len(ids) == 1, f"a request made again: {ids}"
+        async with http.post("/requests", json={**body, "purpose": "調査"},
+                             headers=key) as reused:
+            assert reused.status == 422, await reused.text()
+            refused = await reused.json()
+    (request_id,) = ids
+    assert refused["error"] == "unprocessable_entity" and request_id in refused["detail"]
+    assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    after = nenkin.store.counts(LINKAGE)
+    assert sum(after.values()) - sum(before.values()) == 1, (before, after)
+    assert len(nenkin.store.access_log(request_id)) == 1
+    assert len(clients["sakura-town"].store.access_log(request_id)) == 1

@@ -6,7 +6,9 @@ import sqlite3
 from datetime import date
 from pathlib import Path
 
-from holders.store import HolderStore, Rekeyed
+import pytest
+
+from holders.store import HolderStore, Keyed, KeyInUse, Made, Rekeyed
 from registry.residents import FourAttributes, Sex
 
 
@@ -179,3 +181,21 @@ def _made_before(tmp_path: Path, *statements: str) -> HolderStore:
             old.execute(statement)
     old.close()
     return HolderStore(path)
+
+
+def test_a_request_is_kept_with_its_idempotency_key_across_a_restart(tmp_path: Path) -> None:
+    """The key is stored with its request: after a crash and a restart it still finds it; a
+    second request under the same key records nothing."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.open_request("r-1", "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"m"),
+                       keyed=Keyed("k-1", "asked"))
+    store.close()
+    store = HolderStore(tmp_path / "holder.db")
+    assert store.made("k-1") == Made("r-1", "asked", True)
+    with pytest.raises(KeyInUse):
+        store.open_request("r-2", "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"m"),
+                           keyed=Keyed("k-1", "asked"))
+    assert store.request("r-2") is None and [u[0] for u in store.unsent()] == ["r-1"]
+    store.delivered(["r-1"])
+    assert store.made("k-1") == Made("r-1", "asked", False) and store.made("k-2") is None
+    store.close()
