@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -62,10 +62,12 @@ OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Shown:
-    """A request for holder-side logs as a page shows it: each holder's entries opened."""
+    """A request for holder-side logs as a page shows it: each holder's entries opened, or why
+    it sent none (holder_logs.unsent)."""
 
     asked: Asked
     answers: dict[str, Entries]
+    unsent: dict[str, str] = field(default_factory=dict)
 
 
 class HolderLogs:
@@ -123,8 +125,13 @@ class HolderLogs:
         return kept_since(datetime.now(UTC), self._kept)
 
     def _shown(self, asked: Asked) -> Shown:
-        return Shown(asked, {holder: holder_logs.opened(self._key, CODEC.decode(
-            answer, HolderLogAnswer)) for holder, answer in asked.answers.items()})
+        answers = {holder: CODEC.decode(answer, HolderLogAnswer)
+                   for holder, answer in asked.answers.items()}
+        unsent = {holder: why for holder, answer in answers.items()
+                  if (why := holder_logs.unsent(answer)) is not None}
+        return Shown(asked, {holder: holder_logs.opened(self._key, answer)
+                             for holder, answer in answers.items() if holder not in unsent},
+                     unsent)
 
     async def _follow(self) -> None:
         """Each record read, taken until that succeeds, pausing longer each time: a failed
@@ -154,13 +161,19 @@ class HolderLogs:
             found[0].request_id, found[1].holder, value))
 
     async def _taken(self, value: bytes) -> tuple[Asked, HolderLogAnswer] | None:
-        """A holder's answer that is taken (inbox.taken), if its entries open; else None."""
+        """A holder's answer that is taken (inbox.taken), if its entries open or it says why it
+        sent none (too large, no key to seal to: shown so, not awaited for good); else None."""
         try:
             answer = CODEC.decode(value, HolderLogAnswer)
             asked = await self._inbox.asked(self._in, answer.request_id)
             if asked is None or not taken(asked, answer.holder, self._since()):
                 return None
-            holder_logs.opened(self._key, answer)
+            why = holder_logs.unsent(answer)
+            if why is None:
+                holder_logs.opened(self._key, answer)
+            else:
+                log.warning("%s sent no entries for %s on %s: %s", answer.holder,
+                            answer.request_id, self._in, why)
             return asked, answer
         except (SchemaError, sealing.CannotOpen) as exc:
             log.warning("an unreadable answer on %s: %s", self._in, exc)

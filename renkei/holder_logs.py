@@ -39,6 +39,14 @@ def seal(public_key: bytes, request_id: str, entries: Sequence[HolderLogEntry]) 
                         request_id.removeprefix(MARK))
 
 
+def unsent(answer: HolderLogAnswer) -> str | None:
+    """Why a holder's answer carries no entries: "too_large" for one message, or "not_sealed"
+    (no key of the asker's to seal them to); None if they are sealed in it."""
+    if answer.sealed_entries is not None:
+        return None
+    return "too_large" if answer.too_large else "not_sealed"
+
+
 def opened(key: X25519PrivateKey, answer: HolderLogAnswer) -> tuple[HolderLogEntry, ...]:
     """The entries of an answer relayed to the asker (CannotOpen: none sealed to this key)."""
     if answer.sealed_entries is None:

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +21,15 @@ from audit.oversight import holder_logs
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from holders.client import HolderClient
+from portal.i18n import words
+from portal.inbox import OVERSIGHT_KEPT, Inbox
+from portal.kafka import HolderLogs, Shown
+from portal.web import TEMPLATES
 from registry.residents import FourAttributes, Sex
+from renkei import sealing
 from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
-from schemas.messages import HolderLogRequest, Rejection
+from schemas.messages import HolderLogAnswer, HolderLogRequest, Rejection
 from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
 from tests.test_linkage import ask, bound
 
@@ -91,6 +97,51 @@ async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
     assert [e.request_id for e in found.answers["sakura-town"]] == many
     assert all(e.content == "3" * (MAX_BYTES // 8) for e in found.answers["sakura-town"])
     assert found.answers["nenkin"] == () and len(found.request_ids) > 2
+
+
+async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_for_good(
+        clients: dict[str, HolderClient], platform: Processes, tmp_path: Path) -> None:
+    """The console's answer from a holder with no entries sealed (too large for one message,
+    or no key to seal to) was unreadable to it: the holder stayed pending on the page for
+    good. It is taken and shown so: too large, ask for fewer; could not seal."""
+    town_hall = clients["sakura-town"]
+    many = [f"many-{uuid.uuid4()}" for _ in range(12)]  # 12 x MAX_BYTES / 8: not in one message
+    for request_id in many:
+        town_hall.store.log(request_id, "PROVIDER", "SYSTEM", "term-1", "FOUND",
+                            content="3" * (MAX_BYTES // 8))
+    inbox = Inbox(tmp_path / "inbox.db")
+    console = HolderLogs(KafkaAccess.of(acls.OVERSIGHT), topics.OVERSIGHT_OUT,
+                         topics.OVERSIGHT_IN, sealing.key_of(acls.OVERSIGHT), inbox,
+                         OVERSIGHT_KEPT)
+    await console.start()
+    try:
+        too_large = await console.ask(("sakura-town", "nenkin"), many, BASIS)
+        keyless = await console.ask(("keyless-holder",), many[:1], BASIS)
+        async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:  # that holder's answer
+            await relay.send_and_wait(topics.OVERSIGHT_IN, CODEC.encode(HolderLogAnswer(
+                keyless.request_id, "keyless-holder", datetime.now(UTC), (), None)))
+        shown = {s.asked.request_id: s for s in await _answered(console, 2)}
+    finally:
+        await console.stop()
+        await inbox.close()
+    assert (shown[too_large.request_id].unsent, shown[too_large.request_id].answers) == (
+        {"sakura-town": "too_large"}, {"nenkin": ()})
+    assert (shown[keyless.request_id].unsent, shown[keyless.request_id].answers) == (
+        {"keyless-holder": "not_sealed"}, {})
+    page = "".join(TEMPLATES.get_template("_answers.html").render(
+        w=words("en"), shown=s, full=True, name=str) for s in shown.values())
+    assert "too large: ask for fewer entries" in page
+    assert "could not seal to the oversight body" in page
+
+
+async def _answered(console: HolderLogs, count: int) -> list[Shown]:
+    """The console's newest `count` requests, once every holder asked has answered each."""
+    for _ in range(300):
+        newest = (await console.every())[:count]
+        if all(s.asked.complete for s in newest):
+            return newest
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"still pending: {[s.asked.holders for s in newest]}")
 
 
 def _proved_or_pending(entry: dict[str, Any], head: dict[str, Any] | None) -> bool:
