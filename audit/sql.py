@@ -106,6 +106,7 @@ def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Diale
                       "(name a file)")
     try:
         if not read_only:
+            sqlite.created_private(path)
             return sqlite3.connect(path, isolation_level=None, check_same_thread=False), SQLITE
         return sqlite.read_only(path), SQLITE
     except sqlite3.OperationalError as exc:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from registry.residents import ChangeKind
 from registry.store import RegistryStore
+from renkei import sqlite
 from renkei.state import private_dir, state_dir
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS cards (
@@ -51,7 +52,9 @@ def default_path() -> Path:
 
 class CardHolders:
     def __init__(self, path: Path | None = None) -> None:
-        self._db = sqlite3.connect(path or default_path(), check_same_thread=False)
+        path = path or default_path()
+        sqlite.created_private(path)
+        self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute(SCHEMA)
         self._db.execute(USED)
 

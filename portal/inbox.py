@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,8 +119,6 @@ class Inbox:
     timeout) holds up the calls that need it, not the event loop's pages and readers."""
 
     def __init__(self, path: Path) -> None:
-        if not path.exists():  # readable by this user only (its WAL files take its mode)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = connected(path)
         self._db.executescript(SCHEMA)
         self._thread = OneThread("inbox")

@@ -3,15 +3,26 @@ logged, and write transactions that take the write lock at their start."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
+def created_private(path: str | Path) -> None:
+    """The store's file made readable by this user only if it is not there yet (its -wal, -shm
+    and -journal files take its mode); an existing file's mode is left as its operator set it, and
+    a file that cannot be made there is left for SQLite to refuse in its own words."""
+    if str(path) != ":memory:":
+        with suppress(OSError):
+            os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o600))
+
+
 def opened(path: Path) -> sqlite3.Connection:
-    """sqlite3.connect(path), a store that cannot be opened there an OSError naming the path
-    (SQLite's own error names none)."""
+    """sqlite3.connect(path), created readable by this user only; a store that cannot be opened
+    there an OSError naming the path (SQLite's own error names none)."""
+    created_private(path)
     try:
         return sqlite3.connect(path)
     except sqlite3.OperationalError as exc:
@@ -19,8 +30,10 @@ def opened(path: Path) -> sqlite3.Connection:
 
 
 def connected(path: Path) -> sqlite3.Connection:
-    """The store at `path`, in WAL mode, synced at checkpoints (a crash loses no commit the OS
-    kept); transactions are begun by `writing`, not implicitly."""
+    """The store at `path` (created readable by this user only), in WAL mode, synced at
+    checkpoints (a crash loses no commit the OS kept); transactions are begun by `writing`, not
+    implicitly."""
+    created_private(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
