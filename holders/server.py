@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from broker.provision import registered_holder
-from holders.client import HolderClient, KeyReused, NotAuthorized, NotBound, NotSentYet
+from holders.client import (
+    BUSY,
+    STORE_RETRY,
+    HolderClient,
+    KeyReused,
+    NotAuthorized,
+    NotBound,
+    NotSentYet,
+)
 from holders.store import HolderStore, Keyed, KeyInUse, default_path
 from renkei.service_loop import stop_on_signals, unless_stopped
 from renkei.state import held, private_dir, read_json, write_json
@@ -79,6 +88,22 @@ async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamR
         log.exception("%s %s failed", request.method, request.path)
         return _json({"error": "internal_server_error",
                       "detail": f"{type(exc).__name__}: see the communication server's log"}, 500)
+
+
+@web.middleware
+async def _busy_store(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A store whose write lock another process (an import) held past SQLite's busy timeout:
+    503 with Retry-After, logged as a warning, not a fault of the server's."""
+    try:
+        return await handler(request)
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode not in BUSY:
+            raise
+        log.warning("%s %s: the holder's store is locked by another process (%s): answered 503",
+                    request.method, request.path, exc)
+        raise web.HTTPServiceUnavailable(
+            text="the holder's store is busy (another process holds its lock): try again",
+            headers={"Retry-After": str(math.ceil(STORE_RETRY))}) from exc
 
 
 @web.middleware
@@ -248,7 +273,7 @@ async def run(holder: str, port: int) -> None:
 async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:
     """The holder's own systems' API on loopback, until `stop` is set."""
     token = secrets.token_urlsafe(32)
-    app = web.Application(middlewares=[_errors_in_json, _bearer])
+    app = web.Application(middlewares=[_errors_in_json, _bearer, _busy_store])
     app[CLIENT], app[TOKEN] = client, token
     app.add_routes([web.post("/bindings", bind), web.post("/requests", linkage),
                     web.get("/requests/{request_id}", outcome),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,6 +54,14 @@ class _Faulty(_Unstarted):
     def __init__(self, store: HolderStore) -> None:
         super().__init__(HolderStore(Path(":memory:")))
         self.store.close()
+
+
+class _Impatient(_Authorizing):
+    """The holder library's binding on a store that waits 50 ms for a lock, not SQLite's 5 s."""
+
+    def __init__(self, store: HolderStore) -> None:
+        super().__init__(store)
+        store.db.execute("PRAGMA busy_timeout = 50")
 
 
 @asynccontextmanager
@@ -201,6 +210,30 @@ async def test_a_fault_of_the_servers_is_a_json_error_and_logged(
     assert answer == {"error": "internal_server_error",
                       "detail": "ProgrammingError: see the communication server's log"}
     assert "GET /investigations failed" in caplog.text and "Traceback" in caplog.text
+
+
+async def test_a_store_another_process_holds_locked_is_busy_not_a_fault(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An import holding the write lock past the busy timeout: 503, try again; one warning."""
+    async with _serving(tmp_path, _Impatient) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        other = sqlite3.connect(tmp_path / "holder.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        body = {"own_number": "H-1", "operator": "staff-7", "terminal": "term-3"}
+        with caplog.at_level(logging.WARNING, "holders.server"):
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as \
+                    http, http.post(f"{url}/bindings", json=body) as response:
+                status, retry_after = response.status, response.headers.get("Retry-After")
+                answer = await response.json()
+        other.execute("ROLLBACK")
+        other.close()
+    assert (status, retry_after) == (503, "1")
+    assert answer == {"error": "service_unavailable", "detail": "the holder's store is busy "
+                      "(another process holds its lock): try again"}
+    warned = [r for r in caplog.records if "/bindings" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in warned] == [(logging.WARNING, None)]
+    assert "POST /bindings: the holder's store is locked" in warned[0].getMessage()
+    assert "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "error", "detail"), [
