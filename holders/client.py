@@ -145,7 +145,7 @@ class HolderClient:
         for request_id, key, value in kept:
             self._sending_task(request_id, Send(topics.outbox(self.holder), key, value))
         if kept:
-            log.warning("%s: %d request(s) kept while the broker was away: sending them",
+            log.warning("%s: %d request(s) recorded but not known to be sent: sending them now",
                         self.holder, len(kept))
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),

@@ -144,6 +144,8 @@ def test_a_request_made_while_the_broker_is_away_is_kept_and_sent_once_it_is_bac
         while store.unsent() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not store.unsent(), log.read_text()[-3000:]
+        assert f"{HOLDER}: 1 request(s) recorded but not known to be sent: sending them now" in \
+            log.read_text()
         assert asyncio.run(_copies_sent(request_id)) == 1
         code, _ = _interrupted(proc)
         assert code == 0, log.read_text()[-3000:]
