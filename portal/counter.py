@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from audit.store import Query
 from portal import numbering
 from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Officer, Resident
-from portal.web import officer_of, render, session_of
+from portal.web import history_of, officer_of, older, render, session_of
 
 ROLE = "counter"
 
@@ -23,10 +24,11 @@ async def desk(request: web.Request) -> web.Response:
 
 async def _desk(request: web.Request, officer: Officer, present: Resident | None,
                 status: int = 200, **context: object) -> web.Response:
-    platform = request.app[PLATFORM]
-    entries, head = await platform.records.of_person(present.id_codes) if present else ([], None)
+    """The desk: the visitor's history a page at a time (the one the request asks for), its
+    link to the older entries back to the desk."""
+    shown = await history_of(request, present.id_codes, Query()) if present else None
     return render(request, "counter.html", status=status, officer=officer, present=present,
-                  entries=entries, head=head,
+                  shown=shown, older=shown and older(shown, "/counter"),
                   pending=present and await numbering.pending(request, present), **context)
 
 

@@ -13,25 +13,20 @@ from portal import numbering
 from portal.context import PLATFORM
 from portal.inbox import Asked
 from portal.services import Unanswered
-from portal.web import day, render, resident_of
+from portal.web import day, history_of, older, render, resident_of
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
 
 
 async def history(request: web.Request) -> web.Response:
     resident = resident_of(request)
-    platform = request.app[PLATFORM]
     holder = request.query.get("holder") or None
-    where = Query(holder=holder, since=day(request.query.get("since")),
-                  until=day(request.query.get("until"), end=True))
-    try:
-        shown = await platform.records.history(resident.id_codes, where,
-                                               request.query.get("after") or None)
-    except ValueError:
-        raise web.HTTPBadRequest(text="bad cursor") from None
+    since, until = request.query.get("since", ""), request.query.get("until", "")
+    shown = await history_of(request, resident.id_codes,
+                             Query(holder=holder, since=day(since), until=day(until, end=True)))
     return render(request, "history.html", entries=shown.entries, head=shown.head,
-                  holders=shown.holders, older=shown.older, chosen=holder,
-                  since=request.query.get("since", ""), until=request.query.get("until", ""),
+                  holders=shown.holders, chosen=holder, since=since, until=until,
+                  older=older(shown, "/history", holder=holder or "", since=since, until=until),
                   pending=await numbering.pending(request, resident))
 
 

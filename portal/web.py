@@ -4,20 +4,22 @@ every form, security headers, and who may see what."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
 
+from audit.store import Query
 from cards import ca
 from cards.login import UNCHECKABLE
 from portal.context import PLATFORM
 from portal.i18n import LANGS, said, words
+from portal.records import History
 from portal.sessions import Officer, Resident, Session, Sessions
 
 COOKIE = "renkei_session"
@@ -174,6 +176,22 @@ def officer_of(request: web.Request, role: str) -> Officer:
     if found.role != role:
         raise web.HTTPForbidden(text="this card cannot use this page")
     return found
+
+
+async def history_of(request: web.Request, id_codes: Sequence[str], where: Query) -> History:
+    """The page of the person's history the request asks for (from its cursor `after` on);
+    400 if that is no cursor."""
+    try:
+        return await request.app[PLATFORM].records.history(id_codes, where,
+                                                          request.query.get("after") or None)
+    except ValueError:
+        raise web.HTTPBadRequest(text="bad cursor") from None
+
+
+def older(shown: History, page: str, **kept: str) -> str | None:
+    """The link to the entries older than those `shown`: `page`, its filter `kept` (None if
+    there are none)."""
+    return None if shown.older is None else f"{page}?{urlencode({**kept, 'after': shown.older})}"
 
 
 def day(text: str | None, end: bool = False) -> datetime | None:

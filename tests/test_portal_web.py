@@ -617,3 +617,25 @@ async def test_a_long_history_is_shown_a_page_at_a_time_the_filter_kept(
     assert await pages_of(client, f"/history?holder={HOLDERS[0]}") == [
         theirs[:HISTORY_PAGE], theirs[HISTORY_PAGE:]]
     assert (await client.get("/history?after=nowhere")).status == 400
+
+
+async def test_the_counter_shows_a_visitors_long_history_a_page_at_a_time(
+        client: Client, town: Town) -> None:
+    """The desk shows the visitor's newest HISTORY_PAGE entries, its link to the older ones
+    keeping to the desk (its page after a number refused too): it showed every entry, each
+    read, decoded and proved, on one page."""
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    assert store is not None
+    numbers = range(7, 8 + 2 * HISTORY_PAGE)
+    store.append_many(item(event(n, person=town.resident.id_codes[0])) for n in numbers[1:])
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    newest = list(reversed(numbers))
+    assert await pages_of(client, "/counter") == [
+        newest[:HISTORY_PAGE], newest[HISTORY_PAGE:2 * HISTORY_PAGE], newest[2 * HISTORY_PAGE:]]
+    refused = await client.post("/counter/number", data={"csrf": await csrf_of(client, "/counter")})
+    older = re.search(r'id="older" href="([^"]+)"', await refused.text())
+    assert refused.status == 400 and older is not None
+    assert html.unescape(older.group(1)).startswith("/counter?after=")
+    assert (await client.get("/counter?after=nowhere")).status == 400
+    assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
