@@ -12,7 +12,7 @@ from portal import numbering
 from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Officer, Resident
-from portal.web import history_of, officer_of, older, render, session_of
+from portal.web import history_of, officer_of, older, render, render_apart, session_of
 
 ROLE = "counter"
 
@@ -60,8 +60,8 @@ async def print_history(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     entries, head = await platform.records.of_person(present.id_codes)
     await platform.kafka.counter(officer, present, "COUNTER_PRINTED")
-    return render(request, "counter_print.html", officer=officer, present=present,
-                  entries=entries, head=head)
+    return await render_apart(request, "counter_print.html", officer=officer, present=present,
+                              entries=entries, head=head)
 
 
 async def finish(request: web.Request) -> web.Response:

@@ -3,10 +3,12 @@ every form, security headers, and who may see what."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -59,12 +61,28 @@ def session_of(request: web.Request) -> Session:
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any
            ) -> web.Response:
+    return _page(_rendering(request, template, context)(), status)
+
+
+async def render_apart(request: web.Request, template: str, **context: Any) -> web.Response:
+    """`render` on a thread: a page long enough to hold up the others while the event loop
+    rendered it (a visitor's whole history, printed at the counter)."""
+    return _page(await asyncio.to_thread(_rendering(request, template, context)))
+
+
+def _rendering(request: web.Request, template: str, context: dict[str, Any]
+               ) -> Callable[[], str]:
+    """The template's rendering with the page's context, taken now (the session's notice
+    shown once)."""
     session = session_of(request)
     notice, session.notice = session.notice, None
-    text = TEMPLATES.get_template(template).render(
-        w=words(session.lang), said=said(session.lang), lang=session.lang, session=session,
-        csrf=session.csrf, notice=notice, path=request.path,
-        name=request.app[PLATFORM].kafka.holder_name, **context)
+    return partial(TEMPLATES.get_template(template).render,
+                   w=words(session.lang), said=said(session.lang), lang=session.lang,
+                   session=session, csrf=session.csrf, notice=notice, path=request.path,
+                   name=request.app[PLATFORM].kafka.holder_name, **context)
+
+
+def _page(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, content_type="text/html", status=status)
 
 

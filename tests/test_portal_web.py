@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,9 @@ class AuditWrites:
     by: list[tuple[str, str | None]] = field(default_factory=list)  # each record's who and why
     oversight: HolderLogAsks = field(default_factory=HolderLogAsks)
     alerts: NoAlerts = field(default_factory=NoAlerts)
+    held: str | None = None  # a holder whose name, next asked for, waits for `free` (`holding`)
+    holding: threading.Event = field(default_factory=threading.Event)
+    free: threading.Event = field(default_factory=threading.Event)
 
     async def counter(self, officer: Officer, resident: Resident, outcome: str) -> None:
         if self.fail:
@@ -78,6 +82,10 @@ class AuditWrites:
         self.written.append((outcome, resident.id_codes[0]))
 
     def holder_name(self, holder: str | None) -> str:
+        if holder is not None and holder == self.held:
+            self.held = None
+            self.holding.set()
+            self.free.wait(5)
         return holder or ""
 
     async def record(self, outcome: str, requester: str, person: str, *,
@@ -619,18 +627,24 @@ async def test_a_long_history_is_shown_a_page_at_a_time_the_filter_kept(
     assert (await client.get("/history?after=nowhere")).status == 400
 
 
-async def test_the_counter_shows_a_visitors_long_history_a_page_at_a_time(
-        client: Client, town: Town) -> None:
-    """The desk shows the visitor's newest HISTORY_PAGE entries, its link to the older ones
-    keeping to the desk (its page after a number refused too): it showed every entry, each
-    read, decoded and proved, on one page."""
+async def visitor_with_a_long_history(client: Client, town: Town) -> list[int]:
+    """The resident, 2 * HISTORY_PAGE + 1 entries about them, present at the counter: their
+    entries (by their event's number) newest first."""
     store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
     assert store is not None
     numbers = range(7, 8 + 2 * HISTORY_PAGE)
     store.append_many(item(event(n, person=town.resident.id_codes[0])) for n in numbers[1:])
     assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
     assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
-    newest = list(reversed(numbers))
+    return list(reversed(numbers))
+
+
+async def test_the_counter_shows_a_visitors_long_history_a_page_at_a_time(
+        client: Client, town: Town) -> None:
+    """The desk shows the visitor's newest HISTORY_PAGE entries, its link to the older ones
+    keeping to the desk (its page after a number refused too): it showed every entry, each
+    read, decoded and proved, on one page."""
+    newest = await visitor_with_a_long_history(client, town)
     assert await pages_of(client, "/counter") == [
         newest[:HISTORY_PAGE], newest[HISTORY_PAGE:2 * HISTORY_PAGE], newest[2 * HISTORY_PAGE:]]
     refused = await client.post("/counter/number", data={"csrf": await csrf_of(client, "/counter")})
@@ -639,3 +653,23 @@ async def test_the_counter_shows_a_visitors_long_history_a_page_at_a_time(
     assert html.unescape(older.group(1)).startswith("/counter?after=")
     assert (await client.get("/counter?after=nowhere")).status == 400
     assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
+
+
+async def test_a_visitors_whole_history_is_printed_while_other_pages_are_served(
+        client: Client, town: Town) -> None:
+    """The print holds every entry of the visitor's history, and pages are served while it is
+    rendered (a long history's rows): it was rendered on the event loop, every page waiting."""
+    newest = await visitor_with_a_long_history(client, town)
+    token = await csrf_of(client, "/counter")
+    town.kafka.held = HOLDERS[3]  # in the visitor's entries: the print waits at its first row
+    printing = asyncio.create_task(client.post("/counter/print", data={"csrf": token}))
+    try:
+        assert await asyncio.to_thread(town.kafka.holding.wait, 10)
+        assert (await client.get("/counter")).status == 200
+        assert not printing.done(), "a page served while the print is rendered"
+    finally:
+        town.kafka.free.set()
+    printed = await printing
+    shown = [int(n) for n in re.findall(r'data-request="req-(\d+)"', await printed.text())]
+    assert printed.status == 200 and shown == newest
+    assert town.kafka.written[-1] == ("COUNTER_PRINTED", town.resident.id_codes[0])
