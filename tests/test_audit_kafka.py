@@ -200,6 +200,18 @@ def copied(store: Path, to: Path) -> Path:
     return to
 
 
+def restored(whole: Path, live: AuditStore, platform: Processes) -> None:
+    """The store put back as `whole` was, with no connection to it open (copied over a store in
+    use, its WAL files another's, it came out corrupt): the consumer stopped, `live` closed, the
+    store's files removed, then the copy made."""
+    if "audit" in platform.running:
+        platform.stop("audit")
+    live.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{default_path()}{suffix}").unlink(missing_ok=True)
+    copied(whole, default_path())
+
+
 async def verify(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(renkei, "audit", "verify", "--db", str(db), *flags,
                                    check=False)
@@ -304,7 +316,7 @@ async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
         starting = await asyncio.to_thread(exited, platform, "audit")
         found = await verify(default_path())
     finally:
-        copied(whole, default_path())
+        restored(whole, live, platform)
         platform.start("audit", "audit", "run")
     gone = f"serials {anchored}..{size - 1}"
     assert anchored < size, "the newest entries are not anchored yet"
@@ -313,7 +325,8 @@ async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
     assert f"{gone} are gone" in starting[1], starting
     assert found.stderr.startswith("TRUNCATED: the audit consumer's commit (offset "), \
         found.stdout + found.stderr
-    await caught_up(live, {synthetic(0, batch, now).event_id})
+    with AuditStore(default_path(), Signer.load_or_create()) as store:
+        await caught_up(store, {synthetic(0, batch, now).event_id})
 
 
 async def test_a_store_deleted_whole_fails_verify_as_truncated(live: AuditStore,
