@@ -13,7 +13,7 @@ from aiohttp import web
 from cards import ca, issue, reader
 from cards.card import Card, cards
 from renkei import personal_input, tether
-from renkei.options import holder_id, origins, stated
+from renkei.options import PORT, holder_id, origins, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +102,7 @@ def list_cards(where: Path | None) -> None:
 
 
 @card_cli.command("reader")
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--port", type=PORT, default=8765, show_default=True)
 @click.option("--trust", "trusted", multiple=True, required=True, callback=origins,
               help="an origin the reader signs for, e.g. http://127.0.0.1:8080")
 @CARDS_OPTION

@@ -12,11 +12,11 @@ from portal.app import build
 from portal.sessions import IDLE, Sessions
 from portal.web import Site
 from renkei import options, tether
-from renkei.options import POSITIVE
+from renkei.options import PORT, POSITIVE
 
 
 @click.command("portal")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--port", type=PORT, default=8080, show_default=True)
 @click.option("--reader", default="http://127.0.0.1:8765", show_default=True,
               help="the card reader's address (the user's local JPKI client)")
 @click.option("--origin", default=None, callback=options.origin,
