@@ -19,8 +19,9 @@ from holders.store import HolderStore, default_path
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
-from renkei.options import stated
+from renkei.options import PORT, stated
 from renkei.personal_input import Field, OnStdin
+from schemas.messages import HolderEntry
 
 T = TypeVar("T")
 STAFF_NAME = Field("name", "the staff member's name")
@@ -52,27 +53,33 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
         provision.add_holder(provision.reached_admin(), holder, provision.Report())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    entries = asyncio.run(directory.current())
-    entry = directory.registered(entries, holder, name, role, unit, private, move_unit)
-    asyncio.run(directory.publish([entry]))
+    before, entry, roles = asyncio.run(_registered(holder, name, role, unit, private, move_unit))
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
                f"at key epoch {entry.key_epoch}"
                + (", private (consent needed)" if entry.private else ""))
-    roles = asyncio.run(directory.pattern_roles())
     if role not in roles:
         click.echo(f"warning: no legal pattern names role {role!r}: {holder} can neither "
                    "request nor provide until one does (roles named: "
                    f"{', '.join(sorted(roles)) or 'none'})", err=True)
-    before = entries.get(holder)
     if before is not None:
         changed = directory.changes(before, entry)
         click.echo("changed from its previous entry: " + ", ".join(changed) if changed
                    else "unchanged from its previous entry")
 
 
+async def _registered(holder: str, name: str, role: str, unit: str | None, private: bool | None,
+                      move_unit: bool) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
+    """The holder's directory entry before, the one published now, and the roles the legal
+    pattern list names, read and written in one run of the event loop."""
+    entries = await directory.current()
+    entry = directory.registered(entries, holder, name, role, unit, private, move_unit)
+    await directory.publish([entry])
+    return entries.get(holder), entry, await directory.pattern_roles()
+
+
 @holder_cli.command()
 @click.argument("holder")
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+@click.option("--port", type=PORT, default=0, show_default=True,
               help="loopback port of its HTTP API (0: any free port)")
 def run(holder: str, port: int) -> None:
     """Run a holder's communication server until stopped; its URL and bearer token go to
