@@ -23,6 +23,7 @@ import logging
 import math
 import secrets
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -181,39 +182,41 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-async def bind(request: web.Request) -> web.Response:
-    client, body = request.app[CLIENT], await _body(request)
+async def _made(making: Awaitable[str]) -> web.Response:
+    """The answer to a call that makes a request: 202 with its id (or kept, not sent yet), else
+    its error's status: the idempotency key given with another body 422, the request under it
+    still being made 409, an operator or terminal that may not act 403."""
     try:
-        request_id = await client.bind(_field(body, "own_number"), _field(body, "operator"),
-                                       _field(body, "terminal"), _flag(body, "by_number"),
-                                       _keyed(request, body))
+        return _accepted(await making)
     except KeyReused as exc:
         raise web.HTTPUnprocessableEntity(text=str(exc)) from exc
+    except KeyInUse as exc:
+        raise web.HTTPConflict(text=str(exc)) from exc
     except NotAuthorized as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc
     except NotSentYet as exc:
         return _kept(exc)
+
+
+async def bind(request: web.Request) -> web.Response:
+    client, body = request.app[CLIENT], await _body(request)
+    try:
+        return await _made(client.bind(_field(body, "own_number"), _field(body, "operator"),
+                                       _field(body, "terminal"), _flag(body, "by_number"),
+                                       _keyed(request, body)))
     except LookupError as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
-    return _accepted(request_id)
 
 
 async def linkage(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
     try:
-        request_id = await client.request(
+        return await _made(client.request(
             _field(body, "own_number"), _field(body, "pattern_id"), _field(body, "provider"),
             _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
-            _field(body, "terminal"), _keyed(request, body))
-    except KeyReused as exc:
-        raise web.HTTPUnprocessableEntity(text=str(exc)) from exc
-    except NotAuthorized as exc:
-        raise web.HTTPForbidden(text=str(exc)) from exc
-    except (NotBound, KeyInUse) as exc:
+            _field(body, "terminal"), _keyed(request, body)))
+    except NotBound as exc:
         raise web.HTTPConflict(text=str(exc)) from exc
-    except NotSentYet as exc:
-        return _kept(exc)
-    return _accepted(request_id)
 
 
 async def outcome(request: web.Request) -> web.Response:
