@@ -25,7 +25,7 @@ from broker.clients import KafkaAccess, started
 from holders import matching
 from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Keyed, Request
 from registry.residents import FourAttributes
-from renkei import holder_logs, sealing
+from renkei import holder_logs, sealing, sqlite
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving
@@ -74,7 +74,6 @@ REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then go
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
 STORE_RETRY = 1.0  # seconds before a batch is tried again while another holds the store's lock
-BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
 
@@ -467,7 +466,7 @@ class HolderClient:
                 out, resolved = self._handled(records)
                 break
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode not in BUSY or self._stop.is_set():
+                if not sqlite.busy(exc) or self._stop.is_set():
                     raise
                 log.error("%s: its store is locked (%s): the inbox tries again in %.0f s",
                           self.holder, exc, STORE_RETRY)

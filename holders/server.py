@@ -32,7 +32,6 @@ from aiohttp.typedefs import Handler
 
 from broker.provision import registered_holder
 from holders.client import (
-    BUSY,
     STORE_RETRY,
     HolderClient,
     KeyReused,
@@ -41,6 +40,7 @@ from holders.client import (
     NotSentYet,
 )
 from holders.store import HolderStore, Keyed, KeyInUse, default_path
+from renkei import sqlite
 from renkei.service_loop import stop_on_signals, unless_stopped
 from renkei.state import held, private_dir, read_json, write_json
 
@@ -98,7 +98,7 @@ async def _busy_store(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode not in BUSY:
+        if not sqlite.busy(exc):
             raise
         log.warning("%s %s: the holder's store is locked by another process (%s): answered 503",
                     request.method, request.path, exc)

@@ -10,6 +10,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
+def busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for a lock another connection held past its busy
+    timeout (trying again later may work), not another failure."""
+    return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def created_private(path: str | Path) -> None:
     """The store's file made readable by this user only if it is not there yet (its -wal, -shm
     and -journal files take its mode); an existing file's mode is left as its operator set it, and
