@@ -492,8 +492,8 @@ class HolderClient:
                 if isinstance(message, ProviderQuery):
                     if not self.answer_queries:
                         continue
-                    if message.deadline < now:
-                        self._too_late(message)
+                    if message.deadline < now:  # an answer would be refused (its ticket
+                        self._logged(message, TIMED_OUT)  # expired): none sent, no content
                         late += 1
                     else:
                         out.append(self._answer(message))
@@ -631,18 +631,16 @@ class HolderClient:
             log.error("%s: the answer to query %s is too large to send (%s): refused",
                       self.holder, query.request_id, exc)
             status, answer = REFUSED, self._provider_answer(query, REFUSED, b"")
+        self._logged(query, status, fields)
+        return answer
+
+    def _logged(self, query: ProviderQuery, status: str,
+                fields: dict[str, str] | None = None) -> None:
+        """The provider's entry of the query in its log: the data sent with it if FOUND."""
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,
                        data_type=query.data_type,
                        content=json.dumps(fields, ensure_ascii=False) if status == FOUND else None)
-        return answer
-
-    def _too_late(self, query: ProviderQuery) -> None:
-        """A query past its deadline: an answer would be refused (its ticket expired), so none
-        is sent, and the log says no content went."""
-        self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, TIMED_OUT,
-                       counterpart=query.requester, pattern_id=query.pattern_id,
-                       data_type=query.data_type)
 
     def _provider_answer(self, query: ProviderQuery, status: str, sealed: bytes) -> Send:
         return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(
