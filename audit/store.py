@@ -31,6 +31,7 @@ from audit.detector import BINDING, Raised, binding_of
 from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Cursor, Dialect, NoStore, connect
+from renkei.sqlite import INTEGERS
 from renkei.state import private_dir
 
 RETENTION_YEARS = 7
@@ -40,8 +41,7 @@ LEVEL_SHIFT = 56
 PURGE_CONTEXT = b"renkei audit purge v1\x00"
 TRUNCATED = "truncated"
 _CHUNK = 900
-_END = 1 << 63
-SQLITE_INTEGER = range(-_END, _END)
+_END = INTEGERS.stop
 # a text column's value at most: PostgreSQL refuses a NUL in text, and an index row over ~2.7 KB
 COLUMN_CHARS = 256
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
@@ -1104,7 +1104,7 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:
         return None
     try:
         at, serial = (int(part) for part in cursor.split(":"))
-        if at not in SQLITE_INTEGER or serial not in SQLITE_INTEGER:
+        if at not in INTEGERS or serial not in INTEGERS:
             raise ValueError
         return at, serial
     except ValueError:

@@ -13,8 +13,8 @@ from registry import store as registry_store
 from registry.normalize import parse_date, parse_sex
 from registry.residents import ChangeKind, FourAttributes, Resident
 from renkei import personal_input
-from renkei.options import SQLITE_INT
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
+from renkei.sqlite import INTEGERS
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
                          help="the registry's SQLite file [default <state>/registry/registry.db]")
@@ -82,10 +82,10 @@ def lookup(db: Path | None) -> None:
 
 
 @registry_cli.command()
-@click.option("--after", type=click.IntRange(0, SQLITE_INT), default=0, show_default=True,
+@click.option("--after", type=click.IntRange(0, INTEGERS[-1]), default=0, show_default=True,
               help="sequence number")
 @click.option("--kind", type=click.Choice([k.value for k in ChangeKind]), default=None)
-@click.option("--limit", type=click.IntRange(1, SQLITE_INT), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, INTEGERS[-1]), default=20, show_default=True)
 @DB_OPTION
 def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
     """Change events (moves, name changes, changed resident codes), in order."""

@@ -10,8 +10,6 @@ import click
 
 from broker.credentials import check_name
 
-SQLITE_INT = 2**63 - 1  # the largest integer SQLite stores
-
 
 class FiniteRange(click.FloatRange):
     """A FloatRange of finite numbers: NaN (which no bound refuses) and infinity are usage

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+INTEGERS = range(-(1 << 63), 1 << 63)  # the integers SQLite stores (signed 64-bit)
+
 
 def busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite gave up waiting for a lock another connection held past its busy
