@@ -9,11 +9,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from functools import partial
 from typing import TypeVar
 
-from audit.events import AccessLogEvent, signed_event
+from audit.events import AccessLogEvent
 from audit.heads import NoKey, SignedHead, consistent, includes, verify_head
 from audit.sql import NoStore
 from audit.store import (
@@ -166,18 +165,15 @@ class Records:
             await self._checks.close()
         await self._store.close()
 
-    async def of_person(self, id_codes: Sequence[str], holder: str | None = None,
-                        since: datetime | None = None, until: datetime | None = None
-                        ) -> tuple[list[Checked], SignedHead | None]:
+    async def of_person(self, id_codes: Sequence[str]) -> tuple[list[Checked], SignedHead | None]:
         """Every entry about the person (under any of their ID codes), newest first, all checked
         against one signed head: the latest one once they are all read (None if none is)."""
-        return await self._store.run(partial(self._of_person, id_codes, holder, since, until))
+        return await self._store.run(partial(self._of_person, id_codes))
 
-    def _of_person(self, id_codes: Sequence[str], holder: str | None, since: datetime | None,
-                   until: datetime | None, store: AuditStore
+    def _of_person(self, id_codes: Sequence[str], store: AuditStore
                    ) -> tuple[list[Checked], SignedHead | None]:
-        found = [entry for person in id_codes for entry in self._every(
-            store, Query(person=person, holder=holder, since=since, until=until))]
+        found = [entry for person in id_codes
+                 for entry in self._every(store, Query(person=person))]
         proved = store.prove(found)
         checked = self._checked(id_codes, proved)
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
@@ -220,7 +216,7 @@ class Records:
     @staticmethod
     def _events(serials: Iterable[int], store: AuditStore) -> list[AccessLogEvent]:
         found = [entry for entry in map(store.entry, serials) if entry is not None]
-        return [signed_event(entry.leaf) or entry.event for entry in found]
+        return [as_signed(entry)[0].event for entry in found]
 
     @staticmethod
     def _every(store: AuditStore, where: Query) -> Iterator[Entry]:
