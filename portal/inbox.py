@@ -190,10 +190,10 @@ class Inbox:
             return found or fresh
         return await self._thread.run(kept)
 
-    async def drop_changes(self, before: datetime) -> None:
-        """Drop the requests for a new number asked before `before` (a portal starting: kept no
+    async def drop_changes(self, now: datetime) -> None:
+        """Drop the requests for a new number no longer kept `now` (a portal starting: kept no
         longer than CHANGES_KEPT though no one asks for a change again)."""
-        await self._thread.run(partial(self._drop_changes, before))
+        await self._thread.run(partial(self._drop_changes, kept_since(now, CHANGES_KEPT)))
 
     def _drop_changes(self, before: datetime) -> None:
         self._db.execute("DELETE FROM changes WHERE at < ?", (_time(before),))

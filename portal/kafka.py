@@ -33,7 +33,6 @@ from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from portal.inbox import (
     APPLICATIONS_KEPT,
-    CHANGES_KEPT,
     OVERSIGHT_KEPT,
     Asked,
     Inbox,
@@ -241,7 +240,7 @@ class Platform:
                    Inbox(inbox_path()))
 
     async def start(self) -> None:
-        await self.inbox.drop_changes(kept_since(datetime.now(UTC), CHANGES_KEPT))
+        await self.inbox.drop_changes(datetime.now(UTC))
         await started(self._producer, self._access)
         await self.directory.start()
         await self.directory.loaded()
