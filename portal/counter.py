@@ -25,8 +25,9 @@ async def desk(request: web.Request) -> web.Response:
 async def _desk(request: web.Request, officer: Officer, present: Resident | None,
                 status: int = 200, **context: object) -> web.Response:
     """The desk: the visitor's history a page at a time (the one the request asks for), its
-    link to the older entries back to the desk."""
-    shown = await history_of(request, present.id_codes, Query()) if present else None
+    link to the older entries back to the desk (no filter: the holders are not listed)."""
+    shown = (await history_of(request, present.id_codes, Query(), listing=False) if present
+             else None)
     return render(request, "counter.html", status=status, officer=officer, present=present,
                   shown=shown, older=shown and older(shown, "/counter"),
                   pending=present and await numbering.pending(request, present), **context)

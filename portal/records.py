@@ -180,20 +180,21 @@ class Records:
         return checked, proved.head
 
     async def history(self, id_codes: Sequence[str], where: Query, after: str | None = None,
-                      limit: int = HISTORY_PAGE) -> History:
+                      limit: int = HISTORY_PAGE, listing: bool = True) -> History:
         """The `limit` entries about the person (under any of their ID codes) matching `where`
         newest first, from the cursor `after` on (ValueError if it is no cursor), only those read
-        and checked; the holders of all their entries listed by the store."""
-        return await self._store.run(partial(self._history, id_codes, where, after, limit))
+        and checked; if `listing`, the holders of all their entries listed by the store."""
+        return await self._store.run(partial(self._history, id_codes, where, after, limit,
+                                             listing))
 
     def _history(self, id_codes: Sequence[str], where: Query, after: str | None, limit: int,
-                 store: AuditStore) -> History:
+                 listing: bool, store: AuditStore) -> History:
         found = sorted((entry for person in id_codes for entry in store.query(
             replace(where, person=person), limit=limit + 1, after=after, newest=True).entries),
             key=lambda e: (e.event.occurred_at, e.serial), reverse=True)
         shown = found[:limit]
         proved = store.prove(shown)
-        holders = sorted(set[str]().union(*map(store.holders_of, id_codes)))
+        holders = sorted(set[str]().union(*map(store.holders_of, id_codes))) if listing else []
         older = cursor_of(shown[-1]) if len(found) > limit else None
         return History(self._checked(id_codes, proved), proved.head, older, holders)
 

@@ -196,12 +196,13 @@ def officer_of(request: web.Request, role: str) -> Officer:
     return found
 
 
-async def history_of(request: web.Request, id_codes: Sequence[str], where: Query) -> History:
-    """The page of the person's history the request asks for (from its cursor `after` on);
-    400 if that is no cursor."""
+async def history_of(request: web.Request, id_codes: Sequence[str], where: Query,
+                     listing: bool = True) -> History:
+    """The page of the person's history the request asks for (from its cursor `after` on), the
+    holders of their whole history listed if `listing`; 400 if that is no cursor."""
     try:
-        return await request.app[PLATFORM].records.history(id_codes, where,
-                                                          request.query.get("after") or None)
+        return await request.app[PLATFORM].records.history(
+            id_codes, where, request.query.get("after") or None, listing=listing)
     except ValueError:
         raise web.HTTPBadRequest(text="bad cursor") from None
 
