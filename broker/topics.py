@@ -73,8 +73,9 @@ class TopicSpec:
             "min.insync.replicas": str(self.min_insync),
         }
         if self.retention is not None:
-            configs["retention.ms"] = str(duration_ms(self.retention))
-            configs["segment.ms"] = str(segment_ms(duration_ms(self.retention)))
+            retention_ms = duration_ms(self.retention)
+            configs["retention.ms"] = str(retention_ms)
+            configs["segment.ms"] = str(segment_ms(retention_ms))
         if self.log_append_time:
             configs["message.timestamp.type"] = "LogAppendTime"
         return configs
@@ -99,7 +100,8 @@ def holder_topics(holder: str) -> list[TopicSpec]:
 
 def longest_retention_ms() -> int:
     """The longest retention of any topic in the spec, holders' topics among them."""
-    specs = [*platform_topics(), *_load()[1]]
+    platform, holders = _load()
+    specs = [*platform, *holders]
     return max(duration_ms(s.retention) for s in specs if s.retention is not None)
 
 
