@@ -102,14 +102,14 @@ async def _offsets(client: AIOKafkaAdminClient, partition: TopicPartition
         await asyncio.sleep(ASK_AGAIN)
 
 
-async def last_commit(access: KafkaAccess) -> Committed | None:
+async def noted_commit(access: KafkaAccess) -> Committed | None:
     """The audit consumer's last commit with the tree it noted (None if it noted none)."""
     return Committed.of(*await consumer_commit(access))
 
 
 async def outside_the_store(access: KafkaAccess) -> tuple[list[SignedHead], Committed | None]:
     """What `verify` checks the store against: every anchored head, and the last commit."""
-    return await anchored_heads(access), await last_commit(access)
+    return await anchored_heads(access), await noted_commit(access)
 
 
 async def _heads_from(access: KafkaAccess, start: int) -> tuple[list[SignedHead], int]:

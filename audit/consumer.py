@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from audit.anchor import Anchor, last_commit
+from audit.anchor import Anchor, noted_commit
 from audit.detector import OFF_HOURS, Detector, Raised, Rules
 from audit.events import AccessLogEvent
 from audit.store import AuditStore
@@ -106,7 +106,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     signing: asyncio.Task[None] | None = None
     try:
         if await unless_stopped(stop, started(alerts, access)):
-            store.check_commit(await last_commit(access))
+            store.check_commit(await noted_commit(access))
             signing = asyncio.create_task(sign_heads())
             await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
                         instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS,

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from audit.anchor import AnchorCheck, Verify, anchored_heads, last_commit
+from audit.anchor import AnchorCheck, Verify, anchored_heads, noted_commit
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer
@@ -253,7 +253,7 @@ async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchore
 
 async def committed_size() -> int:
     """The tree size the audit consumer noted with its last commit (0 if it noted none)."""
-    committed = await last_commit(KafkaAccess.of(acls.AUDIT))
+    committed = await noted_commit(KafkaAccess.of(acls.AUDIT))
     return 0 if committed is None else committed.size
 
 
