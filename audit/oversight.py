@@ -88,8 +88,8 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
     if not holders or not request_ids or len(request_ids) > MAX_REQUESTS:
         raise ValueError(f"name at least one holder and 1..{MAX_REQUESTS} request ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
-    await _holders_only(holders, access)
     holders = list(dict.fromkeys(holders))
+    await _holders_only(holders, access)
     key = sealing.key_of(acls.OVERSIGHT)
     answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.aiokafka(), group_id=None,
                                enable_auto_commit=False)
@@ -124,7 +124,7 @@ async def _holders_only(holders: Sequence[str], access: KafkaAccess) -> None:
     """ValueError naming each of `holders` that is no active holder of the directory: the
     platform would refuse to ask it, and waiting for its answer would only end in `missing`."""
     entries = await directory.current(access)
-    unknown = [h for h in dict.fromkeys(holders) if h not in entries or not entries[h].active]
+    unknown = [h for h in holders if h not in entries or not entries[h].active]
     if unknown:
         raise ValueError(f"not an active holder of the directory: {', '.join(unknown)}")
 
