@@ -166,11 +166,13 @@ def as_signed(entry: Entry) -> tuple[Entry, bool]:
 
 @dataclass(frozen=True)
 class Page:
-    """Entries in (occurred_at, serial) order; `head` is what the proofs are against."""
+    """Entries in (occurred_at, serial) order; `head` is what the proofs are against, `trusted`
+    if the log's key signed it (if not, none is proved)."""
 
     entries: tuple[Entry, ...]
     next_cursor: str | None
     head: SignedHead | None = None
+    trusted: bool = True
 
 
 @dataclass(frozen=True)
@@ -614,11 +616,13 @@ class AuditStore:
         with transaction() as cur:
             rows = self._page(cur, where, limit + 1, _parse_cursor(after), newest)
             entries = tuple(_entry(row) for row in rows[:limit])
-            head = None
+            head, trusted = None, True
             if prove:
                 proved = self._proved(cur, entries)
                 entries, head = proved.entries, proved.head
-        return Page(entries, cursor_of(entries[-1]) if len(rows) > limit else None, head)
+                trusted = head is None or proved.trusted
+        return Page(entries, cursor_of(entries[-1]) if len(rows) > limit else None, head,
+                    trusted)
 
     def holders_of(self, person: str) -> set[str]:
         """The holders (requester or provider) of the entries about `person`, as the store's
