@@ -132,7 +132,7 @@ class Codec:
             record = fastavro.schemaless_reader(
                 buf, writer.parsed, None if reader is writer else reader.parsed)
         except Exception as exc:  # fastavro raises many types on corrupt bytes
-            raise MalformedMessage(f"corrupt {writer.name} body: {exc}") from exc
+            raise MalformedMessage(f"corrupt {writer.name} body: {_fault(exc, buf, data)}") from exc
         if buf.tell() != len(data):
             raise MalformedMessage(f"{len(data) - buf.tell()} trailing bytes after {writer.name}")
         return writer.name, cast(dict[str, Any], record)
@@ -166,6 +166,16 @@ class Codec:
             if cls.__name__ == name:
                 return from_record(cls, record)
         raise UnexpectedMessage(name, [cls.__name__ for cls in expected])
+
+
+def _fault(exc: Exception, buf: io.BytesIO, data: bytes) -> str:
+    """fastavro's words for a corrupt body, the same in every process (no object addresses)."""
+    if buf.tell() >= len(data):
+        return f"the record runs past the end of its {len(data) - HEADER} bytes of body"
+    return _OBJECT.sub("the message", str(exc)) or type(exc).__name__
+
+
+_OBJECT = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 def to_record(message: Any) -> dict[str, Any]:

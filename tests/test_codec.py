@@ -64,6 +64,19 @@ def test_unknown_schema_malformed_and_oversized_are_refused_clearly() -> None:
         CODEC.decode(good, LinkageRequest)
 
 
+def test_a_corrupt_body_is_described_in_the_same_words_everywhere() -> None:
+    """The words go back to the sender and are matched by the fuzz run in another process: no
+    object's address (fastavro's EOF message names the buffer), no empty text."""
+    good = CODEC.encode(Rejection("r", "MALFORMED", "x", NOW))
+    for cut in range(1, len(good) - 10):
+        with pytest.raises(MalformedMessage) as refused:
+            CODEC.decode(good[:-cut], Rejection)
+        words = str(refused.value)
+        assert " at 0x" not in words and not words.endswith(": "), words
+        assert words == f"corrupt Rejection body: the record runs past the end of its " \
+                        f"{len(good) - cut - 10} bytes of body"
+
+
 def test_older_writer_is_read_with_the_newer_schema() -> None:
     """LegalPattern v2 added annex_item: a v1 message reads with the default."""
     v1 = {"pattern_id": "P-1", "version": 1, "legal_basis": "法", "purpose": "目的",
