@@ -4,8 +4,6 @@ resident the login ticket shown with the question names (registry.tickets), once
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from authority.service import (
@@ -26,10 +24,10 @@ def new_number(authority: NumberingAuthority, login_key: Ed25519PublicKey, reque
     """The resident's old number retired and a new one issued (once per change, asked again in
     as many questions as the portal needs); read after its deadline, the number the change was
     given before, if it was (TooLate if not: nothing changes). Nothing is done or told for a
-    resident code that no live ticket signed with the registry side's `login_key` names, nor a
-    second change under one ticket (Declined)."""
+    resident code that no ticket live by the authority's clock, signed with the registry side's
+    `login_key`, names, nor a second change under one ticket (Declined)."""
     change = CODEC.decode(question, ChangeOfNumber)
-    shown = tickets.check(login_key, change.ticket, change.resident_code, datetime.now(UTC))
+    shown = tickets.check(login_key, change.ticket, change.resident_code, authority.now())
     change_id = change.change_id or request_id
     try:
         if not late:

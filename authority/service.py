@@ -120,6 +120,10 @@ class NumberingAuthority:
                 self._store.record_answer(request_id, new)
         return new
 
+    def now(self) -> datetime:
+        """The time by this authority's clock, which a login ticket's expiry is judged by."""
+        return self._clock()
+
     def number_given(self, request_id: str, resident_code: str) -> str | None:
         """The number a request for this resident's new number was given; None if it was not
         acted on. UnknownResident if it was given to someone else, or is no longer theirs

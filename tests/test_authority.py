@@ -242,6 +242,20 @@ def test_a_ticket_whose_use_was_forgotten_is_refused_with_the_clock_set_back(
     assert authority.number_of(resident) == given and len(store.history(resident)) == 2
 
 
+def test_a_ticket_is_refused_as_expired_by_the_authoritys_clock(store: AuthorityStore) -> None:
+    """A ticket shown once the authority's clock says it expired is refused as expired, the
+    number unchanged: its expiry was judged by the real clock, whatever clock the authority had."""
+    now, login_key = datetime.now(UTC), Signer.generate()
+    authority = NumberingAuthority(store, clock=lambda: now + tickets.LASTS)
+    resident = random_codes(1, seed=14)[0]
+    number = authority.assign(resident)
+    with pytest.raises(Declined) as refused:
+        _changed_under(authority, login_key, resident,
+                       tickets.ticket(login_key, [resident], now), "change-1")
+    assert refused.value.reason == tickets.EXPIRED
+    assert authority.number_of(resident) == number and not store.history(resident)
+
+
 def test_a_ticket_from_before_tickets_had_a_nonce_is_good_for_one_change_still(
         store: AuthorityStore) -> None:
     """A ticket the registry side signed before (LoginTicket v1: no nonce) is good for its hour
