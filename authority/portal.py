@@ -24,10 +24,11 @@ def new_number(authority: NumberingAuthority, login_key: Ed25519PublicKey, reque
     """The resident's old number retired and a new one issued (once per change, asked again in
     as many questions as the portal needs); read after its deadline, the number the change was
     given before, if it was (TooLate if not: nothing changes). Nothing is done or told for a
-    resident code that no ticket live by the authority's clock, signed with the registry side's
-    `login_key`, names, nor a second change under one ticket (Declined)."""
+    resident code that no ticket live by the authority's clock (by its age: not the clock's
+    steps), signed with the registry side's `login_key`, names, nor a second change under one
+    ticket (Declined)."""
     change = CODEC.decode(question, ChangeOfNumber)
-    shown = tickets.check(login_key, change.ticket, change.resident_code, authority.now())
+    shown = tickets.check(login_key, change.ticket, change.resident_code, authority.now_since)
     change_id = change.change_id or request_id
     try:
         if not late:

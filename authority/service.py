@@ -14,12 +14,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from authority.check_digit import is_valid, with_check_digit
 from authority.store import AuthorityStore
 from registry.residents import ChangeEvent, ChangeKind
+from renkei.clock import Clock
 
 if TYPE_CHECKING:
     from registry.store import RegistryStore
@@ -55,16 +56,12 @@ def draw_number() -> str:
     return with_check_digit(f"{secrets.randbelow(10 ** 11):011d}")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class NumberingAuthority:
     def __init__(self, store: AuthorityStore, draw: Callable[[], str] = draw_number,
-                 clock: Callable[[], datetime] = _now) -> None:
+                 clock: Clock | None = None) -> None:
         self._store = store
         self._draw = draw
-        self._clock = clock
+        self._clock = clock or Clock()
         self.collisions = 0  # draws that hit a number issued before, and were drawn again
         self.withdrawn = 0  # numbers issued to a changed code before its change was followed
 
@@ -120,9 +117,10 @@ class NumberingAuthority:
                 self._store.record_answer(request_id, new)
         return new
 
-    def now(self) -> datetime:
-        """The time by this authority's clock, which a login ticket's expiry is judged by."""
-        return self._clock()
+    def now_since(self, issued: datetime) -> datetime:
+        """The time now by this authority's clock, as it told the time when it read `issued`: a
+        login ticket's expiry is judged by the time elapsed since its issue, not a clock's step."""
+        return self._clock.since(issued)
 
     def number_given(self, request_id: str, resident_code: str) -> str | None:
         """The number a request for this resident's new number was given; None if it was not
@@ -203,11 +201,13 @@ class NumberingAuthority:
         self.withdrawn += 1
 
     def _use(self, ticket: TicketShown, change_id: str | None) -> None:
-        """Record the ticket used for the change (in a transaction), if it may be."""
+        """Record the ticket used for the change (in a transaction), if it may be; the uses of
+        the tickets expired by each timeline of the clock are forgotten (a step forward, which
+        did not age them, forgets none)."""
         if self._store.ticket_forgotten(ticket.expires_at):
             raise TicketExpired("that login ticket expired: its use is no longer kept")
         if not self._store.use_ticket(ticket.ticket_id, change_id, ticket.expires_at,
-                                      self._clock()):
+                                      self._clock.earliest()):
             raise TicketUsed("that login ticket was used for another change of number")
 
     def _current(self, resident_code: str) -> str:

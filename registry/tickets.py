@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -113,9 +113,11 @@ def identity(found: LoginTicket) -> str:
 
 
 def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
-          now: datetime) -> LoginTicket:
-    """The ticket `shown`, if the login key signed it, it is live `now` and names
-    `resident_code`; else Declined, by reason."""
+          now_since: Callable[[datetime], datetime]) -> LoginTicket:
+    """The ticket `shown`, if the login key signed it, it is live now and names `resident_code`;
+    else Declined, by reason. `now_since(issued)` is the time now as the clock told it when it
+    read the ticket's issue: the ticket is live for LASTS elapsed since, whatever the clock's
+    steps (renkei.clock)."""
     if not shown:
         raise Declined(NO_TICKET)
     try:
@@ -128,7 +130,7 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
         raise Declined(FORGED) from None
     if not verify_signature(public_key, signed, found.signature):
         raise Declined(FORGED)
-    if now >= found.expires_at:
+    if now_since(found.expires_at - LASTS) >= found.expires_at:
         raise Declined(EXPIRED)
     if resident_code not in found.resident_codes:
         raise Declined(NOT_THEIRS)

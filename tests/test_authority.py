@@ -7,6 +7,7 @@ import random
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,6 +40,7 @@ from registry import tickets
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from renkei import sealing
+from renkei.clock import Clock
 from renkei.questions import Declined
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
@@ -174,7 +176,7 @@ def test_a_login_ticket_is_good_for_one_change_after_a_restart_too(tmp_path: Pat
             authority.change_number(resident, "leaked", "change-2", ticket)
         assert authority.change_number(resident, "leaked", "change-1", ticket) == new
         assert authority.number_of(resident) == new and len(store.history(resident)) == 1
-    later = NumberingAuthority(store, clock=lambda: ticket.expires_at)
+    later = NumberingAuthority(store, clock=Clock(lambda: ticket.expires_at))
     later.change_number(resident, "leaked", "change-3", TicketShown("ticket-2", ticket.expires_at
                                                                     + tickets.LASTS))
     with pytest.raises(TicketExpired):
@@ -222,19 +224,19 @@ def test_a_ticket_whose_use_was_forgotten_is_refused_with_the_clock_set_back(
     is refused as expired when that clock is set back (an NTP step, a VM restored) to a time it
     was live, by the authority started again on its store too: it was taken for a live ticket
     never used, and given a second change."""
-    now = datetime.now(UTC)
-    clock, login_key = [now], Signer.generate()
-    authority = NumberingAuthority(store, clock=lambda: clock[0])
+    now, login_key = datetime.now(UTC), Signer.generate()
+    hands = _Hands(now)
+    authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=13)[0]
     authority.assign(resident)
     used = tickets.ticket(login_key, [resident], now)
     _changed_under(authority, login_key, resident, used, "change-1")
-    clock[0] = now + tickets.LASTS + timedelta(seconds=1)  # another login, after it expired
+    hands.passes(tickets.LASTS + timedelta(seconds=1))  # another login, after it expired
     given = _changed_under(authority, login_key, resident,
-                           tickets.ticket(login_key, [resident], clock[0]), "change-2")
-    clock[0] = now  # set back: the first ticket looks live again
+                           tickets.ticket(login_key, [resident], hands.wall), "change-2")
+    hands.steps(now - hands.wall)  # set back: the first ticket looks live again
     reopened = AuthorityStore(tmp_path / "authority.db")
-    for asked in (authority, NumberingAuthority(reopened, clock=lambda: clock[0])):
+    for asked in (authority, NumberingAuthority(reopened, clock=hands.clock())):
         with pytest.raises(Declined) as refused:
             _changed_under(asked, login_key, resident, used, "change-3")
         assert refused.value.reason == tickets.EXPIRED
@@ -242,11 +244,60 @@ def test_a_ticket_whose_use_was_forgotten_is_refused_with_the_clock_set_back(
     assert authority.number_of(resident) == given and len(store.history(resident)) == 2
 
 
+@dataclass
+class _Hands:
+    """The authority's clock in a test: time passing moves the wall clock and the monotonic one
+    alike, a step (NTP, a clock set by hand) the wall clock alone."""
+
+    wall: datetime
+    elapsed: float = 0.0
+
+    def passes(self, time: timedelta) -> None:
+        self.wall += time
+        self.elapsed += time.total_seconds()
+
+    def steps(self, by: timedelta) -> None:
+        self.wall += by
+
+    def clock(self) -> Clock:
+        return Clock(lambda: self.wall, lambda: self.elapsed)
+
+
+def test_a_ticket_is_good_for_its_hour_elapsed_whatever_steps_the_clock_forward(
+        store: AuthorityStore) -> None:
+    """The authority's clock stepped forward (NTP after a suspend, set by hand) past the expiry
+    of tickets of logins before it: those are good for the rest of their hour as it elapses, and
+    a used one's use is kept, not forgotten; a login's after it is good for its own hour alone.
+    They were refused as expired, and their uses forgotten."""
+    now, login_key = datetime.now(UTC), Signer.generate()
+    hands = _Hands(now)
+    authority = NumberingAuthority(store, clock=hands.clock())
+    resident = random_codes(1, seed=15)[0]
+    authority.assign(resident)
+    used = tickets.ticket(login_key, [resident], hands.wall)
+    _changed_under(authority, login_key, resident, used, "change-1")
+    hands.passes(timedelta(minutes=10))
+    unused = tickets.ticket(login_key, [resident], hands.wall)
+    hands.steps(timedelta(hours=2))
+    hands.passes(timedelta(minutes=1))
+    _changed_under(authority, login_key, resident, unused, "change-2")
+    _refused_as_used(authority, login_key, resident, used)
+    after = tickets.ticket(login_key, [resident], hands.wall)
+    hands.passes(tickets.LASTS - timedelta(minutes=11))  # the first logins' hour is not out yet
+    _refused_as_used(authority, login_key, resident, unused)
+    hands.passes(timedelta(minutes=11))
+    for shown in (used, unused, after):
+        with pytest.raises(Declined) as refused:
+            _changed_under(authority, login_key, resident, shown, str(uuid.uuid4()))
+        assert refused.value.reason == tickets.EXPIRED
+    assert len(store.history(resident)) == 2
+
+
 def test_a_ticket_is_refused_as_expired_by_the_authoritys_clock(store: AuthorityStore) -> None:
     """A ticket shown once the authority's clock says it expired is refused as expired, the
     number unchanged: its expiry was judged by the real clock, whatever clock the authority had."""
     now, login_key = datetime.now(UTC), Signer.generate()
-    authority = NumberingAuthority(store, clock=lambda: now + tickets.LASTS)
+    authority = NumberingAuthority(store, clock=Clock(lambda: now + tickets.LASTS))
     resident = random_codes(1, seed=14)[0]
     number = authority.assign(resident)
     with pytest.raises(Declined) as refused:
@@ -278,7 +329,7 @@ def test_a_ticket_from_before_tickets_had_a_nonce_is_good_for_one_change_still(
                                                    "expires_at": new.expires_at,
                                                    "signature": new.signature}, version=1)
     with pytest.raises(Declined) as forged:
-        tickets.check(login_key.public_key, stripped, resident, datetime.now(UTC))
+        tickets.check(login_key.public_key, stripped, resident, lambda _: datetime.now(UTC))
     assert forged.value.reason == tickets.FORGED
 
 
@@ -295,7 +346,8 @@ def test_a_ticket_no_login_key_could_sign_is_forged(oversized: str) -> None:
         login_key.sign(b"anything"),
         bytes(65_536 if oversized == "nonce" else tickets.NONCE_BYTES))
     with pytest.raises(Declined) as forged:
-        tickets.check(login_key.public_key, CODEC.encode(shown), resident, datetime.now(UTC))
+        tickets.check(login_key.public_key, CODEC.encode(shown), resident,
+                      lambda _: datetime.now(UTC))
     assert forged.value.reason == tickets.FORGED
 
 

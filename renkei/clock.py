@@ -1,0 +1,85 @@
+"""The wall clock read against the monotonic one, so that a step of it (NTP after a suspend, a
+clock set by hand) is told from time elapsing.
+
+Each reading notes how far the wall clock is from the monotonic one; a change of more than STEP
+since the last reading starts a new timeline. `since(read)` is the time now as the wall clock
+that read `read` would tell it had it not stepped since: `read` plus the time elapsed after it (a
+login ticket's age judged by it is its age, whatever the clock did meanwhile). Which timeline read
+a time is known only as finely as the readings fall: a time either of two could have read is
+taken for the one that makes it older. `earliest()` is the time now on the timeline furthest
+behind of those seen: what has expired by it has by each. The timelines are this process's own
+(the last MOST of them); started again, it begins from the wall clock as it is then.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+STEP = 1.0  # seconds the wall clock may drift from the monotonic one between readings unstepped
+MOST = 64  # timelines kept: past it the oldest goes
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Timeline:
+    """Readings between two steps: the wall clock's offset from the monotonic one, and the
+    monotonic time of its first and last reading (seconds)."""
+
+    offset: float
+    first: float
+    last: float
+
+
+class Clock:
+    def __init__(self, wall: Callable[[], datetime] = _now,
+                 elapsed: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._elapsed = wall, elapsed
+        self._timelines: list[_Timeline] = []
+
+    def __call__(self) -> datetime:
+        """The wall clock's time now."""
+        wall, _ = self._read()
+        return wall
+
+    def since(self, read: datetime) -> datetime:
+        """The time now as the wall clock that read `read` would tell it, had it not stepped."""
+        _, elapsed = self._read()
+        at = read.timestamp()
+        readers = [timeline.offset for i, timeline in enumerate(self._timelines)
+                   if self._began(i) <= at - timeline.offset <= self._ended(i)]
+        return _at(elapsed + max(readers, default=self._timelines[-1].offset))
+
+    def earliest(self) -> datetime:
+        """The time now on the timeline furthest behind of those seen."""
+        _, elapsed = self._read()
+        return _at(elapsed + min(timeline.offset for timeline in self._timelines))
+
+    def _read(self) -> tuple[datetime, float]:
+        """The wall clock and the monotonic one, read now; a step starts a new timeline."""
+        wall, elapsed = self._wall(), self._elapsed()
+        offset = wall.timestamp() - elapsed
+        if self._timelines and abs(offset - self._timelines[-1].offset) <= STEP:
+            self._timelines[-1].last = elapsed
+        else:
+            self._timelines = [*self._timelines[-(MOST - 1):],
+                               _Timeline(offset, elapsed, elapsed)]
+        return wall, elapsed
+
+    def _began(self, i: int) -> float:
+        """The earliest monotonic time the timeline could have begun (the first: ever)."""
+        return self._timelines[i - 1].last if i else -math.inf
+
+    def _ended(self, i: int) -> float:
+        """The latest monotonic time the timeline could have ended (the last: not yet)."""
+        return self._timelines[i + 1].first if i + 1 < len(self._timelines) else math.inf
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

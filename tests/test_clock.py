@@ -1,0 +1,67 @@
+"""The wall clock read against the monotonic one: steps told from time elapsing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from renkei.clock import MOST, Clock
+
+T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+
+
+class _Hands:
+    """A wall clock and a monotonic one a test moves: time passing both, a step the wall's."""
+
+    def __init__(self) -> None:
+        self.wall, self.elapsed = T0, 0.0
+        self.clock = Clock(lambda: self.wall, lambda: self.elapsed)
+
+    def passes(self, minutes: int) -> None:
+        self.wall += timedelta(minutes=minutes)
+        self.elapsed += minutes * 60.0
+        self.clock()
+
+    def steps(self, minutes: int) -> None:
+        self.wall += timedelta(minutes=minutes)
+        self.clock()
+
+
+def test_a_time_read_before_a_step_back_is_as_old_as_the_time_elapsed_since() -> None:
+    """Set back an hour after ten minutes, the clock tells T0 (and a time either timeline could
+    have read, taken for the older's) ten minutes ago, not fifty minutes ahead; the earliest time
+    now is the wall clock's."""
+    hands = _Hands()
+    hands.clock()
+    hands.passes(10)
+    hands.steps(-60)
+    assert hands.clock() == T0 - timedelta(minutes=50)
+    for read in (T0, T0 - timedelta(minutes=30)):
+        assert hands.clock.since(read) == T0 + timedelta(minutes=10)
+    assert hands.clock.earliest() == T0 - timedelta(minutes=50)
+
+
+def test_a_time_read_before_a_step_forward_is_as_old_as_the_time_elapsed_since() -> None:
+    """Set forward two hours after ten minutes, the clock tells T0 ten minutes ago and a time read
+    after the step by the wall clock; one no timeline read (in the step) by the wall clock; the
+    earliest time now is the one before the step."""
+    hands = _Hands()
+    hands.clock()
+    hands.passes(10)
+    hands.steps(120)
+    hands.passes(1)
+    now = T0 + timedelta(minutes=131)
+    assert hands.clock.since(T0) == T0 + timedelta(minutes=11)
+    assert hands.clock.since(now - timedelta(minutes=1)) == now
+    assert hands.clock.since(T0 + timedelta(minutes=60)) == now
+    assert hands.clock.earliest() == T0 + timedelta(minutes=11)
+
+
+def test_the_clock_keeps_its_latest_timelines() -> None:
+    """Past MOST steps the oldest timeline goes: a time it read is judged by the oldest kept."""
+    hands = _Hands()
+    hands.clock()
+    for _ in range(MOST):
+        hands.passes(1)
+        hands.steps(-2)
+    assert hands.clock.since(T0) == hands.clock.since(T0 - timedelta(days=1))
+    assert hands.clock.since(T0) < T0 + timedelta(minutes=MOST)
