@@ -6,7 +6,9 @@ number never reissued); `conversion` is the code-conversion table, resident code
 number each request for a new one was given (a request read twice is given the same);
 `tickets_used` the change each live login ticket was used for (a ticket is good for one), and
 `tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket expiring no later
-is refused, whatever the clock says then (set back, it would make a dropped ticket live again).
+is refused, whatever the clock says then (set back, it would make a dropped ticket live again). A
+store from before that mark is given it when opened: the latest change of number, at which each
+use it forgot was of a ticket expired.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from renkei import sqlite
 from renkei.state import private_dir
 
 PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"  # a commit need not fsync
+HAS_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS numbers (
     number TEXT PRIMARY KEY,
@@ -97,7 +100,10 @@ class AuthorityStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite.opened(path)
+        unmarked = self._db.execute(HAS_TABLE, ("tickets_forgotten",)).fetchone() is None
         self._db.executescript(PRAGMAS + SCHEMA)
+        if unmarked:
+            self._mark_forgotten_unmarked()
 
     def close(self) -> None:
         self._db.close()
@@ -175,14 +181,26 @@ class AuthorityStore:
             "SELECT MAX(expires_at) FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
             (millis(now), ticket)).fetchone()[0]
         if forgotten is not None:
-            self._db.execute("INSERT INTO tickets_forgotten VALUES (0, ?) ON CONFLICT (id) "
-                             "DO UPDATE SET through = MAX(through, excluded.through)",
-                             (forgotten,))
+            self._forgotten_through(forgotten)
             self._db.execute("DELETE FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
                              (millis(now), ticket))
         cursor = self._db.execute("INSERT OR IGNORE INTO tickets_used VALUES (?, ?, ?)",
                                   (ticket, change_id, millis(expires_at)))
         return cursor.rowcount == 1
+
+    def _forgotten_through(self, expires_at: int) -> None:
+        """Keep the latest expiry (milliseconds) of a ticket whose use was dropped."""
+        self._db.execute("INSERT INTO tickets_forgotten VALUES (0, ?) ON CONFLICT (id) "
+                         "DO UPDATE SET through = MAX(through, excluded.through)", (expires_at,))
+
+    def _mark_forgotten_unmarked(self) -> None:
+        """Mark a store from before tickets_forgotten: a use was forgotten only by a change of
+        number, of a ticket expired by then, so none expired after the latest change."""
+        changed = [datetime.fromisoformat(at) for (at,) in self._db.execute(
+            "SELECT at FROM history WHERE kind = 'number-changed'")]
+        if changed:
+            with self._db:
+                self._forgotten_through(millis(max(changed)))
 
     def ticket_forgotten(self, expires_at: datetime) -> bool:
         """Whether a ticket expiring then may have had its use forgotten (it is no longer kept)."""

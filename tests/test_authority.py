@@ -293,6 +293,35 @@ def test_a_ticket_is_good_for_its_hour_elapsed_whatever_steps_the_clock_forward(
     assert len(store.history(resident)) == 2
 
 
+def test_a_store_from_before_forgotten_uses_were_marked_refuses_their_tickets_as_expired(
+        tmp_path: Path) -> None:
+    """A store whose uses of expired tickets were dropped before it kept the latest expiry it
+    forgot (tickets_forgotten), opened now, refuses those tickets as expired with the clock set
+    back: it had no mark, and gave them a second change."""
+    path, now, login_key = tmp_path / "authority.db", datetime.now(UTC), Signer.generate()
+    hands, store = _Hands(now), AuthorityStore(path)
+    authority = NumberingAuthority(store, clock=hands.clock())
+    resident = random_codes(1, seed=16)[0]
+    authority.assign(resident)
+    used = tickets.ticket(login_key, [resident], now)
+    _changed_under(authority, login_key, resident, used, "change-1")
+    hands.passes(tickets.LASTS + timedelta(seconds=1))
+    given = _changed_under(authority, login_key, resident,
+                           tickets.ticket(login_key, [resident], hands.wall), "change-2")
+    store.close()
+    old = sqlite3.connect(path)  # as a store was left before the mark was kept
+    old.execute("DROP TABLE tickets_forgotten")
+    old.close()
+    hands.steps(now - hands.wall)
+    reopened = AuthorityStore(path)
+    with pytest.raises(Declined) as refused:
+        _changed_under(NumberingAuthority(reopened, clock=hands.clock()), login_key, resident,
+                       used, "change-3")
+    assert refused.value.reason == tickets.EXPIRED
+    assert reopened.number_of(resident) == given and len(reopened.history(resident)) == 2
+    reopened.close()
+
+
 def test_a_ticket_is_refused_as_expired_by_the_authoritys_clock(store: AuthorityStore) -> None:
     """A ticket shown once the authority's clock says it expired is refused as expired, the
     number unchanged: its expiry was judged by the real clock, whatever clock the authority had."""
