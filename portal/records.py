@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from audit.events import AccessLogEvent
 from audit.heads import NoKey, SignedHead, consistent, includes, verify_head
@@ -26,7 +26,7 @@ from audit.store import (
     as_signed,
     cursor_of,
 )
-from renkei.tasks import OneThread
+from renkei.tasks import OneThread, retrieved
 
 HEADS_SHOWN = 50
 HISTORY_PAGE = 50  # the entries a page of a resident's history shows
@@ -86,12 +86,18 @@ class _Pool:
 
     async def run(self, read: Callable[[AuditStore], T]) -> T:
         """`read` done on a connection no other read is using; Unavailable if it cannot be
-        opened."""
+        opened. Cancelled, the read goes on on its thread: the connection is free once it is
+        done there, not before."""
         opened = await self._free.get()
-        try:
-            return await opened.run(read)
-        finally:
-            self._free.put_nowait(opened)
+        reading = asyncio.ensure_future(opened.run(read))
+        reading.add_done_callback(partial(self._freed, opened))
+        return await asyncio.shield(reading)
+
+    def _freed(self, opened: _Opened, reading: asyncio.Future[Any]) -> None:
+        """`opened` free again, its read done (what it ended with taken, as no one may await
+        it)."""
+        retrieved(reading)
+        self._free.put_nowait(opened)
 
     async def close(self) -> None:
         """Close every connection opened, once the reads asked before are done."""

@@ -94,15 +94,21 @@ class Held(AuditStore):
         return super().query(where, limit=limit, after=after, prove=prove, newest=newest)
 
 
+def held(tmp_path: Path, hold: Hold) -> Records:
+    """Records of a store of four entries, ME's and SOMEONE's in turn, whose connections hold a
+    read of ME's entries as `hold` says."""
+    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
+    with AuditStore(db, Signer.load_or_create(key)) as writer:
+        writer.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(4))
+    return Records(lambda: Held(db, key, hold))
+
+
 async def test_a_persons_history_is_read_while_anothers_long_one_is(tmp_path: Path) -> None:
     """A resident's history read while another's is still being read (a long history, or a
     busy store) is read on a connection of its own, and is shown meanwhile: it waited for the
     other (every read on one thread, in turn). Read one after another, they use one."""
-    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
-    with AuditStore(db, Signer.load_or_create(key)) as writer:
-        writer.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(4))
     hold = Hold()
-    records = Records(lambda: Held(db, key, hold))
+    records = held(tmp_path, hold)
     long = asyncio.create_task(records.of_person([ME]))
     try:
         assert await asyncio.to_thread(hold.holding.wait, 30)
@@ -116,6 +122,32 @@ async def test_a_persons_history_is_read_while_anothers_long_one_is(tmp_path: Pa
     assert [c.entry.serial for c in (await records.of_person([SOMEONE]))[0]] == [3, 1]
     assert hold.opened == 2, "one after another, on a connection already open"
     await records.close()
+
+
+async def test_a_read_cancelled_holds_its_connection_until_its_thread_is_done(
+        tmp_path: Path) -> None:
+    """A page's read cancelled (its resident gone) goes on on its thread: the next read is done
+    on another connection meanwhile, and the closing waits for it. Its connection was free at
+    once: the next read took it, and waited behind it on its thread."""
+    hold = Hold()
+    records = held(tmp_path, hold)
+    long = asyncio.create_task(records.of_person([ME]))
+    try:
+        assert await asyncio.to_thread(hold.holding.wait, 30)
+        long.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long
+        short = asyncio.create_task(records.of_person([SOMEONE]))
+        done, _ = await asyncio.wait({short}, timeout=10)
+        assert short in done, "read while the cancelled one is held"
+        assert hold.opened == 2, "on a connection of its own"
+        closing = asyncio.create_task(records.close())
+        await asyncio.sleep(0.2)
+        assert not closing.done(), "the cancelled read's connection is closed once it is done"
+    finally:
+        hold.free.set()
+    assert [c.entry.serial for c in (await short)[0]] == [3, 1]
+    await asyncio.wait_for(closing, 10)
 
 
 class Busy(AuditStore):
