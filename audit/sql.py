@@ -53,6 +53,7 @@ class Dialect:
     begin_read: str
     has_table: str  # a row when the table its one parameter names is in the store's schema
     session: tuple[str, ...]
+    cache_size: str | None  # bounds a connection's page cache to {kib} KiB (None: the server's)
     writer_session: tuple[str, ...]  # the writer's: a read-only connection cannot set them
     closing: tuple[str, ...]  # upkeep on close, skipped if it meets `busy`: done next time
     duplicate: type[Exception]
@@ -64,7 +65,8 @@ SQLITE = Dialect(
     begin_write=("BEGIN IMMEDIATE",), begin_read="BEGIN",
     has_table="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
     session=("PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000",
-             "PRAGMA cache_size=-262144", "PRAGMA temp_store=MEMORY"),
+             "PRAGMA temp_store=MEMORY"),
+    cache_size="PRAGMA cache_size=-{kib}",
     writer_session=("PRAGMA journal_mode=WAL",),
     closing=("PRAGMA optimize",), duplicate=sqlite3.IntegrityError,
     busy=sqlite3.OperationalError)
@@ -141,7 +143,7 @@ def _postgresql(url: str, read_only: bool) -> tuple[Connection, Dialect]:
         begin_read="BEGIN ISOLATION LEVEL REPEATABLE READ",
         has_table="SELECT 1 FROM information_schema.tables "
                   "WHERE table_schema = current_schema() AND table_name = ?",
-        session=(), writer_session=(), closing=(),
+        session=(), cache_size=None, writer_session=(), closing=(),
         duplicate=psycopg.IntegrityError, busy=psycopg.errors.SerializationFailure)
     try:
         raw = psycopg.connect(url, autocommit=True)

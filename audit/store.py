@@ -36,6 +36,7 @@ from renkei.state import private_dir
 
 RETENTION_YEARS = 7
 HEAD_EVERY = 10_000
+CACHE_KIB = 256 * 1024  # a connection's SQLite page cache, at most (it grows as pages are read)
 MAX_PAGE = 1000
 LEVEL_SHIFT = 56
 PURGE_CONTEXT = b"renkei audit purge v1\x00"
@@ -301,11 +302,13 @@ class AuditStore:
     whose tables are not made yet is NoStore."""
 
     def __init__(self, url: str | Path, signer: Signer, *, head_every: int = HEAD_EVERY,
-                 clock: Callable[[], datetime] = _now) -> None:
+                 clock: Callable[[], datetime] = _now, cache_kib: int = CACHE_KIB) -> None:
         self.signer, self.head_every, self.clock = signer, head_every, clock
         self._db, self._dialect = connect(url, read_only=not signer.signs)
         for statement in self._dialect.session:
             self._db.execute(statement)
+        if self._dialect.cache_size is not None:
+            self._db.execute(self._dialect.cache_size.format(kib=cache_kib))
         if signer.signs:
             for statement in self._dialect.writer_session:
                 self._db.execute(statement)

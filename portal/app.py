@@ -15,7 +15,7 @@ from cards.login import Verifier
 from portal import counter, login, oversight, resident
 from portal.context import PLATFORM, Platform
 from portal.kafka import Platform as KafkaSide
-from portal.records import Records, Unavailable
+from portal.records import CONNECTION_CACHE_KIB, Records, Unavailable
 from portal.sessions import Sessions
 from portal.web import (
     SESSIONS,
@@ -80,8 +80,9 @@ def build(site: Site, session_store: Sessions) -> web.Application:
 
 def _audit_store() -> AuditStore:
     """The audit store, read-only: its heads checked with the head key's public half alone
-    (NoKey where there is none): the portal signs none, and cannot read the key that does."""
-    return AuditStore(audit_path(), Signer.public())
+    (NoKey where there is none): the portal signs none, and cannot read the key that does; its
+    page cache the connection's share of the portal's."""
+    return AuditStore(audit_path(), Signer.public(), cache_kib=CONNECTION_CACHE_KIB)
 
 
 async def _platform(app: web.Application) -> AsyncIterator[None]:

@@ -31,6 +31,8 @@ from renkei.tasks import OneThread, retrieved
 HEADS_SHOWN = 50
 HISTORY_PAGE = 50  # the entries a page of a resident's history shows
 READERS = 4  # the store's connections the pages read on side by side
+CACHE_MIB = 64  # the SQLite page cache of the portal's connections to the store, together
+CONNECTION_CACHE_KIB = CACHE_MIB * 1024 // (READERS + 1)  # each one's: READERS and the check's
 
 log = logging.getLogger(__name__)
 

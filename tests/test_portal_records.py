@@ -18,7 +18,10 @@ from audit import heads, merkle
 from audit.events import millis
 from audit.heads import Signer, TreeHead, includes, verify_signature
 from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query
-from portal.records import HISTORY_PAGE, Records
+from audit.store import default_path as audit_path
+from portal import app as portal_app
+from portal.records import CACHE_MIB, HISTORY_PAGE, READERS, Records
+from renkei.state import state_folder
 from tests.test_audit_store import HOLDERS, PERSONS, event, item, tamper, truncate
 
 ME, SOMEONE, OTHER = PERSONS
@@ -317,3 +320,13 @@ async def test_closed_the_records_close_the_store_and_the_checks_own(tmp_path: P
     for closed in (store, checks):
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             closed.size()
+
+
+def test_the_portals_connections_to_the_store_cache_its_budget_together(tmp_path: Path) -> None:
+    """Each of the portal's connections to the audit store (READERS, and the integrity
+    check's) caches its share of CACHE_MIB: each cached up to 256 MiB, 1.25 GiB together."""
+    with state_folder(tmp_path / "state"):
+        AuditStore(audit_path(), Signer.load_or_create()).close()
+        with portal_app._audit_store() as reader:
+            kib = -reader._db.execute("PRAGMA cache_size").fetchone()[0]
+    assert 0 < (READERS + 1) * kib <= CACHE_MIB * 1024
