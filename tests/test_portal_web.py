@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,12 +33,12 @@ from portal import app as portal_app
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.inbox import Inbox
-from portal.records import HISTORY_PAGE, Records
+from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
 from schemas.messages import TIMED_OUT, Alert, CardLogin
-from tests.loop_helpers import locked, ticking
+from tests.loop_helpers import locked
 from tests.test_audit_store import HOLDERS, event, item
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -145,15 +147,24 @@ async def town(state_dir: Path, tmp_path: Path) -> AsyncIterator[Town]:
 
 @pytest_asyncio.fixture()
 async def client(town: Town, tmp_path: Path) -> AsyncIterator[Client]:
+    """The portal's app, the audit consumer's store beside it (`Fakes.store`) read on
+    connections of the app's own, read-only, as `renkei portal` reads it."""
     app = portal_app.build(Site(ORIGIN, "http://127.0.0.1:8765"), Sessions())
     app.cleanup_ctx.clear()
-    store = AuditStore(tmp_path / "audit.db", Signer.generate())
+    path, signer = tmp_path / "audit.db", Signer.generate()
+    store = AuditStore(path, signer)
     store.append(*item(event(7, person=town.resident.id_codes[0])))
-    app[PLATFORM] = cast(Platform, Fakes(Records(lambda: store), Verifier(), town.kafka,
+
+    def reader() -> AuditStore:
+        return AuditStore(path, Signer(signer.public_key), cache_kib=CONNECTION_CACHE_KIB)
+
+    records = Records(reader, checks=reader)
+    app[PLATFORM] = cast(Platform, Fakes(records, Verifier(), town.kafka,
                                          {town.resident.serial: town.resident},
                                          store=store))
     async with TestClient(TestServer(app)) as opened:
         yield opened
+    await records.close()
     store.close()
 
 
@@ -561,22 +572,19 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
     assert await ask(["one"]) == 400
 
 
-async def test_a_locked_audit_store_holds_up_no_other_page_and_the_history_is_as_ever(
+async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_ever(
         client: Client, town: Town, tmp_path: Path) -> None:
-    """Another connection holding the audit store's write lock for a second (the consumer's
-    batch; the store waits up to its 30 s busy timeout): the resident's history waits for it,
-    the event loop (other pages, the readers of the answers topics) goes on meanwhile, and the
-    history is the page it is with the store free. It was read on the event loop: all stood."""
+    """Another connection holding the audit store's write lock (the consumer's batch): the
+    resident's history is read meanwhile, on the portal's read-only connections to the
+    write-ahead logged store, the page it is with the store free. The test's portal read on the
+    consumer's own connection, whose proofs sign heads: it waited for the lock."""
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
     free_page = await (await client.get("/history")).text()
-    with locked(tmp_path / "audit.db", "BEGIN IMMEDIATE"):
-        async with ticking() as ticker:
-            history = asyncio.create_task(client.get("/history"))
-            await asyncio.sleep(0.2)  # asked, it waits for the store
-            number = await client.get("/number")
-            assert number.status == 200 and not history.done(), "served while the store is locked"
-            answer = await history
-            ticker.went_on(0.9)
+    with locked(tmp_path / "audit.db", "BEGIN IMMEDIATE", seconds=2):
+        answer = await client.get("/history")
+        with closing(sqlite3.connect(tmp_path / "audit.db", timeout=0)) as other, \
+                pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")  # still held: read while it was
     assert answer.status == 200 and await answer.text() == free_page
 
 
@@ -673,3 +681,18 @@ async def test_a_visitors_whole_history_is_printed_while_other_pages_are_served(
     shown = [int(n) for n in re.findall(r'data-request="req-(\d+)"', await printed.text())]
     assert printed.status == 200 and shown == newest
     assert town.kafka.written[-1] == ("COUNTER_PRINTED", town.resident.id_codes[0])
+
+
+async def test_a_long_history_read_by_several_pages_at_once_is_shown_to_each(
+        client: Client, town: Town) -> None:
+    """Pages reading the audit store side by side (the portal's readers, each on a connection
+    of its own) each show the history as it is read alone: the readers shared one connection,
+    one's transaction begun inside another's, and pages failed."""
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    assert store is not None
+    store.append_many(item(event(n, person=town.resident.id_codes[0]))
+                      for n in range(8, 8 + 2 * HISTORY_PAGE))
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    alone = await (await client.get("/history")).text()
+    pages = await asyncio.gather(*(client.get("/history") for _ in range(32)))
+    assert [(page.status, await page.text() == alone) for page in pages] == [(200, True)] * 32
