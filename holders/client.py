@@ -213,7 +213,7 @@ class HolderClient:
     def _made(self, keyed: Keyed | None) -> str | None:
         """The id of the request made under this idempotency key already (None: none); as it
         stands: NotSentYet while the broker does not have it, KeyReused if made with another
-        body."""
+        body. Asked once the caller is authorized: the id is not for one who may not act."""
         if keyed is None or (made := self.store.made(keyed.key)) is None:
             return None
         if made.fingerprint != keyed.fingerprint:
@@ -227,10 +227,10 @@ class HolderClient:
                    by_number: bool = False, keyed: Keyed | None = None) -> str:
         """Ask for this record's link code (step ①–④ of binding); returns the request id (the
         one made already under the idempotency key `keyed`, if any)."""
-        if made := self._made(keyed):
-            return made
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, BINDING)
+        if made := self._made(keyed):
+            return made
         found = self.store.record(own_number)
         if found is None:
             raise LookupError(f"no record {own_number!r}")
@@ -257,10 +257,10 @@ class HolderClient:
                       keyed: Keyed | None = None) -> str:
         """Step ①: ask `provider` for this person's `data_type` under `pattern_id`; returns the
         request id (the one made already under the idempotency key `keyed`, if any)."""
-        if made := self._made(keyed):
-            return made
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, purpose)
+        if made := self._made(keyed):
+            return made
         link_code = await self._current_code(own_number)
         if link_code is None:
             raise NotBound(f"record {own_number!r} is not bound to a link code")

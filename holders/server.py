@@ -9,8 +9,8 @@ may carry an `Idempotency-Key` header (any text up to KEY_CHARS characters, e.g.
 draft "The Idempotency-Key HTTP Header Field"): the key is stored with the request it makes, in
 the same transaction, for as long as the request is kept (for good). The same key again, as
 after a dropped connection, answers the request made then (its id; `sent` as it stands) and
-makes none; the same key with another body is 422, and while the first call is still being
-made 409."""
+makes none, once the caller is found to be staff who may act (else 403, as any call); the
+same key with another body is 422, and while the first call is still being made 409."""
 
 from __future__ import annotations
 

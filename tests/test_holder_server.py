@@ -18,9 +18,9 @@ from aiohttp import web
 
 import holders.server
 from broker import credentials
-from holders.client import LINKAGE, HolderClient
+from holders.client import BINDING, LINKAGE, HolderClient
 from holders.server import _serve_http, address_file, recorded
-from holders.store import HolderStore
+from holders.store import HolderStore, Keyed
 from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
@@ -132,6 +132,32 @@ async def test_staff_tied_to_a_terminal_are_refused_on_another_one(tmp_path: Pat
                                         f"'staff-7' on 'term-2' may not act for {HOLDER}"})
     assert statuses["term-1"][0] == 404  # authorized: the record is what it lacks
     assert refused == ["term-2"]
+
+
+@pytest.mark.parametrize(("operator", "terminal"), [("nobody", "term-1"),
+                                                    ("staff-7", "term-2")])
+async def test_an_idempotency_key_answers_no_one_who_may_not_act(
+        tmp_path: Path, operator: str, terminal: str) -> None:
+    """A key a request was made under, given by a caller who may not act: refused (403, logged)
+    before the key is looked up, the request's id not told."""
+    async with _serving(tmp_path, _Authorizing) as url:
+        store = HolderStore(tmp_path / "holder.db")
+        for registered in ("term-1", "term-2"):
+            store.add_terminal(registered)
+        store.add_staff("staff-7", "担当職員", ["term-1"])
+        made = store.open_request("r-made", BINDING, "H-1", "staff-7", "term-1",
+                                  keyed=Keyed("key-1", "fingerprint of the first body"))
+        token = str(read_json(address_file(HOLDER))["token"])
+        body = {"own_number": "H-1", "operator": operator, "terminal": terminal}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+                http.post(url + "/bindings", json=body,
+                          headers={"Idempotency-Key": "key-1"}) as response:
+            status, answer = response.status, await response.text()
+        refused = [e.operator for e in store.access_log() if e.outcome.startswith("REFUSED")]
+        store.close()
+    assert status == 403, answer
+    assert made.request_id not in answer
+    assert refused == [operator]
 
 
 @pytest.mark.parametrize(("holder", "error"), [
