@@ -22,7 +22,7 @@ from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
 from renkei import sealing
 from renkei.envelope import send
-from renkei.holder_logs import opened
+from renkei.holder_logs import opened, unsent
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
@@ -34,12 +34,14 @@ MAX_REQUESTS = 500  # request ids per oversight request: asked in parts as their
 class HolderLogs:
     """What the holders answered to one oversight request, asked as `request_ids` (the first
     for all of it, then halves of a part a holder found too large to answer in one message);
-    `missing` did not answer in time; `too_large`, by holder, the requests whose entries would
-    not fit in a message even asked alone (their entries not in `answers`)."""
+    `missing` did not answer in time; `not_sealed` answered without its entries, having no key
+    of the oversight body's to seal them to; `too_large`, by holder, the requests whose entries
+    would not fit in a message even asked alone (their entries not in `answers`)."""
 
     request_ids: list[str] = field(default_factory=list)
     answers: dict[str, tuple[HolderLogEntry, ...]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    not_sealed: list[str] = field(default_factory=list)
     too_large: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -63,18 +65,22 @@ class _Asking:
         await deliver(self.producer, [send(topics.OVERSIGHT_OUT, part.request_id, part)])
 
     async def take(self, value: bytes | None, key: X25519PrivateKey) -> None:
-        """An answer to a part: its entries kept; too large, its halves asked of that holder."""
+        """An answer to a part: its entries kept; too large, its halves asked of that holder;
+        not sealed, the holder noted so."""
         try:
             answer = CODEC.decode(value or b"", HolderLogAnswer)
             asked = self.awaited.get((answer.request_id, answer.holder))
             if asked is None:
                 return
-            entries = () if answer.too_large else opened(key, answer)
+            why = unsent(answer)
+            entries = () if why else opened(key, answer)
         except (SchemaError, sealing.CannotOpen):
             return
         del self.awaited[answer.request_id, answer.holder]
         self.entries.setdefault(answer.holder, []).extend(entries)
-        if answer.too_large and len(asked) == 1:
+        if why == "not_sealed" and answer.holder not in self.result.not_sealed:
+            self.result.not_sealed.append(answer.holder)
+        elif answer.too_large and len(asked) == 1:
             self.result.too_large.setdefault(answer.holder, []).extend(asked)
         elif answer.too_large:
             half = len(asked) // 2
@@ -110,13 +116,14 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_
 
 def _gathered(asking: _Asking, holders: Sequence[str], request_ids: Sequence[str]
               ) -> HolderLogs:
-    """The result: each holder that answered every part, its entries in the order asked."""
+    """The result: each holder that answered every part with its entries sealed, its entries
+    in the order asked."""
     result, order = asking.result, {r: n for n, r in enumerate(request_ids)}
     unanswered = {holder for _, holder in asking.awaited}
     result.missing = [h for h in holders if h in unanswered]
     result.answers = {h: tuple(sorted(asking.entries.get(h, ()),
                                       key=lambda e: order.get(e.request_id, len(order))))
-                      for h in holders if h not in unanswered}
+                      for h in holders if h not in unanswered and h not in result.not_sealed}
     return result
 
 

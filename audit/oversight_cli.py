@@ -15,6 +15,8 @@ from audit.cli import query
 from audit.detector import RULES
 from renkei.options import POSITIVE, stated
 
+NOT_SEALED = "could not seal to the oversight body"  # as the console says it (unsent_not_sealed)
+
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False,
@@ -42,18 +44,26 @@ def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: s
     """Ask holders over Kafka for their access-log entries (⑦–⑫) of given requests.
 
     Asks again for halves of the requests a holder found too many to answer in one message;
-    exits 1 if a holder did not answer in time, or a request's entries are too large to send.
+    exits 1 if a holder did not answer in time, could not seal its entries to the oversight
+    body, or a request's entries are too large to send.
     """
     try:
         found = asyncio.run(oversight.holder_logs(holders, request_ids, basis, within))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    _echo_json({"request_ids": found.request_ids, "missing": found.missing,
-                "too_large": found.too_large,
-                "answers": {holder: [asdict(e) for e in entries]
-                            for holder, entries in found.answers.items()}})
-    if found.missing or found.too_large:
+    _echo_json(_shown(found))
+    if found.missing or found.not_sealed or found.too_large:
         raise SystemExit(1)
+
+
+def _shown(found: oversight.HolderLogs) -> dict[str, Any]:
+    """What the holders answered, as JSON; a holder that sent no entries says why, in the
+    oversight console's words."""
+    return {"request_ids": found.request_ids, "missing": found.missing,
+            "not_sealed": {holder: NOT_SEALED for holder in found.not_sealed},
+            "too_large": found.too_large,
+            "answers": {holder: [asdict(e) for e in entries]
+                        for holder, entries in found.answers.items()}}
 
 
 @oversight_cli.command()

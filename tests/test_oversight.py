@@ -9,15 +9,18 @@ import time
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+import audit.oversight
 from audit.heads import SignedHead
 from audit.merkle import verify_inclusion
-from audit.oversight import holder_logs
+from audit.oversight import _Asking, _gathered, holder_logs
+from audit.oversight_cli import _shown
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from holders.client import HolderClient
@@ -132,6 +135,20 @@ async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_f
         w=words("en"), shown=s, full=True, name=str) for s in shown.values())
     assert "too large: ask for fewer entries" in page
     assert "could not seal to the oversight body" in page
+
+
+async def test_the_cli_shows_a_holder_with_no_key_to_seal_to_why_not_missing() -> None:
+    """A holder that answered with no entries, having no key of the oversight body's to seal
+    them to, was waited for and shown `missing`; it is shown as the console says it."""
+    asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs())
+    asking.awaited = {("part-1", "keyless-holder"): ("r-1",), ("part-1", "nenkin"): ("r-1",)}
+    await asking.take(CODEC.encode(HolderLogAnswer("part-1", "keyless-holder",
+                                                   datetime.now(UTC), (), None)),
+                      X25519PrivateKey.generate())
+    shown = _shown(_gathered(asking, ["keyless-holder", "nenkin"], ["r-1"]))
+    assert (shown["missing"], shown["not_sealed"], shown["answers"]) == (
+        ["nenkin"], {"keyless-holder": "could not seal to the oversight body"}, {})
+    assert words("en")["unsent_not_sealed"] == shown["not_sealed"]["keyless-holder"]
 
 
 async def _answered(console: HolderLogs, count: int) -> list[Shown]:
