@@ -21,7 +21,6 @@ from processors.keys_cli import unit_name
 from renkei import personal_input
 from renkei.options import PORT, stated
 from renkei.personal_input import Field, OnStdin
-from schemas.messages import HolderEntry
 
 T = TypeVar("T")
 STAFF_NAME = Field("name", "the staff member's name")
@@ -53,7 +52,8 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
         provision.add_holder(provision.reached_admin(), holder, provision.Report())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    before, entry, roles = asyncio.run(_registered(holder, name, role, unit, private, move_unit))
+    before, entry, roles = asyncio.run(directory.registration(holder, name, role, unit, private,
+                                                              move_unit))
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
                f"at key epoch {entry.key_epoch}"
                + (", private (consent needed)" if entry.private else ""))
@@ -65,16 +65,6 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
         changed = directory.changes(before, entry)
         click.echo("changed from its previous entry: " + ", ".join(changed) if changed
                    else "unchanged from its previous entry")
-
-
-async def _registered(holder: str, name: str, role: str, unit: str | None, private: bool | None,
-                      move_unit: bool) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
-    """The holder's directory entry before, the one published now, and the roles the legal
-    pattern list names, read and written in one run of the event loop."""
-    entries = await directory.current()
-    entry = directory.registered(entries, holder, name, role, unit, private, move_unit)
-    await directory.publish([entry])
-    return entries.get(holder), entry, await directory.pattern_roles()
 
 
 @holder_cli.command()

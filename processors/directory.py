@@ -13,7 +13,7 @@ from broker.clients import KafkaAccess, provisioned, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView
-from renkei.envelope import send
+from renkei.envelope import Send, send
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
@@ -85,8 +85,26 @@ async def publish(entries: Sequence[HolderEntry] = (),
     sends = ([send(topics.DIRECTORY, e.holder_id, e) for e in entries]
              + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
     await provisioned(access, *{s.topic for s in sends})
+    await _delivered(access, sends)
+
+
+async def _delivered(access: KafkaAccess, sends: Sequence[Send]) -> None:
     async with running(producer_for(access), access) as producer:
         await deliver(producer, sends)
+
+
+async def registration(holder: str, name: str, role: str, unit: str | None,
+                       private: bool | None, move_unit: bool
+                       ) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
+    """A holder registered (see `registered`): its entry before, the one published now, and
+    the roles the legal pattern list names; both topics checked once, at the start."""
+    access = KafkaAccess.of(config.ADMIN)
+    await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
+    entries = _by_holder(await _read(access, topics.DIRECTORY, HolderEntry))
+    entry = registered(entries, holder, name, role, unit, private, move_unit)
+    await _delivered(access, [send(topics.DIRECTORY, holder, entry)])
+    return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
+                                                          LegalPattern))
 
 
 async def _standing(topic: str, kind: type[M], access: KafkaAccess | None = None) -> list[M]:
@@ -94,6 +112,11 @@ async def _standing(topic: str, kind: type[M], access: KafkaAccess | None = None
     BrokerAway at once if no broker answers: a view would wait for one."""
     access = access or KafkaAccess.of(config.ADMIN)
     await provisioned(access, topic)
+    return await _read(access, topic, kind)
+
+
+async def _read(access: KafkaAccess, topic: str, kind: type[M]) -> list[M]:
+    """A compacted topic's entries as they stand, on a broker that has it."""
     view = CompactedView(access, topic, lambda b: CODEC.decode(b, kind))
     async with running(view, access):
         await view.loaded()
@@ -102,13 +125,16 @@ async def _standing(topic: str, kind: type[M], access: KafkaAccess | None = None
 
 async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
     """The holder directory as it stands, read as `access` (the admin by default)."""
-    return {e.holder_id: e for e in await _standing(topics.DIRECTORY, HolderEntry, access)}
+    return _by_holder(await _standing(topics.DIRECTORY, HolderEntry, access))
 
 
-async def pattern_roles() -> set[str]:
+def _by_holder(entries: Sequence[HolderEntry]) -> dict[str, HolderEntry]:
+    return {e.holder_id: e for e in entries}
+
+
+def _roles(versions: Sequence[LegalPattern]) -> set[str]:
     """The roles the legal pattern list names, of requesters and of providers."""
-    return {role for p in await _standing(topics.PATTERNS, LegalPattern)
-            for role in (p.requester_role, p.provider_role)}
+    return {role for p in versions for role in (p.requester_role, p.provider_role)}
 
 
 def private_holder(directory: Mapping[str, HolderEntry], holder: str) -> HolderEntry:

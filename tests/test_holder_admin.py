@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from click.testing import CliRunner, Result
 
-from broker import credentials
+from broker import credentials, topics
+from broker.clients import KafkaAccess, provisioned
 from holders import imports
 from holders.cli import holder_cli
 from holders.server import Address, address_file, recorded
@@ -278,6 +279,23 @@ def test_a_role_no_legal_pattern_names_is_warned_of(town: town_setup.Town) -> No
     assert "municipality" in typo.stderr  # among the roles named
     fixed = renkei("holder", "register", "typo-town", "--name", "誤町", "--role", "municipality")
     assert "role munipality → municipality" in fixed.stdout and "warning" not in fixed.stderr
+
+
+def test_registering_a_holder_checks_the_directorys_topics_once(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`holder register` made sure the directory's topics were on the broker three times (each
+    a connection and a metadata request of its own): it checks both, once."""
+    checked: list[tuple[str, ...]] = []
+
+    async def counted(access: KafkaAccess, *needed: str) -> None:
+        checked.append(needed)
+        await provisioned(access, *needed)
+    monkeypatch.setattr("processors.directory.provisioned", counted)
+    result = CliRunner().invoke(holder_cli, ["register", "once-town", "--name", "一度町",
+                                             "--role", "municipality"])
+    assert result.exit_code == 0, result.output
+    assert "registered once-town (一度町): role municipality" in result.output
+    assert checked == [(topics.DIRECTORY, topics.PATTERNS)]
 
 
 @pytest.mark.parametrize(("damage", "said"), [
