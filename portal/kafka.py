@@ -96,10 +96,12 @@ class HolderLogs:
                   log: Callable[[Asked], Awaitable[None]] | None = None) -> Asked:
         """Ask the holders for their side of the log of `request_ids`: the request kept, then
         `log`ged (an application in the resident's history), then sent, so that none is sent
-        unlogged, and no answer comes to one not kept."""
+        unlogged, and no answer comes to one not kept. A service's principal among `holders`
+        (the oversight body's on its own requests, the authority on a change of number) is no
+        holder: not asked."""
         await self._inbox.drop(self._in, self._since())
-        asked = Asked(str(uuid.uuid4()), datetime.now(UTC), tuple(sorted(set(holders))),
-                      tuple(request_ids), person)
+        asked = Asked(str(uuid.uuid4()), datetime.now(UTC),
+                      tuple(sorted(set(holders) - acls.RESERVED)), tuple(request_ids), person)
         try:
             await self._inbox.add(self._in, asked)
             if log is not None:

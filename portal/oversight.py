@@ -7,7 +7,6 @@ from aiohttp import web
 
 from audit.events import ID_CODE
 from audit.store import Query
-from broker import acls
 from portal.context import PLATFORM
 from portal.kafka import PORTAL_KIND
 from portal.web import day, officer_of, render
@@ -42,8 +41,7 @@ async def alerts(request: web.Request) -> web.Response:
 
 async def ask_holder_logs(request: web.Request) -> web.Response:
     """Ask the holders of the chosen requests (requester and provider) for their side: each
-    chosen by its entry's serial, its request id and holders read from the audit log (a
-    service's principal, such as the oversight body's on its own requests, is no holder)."""
+    chosen by its entry's serial, its request id and holders read from the audit log."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     form = await request.post()
@@ -55,8 +53,7 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
     if not chosen:
         raise web.HTTPSeeOther("/oversight")
     request_ids = sorted({e.request_id for e in chosen})
-    holders = sorted({h for e in chosen for h in (e.requester, e.provider)
-                      if h and h not in acls.RESERVED})  # the oversight body's own: no holder
+    holders = sorted({h for e in chosen for h in (e.requester, e.provider) if h})
     await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
     raise web.HTTPSeeOther("/oversight/holder-logs")
 

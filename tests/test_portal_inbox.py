@@ -235,6 +235,27 @@ async def inbox_of(inbox: Inbox) -> list[tuple[str, dict[str, bytes]]]:
 
 
 @SESSION_LOOP
+async def test_a_service_named_on_an_entry_is_not_asked_for_its_side_of_the_log(
+        town: Town, tmp_path: Path) -> None:
+    """A resident's application about a change of number (its provider: the authority) asked
+    the authority, a service that keeps no side of the log and answers none: it stayed pending
+    for good. Only holders are asked, by the portal as by the oversight console."""
+    inbox = Inbox(tmp_path / "inbox.db")
+    logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN,
+                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT)
+    await logs.start()
+    try:
+        asked = await logs.ask(("sakura-town", acls.AUTHORITY, acls.OVERSIGHT), ["rq-1"],
+                               "basis", person=PERSON)
+        kept = await inbox.asked(topics.PORTAL_IN, asked.request_id)
+    finally:
+        await logs.stop()
+        await inbox.close()
+    assert asked.holders == ("sakura-town",)
+    assert kept is not None and kept.holders == ("sakura-town",)
+
+
+@SESSION_LOOP
 async def test_answers_that_came_while_the_portal_was_down_are_taken_and_logged_once(
         town: Town, tmp_path: Path) -> None:
     """Three portal instances on one inbox in turn, on the real broker: the first asks and
