@@ -18,6 +18,18 @@ LENGTH = 11
 WEIGHTS = tuple(range(1, LENGTH))  # for d1 … d10
 
 
+def _issued() -> int:
+    """How many codes there are: the 10-digit bases whose check is not 10."""
+    sums = [1] + [0] * 10  # how many bases of the digits so far have each weighted sum mod 11
+    for weight in WEIGHTS:
+        sums = [sum(sums[(total - weight * digit) % 11] for digit in range(10))
+                for total in range(11)]
+    return sum(sums) - sums[10]
+
+
+CODES = _issued()  # so no registry has more residents: each has a code of their own
+
+
 def check_digit(base: str) -> int | None:
     """The check digit of a 10-digit base, or None if that base is never issued."""
     if len(base) != LENGTH - 1 or not (base.isascii() and base.isdigit()):

@@ -31,6 +31,7 @@ from broker import acls, process, provision, topics
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.client import HolderClient
+from registry.resident_code import CODES
 from renkei import (
     bench_capacity,
     bench_plan,
@@ -333,7 +334,8 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
               help="platform instances for the scale-out, each measured flat out in turn")
 @click.option("--memory-minutes", type=float, default=10.0, show_default=True,
               help="length of the memory run at the knee (0: none)")
-@click.option("--residents", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option("--residents", type=click.IntRange(min=10, max=CODES),
+              default=1000, show_default=True)
 @click.option("--seed", default=2026, show_default=True)
 @click.option("--idle-holders", type=click.IntRange(min=0), default=0, show_default=True,
               help="more holders that send nothing (their outboxes still in the platform's "

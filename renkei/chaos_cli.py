@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from registry.resident_code import CODES
 from renkei.broker_chaos import BrokerChaos, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
@@ -28,7 +29,8 @@ def chaos_cli() -> None:
               help="how long to send requests")
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
               help="lawful requests per second")
-@click.option("--residents", type=click.IntRange(min=50), default=300, show_default=True)
+@click.option("--residents", type=click.IntRange(min=50, max=CODES),
+              default=300, show_default=True)
 @click.option("--kill-at", type=float, default=None,
               help="seconds into the load to SIGKILL the broker [default: a quarter]")
 @click.option("--down", "down_for", type=float, default=None,

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from broker import process
+from registry.resident_code import CODES
 from renkei import fuzz_run, scenario, town
 from renkei.fuzz_run import FuzzResult
 from renkei.state import state_dir
@@ -28,7 +29,8 @@ async def _exercise(built: town.Town, procs: town.Processes, messages: int, seed
 @click.option("--messages", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="bad messages to send")
 @click.option("--seed", type=int, default=2026, show_default=True)
-@click.option("--residents", type=click.IntRange(min=50), default=300, show_default=True)
+@click.option("--residents", type=click.IntRange(min=50, max=CODES),
+              default=300, show_default=True)
 @click.option("--lawful-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="a lawful request every this many bad messages")
 @click.option("--keep", is_flag=True, help="leave a broker started here running afterwards")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -15,6 +16,7 @@ from audit.heads import Signer
 from audit.store import AuditStore
 from broker import cluster
 from cards.cli import card_cli
+from registry.resident_code import CODES
 from renkei.cli import main
 from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
@@ -84,18 +86,17 @@ def test_a_replay_grace_of_no_finite_number_is_refused(tmp_path: Path, number: s
     said_in_one_line(run.stderr, f"'--grace': '{number}' is not a finite number")
 
 
-def _ranged(command: click.Command) -> Iterator[tuple[str, click.ParamType[float]]]:
-    """Each option of `command`, and of every command under it, taking a number in a range."""
+def _typed(command: click.Command) -> Iterator[tuple[str, click.ParamType[Any]]]:
+    """Each option of `command`, and of every command under it, with its type."""
     if isinstance(command, click.Group):
         ctx = click.Context(command)
         for sub in filter(None, (command.get_command(ctx, name)
                                  for name in command.list_commands(ctx))):
-            yield from _ranged(sub)
-    yield from ((f"{command.name} {option.name}", option.type) for option in command.params
-                if isinstance(option.type, click.FloatRange))
+            yield from _typed(sub)
+    yield from ((f"{command.name} {option.name}", option.type) for option in command.params)
 
 
-def _takes(numbers: click.ParamType[float], number: str) -> bool:
+def _takes(numbers: click.ParamType[Any], number: str) -> bool:
     """Whether the option's type takes `number` (given as text, as on the command line)."""
     try:
         numbers.convert(number, None, None)
@@ -104,8 +105,23 @@ def _takes(numbers: click.ParamType[float], number: str) -> bool:
     return True
 
 
+def test_a_registry_of_more_residents_than_there_are_resident_codes_is_refused(
+        tmp_path: Path) -> None:
+    """Not an OverflowError from drawing the awkward cases (nor, below 2**63, codes drawn for
+    ever once all were taken), nor in a demo, benchmark or chaos run's town."""
+    residents = {name: numbers for name, numbers in _typed(main) if name.endswith(" residents")}
+    assert {"generate residents", "demo residents", "linkage residents"} <= residents.keys()
+    assert all(_takes(numbers, str(CODES)) for numbers in residents.values())
+    assert not [name for name, numbers in residents.items() if _takes(numbers, str(CODES + 1))]
+    run = renkei("registry", "generate", "--residents", str(10 ** 20),
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2, run.stdout
+    said_in_one_line(run.stderr, f"'--residents': {10 ** 20} is not in the range 1<=x<={CODES}")
+
+
 def test_no_number_in_a_range_is_nan_or_infinite() -> None:
-    ranged = dict(_ranged(main))
+    ranged = {name: numbers for name, numbers in _typed(main)
+              if isinstance(numbers, click.FloatRange)}
     assert "replay grace" in ranged and "holder-logs within" in ranged
     taken = [(name, number) for name, numbers in ranged.items()
              for number in ("nan", "inf", "-inf") if _takes(numbers, number)]
