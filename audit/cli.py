@@ -34,7 +34,7 @@ from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
 from renkei import personal_input
-from renkei.options import LOGLEVEL, FiniteRange
+from renkei.options import LOGLEVEL, NON_NEGATIVE
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
@@ -309,7 +309,7 @@ def run(db: str | None, instance: str, loglevel: str) -> None:
 @click.option("--live", metavar="URL", default=None,
               help="the store to compare with, which must be there [default: the state "
                    "folder's audit/audit.db]")
-@click.option("--grace", type=FiniteRange(min=0), default=10.0, show_default=True,
+@click.option("--grace", type=NON_NEGATIVE, default=10.0, show_default=True,
               help="seconds the platform's view of the pattern list may lag its topic")
 def replay(db: str | None, live: str | None, grace: float) -> None:
     """Rebuild a store from offset 0 of the audit topic; compare roots and sizes; re-check

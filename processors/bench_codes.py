@@ -26,6 +26,7 @@ from processors.ff1 import ROUNDS
 from processors.keys import MasterKeys
 from registry import store as registry_store
 from registry.resident_code import CODES, random_codes
+from renkei.options import POSITIVE
 from renkei.state import write_json
 
 FF1_PER_CONVERSION = 3
@@ -130,7 +131,7 @@ def run(batch_sizes: Sequence[int], seconds: float, trials: int,
 @click.command("codes")
 @click.option("--batch", "batch_sizes", type=click.IntRange(min=1), multiple=True,
               default=(1, 100, 1000), show_default=True, help="batch sizes (repeatable)")
-@click.option("--seconds", type=float, default=2.0, show_default=True, help="per measurement")
+@click.option("--seconds", type=POSITIVE, default=2.0, show_default=True, help="per measurement")
 @click.option("--trials", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="forged and misplaced codes each, for the false-accept rate")
 @click.option("--residents", type=click.IntRange(min=1, max=CODES),

@@ -46,7 +46,7 @@ from renkei import (
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
-from renkei.options import FiniteRange
+from renkei.options import NON_NEGATIVE, POSITIVE
 from renkei.state import held, state_dir, state_folder, write_json
 
 JOIN_SECONDS = 120.0
@@ -310,29 +310,31 @@ def write(result: dict[str, Any], folder: Path) -> list[Path]:
     return paths
 
 
-def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str],
-                                                       tuple[Any, ...]]:
+def _numbers(kind: click.ParamType[Any]) -> Callable[[click.Context, click.Parameter, str],
+                                                      tuple[Any, ...]]:
     def parse(ctx: click.Context, param: click.Parameter, text: str) -> tuple[Any, ...]:
         try:
-            return tuple(sorted(kind(part) for part in text.split(",") if part.strip()))
-        except ValueError as exc:
-            raise click.BadParameter(f"a comma-separated list of numbers: {exc}") from exc
+            return tuple(sorted(kind.convert(part.strip(), param, ctx)
+                                for part in text.split(",") if part.strip()))
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"a comma-separated list of numbers: {exc.message}") from exc
     return parse
 
 
 @click.command("linkage")
-@click.option("--seconds", type=float, default=60.0, show_default=True,
+@click.option("--seconds", type=POSITIVE, default=60.0, show_default=True,
               help="measured seconds per point")
-@click.option("--rate", type=float, default=bench_report.BAR_RATE, show_default=True,
+@click.option("--rate", type=POSITIVE, default=bench_report.BAR_RATE, show_default=True,
               help="offered round trips/s of the main run")
 @click.option("--flat-out", is_flag=True, help="main run closed-loop instead")
 @click.option("--curve", default="25,50,100,200,400,800,1200,1600,2000,2400,3200,4800,6400,9600",
-              show_default=True, callback=_numbers(float),
+              show_default=True, callback=_numbers(POSITIVE),
               help="offered rates of the load curve, stepped up until latency breaks (each "
                    "system's own: the baseline's goes on to its knee)")
-@click.option("--scale", default="1,2,4", show_default=True, callback=_numbers(int),
+@click.option("--scale", default="1,2,4", show_default=True,
+              callback=_numbers(click.IntRange(min=1)),
               help="platform instances for the scale-out, each measured flat out in turn")
-@click.option("--memory-minutes", type=float, default=10.0, show_default=True,
+@click.option("--memory-minutes", type=NON_NEGATIVE, default=10.0, show_default=True,
               help="length of the memory run at the knee (0: none)")
 @click.option("--residents", type=click.IntRange(min=10, max=CODES),
               default=1000, show_default=True)
@@ -345,13 +347,13 @@ def _numbers(kind: Callable[[str], Any]) -> Callable[[click.Context, click.Param
                    f"points try {', '.join(map(str, bench_capacity.DEPTHS))} in turn, "
                    f"{bench_capacity.SEARCH_SECONDS:g} s each, until throughput stops rising; "
                    f"every other flat-out point {bench_capacity.DEPTHS[0]}]")
-@click.option("--prime-seconds", "prime", type=FiniteRange(min=0), default=30.0,
+@click.option("--prime-seconds", "prime", type=NON_NEGATIVE, default=30.0,
               show_default=True,
               help="seconds of flat-out load before the first point, not measured: the broker "
                    "compiles its hot paths (JIT) then, not in the first point (0: none)")
-@click.option("--warmup", type=float, default=5.0, show_default=True,
+@click.option("--warmup", type=NON_NEGATIVE, default=5.0, show_default=True,
               help="seconds of load before each measured window")
-@click.option("--drain", type=float, default=15.0, show_default=True,
+@click.option("--drain", type=NON_NEGATIVE, default=15.0, show_default=True,
               help="seconds holders wait for outstanding outcomes after the window")
 @click.option("--use-running", is_flag=True,
               help="use the state folder's running broker (and rebuild its town)")

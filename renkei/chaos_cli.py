@@ -13,7 +13,7 @@ from renkei.broker_chaos import BrokerChaos, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
-from renkei.options import FiniteRange
+from renkei.options import NON_NEGATIVE, FiniteRange
 from renkei.state import state_dir, write_json
 
 BROKER_RESULT = Path("results") / "chaos-broker.json"
@@ -31,9 +31,9 @@ def chaos_cli() -> None:
               help="lawful requests per second")
 @click.option("--residents", type=click.IntRange(min=50, max=CODES),
               default=300, show_default=True)
-@click.option("--kill-at", type=float, default=None,
+@click.option("--kill-at", type=NON_NEGATIVE, default=None,
               help="seconds into the load to SIGKILL the broker [default: a quarter]")
-@click.option("--down", "down_for", type=float, default=None,
+@click.option("--down", "down_for", type=NON_NEGATIVE, default=None,
               help="seconds before it is started again [default: a quarter of the run]")
 @click.option("--keep", is_flag=True, help="leave the 3-node cluster running afterwards")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=BROKER_RESULT,

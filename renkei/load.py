@@ -24,6 +24,7 @@ from renkei import common_start
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_plan import default_path as default_plan
+from renkei.options import NON_NEGATIVE, POSITIVE
 from renkei.scenario import LAWFUL, Exchange, staff
 from renkei.service_loop import stop_on_signals, unless_stopped
 
@@ -202,17 +203,18 @@ async def _from_the_start(side: Side, jobs: list[tuple[Exchange, str]], load: Lo
 
 @click.command("holder", hidden=True)
 @click.argument("holder")
-@click.option("--rate", type=float, default=0.0, help="requests per second (open loop)")
+@click.option("--rate", type=NON_NEGATIVE, default=0.0,
+              help="requests per second (open loop; 0: closed, as --flat-out)")
 @click.option("--flat-out", is_flag=True, help="closed loop: --in-flight always outstanding")
 @click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--seconds", type=float, required=True, help="how long to send")
+@click.option("--seconds", type=POSITIVE, required=True, help="how long to send")
 @click.option("--start-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="where the benchmark announces the common start")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--baseline", is_flag=True, help="bare messages through the relay instead")
 @click.option("--max-outstanding", type=click.IntRange(min=1), default=1000, show_default=True,
               help="open loop: requests due while this many are outstanding are shed")
-@click.option("--drain", type=float, default=15.0, show_default=True,
+@click.option("--drain", type=NON_NEGATIVE, default=15.0, show_default=True,
               help="seconds to wait for outstanding outcomes after the last send")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="the plan [default: the state folder's linkage-plan.json]")

@@ -25,6 +25,7 @@ class FiniteRange(click.FloatRange):
 
 PORT = click.IntRange(0, 65535)  # a TCP port to listen on (0: any free one)
 POSITIVE = FiniteRange(min=0, min_open=True)  # a length of time: one of none ends at once
+NON_NEGATIVE = FiniteRange(min=0)  # a length of time or a rate that may be none (said: 0 is)
 LOGLEVEL = click.option("--loglevel", default="warning", show_default=True,
                         type=click.Choice(["debug", "info", "warning", "error", "critical"],
                                           case_sensitive=False))

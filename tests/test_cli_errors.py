@@ -4,6 +4,7 @@ pattern file. None of these needs a broker."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from audit.store import AuditStore
 from broker import cluster
 from cards.cli import card_cli
 from registry.resident_code import CODES
+from renkei.bench_linkage import linkage_bench
+from renkei.chaos_cli import broker_chaos
 from renkei.cli import main
 from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
@@ -119,13 +122,27 @@ def test_a_registry_of_more_residents_than_there_are_resident_codes_is_refused(
     said_in_one_line(run.stderr, f"'--residents': {10 ** 20} is not in the range 1<=x<={CODES}")
 
 
-def test_no_number_in_a_range_is_nan_or_infinite() -> None:
-    ranged = {name: numbers for name, numbers in _typed(main)
-              if isinstance(numbers, click.FloatRange)}
-    assert "replay grace" in ranged and "holder-logs within" in ranged
-    taken = [(name, number) for name, numbers in ranged.items()
-             for number in ("nan", "inf", "-inf") if _takes(numbers, number)]
+def test_no_number_is_nan_infinite_or_below_zero() -> None:
+    """Each is a length of time or a rate: a plain float (`chaos broker --kill-at`, `bench
+    linkage --seconds`, `bench holder --rate` …) took NaN and infinity, and a negative one."""
+    numbers = {name: kind for name, kind in _typed(main)
+               if isinstance(kind, click.types.FloatParamType)}
+    assert {"replay grace", "broker kill_at", "linkage seconds", "holder rate"} <= numbers.keys()
+    taken = [(name, number) for name, kind in numbers.items()
+             for number in ("nan", "inf", "-inf", "-1") if _takes(kind, number)]
     assert not taken
+
+
+@pytest.mark.parametrize(("command", "args", "error"), [
+    (broker_chaos, ("--kill-at", "nan"), "'nan' is not a finite number"),
+    (linkage_bench, ("--curve", "25,nan"), "'nan' is not a finite number"),
+    (linkage_bench, ("--curve", "25,-50"), "-50.0 is not in the range x>0"),
+    (linkage_bench, ("--scale", "1,0"), "0 is not in the range x>=1")])
+def test_a_number_of_no_meaning_is_refused_before_anything_runs(
+        command: click.Command, args: tuple[str, ...], error: str) -> None:
+    """Parsed only: a chaos run or a benchmark let through is not started here."""
+    with pytest.raises(click.BadParameter, match=re.escape(error)):
+        command.make_context(command.name, list(args))
 
 
 def test_a_negative_count_of_broker_log_lines_is_refused(tmp_path: Path) -> None:
