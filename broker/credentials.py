@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from renkei.shown import short
 from renkei.state import private_dir, read_json, write_json
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -25,7 +26,7 @@ class Credentials:
 def check_name(name: str) -> str:
     if not NAME.match(name):
         raise ValueError(
-            f"invalid principal name {name!r}: use a-z, 0-9 and '-', at most 63 characters"
+            f"invalid principal name {short(name)!r}: use a-z, 0-9 and '-', at most 63 characters"
         )
     return name
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from renkei.shown import short
 from renkei.state import private_dir, read_json, write_json
 
 MASTER_BYTES = 32
@@ -63,8 +64,8 @@ class MasterKeys:
 def check_unit(unit: str) -> str:
     """`unit` if it is a usable link-code unit name, else ValueError."""
     if not UNIT_NAME.fullmatch(unit):
-        raise ValueError(f"bad link-code unit {unit!r}: use A-Z, a-z, 0-9, '.', '_' and '-', "
-                         "at most 128 characters, starting with a letter or digit")
+        raise ValueError(f"bad link-code unit {short(unit)!r}: use A-Z, a-z, 0-9, '.', '_' "
+                         "and '-', at most 128 characters, starting with a letter or digit")
     return unit
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from renkei.fuzz_plan import Bad
+from renkei.shown import short
 
 REJECTION = "Rejection"
 
@@ -40,10 +41,6 @@ class Matching:
     extra_examples: list[str] = field(default_factory=list)
 
 
-def _short(text: str, width: int = 48) -> str:
-    return text if len(text) <= width else f"{text[:width]}…({len(text)} chars)"
-
-
 def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> Matching:
     """Pair the answers with the bad messages, sender by sender."""
     refused = Counter[tuple[str, str, str]]()  # (sender, reason, words)
@@ -67,16 +64,16 @@ def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> 
             found.extra += 1
             if len(found.extra_examples) < examples:
                 found.extra_examples.append(f"{answer.holder}: {answer.kind} "
-                                            f"{_short(answer.request_id)!r} {answer.reason}")
+                                            f"{short(answer.request_id)!r} {answer.reason}")
             continue
         found.answered += 1
         found.by_kind[answer.kind] += 1
         if answer.kind == REJECTION:
             found.rejected_by_reason[answer.reason] += 1
             found.unclear += not (answer.reason and answer.detail)
-    left = [f"{sender}: codec {reason} ({_short(words)})"
+    left = [f"{sender}: codec {reason} ({short(words)})"
             for (sender, reason, words), n in refused.items() for _ in range(n)]
-    left += [f"{sender}: {origin[(sender, rid)]} {_short(rid)!r}"
+    left += [f"{sender}: {origin[(sender, rid)]} {short(rid)!r}"
              for (sender, rid), n in by_id.items() for _ in range(max(0, n))]
     found.unanswered = len(left)
     found.unanswered_examples = left[:examples]

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import click
 
 from broker.credentials import check_name
+from renkei.shown import short
 
 
 class FiniteRange(click.FloatRange):
@@ -53,7 +54,7 @@ def web_origin(text: str) -> str:
     parts = urlsplit(text.strip().rstrip("/"))
     if parts.scheme not in ("http", "https") or not parts.hostname or any(
             (parts.path, parts.query, parts.fragment)):
-        raise click.BadParameter(f"{text!r} is not a web origin (e.g. http://127.0.0.1:8080)")
+        raise click.BadParameter(f"{short(text)!r} is not a web origin (e.g. http://127.0.0.1:8080)")
     return f"{parts.scheme}://{parts.netloc}"
 
 

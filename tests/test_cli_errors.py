@@ -310,6 +310,21 @@ def test_an_officer_card_for_no_holder_id_is_refused(tmp_path: Path, holder: str
     assert not list(state.rglob("*.card.json"))
 
 
+@pytest.mark.parametrize(("args", "error"), [
+    (("holder", "run", "{long}"), "invalid principal name"),
+    (("holder", "staff", "add", "{long}", "s-1"), "invalid principal name"),
+    (("keys", "rekey", "{long}"), "bad link-code unit"),
+    (("card", "reader", "--trust", "ftp://{long}"), "is not a web origin")])
+def test_a_name_given_too_long_is_not_said_back_whole(tmp_path: Path, args: tuple[str, ...],
+                                                      error: str) -> None:
+    """Cut, its length told: not 100,000 characters of it on one error line."""
+    run = renkei(*(a.format(long="x" * 100_000) for a in args),
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode in (1, 2), run.stdout
+    said_in_one_line(run.stderr, error)
+    assert re.search(r"…\(1000\d\d chars\)", run.stderr) and len(run.stderr) < 1000, run.stderr
+
+
 @pytest.mark.parametrize("service", [("platform", "run"), ("audit", "run")])
 def test_a_log_level_logging_has_not_is_a_usage_error(tmp_path: Path,
                                                       service: tuple[str, ...]) -> None:
