@@ -13,7 +13,7 @@ from aiohttp import web
 from cards import ca, issue, reader
 from cards.card import Card, cards
 from renkei import personal_input, tether
-from renkei.options import PORT, holder_id, origins, stated
+from renkei.options import holder_id, listening, origins, port_option, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +102,7 @@ def list_cards(where: Path | None) -> None:
 
 
 @card_cli.command("reader")
-@click.option("--port", type=PORT, default=8765, show_default=True)
+@port_option(8765)
 @click.option("--trust", "trusted", multiple=True, required=True, callback=origins,
               help="an origin the reader signs for, e.g. http://127.0.0.1:8080")
 @CARDS_OPTION
@@ -111,5 +111,6 @@ def run_reader(port: int, trusted: tuple[str, ...], where: Path | None) -> None:
     logging.basicConfig(level=logging.WARNING)
     app = reader.app(where, list(trusted))
     app.on_startup.append(tether.on_startup)
-    web.run_app(app, host="127.0.0.1", port=port,
-                access_log=None, print=lambda text: click.echo(f"card reader on port {port}"))
+    sock = listening(port)
+    web.run_app(app, sock=sock, access_log=None,
+                print=lambda _: click.echo(f"card reader on port {sock.getsockname()[1]}"))

@@ -19,7 +19,7 @@ from holders.store import HolderStore, default_path
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
-from renkei.options import PORT, stated
+from renkei.options import port_option, stated
 from renkei.personal_input import Field, OnStdin
 
 T = TypeVar("T")
@@ -69,8 +69,7 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
 
 @holder_cli.command()
 @click.argument("holder")
-@click.option("--port", type=PORT, default=0, show_default=True,
-              help="loopback port of its HTTP API (0: any free port)")
+@port_option(0)
 def run(holder: str, port: int) -> None:
     """Run a holder's communication server until stopped; its URL and bearer token go to
     server.json in the holder's private state folder."""

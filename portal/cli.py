@@ -12,11 +12,11 @@ from portal.app import build
 from portal.sessions import IDLE, Sessions
 from portal.web import Site
 from renkei import options, tether
-from renkei.options import PORT, POSITIVE
+from renkei.options import POSITIVE, listening, port_option
 
 
 @click.command("portal")
-@click.option("--port", type=PORT, default=8080, show_default=True)
+@port_option(8080)
 @click.option("--reader", default="http://127.0.0.1:8765", show_default=True,
               help="the card reader's address (the user's local JPKI client)")
 @click.option("--origin", default=None, callback=options.origin,
@@ -27,9 +27,10 @@ from renkei.options import PORT, POSITIVE
 def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) -> None:
     """Serve My Portal, the counter and the oversight console on loopback."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    public = origin or f"http://127.0.0.1:{port}"
+    sock = listening(port)
+    public = origin or f"http://127.0.0.1:{sock.getsockname()[1]}"
     site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
     app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
     app.on_startup.append(tether.on_startup)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None,
+    web.run_app(app, sock=sock, access_log=None,
                 print=lambda _: click.echo(f"portal on {site.origin}"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +32,17 @@ NON_NEGATIVE = FiniteRange(min=0)  # a length of time or a rate that may be none
 LOGLEVEL = click.option("--loglevel", default="warning", show_default=True,
                         type=click.Choice(["debug", "info", "warning", "error", "critical"],
                                           case_sensitive=False))
+
+
+def port_option(default: int) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """The --port of a server on loopback: 0 is any free port, which the server names."""
+    return click.option("--port", type=PORT, default=default, show_default=True,
+                        help="loopback port to listen on (0: any free one, named once listening)")
+
+
+def listening(port: int) -> socket.socket:
+    """A loopback socket listening on a --port's port (0: any free one: see getsockname)."""
+    return socket.create_server(("127.0.0.1", port))
 
 
 def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -86,6 +87,16 @@ def spawn(*args: str, log: Path, read_only: Sequence[Path] = ()) -> subprocess.P
     return subprocess.Popen(with_read_only(read_only, command) if read_only else command,
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                             env=tethered())
+
+
+def listening_on(log: Path, said: str, within: float = 60) -> int:
+    """The port a spawned server says it listens on: the number `said` (a pattern) captures
+    once its log has that line."""
+    deadline = time.monotonic() + within
+    while not (found := re.search(said, log.read_text(errors="replace"))):
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.2)
+    return int(found.group(1))
 
 
 def with_read_only(paths: Iterable[Path], command: Sequence[str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -18,6 +19,7 @@ from cards import ca, issue, reader
 from cards.card import PIN_TRIES, Card
 from registry import store as registry_store
 from renkei.state import STATE_ENV
+from tests.kafka_helpers import listening_on, spawn, stop
 
 PORTAL = "http://127.0.0.1:8080"
 PIN = "1234"
@@ -142,3 +144,17 @@ async def test_a_residents_card_on_the_reader_does_not_name_them(
     async with TestClient(TestServer(reader.app(tmp_path, [PORTAL]))) as client:
         page = await (await client.get(f"/sign?{ask}")).text()
     assert card.face.serial in page and resident.name not in page
+
+
+def test_a_reader_on_any_free_port_names_the_port_it_listens_on(card: Card,
+                                                                 tmp_path: Path) -> None:
+    """`--port 0`: not "card reader on port 0", which no portal could be pointed to."""
+    log = tmp_path / "reader.log"
+    proc = spawn("card", "reader", "--port", "0", "--trust", PORTAL, "--dir",
+                 str(card.path.parent), log=log)
+    try:
+        port = listening_on(log, r"card reader on port (\d+)")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sign?{urlencode(ASK)}") as page:
+            assert page.status == 200 and 'name="pin"' in page.read().decode()
+    finally:
+        stop(proc)

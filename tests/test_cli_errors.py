@@ -89,14 +89,14 @@ def test_a_replay_grace_of_no_finite_number_is_refused(tmp_path: Path, number: s
     said_in_one_line(run.stderr, f"'--grace': '{number}' is not a finite number")
 
 
-def _typed(command: click.Command) -> Iterator[tuple[str, click.ParamType[Any]]]:
-    """Each option of `command`, and of every command under it, with its type."""
+def _options(command: click.Command) -> Iterator[tuple[str, click.Parameter]]:
+    """Each option of `command`, and of every command under it, named after its command."""
     if isinstance(command, click.Group):
         ctx = click.Context(command)
         for sub in filter(None, (command.get_command(ctx, name)
                                  for name in command.list_commands(ctx))):
-            yield from _typed(sub)
-    yield from ((f"{command.name} {option.name}", option.type) for option in command.params)
+            yield from _options(sub)
+    yield from ((f"{command.name} {option.name}", option) for option in command.params)
 
 
 def _takes(numbers: click.ParamType[Any], number: str) -> bool:
@@ -112,7 +112,8 @@ def test_a_registry_of_more_residents_than_there_are_resident_codes_is_refused(
         tmp_path: Path) -> None:
     """Not an OverflowError from drawing the awkward cases (nor, below 2**63, codes drawn for
     ever once all were taken), nor in a demo, benchmark or chaos run's town."""
-    residents = {name: numbers for name, numbers in _typed(main) if name.endswith(" residents")}
+    residents = {name: option.type for name, option in _options(main)
+                 if name.endswith(" residents")}
     assert {"generate residents", "demo residents", "linkage residents"} <= residents.keys()
     assert all(_takes(numbers, str(CODES)) for numbers in residents.values())
     assert not [name for name, numbers in residents.items() if _takes(numbers, str(CODES + 1))]
@@ -125,8 +126,8 @@ def test_a_registry_of_more_residents_than_there_are_resident_codes_is_refused(
 def test_no_number_is_nan_infinite_or_below_zero() -> None:
     """Each is a length of time or a rate: a plain float (`chaos broker --kill-at`, `bench
     linkage --seconds`, `bench holder --rate` …) took NaN and infinity, and a negative one."""
-    numbers = {name: kind for name, kind in _typed(main)
-               if isinstance(kind, click.types.FloatParamType)}
+    numbers = {name: option.type for name, option in _options(main)
+               if isinstance(option.type, click.types.FloatParamType)}
     assert {"replay grace", "broker kill_at", "linkage seconds", "holder rate"} <= numbers.keys()
     taken = [(name, number) for name, kind in numbers.items()
              for number in ("nan", "inf", "-inf", "-1") if _takes(kind, number)]
@@ -274,6 +275,15 @@ def test_a_port_out_of_range_is_a_usage_error(tmp_path: Path, args: tuple[str, .
     assert run.returncode == 2, run.stderr
     assert "'--port'" in run.stderr or "'--controller-port'" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
+
+
+def test_every_port_option_says_what_0_is() -> None:
+    """Any free port, which the server names (the portal and the card reader named port 0),
+    or refused (the broker's, kept for its restarts)."""
+    ports = {name: getattr(option, "help", "") for name, option in _options(main)
+             if name.endswith(" port")}
+    assert {"portal port", "reader port", "run port", "up port"} <= ports.keys()
+    assert all("0: any free one" in said or "not 0" in said for said in ports.values()), ports
 
 
 def test_a_cluster_whose_last_nodes_would_be_past_the_last_port_is_refused(

@@ -68,7 +68,7 @@ from schemas.messages import (
     PortalAnswer,
     PortalQuery,
 )
-from tests.kafka_helpers import consumer, free_port, producer, spawn, stop
+from tests.kafka_helpers import consumer, free_port, listening_on, producer, spawn, stop
 from tests.test_questions import LOW_ORDER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -485,6 +485,24 @@ async def test_a_resident_logs_in_by_card_and_changes_their_number_through_the_s
     after = number_of(resident.resident_code)
     assert shown == after and after != before
     assert not [f for f in opened if f.endswith(("authority.db", "registry.db", "cards.db"))]
+
+
+async def test_a_portal_on_any_free_port_names_its_origin_and_takes_logins_signed_for_it(
+        platform: Processes, town: Town, tmp_path: Path) -> None:
+    """`--port 0`: not "portal on http://127.0.0.1:0", an origin no card signs for."""
+    resident = town.held["sakura-town"][4]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    log = tmp_path / "portal.log"
+    proc = spawn("portal", "--port", "0", log=log)
+    try:
+        port = await asyncio.to_thread(listening_on, log, r"portal on http://127\.0\.0\.1:(\d+)")
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            await _until_up(http, f"{url}/login")
+            assert await card_login(http, url, card) == "/history"
+    finally:
+        stop(proc)
 
 
 @contextlib.asynccontextmanager
