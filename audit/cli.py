@@ -9,7 +9,6 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -107,10 +106,10 @@ def read_outside() -> tuple[list[SignedHead], Committed | None]:
                                    "then a store cut short passes)") from exc
 
 
-def _gone_whole(url: str | Path) -> None:
-    """With no store at `url`: TRUNCATED (exit 1) if a head anchored by the log's key or the
-    audit consumer's last commit says the log had entries; else nothing (open_store says the
-    store is not there)."""
+def _gone_whole(missing: str) -> None:
+    """With no store to check (`missing` says how): TRUNCATED (exit 1) if a head anchored by
+    the log's key or the audit consumer's last commit says the log had entries; else nothing
+    (the store's absence is said as it is)."""
     try:
         anchored, committed = read_outside()
         key = Signer.public().public_key
@@ -121,9 +120,25 @@ def _gone_whole(url: str | Path) -> None:
         had.append((committed.size, f"the audit consumer's commit (offset {committed.offset})"))
     size, told = max(had, default=(0, ""))
     if size:
-        click.echo(f"TRUNCATED: no audit store at {url}, yet {told} says the log had {size} "
-                   f"entries: serials 0..{size - 1} are gone", err=True)
+        click.echo(f"TRUNCATED: {missing}, yet {told} says the log had {size} entries: "
+                   f"serials 0..{size - 1} are gone", err=True)
         raise SystemExit(1)
+
+
+def _store_to_verify(db: str | None, alone: bool) -> AuditStore:
+    """The store at `db` opened to be checked; none there, or one with no tables (an empty
+    database in its place), is TRUNCATED unless `alone` if the log had entries (_gone_whole)."""
+    url = db or default_path()
+    try:
+        return open_store(db, signing=False)
+    except sql.NoTables:
+        if not alone:
+            _gone_whole(f"the audit store at {url} has no tables")
+        raise
+    except sql.NoStore:
+        if not alone and not sql.exists(url):
+            _gone_whole(f"no audit store at {url}")
+        raise
 
 
 def _commit_checked(committed: Committed | None) -> str:
@@ -148,10 +163,7 @@ def verify(db: str | None, alone: bool) -> None:
 
     Exits 1 when anything is found. Needs the head key's public key alone.
     """
-    url = db or default_path()
-    if not alone and not sql.exists(url):
-        _gone_whole(url)
-    with open_store(db, signing=False) as store:
+    with _store_to_verify(db, alone) as store:
         # read before the store: a head is anchored, a commit made, once the store has it
         anchored, committed = ([], None) if alone else read_outside()
         report = store.verify(decode_event, anchored=anchored, committed=committed)

@@ -89,6 +89,11 @@ class NoStore(ValueError):
     file)."""
 
 
+class NoTables(NoStore):
+    """A store whose tables are not made yet: one the audit consumer never started on, or an
+    empty database put in a store's place."""
+
+
 def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Dialect]:
     """A connection for `url`: a path, sqlite:///path, or postgresql://user@host:port/db;
     `read_only`, one through which nothing can be written (a SQLite file opened mode=ro, a

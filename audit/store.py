@@ -30,7 +30,7 @@ from audit import merkle
 from audit.detector import BINDING, Raised, binding_of
 from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
-from audit.sql import Cursor, Dialect, NoStore, connect
+from audit.sql import Cursor, Dialect, NoTables, connect
 from renkei.sqlite import INTEGERS
 from renkei.state import private_dir
 
@@ -299,7 +299,7 @@ class AuditStore:
     """The tamper-evident audit log. One writer process at a time appends; readers any time.
     Opened with the head key's public half alone (My Portal, `audit query`, `audit verify`),
     which signs no head, it is read-only: the connection itself refuses writes, and a store
-    whose tables are not made yet is NoStore."""
+    whose tables are not made yet is NoTables."""
 
     def __init__(self, url: str | Path, signer: Signer, *, head_every: int = HEAD_EVERY,
                  clock: Callable[[], datetime] = _now, cache_kib: int = CACHE_KIB) -> None:
@@ -316,7 +316,7 @@ class AuditStore:
                 self._create(cur)
         elif self._db.execute(self._dialect.has_table, ("entries",)).fetchone() is None:
             self._db.close()  # its file made, its tables not yet (made in one transaction)
-            raise NoStore("the audit store has no tables yet: the audit consumer makes them at "
+            raise NoTables("the audit store has no tables yet: the audit consumer makes them at "
                           "its first start")
         self._frontier = merkle.Frontier()
         self._open = True

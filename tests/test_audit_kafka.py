@@ -4,6 +4,7 @@ kill -9, the same root from offset 0, and approvals re-checked against the patte
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import subprocess
 import threading
@@ -329,16 +330,37 @@ async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
         await caught_up(store, {synthetic(0, batch, now).event_id})
 
 
-async def test_a_store_deleted_whole_fails_verify_as_truncated(live: AuditStore,
-                                                               tmp_path: Path) -> None:
+def deleted(path: Path) -> str:
+    """No store at `path`: what `verify` says of it."""
+    return f"no audit store at {path}"
+
+
+def emptied(path: Path) -> str:
+    """An empty SQLite database at `path` (no tables): what `verify` says of it."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 1")  # a header written: a database, not a bare file
+    return f"the audit store at {path} has no tables"
+
+
+def touched(path: Path) -> str:
+    """An empty file at `path`, which SQLite reads as a database without tables."""
+    path.touch()
+    return f"the audit store at {path} has no tables"
+
+
+@pytest.mark.parametrize("replaced", [deleted, emptied, touched])
+async def test_a_store_deleted_or_replaced_by_an_empty_one_fails_verify_as_truncated(
+        live: AuditStore, tmp_path: Path, replaced: Callable[[Path], str]) -> None:
     await appended(live, CUT)
     size = live.size()
     await reaching(committed_size, size)
+    said = replaced(tmp_path / "gone.db")
     gone = await verify(tmp_path / "gone.db")
     assert gone.returncode == 1, gone.stdout + gone.stderr
-    assert gone.stderr.startswith(f"TRUNCATED: no audit store at {tmp_path / 'gone.db'}, yet "), \
-        gone.stderr
-    assert "serials 0.." in gone.stderr and "are gone" in gone.stderr, gone.stderr
+    assert gone.stderr.startswith(f"TRUNCATED: {said}, yet "), gone.stderr
+    had = re.search(r" says the log had (\d+) entries: serials 0\.\.(\d+) are gone$",
+                    gone.stderr.rstrip())
+    assert had and int(had[1]) >= size and int(had[2]) == int(had[1]) - 1, gone.stderr
 
 
 def counted(store: AuditStore, given: list[int]) -> Verify:
