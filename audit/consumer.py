@@ -33,7 +33,7 @@ from renkei.service_loop import (
     stop_on_signals,
     unless_stopped,
 )
-from renkei.tasks import cancelled
+from renkei.tasks import beside, cancelled
 from schemas.codec import CODEC
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     each commit of offsets, which the broker keeps out of the store's reach too. LostEntries,
     and no going on, if the store lost entries of the last commit (at the start) or any this
     consumer knew (at each append, head and note): appended after the gap, new entries would
-    hide it."""
+    hide it; at a head, the consumer stops at once, though no batch comes."""
     detector = resumed(store, rules or Rules())
     alerts = producer_for(access)
     anchor = Anchor(alerts)
@@ -108,9 +108,10 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
         if await unless_stopped(stop, started(alerts, access)):
             store.check_commit(await noted_commit(access))
             signing = asyncio.create_task(sign_heads())
-            await serve(access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
-                        instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS,
-                        producer=alerts, note=store.commit_note)
+            await beside(signing, serve(  # LostEntries at a head, no batch coming: it stops
+                access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
+                instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS, producer=alerts,
+                note=store.commit_note))
     finally:
         try:
             if signing is not None:  # the producer started, the store found whole

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -36,6 +36,21 @@ async def cancelled(task: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def beside(task: asyncio.Task[Any], main: Awaitable[T]) -> T:
+    """`main` awaited while `task` runs beside it; should `task` fail first, `main` is
+    cancelled (its own clean-up done) and `task`'s error raised."""
+    running = asyncio.ensure_future(main)
+    try:
+        await asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await cancelled(running)
+        raise
+    if not running.done() and not task.cancelled() and task.exception() is not None:
+        await cancelled(running)
+        task.result()
+    return await running
 
 
 class OneThread:

@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from audit.anchor import AnchorCheck, Verify, anchored_heads, noted_commit
+from audit.consumer import HEAD_SECONDS
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer
@@ -33,6 +34,7 @@ from holders.client import HolderClient
 from portal.inbox import Inbox
 from portal.records import Records
 from renkei.envelope import unpacked
+from renkei.groups import LATEST
 from renkei.state import state_dir
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
@@ -293,9 +295,24 @@ async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_t
 
 
 def exited(platform: Processes, name: str, within: float = 60) -> tuple[int, str]:
-    """The exit code of a process that stops of itself, and the last line of its log."""
-    code = platform.running.pop(name).wait(within)
-    return code, (state_dir() / "logs" / f"{name}.log").read_text().splitlines()[-1]
+    """The exit code of a process that stops of itself, and the last line of its log (one that
+    does not stop within `within` seconds stays running, for the test's clean-up to stop)."""
+    code = platform.running[name].wait(within)
+    del platform.running[name]
+    return code, log_of(name).read_text().splitlines()[-1]
+
+
+def log_of(name: str) -> Path:
+    """The log of the town's process `name`."""
+    return state_dir() / "logs" / f"{name}.log"
+
+
+def audit_end() -> int:
+    """The offset after the last record on the audit topic."""
+    client = admin_client()  # held until the answer comes: dropped, it never does
+    ends = client.list_offsets({TopicPartition(topics.AUDIT, 0): LATEST}, request_timeout=10)
+    end: int = next(iter(ends.values())).result(timeout=20).offset
+    return end
 
 
 async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
@@ -328,6 +345,32 @@ async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
         found.stdout + found.stderr
     with AuditStore(default_path(), Signer.load_or_create()) as store:
         await caught_up(store, {synthetic(0, batch, now).event_id})
+
+
+async def test_the_consumer_stops_at_a_head_over_entries_deleted_while_no_event_comes(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    """The head it signs next meets the gap: it stops then, in one line, not at the next batch."""
+    await appended(live, CUT)
+    await reaching(anchored_size, live.size())
+    await appended(live, 2 * CUT)
+    size, anchored = live.size(), await anchored_size()
+    await reaching(committed_size, size)
+    whole = copied(default_path(), tmp_path / "whole.db")
+    end, said = await asyncio.to_thread(audit_end), log_of("audit").stat().st_size
+    truncate(f"sqlite:///{default_path()}", anchored)  # while the consumer runs, idle
+    try:
+        code, last = await asyncio.to_thread(exited, platform, "audit", 3 * HEAD_SECONDS)
+        came = await asyncio.to_thread(audit_end) - end
+        with log_of("audit").open() as logged:
+            logged.seek(said)
+            since = logged.read()
+    finally:
+        restored(whole, live, platform)
+        platform.start("audit", "audit", "run")
+    assert anchored < size, "the newest entries are not anchored yet"
+    assert came == 0, "no event came: no batch met the gap"
+    assert code == 1 and f"serials {anchored}..{size - 1} were deleted" in last, (code, last)
+    assert "Traceback" not in since and since.count("were deleted") == 1, since
 
 
 def deleted(path: Path) -> str:
