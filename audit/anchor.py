@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
 ASK_AGAIN = 0.5
 
-# the store's report against the heads it is given, done off the event loop (Records.against):
-# the first check against a year of heads takes ~30 s
-Verify = Callable[[Sequence[SignedHead]], Awaitable[VerifyReport]]
+# the store's report against the heads and the commit it is given (AuditStore.verify_outside,
+# what `audit verify` checks last), done off the event loop (Records.against): the first check
+# against a year of heads takes ~30 s
+Verify = Callable[[Sequence[SignedHead], Committed | None], Awaitable[VerifyReport]]
 
 
 class Anchor:
@@ -156,9 +157,10 @@ class Keeper(Protocol):
 
 
 class AnchorCheck:
-    """A store checked against the anchored heads again and again, as the oversight page does
-    at each view: a check reads only the heads anchored since the last, and checks them with
-    the largest one the last found held. The topic keeps years of heads (one every
+    """A store checked against the anchored heads and the audit consumer's last commit again
+    and again, as the oversight page does at each view (`audit verify`'s check, done once
+    there): a check reads only the heads anchored since the last, and checks them with the
+    largest one the last found held. The topic keeps years of heads (one every
     HEAD_SECONDS, millions): read whole at each view, a view would take minutes and gigabytes.
     A check with findings is done again against every head, so that it tells them all. With a
     `keeper`, where it stands outlives the process: a restarted portal goes on from there, once
@@ -171,8 +173,8 @@ class AnchorCheck:
         self._held: Held | None = None  # None: where the last process stood not read yet
 
     async def check(self, verify: Verify) -> VerifyReport:
-        """`verify`'s report on the store against every head anchored now (one check at a
-        time: another view's waits for it, awaiting)."""
+        """`verify`'s report on the store against every head anchored now and the audit
+        consumer's last commit (one check at a time: another view's waits for it, awaiting)."""
         async with self._lock:
             start = await self._resumed(verify) if self._held is None else self._held
             try:
@@ -194,7 +196,7 @@ class AnchorCheck:
         kept = None if self._keeper is None else await self._keeper.anchor_held()
         if kept is None or not kept.next:
             return Held()
-        report = await verify(kept.heads) if kept.heads else None
+        report = await verify(kept.heads, None) if kept.heads else None
         if report is None or report.findings or report.anchor != kept.heads[0].head:
             log.warning("the store does not hold the anchored head the last check kept: every "
                         "head is read again")
@@ -202,11 +204,12 @@ class AnchorCheck:
         return kept
 
     async def _checked(self, held: Held, verify: Verify) -> tuple[VerifyReport, Held]:
-        """`verify`'s report on the heads anchored from `held` on, with its heads; and where
-        the next check starts: from the start again after findings."""
+        """`verify`'s report on the heads anchored from `held` on, with its heads, and on the
+        audit consumer's last commit; and where the next check starts: from the start again
+        after findings."""
         heads, after = await _heads_from(self._access, held.next)
         checked = [*held.heads, *heads]
-        report = await verify(checked)
+        report = await verify(checked, await noted_commit(self._access))
         report.anchored = held.read + len(heads)
         if report.findings:
             return report, Held()

@@ -768,17 +768,25 @@ class AuditStore:
             if beyond:
                 report.add("node", "above the root", f"{beyond} subtree hashes beyond the tree")
             self._verify_heads(size, report)
-            self._verify_anchor(anchored, report)
-            self._verify_committed(committed, report)
+            self._verify_outside(anchored, committed, report)
         return report
 
-    def verify_anchor(self, anchored: Sequence[SignedHead]) -> VerifyReport:
-        """The tree against the heads `anchored` outside it alone: what `verify` checks last."""
+    def verify_outside(self, anchored: Sequence[SignedHead],
+                       committed: Committed | None) -> VerifyReport:
+        """The tree against what the broker keeps outside it alone, the heads `anchored` and
+        the audit consumer's last commit: what `verify` checks last."""
         report = VerifyReport()
         with self._read():
             report.tree_size = self.size()
-            self._verify_anchor(anchored, report)
+            self._verify_outside(anchored, committed, report)
         return report
+
+    def _verify_outside(self, anchored: Sequence[SignedHead], committed: Committed | None,
+                        report: VerifyReport) -> None:
+        """The tree against the largest head anchored and the tree the last commit noted: a
+        store cut short (with its heads, or after its last anchored head) is found here."""
+        self._verify_anchor(anchored, report)
+        self._verify_committed(committed, report)
 
     def _verified_purges(self, report: VerifyReport) -> tuple[_Ranges, int | None]:
         """The purged serial ranges and latest cutoff, from the purge records signed by us."""

@@ -68,7 +68,10 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
             Grant("topic", topics.AUDIT_HEADS, ("READ", "WRITE", "DESCRIBE"))),
     OVERSIGHT: (_read(topics.AUDIT), _read(topics.AUDIT_HEADS), _read(topics.DIRECTORY),
                 _write(topics.OVERSIGHT_OUT), _read(topics.OVERSIGHT_IN), _read(topics.ALERTS),
-                _group("renkei-oversight", "prefixed")),
+                _group("renkei-oversight", "prefixed"),
+                # the audit consumer's commits read, not made: the integrity page checks the
+                # store against the tree noted with the last one, as `audit verify` does
+                Grant("group", AUDIT_GROUP, ("DESCRIBE",))),
     # My Portal and the counter: their actions to the audit stream, residents' applications,
     # the registry side asked whose card logs in, the numbering authority for a new number
     PORTAL: (_write(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.PORTAL_OUT),

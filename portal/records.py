@@ -18,6 +18,7 @@ from audit.sql import NoStore
 from audit.store import (
     MAX_PAGE,
     AuditStore,
+    Committed,
     Entry,
     Page,
     Proved,
@@ -251,11 +252,13 @@ class Records:
     async def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
         return await self._store.run(lambda store: store.query(where, limit=limit, after=after))
 
-    async def against(self, anchored: Sequence[SignedHead]) -> VerifyReport:
-        """The store against heads `anchored` outside it, as `audit verify` checks it (every
-        one anchored, or those an AnchorCheck stands for them): its `anchor` the largest signed
-        by the log's key, its findings what is wrong."""
-        return await self._checks.run(lambda checks: checks.verify_anchor(anchored))
+    async def against(self, anchored: Sequence[SignedHead],
+                      committed: Committed | None) -> VerifyReport:
+        """The store against heads `anchored` outside it and the audit consumer's last commit,
+        as `audit verify` checks it (every head anchored, or those an AnchorCheck stands for
+        them): its `anchor` the largest signed by the log's key, its findings what is wrong."""
+        return await self._checks.run(
+            lambda checks: checks.verify_outside(anchored, committed))
 
     async def heads(self) -> list[HeadCheck]:
         """The latest signed heads, newest first: each one's signature, and its consistency with

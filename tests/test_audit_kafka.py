@@ -17,7 +17,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from audit.anchor import AnchorCheck, Verify, anchored_heads, noted_commit
@@ -26,7 +32,7 @@ from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer
 from audit.oversight import alerts
-from audit.store import AuditStore, Entry, Query, VerifyReport, default_path
+from audit.store import AuditStore, Committed, Entry, Query, VerifyReport, default_path
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.provision import admin_client
@@ -271,6 +277,7 @@ async def reaching(size: Callable[[], Awaitable[int]], wanted: int, within: floa
 
 async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_the_commit(
         platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    """`audit verify` and the oversight console's check alike: the same check of the store."""
     await appended(live, CUT)
     await reaching(anchored_size, live.size())  # a head just anchored: the next one in 10 s
     await appended(live, 2 * CUT)
@@ -282,11 +289,16 @@ async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_t
         whole, cut = (copied(default_path(), tmp_path / name) for name in ("whole.db", "cut.db"))
         truncate(f"sqlite:///{cut}", anchored)
         passed, failed = await verify(whole), await verify(cut)
+        with AuditStore(whole, live.signer) as kept, AuditStore(cut, live.signer) as short:
+            seen = [await AnchorCheck(KafkaAccess.of(acls.OVERSIGHT)).check(counted(s, []))
+                    for s in (kept, short)]
     finally:
         platform.start("audit", "audit", "run")
     assert anchored < size, "the newest entries are not anchored yet"
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "checked against the audit consumer's last commit: offset " in passed.stdout
+    assert seen[0].ok and seen[0].committed is not None and seen[0].committed.size == size
+    assert seen[1].verdict == failed.stderr.strip(), "the console says what `verify` says"
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert failed.stderr.startswith("TRUNCATED: the audit consumer's commit (offset "), \
         failed.stderr
@@ -408,9 +420,9 @@ async def test_a_store_deleted_or_replaced_by_an_empty_one_fails_verify_as_trunc
 
 def counted(store: AuditStore, given: list[int]) -> Verify:
     """The console's check of `store` against the heads it is given, how many noted in `given`."""
-    async def verify(heads: Sequence[SignedHead]) -> VerifyReport:
+    async def verify(heads: Sequence[SignedHead], committed: Committed | None) -> VerifyReport:
         given.append(len(heads))
-        return await Records(lambda: store).against(heads)
+        return await Records(lambda: store).against(heads, committed)
     return verify
 
 
@@ -505,13 +517,14 @@ class YearOfHeads(AuditStore):
         super().__init__(path, Signer.load_or_create())
         self.began, self.running, self.most = threading.Event(), 0, 0
 
-    def verify_anchor(self, anchored: Sequence[SignedHead]) -> VerifyReport:
+    def verify_outside(self, anchored: Sequence[SignedHead],
+                       committed: Committed | None) -> VerifyReport:
         self.began.set()
         self.running += 1
         self.most = max(self.most, self.running)
         try:
             time.sleep(1.0)
-            return super().verify_anchor(anchored)
+            return super().verify_outside(anchored, committed)
         finally:
             self.running -= 1
 
@@ -589,6 +602,19 @@ async def test_the_audit_principal_cannot_delete_or_expire_the_anchored_heads(
         ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
     with pytest.raises(KafkaException, match="AUTHORIZATION_FAILED"):
         audit.incremental_alter_configs([expiring], request_timeout=30)[expiring].result()
+
+
+async def test_the_oversight_body_reads_the_audit_consumers_commit_and_cannot_make_one(
+        town: Town) -> None:
+    """It may describe the audit group (the integrity page reads the tree noted with the last
+    commit), not commit in it: a note of its own would pass a store cut short."""
+    oversight = AdminClient({**KafkaAccess.of(acls.OVERSIGHT).confluent(), "log_level": 0})
+    forged = [ConsumerGroupTopicPartitions(acls.AUDIT_GROUP, [
+        TopicPartition(topics.AUDIT, 0, 0, metadata=f"0 {'00' * 32}")])]
+    altered = oversight.alter_consumer_group_offsets(forged, request_timeout=30)
+    refused = [tp.error for tp in altered[acls.AUDIT_GROUP].result().topic_partitions or []]
+    assert [e.code() for e in refused] == [KafkaError.GROUP_AUTHORIZATION_FAILED], refused
+    assert await noted_commit(KafkaAccess.of(acls.OVERSIGHT)) != Committed(0, 0, bytes(32))
 
 
 async def replay(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:

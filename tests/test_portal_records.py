@@ -55,18 +55,18 @@ async def test_the_store_is_checked_against_every_anchored_head(store: AuditStor
     store.append_many(item(event(n)) for n in range(12))
     records = Records(lambda: store)
     anchored = [store.head()]
-    none = await records.against([])
+    none = await records.against([], None)
     assert (none.anchor, none.ok) == (None, True), "none yet"
-    holds = await records.against(anchored)
+    holds = await records.against(anchored, None)
     assert (holds.anchor, holds.ok) == (anchored[0].head, True)
     truncate(f"sqlite:///{tmp_path / 'audit.db'}", 9)
-    cut = await records.against(anchored)
+    cut = await records.against(anchored, None)
     assert [(f.kind, f.detail) for f in cut.findings] == [
         ("truncated", "the store has 9 entries: serials 9..11 are gone with their heads")]
     with AuditStore(tmp_path / "audit.db", store.signer) as restarted:  # with no commit to check
         restarted.append_many(item(event(n)) for n in range(100, 110))
         anchored.append(restarted.head())
-    regrown = await records.against(anchored)
+    regrown = await records.against(anchored, None)
     assert regrown.anchor == anchored[1].head and [f.kind for f in regrown.findings] == ["anchor"]
     assert "serials 0..11 were changed after it was anchored" in regrown.findings[0].detail
 
@@ -315,7 +315,7 @@ async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_s
 async def test_closed_the_records_close_the_store_and_the_checks_own(tmp_path: Path) -> None:
     store, checks = (AuditStore(tmp_path / "audit.db", Signer.generate()) for _ in range(2))
     records = Records(lambda: store, checks=lambda: checks)
-    assert (await records.against([])).ok and (await records.of_person([ME]))[0] == []
+    assert (await records.against([], None)).ok and (await records.of_person([ME]))[0] == []
     await records.close()
     for closed in (store, checks):
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
