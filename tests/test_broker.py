@@ -127,7 +127,7 @@ def test_a_command_on_a_broker_never_provisioned_says_so_at_once(tmp_path: Path)
             assert run.returncode == 1, run.stdout
             said_in_one_line(run.stderr, "on the broker at 127.0.0.1:")
             assert "run `renkei broker provision`" in run.stderr
-            assert time.monotonic() - began < 10
+            assert time.monotonic() - began < 20  # half that wait: a start alone can take 7 s
     finally:
         renkei("broker", "down", env=env, check=False)
 
