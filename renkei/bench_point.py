@@ -69,10 +69,17 @@ def _holder_args(holder: str, load: Load, share: float, knobs: Knobs, start_file
             "--start-file", str(start_file), "--out", str(out), "--drain", str(knobs.drain)]
     if load.rate is None:
         args += ["--flat-out", "--in-flight", str(load.in_flight)]
-    elif share > 0:
+    else:
         args += ["--rate", str(share),
                  "--max-outstanding", str(max(32, math.ceil(share * BACKLOG_SECONDS)))]
     return args + (["--baseline"] if load.mode == BASELINE else [])
+
+
+def rate_shares(rate: float, requesters: list[str]) -> dict[str, float]:
+    """Each requester's near-equal share of the offered rate, the shares summing to it exactly."""
+    # steps between marks at rate·i/n: neighbours, so each difference (and their sum) is exact
+    marks = [rate * i / len(requesters) for i in range(len(requesters))] + [rate]
+    return {holder: marks[i + 1] - marks[i] for i, holder in enumerate(requesters)}
 
 
 def _pids(stage: Stage, holders: Processes) -> dict[str, int]:
@@ -147,14 +154,14 @@ def _spawn(load: Load, plan: Plan, knobs: Knobs, start_file: Path,
     """A process per holder, each with its share of the offered rate; their result files."""
     folder = start_file.parent
     requesters = [h for h in plan.holders if plan.jobs.get(h)]
-    share = load.rate / len(requesters) if load.rate else 0.0
+    shares = rate_shares(load.rate or 0.0, requesters)
     holders, outs = Processes(), {}
     for holder in plan.holders:
         outs[holder] = folder / f"{stem}-{holder}.npz"
         outs[holder].unlink(missing_ok=True)
         common_start.ready_marker(outs[holder]).unlink(missing_ok=True)
         holders.start(f"holder-{holder}", *_holder_args(
-            holder, load, share if holder in requesters else 0.0, knobs, start_file,
+            holder, load, shares.get(holder, 0.0), knobs, start_file,
             outs[holder]))
     return holders, outs
 

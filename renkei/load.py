@@ -204,7 +204,7 @@ async def _from_the_start(side: Side, jobs: list[tuple[Exchange, str]], load: Lo
 @click.command("holder", hidden=True)
 @click.argument("holder")
 @click.option("--rate", type=NON_NEGATIVE, default=0.0,
-              help="requests per second (open loop; 0: closed, as --flat-out)")
+              help="requests per second (open loop; 0: none sent)")
 @click.option("--flat-out", is_flag=True, help="closed loop: --in-flight always outstanding")
 @click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seconds", type=POSITIVE, required=True, help="how long to send")
@@ -228,7 +228,7 @@ def holder_command(holder: str, rate: float, flat_out: bool, in_flight: int, sec
                                      else partial(RenkeiHolder, holder))
 
     async def load(side: Side, cycle: Iterator[tuple[Exchange, str]], start: float) -> Records:
-        if flat_out or rate <= 0:
+        if flat_out:
             return await closed_loop(side, cycle, in_flight, start, seconds, drain)
         return await open_loop(side, cycle, rate, start, seconds, max_outstanding, drain)
 

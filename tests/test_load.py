@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import signal
 import time
@@ -13,9 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from renkei import common_start
-from renkei.load import TICK, Records, Side, closed_loop, open_loop, run
+from renkei import bench_point, common_start
+from renkei import load as holder_load
+from renkei.bare import Sizes
+from renkei.bench_plan import Plan
+from renkei.load import TICK, Loading, Records, Side, closed_loop, open_loop, run
 from renkei.scenario import LAWFUL, Exchange
 
 
@@ -113,3 +118,40 @@ async def test_a_holder_told_to_stop_while_it_loads_stops_at_once_and_writes_not
     await run(lambda: holder, [(LAWFUL[0], "own-1")], load, start_file, out, linger=60)
     assert time.monotonic() - began < 5
     assert holder.stopped and holder.waiting == 0 and not out.exists()
+
+
+@pytest.mark.parametrize(("rate", "requesters"), [(2000.0, 5), (0.9, 3), (3.1, 3), (25.0, 7),
+                                                  (1e-323, 5), (0.5, 1)])
+def test_the_offered_rate_is_split_exactly_among_the_requesters(rate: float,
+                                                                requesters: int) -> None:
+    """The shares sum to the rate (rate / n each did not: 0.9 over 3 summed to 0.8999…)."""
+    names = [f"holder-{i}" for i in range(requesters)]
+    shares = bench_point.rate_shares(rate, names)
+    assert list(shares) == names and math.fsum(shares.values()) == rate
+    assert all(0 <= share <= rate / requesters * 1.001 + 1e-323 for share in shares.values())
+
+
+def test_a_holder_whose_share_is_zero_sends_nothing(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given `--rate 0` (a share of a tiny rate), not run flat out as one given no rate was."""
+    knobs = bench_point.Knobs(warmup=1.0, drain=1.0, settle=1.0)
+    args = bench_point._holder_args("nenkin", bench_point.Load("renkei", 1, 1e-323, 1.0, 32),
+                                    0.0, knobs, tmp_path / "start", tmp_path / "out.npz")
+    assert "--flat-out" not in args and args[args.index("--rate") + 1] == "0.0"
+    Plan({"nenkin": [(0, "own-1")]}, Sizes(1, 1, 1, 1)).save(plan := tmp_path / "plan.json")
+    loads: list[Loading] = []
+
+    async def run_noted(_side: object, _jobs: object, loading: Loading, *_: object,
+                        **__: object) -> None:
+        loads.append(loading)
+
+    monkeypatch.setattr(holder_load, "run", run_noted)
+    result = CliRunner().invoke(holder_load.holder_command, [*args[2:], "--plan", str(plan)])
+    assert result.exit_code == 0, result.output
+    holder = Instant()
+
+    async def loaded() -> Records:
+        return await loads[0](holder, itertools.repeat((LAWFUL[0], "own-1")), time.monotonic())
+
+    records = asyncio.run(loaded())
+    assert holder.sent == [] and len(records.started) == 0
