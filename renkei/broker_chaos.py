@@ -207,6 +207,18 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else None
 
 
+def kill_times(seconds: float, kill_at: float | None,
+               down_for: float | None) -> tuple[float, float]:
+    """When in the load the broker is killed and how long it is down (each by default a quarter
+    of the load); ValueError if it would be killed, or started again, after the load ends."""
+    kill_at = seconds / 4 if kill_at is None else kill_at
+    down_for = seconds / 4 if down_for is None else down_for
+    if kill_at + down_for > seconds or kill_at >= seconds:
+        raise ValueError(f"a kill at {kill_at:g}s down for {down_for:g}s does not end within the "
+                         f"load's {seconds:g}s (--seconds): the broker would be back after it")
+    return kill_at, down_for
+
+
 async def run_broker_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0,
                            residents: int = 300, seed: int = 2026,
                            kill_at: float | None = None, down_for: float | None = None,
@@ -218,8 +230,7 @@ async def run_broker_chaos(state: Path, seconds: float = 60.0, rate: float = 20.
     here is stopped at the end unless `keep`; one found running is left running. The kill comes
     at `kill_at` seconds into the load (default a quarter), the restart `down_for` later
     (default a quarter of the run)."""
-    kill_at = seconds / 4 if kill_at is None else kill_at
-    down_for = seconds / 4 if down_for is None else down_for
+    kill_at, down_for = kill_times(seconds, kill_at, down_for)
     with held(state, "chaos run"), state_folder(state):
         _, cluster_seconds = await asyncio.to_thread(up_three, not keep)
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from registry.resident_code import CODES
-from renkei.broker_chaos import BrokerChaos, run_broker_chaos
+from renkei.broker_chaos import BrokerChaos, kill_times, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
@@ -32,7 +32,8 @@ def chaos_cli() -> None:
 @click.option("--residents", type=click.IntRange(min=50, max=CODES),
               default=300, show_default=True)
 @click.option("--kill-at", type=NON_NEGATIVE, default=None,
-              help="seconds into the load to SIGKILL the broker [default: a quarter]")
+              help="seconds into the load to SIGKILL the broker [default: a quarter]; it and "
+                   "its restart (--down later) come within --seconds")
 @click.option("--down", "down_for", type=NON_NEGATIVE, default=None,
               help="seconds before it is started again [default: a quarter of the run]")
 @click.option("--keep", is_flag=True, help="leave the 3-node cluster running afterwards")
@@ -41,6 +42,10 @@ def chaos_cli() -> None:
 def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | None,
                  down_for: float | None, keep: bool, out: Path) -> None:
     """A broker of a 3-node cluster (in <state>/cluster3) SIGKILLed under load, restarted."""
+    try:
+        kill_times(seconds, kill_at, down_for)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
     result = asyncio.run(run_broker_chaos(state_dir() / "cluster3", seconds, rate, residents,
                                           kill_at=kill_at, down_for=down_for, keep=keep))

@@ -12,12 +12,14 @@ from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from audit.heads import Signer
 from audit.store import AuditStore
 from broker import cluster
 from cards.cli import card_cli
 from registry.resident_code import CODES
+from renkei import chaos_cli
 from renkei.bench_linkage import linkage_bench
 from renkei.chaos_cli import broker_chaos
 from renkei.cli import main
@@ -144,6 +146,26 @@ def test_a_number_of_no_meaning_is_refused_before_anything_runs(
     """Parsed only: a chaos run or a benchmark let through is not started here."""
     with pytest.raises(click.BadParameter, match=re.escape(error)):
         command.make_context(command.name, list(args))
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (("--seconds", "20", "--kill-at", "30"), "a kill at 30s down for 5s"),
+    (("--seconds", "20", "--kill-at", "20", "--down", "0"), "a kill at 20s down for 0s"),
+    (("--seconds", "20", "--down", "30"), "a kill at 5s down for 30s"),
+    (("--seconds", "20", "--kill-at", "10", "--down", "11"), "a kill at 10s down for 11s")])
+def test_a_broker_kill_or_restart_after_the_load_ends_is_refused(
+        monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], error: str) -> None:
+    """A usage error in one line, not a chaos run whose kill or restart comes after the load."""
+    def ran(*_: object, **__: object) -> None:
+        raise AssertionError("the chaos run was started")
+
+    monkeypatch.setattr(chaos_cli, "run_broker_chaos", ran)
+    result = CliRunner().invoke(chaos_cli.broker_chaos, list(args))
+    assert result.exit_code == 2, result.output
+    said_in_one_line(result.output, f"{error} does not end within the load's 20s (--seconds)")
+    within = CliRunner().invoke(chaos_cli.broker_chaos, ["--seconds", "20", "--kill-at", "15",
+                                                         "--down", "5"])
+    assert isinstance(within.exception, AssertionError)  # back as the load ends: run
 
 
 def test_a_negative_count_of_broker_log_lines_is_refused(tmp_path: Path) -> None:
