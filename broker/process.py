@@ -309,6 +309,14 @@ def _wait_ready(cl: Cluster, pids: dict[int, int], timeout: float) -> None:
     raise BrokerError(f"the broker did not accept connections within {timeout:.0f}s")
 
 
+def _kept_port(port: int | None, default: int) -> int:
+    """The port asked for (None: `default`); 0 (any free one) refused, as `broker up` does."""
+    if port == 0:
+        raise BrokerError("port 0 (any free one) cannot be the broker's: its ports are kept for "
+                          "its restarts; choose them with --port/--controller-port")
+    return default if port is None else port
+
+
 def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
        timeout: float = 90.0, tethered: bool = False) -> tuple[Cluster, bool]:
     """Format (first time) and start the nodes; return (cluster, started now). `tethered`:
@@ -319,8 +327,8 @@ def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
         cl = cluster_store.load()
     except cluster_store.NoCluster:
         cl = cluster_store.plan(
-            client_port or cluster_store.DEFAULT_CLIENT_PORT,
-            controller_port or cluster_store.DEFAULT_CONTROLLER_PORT,
+            _kept_port(client_port, cluster_store.DEFAULT_CLIENT_PORT),
+            _kept_port(controller_port, cluster_store.DEFAULT_CONTROLLER_PORT),
             nodes,
         )
         for node in cl.nodes:
@@ -334,7 +342,8 @@ def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
         cluster_store.save(cl)
     else:
         first = cl.nodes[0]
-        asked = (client_port or first.client_port, controller_port or first.controller_port)
+        asked = (_kept_port(client_port, first.client_port),
+                 _kept_port(controller_port, first.controller_port))
         if cl.size != nodes or asked != (first.client_port, first.controller_port):
             raise BrokerError(
                 f"this state folder holds a {cl.size}-node broker on ports "

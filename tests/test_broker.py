@@ -150,6 +150,30 @@ def test_port_taken_is_a_clear_error(broker: Cluster, tmp_path: Path) -> None:
     assert f"port {taken}" in result.stderr and "taken" in result.stderr
 
 
+@pytest.mark.parametrize("planned", [False, True])
+@pytest.mark.parametrize("zero", [0, 1])
+def test_port_0_is_refused_not_taken_for_the_default(tmp_path: Path, planned: bool, zero: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `broker up --port` refuses 0 (its ports are kept for its restarts), so does
+    process.up, for a new cluster and a planned one: not the default or planned port."""
+    from broker import cluster as cluster_store
+    from broker import process
+
+    def started(*_: object, **__: object) -> None:
+        raise AssertionError("a node was formatted or started")
+
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    monkeypatch.setattr(process, "_format", started)
+    monkeypatch.setattr(process, "_start", started)
+    ports = list(free_port_pair())
+    if planned:
+        cluster_store.save(cluster_store.plan(*ports))
+    ports[zero] = 0
+    with pytest.raises(process.BrokerError, match=r"^port 0 \(any free one\) cannot be"):
+        process.up(ports[0], ports[1])
+    assert planned or not (tmp_path / "broker").exists()
+
+
 def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
     result = renkei("broker", "up", env={STATE_ENV: str(tmp_path),
                                          "JAVA_HOME": str(tmp_path / "no-jdk")}, check=False)
