@@ -219,6 +219,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "anchor_none": ("固定されたヘッドはまだありません。", "No head anchored yet."),
     "forbidden": ("この操作はできません。", "This is not allowed."),
     "not_found": ("見つかりません。", "Not found."),
+    "no_holder": ("照会できる情報保有機関がありません（記録に名のあるのはサービスだけです）。"
+                  "請求は送っていません。",
+                  "No holder to ask: the entries name only services of the platform. Nothing "
+                  "was requested."),
     "history_unavailable": ("アクセス記録を今は表示できません。しばらくしてから"
                             "もう一度お試しください。",
                             "The access history cannot be shown right now. Please try again "

@@ -69,6 +69,18 @@ class Shown:
     unsent: dict[str, str] = field(default_factory=dict)
 
 
+class NoHolder(ValueError):
+    """A request for holder-side logs whose every name is a service's: no holder to ask."""
+
+
+def holders_to_ask(named: Sequence[str]) -> tuple[str, ...]:
+    """The holders among `named`, once each (a service's principal is none); else NoHolder."""
+    holders = tuple(sorted(set(named) - acls.RESERVED))
+    if not holders:
+        raise NoHolder(f"no holder among {', '.join(sorted(set(named))) or 'no names'}")
+    return holders
+
+
 class HolderLogs:
     """Requests for holder-side logs on one topic pair, and their answers (sealed to `key`),
     kept in the portal's inbox for `kept` (its book: the answers topic)."""
@@ -96,12 +108,11 @@ class HolderLogs:
                   log: Callable[[Asked], Awaitable[None]] | None = None) -> Asked:
         """Ask the holders for their side of the log of `request_ids`: the request kept, then
         `log`ged (an application in the resident's history), then sent, so that none is sent
-        unlogged, and no answer comes to one not kept. A service's principal among `holders`
-        (the oversight body's on its own requests, the authority on a change of number) is no
-        holder: not asked."""
+        unlogged, and no answer comes to one not kept. Only holders are asked (holders_to_ask):
+        with none among `holders`, NoHolder, and nothing kept, logged or sent."""
+        asked = Asked(str(uuid.uuid4()), datetime.now(UTC), holders_to_ask(holders),
+                      tuple(request_ids), person)
         await self._inbox.drop(self._in, self._since())
-        asked = Asked(str(uuid.uuid4()), datetime.now(UTC),
-                      tuple(sorted(set(holders) - acls.RESERVED)), tuple(request_ids), person)
         try:
             await self._inbox.add(self._in, asked)
             if log is not None:

@@ -8,8 +8,8 @@ from aiohttp import web
 from audit.events import ID_CODE
 from audit.store import Query
 from portal.context import PLATFORM
-from portal.kafka import PORTAL_KIND
-from portal.web import day, officer_of, render
+from portal.kafka import PORTAL_KIND, NoHolder
+from portal.web import day, no_holder, officer_of, render
 
 ROLE = "oversight"
 OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"
@@ -54,7 +54,10 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/oversight")
     request_ids = sorted({e.request_id for e in chosen})
     holders = sorted({h for e in chosen for h in (e.requester, e.provider) if h})
-    await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
+    try:
+        await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
+    except NoHolder:
+        return no_holder(request)
     raise web.HTTPSeeOther("/oversight/holder-logs")
 
 

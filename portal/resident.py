@@ -12,8 +12,9 @@ from audit.store import Query
 from portal import numbering
 from portal.context import PLATFORM
 from portal.inbox import Asked
+from portal.kafka import NoHolder
 from portal.services import Unanswered
-from portal.web import day, history_of, older, render, resident_of
+from portal.web import day, history_of, no_holder, older, render, resident_of
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
 
@@ -66,8 +67,12 @@ async def apply(request: web.Request) -> web.Response:
                                         step=f"applied-{holder}",
                                         reason=f"request {event.request_id}")
 
-    asked = await platform.kafka.applications.ask(holders, [event.request_id], APPLICATION_BASIS,
-                                                  person=resident.id_codes[0], log=applied)
+    try:
+        asked = await platform.kafka.applications.ask(holders, [event.request_id],
+                                                      APPLICATION_BASIS,
+                                                      person=resident.id_codes[0], log=applied)
+    except NoHolder:
+        return no_holder(request)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")
 
 

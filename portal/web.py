@@ -82,6 +82,11 @@ def _rendering(request: web.Request, template: str, context: dict[str, Any]
                    name=request.app[PLATFORM].kafka.holder_name, **context)
 
 
+def no_holder(request: web.Request) -> web.Response:
+    """The page for a request for holder-side logs that names no holder: none was sent."""
+    return render(request, "error.html", status=400, message="no_holder")
+
+
 def _page(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, content_type="text/html", status=status)
 

@@ -37,7 +37,7 @@ from portal.inbox import (
     kept_since,
     taken,
 )
-from portal.kafka import HolderLogs, Platform
+from portal.kafka import HolderLogs, NoHolder, Platform
 from renkei import holder_logs, sealing
 from renkei.state import state_folder
 from renkei.tasks import cancelled
@@ -253,6 +253,33 @@ async def test_a_service_named_on_an_entry_is_not_asked_for_its_side_of_the_log(
         await inbox.close()
     assert asked.holders == ("sakura-town",)
     assert kept is not None and kept.holders == ("sakura-town",)
+
+
+@SESSION_LOOP
+async def test_a_request_naming_no_holder_is_neither_kept_logged_nor_sent(
+        town: Town, tmp_path: Path) -> None:
+    """Every name a service's: the request, sent naming no holder, was kept as complete with
+    nothing in it. Now NoHolder, before anything is kept, logged or sent."""
+    inbox, logged = Inbox(tmp_path / "inbox.db"), list[Asked]()
+    logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN,
+                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT)
+    platform = KafkaAccess.of(acls.PLATFORM)  # the reader of the portal's requests
+    await logs.start()
+    try:
+        before = len(await read_topic(platform, topics.PORTAL_OUT))
+
+        async def log(asked: Asked) -> None:
+            logged.append(asked)
+
+        with pytest.raises(NoHolder, match="no holder among authority, portal"):
+            await logs.ask((acls.AUTHORITY, acls.PORTAL, acls.AUTHORITY), ["rq-1"], "basis",
+                           person=PERSON, log=log)
+        kept = await inbox.every(topics.PORTAL_IN, NOW - APPLICATIONS_KEPT)
+        sent = len(await read_topic(platform, topics.PORTAL_OUT)) - before
+    finally:
+        await logs.stop()
+        await inbox.close()
+    assert (kept, logged, sent) == ([], [], 0)
 
 
 @SESSION_LOOP

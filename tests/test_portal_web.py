@@ -8,7 +8,7 @@ import html
 import re
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -32,7 +32,8 @@ from cards.login import Verifier, message
 from portal import app as portal_app
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
-from portal.inbox import Inbox
+from portal.inbox import Asked, Inbox
+from portal.kafka import holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
@@ -48,13 +49,20 @@ Client = TestClient[web.Request, web.Application]
 
 @dataclass
 class HolderLogAsks:
-    """The oversight body's requests for holder-side logs: (holders, request ids) each."""
+    """Requests for holder-side logs (the oversight body's, residents'): (holders asked,
+    request ids) each; only holders asked, as HolderLogs.ask does (NoHolder if none)."""
 
     asked: list[tuple[list[str], list[str]]] = field(default_factory=list)
 
-    async def ask(self, holders: Sequence[str], request_ids: Sequence[str],
-                  legal_basis: str) -> None:
-        self.asked.append((list(holders), list(request_ids)))
+    async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
+                  person: str | None = None,
+                  log: Callable[[Asked], Awaitable[None]] | None = None) -> Asked:
+        asked = Asked(f"ask-{len(self.asked)}", datetime.now(UTC), holders_to_ask(holders),
+                      tuple(request_ids), person)
+        if log is not None:
+            await log(asked)
+        self.asked.append((list(asked.holders), list(request_ids)))
+        return asked
 
 
 class NoAlerts:
@@ -73,6 +81,7 @@ class AuditWrites:
     fail_on: str | None = None  # an outcome whose writes fail (the others do not)
     by: list[tuple[str, str | None]] = field(default_factory=list)  # each record's who and why
     oversight: HolderLogAsks = field(default_factory=HolderLogAsks)
+    applications: HolderLogAsks = field(default_factory=HolderLogAsks)
     alerts: NoAlerts = field(default_factory=NoAlerts)
     held: str | None = None  # a holder whose name, next asked for, waits for `free` (`holding`)
     holding: threading.Event = field(default_factory=threading.Event)
@@ -566,11 +575,38 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
 
     assert (await ask(chosen), await ask(["99"])) == (303, 303)
     holders = sorted({h for e in (event(7), spaced) for h in (e.requester, e.provider)
-                      if h is not None} | {"tax-office", acls.OVERSIGHT})  # not a holder: the
-    # oversight body's own request's requester, left out by the asking (test_portal_inbox)
+                      if h is not None} | {"tax-office"})  # not the oversight body, its own
+    # request's requester: no holder, left out by the asking (test_portal_inbox)
     assert town.kafka.oversight.asked == [(holders, ["ov-1", "req-0007", "req-1 acme-kenpo"])], \
         "the chosen requests' ids and holders, as logged (a serial of no entry asks nobody)"
     assert await ask(["one"]) == 400
+
+
+async def test_entries_naming_no_holder_ask_nobody_and_the_page_says_so(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """Every name on the chosen entries a service's (the oversight body refused on its own
+    topic; a change of number, the portal asking the authority): the request, sent naming no
+    holder, showed as complete with nothing in it. Now none is sent, and the page says why."""
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    assert store
+    person = town.resident.id_codes[0]
+    refused = store.append(*item(replace(event(8), kind="OVERSIGHT", outcome="REJECTED",
+                                         requester=acls.OVERSIGHT, provider=None)))
+    change = store.append(*item(replace(event(9, person=person), kind="PORTAL",
+                                        outcome="NUMBER_CHANGE_ASKED", requester=acls.PORTAL,
+                                        provider=acls.AUTHORITY)))
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    console = await client.post("/oversight/holder-logs", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/oversight"), "chosen": str(refused)})
+    assert console.status == 400 and words("ja")["no_holder"] in await console.text()
+    assert (await client.post("/logout", data={"csrf": await csrf_of(client, "/")})).ok
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    applied = await client.post("/details", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/history"), "serial": str(change)})
+    assert applied.status == 400 and words("ja")["no_holder"] in await applied.text()
+    assert town.kafka.oversight.asked == [] == town.kafka.applications.asked
+    assert town.kafka.written == []  # no application logged in the resident's history
 
 
 async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_ever(
