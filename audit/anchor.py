@@ -34,6 +34,7 @@ from schemas.codec import CODEC, SchemaError
 log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
 ASK_AGAIN = 0.5
+UNHELD_KEPT = 100_000  # heads the store did not hold kept for the next check (~50 MB) at most
 
 # the store's report against the heads and the commit it is given (AuditStore.verify_outside,
 # what `audit verify` checks last), done off the event loop (Records.against): the first check
@@ -127,25 +128,42 @@ async def _heads_from(access: KafkaAccess, start: int) -> tuple[list[SignedHead]
 
 
 def held_largest(checked: Sequence[SignedHead], report: VerifyReport) -> list[SignedHead]:
-    """What the next check of the store must check again, after one of the heads `checked`:
-    after one without findings, the largest head it found held (the tree's root at a size
-    fixes every entry below it, so every smaller head held holds while it does), each copy of
-    it anchored once: one with a bad signature before it signs nothing; after one with
-    findings, nothing: the next check reads every head again, to tell them all."""
-    if report.findings or report.anchor is None:
-        return []
-    return list(dict.fromkeys(signed for signed in checked if signed.head == report.anchor))
+    """What the next check of the store must check again of the heads `checked` that it held:
+    each copy anchored of the largest one (the tree's root at a size fixes every entry below
+    it, so every smaller head held holds while it does); one with a bad signature before it
+    signs nothing."""
+    return list(dict.fromkeys(signed for signed in checked if signed.head == report.held))
+
+
+def standing(report: VerifyReport) -> tuple[SignedHead, ...] | None:
+    """The heads anchored that the store did not hold, after a check with findings (each
+    copy once): the next check checks them again, so that it tells every finding while they
+    stand without reading the heads it held again; none after one without; None when more
+    than UNHELD_KEPT: the next check reads every head again."""
+    if not report.findings:
+        return ()
+    unheld = tuple(dict.fromkeys(report.unheld))
+    return unheld if len(unheld) <= UNHELD_KEPT else None
+
+
+def stood_on_lost(start: Held, report: VerifyReport) -> bool:
+    """Whether the largest head the check started from, held by the store before, is held no
+    more: the smaller ones it stood for are to be read again, to tell which are."""
+    unheld = set(report.unheld)
+    return any(signed in unheld for signed in start.heads)
 
 
 @dataclass(frozen=True)
 class Held:
     """Where an AnchorCheck stands after a check: the heads topic's offset to read from next,
-    the heads read before it, and each copy anchored before it of the largest head the store
-    held (none: the next check reads every head)."""
+    the heads read before it, each copy anchored before it of the largest head the store held
+    (none: the next check reads every head), and, while a finding stands, the heads anchored
+    before it that the store did not hold (kept by this process alone)."""
 
     next: int = 0
     read: int = 0
     heads: tuple[SignedHead, ...] = ()
+    unheld: tuple[SignedHead, ...] = ()
 
 
 class Keeper(Protocol):
@@ -162,10 +180,12 @@ class AnchorCheck:
     there): a check reads only the heads anchored since the last, and checks them with the
     largest one the last found held. The topic keeps years of heads (one every
     HEAD_SECONDS, millions): read whole at each view, a view would take minutes and gigabytes.
-    A check with findings is done again against every head, so that it tells them all. With a
-    `keeper`, where it stands outlives the process: a restarted portal goes on from there, once
-    the store is found to hold the head kept and the topic to reach it (else it reads every
-    head again)."""
+    While a finding stands, a check checks again the heads the last did not hold with those
+    new (a view costs what one without does); one that finds the largest head held before held
+    no more is done again against every head, so that it tells them all. With a `keeper`,
+    where it stands outlives the process: a restarted portal goes on from there, once the store
+    is found to hold the head kept and the topic to reach it (else, and after findings against
+    heads, it reads every head again)."""
 
     def __init__(self, access: KafkaAccess, keeper: Keeper | None = None) -> None:
         self._access, self._keeper = access, keeper
@@ -183,10 +203,10 @@ class AnchorCheck:
                 log.warning("%s, where the last check stood: every head is read again", exc)
                 start = Held()
                 report, self._held = await self._checked(start, verify)
-            if report.findings and start.next:
-                report, self._held = await self._checked(self._held, verify)
+            if report.findings and stood_on_lost(start, report):
+                report, self._held = await self._checked(Held(), verify)
             if self._keeper is not None:
-                await self._keeper.keep_anchor_held(self._held)
+                await self._keeper.keep_anchor_held(Held() if self._held.unheld else self._held)
             return report
 
     async def _resumed(self, verify: Verify) -> Held:
@@ -204,13 +224,14 @@ class AnchorCheck:
         return kept
 
     async def _checked(self, held: Held, verify: Verify) -> tuple[VerifyReport, Held]:
-        """`verify`'s report on the heads anchored from `held` on, with its heads, and on the
-        audit consumer's last commit; and where the next check starts: from the start again
-        after findings."""
+        """`verify`'s report on the heads anchored from `held` on, with the heads it keeps, and
+        on the audit consumer's last commit; and where the next check starts (from the start
+        again after findings it cannot check again alone)."""
         heads, after = await _heads_from(self._access, held.next)
-        checked = [*held.heads, *heads]
+        checked = [*held.heads, *held.unheld, *heads]
         report = await verify(checked, await noted_commit(self._access))
         report.anchored = held.read + len(heads)
-        if report.findings:
+        unheld = standing(report)
+        if unheld is None:
             return report, Held()
-        return report, Held(after, report.anchored, tuple(held_largest(checked, report)))
+        return report, Held(after, report.anchored, tuple(held_largest(checked, report)), unheld)

@@ -266,6 +266,8 @@ class VerifyReport:
     unsigned: int = 0
     anchored: int = 0
     anchor: TreeHead | None = None
+    held: TreeHead | None = None  # the largest anchored head the tree holds, signed by the key
+    unheld: list[SignedHead] = field(default_factory=list)  # those anchored it does not hold
     committed: Committed | None = None
     findings: list[Finding] = field(default_factory=list)
     omitted: int = 0
@@ -920,7 +922,8 @@ class AuditStore:
                       key=lambda s: s.head.size, reverse=True)
         others = [s for s in anchored if roots.get(s.head.size) != s.head.root]
         good = sorted((s.head for s in others if verify_head(s, key)), key=lambda h: h.size)
-        largest_held = next((s.head for s in held if verify_head(s, key)), None)
+        report.held = largest_held = next((s.head for s in held if verify_head(s, key)), None)
+        report.unheld = others
         report.anchor = max([*good[-1:], *filter(None, [largest_held])], key=lambda h: h.size,
                             default=None)
         least = report.anchor.size if report.anchor else -1

@@ -30,7 +30,7 @@ from audit.anchor import AnchorCheck, Verify, anchored_heads, noted_commit
 from audit.consumer import HEAD_SECONDS
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
-from audit.heads import SignedHead, Signer
+from audit.heads import SignedHead, Signer, TreeHead
 from audit.oversight import alerts
 from audit.store import AuditStore, Committed, Entry, Query, VerifyReport, default_path
 from broker import acls, config, topics
@@ -507,6 +507,49 @@ async def test_a_restarted_console_checks_only_the_heads_anchored_since_its_last
     assert given[3:] == [1, now], "the cut store does not hold the head kept: every head"
     assert not short.ok and short.anchored == now and short.verdict.startswith("TRUNCATED"), \
         short.findings
+
+
+async def earlier_heads_anchored(live: AuditStore, count: int) -> None:
+    """`count` more heads of the store as it is anchored, signed by the log's key at sizes it
+    had (heads it holds, as a year's are)."""
+    size, now = live.size(), datetime.now(UTC)
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        for n in range(count):
+            at = 1 + n % size
+            signed = live.signer.sign_head(TreeHead(at, live.root(at),
+                                                    now + timedelta(milliseconds=n)))
+            await prod.send(topics.AUDIT_HEADS, CODEC.encode(signed))
+        await prod.flush()
+
+
+async def test_a_standing_finding_is_checked_again_without_every_head_and_a_new_one_shows(
+        platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    """While a finding stands, a view checks the store again against the heads it did not hold
+    and the largest it held alone, with those anchored since (each view read and checked every
+    head again: ~30 s at a year of heads); a store cut shorter meanwhile, past the largest head
+    it held, is found at the next view, against every head."""
+    check, given = AnchorCheck(KafkaAccess.of(acls.OVERSIGHT)), list[int]()
+    await two_heads_anchored(platform, live)
+    await earlier_heads_anchored(live, 50)
+    await appended(live, 10)
+    try:
+        every, size = await anchored_now(platform), live.size()
+        cut = copied(default_path(), tmp_path / "cut.db")
+        truncate(f"sqlite:///{cut}", size - 5)
+        with AuditStore(cut, live.signer) as short:
+            views = [await check.check(counted(short, given)) for _ in range(3)]
+            truncate(f"sqlite:///{cut}", size - 15)
+            shorter = await check.check(counted(short, given))
+    finally:
+        platform.start("audit", "audit", "run")
+    kept = given[1]
+    assert given == [every, kept, kept, kept, every] and kept <= 3 and every > 50, given
+    assert all(v.findings == views[0].findings and v.anchored == every for v in views[1:])
+    assert views[0].verdict.startswith("TRUNCATED") and views[0].anchor is not None
+    assert views[0].anchor.size == size, "the largest good head: the store lost its entries"
+    assert f"the store has {size - 5} entries" in views[0].verdict, views[0].verdict
+    assert f"the store has {size - 15} entries" in shorter.verdict, shorter.verdict
+    assert shorter.anchored == every
 
 
 class YearOfHeads(AuditStore):
