@@ -214,8 +214,20 @@ WORDS: dict[str, tuple[str, str]] = {
     "anchored_head": ("ストアの外に固定された最大のツリーヘッド",
                       "Largest tree head anchored outside the store"),
     "anchor_store": ("監査ストアとの照合", "The store against it"),
-    "anchor_holds": ("ストアは固定されたすべてのヘッドを含み、その後は追記のみ",
-                     "the store holds every anchored head and has only grown since"),
+    "anchor_holds": ("ストアは固定されたすべてのヘッドと、監査コンシューマが最後のコミットに"
+                     "記録したツリーを含み、その後は追記のみ",
+                     "the store holds every anchored head and the tree the audit consumer noted "
+                     "with its last commit, and has only grown since"),
+    "anchored_count": ("照合した固定ヘッドの数", "Anchored heads checked"),
+    "anchor_holds_heads": ("ストアは固定されたすべてのヘッドを含み、その後は追記のみ",
+                           "the store holds every anchored head and has only grown since"),
+    "commit_offset": ("監査トピックのオフセット", "Offset on the audit topic"),
+    "commit_checked": ("照合した監査コンシューマの最後のコミット",
+                       "The audit consumer's last commit checked"),
+    "commit_none": ("ツリーを記録した監査コンシューマのコミットはありません。最大の固定ヘッド"
+                    "より後の記録は照合されていません。",
+                    "No commit of the audit consumer noting the tree: the entries after the "
+                    "largest anchored head are not checked."),
     "anchor_none": ("固定されたヘッドはまだありません。", "No head anchored yet."),
     "forbidden": ("この操作はできません。", "This is not allowed."),
     "not_found": ("見つかりません。", "Not found."),

@@ -10,6 +10,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -17,10 +18,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit import heads, merkle
 from audit.events import millis
 from audit.heads import Signer, TreeHead, includes, verify_signature
-from audit.store import MAX_PAGE, AuditStore, Entry, Page, Proved, Query
+from audit.store import MAX_PAGE, AuditStore, Committed, Entry, Page, Proved, Query, VerifyReport
 from audit.store import default_path as audit_path
 from portal import app as portal_app
+from portal.i18n import words
 from portal.records import CACHE_MIB, HISTORY_PAGE, READERS, Records
+from portal.web import TEMPLATES
 from renkei.state import state_folder
 from tests.test_audit_store import HOLDERS, PERSONS, event, item, tamper, truncate
 
@@ -69,6 +72,34 @@ async def test_the_store_is_checked_against_every_anchored_head(store: AuditStor
     regrown = await records.against(anchored, None)
     assert regrown.anchor == anchored[1].head and [f.kind for f in regrown.findings] == ["anchor"]
     assert "serials 0..11 were changed after it was anchored" in regrown.findings[0].detail
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_the_integrity_page_says_which_commit_it_checked_the_store_against(
+        store: AuditStore, lang: str) -> None:
+    """As `audit verify` says it: the audit consumer's commit checked (its offset, the tree's
+    size and root it noted) and how many anchored heads; the store said to hold the commit's
+    tree too only when one was checked (the page named no commit)."""
+    store.append_many(item(event(n)) for n in range(12))
+    records, w = Records(lambda: store), words(lang)
+    committed = Committed(4242, 12, merkle.tree_root(store, 12))
+    shown = {given: integrity_page(lang, await records.against([store.head()], given))
+             for given in (committed, None)}
+    checked = shown[committed].split('id="commit"')[1]
+    assert "<dd>4242</dd>" in checked and "<dd>12</dd>" in checked, checked
+    assert committed.root.hex() in checked and w["commit_offset"] in checked
+    assert "<dd>1</dd>" in shown[committed].split('id="commit"')[0], "one anchored head"
+    assert w["anchor_holds"] in shown[committed] and w["commit_none"] not in shown[committed]
+    assert w["anchor_holds_heads"] in shown[None] and w["commit_none"] in shown[None]
+    assert w["anchor_holds"] not in shown[None]
+
+
+def integrity_page(lang: str, report: VerifyReport) -> str:
+    """The oversight console's integrity page showing `report`, in `lang`."""
+    officer = SimpleNamespace(resident=None, officer=SimpleNamespace(role="oversight"))
+    return TEMPLATES.get_template("integrity.html").render(
+        w=words(lang), lang=lang, session=officer, csrf="", notice=None,
+        path="/oversight/integrity", heads=[], anchor=report)
 
 
 @dataclass
