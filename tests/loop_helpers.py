@@ -1,5 +1,6 @@
 """Whether the event loop went on while something waited: a ticker, and a SQLite database held
-locked by another connection for a while."""
+locked by another connection for a while; and a wait's deadline, which every waiting loop of the
+tests checks on each turn."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 TICK = 0.01
+
+
+class Deadline:
+    """A wait's end, `within` seconds from now: past it, `check` fails saying what was awaited."""
+
+    def __init__(self, within: float, awaited: str) -> None:
+        self.within, self.awaited = within, awaited
+        self.at = time.monotonic() + within
+
+    def check(self, seen: object = None) -> None:
+        """Fail if the deadline has passed, naming what was awaited and what was last `seen`."""
+        if time.monotonic() > self.at:
+            last = "" if seen is None else f" (last seen: {seen})"
+            raise AssertionError(f"{self.awaited}: not within {self.within:g} s{last}")
 
 
 class Ticker:

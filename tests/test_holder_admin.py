@@ -27,6 +27,7 @@ from registry.residents import FourAttributes, Resident, Sex
 from renkei import town as town_setup
 from renkei.state import private_dir, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
+from tests.loop_helpers import Deadline
 
 HOLDER = "town-x"
 RECORDS = """own_number,name,address,date_of_birth,sex,personal_number
@@ -336,8 +337,10 @@ def _running(holder: str, log: Path) -> tuple[subprocess.Popen[bytes], Address]:
     """`holder run`, once its server has written its address."""
     address_file(holder).unlink(missing_ok=True)  # one a killed run left
     server = spawn("holder", "run", holder, log=log)
+    deadline = Deadline(60, f"{holder}'s server address")
     while (address := recorded(holder)) is None:
         assert server.poll() is None, log.read_text()
+        deadline.check(log.read_text()[-2000:])
         time.sleep(0.2)
     return server, address
 

@@ -24,6 +24,7 @@ from holders.store import HolderStore, Keyed
 from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
+from tests.loop_helpers import Deadline
 
 HOLDER = "city-x"
 CANARY = "canary-income-7301946"
@@ -307,9 +308,11 @@ async def _served(client: HolderClient) -> AsyncIterator[aiohttp.ClientSession]:
     address_file(client.holder).unlink(missing_ok=True)
     stop = asyncio.Event()
     serving = asyncio.create_task(_serve_http(client, 0, stop))
+    deadline = Deadline(30, f"{client.holder}'s server address")
     try:
         while (address := recorded(client.holder)) is None:
             assert not serving.done(), serving.exception()
+            deadline.check()
             await asyncio.sleep(0.05)
         async with aiohttp.ClientSession(address.url, headers=address.headers) as http:
             yield http

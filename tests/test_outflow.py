@@ -20,6 +20,7 @@ from broker.clients import KafkaAccess
 from renkei.envelope import Send
 from renkei.service_loop import Outflow, serving
 from tests.kafka_helpers import consumer, producer, wait_assigned
+from tests.loop_helpers import Deadline
 
 
 async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_what_it_handled(
@@ -38,7 +39,9 @@ async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_what_it_ha
         sent = await sender.send_and_wait(topics.outbox(holder), b"handled", key=b"k")
         where = TopicPartition(sent.topic, sent.partition)
         polled: list[object] = []
+        deadline = Deadline(30, f"the record sent to {where}")
         while not polled:
+            deadline.check()
             polled += (await cons.getmany(where, timeout_ms=1000)).get(where, [])
         await outflow.send([where], [])  # handled, with no effects
         await outflow.commit(now=True)

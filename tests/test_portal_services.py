@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
@@ -69,6 +70,7 @@ from schemas.messages import (
     PortalQuery,
 )
 from tests.kafka_helpers import consumer, free_port, listening_on, producer, spawn, stop
+from tests.loop_helpers import Deadline
 from tests.test_questions import LOW_ORDER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -582,16 +584,33 @@ async def test_a_question_declined_for_its_reply_key_says_the_fault_is_the_porta
 
 
 async def _until_up(http: aiohttp.ClientSession, page: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
+    """Wait until `page` answers 200; past `within` seconds, fail saying what it answered."""
+    deadline, seen = Deadline(within, f"{page} answering 200"), "nothing yet"
     while True:
         try:
             async with http.get(page) as answer:
                 if answer.status == 200:
                     return
-        except aiohttp.ClientConnectionError:
-            if time.monotonic() > deadline:
-                raise
+                seen = f"answered {answer.status}"
+        except aiohttp.ClientConnectionError as exc:
+            seen = repr(exc)
+        deadline.check(seen)
         await asyncio.sleep(0.2)
+
+
+async def _unavailable(request: web.Request) -> web.Response:
+    return web.Response(status=503)
+
+
+async def test_a_page_never_up_is_waited_for_until_the_deadline_and_named() -> None:
+    """A page answering 503 for ever: the wait fails at its deadline, saying what the page
+    answered (it once waited until pytest's timeout stopped the whole run of the test)."""
+    app = web.Application()
+    app.router.add_get("/login", _unavailable)
+    async with TestServer(app) as server, aiohttp.ClientSession() as http:
+        with pytest.raises(AssertionError, match=r"not within 1 s .*answered 503"):
+            async with asyncio.timeout(20):
+                await _until_up(http, str(server.make_url("/login")), within=1)
 
 
 @pytest.mark.parametrize("topic", [topics.REGISTRY_PORTAL_IN, topics.AUTHORITY_PORTAL_IN])
