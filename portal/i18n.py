@@ -231,6 +231,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "anchor_none": ("固定されたヘッドはまだありません。", "No head anchored yet."),
     "forbidden": ("この操作はできません。", "This is not allowed."),
     "not_found": ("見つかりません。", "Not found."),
+    "not_an_exchange": ("この記録はマイポータルや窓口での操作の記録で、機関の間の情報連携では"
+                        "ありません。詳細は申請できません。申請は送っていません。",
+                        "This entry is an action in My Portal or at a counter, not an exchange "
+                        "between holders: it has no details to ask for. Nothing was requested."),
     "no_holder": ("照会できる情報保有機関がありません（記録に名のあるのはサービスだけです）。"
                   "請求は送っていません。",
                   "No holder to ask: the entries name only services of the platform. Nothing "

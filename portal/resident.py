@@ -12,7 +12,7 @@ from audit.store import Query
 from portal import numbering
 from portal.context import PLATFORM
 from portal.inbox import Asked
-from portal.kafka import NoHolder
+from portal.kafka import PORTAL_KIND, NoHolder
 from portal.services import Unanswered
 from portal.web import day, history_of, no_holder, older, render, resident_of
 
@@ -49,7 +49,8 @@ async def entry(request: web.Request) -> web.Response:
 
 
 async def apply(request: web.Request) -> web.Response:
-    """Ask the requester and the provider of one of the resident's entries for ⑪⑫."""
+    """Ask the requester and the provider of one of the resident's entries for ⑪⑫ (not of one
+    of the portal's own actions, which the entry's page offers no application for)."""
     resident = resident_of(request)
     platform = request.app[PLATFORM]
     form = await request.post()
@@ -58,6 +59,8 @@ async def apply(request: web.Request) -> web.Response:
     if found is None:
         return render(request, "error.html", status=404, message="not_found")
     event = found.entry.event
+    if event.kind == PORTAL_KIND:  # the portal's own action: no holder exchanged anything
+        return render(request, "error.html", status=400, message="not_an_exchange")
     holders = [h for h in (event.requester, event.provider) if h]
 
     async def applied(asked: Asked) -> None:

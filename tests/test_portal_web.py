@@ -585,28 +585,45 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
 async def test_entries_naming_no_holder_ask_nobody_and_the_page_says_so(
         client: Client, town: Town, tmp_path: Path) -> None:
     """Every name on the chosen entries a service's (the oversight body refused on its own
-    topic; a change of number, the portal asking the authority): the request, sent naming no
-    holder, showed as complete with nothing in it. Now none is sent, and the page says why."""
+    topic): the request, sent naming no holder, showed as complete with nothing in it. Now none
+    is sent, and the page says why."""
     store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
     assert store
-    person = town.resident.id_codes[0]
     refused = store.append(*item(replace(event(8), kind="OVERSIGHT", outcome="REJECTED",
                                          requester=acls.OVERSIGHT, provider=None)))
-    change = store.append(*item(replace(event(9, person=person), kind="PORTAL",
-                                        outcome="NUMBER_CHANGE_ASKED", requester=acls.PORTAL,
-                                        provider=acls.AUTHORITY)))
     officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
     assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
     console = await client.post("/oversight/holder-logs", allow_redirects=False, data={
         "csrf": await csrf_of(client, "/oversight"), "chosen": str(refused)})
     assert console.status == 400 and words("ja")["no_holder"] in await console.text()
-    assert (await client.post("/logout", data={"csrf": await csrf_of(client, "/")})).ok
+    assert town.kafka.oversight.asked == []
+
+
+async def test_no_application_is_taken_for_an_entry_of_the_portals_own_action(
+        client: Client, town: Town) -> None:
+    """The entry of a change of number (the portal asked the authority) or of an application
+    (the portal asked a holder) offers no application, and a POST of its serial is refused in
+    the page's language before anything is asked: an application's entry once asked its holder
+    about the portal's own request."""
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    assert store
+    person = town.resident.id_codes[0]
+    change = store.append(*item(replace(event(9, person=person), kind="PORTAL",
+                                        outcome="NUMBER_CHANGE_ASKED", requester=acls.PORTAL,
+                                        provider=acls.AUTHORITY)))
+    application = store.append(*item(replace(event(10, person=person), kind="PORTAL",
+                                             outcome="DETAIL_APPLIED", requester=acls.PORTAL,
+                                             provider=HOLDERS[0])))
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
-    applied = await client.post("/details", allow_redirects=False, data={
-        "csrf": await csrf_of(client, "/history"), "serial": str(change)})
-    assert applied.status == 400 and words("ja")["no_holder"] in await applied.text()
-    assert town.kafka.oversight.asked == [] == town.kafka.applications.asked
-    assert town.kafka.written == []  # no application logged in the resident's history
+    for serial, lang in ((application, "ja"), (change, "ja"), (application, "en")):
+        await client.get(f"/lang/{lang}", allow_redirects=False)
+        page = await client.get(f"/history/{serial}")
+        assert page.status == 200 and 'id="apply"' not in await page.text()
+        applied = await client.post("/details", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/history"), "serial": str(serial)})
+        assert applied.status == 400, applied.status
+        assert words(lang)["not_an_exchange"] in await applied.text()
+    assert town.kafka.applications.asked == [] and town.kafka.written == []
 
 
 async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_ever(
