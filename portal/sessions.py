@@ -1,6 +1,7 @@
 """Server-side sessions: a random id in an HttpOnly cookie, everything else in memory here.
 
-A session ends after `idle` without a request or `lifetime` after it began, whichever is first,
+A session ends after `idle` without a request or `lifetime` after it began, whichever is first
+(time elapsed, on the monotonic clock: a step of the wall clock ends none and keeps none alive),
 and at its first request after the card it signed in with is revoked, or while whether it is
 cannot be checked; at the counter, the visitor's part of a staff member's session ends likewise
 with the visitor's card (the web layer checks both, and says which).
@@ -12,18 +13,15 @@ anonymous one goes (a signed-in one only when none is left).
 from __future__ import annotations
 
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
 CHALLENGE_SECONDS = 120
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,8 @@ class Challenge:
 class Session:
     sid: str
     csrf: str
-    started: datetime
-    seen: datetime
+    started: float  # seconds on the sessions' monotonic clock
+    seen: float
     lang: str = "ja"
     resident: Resident | None = None
     officer: Officer | None = None
@@ -102,7 +100,7 @@ class Sessions:
 
     idle: timedelta = IDLE
     lifetime: timedelta = LIFETIME
-    clock: Callable[[], datetime] = _now
+    clock: Callable[[], float] = time.monotonic
     most: int = MOST
     _anonymous: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)
@@ -133,8 +131,9 @@ class Sessions:
         table.move_to_end(session.sid)
         return session
 
-    def _expired(self, session: Session, now: datetime) -> bool:
-        return now - session.seen > self.idle or now - session.started > self.lifetime
+    def _expired(self, session: Session, now: float) -> bool:
+        return (now - session.seen > self.idle.total_seconds()
+                or now - session.started > self.lifetime.total_seconds())
 
     def _kept(self, session: Session) -> Session:
         """Add a session; drop the stale ones, then past `most` the least recently used."""
@@ -144,7 +143,7 @@ class Sessions:
             (self._anonymous or self._signed_in).popitem(last=False)
         return session
 
-    def _purge(self, now: datetime) -> None:
+    def _purge(self, now: float) -> None:
         """Drop the expired sessions from the least recently used end of each table."""
         for table in (self._anonymous, self._signed_in):
             while table and self._expired(next(iter(table.values())), now):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from urllib.parse import urlencode
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+import portal.sessions
 from portal.sessions import CHALLENGE_SECONDS, IDLE, LIFETIME, Challenge, Resident, Sessions
 from portal.web import SESSION, switch_language
 
@@ -19,24 +20,46 @@ RESIDENT = Resident("1a2b", "山田 太郎", ("R-1",), ("ABC98765XYZ",))
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    """The sessions' monotonic clock, moved by the test."""
 
-    def __call__(self) -> datetime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
         return self.now
+
+    def passes(self, length: timedelta) -> None:
+        self.now += length.total_seconds()
+
+
+class _WallStepped:
+    """`datetime` as the wall clock set an hour forward tells it (NTP after a suspend, by hand)."""
+
+    @staticmethod
+    def now(tz: tzinfo | None = None) -> datetime:
+        return datetime.now(tz) + timedelta(hours=1)
 
 
 def test_a_session_expires_when_idle_and_after_its_lifetime() -> None:
     clock = Clock()
     sessions = Sessions(clock=clock)
     idle = sessions.new()
-    clock.now += IDLE + timedelta(seconds=1)
+    clock.passes(IDLE + timedelta(seconds=1))
     assert sessions.get(idle.sid) is None
     busy = sessions.new()
     for _ in range(int(LIFETIME / (IDLE / 2)) + 1):
-        clock.now += IDLE / 2
+        clock.passes(IDLE / 2)
         found = sessions.get(busy.sid)
     assert found is None, "activity does not keep a session beyond its lifetime"
+
+
+def test_a_step_of_the_wall_clock_ends_no_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle for no time, a session lives on though the wall clock was set past its idle limit
+    and its lifetime (every session once ended at such a step)."""
+    sessions = Sessions()
+    session = sessions.new()
+    monkeypatch.setattr(portal.sessions, "datetime", _WallStepped)
+    assert sessions.get(session.sid) is session
 
 
 def test_login_renews_the_session_id_and_csrf_token() -> None:
@@ -92,7 +115,7 @@ def test_stale_sessions_go_and_past_the_most_kept_the_least_recently_used_anonym
     clock = Clock()
     sessions = Sessions(clock=clock, most=3)
     stale = [sessions.new() for _ in range(3)]
-    clock.now += IDLE + timedelta(seconds=1)
+    clock.passes(IDLE + timedelta(seconds=1))
     signed_in = sessions.renew(replace(sessions.new(), resident=RESIDENT))
     assert len(sessions) == 1 and all(sessions.get(s.sid) is None for s in stale)
     first, second = sessions.new(), sessions.new()
