@@ -17,9 +17,11 @@ from broker import config, process, provision, topics
 from broker.clients import KafkaAccess
 from renkei.broker_chaos import run_broker_chaos, up_three
 from renkei.state import state_folder
+from tests.loop_helpers import Deadline
 
 pytestmark = pytest.mark.timeout(420)
 ACKS_TOPIC = "renkei-test.acks"
+NODES = (1, 2, 3)
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +101,30 @@ def _produce(conf: dict[str, object], within: float) -> KafkaError | None:
     return errors[0]
 
 
+def _leader(topic: str) -> int:
+    """The node leading the topic's partition 0 as the metadata tells it (-1: none yet)."""
+    partitions = provision.admin_client().list_topics(topic=topic, timeout=30).topics[
+        topic].partitions
+    return partitions[0].leader if 0 in partitions else -1
+
+
+async def _elected(topic: str, within: float = 60) -> int:
+    """The leader of the topic's partition 0, once one is elected (a new topic's takes a
+    while on a loaded machine)."""
+    deadline = Deadline(within, f"a leader of {topic}")
+    while (leader := _leader(topic)) not in NODES:
+        deadline.check(f"leader {leader}")
+        await asyncio.sleep(0.2)
+    return leader
+
+
 async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: Path) -> None:
     admin = provision.admin_client()
     future = admin.create_topics([NewTopic(ACKS_TOPIC, 1, 3,
                                            config={"min.insync.replicas": "2"})])[ACKS_TOPIC]
     future.result(30)
-    await asyncio.sleep(1)
-    leader = admin.list_topics(topic=ACKS_TOPIC, timeout=30).topics[ACKS_TOPIC].partitions[0].leader
-    first, second = [n for n in (1, 2, 3) if n != leader]
+    leader = await _elected(ACKS_TOPIC)
+    first, second = [n for n in NODES if n != leader]
     assert await asyncio.to_thread(_produce, {"enable.idempotence": True}, 60) is None
     process.stop_node(first, hard=True)  # a crash: fenced after the broker session timeout
     assert await asyncio.to_thread(_produce, {"enable.idempotence": True}, 90) is None, (
