@@ -29,6 +29,7 @@ from broker.ports import free_port_pair as free_port_pair
 from renkei.tether import tethered
 from schemas.codec import CODEC
 from schemas.messages import Rejection
+from tests.loop_helpers import Deadline
 
 
 @asynccontextmanager
@@ -92,9 +93,9 @@ def spawn(*args: str, log: Path, read_only: Sequence[Path] = ()) -> subprocess.P
 def listening_on(log: Path, said: str, within: float = 60) -> int:
     """The port a spawned server says it listens on: the number `said` (a pattern) captures
     once its log has that line."""
-    deadline = time.monotonic() + within
-    while not (found := re.search(said, log.read_text(errors="replace"))):
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+    deadline = Deadline(within, f"a line {said!r} in {log}")
+    while not (found := re.search(said, text := log.read_text(errors="replace"))):
+        deadline.check(text[-2000:])
         time.sleep(0.2)
     return int(found.group(1))
 
