@@ -25,8 +25,8 @@ from processors.codes import ALPHABET, CODE_LENGTH, CodeService, InvalidCode, Un
 from processors.ff1 import ROUNDS
 from processors.keys import MasterKeys
 from registry import store as registry_store
-from registry.resident_code import CODES, random_codes
-from renkei.options import POSITIVE
+from registry.resident_code import random_codes
+from renkei.options import POSITIVE, residents_option
 from renkei.state import write_json
 
 FF1_PER_CONVERSION = 3
@@ -134,9 +134,7 @@ def run(batch_sizes: Sequence[int], seconds: float, trials: int,
 @click.option("--seconds", type=POSITIVE, default=2.0, show_default=True, help="per measurement")
 @click.option("--trials", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="forged and misplaced codes each, for the false-accept rate")
-@click.option("--residents", type=click.IntRange(min=1, max=CODES),
-              default=100_000, show_default=True,
-              help="registry size to generate")
+@residents_option(1, 100_000, help="registry size to generate")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results/bench-codes.json"),
               show_default=True)
 def codes_bench(batch_sizes: tuple[int, ...], seconds: float, trials: int, residents: int,

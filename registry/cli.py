@@ -11,9 +11,9 @@ import click
 
 from registry import store as registry_store
 from registry.normalize import parse_date, parse_sex
-from registry.resident_code import CODES
 from registry.residents import ChangeKind, FourAttributes, Resident
 from renkei import personal_input
+from renkei.options import residents_option
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 from renkei.sqlite import INTEGERS
 
@@ -30,8 +30,7 @@ def registry_cli() -> None:
 
 
 @registry_cli.command()
-@click.option("--residents", type=click.IntRange(min=1, max=CODES),
-              default=10_000, show_default=True)
+@residents_option(1, 10_000)
 @click.option("--seed", type=int, default=1, show_default=True)
 @DB_OPTION
 @click.option("--replace", is_flag=True, help="replace an existing registry at that path")

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import click
 
-from registry.resident_code import CODES
 from renkei.broker_chaos import BrokerChaos, kill_times, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
-from renkei.options import NON_NEGATIVE, FiniteRange
+from renkei.options import NON_NEGATIVE, FiniteRange, residents_option
 from renkei.state import state_dir, write_json
 
 BROKER_RESULT = Path("results") / "chaos-broker.json"
@@ -29,8 +28,7 @@ def chaos_cli() -> None:
               help="how long to send requests")
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
               help="lawful requests per second")
-@click.option("--residents", type=click.IntRange(min=50, max=CODES),
-              default=300, show_default=True)
+@residents_option(50, 300)
 @click.option("--kill-at", type=NON_NEGATIVE, default=None,
               help="seconds into the load to SIGKILL the broker [default: a quarter]; it and "
                    "its restart (--down later) come within --seconds")

@@ -11,9 +11,8 @@ from typing import Any
 
 import click
 
-from registry.resident_code import CODES
 from renkei.crash_chaos import CrashChaos, run_crash_chaos
-from renkei.options import FiniteRange
+from renkei.options import FiniteRange, residents_option
 from renkei.state import state_dir, write_json
 
 RESULTS = Path("results")
@@ -31,8 +30,7 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
               help="platform instances in the consumer group")
 @click.option("--every", type=FiniteRange(min=1), default=4.0, show_default=True,
               help="seconds between kills")
-@click.option("--residents", type=click.IntRange(min=50, max=CODES),
-              default=300, show_default=True)
+@residents_option(50, 300)
 @click.option("--seed", default=2026, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=CRASH_RESULT,
               show_default=True)

@@ -16,8 +16,8 @@ from broker.clients import KafkaAccess
 from holders.client import HolderClient
 from holders.samples import SAMPLES
 from processors.access_log import ANSWER
-from registry.resident_code import CODES
 from renkei import scenario, town
+from renkei.options import residents_option
 from renkei.scenario import Exchange, Run
 from renkei.state import state_dir
 
@@ -152,9 +152,8 @@ def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
 
 
 @click.command()
-@click.option("--residents", type=click.IntRange(min=50, max=CODES),
-              default=1000, show_default=True,
-              help="the town's size (fewer leave a holder with nobody to ask about)")
+@residents_option(50, 1000,
+                  help="the town's size (fewer leave a holder with nobody to ask about)")
 @click.option("--seed", default=2026, show_default=True)
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="platform instances")

@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from broker import process
-from registry.resident_code import CODES
 from renkei import fuzz_run, scenario, town
 from renkei.fuzz_run import FuzzResult
+from renkei.options import residents_option
 from renkei.state import state_dir
 
 FUZZ_RESULT = Path("results") / "chaos-fuzz.json"
@@ -29,8 +29,7 @@ async def _exercise(built: town.Town, procs: town.Processes, messages: int, seed
 @click.option("--messages", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="bad messages to send")
 @click.option("--seed", type=int, default=2026, show_default=True)
-@click.option("--residents", type=click.IntRange(min=50, max=CODES),
-              default=300, show_default=True)
+@residents_option(50, 300)
 @click.option("--lawful-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="a lawful request every this many bad messages")
 @click.option("--keep", is_flag=True, help="leave a broker started here running afterwards")

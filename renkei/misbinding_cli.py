@@ -8,16 +8,15 @@ from pathlib import Path
 
 import click
 
-from registry.resident_code import CODES
 from renkei.misbinding import Outcome, Result, run
+from renkei.options import residents_option
 from renkei.state import write_json
 
 MISBINDING_RESULT = Path("results") / "chaos-misbinding.json"
 
 
 @click.command("misbinding")
-@click.option("--residents", type=click.IntRange(min=200, max=CODES),
-              default=20_000, show_default=True)
+@residents_option(200, 20_000)
 @click.option("--records", type=click.IntRange(min=1), default=5_000, show_default=True,
               help="holder records to bind (half of them awkward residents)")
 @click.option("--seed", type=int, default=1, show_default=True)

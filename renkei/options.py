@@ -40,6 +40,17 @@ def port_option(default: int) -> Callable[[click.decorators.FC], click.decorator
                         help="loopback port to listen on (0: any free one, named once listening)")
 
 
+def residents_option(least: int, default: int,
+                     help: str | None = None) -> Callable[[click.decorators.FC],
+                                                          click.decorators.FC]:
+    """The --residents of a registry or a town: at least `least`, at most the resident codes
+    there are (registry.resident_code.CODES), as each resident has one of their own."""
+    from registry.resident_code import CODES  # and numpy: only for a command that has the option
+
+    return click.option("--residents", type=click.IntRange(min=least, max=CODES),
+                        default=default, show_default=True, help=help)
+
+
 def listening(port: int) -> socket.socket:
     """A loopback socket listening on a --port's port (0: any free one: see getsockname)."""
     return socket.create_server(("127.0.0.1", port))
