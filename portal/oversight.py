@@ -53,7 +53,7 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
     if not chosen:
         raise web.HTTPSeeOther("/oversight")
     request_ids = sorted({e.request_id for e in chosen})
-    holders = sorted({h for e in chosen for h in (e.requester, e.provider) if h})
+    holders = [h for e in chosen for h in (e.requester, e.provider) if h]
     try:
         await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
     except NoHolder:
