@@ -107,14 +107,6 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
                                                           LegalPattern))
 
 
-async def _standing(topic: str, kind: type[M], access: KafkaAccess | None = None) -> list[M]:
-    """A compacted topic's entries as they stand, read as `access` (the admin by default);
-    BrokerAway at once if no broker answers: a view would wait for one."""
-    access = access or KafkaAccess.of(config.ADMIN)
-    await provisioned(access, topic)
-    return await _read(access, topic, kind)
-
-
 async def _read(access: KafkaAccess, topic: str, kind: type[M]) -> list[M]:
     """A compacted topic's entries as they stand, on a broker that has it."""
     view = CompactedView(access, topic, lambda b: CODEC.decode(b, kind))
@@ -124,8 +116,11 @@ async def _read(access: KafkaAccess, topic: str, kind: type[M]) -> list[M]:
 
 
 async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
-    """The holder directory as it stands, read as `access` (the admin by default)."""
-    return _by_holder(await _standing(topics.DIRECTORY, HolderEntry, access))
+    """The holder directory as it stands, read as `access` (the admin by default); BrokerAway
+    at once if no broker answers: a view would wait for one."""
+    access = access or KafkaAccess.of(config.ADMIN)
+    await provisioned(access, topics.DIRECTORY)
+    return _by_holder(await _read(access, topics.DIRECTORY, HolderEntry))
 
 
 def _by_holder(entries: Sequence[HolderEntry]) -> dict[str, HolderEntry]:
