@@ -39,9 +39,9 @@ from broker.provision import admin_client
 from holders.client import HolderClient
 from portal.inbox import Inbox
 from portal.records import Records
+from renkei.crashes import log_of
 from renkei.envelope import unpacked
 from renkei.groups import LATEST
-from renkei.state import state_dir
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
@@ -312,11 +312,6 @@ def exited(platform: Processes, name: str, within: float = 60) -> tuple[int, str
     code = platform.running[name].wait(within)
     del platform.running[name]
     return code, log_of(name).read_text().splitlines()[-1]
-
-
-def log_of(name: str) -> Path:
-    """The log of the town's process `name`."""
-    return state_dir() / "logs" / f"{name}.log"
 
 
 def audit_end() -> int:
