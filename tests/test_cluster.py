@@ -15,7 +15,7 @@ from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 from broker import cluster as cluster_store
 from broker import config, process, provision, topics
 from broker.clients import KafkaAccess
-from renkei.broker_chaos import run_broker_chaos, up_three
+from renkei.broker_chaos import leaders, run_broker_chaos, up_three
 from renkei.state import state_folder
 from tests.loop_helpers import Deadline
 
@@ -101,18 +101,11 @@ def _produce(conf: dict[str, object], within: float) -> KafkaError | None:
     return errors[0]
 
 
-def _leader(topic: str) -> int:
-    """The node leading the topic's partition 0 as the metadata tells it (-1: none yet)."""
-    partitions = provision.admin_client().list_topics(topic=topic, timeout=30).topics[
-        topic].partitions
-    return partitions[0].leader if 0 in partitions else -1
-
-
 async def _elected(topic: str, within: float = 60) -> int:
     """The leader of the topic's partition 0, once one is elected (a new topic's takes a
     while on a loaded machine)."""
     deadline = Deadline(within, f"a leader of {topic}")
-    while (leader := _leader(topic)) not in NODES:
+    while (leader := leaders(topic).get(0, -1)) not in NODES:  # -1: none yet
         deadline.check(f"leader {leader}")
         await asyncio.sleep(0.2)
     return leader
