@@ -1,5 +1,6 @@
 """Background tasks: waiting for one to get ready (its ready event, or the error it ended with),
-and stopping one; blocking calls done on a thread of their own, off the event loop."""
+awaiting another while one runs beside it (its error ends that), and stopping one; blocking
+calls done on a thread of their own, off the event loop."""
 
 from __future__ import annotations
 
