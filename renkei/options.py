@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from broker.acls import OVERSIGHT, RESERVED
 from broker.credentials import check_name
 from renkei.shown import short
 
@@ -64,11 +65,16 @@ def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 def holder_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """A holder's id as it is registered (a principal name): anything else is a usage error."""
+    """A holder's id as it is registered (a principal name), or the oversight body's (its
+    officers' cards name it): anything else, another service's reserved name among them, is a
+    usage error."""
     try:
-        return check_name(value)
+        check_name(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    if value in RESERVED and value != OVERSIGHT:
+        raise click.BadParameter(f"{value!r} is a reserved principal name, not a holder id")
+    return value
 
 
 def web_origin(text: str) -> str:

@@ -477,3 +477,14 @@ def test_a_sqlite_store_that_cannot_be_opened_is_named_in_one_line(
     assert run.returncode == 1, run.stdout
     said_in_one_line(run.stderr, f"cannot open a SQLite store (unable to open database file): "
                                  f"{args[-1].format(tmp=tmp_path)}")
+
+
+@pytest.mark.parametrize("holder", ["admin", "controller", "platform", "registry", "portal"])
+def test_an_officer_card_for_a_reserved_name_is_refused(holder: str) -> None:
+    """A service's principal name is no holder an officer serves (the oversight body's aside)."""
+    with pytest.raises(click.BadParameter, match=f"'{holder}' is a reserved principal name"):
+        card_cli.commands["officer"].make_context(
+            "officer", ["op-1", "--holder", holder, "--role", "counter", "--pin", "1234"])
+    oversight = card_cli.commands["officer"].make_context(
+        "officer", ["op-1", "--holder", "oversight", "--role", "oversight", "--pin", "1234"])
+    assert oversight.params["holder"] == "oversight"
