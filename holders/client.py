@@ -74,6 +74,10 @@ REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then go
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
 STORE_RETRY = 1.0  # seconds before a batch is tried again while another holds the store's lock
+# seconds the client waits for the store's write lock another process (an import) holds: the
+# wait stands the event loop still (every query, every call to the server), so it is short, and
+# the inbox tries again STORE_RETRY later without blocking it
+LOCK_WAIT = 0.05
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
 
@@ -115,6 +119,7 @@ class HolderClient:
                  answer_queries: bool = True, instance: str = "1") -> None:
         self.holder = holder
         self.store = store
+        store.wait_for_lock(LOCK_WAIT)
         self.answer_queries = answer_queries
         self.instance = f"{acls.holder_group(holder)}{instance}"
         self.access = access or KafkaAccess.of(holder)
@@ -460,7 +465,8 @@ class HolderClient:
     # the inbox: answers to this holder's requests, and queries to answer
     async def _handle(self, records: list[Any]) -> Sequence[Send]:
         """One poll's batch, in one transaction of the store; while another holds the store's
-        write lock past SQLite's busy timeout, tried again (not read again until it is)."""
+        write lock past LOCK_WAIT, tried again STORE_RETRY later, the loop going on meanwhile
+        (not read again until it is)."""
         while True:
             try:
                 out, resolved = self._handled(records)

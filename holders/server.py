@@ -93,7 +93,7 @@ async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def _busy_store(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A store whose write lock another process (an import) held past SQLite's busy timeout:
+    """A store whose write lock another process (an import) held past the client's LOCK_WAIT:
     503 with Retry-After, logged as a warning, not a fault of the server's."""
     try:
         return await handler(request)

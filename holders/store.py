@@ -143,6 +143,11 @@ class HolderStore:
     def close(self) -> None:
         self.db.close()
 
+    def wait_for_lock(self, seconds: float) -> None:
+        """Wait up to `seconds` for a write lock another connection holds (SQLite's busy
+        timeout; 5 s unless set), then fail with "database is locked"."""
+        self.db.execute(f"PRAGMA busy_timeout = {round(seconds * 1000)}")
+
     def transaction(self) -> AbstractContextManager[None]:
         return writing(self.db)
 

@@ -49,6 +49,7 @@ from schemas.messages import (
     RekeyAnswer,
     RekeyedCode,
 )
+from tests.loop_helpers import locked, ticking
 
 HOLDER, STAFF, TERMINAL = "city-x", "staff-1", "city-x/terminal-1"
 REQUESTER = "city-y"
@@ -241,7 +242,6 @@ async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_
     client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
     in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
     monkeypatch.setattr(client_module, "STORE_RETRY", 0.05, raising=False)
-    client.store.db.execute("PRAGMA busy_timeout = 50")
     other = sqlite3.connect(tmp_path / "holder.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     asked = query("ABC98765XYZ")
@@ -254,6 +254,22 @@ async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_
     other.close()
     assert CODEC.decode(out[0].value, ProviderAnswer).status == FOUND
     assert "its store is locked (database is locked): the inbox tries again" in caplog.text
+
+
+async def test_an_import_holding_the_store_does_not_stall_the_event_loop(
+        client: HolderClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbox waited for the write lock an import held up to SQLite's 5 s busy timeout a
+    try, the event loop standing still all the while: no other query, no call to the server."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    monkeypatch.setattr(client_module, "STORE_RETRY", 0.1, raising=False)
+    with locked(tmp_path / "holder.db", "BEGIN IMMEDIATE", seconds=1.0):
+        async with ticking() as ticker:
+            out = await asyncio.wait_for(handle(client, query("ABC98765XYZ")), 5)
+            ticker.went_on(1.0)
+    assert CODEC.decode(out[0].value, ProviderAnswer).status == FOUND
 
 
 async def test_data_too_large_to_send_refuses_its_query_only(
