@@ -434,9 +434,21 @@ class HolderClient:
 
     def _no_longer_kept(self) -> None:
         """The requests the broker has taken are kept no more (a crash before this sends them
-        again at the next start, which the platform refuses as copies)."""
+        again at the next start, which the platform refuses as copies); while another holds the
+        store's write lock, told again STORE_RETRY later (stopped: at the next start)."""
         delivered, self._delivered_ids = self._delivered_ids, []
-        self.store.delivered(delivered)
+        try:
+            self.store.delivered(delivered)
+        except sqlite3.OperationalError as exc:
+            if not sqlite.busy(exc):
+                raise
+            if self._stop.is_set():
+                log.warning("%s: its store is locked (%s): %d request(s) the broker has stay "
+                            "kept, sent again at the next start", self.holder, exc,
+                            len(delivered))
+                return
+            self._delivered_ids = delivered  # none came since: this call took them all
+            asyncio.get_running_loop().call_later(STORE_RETRY, self._no_longer_kept)
 
     async def outcome(self, request_id: str, within: float = 60.0) -> Request:
         """Wait for the request's one outcome (answer, rejection, timeout, binding result)."""

@@ -49,7 +49,7 @@ from schemas.messages import (
     RekeyAnswer,
     RekeyedCode,
 )
-from tests.loop_helpers import locked, ticking
+from tests.loop_helpers import Deadline, locked, ticking
 
 HOLDER, STAFF, TERMINAL = "city-x", "staff-1", "city-x/terminal-1"
 REQUESTER = "city-y"
@@ -270,6 +270,24 @@ async def test_an_import_holding_the_store_does_not_stall_the_event_loop(
             out = await asyncio.wait_for(handle(client, query("ABC98765XYZ")), 5)
             ticker.went_on(1.0)
     assert CODEC.decode(out[0].value, ProviderAnswer).status == FOUND
+
+
+async def test_requests_delivered_while_the_store_is_locked_are_let_go_once_it_is_free(
+        client: HolderClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Told while an import held the write lock, the store raised "database is locked" in a
+    callback of the loop's, and the requests stayed kept: sent again at the next start."""
+    request_id = new_request_id()
+    client.store.open_request(request_id, BINDING, "H-1", STAFF, TERMINAL,
+                              outgoing=(request_id, b"sealed"))
+    monkeypatch.setattr(client_module, "STORE_RETRY", 0.05, raising=False)
+    with locked(tmp_path / "holder.db", "BEGIN IMMEDIATE", seconds=0.3):
+        client._delivered_ids.append(request_id)
+        client._no_longer_kept()
+        assert [kept[0] for kept in client.store.unsent()] == [request_id]
+    deadline = Deadline(5, "the delivered request let go")
+    while client.store.unsent():
+        deadline.check()
+        await asyncio.sleep(0.05)
 
 
 async def test_data_too_large_to_send_refuses_its_query_only(
