@@ -357,11 +357,13 @@ class HolderStore:
         return None if row is None else Made(str(row[0]), str(row[1]), bool(row[2]))
 
     def delivered(self, request_ids: list[str]) -> None:
-        """The broker has these requests' messages: they are no longer kept (a statement for
-        up to DELIVERED_AT_ONCE of them)."""
+        """The broker has these requests' messages: they are no longer kept, nor their keys (a
+        linkage request's: the person's link code), a statement for up to DELIVERED_AT_ONCE of
+        them."""
         for at in range(0, len(request_ids), DELIVERED_AT_ONCE):
             ids = request_ids[at:at + DELIVERED_AT_ONCE]
-            self.db.execute("UPDATE requests SET outgoing = NULL WHERE request_id IN "
+            self.db.execute("UPDATE requests SET outgoing_key = NULL, outgoing = NULL "
+                            "WHERE request_id IN "
                             f"({', '.join('?' * len(ids))})", ids)
 
     def unsent(self) -> list[tuple[str, str | None, bytes]]:
@@ -373,10 +375,11 @@ class HolderStore:
 
     def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:
-        """Record a request's outcome if it has none yet; a second outcome is only counted."""
+        """Record a request's outcome if it has none yet (its message and key no longer kept); a
+        second outcome is only counted."""
         done = self.db.execute(
             "UPDATE requests SET status = ?, detail = ?, result = ?, answered_at = ?, "
-            "outgoing = NULL WHERE request_id = ? AND status = ?",
+            "outgoing_key = NULL, outgoing = NULL WHERE request_id = ? AND status = ?",
             (status, detail, None if result is None else json.dumps(result, ensure_ascii=False),
              _now(), request.request_id, SENT)).rowcount
         if not done:

@@ -141,7 +141,8 @@ def test_a_store_made_before_cases_were_closed_has_them_open(tmp_path: Path) -> 
 def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
         tmp_path: Path) -> None:
     """A request recorded and not yet taken by the broker (away, or the holder stopped) is sent
-    at the next start; one delivered, or answered meanwhile, is not sent again."""
+    at the next start; one delivered, or answered meanwhile, is not sent again, nor is its
+    message's key kept (a linkage request's: the person's link code, which was kept for good)."""
     store = HolderStore(tmp_path / "holder.db")
     for request_id in ("r-1", "r-2", "r-3"):
         store.open_request(request_id, "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"m"))
@@ -151,6 +152,9 @@ def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_ans
     request = store.request("r-2")
     assert request is not None and store.resolve(request, "FOUND") is not None
     assert store.unsent() == [("r-3", "LC-1", b"m")]
+    kept = store.db.execute("SELECT request_id FROM requests WHERE outgoing_key IS NOT NULL "
+                            "OR outgoing IS NOT NULL").fetchall()
+    assert kept == [("r-3",)]  # the person's link code not kept with those sent or answered
     store.close()
 
 
