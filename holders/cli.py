@@ -7,11 +7,13 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import click
 
+from audit.store import RETENTION_YEARS, years_before
 from broker import provision
 from holders import imports
 from holders.imports import Refused
@@ -91,6 +93,18 @@ def _store(holder: str) -> Iterator[HolderStore]:
         yield store
     finally:
         store.close()
+
+
+@holder_cli.command()
+@click.argument("holder")
+def purge(holder: str) -> None:
+    """Forget the requests answered more than 7 years ago (the access log's retention), with
+    their idempotency keys, and the access-log entries as old."""
+    cutoff = years_before(datetime.now(UTC), RETENTION_YEARS)
+    with _store(holder) as store:
+        forgotten = store.forget_before(cutoff)
+    click.echo(f"{holder}: {forgotten.requests} requests and {forgotten.log_entries} access-log "
+               f"entries from before {cutoff.date().isoformat()} forgotten")
 
 
 @holder_cli.group()

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS access_log (
     data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
     UNIQUE (request_id, side));
 -- the idempotency key a request was made under, if its caller gave one, with a fingerprint of
--- what was asked: kept as the request is (for good)
+-- what was asked: kept as the request is (until forget_before)
 CREATE TABLE IF NOT EXISTS request_keys (
     idempotency_key TEXT PRIMARY KEY, request_id TEXT NOT NULL REFERENCES requests,
     fingerprint TEXT NOT NULL) WITHOUT ROWID;
@@ -99,6 +99,13 @@ class Made(NamedTuple):
     request_id: str
     fingerprint: str
     kept: bool
+
+
+class Forgotten(NamedTuple):
+    """What a retention purge deleted: requests (with their idempotency keys), log entries."""
+
+    requests: int
+    log_entries: int
 
 
 class Rekeyed(NamedTuple):
@@ -410,6 +417,20 @@ class HolderStore:
         counts["duplicates dropped"] = self.db.execute(
             f"SELECT coalesce(sum(duplicates), 0) FROM requests {where}", args).fetchone()[0]
         return counts
+
+    def forget_before(self, cutoff: datetime) -> Forgotten:
+        """Delete the requests answered (never answered: sent) before `cutoff`, with their
+        idempotency keys, and the access-log entries made before it, all or none: past the
+        log's retention nothing of them is needed (a copy of an answer, off the broker long
+        before, would be dropped as one to an unknown request, not acted on)."""
+        before = cutoff.astimezone(UTC).isoformat(timespec="milliseconds")
+        old = "SELECT request_id FROM requests WHERE coalesce(answered_at, sent_at) < ?"
+        with writing(self.db):
+            self.db.execute(f"DELETE FROM request_keys WHERE request_id IN ({old})", (before,))
+            requests = self.db.execute(f"DELETE FROM requests WHERE request_id IN ({old})",
+                                       (before,)).rowcount
+            entries = self.db.execute("DELETE FROM access_log WHERE at < ?", (before,)).rowcount
+        return Forgotten(requests, entries)
 
     # the holder-side access log (⑦–⑫)
     def log(self, request_id: str, side: str, operator: str, terminal: str, outcome: str, *,

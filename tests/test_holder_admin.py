@@ -269,6 +269,21 @@ def test_an_import_cut_short_leaves_none_of_it_applied(
     assert applied == [] and len(written) == 3
 
 
+def test_purge_forgets_requests_answered_more_than_7_years_ago(state: Path) -> None:
+    store = HolderStore(default_path(HOLDER))
+    for request_id in ("old", "recent"):
+        request = store.open_request(request_id, "BINDING", "T-1", "op", "t")
+        store.resolve(request, "BOUND")
+    store.db.execute("UPDATE requests SET answered_at = '2018-01-02T00:00:00.000+00:00' "
+                     "WHERE request_id = 'old'")
+    store.close()
+    said = _ok("purge", HOLDER)
+    assert said.startswith(f"{HOLDER}: 1 requests and 0 access-log entries from before ")
+    store = HolderStore(default_path(HOLDER))
+    assert store.request("old") is None and store.request("recent") is not None
+    store.close()
+
+
 def _one_of_a_kind() -> Resident:
     """A resident no one else shares the four attributes with: binding finds them alone."""
     registry = registry_store.RegistryStore.open(registry_store.default_path())

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from holders.store import HolderStore, Keyed, KeyInUse, Made, Rekeyed
+from holders.store import Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
 from registry.residents import FourAttributes, Sex
 
 
@@ -202,4 +202,30 @@ def test_a_request_is_kept_with_its_idempotency_key_across_a_restart(tmp_path: P
     assert store.request("r-2") is None and [u[0] for u in store.unsent()] == ["r-1"]
     store.delivered(["r-1"])
     assert store.made("k-1") == Made("r-1", "asked", False) and store.made("k-2") is None
+    store.close()
+
+
+def test_requests_and_log_entries_past_the_retention_are_forgotten(tmp_path: Path) -> None:
+    """Answered requests, their idempotency keys and the access log were kept for good: past
+    the log's 7 years they go; a request answered within them still counts a copy's answer."""
+    store = HolderStore(tmp_path / "holder.db")
+    for request_id in ("old", "recent", "unanswered"):
+        store.open_request(request_id, "LINKAGE", "H-1", "op", "t",
+                           keyed=Keyed(f"k-{request_id}", "asked"))
+        store.log(request_id, "REQUESTER", "op", "t", "FOUND", content='{"income": "1"}')
+    for request_id in ("old", "recent"):
+        request = store.request(request_id)
+        assert request is not None and store.resolve(request, "FOUND") is not None
+    store.db.execute("UPDATE requests SET sent_at = '2018-01-01T00:00:00.000+00:00', "
+                     "answered_at = '2018-01-02T00:00:00.000+00:00' WHERE request_id = 'old'")
+    store.db.execute("UPDATE access_log SET at = '2018-01-02T00:00:00.000+00:00' "
+                     "WHERE request_id = 'old'")
+    assert store.forget_before(datetime(2019, 1, 1, tzinfo=UTC)) == Forgotten(1, 1)
+    assert store.request("old") is None and store.made("k-old") is None
+    assert store.access_log("old") == []
+    for kept in ("recent", "unanswered"):
+        assert store.made(f"k-{kept}") is not None and len(store.access_log(kept)) == 1
+    recent = store.request("recent")
+    assert recent is not None and store.resolve(recent, "NOT_FOUND") is None
+    assert store.counts()["duplicates dropped"] == 1
     store.close()
