@@ -13,7 +13,7 @@ from audit.events import AccessLogEvent, step_of
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from broker import topics
-from processors import decider, linkage
+from processors import decider, linkage, outbox
 from processors.approval import PatternList
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
@@ -67,7 +67,7 @@ def _asked(ctx: Context, requester: str, resident: str, pattern: str, provider: 
     """The decision event of a lawful request with id X made at `at`."""
     request = LinkageRequest("X", at, _link(ctx, resident, requester), pattern, provider,
                              data_type)
-    made, = linkage.requests([_from(requester, request, at, 1)], ctx)
+    made, = linkage.requests([_from(requester, request, at, 1)], ctx, at)
     return CODEC.decode(made.value, Pending)
 
 
@@ -110,6 +110,33 @@ def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Con
     answer = CODEC.decode(relayed[0].value, LinkageAnswer)
     assert relayed[0].topic == topics.inbox("town")
     assert (answer.provider, answer.link_code) == ("nenkin", _link(ctx, SECOND, "town"))
+
+
+def test_a_request_read_again_after_its_decision_was_forgotten_is_not_decided_again(
+        ctx: Context) -> None:
+    """A holder's message read again (its offset not committed) once the decider had forgotten
+    the request was approved anew, under the pattern list of then, and dispatched again to a
+    decider that no longer knew it: it is now refused as stale, without reaching the decider."""
+    request = LinkageRequest("X", T0, _link(ctx, FIRST, "kodomo"), "P-074", "town", "local_tax")
+    record = Incoming(topics.outbox("kodomo"), 0, 1, T0, CODEC.encode(request))
+    decider_ = decider.Decider()
+    partition = decider.partition_of("X")
+    decider_.keep_only({partition})
+    decider_.rebuild(partition, [], ctx)
+    first, = outbox.handle([record], ctx, T0)
+    pending = CODEC.decode(first.value, Pending)
+    decider_.handle(partition, pending, T0, ctx)
+    real, = _answer(pending, "town", T0 + timedelta(seconds=1), 2, ctx)
+    decider_.handle(partition, CODEC.decode(real.value, Outcome), T0, ctx)
+    in_time = T0 + ctx.replay_window
+    assert [s.topic for s in outbox.handle([record], ctx, in_time)] == [decider.DECISIONS]
+    assert decider_.handle(partition, pending, in_time, ctx) == [], "remembered: answered"
+    forget_at = ctx.stale_from(T0)
+    decider_.handle(partition, Sweep(forget_at, ()), forget_at, ctx)
+    assert decider_.states[partition].get("X") is None, "forgotten"
+    late = outbox.handle([record], ctx, forget_at)
+    assert [s.topic for s in late] == [topics.inbox("kodomo"), topics.AUDIT], "not decided again"
+    assert CODEC.decode(late[0].value, Rejection).reason == "STALE_REQUEST"
 
 
 def test_a_request_id_is_forgotten_only_after_its_ticket_expired_however_long_it_holds(
@@ -192,7 +219,7 @@ def test_a_request_with_an_absurd_name_is_malformed_and_its_event_leaves_it_out(
                              "data_type": "local_tax", field: value}
     request = LinkageRequest(names["request_id"], T0, _link(ctx, FIRST, "kodomo"),
                              names["pattern_id"], names["provider"], names["data_type"])
-    refused, logged = linkage.requests([_from("kodomo", request, T0, 1)], ctx)
+    refused, logged = linkage.requests([_from("kodomo", request, T0, 1)], ctx, T0)
     rejection, event = CODEC.decode(refused.value, Rejection), CODEC.decode(logged.value,
                                                                             AccessLogEvent)
     assert refused.topic == topics.inbox("kodomo") and rejection.reason == "MALFORMED"
