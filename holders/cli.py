@@ -44,8 +44,8 @@ def holder_cli() -> None:
               help="a private holder: binding needs consent (default: as registered before, "
                    "else public)")
 @click.option("--move-unit", is_flag=True,
-              help="move a registered holder to another link-code unit (every binding of its "
-                   "records has to be redone)")
+              help="move a registered holder to another link-code unit (its server then "
+                   "unbinds every record, each investigated, to be bound again)")
 def register(holder: str, name: str, role: str, unit: str | None, private: bool | None,
              move_unit: bool) -> None:
     """Register a holder: principal, topics, ACLs, sealing key and directory entry. Registered

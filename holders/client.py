@@ -284,6 +284,18 @@ class HolderClient:
         entry = self.directory.entries.get(self.holder.encode())
         return 0 if entry is None else entry.key_epoch
 
+    def _follow_unit(self) -> None:
+        """After a move to another link-code unit (`holder register --move-unit`), every
+        binding to be redone: unbound and investigated, not used with a code of the unit left."""
+        entry = self.directory.entries.get(self.holder.encode())
+        if entry is None:
+            return
+        with self.store.transaction():
+            moved = self.store.move_to_unit(entry.link_unit)
+        if moved:
+            log.warning("%s: moved to link-code unit %s: %d binding(s) to investigation, to be "
+                        "bound again", self.holder, entry.link_unit, len(moved))
+
     async def _follow_epochs(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the
         directory (and once at start, for a move made while the holder was down), and again
@@ -291,6 +303,7 @@ class HolderClient:
         brought_to: int | None = None  # the epoch the bindings were last brought to
         while True:
             seen, epoch = self.directory.version, self._epoch()
+            self._follow_unit()
             if epoch != brought_to:
                 try:
                     converted, investigated = await self._rekey(epoch)

@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS access_log (
 CREATE TABLE IF NOT EXISTS request_keys (
     idempotency_key TEXT PRIMARY KEY, request_id TEXT NOT NULL REFERENCES requests,
     fingerprint TEXT NOT NULL) WITHOUT ROWID;
+-- the link-code unit the bindings are of (one row; none yet: of the unit the directory gives)
+CREATE TABLE IF NOT EXISTS bindings_unit (
+    one INTEGER PRIMARY KEY CHECK (one = 0), unit TEXT NOT NULL);
 -- requests are found by id; only counts() reads by status, and scans (an index on status cost
 -- each request 6 µs to keep up)
 DROP INDEX IF EXISTS requests_status;
@@ -311,6 +314,21 @@ class HolderStore:
         row = self.db.execute("DELETE FROM bindings WHERE link_code = ? AND epoch < ? "
                               "RETURNING own_number", (link_code, epoch)).fetchone()
         return Rekeyed(str(row[0]), str(other[0]))
+
+    def move_to_unit(self, unit: str) -> list[str]:
+        """The bindings are now of link-code `unit`: those of another unit the holder left are
+        unbound and investigated (their codes are not the people's there); the records unbound."""
+        row = self.db.execute("SELECT unit FROM bindings_unit").fetchone()
+        self.db.execute("INSERT OR REPLACE INTO bindings_unit VALUES (0, ?)", (unit,))
+        if row is None or row[0] == unit:
+            return []
+        moved = [str(own) for own, in self.db.execute(
+            "DELETE FROM bindings RETURNING own_number").fetchall()]
+        for own_number in moved:
+            self.investigate(f"unit:{unit}:{own_number}", own_number,
+                             f"the holder moved from link-code unit {row[0]!r} to {unit!r}: "
+                             "bind it again")
+        return moved
 
     def investigate(self, request_id: str, own_number: str, reason: str) -> None:
         """Open a case: the record, and why it is not bound (closed once it is bound)."""

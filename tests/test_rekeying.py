@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from holders.client import HolderClient, new_request_id
+from holders.store import HolderStore
 from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
+from registry.residents import FourAttributes
 from renkei.scenario import LAWFUL, answerable, people, rekeyed, round_trip
 from renkei.town import Town
 from schemas.codec import CODEC
@@ -149,3 +152,37 @@ async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Tow
     assert moved.stdout.splitlines()[1] == ("changed from its previous entry: link_unit "
                                             "higashi-medical → higashi-clinic, key_epoch 1 → 0, "
                                             "private True → False")
+
+
+async def test_a_holder_moved_to_another_unit_has_its_bindings_bound_again(
+        town: Town, tmp_path: Path) -> None:
+    """`holder register --move-unit` changed the holder's entry alone: its bindings stayed bound
+    to codes of the unit it left (under the new unit's key no person's), its requests refused and
+    queries for its people unanswered, no case opened; each is now unbound and investigated."""
+    holder, own = "nishi-clinic", "NSH-0000001"
+    register = ("holder", "register", holder, "--name", "西町診療所", "--role",
+                "medical_institution", "--move-unit", "--unit")
+    renkei(*register, holder)
+    entry = (await directory.current())[holder]
+    store = HolderStore(tmp_path / "holder.db")
+    resident = next(iter(town.held.values()))[0]
+    with store.transaction():
+        store.add_record(own, FourAttributes(resident.name, resident.address,
+                                             resident.date_of_birth, resident.sex))
+        store.bind(own, CodeService(keys.load()).link_code(
+            resident.resident_code, UnitEpoch(entry.link_unit, entry.key_epoch)),
+            entry.key_epoch)
+    client = HolderClient(holder, store)
+    await client.start()
+    try:
+        renkei(*register, "nishi-medical")
+        for _ in range(100):
+            if store.binding(own) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert store.binding(own) is None, "bound to a code of the unit it left"
+        assert [reason for _, reason in store.investigations()] == [
+            f"the holder moved from link-code unit {holder!r} to 'nishi-medical': bind it again"]
+    finally:
+        await client.stop()
+        store.close()
