@@ -60,11 +60,11 @@ CREATE TABLE IF NOT EXISTS tickets_used (
     change_id TEXT,
     expires_at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS tickets_forgotten (
+"""
+FORGOTTEN = """CREATE TABLE tickets_forgotten (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     through INTEGER NOT NULL
-);
-"""
+)"""
 
 
 def default_path() -> Path:
@@ -100,10 +100,12 @@ class AuthorityStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite.opened(path)
-        unmarked = self._db.execute(HAS_TABLE, ("tickets_forgotten",)).fetchone() is None
         self._db.executescript(PRAGMAS + SCHEMA)
-        if unmarked:
-            self._mark_forgotten_unmarked()
+        if not self._has_forgotten():
+            with sqlite.writing(self._db):  # the mark's table made with its mark, or neither
+                if not self._has_forgotten():  # not made meanwhile, by another process
+                    self._db.execute(FORGOTTEN)
+                    self._mark_forgotten_unmarked()
 
     def close(self) -> None:
         self._db.close()
@@ -193,14 +195,17 @@ class AuthorityStore:
         self._db.execute("INSERT INTO tickets_forgotten VALUES (0, ?) ON CONFLICT (id) "
                          "DO UPDATE SET through = MAX(through, excluded.through)", (expires_at,))
 
+    def _has_forgotten(self) -> bool:
+        """Whether the store has its table of the latest forgotten expiry (tickets_forgotten)."""
+        return self._db.execute(HAS_TABLE, ("tickets_forgotten",)).fetchone() is not None
+
     def _mark_forgotten_unmarked(self) -> None:
         """Mark a store from before tickets_forgotten: a use was forgotten only by a change of
         number, of a ticket expired by then, so none expired after the latest change."""
         changed = [datetime.fromisoformat(at) for (at,) in self._db.execute(
             "SELECT at FROM history WHERE kind = 'number-changed'")]
         if changed:
-            with self._db:
-                self._forgotten_through(millis(max(changed)))
+            self._forgotten_through(millis(max(changed)))
 
     def ticket_forgotten(self, expires_at: datetime) -> bool:
         """Whether a ticket expiring then may have had its use forgotten (it is no longer kept)."""

@@ -293,11 +293,13 @@ def test_a_ticket_is_good_for_its_hour_elapsed_whatever_steps_the_clock_forward(
     assert len(store.history(resident)) == 2
 
 
+@pytest.mark.parametrize("crashed", [False, True])
 def test_a_store_from_before_forgotten_uses_were_marked_refuses_their_tickets_as_expired(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crashed: bool) -> None:
     """A store whose uses of expired tickets were dropped before it kept the latest expiry it
-    forgot (tickets_forgotten), opened now, refuses those tickets as expired with the clock set
-    back: it had no mark, and gave them a second change."""
+    forgot (tickets_forgotten), opened now (after an opening that failed before it wrote the
+    mark, if `crashed`), refuses those tickets as expired with the clock set back: it had no
+    mark, and gave them a second change (an opening that failed had made the mark's table)."""
     path, now, login_key = tmp_path / "authority.db", datetime.now(UTC), Signer.generate()
     hands, store = _Hands(now), AuthorityStore(path)
     authority = NumberingAuthority(store, clock=hands.clock())
@@ -313,6 +315,11 @@ def test_a_store_from_before_forgotten_uses_were_marked_refuses_their_tickets_as
     old.execute("DROP TABLE tickets_forgotten")
     old.close()
     hands.steps(now - hands.wall)
+    if crashed:
+        with monkeypatch.context() as failing:
+            failing.setattr(AuthorityStore, "_mark_forgotten_unmarked", _crash)
+            with pytest.raises(RuntimeError, match="crashed"):
+                AuthorityStore(path)
     reopened = AuthorityStore(path)
     with pytest.raises(Declined) as refused:
         _changed_under(NumberingAuthority(reopened, clock=hands.clock()), login_key, resident,
@@ -320,6 +327,10 @@ def test_a_store_from_before_forgotten_uses_were_marked_refuses_their_tickets_as
     assert refused.value.reason == tickets.EXPIRED
     assert reopened.number_of(resident) == given and len(reopened.history(resident)) == 2
     reopened.close()
+
+
+def _crash(store: AuthorityStore) -> None:
+    raise RuntimeError("crashed")
 
 
 def test_a_ticket_is_refused_as_expired_by_the_authoritys_clock(store: AuthorityStore) -> None:
