@@ -1,14 +1,18 @@
-"""The wall clock read against the monotonic one, so that a step of it (NTP after a suspend, a
-clock set by hand) is told from time elapsing.
+"""The wall clock read against the elapsed one, so that a step of it (NTP, a clock set by hand)
+is told from time elapsing.
 
-Each reading notes how far the wall clock is from the monotonic one; a change of more than STEP
-since the last reading starts a new timeline. `since(read)` is the time now as the wall clock
-that read `read` would tell it had it not stepped since: `read` plus the time elapsed after it (a
-login ticket's age judged by it is its age, whatever the clock did meanwhile). Which timeline read
-a time is known only as finely as the readings fall: a time either of two could have read is
-taken for the one that makes it older. `earliest()` is the time now on the timeline furthest
-behind of those seen: what has expired by it has by each. The timelines are this process's own
-(the last MOST of them); started again, it begins from the wall clock as it is then.
+The elapsed clock is CLOCK_BOOTTIME where there is one (Linux): it counts time suspended, as the
+wall clock tells it on resume, so a suspend is time elapsed, not a step (an hour's ticket suspended
+through is an hour old); elsewhere the monotonic clock, which stops while suspended, so that a
+resume reads as a step forward. Each reading notes how far the wall clock is from the elapsed one;
+a change of more than STEP since the last reading starts a new timeline. `since(read)` is the time
+now as the wall clock that read `read` would tell it had it not stepped since: `read` plus the
+time elapsed after it (a login ticket's age judged by it is its age, whatever the clock did
+meanwhile). Which timeline read a time is known only as finely as the readings fall: a time either
+of two could have read is taken for the one that makes it older. `earliest()` is the time now on
+the timeline furthest behind of those seen: what has expired by it has by each. The timelines are
+this process's own (the last MOST of them); started again, it begins from the wall clock as it is
+then.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-STEP = 1.0  # seconds the wall clock may drift from the monotonic one between readings unstepped
+STEP = 1.0  # seconds the wall clock may drift from the elapsed one between readings unstepped
 MOST = 64  # timelines kept: past it the oldest goes
 
 
@@ -27,10 +31,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def elapsed_seconds() -> float:
+    """Seconds on the elapsed clock: CLOCK_BOOTTIME, counting time suspended, where there is one;
+    else the monotonic clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
+
+
 @dataclass
 class _Timeline:
-    """Readings between two steps: the wall clock's offset from the monotonic one, and the
-    monotonic time of its first and last reading (seconds)."""
+    """Readings between two steps: the wall clock's offset from the elapsed one, and the
+    elapsed time of its first and last reading (seconds)."""
 
     offset: float
     first: float
@@ -39,7 +50,7 @@ class _Timeline:
 
 class Clock:
     def __init__(self, wall: Callable[[], datetime] = _now,
-                 elapsed: Callable[[], float] = time.monotonic) -> None:
+                 elapsed: Callable[[], float] = elapsed_seconds) -> None:
         self._wall, self._elapsed = wall, elapsed
         self._timelines: list[_Timeline] = []
 
@@ -62,7 +73,7 @@ class Clock:
         return _at(elapsed + min(timeline.offset for timeline in self._timelines))
 
     def _read(self) -> tuple[datetime, float]:
-        """The wall clock and the monotonic one, read now; a step starts a new timeline."""
+        """The wall clock and the elapsed one, read now; a step starts a new timeline."""
         wall, elapsed = self._wall(), self._elapsed()
         offset = wall.timestamp() - elapsed
         if self._timelines and abs(offset - self._timelines[-1].offset) <= STEP:
@@ -73,11 +84,11 @@ class Clock:
         return wall, elapsed
 
     def _began(self, i: int) -> float:
-        """The earliest monotonic time the timeline could have begun (the first: ever)."""
+        """The earliest elapsed time the timeline could have begun (the first: ever)."""
         return self._timelines[i - 1].last if i else -math.inf
 
     def _ended(self, i: int) -> float:
-        """The latest monotonic time the timeline could have ended (the last: not yet)."""
+        """The latest elapsed time the timeline could have ended (the last: not yet)."""
         return self._timelines[i + 1].first if i + 1 < len(self._timelines) else math.inf
 
 

@@ -1,8 +1,11 @@
-"""The wall clock read against the monotonic one: steps told from time elapsing."""
+"""The wall clock read against the elapsed one: steps told from time elapsing."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from renkei.clock import MOST, Clock
 
@@ -65,3 +68,24 @@ def test_the_clock_keeps_its_latest_timelines() -> None:
         hands.steps(-2)
     assert hands.clock.since(T0) == hands.clock.since(T0 - timedelta(days=1))
     assert hands.clock.since(T0) < T0 + timedelta(minutes=MOST)
+
+
+@pytest.mark.parametrize("boottime, aged", [(True, timedelta(hours=1)), (False, timedelta(0))])
+def test_a_suspend_is_time_elapsed_where_the_elapsed_clock_counts_it(
+        monkeypatch: pytest.MonkeyPatch, boottime: bool, aged: timedelta) -> None:
+    """Suspended an hour (the wall clock and CLOCK_BOOTTIME on, the monotonic clock stopped), a
+    time read before is an hour older where there is CLOCK_BOOTTIME (Linux): it was judged by the
+    monotonic clock, so a resume read as a step and a ticket lived on for the time suspended;
+    with no CLOCK_BOOTTIME, by the monotonic one."""
+    wall, machine = [T0], {"monotonic": 100.0, "boottime": 500.0}
+    if boottime:
+        monkeypatch.setattr(time, "CLOCK_BOOTTIME", 7, raising=False)  # Linux's, here anywhere
+    else:
+        monkeypatch.delattr(time, "CLOCK_BOOTTIME", raising=False)
+    monkeypatch.setattr(time, "monotonic", lambda: machine["monotonic"])
+    monkeypatch.setattr(time, "clock_gettime", lambda _: machine["boottime"])
+    clock = Clock(lambda: wall[0])
+    clock()
+    wall[0] += timedelta(hours=1)
+    machine["boottime"] += 3600.0
+    assert clock.since(T0) == T0 + aged
