@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from aiokafka.errors import KafkaError
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from holders import matching
-from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Keyed, Request
+from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Keyed, Request, fields_json
 from registry.residents import FourAttributes
 from renkei import holder_logs, sealing, sqlite
 from renkei.compacted import CompactedView
@@ -588,8 +587,7 @@ class HolderClient:
             self.store.log(request.request_id, REQUESTER, request.operator, request.terminal,
                            status, counterpart=request.provider, pattern_id=request.pattern_id,
                            data_type=request.data_type, purpose=request.purpose,
-                           content=None if fields is None else json.dumps(fields,
-                                                                          ensure_ascii=False))
+                           content=None if fields is None else fields_json(fields))
         return done
 
     def _bound(self, request: Request, answer: BindingAnswer) -> Request | None:
@@ -671,7 +669,7 @@ class HolderClient:
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,
                        data_type=query.data_type,
-                       content=json.dumps(fields, ensure_ascii=False) if status == FOUND else None)
+                       content=fields_json(fields) if status == FOUND else None)
 
     def _provider_answer(self, query: ProviderQuery, status: str, sealed: bytes) -> Send:
         return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(

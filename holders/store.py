@@ -66,6 +66,9 @@ _PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
 SENT = "SENT"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
+# fields as the store keeps them: json.dumps(fields, ensure_ascii=False), whose encoder is made
+# once here, not at each call (0.8 µs of 2.2, three times a round trip)
+fields_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,7 @@ class HolderStore:
 
     def put_data(self, own_number: str, data_type: str, fields: dict[str, str]) -> None:
         self.db.execute("INSERT OR REPLACE INTO data VALUES (?, ?, ?)",
-                        (own_number, data_type, json.dumps(fields, ensure_ascii=False)))
+                        (own_number, data_type, fields_json(fields)))
 
     def data(self, own_number: str, data_type: str) -> dict[str, str] | None:
         row = self.db.execute("SELECT fields FROM data WHERE own_number = ? AND data_type = ?",
@@ -405,7 +408,7 @@ class HolderStore:
         done = self.db.execute(
             "UPDATE requests SET status = ?, detail = ?, result = ?, answered_at = ?, "
             "outgoing_key = NULL, outgoing = NULL WHERE request_id = ? AND status = ?",
-            (status, detail, None if result is None else json.dumps(result, ensure_ascii=False),
+            (status, detail, None if result is None else fields_json(result),
              _now(), request.request_id, SENT)).rowcount
         if not done:
             self.db.execute("UPDATE requests SET duplicates = duplicates + 1 "
