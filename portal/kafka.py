@@ -108,10 +108,18 @@ class HolderLogs:
                   log: Callable[[Asked], Awaitable[None]] | None = None) -> Asked:
         """Ask the holders for their side of the log of `request_ids`: the request kept, then
         `log`ged (an application in the resident's history), then sent, so that none is sent
-        unlogged, and no answer comes to one not kept. Only holders are asked (holders_to_ask):
-        with none among `holders`, NoHolder, and nothing kept, logged or sent."""
+        unlogged, and no answer comes to one not kept; its asker gone meanwhile (their page's
+        handler cancelled), to its end all the same, none left logged and unsent. Only holders
+        are asked (holders_to_ask): with none among `holders`, NoHolder, and nothing kept,
+        logged or sent."""
         asked = Asked(str(uuid.uuid4()), datetime.now(UTC), holders_to_ask(holders),
                       tuple(request_ids), person)
+        await asyncio.shield(self._sent(asked, legal_basis, log))
+        return asked
+
+    async def _sent(self, asked: Asked, legal_basis: str,
+                    log: Callable[[Asked], Awaitable[None]] | None) -> None:
+        """`asked` kept, logged, then sent."""
         await self._inbox.drop(self._in, self._since())
         try:
             await self._inbox.add(self._in, asked)
@@ -122,7 +130,6 @@ class HolderLogs:
             raise
         await deliver(self._producer, [send(self._out, asked.request_id, HolderLogRequest(
             asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis))])
-        return asked
 
     async def every(self) -> list[Shown]:
         """Every request kept, newest first."""

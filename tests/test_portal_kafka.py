@@ -105,11 +105,9 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
         await inbox.close()
 
 
-async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A portal that stops between sending an application and logging it would leave one the
-    holders answer and the resident's history lacks: it is logged first, sent only once logged."""
-    happened: list[str] = []
+def _sending(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, happened: list[str]
+             ) -> tuple[portal_kafka.HolderLogs, Inbox]:
+    """Applications asked of holders, each one sent noted in `happened` ("sent" its id)."""
 
     async def delivered(producer: Any, effects: Sequence[Send]) -> None:
         happened.extend(f"sent {e.key}" for e in effects)
@@ -120,8 +118,16 @@ async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
     monkeypatch.setattr(portal_kafka, "deliver", delivered)
     access = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
     inbox = Inbox(tmp_path / "inbox.db")
-    logs = portal_kafka.HolderLogs(access, "out", "in", X25519PrivateKey.generate(), inbox,
-                                   APPLICATIONS_KEPT)
+    return portal_kafka.HolderLogs(access, "out", "in", X25519PrivateKey.generate(), inbox,
+                                   APPLICATIONS_KEPT), inbox
+
+
+async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A portal that stops between sending an application and logging it would leave one the
+    holders answer and the resident's history lacks: it is logged first, sent only once logged."""
+    happened: list[str] = []
+    logs, inbox = _sending(monkeypatch, tmp_path, happened)
 
     async def logged(asked: Asked) -> None:
         happened.append(f"logged {asked.request_id}")
@@ -137,6 +143,42 @@ async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
             "not logged: not sent"
         asked = await logs.ask(["nenkin"], ["rq-2"], "basis", person="ABC98765XYZ", log=logged)
         assert happened == [f"logged {asked.request_id}", f"sent {asked.request_id}"]
+    finally:
+        await logs.stop()
+        await inbox.close()
+
+
+async def test_an_application_whose_resident_leaves_while_it_is_logged_is_sent_all_the_same(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The resident gone while their application's audit write awaits its broker (their page's
+    handler cancelled): it is logged, kept and sent all the same. Cut short with the page, it
+    was logged and neither kept nor sent, an application in their history no holder was asked."""
+    happened: list[str] = []
+    logs, inbox = _sending(monkeypatch, tmp_path, happened)
+    writing, written = asyncio.Event(), asyncio.Event()
+
+    async def logged(asked: Asked) -> None:
+        happened.append(f"logged {asked.request_id}")  # the write is out, its ack awaited
+        writing.set()
+        await written.wait()
+
+    async def sent() -> bool:
+        return len(happened) == 2
+
+    await logs.start()
+    try:
+        asking = asyncio.create_task(logs.ask(["nenkin"], ["rq-1"], "basis",
+                                              person="ABC98765XYZ", log=logged))
+        await writing.wait()
+        asking.cancel()
+        written.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        await _until(sent)
+        kept = await logs.of_person(["ABC98765XYZ"])
+        assert [s.asked.request_ids for s in kept] == [("rq-1",)], "kept"
+        request_id = kept[0].asked.request_id
+        assert happened == [f"logged {request_id}", f"sent {request_id}"]
     finally:
         await logs.stop()
         await inbox.close()
