@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import TypedDict
 
 import click
 from aiohttp import web
@@ -13,6 +14,17 @@ from portal.sessions import IDLE, Sessions
 from portal.web import Site
 from renkei import options, tether
 from renkei.options import POSITIVE, listening, port_option
+
+
+class Serving(TypedDict):
+    """How the portal's app is served (aiohttp's server options)."""
+
+    access_log: None
+    handler_cancellation: bool  # a visitor gone, their request's handler is cancelled
+
+
+# a resident who leaves (their connection closed) cancels their page and its read of the store
+SERVING = Serving(access_log=None, handler_cancellation=True)
 
 
 @click.command("portal")
@@ -32,5 +44,5 @@ def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) 
     site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
     app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
     app.on_startup.append(tether.on_startup)
-    web.run_app(app, sock=sock, access_log=None,
+    web.run_app(app, sock=sock, **SERVING,
                 print=lambda _: click.echo(f"portal on {site.origin}"))

@@ -13,7 +13,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -30,17 +30,20 @@ from cards import ca, issue
 from cards.card import Card
 from cards.login import Verifier, message
 from portal import app as portal_app
+from portal.cli import SERVING
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.inbox import Asked, Inbox
 from portal.kafka import holders_to_ask
-from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, Records
+from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
+from renkei.tasks import cancelled
 from schemas.messages import TIMED_OUT, Alert, CardLogin
 from tests.loop_helpers import locked
 from tests.test_audit_store import HOLDERS, event, item
+from tests.test_portal_records import ME, Held, Hold
 
 ORIGIN = "http://127.0.0.1:8080"
 PIN = "1234"
@@ -158,8 +161,6 @@ async def town(state_dir: Path, tmp_path: Path) -> AsyncIterator[Town]:
 async def client(town: Town, tmp_path: Path) -> AsyncIterator[Client]:
     """The portal's app, the audit consumer's store beside it (`Fakes.store`) read on
     connections of the app's own, read-only, as `renkei portal` reads it."""
-    app = portal_app.build(Site(ORIGIN, "http://127.0.0.1:8765"), Sessions())
-    app.cleanup_ctx.clear()
     path, signer = tmp_path / "audit.db", Signer.generate()
     store = AuditStore(path, signer)
     store.append(*item(event(7, person=town.resident.id_codes[0])))
@@ -168,13 +169,67 @@ async def client(town: Town, tmp_path: Path) -> AsyncIterator[Client]:
         return AuditStore(path, Signer(signer.public_key), cache_kib=CONNECTION_CACHE_KIB)
 
     records = Records(reader, checks=reader)
-    app[PLATFORM] = cast(Platform, Fakes(records, Verifier(), town.kafka,
-                                         {town.resident.serial: town.resident},
-                                         store=store))
-    async with TestClient(TestServer(app)) as opened:
+    async with TestClient(TestServer(portal_of(town, records, store))) as opened:
         yield opened
     await records.close()
     store.close()
+
+
+def portal_of(town: Town, records: Records, store: AuditStore | None = None) -> web.Application:
+    """The portal's app, reading the access log through `records` (`store` beside it), its
+    Kafka side and registry side the town's."""
+    app = portal_app.build(Site(ORIGIN, "http://127.0.0.1:8765"), Sessions())
+    app.cleanup_ctx.clear()
+    app[PLATFORM] = cast(Platform, Fakes(records, Verifier(), town.kafka,
+                                         {town.resident.serial: town.resident},
+                                         store=store))
+    return app
+
+
+class AsThePortal(TestServer):
+    """The app served with `renkei portal`'s server options (a TestServer's own cancel the
+    handler of a client gone, whatever the portal's are)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return web.AppRunner(self.app, **SERVING)
+
+
+class Left(Records):
+    """Records that note a history read cancelled (its page's resident gone)."""
+
+    def __init__(self, store: Callable[[], AuditStore]) -> None:
+        super().__init__(store)
+        self.left = asyncio.Event()
+
+    async def history(self, *args: Any, **kwargs: Any) -> History:
+        try:
+            return await super().history(*args, **kwargs)
+        except asyncio.CancelledError:
+            self.left.set()
+            raise
+
+
+async def test_a_residents_history_read_is_cancelled_when_they_leave(
+        town: Town, tmp_path: Path) -> None:
+    """A resident who leaves while their history is read (a long one, a busy store) cancels
+    their page's read (its connection free once its thread is done): it was awaited to the end,
+    and the page rendered, for no one."""
+    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
+    with AuditStore(db, Signer.load_or_create(key)) as writer:
+        writer.append(*item(event(7, person=ME)))
+    hold = Hold()
+    records = Left(lambda: Held(db, key, hold))
+    town.resident = replace(town.resident, id_codes=(ME,))
+    async with TestClient(AsThePortal(portal_of(town, records))) as client:
+        assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+        page = asyncio.create_task(client.get("/history"))
+        try:
+            assert await asyncio.to_thread(hold.holding.wait, 30)
+            await cancelled(page)  # the resident leaves: their connection is closed
+            await asyncio.wait_for(records.left.wait(), 10)
+        finally:
+            hold.free.set()
+    await records.close()
 
 
 async def csrf_of(client: Client, page: str) -> str:
