@@ -36,7 +36,9 @@ from renkei.state import private_dir
 
 RETENTION_YEARS = 7
 HEAD_EVERY = 10_000
-CACHE_KIB = 256 * 1024  # a connection's SQLite page cache, at most (it grows as pages are read)
+# a connection's SQLite page cache, at most (it grows as pages are read): the writer's, whose
+# index inserts land all over; a reader's, whose check reads the log in order, query a page
+WRITER_CACHE_KIB, READER_CACHE_KIB = 64 * 1024, 16 * 1024
 MAX_PAGE = 1000
 LEVEL_SHIFT = 56
 PURGE_CONTEXT = b"renkei audit purge v1\x00"
@@ -301,11 +303,14 @@ class AuditStore:
     """The tamper-evident audit log. One writer process at a time appends; readers any time.
     Opened with the head key's public half alone (My Portal, `audit query`, `audit verify`),
     which signs no head, it is read-only: the connection itself refuses writes, and a store
-    whose tables are not made yet is NoTables."""
+    whose tables are not made yet is NoTables. Its page cache is `cache_kib` at most, else its
+    role's (WRITER_CACHE_KIB, READER_CACHE_KIB)."""
 
     def __init__(self, url: str | Path, signer: Signer, *, head_every: int = HEAD_EVERY,
-                 clock: Callable[[], datetime] = _now, cache_kib: int = CACHE_KIB) -> None:
+                 clock: Callable[[], datetime] = _now, cache_kib: int | None = None) -> None:
         self.signer, self.head_every, self.clock = signer, head_every, clock
+        if cache_kib is None:
+            cache_kib = WRITER_CACHE_KIB if signer.signs else READER_CACHE_KIB
         self._db, self._dialect = connect(url, read_only=not signer.signs)
         for statement in self._dialect.session:
             self._db.execute(statement)
