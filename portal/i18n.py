@@ -235,6 +235,12 @@ WORDS: dict[str, tuple[str, str]] = {
                         "ありません。詳細は申請できません。申請は送っていません。",
                         "This entry is an action in My Portal or at a counter, not an exchange "
                         "between holders: it has no details to ask for. Nothing was requested."),
+    "portal_left_out": ("選んだ記録のうち{count}件は照会していません。マイポータルや窓口での操作の"
+                        "記録で、機関の間の情報連携ではないため、情報保有機関に照会するものが"
+                        "ありません。",
+                        "{count} of the entries chosen were not asked about: they record actions "
+                        "in My Portal or at a counter, not exchanges between holders, so no "
+                        "holder has a side of them to send."),
     "no_holder": ("照会できる情報保有機関がありません（記録に名のあるのはサービスだけです）。"
                   "請求は送っていません。",
                   "No holder to ask: the entries name only services of the platform. Nothing "

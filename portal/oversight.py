@@ -14,6 +14,7 @@ from portal.web import day, no_holder, officer_of, render
 ROLE = "oversight"
 OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"
 FILTERS = ("holder", "pattern", "person", "outcome", "since", "until")
+LEFT_OUT = "left_out"  # the holder-logs page's: chosen entries of the portal's own actions
 
 
 async def search(request: web.Request) -> web.Response:
@@ -41,7 +42,9 @@ async def alerts(request: web.Request) -> web.Response:
 
 async def ask_holder_logs(request: web.Request) -> web.Response:
     """Ask the holders of the chosen requests (requester and provider) for their side: each
-    chosen by its entry's serial, its request id and holders read from the audit log."""
+    chosen by its entry's serial, its request id and holders read from the audit log; those of
+    the portal's own actions (no exchange between holders) left out, the next page saying how
+    many."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     form = await request.post()
@@ -49,22 +52,36 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
         serials = [int(str(v)) for v in form.getall("chosen", [])]
     except ValueError:
         raise web.HTTPBadRequest(text="bad choice") from None
-    chosen = [e for e in await platform.records.events(serials) if e.kind != PORTAL_KIND]
-    if not chosen:
+    found = await platform.records.events(serials)
+    chosen = [e for e in found if e.kind != PORTAL_KIND]
+    left_out = len(found) - len(chosen)
+    if not found:
         raise web.HTTPSeeOther("/oversight")
-    request_ids = sorted({e.request_id for e in chosen})
-    holders = [h for e in chosen for h in (e.requester, e.provider) if h]
-    try:
-        await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
-    except NoHolder:
-        return no_holder(request)
-    raise web.HTTPSeeOther("/oversight/holder-logs")
+    if chosen:
+        request_ids = sorted({e.request_id for e in chosen})
+        holders = [h for e in chosen for h in (e.requester, e.provider) if h]
+        try:
+            await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
+        except NoHolder:
+            return no_holder(request)
+    raise web.HTTPSeeOther(f"/oversight/holder-logs?{LEFT_OUT}={left_out}" if left_out
+                           else "/oversight/holder-logs")
 
 
 async def holder_logs(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
-    return render(request, "holder_logs.html", requests=await platform.kafka.oversight.every())
+    return render(request, "holder_logs.html", requests=await platform.kafka.oversight.every(),
+                  left_out=_left_out(request))
+
+
+def _left_out(request: web.Request) -> int:
+    """How many chosen entries the request asked just before left out (the portal's own
+    actions): 0 if the page's address says no number."""
+    try:
+        return max(int(request.query.get(LEFT_OUT, "0")), 0)
+    except ValueError:
+        return 0
 
 
 async def integrity(request: web.Request) -> web.Response:

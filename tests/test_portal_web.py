@@ -34,7 +34,7 @@ from portal.cli import SERVING
 from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.inbox import Asked, Inbox
-from portal.kafka import holders_to_ask
+from portal.kafka import Shown, holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
@@ -66,6 +66,10 @@ class HolderLogAsks:
             await log(asked)
         self.asked.append((list(asked.holders), list(request_ids)))
         return asked
+
+    async def every(self) -> list[Shown]:
+        """None kept to show (what was asked is in `asked`)."""
+        return []
 
 
 class NoAlerts:
@@ -635,6 +639,37 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
     assert town.kafka.oversight.asked == [(holders, ["ov-1", "req-0007", "req-1 acme-kenpo"])], \
         "the chosen requests' ids and holders, as logged (a serial of no entry asks nobody)"
     assert await ask(["one"]) == 400
+
+
+async def test_entries_of_the_portals_own_actions_chosen_are_left_out_and_the_page_says_so(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """Entries of the portal's own actions in a selection (a change of number, an application:
+    no exchange between holders) were dropped from it without a word, and a selection of them
+    alone went back to the search: the holder-logs page says how many were left out and why,
+    the other entries asked about, none if none is left."""
+    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    assert store
+    own = [store.append(*item(replace(event(n), kind="PORTAL", outcome=outcome,
+                                      requester=acls.PORTAL, provider=provider)))
+           for n, outcome, provider in ((8, "NUMBER_CHANGE_ASKED", acls.AUTHORITY),
+                                        (9, "DETAIL_APPLIED", HOLDERS[0]))]
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+
+    async def ask(serials: Sequence[int | None], lang: str) -> str:
+        await client.get(f"/lang/{lang}", allow_redirects=False)
+        asked = await client.post("/oversight/holder-logs", data=[
+            ("csrf", await csrf_of(client, "/oversight")), *(("chosen", str(n)) for n in serials)])
+        assert asked.status == 200 and asked.url.path == "/oversight/holder-logs"
+        return await asked.text()
+
+    page = await ask([0, *own], "ja")
+    assert words("ja")["portal_left_out"].format(count=2) in page
+    assert [ids for _, ids in town.kafka.oversight.asked] == [["req-0007"]], "the other asked"
+    page = await ask(own[1:], "en")
+    assert words("en")["portal_left_out"].format(count=1) in page
+    assert len(town.kafka.oversight.asked) == 1, "none left: none asked"
+    assert 'id="left-out"' not in await (await client.get("/oversight/holder-logs")).text()
 
 
 async def test_entries_naming_no_holder_ask_nobody_and_the_page_says_so(
