@@ -327,8 +327,9 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     """Rebuild a store from offset 0 of the audit topic; compare roots and sizes; re-check
     approvals.
 
-    Exits 1 if the roots differ, the live store lacks events the audit consumer committed, or
-    an approval or rejection disagrees with the pattern list.
+    Exits 1 if the roots (or, once the topic's retention deleted its oldest records, the entries
+    after those) differ, the live store lacks events the audit consumer committed, or an
+    approval or rejection disagrees with the pattern list.
     """
     from audit import replay as replaying
 
@@ -351,8 +352,16 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
                f"{report.seconds:.1f}s: tree size {report.size}, root {report.root.hex()}")
     compared = bool(report.compared_at)
     live_size = report.live_size or 0
-    if compared:
-        same = "identical" if report.identical else "DIFFERENT"
+    same = "identical" if report.identical else "DIFFERENT"
+    if report.start:
+        click.echo(f"the topic starts at offset {report.start}: the broker deleted the records "
+                   f"before it (the topic's retention); {report.beyond} entries of the live "
+                   "store are theirs, beyond the topic's retention: not replayed")
+    if compared and report.start:
+        click.echo(f"live store of {live_size} entries, serials {report.beyond}.."
+                   f"{report.beyond + report.compared_at - 1} compared with the replay's: "
+                   f"{report.differing} differ ({same})")
+    elif compared:
         click.echo(f"live store of {live_size} entries, compared at size {report.compared_at}: "
                    f"root {(report.live_root or b'').hex()} ({same})")
     else:
@@ -361,11 +370,11 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         click.echo(f"SHORT: the live store has {live_size} entries; the audit consumer committed "
                    f"offset {report.acknowledged}, whose events make {report.owed}: serials "
                    f"{live_size}..{report.owed - 1} are gone")
-    elif live_size < report.size:
-        click.echo(f"the live store is {report.size - live_size} entries behind the topic: "
+    elif live_size < report.logged:
+        click.echo(f"the live store is {report.logged - live_size} entries behind the topic: "
                    "events the audit consumer has not committed yet")
-    elif live_size > report.size:
-        click.echo(f"the live store is {live_size - report.size} entries ahead of the topic as "
+    elif live_size > report.logged:
+        click.echo(f"the live store is {live_size - report.logged} entries ahead of the topic as "
                    "replayed: events logged since the replay read it, or entries the topic "
                    "never had")
     click.echo(f"re-checked {report.checked} approvals and rejections against the pattern list "

@@ -2,7 +2,10 @@
 and size with the live store's, and re-check every approval and rejection against the pattern
 list. The live store must hold at least the entries of the events the audit consumer has
 committed (it commits a batch once appended): one with fewer is short, cut after the fact; the
-events after that offset it may not have appended yet.
+events after that offset it may not have appended yet. Once the topic's retention (seven years)
+has let the broker delete its oldest records, the topic starts past offset 0: the live store's
+entries of those events are beyond the topic's retention, told apart and counted, and the
+live store's later entries are compared leaf by leaf with those the replay rebuilt.
 
 The re-check runs `processors.approval.approve` again for each APPROVED linkage and each
 linkage REJECTED for an approval reason, at the event's time, with the legal pattern list and
@@ -21,7 +24,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from audit.anchor import consumer_commit
 from audit.consumer import decoded
@@ -36,6 +39,7 @@ from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 APPROVAL_REASONS = frozenset({"UNKNOWN_PATTERN", "PATTERN_NOT_IN_FORCE", "NOT_PERMITTED",
                               "WRONG_PROVIDER", "UNKNOWN_HOLDER", "DATA_TYPE_NOT_PERMITTED"})
 GRACE = timedelta(seconds=10)
+LEAVES_AT_ONCE = 10_000  # leaf hashes read from each store at a time when comparing them
 APPROVED = "APPROVED"
 V = TypeVar("V")
 log = logging.getLogger(__name__)
@@ -143,16 +147,23 @@ class ReplayReport:
     disagreed. `records` are the topic's records, `events` the readable events they hold (an
     event id again is not appended again). `acknowledged` is the audit consumer's committed
     offset, `owed` the entries the events before it make: the live store must hold at least
-    those."""
+    those. `start` is the topic's first offset: past 0, the broker deleted the records before
+    it, and `beyond` are the live store's entries of their events (its first ones, beyond the
+    replay, its purged ones among them); `compared_at` entries after them are then compared
+    one by one, `differing` differ."""
 
     records: int = 0
+    start: int = 0
+    beyond: int = 0
+    aligned: bool = False  # `beyond` found: at the first replayed event the live store holds
+    differing: int = 0
     events: int = 0
     size: int = 0
     root: bytes = b""
     acknowledged: int = 0
     owed: int = 0
     live_size: int | None = None
-    compared_at: int | None = None
+    compared_at: int = 0
     live_root: bytes | None = None
     replay_root: bytes | None = None
     checked: int = 0
@@ -161,7 +172,14 @@ class ReplayReport:
 
     @property
     def identical(self) -> bool:
+        if self.start:
+            return self.live_size is not None and not self.differing
         return self.live_root is not None and self.live_root == self.replay_root
+
+    @property
+    def logged(self) -> int:
+        """The entries the topic's events make, those beyond its retention included."""
+        return self.beyond + self.size
 
     @property
     def short(self) -> bool:
@@ -180,33 +198,70 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     # read before the live store's size: the consumer appends a batch, then commits its offset
     report = ReplayReport(acknowledged=(await consumer_commit(access))[0])
     async for records in topic_batches(access, topics.AUDIT):
+        if not report.records:
+            report.start = records[0].offset
         report.records += len(records)
         cut = bisect.bisect_left([r.offset for r in records], report.acknowledged)
-        _rebuilt(target, recheck, records[:cut], report)
+        _rebuilt(target, recheck, live, decoded(records[:cut]), report)
         if cut:
-            report.owed = target.size()
-        _rebuilt(target, recheck, records[cut:], report)
+            report.owed = report.beyond + target.size()
+        _rebuilt(target, recheck, live, decoded(records[cut:]), report)
     report.size = target.size()
     report.root = target.head().head.root
     if live is not None:
         report.live_size = live.size()
-        report.compared_at = at = min(report.size, report.live_size)
-        report.live_root, report.replay_root = live.root(at), target.root(at)
+        if report.start:
+            report.compared_at, report.differing = _leaves_compared(live, target, report.beyond)
+        else:
+            report.compared_at = at = min(report.size, report.live_size)
+            report.live_root, report.replay_root = live.root(at), target.root(at)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _rebuilt(target: AuditStore, recheck: Recheck, records: list[Any],
-             report: ReplayReport) -> None:
-    """Append the events of `records` to `target`, re-checking each new approval or rejection."""
-    items = decoded(records)
+def _leaves_compared(live: AuditStore, target: AuditStore, beyond: int) -> tuple[int, int]:
+    """How many of the live store's entries after its first `beyond` were compared with the
+    replay's, leaf hash by leaf hash, and how many of them differ."""
+    compared = max(0, min(target.size(), live.size() - beyond))
+    differing = 0
+    for start in range(0, compared, LEAVES_AT_ONCE):
+        end = min(compared, start + LEAVES_AT_ONCE)
+        differing += sum(ours != theirs for ours, theirs in zip(
+            target.leaf_hashes(start, end), live.leaf_hashes(beyond + start, beyond + end),
+            strict=True))
+    return compared, differing
+
+
+def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
+             items: list[tuple[AccessLogEvent, bytes]], report: ReplayReport) -> None:
+    """Append `items` to `target`, re-checking each new approval or rejection. On a topic whose
+    start the broker deleted, an event the live store holds beyond it (logged again later) is
+    left out: the audit consumer appended it at its first time."""
     report.events += len(items)
+    held = live.serials([event.event_id for event, _ in items]) \
+        if report.start and live is not None and items else {}
+    if report.aligned:
+        items = [(event, leaf) for event, leaf in items
+                 if held.get(event.event_id, report.beyond) >= report.beyond]
     if not items:
         return
-    for (event, _), serial in zip(items, target.append_many(items), strict=True):
+    serials = target.append_many(items)
+    if not report.aligned:
+        _aligned(items, serials, held, report)
+    for (event, _), serial in zip(items, serials, strict=True):
         if serial is None or not recheck.applies(event):
             continue
         report.checked += 1
         disagreement = recheck.check(event)
         if disagreement is not None:
             report.disagreements.append(disagreement)
+
+
+def _aligned(items: list[tuple[AccessLogEvent, bytes]], serials: list[int | None],
+             held: dict[str, int], report: ReplayReport) -> None:
+    """report.beyond from the first event appended that the live store holds unpurged (the
+    first ones read may be purged from it): its serial there less its serial in the replay."""
+    for (event, _), serial in zip(items, serials, strict=True):
+        if serial is not None and event.event_id in held:
+            report.beyond, report.aligned = max(0, held[event.event_id] - serial), True
+            return

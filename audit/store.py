@@ -462,7 +462,8 @@ class AuditStore:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
-            known = self._stored_leaves(cur, [e.event_id for e, _ in batch]) if replay else {}
+            known = self._by_event_id(cur, [e.event_id for e, _ in batch], "leaf") if replay \
+                else {}
             horizon = cur.execute("SELECT max(cutoff) FROM purges").fetchone()[0]
             rows: list[Row] = []
             nodes: list[tuple[int, bytes]] = []
@@ -501,14 +502,15 @@ class AuditStore:
         self._frontier = tree
         return serials
 
-    def _stored_leaves(self, cur: Cursor, event_ids: list[str]) -> dict[str, bytes]:
-        """The stored leaves of these event ids, by their column_text."""
+    @staticmethod
+    def _by_event_id(cur: Cursor, event_ids: list[str], column: str) -> dict[str, Any]:
+        """The stored `column` (leaf or serial) of these event ids, by their column_text."""
         keys = sorted({column_text(i) for i in event_ids})
-        found: dict[str, bytes] = {}
+        found: dict[str, Any] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
             found.update(cur.execute(
-                "SELECT event_id, leaf FROM entries "
+                f"SELECT event_id, {column} FROM entries "
                 f"WHERE event_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall())
         return found
 
@@ -568,8 +570,16 @@ class AuditStore:
 
     def stored(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids the log holds already."""
-        found = self._stored_leaves(self._db.cursor(), list(event_ids))
-        return {i for i in event_ids if column_text(i) in found}
+        return set(self.serials(event_ids))
+
+    def serials(self, event_ids: Sequence[str]) -> dict[str, int]:
+        """The serial of each of these event ids the log holds (a purged entry's is not)."""
+        found = self._by_event_id(self._db.cursor(), list(event_ids), "serial")
+        return {i: int(found[column_text(i)]) for i in event_ids if column_text(i) in found}
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """The leaf hashes of serials start..end-1 (kept for purged entries too)."""
+        return self.node_hashes([(0, serial) for serial in range(start, end)])
 
     def bound(self, holder: str, person: str) -> bool:
         """Did a binding ever give `holder` this person (a BINDING entry it requested, purged

@@ -740,3 +740,41 @@ async def test_replay_rebuilds_the_same_root_and_rechecks_every_approval(
     assert "(identical)" in found.stdout and " 1 disagreement(s)" in found.stdout
     assert f"DISAGREES {forged.event_id}" in found.stdout
     assert "logged APPROVED, re-check says WRONG_PROVIDER" in found.stdout
+
+
+async def test_replay_tells_the_entries_beyond_the_topics_retention_from_those_that_differ(
+        live: AuditStore, tmp_path: Path) -> None:
+    """Once the broker deleted the topic's oldest records (its retention; deleteRecords here,
+    last in the file, as it is for good), the live store's entries of their events are beyond
+    the replay: counted apart, not DIFFERENT; the entries after them are compared one by one.
+    The store's own retention may have purged the first events the topic still has."""
+    await appended(live, CUT)
+    first = (await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT))[-CUT // 2]
+    admin = admin_client()  # kept: its futures end with it
+    deleted = admin.delete_records([TopicPartition(topics.AUDIT, 0, first.offset)],
+                                   request_timeout=30)
+    next(iter(deleted.values())).result(30)
+    with closing(sqlite3.connect(default_path())) as db:
+        beyond, = db.execute("SELECT serial FROM entries WHERE event_id = ?",
+                             (decode_event(first.value).event_id,)).fetchone()
+    tampered, purged = (copied(default_path(), tmp_path / name)
+                        for name in ("tampered.db", "purged.db"))
+    with closing(sqlite3.connect(tampered)) as db, db:
+        db.execute("UPDATE nodes SET hash = ? WHERE id = ?", (bytes(32), beyond + 1))
+    with AuditStore(purged, live.signer) as store:  # the topic's first two events purged
+        entry = store.entry(beyond + 2)
+        assert entry is not None
+        at = entry.event.occurred_at
+        store.purge(at.replace(year=at.year + 7))
+        assert store.entry(beyond + 1) is None
+    kept, rewritten, gone = [await replay(tmp_path / name, *flags) for name, flags in
+                             [("kept.db", ()), ("rewritten.db", ("--live", str(tampered))),
+                              ("gone.db", ("--live", str(purged)))]]
+    told = f"the topic starts at offset {first.offset}: the broker deleted the records before " \
+        f"it (the topic's retention); {beyond} entries of the live store are theirs, beyond"
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert told in kept.stdout and " 0 differ (identical)" in kept.stdout, kept.stdout
+    assert rewritten.returncode == 1, rewritten.stdout + rewritten.stderr
+    assert told in rewritten.stdout and " 1 differ (DIFFERENT)" in rewritten.stdout
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert told in gone.stdout and " 0 differ (identical)" in gone.stdout, gone.stdout
