@@ -24,6 +24,7 @@ from audit.store import (
     Committed,
     Entry,
     Query,
+    VerifyReport,
     as_signed,
     default_path,
     years_before,
@@ -141,13 +142,21 @@ def _store_to_verify(db: str | None, alone: bool) -> AuditStore:
         raise
 
 
-def _commit_checked(committed: Committed | None) -> str:
+def _commit_checked(report: VerifyReport) -> str:
     """What `verify` says of the audit consumer's last commit it checked the store against."""
+    committed = report.committed
     if committed is None:
         return ("no commit of the audit consumer noting the tree: the entries after the largest "
                 "anchored head are not checked")
-    return (f"checked against the audit consumer's last commit: offset {committed.offset}, "
-            f"size {committed.size}")
+    checked = (f"checked against the audit consumer's last commit: offset {committed.offset}, "
+               f"size {committed.size}")
+    if committed.at is None or report.commit_signed is None:
+        return (f"{checked}; its note is UNSIGNED (a consumer's from before the notes were "
+                "signed): read, but not proven to be the consumer's")
+    made = committed.at.isoformat(timespec="milliseconds")
+    if not report.commit_signed:
+        return f"{checked}, noted {made}; its note's signature is INVALID: not the head key's"
+    return f"{checked}, noted {made}, signed by the head key"
 
 
 @audit_cli.command()
@@ -179,7 +188,7 @@ def verify(db: str | None, alone: bool) -> None:
                    f"size {report.anchor.size}, "
                    f"{report.anchor.timestamp.isoformat(timespec='milliseconds')}")
     if not alone:
-        click.echo(_commit_checked(report.committed))
+        click.echo(_commit_checked(report))
     for finding in report.findings:
         click.echo(f"  {finding.kind.upper():9} {finding.where}: {finding.detail}")
     if report.omitted:

@@ -36,9 +36,10 @@ class TreeHead:
     def __post_init__(self) -> None:
         object.__setattr__(self, "timestamp", from_millis(millis(self.timestamp)))
 
-    def message(self) -> bytes:
-        """The signed bytes: a context string, size and time (8-byte big-endian), the root."""
-        return (HEAD_CONTEXT + self.size.to_bytes(8, "big")
+    def message(self, context: bytes = HEAD_CONTEXT) -> bytes:
+        """The signed bytes: a context string (a head's, or what else signs a tree: the audit
+        consumer's commit note), size and time (8-byte big-endian), the root."""
+        return (context + self.size.to_bytes(8, "big")
                 + millis(self.timestamp).to_bytes(8, "big") + self.root)
 
 

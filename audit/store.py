@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from audit import merkle
 from audit.detector import BINDING, Raised, binding_of
 from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
@@ -42,6 +44,8 @@ WRITER_CACHE_KIB, READER_CACHE_KIB = 64 * 1024, 16 * 1024
 MAX_PAGE = 1000
 LEVEL_SHIFT = 56
 PURGE_CONTEXT = b"renkei audit purge v1\x00"
+NOTE_CONTEXT = b"renkei audit commit note v1\x00"
+FORGED = "forged"
 TRUNCATED = "truncated"
 _CHUNK = 900
 _END = INTEGERS.stop
@@ -240,21 +244,36 @@ class Finding:
 class Committed:
     """The audit consumer's last commit on the audit topic, kept by the broker out of the
     store's reach: its offset, and the tree's size and root once the events before it were in
-    the store (the note it committed with it, `AuditStore.commit_note`)."""
+    the store, when it noted them and its signature of them by the head key (the note it
+    committed with it, `AuditStore.commit_note`). A note from before the notes were signed has
+    neither time nor signature."""
 
     offset: int
     size: int
     root: bytes
+    at: datetime | None = None
+    signature: bytes | None = None
 
     @classmethod
     def of(cls, offset: int, note: str | None) -> Committed | None:
         """The commit at `offset` with its note; None if the note tells no tree (none given, or
         a commit of a consumer from before the notes)."""
         try:
-            size, root = (note or "").split(" ")
-            return cls(offset, int(size), bytes.fromhex(root))
-        except ValueError:
+            size, root, *signed = (note or "").split(" ")
+            tree = cls(offset, int(size), bytes.fromhex(root))
+            if not signed:  # a note from before the notes were signed
+                return tree
+            at, signature = signed
+            return replace(tree, at=from_millis(int(at)), signature=bytes.fromhex(signature))
+        except (ValueError, OverflowError):
             return None
+
+    def signed_by(self, public_key: Ed25519PublicKey) -> bool | None:
+        """Whether the head key signed the note; None for a note from before they were signed."""
+        if self.at is None or self.signature is None:
+            return None
+        return verify_signature(public_key, TreeHead(self.size, self.root, self.at).message(
+            NOTE_CONTEXT), self.signature)
 
 
 @dataclass
@@ -271,6 +290,7 @@ class VerifyReport:
     held: TreeHead | None = None  # the largest anchored head the tree holds, signed by the key
     unheld: list[SignedHead] = field(default_factory=list)  # those anchored it does not hold
     committed: Committed | None = None
+    commit_signed: bool | None = None  # the commit's note signed by the head key; None: unsigned
     findings: list[Finding] = field(default_factory=list)
     omitted: int = 0
     max_findings: int = 1000
@@ -539,9 +559,12 @@ class AuditStore:
                 for seq, size, root, at, key, sig in rows]
 
     def commit_note(self) -> str:
-        """The tree's size and root now, as the audit consumer commits them with its offset."""
+        """The tree's size and root now, the time, and the head key's signature of them, as the
+        audit consumer commits them with its offset (Committed.of reads them)."""
         tree = self._tree()
-        return f"{tree.size} {tree.root().hex()}"
+        head = TreeHead(tree.size, tree.root(), self.clock())
+        signature = self.signer.sign(head.message(NOTE_CONTEXT))
+        return f"{head.size} {head.root.hex()} {millis(head.timestamp)} {signature.hex()}"
 
     def sign_head(self) -> SignedHead:
         """Sign and keep a head of the tree as it is now."""
@@ -991,14 +1014,21 @@ class AuditStore:
         """The tree against the audit consumer's last commit, kept by the broker: it holds the
         tree the consumer noted with it, the entries after the last anchored head included."""
         report.committed = committed
-        if committed is not None and (finding := self.against_commit(committed)) is not None:
+        if committed is None:
+            return
+        report.commit_signed = committed.signed_by(self.signer.public_key)
+        if (finding := self.against_commit(committed)) is not None:
             report.add(finding.kind, finding.where, finding.detail)
 
     def against_commit(self, committed: Committed) -> Finding | None:
         """None if the tree holds the one the audit consumer noted with its commit and grew
-        from it; else what is wrong: TRUNCATED if it is smaller."""
+        from it; else what is wrong: TRUNCATED if it is smaller, FORGED if the note's signature
+        is not the head key's (an unsigned note, from before they were signed, is read)."""
         where = (f"the audit consumer's commit (offset {committed.offset}, "
                  f"size {committed.size})")
+        if committed.signed_by(self.signer.public_key) is False:
+            return Finding(FORGED, where, "its note's signature is not the head key's: a note "
+                                          "forged, the store not checked against it")
         return self._grown_from(committed.size, committed.root, where,
                                 "though the consumer had appended them and read past them",
                                 "after the consumer committed them")

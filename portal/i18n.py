@@ -209,6 +209,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "signature": ("署名", "Signature"),
     "signature_ok": ("正しい", "valid"),
     "signature_bad": ("不正", "INVALID"),
+    "signature_none": ("署名なし(署名を始める前の監査コンシューマのコミット)",
+                       "unsigned (a commit of an audit consumer from before the notes were "
+                       "signed)"),
     "consistency": ("直前のヘッドとの整合性", "Consistent with the head before"),
     "root": ("ルートハッシュ", "Root hash"),
     "anchored_head": ("ストアの外に固定された最大のツリーヘッド",

@@ -297,6 +297,7 @@ async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_t
     assert anchored < size, "the newest entries are not anchored yet"
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "checked against the audit consumer's last commit: offset " in passed.stdout
+    assert ", signed by the head key" in passed.stdout, "the consumer's note, signed and timed"
     assert seen[0].ok and seen[0].committed is not None and seen[0].committed.size == size
     assert seen[1].verdict == failed.stderr.strip(), "the console says what `verify` says"
     assert failed.returncode == 1, failed.stdout + failed.stderr
@@ -652,7 +653,9 @@ async def test_the_oversight_body_reads_the_audit_consumers_commit_and_cannot_ma
     altered = oversight.alter_consumer_group_offsets(forged, request_timeout=30)
     refused = [tp.error for tp in altered[acls.AUDIT_GROUP].result().topic_partitions or []]
     assert [e.code() for e in refused] == [KafkaError.GROUP_AUTHORIZATION_FAILED], refused
-    assert await noted_commit(KafkaAccess.of(acls.OVERSIGHT)) != Committed(0, 0, bytes(32))
+    noted = await noted_commit(KafkaAccess.of(acls.OVERSIGHT))
+    assert noted is not None and noted != Committed(0, 0, bytes(32))
+    assert noted.signed_by(Signer.public().public_key), "the consumer's own note: signed, timed"
 
 
 async def replay(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:

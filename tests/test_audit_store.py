@@ -29,7 +29,9 @@ from audit.heads import NoKey, SignedHead, Signer, TreeHead, consistent, include
 from audit.sql import connect
 from audit.store import (
     COLUMN_CHARS,
+    FORGED,
     AuditStore,
+    Committed,
     LostEntries,
     Query,
     VerifyReport,
@@ -674,6 +676,29 @@ def test_a_smaller_or_forged_head_anchored_later_hides_no_truncation(
     assert resigned.head.size == 17 and (report.anchored, report.anchor) == (3, largest.head)
     assert {k for k, _ in kinds(report)} == {"truncated", "anchor"}
     assert report.verdict.startswith("TRUNCATED: anchored head (size 24, ")
+
+
+def test_the_commit_note_is_signed_with_its_time_and_a_forged_one_checks_nothing(
+        store: AuditStore, clock: Clock, tmp_path: Path) -> None:
+    """The note the audit consumer commits: the tree, when, signed by the head key. One signed
+    by another key, or whose tree was changed, is FORGED and nothing is checked against it; one
+    from before the notes were signed (the tree alone) is read and said unsigned."""
+    filled(store)
+    signed = Committed.of(7, store.commit_note())
+    assert signed is not None and (signed.size, signed.at) == (24, clock.now)
+    report = store.verify(decode_event, committed=signed)
+    assert report.ok and report.commit_signed is True, report.findings
+    with AuditStore(tmp_path / "other.db", Signer.generate(), clock=clock) as other:
+        filled(other, 30)
+        by_another = Committed.of(7, other.commit_note())
+    for forged in (by_another, replace(signed, size=30)):
+        report = store.verify(decode_event, committed=forged)
+        where = "the audit consumer's commit (offset 7, size 30)"
+        assert kinds(report) == {(FORGED, where)} and report.commit_signed is False, forged
+    unsigned = Committed.of(7, f"24 {signed.root.hex()}")
+    assert unsigned == replace(signed, at=None, signature=None)
+    report = store.verify(decode_event, committed=unsigned)
+    assert report.ok and report.commit_signed is None, report.findings
 
 
 def test_a_store_cut_short_and_grown_past_its_anchor_again_is_not_consistent_with_it(

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +23,7 @@ from audit.store import default_path as audit_path
 from portal import app as portal_app
 from portal.i18n import words
 from portal.records import CACHE_MIB, HISTORY_PAGE, READERS, Records
-from portal.web import TEMPLATES
+from portal.web import TEMPLATES, local_time
 from renkei.state import state_folder
 from tests.test_audit_store import HOLDERS, PERSONS, event, item, tamper, truncate
 
@@ -78,16 +78,22 @@ async def test_the_store_is_checked_against_every_anchored_head(store: AuditStor
 async def test_the_integrity_page_says_which_commit_it_checked_the_store_against(
         store: AuditStore, lang: str) -> None:
     """As `audit verify` says it: the audit consumer's commit checked (its offset, the tree's
-    size and root it noted) and how many anchored heads; the store said to hold the commit's
-    tree too only when one was checked (the page named no commit)."""
+    size and root it noted, when, its signature) and how many anchored heads; the store said to
+    hold the commit's tree too only when one was checked (the page named no commit). A note
+    from before the notes were signed is said unsigned."""
     store.append_many(item(event(n)) for n in range(12))
     records, w = Records(lambda: store), words(lang)
-    committed = Committed(4242, 12, merkle.tree_root(store, 12))
+    committed = Committed.of(4242, store.commit_note())
+    assert committed is not None and committed.at is not None
+    unsigned = replace(committed, at=None, signature=None)
     shown = {given: integrity_page(lang, await records.against([store.head()], given))
-             for given in (committed, None)}
+             for given in (committed, unsigned, None)}
     checked = shown[committed].split('id="commit"')[1]
     assert "<dd>4242</dd>" in checked and "<dd>12</dd>" in checked, checked
     assert committed.root.hex() in checked and w["commit_offset"] in checked
+    assert f"<dd>{local_time(committed.at)}</dd>" in checked and w["signature_ok"] in checked
+    assert w["signature_none"] in shown[unsigned] and w["signature_ok"] not in \
+        shown[unsigned].split('id="commit"')[1].split("</section>")[0]
     assert "<dd>1</dd>" in shown[committed].split('id="commit"')[0], "one anchored head"
     assert w["anchor_holds"] in shown[committed] and w["commit_none"] not in shown[committed]
     assert w["anchor_holds_heads"] in shown[None] and w["commit_none"] in shown[None]
