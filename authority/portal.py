@@ -34,7 +34,7 @@ def new_number(authority: NumberingAuthority, login_key: Ed25519PublicKey, reque
         if not late:
             return PersonalNumber(authority.change_number(
                 change.resident_code, change.reason, change_id,
-                TicketShown(tickets.identity(shown), shown.expires_at)))
+                TicketShown(tickets.identity(shown), shown.expires_at, tickets.expiry_mark(shown))))
         given = authority.number_given(change_id, change.resident_code)
     except UnknownResident as exc:
         raise NotFound(str(exc)) from exc

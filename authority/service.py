@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from authority.check_digit import is_valid, with_check_digit
 from authority.store import AuthorityStore
 from registry.residents import ChangeEvent, ChangeKind
-from renkei.clock import Clock
+from renkei.clock import Clock, Mark
 
 if TYPE_CHECKING:
     from registry.store import RegistryStore
@@ -46,10 +46,12 @@ class TicketExpired(PermissionError):
 
 @dataclass(frozen=True)
 class TicketShown:
-    """The login ticket a change of number is asked under: its identity, and when it expires."""
+    """The login ticket a change of number is asked under: its identity, and when it expires (by
+    the wall clock, and on the elapsed one if its login was marked: renkei.clock)."""
 
     ticket_id: str
     expires_at: datetime
+    expires: Mark | None = None
 
 
 def draw_number() -> str:
@@ -117,10 +119,11 @@ class NumberingAuthority:
                 self._store.record_answer(request_id, new)
         return new
 
-    def now_since(self, issued: datetime) -> datetime:
-        """The time now by this authority's clock, as it told the time when it read `issued`: a
-        login ticket's expiry is judged by the time elapsed since its issue, not a clock's step."""
-        return self._clock.since(issued)
+    def now_since(self, issued: datetime, mark: Mark | None) -> datetime:
+        """The time now by this authority's clock, as it told the time when it read `issued`
+        (marked `mark`): a login ticket's expiry is judged by the time elapsed since its issue,
+        not a clock's step."""
+        return self._clock.since(issued, mark)
 
     def number_given(self, request_id: str, resident_code: str) -> str | None:
         """The number a request for this resident's new number was given; None if it was not
@@ -203,11 +206,14 @@ class NumberingAuthority:
     def _use(self, ticket: TicketShown, change_id: str | None) -> None:
         """Record the ticket used for the change (in a transaction), if it may be; the uses of
         the tickets expired by each timeline of the clock are forgotten (a step forward, which
-        did not age them, forgets none)."""
-        if self._store.ticket_forgotten(ticket.expires_at):
+        did not age them, forgets none), those marked in this boot by the time elapsed. A ticket
+        marked in this boot is judged by its mark alone: its use is forgotten only once it expired
+        by it, which the ticket's check refuses."""
+        if not self._clock.in_this_boot(ticket.expires) and \
+                self._store.ticket_forgotten(ticket.expires_at):
             raise TicketExpired("that login ticket expired: its use is no longer kept")
         if not self._store.use_ticket(ticket.ticket_id, change_id, ticket.expires_at,
-                                      self._clock.earliest()):
+                                      ticket.expires, self._clock.earliest(), self._clock.mark()):
             raise TicketUsed("that login ticket was used for another change of number")
 
     def _current(self, resident_code: str) -> str:

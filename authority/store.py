@@ -8,7 +8,10 @@ number each request for a new one was given (a request read twice is given the s
 `tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket expiring no later
 is refused, whatever the clock says then (set back, it would make a dropped ticket live again). A
 store from before that mark is given it when opened: the latest change of number, at which each
-use it forgot was of a ticket expired.
+use it forgot was of a ticket expired. A use kept with its ticket's expiry on the elapsed clock
+and the boot it counts from (renkei.clock's mark) is forgotten in that boot once that reading is
+past, whatever the wall clock's steps; one without (a store from before them, or another boot's)
+by the wall clock's earliest time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from audit.events import millis
 from renkei import sqlite
+from renkei.clock import Mark
 from renkei.state import private_dir
 
 PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"  # a commit need not fsync
@@ -61,6 +65,7 @@ CREATE TABLE IF NOT EXISTS tickets_used (
     expires_at INTEGER NOT NULL
 );
 """
+USE_MARK = ("boot TEXT", "until_elapsed REAL")  # tickets_used: the expiry's mark, if it had one
 FORGOTTEN = """CREATE TABLE tickets_forgotten (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     through INTEGER NOT NULL
@@ -101,6 +106,7 @@ class AuthorityStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite.opened(path)
         self._db.executescript(PRAGMAS + SCHEMA)
+        sqlite.with_columns(self._db, "tickets_used", USE_MARK)
         if not self._has_forgotten():
             with sqlite.writing(self._db):  # the mark's table made with its mark, or neither
                 if not self._has_forgotten():  # not made meanwhile, by another process
@@ -176,18 +182,24 @@ class AuthorityStore:
         self._db.execute("INSERT INTO answered VALUES (?, ?)", (request_id, number))
 
     def use_ticket(self, ticket: str, change_id: str | None, expires_at: datetime,
-                   now: datetime) -> bool:
-        """Record the login ticket used for the change; False if it was used before. The other
-        tickets expired by `now` are forgotten, and the latest expiry forgotten kept."""
-        forgotten = self._db.execute(
-            "SELECT MAX(expires_at) FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
-            (millis(now), ticket)).fetchone()[0]
+                   expires: Mark | None, now: datetime, this: Mark | None) -> bool:
+        """Record the login ticket used for the change, with its expiry's mark (`expires`, on the
+        elapsed clock); False if it was used before. The other tickets expired are forgotten:
+        those marked in this boot (`this`, the mark now) by their mark, the rest by `now`; the
+        latest expiry forgotten kept."""
+        expired = ("FROM tickets_used WHERE ticket != :ticket AND CASE WHEN boot = :boot "
+                   "THEN until_elapsed <= :elapsed ELSE expires_at <= :now END")
+        known = {"ticket": ticket, "now": millis(now), "boot": this and this.boot,
+                 "elapsed": this and this.elapsed}
+        forgotten = self._db.execute(f"SELECT MAX(expires_at) {expired}", known).fetchone()[0]
         if forgotten is not None:
             self._forgotten_through(forgotten)
-            self._db.execute("DELETE FROM tickets_used WHERE expires_at <= ? AND ticket != ?",
-                             (millis(now), ticket))
-        cursor = self._db.execute("INSERT OR IGNORE INTO tickets_used VALUES (?, ?, ?)",
-                                  (ticket, change_id, millis(expires_at)))
+            self._db.execute(f"DELETE {expired}", known)
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO tickets_used (ticket, change_id, expires_at, boot, "
+            "until_elapsed) VALUES (?, ?, ?, ?, ?)",
+            (ticket, change_id, millis(expires_at), expires and expires.boot,
+             expires and expires.elapsed))
         return cursor.rowcount == 1
 
     def _forgotten_through(self, expires_at: int) -> None:

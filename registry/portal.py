@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from audit.heads import Signer
 from cards import ca
@@ -28,6 +27,7 @@ from cards.login import Refused, Verifier, issued_at
 from processors.codes import IdCodes
 from registry import tickets
 from registry.store import RegistryStore
+from renkei.clock import Clock
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import CardHolder, CardLogin
@@ -46,10 +46,6 @@ def portal_origin(origin: str, origins: frozenset[str]) -> bool:
     return origin in origins if origins else LOOPBACK.fullmatch(origin) is not None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass
 class CardLogins:
     """Card logins shown by the portal, and what their cards' holders are told."""
@@ -60,7 +56,7 @@ class CardLogins:
     login_key: Signer
     origins: frozenset[str] = frozenset()
     verifier: Verifier = field(default_factory=Verifier)
-    clock: Callable[[], datetime] = _now
+    clock: Clock = field(default_factory=Clock)
 
     def card_holder(self, request_id: str, question: bytes, late: bool) -> CardHolder:
         """The card's holder: their name now, every code they have had (the current one first),
@@ -77,7 +73,7 @@ class CardLogins:
         own_first = [first, *(c for c in codes if c != first)]
         ids = [c for c in self.codes.id_codes(own_first) if isinstance(c, str)]
         return CardHolder(current.name, tuple(codes), first, tuple(ids),
-                          tickets.ticket(self.login_key, codes, self.clock()))
+                          tickets.ticket(self.login_key, codes, self.clock(), self.clock.mark()))
 
     def _checked(self, request_id: str, question: bytes) -> str:
         """The serial of the card whose login this is, if its signature checks and its

@@ -5,7 +5,9 @@ shows it with each request for a new number; the numbering authority acts only f
 a live ticket names, and for one change per ticket (authority.store keeps which). So whoever takes
 the portal over (its principal and sealing key) can have the number changed of no resident who has
 not logged in, nor again that of one who has. Each ticket signs a nonce of its own: two logins of
-one resident within a millisecond get two tickets, each good for its own change.
+one resident within a millisecond get two tickets, each good for its own change. Each ticket
+signs the elapsed clock's reading at the login and the boot it counts from (renkei.clock's
+mark): on that machine in that boot, its age is the time elapsed, whatever the wall clock's steps.
 
 The login key (`keys/login-key.json`, mode 0600) is made by `renkei keys init`, with its public
 half alone (`keys/login-key.pub.json`) beside it: the authority reads that, from a file
@@ -27,12 +29,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.events import millis
 from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
+from renkei.clock import Mark
 from renkei.questions import Declined
 from renkei.state import private_dir, write_json
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import LoginTicket
 
-CONTEXT = b"renkei login ticket v2\x00"
+CONTEXT = b"renkei login ticket v2\x00"  # a ticket without a mark (LoginTicket v2)
+MARKED_CONTEXT = b"renkei login ticket v3\x00"
 V1_CONTEXT = b"renkei login ticket v1\x00"  # a ticket without a nonce (LoginTicket v1)
 NONCE_BYTES = 16
 LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
@@ -82,13 +86,17 @@ def _made(path: Path) -> Path:
     return path
 
 
-def signed_bytes(resident_codes: Sequence[str], expires_at: datetime, nonce: bytes | None
-                 ) -> bytes:
-    """What a ticket's signature is over: a context string, the nonce, the expiry (milliseconds,
-    8 bytes big-endian), then each code; the nonce and each code its length (2 bytes) first. A
-    ticket made before tickets had a nonce (None: v1, good for its hour still) has a context of
-    its own and no nonce."""
+def signed_bytes(resident_codes: Sequence[str], expires_at: datetime, nonce: bytes | None,
+                 mark: Mark | None = None) -> bytes:
+    """What a ticket's signature is over: a context string, the nonce, the login's mark (its
+    boot, then its elapsed reading in milliseconds, 8 bytes big-endian), the expiry (milliseconds,
+    8 bytes big-endian), then each code; the nonce, boot and each code its length (2 bytes) first.
+    A ticket without a mark (v2) or a nonce (v1, good for its hour still) has a context of its own
+    and neither."""
     start = V1_CONTEXT if nonce is None else CONTEXT + _with_length(nonce)
+    if mark is not None:
+        start = (MARKED_CONTEXT + _with_length(nonce or b"") + _with_length(mark.boot.encode())
+                 + round(mark.elapsed * 1000).to_bytes(8, "big"))
     return (start + millis(expires_at).to_bytes(8, "big")
             + b"".join(_with_length(code.encode()) for code in resident_codes))
 
@@ -97,27 +105,44 @@ def _with_length(field: bytes) -> bytes:
     return len(field).to_bytes(2, "big") + field
 
 
-def ticket(key: Signer, resident_codes: Sequence[str], now: datetime) -> bytes:
-    """A ticket for the codes a login proved `now`, good for LASTS, with a nonce of its own."""
+def ticket(key: Signer, resident_codes: Sequence[str], now: datetime, mark: Mark | None = None
+           ) -> bytes:
+    """A ticket for the codes a login proved `now` (the elapsed clock's `mark` then), good for
+    LASTS, with a nonce of its own."""
     expires_at, nonce = now + LASTS, secrets.token_bytes(NONCE_BYTES)
-    return CODEC.encode(LoginTicket(tuple(resident_codes), expires_at,
-                                    key.sign(signed_bytes(resident_codes, expires_at, nonce)),
-                                    nonce))
+    signature = key.sign(signed_bytes(resident_codes, expires_at, nonce, mark))
+    return CODEC.encode(LoginTicket(
+        tuple(resident_codes), expires_at, signature, nonce,
+        *((None, None) if mark is None else (mark.boot, round(mark.elapsed * 1000)))))
+
+
+def issue_mark(found: LoginTicket) -> Mark | None:
+    """The elapsed clock's mark of the ticket's login; None for a ticket without one."""
+    if found.boot is None or found.elapsed_ms is None:
+        return None
+    return Mark(found.boot, found.elapsed_ms / 1000)
+
+
+def expiry_mark(found: LoginTicket) -> Mark | None:
+    """The elapsed clock's reading when the ticket expires, in its login's boot; None for a
+    ticket without a mark."""
+    issued = issue_mark(found)
+    return None if issued is None else issued.after(LASTS)
 
 
 def identity(found: LoginTicket) -> str:
     """A ticket's own name, for the authority to keep which change it was used for: the hash of
     what its signature is over (however its bytes are encoded, the same ticket's)."""
-    return hashlib.sha256(signed_bytes(found.resident_codes, found.expires_at, found.nonce)
-                          ).hexdigest()
+    return hashlib.sha256(signed_bytes(found.resident_codes, found.expires_at, found.nonce,
+                                       issue_mark(found))).hexdigest()
 
 
 def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
-          now_since: Callable[[datetime], datetime]) -> LoginTicket:
+          now_since: Callable[[datetime, Mark | None], datetime]) -> LoginTicket:
     """The ticket `shown`, if the login key signed it, it is live now and names `resident_code`;
-    else Declined, by reason. `now_since(issued)` is the time now as the clock told it when it
-    read the ticket's issue: the ticket is live for LASTS elapsed since, whatever the clock's
-    steps (renkei.clock)."""
+    else Declined, by reason. `now_since(issued, mark)` is the time now as the clock told it when
+    it read the ticket's issue: the ticket is live for LASTS elapsed since, whatever the clock's
+    steps (renkei.clock; exactly, by its mark, in the boot it was issued in)."""
     if not shown:
         raise Declined(NO_TICKET)
     try:
@@ -125,12 +150,13 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
     except SchemaError:
         raise Declined(FORGED) from None
     try:  # a code or nonce longer than 2 bytes tell, or an expiry before 1970: none signed
-        signed = signed_bytes(found.resident_codes, found.expires_at, found.nonce)
+        signed = signed_bytes(found.resident_codes, found.expires_at, found.nonce,
+                              issue_mark(found))
     except OverflowError:
         raise Declined(FORGED) from None
     if not verify_signature(public_key, signed, found.signature):
         raise Declined(FORGED)
-    if now_since(found.expires_at - LASTS) >= found.expires_at:
+    if now_since(found.expires_at - LASTS, issue_mark(found)) >= found.expires_at:
         raise Declined(EXPIRED)
     if resident_code not in found.resident_codes:
         raise Declined(NOT_THEIRS)

@@ -13,6 +13,11 @@ of two could have read is taken for the one that makes it older. `earliest()` is
 the timeline furthest behind of those seen: what has expired by it has by each. The timelines are
 this process's own (the last MOST of them); started again, it begins from the wall clock as it is
 then.
+
+Where the elapsed clock is CLOCK_BOOTTIME it is the machine's, from its boot, which Linux names
+(boot_id): a time read with its `mark()` (the elapsed reading and the boot) is judged by `since`
+exactly, the time elapsed since, by any process on the machine until it boots again; a time
+without a mark, or marked in another boot, by the timelines.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeGuard
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 STEP = 1.0  # seconds the wall clock may drift from the elapsed one between readings unstepped
 MOST = 64  # timelines kept: past it the oldest goes
 
@@ -38,6 +46,29 @@ def elapsed_seconds() -> float:
     return time.monotonic() if boottime is None else time.clock_gettime(boottime)
 
 
+def this_boot() -> str | None:
+    """The name of the boot the elapsed clock counts from (Linux's boot_id, with CLOCK_BOOTTIME);
+    None where there is none."""
+    if getattr(time, "CLOCK_BOOTTIME", None) is None:
+        return None
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The elapsed clock's reading (seconds) when a time was read, and the boot it counts from."""
+
+    boot: str
+    elapsed: float
+
+    def after(self, span: timedelta) -> Mark:
+        """The elapsed reading `span` later, in the same boot."""
+        return Mark(self.boot, self.elapsed + span.total_seconds())
+
+
 @dataclass
 class _Timeline:
     """Readings between two steps: the wall clock's offset from the elapsed one, and the
@@ -50,8 +81,9 @@ class _Timeline:
 
 class Clock:
     def __init__(self, wall: Callable[[], datetime] = _now,
-                 elapsed: Callable[[], float] = elapsed_seconds) -> None:
-        self._wall, self._elapsed = wall, elapsed
+                 elapsed: Callable[[], float] = elapsed_seconds,
+                 boot: Callable[[], str | None] = this_boot) -> None:
+        self._wall, self._elapsed, self._boot = wall, elapsed, boot()
         self._timelines: list[_Timeline] = []
 
     def __call__(self) -> datetime:
@@ -59,9 +91,21 @@ class Clock:
         wall, _ = self._read()
         return wall
 
-    def since(self, read: datetime) -> datetime:
-        """The time now as the wall clock that read `read` would tell it, had it not stepped."""
+    def mark(self) -> Mark | None:
+        """The elapsed clock's reading now, in this boot (None where boots are not named)."""
         _, elapsed = self._read()
+        return None if self._boot is None else Mark(self._boot, elapsed)
+
+    def in_this_boot(self, mark: Mark | None) -> TypeGuard[Mark]:
+        """Whether a time with this mark was read since this boot: its age is known exactly."""
+        return mark is not None and mark.boot == self._boot
+
+    def since(self, read: datetime, mark: Mark | None = None) -> datetime:
+        """The time now as the wall clock that read `read` would tell it, had it not stepped:
+        exactly, if `mark` is this boot's; else by the timeline that read it."""
+        _, elapsed = self._read()
+        if self.in_this_boot(mark):
+            return read + timedelta(seconds=elapsed - mark.elapsed)
         at = read.timestamp()
         readers = [timeline.offset for i, timeline in enumerate(self._timelines)
                    if self._began(i) <= at - timeline.offset <= self._ended(i)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -69,3 +69,18 @@ def writing(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def with_columns(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
+    """Give a table from before them these nullable columns ("name TYPE"), in one write
+    transaction (those another process added meanwhile left as they are)."""
+    if _missing(db, table, columns):
+        with writing(db):
+            for column in _missing(db, table, columns):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+def _missing(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> list[str]:
+    """The columns ("name TYPE") the table has not."""
+    have = {name for (_, name, *_) in db.execute(f"PRAGMA table_info({table})")}
+    return [column for column in columns if column.split()[0] not in have]

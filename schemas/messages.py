@@ -213,6 +213,8 @@ class LoginTicket:
     expires_at: datetime
     signature: bytes
     nonce: bytes | None = None
+    boot: str | None = None
+    elapsed_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import sqlite3
@@ -40,7 +41,7 @@ from registry import tickets
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from renkei import sealing
-from renkei.clock import Clock
+from renkei.clock import Clock, Mark
 from renkei.questions import Declined
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
@@ -251,6 +252,7 @@ class _Hands:
 
     wall: datetime
     elapsed: float = 0.0
+    boot: str = "this boot"
 
     def passes(self, time: timedelta) -> None:
         self.wall += time
@@ -260,7 +262,12 @@ class _Hands:
         self.wall += by
 
     def clock(self) -> Clock:
-        return Clock(lambda: self.wall, lambda: self.elapsed)
+        return Clock(lambda: self.wall, lambda: self.elapsed, lambda: self.boot)
+
+    def ticket(self, login_key: Signer, resident: str, boot: str | None = None) -> bytes:
+        """A login's ticket now, marked with the elapsed clock in this boot (or in `boot`)."""
+        return tickets.ticket(login_key, [resident], self.wall,
+                              Mark(boot or self.boot, self.elapsed))
 
 
 def test_a_ticket_is_good_for_its_hour_elapsed_whatever_steps_the_clock_forward(
@@ -291,6 +298,90 @@ def test_a_ticket_is_good_for_its_hour_elapsed_whatever_steps_the_clock_forward(
             _changed_under(authority, login_key, resident, shown, str(uuid.uuid4()))
         assert refused.value.reason == tickets.EXPIRED
     assert len(store.history(resident)) == 2
+
+
+@pytest.mark.parametrize("back", [timedelta(hours=1), timedelta(hours=2)])
+def test_a_login_after_the_clock_is_set_back_gets_a_ticket_good_for_its_hour(
+        store: AuthorityStore, back: timedelta) -> None:
+    """The clock set back an hour or two (an operator's mistake, an NTP step) after the authority
+    ran for an hour and a half: a ticket of a login after it, marked with the elapsed clock in
+    this boot, is good for its change until its hour elapsed; one of a login before it stays
+    used. Every time read in the hour stepped back was taken for the older timeline's, so each
+    new ticket was refused as expired, and past an hour back as one whose use was forgotten."""
+    now, login_key = datetime.now(UTC), Signer.generate()
+    hands = _Hands(now)
+    authority = NumberingAuthority(store, clock=hands.clock())
+    resident = random_codes(1, seed=17)[0]
+    authority.assign(resident)
+    _changed_under(authority, login_key, resident, hands.ticket(login_key, resident), "change-1")
+    hands.passes(tickets.LASTS + timedelta(minutes=1))
+    used = hands.ticket(login_key, resident)
+    _changed_under(authority, login_key, resident, used, "change-2")  # the first's use forgotten
+    hands.passes(timedelta(minutes=30))
+    hands.steps(-back)
+    after = hands.ticket(login_key, resident)
+    hands.passes(timedelta(minutes=1))
+    given = _changed_under(authority, login_key, resident, after, "change-3")
+    _refused_as_used(authority, login_key, resident, used)
+    hands.passes(tickets.LASTS - timedelta(minutes=1))
+    with pytest.raises(Declined) as refused:
+        _changed_under(authority, login_key, resident, after, "change-4")
+    assert refused.value.reason == tickets.EXPIRED
+    assert authority.number_of(resident) == given and len(store.history(resident)) == 3
+
+
+def test_a_ticket_marked_in_another_boot_is_judged_by_the_clocks_timelines(
+        store: AuthorityStore) -> None:
+    """A ticket marked with another boot's elapsed clock (a login on another machine, or before
+    this one booted) is judged as one without a mark: after the clock is set back an hour, by
+    the older timeline, which takes it for expired; its elapsed reading is not this boot's."""
+    now, login_key = datetime.now(UTC), Signer.generate()
+    hands = _Hands(now)
+    authority = NumberingAuthority(store, clock=hands.clock())
+    resident = random_codes(1, seed=18)[0]
+    authority.assign(resident)
+    hands.passes(timedelta(hours=2))
+    authority.now_since(hands.wall, None)  # the clock read two hours on
+    hands.steps(-timedelta(hours=1))
+    for shown, taken in ((hands.ticket(login_key, resident, boot="another boot"), False),
+                         (hands.ticket(login_key, resident), True)):
+        hands.passes(timedelta(minutes=1))
+        if taken:
+            _changed_under(authority, login_key, resident, shown, "change-1")
+            continue
+        with pytest.raises(Declined) as refused:
+            _changed_under(authority, login_key, resident, shown, "change-0")
+        assert refused.value.reason == tickets.EXPIRED
+    assert len(store.history(resident)) == 1
+
+
+def test_a_store_from_before_marked_uses_forgets_its_uses_by_the_wall_clock(
+        tmp_path: Path) -> None:
+    """A store whose kept uses have no marks (tickets_used from before them) is given the columns
+    when opened, and forgets those uses by the wall clock, as before: their ticket, expired, is
+    refused as expired, a marked ticket's use kept beside them."""
+    path, now = tmp_path / "authority.db", datetime.now(UTC)
+    AuthorityStore(path).close()
+    old = sqlite3.connect(path)  # as a store was left before the marks were kept
+    for column in ("boot", "until_elapsed"):
+        old.execute(f"ALTER TABLE tickets_used DROP COLUMN {column}")
+    old.execute("INSERT INTO tickets_used VALUES ('ticket-1', 'change-1', ?)",
+                (millis(now + tickets.LASTS),))
+    old.commit()
+    old.close()
+    hands, store = _Hands(now + tickets.LASTS), AuthorityStore(path)
+    authority = NumberingAuthority(store, clock=hands.clock())
+    resident = random_codes(1, seed=19)[0]
+    authority.assign(resident)
+    marked = TicketShown("ticket-2", hands.wall + tickets.LASTS,
+                         Mark(hands.boot, hands.elapsed).after(tickets.LASTS))
+    authority.change_number(resident, "leaked", "change-2", marked)
+    with pytest.raises(TicketExpired):
+        authority.change_number(resident, "leaked", "change-3", TicketShown(
+            "ticket-1", now + tickets.LASTS))
+    with pytest.raises(TicketUsed):
+        authority.change_number(resident, "leaked", "change-4", marked)
+    store.close()
 
 
 @pytest.mark.parametrize("crashed", [False, True])
@@ -369,7 +460,22 @@ def test_a_ticket_from_before_tickets_had_a_nonce_is_good_for_one_change_still(
                                                    "expires_at": new.expires_at,
                                                    "signature": new.signature}, version=1)
     with pytest.raises(Declined) as forged:
-        tickets.check(login_key.public_key, stripped, resident, lambda _: datetime.now(UTC))
+        tickets.check(login_key.public_key, stripped, resident, lambda *_: datetime.now(UTC))
+    assert forged.value.reason == tickets.FORGED
+
+
+@pytest.mark.parametrize("mark", [{"elapsed_ms": 3_600_000}, {"boot": "another boot"},
+                                  {"boot": None, "elapsed_ms": None}, {"nonce": None}])
+def test_a_marked_ticket_shown_with_its_mark_changed_is_forged(mark: dict[str, object]) -> None:
+    """A ticket marked with the elapsed clock at its login, shown with another reading (an hour
+    younger), another boot, without its mark (to be judged by the wall clock) or without its
+    nonce (as v1), is forged: its mark is signed with the rest."""
+    login_key, resident = Signer.generate(), random_codes(1, seed=20)[0]
+    shown = CODEC.decode(tickets.ticket(login_key, [resident], datetime.now(UTC),
+                                        Mark("this boot", 7200.0)), LoginTicket)
+    changed = CODEC.encode(dataclasses.replace(shown, **mark))  # type: ignore[arg-type]
+    with pytest.raises(Declined) as forged:
+        tickets.check(login_key.public_key, changed, resident, lambda *_: datetime.now(UTC))
     assert forged.value.reason == tickets.FORGED
 
 
@@ -387,7 +493,7 @@ def test_a_ticket_no_login_key_could_sign_is_forged(oversized: str) -> None:
         bytes(65_536 if oversized == "nonce" else tickets.NONCE_BYTES))
     with pytest.raises(Declined) as forged:
         tickets.check(login_key.public_key, CODEC.encode(shown), resident,
-                      lambda _: datetime.now(UTC))
+                      lambda *_: datetime.now(UTC))
     assert forged.value.reason == tickets.FORGED
 
 

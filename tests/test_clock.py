@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from renkei.clock import MOST, Clock
+from renkei.clock import MOST, Clock, Mark
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 
@@ -17,7 +17,7 @@ class _Hands:
 
     def __init__(self) -> None:
         self.wall, self.elapsed = T0, 0.0
-        self.clock = Clock(lambda: self.wall, lambda: self.elapsed)
+        self.clock = Clock(lambda: self.wall, lambda: self.elapsed, lambda: "this boot")
 
     def passes(self, minutes: int) -> None:
         self.wall += timedelta(minutes=minutes)
@@ -68,6 +68,23 @@ def test_the_clock_keeps_its_latest_timelines() -> None:
         hands.steps(-2)
     assert hands.clock.since(T0) == hands.clock.since(T0 - timedelta(days=1))
     assert hands.clock.since(T0) < T0 + timedelta(minutes=MOST)
+
+
+@pytest.mark.parametrize("boot, aged", [("this boot", timedelta(minutes=1)),
+                                        ("another boot", timedelta(minutes=61))])
+def test_a_time_marked_in_this_boot_is_as_old_as_the_time_elapsed_whatever_the_steps(
+        boot: str, aged: timedelta) -> None:
+    """Set back an hour after two, a time read after the step and marked in this boot is a minute
+    old a minute later: it was taken for the older timeline's, an hour older; one marked in
+    another boot (its elapsed reading not this boot's) is judged by the timelines still."""
+    hands = _Hands()
+    hands.clock()
+    hands.passes(120)
+    hands.steps(-60)
+    read, mark = hands.clock(), hands.clock.mark()
+    assert mark == Mark("this boot", 120 * 60.0)
+    hands.passes(1)
+    assert hands.clock.since(read, Mark(boot, mark.elapsed)) == read + aged
 
 
 @pytest.mark.parametrize("boottime, aged", [(True, timedelta(hours=1)), (False, timedelta(0))])
