@@ -65,7 +65,6 @@ CREATE TABLE IF NOT EXISTS tickets_used (
     expires_at INTEGER NOT NULL
 );
 """
-USE_MARK = ("boot TEXT", "until_elapsed REAL")  # tickets_used: the expiry's mark, if it had one
 FORGOTTEN = """CREATE TABLE tickets_forgotten (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     through INTEGER NOT NULL
@@ -106,7 +105,7 @@ class AuthorityStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite.opened(path)
         self._db.executescript(PRAGMAS + SCHEMA)
-        sqlite.with_columns(self._db, "tickets_used", USE_MARK)
+        sqlite.with_columns(self._db, "tickets_used", sqlite.MARKED)
         if not self._has_forgotten():
             with sqlite.writing(self._db):  # the mark's table made with its mark, or neither
                 if not self._has_forgotten():  # not made meanwhile, by another process
@@ -187,10 +186,8 @@ class AuthorityStore:
         elapsed clock); False if it was used before. The other tickets expired are forgotten:
         those marked in this boot (`this`, the mark now) by their mark, the rest by `now`; the
         latest expiry forgotten kept."""
-        expired = ("FROM tickets_used WHERE ticket != :ticket AND CASE WHEN boot = :boot "
-                   "THEN until_elapsed <= :elapsed ELSE expires_at <= :now END")
-        known = {"ticket": ticket, "now": millis(now), "boot": this and this.boot,
-                 "elapsed": this and this.elapsed}
+        expired = f"FROM tickets_used WHERE ticket != :ticket AND {sqlite.past('expires_at')}"
+        known = {"ticket": ticket, **sqlite.now_marked(millis(now), this)}
         forgotten = self._db.execute(f"SELECT MAX(expires_at) {expired}", known).fetchone()[0]
         if forgotten is not None:
             self._forgotten_through(forgotten)
@@ -198,8 +195,7 @@ class AuthorityStore:
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO tickets_used (ticket, change_id, expires_at, boot, "
             "until_elapsed) VALUES (?, ?, ?, ?, ?)",
-            (ticket, change_id, millis(expires_at), expires and expires.boot,
-             expires and expires.elapsed))
+            (ticket, change_id, millis(expires_at), *sqlite.marked(expires)))
         return cursor.rowcount == 1
 
     def _forgotten_through(self, expires_at: int) -> None:

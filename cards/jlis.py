@@ -7,7 +7,9 @@ issued is followed through the registry's history: the answer is every code the 
 the current one first, so the portal also finds log entries made under an earlier code.
 
 It also keeps the challenges of the card logins it was shown, until they are too old to be
-shown again, so that each one is used once, a restart of the registry side's process included.
+shown again, so that each one is used once, a restart of the registry side's process included:
+by the elapsed clock's mark of its expiry, in the boot it was issued in (renkei.clock), whatever
+the wall clock's steps; else by the wall clock (a table from before the marks is given them).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from registry.residents import ChangeKind
 from registry.store import RegistryStore
 from renkei import sqlite
+from renkei.clock import Mark
 from renkei.state import private_dir, state_dir
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS cards (
@@ -57,6 +60,7 @@ class CardHolders:
         self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute(SCHEMA)
         self._db.execute(USED)
+        sqlite.with_columns(self._db, "used_challenges", sqlite.MARKED)
 
     def close(self) -> None:
         self._db.close()
@@ -71,13 +75,18 @@ class CardHolders:
                                (serial,)).fetchone()
         return None if row is None else str(row[0])
 
-    def first_use(self, nonce: bytes, request_id: str, until: datetime, now: datetime) -> bool:
+    def first_use(self, nonce: bytes, request_id: str, until: datetime, until_mark: Mark | None,
+                  now: datetime, this: Mark | None) -> bool:
         """Whether a login's challenge is used now for the first time, or again by the same
-        question (read again after a restart); kept until `until`, those kept past it dropped."""
+        question (read again after a restart); kept until `until` (`until_mark` on the elapsed
+        clock), those past it dropped: by their mark in this boot (`this`, the mark now), else
+        by `now` (the clock's earliest time: a step forward drops none)."""
         with self._db:
-            self._db.execute("DELETE FROM used_challenges WHERE until < ?", (now.timestamp(),))
-            self._db.execute("INSERT OR IGNORE INTO used_challenges VALUES (?, ?, ?)",
-                             (nonce, request_id, until.timestamp()))
+            self._db.execute(f"DELETE FROM used_challenges WHERE {sqlite.past('until')}",
+                             sqlite.now_marked(now.timestamp(), this))
+            self._db.execute("INSERT OR IGNORE INTO used_challenges (nonce, request_id, until, "
+                             "boot, until_elapsed) VALUES (?, ?, ?, ?, ?)",
+                             (nonce, request_id, until.timestamp(), *sqlite.marked(until_mark)))
             (first,) = self._db.execute("SELECT request_id FROM used_challenges WHERE nonce = ?",
                                         (nonce,)).fetchone()
         return bool(first == request_id)

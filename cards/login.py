@@ -8,7 +8,10 @@ stale). It fails closed: any doubt is a refusal.
 
 A challenge starts with the time it was issued at (8 bytes, milliseconds since the epoch, big
 endian) before its random bytes: signed with them, it lets whoever checks the signature later
-(the registry side, before it tells the ID codes of the card's holder) refuse an old one.
+(the registry side, before it tells the ID codes of the card's holder) refuse an old one. After
+them comes the elapsed clock's mark of its issue (renkei.clock: the boot, its length in 2 bytes
+first, then the elapsed reading, 8 bytes of milliseconds), where the issuer's boot is named: on
+that machine in that boot its age is told exactly, whatever the wall clock's steps.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from audit.events import from_millis, millis
 from cards import ca
+from renkei.clock import Mark
 
 log = logging.getLogger(__name__)
 CONTEXT = b"renkei card login v1\x00"
-TIME_BYTES, RANDOM_BYTES = 8, 32
+TIME_BYTES, RANDOM_BYTES, ELAPSED_BYTES = 8, 32, 8
 REVOKED = "revoked"
 UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl"})  # the CRL cannot tell: no card's fault
 
@@ -43,20 +47,39 @@ class Refused(PermissionError):
         self.reason = reason
 
 
-def challenge(at: datetime | None = None) -> bytes:
-    """A fresh challenge issued `at` (now by default): its time, then random bytes."""
+def challenge(at: datetime | None = None, mark: Mark | None = None) -> bytes:
+    """A fresh challenge issued `at` (now by default): its time, then random bytes, then the
+    elapsed clock's `mark` then, if there is one."""
     issued = at or _now()
-    return millis(issued).to_bytes(TIME_BYTES, "big") + secrets.token_bytes(RANDOM_BYTES)
+    marked = b"" if mark is None else (len(mark.boot.encode()).to_bytes(2, "big")
+                                       + mark.boot.encode()
+                                       + round(mark.elapsed * 1000).to_bytes(ELAPSED_BYTES, "big"))
+    return (millis(issued).to_bytes(TIME_BYTES, "big") + secrets.token_bytes(RANDOM_BYTES)
+            + marked)
 
 
 def issued_at(nonce: bytes) -> datetime | None:
     """When a challenge was issued (None: not a challenge of this form)."""
-    if len(nonce) != TIME_BYTES + RANDOM_BYTES:
+    if len(nonce) != TIME_BYTES + RANDOM_BYTES and issue_mark(nonce) is None:
         return None
     try:
         return from_millis(int.from_bytes(nonce[:TIME_BYTES], "big"))
     except OverflowError:  # past the calendar's end
         return None
+
+
+def issue_mark(nonce: bytes) -> Mark | None:
+    """The elapsed clock's mark of a challenge's issue, after its time and random bytes; None
+    for one without (or not of this form)."""
+    tail = nonce[TIME_BYTES + RANDOM_BYTES:]
+    length = int.from_bytes(tail[:2], "big")
+    if len(tail) != 2 + length + ELAPSED_BYTES:
+        return None
+    try:
+        boot = tail[2:2 + length].decode()
+    except UnicodeDecodeError:
+        return None
+    return Mark(boot, int.from_bytes(tail[2 + length:], "big") / 1000)
 
 
 def message(origin: str, nonce: bytes) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -53,8 +52,10 @@ async def start(request: web.Request) -> web.Response:
     if realm not in REALMS or (realm == "present" and (
             session.officer is None or session.officer.role != "counter")):
         raise web.HTTPForbidden(text="no such login")
-    nonce = challenge()  # its time first, signed with it: the registry side refuses it stale
-    session.challenge = Challenge(nonce, realm, datetime.now(UTC))
+    wall = request.app[SESSIONS].wall
+    at, mark = wall(), wall.mark()
+    nonce = challenge(at, mark)  # signed with its time and mark: the registry side refuses it stale
+    session.challenge = Challenge(nonce, realm, at, mark)
     site = request.app[SITE]
     query = urlencode({"origin": site.origin, "authority": REALMS[realm],
                        "challenge": nonce.hex(), "return": f"{site.origin}/login/card"})
@@ -65,7 +66,8 @@ async def card(request: web.Request) -> web.Response:
     """The reader's return: the challenge must be this session's pending one, used once."""
     session = session_of(request)
     form = await request.post()
-    pending = session.take_challenge(str(form.get("challenge", "")), datetime.now(UTC))
+    pending = session.take_challenge(str(form.get("challenge", "")),
+                                     request.app[SESSIONS].wall.since)
     if pending is None:
         return _refused(request, "resident", "challenge")
     platform = request.app[PLATFORM]

@@ -4,7 +4,10 @@ A session ends after `idle` without a request or `lifetime` after it began, whic
 (time elapsed, on the monotonic clock: a step of the wall clock ends none and keeps none alive),
 and at its first request after the card it signed in with is revoked, or while whether it is
 cannot be checked; at the counter, the visitor's part of a staff member's session ends likewise
-with the visitor's card (the web layer checks both, and says which).
+with the visitor's card (the web layer checks both, and says which). A card challenge is good
+for CHALLENGE_SECONDS elapsed since it was issued (renkei.clock: exactly, by the elapsed clock's
+mark of its issue, on this machine since its boot; else its time's timeline), whatever the wall
+clock's steps.
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
 anonymous one goes (a signed-in one only when none is left).
@@ -18,6 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from renkei.clock import Clock, Mark
 
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
@@ -61,6 +66,7 @@ class Challenge:
     nonce: bytes
     realm: str
     at: datetime
+    mark: Mark | None = None  # the elapsed clock's, at `at`
 
 
 @dataclass
@@ -81,10 +87,14 @@ class Session:
         """Whether a resident or an officer logged in to this session with their card."""
         return self.resident is not None or self.officer is not None
 
-    def take_challenge(self, nonce_hex: str, now: datetime) -> Challenge | None:
-        """The pending challenge if it is this one and still fresh; used up either way."""
+    def take_challenge(self, nonce_hex: str, now_since: Callable[[datetime, Mark | None], datetime]
+                       ) -> Challenge | None:
+        """The pending challenge if it is this one and still fresh; used up either way.
+        `now_since(at, mark)` is the time now as the clock that read the challenge's time tells
+        it (renkei.clock)."""
         pending, self.challenge = self.challenge, None
-        if pending is None or now - pending.at > timedelta(seconds=CHALLENGE_SECONDS):
+        if pending is None or now_since(pending.at, pending.mark) - pending.at > timedelta(
+                seconds=CHALLENGE_SECONDS):
             return None
         try:
             nonce = bytes.fromhex(nonce_hex)
@@ -101,6 +111,7 @@ class Sessions:
     idle: timedelta = IDLE
     lifetime: timedelta = LIFETIME
     clock: Callable[[], float] = time.monotonic
+    wall: Clock = field(default_factory=Clock)  # a card challenge's time is read and judged by it
     most: int = MOST
     _anonymous: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)

@@ -5,12 +5,13 @@ The ID codes of the card's holder are told only here, and only for a card login 
 itself: the card's signature of the portal's origin (one this side was told is the portal's,
 so that a signature a card made for another site is no use) and challenge (the JPKI CA's
 certificate and CRL, as the portal checks them), the challenge fresh (issued within the last few
-minutes, not ahead of this side's clock) and never shown before (cards.jlis keeps the used
-ones). This side's process holds the ID key (processors.keys.load_id_key); the portal does not,
-so whoever takes it over cannot turn a resident code into an ID code, nor find the history of a
-resident who did not log in. With them it gives a login ticket it signs (registry.tickets),
-which names the codes the login proved: the numbering authority changes the number of no
-resident without one.
+minutes, not ahead of this side's clock, by the time elapsed since: renkei.clock, exactly by the
+mark of its issue on this machine in this boot, else by the timeline that read it) and never shown
+before (cards.jlis keeps the used ones, each until it is stale). This side's process holds the ID
+key (processors.keys.load_id_key); the portal does not, so whoever takes it over cannot turn a
+resident code into an ID code, nor find the history of a resident who did not log in. With them it
+gives a login ticket it signs (registry.tickets), which names the codes the login proved: the
+numbering authority changes the number of no resident without one.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from audit.heads import Signer
 from cards import ca
 from cards.jlis import CardHolders
-from cards.login import Refused, Verifier, issued_at
+from cards.login import Refused, Verifier, issue_mark, issued_at
 from processors.codes import IdCodes
 from registry import tickets
 from registry.store import RegistryStore
-from renkei.clock import Clock
+from renkei.clock import Clock, Mark
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import CardHolder, CardLogin
@@ -89,11 +90,19 @@ class CardLogins:
         except Refused as exc:
             log.warning("a card login the portal showed is refused: %s", exc.reason)
             raise Declined(exc.reason) from None
-        now, issued = self.clock(), issued_at(login.nonce)
-        if issued is None or not now - FRESH <= issued <= now + AHEAD:
+        issued, mark = issued_at(login.nonce), issue_mark(login.nonce)
+        if issued is None or not self._fresh(issued, mark):
             log.warning("a card login the portal showed is refused: its challenge is not fresh")
             raise Declined(CHALLENGE)
-        if not self.cards.first_use(login.nonce, request_id, issued + FRESH, now):
+        if not self.cards.first_use(login.nonce, request_id, issued + FRESH,
+                                    mark and mark.after(FRESH), self.clock.earliest(),
+                                    self.clock.mark()):
             log.warning("a card login the portal showed is refused: its challenge was used")
             raise Declined(CHALLENGE)
         return verified.serial
+
+    def _fresh(self, issued: datetime, mark: Mark | None) -> bool:
+        """Whether a challenge issued then (`mark` on the elapsed clock) is fresh now, by the time
+        elapsed since its issue (renkei.clock), not ahead of it by more than AHEAD."""
+        now = self.clock.since(issued, mark)
+        return now - FRESH < issued <= now + AHEAD

@@ -9,7 +9,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from renkei.clock import Mark
+
 INTEGERS = range(-(1 << 63), 1 << 63)  # the integers SQLite stores (signed 64-bit)
+MARKED = ("boot TEXT", "until_elapsed REAL")  # an expiry's mark on the elapsed clock, if it had one
 
 
 def busy(exc: sqlite3.OperationalError) -> bool:
@@ -84,3 +87,20 @@ def _missing(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> list
     """The columns ("name TYPE") the table has not."""
     have = {name for (_, name, *_) in db.execute(f"PRAGMA table_info({table})")}
     return [column for column in columns if column.split()[0] not in have]
+
+
+def past(until: str) -> str:
+    """An SQL condition that a row's expiry is past: by its mark (MARKED) if it is of the boot
+    :boot, the elapsed clock now :elapsed (renkei.clock); else by its column `until` by :now."""
+    return f"CASE WHEN boot = :boot THEN until_elapsed <= :elapsed ELSE {until} <= :now END"
+
+
+def now_marked(now: float, this: Mark | None) -> dict[str, object]:
+    """The parameters of `past`: the wall clock's time now, as `until` has it, and the elapsed
+    clock's mark now."""
+    return {"now": now, "boot": this and this.boot, "elapsed": this and this.elapsed}
+
+
+def marked(mark: Mark | None) -> tuple[str | None, float | None]:
+    """An expiry's mark as its row keeps it (MARKED): boot and elapsed reading, or neither."""
+    return (None, None) if mark is None else (mark.boot, mark.elapsed)

@@ -8,7 +8,6 @@ import random
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,6 +53,7 @@ from schemas.messages import (
     PortalAnswer,
     PortalQuery,
 )
+from tests.clock_helpers import Hands, unmarked
 from tests.test_registry_service import _entry
 
 
@@ -226,7 +226,7 @@ def test_a_ticket_whose_use_was_forgotten_is_refused_with_the_clock_set_back(
     was live, by the authority started again on its store too: it was taken for a live ticket
     never used, and given a second change."""
     now, login_key = datetime.now(UTC), Signer.generate()
-    hands = _Hands(now)
+    hands = Hands(now)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=13)[0]
     authority.assign(resident)
@@ -245,29 +245,10 @@ def test_a_ticket_whose_use_was_forgotten_is_refused_with_the_clock_set_back(
     assert authority.number_of(resident) == given and len(store.history(resident)) == 2
 
 
-@dataclass
-class _Hands:
-    """The authority's clock in a test: time passing moves the wall clock and the monotonic one
-    alike, a step (NTP, a clock set by hand) the wall clock alone."""
-
-    wall: datetime
-    elapsed: float = 0.0
-    boot: str = "this boot"
-
-    def passes(self, time: timedelta) -> None:
-        self.wall += time
-        self.elapsed += time.total_seconds()
-
-    def steps(self, by: timedelta) -> None:
-        self.wall += by
-
-    def clock(self) -> Clock:
-        return Clock(lambda: self.wall, lambda: self.elapsed, lambda: self.boot)
-
-    def ticket(self, login_key: Signer, resident: str, boot: str | None = None) -> bytes:
-        """A login's ticket now, marked with the elapsed clock in this boot (or in `boot`)."""
-        return tickets.ticket(login_key, [resident], self.wall,
-                              Mark(boot or self.boot, self.elapsed))
+def _marked_ticket(hands: Hands, login_key: Signer, resident: str, boot: str | None = None
+                   ) -> bytes:
+    """A login's ticket now, marked with the elapsed clock in this boot (or in `boot`)."""
+    return tickets.ticket(login_key, [resident], hands.wall, hands.mark(boot))
 
 
 def test_a_ticket_is_good_for_its_hour_elapsed_whatever_steps_the_clock_forward(
@@ -277,7 +258,7 @@ def test_a_ticket_is_good_for_its_hour_elapsed_whatever_steps_the_clock_forward(
     a used one's use is kept, not forgotten; a login's after it is good for its own hour alone.
     They were refused as expired, and their uses forgotten."""
     now, login_key = datetime.now(UTC), Signer.generate()
-    hands = _Hands(now)
+    hands = Hands(now)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=15)[0]
     authority.assign(resident)
@@ -309,17 +290,18 @@ def test_a_login_after_the_clock_is_set_back_gets_a_ticket_good_for_its_hour(
     used. Every time read in the hour stepped back was taken for the older timeline's, so each
     new ticket was refused as expired, and past an hour back as one whose use was forgotten."""
     now, login_key = datetime.now(UTC), Signer.generate()
-    hands = _Hands(now)
+    hands = Hands(now)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=17)[0]
     authority.assign(resident)
-    _changed_under(authority, login_key, resident, hands.ticket(login_key, resident), "change-1")
+    first = _marked_ticket(hands, login_key, resident)
+    _changed_under(authority, login_key, resident, first, "change-1")
     hands.passes(tickets.LASTS + timedelta(minutes=1))
-    used = hands.ticket(login_key, resident)
+    used = _marked_ticket(hands, login_key, resident)
     _changed_under(authority, login_key, resident, used, "change-2")  # the first's use forgotten
     hands.passes(timedelta(minutes=30))
     hands.steps(-back)
-    after = hands.ticket(login_key, resident)
+    after = _marked_ticket(hands, login_key, resident)
     hands.passes(timedelta(minutes=1))
     given = _changed_under(authority, login_key, resident, after, "change-3")
     _refused_as_used(authority, login_key, resident, used)
@@ -336,15 +318,15 @@ def test_a_ticket_marked_in_another_boot_is_judged_by_the_clocks_timelines(
     this one booted) is judged as one without a mark: after the clock is set back an hour, by
     the older timeline, which takes it for expired; its elapsed reading is not this boot's."""
     now, login_key = datetime.now(UTC), Signer.generate()
-    hands = _Hands(now)
+    hands = Hands(now)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=18)[0]
     authority.assign(resident)
     hands.passes(timedelta(hours=2))
     authority.now_since(hands.wall, None)  # the clock read two hours on
     hands.steps(-timedelta(hours=1))
-    for shown, taken in ((hands.ticket(login_key, resident, boot="another boot"), False),
-                         (hands.ticket(login_key, resident), True)):
+    for shown, taken in ((_marked_ticket(hands, login_key, resident, "another boot"), False),
+                         (_marked_ticket(hands, login_key, resident), True)):
         hands.passes(timedelta(minutes=1))
         if taken:
             _changed_under(authority, login_key, resident, shown, "change-1")
@@ -362,19 +344,13 @@ def test_a_store_from_before_marked_uses_forgets_its_uses_by_the_wall_clock(
     refused as expired, a marked ticket's use kept beside them."""
     path, now = tmp_path / "authority.db", datetime.now(UTC)
     AuthorityStore(path).close()
-    old = sqlite3.connect(path)  # as a store was left before the marks were kept
-    for column in ("boot", "until_elapsed"):
-        old.execute(f"ALTER TABLE tickets_used DROP COLUMN {column}")
-    old.execute("INSERT INTO tickets_used VALUES ('ticket-1', 'change-1', ?)",
-                (millis(now + tickets.LASTS),))
-    old.commit()
-    old.close()
-    hands, store = _Hands(now + tickets.LASTS), AuthorityStore(path)
+    unmarked(path, "tickets_used", ("ticket-1", "change-1", millis(now + tickets.LASTS)))
+    hands, store = Hands(now + tickets.LASTS), AuthorityStore(path)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=19)[0]
     authority.assign(resident)
     marked = TicketShown("ticket-2", hands.wall + tickets.LASTS,
-                         Mark(hands.boot, hands.elapsed).after(tickets.LASTS))
+                         hands.mark().after(tickets.LASTS))
     authority.change_number(resident, "leaked", "change-2", marked)
     with pytest.raises(TicketExpired):
         authority.change_number(resident, "leaked", "change-3", TicketShown(
@@ -392,7 +368,7 @@ def test_a_store_from_before_forgotten_uses_were_marked_refuses_their_tickets_as
     mark, if `crashed`), refuses those tickets as expired with the clock set back: it had no
     mark, and gave them a second change (an opening that failed had made the mark's table)."""
     path, now, login_key = tmp_path / "authority.db", datetime.now(UTC), Signer.generate()
-    hands, store = _Hands(now), AuthorityStore(path)
+    hands, store = Hands(now), AuthorityStore(path)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=16)[0]
     authority.assign(resident)

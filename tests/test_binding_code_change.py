@@ -5,7 +5,7 @@ holder the same link code, and My Portal still finds every entry about them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,12 +26,13 @@ from processors.context import Context
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
 from registry import store as registry_store
-from registry.portal import CardLogins
+from registry.portal import CHALLENGE, FRESH, CardLogins
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from registry.service import RegistryService
 from renkei import sealing
 from renkei.envelope import Send
+from renkei.questions import Declined
 from renkei.state import state_folder
 from schemas.codec import CODEC
 from schemas.messages import (
@@ -43,6 +44,7 @@ from schemas.messages import (
     RegistryAnswer,
     RegistryQuery,
 )
+from tests.clock_helpers import Hands
 from tests.test_portal_services import signed, unrecorded_card
 from tests.test_registry_service import _entry
 
@@ -164,3 +166,49 @@ def test_my_portal_finds_the_person_by_the_id_code_of_every_code_they_had(
     assert resident.resident_codes == (new, old)
     (person,) = town.ctx.codes.id_codes_of([link], UnitEpoch(CITY, 0))
     assert resident.id_codes == (person, town.ctx.codes.id_code(new))
+
+
+def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_the_clock(
+        town: Town, tmp_path: Path) -> None:
+    """The registry side's clock stepped forward an hour: a challenge issued a minute before is
+    taken, and one used before the step refused as used (after a login since), then too when
+    the clock is set back the hour; set back another, one issued after it is taken, and one
+    FRESH old refused as stale. Forward, both were refused as stale and the used one's use
+    forgotten at the next login, so that set back it was taken again (a login replayed); judged
+    by the timeline that read it, one issued after the clock was set back past where it began
+    was refused as stale."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        issue.init()
+        card = unrecorded_card(tmp_path)
+        cards = CardHolders(tmp_path / "cards.db")
+        cards.record(card.face.serial, code)
+        hands = Hands(datetime.now(UTC))
+        logins = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
+                            clock=hands.clock())
+        used = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
+        logins.card_holder("q-1", used, False)
+        hands.passes(timedelta(minutes=1))
+        pending = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
+        hands.steps(timedelta(hours=1))
+        hands.passes(timedelta(minutes=1))
+        assert logins.card_holder("q-2", pending, False).resident_codes == (code,)
+        stepped = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
+        assert logins.card_holder("q-3", stepped, False).resident_codes == (code,)
+        _refused_its_challenge(logins, "q-4", used)
+        hands.steps(-timedelta(hours=1))
+        _refused_its_challenge(logins, "q-5", used)
+        hands.steps(-timedelta(hours=1))
+        after = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
+        hands.passes(timedelta(minutes=1))
+        assert logins.card_holder("q-6", after, False).resident_codes == (code,)
+        stale = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
+        hands.passes(FRESH)
+        _refused_its_challenge(logins, "q-7", stale)
+        cards.close()
+
+
+def _refused_its_challenge(logins: CardLogins, request_id: str, login: bytes) -> None:
+    with pytest.raises(Declined) as declined:
+        logins.card_holder(request_id, login, False)
+    assert declined.value.reason == CHALLENGE

@@ -27,7 +27,9 @@ from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, challenge, message
 from registry import store as registry_store
 from renkei import state as state_files
+from renkei.clock import Mark
 from renkei.state import state_folder
+from tests.clock_helpers import unmarked
 from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -462,6 +464,23 @@ def test_two_processes_moving_the_card_table_at_once_keep_its_cards(
         moved = CardHolders()
         assert moved.issued_to("c0ffee") == "RESIDENT-1"
         moved.close()
+
+
+def test_a_card_table_from_before_marked_challenges_keeps_its_used_ones_by_the_wall_clock(
+        tmp_path: Path) -> None:
+    """A table whose used challenges have no marks (from before them) is given the columns when
+    opened: a used one it kept is refused shown again by another question until its time is past
+    by the wall clock, as before, and dropped then; a marked one kept by its mark alone."""
+    path, now = tmp_path / "cards.db", datetime.now(UTC)
+    CardHolders(path).close()
+    unmarked(path, "used_challenges", (b"old", "q-1", (now + timedelta(minutes=3)).timestamp()))
+    cards, this = CardHolders(path), Mark("this boot", 100.0)
+    assert not cards.first_use(b"old", "q-2", now, None, now, this)
+    assert cards.first_use(b"marked", "q-3", now, this.after(timedelta(minutes=3)), now, this)
+    later = now + timedelta(minutes=3)
+    assert cards.first_use(b"old", "q-4", later, None, later, this)
+    assert not cards.first_use(b"marked", "q-5", later, None, later, this)
+    cards.close()
 
 
 def test_a_ca_key_is_written_only_once_its_certificate_is_there(

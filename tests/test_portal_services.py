@@ -51,6 +51,7 @@ from processors.codes import IdCodes
 from registry import tickets
 from registry.portal import FRESH
 from renkei import questions, sealing
+from renkei.clock import Mark
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver
 from renkei.state import state_dir
@@ -198,10 +199,11 @@ async def test_a_login_ticket_changes_a_residents_number_once_however_often_it_i
     assert number_of(resident) == given and changes_of(resident) == changed
 
 
-def signed(card: Card, at: datetime | None = None, origin: str = ORIGIN) -> CardLogin:
+def signed(card: Card, at: datetime | None = None, origin: str = ORIGIN,
+           mark: Mark | None = None) -> CardLogin:
     """The card's login as the reader makes it for `origin`, to a challenge issued `at` (now by
-    default)."""
-    nonce = challenge(at)
+    default; `mark` on the elapsed clock, if it is marked)."""
+    nonce = challenge(at, mark)
     return CardLogin(card.certificate.public_bytes(Encoding.PEM).decode(), origin, nonce,
                      card.sign(message(origin, nonce), PIN))
 
@@ -376,8 +378,8 @@ async def test_an_answer_made_again_after_a_restart_reaches_the_asking_portal(
         assert issued is not None
         cards = CardHolders()
         try:  # what the stopped registry side did before it stopped
-            assert cards.first_use(login.nonce, question.request_id, issued + FRESH,
-                                   datetime.now(UTC))
+            assert cards.first_use(login.nonce, question.request_id, issued + FRESH, None,
+                                   datetime.now(UTC), None)
         finally:
             cards.close()
     finally:

@@ -15,6 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 import portal.sessions
 from portal.sessions import CHALLENGE_SECONDS, IDLE, LIFETIME, Challenge, Resident, Sessions
 from portal.web import SESSION, switch_language
+from tests.clock_helpers import Hands
 
 RESIDENT = Resident("1a2b", "山田 太郎", ("R-1",), ("ABC98765XYZ",))
 
@@ -74,14 +75,39 @@ def test_a_card_challenge_is_used_once_and_only_while_fresh() -> None:
     session = Sessions().new()
     now = datetime.now(UTC)
     session.challenge = Challenge(b"\x01" * 32, "resident", now)
-    assert session.take_challenge("02" * 32, now) is None, "another challenge"
-    assert session.take_challenge("01" * 32, now) is None, "used up by the wrong try"
+    assert session.take_challenge("02" * 32, lambda *_: now) is None, "another challenge"
+    assert session.take_challenge("01" * 32, lambda *_: now) is None, "used up by the wrong try"
     session.challenge = Challenge(b"\x01" * 32, "resident", now)
-    assert session.take_challenge("01" * 32, now) is not None
-    assert session.take_challenge("01" * 32, now) is None, "used once"
+    assert session.take_challenge("01" * 32, lambda *_: now) is not None
+    assert session.take_challenge("01" * 32, lambda *_: now) is None, "used once"
     session.challenge = Challenge(b"\x01" * 32, "resident", now)
     late = now + timedelta(seconds=CHALLENGE_SECONDS + 1)
-    assert session.take_challenge("01" * 32, late) is None
+    assert session.take_challenge("01" * 32, lambda *_: late) is None
+
+
+@pytest.mark.parametrize("step", [timedelta(hours=1), timedelta(hours=-1)])
+@pytest.mark.parametrize("before", [True, False])
+@pytest.mark.parametrize("elapsed, taken", [(CHALLENGE_SECONDS - 1, True),
+                                            (CHALLENGE_SECONDS + 1, False)])
+def test_a_card_challenge_is_fresh_for_its_time_elapsed_whatever_steps_the_wall_clock(
+        step: timedelta, before: bool, elapsed: int, taken: bool) -> None:
+    """The wall clock stepped an hour (NTP, set by hand) after the portal ran for two, a challenge
+    issued `before` the step or after it is taken while its time elapsed is within
+    CHALLENGE_SECONDS and refused once past it. By the wall clock a step forward refused a
+    pending one at once and a step back kept it fresh an hour; judged by the timeline that read
+    it, one issued just after a step back was refused, for an hour."""
+    hands = Hands(datetime.now(UTC))
+    sessions = Sessions(wall=hands.clock())
+    session = sessions.new()
+    sessions.wall()
+    hands.passes(timedelta(hours=2))
+    if not before:
+        hands.steps(step)
+    session.challenge = Challenge(b"\x01" * 32, "resident", sessions.wall(), sessions.wall.mark())
+    if before:
+        hands.steps(step)
+    hands.passes(timedelta(seconds=elapsed))
+    assert (session.take_challenge("01" * 32, sessions.wall.since) is not None) is taken
 
 
 @pytest.mark.parametrize("back, to", [

@@ -1,0 +1,46 @@
+"""A clock a test moves (renkei.clock): time passing moves the wall clock and the elapsed one
+alike, a step (NTP, a clock set by hand) the wall clock alone; the boot is one of its own."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from renkei import sqlite
+from renkei.clock import Clock, Mark
+
+
+@dataclass
+class Hands:
+    """The wall clock and the elapsed one, as a test moves them, and the boot they count from."""
+
+    wall: datetime
+    elapsed: float = 0.0
+    boot: str = "this boot"
+
+    def passes(self, time: timedelta) -> None:
+        self.wall += time
+        self.elapsed += time.total_seconds()
+
+    def steps(self, by: timedelta) -> None:
+        self.wall += by
+
+    def clock(self) -> Clock:
+        return Clock(lambda: self.wall, lambda: self.elapsed, lambda: self.boot)
+
+    def mark(self, boot: str | None = None) -> Mark:
+        """The elapsed clock's mark now, in this boot (or in `boot`)."""
+        return Mark(boot or self.boot, self.elapsed)
+
+
+def unmarked(path: Path, table: str, row: tuple[object, ...]) -> None:
+    """The store at `path` as one was left before expiries were marked: `table` without the
+    mark's columns (renkei.sqlite.MARKED), holding `row`."""
+    old = sqlite3.connect(path)
+    for column in sqlite.MARKED:
+        old.execute(f"ALTER TABLE {table} DROP COLUMN {column.split()[0]}")
+    old.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(row))})", row)
+    old.commit()
+    old.close()
