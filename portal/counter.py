@@ -30,7 +30,7 @@ async def _desk(request: web.Request, officer: Officer, present: Resident | None
              else None)
     return render(request, "counter.html", status=status, officer=officer, present=present,
                   shown=shown, older=shown and older(shown, "/counter"),
-                  pending=present and await numbering.pending(request, present), **context)
+                  **(await numbering.form(request, present) if present else {}), **context)
 
 
 async def number_change(request: web.Request) -> web.Response:

@@ -171,6 +171,10 @@ WORDS: dict[str, tuple[str, str]] = {
                        "A request for a new number has no outcome shown yet. Please ask again: "
                        "it is the same request, so your number is changed at most once, and if "
                        "it was issued you are shown it. Asked at:"),
+    "number_used": ("このログインでは既に個人番号を変更しました。もう一度変更するには、"
+                    "ログインし直してから請求してください。",
+                    "A number was already changed on this login: to ask for another change, "
+                    "log in again first."),
     "number_issued": ("新しい個人番号が発行されました。", "Your new number was issued."),
     "number_once": ("この番号はこの画面でのみ表示します。控えてください。再表示はできません。",
                     "This number is shown only on this page. Write it down: it cannot be shown "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -22,12 +23,15 @@ from portal.context import PLATFORM
 from portal.inbox import ChangeAsked
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Resident
-from portal.web import render
+from portal.web import render, session_of
 from renkei.questions import NO_REPLY_KEY
 
+# the authority's refusal of a second change under one login's ticket (registry.tickets.USED):
+# said after it checked that the change was not made, and made nothing
+TICKET_USED = "ticket-used"
 # the authority's reasons for declining a change (registry.tickets; a question of the portal's
 # fault: renkei.questions), in the page's words; a ticket missing, forged or another's: "other"
-REFUSALS = {"ticket-expired": "number_refused_expired", "ticket-used": "number_refused_used",
+REFUSALS = {"ticket-expired": "number_refused_expired", TICKET_USED: "number_refused_used",
             NO_REPLY_KEY: "number_refused_portal"}
 
 
@@ -45,8 +49,9 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     """The resident's new number, logged as asked by `requester` (with `note`: who at the
     counter), or as first asked if this resumes a change whose outcome they have not seen; None
     if no answer came in time (it may have been made: asked again, the same change); Unanswered
-    if the authority did nothing (if it declined, for the login's ticket, the change still waits:
-    one asked before under it may have been made, and a new login's ticket resumes it)."""
+    if the authority did nothing (if it declined the login's ticket as expired or not good, the
+    change still waits: one asked before under it may have been made, and a new login's ticket
+    resumes it; declined as used for another change, it was not made: it is settled)."""
     platform = request.app[PLATFORM]
     inbox = platform.kafka.inbox
     person = resident.id_codes[0]
@@ -60,13 +65,28 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     except Unanswered as exc:
         if exc.status == NO_ANSWER:
             return None
-        if exc.declined is None:
+        if exc.declined == TICKET_USED:
+            _login_used(request, resident)
+        if exc.declined in (None, TICKET_USED):
             await inbox.change_seen(asked)
         raise
+    _login_used(request, resident)
     await platform.kafka.record("NUMBER_CHANGED", requester, person, provider=acls.AUTHORITY,
                                 request_id=asked.change_id, step="changed", reason=note)
     await inbox.change_seen(asked)  # logged: the next request is a new change
     return number
+
+
+def _login_used(request: web.Request, resident: Resident) -> None:
+    """The resident's login made its one change: its form says another needs a new login."""
+    session_of(request).tickets_used.add(resident.ticket)
+
+
+async def form(request: web.Request, resident: Resident) -> dict[str, Any]:
+    """What the number form says before a request: the resident's change whose outcome they
+    have not seen, and whether this login made its one change already (`used`)."""
+    return {"pending": await pending(request, resident),
+            "used": resident.ticket in session_of(request).tickets_used}
 
 
 def not_changed(request: web.Request, unanswered: Unanswered) -> web.Response:

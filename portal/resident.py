@@ -88,7 +88,7 @@ async def details(request: web.Request) -> web.Response:
 
 async def number_form(request: web.Request) -> web.Response:
     resident = resident_of(request)
-    return render(request, "number.html", pending=await numbering.pending(request, resident))
+    return render(request, "number.html", **await numbering.form(request, resident))
 
 
 async def number_change(request: web.Request) -> web.Response:
@@ -97,7 +97,7 @@ async def number_change(request: web.Request) -> web.Response:
     reason = await numbering.reason_asked(request)
     if reason is None:
         return render(request, "number.html", status=400, missing=True,
-                      pending=await numbering.pending(request, resident))
+                      **await numbering.form(request, resident))
     try:
         number = await numbering.new_number(request, resident, "portal",
                                             f"{reason}（マイポータル）")

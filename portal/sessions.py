@@ -81,6 +81,8 @@ class Session:
     present: Resident | None = None  # at the counter: the resident who logged in with their card
     challenge: Challenge | None = None
     notice: str | None = None
+    # the login tickets a number was changed under here (the authority allows one a ticket)
+    tickets_used: set[bytes] = field(default_factory=set)
 
     @property
     def signed_in(self) -> bool:

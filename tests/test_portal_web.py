@@ -35,12 +35,14 @@ from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.inbox import Asked, Inbox
 from portal.kafka import Shown, holders_to_ask
+from portal.numbering import TICKET_USED
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
+from renkei.questions import DECLINED
 from renkei.tasks import cancelled
-from schemas.messages import TIMED_OUT, Alert, CardLogin
+from schemas.messages import REFUSED, TIMED_OUT, Alert, CardLogin
 from tests.loop_helpers import locked
 from tests.test_audit_store import HOLDERS, event, item
 from tests.test_portal_records import ME, Held, Hold
@@ -124,6 +126,7 @@ class Fakes:
     residents: dict[str, Resident]
     registry_away: bool = False
     number_outcome: str | None = NO_ANSWER  # how the authority's question ends (None: answered)
+    number_detail: str = "no answer in time"  # and why, if it is not answered
     changes_asked: list[str] = field(default_factory=list)
     store: AuditStore | None = None  # the audit store `records` reads
 
@@ -135,7 +138,7 @@ class Fakes:
     async def new_number(self, resident: Resident, reason: str, change_id: str) -> str:
         self.changes_asked.append(change_id)
         if self.number_outcome is not None:
-            raise Unanswered("authority", self.number_outcome, "no answer in time")
+            raise Unanswered("authority", self.number_outcome, self.number_detail)
         return "123456789018"
 
 
@@ -419,6 +422,39 @@ async def test_a_change_not_seen_is_resumed_at_the_residents_next_login_wherever
     assert 'id="number-pending"' not in await (await client.get("/counter")).text()
     assert (await ask("/counter", "/counter/number"))[0] == 200
     assert fakes.changes_asked[-1] not in (first, other), "seen: the next request is a new change"
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_a_second_change_on_one_login_is_said_beforehand_and_its_refusal_settles_it(
+        client: Client, town: Town, lang: str) -> None:
+    """Once a login made its change of number, the form says another needs a new login; a
+    second change asked anyway, which the authority refuses as the ticket used (it was not
+    made), is settled: the next login shows no change awaiting its outcome (it showed the
+    refused one as such for 90 days) and asks a new change."""
+    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes.number_outcome = None
+    await client.get(f"/lang/{lang}", allow_redirects=False)
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+
+    async def ask() -> tuple[int, str]:
+        answer = await client.post("/number", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/number"), "confirm": "yes"})
+        return answer.status, await answer.text()
+
+    assert words(lang)["number_used"] not in await (await client.get("/number")).text()
+    assert (await ask())[0] == 200
+    assert words(lang)["number_used"] in await (await client.get("/number")).text()
+    fakes.number_outcome, fakes.number_detail = REFUSED, DECLINED + TICKET_USED
+    status, refused = await ask()
+    assert status == 403 and words(lang)["number_refused_used"] in refused
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    form = await (await client.get("/number")).text()
+    assert 'id="number-pending"' not in form and words(lang)["number_used"] not in form
+    assert 'id="number-pending"' not in await (await client.get("/history")).text()
+    fakes.number_outcome = None
+    assert (await ask())[0] == 200
+    made, refused_change, new = fakes.changes_asked
+    assert len({made, refused_change, new}) == 3, "the refused change is not asked again"
 
 
 async def test_a_new_number_is_asked_for_once_logged_and_the_change_kept_until_it_is(
