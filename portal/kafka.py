@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -109,13 +110,26 @@ class HolderLogs:
         """Ask the holders for their side of the log of `request_ids`: the request kept, then
         `log`ged (an application in the resident's history), then sent, so that none is sent
         unlogged, and no answer comes to one not kept; its asker gone meanwhile (their page's
-        handler cancelled), to its end all the same, none left logged and unsent. Only holders
-        are asked (holders_to_ask): with none among `holders`, NoHolder, and nothing kept,
-        logged or sent."""
+        handler cancelled), to its end all the same, none left logged and unsent (failing then,
+        logged: no page says so). Only holders are asked (holders_to_ask): with none among
+        `holders`, NoHolder, and nothing kept, logged or sent."""
         asked = Asked(str(uuid.uuid4()), datetime.now(UTC), holders_to_ask(holders),
                       tuple(request_ids), person)
-        await asyncio.shield(self._sent(asked, legal_basis, log))
+        sending = asyncio.ensure_future(self._sent(asked, legal_basis, log))
+        try:
+            await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            sending.add_done_callback(partial(self._failed_unheard, asked.request_id))
+            raise
         return asked
+
+    def _failed_unheard(self, request_id: str, sending: asyncio.Future[None]) -> None:
+        """A request whose asker left: its failure, which no page shows, logged (no personal
+        data: the request id, and what failed)."""
+        failure = None if sending.cancelled() else sending.exception()
+        if failure is not None:
+            log.error("the request %s for holder-side logs on %s failed after its asker left "
+                      "(%s)", request_id, self._out, type(failure).__name__)
 
     async def _sent(self, asked: Asked, legal_basis: str,
                     log: Callable[[Asked], Awaitable[None]] | None) -> None:

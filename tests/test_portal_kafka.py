@@ -148,13 +148,9 @@ async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
         await inbox.close()
 
 
-async def test_an_application_whose_resident_leaves_while_it_is_logged_is_sent_all_the_same(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The resident gone while their application's audit write awaits its broker (their page's
-    handler cancelled): it is logged, kept and sent all the same. Cut short with the page, it
-    was logged and neither kept nor sent, an application in their history no holder was asked."""
-    happened: list[str] = []
-    logs, inbox = _sending(monkeypatch, tmp_path, happened)
+async def _left_while_logged(logs: portal_kafka.HolderLogs, happened: list[str]) -> None:
+    """An application asked, its resident gone (their page's handler cancelled) while its audit
+    write awaits its broker, the write then done ("logged" its id noted in `happened`)."""
     writing, written = asyncio.Event(), asyncio.Event()
 
     async def logged(asked: Asked) -> None:
@@ -162,23 +158,63 @@ async def test_an_application_whose_resident_leaves_while_it_is_logged_is_sent_a
         writing.set()
         await written.wait()
 
+    asking = asyncio.create_task(logs.ask(["nenkin"], ["rq-1"], "basis",
+                                          person="ABC98765XYZ", log=logged))
+    await writing.wait()
+    asking.cancel()
+    written.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+
+
+async def test_an_application_whose_resident_leaves_while_it_is_logged_is_sent_all_the_same(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The resident gone while their application's audit write awaits its broker (their page's
+    handler cancelled): it is logged, kept and sent all the same. Cut short with the page, it
+    was logged and neither kept nor sent, an application in their history no holder was asked."""
+    happened: list[str] = []
+    logs, inbox = _sending(monkeypatch, tmp_path, happened)
+
     async def sent() -> bool:
         return len(happened) == 2
 
     await logs.start()
     try:
-        asking = asyncio.create_task(logs.ask(["nenkin"], ["rq-1"], "basis",
-                                              person="ABC98765XYZ", log=logged))
-        await writing.wait()
-        asking.cancel()
-        written.set()
-        with pytest.raises(asyncio.CancelledError):
-            await asking
+        await _left_while_logged(logs, happened)
         await _until(sent)
         kept = await logs.of_person(["ABC98765XYZ"])
         assert [s.asked.request_ids for s in kept] == [("rq-1",)], "kept"
         request_id = kept[0].asked.request_id
         assert happened == [f"logged {request_id}", f"sent {request_id}"]
+    finally:
+        await logs.stop()
+        await inbox.close()
+
+
+async def test_an_application_whose_resident_left_and_whose_sending_fails_is_logged(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The resident gone while their application was logged, its sending then failed: one
+    line says so (its request id, no personal data); it was said only as asyncio's "never
+    retrieved", if the task was collected, the failure taken by no one (no page left)."""
+    logs, inbox = _sending(monkeypatch, tmp_path, [])
+    failed = asyncio.Event()
+
+    async def undelivered(producer: Any, effects: Sequence[Send]) -> None:
+        failed.set()
+        raise ConnectionError("the broker is away (simulated)")
+
+    monkeypatch.setattr(portal_kafka, "deliver", undelivered)
+    await logs.start()
+    try:
+        await _left_while_logged(logs, [])
+        await failed.wait()
+        await asyncio.sleep(0.01)  # the failure's callback, run after the sending's end
+        request_id = (await logs.of_person(["ABC98765XYZ"]))[0].asked.request_id
+        said = [r for r in caplog.records if r.name == "portal.kafka"]
+        assert [r.levelname for r in said] == ["ERROR"]
+        assert request_id in said[0].getMessage() and "ConnectionError" in said[0].getMessage()
+        assert "ABC98765XYZ" not in caplog.text
     finally:
         await logs.stop()
         await inbox.close()
