@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -490,7 +491,8 @@ class HolderClient:
     async def _handle(self, records: list[Any]) -> Sequence[Send]:
         """One poll's batch, in one transaction of the store; while another holds the store's
         write lock past LOCK_WAIT, tried again STORE_RETRY later, the loop going on meanwhile
-        (not read again until it is)."""
+        (not read again until it is); the wait logged at its start and at its end, how long."""
+        locked_since: float | None = None
         while True:
             try:
                 out, resolved = self._handled(records)
@@ -498,9 +500,14 @@ class HolderClient:
             except sqlite3.OperationalError as exc:
                 if not sqlite.busy(exc) or self._stop.is_set():
                     raise
-                log.error("%s: its store is locked (%s): the inbox tries again in %.0f s",
-                          self.holder, exc, STORE_RETRY)
+                if locked_since is None:
+                    locked_since = time.monotonic()
+                    log.error("%s: its store is locked (%s): the inbox tries again every %.0f s "
+                              "until it is free", self.holder, exc, STORE_RETRY)
                 await asyncio.sleep(STORE_RETRY)
+        if locked_since is not None:
+            log.warning("%s: its store is free again: the inbox waited %.1f s for it",
+                        self.holder, time.monotonic() - locked_since)
         for request in resolved:
             for waiter in self._waiters.pop(request.request_id, ()):
                 if not waiter.done():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -236,7 +237,9 @@ async def test_a_query_read_after_its_deadline_is_not_answered_and_logged_withou
 async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_free(
         client: HolderClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    """Another writer (an operator's command) holding the lock: the inbox waits, not stops."""
+    """Another writer (an operator's command) holding the lock: the inbox waits, not stops,
+    saying so once as it begins and once as it ends, with how long it waited (it said so at
+    every try: an ERROR line a second while an import ran)."""
     client.store.add_record("H-1", PERSON)
     client.store.bind("H-1", "ABC98765XYZ", 0)
     client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
@@ -245,7 +248,7 @@ async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_
     other = sqlite3.connect(tmp_path / "holder.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     asked = query("ABC98765XYZ")
-    with caplog.at_level(logging.ERROR, "holders.client"):
+    with caplog.at_level(logging.WARNING, "holders.client"):
         handled = asyncio.create_task(handle(client, asked))
         await asyncio.sleep(0.5)
         assert not handled.done()
@@ -253,7 +256,11 @@ async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_
         out = await asyncio.wait_for(handled, 5)
     other.close()
     assert CODEC.decode(out[0].value, ProviderAnswer).status == FOUND
-    assert "its store is locked (database is locked): the inbox tries again" in caplog.text
+    began, ended = [r for r in caplog.records if r.name == "holders.client"]
+    assert began.levelname == "ERROR"
+    assert "its store is locked (database is locked): the inbox tries again" in began.message
+    waited = re.search(r"its store is free again: the inbox waited ([0-9.]+) s", ended.message)
+    assert waited is not None and 0.4 <= float(waited[1]) < 5
 
 
 async def test_an_import_holding_the_store_does_not_stall_the_event_loop(
