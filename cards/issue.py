@@ -2,7 +2,9 @@
 
 A resident's certificate names only the card (its serial), never the person or their personal
 number, and neither does the label the card reader lists it by; J-LIS's table records whose card
-it is. An officer's names the officer, their holder and their role (counter or oversight).
+it is. An officer's names the officer, their holder and their role: counter staff serve a
+holder (a municipality), and the oversight role is the oversight body's, whose officers have no
+other (its console sees every log entry; a counter's actions are logged as its holder's).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from broker.acls import OVERSIGHT
 from cards import ca, jlis
 from cards.card import Card, check_pin
 from cards.jlis import CardHolders
@@ -20,7 +23,8 @@ from registry.store import default_path as registry_path
 
 RESIDENT, OFFICER = "resident", "officer"
 RESIDENT_LABEL = "マイナンバーカード"  # the reader's page is open to whoever reaches it: no name
-ROLES = ("counter", "oversight")
+OVERSIGHT_ROLE = "oversight"  # the oversight body's (its principal, acls.OVERSIGHT) alone
+ROLES = ("counter", OVERSIGHT_ROLE)
 
 
 def init() -> list[str]:
@@ -69,6 +73,9 @@ def officer_card(staff_id: str, holder: str, role: str, pin: str,
     """A card for municipal counter staff or an oversight officer."""
     if role not in ROLES:
         raise ValueError(f"a role is one of {', '.join(ROLES)}")
+    if (holder == OVERSIGHT) != (role == OVERSIGHT_ROLE):
+        raise ValueError(f"the oversight body's officers ({OVERSIGHT}) have the {OVERSIGHT_ROLE} "
+                         f"role, and none other does: not {role} for {holder}")
     subject = ca.Subject(staff_id, holder, role)
     return _new(ca.Authority.load(ca.OFFICERS), subject, pin, OFFICER, f"{staff_id} ({role})",
                 where)

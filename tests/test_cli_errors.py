@@ -488,3 +488,20 @@ def test_an_officer_card_for_a_reserved_name_is_refused(holder: str) -> None:
     oversight = card_cli.commands["officer"].make_context(
         "officer", ["op-1", "--holder", "oversight", "--role", "oversight", "--pin", "1234"])
     assert oversight.params["holder"] == "oversight"
+
+
+@pytest.mark.parametrize(("holder", "role"), [("oversight", "counter"),
+                                              ("sakura-town", "oversight")])
+def test_an_officer_card_of_a_role_not_its_holders_is_refused(
+        tmp_path: Path, holder: str, role: str) -> None:
+    """The oversight body's officers are not counter staff (a counter's actions are logged as
+    its holder's), nor is a holder's staff the oversight body (its console sees every entry): such
+    a card was issued, and signed in where its holder has no business."""
+    with state_folder(tmp_path / "state") as state:
+        assert CliRunner().invoke(card_cli, ["init"]).exit_code == 0
+        run = CliRunner().invoke(card_cli, ["officer", "op-1", "--holder", holder,
+                                            "--role", role, "--pin", "1234"])
+        assert run.exit_code == 1, run.output
+        said_in_one_line(run.output, "the oversight body's officers (oversight) have the "
+                                     f"oversight role, and none other does: not {role}")
+        assert not list(state.rglob("*.card.json"))
