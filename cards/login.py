@@ -9,9 +9,10 @@ stale). It fails closed: any doubt is a refusal.
 A challenge starts with the time it was issued at (8 bytes, milliseconds since the epoch, big
 endian) before its random bytes: signed with them, it lets whoever checks the signature later
 (the registry side, before it tells the ID codes of the card's holder) refuse an old one. After
-them comes the elapsed clock's mark of its issue (renkei.clock: the boot, its length in 2 bytes
-first, then the elapsed reading, 8 bytes of milliseconds), where the issuer's boot is named: on
-that machine in that boot its age is told exactly, whatever the wall clock's steps.
+them comes the elapsed clock's mark of its issue (renkei.clock: the boot's name, its length in 2
+bytes first, then the elapsed reading, 8 bytes of milliseconds), where the issuer's boot is named:
+on that machine in that boot its age is told exactly, whatever the wall clock's steps; the mark
+tells the resident's browser and reader neither the boot_id nor when the machine booted.
 """
 
 from __future__ import annotations

@@ -17,11 +17,15 @@ then.
 Where the elapsed clock is CLOCK_BOOTTIME it is the machine's, from its boot, which Linux names
 (boot_id): a time read with its `mark()` (the elapsed reading and the boot) is judged by `since`
 exactly, the time elapsed since, by any process on the machine until it boots again; a time
-without a mark, or marked in another boot, by the timelines.
+without a mark, or marked in another boot, by the timelines. A mark travels (in a card login's
+challenge, a login ticket), so it tells neither the boot_id nor when the machine booted: the boot
+is named by a hash of its boot_id, and the reading counted from an origin drawn from that hash,
+which only the machine's processes know (Mark.of).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +37,8 @@ from typing import TypeGuard
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 STEP = 1.0  # seconds the wall clock may drift from the elapsed one between readings unstepped
 MOST = 64  # timelines kept: past it the oldest goes
+NAMING = b"renkei boot name v1\x00"  # what a boot_id is hashed after, for its mark's name
+NAME_BYTES, ORIGIN_BYTES = 16, 5  # of that hash: the name's; the origin's (ms, up to ~35 years)
 
 
 def _now() -> datetime:
@@ -47,8 +53,8 @@ def elapsed_seconds() -> float:
 
 
 def this_boot() -> str | None:
-    """The name of the boot the elapsed clock counts from (Linux's boot_id, with CLOCK_BOOTTIME);
-    None where there is none."""
+    """The boot the elapsed clock counts from (Linux's boot_id, with CLOCK_BOOTTIME); None where
+    there is none."""
     if getattr(time, "CLOCK_BOOTTIME", None) is None:
         return None
     try:
@@ -59,10 +65,19 @@ def this_boot() -> str | None:
 
 @dataclass(frozen=True)
 class Mark:
-    """The elapsed clock's reading (seconds) when a time was read, and the boot it counts from."""
+    """The elapsed clock's reading (seconds) when a time was read, and the boot it counts from:
+    each as a boot's mark tells it (`of`)."""
 
     boot: str
     elapsed: float
+
+    @classmethod
+    def of(cls, boot_id: str, elapsed: float) -> Mark:
+        """The mark of an elapsed reading in the boot of this id: the boot named by a hash of the
+        id, the reading counted from an origin drawn from the same hash (the name tells not it)."""
+        digest = hashlib.sha256(NAMING + boot_id.encode()).digest()
+        origin = int.from_bytes(digest[NAME_BYTES:NAME_BYTES + ORIGIN_BYTES], "big") / 1000
+        return cls(digest[:NAME_BYTES].hex(), origin + elapsed)
 
     def after(self, span: timedelta) -> Mark:
         """The elapsed reading `span` later, in the same boot."""
@@ -83,7 +98,9 @@ class Clock:
     def __init__(self, wall: Callable[[], datetime] = _now,
                  elapsed: Callable[[], float] = elapsed_seconds,
                  boot: Callable[[], str | None] = this_boot) -> None:
-        self._wall, self._elapsed, self._boot = wall, elapsed, boot()
+        self._wall, self._elapsed = wall, elapsed
+        boot_id = boot()
+        self._origin = None if boot_id is None else Mark.of(boot_id, 0.0)  # this boot's mark of 0
         self._timelines: list[_Timeline] = []
 
     def __call__(self) -> datetime:
@@ -94,18 +111,19 @@ class Clock:
     def mark(self) -> Mark | None:
         """The elapsed clock's reading now, in this boot (None where boots are not named)."""
         _, elapsed = self._read()
-        return None if self._boot is None else Mark(self._boot, elapsed)
+        return self._marked(elapsed)
 
     def in_this_boot(self, mark: Mark | None) -> TypeGuard[Mark]:
         """Whether a time with this mark was read since this boot: its age is known exactly."""
-        return mark is not None and mark.boot == self._boot
+        return mark is not None and self._origin is not None and mark.boot == self._origin.boot
 
     def since(self, read: datetime, mark: Mark | None = None) -> datetime:
         """The time now as the wall clock that read `read` would tell it, had it not stepped:
         exactly, if `mark` is this boot's; else by the timeline that read it."""
         _, elapsed = self._read()
-        if self.in_this_boot(mark):
-            return read + timedelta(seconds=elapsed - mark.elapsed)
+        now = self._marked(elapsed)
+        if now is not None and self.in_this_boot(mark):
+            return read + timedelta(seconds=now.elapsed - mark.elapsed)
         at = read.timestamp()
         readers = [timeline.offset for i, timeline in enumerate(self._timelines)
                    if self._began(i) <= at - timeline.offset <= self._ended(i)]
@@ -126,6 +144,11 @@ class Clock:
             self._timelines = [*self._timelines[-(MOST - 1):],
                                _Timeline(offset, elapsed, elapsed)]
         return wall, elapsed
+
+    def _marked(self, elapsed: float) -> Mark | None:
+        """The mark of this elapsed reading, in this boot (None where boots are not named)."""
+        return None if self._origin is None else Mark(self._origin.boot,
+                                                      self._origin.elapsed + elapsed)
 
     def _began(self, i: int) -> float:
         """The earliest elapsed time the timeline could have begun (the first: ever)."""

@@ -32,7 +32,7 @@ class Hands:
 
     def mark(self, boot: str | None = None) -> Mark:
         """The elapsed clock's mark now, in this boot (or in `boot`)."""
-        return Mark(boot or self.boot, self.elapsed)
+        return Mark.of(boot or self.boot, self.elapsed)
 
 
 def unmarked(path: Path, table: str, row: tuple[object, ...]) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from renkei.clock import MOST, Clock, Mark
+from tests.clock_helpers import Hands
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 
@@ -82,9 +83,9 @@ def test_a_time_marked_in_this_boot_is_as_old_as_the_time_elapsed_whatever_the_s
     hands.passes(120)
     hands.steps(-60)
     read, mark = hands.clock(), hands.clock.mark()
-    assert mark == Mark("this boot", 120 * 60.0)
+    assert mark == Mark.of("this boot", 120 * 60.0)
     hands.passes(1)
-    assert hands.clock.since(read, Mark(boot, mark.elapsed)) == read + aged
+    assert hands.clock.since(read, Mark.of(boot, 120 * 60.0)) == read + aged
 
 
 @pytest.mark.parametrize("boottime, aged", [(True, timedelta(hours=1)), (False, timedelta(0))])
@@ -106,3 +107,21 @@ def test_a_suspend_is_time_elapsed_where_the_elapsed_clock_counts_it(
     wall[0] += timedelta(hours=1)
     machine["boottime"] += 3600.0
     assert clock.since(T0) == T0 + aged
+
+
+def test_a_mark_tells_neither_the_boot_id_nor_when_the_machine_booted() -> None:
+    """A mark travels in a card login's challenge (the resident's browser and reader see it) and
+    in a login ticket: it named the boot by its boot_id and read the elapsed clock from the boot,
+    so a challenge's time less its reading told when the machine booted. It names the boot by
+    another name, read from another origin, by which two marks of one boot are still told apart
+    by the time elapsed between them, and told from another boot's."""
+    boot_id = "0e6c4a53-3ad2-4c5e-9d6f-2b1f8a7c9e10"
+    hands = Hands(T0, elapsed=7200.0, boot=boot_id)
+    clock = hands.clock()
+    first = clock.mark()
+    assert first is not None
+    assert boot_id not in first.boot and boot_id.replace("-", "") not in first.boot
+    assert first.elapsed != 7200.0
+    hands.passes(timedelta(minutes=1))
+    assert clock.mark() == first.after(timedelta(minutes=1))
+    assert Mark.of("another boot", 7200.0).boot != first.boot
