@@ -1,7 +1,8 @@
 """Server-side sessions: a random id in an HttpOnly cookie, everything else in memory here.
 
 A session ends after `idle` without a request or `lifetime` after it began, whichever is first
-(time elapsed, on the monotonic clock: a step of the wall clock ends none and keeps none alive),
+(time elapsed, on the elapsed clock: a step of the wall clock ends none and keeps none alive, a
+suspend ages it as it ages the login's ticket: renkei.clock.elapsed_seconds, CLOCK_BOOTTIME),
 and at its first request after the card it signed in with is revoked, or while whether it is
 cannot be checked; at the counter, the visitor's part of a staff member's session ends likewise
 with the visitor's card (the web layer checks both, and says which). A card challenge is good
@@ -16,13 +17,12 @@ anonymous one goes (a signed-in one only when none is left).
 from __future__ import annotations
 
 import secrets
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from renkei.clock import Clock, Mark
+from renkei.clock import Clock, Mark, elapsed_seconds
 
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
@@ -73,7 +73,7 @@ class Challenge:
 class Session:
     sid: str
     csrf: str
-    started: float  # seconds on the sessions' monotonic clock
+    started: float  # seconds on the sessions' elapsed clock
     seen: float
     lang: str = "ja"
     resident: Resident | None = None
@@ -112,7 +112,7 @@ class Sessions:
 
     idle: timedelta = IDLE
     lifetime: timedelta = LIFETIME
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = elapsed_seconds
     wall: Clock = field(default_factory=Clock)  # a card challenge's time is read and judged by it
     most: int = MOST
     _anonymous: OrderedDict[str, Session] = field(default_factory=OrderedDict)

@@ -21,7 +21,7 @@ RESIDENT = Resident("1a2b", "山田 太郎", ("R-1",), ("ABC98765XYZ",))
 
 
 class Clock:
-    """The sessions' monotonic clock, moved by the test."""
+    """The sessions' elapsed clock, moved by the test."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -61,6 +61,23 @@ def test_a_step_of_the_wall_clock_ends_no_session(monkeypatch: pytest.MonkeyPatc
     session = sessions.new()
     monkeypatch.setattr(portal.sessions, "datetime", _WallStepped)
     assert sessions.get(session.sid) is session
+
+
+def test_a_suspend_ages_a_session_as_it_ages_its_login_ticket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Suspended for a session's lifetime (CLOCK_BOOTTIME on, the monotonic clock stopped), a
+    session ends with its login's ticket, which renkei.clock ages by the time suspended: on the
+    monotonic clock it lived on, an hour with a ticket the numbering authority refused."""
+    machine = {"monotonic": 100.0, "boottime": 500.0}
+    monkeypatch.setattr(time, "CLOCK_BOOTTIME", 7, raising=False)  # Linux's, here anywhere
+    monkeypatch.setattr(time, "monotonic", lambda: machine["monotonic"])
+    monkeypatch.setattr(time, "clock_gettime", lambda _: machine["boottime"])
+    sessions = Sessions()
+    session = sessions.new()
+    login, mark = sessions.wall(), sessions.wall.mark()
+    machine["boottime"] += LIFETIME.total_seconds()
+    assert sessions.wall.since(login, mark) == login + LIFETIME  # the ticket's age: expired
+    assert sessions.get(session.sid) is None
 
 
 def test_login_renews_the_session_id_and_csrf_token() -> None:
