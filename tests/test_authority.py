@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import random
 import sqlite3
 import uuid
@@ -394,6 +395,26 @@ def test_a_store_from_before_forgotten_uses_were_marked_refuses_their_tickets_as
     assert refused.value.reason == tickets.EXPIRED
     assert reopened.number_of(resident) == given and len(reopened.history(resident)) == 2
     reopened.close()
+
+
+def test_an_authority_store_whose_opening_failed_leaves_it_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An opening of the store that fails (here as it marks what it forgot) closes its
+    connection: it stayed open, the store's file with it, until the store was collected."""
+    path = tmp_path / "authority.db"
+    monkeypatch.setattr(AuthorityStore, "_mark_forgotten_unmarked", _crash)
+    with pytest.raises(RuntimeError, match="crashed") as failed:
+        AuthorityStore(path)
+    assert failed.traceback  # kept: the store in its frame, not collected
+    assert str(path.resolve()) not in _open_files()
+    probe = sqlite3.connect(path)
+    assert str(path.resolve()) in _open_files(), "an open store is seen"
+    probe.close()
+
+
+def _open_files() -> set[str]:
+    """The files this process has open (Linux's /proc/self/fd)."""
+    return {os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.exists()}
 
 
 def _crash(store: AuthorityStore) -> None:
