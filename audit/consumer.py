@@ -85,7 +85,8 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
     each commit of offsets, which the broker keeps out of the store's reach too. LostEntries,
     and no going on, if the store lost entries of the last commit (at the start) or any this
     consumer knew (at each append, head and note): appended after the gap, new entries would
-    hide it; at a head, the consumer stops at once, though no batch comes."""
+    hide it; at a head, the consumer stops at once, though no batch comes. ForgedNote, and no
+    start, if the head key did not sign the last commit's note."""
     detector = resumed(store, rules or Rules())
     alerts = producer_for(access)
     anchor = Anchor(alerts)

@@ -92,6 +92,16 @@ class LostEntries(RuntimeError):
                 "store, or see `renkei audit verify` and `renkei audit replay`)")
 
 
+class ForgedNote(RuntimeError):
+    """The audit consumer's last commit carries a note the head key did not sign: started from
+    it, the consumer would go on from an offset it did not commit, the store unchecked."""
+
+    def __str__(self) -> str:
+        return (f"{self.args[0]}: the audit consumer does not start from it (see whether the "
+                "head key in keys/audit was replaced, else who else commits as the audit "
+                "principal; `renkei audit replay` compares the store with the topic)")
+
+
 EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))
 ENTRY_COLUMNS = ("serial", *EVENT_COLUMNS, "leaf")
 _SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
@@ -1034,11 +1044,13 @@ class AuditStore:
                                 "after the consumer committed them")
 
     def check_commit(self, committed: Committed | None) -> None:
-        """Raise LostEntries unless the tree holds the one noted with the commit (if any); from
-        then on, any entry deleted raises it at the next append, head or note (`_tree`)."""
+        """Raise LostEntries unless the tree holds the one noted with the commit (if any),
+        ForgedNote if the head key did not sign its note; from then on, any entry deleted raises
+        LostEntries at the next append, head or note (`_tree`)."""
         finding = None if committed is None else self.against_commit(committed)
         if finding is not None:
-            raise LostEntries(f"{finding.where}: {finding.detail}")
+            stopped = ForgedNote if finding.kind == FORGED else LostEntries
+            raise stopped(f"{finding.where}: {finding.detail}")
         self._tree()
 
     def _head_problem(self, head: TreeHead, earlier: tuple[int, TreeHead] | None) -> str | None:

@@ -50,7 +50,7 @@ def _said(exc: Exception) -> str | None:
 
     from audit.heads import NoKey
     from audit.sql import NoStore
-    from audit.store import LostEntries
+    from audit.store import ForgedNote, LostEntries
     from broker import cluster
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
@@ -66,8 +66,8 @@ def _said(exc: Exception) -> str | None:
 
     said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
-            NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, UnknownPrincipal,
-            NotProvisioned, BadSealingKey)
+            NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
+            UnknownPrincipal, NotProvisioned, BadSealingKey)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -85,9 +85,10 @@ class _Commands(click.Group):
     a private folder another user's that others may read, a registry missing or not to be
     replaced, a holder id not registered, a consent to one not a private holder, a registered
     holder moved to another link-code unit unasked, no key store, an audit store that cannot be
-    opened or that lost entries the audit consumer appended, a bad pattern file, a sealing key
-    damaged or not the directory's, a port in use or a file or folder that cannot be made or
-    read (named) is said in one line (no traceback), exit code 1."""
+    opened or that lost entries the audit consumer appended, an audit consumer's commit note
+    the head key did not sign, a bad pattern file, a sealing key damaged or not the directory's,
+    a port in use or a file or folder that cannot be made or read (named) is said in one line
+    (no traceback), exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

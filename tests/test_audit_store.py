@@ -32,6 +32,7 @@ from audit.store import (
     FORGED,
     AuditStore,
     Committed,
+    ForgedNote,
     LostEntries,
     Query,
     VerifyReport,
@@ -40,6 +41,7 @@ from audit.store import (
     node_key,
     years_before,
 )
+from renkei.cli import _said
 from renkei.state import STATE_ENV, state_folder
 from schemas.codec import CODEC
 from tests.kafka_helpers import can_mount_read_only, said_in_one_line, with_read_only
@@ -699,6 +701,25 @@ def test_the_commit_note_is_signed_with_its_time_and_a_forged_one_checks_nothing
     assert unsigned == replace(signed, at=None, signature=None)
     report = store.verify(decode_event, committed=unsigned)
     assert report.ok and report.commit_signed is None, report.findings
+
+
+def test_the_consumer_does_not_start_from_a_forged_commit_note_and_says_so_in_one_line(
+        store: AuditStore, clock: Clock, tmp_path: Path) -> None:
+    """A note another key signed, of the very tree the store holds, is not entries lost: the
+    consumer says the note is forged, not a gap, and where to look, in one line."""
+    filled(store)
+    with AuditStore(tmp_path / "other.db", Signer.generate(), clock=clock) as other:
+        filled(other)
+        forged = Committed.of(7, other.commit_note())
+    assert forged is not None and forged.root == merkle.tree_root(store, 24)
+    with pytest.raises(ForgedNote) as stopped:
+        store.check_commit(forged)
+    said = _said(stopped.value)
+    assert said is not None and "\n" not in said and "gap" not in said, said
+    assert said.startswith("the audit consumer's commit (offset 7, size 24): its note's "
+                           "signature is not the head key's: a note forged"), said
+    assert "head key in keys/audit was replaced" in said and "renkei audit replay" in said
+    store.check_commit(Committed.of(7, store.commit_note()))
 
 
 def test_a_store_cut_short_and_grown_past_its_anchor_again_is_not_consistent_with_it(
