@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka.structs import TopicPartition as Partition
 from confluent_kafka import (
     OFFSET_END,
     ConsumerGroupTopicPartitions,
@@ -26,7 +27,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from audit.anchor import AnchorCheck, Verify, anchored_heads, noted_commit
+from audit.anchor import AnchorCheck, Verify, anchored_heads, consumer_commit, noted_commit
 from audit.consumer import HEAD_SECONDS
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
@@ -42,6 +43,7 @@ from portal.records import Records
 from renkei.crashes import log_of
 from renkei.envelope import unpacked
 from renkei.groups import LATEST
+from renkei.service_loop import consumer_for
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
@@ -236,21 +238,46 @@ async def appended(live: AuditStore, count: int) -> None:
     await caught_up(live, {e.event_id for e in events})
 
 
+async def noting(offset: int, note: str) -> None:
+    """Commit `offset` with `note` as the stopped audit consumer: its static member, which takes
+    the stopped one's place at once."""
+    member = consumer_for(KafkaAccess.of(acls.AUDIT), [topics.AUDIT], acls.AUDIT_GROUP,
+                          instance=f"{acls.AUDIT_GROUP}-1")
+    await member.start()
+    try:
+        while not member.assignment():
+            await member.getmany(timeout_ms=200)
+        await member.commit({Partition(topics.AUDIT, 0): (offset, note)})
+    finally:
+        await member.stop()
+
+
 async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchored_heads(
         platform: Processes, live: AuditStore, tmp_path: Path) -> None:
+    """The consumer's note from before the notes were signed is read by `verify` and said
+    unsigned; one whose signature is not the head key's stops the consumer at its start."""
     await appended(live, 3 * CUT)
     platform.stop("audit")  # it signs a head of all it appended and anchors it, then leaves
+    offset, note = await consumer_commit(KafkaAccess.of(acls.AUDIT))
     try:
         size = live.size()
         anchored = await anchored_size()
+        await noting(offset, note[:-1] + ("1" if note.endswith("0") else "0"))  # signature changed
+        platform.start("audit", "audit", "run")
+        starting = await asyncio.to_thread(exited, platform, "audit")
+        await noting(offset, " ".join(note.split(" ")[:2]))  # the tree alone: unsigned
         whole, cut = (copied(default_path(), tmp_path / name) for name in ("whole.db", "cut.db"))
         truncate(f"sqlite:///{cut}", size - CUT)
         passed, alone, failed = [await verify(whole), await verify(cut, "--no-anchor"),
                                  await verify(cut)]
     finally:
-        platform.start("audit", "audit", "run")
+        platform.start("audit", "audit", "run")  # it reads the unsigned note and goes on
     assert anchored == size
     assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert f"checked against the audit consumer's last commit: offset {offset}, size " \
+        f"{note.split(' ')[0]}; its note is UNSIGNED" in passed.stdout, passed.stdout
+    assert starting[0] == 1 and "its note's signature is not the head key's: a note forged" \
+        in starting[1] and "gap" not in starting[1], starting
     assert "checked against the largest good one of" in passed.stdout
     assert f"anchored heads: size {size}," in passed.stdout
     assert alone.returncode == 0, "alone, the store cut short looks whole"
