@@ -8,8 +8,8 @@ the current one first, so the portal also finds log entries made under an earlie
 
 It also keeps the challenges of the card logins it was shown, until they are too old to be
 shown again, so that each one is used once, a restart of the registry side's process included:
-by the elapsed clock's mark of its expiry, in the boot it was issued in (renkei.clock), whatever
-the wall clock's steps; else by the wall clock (a table from before the marks is given them).
+by the wall clock, and by the elapsed clock's mark of its expiry too in the boot it was issued in
+(renkei.clock), whatever the wall clock's steps (a table from before the marks is given them).
 """
 
 from __future__ import annotations
@@ -79,11 +79,13 @@ class CardHolders:
                   now: datetime, this: Mark | None) -> bool:
         """Whether a login's challenge is used now for the first time, or again by the same
         question (read again after a restart); kept until `until` (`until_mark` on the elapsed
-        clock), those past it dropped: by their mark in this boot (`this`, the mark now), else
-        by `now` (the clock's earliest time: a step forward drops none)."""
+        clock), those past it dropped: by `now` (the clock's earliest time: a step forward drops
+        none), and by their mark too in this boot (`this`, the mark now). Once its boot is over a
+        challenge is judged by its time, whatever its mark: one whose time its issuer put ahead
+        is kept until that time is past."""
         with self._db:
-            self._db.execute(f"DELETE FROM used_challenges WHERE {sqlite.past('until')}",
-                             sqlite.now_marked(now.timestamp(), this))
+            self._db.execute(f"DELETE FROM used_challenges WHERE {sqlite.past('until')} "
+                             "AND until <= :now", sqlite.now_marked(now.timestamp(), this))
             self._db.execute("INSERT OR IGNORE INTO used_challenges (nonce, request_id, until, "
                              "boot, until_elapsed) VALUES (?, ?, ?, ?, ?)",
                              (nonce, request_id, until.timestamp(), *sqlite.marked(until_mark)))

@@ -18,6 +18,7 @@ from authority.service import NumberingAuthority
 from authority.store import AuthorityStore
 from broker import acls, topics
 from cards import issue
+from cards.card import Card
 from cards.jlis import CardHolders
 from portal.context import resident as portal_resident
 from processors import binding
@@ -179,10 +180,7 @@ def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_th
     was refused as stale."""
     code = _unchanged(town)
     with state_folder(tmp_path / "state"):
-        issue.init()
-        card = unrecorded_card(tmp_path)
-        cards = CardHolders(tmp_path / "cards.db")
-        cards.record(card.face.serial, code)
+        card, cards = _recorded_card(tmp_path, code)
         hands = Hands(datetime.now(UTC))
         logins = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
                             clock=hands.clock())
@@ -208,7 +206,39 @@ def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_th
         cards.close()
 
 
+def _recorded_card(tmp_path: Path, code: str) -> tuple[Card, CardHolders]:
+    """A resident's card, and the card table that records it as the resident's of `code`."""
+    issue.init()
+    card = unrecorded_card(tmp_path)
+    cards = CardHolders(tmp_path / "cards.db")
+    cards.record(card.face.serial, code)
+    return card, cards
+
+
 def _refused_its_challenge(logins: CardLogins, request_id: str, login: bytes) -> None:
     with pytest.raises(Declined) as declined:
         logins.card_holder(request_id, login, False)
     assert declined.value.reason == CHALLENGE
+
+
+def test_a_challenge_taken_by_its_mark_is_kept_used_until_its_time_is_past_too(
+        town: Town, tmp_path: Path) -> None:
+    """A taken-over portal mints a challenge marked now but timed two days ahead: taken once by
+    its mark, it is refused shown again after a reboot when the wall clock reaches its time (its
+    use was forgotten by its mark in the boot before, so that it was taken a second time)."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        card, cards = _recorded_card(tmp_path, code)
+        hands = Hands(datetime.now(UTC))
+        ahead = hands.wall + timedelta(days=2)
+        replayed = CODEC.encode(signed(card, ahead, mark=hands.mark()))
+        logins = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
+                            clock=hands.clock())
+        assert logins.card_holder("q-1", replayed, False).resident_codes == (code,)
+        hands.passes(FRESH)
+        logins.card_holder("q-2", CODEC.encode(signed(card, hands.wall, mark=hands.mark())), False)
+        hands.boot, hands.elapsed, hands.wall = "next boot", 0.0, ahead
+        rebooted = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
+                              clock=hands.clock())
+        _refused_its_challenge(rebooted, "q-3", replayed)
+        cards.close()
