@@ -104,11 +104,8 @@ class AuthorityStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite.opened(path)
-        try:
+        with sqlite.closed_if_failing(self._db):
             self._made()
-        except BaseException:  # an opening that failed leaves no connection open
-            self._db.close()
-            raise
 
     def _made(self) -> None:
         """The store's tables, with the columns and the mark a store from before them lacks."""

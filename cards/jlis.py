@@ -58,9 +58,10 @@ class CardHolders:
         path = path or default_path()
         sqlite.created_private(path)
         self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute(SCHEMA)
-        self._db.execute(USED)
-        sqlite.with_columns(self._db, "used_challenges", sqlite.MARKED)
+        with sqlite.closed_if_failing(self._db):
+            self._db.execute(SCHEMA)
+            self._db.execute(USED)
+            sqlite.with_columns(self._db, "used_challenges", sqlite.MARKED)
 
     def close(self) -> None:
         self._db.close()

@@ -63,6 +63,17 @@ def read_only(path: str | Path) -> sqlite3.Connection:
 
 
 @contextmanager
+def closed_if_failing(db: sqlite3.Connection) -> Iterator[None]:
+    """Close the connection if what is done in the block raises: a store whose opening failed
+    leaves no connection open (its file with it) until it is collected."""
+    try:
+        yield
+    except BaseException:
+        db.close()
+        raise
+
+
+@contextmanager
 def writing(db: sqlite3.Connection) -> Iterator[None]:
     """One write transaction (BEGIN IMMEDIATE): committed at the end, rolled back on any error."""
     db.execute("BEGIN IMMEDIATE")

@@ -31,6 +31,7 @@ from renkei.clock import Mark
 from renkei.state import state_folder
 from tests.clock_helpers import unmarked
 from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
+from tests.test_authority import _open_files
 
 ORIGIN = "http://127.0.0.1:8080"
 
@@ -481,6 +482,17 @@ def test_a_card_table_from_before_marked_challenges_keeps_its_used_ones_by_the_w
     assert cards.first_use(b"old", "q-4", later, None, later, this)
     assert not cards.first_use(b"marked", "q-5", later, None, later, this)
     cards.close()
+
+
+def test_a_card_table_whose_opening_failed_leaves_it_closed(tmp_path: Path) -> None:
+    """A card table that cannot be opened (its file no database) closes its connection: it
+    stayed open, the table's file with it, until the table was collected."""
+    path = tmp_path / "cards.db"
+    path.write_bytes(b"no database" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as failed:
+        CardHolders(path)
+    assert failed.traceback  # kept: the table in its frame, not collected
+    assert str(path.resolve()) not in _open_files()
 
 
 def test_a_ca_key_is_written_only_once_its_certificate_is_there(
