@@ -10,6 +10,8 @@ It also keeps the challenges of the card logins it was shown, until they are too
 shown again, so that each one is used once, a restart of the registry side's process included:
 by the wall clock, and by the elapsed clock's mark of its expiry too in the boot it was issued in
 (renkei.clock), whatever the wall clock's steps (a table from before the marks is given them).
+The latest time a dropped one was kept until is kept: a challenge judged by its time (not marked
+in this boot) kept no later is refused, whatever the wall clock says then.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS cards (
     serial TEXT PRIMARY KEY, resident_code TEXT NOT NULL, issued_at TEXT NOT NULL)"""
 USED = """CREATE TABLE IF NOT EXISTS used_challenges (
     nonce BLOB PRIMARY KEY, request_id TEXT NOT NULL, until REAL NOT NULL)"""
+FORGOTTEN = """CREATE TABLE IF NOT EXISTS challenges_forgotten (
+    id INTEGER PRIMARY KEY CHECK (id = 0), through REAL NOT NULL)"""
 
 
 def default_path() -> Path:
@@ -61,6 +65,7 @@ class CardHolders:
         with sqlite.closed_if_failing(self._db):
             self._db.execute(SCHEMA)
             self._db.execute(USED)
+            self._db.execute(FORGOTTEN)
             sqlite.with_columns(self._db, "used_challenges", sqlite.MARKED)
 
     def close(self) -> None:
@@ -83,16 +88,28 @@ class CardHolders:
         clock), those past it dropped: by `now` (the clock's earliest time: a step forward drops
         none), and by their mark too in this boot (`this`, the mark now). Once its boot is over a
         challenge is judged by its time, whatever its mark: one whose time its issuer put ahead
-        is kept until that time is past."""
+        is kept until that time is past. The latest `until` dropped is kept (`forgotten`)."""
+        dropped = f"FROM used_challenges WHERE {sqlite.past('until')} AND until <= :now"
+        known = sqlite.now_marked(now.timestamp(), this)
         with self._db:
-            self._db.execute(f"DELETE FROM used_challenges WHERE {sqlite.past('until')} "
-                             "AND until <= :now", sqlite.now_marked(now.timestamp(), this))
+            (through,) = self._db.execute(f"SELECT MAX(until) {dropped}", known).fetchone()
+            if through is not None:
+                self._db.execute("INSERT INTO challenges_forgotten VALUES (0, ?) ON CONFLICT (id) "
+                                 "DO UPDATE SET through = MAX(through, excluded.through)",
+                                 (through,))
+                self._db.execute(f"DELETE {dropped}", known)
             self._db.execute("INSERT OR IGNORE INTO used_challenges (nonce, request_id, until, "
                              "boot, until_elapsed) VALUES (?, ?, ?, ?, ?)",
                              (nonce, request_id, until.timestamp(), *sqlite.marked(until_mark)))
             (first,) = self._db.execute("SELECT request_id FROM used_challenges WHERE nonce = ?",
                                         (nonce,)).fetchone()
         return bool(first == request_id)
+
+    def forgotten(self, until: datetime) -> bool:
+        """Whether a challenge kept until then may have been used and dropped (judged by its time,
+        the wall clock set back since would take it for fresh)."""
+        row = self._db.execute("SELECT through FROM challenges_forgotten").fetchone()
+        return row is not None and until.timestamp() <= row[0]
 
     def resident_codes(self, serial: str, registry: RegistryStore) -> list[str]:
         """Every resident code of the card's holder, the current one first; [] if unknown."""

@@ -94,9 +94,10 @@ class CardLogins:
         if issued is None or not self._fresh(issued, mark):
             log.warning("a card login the portal showed is refused: its challenge is not fresh")
             raise Declined(CHALLENGE)
-        if not self.cards.first_use(login.nonce, request_id, issued + FRESH,
-                                    mark and mark.after(FRESH), self.clock.earliest(),
-                                    self.clock.mark()):
+        forgotten = not self.clock.in_this_boot(mark) and self.cards.forgotten(issued + FRESH)
+        if forgotten or not self.cards.first_use(login.nonce, request_id, issued + FRESH,
+                                                 mark and mark.after(FRESH),
+                                                 self.clock.earliest(), self.clock.mark()):
             log.warning("a card login the portal showed is refused: its challenge was used")
             raise Declined(CHALLENGE)
         return verified.serial

@@ -242,3 +242,29 @@ def test_a_challenge_taken_by_its_mark_is_kept_used_until_its_time_is_past_too(
                               clock=hands.clock())
         _refused_its_challenge(rebooted, "q-3", replayed)
         cards.close()
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_a_used_challenge_is_refused_after_a_reboot_with_the_clock_set_back(
+        town: Town, tmp_path: Path, marked: bool) -> None:
+    """A challenge used, then dropped once stale, is refused shown again after a reboot (or a
+    restart) with the wall clock set back to its time (marked or not, it is judged by its time
+    then): it was taken for fresh and never used, and taken a second time."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        card, cards = _recorded_card(tmp_path, code)
+        hands = Hands(datetime.now(UTC))
+        issued = hands.wall
+        replayed = CODEC.encode(signed(card, issued, mark=hands.mark() if marked else None))
+        logins = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
+                            clock=hands.clock())
+        logins.card_holder("q-1", replayed, False)
+        hands.passes(FRESH)
+        logins.card_holder("q-2", CODEC.encode(signed(card, hands.wall, mark=hands.mark())), False)
+        hands.boot, hands.elapsed, hands.wall = "next boot", 0.0, issued + timedelta(minutes=1)
+        rebooted = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
+                              clock=hands.clock())
+        _refused_its_challenge(rebooted, "q-3", replayed)
+        after = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
+        assert rebooted.card_holder("q-4", after, False).resident_codes == (code,)
+        cards.close()
