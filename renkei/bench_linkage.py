@@ -69,8 +69,8 @@ class Settings:
 
 
 QUICK_RATE = 20.0
-QUICK: dict[str, Any] = {"seconds": 2.0, "rate": QUICK_RATE, "curve": (QUICK_RATE,),
-                         "scale": (1, 2), "memory_minutes": 0.05, "residents": 60,
+QUICK: dict[str, Any] = {"seconds": 1.0, "rate": QUICK_RATE, "curve": (QUICK_RATE,),
+                         "scale": (1, 2), "memory_minutes": 2 / 60, "residents": 60,
                          "prime": 2.0, "depths": bench_capacity.DEPTHS[:1]}
 QUICK_KNOBS: dict[str, Any] = {"warmup": 0.5, "drain": 5.0, "settle": 10.0,
                                "memory_warmup": 0.5}

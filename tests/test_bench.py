@@ -437,12 +437,12 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     # ratio points, and the scale-out's second instance
     assert profile["platform-run"]["percent"]["codec"] > 0
     assert profile["audit-run"]["percent"]["SQLite"] > 0
-    holders = profile["renkei_1_platform_flat_out_32_deep_2s"]
+    holders = profile["renkei_1_platform_flat_out_32_deep_1s"]
     assert holders["profiles"] == len(result["town"]["holder_ids"])  # that point's alone: the
-    scaled = profile["again_renkei_1_platform_flat_out_32_deep_2s"]  # scale-out's ×1 is apart
+    scaled = profile["again_renkei_1_platform_flat_out_32_deep_1s"]  # scale-out's ×1 is apart
     assert scaled["profiles"] == len(result["town"]["holder_ids"])
     assert holders["percent"]["crypto"] > 0
-    assert "crypto" not in profile["baseline_1_relay_flat_out_32_deep_2s"]["percent"]
+    assert "crypto" not in profile["baseline_1_relay_flat_out_32_deep_1s"]["percent"]
     assert "profiles (under cProfile, by CPU clock)" in run.stdout
     if perf:  # the whole machine sampled in each window, each thread put down to its process
         sampled = main["renkei"]["perf"]
