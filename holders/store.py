@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -66,6 +67,29 @@ _PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
 SENT = "SENT"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
+# An import's rows are staged in a TEMP table of the store's connection (writing it takes no lock
+# on the store), each told what it changes (change: new, changed, unchanged; NULL: left out) and
+# whether staff are told of it (flagged), then the new and changed written in one short write
+# transaction, told again in it if another connection wrote to the store meanwhile.
+_RECORD_CHANGE = """(change, flagged) = (SELECT CASE WHEN r.own_number IS NULL THEN 'new'
+    WHEN (r.name, r.address, r.date_of_birth, r.sex, r.personal_number)
+        IS (s.name, s.address, s.date_of_birth, s.sex, s.personal_number) THEN 'unchanged'
+    ELSE 'changed' END,
+    b.own_number IS NOT NULL AND (r.name, r.address, r.date_of_birth, r.sex)
+        IS NOT (s.name, s.address, s.date_of_birth, s.sex)
+    FROM (SELECT 1) LEFT JOIN main.records AS r ON r.own_number = s.own_number
+    LEFT JOIN main.bindings AS b ON b.own_number = r.own_number)"""
+# data of no record is left out (flagged); fields are the same if they hold the same keys and
+# values, in whatever order
+_DATA_CHANGE = """(change, flagged) = (SELECT CASE WHEN r.own_number IS NULL THEN NULL
+    WHEN d.fields IS NULL THEN 'new'
+    WHEN d.fields = s.fields OR ((SELECT count(*) FROM json_each(d.fields))
+        = (SELECT count(*) FROM json_each(s.fields)) AND NOT EXISTS (
+            SELECT 1 FROM json_each(s.fields) AS n LEFT JOIN json_each(d.fields) AS o
+            ON o.key = n.key WHERE o.value IS NOT n.value)) THEN 'unchanged'
+    ELSE 'changed' END, r.own_number IS NULL
+    FROM (SELECT 1) LEFT JOIN main.records AS r ON r.own_number = s.own_number
+    LEFT JOIN main.data AS d ON d.own_number = s.own_number AND d.data_type = s.data_type)"""
 # fields as the store keeps them: json.dumps(fields, ensure_ascii=False), whose encoder is made
 # once here, not at each call (0.8 µs of 2.2, three times a round trip)
 fields_json = json.JSONEncoder(ensure_ascii=False).encode
@@ -114,6 +138,35 @@ class Forgotten(NamedTuple):
     log_entries: int
 
 
+class Imported(NamedTuple):
+    """What an import did: its rows by change (new, changed, unchanged), and the lines and own
+    numbers of those flagged (records: a bound record's four attributes changed; data: of no
+    record, left out)."""
+
+    counts: Counter[str]
+    flagged: list[tuple[int, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Import:
+    """How rows are imported into a table of the store: its key's columns and the others, and
+    what tells each row's change and flag (_RECORD_CHANGE)."""
+
+    table: str
+    key: tuple[str, ...]
+    values: tuple[str, ...]
+    change: str
+
+    @property
+    def columns(self) -> str:
+        return ", ".join(self.key + self.values)
+
+
+_RECORDS = _Import("records", ("own_number",),
+                   ("name", "address", "date_of_birth", "sex", "personal_number"), _RECORD_CHANGE)
+_DATA = _Import("data", ("own_number", "data_type"), ("fields",), _DATA_CHANGE)
+
+
 class Rekeyed(NamedTuple):
     """A binding re-keying moved, or unbound: for its new code was not valid, or was bound to
     record `taken_by` already."""
@@ -124,6 +177,13 @@ class Rekeyed(NamedTuple):
 
 def default_path(holder: str) -> Path:
     return private_dir("holders", holder) / "holder.db"
+
+
+def _record_row(own_number: str, attributes: FourAttributes,
+                personal_number: str | None) -> tuple[str, str, str, str, int, str | None]:
+    """A record as the store keeps it."""
+    return (own_number, attributes.name, attributes.address,
+            attributes.date_of_birth.isoformat(), int(attributes.sex), personal_number)
 
 
 def _now() -> str:
@@ -168,9 +228,56 @@ class HolderStore:
     def add_record(self, own_number: str, attributes: FourAttributes,
                    personal_number: str | None = None) -> None:
         self.db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
-                        (own_number, attributes.name, attributes.address,
-                         attributes.date_of_birth.isoformat(), int(attributes.sex),
-                         personal_number))
+                        _record_row(own_number, attributes, personal_number))
+
+    def import_records(
+            self, records: Iterable[tuple[int, str, FourAttributes, str | None]]) -> Imported:
+        """Add or update records (line, own number, four attributes, personal number), all or
+        none; flagged: bound records whose four attributes changed."""
+        return self._import(_RECORDS, ((*_record_row(own, attributes, number), line)
+                                       for line, own, attributes, number in records))
+
+    def import_data(self, data: Iterable[tuple[int, str, str, dict[str, str]]]) -> Imported:
+        """Add or update data (line, own number, data type, fields), all or none, but for
+        records the store lacks (flagged)."""
+        return self._import(_DATA, ((own, data_type, fields_json(fields), line)
+                                    for line, own, data_type, fields in data))
+
+    def _import(self, how: _Import, rows: Iterable[tuple[object, ...]]) -> Imported:
+        """Stage the rows (their columns, then line) and tell what each changes with no lock on
+        the store, then write those that change it in one write transaction."""
+        staged, key = f"temp.staged_{how.table}", ", ".join(how.key)
+        self.db.execute(f"CREATE TEMP TABLE staged_{how.table} ({how.columns}, line, change, "
+                        f"flagged, PRIMARY KEY ({key}))")
+        try:
+            with writing(self.db, deferred=True):
+                self.db.executemany(f"INSERT INTO {staged} ({how.columns}, line) VALUES "
+                                    f"({', '.join('?' * (len(how.key) + len(how.values) + 1))})",
+                                    rows)
+                self.db.execute(f"UPDATE {staged} AS s SET {how.change}")
+                told = self._data_version()
+            with writing(self.db):
+                if self._data_version() != told:
+                    self.db.execute(f"UPDATE {staged} AS s SET {how.change}")
+                self.db.execute(
+                    f"INSERT INTO main.{how.table} ({how.columns}) SELECT {how.columns} "
+                    f"FROM {staged} WHERE change IN ('new', 'changed') ORDER BY {key} "
+                    f"ON CONFLICT ({key}) DO UPDATE SET "
+                    f"{', '.join(f'{c} = excluded.{c}' for c in how.values)}")
+            return self._imported(staged)
+        finally:
+            self.db.execute(f"DROP TABLE {staged}")
+
+    def _imported(self, staged: str) -> Imported:
+        """What the import of the rows staged did, as told (read from them, not the store)."""
+        counts = Counter(dict(self.db.execute(f"SELECT change, count(*) FROM {staged} "
+                                              "WHERE change IS NOT NULL GROUP BY change")))
+        return Imported(counts, list(self.db.execute(
+            f"SELECT line, own_number FROM {staged} WHERE flagged ORDER BY line")))
+
+    def _data_version(self) -> int:
+        """A number that changes when another connection commits to the store."""
+        return int(self.db.execute("PRAGMA main.data_version").fetchone()[0])
 
     def record(self, own_number: str) -> tuple[FourAttributes, str | None] | None:
         row = self.db.execute("SELECT name, address, date_of_birth, sex, personal_number "

@@ -74,9 +74,11 @@ def closed_if_failing(db: sqlite3.Connection) -> Iterator[None]:
 
 
 @contextmanager
-def writing(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction (BEGIN IMMEDIATE): committed at the end, rolled back on any error."""
-    db.execute("BEGIN IMMEDIATE")
+def writing(db: sqlite3.Connection, *, deferred: bool = False) -> Iterator[None]:
+    """One write transaction (BEGIN IMMEDIATE): committed at the end, rolled back on any error;
+    deferred, it reads one snapshot of the store and takes its write lock only once it writes to
+    it (writing a TEMP table alone takes none)."""
+    db.execute("BEGIN DEFERRED" if deferred else "BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:

@@ -247,19 +247,25 @@ def test_an_import_cut_short_leaves_none_of_it_applied(
         f'T-{n},local_tax,"{{""income"": ""{n}""}}"\n' for n in range(3)), encoding="utf-8")
     if command == "data":
         _ok("records", "import", HOLDER, str(records))
-    write = "add_record" if command == "records" else "put_data"
-    stored = getattr(HolderStore, write)
+    store = HolderStore(default_path(HOLDER))  # each row written calls written(own number)
+    store.db.execute(f"CREATE TRIGGER written AFTER INSERT ON {command} "
+                     "BEGIN SELECT written(NEW.own_number); END")
+    store.close()
+    opened = HolderStore.__init__
     written: list[object] = []
 
-    def slow_then_cut(store: HolderStore, *args: object) -> None:
-        written.append(args[0])
+    def slow_then_cut(own_number: str) -> None:
+        written.append(own_number)
         if len(written) == 2:
             time.sleep(0.3)  # a large import's while
         if len(written) == 3:
             raise sqlite3.OperationalError("database or disk is full")
-        stored(store, *args)
 
-    monkeypatch.setattr(HolderStore, write, slow_then_cut)
+    def watched(store: HolderStore, path: Path) -> None:
+        opened(store, path)
+        store.db.create_function("written", 1, slow_then_cut)
+
+    monkeypatch.setattr(HolderStore, "__init__", watched)
     failed = _holder(command, "import", HOLDER, str(records if command == "records" else data))
     assert isinstance(failed.exception, sqlite3.OperationalError), failed.output
     monkeypatch.undo()
