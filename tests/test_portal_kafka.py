@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,11 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
         await inbox.close()
 
 
-def _sending(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, happened: list[str]
-             ) -> tuple[portal_kafka.HolderLogs, Inbox]:
-    """Applications asked of holders, each one sent noted in `happened` ("sent" its id)."""
+@asynccontextmanager
+async def _sending(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, happened: list[str]
+                   ) -> AsyncIterator[portal_kafka.HolderLogs]:
+    """Applications asked of holders, started, each one sent noted in `happened` ("sent" its
+    id); stopped, their inbox closed, at the end."""
 
     async def delivered(producer: Any, effects: Sequence[Send]) -> None:
         happened.extend(f"sent {e.key}" for e in effects)
@@ -118,8 +121,14 @@ def _sending(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, happened: list[str
     monkeypatch.setattr(portal_kafka, "deliver", delivered)
     access = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
     inbox = Inbox(tmp_path / "inbox.db")
-    return portal_kafka.HolderLogs(access, "out", "in", X25519PrivateKey.generate(), inbox,
-                                   APPLICATIONS_KEPT), inbox
+    logs = portal_kafka.HolderLogs(access, "out", "in", X25519PrivateKey.generate(), inbox,
+                                   APPLICATIONS_KEPT)
+    await logs.start()
+    try:
+        yield logs
+    finally:
+        await logs.stop()
+        await inbox.close()
 
 
 async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
@@ -127,7 +136,6 @@ async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
     """A portal that stops between sending an application and logging it would leave one the
     holders answer and the resident's history lacks: it is logged first, sent only once logged."""
     happened: list[str] = []
-    logs, inbox = _sending(monkeypatch, tmp_path, happened)
 
     async def logged(asked: Asked) -> None:
         happened.append(f"logged {asked.request_id}")
@@ -135,17 +143,13 @@ async def test_an_application_is_logged_before_it_is_sent_and_not_sent_unlogged(
     async def unlogged(asked: Asked) -> None:
         raise ConnectionError("the audit write timed out (simulated)")
 
-    await logs.start()
-    try:
+    async with _sending(monkeypatch, tmp_path, happened) as logs:
         with pytest.raises(ConnectionError):
             await logs.ask(["nenkin"], ["rq-1"], "basis", person="ABC98765XYZ", log=unlogged)
         assert happened == [] and await logs.of_person(["ABC98765XYZ"]) == [], \
             "not logged: not sent"
         asked = await logs.ask(["nenkin"], ["rq-2"], "basis", person="ABC98765XYZ", log=logged)
         assert happened == [f"logged {asked.request_id}", f"sent {asked.request_id}"]
-    finally:
-        await logs.stop()
-        await inbox.close()
 
 
 async def _left_while_logged(logs: portal_kafka.HolderLogs, happened: list[str]) -> None:
@@ -173,22 +177,17 @@ async def test_an_application_whose_resident_leaves_while_it_is_logged_is_sent_a
     handler cancelled): it is logged, kept and sent all the same. Cut short with the page, it
     was logged and neither kept nor sent, an application in their history no holder was asked."""
     happened: list[str] = []
-    logs, inbox = _sending(monkeypatch, tmp_path, happened)
 
     async def sent() -> bool:
         return len(happened) == 2
 
-    await logs.start()
-    try:
+    async with _sending(monkeypatch, tmp_path, happened) as logs:
         await _left_while_logged(logs, happened)
         await _until(sent)
         kept = await logs.of_person(["ABC98765XYZ"])
         assert [s.asked.request_ids for s in kept] == [("rq-1",)], "kept"
         request_id = kept[0].asked.request_id
         assert happened == [f"logged {request_id}", f"sent {request_id}"]
-    finally:
-        await logs.stop()
-        await inbox.close()
 
 
 async def test_an_application_whose_resident_left_and_whose_sending_fails_is_logged(
@@ -197,16 +196,14 @@ async def test_an_application_whose_resident_left_and_whose_sending_fails_is_log
     """The resident gone while their application was logged, its sending then failed: one
     line says so (its request id, no personal data); it was said only as asyncio's "never
     retrieved", if the task was collected, the failure taken by no one (no page left)."""
-    logs, inbox = _sending(monkeypatch, tmp_path, [])
     failed = asyncio.Event()
 
     async def undelivered(producer: Any, effects: Sequence[Send]) -> None:
         failed.set()
         raise ConnectionError("the broker is away (simulated)")
 
-    monkeypatch.setattr(portal_kafka, "deliver", undelivered)
-    await logs.start()
-    try:
+    async with _sending(monkeypatch, tmp_path, []) as logs:
+        monkeypatch.setattr(portal_kafka, "deliver", undelivered)
         await _left_while_logged(logs, [])
         await failed.wait()
         await asyncio.sleep(0.01)  # the failure's callback, run after the sending's end
@@ -215,6 +212,3 @@ async def test_an_application_whose_resident_left_and_whose_sending_fails_is_log
         assert [r.levelname for r in said] == ["ERROR"]
         assert request_id in said[0].getMessage() and "ConnectionError" in said[0].getMessage()
         assert "ABC98765XYZ" not in caplog.text
-    finally:
-        await logs.stop()
-        await inbox.close()
