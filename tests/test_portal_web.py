@@ -142,6 +142,11 @@ class Fakes:
         return "123456789018"
 
 
+def fakes_of(client: Client) -> Fakes:
+    """The fakes the `client` fixture's portal reads, to be set or looked at by a test."""
+    return cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+
+
 @dataclass
 class Town:
     """A resident with one entry in the audit log, a counter staff member, their cards."""
@@ -278,7 +283,7 @@ async def test_staff_at_the_counter_ask_for_a_present_residents_new_number_logge
     """A resident present at the counter asks for a new number: staff ask the authority, the
     request and the change logged with the staff member's name; not answered in time, asked
     again, it is the same change."""
-    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes = fakes_of(client)
 
     async def ask(confirm: str = "yes") -> tuple[int, str]:
         answer = await client.post("/counter/number", allow_redirects=False, data={
@@ -330,7 +335,7 @@ async def test_a_new_number_not_answered_in_time_is_not_said_unchanged_and_is_as
     not, but that it is not known yet; asked again, it is the same change (the authority makes
     it at most once), and its number is shown. An authority's answer that nothing was done is
     said as such, and the next request is a new change."""
-    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes = fakes_of(client)
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
 
     async def ask() -> tuple[int, str]:
@@ -361,7 +366,7 @@ async def test_a_change_not_told_is_never_asked_again_for_another_resident(
     """A resident left without knowing whether their number changed, and another logs in to the
     same browser: the other's request is a change of their own, not the first one's asked again
     (a login begins a fresh session; the authority refuses a change id of another resident)."""
-    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes = fakes_of(client)
     card = issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident",
                       tmp_path / "other")
     fakes.residents[card.face.serial] = Resident(card.face.serial, "佐藤 花子", ("R-2",),
@@ -387,7 +392,7 @@ async def test_a_change_not_seen_is_resumed_at_the_residents_next_login_wherever
     session): the desk shows their change awaiting its outcome, and the request resumes it (the
     same change id, logged as first asked: the same audit event), so the authority answers the
     number it gave, said issued; a new login and request was a second change, a second number."""
-    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes = fakes_of(client)
     card = issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident",
                       tmp_path / "other")
     fakes.residents[card.face.serial] = Resident(card.face.serial, "佐藤 花子", ("R-2",),
@@ -431,7 +436,7 @@ async def test_a_second_change_on_one_login_is_said_beforehand_and_its_refusal_s
     second change asked anyway, which the authority refuses as the ticket used (it was not
     made), is settled: the next login shows no change awaiting its outcome (it showed the
     refused one as such for 90 days) and asks a new change."""
-    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes = fakes_of(client)
     fakes.number_outcome = None
     await client.get(f"/lang/{lang}", allow_redirects=False)
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
@@ -462,7 +467,7 @@ async def test_a_new_number_is_asked_for_once_logged_and_the_change_kept_until_i
     """The request for a new number is logged before the authority is asked: not logged, not
     asked. A change answered but not logged stays the resident's: asked again, it is the same
     change (the authority gives the number it gave), logged, and its number shown."""
-    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes = fakes_of(client)
     fakes.number_outcome = None
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
 
@@ -486,7 +491,7 @@ async def test_a_login_the_registry_side_does_not_answer_is_said_so(
         client: Client, town: Town) -> None:
     """Whose card it is is asked of the registry side's process, which may be away: the resident
     is told so, on the login page, not left waiting."""
-    cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).registry_away = True
+    fakes_of(client).registry_away = True
     answer = await card_login(client, town.resident_card, "resident", "/login")
     assert answer.status == 503
     assert "応答がありません" in await answer.text()
@@ -502,7 +507,7 @@ async def test_a_login_whose_revocation_list_cannot_be_checked_says_so_not_the_c
     is revoked cannot be checked now, to try later; it said the card could not be verified."""
     if reason == "stale-crl":
         later = datetime.now(UTC) + timedelta(days=ca.CRL_DAYS, hours=1)
-        cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).verifier = Verifier(
+        fakes_of(client).verifier = Verifier(
             clock=lambda: later)
     else:
         other = tmp_path / "none.pem" if reason == "no-crl" else ca.crl_path(ca.OFFICERS)
@@ -648,7 +653,7 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
     """A checkbox's value was "request_id requester provider", split on spaces: a holder's
     request id is free text, and one with a space asked for holder-side logs under the wrong
     id, of holders the id named. It is now the entry's serial, looked up in the audit log."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    store = fakes_of(client).store
     assert store
     spaced = replace(event(8), request_id="req-1 acme-kenpo",
                      event_id=event_id("req-1 acme-kenpo", "approved"))
@@ -683,7 +688,7 @@ async def test_entries_of_the_portals_own_actions_chosen_are_left_out_and_the_pa
     no exchange between holders) were dropped from it without a word, and a selection of them
     alone went back to the search: the holder-logs page says how many were left out and why,
     the other entries asked about, none if none is left."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    store = fakes_of(client).store
     assert store
     own = [store.append(*item(replace(event(n), kind="PORTAL", outcome=outcome,
                                       requester=acls.PORTAL, provider=provider)))
@@ -713,7 +718,7 @@ async def test_entries_naming_no_holder_ask_nobody_and_the_page_says_so(
     """Every name on the chosen entries a service's (the oversight body refused on its own
     topic): the request, sent naming no holder, showed as complete with nothing in it. Now none
     is sent, and the page says why."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    store = fakes_of(client).store
     assert store
     refused = store.append(*item(replace(event(8), kind="OVERSIGHT", outcome="REJECTED",
                                          requester=acls.OVERSIGHT, provider=None)))
@@ -731,7 +736,7 @@ async def test_no_application_is_taken_for_an_entry_of_the_portals_own_action(
     (the portal asked a holder) offers no application, and a POST of its serial is refused in
     the page's language before anything is asked: an application's entry once asked its holder
     about the portal's own request."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    store = fakes_of(client).store
     assert store
     person = town.resident.id_codes[0]
     change = store.append(*item(replace(event(9, person=person), kind="PORTAL",
@@ -773,7 +778,7 @@ async def test_the_history_is_said_unavailable_until_the_audit_store_is_there(
     """Before the audit consumer made the store (or while it cannot be opened), the resident's
     history says it cannot be shown now; once the store is there, it is read, unrestarted."""
     signer, later = Signer.generate(), tmp_path / "later.db"
-    fakes = cast(Fakes, cast(TestServer, client.server).app[PLATFORM])
+    fakes = fakes_of(client)
     fakes.records = Records(lambda: AuditStore(later, Signer(signer.public_key)))
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
     away = await client.get("/history")
@@ -801,7 +806,7 @@ async def test_a_long_history_is_shown_a_page_at_a_time_the_filter_kept(
     """The history shows its newest HISTORY_PAGE entries, the page after it the ones before
     them, the holder chosen kept from page to page: every entry was on one page (each read,
     decoded and proved, twice), the event loop rendering them all."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    store = fakes_of(client).store
     assert store is not None
     numbers = range(7, 8 + 2 * HISTORY_PAGE)
     store.append_many(item(event(n, person=town.resident.id_codes[0])) for n in numbers[1:])
@@ -818,7 +823,7 @@ async def test_a_long_history_is_shown_a_page_at_a_time_the_filter_kept(
 async def visitor_with_a_long_history(client: Client, town: Town) -> list[int]:
     """The resident, 2 * HISTORY_PAGE + 1 entries about them, present at the counter: their
     entries (by their event's number) newest first."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    store = fakes_of(client).store
     assert store is not None
     numbers = range(7, 8 + 2 * HISTORY_PAGE)
     store.append_many(item(event(n, person=town.resident.id_codes[0])) for n in numbers[1:])
@@ -868,7 +873,7 @@ async def test_a_long_history_read_by_several_pages_at_once_is_shown_to_each(
     """Pages reading the audit store side by side (the portal's readers, each on a connection
     of its own) each show the history as it is read alone: the readers shared one connection,
     one's transaction begun inside another's, and pages failed."""
-    store = cast(Fakes, cast(TestServer, client.server).app[PLATFORM]).store
+    store = fakes_of(client).store
     assert store is not None
     store.append_many(item(event(n, person=town.resident.id_codes[0]))
                       for n in range(8, 8 + 2 * HISTORY_PAGE))
