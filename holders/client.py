@@ -284,26 +284,31 @@ class HolderClient:
         entry = self.directory.entries.get(self.holder.encode())
         return 0 if entry is None else entry.key_epoch
 
-    def _follow_unit(self) -> None:
-        """After a move to another link-code unit (`holder register --move-unit`), every
-        binding to be redone: unbound and investigated, not used with a code of the unit left."""
+    def _follow_unit(self, followed: str | None) -> str | None:
+        """The link-code unit the directory gives this holder, the bindings brought to it unless
+        it is `followed` (the unit they were last brought to, None: not yet): after a move to
+        another unit (`holder register --move-unit`), every binding to be redone, unbound and
+        investigated, not used with a code of the unit left."""
         entry = self.directory.entries.get(self.holder.encode())
-        if entry is None:
-            return
+        if entry is None or entry.link_unit == followed:
+            return followed
         with self.store.transaction():
             moved = self.store.move_to_unit(entry.link_unit)
         if moved:
             log.warning("%s: moved to link-code unit %s: %d binding(s) to investigation, to be "
                         "bound again", self.holder, entry.link_unit, len(moved))
+        return entry.link_unit
 
     async def _follow_epochs(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the
         directory (and once at start, for a move made while the holder was down), and again
-        whenever a binding answered at the old epoch is stored after that."""
+        whenever a binding answered at the old epoch is stored after that; unbind them all
+        whenever the holder moves to another link-code unit (_follow_unit)."""
         brought_to: int | None = None  # the epoch the bindings were last brought to
+        followed: str | None = None  # the unit they were last brought to
         while True:
             seen, epoch = self.directory.version, self._epoch()
-            self._follow_unit()
+            followed = self._follow_unit(followed)
             if epoch != brought_to:
                 try:
                     converted, investigated = await self._rekey(epoch)
