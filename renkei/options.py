@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from broker.acls import OVERSIGHT, RESERVED
+from broker.acls import OVERSIGHT, check_holder_id
 from broker.credentials import check_name
 from renkei.shown import short
 
@@ -69,12 +69,10 @@ def holder_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     officers' cards name it): anything else, another service's reserved name among them, is a
     usage error."""
     try:
-        check_name(value)
+        name = check_name(value)
+        return name if name == OVERSIGHT else check_holder_id(name)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    if value in RESERVED and value != OVERSIGHT:
-        raise click.BadParameter(f"{value!r} is a reserved principal name, not a holder id")
-    return value
 
 
 def web_origin(text: str) -> str:
