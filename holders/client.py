@@ -73,10 +73,12 @@ REKEY_AGAIN = 30.0  # seconds before re-keying again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
-STORE_RETRY = 1.0  # seconds before a batch is tried again while another holds the store's lock
+# seconds before the store is told again while another holds its write lock: an inbox batch,
+# the requests the broker took (_no_longer_kept)
+STORE_RETRY = 1.0
 # seconds the client waits for the store's write lock another process (an import) holds: the
-# wait stands the event loop still (every query, every call to the server), so it is short, and
-# the inbox tries again STORE_RETRY later without blocking it
+# wait stands the event loop still (every query, every call to the server), so it is short; then
+# the inbox and _no_longer_kept try again STORE_RETRY later, a call to the server is answered 503
 LOCK_WAIT = 0.05
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
