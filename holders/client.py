@@ -69,7 +69,7 @@ LINGER_MS = 10
 OPEN_KEPT = 10_000  # requests sent and not yet answered, kept at hand (beyond: read from the store)
 REKEY_CODES = 10_000  # link codes one re-keying request carries (~140 KB; its answer ~300 KB)
 REKEY_RETRY = 0.5  # seconds before asking again when the platform did not know the new epoch yet
-REKEY_AGAIN = 30.0  # seconds before re-keying again after it failed
+REKEY_AGAIN = 30.0  # seconds before re-keying (or following a move of unit) again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
@@ -310,19 +310,20 @@ class HolderClient:
         followed: str | None = None  # the unit they were last brought to
         while True:
             seen, epoch = self.directory.version, self._epoch()
-            followed = self._follow_unit(followed)
-            if epoch != brought_to:
-                try:
+            try:
+                followed = self._follow_unit(followed)
+                if epoch != brought_to:
                     converted, investigated = await self._rekey(epoch)
-                except Exception as exc:  # refused, timed out, not sent: it must not stop here
-                    log.error("%s: re-keying to epoch %s failed (%s): again in %.0f s",
-                              self.holder, epoch, exc, REKEY_AGAIN)
-                    await asyncio.sleep(REKEY_AGAIN)
-                    continue
-                brought_to = epoch
-                if converted or investigated:
-                    log.info("%s: bindings re-keyed to epoch %s: %d converted, %d to "
-                             "investigation", self.holder, brought_to, converted, investigated)
+                    brought_to = epoch
+                    if converted or investigated:
+                        log.info("%s: bindings re-keyed to epoch %s: %d converted, %d to "
+                                 "investigation", self.holder, epoch, converted, investigated)
+            except Exception as exc:  # refused, timed out, not sent, the store busy: it must
+                # not stop here
+                log.error("%s: bringing the bindings to the directory's unit and epoch %s "
+                          "failed (%s): again in %.0f s", self.holder, epoch, exc, REKEY_AGAIN)
+                await asyncio.sleep(REKEY_AGAIN)
+                continue
             await self._epoch_news(seen)
             if self._late_binding.is_set():
                 self._late_binding.clear()

@@ -5,12 +5,15 @@ and linkage works again with the holder on either side."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from holders import client as client_module
 from holders.client import HolderClient, new_request_id
 from holders.store import HolderStore
 from processors import directory, keys
@@ -155,10 +158,13 @@ async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Tow
 
 
 async def test_a_holder_moved_to_another_unit_has_its_bindings_bound_again(
-        town: Town, tmp_path: Path) -> None:
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`holder register --move-unit` changed the holder's entry alone: its bindings stayed bound
     to codes of the unit it left (under the new unit's key no person's), its requests refused and
-    queries for its people unanswered, no case opened; each is now unbound and investigated."""
+    queries for its people unanswered, no case opened; each is now unbound and investigated. An
+    import holding the store as the move is seen delays it (it ended the task following the
+    directory, and the client's stop with it)."""
+    monkeypatch.setattr(client_module, "REKEY_AGAIN", 0.2)
     holder, own = "nishi-clinic", "NSH-0000001"
     register = ("holder", "register", holder, "--name", "西町診療所", "--role",
                 "medical_institution", "--move-unit", "--unit")
@@ -175,7 +181,19 @@ async def test_a_holder_moved_to_another_unit_has_its_bindings_bound_again(
     client = HolderClient(holder, store)
     await client.start()
     try:
-        renkei(*register, "nishi-medical")
+        for _ in range(100):  # the unit its bindings are of, noted at the client's start
+            if store.db.execute("SELECT unit FROM bindings_unit").fetchone():
+                break
+            await asyncio.sleep(0.1)
+        with closing(sqlite3.connect(tmp_path / "holder.db", isolation_level=None)) as importing:
+            importing.execute("BEGIN IMMEDIATE")
+            renkei(*register, "nishi-medical")
+            for _ in range(100):
+                if client.entry(holder).link_unit == "nishi-medical":
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)  # the move seen, the store found held past LOCK_WAIT
+            importing.execute("COMMIT")
         for _ in range(100):
             if store.binding(own) is None:
                 break
