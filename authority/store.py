@@ -193,20 +193,12 @@ class AuthorityStore:
         latest expiry forgotten kept."""
         expired = f"FROM tickets_used WHERE ticket != :ticket AND {sqlite.past('expires_at')}"
         known = {"ticket": ticket, **sqlite.now_marked(millis(now), this)}
-        forgotten = self._db.execute(f"SELECT MAX(expires_at) {expired}", known).fetchone()[0]
-        if forgotten is not None:
-            self._forgotten_through(forgotten)
-            self._db.execute(f"DELETE {expired}", known)
+        sqlite.forget(self._db, expired, "expires_at", known, "tickets_forgotten")
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO tickets_used (ticket, change_id, expires_at, boot, "
             "until_elapsed) VALUES (?, ?, ?, ?, ?)",
             (ticket, change_id, millis(expires_at), *sqlite.marked(expires)))
         return cursor.rowcount == 1
-
-    def _forgotten_through(self, expires_at: int) -> None:
-        """Keep the latest expiry (milliseconds) of a ticket whose use was dropped."""
-        self._db.execute("INSERT INTO tickets_forgotten VALUES (0, ?) ON CONFLICT (id) "
-                         "DO UPDATE SET through = MAX(through, excluded.through)", (expires_at,))
 
     def _has_forgotten(self) -> bool:
         """Whether the store has its table of the latest forgotten expiry (tickets_forgotten)."""
@@ -218,12 +210,11 @@ class AuthorityStore:
         changed = [datetime.fromisoformat(at) for (at,) in self._db.execute(
             "SELECT at FROM history WHERE kind = 'number-changed'")]
         if changed:
-            self._forgotten_through(millis(max(changed)))
+            sqlite.kept_through(self._db, "tickets_forgotten", millis(max(changed)))
 
     def ticket_forgotten(self, expires_at: datetime) -> bool:
         """Whether a ticket expiring then may have had its use forgotten (it is no longer kept)."""
-        row = self._db.execute("SELECT through FROM tickets_forgotten").fetchone()
-        return row is not None and millis(expires_at) <= row[0]
+        return sqlite.may_be_forgotten(self._db, "tickets_forgotten", millis(expires_at))
 
     def history(self, resident_code: str | None = None) -> list[Change]:
         rows = self._db.execute(

@@ -92,12 +92,7 @@ class CardHolders:
         dropped = f"FROM used_challenges WHERE {sqlite.past('until')} AND until <= :now"
         known = sqlite.now_marked(now.timestamp(), this)
         with self._db:
-            (through,) = self._db.execute(f"SELECT MAX(until) {dropped}", known).fetchone()
-            if through is not None:
-                self._db.execute("INSERT INTO challenges_forgotten VALUES (0, ?) ON CONFLICT (id) "
-                                 "DO UPDATE SET through = MAX(through, excluded.through)",
-                                 (through,))
-                self._db.execute(f"DELETE {dropped}", known)
+            sqlite.forget(self._db, dropped, "until", known, "challenges_forgotten")
             self._db.execute("INSERT OR IGNORE INTO used_challenges (nonce, request_id, until, "
                              "boot, until_elapsed) VALUES (?, ?, ?, ?, ?)",
                              (nonce, request_id, until.timestamp(), *sqlite.marked(until_mark)))
@@ -108,8 +103,7 @@ class CardHolders:
     def forgotten(self, until: datetime) -> bool:
         """Whether a challenge kept until then may have been used and dropped (judged by its time,
         the wall clock set back since would take it for fresh)."""
-        row = self._db.execute("SELECT through FROM challenges_forgotten").fetchone()
-        return row is not None and until.timestamp() <= row[0]
+        return sqlite.may_be_forgotten(self._db, "challenges_forgotten", until.timestamp())
 
     def resident_codes(self, serial: str, registry: RegistryStore) -> list[str]:
         """Every resident code of the card's holder, the current one first; [] if unknown."""

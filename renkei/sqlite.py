@@ -102,6 +102,30 @@ def _missing(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> list
     return [column for column in columns if column.split()[0] not in have]
 
 
+def forget(db: sqlite3.Connection, rows: str, until: str, params: dict[str, object],
+           forgotten: str) -> None:
+    """Delete `rows` (SQL: "FROM table WHERE ...", with `params`), the latest `until` of them kept
+    in the table `forgotten` (kept_through)."""
+    (through,) = db.execute(f"SELECT MAX({until}) {rows}", params).fetchone()
+    if through is not None:
+        kept_through(db, forgotten, through)
+        db.execute(f"DELETE {rows}", params)
+
+
+def kept_through(db: sqlite3.Connection, forgotten: str, through: float) -> None:
+    """Keep `through` in the table `forgotten` (its one row: id 0, through), if it is later than
+    the time kept there."""
+    db.execute(f"INSERT INTO {forgotten} VALUES (0, ?) ON CONFLICT (id) "
+               "DO UPDATE SET through = MAX(through, excluded.through)", (through,))
+
+
+def may_be_forgotten(db: sqlite3.Connection, forgotten: str, until: float) -> bool:
+    """Whether a row kept until `until` may have been forgotten: no later than the time the
+    table `forgotten` keeps (kept_through)."""
+    row = db.execute(f"SELECT through FROM {forgotten}").fetchone()
+    return row is not None and until <= row[0]
+
+
 def past(until: str) -> str:
     """An SQL condition that a row's expiry is past: by its mark (MARKED) if it is of the boot
     :boot, the elapsed clock now :elapsed (renkei.clock); else by its column `until` by :now."""
