@@ -35,7 +35,7 @@ from renkei.clock import Mark
 
 log = logging.getLogger(__name__)
 CONTEXT = b"renkei card login v1\x00"
-TIME_BYTES, RANDOM_BYTES, ELAPSED_BYTES = 8, 32, 8
+TIME_BYTES, RANDOM_BYTES = 8, 32
 REVOKED = "revoked"
 UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl"})  # the CRL cannot tell: no card's fault
 
@@ -52,11 +52,8 @@ def challenge(at: datetime | None = None, mark: Mark | None = None) -> bytes:
     """A fresh challenge issued `at` (now by default): its time, then random bytes, then the
     elapsed clock's `mark` then, if there is one."""
     issued = at or _now()
-    marked = b"" if mark is None else (len(mark.boot.encode()).to_bytes(2, "big")
-                                       + mark.boot.encode()
-                                       + round(mark.elapsed * 1000).to_bytes(ELAPSED_BYTES, "big"))
     return (millis(issued).to_bytes(TIME_BYTES, "big") + secrets.token_bytes(RANDOM_BYTES)
-            + marked)
+            + (b"" if mark is None else mark.packed()))
 
 
 def issued_at(nonce: bytes) -> datetime | None:
@@ -72,15 +69,7 @@ def issued_at(nonce: bytes) -> datetime | None:
 def issue_mark(nonce: bytes) -> Mark | None:
     """The elapsed clock's mark of a challenge's issue, after its time and random bytes; None
     for one without (or not of this form)."""
-    tail = nonce[TIME_BYTES + RANDOM_BYTES:]
-    length = int.from_bytes(tail[:2], "big")
-    if len(tail) != 2 + length + ELAPSED_BYTES:
-        return None
-    try:
-        boot = tail[2:2 + length].decode()
-    except UnicodeDecodeError:
-        return None
-    return Mark(boot, int.from_bytes(tail[2 + length:], "big") / 1000)
+    return Mark.unpacked(nonce[TIME_BYTES + RANDOM_BYTES:])
 
 
 def message(origin: str, nonce: bytes) -> bytes:

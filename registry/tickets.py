@@ -95,8 +95,7 @@ def signed_bytes(resident_codes: Sequence[str], expires_at: datetime, nonce: byt
     and neither."""
     start = V1_CONTEXT if nonce is None else CONTEXT + _with_length(nonce)
     if mark is not None:
-        start = (MARKED_CONTEXT + _with_length(nonce or b"") + _with_length(mark.boot.encode())
-                 + round(mark.elapsed * 1000).to_bytes(8, "big"))
+        start = MARKED_CONTEXT + _with_length(nonce or b"") + mark.packed()
     return (start + millis(expires_at).to_bytes(8, "big")
             + b"".join(_with_length(code.encode()) for code in resident_codes))
 
@@ -113,7 +112,7 @@ def ticket(key: Signer, resident_codes: Sequence[str], now: datetime, mark: Mark
     signature = key.sign(signed_bytes(resident_codes, expires_at, nonce, mark))
     return CODEC.encode(LoginTicket(
         tuple(resident_codes), expires_at, signature, nonce,
-        *((None, None) if mark is None else (mark.boot, round(mark.elapsed * 1000)))))
+        *((None, None) if mark is None else (mark.boot, mark.elapsed_ms))))
 
 
 def issue_mark(found: LoginTicket) -> Mark | None:

@@ -39,6 +39,7 @@ STEP = 1.0  # seconds the wall clock may drift from the elapsed one between read
 MOST = 64  # timelines kept: past it the oldest goes
 NAMING = b"renkei boot name v1\x00"  # what a boot_id is hashed after, for its mark's name
 NAME_BYTES, ORIGIN_BYTES = 16, 5  # of that hash: the name's; the origin's (ms, up to ~35 years)
+ELAPSED_BYTES = 8  # of a packed mark's elapsed reading (Mark.packed)
 
 
 def _now() -> datetime:
@@ -82,6 +83,30 @@ class Mark:
     def after(self, span: timedelta) -> Mark:
         """The elapsed reading `span` later, in the same boot."""
         return Mark(self.boot, self.elapsed + span.total_seconds())
+
+    @property
+    def elapsed_ms(self) -> int:
+        """The elapsed reading in milliseconds, as a mark travels."""
+        return round(self.elapsed * 1000)
+
+    def packed(self) -> bytes:
+        """The mark as a card login's challenge and a login ticket's signature carry it: the
+        boot's name, its length (2 bytes) first, then the elapsed reading (milliseconds, 8 bytes),
+        each big-endian."""
+        boot = self.boot.encode()
+        return len(boot).to_bytes(2, "big") + boot + self.elapsed_ms.to_bytes(ELAPSED_BYTES, "big")
+
+    @classmethod
+    def unpacked(cls, packed: bytes) -> Mark | None:
+        """The mark these bytes carry (`packed`); None if they are not one."""
+        length = int.from_bytes(packed[:2], "big")
+        if len(packed) != 2 + length + ELAPSED_BYTES:
+            return None
+        try:
+            boot = packed[2:2 + length].decode()
+        except UnicodeDecodeError:
+            return None
+        return cls(boot, int.from_bytes(packed[2 + length:], "big") / 1000)
 
 
 @dataclass
