@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import random
 import sqlite3
 import uuid
@@ -55,6 +54,7 @@ from schemas.messages import (
     PortalQuery,
 )
 from tests.clock_helpers import Hands, unmarked
+from tests.proc_helpers import open_files
 from tests.test_registry_service import _entry
 
 
@@ -406,15 +406,10 @@ def test_an_authority_store_whose_opening_failed_leaves_it_closed(
     with pytest.raises(RuntimeError, match="crashed") as failed:
         AuthorityStore(path)
     assert failed.traceback  # kept: the store in its frame, not collected
-    assert str(path.resolve()) not in _open_files()
+    assert str(path.resolve()) not in open_files()
     probe = sqlite3.connect(path)
-    assert str(path.resolve()) in _open_files(), "an open store is seen"
+    assert str(path.resolve()) in open_files(), "an open store is seen"
     probe.close()
-
-
-def _open_files() -> set[str]:
-    """The files this process has open (Linux's /proc/self/fd)."""
-    return {os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.exists()}
 
 
 def _crash(store: AuthorityStore) -> None:

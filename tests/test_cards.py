@@ -31,7 +31,7 @@ from renkei.clock import Mark
 from renkei.state import state_folder
 from tests.clock_helpers import unmarked
 from tests.kafka_helpers import renkei, said_in_one_line, spawn, stop
-from tests.test_authority import _open_files
+from tests.proc_helpers import open_files
 
 ORIGIN = "http://127.0.0.1:8080"
 
@@ -492,7 +492,7 @@ def test_a_card_table_whose_opening_failed_leaves_it_closed(tmp_path: Path) -> N
     with pytest.raises(sqlite3.DatabaseError) as failed:
         CardHolders(path)
     assert failed.traceback  # kept: the table in its frame, not collected
-    assert str(path.resolve()) not in _open_files()
+    assert str(path.resolve()) not in open_files()
 
 
 def test_a_ca_key_is_written_only_once_its_certificate_is_there(

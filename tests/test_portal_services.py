@@ -72,6 +72,7 @@ from schemas.messages import (
 )
 from tests.kafka_helpers import consumer, free_port, listening_on, producer, spawn, stop
 from tests.loop_helpers import Deadline
+from tests.proc_helpers import open_files
 from tests.test_questions import LOW_ORDER
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -457,15 +458,6 @@ async def card_login(http: aiohttp.ClientSession, url: str, card: Card, realm: s
         return done.headers["Location"]
 
 
-def _open_files(pid: int) -> set[str]:
-    """What the process has open now (a descriptor it closes while they are listed is left)."""
-    found = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            found.add(os.readlink(fd))
-    return found
-
-
 async def test_a_resident_logs_in_by_card_and_changes_their_number_through_the_services(
         platform: Processes, town: Town, tmp_path: Path) -> None:
     """`renkei portal` as a resident uses it: whose card it is, the registry side's process
@@ -482,7 +474,7 @@ async def test_a_resident_logs_in_by_card_and_changes_their_number_through_the_s
             before, shown = await _changed_from(
                 http, url, "/history", resident.name, resident.resident_code,
                 reason="カードを紛失したため")
-        opened = _open_files(proc.pid)
+        opened = open_files(proc.pid)
     finally:
         stop(proc)
     assert shown and before is not None
