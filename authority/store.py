@@ -5,13 +5,13 @@ number never reissued); `conversion` is the code-conversion table, resident code
 `history` the changes; `lookups` the log of every look-up, who asked and why; `answered` the
 number each request for a new one was given (a request read twice is given the same);
 `tickets_used` the change each live login ticket was used for (a ticket is good for one), and
-`tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket expiring no later
-is refused, whatever the clock says then (set back, it would make a dropped ticket live again). A
-store from before that mark is given it when opened: the latest change of number, at which each
-use it forgot was of a ticket expired. A use kept with its ticket's expiry on the elapsed clock
-and the boot it counts from (renkei.clock's mark) is forgotten in that boot once that reading is
-past, whatever the wall clock's steps; one without (a store from before them, or another boot's)
-by the wall clock's earliest time.
+`tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket judged by its time
+(not marked in this boot) expiring no later is refused, whatever the clock says then (set back, it
+would make a dropped ticket live again). A store from before that mark is given it when opened: the
+latest change of number, at which each use it forgot was of a ticket expired. A use kept with its
+ticket's expiry on the elapsed clock and the boot it counts from (renkei.clock's mark) is forgotten
+in that boot once that reading is past, whatever the wall clock's steps; one without (a store from
+before them, or another boot's) by the wall clock's earliest time.
 """
 
 from __future__ import annotations

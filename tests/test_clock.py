@@ -14,7 +14,8 @@ T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 
 
 class _Hands:
-    """A wall clock and a monotonic one a test moves: time passing both, a step the wall's."""
+    """A wall clock and an elapsed one a test moves, read by one clock at each move: time passing
+    both, a step the wall's."""
 
     def __init__(self) -> None:
         self.wall, self.elapsed = T0, 0.0
