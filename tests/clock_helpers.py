@@ -4,9 +4,12 @@ alike, a step (NTP, a clock set by hand) the wall clock alone; the boot is one o
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from renkei import sqlite
 from renkei.clock import Clock, Mark
@@ -33,6 +36,19 @@ class Hands:
     def mark(self, boot: str | None = None) -> Mark:
         """The elapsed clock's mark now, in this boot (or in `boot`)."""
         return Mark.of(boot or self.boot, self.elapsed)
+
+
+def machine_clocks(monkeypatch: pytest.MonkeyPatch, boottime: bool = True) -> dict[str, float]:
+    """The machine's monotonic clock and CLOCK_BOOTTIME (`boottime`: Linux's, here anywhere; else
+    none) as `time` reads them: the readings a test moves, by name ("monotonic", "boottime")."""
+    machine = {"monotonic": 100.0, "boottime": 500.0}
+    if boottime:
+        monkeypatch.setattr(time, "CLOCK_BOOTTIME", 7, raising=False)
+    else:
+        monkeypatch.delattr(time, "CLOCK_BOOTTIME", raising=False)
+    monkeypatch.setattr(time, "monotonic", lambda: machine["monotonic"])
+    monkeypatch.setattr(time, "clock_gettime", lambda _: machine["boottime"])
+    return machine
 
 
 def unmarked(path: Path, table: str, row: tuple[object, ...]) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from renkei.clock import MOST, Clock, Mark
-from tests.clock_helpers import Hands
+from tests.clock_helpers import Hands, machine_clocks
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 
@@ -96,13 +95,7 @@ def test_a_suspend_is_time_elapsed_where_the_elapsed_clock_counts_it(
     time read before is an hour older where there is CLOCK_BOOTTIME (Linux): it was judged by the
     monotonic clock, so a resume read as a step and a ticket lived on for the time suspended;
     with no CLOCK_BOOTTIME, by the monotonic one."""
-    wall, machine = [T0], {"monotonic": 100.0, "boottime": 500.0}
-    if boottime:
-        monkeypatch.setattr(time, "CLOCK_BOOTTIME", 7, raising=False)  # Linux's, here anywhere
-    else:
-        monkeypatch.delattr(time, "CLOCK_BOOTTIME", raising=False)
-    monkeypatch.setattr(time, "monotonic", lambda: machine["monotonic"])
-    monkeypatch.setattr(time, "clock_gettime", lambda _: machine["boottime"])
+    wall, machine = [T0], machine_clocks(monkeypatch, boottime)
     clock = Clock(lambda: wall[0])
     clock()
     wall[0] += timedelta(hours=1)

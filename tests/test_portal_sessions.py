@@ -15,7 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 import portal.sessions
 from portal.sessions import CHALLENGE_SECONDS, IDLE, LIFETIME, Challenge, Resident, Sessions
 from portal.web import SESSION, switch_language
-from tests.clock_helpers import Hands
+from tests.clock_helpers import Hands, machine_clocks
 
 RESIDENT = Resident("1a2b", "山田 太郎", ("R-1",), ("ABC98765XYZ",))
 
@@ -68,10 +68,7 @@ def test_a_suspend_ages_a_session_as_it_ages_its_login_ticket(
     """Suspended for a session's lifetime (CLOCK_BOOTTIME on, the monotonic clock stopped), a
     session ends with its login's ticket, which renkei.clock ages by the time suspended: on the
     monotonic clock it lived on, an hour with a ticket the numbering authority refused."""
-    machine = {"monotonic": 100.0, "boottime": 500.0}
-    monkeypatch.setattr(time, "CLOCK_BOOTTIME", 7, raising=False)  # Linux's, here anywhere
-    monkeypatch.setattr(time, "monotonic", lambda: machine["monotonic"])
-    monkeypatch.setattr(time, "clock_gettime", lambda _: machine["boottime"])
+    machine = machine_clocks(monkeypatch)
     sessions = Sessions()
     session = sessions.new()
     login, mark = sessions.wall(), sessions.wall.mark()
