@@ -28,7 +28,7 @@ def new_number(authority: NumberingAuthority, login_key: Ed25519PublicKey, reque
     steps), signed with the registry side's `login_key`, names, nor a second change under one
     ticket (Declined)."""
     change = CODEC.decode(question, ChangeOfNumber)
-    shown = tickets.check(login_key, change.ticket, change.resident_code, authority.now_since)
+    shown = tickets.check(login_key, change.ticket, change.resident_code, authority.judged)
     change_id = change.change_id or request_id
     try:
         if not late:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from authority.check_digit import is_valid, with_check_digit
 from authority.store import AuthorityStore
 from registry.residents import ChangeEvent, ChangeKind
-from renkei.clock import Clock, Mark
+from renkei.clock import Age, Clock, Mark
 
 if TYPE_CHECKING:
     from registry.store import RegistryStore
@@ -119,11 +119,10 @@ class NumberingAuthority:
                 self._store.record_answer(request_id, new)
         return new
 
-    def now_since(self, issued: datetime, mark: Mark | None) -> datetime:
-        """The time now by this authority's clock, as it told the time when it read `issued`
-        (marked `mark`): a login ticket's expiry is judged by the time elapsed since its issue,
-        not a clock's step."""
-        return self._clock.since(issued, mark)
+    def judged(self, issued: datetime, mark: Mark | None, lasts: timedelta) -> Age:
+        """A login ticket's age by this authority's clock, issued then (marked `mark`), living
+        `lasts`: by the time elapsed since its issue, not a clock's step (renkei.clock)."""
+        return self._clock.judged(issued, mark, lasts)
 
     def number_given(self, request_id: str, resident_code: str) -> str | None:
         """The number a request for this resident's new number was given; None if it was not

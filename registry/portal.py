@@ -28,14 +28,13 @@ from cards.login import Refused, Verifier, issue_mark, issued_at
 from processors.codes import IdCodes
 from registry import tickets
 from registry.store import RegistryStore
-from renkei.clock import Clock, Mark
+from renkei.clock import Age, Clock, Mark
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import CardHolder, CardLogin
 
 log = logging.getLogger(__name__)
 FRESH = timedelta(minutes=3)  # the portal's challenge lives 2 minutes, its question 10 s more
-AHEAD = timedelta(seconds=5)  # the portal's clock ahead of this side's: no more than this
 CHALLENGE = "challenge"  # the refusal of a challenge stale, from the future or used before
 ORIGIN = "origin"  # the refusal of a signature made for a site that is not the portal
 LOOPBACK = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}")
@@ -104,6 +103,5 @@ class CardLogins:
 
     def _fresh(self, issued: datetime, mark: Mark | None) -> bool:
         """Whether a challenge issued then (`mark` on the elapsed clock) is fresh now, by the time
-        elapsed since its issue (renkei.clock), not ahead of it by more than AHEAD."""
-        now = self.clock.since(issued, mark)
-        return now - FRESH < issued <= now + AHEAD
+        elapsed since its issue (renkei.clock), not ahead of it (renkei.clock.AHEAD)."""
+        return self.clock.judged(issued, mark, FRESH) is Age.YOUNG

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.events import millis
 from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
-from renkei.clock import Mark
+from renkei.clock import Age, Mark
 from renkei.questions import Declined
 from renkei.state import private_dir, write_json
 from schemas.codec import CODEC, SchemaError
@@ -43,6 +43,8 @@ LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
 # the refusals of a change of number, by reason (said to the portal: no personal data)
 NO_TICKET, FORGED, EXPIRED, NOT_THEIRS, USED = ("no-ticket", "ticket-forged", "ticket-expired",
                                                 "ticket-not-theirs", "ticket-used")
+FROM_THE_FUTURE = "ticket-from-the-future"  # issued later than the authority's clock tells now
+REFUSED_BY_AGE = {Age.OLD: EXPIRED, Age.AHEAD: FROM_THE_FUTURE}
 
 
 class NoLoginKey(LookupError):
@@ -137,11 +139,11 @@ def identity(found: LoginTicket) -> str:
 
 
 def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
-          now_since: Callable[[datetime, Mark | None], datetime]) -> LoginTicket:
+          judged: Callable[[datetime, Mark | None, timedelta], Age]) -> LoginTicket:
     """The ticket `shown`, if the login key signed it, it is live now and names `resident_code`;
-    else Declined, by reason. `now_since(issued, mark)` is the time now as the clock told it when
-    it read the ticket's issue: the ticket is live for LASTS elapsed since, whatever the clock's
-    steps (renkei.clock; exactly, by its mark, in the boot it was issued in)."""
+    else Declined, by reason. `judged(issued, mark, LASTS)` is the ticket's age by the clock that
+    read its issue: it is live for LASTS elapsed since, whatever the clock's steps, and not if
+    issued later than now (renkei.clock; exactly, by its mark, in the boot it was issued in)."""
     if not shown:
         raise Declined(NO_TICKET)
     try:
@@ -155,8 +157,9 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
         raise Declined(FORGED) from None
     if not verify_signature(public_key, signed, found.signature):
         raise Declined(FORGED)
-    if now_since(found.expires_at - LASTS, issue_mark(found)) >= found.expires_at:
-        raise Declined(EXPIRED)
+    refused = REFUSED_BY_AGE.get(judged(found.expires_at - LASTS, issue_mark(found), LASTS))
+    if refused is not None:
+        raise Declined(refused)
     if resident_code not in found.resident_codes:
         raise Declined(NOT_THEIRS)
     return found

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import TypeGuard
 
@@ -40,6 +41,7 @@ MOST = 64  # timelines kept: past it the oldest goes
 NAMING = b"renkei boot name v1\x00"  # what a boot_id is hashed after, for its mark's name
 NAME_BYTES, ORIGIN_BYTES = 16, 5  # of that hash: the name's; the origin's (ms, up to ~35 years)
 ELAPSED_BYTES = 8  # of a packed mark's elapsed reading (Mark.packed)
+AHEAD = timedelta(seconds=5)  # how far a time read (another machine's clock, a mark) may be ahead
 
 
 def _now() -> datetime:
@@ -109,6 +111,14 @@ class Mark:
         return cls(boot, int.from_bytes(packed[2 + length:], "big") / 1000)
 
 
+class Age(Enum):
+    """A time read, judged against the span it lives (Clock.judged)."""
+
+    YOUNG = "young"  # read less than its span before now
+    OLD = "old"  # read its span or more before now
+    AHEAD = "ahead"  # read later than now, by more than AHEAD
+
+
 @dataclass
 class _Timeline:
     """Readings between two steps: the wall clock's offset from the elapsed one, and the
@@ -153,6 +163,15 @@ class Clock:
         readers = [timeline.offset for i, timeline in enumerate(self._timelines)
                    if self._began(i) <= at - timeline.offset <= self._ended(i)]
         return _at(elapsed + max(readers, default=self._timelines[-1].offset))
+
+    def judged(self, read: datetime, mark: Mark | None, lasts: timedelta) -> Age:
+        """Whether a time read `read` (marked `mark`) is younger than `lasts` now (`since`), older,
+        or ahead of now by more than AHEAD: a mark of this boot reading later than its clock now,
+        or a time no timeline has reached."""
+        now = self.since(read, mark)
+        if read - now > AHEAD:
+            return Age.AHEAD
+        return Age.YOUNG if now < read + lasts else Age.OLD
 
     def earliest(self) -> datetime:
         """The time now on the timeline furthest behind of those seen."""

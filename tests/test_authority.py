@@ -40,7 +40,7 @@ from registry import tickets
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from renkei import sealing
-from renkei.clock import Clock, Mark
+from renkei.clock import AHEAD, Age, Clock, Mark
 from renkei.questions import Declined
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
@@ -324,18 +324,25 @@ def test_a_ticket_marked_in_another_boot_is_judged_by_the_clocks_timelines(
     resident = random_codes(1, seed=18)[0]
     authority.assign(resident)
     hands.passes(timedelta(hours=2))
-    authority.now_since(hands.wall, None)  # the clock read two hours on
+    authority.judged(hands.wall, None, tickets.LASTS)  # the clock read two hours on
     hands.steps(-timedelta(hours=1))
-    for shown, taken in ((_marked_ticket(hands, login_key, resident, "another boot"), False),
-                         (_marked_ticket(hands, login_key, resident), True)):
+    for shown, refused_as in (
+            (_marked_ticket(hands, login_key, resident, "another boot"), tickets.EXPIRED),
+            (_marked_ticket(hands, login_key, resident), None)):
         hands.passes(timedelta(minutes=1))
-        if taken:
-            _changed_under(authority, login_key, resident, shown, "change-1")
-            continue
-        with pytest.raises(Declined) as refused:
-            _changed_under(authority, login_key, resident, shown, "change-0")
-        assert refused.value.reason == tickets.EXPIRED
+        _taken_unless(authority, login_key, resident, shown, refused_as)
     assert len(store.history(resident)) == 1
+
+
+def _taken_unless(authority: NumberingAuthority, login_key: Signer, resident: str,
+                  shown: bytes, refused_as: str | None) -> None:
+    """The ticket is taken for a change; refused for that reason instead, if there is one."""
+    if refused_as is None:
+        _changed_under(authority, login_key, resident, shown, str(uuid.uuid4()))
+        return
+    with pytest.raises(Declined) as refused:
+        _changed_under(authority, login_key, resident, shown, str(uuid.uuid4()))
+    assert refused.value.reason == refused_as
 
 
 def test_a_store_from_before_marked_uses_forgets_its_uses_by_the_wall_clock(
@@ -412,6 +419,24 @@ def test_an_authority_store_whose_opening_failed_leaves_it_closed(
     probe.close()
 
 
+@pytest.mark.parametrize("marked", [True, False])
+def test_a_ticket_issued_later_than_the_authoritys_clock_is_refused_as_from_the_future(
+        store: AuthorityStore, marked: bool) -> None:
+    """A ticket whose login's mark reads ten hours later than this boot's elapsed clock now, or
+    unmarked and issued ten hours later than the wall clock, is refused as from the future, one
+    ahead by AHEAD taken: it was taken as young, good for a change for eleven hours."""
+    now, login_key = datetime.now(UTC), Signer.generate()
+    hands = Hands(now, 3600.0)
+    authority = NumberingAuthority(store, clock=hands.clock())
+    resident = random_codes(1, seed=19)[0]
+    authority.assign(resident)
+    for ahead, refused_as in ((timedelta(hours=10), tickets.FROM_THE_FUTURE), (AHEAD, None)):
+        shown = (tickets.ticket(login_key, [resident], now, hands.mark().after(ahead)) if marked
+                 else tickets.ticket(login_key, [resident], now + ahead))
+        _taken_unless(authority, login_key, resident, shown, refused_as)
+    assert len(store.history(resident)) == 1
+
+
 def _crash(store: AuthorityStore) -> None:
     raise RuntimeError("crashed")
 
@@ -452,7 +477,7 @@ def test_a_ticket_from_before_tickets_had_a_nonce_is_good_for_one_change_still(
                                                    "expires_at": new.expires_at,
                                                    "signature": new.signature}, version=1)
     with pytest.raises(Declined) as forged:
-        tickets.check(login_key.public_key, stripped, resident, lambda *_: datetime.now(UTC))
+        tickets.check(login_key.public_key, stripped, resident, lambda *_: Age.YOUNG)
     assert forged.value.reason == tickets.FORGED
 
 
@@ -467,7 +492,7 @@ def test_a_marked_ticket_shown_with_its_mark_changed_is_forged(mark: dict[str, o
                                         Mark("this boot", 7200.0)), LoginTicket)
     changed = CODEC.encode(dataclasses.replace(shown, **mark))  # type: ignore[arg-type]
     with pytest.raises(Declined) as forged:
-        tickets.check(login_key.public_key, changed, resident, lambda *_: datetime.now(UTC))
+        tickets.check(login_key.public_key, changed, resident, lambda *_: Age.YOUNG)
     assert forged.value.reason == tickets.FORGED
 
 
@@ -484,8 +509,7 @@ def test_a_ticket_no_login_key_could_sign_is_forged(oversized: str) -> None:
         login_key.sign(b"anything"),
         bytes(65_536 if oversized == "nonce" else tickets.NONCE_BYTES))
     with pytest.raises(Declined) as forged:
-        tickets.check(login_key.public_key, CODEC.encode(shown), resident,
-                      lambda *_: datetime.now(UTC))
+        tickets.check(login_key.public_key, CODEC.encode(shown), resident, lambda *_: Age.YOUNG)
     assert forged.value.reason == tickets.FORGED
 
 
