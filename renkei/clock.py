@@ -167,11 +167,15 @@ class Clock:
     def judged(self, read: datetime, mark: Mark | None, lasts: timedelta) -> Age:
         """Whether a time read `read` (marked `mark`) is younger than `lasts` now (`since`), older,
         or ahead of now by more than AHEAD: a mark of this boot reading later than its clock now,
-        or a time no timeline has reached."""
-        now = self.since(read, mark)
+        a time no timeline has reached, or one whose span or time now the calendar cannot hold
+        (near year 9999, a mark's reading years ahead)."""
+        try:
+            now, ends = self.since(read, mark), read + lasts
+        except OverflowError:
+            return Age.AHEAD
         if read - now > AHEAD:
             return Age.AHEAD
-        return Age.YOUNG if now < read + lasts else Age.OLD
+        return Age.YOUNG if now < ends else Age.OLD
 
     def earliest(self) -> datetime:
         """The time now on the timeline furthest behind of those seen."""

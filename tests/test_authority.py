@@ -437,6 +437,24 @@ def test_a_ticket_issued_later_than_the_authoritys_clock_is_refused_as_from_the_
     assert len(store.history(resident)) == 1
 
 
+@pytest.mark.parametrize("timed", ["near year 9999", "a mark's reading years ahead"])
+def test_a_ticket_the_calendar_cannot_judge_is_refused_as_from_the_future(
+        store: AuthorityStore, timed: str) -> None:
+    """A ticket timed in the last hour before year 10000 with a mark an hour and a second old,
+    or marked years later than this boot's elapsed clock reads, is refused as from the future:
+    its time now past the calendar's end was an error (OverflowError), not a refusal."""
+    login_key, hands = Signer.generate(), Hands(datetime.now(UTC), 7200.0)
+    authority = NumberingAuthority(store, clock=hands.clock())
+    resident = random_codes(1, seed=21)[0]
+    authority.assign(resident)
+    at, mark = ((datetime(9999, 12, 31, 23, tzinfo=UTC) - timedelta(seconds=1),
+                 Mark.of(hands.boot, hands.elapsed - 3601)) if timed == "near year 9999"
+                else (hands.wall, hands.mark().after(timedelta(days=10**8))))
+    _taken_unless(authority, login_key, resident, tickets.ticket(login_key, [resident], at, mark),
+                  tickets.FROM_THE_FUTURE)
+    assert not store.history(resident)
+
+
 def _crash(store: AuthorityStore) -> None:
     raise RuntimeError("crashed")
 

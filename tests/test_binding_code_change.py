@@ -182,8 +182,7 @@ def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_th
     with state_folder(tmp_path / "state"):
         card, cards = _recorded_card(tmp_path, code)
         hands = Hands(datetime.now(UTC))
-        logins = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
-                            clock=hands.clock())
+        logins = _logins(town, cards, hands)
         used = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
         logins.card_holder("q-1", used, False)
         hands.passes(timedelta(minutes=1))
@@ -204,6 +203,29 @@ def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_th
         hands.passes(FRESH)
         _refused_its_challenge(logins, "q-7", stale)
         cards.close()
+
+
+@pytest.mark.parametrize("timed", ["near year 9999", "a mark's reading years ahead"])
+def test_a_challenge_the_calendar_cannot_judge_is_refused(town: Town, tmp_path: Path,
+                                                         timed: str) -> None:
+    """A card login's challenge timed a minute before year 10000 and marked now, or marked
+    years later than this boot's elapsed clock reads, is refused as not fresh: the end of its
+    freshness, or its time now, past the calendar's end was an error (OverflowError)."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        card, cards = _recorded_card(tmp_path, code)
+        hands = Hands(datetime.now(UTC))
+        logins = _logins(town, cards, hands)
+        at, mark = ((datetime(9999, 12, 31, 23, 59, tzinfo=UTC), hands.mark())
+                    if timed == "near year 9999"
+                    else (hands.wall, hands.mark().after(timedelta(days=10**8))))
+        _refused_its_challenge(logins, "q-1", CODEC.encode(signed(card, at, mark=mark)))
+        cards.close()
+
+
+def _logins(town: Town, cards: CardHolders, hands: Hands) -> CardLogins:
+    """The registry side's card logins of this town, by the clock `hands` move."""
+    return CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(), clock=hands.clock())
 
 
 def _recorded_card(tmp_path: Path, code: str) -> tuple[Card, CardHolders]:
@@ -232,14 +254,12 @@ def test_a_challenge_taken_by_its_mark_is_kept_used_until_its_time_is_past_too(
         hands = Hands(datetime.now(UTC))
         ahead = hands.wall + timedelta(days=2)
         replayed = CODEC.encode(signed(card, ahead, mark=hands.mark()))
-        logins = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
-                            clock=hands.clock())
+        logins = _logins(town, cards, hands)
         assert logins.card_holder("q-1", replayed, False).resident_codes == (code,)
         hands.passes(FRESH)
         logins.card_holder("q-2", CODEC.encode(signed(card, hands.wall, mark=hands.mark())), False)
         hands.boot, hands.elapsed, hands.wall = "next boot", 0.0, ahead
-        rebooted = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
-                              clock=hands.clock())
+        rebooted = _logins(town, cards, hands)
         _refused_its_challenge(rebooted, "q-3", replayed)
         cards.close()
 
@@ -256,14 +276,12 @@ def test_a_used_challenge_is_refused_after_a_reboot_with_the_clock_set_back(
         hands = Hands(datetime.now(UTC))
         issued = hands.wall
         replayed = CODEC.encode(signed(card, issued, mark=hands.mark() if marked else None))
-        logins = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
-                            clock=hands.clock())
+        logins = _logins(town, cards, hands)
         logins.card_holder("q-1", replayed, False)
         hands.passes(FRESH)
         logins.card_holder("q-2", CODEC.encode(signed(card, hands.wall, mark=hands.mark())), False)
         hands.boot, hands.elapsed, hands.wall = "next boot", 0.0, issued + timedelta(minutes=1)
-        rebooted = CardLogins(cards, town.registry, town.ctx.codes, Signer.generate(),
-                              clock=hands.clock())
+        rebooted = _logins(town, cards, hands)
         _refused_its_challenge(rebooted, "q-3", replayed)
         after = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
         assert rebooted.card_holder("q-4", after, False).resident_codes == (code,)
