@@ -15,18 +15,21 @@ this process's own (the last MOST of them); started again, it begins from the wa
 then.
 
 Where the elapsed clock is CLOCK_BOOTTIME it is the machine's, from its boot, which Linux names
-(boot_id): a time read with its `mark()` (the elapsed reading and the boot) is judged by `since`
-exactly, the time elapsed since, by any process on the machine until it boots again; a time
-without a mark, or marked in another boot, by the timelines. A mark travels (in a card login's
-challenge, a login ticket), so it tells neither the boot_id nor when the machine booted: the boot
-is named by a hash of its boot_id, and the reading counted from an origin drawn from that hash,
-which only the machine's processes know (Mark.of).
+(boot_id), as a time namespace shifts it (a container's of its own, the boot_id the machine's):
+the boot a mark names is the boot_id and the time namespace (TIME_NAMESPACE), so a time read
+with its `mark()` (the elapsed reading and the boot) is judged by `since` exactly, the time
+elapsed since, by any process on the machine in that namespace until it boots again; a time
+without a mark, or marked in another boot or namespace, by the timelines. A mark travels (in a
+card login's challenge, a login ticket), so it tells neither the boot_id nor when the machine
+booted: the boot is named by a hash of its boot_id and namespace, and the reading counted from
+an origin drawn from that hash, which only the machine's processes know (Mark.of).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import TypeGuard
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+TIME_NAMESPACE = Path("/proc/self/ns/time")  # its link names the process's (Linux 5.6 on)
 STEP = 1.0  # seconds the wall clock may drift from the elapsed one between readings unstepped
 MOST = 64  # timelines kept: past it the oldest goes
 NAMING = b"renkei boot name v1\x00"  # what a boot_id is hashed after, for its mark's name
@@ -56,14 +60,23 @@ def elapsed_seconds() -> float:
 
 
 def this_boot() -> str | None:
-    """The boot the elapsed clock counts from (Linux's boot_id, with CLOCK_BOOTTIME); None where
-    there is none."""
+    """The boot the elapsed clock counts from (Linux's boot_id, with CLOCK_BOOTTIME), and the time
+    namespace that shifts it; None where there is none."""
     if getattr(time, "CLOCK_BOOTTIME", None) is None:
         return None
     try:
-        return BOOT_ID.read_text().strip() or None
+        boot_id = BOOT_ID.read_text().strip()
     except OSError:
         return None
+    return f"{boot_id} {_time_namespace()}" if boot_id else None
+
+
+def _time_namespace() -> str:
+    """This process's time namespace ("time:[inode]"); empty where the kernel has none."""
+    try:
+        return os.readlink(TIME_NAMESPACE)
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)

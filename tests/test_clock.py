@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from renkei.clock import MOST, Clock, Mark
+from renkei import clock
+from renkei.clock import MOST, Age, Clock, Mark
 from tests.clock_helpers import Hands, machine_clocks
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
@@ -119,3 +121,27 @@ def test_a_mark_tells_neither_the_boot_id_nor_when_the_machine_booted() -> None:
     hands.passes(timedelta(minutes=1))
     assert clock.mark() == first.after(timedelta(minutes=1))
     assert Mark.of("another boot", 7200.0).boot != first.boot
+
+
+def test_a_time_marked_in_another_time_namespace_is_judged_by_the_timelines(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A container with a time namespace of its own shares the machine's boot_id, its
+    CLOCK_BOOTTIME a day ahead: a time marked in it a minute ago is a minute old outside it, by
+    the timelines; it was taken for this boot's, read a day ahead (so refused as from the
+    future, and one marked outside a day old inside)."""
+    machine, boot_id, namespace = machine_clocks(monkeypatch), tmp_path / "boot_id", tmp_path / "ns"
+    boot_id.write_text("0e6c4a53-3ad2-4c5e-9d6f-2b1f8a7c9e10\n")
+    monkeypatch.setattr(clock, "BOOT_ID", boot_id)
+    monkeypatch.setattr(clock, "TIME_NAMESPACE", namespace)
+    wall = [T0]
+    namespace.symlink_to("time:[4026531834]")
+    host = Clock(lambda: wall[0])
+    namespace.unlink()
+    namespace.symlink_to("time:[4026532174]")
+    machine["boottime"] += 86400.0
+    marked = Clock(lambda: wall[0]).mark()
+    machine["boottime"] += 60.0 - 86400.0
+    wall[0] += timedelta(minutes=1)
+    assert not host.in_this_boot(marked)
+    assert host.judged(T0, marked, timedelta(hours=1)) is Age.YOUNG
+    assert host.since(T0, marked) == T0 + timedelta(minutes=1)
