@@ -46,7 +46,7 @@ from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
 from renkei.envelope import send
-from renkei.service_loop import deliver, producer_for
+from renkei.service_loop import STOP_SECONDS, deliver, producer_for
 from renkei.tasks import cancelled, set_or_failed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry, HolderLogRequest
@@ -93,6 +93,7 @@ class HolderLogs:
         self._producer: AIOKafkaProducer = producer_for(access)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._unheard: set[asyncio.Future[None]] = set()  # sendings whose askers left
 
     async def start(self) -> None:
         await self._inbox.drop(self._in, self._since())
@@ -101,8 +102,20 @@ class HolderLogs:
         await set_or_failed(self._ready, self._task)  # the consumer failed to start: its error
 
     async def stop(self) -> None:
+        """The requests whose askers left settled, then the reading and the sending stopped."""
+        await self._unheard_settled()
         await cancelled(self._task)
         await self._producer.stop()
+
+    async def _unheard_settled(self) -> None:
+        """The requests whose askers left, sent to their end for up to STOP_SECONDS; those
+        still going then cancelled (each logged, _failed_unheard)."""
+        if not self._unheard:
+            return
+        _, going = await asyncio.wait(set(self._unheard), timeout=STOP_SECONDS)
+        for sending in going:
+            sending.cancel()
+        await asyncio.gather(*going, return_exceptions=True)
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
                   person: str | None = None,
@@ -119,15 +132,19 @@ class HolderLogs:
         try:
             await asyncio.shield(sending)
         except asyncio.CancelledError:
+            self._unheard.add(sending)  # settled at the stop
             sending.add_done_callback(partial(self._failed_unheard, asked.request_id))
             raise
         return asked
 
     def _failed_unheard(self, request_id: str, sending: asyncio.Future[None]) -> None:
-        """A request whose asker left: its failure, which no page shows, logged (no personal
-        data: the request id, and what failed)."""
-        failure = None if sending.cancelled() else sending.exception()
-        if failure is not None:
+        """A request whose asker left: its failure, or its cancelling at the stop, which no
+        page shows, logged (no personal data: the request id, and what failed)."""
+        self._unheard.discard(sending)
+        if sending.cancelled():
+            log.error("the request %s for holder-side logs on %s was cut short by the stop "
+                      "after its asker left (perhaps unsent)", request_id, self._out)
+        elif (failure := sending.exception()) is not None:
             log.error("the request %s for holder-side logs on %s failed after its asker left "
                       "(%s)", request_id, self._out, type(failure).__name__)
 

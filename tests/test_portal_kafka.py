@@ -212,3 +212,46 @@ async def test_an_application_whose_resident_left_and_whose_sending_fails_is_log
         assert [r.levelname for r in said] == ["ERROR"]
         assert request_id in said[0].getMessage() and "ConnectionError" in said[0].getMessage()
         assert "ABC98765XYZ" not in caplog.text
+
+
+async def test_an_application_whose_resident_left_is_sent_before_the_stop(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The resident gone while their application was logged, the portal stopped while it is
+    sent: the stop awaits its sending. It was awaited by no one, its producer stopped under it."""
+    happened: list[str] = []
+
+    async def slow(producer: Any, effects: Sequence[Send]) -> None:
+        await asyncio.sleep(0.05)
+        happened.extend(f"sent {e.key}" for e in effects)
+
+    async with _sending(monkeypatch, tmp_path, happened) as logs:
+        monkeypatch.setattr(portal_kafka, "deliver", slow)
+        await _left_while_logged(logs, happened)
+        await logs.stop()
+        assert [h.split()[0] for h in happened] == ["logged", "sent"]
+
+
+async def test_an_application_still_unsent_at_the_stop_is_cancelled_and_logged(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The resident gone while their application was logged, its broker away at the portal's
+    stop: the stop waits its while, then cancels the sending and says so in one line (its
+    request id, no personal data). It was left running, its producer stopped under it."""
+    happened: list[str] = []
+
+    async def away(producer: Any, effects: Sequence[Send]) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            happened.append("cut short")
+            raise
+
+    monkeypatch.setattr(portal_kafka, "STOP_SECONDS", 0.05, raising=False)
+    async with _sending(monkeypatch, tmp_path, []) as logs:
+        monkeypatch.setattr(portal_kafka, "deliver", away)
+        await _left_while_logged(logs, [])
+        await logs.stop()
+        request_id = (await logs.of_person(["ABC98765XYZ"]))[0].asked.request_id
+        said = [r for r in caplog.records if r.name == "portal.kafka"]
+        assert happened == ["cut short"] and [r.levelname for r in said] == ["ERROR"]
+        assert request_id in said[0].getMessage() and "ABC98765XYZ" not in caplog.text
