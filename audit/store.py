@@ -1027,16 +1027,17 @@ class AuditStore:
         if committed is None:
             return
         report.commit_signed = committed.signed_by(self.signer.public_key)
-        if (finding := self.against_commit(committed)) is not None:
+        if (finding := self.against_commit(committed, report.commit_signed)) is not None:
             report.add(finding.kind, finding.where, finding.detail)
 
-    def against_commit(self, committed: Committed) -> Finding | None:
+    def against_commit(self, committed: Committed, signed: bool | None) -> Finding | None:
         """None if the tree holds the one the audit consumer noted with its commit and grew
         from it; else what is wrong: TRUNCATED if it is smaller, FORGED if the note's signature
-        is not the head key's (an unsigned note, from before they were signed, is read)."""
+        is not the head key's (`signed`, Committed.signed_by: an unsigned note, from before they
+        were signed, is read)."""
         where = (f"the audit consumer's commit (offset {committed.offset}, "
                  f"size {committed.size})")
-        if committed.signed_by(self.signer.public_key) is False:
+        if signed is False:
             return Finding(FORGED, where, "its note's signature is not the head key's: a note "
                                           "forged, the store not checked against it")
         return self._grown_from(committed.size, committed.root, where,
@@ -1047,7 +1048,8 @@ class AuditStore:
         """Raise LostEntries unless the tree holds the one noted with the commit (if any),
         ForgedNote if the head key did not sign its note; from then on, any entry deleted raises
         LostEntries at the next append, head or note (`_tree`)."""
-        finding = None if committed is None else self.against_commit(committed)
+        finding = None if committed is None else self.against_commit(
+            committed, committed.signed_by(self.signer.public_key))
         if finding is not None:
             stopped = ForgedNote if finding.kind == FORGED else LostEntries
             raise stopped(f"{finding.where}: {finding.detail}")

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import audit.store
 from audit import merkle
 from audit.anchor import held_largest
 from audit.bench import run as run_bench
@@ -25,11 +27,21 @@ from audit.cli import audit_cli, open_store
 from audit.consumer import resumed
 from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, Detector, Raised, Rules
 from audit.events import AccessLogEvent, decode_event, event_id, millis
-from audit.heads import NoKey, SignedHead, Signer, TreeHead, consistent, includes, verify_head
+from audit.heads import (
+    NoKey,
+    SignedHead,
+    Signer,
+    TreeHead,
+    consistent,
+    includes,
+    verify_head,
+    verify_signature,
+)
 from audit.sql import connect
 from audit.store import (
     COLUMN_CHARS,
     FORGED,
+    NOTE_CONTEXT,
     AuditStore,
     Committed,
     ForgedNote,
@@ -701,6 +713,26 @@ def test_the_commit_note_is_signed_with_its_time_and_a_forged_one_checks_nothing
     assert unsigned == replace(signed, at=None, signature=None)
     report = store.verify(decode_event, committed=unsigned)
     assert report.ok and report.commit_signed is None, report.findings
+
+
+def test_the_commit_note_s_signature_is_checked_once_a_view(
+        store: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify and the integrity page (verify_outside) check the note's signature once each (an
+    Ed25519 check, the real one, counted): each checked it twice, for the report and the
+    finding."""
+    filled(store)
+    signed = Committed.of(7, store.commit_note())
+    checked: list[bytes] = []
+
+    def counted(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:
+        checked.append(message)
+        return verify_signature(public_key, message, signature)
+
+    monkeypatch.setattr(audit.store, "verify_signature", counted)
+    for report in (store.verify(decode_event, committed=signed),
+                   store.verify_outside([], signed)):
+        assert report.ok and report.commit_signed is True, report.findings
+    assert sum(m.startswith(NOTE_CONTEXT) for m in checked) == 2
 
 
 def test_the_consumer_does_not_start_from_a_forged_commit_note_and_says_so_in_one_line(
