@@ -38,6 +38,8 @@ class Connection(Protocol):
 
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
 
+    def interrupt(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -214,6 +216,10 @@ class _PgConnection:
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _PgCursor:
         return self.cursor().execute(sql, parameters)
+
+    def interrupt(self) -> None:
+        """The statement running now cancelled on the server (from any thread)."""
+        self._raw.cancel_safe()
 
     def close(self) -> None:
         self._raw.close()

@@ -378,6 +378,11 @@ class AuditStore:
                     log.info("%s skipped (%s): next time", statement, exc)
             self._db.close()
 
+    def interrupt(self) -> None:
+        """Stop the statement running on the connection now (called from any thread): it
+        raises its engine's error; with none running, nothing happens."""
+        self._db.interrupt()
+
     def __enter__(self) -> AuditStore:
         return self
 

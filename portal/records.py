@@ -58,6 +58,11 @@ class _Opened:
         """`read` done on the store, on its thread; Unavailable if it cannot be opened."""
         return await self._thread.run(partial(self._read, read))
 
+    def interrupt(self) -> None:
+        """The statement its thread runs now stopped (its read ends in the engine's error)."""
+        if self._store is not None:
+            self._store.interrupt()
+
     def _read(self, read: Callable[[AuditStore], T]) -> T:
         if self._store is None:
             try:
@@ -89,12 +94,17 @@ class _Pool:
 
     async def run(self, read: Callable[[AuditStore], T]) -> T:
         """`read` done on a connection no other read is using; Unavailable if it cannot be
-        opened. Cancelled, the read goes on on its thread: the connection is free once it is
-        done there, not before."""
+        opened. Cancelled, the read's statement running on its thread is interrupted: the
+        connection is free once the read has ended there, not before."""
         opened = await self._free.get()
         reading = asyncio.ensure_future(opened.run(read))
         reading.add_done_callback(partial(self._freed, opened))
-        return await asyncio.shield(reading)
+        try:
+            return await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            if not reading.done():  # the connection still the read's: no other's interrupted
+                opened.interrupt()
+            raise
 
     def _freed(self, opened: _Opened, reading: asyncio.Future[Any]) -> None:
         """`opened` free again, its read done (what it ended with taken, as no one may await

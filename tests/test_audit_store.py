@@ -8,8 +8,10 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -690,6 +692,29 @@ def test_a_smaller_or_forged_head_anchored_later_hides_no_truncation(
     assert resigned.head.size == 17 and (report.anchored, report.anchor) == (3, largest.head)
     assert {k for k, _ in kinds(report)} == {"truncated", "anchor"}
     assert report.verdict.startswith("TRUNCATED: anchored head (size 24, ")
+
+
+# a statement each engine runs for ~4 s
+SLOW = {"sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                  "WHERE x < 10000000) SELECT count(*) FROM c",
+        "postgresql": "SELECT pg_sleep(4)"}
+
+
+def test_a_statement_is_interrupted_from_another_thread(db: str) -> None:
+    """A connection's interrupt (a portal page's read cancelled, from the event loop's thread)
+    stops the statement its thread runs: it fails at once, not after its ~4 s, and the
+    connection reads on. (Asked until the statement has ended: one asked before it starts
+    stops nothing.)"""
+    connection, dialect = connect(db)
+    with closing(connection), ThreadPoolExecutor(1) as thread:
+        started = time.monotonic()
+        running = thread.submit(lambda: connection.execute(SLOW[dialect.name]).fetchone())
+        while not running.done():
+            connection.interrupt()
+            time.sleep(0.05)
+        took = time.monotonic() - started
+        assert running.exception() is not None and took < 2, f"ran {took:.1f} s"
+        assert connection.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_the_commit_note_is_signed_with_its_time_and_a_forged_one_checks_nothing(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -18,13 +21,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit import heads, merkle
 from audit.events import millis
 from audit.heads import Signer, TreeHead, includes, verify_signature
+from audit.sql import Cursor
 from audit.store import MAX_PAGE, AuditStore, Committed, Entry, Page, Proved, Query, VerifyReport
 from audit.store import default_path as audit_path
 from portal import app as portal_app
+from portal import records as portal_records
 from portal.i18n import words
 from portal.records import CACHE_MIB, HISTORY_PAGE, READERS, Records
 from portal.web import TEMPLATES, local_time
 from renkei.state import state_folder
+from renkei.tasks import cancelled
 from tests.test_audit_store import HOLDERS, PERSONS, event, item, tamper, truncate
 
 ME, SOMEONE, OTHER = PERSONS
@@ -134,13 +140,18 @@ class Held(AuditStore):
         return super().query(where, limit=limit, after=after, prove=prove, newest=newest)
 
 
-def held(tmp_path: Path, hold: Hold) -> Records:
-    """Records of a store of four entries, ME's and SOMEONE's in turn, whose connections hold a
-    read of ME's entries as `hold` says."""
+def store_of_four(tmp_path: Path) -> tuple[Path, Path]:
+    """A store of four entries, ME's and SOMEONE's in turn: its path, and its head key's."""
     key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
     with AuditStore(db, Signer.load_or_create(key)) as writer:
         writer.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(4))
-    return Records(lambda: Held(db, key, hold))
+    return db, key
+
+
+def held(tmp_path: Path, hold: Hold) -> Records:
+    """Records of a store of four entries, ME's and SOMEONE's in turn, whose connections hold a
+    read of ME's entries as `hold` says."""
+    return Records(partial(Held, *store_of_four(tmp_path), hold))
 
 
 async def test_a_persons_history_is_read_while_anothers_long_one_is(tmp_path: Path) -> None:
@@ -188,6 +199,48 @@ async def test_a_read_cancelled_holds_its_connection_until_its_thread_is_done(
         hold.free.set()
     assert [c.entry.serial for c in (await short)[0]] == [3, 1]
     await asyncio.wait_for(closing, 10)
+
+
+# ~4 s of SQLite's time on a test machine; running() said as it starts (Slow)
+SLOW = ("WITH RECURSIVE c(x) AS (SELECT coalesce(running(), 1) UNION ALL SELECT x + 1 FROM c "
+        "WHERE x < 10000000) SELECT count(*) FROM c")
+
+
+class Slow(AuditStore):
+    """A reader's connection whose read of ME's entries runs SLOW first, in its snapshot,
+    `running` set once the statement has started."""
+
+    def __init__(self, path: Path, key: Path, running: threading.Event) -> None:
+        super().__init__(path, Signer.public(key))
+        cast(sqlite3.Connection, self._db).create_function("running", 0, running.set)
+
+    @staticmethod
+    def _page(cur: Cursor, where: Query, n: int, after: tuple[int, int] | None,
+              newest: bool = False) -> list[tuple[Any, ...]]:
+        if where.person == ME:
+            cur.execute(SLOW).fetchone()
+        return AuditStore._page(cur, where, n, after, newest)
+
+
+async def test_a_read_cancelled_stops_its_statement_and_frees_its_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's read cancelled (its resident gone) while its statement runs is interrupted:
+    the next read, on its one connection, is served at once. Its statement ran to its end
+    (~4 s here), the next read waiting behind it."""
+    monkeypatch.setattr(portal_records, "READERS", 1)
+    running = threading.Event()
+    records = Records(partial(Slow, *store_of_four(tmp_path), running))
+    try:
+        long = asyncio.create_task(records.of_person([ME]))
+        assert await asyncio.to_thread(running.wait, 30)
+        left = time.monotonic()
+        await cancelled(long)
+        shown, _ = await records.of_person([SOMEONE])
+        waited = time.monotonic() - left
+        assert [c.entry.serial for c in shown] == [3, 1]
+        assert waited < 1, f"the next read waited {waited:.1f} s for the cancelled one"
+    finally:
+        await records.close()
 
 
 class Busy(AuditStore):
