@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from audit.heads import Signer
 from audit.store import AuditStore
 from audit.store import default_path as audit_path
 from cards.login import Verifier
-from portal import counter, login, oversight, resident
+from portal import counter, login, numbering, oversight, resident
 from portal.context import PLATFORM, Platform
 from portal.kafka import Platform as KafkaSide
 from portal.records import CONNECTION_CACHE_KIB, Records, Unavailable
@@ -50,6 +51,7 @@ def build(site: Site, session_store: Sessions) -> web.Application:
     app = web.Application(middlewares=[headers, sessions, csrf, unavailable])
     app[SITE] = site
     app[SESSIONS] = session_store
+    app[numbering.UNDER_WAY] = Counter()
     app.add_routes([
         web.get("/", home),
         web.get("/lang/{lang}", switch_language),

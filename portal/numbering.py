@@ -13,6 +13,9 @@ answers the number it gave.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +36,9 @@ TICKET_USED = "ticket-used"
 # fault: renkei.questions), in the page's words; a ticket missing, forged or another's: "other"
 REFUSALS = {"ticket-expired": "number_refused_expired", TICKET_USED: "number_refused_used",
             NO_REPLY_KEY: "number_refused_portal"}
+# the requests for a new number under way in this portal, by resident (their ID code): one
+# refused settles their change only if no other (in another of their sessions) may make it
+UNDER_WAY = web.AppKey("numbers_under_way", Counter[str])
 
 
 async def reason_asked(request: web.Request) -> str | None:
@@ -51,30 +57,45 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     if no answer came in time (it may have been made: asked again, the same change); Unanswered
     if the authority did nothing (if it declined the login's ticket as expired or not good, the
     change still waits: one asked before under it may have been made, and a new login's ticket
-    resumes it; declined as used for another change, it was not made: it is settled)."""
+    resumes it; declined as used for another change, it was not made: it is settled, unless
+    another request of theirs, in another session, is under way and may make it)."""
     platform = request.app[PLATFORM]
     inbox = platform.kafka.inbox
     person = resident.id_codes[0]
-    asked = await inbox.change(ChangeAsked(person, str(uuid.uuid4()), datetime.now(UTC),
-                                           requester, note))
-    await platform.kafka.record("NUMBER_CHANGE_ASKED", asked.requester, person,
-                                provider=acls.AUTHORITY, request_id=asked.change_id, step="asked",
-                                at=asked.at, reason=asked.note)
-    try:
-        number = await platform.new_number(resident, reason, asked.change_id)
-    except Unanswered as exc:
-        if exc.status == NO_ANSWER:
-            return None
-        if exc.declined == TICKET_USED:
-            _login_used(request, resident)
-        if exc.declined in (None, TICKET_USED):
-            await inbox.change_seen(asked)
-        raise
+    with _under_way(request, person) as under_way:
+        asked = await inbox.change(ChangeAsked(person, str(uuid.uuid4()), datetime.now(UTC),
+                                               requester, note))
+        await platform.kafka.record("NUMBER_CHANGE_ASKED", asked.requester, person,
+                                    provider=acls.AUTHORITY, request_id=asked.change_id,
+                                    step="asked", at=asked.at, reason=asked.note)
+        try:
+            number = await platform.new_number(resident, reason, asked.change_id)
+        except Unanswered as exc:
+            if exc.status == NO_ANSWER:
+                return None
+            if exc.declined == TICKET_USED:
+                _login_used(request, resident)
+            if exc.declined in (None, TICKET_USED) and under_way[person] == 1:
+                await inbox.change_seen(asked)
+            raise
     _login_used(request, resident)
     await platform.kafka.record("NUMBER_CHANGED", requester, person, provider=acls.AUTHORITY,
                                 request_id=asked.change_id, step="changed", reason=note)
     await inbox.change_seen(asked)  # logged: the next request is a new change
     return number
+
+
+@contextmanager
+def _under_way(request: web.Request, person: str) -> Iterator[Counter[str]]:
+    """The resident's request for a new number counted under way (UNDER_WAY) while it is."""
+    under_way = request.app[UNDER_WAY]
+    under_way[person] += 1
+    try:
+        yield under_way
+    finally:
+        under_way[person] -= 1
+        if not under_way[person]:
+            del under_way[person]
 
 
 def _login_used(request: web.Request, resident: Resident) -> None:

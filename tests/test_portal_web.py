@@ -129,6 +129,9 @@ class Fakes:
     number_detail: str = "no answer in time"  # and why, if it is not answered
     changes_asked: list[str] = field(default_factory=list)
     store: AuditStore | None = None  # the audit store `records` reads
+    tickets_used: set[bytes] = field(default_factory=set)  # refused as used for another change
+    number_held: asyncio.Event | None = None  # a question under a ticket not used waits for it
+    number_holding: asyncio.Event = field(default_factory=asyncio.Event)  # set as one waits
 
     async def resident_of_card(self, serial: str, login: CardLogin) -> Resident | None:
         if self.registry_away:
@@ -137,6 +140,11 @@ class Fakes:
 
     async def new_number(self, resident: Resident, reason: str, change_id: str) -> str:
         self.changes_asked.append(change_id)
+        if resident.ticket in self.tickets_used:
+            raise Unanswered("authority", REFUSED, DECLINED + TICKET_USED)
+        if self.number_held is not None:
+            self.number_holding.set()
+            await self.number_held.wait()
         if self.number_outcome is not None:
             raise Unanswered("authority", self.number_outcome, self.number_detail)
         return "123456789018"
@@ -460,6 +468,40 @@ async def test_a_second_change_on_one_login_is_said_beforehand_and_its_refusal_s
     assert (await ask())[0] == 200
     made, refused_change, new = fakes.changes_asked
     assert len({made, refused_change, new}) == 3, "the refused change is not asked again"
+
+
+async def test_a_ticket_used_in_one_session_leaves_the_change_another_is_making(
+        client: Client, town: Town) -> None:
+    """A resident logged in twice, their change of number under way in the second session (its
+    ticket fresh) when the first, its ticket used, asks it too and is refused: the change is
+    left to the second, unanswered there, awaiting its outcome, and asked again as the same
+    change. The refusal settled it under the second: asked again, a new change (perhaps a
+    second new number, the first one made but never shown)."""
+    fakes = fakes_of(client)
+    fakes.number_held, fakes.tickets_used = asyncio.Event(), {town.resident.ticket}
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    fakes.residents[town.resident.serial] = replace(town.resident, ticket=b"fresh")
+    second = TestClient(cast(TestServer, client.server))  # the first's server: not closed here
+    try:
+        assert (await card_login(second, town.resident_card, "resident", "/login")).status == 303
+        making = asyncio.create_task(number_asked(second))
+        await fakes.number_holding.wait()
+        assert (await number_asked(client))[0] == 403
+        fakes.number_held.set()
+        assert (await making)[0] == 503
+        assert 'id="number-pending"' in await (await second.get("/number")).text()
+        await number_asked(second)
+        making_id, refused_id, again = fakes.changes_asked
+        assert making_id == refused_id == again, "the change left to the session making it"
+    finally:
+        await second.session.close()
+
+
+async def number_asked(client: Client) -> tuple[int, str]:
+    """A new number asked on My Portal's form: the answer's status and page."""
+    answer = await client.post("/number", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/number"), "confirm": "yes"})
+    return answer.status, await answer.text()
 
 
 async def test_a_new_number_is_asked_for_once_logged_and_the_change_kept_until_it_is(
