@@ -1,20 +1,21 @@
 """The decider: one place, keyed by request id, that makes each request's effects happen once.
 
-It sends an approved query once, refuses a reused request id, relays the first answer, answers
-with a timeout when the deadline passes, and forgets a request once any copy of it would be
-refused as stale and its ticket has expired. An answer can come before its request's event (an
-owner deciding at once writes that event only after the query is acknowledged, and another
-instance can write the answer first): it is held until the request comes and relayed when the
-request is read (not in a rebuild: an owner holding it may have lost the partition before its
-request came, so only relaying it again is sure; holders and the audit log drop copies), or
-forgotten when a request received at the first sweep after it would be. Events arrive at least
-once (a crash replays them): a pending request's own event again repeats its dispatch, which the
-provider and the audit log drop as duplicates. Once a request is settled (answered or timed out)
-only a small `Settled` is kept: the effects of the event that settled it are delivered before
-that event's offset is committed (or, for an event decided at once by the partition's owner,
-before its record is written and the offset of the holder's message it came from committed), and
-a crash before then makes the event itself come again; so a later copy of it has nothing left to
-do.
+It sends an approved query once, refuses a reused request id, relays the first answer, answers with
+a timeout when the deadline passes, and forgets a request once any copy of it would be refused as
+stale and its ticket has expired. A request that comes once it may have been forgotten (received no
+later than the latest it forgot, both by the broker's clock, or before the history a take-over
+rebuilt) is refused as stale, however long it waited: not decided again. An answer can come before
+its request's event (an owner deciding at once writes that event only after the query is
+acknowledged, and another instance can write the answer first): it is held until the request comes
+and relayed when the request is read (not in a rebuild: an owner holding it may have lost the
+partition before its request came, so only relaying it again is sure; holders and the audit log drop
+copies), or forgotten when a request received at the first sweep after it would be. Events arrive at
+least once (a crash replays them): a pending request's own event again repeats its dispatch, which
+the provider and the audit log drop as duplicates. Once a request is settled (answered or timed out)
+only a small `Settled` is kept: the effects of the event that settled it are delivered before that
+event's offset is committed (or, for an event decided at once by the partition's owner, before its
+record is written and the offset of the holder's message it came from committed), and a crash before
+then makes the event itself come again; so a later copy of it has nothing left to do.
 """
 
 from __future__ import annotations
@@ -103,13 +104,14 @@ class Held:
 @dataclass
 class Partition:
     """One decision partition's requests: the pending in full, the settled as one integer each,
-    listed by the second they are to be forgotten; and the few answers that came before their
-    request."""
+    listed by the second they are to be forgotten; the few answers that came before their
+    request; and the latest second whose requests may have been forgotten."""
 
     pending: dict[str, RequestState] = field(default_factory=dict)
     settled: dict[str, int] = field(default_factory=dict)
     forgetting: dict[int, list[str]] = field(default_factory=dict)
     held: dict[str, Held] = field(default_factory=dict)
+    forgotten_through: int = 0
 
     def get(self, request_id: str) -> State | None:
         found = self.pending.get(request_id)
@@ -142,11 +144,22 @@ class Partition:
         for second in [s for s in self.forgetting if s <= at.timestamp()]:
             for request_id in self.forgetting.pop(second):
                 self.settled.pop(request_id, None)
+            self.forgotten_through = max(self.forgotten_through, second)
         for request_id, held in list(self.held.items()):
             if held.until is None:
                 self.held[request_id] = replace(held, until=held_until)
             elif held.until <= at:
                 del self.held[request_id]
+
+    def forgotten_by(self, forget_at: datetime) -> None:
+        """Take every request to be forgotten by `forget_at` as perhaps forgotten already."""
+        self.forgotten_through = max(self.forgotten_through, math.ceil(forget_at.timestamp()))
+
+    def may_be_forgotten(self, request_id: str, forget_at: datetime) -> bool:
+        """Whether a request not known, to be forgotten at `forget_at`, may have been decided and
+        forgotten: no later than the latest second forgotten (whatever the clocks say now)."""
+        return (self.get(request_id) is None
+                and math.ceil(forget_at.timestamp()) <= self.forgotten_through)
 
     def next_forgetting(self) -> int | None:
         """The second the next settled requests or held answers are to be forgotten (None: none
@@ -172,18 +185,36 @@ class Decision:
 def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> Decision:
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
-                             _forget_at(p.deadline - ctx.answer_timeout, ctx),
+                             _forgotten_at(p, ctx),
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
                              _shared(p.legal_basis), _shared(p.data_type), p.person)
         return Decision(state, partial(_dispatch, p, now))
     if _same_source(state, p.source):  # the same request again, after a crash upstream
         return Decision(state, partial(_dispatch, p, now) if isinstance(state, RequestState)
                         else list)
-    return Decision(state, partial(
-        reject, p.requester, p.request_id, "DUPLICATE_REQUEST",
-        f"request id {p.request_id} was already used", now, p.source, LINKAGE,
-        pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
-        data_type=p.data_type, person=p.person))
+    return Decision(state, partial(_refused, p, "DUPLICATE_REQUEST",
+                                   f"request id {p.request_id} was already used", now))
+
+
+def _refused(p: Pending, reason: str, detail: str, now: datetime) -> list[Send]:
+    """The request's rejection, to its requester and in the access log."""
+    return reject(p.requester, p.request_id, reason, detail, now, p.source, LINKAGE,
+                  pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
+                  data_type=p.data_type, person=p.person)
+
+
+def _stale(p: Pending, now: datetime, ctx: Context) -> list[Send]:
+    """A request that came after the decider may have forgotten it (a copy read again, or one
+    that waited in the decider's topic, through a take-over perhaps): refused, not decided
+    again."""
+    received = p.deadline - ctx.answer_timeout
+    return _refused(p, "STALE_REQUEST", f"received {received.isoformat()}: its decision may be "
+                    "forgotten, it is not decided again", now)
+
+
+def _forgotten_at(p: Pending, ctx: Context) -> datetime:
+    """When the request of this event may be forgotten (_forget_at its receipt)."""
+    return _forget_at(p.deadline - ctx.answer_timeout, ctx)
 
 
 def _forget_at(received: datetime, ctx: Context) -> datetime:
@@ -319,12 +350,16 @@ class Decider:
         self.deadlines.keep_only(partitions)
         return partitions - set(self.states)
 
-    def rebuild(self, partition: int, history: list[DecisionEvent],
-                ctx: Context) -> None:
-        """A partition's state from its recent events, whose effects already happened."""
+    def rebuild(self, partition: int, history: list[DecisionEvent], ctx: Context,
+                since: datetime | None) -> None:
+        """A partition's state from its recent events, whose effects already happened, those
+        written from `since` on (None: all it had): a request received before then (a clock
+        skew's margin after) may have been decided and forgotten."""
         self.states[partition] = Partition()
         for message in history:
             self.handle(partition, message, datetime.now(UTC), ctx, effects=False, rebuilding=True)
+        if since is not None:
+            self.states[partition].forgotten_by(_forget_at(since + ctx.clock_skew, ctx))
 
     def handle(self, partition: int, message: DecisionEvent, now: datetime, ctx: Context,
                effects: bool = True, rebuilding: bool = False) -> list[Send]:
@@ -333,6 +368,8 @@ class Decider:
         relayed when it is read, unless `rebuilding`)."""
         states = self.states[partition]
         if isinstance(message, Pending):
+            if states.may_be_forgotten(message.request_id, _forgotten_at(message, ctx)):
+                return _stale(message, now, ctx) if effects else []
             requested = self._decide(states, message.request_id,
                                      partial(on_pending, message, now=now, ctx=ctx), effects)
             for held in states.release(message.request_id):  # answers that came before it

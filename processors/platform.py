@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -320,9 +320,9 @@ class Platform:
                 log.warning("rebuilding decision partition %d failed (%s): again in %s s",
                             tp.partition, exc, REBUILD_RETRY)
                 await asyncio.sleep(REBUILD_RETRY)
-        self.decider.rebuild(tp.partition, history, ctx)
+        self.decider.rebuild(tp.partition, history.events, ctx, history.since)
         self.consumer.seek(tp, committed)
-        return len(history)
+        return len(history.events)
 
     async def stop_rebuilding(self) -> None:
         """Cancel a rebuild still running (its partitions are rebuilt anew if kept)."""
@@ -345,8 +345,15 @@ class Platform:
         await self.outflow.flush()
 
 
+class History(NamedTuple):
+    """A decision partition's events written from `since` on."""
+
+    since: datetime
+    events: list[DecisionEvent]
+
+
 async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
-                           ctx: Context) -> list[DecisionEvent]:
+                           ctx: Context) -> History:
     """A partition's decision events up to `end`, from the first that its state as of the last
     of them can still hold (so a platform down for an hour still times out what was pending
     when it stopped)."""
@@ -358,9 +365,8 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
     try:
         replay.assign([tp])
         now = datetime.now(UTC)
-        last = await _last_time(replay, tp, end)
-        await seek_to_times(replay, {tp: int(ctx.remembered_from(last, now).timestamp() * 1000)},
-                            ends)
+        since = ctx.remembered_from(await _last_time(replay, tp, end), now)
+        await seek_to_times(replay, {tp: int(since.timestamp() * 1000)}, ends)
         async for record in records_up_to(replay, ends):
             for event in unpacked(record.value or b""):
                 try:
@@ -369,7 +375,7 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
                     continue
     finally:
         await replay.stop()
-    return history
+    return History(since, history)
 
 
 async def _last_time(consumer: AIOKafkaConsumer, tp: TopicPartition,

@@ -92,7 +92,7 @@ def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Con
     decider_ = decider.Decider()
     partition = decider.partition_of("X")
     decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx)
+    decider_.rebuild(partition, [], ctx, None)
     decider_.handle(partition, first, T0, ctx)
     forget_at = decider_.states[partition].pending["X"].forget_at
     assert forget_at - first.deadline == timedelta(seconds=120), \
@@ -122,7 +122,7 @@ def test_a_request_read_again_after_its_decision_was_forgotten_is_not_decided_ag
     decider_ = decider.Decider()
     partition = decider.partition_of("X")
     decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx)
+    decider_.rebuild(partition, [], ctx, None)
     first, = outbox.handle([record], ctx, T0)
     pending = CODEC.decode(first.value, Pending)
     decider_.handle(partition, pending, T0, ctx)
@@ -181,7 +181,7 @@ def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
     decider_ = decider.Decider()
     partition = decider.partition_of("X")
     decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx)
+    decider_.rebuild(partition, [], ctx, None)
     first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     made = decider_.handle(partition, first, T0, ctx)
     real, = _answer(first, "town", T0 + timedelta(seconds=1), 2, ctx)
@@ -200,7 +200,7 @@ def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
             "approved", "answered"], "the second request's lookup is in the log"
         replayed = decider.Decider()
         replayed.keep_only({partition})
-        replayed.rebuild(partition, [second], ctx)
+        replayed.rebuild(partition, [second], ctx, None)
         repeated = replayed.handle(partition, second, later, ctx)  # a crash replays its event
         timed_out = replayed.handle(partition, Sweep(second.deadline, ("X",)), later, ctx)
         assert store.append_many(_logged(repeated)) == [None], "the same approval again"

@@ -58,7 +58,7 @@ def _owning(ctx: Context, history: list[Pending | Outcome | Sweep]) -> tuple[dec
     decider_ = decider.Decider()
     partition = decider.partition_of("r-1")
     decider_.keep_only({partition})
-    decider_.rebuild(partition, history, ctx)
+    decider_.rebuild(partition, history, ctx, None)
     return decider_, partition
 
 
@@ -213,7 +213,7 @@ def test_a_partition_taken_back_times_each_request_out_once(ctx: Context) -> Non
     decider_, partition = _owning(ctx, [_pending(ctx)])
     decider_.keep_only(set())
     assert decider_.keep_only({partition}) == {partition}
-    decider_.rebuild(partition, [_pending(ctx)], ctx)
+    decider_.rebuild(partition, [_pending(ctx)], ctx, None)
     sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
     twice = Sweep(NOW + timedelta(minutes=1), ("r-1", "r-1"))  # as such an instance wrote
@@ -227,14 +227,14 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     live, taken = decider.Decider(), decider.Decider()
     partition = decider.partition_of("r-1")
     live.keep_only({partition})
-    live.rebuild(partition, [], ctx)
+    live.rebuild(partition, [], ctx, None)
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     history: list[Pending | Outcome | Sweep] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
     for message in history:
         live.handle(partition, message, NOW, ctx)
     assert taken.keep_only({partition}) == {partition}
-    taken.rebuild(partition, history, ctx)
+    taken.rebuild(partition, history, ctx, None)
     assert taken.states == live.states
     assert taken.states[partition].get("r-1") == decider.Settled(
         ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
@@ -295,7 +295,8 @@ def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -
             decider_, _ = _owning(ctx, story[:upto])
             had = decider_.states[partition]
             before = decider.Partition(dict(had.pending), dict(had.settled),
-                                       {s: list(ids) for s, ids in had.forgetting.items()})
+                                       {s: list(ids) for s, ids in had.forgetting.items()},
+                                       forgotten_through=had.forgotten_through)
             for message in story[start:upto]:
                 decider_.handle(partition, message, NOW, ctx)
             after = decider_.states[partition]
