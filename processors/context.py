@@ -39,12 +39,6 @@ class Context:
         """When any copy of a request first received then would be refused as stale."""
         return received + self.replay_window + self.clock_skew
 
-    def read_in_time(self, received: datetime, now: datetime) -> bool:
-        """A request received then, read now, still reaches the decider while it remembers the
-        request (until any copy is stale): within the replay window, a clock skew's margin
-        left for its way there; a request read later is not decided again."""
-        return now <= received + self.replay_window
-
     def remembered_from(self, last_event: datetime | None, now: datetime) -> datetime:
         """The earliest time a request can have come that a decision partition's state still
         holds, as of its last event handled (None: none): pending until its deadline, settled

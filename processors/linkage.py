@@ -8,7 +8,6 @@ checked against their ticket, which carries both link codes, and rewritten B →
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from processors import decider
 from processors.access_log import ANSWER, LINKAGE
@@ -44,8 +43,9 @@ class FromHolder:
     message: object
 
 
-def requests(batch: list[FromHolder], ctx: Context, now: datetime) -> list[Send]:
-    """Approve and rewrite linkage requests read `now`; the approved go to the decider."""
+def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
+    """Approve and rewrite linkage requests; the approved go to the decider (which refuses a
+    request it may have forgotten, read again however late)."""
     out: list[Send] = []
     known = [item for item in batch if item.holder in ctx.directory]
     for item in batch:
@@ -63,11 +63,6 @@ def requests(batch: list[FromHolder], ctx: Context, now: datetime) -> list[Send]
         if not ctx.fresh(request.sent_at, at):
             out += _reject(item, "STALE_REQUEST", f"sent at {request.sent_at.isoformat()}, "
                            f"received {at.isoformat()}: outside the replay window", person)
-            continue
-        if not ctx.read_in_time(at, now):
-            out += _reject(item, "STALE_REQUEST", f"received {at.isoformat()}, read "
-                           f"{now.isoformat()}: past the replay window, its decision may be "
-                           "forgotten", person)
             continue
         verdict = approve(request, ctx.directory[item.holder], ctx.directory, ctx.patterns, at)
         if not isinstance(verdict, Approved):

@@ -90,4 +90,4 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
         else:
             out.append(send(topics.inbox(holder), message.request_id,
                             Pong(message.request_id, message.sent_at, now)))
-    return out + linkage.requests(requests, ctx, now) + linkage.answers(answers, ctx)
+    return out + linkage.requests(requests, ctx) + linkage.answers(answers, ctx)

@@ -349,7 +349,7 @@ def _query(ctx: Context, provider: HolderEntry) -> ProviderQuery:
     link_a = ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 0))
     request = LinkageRequest("r-1", NOW, link_a, "P-037", "town", "local_tax")
     incoming = Incoming(topics.outbox("nenkin"), 0, 7, NOW, CODEC.encode(request))
-    to_decider, = linkage.requests([FromHolder(incoming, "nenkin", request)], ctx, NOW)
+    to_decider, = linkage.requests([FromHolder(incoming, "nenkin", request)], ctx)
     return CODEC.decode(CODEC.decode(to_decider.value, Pending).query, ProviderQuery)
 
 

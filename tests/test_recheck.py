@@ -102,7 +102,7 @@ def test_a_requester_not_in_the_directory_is_refused_first_by_both() -> None:
     request = LinkageRequest("r-1", T0 + 10 * SECOND, "ABC98765XYZ", "P-999", "town",
                              "local_tax")
     incoming = Incoming(topics.outbox("city-a"), 0, 1, T0 + 10 * SECOND, CODEC.encode(request))
-    made = linkage.requests([FromHolder(incoming, "city-a", request)], ctx, incoming.timestamp)
+    made = linkage.requests([FromHolder(incoming, "city-a", request)], ctx)
     logged, = [CODEC.decode(s.value, AccessLogEvent) for s in made if s.topic == topics.AUDIT]
     assert (logged.outcome, logged.reason) == ("REJECTED", "NOT_PERMITTED")
     check = recheck()
