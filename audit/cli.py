@@ -189,6 +189,12 @@ def verify(db: str | None, alone: bool) -> None:
                    f"{report.anchor.timestamp.isoformat(timespec='milliseconds')}")
     if not alone:
         click.echo(_commit_checked(report))
+    _stop_at_findings(report)
+    click.echo("ok: every entry, subtree hash and head is consistent")
+
+
+def _stop_at_findings(report: VerifyReport) -> None:
+    """Each finding of a check of the store, and its verdict with exit 1, if there are any."""
     for finding in report.findings:
         click.echo(f"  {finding.kind.upper():9} {finding.where}: {finding.detail}")
     if report.omitted:
@@ -196,7 +202,43 @@ def verify(db: str | None, alone: bool) -> None:
     if not report.ok:
         click.echo(report.verdict, err=True)
         raise SystemExit(1)
-    click.echo("ok: every entry, subtree hash and head is consistent")
+
+
+@audit_cli.command()
+@store_option
+@click.option("--instance", default="1", show_default=True,
+              help="the audit consumer's static group member id (`audit run --instance`)")
+def recommit(db: str | None, instance: str) -> None:
+    """After the audit consumer stopped at a forged commit note: check the store against the
+    heads anchored on the broker (as `verify` does), then commit for the consumer the offset
+    the store accounts for (the first record on the audit topic with an event it does not
+    hold), with a note of its tree signed by the head key. Run with the consumer stopped: its
+    static member's place is taken at once. The consumer then starts from there, each event
+    appended once.
+
+    Commits nothing, and exits 1, if the check finds anything; nothing either if the last
+    commit's note is not forged."""
+    from audit.recommit import NotAssigned
+    from audit.recommit import recommit as recommitted
+
+    with open_store(db) as store:
+        anchored, committed = read_outside()
+        if committed is None or committed.signed_by(store.signer.public_key) is not False:
+            click.echo("the audit consumer's last commit has no forged note: the consumer "
+                       "starts from it; nothing committed")
+            return
+        report = store.verify(decode_event, anchored=anchored)
+        click.echo(f"the audit consumer's commit (offset {committed.offset}, size "
+                   f"{committed.size}) has a forged note; the store of {report.tree_size} "
+                   f"entries checked against {report.anchored} anchored heads")
+        _stop_at_findings(report)
+        try:
+            offset = asyncio.run(recommitted(KafkaAccess.of(acls.AUDIT), store, instance))
+        except NotAssigned as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(f"committed offset {offset} of the audit topic for {acls.AUDIT_GROUP}, with a "
+               f"note of the tree of {report.tree_size} entries signed by the head key: "
+               "`renkei audit run` starts from it")
 
 
 @audit_cli.command()

@@ -99,7 +99,8 @@ class ForgedNote(RuntimeError):
     def __str__(self) -> str:
         return (f"{self.args[0]}: the audit consumer does not start from it (see whether the "
                 "head key in keys/audit was replaced, else who else commits as the audit "
-                "principal; `renkei audit replay` compares the store with the topic)")
+                "principal; `renkei audit replay` compares the store with the topic, and "
+                "`renkei audit recommit` commits the offset the store accounts for again)")
 
 
 EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka.structs import TopicPartition as Partition
 from confluent_kafka import (
     OFFSET_END,
     ConsumerGroupTopicPartitions,
@@ -33,6 +32,7 @@ from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
 from audit.oversight import alerts
+from audit.recommit import commit_as_member
 from audit.store import AuditStore, Committed, Entry, Query, VerifyReport, default_path
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
@@ -43,7 +43,6 @@ from portal.records import Records
 from renkei.crashes import log_of
 from renkei.envelope import unpacked
 from renkei.groups import LATEST
-from renkei.service_loop import consumer_for
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
@@ -73,10 +72,11 @@ def synthetic(n: int, batch: str, at: datetime) -> AccessLogEvent:
                           "P-037", "国民年金法", "load-test", "sakura-town", "local_tax", None)
 
 
-async def topic_events() -> dict[str, bytes]:
-    """Each event id on the audit topic now, with the bytes it first came with."""
+async def topic_events(start: int = 0) -> dict[str, bytes]:
+    """Each event id on the audit topic now (from offset `start`), with the bytes it first came
+    with."""
     first: dict[str, bytes] = {}
-    for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT):
+    for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT, start):
         for value in unpacked(record.value or b""):
             try:
                 first.setdefault(decode_event(value).event_id, value)
@@ -241,15 +241,7 @@ async def appended(live: AuditStore, count: int) -> None:
 async def noting(offset: int, note: str) -> None:
     """Commit `offset` with `note` as the stopped audit consumer: its static member, which takes
     the stopped one's place at once."""
-    member = consumer_for(KafkaAccess.of(acls.AUDIT), [topics.AUDIT], acls.AUDIT_GROUP,
-                          instance=f"{acls.AUDIT_GROUP}-1")
-    await member.start()
-    try:
-        while not member.assignment():
-            await member.getmany(timeout_ms=200)
-        await member.commit({Partition(topics.AUDIT, 0): (offset, note)})
-    finally:
-        await member.stop()
+    await commit_as_member(KafkaAccess.of(acls.AUDIT), "1", offset, note)
 
 
 async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchored_heads(
@@ -285,6 +277,45 @@ async def test_a_store_cut_short_with_its_heads_fails_verify_against_the_anchore
     assert failed.stderr.startswith(f"TRUNCATED: anchored head (size {size}, "), failed.stderr
     assert f"the store has {size - CUT} entries: serials {size - CUT}..{size - 1} are gone" \
         in failed.stderr
+
+
+async def test_recommit_gives_the_consumer_a_good_commit_again_after_a_forged_note(
+        platform: Processes, live: AuditStore) -> None:
+    """A note forged at the topic's end would skip the events logged while the consumer was
+    stopped: `audit recommit` commits the offset of the first one, its note signed, and the
+    consumer starts from it and appends each of them once."""
+    await appended(live, CUT)
+    platform.stop("audit")
+    before, first = live.size(), await asyncio.to_thread(audit_end)
+    batch, now = uuid.uuid4().hex[:8], datetime.now(UTC)
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        for n in range(CUT):
+            event = synthetic(n, batch, now + timedelta(milliseconds=n))
+            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
+    note = live.commit_note()
+    await noting(await asyncio.to_thread(audit_end), note[:-1] + ("1" if note.endswith("0")
+                                                                  else "0"))
+    try:
+        platform.start("audit", "audit", "run")
+        stuck = await asyncio.to_thread(exited, platform, "audit")
+        started = time.monotonic()
+        mended = await asyncio.to_thread(renkei, "audit", "recommit", check=False)
+        took = time.monotonic() - started
+        committed = await noted_commit(KafkaAccess.of(acls.AUDIT))
+        again = await asyncio.to_thread(renkei, "audit", "recommit", check=False)
+    finally:
+        platform.start("audit", "audit", "run")
+    logged = set(await topic_events(first))
+    await caught_up(live, logged)
+    assert stuck[0] == 1 and "a note forged" in stuck[1] and "audit recommit" in stuck[1], stuck
+    assert mended.returncode == 0, mended.stdout + mended.stderr
+    assert "has a forged note; the store of " in mended.stdout
+    assert f"committed offset {first} of the audit topic" in mended.stdout, mended.stdout
+    assert committed is not None and (committed.offset, committed.size) == (first, before)
+    assert committed.signed_by(live.signer.public_key), "a note the head key signed"
+    assert again.returncode == 0 and "nothing committed" in again.stdout, again.stdout
+    assert live.size() == before + len(logged) and len(logged) >= CUT, "each event once"
+    print(f"\nrecommit took {took:.1f}s over a store of {before} entries")
 
 
 async def committed_size() -> int:
