@@ -72,10 +72,10 @@ async def anchored_heads(access: KafkaAccess) -> list[SignedHead]:
     return (await _heads_from(access, 0))[0]
 
 
-async def consumer_commit(access: KafkaAccess) -> tuple[int, str]:
-    """The audit consumer group's committed offset on the audit topic (0 if none) and the note
-    committed with it: the consumer commits only what it appended to the store."""
-    partition = TopicPartition(topics.AUDIT, 0)
+async def consumer_commit(access: KafkaAccess, topic: str = topics.AUDIT) -> tuple[int, str]:
+    """The audit consumer group's committed offset on the audit topic (or `topic`; 0 if none)
+    and the note committed with it: the consumer commits only what it appended to the store."""
+    partition = TopicPartition(topic, 0)
     client = AIOKafkaAdminClient(**access.aiokafka(), request_timeout_ms=TIMEOUT_MS)
     await client.start()
     try:

@@ -188,16 +188,17 @@ class ReplayReport:
 
 
 async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | None = None,
-                 grace: timedelta = GRACE) -> ReplayReport:
-    """Fill the empty `target` from the audit topic's start to its end now; re-check; compare."""
+                 grace: timedelta = GRACE, topic: str = topics.AUDIT) -> ReplayReport:
+    """Fill the empty `target` from the audit topic's (or `topic`'s) start to its end now;
+    re-check; compare."""
     if target.size():
         raise ValueError("the replay needs a fresh store: this one has entries")
     started = time.perf_counter()
     recheck = Recheck(await history(access, topics.PATTERNS, LegalPattern),
                       await history(access, topics.DIRECTORY, HolderEntry), grace)
     # read before the live store's size: the consumer appends a batch, then commits its offset
-    report = ReplayReport(acknowledged=(await consumer_commit(access))[0])
-    async for records in topic_batches(access, topics.AUDIT):
+    report = ReplayReport(acknowledged=(await consumer_commit(access, topic))[0])
+    async for records in topic_batches(access, topic):
         if not report.records:
             report.start = records[0].offset
         report.records += len(records)
