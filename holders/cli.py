@@ -13,11 +13,11 @@ from typing import TypeVar
 
 import click
 
-from audit.store import RETENTION_YEARS, years_before
+from audit.store import RETENTION_YEARS
 from broker import provision
 from holders import imports
 from holders.imports import Refused
-from holders.store import HolderStore, default_path
+from holders.store import Forgotten, HolderStore, default_path, retention_cutoff
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
@@ -95,14 +95,15 @@ def _store(holder: str) -> Iterator[HolderStore]:
         store.close()
 
 
-@holder_cli.command()
+@holder_cli.command(help=f"Forget the requests answered more than {RETENTION_YEARS} years ago "
+                    "(the access log's retention), with their idempotency keys, and the "
+                    "access-log entries as old (the communication server does so as it runs).")
 @click.argument("holder")
 def purge(holder: str) -> None:
-    """Forget the requests answered more than 7 years ago (the access log's retention), with
-    their idempotency keys, and the access-log entries as old."""
-    cutoff = years_before(datetime.now(UTC), RETENTION_YEARS)
+    """Forget what the holder's store keeps past the access log's retention."""
+    cutoff = retention_cutoff(datetime.now(UTC))
     with _store(holder) as store:
-        forgotten = store.forget_before(cutoff)
+        forgotten = Forgotten.of(store.forget_before(cutoff))
     click.echo(f"{holder}: {forgotten.requests} requests and {forgotten.log_entries} access-log "
                f"entries from before {cutoff.date().isoformat()} forgotten")
 

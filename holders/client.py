@@ -23,13 +23,23 @@ from aiokafka.errors import KafkaError
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from holders import matching
-from holders.store import PROVIDER, REQUESTER, SENT, HolderStore, Keyed, Request, fields_json
+from holders.store import (
+    PROVIDER,
+    REQUESTER,
+    SENT,
+    Forgotten,
+    HolderStore,
+    Keyed,
+    Request,
+    fields_json,
+    retention_cutoff,
+)
 from registry.residents import FourAttributes
 from renkei import holder_logs, sealing, sqlite
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving
-from renkei.tasks import retrieved, set_or_failed
+from renkei.tasks import cancelled, retrieved, set_or_failed
 from schemas.codec import CODEC, OversizedMessage, SchemaError
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -80,6 +90,8 @@ STORE_RETRY = 1.0
 # wait stands the event loop still (every query, every call to the server), so it is short; then
 # the inbox and _no_longer_kept try again STORE_RETRY later, a call to the server is answered 503
 LOCK_WAIT = 0.05
+# seconds between purges of what the store keeps past the access log's retention (one at start)
+FORGET_EVERY = 3600.0
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
 
@@ -140,6 +152,7 @@ class HolderClient:
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
         self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
         self._epochs: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
 
     async def start(self) -> None:
@@ -158,6 +171,8 @@ class HolderClient:
             self._handle, self._stop, instance=self.instance, producer=self._producer,
             following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
+        self._retention = asyncio.create_task(self._keep_retention(),
+                                              name=f"retention:{self.holder}")
 
     def _check_key(self) -> None:
         """Refuse to start with a sealing key other than the directory's (a key file lost and
@@ -177,10 +192,8 @@ class HolderClient:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._epochs is not None:
-            self._epochs.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._epochs
+        await cancelled(self._epochs)
+        await cancelled(self._retention)
         try:
             if self._inbox is not None:
                 await self._inbox  # what ended it, raised (once its clients are closed)
@@ -300,6 +313,24 @@ class HolderClient:
             log.warning("%s: moved to link-code unit %s: %d binding(s) to investigation, to be "
                         "bound again", self.holder, entry.link_unit, len(moved))
         return entry.link_unit
+
+    async def _keep_retention(self) -> None:
+        """Forget what the store keeps past the access log's retention, now and every
+        FORGET_EVERY, a short transaction at a time, the loop going on between them (the store
+        locked by another process, or failing: again at the next time)."""
+        while True:
+            forgotten = []
+            try:
+                for part in self.store.forget_before(retention_cutoff(datetime.now(UTC))):
+                    forgotten.append(part)
+                    await asyncio.sleep(0)
+            except sqlite3.Error as exc:
+                log.warning("%s: forgetting what is past the retention stopped (%s): again in "
+                            "%.0f s", self.holder, exc, FORGET_EVERY)
+            if forgotten:
+                log.info("%s: past the retention, forgotten: %s", self.holder,
+                         Forgotten.of(forgotten))
+            await asyncio.sleep(FORGET_EVERY)
 
     async def _follow_epochs(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the

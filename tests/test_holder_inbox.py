@@ -34,6 +34,7 @@ from registry.residents import FourAttributes, Sex
 from renkei import sealing
 from renkei.envelope import Send
 from renkei.state import state_folder
+from renkei.tasks import cancelled
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
     FOUND,
@@ -437,3 +438,32 @@ async def test_a_rekeying_answered_at_the_new_epoch_is_not_asked_again(
     assert await asyncio.wait_for(client._rekey(1, within=3), 2) == (0, 0)
     assert asked == [[NEW, OLD]]
     assert client.store.bindings_before(1) == {0: [NEW, OLD]}
+
+
+async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_then_on(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`renkei holder purge` forgot what the store kept past the access log's retention, but
+    nothing ran it: the communication server's client now does, at its start and every
+    FORGET_EVERY."""
+    monkeypatch.setattr(client_module, "FORGET_EVERY", 0.05)
+    old = (datetime.now(UTC) - timedelta(days=366 * 7 + 2)).isoformat()
+    for request_id in ("old", "recent"):
+        client.store.log(request_id, "REQUESTER", STAFF, TERMINAL, "FOUND")
+    client.store.db.execute("UPDATE access_log SET at = ? WHERE request_id = 'old'", (old,))
+    keeping = asyncio.create_task(client._keep_retention())
+    try:
+        await _forgotten(client, "old")
+        client.store.open_request("later", BINDING, "H-1", STAFF, TERMINAL)
+        client.store.db.execute("UPDATE requests SET sent_at = ?", (old,))
+        await _forgotten(client, "later")
+        assert [e.request_id for e in client.store.access_log()] == ["recent"]
+    finally:
+        await cancelled(keeping)
+
+
+async def _forgotten(client: HolderClient, request_id: str) -> None:
+    """Wait until the store keeps no request or log entry of this id."""
+    deadline = Deadline(5, f"{request_id} forgotten")
+    while client.store.request(request_id) or client.store.access_log(request_id):
+        deadline.check()
+        await asyncio.sleep(0.01)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from holders import imports
-from holders.store import Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
+from holders import store as store_module
+from holders.store import FORGET, Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
 from registry.residents import FourAttributes, Sex
 
 
@@ -222,7 +223,7 @@ def test_requests_and_log_entries_past_the_retention_are_forgotten(tmp_path: Pat
                      "answered_at = '2018-01-02T00:00:00.000+00:00' WHERE request_id = 'old'")
     store.db.execute("UPDATE access_log SET at = '2018-01-02T00:00:00.000+00:00' "
                      "WHERE request_id = 'old'")
-    assert store.forget_before(datetime(2019, 1, 1, tzinfo=UTC)) == Forgotten(1, 1)
+    assert Forgotten.of(store.forget_before(datetime(2019, 1, 1, tzinfo=UTC))) == Forgotten(1, 1)
     assert store.request("old") is None and store.made("k-old") is None
     assert store.access_log("old") == []
     for kept in ("recent", "unanswered"):
@@ -230,6 +231,30 @@ def test_requests_and_log_entries_past_the_retention_are_forgotten(tmp_path: Pat
     recent = store.request("recent")
     assert recent is not None and store.resolve(recent, "NOT_FOUND") is None
     assert store.counts()["duplicates dropped"] == 1
+    store.close()
+
+
+def test_the_retention_purge_goes_a_short_transaction_at_a_time_by_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The purge deleted all that was past the retention in one transaction, found by scanning
+    the requests, their keys and the access log whole: held the write lock as long as they
+    were big; now FORGET_AT_ONCE rows a table a transaction, found by index, oldest first."""
+    store = HolderStore(tmp_path / "holder.db")
+    for n in range(5):
+        store.open_request(f"r-{n}", "LINKAGE", "H-1", "op", "t", keyed=Keyed(f"k-{n}", "asked"))
+        store.log(f"r-{n}", "REQUESTER", "op", "t", "FOUND")
+    store.db.execute("UPDATE requests SET sent_at = '2018-01-0' || substr(request_id, 3) "
+                     "WHERE request_id != 'r-4'")
+    store.db.execute("UPDATE access_log SET at = '2018' WHERE request_id IN ('r-0', 'r-1')")
+    monkeypatch.setattr(store_module, "FORGET_AT_ONCE", 3)
+    assert list(store.forget_before(datetime(2019, 1, 1, tzinfo=UTC))) == [
+        Forgotten(3, 2), Forgotten(1, 0)]
+    assert [r for r in (store.request(f"r-{n}") for n in range(5)) if r] == [store.request("r-4")]
+    assert [store.made(f"k-{n}") is not None for n in range(5)] == [False] * 4 + [True]
+    for statement in FORGET:
+        plan = " ".join(row[3] for row in store.db.execute(
+            f"EXPLAIN QUERY PLAN {statement}", {"before": "2019", "rows": 3}))
+        assert "SCAN" not in plan, plan
     store.close()
 
 
