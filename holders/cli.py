@@ -96,16 +96,18 @@ def _store(holder: str) -> Iterator[HolderStore]:
 
 
 @holder_cli.command(help=f"Forget the requests answered more than {RETENTION_YEARS} years ago "
-                    "(the access log's retention), with their idempotency keys, and the "
-                    "access-log entries as old (the communication server does so as it runs).")
+                    "(the access log's retention), with their idempotency keys, the access-log "
+                    "entries as old and the investigations closed as long ago (the communication "
+                    "server does so as it runs).")
 @click.argument("holder")
 def purge(holder: str) -> None:
     """Forget what the holder's store keeps past the access log's retention."""
     cutoff = retention_cutoff(datetime.now(UTC))
     with _store(holder) as store:
         forgotten = Forgotten.of(store.forget_before(cutoff))
-    click.echo(f"{holder}: {forgotten.requests} requests and {forgotten.log_entries} access-log "
-               f"entries from before {cutoff.date().isoformat()} forgotten")
+    click.echo(f"{holder}: {forgotten.requests} requests, {forgotten.log_entries} access-log "
+               f"entries and {forgotten.cases} investigations closed from before "
+               f"{cutoff.date().isoformat()} forgotten")
 
 
 @holder_cli.group()

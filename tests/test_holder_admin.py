@@ -284,7 +284,8 @@ def test_purge_forgets_requests_answered_more_than_7_years_ago(state: Path) -> N
                      "WHERE request_id = 'old'")
     store.close()
     said = _ok("purge", HOLDER)
-    assert said.startswith(f"{HOLDER}: 1 requests and 0 access-log entries from before ")
+    assert said.startswith(f"{HOLDER}: 1 requests, 0 access-log entries and 0 investigations "
+                           "closed from before ")
     store = HolderStore(default_path(HOLDER))
     assert store.request("old") is None and store.request("recent") is not None
     store.close()

@@ -223,7 +223,8 @@ def test_requests_and_log_entries_past_the_retention_are_forgotten(tmp_path: Pat
                      "answered_at = '2018-01-02T00:00:00.000+00:00' WHERE request_id = 'old'")
     store.db.execute("UPDATE access_log SET at = '2018-01-02T00:00:00.000+00:00' "
                      "WHERE request_id = 'old'")
-    assert Forgotten.of(store.forget_before(datetime(2019, 1, 1, tzinfo=UTC))) == Forgotten(1, 1)
+    assert Forgotten.of(store.forget_before(datetime(2019, 1, 1, tzinfo=UTC))) == Forgotten(
+        1, 1, 0)
     assert store.request("old") is None and store.made("k-old") is None
     assert store.access_log("old") == []
     for kept in ("recent", "unanswered"):
@@ -248,13 +249,31 @@ def test_the_retention_purge_goes_a_short_transaction_at_a_time_by_index(
     store.db.execute("UPDATE access_log SET at = '2018' WHERE request_id IN ('r-0', 'r-1')")
     monkeypatch.setattr(store_module, "FORGET_AT_ONCE", 3)
     assert list(store.forget_before(datetime(2019, 1, 1, tzinfo=UTC))) == [
-        Forgotten(3, 2), Forgotten(1, 0)]
+        Forgotten(3, 2, 0), Forgotten(1, 0, 0)]
     assert [r for r in (store.request(f"r-{n}") for n in range(5)) if r] == [store.request("r-4")]
     assert [store.made(f"k-{n}") is not None for n in range(5)] == [False] * 4 + [True]
     for statement in FORGET:
         plan = " ".join(row[3] for row in store.db.execute(
             f"EXPLAIN QUERY PLAN {statement}", {"before": "2019", "rows": 3}))
         assert "SCAN" not in plan, plan
+    store.close()
+
+
+def test_investigations_closed_past_the_retention_are_forgotten_open_ones_kept(
+        tmp_path: Path) -> None:
+    """Investigations were kept for good, closed or not: one closed more than the retention ago
+    goes with the requests and log entries as old; an open one stays, however old."""
+    store = HolderStore(tmp_path / "holder.db")
+    for own_number in ("H-1", "H-2", "H-3"):
+        store.investigate(f"r-{own_number}", own_number, "ambiguous")
+    store.bind("H-1", "LC-1", 0)
+    store.bind("H-2", "LC-2", 0)
+    store.db.execute("UPDATE investigations SET opened_at = '2017', closed_at = "
+                     "CASE own_number WHEN 'H-1' THEN '2018' ELSE closed_at END")
+    assert list(store.forget_before(datetime(2019, 1, 1, tzinfo=UTC))) == [Forgotten(0, 0, 1)]
+    assert [own for own, in store.db.execute(
+        "SELECT own_number FROM investigations ORDER BY 1")] == ["H-2", "H-3"]
+    assert store.investigations() == [("H-3", "ambiguous")]
     store.close()
 
 
