@@ -77,6 +77,7 @@ REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 # on the store), each told what it changes (change: new, changed, unchanged; NULL: left out) and
 # whether staff are told of it (flagged), then the new and changed written in one short write
 # transaction, told again in it if another connection wrote to the store meanwhile.
+_CHANGING = "change IN ('new', 'changed')"  # the rows staged that an import writes
 _RECORD_CHANGE = """(change, flagged) = (SELECT CASE WHEN r.own_number IS NULL THEN 'new'
     WHEN (r.name, r.address, r.date_of_birth, r.sex, r.personal_number)
         IS (s.name, s.address, s.date_of_birth, s.sex, s.personal_number) THEN 'unchanged'
@@ -276,7 +277,8 @@ class HolderStore:
 
     def _import(self, how: _Import, rows: Iterable[tuple[object, ...]]) -> Imported:
         """Stage the rows (their columns, then line) and tell what each changes with no lock on
-        the store, then write those that change it in one write transaction."""
+        the store, then write those that change it in one write transaction (none if none does
+        and the store is as they were told against)."""
         staged, key = f"temp.staged_{how.table}", ", ".join(how.key)
         self.db.execute(f"CREATE TEMP TABLE staged_{how.table} ({how.columns}, line, change, "
                         f"flagged, PRIMARY KEY ({key}))")
@@ -287,17 +289,26 @@ class HolderStore:
                                     rows)
                 self.db.execute(f"UPDATE {staged} AS s SET {how.change}")
                 told = self._data_version()
-            with writing(self.db):
-                if self._data_version() != told:
-                    self.db.execute(f"UPDATE {staged} AS s SET {how.change}")
-                self.db.execute(
-                    f"INSERT INTO main.{how.table} ({how.columns}) SELECT {how.columns} "
-                    f"FROM {staged} WHERE change IN ('new', 'changed') ORDER BY {key} "
-                    f"ON CONFLICT ({key}) DO UPDATE SET "
-                    f"{', '.join(f'{c} = excluded.{c}' for c in how.values)}")
+                changing = self.db.execute(
+                    f"SELECT EXISTS (SELECT 1 FROM {staged} WHERE {_CHANGING})").fetchone()[0]
+            if changing or self._data_version() != told:
+                self._write(how, staged, told)
             return self._imported(staged)
         finally:
             self.db.execute(f"DROP TABLE {staged}")
+
+    def _write(self, how: _Import, staged: str, told: int) -> None:
+        """Write the rows staged that change the store in one write transaction, told again in
+        it if another connection wrote to the store since they were told (data version `told`)."""
+        key = ", ".join(how.key)
+        with writing(self.db):
+            if self._data_version() != told:
+                self.db.execute(f"UPDATE {staged} AS s SET {how.change}")
+            self.db.execute(
+                f"INSERT INTO main.{how.table} ({how.columns}) SELECT {how.columns} "
+                f"FROM {staged} WHERE {_CHANGING} ORDER BY {key} "
+                f"ON CONFLICT ({key}) DO UPDATE SET "
+                f"{', '.join(f'{c} = excluded.{c}' for c in how.values)}")
 
     def _imported(self, staged: str) -> Imported:
         """What the import of the rows staged did, as told (read from them, not the store)."""
