@@ -74,29 +74,32 @@ DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32
 FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before deletes (a few ms)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 # An import's rows are staged in a TEMP table of the store's connection (writing it takes no lock
-# on the store), each told what it changes (change: new, changed, unchanged; NULL: left out) and
-# whether staff are told of it (flagged), then the new and changed written in one short write
-# transaction, told again in it if another connection wrote to the store meanwhile.
+# on the store), each told what it changes (change: new, changed, unchanged; NULL: left out),
+# whether staff are told of it (flagged) and what of the store it was told by (basis), then the
+# new and changed written in one short write transaction; if another connection wrote to the
+# store meanwhile, the rows whose basis it moved (_Import.moved) are told again in it.
 _CHANGING = "change IN ('new', 'changed')"  # the rows staged that an import writes
-_RECORD_CHANGE = """(change, flagged) = (SELECT CASE WHEN r.own_number IS NULL THEN 'new'
+_RECORD_CHANGE = """(change, flagged, basis) = (SELECT CASE WHEN r.own_number IS NULL THEN 'new'
     WHEN (r.name, r.address, r.date_of_birth, r.sex, r.personal_number)
         IS (s.name, s.address, s.date_of_birth, s.sex, s.personal_number) THEN 'unchanged'
     ELSE 'changed' END,
     b.own_number IS NOT NULL AND (r.name, r.address, r.date_of_birth, r.sex)
-        IS NOT (s.name, s.address, s.date_of_birth, s.sex)
+        IS NOT (s.name, s.address, s.date_of_birth, s.sex), NULL
     FROM (SELECT 1) LEFT JOIN main.records AS r ON r.own_number = s.own_number
     LEFT JOIN main.bindings AS b ON b.own_number = r.own_number)"""
 # data of no record is left out (flagged); fields are the same if they hold the same keys and
-# values, in whatever order
-_DATA_CHANGE = """(change, flagged) = (SELECT CASE WHEN r.own_number IS NULL THEN NULL
+# values, in whatever order (compared again, in the lock, only where the store's fields or the
+# record's presence are no longer those told by)
+_DATA_OF = """FROM (SELECT 1) LEFT JOIN main.records AS r ON r.own_number = s.own_number
+    LEFT JOIN main.data AS d ON d.own_number = s.own_number AND d.data_type = s.data_type"""
+_DATA_CHANGE = f"""(change, flagged, basis) = (SELECT CASE WHEN r.own_number IS NULL THEN NULL
     WHEN d.fields IS NULL THEN 'new'
     WHEN d.fields = s.fields OR ((SELECT count(*) FROM json_each(d.fields))
         = (SELECT count(*) FROM json_each(s.fields)) AND NOT EXISTS (
             SELECT 1 FROM json_each(s.fields) AS n LEFT JOIN json_each(d.fields) AS o
             ON o.key = n.key WHERE o.value IS NOT n.value)) THEN 'unchanged'
-    ELSE 'changed' END, r.own_number IS NULL
-    FROM (SELECT 1) LEFT JOIN main.records AS r ON r.own_number = s.own_number
-    LEFT JOIN main.data AS d ON d.own_number = s.own_number AND d.data_type = s.data_type)"""
+    ELSE 'changed' END, r.own_number IS NULL, d.fields {_DATA_OF})"""
+_DATA_MOVED = f"(SELECT r.own_number IS NULL, d.fields {_DATA_OF}) IS NOT (s.flagged, s.basis)"
 # the rows past the retention (:before) forget_before deletes in one transaction, up to :rows of
 # each table, oldest first: the idempotency keys of the requests it deletes, before them
 _DONE_BEFORE = ("SELECT request_id FROM requests WHERE coalesce(answered_at, sent_at) < :before "
@@ -174,12 +177,14 @@ class Imported(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class _Import:
     """How rows are imported into a table of the store: its key's columns and the others, and
-    what tells each row's change and flag (_RECORD_CHANGE)."""
+    what tells each row's change, flag and basis (_RECORD_CHANGE), and which rows to tell again
+    in the lock (moved)."""
 
     table: str
     key: tuple[str, ...]
     values: tuple[str, ...]
     change: str
+    moved: str = "TRUE"  # the rows (s) whose basis another connection may have moved: all
 
     @property
     def columns(self) -> str:
@@ -188,7 +193,7 @@ class _Import:
 
 _RECORDS = _Import("records", ("own_number",),
                    ("name", "address", "date_of_birth", "sex", "personal_number"), _RECORD_CHANGE)
-_DATA = _Import("data", ("own_number", "data_type"), ("fields",), _DATA_CHANGE)
+_DATA = _Import("data", ("own_number", "data_type"), ("fields",), _DATA_CHANGE, _DATA_MOVED)
 
 
 class Rekeyed(NamedTuple):
@@ -281,7 +286,7 @@ class HolderStore:
         and the store is as they were told against)."""
         staged, key = f"temp.staged_{how.table}", ", ".join(how.key)
         self.db.execute(f"CREATE TEMP TABLE staged_{how.table} ({how.columns}, line, change, "
-                        f"flagged, PRIMARY KEY ({key}))")
+                        f"flagged, basis, PRIMARY KEY ({key}))")
         try:
             with writing(self.db, deferred=True):
                 self.db.executemany(f"INSERT INTO {staged} ({how.columns}, line) VALUES "
@@ -303,7 +308,7 @@ class HolderStore:
         key = ", ".join(how.key)
         with writing(self.db):
             if self._data_version() != told:
-                self.db.execute(f"UPDATE {staged} AS s SET {how.change}")
+                self.db.execute(f"UPDATE {staged} AS s SET {how.change} WHERE {how.moved}")
             self.db.execute(
                 f"INSERT INTO main.{how.table} ({how.columns}) SELECT {how.columns} "
                 f"FROM {staged} WHERE {_CHANGING} ORDER BY {key} "

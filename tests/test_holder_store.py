@@ -372,3 +372,36 @@ def test_an_import_tells_its_rows_changes_again_if_the_store_changed_meanwhile(
     assert store.data("H-3", "local_tax") == {"of": "H-3"}
     store.close()
     other.close()
+
+
+def test_an_import_told_again_in_the_lock_compares_only_the_rows_moved_meanwhile(
+        tmp_path: Path) -> None:
+    """Another connection having written to the store since an import told its rows (the
+    server, busy), the import told them all again holding the write lock, every row's fields
+    compared anew (0.61-0.76 s of CPU in the lock for 200,000 rows of data): only the rows whose
+    fields or record changed since are told again, the rest stand as told."""
+    store, other = HolderStore(tmp_path / "holder.db"), HolderStore(tmp_path / "holder.db")
+    imports.store_records(store, _records(*(f"山田 {n}" for n in range(200))))
+    imports.store_data(store, [(line, imports.Data(own, "local_tax", {"income": own, "n": "1"}))
+                               for line, own in enumerate(store.own_numbers(), start=2)])
+    steps, phase = Counter[str](), ["staged"]
+
+    def meanwhile(sql: str) -> None:
+        if sql == "COMMIT" and phase[0] == "staged":
+            other.put_data("H-2", "local_tax", {"income": "moved"})
+            other.put_data("H-3", "local_tax", {"n": "1", "income": "H-3"})
+        phase[0] = {"BEGIN IMMEDIATE": "locked", "COMMIT": "done"}.get(sql, phase[0])
+
+    def step() -> int:
+        steps[phase[0]] += 1
+        return 0
+
+    store.db.set_trace_callback(meanwhile)
+    store.db.set_progress_handler(step, 100)
+    reordered = [(line, imports.Data(own, "local_tax", {"n": "1", "income": own}))
+                 for line, own in enumerate(store.own_numbers(), start=2)]
+    assert imports.store_data(store, reordered) == (Counter(unchanged=199, changed=1), [])
+    assert store.data("H-2", "local_tax") == {"income": "H-2", "n": "1"}
+    assert steps["locked"] * 2 < steps["staged"], steps
+    store.close()
+    other.close()
