@@ -299,14 +299,21 @@ class HolderClient:
         entry = self.directory.entries.get(self.holder.encode())
         return 0 if entry is None else entry.key_epoch
 
-    def _follow_unit(self, followed: str | None) -> str | None:
+    async def _follow_unit(self, followed: str | None) -> str | None:
         """The link-code unit the directory gives this holder, the bindings brought to it unless
         it is `followed` (the unit they were last brought to, None: not yet): after a move to
         another unit (`holder register --move-unit`), every binding to be redone, unbound and
-        investigated, not used with a code of the unit left."""
+        investigated, not used with a code of the unit left; a store that never noted its unit
+        has its bindings checked by their codes first (_check_unit)."""
         entry = self.directory.entries.get(self.holder.encode())
         if entry is None or entry.link_unit == followed:
             return followed
+        if self.store.bindings_unit() is None:
+            checked = await self._check_unit(entry.link_unit, entry.key_epoch)
+            if checked:
+                log.warning("%s: %d binding(s) not of link-code unit %s (the holder moved before "
+                            "its store noted its unit): to investigation, to be bound again",
+                            self.holder, checked, entry.link_unit)
         with self.store.transaction():
             moved = self.store.move_to_unit(entry.link_unit)
         if moved:
@@ -342,7 +349,7 @@ class HolderClient:
         while True:
             seen, epoch = self.directory.version, self._epoch()
             try:
-                followed = self._follow_unit(followed)
+                followed = await self._follow_unit(followed)
                 if epoch != brought_to:
                     converted, investigated = await self._rekey(epoch)
                     brought_to = epoch
@@ -400,17 +407,8 @@ class HolderClient:
         converted = investigated = 0
         stale = self.store.bindings_before(epoch)
         while stale:
-            asked = [await self._ask_rekey(old_epoch, codes[start:start + REKEY_CODES])
-                     for old_epoch, codes in stale.items()
-                     for start in range(0, len(codes), REKEY_CODES)]
-            answered_at = epoch
-            for request_id in asked:
-                done = await self.outcome(request_id, max(0.0, deadline - loop.time()))
-                if done.status != REKEYED or done.result is None:
-                    raise RekeyRefused(f"request {request_id}: {done.status}: {done.detail}")
-                converted += int(done.result["converted"])
-                investigated += int(done.result["investigated"])
-                answered_at = min(answered_at, int(done.result["epoch"]))
+            moved, unbound, answered_at = await self._rekeyed_codes(stale, deadline)
+            converted, investigated = converted + moved, investigated + unbound
             left = self.store.bindings_before(epoch)
             if left == stale:
                 if answered_at >= epoch:  # answered at the new epoch: asking again moves nothing
@@ -424,6 +422,39 @@ class HolderClient:
                 await asyncio.sleep(REKEY_RETRY)
             stale = left
         return converted, investigated
+
+    async def _rekeyed_codes(self, stale: dict[int, list[str]],
+                             deadline: float) -> tuple[int, int, int]:
+        """Have the platform re-key these link codes (by the key epoch they are of), a batch at a
+        time: how many were converted, how many went to investigation, and the earliest epoch
+        answered at."""
+        loop = asyncio.get_running_loop()
+        asked = [await self._ask_rekey(old_epoch, codes[start:start + REKEY_CODES])
+                 for old_epoch, codes in stale.items()
+                 for start in range(0, len(codes), REKEY_CODES)]
+        converted = investigated = 0
+        answered_at: list[int] = []
+        for request_id in asked:
+            done = await self.outcome(request_id, max(0.0, deadline - loop.time()))
+            if done.status != REKEYED or done.result is None:
+                raise RekeyRefused(f"request {request_id}: {done.status}: {done.detail}")
+            converted += int(done.result["converted"])
+            investigated += int(done.result["investigated"])
+            answered_at.append(int(done.result["epoch"]))
+        return converted, investigated, min(answered_at)
+
+    async def _check_unit(self, unit: str, epoch: int, within: float = 120.0) -> int:
+        """Check by their codes the bindings of a store that never noted its link-code unit
+        (bound before units were noted, or a move made before its first follow): those of a
+        key epoch after `epoch`, the one `unit` is at, and those the platform finds no code of
+        `unit` as it re-keys them to `epoch`, are unbound and investigated. How many."""
+        with self.store.transaction():
+            unbound = len(self.store.unbind_after(epoch, unit))
+        bound = self.store.bindings_before(epoch + 1)
+        if bound:
+            deadline = asyncio.get_running_loop().time() + within
+            unbound += (await self._rekeyed_codes(bound, deadline))[1]
+        return unbound
 
     async def _ask_rekey(self, epoch: int, link_codes: list[str]) -> str:
         request_id = new_request_id()

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS access_log (
 CREATE TABLE IF NOT EXISTS request_keys (
     idempotency_key TEXT PRIMARY KEY, request_id TEXT NOT NULL REFERENCES requests,
     fingerprint TEXT NOT NULL) WITHOUT ROWID;
--- the link-code unit the bindings are of (one row; none yet: of the unit the directory gives)
+-- the link-code unit the bindings are of (one row; none yet: checked at the first follow)
 CREATE TABLE IF NOT EXISTS bindings_unit (
     one INTEGER PRIMARY KEY CHECK (one = 0), unit TEXT NOT NULL);
 -- requests are found by id; only counts() reads by status, and scans (an index on status cost
@@ -445,13 +445,16 @@ class HolderStore:
 
     def rekey(self, link_code: str, new_code: str | None, epoch: int) -> Rekeyed | None:
         """Give the binding of an older epoch's `link_code` its code of `epoch`; with no new
-        code, unbind it. The record moved or unbound, or None if nothing changed (done already,
-        or the new code is another record's code of an older epoch, odds ~n²/36¹¹: it stays of
-        its old epoch until that one has moved)."""
+        code, unbind it (one of `epoch` too: not a code of the unit). The record moved or
+        unbound, or None if nothing changed (done already, a code of `epoch` found valid, or the
+        new code is another record's code of an older epoch, odds ~n²/36¹¹: it stays of its
+        old epoch until that one has moved)."""
         if new_code is None:
-            row = self.db.execute("DELETE FROM bindings WHERE link_code = ? AND epoch < ? "
+            row = self.db.execute("DELETE FROM bindings WHERE link_code = ? AND epoch <= ? "
                                   "RETURNING own_number", (link_code, epoch)).fetchone()
             return None if row is None else Rekeyed(str(row[0]))
+        if new_code == link_code:
+            return None
         try:
             row = self.db.execute(
                 "UPDATE bindings SET link_code = ?, epoch = ?, previous_code = link_code "
@@ -472,20 +475,37 @@ class HolderStore:
                               "RETURNING own_number", (link_code, epoch)).fetchone()
         return Rekeyed(str(row[0]), str(other[0]))
 
+    def bindings_unit(self) -> str | None:
+        """The link-code unit the bindings were last brought to (None: never noted)."""
+        row = self.db.execute("SELECT unit FROM bindings_unit").fetchone()
+        return None if row is None else str(row[0])
+
     def move_to_unit(self, unit: str) -> list[str]:
         """The bindings are now of link-code `unit`: those of another unit the holder left are
         unbound and investigated (their codes are not the people's there); the records unbound."""
-        row = self.db.execute("SELECT unit FROM bindings_unit").fetchone()
+        noted = self.bindings_unit()
         self.db.execute("INSERT OR REPLACE INTO bindings_unit VALUES (0, ?)", (unit,))
-        if row is None or row[0] == unit:
+        if noted is None or noted == unit:
             return []
-        moved = [str(own) for own, in self.db.execute(
-            "DELETE FROM bindings RETURNING own_number").fetchall()]
-        for own_number in moved:
-            self.investigate(f"unit:{unit}:{own_number}", own_number,
-                             f"the holder moved from link-code unit {row[0]!r} to {unit!r}: "
-                             "bind it again")
-        return moved
+        return self._unbind(unit, f"the holder moved from link-code unit {noted!r} to {unit!r}: "
+                                  "bind it again")
+
+    def unbind_after(self, epoch: int, unit: str) -> list[str]:
+        """Unbind and investigate the bindings of a key epoch after `epoch`, the one link-code
+        `unit` is at: of another unit (the holder moved); the records unbound."""
+        return self._unbind(unit, f"its link code is of a key epoch link-code unit {unit!r} has "
+                                  "not reached, of a unit the holder left: bind it again",
+                            "WHERE epoch > ?", (epoch,))
+
+    def _unbind(self, unit: str, reason: str, where: str = "",
+                args: tuple[object, ...] = ()) -> list[str]:
+        """Unbind the bindings (all, or those `where`), each investigated for `reason` as it
+        comes to link-code `unit`; the records unbound."""
+        unbound = [str(own) for own, in self.db.execute(
+            f"DELETE FROM bindings {where} RETURNING own_number", args).fetchall()]
+        for own_number in unbound:
+            self.investigate(f"unit:{unit}:{own_number}", own_number, reason)
+        return unbound
 
     def investigate(self, request_id: str, own_number: str, reason: str) -> None:
         """Open a case: the record, and why it is not bound (closed once it is bound)."""

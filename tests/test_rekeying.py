@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
 from registry.residents import FourAttributes
 from renkei.scenario import LAWFUL, answerable, people, rekeyed, round_trip
-from renkei.town import Town
+from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
 from tests.kafka_helpers import audit_events, rejection_of, renkei, said_in_one_line
@@ -157,6 +158,36 @@ async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Tow
                                             "private True → False")
 
 
+def register_in_unit(holder: str, unit: str) -> None:
+    """`holder register HOLDER --move-unit --unit UNIT`: a medical institution in `unit`."""
+    renkei("holder", "register", holder, "--name", "西町診療所", "--role", "medical_institution",
+           "--move-unit", "--unit", unit)
+
+
+async def store_bound(town: Town, path: Path, holder: str, own: str) -> HolderStore:
+    """A store of `holder` whose record `own` is bound to a person's code of the holder's unit
+    (its unit never noted)."""
+    entry = (await directory.current())[holder]
+    store = HolderStore(path)
+    resident = next(iter(town.held.values()))[0]
+    with store.transaction():
+        store.add_record(own, FourAttributes(resident.name, resident.address,
+                                             resident.date_of_birth, resident.sex))
+        store.bind(own, CodeService(keys.load()).link_code(
+            resident.resident_code, UnitEpoch(entry.link_unit, entry.key_epoch)),
+            entry.key_epoch)
+    return store
+
+
+async def within_10_s(holds: Callable[[], bool]) -> bool:
+    """Whether `holds` comes to hold within 10 s."""
+    for _ in range(100):
+        if holds():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def test_a_holder_moved_to_another_unit_has_its_bindings_bound_again(
         town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`holder register --move-unit` changed the holder's entry alone: its bindings stayed bound
@@ -166,41 +197,46 @@ async def test_a_holder_moved_to_another_unit_has_its_bindings_bound_again(
     directory, and the client's stop with it)."""
     monkeypatch.setattr(client_module, "REKEY_AGAIN", 0.2)
     holder, own = "nishi-clinic", "NSH-0000001"
-    register = ("holder", "register", holder, "--name", "西町診療所", "--role",
-                "medical_institution", "--move-unit", "--unit")
-    renkei(*register, holder)
-    entry = (await directory.current())[holder]
-    store = HolderStore(tmp_path / "holder.db")
-    resident = next(iter(town.held.values()))[0]
-    with store.transaction():
-        store.add_record(own, FourAttributes(resident.name, resident.address,
-                                             resident.date_of_birth, resident.sex))
-        store.bind(own, CodeService(keys.load()).link_code(
-            resident.resident_code, UnitEpoch(entry.link_unit, entry.key_epoch)),
-            entry.key_epoch)
+    register_in_unit(holder, holder)
+    store = await store_bound(town, tmp_path / "holder.db", holder, own)
     client = HolderClient(holder, store)
     await client.start()
     try:
-        for _ in range(100):  # the unit its bindings are of, noted at the client's start
-            if store.db.execute("SELECT unit FROM bindings_unit").fetchone():
-                break
-            await asyncio.sleep(0.1)
+        # the unit its bindings are of, noted at the client's start
+        assert await within_10_s(lambda: store.bindings_unit() is not None)
         with closing(sqlite3.connect(tmp_path / "holder.db", isolation_level=None)) as importing:
             importing.execute("BEGIN IMMEDIATE")
-            renkei(*register, "nishi-medical")
-            for _ in range(100):
-                if client.entry(holder).link_unit == "nishi-medical":
-                    break
-                await asyncio.sleep(0.1)
+            register_in_unit(holder, "nishi-medical")
+            await within_10_s(lambda: client.entry(holder).link_unit == "nishi-medical")
             await asyncio.sleep(0.3)  # the move seen, the store found held past LOCK_WAIT
             importing.execute("COMMIT")
-        for _ in range(100):
-            if store.binding(own) is None:
-                break
-            await asyncio.sleep(0.1)
-        assert store.binding(own) is None, "bound to a code of the unit it left"
+        assert await within_10_s(lambda: store.binding(own) is None), (
+            "bound to a code of the unit it left")
         assert [reason for _, reason in store.investigations()] == [
             f"the holder moved from link-code unit {holder!r} to 'nishi-medical': bind it again"]
+    finally:
+        await client.stop()
+        store.close()
+
+
+async def test_a_holder_moved_before_its_store_noted_its_unit_has_its_bindings_bound_again(
+        town: Town, platform: Processes, tmp_path: Path) -> None:
+    """A store that never noted its link-code unit (made before units were noted, or held by an
+    import at the client's first follow) took the directory's at the first follow: a move made
+    before it kept every binding to a code of the unit left, never caught; each is now checked
+    by its code through the platform, unbound and investigated."""
+    holder, own = "oka-clinic", "OKA-0000001"
+    register_in_unit(holder, holder)
+    store = await store_bound(town, tmp_path / "holder.db", holder, own)
+    register_in_unit(holder, "oka-medical")  # the holder down, or its store held
+    client = HolderClient(holder, store)
+    await client.start()
+    try:
+        assert await within_10_s(lambda: store.binding(own) is None), (
+            "bound to a code of the unit it left")
+        assert [reason for _, reason in store.investigations()] == [
+            "its link code is not valid at epoch 0: bind it again"]
+        assert await within_10_s(lambda: store.bindings_unit() == "oka-medical")
     finally:
         await client.stop()
         store.close()
