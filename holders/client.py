@@ -674,7 +674,9 @@ class HolderClient:
             sealing.open_sealed(self._key, c.sealed_attributes, request.request_id),
             FourAttributes)) for c in answer.candidates]
         decision = matching.decide(found[0], candidates)
-        if isinstance(decision, matching.Bind):
+        if isinstance(decision, matching.Bind) and (moved := self._of_another_unit(answer)):
+            reason = moved
+        elif isinstance(decision, matching.Bind):
             other = self.store.bind(request.own_number, decision.link_code, answer.epoch)
             if other is None:
                 if answer.epoch < self._epoch():  # answered before the unit moved: re-key it
@@ -686,6 +688,19 @@ class HolderClient:
                 f"{answer.status}: {answer.detail or decision.reason}")
         self.store.investigate(request.request_id, request.own_number, reason)
         return self._finish(request, INVESTIGATING, reason)
+
+    def _of_another_unit(self, answer: BindingAnswer) -> str | None:
+        """Why a binding answered under another link-code unit than the bindings are of (as the
+        store noted, else as the directory gives: being brought to it) is not kept, the holder
+        having moved (None: it is kept; an answer before v3 tells no unit)."""
+        unit = self.store.bindings_unit()
+        if unit is None:
+            entry = self.directory.entries.get(self.holder.encode())
+            unit = answer.unit if entry is None else entry.link_unit
+        if answer.unit in ("", unit):
+            return None
+        return (f"answered under link-code unit {answer.unit!r}, the bindings being of {unit!r} "
+                "(the holder moved): bind it again")
 
     def _rekeyed(self, request: Request, answer: RekeyAnswer) -> Request | None:
         """Rebind each record to its new code; a record whose old code was not valid, or whose

@@ -86,12 +86,14 @@ def _relayed(answer: RegistryAnswer, ctx: Context) -> tuple[BindingAnswer, list[
         log.warning("binding %s: %d of the registry's %d candidates cannot be converted; none "
                     "is offered", answer.request_id, len(answer.candidates) - len(ids),
                     len(answer.candidates))
-        return BindingAnswer(answer.request_id, REFUSED, UNCONVERTED, (), unit.epoch), []
+        return BindingAnswer(answer.request_id, REFUSED, UNCONVERTED, (), unit.epoch,
+                             unit.unit), []
     links = ctx.codes.link_codes_of(ids, [unit] * len(ids))
     candidates = tuple(BindingCandidate(link, c.sealed_attributes)
                        for c, link in zip(answer.candidates, links, strict=True))
     status = answer.status if candidates or answer.status != FOUND else NOT_FOUND
-    return BindingAnswer(answer.request_id, status, answer.detail, candidates, unit.epoch), ids
+    return BindingAnswer(answer.request_id, status, answer.detail, candidates, unit.epoch,
+                         unit.unit), ids
 
 
 def _resident_code(sealed: bytes, request_id: str, ctx: Context) -> str:

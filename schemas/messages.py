@@ -55,6 +55,7 @@ class BindingAnswer:
     detail: str
     candidates: tuple[BindingCandidate, ...]
     epoch: int
+    unit: str  # the link-code unit of the candidates' codes ("" from an answer before v3)
 
 
 @dataclass(frozen=True, slots=True)

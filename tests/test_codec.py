@@ -33,7 +33,8 @@ NOW = datetime(2026, 11, 23, 9, 30, 0, 123000, tzinfo=UTC)
 
 
 def test_round_trip_with_nested_records_enums_and_dates() -> None:
-    answer = BindingAnswer("r-1", "FOUND", "", (BindingCandidate("ABC98765XYZ", b"\x01"),), 2)
+    answer = BindingAnswer("r-1", "FOUND", "", (BindingCandidate("ABC98765XYZ", b"\x01"),), 2,
+                           "city-a")
     assert CODEC.decode(CODEC.encode(answer), BindingAnswer) == answer
     person = FourAttributes("髙橋　太郎", "桜町1-2-3", date(1980, 2, 29), Sex.MALE)
     assert CODEC.decode(CODEC.encode(person), FourAttributes) == person

@@ -380,6 +380,7 @@ def test_both_namesakes_reach_the_holder_as_its_link_codes(codes: CodeService,
     answer = CODEC.decode(to_holder.value, BindingAnswer)
     assert answer.status == FOUND and [c.link_code for c in answer.candidates] == [
         codes.link_code(r, UnitEpoch("city-a", 2)) for r in (a, b)]
+    assert (answer.unit, answer.epoch) == ("city-a", 2)  # what its codes are of
 
 
 @pytest.mark.parametrize("unusable", ["", "12345678918"], ids=["unreadable", "not valid"])

@@ -87,11 +87,12 @@ def status(client: HolderClient, request_id: str) -> str | None:
     return None if request is None else request.status
 
 
-def found(request_id: str, link_code: str, epoch: int = 0) -> BindingAnswer:
+def found(request_id: str, link_code: str, epoch: int = 0, unit: str = HOLDER) -> BindingAnswer:
     """The platform's answer: one resident, of the four attributes of our records."""
     sealed = sealing.seal(sealing.public_bytes(sealing.key_of(HOLDER)), CODEC.encode(PERSON),
                           request_id)
-    return BindingAnswer(request_id, FOUND, "", (BindingCandidate(link_code, sealed),), epoch)
+    return BindingAnswer(request_id, FOUND, "", (BindingCandidate(link_code, sealed),), epoch,
+                         unit)
 
 
 async def test_a_second_record_of_one_person_is_investigated_not_bound(
@@ -355,6 +356,25 @@ async def test_a_binding_answered_at_the_old_epoch_after_the_rekeying_is_rekeyed
     assert await asyncio.wait_for(asked.get(), 5) == {}  # at start: nothing to convert
     await handle(client, found(request_id, "ABC98765XYZ", epoch=0))
     assert await asyncio.wait_for(asked.get(), 5) == {0: ["ABC98765XYZ"]}
+
+
+async def test_a_binding_answered_under_the_unit_left_is_investigated_not_bound(
+        client: HolderClient) -> None:
+    """The platform answered before the holder moved to another link-code unit; the holder had
+    brought its bindings to the new unit before it came: it was bound, filed under the new unit
+    though its code is of the one left (no person's there), its requests refused."""
+    with client.store.transaction():
+        client.store.move_to_unit("city-x-sector")
+    for own_number in ("H-1", "H-2"):
+        client.store.add_record(own_number, PERSON)
+    left, moved = binding_request(client, "H-1"), binding_request(client, "H-2")
+    await handle(client, found(left, "ABC98765XYZ"),
+                 found(moved, "369PQRST246", unit="city-x-sector"))
+    assert [status(client, r) for r in (left, moved)] == [INVESTIGATING, BOUND]
+    assert client.store.investigations() == [("H-1", "answered under link-code unit 'city-x', "
+                                              "the bindings being of 'city-x-sector' (the holder "
+                                              "moved): bind it again")]
+    assert client.store.bindings() == {"H-2": "369PQRST246"}
 
 
 OLD, NEW = "ABC98765XYZ", "369PQRST246"  # one person's link code of epoch 0, and of epoch 1
