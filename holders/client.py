@@ -704,7 +704,13 @@ class HolderClient:
 
     def _rekeyed(self, request: Request, answer: RekeyAnswer) -> Request | None:
         """Rebind each record to its new code; a record whose old code was not valid, or whose
-        new code is bound to another record already, is unbound and investigated."""
+        new code is bound to another record already, is unbound and investigated. None moved
+        if answered under another link-code unit than the directory gives (the platform not
+        yet at the holder's move): refused, to be asked again."""
+        entry = self.directory.entries.get(self.holder.encode())
+        if entry is not None and answer.unit not in ("", entry.link_unit):
+            return self._finish(request, REJECTED, f"answered under link-code unit "
+                                f"{answer.unit!r}, not {entry.link_unit!r}: asked again")
         converted = investigated = 0
         for code in answer.codes:
             moved = self.store.rekey(code.old, code.new, answer.epoch)

@@ -87,6 +87,7 @@ class RekeyAnswer:
     request_id: str
     epoch: int
     codes: tuple[RekeyedCode, ...]
+    unit: str  # the link-code unit answered under ("" from an answer before v2)
 
 
 @dataclass(frozen=True, slots=True)

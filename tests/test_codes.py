@@ -263,7 +263,7 @@ def test_a_rekeying_request_gets_each_code_of_the_units_current_epoch(
     to_holder, event = _rekey(ctx, [*old, "NOTACODE000", current], from_epoch=0)
     assert to_holder.topic == topics.inbox("city-a")
     answer = CODEC.decode(to_holder.value, RekeyAnswer)
-    assert answer.epoch == 2
+    assert (answer.unit, answer.epoch) == ("city-a", 2)
     assert [c.old for c in answer.codes] == [*old, "NOTACODE000", current]
     new = [c.new for c in answer.codes]
     assert new[-2:] == [None, None]

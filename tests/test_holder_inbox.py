@@ -27,6 +27,7 @@ from holders.client import (
     REKEY,
     SYSTEM,
     HolderClient,
+    RekeyRefused,
     new_request_id,
 )
 from holders.store import SENT, HolderStore, Rekeyed
@@ -381,10 +382,10 @@ OLD, NEW = "ABC98765XYZ", "369PQRST246"  # one person's link code of epoch 0, an
 
 
 def platform_rekeying(client: HolderClient, monkeypatch: pytest.MonkeyPatch, *epochs: int,
-                      moves: dict[str, str] | None = None) -> list[list[str]]:
-    """The platform's re-keying, at each of `epochs` in turn (then at the last): each code to
-    its new one (`moves`, by default OLD to NEW) when at a newer epoch than the codes are of,
-    as it is when not. The codes each request asked about."""
+                      moves: dict[str, str] | None = None, unit: str = HOLDER) -> list[list[str]]:
+    """The platform's re-keying of `unit`, at each of `epochs` in turn (then at the last): each
+    code to its new one (`moves`, by default OLD to NEW) when at a newer epoch than the codes
+    are of, as it is when not. The codes each request asked about."""
     asked: list[list[str]] = []
     new_codes = {OLD: NEW} if moves is None else moves
 
@@ -395,11 +396,27 @@ def platform_rekeying(client: HolderClient, monkeypatch: pytest.MonkeyPatch, *ep
         asked.append(link_codes)
         await handle(client, RekeyAnswer(request_id, epoch, tuple(
             RekeyedCode(code, new_codes[code] if epoch > from_epoch else code)
-            for code in link_codes)))
+            for code in link_codes), unit))
         return request_id
 
     monkeypatch.setattr(client, "_ask_rekey", ask)
     return asked
+
+
+async def test_a_check_of_the_unit_answered_before_the_platform_saw_the_move_is_asked_again(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that never noted its link-code unit has its bindings checked by their codes at
+    the client's first follow: a platform not yet at the holder's move found its codes of the
+    unit left valid, and they were kept, the store noting the new unit."""
+    client.directory.entries[HOLDER.encode()] = HolderEntry(
+        HOLDER, "City X", "municipality", "city-x-sector", 0, b"", False, True,
+        datetime.now(UTC))
+    platform_rekeying(client, monkeypatch, 0, unit=HOLDER)
+    client.store.bind("H-1", OLD, 0)
+    with pytest.raises(RekeyRefused, match="answered under link-code unit 'city-x', not "
+                                           "'city-x-sector'"):
+        await client._follow_unit(None)
+    assert client.store.bindings_unit() is None
 
 
 async def test_a_rekeying_waits_for_the_platform_to_move_to_the_new_epoch(
