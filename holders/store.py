@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+import uuid6
+
 from audit.store import RETENTION_YEARS, years_before
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, writing
@@ -500,11 +502,13 @@ class HolderStore:
     def _unbind(self, unit: str, reason: str, where: str = "",
                 args: tuple[object, ...] = ()) -> list[str]:
         """Unbind the bindings (all, or those `where`), each investigated for `reason` as it
-        comes to link-code `unit`; the records unbound."""
+        comes to link-code `unit` (a case of its own, whatever moves came before); the records
+        unbound."""
         unbound = [str(own) for own, in self.db.execute(
             f"DELETE FROM bindings {where} RETURNING own_number", args).fetchall()]
+        move = uuid6.uuid7()
         for own_number in unbound:
-            self.investigate(f"unit:{unit}:{own_number}", own_number, reason)
+            self.investigate(f"unit:{unit}:{move}:{own_number}", own_number, reason)
         return unbound
 
     def investigate(self, request_id: str, own_number: str, reason: str) -> None:

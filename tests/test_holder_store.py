@@ -131,6 +131,18 @@ def test_a_case_is_closed_once_its_record_is_bound(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_holder_moved_back_to_a_unit_it_left_has_a_case_opened_again(tmp_path: Path) -> None:
+    """A case of a move was named by the unit and the record: moved again to a unit it had been
+    moved to, the record was unbound with no case opened (its earlier one, closed, in the way)."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.move_to_unit("west")
+    for unit in ("west-medical", "west", "west-medical"):
+        assert store.bind("H-1", f"LC-{unit}", 0) is None
+        assert store.move_to_unit(unit) == ["H-1"]
+        assert [own for own, _ in store.investigations()] == ["H-1"]
+    store.close()
+
+
 def test_a_store_made_before_cases_were_closed_has_them_open(tmp_path: Path) -> None:
     store = _made_before(tmp_path, "CREATE TABLE investigations (request_id TEXT PRIMARY KEY, "
                          "own_number TEXT NOT NULL, reason TEXT NOT NULL, opened_at TEXT NOT NULL)",
