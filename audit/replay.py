@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from audit.anchor import consumer_commit
-from audit.consumer import decoded
+from audit.consumer import decoded, new_events
 from audit.events import AccessLogEvent, from_millis
 from audit.store import AuditStore
 from broker import topics
@@ -155,7 +155,7 @@ class ReplayReport:
     records: int = 0
     start: int = 0
     beyond: int = 0
-    aligned: bool = False  # `beyond` found: at the first replayed event the live store holds
+    aligned: bool = False  # `beyond` found: from the live store's serials of a batch
     differing: int = 0
     events: int = 0
     size: int = 0
@@ -241,14 +241,14 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
     report.events += len(items)
     held = live.serials([event.event_id for event, _ in items]) \
         if report.start and live is not None and items else {}
+    if held and not report.aligned:
+        _aligned(target, items, held, report)
     if report.aligned:
         items = [(event, leaf) for event, leaf in items
                  if held.get(event.event_id, report.beyond) >= report.beyond]
     if not items:
         return
     serials = target.append_many(items)
-    if not report.aligned:
-        _aligned(items, serials, held, report)
     for (event, _), serial in zip(items, serials, strict=True):
         if serial is None or not recheck.applies(event):
             continue
@@ -258,11 +258,18 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
             report.disagreements.append(disagreement)
 
 
-def _aligned(items: list[tuple[AccessLogEvent, bytes]], serials: list[int | None],
+def _aligned(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
              held: dict[str, int], report: ReplayReport) -> None:
-    """report.beyond from the first event appended that the live store holds unpurged (the
-    first ones read may be purged from it): its serial there less its serial in the replay."""
-    for (event, _), serial in zip(items, serials, strict=True):
-        if serial is not None and event.event_id in held:
-            report.beyond, report.aligned = max(0, held[event.event_id] - serial), True
-            return
+    """report.beyond from the latest serial the live store holds of the events `target` would
+    append (the first ones read may be purged from it): back from it, each event takes the
+    serial before, but one the live store holds lower, logged again after its first time beyond
+    the topic's start, which the audit consumer left out."""
+    fresh = [held.get(event.event_id) for event in new_events(target, items)]
+    known = [serial for serial in fresh if serial is not None]
+    if not known:
+        return
+    serial = max(known)
+    for before in reversed(fresh[:fresh.index(serial)]):
+        if before is None or before >= serial - 1:
+            serial -= 1
+    report.beyond, report.aligned = max(0, serial - target.size()), True

@@ -10,8 +10,8 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -861,3 +861,45 @@ async def test_replay_tells_the_entries_beyond_the_topics_retention_from_those_t
     assert kept.identical and (kept.compared_at, kept.differing) == (CUT - beyond, 0), kept
     assert not rewritten.identical and rewritten.differing == 1, rewritten
     assert gone.identical and gone.differing == 0, gone
+
+
+@asynccontextmanager
+async def topic_of_its_own(events: Sequence[AccessLogEvent], start: int) -> AsyncIterator[str]:
+    """A topic of the events, one a record, whose records before offset `start` the broker
+    deleted (as its retention would); deleted after."""
+    own, admin = f"{topics.AUDIT}.own-{uuid.uuid4().hex[:8]}", admin_client()
+    admin.create_topics([NewTopic(own, 1, 1)])[own].result(30)
+    try:
+        async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+            for event in events:
+                await prod.send(own, CODEC.encode(event), key=event.request_id.encode())
+        next(iter(admin.delete_records([TopicPartition(own, 0, start)],
+                                       request_timeout=30).values())).result(30)
+        yield own
+    finally:
+        admin.delete_topics([own])[own].result(30)
+
+
+async def test_replay_starts_after_an_event_logged_again_that_the_topics_retention_left_first(
+        town: Town, tmp_path: Path) -> None:
+    """The broker deleted an event's record but kept the one that logged it again (other
+    bytes), which the consumer left out: the replay leaves it out too, and counts the live
+    store's entries up to the topic's first new event as beyond, not those up to the event's
+    first time; a rewritten entry after them still differs."""
+    now, live, tampered = datetime.now(UTC), tmp_path / "live.db", tmp_path / "tampered.db"
+    events = [synthetic(n, "again", now + timedelta(milliseconds=n)) for n in range(CUT)]
+    again = replace(events[2], occurred_at=events[2].occurred_at + timedelta(seconds=1))
+    logged = [*events[:CUT // 2], again, *events[CUT // 2:]]
+    with AuditStore(live, Signer.generate()) as store:
+        assert store.append_many(item(event) for event in logged).count(None) == 1
+    copied(live, tampered)
+    with closing(sqlite3.connect(tampered)) as db, db:
+        db.execute("UPDATE nodes SET hash = ? WHERE id = ?", (bytes(32), CUT // 2))
+    async with topic_of_its_own(logged, CUT // 2) as own:
+        kept, rewritten = [await rebuilt(tmp_path / f"{name}.db", stored, own)
+                           for name, stored in [("kept", live), ("rewritten", tampered)]]
+    for report in (kept, rewritten):
+        assert (report.start, report.beyond, report.compared_at) == (CUT // 2, CUT // 2,
+                                                                     CUT // 2), report
+    assert kept.identical and kept.differing == 0, kept
+    assert not rewritten.identical and rewritten.differing == 1, rewritten
