@@ -32,6 +32,11 @@ class UnitMove(ValueError):
     means to move: every link code of its records would change."""
 
 
+class UnitTaken(ValueError):
+    """A new holder whose own link-code unit (its id) other holders are in already: it would be
+    given their link codes without anyone having said it is to share their unit."""
+
+
 def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
                  private: bool = False, epoch: int = 0) -> HolderEntry:
     """A holder's entry, with the public half of its sealing key (made now if it has none)."""
@@ -45,7 +50,8 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
                move_unit: bool = False) -> HolderEntry:
     """A holder's entry as (re-)registered: one in the directory already keeps its link-code
     unit (at the unit's key epoch) and its private flag unless given, and moves to another
-    unit only with `move_unit` (else UnitMove); a new one gets its own unit unless given."""
+    unit only with `move_unit` (else UnitMove); a new one gets its own unit unless given, and
+    not one other holders are in (else UnitTaken)."""
     before = directory.get(holder)
     if before is not None:
         if unit not in (None, before.link_unit) and not move_unit:
@@ -54,6 +60,10 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
                            f"have to be redone; give --move-unit to move it all the same")
         unit = unit or before.link_unit
         private = before.private if private is None else private
+    elif unit is None and (sharing := _members(directory, holder)):
+        raise UnitTaken(f"link-code unit {holder!r} is already the unit of {', '.join(sharing)}: "
+                        f"as its own unit {holder} would be given their link codes; register it "
+                        f"under another id, or give --unit {holder} if it is to share theirs")
     unit = unit or holder
     return holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
 
@@ -144,6 +154,12 @@ def private_holder(directory: Mapping[str, HolderEntry], holder: str) -> HolderE
     return entry
 
 
+def _members(directory: Mapping[str, HolderEntry], unit: str) -> list[str]:
+    """The holders in a link-code unit, by id."""
+    return sorted(e.holder_id for e in directory.values()
+                  if e.link_unit == unit and e.role != SERVICE)
+
+
 def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
     """The key epoch a link-code unit is at (0 for a unit with no holder yet)."""
     return max((e.key_epoch for e in directory.values() if e.link_unit == unit), default=0)
@@ -158,7 +174,7 @@ async def rekey_unit(unit: str) -> list[HolderEntry]:
 
 def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:
     """The entries of the unit's holders at its next key epoch (re-keying the unit)."""
-    members = [e for e in directory.values() if e.link_unit == unit and e.role != SERVICE]
+    members = [directory[holder] for holder in _members(directory, unit)]
     if not members:
         raise LookupError(f"no holder has link-code unit {unit!r}")
     epoch, now = unit_epoch(directory, unit) + 1, datetime.now(UTC)

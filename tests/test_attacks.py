@@ -22,6 +22,9 @@
   tests/test_answers.py::test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id
 - a replay of an old binding request (STALE_REQUEST, no registry look-up): new here,
   tests/test_attacks.py::test_a_replayed_old_binding_request_is_refused_as_stale
+- a new holder registered under an id that is another unit's name, given that unit's link codes
+  as its own (UnitTaken: only with the unit given):
+  tests/test_codes.py::test_a_new_holder_is_not_put_into_a_unit_others_are_in_unless_given_it
 - a request under an expired legal pattern (P-075, PATTERN_NOT_IN_FORCE) or a foreign one
   (sakura-hospital under the pension service's P-037, NOT_PERMITTED), on the broker:
   tests/test_linkage.py::test_an_unlawful_request_is_rejected_and_logged

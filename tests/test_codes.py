@@ -339,6 +339,18 @@ def test_a_holder_registered_again_keeps_its_unit_and_private_flag_unless_given(
     assert (new.link_unit, new.key_epoch, new.private) == ("town", 0, False)
 
 
+def test_a_new_holder_is_not_put_into_a_unit_others_are_in_unless_given_it(
+        state: Path) -> None:
+    """A new holder whose id was a sector's unit went into it as its own: every link code of
+    the sector's holders was its too, though no one had said it was to share them."""
+    entries = {"clinic": _entry("clinic", "medical", 1),
+               "pharmacy": _entry("pharmacy", "medical", 1)}
+    with pytest.raises(ValueError, match="already the unit of clinic, pharmacy"):
+        directory.registered(entries, "medical", "medical", "company")
+    joined = directory.registered(entries, "medical", "medical", "hospital", "medical")
+    assert (joined.link_unit, joined.key_epoch) == ("medical", 1)
+
+
 RESIDENT = random_codes(1, seed=11)[0]
 
 
