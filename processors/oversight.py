@@ -25,7 +25,8 @@ ACCESS_LOG = "access_log"
 
 def relay(request: HolderLogRequest, directory: Mapping[str, HolderEntry],
           now: datetime) -> list[Send]:
-    """The request to every named active holder, and one access-log event per holder asked."""
+    """The request to every named active holder, each told of itself alone among those asked,
+    and one access-log event per holder asked."""
     out: list[Send] = []
     for holder in dict.fromkeys(request.holders):
         entry = directory.get(holder)
@@ -36,7 +37,8 @@ def relay(request: HolderLogRequest, directory: Mapping[str, HolderEntry],
                           legal_basis=request.legal_basis, provider=holder,
                           data_type=ACCESS_LOG))
         if known:
-            out.append(send(topics.inbox(holder), request.request_id, request))
+            out.append(send(topics.inbox(holder), request.request_id,
+                            replace(request, holders=(holder,))))
     return out
 
 

@@ -33,6 +33,9 @@
 - an oversight request from a non-oversight principal (the broker refuses the oversight topic,
   the platform refuses it through the holder's own outbox):
   tests/test_oversight.py::test_only_the_oversight_body_may_ask_for_holders_logs
+- a holder asked for its side of the log learns which other holders the same inquiry asks
+  (each is told of itself alone):
+  tests/test_oversight.py::test_a_holder_asked_for_its_log_is_not_told_which_other_holders_are_asked
 - a tampered audit store (modified, deleted, reordered, inserted entries; forged heads):
   tests/test_audit_store.py::test_detects_a_modified_entry
   tests/test_audit_store.py::test_detects_a_deleted_entry

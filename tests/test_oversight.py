@@ -7,9 +7,11 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -37,6 +39,7 @@ from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+T = TypeVar("T")
 BASIS = "番号法第38条（特定個人情報保護委員会による報告及び立入検査）"
 
 
@@ -203,15 +206,48 @@ async def test_only_the_oversight_body_may_ask_for_holders_logs(
     assert rejection.reason == "UNEXPECTED_MESSAGE" and "HolderLogRequest" in rejection.detail
 
 
+async def test_a_holder_asked_for_its_log_is_not_told_which_other_holders_are_asked(
+        clients: dict[str, HolderClient]) -> None:
+    """Each holder asked got the oversight body's request whole: every other holder under the
+    same inquiry named in it (one tipped off about another, with which it may have colluded)."""
+    asked = HolderLogRequest(f"inquiry-{uuid.uuid4()}", datetime.now(UTC),
+                             ("nenkin", "sakura-town"), ("any",), BASIS)
+    town_hall = KafkaAccess.of("sakura-town")
+    inbox = AIOKafkaConsumer(topics.inbox("sakura-town"), **town_hall.aiokafka(),
+                             enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        async with producer(KafkaAccess.of(acls.OVERSIGHT)) as prod:
+            await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(asked))
+        relayed = await _first(inbox, partial(_request, asked.request_id))
+    finally:
+        await inbox.stop()
+    assert relayed.holders == ("sakura-town",) and relayed.request_ids == asked.request_ids
+
+
+def _request(request_id: str, value: bytes) -> HolderLogRequest | None:
+    request = CODEC.decode(value, HolderLogRequest)
+    return request if request.request_id == request_id else None
+
+
 async def _rejection(inbox: AIOKafkaConsumer, within: float = 20) -> Rejection:
+    return await _first(inbox, lambda value: CODEC.decode(value, Rejection), within)
+
+
+async def _first(inbox: AIOKafkaConsumer, decoded: Callable[[bytes], T | None],
+                 within: float = 20) -> T:
+    """The first message read from `inbox` that `decoded` gives (None or SchemaError: skipped)."""
     async with asyncio.timeout(within):
         while True:
             for records in (await inbox.getmany(timeout_ms=200)).values():
                 for record in records:
                     try:
-                        return CODEC.decode(record.value or b"", Rejection)
+                        found = decoded(record.value or b"")
                     except SchemaError:
                         continue
+                    if found is not None:
+                        return found
 
 
 async def test_a_burst_of_rejections_alerts_the_oversight_body(
