@@ -38,6 +38,7 @@ from broker.clients import KafkaAccess, records_up_to, seek_to_times, started
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
+from processors.broker_time import BrokerTime
 from processors.codes import CodeService
 from processors.context import Context
 from processors.decider import DecisionEvent
@@ -131,6 +132,7 @@ class Platform:
         self.access = access
         self.views = Views(access, ctx)
         self.decider = decider.Decider()
+        self.broker_time = BrokerTime()
         self.taking_over: set[int] = set()
         self.rebuilding: asyncio.Task[None] | None = None  # of partitions in taking_over
         self.at_once: dict[int, bytes] = {}  # partitions decided here at once, and their mark
@@ -197,6 +199,7 @@ class Platform:
         """One poll's records, by kind: holders' outboxes, registry, relays, decisions; the
         effects, and the records of what was decided at once."""
         now, ctx = datetime.now(UTC), self.views.refresh()
+        self.broker_time.read(records)
         by_topic: dict[str, list[Any]] = defaultdict(list)
         for record in records:
             kind = record.topic if topics.holder_of_outbox(record.topic) is None else "outbox"
@@ -252,12 +255,18 @@ class Platform:
             log.exception("a decision on partition %s failed", partition)
             return []
 
+    def due(self) -> list[Send]:
+        """Sweep events for the deadlines passed and requests to forget by the broker's time
+        now (none before any of its times is read: nothing is known to be due)."""
+        now = self.broker_time.now()
+        return [] if now is None else self.decider.sweeps(now)
+
     async def _sweep(self, stop: asyncio.Event) -> None:
         """Deadlines and forgetting, as Sweep events in the partitions they concern."""
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
             now = datetime.now(UTC)
-            swept = self.decider.sweeps(now)
+            swept = self.due()
             sweeps = [s for s in swept if s.partition not in self.at_once]  # being taken over
             decided_here = self._at_once([s for s in swept if s.partition in self.at_once], now,
                                          self.views.refresh())

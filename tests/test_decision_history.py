@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 from aiokafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from broker import acls, config, provision, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from processors import decider
 from processors.context import Context
@@ -192,3 +192,53 @@ async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_
     finally:
         await instance.consumer.stop()
         await instance.producer.stop()  # made with the instance, though never started here
+
+
+async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_the_brokers(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's deadline is of the broker's time (its outbox record's append time, plus the
+    answer timeout), but the platform's sweeps judged it, and the requests to forget, by its own
+    clock: one 10 minutes ahead timed out every request at once and forgot them early, one 10
+    minutes behind timed them out 10 minutes late. On the real broker, which stamps a record
+    written with its writer's clock an hour behind: whatever the platform's clock, only the
+    request whose deadline passed by the broker's time is swept, at the broker's time."""
+    topic = f"{TOPIC}.stamped"
+    outbox, = [s for s in topics.holder_topics("town") if s.name == topics.outbox("town")]
+    admin = provision.admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(topic, 1, 1, config=outbox.for_cluster(1).configs())]
+                        )[topic].result(30)
+    access = KafkaAccess.of(config.ADMIN)
+    async with producer(access) as prod:
+        hour_behind = datetime.now(UTC) - timedelta(hours=1)
+        await prod.send_and_wait(topic, b"", partition=0,
+                                 timestamp_ms=int(hour_behind.timestamp() * 1000))
+    record, = await read_topic(access, topic)
+    received = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    requests = [_pending(ctx, request_id="r-1", received=received),
+                _pending(ctx, request_id="r-0", received=received - ctx.answer_timeout)]
+    for skew in (timedelta(minutes=10), -timedelta(minutes=10)):
+        monkeypatch.setattr("processors.platform.datetime", _skewed(skew))
+        instance = Platform(KafkaAccess.of(acls.PLATFORM))
+        owned = {decider.partition_of(p.request_id) for p in requests}
+        instance.decider.keep_only(owned)
+        for partition in owned:
+            instance.decider.rebuild(partition, [], ctx, None)
+        for pending in requests:
+            instance.decider.handle(decider.partition_of(pending.request_id), pending,
+                                    received, ctx, effects=False)
+        instance.handle([record])
+        swept = [CODEC.decode(s.value, Sweep) for s in instance.due()]
+        await instance.producer.stop()  # made with the instance, though never started here
+        assert [s.expire for s in swept] == [("r-0",)], f"{skew} off"
+        assert received <= swept[0].at < received + timedelta(seconds=5), "at the broker's time"
+
+
+def _skewed(skew: timedelta) -> type[datetime]:
+    """A wall clock `skew` off."""
+
+    class Skewed(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Skewed:
+            return cls.fromtimestamp((datetime.now(tz) + skew).timestamp(), tz)
+
+    return Skewed
