@@ -38,7 +38,7 @@ from broker.clients import KafkaAccess, records_up_to, seek_to_times, started
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
-from processors.broker_time import BrokerTime
+from processors.broker_time import LOG_APPEND_TIME, BrokerTime
 from processors.codes import CodeService
 from processors.context import Context
 from processors.decider import DecisionEvent
@@ -323,9 +323,10 @@ class Platform:
             try:
                 ctx = self.views.refresh()
                 committed = await self.consumer.committed(tp) or 0
-                history = await decision_history(self.access, tp, committed, ctx)
+                history = await decision_history(self.access, tp, committed, ctx,
+                                                 self.broker_time)
                 break
-            except KafkaError as exc:  # the broker away: the partition waits, paused
+            except (KafkaError, NoBrokerTime) as exc:  # the partition waits, paused
                 log.warning("rebuilding decision partition %d failed (%s): again in %s s",
                             tp.partition, exc, REBUILD_RETRY)
                 await asyncio.sleep(REBUILD_RETRY)
@@ -355,17 +356,23 @@ class Platform:
 
 
 class History(NamedTuple):
-    """A decision partition's events written from `since` on."""
+    """A decision partition's events written from `since` on (None: all it ever had)."""
 
-    since: datetime
+    since: datetime | None
     events: list[DecisionEvent]
 
 
-async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
-                           ctx: Context) -> History:
+class NoBrokerTime(Exception):
+    """A partition's history is gone, and no append time was read yet to count back from."""
+
+
+async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ctx: Context,
+                           broker_time: BrokerTime) -> History:
     """A partition's decision events up to `end`, from the first that its state as of the last
     of them can still hold (so a platform down for an hour still times out what was pending
-    when it stopped)."""
+    when it stopped), by the broker's time (the topic's records stamped by it)."""
+    if not end:
+        return History(None, [])  # nothing before: nothing decided, nothing forgotten
     replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
                               auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
     await replay.start()
@@ -373,8 +380,10 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
     ends = {tp: end}
     try:
         replay.assign([tp])
-        now = datetime.now(UTC)
-        since = ctx.remembered_from(await _last_time(replay, tp, end), now)
+        last = await _last_record(replay, tp, end)
+        broker_time.read([] if last is None else [last])
+        since = ctx.remembered_from(None if last is None else _time(last),
+                                    _counted_from(broker_time, last))
         await seek_to_times(replay, {tp: int(since.timestamp() * 1000)}, ends)
         async for record in records_up_to(replay, ends):
             for event in unpacked(record.value or b""):
@@ -387,14 +396,33 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int,
     return History(since, history)
 
 
-async def _last_time(consumer: AIOKafkaConsumer, tp: TopicPartition,
-                     end: int) -> datetime | None:
-    """The time of the partition's last record before `end` (None: it has none)."""
-    consumer.seek(tp, max(end - 1, 0))
+def _counted_from(broker_time: BrokerTime, last: Any | None) -> datetime:
+    """The time a history is counted back from: the broker's; NoBrokerTime if not known and the
+    history is gone; this platform's own, said loudly, if its last record has only its writer's."""
+    if last is not None and last.timestamp_type != LOG_APPEND_TIME:
+        log.warning("%s is stamped by its writers' clocks, not the broker's: a take-over's "
+                    "history is counted back by them (`renkei broker provision` brings it to "
+                    "spec)", decider.DECISIONS)
+    now = broker_time.now()
+    if now is not None:
+        return now
+    if last is None:
+        raise NoBrokerTime("its history is gone, and the broker's time is not known yet")
+    return datetime.now(UTC)
+
+
+async def _last_record(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> Any | None:
+    """The partition's last record before `end` (None: it has none)."""
+    consumer.seek(tp, end - 1)
     last = None
     async for record in records_up_to(consumer, {tp: end}):
-        last = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        last = record
     return last
+
+
+def _time(record: Any) -> datetime:
+    """A record's time: its append time, if its topic's records are stamped by the broker."""
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
 class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -430,8 +458,7 @@ def _nothing(item: object, exc: Exception) -> list[Send]:
 
 
 def _incoming(record: Any) -> Incoming:
-    return Incoming(record.topic, record.partition, record.offset,
-                    datetime.fromtimestamp(record.timestamp / 1000, UTC), record.value)
+    return Incoming(record.topic, record.partition, record.offset, _time(record), record.value)
 
 
 def decoded(records: list[Any], cls: type[Any]) -> list[Any]:

@@ -15,6 +15,7 @@ from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from processors import decider
+from processors.broker_time import BrokerTime
 from processors.context import Context
 from processors.platform import Platform, decision_history
 from schemas.codec import CODEC
@@ -54,7 +55,8 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
         for event, at in events:
             await prod.send_and_wait(TOPIC, CODEC.encode(event), partition=0,
                                      timestamp_ms=int(at.timestamp() * 1000))
-    since, history = await decision_history(access, tp, len(events), ctx)
+    since, history = await decision_history(access, tp, len(events), ctx,
+                                            BrokerTime())  # the writers' clocks, as set
     assert history == [pending, Sweep(stopped, ())]
     partition = decider.partition_of("r-1")
     taken = decider.Decider()
@@ -83,7 +85,8 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
         for event, at in events:
             await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
                                      timestamp_ms=int(at.timestamp() * 1000))
-    since, history = await decision_history(access, tp, len(events), ctx)
+    since, history = await decision_history(access, tp, len(events), ctx,
+                                            BrokerTime())  # the writers' clocks, as set
     assert history == [_answer(), pending]
     partition = decider.partition_of("r-1")
     taken = decider.Decider()
@@ -115,7 +118,8 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
         for event, at in events:
             await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
                                      timestamp_ms=int(at.timestamp() * 1000))
-    since, history = await decision_history(access, tp, len(events), ctx)
+    since, history = await decision_history(access, tp, len(events), ctx,
+                                            BrokerTime())  # the writers' clocks, as set
     assert history == [answered, _answer()], "the request from long before is not replayed"
     partition = decider.partition_of("r-1")
     taken = decider.Decider()
@@ -231,6 +235,39 @@ async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_
         await instance.producer.stop()  # made with the instance, though never started here
         assert [s.expire for s in swept] == [("r-0",)], f"{skew} off"
         assert received <= swept[0].at < received + timedelta(seconds=5), "at the broker's time"
+
+
+async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decisions topic kept its writers' times: a request decided by an instance whose clock
+    was an hour behind, followed by a sweep of one whose clock was right, was left out of the
+    history a take-over rebuilt (it never timed out, and a copy of it was decided again); and a
+    partition with no history yet, taken over by a platform 10 minutes ahead, took the requests
+    of the next 9.5 minutes as forgotten, refused as stale. The broker stamps the topic's records,
+    and a partition with nothing before its committed offset has forgotten nothing."""
+    topic = f"{TOPIC}.stamped-decisions"
+    spec, = [s for s in topics.platform_topics() if s.name == decider.DECISIONS]
+    admin = provision.admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(topic, 1, 1, config=spec.for_cluster(1).configs())]
+                        )[topic].result(30)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=now)
+    events = [(pending, now - timedelta(hours=1)), (Sweep(now, ()), now)]
+    async with producer(access) as prod:
+        for event, at in events:
+            await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
+                                     timestamp_ms=int(at.timestamp() * 1000))
+    monkeypatch.setattr("processors.platform.datetime", _skewed(timedelta(minutes=10)))
+    _, history = await decision_history(access, tp, len(events), ctx, BrokerTime())
+    assert history == [pending, Sweep(now, ())], "the hour-behind writer's request is in it"
+    partition = decider.partition_of("r-1")
+    taken = decider.Decider()
+    taken.keep_only({partition})
+    taken.rebuild(partition, [], ctx, (await decision_history(access, tp, 0, ctx,
+                                                              BrokerTime())).since)
+    dispatched = taken.handle(partition, pending, now, ctx)
+    assert [s.topic for s in dispatched] == [topics.inbox("town"), topics.AUDIT], "not stale"
 
 
 def _skewed(skew: timedelta) -> type[datetime]:
