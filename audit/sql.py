@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +21,7 @@ from renkei import sqlite
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 BYTEA_COLUMNS = frozenset({"leaf", "hash", "root", "key_id", "signature"})
 _LOCK = 0x72656E6B6569  # "renkei": the advisory lock that makes one writer at a time
+_ENDING = frozenset({"COMMIT", "ROLLBACK"})  # a stopped read still ends its transaction
 
 
 class Cursor(Protocol):
@@ -181,19 +184,11 @@ def postgresql_spelling(sql: str) -> str:
     return _PLACEHOLDER.sub("%s", _CAST.sub(cast, sql))
 
 
-class _PgCursor:
+class _Rows:
+    """A cursor wrapping another (psycopg's, a reader's), its rows as that one gives them."""
+
     def __init__(self, raw: Any) -> None:
         self._raw = raw
-
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _PgCursor:
-        self._raw.execute(postgresql_spelling(sql), parameters)
-        return self
-
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _PgCursor:
-        rows = list(parameters)
-        if rows:
-            self._raw.executemany(postgresql_spelling(sql), rows)
-        return self
 
     def fetchone(self) -> Any:
         return self._raw.fetchone()
@@ -205,21 +200,85 @@ class _PgCursor:
         return iter(self._raw)
 
 
-class _PgConnection:
-    """A psycopg connection (autocommit: the store says BEGIN and COMMIT itself)."""
+class _PgCursor(_Rows):
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _PgCursor:
+        self._raw.execute(postgresql_spelling(sql), parameters)
+        return self
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> _PgCursor:
+        rows = list(parameters)
+        if rows:
+            self._raw.executemany(postgresql_spelling(sql), rows)
+        return self
+
+
+class _Wrapping(ABC):
+    """A connection wrapping another (psycopg's, a reader's), each statement on a cursor of
+    its own."""
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
 
+    @abstractmethod
+    def cursor(self) -> Cursor: ...
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class _PgConnection(_Wrapping):
+    """A psycopg connection (autocommit: the store says BEGIN and COMMIT itself)."""
+
     def cursor(self) -> _PgCursor:
         return _PgCursor(self._raw.cursor())
-
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _PgCursor:
-        return self.cursor().execute(sql, parameters)
 
     def interrupt(self) -> None:
         """The statement running now cancelled on the server (from any thread)."""
         self._raw.cancel_safe()
 
-    def close(self) -> None:
-        self._raw.close()
+
+class Stopped(Exception):
+    """A statement refused: the read it is of was stopped (its reader gone)."""
+
+
+class Stoppable(_Wrapping):
+    """A reader's connection whose read is stopped, from any thread, by setting its `stop`:
+    each statement it comes to then is refused (Stopped), but one that ends its transaction;
+    the one running then goes on (`interrupt` stops it)."""
+
+    def __init__(self, raw: Connection) -> None:
+        super().__init__(raw)
+        self.stop = threading.Event()
+
+    def check(self, sql: str) -> None:
+        """Stopped if the read under way is, and `sql` does not end its transaction."""
+        if self.stop.is_set() and sql not in _ENDING:
+            raise Stopped("the read was stopped: its statements from then on are not run")
+
+    def cursor(self) -> _StoppableCursor:
+        return _StoppableCursor(self._raw.cursor(), self.check)
+
+    def interrupt(self) -> None:
+        self._raw.interrupt()
+
+
+class _StoppableCursor(_Rows):
+    """A cursor whose statements are each checked first (Stoppable.check)."""
+
+    def __init__(self, raw: Cursor, check: Callable[[str], None]) -> None:
+        super().__init__(raw)
+        self._check = check
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _StoppableCursor:
+        self._check(sql)
+        self._raw.execute(sql, parameters)
+        return self
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /
+                    ) -> _StoppableCursor:
+        self._check(sql)
+        self._raw.executemany(sql, parameters)
+        return self

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -32,7 +33,7 @@ from audit import merkle
 from audit.detector import BINDING, Raised, binding_of
 from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
-from audit.sql import Cursor, Dialect, NoTables, connect
+from audit.sql import Connection, Cursor, Dialect, NoTables, Stoppable, connect
 from renkei.sqlite import INTEGERS
 from renkei.state import private_dir
 
@@ -342,7 +343,10 @@ class AuditStore:
         self.signer, self.head_every, self.clock = signer, head_every, clock
         if cache_kib is None:
             cache_kib = WRITER_CACHE_KIB if signer.signs else READER_CACHE_KIB
-        self._db, self._dialect = connect(url, read_only=not signer.signs)
+        db, self._dialect = connect(url, read_only=not signer.signs)
+        # a reader's statements checked each against its read's stop; the writer's not
+        self._reads = None if signer.signs else Stoppable(db)
+        self._db: Connection = self._reads or db
         for statement in self._dialect.session:
             self._db.execute(statement)
         if self._dialect.cache_size is not None:
@@ -383,6 +387,14 @@ class AuditStore:
         """Stop the statement running on the connection now (called from any thread): it
         raises its engine's error; with none running, nothing happens."""
         self._db.interrupt()
+
+    def stopped_by(self, stop: threading.Event) -> None:
+        """A reader's statements from now on (its next read's) each refused (Stopped) once
+        `stop` is set, from any thread, but one ending a transaction; the one running then goes
+        on (`interrupt`). The writer's are not checked (the audit consumer's appends): its
+        reads go on."""
+        if self._reads is not None:
+            self._reads.stop = stop
 
     def __enter__(self) -> AuditStore:
         return self

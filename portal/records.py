@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -54,22 +55,24 @@ class _Opened:
         self._open, self._thread = open_store, thread
         self._store: AuditStore | None = None
 
-    async def run(self, read: Callable[[AuditStore], T]) -> T:
-        """`read` done on the store, on its thread; Unavailable if it cannot be opened."""
-        return await self._thread.run(partial(self._read, read))
+    async def run(self, read: Callable[[AuditStore], T], stop: threading.Event) -> T:
+        """`read` done on the store, on its thread, each of its statements refused (Stopped)
+        once `stop` is set; Unavailable if it cannot be opened."""
+        return await self._thread.run(partial(self._read, read, stop))
 
     def interrupt(self) -> None:
         """The statement its thread runs now stopped (its read ends in the engine's error)."""
         if self._store is not None:
             self._store.interrupt()
 
-    def _read(self, read: Callable[[AuditStore], T]) -> T:
+    def _read(self, read: Callable[[AuditStore], T], stop: threading.Event) -> T:
         if self._store is None:
             try:
                 self._store = self._open()
             except (NoStore, NoKey) as exc:
                 log.warning("the history cannot be shown: %s", exc)
                 raise Unavailable(str(exc)) from exc
+        self._store.stopped_by(stop)
         return read(self._store)
 
     async def close(self) -> None:
@@ -94,15 +97,16 @@ class _Pool:
 
     async def run(self, read: Callable[[AuditStore], T]) -> T:
         """`read` done on a connection no other read is using; Unavailable if it cannot be
-        opened. Cancelled, the read's statement running on its thread is interrupted: the
-        connection is free once the read has ended there, not before."""
-        opened = await self._free.get()
-        reading = asyncio.ensure_future(opened.run(read))
+        opened. Cancelled, the read is stopped at its next statement, the one running on its
+        thread interrupted: the connection is free once the read has ended there, not before."""
+        opened, stop = await self._free.get(), threading.Event()
+        reading = asyncio.ensure_future(opened.run(read, stop))
         reading.add_done_callback(partial(self._freed, opened))
         try:
             return await asyncio.shield(reading)
         except asyncio.CancelledError:
             if not reading.done():  # the connection still the read's: no other's interrupted
+                stop.set()
                 opened.interrupt()
             raise
 

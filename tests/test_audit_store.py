@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from audit.heads import (
     verify_head,
     verify_signature,
 )
-from audit.sql import connect
+from audit.sql import Stopped, connect
 from audit.store import (
     COLUMN_CHARS,
     FORGED,
@@ -715,6 +716,27 @@ def test_a_statement_is_interrupted_from_another_thread(db: str) -> None:
         took = time.monotonic() - started
         assert running.exception() is not None and took < 2, f"ran {took:.1f} s"
         assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_readers_statements_are_refused_once_its_read_is_stopped(
+        store: AuditStore, db: str) -> None:
+    """A reader's read stopped between two of its statements (a portal page's, its resident
+    gone) runs no further one: each is refused, but the one ending its transaction; its next
+    read, under a stop of its own, reads on. The writer's statements are not checked."""
+    filled(store, 4)
+    stop = threading.Event()
+    with AuditStore(db, Signer.public()) as reader:
+        reader.stopped_by(stop)
+        with pytest.raises(Stopped), reader._read() as cur:
+            assert cur.execute("SELECT count(*) FROM entries").fetchone() == (4,)
+            stop.set()
+            cur.execute("SELECT count(*) FROM entries")
+        with pytest.raises(Stopped):
+            reader.query(Query())
+        reader.stopped_by(threading.Event())
+        assert len(reader.query(Query()).entries) == 4
+    store.stopped_by(stop)
+    assert store.size() == 4
 
 
 def test_the_commit_note_is_signed_with_its_time_and_a_forged_one_checks_nothing(

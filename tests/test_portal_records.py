@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit import heads, merkle
 from audit.events import millis
 from audit.heads import Signer, TreeHead, includes, verify_signature
-from audit.sql import Cursor
+from audit.sql import Cursor, Stoppable
 from audit.store import MAX_PAGE, AuditStore, Committed, Entry, Page, Proved, Query, VerifyReport
 from audit.store import default_path as audit_path
 from portal import app as portal_app
@@ -212,7 +212,8 @@ class Slow(AuditStore):
 
     def __init__(self, path: Path, key: Path, running: threading.Event) -> None:
         super().__init__(path, Signer.public(key))
-        cast(sqlite3.Connection, self._db).create_function("running", 0, running.set)
+        cast(sqlite3.Connection, cast(Stoppable, self._db)._raw).create_function(
+            "running", 0, running.set)
 
     @staticmethod
     def _page(cur: Cursor, where: Query, n: int, after: tuple[int, int] | None,
@@ -240,6 +241,46 @@ async def test_a_read_cancelled_stops_its_statement_and_frees_its_connection(
         assert [c.entry.serial for c in shown] == [3, 1]
         assert waited < 1, f"the next read waited {waited:.1f} s for the cancelled one"
     finally:
+        await records.close()
+
+
+class Paused(Slow):
+    """A reader's connection whose read of ME's entries, once it has run a statement, is held
+    as `hold` says, then runs SLOW (`running` set as it starts)."""
+
+    def __init__(self, path: Path, key: Path, running: threading.Event, hold: Hold) -> None:
+        super().__init__(path, key, running)
+        self.hold = hold
+
+    def query(self, where: Query, *, limit: int = 100, after: str | None = None,
+              prove: bool = False, newest: bool = False) -> Page:
+        if where.person == ME:
+            self.size()
+            self.hold.holding.set()
+            self.hold.free.wait()
+        return super().query(where, limit=limit, after=after, prove=prove, newest=newest)
+
+
+async def test_a_read_cancelled_between_its_statements_runs_no_more_of_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's read cancelled (its resident gone) between two of its statements runs none
+    after: the next read, on its one connection, is served at once. Its next statement (SLOW,
+    ~4 s here) ran to its end, the next read waiting behind it."""
+    monkeypatch.setattr(portal_records, "READERS", 1)
+    hold, running = Hold(), threading.Event()
+    records = Records(partial(Paused, *store_of_four(tmp_path), running, hold))
+    try:
+        long = asyncio.create_task(records.of_person([ME]))
+        assert await asyncio.to_thread(hold.holding.wait, 30)
+        await cancelled(long)
+        hold.free.set()
+        left = time.monotonic()
+        shown, _ = await records.of_person([SOMEONE])
+        waited = time.monotonic() - left
+        assert [c.entry.serial for c in shown] == [3, 1]
+        assert not running.is_set() and waited < 1, f"the next read waited {waited:.1f} s"
+    finally:
+        hold.free.set()
         await records.close()
 
 
