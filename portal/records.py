@@ -54,16 +54,32 @@ class _Opened:
     def __init__(self, open_store: Open, thread: OneThread) -> None:
         self._open, self._thread = open_store, thread
         self._store: AuditStore | None = None
+        self._interrupting: asyncio.Future[None] | None = None
 
     async def run(self, read: Callable[[AuditStore], T], stop: threading.Event) -> T:
         """`read` done on the store, on its thread, each of its statements refused (Stopped)
-        once `stop` is set; Unavailable if it cannot be opened."""
-        return await self._thread.run(partial(self._read, read, stop))
+        once `stop` is set; Unavailable if it cannot be opened. Interrupted, it ends once the
+        interrupt is sent, which so falls on no later read's statement."""
+        try:
+            return await self._thread.run(partial(self._read, read, stop))
+        finally:
+            if self._interrupting is not None:
+                await self._interrupting
+                self._interrupting = None
 
     def interrupt(self) -> None:
-        """The statement its thread runs now stopped (its read ends in the engine's error)."""
+        """The statement its thread runs now stopped (its read ends in the engine's error),
+        off the event loop: PostgreSQL's cancel waits on its server (up to 30 s)."""
         if self._store is not None:
-            self._store.interrupt()
+            self._interrupting = asyncio.get_running_loop().run_in_executor(
+                None, self._interrupt, self._store)
+
+    @staticmethod
+    def _interrupt(store: AuditStore) -> None:
+        try:
+            store.interrupt()
+        except Exception as exc:  # the engine's (the server unreachable): the read runs on
+            log.warning("a cancelled read's statement could not be interrupted: %s", exc)
 
     def _read(self, read: Callable[[AuditStore], T], stop: threading.Event) -> T:
         if self._store is None:

@@ -244,6 +244,13 @@ async def test_a_read_cancelled_stops_its_statement_and_frees_its_connection(
         await records.close()
 
 
+async def held_read(records: Records, hold: Hold) -> asyncio.Task[Any]:
+    """A read of ME's entries begun on `records`, once it is held as `hold` says."""
+    long = asyncio.create_task(records.of_person([ME]))
+    assert await asyncio.to_thread(hold.holding.wait, 30)
+    return long
+
+
 class Paused(Slow):
     """A reader's connection whose read of ME's entries, once it has run a statement, is held
     as `hold` says, then runs SLOW (`running` set as it starts)."""
@@ -270,15 +277,49 @@ async def test_a_read_cancelled_between_its_statements_runs_no_more_of_them(
     hold, running = Hold(), threading.Event()
     records = Records(partial(Paused, *store_of_four(tmp_path), running, hold))
     try:
-        long = asyncio.create_task(records.of_person([ME]))
-        assert await asyncio.to_thread(hold.holding.wait, 30)
-        await cancelled(long)
+        await cancelled(await held_read(records, hold))
         hold.free.set()
         left = time.monotonic()
         shown, _ = await records.of_person([SOMEONE])
         waited = time.monotonic() - left
         assert [c.entry.serial for c in shown] == [3, 1]
         assert not running.is_set() and waited < 1, f"the next read waited {waited:.1f} s"
+    finally:
+        hold.free.set()
+        await records.close()
+
+
+class SlowToInterrupt(Held):
+    """A reader's connection held as `hold` says, whose interrupt takes a second (PostgreSQL's
+    cancel, its server slow to answer), `interrupted` set once it is done."""
+
+    def __init__(self, path: Path, key: Path, hold: Hold, interrupted: threading.Event) -> None:
+        super().__init__(path, key, hold)
+        self.interrupted = interrupted
+
+    def interrupt(self) -> None:
+        time.sleep(1)
+        self.interrupted.set()
+
+
+async def test_a_read_cancelled_is_interrupted_off_the_event_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's read cancelled is interrupted off the event loop, which goes on meanwhile;
+    its connection is free once the interrupt is done, so that it stops no later read. The
+    loop waited for the interrupt (PostgreSQL's cancel)."""
+    monkeypatch.setattr(portal_records, "READERS", 1)
+    hold, interrupted = Hold(), threading.Event()
+    records = Records(partial(SlowToInterrupt, *store_of_four(tmp_path), hold, interrupted))
+    try:
+        long = await held_read(records, hold)
+        left = time.monotonic()
+        await cancelled(long)
+        took = time.monotonic() - left
+        hold.free.set()
+        shown, _ = await records.of_person([SOMEONE])
+        assert took < 0.5, f"the event loop waited {took:.1f} s for the interrupt"
+        assert interrupted.is_set(), "the next read ran before the interrupt was done"
+        assert [c.entry.serial for c in shown] == [3, 1]
     finally:
         hold.free.set()
         await records.close()
