@@ -1,6 +1,8 @@
 """The decider: one place, keyed by request id, that makes each request's effects happen once.
 
-It sends an approved query once, refuses a reused request id, relays the first answer, answers with
+It sends an approved query once, refuses a reused request id (a copy its holder sent again, the
+same bytes at another offset, of a request the broker took unknown to the holder, is refused to it
+alone: the access log has the request once), relays the first answer, answers with
 a timeout when the deadline passes, and forgets a request once any copy of it would be refused as
 stale and its ticket has expired. A request that comes once it may have been forgotten (received no
 later than the latest it forgot, both by the broker's clock, or before the history a take-over
@@ -35,7 +37,7 @@ from functools import partial
 from broker import acls, topics
 from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
 from processors.context import Context
-from processors.rejection import reject
+from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 DECISIONS = f"{acls.PLATFORM_APP}-decisions"
 PARTITIONS = 8
 SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most: well under codec.MAX_BYTES
+DUPLICATE = "DUPLICATE_REQUEST"
+SOURCE_BITS = (1 << 64) - 1  # a packed Settled's source, above its status bit
 
 
 def partition_of(request_id: str) -> int:
@@ -70,22 +74,30 @@ def to_partition(partition: int, message: object) -> Send:
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What is kept of an answered or timed-out request until it is forgotten: enough to refuse
-    its id again and to drop late answers, in a fraction of a pending request's memory."""
+    its id again, to drop copies of it and late answers, in a fraction of a pending request's
+    memory."""
 
     status: str
     source: int  # fingerprint of the holder message it came from
+    digest: int  # of that message (message_digest)
 
     def packed(self) -> int:
-        return self.source << 1 | (self.status == TIMED_OUT)
+        return (self.digest << 64 | self.source) << 1 | (self.status == TIMED_OUT)
 
     @classmethod
     def unpacked(cls, packed: int) -> Settled:
-        return cls(TIMED_OUT if packed & 1 else ANSWERED, packed >> 1)
+        return cls(TIMED_OUT if packed & 1 else ANSWERED, (packed >> 1) & SOURCE_BITS, packed >> 65)
 
 
 def fingerprint(source: str) -> int:
     """64 bits standing for a holder message's topic:partition:offset."""
     return int.from_bytes(hashlib.blake2b(source.encode(), digest_size=8).digest())
+
+
+def message_digest(holder: str, value: bytes) -> int:
+    """64 bits (signed, an Avro long) standing for a holder's message, its holder and bytes."""
+    return int.from_bytes(hashlib.blake2b(b"%b\0%b" % (holder.encode(), value),
+                                          digest_size=8).digest(), signed=True)
 
 
 State = RequestState | Settled  # a RequestState is a pending request
@@ -187,12 +199,14 @@ def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> 
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
                              _forgotten_at(p, ctx),
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
-                             _shared(p.legal_basis), _shared(p.data_type), p.person)
+                             _shared(p.legal_basis), _shared(p.data_type), p.person, p.digest)
         return Decision(state, partial(_dispatch, p, now))
     if _same_source(state, p.source):  # the same request again, after a crash upstream
         return Decision(state, partial(_dispatch, p, now) if isinstance(state, RequestState)
                         else list)
-    return Decision(state, partial(_refused, p, "DUPLICATE_REQUEST",
+    if p.digest != 0 and p.digest == state.digest:  # 0: an event before Pending v2, not told
+        return Decision(state, partial(_copy_refused, p, now))
+    return Decision(state, partial(_refused, p, DUPLICATE,
                                    f"request id {p.request_id} was already used", now))
 
 
@@ -201,6 +215,14 @@ def _refused(p: Pending, reason: str, detail: str, now: datetime) -> list[Send]:
     return reject(p.requester, p.request_id, reason, detail, now, p.source, LINKAGE,
                   pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
                   data_type=p.data_type, person=p.person)
+
+
+def _copy_refused(p: Pending, now: datetime) -> list[Send]:
+    """A copy its holder sent again, refused to it alone: the access log has its request once."""
+    log.info("request %s came again, a copy its holder sent again: refused, not logged",
+             p.request_id)
+    return [refusal(p.requester, p.request_id, DUPLICATE,
+                    f"request {p.request_id} came again: its first copy is the one answered", now)]
 
 
 def _stale(p: Pending, now: datetime, ctx: Context) -> list[Send]:
@@ -263,7 +285,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
         log.warning("an answer to request %s is of another exchange (%s, %s, %s): dropped",
                     o.request_id, *exchange)
         return Decision(state)
-    return Decision(Settled(ANSWERED, fingerprint(state.source)),
+    return Decision(Settled(ANSWERED, fingerprint(state.source), state.digest),
                     partial(_relayed, o, answer.status, state, now))
 
 
@@ -276,7 +298,7 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
     """No answer in time: the requester gets a timeout instead."""
     if not isinstance(state, RequestState) or now < state.deadline:
         return Decision(state)
-    return Decision(Settled(TIMED_OUT, fingerprint(state.source)),
+    return Decision(Settled(TIMED_OUT, fingerprint(state.source), state.digest),
                     partial(_timed_out, state, now, ctx))
 
 

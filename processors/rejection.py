@@ -43,8 +43,13 @@ def reject(holder: str, request_id: str, reason: str, detail: str, at: datetime,
     log.info("rejected %s %s from %s: %s", kind.lower(), request_id or "(unreadable)", holder,
              reason)
     return [
-        send(topics.inbox(holder), request_id or None, Rejection(request_id, reason, detail, at)),
+        refusal(holder, request_id, reason, detail, at),
         logged(request_id, f"rejected@{source}", at, kind, REJECTED, holder, reason=reason,
                pattern_id=pattern_id, legal_basis=legal_basis, provider=provider,
                data_type=data_type, person=person),
     ]
+
+
+def refusal(holder: str, request_id: str, reason: str, detail: str, at: datetime) -> Send:
+    """The Rejection to its sender, with no access-log event (a copy of a request logged once)."""
+    return send(topics.inbox(holder), request_id or None, Rejection(request_id, reason, detail, at))

@@ -274,6 +274,7 @@ class Pending:
     person: str
     deadline: datetime
     query: bytes
+    digest: int  # of its holder's message: the same for a copy sent again (0 from a v1 event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,7 @@ class RequestState:
     legal_basis: str
     data_type: str
     person: str
+    digest: int  # its Pending's (0 from a v1 event)
 
 
 @dataclass(frozen=True, slots=True)

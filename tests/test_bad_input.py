@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from audit.events import AccessLogEvent, step_of
 from broker import topics
 from broker.clients import KafkaAccess, at_end
-from holders.client import HolderClient
+from holders.client import LINKAGE, HolderClient, new_request_id
+from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, Rejection
 from tests.kafka_helpers import audit_events, producer
@@ -108,3 +110,44 @@ async def test_a_reused_request_id_is_refused_as_a_duplicate(
     assert (rejection.request_id, rejection.reason) == (first, "DUPLICATE_REQUEST")
     assert nenkin.store.request(first) is not None
     assert nenkin.store.request(first).status == "FOUND"  # type: ignore[union-attr]
+
+
+async def test_a_request_its_holder_sent_again_is_audited_once(
+        clients: dict[str, HolderClient]) -> None:
+    """A request the broker took just before its holder's server was killed is kept, and sent
+    again at the next start: that copy (the same bytes at another offset, before its answer or
+    after) is refused to the holder alone, not audited about the person; its id reused with
+    other bytes is refused and audited."""
+    nenkin = clients[HOLDER]
+    own = bound(nenkin)[4]
+    link = nenkin.store.link_code(own)
+    assert link is not None
+    staff, terminal = staff_of(HOLDER)
+    request = _request(link, request_id=new_request_id())
+    kept = nenkin._outgoing(link, request)
+    nenkin._opened(nenkin.store.open_request(
+        request.request_id, LINKAGE, own, staff, terminal, pattern_id="P-037",
+        provider="sakura-town", data_type="local_tax", purpose="審査",
+        outgoing=(kept.key, kept.value)))
+    async with producer(KafkaAccess.of(HOLDER)) as prod:
+        for _ in range(2):  # its send, then its send again by the restarted server
+            await prod.send_and_wait(kept.topic, kept.value, key=link.encode())
+        assert (await nenkin.outcome(request.request_id, 30)).status == "FOUND"
+        await prod.send_and_wait(kept.topic, kept.value, key=link.encode())
+        reuse = await prod.send_and_wait(kept.topic, CODEC.encode(_request(
+            link, request.request_id, request.sent_at + timedelta(seconds=1))), key=link.encode())
+    refused = f"{request.request_id}:rejected@{kept.topic}:{reuse.partition}:{reuse.offset}"
+    events = await _audited(request.request_id, refused)
+    assert sorted(step_of(e) for e in events) == ["answered", "approved", "rejected"], events
+    assert {e.reason for e in events} == {None, "DUPLICATE_REQUEST"}
+    assert nenkin.store.request(request.request_id).status == "FOUND"  # type: ignore[union-attr]
+
+
+async def _audited(request_id: str, last: str) -> list[AccessLogEvent]:
+    """The request's access-log events, once the one whose id is `last` is among them."""
+    async with asyncio.timeout(30):
+        while True:
+            events = await audit_events({request_id})
+            if last in {e.event_id for e in events}:
+                return events
+            await asyncio.sleep(0.3)

@@ -30,6 +30,8 @@ from schemas.messages import (
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 RESIDENT = random_codes(1, seed=7)[0]
+SOURCE = "renkei.holder.nenkin.out:0:7"
+DIGEST = decider.message_digest("nenkin", b"the request's bytes")
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,17 @@ def ctx() -> Context:
     return context
 
 
-def _pending(ctx: Context, source: str = "renkei.holder.nenkin.out:0:7", request_id: str = "r-1",
-             received: datetime = NOW) -> Pending:
+def _pending(ctx: Context, source: str = SOURCE, request_id: str = "r-1",
+             received: datetime = NOW, digest: int = DIGEST) -> Pending:
     person = ctx.codes.id_codes([RESIDENT])[0]
     assert isinstance(person, str)
     return Pending(request_id, source, "nenkin", "town", "P-037", "国民年金法", "local_tax", person,
-                   received + ctx.answer_timeout, b"encoded query")
+                   received + ctx.answer_timeout, b"encoded query", digest)
+
+
+def _settled(status: str) -> decider.Settled:
+    """What is kept of the request of _pending once answered or timed out."""
+    return decider.Settled(status, decider.fingerprint(SOURCE), DIGEST)
 
 
 def _topics(effects: list[Send]) -> list[str]:
@@ -73,11 +80,37 @@ def test_a_new_request_is_dispatched_once_and_its_approval_logged(ctx: Context) 
 
 def test_a_reused_request_id_is_refused_as_duplicate(ctx: Context) -> None:
     state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
-    other = decider.on_pending(_pending(ctx, "renkei.holder.nenkin.out:2:99"), state, NOW, ctx)
+    other = decider.on_pending(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=decider.
+                                        message_digest("nenkin", b"other bytes")), state, NOW, ctx)
     assert other.state == state
     rejection = CODEC.decode(other.effects[0].value, Rejection)
     assert rejection.reason == "DUPLICATE_REQUEST" and other.effects[0].topic == \
         topics.inbox("nenkin")
+    untold = decider.on_pending(_pending(ctx, digest=0), None, NOW, ctx).state
+    assert _topics(decider.on_pending(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=0),
+                                      untold, NOW, ctx).effects) == \
+        [topics.inbox("nenkin"), topics.AUDIT], "events before Pending v2 tell no digest: refused"
+
+
+def test_a_copy_its_holder_sent_again_is_refused_to_it_alone_pending_or_settled(
+        ctx: Context) -> None:
+    """The same bytes from the same holder at another offset (kept and sent again at its
+    restart): no second dispatch; refused to the holder, nothing in the audit log."""
+    copy = _pending(ctx, "renkei.holder.nenkin.out:0:8")
+    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
+    answered = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
+                                          CODEC.encode(answer)), state, NOW).state
+    assert answered == _settled(ANSWERED)
+    for kept in (state, answered):
+        again = decider.on_pending(copy, kept, NOW, ctx)
+        refused, = again.effects
+        assert (again.state, refused.topic) == (kept, topics.inbox("nenkin"))
+        assert CODEC.decode(refused.value, Rejection).reason == "DUPLICATE_REQUEST"
+    for kept in (decider.Settled(TIMED_OUT, (1 << 64) - 1, d) for d in (-1 << 63, -1, 0, DIGEST)):
+        assert decider.Settled.unpacked(kept.packed()) == kept, "a digest is an Avro long"
+    assert decider.message_digest("nenkin", b"x") != decider.message_digest("town", b"x"), \
+        "the same bytes from another holder are not a copy"
 
 
 def test_the_first_answer_is_relayed_and_later_ones_dropped(ctx: Context) -> None:
@@ -122,8 +155,7 @@ def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(
     assert isinstance(states.get("r-1"), RequestState), "still pending: not forgotten"
     expiry, = decider_.sweeps(NOW + timedelta(seconds=31))
     decider_.handle(partition, CODEC.decode(expiry.value, Sweep), NOW, ctx)
-    assert states.get("r-1") == decider.Settled(TIMED_OUT, decider.fingerprint(
-        "renkei.holder.nenkin.out:0:7"))
+    assert states.get("r-1") == _settled(TIMED_OUT)
     decider_.handle(partition, Sweep(forget_at - timedelta(seconds=1), ()), NOW, ctx)
     assert states.get("r-1") is not None, "remembered while a copy could still be fresh"
     assert decider_.sweeps(forget_at - timedelta(seconds=1)) == []
@@ -236,8 +268,7 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     assert taken.keep_only({partition}) == {partition}
     taken.rebuild(partition, history, ctx, None)
     assert taken.states == live.states
-    assert taken.states[partition].get("r-1") == decider.Settled(
-        ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+    assert taken.states[partition].get("r-1") == _settled(ANSWERED)
 
 
 def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Context) -> None:
@@ -247,8 +278,7 @@ def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Cont
         _pending(ctx), Sweep(NOW + timedelta(seconds=31), ("r-1",))]
     gone = replace(ctx, directory={"town": ctx.directory["town"]})
     decider_, partition = _owning(gone, timed_out)
-    assert decider_.states[partition].get("r-1") == decider.Settled(
-        TIMED_OUT, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+    assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
     live, _ = _owning(ctx, [])
     made = [e for m in timed_out for e in live.handle(partition, m, NOW, ctx)]
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
@@ -276,8 +306,8 @@ def test_a_timeout_that_cannot_be_made_costs_only_itself(ctx: Context) -> None:
                                             (gone_id, odd_id, "r-1")), NOW, ctx)
     assert [(e.topic, e.key) for e in made] == [
         (topics.AUDIT, gone_id), (topics.inbox("nenkin"), "r-1"), (topics.AUDIT, "r-1")]
-    assert all(decider_.states[partition].get(i) == decider.Settled(TIMED_OUT, decider.fingerprint(
-        "renkei.holder.nenkin.out:0:7")) for i in (gone_id, odd_id, "r-1"))
+    assert all(decider_.states[partition].get(i) == _settled(TIMED_OUT)
+               for i in (gone_id, odd_id, "r-1"))
 
 
 def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -> None:
@@ -324,8 +354,7 @@ def test_an_answer_recorded_before_its_request_settles_it_in_a_rebuild(ctx: Cont
     decider_, partition = _owning(ctx, [_answer(), _pending(ctx)])
     assert _swept(decider_, partition, late, ctx) == [], "no timeout of an answered request"
     assert decider_.handle(partition, Sweep(late, ("r-1",)), late, ctx) == []
-    assert decider_.states[partition].get("r-1") == decider.Settled(
-        ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+    assert decider_.states[partition].get("r-1") == _settled(ANSWERED)
 
 
 def test_an_answer_recorded_before_its_request_is_relayed_when_the_request_comes(
@@ -343,8 +372,7 @@ def test_an_answer_recorded_before_its_request_is_relayed_when_the_request_comes
         assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
                                  topics.AUDIT], "dispatched, and the answer relayed"
         assert made[2].value == _answer().answer
-        assert decider_.states[partition].get("r-1") == decider.Settled(
-            ANSWERED, decider.fingerprint("renkei.holder.nenkin.out:0:7"))
+        assert decider_.states[partition].get("r-1") == _settled(ANSWERED)
         assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == [], \
             "no timeout later"
 

@@ -93,7 +93,7 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     taken.keep_only({partition})
     taken.rebuild(partition, history, ctx, since)
     assert taken.states[partition].get("r-1") == decider.Settled(
-        ANSWERED, decider.fingerprint(pending.source))
+        ANSWERED, decider.fingerprint(pending.source), pending.digest)
     assert taken.sweeps(now) == [], "its deadline passed, but it was answered"
 
 
