@@ -34,6 +34,7 @@ from audit.detector import BINDING, Raised, binding_of
 from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Connection, Cursor, Dialect, NoTables, Stoppable, connect
+from renkei.shown import short
 from renkei.sqlite import INTEGERS
 from renkei.state import private_dir
 
@@ -520,12 +521,12 @@ class AuditStore:
                 key = column_text(event.event_id)
                 seen = known.get(key)
                 if seen is not None and seen != leaf:
-                    log.warning("event %s came again with other bytes; the first one stays",
-                                event.event_id)
+                    log.warning("event %r came again with other bytes; the first one stays",
+                                short(event.event_id))
                 expired = horizon is not None and millis(event.occurred_at) < horizon
                 if seen is None and expired:
-                    log.error("event %s of %s is not logged: it is older than the last purge's "
-                              "cutoff %s", key, event.occurred_at.isoformat(),
+                    log.error("event %r of %s is not logged: it is older than the last purge's "
+                              "cutoff %s", short(key), event.occurred_at.isoformat(),
                               from_millis(horizon).isoformat())
                 if seen is not None or expired:
                     serials.append(None)

@@ -131,6 +131,18 @@ def filled(store: AuditStore, count: int = 24) -> list[tuple[AccessLogEvent, byt
 
 # ---- appending ----
 
+def test_a_request_id_sent_again_is_logged_on_one_line_cut_short(
+        store: AuditStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A holder's request id is its own text: one with line breaks, sent again with other bytes,
+    forges no line of the consumer's log, and a long one is not echoed whole."""
+    forged = "r\n2026-12-05 04:50:00,000 WARNING forged line" + "x" * 1000
+    first = replace(event(0), event_id=event_id(forged, "LINKAGE"), request_id=forged)
+    store.append(*item(first))
+    store.append(*item(replace(first, occurred_at=first.occurred_at + timedelta(seconds=1))))
+    (line,) = [r.getMessage() for r in caplog.records if "came again" in r.getMessage()]
+    assert "\n" not in line and "forged line" in line and len(line) < 200
+
+
 def test_exactly_once_even_across_a_restart(
         state: Path, db: str, clock: Clock, store: AuditStore,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -140,7 +152,7 @@ def test_exactly_once_even_across_a_restart(
     assert store.append_many([first, second, second]) == [None, 1, None]
     rerun = event(0, at=first[0].occurred_at + timedelta(seconds=1))
     assert store.append(*item(rerun)) is None  # same id, other bytes: the first one stays
-    assert "req-0000:LINKAGE came again with other bytes" in caplog.text
+    assert "'req-0000:LINKAGE' came again with other bytes" in caplog.text
     store.close()
     # a consumer killed after the commit replays its last batch in a new process
     with AuditStore(db, Signer.load_or_create(), head_every=4, clock=clock) as again:
