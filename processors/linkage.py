@@ -32,6 +32,7 @@ from schemas.messages import (
 )
 
 PROVIDER_STATUSES = frozenset({FOUND, NOT_FOUND, REFUSED})
+TICKET_EXPIRED = "the ticket expired at"  # the words refusing an answer past its deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
         if ticket.provider != item.holder:
             out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider")
         elif item.incoming.timestamp > ticket.deadline:
-            out += _refuse_answer(item, "INVALID_TICKET", f"the ticket expired at "
+            out += _refuse_answer(item, "INVALID_TICKET", f"{TICKET_EXPIRED} "
                                   f"{ticket.deadline.isoformat()}, the answer came at "
                                   f"{item.incoming.timestamp.isoformat()}", ticket)
         elif answer.status not in PROVIDER_STATUSES:

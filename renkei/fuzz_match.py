@@ -2,7 +2,8 @@
 
 A message the codec refuses is answered by a Rejection with no request id and the codec's reason
 and words; any other by one answer carrying its request id (a Rejection with a reason, a Pong, a
-binding, linkage or re-keying answer), or by none where none is due (see `fuzz_plan`).
+binding, linkage or re-keying answer), or by none where none is due (see `fuzz_plan`); a late
+answer by none, or by one Rejection of its expired ticket.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from processors.linkage import TICKET_EXPIRED
 from renkei.fuzz_plan import Bad
 from renkei.shown import short
 
@@ -46,9 +48,12 @@ def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> 
     refused = Counter[tuple[str, str, str]]()  # (sender, reason, words)
     by_id = Counter[tuple[str, str]]()  # (sender, request id)
     origin: dict[tuple[str, str], str] = {}
+    late = Counter[tuple[str, str]]()  # (sender, request id) of late answers
     for message in bad:
         if message.refused is not None:
             refused[(message.sender, message.refused, message.detail or "")] += 1
+        elif message.late:
+            late[(message.sender, message.request_id)] += 1
         elif message.answers:
             by_id[(message.sender, message.request_id)] += message.answers
             origin.setdefault((message.sender, message.request_id), message.origin)
@@ -60,6 +65,9 @@ def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> 
             refused[codec] -= 1
         elif by_id[key] > 0:
             by_id[key] -= 1
+        elif late[key] > 0 and _expired(answer):
+            late[key] -= 1
+            found.expected += 1
         else:
             found.extra += 1
             if len(found.extra_examples) < examples:
@@ -78,3 +86,8 @@ def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> 
     found.unanswered = len(left)
     found.unanswered_examples = left[:examples]
     return found
+
+
+def _expired(answer: Answer) -> bool:
+    """A Rejection of an answer whose ticket had expired."""
+    return answer.reason == "INVALID_TICKET" and answer.detail.startswith(TICKET_EXPIRED)

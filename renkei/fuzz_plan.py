@@ -5,7 +5,9 @@ other gets exactly one answer on its sender's inbox (a Rejection with the refusi
 reason, or a Pong, a binding answer, a linkage answer for one that is lawful by accident),
 except two kinds that are answered to nobody: a holder-log answer (relayed, stamped with its
 sender, to the oversight body, which takes only answers to requests of its own) and a provider's
-answer whose ticket is intact, sent by that provider (a late answer: the decider drops it).
+answer whose ticket is intact, sent by that provider (a late answer: the decider drops it; once
+its ticket has expired, as it will in a run longer than the answer timeout, it may instead be
+refused INVALID_TICKET, expired, once).
 A message whose request id is too long to answer is refused whatever it is, under the id cut to
 its first REQUEST_ID_CHARS characters.
 """
@@ -38,6 +40,7 @@ class Bad:
     answers: int  # how many answers its sender must get: 0 or 1
     request_id: str = ""  # the id its answer carries ("" for one the codec refuses)
     detail: str | None = None  # the codec's words, if it refuses it (the Rejection's detail)
+    late: bool = False  # a provider's intact answer: maybe refused once, its ticket expired
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def expect(sender: str, origin: str, value: bytes | None, late: dict[Intact, str
         intact = (message.request_id, message.ticket, message.link_code)
         answers = 0 if late.get(intact) == sender and message.status in PROVIDER_STATUSES else 1
     return Bad(sender, origin, value, None, type(message).__name__, answers,
-               message.request_id)
+               message.request_id, late=isinstance(message, ProviderAnswer) and not answers)
 
 
 def corpus(count: int, senders: Sequence[str], captured: Captured, words: Vocabulary,

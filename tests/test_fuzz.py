@@ -137,6 +137,20 @@ def test_matching_counts_missing_extra_and_unclear_answers() -> None:
     assert missing.startswith("nenkin: codec MALFORMED (not an Avro")
 
 
+def test_a_late_answer_may_be_refused_once_as_expired_and_only_so() -> None:
+    """A provider's intact answer sent again past its ticket's deadline (any run longer than the
+    answer timeout) is refused INVALID_TICKET, expired: that answer is its due, not an extra."""
+    late = CAPTURED.answers()
+    bad = [expect("sakura-town", "bytes:replayed", _answer(), late) for _ in range(2)]
+    expired = Answer("sakura-town", "r-2", "Rejection", "INVALID_TICKET",
+                     "the ticket expired at 2026-12-05T04:00:00+00:00, the answer came at "
+                     "2026-12-05T04:01:00+00:00")
+    forged = Answer("sakura-town", "r-2", "Rejection", "INVALID_TICKET", "cannot be opened")
+    found = match(bad, [expired, expired, expired, forged])
+    assert (found.expected, found.answered, found.extra) == (2, 2, 2)
+    assert match(bad, []).unanswered == 0
+
+
 E2E_MESSAGES = 2_000
 
 
