@@ -31,7 +31,7 @@ PURPOSE = "binding by personal number"
 
 def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519PrivateKey,
            directory: Directory) -> list[Send]:
-    return [refused_if_failing(acls.AUTHORITY, lookup.request_id, lookup.requester,
+    return [refused_if_failing(acls.AUTHORITY, lookup,
                                partial(_resolved, lookup, service, key, directory))
             for lookup in readable(records, NumberLookup, "number look-up")]
 
@@ -43,14 +43,15 @@ def _resolved(lookup: NumberLookup, service: NumberingAuthority, key: X25519Priv
         number = CODEC.decode(sealing.open_sealed(key, lookup.sealed_query, lookup.request_id),
                               PersonalNumber)
     except (SchemaError, sealing.CannotOpen) as exc:  # its holder must hear back
-        return answer_to(lookup.request_id, lookup.requester, REFUSED,
+        return answer_to(lookup, REFUSED,
                          f"the personal number cannot be read: {exc}")
     resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE)
     registry = directory(acls.REGISTRY)
     if resident_code is None or registry is None:  # a private holder: as the registry's
-        return answer_to(lookup.request_id, lookup.requester, NOT_FOUND, NO_CONSENTING_NUMBER
+        return answer_to(lookup, NOT_FOUND, NO_CONSENTING_NUMBER
                          if lookup.private else "no resident has that personal number")
     sealed = sealing.seal(registry.public_key, CODEC.encode(ResidentCode(resident_code)),
                           lookup.request_id)
     return send(topics.REGISTRY_IN, lookup.request_id, RegistryQuery(
-        lookup.request_id, lookup.requester, lookup.private, BY_RESIDENT_CODE, sealed))
+        lookup.request_id, lookup.requester, lookup.private, BY_RESIDENT_CODE, sealed,
+        lookup.source))

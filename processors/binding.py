@@ -54,9 +54,11 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
                       "sent outside the replay window", at, item.incoming.source, BINDING)
     if request.by == BY_PERSONAL_NUMBER:
         return [send(topics.AUTHORITY_IN, request.request_id, NumberLookup(
-            request.request_id, item.holder, entry.private, request.sealed_query))]
+            request.request_id, item.holder, entry.private, request.sealed_query,
+            item.incoming.source))]
     return [send(topics.REGISTRY_IN, request.request_id, RegistryQuery(
-        request.request_id, item.holder, entry.private, request.by, request.sealed_query))]
+        request.request_id, item.holder, entry.private, request.by, request.sealed_query,
+        item.incoming.source))]
 
 
 def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list[Send]:
@@ -67,12 +69,18 @@ def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list
             continue  # the holder left the directory meanwhile: nobody to answer
         relayed, people = _relayed(answer, ctx)
         out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))
-        out += [logged(answer.request_id, f"binding:{n}", now, BINDING, relayed.status,
-                       answer.requester, person=person)
+        out += [logged(answer.request_id, _step(f"binding:{n}", answer), now, BINDING,
+                       relayed.status, answer.requester, person=person)
                 for n, person in enumerate(people)] or [
-                logged(answer.request_id, "binding", now, BINDING, relayed.status,
-                       answer.requester, reason=relayed.detail or None)]
+                logged(answer.request_id, _step("binding", answer), now, BINDING,
+                       relayed.status, answer.requester, reason=relayed.detail or None)]
     return out
+
+
+def _step(step: str, answer: RegistryAnswer) -> str:
+    """The step of a binding's access-log event, naming the holder message its look-up came from
+    (if the look-up named it): a request reusing an id is logged as its own, not as a replay."""
+    return f"{step}@{answer.source}" if answer.source else step
 
 
 def _relayed(answer: RegistryAnswer, ctx: Context) -> tuple[BindingAnswer, list[str]]:

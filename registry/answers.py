@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 from broker import topics
 from renkei.envelope import Send, send
-from schemas.messages import REFUSED, RegistryAnswer, RegistryCandidate
+from schemas.messages import (
+    REFUSED,
+    NumberLookup,
+    RegistryAnswer,
+    RegistryCandidate,
+    RegistryQuery,
+)
 
 log = logging.getLogger(__name__)
 NO_CONSENTING_NUMBER = "no consenting resident has that personal number"
@@ -16,14 +22,19 @@ NO_CONSENTING_NUMBER = "no consenting resident has that personal number"
 the registry (its resident did not consent) alike: it never tells which numbers are in use."""
 
 
-def answer_to(request_id: str, requester: str, status: str, detail: str,
-              candidates: tuple[RegistryCandidate, ...] = ()) -> Send:
+def answer_of(asked: RegistryQuery | NumberLookup, status: str, detail: str,
+              candidates: tuple[RegistryCandidate, ...] = ()) -> RegistryAnswer:
+    """The answer to a look-up, naming its requester and the holder message it came from."""
+    return RegistryAnswer(asked.request_id, asked.requester, status, detail, candidates,
+                          asked.source)
+
+
+def answer_to(asked: RegistryQuery | NumberLookup, status: str, detail: str) -> Send:
     """An answer for the platform to relay to the requesting holder."""
-    return send(topics.REGISTRY_OUT, request_id,
-                RegistryAnswer(request_id, requester, status, detail, candidates))
+    return send(topics.REGISTRY_OUT, asked.request_id, answer_of(asked, status, detail))
 
 
-def refused_if_failing(service: str, request_id: str, requester: str,
+def refused_if_failing(service: str, asked: RegistryQuery | NumberLookup,
                        answer: Callable[[], Send]) -> Send:
     """What `answer` sends, or should it fail on anything unforeseen a refusal of this look-up
     alone: one look-up never stops the service (logged by request id and error type only, its
@@ -31,7 +42,6 @@ def refused_if_failing(service: str, request_id: str, requester: str,
     try:
         return answer()
     except Exception as exc:
-        log.error("%s look-up %s refused: it failed with %s", service, request_id,
+        log.error("%s look-up %s refused: it failed with %s", service, asked.request_id,
                   type(exc).__name__)
-        return answer_to(request_id, requester, REFUSED,
-                         f"the {service} could not answer this query")
+        return answer_to(asked, REFUSED, f"the {service} could not answer this query")

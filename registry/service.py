@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
-from registry.answers import NO_CONSENTING_NUMBER, refused_if_failing
+from registry.answers import NO_CONSENTING_NUMBER, answer_of, refused_if_failing
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
@@ -47,27 +47,27 @@ class RegistryService:
 
     def _answered(self, query: RegistryQuery) -> Send:
         """The answer, or a refusal of this query alone should it fail on something unforeseen."""
-        return refused_if_failing(acls.REGISTRY, query.request_id, query.requester, lambda: send(
+        return refused_if_failing(acls.REGISTRY, query, lambda: send(
             topics.REGISTRY_OUT, query.request_id, self.answer(query)))
 
     def answer(self, query: RegistryQuery) -> RegistryAnswer:
         platform = self._directory(acls.PLATFORM)
         requester = self._directory(query.requester)
         if platform is None or requester is None:
-            return _answer(query, REFUSED, "the requester or the platform has no directory entry")
+            return answer_of(query, REFUSED, "the requester or the platform has no directory entry")
         try:
             residents = self._find(query)
         except (sealing.CannotOpen, SchemaError) as exc:
-            return _answer(query, REFUSED, f"the query cannot be read: {exc}")
+            return answer_of(query, REFUSED, f"the query cannot be read: {exc}")
         if query.private and not self._one_consenting(residents, query.requester):
-            return _answer(query, NOT_FOUND, NO_CONSENTING_NUMBER if query.by == BY_RESIDENT_CODE
-                           else "no single consenting resident matches all four attributes")
+            return answer_of(query, NOT_FOUND, NO_CONSENTING_NUMBER if query.by == BY_RESIDENT_CODE
+                             else "no single consenting resident matches all four attributes")
         candidates = tuple(RegistryCandidate(
             sealing.seal(platform.public_key, CODEC.encode(ResidentCode(self._first_code(r))),
                          query.request_id),
             sealing.seal(requester.public_key, CODEC.encode(r.four_attributes),
                          query.request_id)) for r in residents)
-        return _answer(query, FOUND if candidates else NOT_FOUND, "", candidates)
+        return answer_of(query, FOUND if candidates else NOT_FOUND, "", candidates)
 
     def _first_code(self, resident: Resident) -> str:
         """The resident's first code, which their ID code is made from (never their current one
@@ -88,8 +88,3 @@ class RegistryService:
             found = self.store.by_code(CODEC.decode(plain, ResidentCode).resident_code)
             return [] if found is None else [found]
         return self.store.find(CODEC.decode(plain, FourAttributes))
-
-
-def _answer(query: RegistryQuery, status: str, detail: str,
-            candidates: tuple[RegistryCandidate, ...] = ()) -> RegistryAnswer:
-    return RegistryAnswer(query.request_id, query.requester, status, detail, candidates)

@@ -143,6 +143,7 @@ class RegistryQuery:
     private: bool
     by: str
     sealed_query: bytes
+    source: str = ""  # the holder message it came from ("" from v1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ class RegistryAnswer:
     status: str
     detail: str
     candidates: tuple[RegistryCandidate, ...]
+    source: str = ""  # the holder message its look-up came from ("" from v1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,7 @@ class NumberLookup:
     requester: str
     private: bool
     sealed_query: bytes
+    source: str = ""  # the holder message it came from ("" from v1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,9 @@
   tests/test_answers.py::test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id
 - a replay of an old binding request (STALE_REQUEST, no registry look-up): new here,
   tests/test_attacks.py::test_a_replayed_old_binding_request_is_refused_as_stale
+- a binding request reusing a request id already used, for another person (logged as its own:
+  before, its candidate was dropped from the audit store as a replay of the first):
+  tests/test_attacks.py::test_a_binding_request_reusing_an_id_is_logged_as_its_own
 - a new holder registered under an id that is another unit's name, given that unit's link codes
   as its own (UnitTaken: only with the unit given):
   tests/test_codes.py::test_a_new_holder_is_not_put_into_a_unit_others_are_in_unless_given_it
@@ -88,6 +91,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from audit.heads import Signer
+from audit.store import AuditStore, Query
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from cards import ca, issue
@@ -97,7 +102,7 @@ from processors import keys
 from renkei import sealing
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import BY_ATTRIBUTES, FOUND, BindingRequest, LinkageAnswer, Rejection
-from tests.kafka_helpers import audit_events, rejection_of
+from tests.kafka_helpers import audit_events, producer, rejection_of
 from tests.test_linkage import ask, bound
 
 REFERENCE = re.compile(r"(tests/test_\w+)\.py::(test_\w+)")
@@ -137,6 +142,38 @@ async def test_a_replayed_old_binding_request_is_refused_as_stale(
             break
         await asyncio.sleep(0.2)
     assert [(e.outcome, e.reason) for e in events] == [("REJECTED", "STALE_REQUEST")]
+
+
+def _binding_request(client: HolderClient, own: str, request_id: str) -> bytes:
+    """A binding request by four attributes for the holder's record `own`, under `request_id`."""
+    found = client.store.record(own)
+    assert found is not None
+    sealed = sealing.seal(client.entry(acls.REGISTRY).public_key, CODEC.encode(found[0]),
+                          request_id)
+    return CODEC.encode(BindingRequest(request_id, datetime.now(UTC), BY_ATTRIBUTES, sealed))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_binding_request_reusing_an_id_is_logged_as_its_own(
+        clients: dict[str, HolderClient], tmp_path: Path) -> None:
+    """Two binding requests under one request id, for two people: each candidate gets an event
+    of its own, which the audit store keeps (it keeps the first of an event id, the rest taken
+    for replays)."""
+    nenkin, request_id = clients[HOLDER], str(uuid.uuid4())
+    async with producer(KafkaAccess.of(HOLDER)) as prod:
+        for own in bound(nenkin)[:2]:
+            await prod.send_and_wait(topics.outbox(HOLDER), _binding_request(
+                nenkin, own, request_id), key=request_id.encode())
+    for _ in range(100):
+        found = [e for e in await audit_events({request_id}) if e.person]
+        if len(found) == 2:
+            break
+        await asyncio.sleep(0.2)
+    assert len({e.person for e in found}) == 2
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many((e, CODEC.encode(e)) for e in found)
+        assert {e.event.person for e in store.query(Query()).entries} == {
+            e.person for e in found}, "the second person's binding is in the log"
 
 
 @pytest.mark.asyncio(loop_scope="session")
