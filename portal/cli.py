@@ -10,10 +10,12 @@ import click
 from aiohttp import web
 
 from portal.app import build
+from portal.inbox import default_path as inbox_path
 from portal.sessions import IDLE, Sessions
 from portal.web import Site
 from renkei import options, tether
 from renkei.options import POSITIVE, listening, port_option
+from renkei.state import held
 
 
 class Serving(TypedDict):
@@ -37,12 +39,15 @@ SERVING = Serving(access_log=None, handler_cancellation=True)
 @click.option("--idle-minutes", type=POSITIVE, default=IDLE.total_seconds() / 60,
               show_default=True, help="a session ends after this long without a request")
 def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) -> None:
-    """Serve My Portal, the counter and the oversight console on loopback."""
+    """Serve My Portal, the counter and the oversight console on loopback; a second portal on
+    the same state folder is refused (InUse): its sessions, card-login challenges and changes of
+    number under way are one process's, kept in memory."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    sock = listening(port)
-    public = origin or f"http://127.0.0.1:{sock.getsockname()[1]}"
-    site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
-    app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
-    app.on_startup.append(tether.on_startup)
-    web.run_app(app, sock=sock, **SERVING,
-                print=lambda _: click.echo(f"portal on {site.origin}"))
+    with held(inbox_path(), "`renkei portal`"):  # in portal/, the one folder it may write in
+        sock = listening(port)
+        public = origin or f"http://127.0.0.1:{sock.getsockname()[1]}"
+        site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
+        app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
+        app.on_startup.append(tether.on_startup)
+        web.run_app(app, sock=sock, **SERVING,
+                    print=lambda _: click.echo(f"portal on {site.origin}"))

@@ -4,6 +4,7 @@ pattern file. None of these needs a broker."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Iterator
@@ -18,12 +19,13 @@ from audit.heads import Signer
 from audit.store import AuditStore
 from broker import cluster
 from cards.cli import card_cli
+from portal.inbox import default_path as inbox_path
 from registry.resident_code import CODES
 from renkei import chaos_cli
 from renkei.bench_linkage import linkage_bench
 from renkei.chaos_cli import broker_chaos
 from renkei.cli import main
-from renkei.state import STATE_ENV, state_folder
+from renkei.state import STATE_ENV, held, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
 
 PATTERN_FILES = {"bad.toml": "x = \n", "none.toml": "x = 1\n",
@@ -181,6 +183,18 @@ def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> N
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 1
     said_in_one_line(run.stderr, "port in use")
+
+
+def test_a_second_portal_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
+    """Its sessions, card-login challenges and changes of number under way are the first's, in
+    its memory: the second is refused before it listens, naming the first."""
+    with state_folder(tmp_path / "state"):
+        inbox = inbox_path()
+        with held(inbox, "first portal"):
+            run = renkei("portal", "--port", "0", check=False, timeout=60)
+    assert run.returncode == 1, run.stderr
+    said_in_one_line(run.stderr, f"another `renkei portal` is running in {inbox} "
+                                 f"(process {os.getpid()})")
 
 
 @pytest.mark.parametrize(("args", "given"), [

@@ -111,10 +111,11 @@ def _wait_http(url: str, within: float = 60) -> None:
             time.sleep(0.2)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def portal(clients: Clients, town: Town, platform: Processes, first_codes: dict[str, str],
                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Portal]:
-    """People with history and cards, officers' cards, the card reader and the portal running."""
+    """People with history and cards, officers' cards, the card reader and the portal running
+    for this file's tests alone (the suite's other portals are refused while it runs)."""
     codes = CodeService(keys.load())
     nenkin, town_hall = clients["nenkin"], town.own_numbers("sakura-town")
     shared = [(code, own) for code, own in town.own_numbers("nenkin").items()
