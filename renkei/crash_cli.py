@@ -66,22 +66,51 @@ def summary(r: CrashChaos) -> list[str]:
 
 
 @click.command("report")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
               show_default=True)
-def report(results: Path) -> None:
-    """Every chaos result found in the results folder, its headline figures, in one report."""
+def report(files: tuple[Path, ...], results: Path) -> None:
+    """Every chaos result found in the results folder (each part's, and those other runs wrote
+    with --out there), or the FILES given, its headline figures, in one report."""
     found: dict[str, Any] = {}
-    for part in PARTS:
-        path = results / f"chaos-{part}.json"
-        if not path.exists():
-            click.echo(f"{part}: not run (renkei chaos {part})")
-            continue
-        found[part] = json.loads(path.read_text(encoding="utf-8"))
-        click.echo(f"{part}: {found[part].get('what', '')}")
-        for key, value in headline(found[part]).items():
-            click.echo(f"  {key}: {value}")
+    if not files:
+        for part in PARTS:
+            path = results / f"chaos-{part}.json"
+            if path.exists():
+                found[part] = _reported(part, path)
+            else:
+                click.echo(f"{part}: not run (renkei chaos {part})")
+    for path in files or others(results):
+        found[str(path)] = _reported(str(path), path)
     write_json(results / REPORT.name, found)
     click.echo(f"written to {results / REPORT.name}")
+
+
+def others(results: Path) -> list[Path]:
+    """The chaos results in `results` (JSON saying what was done) but each part's own."""
+    mine = {f"chaos-{part}.json" for part in PARTS} | {REPORT.name}
+    return [path for path in sorted(results.glob("*.json"))
+            if path.name not in mine and "what" in (_result(path) or {})]
+
+
+def _result(path: Path) -> dict[str, Any] | None:
+    """A file's JSON object; None for a file that holds none."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _reported(name: str, path: Path) -> dict[str, Any]:
+    """A chaos result, its headline figures said under `name`."""
+    result = _result(path)
+    if result is None:
+        raise click.ClickException(f"{path} holds no chaos result (no JSON object)")
+    click.echo(f"{name}: {result.get('what', '')}")
+    for key, value in headline(result).items():
+        click.echo(f"  {key}: {value}")
+    return result
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:

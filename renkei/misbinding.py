@@ -291,7 +291,8 @@ class Result:
 
     def to_json(self) -> dict[str, object]:
         """The figures as JSON (outcomes by case and by error, the wrong bindings listed)."""
-        return {"residents": self.residents, "records": self.records, "seed": self.seed,
+        return {"what": "holder records bound against an adversarial registry",
+                "residents": self.residents, "records": self.records, "seed": self.seed,
                 "seconds": round(self.seconds, 2), "total": _outcomes(self.tally.total),
                 "by_case": {k: _outcomes(v) for k, v in sorted(self.tally.by_case.items())},
                 "by_error": {k: _outcomes(v) for k, v in sorted(self.tally.by_error.items())},

@@ -5,6 +5,7 @@ for; a process that died by itself or a traceback fails the run."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from dataclasses import replace
@@ -14,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 
 from audit.heads import Signer
 from audit.store import AuditStore
@@ -24,6 +26,7 @@ from renkei import chaos_check, chaos_cli, scenario
 from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import Asked, Checked, Logged, asked_since, check, checked, holder_stores
 from renkei.crash_chaos import NOT_ACCEPTED, CrashChaos, Load
+from renkei.misbinding import Result, Tally
 from renkei.state import state_folder
 
 RIGHT = [("approved", "APPROVED"), ("answered", "FOUND")]
@@ -222,3 +225,25 @@ def test_a_broker_run_fails_on_a_send_failed_request_only_if_it_got_no_answer() 
     assert not run.exactly_once
     assert run.to_json()["failing_request_ids"] == {"lost": ["kept"]}
     assert "exactly once: NO" in chaos_cli.summary(run)
+
+
+def test_the_report_says_every_chaos_result_found_or_given(tmp_path: Path) -> None:
+    """A run written elsewhere with --out (crash-2.json) is reported beside each part's own,
+    not a file of other figures (a benchmark's); given files alone, only those."""
+    misbinding = Result(1, 1, 1, 0.0, Tally()).to_json()
+    runs = {"chaos-crash.json": {"what": "kills", "jobs": 10},
+            "crash-2.json": {"what": "kills", "jobs": 20}, "bench.json": {"points": 3},
+            "misbinding-2.json": misbinding}
+    for name, result in runs.items():
+        (tmp_path / name).write_text(json.dumps(result), encoding="utf-8")
+    folder = ["report", "--results", str(tmp_path)]
+    said = CliRunner().invoke(chaos_cli.chaos_cli, folder)
+    assert said.exit_code == 0, said.output
+    assert "  jobs: 20" in said.output and "broker: not run" in said.output
+    reported = json.loads((tmp_path / "chaos-report.json").read_text(encoding="utf-8"))
+    assert reported == {"crash": runs["chaos-crash.json"],
+                        str(tmp_path / "crash-2.json"): runs["crash-2.json"],
+                        str(tmp_path / "misbinding-2.json"): misbinding}
+    given = CliRunner().invoke(chaos_cli.chaos_cli, [*folder, str(tmp_path / "crash-2.json")])
+    assert given.exit_code == 0, given.output
+    assert "jobs: 10" not in given.output and "not run" not in given.output
