@@ -627,7 +627,9 @@ class HolderClient:
                  ) -> Request | None:
         request = self._sent(message.request_id, answered=True)
         if request is None:
-            log.warning("%s: an answer to unknown request %s", self.holder, message.request_id)
+            if not (isinstance(message, Rejection) and self._answer_refused(message)):
+                log.warning("%s: an answer to unknown request %s", self.holder,
+                            message.request_id)
             return None
         if not isinstance(message, Rejection) and ANSWERED_KIND[type(message)] != request.kind:
             log.error("%s: a %s cannot answer %s request %s: dropped", self.holder,
@@ -652,6 +654,16 @@ class HolderClient:
             payload = self._answers_in.open(message.sealed_payload, message.request_id)
             fields = dict(CODEC.decode(payload, Payload).fields)
         return self._finish(request, message.status, None, fields)
+
+    def _answer_refused(self, rejection: Rejection) -> bool:
+        """This holder's answer to a query, refused by the platform (its ticket expired on the
+        way, say): the requester never got it, so the provider's entry says so, not FOUND.
+        False if this holder answered no query of that id."""
+        if not self.store.not_provided(rejection.request_id, f"{REJECTED}: {rejection.reason}"):
+            return False
+        log.warning("%s: its answer to query %s was refused (%s: %s): logged not provided",
+                    self.holder, rejection.request_id, rejection.reason, rejection.detail)
+        return True
 
     def _unreadable(self, request_id: str, why: str) -> Request | None:
         request = self._sent(request_id, answered=True)

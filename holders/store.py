@@ -645,6 +645,13 @@ class HolderStore:
             (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
              content, purpose, outcome))
 
+    def not_provided(self, request_id: str, outcome: str) -> bool:
+        """The provider's entry of `request_id` ends as `outcome`, with no content: its answer
+        never reached the requester. False if this holder made no provider's entry of it."""
+        return self.db.execute(
+            "UPDATE access_log SET outcome = ?, content = NULL WHERE request_id = ? AND side = ?",
+            (outcome, request_id, PROVIDER)).rowcount > 0
+
     def access_log(self, request_id: str | None = None) -> list[HolderLogEntry]:
         """The entries ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose, in the order made."""
         where, args = ("WHERE request_id = ?", (request_id,)) if request_id else ("", ())

@@ -20,9 +20,10 @@ from processors.codes import CodeService, UnitEpoch
 from renkei import groups
 from renkei.envelope import unpacked
 from renkei.scenario import staff as staff_of
+from renkei.service_loop import deliver
 from renkei.town import Town
 from schemas.codec import CODEC
-from schemas.messages import LegalPattern
+from schemas.messages import LegalPattern, ProviderQuery
 from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import audit_events
 
@@ -231,15 +232,31 @@ async def test_unregistered_staff_or_terminal_is_refused_and_logged(clients: Cli
                for e in nenkin.store.access_log())
 
 
-async def test_a_silent_provider_gives_a_timeout(clients: Clients) -> None:
-    town_hall = clients["sakura-town"]
-    silent_bound = set(clients[SILENT].store.bindings().values())
+async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_not_provided(
+        clients: Clients) -> None:
+    """The provider's answer sent after its ticket's deadline is refused (INVALID_TICKET): its
+    own log said FOUND, with the data, for data the requester never got."""
+    town_hall, silent = clients["sakura-town"], clients[SILENT]
+    silent_bound = set(silent.store.bindings().values())
     own = next(o for o in bound(town_hall) if _medical_link(clients, o) in silent_bound)
     request_id = await ask(town_hall, own, "P-016", SILENT, "vaccination_record")
     outcome = await town_hall.outcome(request_id, ANSWER_TIMEOUT + 20)
     assert outcome.status == "TIMED_OUT"
     events = await _events_of({request_id}, want=2)
     assert sorted(e.outcome for e in events) == ["APPROVED", "TIMED_OUT"]
+
+    [query] = [q for r in await read_topic(KafkaAccess.of(SILENT), topics.inbox(SILENT))
+               for v in unpacked(r.value) if CODEC.name_of(v) == "ProviderQuery"
+               if (q := CODEC.decode(v, ProviderQuery)).request_id == request_id]
+    with silent.store.transaction():  # answered as its server would, had it been up
+        late = silent._answer(query)
+    await deliver(silent._producer, [late])
+    for _ in range(100):
+        [entry] = silent.store.access_log(request_id)
+        if entry.outcome != "FOUND":
+            break
+        await asyncio.sleep(0.1)
+    assert (entry.outcome, entry.content) == ("REJECTED: INVALID_TICKET", None)
 
 
 def _medical_link(clients: Clients, town_own: str) -> str | None:
