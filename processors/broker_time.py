@@ -4,6 +4,7 @@ it, whatever the platform's own wall clock says."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -11,26 +12,37 @@ from typing import Any
 from renkei.clock import elapsed_seconds
 
 LOG_APPEND_TIME = 1  # a record's timestamp_type when the broker stamped it (its topic's configs)
+WINDOW = 20.0  # seconds a read counts: a record that waited less is outweighed by one that did
+# not, and the broker's clock set back is followed this long after (not until a restart)
 
 
 class BrokerTime:
-    """The broker's time now, at least: the latest append time of the records read, carried on by
-    this process's elapsed clock since it was read. Never ahead of the broker's clock (unless it
-    is set back); behind it by no more than those records waited to be read."""
+    """The broker's time now, at least: the latest append time of the records read in the last
+    WINDOW seconds, carried on by this process's elapsed clock since it was read (the last
+    known, when none was read in it). Behind the broker's clock by no more than those records
+    waited to be read; its clock set back, followed within WINDOW."""
 
     def __init__(self) -> None:
-        self._from_elapsed: float | None = None  # the broker's time less the elapsed clock
+        # (elapsed clock at the read, the broker's time then less it), the later the lower
+        self._reads: deque[tuple[float, float]] = deque()
 
     def read(self, records: Iterable[Any]) -> None:
         """Note the append times of records read (those their writers stamped tell nothing)."""
         stamped = [r.timestamp for r in records if r.timestamp_type == LOG_APPEND_TIME]
-        if stamped:
-            seen = max(stamped) / 1000 - elapsed_seconds()
-            known = self._from_elapsed
-            self._from_elapsed = seen if known is None else max(seen, known)
+        if not stamped:
+            return
+        at = elapsed_seconds()
+        seen = max(stamped) / 1000 - at
+        while self._reads and self._reads[-1][1] <= seen:  # outweighed while this one counts
+            self._reads.pop()
+        while self._reads and self._reads[0][0] < at - WINDOW:
+            self._reads.popleft()
+        self._reads.append((at, seen))
 
     def now(self) -> datetime | None:
         """The broker's time now, at least (None: no append time read yet)."""
-        if self._from_elapsed is None:
+        if not self._reads:
             return None
-        return datetime.fromtimestamp(self._from_elapsed + elapsed_seconds(), UTC)
+        at = elapsed_seconds()
+        recent = [seen for read, seen in self._reads if read >= at - WINDOW]
+        return datetime.fromtimestamp((recent[0] if recent else self._reads[0][1]) + at, UTC)
