@@ -36,6 +36,7 @@ from holders.store import (
 )
 from registry.residents import FourAttributes
 from renkei import holder_logs, sealing, sqlite
+from renkei.broker_time import BrokerTime
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving
@@ -148,6 +149,7 @@ class HolderClient:
         self._rebound = asyncio.Event()  # set (and replaced) as re-keying moves bindings
         self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
         self._stop = asyncio.Event()
+        self.broker_time = BrokerTime()  # of the inbox's records: a query's deadline is of it
         self._inbox: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
         self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
@@ -562,6 +564,7 @@ class HolderClient:
         """One poll's batch, in one transaction of the store; while another holds the store's
         write lock past LOCK_WAIT, tried again STORE_RETRY later, the loop going on meanwhile
         (not read again until it is); the wait logged at its start and at its end, how long."""
+        self.broker_time.read(records)  # once: held while the store is locked, they grow old
         locked_since: float | None = None
         while True:
             try:
@@ -588,7 +591,7 @@ class HolderClient:
         """The effects of the batch, and the requests it answered."""
         out: list[Send] = []
         resolved: list[Request] = []
-        now, late = datetime.now(UTC), 0
+        now, late = self.broker_time.now() or datetime.now(UTC), 0  # own: inbox not to spec
         with self.store.transaction():
             for record in records:
                 try:

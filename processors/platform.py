@@ -38,13 +38,13 @@ from broker.clients import KafkaAccess, records_up_to, seek_to_times, started
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
-from processors.broker_time import LOG_APPEND_TIME, BrokerTime
 from processors.codes import CodeService
 from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.rejection import too_long
 from processors.tickets import TicketSealer
+from renkei.broker_time import LOG_APPEND_TIME, BrokerTime
 from renkei.compacted import CompactedView
 from renkei.envelope import Incoming, Send, batched, unpacked
 from renkei.service_loop import (

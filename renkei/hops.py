@@ -1,6 +1,6 @@
 """Where a round trip's time goes, hop by hop. The requester stamps its request (`due`, in its
-records), the broker stamps what holders append to their outboxes (LogAppendTime), the platform
-stamps what it sends to inboxes (CreateTime), and the requester notes when the answer is decrypted.
+records), the broker stamps what holders append to their outboxes and what the platform sends to
+their inboxes (LogAppendTime), and the requester notes when the answer is decrypted.
 """
 
 from __future__ import annotations

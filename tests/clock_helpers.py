@@ -6,12 +6,14 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from renkei import sqlite
+from renkei.broker_time import LOG_APPEND_TIME
 from renkei.clock import Clock, Mark
 
 
@@ -60,3 +62,20 @@ def unmarked(path: Path, table: str, row: tuple[object, ...]) -> None:
     old.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(row))})", row)
     old.commit()
     old.close()
+
+
+def skewed(skew: timedelta) -> type[datetime]:
+    """A wall clock `skew` off."""
+
+    class Skewed(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Skewed:
+            return cls.fromtimestamp((datetime.now(tz) + skew).timestamp(), tz)
+
+    return Skewed
+
+
+def appended(at: datetime, value: bytes = b"") -> SimpleNamespace:
+    """A record of `value` the broker stamped at `at`."""
+    return SimpleNamespace(value=value, timestamp=int(at.timestamp() * 1000),
+                           timestamp_type=LOG_APPEND_TIME)

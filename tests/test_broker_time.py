@@ -4,11 +4,11 @@ elapsed clock driven by the test."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 
-from processors.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
+from renkei.broker_time import WINDOW, BrokerTime
+from tests.clock_helpers import appended
 
 BROKER = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)  # the broker's clock when the test starts
 
@@ -17,13 +17,8 @@ BROKER = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)  # the broker's clock when the 
 def elapsed(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The elapsed clock BrokerTime reads, as the test moves it (its one reading)."""
     reading = [0.0]
-    monkeypatch.setattr("processors.broker_time.elapsed_seconds", lambda: reading[0])
+    monkeypatch.setattr("renkei.broker_time.elapsed_seconds", lambda: reading[0])
     return reading
-
-
-def _appended(at: datetime) -> SimpleNamespace:
-    """A record the broker stamped at `at`."""
-    return SimpleNamespace(timestamp=int(at.timestamp() * 1000), timestamp_type=LOG_APPEND_TIME)
 
 
 def test_the_brokers_clock_set_back_is_followed_within_the_window(elapsed: list[float]) -> None:
@@ -31,21 +26,21 @@ def test_the_brokers_clock_set_back_is_followed_within_the_window(elapsed: list[
     by 5 minutes (an NTP step, which on one machine moves the platform's too) left it 5 minutes
     ahead until a restart, every new request timed out at once. It follows within WINDOW."""
     time = BrokerTime()
-    time.read([_appended(BROKER)])
+    time.read([appended(BROKER)])
     elapsed[0] = 5.0
     set_back = BROKER + timedelta(seconds=5) - timedelta(minutes=5)
-    time.read([_appended(set_back)])
+    time.read([appended(set_back)])
     elapsed[0] = 5.0 + WINDOW
-    time.read([_appended(set_back + timedelta(seconds=WINDOW))])
+    time.read([appended(set_back + timedelta(seconds=WINDOW))])
     assert time.now() == set_back + timedelta(seconds=WINDOW)
 
 
 def test_a_record_that_waited_does_not_set_it_back(elapsed: list[float]) -> None:
     """A record read a minute after it was appended, beside one read at once: the latter counts."""
     time = BrokerTime()
-    time.read([_appended(BROKER)])
+    time.read([appended(BROKER)])
     elapsed[0] = 5.0
-    time.read([_appended(BROKER - timedelta(minutes=1))])
+    time.read([appended(BROKER - timedelta(minutes=1))])
     assert time.now() == BROKER + timedelta(seconds=5)
 
 
@@ -54,8 +49,8 @@ def test_with_nothing_read_in_the_window_the_last_known_is_carried_on(
     """Quiet for an hour, it is the last known time carried on by the elapsed clock."""
     time = BrokerTime()
     assert time.now() is None
-    time.read([_appended(BROKER)])
+    time.read([appended(BROKER)])
     elapsed[0] = 5.0
-    time.read([_appended(BROKER - timedelta(minutes=1))])
+    time.read([appended(BROKER - timedelta(minutes=1))])
     elapsed[0] = 3600.0
     assert time.now() == BROKER + timedelta(hours=1)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -15,11 +16,12 @@ from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from processors import decider
-from processors.broker_time import BrokerTime
 from processors.context import Context
 from processors.platform import Platform, decision_history
+from renkei.broker_time import LOG_APPEND_TIME, BrokerTime
 from schemas.codec import CODEC
 from schemas.messages import ANSWERED, TIMED_OUT, LinkageAnswer, Rejection, Sweep
+from tests.clock_helpers import skewed
 from tests.kafka_helpers import producer
 from tests.test_decider import _answer, _pending, ctx
 
@@ -206,22 +208,12 @@ async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_
     minutes behind timed them out 10 minutes late. On the real broker, which stamps a record
     written with its writer's clock an hour behind: whatever the platform's clock, only the
     request whose deadline passed by the broker's time is swept, at the broker's time."""
-    topic = f"{TOPIC}.stamped"
-    outbox, = [s for s in topics.holder_topics("town") if s.name == topics.outbox("town")]
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, 1, 1, config=outbox.for_cluster(1).configs())]
-                        )[topic].result(30)
-    access = KafkaAccess.of(config.ADMIN)
-    async with producer(access) as prod:
-        hour_behind = datetime.now(UTC) - timedelta(hours=1)
-        await prod.send_and_wait(topic, b"", partition=0,
-                                 timestamp_ms=int(hour_behind.timestamp() * 1000))
-    record, = await read_topic(access, topic)
+    record = await _written_an_hour_behind(topics.outbox("town"))
     received = datetime.fromtimestamp(record.timestamp / 1000, UTC)
     requests = [_pending(ctx, request_id="r-1", received=received),
                 _pending(ctx, request_id="r-0", received=received - ctx.answer_timeout)]
     for skew in (timedelta(minutes=10), -timedelta(minutes=10)):
-        monkeypatch.setattr("processors.platform.datetime", _skewed(skew))
+        monkeypatch.setattr("processors.platform.datetime", skewed(skew))
         instance = Platform(KafkaAccess.of(acls.PLATFORM))
         owned = {decider.partition_of(p.request_id) for p in requests}
         instance.decider.keep_only(owned)
@@ -235,6 +227,34 @@ async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_
         await instance.producer.stop()  # made with the instance, though never started here
         assert [s.expire for s in swept] == [("r-0",)], f"{skew} off"
         assert received <= swept[0].at < received + timedelta(seconds=5), "at the broker's time"
+
+
+async def test_what_the_platform_delivers_to_a_holder_is_stamped_by_the_brokers_clock(
+        platform: object) -> None:
+    """A holder judges a query's deadline (of the broker's time) by its inbox's records, but the
+    inbox kept its writer's, the platform's, clock: a record written with it an hour behind is
+    stamped by the broker's."""
+    record = await _written_an_hour_behind(topics.inbox("town"))
+    assert record.timestamp_type == LOG_APPEND_TIME
+    stamped = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    assert abs(stamped - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def _written_an_hour_behind(holder_topic: str) -> Any:
+    """The record read back from a topic made as the town's `holder_topic` is, written with its
+    writer's clock an hour behind."""
+    topic = f"{TOPIC}.{holder_topic}"
+    spec, = [s for s in topics.holder_topics("town") if s.name == holder_topic]
+    admin = provision.admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(topic, 1, 1, config=spec.for_cluster(1).configs())]
+                        )[topic].result(30)
+    access = KafkaAccess.of(config.ADMIN)
+    async with producer(access) as prod:
+        hour_behind = datetime.now(UTC) - timedelta(hours=1)
+        await prod.send_and_wait(topic, b"", partition=0,
+                                 timestamp_ms=int(hour_behind.timestamp() * 1000))
+    record, = await read_topic(access, topic)
+    return record
 
 
 async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
@@ -258,7 +278,7 @@ async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
         for event, at in events:
             await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
                                      timestamp_ms=int(at.timestamp() * 1000))
-    monkeypatch.setattr("processors.platform.datetime", _skewed(timedelta(minutes=10)))
+    monkeypatch.setattr("processors.platform.datetime", skewed(timedelta(minutes=10)))
     _, history = await decision_history(access, tp, len(events), ctx, BrokerTime())
     assert history == [pending, Sweep(now, ())], "the hour-behind writer's request is in it"
     partition = decider.partition_of("r-1")
@@ -269,13 +289,3 @@ async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
     dispatched = taken.handle(partition, pending, now, ctx)
     assert [s.topic for s in dispatched] == [topics.inbox("town"), topics.AUDIT], "not stale"
 
-
-def _skewed(skew: timedelta) -> type[datetime]:
-    """A wall clock `skew` off."""
-
-    class Skewed(datetime):
-        @classmethod
-        def now(cls, tz: tzinfo | None = None) -> Skewed:
-            return cls.fromtimestamp((datetime.now(tz) + skew).timestamp(), tz)
-
-    return Skewed

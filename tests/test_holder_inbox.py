@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -52,6 +51,7 @@ from schemas.messages import (
     RekeyAnswer,
     RekeyedCode,
 )
+from tests.clock_helpers import appended, skewed
 from tests.loop_helpers import Deadline, locked, ticking
 
 HOLDER, STAFF, TERMINAL = "city-x", "staff-1", "city-x/terminal-1"
@@ -72,8 +72,8 @@ async def client(tmp_path: Path) -> AsyncIterator[HolderClient]:
 
 
 async def handle(client: HolderClient, *messages: object) -> Sequence[Send]:
-    """One poll's batch, as the inbox loop hands it over."""
-    return await client._handle([SimpleNamespace(value=CODEC.encode(m)) for m in messages])
+    """One poll's batch, as the inbox loop hands it over, appended by the broker now."""
+    return await client._handle([appended(datetime.now(UTC), CODEC.encode(m)) for m in messages])
 
 
 def binding_request(client: HolderClient, own_number: str) -> str:
@@ -235,6 +235,24 @@ async def test_a_query_read_after_its_deadline_is_not_answered_and_logged_withou
     assert [CODEC.decode(s.value, ProviderAnswer).request_id for s in out] == [timely.request_id]
     [entry] = client.store.access_log(late.request_id)
     assert (entry.outcome, entry.content, entry.counterpart) == (TIMED_OUT, None, REQUESTER)
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=10), -timedelta(minutes=10)])
+async def test_a_holder_with_a_wrong_clock_judges_a_querys_deadline_by_the_brokers(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch, skew: timedelta) -> None:
+    """A query's deadline is of the broker's time (its receipt's append time, plus the answer
+    timeout), but the holder judged it by its own clock: one 10 minutes ahead logged every query
+    TIMED_OUT and answered none, one behind answered those the platform refuses. It is judged
+    by the broker's time, as the inbox's records are stamped by it."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    monkeypatch.setattr(client_module, "datetime", skewed(skew))
+    late, timely = query("ABC98765XYZ", within=-1), query("ABC98765XYZ")
+    out = await handle(client, late, timely)
+    assert [CODEC.decode(s.value, ProviderAnswer).request_id for s in out] == [timely.request_id]
+    assert [e.outcome for e in client.store.access_log(late.request_id)] == [TIMED_OUT]
 
 
 async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_free(

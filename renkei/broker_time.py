@@ -1,6 +1,7 @@
-"""The broker's time as the platform knows it: a request is received at its outbox record's append
-time, so its deadline and the time it may be forgotten are of the broker's clock, and are judged by
-it, whatever the platform's own wall clock says."""
+"""The broker's time as a process knows it from the append times it reads: a request is received
+at its outbox record's append time, so its deadline and the time it may be forgotten are of the
+broker's clock, and are judged by it (the platform's sweeps, a holder answering a query), whatever
+the process's own wall clock says."""
 
 from __future__ import annotations
 
