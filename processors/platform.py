@@ -381,8 +381,7 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
     try:
         replay.assign([tp])
         last = await _last_record(replay, tp, end)
-        if broker_time.now() is None:  # its time, perhaps hours old, only until one is read
-            broker_time.read([] if last is None else [last])
+        broker_time.read_late([] if last is None else [last])  # perhaps hours old
         since = ctx.remembered_from(None if last is None else _time(last),
                                     _counted_from(broker_time, last))
         await seek_to_times(replay, {tp: int(since.timestamp() * 1000)}, ends)

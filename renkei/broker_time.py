@@ -29,21 +29,42 @@ class BrokerTime:
 
     def read(self, records: Iterable[Any]) -> None:
         """Note the append times of records read (those their writers stamped tell nothing)."""
-        stamped = [r.timestamp for r in records if r.timestamp_type == LOG_APPEND_TIME]
-        if not stamped:
-            return
-        at = elapsed_seconds()
-        seen = max(stamped) / 1000 - at
+        latest = _latest(records)
+        if latest is not None:
+            at = elapsed_seconds()
+            self._note(at, latest - at)
+
+    def read_late(self, records: Iterable[Any]) -> None:
+        """Note the append times of records that may have waited hours to be read (a take-over's
+        last history record): they set the time back only if none was read in the last WINDOW
+        seconds (the broker's clock perhaps set back meanwhile; behind is the safe side)."""
+        latest, at = _latest(records), elapsed_seconds()
+        recent = self._recent(at)
+        if latest is not None and (recent is None or latest - at > recent):
+            self._note(at, latest - at)
+
+    def _note(self, at: float, seen: float) -> None:
+        """Note the broker's time less the elapsed clock, `seen` at `at`."""
         while self._reads and self._reads[-1][1] <= seen:  # outweighed while this one counts
             self._reads.pop()
         while self._reads and self._reads[0][0] < at - WINDOW:
             self._reads.popleft()
         self._reads.append((at, seen))
 
+    def _recent(self, at: float) -> float | None:
+        """The latest broker's time less the elapsed clock read in the WINDOW before `at`."""
+        return next((seen for read, seen in self._reads if read >= at - WINDOW), None)
+
     def now(self) -> datetime | None:
         """The broker's time now, at least (None: no append time read yet)."""
         if not self._reads:
             return None
         at = elapsed_seconds()
-        recent = [seen for read, seen in self._reads if read >= at - WINDOW]
-        return datetime.fromtimestamp((recent[0] if recent else self._reads[0][1]) + at, UTC)
+        recent = self._recent(at)
+        return datetime.fromtimestamp((self._reads[0][1] if recent is None else recent) + at, UTC)
+
+
+def _latest(records: Iterable[Any]) -> float | None:
+    """The latest append time of records, in seconds (None: none stamped by the broker)."""
+    stamped = [r.timestamp for r in records if r.timestamp_type == LOG_APPEND_TIME]
+    return max(stamped) / 1000 if stamped else None

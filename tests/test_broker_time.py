@@ -54,3 +54,14 @@ def test_with_nothing_read_in_the_window_the_last_known_is_carried_on(
     time.read([appended(BROKER - timedelta(minutes=1))])
     elapsed[0] = 3600.0
     assert time.now() == BROKER + timedelta(hours=1)
+
+
+def test_a_late_record_later_than_the_one_read_lately_counts(elapsed: list[float]) -> None:
+    """A take-over's last record (read_late) later than the one read in the window raises it."""
+    time = BrokerTime()
+    time.read([appended(BROKER - timedelta(minutes=1))])
+    elapsed[0] = 5.0
+    time.read_late([appended(BROKER)])
+    time.read_late([appended(BROKER - timedelta(hours=1))])
+    elapsed[0] = 5.0 + WINDOW
+    assert time.now() == BROKER + timedelta(seconds=WINDOW)

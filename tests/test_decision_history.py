@@ -18,10 +18,10 @@ from broker.cluster import Cluster
 from processors import decider
 from processors.context import Context
 from processors.platform import Platform, decision_history
-from renkei.broker_time import LOG_APPEND_TIME, BrokerTime
+from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from schemas.codec import CODEC
 from schemas.messages import ANSWERED, TIMED_OUT, LinkageAnswer, Rejection, Sweep
-from tests.clock_helpers import skewed
+from tests.clock_helpers import appended, skewed
 from tests.kafka_helpers import producer
 from tests.test_decider import _answer, _pending, ctx
 
@@ -289,3 +289,31 @@ async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
     dispatched = taken.handle(partition, pending, now, ctx)
     assert [s.topic for s in dispatched] == [topics.inbox("town"), topics.AUDIT], "not stale"
 
+
+async def test_a_take_overs_last_record_sets_the_brokers_time_back_only_if_none_was_read_lately(
+        broker: Cluster, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A take-over reads its partition's last record, perhaps hours old. Read as any other, it set
+    the broker's time back (deadlines judged hours late) once the read before it left the WINDOW;
+    read only while no time was known, a time carried on through a quiet hour stayed ahead of the
+    broker's clock set back meanwhile, and the history was counted back from it (requests
+    forgotten early). It sets the time back only if none was read in the last WINDOW seconds."""
+    elapsed = [0.0]
+    monkeypatch.setattr("renkei.broker_time.elapsed_seconds", lambda: elapsed[0])
+    topic = f"{TOPIC}.hour-old"
+    admin = provision.admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(topic, 1, 1, config={"message.timestamp.type": "LogAppendTime"})]
+                        )[topic].result(30)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
+    async with producer(access) as prod:
+        stamp = await prod.send_and_wait(topic, CODEC.encode(_pending(ctx)), partition=0)
+    last = datetime.fromtimestamp(stamp.timestamp / 1000, UTC)
+    lately, quiet = BrokerTime(), BrokerTime()
+    for known in lately, quiet:
+        known.read([appended(last + timedelta(hours=1))])
+    elapsed[0] = WINDOW / 2
+    await decision_history(access, tp, 1, ctx, lately)
+    elapsed[0] = WINDOW + 5
+    assert lately.now() == last + timedelta(hours=1, seconds=WINDOW + 5), "not set back"
+    since = (await decision_history(access, tp, 1, ctx, quiet)).since
+    assert quiet.now() == last, "none read lately: perhaps the broker's clock was set back"
+    assert since == ctx.remembered_from(last, last)
