@@ -51,11 +51,13 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
     """Register a holder: principal, topics, ACLs, sealing key and directory entry. Registered
     again, it keeps its link-code unit and private flag unless given."""
     try:
-        provision.add_holder(provision.reached_admin(), holder, provision.Report())
+        provision.holder_id(holder)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    before, entry, roles = asyncio.run(directory.registration(holder, name, role, unit, private,
-                                                              move_unit))
+    admin = provision.reached_admin()
+    before, entry, roles = asyncio.run(directory.registration(
+        holder, name, role, unit, private, move_unit,
+        lambda: provision.add_holder(admin, holder, provision.Report())))
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
                f"at key epoch {entry.key_epoch}"
                + (", private (consent needed)" if entry.private else ""))

@@ -3,7 +3,7 @@ topics, written by the admin principal only; everyone else reads)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -104,14 +104,16 @@ async def _delivered(access: KafkaAccess, sends: Sequence[Send]) -> None:
 
 
 async def registration(holder: str, name: str, role: str, unit: str | None,
-                       private: bool | None, move_unit: bool
+                       private: bool | None, move_unit: bool, admitted: Callable[[], object]
                        ) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
-    """A holder registered (see `registered`): its entry before, the one published now, and
-    the roles the legal pattern list names; both topics checked once, at the start."""
+    """A holder registered (see `registered`), `admitted` called once the directory takes it
+    and before its entry is published: its entry before, the one published now, and the roles
+    the legal pattern list names; both topics checked once, at the start."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
     entries = _by_holder(await _read(access, topics.DIRECTORY, HolderEntry))
     entry = registered(entries, holder, name, role, unit, private, move_unit)
+    admitted()
     await _delivered(access, [send(topics.DIRECTORY, holder, entry)])
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
                                                           LegalPattern))

@@ -14,8 +14,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 from click.testing import CliRunner, Result
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
-from broker import credentials, topics
+from broker import credentials, provision, topics
 from broker.clients import KafkaAccess, provisioned
 from holders.cli import holder_cli
 from holders.server import Address, address_file, recorded
@@ -308,6 +315,24 @@ def test_a_role_no_legal_pattern_names_is_warned_of(town: town_setup.Town) -> No
     assert "municipality" in typo.stderr  # among the roles named
     fixed = renkei("holder", "register", "typo-town", "--name", "誤町", "--role", "municipality")
     assert "role munipality → municipality" in fixed.stdout and "warning" not in fixed.stderr
+
+
+def test_a_registration_the_directory_refuses_leaves_nothing_on_the_broker(
+        town: town_setup.Town) -> None:
+    """A new holder refused (UnitTaken) was refused after its principal, credentials, topics and
+    ACLs were made: a principal that could log in and read, under no directory entry."""
+    renkei("holder", "register", "hama-clinic", "--name", "浜町診療所",
+           "--role", "medical_institution", "--unit", "hama-medical")
+    refused = renkei("holder", "register", "hama-medical", "--name", "浜町医療",
+                     "--role", "medical_institution", check=False)
+    said_in_one_line(refused.stderr, "already the unit of hama-clinic")
+    admin = provision.admin_client()
+    assert not credentials.known("hama-medical")
+    made = {t.name for t in topics.holder_topics("hama-medical")}
+    assert not made & set(admin.list_topics().topics)
+    its_own = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY,  # type: ignore[arg-type]
+                               "User:hama-medical", "*", AclOperation.ANY, AclPermissionType.ANY)
+    assert admin.describe_acls(its_own).result() == []
 
 
 def test_registering_a_holder_checks_the_directorys_topics_once(
