@@ -46,8 +46,11 @@ def holder_cli() -> None:
 @click.option("--move-unit", is_flag=True,
               help="move a registered holder to another link-code unit (its server then "
                    "unbinds every record, each investigated, to be bound again)")
+@click.option("--share-unit", is_flag=True,
+              help="join the unit that is another holder's own (named as it): it is given "
+                   "every link code of that holder's records")
 def register(holder: str, name: str, role: str, unit: str | None, private: bool | None,
-             move_unit: bool) -> None:
+             move_unit: bool, share_unit: bool) -> None:
     """Register a holder: principal, topics, ACLs, sealing key and directory entry. Registered
     again, it keeps its link-code unit and private flag unless given."""
     try:
@@ -56,7 +59,7 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
         raise click.ClickException(str(exc)) from exc
     admin = provision.reached_admin()
     before, entry, roles = asyncio.run(directory.registration(
-        holder, name, role, unit, private, move_unit,
+        holder, name, role, unit, private, move_unit, share_unit,
         lambda: provision.add_holder(admin, holder, provision.Report())))
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
                f"at key epoch {entry.key_epoch}"

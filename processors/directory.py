@@ -33,8 +33,9 @@ class UnitMove(ValueError):
 
 
 class UnitTaken(ValueError):
-    """A new holder whose own link-code unit (its id) other holders are in already: it would be
-    given their link codes without anyone having said it is to share their unit."""
+    """A holder put into a link-code unit of other holders' own (a new one's id they are in, or
+    another holder's id it is in): it would be given their link codes without anyone having
+    said it is to share their unit."""
 
 
 def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
@@ -47,12 +48,15 @@ def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
 
 def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, role: str,
                unit: str | None = None, private: bool | None = None,
-               move_unit: bool = False) -> HolderEntry:
+               move_unit: bool = False, share_unit: bool = False) -> HolderEntry:
     """A holder's entry as (re-)registered: one in the directory already keeps its link-code
     unit (at the unit's key epoch) and its private flag unless given, and moves to another
     unit only with `move_unit` (else UnitMove); a new one gets its own unit unless given, and
-    not one other holders are in (else UnitTaken)."""
+    not one other holders are in (else UnitTaken); it joins another holder's own unit only
+    with `share_unit` (else UnitTaken)."""
     before = directory.get(holder)
+    if not share_unit and unit is not None and (before is None or unit != before.link_unit):
+        _not_anothers_own(directory, holder, unit)
     if before is not None:
         if unit not in (None, before.link_unit) and not move_unit:
             raise UnitMove(f"{holder} is in link-code unit {before.link_unit!r}: in {unit!r} "
@@ -66,6 +70,14 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
                         f"under another id, or give --unit {holder} if it is to share theirs")
     unit = unit or holder
     return holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
+
+
+def _not_anothers_own(directory: Mapping[str, HolderEntry], holder: str, unit: str) -> None:
+    """UnitTaken if `unit` is another holder's own: its id, and the unit it is in."""
+    if unit != holder and unit in _members(directory, unit):
+        raise UnitTaken(f"link-code unit {unit!r} is the own unit of holder {unit}: in it "
+                        f"{holder} would be given every link code of {unit}'s records; give "
+                        f"--share-unit if it is to share them")
 
 
 def changes(before: HolderEntry, after: HolderEntry) -> list[str]:
@@ -104,7 +116,8 @@ async def _delivered(access: KafkaAccess, sends: Sequence[Send]) -> None:
 
 
 async def registration(holder: str, name: str, role: str, unit: str | None,
-                       private: bool | None, move_unit: bool, admitted: Callable[[], object]
+                       private: bool | None, move_unit: bool, share_unit: bool,
+                       admitted: Callable[[], object]
                        ) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
     """A holder registered (see `registered`), `admitted` called once the directory takes it
     and before its entry is published: its entry before, the one published now, and the roles
@@ -112,7 +125,7 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
     entries = _by_holder(await _read(access, topics.DIRECTORY, HolderEntry))
-    entry = registered(entries, holder, name, role, unit, private, move_unit)
+    entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
     admitted()
     await _delivered(access, [send(topics.DIRECTORY, holder, entry)])
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,

@@ -351,6 +351,26 @@ def test_a_new_holder_is_not_put_into_a_unit_others_are_in_unless_given_it(
     assert (joined.link_unit, joined.key_epoch) == ("medical", 1)
 
 
+def test_a_holder_joins_another_holders_own_unit_only_if_told_to_share_it(
+        state: Path) -> None:
+    """`--unit sakura-town` put a new holder into the town's own unit unasked: every link code
+    of the town's records was its too. A sector's unit, named as no holder, stays open."""
+    entries = {"sakura-town": _entry("sakura-town", "sakura-town", 2),
+               "clinic": _entry("clinic", "medical", 1),
+               "moved": _entry("moved", "medical", 1)}
+    with pytest.raises(directory.UnitTaken, match="own unit of holder sakura-town"):
+        directory.registered(entries, "intruder", "intruder", "company", "sakura-town")
+    with pytest.raises(directory.UnitTaken, match="give --share-unit"):
+        directory.registered(entries, "clinic", "clinic", "company", "sakura-town",
+                             move_unit=True)
+    shared = directory.registered(entries, "annex", "annex", "municipality", "sakura-town",
+                                  share_unit=True)
+    assert (shared.link_unit, shared.key_epoch) == ("sakura-town", 2)
+    assert directory.registered(entries, "pharmacy", "pharmacy", "company",
+                                "medical").link_unit == "medical"
+    assert directory.registered(entries, "x", "x", "company", "moved").link_unit == "moved"
+
+
 RESIDENT = random_codes(1, seed=11)[0]
 
 

@@ -335,6 +335,16 @@ def test_a_registration_the_directory_refuses_leaves_nothing_on_the_broker(
     assert admin.describe_acls(its_own).result() == []
 
 
+def test_joining_another_holders_own_unit_needs_share_unit(town: town_setup.Town) -> None:
+    """`--unit kawa-town` alone gave a new holder every link code of the town's records."""
+    joining = ("register", "kawa-annex", "--name", "川町分室", "--role", "municipality",
+               "--unit", "kawa-town")
+    _ok("register", "kawa-town", "--name", "川町", "--role", "municipality")
+    refused = _holder(*joining)
+    assert "give --share-unit" in str(refused.exception)
+    assert "link-code unit kawa-town" in _ok(*joining, "--share-unit")
+
+
 def test_registering_a_holder_checks_the_directorys_topics_once(
         town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
     """`holder register` made sure the directory's topics were on the broker three times (each
