@@ -37,7 +37,7 @@ def holder_cli() -> None:
 @click.argument("holder")
 @click.option("--name", required=True, callback=stated, help="the holder's name, e.g. 桜町役場")
 @click.option("--role", required=True, callback=stated,
-              help="its role in the legal pattern list")
+              help="its role in the legal pattern list (not service: the platform's own)")
 @click.option("--unit", default=None, callback=unit_name,
               help="a shared link-code unit (default: as registered before, else its own)")
 @click.option("--private/--public", default=None,

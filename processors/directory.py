@@ -38,6 +38,11 @@ class UnitTaken(ValueError):
     said it is to share their unit."""
 
 
+class ReservedRole(ValueError):
+    """A holder registered under the platform services' role: every re-keying of its link-code
+    unit would pass it by, the unit's old key left in use for its records."""
+
+
 def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
                  private: bool = False, epoch: int = 0) -> HolderEntry:
     """A holder's entry, with the public half of its sealing key (made now if it has none)."""
@@ -53,7 +58,10 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
     unit (at the unit's key epoch) and its private flag unless given, and moves to another
     unit only with `move_unit` (else UnitMove); a new one gets its own unit unless given, and
     not one other holders are in (else UnitTaken); it joins another holder's own unit only
-    with `share_unit` (else UnitTaken)."""
+    with `share_unit` (else UnitTaken); never under the services' role (else ReservedRole)."""
+    if role == SERVICE:
+        raise ReservedRole(f"role {SERVICE!r} is the platform services' own: a holder under it "
+                           f"would be left out of every re-keying of its link-code unit")
     before = directory.get(holder)
     if not share_unit and unit is not None and (before is None or unit != before.link_unit):
         _not_anothers_own(directory, holder, unit)

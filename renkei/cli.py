@@ -55,7 +55,7 @@ def _said(exc: Exception) -> str | None:
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
     from broker.provision import NotAHolder
-    from processors.directory import NotAPrivateHolder, UnitMove, UnitTaken
+    from processors.directory import NotAPrivateHolder, ReservedRole, UnitMove, UnitTaken
     from processors.keys import KeysMissing
     from processors.patterns import BadPatternFile
     from registry.store import NoRegistry, RegistryExists
@@ -67,7 +67,7 @@ def _said(exc: Exception) -> str | None:
     said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
-            UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken)
+            UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait

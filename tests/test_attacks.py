@@ -31,6 +31,9 @@
 - a holder registered with `--unit` another holder's id, given that holder's link codes as its
   own (UnitTaken: only with --share-unit):
   tests/test_codes.py::test_a_holder_joins_another_holders_own_unit_only_if_told_to_share_it
+- a holder registered under the platform services' role, passed by when its unit is re-keyed
+  (ReservedRole):
+  tests/test_codes.py::test_a_holder_is_not_registered_under_the_services_role
 - a request under an expired legal pattern (P-075, PATTERN_NOT_IN_FORCE) or a foreign one
   (sakura-hospital under the pension service's P-037, NOT_PERMITTED), on the broker:
   tests/test_linkage.py::test_an_unlawful_request_is_rejected_and_logged

@@ -371,6 +371,16 @@ def test_a_holder_joins_another_holders_own_unit_only_if_told_to_share_it(
     assert directory.registered(entries, "x", "x", "company", "moved").link_unit == "moved"
 
 
+def test_a_holder_is_not_registered_under_the_services_role(state: Path) -> None:
+    """A holder registered with `--role service` was passed by when its unit was re-keyed: the
+    unit's old key stayed in use for its link codes."""
+    entries = {"clinic": _entry("clinic", "medical", 1)}
+    with pytest.raises(ValueError, match="left out of every re-keying"):
+        directory.registered(entries, "annex", "annex", directory.SERVICE, "medical")
+    with pytest.raises(ValueError, match="role 'service' is the platform services' own"):
+        directory.registered(entries, "clinic", "clinic", directory.SERVICE)
+
+
 RESIDENT = random_codes(1, seed=11)[0]
 
 

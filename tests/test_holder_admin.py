@@ -335,6 +335,14 @@ def test_a_registration_the_directory_refuses_leaves_nothing_on_the_broker(
     assert admin.describe_acls(its_own).result() == []
 
 
+def test_a_holder_is_refused_the_services_role(town: town_setup.Town) -> None:
+    """`--role service` registered a holder every re-keying of its unit passed by."""
+    refused = renkei("holder", "register", "hama-annex", "--name", "浜町分室",
+                     "--role", "service", check=False)
+    said_in_one_line(refused.stderr, "role 'service' is the platform services' own")
+    assert not credentials.known("hama-annex")
+
+
 def test_joining_another_holders_own_unit_needs_share_unit(town: town_setup.Town) -> None:
     """`--unit kawa-town` alone gave a new holder every link code of the town's records."""
     joining = ("register", "kawa-annex", "--name", "川町分室", "--role", "municipality",
