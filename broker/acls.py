@@ -87,11 +87,14 @@ def holder_group(holder: str) -> str:
 
 
 def holder_grants(holder: str) -> dict[str, tuple[Grant, ...]]:
-    """A holder writes only its outbox and reads only its inbox; the platform the reverse."""
+    """A holder writes only its outbox and reads its inbox, and its outbox (at a start: no
+    request kept sent again that the broker has); the platform reads the outbox, writes the
+    inbox."""
     outbox, inbox = topics.outbox(holder), topics.inbox(holder)
     return {
         holder: (
-            _write(outbox), _read(inbox), _read(topics.DIRECTORY), _read(topics.PATTERNS),
+            Grant("topic", outbox, ("WRITE", "READ", "DESCRIBE")), _read(inbox),
+            _read(topics.DIRECTORY), _read(topics.PATTERNS),
             _group(holder_group(holder), "prefixed"),
         ),
         PLATFORM: (_read(outbox), _write(inbox)),

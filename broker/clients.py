@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -25,6 +25,9 @@ from broker.credentials import Credentials
 MECHANISM = "SCRAM-SHA-512"
 PROTOCOL = "SASL_PLAINTEXT"
 START_AGAIN = 2.0  # seconds between attempts to reach the broker when a client starts
+# ms the broker holds a fetch for a records_since read with nothing new (aiokafka's 500 ms
+# default: its fetch sent before the seek makes each read half a second longer)
+SCAN_WAIT_MS = 20
 log = logging.getLogger(__name__)
 offset_fetch.install()  # every process with a Kafka client imports this module
 repeats.install()
@@ -228,6 +231,23 @@ async def records_up_to(consumer: Any, ends: dict[Any, int],
 
 class PastEnd(LookupError):
     """An offset to read a topic from that the topic has not reached."""
+
+
+async def records_since(access: KafkaAccess, names: Sequence[str], since_ms: int,
+                        batch: int = 5000) -> AsyncIterator[Any]:
+    """The records of the topics from the first at or after `since_ms` (their time, in ms) to
+    their end as it was at the call, every partition's, without a group."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*names, **access.aiokafka(), group_id=None,
+                                enable_auto_commit=False, max_poll_records=batch,
+                                fetch_max_wait_ms=SCAN_WAIT_MS)
+    async with running(consumer, access):
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        await seek_to_times(consumer, {tp: since_ms for tp in partitions}, ends)
+        async for record in records_up_to(consumer, ends, timeout_ms=500):
+            yield record
 
 
 async def read_topic(access: KafkaAccess, topic: str, start: int = 0) -> list[Any]:

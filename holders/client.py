@@ -21,7 +21,7 @@ import uuid6
 from aiokafka.errors import KafkaError
 
 from broker import acls, topics
-from broker.clients import KafkaAccess, started
+from broker.clients import BrokerAway, KafkaAccess, records_since, started
 from holders import matching
 from holders.store import (
     PROVIDER,
@@ -84,6 +84,11 @@ REKEY_AGAIN = 30.0  # seconds before re-keying (or following a move of unit) aga
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
+# seconds before the first request kept (by its holder's clock) its outbox is read from at a
+# start for those the broker has (the broker's clock may be behind), and how long that read
+# may take (then each is sent)
+TAKEN_MARGIN = 60.0
+TAKEN_WAIT = 10.0
 # seconds before the store is told again while another holds its write lock: an inbox batch,
 # the requests the broker took (_no_longer_kept)
 STORE_RETRY = 1.0
@@ -95,6 +100,7 @@ LOCK_WAIT = 0.05
 FORGET_EVERY = 3600.0
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
+KEPT_MESSAGES = (LinkageRequest, BindingRequest, RekeyRequest)
 
 
 def new_request_id() -> str:
@@ -162,12 +168,7 @@ class HolderClient:
         await self.directory.loaded()  # queries are answered with the requester's key from it
         self._check_key()
         await started(self._producer, self.access)
-        kept = self.store.unsent()  # recorded, not known to be delivered: perhaps they were
-        for request_id, key, value in kept:
-            self._sending_task(request_id, Send(topics.outbox(self.holder), key, value))
-        if kept:
-            log.warning("%s: %d request(s) recorded but not known to be sent: sending them now",
-                        self.holder, len(kept))
+        await self._send_kept()
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),
             self._handle, self._stop, instance=self.instance, producer=self._producer,
@@ -175,6 +176,44 @@ class HolderClient:
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
         self._retention = asyncio.create_task(self._keep_retention(),
                                               name=f"retention:{self.holder}")
+
+    async def _send_kept(self) -> None:
+        """Send the requests recorded and not known to be delivered, but those the broker has
+        (taken just before a stop, unknown to it): those are kept no more, their answer comes
+        as any other's; a copy would be refused and, past the replay window, audited again."""
+        kept = self.store.unsent()
+        taken = await self._taken(kept)
+        if taken:
+            self._delivered_ids += [request_id for request_id, _, value in kept if value in taken]
+            self._no_longer_kept()
+            log.warning("%s: %d request(s) recorded but not known to be sent were on the broker "
+                        "already: not sent again", self.holder, len(taken))
+        unsent = [(request_id, key, value) for request_id, key, value in kept
+                  if value not in taken]
+        for request_id, key, value in unsent:
+            self._sending_task(request_id, Send(topics.outbox(self.holder), key, value))
+        if unsent:
+            log.warning("%s: %d request(s) recorded but not known to be sent: sending them now",
+                        self.holder, len(unsent))
+
+    async def _taken(self, kept: list[tuple[str, str | None, bytes]]) -> set[bytes]:
+        """Which of these kept messages the holder's outbox has, read from TAKEN_MARGIN before
+        the first was made (none if it cannot be read: each is sent, the platform refusing
+        a copy)."""
+        if not kept:
+            return set()
+        wanted = {value for _, _, value in kept}
+        made = min(CODEC.decode(value, *KEPT_MESSAGES).sent_at for value in wanted)
+        since = int((made.timestamp() - TAKEN_MARGIN) * 1000)
+        try:
+            async with asyncio.timeout(TAKEN_WAIT):
+                return {record.value async for record in records_since(
+                    self.access, [topics.outbox(self.holder)], since)
+                    if record.value in wanted}
+        except (KafkaError, BrokerAway, TimeoutError) as exc:
+            log.warning("%s: its outbox cannot be read (%s): the %d request(s) kept are all "
+                        "sent again", self.holder, str(exc) or type(exc).__name__, len(kept))
+            return set()
 
     def _check_key(self) -> None:
         """Refuse to start with a sealing key other than the directory's (a key file lost and

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 
 from broker import config, topics
-from broker.clients import KafkaAccess, records_up_to, seek_to_times
+from broker.clients import KafkaAccess, records_since
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import FOUND
 
@@ -29,24 +28,15 @@ async def stamps(holders: Sequence[str], since: float) -> dict[str, dict[str, fl
     """Message name → request id → its Kafka timestamp (seconds), for the linkage messages on
     the holders' topics from `since` (Unix time) on."""
     names = [topic for h in holders for topic in (topics.outbox(h), topics.inbox(h))]
-    consumer = AIOKafkaConsumer(*names, **KafkaAccess.of(config.ADMIN).aiokafka(), group_id=None,
-                                enable_auto_commit=False, max_poll_records=5000)
-    await consumer.start()  # without a group: every partition of the topics is assigned
     found: dict[str, dict[str, float]] = defaultdict(dict)
     wanted = {name for _, name in HOPS if name}
-    try:
-        partitions = list(consumer.assignment())
-        ends = await consumer.end_offsets(partitions)
-        await seek_to_times(consumer, {tp: int(since * 1000) for tp in partitions}, ends)
-        async for record in records_up_to(consumer, ends, timeout_ms=500):
-            try:
-                name, fields = CODEC.decode_record(record.value or b"")
-            except SchemaError:
-                continue
-            if name in wanted:
-                found[name][fields["request_id"]] = record.timestamp / 1000
-    finally:
-        await consumer.stop()
+    async for record in records_since(KafkaAccess.of(config.ADMIN), names, int(since * 1000)):
+        try:
+            name, fields = CODEC.decode_record(record.value or b"")
+        except SchemaError:
+            continue
+        if name in wanted:
+            found[name][fields["request_id"]] = record.timestamp / 1000
     return found
 
 

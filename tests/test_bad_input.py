@@ -11,9 +11,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from audit.events import AccessLogEvent, step_of
-from broker import topics
-from broker.clients import KafkaAccess, at_end
+from broker import config, topics
+from broker.clients import KafkaAccess, at_end, records_since
 from holders.client import LINKAGE, HolderClient, new_request_id
+from renkei.envelope import Send
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, Rejection
@@ -119,16 +120,8 @@ async def test_a_request_its_holder_sent_again_is_audited_once(
     after) is refused to the holder alone, not audited about the person; its id reused with
     other bytes is refused and audited."""
     nenkin = clients[HOLDER]
-    own = bound(nenkin)[4]
-    link = nenkin.store.link_code(own)
-    assert link is not None
-    staff, terminal = staff_of(HOLDER)
-    request = _request(link, request_id=new_request_id())
-    kept = nenkin._outgoing(link, request)
-    nenkin._opened(nenkin.store.open_request(
-        request.request_id, LINKAGE, own, staff, terminal, pattern_id="P-037",
-        provider="sakura-town", data_type="local_tax", purpose="審査",
-        outgoing=(kept.key, kept.value)))
+    request, kept = _kept(nenkin, bound(nenkin)[4])
+    link = request.link_code
     async with producer(KafkaAccess.of(HOLDER)) as prod:
         for _ in range(2):  # its send, then its send again by the restarted server
             await prod.send_and_wait(kept.topic, kept.value, key=link.encode())
@@ -141,6 +134,45 @@ async def test_a_request_its_holder_sent_again_is_audited_once(
     assert sorted(step_of(e) for e in events) == ["answered", "approved", "rejected"], events
     assert {e.reason for e in events} == {None, "DUPLICATE_REQUEST"}
     assert nenkin.store.request(request.request_id).status == "FOUND"  # type: ignore[union-attr]
+
+
+async def test_a_kept_request_the_broker_has_is_not_sent_again_at_the_next_start(
+        clients: dict[str, HolderClient]) -> None:
+    """A request the broker took just before its holder's server stopped is kept; the next
+    start finds it on the outbox and sends no copy (one read past the replay window would be
+    refused as stale and audited about the person again), its answer settling it as any; one
+    the broker does not have is sent, and answered; one it does not have, made before the
+    replay window, is sent, refused as stale and settled so, kept no more."""
+    nenkin = clients[HOLDER]
+    since = datetime.now(UTC) - timedelta(minutes=11)
+    taken, untaken, stale = (_kept(nenkin, own, at) for own, at in zip(
+        bound(nenkin)[5:8], (None, None, since + timedelta(minutes=1)), strict=True))
+    async with producer(KafkaAccess.of(HOLDER)) as prod:
+        await prod.send_and_wait(taken[1].topic, taken[1].value, key=taken[0].link_code.encode())
+    await nenkin._send_kept()
+    outcomes = [await nenkin.outcome(request.request_id, 30) for request, _ in
+                (taken, untaken, stale)]
+    assert [(o.status, (o.detail or "").split(":")[0]) for o in outcomes] == [
+        ("FOUND", ""), ("FOUND", ""), ("REJECTED", "STALE_REQUEST")]
+    assert not nenkin.store.unsent()
+    sent = [record.value async for record in records_since(
+        KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
+    assert [sent.count(kept.value) for _, kept in (taken, untaken, stale)] == [1, 1, 1]
+
+
+def _kept(client: HolderClient, own: str,
+          sent_at: datetime | None = None) -> tuple[LinkageRequest, Send]:
+    """A linkage request about this record, recorded and kept (its message not yet sent)."""
+    link = client.store.link_code(own)
+    assert link is not None
+    staff, terminal = staff_of(client.holder)
+    request = _request(link, request_id=new_request_id(), sent_at=sent_at)
+    kept = client._outgoing(link, request)
+    client._opened(client.store.open_request(
+        request.request_id, LINKAGE, own, staff, terminal, pattern_id="P-037",
+        provider="sakura-town", data_type="local_tax", purpose="審査",
+        outgoing=(kept.key, kept.value)))
+    return request, kept
 
 
 async def _audited(request_id: str, last: str) -> list[AccessLogEvent]:
