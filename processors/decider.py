@@ -1,23 +1,24 @@
 """The decider: one place, keyed by request id, that makes each request's effects happen once.
 
-It sends an approved query once, refuses a reused request id (a copy its holder sent again, the
-same bytes at another offset, of a request the broker took unknown to the holder, is refused to it
-alone: the access log has the request once), relays the first answer, answers with
-a timeout when the deadline passes, and forgets a request once any copy of it would be refused as
-stale and its ticket has expired. A request that comes once it may have been forgotten (received no
-later than the latest it forgot, both by the broker's clock, or before the history a take-over
-rebuilt) is refused as stale, however long it waited: not decided again. An answer can come before
-its request's event (an owner deciding at once writes that event only after the query is
-acknowledged, and another instance can write the answer first): it is held until the request comes
-and relayed when the request is read (not in a rebuild: an owner holding it may have lost the
-partition before its request came, so only relaying it again is sure; holders and the audit log drop
-copies), or forgotten when a request received at the first sweep after it would be. Events arrive at
-least once (a crash replays them): a pending request's own event again repeats its dispatch, which
-the provider and the audit log drop as duplicates. Once a request is settled (answered or timed out)
-only a small `Settled` is kept: the effects of the event that settled it are delivered before that
-event's offset is committed (or, for an event decided at once by the partition's owner, before its
-record is written and the offset of the holder's message it came from committed), and a crash before
-then makes the event itself come again; so a later copy of it has nothing left to do.
+It sends an approved query once, refuses a reused request id (a copy its holder sent again, the same
+bytes at another offset, of a request the broker took unknown to the holder, is refused to it alone:
+the access log has the request once), relays the first answer, answers with a timeout when the
+deadline passes (and refuses to its provider an answer that comes after it, which the provider logs
+not provided), and forgets a request once any copy of it would be refused as stale and its ticket
+has expired. A request that comes once it may have been forgotten (received no later than the latest
+it forgot, both by the broker's clock, or before the history a take-over rebuilt) is refused as
+stale, however long it waited: not decided again. An answer can come before its request's event (an
+owner deciding at once writes that event only after the query is acknowledged, and another instance
+can write the answer first): it is held until the request comes and relayed when the request is read
+(not in a rebuild: an owner holding it may have lost the partition before its request came, so only
+relaying it again is sure; holders and the audit log drop copies), or forgotten when a request
+received at the first sweep after it would be. Events arrive at least once (a crash replays them): a
+pending request's own event again repeats its dispatch, which the provider and the audit log drop as
+duplicates. Once a request is settled (answered or timed out) only a small `Settled` is kept: the
+effects of the event that settled it are delivered before that event's offset is committed (or, for
+an event decided at once by the partition's owner, before its record is written and the offset of
+the holder's message it came from committed), and a crash before then makes the event itself come
+again; so a later copy of it has nothing left to do.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ PARTITIONS = 8
 SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most: well under codec.MAX_BYTES
 DUPLICATE = "DUPLICATE_REQUEST"
 SOURCE_BITS = (1 << 64) - 1  # a packed Settled's source, above its status bit
+TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
 
 
 def partition_of(request_id: str) -> int:
@@ -272,13 +274,14 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
 
 def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
-    pending under its id (an answer from another exchange that reused the id is dropped)."""
+    pending under its id (an answer from another exchange that reused the id is dropped); one
+    that comes after its request timed out is refused to its provider."""
+    if isinstance(state, Settled) and state.status == TIMED_OUT:
+        return Decision(state, partial(_after_timeout, o, now))
     if not isinstance(state, RequestState):
-        return Decision(state)  # unknown (the decider holds it), answered or timed out: dropped
-    try:
-        answer = CODEC.decode(o.answer, LinkageAnswer)
-    except SchemaError as exc:
-        log.warning("the answer to request %s cannot be read (%s): dropped", o.request_id, exc)
+        return Decision(state)  # unknown (the decider holds it), or answered: dropped
+    answer = _readable(o)
+    if answer is None:
         return Decision(state)
     exchange = (answer.provider, answer.pattern_id, answer.data_type)
     if exchange != (state.provider, state.pattern_id, state.data_type):
@@ -287,6 +290,29 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
         return Decision(state)
     return Decision(Settled(ANSWERED, fingerprint(state.source), state.digest),
                     partial(_relayed, o, answer.status, state, now))
+
+
+def _readable(o: Outcome) -> LinkageAnswer | None:
+    """The rewritten answer an Outcome carries (None: it cannot be read, and is dropped)."""
+    try:
+        return CODEC.decode(o.answer, LinkageAnswer)
+    except SchemaError as exc:
+        log.warning("the answer to request %s cannot be read (%s): dropped", o.request_id, exc)
+        return None
+
+
+def _after_timeout(o: Outcome, now: datetime) -> list[Send]:
+    """An answer to a request timed out before it came (taken by the broker by its ticket's
+    deadline, but after the sweep in the decider's partition, or read late from its outbox):
+    relayed to no one, so its provider is told, and logs it not provided. The timeout is in
+    the audit log already; a relayed answer leaves its request ANSWERED, never refused so."""
+    answer = _readable(o)
+    if answer is None:
+        return []
+    log.info("an answer to request %s came after its timeout: refused to %s", o.request_id,
+             answer.provider)
+    return [refusal(answer.provider, o.request_id, "INVALID_TICKET",
+                    f"{TIMED_OUT_FIRST}: the answer was relayed to no one", now)]
 
 
 def _relayed(o: Outcome, status: str, state: RequestState, now: datetime) -> list[Send]:

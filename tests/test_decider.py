@@ -140,9 +140,32 @@ def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
     timeout = CODEC.decode(due.effects[0].value, LinkageAnswer)
     assert timeout.status == TIMED_OUT
     assert timeout.link_code == ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 0))
-    answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
-    assert decider.on_outcome(Outcome("r-1", "x:0:1", CODEC.encode(answer)), due.state,
-                              NOW).effects == [], "an answer after the timeout is dropped"
+
+
+def test_an_answer_after_the_timeout_is_refused_to_its_provider_and_a_relayed_ones_copy_not(
+        ctx: Context) -> None:
+    """An answer whose ticket held when the broker took it, read after the sweep that timed its
+    request out, was dropped unsaid: its provider logged FOUND, with the data, for data relayed
+    to no one. It is refused to the provider (each copy: the provider's log takes it once), and
+    nothing else; an answer relayed, read again, is not."""
+    late = NOW + timedelta(seconds=31)
+    decider_, partition = _owning(ctx, [_pending(ctx)])
+    assert _topics(decider_.handle(partition, Sweep(late, ("r-1",)), late, ctx)) == [
+        topics.inbox("nenkin"), topics.AUDIT]
+    for _ in range(2):
+        refused, = decider_.handle(partition, _answer(), late, ctx)
+        rejection = CODEC.decode(refused.value, Rejection)
+        assert (refused.topic, rejection.request_id, rejection.reason) == (
+            topics.inbox("town"), "r-1", "INVALID_TICKET")
+        assert rejection.detail.startswith(decider.TIMED_OUT_FIRST)
+        assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
+    rebuilt, _ = _owning(ctx, [_pending(ctx), Sweep(late, ("r-1",)), _answer()])
+    assert rebuilt.states[partition].get("r-1") == _settled(TIMED_OUT)
+    assert rebuilt.handle(partition, _answer(), late, ctx, effects=False) == []
+    answered, _ = _owning(ctx, [_pending(ctx), _answer()])
+    assert answered.handle(partition, _answer(), late, ctx) == [], "relayed: not refused"
+    assert answered.handle(partition, Sweep(late, ("r-1",)), late, ctx) == []
+    assert answered.handle(partition, _answer(), late, ctx) == []
 
 
 def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(

@@ -12,20 +12,23 @@ import pytest
 
 import holders.client
 from audit.events import AccessLogEvent, step_of
-from broker import provision, topics
+from broker import acls, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from holders.client import HolderClient, NotAuthorized
-from processors import decider, directory, keys, platform
+from processors import decider, directory, keys, linkage, platform
 from processors.codes import CodeService, UnitEpoch
+from processors.context import Context
+from processors.linkage import FromHolder
+from processors.tickets import TicketSealer
 from renkei import groups
-from renkei.envelope import unpacked
+from renkei.envelope import Incoming, unpacked
 from renkei.scenario import staff as staff_of
 from renkei.service_loop import deliver
 from renkei.town import Town
 from schemas.codec import CODEC
-from schemas.messages import LegalPattern, ProviderQuery
+from schemas.messages import LegalPattern, ProviderAnswer, ProviderQuery
 from tests.conftest import ANSWER_TIMEOUT, SILENT
-from tests.kafka_helpers import audit_events
+from tests.kafka_helpers import audit_events, producer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 Clients = dict[str, HolderClient]
@@ -234,29 +237,57 @@ async def test_unregistered_staff_or_terminal_is_refused_and_logged(clients: Cli
 
 async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_not_provided(
         clients: Clients) -> None:
-    """The provider's answer sent after its ticket's deadline is refused (INVALID_TICKET): its
-    own log said FOUND, with the data, for data the requester never got."""
+    """The provider's answer sent after its ticket's deadline is refused (INVALID_TICKET); one
+    the broker took in time but the decider read after the sweep that timed its request out (it
+    waited in the outbox) was dropped unsaid: either way its own log said FOUND, with the data,
+    for data the requester never got."""
+    silent = clients[SILENT]
+    (expired_id, expired), (waited_id, waited) = await _timed_out_queries(clients, 2)
+    with silent.store.transaction():  # answered as its server would, had it been up
+        late, in_time = silent._answer(expired), silent._answer(waited)
+    await deliver(silent._producer, [late])
+    master = keys.load()
+    ctx = Context(CodeService(master), TicketSealer(master.ticket_key()), master.sealing_key())
+    ctx.directory = {h: silent.entry(h) for h in ("sakura-town", SILENT)}
+    answer = CODEC.decode(in_time.value, ProviderAnswer)
+    taken = ctx.tickets.open(answer.ticket, waited_id).deadline  # just in time
+    incoming = Incoming(topics.outbox(SILENT), 0, 1 << 40, taken, in_time.value)
+    outcome, = linkage.answers([FromHolder(incoming, SILENT, answer)], ctx)  # read only now
+    async with producer(KafkaAccess.of(acls.PLATFORM)) as platform_producer:
+        await deliver(platform_producer, [outcome])
+    for request_id in (expired_id, waited_id):
+        assert await _provider_entry(silent, request_id) == ("REJECTED: INVALID_TICKET", None)
+        [requester] = clients["sakura-town"].store.access_log(request_id)
+        assert requester.outcome == "TIMED_OUT"
+
+
+async def _timed_out_queries(clients: Clients, count: int) -> list[tuple[str, ProviderQuery]]:
+    """Requests of the town hall to the silent provider, timed out; the queries it was sent."""
     town_hall, silent = clients["sakura-town"], clients[SILENT]
     silent_bound = set(silent.store.bindings().values())
     own = next(o for o in bound(town_hall) if _medical_link(clients, o) in silent_bound)
-    request_id = await ask(town_hall, own, "P-016", SILENT, "vaccination_record")
-    outcome = await town_hall.outcome(request_id, ANSWER_TIMEOUT + 20)
-    assert outcome.status == "TIMED_OUT"
-    events = await _events_of({request_id}, want=2)
-    assert sorted(e.outcome for e in events) == ["APPROVED", "TIMED_OUT"]
-
-    [query] = [q for r in await read_topic(KafkaAccess.of(SILENT), topics.inbox(SILENT))
+    request_ids = [await ask(town_hall, own, "P-016", SILENT, "vaccination_record")
+                   for _ in range(count)]
+    outcomes = await asyncio.gather(*(town_hall.outcome(r, ANSWER_TIMEOUT + 20)
+                                      for r in request_ids))
+    assert [o.status for o in outcomes] == ["TIMED_OUT"] * count
+    events = await _events_of(set(request_ids), want=2 * count)
+    assert sorted(e.outcome for e in events) == sorted(["APPROVED", "TIMED_OUT"] * count)
+    queries = {q.request_id: q for r in await read_topic(KafkaAccess.of(SILENT),
+                                                         topics.inbox(SILENT))
                for v in unpacked(r.value) if CODEC.name_of(v) == "ProviderQuery"
-               if (q := CODEC.decode(v, ProviderQuery)).request_id == request_id]
-    with silent.store.transaction():  # answered as its server would, had it been up
-        late = silent._answer(query)
-    await deliver(silent._producer, [late])
+               if (q := CODEC.decode(v, ProviderQuery)).request_id in request_ids}
+    return [(r, queries[r]) for r in request_ids]
+
+
+async def _provider_entry(provider: HolderClient, request_id: str) -> tuple[str, str | None]:
+    """The provider's entry of the request, once it says other than FOUND (or 10 s passed)."""
     for _ in range(100):
-        [entry] = silent.store.access_log(request_id)
+        [entry] = provider.store.access_log(request_id)
         if entry.outcome != "FOUND":
             break
         await asyncio.sleep(0.1)
-    assert (entry.outcome, entry.content) == ("REJECTED: INVALID_TICKET", None)
+    return entry.outcome, entry.content
 
 
 def _medical_link(clients: Clients, town_own: str) -> str | None:
