@@ -100,7 +100,6 @@ LOCK_WAIT = 0.05
 FORGET_EVERY = 3600.0
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
-KEPT_MESSAGES = (LinkageRequest, BindingRequest, RekeyRequest)
 
 
 def new_request_id() -> str:
@@ -198,12 +197,12 @@ class HolderClient:
 
     async def _taken(self, kept: list[tuple[str, str | None, bytes]]) -> set[bytes]:
         """Which of these kept messages the holder's outbox has, read from TAKEN_MARGIN before
-        the first was made (none if it cannot be read: each is sent, the platform refusing
+        the first was recorded (none if it cannot be read: each is sent, the platform refusing
         a copy)."""
-        if not kept:
+        made = self.store.first_unsent() if kept else None
+        if made is None:
             return set()
         wanted = {value for _, _, value in kept}
-        made = min(CODEC.decode(value, *KEPT_MESSAGES).sent_at for value in wanted)
         since = int((made.timestamp() - TAKEN_MARGIN) * 1000)
         try:
             async with asyncio.timeout(TAKEN_WAIT):

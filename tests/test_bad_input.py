@@ -19,6 +19,7 @@ from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, Rejection
 from tests.kafka_helpers import audit_events, producer
+from tests.loop_helpers import Deadline
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -158,6 +159,31 @@ async def test_a_kept_request_the_broker_has_is_not_sent_again_at_the_next_start
     sent = [record.value async for record in records_since(
         KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
     assert [sent.count(kept.value) for _, kept in (taken, untaken, stale)] == [1, 1, 1]
+
+
+async def test_a_kept_request_unreadable_now_is_sent_at_the_next_start_as_before(
+        clients: dict[str, HolderClient]) -> None:
+    """A kept message the holder cannot read now (of a schema retired since it was kept, or
+    corrupt) stops no start: the outbox is read from when the first kept was recorded, the one
+    the broker has is not sent again, the unreadable one is sent as any kept before."""
+    nenkin = clients[HOLDER]
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    taken = _kept(nenkin, bound(nenkin)[8])
+    staff, terminal = staff_of(HOLDER)
+    retired = taken[1].value[:2] + b"\xfe" * 8 + taken[1].value[10:]  # UNKNOWN_SCHEMA
+    nenkin.store.open_request(new_request_id(), LINKAGE, bound(nenkin)[9], staff, terminal,
+                              outgoing=(None, retired))
+    async with producer(KafkaAccess.of(HOLDER)) as prod:
+        await prod.send_and_wait(taken[1].topic, taken[1].value, key=taken[0].link_code.encode())
+    await nenkin._send_kept()
+    assert (await nenkin.outcome(taken[0].request_id, 30)).status == "FOUND"
+    deadline = Deadline(10, "the unreadable request sent and kept no more")
+    while nenkin.store.unsent():
+        deadline.check()
+        await asyncio.sleep(0.05)
+    sent = [record.value async for record in records_since(
+        KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
+    assert [sent.count(value) for value in (taken[1].value, retired)] == [1, 1]
 
 
 def _kept(client: HolderClient, own: str,
