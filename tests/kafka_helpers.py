@@ -13,12 +13,20 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from audit.events import AccessLogEvent
 from audit.topic import read_events
@@ -26,6 +34,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess, at_end
 from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
+from broker.provision import admin_client
 from renkei.tether import tethered
 from schemas.codec import CODEC
 from schemas.messages import Rejection
@@ -62,6 +71,24 @@ async def wait_assigned(cons: AIOKafkaConsumer, within: float = 20.0) -> None:
         await asyncio.sleep(0.05)
     for tp in cons.assignment():
         await cons.position(tp)
+
+
+@contextmanager
+def unreadable(principal: str, topic: str) -> Iterator[None]:
+    """`principal` may no longer read `topic` (its grant deleted), until the block ends."""
+    grant = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL,
+                       f"User:{principal}", "*", AclOperation.READ, AclPermissionType.ALLOW)
+    admin = admin_client()
+    taken = AclBindingFilter(*(getattr(grant, name) for name in (
+        "restype", "name", "resource_pattern_type", "principal", "host", "operation",
+        "permission_type")))
+    deleted = [f.result() for f in admin.delete_acls([taken]).values()]
+    assert deleted == [[grant]], deleted
+    try:
+        yield
+    finally:
+        for done in admin.create_acls([grant]).values():
+            done.result()
 
 
 def renkei(*args: str, check: bool = True, env: dict[str, str] | None = None,

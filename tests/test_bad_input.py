@@ -18,7 +18,7 @@ from renkei.envelope import Send
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, Rejection
-from tests.kafka_helpers import audit_events, producer
+from tests.kafka_helpers import audit_events, producer, unreadable
 from tests.loop_helpers import Deadline
 from tests.test_linkage import ask, bound
 
@@ -184,6 +184,26 @@ async def test_a_kept_request_unreadable_now_is_sent_at_the_next_start_as_before
     sent = [record.value async for record in records_since(
         KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
     assert [sent.count(value) for value in (taken[1].value, retired)] == [1, 1]
+
+
+async def test_each_kept_request_is_sent_again_when_its_holder_cannot_read_its_outbox(
+        clients: dict[str, HolderClient], caplog: pytest.LogCaptureFixture) -> None:
+    """A holder not granted READ on its outbox (registered before it was given, not provisioned
+    again) cannot tell which kept requests the broker has: each is sent again, as before, the
+    copy refused to the holder alone and the request settled by the answer to the first."""
+    nenkin = clients[HOLDER]
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    request, kept = _kept(nenkin, bound(nenkin)[10])
+    async with producer(KafkaAccess.of(HOLDER)) as prod:
+        await prod.send_and_wait(kept.topic, kept.value, key=request.link_code.encode())
+    with unreadable(HOLDER, topics.outbox(HOLDER)):
+        await nenkin._send_kept()
+    assert (f"its outbox cannot be read ([Error 29] TopicAuthorizationFailedError: "
+            f"{topics.outbox(HOLDER)}): the 1 request(s) kept are all sent again") in caplog.text
+    assert (await nenkin.outcome(request.request_id, 30)).status == "FOUND"
+    sent = [record.value async for record in records_since(
+        KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
+    assert sent.count(kept.value) == 2
 
 
 def _kept(client: HolderClient, own: str,

@@ -6,7 +6,6 @@ read stops too, with why, instead of acting on a stale copy."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import shutil
 import time
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka.admin import (
-    AclBinding,
     AclBindingFilter,
     AclOperation,
     AclPermissionType,
@@ -34,7 +32,7 @@ from broker.provision import admin_client
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
 from renkei.state import read_json, write_json
-from tests.kafka_helpers import said_in_one_line, spawn, stop
+from tests.kafka_helpers import said_in_one_line, spawn, stop, unreadable
 
 WRONG = "not-the-password-the-broker-has"
 
@@ -85,31 +83,13 @@ def _own_state(state_dir: Path, broker: Cluster, tmp_path: Path,
     return state
 
 
-@contextlib.contextmanager
-def _unreadable(principal: str, topic: str) -> Iterator[None]:
-    """`principal` may no longer read `topic` (its grant deleted), until the block ends."""
-    grant = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL,
-                       f"User:{principal}", "*", AclOperation.READ, AclPermissionType.ALLOW)
-    admin = admin_client()
-    taken = AclBindingFilter(*(getattr(grant, name) for name in (
-        "restype", "name", "resource_pattern_type", "principal", "host", "operation",
-        "permission_type")))
-    deleted = [f.result() for f in admin.delete_acls([taken]).values()]
-    assert deleted == [[grant]], deleted
-    try:
-        yield
-    finally:
-        for done in admin.create_acls([grant]).values():
-            done.result()
-
-
 async def test_a_view_whose_topic_can_no_longer_be_read_says_so(holders: list[str]) -> None:
     view = CompactedView(KafkaAccess.of(holders[1]), topics.DIRECTORY, bytes)
     await view.start()
     try:
         await asyncio.wait_for(view.loaded(), 30)
         view.check()  # following
-        with _unreadable(holders[1], topics.DIRECTORY):
+        with unreadable(holders[1], topics.DIRECTORY):
             deadline = time.monotonic() + 20
             with pytest.raises(NotFollowing, match=r"stopped following renkei\.directory: .*"
                                                    r"TopicAuthorizationFailed"):
@@ -175,7 +155,7 @@ def test_a_service_whose_view_can_no_longer_be_read_stops_and_says_why(
             assert proc.poll() is None, log.read_text()
             time.sleep(0.2)
         assert ready in log.read_text(), log.read_text()
-        with _unreadable(principal, topic):
+        with unreadable(principal, topic):
             began = time.monotonic()
             assert proc.wait(30) == 1, log.read_text()
             print(f"\n{service}: stopped {time.monotonic() - began:.1f} s after its grant went")
