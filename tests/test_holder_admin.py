@@ -4,6 +4,7 @@ its communication server was refused."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import time
@@ -25,6 +26,7 @@ from confluent_kafka.admin import (
 from broker import credentials, provision, topics
 from broker.clients import KafkaAccess, provisioned
 from holders.cli import holder_cli
+from holders.client import HolderClient
 from holders.server import Address, address_file, recorded
 from holders.store import HolderStore, default_path
 from registry import store as registry_store
@@ -296,6 +298,30 @@ def test_purge_forgets_requests_answered_more_than_7_years_ago(state: Path) -> N
     store = HolderStore(default_path(HOLDER))
     assert store.request("old") is None and store.request("recent") is not None
     store.close()
+
+
+async def test_the_holders_server_forgets_what_is_past_the_retention_at_its_start(
+        town: town_setup.Town, tmp_path: Path) -> None:
+    """What its store keeps past the access log's retention is forgotten by the server itself,
+    from its start on, with no `holder purge` run."""
+    holder = "wasure-town"
+    provision.add_holder(provision.admin_client(), holder, provision.Report())
+    store = HolderStore(tmp_path / "holder.db")
+    for request_id in ("old", "recent"):
+        store.resolve(store.open_request(request_id, "BINDING", "T-1", "op", "t"), "BOUND")
+    store.db.execute("UPDATE requests SET answered_at = '2018-01-02T00:00:00.000+00:00' "
+                     "WHERE request_id = 'old'")
+    client = HolderClient(holder, store)
+    await client.start()
+    try:
+        deadline = Deadline(5, "the request past the retention forgotten")
+        while store.request("old") is not None:
+            deadline.check()
+            await asyncio.sleep(0.05)
+        assert store.request("recent") is not None
+    finally:
+        await client.stop()
+        store.close()
 
 
 def _one_of_a_kind() -> Resident:
