@@ -45,25 +45,18 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
     """With the rebuild counted back from the time of the take-over (6.5 minutes), a platform
     down for longer rebuilt its partitions empty: what was pending when it stopped never got its
     timeout, and a late answer to it was dropped."""
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(TOPIC, 1, 1)])[TOPIC].result(30)
+    _made(TOPIC)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(TOPIC, 0)
     stopped = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)  # as Avro keeps it
     long_before = _pending(ctx, request_id="r-0", received=stopped - timedelta(minutes=20))
     pending = _pending(ctx, received=stopped - timedelta(seconds=10))
     events = [(long_before, stopped - timedelta(minutes=20)),
               (pending, stopped - timedelta(seconds=10)), (Sweep(stopped, ()), stopped)]
-    async with producer(access) as prod:
-        for event, at in events:
-            await prod.send_and_wait(TOPIC, CODEC.encode(event), partition=0,
-                                     timestamp_ms=int(at.timestamp() * 1000))
+    await _written(access, TOPIC, events)
     since, history = await decision_history(access, tp, len(events), ctx,
                                             BrokerTime())  # the writers' clocks, as set
     assert history == [pending, Sweep(stopped, ())]
-    partition = decider.partition_of("r-1")
-    taken = decider.Decider()
-    taken.keep_only({partition})
-    taken.rebuild(partition, history, ctx, since)
+    taken, partition = _taken_over(history, ctx, since)
     now = datetime.now(UTC)
     sweep, = taken.sweeps(now)
     timeout, logged = taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx)
@@ -77,23 +70,16 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     the provider's answer, written by another instance, came first: the next owner rebuilt the
     request as pending and timed it out, a TIMED_OUT to the requester after its FOUND."""
     topic = f"{TOPIC}.answer-first"
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    _made(topic)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
     pending = _pending(ctx, received=now - ctx.answer_timeout - timedelta(seconds=10))
     events = [(_answer(), now - ctx.answer_timeout), (pending, now - ctx.answer_timeout)]
-    async with producer(access) as prod:
-        for event, at in events:
-            await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
-                                     timestamp_ms=int(at.timestamp() * 1000))
+    await _written(access, topic, events)
     since, history = await decision_history(access, tp, len(events), ctx,
                                             BrokerTime())  # the writers' clocks, as set
     assert history == [_answer(), pending]
-    partition = decider.partition_of("r-1")
-    taken = decider.Decider()
-    taken.keep_only({partition})
-    taken.rebuild(partition, history, ctx, since)
+    taken, partition = _taken_over(history, ctx, since)
     assert taken.states[partition].get("r-1") == decider.Settled(
         ANSWERED, decider.fingerprint(pending.source), pending.digest)
     assert taken.sweeps(now) == [], "its deadline passed, but it was answered"
@@ -107,8 +93,7 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
     approved it anew, a second query to its provider; so did it a copy of a request from before the
     history it rebuilt. Both are refused as stale."""
     topic = f"{TOPIC}.copies"
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    _made(topic)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
     received = now - ctx.replay_window - ctx.clock_skew - timedelta(seconds=5)
@@ -116,17 +101,11 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
                              _pending(ctx, request_id="r-0", received=now - timedelta(hours=1)))
     events = [(long_before, now - timedelta(hours=1)), (answered, received),
               (_answer(), received + timedelta(seconds=1))]
-    async with producer(access) as prod:
-        for event, at in events:
-            await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
-                                     timestamp_ms=int(at.timestamp() * 1000))
+    await _written(access, topic, events)
     since, history = await decision_history(access, tp, len(events), ctx,
                                             BrokerTime())  # the writers' clocks, as set
     assert history == [answered, _answer()], "the request from long before is not replayed"
-    partition = decider.partition_of("r-1")
-    taken = decider.Decider()
-    taken.keep_only({partition})
-    taken.rebuild(partition, history, ctx, since)
+    taken, partition = _taken_over(history, ctx, since)
     refused = taken.handle(partition, long_before, now, ctx)  # nothing forgotten here yet
     assert [s.topic for s in refused] == [topics.inbox("nenkin"), topics.AUDIT]
     sweep, = taken.sweeps(now)
@@ -245,9 +224,7 @@ async def _written_an_hour_behind(holder_topic: str) -> Any:
     writer's clock an hour behind."""
     topic = f"{TOPIC}.{holder_topic}"
     spec, = [s for s in topics.holder_topics("town") if s.name == holder_topic]
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, 1, 1, config=spec.for_cluster(1).configs())]
-                        )[topic].result(30)
+    _made(topic, spec.for_cluster(1).configs())
     access = KafkaAccess.of(config.ADMIN)
     async with producer(access) as prod:
         hour_behind = datetime.now(UTC) - timedelta(hours=1)
@@ -267,25 +244,17 @@ async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
     and a partition with nothing before its committed offset has forgotten nothing."""
     topic = f"{TOPIC}.stamped-decisions"
     spec, = [s for s in topics.platform_topics() if s.name == decider.DECISIONS]
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, 1, 1, config=spec.for_cluster(1).configs())]
-                        )[topic].result(30)
+    _made(topic, spec.for_cluster(1).configs())
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
     pending = _pending(ctx, received=now)
     events = [(pending, now - timedelta(hours=1)), (Sweep(now, ()), now)]
-    async with producer(access) as prod:
-        for event, at in events:
-            await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
-                                     timestamp_ms=int(at.timestamp() * 1000))
+    await _written(access, topic, events)
     monkeypatch.setattr("processors.platform.datetime", skewed(timedelta(minutes=10)))
     _, history = await decision_history(access, tp, len(events), ctx, BrokerTime())
     assert history == [pending, Sweep(now, ())], "the hour-behind writer's request is in it"
-    partition = decider.partition_of("r-1")
-    taken = decider.Decider()
-    taken.keep_only({partition})
-    taken.rebuild(partition, [], ctx, (await decision_history(access, tp, 0, ctx,
-                                                              BrokerTime())).since)
+    taken, partition = _taken_over([], ctx, (await decision_history(access, tp, 0, ctx,
+                                                                    BrokerTime())).since)
     dispatched = taken.handle(partition, pending, now, ctx)
     assert [s.topic for s in dispatched] == [topics.inbox("town"), topics.AUDIT], "not stale"
 
@@ -300,9 +269,7 @@ async def test_a_take_overs_last_record_sets_the_brokers_time_back_only_if_none_
     elapsed = [0.0]
     monkeypatch.setattr("renkei.broker_time.elapsed_seconds", lambda: elapsed[0])
     topic = f"{TOPIC}.hour-old"
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, 1, 1, config={"message.timestamp.type": "LogAppendTime"})]
-                        )[topic].result(30)
+    _made(topic, {"message.timestamp.type": "LogAppendTime"})
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     async with producer(access) as prod:
         stamp = await prod.send_and_wait(topic, CODEC.encode(_pending(ctx)), partition=0)
@@ -317,3 +284,27 @@ async def test_a_take_overs_last_record_sets_the_brokers_time_back_only_if_none_
     since = (await decision_history(access, tp, 1, ctx, quiet)).since
     assert quiet.now() == last, "none read lately: perhaps the broker's clock was set back"
     assert since == ctx.remembered_from(last, last)
+
+
+def _made(topic: str, configs: dict[str, str] | None = None) -> None:
+    """A topic of one partition on the test broker."""
+    admin = provision.admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(topic, 1, 1, config=configs or {})])[topic].result(30)
+
+
+async def _written(access: KafkaAccess, topic: str, events: list[tuple[Any, datetime]]) -> None:
+    """Each event written to the topic's partition at its time, as its writer's clock had it."""
+    async with producer(access) as prod:
+        for event, at in events:
+            await prod.send_and_wait(topic, CODEC.encode(event), partition=0,
+                                     timestamp_ms=int(at.timestamp() * 1000))
+
+
+def _taken_over(history: list[Any], ctx: Context,
+                since: datetime | None) -> tuple[decider.Decider, int]:
+    """A decider that took over request r-1's partition, rebuilt from this history."""
+    partition = decider.partition_of("r-1")
+    taken = decider.Decider()
+    taken.keep_only({partition})
+    taken.rebuild(partition, history, ctx, since)
+    return taken, partition
