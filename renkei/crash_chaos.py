@@ -3,8 +3,9 @@ communication servers at a steady rate while, every few seconds, one process is 
 started again — a platform instance (several share the consumer group), a holder's
 communication server, the audit consumer, or the broker itself. Afterwards every request the
 requesters recorded is checked (`chaos_check`): answered once, logged once by its requester (and
-by its provider), audited once per step; every job the load offered must have been accepted, and
-no process may have died by itself or logged a traceback.
+by its provider), audited once per step; every job the load offered must have been accepted, as
+one request (the holder's system sends each job under one Idempotency-Key, the same when it
+asks again), and no process may have died by itself or logged a traceback.
 
 `run_crash_chaos` does it in a state folder of its own (a one-node broker on free ports) and
 returns a `CrashChaos`; `renkei chaos crash` writes it to results/chaos-crash.json.
@@ -16,6 +17,7 @@ import asyncio
 import itertools
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,8 +47,10 @@ class CrashChaos:
     server down until the end); refused_at_door: attempts tried again while a server was down
     (no answer at all); checked: every linkage request the requesters recorded during the run
     (`chaos_check.Checked`: those accepted, and any a killed server recorded before it could
-    answer); died: processes found dead that no one killed; tracebacks: per process; kills:
-    [seconds into the load, victim, seconds until it was back]; latency: of the accepted."""
+    answer); recorded_beyond_accepted (a property): requests recorded less jobs accepted, 0 if
+    each accepted job made one request; died: processes found dead that no one killed;
+    tracebacks: per process; kills: [seconds into the load, victim, seconds until it was back];
+    latency: of the accepted."""
 
     seconds: float
     rate: float
@@ -66,13 +70,21 @@ class CrashChaos:
     bound_seconds: float
 
     @property
+    def recorded_beyond_accepted(self) -> int:
+        """Requests the requesters recorded less the jobs accepted: above 0, a job's request made
+        again (its first answered to no one the job knows of)."""
+        return self.checked.requests - self.accepted
+
+    @property
     def exactly_once(self) -> bool:
         return (self.checked.exactly_once and self.accepted == self.jobs > 0
+                and self.recorded_beyond_accepted == 0
                 and not self.never_accepted and not self.died and not self.tracebacks)
 
     def to_json(self) -> dict[str, Any]:
         return {"what": "processes SIGKILLed under load, then started again",
-                **with_checked(self), "exactly_once": self.exactly_once}
+                **with_checked(self), "recorded_beyond_accepted": self.recorded_beyond_accepted,
+                "exactly_once": self.exactly_once}
 
 
 async def start_server(procs: town.Processes, holder: str, within: float = 60.0) -> Address:
@@ -106,8 +118,10 @@ NOT_ACCEPTED = "server down until the run gave up"
 
 class Load:
     """The holders' systems: a request to its requester's server, tried again while the server
-    cannot be reached (killed, or starting again), then its outcome asked for until it comes.
-    Every job ends accepted (in `sent`) or not (counted in `never_accepted`, by why)."""
+    cannot be reached (killed, or starting again) under the job's one Idempotency-Key (a server
+    killed after it recorded the request, before it answered, answers that request again), then
+    its outcome asked for until it comes. Every job ends accepted (in `sent`) or not (counted in
+    `never_accepted`, by why)."""
 
     def __init__(self, http: aiohttp.ClientSession, servers: dict[str, Address]) -> None:
         self.http, self.servers = http, servers
@@ -120,10 +134,10 @@ class Load:
         body = {"own_number": own, "pattern_id": exchange.pattern, "provider": exchange.provider,
                 "data_type": exchange.data_type, "purpose": exchange.purpose,
                 "operator": staff, "terminal": terminal}
-        began = time.monotonic()
+        key, began = str(uuid.uuid4()), time.monotonic()
         while time.monotonic() < give_up:
             try:
-                answer = await self._ask("post", exchange.requester, "/requests", body)
+                answer = await self._ask("post", exchange.requester, "/requests", body, key)
             except Refused as exc:
                 self.never_accepted[str(exc)] += 1
                 return
@@ -149,14 +163,16 @@ class Load:
             if found is None:
                 await asyncio.sleep(0.25)
 
-    async def _ask(self, method: str, holder: str, path: str,
-                   body: dict[str, str] | None = None) -> dict[str, Any] | None:
-        """The server's JSON answer; None while it cannot be reached (or it was asked with the
-        token of its run before, just killed); Refused if it answers with an error."""
+    async def _ask(self, method: str, holder: str, path: str, body: dict[str, str] | None = None,
+                   key: str | None = None) -> dict[str, Any] | None:
+        """The server's JSON answer (to a call made under the idempotency key `key`, if given);
+        None while it cannot be reached (or it was asked with the token of its run before, just
+        killed); Refused if it answers with an error."""
         server = self.servers[holder]
+        headers = server.headers | ({"Idempotency-Key": key} if key else {})
         try:
             async with self.http.request(method, server.url + path, json=body,
-                                         headers=server.headers) as response:
+                                         headers=headers) as response:
                 if response.status in (200, 202):
                     return dict(await response.json())
                 if response.status == 401 and self.servers[holder] != server:

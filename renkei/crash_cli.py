@@ -57,7 +57,8 @@ def summary(r: CrashChaos) -> list[str]:
         f"{r.platform_instances} platform instances",
         f"jobs: {r.jobs} at {r.rate:g}/s, {r.accepted} accepted ({r.refused_at_door} attempts "
         "tried again while a server could not be reached); never accepted "
-        + (", ".join(f"{k} {v}" for k, v in r.never_accepted.items()) or "0"),
+        + (", ".join(f"{k} {v}" for k, v in r.never_accepted.items()) or "0")
+        + f"; requests recorded beyond those accepted {r.recorded_beyond_accepted}",
         *r.checked.lines(),
         f"latency: p50 {r.latency_p50_seconds}s, max {r.latency_max_seconds}s; died by "
         f"themselves {r.died or 'none'}; tracebacks {r.tracebacks or 'none'}",

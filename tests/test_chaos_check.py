@@ -22,7 +22,7 @@ from audit.store import AuditStore
 from audit.store import default_path as audit_path
 from holders.server import Address
 from holders.store import HolderStore, default_path
-from renkei import chaos_check, chaos_cli, scenario
+from renkei import chaos_check, chaos_cli, crash_cli, scenario
 from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import Asked, Checked, Logged, asked_since, check, checked, holder_stores
 from renkei.crash_chaos import NOT_ACCEPTED, CrashChaos, Load
@@ -155,14 +155,27 @@ def test_a_crash_run_passes_only_with_every_job_accepted_and_no_crash_of_its_own
     assert not crash_chaos(failing).exactly_once
 
 
+def test_a_crash_run_fails_unless_each_accepted_job_made_one_request() -> None:
+    """A job asked again after its server was killed, made a second request: each answered,
+    logged and audited once, but the holder asked twice for one job."""
+    twice = check([Asked("r1", "FOUND"), Asked("r2", "FOUND")], logged({"r1": RIGHT, "r2": RIGHT}))
+    run = crash_chaos(twice, jobs=1, accepted=1)
+    assert twice.exactly_once and not run.exactly_once
+    assert run.to_json()["recorded_beyond_accepted"] == 1
+    assert "requests recorded beyond those accepted 1" in "\n".join(crash_cli.summary(run))
+    assert crash_chaos(twice, jobs=2, accepted=2).exactly_once
+
+
 async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_server() -> None:
-    """An error answer fails the job at once; a connection cut is asked again; a job never
-    accepted is counted."""
+    """An error answer fails the job at once; a connection cut is asked again, under the job's
+    one Idempotency-Key; a job never accepted is counted."""
     attempts: Counter[str] = Counter()
+    keys: dict[str, list[str | None]] = {}
 
     async def post(request: web.Request) -> web.Response:
         holder = request.match_info["holder"]
         attempts[holder] += 1
+        keys.setdefault(holder, []).append(request.headers.get("Idempotency-Key"))
         if holder == "broken":
             return web.Response(status=500, text="boom")
         if holder == "unbound":
@@ -200,6 +213,9 @@ async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_s
     assert load.never_accepted == {"HTTP 500 Internal Server Error": 1, "HTTP 409 Conflict": 1,
                                    NOT_ACCEPTED: 1}
     assert (attempts["broken"], attempts["unbound"]) == (1, 1)
+    assert len(keys["ok"]) == 2 and len(set(keys["ok"])) == 1, "one key, on every try"
+    each_job = {key for tried in keys.values() for key in tried}
+    assert None not in each_job and len(each_job) == 3, "a key of its own for each job"
     assert load.refused >= 2  # the cut connection, and the server that was never there
 
 
