@@ -57,7 +57,8 @@ DECISIONS = f"{acls.PLATFORM_APP}-decisions"
 PARTITIONS = 8
 SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most: well under codec.MAX_BYTES
 DUPLICATE = "DUPLICATE_REQUEST"
-SOURCE_BITS = (1 << 64) - 1  # a packed Settled's source, above its status bit
+SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above its status bit
+SOURCE_BITS = (1 << SOURCE_WIDTH) - 1
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
 
 
@@ -76,19 +77,21 @@ def to_partition(partition: int, message: object) -> Send:
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What is kept of an answered or timed-out request until it is forgotten: enough to refuse
-    its id again, to drop copies of it and late answers, in a fraction of a pending request's
-    memory."""
+    its id again, to refuse a copy of it to its holder alone, and to drop a late answer (or refuse
+    it to its provider, if the request timed out), in a fraction of a pending request's memory.
+    Packed into one integer: its digest, its source, then one bit for TIMED_OUT."""
 
     status: str
     source: int  # fingerprint of the holder message it came from
     digest: int  # of that message (message_digest)
 
     def packed(self) -> int:
-        return (self.digest << 64 | self.source) << 1 | (self.status == TIMED_OUT)
+        return (self.digest << SOURCE_WIDTH | self.source) << 1 | (self.status == TIMED_OUT)
 
     @classmethod
     def unpacked(cls, packed: int) -> Settled:
-        return cls(TIMED_OUT if packed & 1 else ANSWERED, (packed >> 1) & SOURCE_BITS, packed >> 65)
+        return cls(TIMED_OUT if packed & 1 else ANSWERED, (packed >> 1) & SOURCE_BITS,
+                   packed >> (SOURCE_WIDTH + 1))
 
 
 def fingerprint(source: str) -> int:
