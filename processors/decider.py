@@ -252,6 +252,11 @@ def _forget_at(received: datetime, ctx: Context) -> datetime:
     return max(ctx.stale_from(received), received + ctx.answer_timeout)
 
 
+def _settled(state: RequestState, status: str) -> Settled:
+    """What is kept of a pending request once `status` settles it."""
+    return Settled(status, fingerprint(state.source), state.digest)
+
+
 def _same_source(state: State, source: str) -> bool:
     if isinstance(state, RequestState):
         return state.source == source
@@ -291,8 +296,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
         log.warning("an answer to request %s is of another exchange (%s, %s, %s): dropped",
                     o.request_id, *exchange)
         return Decision(state)
-    return Decision(Settled(ANSWERED, fingerprint(state.source), state.digest),
-                    partial(_relayed, o, answer.status, state, now))
+    return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer.status, state, now))
 
 
 def _readable(o: Outcome) -> LinkageAnswer | None:
@@ -327,8 +331,7 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
     """No answer in time: the requester gets a timeout instead."""
     if not isinstance(state, RequestState) or now < state.deadline:
         return Decision(state)
-    return Decision(Settled(TIMED_OUT, fingerprint(state.source), state.digest),
-                    partial(_timed_out, state, now, ctx))
+    return Decision(_settled(state, TIMED_OUT), partial(_timed_out, state, now, ctx))
 
 
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
