@@ -234,14 +234,18 @@ def _stale(p: Pending, now: datetime, ctx: Context) -> list[Send]:
     """A request that came after the decider may have forgotten it (a copy read again, or one
     that waited in the decider's topic, through a take-over perhaps): refused, not decided
     again."""
-    received = p.deadline - ctx.answer_timeout
-    return _refused(p, "STALE_REQUEST", f"received {received.isoformat()}: its decision may be "
-                    "forgotten, it is not decided again", now)
+    return _refused(p, "STALE_REQUEST", f"received {_received(p, ctx).isoformat()}: its "
+                    "decision may be forgotten, it is not decided again", now)
+
+
+def _received(p: Pending, ctx: Context) -> datetime:
+    """When the request of this event was received (its deadline is an answer timeout on)."""
+    return p.deadline - ctx.answer_timeout
 
 
 def _forgotten_at(p: Pending, ctx: Context) -> datetime:
     """When the request of this event may be forgotten (_forget_at its receipt)."""
-    return _forget_at(p.deadline - ctx.answer_timeout, ctx)
+    return _forget_at(_received(p, ctx), ctx)
 
 
 def _forget_at(received: datetime, ctx: Context) -> datetime:
