@@ -397,8 +397,9 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
 
 
 def _counted_from(broker_time: BrokerTime, last: Any | None) -> datetime:
-    """The time a history is counted back from: the broker's; NoBrokerTime if not known and the
-    history is gone; this platform's own, said loudly, if its last record has only its writer's."""
+    """The time a history is counted back from: the broker's, as read so far (`last` among it,
+    if the broker stamped it); if none is known yet, NoBrokerTime if the history is gone, else
+    this platform's own clock. A last record stamped by its writer is said loudly, whichever."""
     if last is not None and last.timestamp_type != LOG_APPEND_TIME:
         log.warning("%s is stamped by its writers' clocks, not the broker's: a take-over's "
                     "history is counted back by them (`renkei broker provision` brings it to "
