@@ -45,10 +45,11 @@ class InUse(RuntimeError):
 
 @contextmanager
 def held(path: Path, what: str) -> Iterator[None]:
-    """`path` (a state folder a run starts anew or reuses) for this process alone while it runs:
-    a second `what` there is refused at once, instead of stopping the first one's broker or
-    mixing its records into the first one's. The lock is a file beside the folder (it outlives
-    the folder being emptied) and goes with the process, whatever ends it."""
+    """`path` (a state folder a run starts anew or reuses, or a file one process keeps, as the
+    portal's inbox) for this process alone while it runs: a second `what` there is refused at
+    once (InUse), instead of stopping the first one's broker, mixing its records into the first
+    one's or keeping state in memory beside it. The lock is a file beside `path` (it outlives a
+    folder being emptied) and goes with the process, whatever ends it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f"{path.name}.lock", "a+", encoding="ascii") as lock:
         try:
