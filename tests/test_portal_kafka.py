@@ -74,7 +74,7 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
     monkeypatch.setattr(portal_kafka, "started", _nothing)
     monkeypatch.setattr(portal_kafka, "producer_for", lambda access: Producer())
     monkeypatch.setattr(portal_kafka, "deliver", _delivered)
-    monkeypatch.setattr(portal_kafka, "RETRY_FIRST", 0.01, raising=False)
+    monkeypatch.setattr(portal_kafka, "RETRY_FIRST", 0.01)
     key, tries, shown_unlogged = X25519PrivateKey.generate(), [0], []
 
     async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
@@ -246,7 +246,7 @@ async def test_an_application_still_unsent_at_the_stop_is_cancelled_and_logged(
             happened.append("cut short")
             raise
 
-    monkeypatch.setattr(portal_kafka, "STOP_SECONDS", 0.05, raising=False)
+    monkeypatch.setattr(portal_kafka, "STOP_SECONDS", 0.05)
     async with _sending(monkeypatch, tmp_path, []) as logs:
         monkeypatch.setattr(portal_kafka, "deliver", away)
         await _left_while_logged(logs, [])
