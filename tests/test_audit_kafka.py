@@ -33,7 +33,7 @@ from confluent_kafka.admin import (
 )
 
 from audit.anchor import AnchorCheck, Verify, anchored_heads, consumer_commit, noted_commit
-from audit.consumer import HEAD_SECONDS, decoded
+from audit.consumer import HEAD_SECONDS
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
@@ -811,58 +811,6 @@ async def test_replay_rebuilds_the_same_root_and_rechecks_every_approval(
     assert "logged APPROVED, re-check says WRONG_PROVIDER" in found.stdout
 
 
-async def rebuilt(db: Path, live: Path, topic: str) -> ReplayReport:
-    """A replay of `topic` into a fresh store at `db`, compared with the store at `live`."""
-    with AuditStore(db, Signer.generate()) as fresh, AuditStore(live, Signer.generate()) as kept:
-        return await replaying(KafkaAccess.of(config.ADMIN), fresh, kept, topic=topic)
-
-
-async def test_replay_tells_the_entries_beyond_the_topics_retention_from_those_that_differ(
-        town: Town, tmp_path: Path) -> None:
-    """Once the broker deleted the topic's oldest records (its retention; deleteRecords here, on
-    a topic of the test's own, as the consumer would append it into a store of its own: the
-    session's audit topic keeps its start), the live store's entries of their events are beyond
-    the replay: counted apart, not DIFFERENT; the entries after them are compared one by one.
-    The store's own retention may have purged the first events the topic still has."""
-    own, admin = f"{topics.AUDIT}.replayed-{uuid.uuid4().hex[:8]}", admin_client()
-    admin.create_topics([NewTopic(own, 1, 1)])[own].result(30)
-    try:
-        now = datetime.now(UTC)
-        async with producer(KafkaAccess.of(config.ADMIN)) as prod:
-            for n in range(CUT):
-                event = synthetic(n, own, now + timedelta(milliseconds=n))
-                await prod.send(own, CODEC.encode(event), key=event.request_id.encode())
-        records = await read_topic(KafkaAccess.of(config.ADMIN), own)
-        first, live = records[CUT // 2], tmp_path / "live.db"
-        first_id = decode_event(first.value).event_id
-        with AuditStore(live, Signer.generate()) as store:
-            store.append_many(decoded(records))
-            beyond = store.serials([first_id])[first_id]
-        deleted = admin.delete_records([TopicPartition(own, 0, first.offset)],
-                                       request_timeout=30)
-        next(iter(deleted.values())).result(30)
-        tampered, purged = (copied(live, tmp_path / name) for name in ("tampered.db", "purged.db"))
-        with closing(sqlite3.connect(tampered)) as db, db:
-            db.execute("UPDATE nodes SET hash = ? WHERE id = ?", (bytes(32), beyond + 1))
-        with AuditStore(purged, Signer.generate()) as store:  # the topic's first two purged
-            entry = store.entry(beyond + 2)
-            assert entry is not None
-            at = entry.event.occurred_at
-            store.purge(at.replace(year=at.year + 7))
-            assert store.entry(beyond + 1) is None
-        kept, rewritten, gone = [await rebuilt(tmp_path / f"{name}.db", stored, own)
-                                 for name, stored in [("kept", live), ("rewritten", tampered),
-                                                      ("gone", purged)]]
-    finally:
-        admin.delete_topics([own])[own].result(30)
-    for report in (kept, rewritten, gone):
-        assert (report.start, report.beyond) == (first.offset, beyond), report
-        assert not report.short and not report.disagreements, report
-    assert kept.identical and (kept.compared_at, kept.differing) == (CUT - beyond, 0), kept
-    assert not rewritten.identical and rewritten.differing == 1, rewritten
-    assert gone.identical and gone.differing == 0, gone
-
-
 @asynccontextmanager
 async def topic_of_its_own(events: Sequence[AccessLogEvent], start: int) -> AsyncIterator[str]:
     """A topic of the events, one a record, whose records before offset `start` the broker
@@ -878,6 +826,46 @@ async def topic_of_its_own(events: Sequence[AccessLogEvent], start: int) -> Asyn
         yield own
     finally:
         admin.delete_topics([own])[own].result(30)
+
+
+async def rebuilt(db: Path, live: Path, topic: str) -> ReplayReport:
+    """A replay of `topic` into a fresh store at `db`, compared with the store at `live`."""
+    with AuditStore(db, Signer.generate()) as fresh, AuditStore(live, Signer.generate()) as kept:
+        return await replaying(KafkaAccess.of(config.ADMIN), fresh, kept, topic=topic)
+
+
+async def test_replay_tells_the_entries_beyond_the_topics_retention_from_those_that_differ(
+        town: Town, tmp_path: Path) -> None:
+    """Once the broker deleted the topic's oldest records (its retention; deleteRecords here, on
+    a topic of the test's own, as the consumer would append it into a store of its own: the
+    session's audit topic keeps its start), the live store's entries of their events are beyond
+    the replay: counted apart, not DIFFERENT; the entries after them are compared one by one.
+    The store's own retention may have purged the first events the topic still has."""
+    now, live, first = datetime.now(UTC), tmp_path / "live.db", CUT // 2
+    events = [synthetic(n, "retained", now + timedelta(milliseconds=n)) for n in range(CUT)]
+    first_id = events[first].event_id
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many(item(event) for event in events)
+        beyond = store.serials([first_id])[first_id]
+    tampered, purged = (copied(live, tmp_path / name) for name in ("tampered.db", "purged.db"))
+    with closing(sqlite3.connect(tampered)) as db, db:
+        db.execute("UPDATE nodes SET hash = ? WHERE id = ?", (bytes(32), beyond + 1))
+    with AuditStore(purged, Signer.generate()) as store:  # the topic's first two purged
+        entry = store.entry(beyond + 2)
+        assert entry is not None
+        at = entry.event.occurred_at
+        store.purge(at.replace(year=at.year + 7))
+        assert store.entry(beyond + 1) is None
+    async with topic_of_its_own(events, first) as own:
+        kept, rewritten, gone = [await rebuilt(tmp_path / f"{name}.db", stored, own)
+                                 for name, stored in [("kept", live), ("rewritten", tampered),
+                                                      ("gone", purged)]]
+    for report in (kept, rewritten, gone):
+        assert (report.start, report.beyond) == (first, beyond), report
+        assert not report.short and not report.disagreements, report
+    assert kept.identical and (kept.compared_at, kept.differing) == (CUT - beyond, 0), kept
+    assert not rewritten.identical and rewritten.differing == 1, rewritten
+    assert gone.identical and gone.differing == 0, gone
 
 
 async def test_replay_starts_after_an_event_logged_again_that_the_topics_retention_left_first(
