@@ -41,6 +41,12 @@ HEAD_SECONDS = 10.0
 GATHER_MS = 250  # each batch is one transaction of the store: fewer, fuller ones cost less
 
 
+def member_id(instance: str) -> str:
+    """The audit group's static member id of the consumer run as `instance` (`audit run
+    --instance`): `audit recommit` commits as it."""
+    return f"{acls.AUDIT_GROUP}-{instance}"
+
+
 def decoded(records: Sequence[Any]) -> list[tuple[AccessLogEvent, bytes]]:
     """Each readable event (alone or in a batch) as (event, its bytes); an unreadable one is
     logged and skipped."""
@@ -111,7 +117,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
             signing = asyncio.create_task(sign_heads())
             await beside(signing, serve(  # LostEntries at a head, no batch coming: it stops
                 access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
-                instance=f"{acls.AUDIT_GROUP}-{instance}", gather_ms=GATHER_MS, producer=alerts,
+                instance=member_id(instance), gather_ms=GATHER_MS, producer=alerts,
                 note=store.commit_note))
     finally:
         try:

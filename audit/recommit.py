@@ -11,7 +11,7 @@ import asyncio
 
 from aiokafka import TopicPartition
 
-from audit.consumer import decoded
+from audit.consumer import decoded, member_id
 from audit.events import AccessLogEvent
 from audit.store import AuditStore
 from broker import acls, topics
@@ -49,8 +49,7 @@ async def commit_as_member(access: KafkaAccess, instance: str, offset: int, note
     `instance`: it takes the place of a stopped one at once, where an offset change from outside
     the group waits until that one's session ends. NotAssigned if the topic stays another
     member's for JOIN_SECONDS."""
-    member = consumer_for(access, [topics.AUDIT], acls.AUDIT_GROUP,
-                          instance=f"{acls.AUDIT_GROUP}-{instance}")
+    member = consumer_for(access, [topics.AUDIT], acls.AUDIT_GROUP, instance=member_id(instance))
     await member.start()
     try:
         try:
