@@ -217,7 +217,7 @@ class HolderClient:
     def _check_key(self) -> None:
         """Refuse to start with a sealing key other than the directory's (a key file lost and
         made anew, or another's): every answer sealed to this holder would be unreadable."""
-        entry = self.directory.entries.get(self.holder.encode())
+        entry = self._own_entry()
         if entry is not None and entry.public_key != sealing.public_bytes(self._key):
             raise sealing.BadSealingKey(
                 f"the sealing key of {self.holder} in {sealing.key_file(self.holder)} is not "
@@ -261,6 +261,10 @@ class HolderClient:
         if found is None:
             raise LookupError(f"{holder!r} is not in the holder directory")
         return found
+
+    def _own_entry(self) -> HolderEntry | None:
+        """This holder's entry in the directory (None: not in it yet)."""
+        return self.directory.entries.get(self.holder.encode())
 
     # requester side
     def _authorize(self, request_id: str, operator: str, terminal: str, kind: str) -> None:
@@ -336,7 +340,7 @@ class HolderClient:
     # re-keying: the unit moved to a new key epoch
     def _epoch(self) -> int:
         """The key epoch this holder's unit is at, as the directory says."""
-        entry = self.directory.entries.get(self.holder.encode())
+        entry = self._own_entry()
         return 0 if entry is None else entry.key_epoch
 
     async def _follow_unit(self, followed: str | None) -> str | None:
@@ -345,7 +349,7 @@ class HolderClient:
         another unit (`holder register --move-unit`), every binding to be redone, unbound and
         investigated, not used with a code of the unit left; a store that never noted its unit
         has its bindings checked by their codes first (_check_unit)."""
-        entry = self.directory.entries.get(self.holder.encode())
+        entry = self._own_entry()
         if entry is None or entry.link_unit == followed:
             return followed
         if self.store.bindings_unit() is None:
@@ -748,7 +752,7 @@ class HolderClient:
         having moved (None: it is kept; an answer before v3 tells no unit)."""
         unit = self.store.bindings_unit()
         if unit is None:
-            entry = self.directory.entries.get(self.holder.encode())
+            entry = self._own_entry()
             unit = answer.unit if entry is None else entry.link_unit
         if answer.unit in ("", unit):
             return None
@@ -760,7 +764,7 @@ class HolderClient:
         new code is bound to another record already, is unbound and investigated. None moved
         if answered under another link-code unit than the directory gives (the platform not
         yet at the holder's move): refused, to be asked again."""
-        entry = self.directory.entries.get(self.holder.encode())
+        entry = self._own_entry()
         if entry is not None and answer.unit not in ("", entry.link_unit):
             return self._finish(request, REJECTED, f"answered under link-code unit "
                                 f"{answer.unit!r}, not {entry.link_unit!r}: asked again")
