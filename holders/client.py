@@ -82,6 +82,7 @@ REKEY_CODES = 10_000  # link codes one re-keying request carries (~140 KB; its a
 REKEY_RETRY = 0.5  # seconds before asking again when the platform did not know the new epoch yet
 REKEY_AGAIN = 30.0  # seconds before re-keying (or following a move of unit) again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
+REKEY_WITHIN = 120.0  # seconds the platform has to answer a re-keying, or a check of the unit
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
 # seconds before the first request kept (by its holder's clock) its outbox is read from at a
@@ -442,7 +443,7 @@ class HolderClient:
                 await asyncio.wait_for(self._rebound.wait(), left)
         return None
 
-    async def _rekey(self, epoch: int, within: float = 120.0) -> tuple[int, int]:
+    async def _rekey(self, epoch: int, within: float = REKEY_WITHIN) -> tuple[int, int]:
         """Bring every binding of an older key epoch to `epoch`: the platform converts the link
         codes, a batch at a time. How many were converted, and how many went to investigation
         (not valid, or the new code bound to another record already)."""
@@ -487,7 +488,7 @@ class HolderClient:
             answered_at.append(int(done.result["epoch"]))
         return converted, investigated, min(answered_at)
 
-    async def _check_unit(self, unit: str, epoch: int, within: float = 120.0) -> int:
+    async def _check_unit(self, unit: str, epoch: int, within: float = REKEY_WITHIN) -> int:
         """Check by their codes the bindings of a store that never noted its link-code unit
         (bound before units were noted, or a move made before its first follow): those of a
         key epoch after `epoch`, the one `unit` is at, and those the platform finds no code of
