@@ -354,11 +354,11 @@ class HolderClient:
         if entry is None or entry.link_unit == followed:
             return followed
         if self.store.bindings_unit() is None:
-            checked = await self._check_unit(entry.link_unit, entry.key_epoch)
-            if checked:
+            unbound = await self._check_unit(entry.link_unit, entry.key_epoch)
+            if unbound:
                 log.warning("%s: %d binding(s) not of link-code unit %s (the holder moved before "
                             "its store noted its unit): to investigation, to be bound again",
-                            self.holder, checked, entry.link_unit)
+                            self.holder, unbound, entry.link_unit)
         with self.store.transaction():
             moved = self.store.move_to_unit(entry.link_unit)
         if moved:
@@ -371,7 +371,7 @@ class HolderClient:
         FORGET_EVERY, a short transaction at a time, the loop going on between them (the store
         locked by another process, or failing: again at the next time)."""
         while True:
-            forgotten = []
+            forgotten: list[Forgotten] = []
             try:
                 for part in self.store.forget_before(retention_cutoff(datetime.now(UTC))):
                     forgotten.append(part)
