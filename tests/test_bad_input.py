@@ -148,16 +148,14 @@ async def test_a_kept_request_the_broker_has_is_not_sent_again_at_the_next_start
     since = datetime.now(UTC) - timedelta(minutes=11)
     taken, untaken, stale = (_kept(nenkin, own, at) for own, at in zip(
         bound(nenkin)[5:8], (None, None, since + timedelta(minutes=1)), strict=True))
-    async with producer(KafkaAccess.of(HOLDER)) as prod:
-        await prod.send_and_wait(taken[1].topic, taken[1].value, key=taken[0].link_code.encode())
+    await _taken_by_broker(*taken)
     await nenkin._send_kept()
     outcomes = [await nenkin.outcome(request.request_id, 30) for request, _ in
                 (taken, untaken, stale)]
     assert [(o.status, (o.detail or "").split(":")[0]) for o in outcomes] == [
         ("FOUND", ""), ("FOUND", ""), ("REJECTED", "STALE_REQUEST")]
     assert not nenkin.store.unsent()
-    sent = [record.value async for record in records_since(
-        KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
+    sent = await _on_outbox(since)
     assert [sent.count(kept.value) for _, kept in (taken, untaken, stale)] == [1, 1, 1]
 
 
@@ -173,16 +171,14 @@ async def test_a_kept_request_unreadable_now_is_sent_at_the_next_start_as_before
     retired = taken[1].value[:2] + b"\xfe" * 8 + taken[1].value[10:]  # UNKNOWN_SCHEMA
     nenkin.store.open_request(new_request_id(), LINKAGE, bound(nenkin)[9], staff, terminal,
                               outgoing=(None, retired))
-    async with producer(KafkaAccess.of(HOLDER)) as prod:
-        await prod.send_and_wait(taken[1].topic, taken[1].value, key=taken[0].link_code.encode())
+    await _taken_by_broker(*taken)
     await nenkin._send_kept()
     assert (await nenkin.outcome(taken[0].request_id, 30)).status == "FOUND"
     deadline = Deadline(10, "the unreadable request sent and kept no more")
     while nenkin.store.unsent():
         deadline.check()
         await asyncio.sleep(0.05)
-    sent = [record.value async for record in records_since(
-        KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
+    sent = await _on_outbox(since)
     assert [sent.count(value) for value in (taken[1].value, retired)] == [1, 1]
 
 
@@ -194,15 +190,13 @@ async def test_each_kept_request_is_sent_again_when_its_holder_cannot_read_its_o
     nenkin = clients[HOLDER]
     since = datetime.now(UTC) - timedelta(minutes=1)
     request, kept = _kept(nenkin, bound(nenkin)[10])
-    async with producer(KafkaAccess.of(HOLDER)) as prod:
-        await prod.send_and_wait(kept.topic, kept.value, key=request.link_code.encode())
+    await _taken_by_broker(request, kept)
     with unreadable(HOLDER, topics.outbox(HOLDER)):
         await nenkin._send_kept()
     assert (f"its outbox cannot be read ([Error 29] TopicAuthorizationFailedError: "
             f"{topics.outbox(HOLDER)}): the 1 request(s) kept are all sent again") in caplog.text
     assert (await nenkin.outcome(request.request_id, 30)).status == "FOUND"
-    sent = [record.value async for record in records_since(
-        KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
+    sent = await _on_outbox(since)
     assert sent.count(kept.value) == 2
 
 
@@ -219,6 +213,19 @@ def _kept(client: HolderClient, own: str,
         provider="sakura-town", data_type="local_tax", purpose="審査",
         outgoing=(kept.key, kept.value)))
     return request, kept
+
+
+async def _taken_by_broker(request: LinkageRequest, kept: Send) -> None:
+    """The kept request's message taken by the broker, as just before its holder's server
+    stopped."""
+    async with producer(KafkaAccess.of(HOLDER)) as prod:
+        await prod.send_and_wait(kept.topic, kept.value, key=request.link_code.encode())
+
+
+async def _on_outbox(since: datetime) -> list[bytes]:
+    """The messages on the holder's outbox from `since` on (by the broker's time)."""
+    return [record.value async for record in records_since(
+        KafkaAccess.of(config.ADMIN), [topics.outbox(HOLDER)], int(since.timestamp() * 1000))]
 
 
 async def _audited(request_id: str, last: str) -> list[AccessLogEvent]:
