@@ -38,6 +38,10 @@ def _write(topic: str) -> Grant:
     return Grant("topic", topic, ("WRITE", "DESCRIBE"))
 
 
+def _read_write(topic: str) -> Grant:
+    return Grant("topic", topic, ("READ", "WRITE", "DESCRIBE"))
+
+
 def _group(name: str, pattern: Pattern = "literal") -> Grant:
     return Grant("group", name, ("READ", "DESCRIBE"), pattern)
 
@@ -65,7 +69,7 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
     # the heads it anchors: appended and read, never deleted (no DELETE, no ALTER_CONFIGS)
     AUDIT: (_read(topics.AUDIT), _read(topics.PATTERNS), _read(topics.DIRECTORY),
             _write(topics.ALERTS), _group(AUDIT_GROUP, "prefixed"),
-            Grant("topic", topics.AUDIT_HEADS, ("READ", "WRITE", "DESCRIBE"))),
+            _read_write(topics.AUDIT_HEADS)),
     OVERSIGHT: (_read(topics.AUDIT), _read(topics.AUDIT_HEADS), _read(topics.DIRECTORY),
                 _write(topics.OVERSIGHT_OUT), _read(topics.OVERSIGHT_IN), _read(topics.ALERTS),
                 _group("renkei-oversight", "prefixed"),
@@ -93,7 +97,7 @@ def holder_grants(holder: str) -> dict[str, tuple[Grant, ...]]:
     outbox, inbox = topics.outbox(holder), topics.inbox(holder)
     return {
         holder: (
-            Grant("topic", outbox, ("WRITE", "READ", "DESCRIBE")), _read(inbox),
+            _read_write(outbox), _read(inbox),
             _read(topics.DIRECTORY), _read(topics.PATTERNS),
             _group(holder_group(holder), "prefixed"),
         ),
