@@ -207,7 +207,7 @@ async def test_a_holder_moved_to_another_unit_has_its_bindings_bound_again(
         with closing(sqlite3.connect(tmp_path / "holder.db", isolation_level=None)) as importing:
             importing.execute("BEGIN IMMEDIATE")
             register_in_unit(holder, "nishi-medical")
-            await within_10_s(lambda: client.entry(holder).link_unit == "nishi-medical")
+            assert await within_10_s(lambda: client.entry(holder).link_unit == "nishi-medical")
             await asyncio.sleep(0.3)  # the move seen, the store found held past LOCK_WAIT
             importing.execute("COMMIT")
         assert await within_10_s(lambda: store.binding(own) is None), (
