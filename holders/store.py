@@ -17,7 +17,7 @@ import uuid6
 
 from audit.store import RETENTION_YEARS, years_before
 from registry.residents import FourAttributes, Sex
-from renkei.sqlite import connected, writing
+from renkei.sqlite import connected, with_columns, writing
 from renkei.state import private_dir
 from schemas.messages import HolderLogEntry
 
@@ -234,25 +234,18 @@ class HolderStore:
         self.db = connected(path)
         self.db.executescript(SCHEMA)
         # a store made before re-keying: nothing moved yet
-        self._add_columns("bindings", ("epoch", "INTEGER NOT NULL DEFAULT 0"),
-                          ("previous_code", "TEXT"))
+        with_columns(self.db, "bindings",
+                     ("epoch INTEGER NOT NULL DEFAULT 0", "previous_code TEXT"))
         self.db.execute("CREATE INDEX IF NOT EXISTS bindings_previous_code "
                         "ON bindings (previous_code)")
         # a store made before requests were kept until sent
-        self._add_columns("requests", ("outgoing_key", "TEXT"), ("outgoing", "BLOB"))
+        with_columns(self.db, "requests", ("outgoing_key TEXT", "outgoing BLOB"))
         # a store made before cases were closed: each case open
-        self._add_columns("investigations", ("closed_at", "TEXT"))
+        with_columns(self.db, "investigations", ("closed_at TEXT",))
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_open "
                         "ON investigations (own_number) WHERE closed_at IS NULL")
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_closed "
                         "ON investigations (closed_at) WHERE closed_at IS NOT NULL")
-
-    def _add_columns(self, table: str, *columns: tuple[str, str]) -> None:
-        """Add the columns (name, type) a store made by an earlier version lacks."""
-        has = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
-        for column, kind in columns:
-            if column not in has:
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()

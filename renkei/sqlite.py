@@ -88,8 +88,8 @@ def writing(db: sqlite3.Connection, *, deferred: bool = False) -> Iterator[None]
 
 
 def with_columns(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
-    """Give a table from before them these nullable columns ("name TYPE"), in one write
-    transaction (those another process added meanwhile left as they are)."""
+    """Give a table from before them these columns ("name TYPE", nullable or with a default), in
+    one write transaction (those another process added meanwhile left as they are)."""
     if _missing(db, table, columns):
         with writing(db):
             for column in _missing(db, table, columns):
