@@ -84,11 +84,12 @@ class _Commands(click.Group):
     principal without credentials, a view no longer followed, a state folder another run holds,
     a private folder another user's that others may read, a registry missing or not to be
     replaced, a holder id not registered, a consent to one not a private holder, a registered
-    holder moved to another link-code unit unasked, no key store, an audit store that cannot be
-    opened or that lost entries the audit consumer appended, an audit consumer's commit note
-    the head key did not sign, a bad pattern file, a sealing key damaged or not the directory's,
-    a port in use or a file or folder that cannot be made or read (named) is said in one line
-    (no traceback), exit code 1."""
+    holder moved to another link-code unit unasked, a holder put into a unit others are in
+    unasked or under the services' role, no key store, an audit store that cannot be opened or
+    that lost entries the audit consumer appended, an audit consumer's commit note the head key
+    did not sign, a bad pattern file, a sealing key damaged or not the directory's, a port in
+    use or a file or folder that cannot be made or read (named) is said in one line (no
+    traceback), exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
