@@ -561,9 +561,10 @@ class HolderClient:
         self._delivered_ids.append(request_id)
 
     def _no_longer_kept(self) -> None:
-        """The requests the broker has taken are kept no more (a crash before this sends them
-        again at the next start, which the platform refuses as copies); while another holds the
-        store's write lock, told again STORE_RETRY later (stopped: at the next start)."""
+        """The requests the broker has taken are kept no more (a crash before this leaves them
+        to the next start, which finds them on the outbox and sends no copy: _send_kept); while
+        another holds the store's write lock, told again STORE_RETRY later (stopped: at the
+        next start)."""
         delivered, self._delivered_ids = self._delivered_ids, []
         try:
             self.store.delivered(delivered)
@@ -572,7 +573,7 @@ class HolderClient:
                 raise
             if self._stop.is_set():
                 log.warning("%s: its store is locked (%s): %d request(s) the broker has stay "
-                            "kept, sent again at the next start", self.holder, exc,
+                            "kept, found on its outbox at the next start", self.holder, exc,
                             len(delivered))
                 return
             self._delivered_ids = delivered  # none came since: this call took them all
