@@ -95,9 +95,12 @@ def signed_bytes(resident_codes: Sequence[str], expires_at: datetime, nonce: byt
     8 bytes big-endian), then each code; the nonce, boot and each code its length (2 bytes) first.
     A ticket without a mark (v2) or a nonce (v1, good for its hour still) has a context of its own
     and neither."""
-    start = V1_CONTEXT if nonce is None else CONTEXT + _with_length(nonce)
     if mark is not None:
         start = MARKED_CONTEXT + _with_length(nonce or b"") + mark.packed()
+    elif nonce is not None:
+        start = CONTEXT + _with_length(nonce)
+    else:
+        start = V1_CONTEXT
     return (start + millis(expires_at).to_bytes(8, "big")
             + b"".join(_with_length(code.encode()) for code in resident_codes))
 
@@ -150,14 +153,15 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
         found = CODEC.decode(shown, LoginTicket)
     except SchemaError:
         raise Declined(FORGED) from None
-    try:  # a code or nonce longer than 2 bytes tell, or an expiry before 1970: none signed
-        signed = signed_bytes(found.resident_codes, found.expires_at, found.nonce,
-                              issue_mark(found))
+    mark = issue_mark(found)
+    try:  # a code, nonce or boot longer than 2 bytes tell, a mark or expiry before its origin
+        # (a reading below 0, 1970): none signed
+        signed = signed_bytes(found.resident_codes, found.expires_at, found.nonce, mark)
     except OverflowError:
         raise Declined(FORGED) from None
     if not verify_signature(public_key, signed, found.signature):
         raise Declined(FORGED)
-    refused = REFUSED_BY_AGE.get(judged(found.expires_at - LASTS, issue_mark(found), LASTS))
+    refused = REFUSED_BY_AGE.get(judged(found.expires_at - LASTS, mark, LASTS))
     if refused is not None:
         raise Declined(refused)
     if resident_code not in found.resident_codes:
