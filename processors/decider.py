@@ -175,8 +175,8 @@ class Partition:
     def may_be_forgotten(self, request_id: str, forget_at: datetime) -> bool:
         """Whether a request not known, to be forgotten at `forget_at`, may have been decided and
         forgotten: no later than the latest second forgotten (whatever the clocks say now)."""
-        return (self.get(request_id) is None
-                and math.ceil(forget_at.timestamp()) <= self.forgotten_through)
+        return (math.ceil(forget_at.timestamp()) <= self.forgotten_through
+                and self.get(request_id) is None)
 
     def next_forgetting(self) -> int | None:
         """The second the next settled requests or held answers are to be forgotten (None: none
