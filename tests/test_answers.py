@@ -93,12 +93,18 @@ def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
     assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
 
 
-def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Context) -> None:
-    first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:
+    """A decider owning the partition of request "X", with nothing in it yet."""
     decider_ = decider.Decider()
     partition = decider.partition_of("X")
     decider_.keep_only({partition})
     decider_.rebuild(partition, [], ctx, None)
+    return decider_, partition
+
+
+def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Context) -> None:
+    first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    decider_, partition = _owning_x(ctx)
     decider_.handle(partition, first, T0, ctx)
     forget_at = decider_.states[partition].pending["X"].forget_at
     assert forget_at - first.deadline == timedelta(seconds=120), \
@@ -139,10 +145,7 @@ async def test_a_request_is_judged_by_the_brokers_times_alone_whatever_the_platf
     received = datetime.fromtimestamp(record.timestamp / 1000, UTC)
     assert abs(received - sent) < timedelta(minutes=1), "stamped by the broker"
     stamped = Incoming(topics.outbox("kodomo"), 0, record.offset, received, record.value)
-    decider_ = decider.Decider()
-    partition = decider.partition_of("X")
-    decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx, None)
+    decider_, partition = _owning_x(ctx)
     ahead = received + ctx.replay_window + timedelta(minutes=1)
     approved = outbox.handle([stamped], ctx, ahead)
     assert [s.topic for s in approved] == [decider.DECISIONS], "not refused as stale"
@@ -200,10 +203,7 @@ def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
     request using an id the decider had forgotten was served, but the audit store dropped its
     events as replays of the first request's, so a holder could hide lookups by reusing ids.
     Each step now names the holder message of its request, as a rejection's does."""
-    decider_ = decider.Decider()
-    partition = decider.partition_of("X")
-    decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx, None)
+    decider_, partition = _owning_x(ctx)
     first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     made = decider_.handle(partition, first, T0, ctx)
     real, = _answer(first, "town", T0 + timedelta(seconds=1), 2, ctx)
