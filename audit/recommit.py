@@ -30,7 +30,7 @@ async def accounted_offset(access: KafkaAccess, store: AuditStore) -> int:
     """The offset of the first record on the audit topic with an event the store does not hold
     (one older than the last purge's cutoff aside: the store would not log it), or the topic's
     end: the consumer appended the events of every record before it."""
-    cutoff = max((purge.cutoff for purge in store.purges()), default=None)
+    cutoff = store.last_cutoff()
     end = 0
     async for records in topic_batches(access, topics.AUDIT):
         carried: list[tuple[int, list[AccessLogEvent]]] = [

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -513,7 +513,7 @@ class AuditStore:
             tree = self._tree()
             known = self._by_event_id(cur, [e.event_id for e, _ in batch], "leaf") if replay \
                 else {}
-            horizon = cur.execute("SELECT max(cutoff) FROM purges").fetchone()[0]
+            horizon = self._last_cutoff(cur)
             rows: list[Row] = []
             nodes: list[tuple[int, bytes]] = []
             bindings: list[tuple[str, str]] = []
@@ -527,7 +527,7 @@ class AuditStore:
                 if seen is None and expired:
                     log.error("event %r of %s is not logged: it is older than the last purge's "
                               "cutoff %s", short(key), event.occurred_at.isoformat(),
-                              from_millis(horizon).isoformat())
+                              from_millis(cast(int, horizon)).isoformat())
                 if seen is not None or expired:
                     serials.append(None)
                     continue
@@ -550,6 +550,17 @@ class AuditStore:
                 self._sign(cur, tree)
         self._frontier = tree
         return serials
+
+    @staticmethod
+    def _last_cutoff(cur: Cursor) -> int | None:
+        """The last purge's cutoff (ms): an event older than it is not logged; None if none."""
+        cutoff: int | None = cur.execute("SELECT max(cutoff) FROM purges").fetchone()[0]
+        return cutoff
+
+    def last_cutoff(self) -> datetime | None:
+        """The last purge's cutoff: append_many logs no event older than it; None if none."""
+        cutoff = self._last_cutoff(self._db.cursor())
+        return None if cutoff is None else from_millis(cutoff)
 
     @staticmethod
     def _by_event_id(cur: Cursor, event_ids: list[str], column: str) -> dict[str, Any]:
