@@ -638,7 +638,8 @@ class AuditStore:
     def serials(self, event_ids: Sequence[str]) -> dict[str, int]:
         """The serial of each of these event ids the log holds (a purged entry's is not)."""
         found = self._by_event_id(self._db.cursor(), list(event_ids), "serial")
-        return {i: int(found[column_text(i)]) for i in event_ids if column_text(i) in found}
+        return {i: int(serial) for i in event_ids
+                if (serial := found.get(column_text(i))) is not None}
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
         """The leaf hashes of serials start..end-1 (kept for purged entries too)."""
