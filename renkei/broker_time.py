@@ -19,9 +19,9 @@ WINDOW = 20.0  # seconds a read counts: a record that waited less is outweighed 
 
 class BrokerTime:
     """The broker's time now, at least: the latest append time of the records read in the last
-    WINDOW seconds, carried on by this process's elapsed clock since it was read (the last
-    known, when none was read in it). Behind the broker's clock by no more than those records
-    waited to be read; its clock set back, followed within WINDOW."""
+    WINDOW seconds, carried on by this process's elapsed clock since it was read (the last read,
+    when none was read in it). Behind the broker's clock by no more than those records waited to
+    be read; its clock set back, followed within WINDOW, and after a quiet spell as well."""
 
     def __init__(self) -> None:
         # (elapsed clock at the read, the broker's time then less it), the later the lower
@@ -61,7 +61,7 @@ class BrokerTime:
             return None
         at = elapsed_seconds()
         recent = self._recent(at)
-        return datetime.fromtimestamp((self._reads[0][1] if recent is None else recent) + at, UTC)
+        return datetime.fromtimestamp((self._reads[-1][1] if recent is None else recent) + at, UTC)
 
 
 def _latest(records: Iterable[Any]) -> float | None:

@@ -46,14 +46,20 @@ def test_a_record_that_waited_does_not_set_it_back(elapsed: list[float]) -> None
 
 def test_with_nothing_read_in_the_window_the_last_known_is_carried_on(
         elapsed: list[float]) -> None:
-    """Quiet for an hour, it is the last known time carried on by the elapsed clock."""
+    """Quiet for an hour, it is the last read carried on by the elapsed clock, as it was once the
+    reads before it left the window: the highest read in the window before it was carried on
+    instead, the broker's clock set back 5 s after the last but one read followed for WINDOW
+    seconds less 5, then 5 minutes ahead again (deadlines judged ahead) until the next read."""
     time = BrokerTime()
     assert time.now() is None
     time.read([appended(BROKER)])
     elapsed[0] = 5.0
-    time.read([appended(BROKER - timedelta(minutes=1))])
+    set_back = BROKER + timedelta(seconds=5) - timedelta(minutes=5)
+    time.read([appended(set_back)])
+    elapsed[0] = WINDOW + 1
+    assert time.now() == set_back + timedelta(seconds=WINDOW - 4)
     elapsed[0] = 3600.0
-    assert time.now() == BROKER + timedelta(hours=1)
+    assert time.now() == set_back + timedelta(seconds=3595)
 
 
 def test_a_late_record_later_than_the_one_read_lately_counts(elapsed: list[float]) -> None:
