@@ -198,8 +198,8 @@ class Platform:
     def handle(self, records: list[Any]) -> tuple[list[Send], list[Send]]:
         """One poll's records, by kind: holders' outboxes, registry, relays, decisions; the
         effects, and the records of what was decided at once."""
-        now, ctx = datetime.now(UTC), self.views.refresh()
-        self.broker_time.read(records)
+        self.broker_time.read(records)  # what is logged and told is at it, as deadlines are
+        now, ctx = self.broker_time.now() or datetime.now(UTC), self.views.refresh()
         by_topic: dict[str, list[Any]] = defaultdict(list)
         for record in records:
             kind = record.topic if topics.holder_of_outbox(record.topic) is None else "outbox"

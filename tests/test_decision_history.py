@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from audit.events import AccessLogEvent
 from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
@@ -20,7 +22,7 @@ from processors.context import Context
 from processors.platform import Platform, decision_history
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from schemas.codec import CODEC
-from schemas.messages import ANSWERED, TIMED_OUT, LinkageAnswer, Rejection, Sweep
+from schemas.messages import ANSWERED, TIMED_OUT, LinkageAnswer, Ping, Pong, Rejection, Sweep
 from tests.clock_helpers import appended, skewed
 from tests.kafka_helpers import producer
 from tests.test_decider import _answer, _pending, ctx
@@ -206,6 +208,39 @@ async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_
         await instance.producer.stop()  # made with the instance, though never started here
         assert [s.expire for s in swept] == [("r-0",)], f"{skew} off"
         assert received <= swept[0].at < received + timedelta(seconds=5), "at the broker's time"
+
+
+async def test_what_the_platform_logs_and_tells_a_holder_is_at_the_brokers_time(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's receipt, deadline and timeout are of the broker's time, but its approval and
+    answer were logged (and a Pong answered) at the platform's clock: one 10 minutes ahead
+    showed an auditor, or a resident on the portal, a request approved 10 minutes after it timed
+    out. Whatever the platform's clock, they are at the broker's time of the records read."""
+    received = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)  # its own clock
+    pending = _pending(ctx, received=received)
+    decided = _record(decider.DECISIONS, decider.partition_of(pending.request_id), received,
+                      CODEC.encode(pending))
+    pinged = _record(topics.outbox("town"), 0, received, CODEC.encode(Ping("p", received)))
+    for skew in (timedelta(minutes=10), -timedelta(minutes=10)):
+        monkeypatch.setattr("processors.platform.datetime", skewed(skew))
+        instance = Platform(KafkaAccess.of(acls.PLATFORM))
+        instance.decider.keep_only({decided.partition})
+        instance.decider.rebuild(decided.partition, [], ctx, None)
+        effects, _ = instance.handle([decided, pinged])
+        await instance.producer.stop()  # made with the instance, though never started here
+        logged, = [CODEC.decode(e.value, AccessLogEvent) for e in effects
+                   if e.topic == topics.AUDIT]
+        pong, = [CODEC.decode(e.value, Pong) for e in effects
+                 if CODEC.name_of(e.value) == Pong.__name__]
+        assert received <= logged.occurred_at < received + timedelta(seconds=5), f"{skew} off"
+        assert received <= pong.answered_at < received + timedelta(seconds=5), f"{skew} off"
+
+
+def _record(topic: str, partition: int, at: datetime, value: bytes) -> SimpleNamespace:
+    """A record of `value` on `topic`'s `partition`, appended by the broker at `at`."""
+    record = appended(at, value)
+    record.topic, record.partition, record.offset, record.headers = topic, partition, 0, None
+    return record
 
 
 async def test_what_the_platform_delivers_to_a_holder_is_stamped_by_the_brokers_clock(
