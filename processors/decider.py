@@ -4,21 +4,22 @@ It sends an approved query once, refuses a reused request id (a copy its holder 
 bytes at another offset, of a request the broker took unknown to the holder, is refused to it alone:
 the access log has the request once), relays the first answer, answers with a timeout when the
 deadline passes (and refuses to its provider an answer that comes after it, which the provider logs
-not provided), and forgets a request once any copy of it would be refused as stale and its ticket
-has expired. A request that comes once it may have been forgotten (received no later than the latest
-it forgot, both by the broker's clock, or before the history a take-over rebuilt) is refused as
-stale, however long it waited: not decided again. An answer can come before its request's event (an
-owner deciding at once writes that event only after the query is acknowledged, and another instance
-can write the answer first): it is held until the request comes and relayed when the request is read
-(not in a rebuild: an owner holding it may have lost the partition before its request came, so only
-relaying it again is sure; holders and the audit log drop copies), or forgotten when a request
-received at the first sweep after it would be. Events arrive at least once (a crash replays them): a
-pending request's own event again repeats its dispatch, which the provider and the audit log drop as
-duplicates. Once a request is settled (answered or timed out) only a small `Settled` is kept: the
-effects of the event that settled it are delivered before that event's offset is committed (or, for
-an event decided at once by the partition's owner, before its record is written and the offset of
-the holder's message it came from committed), and a crash before then makes the event itself come
-again; so a later copy of it has nothing left to do.
+not provided, in the access log as an answer past its ticket's deadline is), and forgets a request
+once any copy of it would be refused as stale and its ticket has expired. A request that comes once
+it may have been forgotten (received no later than the latest it forgot, both by the broker's clock,
+or before the history a take-over rebuilt) is refused as stale, however long it waited: not decided
+again. An answer can come before its request's event (an owner deciding at once writes that event
+only after the query is acknowledged, and another instance can write the answer first): it is held
+until the request comes and relayed when the request is read (not in a rebuild: an owner holding it
+may have lost the partition before its request came, so only relaying it again is sure; holders and
+the audit log drop copies), or forgotten when a request received at the first sweep after it would
+be. Events arrive at least once (a crash replays them): a pending request's own event again repeats
+its dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
+(answered or timed out) only a small `Settled` is kept: the effects of the event that settled it are
+delivered before that event's offset is committed (or, for an event decided at once by the
+partition's owner, before its record is written and the offset of the holder's message it came from
+committed), and a crash before then makes the event itself come again; so a later copy of it has
+nothing left to do.
 """
 
 from __future__ import annotations
@@ -315,15 +316,15 @@ def _readable(o: Outcome) -> LinkageAnswer | None:
 def _after_timeout(o: Outcome, now: datetime) -> list[Send]:
     """An answer to a request timed out before it came (taken by the broker by its ticket's
     deadline, but after the sweep in the decider's partition, or read late from its outbox):
-    relayed to no one, so its provider is told, and logs it not provided. The timeout is in
-    the audit log already; a relayed answer leaves its request ANSWERED, never refused so."""
+    relayed to no one, so its provider is told, and logs it not provided; the access log has
+    the refusal as it has one of an answer past its ticket's deadline (each copy under its own
+    source). A relayed answer leaves its request ANSWERED, never refused so."""
     answer = _readable(o)
     if answer is None:
         return []
-    log.info("an answer to request %s came after its timeout: refused to %s", o.request_id,
-             answer.provider)
-    return [refusal(answer.provider, o.request_id, "INVALID_TICKET",
-                    f"{TIMED_OUT_FIRST}: the answer was relayed to no one", now)]
+    return reject(answer.provider, o.request_id, "INVALID_TICKET",
+                  f"{TIMED_OUT_FIRST}: the answer was relayed to no one", now, o.source, ANSWER,
+                  pattern_id=answer.pattern_id, data_type=answer.data_type)
 
 
 def _relayed(o: Outcome, status: str, state: RequestState, now: datetime) -> list[Send]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from audit.events import AccessLogEvent
 from broker import topics
 from processors import decider
 from processors.codes import CodeService, UnitEpoch
@@ -146,15 +147,20 @@ def test_an_answer_after_the_timeout_is_refused_to_its_provider_and_a_relayed_on
         ctx: Context) -> None:
     """An answer whose ticket held when the broker took it, read after the sweep that timed its
     request out, was dropped unsaid: its provider logged FOUND, with the data, for data relayed
-    to no one. It is refused to the provider (each copy: the provider's log takes it once), and
-    nothing else; an answer relayed, read again, is not."""
+    to no one. It is refused to the provider (each copy: the provider's log takes it once), in
+    the access log as an answer past its ticket's deadline is, and nothing else; an answer
+    relayed, read again, is not."""
     late = NOW + timedelta(seconds=31)
     decider_, partition = _owning(ctx, [_pending(ctx)])
     assert _topics(decider_.handle(partition, Sweep(late, ("r-1",)), late, ctx)) == [
         topics.inbox("nenkin"), topics.AUDIT]
     for _ in range(2):
-        refused, = decider_.handle(partition, _answer(), late, ctx)
+        refused, logged = decider_.handle(partition, _answer(), late, ctx)
         rejection = CODEC.decode(refused.value, Rejection)
+        event = CODEC.decode(logged.value, AccessLogEvent)
+        assert (logged.topic, event.kind, event.outcome, event.reason, event.requester,
+                event.pattern_id, event.data_type) == (
+            topics.AUDIT, "ANSWER", "REJECTED", "INVALID_TICKET", "town", "P-037", "local_tax")
         assert (refused.topic, rejection.request_id, rejection.reason) == (
             topics.inbox("town"), "r-1", "INVALID_TICKET")
         assert rejection.detail.startswith(decider.TIMED_OUT_FIRST)

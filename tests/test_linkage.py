@@ -240,7 +240,8 @@ async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_n
     """The provider's answer sent after its ticket's deadline is refused (INVALID_TICKET); one
     the broker took in time but the decider read after the sweep that timed its request out (it
     waited in the outbox) was dropped unsaid: either way its own log said FOUND, with the data,
-    for data the requester never got."""
+    for data the requester never got. The audit log has both refusals alike (the second had
+    none)."""
     silent = clients[SILENT]
     (expired_id, expired), (waited_id, waited) = await _timed_out_queries(clients, 2)
     with silent.store.transaction():  # answered as its server would, had it been up
@@ -259,6 +260,12 @@ async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_n
         assert await _provider_entry(silent, request_id) == ("REJECTED: INVALID_TICKET", None)
         [requester] = clients["sakura-town"].store.access_log(request_id)
         assert requester.outcome == "TIMED_OUT"
+    events = await _events_of({expired_id, waited_id}, want=6)
+    assert sorted((e.request_id, e.kind, e.outcome, e.reason, e.requester, e.pattern_id,
+                   e.data_type) for e in events if e.kind == "ANSWER" and e.outcome == "REJECTED"
+                  ) == sorted((r, "ANSWER", "REJECTED", "INVALID_TICKET", SILENT, "P-016",
+                               "vaccination_record") for r in (expired_id, waited_id)), (
+        "the audit log has both refusals alike")
 
 
 async def _timed_out_queries(clients: Clients, count: int) -> list[tuple[str, ProviderQuery]]:
