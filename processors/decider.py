@@ -12,9 +12,10 @@ again. An answer can come before its request's event (an owner deciding at once 
 only after the query is acknowledged, and another instance can write the answer first): it is held
 until the request comes and relayed when the request is read (not in a rebuild: an owner holding it
 may have lost the partition before its request came, so only relaying it again is sure; holders and
-the audit log drop copies), or forgotten when a request received at the first sweep after it would
-be. Events arrive at least once (a crash replays them): a pending request's own event again repeats
-its dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
+the audit log drop copies), or, when a request received at the first sweep after it would be
+forgotten, refused to its provider as one to no request (as is an answer the decider cannot read).
+Events arrive at least once (a crash replays them): a pending request's own event again repeats its
+dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
 (answered or timed out) only a small `Settled` is kept: the effects of the event that settled it are
 delivered before that event's offset is committed (or, for an event decided at once by the
 partition's owner, before its record is written and the offset of the holder's message it came from
@@ -156,18 +157,21 @@ class Partition:
         """The answers held for a request that has come, in the order they came."""
         return self.held.pop(request_id, Held()).outcomes
 
-    def forget_until(self, at: datetime, held_until: datetime) -> None:
+    def forget_until(self, at: datetime, held_until: datetime) -> list[Outcome]:
         """Forget every settled request and held answer whose time has come by `at`; answers
-        held that no sweep has timed yet are kept until `held_until`."""
+        held that no sweep has timed yet are kept until `held_until`. The answers forgotten,
+        whose request never came."""
         for second in [s for s in self.forgetting if s <= at.timestamp()]:
             for request_id in self.forgetting.pop(second):
                 self.settled.pop(request_id, None)
             self.forgotten_through = max(self.forgotten_through, second)
+        forgotten: list[Outcome] = []
         for request_id, held in list(self.held.items()):
             if held.until is None:
                 self.held[request_id] = replace(held, until=held_until)
             elif held.until <= at:
-                del self.held[request_id]
+                forgotten += self.held.pop(request_id).outcomes
+        return forgotten
 
     def forgotten_by(self, forget_at: datetime) -> None:
         """Take every request to be forgotten by `forget_at` as perhaps forgotten already."""
@@ -295,7 +299,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
         return Decision(state)  # unknown (the decider holds it), or answered: dropped
     answer = _readable(o)
     if answer is None:
-        return Decision(state)
+        return Decision(state, partial(_unreadable, o, now))
     exchange = (answer.provider, answer.pattern_id, answer.data_type)
     if exchange != (state.provider, state.pattern_id, state.data_type):
         log.warning("an answer to request %s is of another exchange (%s, %s, %s): dropped",
@@ -305,11 +309,11 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
 
 
 def _readable(o: Outcome) -> LinkageAnswer | None:
-    """The rewritten answer an Outcome carries (None: it cannot be read, and is dropped)."""
+    """The rewritten answer an Outcome carries (None: it cannot be read, and is refused)."""
     try:
         return CODEC.decode(o.answer, LinkageAnswer)
     except SchemaError as exc:
-        log.warning("the answer to request %s cannot be read (%s): dropped", o.request_id, exc)
+        log.warning("the answer to request %s cannot be read (%s): refused", o.request_id, exc)
         return None
 
 
@@ -321,10 +325,34 @@ def _after_timeout(o: Outcome, now: datetime) -> list[Send]:
     source). A relayed answer leaves its request ANSWERED, never refused so."""
     answer = _readable(o)
     if answer is None:
-        return []
+        return _unreadable(o, now)
     return reject(answer.provider, o.request_id, "INVALID_TICKET",
                   f"{TIMED_OUT_FIRST}: the answer was relayed to no one", now, o.source, ANSWER,
                   pattern_id=answer.pattern_id, data_type=answer.data_type)
+
+
+def _unreadable(o: Outcome, now: datetime) -> list[Send]:
+    """An answer the decider cannot read, refused to the provider whose outbox it came from
+    (none if its source names no holder's outbox: only logged), which logs it not provided."""
+    provider = topics.holder_of_outbox(o.source.rsplit(":", 2)[0])
+    if provider is None:
+        log.error("the answer to request %s cannot be read and came from %s, no holder's "
+                  "outbox: no one is told", o.request_id, o.source)
+        return []
+    return reject(provider, o.request_id, "INTERNAL_ERROR", "the platform cannot read the answer: "
+                  "it was relayed to no one", now, o.source, ANSWER)
+
+
+def _never_requested(o: Outcome, now: datetime) -> list[Send]:
+    """An answer held for a request that never came, forgotten: relayed to no one, so its
+    provider is told, and logs it not provided."""
+    answer = _readable(o)
+    if answer is None:
+        return _unreadable(o, now)
+    return reject(answer.provider, o.request_id, "INVALID_TICKET",
+                  f"no request {o.request_id} came to the platform in time: the answer was "
+                  "relayed to no one", now, o.source, ANSWER, pattern_id=answer.pattern_id,
+                  data_type=answer.data_type)
 
 
 def _relayed(o: Outcome, status: str, state: RequestState, now: datetime) -> list[Send]:
@@ -450,7 +478,8 @@ class Decider:
                 log.exception("the timeout of request %s could not be made", request_id)
         # forgetting last: the decisions were made before it; an answer held is kept as long
         # as its request, had it come at this sweep (after the answer, so later), would be
-        states.forget_until(message.at, _forget_at(message.at, ctx))
+        for never in states.forget_until(message.at, _forget_at(message.at, ctx)):
+            made += _never_requested(never, message.at) if effects else []
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return made

@@ -428,7 +428,10 @@ def test_an_answer_read_live_before_a_request_decided_elsewhere_is_relayed(ctx: 
 def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forgotten(
         ctx: Context) -> None:
     """An answer to a request never seen, or forgotten, is kept only until the request would be
-    forgotten had it come at the first sweep after the answer: until any copy of it is stale."""
+    forgotten had it come at the first sweep after the answer: until any copy of it is stale.
+    Then it was dropped unsaid, its provider's log saying FOUND for data relayed to no one: it
+    is refused to the provider (INVALID_TICKET, its request never came), and so in the access
+    log."""
     until = max(ctx.stale_from(NOW), NOW + ctx.answer_timeout)
     held, partition = _owning(ctx, [_answer(), Sweep(NOW, ()),
                                     Sweep(until - timedelta(seconds=1), ())])
@@ -441,7 +444,10 @@ def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forg
     assert decider_.handle(partition, Sweep(NOW, ()), NOW, ctx) == []
     assert decider_.sweeps(until - timedelta(seconds=1)) == []
     sweep, = decider_.sweeps(until)
-    assert decider_.handle(partition, CODEC.decode(sweep.value, Sweep), until, ctx) == []
+    refused, logged = decider_.handle(partition, CODEC.decode(sweep.value, Sweep), until, ctx)
+    rejection = CODEC.decode(refused.value, Rejection)
+    assert (refused.topic, logged.topic, rejection.request_id, rejection.reason) == (
+        topics.inbox("town"), topics.AUDIT, "r-1", "INVALID_TICKET")
     assert decider_.states[partition] == decider.Partition(), "nothing kept of it"
     made = decider_.handle(partition, _pending(ctx), until, ctx)
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched only"
@@ -451,18 +457,23 @@ def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
         ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
     """The checks an answer to a pending request passes apply to one held until its request:
     it must be readable and of the same provider, pattern and data type; another held under
-    the same id may still be the right one, as it would be if the request had come first."""
+    the same id may still be the right one, as it would be if the request had come first. One
+    that cannot be read was dropped unsaid: it is refused to the provider whose outbox it came
+    from (INTERNAL_ERROR: the platform made it), which logs it not provided."""
     unreadable = replace(_answer(), answer=b"not an answer")
     other = _answer(provider="nenkin")
     decider_, partition = _owning(ctx, [unreadable, other, _answer()])
     made = decider_.handle(partition, _pending(ctx), NOW, ctx)
-    assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
-                             topics.AUDIT]
-    assert made[2].value == _answer().answer, "the answer of this exchange, not the other"
+    assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("town"),
+                             topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT]
+    rejection = CODEC.decode(made[2].value, Rejection)
+    assert (rejection.request_id, rejection.reason) == ("r-1", "INTERNAL_ERROR")
+    assert made[4].value == _answer().answer, "the answer of this exchange, not the other"
     assert "cannot be read" in caplog.text and "of another exchange" in caplog.text
     wrong, _ = _owning(ctx, [unreadable, other])
     made = wrong.handle(partition, _pending(ctx), NOW, ctx)
-    assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched, nothing relayed"
+    assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("town"),
+                             topics.AUDIT], "dispatched, the unreadable refused, nothing relayed"
     assert isinstance(wrong.states[partition].get("r-1"), RequestState), "still pending"
     assert wrong.states[partition] == _owning(ctx, [_pending(ctx)])[0].states[partition]
     assert _topics(wrong.handle(partition, _answer(), NOW, ctx)) == [
