@@ -29,9 +29,14 @@ def answer_of(asked: RegistryQuery | NumberLookup, status: str, detail: str,
                           asked.source)
 
 
-def answer_to(asked: RegistryQuery | NumberLookup, status: str, detail: str) -> Send:
+def sent(answer: RegistryAnswer) -> Send:
     """An answer for the platform to relay to the requesting holder."""
-    return send(topics.REGISTRY_OUT, asked.request_id, answer_of(asked, status, detail))
+    return send(topics.REGISTRY_OUT, answer.request_id, answer)
+
+
+def answer_to(asked: RegistryQuery | NumberLookup, status: str, detail: str) -> Send:
+    """An answer without candidates, for the platform to relay to the requesting holder."""
+    return sent(answer_of(asked, status, detail))
 
 
 def refused_if_failing(service: str, asked: RegistryQuery | NumberLookup,

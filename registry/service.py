@@ -15,12 +15,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from broker import acls, topics
-from registry.answers import NO_CONSENTING_NUMBER, answer_of, refused_if_failing
+from broker import acls
+from registry.answers import NO_CONSENTING_NUMBER, answer_of, refused_if_failing, sent
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
-from renkei.envelope import Directory, Send, readable, send
+from renkei.envelope import Directory, Send, readable
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
@@ -47,8 +47,7 @@ class RegistryService:
 
     def _answered(self, query: RegistryQuery) -> Send:
         """The answer, or a refusal of this query alone should it fail on something unforeseen."""
-        return refused_if_failing(acls.REGISTRY, query, lambda: send(
-            topics.REGISTRY_OUT, query.request_id, self.answer(query)))
+        return refused_if_failing(acls.REGISTRY, query, lambda: sent(self.answer(query)))
 
     def answer(self, query: RegistryQuery) -> RegistryAnswer:
         platform = self._directory(acls.PLATFORM)
