@@ -204,10 +204,11 @@ class Decision:
         return self.make()
 
 
-def on_pending(p: Pending, state: State | None, now: datetime, ctx: Context) -> Decision:
+def on_pending(p: Pending, state: State | None, now: datetime, forget_at: datetime) -> Decision:
+    """The decision on a request read now, known as `state`; new, it is to be forgotten at
+    `forget_at` (forgotten_at)."""
     if state is None:
-        state = RequestState(p.request_id, PENDING, p.source, None, p.deadline,
-                             _forgotten_at(p, ctx),
+        state = RequestState(p.request_id, PENDING, p.source, None, p.deadline, forget_at,
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
                              _shared(p.legal_basis), _shared(p.data_type), p.person, p.digest)
         return Decision(state, partial(_dispatch, p, now))
@@ -248,7 +249,7 @@ def _received(p: Pending, ctx: Context) -> datetime:
     return p.deadline - ctx.answer_timeout
 
 
-def _forgotten_at(p: Pending, ctx: Context) -> datetime:
+def forgotten_at(p: Pending, ctx: Context) -> datetime:
     """When the request of this event may be forgotten (_forget_at its receipt)."""
     return _forget_at(_received(p, ctx), ctx)
 
@@ -455,10 +456,11 @@ class Decider:
         relayed when it is read, unless `rebuilding`)."""
         states = self.states[partition]
         if isinstance(message, Pending):
-            if states.may_be_forgotten(message.request_id, _forgotten_at(message, ctx)):
+            forget_at = forgotten_at(message, ctx)
+            if states.may_be_forgotten(message.request_id, forget_at):
                 return _stale(message, now, ctx) if effects else []
-            requested = self._decide(states, message.request_id,
-                                     partial(on_pending, message, now=now, ctx=ctx), effects)
+            requested = self._decide(states, message.request_id, partial(
+                on_pending, message, now=now, forget_at=forget_at), effects)
             for held in states.release(message.request_id):  # answers that came before it
                 requested += self._decide(states, message.request_id,
                                           partial(on_outcome, held, now=now), not rebuilding)

@@ -168,7 +168,7 @@ def test_a_request_id_is_forgotten_only_after_its_ticket_expired_however_long_it
         ctx: Context) -> None:
     timed = replace(ctx, answer_timeout=timedelta(minutes=5))  # beyond the replay window
     pending = _asked(timed, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
-    state = decider.on_pending(pending, None, T0, timed).state
+    state = decider.on_pending(pending, None, T0, decider.forgotten_at(pending, timed)).state
     assert isinstance(state, RequestState)
     assert state.forget_at == pending.deadline == T0 + timed.answer_timeout
 
@@ -176,7 +176,7 @@ def test_a_request_id_is_forgotten_only_after_its_ticket_expired_however_long_it
 def test_an_answer_of_another_exchange_under_a_pending_id_is_dropped(ctx: Context) -> None:
     """Even under a ticket still valid: what the decider relays is the pending exchange's."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
-    state = decider.on_pending(pending, None, T0, ctx).state
+    state = decider.on_pending(pending, None, T0, decider.forgotten_at(pending, ctx)).state
     assert isinstance(state, RequestState)
     made, = _answer(pending, "town", T0, 2, ctx)
     outcome = CODEC.decode(made.value, Outcome)

@@ -52,6 +52,11 @@ def _pending(ctx: Context, source: str = SOURCE, request_id: str = "r-1",
                    received + ctx.answer_timeout, b"encoded query", digest)
 
 
+def _decided(p: Pending, state: decider.State | None, ctx: Context) -> decider.Decision:
+    """The decision on `p` read at NOW, its request known as `state`."""
+    return decider.on_pending(p, state, NOW, decider.forgotten_at(p, ctx))
+
+
 def _settled(status: str) -> decider.Settled:
     """What is kept of the request of _pending once answered or timed out."""
     return decider.Settled(status, decider.fingerprint(SOURCE), DIGEST)
@@ -71,25 +76,25 @@ def _owning(ctx: Context, history: list[Pending | Outcome | Sweep]) -> tuple[dec
 
 
 def test_a_new_request_is_dispatched_once_and_its_approval_logged(ctx: Context) -> None:
-    decision = decider.on_pending(_pending(ctx), None, NOW, ctx)
+    decision = _decided(_pending(ctx), None, ctx)
     assert decision.state is not None and decision.state.status == "PENDING"
     assert _topics(decision.effects) == [topics.inbox("town"), topics.AUDIT]
-    again = decider.on_pending(_pending(ctx), decision.state, NOW, ctx)
+    again = _decided(_pending(ctx), decision.state, ctx)
     assert _topics(again.effects) == [topics.inbox("town"), topics.AUDIT], \
         "a replay of the same request repeats its (idempotent) effects"
 
 
 def test_a_reused_request_id_is_refused_as_duplicate(ctx: Context) -> None:
-    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
-    other = decider.on_pending(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=decider.
-                                        message_digest("nenkin", b"other bytes")), state, NOW, ctx)
+    state = _decided(_pending(ctx), None, ctx).state
+    other = _decided(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=decider.
+                              message_digest("nenkin", b"other bytes")), state, ctx)
     assert other.state == state
     rejection = CODEC.decode(other.effects[0].value, Rejection)
     assert rejection.reason == "DUPLICATE_REQUEST" and other.effects[0].topic == \
         topics.inbox("nenkin")
-    untold = decider.on_pending(_pending(ctx, digest=0), None, NOW, ctx).state
-    assert _topics(decider.on_pending(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=0),
-                                      untold, NOW, ctx).effects) == \
+    untold = _decided(_pending(ctx, digest=0), None, ctx).state
+    assert _topics(_decided(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=0),
+                            untold, ctx).effects) == \
         [topics.inbox("nenkin"), topics.AUDIT], "events before Pending v2 tell no digest: refused"
 
 
@@ -98,13 +103,13 @@ def test_a_copy_its_holder_sent_again_is_refused_to_it_alone_pending_or_settled(
     """The same bytes from the same holder at another offset (kept and sent again at its
     restart): no second dispatch; refused to the holder, nothing in the audit log."""
     copy = _pending(ctx, "renkei.holder.nenkin.out:0:8")
-    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    state = _decided(_pending(ctx), None, ctx).state
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     answered = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
                                           CODEC.encode(answer)), state, NOW).state
     assert answered == _settled(ANSWERED)
     for kept in (state, answered):
-        again = decider.on_pending(copy, kept, NOW, ctx)
+        again = _decided(copy, kept, ctx)
         refused, = again.effects
         assert (again.state, refused.topic) == (kept, topics.inbox("nenkin"))
         assert CODEC.decode(refused.value, Rejection).reason == "DUPLICATE_REQUEST"
@@ -115,7 +120,7 @@ def test_a_copy_its_holder_sent_again_is_refused_to_it_alone_pending_or_settled(
 
 
 def test_the_first_answer_is_relayed_and_later_ones_dropped(ctx: Context) -> None:
-    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    state = _decided(_pending(ctx), None, ctx).state
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     first = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
                                        CODEC.encode(answer)), state, NOW)
@@ -134,7 +139,7 @@ def test_the_first_answer_is_relayed_and_later_ones_dropped(ctx: Context) -> Non
 
 def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
         ctx: Context) -> None:
-    state = decider.on_pending(_pending(ctx), None, NOW, ctx).state
+    state = _decided(_pending(ctx), None, ctx).state
     assert decider.on_deadline(state, NOW, ctx).effects == [], "not due yet"
     due = decider.on_deadline(state, NOW + timedelta(seconds=31), ctx)
     assert due.state is not None and due.state.status == TIMED_OUT
