@@ -78,20 +78,21 @@ def report(files: tuple[Path, ...], results: Path) -> None:
         for part in PARTS:
             path = results / f"chaos-{part}.json"
             if path.exists():
-                found[part] = _reported(part, path)
+                found[part] = _reported(part, _read(path))
             else:
                 click.echo(f"{part}: not run (renkei chaos {part})")
-    for path in files or others(results):
-        found[str(path)] = _reported(str(path), path)
+    given = {str(path): _read(path) for path in files} if files else others(results)
+    for name, result in given.items():
+        found[name] = _reported(name, result)
     write_json(results / REPORT.name, found)
     click.echo(f"written to {results / REPORT.name}")
 
 
-def others(results: Path) -> list[Path]:
-    """The chaos results in `results` (JSON saying what was done) but each part's own."""
+def others(results: Path) -> dict[str, dict[str, Any]]:
+    """The chaos results in `results` (JSON saying what was done) but each part's own, by path."""
     mine = {f"chaos-{part}.json" for part in PARTS} | {REPORT.name}
-    return [path for path in sorted(results.glob("*.json"))
-            if path.name not in mine and "what" in (_result(path) or {})]
+    return {str(path): result for path in sorted(results.glob("*.json"))
+            if path.name not in mine and "what" in (result := _result(path) or {})}
 
 
 def _result(path: Path) -> dict[str, Any] | None:
@@ -103,11 +104,16 @@ def _result(path: Path) -> dict[str, Any] | None:
     return found if isinstance(found, dict) else None
 
 
-def _reported(name: str, path: Path) -> dict[str, Any]:
-    """A chaos result, its headline figures said under `name`."""
+def _read(path: Path) -> dict[str, Any]:
+    """A chaos result's file, read (ClickException if it holds none)."""
     result = _result(path)
     if result is None:
         raise click.ClickException(f"{path} holds no chaos result (no JSON object)")
+    return result
+
+
+def _reported(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A chaos result, its headline figures said under `name`."""
     click.echo(f"{name}: {result.get('what', '')}")
     for key, value in headline(result).items():
         click.echo(f"  {key}: {value}")
