@@ -66,8 +66,7 @@ async def card(request: web.Request) -> web.Response:
     """The reader's return: the challenge must be this session's pending one, used once."""
     session = session_of(request)
     form = await request.post()
-    pending = session.take_challenge(str(form.get("challenge", "")),
-                                     request.app[SESSIONS].wall.since)
+    pending = session.take_challenge(str(form.get("challenge", "")), request.app[SESSIONS].wall)
     if pending is None:
         return _refused(request, "resident", "challenge")
     platform = request.app[PLATFORM]

@@ -6,9 +6,10 @@ suspend ages it as it ages the login's ticket: renkei.clock.elapsed_seconds, CLO
 and at its first request after the card it signed in with is revoked, or while whether it is
 cannot be checked; at the counter, the visitor's part of a staff member's session ends likewise
 with the visitor's card (the web layer checks both, and says which). A card challenge is good
-for CHALLENGE_SECONDS elapsed since it was issued (renkei.clock: exactly, by the elapsed clock's
-mark of its issue, on this machine since its boot; else its time's timeline), whatever the wall
-clock's steps.
+until CHALLENGE_SECONDS have elapsed since it was issued (renkei.clock: exactly, by the elapsed
+clock's mark of its issue, on this machine since its boot; else its time's timeline), whatever the
+wall clock's steps, and never if read ahead of its clock (Clock.judged, as the registry side
+judges it).
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
 anonymous one goes (a signed-in one only when none is left).
@@ -22,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from renkei.clock import Clock, Mark, elapsed_seconds
+from renkei.clock import Age, Clock, Mark, elapsed_seconds
 
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
 CHALLENGE_SECONDS = 120
+CHALLENGE = timedelta(seconds=CHALLENGE_SECONDS)  # a card challenge is good for, refused at it
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,11 @@ class Session:
         """Whether a resident or an officer logged in to this session with their card."""
         return self.resident is not None or self.officer is not None
 
-    def take_challenge(self, nonce_hex: str, now_since: Callable[[datetime, Mark | None], datetime]
-                       ) -> Challenge | None:
-        """The pending challenge if it is this one and still fresh; used up either way.
-        `now_since(at, mark)` is the time now as the clock that read the challenge's time tells
-        it (renkei.clock)."""
+    def take_challenge(self, nonce_hex: str, clock: Clock) -> Challenge | None:
+        """The pending challenge if it is this one and still fresh by the `clock` that read its
+        time: younger than CHALLENGE_SECONDS, not ahead (Clock.judged); used up either way."""
         pending, self.challenge = self.challenge, None
-        if pending is None or now_since(pending.at, pending.mark) - pending.at > timedelta(
-                seconds=CHALLENGE_SECONDS):
+        if pending is None or clock.judged(pending.at, pending.mark, CHALLENGE) is not Age.YOUNG:
             return None
         try:
             nonce = bytes.fromhex(nonce_hex)

@@ -15,6 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 import portal.sessions
 from portal.sessions import CHALLENGE_SECONDS, IDLE, LIFETIME, Challenge, Resident, Sessions
 from portal.web import SESSION, switch_language
+from renkei.clock import AHEAD
 from tests.clock_helpers import Hands, machine_clocks
 
 RESIDENT = Resident("1a2b", "山田 太郎", ("R-1",), ("ABC98765XYZ",))
@@ -86,17 +87,39 @@ def test_login_renews_the_session_id_and_csrf_token() -> None:
 
 
 def test_a_card_challenge_is_used_once_and_only_while_fresh() -> None:
-    session = Sessions().new()
-    now = datetime.now(UTC)
+    hands = Hands(datetime.now(UTC))
+    sessions = Sessions(wall=hands.clock())
+    session = sessions.new()
+    now = sessions.wall()
     session.challenge = Challenge(b"\x01" * 32, "resident", now)
-    assert session.take_challenge("02" * 32, lambda *_: now) is None, "another challenge"
-    assert session.take_challenge("01" * 32, lambda *_: now) is None, "used up by the wrong try"
+    assert session.take_challenge("02" * 32, sessions.wall) is None, "another challenge"
+    assert session.take_challenge("01" * 32, sessions.wall) is None, "used up by the wrong try"
     session.challenge = Challenge(b"\x01" * 32, "resident", now)
-    assert session.take_challenge("01" * 32, lambda *_: now) is not None
-    assert session.take_challenge("01" * 32, lambda *_: now) is None, "used once"
+    assert session.take_challenge("01" * 32, sessions.wall) is not None
+    assert session.take_challenge("01" * 32, sessions.wall) is None, "used once"
     session.challenge = Challenge(b"\x01" * 32, "resident", now)
-    late = now + timedelta(seconds=CHALLENGE_SECONDS + 1)
-    assert session.take_challenge("01" * 32, lambda *_: late) is None
+    hands.passes(timedelta(seconds=CHALLENGE_SECONDS + 1))
+    assert session.take_challenge("01" * 32, sessions.wall) is None
+
+
+def test_a_card_challenge_is_refused_at_its_age_or_ahead_as_the_registry_side_refuses_it() -> None:
+    """Judged as the registry side judges it (and the authority a login's ticket: Clock.judged),
+    a challenge is refused once CHALLENGE_SECONDS old, and if read ahead of the portal's clock by
+    more than AHEAD (by its mark, or its time unmarked). The portal took it at exactly its age,
+    and ahead by any time."""
+    hands = Hands(datetime.now(UTC), 3600.0)
+    sessions = Sessions(wall=hands.clock())
+    session = sessions.new()
+    at, mark = sessions.wall(), sessions.wall.mark()
+    assert mark is not None
+    beyond = AHEAD + timedelta(seconds=1)
+    for issued, marked, taken in [(at, mark.after(beyond), False), (at + beyond, None, False),
+                                  (at + AHEAD, None, True)]:
+        session.challenge = Challenge(b"\x01" * 32, "resident", issued, marked)
+        assert (session.take_challenge("01" * 32, sessions.wall) is not None) is taken, issued
+    session.challenge = Challenge(b"\x01" * 32, "resident", at, mark)
+    hands.passes(timedelta(seconds=CHALLENGE_SECONDS))
+    assert session.take_challenge("01" * 32, sessions.wall) is None, "refused at its age"
 
 
 @pytest.mark.parametrize("step", [timedelta(hours=1), timedelta(hours=-1)])
@@ -121,7 +144,7 @@ def test_a_card_challenge_is_fresh_for_its_time_elapsed_whatever_steps_the_wall_
     if before:
         hands.steps(step)
     hands.passes(timedelta(seconds=elapsed))
-    assert (session.take_challenge("01" * 32, sessions.wall.since) is not None) is taken
+    assert (session.take_challenge("01" * 32, sessions.wall) is not None) is taken
 
 
 @pytest.mark.parametrize("back, to", [
