@@ -208,8 +208,9 @@ async def test_only_the_oversight_body_may_ask_for_holders_logs(
 
 async def test_a_holder_asked_for_its_log_is_not_told_which_other_holders_are_asked(
         clients: dict[str, HolderClient]) -> None:
-    """Each holder asked got the oversight body's request whole: every other holder under the
-    same inquiry named in it (one tipped off about another, with which it may have colluded)."""
+    """The oversight body's request names every holder under the inquiry; the platform relays
+    to each a copy naming it alone, its requests unchanged: none learns which others are asked
+    (it could tip off one it colluded with)."""
     asked = HolderLogRequest(f"inquiry-{uuid.uuid4()}", datetime.now(UTC),
                              ("nenkin", "sakura-town"), ("any",), BASIS)
     town_hall = KafkaAccess.of("sakura-town")
