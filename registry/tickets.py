@@ -19,6 +19,7 @@ authority must not load.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.events import millis
 from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
-from renkei.clock import Age, Mark
+from renkei.clock import AHEAD, Age, Mark
 from renkei.questions import Declined
 from renkei.state import private_dir, write_json
 from schemas.codec import CODEC, SchemaError
@@ -45,6 +46,7 @@ NO_TICKET, FORGED, EXPIRED, NOT_THEIRS, USED = ("no-ticket", "ticket-forged", "t
                                                 "ticket-not-theirs", "ticket-used")
 FROM_THE_FUTURE = "ticket-from-the-future"  # issued later than the authority's clock tells now
 REFUSED_BY_AGE = {Age.OLD: EXPIRED, Age.AHEAD: FROM_THE_FUTURE}
+log = logging.getLogger(__name__)
 
 
 class NoLoginKey(LookupError):
@@ -161,7 +163,12 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
         raise Declined(FORGED) from None
     if not verify_signature(public_key, signed, found.signature):
         raise Declined(FORGED)
-    refused = REFUSED_BY_AGE.get(judged(found.expires_at - LASTS, mark, LASTS))
+    age = judged(found.expires_at - LASTS, mark, LASTS)
+    if age is Age.AHEAD:
+        log.warning("a login ticket is refused: issued more than %g s later than this clock tells "
+                    "now, the registry side's clock is ahead of it (are both machines' clocks "
+                    "synced, NTP?)", AHEAD.total_seconds())
+    refused = REFUSED_BY_AGE.get(age)
     if refused is not None:
         raise Declined(refused)
     if resident_code not in found.resident_codes:

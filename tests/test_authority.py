@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import random
 import sqlite3
 import uuid
@@ -435,6 +436,21 @@ def test_a_ticket_issued_later_than_the_authoritys_clock_is_refused_as_from_the_
                  else tickets.ticket(login_key, [resident], now + ahead))
         _taken_unless(authority, login_key, resident, shown, refused_as)
     assert len(store.history(resident)) == 1
+
+
+def test_a_ticket_from_the_future_is_logged_as_the_clocks_skew(
+        store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A ticket issued just over AHEAD later than the authority's clock (the registry side's
+    clock ahead of its) is refused, and the authority says that the machines' clocks disagree:
+    it said nothing, and the portal only that the ticket was refused."""
+    now, login_key = datetime.now(UTC), Signer.generate()
+    authority = NumberingAuthority(store, clock=Hands(now, 3600.0).clock())
+    resident = random_codes(1, seed=23)[0]
+    authority.assign(resident)
+    shown = tickets.ticket(login_key, [resident], now + AHEAD + timedelta(seconds=1))
+    with caplog.at_level(logging.WARNING, logger=tickets.__name__):
+        _taken_unless(authority, login_key, resident, shown, tickets.FROM_THE_FUTURE)
+    assert "clock is ahead" in caplog.text and "NTP" in caplog.text
 
 
 @pytest.mark.parametrize("timed", ["near year 9999", "a mark's reading years ahead"])

@@ -40,6 +40,7 @@ from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
+from registry import tickets
 from renkei.questions import DECLINED
 from renkei.tasks import cancelled
 from schemas.messages import REFUSED, TIMED_OUT, Alert, CardLogin
@@ -435,6 +436,21 @@ async def test_a_change_not_seen_is_resumed_at_the_residents_next_login_wherever
     assert 'id="number-pending"' not in await (await client.get("/counter")).text()
     assert (await ask("/counter", "/counter/number"))[0] == 200
     assert fakes.changes_asked[-1] not in (first, other), "seen: the next request is a new change"
+
+
+async def test_a_ticket_refused_as_from_the_future_is_said_to_be_the_clocks_not_the_login(
+        client: Client, town: Town) -> None:
+    """The authority refuses a login's ticket issued ahead of its clock (the registry side's
+    clock ahead of its by more than AHEAD), as it would a new login's: the page says the clocks
+    disagree, not that the login could not be confirmed and to log in again."""
+    fakes = fakes_of(client)
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    fakes.number_outcome, fakes.number_detail = REFUSED, DECLINED + tickets.FROM_THE_FUTURE
+    answer = await client.post("/number", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/number"), "confirm": "yes"})
+    refused = await answer.text()
+    assert answer.status == 403 and words("ja")["number_refused_other"] not in refused
+    assert words("ja")["number_refused_clock"] in refused
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
