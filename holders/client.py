@@ -101,6 +101,7 @@ LOCK_WAIT = 0.05
 FORGET_EVERY = 3600.0
 DUPLICATE = "DUPLICATE_REQUEST"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
+KEPT_MESSAGES = (LinkageRequest, BindingRequest, RekeyRequest)
 
 
 def new_request_id() -> str:
@@ -181,7 +182,7 @@ class HolderClient:
         """Send the requests recorded and not known to be delivered, but those the broker has
         (taken just before a stop, unknown to it): those are kept no more, their answer comes
         as any other's; a copy would be refused and, past the replay window, audited again."""
-        kept = self.store.unsent()
+        kept = self._readable(self.store.unsent())
         taken = await self._taken(kept)
         if taken:
             self._delivered_ids += [request_id for request_id, _, value in kept if value in taken]
@@ -195,6 +196,31 @@ class HolderClient:
         if unsent:
             log.warning("%s: %d request(s) recorded but not known to be sent: sending them now",
                         self.holder, len(unsent))
+
+    def _readable(self, kept: list[tuple[str, str | None, bytes]]
+                  ) -> list[tuple[str, str | None, bytes]]:
+        """The kept messages this holder can read now; one it cannot (kept by an earlier version
+        under a schema retired since, or corrupt) is not sent, the platform able neither to read
+        it nor to name it in its refusal, and is settled REJECTED with why."""
+        readable = []
+        for request_id, key, value in kept:
+            try:
+                CODEC.decode(value, *KEPT_MESSAGES)
+            except SchemaError as exc:
+                self._not_sent(request_id, exc)
+            else:
+                readable.append((request_id, key, value))
+        return readable
+
+    def _not_sent(self, request_id: str, exc: SchemaError) -> None:
+        """Settle a kept request whose message cannot be read now: REJECTED, not sent."""
+        log.warning("%s: request %s kept cannot be read now (%s): not sent, settled %s",
+                    self.holder, request_id, exc, REJECTED)
+        request = self._sent(request_id, answered=True)
+        if request is not None:
+            with self.store.transaction():
+                self._finish(request, REJECTED, f"{exc.reason}: its message kept cannot be "
+                             f"read now ({exc}): not sent")
 
     async def _taken(self, kept: list[tuple[str, str | None, bytes]]) -> set[bytes]:
         """Which of these kept messages the holder's outbox has, read from TAKEN_MARGIN before

@@ -19,7 +19,6 @@ from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, Rejection
 from tests.kafka_helpers import audit_events, producer, unreadable
-from tests.loop_helpers import Deadline
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -159,27 +158,29 @@ async def test_a_kept_request_the_broker_has_is_not_sent_again_at_the_next_start
     assert [sent.count(kept.value) for _, kept in (taken, untaken, stale)] == [1, 1, 1]
 
 
-async def test_a_kept_request_unreadable_now_is_sent_at_the_next_start_as_before(
+async def test_a_kept_request_unreadable_now_is_settled_rejected_at_the_next_start(
         clients: dict[str, HolderClient]) -> None:
     """A kept message the holder cannot read now (of a schema retired since it was kept, or
-    corrupt) stops no start: the outbox is read from when the first kept was recorded, the one
-    the broker has is not sent again, the unreadable one is sent as any kept before."""
+    corrupt) stops no start and is not sent: the platform could not read it either, nor name it
+    in its refusal; it is settled REJECTED with why, whether the broker has it or not; the
+    outbox is read for the others, the one the broker has not sent again."""
     nenkin = clients[HOLDER]
     since = datetime.now(UTC) - timedelta(minutes=1)
     taken = _kept(nenkin, bound(nenkin)[8])
-    staff, terminal = staff_of(HOLDER)
-    retired = taken[1].value[:2] + b"\xfe" * 8 + taken[1].value[10:]  # UNKNOWN_SCHEMA
-    nenkin.store.open_request(new_request_id(), LINKAGE, bound(nenkin)[9], staff, terminal,
-                              outgoing=(None, retired))
+    retired = [_retired(nenkin, own) for own in bound(nenkin)[9:11]]  # the first one taken
+    await _taken_by_broker(taken[0], Send(taken[1].topic, taken[0].link_code, retired[0][1]))
     await _taken_by_broker(*taken)
     await nenkin._send_kept()
     assert (await nenkin.outcome(taken[0].request_id, 30)).status == "FOUND"
-    deadline = Deadline(10, "the unreadable request sent and kept no more")
-    while nenkin.store.unsent():
-        deadline.check()
-        await asyncio.sleep(0.05)
+    for request_id, _ in retired:
+        settled = nenkin.store.request(request_id)
+        assert settled is not None
+        assert (settled.status, (settled.detail or "").split(":")[0]) == (
+            "REJECTED", "UNKNOWN_SCHEMA"), settled
+    assert not nenkin.store.unsent()
     sent = await _on_outbox(since)
-    assert [sent.count(value) for value in (taken[1].value, retired)] == [1, 1]
+    assert [sent.count(value) for value in (taken[1].value, *(v for _, v in retired))] == [
+        1, 1, 0]
 
 
 async def test_each_kept_request_is_sent_again_when_its_holder_cannot_read_its_outbox(
@@ -213,6 +214,16 @@ def _kept(client: HolderClient, own: str,
         provider="sakura-town", data_type="local_tax", purpose="審査",
         outgoing=(kept.key, kept.value)))
     return request, kept
+
+
+def _retired(client: HolderClient, own: str) -> tuple[str, bytes]:
+    """A linkage request about this record kept under a schema retired since (its id, its
+    message)."""
+    request, kept = _kept(client, own)
+    retired = kept.value[:2] + b"\xfe" * 8 + kept.value[10:]  # UNKNOWN_SCHEMA
+    client.store.db.execute("UPDATE requests SET outgoing = ? WHERE request_id = ?",
+                            (retired, request.request_id))
+    return request.request_id, retired
 
 
 async def _taken_by_broker(request: LinkageRequest, kept: Send) -> None:
