@@ -146,8 +146,11 @@ class HolderClient:
         self.instance = f"{acls.holder_group(holder)}{instance}"
         self.access = access or KafkaAccess.of(holder)
         self._key = sealing.key_of(holder)
-        self._answers_in = sealing.SessionOpener(self._key)
-        self._answers_out = sealing.SessionSealer()
+        self._signing = sealing.signing_key_of(holder)
+        self._answers_in = sealing.SessionOpener(self._key, holder=holder)
+        self._signed_out = sealing.SessionSealer(signer=sealing.Signer(holder, self._signing))
+        self._unsigned_out = sealing.SessionSealer()  # while its entry has no signing key
+        self._unsigned_from: set[str] = set()  # providers whose unsigned answers were warned of
         self.directory = CompactedView(self.access, topics.DIRECTORY,
                                        lambda b: CODEC.decode(b, HolderEntry))
         self._producer = producer_for(self.access, linger_ms=LINGER_MS)
@@ -242,14 +245,22 @@ class HolderClient:
             return set()
 
     def _check_key(self) -> None:
-        """Refuse to start with a sealing key other than the directory's (a key file lost and
-        made anew, or another's): every answer sealed to this holder would be unreadable."""
+        """Refuse to start with a sealing or signing key other than the directory's (a key file
+        lost and made anew, or another's): every answer sealed to this holder would be
+        unreadable, every answer it signs refused."""
         entry = self._own_entry()
-        if entry is not None and entry.public_key != sealing.public_bytes(self._key):
-            raise sealing.BadSealingKey(
-                f"the sealing key of {self.holder} in {sealing.key_file(self.holder)} is not "
-                "the one the holder directory has: restore it from a backup (or register the "
-                f"holder again, `renkei holder register {self.holder} …`, to publish this one)")
+        if entry is None:
+            return
+        for kind, published, key in (
+                (sealing.SEALING, entry.public_key, self._key),
+                (sealing.SIGNING, entry.signing_key or sealing.public_bytes(self._signing),
+                 self._signing)):
+            if published != sealing.public_bytes(key):
+                raise sealing.BadSealingKey(
+                    f"the {kind} key of {self.holder} in {sealing.key_file(self.holder, kind)} "
+                    "is not the one the holder directory has: restore it from a backup (or "
+                    f"register the holder again, `renkei holder register {self.holder} …`, to "
+                    "publish this one)")
 
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`; raise what ended the inbox loop first, if something did (the
@@ -724,9 +735,24 @@ class HolderClient:
             return self._rekeyed(request, message)
         fields = None
         if message.status == FOUND:
-            payload = self._answers_in.open(message.sealed_payload, message.request_id)
+            payload = self._answers_in.open(message.sealed_payload, message.request_id,
+                                            self._signed_by(request.provider or message.provider))
             fields = dict(CODEC.decode(payload, Payload).fields)
         return self._finish(request, message.status, None, fields)
+
+    def _signed_by(self, provider: str) -> sealing.SignedBy | None:
+        """Whom a provider's answer sessions are to be signed by, as its directory entry says;
+        None (unsigned, as before signing was, warned of once a provider) for a provider whose
+        entry has no signing key: one not registered again since, or no longer in it."""
+        entry = self.directory.entries.get(provider.encode())
+        if entry is not None and entry.signing_key:
+            return sealing.SignedBy(provider, entry.signing_key)
+        if provider not in self._unsigned_from:
+            self._unsigned_from.add(provider)
+            log.warning("%s: the directory has no signing key of provider %s: its answers are "
+                        "taken unsigned (the platform could have made them) until it is "
+                        "registered again", self.holder, provider)
+        return None
 
     def _answer_refused(self, rejection: Rejection) -> bool:
         """This holder's answer to a query, refused by the platform (its ticket expired on the
@@ -827,11 +853,18 @@ class HolderClient:
             return NOT_FOUND, b""
         payload = CODEC.encode(Payload(query.data_type, fields))
         try:
-            return FOUND, self._answers_out.seal(requester_key, payload, query.request_id)
+            return FOUND, self._answers_out().seal(requester_key, payload, query.request_id,
+                                                   query.requester)
         except ValueError as exc:  # a key that is not an X25519 public key one can seal to
             log.warning("%s: the directory's key of requester %s cannot be sealed to (%s): "
                         "query %s refused", self.holder, query.requester, exc, query.request_id)
             return REFUSED, b""
+
+    def _answers_out(self) -> sealing.SessionSealer:
+        """Signed sessions once this holder's entry publishes its signing key (requesters then
+        refuse unsigned ones), unsigned until then (requesters expect them so)."""
+        entry = self._own_entry()
+        return self._signed_out if entry is not None and entry.signing_key else self._unsigned_out
 
     def _answer(self, query: ProviderQuery) -> Send:
         """Step ③ at the provider: find the person by link code, seal the data to the requester."""

@@ -45,10 +45,11 @@ class ReservedRole(ValueError):
 
 def holder_entry(holder: str, name: str, role: str, unit: str | None = None,
                  private: bool = False, epoch: int = 0) -> HolderEntry:
-    """A holder's entry, with the public half of its sealing key (made now if it has none)."""
+    """A holder's entry, with the public halves of its sealing and signing keys (made now if
+    it has none)."""
     return HolderEntry(holder, name, role, unit or holder, epoch,
                        sealing.public_bytes(sealing.key_of(holder)), private, True,
-                       datetime.now(UTC))
+                       datetime.now(UTC), sealing.public_bytes(sealing.signing_key_of(holder)))
 
 
 def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, role: str,

@@ -5,6 +5,12 @@ A binding's few messages are sealed one by one (the request id is the HPKE info)
 answers, thousands a second, are sealed in sessions: per requester, a fresh AES key sealed by
 HPKE once a minute, then AES-GCM per answer with the request id as associated data — the
 X25519 work of a single seal and open (about 120 µs here) once a minute instead of per answer.
+HPKE's base mode tells the requester nothing of who sealed (anyone with its public key can, the
+platform relaying the answers too), so a provider whose directory entry publishes a signing key
+signs each session's header — the sealed session key, the requester, the provider, when — with
+its Ed25519 key, and the requester opens a session of that provider only if the signature
+verifies against its entry: once a session, nothing per answer. A provider whose entry has no
+signing key (a holder not registered again since) seals unsigned sessions as before.
 
 What is sealed is padded first (ISO/IEC 7816-4: 0x80, then zeros), so a sealed length does not
 tell how long the data inside is (an income's digits, a name's or an address's characters): to
@@ -21,11 +27,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import TypeVar
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
@@ -37,6 +45,10 @@ SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
 SESSION_INFO = b"renkei answer session"
 WRAPPED = 32 + 16 + 16  # a session key sealed: X25519 encapsulation, AES-128 key, tag
 NONCE = 12
+SIGNED_SESSION = b"renkei signed answer session\x00"  # what a session's signature is over
+ISSUED = 8  # a signed session's time of making, in milliseconds since the epoch
+SIGNATURE = 64  # Ed25519
+SIGNED = WRAPPED + ISSUED + SIGNATURE  # a signed session's header
 PADDED = b"renkei padded\x00"  # before the request id: the plaintext is padded
 SMALLEST = 512  # padded bytes: four attributes of a 30-character name, an 80-character address
 PAD_MARK = 0x80
@@ -47,11 +59,12 @@ class CannotOpen(ValueError):
 
 
 class BadSealingKey(ValueError):
-    """An owner's sealing key file that cannot be read, or whose key is not the one the holder
-    directory has of it (nothing sealed to it could be opened)."""
+    """An owner's sealing (or signing) key file that cannot be read, or whose key is not the one
+    the holder directory has of it (nothing sealed to it could be opened, nothing it signed
+    verified)."""
 
 
-def public_bytes(key: X25519PrivateKey) -> bytes:
+def public_bytes(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -127,72 +140,131 @@ def _cannot_open(request_id: str) -> CannotOpen:
 
 @dataclass(slots=True)
 class _Session:
-    wrapped: bytes
+    header: bytes
     aead: AESGCM
     until: float
     left: int
 
 
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """A provider and its signing key, which signs each session it makes."""
+
+    holder: str
+    key: Ed25519PrivateKey = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBy:
+    """The provider a session is to be signed by, and its signing key in the directory."""
+
+    holder: str
+    public_key: bytes
+
+
+def session_signed_bytes(wrapped: bytes, issued: bytes, requester: str, provider: str) -> bytes:
+    """What a session's signature is over: the sealed session key, when it was made, and who
+    it is from and to (each name led by its length: no two pairs give the same bytes)."""
+    names = b"".join(len(name).to_bytes(2, "big") + name
+                     for name in (requester.encode(), provider.encode()))
+    return SIGNED_SESSION + issued + wrapped + names
+
+
 class SessionSealer:
-    """Seals answers to requesters: wrapped session key ‖ nonce ‖ AES-GCM(answer, request id).
+    """Seals answers to requesters: session header ‖ nonce ‖ AES-GCM(answer, request id); the
+    header is the wrapped session key, and with a `signer` when it was made and its signature.
 
     A requester's session key is replaced after `seconds` or `messages`, whichever comes first
     (random 96-bit nonces stay far below AES-GCM's limit of 2³² per key)."""
 
-    def __init__(self, seconds: float = 60.0, messages: int = 10_000) -> None:
+    def __init__(self, seconds: float = 60.0, messages: int = 10_000,
+                 signer: Signer | None = None) -> None:
         self.seconds = seconds
         self.messages = messages
-        self._sessions: dict[bytes, _Session] = {}
+        self.signer = signer
+        self._sessions: dict[tuple[str, bytes], _Session] = {}
 
-    def seal(self, public_key: bytes, plaintext: bytes, request_id: str) -> bytes:
+    def seal(self, public_key: bytes, plaintext: bytes, request_id: str,
+             requester: str = "") -> bytes:
         now = time.monotonic()
-        session = self._sessions.get(public_key)
+        session = self._sessions.get((requester, public_key))
         if session is None or session.left <= 0 or now >= session.until:
             key = AESGCM.generate_key(bit_length=128)
-            session = self._sessions[public_key] = _Session(
-                SUITE.encrypt(key, _recipient(public_key), info=SESSION_INFO), AESGCM(key),
-                now + self.seconds, self.messages)
+            session = self._sessions[requester, public_key] = _Session(
+                self._header(SUITE.encrypt(key, _recipient(public_key), info=SESSION_INFO),
+                             requester), AESGCM(key), now + self.seconds, self.messages)
         session.left -= 1
         nonce = os.urandom(NONCE)
-        return session.wrapped + nonce + session.aead.encrypt(nonce, padded(plaintext),
-                                                              PADDED + request_id.encode())
+        return session.header + nonce + session.aead.encrypt(nonce, padded(plaintext),
+                                                             PADDED + request_id.encode())
+
+    def _header(self, wrapped: bytes, requester: str) -> bytes:
+        if self.signer is None:
+            return wrapped
+        issued = int(time.time() * 1000).to_bytes(ISSUED, "big")
+        return wrapped + issued + self.signer.key.sign(
+            session_signed_bytes(wrapped, issued, requester, self.signer.holder))
 
 
 class SessionOpener:
-    """Opens what a `SessionSealer` sealed to this key; each session key is unwrapped once."""
+    """Opens what a `SessionSealer` sealed to this key (`holder`'s); each session key is
+    unwrapped, and its signature checked, once."""
 
-    def __init__(self, key: X25519PrivateKey, remembered: int = 1024) -> None:
+    def __init__(self, key: X25519PrivateKey, remembered: int = 1024, holder: str = "") -> None:
         self.key = key
+        self.holder = holder
         self._aead = lru_cache(maxsize=remembered)(self._unwrap)  # a failed unwrap is not kept
 
-    def open(self, sealed: bytes, request_id: str) -> bytes:
-        wrapped, nonce, body = (sealed[:WRAPPED], sealed[WRAPPED:WRAPPED + NONCE],
-                                sealed[WRAPPED + NONCE:])
+    def open(self, sealed: bytes, request_id: str, signed_by: SignedBy | None = None) -> bytes:
+        """The answer, from a session signed by `signed_by` if given, else an unsigned one."""
+        header = WRAPPED if signed_by is None else SIGNED
         try:
-            aead = self._aead(wrapped)
-        except NOT_OPENED as exc:
+            aead = self._aead(sealed[:header], signed_by)
+        except (*NOT_OPENED, InvalidSignature) as exc:
             raise _cannot_open(request_id) from exc
-        return _opened(partial(aead.decrypt, nonce, body), request_id)
+        return _opened(partial(aead.decrypt, sealed[header:header + NONCE],
+                               sealed[header + NONCE:]), request_id)
 
-    def _unwrap(self, wrapped: bytes) -> AESGCM:
+    def _unwrap(self, header: bytes, signed_by: SignedBy | None) -> AESGCM:
+        wrapped = header[:WRAPPED]
+        if signed_by is not None:
+            issued, signature = header[WRAPPED:WRAPPED + ISSUED], header[WRAPPED + ISSUED:]
+            Ed25519PublicKey.from_public_bytes(signed_by.public_key).verify(
+                signature, session_signed_bytes(wrapped, issued, self.holder, signed_by.holder))
         return AESGCM(SUITE.decrypt(wrapped, self.key, info=SESSION_INFO))
 
 
-def key_file(owner: str) -> Path:
-    """Where `owner`'s sealing key pair is kept."""
-    return private_dir("keys", "sealing") / f"{owner}.json"
+SEALING, SIGNING = "sealing", "signing"
+K = TypeVar("K", X25519PrivateKey, Ed25519PrivateKey)
+
+
+def key_file(owner: str, kind: str = SEALING) -> Path:
+    """Where `owner`'s sealing (or signing) key pair is kept."""
+    return private_dir("keys", kind) / f"{owner}.json"
 
 
 def key_of(owner: str) -> X25519PrivateKey:
     """The sealing key pair of `owner` (a holder, the registry, the authority), made on first use
     in the state folder; its public half goes into the holder directory."""
-    path = key_file(owner)
+    return _kept(owner, SEALING, X25519PrivateKey.from_private_bytes, X25519PrivateKey.generate)
+
+
+def signing_key_of(holder: str) -> Ed25519PrivateKey:
+    """The key a holder signs its answer sessions with, made on first use in the state folder;
+    its public half goes into the holder directory."""
+    return _kept(holder, SIGNING, Ed25519PrivateKey.from_private_bytes,
+                 Ed25519PrivateKey.generate)
+
+
+def _kept(owner: str, kind: str, load: Callable[[bytes], K], make: Callable[[], K]) -> K:
+    """`owner`'s key of this kind from its file, or made now and kept there."""
+    path = key_file(owner, kind)
     if path.exists():
         try:
-            return X25519PrivateKey.from_private_bytes(bytes.fromhex(read_json(path)["private"]))
+            return load(bytes.fromhex(read_json(path)["private"]))
         except (ValueError, KeyError, TypeError) as exc:  # not JSON, no key, not one (no value)
-            raise BadSealingKey(f"the sealing key of {owner} in {path} cannot be read "
+            raise BadSealingKey(f"the {kind} key of {owner} in {path} cannot be read "
                                 f"({type(exc).__name__}): restore it from a backup") from None
-    key = X25519PrivateKey.generate()
+    key = make()
     write_json(path, {"private": key.private_bytes_raw().hex()}, private=True)
     return key

@@ -233,6 +233,7 @@ class HolderEntry:
     private: bool
     active: bool
     updated_at: datetime
+    signing_key: bytes | None = None  # Ed25519, its answer sessions' (None from v1: unsigned)
 
 
 @dataclass(frozen=True, slots=True)

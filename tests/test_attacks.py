@@ -186,7 +186,7 @@ async def test_a_binding_request_reusing_an_id_is_logged_as_its_own(
 async def test_the_platform_cannot_open_a_relayed_answer(
         clients: dict[str, HolderClient]) -> None:
     """The answer the platform relays is sealed to the requester: none of the platform side's
-    keys opens it, the requester's does."""
+    keys opens it, the requester's does, its session signed by the provider's directory key."""
     nenkin = clients[HOLDER]
     access = KafkaAccess.of(HOLDER)
     inbox = AIOKafkaConsumer(topics.inbox(HOLDER), **access.aiokafka(), enable_auto_commit=False)
@@ -204,11 +204,14 @@ async def test_the_platform_cannot_open_a_relayed_answer(
     for key in platform_side:
         with pytest.raises(sealing.CannotOpen):
             sealing.SessionOpener(key).open(answer.sealed_payload, request_id)
-    requester = sealing.SessionOpener(sealing.key_of(HOLDER))
-    opened = requester.open(answer.sealed_payload, request_id)
-    assert b"taxable_income" in opened, "positive control: the requester opens it"
+    requester = sealing.SessionOpener(sealing.key_of(HOLDER), holder=HOLDER)
+    signing_key = nenkin.entry("sakura-town").signing_key
+    assert signing_key, "the provider's entry publishes its signing key"
+    provider = sealing.SignedBy("sakura-town", signing_key)
+    opened = requester.open(answer.sealed_payload, request_id, provider)
+    assert b"taxable_income" in opened, "positive control: the requester opens it, signed"
     with pytest.raises(sealing.CannotOpen):  # nor under another request's id
-        requester.open(answer.sealed_payload, str(uuid.uuid4()))
+        requester.open(answer.sealed_payload, str(uuid.uuid4()), provider)
 
 
 async def _answer_of(inbox: AIOKafkaConsumer, request_id: str) -> LinkageAnswer:

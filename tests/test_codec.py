@@ -24,6 +24,7 @@ from schemas.codec import (
 from schemas.messages import (
     BindingAnswer,
     BindingCandidate,
+    HolderEntry,
     LegalPattern,
     LinkageRequest,
     Rejection,
@@ -87,6 +88,15 @@ def test_older_writer_is_read_with_the_newer_schema() -> None:
     pattern = CODEC.decode(data, LegalPattern)
     assert pattern.annex_item is None and pattern.data_types == ("local_tax",)
     assert data[2:10] != CODEC.latest("LegalPattern").fingerprint
+
+
+def test_a_directory_entry_of_before_signing_reads_with_no_signing_key() -> None:
+    """HolderEntry v2 added the holder's signing key: an entry written with v1 has none."""
+    v1 = {"holder_id": "city-a", "name": "A", "role": "municipality", "link_unit": "city-a",
+          "key_epoch": 0, "public_key": b"k" * 32, "private": False, "active": True,
+          "updated_at": NOW}
+    entry = CODEC.decode(CODEC.encode_record("HolderEntry", v1, version=1), HolderEntry)
+    assert entry.signing_key is None and entry.public_key == b"k" * 32
 
 
 def test_the_shipped_schemas_pass_the_compatibility_gate() -> None:

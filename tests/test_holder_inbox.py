@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.acls import OVERSIGHT
 from broker.clients import KafkaAccess
@@ -25,6 +26,7 @@ from holders.client import (
     LINKAGE,
     REKEY,
     SYSTEM,
+    UNREADABLE,
     HolderClient,
     RekeyRefused,
     new_request_id,
@@ -45,6 +47,8 @@ from schemas.messages import (
     HolderEntry,
     HolderLogAnswer,
     HolderLogRequest,
+    LinkageAnswer,
+    Payload,
     ProviderAnswer,
     ProviderQuery,
     Rejection,
@@ -176,11 +180,13 @@ def query(link_code: str, within: float = 30.0) -> ProviderQuery:
                          datetime.now(UTC) + timedelta(seconds=within))
 
 
-def in_directory(client: HolderClient, public_key: bytes, holder: str = REQUESTER) -> None:
-    """The requester (or another party), as the directory has it, with this sealing key."""
+def in_directory(client: HolderClient, public_key: bytes, holder: str = REQUESTER,
+                 signing_key: bytes | None = None) -> None:
+    """The requester (or another party), as the directory has it, with this sealing key (and
+    signing key: none, an entry of before signing)."""
     client.directory.entries[holder.encode()] = HolderEntry(
         holder, "City Y", "municipality", holder, 0, public_key, False, True,
-        datetime.now(UTC))
+        datetime.now(UTC), signing_key)
 
 
 async def test_a_requester_key_that_cannot_be_sealed_to_refuses_its_query_only(
@@ -522,3 +528,49 @@ async def _forgotten(client: HolderClient, request_id: str) -> None:
     while client.store.request(request_id) or client.store.access_log(request_id):
         deadline.check()
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("published", "sealed_by", "outcome"), [
+    (True, "provider", FOUND),
+    (True, "relay", UNREADABLE),  # sealed with only the requester's public key: refused
+    (False, "relay", FOUND),  # a provider not registered again since signing: as before
+])
+async def test_an_answer_opens_only_from_a_session_its_provider_signed(
+        client: HolderClient, caplog: pytest.LogCaptureFixture, published: bool,
+        sealed_by: str, outcome: str) -> None:
+    provider = Ed25519PrivateKey.generate()
+    in_directory(client, bytes(32), signing_key=sealing.public_bytes(provider) if published
+                 else None)
+    sealer = sealing.SessionSealer(signer=sealing.Signer(REQUESTER, provider)
+                                   if sealed_by == "provider" else None)
+    request_id = new_request_id()
+    client.store.open_request(request_id, LINKAGE, "H-1", STAFF, TERMINAL, pattern_id="P-1",
+                              provider=REQUESTER, data_type="local_tax")
+    sealed = sealer.seal(sealing.public_bytes(sealing.key_of(HOLDER)), CODEC.encode(
+        Payload("local_tax", {"taxable_income": "3200000"})), request_id, HOLDER)
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        await handle(client, LinkageAnswer(request_id, "ABC98765XYZ", REQUESTER, "P-1",
+                                           "local_tax", FOUND, sealed))
+    assert status(client, request_id) == outcome
+    assert (f"no signing key of provider {REQUESTER}" in caplog.text) is not published
+
+
+@pytest.mark.parametrize("published", [True, False])
+async def test_a_provider_signs_its_sessions_once_its_entry_publishes_its_signing_key(
+        client: HolderClient, published: bool) -> None:
+    """Requesters refuse an unsigned session of a provider whose entry has a signing key, and
+    expect one of a provider whose entry has none."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    requester = sealing.key_of(REQUESTER)
+    in_directory(client, sealing.public_bytes(requester))
+    signing = sealing.public_bytes(sealing.signing_key_of(HOLDER))
+    in_directory(client, bytes(32), HOLDER, signing if published else None)
+    asked = query("ABC98765XYZ")
+    [answer] = await handle(client, asked)
+    assert isinstance(answer.message, ProviderAnswer)
+    opened = sealing.SessionOpener(requester, holder=REQUESTER).open(
+        answer.message.sealed_payload, asked.request_id,
+        sealing.SignedBy(HOLDER, signing) if published else None)
+    assert CODEC.decode(opened, Payload).fields == {"taxable_income": "3200000"}

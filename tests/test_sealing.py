@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -188,3 +189,47 @@ def test_bytes_sealed_unpadded_before_the_upgrade_still_open() -> None:
         sealing.open_sealed(key, old, "r-2")
     with pytest.raises(sealing.CannotOpen):
         opener.open(old_answer, "r-2")
+
+
+def _provider(holder: str = "city-b") -> tuple[sealing.SessionSealer, sealing.SignedBy]:
+    """A provider's sealer of signed sessions, and the signer its directory entry names."""
+    key = Ed25519PrivateKey.generate()
+    return (sealing.SessionSealer(signer=sealing.Signer(holder, key)),
+            sealing.SignedBy(holder, sealing.public_bytes(key)))
+
+
+def test_a_session_signed_by_its_provider_opens_and_one_forged_by_the_relay_does_not() -> None:
+    """Whoever has only the requester's public key (the platform relaying answers) can seal an
+    answer to it, but not sign its session as the provider: the requester refuses it."""
+    key, public = _pair()
+    sealer, provider = _provider()
+    opener = sealing.SessionOpener(key, holder="city-a")
+    genuine = sealer.seal(public, b"taxable_income=1", "r-1", "city-a")
+    forger, forged_signer = _provider()  # its own key, the provider's name
+    forged = [sealing.SessionSealer().seal(public, b"taxable_income=9", "r-1"),
+              forger.seal(public, b"taxable_income=9", "r-1", "city-a"),
+              # the genuine header, its time altered
+              genuine[:sealing.WRAPPED] + bytes(sealing.ISSUED) + genuine[sealing.WRAPPED
+                                                                          + sealing.ISSUED:]]
+    for bad in forged:
+        with pytest.raises(sealing.CannotOpen):
+            opener.open(bad, "r-1", provider)
+    with pytest.raises(sealing.CannotOpen):  # the provider's session, said to be another's
+        opener.open(genuine, "r-1", replace(forged_signer, holder="city-c"))
+    with pytest.raises(sealing.CannotOpen):  # nor one it made for another requester
+        sealing.SessionOpener(key, holder="city-d").open(genuine, "r-1", provider)
+    assert opener.open(genuine, "r-1", provider) == b"taxable_income=1", "positive control"
+    assert opener.open(forged[1], "r-1", forged_signer) == b"taxable_income=9", (
+        "positive control: the forger's session opens as its own")
+
+
+def test_a_signed_session_is_signed_once_and_adds_nothing_per_answer() -> None:
+    key, public = _pair()
+    sealer, provider = _provider()
+    sealed = [sealer.seal(public, b"%d" % i, f"r-{i}", "city-a") for i in range(3)]
+    assert len({s[:sealing.SIGNED] for s in sealed}) == 1
+    assert {len(s) for s in sealed} == {len(sealing.SessionSealer().seal(public, b"0", "r-0"))
+                                        + sealing.ISSUED + sealing.SIGNATURE}
+    opener = sealing.SessionOpener(key, holder="city-a")
+    assert [opener.open(s, f"r-{i}", provider) for i, s in enumerate(sealed)] == [
+        b"0", b"1", b"2"]
