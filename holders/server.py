@@ -11,7 +11,9 @@ the same transaction, for as long as the request is kept (7 years after its answ
 server forgets it then, as `renkei holder purge` does). The same key again, as after a dropped
 connection, answers the request made then (its id; `sent` as it stands) and makes none, once
 the caller is found to be staff who may act (else 403, as any call); the same key with another
-body is 422, and while the first call is still being made 409."""
+body is 422 `idempotency_key_reused`, and while the first call is still being made 409
+`idempotency_key_in_use` with Retry-After (ask again: the one answer that says so). A linkage
+request for a record not bound to a link code is 422 `not_bound` (bind it first)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import logging
 import math
 import secrets
 import sqlite3
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,24 +74,31 @@ def _json(data: Any, status: int = 200) -> web.Response:
         d, ensure_ascii=False))
 
 
+def _error(status: int, error: str, detail: str,
+           headers: Iterable[tuple[str, str]] = ()) -> web.Response:
+    """An error answer: {"error": a code a program tells apart, "detail": one line}."""
+    response = _json({"error": error, "detail": detail}, status)
+    response.headers.extend(headers)
+    return response
+
+
 @web.middleware
 async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error answer in JSON, as every other answer is: {"error": its status's reason
-    (`not_found`, …), "detail": one line}; the handlers' and aiohttp's own alike (no such path
-    404, a method the path does not take 405, a body too large 413), with their headers, and a
-    fault of the server's (500, logged)."""
+    """Every error answer in JSON, as every other answer is, in the shape of the API's own
+    refusals (_error: `not_bound`, …): {"error": its status's reason (`not_found`, …), "detail":
+    one line}; the handlers' and aiohttp's own alike (no such path 404, a method the path does
+    not take 405, a body too large 413), with their headers, and a fault of the server's (500,
+    logged)."""
     try:
         return await handler(request)
     except web.HTTPError as exc:
-        response = _json({"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text},
-                         exc.status)
-        response.headers.extend((name, value) for name, value in exc.headers.items()
-                                if name.lower() not in _OF_THE_TEXT_BODY)
-        return response
+        return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason,
+                      ((name, value) for name, value in exc.headers.items()
+                       if name.lower() not in _OF_THE_TEXT_BODY))
     except Exception as exc:  # a fault of the server's: its log has the traceback
         log.exception("%s %s failed", request.method, request.path)
-        return _json({"error": "internal_server_error",
-                      "detail": f"{type(exc).__name__}: see the communication server's log"}, 500)
+        return _error(500, "internal_server_error",
+                      f"{type(exc).__name__}: see the communication server's log")
 
 
 @web.middleware
@@ -186,13 +195,14 @@ def _flag(body: dict[str, Any], name: str) -> bool:
 async def _made(making: Awaitable[str]) -> web.Response:
     """The answer to a call that makes a request: 202 with its id (or kept, not sent yet), else
     its error's status: the idempotency key given with another body 422, the request under it
-    still being made 409, an operator or terminal that may not act 403."""
+    still being made 409 (to be asked again), an operator or terminal that may not act 403."""
     try:
         return _accepted(await making)
     except KeyReused as exc:
-        raise web.HTTPUnprocessableEntity(text=str(exc)) from exc
+        return _error(422, "idempotency_key_reused", str(exc))
     except KeyInUse as exc:
-        raise web.HTTPConflict(text=str(exc)) from exc
+        return _error(409, "idempotency_key_in_use", str(exc),
+                      [("Retry-After", str(math.ceil(STORE_RETRY)))])
     except NotAuthorized as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc
     except NotSentYet as exc:
@@ -217,7 +227,7 @@ async def linkage(request: web.Request) -> web.Response:
             _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
             _field(body, "terminal"), _keyed(request, body)))
     except NotBound as exc:
-        raise web.HTTPConflict(text=str(exc)) from exc
+        return _error(422, "not_bound", str(exc))
 
 
 async def outcome(request: web.Request) -> web.Response:

@@ -18,9 +18,9 @@ from aiohttp import web
 
 import holders.server
 from broker import credentials
-from holders.client import BINDING, LINKAGE, HolderClient
+from holders.client import BINDING, LINKAGE, HolderClient, KeyReused, NotBound
 from holders.server import _serve_http, address_file, recorded
-from holders.store import HolderStore, Keyed
+from holders.store import HolderStore, Keyed, KeyInUse
 from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
@@ -63,6 +63,18 @@ class _Impatient(_Authorizing):
     def __init__(self, store: HolderStore) -> None:
         super().__init__(store)
         store.db.execute("PRAGMA busy_timeout = 50")
+
+
+_REFUSALS = {"H-unbound": NotBound("record 'H-unbound' is not bound to a link code"),
+             "H-in-use": KeyInUse("a request under this idempotency key is being made"),
+             "H-reused": KeyReused("the idempotency key was given already, with another body")}
+
+
+class _Refusing(_Unstarted):
+    """A holder library that refuses each linkage request as _REFUSALS has its record."""
+
+    async def request(self, own_number: str, *rest: object) -> str:
+        raise _REFUSALS[own_number]
 
 
 @asynccontextmanager
@@ -302,6 +314,26 @@ async def test_every_error_answer_is_json_in_one_shape(
     assert detail in answer["detail"] and "\n" not in answer["detail"], answer
 
 
+async def test_a_key_still_in_use_is_told_apart_from_a_record_not_bound(tmp_path: Path) -> None:
+    """A holder's system retrying during a re-keying is told to ask again (409 with Retry-After,
+    the one answer that says so), not that its record is not bound: each refusal by its own
+    status and code."""
+    async with _serving(tmp_path, _Refusing) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        answers = {}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            for own_number in _REFUSALS:
+                body = {"own_number": own_number, "pattern_id": "P-037", "provider": "p",
+                        "data_type": "d", "purpose": "審査", "operator": "o", "terminal": "t"}
+                async with http.post(url + "/requests", json=body,
+                                     headers={"Idempotency-Key": "k-1"}) as response:
+                    answers[own_number] = (response.status, (await response.json())["error"],
+                                           response.headers.get("Retry-After"))
+    assert answers == {"H-unbound": (422, "not_bound", None),
+                       "H-in-use": (409, "idempotency_key_in_use", "1"),
+                       "H-reused": (422, "idempotency_key_reused", None)}
+
+
 @asynccontextmanager
 async def _served(client: HolderClient) -> AsyncIterator[aiohttp.ClientSession]:
     """The communication server of a started holder library; a session with its token."""
@@ -359,7 +391,7 @@ async def test_a_post_retried_with_its_idempotency_key_makes_one_request(
             assert reused.status == 422, await reused.text()
             refused = await reused.json()
     (request_id,) = ids
-    assert refused["error"] == "unprocessable_entity" and request_id in refused["detail"]
+    assert refused["error"] == "idempotency_key_reused" and request_id in refused["detail"]
     assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
     after = nenkin.store.counts(LINKAGE)
     assert sum(after.values()) - sum(before.values()) == 1, (before, after)
