@@ -7,8 +7,8 @@ one.
 POST /bindings and POST /requests make a request and answer 202 {"request_id", "sent"}. A call
 may carry an `Idempotency-Key` header (any text up to KEY_CHARS characters, e.g. a UUID; the IETF
 draft "The Idempotency-Key HTTP Header Field"): the key is stored with the request it makes, in
-the same transaction, for as long as the request is kept (7 years after its answer: the
-server forgets it then, as `renkei holder purge` does). The same key again, as after a dropped
+the same transaction, for as long as the request is kept (RETENTION_YEARS after its answer:
+the server forgets it then, as `renkei holder purge` does). The same key again, as after a dropped
 connection, answers the request made then (its id; `sent` as it stands) and makes none, once
 the caller is found to be staff who may act (else 403, as any call); the same key with another
 body is 422 `idempotency_key_reused`, and while the first call is still being made 409

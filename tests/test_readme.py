@@ -1,5 +1,6 @@
 """The README's CLI section names every command `renkei --help` lists (those for internal use,
-hidden, aside), so that a newcomer reading it finds each one."""
+hidden, aside), so that a newcomer reading it finds each one; the retention it gives is the
+code's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from audit.store import RETENTION_YEARS
+from broker import topics
 from renkei.cli import main
 
 README = Path(__file__).parent.parent / "README.md"
@@ -38,3 +41,13 @@ def test_the_readme_names_every_command() -> None:
     missing = [" ".join(words) for words in _commands(main, (), None)
                if not _named(section, words)]
     assert not missing, f"not in the README's CLI section: {missing}"
+
+
+def test_the_readme_gives_the_retention_the_code_keeps() -> None:
+    """Each number of years the README gives (the holder's purge, the audit topic) is
+    RETENTION_YEARS, which the purges keep to, and the audit topic's retention is as long."""
+    text = README.read_text(encoding="utf-8")
+    assert re.findall(r"\b(\d+) years\b", text) == [str(RETENTION_YEARS)] * 2
+    assert re.search(rf"renkei\.audit \({RETENTION_YEARS} years\)", text)
+    (audit,) = (spec for spec in topics.platform_topics() if spec.name == "renkei.audit")
+    assert audit.retention == f"{RETENTION_YEARS}y"
