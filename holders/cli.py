@@ -110,9 +110,7 @@ def purge(holder: str) -> None:
     cutoff = retention_cutoff(datetime.now(UTC))
     with _store(holder) as store:
         forgotten = Forgotten.of(store.forget_before(cutoff))
-    click.echo(f"{holder}: {forgotten.requests} requests, {forgotten.log_entries} access-log "
-               f"entries and {forgotten.cases} investigations closed from before "
-               f"{cutoff.date().isoformat()} forgotten")
+    click.echo(f"{holder}: {forgotten.told(cutoff)}")
 
 
 @holder_cli.group()

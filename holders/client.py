@@ -406,19 +406,20 @@ class HolderClient:
     async def _keep_retention(self) -> None:
         """Forget what the store keeps past the access log's retention, now and every
         FORGET_EVERY, a short transaction at a time, the loop going on between them (the store
-        locked by another process, or failing: again at the next time)."""
+        locked by another process, or failing: again at the next time); what it forgot is
+        logged at WARNING, the level the server runs at, as the CLI's purge says it."""
         while True:
             forgotten: list[Forgotten] = []
+            cutoff = retention_cutoff(datetime.now(UTC))
             try:
-                for part in self.store.forget_before(retention_cutoff(datetime.now(UTC))):
+                for part in self.store.forget_before(cutoff):
                     forgotten.append(part)
                     await asyncio.sleep(0)
             except sqlite3.Error as exc:
                 log.warning("%s: forgetting what is past the retention stopped (%s): again in "
                             "%.0f s", self.holder, exc, FORGET_EVERY)
             if forgotten:
-                log.info("%s: past the retention, forgotten: %s", self.holder,
-                         Forgotten.of(forgotten))
+                log.warning("%s: %s", self.holder, Forgotten.of(forgotten).told(cutoff))
             await asyncio.sleep(FORGET_EVERY)
 
     async def _follow_epochs(self) -> None:

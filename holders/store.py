@@ -168,6 +168,12 @@ class Forgotten(NamedTuple):
         """What the parts of a purge deleted, together."""
         return cls(*(sum(counts) for counts in zip(cls(0, 0, 0), *parts, strict=False)))
 
+    def told(self, cutoff: datetime) -> str:
+        """What the purge forgot, in words, as `renkei holder purge` and the server's log say."""
+        return (f"{self.requests} requests, {self.log_entries} access-log entries and "
+                f"{self.cases} investigations closed from before {cutoff.date().isoformat()} "
+                "forgotten")
+
 
 class Imported(NamedTuple):
     """What an import did: its rows by change (new, changed, unchanged), and the lines and own

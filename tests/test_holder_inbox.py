@@ -502,11 +502,14 @@ async def test_a_rekeying_answered_at_the_new_epoch_is_not_asked_again(
 
 
 async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_then_on(
-        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """`renkei holder purge` forgot what the store kept past the access log's retention, but
     nothing ran it: the communication server's client now does, at its start and every
-    FORGET_EVERY."""
+    FORGET_EVERY, each purge that forgot rows told at WARNING, the level the server runs at
+    (one that forgot none, hourly, not)."""
     monkeypatch.setattr(client_module, "FORGET_EVERY", 0.05)
+    caplog.set_level(logging.WARNING, "holders.client")
     old = (datetime.now(UTC) - timedelta(days=366 * 7 + 2)).isoformat()
     for request_id in ("old", "recent"):
         client.store.log(request_id, "REQUESTER", STAFF, TERMINAL, "FOUND")
@@ -518,8 +521,13 @@ async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_th
         client.store.db.execute("UPDATE requests SET sent_at = ?", (old,))
         await _forgotten(client, "later")
         assert [e.request_id for e in client.store.access_log()] == ["recent"]
+        await asyncio.sleep(0.2)  # turns that forget nothing
     finally:
         await cancelled(keeping)
+    said = [re.sub(r"\d{4}-\d\d-\d\d", "DATE", r.message) for r in caplog.records]
+    assert said == [f"{client.holder}: {forgot} investigations closed from before DATE forgotten"
+                    for forgot in ("0 requests, 1 access-log entries and 0",
+                                   "1 requests, 0 access-log entries and 0")]
 
 
 async def _forgotten(client: HolderClient, request_id: str) -> None:
