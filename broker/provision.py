@@ -201,9 +201,24 @@ def provision(brokers: int | None = None) -> Report:
     With `brokers`, first wait until that many brokers are up, so that topics get the
     replication the spec asks for on a deployment of that size."""
     admin = admin_client() if brokers is not None else reached_admin()
-    report = Report()
     if brokers is not None:
         wait_for_brokers(admin, brokers)
+    return _to_spec(admin)
+
+
+def provisioned_again() -> Report | None:
+    """A broker provisioned before (a platform topic on it) brought to this code's spec again,
+    as `provision` does; None, untouched, for one never provisioned."""
+    admin = reached_admin()
+    there = admin.list_topics(timeout=TIMEOUT).topics
+    if not any(spec.name in there for spec in topics.platform_topics()):
+        return None
+    return _to_spec(admin)
+
+
+def _to_spec(admin: AdminClient) -> Report:
+    """Platform topics, service principals and every holder brought to the spec."""
+    report = Report()
     try:
         ensure_topics(admin, topics.platform_topics(), report)
         for service in acls.SERVICES:

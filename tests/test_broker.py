@@ -12,11 +12,22 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from broker import topics
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from broker.credentials import Credentials
+from broker.provision import admin_client
 from holders.ping import ping
 from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import (
@@ -27,6 +38,8 @@ from tests.kafka_helpers import (
     said_in_one_line,
     wait_assigned,
 )
+
+TIMESTAMP_TYPE = "message.timestamp.type"
 
 
 async def test_round_trip_with_aiokafka(holders: list[str]) -> None:
@@ -103,11 +116,16 @@ def test_up_is_idempotent_and_data_survives_down_up(tmp_path: Path) -> None:
         renkei("broker", "provision", env=env)
         renkei("broker", "add-holder", "keeper", env=env)
         asyncio.run(_write_then_read(tmp_path, keep=True))
+        with state_folder(tmp_path):
+            _provisioned_by_an_older_version("keeper")
         down = renkei("broker", "down", env=env)
         assert "stopped" in down.stdout
         assert renkei("broker", "status", env=env, check=False).returncode == 3
-        renkei("broker", "up", env=env)
+        up = renkei("broker", "up", env=env)
+        assert "provisioned again" in up.stdout, up.stdout
         asyncio.run(_write_then_read(tmp_path, keep=False))
+        with state_folder(tmp_path):
+            assert _to_spec("keeper")
     finally:
         renkei("broker", "down", env=env, check=False)
 
@@ -130,6 +148,33 @@ def test_a_command_on_a_broker_never_provisioned_says_so_at_once(tmp_path: Path)
             assert time.monotonic() - began < 20  # half that wait: a start alone can take 7 s
     finally:
         renkei("broker", "down", env=env, check=False)
+
+def _provisioned_by_an_older_version(holder: str) -> None:
+    """The holder's broker as before b795aaa and 2d250af: no READ on its outbox, its inbox
+    stamped by its writers' clocks (CreateTime)."""
+    admin = admin_client()
+    for deleted in admin.delete_acls([_outbox_read(holder)]).values():
+        assert deleted.result()
+    inbox = ConfigResource(ConfigResource.Type.TOPIC, topics.inbox(holder), incremental_configs=[
+        ConfigEntry(TIMESTAMP_TYPE, "CreateTime", incremental_operation=AlterConfigOpType.SET)])
+    for done in admin.incremental_alter_configs([inbox]).values():
+        done.result()
+    assert not _to_spec(holder)
+
+
+def _to_spec(holder: str) -> bool:
+    """The holder may read its outbox and the broker stamps its inbox."""
+    admin = admin_client()
+    grants = admin.describe_acls(_outbox_read(holder)).result()
+    inbox = ConfigResource(ConfigResource.Type.TOPIC, topics.inbox(holder))
+    stamped = next(iter(admin.describe_configs([inbox]).values())).result()[TIMESTAMP_TYPE]
+    return bool(grants) and stamped.value == "LogAppendTime"
+
+
+def _outbox_read(holder: str) -> AclBindingFilter:
+    return AclBindingFilter(ResourceType.TOPIC, topics.outbox(holder), ResourcePatternType.LITERAL,
+                            f"User:{holder}", "*", AclOperation.READ, AclPermissionType.ALLOW)
+
 
 async def _write_then_read(state: Path, keep: bool) -> None:
     with state_folder(state):
