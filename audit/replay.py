@@ -241,8 +241,8 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
     report.events += len(items)
     held = live.serials([event.event_id for event, _ in items]) \
         if report.start and live is not None and items else {}
-    if held and not report.aligned:
-        _aligned(target, items, held, report)
+    if live is not None and items and report.start and not report.aligned:
+        _aligned(target, live, items, held, report)
     if report.aligned:
         items = [(event, leaf) for event, leaf in items
                  if held.get(event.event_id, report.beyond) >= report.beyond]
@@ -258,18 +258,27 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
             report.disagreements.append(disagreement)
 
 
-def _aligned(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
+def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
              held: dict[str, int], report: ReplayReport) -> None:
     """report.beyond from the latest serial the live store holds of the events `target` would
     append (the first ones read may be purged from it): back from it, each event takes the
     serial before, but one the live store holds lower, logged again after its first time beyond
-    the topic's start, which the audit consumer left out."""
-    fresh = [held.get(event.event_id) for event in new_events(target, items)]
+    the topic's start, which the audit consumer left out. If it holds none of them, its
+    retention purged them all: from the serial of the first one's purged entry."""
+    new = new_events(target, items)
+    fresh = [held.get(event.event_id) for event in new]
     known = [serial for serial in fresh if serial is not None]
-    if not known:
+    serial = max(known) if known else _purged_serial(live, items, new[:1])
+    if serial is None:
         return
-    serial = max(known)
-    for before in reversed(fresh[:fresh.index(serial)]):
+    for before in reversed(fresh[:fresh.index(serial)] if known else []):
         if before is None or before >= serial - 1:
             serial -= 1
     report.beyond, report.aligned = max(0, serial - target.size()), True
+
+
+def _purged_serial(live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
+                   first: list[AccessLogEvent]) -> int | None:
+    """The serial of the purged entry of the `first` event (if any), by its bytes' leaf hash."""
+    leaf = next((leaf for event, leaf in items if first and event is first[0]), None)
+    return None if leaf is None else live.purged_serial(leaf)

@@ -811,6 +811,21 @@ class AuditStore:
                                 "but its bytes are not the tree's or tell of a later event "
                                 "(renkei audit verify reports it)", serial)
 
+    def purged_serial(self, leaf: bytes) -> int | None:
+        """The serial of the purged entry whose bytes were `leaf`, found by the leaf hash the
+        purge kept, the latest purged range first (a replay's topic starts there); None if no
+        purge removed it."""
+        wanted = merkle.leaf_hash(leaf)
+        for purge in reversed(self.purges()):
+            for start, end in reversed(purge.ranges):
+                found = self._db.execute(
+                    "SELECT id FROM nodes WHERE id >= ? AND id < ? AND hash = ? "
+                    "ORDER BY id DESC LIMIT 1",
+                    (node_key(0, start), node_key(0, end), wanted)).fetchone()
+                if found is not None:
+                    return int(found[0])
+        return None
+
     def purges(self) -> list[Purge]:
         return [_purge(row) for _, *row in self._purge_rows()]
 

@@ -891,3 +891,24 @@ async def test_replay_starts_after_an_event_logged_again_that_the_topics_retenti
                                                                      CUT // 2), report
     assert kept.identical and kept.differing == 0, kept
     assert not rewritten.identical and rewritten.differing == 1, rewritten
+
+
+async def test_replay_of_a_topic_whose_events_the_store_purged_all_aligns_on_their_leaves(
+        town: Town, tmp_path: Path) -> None:
+    """The store's retention purged every event the topic still has (no event id to find them
+    by): the replay finds the first one's serial by its leaf hash, kept by the purge, and the
+    store is identical, not DIFFERENT; a store that never had an event of them still differs."""
+    now, first = datetime.now(UTC), CUT // 2
+    events = [synthetic(n, "purged", now + timedelta(milliseconds=n)) for n in range(CUT)]
+    whole, gap = tmp_path / "whole.db", tmp_path / "gap.db"
+    for db, logged in [(whole, events), (gap, events[:first + 3] + events[first + 4:])]:
+        with AuditStore(db, Signer.generate()) as store:
+            store.append_many(item(event) for event in logged)
+            store.purge(now.replace(year=now.year + 8))
+            assert store.serials([e.event_id for e in events]) == {}, "all purged"
+    async with topic_of_its_own(events, first) as own:
+        kept, lacking = [await rebuilt(tmp_path / f"{db.stem}-replay.db", db, own)
+                         for db in (whole, gap)]
+    assert (kept.start, kept.beyond, kept.compared_at) == (first, first, CUT - first), kept
+    assert kept.identical and kept.differing == 0, kept
+    assert not lacking.identical and lacking.differing > 0, lacking
