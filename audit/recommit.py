@@ -15,7 +15,7 @@ from audit.consumer import decoded, member_id
 from audit.events import AccessLogEvent
 from audit.store import AuditStore
 from broker import acls, topics
-from broker.clients import KafkaAccess, topic_batches
+from broker.clients import KafkaAccess, end_offset, topic_batches
 from renkei.service_loop import consumer_for
 
 JOIN_SECONDS = 30.0
@@ -26,13 +26,16 @@ class NotAssigned(RuntimeError):
     """The audit topic stayed assigned to another member of the audit group: a consumer runs."""
 
 
-async def accounted_offset(access: KafkaAccess, store: AuditStore) -> int:
-    """The offset of the first record on the audit topic with an event the store does not hold
-    (one older than the last purge's cutoff aside: the store would not log it), or the topic's
-    end: the consumer appended the events of every record before it."""
+async def accounted_offset(access: KafkaAccess, store: AuditStore,
+                           topic: str = topics.AUDIT) -> int:
+    """The offset of the first record on the audit topic (or `topic`) with an event the store
+    does not hold (one older than the last purge's cutoff aside: the store would not log it), or
+    the topic's end: the consumer appended the events of every record before it. A topic whose
+    retention deleted every record lacks nothing: its end, its start too (not 0, before it,
+    which would leave the consumer's auto.offset.reset to decide)."""
     cutoff = store.last_cutoff()
-    end = 0
-    async for records in topic_batches(access, topics.AUDIT):
+    end = await end_offset(access, topic)
+    async for records in topic_batches(access, topic):
         carried: list[tuple[int, list[AccessLogEvent]]] = [
             (record.offset, [event for event, _ in decoded([record])]) for record in records]
         held = store.stored([event.event_id for _, events in carried for event in events])

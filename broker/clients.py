@@ -257,6 +257,17 @@ async def read_topic(access: KafkaAccess, topic: str, start: int = 0) -> list[An
             for record in batch]
 
 
+async def end_offset(access: KafkaAccess, topic: str) -> int:
+    """The end offset of a topic's one partition now: where its next record goes."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
+                                enable_auto_commit=False)
+    async with running(consumer, access):
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+    return sum(ends.values())
+
+
 async def topic_batches(access: KafkaAccess, topic: str, batch: int = 5000,
                         start: int = 0) -> AsyncIterator[list[Any]]:
     """The records of a topic from its start to its end as it was at the call, in batches;

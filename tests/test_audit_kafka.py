@@ -38,7 +38,7 @@ from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
 from audit.oversight import alerts
-from audit.recommit import commit_as_member
+from audit.recommit import accounted_offset, commit_as_member
 from audit.replay import ReplayReport
 from audit.replay import replay as replaying
 from audit.store import AuditStore, Committed, Entry, Query, VerifyReport, default_path
@@ -912,3 +912,14 @@ async def test_replay_of_a_topic_whose_events_the_store_purged_all_aligns_on_the
     assert (kept.start, kept.beyond, kept.compared_at) == (first, first, CUT - first), kept
     assert kept.identical and kept.differing == 0, kept
     assert not lacking.identical and lacking.differing > 0, lacking
+
+
+async def test_recommit_on_a_topic_its_retention_emptied_accounts_for_its_end(
+        town: Town, tmp_path: Path) -> None:
+    """Every record of the topic deleted (its retention), the store lacks none: the offset
+    accounted for is the topic's end, where the consumer goes on, not 0, before its start."""
+    events = [synthetic(n, "emptied", datetime.now(UTC)) for n in range(3)]
+    with AuditStore(tmp_path / "store.db", Signer.generate()) as store:
+        async with topic_of_its_own(events, len(events)) as own:
+            offset = await accounted_offset(KafkaAccess.of(config.ADMIN), store, own)
+    assert offset == len(events)
