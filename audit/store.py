@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -523,11 +523,10 @@ class AuditStore:
                 if seen is not None and seen != leaf:
                     log.warning("event %r came again with other bytes; the first one stays",
                                 short(event.event_id))
-                expired = horizon is not None and millis(event.occurred_at) < horizon
+                expired = horizon is not None and event.occurred_at < horizon
                 if seen is None and expired:
                     log.error("event %r of %s is not logged: it is older than the last purge's "
-                              "cutoff %s", short(key), event.occurred_at.isoformat(),
-                              from_millis(cast(int, horizon)).isoformat())
+                              "cutoff %s", short(key), event.occurred_at.isoformat(), horizon)
                 if seen is not None or expired:
                     serials.append(None)
                     continue
@@ -552,15 +551,14 @@ class AuditStore:
         return serials
 
     @staticmethod
-    def _last_cutoff(cur: Cursor) -> int | None:
-        """The last purge's cutoff (ms): an event older than it is not logged; None if none."""
-        cutoff: int | None = cur.execute("SELECT max(cutoff) FROM purges").fetchone()[0]
-        return cutoff
+    def _last_cutoff(cur: Cursor) -> datetime | None:
+        """The last purge's cutoff: an event older than it is not logged; None if none."""
+        cutoff = cur.execute("SELECT max(cutoff) FROM purges").fetchone()[0]
+        return None if cutoff is None else from_millis(int(cutoff))
 
     def last_cutoff(self) -> datetime | None:
         """The last purge's cutoff: append_many logs no event older than it; None if none."""
-        cutoff = self._last_cutoff(self._db.cursor())
-        return None if cutoff is None else from_millis(cutoff)
+        return self._last_cutoff(self._db.cursor())
 
     @staticmethod
     def _by_event_id(cur: Cursor, event_ids: list[str], column: str) -> dict[str, Any]:
