@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 
 from audit.consumer import decoded, member_id
 from audit.events import AccessLogEvent
-from audit.store import AuditStore
+from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, end_offset, topic_batches
 from renkei.service_loop import consumer_for
@@ -40,7 +40,7 @@ async def accounted_offset(access: KafkaAccess, store: AuditStore,
             (record.offset, [event for event, _ in decoded([record])]) for record in records]
         held = store.stored([event.event_id for _, events in carried for event in events])
         for offset, events in carried:
-            if any(event.event_id not in held and (cutoff is None or event.occurred_at >= cutoff)
+            if any(event.event_id not in held and not beyond_retention(event, cutoff)
                    for event in events):
                 return offset
         end = records[-1].offset + 1

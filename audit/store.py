@@ -246,6 +246,12 @@ def years_before(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year - years, day=28)
 
 
+def beyond_retention(event: AccessLogEvent, cutoff: datetime | None) -> bool:
+    """Is the event older than the last purge's `cutoff` (None: no purge yet)? The store logs
+    no such event (append_many), and lacks none (audit recommit)."""
+    return cutoff is not None and event.occurred_at < cutoff
+
+
 @dataclass(frozen=True)
 class Finding:
     kind: str
@@ -523,7 +529,7 @@ class AuditStore:
                 if seen is not None and seen != leaf:
                     log.warning("event %r came again with other bytes; the first one stays",
                                 short(event.event_id))
-                expired = horizon is not None and event.occurred_at < horizon
+                expired = beyond_retention(event, horizon)
                 if seen is None and expired:
                     log.error("event %r of %s is not logged: it is older than the last purge's "
                               "cutoff %s", short(key), event.occurred_at.isoformat(), horizon)

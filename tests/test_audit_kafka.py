@@ -923,3 +923,16 @@ async def test_recommit_on_a_topic_its_retention_emptied_accounts_for_its_end(
         async with topic_of_its_own(events, len(events)) as own:
             offset = await accounted_offset(KafkaAccess.of(config.ADMIN), store, own)
     assert offset == len(events)
+
+
+async def test_recommit_accounts_for_no_event_older_than_the_stores_last_cutoff(
+        town: Town, tmp_path: Path) -> None:
+    """An event on the topic older than the last purge's cutoff, which the store would not log,
+    is not lacking; the first newer one the store does not hold is."""
+    now = datetime.now(UTC)
+    old, new = (synthetic(0, "cutoff", now - timedelta(days=9 * 366)),
+                synthetic(1, "cutoff", now))
+    with AuditStore(tmp_path / "store.db", Signer.generate()) as store:
+        store.purge(now)
+        async with topic_of_its_own([old, new], 0) as own:
+            assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 1
