@@ -68,6 +68,14 @@ def store_option(command: F) -> F:
         help="a path or sqlite:///path [default: the state folder's audit/audit.db]")(command)
 
 
+def instance_option(command: F) -> F:
+    """`--instance`, the audit consumer's static group member id, for `run` and `recommit`."""
+    return click.option(
+        "--instance", default="1", show_default=True,
+        help="the audit consumer's static group member id: a restarted consumer, or `audit "
+             "recommit`, takes its place at once")(command)
+
+
 def open_store(db: str | None, create: bool = False, signing: bool = True) -> AuditStore:
     """The store at `db` (default in the state folder) with the state folder's head key: to sign
     heads, or (not `signing`) its public key alone, to check them. A SQLite store that is not
@@ -206,8 +214,7 @@ def _stop_at_findings(report: VerifyReport) -> None:
 
 @audit_cli.command()
 @store_option
-@click.option("--instance", default="1", show_default=True,
-              help="the audit consumer's static group member id (`audit run --instance`)")
+@instance_option
 def recommit(db: str | None, instance: str) -> None:
     """After the audit consumer stopped at a forged commit note: check the store against the
     heads anchored on the broker (as `verify` does), then commit for the consumer the offset
@@ -353,8 +360,7 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 
 @audit_cli.command()
 @store_option
-@click.option("--instance", default="1", show_default=True,
-              help="static group member id: a restarted instance takes its place at once")
+@instance_option
 @LOGLEVEL
 def run(db: str | None, instance: str, loglevel: str) -> None:
     """Consume the audit topic into the store (exactly once per event), sign heads, detect."""
