@@ -202,12 +202,18 @@ async def caught_up(consumer: Any, ends: dict[Any, int]) -> bool:
     return True
 
 
+async def _offsets_at(consumer: Any, times: dict[Any, int], ends: dict[Any, int]
+                      ) -> dict[Any, int]:
+    """Each partition's offset of its first record at or after its time (ms), or else its end."""
+    starts = await consumer.offsets_for_times(times)
+    return {tp: end if starts.get(tp) is None else min(starts[tp].offset, end)
+            for tp, end in ends.items()}
+
+
 async def seek_to_times(consumer: Any, times: dict[Any, int], ends: dict[Any, int]) -> None:
     """Each partition to its first record at or after its time (ms), or else to its end."""
-    starts = await consumer.offsets_for_times(times)
-    for tp, end in ends.items():
-        found = starts.get(tp)
-        consumer.seek(tp, end if found is None else min(found.offset, end))
+    for tp, offset in (await _offsets_at(consumer, times, ends)).items():
+        consumer.seek(tp, offset)
 
 
 async def batches_up_to(consumer: Any, ends: dict[Any, int],
@@ -237,6 +243,16 @@ async def records_since(access: KafkaAccess, names: Sequence[str], since_ms: int
                         batch: int = 5000) -> AsyncIterator[Any]:
     """The records of the topics from the first at or after `since_ms` (their time, in ms) to
     their end as it was at the call, every partition's, without a group."""
+    async for record in records_between(access, names, [(since_ms, None)], batch):
+        yield record
+
+
+async def records_between(access: KafkaAccess, names: Sequence[str],
+                          spans: Sequence[tuple[int, int | None]],
+                          batch: int = 5000) -> AsyncIterator[Any]:
+    """The records of the topics within each span (from, until: their time, in ms), every
+    partition's, without a group: from the first at or after `from` to the last before the
+    first at or after `until` (None: their end as it was at the call), a span after another."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(*names, **access.aiokafka(), group_id=None,
@@ -245,9 +261,12 @@ async def records_since(access: KafkaAccess, names: Sequence[str], since_ms: int
     async with running(consumer, access):
         partitions = list(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
-        await seek_to_times(consumer, {tp: since_ms for tp in partitions}, ends)
-        async for record in records_up_to(consumer, ends, timeout_ms=500):
-            yield record
+        for since_ms, until_ms in spans:
+            upto = ends if until_ms is None else await _offsets_at(
+                consumer, {tp: until_ms for tp in partitions}, ends)
+            await seek_to_times(consumer, {tp: since_ms for tp in partitions}, upto)
+            async for record in records_up_to(consumer, upto, timeout_ms=500):
+                yield record
 
 
 async def read_topic(access: KafkaAccess, topic: str, start: int = 0) -> list[Any]:

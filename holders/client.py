@@ -13,15 +13,15 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import uuid6
 from aiokafka.errors import KafkaError
 
 from broker import acls, topics
-from broker.clients import BrokerAway, KafkaAccess, records_since, started
+from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
 from holders.store import (
     PROVIDER,
@@ -34,6 +34,7 @@ from holders.store import (
     fields_json,
     retention_cutoff,
 )
+from processors.context import CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes
 from renkei import holder_logs, sealing, sqlite
 from renkei.broker_time import BrokerTime
@@ -85,9 +86,9 @@ REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then go
 REKEY_WITHIN = 120.0  # seconds the platform has to answer a re-keying, or a check of the unit
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
-# seconds before the first request kept (by its holder's clock) its outbox is read from at a
-# start for those the broker has (the broker's clock may be behind), and how long that read
-# may take (then each is sent)
+# seconds more on each side of when the platform would take a kept request (by when it was made,
+# on its holder's clock) its outbox is read at a start for those the broker has (the clocks may
+# differ: _looked_for), and how long that read may take (then each is sent)
 TAKEN_MARGIN = 60.0
 TAKEN_WAIT = 10.0
 # seconds before the store is told again while another holds its write lock: an inbox batch,
@@ -108,6 +109,38 @@ def new_request_id() -> str:
     """A UUIDv7 (RFC 9562): ids made later sort later, so each request and log entry is added
     at the end of the stores' indexes (holder, audit) instead of at a random page of them."""
     return str(uuid6.uuid7())
+
+
+class Kept(NamedTuple):
+    """A request's message kept, not known to be delivered, and when it was made (its own)."""
+
+    request_id: str
+    key: str | None
+    value: bytes
+    sent_at: datetime
+
+
+def _looked_for(sent_at: datetime) -> tuple[datetime, datetime]:
+    """When (by the broker's time) a request made at `sent_at` is looked for on the outbox at a
+    start: the platform takes one the broker stamped from the clock skew before `sent_at` to the
+    replay window after (else refused as stale), looked for TAKEN_MARGIN more before and the
+    clock skew and TAKEN_MARGIN more after; once the holder's clock is past that end, the
+    broker's is past the window too, so one not found there is not sent (refused as stale)."""
+    return (sent_at - timedelta(seconds=TAKEN_MARGIN),
+            sent_at + REPLAY_WINDOW + CLOCK_SKEW + timedelta(seconds=TAKEN_MARGIN))
+
+
+def _spans(made: Iterable[datetime]) -> list[tuple[int, int]]:
+    """The spans (ms) of the outbox the requests made at these times are looked for in (each
+    as _looked_for gives it), those that overlap merged."""
+    spans: list[tuple[int, int]] = []
+    for start, end in sorted(_looked_for(at) for at in made):
+        since, until = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        if spans and since <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], until))
+        else:
+            spans.append((since, until))
+    return spans
 
 
 class NotAuthorized(PermissionError):
@@ -184,65 +217,75 @@ class HolderClient:
     async def _send_kept(self) -> None:
         """Send the requests recorded and not known to be delivered, but those the broker has
         (taken just before a stop, unknown to it): those are kept no more, their answer comes
-        as any other's; a copy would be refused and, past the replay window, audited again."""
+        as any other's; a copy would be refused and, past the replay window, audited again.
+        One the broker did not take within the replay window after it was made is not sent:
+        the platform would refuse it as stale, audited about the person; it is settled so."""
         kept = self._readable(self.store.unsent())
         taken = await self._taken(kept)
         if taken:
-            self._delivered_ids += [request_id for request_id, _, value in kept if value in taken]
+            self._delivered_ids += [k.request_id for k in kept if k.value in taken]
             self._no_longer_kept()
             log.warning("%s: %d request(s) recorded but not known to be sent were on the broker "
                         "already: not sent again", self.holder, len(taken))
-        unsent = [(request_id, key, value) for request_id, key, value in kept
-                  if value not in taken]
-        for request_id, key, value in unsent:
-            self._sending_task(request_id, Send(topics.outbox(self.holder), key, value))
+        now = datetime.now(UTC)
+        stale = {k.value for k in kept if taken is not None and k.value not in taken
+                 and _looked_for(k.sent_at)[1] <= now}
+        for k in kept:
+            if k.value in stale:
+                self._rejected_unsent(k.request_id, f"STALE_REQUEST: sent at "
+                                      f"{k.sent_at.isoformat()}, not on the broker within the "
+                                      "replay window: not sent (it would be refused as stale)")
+        if stale:
+            log.warning("%s: %d request(s) recorded but not known to be sent, not on the broker "
+                        "within the replay window after they were made: not sent, settled %s "
+                        "STALE_REQUEST", self.holder, len(stale), REJECTED)
+        unsent = [k for k in kept if k.value not in (taken or set()) | stale]
+        for k in unsent:
+            self._sending_task(k.request_id, Send(topics.outbox(self.holder), k.key, k.value))
         if unsent:
             log.warning("%s: %d request(s) recorded but not known to be sent: sending them now",
                         self.holder, len(unsent))
 
-    def _readable(self, kept: list[tuple[str, str | None, bytes]]
-                  ) -> list[tuple[str, str | None, bytes]]:
+    def _readable(self, kept: list[tuple[str, str | None, bytes]]) -> list[Kept]:
         """The kept messages this holder can read now; one it cannot (kept by an earlier version
         under a schema retired since, or corrupt) is not sent, the platform able neither to read
         it nor to name it in its refusal, and is settled REJECTED with why."""
         readable = []
         for request_id, key, value in kept:
             try:
-                CODEC.decode(value, *KEPT_MESSAGES)
+                message = CODEC.decode(value, *KEPT_MESSAGES)
             except SchemaError as exc:
-                self._not_sent(request_id, exc)
+                log.warning("%s: request %s kept cannot be read now (%s): not sent, settled %s",
+                            self.holder, request_id, exc, REJECTED)
+                self._rejected_unsent(request_id, f"{exc.reason}: its message kept cannot be "
+                                      f"read now ({exc}): not sent")
             else:
-                readable.append((request_id, key, value))
+                readable.append(Kept(request_id, key, value, message.sent_at))
         return readable
 
-    def _not_sent(self, request_id: str, exc: SchemaError) -> None:
-        """Settle a kept request whose message cannot be read now: REJECTED, not sent."""
-        log.warning("%s: request %s kept cannot be read now (%s): not sent, settled %s",
-                    self.holder, request_id, exc, REJECTED)
+    def _rejected_unsent(self, request_id: str, detail: str) -> None:
+        """Settle a kept request REJECTED, not sent."""
         request = self._sent(request_id, answered=True)
         if request is not None:
             with self.store.transaction():
-                self._finish(request, REJECTED, f"{exc.reason}: its message kept cannot be "
-                             f"read now ({exc}): not sent")
+                self._finish(request, REJECTED, detail)
 
-    async def _taken(self, kept: list[tuple[str, str | None, bytes]]) -> set[bytes]:
-        """Which of these kept messages the holder's outbox has, read from TAKEN_MARGIN before
-        the first was recorded (none if it cannot be read: each is sent, the platform refusing
-        a copy)."""
-        made = self.store.first_unsent() if kept else None
-        if made is None:
+    async def _taken(self, kept: list[Kept]) -> set[bytes] | None:
+        """Which of these kept messages the holder's outbox has, each looked for where the
+        platform would have taken it (_looked_for); None if it cannot be read (each is sent,
+        the platform refusing a copy)."""
+        if not kept:
             return set()
-        wanted = {value for _, _, value in kept}
-        since = int((made.timestamp() - TAKEN_MARGIN) * 1000)
+        wanted = {k.value for k in kept}
         try:
             async with asyncio.timeout(TAKEN_WAIT):
-                return {record.value async for record in records_since(
-                    self.access, [topics.outbox(self.holder)], since)
+                return {record.value async for record in records_between(
+                    self.access, [topics.outbox(self.holder)], _spans(k.sent_at for k in kept))
                     if record.value in wanted}
         except (KafkaError, BrokerAway, TimeoutError) as exc:
             log.warning("%s: its outbox cannot be read (%s): the %d request(s) kept are all "
                         "sent again", self.holder, str(exc) or type(exc).__name__, len(kept))
-            return set()
+            return None
 
     def _check_key(self) -> None:
         """Refuse to start with a sealing or signing key other than the directory's (a key file

@@ -580,13 +580,6 @@ class HolderStore:
             f"SELECT request_id, outgoing_key, outgoing FROM requests WHERE {_KEPT} "
             "ORDER BY rowid", (SENT,))]
 
-    def first_unsent(self) -> datetime | None:
-        """When the first of the unsent requests was recorded (None: none is), by the store's
-        record of it, not its message (one kept by an earlier version may be unreadable now)."""
-        first = self.db.execute(f"SELECT min(sent_at) FROM requests WHERE {_KEPT}",
-                                (SENT,)).fetchone()[0]
-        return None if first is None else datetime.fromisoformat(first)
-
     def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:
         """Record a request's outcome if it has none yet (its message and key no longer kept); a

@@ -141,21 +141,26 @@ async def test_a_kept_request_the_broker_has_is_not_sent_again_at_the_next_start
     """A request the broker took just before its holder's server stopped is kept; the next
     start finds it on the outbox and sends no copy (one read past the replay window would be
     refused as stale and audited about the person again), its answer settling it as any; one
-    the broker does not have is sent, and answered; one it does not have, made before the
-    replay window, is sent, refused as stale and settled so, kept no more."""
+    the broker does not have is sent, and answered; one made before the replay window that the
+    broker does not have within it is not sent (it would be refused as stale, audited about the
+    person) and is settled so, kept no more; one the broker took after it (refused as stale)
+    alike, not sent again."""
     nenkin = clients[HOLDER]
     since = datetime.now(UTC) - timedelta(minutes=11)
-    taken, untaken, stale = (_kept(nenkin, own, at) for own, at in zip(
-        bound(nenkin)[5:8], (None, None, since + timedelta(minutes=1)), strict=True))
+    taken, untaken, stale, taken_stale = (_kept(nenkin, own, at) for own, at in zip(
+        bound(nenkin)[5:9], (None, None, since + timedelta(minutes=1), since), strict=True))
     await _taken_by_broker(*taken)
+    await _taken_by_broker(*taken_stale)
     await nenkin._send_kept()
     outcomes = [await nenkin.outcome(request.request_id, 30) for request, _ in
-                (taken, untaken, stale)]
+                (taken, untaken, stale, taken_stale)]
     assert [(o.status, (o.detail or "").split(":")[0]) for o in outcomes] == [
-        ("FOUND", ""), ("FOUND", ""), ("REJECTED", "STALE_REQUEST")]
+        ("FOUND", ""), ("FOUND", ""), ("REJECTED", "STALE_REQUEST"),
+        ("REJECTED", "STALE_REQUEST")]
     assert not nenkin.store.unsent()
     sent = await _on_outbox(since)
-    assert [sent.count(kept.value) for _, kept in (taken, untaken, stale)] == [1, 1, 1]
+    assert [sent.count(kept.value) for _, kept in (taken, untaken, stale, taken_stale)] == [
+        1, 1, 0, 1]
 
 
 async def test_a_kept_request_unreadable_now_is_settled_rejected_at_the_next_start(

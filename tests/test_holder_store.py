@@ -173,20 +173,6 @@ def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_ans
     store.close()
 
 
-def test_the_first_unsent_is_when_the_first_request_still_kept_was_recorded(
-        tmp_path: Path) -> None:
-    """Read from the store's record, not the kept message (perhaps unreadable now)."""
-    store = HolderStore(tmp_path / "holder.db")
-    assert store.first_unsent() is None
-    for request_id, at in (("r-1", "01"), ("r-2", "02"), ("r-3", "03")):
-        store.open_request(request_id, "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"?"))
-        store.db.execute("UPDATE requests SET sent_at = ? WHERE request_id = ?",
-                         (f"2026-01-{at}T00:00:00.000+00:00", request_id))
-    store.delivered(["r-1"])
-    assert store.first_unsent() == datetime(2026, 1, 2, tzinfo=UTC)
-    store.close()
-
-
 def test_a_store_made_before_requests_were_kept_keeps_them_once_opened(tmp_path: Path) -> None:
     path = tmp_path / "holder.db"
     db = sqlite3.connect(path)
