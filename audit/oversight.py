@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,7 +22,7 @@ from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
 from renkei import sealing
 from renkei.envelope import send
-from renkei.holder_logs import opened, unsent
+from renkei.holder_logs import Parties, each_own, opened, unsent
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
@@ -88,21 +88,27 @@ class _Asking:
                 await self.ask((answer.holder,), part)
 
 
-async def holder_logs(holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
+async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
+                      parties: Callable[[Sequence[str]], Parties], legal_basis: str,
                       within: float = 30.0, access: KafkaAccess | None = None) -> HolderLogs:
-    """Ask `holders` for their access-log entries of `request_ids`; wait up to `within` s."""
+    """Ask `holders` for their access-log entries of `request_ids`, each of those it took part
+    in (each_own), as `parties` of the ids tells, once the holders are known to be holders (the
+    platform's log); wait up to `within` s."""
     if not holders or not request_ids or len(request_ids) > MAX_REQUESTS:
         raise ValueError(f"name at least one holder and 1..{MAX_REQUESTS} request ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
     holders = list(dict.fromkeys(holders))
     await _holders_only(holders, access)
+    request_ids = list(dict.fromkeys(request_ids))
+    parts = each_own(holders, request_ids, parties(request_ids))
     key = sealing.key_of(acls.OVERSIGHT)
     answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.aiokafka(), group_id=None,
                                enable_auto_commit=False)
     async with running(answers, access), running(producer_for(access), access) as producer:
         await at_end(answers)
         asking = _Asking(legal_basis, producer, HolderLogs())
-        await asking.ask(holders, request_ids)
+        for named, own in parts:
+            await asking.ask(named, own)
         try:
             async with asyncio.timeout(within):
                 while asking.awaited:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import click
 
 from audit import oversight
-from audit.cli import query
+from audit.cli import open_store, query, store_option
 from audit.detector import RULES
+from renkei.holder_logs import Parties
 from renkei.options import POSITIVE, stated
 
 NOT_SEALED = "could not seal to the oversight body"  # as the console says it (unsent_not_sealed)
@@ -32,6 +35,7 @@ oversight_cli.add_command(query)
 
 
 @oversight_cli.command("holder-logs")
+@store_option
 @click.option("--holder", "holders", multiple=True, required=True, help="a holder to ask")
 @click.option("--request", "request_ids", multiple=True, required=True,
               help="a request whose holder-side entries are wanted")
@@ -39,21 +43,29 @@ oversight_cli.add_command(query)
               help="the oversight body's legal ground for asking")
 @click.option("--within", type=POSITIVE, default=30.0, show_default=True,
               help="seconds to wait for the holders' answers")
-def holder_logs(holders: tuple[str, ...], request_ids: tuple[str, ...], basis: str,
-                within: float) -> None:
-    """Ask holders over Kafka for their access-log entries (⑦–⑫) of given requests.
+def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str, ...],
+                basis: str, within: float) -> None:
+    """Ask holders over Kafka for their access-log entries (⑦–⑫) of given requests, each holder
+    of those the platform's log names it in (as requester or provider), and of no other.
 
     Asks again for halves of the requests a holder found too many to answer in one message;
     exits 1 if a holder did not answer in time, could not seal its entries to the oversight
     body, or a request's entries are too large to send.
     """
     try:
-        found = asyncio.run(oversight.holder_logs(holders, request_ids, basis, within))
+        found = asyncio.run(oversight.holder_logs(holders, request_ids, partial(_parties, db),
+                                                  basis, within))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     _echo_json(_shown(found))
     if found.missing or found.not_sealed or found.too_large:
         raise SystemExit(1)
+
+
+def _parties(db: str | None, request_ids: Sequence[str]) -> Parties:
+    """The holders that took part in each of `request_ids`, as the platform's log tells them."""
+    with open_store(db, signing=False) as store:
+        return store.parties(request_ids)
 
 
 def _shown(found: oversight.HolderLogs) -> dict[str, Any]:

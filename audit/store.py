@@ -121,7 +121,7 @@ _BINDINGS_FROM_ENTRIES = (
     f"WHERE kind = '{BINDING}' AND person IS NOT NULL ON CONFLICT DO NOTHING")
 # indexed for the queries; each ends in occurred_at so pages come in time order
 _INDEXED = {"person": True, "requester": False, "provider": True, "pattern_id": True,
-            "outcome": False}
+            "outcome": False, "request_id": False}
 
 
 def _schema(d: Dialect) -> list[str]:
@@ -720,6 +720,19 @@ class AuditStore:
                 "SELECT requester FROM entries WHERE person = ? UNION "
                 "SELECT provider FROM entries WHERE person = ? AND provider IS NOT NULL",
                 (column_text(person),) * 2).fetchall()}
+
+    def parties(self, request_ids: Sequence[str]) -> dict[str, set[str]]:
+        """The holders (requester or provider) of each of `request_ids` the store has entries
+        of, as its columns tell them."""
+        given = {column_text(r): r for r in request_ids}
+        found: dict[str, set[str]] = {}
+        with self._read() as cur:
+            for request_id, requester, provider in cur.execute(
+                    "SELECT request_id, requester, provider FROM entries WHERE request_id IN "
+                    f"({', '.join('?' * len(given))})", list(given)).fetchall():
+                found.setdefault(given[request_id], set()).update(
+                    h for h in (requester, provider) if h is not None)
+        return found
 
     def entry(self, serial: int) -> Entry | None:
         """The entry at `serial`; None if there is none (purged, or past the end)."""

@@ -8,8 +8,9 @@ from aiohttp import web
 from audit.events import ID_CODE
 from audit.store import Query
 from portal.context import PLATFORM
-from portal.kafka import PORTAL_KIND, NoHolder
+from portal.kafka import PORTAL_KIND, NoHolder, holders_to_ask
 from portal.web import day, no_holder, officer_of, render
+from renkei.holder_logs import each_own
 
 ROLE = "oversight"
 OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"
@@ -41,10 +42,10 @@ async def alerts(request: web.Request) -> web.Response:
 
 
 async def ask_holder_logs(request: web.Request) -> web.Response:
-    """Ask the holders of the chosen requests (requester and provider) for their side: each
-    chosen by its entry's serial, its request id and holders read from the audit log; those of
-    the portal's own actions (no exchange between holders) left out, the next page saying how
-    many."""
+    """Ask the holders of the chosen requests (requester and provider) for their side, each
+    only of those it took part in (each_own): each chosen by its entry's serial, its request id
+    and holders read from the audit log; those of the portal's own actions (no exchange between
+    holders) left out, the next page saying how many."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     form = await request.post()
@@ -58,12 +59,17 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
     if not found:
         raise web.HTTPSeeOther("/oversight")
     if chosen:
-        request_ids = sorted({e.request_id for e in chosen})
-        holders = [h for e in chosen for h in (e.requester, e.provider) if h]
+        parties: dict[str, set[str]] = {}
+        for e in chosen:
+            parties.setdefault(e.request_id, set()).update(
+                h for h in (e.requester, e.provider) if h)
         try:
-            await platform.kafka.oversight.ask(holders, request_ids, OVERSIGHT_BASIS)
+            holders = holders_to_ask([h for named in parties.values() for h in named])
         except NoHolder:
             return no_holder(request)
+        for named, own in each_own(holders, sorted(r for r, named in parties.items()
+                                                   if named.intersection(holders)), parties):
+            await platform.kafka.oversight.ask(named, own, OVERSIGHT_BASIS)
     raise web.HTTPSeeOther(f"/oversight/holder-logs?{LEFT_OUT}={left_out}" if left_out
                            else "/oversight/holder-logs")
 

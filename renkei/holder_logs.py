@@ -9,7 +9,7 @@ terminals are for the oversight body only).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -20,6 +20,24 @@ from schemas.codec import CODEC
 from schemas.messages import HolderLogAnswer, HolderLogEntries, HolderLogEntry
 
 MARK = "resident:"
+Parties = Mapping[str, Collection[str]]  # request id → the holders that took part in it
+
+
+def each_own(holders: Sequence[str], request_ids: Sequence[str], parties: Parties
+             ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The parts of an inquiry: holders asked for the same requests, and those requests, each
+    holder told only of the `request_ids` it took part in (`parties`): none learns of the
+    others' exchanges. ValueError naming a holder that took part in none, or a request none of
+    `holders` took part in."""
+    own = {h: tuple(r for r in request_ids if h in parties.get(r, ())) for h in holders}
+    if idle := [h for h, ids in own.items() if not ids]:
+        raise ValueError(f"took part in none of the requests asked: {', '.join(idle)}")
+    if alone := [r for r in request_ids if not set(holders) & set(parties.get(r, ()))]:
+        raise ValueError(f"none of the holders asked took part in: {', '.join(alone)}")
+    parts: dict[tuple[str, ...], list[str]] = {}
+    for holder, ids in own.items():
+        parts.setdefault(ids, []).append(holder)
+    return [(tuple(named), ids) for ids, named in parts.items()]
 
 
 def is_application(request_id: str) -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import audit.oversight
+from audit.cli import open_store
 from audit.heads import SignedHead
 from audit.merkle import verify_inclusion
 from audit.oversight import _Asking, _gathered, holder_logs
@@ -55,6 +56,7 @@ async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
     nenkin = clients["nenkin"]
     request_id = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
     assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    await _in_the_store({request_id})
     found = await oversight("holder-logs", "--holder", "nenkin", "--holder", "sakura-town",
                       "--request", request_id, "--basis", BASIS, "--within", "30")
     assert isinstance(found, dict) and found["missing"] == []
@@ -87,6 +89,52 @@ async def test_holders_give_their_side_of_the_log_to_the_oversight_body(
     assert all(_proved_or_pending(e, head) for e in page["entries"])
 
 
+async def test_a_holder_asked_for_its_log_is_told_only_the_requests_it_took_part_in(
+        clients: dict[str, HolderClient], platform: Processes) -> None:
+    """One inquiry into two exchanges, each between other holders but for the hospital: every
+    holder asked was told every request id of it, and so learned of exchanges about people it
+    had no part in. Each is asked only for those the platform's log names it in."""
+    nenkin, hospital = clients["nenkin"], clients["sakura-hospital"]
+    pension = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
+    insurance = await ask(hospital, bound(hospital)[0], "P-120", "acme-kenpo",
+                          "insurance_eligibility")
+    await asyncio.gather(nenkin.outcome(pension, 30), hospital.outcome(insurance, 30))
+    await _in_the_store({pension, insurance})
+    inbox = AIOKafkaConsumer(topics.inbox("nenkin"), **KafkaAccess.of("nenkin").aiokafka(),
+                             enable_auto_commit=False)
+    await inbox.start()
+    try:
+        await at_end(inbox)
+        found = await oversight("holder-logs", "--holder", "nenkin", "--holder",
+                                "sakura-hospital", "--request", pension, "--request", insurance,
+                                "--basis", BASIS, "--within", "30")
+        told = await _first(inbox, partial(_naming, {pension, insurance}))
+    finally:
+        await inbox.stop()
+    assert told.request_ids == (pension,)
+    assert isinstance(found, dict) and found["missing"] == []
+    answers = found["answers"]
+    assert isinstance(answers, dict)
+    assert [e["request_id"] for e in answers["nenkin"]] == [pension]
+    assert {e["request_id"] for e in answers["sakura-hospital"]} == {insurance}
+
+
+async def _in_the_store(request_ids: set[str]) -> None:
+    """Once the audit consumer has appended an entry of each of `request_ids` to the store."""
+    for _ in range(100):
+        with open_store(None, signing=False) as store:
+            if set(store.parties(sorted(request_ids))) == request_ids:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not in the audit store: {request_ids}")
+
+
+def _naming(request_ids: set[str], value: bytes) -> HolderLogRequest | None:
+    """A request for the holder's log naming any of `request_ids`."""
+    request = CODEC.decode(value, HolderLogRequest)
+    return request if request_ids & set(request.request_ids) else None
+
+
 async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
         clients: dict[str, HolderClient], platform: Processes) -> None:
     """Its entries of the requests asked were over the message size limit: the holder sent
@@ -97,12 +145,17 @@ async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
     alone = f"alone-{uuid.uuid4()}"
     for request_id, size in [*((r, MAX_BYTES // 8) for r in many), (alone, MAX_BYTES)]:
         town_hall.store.log(request_id, "PROVIDER", "SYSTEM", "term-1", "FOUND", content="3" * size)
-    found = await holder_logs(("sakura-town", "nenkin"), (*many[:6], alone, *many[6:]), BASIS,
-                              within=60)
+    found = await holder_logs(("sakura-town", "nenkin"), (*many[:6], alone, *many[6:]), _both,
+                              BASIS, within=60)
     assert (found.missing, found.too_large) == ([], {"sakura-town": [alone]})
     assert [e.request_id for e in found.answers["sakura-town"]] == many
     assert all(e.content == "3" * (MAX_BYTES // 8) for e in found.answers["sakura-town"])
     assert found.answers["nenkin"] == () and len(found.request_ids) > 2
+
+
+def _both(request_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The town hall and the pension office took part in each of `request_ids`."""
+    return dict.fromkeys(request_ids, ("sakura-town", "nenkin"))
 
 
 async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_for_good(

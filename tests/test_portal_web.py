@@ -710,7 +710,9 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
         client: Client, town: Town, tmp_path: Path) -> None:
     """A checkbox's value was "request_id requester provider", split on spaces: a holder's
     request id is free text, and one with a space asked for holder-side logs under the wrong
-    id, of holders the id named. It is now the entry's serial, looked up in the audit log."""
+    id, of holders the id named. It is now the entry's serial, looked up in the audit log; and
+    each holder was told every chosen request id, learning of exchanges it had no part in: each
+    is asked only of its own."""
     store = fakes_of(client).store
     assert store
     spaced = replace(event(8), request_id="req-1 acme-kenpo",
@@ -732,10 +734,13 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
             ("csrf", csrf), *(("chosen", v) for v in values)])).status
 
     assert (await ask(chosen), await ask(["99"])) == (303, 303)
-    holders = sorted({h for e in (event(7), spaced) for h in (e.requester, e.provider)
-                      if h is not None} | {"tax-office"})  # not the oversight body, its own
-    # request's requester: no holder, left out by the asking (test_portal_inbox)
-    assert town.kafka.oversight.asked == [(holders, ["ov-1", "req-0007", "req-1 acme-kenpo"])], \
+    # each holder asked of the requests it took part in alone (not the oversight body, its own
+    # request's requester: no holder, left out by the asking, test_portal_inbox)
+    assert (event(7).requester, event(7).provider, spaced.requester, spaced.provider) == (
+        "pension", "city-a", "city-a", "city-b")
+    assert town.kafka.oversight.asked == [
+        (["city-a"], ["req-0007", "req-1 acme-kenpo"]), (["city-b"], ["req-1 acme-kenpo"]),
+        (["pension"], ["req-0007"]), (["tax-office"], ["ov-1"])], \
         "the chosen requests' ids and holders, as logged (a serial of no entry asks nobody)"
     assert await ask(["one"]) == 400
 
