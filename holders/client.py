@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -30,6 +30,7 @@ from holders.store import (
     Forgotten,
     HolderStore,
     Keyed,
+    KeyInUse,
     Request,
     fields_json,
     retention_cutoff,
@@ -189,6 +190,7 @@ class HolderClient:
         self._producer = producer_for(self.access, linger_ms=LINGER_MS)
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._open: dict[str, Request] = {}  # sent from here, not yet answered
+        self._making: set[str] = set()  # idempotency keys of calls with no request recorded yet
         self._rebound = asyncio.Event()  # set (and replaced) as re-keying moves bindings
         self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
         self._stop = asyncio.Event()
@@ -358,8 +360,13 @@ class HolderClient:
     def _made(self, keyed: Keyed | None) -> str | None:
         """The id of the request made under this idempotency key already (None: none); as it
         stands: NotSentYet while the broker does not have it, KeyReused if made with another
-        body. Asked once the caller is authorized: the id is not for one who may not act."""
-        if keyed is None or (made := self.store.made(keyed.key)) is None:
+        body, KeyInUse while a call under it has none recorded yet (_making). Asked once the
+        caller is authorized: the id is not for one who may not act."""
+        if keyed is None:
+            return None
+        if (made := self.store.made(keyed.key)) is None:
+            if keyed.key in self._making:
+                raise KeyInUse
             return None
         if made.fingerprint != keyed.fingerprint:
             raise KeyReused(f"the idempotency key was given already, with another body "
@@ -367,6 +374,18 @@ class HolderClient:
         if made.kept:
             raise NotSentYet(made.request_id)
         return made.request_id
+
+    @contextlib.contextmanager
+    def _making_under(self, keyed: Keyed | None) -> Iterator[None]:
+        """The idempotency key held while its call waits (for its record's code, up to
+        REKEY_WAIT during a re-keying) before its request is recorded: a call with it meanwhile
+        is told to ask again (KeyInUse), one after is answered the request (_made)."""
+        held = {keyed.key} if keyed else set()
+        self._making |= held
+        try:
+            yield
+        finally:
+            self._making -= held
 
     async def bind(self, own_number: str, operator: str, terminal: str,
                    by_number: bool = False, keyed: Keyed | None = None) -> str:
@@ -406,15 +425,16 @@ class HolderClient:
         self._authorize(request_id, operator, terminal, purpose)
         if made := self._made(keyed):
             return made
-        link_code = await self._current_code(own_number)
-        if link_code is None:
-            raise NotBound(f"record {own_number!r} is not bound to a link code")
-        outgoing = self._outgoing(link_code, LinkageRequest(
-            request_id, datetime.now(UTC), link_code, pattern_id, provider, data_type))
-        self._opened(self.store.open_request(
-            request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
-            provider=provider, data_type=data_type, purpose=purpose,
-            outgoing=(outgoing.key, outgoing.value), keyed=keyed))
+        with self._making_under(keyed):
+            link_code = await self._current_code(own_number)
+            if link_code is None:
+                raise NotBound(f"record {own_number!r} is not bound to a link code")
+            outgoing = self._outgoing(link_code, LinkageRequest(
+                request_id, datetime.now(UTC), link_code, pattern_id, provider, data_type))
+            self._opened(self.store.open_request(
+                request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
+                provider=provider, data_type=data_type, purpose=purpose,
+                outgoing=(outgoing.key, outgoing.value), keyed=keyed))
         await self._send(request_id, outgoing)
         return request_id
 

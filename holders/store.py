@@ -143,7 +143,11 @@ class Keyed(NamedTuple):
 
 
 class KeyInUse(Exception):
-    """An idempotency key taken by another request made at the same time."""
+    """An idempotency key under which another call is making a request at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__("a request under this idempotency key is being made: ask again in a "
+                         "moment")
 
 
 class Made(NamedTuple):
@@ -552,8 +556,7 @@ class HolderStore:
                 self.db.execute("INSERT INTO request_keys VALUES (?, ?, ?)",
                                 (keyed.key, row[0], keyed.fingerprint))
         except sqlite3.IntegrityError as exc:
-            raise KeyInUse("a request under this idempotency key is being made: ask again in "
-                           "a moment") from exc
+            raise KeyInUse from exc
 
     def made(self, idempotency_key: str) -> Made | None:
         """The request made under this idempotency key (None: none)."""

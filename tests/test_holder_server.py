@@ -66,7 +66,7 @@ class _Impatient(_Authorizing):
 
 
 _REFUSALS = {"H-unbound": NotBound("record 'H-unbound' is not bound to a link code"),
-             "H-in-use": KeyInUse("a request under this idempotency key is being made"),
+             "H-in-use": KeyInUse(),
              "H-reused": KeyReused("the idempotency key was given already, with another body")}
 
 
@@ -397,3 +397,48 @@ async def test_a_post_retried_with_its_idempotency_key_makes_one_request(
     assert sum(after.values()) - sum(before.values()) == 1, (before, after)
     assert len(nenkin.store.access_log(request_id)) == 1
     assert len(clients["sakura-town"].store.access_log(request_id)) == 1
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_retry_is_told_to_ask_again_only_while_the_first_call_has_no_request(
+        clients: dict[str, HolderClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first call waits for its record's code (as during a re-keying, up to REKEY_WAIT), no
+    request recorded yet: a retry under its key meanwhile is told at once to ask again (409 with
+    Retry-After), not held until the first has recorded its request and then told the same;
+    asked again then, it is answered the first call's request."""
+    nenkin = clients["nenkin"]
+    operator, terminal = staff_of(nenkin.holder)
+    body = {"own_number": sorted(nenkin.store.bindings())[0], "pattern_id": "P-037",
+            "provider": "sakura-town", "data_type": "local_tax", "purpose": "審査",
+            "operator": operator, "terminal": terminal}
+    key = {"Idempotency-Key": "0b5e2f6c-rekeying"}
+    waiting, rekeyed = asyncio.Event(), asyncio.Event()
+    current_code = nenkin._current_code
+
+    async def rekeying(own_number: str) -> str | None:
+        waiting.set()
+        await rekeyed.wait()
+        return await current_code(own_number)
+
+    monkeypatch.setattr(nenkin, "_current_code", rekeying)
+
+    async def post(http: aiohttp.ClientSession) -> tuple[int, dict[str, str], str | None]:
+        async with http.post("/requests", json=body, headers=key) as response:
+            return response.status, await response.json(), response.headers.get("Retry-After")
+
+    async with _served(nenkin) as http:
+        first = asyncio.create_task(post(http))
+        try:
+            await asyncio.wait_for(waiting.wait(), 10)
+            retried = asyncio.create_task(post(http))
+            done, _ = await asyncio.wait({retried}, timeout=3)
+        finally:
+            rekeyed.set()
+        made, again = await first, await post(http)
+        await retried
+    assert done, f"the retry was held while the first call waited, then: {retried.result()}"
+    status, answer, retry_after = retried.result()
+    assert (status, answer["error"], retry_after) == (409, "idempotency_key_in_use", "1")
+    assert made[0] == again[0] == 202, (made, again)
+    assert again[1]["request_id"] == made[1]["request_id"]
+    assert (await nenkin.outcome(made[1]["request_id"], 30)).status == "FOUND"
