@@ -112,16 +112,29 @@ class Refused(Exception):
     """The server answered, with an error: the job fails (asking again would not help)."""
 
 
+class _InUse(Exception):
+    """The server answered 409 idempotency_key_in_use: the job's first call is still being
+    made; ask again after `after` seconds (its Retry-After), under the same key."""
+
+    def __init__(self, after: float) -> None:
+        super().__init__(f"idempotency key in use: ask again in {after} s")
+        self.after = after
+
+
 DOWN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 NOT_ACCEPTED = "server down until the run gave up"
+KEY_IN_USE = "idempotency_key_in_use"
+# times a call is asked again while its key is in use (the server's Retry-After, 1 s: ~30 s, three
+# times REKEY_WAIT, the longest a first call waits for its record's re-keying)
+IN_USE_ASKS = 30
 
 
 class Load:
     """The holders' systems: a request to its requester's server, tried again while the server
-    cannot be reached (killed, or starting again) under the job's one Idempotency-Key (a server
-    killed after it recorded the request, before it answered, answers that request again), then
-    its outcome asked for until it comes. Every job ends accepted (in `sent`) or not (counted in
-    `never_accepted`, by why)."""
+    cannot be reached (killed, or starting again), or says the key is in use, under the job's one
+    Idempotency-Key (a server killed after it recorded the request, before it answered, answers
+    that request again), then its outcome asked for until it comes. Every job ends accepted (in
+    `sent`) or not (counted in `never_accepted`, by why)."""
 
     def __init__(self, http: aiohttp.ClientSession, servers: dict[str, Address]) -> None:
         self.http, self.servers = http, servers
@@ -167,7 +180,21 @@ class Load:
                    key: str | None = None) -> dict[str, Any] | None:
         """The server's JSON answer (to a call made under the idempotency key `key`, if given);
         None while it cannot be reached (or it was asked with the token of its run before, just
-        killed); Refused if it answers with an error."""
+        killed); asked again after its Retry-After, under the same key, while it says the key is
+        in use (409), up to IN_USE_ASKS times; Refused if it answers with another error."""
+        asked = 0
+        while True:
+            try:
+                return await self._asked(method, holder, path, body, key)
+            except _InUse as exc:
+                asked += 1
+                if asked > IN_USE_ASKS:
+                    raise Refused(f"HTTP 409 {KEY_IN_USE} {asked} times") from exc
+                await asyncio.sleep(exc.after)
+
+    async def _asked(self, method: str, holder: str, path: str, body: dict[str, str] | None,
+                     key: str | None) -> dict[str, Any] | None:
+        """The server's JSON answer to one call, as _ask says; _InUse if the key is in use."""
         server = self.servers[holder]
         headers = server.headers | ({"Idempotency-Key": key} if key else {})
         try:
@@ -177,6 +204,8 @@ class Load:
                     return dict(await response.json())
                 if response.status == 401 and self.servers[holder] != server:
                     return None
+                if response.status == 409 and (await response.json()).get("error") == KEY_IN_USE:
+                    raise _InUse(float(response.headers["Retry-After"]))
                 raise Refused(f"HTTP {response.status} {response.reason}")
         except DOWN:
             return None

@@ -25,7 +25,7 @@ from holders.store import HolderStore, default_path
 from renkei import chaos_check, chaos_cli, crash_cli, scenario
 from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import Asked, Checked, Logged, asked_since, check, checked, holder_stores
-from renkei.crash_chaos import NOT_ACCEPTED, CrashChaos, Load
+from renkei.crash_chaos import IN_USE_ASKS, NOT_ACCEPTED, CrashChaos, Load
 from renkei.misbinding import Result, Tally
 from renkei.state import state_folder
 
@@ -166,9 +166,10 @@ def test_a_crash_run_fails_unless_each_accepted_job_made_one_request() -> None:
     assert crash_chaos(twice, jobs=2, accepted=2).exactly_once
 
 
-async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_server() -> None:
-    """An error answer fails the job at once; a connection cut is asked again, under the job's
-    one Idempotency-Key; a job never accepted is counted."""
+async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -> None:
+    """An error answer fails the job at once; a connection cut, and a key in use (409 with
+    Retry-After, as during a re-keying), are asked again, under the job's one Idempotency-Key,
+    the latter up to IN_USE_ASKS times; a job never accepted is counted."""
     attempts: Counter[str] = Counter()
     keys: dict[str, list[str | None]] = {}
 
@@ -180,6 +181,9 @@ async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_s
             return web.Response(status=500, text="boom")
         if holder == "unbound":
             return web.Response(status=422, text="not bound")
+        if holder == "stuck" or (holder == "rekeying" and attempts[holder] <= 2):
+            return web.json_response({"error": "idempotency_key_in_use", "detail": "ask again"},
+                                     status=409, headers={"Retry-After": "0"})
         if attempts[holder] == 1:  # recorded, then killed before it answered
             assert request.transport is not None
             request.transport.close()
@@ -197,7 +201,7 @@ async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_s
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    names = ("ok", "broken", "unbound")
+    names = ("ok", "broken", "unbound", "rekeying", "stuck")
     servers = {h: Address(f"http://127.0.0.1:{port}/{h}", "t") for h in names}
     servers["gone"] = Address("http://127.0.0.1:1/gone", "t")
     exchange = scenario.LAWFUL[0]
@@ -209,13 +213,17 @@ async def test_the_load_accounts_for_every_job_and_retries_only_an_unreachable_s
                                    for h in (*names, "gone")))
     finally:
         await runner.cleanup()
-    assert [(s.request_id, s.status) for s in load.sent] == [("ok-2", "FOUND")]
+    assert sorted((s.request_id, s.status) for s in load.sent) == [("ok-2", "FOUND"),
+                                                                    ("rekeying-3", "FOUND")]
     assert load.never_accepted == {"HTTP 500 Internal Server Error": 1,
-                                   "HTTP 422 Unprocessable Entity": 1, NOT_ACCEPTED: 1}
+                                   "HTTP 422 Unprocessable Entity": 1, NOT_ACCEPTED: 1,
+                                   f"HTTP 409 idempotency_key_in_use {IN_USE_ASKS + 1} times": 1}
     assert (attempts["broken"], attempts["unbound"]) == (1, 1)
-    assert len(keys["ok"]) == 2 and len(set(keys["ok"])) == 1, "one key, on every try"
+    assert attempts["stuck"] == IN_USE_ASKS + 1
+    for holder in ("ok", "rekeying", "stuck"):
+        assert len(set(keys[holder])) == 1, f"{holder}: one key, on every try"
     each_job = {key for tried in keys.values() for key in tried}
-    assert None not in each_job and len(each_job) == 3, "a key of its own for each job"
+    assert None not in each_job and len(each_job) == 5, "a key of its own for each job"
     assert load.refused >= 2  # the cut connection, and the server that was never there
 
 
