@@ -489,7 +489,8 @@ class HolderClient:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the
         directory (and once at start, for a move made while the holder was down), and again
         whenever a binding answered at the old epoch is stored after that; unbind them all
-        whenever the holder moves to another link-code unit (_follow_unit)."""
+        whenever the holder moves to another link-code unit (_follow_unit). What each moved is
+        logged at WARNING, the level the server runs at."""
         brought_to: int | None = None  # the epoch the bindings were last brought to
         followed: str | None = None  # the unit they were last brought to
         while True:
@@ -500,8 +501,8 @@ class HolderClient:
                     converted, investigated = await self._rekey(epoch)
                     brought_to = epoch
                     if converted or investigated:
-                        log.info("%s: bindings re-keyed to epoch %s: %d converted, %d to "
-                                 "investigation", self.holder, epoch, converted, investigated)
+                        log.warning("%s: bindings re-keyed to epoch %s: %d converted, %d to "
+                                    "investigation", self.holder, epoch, converted, investigated)
             except Exception as exc:  # refused, timed out, not sent, the store busy: it must
                 # not stop here
                 log.error("%s: bringing the bindings to the directory's unit and epoch %s "

@@ -582,3 +582,30 @@ async def test_a_provider_signs_its_sessions_once_its_entry_publishes_its_signin
         answer.message.sealed_payload, asked.request_id,
         sealing.SignedBy(HOLDER, signing) if published else None)
     assert CODEC.decode(opened, Payload).fields == {"taxable_income": "3200000"}
+
+
+async def test_a_rekeying_that_moved_bindings_is_told_at_the_servers_level(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Bindings a re-keying converted or sent to investigation are told at WARNING, the level
+    the communication server runs at, as a move to another unit's and a purge's are."""
+    client.directory.entries[HOLDER.encode()] = HolderEntry(
+        HOLDER, "City X", "municipality", HOLDER, 1, b"", False, True, datetime.now(UTC))
+
+    async def rekey(epoch: int) -> tuple[int, int]:
+        """What the platform converted (3) and found no code of (1)."""
+        return 3, 1
+
+    monkeypatch.setattr(client, "_rekey", rekey)
+    caplog.set_level(logging.WARNING, "holders.client")
+    following = asyncio.create_task(client._follow_epochs())
+    deadline = Deadline(5, "the re-keying told")
+    try:
+        while not caplog.records:
+            deadline.check()
+            await asyncio.sleep(0.01)
+    finally:
+        await cancelled(following)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, f"{HOLDER}: bindings re-keyed to epoch 1: 3 converted, 1 to "
+                          "investigation")]
