@@ -292,8 +292,8 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
 
 def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
-    pending under its id (an answer from another exchange that reused the id is dropped); one
-    that comes after its request timed out is refused to its provider."""
+    pending under its id (one of another exchange, whose id was used again or that answers
+    under it, is refused to its provider, as is one that comes after its request timed out)."""
     if isinstance(state, Settled) and state.status == TIMED_OUT:
         return Decision(state, partial(_after_timeout, o, now))
     if not isinstance(state, RequestState):
@@ -303,9 +303,10 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
         return Decision(state, partial(_unreadable, o, now))
     exchange = (answer.provider, answer.pattern_id, answer.data_type)
     if exchange != (state.provider, state.pattern_id, state.data_type):
-        log.warning("an answer to request %s is of another exchange (%s, %s, %s): dropped",
+        log.warning("an answer to request %s is of another exchange (%s, %s, %s): refused",
                     o.request_id, *exchange)
-        return Decision(state)
+        return Decision(state, partial(_refused_answer, o, answer, "the request pending under "
+                                       "its id is of another exchange", now))
     return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer.status, state, now))
 
 
@@ -327,8 +328,14 @@ def _after_timeout(o: Outcome, now: datetime) -> list[Send]:
     answer = _readable(o)
     if answer is None:
         return _unreadable(o, now)
+    return _refused_answer(o, answer, TIMED_OUT_FIRST, now)
+
+
+def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime) -> list[Send]:
+    """An answer relayed to no one, refused to its provider (INVALID_TICKET, `why`), which logs
+    it not provided; the access log has the refusal under the answer's source."""
     return reject(answer.provider, o.request_id, "INVALID_TICKET",
-                  f"{TIMED_OUT_FIRST}: the answer was relayed to no one", now, o.source, ANSWER,
+                  f"{why}: the answer was relayed to no one", now, o.source, ANSWER,
                   pattern_id=answer.pattern_id, data_type=answer.data_type)
 
 
@@ -350,10 +357,8 @@ def _never_requested(o: Outcome, now: datetime) -> list[Send]:
     answer = _readable(o)
     if answer is None:
         return _unreadable(o, now)
-    return reject(answer.provider, o.request_id, "INVALID_TICKET",
-                  f"no request {o.request_id} came to the platform in time: the answer was "
-                  "relayed to no one", now, o.source, ANSWER, pattern_id=answer.pattern_id,
-                  data_type=answer.data_type)
+    return _refused_answer(o, answer, f"no request {o.request_id} came to the platform in time",
+                           now)
 
 
 def _relayed(o: Outcome, status: str, state: RequestState, now: datetime) -> list[Send]:

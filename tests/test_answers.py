@@ -173,8 +173,12 @@ def test_a_request_id_is_forgotten_only_after_its_ticket_expired_however_long_it
     assert state.forget_at == pending.deadline == T0 + timed.answer_timeout
 
 
-def test_an_answer_of_another_exchange_under_a_pending_id_is_dropped(ctx: Context) -> None:
-    """Even under a ticket still valid: what the decider relays is the pending exchange's."""
+def test_an_answer_of_another_exchange_under_a_pending_id_is_refused_to_its_provider(
+        ctx: Context) -> None:
+    """Even under a ticket still valid: what the decider relays is the pending exchange's. One of
+    another exchange was dropped unsaid, and its provider's own log said FOUND for data relayed
+    to no one: it is refused to its provider (INVALID_TICKET), as an unreadable one is
+    (INTERNAL_ERROR), the request still pending."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     state = decider.on_pending(pending, None, T0, decider.forgotten_at(pending, ctx)).state
     assert isinstance(state, RequestState)
@@ -183,13 +187,25 @@ def test_an_answer_of_another_exchange_under_a_pending_id_is_dropped(ctx: Contex
     relayed = CODEC.decode(outcome.answer, LinkageAnswer)
     for other in (replace(relayed, provider="nenkin"), replace(relayed, pattern_id="P-027"),
                   replace(relayed, data_type="pension_benefit")):
-        dropped = decider.on_outcome(replace(outcome, answer=CODEC.encode(other)), state, T0)
-        assert (dropped.state, dropped.effects) == (state, [])
+        refused = decider.on_outcome(replace(outcome, answer=CODEC.encode(other)), state, T0)
+        assert refused.state == state
+        assert _refusals(refused.effects) == [(topics.inbox(other.provider), "INVALID_TICKET")]
+        (event, _), = _logged(refused.effects)
+        assert (event.outcome, event.reason, event.requester, event.pattern_id,
+                event.data_type) == ("REJECTED", "INVALID_TICKET", other.provider,
+                                     other.pattern_id, other.data_type)
     unreadable = decider.on_outcome(replace(outcome, answer=b"\x00"), state, T0)
-    assert (unreadable.state, unreadable.effects) == (state, [])
+    assert unreadable.state == state
+    assert _refusals(unreadable.effects) == [(topics.inbox("town"), "INTERNAL_ERROR")]
     kept = decider.on_outcome(outcome, state, T0)
     assert isinstance(kept.state, decider.Settled)
     assert [s.topic for s in kept.effects] == [topics.inbox("kodomo"), topics.AUDIT]
+
+
+def _refusals(sends: list[Send]) -> list[tuple[str, str]]:
+    """The Rejections among `sends`: to whom, and why."""
+    return [(s.topic, CODEC.decode(s.value, Rejection).reason) for s in sends
+            if CODEC.name_of(s.value) == Rejection.__name__]
 
 
 def _logged(sends: list[Send]) -> list[tuple[AccessLogEvent, bytes]]:

@@ -464,21 +464,25 @@ def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
     it must be readable and of the same provider, pattern and data type; another held under
     the same id may still be the right one, as it would be if the request had come first. One
     that cannot be read was dropped unsaid: it is refused to the provider whose outbox it came
-    from (INTERNAL_ERROR: the platform made it), which logs it not provided."""
+    from (INTERNAL_ERROR: the platform made it), which logs it not provided; one of another
+    exchange, dropped unsaid too, is refused to its provider (INVALID_TICKET)."""
     unreadable = replace(_answer(), answer=b"not an answer")
     other = _answer(provider="nenkin")
     decider_, partition = _owning(ctx, [unreadable, other, _answer()])
     made = decider_.handle(partition, _pending(ctx), NOW, ctx)
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("town"),
-                             topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT]
-    rejection = CODEC.decode(made[2].value, Rejection)
-    assert (rejection.request_id, rejection.reason) == ("r-1", "INTERNAL_ERROR")
-    assert made[4].value == _answer().answer, "the answer of this exchange, not the other"
+                             topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT,
+                             topics.inbox("nenkin"), topics.AUDIT]
+    rejections = [CODEC.decode(made[i].value, Rejection) for i in (2, 4)]
+    assert [(r.request_id, r.reason) for r in rejections] == [("r-1", "INTERNAL_ERROR"),
+                                                               ("r-1", "INVALID_TICKET")]
+    assert made[6].value == _answer().answer, "the answer of this exchange, not the other"
     assert "cannot be read" in caplog.text and "of another exchange" in caplog.text
     wrong, _ = _owning(ctx, [unreadable, other])
     made = wrong.handle(partition, _pending(ctx), NOW, ctx)
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("town"),
-                             topics.AUDIT], "dispatched, the unreadable refused, nothing relayed"
+                             topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT], (
+        "dispatched, the unreadable and the other refused, nothing relayed")
     assert isinstance(wrong.states[partition].get("r-1"), RequestState), "still pending"
     assert wrong.states[partition] == _owning(ctx, [_pending(ctx)])[0].states[partition]
     assert _topics(wrong.handle(partition, _answer(), NOW, ctx)) == [
