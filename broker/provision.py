@@ -25,7 +25,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from broker import acls, cluster, config, credentials, topics
+from broker import acls, cluster, config, credentials, in_force, topics
 from broker.acls import Grant
 from broker.clients import KafkaAccess, reachable
 from broker.credentials import Credentials
@@ -60,9 +60,12 @@ class Report:
         ]
 
 
+def admin_access() -> KafkaAccess:
+    return KafkaAccess(cluster.bootstrap(), credentials.load(config.ADMIN))
+
+
 def admin_client() -> AdminClient:
-    access = KafkaAccess(cluster.bootstrap(), credentials.load(config.ADMIN))
-    return AdminClient({**access.confluent(), "log_level": 0})
+    return AdminClient({**admin_access().confluent(), "log_level": 0})
 
 
 def reached_admin() -> AdminClient:
@@ -123,14 +126,17 @@ def _ensure_configs(admin: AdminClient, specs: list[TopicSpec], report: Report) 
 
 
 def ensure_principal(admin: AdminClient, creds: Credentials, report: Report) -> None:
+    """The principal and its password, returned once every broker lets it log in."""
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upsert = UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
     _wait(admin.alter_user_scram_credentials([upsert]))
+    in_force.in_force(admin_access(), logins=[creds])
     report.principals.append(creds.username)
 
 
 def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
                   report: Report) -> None:
+    """The principal's grants, returned once every broker enforces them."""
     bindings = [
         AclBinding(_RESOURCES[g.resource], g.name if g.resource != "cluster" else "kafka-cluster",
                    _PATTERNS[g.pattern], f"User:{principal}", "*",
@@ -139,6 +145,7 @@ def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
     ]
     if bindings:
         _wait(admin.create_acls(bindings))
+        in_force.in_force(admin_access(), bindings=bindings)
         report.acls += len(bindings)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -19,11 +20,13 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    NewTopic,
     ResourcePatternType,
     ResourceType,
 )
 
-from broker import topics
+from broker import provision, topics
+from broker.acls import Grant
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from broker.credentials import Credentials
@@ -84,6 +87,22 @@ async def test_holder_cannot_write_its_own_inbox_nor_read_the_audit_log(
     with pytest.raises(TopicAuthorizationFailedError):
         async with consumer(KafkaAccess.of(a), topics.AUDIT, group=f"renkei.holder.{a}.y"):
             pass
+
+
+async def test_a_grant_is_in_force_when_ensure_grants_returns(broker: Cluster) -> None:
+    """A new principal logs in at once, and sends at once to the topic it was just granted: the
+    broker had not always applied its password, or its grant, yet."""
+    topic, admin = "renkei.test.prompt", admin_client()
+    for made in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        made.result()
+    for n in range(8):
+        creds = Credentials(f"prompt-{n}", secrets.token_urlsafe(24))
+        provision.ensure_principal(admin, creds, provision.Report())
+        async with producer(KafkaAccess(broker.bootstrap, creds)) as prod:
+            provision.ensure_grants(admin, creds.username,
+                                    [Grant("topic", topic, ("WRITE", "DESCRIBE"))],
+                                    provision.Report())
+            await prod.send_and_wait(topic, b"at once")
 
 
 async def test_wrong_password_is_refused(broker: Cluster, holders: list[str]) -> None:

@@ -1,0 +1,102 @@
+"""Waiting until the brokers enforce what the controller committed: a KRaft broker applies the
+ACLs and SCRAM credentials of the metadata log as it replays it, after the admin request that
+made them is answered, and refuses the principal until then."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
+from functools import partial
+
+from aiokafka.client import AIOKafkaClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import AuthenticationFailedError, SaslAuthenticationFailed, for_code
+from aiokafka.protocol.admin import DescribeAclsRequest
+from confluent_kafka.admin import AclBinding
+
+from broker.clients import KafkaAccess
+from broker.credentials import Credentials
+
+WITHIN = 30.0  # seconds a broker is given to apply them
+AGAIN = 0.02  # seconds between two looks at a broker
+ANY = 1  # DescribeAcls's code for any resource type, pattern type, operation and permission
+
+Entry = tuple[int, str, int, str, str, int, int]
+
+
+class NotInForce(RuntimeError):
+    """A broker did not apply what the controller committed within WITHIN."""
+
+
+def _code(field: Enum | str | int) -> int:
+    """The protocol code of an AclBinding's field: confluent-kafka holds it as its enum, whose
+    value the code is."""
+    return int(field.value if isinstance(field, Enum) else field)
+
+
+def _entry(binding: AclBinding) -> Entry:
+    return (_code(binding.restype), binding.name, _code(binding.resource_pattern_type),
+            binding.principal, binding.host, _code(binding.operation),
+            _code(binding.permission_type))
+
+
+async def _holds(client: AIOKafkaClient, node: int, principal: str,
+                 wanted: set[Entry]) -> bool:
+    """Whether broker `node` enforces each of `wanted`, `principal`'s: a KRaft broker answers
+    DescribeAcls from its own authorizer."""
+    response = await client.send(node, DescribeAclsRequest(ANY, None, ANY, principal, None,
+                                                           ANY, ANY))
+    if response.error_code:
+        raise for_code(response.error_code)(response.error_message)
+    held = {(kind, name, pattern, *acl)
+            for kind, name, pattern, acls in response.resources for acl in acls}
+    return wanted <= held
+
+
+async def _logs_in(host: str, port: int, access: KafkaAccess) -> bool:
+    """Whether the broker at host:port lets `access`'s principal log in."""
+    settings = access.aiokafka()
+    del settings["bootstrap_servers"]
+    try:
+        connection = await create_conn(host, port, **settings)
+    except (SaslAuthenticationFailed, AuthenticationFailedError):
+        return False
+    connection.close()
+    return True
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + WITHIN
+    while not await check():
+        if time.monotonic() > deadline:
+            raise NotInForce(f"{what} not in force on the broker within {WITHIN:.0f} s")
+        await asyncio.sleep(AGAIN)
+
+
+async def _in_force(admin: KafkaAccess, bindings: Sequence[AclBinding],
+                    logins: Sequence[Credentials]) -> None:
+    client = AIOKafkaClient(**admin.aiokafka())
+    try:
+        await client.bootstrap()
+        for broker in client.cluster.brokers():
+            for creds in logins:
+                access = KafkaAccess(admin.bootstrap, creds)
+                await _until(partial(_logs_in, broker.host, broker.port, access),
+                             f"{creds.username}'s log-in on broker {broker.nodeId}")
+            for principal in {b.principal for b in bindings}:
+                wanted = {_entry(b) for b in bindings if b.principal == principal}
+                await _until(partial(_holds, client, broker.nodeId, principal, wanted),
+                             f"{principal}'s ACLs on broker {broker.nodeId}")
+    finally:
+        await client.close()
+
+
+def in_force(admin: KafkaAccess, bindings: Sequence[AclBinding] = (),
+             logins: Sequence[Credentials] = ()) -> None:
+    """Return once every broker enforces each of `bindings` and lets each of `logins` log in;
+    NotInForce if one has not after WITHIN s."""
+    with ThreadPoolExecutor(1) as worker:  # its own event loop: callers may be in one
+        worker.submit(asyncio.run, _in_force(admin, bindings, logins)).result()
