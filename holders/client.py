@@ -821,8 +821,8 @@ class HolderClient:
 
     def _answer_refused(self, rejection: Rejection) -> bool:
         """This holder's answer to a query, refused by the platform (its ticket expired on the
-        way, say): the requester never got it, so the provider's entry says so, not FOUND.
-        False if this holder answered no query of that id."""
+        way, say): the requester never got it, so the provider's latest entry of that id says
+        so, not FOUND. False if this holder answered no query of that id."""
         if not self.store.not_provided(rejection.request_id, f"{REJECTED}: {rejection.reason}"):
             return False
         log.warning("%s: its answer to query %s was refused (%s: %s): logged not provided",
@@ -946,10 +946,12 @@ class HolderClient:
 
     def _logged(self, query: ProviderQuery, status: str,
                 fields: dict[str, str] | None = None) -> None:
-        """The provider's entry of the query in its log: the data sent with it if FOUND."""
+        """The provider's entry of the query in its log, one a query (by its ticket: a copy read
+        again is the one entry, a request id used again another): the data sent with it if
+        FOUND."""
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,
-                       data_type=query.data_type,
+                       data_type=query.data_type, ticket=query.ticket,
                        content=fields_json(fields) if status == FOUND else None)
 
     def _provider_answer(self, query: ProviderQuery, status: str, sealed: bytes) -> Send:

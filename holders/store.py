@@ -3,6 +3,7 @@ link code), its investigation queue, staff and terminals, its requests and its a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections import Counter
@@ -19,9 +20,18 @@ from audit.store import RETENTION_YEARS, years_before
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, with_columns, writing
 from renkei.state import private_dir
-from schemas.messages import HolderLogEntry
+from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
 
-SCHEMA = """
+# an entry a request id and side, a provider's one a query of it (a digest of its ticket; a
+# requester's and one made before: x''): a requester may use an id again once the platform has
+# forgotten it, and a copy of a query read again is the one entry
+_ACCESS_LOG = """access_log (
+    serial INTEGER PRIMARY KEY, at TEXT NOT NULL, request_id TEXT NOT NULL, side TEXT NOT NULL,
+    operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
+    data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
+    ticket BLOB NOT NULL DEFAULT x'', UNIQUE (request_id, side, ticket))"""
+_ACCESS_LOG_AT = "CREATE INDEX IF NOT EXISTS access_log_at ON access_log (at)"
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     own_number TEXT PRIMARY KEY, name TEXT NOT NULL, address TEXT NOT NULL,
     date_of_birth TEXT NOT NULL, sex INTEGER NOT NULL, personal_number TEXT);
@@ -46,11 +56,7 @@ CREATE TABLE IF NOT EXISTS requests (
     operator TEXT NOT NULL, terminal TEXT NOT NULL, sent_at TEXT NOT NULL,
     status TEXT NOT NULL, detail TEXT, result TEXT, answered_at TEXT, duplicates INTEGER DEFAULT 0,
     outgoing_key TEXT, outgoing BLOB);
-CREATE TABLE IF NOT EXISTS access_log (
-    serial INTEGER PRIMARY KEY, at TEXT NOT NULL, request_id TEXT NOT NULL, side TEXT NOT NULL,
-    operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
-    data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
-    UNIQUE (request_id, side));
+CREATE TABLE IF NOT EXISTS {_ACCESS_LOG};
 -- the idempotency key a request was made under, if its caller gave one, with a fingerprint of
 -- what was asked: kept as the request is (until forget_before)
 CREATE TABLE IF NOT EXISTS request_keys (
@@ -65,7 +71,7 @@ DROP INDEX IF EXISTS requests_status;
 -- what forget_before finds past the retention, oldest first, with no scan of the tables
 CREATE INDEX IF NOT EXISTS requests_done ON requests (coalesce(answered_at, sent_at));
 CREATE INDEX IF NOT EXISTS request_keys_request ON request_keys (request_id);
-CREATE INDEX IF NOT EXISTS access_log_at ON access_log (at);
+{_ACCESS_LOG_AT};
 """
 _OPEN = ("INSERT INTO requests (request_id, kind, own_number, pattern_id, provider, data_type, "
          "purpose, operator, terminal, sent_at, status, outgoing_key, outgoing) "
@@ -75,6 +81,9 @@ SENT = "SENT"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before deletes (a few ms)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
+_ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, not yet ended
+_LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
+           "content, purpose, outcome")  # an entry's columns but its ticket (and serial)
 # An import's rows are staged in a TEMP table of the store's connection (writing it takes no lock
 # on the store), each told what it changes (change: new, changed, unchanged; NULL: left out),
 # whether staff are told of it (flagged) and what of the store it was told by (basis), then the
@@ -235,6 +244,11 @@ def retention_cutoff(now: datetime) -> datetime:
     return years_before(now, RETENTION_YEARS)
 
 
+def _has_ticket(db: sqlite3.Connection) -> bool:
+    """Whether the store's access log has its entries' tickets (made since they are kept)."""
+    return any(name == "ticket" for _, name, *_ in db.execute("PRAGMA table_info(access_log)"))
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -256,6 +270,23 @@ class HolderStore:
                         "ON investigations (own_number) WHERE closed_at IS NULL")
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_closed "
                         "ON investigations (closed_at) WHERE closed_at IS NOT NULL")
+        self._log_by_query()
+
+    def _log_by_query(self) -> None:
+        """A store made before a provider's entries were one a query (one a request id): its
+        access log made again with their tickets' column, its entries kept (of none: x''), in one
+        write transaction (done by another process meanwhile: left as it is)."""
+        if _has_ticket(self.db):
+            return
+        with writing(self.db):
+            if _has_ticket(self.db):
+                return
+            self.db.execute("ALTER TABLE access_log RENAME TO access_log_before")
+            self.db.execute(f"CREATE TABLE {_ACCESS_LOG}")
+            self.db.execute(f"INSERT INTO access_log (serial, {_LOGGED}) "
+                            f"SELECT serial, {_LOGGED} FROM access_log_before")
+            self.db.execute("DROP TABLE access_log_before")
+            self.db.execute(_ACCESS_LOG_AT)
 
     def close(self) -> None:
         self.db.close()
@@ -641,20 +672,32 @@ class HolderStore:
     def log(self, request_id: str, side: str, operator: str, terminal: str, outcome: str, *,
             counterpart: str | None = None, pattern_id: str | None = None,
             data_type: str | None = None, content: str | None = None,
-            purpose: str | None = None) -> None:
+            purpose: str | None = None, ticket: bytes | None = None) -> None:
+        """An entry of the request on this side, once; a provider's of the query whose `ticket`
+        it answers, once a query."""
+        digest = b"" if ticket is None else hashlib.blake2b(ticket, digest_size=16).digest()
         self.db.execute(
-            "INSERT OR IGNORE INTO access_log (at, request_id, side, operator, terminal, "
-            "counterpart, pattern_id, data_type, content, purpose, outcome) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO access_log ({_LOGGED}, ticket) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
-             content, purpose, outcome))
+             content, purpose, outcome, digest))
 
     def not_provided(self, request_id: str, outcome: str) -> bool:
-        """The provider's entry of `request_id` ends as `outcome`, with no content: its answer
-        never reached the requester. False if this holder made no provider's entry of it."""
-        return self.db.execute(
-            "UPDATE access_log SET outcome = ?, content = NULL WHERE request_id = ? AND side = ?",
-            (outcome, request_id, PROVIDER)).rowcount > 0
+        """The provider's latest entry of `request_id` that was answered (not TIMED_OUT) ends as
+        `outcome`, with no content: its answer never reached the requester (a refusal names no
+        query, and the id is used again only once the platform has forgotten it, the answers
+        before long settled); ended already, it is a copy of the refusal, left as it is (an entry
+        before it was relayed). False if this holder made no such entry."""
+        row = self.db.execute(
+            "SELECT serial, outcome FROM access_log WHERE request_id = ? AND side = ? "
+            "AND outcome != ? ORDER BY serial DESC LIMIT 1",
+            (request_id, PROVIDER, TIMED_OUT)).fetchone()
+        if row is None:
+            return False
+        if row[1] in _ANSWERED:
+            self.db.execute("UPDATE access_log SET outcome = ?, content = NULL WHERE serial = ?",
+                            (outcome, row[0]))
+        return True
 
     def access_log(self, request_id: str | None = None) -> list[HolderLogEntry]:
         """The entries ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose, in the order made."""

@@ -243,6 +243,30 @@ async def test_a_query_read_after_its_deadline_is_not_answered_and_logged_withou
     assert (entry.outcome, entry.content, entry.counterpart) == (TIMED_OUT, None, REQUESTER)
 
 
+async def test_each_query_of_a_request_id_used_again_has_its_own_providers_entry(
+        client: HolderClient) -> None:
+    """A requester may use a request id again once the platform has forgotten it: each query of
+    it (told by its ticket) has its provider's entry, a copy of one read again none, and the
+    platform's refusal of an answer ends the latest entry, not one relayed before it (nor, read
+    again, the one before)."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    first = query("ABC98765XYZ")
+    again = replace(first, ticket=b"the ticket of the id used again")
+    assert len(await handle(client, first, first)) == 2  # a copy: answered again, logged once
+    assert len(await handle(client, again)) == 1
+    sent = (FOUND, '{"taxable_income": "3200000"}')
+    assert [(e.outcome, e.content) for e in client.store.access_log(first.request_id)] == [
+        sent, sent]
+    refused = Rejection(first.request_id, "INVALID_TICKET", "the ticket expired",
+                        datetime.now(UTC))
+    await handle(client, refused, refused)
+    assert [(e.outcome, e.content) for e in client.store.access_log(first.request_id)] == [
+        sent, ("REJECTED: INVALID_TICKET", None)]
+
+
 @pytest.mark.parametrize("skew", [timedelta(minutes=10), -timedelta(minutes=10)])
 async def test_a_holder_with_a_wrong_clock_judges_a_querys_deadline_by_the_brokers(
         client: HolderClient, monkeypatch: pytest.MonkeyPatch, skew: timedelta) -> None:

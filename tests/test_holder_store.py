@@ -153,6 +153,29 @@ def test_a_store_made_before_cases_were_closed_has_them_open(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_store_made_before_a_query_had_its_entry_keeps_its_log_and_logs_each_query(
+        tmp_path: Path) -> None:
+    store = _made_before(
+        tmp_path, "CREATE TABLE access_log (serial INTEGER PRIMARY KEY, at TEXT NOT NULL, "
+        "request_id TEXT NOT NULL, side TEXT NOT NULL, operator TEXT NOT NULL, "
+        "terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT, data_type TEXT, "
+        "content TEXT, purpose TEXT, outcome TEXT NOT NULL, UNIQUE (request_id, side))",
+        "CREATE INDEX access_log_at ON access_log (at)",
+        "INSERT INTO access_log (serial, at, request_id, side, operator, terminal, content, "
+        "outcome) VALUES (7, '2026-01-01', 'r-1', 'PROVIDER', 'SYSTEM', 't', '{}', 'FOUND')")
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", ticket=b"again")
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", ticket=b"again")
+    assert [e.at == "2026-01-01" for e in store.access_log("r-1")] == [True, False]
+    assert store.not_provided("r-1", "REJECTED: INVALID_TICKET")
+    assert [(e.outcome, e.content) for e in store.access_log("r-1")] == [
+        ("FOUND", "{}"), ("REJECTED: INVALID_TICKET", None)]
+    assert sorted(store.db.execute("SELECT type, name, tbl_name FROM sqlite_master "
+                                   "WHERE tbl_name LIKE 'access_log%' AND sql IS NOT NULL")) == [
+        ("index", "access_log_at", "access_log"), ("table", "access_log", "access_log")]
+    store.close()
+    HolderStore(tmp_path / "holder.db").close()  # made again once only
+
+
 def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
         tmp_path: Path) -> None:
     """A request recorded and not yet taken by the broker (away, or the holder stopped) is sent
