@@ -66,6 +66,8 @@ class Schema:
     definition: dict[str, Any]
     parsed: Any
     fingerprint: bytes
+    enums: tuple[tuple[str, tuple[str, ...]], ...]  # each enum field and its symbols
+    indexed: Any  # parsed with each enum field an int: its index as its bytes carry it
 
 
 def _load(path: Path) -> Schema:
@@ -75,9 +77,16 @@ def _load(path: Path) -> Schema:
     definition = json.loads(path.read_text(encoding="utf-8"))
     canonical = to_parsing_canonical_form(parse_schema(definition, _write_hint=False))
     digest = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    enums = {f["name"]: tuple(f["type"]["symbols"]) for f in definition["fields"]
+             if isinstance(f["type"], dict) and f["type"]["type"] == "enum"}
+    if '"enum"' in json.dumps([f for f in definition["fields"] if f["name"] not in enums]):
+        raise ValueError(f"{path.name}: an enum's index is checked only as a record's field, "
+                         f"not in a union, array, map or nested record")
+    indexed = {**definition, "fields": [{**f, "type": "int"} if f["name"] in enums else f
+                                        for f in definition["fields"]]}
     # parsed with fastavro's hint, which its reader and writer trust instead of parsing again
     return Schema(found.group("name"), int(found.group("version")), definition,
-                  parse_schema(definition), digest)
+                  parse_schema(definition), digest, tuple(enums.items()), parse_schema(indexed))
 
 
 class Codec:
@@ -126,16 +135,11 @@ class Codec:
         if writer is None:
             raise UnknownSchema(f"unknown schema fingerprint {data[2:HEADER].hex()}")
         reader = self.versions[writer.name][-1]
-        buf = io.BytesIO(data)
-        buf.seek(HEADER)
-        try:
-            record = fastavro.schemaless_reader(
-                buf, writer.parsed, None if reader is writer else reader.parsed)
-        except Exception as exc:  # fastavro raises many types on corrupt bytes
-            raise MalformedMessage(f"corrupt {writer.name} body: {_fault(exc, buf, data)}") from exc
-        if buf.tell() != len(data):
-            raise MalformedMessage(f"{len(data) - buf.tell()} trailing bytes after {writer.name}")
-        return writer.name, cast(dict[str, Any], record)
+        if reader is writer or writer.enums:
+            record = _symbols(_body(data, writer, writer.indexed, None), writer)
+        if reader is not writer:  # read (again, if it has enums) into the newest version
+            record = _body(data, writer, writer.parsed, reader.parsed)
+        return writer.name, record
 
     def encode(self, message: object) -> bytes:
         return self.encode_record(type(message).__name__, to_record(message))
@@ -166,6 +170,32 @@ class Codec:
             if cls.__name__ == name:
                 return from_record(cls, record)
         raise UnexpectedMessage(name, [cls.__name__ for cls in expected])
+
+
+def _body(data: bytes, writer: Schema, parsed: Any, reader: Any) -> dict[str, Any]:
+    """The record of a message's body, read with `parsed` (the writer's) into `reader`."""
+    buf = io.BytesIO(data)
+    buf.seek(HEADER)
+    try:
+        record = fastavro.schemaless_reader(buf, parsed, reader)
+    except Exception as exc:  # fastavro raises many types on corrupt bytes
+        raise MalformedMessage(f"corrupt {writer.name} body: {_fault(exc, buf, data)}") from exc
+    if buf.tell() != len(data):
+        raise MalformedMessage(f"{len(data) - buf.tell()} trailing bytes after {writer.name}")
+    return cast(dict[str, Any], record)
+
+
+def _symbols(record: dict[str, Any], writer: Schema) -> dict[str, Any]:
+    """The record with each enum field's symbol for the index its bytes carry: fastavro's reader
+    takes a negative index from the end of the symbols (-1 the last), a second byte form of
+    one message, so an index out of the symbols' range is MALFORMED."""
+    for field, symbols in writer.enums:
+        index = record[field]
+        if not 0 <= index < len(symbols):
+            raise MalformedMessage(f"{writer.name}'s {field} is enum index {index}, not one of "
+                                   f"its {len(symbols)} symbols (0 to {len(symbols) - 1})")
+        record[field] = symbols[index]
+    return record
 
 
 def _fault(exc: Exception, buf: io.BytesIO, data: bytes) -> str:

@@ -17,7 +17,7 @@ from holders.client import LINKAGE, HolderClient, new_request_id
 from renkei.envelope import Send
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC, MAX_BYTES
-from schemas.messages import LinkageRequest, Pong, Rejection
+from schemas.messages import LinkageRequest, Pong, ProviderAnswer, Rejection
 from tests.kafka_helpers import audit_events, producer, unreadable
 from tests.test_linkage import ask, bound
 
@@ -45,9 +45,18 @@ def _bad_inputs(nenkin: HolderClient, hospital: HolderClient) -> dict[str, bytes
         "STALE_REQUEST": CODEC.encode(_request(link, sent_at=datetime.now(UTC)
                                                - timedelta(minutes=10))),
         "truncated MALFORMED": valid[:-4],
+        "negative enum index MALFORMED": _refused_as_the_last_symbol(),
         "other unit INVALID_LINK_CODE": CODEC.encode(_request(
             next(iter(hospital.store.bindings().values())))),
     }
+
+
+def _refused_as_the_last_symbol() -> bytes:
+    """An answer whose status is enum index -1, which fastavro read as the last symbol."""
+    answer = CODEC.encode(ProviderAnswer("a-" + str(uuid.uuid4()), b"t", "L", "REFUSED", b"p"))
+    status = len(answer) - 3  # the payload b"p" after it: its length 2 (zig-zag), then "p"
+    assert answer[status] == 2 * 2
+    return answer[:status] + b"\x01" + answer[status + 1:]
 
 
 async def test_each_bad_input_is_rejected_with_its_reason_and_the_agent_keeps_going(

@@ -13,6 +13,7 @@ from registry.residents import FourAttributes, Sex
 from schemas import compatibility
 from schemas.codec import (
     CODEC,
+    HEADER,
     MAX_BYTES,
     SCHEMA_DIR,
     Codec,
@@ -27,6 +28,7 @@ from schemas.messages import (
     HolderEntry,
     LegalPattern,
     LinkageRequest,
+    ProviderAnswer,
     Rejection,
 )
 
@@ -77,6 +79,29 @@ def test_a_corrupt_body_is_described_in_the_same_words_everywhere() -> None:
         assert " at 0x" not in words and not words.endswith(": "), words
         assert words == f"corrupt Rejection body: the record runs past the end of its " \
                         f"{len(good) - cut - 10} bytes of body"
+
+
+def test_an_enum_index_out_of_its_symbols_is_refused_not_read_from_the_end() -> None:
+    """fastavro took index -2 of a status as REFUSED (symbols[-2]), a second byte form of an
+    answer with index 2; -1 read as TIMED_OUT, the last symbol."""
+    good = CODEC.encode(ProviderAnswer("r", b"t", "L", "REFUSED", b"p"))
+    status = len(good) - 3  # the enum's zig-zag index, before the payload: its length, "p"
+    assert good[status] == 2 * 2
+    for index, byte in ((-1, 1), (-2, 3), (4, 8)):
+        with pytest.raises(MalformedMessage, match=f"status is enum index {index}, not one of "
+                                                   r"its 4 symbols \(0 to 3\)"):
+            CODEC.decode(good[:status] + bytes([byte]) + good[status + 1:], ProviderAnswer)
+    assert CODEC.decode(good, ProviderAnswer).status == "REFUSED"
+
+
+def test_an_older_writers_enum_index_out_of_its_symbols_is_refused() -> None:
+    """A message of an older schema version is read into the newest: its indexes checked too."""
+    v1 = CODEC.encode_record("BindingAnswer", {"request_id": "r", "status": "FOUND",
+                                               "detail": "", "candidates": []}, version=1)
+    status = HEADER + 2
+    assert v1[status] == 0 and v1[2:HEADER] != CODEC.latest("BindingAnswer").fingerprint
+    with pytest.raises(MalformedMessage, match="status is enum index -1"):
+        CODEC.decode(v1[:status] + b"\x01" + v1[status + 1:], BindingAnswer)
 
 
 def test_older_writer_is_read_with_the_newer_schema() -> None:
