@@ -90,10 +90,20 @@ def _not_anothers_own(directory: Mapping[str, HolderEntry], holder: str, unit: s
 
 
 def changes(before: HolderEntry, after: HolderEntry) -> list[str]:
-    """What a re-registration changed in a holder's entry, one `field old → new` each."""
-    return [f"{field} {old} → {new}" for field, old, new in (
+    """What a re-registration changed in a holder's entry, one `field old → new` each, its
+    sealing key (public_key) and signing key among them."""
+    return [f"{field} {_said(old)} → {_said(new)}" for field, old, new in (
         (field, getattr(before, field), getattr(after, field))
-        for field in ("name", "role", "link_unit", "key_epoch", "private")) if old != new]
+        for field in ("name", "role", "link_unit", "key_epoch", "private", "public_key",
+                      "signing_key")) if old != new]
+
+
+def _said(value: object) -> str:
+    """A field's value as `changes` says it: a public key by its first 8 bytes in hex, none for
+    no key (an entry from before signing keys)."""
+    if isinstance(value, bytes):
+        return f"{value[:8].hex()}…"
+    return "none" if value is None else str(value)
 
 
 def service_entries() -> list[HolderEntry]:

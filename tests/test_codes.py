@@ -322,7 +322,7 @@ def test_a_holder_registered_again_keeps_its_unit_and_private_flag_unless_given(
         state: Path) -> None:
     """Re-registered to correct its name, a private holder in a re-keyed unit went to a unit of
     its own at epoch 0 (every binding lost) and public (binding without consent)."""
-    entries = {"clinic": replace(_entry("clinic", "medical", 1), private=True),
+    entries = {"clinic": replace(_keyed(_entry("clinic", "medical", 1)), private=True),
                "pharmacy": _entry("pharmacy", "medical", 1)}
     again = directory.registered(entries, "clinic", "北町クリニック", "municipality")
     assert (again.link_unit, again.key_epoch, again.private) == ("medical", 1, True)
@@ -337,6 +337,34 @@ def test_a_holder_registered_again_keeps_its_unit_and_private_flag_unless_given(
                                                            "key_epoch 1 → 0"]
     new = directory.registered(entries, "town", "town", "municipality")
     assert (new.link_unit, new.key_epoch, new.private) == ("town", 0, False)
+
+
+def _keyed(entry: HolderEntry) -> HolderEntry:
+    """The entry with its holder's sealing and signing keys, as registering it now gives."""
+    return replace(entry, public_key=sealing.public_bytes(sealing.key_of(entry.holder_id)),
+                   signing_key=sealing.public_bytes(sealing.signing_key_of(entry.holder_id)))
+
+
+def test_a_holder_registered_again_is_told_its_changed_sealing_and_signing_keys(
+        state: Path) -> None:
+    """A holder registered again with new keys (its key files made anew), or given its first
+    signing key (an entry from before signing keys), was told its entry was unchanged."""
+    before = _keyed(_entry("clinic", "clinic", 0))
+    assert directory.changes(before, directory.holder_entry("clinic", "clinic",
+                                                            "municipality")) == []
+    signing = before.signing_key
+    assert signing is not None
+    unsigned = replace(before, signing_key=None)
+    assert directory.changes(unsigned, directory.registered(
+        {"clinic": unsigned}, "clinic", "clinic", "municipality")) == [
+        f"signing_key none → {signing[:8].hex()}…"]
+    for kind in (sealing.SEALING, sealing.SIGNING):
+        sealing.key_file("clinic", kind).unlink()
+    renewed = directory.registered({"clinic": before}, "clinic", "clinic", "municipality")
+    assert renewed.signing_key is not None and renewed.signing_key != signing
+    assert directory.changes(before, renewed) == [
+        f"public_key {before.public_key[:8].hex()}… → {renewed.public_key[:8].hex()}…",
+        f"signing_key {signing[:8].hex()}… → {renewed.signing_key[:8].hex()}…"]
 
 
 def test_a_new_holder_is_not_put_into_a_unit_others_are_in_unless_given_it(
