@@ -134,8 +134,9 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
                                   f"{item.incoming.timestamp.isoformat()}", ticket)
         elif answer.status not in PROVIDER_STATUSES:
             out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer")
-        elif ticket.requester not in ctx.directory or item.holder not in ctx.directory:
-            out += _refuse_answer(item, "UNKNOWN_HOLDER", "a party left the holder directory")
+        elif (gone := _inactive(ctx, ticket.requester, item.holder)) is not None:
+            out += _refuse_answer(item, "UNKNOWN_HOLDER", f"{gone} is no longer an active holder "
+                                  "in the directory: the answer is relayed to no one", ticket)
         elif answer.link_code != ticket.link_b:
             out += _refuse_answer(item, "INVALID_LINK_CODE",
                                   "the answer's link code is not the queried person's", ticket)
@@ -146,6 +147,12 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
             out.append(decider.to_decider(answer.request_id, Outcome(
                 answer.request_id, item.incoming.source, CODEC.encode(relayed))))
     return out
+
+
+def _inactive(ctx: Context, *holders: str) -> str | None:
+    """The first of the holders gone from the directory or marked inactive there (None: each
+    is active): a holder taken out of the directory is neither answered nor answers."""
+    return next((h for h in holders if (e := ctx.directory.get(h)) is None or not e.active), None)
 
 
 def _req(item: FromHolder) -> LinkageRequest:

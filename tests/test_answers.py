@@ -93,6 +93,24 @@ def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
     assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
 
 
+def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refused(
+        ctx: Context) -> None:
+    """A requester (or provider) marked inactive in the directory after its request was approved
+    still had the answer relayed: only one gone from the directory was refused."""
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    for gone in ("kodomo", "town"):
+        inactive = replace(ctx, directory={**ctx.directory,
+                                           gone: replace(ctx.directory[gone], active=False)})
+        refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, inactive)
+        rejection = CODEC.decode(refused.value, Rejection)
+        assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
+        assert (rejection.reason, rejection.detail) == ("UNKNOWN_HOLDER", f"{gone} is no longer "
+                                                        "an active holder in the directory: the "
+                                                        "answer is relayed to no one")
+    relayed, = _answer(pending, "town", T0 + timedelta(seconds=1), 2, ctx)
+    assert CODEC.decode(relayed.value, Outcome).request_id == "X"
+
+
 def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:
     """A decider owning the partition of request "X", with nothing in it yet."""
     decider_ = decider.Decider()
