@@ -38,6 +38,9 @@ CONTEXT = b"renkei card login v1\x00"
 TIME_BYTES, RANDOM_BYTES = 8, 32
 REVOKED = "revoked"
 UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl"})  # the CRL cannot tell: no card's fault
+# the registry side's refusal of a challenge issued later than its clock tells now (by more than
+# renkei.clock.AHEAD): the portal's clock is ahead of its, and every login's is refused alike
+FROM_THE_FUTURE = "challenge-from-the-future"
 
 
 class Refused(PermissionError):

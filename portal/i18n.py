@@ -49,6 +49,12 @@ WORDS: dict[str, tuple[str, str]] = {
                     "ありません）。しばらくしてからもう一度お試しください。",
                     "The card's revocation status cannot be checked now (the card is not at "
                     "fault). Please try again later."),
+    "refused_clock": ("システムの機器どうしの時計が食い違っているため、ログインを確認できません"
+                      "でした（システム側の不具合で、ログインやカードの問題ではありません）。"
+                      "しばらくしてからもう一度お試しください。",
+                      "The clocks of the system's machines disagree, so your login could not be "
+                      "checked (a fault on the system's side, not your login or your card). "
+                      "Please try again later."),
     "refused_portal": ("マイポータル側の不具合のため、カードを確認できませんでした"
                        "（カードの問題ではありません）。しばらくしてからもう一度お試しください。",
                        "A fault on My Portal's side kept the card from being checked (the card "
@@ -154,12 +160,6 @@ WORDS: dict[str, tuple[str, str]] = {
                               "A fault on My Portal's side kept the numbering authority from "
                               "taking the request (your login is not at fault). Please try again "
                               "later."),
-    "number_refused_clock": ("住基ネット側と付番機関の時計が食い違っているため、ログインを確認"
-                             "できませんでした（システム側の不具合で、ログインの問題ではありません）。"
-                             "しばらくしてからもう一度お試しください。",
-                             "The clocks of the registry side and the numbering authority "
-                             "disagree, so your login could not be checked (a fault on the "
-                             "system's side, not your login). Please try again later."),
     "number_refused_other": ("ログインを確認できませんでした。もう一度ログインしてから"
                              "請求してください。",
                              "Your login could not be confirmed. Please log in again and ask "

@@ -39,7 +39,7 @@ TICKET_FROM_THE_FUTURE = "ticket-from-the-future"
 # the authority's reasons for declining a change (registry.tickets; a question of the portal's
 # fault: renkei.questions), in the page's words; a ticket missing, forged or another's: "other"
 REFUSALS = {"ticket-expired": "number_refused_expired", TICKET_USED: "number_refused_used",
-            TICKET_FROM_THE_FUTURE: "number_refused_clock", NO_REPLY_KEY: "number_refused_portal"}
+            TICKET_FROM_THE_FUTURE: "refused_clock", NO_REPLY_KEY: "number_refused_portal"}
 # the requests for a new number under way in this portal, by resident (their ID code): one
 # refused settles their change only if no other (in another of their sessions) may make it
 UNDER_WAY = web.AppKey("numbers_under_way", Counter[str])

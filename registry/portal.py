@@ -19,23 +19,23 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from audit.heads import Signer
 from cards import ca
 from cards.jlis import CardHolders
-from cards.login import Refused, Verifier, issue_mark, issued_at
+from cards.login import FROM_THE_FUTURE, Refused, Verifier, issue_mark, issued_at
 from processors.codes import IdCodes
 from registry import tickets
 from registry.store import RegistryStore
-from renkei.clock import Age, Clock, Mark
+from renkei.clock import Age, Clock, log_clocks_disagree
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import CardHolder, CardLogin
 
 log = logging.getLogger(__name__)
 FRESH = timedelta(minutes=3)  # the portal's challenge lives 2 minutes, its question 10 s more
-CHALLENGE = "challenge"  # the refusal of a challenge stale, from the future or used before
+CHALLENGE = "challenge"  # the refusal of a challenge stale or used before (ahead: FROM_THE_FUTURE)
 ORIGIN = "origin"  # the refusal of a signature made for a site that is not the portal
 LOOPBACK = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}")
 
@@ -90,7 +90,11 @@ class CardLogins:
             log.warning("a card login the portal showed is refused: %s", exc.reason)
             raise Declined(exc.reason) from None
         issued, mark = issued_at(login.nonce), issue_mark(login.nonce)
-        if issued is None or not self._fresh(issued, mark):
+        age = None if issued is None else self.clock.judged(issued, mark, FRESH)
+        if age is Age.AHEAD:
+            log_clocks_disagree(log, "a card login's challenge", "the portal's")
+            raise Declined(FROM_THE_FUTURE)
+        if issued is None or age is not Age.YOUNG:
             log.warning("a card login the portal showed is refused: its challenge is not fresh")
             raise Declined(CHALLENGE)
         forgotten = not self.clock.in_this_boot(mark) and self.cards.forgotten(issued + FRESH)
@@ -100,8 +104,3 @@ class CardLogins:
             log.warning("a card login the portal showed is refused: its challenge was used")
             raise Declined(CHALLENGE)
         return verified.serial
-
-    def _fresh(self, issued: datetime, mark: Mark | None) -> bool:
-        """Whether a challenge issued then (`mark` on the elapsed clock) is fresh now, by the time
-        elapsed since its issue (renkei.clock), not ahead of it (renkei.clock.AHEAD)."""
-        return self.clock.judged(issued, mark, FRESH) is Age.YOUNG

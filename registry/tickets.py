@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.events import millis
 from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
-from renkei.clock import AHEAD, Age, Mark
+from renkei.clock import Age, Mark, log_clocks_disagree
 from renkei.questions import Declined
 from renkei.state import private_dir, write_json
 from schemas.codec import CODEC, SchemaError
@@ -165,9 +165,7 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
         raise Declined(FORGED)
     age = judged(found.expires_at - LASTS, mark, LASTS)
     if age is Age.AHEAD:
-        log.warning("a login ticket is refused: issued more than %g s later than this clock tells "
-                    "now, the registry side's clock is ahead of it (are both machines' clocks "
-                    "synced, NTP?)", AHEAD.total_seconds())
+        log_clocks_disagree(log, "a login ticket", "the registry side's")
     refused = REFUSED_BY_AGE.get(age)
     if refused is not None:
         raise Declined(refused)

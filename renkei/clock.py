@@ -28,6 +28,7 @@ an origin drawn from that hash, which only the machine's processes know (Mark.of
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import time
@@ -50,6 +51,14 @@ AHEAD = timedelta(seconds=5)  # how far a time read (another machine's clock, a 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def log_clocks_disagree(log: logging.Logger, refused: str, whose: str) -> None:
+    """Log that `refused` is refused as issued more than AHEAD later than this clock tells now:
+    `whose` clock (another machine's) is ahead of this one."""
+    log.warning("%s is refused: issued more than %g s later than this clock tells now, %s clock "
+                "is ahead of it (are both machines' clocks synced, NTP?)", refused,
+                AHEAD.total_seconds(), whose)
 
 
 def elapsed_seconds() -> float:

@@ -4,6 +4,7 @@ holder the same link code, and My Portal still finds every entry about them."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -20,18 +21,21 @@ from broker import acls, topics
 from cards import issue
 from cards.card import Card
 from cards.jlis import CardHolders
+from cards.login import FROM_THE_FUTURE
 from portal.context import resident as portal_resident
 from processors import binding
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
+from registry import portal as registry_portal
 from registry import store as registry_store
 from registry.portal import CHALLENGE, FRESH, CardLogins
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from registry.service import RegistryService
 from renkei import sealing
+from renkei.clock import AHEAD
 from renkei.envelope import Send
 from renkei.questions import Declined
 from renkei.state import state_folder
@@ -209,8 +213,8 @@ def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_th
 def test_a_challenge_the_calendar_cannot_judge_is_refused(town: Town, tmp_path: Path,
                                                          timed: str) -> None:
     """A card login's challenge timed a minute before year 10000 and marked now, or marked
-    years later than this boot's elapsed clock reads, is refused as not fresh: the end of its
-    freshness, or its time now, past the calendar's end was an error (OverflowError)."""
+    years later than this boot's elapsed clock reads, is refused as from the future: the end of
+    its freshness, or its time now, past the calendar's end was an error (OverflowError)."""
     code = _unchanged(town)
     with state_folder(tmp_path / "state"):
         card, cards = _recorded_card(tmp_path, code)
@@ -219,7 +223,29 @@ def test_a_challenge_the_calendar_cannot_judge_is_refused(town: Town, tmp_path: 
         at, mark = ((datetime(9999, 12, 31, 23, 59, tzinfo=UTC), hands.mark())
                     if timed == "near year 9999"
                     else (hands.wall, hands.mark().after(timedelta(days=10**8))))
-        _refused_its_challenge(logins, "q-1", CODEC.encode(signed(card, at, mark=mark)))
+        _refused_its_challenge(logins, "q-1", CODEC.encode(signed(card, at, mark=mark)),
+                               FROM_THE_FUTURE)
+        cards.close()
+
+
+def test_a_challenge_from_the_future_is_refused_as_the_clocks_skew(
+        town: Town, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The portal's clock just over AHEAD ahead of the registry side's (its challenge marked in
+    its own boot): the login is refused as from the future, and the registry side says that the
+    machines' clocks disagree; it said only that the challenge was not fresh, as of one stale or
+    used. One AHEAD ahead is taken."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        card, cards = _recorded_card(tmp_path, code)
+        hands = Hands(datetime.now(UTC))
+        logins = _logins(town, cards, hands)
+        portals = hands.mark("the portal's boot")
+        ahead = CODEC.encode(signed(card, hands.wall + AHEAD + timedelta(seconds=1), mark=portals))
+        with caplog.at_level(logging.WARNING, logger=registry_portal.__name__):
+            _refused_its_challenge(logins, "q-1", ahead, FROM_THE_FUTURE)
+        assert "clock is ahead" in caplog.text and "NTP" in caplog.text
+        within = CODEC.encode(signed(card, hands.wall + AHEAD, mark=portals))
+        assert logins.card_holder("q-2", within, False).resident_codes == (code,)
         cards.close()
 
 
@@ -237,10 +263,11 @@ def _recorded_card(tmp_path: Path, code: str) -> tuple[Card, CardHolders]:
     return card, cards
 
 
-def _refused_its_challenge(logins: CardLogins, request_id: str, login: bytes) -> None:
+def _refused_its_challenge(logins: CardLogins, request_id: str, login: bytes,
+                           reason: str = CHALLENGE) -> None:
     with pytest.raises(Declined) as declined:
         logins.card_holder(request_id, login, False)
-    assert declined.value.reason == CHALLENGE
+    assert declined.value.reason == reason
 
 
 def test_a_challenge_taken_by_its_mark_is_kept_used_until_its_time_is_past_too(

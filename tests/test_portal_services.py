@@ -38,7 +38,7 @@ from broker.clients import KafkaAccess
 from cards import ca, issue
 from cards.card import Card
 from cards.jlis import CardHolders
-from cards.login import challenge, issued_at, message
+from cards.login import FROM_THE_FUTURE, challenge, issued_at, message
 from portal import app as portal_app
 from portal import services
 from portal.i18n import words
@@ -70,6 +70,7 @@ from schemas.messages import (
     PortalAnswer,
     PortalQuery,
 )
+from tests.clock_helpers import Hands
 from tests.kafka_helpers import consumer, free_port, listening_on, producer, spawn, stop
 from tests.loop_helpers import Deadline
 from tests.proc_helpers import open_files
@@ -246,7 +247,7 @@ async def test_the_registry_side_tells_no_codes_for_a_login_it_does_not_accept(
                (signed(card, origin=ELSEWHERE), "origin"),
                (signed(officer), "unknown-issuer"), (signed(revoked), "revoked"),
                (signed(card, now - timedelta(minutes=10)), "challenge"),
-               (signed(card, now + timedelta(minutes=10)), "challenge"),
+               (signed(card, now + timedelta(minutes=10)), FROM_THE_FUTURE),
                (replace(good, nonce=good.nonce[8:], signature=card.sign(
                    message(ORIGIN, good.nonce[8:]), PIN)), "challenge")]
     for login, reason in refused:
@@ -553,6 +554,23 @@ async def test_a_login_the_registry_side_refuses_gets_the_refusal_page(
             assert words("ja")["refused_challenge"] in await done.text()
         async with http.get(f"{url}/history", allow_redirects=False) as history:
             assert history.status != 200 and resident.name not in await history.text()
+
+
+async def test_a_login_from_a_portal_whose_clock_is_ahead_is_said_to_be_the_clocks_not_the_login(
+        platform: Processes, town: Town, tmp_path: Path) -> None:
+    """The portal's clock is ten minutes ahead of the registry side's: that side refuses its
+    card's login as from the future, and the page says the system's clocks disagree, not that
+    the login took too long (to try again, which would be refused alike)."""
+    resident = town.held["sakura-town"][10]
+    issue.init()
+    card = issue.resident_card(resident.resident_code, PIN, tmp_path)
+    portals = Hands(datetime.now(UTC) + timedelta(minutes=10), boot="the portal's boot")
+    async with _portal_in_process(tmp_path, Sessions(wall=portals.clock())) as (url, http):
+        posted = await _signed_at_reader(http, url, card, "resident", "/login")
+        async with http.post(f"{url}/login/card", allow_redirects=False, data=posted) as done:
+            refused = await done.text()
+            assert done.status == 403 and words("ja")["refused_challenge"] not in refused
+            assert words("ja")["refused_clock"] in refused
 
 
 async def test_a_question_declined_for_its_reply_key_says_the_fault_is_the_portals(

@@ -450,7 +450,7 @@ async def test_a_ticket_refused_as_from_the_future_is_said_to_be_the_clocks_not_
         "csrf": await csrf_of(client, "/number"), "confirm": "yes"})
     refused = await answer.text()
     assert answer.status == 403 and words("ja")["number_refused_other"] not in refused
-    assert words("ja")["number_refused_clock"] in refused
+    assert words("ja")["refused_clock"] in refused
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
