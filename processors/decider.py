@@ -34,9 +34,10 @@ import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 
+from audit.events import EPOCH
 from broker import acls, topics
 from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
 from processors.context import Context
@@ -62,6 +63,9 @@ DUPLICATE = "DUPLICATE_REQUEST"
 SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above its status bit
 SOURCE_BITS = (1 << SOURCE_WIDTH) - 1
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
+# the time Decider.handle is given where it reads none: a Sweep is decided at its own time, and a
+# rebuild makes no effects (they already happened), so times none
+UNTIMED = EPOCH
 
 
 def partition_of(request_id: str) -> int:
@@ -450,15 +454,15 @@ class Decider:
         skew's margin after) may have been decided and forgotten."""
         self.states[partition] = Partition()
         for message in history:
-            self.handle(partition, message, datetime.now(UTC), ctx, effects=False, rebuilding=True)
+            self.handle(partition, message, UNTIMED, ctx, effects=False, rebuilding=True)
         if since is not None:
             self.states[partition].forgotten_by(_forget_at(since + ctx.clock_skew, ctx))
 
     def handle(self, partition: int, message: DecisionEvent, now: datetime, ctx: Context,
                effects: bool = True, rebuilding: bool = False) -> list[Send]:
-        """Apply one decision event to its partition's state; return its effects (none made
-        if `effects` is false: they already happened; but answers held for a request are
-        relayed when it is read, unless `rebuilding`)."""
+        """Apply one decision event to its partition's state; return its effects, made at `now`
+        (a Sweep's at its own time), none if `effects` is false: they already happened; but
+        answers held for a request are relayed when it is read, unless `rebuilding`."""
         states = self.states[partition]
         if isinstance(message, Pending):
             forget_at = forgotten_at(message, ctx)

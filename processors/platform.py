@@ -265,11 +265,10 @@ class Platform:
         """Deadlines and forgetting, as Sweep events in the partitions they concern."""
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
-            now = datetime.now(UTC)
             swept = self.due()
             sweeps = [s for s in swept if s.partition not in self.at_once]  # being taken over
-            decided_here = self._at_once([s for s in swept if s.partition in self.at_once], now,
-                                         self.views.refresh())
+            decided_here = self._at_once([s for s in swept if s.partition in self.at_once],
+                                         decider.UNTIMED, self.views.refresh())
             await self.outflow.send([], *decided_here)
             try:
                 await deliver(self.producer, sweeps)
