@@ -404,9 +404,13 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
             for made in (named, *(named.with_name(f"{named.name}{s}") for s in ("-wal", "-shm"))):
                 made.unlink(missing_ok=True)
         raise
-    click.echo(f"replayed {report.events} events ({report.events - report.size} of them an "
-               f"event id again) from {report.records} records into {target} in "
-               f"{report.seconds:.1f}s: tree size {report.size}, root {report.root.hex()}")
+    again = report.events - report.size - report.unlogged
+    click.echo(f"replayed {report.events} events ({again} of them an event id again) from "
+               f"{report.records} records into {target} in {report.seconds:.1f}s: tree size "
+               f"{report.size}, root {report.root.hex()}")
+    if report.unlogged:
+        click.echo(f"{report.unlogged} events older than the live store's purge cutoff when they "
+                   "came, which it did not log: not replayed")
     compared = bool(report.compared_at)
     live_size = report.live_size or 0
     same = "identical" if report.identical else "DIFFERENT"

@@ -5,7 +5,9 @@ committed (it commits a batch once appended): one with fewer is short, cut after
 events after that offset it may not have appended yet. Once the topic's retention (seven years)
 has let the broker delete its oldest records, the topic starts past offset 0: the live store's
 entries of those events are beyond the topic's retention, told apart and counted, and the
-live store's later entries are compared leaf by leaf with those the replay rebuilt.
+live store's later entries are compared leaf by leaf with those the replay rebuilt. An event older
+than the cutoff of a purge the live store made before the event came, which the store did not log,
+the replay leaves out too.
 
 The re-check runs `processors.approval.approve` again for each APPROVED linkage and each
 linkage REJECTED for an approval reason, at the event's time, with the legal pattern list and
@@ -21,15 +23,16 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
+from audit import merkle
 from audit.anchor import consumer_commit
 from audit.consumer import decoded, new_events
 from audit.events import AccessLogEvent, from_millis
-from audit.store import AuditStore
+from audit.store import AuditStore, beyond_retention
 from broker import topics
 from broker.clients import KafkaAccess, read_topic, topic_batches
 from processors.approval import Approved, PatternList, approve
@@ -150,7 +153,8 @@ class ReplayReport:
     those. `start` is the topic's first offset: past 0, the broker deleted the records before
     it, and `beyond` are the live store's entries of their events (its first ones, beyond the
     replay, its purged ones among them); `compared_at` entries after them are then compared
-    one by one, `differing` differ."""
+    one by one, `differing` differ. `unlogged` are the events older than the live store's cutoff
+    when they came, which it did not log (AuditStore.cutoffs): not replayed either."""
 
     records: int = 0
     start: int = 0
@@ -158,6 +162,7 @@ class ReplayReport:
     aligned: bool = False  # `beyond` found: from the live store's serials of a batch
     differing: int = 0
     events: int = 0
+    unlogged: int = 0
     size: int = 0
     root: bytes = b""
     acknowledged: int = 0
@@ -237,15 +242,21 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
              items: list[tuple[AccessLogEvent, bytes]], report: ReplayReport) -> None:
     """Append `items` to `target`, re-checking each new approval or rejection. On a topic whose
     start the broker deleted, an event the live store holds beyond it (logged again later) is
-    left out: the audit consumer appended it at its first time."""
+    left out: the audit consumer appended it at its first time. So is an event older than the
+    live store's cutoff when it came: the consumer did not log it."""
     report.events += len(items)
     held = live.serials([event.event_id for event, _ in items]) \
         if report.start and live is not None and items else {}
+    cutoffs = [] if live is None else live.cutoffs()
     if live is not None and items and report.start and not report.aligned:
-        _aligned(target, live, items, held, report)
+        _aligned(target, live, items, held, cutoffs, report)
     if report.aligned:
         items = [(event, leaf) for event, leaf in items
                  if held.get(event.event_id, report.beyond) >= report.beyond]
+    if cutoffs and (report.aligned or not report.start):
+        left = {id(event) for event in _unlogged(target, items, report.beyond, cutoffs)}
+        report.unlogged += len(left)
+        items = [(event, leaf) for event, leaf in items if id(event) not in left]
     if not items:
         return
     serials = target.append_many(items)
@@ -259,22 +270,55 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
 
 
 def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
-             held: dict[str, int], report: ReplayReport) -> None:
+             held: dict[str, int], cutoffs: Sequence[tuple[int, datetime]],
+             report: ReplayReport) -> None:
     """report.beyond from the latest serial the live store holds of the events `target` would
     append (the first ones read may be purged from it): back from it, each event takes the
     serial before, but one the live store holds lower, logged again after its first time beyond
-    the topic's start, which the audit consumer left out. If it holds none of them, its
-    retention purged them all: from the serial of the first one's purged entry."""
+    the topic's start, or one it left out as older than its cutoff (_left_out), which the audit
+    consumer did not append. If it holds none of them, its retention purged them all: from the
+    serial of the first one's purged entry."""
     new = new_events(target, items)
     fresh = [held.get(event.event_id) for event in new]
     known = [serial for serial in fresh if serial is not None]
     serial = max(known) if known else _purged_serial(live, items, new[:1])
     if serial is None:
         return
-    for before in reversed(fresh[:fresh.index(serial)] if known else []):
+    leaves = {id(event): leaf for event, leaf in items}
+    for event, before in reversed(list(zip(new, fresh, strict=True))[:fresh.index(serial)]
+                                  if known else []):
+        if before is None and _left_out(live, event, leaves[id(event)], serial, cutoffs):
+            continue
         if before is None or before >= serial - 1:
             serial -= 1
     report.beyond, report.aligned = max(0, serial - target.size()), True
+
+
+def _cutoff_at(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime | None:
+    """The cutoff the live store held an event to that it read with its log of `size` entries
+    (None: none): the latest of the purges it had made by then (AuditStore.cutoffs)."""
+    return max((cutoff for since, cutoff in cutoffs if since <= size), default=None)
+
+
+def _unlogged(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]], beyond: int,
+              cutoffs: Sequence[tuple[int, datetime]]) -> list[AccessLogEvent]:
+    """The events of `items` the live store did not log, as older than its cutoff when they came
+    (its log `beyond` entries longer than `target`, then one more per event it logged)."""
+    size, left = beyond + target.size(), []
+    for event in new_events(target, items):
+        if beyond_retention(event, _cutoff_at(cutoffs, size)):
+            left.append(event)
+        else:
+            size += 1
+    return left
+
+
+def _left_out(live: AuditStore, event: AccessLogEvent, leaf: bytes, serial: int,
+              cutoffs: Sequence[tuple[int, datetime]]) -> bool:
+    """Whether an event the live store does not hold, read just before the one it holds at
+    `serial`, was left out as older than its cutoff then: not the entry before, purged."""
+    return beyond_retention(event, _cutoff_at(cutoffs, serial)) and (
+        serial == 0 or live.leaf_hashes(serial - 1, serial) != [merkle.leaf_hash(leaf)])
 
 
 def _purged_serial(live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],

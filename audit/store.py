@@ -566,6 +566,17 @@ class AuditStore:
         """The last purge's cutoff: append_many logs no event older than it; None if none."""
         return self._last_cutoff(self._db.cursor())
 
+    def cutoffs(self) -> list[tuple[int, datetime]]:
+        """Each purge's cutoff, and the size of the log past every serial it or a purge before it
+        purged: an event older than the cutoff, read at that size or later, came after the purge
+        (which would have purged it, had it been logged before): append_many left it out."""
+        held: list[tuple[int, datetime]] = []
+        past = 0
+        for purge in self.purges():
+            past = max([past, *(end for _, end in purge.ranges)])
+            held.append((past, purge.cutoff))
+        return held
+
     @staticmethod
     def _by_event_id(cur: Cursor, event_ids: list[str], column: str) -> dict[str, Any]:
         """The stored `column` (leaf or serial) of these event ids, by their column_text."""

@@ -914,6 +914,30 @@ async def test_replay_of_a_topic_whose_events_the_store_purged_all_aligns_on_the
     assert not lacking.identical and lacking.differing > 0, lacking
 
 
+async def test_replay_leaves_out_an_event_older_than_the_cutoff_of_a_purge_before_it(
+        town: Town, tmp_path: Path) -> None:
+    """An event older than the last purge's cutoff, read after the purge, the live store did not
+    log: the replay left it in, and said the store DIFFERENT (its entries after it one serial
+    off), on a topic whole or one whose start the broker deleted. One as old logged before the
+    purge, which purged it, is in both."""
+    now, live = datetime.now(UTC), tmp_path / "live.db"
+    old = [synthetic(n, "too-old", now - timedelta(days=9 * 366)) for n in range(2)]
+    events = [synthetic(n, "cutoff", now + timedelta(milliseconds=n)) for n in range(CUT // 4)]
+    first, after = [events[0], old[0], *events[1:CUT // 8]], events[CUT // 8:]
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many(item(event) for event in first)
+        assert store.purge(now).ranges == ((1, 2),), "the old one logged before the purge"
+        assert store.append_many([item(old[1])]) == [None], "older than its cutoff, after it"
+        assert store.purge(now).ranges == (), "one that purged none holds from where it is"
+        store.append_many(item(event) for event in after)
+    for start in (0, 1):
+        async with topic_of_its_own([*first, old[1], *after], start) as own:
+            report = await rebuilt(tmp_path / f"replay-{start}.db", live, own)
+        assert (report.start, report.beyond, report.unlogged) == (start, start, 1), report
+        assert report.logged == report.live_size == CUT // 4 + 1, report
+        assert report.identical and not report.differing, report
+
+
 async def test_recommit_on_a_topic_its_retention_emptied_accounts_for_its_end(
         town: Town, tmp_path: Path) -> None:
     """Every record of the topic deleted (its retention), the store lacks none: the offset
