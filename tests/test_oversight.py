@@ -7,7 +7,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from audit.oversight_cli import _shown
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from holders.client import HolderClient
+from holders.store import HolderStore
 from portal.i18n import words
 from portal.inbox import OVERSIGHT_KEPT, Inbox
 from portal.kafka import HolderLogs, Shown
@@ -331,16 +333,15 @@ async def test_a_holder_querying_a_person_it_never_bound_alerts_the_oversight_bo
     """The clinic and the hospital share the medical link-code unit: the hospital can send a
     link code only the clinic was given, and the platform takes it."""
     hospital, clinic = clients["sakura-hospital"], clients["minami-clinic"]
-    taken = set(hospital.store.bindings().values())
+    before = hospital.store.bindings()
+    taken = set(before.values())
     own, link = next((o, code) for o, code in clinic.store.bindings().items() if code not in taken)
     bound_at = clinic.store.binding(own)
     assert bound_at is not None
-    hospital.store.add_record("HOS-UNBOUND", FourAttributes("桜 花子", "桜町1-1-1",
-                                                            date(1990, 1, 1), Sex.FEMALE))
-    assert hospital.store.bind("HOS-UNBOUND", link, bound_at[1]) is None
-    request_id = await ask(hospital, "HOS-UNBOUND", "P-120", "acme-kenpo",
-                           "insurance_eligibility")
-    await hospital.outcome(request_id, 30)
+    with _bound_by_hand(hospital.store, "HOS-UNBOUND", link, bound_at[1]):
+        request_id = await ask(hospital, "HOS-UNBOUND", "P-120", "acme-kenpo",
+                               "insurance_eligibility")
+        await hospital.outcome(request_id, 30)
     [approved] = [e for e in await audit_events({request_id}) if e.kind == "LINKAGE"]
     assert approved.outcome == "APPROVED" and approved.person is not None
     deadline = time.monotonic() + 30
@@ -354,3 +355,18 @@ async def test_a_holder_querying_a_person_it_never_bound_alerts_the_oversight_bo
     else:
         raise AssertionError("no alert for a linkage about a person the requester never bound")
     assert raised[0]["person"] == approved.person
+    assert hospital.store.bindings() == before and "HOS-UNBOUND" not in hospital.store.own_numbers()
+
+
+@contextmanager
+def _bound_by_hand(store: HolderStore, own: str, link: str, epoch: int) -> Iterator[None]:
+    """A record `own` the holder added and bound to `link` by hand, in its own store, not by the
+    binding flow; gone again after, so the session's other tests see the bindings the flow made
+    (test_linkage's found it bound to someone the holder does not hold)."""
+    store.add_record(own, FourAttributes("桜 花子", "桜町1-1-1", date(1990, 1, 1), Sex.FEMALE))
+    assert store.bind(own, link, epoch) is None
+    try:
+        yield
+    finally:
+        store.db.execute("DELETE FROM bindings WHERE own_number = ?", (own,))
+        store.db.execute("DELETE FROM records WHERE own_number = ?", (own,))
