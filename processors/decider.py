@@ -507,6 +507,13 @@ class Decider:
                 self.deadlines.settle(request_id)
         return decision.effects if effects else []
 
+    def overdue(self, partition: int, request_id: str, now: datetime) -> bool:
+        """Whether the request is pending past its deadline, by `now` or by our sweep of its
+        partition on its way (a sweep may be timing it out)."""
+        state = self.states[partition].pending.get(request_id)
+        return state is not None and (state.deadline <= now or state.deadline <= self._swept.get(
+            partition, now))
+
     def sweeps(self, now: datetime) -> list[Send]:
         """Sweep events for the partitions with deadlines passed or requests to forget."""
         expire: dict[int, list[str]] = {}

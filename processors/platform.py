@@ -13,7 +13,9 @@ over from another instance is first replayed to rebuild its state.
 An event for a decision partition this instance owns is decided at once, without the hop through
 the decider's topic; its record is written there after its effects are acknowledged (marked
 as decided, so that it is not decided again), for the next owner to rebuild from. Events for
-partitions other instances own go through the topic to them, as before.
+partitions other instances own go through the topic to them, as before, as do sweeps and the
+events of a request past its deadline (a sweep may be timing it out): any owner replaying the topic
+decides a timeout and an answer in the same order.
 """
 
 from __future__ import annotations
@@ -219,13 +221,15 @@ class Platform:
                  ctx: Context) -> tuple[list[Send], list[Send]]:
         """Decide here the decision events of partitions this instance owns: their effects
         join the others (access-log events in batches), and the events become records marked
-        as decided."""
+        as decided. An event of a request past its deadline goes through the topic: a sweep
+        timing it out may be on its way there, and is decided in the topic's order."""
         effects: list[Send] = []
         decided: list[Send] = []
         for item in out:
             partition = item.partition if item.topic == decider.DECISIONS else None
             mark = None if partition is None else self.at_once.get(partition)
-            if partition is None or mark is None:
+            if partition is None or mark is None or self.decider.overdue(partition, item.key
+                                                                         or "", now):
                 effects.append(item)
                 continue
             event = item.message if isinstance(item.message, DecisionEvent) else item.value
@@ -262,14 +266,12 @@ class Platform:
         return [] if now is None else self.decider.sweeps(now)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
-        """Deadlines and forgetting, as Sweep events in the partitions they concern."""
+        """Deadlines and forgetting, as Sweep events in the partitions they concern, decided
+        as they are read back, never at once: any owner replaying the partition then times a
+        request out at the same point among the answers to it that other instances wrote."""
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
-            swept = self.due()
-            sweeps = [s for s in swept if s.partition not in self.at_once]  # being taken over
-            decided_here = self._at_once([s for s in swept if s.partition in self.at_once],
-                                         decider.UNTIMED, self.views.refresh())
-            await self.outflow.send([], *decided_here)
+            sweeps = self.due()
             try:
                 await deliver(self.producer, sweeps)
             except KafkaError as exc:

@@ -21,8 +21,19 @@ from processors import decider
 from processors.context import Context
 from processors.platform import Platform, decision_history
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
+from renkei.envelope import Send, unpacked
 from schemas.codec import CODEC
-from schemas.messages import ANSWERED, TIMED_OUT, LinkageAnswer, Ping, Pong, Rejection, Sweep
+from schemas.messages import (
+    ANSWERED,
+    TIMED_OUT,
+    LinkageAnswer,
+    Outcome,
+    Pending,
+    Ping,
+    Pong,
+    Rejection,
+    Sweep,
+)
 from tests.clock_helpers import appended, skewed
 from tests.kafka_helpers import producer
 from tests.test_decider import _answer, _pending, ctx
@@ -234,6 +245,110 @@ async def test_what_the_platform_logs_and_tells_a_holder_is_at_the_brokers_time(
                  if CODEC.name_of(e.value) == Pong.__name__]
         assert received <= logged.occurred_at < received + timedelta(seconds=5), f"{skew} off"
         assert received <= pong.answered_at < received + timedelta(seconds=5), f"{skew} off"
+
+
+class _Decisions:
+    """Request r-1's decision partition as its owners read and write it (no I/O: the records
+    each writes land in the order the test says), and what they told the holders."""
+
+    def __init__(self, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.ctx, self.monkeypatch = ctx, monkeypatch
+        self.partition = decider.partition_of("r-1")
+        self.records: list[SimpleNamespace] = []
+        self.told: list[Send] = []
+        self.owners: list[Platform] = []
+
+    def owner(self, committed: int) -> Platform:
+        """An instance that takes the partition over, rebuilt from the records before its
+        committed offset."""
+        instance = Platform(KafkaAccess.of(acls.PLATFORM))
+        self.owners.append(instance)
+        self.monkeypatch.setattr(instance.views, "refresh", lambda: self.ctx)
+        history = [CODEC.decode(value, Pending, Outcome, Sweep)
+                   for record in self.records[:committed] for value in unpacked(record.value)]
+        instance.decider.keep_only({self.partition})
+        instance.decider.rebuild(self.partition, history, self.ctx, None)
+        instance.decide_at_once({self.partition})
+        return instance
+
+    def sent(self, sends: list[Send]) -> list[Send]:
+        """Tell the holders what is for them; the records for the partition, on their way."""
+        self.told += [s for s in sends if s.topic != decider.DECISIONS]
+        return [s for s in sends if s.topic == decider.DECISIONS]
+
+    def land(self, sends: list[Send], at: datetime) -> None:
+        for item in sends:
+            record = _record(item.topic, self.partition, at, item.value)
+            record.offset, record.headers = len(self.records), item.headers
+            self.records.append(record)
+
+    def read(self, instance: Platform, start: int) -> int:
+        """The owner reads the partition from `start` to its end, its own records among them;
+        the offset it reached."""
+        while start < len(self.records):
+            record = self.records[start]
+            effects, decided = instance.handle([record])
+            self.land(self.sent(effects) + decided,
+                      datetime.fromtimestamp(record.timestamp / 1000, UTC))
+            start += 1
+        return start
+
+    def statuses(self) -> set[str]:
+        """What the requester was told of r-1."""
+        return {CODEC.decode(s.value, LinkageAnswer).status for s in self.told
+                if s.topic == topics.inbox("nenkin") and s.key == "r-1"
+                and CODEC.name_of(s.value) == LinkageAnswer.__name__}
+
+    def refused(self) -> bool:
+        """Whether the provider was told its answer to r-1 was relayed to no one."""
+        return any(s.topic == topics.inbox("town") and s.key == "r-1"
+                   and CODEC.name_of(s.value) == Rejection.__name__ for s in self.told)
+
+
+@pytest.mark.parametrize("answer", ["another instance's, first", "the owner's, after",
+                                    "the owner's, after, the broker's time read set back"])
+async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_first_told_them(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+    """The owner of a decision partition timed a request out at once (a TIMED_OUT to its
+    requester), but the provider's answer, written to the topic by another instance, landed before
+    the owner's record of the sweep: the owner refused the answer to its provider, crashed before
+    committing, and the next owner, reading on from the offset committed, found the answer with
+    the request pending and relayed it: the requester was told TIMED_OUT, then FOUND, of data its
+    provider was told went to no one. Sent through the topic instead, a sweep made the same race
+    the other way round with an answer the owner decided at once while its sweep was on its way.
+    Sweeps are decided as they are read back, as is any event of a request past its deadline
+    (by the broker's time, or by a sweep on its way)."""
+    decisions = _Decisions(ctx, monkeypatch)
+    received = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=received)
+    late = pending.deadline + timedelta(seconds=1)
+    try:
+        first = decisions.owner(committed=0)
+        decisions.land([decider.to_decider("r-1", pending)], received)
+        decisions.read(first, 0)
+        first.broker_time.read([appended(late)])
+        swept = decisions.sent(first.due())
+        if answer == "another instance's, first":
+            decisions.land([decider.to_decider("r-1", _answer()), *swept], late)
+        else:
+            now = late if answer == "the owner's, after" else pending.deadline - timedelta(
+                seconds=1)  # read by records that waited: the sweep was on its way, even so
+            effects, decided = first._at_once([decider.to_decider("r-1", _answer())], now, ctx)
+            decisions.land(swept + decisions.sent(effects) + decided, late)
+        decisions.read(first, 1)
+        assert len(decisions.statuses()) == 1, "the first owner told the requester once"
+        first_told = decisions.statuses(), decisions.refused()
+        second = decisions.owner(committed=1)  # the first crashed before committing
+        read = decisions.read(second, 1)
+        decisions.land(decisions.sent(second.due()), late)
+        decisions.read(second, read)
+    finally:
+        for instance in decisions.owners:
+            await instance.producer.stop()  # made with the instance, though never started here
+    assert (decisions.statuses(), decisions.refused()) == first_told, \
+        "the next owner decided as the first did"
+    assert decisions.refused() == (decisions.statuses() == {TIMED_OUT}), \
+        "the provider is refused an answer relayed to no one, only that"
 
 
 def _record(topic: str, partition: int, at: datetime, value: bytes) -> SimpleNamespace:
