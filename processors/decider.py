@@ -20,7 +20,9 @@ dispatch, which the provider and the audit log drop as duplicates. Once a reques
 delivered before that event's offset is committed (or, for an event decided at once by the
 partition's owner, before its record is written and the offset of the holder's message it came from
 committed), and a crash before then makes the event itself come again; so a later copy of it has
-nothing left to do.
+nothing left to do. Timeouts and forgetting (Sweep events) are decided only as they are read back
+from the topic, never at once, and so is any event of a request pending past its deadline: every
+owner replaying a partition decides a timeout and an answer in the same order.
 """
 
 from __future__ import annotations
