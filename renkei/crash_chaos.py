@@ -112,26 +112,31 @@ class Refused(Exception):
     """The server answered, with an error: the job fails (asking again would not help)."""
 
 
-class _InUse(Exception):
-    """The server answered 409 idempotency_key_in_use: the job's first call is still being
-    made; ask again after `after` seconds (its Retry-After), under the same key."""
+class _AskAgain(Exception):
+    """The server answered that it is to be asked again after `after` seconds (its Retry-After),
+    under the same key: `status` `error`, one of ASK_AGAIN."""
 
-    def __init__(self, after: float) -> None:
-        super().__init__(f"idempotency key in use: ask again in {after} s")
-        self.after = after
+    def __init__(self, status: int, error: str, after: float) -> None:
+        super().__init__(f"HTTP {status} {error}: ask again in {after} s")
+        self.status, self.error, self.after = status, error, after
 
 
 DOWN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 NOT_ACCEPTED = "server down until the run gave up"
 KEY_IN_USE = "idempotency_key_in_use"
-# times a call is asked again while its key is in use (the server's Retry-After, 1 s: ~30 s, three
-# times REKEY_WAIT, the longest a first call waits for its record's re-keying)
-IN_USE_ASKS = 30
+STORE_BUSY = "service_unavailable"
+# the answers that say to ask again after their Retry-After, under the same key, by status: the
+# key's first call still being made (during a re-keying), the holder's store locked by an import
+ASK_AGAIN = {409: KEY_IN_USE, 503: STORE_BUSY}
+# times a call is asked again while it is told to (the server's Retry-After, 1 s: ~30 s, three
+# times REKEY_WAIT, the longest a first call waits for its record's re-keying), if the job has
+# not given up before
+ASKS_AGAIN = 30
 
 
 class Load:
     """The holders' systems: a request to its requester's server, tried again while the server
-    cannot be reached (killed, or starting again), or says the key is in use, under the job's one
+    cannot be reached (killed, or starting again), or says to ask again, under the job's one
     Idempotency-Key (a server killed after it recorded the request, before it answered, answers
     that request again), then its outcome asked for until it comes. Every job ends accepted (in
     `sent`) or not (counted in `never_accepted`, by why)."""
@@ -150,7 +155,8 @@ class Load:
         key, began = str(uuid.uuid4()), time.monotonic()
         while time.monotonic() < give_up:
             try:
-                answer = await self._ask("post", exchange.requester, "/requests", body, key)
+                answer = await self._ask("post", exchange.requester, "/requests", give_up,
+                                         body, key)
             except Refused as exc:
                 self.never_accepted[str(exc)] += 1
                 return
@@ -167,7 +173,7 @@ class Load:
         path = f"/requests/{sent.request_id}?wait=5"
         while time.monotonic() < give_up:
             try:
-                found = await self._ask("get", sent.exchange.requester, path)
+                found = await self._ask("get", sent.exchange.requester, path, give_up)
             except Refused:
                 return
             if found is not None and found.get("status", UNANSWERED) != UNANSWERED:
@@ -176,25 +182,29 @@ class Load:
             if found is None:
                 await asyncio.sleep(0.25)
 
-    async def _ask(self, method: str, holder: str, path: str, body: dict[str, str] | None = None,
+    async def _ask(self, method: str, holder: str, path: str, give_up: float,
+                   body: dict[str, str] | None = None,
                    key: str | None = None) -> dict[str, Any] | None:
         """The server's JSON answer (to a call made under the idempotency key `key`, if given);
         None while it cannot be reached (or it was asked with the token of its run before, just
-        killed); asked again after its Retry-After, under the same key, while it says the key is
-        in use (409), up to IN_USE_ASKS times; Refused if it answers with another error."""
+        killed); asked again after its Retry-After, under the same key, while it says to (one of
+        ASK_AGAIN), up to ASKS_AGAIN times and not past `give_up`; Refused if it answers with
+        another error, or says to ask again once more than that."""
         asked = 0
         while True:
             try:
                 return await self._asked(method, holder, path, body, key)
-            except _InUse as exc:
+            except _AskAgain as exc:
                 asked += 1
-                if asked > IN_USE_ASKS:
-                    raise Refused(f"HTTP 409 {KEY_IN_USE} {asked} times") from exc
+                if asked > ASKS_AGAIN:
+                    raise Refused(f"HTTP {exc.status} {exc.error} {asked} times") from exc
+                if time.monotonic() + exc.after >= give_up:
+                    raise Refused(f"HTTP {exc.status} {exc.error} until the job gave up") from exc
                 await asyncio.sleep(exc.after)
 
     async def _asked(self, method: str, holder: str, path: str, body: dict[str, str] | None,
                      key: str | None) -> dict[str, Any] | None:
-        """The server's JSON answer to one call, as _ask says; _InUse if the key is in use."""
+        """The server's JSON answer to one call, as _ask says; _AskAgain if it says to."""
         server = self.servers[holder]
         headers = server.headers | ({"Idempotency-Key": key} if key else {})
         try:
@@ -204,8 +214,9 @@ class Load:
                     return dict(await response.json())
                 if response.status == 401 and self.servers[holder] != server:
                     return None
-                if response.status == 409 and (await response.json()).get("error") == KEY_IN_USE:
-                    raise _InUse(float(response.headers["Retry-After"]))
+                error = ASK_AGAIN.get(response.status)
+                if error and (await response.json()).get("error") == error:
+                    raise _AskAgain(response.status, error, float(response.headers["Retry-After"]))
                 raise Refused(f"HTTP {response.status} {response.reason}")
         except DOWN:
             return None

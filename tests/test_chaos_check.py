@@ -25,7 +25,7 @@ from holders.store import HolderStore, default_path
 from renkei import chaos_check, chaos_cli, crash_cli, scenario
 from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import Asked, Checked, Logged, asked_since, check, checked, holder_stores
-from renkei.crash_chaos import IN_USE_ASKS, NOT_ACCEPTED, CrashChaos, Load
+from renkei.crash_chaos import ASKS_AGAIN, NOT_ACCEPTED, CrashChaos, Load
 from renkei.misbinding import Result, Tally
 from renkei.state import state_folder
 
@@ -167,9 +167,10 @@ def test_a_crash_run_fails_unless_each_accepted_job_made_one_request() -> None:
 
 
 async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -> None:
-    """An error answer fails the job at once; a connection cut, and a key in use (409 with
-    Retry-After, as during a re-keying), are asked again, under the job's one Idempotency-Key,
-    the latter up to IN_USE_ASKS times; a job never accepted is counted."""
+    """An error answer fails the job at once; a connection cut, a key in use (409 with
+    Retry-After, as during a re-keying) and a store busy (503 with Retry-After, as during an
+    import) are asked again, under the job's one Idempotency-Key, the latter two up to ASKS_AGAIN
+    times and not past the job's give-up time; a job never accepted is counted."""
     attempts: Counter[str] = Counter()
     keys: dict[str, list[str | None]] = {}
 
@@ -184,6 +185,10 @@ async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -
         if holder == "stuck" or (holder == "rekeying" and attempts[holder] <= 2):
             return web.json_response({"error": "idempotency_key_in_use", "detail": "ask again"},
                                      status=409, headers={"Retry-After": "0"})
+        if holder == "jammed" or (holder == "importing" and attempts[holder] <= 2):
+            after = "1" if holder == "jammed" else "0"
+            return web.json_response({"error": "service_unavailable", "detail": "try again"},
+                                     status=503, headers={"Retry-After": after})
         if attempts[holder] == 1:  # recorded, then killed before it answered
             assert request.transport is not None
             request.transport.close()
@@ -201,7 +206,7 @@ async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    names = ("ok", "broken", "unbound", "rekeying", "stuck")
+    names = ("ok", "broken", "unbound", "rekeying", "stuck", "importing", "jammed")
     servers = {h: Address(f"http://127.0.0.1:{port}/{h}", "t") for h in names}
     servers["gone"] = Address("http://127.0.0.1:1/gone", "t")
     exchange = scenario.LAWFUL[0]
@@ -211,19 +216,22 @@ async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -
             give_up = time.monotonic() + 2
             await asyncio.gather(*(load.one(replace(exchange, requester=h), "own", give_up)
                                    for h in (*names, "gone")))
+            ended = time.monotonic()
     finally:
         await runner.cleanup()
-    assert sorted((s.request_id, s.status) for s in load.sent) == [("ok-2", "FOUND"),
-                                                                    ("rekeying-3", "FOUND")]
+    assert sorted((s.request_id, s.status) for s in load.sent) == [
+        ("importing-3", "FOUND"), ("ok-2", "FOUND"), ("rekeying-3", "FOUND")]
     assert load.never_accepted == {"HTTP 500 Internal Server Error": 1,
                                    "HTTP 422 Unprocessable Entity": 1, NOT_ACCEPTED: 1,
-                                   f"HTTP 409 idempotency_key_in_use {IN_USE_ASKS + 1} times": 1}
+                                   f"HTTP 409 idempotency_key_in_use {ASKS_AGAIN + 1} times": 1,
+                                   "HTTP 503 service_unavailable until the job gave up": 1}
     assert (attempts["broken"], attempts["unbound"]) == (1, 1)
-    assert attempts["stuck"] == IN_USE_ASKS + 1
-    for holder in ("ok", "rekeying", "stuck"):
+    assert attempts["stuck"] == ASKS_AGAIN + 1
+    assert ended - give_up < 1, "a store busy for good is asked again only until the job gives up"
+    for holder in ("ok", "rekeying", "stuck", "importing", "jammed"):
         assert len(set(keys[holder])) == 1, f"{holder}: one key, on every try"
     each_job = {key for tried in keys.values() for key in tried}
-    assert None not in each_job and len(each_job) == 5, "a key of its own for each job"
+    assert None not in each_job and len(each_job) == 7, "a key of its own for each job"
     assert load.refused >= 2  # the cut connection, and the server that was never there
 
 
