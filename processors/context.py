@@ -46,6 +46,11 @@ class Context:
         latest = now if last_event is None else min(last_event, now)
         return latest - self.answer_timeout - self.replay_window - 2 * self.clock_skew
 
+    def active(self, holder: str) -> bool:
+        """In the directory and not marked inactive there: a holder taken out is neither
+        answered nor answers."""
+        return (entry := self.directory.get(holder)) is not None and entry.active
+
     def unit(self, holder: str) -> UnitEpoch:
         """The link-code unit and key epoch of a holder in the directory."""
         entry = self.directory[holder]

@@ -380,7 +380,11 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
 
 
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
-    if state.requester not in ctx.directory:  # gone from the directory: no one to tell
+    """The timeout to its requester, and in the access log; to no one (logged) if the requester
+    is no longer an active holder in the directory, as an answer to it would not be relayed."""
+    if not ctx.active(state.requester):
+        log.info("request %s timed out: its requester %s is no longer an active holder in the "
+                 "directory: no one is told", state.request_id, state.requester)
         return [_answered(state, TIMED_OUT, now)]
     link_a, = ctx.codes.link_codes_of([state.person], [ctx.unit(state.requester)])
     timeout = LinkageAnswer(state.request_id, link_a, state.provider, state.pattern_id,

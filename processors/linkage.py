@@ -151,8 +151,8 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
 
 def _inactive(ctx: Context, *holders: str) -> str | None:
     """The first of the holders gone from the directory or marked inactive there (None: each
-    is active): a holder taken out of the directory is neither answered nor answers."""
-    return next((h for h in holders if (e := ctx.directory.get(h)) is None or not e.active), None)
+    is active, Context.active)."""
+    return next((h for h in holders if not ctx.active(h)), None)
 
 
 def _req(item: FromHolder) -> LinkageRequest:

@@ -148,6 +148,26 @@ def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
     assert timeout.link_code == ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 0))
 
 
+def test_a_requester_no_longer_active_is_not_sent_its_timeout_which_is_logged(
+        ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    """A requester marked inactive in the directory (or gone from it) after its request was
+    approved is told nothing at the deadline, as it would be relayed no answer: the timeout is
+    in the access log alone, and the decider's log says why."""
+    state = _decided(_pending(ctx), None, ctx).state
+    inactive = replace(ctx.directory["nenkin"], active=False)
+    for directory in ({**ctx.directory, "nenkin": inactive}, {"town": ctx.directory["town"]}):
+        caplog.clear()
+        due = decider.on_deadline(state, NOW + timedelta(seconds=31),
+                                  replace(ctx, directory=directory))
+        with caplog.at_level("INFO", logger=decider.__name__):
+            effects = due.effects
+        assert due.state == _settled(TIMED_OUT)
+        assert _topics(effects) == [topics.AUDIT]
+        assert CODEC.decode(effects[0].value, AccessLogEvent).outcome == TIMED_OUT
+        assert caplog.messages == ["request r-1 timed out: its requester nenkin is no longer an "
+                                   "active holder in the directory: no one is told"]
+
+
 def test_an_answer_after_the_timeout_is_refused_to_its_provider_and_a_relayed_ones_copy_not(
         ctx: Context) -> None:
     """An answer whose ticket held when the broker took it, read after the sweep that timed its
