@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -36,6 +37,7 @@ SCRAM_ITERATIONS = 8192
 _RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
               "cluster": ResourceType.BROKER}
 _PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,6 +60,25 @@ class Report:
             f"ACL entries ensured: {self.acls}",
             *self.notes,
         ]
+
+
+@dataclass
+class _Made:
+    """The principals and ACL bindings a command made, which every broker must enforce before
+    it returns (_in_force_once)."""
+
+    logins: list[Credentials] = field(default_factory=list)
+    bindings: list[AclBinding] = field(default_factory=list)
+
+
+def _in_force_once(make: Callable[[_Made], T]) -> T:
+    """What `make` returns, once every broker enforces all it made: one look for all, not one
+    per principal or grant (each look opens an admin connection, a thread and an event loop:
+    ~15 ms before it checks anything)."""
+    made = _Made()
+    result = make(made)
+    in_force.in_force(admin_access(), made.bindings, made.logins)
+    return result
 
 
 def admin_access() -> KafkaAccess:
@@ -127,16 +148,25 @@ def _ensure_configs(admin: AdminClient, specs: list[TopicSpec], report: Report) 
 
 def ensure_principal(admin: AdminClient, creds: Credentials, report: Report) -> None:
     """The principal and its password, returned once every broker lets it log in."""
-    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-    upsert = UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
-    _wait(admin.alter_user_scram_credentials([upsert]))
-    in_force.in_force(admin_access(), logins=[creds])
-    report.principals.append(creds.username)
+    _in_force_once(partial(_principal, admin, creds, report))
 
 
 def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
                   report: Report) -> None:
     """The principal's grants, returned once every broker enforces them."""
+    _in_force_once(partial(_grants, admin, principal, grants, report))
+
+
+def _principal(admin: AdminClient, creds: Credentials, report: Report, made: _Made) -> None:
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+    upsert = UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
+    _wait(admin.alter_user_scram_credentials([upsert]))
+    made.logins.append(creds)
+    report.principals.append(creds.username)
+
+
+def _grants(admin: AdminClient, principal: str, grants: Iterable[Grant], report: Report,
+            made: _Made) -> None:
     bindings = [
         AclBinding(_RESOURCES[g.resource], g.name if g.resource != "cluster" else "kafka-cluster",
                    _PATTERNS[g.pattern], f"User:{principal}", "*",
@@ -145,7 +175,7 @@ def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
     ]
     if bindings:
         _wait(admin.create_acls(bindings))
-        in_force.in_force(admin_access(), bindings=bindings)
+        made.bindings += bindings
         report.acls += len(bindings)
 
 
@@ -171,13 +201,18 @@ def registered_holder(holder: str) -> str:
 
 
 def add_holder(admin: AdminClient, holder: str, report: Report) -> Credentials:
-    """A holder's principal, its inbox and outbox, and the ACLs that fence them."""
+    """A holder's principal, its inbox and outbox, and the ACLs that fence them, returned once
+    every broker enforces them."""
+    return _in_force_once(partial(_holder, admin, holder, report))
+
+
+def _holder(admin: AdminClient, holder: str, report: Report, made: _Made) -> Credentials:
     holder_id(holder)
     creds = credentials.issue(holder)
-    ensure_principal(admin, creds, report)
+    _principal(admin, creds, report, made)
     ensure_topics(admin, topics.holder_topics(holder), report)
     for principal, grants in acls.holder_grants(holder).items():
-        ensure_grants(admin, principal, grants, report)
+        _grants(admin, principal, grants, report, made)
     return creds
 
 
@@ -224,15 +259,20 @@ def provisioned_again() -> Report | None:
 
 
 def _to_spec(admin: AdminClient) -> Report:
-    """Platform topics, service principals and every holder brought to the spec."""
+    """Platform topics, service principals and every holder brought to the spec, returned once
+    every broker enforces them."""
     report = Report()
     try:
-        ensure_topics(admin, topics.platform_topics(), report)
-        for service in acls.SERVICES:
-            ensure_principal(admin, credentials.issue(service), report)
-            ensure_grants(admin, service, acls.SERVICE_GRANTS[service], report)
-        for holder in registered_holders(admin):
-            add_holder(admin, holder, report)
+        _in_force_once(partial(_spec, admin, report))
     except KafkaException as exc:
         raise RuntimeError(f"provisioning failed: {exc.args[0]}") from exc
     return report
+
+
+def _spec(admin: AdminClient, report: Report, made: _Made) -> None:
+    ensure_topics(admin, topics.platform_topics(), report)
+    for service in acls.SERVICES:
+        _principal(admin, credentials.issue(service), report, made)
+        _grants(admin, service, acls.SERVICE_GRANTS[service], report, made)
+    for holder in registered_holders(admin):
+        _holder(admin, holder, report, made)
