@@ -224,24 +224,32 @@ class HolderClient:
         the platform would refuse it as stale, audited about the person; it is settled so."""
         kept = self._readable(self.store.unsent())
         taken = await self._taken(kept)
-        if taken:
-            self._delivered_ids += [k.request_id for k in kept if k.value in taken]
+        now = datetime.now(UTC)
+        on_broker: list[Kept] = []
+        stale: list[Kept] = []
+        unsent: list[Kept] = []
+        for k in kept:
+            if taken is None:  # the outbox not read: each is sent
+                unsent.append(k)
+            elif k.value in taken:
+                on_broker.append(k)
+            elif _looked_for(k.sent_at)[1] <= now:
+                stale.append(k)
+            else:
+                unsent.append(k)
+        if on_broker:
+            self._delivered_ids += [k.request_id for k in on_broker]
             self._no_longer_kept()
             log.warning("%s: %d request(s) recorded but not known to be sent were on the broker "
-                        "already: not sent again", self.holder, len(taken))
-        now = datetime.now(UTC)
-        stale = {k.value for k in kept if taken is not None and k.value not in taken
-                 and _looked_for(k.sent_at)[1] <= now}
-        for k in kept:
-            if k.value in stale:
-                self._rejected_unsent(k.request_id, f"STALE_REQUEST: sent at "
-                                      f"{k.sent_at.isoformat()}, not on the broker within the "
-                                      "replay window: not sent (it would be refused as stale)")
+                        "already: not sent again", self.holder, len(on_broker))
+        for k in stale:
+            self._rejected_unsent(k.request_id, f"STALE_REQUEST: sent at "
+                                  f"{k.sent_at.isoformat()}, not on the broker within the "
+                                  "replay window: not sent (it would be refused as stale)")
         if stale:
             log.warning("%s: %d request(s) recorded but not known to be sent, not on the broker "
                         "within the replay window after they were made: not sent, settled %s "
                         "STALE_REQUEST", self.holder, len(stale), REJECTED)
-        unsent = [k for k in kept if k.value not in (taken or set()) | stale]
         for k in unsent:
             self._sending_task(k.request_id, Send(topics.outbox(self.holder), k.key, k.value))
         if unsent:
