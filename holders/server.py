@@ -55,6 +55,10 @@ _OF_THE_TEXT_BODY = ("content-type", "content-length")  # an error's headers its
 # request stay well under the message size limit (codec.MAX_BYTES)
 FIELD_CHARS = 1000
 KEY_CHARS = 255  # characters of an idempotency key
+# the error codes of the two answers that say to ask again, after their Retry-After: the first
+# call under an idempotency key still being made (409), the store locked by another process (503)
+KEY_IN_USE, STORE_BUSY = "idempotency_key_in_use", "service_unavailable"
+_ASK_AGAIN_AFTER = ("Retry-After", str(math.ceil(STORE_RETRY)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +116,8 @@ async def _busy_store(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         log.warning("%s %s: the holder's store is locked by another process (%s): answered 503",
                     request.method, request.path, exc)
-        raise web.HTTPServiceUnavailable(
-            text="the holder's store is busy (another process holds its lock): try again",
-            headers={"Retry-After": str(math.ceil(STORE_RETRY))}) from exc
+        return _error(503, STORE_BUSY, "the holder's store is busy (another process holds its "
+                      "lock): try again", [_ASK_AGAIN_AFTER])
 
 
 @web.middleware
@@ -201,8 +204,7 @@ async def _made(making: Awaitable[str]) -> web.Response:
     except KeyReused as exc:
         return _error(422, "idempotency_key_reused", str(exc))
     except KeyInUse as exc:
-        return _error(409, "idempotency_key_in_use", str(exc),
-                      [("Retry-After", str(math.ceil(STORE_RETRY)))])
+        return _error(409, KEY_IN_USE, str(exc), [_ASK_AGAIN_AFTER])
     except NotAuthorized as exc:
         raise web.HTTPForbidden(text=str(exc)) from exc
     except NotSentYet as exc:

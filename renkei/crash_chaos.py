@@ -29,7 +29,7 @@ import aiohttp
 from broker import process
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
-from holders.server import Address, address_file, recorded
+from holders.server import KEY_IN_USE, STORE_BUSY, Address, address_file, recorded
 from holders.store import SENT
 from renkei import scenario, town
 from renkei.chaos_check import Checked, checked, with_checked
@@ -123,8 +123,6 @@ class _AskAgain(Exception):
 
 DOWN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 NOT_ACCEPTED = "server down until the run gave up"
-KEY_IN_USE = "idempotency_key_in_use"
-STORE_BUSY = "service_unavailable"
 # the answers that say to ask again after their Retry-After, under the same key, by status: the
 # key's first call still being made (during a re-keying), the holder's store locked by an import
 ASK_AGAIN = {409: KEY_IN_USE, 503: STORE_BUSY}
