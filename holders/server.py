@@ -12,8 +12,9 @@ the server forgets it then, as `renkei holder purge` does). The same key again, 
 connection, answers the request made then (its id; `sent` as it stands) and makes none, once
 the caller is found to be staff who may act (else 403, as any call); the same key with another
 body is 422 `idempotency_key_reused`, and while the first call is still being made 409
-`idempotency_key_in_use` with Retry-After (ask again: the one answer that says so). A linkage
-request for a record not bound to a link code is 422 `not_bound` (bind it first)."""
+`idempotency_key_in_use` with Retry-After (ask again then, as after a 503 `service_unavailable`
+of a store another process holds locked: the two answers that say so). A linkage request for a
+record not bound to a link code is 422 `not_bound` (bind it first)."""
 
 from __future__ import annotations
 

@@ -315,9 +315,9 @@ async def test_every_error_answer_is_json_in_one_shape(
 
 
 async def test_a_key_still_in_use_is_told_apart_from_a_record_not_bound(tmp_path: Path) -> None:
-    """A holder's system retrying during a re-keying is told to ask again (409 with Retry-After,
-    the one answer that says so), not that its record is not bound: each refusal by its own
-    status and code."""
+    """A holder's system retrying during a re-keying is told to ask again (409 with Retry-After;
+    of the refusals, the one that says so), not that its record is not bound: each refusal by its
+    own status and code."""
     async with _serving(tmp_path, _Refusing) as url:
         token = str(read_json(address_file(HOLDER))["token"])
         answers = {}
