@@ -353,6 +353,14 @@ async def _served(client: HolderClient) -> AsyncIterator[aiohttp.ClientSession]:
         await serving
 
 
+def _linkage_body(client: HolderClient) -> dict[str, str]:
+    """A linkage request of its staff about its first bound record, to sakura-town's local tax."""
+    operator, terminal = staff_of(client.holder)
+    return {"own_number": sorted(client.store.bindings())[0], "pattern_id": "P-037",
+            "provider": "sakura-town", "data_type": "local_tax", "purpose": "審査",
+            "operator": operator, "terminal": terminal}
+
+
 def _lost_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first answer of a request made is lost after the store has recorded it (as when the
     server is killed then): the caller never learns its id."""
@@ -370,10 +378,7 @@ async def test_a_post_retried_with_its_idempotency_key_makes_one_request(
     Idempotency-Key, and again: one request, sent once, answered and logged once; the same key
     with another body is refused."""
     nenkin = clients["nenkin"]
-    operator, terminal = staff_of(nenkin.holder)
-    body = {"own_number": sorted(nenkin.store.bindings())[0], "pattern_id": "P-037",
-            "provider": "sakura-town", "data_type": "local_tax", "purpose": "審査",
-            "operator": operator, "terminal": terminal}
+    body = _linkage_body(nenkin)
     key = {"Idempotency-Key": "7f9c2ba4-e88f-4e2b-9d3c-a1b2c3d4e5f6"}
     before = nenkin.store.counts(LINKAGE)
     _lost_once(monkeypatch)
@@ -407,10 +412,7 @@ async def test_a_retry_is_told_to_ask_again_only_while_the_first_call_has_no_req
     Retry-After), not held until the first has recorded its request and then told the same;
     asked again then, it is answered the first call's request."""
     nenkin = clients["nenkin"]
-    operator, terminal = staff_of(nenkin.holder)
-    body = {"own_number": sorted(nenkin.store.bindings())[0], "pattern_id": "P-037",
-            "provider": "sakura-town", "data_type": "local_tax", "purpose": "審査",
-            "operator": operator, "terminal": terminal}
+    body = _linkage_body(nenkin)
     key = {"Idempotency-Key": "0b5e2f6c-rekeying"}
     waiting, rekeyed = asyncio.Event(), asyncio.Event()
     current_code = nenkin._current_code
