@@ -301,7 +301,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
     pending under its id (one of another exchange, whose id was used again or that answers
     under it, is refused to its provider, as is one that comes after its request timed out)."""
     if isinstance(state, Settled) and state.status == TIMED_OUT:
-        return Decision(state, partial(_after_timeout, o, now))
+        return Decision(state, partial(_relayed_to_no_one, o, TIMED_OUT_FIRST, now))
     if not isinstance(state, RequestState):
         return Decision(state)  # unknown (the decider holds it), or answered: dropped
     answer = _readable(o)
@@ -325,16 +325,18 @@ def _readable(o: Outcome) -> LinkageAnswer | None:
         return None
 
 
-def _after_timeout(o: Outcome, now: datetime) -> list[Send]:
-    """An answer to a request timed out before it came (taken by the broker by its ticket's
-    deadline, but after the sweep in the decider's partition, or read late from its outbox):
-    relayed to no one, so its provider is told, and logs it not provided; the access log has
-    the refusal as it has one of an answer past its ticket's deadline (each copy under its own
-    source). A relayed answer leaves its request ANSWERED, never refused so."""
+def _relayed_to_no_one(o: Outcome, why: str, now: datetime) -> list[Send]:
+    """An answer with no request pending for it: to one timed out before it came (taken by the
+    broker by its ticket's deadline, but after the sweep in the decider's partition, or read
+    late from its outbox), or held for one that never came, forgotten. Relayed to no one, so its
+    provider is told (INVALID_TICKET, `why`; INTERNAL_ERROR if it cannot be read), and logs it
+    not provided; the access log has the refusal as it has one of an answer past its ticket's
+    deadline (each copy under its own source). A relayed answer leaves its request ANSWERED,
+    never refused so."""
     answer = _readable(o)
     if answer is None:
         return _unreadable(o, now)
-    return _refused_answer(o, answer, TIMED_OUT_FIRST, now)
+    return _refused_answer(o, answer, why, now)
 
 
 def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime) -> list[Send]:
@@ -355,16 +357,6 @@ def _unreadable(o: Outcome, now: datetime) -> list[Send]:
         return []
     return reject(provider, o.request_id, "INTERNAL_ERROR", "the platform cannot read the answer: "
                   "it was relayed to no one", now, o.source, ANSWER)
-
-
-def _never_requested(o: Outcome, now: datetime) -> list[Send]:
-    """An answer held for a request that never came, forgotten: relayed to no one, so its
-    provider is told, and logs it not provided."""
-    answer = _readable(o)
-    if answer is None:
-        return _unreadable(o, now)
-    return _refused_answer(o, answer, f"no request {o.request_id} came to the platform in time",
-                           now)
 
 
 def _relayed(o: Outcome, status: str, state: RequestState, now: datetime) -> list[Send]:
@@ -496,7 +488,8 @@ class Decider:
         # forgetting last: the decisions were made before it; an answer held is kept as long
         # as its request, had it come at this sweep (after the answer, so later), would be
         for never in states.forget_until(message.at, _forget_at(message.at, ctx)):
-            made += _never_requested(never, message.at) if effects else []
+            made += _relayed_to_no_one(never, f"no request {never.request_id} came to the "
+                                       "platform in time", message.at) if effects else []
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return made
