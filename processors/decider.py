@@ -65,8 +65,8 @@ DUPLICATE = "DUPLICATE_REQUEST"
 SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above its status bit
 SOURCE_BITS = (1 << SOURCE_WIDTH) - 1
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
-# the time Decider.handle is given where it reads none: a Sweep is decided at its own time, and a
-# rebuild makes no effects (they already happened), so times none
+# the time Decider.rebuild hands Decider.handle, read by none: a rebuild makes no effects (they
+# already happened), and a Sweep is decided at its own time
 UNTIMED = EPOCH
 
 
