@@ -510,8 +510,7 @@ class Decider:
         """Whether the request is pending past its deadline, by `now` or by our sweep of its
         partition on its way (a sweep may be timing it out)."""
         state = self.states[partition].pending.get(request_id)
-        return state is not None and (state.deadline <= now or state.deadline <= self._swept.get(
-            partition, now))
+        return state is not None and state.deadline <= max(now, self._swept.get(partition, now))
 
     def sweeps(self, now: datetime) -> list[Send]:
         """Sweep events for the partitions with deadlines passed or requests to forget."""
