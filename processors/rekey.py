@@ -39,8 +39,7 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     request = item.message
     assert isinstance(request, RekeyRequest)
     at, source = item.incoming.timestamp, item.incoming.source
-    entry = ctx.directory.get(item.holder)
-    if entry is None or not entry.active:
+    if not ctx.active(item.holder):
         return reject(item.holder, request.request_id, "NOT_PERMITTED",
                       "the requester is not an active holder in the directory", at, source, REKEY)
     if not ctx.fresh(request.sent_at, at):
