@@ -228,8 +228,8 @@ class Platform:
         for item in out:
             partition = item.partition if item.topic == decider.DECISIONS else None
             mark = None if partition is None else self.at_once.get(partition)
-            if partition is None or mark is None or self.decider.overdue(partition, item.key
-                                                                         or "", now):
+            if (partition is None or mark is None
+                    or self.decider.overdue(partition, item.key or "", now)):
                 effects.append(item)
                 continue
             event = item.message if isinstance(item.message, DecisionEvent) else item.value
