@@ -173,16 +173,24 @@ async def started(client: Startable, access: KafkaAccess) -> None:
 
 async def _refusal(access: KafkaAccess) -> KafkaError | None:
     """Why a broker of `access` refused its log-in, if one answers and refuses it."""
-    settings = access.aiokafka()
-    del settings["bootstrap_servers"]
     for host, port in _addresses(access.bootstrap):
         try:
-            connection = await create_conn(host, port, request_timeout_ms=10_000, **settings)
-        except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
-            return exc
+            return await login_refusal(host, port, access)
         except (OSError, KafkaError):  # not answering (a timeout is an OSError)
             continue
-        connection.close()
+    return None
+
+
+async def login_refusal(host: str, port: int, access: KafkaAccess) -> KafkaError | None:
+    """Why the broker at host:port refused `access`'s principal its log-in; None if it let it
+    log in. Raises as aiokafka does if the broker does not answer."""
+    settings = access.aiokafka()
+    del settings["bootstrap_servers"]
+    try:
+        connection = await create_conn(host, port, request_timeout_ms=10_000, **settings)
+    except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
+        return exc
+    connection.close()
     return None
 
 

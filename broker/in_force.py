@@ -12,12 +12,11 @@ from enum import Enum
 from functools import partial
 
 from aiokafka.client import AIOKafkaClient
-from aiokafka.conn import create_conn
-from aiokafka.errors import AuthenticationFailedError, SaslAuthenticationFailed, for_code
+from aiokafka.errors import for_code
 from aiokafka.protocol.admin import DescribeAclsRequest
 from confluent_kafka.admin import AclBinding
 
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, login_refusal
 from broker.credentials import Credentials
 
 WITHIN = 30.0  # seconds a broker is given to apply them
@@ -58,14 +57,7 @@ async def _holds(client: AIOKafkaClient, node: int, principal: str,
 
 async def _logs_in(host: str, port: int, access: KafkaAccess) -> bool:
     """Whether the broker at host:port lets `access`'s principal log in."""
-    settings = access.aiokafka()
-    del settings["bootstrap_servers"]
-    try:
-        connection = await create_conn(host, port, **settings)
-    except (SaslAuthenticationFailed, AuthenticationFailedError):
-        return False
-    connection.close()
-    return True
+    return await login_refusal(host, port, access) is None
 
 
 async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
