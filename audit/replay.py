@@ -254,9 +254,9 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
         items = [(event, leaf) for event, leaf in items
                  if held.get(event.event_id, report.beyond) >= report.beyond]
     if cutoffs and (report.aligned or not report.start):
-        left = {id(event) for event in _unlogged(target, items, report.beyond, cutoffs)}
+        left = {event.event_id for event in _unlogged(target, items, report.beyond, cutoffs)}
         report.unlogged += len(left)
-        items = [(event, leaf) for event, leaf in items if id(event) not in left]
+        items = [(event, leaf) for event, leaf in items if event.event_id not in left]
     if not items:
         return
     serials = target.append_many(items)

@@ -960,3 +960,22 @@ async def test_recommit_accounts_for_no_event_older_than_the_stores_last_cutoff(
         store.purge(now)
         async with topic_of_its_own([old, new], 0) as own:
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 1
+
+
+async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_read_again(
+        town: Town, tmp_path: Path) -> None:
+    """An event older than the last purge's cutoff came twice after the purge, one record after
+    the other (its producer sending it again): the live store logged neither copy; the replay
+    left out the first alone, appended the second, and said the store DIFFERENT."""
+    now, live = datetime.now(UTC), tmp_path / "live.db"
+    old = synthetic(0, "too-old-twice", now - timedelta(days=9 * 366))
+    events = [synthetic(n, "cutoff-twice", now + timedelta(milliseconds=n)) for n in range(4)]
+    with AuditStore(live, Signer.generate()) as store:
+        store.purge(now)
+        assert store.append_many([item(events[0]), item(old), item(old), item(events[1])]) \
+            == [0, None, None, 1]
+        store.append_many(item(event) for event in events[2:])
+    async with topic_of_its_own([events[0], old, old, *events[1:]], 0) as own:
+        report = await rebuilt(tmp_path / "replay.db", live, own)
+    assert report.unlogged == 1 and report.logged == report.live_size == 4, report
+    assert report.identical, report
