@@ -279,18 +279,20 @@ def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEv
     consumer did not append. If it holds none of them, its retention purged them all: from the
     serial of the first one's purged entry."""
     new = new_events(target, items)
+    leaves = {id(event): leaf for event, leaf in items}
     fresh = [held.get(event.event_id) for event in new]
     known = [serial for serial in fresh if serial is not None]
-    serial = max(known) if known else _purged_serial(live, items, new[:1])
-    if serial is None:
+    if known:
+        serial = max(known)
+        for event, before in reversed(list(zip(new, fresh, strict=True))[:fresh.index(serial)]):
+            if before is None and _left_out(live, event, leaves[id(event)], serial, cutoffs):
+                continue
+            if before is None or before >= serial - 1:
+                serial -= 1
+    elif new and (purged := live.purged_serial(leaves[id(new[0])])) is not None:
+        serial = purged
+    else:
         return
-    leaves = {id(event): leaf for event, leaf in items}
-    for event, before in reversed(list(zip(new, fresh, strict=True))[:fresh.index(serial)]
-                                  if known else []):
-        if before is None and _left_out(live, event, leaves[id(event)], serial, cutoffs):
-            continue
-        if before is None or before >= serial - 1:
-            serial -= 1
     report.beyond, report.aligned = max(0, serial - target.size()), True
 
 
@@ -319,10 +321,3 @@ def _left_out(live: AuditStore, event: AccessLogEvent, leaf: bytes, serial: int,
     `serial`, was left out as older than its cutoff then: not the entry before, purged."""
     return beyond_retention(event, _cutoff_at(cutoffs, serial)) and (
         serial == 0 or live.leaf_hashes(serial - 1, serial) != [merkle.leaf_hash(leaf)])
-
-
-def _purged_serial(live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
-                   first: list[AccessLogEvent]) -> int | None:
-    """The serial of the purged entry of the `first` event (if any), by its bytes' leaf hash."""
-    leaf = next((leaf for event, leaf in items if first and event is first[0]), None)
-    return None if leaf is None else live.purged_serial(leaf)
