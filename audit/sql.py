@@ -166,6 +166,7 @@ def _postgresql(url: str, read_only: bool) -> tuple[Connection, Dialect]:
 
 _PLACEHOLDER = re.compile(r"\?")
 _CAST = re.compile(r"CAST\((\w+) AS (BLOB|INTEGER|TEXT)\)")
+_BYTEWISE = 'COLLATE "C"'  # SQLite's COLLATE BINARY: whatever the database's own collation
 
 
 @lru_cache(maxsize=512)
@@ -173,7 +174,8 @@ def postgresql_spelling(sql: str) -> str:
     """A statement in SQLite's spelling as PostgreSQL reads it.
 
     `CAST(c AS BLOB)` reads a text column's UTF-8 bytes (a bytea column as it is), and casts to
-    INTEGER or TEXT are dropped: PostgreSQL's columns hold only their declared type.
+    INTEGER or TEXT are dropped: PostgreSQL's columns hold only their declared type; `COLLATE
+    BINARY` (bytewise) is `COLLATE "C"`.
     """
     def cast(found: re.Match[str]) -> str:
         column, to = found.group(1), found.group(2)
@@ -181,7 +183,7 @@ def postgresql_spelling(sql: str) -> str:
             return f"convert_to({column}, 'UTF8')"
         return column
 
-    return _PLACEHOLDER.sub("%s", _CAST.sub(cast, sql))
+    return _PLACEHOLDER.sub("%s", _CAST.sub(cast, sql)).replace("COLLATE BINARY", _BYTEWISE)
 
 
 class _Rows:
