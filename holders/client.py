@@ -954,12 +954,12 @@ class HolderClient:
 
     def _logged(self, query: ProviderQuery, status: str,
                 fields: dict[str, str] | None = None) -> None:
-        """The provider's entry of the query in its log, one a query (by its ticket: a copy read
-        again is the one entry, a request id used again another): the data sent with it if
-        FOUND."""
+        """The provider's entry of the query in its log, one a query (by what the platform fixed
+        at its approval: a copy read or dispatched again is the one entry, a request id used
+        again another): the data sent with it if FOUND."""
         self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
                        counterpart=query.requester, pattern_id=query.pattern_id,
-                       data_type=query.data_type, ticket=query.ticket,
+                       data_type=query.data_type, deadline=query.deadline,
                        content=fields_json(fields) if status == FOUND else None)
 
     def _provider_answer(self, query: ProviderQuery, status: str, sealed: bytes) -> Send:

@@ -22,14 +22,14 @@ from renkei.sqlite import connected, with_columns, writing
 from renkei.state import private_dir
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
 
-# an entry a request id and side, a provider's one a query of it (a digest of its ticket; a
+# an entry a request id and side, a provider's one a query of it (query_digest, _query_digest; a
 # requester's and one made before: x''): a requester may use an id again once the platform has
-# forgotten it, and a copy of a query read again is the one entry
+# forgotten it, and a copy of a query read again or dispatched again is the one entry
 _ACCESS_LOG = """access_log (
     serial INTEGER PRIMARY KEY, at TEXT NOT NULL, request_id TEXT NOT NULL, side TEXT NOT NULL,
     operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
     data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
-    ticket BLOB NOT NULL DEFAULT x'', UNIQUE (request_id, side, ticket))"""
+    query_digest BLOB NOT NULL DEFAULT x'', UNIQUE (request_id, side, query_digest))"""
 _ACCESS_LOG_AT = "CREATE INDEX IF NOT EXISTS access_log_at ON access_log (at)"
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
@@ -83,7 +83,7 @@ FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before delet
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 _ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, not yet ended
 _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
-           "content, purpose, outcome")  # an entry's columns but its ticket (and serial)
+           "content, purpose, outcome")  # an entry's columns but its query_digest (and serial)
 # An import's rows are staged in a TEMP table of the store's connection (writing it takes no lock
 # on the store), each told what it changes (change: new, changed, unchanged; NULL: left out),
 # whether staff are told of it (flagged) and what of the store it was told by (basis), then the
@@ -244,9 +244,21 @@ def retention_cutoff(now: datetime) -> datetime:
     return years_before(now, RETENTION_YEARS)
 
 
-def _has_ticket(db: sqlite3.Connection) -> bool:
-    """Whether the store's access log has its entries' tickets (made since they are kept)."""
-    return any(name == "ticket" for _, name, *_ in db.execute("PRAGMA table_info(access_log)"))
+def _has_query_digest(db: sqlite3.Connection) -> bool:
+    """Whether the store's access log tells a provider's entries by their queries (made since
+    they are)."""
+    return any(name == "query_digest"
+               for _, name, *_ in db.execute("PRAGMA table_info(access_log)"))
+
+
+def _query_digest(requester: str | None, pattern_id: str | None, data_type: str | None,
+                  deadline: datetime) -> bytes:
+    """What tells a query of a request id: what the platform fixes of it at approval, which each
+    dispatch of it repeats (its deadline an answer timeout after the request was received, so
+    another for an id used again), not its ticket (sealed again under another nonce when a
+    dispatch is made again) nor its link codes (another after a re-keying in between)."""
+    told = f"{requester}\0{pattern_id}\0{data_type}\0{deadline.timestamp()}"  # in any zone
+    return hashlib.blake2b(told.encode(), digest_size=16).digest()
 
 
 def _now() -> str:
@@ -274,12 +286,12 @@ class HolderStore:
 
     def _log_by_query(self) -> None:
         """A store made before a provider's entries were one a query (one a request id): its
-        access log made again with their tickets' column, its entries kept (of none: x''), in one
+        access log made again with their queries' column, its entries kept (of none: x''), in one
         write transaction (done by another process meanwhile: left as it is)."""
-        if _has_ticket(self.db):
+        if _has_query_digest(self.db):
             return
         with writing(self.db):
-            if _has_ticket(self.db):
+            if _has_query_digest(self.db):
                 return
             self.db.execute("ALTER TABLE access_log RENAME TO access_log_before")
             self.db.execute(f"CREATE TABLE {_ACCESS_LOG}")
@@ -672,12 +684,13 @@ class HolderStore:
     def log(self, request_id: str, side: str, operator: str, terminal: str, outcome: str, *,
             counterpart: str | None = None, pattern_id: str | None = None,
             data_type: str | None = None, content: str | None = None,
-            purpose: str | None = None, ticket: bytes | None = None) -> None:
-        """An entry of the request on this side, once; a provider's of the query whose `ticket`
-        it answers, once a query."""
-        digest = b"" if ticket is None else hashlib.blake2b(ticket, digest_size=16).digest()
+            purpose: str | None = None, deadline: datetime | None = None) -> None:
+        """An entry of the request on this side, once; a provider's of the query it answers by
+        `deadline`, once a query (_query_digest)."""
+        digest = (b"" if deadline is None
+                  else _query_digest(counterpart, pattern_id, data_type, deadline))
         self.db.execute(
-            f"INSERT OR IGNORE INTO access_log ({_LOGGED}, ticket) "
+            f"INSERT OR IGNORE INTO access_log ({_LOGGED}, query_digest) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
              content, purpose, outcome, digest))

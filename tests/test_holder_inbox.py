@@ -32,6 +32,7 @@ from holders.client import (
     new_request_id,
 )
 from holders.store import SENT, HolderStore, Rekeyed
+from processors.tickets import TicketSealer
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
 from renkei.envelope import Send
@@ -54,6 +55,7 @@ from schemas.messages import (
     Rejection,
     RekeyAnswer,
     RekeyedCode,
+    Ticket,
 )
 from tests.clock_helpers import appended, skewed
 from tests.loop_helpers import Deadline, locked, ticking
@@ -246,15 +248,16 @@ async def test_a_query_read_after_its_deadline_is_not_answered_and_logged_withou
 async def test_each_query_of_a_request_id_used_again_has_its_own_providers_entry(
         client: HolderClient) -> None:
     """A requester may use a request id again once the platform has forgotten it: each query of
-    it (told by its ticket) has its provider's entry, a copy of one read again none, and the
-    platform's refusal of an answer ends the latest entry, not one relayed before it (nor, read
-    again, the one before)."""
+    it (received later: its deadline is another) has its provider's entry, a copy of one read
+    again none, and the platform's refusal of an answer ends the latest entry, not one relayed
+    before it (nor, read again, the one before)."""
     client.store.add_record("H-1", PERSON)
     client.store.bind("H-1", "ABC98765XYZ", 0)
     client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
     in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
     first = query("ABC98765XYZ")
-    again = replace(first, ticket=b"the ticket of the id used again")
+    again = replace(first, ticket=b"the ticket of the id used again",
+                    deadline=first.deadline + timedelta(seconds=1))
     assert len(await handle(client, first, first)) == 2  # a copy: answered again, logged once
     assert len(await handle(client, again)) == 1
     sent = (FOUND, '{"taxable_income": "3200000"}')
@@ -265,6 +268,25 @@ async def test_each_query_of_a_request_id_used_again_has_its_own_providers_entry
     await handle(client, refused, refused)
     assert [(e.outcome, e.content) for e in client.store.access_log(first.request_id)] == [
         sent, ("REJECTED: INVALID_TICKET", None)]
+
+
+async def test_a_query_dispatched_again_with_its_ticket_sealed_again_is_one_providers_entry(
+        client: HolderClient) -> None:
+    """The platform dispatches a pending request's query again after a crash, its ticket sealed
+    again under another nonce: the provider answers the copy, but logs the query once."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    first = query("ABC98765XYZ")
+    sealer = TicketSealer(bytes(32))
+    ticket = Ticket(first.request_id, REQUESTER, HOLDER, first.pattern_id, first.data_type,
+                    "ID-CODE", "LINK-A", first.link_code, first.deadline)
+    copy = replace(first, ticket=sealer.seal(ticket))
+    first = replace(first, ticket=sealer.seal(ticket))
+    assert copy.ticket != first.ticket
+    assert len(await handle(client, first)) == len(await handle(client, copy)) == 1
+    assert [e.outcome for e in client.store.access_log(first.request_id)] == [FOUND]
 
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=10), -timedelta(minutes=10)])

@@ -163,8 +163,9 @@ def test_a_store_made_before_a_query_had_its_entry_keeps_its_log_and_logs_each_q
         "CREATE INDEX access_log_at ON access_log (at)",
         "INSERT INTO access_log (serial, at, request_id, side, operator, terminal, content, "
         "outcome) VALUES (7, '2026-01-01', 'r-1', 'PROVIDER', 'SYSTEM', 't', '{}', 'FOUND')")
-    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", ticket=b"again")
-    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", ticket=b"again")
+    again = datetime.now(UTC)
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", deadline=again)
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", deadline=again)
     assert [e.at == "2026-01-01" for e in store.access_log("r-1")] == [True, False]
     assert store.not_provided("r-1", "REJECTED: INVALID_TICKET")
     assert [(e.outcome, e.content) for e in store.access_log("r-1")] == [
