@@ -858,18 +858,18 @@ class HolderClient:
             sealing.open_sealed(self._key, c.sealed_attributes, request.request_id),
             FourAttributes)) for c in answer.candidates]
         decision = matching.decide(found[0], candidates)
-        if isinstance(decision, matching.Bind) and (moved := self._of_another_unit(answer)):
-            reason = moved
-        elif isinstance(decision, matching.Bind):
-            other = self.store.bind(request.own_number, decision.link_code, answer.epoch)
-            if other is None:
-                if answer.epoch < self._epoch():  # answered before the unit moved: re-key it
-                    self._late_binding.set()
-                return self._finish(request, BOUND, None)
-            reason = f"the link code is already bound to record {other}"
-        else:
+        if not isinstance(decision, matching.Bind):
             reason = decision.reason if answer.status == FOUND else (
                 f"{answer.status}: {answer.detail or decision.reason}")
+        elif moved := self._of_another_unit(answer):
+            reason = moved
+        elif (other := self.store.bind(request.own_number, decision.link_code,
+                                       answer.epoch)) is not None:
+            reason = f"the link code is already bound to record {other}"
+        else:
+            if answer.epoch < self._epoch():  # answered before the unit moved: re-key it
+                self._late_binding.set()
+            return self._finish(request, BOUND, None)
         self.store.investigate(request.request_id, request.own_number, reason)
         return self._finish(request, INVESTIGATING, reason)
 
