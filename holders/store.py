@@ -18,7 +18,7 @@ import uuid6
 
 from audit.store import RETENTION_YEARS, years_before
 from registry.residents import FourAttributes, Sex
-from renkei.sqlite import connected, with_columns, writing
+from renkei.sqlite import connected, missing_columns, with_columns, writing
 from renkei.state import private_dir
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
 
@@ -247,8 +247,7 @@ def retention_cutoff(now: datetime) -> datetime:
 def _has_query_digest(db: sqlite3.Connection) -> bool:
     """Whether the store's access log tells a provider's entries by their queries (made since
     they are)."""
-    return any(name == "query_digest"
-               for _, name, *_ in db.execute("PRAGMA table_info(access_log)"))
+    return not missing_columns(db, "access_log", ("query_digest",))
 
 
 def _query_digest(requester: str | None, pattern_id: str | None, data_type: str | None,
