@@ -348,14 +348,18 @@ class HolderClient:
         return f"{acls.holder_group(holder)}inbox"
 
     def entry(self, holder: str) -> HolderEntry:
-        found = self.directory.entries.get(holder.encode())
+        found = self._listed(holder)
         if found is None:
             raise LookupError(f"{holder!r} is not in the holder directory")
         return found
 
+    def _listed(self, holder: str) -> HolderEntry | None:
+        """`holder`'s entry in the directory (None: not in it)."""
+        return self.directory.entries.get(holder.encode())
+
     def _own_entry(self) -> HolderEntry | None:
         """This holder's entry in the directory (None: not in it yet)."""
-        return self.directory.entries.get(self.holder.encode())
+        return self._listed(self.holder)
 
     # requester side
     def _authorize(self, request_id: str, operator: str, terminal: str, kind: str) -> None:
@@ -817,7 +821,7 @@ class HolderClient:
         """Whom a provider's answer sessions are to be signed by, as its directory entry says;
         None (unsigned, as before signing was, warned of once a provider) for a provider whose
         entry has no signing key: one not registered again since, or no longer in it."""
-        entry = self.directory.entries.get(provider.encode())
+        entry = self._listed(provider)
         if entry is not None and entry.signing_key:
             return sealing.SignedBy(provider, entry.signing_key)
         if provider not in self._unsigned_from:
