@@ -602,7 +602,7 @@ class HolderClient:
             answered_at.append(int(done.result["epoch"]))
         return converted, investigated, min(answered_at)
 
-    async def _check_unit(self, unit: str, epoch: int, within: float = REKEY_WITHIN) -> int:
+    async def _check_unit(self, unit: str, epoch: int) -> int:
         """Check by their codes the bindings of a store that never noted its link-code unit
         (bound before units were noted, or a move made before its first follow): those of a
         key epoch after `epoch`, the one `unit` is at, and those the platform finds no code of
@@ -611,7 +611,7 @@ class HolderClient:
             unbound = len(self.store.unbind_after(epoch, unit))
         bound = self.store.bindings_before(epoch + 1)
         if bound:
-            deadline = asyncio.get_running_loop().time() + within
+            deadline = asyncio.get_running_loop().time() + REKEY_WITHIN
             unbound += (await self._rekeyed_codes(bound, deadline))[1]
         return unbound
 
