@@ -111,8 +111,6 @@ _DATA_CHANGE = f"""(change, flagged, basis) = (SELECT CASE WHEN r.own_number IS 
             ON o.key = n.key WHERE o.value IS NOT n.value)) THEN 'unchanged'
     ELSE 'changed' END, r.own_number IS NULL, d.fields {_DATA_OF})"""
 _DATA_MOVED = f"(SELECT r.own_number IS NULL, d.fields {_DATA_OF}) IS NOT (s.flagged, s.basis)"
-# the requests whose message is kept: recorded, not answered, not known to be delivered
-_KEPT = "outgoing IS NOT NULL AND status = ?"
 # the rows past the retention (:before) forget_before deletes in one transaction, up to :rows of
 # each table, oldest first: the idempotency keys of the requests it deletes, before them
 _DONE_BEFORE = ("SELECT request_id FROM requests WHERE coalesce(answered_at, sent_at) < :before "
@@ -622,8 +620,8 @@ class HolderStore:
         """The messages (request id, key, value) of requests recorded, not answered and not
         known to be delivered, oldest first (a scan: read once, at a start)."""
         return [(str(r[0]), r[1], bytes(r[2])) for r in self.db.execute(
-            f"SELECT request_id, outgoing_key, outgoing FROM requests WHERE {_KEPT} "
-            "ORDER BY rowid", (SENT,))]
+            "SELECT request_id, outgoing_key, outgoing FROM requests "
+            "WHERE outgoing IS NOT NULL AND status = ? ORDER BY rowid", (SENT,))]
 
     def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:
