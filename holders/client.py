@@ -304,11 +304,14 @@ class HolderClient:
         entry = self._own_entry()
         if entry is None:
             return
-        for kind, published, key in (
-                (sealing.SEALING, entry.public_key, self._key),
-                (sealing.SIGNING, entry.signing_key or sealing.public_bytes(self._signing),
-                 self._signing)):
-            if published != sealing.public_bytes(key):
+        # (kind, the directory's public key, this holder's); no signing key in an entry made
+        # before signing, until the holder is registered again
+        published = [(sealing.SEALING, entry.public_key, sealing.public_bytes(self._key))]
+        if entry.signing_key:
+            published.append((sealing.SIGNING, entry.signing_key,
+                              sealing.public_bytes(self._signing)))
+        for kind, theirs, own in published:
+            if theirs != own:
                 raise sealing.BadSealingKey(
                     f"the {kind} key of {self.holder} in {sealing.key_file(self.holder, kind)} "
                     "is not the one the holder directory has: restore it from a backup (or "
