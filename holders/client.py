@@ -275,10 +275,8 @@ class HolderClient:
 
     def _rejected_unsent(self, request_id: str, detail: str) -> None:
         """Settle a kept request REJECTED, not sent."""
-        request = self._sent(request_id, answered=True)
-        if request is not None:
-            with self.store.transaction():
-                self._finish(request, REJECTED, detail)
+        with self.store.transaction():
+            self._settled(request_id, REJECTED, detail)
 
     async def _taken(self, kept: list[Kept]) -> set[bytes] | None:
         """Which of these kept messages the holder's outbox has, each looked for where the
@@ -778,7 +776,7 @@ class HolderClient:
                     except (sealing.CannotOpen, SchemaError) as exc:
                         log.error("%s: answer %s cannot be read: %s", self.holder,
                                   message.request_id, exc)
-                        done = self._unreadable(message.request_id, str(exc))
+                        done = self._settled(message.request_id, UNREADABLE, str(exc))
                     if done is not None:
                         resolved.append(done)
         if late:
@@ -844,9 +842,12 @@ class HolderClient:
                     self.holder, rejection.request_id, rejection.reason, rejection.detail)
         return True
 
-    def _unreadable(self, request_id: str, why: str) -> Request | None:
+    def _settled(self, request_id: str, status: str, detail: str) -> Request | None:
+        """A request sent from here settled with `status` and why, not by an answer (one that
+        cannot be read, or none: not sent); None if there is none of this id, or it was settled
+        already."""
         request = self._sent(request_id, answered=True)
-        return None if request is None else self._finish(request, UNREADABLE, why)
+        return None if request is None else self._finish(request, status, detail)
 
     def _finish(self, request: Request, status: str, detail: str | None,
                 fields: dict[str, str] | None = None) -> Request | None:
