@@ -24,6 +24,10 @@ from renkei.state import write_private
 JAVA_MAJOR = 17
 JVMS = Path("/usr/lib/jvm")  # where Debian's and Temurin's packages put JDKs
 HEAP = os.environ.get("RENKEI_BROKER_HEAP", "1g")
+SERVER_JVM = (f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC")
+# a one-shot tool (the storage format) compiles little and collects little: C1 alone and the
+# serial collector start it in ~1.1 s instead of ~1.5 s, with half the CPU time
+TOOL_JVM = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 # util-linux's setpriv execs the JVM with SIGTERM due to it when the thread that started it ends;
 # so tethered nodes are started by one thread that lasts as long as this process does, whichever
 # thread asks (a worker thread, as under asyncio.to_thread, ends long before its run)
@@ -133,8 +137,8 @@ def _classpath() -> str:
     return f"{libs}/*"
 
 
-def _java_command(java_bin: str, log4j2: Path, *args: str) -> list[str]:
-    return [java_bin, f"-Dlog4j2.configurationFile={log4j2}", "-cp", _classpath(), *args]
+def _java_command(java_bin: str, jvm: tuple[str, ...], log4j2: Path, *args: str) -> list[str]:
+    return [java_bin, *jvm, f"-Dlog4j2.configurationFile={log4j2}", "-cp", _classpath(), *args]
 
 
 def _write_configs(cl: Cluster, node: Node) -> dict[str, Path]:
@@ -178,7 +182,7 @@ def _format(cl: Cluster, java_bin: str) -> None:
                                         f"--cluster-id={cl.cluster_id}", "-c",
                                         str(files["properties"]), *quorum, "--add-scram", scram))
         running[node.node_id] = subprocess.Popen(
-            _java_command(java_bin, files["log4j2"], f"@{argfile}"),
+            _java_command(java_bin, TOOL_JVM, files["log4j2"], f"@{argfile}"),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), argfile
     failed = []
     for node_id, (proc, argfile) in running.items():
@@ -216,9 +220,9 @@ def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False) -> in
     log = (files["logs"] / "stdout.log").open("ab")
     popen = partial(
         subprocess.Popen,
-        [*(TETHER if tethered else []), java_bin, f"-Xmx{HEAP}", f"-Xms{HEAP}", "-XX:+UseG1GC",
-         *_java_command(java_bin, files["log4j2"], "kafka.Kafka",
-                        str(files["properties"]))[1:]],
+        [*(TETHER if tethered else []),
+         *_java_command(java_bin, SERVER_JVM, files["log4j2"], "kafka.Kafka",
+                        str(files["properties"]))],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,
     )

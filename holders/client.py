@@ -275,10 +275,8 @@ class HolderClient:
 
     def _rejected_unsent(self, request_id: str, detail: str) -> None:
         """Settle a kept request REJECTED, not sent."""
-        request = self._sent(request_id, answered=True)
-        if request is not None:
-            with self.store.transaction():
-                self._finish(request, REJECTED, detail)
+        with self.store.transaction():
+            self._settled(request_id, REJECTED, detail)
 
     async def _taken(self, kept: list[Kept]) -> set[bytes] | None:
         """Which of these kept messages the holder's outbox has, each looked for where the
@@ -304,11 +302,14 @@ class HolderClient:
         entry = self._own_entry()
         if entry is None:
             return
-        for kind, published, key in (
-                (sealing.SEALING, entry.public_key, self._key),
-                (sealing.SIGNING, entry.signing_key or sealing.public_bytes(self._signing),
-                 self._signing)):
-            if published != sealing.public_bytes(key):
+        # (kind, the directory's public key, this holder's); no signing key in an entry made
+        # before signing, until the holder is registered again
+        published = [(sealing.SEALING, entry.public_key, sealing.public_bytes(self._key))]
+        if entry.signing_key:
+            published.append((sealing.SIGNING, entry.signing_key,
+                              sealing.public_bytes(self._signing)))
+        for kind, theirs, own in published:
+            if theirs != own:
                 raise sealing.BadSealingKey(
                     f"the {kind} key of {self.holder} in {sealing.key_file(self.holder, kind)} "
                     "is not the one the holder directory has: restore it from a backup (or "
@@ -348,14 +349,18 @@ class HolderClient:
         return f"{acls.holder_group(holder)}inbox"
 
     def entry(self, holder: str) -> HolderEntry:
-        found = self.directory.entries.get(holder.encode())
+        found = self._listed(holder)
         if found is None:
             raise LookupError(f"{holder!r} is not in the holder directory")
         return found
 
+    def _listed(self, holder: str) -> HolderEntry | None:
+        """`holder`'s entry in the directory (None: not in it)."""
+        return self.directory.entries.get(holder.encode())
+
     def _own_entry(self) -> HolderEntry | None:
         """This holder's entry in the directory (None: not in it yet)."""
-        return self.directory.entries.get(self.holder.encode())
+        return self._listed(self.holder)
 
     # requester side
     def _authorize(self, request_id: str, operator: str, terminal: str, kind: str) -> None:
@@ -598,7 +603,7 @@ class HolderClient:
             answered_at.append(int(done.result["epoch"]))
         return converted, investigated, min(answered_at)
 
-    async def _check_unit(self, unit: str, epoch: int, within: float = REKEY_WITHIN) -> int:
+    async def _check_unit(self, unit: str, epoch: int) -> int:
         """Check by their codes the bindings of a store that never noted its link-code unit
         (bound before units were noted, or a move made before its first follow): those of a
         key epoch after `epoch`, the one `unit` is at, and those the platform finds no code of
@@ -607,7 +612,7 @@ class HolderClient:
             unbound = len(self.store.unbind_after(epoch, unit))
         bound = self.store.bindings_before(epoch + 1)
         if bound:
-            deadline = asyncio.get_running_loop().time() + within
+            deadline = asyncio.get_running_loop().time() + REKEY_WITHIN
             unbound += (await self._rekeyed_codes(bound, deadline))[1]
         return unbound
 
@@ -771,7 +776,7 @@ class HolderClient:
                     except (sealing.CannotOpen, SchemaError) as exc:
                         log.error("%s: answer %s cannot be read: %s", self.holder,
                                   message.request_id, exc)
-                        done = self._unreadable(message.request_id, str(exc))
+                        done = self._settled(message.request_id, UNREADABLE, str(exc))
                     if done is not None:
                         resolved.append(done)
         if late:
@@ -817,7 +822,7 @@ class HolderClient:
         """Whom a provider's answer sessions are to be signed by, as its directory entry says;
         None (unsigned, as before signing was, warned of once a provider) for a provider whose
         entry has no signing key: one not registered again since, or no longer in it."""
-        entry = self.directory.entries.get(provider.encode())
+        entry = self._listed(provider)
         if entry is not None and entry.signing_key:
             return sealing.SignedBy(provider, entry.signing_key)
         if provider not in self._unsigned_from:
@@ -837,9 +842,12 @@ class HolderClient:
                     self.holder, rejection.request_id, rejection.reason, rejection.detail)
         return True
 
-    def _unreadable(self, request_id: str, why: str) -> Request | None:
+    def _settled(self, request_id: str, status: str, detail: str) -> Request | None:
+        """A request sent from here settled with `status` and why, not by an answer (one that
+        cannot be read, or none: not sent); None if there is none of this id, or it was settled
+        already."""
         request = self._sent(request_id, answered=True)
-        return None if request is None else self._finish(request, UNREADABLE, why)
+        return None if request is None else self._finish(request, status, detail)
 
     def _finish(self, request: Request, status: str, detail: str | None,
                 fields: dict[str, str] | None = None) -> Request | None:
@@ -858,18 +866,18 @@ class HolderClient:
             sealing.open_sealed(self._key, c.sealed_attributes, request.request_id),
             FourAttributes)) for c in answer.candidates]
         decision = matching.decide(found[0], candidates)
-        if isinstance(decision, matching.Bind) and (moved := self._of_another_unit(answer)):
-            reason = moved
-        elif isinstance(decision, matching.Bind):
-            other = self.store.bind(request.own_number, decision.link_code, answer.epoch)
-            if other is None:
-                if answer.epoch < self._epoch():  # answered before the unit moved: re-key it
-                    self._late_binding.set()
-                return self._finish(request, BOUND, None)
-            reason = f"the link code is already bound to record {other}"
-        else:
+        if not isinstance(decision, matching.Bind):
             reason = decision.reason if answer.status == FOUND else (
                 f"{answer.status}: {answer.detail or decision.reason}")
+        elif moved := self._of_another_unit(answer):
+            reason = moved
+        elif (other := self.store.bind(request.own_number, decision.link_code,
+                                       answer.epoch)) is not None:
+            reason = f"the link code is already bound to record {other}"
+        else:
+            if answer.epoch < self._epoch():  # answered before the unit moved: re-key it
+                self._late_binding.set()
+            return self._finish(request, BOUND, None)
         self.store.investigate(request.request_id, request.own_number, reason)
         return self._finish(request, INVESTIGATING, reason)
 

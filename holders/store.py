@@ -18,7 +18,7 @@ import uuid6
 
 from audit.store import RETENTION_YEARS, years_before
 from registry.residents import FourAttributes, Sex
-from renkei.sqlite import connected, with_columns, writing
+from renkei.sqlite import connected, missing_columns, with_columns, writing
 from renkei.state import private_dir
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
 
@@ -111,8 +111,6 @@ _DATA_CHANGE = f"""(change, flagged, basis) = (SELECT CASE WHEN r.own_number IS 
             ON o.key = n.key WHERE o.value IS NOT n.value)) THEN 'unchanged'
     ELSE 'changed' END, r.own_number IS NULL, d.fields {_DATA_OF})"""
 _DATA_MOVED = f"(SELECT r.own_number IS NULL, d.fields {_DATA_OF}) IS NOT (s.flagged, s.basis)"
-# the requests whose message is kept: recorded, not answered, not known to be delivered
-_KEPT = "outgoing IS NOT NULL AND status = ?"
 # the rows past the retention (:before) forget_before deletes in one transaction, up to :rows of
 # each table, oldest first: the idempotency keys of the requests it deletes, before them
 _DONE_BEFORE = ("SELECT request_id FROM requests WHERE coalesce(answered_at, sent_at) < :before "
@@ -247,8 +245,7 @@ def retention_cutoff(now: datetime) -> datetime:
 def _has_query_digest(db: sqlite3.Connection) -> bool:
     """Whether the store's access log tells a provider's entries by their queries (made since
     they are)."""
-    return any(name == "query_digest"
-               for _, name, *_ in db.execute("PRAGMA table_info(access_log)"))
+    return not missing_columns(db, "access_log", ("query_digest",))
 
 
 def _query_digest(requester: str | None, pattern_id: str | None, data_type: str | None,
@@ -623,8 +620,8 @@ class HolderStore:
         """The messages (request id, key, value) of requests recorded, not answered and not
         known to be delivered, oldest first (a scan: read once, at a start)."""
         return [(str(r[0]), r[1], bytes(r[2])) for r in self.db.execute(
-            f"SELECT request_id, outgoing_key, outgoing FROM requests WHERE {_KEPT} "
-            "ORDER BY rowid", (SENT,))]
+            "SELECT request_id, outgoing_key, outgoing FROM requests "
+            "WHERE outgoing IS NOT NULL AND status = ? ORDER BY rowid", (SENT,))]
 
     def resolve(self, request: Request, status: str, detail: str | None = None,
                 result: dict[str, str] | None = None) -> Request | None:

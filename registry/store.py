@@ -16,13 +16,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from registry.generate import Person, Rates, Simulator, Tally
 from registry.normalize import four_key
 from registry.resident_code import is_valid
 from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Resident, Sex, apply
 from renkei import sqlite
 from renkei.state import private_dir
+
+if TYPE_CHECKING:  # the generator (Faker's word lists) imported only by a store it builds
+    from registry.generate import Person, Rates, Tally
 
 CHUNK = 20_000
 SCHEMA = """
@@ -283,6 +286,8 @@ class RegistryStore:
 def build(path: Path, residents: int, seed: int, rates: Rates | None = None,
           replace: bool = False) -> Tally:
     """Generate a registry of `residents` from `seed` into a new store at `path`."""
+    from registry.generate import Simulator
+
     simulator = Simulator(seed, rates)
     store = RegistryStore.create(path, replace)
     try:

@@ -32,7 +32,8 @@ def each_own(holders: Sequence[str], request_ids: Sequence[str], parties: Partie
     own = {h: tuple(r for r in request_ids if h in parties.get(r, ())) for h in holders}
     if idle := [h for h, ids in own.items() if not ids]:
         raise ValueError(f"took part in none of the requests asked: {', '.join(idle)}")
-    if alone := [r for r in request_ids if not set(holders) & set(parties.get(r, ()))]:
+    told = {r for ids in own.values() for r in ids}
+    if alone := [r for r in request_ids if r not in told]:
         raise ValueError(f"none of the holders asked took part in: {', '.join(alone)}")
     parts: dict[tuple[str, ...], list[str]] = {}
     for holder, ids in own.items():

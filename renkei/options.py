@@ -46,7 +46,7 @@ def residents_option(least: int, default: int,
                                                           click.decorators.FC]:
     """The --residents of a registry or a town: at least `least`, at most the resident codes
     there are (registry.resident_code.CODES), as each resident has one of their own."""
-    from registry.resident_code import CODES  # and numpy: only for a command that has the option
+    from registry.resident_code import CODES  # only for a command that has the option
 
     return click.option("--residents", type=click.IntRange(min=least, max=CODES),
                         default=default, show_default=True, help=help)

@@ -90,14 +90,14 @@ def writing(db: sqlite3.Connection, *, deferred: bool = False) -> Iterator[None]
 def with_columns(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
     """Give a table from before them these columns ("name TYPE", nullable or with a default), in
     one write transaction (those another process added meanwhile left as they are)."""
-    if _missing(db, table, columns):
+    if missing_columns(db, table, columns):
         with writing(db):
-            for column in _missing(db, table, columns):
+            for column in missing_columns(db, table, columns):
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-def _missing(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> list[str]:
-    """The columns ("name TYPE") the table has not."""
+def missing_columns(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> list[str]:
+    """The columns ("name TYPE", or a name alone) the table has not."""
     have = {name for (_, name, *_) in db.execute(f"PRAGMA table_info({table})")}
     return [column for column in columns if column.split()[0] not in have]
 

@@ -82,11 +82,13 @@ def _load(path: Path) -> Schema:
     if '"enum"' in json.dumps([f for f in definition["fields"] if f["name"] not in enums]):
         raise ValueError(f"{path.name}: an enum's index is checked only as a record's field, "
                          f"not in a union, array, map or nested record")
-    indexed = {**definition, "fields": [{**f, "type": "int"} if f["name"] in enums else f
-                                        for f in definition["fields"]]}
     # parsed with fastavro's hint, which its reader and writer trust instead of parsing again
-    return Schema(found.group("name"), int(found.group("version")), definition,
-                  parse_schema(definition), digest, tuple(enums.items()), parse_schema(indexed))
+    parsed = parse_schema(definition)
+    indexed = parse_schema({**definition, "fields": [
+        {**f, "type": "int"} if f["name"] in enums else f for f in definition["fields"]]}
+    ) if enums else parsed  # with no enum field, the same schema
+    return Schema(found.group("name"), int(found.group("version")), definition, parsed, digest,
+                  tuple(enums.items()), indexed)
 
 
 class Codec:

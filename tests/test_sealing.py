@@ -215,7 +215,7 @@ def test_a_session_signed_by_its_provider_opens_and_one_forged_by_the_relay_does
         with pytest.raises(sealing.CannotOpen):
             opener.open(bad, "r-1", provider)
     with pytest.raises(sealing.CannotOpen):  # the provider's session, said to be another's
-        opener.open(genuine, "r-1", replace(forged_signer, holder="city-c"))
+        opener.open(genuine, "r-1", replace(provider, holder="city-c"))
     with pytest.raises(sealing.CannotOpen):  # nor one it made for another requester
         sealing.SessionOpener(key, holder="city-d").open(genuine, "r-1", provider)
     assert opener.open(genuine, "r-1", provider) == b"taxable_income=1", "positive control"
