@@ -3,12 +3,14 @@
 Tables: `entries` (one row per event; serial = leaf index; the canonical bytes and indexed
 columns), `nodes` (the hash of every complete subtree, leaves included, keyed by level and
 index; never deleted), `heads` (signed tree heads), `purges` (signed records of what
-retention removed), `alerts` (which alerts the live detector raised on which entries, so a
-restarted one resumes where it stopped; not part of the tree) and `bindings` (which holder a
-binding ever gave which person, for the detector; not part of the tree, never purged: a binding
-stays made). Proofs read O(log n) nodes; a purge deletes entry rows (and their alerts), never
-nodes, heads or bindings, so proofs for what remains and consistency between heads keep
-verifying, and a holder stays bound to the persons it bound more than 7 years ago.
+retention removed), `purged_leaves` (the leaf hash of each purged serial, by hash: where a
+replay finds a topic's first events in the log; copied from `nodes`), `alerts` (which alerts
+the live detector raised on which entries, so a restarted one resumes where it stopped; not
+part of the tree) and `bindings` (which holder a binding ever gave which person, for the
+detector; not part of the tree, never purged: a binding stays made). Proofs read O(log n)
+nodes; a purge deletes entry rows (and their alerts), never nodes, heads or bindings, so proofs
+for what remains and consistency between heads keep verifying, and a holder stays bound to the
+persons it bound more than 7 years ago.
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ _BIND = "INSERT INTO bindings (holder, person) VALUES (?, ?) ON CONFLICT DO NOTH
 _BINDINGS_FROM_ENTRIES = (
     "INSERT INTO bindings (holder, person) SELECT requester, person FROM entries "
     f"WHERE kind = '{BINDING}' AND person IS NOT NULL ON CONFLICT DO NOTHING")
+# a purged range's leaf hashes, kept by hash: purged_serial reads one key, not every purged leaf
+_PURGED_LEAVES = ("INSERT INTO purged_leaves (hash, serial) "
+                  "SELECT hash, id FROM nodes WHERE id >= ? AND id < ?")
+PURGED_SERIAL = "SELECT max(serial) FROM purged_leaves WHERE hash = ?"
 # indexed for the queries; each ends in occurred_at so pages come in time order
 _INDEXED = {"person": True, "requester": False, "provider": True, "pattern_id": True,
             "outcome": False}
@@ -164,6 +170,8 @@ def _schema(d: Dialect) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS purges (seq {d.auto_key}, purged_at BIGINT NOT NULL, "
         f"cutoff BIGINT NOT NULL, ranges TEXT NOT NULL, key_id {d.blob} NOT NULL, "
         f"signature {d.blob} NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS purged_leaves (hash {d.blob} NOT NULL, "
+        "serial BIGINT NOT NULL, PRIMARY KEY (hash, serial))",
         "CREATE TABLE IF NOT EXISTS alerts (rule TEXT NOT NULL, event_id TEXT NOT NULL, "
         "requester TEXT NOT NULL, occurred_at BIGINT NOT NULL, PRIMARY KEY (rule, event_id))",
         "CREATE INDEX IF NOT EXISTS alerts_occurred_at ON alerts (occurred_at)",
@@ -388,12 +396,17 @@ class AuditStore:
         self._open = True
 
     def _create(self, cur: Cursor) -> None:
-        """Create the missing tables; a store made before `bindings` fills it from its entries."""
-        without_bindings = cur.execute(self._dialect.has_table, ("bindings",)).fetchone() is None
+        """Create the missing tables; a store made before `bindings` fills it from its entries,
+        one made before `purged_leaves` from its purges' ranges."""
+        without_bindings, without_purged = (
+            cur.execute(self._dialect.has_table, (table,)).fetchone() is None
+            for table in ("bindings", "purged_leaves"))
         for statement in _schema(self._dialect):
             cur.execute(statement)
         if without_bindings:
             cur.execute(_BINDINGS_FROM_ENTRIES)
+        if without_purged:
+            cur.executemany(_PURGED_LEAVES, [r for purge in self.purges() for r in purge.ranges])
 
     def close(self) -> None:
         """Close the connection (again is fine), the writer refreshing the query planner's
@@ -832,6 +845,7 @@ class AuditStore:
         with self._write() as cur:
             ranges = _runs(self._expired(cur, millis(cutoff)))
             cur.executemany("DELETE FROM entries WHERE serial >= ? AND serial < ?", ranges)
+            cur.executemany(_PURGED_LEAVES, ranges)
             cur.execute("DELETE FROM alerts WHERE occurred_at < ?", (millis(cutoff),))
             unsigned = Purge(now, cutoff, tuple(ranges), self.signer.key_id, b"")
             record = replace(unsigned, signature=self.signer.sign(unsigned.message()))
@@ -861,18 +875,9 @@ class AuditStore:
 
     def purged_serial(self, leaf: bytes) -> int | None:
         """The serial of the purged entry whose bytes were `leaf`, found by the leaf hash the
-        purge kept, the latest purged range first (a replay's topic starts there); None if no
-        purge removed it."""
-        wanted = merkle.leaf_hash(leaf)
-        for purge in reversed(self.purges()):
-            for start, end in reversed(purge.ranges):
-                found = self._db.execute(
-                    "SELECT id FROM nodes WHERE id >= ? AND id < ? AND hash = ? "
-                    "ORDER BY id DESC LIMIT 1",
-                    (node_key(0, start), node_key(0, end), wanted)).fetchone()
-                if found is not None:
-                    return int(found[0])
-        return None
+        purge kept (the latest of several); None if no purge removed it."""
+        found = self._db.execute(PURGED_SERIAL, (merkle.leaf_hash(leaf),)).fetchone()[0]
+        return None if found is None else int(found)
 
     def purges(self) -> list[Purge]:
         return [_purge(row) for _, *row in self._purge_rows()]
