@@ -393,6 +393,7 @@ class AuditStore:
             raise NoTables("the audit store has no tables yet: the audit consumer makes them at "
                           "its first start")
         self._frontier = merkle.Frontier()
+        self._cutoffs: tuple[int | None, tuple[tuple[int, datetime], ...]] = (None, ())
         self._open = True
 
     def _create(self, cur: Cursor) -> None:
@@ -596,16 +597,21 @@ class AuditStore:
         """The last purge's cutoff: append_many logs no event older than it; None if none."""
         return self._last_cutoff(self._db.cursor())
 
-    def cutoffs(self) -> list[tuple[int, datetime]]:
+    def cutoffs(self) -> tuple[tuple[int, datetime], ...]:
         """Each purge's cutoff, and the size of the log past every serial it or a purge before it
         purged: an event older than the cutoff, read at that size or later, came after the purge
-        (which would have purged it, had it been logged before): append_many left it out."""
-        held: list[tuple[int, datetime]] = []
+        (which would have purged it, had it been logged before): append_many left it out. Read
+        from the purges again only after one more (the replay asks each batch)."""
+        last = self._db.execute("SELECT max(seq) FROM purges").fetchone()[0]
+        if last != self._cutoffs[0]:
+            self._cutoffs = (last, tuple(self._held_cutoffs()))
+        return self._cutoffs[1]
+
+    def _held_cutoffs(self) -> Iterator[tuple[int, datetime]]:
         past = 0
         for purge in self.purges():
             past = max([past, *(end for _, end in purge.ranges)])
-            held.append((past, purge.cutoff))
-        return held
+            yield past, purge.cutoff
 
     @staticmethod
     def _by_event_id(cur: Cursor, event_ids: list[str], column: str) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from audit.store import (
     Committed,
     ForgedNote,
     LostEntries,
+    Purge,
     Query,
     VerifyReport,
     column_text,
@@ -577,6 +578,27 @@ def test_a_purged_entry_is_found_by_its_leaf_hash_through_an_index(
         finally:
             raw.close()
         assert "USING COVERING INDEX" in plan and "SCAN" not in plan, plan
+
+
+def test_the_cutoffs_are_read_from_the_purges_again_only_after_one_more(
+        store: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay asks the live store's cutoffs each batch, and they were read from every purge's
+    ranges each time (a purge a day for 7 years: ~14 ms): now again only after a purge."""
+    store.append_many(item(event(n, at=datetime(2010 + n, 1, 1, tzinfo=UTC))) for n in range(6))
+    kept, read = store.purges, list[int]()
+
+    def purges() -> list[Purge]:
+        read.append(len(read))
+        return kept()
+
+    monkeypatch.setattr(store, "purges", purges)
+    assert [*store.cutoffs(), *store.cutoffs()] == [] and read == []
+    store.purge(datetime(2020, 6, 1, tzinfo=UTC))  # cutoff 2013-06-01: serials 0-3
+    first = (4, datetime(2013, 6, 1, tzinfo=UTC))
+    assert [*store.cutoffs(), *store.cutoffs()] == [first, first] and len(read) == 1
+    store.purge(datetime(2022, 6, 1, tzinfo=UTC))  # 2015-06-01: 4, 5
+    assert [*store.cutoffs()] == [first, (6, datetime(2015, 6, 1, tzinfo=UTC))]
+    assert [*store.cutoffs()] == [*store.cutoffs()] and len(read) == 2
 
 
 def test_seven_years_back_from_a_leap_day() -> None:
