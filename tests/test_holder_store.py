@@ -76,6 +76,20 @@ def test_a_store_made_before_rekeying_has_its_codes_of_the_first_epoch(tmp_path:
     store.close()
 
 
+def test_rekeying_reads_the_old_bindings_off_an_index_in_a_new_store_and_one_made_before(
+        tmp_path: Path) -> None:
+    """The bindings of older epochs are found and ordered by an index, with no scan of the
+    table and no sort (0.46 s for 200k bindings on the event loop, at each re-keying)."""
+    new = HolderStore(tmp_path / "new.db")
+    before = _made_before(tmp_path, "CREATE TABLE bindings (own_number TEXT PRIMARY KEY, "
+                          "link_code TEXT NOT NULL UNIQUE, bound_at TEXT NOT NULL)")
+    for store in (new, before):
+        plan = [row[3] for row in store.db.execute(
+            f"EXPLAIN QUERY PLAN {store_module.BINDINGS_BEFORE}", (1,))]
+        assert plan == ["SEARCH bindings USING COVERING INDEX bindings_epoch (epoch<?)"]
+        store.close()
+
+
 def test_a_link_code_bound_to_one_record_is_not_bound_to_another(tmp_path: Path) -> None:
     """Two records of one person are an ambiguous match: the first keeps its binding."""
     store = HolderStore(tmp_path / "holder.db")
