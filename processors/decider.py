@@ -296,7 +296,8 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
     ]
 
 
-def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
+def on_outcome(o: Outcome, state: State | None, now: datetime,
+               ctx: Context) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
     pending under its id (one of another exchange, whose id was used again or that answers
     under it, is refused to its provider, as is one that comes after its request timed out)."""
@@ -313,7 +314,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime) -> Decision:
                     o.request_id, *exchange)
         return Decision(state, partial(_refused_answer, o, answer, "the request pending under "
                                        "its id is of another exchange", now))
-    return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer.status, state, now))
+    return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer, state, now, ctx))
 
 
 def _readable(o: Outcome) -> LinkageAnswer | None:
@@ -339,10 +340,11 @@ def _relayed_to_no_one(o: Outcome, why: str, now: datetime) -> list[Send]:
     return _refused_answer(o, answer, why, now)
 
 
-def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime) -> list[Send]:
-    """An answer relayed to no one, refused to its provider (INVALID_TICKET, `why`), which logs
-    it not provided; the access log has the refusal under the answer's source."""
-    return reject(answer.provider, o.request_id, "INVALID_TICKET",
+def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime,
+                    reason: str = "INVALID_TICKET") -> list[Send]:
+    """An answer relayed to no one, refused to its provider (`reason`, `why`), which logs it not
+    provided; the access log has the refusal under the answer's source."""
+    return reject(answer.provider, o.request_id, reason,
                   f"{why}: the answer was relayed to no one", now, o.source, ANSWER,
                   pattern_id=answer.pattern_id, data_type=answer.data_type)
 
@@ -359,9 +361,20 @@ def _unreadable(o: Outcome, now: datetime) -> list[Send]:
                   "it was relayed to no one", now, o.source, ANSWER)
 
 
-def _relayed(o: Outcome, status: str, state: RequestState, now: datetime) -> list[Send]:
+def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: datetime,
+             ctx: Context) -> list[Send]:
+    """The answer to its requester, and in the access log; refused to its provider if the
+    requester is no longer an active holder in the directory by now (made so since linkage
+    checked it, or while the answer was held for its request), as linkage refuses it. A provider
+    made inactive since is not asked again: it answered while active, and its requester, told
+    nothing else now that its request is settled, is answered."""
+    if (gone := ctx.inactive(state.requester)) is not None:
+        log.info("the answer to request %s is relayed to no one: %s is no longer an active "
+                 "holder in the directory", o.request_id, gone)
+        return _refused_answer(o, answer, f"{gone} is no longer an active holder in the "
+                               "directory", now, "UNKNOWN_HOLDER")
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
-            _answered(state, status, now)]
+            _answered(state, answer.status, now)]
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
@@ -470,14 +483,15 @@ class Decider:
                 on_pending, message, now=now, forget_at=forget_at), effects)
             for held in states.release(message.request_id):  # answers that came before it
                 requested += self._decide(states, message.request_id,
-                                          partial(on_outcome, held, now=now), not rebuilding)
+                                          partial(on_outcome, held, now=now, ctx=ctx),
+                                          not rebuilding)
             return requested
         if isinstance(message, Outcome):
             if states.get(message.request_id) is None:  # its request may come after it
                 states.hold(message)
                 return []
             return self._decide(states, message.request_id,
-                                partial(on_outcome, message, now=now), effects)
+                                partial(on_outcome, message, now=now, ctx=ctx), effects)
         made: list[Send] = []
         for request_id in message.expire:  # each decided on the state the one before it left;
             try:  # one whose timeout cannot be made costs only itself, not the sweep's others

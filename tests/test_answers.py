@@ -205,17 +205,18 @@ def test_an_answer_of_another_exchange_under_a_pending_id_is_refused_to_its_prov
     relayed = CODEC.decode(outcome.answer, LinkageAnswer)
     for other in (replace(relayed, provider="nenkin"), replace(relayed, pattern_id="P-027"),
                   replace(relayed, data_type="pension_benefit")):
-        refused = decider.on_outcome(replace(outcome, answer=CODEC.encode(other)), state, T0)
+        refused = decider.on_outcome(replace(outcome, answer=CODEC.encode(other)), state, T0,
+                                     ctx)
         assert refused.state == state
         assert _refusals(refused.effects) == [(topics.inbox(other.provider), "INVALID_TICKET")]
         (event, _), = _logged(refused.effects)
         assert (event.outcome, event.reason, event.requester, event.pattern_id,
                 event.data_type) == ("REJECTED", "INVALID_TICKET", other.provider,
                                      other.pattern_id, other.data_type)
-    unreadable = decider.on_outcome(replace(outcome, answer=b"\x00"), state, T0)
+    unreadable = decider.on_outcome(replace(outcome, answer=b"\x00"), state, T0, ctx)
     assert unreadable.state == state
     assert _refusals(unreadable.effects) == [(topics.inbox("town"), "INTERNAL_ERROR")]
-    kept = decider.on_outcome(outcome, state, T0)
+    kept = decider.on_outcome(outcome, state, T0, ctx)
     assert isinstance(kept.state, decider.Settled)
     assert [s.topic for s in kept.effects] == [topics.inbox("kodomo"), topics.AUDIT]
 

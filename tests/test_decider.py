@@ -106,7 +106,7 @@ def test_a_copy_its_holder_sent_again_is_refused_to_it_alone_pending_or_settled(
     state = _decided(_pending(ctx), None, ctx).state
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     answered = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
-                                          CODEC.encode(answer)), state, NOW).state
+                                          CODEC.encode(answer)), state, NOW, ctx).state
     assert answered == _settled(ANSWERED)
     for kept in (state, answered):
         again = _decided(copy, kept, ctx)
@@ -123,15 +123,15 @@ def test_the_first_answer_is_relayed_and_later_ones_dropped(ctx: Context) -> Non
     state = _decided(_pending(ctx), None, ctx).state
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     first = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
-                                       CODEC.encode(answer)), state, NOW)
+                                       CODEC.encode(answer)), state, NOW, ctx)
     assert first.state is not None and first.state.status == ANSWERED
     assert _topics(first.effects) == [topics.inbox("nenkin"), topics.AUDIT]
     replayed = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:5",
-                                          CODEC.encode(answer)), first.state, NOW)
+                                          CODEC.encode(answer)), first.state, NOW, ctx)
     assert replayed.effects == [] and replayed.state == first.state, \
         "the answer's effects went out before its offset was committed: a copy has none left"
     second = decider.on_outcome(Outcome("r-1", "renkei.holder.town.out:1:6",
-                                        CODEC.encode(answer)), first.state, NOW)
+                                        CODEC.encode(answer)), first.state, NOW, ctx)
     assert second.effects == [] and second.state == first.state
     late = decider.on_deadline(first.state, NOW + timedelta(minutes=1), ctx)
     assert late.effects == []
@@ -476,6 +476,38 @@ def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forg
     assert decider_.states[partition] == decider.Partition(), "nothing kept of it"
     made = decider_.handle(partition, _pending(ctx), until, ctx)
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched only"
+
+
+def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_relayed(
+        ctx: Context) -> None:
+    """Linkage checks that both parties are active holders before the answer goes to the
+    decider, which relays it later (at once, or once its request comes if it was held): a
+    requester marked inactive in the directory (or gone) in between was still answered. The relay
+    asks the directory again: the answer is refused to its provider (UNKNOWN_HOLDER), which logs
+    it not provided, and the request is settled, never answered or timed out later. A provider
+    made inactive in between answered while active: its requester is answered."""
+    town, nenkin = ctx.directory["town"], ctx.directory["nenkin"]
+    for directory, relayed in (({"town": town, "nenkin": replace(nenkin, active=False)}, False),
+                               ({"town": town}, False),
+                               ({"town": replace(town, active=False), "nenkin": nenkin}, True)):
+        gone = replace(ctx, directory=directory)
+        live, partition = _owning(ctx, [_pending(ctx)])
+        held, _ = _owning(ctx, [_answer()])
+        made = (live.handle(partition, _answer(), NOW, gone),
+                held.handle(partition, _pending(ctx), NOW, gone)[2:])  # after its dispatch
+        for (told, logged), decider_ in zip(made, (live, held), strict=True):
+            assert decider_.states[partition].get("r-1") == _settled(ANSWERED)
+            assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == []
+            if relayed:
+                assert (told.topic, logged.topic) == (topics.inbox("nenkin"), topics.AUDIT)
+                assert CODEC.decode(told.value, LinkageAnswer).status == "FOUND"
+                continue
+            rejection = CODEC.decode(told.value, Rejection)
+            event = CODEC.decode(logged.value, AccessLogEvent)
+            assert (told.topic, rejection.reason, logged.topic, event.reason) == (
+                topics.inbox("town"), "UNKNOWN_HOLDER", topics.AUDIT, "UNKNOWN_HOLDER")
+            assert rejection.detail == ("nenkin is no longer an active holder in the "
+                                        "directory: the answer was relayed to no one")
 
 
 def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
