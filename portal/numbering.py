@@ -28,17 +28,11 @@ from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Resident
 from portal.web import render, session_of
 from renkei.questions import NO_REPLY_KEY
+from renkei.refusals import TICKET_EXPIRED, TICKET_FROM_THE_FUTURE, TICKET_USED
 
-# the authority's refusal of a second change under one login's ticket (registry.tickets.USED):
-# said after it checked that the change was not made, and made nothing
-TICKET_USED = "ticket-used"
-# the authority's refusal of a ticket issued later than its clock tells now (by more than
-# renkei.clock.AHEAD): the registry side's clock is ahead of the authority's, and a new login's
-# ticket is refused alike until the machines' clocks agree
-TICKET_FROM_THE_FUTURE = "ticket-from-the-future"
 # the authority's reasons for declining a change (registry.tickets; a question of the portal's
 # fault: renkei.questions), in the page's words; a ticket missing, forged or another's: "other"
-REFUSALS = {"ticket-expired": "number_refused_expired", TICKET_USED: "number_refused_used",
+REFUSALS = {TICKET_EXPIRED: "number_refused_expired", TICKET_USED: "number_refused_used",
             TICKET_FROM_THE_FUTURE: "refused_clock", NO_REPLY_KEY: "number_refused_portal"}
 # the requests for a new number under way in this portal, by resident (their ID code): one
 # refused settles their change only if no other (in another of their sessions) may make it

@@ -32,6 +32,7 @@ from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
 from renkei.clock import Age, Mark, log_clocks_disagree
 from renkei.questions import Declined
+from renkei.refusals import TICKET_EXPIRED, TICKET_FROM_THE_FUTURE, TICKET_USED
 from renkei.state import private_dir, write_json
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import LoginTicket
@@ -41,10 +42,10 @@ MARKED_CONTEXT = b"renkei login ticket v3\x00"
 V1_CONTEXT = b"renkei login ticket v1\x00"  # a ticket without a nonce (LoginTicket v1)
 NONCE_BYTES = 16
 LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
-# the refusals of a change of number, by reason (said to the portal: no personal data)
-NO_TICKET, FORGED, EXPIRED, NOT_THEIRS, USED = ("no-ticket", "ticket-forged", "ticket-expired",
-                                                "ticket-not-theirs", "ticket-used")
-FROM_THE_FUTURE = "ticket-from-the-future"  # issued later than the authority's clock tells now
+# the refusals of a change of number, by reason (said to the portal: no personal data; those it
+# words apart, renkei.refusals)
+NO_TICKET, FORGED, NOT_THEIRS = "no-ticket", "ticket-forged", "ticket-not-theirs"
+EXPIRED, USED, FROM_THE_FUTURE = TICKET_EXPIRED, TICKET_USED, TICKET_FROM_THE_FUTURE
 REFUSED_BY_AGE = {Age.OLD: EXPIRED, Age.AHEAD: FROM_THE_FUTURE}
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ from portal.context import PLATFORM, Platform
 from portal.i18n import words
 from portal.inbox import Asked, Inbox
 from portal.kafka import Shown, holders_to_ask
-from portal.numbering import TICKET_USED
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
 from registry import tickets
 from renkei.questions import DECLINED
+from renkei.refusals import TICKET_USED
 from renkei.tasks import cancelled
 from schemas.messages import REFUSED, TIMED_OUT, Alert, CardLogin
 from tests.loop_helpers import locked
