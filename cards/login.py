@@ -41,6 +41,9 @@ UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl"})  # the CRL cannot te
 # the registry side's refusal of a challenge issued later than its clock tells now (by more than
 # renkei.clock.AHEAD): the portal's clock is ahead of its, and every login's is refused alike
 FROM_THE_FUTURE = "challenge-from-the-future"
+# the registry side's refusal of a challenge marked in its own boot later than its elapsed clock
+# reads (renkei.clock.Age.FORGED): a mark no process of its machine made, the portal's fault
+FORGED_MARK = "challenge-mark-forged"
 
 
 class Refused(PermissionError):

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from cards import ca
-from cards.login import FROM_THE_FUTURE, REVOKED, UNCHECKABLE, Refused, challenge
+from cards.login import FORGED_MARK, FROM_THE_FUTURE, REVOKED, UNCHECKABLE, Refused, challenge
 from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Challenge, Officer
@@ -32,12 +32,14 @@ HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight"
 # why the portal or the registry side (registry.portal) refused a login, in the page's words:
 # a signature for another site, or a question no answer can be sealed to, the portal's fault; a
 # CA's revocation list stale, missing or not the CA's (cards.login), no card's; a challenge
-# from the future, the portal's clock ahead of the registry side's
+# from the future, the portal's clock ahead of the registry side's; one whose mark is forged, the
+# portal's fault
 REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
             "challenge": "refused_challenge", FROM_THE_FUTURE: "refused_clock",
             "unanswered": "refused_unanswered",
             "origin": "refused_portal", NO_REPLY_KEY: "refused_portal",
+            FORGED_MARK: "refused_portal",
             **dict.fromkeys(UNCHECKABLE, "refused_crl")}
 
 

@@ -24,18 +24,19 @@ from datetime import timedelta
 from audit.heads import Signer
 from cards import ca
 from cards.jlis import CardHolders
-from cards.login import FROM_THE_FUTURE, Refused, Verifier, issue_mark, issued_at
+from cards.login import FORGED_MARK, FROM_THE_FUTURE, Refused, Verifier, issue_mark, issued_at
 from processors.codes import IdCodes
 from registry import tickets
 from registry.store import RegistryStore
-from renkei.clock import Age, Clock, log_clocks_disagree
+from renkei.clock import Age, Clock, log_clocks_disagree, log_forged_mark
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import CardHolder, CardLogin
 
 log = logging.getLogger(__name__)
 FRESH = timedelta(minutes=3)  # the portal's challenge lives 2 minutes, its question 10 s more
-CHALLENGE = "challenge"  # the refusal of a challenge stale or used before (ahead: FROM_THE_FUTURE)
+# the refusal of a challenge stale or used before (ahead: FROM_THE_FUTURE; forged: FORGED_MARK)
+CHALLENGE = "challenge"
 ORIGIN = "origin"  # the refusal of a signature made for a site that is not the portal
 LOOPBACK = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}")
 
@@ -94,6 +95,9 @@ class CardLogins:
         if age is Age.AHEAD:
             log_clocks_disagree(log, "a card login's challenge", "the portal's")
             raise Declined(FROM_THE_FUTURE)
+        if age is Age.FORGED:
+            log_forged_mark(log, "a card login's challenge")
+            raise Declined(FORGED_MARK)
         if issued is None or age is not Age.YOUNG:
             log.warning("a card login the portal showed is refused: its challenge is not fresh")
             raise Declined(CHALLENGE)

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.events import millis
 from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
-from renkei.clock import Age, Mark, log_clocks_disagree
+from renkei.clock import Age, Mark, log_clocks_disagree, log_forged_mark
 from renkei.questions import Declined
 from renkei.refusals import TICKET_EXPIRED, TICKET_FROM_THE_FUTURE, TICKET_USED
 from renkei.state import private_dir, write_json
@@ -46,7 +46,7 @@ LASTS = LIFETIME  # a ticket outlives no portal session of the login that got it
 # words apart, renkei.refusals)
 NO_TICKET, FORGED, NOT_THEIRS = "no-ticket", "ticket-forged", "ticket-not-theirs"
 EXPIRED, USED, FROM_THE_FUTURE = TICKET_EXPIRED, TICKET_USED, TICKET_FROM_THE_FUTURE
-REFUSED_BY_AGE = {Age.OLD: EXPIRED, Age.AHEAD: FROM_THE_FUTURE}
+REFUSED_BY_AGE = {Age.OLD: EXPIRED, Age.AHEAD: FROM_THE_FUTURE, Age.FORGED: FORGED}
 log = logging.getLogger(__name__)
 
 
@@ -167,6 +167,8 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
     age = judged(found.expires_at - LASTS, mark, LASTS)
     if age is Age.AHEAD:
         log_clocks_disagree(log, "a login ticket", "the registry side's")
+    elif age is Age.FORGED:
+        log_forged_mark(log, "a login ticket")
     refused = REFUSED_BY_AGE.get(age)
     if refused is not None:
         raise Declined(refused)

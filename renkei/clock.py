@@ -61,6 +61,14 @@ def log_clocks_disagree(log: logging.Logger, refused: str, whose: str) -> None:
                 AHEAD.total_seconds(), whose)
 
 
+def log_forged_mark(log: logging.Logger, refused: str) -> None:
+    """Log that `refused` is refused as marked in this machine's boot later than its elapsed clock
+    reads now (Age.FORGED): no mark made here, so no clock's disagreement."""
+    log.warning("%s is refused: its mark names this machine's boot yet reads more than %g s later "
+                "than its elapsed clock now, as none made here can: forged or tampered with, not "
+                "a clock ahead", refused, AHEAD.total_seconds())
+
+
 def elapsed_seconds() -> float:
     """Seconds on the elapsed clock: CLOCK_BOOTTIME, counting time suspended, where there is one;
     else the monotonic clock."""
@@ -139,6 +147,9 @@ class Age(Enum):
     YOUNG = "young"  # read less than its span before now
     OLD = "old"  # read its span or more before now
     AHEAD = "ahead"  # read later than now, by more than AHEAD
+    # marked in this boot later than its elapsed clock reads now, by more than AHEAD: the mark is
+    # none this machine made (the clock that read it is this one), forged or tampered with
+    FORGED = "forged"
 
 
 @dataclass
@@ -188,16 +199,25 @@ class Clock:
 
     def judged(self, read: datetime, mark: Mark | None, lasts: timedelta) -> Age:
         """Whether a time read `read` (marked `mark`) is younger than `lasts` now (`since`), older,
-        or ahead of now by more than AHEAD: a mark of this boot reading later than its clock now,
-        a time no timeline has reached, or one whose span or time now the calendar cannot hold
-        (near year 9999, a mark's reading years ahead)."""
+        or ahead of now by more than AHEAD: a time no timeline has reached, or one whose span or
+        time now the calendar cannot hold (near year 9999); forged if `mark` is this boot's yet
+        reads later than its elapsed clock now by more than AHEAD."""
         try:
             now, ends = self.since(read, mark), read + lasts
         except OverflowError:
-            return Age.AHEAD
+            return self._ahead(mark)
         if read - now > AHEAD:
-            return Age.AHEAD
+            return self._ahead(mark)
         return Age.YOUNG if now < ends else Age.OLD
+
+    def _ahead(self, mark: Mark | None) -> Age:
+        """A time read ahead of now: forged if `mark` is this boot's and reads later than its
+        elapsed clock now by more than AHEAD, else ahead."""
+        now = self.mark()
+        if (now is not None and self.in_this_boot(mark)
+                and mark.elapsed - now.elapsed > AHEAD.total_seconds()):
+            return Age.FORGED
+        return Age.AHEAD
 
     def earliest(self) -> datetime:
         """The time now on the timeline furthest behind of those seen."""

@@ -423,15 +423,17 @@ def test_an_authority_store_whose_opening_failed_leaves_it_closed(
 @pytest.mark.parametrize("marked", [True, False])
 def test_a_ticket_issued_later_than_the_authoritys_clock_is_refused_as_from_the_future(
         store: AuthorityStore, marked: bool) -> None:
-    """A ticket whose login's mark reads ten hours later than this boot's elapsed clock now, or
-    unmarked and issued ten hours later than the wall clock, is refused as from the future, one
-    ahead by AHEAD taken: it was taken as young, good for a change for eleven hours."""
+    """A ticket whose login's mark reads ten hours later than this boot's elapsed clock now
+    (none made here: forged), or unmarked and issued ten hours later than the wall clock (from
+    the future), is refused, one ahead by AHEAD taken: it was taken as young, good for a change
+    for eleven hours."""
     now, login_key = datetime.now(UTC), Signer.generate()
     hands = Hands(now, 3600.0)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=19)[0]
     authority.assign(resident)
-    for ahead, refused_as in ((timedelta(hours=10), tickets.FROM_THE_FUTURE), (AHEAD, None)):
+    too_far = tickets.FORGED if marked else tickets.FROM_THE_FUTURE
+    for ahead, refused_as in ((timedelta(hours=10), too_far), (AHEAD, None)):
         shown = (tickets.ticket(login_key, [resident], now, hands.mark().after(ahead)) if marked
                  else tickets.ticket(login_key, [resident], now + ahead))
         _taken_unless(authority, login_key, resident, shown, refused_as)
@@ -457,17 +459,20 @@ def test_a_ticket_from_the_future_is_logged_as_the_clocks_skew(
 def test_a_ticket_the_calendar_cannot_judge_is_refused_as_from_the_future(
         store: AuthorityStore, timed: str) -> None:
     """A ticket timed in the last hour before year 10000 with a mark an hour and a second old,
-    or marked years later than this boot's elapsed clock reads, is refused as from the future:
-    its time now past the calendar's end was an error (OverflowError), not a refusal."""
+    or marked years later than this boot's elapsed clock reads, is refused as from the future,
+    or forged: its time now past the calendar's end was an error (OverflowError), not a
+    refusal."""
     login_key, hands = Signer.generate(), Hands(datetime.now(UTC), 7200.0)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=21)[0]
     authority.assign(resident)
-    at, mark = ((datetime(9999, 12, 31, 23, tzinfo=UTC) - timedelta(seconds=1),
-                 Mark.of(hands.boot, hands.elapsed - 3601)) if timed == "near year 9999"
-                else (hands.wall, hands.mark().after(timedelta(days=10**8))))
+    at, mark, reason = ((datetime(9999, 12, 31, 23, tzinfo=UTC) - timedelta(seconds=1),
+                         Mark.of(hands.boot, hands.elapsed - 3601), tickets.FROM_THE_FUTURE)
+                        if timed == "near year 9999"
+                        else (hands.wall, hands.mark().after(timedelta(days=10**8)),
+                              tickets.FORGED))
     _taken_unless(authority, login_key, resident, tickets.ticket(login_key, [resident], at, mark),
-                  tickets.FROM_THE_FUTURE)
+                  reason)
     assert not store.history(resident)
 
 

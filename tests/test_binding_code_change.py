@@ -21,7 +21,7 @@ from broker import acls, topics
 from cards import issue
 from cards.card import Card
 from cards.jlis import CardHolders
-from cards.login import FROM_THE_FUTURE
+from cards.login import FORGED_MARK, FROM_THE_FUTURE
 from portal.context import resident as portal_resident
 from processors import binding
 from processors.codes import CodeService, UnitEpoch
@@ -213,18 +213,19 @@ def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_th
 def test_a_challenge_the_calendar_cannot_judge_is_refused(town: Town, tmp_path: Path,
                                                          timed: str) -> None:
     """A card login's challenge timed a minute before year 10000 and marked now, or marked
-    years later than this boot's elapsed clock reads, is refused as from the future: the end of
-    its freshness, or its time now, past the calendar's end was an error (OverflowError)."""
+    years later than this boot's elapsed clock reads, is refused as from the future, or forged:
+    the end of its freshness, or its time now, past the calendar's end was an error
+    (OverflowError)."""
     code = _unchanged(town)
     with state_folder(tmp_path / "state"):
         card, cards = _recorded_card(tmp_path, code)
         hands = Hands(datetime.now(UTC))
         logins = _logins(town, cards, hands)
-        at, mark = ((datetime(9999, 12, 31, 23, 59, tzinfo=UTC), hands.mark())
-                    if timed == "near year 9999"
-                    else (hands.wall, hands.mark().after(timedelta(days=10**8))))
-        _refused_its_challenge(logins, "q-1", CODEC.encode(signed(card, at, mark=mark)),
-                               FROM_THE_FUTURE)
+        at, mark, reason = ((datetime(9999, 12, 31, 23, 59, tzinfo=UTC), hands.mark(),
+                             FROM_THE_FUTURE) if timed == "near year 9999"
+                            else (hands.wall, hands.mark().after(timedelta(days=10**8)),
+                                  FORGED_MARK))
+        _refused_its_challenge(logins, "q-1", CODEC.encode(signed(card, at, mark=mark)), reason)
         cards.close()
 
 
@@ -244,7 +245,30 @@ def test_a_challenge_from_the_future_is_refused_as_the_clocks_skew(
         with caplog.at_level(logging.WARNING, logger=registry_portal.__name__):
             _refused_its_challenge(logins, "q-1", ahead, FROM_THE_FUTURE)
         assert "clock is ahead" in caplog.text and "NTP" in caplog.text
+        assert "forged" not in caplog.text
         within = CODEC.encode(signed(card, hands.wall + AHEAD, mark=portals))
+        assert logins.card_holder("q-2", within, False).resident_codes == (code,)
+        cards.close()
+
+
+def test_a_challenge_whose_mark_of_this_boot_reads_ahead_is_refused_as_forged(
+        town: Town, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A challenge marked in the registry side's own boot just over AHEAD later than its elapsed
+    clock reads, timed now: no process of its machine made that mark, so the login is refused
+    as the mark forged and logged so; it was refused as from the future and logged as the
+    portal's clock ahead (NTP?), which would send an operator to the clocks. Marked AHEAD later,
+    it is taken."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        card, cards = _recorded_card(tmp_path, code)
+        hands = Hands(datetime.now(UTC))
+        logins = _logins(town, cards, hands)
+        ahead = hands.mark().after(AHEAD + timedelta(seconds=1))
+        forged = CODEC.encode(signed(card, hands.wall, mark=ahead))
+        with caplog.at_level(logging.WARNING, logger=registry_portal.__name__):
+            _refused_its_challenge(logins, "q-1", forged, FORGED_MARK)
+        assert "forged" in caplog.text and "NTP" not in caplog.text
+        within = CODEC.encode(signed(card, hands.wall, mark=hands.mark().after(AHEAD)))
         assert logins.card_holder("q-2", within, False).resident_codes == (code,)
         cards.close()
 

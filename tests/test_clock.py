@@ -145,3 +145,15 @@ def test_a_time_marked_in_another_time_namespace_is_judged_by_the_timelines(
     assert not host.in_this_boot(marked)
     assert host.judged(T0, marked, timedelta(hours=1)) is Age.YOUNG
     assert host.since(T0, marked) == T0 + timedelta(minutes=1)
+
+
+def test_a_mark_of_this_boot_reading_ahead_is_judged_forged_not_ahead() -> None:
+    """A time marked in this boot more than AHEAD later than its elapsed clock reads is forged (no
+    mark made here reads ahead); one read as far ahead of the wall clock, unmarked or marked in
+    another boot, is ahead (another machine's clock is); marked AHEAD later, it is young."""
+    hands = Hands(T0, 3600.0)
+    judge, lasts, beyond = hands.clock(), timedelta(minutes=3), clock.AHEAD + timedelta(seconds=1)
+    assert judge.judged(T0, hands.mark().after(beyond), lasts) is Age.FORGED
+    assert judge.judged(T0 + beyond, None, lasts) is Age.AHEAD
+    assert judge.judged(T0 + beyond, hands.mark("another boot"), lasts) is Age.AHEAD
+    assert judge.judged(T0, hands.mark().after(clock.AHEAD), lasts) is Age.YOUNG
