@@ -22,6 +22,7 @@ POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 BYTEA_COLUMNS = frozenset({"leaf", "hash", "root", "key_id", "signature"})
 _LOCK = 0x72656E6B6569  # "renkei": the advisory lock that makes one writer at a time
 _ENDING = frozenset({"COMMIT", "ROLLBACK"})  # a stopped read still ends its transaction
+STOP_STEPS = 10_000  # SQLite's VM instructions between two looks at a read's stop in a statement
 
 
 class Cursor(Protocol):
@@ -249,16 +250,27 @@ class Stopped(Exception):
 class Stoppable(_Wrapping):
     """A reader's connection whose read is stopped, from any thread, by setting its `stop`:
     each statement it comes to then is refused (Stopped), but one that ends its transaction;
-    the one running then goes on (`interrupt` stops it)."""
+    the one running then goes on (`interrupt` stops it). On SQLite, whose interrupt stops
+    nothing if sent before the statement starts (after its check), the statement also looks at
+    the stop every STOP_STEPS of its VM's instructions, and ends in SQLite's error if set."""
 
     def __init__(self, raw: Connection) -> None:
         super().__init__(raw)
         self.stop = threading.Event()
+        self._ending = False  # the statement under way ends its transaction
+        if isinstance(raw, sqlite3.Connection):
+            raw.set_progress_handler(self._stopped, STOP_STEPS)
 
     def check(self, sql: str) -> None:
         """Stopped if the read under way is, and `sql` does not end its transaction."""
-        if self.stop.is_set() and sql not in _ENDING:
+        self._ending = sql in _ENDING
+        if self._stopped():
             raise Stopped("the read was stopped: its statements from then on are not run")
+
+    def _stopped(self) -> bool:
+        """Whether the read under way is stopped, and its statement does not end its
+        transaction."""
+        return self.stop.is_set() and not self._ending
 
     def cursor(self) -> _StoppableCursor:
         return _StoppableCursor(self._raw.cursor(), self.check)

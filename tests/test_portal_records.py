@@ -244,6 +244,54 @@ async def test_a_read_cancelled_stops_its_statement_and_frees_its_connection(
         await records.close()
 
 
+class Unlucky(Slow):
+    """A reader's connection whose read of ME's entries is cancelled just as SLOW has passed
+    its check (Stoppable.check) and not yet started: the check returns once `passed` is set and
+    the interrupt sent (`interrupted`)."""
+
+    def __init__(self, path: Path, key: Path, running: threading.Event, passed: threading.Event,
+                 interrupted: threading.Event) -> None:
+        super().__init__(path, key, running)
+        self.interrupted = interrupted
+        reads = cast(Stoppable, self._db)
+        check = reads.check
+
+        def checked(sql: str) -> None:
+            check(sql)
+            if sql == SLOW:
+                passed.set()
+                interrupted.wait(30)
+
+        setattr(reads, "check", checked)  # noqa: B010 (a method replaced on the instance)
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        self.interrupted.set()
+
+
+async def test_a_read_cancelled_as_its_statement_starts_stops_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's read cancelled once its statement has passed its check and before SQLite runs
+    it (the interrupt sent while no statement runs, which stops nothing) stops that statement:
+    the next read, on its one connection, is served at once. The statement (SLOW, ~2-4 s here)
+    ran to its end, the next read waiting behind it."""
+    monkeypatch.setattr(portal_records, "READERS", 1)
+    running, passed, interrupted = threading.Event(), threading.Event(), threading.Event()
+    records = Records(partial(Unlucky, *store_of_four(tmp_path), running, passed, interrupted))
+    try:
+        long = asyncio.create_task(records.of_person([ME]))
+        assert await asyncio.to_thread(passed.wait, 30)
+        left = time.monotonic()
+        await cancelled(long)
+        shown, _ = await records.of_person([SOMEONE])
+        waited = time.monotonic() - left
+        assert [c.entry.serial for c in shown] == [3, 1]
+        assert waited < 1, f"the next read waited {waited:.1f} s for the cancelled one"
+    finally:
+        interrupted.set()
+        await records.close()
+
+
 async def held_read(records: Records, hold: Hold) -> asyncio.Task[Any]:
     """A read of ME's entries begun on `records`, once it is held as `hold` says."""
     long = asyncio.create_task(records.of_person([ME]))
