@@ -36,7 +36,7 @@ def _code(field: Enum | str | int) -> int:
     return int(field.value if isinstance(field, Enum) else field)
 
 
-def _entry(binding: AclBinding) -> Entry:
+def entry(binding: AclBinding) -> Entry:
     return (_code(binding.restype), binding.name, _code(binding.resource_pattern_type),
             binding.principal, binding.host, _code(binding.operation),
             _code(binding.permission_type))
@@ -79,7 +79,7 @@ async def _in_force(admin: KafkaAccess, bindings: Sequence[AclBinding],
                 await _until(partial(_logs_in, broker.host, broker.port, access),
                              f"{creds.username}'s log-in on broker {broker.nodeId}")
             for principal in {b.principal for b in bindings}:
-                wanted = {_entry(b) for b in bindings if b.principal == principal}
+                wanted = {entry(b) for b in bindings if b.principal == principal}
                 await _until(partial(_holds, client, broker.nodeId, principal, wanted),
                              f"{principal}'s ACLs on broker {broker.nodeId}")
     finally:

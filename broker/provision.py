@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -38,17 +39,21 @@ _RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
               "cluster": ResourceType.BROKER}
 _PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
 T = TypeVar("T")
+Acl = tuple[str, Grant, str]  # an ACL entry: principal, grant, operation
 
 
 @dataclass
 class Report:
-    """What a provisioning run changed."""
+    """What a provisioning run changed, and how much of the spec was there already."""
 
     created: list[str] = field(default_factory=list)
     altered: list[str] = field(default_factory=list)
     grown: list[str] = field(default_factory=list)
     principals: list[str] = field(default_factory=list)
-    acls: int = 0
+    acls: list[Acl] = field(default_factory=list)
+    topics_there: int = 0
+    principals_there: int = 0
+    acls_there: int = 0
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -56,10 +61,23 @@ class Report:
             f"topics created: {', '.join(self.created) or 'none'}",
             f"topic configs brought to spec: {', '.join(self.altered) or 'none'}",
             f"topics given more partitions: {', '.join(self.grown) or 'none'}",
-            f"principals ensured: {', '.join(self.principals) or 'none'}",
-            f"ACL entries ensured: {self.acls}",
+            f"principals created: {', '.join(self.principals) or 'none'}",
+            f"ACL entries created: {len(self.acls) or 'none'}",
+            *(f"  {line}" for line in _granted(self.acls)),
+            f"already there: {self.topics_there} topics, {self.principals_there} principals "
+            f"(passwords set to the state folder's), {self.acls_there} ACL entries",
             *self.notes,
         ]
+
+
+def _granted(acls: list[Acl]) -> list[str]:
+    """`acls` in words, one line per principal and resource."""
+    operations: dict[tuple[str, Grant], list[str]] = {}
+    for principal, grant, operation in acls:
+        operations.setdefault((principal, grant), []).append(operation)
+    return [f"{principal} may {', '.join(ops)} on {grant.resource} {grant.name}"
+            + ("*" if grant.pattern == "prefixed" else "")
+            for (principal, grant), ops in operations.items()]
 
 
 @dataclass
@@ -113,6 +131,7 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], report: Report
         ))
         report.created += [s.name for s in missing]
     present = [s for s in wanted if s.name in existing]
+    report.topics_there += len(present)
     grow = [s for s in present if len(existing[s.name].partitions) < s.partitions]
     if grow:
         _wait(admin.create_partitions([NewPartitions(s.name, s.partitions) for s in grow]))
@@ -157,26 +176,57 @@ def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
     _in_force_once(partial(_grants, admin, principal, grants, report))
 
 
+def _known(admin: AdminClient, username: str) -> bool:
+    """Whether the broker has SCRAM credentials for `username`."""
+    described = admin.describe_user_scram_credentials([username])
+    assert isinstance(described, dict)  # one future per user asked for
+    try:
+        described[username].result(TIMEOUT)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+            return False
+        raise
+    return True
+
+
 def _principal(admin: AdminClient, creds: Credentials, report: Report, made: _Made) -> None:
+    """The principal, its password the state folder's (set again if it was there)."""
+    known = _known(admin, creds.username)
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upsert = UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
     _wait(admin.alter_user_scram_credentials([upsert]))
     made.logins.append(creds)
-    report.principals.append(creds.username)
+    if known:
+        report.principals_there += 1
+    else:
+        report.principals.append(creds.username)
+
+
+def _bound(admin: AdminClient, principal: str) -> set[in_force.Entry]:
+    """The ACL entries the broker holds for `principal`."""
+    held = admin.describe_acls(AclBindingFilter(  # None: any name, any host (the stub: str)
+        ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,  # type: ignore[arg-type]
+        AclOperation.ANY, AclPermissionType.ANY)).result(TIMEOUT)
+    return {in_force.entry(b) for b in held}
 
 
 def _grants(admin: AdminClient, principal: str, grants: Iterable[Grant], report: Report,
             made: _Made) -> None:
-    bindings = [
-        AclBinding(_RESOURCES[g.resource], g.name if g.resource != "cluster" else "kafka-cluster",
-                   _PATTERNS[g.pattern], f"User:{principal}", "*",
-                   AclOperation[op], AclPermissionType.ALLOW)
+    """The principal's grants: those not on the broker yet made, the others counted."""
+    bindings = {
+        (f"User:{principal}", g, op): AclBinding(
+            _RESOURCES[g.resource], g.name if g.resource != "cluster" else "kafka-cluster",
+            _PATTERNS[g.pattern], f"User:{principal}", "*", AclOperation[op],
+            AclPermissionType.ALLOW)
         for g in grants for op in g.operations
-    ]
-    if bindings:
-        _wait(admin.create_acls(bindings))
-        made.bindings += bindings
-        report.acls += len(bindings)
+    }
+    held = _bound(admin, f"User:{principal}")
+    missing = {acl: b for acl, b in bindings.items() if in_force.entry(b) not in held}
+    if missing:
+        _wait(admin.create_acls(list(missing.values())))
+    made.bindings += bindings.values()
+    report.acls += missing
+    report.acls_there += len(bindings) - len(missing)
 
 
 class NotAHolder(ValueError):

@@ -105,6 +105,30 @@ async def test_a_grant_is_in_force_when_ensure_grants_returns(broker: Cluster) -
             await prod.send_and_wait(topic, b"at once")
 
 
+def test_provisioning_reports_what_it_created_and_counts_what_was_there(
+        broker: Cluster) -> None:
+    """Made again, a principal and its grants are counted as there, not listed as created."""
+    admin, name = admin_client(), f"reported-{secrets.token_hex(4)}"
+    grants = [Grant("topic", "renkei.test.reported", ("READ", "DESCRIBE")),
+              Grant("group", "renkei.test.reported", ("READ",), "prefixed")]
+    first, again = provision.Report(), provision.Report()
+    for report in (first, again):
+        provision.ensure_principal(admin, Credentials(name, secrets.token_urlsafe(24)), report)
+        provision.ensure_grants(admin, name, grants, report)
+    assert first.lines() == [
+        "topics created: none", "topic configs brought to spec: none",
+        "topics given more partitions: none", f"principals created: {name}",
+        "ACL entries created: 3",
+        f"  User:{name} may READ, DESCRIBE on topic renkei.test.reported",
+        f"  User:{name} may READ on group renkei.test.reported*",
+        "already there: 0 topics, 0 principals (passwords set to the state folder's), "
+        "0 ACL entries"]
+    assert again.lines()[3:] == [
+        "principals created: none", "ACL entries created: none",
+        "already there: 0 topics, 1 principals (passwords set to the state folder's), "
+        "3 ACL entries"]
+
+
 async def test_wrong_password_is_refused(broker: Cluster, holders: list[str]) -> None:
     access = KafkaAccess(broker.bootstrap, Credentials(holders[0], "not-the-password"))
     with pytest.raises(KafkaError):
