@@ -64,7 +64,7 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     deadline = time.monotonic() + WITHIN
     while not await check():
         if time.monotonic() > deadline:
-            raise NotInForce(f"{what} not in force on the broker within {WITHIN:.0f} s")
+            raise NotInForce(f"{what} not in force within {WITHIN:g} s")
         await asyncio.sleep(AGAIN)
 
 

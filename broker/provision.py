@@ -80,6 +80,10 @@ def _granted(acls: list[Acl]) -> list[str]:
             for (principal, grant), ops in operations.items()]
 
 
+class ProvisioningFailed(RuntimeError):
+    """The broker refused a provisioning request, or did not enforce what it committed in time."""
+
+
 @dataclass
 class _Made:
     """The principals and ACL bindings a command made, which every broker must enforce before
@@ -92,10 +96,13 @@ class _Made:
 def _in_force_once(make: Callable[[_Made], T]) -> T:
     """What `make` returns, once every broker enforces all it made: one look for all, not one
     per principal or grant (each look opens an admin connection, a thread and an event loop:
-    ~15 ms before it checks anything)."""
+    ~15 ms before it checks anything); ProvisioningFailed if the broker refused or did not."""
     made = _Made()
-    result = make(made)
-    in_force.in_force(admin_access(), made.bindings, made.logins)
+    try:
+        result = make(made)
+        in_force.in_force(admin_access(), made.bindings, made.logins)
+    except (KafkaException, in_force.NotInForce) as exc:
+        raise ProvisioningFailed(f"provisioning failed: {exc.args[0]}") from exc
     return result
 
 
@@ -312,10 +319,7 @@ def _to_spec(admin: AdminClient) -> Report:
     """Platform topics, service principals and every holder brought to the spec, returned once
     every broker enforces them."""
     report = Report()
-    try:
-        _in_force_once(partial(_spec, admin, report))
-    except KafkaException as exc:
-        raise RuntimeError(f"provisioning failed: {exc.args[0]}") from exc
+    _in_force_once(partial(_spec, admin, report))
     return report
 
 

@@ -54,7 +54,7 @@ def _said(exc: Exception) -> str | None:
     from broker import cluster
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
-    from broker.provision import NotAHolder
+    from broker.provision import NotAHolder, ProvisioningFailed
     from processors.directory import NotAPrivateHolder, ReservedRole, UnitMove, UnitTaken
     from processors.keys import KeysMissing
     from processors.patterns import BadPatternFile
@@ -67,7 +67,8 @@ def _said(exc: Exception) -> str | None:
     said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
-            UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole)
+            UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
+            ProvisioningFailed)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -81,8 +82,9 @@ def _said(exc: Exception) -> str | None:
 
 class _Commands(click.Group):
     """The commands; a broker not set up, away, refusing the log-in or never provisioned, a
-    principal without credentials, a view no longer followed, a state folder another run holds,
-    a private folder another user's that others may read, a registry missing or not to be
+    provisioning the broker refused or did not enforce in time, a principal without
+    credentials, a view no longer followed, a state folder another run holds, a private folder
+    another user's that others may read, a registry missing or not to be
     replaced, a holder id not registered, a consent to one not a private holder, a registered
     holder moved to another link-code unit unasked, a holder put into a unit others are in
     unasked or under the services' role, no key store, an audit store that cannot be opened or

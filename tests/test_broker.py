@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from click.testing import CliRunner
 from confluent_kafka.admin import (
     AclBindingFilter,
     AclOperation,
@@ -25,13 +26,14 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from broker import provision, topics
+from broker import in_force, provision, topics
 from broker.acls import Grant
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from broker.credentials import Credentials
 from broker.provision import admin_client
 from holders.ping import ping
+from renkei.cli import main
 from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import (
     consumer,
@@ -127,6 +129,21 @@ def test_provisioning_reports_what_it_created_and_counts_what_was_there(
         "principals created: none", "ACL entries created: none",
         "already there: 0 topics, 1 principals (passwords set to the state folder's), "
         "3 ACL entries"]
+
+
+def test_grants_not_in_force_in_time_are_said_in_one_line(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that never applies the ACLs the controller committed (a stand-in for one that
+    lags): `broker provision` says so in one line, exit code 1, as for a request refused."""
+    async def never(*_: object) -> bool:
+        return False
+
+    monkeypatch.setattr(in_force, "_holds", never)
+    monkeypatch.setattr(in_force, "WITHIN", 0.1)
+    run = CliRunner().invoke(main, ["broker", "provision"])
+    assert run.exit_code == 1, run.output
+    said_in_one_line(run.output, "provisioning failed: User:")
+    assert "'s ACLs on broker 1 not in force within 0.1 s" in run.output
 
 
 async def test_wrong_password_is_refused(broker: Cluster, holders: list[str]) -> None:
