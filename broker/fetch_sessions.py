@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.conn import CloseReason
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.errors import FetchSessionIdNotFound
 from aiokafka.protocol.fetch import FetchRequest
@@ -258,11 +259,22 @@ class _AnswersToSessions:
             response = await self._client.send(node_id, request, group=request.connection)
         except BaseException:
             request.session.lost()
+            if request.connection == QUIET_CONNECTION:
+                self._hang_up(node_id)
             raise
         request.answer(response)
         if self._hearing is not None:
             self._hearing.heard(request.records, time.monotonic())
         return response
+
+    def _hang_up(self, node_id: int) -> None:
+        """Close the quiet partitions' connection to a broker, whose watch was given up (as each
+        rebalance cancels it): the broker would hold it to the end of its wait, and each fetch
+        sent after it on that connection behind it (a storm of rebalances, as holders register:
+        a quiet partition's records read a wait later for each, 16 s seen)."""
+        conn = self._client._conns.get((node_id, QUIET_CONNECTION))
+        if conn is not None:
+            conn.close(reason=CloseReason.IDLE_DROP)
 
 
 class SessionFetcher(Fetcher):  # type: ignore[misc]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, defaultdict
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,6 +25,7 @@ from broker.cluster import Cluster
 from broker.fetch_sessions import (
     INITIAL_EPOCH,
     NO_SESSION,
+    QUIET_CONNECTION,
     FetchSession,
     FetchSettings,
     Gathering,
@@ -322,5 +324,42 @@ async def test_quiet_partitions_leave_the_busy_session_and_lose_nothing(broker: 
 
             consumer.seek(tps[9], 0)  # a quiet partition read again from the start
             assert _once_in_order(await _read(consumer, 1), [r for r in sent if r[0] == 9])
+    finally:
+        await consumer.stop()
+
+
+async def test_a_watch_given_up_holds_up_no_watch_after_it(broker: Cluster) -> None:
+    """A rebalance cancels the quiet partitions' watch, which the broker holds to the end of its
+    wait: a watch sent after it on that connection waited behind it (one wait for each rebalance
+    of a storm, as holders register), its partitions' records read that much later. The
+    connection is closed with the watch given up: the next one is answered as a record comes."""
+    topic = "renkei-test.watch-given-up"
+    admin = provision.admin_client()
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    access = KafkaAccess.of(config.ADMIN)
+    consumer = SessionConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client._wait_on_metadata(topic)  # its leader known
+        fetcher = consumer._fetcher
+        settings = replace(fetcher._settings, max_wait_ms=5_000)
+        given_up, woken = (TopicPartition(topic, p) for p in range(2))
+        node = consumer._client.cluster.leader_for_partition(given_up)
+
+        def watch(tp: TopicPartition) -> tuple[SessionFetch, asyncio.Task[Any]]:
+            request = SessionFetch(settings, {tp: 0}, FetchSession(), connection=QUIET_CONNECTION)
+            return request, asyncio.create_task(fetcher._client.send(node, request))
+
+        async with producer(access) as prod:
+            _, first = watch(given_up)
+            await asyncio.sleep(0.3)  # held by the broker: nothing to read
+            first.cancel()
+            request, second = watch(woken)
+            await asyncio.sleep(0.3)
+            began = time.monotonic()
+            await prod.send_and_wait(topic, b"news", partition=woken.partition)
+            await asyncio.wait_for(second, 10)
+        assert request.records == [woken]
+        assert time.monotonic() - began < 1.0, "it waited behind the watch given up"
     finally:
         await consumer.stop()
