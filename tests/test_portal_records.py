@@ -232,16 +232,22 @@ async def test_a_read_cancelled_stops_its_statement_and_frees_its_connection(
     running = threading.Event()
     records = Records(partial(Slow, *store_of_four(tmp_path), running))
     try:
-        long = asyncio.create_task(records.of_person([ME]))
-        assert await asyncio.to_thread(running.wait, 30)
-        left = time.monotonic()
-        await cancelled(long)
-        shown, _ = await records.of_person([SOMEONE])
-        waited = time.monotonic() - left
-        assert [c.entry.serial for c in shown] == [3, 1]
-        assert waited < 1, f"the next read waited {waited:.1f} s for the cancelled one"
+        await _next_read_served_at_once(records, running)
     finally:
         await records.close()
+
+
+async def _next_read_served_at_once(records: Records, begun: threading.Event) -> None:
+    """A read of ME's entries cancelled once `begun` is set; the next read, of SOMEONE's, on the
+    one connection, served at once."""
+    long = asyncio.create_task(records.of_person([ME]))
+    assert await asyncio.to_thread(begun.wait, 30)
+    left = time.monotonic()
+    await cancelled(long)
+    shown, _ = await records.of_person([SOMEONE])
+    waited = time.monotonic() - left
+    assert [c.entry.serial for c in shown] == [3, 1]
+    assert waited < 1, f"the next read waited {waited:.1f} s for the cancelled one"
 
 
 class Unlucky(Slow):
@@ -279,14 +285,7 @@ async def test_a_read_cancelled_as_its_statement_starts_stops_it(
     running, passed, interrupted = threading.Event(), threading.Event(), threading.Event()
     records = Records(partial(Unlucky, *store_of_four(tmp_path), running, passed, interrupted))
     try:
-        long = asyncio.create_task(records.of_person([ME]))
-        assert await asyncio.to_thread(passed.wait, 30)
-        left = time.monotonic()
-        await cancelled(long)
-        shown, _ = await records.of_person([SOMEONE])
-        waited = time.monotonic() - left
-        assert [c.entry.serial for c in shown] == [3, 1]
-        assert waited < 1, f"the next read waited {waited:.1f} s for the cancelled one"
+        await _next_read_served_at_once(records, passed)
     finally:
         interrupted.set()
         await records.close()
