@@ -18,7 +18,8 @@ The broker, too, goes through every partition of a session (and authorizes every
 on each fetch, and each time a record arrives on any of them while it holds the fetch. With
 `quiet`, partitions without records for a while leave the busy session for one of their own, on
 a connection of its own, which the broker holds until one of them has records: thousands of idle
-partitions then cost the broker a fetch every few seconds, not one per busy fetch.
+partitions then cost the broker a fetch every few seconds, not one per busy fetch. A watch given
+up (each rebalance cancels it) closes that connection, so no watch after it waits behind it.
 """
 
 from __future__ import annotations
@@ -243,7 +244,8 @@ def offsets_of(request: FetchRequest) -> dict[TopicPartition, int]:
 
 class _AnswersToSessions:
     """The consumer's client, sending each session fetch on its connection and showing its
-    answer (or its loss) to its session, and what brought records to `hearing`."""
+    answer (or its loss) to its session, and what brought records to `hearing`; a quiet
+    partitions' watch lost closes its connection (_hang_up)."""
 
     def __init__(self, client: Any, hearing: Hearing | None) -> None:
         self._client = client
