@@ -2,27 +2,28 @@
 
 It sends an approved query once, refuses a reused request id (a copy its holder sent again, the same
 bytes at another offset, of a request the broker took unknown to the holder, is refused to it alone:
-the access log has the request once), relays the first answer, answers with a timeout when the
-deadline passes (and refuses to its provider an answer that comes after it, which the provider logs
-not provided, in the access log as an answer past its ticket's deadline is), and forgets a request
-once any copy of it would be refused as stale and its ticket has expired. A request that comes once
-it may have been forgotten (received no later than the latest it forgot, both by the broker's clock,
-or before the history a take-over rebuilt) is refused as stale, however long it waited: not decided
-again. An answer can come before its request's event (an owner deciding at once writes that event
-only after the query is acknowledged, and another instance can write the answer first): it is held
-until the request comes and relayed when the request is read (not in a rebuild: an owner holding it
-may have lost the partition before its request came, so only relaying it again is sure; holders and
-the audit log drop copies), or, when a request received at the first sweep after it would be
-forgotten, refused to its provider as one to no request (as is an answer the decider cannot read).
-Events arrive at least once (a crash replays them): a pending request's own event again repeats its
-dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
-(answered or timed out) only a small `Settled` is kept: the effects of the event that settled it are
-delivered before that event's offset is committed (or, for an event decided at once by the
-partition's owner, before its record is written and the offset of the holder's message it came from
-committed), and a crash before then makes the event itself come again; so a later copy of it has
-nothing left to do. Timeouts and forgetting (Sweep events) are decided only as they are read back
-from the topic, never at once, and so is any event of a request pending past its deadline: every
-owner replaying a partition decides a timeout and an answer in the same order.
+the access log has the request once), relays the first answer (to a requester still active in the
+directory), answers with a timeout when the deadline passes (and refuses to its provider an answer
+that comes after it, which the provider logs not provided, in the access log as an answer past its
+ticket's deadline is), and forgets a request once any copy of it would be refused as stale and its
+ticket has expired. A request that comes once it may have been forgotten (received no later than the
+latest it forgot, both by the broker's clock, or before the history a take-over rebuilt) is refused
+as stale, however long it waited: not decided again. An answer can come before its request's event
+(an owner deciding at once writes that event only after the query is acknowledged, and another
+instance can write the answer first): it is held until the request comes and relayed when the
+request is read (not in a rebuild: an owner holding it may have lost the partition before its
+request came, so only relaying it again is sure; holders and the audit log drop copies), or, when a
+request received at the first sweep after it would be forgotten, refused to its provider as one to
+no request (as is an answer the decider cannot read). Events arrive at least once (a crash replays
+them): a pending request's own event again repeats its dispatch, which the provider and the audit
+log drop as duplicates. Once a request is settled (answered or timed out) only a small `Settled` is
+kept: the effects of the event that settled it are delivered before that event's offset is committed
+(or, for an event decided at once by the partition's owner, before its record is written and the
+offset of the holder's message it came from committed), and a crash before then makes the event
+itself come again; so a later copy of it has nothing left to do. Timeouts and forgetting (Sweep
+events) are decided only as they are read back from the topic, never at once, and so is any event of
+a request pending past its deadline: every owner replaying a partition decides a timeout and an
+answer in the same order.
 """
 
 from __future__ import annotations
@@ -296,11 +297,11 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
     ]
 
 
-def on_outcome(o: Outcome, state: State | None, now: datetime,
-               ctx: Context) -> Decision:
+def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
     pending under its id (one of another exchange, whose id was used again or that answers
-    under it, is refused to its provider, as is one that comes after its request timed out)."""
+    under it, is refused to its provider, as is one that comes after its request timed out, or
+    to a requester no longer active in the directory: _relayed)."""
     if isinstance(state, Settled) and state.status == TIMED_OUT:
         return Decision(state, partial(_relayed_to_no_one, o, TIMED_OUT_FIRST, now))
     if not isinstance(state, RequestState):
