@@ -91,6 +91,7 @@ class _Made:
 
     logins: list[Credentials] = field(default_factory=list)
     bindings: list[AclBinding] = field(default_factory=list)
+    held: dict[str, set[in_force.Entry]] = field(default_factory=dict)  # by principal (_bound)
 
 
 def _in_force_once(make: Callable[[_Made], T]) -> T:
@@ -209,12 +210,17 @@ def _principal(admin: AdminClient, creds: Credentials, report: Report, made: _Ma
         report.principals.append(creds.username)
 
 
-def _bound(admin: AdminClient, principal: str) -> set[in_force.Entry]:
-    """The ACL entries the broker holds for `principal`."""
+def _bound(admin: AdminClient, principal: str, made: _Made) -> set[in_force.Entry]:
+    """The ACL entries the broker holds for `principal`, asked once a run (the platform's, which
+    grow with each holder's, are asked for again by each holder's grants): those the run made
+    added by it."""
+    if principal in made.held:
+        return made.held[principal]
     held = admin.describe_acls(AclBindingFilter(  # None: any name, any host (the stub: str)
         ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,  # type: ignore[arg-type]
         AclOperation.ANY, AclPermissionType.ANY)).result(TIMEOUT)
-    return {in_force.entry(b) for b in held}
+    made.held[principal] = {in_force.entry(b) for b in held}
+    return made.held[principal]
 
 
 def _grants(admin: AdminClient, principal: str, grants: Iterable[Grant], report: Report,
@@ -227,10 +233,11 @@ def _grants(admin: AdminClient, principal: str, grants: Iterable[Grant], report:
             AclPermissionType.ALLOW)
         for g in grants for op in g.operations
     }
-    held = _bound(admin, f"User:{principal}")
+    held = _bound(admin, f"User:{principal}", made)
     missing = {acl: b for acl, b in bindings.items() if in_force.entry(b) not in held}
     if missing:
         _wait(admin.create_acls(list(missing.values())))
+        held |= {in_force.entry(b) for b in missing.values()}
     made.bindings += bindings.values()
     report.acls += missing
     report.acls_there += len(bindings) - len(missing)
