@@ -17,6 +17,7 @@ from typing import NamedTuple
 import uuid6
 
 from audit.store import RETENTION_YEARS, years_before
+from processors.context import REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, missing_columns, with_columns, writing
 from renkei.state import private_dir
@@ -31,6 +32,9 @@ _ACCESS_LOG = """access_log (
     data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
     query_digest BLOB NOT NULL DEFAULT x'', UNIQUE (request_id, side, query_digest))"""
 _ACCESS_LOG_AT = "CREATE INDEX IF NOT EXISTS access_log_at ON access_log (at)"
+# a provider's entries made before queries had digests, by time (_ANSWERED_BEFORE)
+_BEFORE_DIGESTS = ("CREATE INDEX IF NOT EXISTS access_log_before_digests ON access_log (at) "
+                   "WHERE side = 'PROVIDER' AND query_digest = x''")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     own_number TEXT PRIMARY KEY, name TEXT NOT NULL, address TEXT NOT NULL,
@@ -87,6 +91,16 @@ REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 _ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, not yet ended
 _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
            "content, purpose, outcome")  # an entry's columns but its query_digest (and serial)
+# a provider's entry made before queries had digests (x'') is a copy's of its query read since if
+# answered (not TIMED_OUT: logged whenever read late) less than the replay window before the copy's
+# deadline, to its requester, pattern and data type (its deadline was not kept): the platform
+# forgets an id, which may then be used again, no sooner than the replay window and clock skew
+# after its request came, nor before its deadline, so another query of the id is due at least the
+# replay window after any answer to the one before (the holder's clock within the skew), a copy
+# at most an answer timeout (30 s) after it
+_ANSWERED_BEFORE = ("SELECT 1 FROM access_log WHERE request_id = ? AND side = ? "
+                    "AND query_digest = x'' AND counterpart IS ? AND pattern_id IS ? "
+                    "AND data_type IS ? AND outcome != ? AND at > ?")
 # An import's rows are staged in a TEMP table of the store's connection (writing it takes no lock
 # on the store), each told what it changes (change: new, changed, unchanged; NULL: left out),
 # whether staff are told of it (flagged) and what of the store it was told by (basis), then the
@@ -261,6 +275,12 @@ def _query_digest(requester: str | None, pattern_id: str | None, data_type: str 
     return hashlib.blake2b(told.encode(), digest_size=16).digest()
 
 
+def _utc(at: str) -> datetime:
+    """An entry's time (written in UTC; perhaps without its offset by an old version)."""
+    read = datetime.fromisoformat(at)
+    return read if read.tzinfo is not None else read.replace(tzinfo=UTC)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -284,6 +304,11 @@ class HolderStore:
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_closed "
                         "ON investigations (closed_at) WHERE closed_at IS NOT NULL")
         self._log_by_query()
+        self.db.execute(_BEFORE_DIGESTS)
+        # the latest of them (None: none, as in a store made since): later ones are never made
+        latest = self.db.execute("SELECT max(at) FROM access_log WHERE side = 'PROVIDER' "
+                                 "AND query_digest = x''").fetchone()[0]
+        self._before_digests = None if latest is None else _utc(latest)
 
     def _log_by_query(self) -> None:
         """A store made before a provider's entries were one a query (one a request id): its
@@ -685,14 +710,30 @@ class HolderStore:
             data_type: str | None = None, content: str | None = None,
             purpose: str | None = None, deadline: datetime | None = None) -> None:
         """An entry of the request on this side, once; a provider's of the query it answers by
-        `deadline`, once a query (_query_digest)."""
-        digest = (b"" if deadline is None
-                  else _query_digest(counterpart, pattern_id, data_type, deadline))
+        `deadline`, once a query (_query_digest; one made before: _ANSWERED_BEFORE)."""
+        if deadline is None:
+            digest = b""
+        elif (self._before_digests is not None  # a few minutes after the upgrade: not looked up
+              and deadline - REPLAY_WINDOW < self._before_digests
+              and self._answered_before(request_id, side, counterpart, pattern_id, data_type,
+                                        deadline)):
+            return
+        else:
+            digest = _query_digest(counterpart, pattern_id, data_type, deadline)
         self.db.execute(
             f"INSERT OR IGNORE INTO access_log ({_LOGGED}, query_digest) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
              content, purpose, outcome, digest))
+
+    def _answered_before(self, request_id: str, side: str, requester: str | None,
+                         pattern_id: str | None, data_type: str | None,
+                         deadline: datetime) -> bool:
+        """Whether the query answered by `deadline` has its entry from before the store told
+        queries by their digests (_ANSWERED_BEFORE)."""
+        since = (deadline - REPLAY_WINDOW).astimezone(UTC).isoformat(timespec="milliseconds")
+        told = (request_id, side, requester, pattern_id, data_type, TIMED_OUT, since)
+        return self.db.execute(_ANSWERED_BEFORE, told).fetchone() is not None
 
     def not_provided(self, request_id: str, outcome: str) -> bool:
         """The provider's latest entry of `request_id` that was answered (not TIMED_OUT) ends as

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from holders import imports
 from holders import store as store_module
 from holders.store import FORGET, Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
+from processors.context import REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 
 
@@ -186,9 +187,39 @@ def test_a_store_made_before_a_query_had_its_entry_keeps_its_log_and_logs_each_q
         ("FOUND", "{}"), ("REJECTED: INVALID_TICKET", None)]
     assert sorted(store.db.execute("SELECT type, name, tbl_name FROM sqlite_master "
                                    "WHERE tbl_name LIKE 'access_log%' AND sql IS NOT NULL")) == [
-        ("index", "access_log_at", "access_log"), ("table", "access_log", "access_log")]
+        ("index", "access_log_at", "access_log"),
+        ("index", "access_log_before_digests", "access_log"), ("table", "access_log", "access_log")]
     store.close()
     HolderStore(tmp_path / "holder.db").close()  # made again once only
+
+
+def test_a_query_answered_in_a_store_made_before_and_read_again_keeps_its_one_entry(
+        tmp_path: Path) -> None:
+    """An entry made before a provider's were one a query has no digest (nor the deadline it is
+    of): a copy of its query read again after (answered again, or late) is still that entry, an
+    id used again (received once the platform forgot it: its deadline later) another."""
+    answered = datetime.now(UTC) - timedelta(seconds=5)
+    store = _made_before(
+        tmp_path, "CREATE TABLE access_log (serial INTEGER PRIMARY KEY, at TEXT NOT NULL, "
+        "request_id TEXT NOT NULL, side TEXT NOT NULL, operator TEXT NOT NULL, "
+        "terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT, data_type TEXT, "
+        "content TEXT, purpose TEXT, outcome TEXT NOT NULL, UNIQUE (request_id, side))",
+        "INSERT INTO access_log (at, request_id, side, operator, terminal, counterpart, "
+        "pattern_id, data_type, content, outcome) VALUES ("
+        f"'{answered.isoformat(timespec='milliseconds')}', 'r-1', 'PROVIDER', 'SYSTEM', 't', "
+        "'SAKURA', 'P-1', 'local_tax', '{}', 'FOUND')")
+    query = {"counterpart": "SAKURA", "pattern_id": "P-1", "data_type": "local_tax"}
+    deadline = answered + timedelta(seconds=25)
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", deadline=deadline, **query)
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "TIMED_OUT", deadline=deadline, **query)
+    assert [e.outcome for e in store.access_log("r-1")] == ["FOUND"]
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}",
+              deadline=answered + REPLAY_WINDOW, **query)
+    assert [e.outcome for e in store.access_log("r-1")] == ["FOUND", "FOUND"]
+    store.close()
+    made_since = HolderStore(tmp_path / "since.db")  # none made before: never looked for
+    assert made_since._before_digests is None
+    made_since.close()
 
 
 def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
