@@ -145,14 +145,31 @@ async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
     town_hall = clients["sakura-town"]
     many = [f"many-{uuid.uuid4()}" for _ in range(12)]  # 12 x MAX_BYTES / 8: not in one message
     alone = f"alone-{uuid.uuid4()}"
-    for request_id, size in [*((r, MAX_BYTES // 8) for r in many), (alone, MAX_BYTES)]:
-        town_hall.store.log(request_id, "PROVIDER", "SYSTEM", "term-1", "FOUND", content="3" * size)
-    found = await holder_logs(("sakura-town", "nenkin"), (*many[:6], alone, *many[6:]), _both,
-                              BASIS, within=60)
+    with _requests_forgotten(town_hall.store, *many, alone):
+        for request_id, size in [*((r, MAX_BYTES // 8) for r in many), (alone, MAX_BYTES)]:
+            town_hall.store.log(request_id, "PROVIDER", "SYSTEM", "term-1", "FOUND",
+                                content="3" * size)
+        found = await holder_logs(("sakura-town", "nenkin"), (*many[:6], alone, *many[6:]),
+                                  _both, BASIS, within=60)
     assert (found.missing, found.too_large) == ([], {"sakura-town": [alone]})
     assert [e.request_id for e in found.answers["sakura-town"]] == many
     assert all(e.content == "3" * (MAX_BYTES // 8) for e in found.answers["sakura-town"])
     assert found.answers["nenkin"] == () and len(found.request_ids) > 2
+
+
+@contextmanager
+def _requests_forgotten(store: HolderStore, *request_ids: str) -> Iterator[list[str]]:
+    """`request_ids`, and those the test adds to the list yielded, made or logged by hand in the
+    holder's store: their requests and access-log entries gone again after, so the session's
+    other tests find the store as they would without this file."""
+    made = list(request_ids)
+    try:
+        yield made
+    finally:
+        with store.transaction():
+            for table in ("access_log", "requests"):
+                store.db.executemany(f"DELETE FROM {table} WHERE request_id = ?",
+                                     [(r,) for r in made])
 
 
 def _both(request_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -167,24 +184,25 @@ async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_f
     good. It is taken and shown so: too large, ask for fewer; could not seal."""
     town_hall = clients["sakura-town"]
     many = [f"many-{uuid.uuid4()}" for _ in range(12)]  # 12 x MAX_BYTES / 8: not in one message
-    for request_id in many:
-        town_hall.store.log(request_id, "PROVIDER", "SYSTEM", "term-1", "FOUND",
-                            content="3" * (MAX_BYTES // 8))
-    inbox = Inbox(tmp_path / "inbox.db")
-    console = HolderLogs(KafkaAccess.of(acls.OVERSIGHT), topics.OVERSIGHT_OUT,
-                         topics.OVERSIGHT_IN, sealing.key_of(acls.OVERSIGHT), inbox,
-                         OVERSIGHT_KEPT)
-    await console.start()
-    try:
-        too_large = await console.ask(("sakura-town", "nenkin"), many, BASIS)
-        keyless = await console.ask(("keyless-holder",), many[:1], BASIS)
-        async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:  # that holder's answer
-            await relay.send_and_wait(topics.OVERSIGHT_IN, CODEC.encode(HolderLogAnswer(
-                keyless.request_id, "keyless-holder", datetime.now(UTC), (), None)))
-        shown = {s.asked.request_id: s for s in await _answered(console, 2)}
-    finally:
-        await console.stop()
-        await inbox.close()
+    with _requests_forgotten(town_hall.store, *many):
+        for request_id in many:
+            town_hall.store.log(request_id, "PROVIDER", "SYSTEM", "term-1", "FOUND",
+                                content="3" * (MAX_BYTES // 8))
+        inbox = Inbox(tmp_path / "inbox.db")
+        console = HolderLogs(KafkaAccess.of(acls.OVERSIGHT), topics.OVERSIGHT_OUT,
+                             topics.OVERSIGHT_IN, sealing.key_of(acls.OVERSIGHT), inbox,
+                             OVERSIGHT_KEPT)
+        await console.start()
+        try:
+            too_large = await console.ask(("sakura-town", "nenkin"), many, BASIS)
+            keyless = await console.ask(("keyless-holder",), many[:1], BASIS)
+            async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:  # that holder's answer
+                await relay.send_and_wait(topics.OVERSIGHT_IN, CODEC.encode(HolderLogAnswer(
+                    keyless.request_id, "keyless-holder", datetime.now(UTC), (), None)))
+            shown = {s.asked.request_id: s for s in await _answered(console, 2)}
+        finally:
+            await console.stop()
+            await inbox.close()
     assert (shown[too_large.request_id].unsent, shown[too_large.request_id].answers) == (
         {"sakura-town": "too_large"}, {"nenkin": ()})
     assert (shown[keyless.request_id].unsent, shown[keyless.request_id].answers) == (
