@@ -175,8 +175,9 @@ def _commit_checked(report: VerifyReport) -> str:
                    "heads would pass)")
 def verify(db: str | None, alone: bool) -> None:
     """Recompute the log; report modified, deleted, reordered or inserted entries, bad heads,
-    and a store smaller than, or not grown from, the largest head anchored on the broker or
-    the tree the audit consumer noted with its last commit of offsets.
+    purged leaf hashes a replay would misread, and a store smaller than, or not grown from, the
+    largest head anchored on the broker or the tree the audit consumer noted with its last
+    commit of offsets.
 
     Exits 1 when anything is found. Needs the head key's public key alone.
     """
@@ -198,7 +199,7 @@ def verify(db: str | None, alone: bool) -> None:
     if not alone:
         click.echo(_commit_checked(report))
     _stop_at_findings(report)
-    click.echo("ok: every entry, subtree hash and head is consistent")
+    click.echo("ok: every entry, subtree hash, purged leaf hash and head is consistent")
 
 
 def _stop_at_findings(report: VerifyReport) -> None:

@@ -132,6 +132,14 @@ _BINDINGS_FROM_ENTRIES = (
 _PURGED_LEAVES = ("INSERT INTO purged_leaves (hash, serial) "
                   "SELECT hash, id FROM nodes WHERE id >= ? AND id < ?")
 PURGED_SERIAL = "SELECT max(serial) FROM purged_leaves WHERE hash = ?"
+# the serials purged_leaves has rows of, in order, each with whether they are one, its leaf's
+_KEPT_LEAVES = ("SELECT p.serial, count(*) = count(n.id) FROM purged_leaves AS p "
+                "LEFT JOIN nodes AS n ON n.id = p.serial AND n.hash = p.hash "
+                "GROUP BY p.serial ORDER BY p.serial")
+# what verify finds of them, each of a run of serials
+_NO_ROW = "purged, but purged_leaves keeps no row of its leaf hash"
+_OTHER_HASH = "purged_leaves keeps a row of another hash than its leaf's"
+_NOT_PURGED = "purged_leaves keeps a row of it, but no signed purge removed it"
 # indexed for the queries; each ends in occurred_at so pages come in time order
 _INDEXED = {"person": True, "requester": False, "provider": True, "pattern_id": True,
             "outcome": False}
@@ -902,7 +910,8 @@ class AuditStore:
 
         Checks each entry's bytes against its leaf hash (modified, reordered, deleted or
         inserted entries), every stored subtree hash against its children, every head's
-        signature and root, and each head against the latest earlier one that holds.
+        signature and root, and each head against the latest earlier one that holds, and
+        `purged_leaves` against the leaves of the purged serials.
         With `decode` (the canonical codec), also each entry's indexed columns. With the heads
         `anchored` outside the store (audit.anchor), also that the tree holds the largest one
         signed by the log's key and grew from it: one cut short, its newest entries deleted
@@ -916,6 +925,7 @@ class AuditStore:
             report.tree_size = size = self.size()
             purged, horizon = self._verified_purges(report)
             self._verify_entries(size, purged, horizon, decode, report)
+            self._verify_purged_leaves(purged, report)
             for level in range(1, size.bit_length()):
                 self._verify_level(level, size, report)
             beyond = self._db.execute("SELECT count(*) FROM nodes WHERE id >= ?",
@@ -1001,6 +1011,30 @@ class AuditStore:
             else:
                 report.add("modified", f"serial {serial}",
                            "its bytes do not match the leaf hash in the tree")
+
+    def _verify_purged_leaves(self, purged: _Ranges, report: VerifyReport) -> None:
+        """`purged_leaves` against the tree, its rows joined to their serials' leaves and merged
+        with the purged serials in order: each serial the signed purges removed has one row, its
+        leaf's hash, and no other serial has one (else a replay finds a topic's first events
+        where they are not)."""
+        problems: dict[str, list[int]] = {_NO_ROW: [], _OTHER_HASH: [], _NOT_PURGED: []}
+        wanted = iter(purged)
+        due = next(wanted, _END)
+        for serial, its_leaf in self._db.execute(_KEPT_LEAVES):
+            while due < serial:
+                problems[_NO_ROW].append(due)
+                due = next(wanted, _END)
+            if due != serial:
+                problems[_NOT_PURGED].append(serial)
+                continue
+            due = next(wanted, _END)
+            if not its_leaf:
+                problems[_OTHER_HASH].append(serial)
+        problems[_NO_ROW].extend(itertools.takewhile(lambda serial: serial < _END,
+                                                     itertools.chain([due], wanted)))
+        for detail, serials in problems.items():
+            for first, after in _runs(serials):
+                report.add("purged", _where(first, after), detail)
 
     def _verify_level(self, level: int, size: int, report: VerifyReport) -> None:
         """Each stored node of `level` against its two children; missing or extra ones."""
@@ -1182,6 +1216,10 @@ class _Ranges:
         self._ranges = sorted(ranges)
         self._starts = [start for start, _ in self._ranges]
 
+    def __iter__(self) -> Iterator[int]:
+        """The serials in order (the ranges do not overlap)."""
+        return itertools.chain.from_iterable(itertools.starmap(range, self._ranges))
+
     def __contains__(self, serial: object) -> bool:
         if not isinstance(serial, int):
             return False
@@ -1191,6 +1229,11 @@ class _Ranges:
 
 def _serials(start: int, end: int) -> str:
     return f"serials {start}..{end - 1}"
+
+
+def _where(start: int, end: int) -> str:
+    """Serials start..end-1, one said as such."""
+    return f"serial {start}" if end == start + 1 else _serials(start, end)
 
 
 def _join(rows: Iterable[Row], leaves: Iterable[tuple[int, bytes]]

@@ -671,6 +671,41 @@ def test_detects_an_entry_put_back_where_one_was_purged(store: AuditStore, db: s
     assert ("inserted", "serial 0") in kinds(store.verify())
 
 
+def purged(store: AuditStore) -> None:
+    """Eight entries a year apart from 2010, the first four (serials 0-3) purged."""
+    store.append_many(item(event(n, at=datetime(2010 + n, 1, 1, tzinfo=UTC))) for n in range(8))
+    store.purge(datetime(2020, 6, 1, tzinfo=UTC))
+
+
+def test_an_untouched_purged_store_verifies(store: AuditStore) -> None:
+    purged(store)
+    report = store.verify(decode_event)
+    assert report.ok, report.findings
+    assert (report.tree_size, report.entries, report.purged) == (8, 4, 4)
+
+
+@pytest.mark.parametrize(("tampering", "where", "said"), [
+    (("UPDATE purged_leaves SET hash = ? WHERE serial = 2", (b"\x00" * 32,)),
+     "serial 2", "another hash"),
+    (("DELETE FROM purged_leaves WHERE serial >= 1 AND serial < 3", ()),
+     "serials 1..2", "no row"),
+    (("INSERT INTO purged_leaves (hash, serial) SELECT hash, id FROM nodes WHERE id = 5", ()),
+     "serial 5", "no signed purge removed it"),
+    (("INSERT INTO purged_leaves (hash, serial) SELECT hash, 1 FROM nodes WHERE id = 5", ()),
+     "serial 1", "another hash")], ids=["changed", "removed", "added", "added-beside"])
+def test_detects_purged_leaves_that_are_not_the_tree_s(
+        store: AuditStore, db: str, tampering: tuple[str, tuple[object, ...]], where: str,
+        said: str) -> None:
+    """purged_leaves tells a replay where a topic's first, purged, events sit in the log: a
+    row changed, removed or added (one that puts event 5 at serial 5, or at purged serial 1)
+    would make it line up wrongly."""
+    purged(store)
+    tamper(db, tampering)
+    report = store.verify(decode_event)
+    assert kinds(report) == {("purged", where)}, report.findings
+    assert said in report.findings[0].detail and "purged_leaves" in report.findings[0].detail
+
+
 def test_detects_a_deletion_dressed_up_as_a_purge(store: AuditStore, db: str) -> None:
     filled(store)
     tamper(db, ("DELETE FROM entries WHERE serial = 4", ()),
