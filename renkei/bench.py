@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import click
 
-from audit.bench import audit_bench
-from processors.bench_codes import codes_bench
-from renkei.bench_linkage import linkage_bench
-from renkei.load import holder_command
-from renkei.relay import relay_command
+from renkei.cli import Named
+
+# Each benchmark's command ("module:name"), imported only when it is named: a holder or relay
+# that `bench linkage` starts imports neither the other benchmarks nor the linkage's own driver
+BENCHMARKS = {
+    "audit": "audit.bench:audit_bench", "codes": "processors.bench_codes:codes_bench",
+    "holder": "renkei.load:holder_command", "linkage": "renkei.bench_linkage:linkage_bench",
+    "relay": "renkei.relay:relay_command",
+}
 
 
-@click.group("bench")
+@click.group("bench", cls=Named, named=BENCHMARKS)
 def bench() -> None:
     """Benchmarks (results/ is git-ignored)."""
-
-
-bench.add_command(codes_bench)
-bench.add_command(audit_bench)
-bench.add_command(linkage_bench)
-bench.add_command(holder_command)
-bench.add_command(relay_command)

@@ -8,6 +8,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broker import config, topics
 from broker.clients import KafkaAccess, read_topic
@@ -15,8 +16,10 @@ from holders.client import HolderClient
 from renkei.bare import Sizes
 from renkei.scenario import LAWFUL, Exchange, answerable, staff
 from renkei.state import read_json, state_dir, write_json
-from renkei.town import Town
 from schemas.codec import CODEC, SchemaError
+
+if TYPE_CHECKING:  # the town (its provisioning, the registry's tickets) only for a plan made
+    from renkei.town import Town
 
 Job = tuple[int, str]  # (index of the exchange in LAWFUL, the requester's own number)
 MESSAGES = {"LinkageRequest": "request", "ProviderQuery": "query", "ProviderAnswer": "answer",

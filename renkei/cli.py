@@ -34,6 +34,25 @@ def _imported(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+class Named(click.Group):
+    """A group whose commands, each named by its "module:name" in `named`, are imported only
+    when one is named (or listed by --help)."""
+
+    def __init__(self, *args: Any, named: dict[str, str], **attrs: Any) -> None:
+        super().__init__(*args, **attrs)
+        self.named = named
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.named)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.imported(cmd_name) if cmd_name in self.named else None
+
+    def imported(self, name: str) -> click.Command:
+        command: click.Command = _imported(self.named[name])
+        return command
+
+
 @cache
 def _command(name: str) -> click.Command:
     command: click.Command = _imported(COMMANDS[name])
@@ -80,7 +99,7 @@ def _said(exc: Exception) -> str | None:
     return None
 
 
-class _Commands(click.Group):
+class _Commands(Named):
     """The commands; a broker not set up, away, refusing the log-in or never provisioned, a
     provisioning the broker refused or did not enforce in time, a principal without
     credentials, a view no longer followed, a state folder another run holds, a private folder
@@ -93,11 +112,8 @@ class _Commands(click.Group):
     use or a file or folder that cannot be made or read (named) is said in one line (no
     traceback), exit code 1."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return _command(cmd_name) if cmd_name in COMMANDS else None
+    def imported(self, name: str) -> click.Command:
+        return _command(name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -110,9 +126,20 @@ class _Commands(click.Group):
             raise click.ClickException(said) from exc
 
 
-@click.group(cls=_Commands)
+@click.group(cls=_Commands, named=COMMANDS)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Renkei: the information-linkage platform on Apache Kafka."""
     command = [word for word in sys.argv[1:3] if not word.startswith("-")]
+    _import(ctx, command)
     ctx.with_resource(profiling.profiled("-".join(command) or "renkei"))
+
+
+def _import(ctx: click.Context, words: list[str]) -> None:
+    """Import the command `words` name, a group's (`bench holder`) too, before its profile
+    starts: it profiles the command's run, not its imports."""
+    command: click.Command | None = ctx.command
+    for word in words:
+        if not isinstance(command, click.Group):
+            return
+        command = command.get_command(ctx, word)

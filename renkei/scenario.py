@@ -9,12 +9,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from holders.client import HolderClient, NotAuthorized
 from holders.samples import SAMPLES
 from holders.store import HolderStore, Request, default_path
 from processors import directory
-from renkei.town import Town
+
+if TYPE_CHECKING:  # the town (its provisioning, the registry's tickets) only for those given one
+    from renkei.town import Town
 
 
 @dataclass(frozen=True)

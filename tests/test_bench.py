@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -366,6 +368,23 @@ def test_a_benchmark_in_the_state_folder_of_one_running_is_refused(tmp_path: Pat
     assert kept.read_text(encoding="utf-8") == "the running one's"
     with held(folder, "benchmark"):  # let go when the run ended
         pass
+
+
+def test_a_benchmark_holder_imports_no_faker_town_or_other_benchmark() -> None:
+    """A holder that `bench linkage` starts for each point imports what it runs alone: not the
+    registry's generator (Faker's word lists), the town, the linkage's driver or the other
+    benchmarks (~0.1 s of its cold start, idle)."""
+    script = ("import json, sys\n"
+              "from renkei.cli import main\n"
+              "main(['bench', 'holder', '--help'], standalone_mode=False)\n"
+              "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, cwd=Path(__file__).parent.parent)
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    assert {"renkei.load", "renkei.bare_holder", "holders.client"} <= loaded
+    unused = {"faker", "registry.generate", "renkei.town", "renkei.bench_linkage",
+              "audit.bench", "processors.bench_codes"}
+    assert unused & loaded == set()
 
 
 def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
