@@ -369,11 +369,11 @@ def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: dateti
     checked it, or while the answer was held for its request), as linkage refuses it. A provider
     made inactive since is not asked again: it answered while active, and its requester, told
     nothing else now that its request is settled, is answered."""
-    if (gone := ctx.inactive(state.requester)) is not None:
+    if not ctx.active(state.requester):
         log.info("the answer to request %s is relayed to no one: %s is no longer an active "
-                 "holder in the directory", o.request_id, gone)
-        return _refused_answer(o, answer, f"{gone} is no longer an active holder in the "
-                               "directory", now, "UNKNOWN_HOLDER")
+                 "holder in the directory", o.request_id, state.requester)
+        return _refused_answer(o, answer, f"{state.requester} is no longer an active holder in "
+                               "the directory", now, "UNKNOWN_HOLDER")
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
             _answered(state, answer.status, now)]
 
