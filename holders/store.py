@@ -32,9 +32,11 @@ _ACCESS_LOG = """access_log (
     data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
     query_digest BLOB NOT NULL DEFAULT x'', UNIQUE (request_id, side, query_digest))"""
 _ACCESS_LOG_AT = "CREATE INDEX IF NOT EXISTS access_log_at ON access_log (at)"
-# a provider's entries made before queries had digests, by time (_ANSWERED_BEFORE)
+# a provider's entries made before queries had digests (_ANSWERED_BEFORE), and an index of them
+# by time, which the store's open reads the latest of
+_OF_BEFORE_DIGESTS = "side = 'PROVIDER' AND query_digest = x''"
 _BEFORE_DIGESTS = ("CREATE INDEX IF NOT EXISTS access_log_before_digests ON access_log (at) "
-                   "WHERE side = 'PROVIDER' AND query_digest = x''")
+                   f"WHERE {_OF_BEFORE_DIGESTS}")
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     own_number TEXT PRIMARY KEY, name TEXT NOT NULL, address TEXT NOT NULL,
@@ -306,8 +308,8 @@ class HolderStore:
         self._log_by_query()
         self.db.execute(_BEFORE_DIGESTS)
         # the latest of them (None: none, as in a store made since): later ones are never made
-        latest = self.db.execute("SELECT max(at) FROM access_log WHERE side = 'PROVIDER' "
-                                 "AND query_digest = x''").fetchone()[0]
+        latest = self.db.execute(
+            f"SELECT max(at) FROM access_log WHERE {_OF_BEFORE_DIGESTS}").fetchone()[0]
         self._before_digests = None if latest is None else _utc(latest)
 
     def _log_by_query(self) -> None:
