@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -60,6 +60,7 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
+V = TypeVar("V")
 
 
 def default_path() -> Path:
@@ -1018,20 +1019,14 @@ class AuditStore:
         leaf's hash, and no other serial has one (else a replay finds a topic's first events
         where they are not)."""
         problems: dict[str, list[int]] = {_NO_ROW: [], _OTHER_HASH: [], _NOT_PURGED: []}
-        wanted = iter(purged)
-        due = next(wanted, _END)
-        for serial, its_leaf in self._db.execute(_KEPT_LEAVES):
-            while due < serial:
-                problems[_NO_ROW].append(due)
-                due = next(wanted, _END)
-            if due != serial:
+        removed = zip(purged, itertools.repeat(True))
+        for serial, kept, was_removed in _join(self._db.execute(_KEPT_LEAVES), removed):
+            if kept is None:
+                problems[_NO_ROW].append(serial)
+            elif was_removed is None:
                 problems[_NOT_PURGED].append(serial)
-                continue
-            due = next(wanted, _END)
-            if not its_leaf:
+            elif not kept[1]:
                 problems[_OTHER_HASH].append(serial)
-        problems[_NO_ROW].extend(itertools.takewhile(lambda serial: serial < _END,
-                                                     itertools.chain([due], wanted)))
         for detail, serials in problems.items():
             for first, after in _runs(serials):
                 report.add("purged", _where(first, after), detail)
@@ -1236,9 +1231,10 @@ def _where(start: int, end: int) -> str:
     return f"serial {start}" if end == start + 1 else _serials(start, end)
 
 
-def _join(rows: Iterable[Row], leaves: Iterable[tuple[int, bytes]]
-          ) -> Iterator[tuple[int, Row | None, bytes | None]]:
-    """Entries and leaf hashes side by side, by serial; None where one side has none."""
+def _join(rows: Iterable[Row], leaves: Iterable[tuple[int, V]]
+          ) -> Iterator[tuple[int, Row | None, V | None]]:
+    """Rows and (serial, value) pairs (entries and leaf hashes) side by side, by serial, each in
+    order; None where one side has none."""
     row_iter, leaf_iter = iter(rows), iter(leaves)
     row, leaf = next(row_iter, None), next(leaf_iter, None)
     while row is not None or leaf is not None:
