@@ -28,7 +28,7 @@ from cards.login import FORGED_MARK, FROM_THE_FUTURE, Refused, Verifier, issue_m
 from processors.codes import IdCodes
 from registry import tickets
 from registry.store import RegistryStore
-from renkei.clock import Age, Clock, log_clocks_disagree, log_forged_mark
+from renkei.clock import Age, Clock, log_refused_ahead
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import CardHolder, CardLogin
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 FRESH = timedelta(minutes=3)  # the portal's challenge lives 2 minutes, its question 10 s more
 # the refusal of a challenge stale or used before (ahead: FROM_THE_FUTURE; forged: FORGED_MARK)
 CHALLENGE = "challenge"
+REFUSED_AHEAD = {Age.AHEAD: FROM_THE_FUTURE, Age.FORGED: FORGED_MARK}  # a challenge's, by age
 ORIGIN = "origin"  # the refusal of a signature made for a site that is not the portal
 LOOPBACK = re.compile(r"http://(127\.0\.0\.1|localhost|\[::1\]):[0-9]{1,5}")
 
@@ -92,12 +93,9 @@ class CardLogins:
             raise Declined(exc.reason) from None
         issued, mark = issued_at(login.nonce), issue_mark(login.nonce)
         age = None if issued is None else self.clock.judged(issued, mark, FRESH)
-        if age is Age.AHEAD:
-            log_clocks_disagree(log, "a card login's challenge", "the portal's")
-            raise Declined(FROM_THE_FUTURE)
-        if age is Age.FORGED:
-            log_forged_mark(log, "a card login's challenge")
-            raise Declined(FORGED_MARK)
+        if age in REFUSED_AHEAD:
+            log_refused_ahead(log, age, "a card login's challenge", "the portal's")
+            raise Declined(REFUSED_AHEAD[age])
         if issued is None or age is not Age.YOUNG:
             log.warning("a card login the portal showed is refused: its challenge is not fresh")
             raise Declined(CHALLENGE)

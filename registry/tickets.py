@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.events import millis
 from audit.heads import Signer, verify_signature
 from portal.sessions import LIFETIME
-from renkei.clock import Age, Mark, log_clocks_disagree, log_forged_mark
+from renkei.clock import Age, Mark, log_refused_ahead
 from renkei.questions import Declined
 from renkei.refusals import TICKET_EXPIRED, TICKET_FROM_THE_FUTURE, TICKET_USED
 from renkei.state import private_dir, write_json
@@ -165,10 +165,7 @@ def check(public_key: Ed25519PublicKey, shown: bytes, resident_code: str,
     if not verify_signature(public_key, signed, found.signature):
         raise Declined(FORGED)
     age = judged(found.expires_at - LASTS, mark, LASTS)
-    if age is Age.AHEAD:
-        log_clocks_disagree(log, "a login ticket", "the registry side's")
-    elif age is Age.FORGED:
-        log_forged_mark(log, "a login ticket")
+    log_refused_ahead(log, age, "a login ticket", "the registry side's")
     refused = REFUSED_BY_AGE.get(age)
     if refused is not None:
         raise Declined(refused)

@@ -53,22 +53,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def log_clocks_disagree(log: logging.Logger, refused: str, whose: str) -> None:
-    """Log that `refused` is refused as issued more than AHEAD later than this clock tells now:
-    `whose` clock (another machine's) is ahead of this one."""
-    log.warning("%s is refused: issued more than %g s later than this clock tells now, %s clock "
-                "is ahead of it (are both machines' clocks synced, NTP?)", refused,
-                AHEAD.total_seconds(), whose)
-
-
-def log_forged_mark(log: logging.Logger, refused: str) -> None:
-    """Log that `refused` is refused as marked in this machine's boot later than its elapsed clock
-    reads now (Age.FORGED): no mark made here, so no clock's disagreement."""
-    log.warning("%s is refused: its mark names this machine's boot yet reads more than %g s later "
-                "than its elapsed clock now, as none made here can: forged or tampered with, not "
-                "a clock ahead", refused, AHEAD.total_seconds())
-
-
 def elapsed_seconds() -> float:
     """Seconds on the elapsed clock: CLOCK_BOOTTIME, counting time suspended, where there is one;
     else the monotonic clock."""
@@ -150,6 +134,21 @@ class Age(Enum):
     # marked in this boot later than its elapsed clock reads now, by more than AHEAD: the mark is
     # none this machine made (the clock that read it is this one), forged or tampered with
     FORGED = "forged"
+
+
+def log_refused_ahead(log: logging.Logger, age: Age, refused: str, whose: str) -> None:
+    """Log why `refused` is refused if judged `age` ahead, issued more than AHEAD later than this
+    clock tells now (`whose` clock, another machine's, is ahead of this one), or forged, marked in
+    this machine's boot later than its elapsed clock reads now (no mark made here, so no clock's
+    disagreement); nothing for another age."""
+    if age is Age.AHEAD:
+        log.warning("%s is refused: issued more than %g s later than this clock tells now, %s "
+                    "clock is ahead of it (are both machines' clocks synced, NTP?)", refused,
+                    AHEAD.total_seconds(), whose)
+    elif age is Age.FORGED:
+        log.warning("%s is refused: its mark names this machine's boot yet reads more than %g s "
+                    "later than its elapsed clock now, as none made here can: forged or tampered "
+                    "with, not a clock ahead", refused, AHEAD.total_seconds())
 
 
 @dataclass
