@@ -254,7 +254,7 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
         items = [(event, leaf) for event, leaf in items
                  if held.get(event.event_id, report.beyond) >= report.beyond]
     if cutoffs and (report.aligned or not report.start):
-        left = {event.event_id for event in _unlogged(target, items, report.beyond, cutoffs)}
+        left = _unlogged(target, items, report.beyond, cutoffs)
         report.unlogged += len(left)
         items = [(event, leaf) for event, leaf in items if event.event_id not in left]
     if not items:
@@ -303,13 +303,14 @@ def _cutoff_at(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime |
 
 
 def _unlogged(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]], beyond: int,
-              cutoffs: Sequence[tuple[int, datetime]]) -> list[AccessLogEvent]:
-    """The events of `items` the live store did not log, as older than its cutoff when they came
-    (its log `beyond` entries longer than `target`, then one more per event it logged)."""
-    size, left = beyond + target.size(), []
+              cutoffs: Sequence[tuple[int, datetime]]) -> set[str]:
+    """The ids of the events of `items` the live store did not log, as older than its cutoff
+    when they came (its log `beyond` entries longer than `target`, then one more per event it
+    logged): each copy of one is left out."""
+    size, left = beyond + target.size(), set()
     for event in new_events(target, items):
         if beyond_retention(event, _cutoff_at(cutoffs, size)):
-            left.append(event)
+            left.add(event.event_id)
         else:
             size += 1
     return left
