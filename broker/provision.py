@@ -128,9 +128,9 @@ def _wait(futures: dict[Any, Any]) -> None:
 
 
 def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], report: Report) -> None:
-    size = len(admin.list_topics(timeout=TIMEOUT).brokers)
-    wanted = [spec.for_cluster(size) for spec in specs]
-    existing = admin.list_topics(timeout=TIMEOUT).topics
+    listed = admin.list_topics(timeout=TIMEOUT)  # one metadata request: brokers and topics
+    wanted = [spec.for_cluster(len(listed.brokers)) for spec in specs]
+    existing = listed.topics
     missing = [s for s in wanted if s.name not in existing]
     if missing:
         _wait(admin.create_topics(
