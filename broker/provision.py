@@ -270,6 +270,12 @@ def add_holder(admin: AdminClient, holder: str, report: Report) -> Credentials:
     return _in_force_once(partial(_holder, admin, holder, report))
 
 
+def add_holders(admin: AdminClient, holders: Iterable[str], report: Report) -> None:
+    """Each of `holders` added as add_holder adds one, returned once every broker enforces them
+    all: one look for all, and the platform's ACL entries (which grow with each) asked once."""
+    _in_force_once(lambda made: [_holder(admin, h, report, made) for h in holders])
+
+
 def _holder(admin: AdminClient, holder: str, report: Report, made: _Made) -> Credentials:
     holder_id(holder)
     creds = credentials.issue(holder)

@@ -105,8 +105,7 @@ def bench_broker(use_running: bool) -> Iterator[None]:
 
 def register_idle(admin: AdminClient, count: int) -> None:
     """Holders that only exist: outboxes the platform subscribes to, never written."""
-    for n in range(count):
-        provision.add_holder(admin, f"idle-{n:04d}", provision.Report())
+    provision.add_holders(admin, [f"idle-{n:04d}" for n in range(count)], provision.Report())
 
 
 @contextlib.contextmanager
