@@ -130,9 +130,9 @@ class _Commands(Named):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Renkei: the information-linkage platform on Apache Kafka."""
-    command = [word for word in sys.argv[1:3] if not word.startswith("-")]
-    _import(ctx, command)
-    ctx.with_resource(profiling.profiled("-".join(command) or "renkei"))
+    words = [word for word in sys.argv[1:3] if not word.startswith("-")]
+    _import(ctx, words)
+    ctx.with_resource(profiling.profiled("-".join(words) or "renkei"))
 
 
 def _import(ctx: click.Context, words: list[str]) -> None:
