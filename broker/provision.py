@@ -86,12 +86,13 @@ class ProvisioningFailed(RuntimeError):
 
 @dataclass
 class _Made:
-    """The principals and ACL bindings a command made, which every broker must enforce before
-    it returns (_in_force_once)."""
+    """The principals and ACL bindings a command made (or found there), which every broker must
+    enforce before it returns (_in_force_once), and the ACL entries the broker holds, asked once
+    a command for each principal (_bound)."""
 
     logins: list[Credentials] = field(default_factory=list)
     bindings: list[AclBinding] = field(default_factory=list)
-    held: dict[str, set[in_force.Entry]] = field(default_factory=dict)  # by principal (_bound)
+    held: dict[str, set[in_force.Entry]] = field(default_factory=dict)  # by principal
 
 
 def _in_force_once(make: Callable[[_Made], T]) -> T:
