@@ -37,6 +37,7 @@ def _code(field: Enum | str | int) -> int:
 
 
 def entry(binding: AclBinding) -> Entry:
+    """`binding` as DescribeAcls tells an entry (its fields' protocol codes)."""
     return (_code(binding.restype), binding.name, _code(binding.resource_pattern_type),
             binding.principal, binding.host, _code(binding.operation),
             _code(binding.permission_type))
