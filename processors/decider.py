@@ -3,27 +3,27 @@
 It sends an approved query once, refuses a reused request id (a copy its holder sent again, the same
 bytes at another offset, of a request the broker took unknown to the holder, is refused to it alone:
 the access log has the request once), relays the first answer (to a requester still active in the
-directory), answers with a timeout when the deadline passes (and refuses to its provider an answer
-that comes after it, which the provider logs not provided, in the access log as an answer past its
-ticket's deadline is), and forgets a request once any copy of it would be refused as stale and its
-ticket has expired. A request that comes once it may have been forgotten (received no later than the
-latest it forgot, both by the broker's clock, or before the history a take-over rebuilt) is refused
-as stale, however long it waited: not decided again. An answer can come before its request's event
-(an owner deciding at once writes that event only after the query is acknowledged, and another
-instance can write the answer first): it is held until the request comes and relayed when the
-request is read (not in a rebuild: an owner holding it may have lost the partition before its
-request came, so only relaying it again is sure; holders and the audit log drop copies), or, when a
-request received at the first sweep after it would be forgotten, refused to its provider as one to
-no request (as is an answer the decider cannot read). Events arrive at least once (a crash replays
-them): a pending request's own event again repeats its dispatch, which the provider and the audit
-log drop as duplicates. Once a request is settled (answered or timed out) only a small `Settled` is
-kept: the effects of the event that settled it are delivered before that event's offset is committed
-(or, for an event decided at once by the partition's owner, before its record is written and the
-offset of the holder's message it came from committed), and a crash before then makes the event
-itself come again; so a later copy of it has nothing left to do. Timeouts and forgetting (Sweep
-events) are decided only as they are read back from the topic, never at once, and so is any event of
-a request pending past its deadline: every owner replaying a partition decides a timeout and an
-answer in the same order.
+directory, else the request is logged timed out), answers with a timeout when the deadline passes
+(and refuses to its provider an answer that comes after it, which the provider logs not provided, in
+the access log as an answer past its ticket's deadline is), and forgets a request once any copy of
+it would be refused as stale and its ticket has expired. A request that comes once it may have been
+forgotten (received no later than the latest it forgot, both by the broker's clock, or before the
+history a take-over rebuilt) is refused as stale, however long it waited: not decided again. An
+answer can come before its request's event (an owner deciding at once writes that event only after
+the query is acknowledged, and another instance can write the answer first): it is held until the
+request comes and relayed when the request is read (not in a rebuild: an owner holding it may have
+lost the partition before its request came, so only relaying it again is sure; holders and the audit
+log drop copies), or, when a request received at the first sweep after it would be forgotten,
+refused to its provider as one to no request (as is an answer the decider cannot read). Events
+arrive at least once (a crash replays them): a pending request's own event again repeats its
+dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
+(answered or timed out) only a small `Settled` is kept: the effects of the event that settled it are
+delivered before that event's offset is committed (or, for an event decided at once by the
+partition's owner, before its record is written and the offset of the holder's message it came from
+committed), and a crash before then makes the event itself come again; so a later copy of it has
+nothing left to do. Timeouts and forgetting (Sweep events) are decided only as they are read back
+from the topic, never at once, and so is any event of a request pending past its deadline: every
+owner replaying a partition decides a timeout and an answer in the same order.
 """
 
 from __future__ import annotations
@@ -366,14 +366,16 @@ def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: dateti
              ctx: Context) -> list[Send]:
     """The answer to its requester, and in the access log; refused to its provider if the
     requester is no longer an active holder in the directory by now (made so since linkage
-    checked it, or while the answer was held for its request), as linkage refuses it. A provider
+    checked it, or while the answer was held for its request), as linkage refuses it, and the
+    request logged TIMED_OUT, as one whose answer linkage refused is at its deadline. A provider
     made inactive since is not asked again: it answered while active, and its requester, told
     nothing else now that its request is settled, is answered."""
     if not ctx.active(state.requester):
         log.info("the answer to request %s is relayed to no one: %s is no longer an active "
                  "holder in the directory", o.request_id, state.requester)
-        return _refused_answer(o, answer, f"{state.requester} is no longer an active holder in "
-                               "the directory", now, "UNKNOWN_HOLDER")
+        return [*_refused_answer(o, answer, f"{state.requester} is no longer an active holder "
+                                 "in the directory", now, "UNKNOWN_HOLDER"),
+                _answered(state, TIMED_OUT, now)]
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
             _answered(state, answer.status, now)]
 

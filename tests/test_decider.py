@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
-from audit.events import AccessLogEvent
-from broker import topics
+from audit.consumer import decoded
+from audit.events import AccessLogEvent, step_of
+from audit.heads import Signer
+from audit.store import AuditStore, Query
+from broker import config, topics
+from broker.clients import KafkaAccess, read_topic
+from broker.cluster import Cluster
+from broker.provision import admin_client
 from processors import decider
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
@@ -28,6 +37,7 @@ from schemas.messages import (
     RequestState,
     Sweep,
 )
+from tests.kafka_helpers import producer
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 RESIDENT = random_codes(1, seed=7)[0]
@@ -484,8 +494,9 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
     decider, which relays it later (at once, or once its request comes if it was held): a
     requester marked inactive in the directory (or gone) in between was still answered. The relay
     asks the directory again: the answer is refused to its provider (UNKNOWN_HOLDER), which logs
-    it not provided, and the request is settled, never answered or timed out later. A provider
-    made inactive in between answered while active: its requester is answered."""
+    it not provided, and the request is settled, never answered or timed out later, and logged
+    TIMED_OUT under its own source (_its_trail). A provider made inactive in between answered
+    while active: its requester is answered."""
     town, nenkin = ctx.directory["town"], ctx.directory["nenkin"]
     for directory, relayed in (({"town": town, "nenkin": replace(nenkin, active=False)}, False),
                                ({"town": town}, False),
@@ -495,19 +506,65 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
         held, _ = _owning(ctx, [_answer()])
         made = (live.handle(partition, _answer(), NOW, gone),
                 held.handle(partition, _pending(ctx), NOW, gone)[2:])  # after its dispatch
-        for (told, logged), decider_ in zip(made, (live, held), strict=True):
+        for effects, decider_ in zip(made, (live, held), strict=True):
             assert decider_.states[partition].get("r-1") == _settled(ANSWERED)
             assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == []
             if relayed:
+                told, logged = effects
                 assert (told.topic, logged.topic) == (topics.inbox("nenkin"), topics.AUDIT)
                 assert CODEC.decode(told.value, LinkageAnswer).status == "FOUND"
                 continue
+            told, logged, closed = effects
             rejection = CODEC.decode(told.value, Rejection)
             event = CODEC.decode(logged.value, AccessLogEvent)
             assert (told.topic, rejection.reason, logged.topic, event.reason) == (
                 topics.inbox("town"), "UNKNOWN_HOLDER", topics.AUDIT, "UNKNOWN_HOLDER")
             assert rejection.detail == ("nenkin is no longer an active holder in the "
                                         "directory: the answer was relayed to no one")
+            closing = CODEC.decode(closed.value, AccessLogEvent)
+            assert (closed.topic, closing.event_id, closing.outcome) == (
+                topics.AUDIT, f"r-1:answered@{SOURCE}", TIMED_OUT)
+
+
+async def test_a_request_whose_answer_is_relayed_to_no_one_ends_its_trail_timed_out_once(
+        broker: Cluster, ctx: Context, tmp_path: Path) -> None:
+    """A request whose answer the relay refused to a requester made inactive since linkage
+    checked it was settled with nothing logged under it after its approval (the refusal is
+    under the answer's source), so an auditor replaying its trail, or the resident, saw it never
+    end. Through the real broker into an audit store, as the audit consumer appends it: it ends
+    TIMED_OUT, as one whose answer linkage refused does at its deadline, once, also when its
+    owner crashed before the answer's offset was committed and another, rebuilt, decides it
+    again."""
+    gone = replace(ctx, directory={"town": ctx.directory["town"]})
+    live, partition = _owning(ctx, [])
+    made = [*live.handle(partition, _pending(ctx), NOW, gone),
+            *live.handle(partition, _answer(), NOW, gone)]
+    replaying, _ = _owning(ctx, [_pending(ctx)])
+    made += replaying.handle(partition, _answer(), NOW + timedelta(seconds=1), gone)
+    answer_source = _answer().source
+    assert await _its_trail(made, tmp_path) == [
+        ("approved", SOURCE, "APPROVED"), ("rejected", answer_source, "REJECTED"),
+        ("answered", SOURCE, TIMED_OUT)]
+
+
+async def _its_trail(made: list[Send], tmp_path: Path) -> list[tuple[str, str, str]]:
+    """The access-log events among `made`, through a topic of their own on the real broker into
+    a fresh audit store: r-1's steps there, in order, each with its source and outcome."""
+    own, admin = f"{topics.AUDIT}.own-{uuid.uuid4().hex[:8]}", admin_client()
+    admin.create_topics([NewTopic(own, 1, 1)])[own].result(30)
+    try:
+        access = KafkaAccess.of(config.ADMIN)
+        async with producer(access) as prod:
+            for logged in made:
+                if logged.topic == topics.AUDIT:
+                    await prod.send_and_wait(own, logged.value)
+        records = await read_topic(access, own)
+    finally:
+        admin.delete_topics([own])[own].result(30)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many(decoded(records))
+        return [(step_of(e.event), e.event.event_id.split("@", 1)[1], e.event.outcome)
+                for e in store.query(Query()).entries if e.event.request_id == "r-1"]
 
 
 def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
