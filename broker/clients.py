@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -169,6 +170,13 @@ async def started(client: Startable, access: KafkaAccess) -> None:
             log.warning("reached the broker at %s after %.0f s", access.bootstrap,
                         time.monotonic() - began)
         return
+
+
+def logs_in(access: KafkaAccess) -> bool:
+    """Whether a broker of `access` lets its principal log in (or none answers), from code
+    that may run in an event loop already."""
+    with ThreadPoolExecutor(1) as worker:
+        return worker.submit(asyncio.run, _refusal(access)).result() is None
 
 
 async def _refusal(access: KafkaAccess) -> KafkaError | None:

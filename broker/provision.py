@@ -29,7 +29,7 @@ from confluent_kafka.admin import (
 
 from broker import acls, cluster, config, credentials, in_force, topics
 from broker.acls import Grant
-from broker.clients import KafkaAccess, reachable
+from broker.clients import KafkaAccess, logs_in, reachable
 from broker.credentials import Credentials
 from broker.topics import TopicSpec
 
@@ -50,6 +50,7 @@ class Report:
     altered: list[str] = field(default_factory=list)
     grown: list[str] = field(default_factory=list)
     principals: list[str] = field(default_factory=list)
+    reset: list[str] = field(default_factory=list)  # principals whose password no longer logged in
     acls: list[Acl] = field(default_factory=list)
     topics_there: int = 0
     principals_there: int = 0
@@ -62,6 +63,7 @@ class Report:
             f"topic configs brought to spec: {', '.join(self.altered) or 'none'}",
             f"topics given more partitions: {', '.join(self.grown) or 'none'}",
             f"principals created: {', '.join(self.principals) or 'none'}",
+            f"passwords reset to the state folder's: {', '.join(self.reset) or 'none'}",
             f"ACL entries created: {len(self.acls) or 'none'}",
             *(f"  {line}" for line in _granted(self.acls)),
             f"already there: {self.topics_there} topics, {self.principals_there} principals "
@@ -199,8 +201,11 @@ def _known(admin: AdminClient, username: str) -> bool:
 
 
 def _principal(admin: AdminClient, creds: Credentials, report: Report, made: _Made) -> None:
-    """The principal, its password the state folder's (set again if it was there)."""
+    """The principal, its password the state folder's (set again if it was there, and said
+    reset if the broker had another)."""
     known = _known(admin, creds.username)
+    if known and not logs_in(KafkaAccess(admin_access().bootstrap, creds)):
+        report.reset.append(creds.username)
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upsert = UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
     _wait(admin.alter_user_scram_credentials([upsert]))

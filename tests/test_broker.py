@@ -113,22 +113,37 @@ def test_provisioning_reports_what_it_created_and_counts_what_was_there(
     admin, name = admin_client(), f"reported-{secrets.token_hex(4)}"
     grants = [Grant("topic", "renkei.test.reported", ("READ", "DESCRIBE")),
               Grant("group", "renkei.test.reported", ("READ",), "prefixed")]
-    first, again = provision.Report(), provision.Report()
+    first, again, creds = provision.Report(), provision.Report(), Credentials(
+        name, secrets.token_urlsafe(24))
     for report in (first, again):
-        provision.ensure_principal(admin, Credentials(name, secrets.token_urlsafe(24)), report)
+        provision.ensure_principal(admin, creds, report)
         provision.ensure_grants(admin, name, grants, report)
     assert first.lines() == [
         "topics created: none", "topic configs brought to spec: none",
         "topics given more partitions: none", f"principals created: {name}",
-        "ACL entries created: 3",
+        "passwords reset to the state folder's: none", "ACL entries created: 3",
         f"  User:{name} may READ, DESCRIBE on topic renkei.test.reported",
         f"  User:{name} may READ on group renkei.test.reported*",
         "already there: 0 topics, 0 principals (passwords set to the state folder's), "
         "0 ACL entries"]
     assert again.lines()[3:] == [
-        "principals created: none", "ACL entries created: none",
+        "principals created: none", "passwords reset to the state folder's: none",
+        "ACL entries created: none",
         "already there: 0 topics, 1 principals (passwords set to the state folder's), "
         "3 ACL entries"]
+
+
+def test_a_password_reset_to_the_state_folders_is_said_in_the_report(broker: Cluster) -> None:
+    """A principal whose password the broker has another of (changed in the state folder) is
+    named as reset, its password nowhere in the report; one that logs in is not."""
+    admin, name = admin_client(), f"reset-{secrets.token_hex(4)}"
+    old, new = (Credentials(name, secrets.token_urlsafe(24)) for _ in range(2))
+    reports = provision.Report(), provision.Report(), provision.Report()
+    for creds, report in zip((old, new, new), reports, strict=True):
+        provision.ensure_principal(admin, creds, report)
+    assert [r.reset for r in reports] == [[], [name], []]
+    assert f"passwords reset to the state folder's: {name}" in reports[1].lines()
+    assert not any(new.password in line or old.password in line for line in reports[1].lines())
 
 
 def test_grants_not_in_force_in_time_are_said_in_one_line(
