@@ -4,6 +4,7 @@ under load loses nothing; acks=all holds with one node down and refuses with two
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
 from broker import cluster as cluster_store
 from broker import config, process, provision, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, login_refusal
+from broker.cluster import HOST
+from broker.credentials import Credentials
 from renkei.broker_chaos import leaders, run_broker_chaos, up_three
 from renkei.state import state_folder
 from tests.loop_helpers import Deadline
@@ -130,3 +133,15 @@ async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: 
         _produce, {"enable.idempotence": False, "retries": 0, "message.timeout.ms": 20000}, 30)
     assert refused is not None and refused.code() == KafkaError.NOT_ENOUGH_REPLICAS, refused
     process.stop_node(leader, hard=True)  # no quorum left to grant it a controlled shutdown
+
+
+async def test_a_new_principal_logs_in_at_once_on_every_broker(cluster3: Path) -> None:
+    """ensure_principal returns once each of the three brokers lets the principal log in, not
+    only the one it asked (each applies the controller's SCRAM records as it replays them)."""
+    admin, nodes = provision.admin_client(), cluster_store.load().nodes
+    for n in range(8):
+        creds = Credentials(f"prompt3-{n}", secrets.token_urlsafe(24))
+        provision.ensure_principal(admin, creds, provision.Report())
+        access = KafkaAccess(cluster_store.load().bootstrap, creds)
+        refused = [await login_refusal(HOST, node.client_port, access) for node in nodes]
+        assert refused == [None] * len(nodes), f"{creds.username} refused on a broker"
