@@ -93,16 +93,18 @@ REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 _ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, not yet ended
 _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
            "content, purpose, outcome")  # an entry's columns but its query_digest (and serial)
-# a provider's entry made before queries had digests (x'') is a copy's of its query read since if
-# answered (not TIMED_OUT: logged whenever read late) less than the replay window before the copy's
-# deadline, to its requester, pattern and data type (its deadline was not kept): the platform
-# forgets an id, which may then be used again, no sooner than the replay window and clock skew
-# after its request came, nor before its deadline, so another query of the id is due at least the
-# replay window after any answer to the one before (the holder's clock within the skew), a copy
-# at most an answer timeout (30 s) after it
+# a provider's entry made before queries had digests (x'') is a copy's of its query read since,
+# to its requester, pattern and data type (its deadline was not kept), if answered less than the
+# replay window before the copy's deadline, or TIMED_OUT after it: the platform forgets an id,
+# which may then be used again, no sooner than the replay window and clock skew after its request
+# came, nor before its deadline, so another query of the id is due at least the replay window
+# after any answer to the one before (the holder's clock within the skew), a copy at most an
+# answer timeout (30 s) after it; a TIMED_OUT entry, logged whenever read late, was made after its
+# deadline, a copy's, and before that of another query unless read a replay window late and after
+# that one's deadline too (then one entry of the two, with no content, neither answered)
 _ANSWERED_BEFORE = ("SELECT 1 FROM access_log WHERE request_id = ? AND side = ? "
                     "AND query_digest = x'' AND counterpart IS ? AND pattern_id IS ? "
-                    "AND data_type IS ? AND outcome != ? AND at > ?")
+                    "AND data_type IS ? AND at > ? AND (outcome != ? OR at > ?)")
 # An import's rows are staged in a TEMP table of the store's connection (writing it takes no lock
 # on the store), each told what it changes (change: new, changed, unchanged; NULL: left out),
 # whether staff are told of it (flagged) and what of the store it was told by (basis), then the
@@ -731,10 +733,11 @@ class HolderStore:
     def _answered_before(self, request_id: str, side: str, requester: str | None,
                          pattern_id: str | None, data_type: str | None,
                          deadline: datetime) -> bool:
-        """Whether the query answered by `deadline` has its entry from before the store told
-        queries by their digests (_ANSWERED_BEFORE)."""
-        since = (deadline - REPLAY_WINDOW).astimezone(UTC).isoformat(timespec="milliseconds")
-        told = (request_id, side, requester, pattern_id, data_type, TIMED_OUT, since)
+        """Whether the query due by `deadline` has its entry from before the store told queries
+        by their digests (_ANSWERED_BEFORE)."""
+        since, due = (at.astimezone(UTC).isoformat(timespec="milliseconds")
+                      for at in (deadline - REPLAY_WINDOW, deadline))
+        told = (request_id, side, requester, pattern_id, data_type, since, TIMED_OUT, due)
         return self.db.execute(_ANSWERED_BEFORE, told).fetchone() is not None
 
     def not_provided(self, request_id: str, outcome: str) -> bool:

@@ -222,6 +222,30 @@ def test_a_query_answered_in_a_store_made_before_and_read_again_keeps_its_one_en
     made_since.close()
 
 
+def test_a_query_timed_out_in_a_store_made_before_and_read_again_keeps_its_one_entry(
+        tmp_path: Path) -> None:
+    """An entry made before of a query read late (TIMED_OUT, after its deadline) is a copy's of
+    it read again after, late too; an id used again (due a replay window later) is another."""
+    read_late = datetime.now(UTC) - timedelta(seconds=5)
+    store = _made_before(
+        tmp_path, "CREATE TABLE access_log (serial INTEGER PRIMARY KEY, at TEXT NOT NULL, "
+        "request_id TEXT NOT NULL, side TEXT NOT NULL, operator TEXT NOT NULL, "
+        "terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT, data_type TEXT, "
+        "content TEXT, purpose TEXT, outcome TEXT NOT NULL, UNIQUE (request_id, side))",
+        "INSERT INTO access_log (at, request_id, side, operator, terminal, counterpart, "
+        "pattern_id, data_type, outcome) VALUES ("
+        f"'{read_late.isoformat(timespec='milliseconds')}', 'r-1', 'PROVIDER', 'SYSTEM', 't', "
+        "'SAKURA', 'P-1', 'local_tax', 'TIMED_OUT')")
+    query = {"counterpart": "SAKURA", "pattern_id": "P-1", "data_type": "local_tax"}
+    deadline = read_late - REPLAY_WINDOW - timedelta(minutes=3)  # read over a window late
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "TIMED_OUT", deadline=deadline, **query)
+    assert [e.outcome for e in store.access_log("r-1")] == ["TIMED_OUT"]
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}",
+              deadline=read_late + timedelta(seconds=25), **query)
+    assert [e.outcome for e in store.access_log("r-1")] == ["TIMED_OUT", "FOUND"]
+    store.close()
+
+
 def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
         tmp_path: Path) -> None:
     """A request recorded and not yet taken by the broker (away, or the holder stopped) is sent
