@@ -834,9 +834,11 @@ class HolderClient:
 
     def _answer_refused(self, rejection: Rejection) -> bool:
         """This holder's answer to a query, refused by the platform (its ticket expired on the
-        way, say): the requester never got it, so the provider's latest entry of that id says
-        so, not FOUND. False if this holder answered no query of that id."""
-        if not self.store.not_provided(rejection.request_id, f"{REJECTED}: {rejection.reason}"):
+        way, say): the requester never got it, so the provider's entry of the query it names
+        (a v1 refusal none: the latest of that id) says so, not FOUND. False if this holder
+        answered no such query."""
+        if not self.store.not_provided(rejection.request_id, f"{REJECTED}: {rejection.reason}",
+                                       rejection.deadline):
             return False
         log.warning("%s: its answer to query %s was refused (%s: %s): logged not provided",
                     self.holder, rejection.request_id, rejection.reason, rejection.detail)

@@ -279,6 +279,15 @@ def _query_digest(requester: str | None, pattern_id: str | None, data_type: str 
     return hashlib.blake2b(told.encode(), digest_size=16).digest()
 
 
+def _of_query(at: str, requester: str | None, pattern_id: str | None, data_type: str | None,
+              digest: bytes, deadline: datetime) -> bool:
+    """Whether a provider's entry, answered, is of the query due by `deadline`: by its digest,
+    or made before digests less than the replay window before it (_ANSWERED_BEFORE)."""
+    if digest:
+        return digest == _query_digest(requester, pattern_id, data_type, deadline)
+    return _utc(at) > deadline - REPLAY_WINDOW
+
+
 def _utc(at: str) -> datetime:
     """An entry's time (written in UTC; perhaps without its offset by an old version)."""
     read = datetime.fromisoformat(at)
@@ -740,16 +749,18 @@ class HolderStore:
         told = (request_id, side, requester, pattern_id, data_type, since, TIMED_OUT, due)
         return self.db.execute(_ANSWERED_BEFORE, told).fetchone() is not None
 
-    def not_provided(self, request_id: str, outcome: str) -> bool:
-        """The provider's latest entry of `request_id` that was answered (not TIMED_OUT) ends as
-        `outcome`, with no content: its answer never reached the requester (a refusal names no
-        query, and the id is used again only once the platform has forgotten it, the answers
-        before long settled); ended already, it is a copy of the refusal, left as it is (an entry
-        before it was relayed). False if this holder made no such entry."""
-        row = self.db.execute(
-            "SELECT serial, outcome FROM access_log WHERE request_id = ? AND side = ? "
-            "AND outcome != ? ORDER BY serial DESC LIMIT 1",
-            (request_id, PROVIDER, TIMED_OUT)).fetchone()
+    def not_provided(self, request_id: str, outcome: str,
+                     deadline: datetime | None = None) -> bool:
+        """The provider's entry of `request_id` that was answered (not TIMED_OUT) of the query
+        due by `deadline` (_of_query; a refusal naming none, of v1: the latest) ends as
+        `outcome`, with no content: its answer never reached the requester; ended already, it is
+        a copy of the refusal, left as it is. False if this holder made no such entry."""
+        rows = self.db.execute(
+            "SELECT serial, outcome, at, counterpart, pattern_id, data_type, query_digest "
+            "FROM access_log WHERE request_id = ? AND side = ? AND outcome != ? "
+            "ORDER BY serial DESC", (request_id, PROVIDER, TIMED_OUT))
+        row = next((r for r in rows if deadline is None
+                    or _of_query(r[2], r[3], r[4], r[5], r[6], deadline)), None)
         if row is None:
             return False
         if row[1] in _ANSWERED:

@@ -347,7 +347,7 @@ def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime,
     provided; the access log has the refusal under the answer's source."""
     return reject(answer.provider, o.request_id, reason,
                   f"{why}: the answer was relayed to no one", now, o.source, ANSWER,
-                  pattern_id=answer.pattern_id, data_type=answer.data_type)
+                  pattern_id=answer.pattern_id, data_type=answer.data_type, deadline=o.deadline)
 
 
 def _unreadable(o: Outcome, now: datetime) -> list[Send]:
@@ -359,7 +359,7 @@ def _unreadable(o: Outcome, now: datetime) -> list[Send]:
                   "outbox: no one is told", o.request_id, o.source)
         return []
     return reject(provider, o.request_id, "INTERNAL_ERROR", "the platform cannot read the answer: "
-                  "it was relayed to no one", now, o.source, ANSWER)
+                  "it was relayed to no one", now, o.source, ANSWER, deadline=o.deadline)
 
 
 def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: datetime,

@@ -145,7 +145,7 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
                                     ticket.pattern_id, ticket.data_type, answer.status,
                                     answer.sealed_payload)
             out.append(decider.to_decider(answer.request_id, Outcome(
-                answer.request_id, item.incoming.source, CODEC.encode(relayed))))
+                answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline)))
     return out
 
 
@@ -185,5 +185,6 @@ def _refuse_answer(item: FromHolder, reason: str, detail: str,
     return reject(item.holder, answer.request_id, reason, detail, item.incoming.timestamp,
                   item.incoming.source, ANSWER,
                   pattern_id=ticket.pattern_id if ticket else None,
-                  data_type=ticket.data_type if ticket else None)
+                  data_type=ticket.data_type if ticket else None,
+                  deadline=ticket.deadline if ticket else None)
 

@@ -37,19 +37,22 @@ def unfit(value: str, name: str) -> str | None:
 def reject(holder: str, request_id: str, reason: str, detail: str, at: datetime, source: str,
            kind: str, *, pattern_id: str | None = None, legal_basis: str | None = None,
            provider: str | None = None, data_type: str | None = None,
-           person: str | None = None) -> list[Send]:
-    """The rejection and its access-log event, under the request id cut to REQUEST_ID_CHARS."""
+           person: str | None = None, deadline: datetime | None = None) -> list[Send]:
+    """The rejection and its access-log event, under the request id cut to REQUEST_ID_CHARS (an
+    answer's naming the `deadline` of the query it answers)."""
     request_id = request_id[:REQUEST_ID_CHARS]
     log.info("rejected %s %s from %s: %s", kind.lower(), request_id or "(unreadable)", holder,
              reason)
     return [
-        refusal(holder, request_id, reason, detail, at),
+        refusal(holder, request_id, reason, detail, at, deadline),
         logged(request_id, f"rejected@{source}", at, kind, REJECTED, holder, reason=reason,
                pattern_id=pattern_id, legal_basis=legal_basis, provider=provider,
                data_type=data_type, person=person),
     ]
 
 
-def refusal(holder: str, request_id: str, reason: str, detail: str, at: datetime) -> Send:
+def refusal(holder: str, request_id: str, reason: str, detail: str, at: datetime,
+            deadline: datetime | None = None) -> Send:
     """The Rejection to its sender, with no access-log event (a copy of a request logged once)."""
-    return send(topics.inbox(holder), request_id or None, Rejection(request_id, reason, detail, at))
+    return send(topics.inbox(holder), request_id or None,
+                Rejection(request_id, reason, detail, at, deadline))

@@ -134,6 +134,7 @@ class Rejection:
     reason: str
     detail: str
     rejected_at: datetime
+    deadline: datetime | None = None  # of the query whose answer is refused (None from v1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +287,7 @@ class Outcome:
     request_id: str
     source: str
     answer: bytes
+    deadline: datetime | None = None  # its ticket's (None from v1)
 
 
 @dataclass(frozen=True, slots=True)

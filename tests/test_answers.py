@@ -91,6 +91,7 @@ def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
     rejection = CODEC.decode(refused.value, Rejection)
     assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
     assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
+    assert rejection.deadline == pending.deadline, "names the query its answer answers"
 
 
 def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refused(
@@ -209,6 +210,7 @@ def test_an_answer_of_another_exchange_under_a_pending_id_is_refused_to_its_prov
                                      ctx)
         assert refused.state == state
         assert _refusals(refused.effects) == [(topics.inbox(other.provider), "INVALID_TICKET")]
+        assert CODEC.decode(refused.effects[0].value, Rejection).deadline == pending.deadline
         (event, _), = _logged(refused.effects)
         assert (event.outcome, event.reason, event.requester, event.pattern_id,
                 event.data_type) == ("REJECTED", "INVALID_TICKET", other.provider,

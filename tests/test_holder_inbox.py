@@ -270,6 +270,33 @@ async def test_each_query_of_a_request_id_used_again_has_its_own_providers_entry
         sent, ("REJECTED: INVALID_TICKET", None)]
 
 
+async def test_a_refusal_ends_the_providers_entry_of_the_query_its_refused_answer_answers(
+        client: HolderClient) -> None:
+    """A refusal names the query whose answer it refuses (v2: by its deadline): one that comes
+    after a second query of the id was answered ends the first's entry, not the second's; one of
+    v1 (a platform on old code, or a record from before) names none: the latest."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    first = query("ABC98765XYZ")
+    again = replace(first, ticket=b"the ticket of the id used again",
+                    deadline=first.deadline + timedelta(minutes=3))
+    await handle(client, first, again)
+    now = datetime.now(UTC)
+    await handle(client, Rejection(first.request_id, "INVALID_TICKET", "the ticket expired", now,
+                                   first.deadline))
+    sent, refused = (FOUND, '{"taxable_income": "3200000"}'), ("REJECTED: INVALID_TICKET", None)
+    assert [(e.outcome, e.content) for e in client.store.access_log(first.request_id)] == [
+        refused, sent]
+    of_v1 = CODEC.encode_record("Rejection", {"request_id": first.request_id,
+                                              "reason": "INVALID_TICKET", "detail": "",
+                                              "rejected_at": now}, version=1)
+    await client._handle([appended(now, of_v1)])
+    assert [(e.outcome, e.content) for e in client.store.access_log(first.request_id)] == [
+        refused, refused]
+
+
 async def test_a_query_dispatched_again_with_its_ticket_sealed_again_is_one_providers_entry(
         client: HolderClient) -> None:
     """The platform dispatches a pending request's query again after a crash, its ticket sealed
