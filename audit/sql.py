@@ -10,7 +10,8 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,7 @@ BYTEA_COLUMNS = frozenset({"leaf", "hash", "root", "key_id", "signature"})
 _LOCK = 0x72656E6B6569  # "renkei": the advisory lock that makes one writer at a time
 _ENDING = frozenset({"COMMIT", "ROLLBACK"})  # a stopped read still ends its transaction
 STOP_STEPS = 10_000  # SQLite's VM instructions between two looks at a read's stop in a statement
+RECANCEL_S = 0.05  # an interrupt sent again this often while its statement has not ended
 
 
 class Cursor(Protocol):
@@ -250,14 +252,18 @@ class Stopped(Exception):
 class Stoppable(_Wrapping):
     """A reader's connection whose read is stopped, from any thread, by setting its `stop`:
     each statement it comes to then is refused (Stopped), but one that ends its transaction;
-    the one running then goes on (`interrupt` stops it). On SQLite, whose interrupt stops
-    nothing if sent before the statement starts (after its check), the statement also looks at
-    the stop every STOP_STEPS of its VM's instructions, and ends in SQLite's error if set."""
+    the one running then goes on (`interrupt` stops it). An interrupt sent before the engine
+    starts the statement that has passed its check stops nothing: `interrupt` sends it again
+    every RECANCEL_S while the statement's execute has not returned (on PostgreSQL, which reads
+    its rows in it, until it has ended), and on SQLite the statement also looks at the stop
+    every STOP_STEPS of its VM's instructions, ending in SQLite's error if set."""
 
     def __init__(self, raw: Connection) -> None:
         super().__init__(raw)
         self.stop = threading.Event()
         self._ending = False  # the statement under way ends its transaction
+        self._idle = threading.Event()  # no statement a stop stops is under way
+        self._idle.set()
         if isinstance(raw, sqlite3.Connection):
             raw.set_progress_handler(self._stopped, STOP_STEPS)
 
@@ -272,27 +278,44 @@ class Stoppable(_Wrapping):
         transaction."""
         return self.stop.is_set() and not self._ending
 
+    @contextmanager
+    def running(self, sql: str) -> Iterator[None]:
+        """`sql` checked and run in the block; one not ending its transaction marked under way
+        from before its check, so that an `interrupt` sent after the stop is set sees it."""
+        if sql not in _ENDING:
+            self._idle.clear()
+        try:
+            self.check(sql)
+            yield
+        finally:
+            self._idle.set()
+
     def cursor(self) -> _StoppableCursor:
-        return _StoppableCursor(self._raw.cursor(), self.check)
+        return _StoppableCursor(self._raw.cursor(), self)
 
     def interrupt(self) -> None:
+        """The statement under way stopped, the interrupt sent again every RECANCEL_S until its
+        execute has returned (from any thread; sent after `stop` is set, no later statement
+        runs)."""
         self._raw.interrupt()
+        while not self._idle.wait(RECANCEL_S):
+            self._raw.interrupt()
 
 
 class _StoppableCursor(_Rows):
-    """A cursor whose statements are each checked first (Stoppable.check)."""
+    """A cursor whose statements are each checked first, and run under way (Stoppable.running)."""
 
-    def __init__(self, raw: Cursor, check: Callable[[str], None]) -> None:
+    def __init__(self, raw: Cursor, reads: Stoppable) -> None:
         super().__init__(raw)
-        self._check = check
+        self._reads = reads
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> _StoppableCursor:
-        self._check(sql)
-        self._raw.execute(sql, parameters)
+        with self._reads.running(sql):
+            self._raw.execute(sql, parameters)
         return self
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /
                     ) -> _StoppableCursor:
-        self._check(sql)
-        self._raw.executemany(sql, parameters)
+        with self._reads.running(sql):
+            self._raw.executemany(sql, parameters)
         return self

@@ -438,7 +438,7 @@ class AuditStore:
     def stopped_by(self, stop: threading.Event) -> None:
         """A reader's statements from now on (its next read's) each refused (Stopped) once
         `stop` is set, from any thread, but one ending a transaction; the one running then goes
-        on (`interrupt`), on SQLite only until it next looks at `stop` (audit.sql.Stoppable).
+        on until `interrupt` (audit.sql.Stoppable), on SQLite only until it next looks at `stop`.
         The writer's are not checked (the audit consumer's appends): its reads go on."""
         if self._reads is not None:
             self._reads.stop = stop

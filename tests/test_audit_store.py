@@ -12,11 +12,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from click.testing import CliRunner
@@ -40,7 +41,7 @@ from audit.heads import (
     verify_head,
     verify_signature,
 )
-from audit.sql import POSTGRESQL_SCHEMES, Stopped, connect
+from audit.sql import POSTGRESQL_SCHEMES, Stoppable, Stopped, connect
 from audit.store import (
     COLUMN_CHARS,
     FORGED,
@@ -853,6 +854,36 @@ def test_a_statement_is_interrupted_from_another_thread(db: str) -> None:
         took = time.monotonic() - started
         assert running.exception() is not None and took < 2, f"ran {took:.1f} s"
         assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_read_stopped_as_its_statement_starts_is_interrupted(
+        store: AuditStore, db: str) -> None:
+    """A reader's read stopped and interrupted once its statement has passed its check and
+    before the server starts it (PostgreSQL ignores a cancel that comes while no statement
+    runs) is stopped all the same: the statement fails at once, not after its ~4 s. It ran
+    to its end, the one cancel lost."""
+    stop, passed = threading.Event(), threading.Event()
+    with AuditStore(db, Signer.public()) as reader, ThreadPoolExecutor(1) as thread:
+        reads = cast(Stoppable, reader._db)
+        check = reads.check
+
+        def checked(sql: str) -> None:
+            check(sql)
+            passed.set()
+            stop.wait(30)
+            time.sleep(0.1)  # the cancel sent, to a server that has no statement yet
+
+        setattr(reads, "check", checked)  # noqa: B010 (a method replaced on the instance)
+        reader.stopped_by(stop)
+        running = thread.submit(lambda: reader._db.execute(SLOW["postgresql"]).fetchone())
+        assert passed.wait(30)
+        started = time.monotonic()
+        stop.set()
+        reader.interrupt()
+        wait([running], 30)
+        took = time.monotonic() - started
+        assert running.exception() is not None and took < 2, f"ran {took:.1f} s"
 
 
 def test_a_readers_statements_are_refused_once_its_read_is_stopped(

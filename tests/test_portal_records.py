@@ -252,13 +252,12 @@ async def _next_read_served_at_once(records: Records, begun: threading.Event) ->
 
 class Unlucky(Slow):
     """A reader's connection whose read of ME's entries is cancelled just as SLOW has passed
-    its check (Stoppable.check) and not yet started: the check returns once `passed` is set and
-    the interrupt sent (`interrupted`)."""
+    its check (Stoppable.check) and not yet started: the check returns (`passed` set) once the
+    read is stopped and its interrupt sent."""
 
-    def __init__(self, path: Path, key: Path, running: threading.Event, passed: threading.Event,
-                 interrupted: threading.Event) -> None:
+    def __init__(self, path: Path, key: Path, running: threading.Event,
+                 passed: threading.Event) -> None:
         super().__init__(path, key, running)
-        self.interrupted = interrupted
         reads = cast(Stoppable, self._db)
         check = reads.check
 
@@ -266,13 +265,10 @@ class Unlucky(Slow):
             check(sql)
             if sql == SLOW:
                 passed.set()
-                interrupted.wait(30)
+                reads.stop.wait(30)
+                time.sleep(0.1)  # its interrupt sent meanwhile, to no statement yet
 
         setattr(reads, "check", checked)  # noqa: B010 (a method replaced on the instance)
-
-    def interrupt(self) -> None:
-        super().interrupt()
-        self.interrupted.set()
 
 
 async def test_a_read_cancelled_as_its_statement_starts_stops_it(
@@ -282,12 +278,11 @@ async def test_a_read_cancelled_as_its_statement_starts_stops_it(
     the next read, on its one connection, is served at once. The statement (SLOW, ~2-4 s here)
     ran to its end, the next read waiting behind it."""
     monkeypatch.setattr(portal_records, "READERS", 1)
-    running, passed, interrupted = threading.Event(), threading.Event(), threading.Event()
-    records = Records(partial(Unlucky, *store_of_four(tmp_path), running, passed, interrupted))
+    running, passed = threading.Event(), threading.Event()
+    records = Records(partial(Unlucky, *store_of_four(tmp_path), running, passed))
     try:
         await _next_read_served_at_once(records, passed)
     finally:
-        interrupted.set()
         await records.close()
 
 
