@@ -28,7 +28,7 @@ from cards.login import FORGED_MARK, FROM_THE_FUTURE, Refused, Verifier, issue_m
 from processors.codes import IdCodes
 from registry import tickets
 from registry.store import RegistryStore
-from renkei.clock import Age, Clock, log_refused_ahead
+from renkei.clock import Age, Clock, later, log_refused_ahead
 from renkei.questions import Declined, NotFound, TooLate
 from schemas.codec import CODEC
 from schemas.messages import CardHolder, CardLogin
@@ -99,8 +99,9 @@ class CardLogins:
         if issued is None or age is not Age.YOUNG:
             log.warning("a card login the portal showed is refused: its challenge is not fresh")
             raise Declined(CHALLENGE)
-        forgotten = not self.clock.in_this_boot(mark) and self.cards.forgotten(issued + FRESH)
-        if forgotten or not self.cards.first_use(login.nonce, request_id, issued + FRESH,
+        until = later(issued, FRESH)
+        forgotten = not self.clock.in_this_boot(mark) and self.cards.forgotten(until)
+        if forgotten or not self.cards.first_use(login.nonce, request_id, until,
                                                  mark and mark.after(FRESH),
                                                  self.clock.earliest(), self.clock.mark()):
             log.warning("a card login the portal showed is refused: its challenge was used")

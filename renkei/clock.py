@@ -47,6 +47,7 @@ NAMING = b"renkei boot name v1\x00"  # what a boot_id is hashed after, for its m
 NAME_BYTES, ORIGIN_BYTES = 16, 5  # of that hash: the name's; the origin's (ms, up to ~35 years)
 ELAPSED_BYTES = 8  # of a packed mark's elapsed reading (Mark.packed)
 AHEAD = timedelta(seconds=5)  # how far a time read (another machine's clock, a mark) may be ahead
+LAST = datetime.max.replace(tzinfo=UTC)  # the calendar's last instant
 
 
 def _now() -> datetime:
@@ -197,26 +198,21 @@ class Clock:
         return _at(elapsed + max(readers, default=self._timelines[-1].offset))
 
     def judged(self, read: datetime, mark: Mark | None, lasts: timedelta) -> Age:
-        """Whether a time read `read` (marked `mark`) is younger than `lasts` now (`since`), older,
-        or ahead of now by more than AHEAD: a time no timeline has reached, or one whose span or
-        time now the calendar cannot hold (near year 9999); forged if `mark` is this boot's yet
-        reads later than its elapsed clock now by more than AHEAD."""
-        try:
-            now, ends = self.since(read, mark), read + lasts
-        except OverflowError:
-            return self._ahead(mark)
-        if read - now > AHEAD:
-            return self._ahead(mark)
-        return Age.YOUNG if now < ends else Age.OLD
-
-    def _ahead(self, mark: Mark | None) -> Age:
-        """A time read ahead of now: forged if `mark` is this boot's and reads later than its
-        elapsed clock now by more than AHEAD, else ahead."""
+        """Whether a time read `read` (marked `mark`) is younger than `lasts` now, older, ahead
+        of now by more than AHEAD, or forged. One marked in this boot by its mark alone (`_aged`:
+        the calendar not read, so one read near year 9999 is as old as it is); another by the
+        timelines (`since`), ahead if none has reached it, or if the calendar cannot hold its
+        span's end or its time now (near year 9999)."""
         now = self.mark()
-        if (now is not None and self.in_this_boot(mark)
-                and mark.elapsed - now.elapsed > AHEAD.total_seconds()):
-            return Age.FORGED
-        return Age.AHEAD
+        if now is not None and self.in_this_boot(mark):
+            return _aged(now.elapsed - mark.elapsed, lasts)
+        try:
+            since, ends = self.since(read), read + lasts
+        except OverflowError:
+            return Age.AHEAD
+        if read - since > AHEAD:
+            return Age.AHEAD
+        return Age.YOUNG if since < ends else Age.OLD
 
     def earliest(self) -> datetime:
         """The time now on the timeline furthest behind of those seen."""
@@ -246,6 +242,23 @@ class Clock:
     def _ended(self, i: int) -> float:
         """The latest elapsed time the timeline could have ended (the last: not yet)."""
         return self._timelines[i + 1].first if i + 1 < len(self._timelines) else math.inf
+
+
+def _aged(elapsed: float, lasts: timedelta) -> Age:
+    """The age of a time marked in this boot `elapsed` seconds ago by its elapsed clock, living
+    `lasts`: forged if marked more than AHEAD later than it (none made here is)."""
+    if -elapsed > AHEAD.total_seconds():
+        return Age.FORGED
+    return Age.YOUNG if elapsed < lasts.total_seconds() else Age.OLD
+
+
+def later(read: datetime, span: timedelta) -> datetime:
+    """`span` after `read`, or the calendar's last instant if it cannot hold that (a time
+    marked near year 9999, which lives by its mark)."""
+    try:
+        return read + span
+    except OverflowError:
+        return LAST
 
 
 def _at(seconds: float) -> datetime:

@@ -455,25 +455,35 @@ def test_a_ticket_from_the_future_is_logged_as_the_clocks_skew(
     assert "clock is ahead" in caplog.text and "NTP" in caplog.text
 
 
-@pytest.mark.parametrize("timed", ["near year 9999", "a mark's reading years ahead"])
-def test_a_ticket_the_calendar_cannot_judge_is_refused_as_from_the_future(
-        store: AuthorityStore, timed: str) -> None:
-    """A ticket timed in the last hour before year 10000 with a mark an hour and a second old,
-    or marked years later than this boot's elapsed clock reads, is refused as from the future,
-    or forged: its time now past the calendar's end was an error (OverflowError), not a
-    refusal."""
+@pytest.mark.parametrize(("timed", "reason"), [
+    ("near year 9999, unmarked", tickets.FROM_THE_FUTURE),
+    ("near year 9999, marked an hour and a second ago", tickets.EXPIRED),
+    ("near year 9999, marked now", None),
+    ("a mark's reading years ahead", tickets.FORGED)])
+def test_a_ticket_the_calendar_cannot_judge_is_judged_by_its_mark(
+        store: AuthorityStore, caplog: pytest.LogCaptureFixture, timed: str,
+        reason: str | None) -> None:
+    """A ticket timed in the last hour before year 10000, unmarked, is refused as from the future:
+    its time now past the calendar's end was an error (OverflowError), not a refusal. Marked in
+    this boot, it is as old as its mark (the one clock of this machine read it): expired an hour
+    and a second after it, taken before; it was refused as from the future, logged as the
+    registry side's clock ahead (NTP?). Marked years later than this boot's elapsed clock reads,
+    it is forged."""
     login_key, hands = Signer.generate(), Hands(datetime.now(UTC), 7200.0)
     authority = NumberingAuthority(store, clock=hands.clock())
     resident = random_codes(1, seed=21)[0]
     authority.assign(resident)
-    at, mark, reason = ((datetime(9999, 12, 31, 23, tzinfo=UTC) - timedelta(seconds=1),
-                         Mark.of(hands.boot, hands.elapsed - 3601), tickets.FROM_THE_FUTURE)
-                        if timed == "near year 9999"
-                        else (hands.wall, hands.mark().after(timedelta(days=10**8)),
-                              tickets.FORGED))
-    _taken_unless(authority, login_key, resident, tickets.ticket(login_key, [resident], at, mark),
-                  reason)
-    assert not store.history(resident)
+    at, mark = datetime(9999, 12, 31, 23, tzinfo=UTC) - timedelta(seconds=1), {
+        "near year 9999, unmarked": None,
+        "near year 9999, marked an hour and a second ago": Mark.of(hands.boot,
+                                                                   hands.elapsed - 3601),
+        "near year 9999, marked now": hands.mark(),
+        "a mark's reading years ahead": hands.mark().after(timedelta(days=10**8))}[timed]
+    with caplog.at_level(logging.WARNING, logger=tickets.__name__):
+        _taken_unless(authority, login_key, resident,
+                      tickets.ticket(login_key, [resident], at, mark), reason)
+    assert ("clock is ahead" in caplog.text) == (mark is None)
+    assert bool(store.history(resident)) == (reason is None)
 
 
 def _crash(store: AuthorityStore) -> None:

@@ -54,6 +54,7 @@ from tests.test_portal_services import signed, unrecorded_card
 from tests.test_registry_service import _entry
 
 CITY, PENSION = "city-a", "nenkin"
+END_MINUTE = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)  # the calendar's last minute
 
 
 class Town:
@@ -212,20 +213,41 @@ def test_a_card_logins_challenge_is_fresh_for_its_time_elapsed_whatever_steps_th
 @pytest.mark.parametrize("timed", ["near year 9999", "a mark's reading years ahead"])
 def test_a_challenge_the_calendar_cannot_judge_is_refused(town: Town, tmp_path: Path,
                                                          timed: str) -> None:
-    """A card login's challenge timed a minute before year 10000 and marked now, or marked
-    years later than this boot's elapsed clock reads, is refused as from the future, or forged:
-    the end of its freshness, or its time now, past the calendar's end was an error
+    """A card login's challenge timed a minute before year 10000, unmarked, or marked years
+    later than this boot's elapsed clock reads, is refused as from the future, or forged: the
+    end of its freshness, or its time now, past the calendar's end was an error
     (OverflowError)."""
     code = _unchanged(town)
     with state_folder(tmp_path / "state"):
         card, cards = _recorded_card(tmp_path, code)
         hands = Hands(datetime.now(UTC))
         logins = _logins(town, cards, hands)
-        at, mark, reason = ((datetime(9999, 12, 31, 23, 59, tzinfo=UTC), hands.mark(),
-                             FROM_THE_FUTURE) if timed == "near year 9999"
+        at, mark, reason = ((END_MINUTE, None, FROM_THE_FUTURE) if timed == "near year 9999"
                             else (hands.wall, hands.mark().after(timedelta(days=10**8)),
                                   FORGED_MARK))
         _refused_its_challenge(logins, "q-1", CODEC.encode(signed(card, at, mark=mark)), reason)
+        cards.close()
+
+
+def test_a_challenge_timed_near_year_9999_and_marked_in_this_boot_is_as_old_as_its_mark(
+        town: Town, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A card login's challenge timed a minute before year 10000 and marked now in the registry
+    side's own boot (the one clock of this machine read it) is as old as its mark: taken once,
+    refused as used after, and refused as not fresh once FRESH has elapsed since a mark. It was
+    refused as from the future and logged as the portal's clock ahead (NTP?), which it is not."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        card, cards = _recorded_card(tmp_path, code)
+        hands = Hands(datetime.now(UTC))
+        logins = _logins(town, cards, hands)
+        login = CODEC.encode(signed(card, END_MINUTE, mark=hands.mark()))
+        with caplog.at_level(logging.WARNING, logger=registry_portal.__name__):
+            assert logins.card_holder("q-1", login, False).resident_codes == (code,)
+            _refused_its_challenge(logins, "q-2", login)
+            stale = CODEC.encode(signed(card, END_MINUTE, mark=hands.mark()))
+            hands.passes(FRESH)
+            _refused_its_challenge(logins, "q-3", stale)
+        assert "clock is ahead" not in caplog.text
         cards.close()
 
 

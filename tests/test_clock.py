@@ -157,3 +157,18 @@ def test_a_mark_of_this_boot_reading_ahead_is_judged_forged_not_ahead() -> None:
     assert judge.judged(T0 + beyond, None, lasts) is Age.AHEAD
     assert judge.judged(T0 + beyond, hands.mark("another boot"), lasts) is Age.AHEAD
     assert judge.judged(T0, hands.mark().after(clock.AHEAD), lasts) is Age.YOUNG
+
+
+def test_a_time_near_year_9999_marked_in_this_boot_is_as_old_as_its_mark() -> None:
+    """A time read in the calendar's last second and marked in this boot (this machine's clock
+    read it) is as old as its mark, though the calendar cannot hold its span's end nor its time
+    now: young, then old once its span has elapsed; it was ahead, as another machine's clock.
+    Unmarked, or marked in another boot, it is ahead still."""
+    hands = Hands(T0, 3600.0)
+    judge, lasts, last = hands.clock(), timedelta(minutes=3), clock.LAST
+    marked = hands.mark()
+    assert judge.judged(last, marked, lasts) is Age.YOUNG
+    hands.passes(lasts)
+    assert judge.judged(last, marked, lasts) is Age.OLD
+    assert judge.judged(last, None, lasts) is Age.AHEAD
+    assert judge.judged(last, hands.mark("another boot"), lasts) is Age.AHEAD
