@@ -14,8 +14,8 @@ An event for a decision partition this instance owns is decided at once, without
 the decider's topic; its record is written there after its effects are acknowledged (marked
 as decided, so that it is not decided again), for the next owner to rebuild from. Events for
 partitions other instances own go through the topic to them, as before, as do sweeps and the
-events of a request past its deadline (a sweep may be timing it out): any owner replaying the topic
-decides a timeout and an answer in the same order.
+events a sweep may change the decision on (of a request past its deadline, settled or with answers
+held): any owner replaying the topic decides them in the same order.
 """
 
 from __future__ import annotations
@@ -221,15 +221,16 @@ class Platform:
                  ctx: Context) -> tuple[list[Send], list[Send]]:
         """Decide here the decision events of partitions this instance owns: their effects
         join the others (access-log events in batches), and the events become records marked
-        as decided. An event of a request past its deadline goes through the topic: a sweep
-        timing it out may be on its way there, and is decided in the topic's order."""
+        as decided. An event a sweep may change the decision on (of a request past its deadline,
+        settled or with answers held) goes through the topic: the sweep may be on its way there,
+        and is decided in the topic's order."""
         effects: list[Send] = []
         decided: list[Send] = []
         for item in out:
             partition = item.partition if item.topic == decider.DECISIONS else None
             mark = None if partition is None else self.at_once.get(partition)
             if (partition is None or mark is None
-                    or self.decider.overdue(partition, item.key or "", now)):
+                    or self.decider.in_order(partition, item.key or "", now)):
                 effects.append(item)
                 continue
             event = item.message if isinstance(item.message, DecisionEvent) else item.value

@@ -32,6 +32,7 @@ from schemas.messages import (
     Ping,
     Pong,
     Rejection,
+    RequestState,
     Sweep,
 )
 from tests.clock_helpers import appended, skewed
@@ -349,6 +350,67 @@ async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_firs
         "the next owner decided as the first did"
     assert decisions.refused() == (decisions.statuses() == {TIMED_OUT}), \
         "the provider is refused an answer relayed to no one, only that"
+
+
+@pytest.mark.parametrize("met", ["its id, forgotten, used again", "an answer held for it"])
+async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_is_decided_in_order(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch, met: str) -> None:
+    """The owner decided at once a request whose id its sweep, on its way, was to forget, or
+    whose answer, held, that sweep was to refuse to its provider: its record landed after the
+    sweep, and the next owner (the first crashed before committing) forgot the id, then took the
+    request, marked decided, as pending (the first refused it as DUPLICATE, and the next timed it
+    out), or refused the held answer the first had relayed. A request settled or with answers held
+    is decided in the topic's order, as one past its deadline is."""
+    decisions = _Decisions(ctx, monkeypatch)
+    start = datetime.now(UTC).replace(microsecond=0)
+    try:
+        first = decisions.owner(committed=0)
+        first.broker_time.read([appended(start)])
+        if met == "its id, forgotten, used again":
+            earlier = _pending(ctx, received=start)
+            decisions.land([decider.to_decider("r-1", m) for m in (earlier, _answer())], start)
+            forgets = decider.forgotten_at(earlier, ctx)
+        else:
+            decisions.land([decider.to_decider("r-1", _answer())], start)
+            decisions.read(first, 0)
+            decisions.land(decisions.sent(first.due()), start)  # times the answer held
+            forgets = decider.forgotten_at(_pending(ctx, received=start), ctx)
+        committed = decisions.read(first, 0)
+        later = forgets + timedelta(seconds=1)
+        first.broker_time.read([appended(later)])
+        swept = decisions.sent(first.due())
+        assert swept, "a sweep forgetting r-1's id or its answer held is on its way"
+        request = _pending(ctx, source="renkei.holder.nenkin.out:0:9", received=later, digest=7)
+        told = len(decisions.told)
+        effects, decided = first._at_once([decider.to_decider("r-1", request)], later, ctx)
+        decisions.land(swept + decisions.sent(effects) + decided, later)
+        decisions.read(first, committed)
+        first_told, told = _about(decisions.told[told:]), len(decisions.told)
+        second = decisions.owner(committed)  # the first crashed before committing the sweep
+        decisions.read(second, committed)
+    finally:
+        for instance in decisions.owners:
+            await instance.producer.stop()  # made with the instance, though never started here
+    assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
+    held = [owner.decider.states[decisions.partition].get("r-1") for owner in (first, second)]
+    assert isinstance(held[0], RequestState) and held[1] == held[0], "r-1 pending for both"
+
+
+def _about(told: list[Send]) -> set[tuple[str, str]]:
+    """What holders were told of r-1, and what the access log has of it (by event id: it takes
+    each once)."""
+    said: set[tuple[str, str]] = set()
+    for topic, value in ((s.topic, value) for s in told for value in unpacked(s.value)):
+        name = CODEC.name_of(value)
+        if name == AccessLogEvent.__name__:
+            said.add((topic, CODEC.decode(value, AccessLogEvent).event_id))
+        elif name == Rejection.__name__:
+            said.add((topic, CODEC.decode(value, Rejection).reason))
+        elif name == LinkageAnswer.__name__:
+            said.add((topic, CODEC.decode(value, LinkageAnswer).status))
+        else:
+            said.add((topic, repr(value)))  # the query
+    return said
 
 
 def _record(topic: str, partition: int, at: datetime, value: bytes) -> SimpleNamespace:
