@@ -396,6 +396,40 @@ async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_i
     assert isinstance(held[0], RequestState) and held[1] == held[0], "r-1 pending for both"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the owner decides its copy at once, before the other instance's copy it reads later but which "
+    "lands first; the next owner, reading on from the same commit, dispatches that copy and takes "
+    "the owner's as the copy: approved@ names each copy's own holder message, two approval entries "
+    "(and r-1 kept under the other source); needs the approval and answer entries named by what "
+    "copies share (the holder message's digest), not by their offset"))
+async def test_two_copies_of_a_request_from_two_instances_are_logged_once_whoever_replays_them(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder's request and its copy sent again, read by two instances: the owner decides its
+    own at once (approved@ its offset) and refuses the other's, which lands first, as a copy; the
+    next owner (the first crashed before committing) dispatches the other's and takes the owner's,
+    marked decided, for the copy: the access log has the request approved twice."""
+    decisions = _Decisions(ctx, monkeypatch)
+    start = datetime.now(UTC).replace(microsecond=0)
+    mine, other = _pending(ctx, received=start), _pending(
+        ctx, source="renkei.holder.nenkin.out:0:6", received=start)  # the same bytes: a copy
+    try:
+        first = decisions.owner(committed=0)
+        first.broker_time.read([appended(start)])
+        decisions.land([decider.to_decider("r-1", other)], start)  # the other instance's
+        effects, decided = first._at_once([decider.to_decider("r-1", mine)], start, ctx)
+        decisions.land(decisions.sent(effects) + decided, start)
+        decisions.read(first, 0)
+        second = decisions.owner(committed=0)
+        decisions.read(second, 0)
+    finally:
+        for instance in decisions.owners:
+            await instance.producer.stop()  # made with the instance, though never started here
+    approvals = {said for said in _about(decisions.told) if ":approved" in said[1]}
+    assert len(approvals) == 1, "the access log has the request approved once"
+    held = [owner.decider.states[decisions.partition].get("r-1") for owner in (first, second)]
+    assert held[1] == held[0], "the next owner keeps r-1 as the first does"
+
+
 def _about(told: list[Send]) -> set[tuple[str, str]]:
     """What holders were told of r-1, and what the access log has of it (by event id: it takes
     each once)."""
