@@ -565,16 +565,16 @@ class HolderClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         converted = investigated = 0
-        stale = self.store.bindings_before(epoch)
+        stale = await self._bindings_before(epoch)
         while stale:
             moved, unbound, answered_at = await self._rekeyed_codes(stale, deadline)
             converted, investigated = converted + moved, investigated + unbound
-            left = self.store.bindings_before(epoch)
+            left = await self._bindings_before(epoch)
             if left == stale:
                 if answered_at >= epoch:  # answered at the new epoch: asking again moves nothing
                     log.error("%s: %d binding(s) could not move to epoch %s: they stay of "
-                              "their old epoch", self.holder, sum(map(len, left.values())),
-                              epoch)
+                              "their old epoch", self.holder,
+                              sum(len(link_codes) for _, link_codes in left), epoch)
                     break
                 # the platform is still at the old epoch: it reads the directory anew
                 if loop.time() + REKEY_RETRY > deadline:
@@ -583,15 +583,23 @@ class HolderClient:
             stale = left
         return converted, investigated
 
-    async def _rekeyed_codes(self, stale: dict[int, list[str]],
+    async def _bindings_before(self, epoch: int) -> list[tuple[int, list[str]]]:
+        """The link codes of key epochs before `epoch`, a batch a re-keying request carries at
+        a time (up to REKEY_CODES of one epoch), each read with the event loop going on after
+        it."""
+        batches = []
+        for batch in self.store.bindings_before_in_parts(epoch, REKEY_CODES):
+            batches.append(batch)
+            await asyncio.sleep(0)
+        return batches
+
+    async def _rekeyed_codes(self, stale: list[tuple[int, list[str]]],
                              deadline: float) -> tuple[int, int, int]:
-        """Have the platform re-key these link codes (by the key epoch they are of), a batch at a
-        time: how many were converted, how many went to investigation, and the earliest epoch
+        """Have the platform re-key these batches of link codes (each of the key epoch it is
+        of): how many were converted, how many went to investigation, and the earliest epoch
         answered at."""
         loop = asyncio.get_running_loop()
-        asked = [await self._ask_rekey(old_epoch, codes[start:start + REKEY_CODES])
-                 for old_epoch, codes in stale.items()
-                 for start in range(0, len(codes), REKEY_CODES)]
+        asked = [await self._ask_rekey(old_epoch, codes) for old_epoch, codes in stale]
         converted = investigated = 0
         answered_at: list[int] = []
         for request_id in asked:
@@ -610,7 +618,7 @@ class HolderClient:
         `unit` as it re-keys them to `epoch`, are unbound and investigated. How many."""
         with self.store.transaction():
             unbound = len(self.store.unbind_after(epoch, unit))
-        bound = self.store.bindings_before(epoch + 1)
+        bound = await self._bindings_before(epoch + 1)
         if bound:
             deadline = asyncio.get_running_loop().time() + REKEY_WITHIN
             unbound += (await self._rekeyed_codes(bound, deadline))[1]

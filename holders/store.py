@@ -4,6 +4,7 @@ link code), its investigation queue, staff and terminals, its requests and its a
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sqlite3
 from collections import Counter
@@ -11,6 +12,7 @@ from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,9 +85,12 @@ _OPEN = ("INSERT INTO requests (request_id, kind, own_number, pattern_id, provid
          "purpose, operator, terminal, sent_at, status, outgoing_key, outgoing) "
          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
-# the bindings re-keying converts, read off bindings_epoch in its order (no scan, no sort)
+# the bindings re-keying converts, up to a number after the last read (epoch, link code), read
+# off bindings_epoch in its order (no scan, no sort)
 BINDINGS_BEFORE = ("SELECT epoch, link_code FROM bindings WHERE epoch < ? "
-                   "ORDER BY epoch, link_code")
+                   "AND (epoch, link_code) > (?, ?) ORDER BY epoch, link_code LIMIT ?")
+_BEFORE_ANY = (-1, "")  # the (epoch, link code) before any binding's
+BINDINGS_AT_ONCE = 10_000  # bindings one read of bindings_before gives (~3 ms)
 SENT = "SENT"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before deletes (a few ms)
@@ -526,9 +531,20 @@ class HolderStore:
     def bindings_before(self, epoch: int) -> dict[int, list[str]]:
         """The link codes of key epochs before `epoch`, by epoch: what re-keying converts."""
         found: dict[int, list[str]] = {}
-        for old_epoch, link_code in self.db.execute(BINDINGS_BEFORE, (epoch,)):
-            found.setdefault(old_epoch, []).append(link_code)
+        for old_epoch, link_codes in self.bindings_before_in_parts(epoch):
+            found.setdefault(old_epoch, []).extend(link_codes)
         return found
+
+    def bindings_before_in_parts(self, epoch: int, at_once: int = BINDINGS_AT_ONCE
+                                 ) -> Iterator[tuple[int, list[str]]]:
+        """bindings_before a part at a time, in order: up to `at_once` link codes of one key
+        epoch, each read of the store on its own (the event loop may go on between them: one
+        read of 200k bindings held it 65 ms)."""
+        after = _BEFORE_ANY
+        while rows := self.db.execute(BINDINGS_BEFORE, (epoch, *after, at_once)).fetchall():
+            for old_epoch, part in itertools.groupby(rows, itemgetter(0)):
+                yield old_epoch, [link_code for _, link_code in part]
+            after = rows[-1]
 
     def rekey(self, link_code: str, new_code: str | None, epoch: int) -> Rekeyed | None:
         """Give the binding of an older epoch's `link_code` its code of `epoch`; with no new

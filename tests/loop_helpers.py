@@ -9,7 +9,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 TICK = 0.01
@@ -30,21 +30,30 @@ class Deadline:
 
 
 class Ticker:
-    """The event loop's longest stand-still between its turns of TICK seconds from its start."""
+    """The event loop's longest stand-still between its turns of `tick` seconds from its start,
+    by `clock` (time.thread_time with a tick of 0: the CPU time of the loop's longest step,
+    whatever else a loaded machine runs meanwhile)."""
 
-    def __init__(self) -> None:
-        self.started = self.turned = time.monotonic()
+    def __init__(self, clock: Callable[[], float] = time.monotonic, tick: float = TICK) -> None:
+        self.clock, self.tick = clock, tick
+        self.started = self.turned = clock()
         self.longest = 0.0
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(self.tick)
             self._turn()
 
     def _turn(self) -> float:
-        now = time.monotonic()
+        now = self.clock()
         self.longest, self.turned = max(self.longest, now - self.turned), now
         return now
+
+    def stood_still(self) -> float:
+        """The longest stand-still so far, the one up to now counted (the ticker may not have
+        turned yet)."""
+        self._turn()
+        return self.longest
 
     def went_on(self, at_least: float) -> float:
         """The seconds since the start, asserted to be `at_least`, with no stand-still of half."""
@@ -54,8 +63,9 @@ class Ticker:
 
 
 @contextlib.asynccontextmanager
-async def ticking() -> AsyncIterator[Ticker]:
-    ticker = Ticker()
+async def ticking(clock: Callable[[], float] = time.monotonic,
+                  tick: float = TICK) -> AsyncIterator[Ticker]:
+    ticker = Ticker(clock, tick)
     task = asyncio.create_task(ticker._run())
     try:
         yield ticker

@@ -86,9 +86,25 @@ def test_rekeying_reads_the_old_bindings_off_an_index_in_a_new_store_and_one_mad
                           "link_code TEXT NOT NULL UNIQUE, bound_at TEXT NOT NULL)")
     for store in (new, before):
         plan = [row[3] for row in store.db.execute(
-            f"EXPLAIN QUERY PLAN {store_module.BINDINGS_BEFORE}", (1,))]
-        assert plan == ["SEARCH bindings USING COVERING INDEX bindings_epoch (epoch<?)"]
+            f"EXPLAIN QUERY PLAN {store_module.BINDINGS_BEFORE}", (1, 0, "", 10))]
+        assert plan == ["SEARCH bindings USING COVERING INDEX bindings_epoch "
+                        "((epoch,link_code)>(?,?) AND epoch<?)"]
         store.close()
+
+
+def test_rekeying_reads_the_old_bindings_a_part_at_a_time_each_once(tmp_path: Path) -> None:
+    """Each read of the store on its own (the event loop goes on between them), each binding
+    of an older epoch comes once, in a part of its epoch, though bindings move between reads."""
+    store = HolderStore(tmp_path / "holder.db")
+    for n, epoch in enumerate((0, 0, 0, 1, 1, 2)):
+        store.bind(f"H-{n}", f"C{n}", epoch)
+    parts = store.bindings_before_in_parts(2, at_once=2)
+    assert next(parts) == (0, ["C0", "C1"])
+    assert store.rekey("C0", "N0", 2) == Rekeyed("H-0")  # moved, read already
+    assert store.rekey("C3", "N3", 2) == Rekeyed("H-3")  # moved, not read yet
+    assert list(parts) == [(0, ["C2"]), (1, ["C4"])]
+    assert store.bindings_before(2) == {0: ["C1", "C2"], 1: ["C4"]}
+    store.close()
 
 
 def test_a_link_code_bound_to_one_record_is_not_bound_to_another(tmp_path: Path) -> None:
