@@ -924,9 +924,9 @@ class AuditStore:
         # `bindings` is not checked: it is derived from the entries, and outlives their purge
         with self._read():
             report.tree_size = size = self.size()
-            purged, horizon = self._verified_purges(report)
+            purged, unsigned, horizon = self._verified_purges(report)
             self._verify_entries(size, purged, horizon, decode, report)
-            self._verify_purged_leaves(purged, report)
+            self._verify_purged_leaves(purged, unsigned, report)
             for level in range(1, size.bit_length()):
                 self._verify_level(level, size, report)
             beyond = self._db.execute("SELECT count(*) FROM nodes WHERE id >= ?",
@@ -954,23 +954,32 @@ class AuditStore:
         self._verify_anchor(anchored, report)
         self._verify_committed(committed, report)
 
-    def _verified_purges(self, report: VerifyReport) -> tuple[_Ranges, int | None]:
-        """The purged serial ranges and latest cutoff, from the purge records signed by us."""
+    def _verified_purges(self, report: VerifyReport) -> tuple[_Ranges, _Ranges, int | None]:
+        """The purged serial ranges and latest cutoff, from the purge records signed by us, and
+        the ranges the records of a bad signature tell (those that can be read)."""
         ranges: list[tuple[int, int]] = []
+        unsigned: list[tuple[int, int]] = []
         horizon: int | None = None
         for seq, *row in self._purge_rows():
             try:
                 record = _purge(row)
-                trusted = record.key_id == self.signer.key_id and verify_signature(
-                    self.signer.public_key, record.message(), record.signature)
             except (ValueError, TypeError):
-                trusted = False
-            if not trusted:
+                record = None
+            if record is None or not self._signed(record):
                 report.add("purge", f"purge #{seq}", "bad signature: its ranges are not trusted")
+                unsigned.extend(record.ranges if record is not None else ())
                 continue
             ranges.extend(record.ranges)
             horizon = max(horizon or 0, millis(record.cutoff))
-        return _Ranges(ranges), horizon
+        return _Ranges(ranges), _Ranges(unsigned), horizon
+
+    def _signed(self, record: Purge) -> bool:
+        """Whether the log's key signed the purge record."""
+        try:
+            return record.key_id == self.signer.key_id and verify_signature(
+                self.signer.public_key, record.message(), record.signature)
+        except (ValueError, TypeError):
+            return False
 
     def _verify_entries(self, size: int, purged: _Ranges, horizon: int | None,
                         decode: Callable[[bytes], AccessLogEvent] | None,
@@ -1013,17 +1022,19 @@ class AuditStore:
                 report.add("modified", f"serial {serial}",
                            "its bytes do not match the leaf hash in the tree")
 
-    def _verify_purged_leaves(self, purged: _Ranges, report: VerifyReport) -> None:
+    def _verify_purged_leaves(self, purged: _Ranges, unsigned: _Ranges,
+                              report: VerifyReport) -> None:
         """`purged_leaves` against the tree, its rows joined to their serials' leaves and merged
         with the purged serials in order: each serial the signed purges removed has one row, its
         leaf's hash, and no other serial has one (else a replay finds a topic's first events
-        where they are not)."""
+        where they are not), but one a purge record of a bad signature tells of (`unsigned`):
+        that record is the finding, its rows only checked against their leaves."""
         problems: dict[str, list[int]] = {_NO_ROW: [], _OTHER_HASH: [], _NOT_PURGED: []}
         removed = zip(purged, itertools.repeat(True))
         for serial, kept, was_removed in _join(self._db.execute(_KEPT_LEAVES), removed):
             if kept is None:
                 problems[_NO_ROW].append(serial)
-            elif was_removed is None:
+            elif was_removed is None and serial not in unsigned:
                 problems[_NOT_PURGED].append(serial)
             elif not kept[1]:
                 problems[_OTHER_HASH].append(serial)

@@ -707,6 +707,20 @@ def test_detects_purged_leaves_that_are_not_the_tree_s(
     assert said in report.findings[0].detail and "purged_leaves" in report.findings[0].detail
 
 
+def test_a_purge_of_a_bad_signature_is_one_finding_not_one_more_per_purged_leaf(
+        store: AuditStore, db: str) -> None:
+    """The rows purged_leaves keeps of a purge record whose signature is bad are that record's,
+    found once as its bad signature (its entries gone as deleted), not again each as a row no
+    signed purge removed; a row no purge record tells of still is."""
+    purged(store)
+    tamper(db, ("UPDATE purges SET signature = ?", (b"\x00" * 64,)),
+           ("INSERT INTO purged_leaves (hash, serial) SELECT hash, id FROM nodes WHERE id = 5",
+            ()))
+    assert kinds(store.verify(decode_event)) == {
+        ("purge", "purge #1"), *(("deleted", f"serial {n}") for n in range(4)),
+        ("purged", "serial 5")}
+
+
 def test_detects_a_deletion_dressed_up_as_a_purge(store: AuditStore, db: str) -> None:
     filled(store)
     tamper(db, ("DELETE FROM entries WHERE serial = 4", ()),
