@@ -412,6 +412,11 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     if report.unlogged:
         click.echo(f"{report.unlogged} events older than the live store's purge cutoff when they "
                    "came, which it did not log: not replayed")
+    if report.left:
+        click.echo(f"LEFT: {report.left} events older than the live store's purge cutoff when "
+                   "they came are in it all the same, entries its purges left (their bytes not "
+                   "their leaf's, or their time column changed: `renkei audit verify` says "
+                   "which): replayed")
     compared = bool(report.compared_at)
     live_size = report.live_size or 0
     same = "identical" if report.identical else "DIFFERENT"

@@ -154,7 +154,9 @@ class ReplayReport:
     it, and `beyond` are the live store's entries of their events (its first ones, beyond the
     replay, its purged ones among them); `compared_at` entries after them are then compared
     one by one, `differing` differ. `unlogged` are the events older than the live store's cutoff
-    when they came, which it did not log (AuditStore.cutoffs): not replayed either."""
+    when they came, which it did not log (AuditStore.cutoffs): not replayed either; `left`, those
+    as old that it holds all the same, at the serial they take, the entries a purge left (their
+    bytes not their leaf's, or their time column not their event's): replayed."""
 
     records: int = 0
     start: int = 0
@@ -163,6 +165,7 @@ class ReplayReport:
     differing: int = 0
     events: int = 0
     unlogged: int = 0
+    left: int = 0
     size: int = 0
     root: bytes = b""
     acknowledged: int = 0
@@ -253,9 +256,10 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
     if report.aligned:
         items = [(event, leaf) for event, leaf in items
                  if held.get(event.event_id, report.beyond) >= report.beyond]
-    if cutoffs and (report.aligned or not report.start):
-        left = _unlogged(target, items, report.beyond, cutoffs)
+    if live is not None and cutoffs and (report.aligned or not report.start):
+        left, held_old = _unlogged(target, live, items, report.beyond, cutoffs)
         report.unlogged += len(left)
+        report.left += held_old
         items = [(event, leaf) for event, leaf in items if event.event_id not in left]
     if not items:
         return
@@ -302,23 +306,34 @@ def _cutoff_at(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime |
     return max((cutoff for since, cutoff in cutoffs if since <= size), default=None)
 
 
-def _unlogged(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]], beyond: int,
-              cutoffs: Sequence[tuple[int, datetime]]) -> set[str]:
+def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
+              beyond: int, cutoffs: Sequence[tuple[int, datetime]]) -> tuple[set[str], int]:
     """The ids of the events of `items` the live store did not log, as older than its cutoff
     when they came (its log `beyond` entries longer than `target`, then one more per event it
-    logged): each copy of one is left out."""
-    size, left = beyond + target.size(), set()
+    logged): each copy of one is left out; and how many as old it holds all the same, its leaf
+    at the serial they take theirs (a purge left their entries)."""
+    size, left, held_old = beyond + target.size(), set(), 0
+    leaves = {id(event): leaf for event, leaf in items}
     for event in new_events(target, items):
         if beyond_retention(event, _cutoff_at(cutoffs, size)):
-            left.add(event.event_id)
-        else:
-            size += 1
-    return left
+            if not _logged_at(live, size, leaves[id(event)]):
+                left.add(event.event_id)
+                continue
+            held_old += 1
+        size += 1
+    return left, held_old
+
+
+def _logged_at(live: AuditStore, serial: int, leaf: bytes) -> bool:
+    """Whether the live store's leaf at `serial` is that of the event whose bytes are `leaf`
+    (its entry there, purged or not)."""
+    return 0 <= serial < live.size() and live.leaf_hashes(serial, serial + 1) == [
+        merkle.leaf_hash(leaf)]
 
 
 def _left_out(live: AuditStore, event: AccessLogEvent, leaf: bytes, serial: int,
               cutoffs: Sequence[tuple[int, datetime]]) -> bool:
     """Whether an event the live store does not hold, read just before the one it holds at
     `serial`, was left out as older than its cutoff then: not the entry before, purged."""
-    return beyond_retention(event, _cutoff_at(cutoffs, serial)) and (
-        serial == 0 or live.leaf_hashes(serial - 1, serial) != [merkle.leaf_hash(leaf)])
+    return beyond_retention(event, _cutoff_at(cutoffs, serial)) and not _logged_at(
+        live, serial - 1, leaf)

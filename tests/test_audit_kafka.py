@@ -938,6 +938,32 @@ async def test_replay_leaves_out_an_event_older_than_the_cutoff_of_a_purge_befor
         assert report.identical and not report.differing, report
 
 
+async def test_replay_takes_an_old_event_whose_entry_a_purge_left_and_says_so(
+        town: Town, tmp_path: Path) -> None:
+    """A purge leaves an entry whose bytes are not its leaf's: the replay took its event, older
+    than the cutoff and read past the last serial the purge removed, for one the live store did
+    not log and dropped it (the entries after it one serial off, DIFFERENT); it replays it, the
+    store identical, and counts it as left, on a topic whole or one whose start the broker
+    deleted."""
+    now, live = datetime.now(UTC), tmp_path / "live.db"
+    old = [synthetic(n, "left-old", now - timedelta(days=9 * 366)) for n in range(2)]
+    events = [synthetic(n, "left", now + timedelta(milliseconds=n)) for n in range(4)]
+    logged = [events[0], *old, *events[1:]]
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many(item(event) for event in logged[:3])
+        with closing(sqlite3.connect(live)) as db, db:
+            db.execute("UPDATE entries SET leaf = leaf || x'00' WHERE serial = 2")
+        assert store.purge(now).ranges == ((1, 2),), "serial 2 left: its bytes are not its leaf's"
+        store.append_many(item(event) for event in logged[3:])
+    for start in (0, 1):
+        async with topic_of_its_own(logged, start) as own:
+            report = await rebuilt(tmp_path / f"replay-{start}.db", live, own)
+        assert (report.start, report.beyond, report.unlogged, report.left) == (
+            start, start, 0, 1), report
+        assert report.logged == report.live_size == len(logged), report
+        assert report.identical and not report.differing, report
+
+
 async def test_recommit_on_a_topic_its_retention_emptied_accounts_for_its_end(
         town: Town, tmp_path: Path) -> None:
     """Every record of the topic deleted (its retention), the store lacks none: the offset
