@@ -212,6 +212,20 @@ async def test_a_requester_key_that_cannot_be_sealed_to_refuses_its_query_only(
     assert "3200000" not in caplog.text and "ABC98765XYZ" not in caplog.text
 
 
+def _providing(client: HolderClient) -> None:
+    """H-1 bound to ABC98765XYZ, its local tax kept, the requester's key in the directory."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+
+
+def _used_again(first: ProviderQuery, later: timedelta) -> ProviderQuery:
+    """A query of `first`'s request id used again, its deadline `later` than the first's."""
+    return replace(first, ticket=b"the ticket of the id used again",
+                   deadline=first.deadline + later)
+
+
 @pytest.mark.parametrize(("requester", "outcome"), [
     ("gone", REFUSED),  # the requester left the directory
     ("unusable", REFUSED),  # its key cannot be sealed to
@@ -236,10 +250,7 @@ async def test_a_query_read_after_its_deadline_is_not_answered_and_logged_withou
         client: HolderClient) -> None:
     """Read again after the server was down past it: the platform refuses any answer (its
     ticket expired) and has told the requester TIMED_OUT, so no data is sealed or said sent."""
-    client.store.add_record("H-1", PERSON)
-    client.store.bind("H-1", "ABC98765XYZ", 0)
-    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
-    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    _providing(client)
     late, timely = query("ABC98765XYZ", within=-1), query("ABC98765XYZ")
     out = await handle(client, late, timely)
     assert [CODEC.decode(s.value, ProviderAnswer).request_id for s in out] == [timely.request_id]
@@ -253,13 +264,9 @@ async def test_each_query_of_a_request_id_used_again_has_its_own_providers_entry
     it (received later: its deadline is another) has its provider's entry, a copy of one read
     again none, and the platform's refusal of an answer ends the latest entry, not one relayed
     before it (nor, read again, the one before)."""
-    client.store.add_record("H-1", PERSON)
-    client.store.bind("H-1", "ABC98765XYZ", 0)
-    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
-    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    _providing(client)
     first = query("ABC98765XYZ")
-    again = replace(first, ticket=b"the ticket of the id used again",
-                    deadline=first.deadline + timedelta(seconds=1))
+    again = _used_again(first, timedelta(seconds=1))
     assert len(await handle(client, first, first)) == 2  # a copy: answered again, logged once
     assert len(await handle(client, again)) == 1
     sent = (FOUND, '{"taxable_income": "3200000"}')
@@ -277,13 +284,9 @@ async def test_a_refusal_ends_the_providers_entry_of_the_query_its_refused_answe
     """A refusal names the query whose answer it refuses (v2: by its deadline): one that comes
     after a second query of the id was answered ends the first's entry, not the second's; one of
     v1 (a platform on old code, or a record from before) names none: the latest."""
-    client.store.add_record("H-1", PERSON)
-    client.store.bind("H-1", "ABC98765XYZ", 0)
-    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
-    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    _providing(client)
     first = query("ABC98765XYZ")
-    again = replace(first, ticket=b"the ticket of the id used again",
-                    deadline=first.deadline + timedelta(minutes=3))
+    again = _used_again(first, timedelta(minutes=3))
     await handle(client, first, again)
     now = datetime.now(UTC)
     await handle(client, Rejection(first.request_id, "INVALID_TICKET", "the ticket expired", now,
@@ -303,10 +306,7 @@ async def test_a_query_dispatched_again_with_its_ticket_sealed_again_is_one_prov
         client: HolderClient) -> None:
     """The platform dispatches a pending request's query again after a crash, its ticket sealed
     again under another nonce: the provider answers the copy, but logs the query once."""
-    client.store.add_record("H-1", PERSON)
-    client.store.bind("H-1", "ABC98765XYZ", 0)
-    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
-    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    _providing(client)
     first = query("ABC98765XYZ")
     sealer = TicketSealer(bytes(32))
     ticket = Ticket(first.request_id, REQUESTER, HOLDER, first.pattern_id, first.data_type,
@@ -325,10 +325,7 @@ async def test_a_holder_with_a_wrong_clock_judges_a_querys_deadline_by_the_broke
     timeout), but the holder judged it by its own clock: one 10 minutes ahead logged every query
     TIMED_OUT and answered none, one behind answered those the platform refuses. It is judged
     by the broker's time, as the inbox's records are stamped by it."""
-    client.store.add_record("H-1", PERSON)
-    client.store.bind("H-1", "ABC98765XYZ", 0)
-    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
-    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    _providing(client)
     monkeypatch.setattr(client_module, "datetime", skewed(skew))
     late, timely = query("ABC98765XYZ", within=-1), query("ABC98765XYZ")
     out = await handle(client, late, timely)
@@ -342,10 +339,7 @@ async def test_a_store_locked_past_the_busy_timeout_holds_the_batch_until_it_is_
     """Another writer (an operator's command) holding the lock: the inbox waits, not stops,
     saying so once as it begins and once as it ends, with how long it waited (it said so at
     every try: an ERROR line a second while an import ran)."""
-    client.store.add_record("H-1", PERSON)
-    client.store.bind("H-1", "ABC98765XYZ", 0)
-    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
-    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    _providing(client)
     monkeypatch.setattr(client_module, "STORE_RETRY", 0.05, raising=False)
     other = sqlite3.connect(tmp_path / "holder.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
@@ -369,10 +363,7 @@ async def test_an_import_holding_the_store_does_not_stall_the_event_loop(
         client: HolderClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The inbox waited for the write lock an import held up to SQLite's 5 s busy timeout a
     try, the event loop standing still all the while: no other query, no call to the server."""
-    client.store.add_record("H-1", PERSON)
-    client.store.bind("H-1", "ABC98765XYZ", 0)
-    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
-    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    _providing(client)
     monkeypatch.setattr(client_module, "STORE_RETRY", 0.1, raising=False)
     with locked(tmp_path / "holder.db", "BEGIN IMMEDIATE", seconds=1.0):
         async with ticking() as ticker:

@@ -187,10 +187,7 @@ def test_a_store_made_before_cases_were_closed_has_them_open(tmp_path: Path) -> 
 def test_a_store_made_before_a_query_had_its_entry_keeps_its_log_and_logs_each_query(
         tmp_path: Path) -> None:
     store = _made_before(
-        tmp_path, "CREATE TABLE access_log (serial INTEGER PRIMARY KEY, at TEXT NOT NULL, "
-        "request_id TEXT NOT NULL, side TEXT NOT NULL, operator TEXT NOT NULL, "
-        "terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT, data_type TEXT, "
-        "content TEXT, purpose TEXT, outcome TEXT NOT NULL, UNIQUE (request_id, side))",
+        tmp_path, _LOG_BEFORE_DIGESTS,
         "CREATE INDEX access_log_at ON access_log (at)",
         "INSERT INTO access_log (serial, at, request_id, side, operator, terminal, content, "
         "outcome) VALUES (7, '2026-01-01', 'r-1', 'PROVIDER', 'SYSTEM', 't', '{}', 'FOUND')")
@@ -216,14 +213,8 @@ def test_a_query_answered_in_a_store_made_before_and_read_again_keeps_its_one_en
     id used again (received once the platform forgot it: its deadline later) another."""
     answered = datetime.now(UTC) - timedelta(seconds=5)
     store = _made_before(
-        tmp_path, "CREATE TABLE access_log (serial INTEGER PRIMARY KEY, at TEXT NOT NULL, "
-        "request_id TEXT NOT NULL, side TEXT NOT NULL, operator TEXT NOT NULL, "
-        "terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT, data_type TEXT, "
-        "content TEXT, purpose TEXT, outcome TEXT NOT NULL, UNIQUE (request_id, side))",
-        "INSERT INTO access_log (at, request_id, side, operator, terminal, counterpart, "
-        "pattern_id, data_type, content, outcome) VALUES ("
-        f"'{answered.isoformat(timespec='milliseconds')}', 'r-1', 'PROVIDER', 'SYSTEM', 't', "
-        "'SAKURA', 'P-1', 'local_tax', '{}', 'FOUND')")
+        tmp_path, _LOG_BEFORE_DIGESTS,
+        _provider_entry(answered, "FOUND", "{}"))
     query = {"counterpart": "SAKURA", "pattern_id": "P-1", "data_type": "local_tax"}
     deadline = answered + timedelta(seconds=25)
     store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", deadline=deadline, **query)
@@ -244,14 +235,8 @@ def test_a_query_timed_out_in_a_store_made_before_and_read_again_keeps_its_one_e
     it read again after, late too; an id used again (due a replay window later) is another."""
     read_late = datetime.now(UTC) - timedelta(seconds=5)
     store = _made_before(
-        tmp_path, "CREATE TABLE access_log (serial INTEGER PRIMARY KEY, at TEXT NOT NULL, "
-        "request_id TEXT NOT NULL, side TEXT NOT NULL, operator TEXT NOT NULL, "
-        "terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT, data_type TEXT, "
-        "content TEXT, purpose TEXT, outcome TEXT NOT NULL, UNIQUE (request_id, side))",
-        "INSERT INTO access_log (at, request_id, side, operator, terminal, counterpart, "
-        "pattern_id, data_type, outcome) VALUES ("
-        f"'{read_late.isoformat(timespec='milliseconds')}', 'r-1', 'PROVIDER', 'SYSTEM', 't', "
-        "'SAKURA', 'P-1', 'local_tax', 'TIMED_OUT')")
+        tmp_path, _LOG_BEFORE_DIGESTS,
+        _provider_entry(read_late, "TIMED_OUT", None))
     query = {"counterpart": "SAKURA", "pattern_id": "P-1", "data_type": "local_tax"}
     deadline = read_late - REPLAY_WINDOW - timedelta(minutes=3)  # read over a window late
     store.log("r-1", "PROVIDER", "SYSTEM", "t", "TIMED_OUT", deadline=deadline, **query)
@@ -299,6 +284,22 @@ def test_a_store_made_before_requests_were_kept_keeps_them_once_opened(tmp_path:
     store.open_request("new", "LINKAGE", "H-1", "op", "t", outgoing=("LC-1", b"m"))
     assert store.unsent() == [("new", "LC-1", b"m")]
     store.close()
+
+
+_LOG_BEFORE_DIGESTS = (
+    "CREATE TABLE access_log (serial INTEGER PRIMARY KEY, at TEXT NOT NULL, "
+    "request_id TEXT NOT NULL, side TEXT NOT NULL, operator TEXT NOT NULL, "
+    "terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT, data_type TEXT, "
+    "content TEXT, purpose TEXT, outcome TEXT NOT NULL, UNIQUE (request_id, side))")
+
+
+def _provider_entry(at: datetime, outcome: str, content: str | None) -> str:
+    """The statement of a provider's entry of r-1 made before digests, of SAKURA's P-1 query."""
+    return ("INSERT INTO access_log (at, request_id, side, operator, terminal, counterpart, "
+            "pattern_id, data_type, content, outcome) VALUES ("
+            f"'{at.isoformat(timespec='milliseconds')}', 'r-1', 'PROVIDER', 'SYSTEM', 't', "
+            f"'SAKURA', 'P-1', 'local_tax', {'NULL' if content is None else repr(content)}, "
+            f"'{outcome}')")
 
 
 def _made_before(tmp_path: Path, *statements: str) -> HolderStore:
