@@ -386,8 +386,9 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     approvals.
 
     Exits 1 if the roots (or, once the topic's retention deleted its oldest records, the entries
-    after those) differ, the live store lacks events the audit consumer committed, or an
-    approval or rejection disagrees with the pattern list.
+    after those) differ, the live store lacks events the audit consumer committed, holds events
+    older than its purge cutoff when they came (entries its purges left: `renkei audit verify`
+    says why), or an approval or rejection disagrees with the pattern list.
     """
     from audit import replay as replaying
 
@@ -450,5 +451,5 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         click.echo(f"  DISAGREES {d.event.event_id} at "
                    f"{d.event.occurred_at.isoformat(timespec='milliseconds')}: logged "
                    f"{d.logged}, re-check says {d.rechecked} ({d.detail})")
-    if (compared and not report.identical) or report.short or report.disagreements:
+    if (compared and not report.identical) or report.short or report.left or report.disagreements:
         raise SystemExit(1)

@@ -10,13 +10,15 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 from confluent_kafka import (
     OFFSET_END,
     ConsumerGroupTopicPartitions,
@@ -33,6 +35,7 @@ from confluent_kafka.admin import (
 )
 
 from audit.anchor import AnchorCheck, Verify, anchored_heads, consumer_commit, noted_commit
+from audit.cli import audit_cli
 from audit.consumer import HEAD_SECONDS
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
@@ -834,6 +837,19 @@ async def rebuilt(db: Path, live: Path, topic: str) -> ReplayReport:
         return await replaying(KafkaAccess.of(config.ADMIN), fresh, kept, topic=topic)
 
 
+async def said(db: Path, live: Path, topic: str, monkeypatch: pytest.MonkeyPatch) -> Result:
+    """`renkei audit replay` of `topic` into a fresh store at `db`, compared with the store at
+    `live`, run in process (click's CliRunner) and aside: read as admin, the audit principal
+    reading the audit topic alone."""
+    def of_its_own(_: KafkaAccess, target: AuditStore, current: AuditStore,
+                   grace: timedelta) -> Coroutine[Any, Any, ReplayReport]:
+        return replaying(KafkaAccess.of(config.ADMIN), target, current, grace, topic)
+
+    monkeypatch.setattr("audit.replay.replay", of_its_own)
+    return await asyncio.to_thread(CliRunner().invoke, audit_cli,
+                                   ["replay", "--db", str(db), "--live", str(live)])
+
+
 async def test_replay_tells_the_entries_beyond_the_topics_retention_from_those_that_differ(
         town: Town, tmp_path: Path) -> None:
     """Once the broker deleted the topic's oldest records (its retention; deleteRecords here, on
@@ -939,12 +955,12 @@ async def test_replay_leaves_out_an_event_older_than_the_cutoff_of_a_purge_befor
 
 
 async def test_replay_takes_an_old_event_whose_entry_a_purge_left_and_says_so(
-        town: Town, tmp_path: Path) -> None:
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A purge leaves an entry whose bytes are not its leaf's: the replay took its event, older
     than the cutoff and read past the last serial the purge removed, for one the live store did
     not log and dropped it (the entries after it one serial off, DIFFERENT); it replays it, the
     store identical, and counts it as left, on a topic whole or one whose start the broker
-    deleted."""
+    deleted. `renkei audit replay` says LEFT and exits 1, as `renkei audit verify` does on it."""
     now, live = datetime.now(UTC), tmp_path / "live.db"
     old = [synthetic(n, "left-old", now - timedelta(days=9 * 366)) for n in range(2)]
     events = [synthetic(n, "left", now + timedelta(milliseconds=n)) for n in range(4)]
@@ -958,10 +974,16 @@ async def test_replay_takes_an_old_event_whose_entry_a_purge_left_and_says_so(
     for start in (0, 1):
         async with topic_of_its_own(logged, start) as own:
             report = await rebuilt(tmp_path / f"replay-{start}.db", live, own)
+            found = await said(tmp_path / f"cli-{start}.db", live, own, monkeypatch)
         assert (report.start, report.beyond, report.unlogged, report.left) == (
             start, start, 0, 1), report
         assert report.logged == report.live_size == len(logged), report
         assert report.identical and not report.differing, report
+        assert found.exit_code == 1 and not isinstance(found.exception, Exception), found.output
+        assert "LEFT: 1 events older than the live store's purge cutoff when they came are in " \
+            "it all the same" in found.output
+        assert "`renkei audit verify` says which): replayed" in found.output
+        assert "(identical)" in found.output and "which it did not log" not in found.output
 
 
 async def test_recommit_on_a_topic_its_retention_emptied_accounts_for_its_end(
