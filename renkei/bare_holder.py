@@ -13,7 +13,7 @@ from broker.clients import KafkaAccess
 from renkei import bare
 from renkei.bare import BareMessage, Sizes
 from renkei.envelope import Send
-from renkei.scenario import Exchange
+from renkei.exchanges import Exchange
 from renkei.service_loop import deliver, producer_for, serving
 from schemas.messages import FOUND
 

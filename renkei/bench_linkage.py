@@ -34,6 +34,7 @@ from holders.client import HolderClient
 from renkei import (
     bench_capacity,
     bench_plan,
+    bench_planning,
     bench_report,
     groups,
     machine_profile,
@@ -160,8 +161,8 @@ async def prepare(built: town.Town, seed: int) -> Plan:
     async with scenario.started_clients() as clients:
         seconds = await scenario.bind_all(clients)
         click.echo(f"  bound the town's records in {seconds:.1f}s")
-        jobs = bench_plan.jobs(built, clients, seed)
-        plan = Plan(jobs, await bench_plan.measure_sizes(clients, jobs))
+        jobs = bench_planning.jobs(built, clients, seed)
+        plan = Plan(jobs, await bench_planning.measure_sizes(clients, jobs))
     plan.save(bench_plan.default_path())
     return plan
 

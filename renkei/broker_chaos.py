@@ -21,7 +21,7 @@ from broker import cluster as cluster_store
 from broker import process, provision
 from broker.ports import free_port_block
 from holders.client import HolderClient, NotSentYet
-from renkei import scenario, town
+from renkei import exchanges, scenario, town
 from renkei.chaos_check import Checked, checked, with_checked
 from renkei.state import held, state_folder
 
@@ -131,13 +131,13 @@ def _victim() -> tuple[int, str, int]:
 
 
 async def _send_steadily(clients: dict[str, HolderClient],
-                         jobs: list[tuple[scenario.Exchange, str]], rate: float,
+                         jobs: list[tuple[exchanges.Exchange, str]], rate: float,
                          seconds: float, bound: float) -> list[_Sent]:
     """Requests at `rate` per second for `seconds`, each waited for up to `bound` seconds."""
     sent: list[_Sent] = []
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(exchange: scenario.Exchange, own: str) -> None:
+    async def one(exchange: exchanges.Exchange, own: str) -> None:
         client = clients[exchange.requester]
         entry = _Sent(None, time.monotonic())
         sent.append(entry)

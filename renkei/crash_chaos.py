@@ -31,7 +31,7 @@ from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.server import KEY_IN_USE, STORE_BUSY, Address, address_file, recorded
 from holders.store import SENT
-from renkei import scenario, town
+from renkei import exchanges, scenario, town
 from renkei.chaos_check import Checked, checked, with_checked
 from renkei.crashes import Watch
 from renkei.state import held, state_folder
@@ -101,7 +101,7 @@ async def start_server(procs: town.Processes, holder: str, within: float = 60.0)
 
 @dataclass
 class _Sent:
-    exchange: scenario.Exchange
+    exchange: exchanges.Exchange
     request_id: str
     sent_at: float
     status: str = UNANSWERED
@@ -145,7 +145,7 @@ class Load:
         self.never_accepted: Counter[str] = Counter()
         self.refused = 0
 
-    async def one(self, exchange: scenario.Exchange, own: str, give_up: float) -> None:
+    async def one(self, exchange: exchanges.Exchange, own: str, give_up: float) -> None:
         staff, terminal = scenario.staff(exchange.requester)
         body = {"own_number": own, "pattern_id": exchange.pattern, "provider": exchange.provider,
                 "data_type": exchange.data_type, "purpose": exchange.purpose,
@@ -311,7 +311,7 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         async with scenario.started_clients() as clients:
             await scenario.bind_all(clients)
             jobs = scenario.lawful_jobs(clients, built, seed)
-        holders = sorted({h for e in scenario.LAWFUL for h in (e.requester, e.provider)})
+        holders = sorted({h for e in exchanges.LAWFUL for h in (e.requester, e.provider)})
         servers = {h: await start_server(procs, h) for h in holders}
         watch = Watch.of(procs)
         since = datetime.now(UTC)

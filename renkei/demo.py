@@ -17,8 +17,9 @@ from holders.client import HolderClient
 from holders.samples import SAMPLES
 from processors.access_log import ANSWER
 from renkei import scenario, town
+from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
 from renkei.options import residents_option
-from renkei.scenario import Exchange, Run
+from renkei.scenario import Run
 from renkei.state import state_dir
 
 
@@ -48,9 +49,9 @@ def _exchange_table(run: Run) -> None:
     by_exchange: dict[Exchange, Counter[str]] = {}
     for exchange, outcome, _ in run.done:
         by_exchange.setdefault(exchange, Counter())[outcome.status] += 1
-    for exchange in scenario.LAWFUL + scenario.UNLAWFUL:
+    for exchange in LAWFUL + UNLAWFUL:
         counts = by_exchange.get(exchange, Counter())
-        lawful = "lawful  " if exchange in scenario.LAWFUL else "UNLAWFUL"
+        lawful = "lawful  " if exchange in LAWFUL else "UNLAWFUL"
         click.echo(f"  {lawful} {exchange.requester:15} → {exchange.provider:15} "
                    f"{exchange.pattern:5} {exchange.data_type:21} "
                    + ", ".join(f"{status} {n}" for status, n in counts.most_common()))
@@ -98,7 +99,7 @@ def _platform_log(label: str, logged: list[AccessLogEvent]) -> None:
 
 
 def _figures(run: Run) -> None:
-    lawful = [s for e, o, s in run.done if e in scenario.LAWFUL and o.status == "FOUND"]
+    lawful = [s for e, o, s in run.done if e in LAWFUL and o.status == "FOUND"]
     ms = sorted(s * 1000 for s in lawful)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     click.echo(f"  {len(run.done)} requests in {run.seconds:.1f}s = "
@@ -112,7 +113,7 @@ async def _rekeying(clients: dict[str, HolderClient], built: town.Town, unit: st
     click.echo(f"  the operator moved unit {unit!r} to key epoch {epoch} (`renkei keys rekey "
                f"{unit}`); its holders re-keyed by themselves, {seconds:.1f}s from the command: "
                + ", ".join(f"{m} {bound[m]} link codes" for m in members))
-    for exchange in scenario.LAWFUL:
+    for exchange in LAWFUL:
         if {exchange.requester, exchange.provider} & set(members):
             own = scenario.people(clients[exchange.requester], built, exchange)[0]
             outcome = await scenario.round_trip(clients[exchange.requester], exchange, own, 30)

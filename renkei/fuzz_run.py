@@ -19,7 +19,7 @@ from broker import acls, config, topics
 from broker.clients import KafkaAccess
 from holders.client import INBOX_MESSAGES, HolderClient
 from processors import patterns
-from renkei import fuzz_plan, groups, scenario
+from renkei import exchanges, fuzz_plan, groups, scenario
 from renkei.crashes import Watch
 from renkei.fuzz_match import Answer, match
 from renkei.fuzz_plan import Bad, Captured
@@ -93,7 +93,7 @@ def vocabulary(clients: dict[str, HolderClient]) -> Vocabulary:
 
 
 async def capture(clients: dict[str, HolderClient], built: Town, seed: int, bind: bool,
-                  warm_up: int) -> tuple[Captured, list[tuple[scenario.Exchange, str]]]:
+                  warm_up: int) -> tuple[Captured, list[tuple[exchanges.Exchange, str]]]:
     """Real outbox traffic (binding, if `bind`, and `warm_up` lawful round trips): what the
     byte mutations start from; and the lawful jobs left for the run."""
     senders = sorted(clients)
@@ -151,7 +151,7 @@ class _Lawful:
     ids: set[str] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def start(self, clients: dict[str, HolderClient], exchange: scenario.Exchange,
+    def start(self, clients: dict[str, HolderClient], exchange: exchanges.Exchange,
               own: str) -> None:
         async def one() -> None:
             client = clients[exchange.requester]
@@ -166,7 +166,7 @@ class _Lawful:
 
 
 async def send_all(clients: dict[str, HolderClient], bad: Sequence[Bad],
-                   jobs: Sequence[tuple[scenario.Exchange, str]], lawful_every: int,
+                   jobs: Sequence[tuple[exchanges.Exchange, str]], lawful_every: int,
                    inboxes: _Inboxes, lawful: _Lawful) -> float:
     """The corpus, a lawful request every `lawful_every` bad messages; the seconds sending took.
     Sending waits while too many answers are due but unread."""

@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import Protocol
 
 import click
-import numpy as np
 
-from holders.client import HolderClient
-from holders.store import HolderStore, default_path
 from renkei import common_start
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_plan import default_path as default_plan
+from renkei.exchanges import LAWFUL, Exchange
 from renkei.options import NON_NEGATIVE, POSITIVE
-from renkei.scenario import LAWFUL, Exchange, staff
 from renkei.service_loop import stop_on_signals, unless_stopped
 
 SHED = "SHED"  # not sent: too many of this holder's requests were outstanding
@@ -43,27 +40,6 @@ class Side(Protocol):
                          within: float) -> tuple[str, str]:
         """Send one request and wait for its outcome: (request id, status)."""
         ...
-
-
-class RenkeiHolder:
-    """A holder on Renkei: the holder library on the holder's own store."""
-
-    def __init__(self, holder: str) -> None:
-        self.client = HolderClient(holder, HolderStore(default_path(holder)))
-
-    async def start(self) -> None:
-        await self.client.start()
-
-    async def stop(self) -> None:
-        await self.client.stop()
-        self.client.store.close()
-
-    async def round_trip(self, exchange: Exchange, own_number: str,
-                         within: float) -> tuple[str, str]:
-        request_id = await self.client.request(
-            own_number, exchange.pattern, exchange.provider, exchange.data_type,
-            exchange.purpose, *staff(exchange.requester))
-        return request_id, (await self.client.outcome(request_id, within)).status
 
 
 class Records:
@@ -84,6 +60,8 @@ class Records:
 
     def save(self, path: Path) -> None:
         """With wall-clock send times."""
+        import numpy as np  # only once the load is done: not in a holder's start (~0.1 s)
+
         to_wall = time.time() - time.monotonic()
         np.savez(path, sent=np.array(self.started) + to_wall, latency=np.array(self.latency),
                  status=np.array(self.status, dtype="U12"),
@@ -201,6 +179,15 @@ async def _from_the_start(side: Side, jobs: list[tuple[Exchange, str]], load: Lo
     return await load(side, itertools.cycle(jobs), time.monotonic() + start_at - time.time())
 
 
+def side_of(holder: str, plan: Plan, baseline: bool) -> Callable[[], Side]:
+    """How to make the holder: bare, or on Renkei (the holder library, imported only then)."""
+    if baseline:
+        return partial(BareHolder, holder, plan.sizes)
+    from renkei.renkei_holder import RenkeiHolder  # ~0.2 s of imports a bare holder is spared
+
+    return partial(RenkeiHolder, holder)
+
+
 @click.command("holder", hidden=True)
 @click.argument("holder")
 @click.option("--rate", type=NON_NEGATIVE, default=0.0,
@@ -224,8 +211,7 @@ def holder_command(holder: str, rate: float, flat_out: bool, in_flight: int, sec
     """One holder under load (internal: started by `renkei bench linkage`)."""
     plan = Plan.load(plan_path or default_plan())
     jobs = [(LAWFUL[i], own) for i, own in plan.jobs.get(holder, [])]
-    make_side: Callable[[], Side] = (partial(BareHolder, holder, plan.sizes) if baseline
-                                     else partial(RenkeiHolder, holder))
+    make_side = side_of(holder, plan, baseline)
 
     async def load(side: Side, cycle: Iterator[tuple[Exchange, str]], start: float) -> Records:
         if flat_out:

@@ -1,4 +1,4 @@
-"""The demo's exchanges: lawful ones between the sample holders, and a few unlawful ones; and a
+"""The demo's exchanges run by the sample holders' libraries (binding, requests, outcomes); and a
 link-code unit moved to a new key epoch."""
 
 from __future__ import annotations
@@ -15,37 +15,10 @@ from holders.client import HolderClient, NotAuthorized
 from holders.samples import SAMPLES
 from holders.store import HolderStore, Request, default_path
 from processors import directory
+from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
 
 if TYPE_CHECKING:  # the town (its provisioning, the registry's tickets) only for those given one
     from renkei.town import Town
-
-
-@dataclass(frozen=True)
-class Exchange:
-    requester: str
-    pattern: str
-    provider: str
-    data_type: str
-    purpose: str
-    limit: int | None = None
-
-
-LAWFUL = (
-    Exchange("nenkin", "P-037", "sakura-town", "local_tax", "国民年金保険料の免除審査"),
-    Exchange("sakura-kodomo", "P-074", "sakura-town", "local_tax", "児童手当の所得審査"),
-    Exchange("sakura-kodomo", "P-074", "sakura-town", "resident_record", "児童手当の世帯確認"),
-    Exchange("sakura-town", "P-027", "nenkin", "pension_benefit", "介護保険料の特別徴収"),
-    Exchange("sakura-town", "P-016", "sakura-hospital", "vaccination_record", "予防接種歴の確認"),
-    Exchange("sakura-hospital", "P-120", "acme-kenpo", "insurance_eligibility", "資格確認"),
-    Exchange("acme-kenpo", "P-002", "sakura-town", "local_tax", "高額療養費の所得区分"),
-)
-UNLAWFUL = (
-    Exchange("sakura-hospital", "P-120", "sakura-town", "local_tax", "病院が住民税を照会", 2),
-    Exchange("acme-kenpo", "P-002", "nenkin", "pension_benefit", "健保組合が年金を照会", 2),
-    Exchange("sakura-kodomo", "P-075", "sakura-town", "local_tax", "廃止された特例給付", 2),
-    Exchange("nenkin", "P-037", "sakura-town", "resident_record", "改正で外れた住民票情報", 2),
-    Exchange("nenkin", "P-999", "sakura-town", "local_tax", "存在しないパターン", 1),
-)
 
 
 @asynccontextmanager

@@ -370,21 +370,33 @@ def test_a_benchmark_in_the_state_folder_of_one_running_is_refused(tmp_path: Pat
         pass
 
 
+def _loaded(script: str) -> set[str]:
+    """The modules a fresh interpreter has imported once it has run `script`."""
+    script += "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, cwd=Path(__file__).parent.parent)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
 def test_a_benchmark_holder_imports_no_faker_town_or_other_benchmark() -> None:
     """A holder that `bench linkage` starts for each point imports what it runs alone: not the
     registry's generator (Faker's word lists), the town, the linkage's driver or the other
-    benchmarks (~0.1 s of its cold start, idle)."""
-    script = ("import json, sys\n"
-              "from renkei.cli import main\n"
-              "main(['bench', 'holder', '--help'], standalone_mode=False)\n"
-              "print(json.dumps(sorted(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
-                         text=True, cwd=Path(__file__).parent.parent)
-    loaded = set(json.loads(out.stdout.splitlines()[-1]))
-    assert {"renkei.load", "renkei.bare_holder", "holders.client"} <= loaded
+    benchmarks (~0.1 s of its cold start, idle); a baseline holder not the holder library or
+    numpy either (~0.3 s), a Renkei holder the library once it is chosen."""
+    sides = ("from renkei.cli import main\n"
+             "main(['bench', 'holder', '--help'], standalone_mode=False)\n"
+             "from renkei.bare import Sizes\n"
+             "from renkei.bench_plan import Plan\n"
+             "from renkei.load import side_of\n"
+             "side_of('sakura-town', Plan({}, Sizes(1, 1, 1, 1)), baseline=")
+    bare, on_renkei = _loaded(sides + "True)"), _loaded(sides + "False)")
+    assert {"renkei.load", "renkei.bare_holder"} <= bare
     unused = {"faker", "registry.generate", "renkei.town", "renkei.bench_linkage",
               "audit.bench", "processors.bench_codes"}
-    assert unused & loaded == set()
+    assert unused & on_renkei == set()
+    library = {"holders.client", "holders.store", "renkei.scenario", "numpy"}
+    assert (unused | library) & bare == set()
+    assert {"renkei.renkei_holder", "holders.client"} <= on_renkei
 
 
 def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from audit.store import AuditStore
 from audit.store import default_path as audit_path
 from holders.server import Address
 from holders.store import HolderStore, default_path
-from renkei import chaos_check, chaos_cli, crash_cli, scenario
+from renkei import chaos_check, chaos_cli, crash_cli, exchanges
 from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import Asked, Checked, Logged, asked_since, check, checked, holder_stores
 from renkei.crash_chaos import ASKS_AGAIN, NOT_ACCEPTED, CrashChaos, Load
@@ -209,7 +209,7 @@ async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -
     names = ("ok", "broken", "unbound", "rekeying", "stuck", "importing", "jammed")
     servers = {h: Address(f"http://127.0.0.1:{port}/{h}", "t") for h in names}
     servers["gone"] = Address("http://127.0.0.1:1/gone", "t")
-    exchange = scenario.LAWFUL[0]
+    exchange = exchanges.LAWFUL[0]
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
             load = Load(http, servers)

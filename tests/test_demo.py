@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from broker import process
 from registry.store import RegistryStore
-from renkei import scenario
+from renkei import exchanges
 from renkei.demo import demo
 from renkei.state import STATE_ENV
 from tests.kafka_helpers import free_port_pair, renkei, said_in_one_line
@@ -34,7 +34,7 @@ def _exchange_rows(out: str) -> dict[tuple[str, ...], str]:
     return rows
 
 
-def _key(exchange: scenario.Exchange) -> tuple[str, ...]:
+def _key(exchange: exchanges.Exchange) -> tuple[str, ...]:
     return exchange.requester, exchange.provider, exchange.pattern, exchange.data_type
 
 
@@ -62,10 +62,10 @@ def test_the_demo_binds_a_town_exchanges_and_tells_each_step_in_the_papers_order
     assert at == sorted(at), out
     assert -1 not in at, out
     rows = _exchange_rows(out)
-    for exchange in scenario.LAWFUL:  # approved, and most people found at their provider
+    for exchange in exchanges.LAWFUL:  # approved, and most people found at their provider
         row = rows[_key(exchange)]
         assert row.startswith("FOUND") and "REJECTED" not in row, row
-    for exchange in scenario.UNLAWFUL:  # every one refused by the platform, none answered
+    for exchange in exchanges.UNLAWFUL:  # every one refused by the platform, none answered
         row = rows[_key(exchange)]
         assert row == f"REJECTED {exchange.limit}", row
     steps = _steps_told(out)

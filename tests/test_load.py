@@ -20,8 +20,8 @@ from renkei import bench_point, common_start
 from renkei import load as holder_load
 from renkei.bare import Sizes
 from renkei.bench_plan import Plan
+from renkei.exchanges import LAWFUL, Exchange
 from renkei.load import TICK, Loading, Records, Side, closed_loop, open_loop, run
-from renkei.scenario import LAWFUL, Exchange
 
 
 class Instant:

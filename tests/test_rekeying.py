@@ -20,7 +20,8 @@ from holders.store import HolderStore
 from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
 from registry.residents import FourAttributes
-from renkei.scenario import LAWFUL, answerable, people, rekeyed, round_trip
+from renkei.exchanges import LAWFUL
+from renkei.scenario import answerable, people, rekeyed, round_trip
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
