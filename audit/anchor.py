@@ -34,6 +34,7 @@ from schemas.codec import CODEC, SchemaError
 log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
 ASK_AGAIN = 0.5
+HEAD_SECONDS = 10.0  # the consumer's head period unless `audit run --head-seconds` says
 UNHELD_KEPT = 100_000  # heads the store did not hold kept for the next check (~50 MB) at most
 
 # the store's report against the heads and the commit it is given (AuditStore.verify_outside,

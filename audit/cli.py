@@ -34,7 +34,7 @@ from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
 from renkei import personal_input
-from renkei.options import LOGLEVEL, NON_NEGATIVE
+from renkei.options import LOGLEVEL, NON_NEGATIVE, POSITIVE
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
@@ -362,14 +362,17 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 @audit_cli.command()
 @store_option
 @instance_option
+@click.option("--head-seconds", type=POSITIVE, default=anchor.HEAD_SECONDS, show_default=True,
+              help="how often a head is signed and anchored (when entries came): the newest "
+                   "entries only the consumer's commit vouches for are at most this old")
 @LOGLEVEL
-def run(db: str | None, instance: str, loglevel: str) -> None:
+def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> None:
     """Consume the audit topic into the store (exactly once per event), sign heads, detect."""
     from audit.consumer import main
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
     with open_store(db, create=True) as store:
-        asyncio.run(main(store, instance))
+        asyncio.run(main(store, instance, head_seconds))
 
 
 @audit_cli.command()

@@ -37,7 +37,6 @@ from renkei.tasks import beside, cancelled
 from schemas.codec import CODEC
 
 log = logging.getLogger(__name__)
-HEAD_SECONDS = 10.0
 GATHER_MS = 250  # each batch is one transaction of the store: fewer, fuller ones cost less
 
 
@@ -84,9 +83,9 @@ def resumed(store: AuditStore, rules: Rules) -> Detector:
     return detector
 
 
-async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, instance: str = "1",
-              rules: Rules | None = None) -> None:
-    """Consume until `stop` is set; sign a head every HEAD_SECONDS if entries came, and anchor
+async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_seconds: float,
+              instance: str = "1", rules: Rules | None = None) -> None:
+    """Consume until `stop` is set; sign a head every `head_seconds` if entries came, and anchor
     it on the heads topic (and the last one at the stop); note the tree's size and root with
     each commit of offsets, which the broker keeps out of the store's reach too. LostEntries,
     and no going on, if the store lost entries of the last commit (at the start) or any this
@@ -107,8 +106,8 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
 
     async def sign_heads() -> None:
         while True:
-            await asyncio.sleep(HEAD_SECONDS)
-            await anchor.publish(store.head(), HEAD_SECONDS)
+            await asyncio.sleep(head_seconds)
+            await anchor.publish(store.head(), head_seconds)
 
     signing: asyncio.Task[None] | None = None
     try:
@@ -128,6 +127,6 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, insta
             await alerts.stop()
 
 
-async def main(store: AuditStore, instance: str) -> None:
+async def main(store: AuditStore, instance: str, head_seconds: float) -> None:
     """The `audit run` process: until SIGTERM or SIGINT."""
-    await run(store, KafkaAccess.of(acls.AUDIT), stop_on_signals(), instance)
+    await run(store, KafkaAccess.of(acls.AUDIT), stop_on_signals(), head_seconds, instance)

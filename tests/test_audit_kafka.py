@@ -34,9 +34,15 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from audit.anchor import AnchorCheck, Verify, anchored_heads, consumer_commit, noted_commit
+from audit.anchor import (
+    HEAD_SECONDS,
+    AnchorCheck,
+    Verify,
+    anchored_heads,
+    consumer_commit,
+    noted_commit,
+)
 from audit.cli import audit_cli
-from audit.consumer import HEAD_SECONDS
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
@@ -64,6 +70,7 @@ from tests.test_linkage import ask, bound
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 LOAD, REPEATS = 20_000, 500
 CUT = 40  # newest entries an intruder deletes, with their heads
+NEXT_HEAD = 5.0  # seconds to a consumer's head: a test appends and cuts its store before it
 SEVEN_YEARS_MS = 7 * (365 * 86_400_000 + 6 * 3_600_000)
 
 
@@ -344,11 +351,18 @@ async def reaching(size: Callable[[], Awaitable[int]], wanted: int, within: floa
         await asyncio.sleep(0.2)
 
 
+def head_just_anchored(platform: Processes, head_seconds: float = HEAD_SECONDS) -> None:
+    """The consumer restarted: stopping, it anchors a head of all it appended (not waited for,
+    up to a head period); started again, it signs its next one `head_seconds` after its start."""
+    platform.stop("audit")
+    platform.start("audit", "audit", "run", "--head-seconds", str(head_seconds))
+
+
 async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_the_commit(
         platform: Processes, live: AuditStore, tmp_path: Path) -> None:
     """`audit verify` and the oversight console's check alike: the same check of the store."""
     await appended(live, CUT)
-    await reaching(anchored_size, live.size())  # a head just anchored: the next one in 10 s
+    head_just_anchored(platform)  # the next head in 10 s
     await appended(live, 2 * CUT)
     size = live.size()
     await reaching(committed_size, size)
@@ -396,7 +410,7 @@ async def test_the_consumer_does_not_go_on_over_entries_deleted_from_its_store(
         platform: Processes, live: AuditStore, tmp_path: Path) -> None:
     """Appended after the gap and committed, new entries would hide it from `verify`."""
     await appended(live, CUT)
-    await reaching(anchored_size, live.size())  # a head just anchored: the next one in 10 s
+    head_just_anchored(platform)  # the next head in 10 s
     await appended(live, 2 * CUT)
     size, anchored = live.size(), await anchored_size()
     await reaching(committed_size, size)
@@ -428,7 +442,7 @@ async def test_the_consumer_stops_at_a_head_over_entries_deleted_while_no_event_
         platform: Processes, live: AuditStore, tmp_path: Path) -> None:
     """The head it signs next meets the gap: it stops then, in one line, not at the next batch."""
     await appended(live, CUT)
-    await reaching(anchored_size, live.size())
+    head_just_anchored(platform, NEXT_HEAD)
     await appended(live, 2 * CUT)
     size, anchored = live.size(), await anchored_size()
     await reaching(committed_size, size)
@@ -436,7 +450,7 @@ async def test_the_consumer_stops_at_a_head_over_entries_deleted_while_no_event_
     end, said = await asyncio.to_thread(audit_end), log_of("audit").stat().st_size
     truncate(f"sqlite:///{default_path()}", anchored)  # while the consumer runs, idle
     try:
-        code, last = await asyncio.to_thread(exited, platform, "audit", 3 * HEAD_SECONDS)
+        code, last = await asyncio.to_thread(exited, platform, "audit", 3 * NEXT_HEAD)
         came = await asyncio.to_thread(audit_end) - end
         with log_of("audit").open() as logged:
             logged.seek(said)
