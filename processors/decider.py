@@ -23,8 +23,9 @@ partition's owner, before its record is written and the offset of the holder's m
 committed), and a crash before then makes the event itself come again; so a later copy of it has
 nothing left to do. Timeouts and forgetting (Sweep events) are decided only as they are read back
 from the topic, never at once, and so is any event of a request pending past its deadline, settled
-(to be forgotten) or with answers held (refused once forgotten): every owner replaying a partition
-decides a timeout, the forgetting and an answer in the same order.
+(to be forgotten) or with answers held (refused once forgotten), and an answer to a request not
+known (held as long as the next sweep says): every owner replaying a partition decides a timeout,
+the forgetting and an answer in the same order.
 """
 
 from __future__ import annotations
@@ -524,17 +525,20 @@ class Decider:
                 self.deadlines.settle(request_id)
         return decision.effects if effects else []
 
-    def in_order(self, partition: int, request_id: str, now: datetime) -> bool:
+    def in_order(self, partition: int, request_id: str, event: object, now: datetime) -> bool:
         """Whether an event of the request is to be decided in the topic's order, as a sweep is,
         not at once: a sweep on its way (or made before the event's record lands) may change
         what it decides, as the request is pending past its deadline (by `now`, or by our sweep
         of its partition on its way: it may be timing it out), settled (a sweep may forget it,
-        its id then free) or with answers held (a sweep may refuse them, forgotten)."""
+        its id then free) or with answers held (a sweep may refuse them, forgotten); or as the
+        event, not a request's, is an answer to a request not known (held as long as the next
+        sweep says)."""
         states = self.states[partition]
         state = states.pending.get(request_id)
         if state is not None:
             return state.deadline <= max(now, self._swept.get(partition, now))
-        return request_id in states.settled or request_id in states.held
+        return (request_id in states.settled or request_id in states.held
+                or not isinstance(event, Pending))
 
     def sweeps(self, now: datetime) -> list[Send]:
         """Sweep events for the partitions with deadlines passed or requests to forget."""

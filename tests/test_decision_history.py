@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -394,6 +395,42 @@ async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_i
     assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
     held = [owner.decider.states[decisions.partition].get("r-1") for owner in (first, second)]
     assert isinstance(held[0], RequestState) and held[1] == held[0], "r-1 pending for both"
+
+
+async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner held at once an answer to a request it did not know, while its sweep (timing
+    another answer held) was on its way, landing first: the owner kept the answer as long as that
+    sweep said, and refused it to its provider at a later sweep; the next owner (the first crashed
+    before committing) read the sweep before the answer, kept it as long as that later sweep said,
+    and did not refuse it then (a request coming meanwhile it would have answered with it). An
+    answer to a request not known is decided in the topic's order."""
+    decisions = _Decisions(ctx, monkeypatch)
+    start = datetime.now(UTC).replace(microsecond=0)
+    try:
+        first = decisions.owner(committed=0)
+        first.broker_time.read([appended(start)])
+        decisions.land([decider.to_decider("r-15", replace(_answer(), request_id="r-15"))], start)
+        committed = decisions.read(first, 0)  # r-15: of r-1's partition
+        swept = decisions.sent(first.due())
+        assert swept, "a sweep timing the answer held for r-15 is on its way"
+        effects, decided = first._at_once([decider.to_decider("r-1", _answer())], start, ctx)
+        decisions.land(swept + decisions.sent(effects) + decided, start)
+        read = decisions.read(first, committed)
+        later = decider.forgotten_at(_pending(ctx, received=start), ctx) + timedelta(seconds=1)
+        first.broker_time.read([appended(later)])
+        told = len(decisions.told)
+        decisions.land(decisions.sent(first.due()), later)
+        decisions.read(first, read)
+        first_told, told = _about(decisions.told[told:]), len(decisions.told)
+        second = decisions.owner(committed)
+        decisions.read(second, committed)
+    finally:
+        for instance in decisions.owners:
+            await instance.producer.stop()  # made with the instance, though never started here
+    assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
+    held = [owner.decider.states[decisions.partition].held.get("r-1") for owner in (first, second)]
+    assert held[1] == held[0], "the answer held as long by both"
 
 
 @pytest.mark.xfail(strict=True, reason=(
