@@ -23,9 +23,10 @@ partition's owner, before its record is written and the offset of the holder's m
 committed), and a crash before then makes the event itself come again; so a later copy of it has
 nothing left to do. Timeouts and forgetting (Sweep events) are decided only as they are read back
 from the topic, never at once, and so is any event of a request pending past its deadline, settled
-(to be forgotten) or with answers held (refused once forgotten), and an answer to a request not
-known (held as long as the next sweep says): every owner replaying a partition decides a timeout,
-the forgetting and an answer in the same order.
+(to be forgotten) or with answers held (refused once forgotten), an answer to a request not known
+(held as long as the next sweep says), and a request read near the time it may be forgotten (stale
+once a sweep forgets others received with it): every owner replaying a partition decides a
+timeout, the forgetting, a request and an answer in the same order.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from audit.events import EPOCH
@@ -68,6 +69,9 @@ DUPLICATE = "DUPLICATE_REQUEST"
 SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above its status bit
 SOURCE_BITS = (1 << SOURCE_WIDTH) - 1
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
+# how long a request decided at once may wait for its record to land, generously (its effects
+# acknowledged first): a sweep made meanwhile lands before it
+LANDING = timedelta(seconds=10)
 # the time Decider.rebuild hands Decider.handle, read by none: a rebuild makes no effects (they
 # already happened), and a Sweep is decided at its own time
 UNTIMED = EPOCH
@@ -269,6 +273,12 @@ def _forget_at(received: datetime, ctx: Context) -> datetime:
     longer than the replay window and clock skew), so no old ticket answers a new request under
     its id."""
     return max(ctx.stale_from(received), received + ctx.answer_timeout)
+
+
+def near_forgetting(ctx: Context) -> timedelta:
+    """How long after now (negative: before) falls the deadline of a request that may be
+    forgotten LANDING after now (forgotten_at is its deadline and a constant)."""
+    return UNTIMED + ctx.answer_timeout + LANDING - _forget_at(UNTIMED, ctx)
 
 
 def _settled(state: RequestState, status: str) -> Settled:
@@ -525,20 +535,23 @@ class Decider:
                 self.deadlines.settle(request_id)
         return decision.effects if effects else []
 
-    def in_order(self, partition: int, request_id: str, event: object, now: datetime) -> bool:
+    def in_order(self, partition: int, request_id: str, event: object, now: datetime,
+                 near: timedelta) -> bool:
         """Whether an event of the request is to be decided in the topic's order, as a sweep is,
         not at once: a sweep on its way (or made before the event's record lands) may change
         what it decides, as the request is pending past its deadline (by `now`, or by our sweep
         of its partition on its way: it may be timing it out), settled (a sweep may forget it,
         its id then free) or with answers held (a sweep may refuse them, forgotten); or as the
         event, not a request's, is an answer to a request not known (held as long as the next
-        sweep says)."""
+        sweep says), or is of a request whose deadline is `near` (near_forgetting) after that
+        time or sooner (a sweep forgetting others received with it makes it stale)."""
         states = self.states[partition]
+        latest = max(now, self._swept.get(partition, now))
         state = states.pending.get(request_id)
         if state is not None:
-            return state.deadline <= max(now, self._swept.get(partition, now))
+            return state.deadline <= latest
         return (request_id in states.settled or request_id in states.held
-                or not isinstance(event, Pending))
+                or not isinstance(event, Pending) or event.deadline <= latest + near)
 
     def sweeps(self, now: datetime) -> list[Send]:
         """Sweep events for the partitions with deadlines passed or requests to forget."""

@@ -15,8 +15,8 @@ the decider's topic; its record is written there after its effects are acknowled
 as decided, so that it is not decided again), for the next owner to rebuild from. Events for
 partitions other instances own go through the topic to them, as before, as do sweeps and the
 events a sweep may change the decision on (of a request past its deadline, settled or with answers
-held, and an answer to a request not known): any owner replaying the topic decides them in the same
-order.
+held, an answer to a request not known, a request near the time it may be forgotten): any owner
+replaying the topic decides them in the same order.
 """
 
 from __future__ import annotations
@@ -223,15 +223,17 @@ class Platform:
         """Decide here the decision events of partitions this instance owns: their effects
         join the others (access-log events in batches), and the events become records marked
         as decided. An event a sweep may change the decision on (of a request past its deadline,
-        settled or with answers held, and an answer to a request not known) goes through the
-        topic: the sweep may be on its way there, and is decided in the topic's order."""
+        settled or with answers held, an answer to a request not known, a request near the time
+        it may be forgotten) goes through the topic: the sweep may be on its way there, and is
+        decided in the topic's order."""
         effects: list[Send] = []
         decided: list[Send] = []
+        near = decider.near_forgetting(ctx)
         for item in out:
             partition = item.partition if item.topic == decider.DECISIONS else None
             mark = None if partition is None else self.at_once.get(partition)
             if (partition is None or mark is None
-                    or self.decider.in_order(partition, item.key or "", item.message, now)):
+                    or self.decider.in_order(partition, item.key or "", item.message, now, near)):
                 effects.append(item)
                 continue
             event = item.message if isinstance(item.message, DecisionEvent) else item.value

@@ -433,6 +433,42 @@ async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
     assert held[1] == held[0], "the answer held as long by both"
 
 
+async def test_a_request_read_near_its_forgetting_is_refused_as_stale_or_not_by_every_owner(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request read 2.5 minutes after it was received (after an outage), decided at once by the
+    owner while its sweep, forgetting a request received with it, was on its way and landed
+    first: the owner took it, pending; the next owner (the first crashed before committing) read
+    the sweep first and refused it as stale, marked decided (told nothing, kept nothing: never
+    timed out). A request that old is decided in the topic's order."""
+    decisions = _Decisions(ctx, monkeypatch)
+    received = datetime.now(UTC).replace(microsecond=0)
+    answered = replace(_pending(ctx, received=received), request_id="r-15")  # r-1's partition
+    try:
+        first = decisions.owner(committed=0)
+        first.broker_time.read([appended(received)])
+        decisions.land([decider.to_decider("r-15", m)
+                        for m in (answered, replace(_answer(), request_id="r-15"))], received)
+        committed = decisions.read(first, 0)
+        later = decider.forgotten_at(answered, ctx) + timedelta(seconds=1)
+        first.broker_time.read([appended(later)])
+        swept = decisions.sent(first.due())
+        assert swept, "a sweep forgetting r-15 is on its way"
+        told = len(decisions.told)
+        effects, decided = first._at_once([decider.to_decider("r-1", _pending(
+            ctx, received=received))], later, ctx)
+        decisions.land(swept + decisions.sent(effects) + decided, later)
+        decisions.read(first, committed)
+        first_told, told = _about(decisions.told[told:]), len(decisions.told)
+        second = decisions.owner(committed)
+        decisions.read(second, committed)
+    finally:
+        for instance in decisions.owners:
+            await instance.producer.stop()  # made with the instance, though never started here
+    assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
+    kept = [owner.decider.states[decisions.partition].get("r-1") for owner in (first, second)]
+    assert kept[1] == kept[0], "r-1 kept alike by both"
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "the owner decides its copy at once, before the other instance's copy it reads later but which "
     "lands first; the next owner, reading on from the same commit, dispatches that copy and takes "
