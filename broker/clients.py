@@ -172,11 +172,25 @@ async def started(client: Startable, access: KafkaAccess) -> None:
         return
 
 
-def logs_in(access: KafkaAccess) -> bool:
-    """Whether a broker of `access` lets its principal log in (or none answers), from code
-    that may run in an event loop already."""
+LOGINS_AT_ONCE = 32  # log-ins `refused` has in flight at once
+
+
+def refused(accesses: Sequence[KafkaAccess]) -> list[str]:
+    """The principals of `accesses` a broker refuses the log-in of (not one none answers),
+    asked LOGINS_AT_ONCE at a time in an event loop of their own (callers may be in one)."""
     with ThreadPoolExecutor(1) as worker:
-        return worker.submit(asyncio.run, _refusal(access)).result() is None
+        return worker.submit(asyncio.run, _refused(accesses)).result()
+
+
+async def _refused(accesses: Sequence[KafkaAccess]) -> list[str]:
+    at_once = asyncio.Semaphore(LOGINS_AT_ONCE)
+
+    async def refusal(access: KafkaAccess) -> KafkaError | None:
+        async with at_once:
+            return await _refusal(access)
+
+    refusals = await asyncio.gather(*map(refusal, accesses))
+    return [a.principal for a, why in zip(accesses, refusals, strict=True) if why is not None]
 
 
 async def _refusal(access: KafkaAccess) -> KafkaError | None:

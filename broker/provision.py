@@ -29,7 +29,7 @@ from confluent_kafka.admin import (
 
 from broker import acls, cluster, config, credentials, in_force, topics
 from broker.acls import Grant
-from broker.clients import KafkaAccess, logs_in, reachable
+from broker.clients import KafkaAccess, reachable, refused
 from broker.credentials import Credentials
 from broker.topics import TopicSpec
 
@@ -178,7 +178,7 @@ def _ensure_configs(admin: AdminClient, specs: list[TopicSpec], report: Report) 
 
 def ensure_principal(admin: AdminClient, creds: Credentials, report: Report) -> None:
     """The principal and its password, returned once every broker lets it log in."""
-    _in_force_once(partial(_principal, admin, creds, report))
+    _in_force_once(partial(_principals, admin, [creds], report))
 
 
 def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
@@ -187,33 +187,40 @@ def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
     _in_force_once(partial(_grants, admin, principal, grants, report))
 
 
-def _known(admin: AdminClient, username: str) -> bool:
-    """Whether the broker has SCRAM credentials for `username`."""
-    described = admin.describe_user_scram_credentials([username])
+def _known(admin: AdminClient, usernames: list[str]) -> set[str]:
+    """Those of `usernames` the broker has SCRAM credentials for, asked in one request."""
+    described = admin.describe_user_scram_credentials(usernames)
     assert isinstance(described, dict)  # one future per user asked for
-    try:
-        described[username].result(TIMEOUT)
-    except KafkaException as exc:
-        if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
-            return False
-        raise
-    return True
+    known = set()
+    for username, future in described.items():
+        try:
+            future.result(TIMEOUT)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+                continue
+            raise
+        known.add(username)
+    return known
 
 
-def _principal(admin: AdminClient, creds: Credentials, report: Report, made: _Made) -> None:
-    """The principal, its password the state folder's (set again if it was there, and said
-    reset if the broker had another)."""
-    known = _known(admin, creds.username)
-    if known and not logs_in(KafkaAccess(admin_access().bootstrap, creds)):
-        report.reset.append(creds.username)
+def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
+                made: _Made) -> None:
+    """The principals, their passwords the state folder's (set again for those there, and
+    said reset for those the broker had another of): those there asked to log in all at once
+    first, then every password set in one request."""
+    if not logins:
+        return
+    known = _known(admin, [creds.username for creds in logins])
+    bootstrap = admin_access().bootstrap
+    report.reset += refused([KafkaAccess(bootstrap, creds) for creds in logins
+                             if creds.username in known])
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-    upsert = UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
-    _wait(admin.alter_user_scram_credentials([upsert]))
-    made.logins.append(creds)
-    if known:
-        report.principals_there += 1
-    else:
-        report.principals.append(creds.username)
+    _wait(admin.alter_user_scram_credentials([
+        UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
+        for creds in logins]))
+    made.logins += logins
+    report.principals_there += len(known)
+    report.principals += [creds.username for creds in logins if creds.username not in known]
 
 
 def _bound(admin: AdminClient, principal: str, made: _Made) -> set[in_force.Entry]:
@@ -273,23 +280,35 @@ def registered_holder(holder: str) -> str:
 def add_holder(admin: AdminClient, holder: str, report: Report) -> Credentials:
     """A holder's principal, its inbox and outbox, and the ACLs that fence them, returned once
     every broker enforces them."""
-    return _in_force_once(partial(_holder, admin, holder, report))
+    return _in_force_once(lambda made: _holders(admin, [holder], report, made)[0])
 
 
 def add_holders(admin: AdminClient, holders: Iterable[str], report: Report) -> None:
     """Each of `holders` added as add_holder adds one, returned once every broker enforces them
-    all: one look for all, and the platform's ACL entries (which grow with each) asked once."""
-    _in_force_once(lambda made: [_holder(admin, h, report, made) for h in holders])
+    all: one look for all, their passwords set in one pass, and the platform's ACL entries
+    (which grow with each) asked once."""
+    _in_force_once(partial(_holders, admin, holders, report))
 
 
-def _holder(admin: AdminClient, holder: str, report: Report, made: _Made) -> Credentials:
-    holder_id(holder)
-    creds = credentials.issue(holder)
-    _principal(admin, creds, report, made)
+def _issued(holders: Iterable[str]) -> list[Credentials]:
+    """The credentials of each of `holders` (valid holder ids), issued if new."""
+    return [credentials.issue(holder_id(holder)) for holder in holders]
+
+
+def _holders(admin: AdminClient, holders: Iterable[str], report: Report,
+             made: _Made) -> list[Credentials]:
+    issued = _issued(holders)
+    _principals(admin, issued, report, made)
+    for creds in issued:
+        _fenced(admin, creds.username, report, made)
+    return issued
+
+
+def _fenced(admin: AdminClient, holder: str, report: Report, made: _Made) -> None:
+    """A holder's inbox and outbox, and the ACLs that fence them."""
     ensure_topics(admin, topics.holder_topics(holder), report)
     for principal, grants in acls.holder_grants(holder).items():
         _grants(admin, principal, grants, report, made)
-    return creds
 
 
 def registered_holders(admin: AdminClient) -> list[str]:
@@ -344,8 +363,10 @@ def _to_spec(admin: AdminClient) -> Report:
 
 def _spec(admin: AdminClient, report: Report, made: _Made) -> None:
     ensure_topics(admin, topics.platform_topics(), report)
+    holders = registered_holders(admin)
+    _principals(admin, [credentials.issue(s) for s in acls.SERVICES] + _issued(holders),
+                report, made)
     for service in acls.SERVICES:
-        _principal(admin, credentials.issue(service), report, made)
         _grants(admin, service, acls.SERVICE_GRANTS[service], report, made)
-    for holder in registered_holders(admin):
-        _holder(admin, holder, report, made)
+    for holder in holders:
+        _fenced(admin, holder, report, made)

@@ -26,7 +26,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from broker import in_force, provision, topics
+from broker import credentials, in_force, provision, topics
 from broker.acls import Grant
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
@@ -144,6 +144,19 @@ def test_a_password_reset_to_the_state_folders_is_said_in_the_report(broker: Clu
     assert [r.reset for r in reports] == [[], [name], []]
     assert f"passwords reset to the state folder's: {name}" in reports[1].lines()
     assert not any(new.password in line or old.password in line for line in reports[1].lines())
+
+
+def test_holders_added_at_once_name_only_the_one_whose_password_was_reset(
+        broker: Cluster) -> None:
+    """Holders added again in one run (their log-ins asked at once, their passwords set in one
+    request): only the one whose password the state folder changed is named as reset."""
+    admin, tag = admin_client(), secrets.token_hex(3)
+    holders = [f"batch-{tag}-{n}" for n in range(3)]
+    provision.add_holders(admin, holders, provision.Report())
+    credentials._path(holders[2]).unlink()  # a new password for it, issued by the next run
+    again = provision.Report()
+    provision.add_holders(admin, holders, again)
+    assert (again.reset, again.principals, again.principals_there) == ([holders[2]], [], 3)
 
 
 def test_grants_not_in_force_in_time_are_said_in_one_line(
