@@ -203,8 +203,7 @@ class Clock:
         the calendar not read, so one read near year 9999 is as old as it is); another by the
         timelines (`since`), ahead if none has reached it, or if the calendar cannot hold its
         span's end or its time now (near year 9999)."""
-        now = self.mark()
-        if now is not None and self.in_this_boot(mark):
+        if self.in_this_boot(mark) and (now := self.mark()) is not None:
             return _aged(now.elapsed - mark.elapsed, lasts)
         try:
             since, ends = self.since(read), read + lasts
