@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sqlite3
 import threading
 import time
@@ -73,6 +74,19 @@ async def ticking(clock: Callable[[], float] = time.monotonic,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def cpu_ticking() -> AsyncIterator[Ticker]:
+    """A ticker of the CPU time of the loop's longest step (time.thread_time, a tick of 0), the
+    garbage collector off meanwhile: its passes over the whole test session's heap are not what
+    is timed."""
+    gc.disable()
+    try:
+        async with ticking(time.thread_time, tick=0) as ticker:
+            yield ticker
+    finally:
+        gc.enable()
 
 
 @contextlib.contextmanager

@@ -4,11 +4,9 @@ answers and queries (a client on a store and state folder of its own, never star
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import re
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -64,7 +62,7 @@ from schemas.messages import (
     Ticket,
 )
 from tests.clock_helpers import appended, skewed
-from tests.loop_helpers import Deadline, locked, ticking
+from tests.loop_helpers import Deadline, cpu_ticking, locked, ticking
 
 HOLDER, STAFF, TERMINAL = "city-x", "staff-1", "city-x/terminal-1"
 REQUESTER = "city-y"
@@ -577,10 +575,7 @@ async def test_a_rekeying_of_many_bindings_does_not_stall_the_event_loop(
     asking and after, to see what moved), every query and answer in flight waiting: they are
     read a request's codes at a time, each asked once (the platform here answers at once,
     moving none: what an answer's codes cost is not timed here)."""
-    stale = [f"C{n:010d}" for n in range(200_000)]
-    with client.store.transaction():
-        client.store.db.executemany("INSERT INTO bindings VALUES (?, ?, '', 0, NULL)",
-                                    ((f"H-{code}", code) for code in stale))
+    stale = many_stale(client, 200_000)
     asked: list[str] = []
 
     async def ask(from_epoch: int, link_codes: list[str]) -> str:
@@ -592,13 +587,9 @@ async def test_a_rekeying_of_many_bindings_does_not_stall_the_event_loop(
         return request_id
 
     monkeypatch.setattr(client, "_ask_rekey", ask)
-    gc.disable()  # its passes over the whole test session's heap are not what is timed
-    try:
-        async with ticking(time.thread_time, tick=0) as ticker:
-            assert await client._rekey(1, within=5) == (0, 0)
-            stood_still = ticker.stood_still()
-    finally:
-        gc.enable()
+    async with cpu_ticking() as ticker:
+        assert await client._rekey(1, within=5) == (0, 0)
+        stood_still = ticker.stood_still()
     assert asked == stale
     assert stood_still < 0.04, stood_still
 
@@ -637,13 +628,9 @@ async def test_applying_a_rekeying_answer_does_not_stall_the_event_loop(
     longest step left its decoding, ~15 ms)."""
     stale = many_stale(client)
     request_id, answer = rekeying_of(client, stale)
-    gc.disable()  # its passes over the whole test session's heap are not what is timed
-    try:
-        async with ticking(time.thread_time, tick=0) as ticker:
-            await client._handle([answer])
-            stood_still = ticker.stood_still()
-    finally:
-        gc.enable()
+    async with cpu_ticking() as ticker:
+        await client._handle([answer])
+        stood_still = ticker.stood_still()
     rekeyed_once(client, request_id, stale)
     assert client.store.request(request_id).result == {  # type: ignore[union-attr]
         "converted": str(len(stale)), "investigated": "0", "epoch": "1"}
