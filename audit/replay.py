@@ -282,22 +282,29 @@ def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEv
     the topic's start, or one it left out as older than its cutoff (_left_out), which the audit
     consumer did not append. If it holds none of them, its retention purged them all: from the
     serial of the first one's purged entry."""
-    new = new_events(target, items)
-    leaves = {id(event): leaf for event, leaf in items}
-    fresh = [held.get(event.event_id) for event in new]
+    new = _new_items(target, items)
+    fresh = [held.get(event.event_id) for event, _ in new]
     known = [serial for serial in fresh if serial is not None]
     if known:
         serial = max(known)
-        for event, before in reversed(list(zip(new, fresh, strict=True))[:fresh.index(serial)]):
-            if before is None and _left_out(live, event, leaves[id(event)], serial, cutoffs):
+        for (event, leaf), before in reversed(
+                list(zip(new, fresh, strict=True))[:fresh.index(serial)]):
+            if before is None and _left_out(live, event, leaf, serial, cutoffs):
                 continue
             if before is None or before >= serial - 1:
                 serial -= 1
-    elif new and (purged := live.purged_serial(leaves[id(new[0])])) is not None:
+    elif new and (purged := live.purged_serial(new[0][1])) is not None:
         serial = purged
     else:
         return
     report.beyond, report.aligned = max(0, serial - target.size()), True
+
+
+def _new_items(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]]
+               ) -> list[tuple[AccessLogEvent, bytes]]:
+    """The items of the events `target` does not hold yet (new_events), each with its bytes."""
+    leaves = {id(event): leaf for event, leaf in items}
+    return [(event, leaves[id(event)]) for event in new_events(target, items)]
 
 
 def _cutoff_at(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime | None:
@@ -313,10 +320,9 @@ def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogE
     logged): each copy of one is left out; and how many as old it holds all the same, its leaf
     at the serial they take theirs (a purge left their entries)."""
     size, left, held_old = beyond + target.size(), set(), 0
-    leaves = {id(event): leaf for event, leaf in items}
-    for event in new_events(target, items):
+    for event, leaf in _new_items(target, items):
         if beyond_retention(event, _cutoff_at(cutoffs, size)):
-            if not _logged_at(live, size, leaves[id(event)]):
+            if not _logged_at(live, size, leaf):
                 left.add(event.event_id)
                 continue
             held_old += 1
