@@ -431,8 +431,9 @@ class AuditStore:
             self._db.close()
 
     def interrupt(self) -> None:
-        """Stop the statement running on the connection now (called from any thread): it
-        raises its engine's error; with none running, nothing happens."""
+        """Stop the statement running on the connection now (called from any thread, not the
+        event loop's: a reader's is sent again until that statement's execute has returned,
+        audit.sql.Stoppable): it raises its engine's error; with none running, nothing happens."""
         self._db.interrupt()
 
     def stopped_by(self, stop: threading.Event) -> None:

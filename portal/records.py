@@ -69,7 +69,8 @@ class _Opened:
 
     def interrupt(self) -> None:
         """The statement its thread runs now stopped (its read ends in the engine's error),
-        off the event loop: PostgreSQL's cancel waits on its server (up to 30 s)."""
+        off the event loop: PostgreSQL's cancel waits on its server (up to 30 s), and the
+        interrupt is sent again until the statement has returned (audit.sql.Stoppable)."""
         if self._store is not None:
             self._interrupting = asyncio.get_running_loop().run_in_executor(
                 None, self._interrupt, self._store)
