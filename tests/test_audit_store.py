@@ -870,6 +870,23 @@ def test_a_statement_is_interrupted_from_another_thread(db: str) -> None:
         assert connection.execute("SELECT 1").fetchone() == (1,)
 
 
+def held_past_its_check(reads: Stoppable, passed: threading.Event,
+                        statement: str | None = None) -> None:
+    """Each statement of `reads` (or `statement` only) held once past its check, `passed` set,
+    until its read is stopped and 0.1 s more: its interrupt sent meanwhile, to no statement
+    yet (the engine's has not started)."""
+    check = reads.check
+
+    def checked(sql: str) -> None:
+        check(sql)
+        if statement is None or sql == statement:
+            passed.set()
+            reads.stop.wait(30)
+            time.sleep(0.1)
+
+    setattr(reads, "check", checked)  # noqa: B010 (a method replaced on the instance)
+
+
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_a_read_stopped_as_its_statement_starts_is_interrupted(
         store: AuditStore, db: str) -> None:
@@ -879,16 +896,7 @@ def test_a_read_stopped_as_its_statement_starts_is_interrupted(
     to its end, the one cancel lost."""
     stop, passed = threading.Event(), threading.Event()
     with AuditStore(db, Signer.public()) as reader, ThreadPoolExecutor(1) as thread:
-        reads = cast(Stoppable, reader._db)
-        check = reads.check
-
-        def checked(sql: str) -> None:
-            check(sql)
-            passed.set()
-            stop.wait(30)
-            time.sleep(0.1)  # the cancel sent, to a server that has no statement yet
-
-        setattr(reads, "check", checked)  # noqa: B010 (a method replaced on the instance)
+        held_past_its_check(cast(Stoppable, reader._db), passed)
         reader.stopped_by(stop)
         running = thread.submit(lambda: reader._db.execute(SLOW["postgresql"]).fetchone())
         assert passed.wait(30)

@@ -31,7 +31,15 @@ from portal.records import CACHE_MIB, HISTORY_PAGE, READERS, Records
 from portal.web import TEMPLATES, local_time
 from renkei.state import state_folder
 from renkei.tasks import cancelled
-from tests.test_audit_store import HOLDERS, PERSONS, event, item, tamper, truncate
+from tests.test_audit_store import (
+    HOLDERS,
+    PERSONS,
+    event,
+    held_past_its_check,
+    item,
+    tamper,
+    truncate,
+)
 
 ME, SOMEONE, OTHER = PERSONS
 
@@ -258,17 +266,7 @@ class Unlucky(Slow):
     def __init__(self, path: Path, key: Path, running: threading.Event,
                  passed: threading.Event) -> None:
         super().__init__(path, key, running)
-        reads = cast(Stoppable, self._db)
-        check = reads.check
-
-        def checked(sql: str) -> None:
-            check(sql)
-            if sql == SLOW:
-                passed.set()
-                reads.stop.wait(30)
-                time.sleep(0.1)  # its interrupt sent meanwhile, to no statement yet
-
-        setattr(reads, "check", checked)  # noqa: B010 (a method replaced on the instance)
+        held_past_its_check(cast(Stoppable, self._db), passed, SLOW)
 
 
 async def test_a_read_cancelled_as_its_statement_starts_stops_it(
