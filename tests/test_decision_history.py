@@ -295,6 +295,23 @@ class _Decisions:
             start += 1
         return start
 
+    def raced(self, first: Platform, committed: int, request: Pending, at: datetime,
+              sweeping: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """The owner, at `at` by the broker's time, decides r-1's `request` at once while its
+        sweep (`sweeping`) is on its way, landing first, and reads on from `committed`; the next
+        owner (the first crashed before committing the sweep) reads on from there: what each
+        told of r-1 meanwhile (_about)."""
+        first.broker_time.read([appended(at)])
+        swept = self.sent(first.due())
+        assert swept, f"a sweep {sweeping} is on its way"
+        told = len(self.told)
+        effects, decided = first._at_once([decider.to_decider("r-1", request)], at, self.ctx)
+        self.land(swept + self.sent(effects) + decided, at)
+        self.read(first, committed)
+        first_told, told = _about(self.told[told:]), len(self.told)
+        self.read(self.owner(committed), committed)
+        return first_told, _about(self.told[told:])
+
     def statuses(self) -> set[str]:
         """What the requester was told of r-1."""
         return {CODEC.decode(s.value, LinkageAnswer).status for s in self.told
@@ -378,22 +395,14 @@ async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_i
             forgets = decider.forgotten_at(_pending(ctx, received=start), ctx)
         committed = decisions.read(first, 0)
         later = forgets + timedelta(seconds=1)
-        first.broker_time.read([appended(later)])
-        swept = decisions.sent(first.due())
-        assert swept, "a sweep forgetting r-1's id or its answer held is on its way"
         request = _pending(ctx, source="renkei.holder.nenkin.out:0:9", received=later, digest=7)
-        told = len(decisions.told)
-        effects, decided = first._at_once([decider.to_decider("r-1", request)], later, ctx)
-        decisions.land(swept + decisions.sent(effects) + decided, later)
-        decisions.read(first, committed)
-        first_told, told = _about(decisions.told[told:]), len(decisions.told)
-        second = decisions.owner(committed)  # the first crashed before committing the sweep
-        decisions.read(second, committed)
+        first_told, next_told = decisions.raced(
+            first, committed, request, later, "forgetting r-1's id or its answer held")
     finally:
         for instance in decisions.owners:
             await instance.producer.stop()  # made with the instance, though never started here
-    assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
-    held = [owner.decider.states[decisions.partition].get("r-1") for owner in (first, second)]
+    assert next_told == first_told, "the next owner decided as the first did"
+    held = [owner.decider.states[decisions.partition].get("r-1") for owner in decisions.owners]
     assert isinstance(held[0], RequestState) and held[1] == held[0], "r-1 pending for both"
 
 
@@ -450,22 +459,13 @@ async def test_a_request_read_near_its_forgetting_is_refused_as_stale_or_not_by_
                         for m in (answered, replace(_answer(), request_id="r-15"))], received)
         committed = decisions.read(first, 0)
         later = decider.forgotten_at(answered, ctx) + timedelta(seconds=1)
-        first.broker_time.read([appended(later)])
-        swept = decisions.sent(first.due())
-        assert swept, "a sweep forgetting r-15 is on its way"
-        told = len(decisions.told)
-        effects, decided = first._at_once([decider.to_decider("r-1", _pending(
-            ctx, received=received))], later, ctx)
-        decisions.land(swept + decisions.sent(effects) + decided, later)
-        decisions.read(first, committed)
-        first_told, told = _about(decisions.told[told:]), len(decisions.told)
-        second = decisions.owner(committed)
-        decisions.read(second, committed)
+        first_told, next_told = decisions.raced(
+            first, committed, _pending(ctx, received=received), later, "forgetting r-15")
     finally:
         for instance in decisions.owners:
             await instance.producer.stop()  # made with the instance, though never started here
-    assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
-    kept = [owner.decider.states[decisions.partition].get("r-1") for owner in (first, second)]
+    assert next_told == first_told, "the next owner decided as the first did"
+    kept = [owner.decider.states[decisions.partition].get("r-1") for owner in decisions.owners]
     assert kept[1] == kept[0], "r-1 kept alike by both"
 
 
