@@ -297,15 +297,22 @@ def _shared(name: str) -> str:
     return sys.intern(name)
 
 
+def copies_name(source: str, digest: int) -> str:
+    """What a request's approval and answer entries are named by after their '@': what its
+    copies share, its holder message's digest (16 hex digits), so a copy sent again is logged
+    once whichever copy an owner dispatched; the message's topic:partition:offset for an event
+    from before digests (0). A request that uses a forgotten id again is logged as itself, not
+    dropped as a replay of the one before: its bytes differ (the same bytes are stale by then)."""
+    return source if digest == 0 else digest.to_bytes(8, "big", signed=True).hex()
+
+
 def _dispatch(p: Pending, now: datetime) -> list[Send]:
-    """Step ③: the query to the provider, and the approval in the access log (its step names
-    the holder message the request came in, as a rejection's does: a request that uses a
-    forgotten id again is logged as itself, not dropped as a replay of the one before)."""
+    """Step ③: the query to the provider, and the approval in the access log (copies_name)."""
     return [
         Send(topics.inbox(p.provider), p.request_id, p.query),
-        logged(p.request_id, f"approved@{p.source}", now, LINKAGE, APPROVED, p.requester,
-               pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
-               data_type=p.data_type, person=p.person),
+        logged(p.request_id, f"approved@{copies_name(p.source, p.digest)}", now, LINKAGE,
+               APPROVED, p.requester, pattern_id=p.pattern_id, legal_basis=p.legal_basis,
+               provider=p.provider, data_type=p.data_type, person=p.person),
     ]
 
 
@@ -414,11 +421,13 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
 
 
 def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
-    """The answer (or timeout) in the access log, under its request's source like its approval:
-    a pending request's state, rebuilt or not, keeps the source of the request it stands for."""
-    return logged(state.request_id, f"answered@{state.source}", now, ANSWER, outcome,
-                  state.requester, pattern_id=state.pattern_id, legal_basis=state.legal_basis,
-                  provider=state.provider, data_type=state.data_type, person=state.person)
+    """The answer (or timeout) in the access log, named as its approval is (copies_name): a
+    pending request's state, rebuilt or not, keeps the source and digest of the request it stands
+    for."""
+    return logged(state.request_id, f"answered@{copies_name(state.source, state.digest)}", now,
+                  ANSWER, outcome, state.requester, pattern_id=state.pattern_id,
+                  legal_basis=state.legal_basis, provider=state.provider,
+                  data_type=state.data_type, person=state.person)
 
 
 class Deadlines:

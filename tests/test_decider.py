@@ -94,6 +94,18 @@ def test_a_new_request_is_dispatched_once_and_its_approval_logged(ctx: Context) 
         "a replay of the same request repeats its (idempotent) effects"
 
 
+def test_a_requests_approval_is_logged_under_what_its_copies_share(ctx: Context) -> None:
+    """Its holder message's digest, the same for a copy sent again, whichever an owner keeps;
+    an event from before digests (0) under its holder message's topic:partition:offset."""
+    def approval(p: Pending) -> str:
+        _, logged = _decided(p, None, ctx).effects
+        return CODEC.decode(logged.value, AccessLogEvent).event_id
+
+    assert approval(_pending(ctx, "renkei.holder.nenkin.out:0:8")) == approval(_pending(ctx))
+    assert approval(_pending(ctx, digest=DIGEST + 1)) != approval(_pending(ctx))
+    assert approval(_pending(ctx, digest=0)) == f"r-1:approved@{SOURCE}"
+
+
 def test_a_reused_request_id_is_refused_as_duplicate(ctx: Context) -> None:
     state = _decided(_pending(ctx), None, ctx).state
     other = _decided(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=decider.
@@ -523,7 +535,7 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
                                         "directory: the answer was relayed to no one")
             closing = CODEC.decode(closed.value, AccessLogEvent)
             assert (closed.topic, closing.event_id, closing.outcome) == (
-                topics.AUDIT, f"r-1:answered@{SOURCE}", TIMED_OUT)
+                topics.AUDIT, f"r-1:answered@{decider.copies_name(SOURCE, DIGEST)}", TIMED_OUT)
 
 
 async def test_a_request_whose_answer_is_relayed_to_no_one_ends_its_trail_timed_out_once(
@@ -541,15 +553,16 @@ async def test_a_request_whose_answer_is_relayed_to_no_one_ends_its_trail_timed_
             *live.handle(partition, _answer(), NOW, gone)]
     replaying, _ = _owning(ctx, [_pending(ctx)])
     made += replaying.handle(partition, _answer(), NOW + timedelta(seconds=1), gone)
-    answer_source = _answer().source
+    copies, answer_source = decider.copies_name(SOURCE, DIGEST), _answer().source
     assert await _its_trail(made, tmp_path) == [
-        ("approved", SOURCE, "APPROVED"), ("rejected", answer_source, "REJECTED"),
-        ("answered", SOURCE, TIMED_OUT)]
+        ("approved", copies, "APPROVED"), ("rejected", answer_source, "REJECTED"),
+        ("answered", copies, TIMED_OUT)]
 
 
 async def _its_trail(made: list[Send], tmp_path: Path) -> list[tuple[str, str, str]]:
     """The access-log events among `made`, through a topic of their own on the real broker into
-    a fresh audit store: r-1's steps there, in order, each with its source and outcome."""
+    a fresh audit store: r-1's steps there, in order, each with what it names after its '@'
+    (the holder message: its source, or the digest copies of it share) and its outcome."""
     own, admin = f"{topics.AUDIT}.own-{uuid.uuid4().hex[:8]}", admin_client()
     admin.create_topics([NewTopic(own, 1, 1)])[own].result(30)
     try:

@@ -469,18 +469,15 @@ async def test_a_request_read_near_its_forgetting_is_refused_as_stale_or_not_by_
     assert kept[1] == kept[0], "r-1 kept alike by both"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the owner decides its copy at once, before the other instance's copy it reads later but which "
-    "lands first; the next owner, reading on from the same commit, dispatches that copy and takes "
-    "the owner's as the copy: approved@ names each copy's own holder message, two approval entries "
-    "(and r-1 kept under the other source); needs the approval and answer entries named by what "
-    "copies share (the holder message's digest), not by their offset"))
 async def test_two_copies_of_a_request_from_two_instances_are_logged_once_whoever_replays_them(
         platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A holder's request and its copy sent again, read by two instances: the owner decides its
-    own at once (approved@ its offset) and refuses the other's, which lands first, as a copy; the
-    next owner (the first crashed before committing) dispatches the other's and takes the owner's,
-    marked decided, for the copy: the access log has the request approved twice."""
+    """A holder's request and its copy sent again, read by two instances: the owner decided its
+    own at once (approved@ its offset) and refused the other's, which landed first, as a copy; the
+    next owner (the first crashed before committing) dispatched the other's and took the owner's,
+    marked decided, for the copy: the access log had the request approved and answered twice.
+    Both are named by what copies share, the holder message's digest: logged once, whichever copy
+    an owner keeps; a copy read again later is dropped, or refused to its holder alone (which
+    drops a DUPLICATE of its own), by either owner."""
     decisions = _Decisions(ctx, monkeypatch)
     start = datetime.now(UTC).replace(microsecond=0)
     mine, other = _pending(ctx, received=start), _pending(
@@ -491,16 +488,26 @@ async def test_two_copies_of_a_request_from_two_instances_are_logged_once_whoeve
         decisions.land([decider.to_decider("r-1", other)], start)  # the other instance's
         effects, decided = first._at_once([decider.to_decider("r-1", mine)], start, ctx)
         decisions.land(decisions.sent(effects) + decided, start)
-        decisions.read(first, 0)
-        second = decisions.owner(committed=0)
-        decisions.read(second, 0)
+        read = decisions.read(first, 0)
+        decisions.read(decisions.owner(committed=0), 0)
+        decisions.land([decider.to_decider("r-1", _answer())], start)
+        for owner in decisions.owners:
+            decisions.read(owner, read)
     finally:
         for instance in decisions.owners:
             await instance.producer.stop()  # made with the instance, though never started here
-    approvals = {said for said in _about(decisions.told) if ":approved" in said[1]}
-    assert len(approvals) == 1, "the access log has the request approved once"
-    held = [owner.decider.states[decisions.partition].get("r-1") for owner in (first, second)]
-    assert held[1] == held[0], "the next owner keeps r-1 as the first does"
+    steps = sorted(said.split("@")[0] for topic, said in _about(decisions.told)
+                   if topic == topics.AUDIT)
+    assert steps == ["r-1:answered", "r-1:approved"], "the access log has each step once"
+    kept, next_kept = (owner.decider.states[decisions.partition].get("r-1")
+                       for owner in decisions.owners)
+    assert isinstance(kept, decider.Settled) and isinstance(next_kept, decider.Settled)
+    assert replace(next_kept, source=kept.source) == kept, "answered alike, each by its copy"
+    for owner in decisions.owners:
+        for copy in mine, other:
+            again = owner.decider.handle(decisions.partition, copy, start, ctx)
+            assert _about(again) <= {(topics.inbox("nenkin"), decider.DUPLICATE)}, \
+                "a copy read again is dropped or refused to its holder alone"
 
 
 def _about(told: list[Send]) -> set[tuple[str, str]]:
