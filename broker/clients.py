@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -172,35 +172,69 @@ async def started(client: Startable, access: KafkaAccess) -> None:
         return
 
 
-LOGINS_AT_ONCE = 32  # log-ins `refused` has in flight at once
+LOGINS_AT_ONCE = 32  # log-ins `asked` has in flight at once
 
 
-def refused(accesses: Sequence[KafkaAccess]) -> list[str]:
-    """The principals of `accesses` a broker refuses the log-in of (not one none answers),
-    asked LOGINS_AT_ONCE at a time in an event loop of their own (callers may be in one)."""
+class NoAnswer(ConnectionError):
+    """No broker of a bootstrap answered a log-in (or one failed it other than by refusing it)."""
+
+
+Answer: TypeAlias = KafkaError | NoAnswer | None  # a log-in refused, not answered, or let in (None)
+
+
+@dataclass(frozen=True)
+class LogIns:
+    """The principals a broker refused the log-in of, and those it did not answer for."""
+
+    refused: list[str]
+    unanswered: list[str]
+
+    @classmethod
+    def of(cls, principals: Sequence[str], answers: Sequence[Answer]) -> LogIns:
+        """Each of `principals` sorted by its answer (those let in named in neither)."""
+        said = list(zip(principals, answers, strict=True))
+        return cls([p for p, why in said if isinstance(why, KafkaError)],
+                   [p for p, why in said if isinstance(why, NoAnswer)])
+
+
+def asked(accesses: Sequence[KafkaAccess]) -> LogIns:
+    """Which principals of `accesses` a broker refuses the log-in of, and which none answers
+    for, asked LOGINS_AT_ONCE at a time in an event loop of their own (callers may be in one)."""
     with ThreadPoolExecutor(1) as worker:
-        return worker.submit(asyncio.run, _refused(accesses)).result()
+        return worker.submit(asyncio.run, _asked(accesses)).result()
 
 
-async def _refused(accesses: Sequence[KafkaAccess]) -> list[str]:
+async def _asked(accesses: Sequence[KafkaAccess]) -> LogIns:
     at_once = asyncio.Semaphore(LOGINS_AT_ONCE)
 
-    async def refusal(access: KafkaAccess) -> KafkaError | None:
+    async def answer(access: KafkaAccess) -> Answer:
         async with at_once:
-            return await _refusal(access)
+            try:
+                return await _answer(access)
+            except NoAnswer as unanswered:
+                return unanswered
 
-    refusals = await asyncio.gather(*map(refusal, accesses))
-    return [a.principal for a, why in zip(accesses, refusals, strict=True) if why is not None]
+    answers = await asyncio.gather(*map(answer, accesses))
+    return LogIns.of([a.principal for a in accesses], answers)
 
 
-async def _refusal(access: KafkaAccess) -> KafkaError | None:
-    """Why a broker of `access` refused its log-in, if one answers and refuses it."""
+async def _answer(access: KafkaAccess) -> KafkaError | None:
+    """Why the first broker of `access` that answers refused its log-in (None: it let it in);
+    NoAnswer if none answers."""
     for host, port in _addresses(access.bootstrap):
         try:
             return await login_refusal(host, port, access)
         except (OSError, KafkaError):  # not answering (a timeout is an OSError)
             continue
-    return None
+    raise NoAnswer(f"no broker at {access.bootstrap} answered {access.principal!r}'s log-in")
+
+
+async def _refusal(access: KafkaAccess) -> KafkaError | None:
+    """Why a broker of `access` refused its log-in, if one answers and refuses it."""
+    try:
+        return await _answer(access)
+    except NoAnswer:
+        return None
 
 
 async def login_refusal(host: str, port: int, access: KafkaAccess) -> KafkaError | None:

@@ -29,7 +29,7 @@ from confluent_kafka.admin import (
 
 from broker import acls, cluster, config, credentials, in_force, topics
 from broker.acls import Grant
-from broker.clients import KafkaAccess, reachable, refused
+from broker.clients import KafkaAccess, asked, reachable
 from broker.credentials import Credentials
 from broker.topics import TopicSpec
 
@@ -51,6 +51,7 @@ class Report:
     grown: list[str] = field(default_factory=list)
     principals: list[str] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)  # principals whose password no longer logged in
+    unchecked: list[str] = field(default_factory=list)  # principals no broker answered a log-in of
     acls: list[Acl] = field(default_factory=list)
     topics_there: int = 0
     principals_there: int = 0
@@ -64,6 +65,8 @@ class Report:
             f"topics given more partitions: {', '.join(self.grown) or 'none'}",
             f"principals created: {', '.join(self.principals) or 'none'}",
             f"passwords reset to the state folder's: {', '.join(self.reset) or 'none'}",
+            *([f"passwords not checked (no answer): {', '.join(self.unchecked)}"]
+              if self.unchecked else []),
             f"ACL entries created: {len(self.acls) or 'none'}",
             *(f"  {line}" for line in _granted(self.acls)),
             f"already there: {self.topics_there} topics, {self.principals_there} principals "
@@ -206,14 +209,17 @@ def _known(admin: AdminClient, usernames: list[str]) -> set[str]:
 def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
                 made: _Made) -> None:
     """The principals, their passwords the state folder's (set again for those there, and
-    said reset for those the broker had another of): those there asked to log in all at once
-    first, then every password set in one request."""
+    said reset for those the broker had another of, said not checked for those no broker
+    answered the log-in of): those there asked to log in all at once first, then every
+    password set in one request."""
     if not logins:
         return
     known = _known(admin, [creds.username for creds in logins])
     bootstrap = admin_access().bootstrap
-    report.reset += refused([KafkaAccess(bootstrap, creds) for creds in logins
-                             if creds.username in known])
+    answers = asked([KafkaAccess(bootstrap, creds) for creds in logins
+                     if creds.username in known])
+    report.reset += answers.refused
+    report.unchecked += answers.unanswered
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     _wait(admin.alter_user_scram_credentials([
         UserScramCredentialUpsertion(creds.username, info, creds.password.encode())

@@ -26,7 +26,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from broker import credentials, in_force, provision, topics
+from broker import clients, credentials, in_force, provision, topics
 from broker.acls import Grant
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
@@ -37,6 +37,7 @@ from renkei.cli import main
 from renkei.state import STATE_ENV, state_folder
 from tests.kafka_helpers import (
     consumer,
+    free_port,
     free_port_pair,
     producer,
     renkei,
@@ -144,6 +145,28 @@ def test_a_password_reset_to_the_state_folders_is_said_in_the_report(broker: Clu
     assert [r.reset for r in reports] == [[], [name], []]
     assert f"passwords reset to the state folder's: {name}" in reports[1].lines()
     assert not any(new.password in line or old.password in line for line in reports[1].lines())
+
+
+def test_a_log_in_no_broker_answers_is_said_not_checked_not_let_in(broker: Cluster) -> None:
+    """A log-in asked of an address no broker answers at (the OS refuses the connection) is
+    neither let in nor refused: not checked, apart from one refused and one let in."""
+    admin, tag = admin_client(), secrets.token_hex(3)
+    there = Credentials(f"asked-{tag}", secrets.token_urlsafe(24))
+    provision.ensure_principal(admin, there, provision.Report())
+    wrong = Credentials(there.username, "not-the-password")
+    answers = clients.asked([KafkaAccess(f"127.0.0.1:{free_port()}", there),
+                             KafkaAccess(broker.bootstrap, wrong),
+                             KafkaAccess(broker.bootstrap, there)])
+    assert answers == clients.LogIns(refused=[there.username], unanswered=[there.username])
+
+
+def test_principals_not_checked_have_a_report_line_of_their_own() -> None:
+    """A principal whose log-in no broker answered is named apart, not among those reset; the
+    line is there only when one is."""
+    report = provision.Report(reset=["a"], unchecked=["b", "c"])
+    assert report.lines()[4:6] == ["passwords reset to the state folder's: a",
+                                   "passwords not checked (no answer): b, c"]
+    assert not any("not checked" in line for line in provision.Report().lines())
 
 
 def test_holders_added_at_once_name_only_the_one_whose_password_was_reset(
