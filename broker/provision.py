@@ -190,28 +190,34 @@ def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
     _in_force_once(partial(_grants, admin, principal, grants, report))
 
 
-def _known(admin: AdminClient, usernames: list[str]) -> set[str]:
-    """Those of `usernames` the broker has SCRAM credentials for, asked in one request."""
+def _known(admin: AdminClient, usernames: list[str]) -> dict[str, bool]:
+    """Those of `usernames` the broker has SCRAM credentials for, asked in one request, each
+    with whether it has them as a provisioning run sets them (_as_set)."""
     described = admin.describe_user_scram_credentials(usernames)
     assert isinstance(described, dict)  # one future per user asked for
-    known = set()
+    known = {}
     for username, future in described.items():
         try:
-            future.result(TIMEOUT)
+            infos = future.result(TIMEOUT).scram_credential_infos
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
                 continue
             raise
-        known.add(username)
+        known[username] = any(map(_as_set, infos))
     return known
+
+
+def _as_set(info: ScramCredentialInfo) -> bool:
+    """Whether SCRAM credentials are of the mechanism and iteration count a run sets."""
+    return info.mechanism == ScramMechanism.SCRAM_SHA_512 and info.iterations == SCRAM_ITERATIONS
 
 
 def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
                 made: _Made) -> None:
-    """The principals, their passwords the state folder's (set again for those there, and
-    said reset for those the broker had another of, said not checked for those no broker
-    answered the log-in of): those there asked to log in all at once first, then every
-    password set in one request."""
+    """The principals, their passwords the state folder's (said reset for those the broker had
+    another of, said not checked for those no broker answered the log-in of): those there asked
+    to log in all at once first, then every password set in one request but those that log in
+    with it already, set as a run sets it (neither set again nor waited for)."""
     if not logins:
         return
     known = _known(admin, [creds.username for creds in logins])
@@ -220,11 +226,15 @@ def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
                      if creds.username in known])
     report.reset += answers.refused
     report.unchecked += answers.unanswered
+    unsure = {*answers.refused, *answers.unanswered}
+    to_set = [creds for creds in logins
+              if not known.get(creds.username) or creds.username in unsure]
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
-    _wait(admin.alter_user_scram_credentials([
-        UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
-        for creds in logins]))
-    made.logins += logins
+    if to_set:
+        _wait(admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
+            for creds in to_set]))
+    made.logins += to_set
     report.principals_there += len(known)
     report.principals += [creds.username for creds in logins if creds.username not in known]
 

@@ -24,6 +24,9 @@ from confluent_kafka.admin import (
     NewTopic,
     ResourcePatternType,
     ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
 )
 
 from broker import clients, credentials, in_force, provision, topics
@@ -167,6 +170,39 @@ def test_principals_not_checked_have_a_report_line_of_their_own() -> None:
     assert report.lines()[4:6] == ["passwords reset to the state folder's: a",
                                    "passwords not checked (no answer): b, c"]
     assert not any("not checked" in line for line in provision.Report().lines())
+
+
+def test_a_password_that_logs_in_as_a_run_sets_it_is_neither_set_again_nor_waited_for(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A principal there whose password logs in as a run sets it (SCRAM-SHA-512, its iteration
+    count) is left as it is, no broker asked again to let it in; one of an older iteration
+    count is set again, as a run sets it."""
+    admin = admin_client()
+    creds = Credentials(f"as-set-{secrets.token_hex(4)}", secrets.token_urlsafe(24))
+    older = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, provision.SCRAM_ITERATIONS // 2)
+    for done in admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+            creds.username, older, creds.password.encode())]).values():
+        done.result()
+    in_force.in_force(provision.admin_access(), logins=[creds])
+    waited: list[str] = []
+    real = in_force._logs_in
+
+    async def logs_in(host: str, port: int, access: KafkaAccess) -> bool:
+        waited.append(access.principal)
+        return await real(host, port, access)
+
+    monkeypatch.setattr(in_force, "_logs_in", logs_in)
+    reports = provision.Report(), provision.Report()
+    provision.ensure_principal(admin, creds, reports[0])
+    assert creds.username in waited
+    described = admin.describe_user_scram_credentials([creds.username])
+    assert isinstance(described, dict)  # one future per user asked for
+    assert [info.iterations for info in described[creds.username].result().scram_credential_infos
+            ] == [provision.SCRAM_ITERATIONS]
+    waited.clear()
+    provision.ensure_principal(admin, creds, reports[1])
+    assert waited == []
+    assert [(r.reset, r.principals_there) for r in reports] == [([], 1), ([], 1)]
 
 
 def test_holders_added_at_once_name_only_the_one_whose_password_was_reset(
