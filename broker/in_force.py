@@ -14,9 +14,10 @@ from functools import partial
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import for_code
 from aiokafka.protocol.admin import DescribeAclsRequest
+from aiokafka.structs import BrokerMetadata
 from confluent_kafka.admin import AclBinding
 
-from broker.clients import KafkaAccess, login_refusal
+from broker.clients import LOGINS_AT_ONCE, KafkaAccess, login_refusal
 from broker.credentials import Credentials
 
 WITHIN = 30.0  # seconds a broker is given to apply them
@@ -69,16 +70,28 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(AGAIN)
 
 
+async def _let_in(brokers: Sequence[BrokerMetadata], bootstrap: str,
+                  logins: Sequence[Credentials]) -> None:
+    """Wait until each of `brokers` lets each of `logins` log in, LOGINS_AT_ONCE asked at once."""
+    at_once = asyncio.Semaphore(LOGINS_AT_ONCE)
+
+    async def let_in(broker: BrokerMetadata, creds: Credentials) -> None:
+        async with at_once:
+            await _until(partial(_logs_in, broker.host, broker.port,
+                                 KafkaAccess(bootstrap, creds)),
+                         f"{creds.username}'s log-in on broker {broker.nodeId}")
+
+    await asyncio.gather(*(let_in(broker, creds) for broker in brokers for creds in logins))
+
+
 async def _in_force(admin: KafkaAccess, bindings: Sequence[AclBinding],
                     logins: Sequence[Credentials]) -> None:
     client = AIOKafkaClient(**admin.aiokafka())
     try:
         await client.bootstrap()
-        for broker in client.cluster.brokers():
-            for creds in logins:
-                access = KafkaAccess(admin.bootstrap, creds)
-                await _until(partial(_logs_in, broker.host, broker.port, access),
-                             f"{creds.username}'s log-in on broker {broker.nodeId}")
+        brokers = list(client.cluster.brokers())
+        await _let_in(brokers, admin.bootstrap, logins)
+        for broker in brokers:
             for principal in {b.principal for b in bindings}:
                 wanted = {entry(b) for b in bindings if b.principal == principal}
                 await _until(partial(_holds, client, broker.nodeId, principal, wanted),

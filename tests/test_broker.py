@@ -111,6 +111,35 @@ async def test_a_grant_is_in_force_when_ensure_grants_returns(broker: Cluster) -
             await prod.send_and_wait(topic, b"at once")
 
 
+def test_the_wait_for_new_log_ins_asks_them_at_once(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The principals a run made are waited for together (each log-in ~15-19 ms of SCRAM), not
+    one after another, and each is let in when the wait returns."""
+    admin, tag = admin_client(), secrets.token_hex(3)
+    made = [Credentials(f"together-{tag}-{n}", secrets.token_urlsafe(24)) for n in range(8)]
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, provision.SCRAM_ITERATIONS)
+    for done in admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion(c.username, info, c.password.encode())
+            for c in made]).values():
+        done.result()
+    in_flight, most, real = 0, 0, in_force._logs_in
+
+    async def logs_in(host: str, port: int, access: KafkaAccess) -> bool:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await real(host, port, access)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(in_force, "_logs_in", logs_in)
+    in_force.in_force(provision.admin_access(), logins=made)
+    assert most > 1
+    assert clients.asked([KafkaAccess(broker.bootstrap, c) for c in made]) == clients.LogIns(
+        [], [])
+
+
 def test_provisioning_reports_what_it_created_and_counts_what_was_there(
         broker: Cluster) -> None:
     """Made again, a principal and its grants are counted as there, not listed as created."""
