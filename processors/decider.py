@@ -25,8 +25,8 @@ nothing left to do. Timeouts and forgetting (Sweep events) are decided only as t
 from the topic, never at once, and so is any event of a request pending past its deadline, settled
 (to be forgotten) or with answers held (refused once forgotten), an answer to a request not known
 (held as long as the next sweep says), and a request read near the time it may be forgotten (stale
-once a sweep forgets others received with it): every owner replaying a partition decides a
-timeout, the forgetting, a request and an answer in the same order.
+once a sweep forgets others received with it; Decider.in_order): every owner replaying a partition
+decides a timeout, the forgetting, a request and an answer in the same order.
 """
 
 from __future__ import annotations
@@ -547,13 +547,13 @@ class Decider:
     def in_order(self, partition: int, request_id: str, event: object, now: datetime,
                  near: timedelta) -> bool:
         """Whether an event of the request is to be decided in the topic's order, as a sweep is,
-        not at once: a sweep on its way (or made before the event's record lands) may change
-        what it decides, as the request is pending past its deadline (by `now`, or by our sweep
-        of its partition on its way: it may be timing it out), settled (a sweep may forget it,
-        its id then free) or with answers held (a sweep may refuse them, forgotten); or as the
-        event, not a request's, is an answer to a request not known (held as long as the next
-        sweep says), or is of a request whose deadline is `near` (near_forgetting) after that
-        time or sooner (a sweep forgetting others received with it makes it stale)."""
+        not at once, for a sweep on its way (or made before the event's record lands) may change
+        what it decides: an event of a request pending past its deadline by the latest of `now`
+        and our sweep of its partition on its way (which may be timing it out), settled (a sweep
+        may forget it, its id then free) or with answers held (a sweep may refuse them,
+        forgotten); an answer to a request not known (held as long as the next sweep says); a
+        new request whose deadline falls `near` (near_forgetting) after that latest or sooner
+        (a sweep forgetting others received with it makes it stale)."""
         states = self.states[partition]
         latest = max(now, self._swept.get(partition, now))
         state = states.pending.get(request_id)

@@ -14,9 +14,8 @@ An event for a decision partition this instance owns is decided at once, without
 the decider's topic; its record is written there after its effects are acknowledged (marked
 as decided, so that it is not decided again), for the next owner to rebuild from. Events for
 partitions other instances own go through the topic to them, as before, as do sweeps and the
-events a sweep may change the decision on (of a request past its deadline, settled or with answers
-held, an answer to a request not known, a request near the time it may be forgotten): any owner
-replaying the topic decides them in the same order.
+events a sweep may change the decision on (Decider.in_order): any owner replaying the topic decides
+them in the same order.
 """
 
 from __future__ import annotations
@@ -222,10 +221,8 @@ class Platform:
                  ctx: Context) -> tuple[list[Send], list[Send]]:
         """Decide here the decision events of partitions this instance owns: their effects
         join the others (access-log events in batches), and the events become records marked
-        as decided. An event a sweep may change the decision on (of a request past its deadline,
-        settled or with answers held, an answer to a request not known, a request near the time
-        it may be forgotten) goes through the topic: the sweep may be on its way there, and is
-        decided in the topic's order."""
+        as decided. An event a sweep may change the decision on (Decider.in_order) goes through
+        the topic: the sweep may be on its way there, and it is decided in the topic's order."""
         effects: list[Send] = []
         decided: list[Send] = []
         near = decider.near_forgetting(ctx)
