@@ -277,7 +277,7 @@ def _forget_at(received: datetime, ctx: Context) -> datetime:
 
 def near_forgetting(ctx: Context) -> timedelta:
     """How long after now (negative: before) falls the deadline of a request that may be
-    forgotten LANDING after now (forgotten_at is its deadline and a constant)."""
+    forgotten LANDING after now (forgotten_at is its deadline plus a span the same for all)."""
     return UNTIMED + ctx.answer_timeout + LANDING - _forget_at(UNTIMED, ctx)
 
 

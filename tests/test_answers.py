@@ -239,7 +239,7 @@ def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
     """The approval and answer were logged under request id + "approved"/"answered" alone: a
     request using an id the decider had forgotten was served, but the audit store dropped its
     events as replays of the first request's, so a holder could hide lookups by reusing ids.
-    Each step now names the holder message of its request, as a rejection's does."""
+    Each step now names the holder message of its request (by its digest: copies_name)."""
     decider_, partition = _owning_x(ctx)
     first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     made = decider_.handle(partition, first, T0, ctx)

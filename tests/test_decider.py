@@ -507,8 +507,8 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
     requester marked inactive in the directory (or gone) in between was still answered. The relay
     asks the directory again: the answer is refused to its provider (UNKNOWN_HOLDER), which logs
     it not provided, and the request is settled, never answered or timed out later, and logged
-    TIMED_OUT under its own source (_its_trail). A provider made inactive in between answered
-    while active: its requester is answered."""
+    TIMED_OUT under what its copies share, as its approval is (copies_name, _its_trail). A
+    provider made inactive in between answered while active: its requester is answered."""
     town, nenkin = ctx.directory["town"], ctx.directory["nenkin"]
     for directory, relayed in (({"town": town, "nenkin": replace(nenkin, active=False)}, False),
                                ({"town": town}, False),
