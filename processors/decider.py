@@ -168,7 +168,8 @@ class Partition:
 
     def release(self, request_id: str) -> tuple[Outcome, ...]:
         """The answers held for a request that has come, in the order they came."""
-        return self.held.pop(request_id, Held()).outcomes
+        held = self.held.pop(request_id, None)  # none, mostly: no Held made for nothing
+        return () if held is None else held.outcomes
 
     def forget_until(self, at: datetime, held_until: datetime) -> list[Outcome]:
         """Forget every settled request and held answer whose time has come by `at`; answers
