@@ -76,6 +76,18 @@ def _properties(cl: cluster_store.Cluster, node: cluster_store.Node) -> dict[str
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+async def test_a_new_principal_logs_in_at_once_on_every_broker(cluster3: Path) -> None:
+    """ensure_principal returns once each of the three brokers lets the principal log in, not
+    only the one it asked (each applies the controller's SCRAM records as it replays them)."""
+    admin, nodes = provision.admin_client(), cluster_store.load().nodes
+    for n in range(8):
+        creds = Credentials(f"prompt3-{n}", secrets.token_urlsafe(24))
+        provision.ensure_principal(admin, creds, provision.Report())
+        access = KafkaAccess(cluster_store.load().bootstrap, creds)
+        refused = [await login_refusal(HOST, node.client_port, access) for node in nodes]
+        assert refused == [None] * len(nodes), f"{creds.username} refused on a broker"
+
+
 async def test_a_broker_killed_under_load_loses_nothing_and_logs_once(cluster3: Path) -> None:
     result = await run_broker_chaos(cluster3, seconds=15, rate=8, residents=60, kill_at=3,
                                     down_for=3, bound=60)
@@ -115,6 +127,7 @@ async def _elected(topic: str, within: float = 60) -> int:
 
 
 async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: Path) -> None:
+    """(Last of the module: it stops every node of the cluster.)"""
     admin = provision.admin_client()
     future = admin.create_topics([NewTopic(ACKS_TOPIC, 1, 3,
                                            config={"min.insync.replicas": "2"})])[ACKS_TOPIC]
@@ -133,15 +146,3 @@ async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: 
         _produce, {"enable.idempotence": False, "retries": 0, "message.timeout.ms": 20000}, 30)
     assert refused is not None and refused.code() == KafkaError.NOT_ENOUGH_REPLICAS, refused
     process.stop_node(leader, hard=True)  # no quorum left to grant it a controlled shutdown
-
-
-async def test_a_new_principal_logs_in_at_once_on_every_broker(cluster3: Path) -> None:
-    """ensure_principal returns once each of the three brokers lets the principal log in, not
-    only the one it asked (each applies the controller's SCRAM records as it replays them)."""
-    admin, nodes = provision.admin_client(), cluster_store.load().nodes
-    for n in range(8):
-        creds = Credentials(f"prompt3-{n}", secrets.token_urlsafe(24))
-        provision.ensure_principal(admin, creds, provision.Report())
-        access = KafkaAccess(cluster_store.load().bootstrap, creds)
-        refused = [await login_refusal(HOST, node.client_port, access) for node in nodes]
-        assert refused == [None] * len(nodes), f"{creds.username} refused on a broker"
