@@ -133,7 +133,8 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
                                   f"{ticket.deadline.isoformat()}, the answer came at "
                                   f"{item.incoming.timestamp.isoformat()}", ticket)
         elif answer.status not in PROVIDER_STATUSES:
-            out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer")
+            out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer",
+                                  ticket)
         elif (gone := ctx.inactive(ticket.requester, item.holder)) is not None:
             out += _refuse_answer(item, "UNKNOWN_HOLDER", f"{gone} is no longer an active holder "
                                   "in the directory: the answer is relayed to no one", ticket)

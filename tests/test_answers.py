@@ -30,6 +30,7 @@ from renkei.envelope import Incoming, Send
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
+    TIMED_OUT,
     HolderEntry,
     LinkageAnswer,
     LinkageRequest,
@@ -77,9 +78,10 @@ def _asked(ctx: Context, requester: str, resident: str, pattern: str, provider: 
     return CODEC.decode(made.value, Pending)
 
 
-def _answer(pending: Pending, by: str, at: datetime, offset: int, ctx: Context) -> list[Send]:
+def _answer(pending: Pending, by: str, at: datetime, offset: int, ctx: Context,
+            status: str = FOUND) -> list[Send]:
     query = CODEC.decode(pending.query, ProviderQuery)
-    answer = ProviderAnswer(query.request_id, query.ticket, query.link_code, FOUND, b"sealed")
+    answer = ProviderAnswer(query.request_id, query.ticket, query.link_code, status, b"sealed")
     return linkage.answers([_from(by, answer, at, offset)], ctx)
 
 
@@ -92,6 +94,17 @@ def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
     assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
     assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
     assert rejection.deadline == pending.deadline, "names the query its answer answers"
+
+
+def test_an_answer_of_no_providers_status_is_refused_naming_the_query_it_answers(
+        ctx: Context) -> None:
+    """Its refusal named no query though its ticket was read, so its provider ended its latest
+    entry of the id, perhaps of a later query's data relayed: it names its ticket's deadline."""
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, ctx, TIMED_OUT)
+    rejection = CODEC.decode(refused.value, Rejection)
+    assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
+    assert (rejection.reason, rejection.deadline) == ("MALFORMED", pending.deadline)
 
 
 def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refused(

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker import topics
 from broker.acls import OVERSIGHT
 from broker.clients import KafkaAccess
 from broker.credentials import Credentials
@@ -36,10 +37,15 @@ from holders.client import (
     new_request_id,
 )
 from holders.store import SENT, HolderStore, Rekeyed
+from processors import linkage
+from processors.codes import CodeService
+from processors.context import Context
+from processors.keys import MasterKeys
+from processors.linkage import FromHolder
 from processors.tickets import TicketSealer
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
-from renkei.envelope import Send
+from renkei.envelope import Incoming, Send
 from renkei.state import state_folder
 from renkei.tasks import cancelled
 from schemas.codec import CODEC, MAX_BYTES
@@ -304,6 +310,35 @@ async def test_a_refusal_ends_the_providers_entry_of_the_query_its_refused_answe
         refused, refused]
 
 
+async def test_a_refusal_of_an_answer_with_no_providers_status_ends_its_querys_entry(
+        client: HolderClient) -> None:
+    """Refused MALFORMED under the ticket it carried, after a second query of its id was
+    answered: the refusal ended the second's entry, its data relayed, not the first's."""
+    _providing(client)
+    first = query("ABC98765XYZ")
+    await handle(client, first, _used_again(first, timedelta(minutes=3)))
+    await handle(client, _platforms_refusal(_ticket(first), HOLDER, TIMED_OUT))
+    assert [(e.outcome, e.content) for e in client.store.access_log(first.request_id)] == [
+        ("REJECTED: MALFORMED", None), (FOUND, '{"taxable_income": "3200000"}')]
+
+
+def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:
+    """The ticket the platform sealed into query `of` (for `provider`: another one's, else)."""
+    return Ticket(of.request_id, of.requester, provider, of.pattern_id, of.data_type, "ID-CODE",
+                  "LINK-A", of.link_code, of.deadline)
+
+
+def _platforms_refusal(ticket: Ticket, by: str, status: str = FOUND) -> Rejection:
+    """The platform's refusal (linkage.answers) of an answer `by` sent under `ticket`."""
+    keys = MasterKeys.generate()
+    ctx = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    answer = ProviderAnswer(ticket.request_id, ctx.tickets.seal(ticket), ticket.link_b, status,
+                            b"")
+    sent = Incoming(topics.outbox(by), 0, 0, datetime.now(UTC), CODEC.encode(answer))
+    refused, _ = linkage.answers([FromHolder(sent, by, answer)], ctx)
+    return CODEC.decode(refused.value, Rejection)
+
+
 async def test_a_query_dispatched_again_with_its_ticket_sealed_again_is_one_providers_entry(
         client: HolderClient) -> None:
     """The platform dispatches a pending request's query again after a crash, its ticket sealed
@@ -311,8 +346,7 @@ async def test_a_query_dispatched_again_with_its_ticket_sealed_again_is_one_prov
     _providing(client)
     first = query("ABC98765XYZ")
     sealer = TicketSealer(bytes(32))
-    ticket = Ticket(first.request_id, REQUESTER, HOLDER, first.pattern_id, first.data_type,
-                    "ID-CODE", "LINK-A", first.link_code, first.deadline)
+    ticket = _ticket(first)
     copy = replace(first, ticket=sealer.seal(ticket))
     first = replace(first, ticket=sealer.seal(ticket))
     assert copy.ticket != first.ticket
