@@ -127,7 +127,8 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
             out += _refuse_answer(item, "INVALID_TICKET", str(exc))
             continue
         if ticket.provider != item.holder:
-            out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider")
+            out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider",
+                                  ticket)  # naming a query its sender was not asked: it ends none
         elif item.incoming.timestamp > ticket.deadline:
             out += _refuse_answer(item, "INVALID_TICKET", f"{TICKET_EXPIRED} "
                                   f"{ticket.deadline.isoformat()}, the answer came at "

@@ -134,7 +134,7 @@ class Rejection:
     reason: str
     detail: str
     rejected_at: datetime
-    deadline: datetime | None = None  # of the query whose answer is refused (None from v1)
+    deadline: datetime | None = None  # a refused answer's ticket's (None: Rejection.v2.avsc)
 
 
 @dataclass(frozen=True, slots=True)

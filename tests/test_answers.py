@@ -107,6 +107,17 @@ def test_an_answer_of_no_providers_status_is_refused_naming_the_query_it_answers
     assert (rejection.reason, rejection.deadline) == ("MALFORMED", pending.deadline)
 
 
+def test_an_answer_under_another_providers_ticket_is_refused_naming_that_query(
+        ctx: Context) -> None:
+    """Its refusal named no query, so its sender ended its own latest answered entry of the id,
+    of a query it was asked: it names the ticket's, of which the sender has no entry."""
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    refused, logged = _answer(pending, "nenkin", T0 + timedelta(seconds=1), 2, ctx)
+    rejection = CODEC.decode(refused.value, Rejection)
+    assert refused.topic == topics.inbox("nenkin") and logged.topic == topics.AUDIT
+    assert (rejection.reason, rejection.deadline) == ("INVALID_TICKET", pending.deadline)
+
+
 def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refused(
         ctx: Context) -> None:
     """A requester (or provider) marked inactive in the directory after its request was approved

@@ -322,6 +322,20 @@ async def test_a_refusal_of_an_answer_with_no_providers_status_ends_its_querys_e
         ("REJECTED: MALFORMED", None), (FOUND, '{"taxable_income": "3200000"}')]
 
 
+async def test_a_refusal_of_an_answer_under_another_providers_ticket_ends_no_entry(
+        client: HolderClient) -> None:
+    """Sent under a ticket for another provider, of a query of an id this holder answered
+    another query of: the refusal ended this holder's entry of that other query, its data
+    relayed."""
+    _providing(client)
+    first = query("ABC98765XYZ")
+    await handle(client, first)
+    theirs = _ticket(_used_again(first, timedelta(minutes=3)), provider="city-z")
+    await handle(client, _platforms_refusal(theirs, HOLDER))
+    assert [(e.outcome, e.content) for e in client.store.access_log(first.request_id)] == [
+        (FOUND, '{"taxable_income": "3200000"}')]
+
+
 def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:
     """The ticket the platform sealed into query `of` (for `provider`: another one's, else)."""
     return Ticket(of.request_id, of.requester, provider, of.pattern_id, of.data_type, "ID-CODE",
