@@ -390,8 +390,8 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
 
     Exits 1 if the roots (or, once the topic's retention deleted its oldest records, the entries
     after those) differ, the live store lacks events the audit consumer committed, holds events
-    older than its purge cutoff when they came (entries its purges left: `renkei audit verify`
-    says why), or an approval or rejection disagrees with the pattern list.
+    older than the cutoff of a purge it made before they came or after (entries its purges left:
+    `renkei audit verify` says why), or an approval or rejection disagrees with the pattern list.
     """
     from audit import replay as replaying
 
@@ -417,8 +417,9 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         click.echo(f"{report.unlogged} events older than the live store's purge cutoff when they "
                    "came, which it did not log: not replayed")
     if report.left:
-        click.echo(f"LEFT: {report.left} events older than the live store's purge cutoff when "
-                   "they came are in it all the same, entries its purges left (their bytes not "
+        click.echo(f"LEFT: {report.left} events older than the cutoff of a purge the live store "
+                   "made before they came or after are in it all the same, entries its purges "
+                   "left (their bytes not "
                    "their leaf's, or their time column changed: `renkei audit verify` says "
                    "which): replayed")
     compared = bool(report.compared_at)

@@ -155,8 +155,9 @@ class ReplayReport:
     replay, its purged ones among them); `compared_at` entries after them are then compared
     one by one, `differing` differ. `unlogged` are the events older than the live store's cutoff
     when they came, which it did not log (AuditStore.cutoffs): not replayed either; `left`, those
-    as old that it holds all the same, at the serial they take, the entries a purge left (their
-    bytes not their leaf's, or their time column not their event's): replayed."""
+    as old, or older than the cutoff of a purge after it logged them, that it holds all the same,
+    at the serial they take, the entries a purge left (their bytes not their leaf's, or their
+    time column not their event's): replayed."""
 
     records: int = 0
     start: int = 0
@@ -313,21 +314,34 @@ def _cutoff_at(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime |
     return max((cutoff for since, cutoff in cutoffs if since <= size), default=None)
 
 
+def _cutoff_after(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime | None:
+    """The latest cutoff of the purges the live store made after it logged its entry at serial
+    `size` (None: none): those that, or a purge before them, removed a later serial. Their sizes
+    only grow: the purges after the last one, the common case, cost a bisection."""
+    after = bisect.bisect_right(cutoffs, size, key=lambda held: held[0])
+    return max((cutoff for _, cutoff in cutoffs[after:]), default=None)
+
+
 def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
               beyond: int, cutoffs: Sequence[tuple[int, datetime]]) -> tuple[set[str], int]:
     """The ids of the events of `items` the live store did not log, as older than its cutoff
     when they came (its log `beyond` entries longer than `target`, then one more per event it
     logged): each copy of one is left out; and how many as old it holds all the same, its leaf
-    at the serial they take theirs (a purge left their entries)."""
-    size, left, held_old = beyond + target.size(), set(), 0
+    at the serial they take theirs, or held at that serial though older than the cutoff of a
+    purge after it logged them (a purge left their entries). Only the latter are looked up, at
+    once: a replay from offset 0 of a store that purged its oldest meets them all."""
+    size, left, held_old, expired = beyond + target.size(), set(), 0, {}
     for event, leaf in _new_items(target, items):
         if beyond_retention(event, _cutoff_at(cutoffs, size)):
             if not _logged_at(live, size, leaf):
                 left.add(event.event_id)
                 continue
             held_old += 1
+        elif beyond_retention(event, _cutoff_after(cutoffs, size)):
+            expired[event.event_id] = size
         size += 1
-    return left, held_old
+    held = live.serials(list(expired)) if expired else {}
+    return left, held_old + sum(held.get(i) == serial for i, serial in expired.items())
 
 
 def _logged_at(live: AuditStore, serial: int, leaf: bytes) -> bool:

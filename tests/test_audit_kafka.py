@@ -968,23 +968,31 @@ async def test_replay_leaves_out_an_event_older_than_the_cutoff_of_a_purge_befor
         assert report.identical and not report.differing, report
 
 
+@pytest.mark.parametrize("altered", ["leaf = leaf || x'00'",
+                                     f"occurred_at = occurred_at + {10 * 366 * 86_400_000}"],
+                         ids=["its-bytes", "its-time-column-later"])
+@pytest.mark.parametrize("olds, purged", [(2, ((1, 2),)), (3, ((1, 2), (3, 4)))],
+                         ids=["after-the-purged", "among-the-purged"])
 async def test_replay_takes_an_old_event_whose_entry_a_purge_left_and_says_so(
-        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A purge leaves an entry whose bytes are not its leaf's: the replay took its event, older
-    than the cutoff and read past the last serial the purge removed, for one the live store did
-    not log and dropped it (the entries after it one serial off, DIFFERENT); it replays it, the
-    store identical, and counts it as left, on a topic whole or one whose start the broker
-    deleted. `renkei audit replay` says LEFT and exits 1, as `renkei audit verify` does on it."""
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, altered: str, olds: int,
+        purged: tuple[tuple[int, int], ...]) -> None:
+    """A purge leaves an entry whose bytes are not its leaf's, or whose time column is later
+    than its event's: the replay took its event, older than the cutoff and read past the last
+    serial the purge removed, for one the live store did not log and dropped it (the entries
+    after it one serial off, DIFFERENT), and replayed it unseen, as one logged before the
+    purge, if the purge removed a serial after it too; it replays it, the store identical, and
+    counts it as left, on a topic whole or one whose start the broker deleted. `renkei audit
+    replay` says LEFT and exits 1, as `renkei audit verify` does on it."""
     now, live = datetime.now(UTC), tmp_path / "live.db"
-    old = [synthetic(n, "left-old", now - timedelta(days=9 * 366)) for n in range(2)]
+    old = [synthetic(n, "left-old", now - timedelta(days=9 * 366)) for n in range(olds)]
     events = [synthetic(n, "left", now + timedelta(milliseconds=n)) for n in range(4)]
     logged = [events[0], *old, *events[1:]]
     with AuditStore(live, Signer.generate()) as store:
-        store.append_many(item(event) for event in logged[:3])
+        store.append_many(item(event) for event in logged[:1 + olds])
         with closing(sqlite3.connect(live)) as db, db:
-            db.execute("UPDATE entries SET leaf = leaf || x'00' WHERE serial = 2")
-        assert store.purge(now).ranges == ((1, 2),), "serial 2 left: its bytes are not its leaf's"
-        store.append_many(item(event) for event in logged[3:])
+            db.execute(f"UPDATE entries SET {altered} WHERE serial = 2")
+        assert store.purge(now).ranges == purged, "serial 2 left"
+        store.append_many(item(event) for event in logged[1 + olds:])
     for start in (0, 1):
         async with topic_of_its_own(logged, start) as own:
             report = await rebuilt(tmp_path / f"replay-{start}.db", live, own)
@@ -994,8 +1002,8 @@ async def test_replay_takes_an_old_event_whose_entry_a_purge_left_and_says_so(
         assert report.logged == report.live_size == len(logged), report
         assert report.identical and not report.differing, report
         assert found.exit_code == 1 and not isinstance(found.exception, Exception), found.output
-        assert "LEFT: 1 events older than the live store's purge cutoff when they came are in " \
-            "it all the same" in found.output
+        assert "LEFT: 1 events older than the cutoff of a purge the live store made before " \
+            "they came or after are in it all the same" in found.output
         assert "`renkei audit verify` says which): replayed" in found.output
         assert "(identical)" in found.output and "which it did not log" not in found.output
 
