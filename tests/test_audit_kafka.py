@@ -71,6 +71,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 LOAD, REPEATS = 20_000, 500
 CUT = 40  # newest entries an intruder deletes, with their heads
 NEXT_HEAD = 5.0  # seconds to a consumer's head: a test appends and cuts its store before it
+PERIOD = 2.0  # a head period well under HEAD_SECONDS, the one a consumer ignoring it would keep
 SEVEN_YEARS_MS = 7 * (365 * 86_400_000 + 6 * 3_600_000)
 
 
@@ -356,6 +357,23 @@ def head_just_anchored(platform: Processes, head_seconds: float = HEAD_SECONDS) 
     up to a head period); started again, it signs its next one `head_seconds` after its start."""
     platform.stop("audit")
     platform.start("audit", "audit", "run", "--head-seconds", str(head_seconds))
+
+
+async def test_the_consumer_anchors_a_head_each_head_period_it_is_given(
+        platform: Processes, live: AuditStore) -> None:
+    """Two heads in a row, each over entries that came in its period, are signed a period apart
+    (or two, the second batch late), not HEAD_SECONDS: `--head-seconds` is obeyed, not only
+    taken (a consumer stopping within a test's limit showed no more)."""
+    head_just_anchored(platform, PERIOD)
+    try:
+        for _ in range(2):
+            await appended(live, CUT)
+            await reaching(anchored_size, live.size())
+        before, last = (await anchored_heads(KafkaAccess.of(config.ADMIN)))[-2:]
+    finally:
+        head_just_anchored(platform)
+    apart = (last.head.timestamp - before.head.timestamp).total_seconds()
+    assert PERIOD <= apart < 2.5 * PERIOD < HEAD_SECONDS, apart
 
 
 async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_the_commit(
