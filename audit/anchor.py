@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
 ASK_AGAIN = 0.5
 HEAD_SECONDS = 10.0  # the consumer's head period unless `audit run --head-seconds` says
+LEAST_HEAD_SECONDS = 1.0  # the least head period: the broker is given one to take each head
 UNHELD_KEPT = 100_000  # heads the store did not hold kept for the next check (~50 MB) at most
 
 # the store's report against the heads and the commit it is given (AuditStore.verify_outside,

@@ -34,7 +34,7 @@ from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
 from renkei import personal_input
-from renkei.options import LOGLEVEL, NON_NEGATIVE, POSITIVE
+from renkei.options import LOGLEVEL, NON_NEGATIVE, FiniteRange
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
@@ -362,7 +362,8 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 @audit_cli.command()
 @store_option
 @instance_option
-@click.option("--head-seconds", type=POSITIVE, default=anchor.HEAD_SECONDS, show_default=True,
+@click.option("--head-seconds", type=FiniteRange(min=anchor.LEAST_HEAD_SECONDS),
+              default=anchor.HEAD_SECONDS, show_default=True,
               help="how often a head is signed and anchored (when entries came): the newest "
                    "entries only the consumer's commit vouches for are at most this old")
 @LOGLEVEL

@@ -15,6 +15,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from audit.cli import audit_cli
 from audit.heads import Signer
 from audit.store import AuditStore
 from broker import cluster
@@ -142,10 +143,13 @@ def test_no_number_is_nan_infinite_or_below_zero() -> None:
     (broker_chaos, ("--kill-at", "nan"), "'nan' is not a finite number"),
     (linkage_bench, ("--curve", "25,nan"), "'nan' is not a finite number"),
     (linkage_bench, ("--curve", "25,-50"), "-50.0 is not in the range x>0"),
-    (linkage_bench, ("--scale", "1,0"), "0 is not in the range x>=1")])
+    (linkage_bench, ("--scale", "1,0"), "0 is not in the range x>=1"),
+    (audit_cli.commands["run"], ("--head-seconds", "0.001"), "0.001 is not in the range x>=1.0")])
 def test_a_number_of_no_meaning_is_refused_before_anything_runs(
         command: click.Command, args: tuple[str, ...], error: str) -> None:
-    """Parsed only: a chaos run or a benchmark let through is not started here."""
+    """Parsed only: a chaos run, a benchmark or an audit consumer let through is not started
+    here (one with a head period of 1 ms gave the broker 1 ms to take each head: it anchored
+    none, some 860 warnings in 3 s, each head tried again at the next ms)."""
     with pytest.raises(click.BadParameter, match=re.escape(error)):
         command.make_context(command.name, list(args))
 
