@@ -299,8 +299,13 @@ def _utc(at: str) -> datetime:
     return read if read.tzinfo is not None else read.replace(tzinfo=UTC)
 
 
+def _stamp(at: datetime) -> str:
+    """A time as the store writes it: UTC, to the millisecond (text that sorts as the time)."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return _stamp(datetime.now(UTC))
 
 
 class HolderStore:
@@ -724,7 +729,7 @@ class HolderStore:
         FORGET_AT_ONCE rows a table, oldest first, each yielded once committed, until none is
         left: past the log's retention nothing of them is needed (a copy of an answer, off the
         broker long before, would be dropped as one to an unknown request, not acted on)."""
-        told = {"before": cutoff.astimezone(UTC).isoformat(timespec="milliseconds"),
+        told = {"before": _stamp(cutoff),
                 "rows": FORGET_AT_ONCE}
         while True:
             with writing(self.db):
@@ -760,9 +765,8 @@ class HolderStore:
                          deadline: datetime) -> bool:
         """Whether the query due by `deadline` has its entry from before the store told queries
         by their digests (_ANSWERED_BEFORE)."""
-        since, due = (at.astimezone(UTC).isoformat(timespec="milliseconds")
-                      for at in (deadline - REPLAY_WINDOW, deadline))
-        told = (request_id, side, requester, pattern_id, data_type, since, TIMED_OUT, due)
+        told = (request_id, side, requester, pattern_id, data_type,
+                _stamp(deadline - REPLAY_WINDOW), TIMED_OUT, _stamp(deadline))
         return self.db.execute(_ANSWERED_BEFORE, told).fetchone() is not None
 
     def not_provided(self, request_id: str, outcome: str,
