@@ -747,10 +747,8 @@ class HolderStore:
         `deadline`, once a query (_query_digest; one made before: _ANSWERED_BEFORE)."""
         if deadline is None:
             digest = b""
-        elif (self._before_digests is not None  # a few minutes after the upgrade: not looked up
-              and deadline - REPLAY_WINDOW < self._before_digests
-              and self._answered_before(request_id, side, counterpart, pattern_id, data_type,
-                                        deadline)):
+        elif self._answered_before(request_id, side, counterpart, pattern_id, data_type,
+                                   deadline):
             return
         else:
             digest = _query_digest(counterpart, pattern_id, data_type, deadline)
@@ -764,7 +762,10 @@ class HolderStore:
                          pattern_id: str | None, data_type: str | None,
                          deadline: datetime) -> bool:
         """Whether the query due by `deadline` has its entry from before the store told queries
-        by their digests (_ANSWERED_BEFORE)."""
+        by their digests (_ANSWERED_BEFORE); not looked up for one due a replay window after
+        the latest of those (a few minutes after the upgrade), nor in a store made since."""
+        if self._before_digests is None or deadline - REPLAY_WINDOW >= self._before_digests:
+            return False
         told = (request_id, side, requester, pattern_id, data_type,
                 _stamp(deadline - REPLAY_WINDOW), TIMED_OUT, _stamp(deadline))
         return self.db.execute(_ANSWERED_BEFORE, told).fetchone() is not None
