@@ -1,5 +1,6 @@
-"""What the benchmark's holders ask for — each requester's lawful exchanges over the people both
-it and the provider have bound — and how big a real exchange's messages are (for the baseline)."""
+"""The benchmark's plan, as saved and loaded: what its holders ask for — each requester's lawful
+exchanges over the people both it and the provider have bound — and how big a real exchange's
+messages are (for the baseline); made on the bound town by renkei.bench_planning."""
 
 from __future__ import annotations
 
