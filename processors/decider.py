@@ -22,11 +22,9 @@ delivered before that event's offset is committed (or, for an event decided at o
 partition's owner, before its record is written and the offset of the holder's message it came from
 committed), and a crash before then makes the event itself come again; so a later copy of it has
 nothing left to do. Timeouts and forgetting (Sweep events) are decided only as they are read back
-from the topic, never at once, and so is any event of a request pending past its deadline, settled
-(to be forgotten) or with answers held (refused once forgotten), an answer to a request not known
-(held as long as the next sweep says), and a request read near the time it may be forgotten (stale
-once a sweep forgets others received with it; Decider.in_order): every owner replaying a partition
-decides a timeout, the forgetting, a request and an answer in the same order.
+from the topic, never at once, and so is any event whose decision a sweep on its way may change
+(Decider.in_order): every owner replaying a partition decides a timeout, the forgetting, a request
+and an answer in the same order.
 """
 
 from __future__ import annotations
