@@ -51,11 +51,6 @@ class Context:
         answered nor answers."""
         return (entry := self.directory.get(holder)) is not None and entry.active
 
-    def inactive(self, *holders: str) -> str | None:
-        """The first of the holders gone from the directory or marked inactive there (None: each
-        is active): an answer to or from it is relayed to no one."""
-        return next((h for h in holders if not self.active(h)), None)
-
     def unit(self, holder: str) -> UnitEpoch:
         """The link-code unit and key epoch of a holder in the directory."""
         entry = self.directory[holder]

@@ -136,7 +136,7 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
         elif answer.status not in PROVIDER_STATUSES:
             out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer",
                                   ticket)
-        elif (gone := ctx.inactive(ticket.requester, item.holder)) is not None:
+        elif (gone := _inactive(ctx, ticket.requester, item.holder)) is not None:
             out += _refuse_answer(item, "UNKNOWN_HOLDER", f"{gone} is no longer an active holder "
                                   "in the directory: the answer is relayed to no one", ticket)
         elif answer.link_code != ticket.link_b:
@@ -149,6 +149,12 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
             out.append(decider.to_decider(answer.request_id, Outcome(
                 answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline)))
     return out
+
+
+def _inactive(ctx: Context, *holders: str) -> str | None:
+    """The first of the holders gone from the directory or marked inactive there (None: each
+    is active, Context.active)."""
+    return next((h for h in holders if not ctx.active(h)), None)
 
 
 def _req(item: FromHolder) -> LinkageRequest:
