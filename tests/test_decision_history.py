@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -324,10 +325,19 @@ class _Decisions:
                    and CODEC.name_of(s.value) == Rejection.__name__ for s in self.told)
 
 
+@pytest.fixture
+async def decisions(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[_Decisions]:
+    """r-1's decision partition (_Decisions); its owners' producers stopped after the test."""
+    made = _Decisions(ctx, monkeypatch)
+    yield made
+    for instance in made.owners:
+        await instance.producer.stop()  # made with the instance, though never started here
+
+
 @pytest.mark.parametrize("answer", ["another instance's, first", "the owner's, after",
                                     "the owner's, after, the broker's time read set back"])
 async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_first_told_them(
-        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+        platform: object, ctx: Context, decisions: _Decisions, answer: str) -> None:
     """The owner of a decision partition timed a request out at once (a TIMED_OUT to its
     requester), but the provider's answer, written to the topic by another instance, landed before
     the owner's record of the sweep: the owner refused the answer to its provider, crashed before
@@ -337,33 +347,28 @@ async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_firs
     the other way round with an answer the owner decided at once while its sweep was on its way.
     Sweeps are decided as they are read back, as is any event of a request past its deadline
     (by the broker's time, or by a sweep on its way)."""
-    decisions = _Decisions(ctx, monkeypatch)
     received = datetime.now(UTC).replace(microsecond=0)
     pending = _pending(ctx, received=received)
     late = pending.deadline + timedelta(seconds=1)
-    try:
-        first = decisions.owner(committed=0)
-        decisions.land([decider.to_decider("r-1", pending)], received)
-        decisions.read(first, 0)
-        first.broker_time.read([appended(late)])
-        swept = decisions.sent(first.due())
-        if answer == "another instance's, first":
-            decisions.land([decider.to_decider("r-1", _answer()), *swept], late)
-        else:
-            now = late if answer == "the owner's, after" else pending.deadline - timedelta(
-                seconds=1)  # read by records that waited: the sweep was on its way, even so
-            effects, decided = first._at_once([decider.to_decider("r-1", _answer())], now, ctx)
-            decisions.land(swept + decisions.sent(effects) + decided, late)
-        decisions.read(first, 1)
-        assert len(decisions.statuses()) == 1, "the first owner told the requester once"
-        first_told = decisions.statuses(), decisions.refused()
-        second = decisions.owner(committed=1)  # the first crashed before committing
-        read = decisions.read(second, 1)
-        decisions.land(decisions.sent(second.due()), late)
-        decisions.read(second, read)
-    finally:
-        for instance in decisions.owners:
-            await instance.producer.stop()  # made with the instance, though never started here
+    first = decisions.owner(committed=0)
+    decisions.land([decider.to_decider("r-1", pending)], received)
+    decisions.read(first, 0)
+    first.broker_time.read([appended(late)])
+    swept = decisions.sent(first.due())
+    if answer == "another instance's, first":
+        decisions.land([decider.to_decider("r-1", _answer()), *swept], late)
+    else:
+        now = late if answer == "the owner's, after" else pending.deadline - timedelta(
+            seconds=1)  # read by records that waited: the sweep was on its way, even so
+        effects, decided = first._at_once([decider.to_decider("r-1", _answer())], now, ctx)
+        decisions.land(swept + decisions.sent(effects) + decided, late)
+    decisions.read(first, 1)
+    assert len(decisions.statuses()) == 1, "the first owner told the requester once"
+    first_told = decisions.statuses(), decisions.refused()
+    second = decisions.owner(committed=1)  # the first crashed before committing
+    read = decisions.read(second, 1)
+    decisions.land(decisions.sent(second.due()), late)
+    decisions.read(second, read)
     assert (decisions.statuses(), decisions.refused()) == first_told, \
         "the next owner decided as the first did"
     assert decisions.refused() == (decisions.statuses() == {TIMED_OUT}), \
@@ -372,105 +377,90 @@ async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_firs
 
 @pytest.mark.parametrize("met", ["its id, forgotten, used again", "an answer held for it"])
 async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_is_decided_in_order(
-        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch, met: str) -> None:
+        platform: object, ctx: Context, decisions: _Decisions, met: str) -> None:
     """The owner decided at once a request whose id its sweep, on its way, was to forget, or
     whose answer, held, that sweep was to refuse to its provider: its record landed after the
     sweep, and the next owner (the first crashed before committing) forgot the id, then took the
     request, marked decided, as pending (the first refused it as DUPLICATE, and the next timed it
     out), or refused the held answer the first had relayed. A request settled or with answers held
     is decided in the topic's order, as one past its deadline is."""
-    decisions = _Decisions(ctx, monkeypatch)
     start = datetime.now(UTC).replace(microsecond=0)
-    try:
-        first = decisions.owner(committed=0)
-        first.broker_time.read([appended(start)])
-        if met == "its id, forgotten, used again":
-            earlier = _pending(ctx, received=start)
-            decisions.land([decider.to_decider("r-1", m) for m in (earlier, _answer())], start)
-            forgets = decider.forgotten_at(earlier, ctx)
-        else:
-            decisions.land([decider.to_decider("r-1", _answer())], start)
-            decisions.read(first, 0)
-            decisions.land(decisions.sent(first.due()), start)  # times the answer held
-            forgets = decider.forgotten_at(_pending(ctx, received=start), ctx)
-        committed = decisions.read(first, 0)
-        later = forgets + timedelta(seconds=1)
-        request = _pending(ctx, source="renkei.holder.nenkin.out:0:9", received=later, digest=7)
-        first_told, next_told = decisions.raced(
-            first, committed, request, later, "forgetting r-1's id or its answer held")
-    finally:
-        for instance in decisions.owners:
-            await instance.producer.stop()  # made with the instance, though never started here
+    first = decisions.owner(committed=0)
+    first.broker_time.read([appended(start)])
+    if met == "its id, forgotten, used again":
+        earlier = _pending(ctx, received=start)
+        decisions.land([decider.to_decider("r-1", m) for m in (earlier, _answer())], start)
+        forgets = decider.forgotten_at(earlier, ctx)
+    else:
+        decisions.land([decider.to_decider("r-1", _answer())], start)
+        decisions.read(first, 0)
+        decisions.land(decisions.sent(first.due()), start)  # times the answer held
+        forgets = decider.forgotten_at(_pending(ctx, received=start), ctx)
+    committed = decisions.read(first, 0)
+    later = forgets + timedelta(seconds=1)
+    request = _pending(ctx, source="renkei.holder.nenkin.out:0:9", received=later, digest=7)
+    first_told, next_told = decisions.raced(
+        first, committed, request, later, "forgetting r-1's id or its answer held")
     assert next_told == first_told, "the next owner decided as the first did"
     held = [owner.decider.states[decisions.partition].get("r-1") for owner in decisions.owners]
     assert isinstance(held[0], RequestState) and held[1] == held[0], "r-1 pending for both"
 
 
 async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
-        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
     """The owner held at once an answer to a request it did not know, while its sweep (timing
     another answer held) was on its way, landing first: the owner kept the answer as long as that
     sweep said, and refused it to its provider at a later sweep; the next owner (the first crashed
     before committing) read the sweep before the answer, kept it as long as that later sweep said,
     and did not refuse it then (a request coming meanwhile it would have answered with it). An
     answer to a request not known is decided in the topic's order."""
-    decisions = _Decisions(ctx, monkeypatch)
     start = datetime.now(UTC).replace(microsecond=0)
-    try:
-        first = decisions.owner(committed=0)
-        first.broker_time.read([appended(start)])
-        decisions.land([decider.to_decider("r-15", replace(_answer(), request_id="r-15"))], start)
-        committed = decisions.read(first, 0)  # r-15: of r-1's partition
-        swept = decisions.sent(first.due())
-        assert swept, "a sweep timing the answer held for r-15 is on its way"
-        effects, decided = first._at_once([decider.to_decider("r-1", _answer())], start, ctx)
-        decisions.land(swept + decisions.sent(effects) + decided, start)
-        read = decisions.read(first, committed)
-        later = decider.forgotten_at(_pending(ctx, received=start), ctx) + timedelta(seconds=1)
-        first.broker_time.read([appended(later)])
-        told = len(decisions.told)
-        decisions.land(decisions.sent(first.due()), later)
-        decisions.read(first, read)
-        first_told, told = _about(decisions.told[told:]), len(decisions.told)
-        second = decisions.owner(committed)
-        decisions.read(second, committed)
-    finally:
-        for instance in decisions.owners:
-            await instance.producer.stop()  # made with the instance, though never started here
+    first = decisions.owner(committed=0)
+    first.broker_time.read([appended(start)])
+    decisions.land([decider.to_decider("r-15", replace(_answer(), request_id="r-15"))], start)
+    committed = decisions.read(first, 0)  # r-15: of r-1's partition
+    swept = decisions.sent(first.due())
+    assert swept, "a sweep timing the answer held for r-15 is on its way"
+    effects, decided = first._at_once([decider.to_decider("r-1", _answer())], start, ctx)
+    decisions.land(swept + decisions.sent(effects) + decided, start)
+    read = decisions.read(first, committed)
+    later = decider.forgotten_at(_pending(ctx, received=start), ctx) + timedelta(seconds=1)
+    first.broker_time.read([appended(later)])
+    told = len(decisions.told)
+    decisions.land(decisions.sent(first.due()), later)
+    decisions.read(first, read)
+    first_told, told = _about(decisions.told[told:]), len(decisions.told)
+    second = decisions.owner(committed)
+    decisions.read(second, committed)
     assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
     held = [owner.decider.states[decisions.partition].held.get("r-1") for owner in (first, second)]
     assert held[1] == held[0], "the answer held as long by both"
 
 
 async def test_a_request_read_near_its_forgetting_is_refused_as_stale_or_not_by_every_owner(
-        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
     """A request read 2.5 minutes after it was received (after an outage), decided at once by the
     owner while its sweep, forgetting a request received with it, was on its way and landed
     first: the owner took it, pending; the next owner (the first crashed before committing) read
     the sweep first and refused it as stale, marked decided (told nothing, kept nothing: never
     timed out). A request that old is decided in the topic's order."""
-    decisions = _Decisions(ctx, monkeypatch)
     received = datetime.now(UTC).replace(microsecond=0)
     answered = replace(_pending(ctx, received=received), request_id="r-15")  # r-1's partition
-    try:
-        first = decisions.owner(committed=0)
-        first.broker_time.read([appended(received)])
-        decisions.land([decider.to_decider("r-15", m)
-                        for m in (answered, replace(_answer(), request_id="r-15"))], received)
-        committed = decisions.read(first, 0)
-        later = decider.forgotten_at(answered, ctx) + timedelta(seconds=1)
-        first_told, next_told = decisions.raced(
-            first, committed, _pending(ctx, received=received), later, "forgetting r-15")
-    finally:
-        for instance in decisions.owners:
-            await instance.producer.stop()  # made with the instance, though never started here
+    first = decisions.owner(committed=0)
+    first.broker_time.read([appended(received)])
+    decisions.land([decider.to_decider("r-15", m)
+                    for m in (answered, replace(_answer(), request_id="r-15"))], received)
+    committed = decisions.read(first, 0)
+    later = decider.forgotten_at(answered, ctx) + timedelta(seconds=1)
+    first_told, next_told = decisions.raced(
+        first, committed, _pending(ctx, received=received), later, "forgetting r-15")
     assert next_told == first_told, "the next owner decided as the first did"
     kept = [owner.decider.states[decisions.partition].get("r-1") for owner in decisions.owners]
     assert kept[1] == kept[0], "r-1 kept alike by both"
 
 
 async def test_two_copies_of_a_request_from_two_instances_are_logged_once_whoever_replays_them(
-        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
     """A holder's request and its copy sent again, read by two instances: the owner decided its
     own at once (approved@ its offset) and refused the other's, which landed first, as a copy; the
     next owner (the first crashed before committing) dispatched the other's and took the owner's,
@@ -478,24 +468,19 @@ async def test_two_copies_of_a_request_from_two_instances_are_logged_once_whoeve
     Both are named by what copies share, the holder message's digest: logged once, whichever copy
     an owner keeps; a copy read again later is dropped, or refused to its holder alone (which
     drops a DUPLICATE of its own), by either owner."""
-    decisions = _Decisions(ctx, monkeypatch)
     start = datetime.now(UTC).replace(microsecond=0)
     mine, other = _pending(ctx, received=start), _pending(
         ctx, source="renkei.holder.nenkin.out:0:6", received=start)  # the same bytes: a copy
-    try:
-        first = decisions.owner(committed=0)
-        first.broker_time.read([appended(start)])
-        decisions.land([decider.to_decider("r-1", other)], start)  # the other instance's
-        effects, decided = first._at_once([decider.to_decider("r-1", mine)], start, ctx)
-        decisions.land(decisions.sent(effects) + decided, start)
-        read = decisions.read(first, 0)
-        decisions.read(decisions.owner(committed=0), 0)
-        decisions.land([decider.to_decider("r-1", _answer())], start)
-        for owner in decisions.owners:
-            decisions.read(owner, read)
-    finally:
-        for instance in decisions.owners:
-            await instance.producer.stop()  # made with the instance, though never started here
+    first = decisions.owner(committed=0)
+    first.broker_time.read([appended(start)])
+    decisions.land([decider.to_decider("r-1", other)], start)  # the other instance's
+    effects, decided = first._at_once([decider.to_decider("r-1", mine)], start, ctx)
+    decisions.land(decisions.sent(effects) + decided, start)
+    read = decisions.read(first, 0)
+    decisions.read(decisions.owner(committed=0), 0)
+    decisions.land([decider.to_decider("r-1", _answer())], start)
+    for owner in decisions.owners:
+        decisions.read(owner, read)
     steps = sorted(said.split("@")[0] for topic, said in _about(decisions.told)
                    if topic == topics.AUDIT)
     assert steps == ["r-1:answered", "r-1:approved"], "the access log has each step once"
