@@ -6,10 +6,11 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from aiokafka.conn import create_conn
@@ -129,6 +130,7 @@ class Stoppable(Startable, Protocol):
 
 
 S = TypeVar("S", bound=Stoppable)
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -154,11 +156,11 @@ async def started(client: Startable, access: KafkaAccess) -> None:
         try:
             await client.start()
         except KafkaConnectionError as exc:
-            refusal = await _refusal(access)  # aiokafka's error does not tell the two apart
-            if refusal is not None:
+            answer = await _answer(access)  # aiokafka's error does not tell the two apart
+            if isinstance(answer, KafkaError):
                 raise BrokerRefused(
                     f"the broker at {access.bootstrap} refused principal {access.principal!r} "
-                    f"({refusal}): the broker has another password for it, or none "
+                    f"({answer}): the broker has another password for it, or none "
                     "(`renkei broker provision` gives it the state folder's)") from None
             if not waited:
                 log.warning("cannot reach the broker at %s (%s): trying again every %.0f s",
@@ -176,7 +178,8 @@ LOGINS_AT_ONCE = 32  # log-ins `asked` has in flight at once
 
 
 class NoAnswer(ConnectionError):
-    """No broker of a bootstrap answered a log-in (or one failed it other than by refusing it)."""
+    """No broker of a bootstrap answered a log-in (or one failed it other than by refusing it):
+    a log-in's Answer, returned, not raised."""
 
 
 Answer: TypeAlias = KafkaError | NoAnswer | None  # a log-in refused, not answered, or let in (None)
@@ -200,41 +203,42 @@ class LogIns:
 def asked(accesses: Sequence[KafkaAccess]) -> LogIns:
     """Which principals of `accesses` a broker refuses the log-in of, and which none answers
     for, asked LOGINS_AT_ONCE at a time in an event loop of their own (callers may be in one)."""
-    with ThreadPoolExecutor(1) as worker:
-        return worker.submit(asyncio.run, _asked(accesses)).result()
+    return in_own_loop(_asked(accesses))
 
 
 async def _asked(accesses: Sequence[KafkaAccess]) -> LogIns:
-    at_once = asyncio.Semaphore(LOGINS_AT_ONCE)
-
-    async def answer(access: KafkaAccess) -> Answer:
-        async with at_once:
-            try:
-                return await _answer(access)
-            except NoAnswer as unanswered:
-                return unanswered
-
-    answers = await asyncio.gather(*map(answer, accesses))
+    answers = await logins_at_once(partial(_answer, access) for access in accesses)
     return LogIns.of([a.principal for a in accesses], answers)
 
 
-async def _answer(access: KafkaAccess) -> KafkaError | None:
-    """Why the first broker of `access` that answers refused its log-in (None: it let it in);
-    NoAnswer if none answers."""
+def in_own_loop(work: Coroutine[Any, Any, T]) -> T:
+    """What `work` returns, run in an event loop of its own on a thread of its own: callers may
+    be in one."""
+    with ThreadPoolExecutor(1) as worker:
+        return worker.submit(asyncio.run, work).result()
+
+
+async def logins_at_once(logins: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
+    """What each of `logins` returns, in order, LOGINS_AT_ONCE of them called and awaited at a
+    time."""
+    at_once = asyncio.Semaphore(LOGINS_AT_ONCE)
+
+    async def gated(login: Callable[[], Awaitable[T]]) -> T:
+        async with at_once:
+            return await login()
+
+    return await asyncio.gather(*map(gated, logins))
+
+
+async def _answer(access: KafkaAccess) -> Answer:
+    """How the first broker of `access` that answers its log-in does: why it refused it (None: it
+    let it in); NoAnswer if none answers."""
     for host, port in _addresses(access.bootstrap):
         try:
             return await login_refusal(host, port, access)
         except (OSError, KafkaError):  # not answering (a timeout is an OSError)
             continue
-    raise NoAnswer(f"no broker at {access.bootstrap} answered {access.principal!r}'s log-in")
-
-
-async def _refusal(access: KafkaAccess) -> KafkaError | None:
-    """Why a broker of `access` refused its log-in, if one answers and refuses it."""
-    try:
-        return await _answer(access)
-    except NoAnswer:
-        return None
+    return NoAnswer(f"no broker at {access.bootstrap} answered {access.principal!r}'s log-in")
 
 
 async def login_refusal(host: str, port: int, access: KafkaAccess) -> KafkaError | None:

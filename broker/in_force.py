@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from functools import partial
 
@@ -17,7 +16,7 @@ from aiokafka.protocol.admin import DescribeAclsRequest
 from aiokafka.structs import BrokerMetadata
 from confluent_kafka.admin import AclBinding
 
-from broker.clients import LOGINS_AT_ONCE, KafkaAccess, login_refusal
+from broker.clients import KafkaAccess, in_own_loop, login_refusal, logins_at_once
 from broker.credentials import Credentials
 
 WITHIN = 30.0  # seconds a broker is given to apply them
@@ -73,15 +72,10 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
 async def _let_in(brokers: Sequence[BrokerMetadata], bootstrap: str,
                   logins: Sequence[Credentials]) -> None:
     """Wait until each of `brokers` lets each of `logins` log in, LOGINS_AT_ONCE asked at once."""
-    at_once = asyncio.Semaphore(LOGINS_AT_ONCE)
-
-    async def let_in(broker: BrokerMetadata, creds: Credentials) -> None:
-        async with at_once:
-            await _until(partial(_logs_in, broker.host, broker.port,
-                                 KafkaAccess(bootstrap, creds)),
-                         f"{creds.username}'s log-in on broker {broker.nodeId}")
-
-    await asyncio.gather(*(let_in(broker, creds) for broker in brokers for creds in logins))
+    await logins_at_once(
+        partial(_until, partial(_logs_in, broker.host, broker.port, KafkaAccess(bootstrap, creds)),
+                f"{creds.username}'s log-in on broker {broker.nodeId}")
+        for broker in brokers for creds in logins)
 
 
 async def _in_force(admin: KafkaAccess, bindings: Sequence[AclBinding],
@@ -104,5 +98,4 @@ def in_force(admin: KafkaAccess, bindings: Sequence[AclBinding] = (),
              logins: Sequence[Credentials] = ()) -> None:
     """Return once every broker enforces each of `bindings` and lets each of `logins` log in;
     NotInForce if one has not after WITHIN s."""
-    with ThreadPoolExecutor(1) as worker:  # its own event loop: callers may be in one
-        worker.submit(asyncio.run, _in_force(admin, bindings, logins)).result()
+    in_own_loop(_in_force(admin, bindings, logins))
