@@ -21,6 +21,7 @@ at any moment within `grace` before the event.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -251,7 +252,7 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
     report.events += len(items)
     held = live.serials([event.event_id for event, _ in items]) \
         if report.start and live is not None and items else {}
-    cutoffs = [] if live is None else live.cutoffs()
+    cutoffs = _Cutoffs(() if live is None else live.cutoffs())
     if live is not None and items and report.start and not report.aligned:
         _aligned(target, live, items, held, cutoffs, report)
     if report.aligned:
@@ -275,7 +276,7 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
 
 
 def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
-             held: dict[str, int], cutoffs: Sequence[tuple[int, datetime]],
+             held: dict[str, int], cutoffs: _Cutoffs,
              report: ReplayReport) -> None:
     """report.beyond from the latest serial the live store holds of the events `target` would
     append (the first ones read may be purged from it): back from it, each event takes the
@@ -308,22 +309,35 @@ def _new_items(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]]
     return [(event, leaves[id(event)]) for event in new_events(target, items)]
 
 
-def _cutoff_at(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime | None:
-    """The cutoff the live store held an event to that it read with its log of `size` entries
-    (None: none): the latest of the purges it had made by then (AuditStore.cutoffs)."""
-    return max((cutoff for since, cutoff in cutoffs if since <= size), default=None)
+class _Cutoffs:
+    """The live store's purge cutoffs (AuditStore.cutoffs) looked up by the size of its log,
+    a bisection each (their sizes only grow), with the latest cutoff of the purges up to each
+    and of those from each kept (a cutoff need not be later than the one before)."""
 
+    def __init__(self, cutoffs: Sequence[tuple[int, datetime]]) -> None:
+        self._sizes = [since for since, _ in cutoffs]
+        made = [cutoff for _, cutoff in cutoffs]
+        self._up_to = list(itertools.accumulate(made, max))
+        self._from = list(itertools.accumulate(reversed(made), max))[::-1]
 
-def _cutoff_after(cutoffs: Sequence[tuple[int, datetime]], size: int) -> datetime | None:
-    """The latest cutoff of the purges the live store made after it logged its entry at serial
-    `size` (None: none): those that, or a purge before them, removed a later serial. Their sizes
-    only grow: the purges after the last one, the common case, cost a bisection."""
-    after = bisect.bisect_right(cutoffs, size, key=lambda held: held[0])
-    return max((cutoff for _, cutoff in cutoffs[after:]), default=None)
+    def __bool__(self) -> bool:
+        return bool(self._sizes)
+
+    def at(self, size: int) -> datetime | None:
+        """The cutoff the live store held an event to that it read with its log of `size`
+        entries (None: none): the latest of the purges it had made by then."""
+        split = bisect.bisect_right(self._sizes, size)
+        return self._up_to[split - 1] if split else None
+
+    def after(self, size: int) -> datetime | None:
+        """The latest cutoff of the purges the live store made after it logged its entry at
+        serial `size` (None: none): those that, or a purge before them, removed a later serial."""
+        split = bisect.bisect_right(self._sizes, size)
+        return self._from[split] if split < len(self._from) else None
 
 
 def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
-              beyond: int, cutoffs: Sequence[tuple[int, datetime]]) -> tuple[set[str], int]:
+              beyond: int, cutoffs: _Cutoffs) -> tuple[set[str], int]:
     """The ids of the events of `items` the live store did not log, as older than its cutoff
     when they came (its log `beyond` entries longer than `target`, then one more per event it
     logged): each copy of one is left out; and how many as old it holds all the same, its leaf
@@ -332,12 +346,12 @@ def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogE
     once: a replay from offset 0 of a store that purged its oldest meets them all."""
     size, left, held_old, expired = beyond + target.size(), set(), 0, {}
     for event, leaf in _new_items(target, items):
-        if beyond_retention(event, _cutoff_at(cutoffs, size)):
+        if beyond_retention(event, cutoffs.at(size)):
             if not _logged_at(live, size, leaf):
                 left.add(event.event_id)
                 continue
             held_old += 1
-        elif beyond_retention(event, _cutoff_after(cutoffs, size)):
+        elif beyond_retention(event, cutoffs.after(size)):
             expired[event.event_id] = size
         size += 1
     held = live.serials(list(expired)) if expired else {}
@@ -352,8 +366,8 @@ def _logged_at(live: AuditStore, serial: int, leaf: bytes) -> bool:
 
 
 def _left_out(live: AuditStore, event: AccessLogEvent, leaf: bytes, serial: int,
-              cutoffs: Sequence[tuple[int, datetime]]) -> bool:
+              cutoffs: _Cutoffs) -> bool:
     """Whether an event the live store does not hold, read just before the one it holds at
     `serial`, was left out as older than its cutoff then: not the entry before, purged."""
-    return beyond_retention(event, _cutoff_at(cutoffs, serial)) and not _logged_at(
+    return beyond_retention(event, cutoffs.at(serial)) and not _logged_at(
         live, serial - 1, leaf)
