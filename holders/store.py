@@ -19,7 +19,7 @@ from typing import NamedTuple
 import uuid6
 
 from audit.store import RETENTION_YEARS, years_before
-from processors.context import REPLAY_WINDOW
+from processors.context import ANSWER_TIMEOUT, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, missing_columns, with_columns, writing
 from renkei.state import private_dir
@@ -287,10 +287,13 @@ def _query_digest(requester: str | None, pattern_id: str | None, data_type: str 
 def _of_query(at: str, requester: str | None, pattern_id: str | None, data_type: str | None,
               digest: bytes, deadline: datetime) -> bool:
     """Whether a provider's entry, answered, is of the query due by `deadline`: by its digest,
-    or made before digests less than the replay window before it (_ANSWERED_BEFORE)."""
+    or made before digests less than the replay window before it (_ANSWERED_BEFORE) and less
+    than the replay window less an answer timeout after it, before any answer to a later query
+    of the id (received no sooner than the replay window and clock skew after this one's
+    request, an answer timeout before its deadline; the holder's clock within the skew)."""
     if digest:
         return digest == _query_digest(requester, pattern_id, data_type, deadline)
-    return _utc(at) > deadline - REPLAY_WINDOW
+    return deadline - REPLAY_WINDOW < _utc(at) < deadline + REPLAY_WINDOW - ANSWER_TIMEOUT
 
 
 def _utc(at: str) -> datetime:

@@ -247,6 +247,23 @@ def test_a_query_timed_out_in_a_store_made_before_and_read_again_keeps_its_one_e
     store.close()
 
 
+def test_a_refusal_naming_an_earlier_query_of_the_id_leaves_an_entry_made_before_as_it_is(
+        tmp_path: Path) -> None:
+    """An entry made before digests, answered, was ended by a refusal naming any query due less
+    than the replay window after it: one of an earlier query of the id (an answer sent under the
+    ticket of its other provider, say) ended it, its data relayed; its own query's ends it."""
+    answered = datetime.now(UTC) - timedelta(seconds=5)
+    store = _made_before(tmp_path, _LOG_BEFORE_DIGESTS, _provider_entry(answered, "FOUND", "{}"))
+    deadline = answered + timedelta(seconds=25)
+    earlier = deadline - timedelta(minutes=3)  # the id used again once the platform forgot it
+    assert not store.not_provided("r-1", "REJECTED: INVALID_TICKET", earlier)
+    assert [(e.outcome, e.content) for e in store.access_log("r-1")] == [("FOUND", "{}")]
+    assert store.not_provided("r-1", "REJECTED: INVALID_TICKET", deadline)
+    assert [(e.outcome, e.content) for e in store.access_log("r-1")] == [
+        ("REJECTED: INVALID_TICKET", None)]
+    store.close()
+
+
 def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
         tmp_path: Path) -> None:
     """A request recorded and not yet taken by the broker (away, or the holder stopped) is sent
