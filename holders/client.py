@@ -874,7 +874,9 @@ class HolderClient:
                  applied: dict[str, Applied]) -> Request | None:
         request = self._sent(message.request_id, answered=True)
         if request is None:
-            if not (isinstance(message, Rejection) and self._answer_refused(message)):
+            if isinstance(message, Rejection):
+                self._answer_refused(message)
+            else:
                 log.warning("%s: an answer to unknown request %s", self.holder,
                             message.request_id)
             return None
@@ -917,17 +919,20 @@ class HolderClient:
                         "registered again", self.holder, provider)
         return None
 
-    def _answer_refused(self, rejection: Rejection) -> bool:
+    def _answer_refused(self, rejection: Rejection) -> None:
         """This holder's answer to a query, refused by the platform (its ticket expired on the
         way, say): the requester never got it, so the provider's entry of the query it names
-        (a v1 refusal none: the latest of that id) says so, not FOUND. False if this holder
-        answered no such query."""
-        if not self.store.not_provided(rejection.request_id, f"{REJECTED}: {rejection.reason}",
-                                       rejection.deadline):
-            return False
-        log.warning("%s: its answer to query %s was refused (%s: %s): logged not provided",
-                    self.holder, rejection.request_id, rejection.reason, rejection.detail)
-        return True
+        (a v1 refusal none: the latest of that id) says so, not FOUND. One of a query this
+        holder answered none of (another provider's, or forgotten) ends no entry."""
+        if self.store.not_provided(rejection.request_id, f"{REJECTED}: {rejection.reason}",
+                                   rejection.deadline):
+            log.warning("%s: its answer to query %s was refused (%s: %s): logged not provided",
+                        self.holder, rejection.request_id, rejection.reason, rejection.detail)
+            return
+        due = "" if rejection.deadline is None else f" due {rejection.deadline.isoformat()}"
+        log.warning("%s: a refusal (%s) of %s, no request sent from here nor a query%s answered "
+                    "here (another provider's, or forgotten): no entry ended", self.holder,
+                    rejection.reason, rejection.request_id, due)
 
     def _settled(self, request_id: str, status: str, detail: str) -> Request | None:
         """A request sent from here settled with `status` and why, not by an answer (one that

@@ -336,6 +336,31 @@ async def test_a_refusal_of_an_answer_under_another_providers_ticket_ends_no_ent
         (FOUND, '{"taxable_income": "3200000"}')]
 
 
+async def test_a_refusal_that_ends_no_entry_is_logged_as_one(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A refusal of an answer to a query this holder answered none of (another provider's), or
+    of a request not sent from here, was logged as an answer to an unknown request: it says
+    what it is, by reason, request id and the query's deadline, nothing of a person."""
+    _providing(client)
+    first = query("ABC98765XYZ")
+    await handle(client, first)
+    refused = _platforms_refusal(
+        _ticket(_used_again(first, timedelta(minutes=3)), provider="city-z"), HOLDER)
+    assert refused.deadline is not None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        await handle(client, refused,
+                     Rejection("r-never-sent", "UNKNOWN_PATTERN", "no pattern P-9",
+                               datetime.now(UTC), None))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{HOLDER}: a refusal (INVALID_TICKET) of {first.request_id}, no request sent from here "
+        f"nor a query due {refused.deadline.isoformat()} answered here (another provider's, or "
+        "forgotten): no entry ended",
+        f"{HOLDER}: a refusal (UNKNOWN_PATTERN) of r-never-sent, no request sent from here nor a "
+        "query answered here (another provider's, or forgotten): no entry ended"]
+    assert "ABC98765XYZ" not in caplog.text and "3200000" not in caplog.text
+
+
 def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:
     """The ticket the platform sealed into query `of` (for `provider`: another one's, else)."""
     return Ticket(of.request_id, of.requester, provider, of.pattern_id, of.data_type, "ID-CODE",
