@@ -340,22 +340,22 @@ def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogE
               beyond: int, cutoffs: _Cutoffs) -> tuple[set[str], int]:
     """The ids of the events of `items` the live store did not log, as older than its cutoff
     when they came (its log `beyond` entries longer than `target`, then one more per event it
-    logged): each copy of one is left out; and how many as old it holds all the same, its leaf
-    at the serial they take theirs, or held at that serial though older than the cutoff of a
-    purge after it logged them (a purge left their entries). Only the latter are looked up, at
-    once: a replay from offset 0 of a store that purged its oldest meets them all."""
-    size, left, held_old, expired = beyond + target.size(), set(), 0, {}
+    logged): each copy of one is left out; and how many it holds all the same at the serial
+    they take, as old (its leaf there theirs) or older than the cutoff of a purge after it
+    logged them: a purge left their entries (and no later one removed them). Only these are
+    looked up, at once: a replay from offset 0 of a store that purged its oldest meets them
+    all."""
+    size, left, expired = beyond + target.size(), set(), {}
     for event, leaf in _new_items(target, items):
-        if beyond_retention(event, cutoffs.at(size)):
-            if not _logged_at(live, size, leaf):
-                left.add(event.event_id)
-                continue
-            held_old += 1
-        elif beyond_retention(event, cutoffs.after(size)):
+        old = beyond_retention(event, cutoffs.at(size))
+        if old and not _logged_at(live, size, leaf):
+            left.add(event.event_id)
+            continue
+        if old or beyond_retention(event, cutoffs.after(size)):
             expired[event.event_id] = size
         size += 1
     held = live.serials(list(expired)) if expired else {}
-    return left, held_old + sum(held.get(i) == serial for i, serial in expired.items())
+    return left, sum(held.get(i) == serial for i, serial in expired.items())
 
 
 def _logged_at(live: AuditStore, serial: int, leaf: bytes) -> bool:

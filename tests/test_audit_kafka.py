@@ -1026,6 +1026,39 @@ async def test_replay_takes_an_old_event_whose_entry_a_purge_left_and_says_so(
         assert "(identical)" in found.output and "which it did not log" not in found.output
 
 
+async def test_replay_takes_an_entry_a_purge_left_and_a_later_one_removed_for_no_left_one(
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A purge left an old event's entry (its bytes not its leaf's); its bytes put back, a later
+    purge removed it, and `renkei audit verify` finds nothing: the replay counted it LEFT all
+    the same (its leaf at the serial it takes) and exited 1; it replays it as a purged one, the
+    store identical, on a topic whole or one whose start the broker deleted, and exits 0."""
+    now, live = datetime.now(UTC), tmp_path / "live.db"
+    old = [synthetic(n, "left-then-purged", now - timedelta(days=9 * 366)) for n in range(2)]
+    events = [synthetic(n, "left-then-purged-new", now + timedelta(milliseconds=n))
+              for n in range(4)]
+    logged = [events[0], *old, *events[1:]]
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many(item(event) for event in logged[:3])
+        with closing(sqlite3.connect(live)) as db, db:
+            db.execute("UPDATE entries SET leaf = leaf || x'00' WHERE serial = 2")
+        assert store.purge(now).ranges == ((1, 2),), "serial 2 left"
+        with closing(sqlite3.connect(live)) as db, db:
+            db.execute("UPDATE entries SET leaf = ? WHERE serial = 2", (item(old[1])[1],))
+        assert store.purge(now).ranges == ((2, 3),), "serial 2 purged at last"
+        store.append_many(item(event) for event in logged[3:])
+        assert store.verify(decode_event).ok
+    for start in (0, 1):
+        async with topic_of_its_own(logged, start) as own:
+            report = await rebuilt(tmp_path / f"replay-{start}.db", live, own)
+            found = await said(tmp_path / f"cli-{start}.db", live, own, monkeypatch)
+        assert (report.start, report.beyond, report.unlogged, report.left) == (
+            start, start, 0, 0), report
+        assert report.logged == report.live_size == len(logged), report
+        assert report.identical and not report.differing, report
+        assert found.exit_code == 0, found.output
+        assert "LEFT" not in found.output and "(identical)" in found.output
+
+
 async def test_recommit_on_a_topic_its_retention_emptied_accounts_for_its_end(
         town: Town, tmp_path: Path) -> None:
     """Every record of the topic deleted (its retention), the store lacks none: the offset
