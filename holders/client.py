@@ -788,7 +788,8 @@ class HolderClient:
         REKEY_AT_ONCE codes a transaction, the loop going on between them (10k codes in one
         held it ~170 ms CPU on a loaded machine). A crash between parts leaves the request
         unanswered and the batch's offsets uncommitted: read again, its answer is applied again,
-        the bindings moved already (of its epoch by then) not moved twice (nor counted)."""
+        the bindings moved already (of its epoch by then) not moved twice, counted once as the
+        parts before the crash kept their count (HolderStore.rekey_counted)."""
         applied: dict[str, Applied] = {}
         for answer in messages:
             if (isinstance(answer, RekeyAnswer) and answer.request_id not in applied
@@ -806,18 +807,16 @@ class HolderClient:
         if entry is not None and answer.unit not in ("", entry.link_unit):
             return Applied(answer.epoch, refused=f"answered under link-code unit "
                            f"{answer.unit!r}, not {entry.link_unit!r}: asked again")
-        converted = investigated = 0
+        applied = Applied(answer.epoch)
         for start in range(0, len(answer.codes), REKEY_AT_ONCE):
             await asyncio.sleep(0)  # after the batch's decoding, or the part before
             codes = answer.codes[start:start + REKEY_AT_ONCE]
-            moved, unbound = await self._in_store(partial(self._rekeyed_part, answer, codes))
-            converted, investigated = converted + moved, investigated + unbound
-        return Applied(answer.epoch, converted, investigated)
+            applied = await self._in_store(partial(self._rekeyed_part, answer, codes))
+        return applied
 
-    def _rekeyed_part(self, answer: RekeyAnswer, codes: Sequence[RekeyedCode]
-                      ) -> tuple[int, int]:
-        """Apply these codes of the answer, in one transaction: how many moved, how many went
-        to investigation."""
+    def _rekeyed_part(self, answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> Applied:
+        """Apply these codes of the answer, in one transaction: how many of its codes moved,
+        and how many went to investigation, with this part (the parts before a crash too)."""
         converted = investigated = 0
         with self.store.transaction():
             for code in codes:
@@ -833,7 +832,8 @@ class HolderClient:
                     f"its link code of epoch {answer.epoch} is already bound to record "
                     f"{moved.taken_by}" if moved.taken_by else
                     f"its link code is not valid at epoch {answer.epoch}: bind it again")
-        return converted, investigated
+            counted = self.store.rekey_counted(answer.request_id, converted, investigated)
+        return Applied(answer.epoch, *counted)
 
     def _handled(self, messages: list[Any], applied: dict[str, Applied]
                  ) -> tuple[list[Send], list[Request]]:

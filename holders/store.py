@@ -702,6 +702,20 @@ class HolderStore:
             return None
         return replace(request, status=status, detail=detail, result=result)
 
+    def rekey_counted(self, request_id: str, converted: int, investigated: int
+                      ) -> tuple[int, int]:
+        """Add a part of a re-keying's answer to what it has converted and sent to
+        investigation so far, kept in its request's result while it is SENT (in the part's
+        transaction: a crash between parts loses none of the count); the sums."""
+        row = self.db.execute(
+            "UPDATE requests SET result = json_object("
+            "'converted', CAST(coalesce(result ->> 'converted', 0) + ? AS TEXT), "
+            "'investigated', CAST(coalesce(result ->> 'investigated', 0) + ? AS TEXT)) "
+            "WHERE request_id = ? AND status = ? "
+            "RETURNING result ->> 'converted', result ->> 'investigated'",
+            (converted, investigated, request_id, SENT)).fetchone()
+        return (converted, investigated) if row is None else (int(row[0]), int(row[1]))
+
     def request(self, request_id: str) -> Request | None:
         row = self.db.execute(
             "SELECT request_id, kind, own_number, pattern_id, provider, data_type, purpose, "

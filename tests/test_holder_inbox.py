@@ -32,6 +32,7 @@ from holders.client import (
     REKEYED,
     SYSTEM,
     UNREADABLE,
+    Applied,
     HolderClient,
     RekeyRefused,
     new_request_id,
@@ -711,15 +712,16 @@ async def test_applying_a_rekeying_answer_does_not_stall_the_event_loop(
 
 
 async def test_a_rekeying_answer_applied_in_part_before_a_crash_is_applied_once_read_again(
-        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A crash between its parts leaves the request unanswered (the batch's offsets are
     committed once it is handled): read again at the restart, the answer moves the bindings
-    left, none twice."""
+    left, none twice, and its outcome counts them all (it counted those moved after the
+    restart only)."""
     stale = many_stale(client, 4 * REKEY_AT_ONCE)
     request_id, answer = rekeying_of(client, stale)
     applied = client._rekeyed_part
 
-    def crashing(answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> tuple[int, int]:
+    def crashing(answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> Applied:
         if len(client.store.bindings_before(1)[0]) == len(stale) // 2:
             raise SystemExit("crashed")
         return applied(answer, codes)
@@ -729,15 +731,18 @@ async def test_a_rekeying_answer_applied_in_part_before_a_crash_is_applied_once_
         await client._handle([answer])
     assert len(client.store.bindings_before(1)[0]) == len(stale) // 2
     assert status(client, request_id) == SENT
-    monkeypatch.undo()
-    client._open.clear()  # restarted: the request as the store has it
-    await client._handle([answer])
-    rekeyed_once(client, request_id, stale)
-    assert client.store.db.execute("SELECT count(*) FROM bindings WHERE epoch = 1 AND "
-                                   "'C' || substr(link_code, 2) = previous_code").fetchone() == (
-        len(stale),)
-    assert client.store.request(request_id).result == {  # type: ignore[union-attr]
-        "converted": str(len(stale) // 2), "investigated": "0", "epoch": "1"}
+    restarted = HolderClient(HOLDER, HolderStore(tmp_path / "holder.db"), client.access)
+    try:
+        await restarted._handle([answer])
+        rekeyed_once(restarted, request_id, stale)
+        assert restarted.store.db.execute(
+            "SELECT count(*) FROM bindings WHERE epoch = 1 AND "
+            "'C' || substr(link_code, 2) = previous_code").fetchone() == (len(stale),)
+        assert restarted.store.request(request_id).result == {  # type: ignore[union-attr]
+            "converted": str(len(stale)), "investigated": "0", "epoch": "1"}
+    finally:
+        await restarted.stop()
+        restarted.store.close()
 
 
 async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_then_on(
