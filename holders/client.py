@@ -801,22 +801,33 @@ class HolderClient:
     async def _rekey_applied(self, answer: RekeyAnswer) -> Applied:
         """Rebind each record to its new code; a record whose old code was not valid, or whose
         new code is bound to another record already, is unbound and investigated. None moved
-        if answered under another link-code unit than the directory gives (the platform not
-        yet at the holder's move): refused, to be asked again."""
-        entry = self._own_entry()
-        if entry is not None and answer.unit not in ("", entry.link_unit):
-            return Applied(answer.epoch, refused=f"answered under link-code unit "
-                           f"{answer.unit!r}, not {entry.link_unit!r}: asked again")
-        applied = Applied(answer.epoch)
+        (no more, the holder moving between parts) if answered under another link-code unit
+        than the directory gives (the platform not yet at the holder's move): refused, to be
+        asked again."""
+        applied = self._of_unit_left(answer) or Applied(answer.epoch)
         for start in range(0, len(answer.codes), REKEY_AT_ONCE):
+            if applied.refused is not None:
+                break
             await asyncio.sleep(0)  # after the batch's decoding, or the part before
             codes = answer.codes[start:start + REKEY_AT_ONCE]
             applied = await self._in_store(partial(self._rekeyed_part, answer, codes))
         return applied
 
+    def _of_unit_left(self, answer: RekeyAnswer) -> Applied | None:
+        """The answer refused if answered under another link-code unit than the directory
+        gives now (None: it is not)."""
+        entry = self._own_entry()
+        if entry is None or answer.unit in ("", entry.link_unit):
+            return None
+        return Applied(answer.epoch, refused=f"answered under link-code unit {answer.unit!r}, "
+                       f"not {entry.link_unit!r}: asked again")
+
     def _rekeyed_part(self, answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> Applied:
         """Apply these codes of the answer, in one transaction: how many of its codes moved,
-        and how many went to investigation, with this part (the parts before a crash too)."""
+        and how many went to investigation, with this part (the parts before a crash too);
+        refused, none moved, if the holder moved to another unit since the part before."""
+        if (refused := self._of_unit_left(answer)) is not None:
+            return refused
         converted = investigated = 0
         with self.store.transaction():
             for code in codes:

@@ -26,6 +26,7 @@ from holders.client import (
     BOUND,
     INVESTIGATING,
     LINKAGE,
+    REJECTED,
     REKEY,
     REKEY_AT_ONCE,
     REKEY_CODES,
@@ -743,6 +744,33 @@ async def test_a_rekeying_answer_applied_in_part_before_a_crash_is_applied_once_
     finally:
         await restarted.stop()
         restarted.store.close()
+
+
+async def test_a_move_to_another_unit_between_the_parts_of_a_rekeying_answer_stops_it(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder moved to another link-code unit (the directory read meanwhile) after half the
+    answer's parts: the unit was checked before the first part only, the rest of the codes of
+    the unit left moved too and the request settled REKEYED; the parts left move nothing, the
+    request refused, to be asked again once the bindings follow the move."""
+    entry = HolderEntry(HOLDER, "City X", "municipality", HOLDER, 1, b"", False, True,
+                        datetime.now(UTC))
+    client.directory.entries[HOLDER.encode()] = entry
+    stale = many_stale(client, 4 * REKEY_AT_ONCE)
+    request_id, answer = rekeying_of(client, stale)
+    applied = client._rekeyed_part
+
+    def moving(answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> Applied:
+        done = applied(answer, codes)
+        if len(client.store.bindings_before(1)[0]) == len(stale) // 2:
+            client.directory.entries[HOLDER.encode()] = replace(entry, link_unit="city-x-sector")
+        return done
+
+    monkeypatch.setattr(client, "_rekeyed_part", moving)
+    await client._handle([answer])
+    assert len(client.store.bindings_before(1)[0]) == len(stale) // 2
+    assert client.store.request(request_id).detail == (  # type: ignore[union-attr]
+        "answered under link-code unit 'city-x', not 'city-x-sector': asked again")
+    assert status(client, request_id) == REJECTED
 
 
 async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_then_on(
