@@ -11,6 +11,8 @@ from schemas.codec import CODEC
 ID_CODE = re.compile(r"^[0-9A-Z]{11}$")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
+PORTAL_KIND = "PORTAL"  # My Portal's own actions (a resident's look, application, new number)
+PORTAL_STEP = "portal."  # begins each step the portal logs, and none the platform logs
 
 
 def millis(moment: datetime) -> int:
@@ -38,6 +40,19 @@ def event_id(request_id: str, step: str) -> str:
 def step_of(event: AccessLogEvent) -> str:
     """The name of the step an event logs (approved, answered, rejected, …), without its '@'."""
     return event.event_id[len(event.request_id) + 1:].split("@", 1)[0]
+
+
+def portal_step(step: str) -> str:
+    """A step of My Portal's, named apart from the platform's (of_portal)."""
+    return PORTAL_STEP + step
+
+
+def of_portal(event: AccessLogEvent) -> bool:
+    """Whether `event` is one My Portal may log: of its kind, and its id's part after the last ':'
+    one of its steps; a platform event's id ends in a step of the platform's, a digest, a holder
+    or a number, whatever request id a holder picked, so that the portal takes none's id."""
+    return (event.kind == PORTAL_KIND
+            and event.event_id.rsplit(":", 1)[1].startswith(PORTAL_STEP))
 
 
 @dataclass(frozen=True, slots=True)

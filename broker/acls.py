@@ -51,7 +51,7 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
         _write(topics.AUDIT), _read(topics.PATTERNS), _read(topics.DIRECTORY),
         _write(topics.REGISTRY_IN), _read(topics.REGISTRY_OUT), _write(topics.AUTHORITY_IN),
         _read(topics.OVERSIGHT_OUT), _write(topics.OVERSIGHT_IN),
-        _read(topics.PORTAL_OUT), _write(topics.PORTAL_IN),
+        _read(topics.PORTAL_OUT), _write(topics.PORTAL_IN), _read(topics.PORTAL_AUDIT),
         # the decider's topic and the platform's consumer group
         Grant("topic", PLATFORM_APP, ("ALL",), "prefixed"),
         _group(PLATFORM_APP, "prefixed"),
@@ -76,12 +76,17 @@ SERVICE_GRANTS: dict[str, tuple[Grant, ...]] = {
                 # the audit consumer's commits read, not made: the integrity page checks the
                 # store against the tree noted with the last one, as `audit verify` does
                 Grant("group", AUDIT_GROUP, ("DESCRIBE",))),
-    # My Portal and the counter: their actions to the audit stream, residents' applications,
+    # My Portal and the counter: their actions for the platform to log, residents' applications,
     # the registry side asked whose card logs in, the numbering authority for a new number
-    PORTAL: (_write(topics.AUDIT), _read(topics.DIRECTORY), _write(topics.PORTAL_OUT),
+    PORTAL: (_write(topics.PORTAL_AUDIT), _read(topics.DIRECTORY), _write(topics.PORTAL_OUT),
              _read(topics.PORTAL_IN), _write(topics.REGISTRY_PORTAL_IN),
              _read(topics.REGISTRY_PORTAL_OUT), _write(topics.AUTHORITY_PORTAL_IN),
              _read(topics.AUTHORITY_PORTAL_OUT)),
+}
+
+# grants a service had and no longer has: provisioning takes them back from a broker that holds them
+REVOKED: dict[str, tuple[Grant, ...]] = {
+    PORTAL: (_write(topics.AUDIT),),  # its actions go through the platform (PORTAL_AUDIT)
 }
 
 

@@ -44,16 +44,16 @@ def entry(binding: AclBinding) -> Entry:
 
 
 async def _holds(client: AIOKafkaClient, node: int, principal: str,
-                 wanted: set[Entry]) -> bool:
-    """Whether broker `node` enforces each of `wanted`, `principal`'s: a KRaft broker answers
-    DescribeAcls from its own authorizer."""
+                 wanted: set[Entry], gone: set[Entry]) -> bool:
+    """Whether broker `node` enforces each of `wanted`, `principal`'s, and none of `gone`: a KRaft
+    broker answers DescribeAcls from its own authorizer."""
     response = await client.send(node, DescribeAclsRequest(ANY, None, ANY, principal, None,
                                                            ANY, ANY))
     if response.error_code:
         raise for_code(response.error_code)(response.error_message)
     held = {(kind, name, pattern, *acl)
             for kind, name, pattern, acls in response.resources for acl in acls}
-    return wanted <= held
+    return wanted <= held and not gone & held
 
 
 async def _logs_in(host: str, port: int, access: KafkaAccess) -> bool:
@@ -79,23 +79,24 @@ async def _let_in(brokers: Sequence[BrokerMetadata], bootstrap: str,
 
 
 async def _in_force(admin: KafkaAccess, bindings: Sequence[AclBinding],
-                    logins: Sequence[Credentials]) -> None:
+                    logins: Sequence[Credentials], revoked: Sequence[AclBinding]) -> None:
     client = AIOKafkaClient(**admin.aiokafka())
     try:
         await client.bootstrap()
         brokers = list(client.cluster.brokers())
         await _let_in(brokers, admin.bootstrap, logins)
         for broker in brokers:
-            for principal in {b.principal for b in bindings}:
+            for principal in {b.principal for b in (*bindings, *revoked)}:
                 wanted = {entry(b) for b in bindings if b.principal == principal}
-                await _until(partial(_holds, client, broker.nodeId, principal, wanted),
+                gone = {entry(b) for b in revoked if b.principal == principal}
+                await _until(partial(_holds, client, broker.nodeId, principal, wanted, gone),
                              f"{principal}'s ACLs on broker {broker.nodeId}")
     finally:
         await client.close()
 
 
 def in_force(admin: KafkaAccess, bindings: Sequence[AclBinding] = (),
-             logins: Sequence[Credentials] = ()) -> None:
-    """Return once every broker enforces each of `bindings` and lets each of `logins` log in;
-    NotInForce if one has not after WITHIN s."""
-    in_own_loop(_in_force(admin, bindings, logins))
+             logins: Sequence[Credentials] = (), revoked: Sequence[AclBinding] = ()) -> None:
+    """Return once every broker enforces each of `bindings` and none of `revoked`, and lets each
+    of `logins` log in; NotInForce if one has not after WITHIN s."""
+    in_own_loop(_in_force(admin, bindings, logins, revoked))

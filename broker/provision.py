@@ -53,6 +53,7 @@ class Report:
     reset: list[str] = field(default_factory=list)  # principals whose password no longer logged in
     unchecked: list[str] = field(default_factory=list)  # principals no broker answered a log-in of
     acls: list[Acl] = field(default_factory=list)
+    revoked: list[Acl] = field(default_factory=list)  # entries a service no longer has, deleted
     topics_there: int = 0
     principals_there: int = 0
     acls_there: int = 0
@@ -69,6 +70,8 @@ class Report:
               if self.unchecked else []),
             f"ACL entries created: {len(self.acls) or 'none'}",
             *(f"  {line}" for line in _granted(self.acls)),
+            *([f"ACL entries taken back: {len(self.revoked)}",
+               *(f"  {line}" for line in _granted(self.revoked))] if self.revoked else []),
             f"already there: {self.topics_there} topics, {self.principals_there} principals "
             f"(passwords set to the state folder's), {self.acls_there} ACL entries",
             *self.notes,
@@ -97,6 +100,7 @@ class _Made:
 
     logins: list[Credentials] = field(default_factory=list)
     bindings: list[AclBinding] = field(default_factory=list)
+    revoked: list[AclBinding] = field(default_factory=list)
     held: dict[str, set[in_force.Entry]] = field(default_factory=dict)  # by principal
 
 
@@ -107,7 +111,7 @@ def _in_force_once(make: Callable[[_Made], T]) -> T:
     made = _Made()
     try:
         result = make(made)
-        in_force.in_force(admin_access(), made.bindings, made.logins)
+        in_force.in_force(admin_access(), made.bindings, made.logins, made.revoked)
     except (KafkaException, in_force.NotInForce) as exc:
         raise ProvisioningFailed(f"provisioning failed: {exc.args[0]}") from exc
     return result
@@ -255,13 +259,7 @@ def _bound(admin: AdminClient, principal: str, made: _Made) -> set[in_force.Entr
 def _grants(admin: AdminClient, principal: str, grants: Iterable[Grant], report: Report,
             made: _Made) -> None:
     """The principal's grants: those not on the broker yet made, the others counted."""
-    bindings = {
-        (f"User:{principal}", g, op): AclBinding(
-            _RESOURCES[g.resource], g.name if g.resource != "cluster" else "kafka-cluster",
-            _PATTERNS[g.pattern], f"User:{principal}", "*", AclOperation[op],
-            AclPermissionType.ALLOW)
-        for g in grants for op in g.operations
-    }
+    bindings = _bindings(principal, grants)
     held = _bound(admin, f"User:{principal}", made)
     missing = {acl: b for acl, b in bindings.items() if in_force.entry(b) not in held}
     if missing:
@@ -270,6 +268,37 @@ def _grants(admin: AdminClient, principal: str, grants: Iterable[Grant], report:
     made.bindings += bindings.values()
     report.acls += missing
     report.acls_there += len(bindings) - len(missing)
+
+
+def _bindings(principal: str, grants: Iterable[Grant]) -> dict[Acl, AclBinding]:
+    """The ACL entries that give `principal` its grants."""
+    return {
+        (f"User:{principal}", g, op): AclBinding(
+            _RESOURCES[g.resource], g.name if g.resource != "cluster" else "kafka-cluster",
+            _PATTERNS[g.pattern], f"User:{principal}", "*", AclOperation[op],
+            AclPermissionType.ALLOW)
+        for g in grants for op in g.operations
+    }
+
+
+def _revoked(admin: AdminClient, principal: str, grants: Iterable[Grant], report: Report,
+             made: _Made) -> None:
+    """The principal's grants taken back: those the broker holds deleted."""
+    bindings = _bindings(principal, grants)
+    held = _bound(admin, f"User:{principal}", made)
+    there = {acl: b for acl, b in bindings.items() if in_force.entry(b) in held}
+    if there:
+        _wait(admin.delete_acls([_filter(b) for b in there.values()]))
+        held -= {in_force.entry(b) for b in there.values()}
+    made.revoked += bindings.values()
+    report.revoked += there
+
+
+def _filter(binding: AclBinding) -> AclBindingFilter:
+    """The filter that matches `binding` alone."""
+    return AclBindingFilter(binding.restype, binding.name, binding.resource_pattern_type,
+                            binding.principal, binding.host, binding.operation,
+                            binding.permission_type)
 
 
 class NotAHolder(ValueError):
@@ -384,5 +413,7 @@ def _spec(admin: AdminClient, report: Report, made: _Made) -> None:
                 report, made)
     for service in acls.SERVICES:
         _grants(admin, service, acls.SERVICE_GRANTS[service], report, made)
+    for service, grants in acls.REVOKED.items():
+        _revoked(admin, service, grants, report, made)
     for holder in holders:
         _fenced(admin, holder, report, made)

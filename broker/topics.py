@@ -26,6 +26,7 @@ OVERSIGHT_OUT = "renkei.oversight.out"
 OVERSIGHT_IN = "renkei.oversight.in"
 PORTAL_OUT = "renkei.portal.out"
 PORTAL_IN = "renkei.portal.in"
+PORTAL_AUDIT = "renkei.portal.audit"
 OUTBOX_PATTERN = re.compile(r"^renkei\.holder\.(?P<holder>[a-z0-9][a-z0-9-]*)\.out$")
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit import anchor
-from audit.events import AccessLogEvent, event_id
+from audit.events import PORTAL_KIND, AccessLogEvent, event_id, portal_step
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from portal.inbox import (
@@ -52,7 +52,6 @@ from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry, HolderLogRequest
 
 log = logging.getLogger(__name__)
-PORTAL_KIND = "PORTAL"
 ALERTS_KEPT = 200
 RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds between tries of an answer's audit and inbox writes
 
@@ -330,14 +329,14 @@ class Platform:
                      provider: str | None = None, reason: str | None = None,
                      request_id: str | None = None, step: str | None = None,
                      at: datetime | None = None) -> None:
-        """Write one of the portal's actions to the audit stream (kind PORTAL), done `at` (now
-        if not given)."""
+        """Write one of the portal's actions for the platform to log (kind PORTAL, a step of the
+        portal's), done `at` (now if not given)."""
         rid = request_id or str(uuid.uuid4())
-        event = AccessLogEvent(event_id(rid, step or outcome.lower()), rid,
+        event = AccessLogEvent(event_id(rid, portal_step(step or outcome.lower())), rid,
                                at or datetime.now(UTC),
                                PORTAL_KIND, outcome, reason, None, None, requester, provider,
                                None, person)
-        await deliver(self._producer, [send(topics.AUDIT, rid, event)])
+        await deliver(self._producer, [send(topics.PORTAL_AUDIT, rid, event)])
 
     async def counter(self, officer: Officer, resident: Resident, outcome: str) -> None:
         """A counter staff member's look-up or print of a present resident's history."""

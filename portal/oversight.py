@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from audit.events import ID_CODE
+from audit.events import ID_CODE, PORTAL_KIND
 from audit.store import Query
 from portal.context import PLATFORM
-from portal.kafka import PORTAL_KIND, NoHolder, holders_to_ask
+from portal.kafka import NoHolder, holders_to_ask
 from portal.web import day, no_holder, officer_of, render
 from renkei.holder_logs import each_own
 

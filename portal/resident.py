@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from audit.events import PORTAL_KIND
 from audit.store import Query
 from portal import numbering
 from portal.context import PLATFORM
 from portal.inbox import Asked
-from portal.kafka import PORTAL_KIND, NoHolder
+from portal.kafka import NoHolder
 from portal.services import Unanswered
 from portal.web import day, history_of, no_holder, older, render, resident_of
 

@@ -2,7 +2,8 @@
 
 It reads every holder's outbox (found by pattern, looked for again as soon as the holder
 directory changes, so a holder registered joins within seconds), the
-registry's answers, the oversight body's and My Portal's requests, and the decider's own topic;
+registry's answers, the oversight body's and My Portal's requests, My Portal's access-log events
+(on to the audit topic, which the platform alone writes), and the decider's own topic;
 each poll is handled as a batch (so code conversions run as few FF1 batches as possible), every
 effect is delivered and acknowledged by the broker, and only then are the offsets committed: at
 least once, with effects the audit log takes exactly once (by event id); a query or a request for
@@ -38,7 +39,7 @@ from aiokafka.errors import KafkaError
 from broker import acls, topics
 from broker.clients import KafkaAccess, records_up_to, seek_to_times, started
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
-from processors import applications, binding, decider, keys, outbox, oversight
+from processors import access_log, applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
 from processors.codes import CodeService
 from processors.context import Context
@@ -73,7 +74,8 @@ from schemas.messages import (
 log = logging.getLogger(__name__)
 GROUP = acls.PLATFORM_APP
 SUBSCRIPTION = (r"^(renkei\.holder\.[a-z0-9][a-z0-9-]*\.out|renkei\.registry\.out|"
-                r"renkei\.oversight\.out|renkei\.portal\.out|renkei-platform-decisions)$")
+                r"renkei\.oversight\.out|renkei\.portal\.out|renkei\.portal\.audit|"
+                r"renkei-platform-decisions)$")
 SWEEP_SECONDS = 1.0
 POLL_RECORDS = 2000
 GATHERING = Gathering(max_wait_ms=5, min_bytes=64 * 1024)  # while busy: fewer, fuller fetches
@@ -212,6 +214,7 @@ class Platform:
         out += relayed(decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest),
                        decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest),
                        ctx.directory, now)
+        out += access_log.from_portal(r.value or b"" for r in by_topic.pop(topics.PORTAL_AUDIT, []))
         for record in by_topic.pop(decider.DECISIONS, []):
             if record.partition not in self.taking_over:  # read again once rebuilt
                 out += self._decide(record, now, ctx)

@@ -63,6 +63,10 @@
   and, new here, a look-alike CA and a genuine certificate on a card with another key:
   tests/test_attacks.py::test_a_card_from_a_look_alike_ca_is_refused
   tests/test_attacks.py::test_a_genuine_certificate_with_another_key_is_refused
+- a taken-over My Portal logs an event under the id of a platform's step first, to hide or
+  falsify it (the broker refuses it the audit topic; the platform relays from the portal's own
+  topic only steps of the portal's):
+  tests/test_attacks.py::test_a_taken_over_portal_cannot_log_under_a_platform_events_id
 - the platform reads a payload (it cannot: sealed to the requester's key): new here,
   tests/test_attacks.py::test_the_platform_cannot_open_a_relayed_answer
 - canary personal data never in plaintext in broker log files or platform stores:
@@ -86,17 +90,20 @@ import asyncio
 import importlib
 import re
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import TopicAuthorizationFailedError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from audit.events import PORTAL_KIND, AccessLogEvent, event_id, portal_step
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from broker import acls, topics
@@ -106,8 +113,16 @@ from cards.login import Refused, Verifier, challenge, message
 from holders.client import HolderClient
 from processors import keys
 from renkei import sealing
+from renkei.town import Processes
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import BY_ATTRIBUTES, FOUND, BindingRequest, LinkageAnswer, Rejection
+from schemas.messages import (
+    BY_ATTRIBUTES,
+    FOUND,
+    BindingRequest,
+    HolderLogRequest,
+    LinkageAnswer,
+    Rejection,
+)
 from tests.kafka_helpers import audit_events, producer, rejection_of
 from tests.test_linkage import ask, bound
 
@@ -180,6 +195,44 @@ async def test_a_binding_request_reusing_an_id_is_logged_as_its_own(
         store.append_many((e, CODEC.encode(e)) for e in found)
         assert {e.event.person for e in store.query(Query()).entries} == {
             e.person for e in found}, "the second person's binding is in the log"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_taken_over_portal_cannot_log_under_a_platform_events_id(
+        platform: Processes, tmp_path: Path) -> None:
+    """The portal's principal may not write the audit topic; an event of its kind it writes on
+    its own topic under the id the platform logs an oversight request's relay by is dropped, so
+    the audit store keeps the platform's (it keeps the first of an id); its own steps go on."""
+    inquiry, now = f"inquiry-{uuid.uuid4()}", datetime.now(UTC)
+    forged = AccessLogEvent(f"{inquiry}:oversight@{HOLDER}", inquiry, now, PORTAL_KIND, "VIEWED",
+                            None, None, None, "portal", None, None, None)
+    own = replace(forged, event_id=event_id(inquiry, portal_step("viewed")))
+    portal = KafkaAccess.of(acls.PORTAL)
+    async with producer(portal) as prod:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await prod.send_and_wait(topics.AUDIT, CODEC.encode(forged))
+    async with producer(portal) as prod:
+        for event in (forged, own):
+            await prod.send_and_wait(topics.PORTAL_AUDIT, CODEC.encode(event))
+    await _logged(inquiry, 1)  # the portal's, relayed: the forged one before it, if at all
+    async with producer(KafkaAccess.of(acls.OVERSIGHT)) as prod:
+        await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(HolderLogRequest(
+            inquiry, now, (HOLDER,), ("any",), "番号法第38条")))
+    found = await _logged(inquiry, 2)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many((e, CODEC.encode(e)) for e in found)
+        kept = {e.event.event_id: e.event.kind for e in store.query(Query()).entries}
+    assert kept == {forged.event_id: "OVERSIGHT", own.event_id: PORTAL_KIND}, found
+
+
+async def _logged(request_id: str, count: int) -> list[AccessLogEvent]:
+    """The audit topic's events of `request_id`, once it has at least `count` (20 s at most)."""
+    for _ in range(100):
+        found = await audit_events({request_id})
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{len(found)} events of {request_id} logged, not {count}")
 
 
 @pytest.mark.asyncio(loop_scope="session")

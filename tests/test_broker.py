@@ -29,7 +29,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from broker import clients, credentials, in_force, provision, topics
+from broker import acls, clients, credentials, in_force, provision, topics
 from broker.acls import Grant
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
@@ -38,6 +38,7 @@ from broker.provision import admin_client
 from holders.ping import ping
 from renkei.cli import main
 from renkei.state import STATE_ENV, state_folder
+from renkei.town import Town
 from tests.kafka_helpers import (
     consumer,
     free_port,
@@ -109,6 +110,22 @@ async def test_a_grant_is_in_force_when_ensure_grants_returns(broker: Cluster) -
                                     [Grant("topic", topic, ("WRITE", "DESCRIBE"))],
                                     provision.Report())
             await prod.send_and_wait(topic, b"at once")
+
+
+async def test_provisioning_again_takes_back_the_portals_write_on_the_audit_topic(
+        town: Town) -> None:
+    """A deployment provisioned before the portal had a topic of its own for its access-log
+    events let it write the audit topic: provisioned again, that grant is gone when it returns."""
+    await asyncio.to_thread(provision.ensure_grants, admin_client(), acls.PORTAL,
+                            acls.REVOKED[acls.PORTAL], provision.Report())
+    report = await asyncio.to_thread(provision.provisioned_again)
+    assert report is not None
+    assert report.lines()[6:8] == [
+        "ACL entries taken back: 2",
+        f"  User:{acls.PORTAL} may WRITE, DESCRIBE on topic {topics.AUDIT}"], report.lines()
+    async with producer(KafkaAccess.of(acls.PORTAL)) as prod:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await prod.send_and_wait(topics.AUDIT, b"an event the platform did not write")
 
 
 def test_the_wait_for_new_log_ins_asks_them_at_once(
