@@ -883,6 +883,11 @@ class HolderClient:
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer,
                  applied: dict[str, Applied]) -> Request | None:
+        if isinstance(message, Rejection) and message.deadline is not None:
+            # a refusal of an answer from here, naming its query: never of a request sent from
+            # here, which may have that query's id (each requester draws its own ids)
+            self._answer_refused(message)
+            return None
         request = self._sent(message.request_id, answered=True)
         if request is None:
             if isinstance(message, Rejection):
@@ -940,10 +945,11 @@ class HolderClient:
             log.warning("%s: its answer to query %s was refused (%s: %s): logged not provided",
                         self.holder, rejection.request_id, rejection.reason, rejection.detail)
             return
-        due = "" if rejection.deadline is None else f" due {rejection.deadline.isoformat()}"
-        log.warning("%s: a refusal (%s) of %s, no request sent from here nor a query%s answered "
-                    "here (another provider's, or forgotten): no entry ended", self.holder,
-                    rejection.reason, rejection.request_id, due)
+        none = ("no request sent from here nor a query" if rejection.deadline is None else
+                f"no query due {rejection.deadline.isoformat()}")  # of an answer: not a request
+        log.warning("%s: a refusal (%s) of %s, %s answered here (another provider's, or "
+                    "forgotten): no entry ended", self.holder, rejection.reason,
+                    rejection.request_id, none)
 
     def _settled(self, request_id: str, status: str, detail: str) -> Request | None:
         """A request sent from here settled with `status` and why, not by an answer (one that

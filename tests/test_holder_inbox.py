@@ -355,12 +355,28 @@ async def test_a_refusal_that_ends_no_entry_is_logged_as_one(
                      Rejection("r-never-sent", "UNKNOWN_PATTERN", "no pattern P-9",
                                datetime.now(UTC), None))
     assert [r.getMessage() for r in caplog.records] == [
-        f"{HOLDER}: a refusal (INVALID_TICKET) of {first.request_id}, no request sent from here "
-        f"nor a query due {refused.deadline.isoformat()} answered here (another provider's, or "
-        "forgotten): no entry ended",
+        f"{HOLDER}: a refusal (INVALID_TICKET) of {first.request_id}, no query due "
+        f"{refused.deadline.isoformat()} answered here (another provider's, or forgotten): no "
+        "entry ended",
         f"{HOLDER}: a refusal (UNKNOWN_PATTERN) of r-never-sent, no request sent from here nor a "
         "query answered here (another provider's, or forgotten): no entry ended"]
     assert "ABC98765XYZ" not in caplog.text and "3200000" not in caplog.text
+
+
+async def test_a_refusal_of_an_answer_leaves_a_request_sent_from_here_under_its_id_as_it_is(
+        client: HolderClient) -> None:
+    """Requesters draw their request ids: another's query may have the id of a request sent
+    from here, not yet answered. The platform's refusal of this holder's answer to it (naming
+    the query's deadline) settled that request REJECTED, logged so: it ends the query's entry."""
+    _providing(client)
+    asked = query("ABC98765XYZ")
+    client.store.open_request(asked.request_id, LINKAGE, "H-1", STAFF, TERMINAL,
+                              pattern_id="P-2", provider=REQUESTER, data_type="resident")
+    await handle(client, asked)
+    await handle(client, _platforms_refusal(_ticket(asked), HOLDER, TIMED_OUT))
+    assert status(client, asked.request_id) == SENT
+    assert [(e.side, e.outcome, e.content) for e in client.store.access_log(asked.request_id)] == [
+        ("PROVIDER", "REJECTED: MALFORMED", None)]
 
 
 def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:
