@@ -99,9 +99,9 @@ _ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent,
 _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
            "content, purpose, outcome")  # an entry's columns but its query_digest (and serial)
 # a provider's entry made before queries had digests (x'') is a copy's of its query read since,
-# to its requester, pattern and data type (its deadline was not kept), if answered less than the
-# replay window before the copy's deadline, or TIMED_OUT after it: the platform forgets an id,
-# which may then be used again, no sooner than the replay window and clock skew after its request
+# to its requester, pattern and data type (its deadline was not kept), if answered around the
+# copy's deadline (_answered_around), or TIMED_OUT after it: the platform forgets an id, which
+# may then be used again, no sooner than the replay window and clock skew after its request
 # came, nor before its deadline, so another query of the id is due at least the replay window
 # after any answer to the one before (the holder's clock within the skew), a copy at most an
 # answer timeout (30 s) after it; a TIMED_OUT entry, logged whenever read late, was made after its
@@ -109,7 +109,8 @@ _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, d
 # that one's deadline too (then one entry of the two, with no content, neither answered)
 _ANSWERED_BEFORE = ("SELECT 1 FROM access_log WHERE request_id = ? AND side = ? "
                     "AND query_digest = x'' AND counterpart IS ? AND pattern_id IS ? "
-                    "AND data_type IS ? AND at > ? AND (outcome != ? OR at > ?)")
+                    "AND data_type IS ? AND CASE outcome WHEN ? THEN at > ? "
+                    "ELSE at > ? AND at < ? END")
 # An import's rows are staged in a TEMP table of the store's connection (writing it takes no lock
 # on the store), each told what it changes (change: new, changed, unchanged; NULL: left out),
 # whether staff are told of it (flagged) and what of the store it was told by (basis), then the
@@ -287,13 +288,20 @@ def _query_digest(requester: str | None, pattern_id: str | None, data_type: str 
 def _of_query(at: str, requester: str | None, pattern_id: str | None, data_type: str | None,
               digest: bytes, deadline: datetime) -> bool:
     """Whether a provider's entry, answered, is of the query due by `deadline`: by its digest,
-    or made before digests less than the replay window before it (_ANSWERED_BEFORE) and less
-    than the replay window less an answer timeout after it, before any answer to a later query
-    of the id (received no sooner than the replay window and clock skew after this one's
-    request, an answer timeout before its deadline; the holder's clock within the skew)."""
+    or made before digests around it (_answered_around)."""
     if digest:
         return digest == _query_digest(requester, pattern_id, data_type, deadline)
-    return deadline - REPLAY_WINDOW < _utc(at) < deadline + REPLAY_WINDOW - ANSWER_TIMEOUT
+    after, before = _answered_around(deadline)
+    return after < _utc(at) < before
+
+
+def _answered_around(deadline: datetime) -> tuple[datetime, datetime]:
+    """When (strictly between) a provider's entry made before digests, answered, is of the query
+    due by `deadline`: less than the replay window before it and less than the replay window
+    less an answer timeout after it, before any answer to a later query of the id (received no
+    sooner than the replay window and clock skew after this one's request, an answer timeout
+    before its deadline; the holder's clock within the skew)."""
+    return deadline - REPLAY_WINDOW, deadline + REPLAY_WINDOW - ANSWER_TIMEOUT
 
 
 def _utc(at: str) -> datetime:
@@ -781,10 +789,11 @@ class HolderStore:
         """Whether the query due by `deadline` has its entry from before the store told queries
         by their digests (_ANSWERED_BEFORE); not looked up for one due a replay window after
         the latest of those (a few minutes after the upgrade), nor in a store made since."""
-        if self._before_digests is None or deadline - REPLAY_WINDOW >= self._before_digests:
+        after, before = _answered_around(deadline)
+        if self._before_digests is None or after >= self._before_digests:
             return False
-        told = (request_id, side, requester, pattern_id, data_type,
-                _stamp(deadline - REPLAY_WINDOW), TIMED_OUT, _stamp(deadline))
+        told = (request_id, side, requester, pattern_id, data_type, TIMED_OUT, _stamp(deadline),
+                _stamp(after), _stamp(before))
         return self.db.execute(_ANSWERED_BEFORE, told).fetchone() is not None
 
     def not_provided(self, request_id: str, outcome: str,

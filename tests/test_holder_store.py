@@ -264,6 +264,22 @@ def test_a_refusal_naming_an_earlier_query_of_the_id_leaves_an_entry_made_before
     store.close()
 
 
+def test_a_copy_of_an_earlier_query_of_the_id_is_not_taken_for_a_later_ones_entry_made_before(
+        tmp_path: Path) -> None:
+    """An entry made before digests, answered, was taken for that of any query due less than the
+    replay window after it: a copy of an earlier query of the id, read late after it, had no
+    entry of its own; its own query's copy is still that entry."""
+    answered = datetime.now(UTC) - timedelta(seconds=5)
+    store = _made_before(tmp_path, _LOG_BEFORE_DIGESTS, _provider_entry(answered, "FOUND", "{}"))
+    query = {"counterpart": "SAKURA", "pattern_id": "P-1", "data_type": "local_tax"}
+    deadline = answered + timedelta(seconds=25)
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content="{}", deadline=deadline, **query)
+    earlier = deadline - timedelta(minutes=3)  # the id used again once the platform forgot it
+    store.log("r-1", "PROVIDER", "SYSTEM", "t", "TIMED_OUT", deadline=earlier, **query)
+    assert [e.outcome for e in store.access_log("r-1")] == ["FOUND", "TIMED_OUT"]
+    store.close()
+
+
 def test_a_request_is_kept_with_its_message_until_the_broker_has_it_or_it_is_answered(
         tmp_path: Path) -> None:
     """A request recorded and not yet taken by the broker (away, or the holder stopped) is sent
