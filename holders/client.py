@@ -883,6 +883,10 @@ class HolderClient:
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer,
                  applied: dict[str, Applied]) -> Request | None:
+        if isinstance(message, Rejection) and not message.request_id:  # processors.outbox's
+            log.warning("%s: a refusal (%s) of a message from here the platform could not read, "
+                        "naming no request: none settled", self.holder, message.reason)
+            return None
         if isinstance(message, Rejection) and message.deadline is not None:
             # a refusal of an answer from here, naming its query: never of a request sent from
             # here, which may have that query's id (each requester draws its own ids)

@@ -39,7 +39,7 @@ from holders.client import (
     new_request_id,
 )
 from holders.store import SENT, HolderStore, Rekeyed
-from processors import linkage
+from processors import linkage, outbox
 from processors.codes import CodeService
 from processors.context import Context
 from processors.keys import MasterKeys
@@ -379,6 +379,27 @@ async def test_a_refusal_of_an_answer_leaves_a_request_sent_from_here_under_its_
         ("PROVIDER", "REJECTED: MALFORMED", None)]
 
 
+async def test_a_refusal_of_a_message_the_platform_could_not_read_is_logged_as_one(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    """The platform's refusal of a message from this holder's outbox it could not read names no
+    request (its id ""): it was looked up as one and logged a refusal 'of ,'."""
+    now = datetime.now(UTC)
+    unreadable = Incoming(topics.outbox(HOLDER), 0, 0, now, b"not a message")
+    [refused] = [s for s in outbox.handle([unreadable], _platform(), now)
+                 if s.topic == topics.inbox(HOLDER)]
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        await client._handle([appended(now, refused.value)])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{HOLDER}: a refusal (MALFORMED) of a message from here the platform could not read, "
+        "naming no request: none settled"]
+
+
+def _platform() -> Context:
+    """The platform's context, under keys of its own."""
+    keys = MasterKeys.generate()
+    return Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+
+
 def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:
     """The ticket the platform sealed into query `of` (for `provider`: another one's, else)."""
     return Ticket(of.request_id, of.requester, provider, of.pattern_id, of.data_type, "ID-CODE",
@@ -387,8 +408,7 @@ def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:
 
 def _platforms_refusal(ticket: Ticket, by: str, status: str = FOUND) -> Rejection:
     """The platform's refusal (linkage.answers) of an answer `by` sent under `ticket`."""
-    keys = MasterKeys.generate()
-    ctx = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    ctx = _platform()
     answer = ProviderAnswer(ticket.request_id, ctx.tickets.seal(ticket), ticket.link_b, status,
                             b"")
     sent = Incoming(topics.outbox(by), 0, 0, datetime.now(UTC), CODEC.encode(answer))
