@@ -194,45 +194,51 @@ def ensure_grants(admin: AdminClient, principal: str, grants: Iterable[Grant],
     _in_force_once(partial(_grants, admin, principal, grants, report))
 
 
-def _known(admin: AdminClient, usernames: list[str]) -> dict[str, bool]:
+def _known(admin: AdminClient, usernames: list[str]) -> dict[str, list[ScramCredentialInfo]]:
     """Those of `usernames` the broker has SCRAM credentials for, asked in one request, each
-    with whether it has them as a provisioning run sets them (_as_set)."""
+    with the mechanism and iteration count of each of its credentials."""
     described = admin.describe_user_scram_credentials(usernames)
     assert isinstance(described, dict)  # one future per user asked for
     known = {}
     for username, future in described.items():
         try:
-            infos = future.result(TIMEOUT).scram_credential_infos
+            known[username] = future.result(TIMEOUT).scram_credential_infos
         except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
-                continue
-            raise
-        known[username] = any(map(_as_set, infos))
+            if exc.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+                raise
     return known
+
+
+def _logs_in_by(info: ScramCredentialInfo) -> bool:
+    """Whether SCRAM credentials are of the one mechanism the brokers let principals log in by
+    (clients.MECHANISM): a principal with none has no password a log-in could reset."""
+    return info.mechanism == ScramMechanism.SCRAM_SHA_512
 
 
 def _as_set(info: ScramCredentialInfo) -> bool:
     """Whether SCRAM credentials are of the mechanism and iteration count a run sets."""
-    return info.mechanism == ScramMechanism.SCRAM_SHA_512 and info.iterations == SCRAM_ITERATIONS
+    return _logs_in_by(info) and info.iterations == SCRAM_ITERATIONS
 
 
 def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
                 made: _Made) -> None:
     """The principals, their passwords the state folder's (said reset for those the broker had
-    another of, said not checked for those no broker answered the log-in of): those there asked
-    to log in all at once first, then every password set in one request but those that log in
-    with it already, set as a run sets it (neither set again nor waited for)."""
+    another of, said not checked for those no broker answered the log-in of): those there with
+    credentials of the mechanism the brokers take asked to log in all at once first, then every
+    password set in one request but those that log in with it already, set as a run sets it
+    (neither set again nor waited for)."""
     if not logins:
         return
     known = _known(admin, [creds.username for creds in logins])
     bootstrap = admin_access().bootstrap
     answers = asked([KafkaAccess(bootstrap, creds) for creds in logins
-                     if creds.username in known])
+                     if any(map(_logs_in_by, known.get(creds.username, [])))])
     report.reset += answers.refused
     report.unchecked += answers.unanswered
     unsure = {*answers.refused, *answers.unanswered}
     to_set = [creds for creds in logins
-              if not known.get(creds.username) or creds.username in unsure]
+              if not any(map(_as_set, known.get(creds.username, [])))
+              or creds.username in unsure]
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     if to_set:
         _wait(admin.alter_user_scram_credentials([

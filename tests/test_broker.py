@@ -196,6 +196,23 @@ def test_a_password_reset_to_the_state_folders_is_said_in_the_report(broker: Clu
     assert not any(new.password in line or old.password in line for line in reports[1].lines())
 
 
+def test_a_principal_with_no_credentials_the_brokers_log_in_by_is_not_said_reset(
+        broker: Cluster) -> None:
+    """A principal the broker has SCRAM-SHA-256 credentials only for, which no broker lets log
+    in (they take SCRAM-SHA-512 alone), is given the state folder's password, counted as there,
+    not named as reset: no password it logged in with was changed."""
+    admin = admin_client()
+    creds = Credentials(f"sha256-{secrets.token_hex(4)}", secrets.token_urlsafe(24))
+    sha256 = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, provision.SCRAM_ITERATIONS)
+    for done in admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+            creds.username, sha256, creds.password.encode())]).values():
+        done.result()
+    report = provision.Report()
+    provision.ensure_principal(admin, creds, report)
+    assert (report.reset, report.principals, report.principals_there) == ([], [], 1)
+    assert clients.asked([KafkaAccess(broker.bootstrap, creds)]) == clients.LogIns([], [])
+
+
 def test_a_log_in_no_broker_answers_is_said_not_checked_not_let_in(broker: Cluster) -> None:
     """A log-in asked of an address no broker answers at (the OS refuses the connection) is
     neither let in nor refused: not checked, apart from one refused and one let in."""
