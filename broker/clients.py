@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -187,22 +187,31 @@ Answer: TypeAlias = KafkaError | NoAnswer | None  # a log-in refused, not answer
 
 @dataclass(frozen=True)
 class LogIns:
-    """The principals a broker refused the log-in of, and those it did not answer for."""
+    """The principals no broker asked let log in: those one refused, and those none answered for;
+    and those some let log in, not every one (a broker behind the controller)."""
 
     refused: list[str]
     unanswered: list[str]
+    behind: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, principals: Sequence[str], answers: Sequence[Answer]) -> LogIns:
-        """Each of `principals` sorted by its answer (those let in named in neither)."""
-        said = list(zip(principals, answers, strict=True))
-        return cls([p for p, why in said if isinstance(why, KafkaError)],
-                   [p for p, why in said if isinstance(why, NoAnswer)])
+        """Each of `principals` (named once for each broker it was asked of) sorted by its
+        answers (those every broker asked let in named nowhere)."""
+        said: dict[str, list[Answer]] = {}
+        for principal, why in zip(principals, answers, strict=True):
+            said.setdefault(principal, []).append(why)
+        let_in = {p: whys.count(None) for p, whys in said.items()}
+        nowhere = [p for p, brokers in let_in.items() if not brokers]
+        return cls([p for p in nowhere if any(isinstance(w, KafkaError) for w in said[p])],
+                   [p for p in nowhere if all(isinstance(w, NoAnswer) for w in said[p])],
+                   [p for p, brokers in let_in.items() if 0 < brokers < len(said[p])])
 
 
 def asked(accesses: Sequence[KafkaAccess]) -> LogIns:
-    """Which principals of `accesses` a broker refuses the log-in of, and which none answers
-    for, asked LOGINS_AT_ONCE at a time in an event loop of their own (callers may be in one)."""
+    """Which principals of `accesses` no broker lets log in (refused, or not answered for), and
+    which some do, not every one, asked LOGINS_AT_ONCE at a time in an event loop of their own
+    (callers may be in one)."""
     return in_own_loop(_asked(accesses))
 
 

@@ -220,22 +220,30 @@ def _as_set(info: ScramCredentialInfo) -> bool:
     return _logs_in_by(info) and info.iterations == SCRAM_ITERATIONS
 
 
+def _brokers(admin: AdminClient) -> list[str]:
+    """The host:port of each broker of the cluster."""
+    nodes = admin.describe_cluster(request_timeout=TIMEOUT).result(TIMEOUT).nodes
+    return [f"{node.host}:{node.port}" for node in nodes]
+
+
 def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
                 made: _Made) -> None:
     """The principals, their passwords the state folder's (said reset for those the broker had
     another of, said not checked for those no broker answered the log-in of): those there with
-    credentials of the mechanism the brokers take asked to log in all at once first, then every
-    password set in one request but those that log in with it already, set as a run sets it
-    (neither set again nor waited for)."""
+    credentials of the mechanism the brokers take asked to log in on every broker all at once
+    first (one may be behind the controller, after a run that ended before they all applied its
+    passwords), then every password set in one request but those every broker lets log in with
+    it already, set as a run sets it (neither set again nor waited for)."""
     if not logins:
         return
     known = _known(admin, [creds.username for creds in logins])
-    bootstrap = admin_access().bootstrap
-    answers = asked([KafkaAccess(bootstrap, creds) for creds in logins
-                     if any(map(_logs_in_by, known.get(creds.username, [])))])
+    brokers = _brokers(admin)
+    answers = asked([KafkaAccess(broker, creds) for creds in logins
+                     if any(map(_logs_in_by, known.get(creds.username, [])))
+                     for broker in brokers])
     report.reset += answers.refused
     report.unchecked += answers.unanswered
-    unsure = {*answers.refused, *answers.unanswered}
+    unsure = {*answers.refused, *answers.unanswered, *answers.behind}
     to_set = [creds for creds in logins
               if not any(map(_as_set, known.get(creds.username, [])))
               or creds.username in unsure]

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import SaslAuthenticationFailed
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
+from broker import clients, config, in_force, process, provision, topics
 from broker import cluster as cluster_store
-from broker import config, process, provision, topics
 from broker.clients import KafkaAccess, login_refusal
 from broker.cluster import HOST
 from broker.credentials import Credentials
@@ -86,6 +87,35 @@ async def test_a_new_principal_logs_in_at_once_on_every_broker(cluster3: Path) -
         access = KafkaAccess(cluster_store.load().bootstrap, creds)
         refused = [await login_refusal(HOST, node.client_port, access) for node in nodes]
         assert refused == [None] * len(nodes), f"{creds.username} refused on a broker"
+
+
+def test_a_principal_a_broker_refuses_is_set_again_and_waited_for_on_every_broker(
+        cluster3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A principal there whose password the first broker lets log in and another refuses (a
+    stand-in for one behind the controller, after a run that ended before they all applied it)
+    is not taken as in force: set again and waited for on every broker, not named as reset."""
+    admin, nodes = provision.admin_client(), cluster_store.load().nodes
+    creds = Credentials(f"behind3-{secrets.token_hex(3)}", secrets.token_urlsafe(24))
+    provision.ensure_principal(admin, creds, provision.Report())
+    real_refusal, real_logs_in = clients.login_refusal, in_force._logs_in
+
+    async def behind(host: str, port: int, access: KafkaAccess) -> clients.Answer:
+        if port == nodes[-1].client_port:
+            return SaslAuthenticationFailed("a stand-in for a broker behind the controller")
+        return await real_refusal(host, port, access)
+
+    waited: list[int] = []
+
+    async def logs_in(host: str, port: int, access: KafkaAccess) -> bool:
+        waited.append(port)
+        return await real_logs_in(host, port, access)
+
+    monkeypatch.setattr(clients, "login_refusal", behind)
+    monkeypatch.setattr(in_force, "_logs_in", logs_in)
+    report = provision.Report()
+    provision.ensure_principal(admin, creds, report)
+    assert sorted(set(waited)) == sorted(node.client_port for node in nodes)
+    assert (report.reset, report.unchecked, report.principals_there) == ([], [], 1)
 
 
 async def test_a_broker_killed_under_load_loses_nothing_and_logs_once(cluster3: Path) -> None:
