@@ -165,11 +165,11 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], report: Report
 def _ensure_configs(admin: AdminClient, specs: list[TopicSpec], report: Report) -> None:
     if not specs:
         return
-    resources = {s.name: ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs}
-    described = admin.describe_configs(list(resources.values()))
+    described = {r.name: f for r, f in admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]).items()}
     drifted: list[ConfigResource] = []
     for spec in specs:
-        current = next(f for r, f in described.items() if r.name == spec.name).result(TIMEOUT)
+        current = described[spec.name].result(TIMEOUT)
         changes = [
             ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
             for key, value in spec.configs().items()
@@ -358,16 +358,18 @@ def _holders(admin: AdminClient, holders: Iterable[str], report: Report,
              made: _Made) -> list[Credentials]:
     issued = _issued(holders)
     _principals(admin, issued, report, made)
-    for creds in issued:
-        _fenced(admin, creds.username, report, made)
+    _fenced(admin, [creds.username for creds in issued], report, made)
     return issued
 
 
-def _fenced(admin: AdminClient, holder: str, report: Report, made: _Made) -> None:
-    """A holder's inbox and outbox, and the ACLs that fence them."""
-    ensure_topics(admin, topics.holder_topics(holder), report)
-    for principal, grants in acls.holder_grants(holder).items():
-        _grants(admin, principal, grants, report, made)
+def _fenced(admin: AdminClient, holders: list[str], report: Report, made: _Made) -> None:
+    """The holders' inboxes and outboxes (listed and described once for all), and the ACLs
+    that fence them."""
+    ensure_topics(admin, [spec for holder in holders for spec in topics.holder_topics(holder)],
+                  report)
+    for holder in holders:
+        for principal, grants in acls.holder_grants(holder).items():
+            _grants(admin, principal, grants, report, made)
 
 
 def registered_holders(admin: AdminClient) -> list[str]:
@@ -429,5 +431,4 @@ def _spec(admin: AdminClient, report: Report, made: _Made) -> None:
         _grants(admin, service, acls.SERVICE_GRANTS[service], report, made)
     for service, grants in acls.REVOKED.items():
         _revoked(admin, service, grants, report, made)
-    for holder in holders:
-        _fenced(admin, holder, report, made)
+    _fenced(admin, holders, report, made)

@@ -8,6 +8,8 @@ import secrets
 import signal
 import subprocess
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +285,32 @@ def test_holders_added_at_once_name_only_the_one_whose_password_was_reset(
     again = provision.Report()
     provision.add_holders(admin, holders, again)
     assert (again.reset, again.principals, again.principals_there) == ([holders[2]], [], 3)
+
+
+def _counted(calls: Counter[str], name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+    """`real`, each call counted in `calls` under `name`."""
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[name] += 1
+        return real(*args, **kwargs)
+    return counted
+
+
+def test_holders_added_at_once_have_their_topics_listed_and_described_once(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Holders added in one run, new or again: their topics listed in one request and their
+    configs described in one, not in a request each holder."""
+    admin, tag = admin_client(), secrets.token_hex(3)
+    holders = [f"listed-{tag}-{n}" for n in range(3)]
+    calls: Counter[str] = Counter()
+    for name in ("list_topics", "describe_configs"):
+        monkeypatch.setattr(admin, name, _counted(calls, name, getattr(admin, name)))
+    reports = provision.Report(), provision.Report()
+    provision.add_holders(admin, holders, reports[0])
+    assert (calls, len(reports[0].created)) == (Counter(list_topics=1), 2 * len(holders))
+    calls.clear()
+    provision.add_holders(admin, holders, reports[1])
+    assert (calls, reports[1].topics_there) == (
+        Counter(list_topics=1, describe_configs=1), 2 * len(holders))
 
 
 def test_grants_not_in_force_in_time_are_said_in_one_line(
