@@ -3,28 +3,28 @@
 It sends an approved query once, refuses a reused request id (a copy its holder sent again, the same
 bytes at another offset, of a request the broker took unknown to the holder, is refused to it alone:
 the access log has the request once), relays the first answer (to a requester still active in the
-directory, else the request is logged timed out), answers with a timeout when the deadline passes
-(and refuses to its provider an answer that comes after it, which the provider logs not provided, in
-the access log as an answer past its ticket's deadline is), and forgets a request once any copy of
-it would be refused as stale and its ticket has expired. A request that comes once it may have been
-forgotten (received no later than the latest it forgot, both by the broker's clock, or before the
-history a take-over rebuilt) is refused as stale, however long it waited: not decided again. An
-answer can come before its request's event (an owner deciding at once writes that event only after
-the query is acknowledged, and another instance can write the answer first): it is held until the
-request comes and relayed when the request is read (not in a rebuild: an owner holding it may have
-lost the partition before its request came, so only relaying it again is sure; holders and the audit
-log drop copies), or, when a request received at the first sweep after it would be forgotten,
-refused to its provider as one to no request (as is an answer the decider cannot read). Events
-arrive at least once (a crash replays them): a pending request's own event again repeats its
-dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
-(answered or timed out) only a small `Settled` is kept: the effects of the event that settled it are
-delivered before that event's offset is committed (or, for an event decided at once by the
-partition's owner, before its record is written and the offset of the holder's message it came from
-committed), and a crash before then makes the event itself come again; so a later copy of it has
-nothing left to do. Timeouts and forgetting (Sweep events) are decided only as they are read back
-from the topic, never at once, and so is any event whose decision a sweep on its way may change
-(Decider.in_order): every owner replaying a partition decides a timeout, the forgetting, a request
-and an answer in the same order.
+directory, else the request is logged timed out: a decision recorded in its topic before it is
+made), answers with a timeout when the deadline passes (and refuses to its provider an answer that
+comes after it, which the provider logs not provided, in the access log as an answer past its
+ticket's deadline is), and forgets a request once any copy of it would be refused as stale and its
+ticket has expired. A request that comes once it may have been forgotten (received no later than the
+latest it forgot, both by the broker's clock, or before the history a take-over rebuilt) is refused
+as stale, however long it waited: not decided again. An answer can come before its request's event
+(an owner deciding at once writes that event only after the query is acknowledged, and another
+instance can write the answer first): it is held until the request comes and relayed when the
+request is read (not in a rebuild: an owner holding it may have lost the partition before its
+request came, so only relaying it again is sure; holders and the audit log drop copies), or, when a
+request received at the first sweep after it would be forgotten, refused to its provider as one to
+no request (as is an answer the decider cannot read). Events arrive at least once (a crash replays
+them): a pending request's own event again repeats its dispatch, which the provider and the audit
+log drop as duplicates. Once a request is settled (answered or timed out) only a small `Settled` is
+kept: the effects of the event that settled it are delivered before that event's offset is committed
+(or, for an event decided at once by the partition's owner, before its record is written and the
+offset of the holder's message it came from committed), and a crash before then makes the event
+itself come again; so a later copy of it has nothing left to do. Timeouts and forgetting (Sweep
+events) are decided only as they are read back from the topic, never at once, and so is any event
+whose decision a sweep on its way may change (Decider.in_order): every owner replaying a partition
+decides a timeout, the forgetting, a request and an answer in the same order.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
-from audit.events import EPOCH
+from audit.events import EPOCH, AccessLogEvent
 from broker import acls, topics
 from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
 from processors.context import Context
@@ -154,7 +154,10 @@ class Partition:
         if isinstance(state, RequestState):
             self.pending[request_id] = state
             return
-        was = self.pending.pop(request_id)  # its id string is the one its deadline holds
+        was = self.pending.pop(request_id, None)  # its id string is the one its deadline holds
+        if was is None:  # settled already: ended TIMED_OUT by an answer relayed to no one
+            self.settled[request_id] = state.packed()
+            return
         self.settled[was.request_id] = state.packed()
         self.forgetting.setdefault(math.ceil(was.forget_at.timestamp()), []).append(was.request_id)
 
@@ -319,7 +322,9 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> 
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
     pending under its id (one of another exchange, whose id was used again or that answers
     under it, is refused to its provider, as is one that comes after its request timed out, or
-    to a requester no longer active in the directory: _relayed)."""
+    to a requester no longer active in the directory: _relayed, on_ended)."""
+    if o.ended is not None:
+        return on_ended(o, o.ended, state)
     if isinstance(state, Settled) and state.status == TIMED_OUT:
         return Decision(state, partial(_relayed_to_no_one, o, TIMED_OUT_FIRST, now))
     if not isinstance(state, RequestState):
@@ -382,20 +387,46 @@ def _unreadable(o: Outcome, now: datetime) -> list[Send]:
 
 def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: datetime,
              ctx: Context) -> list[Send]:
-    """The answer to its requester, and in the access log; refused to its provider if the
-    requester is no longer an active holder in the directory by now (made so since linkage
-    checked it, or while the answer was held for its request), as linkage refuses it, and the
-    request logged TIMED_OUT, as one whose answer linkage refused is at its deadline. A provider
-    made inactive since is not asked again: it answered while active, and its requester, told
-    nothing else now that its request is settled, is answered."""
+    """The answer to its requester, and in the access log; relayed to no one if the requester is
+    no longer an active holder in the directory by now (made so since linkage checked it, or
+    while the answer was held for its request): that decision goes to the decider's topic first
+    (the request settled, in its order), with the TIMED_OUT that ends the request in the access
+    log, and is made as it is read back (on_ended), once the answer's offset is committed
+    (Platform.ends_ahead), so an owner replaying the answer after a crash never relays what
+    another refused, nor one replaying that decision asks the directory again. A provider made
+    inactive since is not asked again: it answered while active, and its requester, told nothing
+    else now that its request is settled, is answered."""
     if not ctx.active(state.requester):
         log.info("the answer to request %s is relayed to no one: %s is no longer an active "
                  "holder in the directory", o.request_id, state.requester)
-        return [*_refused_answer(o, answer, f"{state.requester} is no longer an active holder "
-                                 "in the directory", now, "UNKNOWN_HOLDER"),
-                _answered(state, TIMED_OUT, now)]
+        return [to_decider(o.request_id,
+                           replace(o, ended=_answered(state, TIMED_OUT, now).value))]
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
             _answered(state, answer.status, now)]
+
+
+def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
+    """An answer an owner relayed to no one, its requester no longer active in the directory
+    (Outcome.ended, that owner's decision): refused to its provider (UNKNOWN_HOLDER), which logs
+    it not provided, and its request logged TIMED_OUT, as one whose answer linkage refused is at
+    its deadline, as that owner made them, by whichever owner reads it; and settled TIMED_OUT,
+    so a later copy of the answer is refused, unless a timeout, or this decision read before,
+    ended it already."""
+    if state is None or (isinstance(state, Settled) and state.status == TIMED_OUT):
+        return Decision(state)
+    settled = (_settled(state, TIMED_OUT) if isinstance(state, RequestState)
+               else replace(state, status=TIMED_OUT))
+    return Decision(settled, partial(_unrelayed, o, ended))
+
+
+def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
+    """The refusal to its provider of an answer an owner relayed to no one, and its request's
+    TIMED_OUT, at that owner's time: the same whichever owner makes them."""
+    event = CODEC.decode(ended, AccessLogEvent)
+    return [*_refused_answer(o, CODEC.decode(o.answer, LinkageAnswer), f"{event.requester} is "
+                             "no longer an active holder in the directory", event.occurred_at,
+                             "UNKNOWN_HOLDER"),
+            Send(topics.AUDIT, o.request_id, ended)]
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:

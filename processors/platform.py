@@ -140,6 +140,7 @@ class Platform:
         self.taking_over: set[int] = set()
         self.rebuilding: asyncio.Task[None] | None = None  # of partitions in taking_over
         self.at_once: dict[int, bytes] = {}  # partitions decided here at once, and their mark
+        self.ends_ahead = False  # the last records handled recorded an answer relayed to no one
         self.producer = producer_for(access)
         self.consumer = SessionConsumer(
             **access.aiokafka(), group_id=GROUP, group_instance_id=member,
@@ -183,7 +184,8 @@ class Platform:
             records = [r for batch in polled.values() for r in batch]
             if records:
                 await self.outflow.send(self.committable(polled), *self.handle(records))
-            await self.outflow.commit()
+            await self.outflow.commit(now=self.ends_ahead)
+            self.ends_ahead = False
             self.views.check()
             for task in (sweeper, self.rebuilding):  # they stop early only on an error:
                 if task is not None and task.done() and not task.cancelled():
@@ -239,6 +241,7 @@ class Platform:
             event = item.message if isinstance(item.message, DecisionEvent) else item.value
             effects += self._apply(partition, event, now, ctx)
             decided.append(replace(item, headers=((DECIDED, mark),)))
+        self.ends_ahead = ends_ahead(effects)
         return batched(effects, BATCHED), batched(decided, BATCHED)
 
     def _decide(self, record: Any, now: datetime, ctx: Context) -> list[Send]:
@@ -457,6 +460,13 @@ def relayed(requests: list[HolderLogRequest], residents: list[HolderLogRequest],
 def _each(relay: Callable[[HolderLogRequest], list[Send]]
           ) -> Callable[[list[HolderLogRequest]], list[Send]]:
     return lambda items: [made for item in items for made in relay(item)]
+
+
+def ends_ahead(sends: list[Send]) -> bool:
+    """Whether an answer relayed to no one is recorded among them (Outcome.ended): what was
+    handled is committed at once, before that record is read back and its refusal made, so no
+    owner replaying the answer after a crash relays it."""
+    return any(isinstance(s.message, Outcome) and s.message.ended is not None for s in sends)
 
 
 def _nothing(item: object, exc: Exception) -> list[Send]:

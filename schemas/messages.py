@@ -288,6 +288,7 @@ class Outcome:
     source: str
     answer: bytes
     deadline: datetime | None = None  # its ticket's (None from v1)
+    ended: bytes | None = None  # its request's TIMED_OUT access-log event: relayed to no one
 
 
 @dataclass(frozen=True, slots=True)

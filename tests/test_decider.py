@@ -507,8 +507,10 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
     requester marked inactive in the directory (or gone) in between was still answered. The relay
     asks the directory again: the answer is refused to its provider (UNKNOWN_HOLDER), which logs
     it not provided, and the request is settled, never answered or timed out later, and logged
-    TIMED_OUT under what its copies share, as its approval is (copies_name, _its_trail). A
-    provider made inactive in between answered while active: its requester is answered."""
+    TIMED_OUT under what its copies share, as its approval is (copies_name, _its_trail): a
+    decision recorded in the decider's topic first and made as it is read back, the directory
+    as it is then asked no more. A provider made inactive in between answered while active: its
+    requester is answered."""
     town, nenkin = ctx.directory["town"], ctx.directory["nenkin"]
     for directory, relayed in (({"town": town, "nenkin": replace(nenkin, active=False)}, False),
                                ({"town": town}, False),
@@ -519,14 +521,18 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
         made = (live.handle(partition, _answer(), NOW, gone),
                 held.handle(partition, _pending(ctx), NOW, gone)[2:])  # after its dispatch
         for effects, decider_ in zip(made, (live, held), strict=True):
-            assert decider_.states[partition].get("r-1") == _settled(ANSWERED)
-            assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == []
             if relayed:
+                assert decider_.states[partition].get("r-1") == _settled(ANSWERED)
                 told, logged = effects
                 assert (told.topic, logged.topic) == (topics.inbox("nenkin"), topics.AUDIT)
                 assert CODEC.decode(told.value, LinkageAnswer).status == "FOUND"
                 continue
-            told, logged, closed = effects
+            recorded, = effects
+            assert (recorded.topic, recorded.partition) == (decider.DECISIONS, partition)
+            ended = CODEC.decode(recorded.value, Outcome)
+            told, logged, closed = decider_.handle(partition, ended, NOW, ctx)  # nenkin active
+            assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
+            assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == []
             rejection = CODEC.decode(told.value, Rejection)
             event = CODEC.decode(logged.value, AccessLogEvent)
             assert (told.topic, rejection.reason, logged.topic, event.reason) == (
@@ -538,22 +544,35 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
                 topics.AUDIT, f"r-1:answered@{decider.copies_name(SOURCE, DIGEST)}", TIMED_OUT)
 
 
+@pytest.mark.parametrize("requester", ["still inactive", "made active again"])
 async def test_a_request_whose_answer_is_relayed_to_no_one_ends_its_trail_timed_out_once(
-        broker: Cluster, ctx: Context, tmp_path: Path) -> None:
+        broker: Cluster, ctx: Context, tmp_path: Path, requester: str) -> None:
     """A request whose answer the relay refused to a requester made inactive since linkage
     checked it was settled with nothing logged under it after its approval (the refusal is
     under the answer's source), so an auditor replaying its trail, or the resident, saw it never
     end. Through the real broker into an audit store, as the audit consumer appends it: it ends
     TIMED_OUT, as one whose answer linkage refused does at its deadline, once, also when its
-    owner crashed before the answer's offset was committed and another, rebuilt, decides it
-    again."""
+    owner crashed once it refused the answer (what it handled before committed) and another,
+    rebuilt, reads on. The requester made active again meanwhile was relayed the answer by the
+    next owner, which asked the directory anew, though the access log kept the first owner's
+    TIMED_OUT: the refusal is a decision recorded in the topic, which the next owner makes
+    again as it was made, and the requester is told nothing, as the access log says."""
     gone = replace(ctx, directory={"town": ctx.directory["town"]})
+    back = gone if requester == "still inactive" else ctx
     live, partition = _owning(ctx, [])
-    made = [*live.handle(partition, _pending(ctx), NOW, gone),
-            *live.handle(partition, _answer(), NOW, gone)]
-    replaying, _ = _owning(ctx, [_pending(ctx)])
-    made += replaying.handle(partition, _answer(), NOW + timedelta(seconds=1), gone)
+    events: list[Pending | Outcome | Sweep] = [_pending(ctx), _answer()]
+    made: list[Send] = []
+    handled = 0
+    while not any(CODEC.name_of(m.value) == Rejection.__name__ for m in made):
+        effects = live.handle(partition, events[handled], NOW, gone)
+        events += [CODEC.decode(e.value, Outcome) for e in effects if e.topic == decider.DECISIONS]
+        made += [e for e in effects if e.topic != decider.DECISIONS]
+        handled += 1
+    replaying, _ = _owning(ctx, events[:handled - 1])  # committed: what came before the refusal
+    for event in events[handled - 1:]:
+        made += replaying.handle(partition, event, NOW + timedelta(seconds=1), back)
     copies, answer_source = decider.copies_name(SOURCE, DIGEST), _answer().source
+    assert topics.inbox("nenkin") not in _topics(made), "the requester is told nothing"
     assert await _its_trail(made, tmp_path) == [
         ("approved", copies, "APPROVED"), ("rejected", answer_source, "REJECTED"),
         ("answered", copies, TIMED_OUT)]

@@ -406,6 +406,39 @@ async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_i
     assert isinstance(held[0], RequestState) and held[1] == held[0], "r-1 pending for both"
 
 
+@pytest.mark.parametrize("answer", ["another instance's", "the owner's, at once"])
+async def test_an_answer_relayed_to_no_one_is_refused_only_once_its_offset_is_committed(
+        platform: object, ctx: Context, decisions: _Decisions, answer: str) -> None:
+    """The owner refused an answer to a requester made inactive since linkage checked it, and
+    logged its request TIMED_OUT, before committing the answer's offset; the requester was made
+    active again, the owner crashed, and the next owner, reading the answer again, found the
+    requester active and relayed it: the requester got the data while the access log kept the
+    first owner's TIMED_OUT. The owner records the refusal in the topic and commits what it
+    handled at once (Platform.ends_ahead), before it reads the refusal back and makes it; the
+    next owner reads on from there, makes the refusal as recorded and tells the requester
+    nothing."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    decisions.ctx = replace(ctx, directory={"town": ctx.directory["town"]})
+    first = decisions.owner(committed=0)
+    decisions.land([decider.to_decider("r-1", _pending(ctx, received=received))], received)
+    committed = decisions.read(first, 0)
+    assert not first.ends_ahead, "a request dispatched waits for the next commit"
+    if answer == "another instance's":
+        decisions.land([decider.to_decider("r-1", _answer())], received)
+        effects, decided = first.handle([decisions.records[committed]])
+    else:
+        effects, decided = first._at_once([decider.to_decider("r-1", _answer())], received,
+                                          decisions.ctx)
+    decisions.land(decisions.sent(effects) + decided, received)
+    assert first.ends_ahead and not decisions.refused(), "committed at once, not refused yet"
+    committed = len(decisions.records) - 1 - len(decided)  # the refusal's record is next
+    decisions.read(first, committed)
+    assert decisions.refused() and not decisions.statuses(), "refused as it is read back"
+    decisions.ctx = ctx  # the requester active again; the first crashed before the next commit
+    decisions.read(decisions.owner(committed), committed)
+    assert not decisions.statuses(), "the requester is told nothing, as the access log says"
+
+
 async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
         platform: object, ctx: Context, decisions: _Decisions) -> None:
     """The owner held at once an answer to a request it did not know, while its sweep (timing
