@@ -803,9 +803,11 @@ class HolderClient:
         new code is bound to another record already, is unbound and investigated. None moved
         (no more, the holder moving between parts) if answered under another link-code unit
         than the directory gives (the platform not yet at the holder's move): refused, to be
-        asked again."""
-        applied = self._of_unit_left(answer) or Applied(answer.epoch)
-        for start in range(0, len(answer.codes), REKEY_AT_ONCE):
+        asked again, with what the parts before moved (of the unit left: unbound with the
+        rest once the bindings follow the move)."""
+        applied = Applied(answer.epoch)
+        # one part at least: the unit is checked with no codes too
+        for start in range(0, len(answer.codes), REKEY_AT_ONCE) or [0]:
             if applied.refused is not None:
                 break
             await asyncio.sleep(0)  # after the batch's decoding, or the part before
@@ -813,38 +815,45 @@ class HolderClient:
             applied = await self._in_store(partial(self._rekeyed_part, answer, codes))
         return applied
 
-    def _of_unit_left(self, answer: RekeyAnswer) -> Applied | None:
-        """The answer refused if answered under another link-code unit than the directory
-        gives now (None: it is not)."""
+    def _of_unit_left(self, answer: RekeyAnswer) -> str | None:
+        """Why the answer is refused if answered under another link-code unit than the
+        directory gives now (None: it is not)."""
         entry = self._own_entry()
         if entry is None or answer.unit in ("", entry.link_unit):
             return None
-        return Applied(answer.epoch, refused=f"answered under link-code unit {answer.unit!r}, "
-                       f"not {entry.link_unit!r}: asked again")
+        return (f"answered under link-code unit {answer.unit!r}, not {entry.link_unit!r}: "
+                "asked again")
 
     def _rekeyed_part(self, answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> Applied:
         """Apply these codes of the answer, in one transaction: how many of its codes moved,
         and how many went to investigation, with this part (the parts before a crash too);
-        refused, none moved, if the holder moved to another unit since the part before."""
-        if (refused := self._of_unit_left(answer)) is not None:
-            return refused
-        converted = investigated = 0
+        refused, none of these moved, if the holder moved to another unit since the part
+        before."""
         with self.store.transaction():
-            for code in codes:
-                moved = self.store.rekey(code.old, code.new, answer.epoch)
-                if moved is None:
-                    continue
-                if code.new is not None and moved.taken_by is None:
-                    converted += 1
-                    continue
-                investigated += 1
-                self.store.investigate(
-                    f"{answer.request_id}:{moved.own_number}", moved.own_number,
-                    f"its link code of epoch {answer.epoch} is already bound to record "
-                    f"{moved.taken_by}" if moved.taken_by else
-                    f"its link code is not valid at epoch {answer.epoch}: bind it again")
-            counted = self.store.rekey_counted(answer.request_id, converted, investigated)
-        return Applied(answer.epoch, *counted)
+            refused = self._of_unit_left(answer)
+            moved = (0, 0) if refused else self._bindings_moved(answer, codes)
+            counted = self.store.rekey_counted(answer.request_id, *moved)
+        return Applied(answer.epoch, *counted, refused)
+
+    def _bindings_moved(self, answer: RekeyAnswer, codes: Sequence[RekeyedCode]
+                        ) -> tuple[int, int]:
+        """Move the bindings of these codes of the answer: how many moved, how many went to
+        investigation."""
+        converted = investigated = 0
+        for code in codes:
+            moved = self.store.rekey(code.old, code.new, answer.epoch)
+            if moved is None:
+                continue
+            if code.new is not None and moved.taken_by is None:
+                converted += 1
+                continue
+            investigated += 1
+            self.store.investigate(
+                f"{answer.request_id}:{moved.own_number}", moved.own_number,
+                f"its link code of epoch {answer.epoch} is already bound to record "
+                f"{moved.taken_by}" if moved.taken_by else
+                f"its link code is not valid at epoch {answer.epoch}: bind it again")
+        return converted, investigated
 
     def _handled(self, messages: list[Any], applied: dict[str, Applied]
                  ) -> tuple[list[Send], list[Request]]:
@@ -1008,15 +1017,19 @@ class HolderClient:
                 "(the holder moved): bind it again")
 
     def _rekeyed(self, request: Request, applied: Applied) -> Request | None:
-        """A re-keying request settled by what its answer did to the bindings."""
+        """A re-keying request settled by what its answer did to the bindings (refused: what it
+        did before the holder's move was seen)."""
+        result = {"converted": str(applied.converted), "investigated": str(applied.investigated),
+                  "epoch": str(applied.epoch)}
         if applied.refused is not None:
-            return self._finish(request, REJECTED, applied.refused)
+            before = (f"; {applied.converted} binding(s) re-keyed to epoch {applied.epoch} and "
+                      f"{applied.investigated} to investigation before the move was seen, of "
+                      "the unit left: unbound with the rest once the bindings follow the move"
+                      if applied.converted or applied.investigated else "")
+            return self._finish(request, REJECTED, applied.refused + before, result)
         self._rebound.set()  # the requests waiting for their records look again
         self._rebound = asyncio.Event()
-        return self._finish(request, REKEYED, f"epoch {applied.epoch}",
-                            {"converted": str(applied.converted),
-                             "investigated": str(applied.investigated),
-                             "epoch": str(applied.epoch)})
+        return self._finish(request, REKEYED, f"epoch {applied.epoch}", result)
 
     def _sealed(self, query: ProviderQuery, fields: dict[str, str] | None) -> tuple[str, bytes]:
         """The answer's status, and the data sealed to the requester if found; REFUSED when the

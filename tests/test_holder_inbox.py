@@ -782,31 +782,104 @@ async def test_a_rekeying_answer_applied_in_part_before_a_crash_is_applied_once_
         restarted.store.close()
 
 
-async def test_a_move_to_another_unit_between_the_parts_of_a_rekeying_answer_stops_it(
-        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The holder moved to another link-code unit (the directory read meanwhile) after half the
-    answer's parts: the unit was checked before the first part only, the rest of the codes of
-    the unit left moved too and the request settled REKEYED; the parts left move nothing, the
-    request refused, to be asked again once the bindings follow the move."""
+MOVED_HALF = ("answered under link-code unit 'city-x', not 'city-x-sector': asked again; 1000 "
+              "binding(s) re-keyed to epoch 1 and 0 to investigation before the move was seen, "
+              "of the unit left: unbound with the rest once the bindings follow the move")
+
+
+def moving_after_half(client: HolderClient, monkeypatch: pytest.MonkeyPatch,
+                      stale: list[str]) -> None:
+    """The holder moves to link-code unit city-x-sector (the directory read meanwhile) once a
+    re-keying answer's parts have moved half of `stale`."""
     entry = HolderEntry(HOLDER, "City X", "municipality", HOLDER, 1, b"", False, True,
                         datetime.now(UTC))
     client.directory.entries[HOLDER.encode()] = entry
-    stale = many_stale(client, 4 * REKEY_AT_ONCE)
-    request_id, answer = rekeying_of(client, stale)
     applied = client._rekeyed_part
 
     def moving(answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> Applied:
         done = applied(answer, codes)
-        if len(client.store.bindings_before(1)[0]) == len(stale) // 2:
+        if len(client.store.bindings_before(1).get(0, ())) == len(stale) // 2:
             client.directory.entries[HOLDER.encode()] = replace(entry, link_unit="city-x-sector")
         return done
 
     monkeypatch.setattr(client, "_rekeyed_part", moving)
+
+
+async def test_a_move_to_another_unit_between_the_parts_of_a_rekeying_answer_stops_it(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder moved to another link-code unit after half the answer's parts: the parts
+    left move nothing, the request refused, to be asked again once the bindings follow the
+    move; its detail and result say how many the parts before moved, of the unit left (they
+    did not: an operator could not tell)."""
+    stale = many_stale(client, 4 * REKEY_AT_ONCE)
+    request_id, answer = rekeying_of(client, stale)
+    moving_after_half(client, monkeypatch, stale)
     await client._handle([answer])
     assert len(client.store.bindings_before(1)[0]) == len(stale) // 2
-    assert client.store.request(request_id).detail == (  # type: ignore[union-attr]
-        "answered under link-code unit 'city-x', not 'city-x-sector': asked again")
-    assert status(client, request_id) == REJECTED
+    refused = client.store.request(request_id)
+    assert refused is not None
+    assert (refused.status, refused.detail, refused.result) == (REJECTED, MOVED_HALF, {
+        "converted": str(len(stale) // 2), "investigated": "0", "epoch": "1"})
+
+
+async def test_a_move_seen_at_the_restart_after_a_crash_between_parts_says_what_they_moved(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Half the answer's parts applied, a crash, and the holder's move seen at the restart,
+    before the first part left: the refusal says how many the parts before the crash moved
+    (it said none, the count kept in the store dropped)."""
+    stale = many_stale(client, 4 * REKEY_AT_ONCE)
+    request_id, answer = rekeying_of(client, stale)
+    moving_after_half(client, monkeypatch, stale)
+    moved = client._rekeyed_part
+
+    def crashing(answer: RekeyAnswer, codes: Sequence[RekeyedCode]) -> Applied:
+        if client.directory.entries[HOLDER.encode()].link_unit != HOLDER:
+            raise SystemExit("crashed")
+        return moved(answer, codes)
+
+    monkeypatch.setattr(client, "_rekeyed_part", crashing)
+    with pytest.raises(SystemExit):
+        await client._handle([answer])
+    restarted = HolderClient(HOLDER, HolderStore(tmp_path / "holder.db"), client.access)
+    restarted.directory.entries.update(client.directory.entries)
+    try:
+        await restarted._handle([answer])
+        refused = restarted.store.request(request_id)
+        assert refused is not None
+        assert (refused.status, refused.detail) == (REJECTED, MOVED_HALF)
+    finally:
+        await restarted.stop()
+        restarted.store.close()
+
+
+async def test_bindings_moved_before_a_move_was_seen_are_unbound_as_the_bindings_follow_it(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The re-keying refused after half its parts, the failure logged says how many moved, of
+    the unit left; REKEY_AGAIN later the bindings follow the move, those moved unbound with the
+    rest, each investigated: none left bound with a code of the unit left."""
+    monkeypatch.setattr(client_module, "REKEY_AGAIN", 0.01)
+    stale = many_stale(client, 4 * REKEY_AT_ONCE)
+    with client.store.transaction():
+        client.store.move_to_unit(HOLDER)
+    platform_rekeying(client, monkeypatch, 1, moves={c: f"N{c[1:]}" for c in stale})
+    moving_after_half(client, monkeypatch, stale)
+    caplog.set_level(logging.WARNING, "holders.client")
+    following = asyncio.create_task(client._follow_epochs())
+    deadline = Deadline(5, "the bindings unbound")
+    try:
+        while client.store.bindings():
+            deadline.check(len(client.store.bindings()))
+            await asyncio.sleep(0.01)
+    finally:
+        await cancelled(following)
+    failed, moved = (r.getMessage() for r in caplog.records)
+    assert MOVED_HALF in failed
+    assert moved == (f"{HOLDER}: moved to link-code unit city-x-sector: {len(stale)} binding(s) "
+                     "to investigation, to be bound again")
+    assert {reason for _, reason in client.store.investigations()} == {
+        "the holder moved from link-code unit 'city-x' to 'city-x-sector': bind it again"}
+    assert len(client.store.investigations()) == len(stale)
 
 
 async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_then_on(
