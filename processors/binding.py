@@ -10,6 +10,7 @@ code → ID code → link code). It never sees the attributes.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 
 from broker import topics
@@ -17,7 +18,7 @@ from processors.access_log import BINDING, logged
 from processors.codes import InvalidCode
 from processors.context import Context
 from processors.linkage import FromHolder
-from processors.rejection import reject
+from processors.rejection import REQUEST_ID_CHARS, reject
 from renkei.envelope import Send, send
 from renkei.sealing import CannotOpen, open_sealed
 from schemas.codec import CODEC, SchemaError
@@ -37,6 +38,7 @@ from schemas.messages import (
 
 log = logging.getLogger(__name__)
 UNCONVERTED = "a candidate's resident code cannot be read or is not valid: none is offered"
+SOURCE = re.compile(r"^(?P<topic>[^:@]+):[0-9]+:[0-9]+$")  # topic:partition:offset of a message
 
 
 def forward(item: FromHolder, ctx: Context) -> list[Send]:
@@ -67,6 +69,11 @@ def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list
     for answer in answers:
         if answer.requester not in ctx.directory:
             continue  # the holder left the directory meanwhile: nobody to answer
+        if not _of_requester(answer):
+            log.warning("binding %s: the registry's answer names a source, %r, not a message of "
+                        "%s's outbox: dropped", answer.request_id[:REQUEST_ID_CHARS],
+                        answer.source[:REQUEST_ID_CHARS], answer.requester)
+            continue
         relayed, people = _relayed(answer, ctx)
         out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))
         out += [logged(answer.request_id, _step(f"binding:{n}", answer), now, BINDING,
@@ -75,6 +82,15 @@ def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list
                 logged(answer.request_id, _step("binding", answer), now, BINDING,
                        relayed.status, answer.requester, reason=relayed.detail or None)]
     return out
+
+
+def _of_requester(answer: RegistryAnswer) -> bool:
+    """Whether the answer's source, written by the registry and part of its events' ids, is what
+    the platform sent it: none (a look-up from v1) or a message of the requester's outbox, so a
+    registry cannot shape an id to take another event's (the audit store keeps the first)."""
+    found = SOURCE.match(answer.source)
+    return not answer.source or (
+        found is not None and found["topic"] == topics.outbox(answer.requester))
 
 
 def _step(step: str, answer: RegistryAnswer) -> str:

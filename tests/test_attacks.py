@@ -25,6 +25,10 @@
 - a binding request reusing a request id already used, for another person (logged as its own:
   before, its candidate was dropped from the audit store as a replay of the first):
   tests/test_attacks.py::test_a_binding_request_reusing_an_id_is_logged_as_its_own
+- a taken-over registry answers a binding for another holder naming the requester's message as
+  its source, so that its event takes the id of the real answer's (an answer whose source is not
+  a message of its requester's outbox is dropped):
+  tests/test_attacks.py::test_a_registry_cannot_log_a_binding_under_another_requesters_source
 - a new holder registered under an id that is another unit's name, given that unit's link codes
   as its own (UnitTaken: only with the unit given):
   tests/test_codes.py::test_a_new_holder_is_not_put_into_a_unit_others_are_in_unless_given_it
@@ -118,11 +122,14 @@ from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_ATTRIBUTES,
     FOUND,
+    NOT_FOUND,
     BindingRequest,
     HolderLogRequest,
     LinkageAnswer,
+    RegistryAnswer,
     Rejection,
 )
+from tests.conftest import SILENT
 from tests.kafka_helpers import audit_events, producer, rejection_of
 from tests.test_linkage import ask, bound
 
@@ -195,6 +202,30 @@ async def test_a_binding_request_reusing_an_id_is_logged_as_its_own(
         store.append_many((e, CODEC.encode(e)) for e in found)
         assert {e.event.person for e in store.query(Query()).entries} == {
             e.person for e in found}, "the second person's binding is in the log"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_registry_cannot_log_a_binding_under_another_requesters_source(
+        clients: dict[str, HolderClient], tmp_path: Path) -> None:
+    """A registry's answer to another holder naming a message of the requester's outbox as its
+    source is dropped; before, its event had the id of the real answer's, which the audit store
+    then dropped as a replay, the relay to the requester logged nowhere."""
+    request_id = str(uuid.uuid4())
+    source = f"{topics.outbox(HOLDER)}:0:{uuid.uuid4().int % 10**9}"
+    real = RegistryAnswer(request_id, HOLDER, NOT_FOUND, "", (), source)
+    async with producer(KafkaAccess.of(acls.REGISTRY)) as prod:
+        for answer in (replace(real, requester=SILENT), real):
+            await prod.send_and_wait(topics.REGISTRY_OUT, CODEC.encode(answer),
+                                     key=request_id.encode())
+    for _ in range(100):
+        found = await audit_events({request_id})
+        if any(e.requester == HOLDER for e in found):
+            break
+        await asyncio.sleep(0.2)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many((e, CODEC.encode(e)) for e in found)
+        kept = [e.event.requester for e in store.query(Query()).entries]
+    assert kept == [HOLDER], found
 
 
 @pytest.mark.asyncio(loop_scope="session")
