@@ -29,11 +29,11 @@ def from_millis(ms: int) -> datetime:
 def event_id(request_id: str, step: str) -> str:
     """The event's dedupe key: the request id and the step, so a replay yields the same id.
 
-    A step of a request may name the holder message it came in after an '@' (rejected@ its
-    topic:partition:offset; approved@ and answered@ its digest, which copies of it sent again
-    share, or its topic:partition:offset if it came before digests), so that a request using an
-    id again (the decider forgets ids) is logged as its own and not dropped as a replay of the
-    first."""
+    A step of a request may name the holder message it came in after an '@' (rejected@, rekeyed@
+    and binding@ its topic:partition:offset; approved@ and answered@ its digest, which copies of
+    it sent again share, or its topic:partition:offset if it came before digests), so that a
+    request using an id again (the decider forgets ids) is logged as its own and not dropped as a
+    replay of the first."""
     return f"{request_id}:{step}"
 
 

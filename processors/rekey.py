@@ -62,5 +62,6 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
             request.request_id, unit.epoch,
             tuple(RekeyedCode(o, None if isinstance(n, InvalidCode) else n)
                   for o, n in zip(old, new, strict=True)), unit.unit)),
-        logged(request.request_id, "rekeyed", now, REKEY, REKEYED, item.holder, reason=what),
+        logged(request.request_id, f"rekeyed@{source}", now, REKEY, REKEYED, item.holder,
+               reason=what),
     ]

@@ -25,6 +25,9 @@
 - a binding request reusing a request id already used, for another person (logged as its own:
   before, its candidate was dropped from the audit store as a replay of the first):
   tests/test_attacks.py::test_a_binding_request_reusing_an_id_is_logged_as_its_own
+- a re-keying request reusing a request id already used (logged as its own: before, its event
+  was dropped from the audit store as a replay of the first):
+  tests/test_attacks.py::test_a_rekeying_reusing_an_id_is_logged_as_its_own
 - a taken-over registry answers a binding for another holder naming the requester's message as
   its source, so that its event takes the id of the real answer's (an answer whose source is not
   a message of its requester's outbox is dropped):
@@ -128,6 +131,7 @@ from schemas.messages import (
     LinkageAnswer,
     RegistryAnswer,
     Rejection,
+    RekeyRequest,
 )
 from tests.conftest import SILENT
 from tests.kafka_helpers import audit_events, producer, rejection_of
@@ -202,6 +206,23 @@ async def test_a_binding_request_reusing_an_id_is_logged_as_its_own(
         store.append_many((e, CODEC.encode(e)) for e in found)
         assert {e.event.person for e in store.query(Query()).entries} == {
             e.person for e in found}, "the second person's binding is in the log"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_rekeying_reusing_an_id_is_logged_as_its_own(
+        clients: dict[str, HolderClient], tmp_path: Path) -> None:
+    """Two re-keying requests under one request id, of other link codes: each answered and each
+    logged by an event of its own, which the audit store keeps (it keeps the first of an id)."""
+    request_id = str(uuid.uuid4())
+    async with producer(KafkaAccess.of(HOLDER)) as prod:
+        for codes in ((), ("ABC98765XYZ",)):
+            await prod.send_and_wait(topics.outbox(HOLDER), CODEC.encode(RekeyRequest(
+                request_id, datetime.now(UTC), 0, codes)), key=request_id.encode())
+    found = await _logged(request_id, 2)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many((e, CODEC.encode(e)) for e in found)
+        kept = {e.event.reason for e in store.query(Query()).entries}
+    assert kept == {e.reason for e in found} and len(kept) == 2, found
 
 
 @pytest.mark.asyncio(loop_scope="session")
