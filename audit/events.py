@@ -48,11 +48,12 @@ def portal_step(step: str) -> str:
 
 
 def of_portal(event: AccessLogEvent) -> bool:
-    """Whether `event` is one My Portal may log: of its kind, and its id's part after the last ':'
-    one of its steps; a platform event's id ends in a step of the platform's, a digest, a holder
-    or a number, whatever request id a holder picked, so that the portal takes none's id."""
-    return (event.kind == PORTAL_KIND
-            and event.event_id.rsplit(":", 1)[1].startswith(PORTAL_STEP))
+    """Whether `event` is one My Portal may log: of its kind, its id a request id and one of its
+    steps, neither holding a ':', so that the portal takes no platform event's id: one with a
+    single ':' is of a request id holding none, and its step is the platform's, whatever request
+    id a holder or holder name an oversight request picked (those may end in ':portal.<step>')."""
+    _, step = event.event_id.split(":", 1)
+    return event.kind == PORTAL_KIND and ":" not in step and step.startswith(PORTAL_STEP)
 
 
 @dataclass(frozen=True, slots=True)

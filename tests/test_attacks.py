@@ -74,6 +74,9 @@
   falsify it (the broker refuses it the audit topic; the platform relays from the portal's own
   topic only steps of the portal's):
   tests/test_attacks.py::test_a_taken_over_portal_cannot_log_under_a_platform_events_id
+  and under the id of an oversight request's relay to a holder named '…:portal.<step>' (only
+  events whose request id and step hold no ':' are the portal's):
+  tests/test_attacks.py::test_a_taken_over_portal_cannot_log_under_an_id_ending_in_its_step
 - the platform reads a payload (it cannot: sealed to the requester's key): new here,
   tests/test_attacks.py::test_the_platform_cannot_open_a_relayed_answer
 - canary personal data never in plaintext in broker log files or platform stores:
@@ -271,6 +274,34 @@ async def test_a_taken_over_portal_cannot_log_under_a_platform_events_id(
         await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(HolderLogRequest(
             inquiry, now, (HOLDER,), ("any",), "番号法第38条")))
     found = await _logged(inquiry, 2)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many((e, CODEC.encode(e)) for e in found)
+        kept = {e.event.event_id: e.event.kind for e in store.query(Query()).entries}
+    assert kept == {forged.event_id: "OVERSIGHT", own.event_id: PORTAL_KIND}, found
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_taken_over_portal_cannot_log_under_an_id_ending_in_its_step(
+        platform: Processes, tmp_path: Path) -> None:
+    """An oversight request names a holder ending in ':portal.viewed', so its relay's event id
+    ends in a step of the portal's; the portal's event of that id, under the request id before
+    it, is dropped and the audit store keeps the platform's (before, it kept the portal's)."""
+    inquiry, now = f"inquiry-{uuid.uuid4()}", datetime.now(UTC)
+    holder = f"{HOLDER}:{portal_step('viewed')}"
+    forged = AccessLogEvent(f"{inquiry}:oversight@{holder}", f"{inquiry}:oversight@{HOLDER}",
+                            now, PORTAL_KIND, "VIEWED", None, None, None, "portal", None, None,
+                            None)
+    own = replace(forged, event_id=event_id(inquiry, portal_step("viewed")), request_id=inquiry)
+    async with producer(KafkaAccess.of(acls.PORTAL)) as prod:
+        for event in (forged, own):
+            await prod.send_and_wait(topics.PORTAL_AUDIT, CODEC.encode(event),
+                                     key=inquiry.encode())
+    await _logged(inquiry, 1)  # the portal's own, relayed: the forged one before it, if at all
+    async with producer(KafkaAccess.of(acls.OVERSIGHT)) as prod:
+        await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(HolderLogRequest(
+            inquiry, now, (holder,), ("any",), "番号法第38条")))
+    await _logged(inquiry, 2)
+    found = await audit_events({inquiry, forged.request_id})
     with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many((e, CODEC.encode(e)) for e in found)
         kept = {e.event.event_id: e.event.kind for e in store.query(Query()).entries}
