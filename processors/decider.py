@@ -8,8 +8,10 @@ made), answers with a timeout when the deadline passes (and refuses to its provi
 comes after it, which the provider logs not provided, in the access log as an answer past its
 ticket's deadline is), and forgets a request once any copy of it would be refused as stale and its
 ticket has expired. A request that comes once it may have been forgotten (received no later than the
-latest it forgot, both by the broker's clock, or before the history a take-over rebuilt) is refused
-as stale, however long it waited: not decided again. An answer can come before its request's event
+latest it forgot, both by the broker's clock, or before the history an owner taking the partition
+over at the record just read would rebuild, by that record's append time: so every owner, live or
+rebuilding, takes the same requests as perhaps forgotten at each record of the topic) is refused as
+stale, however long it waited: not decided again. An answer can come before its request's event
 (an owner deciding at once writes that event only after the query is acknowledged, and another
 instance can write the answer first): it is held until the request comes and relayed when the
 request is read (not in a rebuild: an owner holding it may have lost the partition before its
@@ -40,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 from audit.events import EPOCH, AccessLogEvent
 from broker import acls, topics
@@ -120,6 +123,13 @@ def message_digest(holder: str, value: bytes) -> int:
 
 State = RequestState | Settled  # a RequestState is a pending request
 DecisionEvent = Pending | Outcome | Sweep
+
+
+class DecisionRecord(NamedTuple):
+    """A record of a decision partition: its append time and its events."""
+
+    at: datetime
+    events: list[DecisionEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,16 +522,21 @@ class Decider:
         self.deadlines.keep_only(partitions)
         return partitions - set(self.states)
 
-    def rebuild(self, partition: int, history: list[DecisionEvent], ctx: Context,
-                since: datetime | None) -> None:
-        """A partition's state from its recent events, whose effects already happened, those
-        written from `since` on (None: all it had): a request received before then (a clock
-        skew's margin after) may have been decided and forgotten."""
+    def rebuild(self, partition: int, history: list[DecisionRecord], ctx: Context) -> None:
+        """A partition's state from its recent records, whose effects already happened, each
+        read as a live owner reads it (`read`, then its events)."""
         self.states[partition] = Partition()
-        for message in history:
-            self.handle(partition, message, UNTIMED, ctx, effects=False, rebuilding=True)
-        if since is not None:
-            self.states[partition].forgotten_by(_forget_at(since + ctx.clock_skew, ctx))
+        for record in history:
+            self.read(partition, record.at, ctx)
+            for message in record.events:
+                self.handle(partition, message, UNTIMED, ctx, effects=False, rebuilding=True)
+
+    def read(self, partition: int, appended: datetime, ctx: Context) -> None:
+        """A record of the partition read, appended then: a request received before the history
+        an owner taking over there would rebuild begins (a clock skew's margin after) may have
+        been decided and forgotten, whoever reads on."""
+        self.states[partition].forgotten_by(
+            _forget_at(ctx.remembered_from(appended, appended) + ctx.clock_skew, ctx))
 
     def handle(self, partition: int, message: DecisionEvent, now: datetime, ctx: Context,
                effects: bool = True, rebuilding: bool = False) -> list[Send]:

@@ -248,7 +248,9 @@ class Platform:
         """Events read from the decider's topic, alone or in a batch: decided now, unless they
         were decided at once (under the partition's current mark, by this instance since it took
         the partition: nothing to do; under another: their effects were made, only the state is
-        brought up to date, which applying them again leaves as it is if it was already)."""
+        brought up to date, which applying them again leaves as it is if it was already); read
+        first, by the record's append time (Decider.read), whichever."""
+        self.decider.read(record.partition, _time(record), ctx)
         mark = dict(record.headers or ()).get(DECIDED)
         if mark is not None and mark == self.at_once.get(record.partition):
             return []
@@ -338,9 +340,9 @@ class Platform:
                 log.warning("rebuilding decision partition %d failed (%s): again in %s s",
                             tp.partition, exc, REBUILD_RETRY)
                 await asyncio.sleep(REBUILD_RETRY)
-        self.decider.rebuild(tp.partition, history.events, ctx, history.since)
+        self.decider.rebuild(tp.partition, history.records, ctx)
         self.consumer.seek(tp, committed)
-        return len(history.events)
+        return sum(len(record.events) for record in history.records)
 
     async def stop_rebuilding(self) -> None:
         """Cancel a rebuild still running (its partitions are rebuilt anew if kept)."""
@@ -364,10 +366,10 @@ class Platform:
 
 
 class History(NamedTuple):
-    """A decision partition's events written from `since` on (None: all it ever had)."""
+    """A decision partition's records written from `since` on (None: all it ever had)."""
 
     since: datetime | None
-    events: list[DecisionEvent]
+    records: list[decider.DecisionRecord]
 
 
 class NoBrokerTime(Exception):
@@ -376,32 +378,40 @@ class NoBrokerTime(Exception):
 
 async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ctx: Context,
                            broker_time: BrokerTime) -> History:
-    """A partition's decision events up to `end`, from the first that its state as of the last
+    """A partition's decision records up to `end`, from the first that its state as of the last
     of them can still hold (so a platform down for an hour still times out what was pending
-    when it stopped), by the broker's time (the topic's records stamped by it)."""
+    when it stopped), by the broker's time (the topic's records stamped by it); if they are gone,
+    one with no events at the time counted from, as read then."""
     if not end:
         return History(None, [])  # nothing before: nothing decided, nothing forgotten
     replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
                               auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
     await replay.start()
-    history: list[DecisionEvent] = []
+    history: list[decider.DecisionRecord] = []
     ends = {tp: end}
     try:
         replay.assign([tp])
         last = await _last_record(replay, tp, end)
         broker_time.read_late([] if last is None else [last])  # perhaps hours old
-        since = ctx.remembered_from(None if last is None else _time(last),
-                                    _counted_from(broker_time, last))
+        counted = _counted_from(broker_time, last)
+        since = ctx.remembered_from(None if last is None else _time(last), counted)
         await seek_to_times(replay, {tp: int(since.timestamp() * 1000)}, ends)
         async for record in records_up_to(replay, ends):
-            for event in unpacked(record.value or b""):
-                try:
-                    history.append(CODEC.decode(event, Pending, Outcome, Sweep))
-                except SchemaError:
-                    continue
+            history.append(decider.DecisionRecord(_time(record), _events(record)))
     finally:
         await replay.stop()
-    return History(since, history)
+    return History(since, history or [decider.DecisionRecord(counted, [])])  # gone: read now
+
+
+def _events(record: Any) -> list[DecisionEvent]:
+    """A decision record's events, but those that cannot be read."""
+    events: list[DecisionEvent] = []
+    for event in unpacked(record.value or b""):
+        try:
+            events.append(CODEC.decode(event, Pending, Outcome, Sweep))
+        except SchemaError:
+            continue
+    return events
 
 
 def _counted_from(broker_time: BrokerTime, last: Any | None) -> datetime:

@@ -141,7 +141,7 @@ def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:
     decider_ = decider.Decider()
     partition = decider.partition_of("X")
     decider_.keep_only({partition})
-    decider_.rebuild(partition, [], ctx, None)
+    decider_.rebuild(partition, [], ctx)
     return decider_, partition
 
 
@@ -283,7 +283,7 @@ def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
             "approved", "answered"], "the second request's lookup is in the log"
         replayed = decider.Decider()
         replayed.keep_only({partition})
-        replayed.rebuild(partition, [second], ctx, None)
+        replayed.rebuild(partition, [decider.DecisionRecord(later, [second])], ctx)
         repeated = replayed.handle(partition, second, later, ctx)  # a crash replays its event
         timed_out = replayed.handle(partition, Sweep(second.deadline, ("X",)), later, ctx)
         assert store.append_many(_logged(repeated)) == [None], "the same approval again"

@@ -76,12 +76,14 @@ def _topics(effects: list[Send]) -> list[str]:
     return [e.topic for e in effects]
 
 
-def _owning(ctx: Context, history: list[Pending | Outcome | Sweep]) -> tuple[decider.Decider, int]:
-    """A decider that has taken over r-1's partition, rebuilt from `history`."""
+def _owning(ctx: Context, history: list[Pending | Outcome | Sweep],
+            at: datetime = NOW) -> tuple[decider.Decider, int]:
+    """A decider that has taken over r-1's partition, rebuilt from `history` (one record,
+    appended `at`)."""
     decider_ = decider.Decider()
     partition = decider.partition_of("r-1")
     decider_.keep_only({partition})
-    decider_.rebuild(partition, history, ctx, None)
+    decider_.rebuild(partition, [decider.DecisionRecord(at, history)], ctx)
     return decider_, partition
 
 
@@ -321,7 +323,7 @@ def test_a_partition_taken_back_times_each_request_out_once(ctx: Context) -> Non
     decider_, partition = _owning(ctx, [_pending(ctx)])
     decider_.keep_only(set())
     assert decider_.keep_only({partition}) == {partition}
-    decider_.rebuild(partition, [_pending(ctx)], ctx, None)
+    decider_.rebuild(partition, [decider.DecisionRecord(NOW, [_pending(ctx)])], ctx)
     sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
     twice = Sweep(NOW + timedelta(minutes=1), ("r-1", "r-1"))  # as such an instance wrote
@@ -335,16 +337,44 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     live, taken = decider.Decider(), decider.Decider()
     partition = decider.partition_of("r-1")
     live.keep_only({partition})
-    live.rebuild(partition, [], ctx, None)
+    live.rebuild(partition, [], ctx)
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
     history: list[Pending | Outcome | Sweep] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
+    live.read(partition, NOW, ctx)  # one record, appended at NOW
     for message in history:
         live.handle(partition, message, NOW, ctx)
     assert taken.keep_only({partition}) == {partition}
-    taken.rebuild(partition, history, ctx, None)
+    taken.rebuild(partition, [decider.DecisionRecord(NOW, history)], ctx)
     assert taken.states == live.states
     assert taken.states[partition].get("r-1") == _settled(ANSWERED)
+
+
+@pytest.mark.parametrize("last", [0, 181])
+def test_owners_rebuilt_at_different_records_decide_a_request_read_late_alike(
+        ctx: Context, last: int) -> None:
+    """An owner's stale limit was set by its rebuild alone: rebuilt from a last record appended
+    at a request's receipt, it dispatched the request read 200 s after; rebuilt from one 181 s
+    after, it refused it. The record read moves the limit on by its append time: both refuse."""
+    owner, partition = _owning(ctx, [], at=NOW + timedelta(seconds=last))
+    read = NOW + timedelta(seconds=200)
+    owner.read(partition, read, ctx)
+    made = owner.handle(partition, _pending(ctx), read, ctx)
+    assert _topics(made) == [topics.inbox("nenkin"), topics.AUDIT], "refused to its requester"
+    assert CODEC.decode(made[0].value, Rejection).reason == "STALE_REQUEST"
+
+
+def test_a_request_refused_as_stale_is_not_taken_as_pending_by_a_rebuild(ctx: Context) -> None:
+    """A rebuild applied its stale limit only after replaying its history: a request its owner
+    refused as stale, read 200 s after its receipt, was taken as pending by the next owner and
+    timed out, the requester told TIMED_OUT after STALE_REQUEST. Each record of the history is
+    read as its owner read it."""
+    owner, partition = _owning(ctx, [])
+    owner.rebuild(partition, [decider.DecisionRecord(NOW + timedelta(seconds=181), []),
+                              decider.DecisionRecord(NOW + timedelta(seconds=200),
+                                                     [_pending(ctx)])], ctx)
+    assert owner.states[partition].get("r-1") is None
+    assert _swept(owner, partition, NOW + timedelta(minutes=5), ctx) == []
 
 
 def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Context) -> None:
@@ -356,6 +386,7 @@ def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Cont
     decider_, partition = _owning(gone, timed_out)
     assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
     live, _ = _owning(ctx, [])
+    live.read(partition, NOW, ctx)
     made = [e for m in timed_out for e in live.handle(partition, m, NOW, ctx)]
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
                              topics.AUDIT], "live, the same events make their effects"
@@ -495,7 +526,8 @@ def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forg
     rejection = CODEC.decode(refused.value, Rejection)
     assert (refused.topic, logged.topic, rejection.request_id, rejection.reason) == (
         topics.inbox("town"), topics.AUDIT, "r-1", "INVALID_TICKET")
-    assert decider_.states[partition] == decider.Partition(), "nothing kept of it"
+    assert replace(decider_.states[partition], forgotten_through=0) == decider.Partition(), \
+        "nothing kept of it"
     made = decider_.handle(partition, _pending(ctx), until, ctx)
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched only"
 

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from audit.events import AccessLogEvent
+from audit.events import AccessLogEvent, event_id
 from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
@@ -69,10 +69,10 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
     events = [(long_before, stopped - timedelta(minutes=20)),
               (pending, stopped - timedelta(seconds=10)), (Sweep(stopped, ()), stopped)]
     await _written(access, TOPIC, events)
-    since, history = await decision_history(access, tp, len(events), ctx,
+    _, history = await decision_history(access, tp, len(events), ctx,
                                             BrokerTime())  # the writers' clocks, as set
-    assert history == [pending, Sweep(stopped, ())]
-    taken, partition = _taken_over(history, ctx, since)
+    assert _events(history) == [pending, Sweep(stopped, ())]
+    taken, partition = _taken_over(history, ctx)
     now = datetime.now(UTC)
     sweep, = taken.sweeps(now)
     timeout, logged = taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx)
@@ -92,10 +92,10 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     pending = _pending(ctx, received=now - ctx.answer_timeout - timedelta(seconds=10))
     events = [(_answer(), now - ctx.answer_timeout), (pending, now - ctx.answer_timeout)]
     await _written(access, topic, events)
-    since, history = await decision_history(access, tp, len(events), ctx,
+    _, history = await decision_history(access, tp, len(events), ctx,
                                             BrokerTime())  # the writers' clocks, as set
-    assert history == [_answer(), pending]
-    taken, partition = _taken_over(history, ctx, since)
+    assert _events(history) == [_answer(), pending]
+    taken, partition = _taken_over(history, ctx)
     assert taken.states[partition].get("r-1") == decider.Settled(
         ANSWERED, decider.fingerprint(pending.source), pending.digest)
     assert taken.sweeps(now) == [], "its deadline passed, but it was answered"
@@ -118,10 +118,10 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
     events = [(long_before, now - timedelta(hours=1)), (answered, received),
               (_answer(), received + timedelta(seconds=1))]
     await _written(access, topic, events)
-    since, history = await decision_history(access, tp, len(events), ctx,
+    _, history = await decision_history(access, tp, len(events), ctx,
                                             BrokerTime())  # the writers' clocks, as set
-    assert history == [answered, _answer()], "the request from long before is not replayed"
-    taken, partition = _taken_over(history, ctx, since)
+    assert _events(history) == [answered, _answer()], "the request from long before is not replayed"
+    taken, partition = _taken_over(history, ctx)
     refused = taken.handle(partition, long_before, now, ctx)  # nothing forgotten here yet
     assert [s.topic for s in refused] == [topics.inbox("nenkin"), topics.AUDIT]
     sweep, = taken.sweeps(now)
@@ -213,7 +213,7 @@ async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_
         owned = {decider.partition_of(p.request_id) for p in requests}
         instance.decider.keep_only(owned)
         for partition in owned:
-            instance.decider.rebuild(partition, [], ctx, None)
+            instance.decider.rebuild(partition, [], ctx)
         for pending in requests:
             instance.decider.handle(decider.partition_of(pending.request_id), pending,
                                     received, ctx, effects=False)
@@ -239,7 +239,7 @@ async def test_what_the_platform_logs_and_tells_a_holder_is_at_the_brokers_time(
         monkeypatch.setattr("processors.platform.datetime", skewed(skew))
         instance = Platform(KafkaAccess.of(acls.PLATFORM))
         instance.decider.keep_only({decided.partition})
-        instance.decider.rebuild(decided.partition, [], ctx, None)
+        instance.decider.rebuild(decided.partition, [], ctx)
         effects, _ = instance.handle([decided, pinged])
         await instance.producer.stop()  # made with the instance, though never started here
         logged, = [CODEC.decode(e.value, AccessLogEvent) for e in effects
@@ -267,10 +267,12 @@ class _Decisions:
         instance = Platform(KafkaAccess.of(acls.PLATFORM))
         self.owners.append(instance)
         self.monkeypatch.setattr(instance.views, "refresh", lambda: self.ctx)
-        history = [CODEC.decode(value, Pending, Outcome, Sweep)
-                   for record in self.records[:committed] for value in unpacked(record.value)]
+        history = [decider.DecisionRecord(
+            datetime.fromtimestamp(record.timestamp / 1000, UTC),
+            [CODEC.decode(value, Pending, Outcome, Sweep) for value in unpacked(record.value)])
+            for record in self.records[:committed]]
         instance.decider.keep_only({self.partition})
-        instance.decider.rebuild(self.partition, history, self.ctx, None)
+        instance.decider.rebuild(self.partition, history, self.ctx)
         instance.decide_at_once({self.partition})
         return instance
 
@@ -373,6 +375,34 @@ async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_firs
         "the next owner decided as the first did"
     assert decisions.refused() == (decisions.statuses() == {TIMED_OUT}), \
         "the provider is refused an answer relayed to no one, only that"
+
+
+async def test_owners_taking_over_at_any_record_refuse_a_request_read_late_alike(
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
+    """An owner's stale limit was set by its rebuild alone (its history's last record): one that
+    took the partition over when its last record was appended at a request's receipt dispatched
+    the request read 200 s after, one that took it over 181 s after refused it STALE_REQUEST, and
+    one taking over with the request in its history took it as pending and timed it out (the
+    requester told TIMED_OUT after STALE_REQUEST). Each record read moves the limit on by its
+    append time: every owner refuses it as stale, once, and none times it out."""
+    received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    late = _pending(ctx, received=received)
+    for after in (0, 181):
+        at = received + timedelta(seconds=after)
+        decisions.land([decider.to_partition(decisions.partition, Sweep(at, ()))], at)
+    decisions.land([decider.to_decider("r-1", late)], received + timedelta(seconds=200))
+    stale = {(topics.inbox("nenkin"), "STALE_REQUEST"),
+             (topics.AUDIT, event_id("r-1", f"rejected@{late.source}"))}
+    for committed in (1, 2):
+        told = len(decisions.told)
+        decisions.read(decisions.owner(committed), committed)
+        assert _about(decisions.told[told:]) == stale, f"taken over at record {committed - 1}"
+    told = len(decisions.told)
+    last = decisions.owner(committed=3)
+    last.broker_time.read([appended(late.deadline + timedelta(minutes=5))])
+    decisions.land(decisions.sent(last.due()), late.deadline + timedelta(minutes=5))
+    decisions.read(last, 3)
+    assert decisions.told[told:] == [], "not taken as pending, nor timed out"
 
 
 @pytest.mark.parametrize("met", ["its id, forgotten, used again", "an answer held for it"])
@@ -596,9 +626,10 @@ async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
     await _written(access, topic, events)
     monkeypatch.setattr("processors.platform.datetime", skewed(timedelta(minutes=10)))
     _, history = await decision_history(access, tp, len(events), ctx, BrokerTime())
-    assert history == [pending, Sweep(now, ())], "the hour-behind writer's request is in it"
-    taken, partition = _taken_over([], ctx, (await decision_history(access, tp, 0, ctx,
-                                                                    BrokerTime())).since)
+    assert _events(history) == [pending, Sweep(now, ())], \
+        "the hour-behind writer's request is in it"
+    taken, partition = _taken_over((await decision_history(access, tp, 0, ctx,
+                                                           BrokerTime())).records, ctx)
     dispatched = taken.handle(partition, pending, now, ctx)
     assert [s.topic for s in dispatched] == [topics.inbox("town"), topics.AUDIT], "not stale"
 
@@ -644,11 +675,16 @@ async def _written(access: KafkaAccess, topic: str, events: list[tuple[Any, date
                                      timestamp_ms=int(at.timestamp() * 1000))
 
 
-def _taken_over(history: list[Any], ctx: Context,
-                since: datetime | None) -> tuple[decider.Decider, int]:
+def _taken_over(history: list[decider.DecisionRecord],
+                ctx: Context) -> tuple[decider.Decider, int]:
     """A decider that took over request r-1's partition, rebuilt from this history."""
     partition = decider.partition_of("r-1")
     taken = decider.Decider()
     taken.keep_only({partition})
-    taken.rebuild(partition, history, ctx, since)
+    taken.rebuild(partition, history, ctx)
     return taken, partition
+
+
+def _events(history: list[decider.DecisionRecord]) -> list[Any]:
+    """The events of a history's records, in order."""
+    return [event for record in history for event in record.events]
