@@ -23,6 +23,7 @@ class Context:
     codes: CodeService
     tickets: TicketSealer
     sealing_key: X25519PrivateKey = field(repr=False)
+    digest_key: bytes = field(repr=False)  # of holder messages' digests (decider.message_digest)
     directory: dict[str, HolderEntry] = field(default_factory=dict)
     patterns: PatternList = field(default_factory=lambda: PatternList(()))
     answer_timeout: timedelta = ANSWER_TIMEOUT

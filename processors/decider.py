@@ -69,6 +69,7 @@ SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most: well under 
 DUPLICATE = "DUPLICATE_REQUEST"
 SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above its status bit
 SOURCE_BITS = (1 << SOURCE_WIDTH) - 1
+DIGEST_BYTES = 8  # of a holder message's digest: an Avro long
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
 # how long a request decided at once may wait for its record to land, generously (its effects
 # acknowledged first): a sweep made meanwhile lands before it
@@ -115,10 +116,12 @@ def fingerprint(source: str) -> int:
     return int.from_bytes(hashlib.blake2b(source.encode(), digest_size=8).digest())
 
 
-def message_digest(holder: str, value: bytes) -> int:
-    """64 bits (signed, an Avro long) standing for a holder's message, its holder and bytes."""
-    return int.from_bytes(hashlib.blake2b(b"%b\0%b" % (holder.encode(), value),
-                                          digest_size=8).digest(), signed=True)
+def message_digest(key: bytes, holder: str, value: bytes) -> int:
+    """64 bits (signed, an Avro long) standing for a holder's message, its holder and bytes,
+    keyed by the platform's digest key (MasterKeys.digest_key), so a holder cannot search offline
+    for two messages of one digest, whose approvals would share an id (copies_name)."""
+    return int.from_bytes(hashlib.blake2b(b"%b\0%b" % (holder.encode(), value), key=key,
+                                          digest_size=DIGEST_BYTES).digest(), signed=True)
 
 
 State = RequestState | Settled  # a RequestState is a pending request
@@ -315,7 +318,7 @@ def copies_name(source: str, digest: int) -> str:
     once whichever copy an owner dispatched; the message's topic:partition:offset for an event
     from before digests (0). A request that uses a forgotten id again is logged as itself, not
     dropped as a replay of the one before: its bytes differ (the same bytes are stale by then)."""
-    return source if digest == 0 else digest.to_bytes(8, "big", signed=True).hex()
+    return source if digest == 0 else digest.to_bytes(DIGEST_BYTES, "big", signed=True).hex()
 
 
 def _dispatch(p: Pending, now: datetime) -> list[Send]:

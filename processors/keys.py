@@ -1,7 +1,8 @@
-"""The platform's key store: two master secrets, and the AES keys derived from them.
+"""The platform's key store: two master secrets, and the keys derived from them.
 
 `renkei keys init` writes the masters once into the state folder (`keys/master.json`, mode 0600).
-The ID-code key and each link-code key (one per unit and key epoch) are derived with HKDF-SHA256;
+The ID-code key, each link-code key (one per unit and key epoch), the ticket key and the key of
+holder messages' digests are derived with HKDF-SHA256;
 no key is ever printed, logged, put in a message, or shown by `repr`. The ID key is also written
 alone (`keys/id-key.json`, mode 0600) for the registry side's process, which needs it and no
 other: it tells My Portal the ID codes of a card's holder for a login of that card it checked
@@ -55,6 +56,11 @@ class MasterKeys:
     def ticket_key(self) -> bytes:
         """The AES-GCM key of the tickets the platform seals into queries."""
         return _derive(self.link_master, b"renkei/ticket")
+
+    def digest_key(self) -> bytes:
+        """The key of holder messages' digests (decider.message_digest): without it no one can
+        search for two messages that share one."""
+        return _derive(self.link_master, b"renkei/message-digest")
 
     def sealing_key(self) -> X25519PrivateKey:
         """The platform's HPKE key: the registry seals candidates' resident codes to it."""

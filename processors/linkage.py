@@ -106,7 +106,8 @@ def _pending(item: FromHolder, verdict: Approved, person: str, link_b: str,
     pending = Pending(request.request_id, item.incoming.source, item.holder, request.provider,
                       request.pattern_id, verdict.pattern.legal_basis, request.data_type, person,
                       deadline, CODEC.encode(query),
-                      decider.message_digest(item.holder, item.incoming.value or b""))
+                      decider.message_digest(ctx.digest_key, item.holder,
+                                             item.incoming.value or b""))
     return decider.to_decider(request.request_id, pending)
 
 

@@ -130,7 +130,7 @@ class Platform:
                  member: str | None = None) -> None:
         master = keys.load()
         ctx = Context(CodeService(master), TicketSealer(master.ticket_key()),
-                      master.sealing_key())
+                      master.sealing_key(), master.digest_key())
         if answer_timeout is not None:
             ctx.answer_timeout = answer_timeout
         self.access = access

@@ -53,7 +53,8 @@ STAMPED = "renkei-test.stamped-outbox"  # an outbox's configs, a name the platfo
 @pytest.fixture(scope="module")
 def ctx() -> Context:
     keys = MasterKeys.generate()
-    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
+                      keys.sealing_key(), keys.digest_key())
     context.directory = {h: HolderEntry(h, h, role, h, 0, b"k" * 32, False, True, T0)
                          for h, role in ROLES.items()}
     context.patterns = PatternList(load())
@@ -258,39 +259,101 @@ def _logged(sends: list[Send]) -> list[tuple[AccessLogEvent, bytes]]:
             if s.topic == topics.AUDIT]
 
 
+LATER = T0 + timedelta(minutes=10)  # when request "X" asked at T0 is forgotten
+
+
+def _answered_forgotten_and_answered(ctx: Context, first: Pending,
+                                     second: Pending) -> tuple[list[Send], list[Send]]:
+    """Request "X" asked (first) at T0 and answered, forgotten, and asked again (second) at LATER
+    and answered: what each request made."""
+    decider_, partition = _owning_x(ctx)
+    made = decider_.handle(partition, first, T0, ctx)
+    real, = _answer(first, first.provider, T0 + timedelta(seconds=1), 2, ctx)
+    made += decider_.handle(partition, CODEC.decode(real.value, Outcome), T0, ctx)
+    decider_.handle(partition, Sweep(LATER, ("X",)), LATER, ctx)
+    assert decider_.states[partition].get("X") is None, "forgotten"
+    again = decider_.handle(partition, second, LATER, ctx)
+    real, = _answer(second, second.provider, LATER + timedelta(seconds=1), 4, ctx)
+    again += decider_.handle(partition, CODEC.decode(real.value, Outcome), LATER, ctx)
+    return made, again
+
+
 def test_a_request_that_reuses_a_forgotten_id_is_audited_as_its_own(
         ctx: Context, tmp_path: Path) -> None:
     """The approval and answer were logged under request id + "approved"/"answered" alone: a
     request using an id the decider had forgotten was served, but the audit store dropped its
     events as replays of the first request's, so a holder could hide lookups by reusing ids.
     Each step now names the holder message of its request (by its digest: copies_name)."""
-    decider_, partition = _owning_x(ctx)
     first = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
-    made = decider_.handle(partition, first, T0, ctx)
-    real, = _answer(first, "town", T0 + timedelta(seconds=1), 2, ctx)
-    made += decider_.handle(partition, CODEC.decode(real.value, Outcome), T0, ctx)
-    later = T0 + timedelta(minutes=10)
-    decider_.handle(partition, Sweep(later, ("X",)), later, ctx)
-    assert decider_.states[partition].get("X") is None, "forgotten"
-
-    second = _asked(ctx, "town", SECOND, "P-027", "nenkin", "pension_benefit", later)
-    again = decider_.handle(partition, second, later, ctx)
-    real, = _answer(second, "nenkin", later + timedelta(seconds=1), 4, ctx)
-    again += decider_.handle(partition, CODEC.decode(real.value, Outcome), later, ctx)
+    second = _asked(ctx, "town", SECOND, "P-027", "nenkin", "pension_benefit", LATER)
+    made, again = _answered_forgotten_and_answered(ctx, first, second)
     with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
         assert None not in store.append_many(_logged(made) + _logged(again))
         assert [step_of(e.event) for e in store.query(Query(holder="nenkin")).entries] == [
             "approved", "answered"], "the second request's lookup is in the log"
         replayed = decider.Decider()
+        partition = decider.partition_of("X")
         replayed.keep_only({partition})
-        replayed.rebuild(partition, [decider.DecisionRecord(later, [second])], ctx)
-        repeated = replayed.handle(partition, second, later, ctx)  # a crash replays its event
-        timed_out = replayed.handle(partition, Sweep(second.deadline, ("X",)), later, ctx)
+        replayed.rebuild(partition, [decider.DecisionRecord(LATER, [second])], ctx)
+        repeated = replayed.handle(partition, second, LATER, ctx)  # a crash replays its event
+        timed_out = replayed.handle(partition, Sweep(second.deadline, ("X",)), LATER, ctx)
         assert store.append_many(_logged(repeated)) == [None], "the same approval again"
         assert [step_of(e) for e, _ in _logged(timed_out)] == ["answered"]
         assert {e.event_id for e, _ in _logged(timed_out)} == {
             e.event_id for e, _ in _logged(again) if step_of(e) == "answered"}, \
             "a rebuilt request's answer has the id of the live one's"
+
+
+def _sent_at(link_code: str, sent_at: datetime, received: datetime, offset: int) -> FromHolder:
+    """kodomo's lawful request "X" about `link_code` sent at `sent_at`, received then."""
+    request = LinkageRequest("X", sent_at, link_code, "P-074", "town", "local_tax")
+    return FromHolder(Incoming(topics.outbox("kodomo"), 0, offset, received,
+                               CODEC.encode(request)), "kodomo", request)
+
+
+def _unkeyed(item: FromHolder) -> int:
+    """The digest of a holder message anyone could compute (the key none: blake2b's own)."""
+    return decider.message_digest(b"", item.holder, item.incoming.value or b"")
+
+
+def test_two_requests_crafted_to_share_a_digest_are_each_audited(
+        ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder message's digest, which names its approval and answer, was unkeyed: a holder
+    could search offline (~2^32 blake2b for 64 bits) for two requests of one digest, send the
+    first as "X" and, once "X" was forgotten, the second, whose approval and answer had the
+    first's ids and were dropped by the audit store: a real look-up hidden. The digest is keyed
+    by a platform secret now. Shown on digests of 3 bytes, where the search takes ~2^12."""
+    monkeypatch.setattr(decider, "DIGEST_BYTES", 3)
+    one, other = (_link(ctx, resident, "kodomo") for resident in (FIRST, SECOND))
+    firsts = {_unkeyed(item): item for item in (
+        _sent_at(one, T0 - timedelta(milliseconds=ms), T0, 1) for ms in range(1 << 13))}
+    seconds = (_sent_at(other, LATER - timedelta(milliseconds=ms), LATER, 3)
+               for ms in range(120_000))
+    second = next(item for item in seconds if _unkeyed(item) in firsts)
+    first = firsts[_unkeyed(second)]
+    assert first.incoming.value != second.incoming.value, "two requests, one unkeyed digest"
+    (first_pending,), (second_pending,) = (
+        [CODEC.decode(s.value, Pending) for s in linkage.requests([item], ctx)]
+        for item in (first, second))
+    made, again = _answered_forgotten_and_answered(ctx, first_pending, second_pending)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        assert None not in store.append_many(_logged(made) + _logged(again)), \
+            "the second request's approval and answer are not dropped as the first's"
+        assert sorted(step_of(e.event) for e in store.query(Query(
+            person=second_pending.person)).entries) == ["answered", "approved"]
+
+
+def test_a_holder_messages_digest_is_keyed_and_shared_by_its_copies(ctx: Context) -> None:
+    """Under the platform's digest key: not blake2b's own, nor under another key; the same for
+    the same bytes from the same holder at another offset (a copy sent again)."""
+    item = _sent_at(_link(ctx, FIRST, "kodomo"), T0, T0, 1)
+    copy = replace(item, incoming=replace(item.incoming, offset=5))
+    digests = {CODEC.decode(made.value, Pending).digest
+               for made in linkage.requests([item, copy], ctx)}
+    value = item.incoming.value or b""
+    assert digests == {decider.message_digest(ctx.digest_key, "kodomo", value)}
+    assert digests.isdisjoint({_unkeyed(item), decider.message_digest(
+        MasterKeys.generate().digest_key(), "kodomo", value)})
 
 
 @pytest.mark.parametrize("field, value", [

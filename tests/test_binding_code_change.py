@@ -75,7 +75,7 @@ class Town:
                           PENSION: _entry(PENSION, holder, False)}
         self.service = RegistryService(self.registry, self.registry_key, self.directory.get)
         self.ctx = Context(CodeService(masters), TicketSealer(masters.ticket_key()),
-                           masters.sealing_key(), self.directory)
+                           masters.sealing_key(), masters.digest_key(), self.directory)
 
     def by_attributes(self, holder: str, resident_code: str) -> str:
         """The holder's link code for the resident, bound by their four attributes."""

@@ -218,9 +218,10 @@ def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:
     keys.init()
     masters = keys.load()
     derived = {masters.id_key(), masters.link_key("city-a", 0), masters.link_key("city-a", 1),
-               masters.link_key("medical", 0)}
-    assert len(derived) == 4 and all(len(k) == 32 for k in derived)
+               masters.link_key("medical", 0), masters.digest_key()}
+    assert len(derived) == 5 and all(len(k) == 32 for k in derived)
     assert masters.link_key("city-a", 0) == keys.load().link_key("city-a", 0)
+    assert masters.digest_key() == keys.load().digest_key(), "every instance's, at each start"
     shown = repr(masters) + repr(CodeService(masters).__dict__)
     for secret in (masters.id_master, masters.link_master, *derived):
         assert secret.hex() not in shown and repr(secret) not in shown
@@ -243,7 +244,8 @@ def _entry(holder: str, unit: str, epoch: int, role: str = "municipality") -> Ho
 @pytest.fixture
 def ctx(codes: CodeService) -> Context:
     """The platform's context with city-a at key epoch 2 of its own unit."""
-    context = Context(codes, TicketSealer(MASTERS.ticket_key()), MASTERS.sealing_key())
+    context = Context(codes, TicketSealer(MASTERS.ticket_key()),
+                      MASTERS.sealing_key(), MASTERS.digest_key())
     context.directory = {"city-a": _entry("city-a", "city-a", 2)}
     return context
 

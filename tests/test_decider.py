@@ -42,13 +42,15 @@ from tests.kafka_helpers import producer
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 RESIDENT = random_codes(1, seed=7)[0]
 SOURCE = "renkei.holder.nenkin.out:0:7"
-DIGEST = decider.message_digest("nenkin", b"the request's bytes")
+DIGEST_KEY = MasterKeys.generate().digest_key()
+DIGEST = decider.message_digest(DIGEST_KEY, "nenkin", b"the request's bytes")
 
 
 @pytest.fixture(scope="module")
 def ctx() -> Context:
     keys = MasterKeys.generate()
-    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
+                      keys.sealing_key(), keys.digest_key())
     context.directory = {h: HolderEntry(h, h, "role", h, 0, b"k" * 32, False, True, NOW)
                          for h in ("nenkin", "town")}
     return context
@@ -111,7 +113,7 @@ def test_a_requests_approval_is_logged_under_what_its_copies_share(ctx: Context)
 def test_a_reused_request_id_is_refused_as_duplicate(ctx: Context) -> None:
     state = _decided(_pending(ctx), None, ctx).state
     other = _decided(_pending(ctx, "renkei.holder.nenkin.out:2:99", digest=decider.
-                              message_digest("nenkin", b"other bytes")), state, ctx)
+                              message_digest(DIGEST_KEY, "nenkin", b"other bytes")), state, ctx)
     assert other.state == state
     rejection = CODEC.decode(other.effects[0].value, Rejection)
     assert rejection.reason == "DUPLICATE_REQUEST" and other.effects[0].topic == \
@@ -139,7 +141,8 @@ def test_a_copy_its_holder_sent_again_is_refused_to_it_alone_pending_or_settled(
         assert CODEC.decode(refused.value, Rejection).reason == "DUPLICATE_REQUEST"
     for kept in (decider.Settled(TIMED_OUT, (1 << 64) - 1, d) for d in (-1 << 63, -1, 0, DIGEST)):
         assert decider.Settled.unpacked(kept.packed()) == kept, "a digest is an Avro long"
-    assert decider.message_digest("nenkin", b"x") != decider.message_digest("town", b"x"), \
+    assert decider.message_digest(DIGEST_KEY, "nenkin", b"x") != \
+        decider.message_digest(DIGEST_KEY, "town", b"x"), \
         "the same bytes from another holder are not a copy"
 
 

@@ -397,7 +397,8 @@ async def test_a_refusal_of_a_message_the_platform_could_not_read_is_logged_as_o
 def _platform() -> Context:
     """The platform's context, under keys of its own."""
     keys = MasterKeys.generate()
-    return Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    return Context(CodeService(keys), TicketSealer(keys.ticket_key()),
+                   keys.sealing_key(), keys.digest_key())
 
 
 def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:

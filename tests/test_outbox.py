@@ -43,7 +43,8 @@ HUGE = "X" * 470_000  # its message fits the codec; every answer to it, as it wa
 @pytest.fixture(scope="module")
 def ctx() -> Context:
     keys = MasterKeys.generate()
-    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
+                      keys.sealing_key(), keys.digest_key())
     context.directory = {h: HolderEntry(h, h, "role", h, 0, b"k" * 32, False, True, NOW)
                          for h in (HOLDER, "town")}
     return context

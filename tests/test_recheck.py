@@ -96,7 +96,8 @@ def test_a_requester_not_in_the_directory_is_refused_first_by_both() -> None:
     pattern; the re-check looked at the pattern first, found none for P-999 (UNKNOWN_PATTERN)
     and reported that correct rejection as a disagreement (the replay exited 1)."""
     keys = MasterKeys.generate()
-    ctx = Context(CodeService(keys), TicketSealer(keys.ticket_key()), keys.sealing_key())
+    ctx = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
+                  keys.sealing_key(), keys.digest_key())
     ctx.directory = {"town": holder("town", "municipality")}
     ctx.patterns = PatternList([pattern(1, ("local_tax",), T0 - timedelta(days=1))])
     request = LinkageRequest("r-1", T0 + 10 * SECOND, "ABC98765XYZ", "P-999", "town",
