@@ -172,7 +172,8 @@ class KeyReused(ValueError):
 
 class Applied(NamedTuple):
     """What a re-keying answer, of key `epoch`, did to the bindings: how many moved and how
-    many went to investigation, or why none moved (refused)."""
+    many went to investigation, and why the rest moved none if refused (the counts then those
+    of the parts before)."""
     epoch: int
     converted: int = 0
     investigated: int = 0
@@ -808,11 +809,11 @@ class HolderClient:
         applied = Applied(answer.epoch)
         # one part at least: the unit is checked with no codes too
         for start in range(0, len(answer.codes), REKEY_AT_ONCE) or [0]:
-            if applied.refused is not None:
-                break
             await asyncio.sleep(0)  # after the batch's decoding, or the part before
             codes = answer.codes[start:start + REKEY_AT_ONCE]
             applied = await self._in_store(partial(self._rekeyed_part, answer, codes))
+            if applied.refused is not None:
+                break
         return applied
 
     def _of_unit_left(self, answer: RekeyAnswer) -> str | None:
