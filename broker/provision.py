@@ -302,13 +302,13 @@ def _revoked(admin: AdminClient, principal: str, grants: Iterable[Grant], report
     held = _bound(admin, f"User:{principal}", made)
     there = {acl: b for acl, b in bindings.items() if in_force.entry(b) in held}
     if there:
-        _wait(admin.delete_acls([_filter(b) for b in there.values()]))
+        _wait(admin.delete_acls([binding_filter(b) for b in there.values()]))
         held -= {in_force.entry(b) for b in there.values()}
     made.revoked += bindings.values()
     report.revoked += there
 
 
-def _filter(binding: AclBinding) -> AclBindingFilter:
+def binding_filter(binding: AclBinding) -> AclBindingFilter:
     """The filter that matches `binding` alone."""
     return AclBindingFilter(binding.restype, binding.name, binding.resource_pattern_type,
                             binding.principal, binding.host, binding.operation,

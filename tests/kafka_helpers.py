@@ -21,7 +21,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka.admin import (
     AclBinding,
-    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     ResourcePatternType,
@@ -34,7 +33,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess, at_end
 from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
-from broker.provision import admin_client
+from broker.provision import admin_client, binding_filter
 from renkei.tether import tethered
 from schemas.codec import CODEC
 from schemas.messages import Rejection
@@ -79,10 +78,7 @@ def unreadable(principal: str, topic: str) -> Iterator[None]:
     grant = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL,
                        f"User:{principal}", "*", AclOperation.READ, AclPermissionType.ALLOW)
     admin = admin_client()
-    taken = AclBindingFilter(*(getattr(grant, name) for name in (
-        "restype", "name", "resource_pattern_type", "principal", "host", "operation",
-        "permission_type")))
-    deleted = [f.result() for f in admin.delete_acls([taken]).values()]
+    deleted = [f.result() for f in admin.delete_acls([binding_filter(grant)]).values()]
     assert deleted == [[grant]], deleted
     try:
         yield
