@@ -95,13 +95,13 @@ class ProvisioningFailed(RuntimeError):
 @dataclass
 class _Made:
     """The principals and ACL bindings a command made (or found there), which every broker must
-    enforce before it returns (_in_force_once), and the ACL entries the broker holds, asked once
-    a command for each principal (_bound)."""
+    enforce before it returns (_in_force_once), and the ACL entries the broker holds, every
+    principal's asked once a command (_bound)."""
 
     logins: list[Credentials] = field(default_factory=list)
     bindings: list[AclBinding] = field(default_factory=list)
     revoked: list[AclBinding] = field(default_factory=list)
-    held: dict[str, set[in_force.Entry]] = field(default_factory=dict)  # by principal
+    held: dict[str, set[in_force.Entry]] | None = None  # by principal, None: not asked yet
 
 
 def _in_force_once(make: Callable[[_Made], T]) -> T:
@@ -257,17 +257,23 @@ def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
     report.principals += [creds.username for creds in logins if creds.username not in known]
 
 
+def _held(admin: AdminClient) -> dict[str, set[in_force.Entry]]:
+    """The ACL entries the broker holds, by principal, asked in one request."""
+    held: dict[str, set[in_force.Entry]] = {}
+    for binding in admin.describe_acls(AclBindingFilter(  # None: any name, principal and host
+            ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
+            AclOperation.ANY, AclPermissionType.ANY)).result(TIMEOUT):
+        held.setdefault(binding.principal, set()).add(in_force.entry(binding))
+    return held
+
+
 def _bound(admin: AdminClient, principal: str, made: _Made) -> set[in_force.Entry]:
-    """The ACL entries the broker holds for `principal`, asked once a run (the platform's, which
-    grow with each holder's, are asked for again by each holder's grants): those the run made
-    added by it."""
-    if principal in made.held:
-        return made.held[principal]
-    held = admin.describe_acls(AclBindingFilter(  # None: any name, any host (the stub: str)
-        ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,  # type: ignore[arg-type]
-        AclOperation.ANY, AclPermissionType.ANY)).result(TIMEOUT)
-    made.held[principal] = {in_force.entry(b) for b in held}
-    return made.held[principal]
+    """The ACL entries the broker holds for `principal`, every principal's asked in one request
+    a run (not one a holder: the platform's, asked by any run that adds a holder, grow with
+    each holder's, so all of them cost a few times as much): those the run made added by it."""
+    if made.held is None:
+        made.held = _held(admin)
+    return made.held.setdefault(principal, set())
 
 
 def _grants(admin: AdminClient, principal: str, grants: Iterable[Grant], report: Report,

@@ -313,6 +313,33 @@ def test_holders_added_at_once_have_their_topics_listed_and_described_once(
         Counter(list_topics=1, describe_configs=1), 2 * len(holders))
 
 
+def _operations(grants: dict[str, tuple[Grant, ...]]) -> int:
+    """How many ACL entries give each principal of `grants` its grants."""
+    return sum(len(grant.operations) for held in grants.values() for grant in held)
+
+
+def test_a_run_asks_the_acl_entries_of_all_its_principals_in_one_request(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run over holders, and one over the whole spec (services, grants taken back, holders):
+    the ACL entries of every principal asked in one request, not one a principal; made again,
+    each counted as there."""
+    admin, tag = admin_client(), secrets.token_hex(3)
+    holders = [f"bound-{tag}-{n}" for n in range(3)]
+    calls: Counter[str] = Counter()
+    monkeypatch.setattr(admin, "describe_acls",
+                        _counted(calls, "describe_acls", admin.describe_acls))
+    added = provision.Report()
+    provision.add_holders(admin, holders, added)
+    assert (calls["describe_acls"], len(added.acls)) == (
+        1, sum(_operations(acls.holder_grants(holder)) for holder in holders))
+    monkeypatch.setattr(provision, "admin_client", lambda: admin)
+    runs = [provision.provision() for _ in range(2)]
+    assert (calls["describe_acls"], runs[1].acls, runs[1].revoked) == (3, [], [])
+    registered = {h for t in admin.list_topics().topics if (h := topics.holder_of_outbox(t))}
+    assert runs[1].acls_there == _operations(acls.SERVICE_GRANTS) + sum(
+        _operations(acls.holder_grants(holder)) for holder in registered)
+
+
 def test_grants_not_in_force_in_time_are_said_in_one_line(
         broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker that never applies the ACLs the controller committed (a stand-in for one that
