@@ -16,6 +16,7 @@ from confluent_kafka.admin import (
     AclPermissionType,
     AdminClient,
     AlterConfigOpType,
+    ClusterMetadata,
     ConfigEntry,
     ConfigResource,
     NewPartitions,
@@ -138,7 +139,13 @@ def _wait(futures: dict[Any, Any]) -> None:
 
 
 def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], report: Report) -> None:
-    listed = admin.list_topics(timeout=TIMEOUT)  # one metadata request: brokers and topics
+    _ensure_topics(admin, admin.list_topics(timeout=TIMEOUT), specs, report)
+
+
+def _ensure_topics(admin: AdminClient, listed: ClusterMetadata, specs: Iterable[TopicSpec],
+                   report: Report) -> None:
+    """The topics of `specs` brought to them, `listed` the brokers and topics there (one
+    metadata request)."""
     wanted = [spec.for_cluster(len(listed.brokers)) for spec in specs]
     existing = listed.topics
     missing = [s for s in wanted if s.name not in existing]
@@ -364,24 +371,25 @@ def _holders(admin: AdminClient, holders: Iterable[str], report: Report,
              made: _Made) -> list[Credentials]:
     issued = _issued(holders)
     _principals(admin, issued, report, made)
-    _fenced(admin, [creds.username for creds in issued], report, made)
+    _fenced(admin, admin.list_topics(timeout=TIMEOUT), [creds.username for creds in issued],
+            report, made)
     return issued
 
 
-def _fenced(admin: AdminClient, holders: list[str], report: Report, made: _Made) -> None:
-    """The holders' inboxes and outboxes (listed and described once for all), and the ACLs
-    that fence them."""
-    ensure_topics(admin, [spec for holder in holders for spec in topics.holder_topics(holder)],
-                  report)
+def _fenced(admin: AdminClient, listed: ClusterMetadata, holders: list[str], report: Report,
+            made: _Made) -> None:
+    """The holders' inboxes and outboxes (described once for all, `listed` the topics there),
+    and the ACLs that fence them."""
+    _ensure_topics(admin, listed,
+                   [spec for holder in holders for spec in topics.holder_topics(holder)], report)
     for holder in holders:
         for principal, grants in acls.holder_grants(holder).items():
             _grants(admin, principal, grants, report, made)
 
 
-def registered_holders(admin: AdminClient) -> list[str]:
-    """Holders known to the broker: those whose outbox topic exists."""
-    names = admin.list_topics(timeout=TIMEOUT).topics
-    return sorted(h for t in names if (h := topics.holder_of_outbox(t)) is not None)
+def registered_holders(listed: ClusterMetadata) -> list[str]:
+    """Holders known to the broker: those whose outbox topic is `listed`."""
+    return sorted(h for t in listed.topics if (h := topics.holder_of_outbox(t)) is not None)
 
 
 def wait_for_brokers(admin: AdminClient, count: int, timeout: float = 180.0) -> None:
@@ -407,34 +415,35 @@ def provision(brokers: int | None = None) -> Report:
     admin = admin_client() if brokers is not None else reached_admin()
     if brokers is not None:
         wait_for_brokers(admin, brokers)
-    return _to_spec(admin)
+    return _to_spec(admin, admin.list_topics(timeout=TIMEOUT))
 
 
 def provisioned_again() -> Report | None:
     """A broker provisioned before (a platform topic on it) brought to this code's spec again,
     as `provision` does; None, untouched, for one never provisioned."""
     admin = reached_admin()
-    there = admin.list_topics(timeout=TIMEOUT).topics
-    if not any(spec.name in there for spec in topics.platform_topics()):
+    listed = admin.list_topics(timeout=TIMEOUT)
+    if not any(spec.name in listed.topics for spec in topics.platform_topics()):
         return None
-    return _to_spec(admin)
+    return _to_spec(admin, listed)
 
 
-def _to_spec(admin: AdminClient) -> Report:
+def _to_spec(admin: AdminClient, listed: ClusterMetadata) -> Report:
     """Platform topics, service principals and every holder brought to the spec, returned once
-    every broker enforces them."""
+    every broker enforces them: `listed` the brokers and topics there (the platform topics it
+    creates are no holder's)."""
     report = Report()
-    _in_force_once(partial(_spec, admin, report))
+    _in_force_once(partial(_spec, admin, listed, report))
     return report
 
 
-def _spec(admin: AdminClient, report: Report, made: _Made) -> None:
-    ensure_topics(admin, topics.platform_topics(), report)
-    holders = registered_holders(admin)
+def _spec(admin: AdminClient, listed: ClusterMetadata, report: Report, made: _Made) -> None:
+    _ensure_topics(admin, listed, topics.platform_topics(), report)
+    holders = registered_holders(listed)
     _principals(admin, [credentials.issue(s) for s in acls.SERVICES] + _issued(holders),
                 report, made)
     for service in acls.SERVICES:
         _grants(admin, service, acls.SERVICE_GRANTS[service], report, made)
     for service, grants in acls.REVOKED.items():
         _revoked(admin, service, grants, report, made)
-    _fenced(admin, holders, report, made)
+    _fenced(admin, listed, holders, report, made)

@@ -340,6 +340,22 @@ def test_a_run_asks_the_acl_entries_of_all_its_principals_in_one_request(
         _operations(acls.holder_grants(holder)) for holder in registered)
 
 
+def test_a_run_over_the_whole_spec_lists_the_topics_once(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform topics, the holders registered (their outboxes) and the holders' topics are
+    one listing's answer: `broker provision`, and a broker provisioned again (which first looks
+    for a platform topic), list the topics in one request."""
+    admin, calls = admin_client(), Counter[str]()
+    provision.add_holders(admin, [f"listed-once-{secrets.token_hex(3)}"], provision.Report())
+    monkeypatch.setattr(admin, "list_topics", _counted(calls, "list_topics", admin.list_topics))
+    monkeypatch.setattr(provision, "admin_client", lambda: admin)
+    provision.provision()
+    assert calls["list_topics"] == 1
+    report = provision.provisioned_again()
+    assert calls["list_topics"] == 2
+    assert report is not None and report.created == [] and report.topics_there > 2
+
+
 def test_grants_not_in_force_in_time_are_said_in_one_line(
         broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker that never applies the ACLs the controller committed (a stand-in for one that
