@@ -53,6 +53,7 @@ class Report:
     principals: list[str] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)  # principals whose password no longer logged in
     unchecked: list[str] = field(default_factory=list)  # principals no broker answered a log-in of
+    behind: list[str] = field(default_factory=list)  # principals let in by some brokers, not all
     acls: list[Acl] = field(default_factory=list)
     revoked: list[Acl] = field(default_factory=list)  # entries a service no longer has, deleted
     topics_there: int = 0
@@ -69,6 +70,8 @@ class Report:
             f"passwords reset to the state folder's: {', '.join(self.reset) or 'none'}",
             *([f"passwords not checked (no answer): {', '.join(self.unchecked)}"]
               if self.unchecked else []),
+            *([f"passwords set again for brokers behind (some let them in): "
+               f"{', '.join(self.behind)}"] if self.behind else []),
             f"ACL entries created: {len(self.acls) or 'none'}",
             *(f"  {line}" for line in _granted(self.acls)),
             *([f"ACL entries taken back: {len(self.revoked)}",
@@ -236,11 +239,12 @@ def _brokers(admin: AdminClient) -> list[str]:
 def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
                 made: _Made) -> None:
     """The principals, their passwords the state folder's (said reset for those the broker had
-    another of, said not checked for those no broker answered the log-in of): those there with
-    credentials of the mechanism the brokers take asked to log in on every broker all at once
-    first (one may be behind the controller, after a run that ended before they all applied its
-    passwords), then every password set in one request but those every broker lets log in with
-    it already, set as a run sets it (neither set again nor waited for)."""
+    another of, not checked for those no broker answered the log-in of, set again for those
+    some brokers let in and not every one): those there with credentials of the mechanism the
+    brokers take asked to log in on every broker all at once first (one may be behind the
+    controller, after a run that ended before they all applied its passwords), then every
+    password set in one request but those every broker lets log in with it already, set as a
+    run sets it (neither set again nor waited for)."""
     if not logins:
         return
     known = _known(admin, [creds.username for creds in logins])
@@ -250,6 +254,7 @@ def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
                      for broker in brokers])
     report.reset += answers.refused
     report.unchecked += answers.unanswered
+    report.behind += answers.behind
     unsure = {*answers.refused, *answers.unanswered, *answers.behind}
     to_set = [creds for creds in logins
               if not any(map(_as_set, known.get(creds.username, [])))

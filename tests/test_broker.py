@@ -232,13 +232,15 @@ def test_a_log_in_no_broker_answers_is_said_not_checked_not_let_in(broker: Clust
                                      behind=[there.username])
 
 
-def test_principals_not_checked_have_a_report_line_of_their_own() -> None:
-    """A principal whose log-in no broker answered is named apart, not among those reset; the
-    line is there only when one is."""
-    report = provision.Report(reset=["a"], unchecked=["b", "c"])
-    assert report.lines()[4:6] == ["passwords reset to the state folder's: a",
-                                   "passwords not checked (no answer): b, c"]
-    assert not any("not checked" in line for line in provision.Report().lines())
+def test_principals_not_checked_or_behind_have_report_lines_of_their_own() -> None:
+    """A principal whose log-in no broker answered, and one some brokers let in and not every
+    one, are named apart, not among those reset; each line is there only when one is."""
+    report = provision.Report(reset=["a"], unchecked=["b", "c"], behind=["d"])
+    assert report.lines()[4:7] == [
+        "passwords reset to the state folder's: a", "passwords not checked (no answer): b, c",
+        "passwords set again for brokers behind (some let them in): d"]
+    assert not any("not checked" in line or "behind" in line
+                   for line in provision.Report().lines())
 
 
 def test_a_password_that_logs_in_as_a_run_sets_it_is_neither_set_again_nor_waited_for(

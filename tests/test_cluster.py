@@ -93,7 +93,8 @@ def test_a_principal_a_broker_refuses_is_set_again_and_waited_for_on_every_broke
         cluster3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A principal there whose password the first broker lets log in and another refuses (a
     stand-in for one behind the controller, after a run that ended before they all applied it)
-    is not taken as in force: set again and waited for on every broker, not named as reset."""
+    is not taken as in force: set again and waited for on every broker, named on a line of its
+    own, not as reset."""
     admin, nodes = provision.admin_client(), cluster_store.load().nodes
     creds = Credentials(f"behind3-{secrets.token_hex(3)}", secrets.token_urlsafe(24))
     provision.ensure_principal(admin, creds, provision.Report())
@@ -116,6 +117,8 @@ def test_a_principal_a_broker_refuses_is_set_again_and_waited_for_on_every_broke
     provision.ensure_principal(admin, creds, report)
     assert sorted(set(waited)) == sorted(node.client_port for node in nodes)
     assert (report.reset, report.unchecked, report.principals_there) == ([], [], 1)
+    assert (f"passwords set again for brokers behind (some let them in): {creds.username}"
+            in report.lines()), report.lines()
 
 
 async def test_a_broker_killed_under_load_loses_nothing_and_logs_once(cluster3: Path) -> None:
