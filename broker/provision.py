@@ -25,6 +25,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
@@ -54,6 +55,8 @@ class Report:
     reset: list[str] = field(default_factory=list)  # principals whose password no longer logged in
     unchecked: list[str] = field(default_factory=list)  # principals no broker answered a log-in of
     behind: list[str] = field(default_factory=list)  # principals let in by some brokers, not all
+    # principals' credentials of mechanisms the brokers take no log-in by, removed: "name (mech)"
+    removed: list[str] = field(default_factory=list)
     acls: list[Acl] = field(default_factory=list)
     revoked: list[Acl] = field(default_factory=list)  # entries a service no longer has, deleted
     topics_there: int = 0
@@ -72,6 +75,8 @@ class Report:
               if self.unchecked else []),
             *([f"passwords set again for brokers behind (some let them in): "
                f"{', '.join(self.behind)}"] if self.behind else []),
+            *([f"credentials of mechanisms no broker logs in by removed: "
+               f"{', '.join(self.removed)}"] if self.removed else []),
             f"ACL entries created: {len(self.acls) or 'none'}",
             *(f"  {line}" for line in _granted(self.acls)),
             *([f"ACL entries taken back: {len(self.revoked)}",
@@ -225,6 +230,14 @@ def _logs_in_by(info: ScramCredentialInfo) -> bool:
     return info.mechanism == ScramMechanism.SCRAM_SHA_512
 
 
+def _not_logged_in_by(known: dict[str, list[ScramCredentialInfo]]
+                      ) -> list[tuple[str, ScramMechanism]]:
+    """The user and mechanism of each credential of `known` of a mechanism no broker lets a
+    principal log in by: a password a run never set, which would log in if a broker took it."""
+    return [(username, info.mechanism)
+            for username, infos in known.items() for info in infos if not _logs_in_by(info)]
+
+
 def _as_set(info: ScramCredentialInfo) -> bool:
     """Whether SCRAM credentials are of the mechanism and iteration count a run sets."""
     return _logs_in_by(info) and info.iterations == SCRAM_ITERATIONS
@@ -244,7 +257,8 @@ def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
     brokers take asked to log in on every broker all at once first (one may be behind the
     controller, after a run that ended before they all applied its passwords), then every
     password set in one request but those every broker lets log in with it already, set as a
-    run sets it (neither set again nor waited for)."""
+    run sets it (neither set again nor waited for), then their credentials of other mechanisms
+    removed (said removed)."""
     if not logins:
         return
     known = _known(admin, [creds.username for creds in logins])
@@ -264,6 +278,11 @@ def _principals(admin: AdminClient, logins: list[Credentials], report: Report,
         _wait(admin.alter_user_scram_credentials([
             UserScramCredentialUpsertion(creds.username, info, creds.password.encode())
             for creds in to_set]))
+    if removed := _not_logged_in_by(known):  # a request of their own: a user once a request
+        _wait(admin.alter_user_scram_credentials([
+            UserScramCredentialDeletion(username, mechanism) for username, mechanism in removed]))
+    report.removed += [f"{username} ({mechanism.name.replace('_', '-')})"
+                       for username, mechanism in removed]
     made.logins += to_set
     report.principals_there += len(known)
     report.principals += [creds.username for creds in logins if creds.username not in known]

@@ -215,6 +215,46 @@ def test_a_principal_with_no_credentials_the_brokers_log_in_by_is_not_said_reset
     assert clients.asked([KafkaAccess(broker.bootstrap, creds)]) == clients.LogIns([], [])
 
 
+def _mechanisms(admin: Any, username: str) -> list[ScramMechanism]:
+    """The mechanisms of the SCRAM credentials the broker has for `username`."""
+    described = admin.describe_user_scram_credentials([username])
+    assert isinstance(described, dict)  # one future per user asked for
+    return [info.mechanism for info in described[username].result().scram_credential_infos]
+
+
+def test_credentials_of_a_mechanism_no_broker_logs_in_by_are_removed_and_said(
+        broker: Cluster) -> None:
+    """A principal's SCRAM-SHA-256 credential (a password no run set, which a broker taking that
+    mechanism would let log in) is removed, whether the principal has a SCRAM-SHA-512 one of the
+    state folder's password or none, each named with its mechanism, no password in the report;
+    the principal logs in with the state folder's password."""
+    admin, tag = admin_client(), secrets.token_hex(3)
+    alone, beside = (Credentials(f"{name}-{tag}", secrets.token_urlsafe(24))
+                     for name in ("sha256-alone", "sha256-beside"))
+    provision.ensure_principal(admin, beside, provision.Report())
+    sha256 = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, provision.SCRAM_ITERATIONS)
+    for done in admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+            creds.username, sha256, secrets.token_bytes(16)) for creds in (alone, beside)]
+            ).values():
+        done.result()
+    report = provision.Report()
+    for creds in (alone, beside):
+        provision.ensure_principal(admin, creds, report)
+    assert [_mechanisms(admin, c.username) for c in (alone, beside)] == [
+        [ScramMechanism.SCRAM_SHA_512]] * 2
+    assert report.removed == [f"{alone.username} (SCRAM-SHA-256)",
+                              f"{beside.username} (SCRAM-SHA-256)"]
+    assert (f"credentials of mechanisms no broker logs in by removed: {alone.username} "
+            f"(SCRAM-SHA-256), {beside.username} (SCRAM-SHA-256)") in report.lines()
+    assert (report.reset, report.principals_there) == ([], 2)
+    assert not any(c.password in line for c in (alone, beside) for line in report.lines())
+    assert clients.asked([KafkaAccess(broker.bootstrap, c) for c in (alone, beside)]
+                         ) == clients.LogIns([], [])
+    again = provision.Report()
+    provision.ensure_principal(admin, alone, again)
+    assert again.removed == [] and not any("removed" in line for line in again.lines())
+
+
 def test_a_log_in_no_broker_answers_is_said_not_checked_not_let_in(broker: Cluster) -> None:
     """A log-in asked of an address no broker answers at (the OS refuses the connection) is
     neither let in nor refused: not checked, apart from one refused and one let in; one let in
