@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from processors.approval import PatternList
 from processors.codes import CodeService, UnitEpoch
+from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
 from schemas.messages import HolderEntry
 
@@ -30,6 +31,13 @@ class Context:
     replay_window: timedelta = REPLAY_WINDOW
     clock_skew: timedelta = CLOCK_SKEW
     rekey_grace: timedelta = REKEY_GRACE
+
+    @classmethod
+    def of(cls, master: MasterKeys) -> Context:
+        """The context of the platform's master keys: its codes, tickets, sealing and digest
+        keys all derived from them; no directory nor patterns yet."""
+        return cls(CodeService(master), TicketSealer(master.ticket_key()), master.sealing_key(),
+                   master.digest_key())
 
     def fresh(self, sent_at: datetime, received: datetime) -> bool:
         """Sent at most the replay window before it was received, and not from the future

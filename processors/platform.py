@@ -41,12 +41,10 @@ from broker.clients import KafkaAccess, records_up_to, seek_to_times, started
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import access_log, applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
-from processors.codes import CodeService
 from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.rejection import too_long
-from processors.tickets import TicketSealer
 from renkei.broker_time import LOG_APPEND_TIME, BrokerTime
 from renkei.compacted import CompactedView
 from renkei.envelope import Incoming, Send, batched, unpacked
@@ -129,8 +127,7 @@ class Platform:
     def __init__(self, access: KafkaAccess, answer_timeout: timedelta | None = None,
                  member: str | None = None) -> None:
         master = keys.load()
-        ctx = Context(CodeService(master), TicketSealer(master.ticket_key()),
-                      master.sealing_key(), master.digest_key())
+        ctx = Context.of(master)
         if answer_timeout is not None:
             ctx.answer_timeout = answer_timeout
         self.access = access

@@ -19,12 +19,11 @@ from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from processors import decider, linkage, outbox
 from processors.approval import PatternList
-from processors.codes import CodeService, UnitEpoch
+from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.patterns import load
-from processors.tickets import TicketSealer
 from registry.resident_code import random_codes
 from renkei.envelope import Incoming, Send
 from schemas.codec import CODEC
@@ -53,8 +52,7 @@ STAMPED = "renkei-test.stamped-outbox"  # an outbox's configs, a name the platfo
 @pytest.fixture(scope="module")
 def ctx() -> Context:
     keys = MasterKeys.generate()
-    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
-                      keys.sealing_key(), keys.digest_key())
+    context = Context.of(keys)
     context.directory = {h: HolderEntry(h, h, role, h, 0, b"k" * 32, False, True, T0)
                          for h, role in ROLES.items()}
     context.patterns = PatternList(load())

@@ -24,10 +24,9 @@ from cards.jlis import CardHolders
 from cards.login import FORGED_MARK, FROM_THE_FUTURE
 from portal.context import resident as portal_resident
 from processors import binding
-from processors.codes import CodeService, UnitEpoch
+from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.keys import MasterKeys
-from processors.tickets import TicketSealer
 from registry import portal as registry_portal
 from registry import store as registry_store
 from registry.portal import CHALLENGE, FRESH, CardLogins
@@ -74,8 +73,8 @@ class Town:
                           CITY: _entry(CITY, holder, False),
                           PENSION: _entry(PENSION, holder, False)}
         self.service = RegistryService(self.registry, self.registry_key, self.directory.get)
-        self.ctx = Context(CodeService(masters), TicketSealer(masters.ticket_key()),
-                           masters.sealing_key(), masters.digest_key(), self.directory)
+        self.ctx = Context.of(masters)
+        self.ctx.directory = self.directory
 
     def by_attributes(self, holder: str, resident_code: str) -> str:
         """The holder's link code for the resident, bound by their four attributes."""

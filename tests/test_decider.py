@@ -19,10 +19,9 @@ from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from broker.provision import admin_client
 from processors import decider
-from processors.codes import CodeService, UnitEpoch
+from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.keys import MasterKeys
-from processors.tickets import TicketSealer
 from registry.resident_code import random_codes
 from renkei.envelope import Send
 from schemas.codec import CODEC, MAX_BYTES
@@ -49,8 +48,7 @@ DIGEST = decider.message_digest(DIGEST_KEY, "nenkin", b"the request's bytes")
 @pytest.fixture(scope="module")
 def ctx() -> Context:
     keys = MasterKeys.generate()
-    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
-                      keys.sealing_key(), keys.digest_key())
+    context = Context.of(keys)
     context.directory = {h: HolderEntry(h, h, "role", h, 0, b"k" * 32, False, True, NOW)
                          for h in ("nenkin", "town")}
     return context

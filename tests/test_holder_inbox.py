@@ -40,7 +40,6 @@ from holders.client import (
 )
 from holders.store import SENT, HolderStore, Rekeyed
 from processors import linkage, outbox
-from processors.codes import CodeService
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
@@ -396,9 +395,7 @@ async def test_a_refusal_of_a_message_the_platform_could_not_read_is_logged_as_o
 
 def _platform() -> Context:
     """The platform's context, under keys of its own."""
-    keys = MasterKeys.generate()
-    return Context(CodeService(keys), TicketSealer(keys.ticket_key()),
-                   keys.sealing_key(), keys.digest_key())
+    return Context.of(MasterKeys.generate())
 
 
 def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:

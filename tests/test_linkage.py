@@ -19,7 +19,6 @@ from processors import decider, directory, keys, linkage, platform
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
 from processors.linkage import FromHolder
-from processors.tickets import TicketSealer
 from renkei import groups
 from renkei.envelope import Incoming, unpacked
 from renkei.scenario import staff as staff_of
@@ -248,8 +247,7 @@ async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_n
         late, in_time = silent._answer(expired), silent._answer(waited)
     await deliver(silent._producer, [late])
     master = keys.load()
-    ctx = Context(CodeService(master), TicketSealer(master.ticket_key()),
-                  master.sealing_key(), master.digest_key())
+    ctx = Context.of(master)
     ctx.directory = {h: silent.entry(h) for h in ("sakura-town", SILENT)}
     answer = CODEC.decode(in_time.value, ProviderAnswer)
     taken = ctx.tickets.open(answer.ticket, waited_id).deadline  # just in time

@@ -11,13 +11,11 @@ import pytest
 
 from broker import topics
 from processors import outbox
-from processors.codes import CodeService
 from processors.context import Context
 from processors.isolation import isolated
 from processors.keys import MasterKeys
 from processors.platform import decoded, relayed
 from processors.rejection import REQUEST_ID_CHARS
-from processors.tickets import TicketSealer
 from renkei.envelope import Incoming, Send
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
@@ -43,8 +41,7 @@ HUGE = "X" * 470_000  # its message fits the codec; every answer to it, as it wa
 @pytest.fixture(scope="module")
 def ctx() -> Context:
     keys = MasterKeys.generate()
-    context = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
-                      keys.sealing_key(), keys.digest_key())
+    context = Context.of(keys)
     context.directory = {h: HolderEntry(h, h, "role", h, 0, b"k" * 32, False, True, NOW)
                          for h in (HOLDER, "town")}
     return context

@@ -9,11 +9,9 @@ from audit.replay import History, Recheck
 from broker import topics
 from processors import linkage
 from processors.approval import PatternList
-from processors.codes import CodeService
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
-from processors.tickets import TicketSealer
 from renkei.envelope import Incoming
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
@@ -96,8 +94,7 @@ def test_a_requester_not_in_the_directory_is_refused_first_by_both() -> None:
     pattern; the re-check looked at the pattern first, found none for P-999 (UNKNOWN_PATTERN)
     and reported that correct rejection as a disagreement (the replay exited 1)."""
     keys = MasterKeys.generate()
-    ctx = Context(CodeService(keys), TicketSealer(keys.ticket_key()),
-                  keys.sealing_key(), keys.digest_key())
+    ctx = Context.of(keys)
     ctx.directory = {"town": holder("town", "municipality")}
     ctx.patterns = PatternList([pattern(1, ("local_tax",), T0 - timedelta(days=1))])
     request = LinkageRequest("r-1", T0 + 10 * SECOND, "ABC98765XYZ", "P-999", "town",
