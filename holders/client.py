@@ -106,6 +106,9 @@ LOCK_WAIT = 0.05
 # seconds between purges of what the store keeps past the access log's retention (one at start)
 FORGET_EVERY = 3600.0
 DUPLICATE = "DUPLICATE_REQUEST"
+# the reason the platform refuses answers alone by (a ticket is an answer's): a refusal of one
+# whose ticket could not be opened names no query's deadline, yet is of an answer from here
+INVALID_TICKET = "INVALID_TICKET"
 ANSWERED_KIND = {BindingAnswer: BINDING, LinkageAnswer: LINKAGE, RekeyAnswer: REKEY}
 KEPT_MESSAGES = (LinkageRequest, BindingRequest, RekeyRequest)
 
@@ -182,6 +185,12 @@ class Applied(NamedTuple):
 
 class RekeyRefused(RuntimeError):
     """The platform refused to re-key this holder's link codes (the reason says why)."""
+
+
+def _of_answer(rejection: Rejection) -> bool:
+    """Whether a refusal is of an answer from here: it names its query's deadline, or its
+    reason is one given answers alone (INVALID_TICKET: its ticket not opened, naming none)."""
+    return rejection.deadline is not None or rejection.reason == INVALID_TICKET
 
 
 class HolderClient:
@@ -897,9 +906,9 @@ class HolderClient:
             log.warning("%s: a refusal (%s) of a message from here the platform could not read, "
                         "naming no request: none settled", self.holder, message.reason)
             return None
-        if isinstance(message, Rejection) and message.deadline is not None:
-            # a refusal of an answer from here, naming its query: never of a request sent from
-            # here, which may have that query's id (each requester draws its own ids)
+        if isinstance(message, Rejection) and _of_answer(message):
+            # never of a request sent from here, which may have that query's id (each requester
+            # draws its own ids)
             self._answer_refused(message)
             return None
         request = self._sent(message.request_id, answered=True)
@@ -952,15 +961,17 @@ class HolderClient:
     def _answer_refused(self, rejection: Rejection) -> None:
         """This holder's answer to a query, refused by the platform (its ticket expired on the
         way, say): the requester never got it, so the provider's entry of the query it names
-        (a v1 refusal none: the latest of that id) says so, not FOUND. One of a query this
-        holder answered none of (another provider's, or forgotten) ends no entry."""
+        (one naming none, of v1 or of a ticket not opened: the latest of that id) says so, not
+        FOUND. One of a query this holder answered none of (another provider's, or forgotten)
+        ends no entry."""
         if self.store.not_provided(rejection.request_id, f"{REJECTED}: {rejection.reason}",
                                    rejection.deadline):
             log.warning("%s: its answer to query %s was refused (%s: %s): logged not provided",
                         self.holder, rejection.request_id, rejection.reason, rejection.detail)
             return
-        none = ("no request sent from here nor a query" if rejection.deadline is None else
-                f"no query due {rejection.deadline.isoformat()}")  # of an answer: not a request
+        none = ("no request sent from here nor a query" if not _of_answer(rejection) else
+                "no query" if rejection.deadline is None else
+                f"no query due {rejection.deadline.isoformat()}")
         log.warning("%s: a refusal (%s) of %s, %s answered here (another provider's, or "
                     "forgotten): no entry ended", self.holder, rejection.reason,
                     rejection.request_id, none)

@@ -190,6 +190,9 @@ def _fit(value: str) -> str | None:
 
 def _refuse_answer(item: FromHolder, reason: str, detail: str,
                    ticket: Ticket | None = None) -> list[Send]:
+    """The refusal of a provider's answer, naming its `ticket`'s deadline; one whose ticket
+    was not opened names none, and is told from a request's refusal by its reason,
+    INVALID_TICKET, which no request's has (holders.client._of_answer)."""
     answer = _ans(item)
     return reject(item.holder, answer.request_id, reason, detail, item.incoming.timestamp,
                   item.incoming.source, ANSWER,

@@ -362,20 +362,23 @@ async def test_a_refusal_that_ends_no_entry_is_logged_as_one(
     assert "ABC98765XYZ" not in caplog.text and "3200000" not in caplog.text
 
 
+@pytest.mark.parametrize(("answered", "opened", "refused"), [
+    (TIMED_OUT, True, "REJECTED: MALFORMED"), (FOUND, False, "REJECTED: INVALID_TICKET")])
 async def test_a_refusal_of_an_answer_leaves_a_request_sent_from_here_under_its_id_as_it_is(
-        client: HolderClient) -> None:
+        client: HolderClient, answered: str, opened: bool, refused: str) -> None:
     """Requesters draw their request ids: another's query may have the id of a request sent
     from here, not yet answered. The platform's refusal of this holder's answer to it (naming
-    the query's deadline) settled that request REJECTED, logged so: it ends the query's entry."""
+    the query's deadline; or none, the answer's ticket not opened, as a refusal of a request
+    names none) settled that request REJECTED, logged so: it ends the query's entry."""
     _providing(client)
     asked = query("ABC98765XYZ")
     client.store.open_request(asked.request_id, LINKAGE, "H-1", STAFF, TERMINAL,
                               pattern_id="P-2", provider=REQUESTER, data_type="resident")
     await handle(client, asked)
-    await handle(client, _platforms_refusal(_ticket(asked), HOLDER, TIMED_OUT))
+    await handle(client, _platforms_refusal(_ticket(asked), HOLDER, answered, opened))
     assert status(client, asked.request_id) == SENT
     assert [(e.side, e.outcome, e.content) for e in client.store.access_log(asked.request_id)] == [
-        ("PROVIDER", "REJECTED: MALFORMED", None)]
+        ("PROVIDER", refused, None)]
 
 
 async def test_a_refusal_of_a_message_the_platform_could_not_read_is_logged_as_one(
@@ -404,11 +407,13 @@ def _ticket(of: ProviderQuery, provider: str = HOLDER) -> Ticket:
                   "LINK-A", of.link_code, of.deadline)
 
 
-def _platforms_refusal(ticket: Ticket, by: str, status: str = FOUND) -> Rejection:
-    """The platform's refusal (linkage.answers) of an answer `by` sent under `ticket`."""
+def _platforms_refusal(ticket: Ticket, by: str, status: str = FOUND,
+                       opened: bool = True) -> Rejection:
+    """The platform's refusal (linkage.answers) of an answer `by` sent under `ticket`, sealed
+    by the platform (not `opened`: by another, a ticket the platform cannot open)."""
     ctx = _platform()
-    answer = ProviderAnswer(ticket.request_id, ctx.tickets.seal(ticket), ticket.link_b, status,
-                            b"")
+    sealer = ctx.tickets if opened else _platform().tickets
+    answer = ProviderAnswer(ticket.request_id, sealer.seal(ticket), ticket.link_b, status, b"")
     sent = Incoming(topics.outbox(by), 0, 0, datetime.now(UTC), CODEC.encode(answer))
     refused, _ = linkage.answers([FromHolder(sent, by, answer)], ctx)
     return CODEC.decode(refused.value, Rejection)
