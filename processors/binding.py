@@ -14,6 +14,7 @@ import re
 from datetime import datetime
 
 from broker import topics
+from processors import decider
 from processors.access_log import BINDING, logged
 from processors.codes import InvalidCode
 from processors.context import Context
@@ -76,12 +77,20 @@ def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list
             continue
         relayed, people = _relayed(answer, ctx)
         out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))
-        out += [logged(answer.request_id, _step(f"binding:{n}", answer), now, BINDING,
-                       relayed.status, answer.requester, person=person)
-                for n, person in enumerate(people)] or [
-                logged(answer.request_id, _step("binding", answer), now, BINDING,
-                       relayed.status, answer.requester, reason=relayed.detail or None)]
+        out += [_logged(answer, relayed.status, now, ctx, person=person) for person in people] or [
+                _logged(answer, relayed.status, now, ctx, reason=relayed.detail or None)]
     return out
+
+
+def _logged(answer: RegistryAnswer, status: str, now: datetime, ctx: Context, *,
+            person: str | None = None, reason: str | None = None) -> Send:
+    """A binding's access-log event, its step naming what it logs (status, and person or reason)
+    by a keyed digest, so each answer of its look-up that logs another is kept under an id of its
+    own, the audit store dropping the same event of a replay, or of an answer given again."""
+    said = decider.message_digest(ctx.digest_key, answer.requester,
+                                  "\0".join((status, person or "", reason or "")).encode())
+    return logged(answer.request_id, _step(f"binding:{said % 2**64:016x}", answer), now, BINDING,
+                  status, answer.requester, reason=reason, person=person)
 
 
 def _of_requester(answer: RegistryAnswer) -> bool:

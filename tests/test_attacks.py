@@ -32,6 +32,9 @@
   its source, so that its event takes the id of the real answer's (an answer whose source is not
   a message of its requester's outbox is dropped):
   tests/test_attacks.py::test_a_registry_cannot_log_a_binding_under_another_requesters_source
+- a taken-over registry answers one look-up twice with other candidates, the second's relay
+  sharing the first's event ids (each event's step names what it logs by a keyed digest):
+  tests/test_codes.py::test_each_answer_a_registry_gives_a_look_up_is_logged_under_its_own_id
 - a new holder registered under an id that is another unit's name, given that unit's link codes
   as its own (UnitTaken: only with the unit given):
   tests/test_codes.py::test_a_new_holder_is_not_put_into_a_unit_others_are_in_unless_given_it

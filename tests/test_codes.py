@@ -14,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from audit.events import AccessLogEvent
+from audit.heads import Signer
+from audit.store import AuditStore, Query
 from broker import topics
 from processors import binding, directory, keys, linkage, rekey
 from processors.approval import PatternList
@@ -453,6 +455,24 @@ def test_both_namesakes_reach_the_holder_as_its_link_codes(codes: CodeService,
     assert answer.status == FOUND and [c.link_code for c in answer.candidates] == [
         codes.link_code(r, UnitEpoch("city-a", 2)) for r in (a, b)]
     assert (answer.unit, answer.epoch) == ("city-a", 2)  # what its codes are of
+
+
+def test_each_answer_a_registry_gives_a_look_up_is_logged_under_its_own_id(
+        ctx: Context, tmp_path: Path) -> None:
+    """A taken-over registry answering a look-up twice, with other candidates: both went to the
+    holder (which acts on the first alone), but their events shared ids (binding:0@ its source),
+    the audit store keeping the first's, the second candidate's relay logged nowhere. The same
+    answer given again is logged once."""
+    a, b = random_codes(2, seed=8)
+    first, second = (replace(_registry_answer(r), source=f"{topics.outbox('city-a')}:0:7")
+                     for r in (a, b))
+    sent = binding.answered([first, second, first], NOW, ctx)
+    assert [s.topic for s in sent].count(topics.inbox("city-a")) == 3
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many((CODEC.decode(s.value, AccessLogEvent), s.value) for s in sent
+                          if s.topic == topics.AUDIT)
+        kept = [e.event.person for e in store.query(Query()).entries]
+    assert kept == [ctx.codes.id_code(r) for r in (a, b)]
 
 
 @pytest.mark.parametrize("unusable", ["", "12345678918"], ids=["unreadable", "not valid"])
