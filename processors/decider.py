@@ -11,7 +11,9 @@ ticket has expired. A request that comes once it may have been forgotten (receiv
 latest it forgot, both by the broker's clock, or before the history an owner taking the partition
 over at the record just read would rebuild, by that record's append time: so every owner, live or
 rebuilding, takes the same requests as perhaps forgotten at each record of the topic) is refused as
-stale, however long it waited: not decided again. An answer can come before its request's event
+stale, however long it waited: not decided again. A sweep forgets a settled request only once the
+record it came in takes it as perhaps forgotten, so a sweep before a rebuild's history forgets
+nothing its first record does not say. An answer can come before its request's event
 (an owner deciding at once writes that event only after the query is acknowledged, and another
 instance can write the answer first): it is held until the request comes and relayed when the
 request is read (not in a rebuild: an owner holding it may have lost the partition before its
@@ -186,13 +188,15 @@ class Partition:
         return () if held is None else held.outcomes
 
     def forget_until(self, at: datetime, held_until: datetime) -> list[Outcome]:
-        """Forget every settled request and held answer whose time has come by `at`; answers
-        held that no sweep has timed yet are kept until `held_until`. The answers forgotten,
-        whose request never came."""
-        for second in [s for s in self.forgetting if s <= at.timestamp()]:
+        """Forget every settled request and held answer whose time has come by `at`, a settled
+        request only once it is taken as perhaps forgotten already (by the record read: so a
+        sweep read before a rebuild's history forgets no more than its first record says);
+        answers held that no sweep has timed yet are kept until `held_until`. The answers
+        forgotten, whose request never came."""
+        for second in [s for s in self.forgetting
+                       if s <= min(at.timestamp(), self.forgotten_through)]:
             for request_id in self.forgetting.pop(second):
                 self.settled.pop(request_id, None)
-            self.forgotten_through = max(self.forgotten_through, second)
         forgotten: list[Outcome] = []
         for request_id, held in list(self.held.items()):
             if held.until is None:
@@ -211,12 +215,13 @@ class Partition:
         return (math.ceil(forget_at.timestamp()) <= self.forgotten_through
                 and self.get(request_id) is None)
 
-    def next_forgetting(self) -> int | None:
-        """The second the next settled requests or held answers are to be forgotten (None: none
+    def next_forgetting(self, lag: int) -> int | None:
+        """The second the next settled requests (`lag` seconds after their time: once a record
+        then takes them as perhaps forgotten) or held answers are to be forgotten (None: none
         are; 0: an answer is held that no sweep has timed yet)."""
         held = (0 if h.until is None else math.ceil(h.until.timestamp())
                 for h in self.held.values())
-        return min(itertools.chain(self.forgetting, held), default=None)
+        return min(itertools.chain((s + lag for s in self.forgetting), held), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +293,19 @@ def _forget_at(received: datetime, ctx: Context) -> datetime:
     longer than the replay window and clock skew), so no old ticket answers a new request under
     its id."""
     return max(ctx.stale_from(received), received + ctx.answer_timeout)
+
+
+def _forgettable(appended: datetime, ctx: Context) -> datetime:
+    """The latest forget time (forgotten_at) of the requests a record appended then takes as
+    perhaps forgotten: received before the history an owner taking over there would rebuild
+    begins, a clock skew's margin after."""
+    return _forget_at(ctx.remembered_from(appended, appended) + ctx.clock_skew, ctx)
+
+
+def forgetting_lag(ctx: Context) -> int:
+    """How many seconds after its forget time a settled request can be forgotten: when a
+    record appended then takes it as perhaps forgotten (_forgettable)."""
+    return math.ceil((UNTIMED - _forgettable(UNTIMED, ctx)).total_seconds())
 
 
 def near_forgetting(ctx: Context) -> timedelta:
@@ -538,8 +556,7 @@ class Decider:
         """A record of the partition read, appended then: a request received before the history
         an owner taking over there would rebuild begins (a clock skew's margin after) may have
         been decided and forgotten, whoever reads on."""
-        self.states[partition].forgotten_by(
-            _forget_at(ctx.remembered_from(appended, appended) + ctx.clock_skew, ctx))
+        self.states[partition].forgotten_by(_forgettable(appended, ctx))
 
     def handle(self, partition: int, message: DecisionEvent, now: datetime, ctx: Context,
                effects: bool = True, rebuilding: bool = False) -> list[Send]:
@@ -610,13 +627,14 @@ class Decider:
         return (request_id in states.settled or request_id in states.held
                 or not isinstance(event, Pending) or event.deadline <= latest + near)
 
-    def sweeps(self, now: datetime) -> list[Send]:
+    def sweeps(self, now: datetime, ctx: Context) -> list[Send]:
         """Sweep events for the partitions with deadlines passed or requests to forget."""
         expire: dict[int, list[str]] = {}
         for request_id in self.deadlines.due(now):
             expire.setdefault(partition_of(request_id), []).append(request_id)
+        lag = forgetting_lag(ctx)
         for partition, states in self.states.items():
-            second = states.next_forgetting()
+            second = states.next_forgetting(lag)
             swept = self._swept.get(partition)
             if second is not None and second <= now.timestamp() and (
                     swept is None or swept.timestamp() < second):

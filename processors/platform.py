@@ -269,7 +269,7 @@ class Platform:
         """Sweep events for the deadlines passed and requests to forget by the broker's time
         now (none before any of its times is read: nothing is known to be due)."""
         now = self.broker_time.now()
-        return [] if now is None else self.decider.sweeps(now)
+        return [] if now is None else self.decider.sweeps(now, self.views.ctx)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         """Deadlines and forgetting, as Sweep events in the partitions they concern, decided

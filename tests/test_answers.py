@@ -152,6 +152,7 @@ def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Con
     assert forget_at - first.deadline == timedelta(seconds=120), \
         "the id is forgotten two minutes after its ticket expired"
     for at in (first.deadline, forget_at):  # timed out (town kept its ticket), then forgotten
+        decider_.read(partition, at + timedelta(seconds=decider.forgetting_lag(ctx)), ctx)
         decider_.handle(partition, Sweep(at, ("X",)), at, ctx)
     assert decider_.states[partition].get("X") is None
 
@@ -197,6 +198,7 @@ async def test_a_request_is_judged_by_the_brokers_times_alone_whatever_the_platf
     real, = _answer(pending, "town", received + timedelta(seconds=1), 2, ctx)
     decider_.handle(partition, CODEC.decode(real.value, Outcome), ahead, ctx)
     forgotten = ctx.stale_from(received) + timedelta(seconds=1)  # its second passed
+    decider_.read(partition, forgotten + timedelta(seconds=decider.forgetting_lag(ctx)), ctx)
     decider_.handle(partition, Sweep(forgotten, ()), forgotten, ctx)
     assert decider_.states[partition].get("X") is None, "forgotten"
     behind = forgotten - timedelta(minutes=10)
@@ -268,6 +270,7 @@ def _answered_forgotten_and_answered(ctx: Context, first: Pending,
     made = decider_.handle(partition, first, T0, ctx)
     real, = _answer(first, first.provider, T0 + timedelta(seconds=1), 2, ctx)
     made += decider_.handle(partition, CODEC.decode(real.value, Outcome), T0, ctx)
+    decider_.read(partition, LATER, ctx)
     decider_.handle(partition, Sweep(LATER, ("X",)), LATER, ctx)
     assert decider_.states[partition].get("X") is None, "forgotten"
     again = decider_.handle(partition, second, LATER, ctx)

@@ -232,14 +232,19 @@ def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(
     forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
     decider_.handle(partition, Sweep(forget_at, ()), forget_at, ctx)
     assert isinstance(states.get("r-1"), RequestState), "still pending: not forgotten"
-    expiry, = decider_.sweeps(NOW + timedelta(seconds=31))
+    expiry, = decider_.sweeps(NOW + timedelta(seconds=31), ctx)
     decider_.handle(partition, CODEC.decode(expiry.value, Sweep), NOW, ctx)
     assert states.get("r-1") == _settled(TIMED_OUT)
     decider_.handle(partition, Sweep(forget_at - timedelta(seconds=1), ()), NOW, ctx)
     assert states.get("r-1") is not None, "remembered while a copy could still be fresh"
-    assert decider_.sweeps(forget_at - timedelta(seconds=1)) == []
-    sweep, = decider_.sweeps(forget_at)
-    assert sweep.partition == partition and decider_.sweeps(forget_at) == [], "sent once"
+    due = forget_at + timedelta(seconds=decider.forgetting_lag(ctx))  # a record then forgets it
+    assert decider_.sweeps(due - timedelta(seconds=1), ctx) == []
+    sweep, = decider_.sweeps(due, ctx)
+    assert sweep.partition == partition and decider_.sweeps(due, ctx) == [], "sent once"
+    decider_.read(partition, due - timedelta(seconds=1), ctx)
+    decider_.handle(partition, CODEC.decode(sweep.value, Sweep), NOW, ctx)
+    assert states.get("r-1") is not None, "its record read before a record then forgets it"
+    decider_.read(partition, due, ctx)
     decider_.handle(partition, CODEC.decode(sweep.value, Sweep), NOW, ctx)
     assert states.get("r-1") is None and states.forgetting == {}
 
@@ -257,12 +262,12 @@ def test_a_copy_of_a_request_is_fresh_only_within_the_replay_window(ctx: Context
 def test_deadlines_are_swept_by_partition(ctx: Context) -> None:
     decider_ = decider.Decider()
     decider_.deadlines.watch("r-1", NOW + timedelta(seconds=30))
-    assert decider_.sweeps(NOW) == []
-    sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
+    assert decider_.sweeps(NOW, ctx) == []
+    sweep, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
     assert sweep.partition == decider.partition_of("r-1")
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
     decider_.unsent([sweep])
-    again, = decider_.sweeps(NOW + timedelta(minutes=1))
+    again, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
     assert CODEC.decode(again.value, Sweep).expire == ("r-1",), "an unsent sweep is due again"
 
 
@@ -275,7 +280,7 @@ def test_many_deadlines_due_at_once_are_swept_in_sweeps_the_codec_takes(ctx: Con
     decider_ = decider.Decider()
     for request_id in ids:
         decider_.deadlines.watch(request_id, NOW)
-    sweeps = decider_.sweeps(NOW + timedelta(seconds=1))
+    sweeps = decider_.sweeps(NOW + timedelta(seconds=1), ctx)
     assert len(sweeps) > 1 and {s.partition for s in sweeps} == {3}
     assert all(len(s.value) <= decider.SWEEP_BYTES + 64 for s in sweeps)
     named = [i for s in sweeps for i in CODEC.decode(s.value, Sweep).expire]
@@ -290,20 +295,20 @@ def test_an_answered_request_is_not_swept_at_its_deadline(ctx: Context) -> None:
     answered: list[Pending | Outcome | Sweep] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
     rebuilt, _ = _owning(ctx, answered)
-    assert rebuilt.sweeps(NOW + timedelta(minutes=1)) == []
+    assert rebuilt.sweeps(NOW + timedelta(minutes=1), ctx) == []
     live, partition = _owning(ctx, [])
     for message in answered:
         live.handle(partition, message, NOW, ctx)
-    assert live.sweeps(NOW + timedelta(minutes=1)) == []
+    assert live.sweeps(NOW + timedelta(minutes=1), ctx) == []
     waiting, _ = _owning(ctx, [_pending(ctx)])
-    sweep, = waiting.sweeps(NOW + timedelta(minutes=1))
+    sweep, = waiting.sweeps(NOW + timedelta(minutes=1), ctx)
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",), "a pending one still is"
 
 
 def test_a_partition_given_away_is_no_longer_swept_here(ctx: Context) -> None:
     decider_, _ = _owning(ctx, [_pending(ctx)])
     decider_.keep_only(set())
-    assert decider_.sweeps(NOW + timedelta(minutes=1)) == [], "its new owner sweeps it"
+    assert decider_.sweeps(NOW + timedelta(minutes=1), ctx) == [], "its new owner sweeps it"
 
 
 def test_a_sweep_may_name_a_request_it_forgets(ctx: Context) -> None:
@@ -315,6 +320,7 @@ def test_a_sweep_may_name_a_request_it_forgets(ctx: Context) -> None:
     decider_, partition = _owning(ctx, [_pending(ctx),
                                         Outcome("r-1", "x:0:1", CODEC.encode(answer))])
     forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
+    decider_.read(partition, forget_at + timedelta(seconds=decider.forgetting_lag(ctx)), ctx)
     assert decider_.handle(partition, Sweep(forget_at, ("r-1",)), NOW, ctx) == []
     assert decider_.states[partition].get("r-1") is None, "forgotten"
 
@@ -325,7 +331,7 @@ def test_a_partition_taken_back_times_each_request_out_once(ctx: Context) -> Non
     decider_.keep_only(set())
     assert decider_.keep_only({partition}) == {partition}
     decider_.rebuild(partition, [decider.DecisionRecord(NOW, [_pending(ctx)])], ctx)
-    sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
+    sweep, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
     twice = Sweep(NOW + timedelta(minutes=1), ("r-1", "r-1"))  # as such an instance wrote
     effects = decider_.handle(partition, twice, NOW, ctx)
@@ -378,6 +384,33 @@ def test_a_request_refused_as_stale_is_not_taken_as_pending_by_a_rebuild(ctx: Co
     assert _swept(owner, partition, NOW + timedelta(minutes=5), ctx) == []
 
 
+def test_a_sweep_just_before_a_rebuilds_history_forgets_no_more_than_its_first_record_says(
+        ctx: Context) -> None:
+    """A sweep forgot requests up to its own time less 150 s, the records read after it only up
+    to their time less 180 s: a request received 155 s before the sweep, read 10 s after it, was
+    refused as stale by the owner that read the sweep and taken as pending (then timed out) by
+    one whose history began after it. A sweep forgets no more than its record's read says."""
+    partition = decider.partition_of("r-1")
+    other = next(i for i in (f"q-{n}" for n in range(500)) if decider.partition_of(i) == partition)
+    swept, late = NOW + timedelta(seconds=150), NOW + timedelta(seconds=160)
+    live, _ = _owning(ctx, [])
+    late_one = _pending(ctx, received=NOW - timedelta(seconds=5))
+    forgotten = _pending(ctx, request_id=other, received=NOW - timedelta(seconds=1),
+                         source=f"{SOURCE}1")
+    records: list[tuple[datetime, Pending | Sweep]] = [
+        (NOW, forgotten), (NOW, Sweep(NOW + timedelta(seconds=31), (other,))),
+        (swept, Sweep(swept, ()))]
+    for at, message in records:
+        live.read(partition, at, ctx)
+        live.handle(partition, message, at, ctx)
+    live.read(partition, late, ctx)
+    made = live.handle(partition, late_one, late, ctx)
+    rebuilt, _ = _owning(ctx, [])
+    rebuilt.rebuild(partition, [decider.DecisionRecord(late, [late_one])], ctx)
+    assert live.states[partition].get("r-1") == rebuilt.states[partition].get("r-1")
+    assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched by both"
+
+
 def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Context) -> None:
     """A rebuild made each event's effects and threw them away: most of its time, and a timeout
     in the history of a requester since gone from the directory stopped the take-over."""
@@ -408,7 +441,7 @@ def test_a_timeout_that_cannot_be_made_costs_only_itself(ctx: Context) -> None:
     for pending in (replace(_pending(ctx, request_id=gone_id), requester="gone"),
                     replace(_pending(ctx, request_id=odd_id), requester="odd"), _pending(ctx)):
         decider_.handle(partition, pending, NOW, ctx)
-    sweep, = decider_.sweeps(NOW + timedelta(minutes=1))
+    sweep, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
     assert set(CODEC.decode(sweep.value, Sweep).expire) == {gone_id, odd_id, "r-1"}
     made = decider_.handle(partition, Sweep(NOW + timedelta(minutes=1),
                                             (gone_id, odd_id, "r-1")), NOW, ctx)
@@ -449,7 +482,7 @@ def _answer(provider: str = "town") -> Outcome:
 
 def _swept(decider_: decider.Decider, partition: int, at: datetime, ctx: Context) -> list[Send]:
     """The sweeps the decider asks for at `at`, handled: their effects."""
-    return [made for sweep in decider_.sweeps(at)
+    return [made for sweep in decider_.sweeps(at, ctx)
             for made in decider_.handle(partition, CODEC.decode(sweep.value, Sweep), at, ctx)]
 
 
@@ -518,11 +551,11 @@ def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forg
         topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT], \
         "relayed while held"
     decider_, _ = _owning(ctx, [_answer()])
-    sweep, = decider_.sweeps(NOW)
+    sweep, = decider_.sweeps(NOW, ctx)
     assert CODEC.decode(sweep.value, Sweep) == Sweep(NOW, ()), "a sweep times the answer held"
     assert decider_.handle(partition, Sweep(NOW, ()), NOW, ctx) == []
-    assert decider_.sweeps(until - timedelta(seconds=1)) == []
-    sweep, = decider_.sweeps(until)
+    assert decider_.sweeps(until - timedelta(seconds=1), ctx) == []
+    sweep, = decider_.sweeps(until, ctx)
     refused, logged = decider_.handle(partition, CODEC.decode(sweep.value, Sweep), until, ctx)
     rejection = CODEC.decode(refused.value, Rejection)
     assert (refused.topic, logged.topic, rejection.request_id, rejection.reason) == (

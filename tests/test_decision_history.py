@@ -74,7 +74,7 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
     assert _events(history) == [pending, Sweep(stopped, ())]
     taken, partition = _taken_over(history, ctx)
     now = datetime.now(UTC)
-    sweep, = taken.sweeps(now)
+    sweep, = taken.sweeps(now, ctx)
     timeout, logged = taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx)
     assert timeout.topic == topics.inbox("nenkin") and logged.topic == topics.AUDIT
     assert CODEC.decode(timeout.value, LinkageAnswer).status == TIMED_OUT
@@ -98,7 +98,7 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     taken, partition = _taken_over(history, ctx)
     assert taken.states[partition].get("r-1") == decider.Settled(
         ANSWERED, decider.fingerprint(pending.source), pending.digest)
-    assert taken.sweeps(now) == [], "its deadline passed, but it was answered"
+    assert taken.sweeps(now, ctx) == [], "its deadline passed, but it was answered"
 
 
 async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_refused(
@@ -112,7 +112,8 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
     _made(topic)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
-    received = now - ctx.replay_window - ctx.clock_skew - timedelta(seconds=5)
+    lag = timedelta(seconds=decider.forgetting_lag(ctx))
+    received = now - lag - ctx.replay_window - ctx.clock_skew - timedelta(seconds=5)
     answered, long_before = (_pending(ctx, received=received),
                              _pending(ctx, request_id="r-0", received=now - timedelta(hours=1)))
     events = [(long_before, now - timedelta(hours=1)), (answered, received),
@@ -124,7 +125,8 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
     taken, partition = _taken_over(history, ctx)
     refused = taken.handle(partition, long_before, now, ctx)  # nothing forgotten here yet
     assert [s.topic for s in refused] == [topics.inbox("nenkin"), topics.AUDIT]
-    sweep, = taken.sweeps(now)
+    sweep, = taken.sweeps(now, ctx)
+    taken.read(partition, now, ctx)  # the sweep's record
     assert taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx) == []
     assert taken.states[partition].get("r-1") is None, "forgotten"
     refused += taken.handle(partition, answered, now, ctx)
@@ -427,7 +429,7 @@ async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_i
         decisions.land(decisions.sent(first.due()), start)  # times the answer held
         forgets = decider.forgotten_at(_pending(ctx, received=start), ctx)
     committed = decisions.read(first, 0)
-    later = forgets + timedelta(seconds=1)
+    later = forgets + timedelta(seconds=decider.forgetting_lag(ctx) + 1)
     request = _pending(ctx, source="renkei.holder.nenkin.out:0:9", received=later, digest=7)
     first_told, next_told = decisions.raced(
         first, committed, request, later, "forgetting r-1's id or its answer held")
@@ -514,7 +516,7 @@ async def test_a_request_read_near_its_forgetting_is_refused_as_stale_or_not_by_
     decisions.land([decider.to_decider("r-15", m)
                     for m in (answered, replace(_answer(), request_id="r-15"))], received)
     committed = decisions.read(first, 0)
-    later = decider.forgotten_at(answered, ctx) + timedelta(seconds=1)
+    later = decider.forgotten_at(answered, ctx) + timedelta(seconds=decider.forgetting_lag(ctx) + 1)
     first_told, next_told = decisions.raced(
         first, committed, _pending(ctx, received=received), later, "forgetting r-15")
     assert next_told == first_told, "the next owner decided as the first did"
