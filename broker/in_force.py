@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from functools import partial
+from typing import NamedTuple
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import for_code
@@ -23,7 +24,17 @@ WITHIN = 30.0  # seconds a broker is given to apply them
 AGAIN = 0.02  # seconds between two looks at a broker
 ANY = 1  # DescribeAcls's code for any resource type, pattern type, operation and permission
 
-Entry = tuple[int, str, int, str, str, int, int]
+
+class Entry(NamedTuple):
+    """An ACL entry as DescribeAcls tells it (its fields' protocol codes)."""
+
+    restype: int
+    name: str
+    pattern: int
+    principal: str
+    host: str
+    operation: int
+    permission: int
 
 
 class NotInForce(RuntimeError):
@@ -38,22 +49,28 @@ def _code(field: Enum | str | int) -> int:
 
 def entry(binding: AclBinding) -> Entry:
     """`binding` as DescribeAcls tells an entry (its fields' protocol codes)."""
-    return (_code(binding.restype), binding.name, _code(binding.resource_pattern_type),
-            binding.principal, binding.host, _code(binding.operation),
-            _code(binding.permission_type))
+    return Entry(_code(binding.restype), binding.name, _code(binding.resource_pattern_type),
+                 binding.principal, binding.host, _code(binding.operation),
+                 _code(binding.permission_type))
 
 
-async def _holds(client: AIOKafkaClient, node: int, principal: str,
-                 wanted: set[Entry], gone: set[Entry]) -> bool:
-    """Whether broker `node` enforces each of `wanted`, `principal`'s, and none of `gone`: a KRaft
+async def _enforced(client: AIOKafkaClient, node: int) -> set[Entry]:
+    """The ACL entries broker `node` enforces, every principal's, asked in one request: a KRaft
     broker answers DescribeAcls from its own authorizer."""
-    response = await client.send(node, DescribeAclsRequest(ANY, None, ANY, principal, None,
-                                                           ANY, ANY))
+    response = await client.send(node, DescribeAclsRequest(ANY, None, ANY, None, None, ANY, ANY))
     if response.error_code:
         raise for_code(response.error_code)(response.error_message)
-    held = {(kind, name, pattern, *acl)
+    return {Entry(kind, name, pattern, *acl)
             for kind, name, pattern, acls in response.resources for acl in acls}
-    return wanted <= held and not gone & held
+
+
+async def _acls_lagging(client: AIOKafkaClient, node: int, wanted: set[Entry],
+                        gone: set[Entry]) -> str | None:
+    """The principals some of whose entries broker `node` does not enforce as it is to (each of
+    `wanted`, none of `gone`), in words; None once it does."""
+    enforced = await _enforced(client, node)
+    lagging = sorted({e.principal for e in (wanted - enforced) | (gone & enforced)})
+    return f"ACLs of {', '.join(lagging)} on broker {node}" if lagging else None
 
 
 async def _logs_in(host: str, port: int, access: KafkaAccess) -> bool:
@@ -61,9 +78,18 @@ async def _logs_in(host: str, port: int, access: KafkaAccess) -> bool:
     return await login_refusal(host, port, access) is None
 
 
-async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+async def _log_in_refused(broker: BrokerMetadata, access: KafkaAccess) -> str | None:
+    """`access`'s log-in on `broker` in words while it refuses it; None once it lets it in."""
+    if await _logs_in(broker.host, broker.port, access):
+        return None
+    return f"{access.principal}'s log-in on broker {broker.nodeId}"
+
+
+async def _until(lagging: Callable[[], Awaitable[str | None]]) -> None:
+    """Return once `lagging` says nothing (it says what is not in force yet); NotInForce saying
+    what it said last after WITHIN s."""
     deadline = time.monotonic() + WITHIN
-    while not await check():
+    while (what := await lagging()) is not None:
         if time.monotonic() > deadline:
             raise NotInForce(f"{what} not in force within {WITHIN:g} s")
         await asyncio.sleep(AGAIN)
@@ -72,10 +98,9 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
 async def _let_in(brokers: Sequence[BrokerMetadata], bootstrap: str,
                   logins: Sequence[Credentials]) -> None:
     """Wait until each of `brokers` lets each of `logins` log in, LOGINS_AT_ONCE asked at once."""
-    await logins_at_once(
-        partial(_until, partial(_logs_in, broker.host, broker.port, KafkaAccess(bootstrap, creds)),
-                f"{creds.username}'s log-in on broker {broker.nodeId}")
-        for broker in brokers for creds in logins)
+    await logins_at_once(partial(_until, partial(_log_in_refused, broker,
+                                                 KafkaAccess(bootstrap, creds)))
+                         for broker in brokers for creds in logins)
 
 
 async def _in_force(admin: KafkaAccess, bindings: Sequence[AclBinding],
@@ -85,12 +110,10 @@ async def _in_force(admin: KafkaAccess, bindings: Sequence[AclBinding],
         await client.bootstrap()
         brokers = list(client.cluster.brokers())
         await _let_in(brokers, admin.bootstrap, logins)
-        for broker in brokers:
-            for principal in {b.principal for b in (*bindings, *revoked)}:
-                wanted = {entry(b) for b in bindings if b.principal == principal}
-                gone = {entry(b) for b in revoked if b.principal == principal}
-                await _until(partial(_holds, client, broker.nodeId, principal, wanted, gone),
-                             f"{principal}'s ACLs on broker {broker.nodeId}")
+        wanted, gone = set(map(entry, bindings)), set(map(entry, revoked))
+        if wanted or gone:  # each broker asked for every principal's entries at once
+            for broker in brokers:
+                await _until(partial(_acls_lagging, client, broker.nodeId, wanted, gone))
     finally:
         await client.close()
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.protocol.admin import DescribeAclsRequest
 from click.testing import CliRunner
 from confluent_kafka.admin import (
     AclBindingFilter,
@@ -402,15 +404,47 @@ def test_grants_not_in_force_in_time_are_said_in_one_line(
         broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker that never applies the ACLs the controller committed (a stand-in for one that
     lags): `broker provision` says so in one line, exit code 1, as for a request refused."""
-    async def never(*_: object) -> bool:
-        return False
+    async def never(*_: object) -> set[in_force.Entry]:
+        return set()
 
-    monkeypatch.setattr(in_force, "_holds", never)
+    monkeypatch.setattr(in_force, "_enforced", never)
     monkeypatch.setattr(in_force, "WITHIN", 0.1)
     run = CliRunner().invoke(main, ["broker", "provision"])
     assert run.exit_code == 1, run.output
-    said_in_one_line(run.output, "provisioning failed: User:")
-    assert "'s ACLs on broker 1 not in force within 0.1 s" in run.output
+    said_in_one_line(run.output, "provisioning failed: ACLs of User:")
+    assert f"User:{acls.AUDIT}, " in run.output
+    assert " on broker 1 not in force within 0.1 s" in run.output
+
+
+def test_the_wait_for_acls_asks_each_broker_once_for_every_principal(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's ACL entries are waited for in one DescribeAcls a broker for all their principals
+    (one a principal: ~21 requests a broker a look for 20 holders), in force once each wanted
+    entry is there and none revoked is: the principals lagging named."""
+    admin, tag = admin_client(), secrets.token_hex(3)
+    grants = [Grant("topic", f"renkei.test.asked-once-{tag}", ("READ", "DESCRIBE"))]
+    principals = [f"asked-once-{tag}-{n}" for n in range(3)]
+    for principal in principals[:2]:
+        provision.ensure_grants(admin, principal, grants, provision.Report())
+    held = [b for p in principals[:2] for b in provision._bindings(p, grants).values()]
+    absent = list(provision._bindings(principals[2], grants).values())
+    asked: list[tuple[int, str | None]] = []
+    send = AIOKafkaClient.send
+
+    async def counted(client: AIOKafkaClient, node: int, request: Any, *args: Any) -> Any:
+        if isinstance(request, DescribeAclsRequest):
+            asked.append((node, request._principal))
+        return await send(client, node, request, *args)
+
+    monkeypatch.setattr(AIOKafkaClient, "send", counted)
+    in_force.in_force(provision.admin_access(), held, revoked=absent)
+    assert asked == [(1, None)]
+    monkeypatch.setattr(in_force, "WITHIN", 0.1)
+    for wanted, revoked, lagging in ((held + absent, [], principals[2]),
+                                     (held[:2], held[2:], principals[1])):
+        with pytest.raises(in_force.NotInForce,
+                           match=f"^ACLs of User:{lagging} on broker 1 not in force"):
+            in_force.in_force(provision.admin_access(), wanted, revoked=revoked)
 
 
 async def test_wrong_password_is_refused(broker: Cluster, holders: list[str]) -> None:
