@@ -183,6 +183,15 @@ class Applied(NamedTuple):
     refused: str | None = None
 
 
+class Rekeying:
+    """A re-keying request's settling, awaited by the requests waiting for their records' new
+    codes: refused, its bindings move no more before REKEY_AGAIN, past REKEY_WAIT."""
+
+    def __init__(self) -> None:
+        self.settled = asyncio.Event()
+        self.refused = False
+
+
 class RekeyRefused(RuntimeError):
     """The platform refused to re-key this holder's link codes (the reason says why)."""
 
@@ -214,7 +223,7 @@ class HolderClient:
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._open: dict[str, Request] = {}  # sent from here, not yet answered
         self._making: set[str] = set()  # idempotency keys of calls with no request recorded yet
-        self._rebound = asyncio.Event()  # set (and replaced) as re-keying moves bindings
+        self._rekeying = Rekeying()  # settled (and replaced) as each re-keying request is
         self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
         self._stop = asyncio.Event()
         self.broker_time = BrokerTime()  # of the inbox's records: a query's deadline is of it
@@ -568,17 +577,20 @@ class HolderClient:
 
     async def _current_code(self, own_number: str) -> str | None:
         """The record's link code (None: not bound). Just after its unit moved to a new key
-        epoch, once its binding is re-keyed (up to REKEY_WAIT): a code of the old epoch would
-        be refused."""
+        epoch, once its binding is re-keyed (up to REKEY_WAIT, or until a re-keying is
+        refused): a code of the old epoch would be refused."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REKEY_WAIT
+        refused = False
         while (bound := self.store.binding(own_number)) is not None:
             code, epoch = bound
             left = deadline - loop.time()
-            if epoch >= self._epoch() or left <= 0:
+            if epoch >= self._epoch() or left <= 0 or refused:
                 return code
+            rekeying = self._rekeying
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rebound.wait(), left)
+                await asyncio.wait_for(rekeying.settled.wait(), left)
+            refused = rekeying.refused
         return None
 
     async def _rekey(self, epoch: int, within: float = REKEY_WITHIN) -> tuple[int, int]:
@@ -986,12 +998,22 @@ class HolderClient:
     def _finish(self, request: Request, status: str, detail: str | None,
                 fields: dict[str, str] | None = None) -> Request | None:
         done = self.store.resolve(request, status, detail, fields)
+        if done is not None and request.kind == REKEY:
+            self._rekeying_settled(refused=status != REKEYED)
         if done is not None and request.kind == LINKAGE:
             self.store.log(request.request_id, REQUESTER, request.operator, request.terminal,
                            status, counterpart=request.provider, pattern_id=request.pattern_id,
                            data_type=request.data_type, purpose=request.purpose,
                            content=None if fields is None else fields_json(fields))
         return done
+
+    def _rekeying_settled(self, refused: bool) -> None:
+        """Wake the requests waiting for their records' new codes (_current_code), a re-keying
+        request settled either way: they look again, or, it `refused`, go with the code their
+        record has (or none)."""
+        self._rekeying.refused = refused
+        self._rekeying.settled.set()
+        self._rekeying = Rekeying()
 
     def _bound(self, request: Request, answer: BindingAnswer) -> Request | None:
         found = self.store.record(request.own_number)
@@ -1039,8 +1061,6 @@ class HolderClient:
                       "the unit left: unbound with the rest once the bindings follow the move"
                       if applied.converted or applied.investigated else "")
             return self._finish(request, REJECTED, applied.refused + before, result)
-        self._rebound.set()  # the requests waiting for their records look again
-        self._rebound = asyncio.Event()
         return self._finish(request, REKEYED, f"epoch {applied.epoch}", result)
 
     def _sealed(self, query: ProviderQuery, fields: dict[str, str] | None) -> tuple[str, bytes]:

@@ -30,6 +30,7 @@ from holders.client import (
     REKEY,
     REKEY_AT_ONCE,
     REKEY_CODES,
+    REKEY_WAIT,
     REKEYED,
     SYSTEM,
     UNREADABLE,
@@ -823,6 +824,27 @@ async def test_a_move_to_another_unit_between_the_parts_of_a_rekeying_answer_sto
     assert refused is not None
     assert (refused.status, refused.detail, refused.result) == (REJECTED, MOVED_HALF, {
         "converted": str(len(stale) // 2), "investigated": "0", "epoch": "1"})
+
+
+async def test_the_requests_waiting_for_a_rekeying_refused_partway_go_once_it_is_settled(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-keying refused after half its parts (the holder moved): the requests waiting for
+    their records' new codes go at once, with the code their record has (new for one moved by
+    the parts before, old for one not moved), none waiting out REKEY_WAIT (10 s) for a
+    re-keying settled."""
+    stale = many_stale(client, 4 * REKEY_AT_ONCE)
+    request_id, answer = rekeying_of(client, stale)
+    moving_after_half(client, monkeypatch, stale)
+    waiting = [asyncio.create_task(client._current_code(f"H-{code}"))
+               for code in (stale[0], stale[-1])]
+    await asyncio.sleep(0)
+    started = asyncio.get_running_loop().time()
+    await client._handle([answer])
+    codes = await asyncio.wait_for(asyncio.gather(*waiting), REKEY_WAIT + 5)
+    waited = asyncio.get_running_loop().time() - started
+    assert status(client, request_id) == REJECTED
+    assert codes == [f"N{stale[0][1:]}", stale[-1]]
+    assert waited < 1, waited
 
 
 async def test_a_move_seen_at_the_restart_after_a_crash_between_parts_says_what_they_moved(
