@@ -27,6 +27,9 @@ from schemas.messages import CardLogin
 log = logging.getLogger(__name__)
 REALMS = {"resident": ca.JPKI, "counter": ca.OFFICERS, "oversight": ca.OFFICERS,
           "present": ca.JPKI}
+# the realms whose login a page is asked for by its address (a counter visitor's is the desk's,
+# and is offered again when refused)
+OWN_PAGE = frozenset(REALMS) - {"present"}
 HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight",
         "present": "/counter"}
 # why the portal or the registry side (registry.portal) refused a login, in the page's words:
@@ -45,7 +48,7 @@ REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
 
 async def page(request: web.Request) -> web.Response:
     realm = request.query.get("as", "resident")
-    return render(request, "login.html", realm=realm if realm in REALMS else "resident",
+    return render(request, "login.html", realm=realm if realm in OWN_PAGE else "resident",
                   refused=None)
 
 
@@ -70,9 +73,10 @@ async def card(request: web.Request) -> web.Response:
     """The reader's return: the challenge must be this session's pending one, used once."""
     session = session_of(request)
     form = await request.post()
+    asked = session.challenge  # its realm is the login to offer again if this one is refused
     pending = session.take_challenge(str(form.get("challenge", "")), request.app[SESSIONS].wall)
     if pending is None:
-        return _refused(request, "resident", "challenge")
+        return _refused(request, "resident" if asked is None else asked.realm, "challenge")
     platform = request.app[PLATFORM]
     certificate, origin = str(form.get("certificate", "")), request.app[SITE].origin
     try:

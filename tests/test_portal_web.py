@@ -337,6 +337,35 @@ async def test_a_counter_visitor_whose_card_is_revoked_is_no_longer_served(
     assert (await card_login(client, town.resident_card, "present", "/counter")).status == 403
 
 
+@pytest.mark.parametrize("refusal", ["unknown-card", "challenge"])
+async def test_a_counter_visitors_login_refused_is_tried_again_as_the_visitors(
+        client: Client, town: Town, tmp_path: Path, refusal: str) -> None:
+    """A visitor's card refused at the counter (not registered, or a challenge not the one
+    pending): the login page it showed offered a resident's login, which, tried again with the
+    visitor's card, signed the staff member out and the visitor in to My Portal at the desk,
+    their look-up logged as nobody's. It offers the visitor's login again, in the staff
+    member's session."""
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    if refusal == "unknown-card":
+        unknown = issue._new(ca.Authority.load(ca.JPKI), None, PIN, issue.RESIDENT, "resident",
+                             tmp_path / "other")
+        refused = await card_login(client, unknown, "present", "/counter")
+    else:
+        started = await client.post("/login/start", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/counter"), "realm": "present"})
+        assert started.status == 303
+        refused = await client.post("/login/card", allow_redirects=False, data={
+            "challenge": "00" * 40, "signature": "00", "certificate": ""})
+    assert refused.status == 403
+    realm = re.search(r'name="realm" value="([^"]+)"', await refused.text())
+    assert realm is not None and realm.group(1) == "present"
+    again = await card_login(client, town.resident_card, realm.group(1), "/counter")
+    assert (again.status, again.headers["Location"]) == (303, "/counter")
+    desk = await (await client.get("/counter")).text()
+    assert town.resident.name in desk and "sakura-town-staff-1" in desk
+    assert town.kafka.written == [("COUNTER_VIEWED", town.resident.id_codes[0])]
+
+
 async def test_a_new_number_not_answered_in_time_is_not_said_unchanged_and_is_asked_again(
         client: Client, town: Town) -> None:
     """The numbering authority's answer did not come in time: the number may have been changed
