@@ -154,13 +154,22 @@ def _cookie(request: web.Request, response: web.StreamResponse) -> None:
 
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every POST carries the session's CSRF token in its form."""
+    """Every POST carries the session's CSRF token in its form; one sent from a session that
+    has ended since (its token that session's) goes to the login page, which says why it
+    ended."""
     if request.method == "POST" and request.path not in CSRF_EXEMPT and is_page(request):
         form = await request.post()
         given = str(form.get("csrf", "")).encode()
         if not secrets.compare_digest(given, session_of(request).csrf.encode()):
+            if _ended(request):
+                raise web.HTTPSeeOther("/login")
             raise web.HTTPForbidden(text="CSRF token missing or wrong")
     return await handler(request)
+
+
+def _ended(request: web.Request) -> bool:
+    """Whether the request's cookie names a session that has ended (this one new in its place)."""
+    return request.cookies.get(COOKIE) not in (None, session_of(request).sid)
 
 
 @web.middleware

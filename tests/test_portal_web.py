@@ -608,6 +608,26 @@ async def test_a_login_whose_revocation_list_cannot_be_checked_says_so_not_the_c
     assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
 
 
+@pytest.mark.parametrize("path, form", [("/number", {"confirm": "yes"}), ("/logout", {})])
+async def test_a_form_sent_after_its_session_ended_goes_to_the_login_saying_so(
+        client: Client, town: Town, path: str, form: dict[str, str]) -> None:
+    """A resident idle past the session's end sends a form (a new number asked for, the log-out
+    button): the answer was a bare 403 'CSRF token missing or wrong', as for a forged form. It
+    goes to the login page, which says the session ended; nothing is done."""
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    token = await csrf_of(client, "/number")
+    store = cast(TestServer, client.server).app[SESSIONS]
+    ended = store.clock() + store.idle.total_seconds() + 1
+    store.clock = lambda: ended
+    sent = await client.post(path, allow_redirects=False, data={"csrf": token, **form})
+    assert (sent.status, sent.headers.get("Location")) == (303, "/login")
+    login = await (await client.get("/login")).text()
+    assert words("ja")["expired_session"] in html.unescape(login)
+    assert fakes_of(client).changes_asked == [] and town.kafka.written == []
+    forged = await client.post(path, allow_redirects=False, data={"csrf": "forged", **form})
+    assert forged.status == 403, "a live session's form with another token is refused as ever"
+
+
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
 async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
                                                                 path: str) -> None:
