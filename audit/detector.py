@@ -91,10 +91,49 @@ class Raised:
 
 @dataclass
 class _Volume:
-    """One requester's linkage requests per bucket (the current one and its trailing norm)."""
+    """One requester's linkage requests per bucket (the latest one and its trailing norm), and
+    how many fell in the `norm_buckets` before the latest, kept as requests come and buckets
+    pass and are pruned: the norm without adding up the trailing buckets at each request."""
 
+    norm_buckets: int
     counts: dict[int, int] = field(default_factory=dict)
+    latest: int | None = None  # the latest bucket counted
+    trailing: int = 0  # the requests in the `norm_buckets` before `latest`
     alerted: int | None = None
+
+    def count(self, bucket: int) -> tuple[int, int]:
+        """Count a request in `bucket`: the bucket's count, and the requests in the buckets of
+        its norm (added up only for a request older than the latest bucket, out of order)."""
+        if self.latest is None or bucket > self.latest:
+            self._move_to(bucket)
+        elif self.latest - self.norm_buckets <= bucket < self.latest:
+            self.trailing += 1
+        self.counts[bucket] = count = self.counts.get(bucket, 0) + 1
+        if bucket == self.latest:
+            return count, self.trailing
+        return count, self.sum_of(bucket - self.norm_buckets, bucket)
+
+    def _move_to(self, bucket: int) -> None:
+        """Make `bucket` the latest: the buckets passed since come into the norm's, the oldest
+        leave it (none counted after the latest)."""
+        latest = self.latest
+        if latest is None or bucket - self.norm_buckets > latest:
+            self.trailing = 0
+        else:
+            self.trailing += self.counts.get(latest, 0) - sum(
+                self.counts.get(b, 0) for b in range(latest - self.norm_buckets,
+                                                     bucket - self.norm_buckets))
+        self.latest = bucket
+
+    def prune(self, oldest: int) -> None:
+        """Drop the buckets before `oldest` (and their requests from the norm's)."""
+        self.counts = {b: n for b, n in self.counts.items() if b >= oldest}
+        if self.latest is not None:
+            self.trailing = self.sum_of(self.latest - self.norm_buckets, self.latest)
+
+    def sum_of(self, first: int, end: int) -> int:
+        """The requests counted in the buckets from `first` up to, not with, `end`."""
+        return sum(n for b, n in self.counts.items() if first <= b < end)
 
 
 class Detector:
@@ -159,10 +198,11 @@ class Detector:
     def _volume_of(self, event: AccessLogEvent) -> list[Alert]:
         rules, at = self.rules, event.occurred_at
         bucket = int(at.timestamp() // rules.bucket.total_seconds())
-        seen = self._volume.setdefault(event.requester, _Volume())
-        seen.counts[bucket] = count = seen.counts.get(bucket, 0) + 1
-        norm = sum(n for b, n in seen.counts.items()
-                   if bucket - rules.norm_buckets <= b < bucket) / rules.norm_buckets
+        seen = self._volume.get(event.requester)
+        if seen is None:
+            seen = self._volume[event.requester] = _Volume(rules.norm_buckets)
+        count, trailing = seen.count(bucket)
+        norm = trailing / rules.norm_buckets
         threshold = max(rules.volume_floor, rules.volume_factor * norm)
         if not self._fires(VOLUME, event, count > threshold and seen.alerted != bucket):
             return []
@@ -223,7 +263,7 @@ class Detector:
         self._pruned = now
         oldest = int((now - horizon).timestamp() // self.rules.bucket.total_seconds())
         for volume in self._volume.values():
-            volume.counts = {b: n for b, n in volume.counts.items() if b >= oldest}
+            volume.prune(oldest)
         self._volume = {r: v for r, v in self._volume.items() if v.counts}
         self._persons = {k: t for k, t in self._persons.items() if t and t[-1] > now - horizon}
         self._rejections = {k: t for k, t in self._rejections.items()

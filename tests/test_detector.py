@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from datetime import UTC, datetime, timedelta
 
 from audit.detector import (
@@ -14,6 +15,7 @@ from audit.detector import (
     Detector,
     Raised,
     Rules,
+    _Volume,
 )
 from audit.events import AccessLogEvent, event_id
 from schemas.messages import Alert
@@ -61,6 +63,22 @@ def test_volume_far_above_the_norm() -> None:
     other = Detector(rules, everyone_bound)  # a requester without a norm: the floor holds
     assert rules_of(other.observe(
         linkage(OFFICE + timedelta(seconds=s), person=PERSONS[s]) for s in range(11))) == [VOLUME]
+
+
+def test_the_volume_norm_kept_as_requests_come_is_the_sum_of_the_trailing_buckets() -> None:
+    volume, counts, rng, now = _Volume(norm_buckets=5), dict[int, int](), random.Random(5), 0
+    for _ in range(20_000):  # mostly on, some out of order, some after a pause, some pruned
+        now += rng.choice([0, 0, 0, 1, 1, 2, 4, 9, -3])
+        bucket = now - rng.choice([0, 0, 0, 0, 1, 3, 7])
+        trailing = sum(n for b, n in counts.items() if bucket - 5 <= b < bucket)
+        counts[bucket] = counts.get(bucket, 0) + 1
+        assert volume.count(bucket) == (counts[bucket], trailing)
+        if rng.random() < 0.05:  # the oldest buckets kept cut into the norm's, or not
+            oldest = now - rng.randrange(8)
+            volume.prune(oldest)
+            counts = {b: n for b, n in counts.items() if b >= oldest}
+        assert volume.latest is not None and volume.trailing == sum(
+            n for b, n in counts.items() if volume.latest - 5 <= b < volume.latest)
 
 
 def test_the_same_person_queried_again_and_again() -> None:
