@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
 ASK_AGAIN = 0.5
 HEAD_SECONDS = 10.0  # the consumer's head period unless `audit run --head-seconds` says
+DELIVERY_SECONDS = 10.0  # the longest a head's delivery holds the signing, whatever the period
 LEAST_HEAD_SECONDS = 1.0  # the least head period: the broker is given one to take each head
 UNHELD_KEPT = 100_000  # heads the store did not hold kept for the next check (~50 MB) at most
 
@@ -45,27 +46,40 @@ Verify = Callable[[Sequence[SignedHead], Committed | None], Awaitable[VerifyRepo
 
 
 class Anchor:
-    """The heads topic as the audit consumer appends to it: a head only if it signs more entries
-    than the last one appended (a restarted consumer appends its first one again: harmless)."""
+    """The heads topic (or `topic`) as the audit consumer appends to it: a head only if it signs
+    more entries than the last one appended (a restarted consumer appends its first one again:
+    harmless); a delivery holds it `delivery` seconds at most."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self._producer = producer
+    def __init__(self, producer: AIOKafkaProducer, topic: str = topics.AUDIT_HEADS,
+                 delivery: float = DELIVERY_SECONDS) -> None:
+        self._producer, self._topic, self._delivery = producer, topic, delivery
         self.size = 0
 
-    async def publish(self, signed: SignedHead, within: float) -> None:
-        """Append `signed` unless it signs no more than the last head appended; a broker that
-        has not taken it within `within` seconds is logged, and the next head anchors these
-        entries too."""
+    async def every(self, period: float, head: Callable[[], SignedHead]) -> None:
+        """Anchor `head()` every `period` seconds; one the broker has not taken within the
+        delivery bound (the period, if shorter) is followed by the next head that much later,
+        not a whole period: with an hour's period, entries are not left unanchored for two."""
+        within = min(period, self._delivery)
+        wait = period
+        while True:
+            await asyncio.sleep(wait)
+            wait = period if await self.publish(head(), within) else within
+
+    async def publish(self, signed: SignedHead, within: float) -> bool:
+        """Append `signed` unless it signs no more than the last head appended; whether the
+        entries it signs are anchored. A broker that has not taken it within `within` seconds
+        is logged, and the next head anchors these entries too."""
         if signed.head.size <= self.size:
-            return
+            return True
         try:
             await asyncio.wait_for(
-                deliver(self._producer, [send(topics.AUDIT_HEADS, None, signed)]), within)
+                deliver(self._producer, [send(self._topic, None, signed)]), within)
         except (KafkaError, TimeoutError) as exc:
             log.warning("the head of size %d is not anchored (%s): the next one will be",
                         signed.head.size, type(exc).__name__)
-            return
+            return False
         self.size = signed.head.size
+        return True
 
 
 async def anchored_heads(access: KafkaAccess) -> list[SignedHead]:

@@ -104,16 +104,11 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
             store.append_many(items, [Raised.of(alert) for alert in raised])
         return []
 
-    async def sign_heads() -> None:
-        while True:
-            await asyncio.sleep(head_seconds)
-            await anchor.publish(store.head(), head_seconds)
-
     signing: asyncio.Task[None] | None = None
     try:
         if await unless_stopped(stop, started(alerts, access)):
             store.check_commit(await noted_commit(access))
-            signing = asyncio.create_task(sign_heads())
+            signing = asyncio.create_task(anchor.every(head_seconds, store.head))
             await beside(signing, serve(  # LostEntries at a head, no batch coming: it stops
                 access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
                 instance=member_id(instance), gather_ms=GATHER_MS, producer=alerts,

@@ -4,6 +4,7 @@ kill -9, the same root from offset 0, and approvals re-checked against the patte
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import sqlite3
 import subprocess
@@ -36,6 +37,7 @@ from confluent_kafka.admin import (
 
 from audit.anchor import (
     HEAD_SECONDS,
+    Anchor,
     AnchorCheck,
     Verify,
     anchored_heads,
@@ -53,6 +55,7 @@ from audit.replay import replay as replaying
 from audit.store import AuditStore, Committed, Entry, Query, VerifyReport, default_path
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
+from broker.cluster import Cluster
 from broker.provision import admin_client
 from holders.client import HolderClient
 from portal.inbox import Inbox
@@ -60,6 +63,8 @@ from portal.records import Records
 from renkei.crashes import log_of
 from renkei.envelope import unpacked
 from renkei.groups import LATEST
+from renkei.service_loop import producer_for
+from renkei.tasks import cancelled
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import producer, renkei
@@ -374,6 +379,44 @@ async def test_the_consumer_anchors_a_head_each_head_period_it_is_given(
         head_just_anchored(platform)
     apart = (last.head.timestamp - before.head.timestamp).total_seconds()
     assert PERIOD <= apart < 2.5 * PERIOD < HEAD_SECONDS, apart
+
+
+async def test_a_head_the_broker_does_not_take_holds_the_signing_for_the_bound_and_is_followed_soon(
+        broker: Cluster) -> None:
+    """A broker that takes no head (to a topic of the test's own not made yet, which the broker
+    does not make on demand: the producer asks for it until its request timeout, 40 s): each
+    head holds the signing for the delivery bound, not the head period, and the next comes the
+    bound after it, not a period; once the topic is made, the next head is anchored there."""
+    name, admin, period = f"test.heads.{uuid.uuid4().hex[:8]}", admin_client(), 2.0
+    signer, signed_at = Signer.generate(), list[float]()
+
+    def head() -> SignedHead:
+        signed_at.append(time.monotonic())
+        return signer.sign_head(TreeHead(len(signed_at), bytes(32), datetime.now(UTC)))
+
+    async def signed() -> int:
+        return len(signed_at)
+
+    async def anchored() -> int:
+        return anchor.size
+
+    access = KafkaAccess.of(config.ADMIN)
+    sending = producer_for(access)
+    await sending.start()
+    anchor = Anchor(sending, name, delivery=0.25)
+    anchoring = asyncio.create_task(anchor.every(period, head))
+    try:
+        await reaching(signed, 3, within=period + 2.5)
+        assert anchor.size == 0
+        assert all(later - earlier < period / 2
+                   for earlier, later in itertools.pairwise(signed_at)), signed_at
+        admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+        await reaching(anchored, 1, within=10)
+    finally:
+        await cancelled(anchoring)
+        await sending.stop()
+    on_topic = [CODEC.decode(r.value or b"", SignedHead) for r in await read_topic(access, name, 0)]
+    assert anchor.size in [signed.head.size for signed in on_topic]
 
 
 async def test_a_store_cut_back_to_its_last_anchored_head_fails_verify_against_the_commit(
