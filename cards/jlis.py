@@ -11,13 +11,16 @@ shown again, so that each one is used once, a restart of the registry side's pro
 by the wall clock, and by the elapsed clock's mark of its expiry too in the boot it was issued in
 (renkei.clock), whatever the wall clock's steps (a table from before the marks is given them).
 The latest time a dropped one was kept until is kept: a challenge judged by its time (not marked
-in this boot) kept no later is refused, whatever the wall clock says then.
+in this boot) kept no later is refused, whatever the wall clock says then. With each challenge it
+keeps the login ticket told for its login, so that its question read again is told that ticket,
+good for the one change, not another.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +69,7 @@ class CardHolders:
             self._db.execute(SCHEMA)
             self._db.execute(USED)
             self._db.execute(FORGOTTEN)
-            sqlite.with_columns(self._db, "used_challenges", sqlite.MARKED)
+            sqlite.with_columns(self._db, "used_challenges", (*sqlite.MARKED, "ticket BLOB"))
 
     def close(self) -> None:
         self._db.close()
@@ -99,6 +102,25 @@ class CardHolders:
             (first,) = self._db.execute("SELECT request_id FROM used_challenges WHERE nonce = ?",
                                         (nonce,)).fetchone()
         return bool(first == request_id)
+
+    def ticket(self, nonce: bytes, made: Callable[[], bytes]) -> bytes:
+        """The login ticket of the login whose challenge this is: the one told before, if its
+        question was answered, else `made()`, kept with the challenge while it is (a question
+        read again, by a restart or whoever took the portal over, gets no second ticket)."""
+        told = self._told(nonce)
+        if told is not None:
+            return told
+        fresh = made()
+        with self._db:
+            self._db.execute("UPDATE used_challenges SET ticket = ? WHERE nonce = ? AND ticket "
+                             "IS NULL", (fresh, nonce))
+        told = self._told(nonce)
+        return fresh if told is None else told
+
+    def _told(self, nonce: bytes) -> bytes | None:
+        row = self._db.execute("SELECT ticket FROM used_challenges WHERE nonce = ?",
+                               (nonce,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def forgotten(self, until: datetime) -> bool:
         """Whether a challenge kept until then may have been used and dropped (judged by its time,

@@ -64,24 +64,26 @@ class CardLogins:
         """The card's holder: their name now, every code they have had (the current one first),
         their first, the ID codes of them all, their first code's first, and the login's
         ticket for those codes (not told after the question's deadline, nor for a login
-        refused: Declined)."""
+        refused: Declined), the one told before if its question was answered: a login's ticket
+        is good for one change, however often its question is shown."""
         if late:
             raise TooLate()
-        codes = self.cards.resident_codes(self._checked(request_id, question), self.registry)
+        login = CODEC.decode(question, CardLogin)
+        codes = self.cards.resident_codes(self._checked(request_id, login), self.registry)
         current = self.registry.by_code(codes[0]) if codes else None
         first = self.registry.first_code(codes[0]) if codes else None
         if current is None or first is None:
             raise NotFound("no resident holds that card")
         own_first = [first, *(c for c in codes if c != first)]
         ids = [c for c in self.codes.id_codes(own_first) if isinstance(c, str)]
-        return CardHolder(current.name, tuple(codes), first, tuple(ids),
-                          tickets.ticket(self.login_key, codes, self.clock(), self.clock.mark()))
+        return CardHolder(current.name, tuple(codes), first, tuple(ids), self.cards.ticket(
+            login.nonce,
+            lambda: tickets.ticket(self.login_key, codes, self.clock(), self.clock.mark())))
 
-    def _checked(self, request_id: str, question: bytes) -> str:
+    def _checked(self, request_id: str, login: CardLogin) -> str:
         """The serial of the card whose login this is, if its signature checks and its
         challenge is fresh and shown by no other question, signed for the portal's origin;
         else Declined, logged by reason."""
-        login = CODEC.decode(question, CardLogin)
         if not portal_origin(login.origin, self.origins):
             log.warning("a card login the portal showed is refused: signed for another site")
             raise Declined(ORIGIN)

@@ -55,10 +55,12 @@ def machine_clocks(monkeypatch: pytest.MonkeyPatch, boottime: bool = True) -> di
 
 def unmarked(path: Path, table: str, row: tuple[object, ...]) -> None:
     """The store at `path` as one was left before expiries were marked: `table` without the
-    mark's columns (renkei.sqlite.MARKED), holding `row`."""
+    mark's columns (renkei.sqlite.MARKED) nor any after them, holding `row`."""
     old = sqlite3.connect(path)
-    for column in sqlite.MARKED:
-        old.execute(f"ALTER TABLE {table} DROP COLUMN {column.split()[0]}")
+    columns = [name for (_, name, *_) in old.execute(f"PRAGMA table_info({table})")]
+    first = columns.index(sqlite.MARKED[0].split()[0])
+    for column in columns[first:]:
+        old.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     old.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(row))})", row)
     old.commit()
     old.close()

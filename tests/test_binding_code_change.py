@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.heads import Signer
 from authority import lookups
+from authority import portal as authority_portal
 from authority.service import NumberingAuthority
 from authority.store import AuthorityStore
 from broker import acls, topics
@@ -29,6 +31,7 @@ from processors.context import Context
 from processors.keys import MasterKeys
 from registry import portal as registry_portal
 from registry import store as registry_store
+from registry import tickets
 from registry.portal import CHALLENGE, FRESH, CardLogins
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
@@ -43,6 +46,7 @@ from schemas.messages import (
     BY_ATTRIBUTES,
     FOUND,
     BindingAnswer,
+    ChangeOfNumber,
     NumberLookup,
     PersonalNumber,
     RegistryAnswer,
@@ -357,4 +361,27 @@ def test_a_used_challenge_is_refused_after_a_reboot_with_the_clock_set_back(
         _refused_its_challenge(rebooted, "q-3", replayed)
         after = CODEC.encode(signed(card, hands.wall, mark=hands.mark()))
         assert rebooted.card_holder("q-4", after, False).resident_codes == (code,)
+        cards.close()
+
+
+def test_a_login_shown_again_under_its_question_gets_its_ticket_good_for_one_change(
+        town: Town, tmp_path: Path) -> None:
+    """A taken-over portal shows a resident's card login again under its question's id (as a
+    restart of the registry side reads it again), once for each change it wants: it is told the
+    ticket it was told, so that the login changes the resident's number once, not once a
+    showing."""
+    code = _unchanged(town)
+    with state_folder(tmp_path / "state"):
+        card, cards = _recorded_card(tmp_path, code)
+        logins = _logins(town, cards, Hands(datetime.now(UTC)))
+        login = CODEC.encode(signed(card))
+        first, again = (logins.card_holder("q-1", login, False).ticket for _ in range(2))
+        new_number = partial(authority_portal.new_number, town.authority,
+                             logins.login_key.public_key)
+        changed = new_number("c-1", CODEC.encode(ChangeOfNumber(code, "漏えい", "c-1", first)),
+                             False)
+        with pytest.raises(Declined) as declined:
+            new_number("c-2", CODEC.encode(ChangeOfNumber(code, "漏えい", "c-2", again)), False)
+        assert declined.value.reason == tickets.USED
+        assert town.authority.number_of(code) == changed.personal_number
         cards.close()
