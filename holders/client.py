@@ -229,6 +229,9 @@ class HolderClient:
         self.broker_time = BrokerTime()  # of the inbox's records: a query's deadline is of it
         self._inbox: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
+        # requests opened in this turn of the event loop, to be recorded at its end
+        self._opening: list[tuple[Callable[[], Request], Send,
+                                  asyncio.Future[asyncio.Task[None]]]] = []
         self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
         self._epochs: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
@@ -455,10 +458,11 @@ class HolderClient:
         outgoing = self._outgoing(request_id, BindingRequest(
             request_id, datetime.now(UTC), BY_PERSONAL_NUMBER if by_number else BY_ATTRIBUTES,
             sealed))
-        self._opened(self.store.open_request(request_id, BINDING, own_number, operator, terminal,
-                                             outgoing=(outgoing.key, outgoing.value),
-                                             keyed=keyed))
-        await self._send(request_id, outgoing)
+        with self._making_under(keyed):
+            recorded = await self._recorded(partial(
+                self.store.open_request, request_id, BINDING, own_number, operator, terminal,
+                outgoing=(outgoing.key, outgoing.value), keyed=keyed), outgoing)
+        await self._sent_within(request_id, recorded)
         return request_id
 
     async def request(self, own_number: str, pattern_id: str, provider: str, data_type: str,
@@ -476,11 +480,11 @@ class HolderClient:
                 raise NotBound(f"record {own_number!r} is not bound to a link code")
             outgoing = self._outgoing(link_code, LinkageRequest(
                 request_id, datetime.now(UTC), link_code, pattern_id, provider, data_type))
-            self._opened(self.store.open_request(
-                request_id, LINKAGE, own_number, operator, terminal, pattern_id=pattern_id,
-                provider=provider, data_type=data_type, purpose=purpose,
-                outgoing=(outgoing.key, outgoing.value), keyed=keyed))
-        await self._send(request_id, outgoing)
+            recorded = await self._recorded(partial(
+                self.store.open_request, request_id, LINKAGE, own_number, operator, terminal,
+                pattern_id=pattern_id, provider=provider, data_type=data_type, purpose=purpose,
+                outgoing=(outgoing.key, outgoing.value), keyed=keyed), outgoing)
+        await self._sent_within(request_id, recorded)
         return request_id
 
     # re-keying: the unit moved to a new key epoch
@@ -663,9 +667,9 @@ class HolderClient:
         request_id = new_request_id()
         outgoing = self._outgoing(request_id, RekeyRequest(request_id, datetime.now(UTC), epoch,
                                                            tuple(link_codes)))
-        self._opened(self.store.open_request(request_id, REKEY, "", SYSTEM, self.terminal,
-                                             outgoing=(outgoing.key, outgoing.value)))
-        await self._send(request_id, outgoing)
+        await self._sent_within(request_id, await self._recorded(partial(
+            self.store.open_request, request_id, REKEY, "", SYSTEM, self.terminal,
+            outgoing=(outgoing.key, outgoing.value)), outgoing))
         return request_id
 
     def _opened(self, request: Request) -> None:
@@ -683,10 +687,45 @@ class HolderClient:
     def _outgoing(self, key: str, message: object) -> Send:
         return send(topics.outbox(self.holder), key, message)
 
-    async def _send(self, request_id: str, outgoing: Send) -> None:
-        """Send a request recorded and kept; wait up to SEND_WAIT for the broker to take it,
-        else raise NotSentYet (it goes on being sent, and is kept until the broker has it)."""
-        sending = self._sending_task(request_id, outgoing)
+    def _recorded(self, opening: Callable[[], Request],
+                  outgoing: Send) -> asyncio.Future[asyncio.Task[None]]:
+        """The sending of a request once `opening` has recorded it, with the others opened in
+        this turn of the event loop (_record_opened: one commit for them all, ~20 µs)."""
+        recorded: asyncio.Future[asyncio.Task[None]] = \
+            asyncio.get_running_loop().create_future()
+        if not self._opening:
+            asyncio.get_running_loop().call_soon(self._record_opened)
+        self._opening.append((opening, outgoing, recorded))
+        return recorded
+
+    def _record_opened(self) -> None:
+        """The requests opened in the turn before recorded in one transaction (each durable
+        before it is sent), each one's sending begun once it is committed; one whose caller gave
+        up meanwhile is not recorded, one whose idempotency key is in use alone not (its
+        savepoint), and any other failure records none, each caller told of it."""
+        opening, self._opening = [o for o in self._opening if not o[2].done()], []
+        made: list[Request | KeyInUse] = []
+        try:
+            with self.store.transaction():
+                for open_one, _, _ in opening:
+                    try:
+                        made.append(open_one())
+                    except KeyInUse as exc:
+                        made.append(exc)
+        except Exception as exc:
+            for _, _, recorded in opening:
+                recorded.set_exception(exc)
+            return
+        for (_, outgoing, recorded), request in zip(opening, made, strict=True):
+            if isinstance(request, KeyInUse):
+                recorded.set_exception(request)
+            else:
+                self._opened(request)
+                recorded.set_result(self._sending_task(request.request_id, outgoing))
+
+    async def _sent_within(self, request_id: str, sending: asyncio.Task[None]) -> None:
+        """Wait up to SEND_WAIT for the broker to take a request recorded, else raise NotSentYet
+        (it goes on being sent, and is kept until the broker has it)."""
         if not (await asyncio.wait({sending}, timeout=SEND_WAIT))[0]:
             raise NotSentYet(request_id)
         sending.result()

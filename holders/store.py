@@ -21,7 +21,7 @@ import uuid6
 from audit.store import RETENTION_YEARS, years_before
 from processors.context import ANSWER_TIMEOUT, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
-from renkei.sqlite import connected, missing_columns, with_columns, writing
+from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
 from renkei.state import private_dir
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
 
@@ -661,9 +661,10 @@ class HolderStore:
                        operator, terminal, SENT, None, None)
 
     def _open_keyed(self, row: tuple[object, ...], keyed: Keyed) -> None:
-        """Record a request and its idempotency key, both or neither."""
+        """Record a request and its idempotency key, both or neither (a savepoint: inside a
+        transaction, that of the requests recorded with it goes on)."""
         try:
-            with writing(self.db):
+            with savepoint(self.db, "keyed"):
                 self.db.execute(_OPEN, row)
                 self.db.execute("INSERT INTO request_keys VALUES (?, ?, ?)",
                                 (keyed.key, row[0], keyed.fingerprint))

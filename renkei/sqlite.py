@@ -87,6 +87,20 @@ def writing(db: sqlite3.Connection, *, deferred: bool = False) -> Iterator[None]
     db.execute("COMMIT")
 
 
+@contextmanager
+def savepoint(db: sqlite3.Connection, name: str) -> Iterator[None]:
+    """What is done in the block, all or nothing (a savepoint): inside a transaction, rolled
+    back alone on any error, the transaction going on; outside one, its own transaction."""
+    db.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        db.execute(f"ROLLBACK TO {name}")
+        db.execute(f"RELEASE {name}")
+        raise
+    db.execute(f"RELEASE {name}")
+
+
 def with_columns(db: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
     """Give a table from before them these columns ("name TYPE", nullable or with a default), in
     one write transaction (those another process added meanwhile left as they are)."""

@@ -345,6 +345,22 @@ def _made_before(tmp_path: Path, *statements: str) -> HolderStore:
     return HolderStore(path)
 
 
+def test_a_request_under_a_key_in_use_leaves_the_others_recorded_with_it(tmp_path: Path) -> None:
+    """Requests recorded in one transaction (opened in one turn of the client's loop): one whose
+    idempotency key is in use records neither it nor its key, and the others are recorded."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.open_request("r-1", "LINKAGE", "H-1", "op", "t", keyed=Keyed("k-1", "asked"))
+    with store.transaction():
+        store.open_request("r-2", "LINKAGE", "H-1", "op", "t")
+        with pytest.raises(KeyInUse):
+            store.open_request("r-3", "LINKAGE", "H-1", "op", "t", keyed=Keyed("k-1", "asked"))
+        store.open_request("r-4", "LINKAGE", "H-1", "op", "t", keyed=Keyed("k-4", "asked"))
+    assert [store.request(r) is not None for r in ("r-2", "r-3", "r-4")] == [True, False, True]
+    assert (store.made("k-1"), store.made("k-4")) == (Made("r-1", "asked", False),
+                                                      Made("r-4", "asked", False))
+    store.close()
+
+
 def test_a_request_is_kept_with_its_idempotency_key_across_a_restart(tmp_path: Path) -> None:
     """The key is stored with its request: after a crash and a restart it still finds it; a
     second request under the same key records nothing."""

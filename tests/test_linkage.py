@@ -19,7 +19,7 @@ from processors import decider, directory, keys, linkage, platform
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
 from processors.linkage import FromHolder
-from renkei import groups
+from renkei import groups, sqlite
 from renkei.envelope import Incoming, unpacked
 from renkei.scenario import staff as staff_of
 from renkei.service_loop import deliver
@@ -171,6 +171,38 @@ async def test_requests_kept_at_hand_are_bounded_and_the_store_answers_for_the_r
         assert (logged.operator, logged.purpose, logged.counterpart) == (
             staff_of("nenkin")[0], "審査", "sakura-town")
     assert not set(sent) & set(nenkin._open)
+
+
+async def test_requests_made_in_one_turn_share_a_commit_each_in_the_store_before_it_is_sent(
+        clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests made in one turn of the event loop are recorded in one transaction of the store,
+    each committed (read by another connection) before the broker is handed it."""
+    nenkin = clients["nenkin"]
+    other = sqlite.read_only(nenkin.store.db.execute("PRAGMA database_list").fetchone()[2])
+    in_store_when_handed: list[bool] = []
+    send = nenkin._producer.send
+
+    async def handed(topic: str, value: bytes, **rest: Any) -> Any:
+        in_store_when_handed.append(other.execute(
+            "SELECT EXISTS (SELECT 1 FROM requests WHERE outgoing = ?)", (value,)).fetchone()[0])
+        return await send(topic, value, **rest)
+
+    statements: list[str] = []
+    monkeypatch.setattr(nenkin._producer, "send", handed)
+    nenkin.store.db.set_trace_callback(statements.append)
+    try:
+        sent = await asyncio.gather(*(ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+                                      for own in bound(nenkin)[5:10]))
+    finally:
+        nenkin.store.db.set_trace_callback(None)
+        other.close()
+    assert in_store_when_handed == [True] * 5
+    opened = [at for at, sql in enumerate(statements) if sql.startswith("INSERT INTO requests")]
+    assert len(opened) == 5
+    assert statements[opened[0] - 1] == "BEGIN IMMEDIATE"
+    assert "COMMIT" not in statements[opened[0]:opened[-1]]
+    for request_id in sent:
+        assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
 
 
 async def test_the_owner_of_a_decision_partition_decides_at_once_and_still_records_it(
