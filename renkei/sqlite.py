@@ -77,14 +77,20 @@ def closed_if_failing(db: sqlite3.Connection) -> Iterator[None]:
 def writing(db: sqlite3.Connection, *, deferred: bool = False) -> Iterator[None]:
     """One write transaction (BEGIN IMMEDIATE): committed at the end, rolled back on any error;
     deferred, it reads one snapshot of the store and takes its write lock only once it writes to
-    it (writing a TEMP table alone takes none)."""
+    it (writing a TEMP table alone takes none). A COMMIT that fails rolls back too, so the
+    connection is left in no transaction (the next BEGIN would fail)."""
     db.execute("BEGIN DEFERRED" if deferred else "BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error:  # still open (a deferred constraint, a busy commit): none of it kept
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 @contextmanager
