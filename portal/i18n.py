@@ -121,7 +121,7 @@ WORDS: dict[str, tuple[str, str]] = {
                          "too large: ask for fewer entries"),
     "unsent_not_sealed": ("監視機関宛てに封印できませんでした",
                           "could not seal to the oversight body"),
-    "unsent_not_sealed_portal": ("マイナポータル宛てに封印できませんでした",
+    "unsent_not_sealed_portal": ("マイポータル宛てに封印できませんでした",
                                  "could not seal to My Portal"),
     "side": ("立場", "Side"),
     "content": ("⑪内容", "⑪ Content"),

@@ -32,7 +32,7 @@ from cards.login import Verifier, message
 from portal import app as portal_app
 from portal.cli import SERVING
 from portal.context import PLATFORM, Platform
-from portal.i18n import words
+from portal.i18n import WORDS, words
 from portal.inbox import Asked, Inbox
 from portal.kafka import Shown, holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, History, Records
@@ -993,3 +993,12 @@ async def test_a_long_history_read_by_several_pages_at_once_is_shown_to_each(
     alone = await (await client.get("/history")).text()
     pages = await asyncio.gather(*(client.get("/history") for _ in range(32)))
     assert [(page.status, await page.text() == alone) for page in pages] == [(200, True)] * 32
+
+
+def test_the_pages_call_the_site_by_its_own_name() -> None:
+    """A resident's application whose answer could not be sealed to the portal said マイナポータル
+    (the government's portal) where the site calls itself マイポータル: every page's words
+    name the site as it names itself."""
+    ja, en = WORDS["site"]
+    for said_ja, said_en in WORDS.values():
+        assert "ポータル" not in said_ja.replace(ja, "") and "Portal" not in said_en.replace(en, "")
