@@ -79,7 +79,7 @@ def _rendering(request: web.Request, template: str, context: dict[str, Any]
     return partial(TEMPLATES.get_template(template).render,
                    w=words(session.lang), said=said(session.lang), lang=session.lang,
                    session=session, csrf=session.csrf, notice=notice, path=request.path,
-                   name=request.app[PLATFORM].kafka.holder_name, **context)
+                   here=request.path_qs, name=request.app[PLATFORM].kafka.holder_name, **context)
 
 
 def no_holder(request: web.Request) -> web.Response:

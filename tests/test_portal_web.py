@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import pytest_asyncio
@@ -1002,3 +1002,20 @@ def test_the_pages_call_the_site_by_its_own_name() -> None:
     ja, en = WORDS["site"]
     for said_ja, said_en in WORDS.values():
         assert "ポータル" not in said_ja.replace(ja, "") and "Portal" not in said_en.replace(en, "")
+
+
+async def test_switching_language_keeps_the_pages_filter_and_cursor(client: Client,
+                                                                     town: Town) -> None:
+    """The language link went back to the page's path alone, its filter and cursor dropped (a
+    resident looking at one holder's entries, an officer a page of a search, saw them all
+    again): it goes back to the page as asked for (a page of the site alone, as ever:
+    test_switching_language_goes_back_only_to_a_page_of_the_site)."""
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    page = f"/history?{urlencode({'holder': HOLDERS[0], 'since': '2020-01-01', 'after': '9:1'})}"
+    shown = await client.get(page)
+    link = re.search(r'href="([^"]+)"[^>]* id="lang"', await shown.text())
+    assert shown.status == 200 and link
+    switched = await client.get(html.unescape(link.group(1)), allow_redirects=False)
+    back = urlsplit(switched.headers["Location"])
+    assert (switched.status, back.path, parse_qs(back.query)) == (
+        303, "/history", {"holder": [HOLDERS[0]], "since": ["2020-01-01"], "after": ["9:1"]})
