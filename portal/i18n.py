@@ -258,6 +258,10 @@ WORDS: dict[str, tuple[str, str]] = {
                   "請求は送っていません。",
                   "No holder to ask: the entries name only services of the platform. Nothing "
                   "was requested."),
+    "too_many_chosen": ("一度に照会できるのは検索結果の1ページ分の記録までです。"
+                        "請求は送っていません。",
+                        "At most one page of search results can be asked about at a time. "
+                        "Nothing was requested."),
     "history_unavailable": ("アクセス記録を今は表示できません。しばらくしてから"
                             "もう一度お試しください。",
                             "The access history cannot be shown right now. Please try again "

@@ -9,6 +9,7 @@ from audit.events import ID_CODE, PORTAL_KIND
 from audit.store import Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
+from portal.records import SEARCH_PAGE
 from portal.web import day, no_holder, officer_of, render
 from renkei.holder_logs import each_own
 
@@ -45,12 +46,16 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
     """Ask the holders of the chosen requests (requester and provider) for their side, each
     only of those it took part in (each_own): each chosen by its entry's serial, its request id
     and holders read from the audit log; those of the portal's own actions (no exchange between
-    holders) left out, the next page saying how many."""
+    holders) left out, the next page saying how many. At most a search page's entries (the most
+    the form offers) are read, more refused (400)."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     form = await request.post()
+    values = form.getall("chosen", [])
+    if len(values) > SEARCH_PAGE:
+        return render(request, "error.html", status=400, message="too_many_chosen")
     try:
-        serials = [int(str(v)) for v in form.getall("chosen", [])]
+        serials = [int(str(v)) for v in values]
     except ValueError:
         raise web.HTTPBadRequest(text="bad choice") from None
     found = await platform.records.events(serials)

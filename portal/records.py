@@ -32,6 +32,7 @@ from renkei.tasks import OneThread, retrieved
 
 HEADS_SHOWN = 50
 HISTORY_PAGE = 50  # the entries a page of a resident's history shows
+SEARCH_PAGE = 50  # the entries a page of the oversight body's search shows
 READERS = 4  # the store's connections the pages read on side by side
 CACHE_MIB = 64  # the SQLite page cache of the portal's connections to the store, together
 CONNECTION_CACHE_KIB = CACHE_MIB * 1024 // (READERS + 1)  # each one's: READERS and the check's
@@ -280,7 +281,8 @@ class Records:
         return [c for c in (_check(id_codes, trusted, e, covered) for e in proved.entries)
                 if c is not None]
 
-    async def search(self, where: Query, after: str | None, limit: int = 50) -> Page:
+    async def search(self, where: Query, after: str | None, limit: int = SEARCH_PAGE
+                     ) -> Page:
         return await self._store.run(lambda store: store.query(where, limit=limit, after=after))
 
     async def against(self, anchored: Sequence[SignedHead],

@@ -35,7 +35,7 @@ from portal.context import PLATFORM, Platform
 from portal.i18n import WORDS, words
 from portal.inbox import Asked, Inbox
 from portal.kafka import Shown, holders_to_ask
-from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, History, Records
+from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, SEARCH_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
 from portal.web import SESSIONS, Site
@@ -1019,3 +1019,24 @@ async def test_switching_language_keeps_the_pages_filter_and_cursor(client: Clie
     back = urlsplit(switched.headers["Location"])
     assert (switched.status, back.path, parse_qs(back.query)) == (
         303, "/history", {"holder": [HOLDERS[0]], "since": ["2020-01-01"], "after": ["9:1"]})
+
+
+async def test_the_holder_logs_asked_for_at_once_are_a_search_page_at_most(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """The holder-logs form took any number of chosen entries, each read from the audit store
+    on the request's way: more than a search page's (the most the form offers) are refused with
+    the page's words, nothing asked; a page's are asked about as ever."""
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    csrf = await csrf_of(client, "/oversight")
+
+    async def ask(count: int) -> ClientResponse:
+        return await client.post("/oversight/holder-logs", allow_redirects=False, data=[
+            ("csrf", csrf), *(("chosen", "0") for _ in range(count))])
+
+    refused = await ask(SEARCH_PAGE + 1)
+    assert refused.status == 400
+    assert words("ja")["too_many_chosen"] in html.unescape(await refused.text())
+    assert town.kafka.oversight.asked == [], "nothing asked"
+    assert (await ask(SEARCH_PAGE)).status == 303
+    assert town.kafka.oversight.asked == [(["city-a", "pension"], ["req-0007"])]
