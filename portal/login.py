@@ -19,8 +19,8 @@ from cards import ca
 from cards.login import FORGED_MARK, FROM_THE_FUTURE, REVOKED, UNCHECKABLE, Refused, challenge
 from portal.context import PLATFORM
 from portal.services import Unanswered
-from portal.sessions import Challenge, Officer
-from portal.web import SESSION, SESSIONS, SITE, render, session_of
+from portal.sessions import Challenge, Officer, Signed
+from portal.web import READER_RETURN, SESSION, SESSIONS, SITE, render, session_of
 from renkei.questions import NO_REPLY_KEY
 from schemas.messages import CardLogin
 
@@ -30,6 +30,7 @@ REALMS = {"resident": ca.JPKI, "counter": ca.OFFICERS, "oversight": ca.OFFICERS,
 # the realms whose login a page is asked for by its address (a counter visitor's is the desk's,
 # and is offered again when refused)
 OWN_PAGE = frozenset(REALMS) - {"present"}
+SIGNED = "/login/signed"  # where the reader's return sends the login's browser on to
 HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight",
         "present": "/counter"}
 # why the portal or the registry side (registry.portal) refused a login, in the page's words:
@@ -62,25 +63,37 @@ async def start(request: web.Request) -> web.Response:
     wall = request.app[SESSIONS].wall
     at, mark = wall(), wall.mark()
     nonce = challenge(at, mark)  # signed with its time and mark: the registry side refuses it stale
-    session.challenge = Challenge(nonce, realm, at, mark)
+    request.app[SESSIONS].challenge(session, Challenge(nonce, realm, at, mark))
     site = request.app[SITE]
     query = urlencode({"origin": site.origin, "authority": REALMS[realm],
-                       "challenge": nonce.hex(), "return": f"{site.origin}/login/card"})
+                       "challenge": nonce.hex(), "return": f"{site.origin}{READER_RETURN}"})
     raise web.HTTPSeeOther(f"{site.reader}/sign?{query}")
 
 
-async def card(request: web.Request) -> web.Response:
-    """The reader's return: the challenge must be this session's pending one, used once."""
-    session = session_of(request)
+async def returned(request: web.Request) -> web.Response:
+    """The reader's return, posted from the reader's own site (no session's cookie comes with
+    it): what it returned kept with the challenge it names, the browser sent on to `card`."""
     form = await request.post()
+    nonce = str(form.get("challenge", ""))
+    request.app[SESSIONS].sign(nonce, Signed(str(form.get("certificate", "")),
+                                             str(form.get("signature", ""))))
+    raise web.HTTPSeeOther(f"{SIGNED}?{urlencode({'challenge': nonce})}")
+
+
+async def card(request: web.Request) -> web.Response:
+    """The login's browser come back from the reader (a top-level GET: its session's cookie
+    comes with it): the challenge must be this session's pending one, returned, used once; a
+    login started in another session completes in none but that one."""
+    session = session_of(request)
     asked = session.challenge  # its realm is the login to offer again if this one is refused
-    pending = session.take_challenge(str(form.get("challenge", "")), request.app[SESSIONS].wall)
-    if pending is None:
+    pending = session.take_challenge(request.query.get("challenge", ""),
+                                     request.app[SESSIONS].wall)
+    if pending is None or pending.signed is None:
         return _refused(request, "resident" if asked is None else asked.realm, "challenge")
     platform = request.app[PLATFORM]
-    certificate, origin = str(form.get("certificate", "")), request.app[SITE].origin
+    certificate, origin = pending.signed.certificate, request.app[SITE].origin
     try:
-        signature = bytes.fromhex(str(form.get("signature", "")))
+        signature = bytes.fromhex(pending.signed.signature)
         verified = platform.verifier.verify(REALMS[pending.realm], certificate.encode(), origin,
                                             pending.nonce, signature)
     except ValueError:

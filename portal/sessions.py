@@ -9,7 +9,9 @@ with the visitor's card (the web layer checks both, and says which). A card chal
 until CHALLENGE_SECONDS have elapsed since it was issued (renkei.clock: exactly, by the elapsed
 clock's mark of its issue, on this machine since its boot; else its time's timeline), whatever the
 wall clock's steps, and never if read ahead of its clock (Clock.judged, as the registry side
-judges it).
+judges it). The card reader's return, posted from its own site, comes without the session's
+cookie (SameSite=Lax): it is kept with the challenge it names, and the login's own browser,
+sent on to the portal's page by a top-level GET that carries the cookie, takes it.
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
 anonymous one goes (a signed-in one only when none is left).
@@ -20,7 +22,7 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from renkei.clock import Age, Clock, Mark, elapsed_seconds
@@ -62,13 +64,24 @@ class Officer:
 
 
 @dataclass(frozen=True)
+class Signed:
+    """What the card reader returned for a challenge: the card's certificate (PEM) and its
+    signature (hex), as posted, checked when the login's own browser comes for them."""
+
+    certificate: str
+    signature: str
+
+
+@dataclass(frozen=True)
 class Challenge:
-    """A card login under way: the nonce sent to the card, and what the login is for."""
+    """A card login under way: the nonce sent to the card, what the login is for, and what the
+    reader returned for it, once it has."""
 
     nonce: bytes
     realm: str
     at: datetime
     mark: Mark | None = None  # the elapsed clock's, at `at`
+    signed: Signed | None = None
 
 
 @dataclass
@@ -116,6 +129,8 @@ class Sessions:
     most: int = MOST
     _anonymous: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)
+    # the pending challenges' nonces, oldest first: the session each is for, and when it began
+    _challenged: OrderedDict[bytes, tuple[str, float]] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
         return len(self._anonymous) + len(self._signed_in)
@@ -160,6 +175,31 @@ class Sessions:
         for table in (self._anonymous, self._signed_in):
             while table and self._expired(next(iter(table.values())), now):
                 table.popitem(last=False)
+
+    def challenge(self, session: Session, pending: Challenge) -> None:
+        """Make `pending` the session's card challenge, to be found by its nonce when the reader
+        returns (those older than CHALLENGE, and past `most` the oldest, forgotten)."""
+        now = self.clock()
+        while self._challenged and (
+                len(self._challenged) >= self.most
+                or now - next(iter(self._challenged.values()))[1] >= CHALLENGE_SECONDS):
+            self._challenged.popitem(last=False)
+        session.challenge = pending
+        self._challenged[pending.nonce] = (session.sid, now)
+
+    def sign(self, nonce_hex: str, signed: Signed) -> None:
+        """Keep what the reader returned with the challenge it was for, in the session pending
+        it, once: the reader's return comes without the session's cookie (another site's page
+        posts it), and only that session's own request takes it (Session.take_challenge)."""
+        try:
+            nonce = bytes.fromhex(nonce_hex)
+        except ValueError:
+            return
+        sid, _ = self._challenged.pop(nonce, ("", 0.0))
+        session = self._anonymous.get(sid) or self._signed_in.get(sid)
+        if session is not None and session.challenge is not None and (
+                session.challenge.nonce == nonce):
+            session.challenge = replace(session.challenge, signed=signed)
 
     def renew(self, session: Session) -> Session:
         """A fresh id and CSRF token for a session whose privilege changes (login)."""

@@ -26,7 +26,9 @@ from portal.sessions import Officer, Resident, Session, Sessions
 
 COOKIE = "renkei_session"
 JST = timezone(timedelta(hours=9), "JST")
-CSRF_EXEMPT = frozenset({"/login/card"})  # posted by the card reader; the challenge guards it
+# posted by the card reader from its own site: no session's cookie comes with it (SameSite=Lax),
+# none is made or set (the challenge it names finds the login's session: portal.login.returned)
+READER_RETURN = "/login/card"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TEMPLATES = jinja2.Environment(
@@ -93,10 +95,10 @@ def _page(text: str, status: int = 200) -> web.Response:
 
 def is_page(request: web.Request) -> bool:
     """Whether the request is for one of the portal's pages: not a static file, not a path
-    that has no page (neither needs a session, nor makes one)."""
+    that has no page, not the card reader's return (none needs a session, nor makes one)."""
     match = request.match_info
-    return match.http_exception is None and not isinstance(match.route.resource,
-                                                           web.StaticResource)
+    return (match.http_exception is None and request.path != READER_RETURN
+            and not isinstance(match.route.resource, web.StaticResource))
 
 
 @web.middleware
@@ -157,7 +159,7 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form; one sent from a session that
     has ended since (its token that session's) goes to the login page, which says why it
     ended."""
-    if request.method == "POST" and request.path not in CSRF_EXEMPT and is_page(request):
+    if request.method == "POST" and is_page(request):
         form = await request.post()
         given = str(form.get("csrf", "")).encode()
         if not secrets.compare_digest(given, session_of(request).csrf.encode()):

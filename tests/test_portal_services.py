@@ -452,9 +452,12 @@ async def _signed_at_reader(http: aiohttp.ClientSession, url: str, card: Card, r
 
 async def card_login(http: aiohttp.ClientSession, url: str, card: Card, realm: str = "resident",
                      page: str = "/login") -> str:
-    """Log in with the card as its holder would; where to."""
+    """Log in with the card as its holder would (the reader's return, then the page it sends the
+    browser on to); where to."""
     async with http.post(f"{url}/login/card", allow_redirects=False,
-                         data=await _signed_at_reader(http, url, card, realm, page)) as done:
+                         data=await _signed_at_reader(http, url, card, realm, page)) as returned:
+        assert returned.status == 303, await returned.text()
+    async with http.get(f"{url}{returned.headers['Location']}", allow_redirects=False) as done:
         assert done.status == 303, await done.text()
         return done.headers["Location"]
 
@@ -549,7 +552,7 @@ async def test_a_login_the_registry_side_refuses_gets_the_refusal_page(
         await kafka.registry.ask(CardLogin(posted["certificate"], url,
                                            bytes.fromhex(posted["challenge"]),
                                            bytes.fromhex(posted["signature"])))
-        async with http.post(f"{url}/login/card", allow_redirects=False, data=posted) as done:
+        async with http.post(f"{url}/login/card", data=posted) as done:
             assert done.status == 403
             assert words("ja")["refused_challenge"] in await done.text()
         async with http.get(f"{url}/history", allow_redirects=False) as history:
@@ -567,7 +570,7 @@ async def test_a_login_from_a_portal_whose_clock_is_ahead_is_said_to_be_the_cloc
     portals = Hands(datetime.now(UTC) + timedelta(minutes=10), boot="the portal's boot")
     async with _portal_in_process(tmp_path, Sessions(wall=portals.clock())) as (url, http):
         posted = await _signed_at_reader(http, url, card, "resident", "/login")
-        async with http.post(f"{url}/login/card", allow_redirects=False, data=posted) as done:
+        async with http.post(f"{url}/login/card", data=posted) as done:
             refused = await done.text()
             assert done.status == 403 and words("ja")["refused_challenge"] not in refused
             assert words("ja")["refused_clock"] in refused
@@ -590,7 +593,7 @@ async def test_a_question_declined_for_its_reply_key_says_the_fault_is_the_porta
         assert all(words("ja")[said] in page for said in ("number_refused",
                                                           "number_refused_portal"))
         posted = await _signed_at_reader(http, url, card, "resident", "/login")
-        async with http.post(f"{url}/login/card", allow_redirects=False, data=posted) as done:
+        async with http.post(f"{url}/login/card", data=posted) as done:
             assert done.status == 403
             assert words("ja")["refused_portal"] in await done.text()
 

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import pytest_asyncio
-from aiohttp import ClientResponse, web
+from aiohttp import ClientResponse, DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -38,7 +39,7 @@ from portal.kafka import Shown, holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, SEARCH_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Officer, Resident, Sessions
-from portal.web import SESSIONS, Site
+from portal.web import COOKIE, SESSIONS, Site
 from registry import tickets
 from renkei.questions import DECLINED
 from renkei.refusals import TICKET_USED
@@ -49,6 +50,8 @@ from tests.test_audit_store import HOLDERS, event, item
 from tests.test_portal_records import ME, Held, Hold
 
 ORIGIN = "http://127.0.0.1:8080"
+READER = "http://127.0.0.1:8765"
+LOCAL = Site(ORIGIN, READER)  # the portal and the card reader on one site, as in the demo
 PIN = "1234"
 Client = TestClient[web.Request, web.Application]
 
@@ -196,10 +199,11 @@ async def client(town: Town, tmp_path: Path) -> AsyncIterator[Client]:
     store.close()
 
 
-def portal_of(town: Town, records: Records, store: AuditStore | None = None) -> web.Application:
-    """The portal's app, reading the access log through `records` (`store` beside it), its
-    Kafka side and registry side the town's."""
-    app = portal_app.build(Site(ORIGIN, "http://127.0.0.1:8765"), Sessions())
+def portal_of(town: Town, records: Records, store: AuditStore | None = None,
+              site: Site = LOCAL) -> web.Application:
+    """The portal's app at `site`, reading the access log through `records` (`store` beside
+    it), its Kafka side and registry side the town's."""
+    app = portal_app.build(site, Sessions())
     app.cleanup_ctx.clear()
     app[PLATFORM] = cast(Platform, Fakes(records, Verifier(), town.kafka,
                                          {town.resident.serial: town.resident},
@@ -260,15 +264,24 @@ async def csrf_of(client: Client, page: str) -> str:
 
 
 async def card_login(client: Client, card: Card, realm: str, page: str) -> ClientResponse:
-    """Start a login from `page`, sign its challenge with the card as the reader would, post."""
+    """Start a login from `page`, sign its challenge with the card as the reader would, post it
+    back, and come back to the page it sends the browser on to: what that page answers."""
     started = await client.post("/login/start", allow_redirects=False, data={
         "csrf": await csrf_of(client, page), "realm": realm})
     assert started.status == 303, await started.text()
+    returned = await client.post("/login/card", allow_redirects=False,
+                                 data=signed_at_reader(card, started, ORIGIN))
+    assert returned.status == 303, await returned.text()
+    return await client.get(returned.headers["Location"], allow_redirects=False)
+
+
+def signed_at_reader(card: Card, started: ClientResponse, origin: str) -> dict[str, str]:
+    """What the card reader posts back: the challenge the login `started` with, signed by the
+    card for the portal's `origin`, and the card's certificate."""
     challenge = parse_qs(urlsplit(started.headers["Location"]).query)["challenge"][0]
-    signature = card.sign(message(ORIGIN, bytes.fromhex(challenge)), PIN)
-    return await client.post("/login/card", allow_redirects=False, data={
-        "challenge": challenge, "signature": signature.hex(),
-        "certificate": card.certificate.public_bytes(Encoding.PEM).decode()})
+    signature = card.sign(message(origin, bytes.fromhex(challenge)), PIN)
+    return {"challenge": challenge, "signature": signature.hex(),
+            "certificate": card.certificate.public_bytes(Encoding.PEM).decode()}
 
 
 async def test_the_counter_shows_a_resident_only_once_the_look_up_is_logged(
@@ -354,7 +367,7 @@ async def test_a_counter_visitors_login_refused_is_tried_again_as_the_visitors(
         started = await client.post("/login/start", allow_redirects=False, data={
             "csrf": await csrf_of(client, "/counter"), "realm": "present"})
         assert started.status == 303
-        refused = await client.post("/login/card", allow_redirects=False, data={
+        refused = await client.post("/login/card", data={  # on to the page it sends to
             "challenge": "00" * 40, "signature": "00", "certificate": ""})
     assert refused.status == 403
     realm = re.search(r'name="realm" value="([^"]+)"', await refused.text())
@@ -1040,3 +1053,46 @@ async def test_the_holder_logs_asked_for_at_once_are_a_search_page_at_most(
     assert town.kafka.oversight.asked == [], "nothing asked"
     assert (await ask(SEARCH_PAGE)).status == 303
     assert town.kafka.oversight.asked == [(["city-a", "pension"], ["req-0007"])]
+
+
+async def test_a_card_login_behind_https_needs_no_cookie_on_the_readers_return(
+        town: Town, tmp_path: Path) -> None:
+    """Behind HTTPS the card reader's page (http://127.0.0.1) is another site, and a browser
+    sends no SameSite=Lax cookie with its POST back: the portal found no session, and refused
+    every login as an expired challenge. The return is kept with the challenge it names and the
+    browser sent on by a top-level GET, which carries the cookie; a browser without the login's
+    session's cookie following it is logged in to nothing."""
+    origin = "https://portal.example"
+    site = Site(origin, READER, secure_cookies=True)
+    records = Records(lambda: AuditStore(tmp_path / "audit.db", Signer.generate()))
+    browser = TestClient(TestServer(portal_of(town, records, site=site)),
+                         cookie_jar=DummyCookieJar())  # the cookies sent as a browser sends them
+
+    async def opened() -> tuple[dict[str, str], str]:
+        """A browser's first page: the cookie it sends back (Lax, Secure), the page's token."""
+        page = await browser.get("/login")
+        cookie = SimpleCookie(page.headers["Set-Cookie"])[COOKIE]
+        assert (cookie["samesite"], cookie["secure"], cookie["httponly"]) == ("Lax", True, True)
+        token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+        assert token
+        return {"Cookie": f"{COOKIE}={cookie.value}"}, token.group(1)
+
+    async with browser:
+        own, token = await opened()
+        started = await browser.post("/login/start", headers=own, allow_redirects=False,
+                                     data={"csrf": token, "realm": "resident"})
+        returned = await browser.post("/login/card", allow_redirects=False,
+                                      data=signed_at_reader(town.resident_card, started, origin))
+        assert returned.status == 303 and "Set-Cookie" not in returned.headers
+        other, _ = await opened()
+        for cookies in ({}, other):  # no session, or another browser's: refused, in it alone
+            elsewhere = await browser.get(returned.headers["Location"], headers=cookies,
+                                          allow_redirects=False)
+            assert elsewhere.status == 403
+        assert (await browser.get("/history", headers=other, allow_redirects=False)).status == 303
+        home = await browser.get(returned.headers["Location"], headers=own,
+                                 allow_redirects=False)
+        assert (home.status, home.headers["Location"]) == (303, "/history")
+        signed_in = {"Cookie": f"{COOKIE}={home.cookies[COOKIE].value}"}
+        assert town.resident.name in await (await browser.get("/history", headers=signed_in)).text()
+    await records.close()
