@@ -32,12 +32,20 @@ PURPOSE = "binding by personal number"
 def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519PrivateKey,
            directory: Directory) -> list[Send]:
     return [refused_if_failing(acls.AUTHORITY, lookup,
-                               partial(_resolved, lookup, service, key, directory))
-            for lookup in readable(records, NumberLookup, "number look-up")]
+                               partial(_resolved, lookup, _identified(lookup, record), service,
+                                       key, directory))
+            for record in records for lookup in readable([record], NumberLookup, "number look-up")]
 
 
-def _resolved(lookup: NumberLookup, service: NumberingAuthority, key: X25519PrivateKey,
-              directory: Directory) -> Send:
+def _identified(lookup: NumberLookup, record: Any) -> str:
+    """What identifies the look-up in the log, the same however often it is read: its request id
+    and the holder's message it came from (for one from v1, the record it came in)."""
+    came_from = lookup.source or f"{record.topic}:{record.partition}:{record.offset}"
+    return f"{lookup.request_id}@{came_from}"
+
+
+def _resolved(lookup: NumberLookup, look_up: str, service: NumberingAuthority,
+              key: X25519PrivateKey, directory: Directory) -> Send:
     """The look-up passed on to the registry with the resident code, or the holder's answer."""
     try:
         number = CODEC.decode(sealing.open_sealed(key, lookup.sealed_query, lookup.request_id),
@@ -45,7 +53,8 @@ def _resolved(lookup: NumberLookup, service: NumberingAuthority, key: X25519Priv
     except (SchemaError, sealing.CannotOpen) as exc:  # its holder must hear back
         return answer_to(lookup, REFUSED,
                          f"the personal number cannot be read: {exc}")
-    resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE)
+    resident_code = service.lookup(number.personal_number, lookup.requester, PURPOSE,
+                                   look_up)
     registry = directory(acls.REGISTRY)
     if resident_code is None or registry is None:  # a private holder: as the registry's
         return answer_to(lookup, NOT_FOUND, NO_CONSENTING_NUMBER

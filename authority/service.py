@@ -160,9 +160,11 @@ class NumberingAuthority:
         """The resident's current number (to notify them of it)."""
         return self._store.number_of(resident_code)
 
-    def lookup(self, number: str, holder: str, purpose: str) -> str | None:
+    def lookup(self, number: str, holder: str, purpose: str,
+               look_up: str | None = None) -> str | None:
         """The resident code behind a current personal number, for a holder that lawfully holds
-        it; logged with who asked and why. None for a retired, unknown or malformed number."""
+        it; logged with who asked and why, once for a `look_up` (what identifies it) read again.
+        None for a retired, unknown or malformed number."""
         if not holder.strip() or not purpose.strip():
             raise ValueError("a look-up names the holder asking and its purpose")
         resident_code = self._store.resident_of(number) if is_valid(number) else None
@@ -172,7 +174,7 @@ class NumberingAuthority:
             outcome = "malformed"
         else:
             outcome = "retired" if self._store.was_issued(number) else "unknown"
-        self._store.record_lookup(self._clock(), holder, purpose, number, outcome)
+        self._store.record_lookup(self._clock(), holder, purpose, number, outcome, look_up)
         return resident_code
 
     def counts(self) -> dict[str, int]:

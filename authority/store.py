@@ -2,7 +2,8 @@
 
 `numbers` is every personal number ever issued (retired ones stay: the primary key is what makes a
 number never reissued); `conversion` is the code-conversion table, resident code ↔ current number;
-`history` the changes; `lookups` the log of every look-up, who asked and why; `answered` the
+`history` the changes; `lookups` the log of every look-up, who asked and why (each once, by what
+identifies it: read again, it is not logged again; rows from before that have none); `answered` the
 number each request for a new one was given (a request read twice is given the same);
 `tickets_used` the change each live login ticket was used for (a ticket is good for one), and
 `tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket judged by its time
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS lookups (
     holder TEXT NOT NULL,
     purpose TEXT NOT NULL,
     number TEXT NOT NULL,
-    outcome TEXT NOT NULL
+    outcome TEXT NOT NULL,
+    look_up TEXT
 );
 CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS answered (request_id TEXT PRIMARY KEY, number TEXT NOT NULL);
@@ -65,6 +67,7 @@ CREATE TABLE IF NOT EXISTS tickets_used (
     expires_at INTEGER NOT NULL
 );
 """
+LOGGED_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS lookups_logged_once ON lookups (look_up)"
 FORGOTTEN = """CREATE TABLE tickets_forgotten (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     through INTEGER NOT NULL
@@ -111,6 +114,8 @@ class AuthorityStore:
         """The store's tables, with the columns and the mark a store from before them lacks."""
         self._db.executescript(PRAGMAS + SCHEMA)
         sqlite.with_columns(self._db, "tickets_used", sqlite.MARKED)
+        sqlite.with_columns(self._db, "lookups", ("look_up TEXT",))
+        self._db.execute(LOGGED_ONCE)
         if not self._has_forgotten():
             with sqlite.writing(self._db):  # the mark's table made with its mark, or neither
                 if not self._has_forgotten():  # not made meanwhile, by another process
@@ -170,11 +175,12 @@ class AuthorityStore:
                          (at.isoformat(), kind, resident_code, before, after, reason))
 
     def record_lookup(self, at: datetime, holder: str, purpose: str, number: str,
-                      outcome: str) -> None:
+                      outcome: str, look_up: str | None = None) -> None:
+        """Log a look-up; one `look_up` (what identifies it) logged before is not logged again."""
         with self._db:
-            self._db.execute("INSERT INTO lookups (at, holder, purpose, number, outcome) "
-                             "VALUES (?, ?, ?, ?, ?)",
-                             (at.isoformat(), holder, purpose, number, outcome))
+            self._db.execute("INSERT INTO lookups (at, holder, purpose, number, outcome, look_up) "
+                             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (look_up) DO NOTHING",
+                             (at.isoformat(), holder, purpose, number, outcome, look_up))
 
     def answered(self, request_id: str) -> str | None:
         """The number a request for a new number was given; None if it was not answered yet."""

@@ -592,6 +592,30 @@ def test_every_lookup_is_logged_with_who_and_why(store: AuthorityStore) -> None:
     assert len(store.lookups()) == len(asked)
 
 
+def test_a_store_from_before_lookups_were_logged_once_keeps_its_log(tmp_path: Path) -> None:
+    """A store whose look-up log has no key (lookups from before a look-up read again was logged
+    once) is given it when opened, its rows kept: a look-up read twice after them is logged once,
+    another with its request id but from another message once more."""
+    path, unknown = tmp_path / "authority.db", "123456789018"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE lookups (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, holder TEXT "
+                "NOT NULL, purpose TEXT NOT NULL, number TEXT NOT NULL, outcome TEXT NOT NULL)")
+    old.executemany("INSERT INTO lookups (at, holder, purpose, number, outcome) VALUES "
+                    "(?, ?, ?, ?, ?)", [(datetime.now(UTC).isoformat(), "tax-office",
+                                         "income check", unknown, "unknown")] * 2)
+    old.commit()
+    old.close()
+    AuthorityStore(path).close()  # given the key; opened again, as it is
+    store = AuthorityStore(path)
+    authority = NumberingAuthority(store)
+    for look_up in ("q-1@renkei.holder.tax-office.out:0:5",) * 2 + (
+            "q-1@renkei.holder.tax-office.out:0:6",):
+        authority.lookup(unknown, "tax-office", "income check", look_up)
+    assert [(e.seq, e.number, e.outcome) for e in store.lookups()] == [
+        (seq, unknown, "unknown") for seq in (1, 2, 3, 4)]
+    store.close()
+
+
 def test_following_the_registry(tmp_path: Path, store: AuthorityStore) -> None:
     path = tmp_path / "registry.db"
     registry_store.build(path, 500, 7)

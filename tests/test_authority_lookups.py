@@ -4,6 +4,7 @@ that cannot be answered costs only itself."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -57,18 +58,22 @@ class Authority:
                           for name, k in ((acls.REGISTRY, registry), (acls.PLATFORM, platform),
                                           (HOLDER, holder), (SHOP, holder))}
         self.registry = RegistryService(self.registry_store, registry, self.directory.get)
+        self.offsets = itertools.count()
 
     def number(self, n: int) -> str:
         number = self.service.number_of(self.residents[n])
         assert number is not None
         return number
 
-    def lookup(self, request_id: str, number: str, holder: str = HOLDER) -> SimpleNamespace:
-        """A holder's look-up as the broker delivers it to the authority."""
+    def lookup(self, request_id: str, number: str, holder: str = HOLDER,
+               source: str = "") -> SimpleNamespace:
+        """A holder's look-up as the broker delivers it to the authority, at an offset of its
+        own, from the holder's message `source` ("" as from v1)."""
         sealed = sealing.seal(sealing.public_bytes(self.key),
                               CODEC.encode(PersonalNumber(number)), request_id)
-        return SimpleNamespace(topic=topics.AUTHORITY_IN, value=CODEC.encode(NumberLookup(
-            request_id, holder, holder == SHOP, sealed)))
+        return SimpleNamespace(topic=topics.AUTHORITY_IN, partition=0, offset=next(self.offsets),
+                               value=CODEC.encode(NumberLookup(request_id, holder, holder == SHOP,
+                                                               sealed, source)))
 
     def handled(self, *records: SimpleNamespace) -> list[Send]:
         return self.handle(records)
@@ -120,10 +125,10 @@ def test_an_unforeseen_failure_refuses_that_lookup_only(
     failing, fine = authority.number(0), authority.number(1)
     looked_up = authority.service.lookup
 
-    def locked_for_one(number: str, holder: str, purpose: str) -> str | None:
+    def locked_for_one(number: str, holder: str, purpose: str, look_up: str) -> str | None:
         if number == failing:
             raise RuntimeError(f"database is locked while looking up {number}")
-        return looked_up(number, holder, purpose)
+        return looked_up(number, holder, purpose, look_up)
 
     monkeypatch.setattr(authority.service, "lookup", locked_for_one)
     with caplog.at_level(logging.ERROR):
@@ -137,6 +142,23 @@ def test_an_unforeseen_failure_refuses_that_lookup_only(
     assert (query.request_id, query.requester) == ("q-2", HOLDER)
     assert "q-1" in caplog.text and "RuntimeError" in caplog.text
     assert failing not in caplog.text
+
+
+def test_a_lookup_read_again_is_logged_once(authority: Authority) -> None:
+    """The authority logged a look-up each time it read it: read again after a crash before its
+    offset was committed, one holder's look-up was logged twice, as two look-ups of the person's
+    number. Now it is logged once, by its request id and the holder's message it came from (its
+    own record's place for a look-up from v1), and answered each time it is read."""
+    number = authority.number(0)
+    outbox = topics.HOLDER_OUTBOX.format(holder=HOLDER)
+    v1 = authority.lookup("q-1", number)
+    forwarded_twice = [authority.lookup("q-2", number, source=f"{outbox}:0:7") for _ in range(2)]
+    sent_again = authority.lookup("q-2", number, source=f"{outbox}:0:8")  # another look-up
+    for _ in range(2):
+        out = authority.handled(v1, *forwarded_twice, sent_again)
+        assert [s.topic for s in out] == [topics.REGISTRY_IN] * 4
+    assert [(e.number, e.holder, e.purpose) for e in authority.store.lookups()] == [
+        (number, HOLDER, lookups.PURPOSE)] * 3
 
 
 def test_a_serving_authority_follows_the_registrys_code_changes_before_its_lookups(

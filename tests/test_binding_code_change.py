@@ -93,7 +93,9 @@ class Town:
         """The holder's link code for the resident, bound by their personal number."""
         sealed = sealing.seal(sealing.public_bytes(self.authority_key),
                               CODEC.encode(PersonalNumber(number)), "n-1")
-        record = SimpleNamespace(value=CODEC.encode(NumberLookup("n-1", holder, False, sealed)))
+        source = f"{topics.HOLDER_OUTBOX.format(holder=holder)}:0:0"  # as the platform sends it
+        record = SimpleNamespace(value=CODEC.encode(NumberLookup("n-1", holder, False, sealed,
+                                                                 source)))
         (out,) = lookups.handle([record], self.authority, self.authority_key, self.directory.get)
         assert out.topic == topics.REGISTRY_IN
         return self._bound(self.service.handle([SimpleNamespace(value=out.value)]))
