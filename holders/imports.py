@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from authority.check_digit import is_valid
 from holders.store import HolderStore
-from registry.normalize import parse_date, parse_sex
+from registry.normalize import NO_ERA, NoEra, parse_date, parse_sex
 from registry.residents import FourAttributes
 
 T = TypeVar("T")
@@ -122,6 +122,8 @@ def _required(row: dict[str, str], field: str) -> str:
 def _record(row: dict[str, str]) -> Record:
     try:
         born = parse_date(_required(row, "date_of_birth"))
+    except NoEra as exc:
+        raise BadField("date_of_birth", NO_ERA) from exc
     except (ValueError, OverflowError) as exc:  # never its message: it quotes the value
         raise BadField("date_of_birth", "is not a date (1975-01-02, 昭和50年1月2日, …)") from exc
     try:

@@ -39,9 +39,14 @@ _MARK_AT_END = re.compile(r"(?<=\d)(?:丁目|番地|番(?!町)|号)")
 _ERAS = {"明治": 1868, "大正": 1912, "昭和": 1926, "平成": 1989, "令和": 2019}
 _DATE = re.compile(r"(?P<era>明治|大正|昭和|平成|令和)?(?P<y>\d+|元)[年/.-](?P<m>\d+)[月/.-]"
                    r"(?P<d>\d+)日?")
+NO_ERA = "has 元年 with no era: the first year of which? (平成元年1月8日, 令和元年5月1日, …)"
 _SEXES = {"1": Sex.MALE, "男": Sex.MALE, "男性": Sex.MALE, "M": Sex.MALE, "MALE": Sex.MALE,
           "2": Sex.FEMALE, "女": Sex.FEMALE, "女性": Sex.FEMALE, "F": Sex.FEMALE,
           "FEMALE": Sex.FEMALE}
+
+
+class NoEra(ValueError):
+    """A date in an era's first year (元年) that names no era: no year can be read from it."""
 
 
 def _compact(text: str) -> str:
@@ -89,6 +94,8 @@ def parse_date(text: str) -> date:
     if found is None:
         raise ValueError("the date of birth is not a date (1975-01-02, 1975/1/2, 1975年1月2日, "
                          "昭和50年1月2日, …)")  # never the text: it is personal data
+    if found["y"] == "元" and not found["era"]:
+        raise NoEra(f"the date of birth {NO_ERA}")
     year = 1 if found["y"] == "元" else int(found["y"])
     if found["era"]:
         year += _ERAS[found["era"]] - 1

@@ -163,6 +163,20 @@ def test_records_are_imported_and_bad_rows_named_by_line_and_field_only(
     store.close()
 
 
+def test_a_date_in_an_eras_first_year_with_no_era_is_refused_as_such(
+        state: Path, tmp_path: Path) -> None:
+    """元年1月2日 (no era) was imported as born 1 January 2 of the year 1, a record that never
+    matches its person: its row is refused, the line saying the era is missing."""
+    file = tmp_path / "records.csv"
+    file.write_text("own_number,name,address,date_of_birth,sex\n"
+                    "T-1,秘密野 名子,桜町1,元年1月2日,F\n", encoding="utf-8")
+    result = _holder("records", "import", HOLDER, str(file))
+    assert result.exit_code == 1 and "秘密野" not in result.output
+    assert result.output.splitlines()[1:] == [
+        "  line 2: date_of_birth has 元年 with no era: the first year of which? (平成元年1月8日, "
+        "令和元年5月1日, …)"]
+
+
 def test_a_date_past_any_calendar_refuses_its_row_only(state: Path, tmp_path: Path) -> None:
     """A year such as 令和99999999999年 made the date parser overflow, and the import stopped
     with a traceback, the good rows not imported either."""

@@ -120,6 +120,9 @@ def test_numbers_dates_sexes_and_kana() -> None:
         Sex.FEMALE] * 3
     with pytest.raises(ValueError):
         parse_date("昭和50年")
+    for no_era in ("元年1月2日", "元/1/2", "元年１月２日"):  # read as the year 1 once
+        with pytest.raises(ValueError, match="元年 with no era"):
+            parse_date(no_era)
     with pytest.raises(ValueError):
         parse_sex("3")
     assert half_width_kana("ガッコウ　ダイゴロウ") == "ｶﾞｯｺｳ ﾀﾞｲｺﾞﾛｳ"
