@@ -32,6 +32,7 @@ _KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
 _KANJI_NUMBER = re.compile(
     r"(?:(?<=丁目)|(?<=番地)|(?<=[番の-]))[〇一二三四五六七八九十百千]+"
     r"|[〇一二三四五六七八九十百千]+(?=丁目|番地|番(?!町)|号)")
+_SPACE_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s+(?=\d)")
 _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[‐‑‒–—―−ー](?=\d)")
 _MARK_BEFORE_DIGIT = re.compile(r"(?<=\d)(?:丁目|番地の?|番(?!町)|号|の)(?=\d)")
 _MARK_AT_END = re.compile(r"(?<=\d)(?:丁目|番地|番(?!町)|号)")
@@ -54,6 +55,12 @@ def _compact(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).split())
 
 
+def _parted(address: str) -> str:
+    """NFKC; a space between two digits a hyphen (1-2-3 405 is room 405, not 1-2-3405), no other
+    whitespace."""
+    return _compact(_SPACE_BETWEEN_DIGITS.sub("-", unicodedata.normalize("NFKC", address)))
+
+
 @lru_cache(maxsize=65536)
 def normalize_name(name: str) -> str:
     return _compact(name).translate(NEW_FORMS).upper()
@@ -61,7 +68,7 @@ def normalize_name(name: str) -> str:
 
 def normalize_address(address: str) -> str:
     """One form for all ways of writing an address: `…1丁目2番地の3`, `…一丁目２-３` → `…1-2-3`."""
-    text = _compact(address).translate(_ADDRESS_FOLD).upper()
+    text = _parted(address).translate(_ADDRESS_FOLD).upper()
     text = _KANJI_NUMBER.sub(lambda m: kanji_number(m.group()), text)
     text = _DASH_BETWEEN_DIGITS.sub("-", text)
     text = _MARK_BEFORE_DIGIT.sub("-", text)

@@ -105,6 +105,16 @@ def test_different_addresses_stay_different() -> None:
     assert len({normalize_address(a) for a in addresses}) == len(addresses)
 
 
+def test_a_space_between_two_numbers_stays_a_separator() -> None:
+    """Spaces were all dropped, so room 405 of 1-2-3 (1-2-3 405) was 1-2-3405, another address:
+    a space between two digits (after width normalisation) parts them as a hyphen does."""
+    room = {normalize_address(a) for a in ["本町1-2-3 405", "本町１－２－３　４０５",
+                                           "本町1-2-3-405", "本町1丁目2番3号 405",
+                                           "本町 1丁目 2番 3号405"]}
+    assert room == {"本町1-2-3-405"}
+    assert normalize_address("本町1-2-3405") == "本町1-2-3405"
+
+
 def test_numbers_dates_sexes_and_kana() -> None:
     kanji = ["一", "十", "十二", "二十", "二十三", "百五", "一〇一", "〇"]
     assert [kanji_number(k) for k in kanji] == ["1", "10", "12", "20", "23", "105", "101", "0"]
