@@ -2,8 +2,9 @@
 
 Used alike on the registry's records and on what a holder sends, so a match is exact equality of
 keys, never a similarity score. Folded: NFKC (full-width ↔ half-width, half-width kana), spaces,
-old/variant kanji (髙→高, 﨑→崎, 邊/邉→辺, …), address notation (丁目/番地/番/号/の vs hyphens,
-kanji numerals vs digits), and dates written in the Japanese era.
+zero-width characters and variation selectors, old/variant kanji (髙→高, 﨑→崎, 邊/邉→辺, …),
+address notation (丁目/番地/番/号/の vs hyphens, kanji numerals vs digits), and dates written in
+the Japanese era.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ _KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
 _KANJI_NUMBER = re.compile(
     r"(?:(?<=丁目)|(?<=番地)|(?<=[番の-]))[〇一二三四五六七八九十百千]+"
     r"|[〇一二三四五六七八九十百千]+(?=丁目|番地|番(?!町)|号)")
+# Zero-width characters (space, non-joiner, joiner, word joiner, byte-order mark) and variation
+# selectors (葛 with U+E0100, an ideographic variation sequence, is 葛): nothing seen, dropped.
+_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 _SPACE_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s+(?=\d)")
 _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[‐‑‒–—―−ー](?=\d)")
 _MARK_BEFORE_DIGIT = re.compile(r"(?<=\d)(?:丁目|番地の?|番(?!町)|号|の)(?=\d)")
@@ -50,15 +54,20 @@ class NoEra(ValueError):
     """A date in an era's first year (元年) that names no era: no year can be read from it."""
 
 
+def _visible(text: str) -> str:
+    """NFKC, nothing invisible (_INVISIBLE)."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+
+
 def _compact(text: str) -> str:
-    """NFKC, no whitespace."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
+    """NFKC, nothing invisible, no whitespace."""
+    return "".join(_visible(text).split())
 
 
 def _parted(address: str) -> str:
-    """NFKC; a space between two digits a hyphen (1-2-3 405 is room 405, not 1-2-3405), no other
-    whitespace."""
-    return _compact(_SPACE_BETWEEN_DIGITS.sub("-", unicodedata.normalize("NFKC", address)))
+    """NFKC, nothing invisible; a space between two digits a hyphen (1-2-3 405 is room 405, not
+    1-2-3405), no other whitespace."""
+    return "".join(_SPACE_BETWEEN_DIGITS.sub("-", _visible(address)).split())
 
 
 @lru_cache(maxsize=65536)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
@@ -95,6 +96,25 @@ def test_one_address_written_many_ways() -> None:
              "東京都千代田区霞ケ関1丁目2番地3コーポ霞101",
              "東京都千代田区霞ケ関1ー2ー3コーポ霞101"]
     assert {normalize_address(f) for f in forms} == {"東京都千代田区霞ケ関1-2-3コーポ霞101"}
+
+
+def test_invisible_characters_do_not_part_a_record_from_its_resident(tmp_path: Path) -> None:
+    """Zero-width characters (a space, a joiner, a byte-order mark keyed or pasted in) and
+    ideographic variation selectors (葛 and U+E0100 for the registry's 葛) were kept in a name's
+    key, so a holder's record carrying one never matched its resident: they are dropped."""
+    registry_store.build(tmp_path / "registry.db", 50, 4)
+    store = RegistryStore.open(tmp_path / "registry.db")
+    resident = store.by_code(next(store.resident_codes()))
+    assert resident is not None
+    family, given = resident.name.split("　")
+    keyed = (f"\ufeff{family[0]}\U000e0100{family[1:]}\u200b\u3000{given[0]}\ufe00\u200d"
+             f"{given[1:]}\u2060\u200c")
+    assert normalize_name(keyed) == normalize_name(resident.name)
+    assert normalize_address("本町1-2-3\u200b 405") == "本町1-2-3-405"  # a room parted still
+    address = "\u200b".join(resident.address)
+    assert store.find(dataclasses.replace(resident.four_attributes, name=keyed,
+                                          address=address)) == [resident]
+    store.close()
 
 
 def test_different_addresses_stay_different() -> None:
