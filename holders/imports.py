@@ -41,6 +41,7 @@ class Record:
     own_number: str
     attributes: FourAttributes
     personal_number: str | None
+    numbered: bool = True  # its file has the personal_number column (else the store's is kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +131,18 @@ def _record(row: dict[str, str]) -> Record:
         sex = parse_sex(_required(row, "sex"))
     except ValueError as exc:
         raise BadField("sex", "is not one of 1/2, 男/女, M/F") from exc
-    number = row.get("personal_number", "").strip() or None
+    given = row.get("personal_number")
+    number = None if given is None else given.strip() or None
     if number is not None and not is_valid(number):
         raise BadField("personal_number", "is not 12 digits with a valid check digit")
     attributes = FourAttributes(_required(row, "name"), _required(row, "address"), born, sex)
-    return Record(_required(row, "own_number"), attributes, number)
+    return Record(_required(row, "own_number"), attributes, number, given is not None)
 
 
 def read_records(path: Path) -> tuple[list[tuple[int, Record]], list[Refused]]:
     """The records of a CSV file (own_number, name, address, date_of_birth, sex and optionally
-    personal_number), and the rows refused."""
+    personal_number: without the column, each record's number is left as the store has it; an
+    empty cell, none), and the rows refused."""
     return _read(path, RECORD_COLUMNS, _record, lambda r: r.own_number)
 
 
@@ -164,8 +167,9 @@ def store_records(store: HolderStore,
     """Add or update the records, all or none; how many were new, changed, unchanged, and the
     lines and own numbers of bound records whose four attributes changed (the binding holds for
     the person it was made for: staff must see whether it still is that person)."""
-    imported = store.import_records((line, r.own_number, r.attributes, r.personal_number)
-                                    for line, r in records)
+    imported = store.import_records(((line, r.own_number, r.attributes, r.personal_number)
+                                     for line, r in records),
+                                    all(r.numbered for _, r in records))
     return imported.counts, imported.flagged
 
 

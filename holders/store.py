@@ -117,14 +117,20 @@ _ANSWERED_BEFORE = ("SELECT 1 FROM access_log WHERE request_id = ? AND side = ? 
 # new and changed written in one short write transaction; if another connection wrote to the
 # store meanwhile, the rows whose basis it moved (_Import.moved) are told again in it.
 _CHANGING = "change IN ('new', 'changed')"  # the rows staged that an import writes
-_RECORD_CHANGE = """(change, flagged, basis) = (SELECT CASE WHEN r.own_number IS NULL THEN 'new'
-    WHEN (r.name, r.address, r.date_of_birth, r.sex, r.personal_number)
-        IS (s.name, s.address, s.date_of_birth, s.sex, s.personal_number) THEN 'unchanged'
-    ELSE 'changed' END,
-    b.own_number IS NOT NULL AND (r.name, r.address, r.date_of_birth, r.sex)
-        IS NOT (s.name, s.address, s.date_of_birth, s.sex), NULL
+_FOUR = ("name", "address", "date_of_birth", "sex")  # a record's four attributes' columns
+
+
+def _record_change(values: tuple[str, ...]) -> str:
+    """What tells a record's change by the columns an import gives (`values`), and its flag."""
+    stored, staged = (", ".join(f"{row}.{c}" for c in values) for row in ("r", "s"))
+    four, four_staged = (", ".join(f"{row}.{c}" for c in _FOUR) for row in ("r", "s"))
+    return f"""(change, flagged, basis) = (SELECT CASE WHEN r.own_number IS NULL THEN 'new'
+    WHEN ({stored}) IS ({staged}) THEN 'unchanged' ELSE 'changed' END,
+    b.own_number IS NOT NULL AND ({four}) IS NOT ({four_staged}), NULL
     FROM (SELECT 1) LEFT JOIN main.records AS r ON r.own_number = s.own_number
     LEFT JOIN main.bindings AS b ON b.own_number = r.own_number)"""
+
+
 # data of no record is left out (flagged); fields are the same if they hold the same keys and
 # values, in whatever order (compared again, in the lock, only where the store's fields or the
 # record's presence are no longer those told by)
@@ -225,7 +231,7 @@ class Imported(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class _Import:
     """How rows are imported into a table of the store: its key's columns and the others, and
-    what tells each row's change, flag and basis (_RECORD_CHANGE), and which rows to tell again
+    what tells each row's change, flag and basis (_record_change), and which rows to tell again
     in the lock (moved)."""
 
     table: str
@@ -239,8 +245,10 @@ class _Import:
         return ", ".join(self.key + self.values)
 
 
-_RECORDS = _Import("records", ("own_number",),
-                   ("name", "address", "date_of_birth", "sex", "personal_number"), _RECORD_CHANGE)
+_NUMBERED = (*_FOUR, "personal_number")
+_RECORDS = _Import("records", ("own_number",), _NUMBERED, _record_change(_NUMBERED))
+# records of a file without the personal_number column: a record's number is kept as it is
+_UNNUMBERED_RECORDS = _Import("records", ("own_number",), _FOUR, _record_change(_FOUR))
 _DATA = _Import("data", ("own_number", "data_type"), ("fields",), _DATA_CHANGE, _DATA_MOVED)
 
 
@@ -377,12 +385,15 @@ class HolderStore:
         self.db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
                         _record_row(own_number, attributes, personal_number))
 
-    def import_records(
-            self, records: Iterable[tuple[int, str, FourAttributes, str | None]]) -> Imported:
+    def import_records(self, records: Iterable[tuple[int, str, FourAttributes, str | None]],
+                       numbered: bool = True) -> Imported:
         """Add or update records (line, own number, four attributes, personal number), all or
-        none; flagged: bound records whose four attributes changed."""
-        return self._import(_RECORDS, ((*_record_row(own, attributes, number), line)
-                                       for line, own, attributes, number in records))
+        none; flagged: bound records whose four attributes changed. Not `numbered` (a file
+        without the column), each record keeps the personal number it has (a new one none)."""
+        how = _RECORDS if numbered else _UNNUMBERED_RECORDS
+        width = len(how.key) + len(how.values)  # the personal number last, left out if not given
+        return self._import(how, ((*_record_row(own, attributes, number)[:width], line)
+                                  for line, own, attributes, number in records))
 
     def import_data(self, data: Iterable[tuple[int, str, str, dict[str, str]]]) -> Imported:
         """Add or update data (line, own number, data type, fields), all or none, but for

@@ -219,6 +219,33 @@ def test_a_bound_record_whose_attributes_change_is_named_for_staff_to_check(
     assert "佐藤" not in result.output and "港町" not in result.output
 
 
+def test_a_records_file_without_the_personal_number_column_keeps_the_numbers_held(
+        state: Path, tmp_path: Path) -> None:
+    """A file of new addresses, without the optional personal_number column, erased the
+    personal number of every record it named (told "changed", as an address is): a binding by
+    number then found none. The column left out keeps them; an empty cell still clears one."""
+    file = tmp_path / "records.csv"
+    file.write_text("own_number,name,address,date_of_birth,sex,personal_number\n"
+                    "T-1,山田 花子,桜町1,1980-04-01,F,123456789018\n"
+                    "T-2,山田 太郎,桜町2,1979-05-02,M,987654321093\n", encoding="utf-8")
+    _ok("records", "import", HOLDER, str(file))
+    file.write_text("own_number,name,address,date_of_birth,sex\n"
+                    "T-1,山田 花子,港町9,1980-04-01,F\nT-2,山田 太郎,桜町2,1979-05-02,M\n"
+                    "T-3,佐藤 一郎,桜町3,1980-01-01,M\n", encoding="utf-8")
+    assert _ok("records", "import", HOLDER, str(file)).startswith(
+        f"records of {HOLDER}: 1 new, 1 changed, 1 unchanged")
+    file.write_text("own_number,name,address,date_of_birth,sex,personal_number\n"
+                    "T-2,山田 太郎,桜町2,1979-05-02,M,\n", encoding="utf-8")
+    assert _ok("records", "import", HOLDER, str(file)).startswith(
+        f"records of {HOLDER}: 0 new, 1 changed, 0 unchanged")
+    store = HolderStore(default_path(HOLDER))
+    assert [store.record(n) for n in ("T-1", "T-2", "T-3")] == [
+        (FourAttributes("山田 花子", "港町9", date(1980, 4, 1), Sex.FEMALE), "123456789018"),
+        (FourAttributes("山田 太郎", "桜町2", date(1979, 5, 2), Sex.MALE), None),
+        (FourAttributes("佐藤 一郎", "桜町3", date(1980, 1, 1), Sex.MALE), None)]
+    store.close()
+
+
 def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path) -> None:
     records, data = tmp_path / "records.csv", tmp_path / "data.csv"
     records.write_text(RECORDS, encoding="utf-8")
