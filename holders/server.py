@@ -258,7 +258,8 @@ async def access_log(request: web.Request) -> web.Response:
 
 
 def address_file(holder: str) -> Path:
-    """Where a running communication server writes its URL (for the holder's own systems)."""
+    """Where a running communication server writes its URL (for the holder's own systems),
+    while it runs."""
     return private_dir("holders", holder) / "server.json"
 
 
@@ -288,7 +289,8 @@ async def run(holder: str, port: int) -> None:
 
 
 async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:
-    """The holder's own systems' API on loopback, until `stop` is set."""
+    """The holder's own systems' API on loopback, until `stop` is set; its address file
+    removed then."""
     token = secrets.token_urlsafe(32)
     app = web.Application(middlewares=[_errors_in_json, _bearer, _busy_store])
     app[CLIENT], app[TOKEN] = client, token
@@ -307,7 +309,8 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
         log.warning("holder %s: communication server on http://127.0.0.1:%s", client.holder,
                     bound)
         await client.until_stopped(stop)
-    finally:
+    finally:  # the port may be another local user's next: the holder's system is told of none
+        address_file(client.holder).unlink(missing_ok=True)
         await runner.cleanup()
 
 

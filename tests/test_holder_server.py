@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sqlite3
 import stat
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from aiohttp import web
 import holders.server
 from broker import credentials
 from holders.client import BINDING, LINKAGE, HolderClient, KeyReused, NotBound
-from holders.server import _serve_http, address_file, recorded
+from holders.server import Address, _serve_http, address_file, recorded
 from holders.store import HolderStore, Keyed, KeyInUse
 from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
@@ -124,6 +125,18 @@ async def test_the_holders_system_reads_the_token_from_its_private_file(
             assert [e["content"] for e in await response.json()] == [CANARY]
     assert len(token) >= 40
     assert not any(token in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stopped_server_leaves_no_address_for_another_user_to_answer_at(
+        tmp_path: Path) -> None:
+    """A server stopped left its server.json: the holder's system went on sending its token and
+    its staff's requests to the port, which any local user could then listen on and answer (a
+    forged outcome shown to staff as the platform's)."""
+    async with _serving(tmp_path) as url:
+        assert recorded(HOLDER) == Address(url, str(read_json(address_file(HOLDER))["token"]))
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_server(("127.0.0.1", port)), state_folder(tmp_path / "state"):
+        assert recorded(HOLDER) is None  # the port another's now: not told to the system
 
 
 async def test_staff_tied_to_a_terminal_are_refused_on_another_one(tmp_path: Path) -> None:
