@@ -141,6 +141,16 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _utf8(value: str) -> bool:
+    """Whether text can be stored: no lone surrogate, as JSON's "\\udcff" gives, or a header's
+    bytes that are not UTF-8."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _field(body: dict[str, Any], name: str) -> str:
     """A field of text of up to FIELD_CHARS characters; else 400."""
     value = body.get(name)
@@ -148,10 +158,8 @@ def _field(body: dict[str, Any], name: str) -> str:
         raise web.HTTPBadRequest(text=f"{name!r} is required")
     if len(value) > FIELD_CHARS:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
-    try:
-        value.encode()
-    except UnicodeEncodeError as exc:  # a lone surrogate, as JSON's "\\udcff" gives
-        raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text") from exc
+    if not _utf8(value):
+        raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text")
     return value
 
 
@@ -163,6 +171,8 @@ def _keyed(request: web.Request, body: dict[str, Any]) -> Keyed | None:
         return None
     if not key or len(key) > KEY_CHARS:
         raise web.HTTPBadRequest(text=f"an Idempotency-Key is 1 to {KEY_CHARS} characters")
+    if not _utf8(key):
+        raise web.HTTPBadRequest(text="an Idempotency-Key is UTF-8 text")
     asked = json.dumps([request.path, body], sort_keys=True, ensure_ascii=False)
     return Keyed(key, hashlib.sha256(asked.encode(errors="surrogatepass")).hexdigest())
 

@@ -4,6 +4,7 @@ loopback port, so every request must carry the token in the holder's private ser
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import sqlite3
@@ -325,6 +326,29 @@ async def test_every_error_answer_is_json_in_one_shape(
             answer = await response.json()
     assert set(answer) == {"error", "detail"} and answer["error"] == error, answer
     assert detail in answer["detail"] and "\n" not in answer["detail"], answer
+
+
+async def test_an_idempotency_key_not_utf8_is_a_bad_request(tmp_path: Path) -> None:
+    """A key of bytes not UTF-8 (as a header may carry, aiohttp's client aside) failed on the
+    store: a 500, the server's fault, for the caller's."""
+    async with _serving(tmp_path, _Authorizing) as url:
+        store = HolderStore(tmp_path / "holder.db")
+        store.add_terminal("t-1")
+        store.add_staff("staff-1", "担当職員", ["t-1"])
+        store.close()
+        token = str(read_json(address_file(HOLDER))["token"])
+        body = b'{"own_number": "H-404", "operator": "staff-1", "terminal": "t-1"}'
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /bindings HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                     b"Idempotency-Key: key-\xff\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (token.encode(), len(body), body))
+        answer = await reader.read()
+        writer.close()
+    head, _, answered = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(answered) == {"error": "bad_request",
+                                    "detail": "an Idempotency-Key is UTF-8 text"}
 
 
 async def test_a_key_still_in_use_is_told_apart_from_a_record_not_bound(tmp_path: Path) -> None:
