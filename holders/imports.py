@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -120,6 +121,11 @@ def _required(row: dict[str, str], field: str) -> str:
     return value
 
 
+def _digits(text: str) -> str:
+    """A number as keyed: full-width digits made ASCII (NFKC), spaces between groups dropped."""
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
 def _record(row: dict[str, str]) -> Record:
     try:
         born = parse_date(_required(row, "date_of_birth"))
@@ -132,7 +138,7 @@ def _record(row: dict[str, str]) -> Record:
     except ValueError as exc:
         raise BadField("sex", "is not one of 1/2, 男/女, M/F") from exc
     given = row.get("personal_number")
-    number = None if given is None else given.strip() or None
+    number = None if given is None else _digits(given) or None
     if number is not None and not is_valid(number):
         raise BadField("personal_number", "is not 12 digits with a valid check digit")
     attributes = FourAttributes(_required(row, "name"), _required(row, "address"), born, sex)

@@ -246,6 +246,22 @@ def test_a_records_file_without_the_personal_number_column_keeps_the_numbers_hel
     store.close()
 
 
+def test_a_personal_number_in_full_width_or_groups_of_four_is_read(
+        state: Path, tmp_path: Path) -> None:
+    """A spreadsheet's full-width digits, or the number grouped as the card prints it, refused
+    the row, though its date of birth in full-width digits was read."""
+    file = tmp_path / "records.csv"
+    file.write_text("own_number,name,address,date_of_birth,sex,personal_number\n"
+                    "T-1,山田 花子,桜町1,１９８０－０４－０１,F,１２３４５６７８９０１８\n"
+                    "T-2,山田 太郎,桜町2,1979-05-02,M,9876 5432 1093\n", encoding="utf-8")
+    assert _ok("records", "import", HOLDER, str(file)).startswith(
+        f"records of {HOLDER}: 2 new, 0 changed, 0 unchanged, 0 rows refused")
+    store = HolderStore(default_path(HOLDER))
+    assert [(store.record(n) or (None, None))[1] for n in ("T-1", "T-2")] == [
+        "123456789018", "987654321093"]
+    store.close()
+
+
 def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path) -> None:
     records, data = tmp_path / "records.csv", tmp_path / "data.csv"
     records.write_text(RECORDS, encoding="utf-8")
