@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,9 +18,22 @@ from renkei.options import holder_id, listening, origins, port_option, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
 F = TypeVar("F", bound=Callable[..., Any])
-PIN_OPTION = click.option("--pin", envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
+
+
+class Pin(click.Option):
+    """The card's PIN, prompted for at a terminal only: stdin that is not one (the resident code
+    of `card issue`, say) is never read for it."""
+
+    def prompt_for_value(self, ctx: click.Context) -> Any:
+        if not sys.stdin.isatty():
+            raise click.UsageError("no PIN: stdin is no terminal to ask it at; give it in "
+                                   "$RENKEI_CARD_PIN", ctx)
+        return super().prompt_for_value(ctx)
+
+
+PIN_OPTION = click.option("--pin", cls=Pin, envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
                           hide_input=True, confirmation_prompt=True,
-                          help="the card's PIN [prompted; or $RENKEI_CARD_PIN]")
+                          help="the card's PIN [prompted at a terminal; or $RENKEI_CARD_PIN]")
 
 
 def _cards_folder(what: str, exists: bool) -> Callable[[F], F]:

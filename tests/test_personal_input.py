@@ -131,3 +131,19 @@ def test_stdin_that_is_not_utf8_is_a_usage_error(tmp_path: Path, monkeypatch: py
     assert refused.exit_code == 2, refused.output
     assert "stdin is not UTF-8 text" in refused.output
     assert not list(tmp_path.rglob("*.db"))
+
+
+@pytest.mark.parametrize("args", [["issue"], ["officer", "op-1", "--holder", "city-a",
+                                              "--role", "counter"]])
+def test_a_pin_is_asked_for_at_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               args: list[str]) -> None:
+    """`echo CODE | renkei card issue` without $RENKEI_CARD_PIN took the resident code for the
+    PIN, the confirmation stdin's end, and said 'Aborted!' under getpass's warnings: refused in
+    one line naming $RENKEI_CARD_PIN, before stdin is read or anything is made."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    monkeypatch.delenv("RENKEI_CARD_PIN", raising=False)
+    refused = CliRunner().invoke(card_cli, args, input=f"{CODE}\n")
+    assert refused.exit_code == 2, refused.output
+    assert "no PIN" in refused.output and "$RENKEI_CARD_PIN" in refused.output
+    assert CODE not in refused.output and "PIN (4 digits):" not in refused.output
+    assert not list(tmp_path.iterdir())
