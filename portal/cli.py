@@ -32,7 +32,8 @@ SERVING = Serving(access_log=None, handler_cancellation=True)
 @click.command("portal")
 @port_option(8080)
 @click.option("--reader", default="http://127.0.0.1:8765", show_default=True,
-              help="the card reader's address (the user's local JPKI client)")
+              callback=options.origin,
+              help="the card reader's origin (the user's local JPKI client)")
 @click.option("--origin", default=None, callback=options.origin,
               help="the portal's public origin, if not http://127.0.0.1:PORT (e.g. behind a "
                    "TLS proxy: https://… gives Secure cookies)")
@@ -46,7 +47,7 @@ def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) 
     with held(inbox_path(), "`renkei portal`"):  # in portal/, the one folder it may write in
         sock = listening(port)
         public = origin or f"http://127.0.0.1:{sock.getsockname()[1]}"
-        site = Site(public, reader.rstrip("/"), secure_cookies=public.startswith("https://"))
+        site = Site(public, reader, secure_cookies=public.startswith("https://"))
         app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
         app.on_startup.append(tether.on_startup)
         web.run_app(app, sock=sock, **SERVING,

@@ -438,11 +438,15 @@ def test_a_reader_trusts_an_origin_as_the_portal_names_itself() -> None:
     ("card", "reader", "--trust", "127.0.0.1:8080"),
     ("card", "reader", "--trust", "http://127.0.0.1:8080/login"),
     ("registry", "serve", "--portal-origin", "ftp://127.0.0.1"),
-    ("portal", "--origin", "")])
+    ("portal", "--origin", ""),
+    ("portal", "--reader", "127.0.0.1:8765"),
+    ("portal", "--reader", "http://127.0.0.1:8765/sign")])
 def test_an_origin_that_is_none_is_a_usage_error(tmp_path: Path, taken_port: int,
                                                  args: tuple[str, ...]) -> None:
-    """(The reader on a port taken, so that one let through ends at once.)"""
-    port = ("--port", str(taken_port)) if "reader" in args else ()
+    """(The reader and the portal on a port taken, so that one let through ends at once.) A
+    portal given a card reader at no origin sent each card login to a page of its own, or of
+    the reader, that is not there."""
+    port = ("--port", str(taken_port)) if args[0] in ("card", "portal") else ()
     run = renkei(*args, *port, env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2, run.stderr
     assert "is not a web origin" in run.stderr and "Traceback" not in run.stderr, run.stderr
