@@ -16,6 +16,11 @@ from functools import lru_cache
 
 from registry.residents import FourAttributes, Sex
 
+# The rules' version: raised with any change that gives some spelling another key, so a store
+# keeping keys made by earlier rules makes them again (1: spaces between digits kept as hyphens,
+# invisible characters dropped; a store noting none was keyed before).
+RULES = 1
+
 # Old or variant form → the common form. 齋 is the old form of 斎 and 齊 of 斉: 斎藤 and 斉藤
 # are different names, so they stay apart.
 KANJI_VARIANTS = {

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.normalize import four_key
+from registry.normalize import RULES, four_key
 from registry.resident_code import is_valid
 from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Resident, Sex, apply
 from renkei import sqlite
@@ -70,6 +71,7 @@ CREATE INDEX IF NOT EXISTS events_code ON events (resident_code);
 """
 RESIDENT_COLUMNS = "resident_code, name, kana, address, date_of_birth, sex"
 EVENT_COLUMNS = "kind, resident_code, before, after, happened_on, seq"
+KEYED_BY = "keyed-by"  # meta: the normalisation rules (RULES) the store's keys were made by
 
 
 def default_path() -> Path:
@@ -94,6 +96,7 @@ class RegistryStore:
         else:
             self._db = sqlite.opened(path)
             self._db.executescript(SCHEMA + INDEXES)
+            self._keyed_by_these_rules()
 
     @classmethod
     def open(cls, path: Path, read_only: bool = False) -> RegistryStore:
@@ -123,6 +126,38 @@ class RegistryStore:
         finally:
             self._db.rollback()
 
+    def _keyed_by_these_rules(self) -> None:
+        """Keys made by other normalisation rules (or by rules not noted: a store from before they
+        were) made again by these, in one transaction, and the rules noted: a resident keyed the
+        old way would be found by no look-up keyed the new way."""
+        if self.meta(KEYED_BY) == RULES:
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # another process opening it waits, then finds it done
+        with self._db:
+            if self.meta(KEYED_BY) != RULES:
+                self._rekey()
+                self._put_meta(KEYED_BY, RULES)
+
+    def _rekey(self) -> None:
+        """Each resident's key made again from their attributes, and their former keys from
+        those and their moves and name changes (the events keep what they were before)."""
+        histories: dict[int, list[ChangeEvent]] = defaultdict(list)
+        for person, *event in self._db.execute(
+                f"SELECT person, {EVENT_COLUMNS} FROM events ORDER BY seq"):
+            histories[person].append(_event(tuple(event)))
+        changed: list[tuple[str, int]] = []
+        former: list[tuple[str, int]] = []
+        for person, kept, *row in self._db.execute(
+                f"SELECT person, four_key, {RESIDENT_COLUMNS} FROM residents"):
+            resident = _resident(tuple(row))
+            if (key := four_key(resident.four_attributes)) != kept:
+                changed.append((key, person))
+            if events := histories.get(person):
+                former.extend((old, person) for old in _former_keys(resident, events))
+        self._db.executemany("UPDATE residents SET four_key = ? WHERE person = ?", changed)
+        self._db.execute("DELETE FROM former_keys")
+        self._db.executemany("INSERT OR IGNORE INTO former_keys VALUES (?, ?)", former)
+
     def load(self, people: Iterable[Person]) -> None:
         """Bulk-load a generated registry: residents, then all events in date order."""
         self._db.executescript("DROP INDEX IF EXISTS residents_four_key; "
@@ -133,7 +168,8 @@ class RegistryStore:
             rows = []
             for person_id, person in enumerate(people, start=1):
                 rows.append((person_id, *_resident_row(person.resident)))
-                former.extend((key, person_id) for key in _former_keys(person))
+                former.extend((key, person_id)
+                              for key in _former_keys(person.resident, person.events))
                 events.extend((event.on, person_id, event) for event in person.events)
                 if len(rows) == CHUNK:
                     self._insert_residents(rows)
@@ -276,7 +312,11 @@ class RegistryStore:
 
     def set_meta(self, key: str, value: object) -> None:
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+            self._put_meta(key, value)
+
+    def _put_meta(self, key: str, value: object) -> None:
+        """Set `key` in the transaction open (set_meta in its own)."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def meta(self, key: str) -> object:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -299,16 +339,17 @@ def build(path: Path, residents: int, seed: int, rates: Rates | None = None,
     return simulator.tally
 
 
-def _former_keys(person: Person) -> set[str]:
-    """The four-attribute keys the person had before their moves and name changes."""
-    resident, keys = person.resident, set()
-    for event in reversed(person.events):
+def _former_keys(now: Resident, events: Sequence[ChangeEvent]) -> set[str]:
+    """The four-attribute keys of a resident who is `now` before their `events` (their moves and
+    name changes, in order)."""
+    resident, keys = now, set()
+    for event in reversed(events):
         if event.kind is ChangeKind.MOVED:
             resident = dataclasses.replace(resident, address=event.before[0])
         elif event.kind is ChangeKind.NAME_CHANGED:
             resident = dataclasses.replace(resident, name=event.before[0], kana=event.before[1])
         keys.add(four_key(resident.four_attributes))
-    return keys - {four_key(person.resident.four_attributes)}
+    return keys - {four_key(now.four_attributes)}
 
 
 def _resident_row(resident: Resident) -> tuple[str, str, str, str, str, int, str]:

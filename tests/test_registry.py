@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
+import re
+import sqlite3
 from collections import Counter
+from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from broker import acls
+from registry import normalize
 from registry import store as registry_store
 from registry.cli import registry_cli
 from registry.generate import Rates, Simulator, half_width_kana, holder_spelling, kanji_numeral
@@ -25,7 +30,7 @@ from registry.normalize import (
     parse_sex,
 )
 from registry.resident_code import check_digit, is_valid, random_codes
-from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Sex, change
+from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Sex, apply, change
 from registry.serve import serve
 from registry.store import RegistryStore
 from renkei.state import STATE_ENV
@@ -304,6 +309,66 @@ def test_recording_live_changes(tmp_path: Path) -> None:
         store.record(ChangeEvent(ChangeKind.MOVED, fresh, ("elsewhere",), ("x",), date.today()))
     with pytest.raises(KeyError):
         store.record(change(resident, ChangeKind.MOVED, ("x",), date.today()))
+
+
+def _changed_as_keyed_in(path: Path) -> tuple[str, str]:
+    """A registry of 30 whose first resident's name has an invisible character now and whose
+    address parts a room by a space, and whose second's had both before a move; their codes."""
+    registry_store.build(path, 30, 5)
+    store = RegistryStore.open(path)
+    codes = list(itertools.islice(store.resident_codes(), 2))
+    for code, addresses in zip(codes, [["本町1-2-3 405"], ["本町1-2-3 405", "本町2-2-2"]],
+                               strict=True):
+        resident = store.by_code(code)
+        assert resident is not None
+        event = store.record(change(resident, ChangeKind.NAME_CHANGED,
+                                    (resident.name + "\u200b", resident.kana), date(2026, 1, 1)))
+        for day, address in enumerate(addresses, start=2):
+            resident = apply(resident, event)
+            event = store.record(change(resident, ChangeKind.MOVED, (address,),
+                                        date(2026, 1, day)))
+    store.close()
+    return codes[0], codes[1]
+
+
+def _tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of the store, read without opening it as a registry."""
+    with closing(sqlite3.connect(path)) as db:
+        names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {name: sorted(db.execute(f"SELECT * FROM {name}")) for name in names}
+
+
+def test_a_store_keyed_by_other_rules_is_keyed_again_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry's keys were made as each resident was stored and never again, so once
+    normalisation changed, a resident whose address parts a room by a space, or whose name has an
+    invisible character, was found by no look-up: a store whose keys were made by other rules (or
+    rules not noted) is keyed again by these when opened, once, and nothing else changes."""
+    never = re.compile("(?!)")
+    with monkeypatch.context() as before:  # the rules before RULES: all spaces dropped, no more
+        before.setattr(normalize, "_INVISIBLE", never)
+        before.setattr(normalize, "_SPACE_BETWEEN_DIGITS", never)
+        normalize_name.cache_clear()
+        assert normalize_address("本町1-2-3 405") == "本町1-2-3405"
+        old, _ = _changed_as_keyed_in(tmp_path / "old.db")
+    normalize_name.cache_clear()
+    with closing(sqlite3.connect(tmp_path / "old.db")) as db, db:
+        db.execute("DELETE FROM meta WHERE key = ?", (registry_store.KEYED_BY,))
+    _changed_as_keyed_in(tmp_path / "new.db")
+    made_old, made_new = _tables(tmp_path / "old.db"), _tables(tmp_path / "new.db")
+    assert made_old["residents"] != made_new["residents"]
+    assert made_old["former_keys"] != made_new["former_keys"]
+    store = RegistryStore.open(tmp_path / "old.db")
+    resident = store.by_code(old)
+    assert resident is not None
+    assert store.find(dataclasses.replace(resident.four_attributes,
+                                          address="本町1-2-3-405")) == [resident]
+    store.close()
+    assert _tables(tmp_path / "old.db") == made_new
+    with closing(sqlite3.connect(tmp_path / "old.db")) as db, db:
+        db.execute("UPDATE residents SET four_key = 'as kept' WHERE resident_code = ?", (old,))
+    RegistryStore.open(tmp_path / "old.db").close()  # keyed by these rules: not again
+    assert _tables(tmp_path / "old.db")["residents"] != made_new["residents"]
 
 
 def test_consent_belongs_to_the_person(tmp_path: Path) -> None:
