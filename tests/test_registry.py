@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import random
@@ -336,6 +337,23 @@ def _tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
     with closing(sqlite3.connect(path)) as db:
         names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         return {name: sorted(db.execute(f"SELECT * FROM {name}")) for name in names}
+
+
+# the digest of the keys of the corpus below under each version of the rules (normalize.RULES)
+KEYS_UNDER_RULES = {1: "cb966725dd63d142e58e0f16832e065c4286c21b9727e0c2e1d0117cf7ab5226"}
+ODD_SPELLINGS = ("1-2-3 405", "１丁目２番３号４０５", "三丁目 五番地", "山田\u200b 花子",
+                 "髙﨑　邊", "ﾔﾏﾀﾞ ﾊﾅｺ", "桜町\ufe001-2", "1 2 3", "一二三")
+
+
+def test_a_change_of_the_keys_comes_with_a_new_version_of_the_rules() -> None:
+    """A store's keys are made again only when RULES changes: keys that change without it leave
+    residents keyed the old way, found no more (the keys of a corpus pinned to each version)."""
+    people = [p.resident for p in Simulator(SEED, Rates()).people(2_000)]
+    keys = [four_key(r.four_attributes) for r in people]
+    keys += [normalize_name(text) + "|" + normalize_address(text) for text in ODD_SPELLINGS]
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    assert KEYS_UNDER_RULES.get(normalize.RULES) == digest, (
+        f"the keys changed: raise normalize.RULES and pin {digest} to it")
 
 
 def test_a_store_keyed_by_other_rules_is_keyed_again_once(
