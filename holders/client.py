@@ -1155,7 +1155,8 @@ class HolderClient:
 
     def _log_for_oversight(self, asked: HolderLogRequest) -> Send:
         """This holder's side of the access log (⑦–⑫) of the asked requests, sealed to the party
-        that asked (the oversight body, or My Portal for a resident); none if it has no key."""
+        that asked (the oversight body, or My Portal for a resident); none if it has no key, or
+        one that cannot be sealed to (that request only: the inbox goes on)."""
         entries = [e for request_id in asked.request_ids if request_id
                    for e in self.store.access_log(request_id)]
         asker = holder_logs.asker(asked.request_id)
@@ -1169,6 +1170,9 @@ class HolderClient:
             log.warning("%s: the log of %s (%d entries) is too large to send (%s): answered "
                         "so", self.holder, asked.request_id, len(entries), exc)
             return self._log_answer(asked, None, too_large=True)
+        except ValueError as exc:  # a key one cannot seal to (OversizedMessage is one: above)
+            log.error("%s: the directory's key of %s cannot be sealed to (%s): the log of %s "
+                      "answered unsealed", self.holder, asker, exc, asked.request_id)
         return self._log_answer(asked, None)
 
     def _log_answer(self, asked: HolderLogRequest, sealed: bytes | None,

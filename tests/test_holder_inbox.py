@@ -1015,3 +1015,20 @@ async def test_a_rekeying_that_moved_bindings_is_told_at_the_servers_level(
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, f"{HOLDER}: bindings re-keyed to epoch 1: 3 converted, 1 to "
                           "investigation")]
+
+
+async def test_an_askers_key_that_cannot_be_sealed_to_answers_its_log_unsealed_only(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A directory key of the oversight body's that is no key one can seal to: that request is
+    answered with no entries (not sealed), and the batch goes on, as for a query's requester."""
+    _providing(client)
+    in_directory(client, bytes(32), OVERSIGHT)
+    oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), ("r-1",), "")
+    later = query("ABC98765XYZ")
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        out = await handle(client, oversight, later)
+    answered = CODEC.decode(out[0].value, HolderLogAnswer)
+    assert (answered.request_id, answered.sealed_entries, answered.too_large) == (
+        oversight.request_id, None, False)
+    assert CODEC.decode(out[1].value, ProviderAnswer).status == FOUND
+    assert OVERSIGHT in caplog.text
