@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from itertools import zip_longest
 from typing import Any, NamedTuple, TypeVar
 
 import uuid6
@@ -56,6 +57,7 @@ from schemas.messages import (
     BindingRequest,
     HolderEntry,
     HolderLogAnswer,
+    HolderLogEntry,
     HolderLogRequest,
     LinkageAnswer,
     LinkageRequest,
@@ -1157,8 +1159,7 @@ class HolderClient:
         """This holder's side of the access log (⑦–⑫) of the asked requests, sealed to the party
         that asked (the oversight body, or My Portal for a resident); none if it has no key, or
         one that cannot be sealed to (that request only: the inbox goes on)."""
-        entries = [e for request_id in asked.request_ids if request_id
-                   for e in self.store.access_log(request_id)]
+        entries = self._log_asked(asked)
         asker = holder_logs.asker(asked.request_id)
         try:
             return self._log_answer(asked, holder_logs.seal(self.entry(asker).public_key,
@@ -1174,6 +1175,17 @@ class HolderClient:
             log.error("%s: the directory's key of %s cannot be sealed to (%s): the log of %s "
                       "answered unsealed", self.holder, asker, exc, asked.request_id)
         return self._log_answer(asked, None)
+
+    def _log_asked(self, asked: HolderLogRequest) -> list[HolderLogEntry]:
+        """The entries asked for: the oversight body's, every one of each request id; a
+        resident's application's, those of the use of each id when it says it was exchanged
+        (HolderLogRequest v2; from an older portal, which says not: the requester's alone), as
+        a requester numbering its requests may use an id again, for another resident."""
+        if not holder_logs.is_application(asked.request_id):
+            return [e for request_id in asked.request_ids if request_id
+                    for e in self.store.access_log(request_id)]
+        return [e for request_id, at in zip_longest(asked.request_ids, asked.exchanged_at)
+                if request_id for e in self.store.exchange_log(request_id, at)]
 
     def _log_answer(self, asked: HolderLogRequest, sealed: bytes | None,
                     too_large: bool = False) -> Send:

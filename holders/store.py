@@ -19,7 +19,7 @@ from typing import NamedTuple
 import uuid6
 
 from audit.store import RETENTION_YEARS, years_before
-from processors.context import ANSWER_TIMEOUT, REPLAY_WINDOW
+from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
 from renkei.state import private_dir
@@ -310,6 +310,16 @@ def _answered_around(deadline: datetime) -> tuple[datetime, datetime]:
     sooner than the replay window and clock skew after this one's request, an answer timeout
     before its deadline; the holder's clock within the skew)."""
     return deadline - REPLAY_WINDOW, deadline + REPLAY_WINDOW - ANSWER_TIMEOUT
+
+
+def _exchanged_around(at: datetime) -> tuple[datetime, datetime]:
+    """When (after, up to) a provider's entry is of the use of its request id the access log
+    has an event of `at` (its approval, or its answer by its deadline): each use's query is
+    answered from its request's receipt to its deadline an answer timeout on (the holder's clock
+    within the skew), the id used again no sooner than the replay window and skew after (or
+    before) that receipt, so for an event within the replay window less an answer timeout and
+    skew (60 s) of its receipt, no other use's entry is within."""
+    return at - REPLAY_WINDOW + ANSWER_TIMEOUT, at + ANSWER_TIMEOUT + CLOCK_SKEW
 
 
 def _utc(at: str) -> datetime:
@@ -834,3 +844,14 @@ class HolderStore:
             f"SELECT request_id, at, side, operator, terminal, counterpart, pattern_id, "
             f"data_type, content, purpose, outcome FROM access_log {where} ORDER BY serial",
             args)]
+
+    def exchange_log(self, request_id: str, exchanged_at: datetime | None
+                     ) -> list[HolderLogEntry]:
+        """The entries of one use of `request_id`, the one the access log has at `exchanged_at`
+        (None: not told, no provider's): the requester's (an id it drew once: its requests
+        table), and the provider's made around it (_exchanged_around), not another use's, whose
+        ⑪ is another person's data; a provider's made a while later (TIMED_OUT, read late) is
+        left out with them."""
+        around = None if exchanged_at is None else _exchanged_around(exchanged_at)
+        return [e for e in self.access_log(request_id) if e.side != PROVIDER or (
+            around is not None and around[0] < _utc(e.at) <= around[1])]

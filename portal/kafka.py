@@ -118,16 +118,19 @@ class HolderLogs:
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
                   person: str | None = None,
-                  log: Callable[[Asked], Awaitable[None]] | None = None) -> Asked:
+                  log: Callable[[Asked], Awaitable[None]] | None = None,
+                  exchanged_at: Sequence[datetime] = ()) -> Asked:
         """Ask the holders for their side of the log of `request_ids`: the request kept, then
         `log`ged (an application in the resident's history), then sent, so that none is sent
         unlogged, and no answer comes to one not kept; its asker gone meanwhile (their page's
         handler cancelled), to its end all the same, none left logged and unsent (failing then,
         logged: no page says so). Only holders are asked (holders_to_ask): with none among
-        `holders`, NoHolder, and nothing kept, logged or sent."""
+        `holders`, NoHolder, and nothing kept, logged or sent. A resident's application names
+        when each exchange happened (`exchanged_at`, the access log's), so that a provider
+        answers only its entry of that use of an id a requester may have used again."""
         asked = Asked(str(uuid.uuid4()), datetime.now(UTC), holders_to_ask(holders),
                       tuple(request_ids), person)
-        sending = asyncio.ensure_future(self._sent(asked, legal_basis, log))
+        sending = asyncio.ensure_future(self._sent(asked, legal_basis, log, tuple(exchanged_at)))
         try:
             await asyncio.shield(sending)
         except asyncio.CancelledError:
@@ -148,7 +151,8 @@ class HolderLogs:
                       "(%s)", request_id, self._out, type(failure).__name__)
 
     async def _sent(self, asked: Asked, legal_basis: str,
-                    log: Callable[[Asked], Awaitable[None]] | None) -> None:
+                    log: Callable[[Asked], Awaitable[None]] | None,
+                    exchanged_at: tuple[datetime, ...]) -> None:
         """`asked` kept, logged, then sent."""
         await self._inbox.drop(self._in, self._since())
         try:
@@ -159,7 +163,8 @@ class HolderLogs:
             await self._inbox.withdraw(self._in, asked.request_id)
             raise
         await deliver(self._producer, [send(self._out, asked.request_id, HolderLogRequest(
-            asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis))])
+            asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis,
+            exchanged_at))])
 
     async def every(self) -> list[Shown]:
         """Every request kept, newest first."""

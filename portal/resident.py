@@ -74,7 +74,8 @@ async def apply(request: web.Request) -> web.Response:
     try:
         asked = await platform.kafka.applications.ask(holders, [event.request_id],
                                                       APPLICATION_BASIS,
-                                                      person=resident.id_codes[0], log=applied)
+                                                      person=resident.id_codes[0], log=applied,
+                                                      exchanged_at=[event.occurred_at])
     except NoHolder:
         return no_holder(request)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")

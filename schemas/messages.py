@@ -322,6 +322,7 @@ class HolderLogRequest:
     holders: tuple[str, ...]
     request_ids: tuple[str, ...]
     legal_basis: str
+    exchanged_at: tuple[datetime, ...] = ()  # v2: a resident's, when each exchange happened
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker import topics
-from broker.acls import OVERSIGHT
+from broker.acls import OVERSIGHT, PORTAL
 from broker.clients import KafkaAccess
 from broker.credentials import Credentials
 from holders import client as client_module
+from holders import store as store_module
 from holders.client import (
     BINDING,
     BOUND,
@@ -41,13 +42,14 @@ from holders.client import (
 )
 from holders.store import SENT, HolderStore, Rekeyed
 from processors import linkage, outbox
-from processors.context import Context
+from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.tickets import TicketSealer
 from registry.residents import FourAttributes, Sex
-from renkei import sealing
+from renkei import holder_logs, sealing
 from renkei.envelope import Incoming, Send
+from renkei.holder_logs import MARK
 from renkei.state import state_folder
 from renkei.tasks import cancelled
 from schemas.codec import CODEC, MAX_BYTES
@@ -1032,3 +1034,33 @@ async def test_an_askers_key_that_cannot_be_sealed_to_answers_its_log_unsealed_o
         oversight.request_id, None, False)
     assert CODEC.decode(out[1].value, ProviderAnswer).status == FOUND
     assert OVERSIGHT in caplog.text
+
+
+async def test_a_residents_application_is_answered_with_their_use_of_a_request_id_alone(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requester used one request id for two residents (once the platform forgot it): the
+    second's application, naming when their exchange happened, is answered with the provider's
+    entry of that use alone, sealed to My Portal; an older portal's, naming no time, with none
+    of the provider's; the oversight body's, by id alone, with both."""
+    in_directory(client, sealing.public_bytes(sealing.key_of(PORTAL)), PORTAL)
+    in_directory(client, sealing.public_bytes(sealing.key_of(OVERSIGHT)), OVERSIGHT)
+    first = datetime.now(UTC) - timedelta(minutes=10)
+    second = first + REPLAY_WINDOW + CLOCK_SKEW
+    for approved, person in ((first, "alice"), (second, "bob")):
+        monkeypatch.setattr(store_module, "_now", lambda at=approved: store_module._stamp(at))
+        client.store.log("r-1", "PROVIDER", SYSTEM, TERMINAL, FOUND, counterpart=REQUESTER,
+                         content=f'{{"name": "{person}"}}', deadline=approved + ANSWER_TIMEOUT)
+
+    async def answered(asked: HolderLogRequest) -> list[str | None]:
+        out, = await handle(client, asked)
+        answer = CODEC.decode(out.value, HolderLogAnswer)
+        key = sealing.key_of(holder_logs.asker(asked.request_id))
+        return [e.content for e in holder_logs.opened(
+            key, replace(answer, request_id=answer.request_id.removeprefix(MARK)))]
+
+    application = HolderLogRequest(f"{MARK}a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "",
+                                   (second,))
+    assert await answered(application) == ['{"name": "bob"}']
+    assert await answered(replace(application, exchanged_at=())) == []
+    oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), ("r-1",), "")
+    assert await answered(oversight) == ['{"name": "alice"}', '{"name": "bob"}']

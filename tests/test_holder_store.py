@@ -12,7 +12,7 @@ import pytest
 from holders import imports
 from holders import store as store_module
 from holders.store import FORGET, Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
-from processors.context import REPLAY_WINDOW
+from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 
 
@@ -576,3 +576,36 @@ def test_an_import_told_again_in_the_lock_compares_only_the_rows_moved_meanwhile
     assert steps["locked"] * 2 < steps["staged"], steps
     store.close()
     other.close()
+
+
+def _used_twice(store: HolderStore, monkeypatch: pytest.MonkeyPatch) -> tuple[datetime, datetime]:
+    """One request id used by a requester for two residents, once the platform forgot it: the
+    provider's entry of each use (each resident's data), and the requester's of the second;
+    the times the access log has of their approvals."""
+    first = datetime.now(UTC) - timedelta(minutes=10)
+    second = first + REPLAY_WINDOW + CLOCK_SKEW  # the soonest the id is used again
+    query = {"counterpart": "SAKURA", "pattern_id": "P-1", "data_type": "local_tax"}
+    for approved, content in ((first, '{"income": "1"}'), (second, '{"income": "2"}')):
+        answered = approved + ANSWER_TIMEOUT + CLOCK_SKEW  # as late as it can be
+        monkeypatch.setattr(store_module, "_now", lambda at=answered: store_module._stamp(at))
+        store.log("r-1", "PROVIDER", "SYSTEM", "t", "FOUND", content=content,
+                  deadline=approved + ANSWER_TIMEOUT, **query)
+    store.log("r-1", "REQUESTER", "staff-1", "t", "FOUND", counterpart="TOWN")
+    return first, second
+
+
+def test_a_residents_log_of_a_request_id_used_again_is_of_their_exchange_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A provider's entries of an id used again are each of another resident's exchange: asked
+    when the exchange happened, its log gives that use's entry alone (the requester's too, an
+    id it drew once); told no time, no provider's; all of them by id alone (the oversight
+    body's)."""
+    store = HolderStore(tmp_path / "holder.db")
+    first, second = _used_twice(store, monkeypatch)
+    assert [(e.side, e.content) for e in store.exchange_log("r-1", second)] == [
+        ("PROVIDER", '{"income": "2"}'), ("REQUESTER", None)]
+    assert [(e.side, e.content) for e in store.exchange_log("r-1", first)] == [
+        ("PROVIDER", '{"income": "1"}'), ("REQUESTER", None)]
+    assert [e.side for e in store.exchange_log("r-1", None)] == ["REQUESTER"]
+    assert len(store.access_log("r-1")) == 3
+    store.close()
