@@ -9,12 +9,12 @@ code → ID code → link code). It never sees the attributes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from datetime import datetime
 
 from broker import topics
-from processors import decider
 from processors.access_log import BINDING, logged
 from processors.codes import InvalidCode
 from processors.context import Context
@@ -39,6 +39,7 @@ from schemas.messages import (
 
 log = logging.getLogger(__name__)
 UNCONVERTED = "a candidate's resident code cannot be read or is not valid: none is offered"
+BINDING_DIGEST = b"renkei binding"  # blake2b's personalisation of binding events' digests (_said)
 SOURCE = re.compile(r"^(?P<topic>[^:@]+):[0-9]+:[0-9]+$")  # topic:partition:offset of a message
 
 
@@ -87,10 +88,18 @@ def _logged(answer: RegistryAnswer, status: str, now: datetime, ctx: Context, *,
     """A binding's access-log event, its step naming what it logs (status, and person or reason)
     by a keyed digest, so each answer of its look-up that logs another is kept under an id of its
     own, the audit store dropping the same event of a replay, or of an answer given again."""
-    said = decider.message_digest(ctx.digest_key, answer.requester,
-                                  "\0".join((status, person or "", reason or "")).encode())
-    return logged(answer.request_id, _step(f"binding:{said % 2**64:016x}", answer), now, BINDING,
-                  status, answer.requester, reason=reason, person=person)
+    said = _said(ctx.digest_key, answer.requester, status, person or "", reason or "")
+    return logged(answer.request_id, _step(f"binding:{said}", answer), now, BINDING, status,
+                  answer.requester, reason=reason, person=person)
+
+
+def _said(key: bytes, requester: str, status: str, person: str, reason: str) -> str:
+    """16 hex digits standing for what a binding event of `requester` logs, keyed by the
+    platform's digest key (MasterKeys.digest_key), so a registry cannot search offline for two
+    answers of one name, the second's event dropped (the audit store keeps the first); a domain
+    of its own (BINDING_DIGEST), apart from holder messages' digests (decider.message_digest)."""
+    return hashlib.blake2b("\0".join((requester, status, person, reason)).encode(), key=key,
+                           digest_size=8, person=BINDING_DIGEST).hexdigest()
 
 
 def _of_requester(answer: RegistryAnswer) -> bool:

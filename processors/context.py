@@ -24,7 +24,7 @@ class Context:
     codes: CodeService
     tickets: TicketSealer
     sealing_key: X25519PrivateKey = field(repr=False)
-    digest_key: bytes = field(repr=False)  # of holder messages' digests (decider.message_digest)
+    digest_key: bytes = field(repr=False)  # of holder messages' and binding events' digests
     directory: dict[str, HolderEntry] = field(default_factory=dict)
     patterns: PatternList = field(default_factory=lambda: PatternList(()))
     answer_timeout: timedelta = ANSWER_TIMEOUT

@@ -58,8 +58,9 @@ class MasterKeys:
         return _derive(self.link_master, b"renkei/ticket")
 
     def digest_key(self) -> bytes:
-        """The key of holder messages' digests (decider.message_digest): without it no one can
-        search for two messages that share one."""
+        """The key of holder messages' digests (decider.message_digest) and binding events'
+        (binding._said): without it no one can search for two messages, or events, that share
+        one."""
         return _derive(self.link_master, b"renkei/message-digest")
 
     def sealing_key(self) -> X25519PrivateKey:
