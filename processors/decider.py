@@ -193,8 +193,8 @@ class Partition:
         sweep read before a rebuild's history forgets no more than its first record says);
         answers held that no sweep has timed yet are kept until `held_until`. The answers
         forgotten, whose request never came."""
-        for second in [s for s in self.forgetting
-                       if s <= min(at.timestamp(), self.forgotten_through)]:
+        through = min(at.timestamp(), self.forgotten_through)
+        for second in [s for s in self.forgetting if s <= through]:
             for request_id in self.forgetting.pop(second):
                 self.settled.pop(request_id, None)
         forgotten: list[Outcome] = []
