@@ -289,6 +289,15 @@ async def test_a_store_another_process_holds_locked_is_busy_not_a_fault(
     assert "Traceback" not in caplog.text
 
 
+def _staff_one_on_t1(tmp_path: Path) -> str:
+    """Register staff-1 on terminal t-1 in the served holder's store; the server's token."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.add_terminal("t-1")
+    store.add_staff("staff-1", "担当職員", ["t-1"])
+    store.close()
+    return str(read_json(address_file(HOLDER))["token"])
+
+
 @pytest.mark.parametrize(("method", "path", "body", "status", "error", "detail"), [
     ("POST", "/bindings", b"{not json", 400, "bad_request", "the body is not JSON"),
     ("POST", "/bindings", b"\xff\xfe", 400, "bad_request", "the body is not JSON"),
@@ -314,11 +323,7 @@ async def test_every_error_answer_is_json_in_one_shape(
         detail: str) -> None:
     """A holder's system parses one format: an error is {"error": …, "detail": one line}."""
     async with _serving(tmp_path, _Authorizing) as url:
-        store = HolderStore(tmp_path / "holder.db")
-        store.add_terminal("t-1")
-        store.add_staff("staff-1", "担当職員", ["t-1"])
-        store.close()
-        token = str(read_json(address_file(HOLDER))["token"])
+        token = _staff_one_on_t1(tmp_path)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
                 http.request(method, url + path, data=body) as response:
             assert response.status == status
@@ -332,11 +337,7 @@ async def test_an_idempotency_key_not_utf8_is_a_bad_request(tmp_path: Path) -> N
     """A key of bytes not UTF-8 (as a header may carry, aiohttp's client aside) failed on the
     store: a 500, the server's fault, for the caller's."""
     async with _serving(tmp_path, _Authorizing) as url:
-        store = HolderStore(tmp_path / "holder.db")
-        store.add_terminal("t-1")
-        store.add_staff("staff-1", "担当職員", ["t-1"])
-        store.close()
-        token = str(read_json(address_file(HOLDER))["token"])
+        token = _staff_one_on_t1(tmp_path)
         body = b'{"own_number": "H-404", "operator": "staff-1", "terminal": "t-1"}'
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
