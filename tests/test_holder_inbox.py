@@ -529,6 +529,18 @@ async def test_data_too_large_to_send_refuses_its_query_only(
     assert f"the answer to query {large.request_id} is too large to send" in caplog.text
 
 
+async def _oversight_then_a_query(
+        client: HolderClient, request_ids: tuple[str, ...], later: ProviderQuery,
+        caplog: pytest.LogCaptureFixture) -> tuple[HolderLogAnswer, ProviderAnswer]:
+    """The answers to the oversight body's request (oversight-1) for the log of `request_ids`
+    and to a query read after it in the same batch (`later`), warnings captured."""
+    oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), request_ids, "")
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        out = await handle(client, oversight, later)
+    return (CODEC.decode(out[0].value, HolderLogAnswer),
+            CODEC.decode(out[1].value, ProviderAnswer))
+
+
 async def test_a_log_too_large_to_send_is_answered_too_large_and_the_inbox_goes_on(
         client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
     in_directory(client, sealing.public_bytes(sealing.key_of(OVERSIGHT)), OVERSIGHT)
@@ -536,14 +548,11 @@ async def test_a_log_too_large_to_send_is_answered_too_large_and_the_inbox_goes_
     for request_id in asked:
         client.store.log(request_id, "PROVIDER", SYSTEM, TERMINAL, FOUND,
                          content="3" * (MAX_BYTES // 2))
-    oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), tuple(asked), "")
     later = query("ABC98765XYZ")
-    with caplog.at_level(logging.WARNING, "holders.client"):
-        out = await handle(client, oversight, later)
-    answered = CODEC.decode(out[0].value, HolderLogAnswer)
+    answered, answer = await _oversight_then_a_query(client, tuple(asked), later, caplog)
     assert (answered.request_id, answered.sealed_entries, answered.too_large) == (
-        oversight.request_id, None, True)
-    assert CODEC.decode(out[1].value, ProviderAnswer).request_id == later.request_id
+        "oversight-1", None, True)
+    assert answer.request_id == later.request_id
     assert "the log of oversight-1 (3 entries) is too large to send" in caplog.text
 
 
@@ -1025,14 +1034,11 @@ async def test_an_askers_key_that_cannot_be_sealed_to_answers_its_log_unsealed_o
     answered with no entries (not sealed), and the batch goes on, as for a query's requester."""
     _providing(client)
     in_directory(client, bytes(32), OVERSIGHT)
-    oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), ("r-1",), "")
-    later = query("ABC98765XYZ")
-    with caplog.at_level(logging.WARNING, "holders.client"):
-        out = await handle(client, oversight, later)
-    answered = CODEC.decode(out[0].value, HolderLogAnswer)
+    answered, answer = await _oversight_then_a_query(client, ("r-1",), query("ABC98765XYZ"),
+                                                     caplog)
     assert (answered.request_id, answered.sealed_entries, answered.too_large) == (
-        oversight.request_id, None, False)
-    assert CODEC.decode(out[1].value, ProviderAnswer).status == FOUND
+        "oversight-1", None, False)
+    assert answer.status == FOUND
     assert OVERSIGHT in caplog.text
 
 
