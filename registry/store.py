@@ -132,8 +132,7 @@ class RegistryStore:
         old way would be found by no look-up keyed the new way."""
         if self.meta(KEYED_BY) == RULES:
             return
-        self._db.execute("BEGIN IMMEDIATE")  # another process opening it waits, then finds it done
-        with self._db:
+        with sqlite.writing(self._db):  # another process opening it waits, then finds it done
             if self.meta(KEYED_BY) != RULES:
                 self._rekey()
                 self._put_meta(KEYED_BY, RULES)
