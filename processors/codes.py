@@ -22,13 +22,12 @@ from numpy.typing import NDArray
 
 from processors.ff1 import FF1, Alphabet, Numerals
 from processors.keys import MasterKeys
-from registry.resident_code import valid_rows
+from registry.resident_code import NOT_RESIDENT, valid_rows
 
 CODE_SYMBOLS = string.digits + string.ascii_uppercase
 CODE_LENGTH = 11
 ALPHABET = Alphabet(CODE_SYMBOLS)
 MALFORMED = f"malformed: a code is {CODE_LENGTH} characters of 0-9A-Z"
-NOT_RESIDENT = "not a resident code: 11 digits with a valid check digit"
 
 
 class InvalidCode(ValueError):

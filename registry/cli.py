@@ -11,6 +11,7 @@ import click
 
 from registry import store as registry_store
 from registry.normalize import parse_date, parse_sex
+from registry.resident_code import NOT_RESIDENT, is_valid
 from registry.residents import ChangeKind, FourAttributes, Resident
 from renkei import personal_input
 from renkei.options import residents_option
@@ -63,10 +64,13 @@ def lookup(db: Path | None) -> None:
     ({"resident_code": "…"} or {"name": "…", "address": "…", "dob": "…", "sex": "…"}), or
     prompted for at a terminal: never arguments, which `ps` and the shell's history show."""
     asked = personal_input.read((RESIDENT_CODE,), FOUR)
+    code = asked.get(RESIDENT_CODE.key)
+    if code is not None and not is_valid(code):  # not echoed: a code mistyped is still one
+        raise click.BadParameter(NOT_RESIDENT)
     store = open_registry(db)
     try:
-        if RESIDENT_CODE.key in asked:
-            found = store.by_code(asked[RESIDENT_CODE.key])
+        if code is not None:
+            found = store.by_code(code)
             residents = [] if found is None else [found]
         else:
             residents = store.find(FourAttributes(asked["name"], asked["address"],

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # numpy imported by the two bulk functions alone: a command t
 
 LENGTH = 11
 WEIGHTS = tuple(range(1, LENGTH))  # for d1 … d10
+NOT_RESIDENT = "not a resident code: 11 digits with a valid check digit"
 
 
 def _issued() -> int:

@@ -527,3 +527,14 @@ def test_an_officer_card_of_a_role_not_its_holders_is_refused(
         said_in_one_line(run.output, "the oversight body's officers (oversight) have the "
                                      f"oversight role, and none other does: not {role}")
         assert not list(state.rglob("*.card.json"))
+
+
+@pytest.mark.parametrize("code", ["garbage", "1234567890", "12345678901"])
+def test_a_malformed_resident_code_is_a_usage_error(tmp_path: Path, code: str) -> None:
+    """Not '0 resident(s)' (exit 0), as if a resident code no one has had been looked up."""
+    env = {STATE_ENV: str(tmp_path / "state")}
+    renkei("registry", "generate", "--residents", "5", env=env)
+    run = renkei("registry", "lookup", env=env, check=False, input=code)
+    assert run.returncode == 2, run.stdout
+    said_in_one_line(run.stderr, "not a resident code: 11 digits with a valid check digit")
+    assert code not in run.stderr

@@ -412,7 +412,7 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     runner = CliRunner()
     for command, args in ((registry_cli, ["lookup"]), (serve, [])):
-        none = runner.invoke(command, args, input="1")  # no registry yet: said in one line
+        none = runner.invoke(command, args, input="00000000000")  # no registry yet: said
         assert none.exit_code == 1 and "no registry at" in none.output, none.output
     made = runner.invoke(registry_cli, ["generate", "--residents", "500", "--seed", "3"])
     assert made.exit_code == 0, made.output
