@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from audit.cli import audit_cli
 from audit.heads import Signer
 from audit.store import AuditStore
-from broker import cluster
+from broker import cluster, credentials
 from cards.cli import card_cli
 from portal.inbox import default_path as inbox_path
 from registry.resident_code import CODES
@@ -210,7 +210,8 @@ def test_a_second_portal_on_the_same_state_folder_is_refused(tmp_path: Path) -> 
     (("holder", "register", "city-a", "--name", "桜町役場", "--role", ""), ""),
     (("holder", "staff", "add", "city-a", " "), "山田 太郎"),
     (("holder", "terminal", "add", "city-a", ""), ""),
-    (("card", "officer", " ", "--holder", "city-a", "--role", "counter", "--pin", "1234"), "")])
+    (("card", "officer", " ", "--holder", "oversight", "--role", "oversight", "--pin", "1234"),
+     "")])
 def test_a_blank_text_is_refused(tmp_path: Path, args: tuple[str, ...], given: str) -> None:
     run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False, input=given)
     assert run.returncode == 2
@@ -360,6 +361,18 @@ def test_an_officer_card_for_no_holder_id_is_refused(tmp_path: Path, holder: str
     assert not list(state.rglob("*.card.json"))
 
 
+def test_an_officer_card_for_a_holder_not_registered_is_refused(tmp_path: Path) -> None:
+    """Before its PIN is asked: no card names a holder whose staff could not act."""
+    state = tmp_path / "state"
+    assert renkei("card", "init", env={STATE_ENV: str(state)}).returncode == 0
+    run = renkei("card", "officer", "bob", "--holder", "nosuch", "--role", "counter",
+                 env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 1, run.stdout
+    said_in_one_line(run.stderr, "no holder 'nosuch' is registered in this state folder: run "
+                                 "`renkei holder register nosuch …` first")
+    assert "PIN" not in run.stderr and not list(state.rglob("*.card.json"))
+
+
 @pytest.mark.parametrize(("args", "error"), [
     (("holder", "run", "{long}"), "invalid principal name"),
     (("holder", "staff", "add", "{long}", "s-1"), "invalid principal name"),
@@ -455,8 +468,8 @@ def test_an_origin_that_is_none_is_a_usage_error(tmp_path: Path, taken_port: int
 
 @pytest.mark.parametrize(("args", "state_under_it"), [
     (("broker", "status"), True), (("card", "list"), True),
-    (("card", "officer", "op-1", "--holder", "city-a", "--role", "counter", "--pin", "1234",
-      "--dir", "{file}/cards"), False),
+    (("card", "officer", "op-1", "--holder", "oversight", "--role", "oversight", "--pin",
+      "1234", "--dir", "{file}/cards"), False),
     (("broker", "secrets", "--env-file", "{file}/.env"), False)])
 def test_a_file_or_folder_that_cannot_be_made_is_named_in_one_line(
         tmp_path: Path, args: tuple[str, ...], state_under_it: bool) -> None:
@@ -521,6 +534,7 @@ def test_an_officer_card_of_a_role_not_its_holders_is_refused(
     a card was issued, and signed in where its holder has no business."""
     with state_folder(tmp_path / "state") as state:
         assert CliRunner().invoke(card_cli, ["init"]).exit_code == 0
+        credentials.issue("sakura-town")  # registered here, as `holder register` leaves it
         run = CliRunner().invoke(card_cli, ["officer", "op-1", "--holder", holder,
                                             "--role", role, "--pin", "1234"])
         assert run.exit_code == 1, run.output
