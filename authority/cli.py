@@ -31,14 +31,20 @@ def authority_cli() -> None:
     """The numbering authority (付番機関): personal numbers and their code-conversion table."""
 
 
-@contextmanager
-def _authority(db: Path | None, existing: bool = False) -> Iterator[NumberingAuthority]:
-    """The authority over its store; `existing`: one numbered already, none made (a one-line
-    error if there is none: an empty one would answer that nobody has a number)."""
+def numbered(db: Path | None) -> Path:
+    """The path of the authority's store, one numbered already: a one-line error if there is
+    none (an empty one made would answer that nobody has a number)."""
     path = db or authority_store.default_path()
-    if existing and not path.is_file():
+    if not path.is_file():
         raise click.ClickException(f"no authority store at {path}: run `renkei authority "
                                    "assign-all` (or give its --db)")
+    return path
+
+
+@contextmanager
+def _authority(db: Path | None, existing: bool = False) -> Iterator[NumberingAuthority]:
+    """The authority over its store; `existing`: one numbered already, none made (`numbered`)."""
+    path = numbered(db) if existing else db or authority_store.default_path()
     store = authority_store.AuthorityStore(path)
     try:
         yield NumberingAuthority(store)

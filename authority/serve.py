@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups, portal
 from authority import store as authority_store
+from authority.cli import numbered
 from authority.service import NumberingAuthority
 from broker import acls, topics
 from registry import store as registry_store
@@ -73,7 +74,8 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey, changes: Regis
 
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
-              help="the authority's store [default <state>/authority/authority.db]")
+              help="the authority's store, made by `renkei authority assign-all` "
+                   "[default <state>/authority/authority.db]")
 @click.option("--registry", type=click.Path(path_type=Path), default=None,
               help="the registry whose code changes it follows "
                    "[default <state>/registry/registry.db]")
@@ -81,8 +83,9 @@ def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
     number (from My Portal, each with the login ticket of the resident) until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    path = numbered(db)
     login_key = tickets.public_key()
-    store = authority_store.AuthorityStore(db or authority_store.default_path())
+    store = authority_store.AuthorityStore(path)
     authority = NumberingAuthority(store)
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:

@@ -338,7 +338,8 @@ def test_a_cluster_whose_last_nodes_would_be_past_the_last_port_is_refused(
 @pytest.mark.parametrize(("args", "given"), [
     (("authority", "status"), ""), (("authority", "number-of"), "12345678906"),
     (("authority", "lookup", "--holder", "city-a", "--purpose", "tax"), "123456789018"),
-    (("authority", "change-number", "--reason", "lost"), "12345678906")])
+    (("authority", "change-number", "--reason", "lost"), "12345678906"),
+    (("authority", "serve"), "")])  # an empty one made would answer that nobody has a number
 def test_reading_an_authority_store_that_is_not_there_makes_none(
         tmp_path: Path, args: tuple[str, ...], given: str) -> None:
     state = tmp_path / "state"
