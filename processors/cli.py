@@ -55,8 +55,10 @@ def patterns_cli() -> None:
 def publish_patterns(path: Path | None) -> None:
     """Publish the pattern list (default: the sample modelled on the law's annexed table)."""
     versions = patterns.load(path or patterns.SAMPLE)
-    asyncio.run(directory.publish(versions=versions))
-    click.echo(f"published {len(versions)} pattern versions to the legal pattern list")
+    published = len(asyncio.run(directory.publish_patterns(versions)))
+    already = f"{len(versions) - published} already published"
+    click.echo(f"published {published} pattern versions to the legal pattern list ({already})"
+               if published else f"{already}: the legal pattern list is unchanged")
 
 
 @click.group("directory")

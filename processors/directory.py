@@ -129,6 +129,17 @@ async def publish(entries: Sequence[HolderEntry] = (),
     await _delivered(access, sends)
 
 
+async def publish_patterns(versions: Sequence[LegalPattern]) -> list[LegalPattern]:
+    """The pattern versions not on the list as they are, published (each once: the topic is
+    compacted only in segments past the active one, so one sent again is a record more)."""
+    access = KafkaAccess.of(config.ADMIN)
+    await provisioned(access, topics.PATTERNS)
+    there = {patterns.key(p): p for p in await _read(access, topics.PATTERNS, LegalPattern)}
+    changed = [p for p in versions if there.get(patterns.key(p)) != p]
+    await _delivered(access, [send(topics.PATTERNS, patterns.key(p), p) for p in changed])
+    return changed
+
+
 async def _delivered(access: KafkaAccess, sends: Sequence[Send]) -> None:
     async with running(producer_for(access), access) as producer:
         await deliver(producer, sends)
