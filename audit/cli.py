@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import click
@@ -29,7 +30,7 @@ from audit.store import (
     default_path,
     years_before,
 )
-from broker import acls
+from broker import acls, cluster
 from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
@@ -370,10 +371,15 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> None:
     """Consume the audit topic into the store (exactly once per event), sign heads, detect."""
     from audit.consumer import main
+    from renkei.service_loop import said_when_up
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
     with open_store(db, create=True) as store:
-        asyncio.run(main(store, instance, head_seconds))
+        asyncio.run(said_when_up(
+            partial(main, store, instance, head_seconds),
+            f"audit consumer {instance} up on the broker at {cluster.bootstrap()}: the audit "
+            f"topic into {sql.shown(db or default_path())}, a head signed every "
+            f"{head_seconds:g} s"))
 
 
 @audit_cli.command()

@@ -84,7 +84,8 @@ def resumed(store: AuditStore, rules: Rules) -> Detector:
 
 
 async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_seconds: float,
-              instance: str = "1", rules: Rules | None = None) -> None:
+              instance: str = "1", rules: Rules | None = None,
+              ready: asyncio.Event | None = None) -> None:
     """Consume until `stop` is set; sign a head every `head_seconds` if entries came, and anchor
     it on the heads topic (and the last one at the stop); note the tree's size and root with
     each commit of offsets, which the broker keeps out of the store's reach too. LostEntries,
@@ -110,7 +111,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
             store.check_commit(await noted_commit(access))
             signing = asyncio.create_task(anchor.every(head_seconds, store.head))
             await beside(signing, serve(  # LostEntries at a head, no batch coming: it stops
-                access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop,
+                access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop, ready,
                 instance=member_id(instance), gather_ms=GATHER_MS, producer=alerts,
                 note=store.commit_note))
     finally:
@@ -122,6 +123,8 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
             await alerts.stop()
 
 
-async def main(store: AuditStore, instance: str, head_seconds: float) -> None:
-    """The `audit run` process: until SIGTERM or SIGINT."""
-    await run(store, KafkaAccess.of(acls.AUDIT), stop_on_signals(), head_seconds, instance)
+async def main(store: AuditStore, instance: str, head_seconds: float,
+               ready: asyncio.Event) -> None:
+    """The `audit run` process: until SIGTERM or SIGINT; `ready` set once it consumes."""
+    await run(store, KafkaAccess.of(acls.AUDIT), stop_on_signals(), head_seconds, instance,
+              ready=ready)

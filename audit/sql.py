@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from renkei import sqlite
 
@@ -131,6 +132,18 @@ def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Diale
         if exc.sqlite_errorcode not in _NOT_A_STORE:
             raise
         raise NoStore(f"cannot open the store at {path}: {exc}") from exc
+
+
+def shown(url: str | Path) -> str:
+    """`url` as a message may show it: a PostgreSQL one without its user, password or
+    parameters (scheme, host, port and database alone)."""
+    text = str(url)
+    if not text.startswith(POSTGRESQL_SCHEMES):
+        return text
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}{parts.path}"
 
 
 def _sqlite_path(text: str) -> str:

@@ -19,12 +19,12 @@ from authority import lookups, portal
 from authority import store as authority_store
 from authority.cli import numbered
 from authority.service import NumberingAuthority
-from broker import acls, topics
+from broker import acls, cluster, topics
 from registry import store as registry_store
 from registry import tickets
 from renkei import questions, sealing
 from renkei.envelope import Directory, Send
-from renkei.service_loop import run_service
+from renkei.service_loop import run_service, said_when_up
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,12 @@ def serve(db: Path | None, registry: Path | None) -> None:
     authority = NumberingAuthority(store)
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:
-        asyncio.run(run_service(acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
-                                "renkei-authority",
-                                serving(authority, sealing.key_of(acls.AUTHORITY), changes,
-                                        login_key)))
+        asyncio.run(said_when_up(
+            partial(run_service, acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
+                    "renkei-authority",
+                    serving(authority, sealing.key_of(acls.AUTHORITY), changes, login_key)),
+            f"authority up on the broker at {cluster.bootstrap()}: holders' personal-number "
+            f"look-ups and residents' requests for a new number, from {path}"))
     finally:
         changes.close()
         store.close()

@@ -32,17 +32,19 @@ def platform_cli() -> None:
 def run(instance: str, answer_timeout: float, member: str | None, loglevel: str) -> None:
     """Run one platform instance until stopped (SIGTERM/SIGINT)."""
     from processors.platform import Platform
-    from renkei.service_loop import stop_on_signals
+    from renkei.service_loop import said_when_up, stop_on_signals
 
     logging.basicConfig(level=loglevel.upper(),
                         format=f"%(asctime)s [platform {instance}] %(levelname)s %(message)s")
+    access = KafkaAccess.of(acls.PLATFORM)
 
-    async def main() -> None:
-        platform = Platform(KafkaAccess.of(acls.PLATFORM), timedelta(seconds=answer_timeout),
-                            member)
-        await platform.run(stop_on_signals())
+    async def main(ready: asyncio.Event) -> None:
+        platform = Platform(access, timedelta(seconds=answer_timeout), member)
+        await platform.run(stop_on_signals(), ready)
 
-    asyncio.run(main())
+    asyncio.run(said_when_up(main, f"platform {instance} up on the broker at {access.bootstrap}: "
+                                   "the holders' linkage requests, each answered or timed out "
+                                   f"within {answer_timeout:g} s"))
 
 
 @click.group("patterns")

@@ -6,13 +6,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from broker import acls, topics
+from broker import acls, cluster, topics
 from cards.jlis import CardHolders
 from processors import keys
 from processors.codes import IdCodes
@@ -20,11 +21,11 @@ from registry import tickets
 from registry.cli import open_registry
 from registry.portal import CardLogins
 from registry.service import RegistryService
-from registry.store import RegistryStore
+from registry.store import RegistryStore, default_path
 from renkei import questions, sealing
 from renkei.envelope import Directory, Send
 from renkei.options import origins
-from renkei.service_loop import run_service
+from renkei.service_loop import run_service, said_when_up
 
 Handler = Callable[[Sequence[Any]], list[Send]]
 
@@ -64,14 +65,17 @@ def serve(db: Path | None, portal_origins: tuple[str, ...]) -> None:
     their holders' ID codes by the ID key alone, a login ticket signed with the login key) until
     stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    store = open_registry(db)
+    path = db or default_path()
+    store = open_registry(path)
     cards = CardHolders()
     try:
         logins = CardLogins(cards, store, id_codes(), tickets.signing_key(),
                             frozenset(portal_origins))
-        asyncio.run(run_service(acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
-                                "renkei-registry",
-                                serving(store, logins, sealing.key_of(acls.REGISTRY))))
+        asyncio.run(said_when_up(
+            partial(run_service, acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
+                    "renkei-registry", serving(store, logins, sealing.key_of(acls.REGISTRY))),
+            f"registry up on the broker at {cluster.bootstrap()}: the platform's look-ups and "
+            f"My Portal's card logins, from {path}"))
     finally:
         cards.close()
         store.close()

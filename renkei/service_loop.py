@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import click
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
 
@@ -18,7 +19,7 @@ from broker import partitioner, topics
 from broker.clients import KafkaAccess, started
 from renkei.compacted import CompactedView
 from renkei.envelope import Directory, Send
-from renkei.tasks import retrieved, set_or_failed
+from renkei.tasks import cancelled, retrieved, set_or_failed
 from renkei.tether import when_parent_gone
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
@@ -310,10 +311,27 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def said_when_up(running: Callable[[asyncio.Event], Awaitable[None]], said: str) -> None:
+    """`running(ready)` awaited, `said` on stdout once it sets `ready`: an operator sees that
+    the service is up, and what it serves (not while it waits for the broker, nor if it fails
+    to start)."""
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(running(ready))
+    try:
+        await set_or_failed(ready, task)
+    except asyncio.CancelledError:
+        await cancelled(task)
+        raise
+    if ready.is_set():
+        click.echo(said)
+    await task
+
+
 async def run_service(principal: str, topics_in: Sequence[str], group: str,
                       handler: Callable[[Directory], Callable[[list[Any]], Sequence[Send]]],
-                      ) -> None:
-    """Run a service that needs the holder directory, until signalled."""
+                      ready: asyncio.Event | None = None) -> None:
+    """Run a service that needs the holder directory, until signalled; `ready` set once it
+    serves."""
     access = KafkaAccess.of(principal)
     stop = stop_on_signals()
     directory: CompactedView[HolderEntry] = CompactedView(
@@ -326,7 +344,7 @@ async def run_service(principal: str, topics_in: Sequence[str], group: str,
     try:
         await directory.start()
         if await unless_stopped(stop, directory.loaded()):
-            await serve(access, topics_in, group, handle_async, stop, instance=group,
+            await serve(access, topics_in, group, handle_async, stop, ready, instance=group,
                         following=[directory])
     finally:
         await directory.stop()

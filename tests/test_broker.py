@@ -41,8 +41,8 @@ from broker.credentials import Credentials
 from broker.provision import admin_client
 from holders.ping import ping
 from renkei.cli import main
-from renkei.state import STATE_ENV, state_folder
-from renkei.town import Town
+from renkei.state import STATE_ENV, state_dir, state_folder
+from renkei.town import Processes, Town
 from tests.kafka_helpers import (
     consumer,
     free_port,
@@ -52,6 +52,7 @@ from tests.kafka_helpers import (
     said_in_one_line,
     wait_assigned,
 )
+from tests.loop_helpers import Deadline
 
 TIMESTAMP_TYPE = "message.timestamp.type"
 
@@ -73,6 +74,26 @@ async def test_message_through_the_platform_processor(platform: object,
     result = await ping(holders[0], within=90)
     assert result.pong.request_id == result.ping.request_id
     assert result.pong.answered_at >= result.ping.sent_at
+
+
+UP = {"platform-1": "platform 1 up on the broker at {at}: the holders' linkage requests",
+      "registry": "registry up on the broker at {at}: the platform's look-ups",
+      "authority": "authority up on the broker at {at}: holders' personal-number look-ups",
+      "audit": "audit consumer 1 up on the broker at {at}: the audit topic into {state}"}
+
+
+def test_each_service_says_it_is_up_and_what_it_serves(platform: Processes,
+                                                        broker: Cluster) -> None:
+    """Once it serves, in one line on stdout whatever the log level (the town's platform logs
+    at info, the others at the default, warning): they said nothing, an operator could not
+    tell one up from one still waiting for the broker."""
+    for name, up in UP.items():
+        said = up.format(at=broker.bootstrap, state=state_dir())
+        log = state_dir() / "logs" / f"{name}.log"
+        deadline = Deadline(20, f"{said!r} in {log}")
+        while said not in (text := log.read_text(errors="replace")):
+            deadline.check(text[-2000:])
+            time.sleep(0.2)
 
 
 async def test_holder_cannot_read_another_holders_inbox(holders: list[str]) -> None:
