@@ -42,6 +42,15 @@ def step_of(event: AccessLogEvent) -> str:
     return event.event_id[len(event.request_id) + 1:].split("@", 1)[0]
 
 
+def approval_id(event: AccessLogEvent) -> str | None:
+    """The event id of the approval of the exchange `event` logs a step of: approved@ and the
+    name after its '@' (processors.decider.copies_name, which an exchange's approval and answer
+    share); None for an event naming none. A refused request's (rejected@ its message's
+    topic:partition:offset) names no approval's."""
+    _, named, name = event.event_id[len(event.request_id) + 1:].partition("@")
+    return event_id(event.request_id, f"approved@{name}") if named else None
+
+
 def portal_step(step: str) -> str:
     """A step of My Portal's, named apart from the platform's (of_portal)."""
     return PORTAL_STEP + step

@@ -10,10 +10,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from audit.events import AccessLogEvent
+from audit.events import AccessLogEvent, approval_id
 from audit.heads import NoKey, SignedHead, consistent, includes, verify_head
 from audit.sql import NoStore
 from audit.store import (
@@ -249,6 +250,17 @@ class Records:
         if entry is None:
             return None
         return next(iter(self._checked(id_codes, store.prove([entry]))), None)
+
+    async def approved_at(self, event: AccessLogEvent) -> datetime | None:
+        """When the exchange `event` logs a step of was approved, as its approval's signed bytes
+        tell it; None if the store has no approval of it (a refused request, or one purged)."""
+        return await self._store.run(partial(self._approved_at, event))
+
+    @classmethod
+    def _approved_at(cls, event: AccessLogEvent, store: AuditStore) -> datetime | None:
+        approval = approval_id(event)
+        serials = store.serials([approval] if approval else [])
+        return next((e.occurred_at for e in cls._events(serials.values(), store)), None)
 
     async def events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
         """The events of the entries at `serials` (those that exist), as their signed bytes

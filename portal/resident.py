@@ -51,7 +51,10 @@ async def entry(request: web.Request) -> web.Response:
 
 async def apply(request: web.Request) -> web.Response:
     """Ask the requester and the provider of one of the resident's entries for ⑪⑫ (not of one
-    of the portal's own actions, which the entry's page offers no application for)."""
+    of the portal's own actions, which the entry's page offers no application for), naming when
+    its exchange was approved: a provider answers its entry of that use of the request id alone
+    (a timeout or answer may be logged minutes after, around the next use's), none if the
+    approval is not in the store (purged)."""
     resident = resident_of(request)
     platform = request.app[PLATFORM]
     form = await request.post()
@@ -71,11 +74,11 @@ async def apply(request: web.Request) -> web.Response:
                                         step=f"applied-{holder}",
                                         reason=f"request {event.request_id}")
 
+    approved = await platform.records.approved_at(event)
     try:
-        asked = await platform.kafka.applications.ask(holders, [event.request_id],
-                                                      APPLICATION_BASIS,
-                                                      person=resident.id_codes[0], log=applied,
-                                                      exchanged_at=[event.occurred_at])
+        asked = await platform.kafka.applications.ask(
+            holders, [event.request_id], APPLICATION_BASIS, person=resident.id_codes[0],
+            log=applied, exchanged_at=() if approved is None else (approved,))
     except NoHolder:
         return no_holder(request)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")

@@ -46,7 +46,7 @@ from renkei.refusals import TICKET_USED
 from renkei.tasks import cancelled
 from schemas.messages import REFUSED, TIMED_OUT, Alert, CardLogin
 from tests.loop_helpers import locked
-from tests.test_audit_store import HOLDERS, event, item
+from tests.test_audit_store import HOLDERS, T0, event, item
 from tests.test_portal_records import ME, Held, Hold
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -59,18 +59,22 @@ Client = TestClient[web.Request, web.Application]
 @dataclass
 class HolderLogAsks:
     """Requests for holder-side logs (the oversight body's, residents'): (holders asked,
-    request ids) each; only holders asked, as HolderLogs.ask does (NoHolder if none)."""
+    request ids) each, and when each said its exchanges happened; only holders asked, as
+    HolderLogs.ask does (NoHolder if none)."""
 
     asked: list[tuple[list[str], list[str]]] = field(default_factory=list)
+    exchanged: list[tuple[datetime, ...]] = field(default_factory=list)
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
                   person: str | None = None,
-                  log: Callable[[Asked], Awaitable[None]] | None = None) -> Asked:
+                  log: Callable[[Asked], Awaitable[None]] | None = None,
+                  exchanged_at: Sequence[datetime] = ()) -> Asked:
         asked = Asked(f"ask-{len(self.asked)}", datetime.now(UTC), holders_to_ask(holders),
                       tuple(request_ids), person)
         if log is not None:
             await log(asked)
         self.asked.append((list(asked.holders), list(request_ids)))
+        self.exchanged.append(tuple(exchanged_at))
         return asked
 
     async def every(self) -> list[Shown]:
@@ -880,6 +884,34 @@ async def test_no_application_is_taken_for_an_entry_of_the_portals_own_action(
         assert applied.status == 400, applied.status
         assert words(lang)["not_an_exchange"] in await applied.text()
     assert town.kafka.applications.asked == [] and town.kafka.written == []
+
+
+async def test_an_application_names_when_its_exchange_was_approved_whatever_entry_it_is_from(
+        client: Client, town: Town) -> None:
+    """An application from the entry of a timeout logged long after its request (its decider
+    down meanwhile) named that entry's time, around which a provider's entry of the id is of
+    another use of it (another resident's data), its own perhaps not: it names the approval's
+    time (the approved@ entry of its request id and copies name), whichever of the exchange's
+    entries it is from; the approval not in the store (purged), it names none, and gets none
+    of the provider's entries."""
+    store = fakes_of(client).store
+    assert store
+    person, approved = town.resident.id_codes[0], T0 + timedelta(hours=1)
+
+    def logged(step: str, at: datetime, outcome: str) -> int | None:
+        return store.append(*item(replace(event(11, at, person), outcome=outcome,
+                                          event_id=event_id("req-0011", step))))
+
+    approval = logged("approved@00000000000000a1", approved, "APPROVED")
+    late = logged("answered@00000000000000a1", approved + timedelta(minutes=5), TIMED_OUT)
+    logged("approved@00000000000000b2", approved + timedelta(minutes=10), "APPROVED")
+    unapproved = logged("answered@00000000000000c3", approved + timedelta(minutes=20), "FOUND")
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    for serial in (late, approval, unapproved):
+        applied = await client.post("/details", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/history"), "serial": str(serial)})
+        assert applied.status == 303, await applied.text()
+    assert town.kafka.applications.exchanged == [(approved,), (approved,), ()]
 
 
 async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_ever(
