@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from audit.events import PORTAL_KIND
+from audit.events import PORTAL_KIND, AccessLogEvent
 from audit.store import Query
 from portal import numbering
 from portal.context import PLATFORM
@@ -16,6 +16,7 @@ from portal.inbox import Asked
 from portal.kafka import NoHolder
 from portal.services import Unanswered
 from portal.web import day, history_of, no_holder, older, render, resident_of
+from processors.access_log import REJECTED
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
 
@@ -49,6 +50,15 @@ async def entry(request: web.Request) -> web.Response:
     return render(request, "entry.html", checked=found)
 
 
+def _exchanged_with(event: AccessLogEvent) -> list[str]:
+    """The holders an application from `event` asks: its requester, and its provider unless the
+    platform refused the request, which so never reached the provider (whose entry of its id,
+    if any, is of another use of it: another resident's data)."""
+    if event.outcome == REJECTED:
+        return [event.requester]
+    return [h for h in (event.requester, event.provider) if h]
+
+
 async def apply(request: web.Request) -> web.Response:
     """Ask the requester and the provider of one of the resident's entries for ⑪⑫ (not of one
     of the portal's own actions, which the entry's page offers no application for), naming when
@@ -65,7 +75,7 @@ async def apply(request: web.Request) -> web.Response:
     event = found.entry.event
     if event.kind == PORTAL_KIND:  # the portal's own action: no holder exchanged anything
         return render(request, "error.html", status=400, message="not_an_exchange")
-    holders = [h for h in (event.requester, event.provider) if h]
+    holders = _exchanged_with(event)
 
     async def applied(asked: Asked) -> None:
         for holder in asked.holders:

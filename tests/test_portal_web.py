@@ -914,6 +914,25 @@ async def test_an_application_names_when_its_exchange_was_approved_whatever_entr
     assert town.kafka.applications.exchanged == [(approved,), (approved,), ()]
 
 
+async def test_an_application_from_a_refused_request_asks_its_requester_alone(
+        client: Client, town: Town) -> None:
+    """A request refused (DUPLICATE: its id pending for another of the requester's requests,
+    another resident's) never reached its provider, whose entry of that id is the other use's:
+    an application from its entry asks the requester alone, and logs no application to the
+    provider."""
+    store = fakes_of(client).store
+    assert store
+    refused = store.append(*item(replace(
+        event(13, person=town.resident.id_codes[0]), outcome="REJECTED",
+        reason="DUPLICATE_REQUEST", event_id=event_id("req-0013", "rejected@city-b.out:0:5"))))
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    applied = await client.post("/details", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/history"), "serial": str(refused)})
+    assert applied.status == 303, await applied.text()
+    assert town.kafka.applications.asked == [([HOLDERS[1]], ["req-0013"])]
+    assert town.kafka.written == [("DETAIL_APPLIED", town.resident.id_codes[0])]
+
+
 async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_ever(
         client: Client, town: Town, tmp_path: Path) -> None:
     """Another connection holding the audit store's write lock (the consumer's batch): the
