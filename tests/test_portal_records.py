@@ -119,7 +119,7 @@ def integrity_page(lang: str, report: VerifyReport) -> str:
     officer = SimpleNamespace(resident=None, officer=SimpleNamespace(role="oversight"))
     return TEMPLATES.get_template("integrity.html").render(
         w=words(lang), lang=lang, session=officer, csrf="", notice=None,
-        path="/oversight/integrity", heads=[], anchor=report)
+        path="/oversight/integrity", here="/oversight/integrity", heads=[], anchor=report)
 
 
 @dataclass
