@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,8 @@ async def test_holders_logs_reach_the_oversight_body_and_the_portal_sealed(
         clients: dict[str, HolderClient], town: Town) -> None:
     """⑪ is the data provided: the holders' outboxes, renkei.oversight.in, renkei.portal.in and
     the portal's inbox carry it sealed only, and the oversight body and My Portal read it."""
-    canary, request_id = await _exchange_canary(clients, town)
+    approved = datetime.now(UTC)  # about when its exchange is approved: a resident's
+    canary, request_id = await _exchange_canary(clients, town)  # application names it
     holders = ("nenkin", "sakura-town")
     by_cli = await oversight.holder_logs(holders, (request_id,),
                                          lambda ids: dict.fromkeys(ids, holders), BASIS,
@@ -88,8 +90,10 @@ async def test_holders_logs_reach_the_oversight_body_and_the_portal_sealed(
     portal = KafkaSide.connect()
     await portal.start()
     try:
-        asked = {logs: (await logs.ask(holders, (request_id,), BASIS)).request_id
-                 for logs in (portal.oversight, portal.applications)}
+        asked = {portal.oversight: (await portal.oversight.ask(
+                     holders, (request_id,), BASIS)).request_id,
+                 portal.applications: (await portal.applications.ask(
+                     holders, (request_id,), BASIS, exchanged_at=(approved,))).request_id}
         for _ in range(300):  # the holders answer within moments
             console, application = [next(s for s in await logs.every()
                                          if s.asked.request_id == rid)
