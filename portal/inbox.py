@@ -2,8 +2,10 @@
 residents' applications for ⑪⑫ and the oversight body's requests — and the holders' answers, each
 kept as it came (its entries sealed to the asker: the inbox holds no personal data in plaintext),
 with the position read up to on each answers topic, so that a restarted portal takes what came
-while it was down and nothing twice; and where the integrity page's anchor check stands
-(audit.anchor.Held), so that a restarted portal's first check reads only the heads anchored since.
+while it was down and nothing twice; each request logged and not known to be sent, as it is to be
+sent, so that it is sent again (the portal stopped or its broker away at the sending); and where
+the integrity page's anchor check stands (audit.anchor.Held), so that a restarted portal's first
+check reads only the heads anchored since.
 It keeps too each resident's request for a new number whose outcome they have not seen (by their
 ID code), so that their next request, in any session or at the counter, is the same change: the
 authority answers the number it gave, never a second one; for CHANGES_KEPT from when it was first
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from audit.anchor import Held
 from audit.heads import SignedHead
-from renkei.sqlite import connected, writing
+from renkei.sqlite import connected, with_columns, writing
 from renkei.state import private_dir
 from renkei.tasks import OneThread
 
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS asked (
     request_id TEXT PRIMARY KEY, book TEXT NOT NULL, at TEXT NOT NULL, holders TEXT NOT NULL,
-    request_ids TEXT NOT NULL, person TEXT);
+    request_ids TEXT NOT NULL, person TEXT, unsent BLOB);
 CREATE INDEX IF NOT EXISTS asked_by_book ON asked (book, person, at);
 CREATE TABLE IF NOT EXISTS answers (
     request_id TEXT NOT NULL, holder TEXT NOT NULL, answer BLOB NOT NULL,
@@ -121,6 +123,7 @@ class Inbox:
     def __init__(self, path: Path) -> None:
         self._db = connected(path)
         self._db.executescript(SCHEMA)
+        with_columns(self._db, "asked", ["unsent BLOB"])  # an inbox from before: all taken as sent
         self._thread = OneThread("inbox")
 
     async def close(self) -> None:
@@ -128,9 +131,29 @@ class Inbox:
 
     async def add(self, book: str, asked: Asked) -> None:
         await self._thread.run(partial(
-            self._db.execute, "INSERT INTO asked VALUES (?, ?, ?, ?, ?, ?)", (
+            self._db.execute, "INSERT INTO asked (request_id, book, at, holders, request_ids, "
+            "person) VALUES (?, ?, ?, ?, ?, ?)", (
                 asked.request_id, book, _time(asked.at), json.dumps(asked.holders),
                 json.dumps(asked.request_ids), asked.person)))
+
+    async def to_send(self, book: str, request_id: str, value: bytes) -> None:
+        """The request, logged, is to be sent as `value` (the record) until it is known sent."""
+        await self._thread.run(partial(
+            self._db.execute, "UPDATE asked SET unsent = ? WHERE book = ? AND request_id = ?",
+            (value, book, request_id)))
+
+    async def sent(self, book: str, request_id: str) -> None:
+        """The broker has the request: it is not sent again."""
+        await self._thread.run(partial(
+            self._db.execute, "UPDATE asked SET unsent = NULL WHERE book = ? AND request_id = ?",
+            (book, request_id)))
+
+    async def unsent(self, book: str, since: datetime) -> list[tuple[str, bytes]]:
+        """The book's requests asked since `since`, logged and not known to be sent: each one's
+        id and record, oldest first."""
+        return await self._thread.run(lambda: self._db.execute(
+            "SELECT request_id, unsent FROM asked WHERE book = ? AND at >= ? AND unsent IS NOT "
+            "NULL ORDER BY at", (book, _time(since))).fetchall())
 
     async def drop(self, book: str, before: datetime) -> None:
         """Drop the book's requests asked before `before`, and their answers."""

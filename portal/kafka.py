@@ -45,7 +45,7 @@ from portal.services import AUTHORITY, REGISTRY, Asking, read_on
 from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
 from renkei.compacted import CompactedView
-from renkei.envelope import send
+from renkei.envelope import Send, send
 from renkei.service_loop import STOP_SECONDS, deliver, producer_for
 from renkei.tasks import cancelled, set_or_failed
 from schemas.codec import CODEC, SchemaError
@@ -53,7 +53,8 @@ from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry
 
 log = logging.getLogger(__name__)
 ALERTS_KEPT = 200
-RETRY_FIRST, RETRY_MOST = 0.5, 30.0  # seconds between tries of an answer's audit and inbox writes
+# seconds between tries of an answer's audit and inbox writes, and of sending a request again
+RETRY_FIRST, RETRY_MOST = 0.5, 30.0
 
 Entries = tuple[HolderLogEntry, ...]
 OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
@@ -91,6 +92,8 @@ class HolderLogs:
         self._inbox, self._kept, self._on_answer = inbox, kept, on_answer
         self._producer: AIOKafkaProducer = producer_for(access)
         self._task: asyncio.Task[None] | None = None
+        self._resending: asyncio.Task[None] | None = None
+        self._stopping = False
         self._ready = asyncio.Event()
         self._unheard: set[asyncio.Future[None]] = set()  # sendings whose askers left
 
@@ -99,10 +102,14 @@ class HolderLogs:
         await started(self._producer, self._access)
         self._task = asyncio.create_task(self._follow(), name=f"answers:{self._in}")
         await set_or_failed(self._ready, self._task)  # the consumer failed to start: its error
+        self._resend()  # those a stop or a crash left logged and unsent
 
     async def stop(self) -> None:
-        """The requests whose askers left settled, then the reading and the sending stopped."""
+        """The requests whose askers left settled, then the reading and the sending stopped
+        (a request still unsent then is sent at the next start)."""
+        self._stopping = True
         await self._unheard_settled()
+        await cancelled(self._resending)
         await cancelled(self._task)
         await self._producer.stop()
 
@@ -153,7 +160,8 @@ class HolderLogs:
     async def _sent(self, asked: Asked, legal_basis: str,
                     log: Callable[[Asked], Awaitable[None]] | None,
                     exchanged_at: tuple[datetime, ...]) -> None:
-        """`asked` kept, logged, then sent."""
+        """`asked` kept, logged, then sent; its sending failed, sent again (_resend) and the
+        failure raised."""
         await self._inbox.drop(self._in, self._since())
         try:
             await self._inbox.add(self._in, asked)
@@ -162,9 +170,47 @@ class HolderLogs:
         except BaseException:  # not logged, not sent: not kept (an add cut short too), nor awaited
             await self._inbox.withdraw(self._in, asked.request_id)
             raise
-        await deliver(self._producer, [send(self._out, asked.request_id, HolderLogRequest(
-            asked.request_id, asked.at, asked.holders, asked.request_ids, legal_basis,
-            exchanged_at))])
+        value = CODEC.encode(HolderLogRequest(asked.request_id, asked.at, asked.holders,
+                                              asked.request_ids, legal_basis, exchanged_at))
+        await self._inbox.to_send(self._in, asked.request_id, value)
+        try:
+            await self._delivered(asked.request_id, value)
+        except Exception:
+            self._resend()
+            raise
+
+    async def _delivered(self, request_id: str, value: bytes) -> None:
+        """The request sent, and noted so once the broker has it."""
+        await deliver(self._producer, [Send(self._out, request_id, value)])
+        await self._inbox.sent(self._in, request_id)
+
+    def _resend(self) -> None:
+        """The requests logged and not known to be sent, sent again, unless that is under way
+        or the stop has begun."""
+        if not self._stopping and (self._resending is None or self._resending.done()):
+            self._resending = asyncio.create_task(self._resent(), name=f"unsent:{self._out}")
+
+    async def _resent(self) -> None:
+        """Each request logged and not known to be sent, sent until none is left, pausing
+        longer after each failed round. A request sent twice (its first sending went through
+        unacknowledged, or ran alongside) is answered twice: the second answer is not taken."""
+        pause = RETRY_FIRST
+        while True:
+            try:
+                if not await self._sent_again():
+                    return
+            except Exception as exc:  # the broker away or refusing, the inbox busy: again later
+                log.warning("requests for holder-side logs on %s could not be sent again (%s); "
+                            "again in %.1f s", self._out, type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MOST)
+
+    async def _sent_again(self) -> int:
+        """Each request logged and not known to be sent, sent: how many."""
+        unsent = await self._inbox.unsent(self._in, self._since())
+        for request_id, value in unsent:
+            await self._delivered(request_id, value)
+        return len(unsent)
 
     async def every(self) -> list[Shown]:
         """Every request kept, newest first."""

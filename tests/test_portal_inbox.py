@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.anchor import Held
@@ -187,6 +188,30 @@ async def test_the_inbox_keeps_requests_answers_and_positions_for_its_period(
     finally:
         await again.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_an_inbox_from_before_sendings_were_noted_takes_its_requests_as_sent(
+        tmp_path: Path) -> None:
+    """An inbox kept before requests were noted sent or unsent is given the column; its
+    requests are taken as sent (their record was not kept), those asked after as noted."""
+    path = tmp_path / "inbox.db"
+    with closing(sqlite3.connect(path)) as old, old:
+        old.execute("CREATE TABLE asked (request_id TEXT PRIMARY KEY, book TEXT NOT NULL, "
+                    "at TEXT NOT NULL, holders TEXT NOT NULL, request_ids TEXT NOT NULL, "
+                    "person TEXT)")
+        old.execute("INSERT INTO asked VALUES ('a-1', ?, ?, '[\"nenkin\"]', '[\"rq-1\"]', ?)",
+                    (BOOK, (NOW - timedelta(days=1)).isoformat(timespec="microseconds"), PERSON))
+    inbox = Inbox(path)
+    try:
+        since = NOW - APPLICATIONS_KEPT
+        await inbox.add(BOOK, Asked("a-2", NOW, ("nenkin",), ("rq-2",), PERSON))
+        await inbox.to_send(BOOK, "a-2", b"record")
+        assert await inbox.unsent(BOOK, since) == [("a-2", b"record")]
+        await inbox.sent(BOOK, "a-2")
+        assert await inbox.unsent(BOOK, since) == []
+        assert [a.request_id for a in await inbox.every(BOOK, since)] == ["a-2", "a-1"]
+    finally:
+        await inbox.close()
 
 
 async def test_a_busy_inbox_holds_up_no_page_and_keeps_what_it_was_given_once_free(
@@ -384,6 +409,57 @@ async def test_an_answer_the_inbox_could_not_keep_for_a_while_is_kept_once_it_ca
     finally:
         await logs.stop()
         await inbox.close()
+
+
+@SESSION_LOOP
+async def test_an_application_logged_and_unsent_at_a_stop_is_sent_at_the_next_start(
+        clients: dict[str, HolderClient], town: Town, tmp_path: Path) -> None:
+    """The portal stopped while a resident's application was logged, its producer closed under
+    the sending: the application, kept and logged, stayed waiting for its 90 days, sent by no
+    one. Started again, the portal sends it once; the holder's answer is taken, and logged, once
+    (and a third start sends nothing again)."""
+    key, logged = sealing.key_of(acls.PORTAL), list[tuple[str, str]]()
+    inbox = Inbox(tmp_path / "inbox.db")
+
+    async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
+        logged.append((asked.request_id, answer.holder))
+
+    def portal() -> HolderLogs:
+        return HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
+                          inbox, APPLICATIONS_KEPT, audit_write)
+
+    async def copies(request_id: str) -> int:
+        return sum(r.key == request_id.encode()
+                   for r in await read_topic(KafkaAccess.of(acls.PLATFORM), topics.PORTAL_OUT))
+
+    first = portal()
+    await first.start()
+
+    async def stopping(asked: Asked) -> None:
+        await first.stop()  # as the application's audit write is acknowledged
+
+    try:
+        sent = await first.ask(("nenkin",), ["rq-sent"], "basis", person=PERSON)
+        with pytest.raises(KafkaError):  # ProducerClosed
+            await first.ask(("nenkin",), ["rq-unsent"], "basis", person=PERSON, log=stopping)
+        (waiting,) = [a for a in await inbox.of_person(BOOK, [PERSON], NOW - APPLICATIONS_KEPT)
+                      if a.request_id != sent.request_id]
+        assert await copies(waiting.request_id) == 0
+        for _ in range(2):
+            again = portal()
+            await again.start()
+            try:
+                for _ in range(100):
+                    if (kept := await inbox.asked(BOOK, waiting.request_id)) and kept.complete:
+                        break
+                    await asyncio.sleep(0.1)
+                assert [s.asked.complete for s in await again.of_person([PERSON])] == [True] * 2
+            finally:
+                await again.stop()
+        assert await copies(waiting.request_id) == 1, "sent once, not again at the third start"
+    finally:
+        await inbox.close()
+    assert logged.count((waiting.request_id, "nenkin")) == 1, "its answer taken, logged, once"
 
 
 async def _answered_on_topic(request_id: str, holders: set[str]) -> None:

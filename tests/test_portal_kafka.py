@@ -208,10 +208,37 @@ async def test_an_application_whose_resident_left_and_whose_sending_fails_is_log
         await failed.wait()
         await asyncio.sleep(0.01)  # the failure's callback, run after the sending's end
         request_id = (await logs.of_person(["ABC98765XYZ"]))[0].asked.request_id
-        said = [r for r in caplog.records if r.name == "portal.kafka"]
-        assert [r.levelname for r in said] == ["ERROR"]
+        said = [r for r in caplog.records if r.name == "portal.kafka" and r.levelname == "ERROR"]
+        assert len(said) == 1, "the tries to send it again are warnings"
         assert request_id in said[0].getMessage() and "ConnectionError" in said[0].getMessage()
         assert "ABC98765XYZ" not in caplog.text
+
+
+async def test_an_application_whose_sending_failed_is_sent_again_while_the_portal_runs(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The broker away at an application's sending: the page is told of the failure, and the
+    application, kept and logged, is sent again once the broker is back. It waited for good."""
+    happened: list[str] = []
+    monkeypatch.setattr(portal_kafka, "RETRY_FIRST", 0.01)
+
+    async def sent() -> bool:
+        return bool(happened)
+
+    async with _sending(monkeypatch, tmp_path, happened) as logs:
+        tries = [0]
+
+        async def away_once(producer: Any, effects: Sequence[Send]) -> None:
+            tries[0] += 1
+            if tries[0] == 1:
+                raise ConnectionError("the broker is away (simulated)")
+            happened.extend(f"sent {e.key}" for e in effects)
+
+        monkeypatch.setattr(portal_kafka, "deliver", away_once)
+        with pytest.raises(ConnectionError):
+            await logs.ask(["nenkin"], ["rq-1"], "basis", person="ABC98765XYZ")
+        await _until(sent)
+        (kept,) = await logs.of_person(["ABC98765XYZ"])
+        assert happened == [f"sent {kept.asked.request_id}"]
 
 
 async def test_an_application_whose_resident_left_is_sent_before_the_stop(
