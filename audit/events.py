@@ -13,6 +13,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 PORTAL_KIND = "PORTAL"  # My Portal's own actions (a resident's look, application, new number)
 PORTAL_STEP = "portal."  # begins each step the portal logs, and none the platform logs
+REJECTED = "REJECTED"  # the outcome of an event of a request refused
 
 
 def millis(moment: datetime) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from audit.events import PORTAL_KIND, AccessLogEvent
+from audit.events import PORTAL_KIND, REJECTED, AccessLogEvent
 from audit.store import Query
 from portal import numbering
 from portal.context import PLATFORM
@@ -16,7 +16,6 @@ from portal.inbox import Asked
 from portal.kafka import NoHolder
 from portal.services import Unanswered
 from portal.web import day, history_of, no_holder, older, render, resident_of
-from processors.access_log import REJECTED
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
 

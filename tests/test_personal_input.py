@@ -133,8 +133,8 @@ def test_stdin_that_is_not_utf8_is_a_usage_error(tmp_path: Path, monkeypatch: py
     assert not list(tmp_path.rglob("*.db"))
 
 
-@pytest.mark.parametrize("args", [["issue"], ["officer", "op-1", "--holder", "city-a",
-                                              "--role", "counter"]])
+@pytest.mark.parametrize("args", [["issue"], ["officer", "op-1", "--holder", "oversight",
+                                              "--role", "oversight"]])
 def test_a_pin_is_asked_for_at_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                args: list[str]) -> None:
     """`echo CODE | renkei card issue` without $RENKEI_CARD_PIN took the resident code for the
