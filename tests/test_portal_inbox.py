@@ -9,6 +9,7 @@ import re
 import sqlite3
 import stat
 import subprocess
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,22 @@ SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 PERSON = "ABC98765XYZ"
 BOOK = topics.PORTAL_IN
+
+
+def _portals(key: X25519PrivateKey, inbox: Inbox
+             ) -> tuple[Callable[[], HolderLogs], list[tuple[str, str]]]:
+    """A maker of the portal's application side on `inbox` (instances in turn, as restarts),
+    and the (request id, holder) of each answer it logs to the audit stream."""
+    logged: list[tuple[str, str]] = []
+
+    async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
+        logged.append((asked.request_id, answer.holder))
+
+    def portal() -> HolderLogs:
+        return HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
+                          inbox, APPLICATIONS_KEPT, audit_write)
+
+    return portal, logged
 
 
 def answer_to(key: X25519PrivateKey, asked: Asked, holder: str) -> bytes:
@@ -313,15 +330,8 @@ async def test_answers_that_came_while_the_portal_was_down_are_taken_and_logged_
     """Three portal instances on one inbox in turn, on the real broker: the first asks and
     stops; a holder answers twice and another once; the second takes each holder's first
     answer, logged once; the third, reading on, takes none again."""
-    key, logged = sealing.key_of(acls.PORTAL), []
-    inbox = Inbox(tmp_path / "inbox.db")
-
-    async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
-        logged.append((asked.request_id, answer.holder))
-
-    def portal() -> HolderLogs:
-        return HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
-                          inbox, APPLICATIONS_KEPT, audit_write)
+    key, inbox = sealing.key_of(acls.PORTAL), Inbox(tmp_path / "inbox.db")
+    portal, logged = _portals(key, inbox)
 
     async def answered(*answers: tuple[Asked, str]) -> None:
         async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:  # relays holders' answers
@@ -418,15 +428,8 @@ async def test_an_application_logged_and_unsent_at_a_stop_is_sent_at_the_next_st
     the sending: the application, kept and logged, stayed waiting for its 90 days, sent by no
     one. Started again, the portal sends it once; the holder's answer is taken, and logged, once
     (and a third start sends nothing again)."""
-    key, logged = sealing.key_of(acls.PORTAL), list[tuple[str, str]]()
-    inbox = Inbox(tmp_path / "inbox.db")
-
-    async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
-        logged.append((asked.request_id, answer.holder))
-
-    def portal() -> HolderLogs:
-        return HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
-                          inbox, APPLICATIONS_KEPT, audit_write)
+    key, inbox = sealing.key_of(acls.PORTAL), Inbox(tmp_path / "inbox.db")
+    portal, logged = _portals(key, inbox)
 
     async def copies(request_id: str) -> int:
         return sum(r.key == request_id.encode()
