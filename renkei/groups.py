@@ -18,6 +18,8 @@ from broker import config
 from broker.clients import KafkaAccess
 
 TIMEOUT = 10.0
+SESSION_SECONDS = 10.0  # the longest session timeout of the project's consumers (the platform's)
+LEFT = frozenset({ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD})  # no members (DEAD: unknown)
 COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
                                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS})  # a broker starting
 LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -73,9 +75,27 @@ def wait_drained(client: AdminClient, group: str, within: float) -> int:
     return left
 
 
+def wait_empty(client: AdminClient, group: str, within: float = TIMEOUT + SESSION_SECONDS) -> None:
+    """Wait until `group` has no members. A static member (a platform instance) that stopped
+    did not leave: the broker drops it once its session times out."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            found = client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group]
+            if found.result().state in LEFT:
+                return
+        except KafkaException as exc:
+            if exc.args[0].code() not in COORDINATOR_NOT_READY:
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the consumer group {group} still has members after {within:g} s")
+        time.sleep(0.5)
+
+
 def skip_to_end(client: AdminClient, group: str, topic_names: list[str]) -> None:
     """Commit `group`'s offsets at the current end of the topics: a new group starts after what
-    is already there (the group must have no members)."""
+    is already there (once the group has no members: its members must have been stopped)."""
+    wait_empty(client, group)
     found = client.list_topics(timeout=TIMEOUT).topics
     partitions = [TopicPartition(t, p) for t in topic_names for p in found[t].partitions]
     ends = client.list_offsets({tp: LATEST for tp in partitions},

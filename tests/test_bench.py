@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from broker import config, topics
@@ -39,7 +39,7 @@ from renkei.bare import BareMessage, Sizes
 from renkei.bench_linkage import skip_past
 from renkei.bench_plan import Plan
 from renkei.state import STATE_ENV, held
-from tests.kafka_helpers import consumer, producer, renkei, said_in_one_line
+from tests.kafka_helpers import consumer, producer, renkei, said_in_one_line, wait_assigned
 
 HOLDER_CPU = "holder-sakura-town"
 
@@ -319,6 +319,33 @@ async def test_after_the_baseline_groups_start_past_its_bare_messages(broker: Cl
         ends = await reader.end_offsets(partitions)
     assert await committed() == ends and sum(ends.values()) == 12
 
+
+async def test_the_groups_are_skipped_past_once_a_stopped_static_member_is_dropped(
+        broker: Cluster) -> None:
+    """A platform instance is a static member: stopped, it does not leave its group, and the
+    broker refuses the offsets moved for the group until it drops the member (its session
+    timeout); moved right after the stop, they are moved once it is dropped."""
+    holder, group = "bench-static", "bench-static-outbox-readers"
+    outbox = topics.outbox(holder)
+    admin = groups.admin()
+    for done in admin.create_topics([NewTopic(outbox, 1, 1),
+                                     NewTopic(topics.inbox(holder), 1, 1)]).values():
+        done.result()
+    access = KafkaAccess.of(config.ADMIN)
+    async with producer(access) as prod:
+        await prod.send_and_wait(outbox, b"bare")
+    member = AIOKafkaConsumer(outbox, **access.aiokafka(), group_id=group,
+                              group_instance_id="bench-static-1", session_timeout_ms=6_000,
+                              auto_offset_reset="earliest", enable_auto_commit=False)
+    await member.start()
+    try:
+        await wait_assigned(member)
+    finally:
+        await member.stop()
+    skip_past(admin, [holder], group, HolderClient.inbox_group)
+    tp = TopicPartition(outbox, 0)
+    async with consumer(access, group=group) as reader:
+        assert await reader.committed(tp) == 1
 
 PERF_REPORT = """# Samples: 24K of event 'cpu-clock:pppH'
 #
