@@ -87,13 +87,21 @@ def unreadable(principal: str, topic: str) -> Iterator[None]:
             done.result()
 
 
+TOLD = 4000  # characters of a failed command's output and errors told
+
+
 def renkei(*args: str, check: bool = True, env: dict[str, str] | None = None,
            timeout: float = 180, input: str = "") -> subprocess.CompletedProcess[str]:
     """Run the `renkei` command as a newcomer would, `input` on its stdin (personal data is
     given there, never as an argument)."""
     exe = Path(sys.executable).with_name("renkei")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, check=check,
-                          env={**os.environ, **(env or {})}, timeout=timeout, input=input)
+    run = subprocess.run([str(exe), *args], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, timeout=timeout, input=input)
+    if check and run.returncode:  # what it said, for a failure seen only in CI's log
+        raise AssertionError(f"`renkei {shlex.join(args)}` exited {run.returncode}\n"
+                             f"stdout (its end):\n{run.stdout[-TOLD:]}\n"
+                             f"stderr (its end):\n{run.stderr[-TOLD:]}")
+    return run
 
 
 def said_in_one_line(text: str, error: str) -> None:
