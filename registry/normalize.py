@@ -46,9 +46,20 @@ _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[‐‑‒–—―−ー](?=\d)")
 _MARK_BEFORE_DIGIT = re.compile(r"(?<=\d)(?:丁目|番地の?|番(?!町)|号|の)(?=\d)")
 _MARK_AT_END = re.compile(r"(?<=\d)(?:丁目|番地|番(?!町)|号)")
 
-_ERAS = {"明治": 1868, "大正": 1912, "昭和": 1926, "平成": 1989, "令和": 2019}
-_DATE = re.compile(r"(?P<era>明治|大正|昭和|平成|令和)?(?P<y>\d+|元)[年/.-](?P<m>\d+)[月/.-]"
-                   r"(?P<d>\d+)日?")
+# Each era: the year of its first year (元年), its first day and its last (Gregorian). The day an
+# era changed is in both (明治45年7月30日 is 大正元年7月30日); 明治 is read from 明治6年, when
+# Japan took the Gregorian calendar (a date before it is of the lunar calendar, not this one).
+_ERAS = {"明治": (1868, date(1873, 1, 1), date(1912, 7, 30)),
+         "大正": (1912, date(1912, 7, 30), date(1926, 12, 25)),
+         "昭和": (1926, date(1926, 12, 25), date(1989, 1, 7)),
+         "平成": (1989, date(1989, 1, 8), date(2019, 4, 30)),
+         "令和": (2019, date(2019, 5, 1), date.max)}
+_DATE = re.compile(r"(?:(?P<era>明治|大正|昭和|平成|令和)(?P<y>\d{1,2}|元)|(?P<year>[1-9]\d{3}|元))"
+                   r"[年/.-](?P<m>\d{1,2})[月/.-](?P<d>\d{1,2})日?")
+NOT_A_DATE = ("is not a date (1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, …; a year "
+              "of four digits or of an era)")
+OUTSIDE_ERA = ("is not a day of its era (元年 is its first year; 明治 is read from 明治6年, "
+               "大正 to 大正15年12月25日, 昭和 to 昭和64年1月7日, 平成 to 平成31年4月30日)")
 NO_ERA = "has 元年 with no era: the first year of which? (平成元年1月8日, 令和元年5月1日, …)"
 _SEXES = {"1": Sex.MALE, "男": Sex.MALE, "男性": Sex.MALE, "M": Sex.MALE, "MALE": Sex.MALE,
           "2": Sex.FEMALE, "女": Sex.FEMALE, "女性": Sex.FEMALE, "F": Sex.FEMALE,
@@ -110,17 +121,31 @@ def _with_units(text: str) -> int:
 
 
 def parse_date(text: str) -> date:
-    """A date of birth as written: 1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, 平成元年…"""
+    """A date of birth as written: 1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, 平成元年…;
+    a year with no era has four digits, an era's years count from 1 (元年), and a day outside
+    its era (平成0年, 平成32年, 昭和65年, 平成元年1月7日) is none. Errors never quote the text:
+    it is personal data."""
     found = _DATE.fullmatch(_compact(text))
     if found is None:
-        raise ValueError("the date of birth is not a date (1975-01-02, 1975/1/2, 1975年1月2日, "
-                         "昭和50年1月2日, …)")  # never the text: it is personal data
-    if found["y"] == "元" and not found["era"]:
+        raise ValueError(f"the date of birth {NOT_A_DATE}")
+    if found["year"] == "元":
         raise NoEra(f"the date of birth {NO_ERA}")
+    if found["era"] is None:
+        return _day(int(found["year"]), found["m"], found["d"])
+    first_year, first, last = _ERAS[found["era"]]
     year = 1 if found["y"] == "元" else int(found["y"])
-    if found["era"]:
-        year += _ERAS[found["era"]] - 1
-    return date(year, int(found["m"]), int(found["d"]))
+    written = _day(first_year - 1 + year, found["m"], found["d"])
+    if year < 1 or not first <= written <= last:
+        raise ValueError(f"the date of birth {OUTSIDE_ERA}")
+    return written
+
+
+def _day(year: int, month: str, day: str) -> date:
+    """That day; ValueError without the date in it if there is none (a 30th of February)."""
+    try:
+        return date(year, int(month), int(day))
+    except ValueError:
+        raise ValueError(f"the date of birth {NOT_A_DATE}") from None
 
 
 def parse_sex(text: str) -> Sex:

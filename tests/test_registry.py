@@ -164,6 +164,29 @@ def test_numbers_dates_sexes_and_kana() -> None:
     assert half_width_kana("ガッコウ　ダイゴロウ") == "ｶﾞｯｺｳ ﾀﾞｲｺﾞﾛｳ"
 
 
+def test_a_date_of_birth_is_a_day_of_its_era() -> None:
+    """A year with no era but two digits was read as the year 50, an era's year 0 as the year
+    before its first, and a day after an era's end (平成32年, 昭和65年) as a day of the next: a
+    year with no era has four digits, an era's years count from 元年, and a day outside its era
+    is refused, saying why and never the date."""
+    days = {"明治45年7月30日": "1912-07-30", "大正元年7月30日": "1912-07-30",
+            "大正15年12月25日": "1926-12-25", "昭和元年12月25日": "1926-12-25",
+            "昭和64年1月7日": "1989-01-07", "平成01年1月8日": "1989-01-08",
+            "平成31年4月30日": "2019-04-30", "令和元年5月1日": "2019-05-01",
+            "明治6年1月1日": "1873-01-01"}
+    for text, day in days.items():
+        assert parse_date(text).isoformat() == day, text
+    for text in ["51年1月2日", "51-01-02", "0050/1/2", "19750/1/2", "1975/001/2",
+                 "9" * 30 + "-1-1", "1975年2月30日"]:
+        with pytest.raises(ValueError, match="is not a date") as refused:
+            parse_date(text)
+        assert text not in str(refused.value)
+    for text in ["平成0年1月8日", "平成32年1月1日", "昭和65年1月1日", "平成31年5月1日",
+                 "平成元年1月7日", "令和元年4月30日", "大正15年12月26日", "明治5年1月1日"]:
+        with pytest.raises(ValueError, match="is not a day of its era"):
+            parse_date(text)
+
+
 # generation
 
 
