@@ -18,8 +18,9 @@ from registry.residents import FourAttributes, Sex
 
 # The rules' version: raised with any change that gives some spelling another key, so a store
 # keeping keys made by earlier rules makes them again (1: spaces between digits kept as hyphens,
-# invisible characters dropped; a store noting none was keyed before).
-RULES = 1
+# invisible characters dropped; a store noting none was keyed before. 2: the soft hyphen and
+# bidirectional controls dropped too).
+RULES = 2
 
 # Old or variant form → the common form. 齋 is the old form of 斎 and 齊 of 斉: 斎藤 and 斉藤
 # are different names, so they stay apart.
@@ -38,9 +39,11 @@ _KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
 _KANJI_NUMBER = re.compile(
     r"(?:(?<=丁目)|(?<=番地)|(?<=[番の-]))[〇一二三四五六七八九十百千]+"
     r"|[〇一二三四五六七八九十百千]+(?=丁目|番地|番(?!町)|号)")
-# Zero-width characters (space, non-joiner, joiner, word joiner, byte-order mark) and variation
-# selectors (葛 with U+E0100, an ideographic variation sequence, is 葛): nothing seen, dropped.
-_INVISIBLE = re.compile("[\u200b-\u200d\u2060\ufeff\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Zero-width characters (space, non-joiner, joiner, word joiner, byte-order mark), the soft
+# hyphen, bidirectional controls (marks, embeddings, overrides, isolates) and variation selectors
+# (葛 with U+E0100, an ideographic variation sequence, is 葛): nothing seen, dropped.
+_INVISIBLE = re.compile("[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+                        "\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 _SPACE_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s+(?=\d)")
 _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[‐‑‒–—―−ー](?=\d)")
 _MARK_BEFORE_DIGIT = re.compile(r"(?<=\d)(?:丁目|番地の?|番(?!町)|号|の)(?=\d)")
