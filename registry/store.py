@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,10 +69,16 @@ CREATE INDEX IF NOT EXISTS residents_household ON residents (
     substr(four_key, instr(four_key, '|') + 1));
 CREATE INDEX IF NOT EXISTS events_person ON events (person);
 CREATE INDEX IF NOT EXISTS events_code ON events (resident_code);
+CREATE INDEX IF NOT EXISTS former_keys_person ON former_keys (person);
 """
 RESIDENT_COLUMNS = "resident_code, name, kana, address, date_of_birth, sex"
 EVENT_COLUMNS = "kind, resident_code, before, after, happened_on, seq"
 KEYED_BY = "keyed-by"  # meta: the normalisation rules (RULES) the store's keys were made by
+REKEYED = "rekeyed-through"  # meta, while keying again: {"rules": RULES, "person": the last done}
+# Residents keyed again in one write transaction (~20 ms of the lock), and the pause after each,
+# in which another process waiting for the lock (SQLite polls it every ≤ 100 ms) takes it.
+REKEY_BATCH = 1_000
+REKEY_PAUSE = 0.005
 
 
 def default_path() -> Path:
@@ -128,39 +135,54 @@ class RegistryStore:
 
     def _keyed_by_these_rules(self) -> None:
         """Keys made by other normalisation rules (or by rules not noted: a store from before they
-        were) made again by these, in one transaction, and the rules noted: a resident keyed the
-        old way would be found by no look-up keyed the new way."""
+        were) made again by these, REKEY_BATCH residents a transaction, and the rules noted
+        after the last: a resident keyed the old way would be found by no look-up keyed the new
+        way. One transaction for all would hold the lock longer than others wait (~20 s for
+        1M residents); a store left part-keyed (a crash) is keyed on from where it was."""
+        while self.meta(KEYED_BY) != RULES:
+            with sqlite.writing(self._db):  # another process keying it too goes on from here
+                self._rekey_next()
+            time.sleep(REKEY_PAUSE)
+
+    def _rekey_next(self) -> None:
+        """The next REKEY_BATCH residents' keys made again, from their attributes, and their
+        former keys from those and their moves and name changes (the events keep what they were
+        before); with none left, these rules noted as the store's."""
         if self.meta(KEYED_BY) == RULES:
             return
-        with sqlite.writing(self._db):  # another process opening it waits, then finds it done
-            if self.meta(KEYED_BY) != RULES:
-                self._rekey()
-                self._put_meta(KEYED_BY, RULES)
-
-    def _rekey(self) -> None:
-        """Each resident's key made again from their attributes, and their former keys from
-        those and their moves and name changes (the events keep what they were before)."""
+        done = self.meta(REKEYED)
+        after = done["person"] if isinstance(done, dict) and done["rules"] == RULES else 0
+        rows = self._db.execute(f"SELECT person, four_key, {RESIDENT_COLUMNS} FROM residents "
+                                "WHERE person > ? ORDER BY person LIMIT ?",
+                                (after, REKEY_BATCH)).fetchall()
+        if not rows:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (REKEYED,))
+            self._put_meta(KEYED_BY, RULES)
+            return
+        first, last = rows[0][0], rows[-1][0]
         histories: dict[int, list[ChangeEvent]] = defaultdict(list)
         for person, *event in self._db.execute(
-                f"SELECT person, {EVENT_COLUMNS} FROM events ORDER BY seq"):
+                f"SELECT person, {EVENT_COLUMNS} FROM events WHERE person BETWEEN ? AND ? "
+                "ORDER BY seq", (first, last)):
             histories[person].append(_event(tuple(event)))
         changed: list[tuple[str, int]] = []
         former: list[tuple[str, int]] = []
-        for person, kept, *row in self._db.execute(
-                f"SELECT person, four_key, {RESIDENT_COLUMNS} FROM residents"):
+        for person, kept, *row in rows:
             resident = _resident(tuple(row))
             if (key := four_key(resident.four_attributes)) != kept:
                 changed.append((key, person))
             if events := histories.get(person):
                 former.extend((old, person) for old in _former_keys(resident, events))
         self._db.executemany("UPDATE residents SET four_key = ? WHERE person = ?", changed)
-        self._db.execute("DELETE FROM former_keys")
+        self._db.execute("DELETE FROM former_keys WHERE person BETWEEN ? AND ?", (first, last))
         self._db.executemany("INSERT OR IGNORE INTO former_keys VALUES (?, ?)", former)
+        self._put_meta(REKEYED, {"rules": RULES, "person": last})
 
     def load(self, people: Iterable[Person]) -> None:
         """Bulk-load a generated registry: residents, then all events in date order."""
         self._db.executescript("DROP INDEX IF EXISTS residents_four_key; "
-                               "DROP INDEX IF EXISTS residents_household;")
+                               "DROP INDEX IF EXISTS residents_household; "
+                               "DROP INDEX IF EXISTS former_keys_person;")
         events: list[tuple[date, int, ChangeEvent]] = []
         former: list[tuple[str, int]] = []
         with self._db:

@@ -31,7 +31,15 @@ from registry.normalize import (
     parse_sex,
 )
 from registry.resident_code import check_digit, is_valid, random_codes
-from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Sex, apply, change
+from registry.residents import (
+    ChangeEvent,
+    ChangeKind,
+    FourAttributes,
+    Resident,
+    Sex,
+    apply,
+    change,
+)
 from registry.serve import serve
 from registry.store import RegistryStore
 from renkei.state import STATE_ENV
@@ -373,7 +381,10 @@ def _changed_as_keyed_in(path: Path) -> tuple[str, str]:
     return codes[0], codes[1]
 
 
-def _tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
+Tables = dict[str, list[tuple[object, ...]]]
+
+
+def _tables(path: Path) -> Tables:
     """Every row of every table of the store, read without opening it as a registry."""
     with closing(sqlite3.connect(path)) as db:
         names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -399,12 +410,11 @@ def test_a_change_of_the_keys_comes_with_a_new_version_of_the_rules() -> None:
         f"the keys changed: raise normalize.RULES and pin {digest} to it")
 
 
-def test_a_store_keyed_by_other_rules_is_keyed_again_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A registry's keys were made as each resident was stored and never again, so once
-    normalisation changed, a resident whose address parts a room by a space, or whose name has an
-    invisible character, was found by no look-up: a store whose keys were made by other rules (or
-    rules not noted) is keyed again by these when opened, once, and nothing else changes."""
+def _keyed_by_old_and_new_rules(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Tables, Tables]:
+    """old.db made by the rules before any (no rules noted), new.db the same by these; the code
+    of old.db's first resident (its name and address keyed otherwise by each), and the tables
+    of each."""
     never = re.compile("(?!)")
     with monkeypatch.context() as before:  # the rules before RULES: all spaces dropped, no more
         before.setattr(normalize, "_INVISIBLE", never)
@@ -416,7 +426,16 @@ def test_a_store_keyed_by_other_rules_is_keyed_again_once(
     with closing(sqlite3.connect(tmp_path / "old.db")) as db, db:
         db.execute("DELETE FROM meta WHERE key = ?", (registry_store.KEYED_BY,))
     _changed_as_keyed_in(tmp_path / "new.db")
-    made_old, made_new = _tables(tmp_path / "old.db"), _tables(tmp_path / "new.db")
+    return old, _tables(tmp_path / "old.db"), _tables(tmp_path / "new.db")
+
+
+def test_a_store_keyed_by_other_rules_is_keyed_again_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry's keys were made as each resident was stored and never again, so once
+    normalisation changed, a resident whose address parts a room by a space, or whose name has an
+    invisible character, was found by no look-up: a store whose keys were made by other rules (or
+    rules not noted) is keyed again by these when opened, once, and nothing else changes."""
+    old, made_old, made_new = _keyed_by_old_and_new_rules(tmp_path, monkeypatch)
     assert made_old["residents"] != made_new["residents"]
     assert made_old["former_keys"] != made_new["former_keys"]
     store = RegistryStore.open(tmp_path / "old.db")
@@ -430,6 +449,39 @@ def test_a_store_keyed_by_other_rules_is_keyed_again_once(
         db.execute("UPDATE residents SET four_key = 'as kept' WHERE resident_code = ?", (old,))
     RegistryStore.open(tmp_path / "old.db").close()  # keyed by these rules: not again
     assert _tables(tmp_path / "old.db")["residents"] != made_new["residents"]
+
+
+def test_keying_again_goes_in_batches_and_on_after_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store was keyed again in one transaction, ~20 µs a resident: for 1M residents ~20 s of
+    the write lock, past the 5 s other processes wait for it ("database is locked"): it is keyed
+    REKEY_BATCH residents a transaction, so a crash keeps the batches done (and notes the rules
+    only after the last: a part-keyed store is never taken for a keyed one), and the next opening
+    goes on from there."""
+    _, made_old, made_new = _keyed_by_old_and_new_rules(tmp_path, monkeypatch)
+    read = registry_store._resident
+    calls = itertools.count(1)
+
+    def crashing(row: tuple[str, str, str, str, str, int]) -> Resident:
+        if next(calls) == 15:  # in the second batch of 10
+            raise OSError("the process is killed")
+        return read(row)
+
+    with monkeypatch.context() as crash:
+        crash.setattr(registry_store, "REKEY_BATCH", 10, raising=False)
+        crash.setattr(registry_store, "_resident", crashing)
+        with pytest.raises(OSError, match="killed"):
+            RegistryStore.open(tmp_path / "old.db")
+    part = _tables(tmp_path / "old.db")
+    assert part["residents"][:10] == made_new["residents"][:10]
+    assert part["residents"][10:] == made_old["residents"][10:]
+    meta = {key: value for key, value in part["meta"]}
+    assert registry_store.KEYED_BY not in meta
+    assert json.loads(str(meta[registry_store.REKEYED])) == {"rules": normalize.RULES,
+                                                             "person": 10}
+    monkeypatch.setattr(registry_store, "REKEY_BATCH", 10, raising=False)
+    RegistryStore.open(tmp_path / "old.db").close()
+    assert _tables(tmp_path / "old.db") == made_new
 
 
 def test_consent_belongs_to_the_person(tmp_path: Path) -> None:
