@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from authority.check_digit import is_valid
 from holders.store import HolderStore
-from registry.normalize import NO_ERA, NoEra, parse_date, parse_sex
+from registry.normalize import BadDate, parse_date, parse_sex
 from registry.residents import FourAttributes
 
 T = TypeVar("T")
@@ -129,10 +129,8 @@ def _digits(text: str) -> str:
 def _record(row: dict[str, str]) -> Record:
     try:
         born = parse_date(_required(row, "date_of_birth"))
-    except NoEra as exc:
-        raise BadField("date_of_birth", NO_ERA) from exc
-    except (ValueError, OverflowError) as exc:  # never its message: it quotes the value
-        raise BadField("date_of_birth", "is not a date (1975-01-02, 昭和50年1月2日, …)") from exc
+    except BadDate as exc:
+        raise BadField("date_of_birth", exc.reason) from exc
     try:
         sex = parse_sex(_required(row, "sex"))
     except ValueError as exc:

@@ -69,8 +69,12 @@ _SEXES = {"1": Sex.MALE, "男": Sex.MALE, "男性": Sex.MALE, "M": Sex.MALE, "MA
           "FEMALE": Sex.FEMALE}
 
 
-class NoEra(ValueError):
-    """A date in an era's first year (元年) that names no era: no year can be read from it."""
+class BadDate(ValueError):
+    """A date of birth that is none, and why (`reason`, never quoting it: personal data)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the date of birth {reason}")
+        self.reason = reason
 
 
 def _visible(text: str) -> str:
@@ -130,25 +134,25 @@ def parse_date(text: str) -> date:
     it is personal data."""
     found = _DATE.fullmatch(_compact(text))
     if found is None:
-        raise ValueError(f"the date of birth {NOT_A_DATE}")
+        raise BadDate(NOT_A_DATE)
     if found["year"] == "元":
-        raise NoEra(f"the date of birth {NO_ERA}")
+        raise BadDate(NO_ERA)
     if found["era"] is None:
         return _day(int(found["year"]), found["m"], found["d"])
     first_year, first, last = _ERAS[found["era"]]
     year = 1 if found["y"] == "元" else int(found["y"])
     written = _day(first_year - 1 + year, found["m"], found["d"])
     if year < 1 or not first <= written <= last:
-        raise ValueError(f"the date of birth {OUTSIDE_ERA}")
+        raise BadDate(OUTSIDE_ERA)
     return written
 
 
 def _day(year: int, month: str, day: str) -> date:
-    """That day; ValueError without the date in it if there is none (a 30th of February)."""
+    """That day; BadDate if there is none (a 30th of February)."""
     try:
         return date(year, int(month), int(day))
     except ValueError:
-        raise ValueError(f"the date of birth {NOT_A_DATE}") from None
+        raise BadDate(NOT_A_DATE) from None
 
 
 def parse_sex(text: str) -> Sex:
