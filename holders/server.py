@@ -136,6 +136,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         body = await request.json()
     except ValueError as exc:  # not JSON, or not UTF-8
         raise web.HTTPBadRequest(text=f"the body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # arrays or objects nested past Python's recursion limit
+        raise web.HTTPBadRequest(text="the body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="the body must be a JSON object")
     return body

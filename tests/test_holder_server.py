@@ -333,6 +333,26 @@ async def test_every_error_answer_is_json_in_one_shape(
     assert detail in answer["detail"] and "\n" not in answer["detail"], answer
 
 
+async def test_no_nesting_of_a_body_is_a_fault_of_the_servers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A body nested past Python's recursion limit failed as it was read: a 500 and a
+    traceback, for the caller's fault; nor is one nested just under it, whose idempotency key's
+    fingerprint (one level deeper) is made on a shallower stack."""
+    async with _serving(tmp_path, _Authorizing) as url:
+        token = _staff_one_on_t1(tmp_path)
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-1"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            answered: set[tuple[int, str]] = set()
+            for depth in (1, *range(800, 1010), 100_000):
+                body = b'{"own_number": "H-1", "operator": "nobody", "terminal": "t", "x": %s}' \
+                    % (b"[" * depth + b"]" * depth)
+                async with http.post(f"{url}/bindings", data=body) as response:
+                    answered.add((response.status, (await response.json())["detail"]))
+    assert answered == {(403, "'nobody' on 't' may not act for city-x"),
+                             (400, "the body is nested too deeply")}, answered
+    assert "Traceback" not in caplog.text
+
+
 async def test_an_idempotency_key_not_utf8_is_a_bad_request(tmp_path: Path) -> None:
     """A key of bytes not UTF-8 (as a header may carry, aiohttp's client aside) failed on the
     store: a 500, the server's fault, for the caller's."""
