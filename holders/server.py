@@ -153,10 +153,17 @@ def _utf8(value: str) -> bool:
     return True
 
 
+_JSON_KINDS = ((dict, "an object"), (list, "an array"), (bool, "true or false"),
+               (int | float, "a number"))  # what a field given not as a string is, in JSON's words
+
+
 def _field(body: dict[str, Any], name: str) -> str:
     """A field of text of up to FIELD_CHARS characters; else 400."""
     value = body.get(name)
-    if not isinstance(value, str) or not value:
+    if value is not None and not isinstance(value, str):
+        given = next(word for kind, word in _JSON_KINDS if isinstance(value, kind))
+        raise web.HTTPBadRequest(text=f"{name!r} must be a JSON string, not {given}")
+    if not value:
         raise web.HTTPBadRequest(text=f"{name!r} is required")
     if len(value) > FIELD_CHARS:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
