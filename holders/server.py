@@ -51,6 +51,7 @@ from renkei.state import held, private_dir, read_json, write_json
 log = logging.getLogger(__name__)
 CLIENT = web.AppKey("client", HolderClient)
 TOKEN = web.AppKey("token", str)
+STOP = web.AppKey("stop", asyncio.Event)  # set when the server is told to stop
 _OF_THE_TEXT_BODY = ("content-type", "content-length")  # an error's headers its JSON replaces
 # characters a field may hold: an id, a pattern, a data type, a purpose; the seven of a linkage
 # request stay well under the message size limit (codec.MAX_BYTES)
@@ -253,11 +254,12 @@ async def linkage(request: web.Request) -> web.Response:
 
 
 async def outcome(request: web.Request) -> web.Response:
-    """A request's outcome; `?wait=S` waits up to S seconds for it."""
+    """A request's outcome; `?wait=S` waits up to S seconds for it, or until the server is told
+    to stop (which waits for no caller)."""
     client, wait = request.app[CLIENT], _seconds(request.query.get("wait", "0"))
     request_id = request.match_info["request_id"]
     try:
-        await client.outcome(request_id, within=wait)
+        await unless_stopped(request.app[STOP], client.outcome(request_id, within=wait))
     except LookupError as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
     except TimeoutError:
@@ -312,7 +314,7 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
     removed then."""
     token = secrets.token_urlsafe(32)
     app = web.Application(middlewares=[_errors_in_json, _bearer, _busy_store])
-    app[CLIENT], app[TOKEN] = client, token
+    app[CLIENT], app[TOKEN], app[STOP] = client, token, stop
     app.add_routes([web.post("/bindings", bind), web.post("/requests", linkage),
                     web.get("/requests/{request_id}", outcome),
                     web.get("/investigations", investigations),

@@ -9,8 +9,9 @@ import logging
 import socket
 import sqlite3
 import stat
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +21,8 @@ from aiohttp import web
 
 import holders.server
 from broker import credentials
+from broker.clients import KafkaAccess
+from broker.credentials import Credentials
 from holders.client import BINDING, LINKAGE, HolderClient, KeyReused, NotBound
 from holders.server import Address, _serve_http, address_file, recorded
 from holders.store import HolderStore, Keyed, KeyInUse
@@ -70,6 +73,17 @@ class _Impatient(_Authorizing):
 _REFUSALS = {"H-unbound": NotBound("record 'H-unbound' is not bound to a link code"),
              "H-in-use": KeyInUse(),
              "H-reused": KeyReused("the idempotency key was given already, with another body")}
+
+
+class _Waiting(HolderClient):
+    """The holder library, never started, its store holding request r-1 sent, not answered."""
+
+    def __init__(self, store: HolderStore) -> None:
+        super().__init__(HOLDER, store, KafkaAccess("127.0.0.1:9", Credentials(HOLDER, "unused")))
+        store.open_request("r-1", LINKAGE, "H-1", "staff-7", "term-3")
+        self.listening = asyncio.Event()
+
+    until_stopped = _Unstarted.until_stopped
 
 
 class _Refusing(_Unstarted):
@@ -238,6 +252,34 @@ def test_a_link_code_unit_the_platform_cannot_use_is_refused(
     run = renkei(*command, env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2, run.stderr
     assert "bad link-code unit 'bad unit'" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_a_caller_waiting_for_an_outcome_does_not_hold_the_server_stopping(
+        tmp_path: Path) -> None:
+    """A holder's system waiting (?wait=S) for an answer when the server was told to stop held
+    the stop for its S seconds (up to aiohttp's 60): it is answered the request as it stands."""
+    stop = asyncio.Event()
+    with state_folder(tmp_path / "state"), closing(HolderStore(tmp_path / "holder.db")) as store:
+        client = _Waiting(store)
+        serving = asyncio.create_task(_serve_http(client, 0, stop))
+        await asyncio.wait_for(client.listening.wait(), 10)
+        address = recorded(HOLDER)
+        assert address is not None
+        async with aiohttp.ClientSession(headers=address.headers) as http:
+            asked = asyncio.create_task(http.get(f"{address.url}/requests/r-1",
+                                                 params={"wait": "5"}))
+            deadline = Deadline(5, "the caller waiting for r-1")
+            while "r-1" not in client._waiters:
+                deadline.check()
+                await asyncio.sleep(0.01)
+            stop.set()
+            stopping = time.monotonic()
+            async with await asked as response:
+                answer = response.status, (await response.json())["status"]
+            await serving
+            stopped = time.monotonic() - stopping
+    assert answer == (200, "SENT")
+    assert stopped < 1, stopped
 
 
 @pytest.mark.parametrize("wait", ["xyz", "nan", "-1", "inf"])
