@@ -471,13 +471,16 @@ class HolderClient:
                       purpose: str, operator: str, terminal: str,
                       keyed: Keyed | None = None) -> str:
         """Step ①: ask `provider` for this person's `data_type` under `pattern_id`; returns the
-        request id (the one made already under the idempotency key `keyed`, if any)."""
+        request id (the one made already under the idempotency key `keyed`, if any). NotBound
+        for a record with no link code, LookupError for no record."""
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, purpose)
         if made := self._made(keyed):
             return made
         with self._making_under(keyed):
             link_code = await self._current_code(own_number)
+            if link_code is None and self.store.record(own_number) is None:
+                raise LookupError(f"no record {own_number!r}")
             if link_code is None:
                 raise NotBound(f"record {own_number!r} is not bound to a link code")
             outgoing = self._outgoing(link_code, LinkageRequest(

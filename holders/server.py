@@ -14,7 +14,7 @@ the caller is found to be staff who may act (else 403, as any call); the same ke
 body is 422 `idempotency_key_reused`, and while the first call is still being made 409
 `idempotency_key_in_use` with Retry-After (ask again then, as after a 503 `service_unavailable`
 of a store another process holds locked: the two answers that say so). A linkage request for a
-record not bound to a link code is 422 `not_bound` (bind it first)."""
+record not bound to a link code is 422 `not_bound` (bind it first); one for no record 404."""
 
 from __future__ import annotations
 
@@ -251,6 +251,8 @@ async def linkage(request: web.Request) -> web.Response:
             _field(body, "terminal"), _keyed(request, body)))
     except NotBound as exc:
         return _error(422, "not_bound", str(exc))
+    except LookupError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
 
 
 async def outcome(request: web.Request) -> web.Response:

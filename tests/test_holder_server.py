@@ -12,6 +12,7 @@ import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
+from datetime import date
 from pathlib import Path
 from typing import cast
 
@@ -26,6 +27,7 @@ from broker.credentials import Credentials
 from holders.client import BINDING, LINKAGE, HolderClient, KeyReused, NotBound
 from holders.server import Address, _serve_http, address_file, recorded
 from holders.store import HolderStore, Keyed, KeyInUse
+from registry.residents import FourAttributes, Sex
 from renkei.scenario import staff as staff_of
 from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
@@ -329,6 +331,29 @@ async def test_a_store_another_process_holds_locked_is_busy_not_a_fault(
     assert [(r.levelno, r.exc_info) for r in warned] == [(logging.WARNING, None)]
     assert "POST /bindings: the holder's store is locked" in warned[0].getMessage()
     assert "Traceback" not in caplog.text
+
+
+async def test_a_linkage_request_for_no_record_is_not_found_not_unbound(tmp_path: Path) -> None:
+    """A record the holder has none of was told 422 not_bound, "bind it first", which its
+    binding then refuses (404): it is 404 no record, as a binding of it is."""
+    async with _serving(tmp_path, cast(type[_Unstarted], _Waiting)) as url:
+        token = _staff_one_on_t1(tmp_path)
+        store = HolderStore(tmp_path / "holder.db")
+        store.add_record("H-1", FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1),
+                                               Sex.FEMALE))
+        store.close()
+        answers = {}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            for own_number in ("H-1", "H-404"):
+                body = {"own_number": own_number, "pattern_id": "P-1", "provider": "town",
+                        "data_type": "local_tax", "purpose": "審査", "operator": "staff-1",
+                        "terminal": "t-1"}
+                async with http.post(f"{url}/requests", json=body) as response:
+                    answers[own_number] = response.status, await response.json()
+    assert answers == {
+        "H-1": (422, {"error": "not_bound",
+                      "detail": "record 'H-1' is not bound to a link code"}),
+        "H-404": (404, {"error": "not_found", "detail": "no record 'H-404'"})}
 
 
 def _staff_one_on_t1(tmp_path: Path) -> str:
