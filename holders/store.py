@@ -838,8 +838,10 @@ class HolderStore:
         return True
 
     def access_log(self, request_id: str | None = None) -> list[HolderLogEntry]:
-        """The entries ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose, in the order made."""
-        where, args = ("WHERE request_id = ?", (request_id,)) if request_id else ("", ())
+        """The entries ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose, in the order made: of
+        `request_id` (of "": none), else all."""
+        where, args = ("WHERE request_id = ?", (request_id,)) if request_id is not None else (
+            "", ())
         return [HolderLogEntry(*row) for row in self.db.execute(
             f"SELECT request_id, at, side, operator, terminal, counterpart, pattern_id, "
             f"data_type, content, purpose, outcome FROM access_log {where} ORDER BY serial",

@@ -144,6 +144,17 @@ async def test_the_holders_system_reads_the_token_from_its_private_file(
     assert not any(token in r.getMessage() for r in caplog.records)
 
 
+async def test_the_log_of_a_request_id_left_empty_is_of_no_request(tmp_path: Path) -> None:
+    """GET /access-log?request_id= (an id left empty by the caller's fault) answered the whole
+    log, every request's ⑪ content, as if no id were asked for."""
+    async with _serving(tmp_path) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            for asked, entries in (("", 0), ("r-1", 1)):
+                async with http.get(f"{url}/access-log", params={"request_id": asked}) as got:
+                    assert len(await got.json()) == entries, asked
+
+
 async def test_a_stopped_server_leaves_no_address_for_another_user_to_answer_at(
         tmp_path: Path) -> None:
     """A server stopped left its server.json: the holder's system went on sending its token and
