@@ -159,12 +159,12 @@ _JSON_KINDS = ((dict, "an object"), (list, "an array"), (bool, "true or false"),
 
 
 def _field(body: dict[str, Any], name: str) -> str:
-    """A field of text of up to FIELD_CHARS characters; else 400."""
+    """A field of text, not blank, of up to FIELD_CHARS characters; else 400."""
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         given = next(word for kind, word in _JSON_KINDS if isinstance(value, kind))
         raise web.HTTPBadRequest(text=f"{name!r} must be a JSON string, not {given}")
-    if not value:
+    if value is None or not value.strip():  # blank says nothing (the CLI refuses it: stated)
         raise web.HTTPBadRequest(text=f"{name!r} is required")
     if len(value) > FIELD_CHARS:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")

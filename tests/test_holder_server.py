@@ -381,6 +381,8 @@ def _staff_one_on_t1(tmp_path: Path) -> str:
     ("POST", "/bindings", b"\xff\xfe", 400, "bad_request", "the body is not JSON"),
     ("POST", "/bindings", b"[1]", 400, "bad_request", "the body must be a JSON object"),
     ("POST", "/bindings", b'{"own_number": "H-1"}', 400, "bad_request", "'operator' is required"),
+    ("POST", "/bindings", b'{"own_number": "H-1", "operator": " \\u3000\\t"}', 400, "bad_request",
+     "'operator' is required"),
     ("POST", "/bindings", b'{"own_number": {"n": "H-1"}, "operator": "staff-1", "terminal": "t"}',
      400, "bad_request", "'own_number' must be a JSON string, not an object"),
     ("POST", "/bindings", b'{"own_number": "H-1", "operator": ["staff-1"]}', 400, "bad_request",
