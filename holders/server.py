@@ -139,6 +139,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise web.HTTPBadRequest(text=f"the body is not JSON: {exc}") from exc
     except RecursionError as exc:  # arrays or objects nested past Python's recursion limit
         raise web.HTTPBadRequest(text="the body is nested too deeply") from exc
+    except LookupError as exc:  # its Content-Type's charset no text codec of Python's
+        raise web.HTTPBadRequest(
+            text=f"the body's charset {request.charset!r} is not a text encoding") from exc
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="the body must be a JSON object")
     return body

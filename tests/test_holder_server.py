@@ -417,6 +417,23 @@ async def test_every_error_answer_is_json_in_one_shape(
     assert detail in answer["detail"] and "\n" not in answer["detail"], answer
 
 
+@pytest.mark.parametrize("charset", ["x-no-such-charset", "base64"])
+async def test_a_body_in_a_charset_that_is_no_text_encoding_is_a_bad_request(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, charset: str) -> None:
+    """A Content-Type naming a charset Python has no text codec of failed as the body was
+    decoded: a 500 and a traceback, for the caller's fault."""
+    async with _serving(tmp_path, _Authorizing) as url:
+        token = _staff_one_on_t1(tmp_path)
+        headers = {"Authorization": f"Bearer {token}",
+                   "Content-Type": f"application/json; charset={charset}"}
+        async with aiohttp.ClientSession(headers=headers) as http, \
+                http.post(f"{url}/bindings", data=b'{"own_number": "H-1"}') as response:
+            answer = response.status, await response.json()
+    assert answer == (400, {"error": "bad_request", "detail": f"the body's charset {charset!r} "
+                                                              "is not a text encoding"})
+    assert "Traceback" not in caplog.text
+
+
 async def test_no_nesting_of_a_body_is_a_fault_of_the_servers(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A body nested past Python's recursion limit failed as it was read: a 500 and a
