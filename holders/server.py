@@ -124,9 +124,11 @@ async def _busy_store(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def _bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse (401) a request without the server's token: any local user reaches loopback."""
-    given = request.headers.get("Authorization", "").encode(errors="replace")
-    if not hmac.compare_digest(given, f"Bearer {request.app[TOKEN]}".encode()):
+    """Refuse (401) a request without the server's token: any local user reaches loopback. The
+    scheme's name is case-insensitive (RFC 9110 §11.1), the token not."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if not (hmac.compare_digest(given.encode(errors="replace"), request.app[TOKEN].encode())
+            and scheme.lower() == "bearer"):
         raise web.HTTPUnauthorized(text="the holder's bearer token is required (see server.json)",
                                    headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)

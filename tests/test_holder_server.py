@@ -113,7 +113,7 @@ async def _serving(tmp_path: Path, kind: type[_Unstarted] = _Unstarted) -> Async
             store.close()
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer not-the-token", "Basic x"])
+@pytest.mark.parametrize("authorization", [None, "Bearer not-the-token", "Basic x", "Bearer"])
 async def test_a_request_without_the_servers_token_is_refused_and_reads_nothing(
         tmp_path: Path, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization else {}
@@ -142,6 +142,18 @@ async def test_the_holders_system_reads_the_token_from_its_private_file(
             assert [e["content"] for e in await response.json()] == [CANARY]
     assert len(token) >= 40
     assert not any(token in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_the_token_is_taken_under_the_bearer_scheme_in_any_case(
+        tmp_path: Path, scheme: str) -> None:
+    """An authentication scheme's name is case-insensitive (RFC 9110 §11.1): a holder's system
+    whose HTTP library wrote "bearer" was refused 401 with the right token."""
+    async with _serving(tmp_path) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"{scheme} {token}"}) as \
+                http, http.get(url + "/access-log") as response:
+            assert response.status == 200
 
 
 async def test_the_log_of_a_request_id_left_empty_is_of_no_request(tmp_path: Path) -> None:
