@@ -785,7 +785,7 @@ class HolderClient:
         """Wait for the request's one outcome (answer, rejection, timeout, binding result)."""
         found = self._sent(request_id)
         if found is None:
-            raise LookupError(f"no request {request_id}")
+            raise LookupError(f"no request {request_id!r}")
         if found.status != SENT:
             return found
         waiter: asyncio.Future[Request] = asyncio.get_running_loop().create_future()

@@ -19,6 +19,7 @@ from typing import cast
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 import holders.server
 from broker import credentials
@@ -154,6 +155,17 @@ async def test_the_token_is_taken_under_the_bearer_scheme_in_any_case(
         async with aiohttp.ClientSession(headers={"Authorization": f"{scheme} {token}"}) as \
                 http, http.get(url + "/access-log") as response:
             assert response.status == 200
+
+
+async def test_a_request_id_found_nowhere_is_said_in_one_line(tmp_path: Path) -> None:
+    """The id of a request not found, from the path, was said as it came: one with a newline
+    (%0A) broke the detail's one line, as a log it is copied to reads it."""
+    async with _serving(tmp_path, cast(type[_Unstarted], _Waiting)) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+                http.get(URL(f"{url}/requests/r-2%0AGET%20r-1", encoded=True)) as response:
+            answer = response.status, await response.json()
+    assert answer == (404, {"error": "not_found", "detail": "no request 'r-2\\nGET r-1'"})
 
 
 async def test_the_log_of_a_request_id_left_empty_is_of_no_request(tmp_path: Path) -> None:
