@@ -106,15 +106,17 @@ class Session:
 
     def take_challenge(self, nonce_hex: str, clock: Clock) -> Challenge | None:
         """The pending challenge if it is this one and still fresh by the `clock` that read its
-        time: younger than CHALLENGE_SECONDS, not ahead (Clock.judged); used up either way."""
-        pending, self.challenge = self.challenge, None
-        if pending is None or clock.judged(pending.at, pending.mark, CHALLENGE) is not Age.YOUNG:
-            return None
+        time: younger than CHALLENGE_SECONDS, not ahead (Clock.judged); used up either way. A
+        wrong or unknown challenge (a stray or forged link) leaves the pending one pending."""
         try:
             nonce = bytes.fromhex(nonce_hex)
         except ValueError:
             return None
-        return pending if secrets.compare_digest(pending.nonce, nonce) else None
+        pending = self.challenge
+        if pending is None or not secrets.compare_digest(pending.nonce, nonce):
+            return None
+        self.challenge = None
+        return pending if clock.judged(pending.at, pending.mark, CHALLENGE) is Age.YOUNG else None
 
 
 @dataclass

@@ -1147,3 +1147,20 @@ async def test_a_card_login_behind_https_needs_no_cookie_on_the_readers_return(
         signed_in = {"Cookie": f"{COOKIE}={home.cookies[COOKIE].value}"}
         assert town.resident.name in await (await browser.get("/history", headers=signed_in)).text()
     await records.close()
+
+
+async def test_a_stray_or_forged_login_link_leaves_the_login_under_way(
+        client: Client, town: Town) -> None:
+    """A link to the reader's return naming another challenge (stray, forged, or not hex) used
+    up the browser's pending one: the resident's login under way was refused when their card
+    came back. It is refused alone; the login under way goes on."""
+    started = await client.post("/login/start", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/login"), "realm": "resident"})
+    for forged in ("00" * 32, "not-hex", ""):
+        stray = await client.get(f"/login/signed?{urlencode({'challenge': forged})}",
+                                 allow_redirects=False)
+        assert stray.status == 403, forged
+    returned = await client.post("/login/card", allow_redirects=False,
+                                 data=signed_at_reader(town.resident_card, started, ORIGIN))
+    home = await client.get(returned.headers["Location"], allow_redirects=False)
+    assert (home.status, home.headers.get("Location")) == (303, "/history")
