@@ -40,6 +40,11 @@ WORDS: dict[str, tuple[str, str]] = {
     "refused_role": ("このカードではこの画面を利用できません。", "This card cannot use this page."),
     "refused_challenge": ("ログインの有効時間が過ぎました。もう一度お試しください。",
                           "The login took too long. Please try again."),
+    "refused_not_under_way": ("このログインは、このブラウザーで進行中のものではありません"
+                              "（使用済みか、後から始めたログインに置き換えられました）。"
+                              "もう一度お試しください。",
+                              "This login is not one under way in this browser (it was used, or "
+                              "replaced by logins started after it). Please try again."),
     "refused_unanswered": ("カードの確認先（住民基本台帳ネットワーク）から応答がありません。"
                            "しばらくしてからもう一度お試しください。",
                            "The resident registry, which tells whose card this is, did not "

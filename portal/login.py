@@ -19,7 +19,7 @@ from cards import ca
 from cards.login import FORGED_MARK, FROM_THE_FUTURE, REVOKED, UNCHECKABLE, Refused, challenge
 from portal.context import PLATFORM
 from portal.services import Unanswered
-from portal.sessions import Challenge, Officer, Signed
+from portal.sessions import Challenge, Officer, Session, Signed
 from portal.web import READER_RETURN, SESSION, SESSIONS, SITE, render, session_of
 from renkei.questions import NO_REPLY_KEY
 from schemas.messages import CardLogin
@@ -40,7 +40,8 @@ HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight"
 # portal's fault
 REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
-            "challenge": "refused_challenge", FROM_THE_FUTURE: "refused_clock",
+            "challenge": "refused_challenge", "unknown-challenge": "refused_not_under_way",
+            FROM_THE_FUTURE: "refused_clock",
             "unanswered": "refused_unanswered",
             "origin": "refused_portal", NO_REPLY_KEY: "refused_portal",
             FORGED_MARK: "refused_portal",
@@ -57,8 +58,7 @@ async def start(request: web.Request) -> web.Response:
     """Make a challenge for this session and send the browser to the card reader with it."""
     session = session_of(request)
     realm = str((await request.post()).get("realm", ""))
-    if realm not in REALMS or (realm == "present" and (
-            session.officer is None or session.officer.role != "counter")):
+    if realm not in REALMS or (realm == "present" and _counter_staff(session) is None):
         raise web.HTTPForbidden(text="no such login")
     wall = request.app[SESSIONS].wall
     at, mark = wall(), wall.mark()
@@ -68,6 +68,12 @@ async def start(request: web.Request) -> web.Response:
     query = urlencode({"origin": site.origin, "authority": REALMS[realm],
                        "challenge": nonce.hex(), "return": f"{site.origin}{READER_RETURN}"})
     raise web.HTTPSeeOther(f"{site.reader}/sign?{query}")
+
+
+def _counter_staff(session: Session) -> Officer | None:
+    """The counter staff logged in to the session, if any: a visitor's login is theirs."""
+    officer = session.officer
+    return officer if officer is not None and officer.role == "counter" else None
 
 
 async def returned(request: web.Request) -> web.Response:
@@ -85,11 +91,13 @@ async def card(request: web.Request) -> web.Response:
     comes with it): the challenge must be this session's pending one, returned, used once; a
     login started in another session completes in none but that one."""
     session = session_of(request)
-    asked = session.challenge  # its realm is the login to offer again if this one is refused
-    pending = session.take_challenge(request.query.get("challenge", ""),
-                                     request.app[SESSIONS].wall)
+    nonce = request.query.get("challenge", "")
+    asked = session.named(nonce)  # its realm is the login to offer again if this one is refused
+    if asked is None:  # used, replaced by newer logins of this browser's, or none of its own
+        return _refused(request, _offered(session), "unknown-challenge")
+    pending = session.take_challenge(nonce, request.app[SESSIONS].wall)
     if pending is None or pending.signed is None:
-        return _refused(request, "resident" if asked is None else asked.realm, "challenge")
+        return _refused(request, asked.realm, "challenge")
     platform = request.app[PLATFORM]
     certificate, origin = pending.signed.certificate, request.app[SITE].origin
     try:
@@ -111,10 +119,11 @@ async def card(request: web.Request) -> web.Response:
         if resident is None:
             return _refused(request, pending.realm, "unknown-card")
         if pending.realm == "present":
-            if session.officer is None:
+            staff = _counter_staff(session)  # logged out, or in as another, in another tab?
+            if staff is None:
                 return _refused(request, "counter", "wrong-role")
             session.present = None  # shown only once its look-up is logged
-            await platform.kafka.counter(session.officer, resident, "COUNTER_VIEWED")
+            await platform.kafka.counter(staff, resident, "COUNTER_VIEWED")
             session.present = resident
         else:
             fresh = request.app[SESSIONS].renew(replace(session, officer=None, present=None,
@@ -128,6 +137,16 @@ async def card(request: web.Request) -> web.Response:
         request[SESSION] = request.app[SESSIONS].renew(replace(
             session, officer=officer, resident=None, present=None))
     raise web.HTTPSeeOther(HOME[pending.realm])
+
+
+def _offered(session: Session) -> str:
+    """The login offered again for a return naming no login under way: the newest under way,
+    else a visitor's at a counter desk, else the officer's own, else a resident's."""
+    if session.challenges:
+        return next(reversed(session.challenges.values())).realm
+    if session.officer is not None:
+        return "present" if session.officer.role == "counter" else session.officer.role
+    return "resident"
 
 
 def _refused(request: web.Request, realm: str, reason: str, status: int = 403) -> web.Response:

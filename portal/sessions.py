@@ -31,6 +31,7 @@ IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
 CHALLENGE_SECONDS = 120
 CHALLENGE = timedelta(seconds=CHALLENGE_SECONDS)  # a card challenge is good for, refused at it
+CHALLENGES_PENDING = 4  # card logins under way in one session (a tab each); past it the oldest go
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,18 @@ class Session:
     resident: Resident | None = None
     officer: Officer | None = None
     present: Resident | None = None  # at the counter: the resident who logged in with their card
-    challenge: Challenge | None = None
+    # the card logins under way in this session's browser (one a tab), by nonce, oldest first
+    challenges: dict[bytes, Challenge] = field(default_factory=dict)
     notice: str | None = None
     # the login tickets a number was changed under here (the authority allows one a ticket)
     tickets_used: set[bytes] = field(default_factory=set)
+
+    def named(self, nonce_hex: str) -> Challenge | None:
+        """The pending challenge whose nonce this is (hex), if there is one."""
+        try:
+            return self.challenges.get(bytes.fromhex(nonce_hex))
+        except ValueError:
+            return None
 
     @property
     def signed_in(self) -> bool:
@@ -107,15 +116,11 @@ class Session:
     def take_challenge(self, nonce_hex: str, clock: Clock) -> Challenge | None:
         """The pending challenge if it is this one and still fresh by the `clock` that read its
         time: younger than CHALLENGE_SECONDS, not ahead (Clock.judged); used up either way. A
-        wrong or unknown challenge (a stray or forged link) leaves the pending one pending."""
-        try:
-            nonce = bytes.fromhex(nonce_hex)
-        except ValueError:
+        wrong or unknown challenge (a stray or forged link) leaves the pending ones pending."""
+        pending = self.named(nonce_hex)
+        if pending is None:
             return None
-        pending = self.challenge
-        if pending is None or not secrets.compare_digest(pending.nonce, nonce):
-            return None
-        self.challenge = None
+        del self.challenges[pending.nonce]
         return pending if clock.judged(pending.at, pending.mark, CHALLENGE) is Age.YOUNG else None
 
 
@@ -179,14 +184,17 @@ class Sessions:
                 table.popitem(last=False)
 
     def challenge(self, session: Session, pending: Challenge) -> None:
-        """Make `pending` the session's card challenge, to be found by its nonce when the reader
-        returns (those older than CHALLENGE, and past `most` the oldest, forgotten)."""
+        """Add `pending` to the session's card challenges (past CHALLENGES_PENDING the oldest
+        goes: another tab's login goes on), to be found by its nonce when the reader returns
+        (those older than CHALLENGE, and past `most` the oldest, forgotten)."""
         now = self.clock()
         while self._challenged and (
                 len(self._challenged) >= self.most
                 or now - next(iter(self._challenged.values()))[1] >= CHALLENGE_SECONDS):
             self._challenged.popitem(last=False)
-        session.challenge = pending
+        session.challenges[pending.nonce] = pending
+        while len(session.challenges) > CHALLENGES_PENDING:
+            del session.challenges[next(iter(session.challenges))]
         self._challenged[pending.nonce] = (session.sid, now)
 
     def sign(self, nonce_hex: str, signed: Signed) -> None:
@@ -199,16 +207,18 @@ class Sessions:
             return
         sid, _ = self._challenged.pop(nonce, ("", 0.0))
         session = self._anonymous.get(sid) or self._signed_in.get(sid)
-        if session is not None and session.challenge is not None and (
-                session.challenge.nonce == nonce):
-            session.challenge = replace(session.challenge, signed=signed)
+        if session is not None and nonce in session.challenges:
+            session.challenges[nonce] = replace(session.challenges[nonce], signed=signed)
 
     def renew(self, session: Session) -> Session:
-        """A fresh id and CSRF token for a session whose privilege changes (login)."""
+        """A fresh id and CSRF token for a session whose privilege changes (login); the browser's
+        other card logins under way (its other tabs') go on in it."""
         self.end(session)
         fresh = self._fresh(session.lang)
-        fresh.present, fresh.officer, fresh.resident = (session.present, session.officer,
-                                                        session.resident)
+        fresh.present, fresh.officer, fresh.resident, fresh.challenges = (
+            session.present, session.officer, session.resident, session.challenges)
+        for nonce in fresh.challenges.keys() & self._challenged.keys():
+            self._challenged[nonce] = (fresh.sid, self._challenged[nonce][1])
         return self._kept(fresh)
 
     def end(self, session: Session) -> None:

@@ -91,12 +91,12 @@ def test_a_card_challenge_is_used_once_and_only_while_fresh() -> None:
     sessions = Sessions(wall=hands.clock())
     session = sessions.new()
     now = sessions.wall()
-    session.challenge = Challenge(b"\x01" * 32, "resident", now)
+    sessions.challenge(session, Challenge(b"\x01" * 32, "resident", now))
     assert session.take_challenge("02" * 32, sessions.wall) is None, "another challenge"
     assert session.take_challenge("zz", sessions.wall) is None, "no challenge at all"
     assert session.take_challenge("01" * 32, sessions.wall) is not None
     assert session.take_challenge("01" * 32, sessions.wall) is None, "used once"
-    session.challenge = Challenge(b"\x01" * 32, "resident", now)
+    sessions.challenge(session, Challenge(b"\x01" * 32, "resident", now))
     hands.passes(timedelta(seconds=CHALLENGE_SECONDS + 1))
     assert session.take_challenge("01" * 32, sessions.wall) is None
 
@@ -114,9 +114,9 @@ def test_a_card_challenge_is_refused_at_its_age_or_ahead_as_the_registry_side_re
     beyond = AHEAD + timedelta(seconds=1)
     for issued, marked, taken in [(at, mark.after(beyond), False), (at + beyond, None, False),
                                   (at + AHEAD, None, True)]:
-        session.challenge = Challenge(b"\x01" * 32, "resident", issued, marked)
+        sessions.challenge(session, Challenge(b"\x01" * 32, "resident", issued, marked))
         assert (session.take_challenge("01" * 32, sessions.wall) is not None) is taken, issued
-    session.challenge = Challenge(b"\x01" * 32, "resident", at, mark)
+    sessions.challenge(session, Challenge(b"\x01" * 32, "resident", at, mark))
     hands.passes(timedelta(seconds=CHALLENGE_SECONDS))
     assert session.take_challenge("01" * 32, sessions.wall) is None, "refused at its age"
 
@@ -139,7 +139,8 @@ def test_a_card_challenge_is_fresh_for_its_time_elapsed_whatever_steps_the_wall_
     hands.passes(timedelta(hours=2))
     if not before:
         hands.steps(step)
-    session.challenge = Challenge(b"\x01" * 32, "resident", sessions.wall(), sessions.wall.mark())
+    sessions.challenge(session, Challenge(b"\x01" * 32, "resident", sessions.wall(),
+                                          sessions.wall.mark()))
     if before:
         hands.steps(step)
     hands.passes(timedelta(seconds=elapsed))

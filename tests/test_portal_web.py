@@ -38,7 +38,7 @@ from portal.inbox import Asked, Inbox
 from portal.kafka import Shown, holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, SEARCH_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
-from portal.sessions import Officer, Resident, Sessions
+from portal.sessions import CHALLENGES_PENDING, Officer, Resident, Sessions
 from portal.web import COOKIE, SESSIONS, Site
 from registry import tickets
 from renkei.questions import DECLINED
@@ -1164,3 +1164,53 @@ async def test_a_stray_or_forged_login_link_leaves_the_login_under_way(
                                  data=signed_at_reader(town.resident_card, started, ORIGIN))
     home = await client.get(returned.headers["Location"], allow_redirects=False)
     assert (home.status, home.headers.get("Location")) == (303, "/history")
+
+
+async def test_a_login_in_one_tab_leaves_another_tabs_login_under_way(
+        client: Client, town: Town) -> None:
+    """A resident with two tabs open starts a card login in each: the second cancelled the first,
+    whose card, once back, was refused as taking too long. Each completes, in either order, the
+    first after the second logged the browser in (its session renewed); past CHALLENGES_PENDING
+    logins under way the oldest goes, and its tab is told so, not that it took too long."""
+    async def start() -> ClientResponse:
+        started = await client.post("/login/start", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/login"), "realm": "resident"})
+        assert started.status == 303
+        return started
+
+    async def completed(started: ClientResponse) -> ClientResponse:
+        returned = await client.post("/login/card", allow_redirects=False,
+                                     data=signed_at_reader(town.resident_card, started, ORIGIN))
+        return await client.get(returned.headers["Location"], allow_redirects=False)
+
+    first, second = await start(), await start()
+    for tab in (second, first):
+        home = await completed(tab)
+        assert (home.status, home.headers.get("Location")) == (303, "/history")
+    await client.post("/logout", data={"csrf": await csrf_of(client, "/history")})
+    tabs = [await start() for _ in range(CHALLENGES_PENDING + 1)]
+    replaced = await completed(tabs[0])
+    said = html.unescape(await replaced.text())
+    assert replaced.status == 403 and words("ja")["refused_not_under_way"] in said
+    assert (await completed(tabs[-1])).headers.get("Location") == "/history"
+
+
+async def test_a_visitors_login_completes_only_while_counter_staff_are_logged_in(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """Counter staff start a visitor's login in one tab and log in as an oversight officer in
+    another: the visitor's login, completed after, is refused, nothing looked up or logged."""
+    async def start(realm: str, page: str) -> ClientResponse:
+        return await client.post("/login/start", allow_redirects=False, data={
+            "csrf": await csrf_of(client, page), "realm": realm})
+
+    async def completed(card: Card, started: ClientResponse) -> ClientResponse:
+        returned = await client.post("/login/card", allow_redirects=False,
+                                     data=signed_at_reader(card, started, ORIGIN))
+        return await client.get(returned.headers["Location"], allow_redirects=False)
+
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    visitor = await start("present", "/counter")
+    assert (await completed(officer, await start("oversight", "/counter"))).status == 303
+    assert (await completed(town.resident_card, visitor)).status == 403
+    assert town.kafka.written == []
