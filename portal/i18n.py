@@ -66,6 +66,10 @@ WORDS: dict[str, tuple[str, str]] = {
                        "is not at fault). Please try again later."),
     "expired_session": ("一定時間操作がなかったため、ログアウトしました。",
                         "You were logged out after a period without activity."),
+    "lifetime_session": ("ログインしてから一定時間が経過したため、ログアウトしました。"
+                         "もう一度ログインしてください。",
+                         "You were logged out: a login lasts a limited time. Please log in "
+                         "again."),
     "session_revoked": ("カードの電子証明書が失効したため、ログアウトしました。",
                         "You were logged out: the card's certificate has been revoked."),
     "session_crl": ("現在、カードの電子証明書の失効情報を確認できないため、ログアウトしました"

@@ -14,7 +14,9 @@ cookie (SameSite=Lax): it is kept with the challenge it names, and the login's o
 sent on to the portal's page by a top-level GET that carries the cookie, takes it.
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
-anonymous one goes (a signed-in one only when none is left).
+anonymous one goes (a signed-in one only when none is left). A signed-in session ended by time
+is told so at its cookie's next request, idle or at its lifetime, once (the `most` last kept); a
+cookie the portal never made, or long forgotten, is told nothing: no one was logged out.
 """
 
 from __future__ import annotations
@@ -138,6 +140,8 @@ class Sessions:
     _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     # the pending challenges' nonces, oldest first: the session each is for, and when it began
     _challenged: OrderedDict[bytes, tuple[str, float]] = field(default_factory=OrderedDict)
+    # the signed-in sessions ended by time, oldest first: the notice their next request is told
+    _timed_out: OrderedDict[str, str] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
         return len(self._anonymous) + len(self._signed_in)
@@ -159,7 +163,7 @@ class Sessions:
             return None
         now = self.clock()
         if self._expired(session, now):
-            del table[session.sid]
+            self._ended_by_time(table.pop(session.sid), now)
             return None
         session.seen = now
         table.move_to_end(session.sid)
@@ -168,6 +172,20 @@ class Sessions:
     def _expired(self, session: Session, now: float) -> bool:
         return (now - session.seen > self.idle.total_seconds()
                 or now - session.started > self.lifetime.total_seconds())
+
+    def _ended_by_time(self, session: Session, now: float) -> None:
+        """Note why an expired signed-in session ended, for its cookie's next request."""
+        if not session.signed_in:
+            return
+        idle = now - session.seen > self.idle.total_seconds()
+        self._timed_out[session.sid] = "expired_session" if idle else "lifetime_session"
+        while len(self._timed_out) > self.most:
+            self._timed_out.popitem(last=False)
+
+    def timed_out(self, sid: str | None) -> str | None:
+        """Why the signed-in session with this id ended by time (the notice's word), told once;
+        None for any other id: unknown, never signed in, or ended otherwise."""
+        return self._timed_out.pop(sid or "", None)
 
     def _kept(self, session: Session) -> Session:
         """Add a session; drop the stale ones, then past `most` the least recently used."""
@@ -181,7 +199,7 @@ class Sessions:
         """Drop the expired sessions from the least recently used end of each table."""
         for table in (self._anonymous, self._signed_in):
             while table and self._expired(next(iter(table.values())), now):
-                table.popitem(last=False)
+                self._ended_by_time(table.popitem(last=False)[1], now)
 
     def challenge(self, session: Session, pending: Challenge) -> None:
         """Add `pending` to the session's card challenges (past CHALLENGES_PENDING the oldest

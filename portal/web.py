@@ -122,8 +122,8 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         session = store.new(lang)
         if ended:
             session.notice = "session_crl" if ended in UNCHECKABLE else "session_revoked"
-        elif sid:
-            session.notice = "expired_session"
+        else:  # a session logged in and ended by time says so; an unknown cookie, nothing
+            session.notice = store.timed_out(sid)
     elif present := _revocation(request, ca.JPKI, session.present):
         session.present = None  # the visitor's part ends; the staff member's goes on
         session.notice = "present_crl" if present in UNCHECKABLE else "present_revoked"

@@ -187,3 +187,22 @@ def test_stale_sessions_go_and_past_the_most_kept_the_least_recently_used_anonym
     assert [sessions.get(s.sid) for s in (signed_in, first, second, third)] == [
         signed_in, first, None, third]
 
+
+
+def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:
+    """Every unknown session id was told it had been logged out after inactivity: a forged or
+    long-forgotten cookie, another portal's, an anonymous session's. A signed-in session ended
+    idle, or at its lifetime, is told which, once, whether found expired or purged before."""
+    clock = Clock()
+    sessions = Sessions(clock=clock)
+    idle, purged = (sessions.renew(replace(sessions.new(), resident=RESIDENT)) for _ in "ab")
+    anonymous = sessions.new()
+    clock.passes(IDLE + timedelta(seconds=1))
+    assert sessions.get(idle.sid) is None and sessions.get(anonymous.sid) is None
+    busy = sessions.renew(replace(sessions.new(), resident=RESIDENT))  # purges `purged`
+    while sessions.get(busy.sid) is not None:
+        clock.passes(IDLE / 2)
+    assert [sessions.timed_out(s.sid) for s in (idle, purged, busy)] == [
+        "expired_session", "expired_session", "lifetime_session"]
+    for sid in (idle.sid, anonymous.sid, "forged", None):
+        assert sessions.timed_out(sid) is None

@@ -645,6 +645,37 @@ async def test_a_form_sent_after_its_session_ended_goes_to_the_login_saying_so(
     assert forged.status == 403, "a live session's form with another token is refused as ever"
 
 
+async def test_only_a_session_logged_in_and_ended_by_time_is_told_it_was_logged_out(
+        client: Client, town: Town) -> None:
+    """A forged or long-gone cookie (another portal's, one from before a restart) and an idle
+    anonymous session were told 'logged out after inactivity': no one was logged in. They are
+    told nothing; a resident idle past the session's end is told that, one at the login's
+    lifetime, though busy, that."""
+    store = cast(TestServer, client.server).app[SESSIONS]
+    now = [store.clock()]
+    store.clock = lambda: now[0]
+    idle, lifetime = store.idle.total_seconds(), store.lifetime.total_seconds()
+
+    async def told(page: str) -> list[str]:
+        said = html.unescape(await (await client.get(page)).text())
+        return [key for key in ("expired_session", "lifetime_session")
+                if words("ja")[key] in said]
+
+    client.session.cookie_jar.update_cookies({COOKIE: "forged"})
+    assert await told("/login") == []
+    now[0] += idle + 1
+    assert await told("/login") == [], "an anonymous session, idle"
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    now[0] += idle + 1
+    assert await told("/history") == ["expired_session"]
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    for _ in range(int(lifetime / idle) * 2):  # to its lifetime, never idle
+        now[0] += idle / 2
+        assert await told("/history") == []
+    now[0] += idle / 2
+    assert await told("/history") == ["lifetime_session"]
+
+
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
 async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
                                                                 path: str) -> None:
