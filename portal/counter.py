@@ -15,6 +15,7 @@ from portal.sessions import Officer, Resident
 from portal.web import history_of, officer_of, older, render, render_apart, session_of
 
 ROLE = "counter"
+DESK = "/counter"  # the desk's page: where the answers to its forms go back to
 
 
 async def desk(request: web.Request) -> web.Response:
@@ -29,7 +30,7 @@ async def _desk(request: web.Request, officer: Officer, present: Resident | None
     shown = (await history_of(request, present.id_codes, Query(), listing=False) if present
              else None)
     return render(request, "counter.html", status=status, officer=officer, present=present,
-                  shown=shown, older=shown and older(shown, "/counter"),
+                  shown=shown, older=shown and older(shown, DESK),
                   **(await numbering.form(request, present) if present else {}), **context)
 
 
@@ -39,33 +40,33 @@ async def number_change(request: web.Request) -> web.Response:
     officer = officer_of(request, ROLE)
     present = session_of(request).present
     if present is None:
-        raise web.HTTPSeeOther("/counter")
+        raise web.HTTPSeeOther(DESK)
     reason = await numbering.reason_asked(request)
     if reason is None:
-        return await _desk(request, officer, present, status=400, missing=True)
+        return await _desk(request, officer, present, status=400, missing=True, here=DESK)
     try:
         number = await numbering.new_number(request, present, officer.holder, f"{reason}（窓口）",
                                             officer.acting)
     except Unanswered as exc:
-        return numbering.not_changed(request, exc)
+        return numbering.not_changed(request, exc, DESK)
     if number is None:
-        return await _desk(request, officer, present, status=503, unknown=True)
-    return render(request, "number_done.html", number=number, back="/counter")
+        return await _desk(request, officer, present, status=503, unknown=True, here=DESK)
+    return numbering.done(request, number, DESK)
 
 
 async def print_history(request: web.Request) -> web.Response:
     officer = officer_of(request, ROLE)
     present = session_of(request).present
     if present is None:
-        raise web.HTTPSeeOther("/counter")
+        raise web.HTTPSeeOther(DESK)
     platform = request.app[PLATFORM]
     entries, head = await platform.records.of_person(present.id_codes)
     await platform.kafka.counter(officer, present, "COUNTER_PRINTED")
     return await render_apart(request, "counter_print.html", officer=officer, present=present,
-                              entries=entries, head=head)
+                              entries=entries, head=head, here=DESK)
 
 
 async def finish(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     session_of(request).present = None
-    raise web.HTTPSeeOther("/counter")
+    raise web.HTTPSeeOther(DESK)

@@ -151,8 +151,13 @@ def _offered(session: Session) -> str:
 
 def _refused(request: web.Request, realm: str, reason: str, status: int = 403) -> web.Response:
     log.warning("card login refused (%s): %s", realm, reason)
-    return render(request, "login.html", status=status, realm=realm,
+    return render(request, "login.html", status=status, realm=realm, here=_login_page(realm),
                   refused=REFUSALS.get(reason, "refused_other"))
+
+
+def _login_page(realm: str) -> str:
+    """The page a `realm`'s login starts from (a counter visitor's: the desk)."""
+    return f"/login?{urlencode({'as': realm})}" if realm in OWN_PAGE else HOME["present"]
 
 
 async def logout(request: web.Request) -> web.Response:

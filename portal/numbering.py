@@ -108,12 +108,17 @@ async def form(request: web.Request, resident: Resident) -> dict[str, Any]:
             "used": resident.ticket in session_of(request).tickets_used}
 
 
-def not_changed(request: web.Request, unanswered: Unanswered) -> web.Response:
+def done(request: web.Request, number: str, back: str) -> web.Response:
+    """The page showing the new number, once: its links (the language's too) go `back`."""
+    return render(request, "number_done.html", number=number, back=back, here=back)
+
+
+def not_changed(request: web.Request, unanswered: Unanswered, back: str) -> web.Response:
     """The page for a number the authority did not change: refused, and why, if it declined
-    (the login's ticket), else not answered."""
+    (the login's ticket), else not answered; its language link goes `back`."""
     if unanswered.declined is None:
-        return render(request, "error.html", status=503, message="number_unanswered")
-    return render(request, "error.html", status=403, message="number_refused",
+        return render(request, "error.html", status=503, message="number_unanswered", here=back)
+    return render(request, "error.html", status=403, message="number_refused", here=back,
                   reason=REFUSALS.get(unanswered.declined, "number_refused_other"))
 
 

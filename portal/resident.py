@@ -116,7 +116,7 @@ async def number_change(request: web.Request) -> web.Response:
         number = await numbering.new_number(request, resident, "portal",
                                             f"{reason}（マイポータル）")
     except Unanswered as exc:
-        return numbering.not_changed(request, exc)
+        return numbering.not_changed(request, exc, "/number")
     if number is None:
         return render(request, "number.html", status=503, unknown=True)
-    return render(request, "number_done.html", number=number, back="/history")
+    return numbering.done(request, number, "/history")

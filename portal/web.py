@@ -75,13 +75,15 @@ async def render_apart(request: web.Request, template: str, **context: Any) -> w
 def _rendering(request: web.Request, template: str, context: dict[str, Any]
                ) -> Callable[[], str]:
     """The template's rendering with the page's context, taken now (the session's notice
-    shown once)."""
+    shown once); its language link goes back to `here` if the context names it (a page a GET
+    shows, for one answering a form or a card's return), else to the page as asked for."""
     session = session_of(request)
     notice, session.notice = session.notice, None
+    context.setdefault("here", request.path_qs)
     return partial(TEMPLATES.get_template(template).render,
                    w=words(session.lang), said=said(session.lang), lang=session.lang,
                    session=session, csrf=session.csrf, notice=notice, path=request.path,
-                   here=request.path_qs, name=request.app[PLATFORM].kafka.holder_name, **context)
+                   name=request.app[PLATFORM].kafka.holder_name, **context)
 
 
 def no_holder(request: web.Request) -> web.Response:

@@ -334,6 +334,52 @@ async def test_staff_at_the_counter_ask_for_a_present_residents_new_number_logge
     assert town.kafka.by == [staff] * 3
 
 
+async def in_english(client: Client, answer: ClientResponse) -> str:
+    """Where the language link of the page `answer` shows leads (followed): its path, which
+    must be a page shown in English."""
+    link = re.search(r'href="([^"]+)"[^>]* id="lang"', await answer.text())
+    assert link, answer.url
+    shown = await client.get(html.unescape(link.group(1)))
+    assert shown.status == 200 and '<html lang="en">' in await shown.text(), shown.url
+    await client.get("/lang/ja", allow_redirects=False)
+    return shown.url.path
+
+
+async def test_the_language_link_of_a_forms_answer_leads_to_a_page(
+        client: Client, town: Town) -> None:
+    """The page showing a new number asked for at the counter (and the desk or error page
+    answering that form, the printed history) switched language by getting the form's own path,
+    which answers only a POST (405); a refused card login's by getting its return again (refused
+    as not under way). Each leads to the page it came from: the desk, the number form, the
+    login; the new number, shown once, is not shown again."""
+    fakes = fakes_of(client)
+
+    async def posted(path: str, page: str, **form: str) -> ClientResponse:
+        return await client.post(path, data={"csrf": await csrf_of(client, page), **form})
+
+    refused = await client.get("/login/signed?challenge=00", allow_redirects=False)
+    assert refused.status == 403 and await in_english(client, refused) == "/login"
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    answers = [await posted("/counter/number", "/counter"),  # not confirmed: the desk
+               await posted("/counter/number", "/counter", confirm="yes"),  # not answered
+               await posted("/counter/print", "/counter")]
+    fakes.number_outcome = None
+    answers.append(await posted("/counter/number", "/counter", confirm="yes"))
+    assert [a.status for a in answers] == [400, 503, 200, 200]
+    assert [await in_english(client, a) for a in answers] == ["/counter"] * 4
+    fakes.tickets_used.add(town.resident.ticket)
+    refused_number = await posted("/counter/number", "/counter", confirm="yes")
+    assert refused_number.status == 403 and await in_english(client, refused_number) == "/counter"
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    refused_number = await posted("/number", "/number", confirm="yes")
+    fakes.tickets_used.clear()
+    shown = await posted("/number", "/number", confirm="yes")
+    assert (refused_number.status, shown.status) == (403, 200)
+    assert [await in_english(client, a) for a in (refused_number, shown)] == [
+        "/number", "/history"]
+
+
 async def test_a_counter_visitor_whose_card_is_revoked_is_no_longer_served(
         client: Client, town: Town) -> None:
     """The visitor's card was checked at their login only: revoked afterwards, their records
