@@ -15,7 +15,8 @@ sent on to the portal's page by a top-level GET that carries the cookie, takes i
 Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
 anonymous one goes (a signed-in one only when none is left). A signed-in session ended by time
-is told so at its cookie's next request, idle or at its lifetime, once (the `most` last kept); a
+is told so at its cookie's next request, idle or at its lifetime, once, in the language it was
+using (the `most` last kept); a
 cookie the portal never made, or long forgotten, is told nothing: no one was logged out.
 """
 
@@ -26,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from renkei.clock import Age, Clock, Mark, elapsed_seconds
 
@@ -87,6 +89,13 @@ class Challenge:
     signed: Signed | None = None
 
 
+class TimedOut(NamedTuple):
+    """Why a signed-in session ended by time (the notice's word), and the language it used."""
+
+    notice: str
+    lang: str
+
+
 @dataclass
 class Session:
     sid: str
@@ -140,8 +149,8 @@ class Sessions:
     _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     # the pending challenges' nonces, oldest first: the session each is for, and when it began
     _challenged: OrderedDict[bytes, tuple[str, float]] = field(default_factory=OrderedDict)
-    # the signed-in sessions ended by time, oldest first: the notice their next request is told
-    _timed_out: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    # the signed-in sessions ended by time, oldest first: what their next request is told
+    _timed_out: OrderedDict[str, TimedOut] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
         return len(self._anonymous) + len(self._signed_in)
@@ -178,13 +187,14 @@ class Sessions:
         if not session.signed_in:
             return
         idle = now - session.seen > self.idle.total_seconds()
-        self._timed_out[session.sid] = "expired_session" if idle else "lifetime_session"
+        self._timed_out[session.sid] = TimedOut(
+            "expired_session" if idle else "lifetime_session", session.lang)
         while len(self._timed_out) > self.most:
             self._timed_out.popitem(last=False)
 
-    def timed_out(self, sid: str | None) -> str | None:
-        """Why the signed-in session with this id ended by time (the notice's word), told once;
-        None for any other id: unknown, never signed in, or ended otherwise."""
+    def timed_out(self, sid: str | None) -> TimedOut | None:
+        """Why the signed-in session with this id ended by time, told once; None for any other
+        id: unknown, never signed in, or ended otherwise."""
         return self._timed_out.pop(sid or "", None)
 
     def _kept(self, session: Session) -> Session:

@@ -121,11 +121,12 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
             store.end(session)
             lang, session = session.lang, None  # told in the language it was using
     if session is None:
-        session = store.new(lang)
+        timed_out = store.timed_out(sid)  # a session logged in; an unknown cookie tells nothing
+        session = store.new(timed_out.lang if timed_out else lang)
         if ended:
             session.notice = "session_crl" if ended in UNCHECKABLE else "session_revoked"
-        else:  # a session logged in and ended by time says so; an unknown cookie, nothing
-            session.notice = store.timed_out(sid)
+        elif timed_out:
+            session.notice = timed_out.notice
     elif present := _revocation(request, ca.JPKI, session.present):
         session.present = None  # the visitor's part ends; the staff member's goes on
         session.notice = "present_crl" if present in UNCHECKABLE else "present_revoked"

@@ -199,10 +199,10 @@ def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:
     anonymous = sessions.new()
     clock.passes(IDLE + timedelta(seconds=1))
     assert sessions.get(idle.sid) is None and sessions.get(anonymous.sid) is None
-    busy = sessions.renew(replace(sessions.new(), resident=RESIDENT))  # purges `purged`
+    busy = sessions.renew(replace(sessions.new("en"), resident=RESIDENT))  # purges `purged`
     while sessions.get(busy.sid) is not None:
         clock.passes(IDLE / 2)
     assert [sessions.timed_out(s.sid) for s in (idle, purged, busy)] == [
-        "expired_session", "expired_session", "lifetime_session"]
+        ("expired_session", "ja"), ("expired_session", "ja"), ("lifetime_session", "en")]
     for sid in (idle.sid, anonymous.sid, "forged", None):
         assert sessions.timed_out(sid) is None

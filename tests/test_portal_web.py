@@ -722,6 +722,21 @@ async def test_only_a_session_logged_in_and_ended_by_time_is_told_it_was_logged_
     assert await told("/history") == ["lifetime_session"]
 
 
+async def test_a_resident_logged_out_by_time_is_told_so_in_their_language(
+        client: Client, town: Town) -> None:
+    """A resident reading the portal in English, logged out idle, was told so in Japanese, and
+    the pages went on in Japanese: they are told in English, and the pages stay so."""
+    store = cast(TestServer, client.server).app[SESSIONS]
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    await client.get("/lang/en", allow_redirects=False)
+    later = store.clock() + store.idle.total_seconds() + 1
+    store.clock = lambda: later
+    login = await client.get("/history")
+    said = html.unescape(await login.text())
+    assert login.url.path == "/login" and '<html lang="en">' in said
+    assert words("en")["expired_session"] in said
+
+
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
 async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
                                                                 path: str) -> None:
