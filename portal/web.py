@@ -76,14 +76,24 @@ def _rendering(request: web.Request, template: str, context: dict[str, Any]
                ) -> Callable[[], str]:
     """The template's rendering with the page's context, taken now (the session's notice
     shown once); its language link goes back to `here` if the context names it (a page a GET
-    shows, for one answering a form or a card's return), else to the page as asked for."""
+    shows, for one answering a form or a card's return), else to the page as asked again."""
     session = session_of(request)
     notice, session.notice = session.notice, None
-    context.setdefault("here", request.path_qs)
+    context.setdefault("here", _asked_again(request))
     return partial(TEMPLATES.get_template(template).render,
                    w=words(session.lang), said=said(session.lang), lang=session.lang,
                    session=session, csrf=session.csrf, notice=notice, path=request.path,
                    name=request.app[PLATFORM].kafka.holder_name, **context)
+
+
+def _asked_again(request: web.Request) -> str:
+    """The page as asked for, if a GET asks for it; else its path's page if it has one, else
+    the home page (a form's answer at a path no GET shows)."""
+    if request.method == "GET":
+        return request.path_qs
+    resource = request.match_info.route.resource
+    shown = resource is not None and any(route.method == "GET" for route in resource)
+    return request.path if shown else "/"
 
 
 def no_holder(request: web.Request) -> web.Response:

@@ -1044,7 +1044,9 @@ async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_e
 async def test_the_history_is_said_unavailable_until_the_audit_store_is_there(
         client: Client, town: Town, tmp_path: Path) -> None:
     """Before the audit consumer made the store (or while it cannot be opened), the resident's
-    history says it cannot be shown now; once the store is there, it is read, unrestarted."""
+    history says it cannot be shown now; once the store is there, it is read, unrestarted. The
+    page saying so in answer to a form (a visitor's history printed at the counter) switched
+    language by getting the form's path (405): it goes to the home page."""
     signer, later = Signer.generate(), tmp_path / "later.db"
     fakes = fakes_of(client)
     fakes.records = Records(lambda: AuditStore(later, Signer(signer.public_key)))
@@ -1052,6 +1054,10 @@ async def test_the_history_is_said_unavailable_until_the_audit_store_is_there(
     away = await client.get("/history")
     assert away.status == 503 and words("ja")["history_unavailable"] in await away.text()
     assert (await client.get("/number")).status == 200
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    printed = await client.post("/counter/print", data={"csrf": await csrf_of(client, "/")})
+    assert printed.status == 503 and await in_english(client, printed) == "/", "not /counter/print"
     AuditStore(later, signer).close()
     assert (await client.get("/history")).status == 200
     await fakes.records.close()
