@@ -70,7 +70,7 @@ def _said(exc: Exception) -> str | None:
     from audit.heads import NoKey
     from audit.sql import NoStore
     from audit.store import ForgedNote, LostEntries
-    from broker import cluster
+    from broker import cluster, jars, process
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
     from broker.provision import NotAHolder, ProvisioningFailed
@@ -87,7 +87,7 @@ def _said(exc: Exception) -> str | None:
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
             UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
-            ProvisioningFailed)
+            ProvisioningFailed, jars.FetchFailed, process.BrokerError)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -100,8 +100,9 @@ def _said(exc: Exception) -> str | None:
 
 
 class _Commands(Named):
-    """The commands; a broker not set up, away, refusing the log-in or never provisioned, a
-    provisioning the broker refused or did not enforce in time, a principal without
+    """The commands; Kafka's jars not fetched (no Maven, or Maven failing), a broker that
+    cannot be started or stopped, a broker not set up, away, refusing the log-in or never
+    provisioned, a provisioning the broker refused or did not enforce in time, a principal without
     credentials, a view no longer followed, a state folder another run holds, a private folder
     another user's that others may read, a registry missing or not to be
     replaced, a holder id not registered, a consent to one not a private holder, a registered

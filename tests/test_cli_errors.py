@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from audit.cli import audit_cli
 from audit.heads import Signer
 from audit.store import AuditStore
-from broker import cluster, credentials
+from broker import cluster, credentials, jars
 from cards.cli import card_cli
 from portal.inbox import default_path as inbox_path
 from registry.resident_code import CODES
@@ -180,6 +180,25 @@ def test_a_negative_count_of_broker_log_lines_is_refused(tmp_path: Path) -> None
                  check=False)
     assert run.returncode == 2
     said_in_one_line(run.stderr, "'-n' / '--lines': -5 is not in the range x>=0")
+
+
+@pytest.mark.parametrize(("mvn", "error"), [
+    (None, "Maven (`mvn`) is not installed"),
+    ("echo 'Could not resolve dependencies'; exit 1", "mvn failed (1):"),
+])
+def test_kafka_not_fetched_is_said_in_one_line(tmp_path: Path, mvn: str | None,
+                                               error: str) -> None:
+    """`renkei broker fetch`, make's first step, on a machine without Maven or offline."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if mvn is not None:
+        (bin_dir / "mvn").write_text(f"#!/bin/sh\n{mvn}\n", encoding="utf-8")
+        (bin_dir / "mvn").chmod(0o755)
+    run = renkei("broker", "fetch", check=False,
+                 env={STATE_ENV: str(tmp_path / "state"), "PATH": str(bin_dir),
+                      jars.CACHE_ENV: str(tmp_path / "cache")})
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, error)
 
 
 def test_a_port_in_use_is_said_in_one_line(tmp_path: Path, taken_port: int) -> None:
