@@ -14,7 +14,7 @@ import dataclasses
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -114,10 +114,8 @@ class RegistryStore:
     @classmethod
     def create(cls, path: Path, replace: bool = False) -> RegistryStore:
         """A new, empty registry at `path`; an existing one is replaced only if asked."""
-        if path.exists():
-            if not replace:
-                raise RegistryExists(f"a registry exists at {path} (replace it with --replace)")
-            path.unlink()
+        _replaceable(path, replace)
+        path.unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
@@ -345,19 +343,32 @@ class RegistryStore:
 
 
 def build(path: Path, residents: int, seed: int, rates: Rates | None = None,
-          replace: bool = False) -> Tally:
-    """Generate a registry of `residents` from `seed` into a new store at `path`."""
+          replace: bool = False, noted: Mapping[str, object] | None = None) -> Tally:
+    """Generate a registry of `residents` from `seed` into a new store at `path`, with the meta
+    `noted`: built beside it and put in its place whole, so a build cut short (Ctrl-C) leaves
+    the registry that was there."""
     from registry.generate import Simulator
 
+    _replaceable(path, replace)
     simulator = Simulator(seed, rates)
-    store = RegistryStore.create(path, replace)
+    partial = path.with_name(f"{path.name}.partial")
+    store = RegistryStore.create(partial, replace=True)
     try:
         store.load(simulator.people(residents))
+        for key, value in (noted or {}).items():
+            store.set_meta(key, value)
         store.set_meta("generated", {"residents": residents, "seed": seed,
                                      "tally": simulator.tally.as_dict()})
     finally:
         store.close()
+    partial.replace(path)
     return simulator.tally
+
+
+def _replaceable(path: Path, replace: bool) -> None:
+    """Refuse to replace a registry at `path` unless asked."""
+    if path.exists() and not replace:
+        raise RegistryExists(f"a registry exists at {path} (replace it with --replace)")
 
 
 def _former_keys(now: Resident, events: Sequence[ChangeEvent]) -> set[str]:

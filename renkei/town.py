@@ -78,9 +78,9 @@ def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES
     provision.provision()
     keys.init()
     tickets.init()
-    registry_store.build(registry_store.default_path(), residents, seed, replace=True)
+    registry_store.build(registry_store.default_path(), residents, seed, replace=True,
+                         noted={MADE_BY: TOWN})
     registry = registry_store.RegistryStore.open(registry_store.default_path())
-    registry.set_meta(MADE_BY, TOWN)
     numbers = authority_store.AuthorityStore(authority_store.default_path())
     authority = NumberingAuthority(numbers)
     authority.assign_registry(registry)

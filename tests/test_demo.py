@@ -3,7 +3,13 @@ town binds, exchanges lawfully and not, and three requests are told step by step
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -15,11 +21,15 @@ from renkei import exchanges
 from renkei.demo import demo
 from renkei.state import STATE_ENV
 from tests.kafka_helpers import free_port_pair, renkei, said_in_one_line
+from tests.loop_helpers import Deadline
 
 SECTIONS = ("== Renkei: the information-linkage platform", "== Binding (紐付け)",
             "== Linkage (情報連携)", "== Three exchanges step by step", "== Re-keying (鍵の更新)",
             "== Figures")
 STEPS = "①②③④"
+# `renkei` with Ctrl-C's SIGINT raising KeyboardInterrupt, though ignored by whatever ran pytest
+RENKEI_CTRL_C = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                 "from renkei.cli import main; sys.argv[0] = 'renkei'; main()")
 RESIDENTS = "60"  # a small town (the seed fixed, its rows the same each run): a demo is ~5 s less
 
 
@@ -80,8 +90,10 @@ def test_the_demo_binds_a_town_exchanges_and_tells_each_step_in_the_papers_order
 
 def _leaves_what_it_found(env: dict[str, str]) -> None:
     """After a demo on a broker it found running: the broker still runs; a second demo replaces
-    the first's registry; a registry the demo did not make is refused in one line, untouched."""
+    the first's registry, and so does one after a demo stopped by Ctrl-C while it built its
+    registry; a registry the demo did not make is refused in one line, untouched."""
     assert renkei("broker", "status", env=env, check=False).returncode == 0
+    _interrupted_while_building_its_registry(env)
     again = renkei("demo", "--residents", RESIDENTS, env=env, timeout=300, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     renkei("registry", "generate", "--residents", "30", "--seed", "5", "--replace", env=env)
@@ -92,6 +104,36 @@ def _leaves_what_it_found(env: dict[str, str]) -> None:
     generated = registry.meta("generated")
     registry.close()
     assert isinstance(generated, dict) and generated["residents"] == 30, generated
+
+
+def _interrupted_while_building_its_registry(env: dict[str, str]) -> None:
+    """A demo sent SIGINT (Ctrl-C) as soon as it begins its new registry (a file made anew in
+    the registry's folder), residents still to come: it stops."""
+    folder = Path(env[STATE_ENV]) / "registry"
+    first = _files(folder)
+    demo_run = subprocess.Popen(
+        [sys.executable, "-c", RENKEI_CTRL_C, "demo", "--residents", "1000"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = Deadline(60, "the demo's new registry begun")
+    while _files(folder) == first and demo_run.poll() is None:
+        deadline.check(first)
+        time.sleep(0.005)
+    demo_run.send_signal(signal.SIGINT)
+    _, said = demo_run.communicate(timeout=60)
+    assert demo_run.returncode == 1 and "Aborted!" in said, said
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """The stores in `folder` (not SQLite's -wal and -shm files, made at any opening), each by
+    its inode and change time (a file made anew differs)."""
+    files = {}
+    for path in folder.iterdir():
+        if path.name.endswith(("-wal", "-shm")):
+            continue
+        with suppress(FileNotFoundError):
+            made = path.stat()
+            files[path.name] = made.st_ino, made.st_ctime_ns
+    return files
 
 
 def _not_started(*args: object, **kwargs: object) -> None:
