@@ -35,12 +35,15 @@ from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
 from renkei import personal_input
-from renkei.options import LOGLEVEL, NON_NEGATIVE, FiniteRange
+from renkei.options import LOGLEVEL, FiniteRange
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 PERSON = Field("person", "the person's ID code")
+# a replay's grace at most (a day): one of more is no lag of the platform's view of the pattern
+# list, and one past the events' times since year 1 ended the re-check in an OverflowError
+MOST_GRACE_SECONDS = 86_400.0
 
 
 def utc_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -389,7 +392,8 @@ def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> No
 @click.option("--live", metavar="URL", default=None,
               help="the store to compare with, which must be there [default: the state "
                    "folder's audit/audit.db]")
-@click.option("--grace", type=NON_NEGATIVE, default=10.0, show_default=True,
+@click.option("--grace", type=FiniteRange(min=0, max=MOST_GRACE_SECONDS), default=10.0,
+              show_default=True,
               help="seconds the platform's view of the pattern list may lag its topic")
 def replay(db: str | None, live: str | None, grace: float) -> None:
     """Rebuild a store from offset 0 of the audit topic; compare roots and sizes; re-check

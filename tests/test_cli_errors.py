@@ -82,16 +82,18 @@ def test_a_replay_rechecks_with_no_knowledge_from_after_an_event(tmp_path: Path)
     run = renkei("audit", "replay", "--grace", "-5", env={STATE_ENV: str(tmp_path / "state")},
                  check=False)
     assert run.returncode == 2  # a negative grace took the pattern list of 5 s later as known
-    said_in_one_line(run.stderr, "'--grace': -5.0 is not in the range x>=0")
+    said_in_one_line(run.stderr, "'--grace': -5.0 is not in the range 0<=x<=86400.0")
 
 
-@pytest.mark.parametrize("number", ["nan", "inf"])
-def test_a_replay_grace_of_no_finite_number_is_refused(tmp_path: Path, number: str) -> None:
+@pytest.mark.parametrize(("number", "said"), [
+    ("nan", "'nan' is not a finite number"), ("inf", "inf is not in the range 0<=x<=86400.0")])
+def test_a_replay_grace_of_no_finite_number_is_refused(tmp_path: Path, number: str,
+                                                       said: str) -> None:
     """Not taken by the range, then ended in 'cannot convert float NaN to integer'."""
     run = renkei("audit", "replay", "--grace", number, env={STATE_ENV: str(tmp_path / "state")},
                  check=False)
     assert run.returncode == 2
-    said_in_one_line(run.stderr, f"'--grace': '{number}' is not a finite number")
+    said_in_one_line(run.stderr, f"'--grace': {said}")
 
 
 def _options(command: click.Command) -> Iterator[tuple[str, click.Parameter]]:
@@ -144,12 +146,15 @@ def test_no_number_is_nan_infinite_or_below_zero() -> None:
     (linkage_bench, ("--curve", "25,nan"), "'nan' is not a finite number"),
     (linkage_bench, ("--curve", "25,-50"), "-50.0 is not in the range x>0"),
     (linkage_bench, ("--scale", "1,0"), "0 is not in the range x>=1"),
-    (audit_cli.commands["run"], ("--head-seconds", "0.001"), "0.001 is not in the range x>=1.0")])
+    (audit_cli.commands["run"], ("--head-seconds", "0.001"), "0.001 is not in the range x>=1.0"),
+    (audit_cli.commands["replay"], ("--grace", "1e12"), "is not in the range 0<=x<=86400.0")])
 def test_a_number_of_no_meaning_is_refused_before_anything_runs(
         command: click.Command, args: tuple[str, ...], error: str) -> None:
     """Parsed only: a chaos run, a benchmark or an audit consumer let through is not started
     here (one with a head period of 1 ms gave the broker 1 ms to take each head: it anchored
-    none, some 860 warnings in 3 s, each head tried again at the next ms)."""
+    none, some 860 warnings in 3 s, each head tried again at the next ms; a replay's grace of
+    1e12 s, back before year 1 from each event, ended its re-check in an OverflowError, and one
+    of 1e15 s its start)."""
     with pytest.raises(click.BadParameter, match=re.escape(error)):
         command.make_context(command.name, list(args))
 
