@@ -12,12 +12,14 @@ stopped one left them, and after the restart it raises what that one would have.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 
 from audit.events import AccessLogEvent
+from renkei.shown import short
 from schemas.messages import Alert
 
 JST = timezone(timedelta(hours=9), "JST")
@@ -28,6 +30,10 @@ LINKAGE, BINDING, REJECTED = "LINKAGE", "BINDING", "REJECTED"
 
 Bound = Callable[[str, str], bool]
 KNOWN_BOUND = 100_000  # (holder, person) pairs remembered as bound, not asked of the store again
+# the event times the windows can place: one a window from the start of datetime's range, or a
+# day (its JST time) from its end, ended `observe` in an OverflowError, each batch again
+EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,10 @@ class Detector:
         for event in events:
             if (binding := binding_of(event)) is not None:
                 bindings.add(binding)
+            if not self._placed(event.occurred_at):
+                log.error("the detector passed over event %r: its time %s is out of its "
+                          "windows' reach", short(event.event_id), event.occurred_at.isoformat())
+                continue
             if event.outcome == REJECTED:
                 alerts += self._rejection(event)
             if event.kind == LINKAGE:
@@ -194,6 +204,10 @@ class Detector:
                         alerts += self._unbound(event, event.person, bindings)
             self._prune(event.occurred_at)
         return alerts
+
+    def _placed(self, at: datetime) -> bool:
+        """Whether the windows (and the JST day) of an event at `at` are times there can be."""
+        return EARLIEST + self.rules.memory <= at <= LATEST - timedelta(days=1)
 
     def _volume_of(self, event: AccessLogEvent) -> list[Alert]:
         rules, at = self.rules, event.occurred_at

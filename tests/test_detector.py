@@ -192,3 +192,15 @@ def test_a_resumed_detector_raises_what_the_stopped_one_would_have() -> None:
                           if a.occurred_at >= latest - RESUMING.memory])
         assert restarted.observe(log[stop:]) == [a for raised in alerts[stop:] for a in raised], (
             f"restarted after {stop} events")
+
+
+def test_an_event_at_the_ends_of_time_stalls_no_detector() -> None:
+    """Its JST day past year 9999, or its windows before year 1, ended `observe` in an
+    OverflowError: the audit consumer raised it at that batch, and again at each restart."""
+    detector = Detector(Rules(), everyone_bound)
+    ends = [linkage(datetime(9999, 12, 31, 23, tzinfo=UTC)),
+            linkage(datetime(1, 1, 1, 0, 30, tzinfo=UTC), outcome="REJECTED",
+                    reason="NOT_PERMITTED")]
+    assert detector.observe(ends) == []
+    night = OFFICE + timedelta(hours=12)  # 22:00 JST
+    assert rules_of(detector.observe([linkage(night)])) == [OFF_HOURS]
