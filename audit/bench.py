@@ -20,6 +20,7 @@ from audit.events import AccessLogEvent, decode_event, event_id
 from audit.heads import Signer, consistent, includes
 from audit.merkle import verify_inclusion
 from audit.store import AuditStore, Query
+from renkei import sqlite
 from renkei.state import private_dir
 from schemas.codec import CODEC
 
@@ -157,8 +158,7 @@ def _files(db: Path) -> Iterator[Path]:
 def run(entries: int, db: Path, batch: int = 10_000, samples: int = 200,
         verify: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Fill a fresh store with `entries` synthetic events and measure it at each checkpoint."""
-    for path in _files(db):
-        path.unlink(missing_ok=True)
+    sqlite.removed(db)
     rng = random.Random(SEED)
     checkpoints = _checkpoints(entries)
     results: dict[str, Any] = {
@@ -215,8 +215,7 @@ def audit_bench(entries: int, batch: int, samples: int, verify: bool, db: Path |
         results = run(entries, db, batch, samples, verify, click.echo)
     finally:
         if not keep:
-            for path in _files(db):
-                path.unlink(missing_ok=True)
+            sqlite.removed(db)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     click.echo(f"{results['appends_per_second']:,} appends/s; results in {RESULTS}")

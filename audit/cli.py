@@ -34,7 +34,7 @@ from broker import acls, cluster
 from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
-from renkei import personal_input
+from renkei import personal_input, sqlite
 from renkei.options import LOGLEVEL, FiniteRange
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
@@ -417,8 +417,7 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
                 raise click.ClickException(str(exc)) from exc
     except BaseException:  # the broker away, say: no empty store of ours left behind
         if db is None:
-            for made in (named, *(named.with_name(f"{named.name}{s}") for s in ("-wal", "-shm"))):
-                made.unlink(missing_ok=True)
+            sqlite.removed(named)
         raise
     again = report.events - report.size - report.unlogged
     click.echo(f"replayed {report.events} events ({again} of them an event id again) from "

@@ -115,7 +115,7 @@ class RegistryStore:
     def create(cls, path: Path, replace: bool = False) -> RegistryStore:
         """A new, empty registry at `path`; an existing one is replaced only if asked."""
         _replaceable(path, replace)
-        path.unlink(missing_ok=True)
+        sqlite.removed(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
@@ -361,6 +361,7 @@ def build(path: Path, residents: int, seed: int, rates: Rates | None = None,
                                      "tally": simulator.tally.as_dict()})
     finally:
         store.close()
+    sqlite.removed(path)  # its journal left by a process killed writing it: not the new one's
     partial.replace(path)
     return simulator.tally
 

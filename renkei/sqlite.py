@@ -30,6 +30,17 @@ def created_private(path: str | Path) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o600))
 
 
+COMPANIONS = ("-journal", "-wal", "-shm")  # files SQLite keeps beside a store
+
+
+def removed(path: Path) -> None:
+    """The store at `path` gone with its journal and write-ahead log: a store made in its place
+    would take them for its own (SQLite replays them: a rolled-back or replayed page of the old
+    store in the new one)."""
+    for name in (path.name, *(path.name + suffix for suffix in COMPANIONS)):
+        path.with_name(name).unlink(missing_ok=True)
+
+
 def opened(path: Path) -> sqlite3.Connection:
     """sqlite3.connect(path), created readable by this user only; a store that cannot be opened
     there an OSError naming the path (SQLite's own error names none)."""

@@ -24,6 +24,7 @@ from processors import directory, keys, patterns
 from registry import store as registry_store
 from registry import tickets
 from registry.residents import Resident
+from renkei import sqlite
 from renkei.state import state_dir
 from renkei.tether import GRACE_SECONDS, tethered
 
@@ -93,7 +94,7 @@ def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES
             entries.append(directory.holder_entry(sample.holder_id, sample.name, sample.role,
                                                   sample.unit, sample.private))
             path = default_path(sample.holder_id)
-            path.unlink(missing_ok=True)
+            sqlite.removed(path)
             store = HolderStore(path)
             town.held[sample.holder_id] = populate(store, sample, registry,
                                                    numbers.number_of, seed)

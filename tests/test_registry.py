@@ -9,6 +9,8 @@ import json
 import random
 import re
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from contextlib import closing
 from datetime import date, timedelta
@@ -569,5 +571,30 @@ def test_consent_is_given_to_a_private_holder_only(town: Town) -> None:
         old_form = renkei("registry", "consent", code, kenpo, check=False)
         assert old_form.returncode == 2 and "not given on the command line" in old_form.stderr
         assert code not in old_form.stderr and not store.has_consent(code, kenpo)
+    finally:
+        store.close()
+
+
+def test_a_registry_built_again_takes_nothing_from_the_last_ones_journal(tmp_path: Path) -> None:
+    """A process killed while writing the last registry leaves its hot journal beside it; the
+    registry built again in its place must not read it as its own (SQLite would roll the last
+    one's pages back into it: "mispairing database files and hot journals")."""
+    path = tmp_path / "registry.db"
+    registry_store.build(path, 200, seed=1)
+    killed = ("import os, sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1])\n"
+              "db.execute(\"PRAGMA cache_size = 2\")  # pages spill: the journal synced\n"
+              "db.execute(\"UPDATE residents SET name = name || 'x'\")\n"
+              "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", killed, str(path)], check=True)
+    assert path.with_name("registry.db-journal").stat().st_size > 0
+    registry_store.build(path, 200, seed=2, replace=True)
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'generated'").fetchone()
+    store = RegistryStore.open(path)
+    try:
+        generated = store.meta("generated")
+        assert isinstance(generated, dict) and generated.get("seed") == 2, generated
     finally:
         store.close()
