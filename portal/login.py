@@ -55,11 +55,13 @@ async def page(request: web.Request) -> web.Response:
 
 
 async def start(request: web.Request) -> web.Response:
-    """Make a challenge for this session and send the browser to the card reader with it."""
-    session = session_of(request)
+    """Make a challenge for this browser and send it to the card reader with it: in the session
+    renewed, whose id this browser alone is given (a login started in a session planted in
+    another's browser, its id known, completes in none)."""
     realm = str((await request.post()).get("realm", ""))
-    if realm not in REALMS or (realm == "present" and _counter_staff(session) is None):
+    if realm not in REALMS or (realm == "present" and _counter_staff(session_of(request)) is None):
         raise web.HTTPForbidden(text="no such login")
+    session = request[SESSION] = request.app[SESSIONS].renew(session_of(request), keep_csrf=True)
     wall = request.app[SESSIONS].wall
     at, mark = wall(), wall.mark()
     nonce = challenge(at, mark)  # signed with its time and mark: the registry side refuses it stale

@@ -12,7 +12,9 @@ wall clock's steps, and never if read ahead of its clock (Clock.judged, as the r
 judges it). The card reader's return, posted from its own site, comes without the session's
 cookie (SameSite=Lax): it is kept with the challenge it names, and the login's own browser,
 sent on to the portal's page by a top-level GET that carries the cookie, takes it.
-Logging in replaces the session id (no fixation). Each session has its own CSRF token, which
+Starting a card login replaces the session id, and logging in replaces it again with the CSRF
+token (no fixation: a session whose id another browser knows, planted in this one, is never the
+one a login is under way or completes in). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
 anonymous one goes (a signed-in one only when none is left). A signed-in session ended by time
 is told so at its cookie's next request, idle or at its lifetime, once, in the language it was
@@ -238,11 +240,14 @@ class Sessions:
         if session is not None and nonce in session.challenges:
             session.challenges[nonce] = replace(session.challenges[nonce], signed=signed)
 
-    def renew(self, session: Session) -> Session:
-        """A fresh id and CSRF token for a session whose privilege changes (login); the browser's
-        other card logins under way (its other tabs') go on in it."""
+    def renew(self, session: Session, keep_csrf: bool = False) -> Session:
+        """A fresh id and CSRF token for a session whose privilege changes (login), or the same
+        token if `keep_csrf` (a login's start: the browser's other tabs' forms go on); the
+        browser's other card logins under way (its other tabs') go on in it."""
         self.end(session)
         fresh = self._fresh(session.lang)
+        if keep_csrf:
+            fresh.csrf = session.csrf
         fresh.present, fresh.officer, fresh.resident, fresh.challenges = (
             session.present, session.officer, session.resident, session.challenges)
         for nonce in fresh.challenges.keys() & self._challenged.keys():

@@ -1230,6 +1230,7 @@ async def test_a_card_login_behind_https_needs_no_cookie_on_the_readers_return(
         own, token = await opened()
         started = await browser.post("/login/start", headers=own, allow_redirects=False,
                                      data={"csrf": token, "realm": "resident"})
+        own = {"Cookie": f"{COOKIE}={started.cookies[COOKIE].value}"}  # renewed at the start
         returned = await browser.post("/login/card", allow_redirects=False,
                                       data=signed_at_reader(town.resident_card, started, origin))
         assert returned.status == 303 and "Set-Cookie" not in returned.headers
@@ -1312,3 +1313,23 @@ async def test_a_visitors_login_completes_only_while_counter_staff_are_logged_in
     assert (await completed(officer, await start("oversight", "/counter"))).status == 303
     assert (await completed(town.resident_card, visitor)).status == 403
     assert town.kafka.written == []
+
+
+async def test_a_login_started_in_a_session_planted_in_another_browser_completes_in_none(
+        client: Client, town: Town) -> None:
+    """An attacker opens a session, plants its cookie in a resident's browser, starts a login
+    in it and signs it with their own card, then sends the resident's browser the reader's return
+    link: the resident was logged in as the attacker (their applications, their new number, the
+    attacker's). The login's start renews the session, which the starting browser alone is
+    given: the planted cookie names no login under way, and logs in to nothing."""
+    await client.get("/login")
+    planted = client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
+    started = await client.post("/login/start", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/login"), "realm": "resident"})
+    returned = await client.post("/login/card", allow_redirects=False,
+                                 data=signed_at_reader(town.resident_card, started, ORIGIN))
+    client.session.cookie_jar.clear()  # now the resident's browser, the attacker's cookie in it
+    client.session.cookie_jar.update_cookies({COOKIE: planted})
+    victim = await client.get(returned.headers["Location"], allow_redirects=False)
+    assert victim.status == 403
+    assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
