@@ -70,6 +70,10 @@ WORDS: dict[str, tuple[str, str]] = {
                          "もう一度ログインしてください。",
                          "You were logged out: a login lasts a limited time. Please log in "
                          "again."),
+    "form_expired": ("ページを開いたまま一定時間が経過したため、送信された内容は受け付けられません"
+                     "でした。もう一度お試しください。",
+                     "The page had been open too long, so what you sent was not accepted. "
+                     "Please try again."),
     "session_revoked": ("カードの電子証明書が失効したため、ログアウトしました。",
                         "You were logged out: the card's certificate has been revoked."),
     "session_crl": ("現在、カードの電子証明書の失効情報を確認できないため、ログアウトしました"

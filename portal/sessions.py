@@ -16,10 +16,10 @@ Starting a card login replaces the session id, and logging in replaces it again 
 token (no fixation: a session whose id another browser knows, planted in this one, is never the
 one a login is under way or completes in). Each session has its own CSRF token, which
 every form carries back. At most `MOST` sessions are kept: past it the least recently used
-anonymous one goes (a signed-in one only when none is left). A signed-in session ended by time
-is told so at its cookie's next request, idle or at its lifetime, once, in the language it was
-using (the `most` last kept); a
-cookie the portal never made, or long forgotten, is told nothing: no one was logged out.
+anonymous one goes (a signed-in one only when none is left). A session ended by time goes on in
+the language it was using at its cookie's next request (the `most` last kept), a signed-in one
+told so, idle or at its lifetime, once; a cookie the portal never made, or long forgotten, is
+told nothing: no one was logged out.
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ class Challenge:
 
 
 class TimedOut(NamedTuple):
-    """Why a signed-in session ended by time (the notice's word), and the language it used."""
+    """Why a session ended by time (the notice's word; None for an anonymous one, which nobody
+    was logged out of), and the language it used."""
 
-    notice: str
+    notice: str | None
     lang: str
 
 
@@ -151,7 +152,7 @@ class Sessions:
     _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     # the pending challenges' nonces, oldest first: the session each is for, and when it began
     _challenged: OrderedDict[bytes, tuple[str, float]] = field(default_factory=OrderedDict)
-    # the signed-in sessions ended by time, oldest first: what their next request is told
+    # the sessions ended by time, oldest first: what their next request is told
     _timed_out: OrderedDict[str, TimedOut] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
@@ -185,18 +186,18 @@ class Sessions:
                 or now - session.started > self.lifetime.total_seconds())
 
     def _ended_by_time(self, session: Session, now: float) -> None:
-        """Note why an expired signed-in session ended, for its cookie's next request."""
-        if not session.signed_in:
-            return
+        """Note an expired session's language, and why it ended if signed in, for its cookie's
+        next request."""
         idle = now - session.seen > self.idle.total_seconds()
-        self._timed_out[session.sid] = TimedOut(
-            "expired_session" if idle else "lifetime_session", session.lang)
+        notice = None if not session.signed_in else (
+            "expired_session" if idle else "lifetime_session")
+        self._timed_out[session.sid] = TimedOut(notice, session.lang)
         while len(self._timed_out) > self.most:
             self._timed_out.popitem(last=False)
 
     def timed_out(self, sid: str | None) -> TimedOut | None:
-        """Why the signed-in session with this id ended by time, told once; None for any other
-        id: unknown, never signed in, or ended otherwise."""
+        """How the session with this id ended by time, told once; None for any other id:
+        unknown, or ended otherwise."""
         return self._timed_out.pop(sid or "", None)
 
     def _kept(self, session: Session) -> Session:

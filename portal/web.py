@@ -131,7 +131,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
             store.end(session)
             lang, session = session.lang, None  # told in the language it was using
     if session is None:
-        timed_out = store.timed_out(sid)  # a session logged in; an unknown cookie tells nothing
+        timed_out = store.timed_out(sid)  # a session ended by time; an unknown cookie, nothing
         session = store.new(timed_out.lang if timed_out else lang)
         if ended:
             session.notice = "session_crl" if ended in UNCHECKABLE else "session_revoked"
@@ -170,13 +170,14 @@ def _cookie(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form; one sent from a session that
-    has ended since (its token that session's) goes to the login page, which says why it
-    ended."""
+    has ended since (its token that session's) goes to the login page, which says why it ended
+    if it was logged out, else that the form was not taken."""
     if request.method == "POST" and is_page(request):
         form = await request.post()
-        given = str(form.get("csrf", "")).encode()
-        if not secrets.compare_digest(given, session_of(request).csrf.encode()):
+        session = session_of(request)
+        if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _ended(request):
+                session.notice = session.notice or "form_expired"
                 raise web.HTTPSeeOther("/login")
             raise web.HTTPForbidden(text="CSRF token missing or wrong")
     return await handler(request)

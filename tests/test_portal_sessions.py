@@ -192,7 +192,8 @@ def test_stale_sessions_go_and_past_the_most_kept_the_least_recently_used_anonym
 def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:
     """Every unknown session id was told it had been logged out after inactivity: a forged or
     long-forgotten cookie, another portal's, an anonymous session's. A signed-in session ended
-    idle, or at its lifetime, is told which, once, whether found expired or purged before."""
+    idle, or at its lifetime, is told which, once, whether found expired or purged before; an
+    anonymous one is told nothing but its language."""
     clock = Clock()
     sessions = Sessions(clock=clock)
     idle, purged = (sessions.renew(replace(sessions.new(), resident=RESIDENT)) for _ in "ab")
@@ -204,5 +205,6 @@ def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:
         clock.passes(IDLE / 2)
     assert [sessions.timed_out(s.sid) for s in (idle, purged, busy)] == [
         ("expired_session", "ja"), ("expired_session", "ja"), ("lifetime_session", "en")]
+    assert sessions.timed_out(anonymous.sid) == (None, "ja")
     for sid in (idle.sid, anonymous.sid, "forged", None):
         assert sessions.timed_out(sid) is None

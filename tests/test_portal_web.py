@@ -737,6 +737,26 @@ async def test_a_resident_logged_out_by_time_is_told_so_in_their_language(
     assert words("en")["expired_session"] in said
 
 
+async def test_a_login_page_left_open_keeps_its_language_and_says_why_its_form_was_not_taken(
+        client: Client, town: Town) -> None:
+    """A login page in English left open past the session's idle end lost its language (the
+    next page in Japanese), and its form sent went back to the login page saying nothing: the
+    next page is in English, and the form's answer says it was not taken, in English."""
+    store = cast(TestServer, client.server).app[SESSIONS]
+    now = [store.clock()]
+    store.clock = lambda: now[0]
+    await client.get("/lang/en", allow_redirects=False)
+    token = await csrf_of(client, "/login")
+    now[0] += store.idle.total_seconds() + 1
+    sent = await client.post("/login/start", data={"csrf": token, "realm": "resident"})
+    said = html.unescape(await sent.text())
+    assert sent.url.path == "/login" and '<html lang="en">' in said
+    assert words("en")["form_expired"] in said
+    now[0] += store.idle.total_seconds() + 1
+    shown = html.unescape(await (await client.get("/login")).text())
+    assert '<html lang="en">' in shown and words("en")["form_expired"] not in shown
+
+
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
 async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
                                                                 path: str) -> None:
