@@ -4,6 +4,7 @@ every form, security headers, and who may see what."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,8 @@ def _rendering(request: web.Request, template: str, context: dict[str, Any]
     context.setdefault("here", _asked_again(request))
     return partial(TEMPLATES.get_template(template).render,
                    w=words(session.lang), said=said(session.lang), lang=session.lang,
-                   session=session, csrf=session.csrf, notice=notice, path=request.path,
+                   session=session, csrf=session.csrf, link_token=link_token(session),
+                   notice=notice, path=request.path,
                    name=request.app[PLATFORM].kafka.holder_name, **context)
 
 
@@ -254,10 +256,20 @@ def day(text: str | None, end: bool = False) -> datetime | None:
         raise web.HTTPBadRequest(text="a date is YYYY-MM-DD") from None
 
 
+def link_token(session: Session) -> str:
+    """What the language link carries to change its session (a GET another site's link could
+    send): a hash of the session's CSRF token, which so is in no address (history, logs)."""
+    return hashlib.sha256(f"link:{session.csrf}".encode()).hexdigest()[:32]
+
+
 async def switch_language(request: web.Request) -> web.Response:
-    lang = request.match_info["lang"]
-    if lang in LANGS:
-        session_of(request).lang = lang
+    """Switch the session's language if the link is its page's (its token), or the session was
+    made by this request (nothing in it to keep); back to the page the link names."""
+    lang, session = request.match_info["lang"], session_of(request)
+    own = secrets.compare_digest(request.query.get("token", "").encode(),
+                                 link_token(session).encode())
+    if lang in LANGS and (own or request.cookies.get(COOKIE) != session.sid):
+        session.lang = lang
     raise web.HTTPSeeOther(same_site(request.query.get("next", "/")))
 
 

@@ -341,8 +341,17 @@ async def in_english(client: Client, answer: ClientResponse) -> str:
     assert link, answer.url
     shown = await client.get(html.unescape(link.group(1)))
     assert shown.status == 200 and '<html lang="en">' in await shown.text(), shown.url
-    await client.get("/lang/ja", allow_redirects=False)
+    await switched(client, "ja")
     return shown.url.path
+
+
+async def switched(client: Client, lang: str) -> ClientResponse:
+    """The session's language switched to `lang` by the link of a page (the home page's)."""
+    link = re.search(r'href="/lang/\w+([^"]+)"[^>]* id="lang"',
+                     await (await client.get("/")).text())
+    assert link
+    return await client.get(f"/lang/{lang}{html.unescape(link.group(1))}",
+                            allow_redirects=False)
 
 
 async def test_the_language_link_of_a_forms_answer_leads_to_a_page(
@@ -554,7 +563,7 @@ async def test_a_second_change_on_one_login_is_said_beforehand_and_its_refusal_s
     refused one as such for 90 days) and asks a new change."""
     fakes = fakes_of(client)
     fakes.number_outcome = None
-    await client.get(f"/lang/{lang}", allow_redirects=False)
+    await switched(client, lang)
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
 
     async def ask() -> tuple[int, str]:
@@ -663,7 +672,7 @@ async def test_a_login_whose_revocation_list_cannot_be_checked_says_so_not_the_c
         other = tmp_path / "none.pem" if reason == "no-crl" else ca.crl_path(ca.OFFICERS)
         monkeypatch.setattr(ca, "crl_path", lambda name: other)
     for lang in ("ja", "en"):
-        await client.get(f"/lang/{lang}", allow_redirects=False)
+        await switched(client, lang)
         answer = await card_login(client, town.resident_card, "resident", "/login")
         said = html.unescape(await answer.text())
         assert answer.status == 403
@@ -728,7 +737,7 @@ async def test_a_resident_logged_out_by_time_is_told_so_in_their_language(
     the pages went on in Japanese: they are told in English, and the pages stay so."""
     store = cast(TestServer, client.server).app[SESSIONS]
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
-    await client.get("/lang/en", allow_redirects=False)
+    await switched(client, "en")
     later = store.clock() + store.idle.total_seconds() + 1
     store.clock = lambda: later
     login = await client.get("/history")
@@ -745,7 +754,7 @@ async def test_a_login_page_left_open_keeps_its_language_and_says_why_its_form_w
     store = cast(TestServer, client.server).app[SESSIONS]
     now = [store.clock()]
     store.clock = lambda: now[0]
-    await client.get("/lang/en", allow_redirects=False)
+    await switched(client, "en")
     token = await csrf_of(client, "/login")
     now[0] += store.idle.total_seconds() + 1
     sent = await client.post("/login/start", data={"csrf": token, "realm": "resident"})
@@ -802,7 +811,7 @@ async def test_a_revoked_card_ends_its_sessions(client: Client, town: Town, real
     signed in up to 15 minutes idle, an hour in all. The login page it goes to says the card's
     certificate was revoked, in the session's language; it said the session had been idle."""
     card = town.resident_card if realm == "resident" else town.staff_card
-    await client.get(f"/lang/{lang}", allow_redirects=False)
+    await switched(client, lang)
     assert (await card_login(client, card, realm, login)).status == 303
     assert (await client.get(page, allow_redirects=False)).status == 200
     issue.revoke(card.face.serial)
@@ -842,7 +851,7 @@ async def test_a_session_whose_revocation_list_cannot_be_checked_ends_saying_so(
     told once per cause, not at each check, and once when the list can be checked again."""
     card, authority = ((town.resident_card, ca.JPKI) if realm == "resident"
                        else (town.staff_card, ca.OFFICERS))
-    await client.get(f"/lang/{lang}", allow_redirects=False)
+    await switched(client, lang)
     assert (await card_login(client, card, realm, login)).status == 303
     uncheckable(authority, reason, tmp_path, monkeypatch)
     signed_out = await client.get(page, allow_redirects=False)
@@ -871,7 +880,7 @@ async def test_a_counter_visitor_whose_revocation_list_cannot_be_checked_is_no_l
     """The JPKI CA's list cannot be checked while a visitor is served at the counter: their part
     ends, the desk saying their card's revocation status cannot be checked now (not that it was
     revoked); the staff member, whose card's CA's list is fine, stays signed in."""
-    await client.get(f"/lang/{lang}", allow_redirects=False)
+    await switched(client, lang)
     assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
     assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
     uncheckable(ca.JPKI, reason, tmp_path, monkeypatch)
@@ -939,7 +948,7 @@ async def test_entries_of_the_portals_own_actions_chosen_are_left_out_and_the_pa
     assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
 
     async def ask(serials: Sequence[int | None], lang: str) -> str:
-        await client.get(f"/lang/{lang}", allow_redirects=False)
+        await switched(client, lang)
         asked = await client.post("/oversight/holder-logs", data=[
             ("csrf", await csrf_of(client, "/oversight")), *(("chosen", str(n)) for n in serials)])
         assert asked.status == 200 and asked.url.path == "/oversight/holder-logs"
@@ -988,7 +997,7 @@ async def test_no_application_is_taken_for_an_entry_of_the_portals_own_action(
                                              provider=HOLDERS[0])))
     assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
     for serial, lang in ((application, "ja"), (change, "ja"), (application, "en")):
-        await client.get(f"/lang/{lang}", allow_redirects=False)
+        await switched(client, lang)
         page = await client.get(f"/history/{serial}")
         assert page.status == 200 and 'id="apply"' not in await page.text()
         applied = await client.post("/details", allow_redirects=False, data={
@@ -1201,6 +1210,20 @@ async def test_switching_language_keeps_the_pages_filter_and_cursor(client: Clie
     back = urlsplit(switched.headers["Location"])
     assert (switched.status, back.path, parse_qs(back.query)) == (
         303, "/history", {"holder": [HOLDERS[0]], "since": ["2020-01-01"], "after": ["9:1"]})
+
+
+async def test_another_sites_link_switches_no_sessions_language(client: Client,
+                                                                 town: Town) -> None:
+    """`GET /lang/en`, a link any site could send a resident's browser to, switched their
+    session's language: it goes back to the page as ever, the language switched only by the
+    link of the session's own page (or for a session the link itself begins)."""
+    assert '<html lang="en">' in await (await client.get("/lang/en?next=/login")).text()
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    for forged in ("", "?token=0", "?token=トークン"):
+        sent = await client.get(f"/lang/ja{forged}")
+        assert sent.status == 200 and '<html lang="en">' in await sent.text(), forged
+    assert (await switched(client, "ja")).status == 303
+    assert '<html lang="ja">' in await (await client.get("/history")).text()
 
 
 async def test_the_holder_logs_asked_for_at_once_are_a_search_page_at_most(
