@@ -52,6 +52,13 @@ class Site:
     reader: str
     secure_cookies: bool = False
 
+    @property
+    def cookie(self) -> str:
+        """The session cookie's name: with Secure cookies, `__Host-` first, which a browser
+        takes only from this host over HTTPS (no sibling subdomain's page nor a plain-HTTP answer
+        plants one)."""
+        return f"__Host-{COOKIE}" if self.secure_cookies else COOKIE
+
 
 SITE = web.AppKey("site", Site)
 SESSIONS = web.AppKey("sessions", Sessions)
@@ -123,7 +130,7 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
     if not is_page(request):
         return await handler(request)
     store = request.app[SESSIONS]
-    sid = request.cookies.get(COOKIE)
+    sid = sent(request)
     session = store.get(sid)
     lang, ended = LANGS[0], None  # the session's language; why its card ends it, if it does
     if session is not None:
@@ -162,11 +169,16 @@ def _revocation(request: web.Request, authority: str, card: Resident | Officer |
     return request.app[PLATFORM].verifier.revocation(authority, int(card.serial, 16))
 
 
+def sent(request: web.Request) -> str | None:
+    """The session id the request's cookie names, if any."""
+    return request.cookies.get(request.app[SITE].cookie)
+
+
 def _cookie(request: web.Request, response: web.StreamResponse) -> None:
-    session = session_of(request)
-    if request.cookies.get(COOKIE) != session.sid:
-        response.set_cookie(COOKIE, session.sid, httponly=True, samesite="Lax", path="/",
-                            secure=request.app[SITE].secure_cookies)
+    session, site = session_of(request), request.app[SITE]
+    if sent(request) != session.sid:
+        response.set_cookie(site.cookie, session.sid, httponly=True, samesite="Lax", path="/",
+                            secure=site.secure_cookies)
 
 
 @web.middleware
@@ -187,7 +199,7 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _ended(request: web.Request) -> bool:
     """Whether the request's cookie names a session that has ended (this one new in its place)."""
-    return request.cookies.get(COOKIE) not in (None, session_of(request).sid)
+    return sent(request) not in (None, session_of(request).sid)
 
 
 @web.middleware
@@ -268,7 +280,7 @@ async def switch_language(request: web.Request) -> web.Response:
     lang, session = request.match_info["lang"], session_of(request)
     own = secrets.compare_digest(request.query.get("token", "").encode(),
                                  link_token(session).encode())
-    if lang in LANGS and (own or request.cookies.get(COOKIE) != session.sid):
+    if lang in LANGS and (own or sent(request) != session.sid):
         session.lang = lang
     raise web.HTTPSeeOther(same_site(request.query.get("next", "/")))
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import make_mocked_request
 
 import portal.sessions
 from portal.sessions import CHALLENGE_SECONDS, IDLE, LIFETIME, Challenge, Resident, Sessions
-from portal.web import SESSION, switch_language
+from portal.web import SESSION, SITE, Site, switch_language
 from renkei.clock import AHEAD
 from tests.clock_helpers import Hands, machine_clocks
 
@@ -152,8 +152,10 @@ def test_a_card_challenge_is_fresh_for_its_time_elapsed_whatever_steps_the_wall_
     ("//evil.example", "/"), ("/\\evil.example", "/"), ("/\t/evil.example", "/"),
     ("/\n/evil.example", "/"), ("https://evil.example/", "/"), ("history", "/")])
 async def test_switching_language_goes_back_only_to_a_page_of_the_site(back: str, to: str) -> None:
+    app = web.Application()
+    app[SITE] = Site("http://127.0.0.1:8080", "http://127.0.0.1:8765")
     request = make_mocked_request("GET", f"/lang/en?{urlencode({'next': back})}",
-                                  match_info={"lang": "en"})
+                                  match_info={"lang": "en"}, app=app)
     request[SESSION] = Sessions().new()
     with pytest.raises(web.HTTPSeeOther) as redirect:
         await switch_language(request)

@@ -1253,7 +1253,9 @@ async def test_a_card_login_behind_https_needs_no_cookie_on_the_readers_return(
     sends no SameSite=Lax cookie with its POST back: the portal found no session, and refused
     every login as an expired challenge. The return is kept with the challenge it names and the
     browser sent on by a top-level GET, which carries the cookie; a browser without the login's
-    session's cookie following it is logged in to nothing."""
+    session's cookie following it is logged in to nothing. The cookie's name begins `__Host-`,
+    so no sibling subdomain's page nor a plain-HTTP answer can plant one (one named without it
+    is no session's)."""
     origin = "https://portal.example"
     site = Site(origin, READER, secure_cookies=True)
     records = Records(lambda: AuditStore(tmp_path / "audit.db", Signer.generate()))
@@ -1263,17 +1265,18 @@ async def test_a_card_login_behind_https_needs_no_cookie_on_the_readers_return(
     async def opened() -> tuple[dict[str, str], str]:
         """A browser's first page: the cookie it sends back (Lax, Secure), the page's token."""
         page = await browser.get("/login")
-        cookie = SimpleCookie(page.headers["Set-Cookie"])[COOKIE]
-        assert (cookie["samesite"], cookie["secure"], cookie["httponly"]) == ("Lax", True, True)
+        cookie = SimpleCookie(page.headers["Set-Cookie"])[f"__Host-{COOKIE}"]
+        assert (cookie["samesite"], cookie["secure"], cookie["httponly"], cookie["path"],
+                cookie["domain"]) == ("Lax", True, True, "/", "")
         token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
         assert token
-        return {"Cookie": f"{COOKIE}={cookie.value}"}, token.group(1)
+        return {"Cookie": f"{site.cookie}={cookie.value}"}, token.group(1)
 
     async with browser:
         own, token = await opened()
         started = await browser.post("/login/start", headers=own, allow_redirects=False,
                                      data={"csrf": token, "realm": "resident"})
-        own = {"Cookie": f"{COOKIE}={started.cookies[COOKIE].value}"}  # renewed at the start
+        own = {"Cookie": f"{site.cookie}={started.cookies[site.cookie].value}"}  # renewed
         returned = await browser.post("/login/card", allow_redirects=False,
                                       data=signed_at_reader(town.resident_card, started, origin))
         assert returned.status == 303 and "Set-Cookie" not in returned.headers
@@ -1286,8 +1289,10 @@ async def test_a_card_login_behind_https_needs_no_cookie_on_the_readers_return(
         home = await browser.get(returned.headers["Location"], headers=own,
                                  allow_redirects=False)
         assert (home.status, home.headers["Location"]) == (303, "/history")
-        signed_in = {"Cookie": f"{COOKIE}={home.cookies[COOKIE].value}"}
+        signed_in = {"Cookie": f"{site.cookie}={home.cookies[site.cookie].value}"}
         assert town.resident.name in await (await browser.get("/history", headers=signed_in)).text()
+        planted = {"Cookie": f"{COOKIE}={home.cookies[site.cookie].value}"}  # a sibling's name
+        assert (await browser.get("/history", headers=planted, allow_redirects=False)).status == 303
     await records.close()
 
 
