@@ -198,6 +198,37 @@ class RekeyRefused(RuntimeError):
     """The platform refused to re-key this holder's link codes (the reason says why)."""
 
 
+def _taken(sending: asyncio.Task[None]) -> asyncio.Future[None]:
+    """What a caller awaits of a request's sending: that the broker took it, or how the sending
+    ended, or NotSentYet SEND_WAIT after it was recorded (_not_taken_yet; it goes on being sent,
+    kept until the broker has it). A future the task's end settles, not an asyncio.wait with a
+    timer of its own each; what it is told is taken as told should its caller be gone."""
+    taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    taken.add_done_callback(retrieved)
+    sending.add_done_callback(partial(_told, taken))
+    return taken
+
+
+def _told(taken: asyncio.Future[None], sending: asyncio.Task[None]) -> None:
+    """Tell the caller how its request's sending ended, unless told already (or gone)."""
+    if taken.done():
+        return
+    if sending.cancelled():
+        taken.cancel()
+    elif (failed := sending.exception()) is not None:
+        taken.set_exception(failed)
+    else:
+        taken.set_result(None)
+
+
+def _not_taken_yet(taking: list[tuple[str, asyncio.Future[None]]]) -> None:
+    """The callers of requests of one commit the broker has not taken within SEND_WAIT told
+    NotSentYet (one timer a commit)."""
+    for request_id, taken in taking:
+        if not taken.done():
+            taken.set_exception(NotSentYet(request_id))
+
+
 def _of_answer(rejection: Rejection) -> bool:
     """Whether a refusal is of an answer from here: it names its query's deadline, or its
     reason is one given answers alone (INVALID_TICKET: its ticket not opened, naming none)."""
@@ -233,7 +264,7 @@ class HolderClient:
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
         # requests opened in this turn of the event loop, to be recorded at its end
         self._opening: list[tuple[Callable[[], Request], Send,
-                                  asyncio.Future[asyncio.Task[None]]]] = []
+                                  asyncio.Future[asyncio.Future[None]]]] = []
         self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
         self._epochs: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
@@ -461,10 +492,10 @@ class HolderClient:
             request_id, datetime.now(UTC), BY_PERSONAL_NUMBER if by_number else BY_ATTRIBUTES,
             sealed))
         with self._making_under(keyed):
-            recorded = await self._recorded(partial(
+            taken = await self._recorded(partial(
                 self.store.open_request, request_id, BINDING, own_number, operator, terminal,
                 outgoing=(outgoing.key, outgoing.value), keyed=keyed), outgoing)
-        await self._sent_within(request_id, recorded)
+        await taken
         return request_id
 
     async def request(self, own_number: str, pattern_id: str, provider: str, data_type: str,
@@ -485,11 +516,11 @@ class HolderClient:
                 raise NotBound(f"record {own_number!r} is not bound to a link code")
             outgoing = self._outgoing(link_code, LinkageRequest(
                 request_id, datetime.now(UTC), link_code, pattern_id, provider, data_type))
-            recorded = await self._recorded(partial(
+            taken = await self._recorded(partial(
                 self.store.open_request, request_id, LINKAGE, own_number, operator, terminal,
                 pattern_id=pattern_id, provider=provider, data_type=data_type, purpose=purpose,
                 outgoing=(outgoing.key, outgoing.value), keyed=keyed), outgoing)
-        await self._sent_within(request_id, recorded)
+        await taken
         return request_id
 
     # re-keying: the unit moved to a new key epoch
@@ -672,7 +703,7 @@ class HolderClient:
         request_id = new_request_id()
         outgoing = self._outgoing(request_id, RekeyRequest(request_id, datetime.now(UTC), epoch,
                                                            tuple(link_codes)))
-        await self._sent_within(request_id, await self._recorded(partial(
+        await (await self._recorded(partial(
             self.store.open_request, request_id, REKEY, "", SYSTEM, self.terminal,
             outgoing=(outgoing.key, outgoing.value)), outgoing))
         return request_id
@@ -693,10 +724,11 @@ class HolderClient:
         return send(topics.outbox(self.holder), key, message)
 
     def _recorded(self, opening: Callable[[], Request],
-                  outgoing: Send) -> asyncio.Future[asyncio.Task[None]]:
-        """The sending of a request once `opening` has recorded it, with the others opened in
-        this turn of the event loop (_record_opened: one commit for them all, ~20 µs)."""
-        recorded: asyncio.Future[asyncio.Task[None]] = \
+                  outgoing: Send) -> asyncio.Future[asyncio.Future[None]]:
+        """The broker's taking of a request once `opening` has recorded it (_taken), with the
+        others opened in this turn of the event loop (_record_opened: one commit for them all,
+        ~20 µs)."""
+        recorded: asyncio.Future[asyncio.Future[None]] = \
             asyncio.get_running_loop().create_future()
         if not self._opening:
             asyncio.get_running_loop().call_soon(self._record_opened)
@@ -721,19 +753,17 @@ class HolderClient:
             for _, _, recorded in opening:
                 recorded.set_exception(exc)
             return
+        taking: list[tuple[str, asyncio.Future[None]]] = []
         for (_, outgoing, recorded), request in zip(opening, made, strict=True):
             if isinstance(request, KeyInUse):
                 recorded.set_exception(request)
             else:
                 self._opened(request)
-                recorded.set_result(self._sending_task(request.request_id, outgoing))
-
-    async def _sent_within(self, request_id: str, sending: asyncio.Task[None]) -> None:
-        """Wait up to SEND_WAIT for the broker to take a request recorded, else raise NotSentYet
-        (it goes on being sent, and is kept until the broker has it)."""
-        if not (await asyncio.wait({sending}, timeout=SEND_WAIT))[0]:
-            raise NotSentYet(request_id)
-        sending.result()
+                taken = _taken(self._sending_task(request.request_id, outgoing))
+                taking.append((request.request_id, taken))
+                recorded.set_result(taken)
+        if taking:
+            asyncio.get_running_loop().call_later(SEND_WAIT, _not_taken_yet, taking)
 
     def _sending_task(self, request_id: str, outgoing: Send) -> asyncio.Task[None]:
         sending = asyncio.create_task(self._delivered(request_id, outgoing))

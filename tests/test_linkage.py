@@ -14,7 +14,7 @@ import holders.client
 from audit.events import AccessLogEvent, step_of
 from broker import acls, provision, topics
 from broker.clients import KafkaAccess, read_topic
-from holders.client import HolderClient, NotAuthorized
+from holders.client import HolderClient, NotAuthorized, NotSentYet
 from processors import decider, directory, keys, linkage, platform
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
@@ -203,6 +203,44 @@ async def test_requests_made_in_one_turn_share_a_commit_each_in_the_store_before
     assert "COMMIT" not in statements[opened[0]:opened[-1]]
     for request_id in sent:
         assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+
+
+async def test_requests_of_one_commit_wait_for_the_broker_under_one_timer_and_stay_kept_past_it(
+        clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callers of requests recorded in one commit wait up to SEND_WAIT for the broker to take
+    them under one timer, not one each; past it each is told NotSentYet, its request kept, and
+    it goes once the broker takes it, answered once."""
+    nenkin, loop = clients["nenkin"], asyncio.get_running_loop()
+    send_wait = 0.7  # no other timer of the loop's clients is of this length
+    monkeypatch.setattr(holders.client, "SEND_WAIT", send_wait)
+    away: asyncio.Future[None] = loop.create_future()
+    send = nenkin._producer.send
+
+    async def handed(topic: str, value: bytes, **rest: Any) -> Any:
+        await away  # the broker takes nothing until it is back
+        return await send(topic, value, **rest)
+
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def timed(when: float, *args: Any, **rest: Any) -> asyncio.TimerHandle:
+        timers.append(when - loop.time())
+        return call_at(when, *args, **rest)
+
+    monkeypatch.setattr(nenkin._producer, "send", handed)
+    monkeypatch.setattr(loop, "call_at", timed)
+    asked = await asyncio.gather(*(ask(nenkin, own, "P-037", "sakura-town", "local_tax")
+                                   for own in bound(nenkin)[5:10]), return_exceptions=True)
+    monkeypatch.setattr(loop, "call_at", call_at)
+    assert all(isinstance(told, NotSentYet) for told in asked), asked
+    assert sum(abs(delay - send_wait) < 0.01 for delay in timers) == 1
+    sent = {told.request_id for told in asked if isinstance(told, NotSentYet)}
+    assert sent <= {request_id for request_id, _, _ in nenkin.store.unsent()}
+    away.set_result(None)
+    for request_id in sent:
+        assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    assert not sent & {request_id for request_id, _, _ in nenkin.store.unsent()}
+    assert all(len(nenkin.store.access_log(request_id)) == 1 for request_id in sent)
 
 
 async def test_the_owner_of_a_decision_partition_decides_at_once_and_still_records_it(
