@@ -127,7 +127,10 @@ class AuthorityStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._db:
+        """One write transaction holding the write lock from its start (BEGIN IMMEDIATE): what it
+        reads (a resident's number, a request's answer) is not changed by another process (the
+        CLI beside `serve`) before it writes on it."""
+        with sqlite.writing(self._db):
             yield
 
     def issue(self, number: str, resident_code: str, at: datetime) -> bool:

@@ -7,6 +7,8 @@ import hashlib
 import logging
 import random
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -140,6 +142,37 @@ def test_changing_a_number_retires_the_old_and_keeps_history(store: AuthoritySto
         "number-changed", old, new, "leaked")
     with pytest.raises(UnknownResident):
         authority.change_number("00000000000", "no such resident")
+
+
+def test_two_changes_of_one_number_at_once_each_retire_the_number_before(tmp_path: Path) -> None:
+    """The counter's `change-number` read the resident's number while `serve` changed it, then
+    waited for its lock: it retired the old number again and replaced the new one, which the
+    resident was told and which stayed issued, neither theirs nor retired."""
+    path, resident = tmp_path / "authority.db", random_codes(1, seed=9)[0]
+    store = AuthorityStore(path)
+    first = NumberingAuthority(store).assign(resident)
+    told: dict[str, str] = {}
+
+    def at_the_counter() -> None:
+        other = AuthorityStore(path)  # another process's connection
+        told["counter"] = NumberingAuthority(other).change_number(resident, "lost")
+        other.close()
+
+    counter = threading.Thread(target=at_the_counter)
+
+    def drawn_while_the_counter_asks() -> str:
+        if not counter.is_alive():
+            counter.start()
+            time.sleep(0.2)
+        return draw_number()
+
+    portal = NumberingAuthority(store, draw=drawn_while_the_counter_asks)
+    told["portal"] = portal.change_number(resident, "leaked")
+    counter.join()
+    assert [(e.before, e.after) for e in store.history(resident)] == [
+        (first, told["portal"]), (told["portal"], told["counter"])]
+    assert store.counts() == {"issued": 3, "current": 1, "retired": 2, "lookups": 0}
+    store.close()
 
 
 def test_a_request_for_a_new_number_read_again_is_given_the_same(store: AuthorityStore) -> None:
