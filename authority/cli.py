@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,11 +42,18 @@ def numbered(db: Path | None) -> Path:
     return path
 
 
+def opened(path: Path) -> authority_store.AuthorityStore:
+    """The authority's store at `path`; a one-line error if the file there is no SQLite store."""
+    try:
+        return authority_store.AuthorityStore(path)
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"cannot open the authority store at {path}: {exc}") from exc
+
+
 @contextmanager
 def _authority(db: Path | None, existing: bool = False) -> Iterator[NumberingAuthority]:
     """The authority over its store; `existing`: one numbered already, none made (`numbered`)."""
-    path = numbered(db) if existing else db or authority_store.default_path()
-    store = authority_store.AuthorityStore(path)
+    store = opened(numbered(db) if existing else db or authority_store.default_path())
     try:
         yield NumberingAuthority(store)
     finally:

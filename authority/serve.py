@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups, portal
-from authority import store as authority_store
-from authority.cli import numbered
+from authority.cli import numbered, opened
 from authority.service import NumberingAuthority
 from broker import acls, cluster, topics
 from registry import store as registry_store
@@ -85,7 +84,7 @@ def serve(db: Path | None, registry: Path | None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     path = numbered(db)
     login_key = tickets.public_key()
-    store = authority_store.AuthorityStore(path)
+    store = opened(path)
     authority = NumberingAuthority(store)
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:

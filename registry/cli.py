@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from datetime import date
 from pathlib import Path
@@ -139,11 +140,14 @@ def _private_holder(holder: str) -> None:
 
 def open_registry(db: Path | None, read_only: bool = False) -> registry_store.RegistryStore:
     """The registry store (`read_only`: nothing can be written through it), or a one-line
-    error if none was generated there."""
+    error if none was generated there, or the file there is no SQLite store."""
+    path = db or registry_store.default_path()
     try:
-        return registry_store.RegistryStore.open(db or registry_store.default_path(), read_only)
+        return registry_store.RegistryStore.open(path, read_only)
     except registry_store.NoRegistry as exc:
         raise click.ClickException(str(exc)) from exc
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"cannot open the registry at {path}: {exc}") from exc
 
 
 def _line(resident: Resident) -> str:

@@ -694,6 +694,22 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "issued 301" in status and "retired 1" in status and "lookups 2" in status
 
 
+@pytest.mark.parametrize("args", [["status", "--db", "{garbage}"],
+                                  ["assign-all", "--db", "{garbage}"],
+                                  ["assign-all", "--registry", "{garbage}"]])
+def test_a_store_that_is_no_database_is_said_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """A --db or --registry given a file that is not SQLite (a path mistyped to a log) ended in
+    sqlite3's traceback."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 5, 1)
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("not a database\n" * 8)
+    run = CliRunner().invoke(authority_cli, [a.format(garbage=garbage) for a in args])
+    assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.exception
+    assert f"at {garbage}: file is not a database" in run.output
+
+
 def test_draws_use_the_whole_range() -> None:
     numbers = {draw_number() for _ in range(2_000)}
     assert len(numbers) == 2_000 and all(is_valid(n) for n in numbers)
