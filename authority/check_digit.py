@@ -7,6 +7,7 @@ the check digit is 0 if r ≤ 1, else 11 − r. So 12345678901 gets 8: 123456789
 from __future__ import annotations
 
 import operator
+import unicodedata
 
 WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 LENGTH = 12
@@ -26,3 +27,9 @@ def with_check_digit(base: str) -> str:
 def is_valid(number: str) -> bool:
     return (len(number) == LENGTH and number.isascii() and number.isdigit()
             and check_digit(number[:-1]) == int(number[-1]))
+
+
+def keyed(text: str) -> str:
+    """A number as keyed or printed: full-width digits made ASCII (NFKC), the spaces between its
+    groups (the card prints 4-4-4) dropped."""
+    return "".join(unicodedata.normalize("NFKC", text).split())

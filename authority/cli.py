@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from authority import store as authority_store
+from authority.check_digit import keyed
 from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
 from registry.cli import open_registry
@@ -141,11 +142,12 @@ def number_of(db: Path | None) -> None:
 @click.option("--purpose", required=True, callback=stated, help="why it asks")
 @DB_OPTION
 def lookup(holder: str, purpose: str, db: Path | None) -> None:
-    """Personal number → resident code, logged with who asked and why.
+    """Personal number → resident code, logged with who asked and why (the number as keyed or
+    as the card prints it: full-width digits, groups of four).
 
     The personal number is read from stdin (the number, or {"number": "…"}), or prompted for
     at a terminal: never an argument, which `ps` and the shell's history show."""
-    number = personal_input.read_one(NUMBER)
+    number = keyed(personal_input.read_one(NUMBER))
     with _authority(db, existing=True) as authority:
         resident_code = authority.lookup(number, holder, purpose)
     if resident_code is None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from authority.check_digit import is_valid
+from authority.check_digit import is_valid, keyed
 from holders.store import HolderStore
 from registry.normalize import BadDate, parse_date, parse_sex
 from registry.residents import FourAttributes
@@ -121,11 +120,6 @@ def _required(row: dict[str, str], field: str) -> str:
     return value
 
 
-def _digits(text: str) -> str:
-    """A number as keyed: full-width digits made ASCII (NFKC), spaces between groups dropped."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
-
-
 def _record(row: dict[str, str]) -> Record:
     try:
         born = parse_date(_required(row, "date_of_birth"))
@@ -136,7 +130,7 @@ def _record(row: dict[str, str]) -> Record:
     except ValueError as exc:
         raise BadField("sex", "is not one of 1/2, 男/女, M/F") from exc
     given = row.get("personal_number")
-    number = None if given is None else _digits(given) or None
+    number = None if given is None else keyed(given) or None
     if number is not None and not is_valid(number):
         raise BadField("personal_number", "is not 12 digits with a valid check digit")
     attributes = FourAttributes(_required(row, "name"), _required(row, "address"), born, sex)

@@ -710,6 +710,29 @@ def test_a_store_that_is_no_database_is_said_in_one_line(
     assert f"at {garbage}: file is not a database" in run.output
 
 
+def test_a_number_looked_up_as_the_card_prints_it_or_in_full_width_digits_is_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lookup` took 1234 5678 9018 (the card's groups) or １２３４… (a Japanese keyboard's digits)
+    as malformed: no current number, logged as a malformed look-up of what was keyed."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 3, 1)
+    runner = CliRunner()
+    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
+    with cli_registry(None) as registry:
+        code = next(registry.resident_codes())
+    number = runner.invoke(authority_cli, ["number-of"], input=code).output.strip()
+    grouped = " ".join((number[:4], number[4:8], number[8:]))
+    full_width = "\u3000".join("".join(chr(ord(digit) + 0xFEE0) for digit in group)
+                                for group in grouped.split())  # groups by an ideographic space
+    for keyed in (grouped, full_width, f'{{"number": "{full_width}"}}'):
+        found = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
+                                              "resident tax"], input=keyed)
+        assert (found.exit_code, found.output.strip()) == (0, code), keyed
+    store = AuthorityStore(tmp_path / "authority" / "authority.db")
+    assert [(e.number, e.outcome) for e in store.lookups()] == [(number, "found")] * 3
+    store.close()
+
+
 def test_draws_use_the_whole_range() -> None:
     numbers = {draw_number() for _ in range(2_000)}
     assert len(numbers) == 2_000 and all(is_valid(n) for n in numbers)
