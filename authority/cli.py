@@ -15,7 +15,7 @@ from authority.check_digit import keyed
 from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
 from registry.cli import open_registry
-from renkei import personal_input
+from renkei import personal_input, sqlite
 from renkei.options import stated
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 
@@ -53,10 +53,18 @@ def opened(path: Path) -> authority_store.AuthorityStore:
 
 @contextmanager
 def _authority(db: Path | None, existing: bool = False) -> Iterator[NumberingAuthority]:
-    """The authority over its store; `existing`: one numbered already, none made (`numbered`)."""
-    store = opened(numbered(db) if existing else db or authority_store.default_path())
+    """The authority over its store; `existing`: one numbered already, none made (`numbered`). A
+    store another process holds past SQLite's wait is said in one line."""
+    path = numbered(db) if existing else db or authority_store.default_path()
+    store = opened(path)
     try:
         yield NumberingAuthority(store)
+    except sqlite3.OperationalError as exc:
+        if not sqlite.busy(exc):
+            raise
+        raise click.ClickException(f"the authority store at {path} is held by another process "
+                                   "(an `assign-all` under way?): try again once it is done"
+                                   ) from exc
     finally:
         store.close()
 

@@ -43,6 +43,7 @@ from registry import tickets
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from renkei import sealing
+from renkei import sqlite as renkei_sqlite
 from renkei.clock import AHEAD, Age, Clock, Mark
 from renkei.questions import Declined
 from renkei.state import STATE_ENV
@@ -731,6 +732,32 @@ def test_a_number_looked_up_as_the_card_prints_it_or_in_full_width_digits_is_fou
     store = AuthorityStore(tmp_path / "authority" / "authority.db")
     assert [(e.number, e.outcome) for e in store.lookups()] == [(number, "found")] * 3
     store.close()
+
+
+@pytest.mark.parametrize("command", [["lookup", "--holder", "city-a", "--purpose", "tax"],
+                                     ["change-number", "--reason", "lost"], ["assign-all"]])
+def test_a_command_on_a_store_another_process_holds_says_so_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    """With `assign-all` holding the store (a large registry's numbering is one transaction),
+    `lookup`, `change-number` and another `assign-all` ended in sqlite3's traceback, 'database
+    is locked'."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 3, 1)
+    runner = CliRunner()
+    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
+    with cli_registry(None) as registry:
+        code = next(registry.resident_codes())
+    path = tmp_path / "authority" / "authority.db"
+    opened = renkei_sqlite.opened
+    monkeypatch.setattr(renkei_sqlite, "opened",  # SQLite's wait cut from 5 s
+                        lambda at: opened(at).execute("PRAGMA busy_timeout = 50").connection)
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+    run = runner.invoke(authority_cli, command, input=code)
+    holder.rollback()
+    holder.close()
+    assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.exception
+    assert f"the authority store at {path} is held by another process" in run.output
 
 
 def test_draws_use_the_whole_range() -> None:
