@@ -30,6 +30,6 @@ def is_valid(number: str) -> bool:
 
 
 def keyed(text: str) -> str:
-    """A number as keyed or printed: full-width digits made ASCII (NFKC), the spaces between its
-    groups (the card prints 4-4-4) dropped."""
+    """A number (or a resident code) as keyed or printed: full-width digits made ASCII (NFKC), the
+    spaces between its groups (the card prints 4-4-4) dropped."""
     return "".join(unicodedata.normalize("NFKC", text).split())

@@ -120,7 +120,7 @@ def change_number(reason: str, db: Path | None) -> None:
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
-    resident_code = personal_input.read_one(RESIDENT_CODE)
+    resident_code = keyed(personal_input.read_one(RESIDENT_CODE))
     with _authority(db, existing=True) as authority:
         try:
             number = authority.change_number(resident_code, reason)
@@ -136,7 +136,7 @@ def number_of(db: Path | None) -> None:
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
-    resident_code = personal_input.read_one(RESIDENT_CODE)
+    resident_code = keyed(personal_input.read_one(RESIDENT_CODE))
     with _authority(db, existing=True) as authority:
         number = authority.number_of(resident_code)
     if number is None:

@@ -786,6 +786,24 @@ def test_assign_all_numbers_in_batches_each_kept_and_leaving_the_store_to_others
     store.close()
 
 
+def test_a_resident_code_keyed_in_full_width_digits_is_the_residents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`number-of` and `change-number` told a resident code keyed in full-width digits (a Japanese
+    keyboard's) that it had no personal number."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 3, 1)
+    runner = CliRunner()
+    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
+    with cli_registry(None) as registry:
+        code = next(registry.resident_codes())
+    full_width = "".join(chr(ord(digit) + 0xFEE0) for digit in code)
+    number = runner.invoke(authority_cli, ["number-of"], input=full_width)
+    assert number.exit_code == 0 and is_valid(number.output.strip()), number.output
+    changed = runner.invoke(authority_cli, ["change-number", "--reason", "lost"], input=full_width)
+    assert changed.exit_code == 0, changed.output
+    assert runner.invoke(authority_cli, ["number-of"], input=code).output.strip() in changed.output
+
+
 def test_draws_use_the_whole_range() -> None:
     numbers = {draw_number() for _ in range(2_000)}
     assert len(numbers) == 2_000 and all(is_valid(n) for n in numbers)
