@@ -42,7 +42,8 @@ class RegistryChanges:
                 self._registry = registry_store.RegistryStore.open(self._path, read_only=True)
             if self._registry is not None and self._authority.follow_registry(self._registry):
                 log.info("resident-code changes followed")
-        except sqlite3.Error as exc:  # the registry busy: followed before the next batch
+        except (sqlite3.Error, registry_store.NoRegistry) as exc:  # busy, or not made yet:
+            # followed before the next batch
             log.warning("the registry's code changes could not be followed now: %s", exc)
 
     def close(self) -> None:

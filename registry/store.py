@@ -100,10 +100,22 @@ class RegistryStore:
         self.path = path
         if read_only:
             self._db = sqlite.read_only(path)
+            with sqlite.closed_if_failing(self._db):
+                self._made_already()
         else:
             self._db = sqlite.opened(path)
             self._db.executescript(SCHEMA + INDEXES)
             self._keyed_by_these_rules()
+
+    def _made_already(self) -> None:
+        """NoRegistry if the store has no residents or events (another SQLite file, an empty one):
+        a store read only cannot be made a registry."""
+        found = {name for (name,) in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('residents', "
+            "'events')")}
+        if found != {"residents", "events"}:
+            raise NoRegistry(f"no registry at {self.path} (a SQLite file without its residents): "
+                             "run `renkei registry generate`")
 
     @classmethod
     def open(cls, path: Path, read_only: bool = False) -> RegistryStore:

@@ -804,6 +804,26 @@ def test_a_resident_code_keyed_in_full_width_digits_is_the_residents(
     assert runner.invoke(authority_cli, ["number-of"], input=code).output.strip() in changed.output
 
 
+@pytest.mark.parametrize("command", ["assign-all", "follow"])
+def test_a_registry_that_is_another_sqlite_file_is_said_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """--registry naming the authority's own store (or an empty file) ended in sqlite3's
+    traceback, 'no such table: events'; `serve` given it follows nothing, and goes on."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 3, 1)
+    runner = CliRunner()
+    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
+    own = tmp_path / "authority" / "authority.db"
+    run = runner.invoke(authority_cli, [command, "--registry", str(own)])
+    assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.exception
+    assert f"no registry at {own} (a SQLite file without its residents)" in run.output
+    store = AuthorityStore(own)
+    changes = serve.RegistryChanges(NumberingAuthority(store), own)
+    changes.follow()
+    changes.close()
+    store.close()
+
+
 def test_draws_use_the_whole_range() -> None:
     numbers = {draw_number() for _ in range(2_000)}
     assert len(numbers) == 2_000 and all(is_valid(n) for n in numbers)
