@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING
 from authority.check_digit import is_valid, with_check_digit
 from authority.store import AuthorityStore
 from registry.residents import ChangeEvent, ChangeKind
+from renkei import sqlite
 from renkei.clock import Age, Clock, Mark
 
 if TYPE_CHECKING:
     from registry.store import RegistryStore
 
 REGISTRY_CURSOR = "registry"
-ASSIGN_BATCH = 1_000  # residents numbered a transaction: ~45 ms of the store's write lock
-ASSIGN_PAUSE = 0.005  # after each, in which a process waiting for the lock takes it
 
 
 class AlreadyAssigned(ValueError):
@@ -79,18 +78,18 @@ class NumberingAuthority:
             return self._issue(resident_code)
 
     def assign_all(self, resident_codes: Iterable[str]) -> int:
-        """Give a number to each resident that has none, ASSIGN_BATCH residents a transaction with
+        """Give a number to each resident that has none, sqlite.BATCH residents a transaction with
         a pause after each (a look-up or change waiting for the store goes then); how many were
         given. Stopped midway, the batches done are kept and the next call numbers the rest."""
         given = 0
         codes = iter(resident_codes)
-        while batch := list(islice(codes, ASSIGN_BATCH)):
+        while batch := list(islice(codes, sqlite.BATCH)):
             with self._store.transaction():
                 for resident_code in batch:
                     if self._store.number_of(resident_code) is None:
                         self._issue(resident_code)
                         given += 1
-            time.sleep(ASSIGN_PAUSE)
+            time.sleep(sqlite.BATCH_PAUSE)
         return given
 
     def assign_registry(self, registry: RegistryStore) -> tuple[int, int]:

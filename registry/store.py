@@ -75,10 +75,6 @@ RESIDENT_COLUMNS = "resident_code, name, kana, address, date_of_birth, sex"
 EVENT_COLUMNS = "kind, resident_code, before, after, happened_on, seq"
 KEYED_BY = "keyed-by"  # meta: the normalisation rules (RULES) the store's keys were made by
 REKEYED = "rekeyed-through"  # meta, while keying again: {"rules": RULES, "person": the last done}
-# Residents keyed again in one write transaction (~20 ms of the lock), and the pause after each,
-# in which another process waiting for the lock (SQLite polls it every ≤ 100 ms) takes it.
-REKEY_BATCH = 1_000
-REKEY_PAUSE = 0.005
 
 
 def default_path() -> Path:
@@ -145,17 +141,17 @@ class RegistryStore:
 
     def _keyed_by_these_rules(self) -> None:
         """Keys made by other normalisation rules (or by rules not noted: a store from before they
-        were) made again by these, REKEY_BATCH residents a transaction, and the rules noted
+        were) made again by these, sqlite.BATCH residents a transaction, and the rules noted
         after the last: a resident keyed the old way would be found by no look-up keyed the new
         way. One transaction for all would hold the lock longer than others wait (~20 s for
         1M residents); a store left part-keyed (a crash) is keyed on from where it was."""
         while self.meta(KEYED_BY) != RULES:
             with sqlite.writing(self._db):  # another process keying it too goes on from here
                 self._rekey_next()
-            time.sleep(REKEY_PAUSE)
+            time.sleep(sqlite.BATCH_PAUSE)
 
     def _rekey_next(self) -> None:
-        """The next REKEY_BATCH residents' keys made again, from their attributes, and their
+        """The next sqlite.BATCH residents' keys made again, from their attributes, and their
         former keys from those and their moves and name changes (the events keep what they were
         before); with none left, these rules noted as the store's."""
         if self.meta(KEYED_BY) == RULES:
@@ -164,7 +160,7 @@ class RegistryStore:
         after = done["person"] if isinstance(done, dict) and done["rules"] == RULES else 0
         rows = self._db.execute(f"SELECT person, four_key, {RESIDENT_COLUMNS} FROM residents "
                                 "WHERE person > ? ORDER BY person LIMIT ?",
-                                (after, REKEY_BATCH)).fetchall()
+                                (after, sqlite.BATCH)).fetchall()
         if not rows:
             self._db.execute("DELETE FROM meta WHERE key = ?", (REKEYED,))
             self._put_meta(KEYED_BY, RULES)

@@ -30,6 +30,12 @@ def created_private(path: str | Path) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_RDONLY, 0o600))
 
 
+# A long write (numbering or keying a registry again) cut into transactions of BATCH rows (tens
+# of ms of the write lock each), with a pause after each in which another process waiting for the
+# lock (SQLite polls it every ≤ 100 ms) takes it: one transaction for all would hold it longer
+# than the others wait (5 s), and a crash would lose all of it.
+BATCH = 1_000
+BATCH_PAUSE = 0.005
 COMPANIONS = ("-journal", "-wal", "-shm")  # files SQLite keeps beside a store
 
 

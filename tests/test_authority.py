@@ -28,7 +28,6 @@ from authority.check_digit import check_digit, is_valid, with_check_digit
 from authority.cli import _registry as cli_registry
 from authority.cli import authority_cli
 from authority.service import (
-    ASSIGN_BATCH,
     AlreadyAssigned,
     NumberingAuthority,
     TicketExpired,
@@ -712,16 +711,22 @@ def test_a_store_that_is_no_database_is_said_in_one_line(
     assert f"at {garbage}: file is not a database" in run.output
 
 
-def test_a_number_looked_up_as_the_card_prints_it_or_in_full_width_digits_is_found(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`lookup` took 1234 5678 9018 (the card's groups) or １２３４… (a Japanese keyboard's digits)
-    as malformed: no current number, logged as a malformed look-up of what was keyed."""
+def _numbered_town(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, str]:
+    """A registry of three residents in the state folder `tmp_path`, each numbered by
+    `assign-all`; the CLI's runner and a resident's code."""
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     registry_store.build(registry_store.default_path(), 3, 1)
     runner = CliRunner()
     assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
     with cli_registry(None) as registry:
-        code = next(registry.resident_codes())
+        return runner, next(registry.resident_codes())
+
+
+def test_a_number_looked_up_as_the_card_prints_it_or_in_full_width_digits_is_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lookup` took 1234 5678 9018 (the card's groups) or １２３４… (a Japanese keyboard's digits)
+    as malformed: no current number, logged as a malformed look-up of what was keyed."""
+    runner, code = _numbered_town(tmp_path, monkeypatch)
     number = runner.invoke(authority_cli, ["number-of"], input=code).output.strip()
     grouped = " ".join((number[:4], number[4:8], number[8:]))
     full_width = "\u3000".join("".join(chr(ord(digit) + 0xFEE0) for digit in group)
@@ -742,12 +747,7 @@ def test_a_command_on_a_store_another_process_holds_says_so_in_one_line(
     """With `assign-all` holding the store (a large registry's numbering is one transaction),
     `lookup`, `change-number` and another `assign-all` ended in sqlite3's traceback, 'database
     is locked'."""
-    monkeypatch.setenv(STATE_ENV, str(tmp_path))
-    registry_store.build(registry_store.default_path(), 3, 1)
-    runner = CliRunner()
-    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
-    with cli_registry(None) as registry:
-        code = next(registry.resident_codes())
+    runner, code = _numbered_town(tmp_path, monkeypatch)
     path = tmp_path / "authority" / "authority.db"
     opened = renkei_sqlite.opened
     monkeypatch.setattr(renkei_sqlite, "opened",  # SQLite's wait cut from 5 s
@@ -769,9 +769,10 @@ def test_assign_all_numbers_in_batches_each_kept_and_leaving_the_store_to_others
     path, residents = tmp_path / "authority.db", random_codes(2_500, seed=11)
     store = AuthorityStore(path)
     seen: list[int] = []
+    two_batches = 2 * renkei_sqlite.BATCH
 
     def crashing_in_the_third_batch() -> str:
-        if store.counts()["issued"] == 2 * ASSIGN_BATCH + 10:
+        if store.counts()["issued"] == two_batches + 10:
             other = sqlite3.connect(path)  # another process: what is committed
             seen.append(other.execute("SELECT COUNT(*) FROM numbers").fetchone()[0])
             other.close()
@@ -780,8 +781,8 @@ def test_assign_all_numbers_in_batches_each_kept_and_leaving_the_store_to_others
 
     with pytest.raises(RuntimeError, match="killed"):
         NumberingAuthority(store, draw=crashing_in_the_third_batch).assign_all(residents)
-    assert seen == [2 * ASSIGN_BATCH]
-    assert NumberingAuthority(store).assign_all(residents) == len(residents) - 2 * ASSIGN_BATCH
+    assert seen == [two_batches]
+    assert NumberingAuthority(store).assign_all(residents) == len(residents) - two_batches
     assert store.counts() == {"issued": 2_500, "current": 2_500, "retired": 0, "lookups": 0}
     store.close()
 
@@ -790,12 +791,7 @@ def test_a_resident_code_keyed_in_full_width_digits_is_the_residents(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`number-of` and `change-number` told a resident code keyed in full-width digits (a Japanese
     keyboard's) that it had no personal number."""
-    monkeypatch.setenv(STATE_ENV, str(tmp_path))
-    registry_store.build(registry_store.default_path(), 3, 1)
-    runner = CliRunner()
-    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
-    with cli_registry(None) as registry:
-        code = next(registry.resident_codes())
+    runner, code = _numbered_town(tmp_path, monkeypatch)
     full_width = "".join(chr(ord(digit) + 0xFEE0) for digit in code)
     number = runner.invoke(authority_cli, ["number-of"], input=full_width)
     assert number.exit_code == 0 and is_valid(number.output.strip()), number.output
@@ -809,10 +805,7 @@ def test_a_registry_that_is_another_sqlite_file_is_said_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
     """--registry naming the authority's own store (or an empty file) ended in sqlite3's
     traceback, 'no such table: events'; `serve` given it follows nothing, and goes on."""
-    monkeypatch.setenv(STATE_ENV, str(tmp_path))
-    registry_store.build(registry_store.default_path(), 3, 1)
-    runner = CliRunner()
-    assert runner.invoke(authority_cli, ["assign-all"]).exit_code == 0
+    runner, _ = _numbered_town(tmp_path, monkeypatch)
     own = tmp_path / "authority" / "authority.db"
     run = runner.invoke(authority_cli, [command, "--registry", str(own)])
     assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.exception

@@ -44,6 +44,7 @@ from registry.residents import (
 )
 from registry.serve import serve
 from registry.store import RegistryStore
+from renkei import sqlite as renkei_sqlite
 from renkei.state import STATE_ENV
 from renkei.town import Town
 from tests.kafka_helpers import renkei, said_in_one_line
@@ -457,7 +458,7 @@ def test_keying_again_goes_in_batches_and_on_after_a_crash(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A store was keyed again in one transaction, ~20 µs a resident: for 1M residents ~20 s of
     the write lock, past the 5 s other processes wait for it ("database is locked"): it is keyed
-    REKEY_BATCH residents a transaction, so a crash keeps the batches done (and notes the rules
+    sqlite.BATCH residents a transaction, so a crash keeps the batches done (and notes the rules
     only after the last: a part-keyed store is never taken for a keyed one), and the next opening
     goes on from there."""
     _, made_old, made_new = _keyed_by_old_and_new_rules(tmp_path, monkeypatch)
@@ -470,7 +471,7 @@ def test_keying_again_goes_in_batches_and_on_after_a_crash(
         return read(row)
 
     with monkeypatch.context() as crash:
-        crash.setattr(registry_store, "REKEY_BATCH", 10, raising=False)
+        crash.setattr(renkei_sqlite, "BATCH", 10)
         crash.setattr(registry_store, "_resident", crashing)
         with pytest.raises(OSError, match="killed"):
             RegistryStore.open(tmp_path / "old.db")
@@ -481,7 +482,7 @@ def test_keying_again_goes_in_batches_and_on_after_a_crash(
     assert registry_store.KEYED_BY not in meta
     assert json.loads(str(meta[registry_store.REKEYED])) == {"rules": normalize.RULES,
                                                              "person": 10}
-    monkeypatch.setattr(registry_store, "REKEY_BATCH", 10, raising=False)
+    monkeypatch.setattr(renkei_sqlite, "BATCH", 10)
     RegistryStore.open(tmp_path / "old.db").close()
     assert _tables(tmp_path / "old.db") == made_new
 
