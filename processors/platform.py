@@ -213,7 +213,8 @@ class Platform:
         out += relayed(decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest),
                        decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest),
                        ctx.directory, now)
-        out += access_log.from_portal(r.value or b"" for r in by_topic.pop(topics.PORTAL_AUDIT, []))
+        out += access_log.from_portal((r.value or b"", _received(r, now))
+                                      for r in by_topic.pop(topics.PORTAL_AUDIT, []))
         for record in by_topic.pop(decider.DECISIONS, []):
             if record.partition not in self.taking_over:  # read again once rebuilt
                 out += self._decide(record, now, ctx)
@@ -439,6 +440,12 @@ async def _last_record(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int)
 def _time(record: Any) -> datetime:
     """A record's time: its append time, if its topic's records are stamped by the broker."""
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+
+
+def _received(record: Any, now: datetime) -> datetime:
+    """When the broker received a record: its append time if the broker stamped it, else (its
+    topic not brought to spec: its writer's time) the broker's time as read `now`."""
+    return _time(record) if record.timestamp_type == LOG_APPEND_TIME else now
 
 
 class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]

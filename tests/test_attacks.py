@@ -77,6 +77,10 @@
   falsify it (the broker refuses it the audit topic; the platform relays from the portal's own
   topic only steps of the portal's):
   tests/test_attacks.py::test_a_taken_over_portal_cannot_log_under_a_platform_events_id
+- a taken-over My Portal dates its events at an end of datetime's range, to throw off the
+  detector and the log's time order (the platform logs an event dated further than minutes from
+  its record's append time at that time):
+  tests/test_attacks.py::test_a_portals_event_dated_far_from_its_record_is_logged_at_the_brokers_time
   and under the id of an oversight request's relay to a holder named '…:portal.<step>' (only
   events whose request id and step hold no ':' are the portal's):
   tests/test_attacks.py::test_a_taken_over_portal_cannot_log_under_an_id_ending_in_its_step
@@ -309,6 +313,33 @@ async def test_a_taken_over_portal_cannot_log_under_an_id_ending_in_its_step(
         store.append_many((e, CODEC.encode(e)) for e in found)
         kept = {e.event.event_id: e.event.kind for e in store.query(Query()).entries}
     assert kept == {forged.event_id: "OVERSIGHT", own.event_id: PORTAL_KIND}, found
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_portals_event_dated_far_from_its_record_is_logged_at_the_brokers_time(
+        platform: Processes) -> None:
+    """A portal taken over, or its clock wrong, dates its events at either end of datetime's
+    range, or an hour back (so are its records): each is logged at the time the broker received
+    its record; one dated a little back keeps its own time."""
+    inquiry, now = f"dated-{uuid.uuid4()}", datetime.now(UTC)
+    dated = {"first": datetime.min.replace(tzinfo=UTC), "last": datetime.max.replace(tzinfo=UTC),
+             "behind": now - timedelta(hours=1), "near": now - timedelta(seconds=30)}
+    events = {AccessLogEvent(event_id(inquiry, portal_step(step)), inquiry, at, PORTAL_KIND,
+                             "VIEWED", None, None, None, "portal", None, None, None): step
+              for step, at in dated.items()}
+    written = int(dated["behind"].timestamp() * 1000)  # the records' own: the broker's counts
+    async with producer(KafkaAccess.of(acls.PORTAL)) as prod:
+        for event in events:
+            await prod.send_and_wait(topics.PORTAL_AUDIT, CODEC.encode(event),
+                                     key=inquiry.encode(), timestamp_ms=written)
+    sent = datetime.now(UTC)
+    logged = {e.event_id: e.occurred_at for e in await _logged(inquiry, len(events))}
+    for event, step in events.items():
+        at = logged[event.event_id]
+        if step == "near":
+            assert at == event.occurred_at, (step, at)
+        else:
+            assert now - timedelta(seconds=1) <= at <= sent + timedelta(seconds=1), (step, at)
 
 
 async def _logged(request_id: str, count: int) -> list[AccessLogEvent]:
