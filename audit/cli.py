@@ -400,9 +400,11 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     approvals.
 
     Exits 1 if the roots (or, once the topic's retention deleted its oldest records, the entries
-    after those) differ, the live store lacks events the audit consumer committed, holds events
-    older than the cutoff of a purge it made before they came or after (entries its purges left:
-    `renkei audit verify` says why), or an approval or rejection disagrees with the pattern list.
+    after those) differ, nothing could be compared though the live store held entries (the topic
+    has none of their records), the live store lacks events the audit consumer committed, holds
+    events older than the cutoff of a purge it made before they came or after (entries its
+    purges left: `renkei audit verify` says why), or an approval or rejection disagrees with the
+    pattern list.
     """
     from audit import replay as replaying
 
@@ -446,8 +448,14 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     elif compared:
         click.echo(f"live store of {live_size} entries, compared at size {report.compared_at}: "
                    f"root {(report.live_root or b'').hex()} ({same})")
+    elif report.uncompared:
+        click.echo(f"NOT COMPARED: the live store held {report.held} entries when the replay read "
+                   f"the topic, and the topic none of their events (its records from offset "
+                   f"{report.start} to {report.end}; the audit consumer committed offset "
+                   f"{report.acknowledged}): the broker deleted them (the topic's retention), or "
+                   "the topic was deleted and made again")
     else:
-        click.echo("the live store is empty: no root to compare")
+        click.echo("the live store was empty when the replay read the topic: no root to compare")
     if report.short:
         click.echo(f"SHORT: the live store has {live_size} entries; the audit consumer committed "
                    f"offset {report.acknowledged}, whose events make {report.owed}: serials "
@@ -465,5 +473,6 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         click.echo(f"  DISAGREES {d.event.event_id} at "
                    f"{d.event.occurred_at.isoformat(timespec='milliseconds')}: logged "
                    f"{d.logged}, re-check says {d.rechecked} ({d.detail})")
-    if (compared and not report.identical) or report.short or report.left or report.disagreements:
+    if ((compared and not report.identical) or report.short or report.left or report.disagreements
+            or report.uncompared):
         raise SystemExit(1)

@@ -15,7 +15,7 @@ from audit.consumer import decoded, member_id
 from audit.events import AccessLogEvent
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
-from broker.clients import KafkaAccess, end_offset, topic_batches
+from broker.clients import KafkaAccess, offsets, topic_batches
 from renkei.service_loop import consumer_for
 
 JOIN_SECONDS = 30.0
@@ -34,7 +34,7 @@ async def accounted_offset(access: KafkaAccess, store: AuditStore,
     retention deleted every record lacks nothing: its end, its start too (not 0, before it,
     which would leave the consumer's auto.offset.reset to decide)."""
     cutoff = store.last_cutoff()
-    end = await end_offset(access, topic)
+    end = (await offsets(access, topic))[1]
     async for records in topic_batches(access, topic):
         carried: list[tuple[int, list[AccessLogEvent]]] = [
             (record.offset, [event for event, _ in decoded([record])]) for record in records]

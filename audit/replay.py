@@ -35,7 +35,7 @@ from audit.consumer import decoded, new_events
 from audit.events import AccessLogEvent, from_millis
 from audit.store import AuditStore, beyond_retention
 from broker import topics
-from broker.clients import KafkaAccess, read_topic, topic_batches
+from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
 from processors.approval import Approved, PatternList, approve
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
@@ -151,17 +151,20 @@ class ReplayReport:
     disagreed. `records` are the topic's records, `events` the readable events they hold (an
     event id again is not appended again). `acknowledged` is the audit consumer's committed
     offset, `owed` the entries the events before it make: the live store must hold at least
-    those. `start` is the topic's first offset: past 0, the broker deleted the records before
-    it, and `beyond` are the live store's entries of their events (its first ones, beyond the
-    replay, its purged ones among them); `compared_at` entries after them are then compared
-    one by one, `differing` differ. `unlogged` are the events older than the live store's cutoff
-    when they came, which it did not log (AuditStore.cutoffs): not replayed either; `left`, those
-    as old, or older than the cutoff of a purge after it logged them, that it holds all the same,
-    at the serial they take, the entries a purge left (their bytes not their leaf's, or their
-    time column not their event's): replayed."""
+    those. `start` and `end` are the topic's first offset and its end, as the broker said before
+    the replay read it, and `held` the live store's entries then: past 0, the broker deleted the
+    records before `start`, and `beyond` are the live store's entries of their events (its first
+    ones, beyond the replay, its purged ones among them); `compared_at` entries after them are
+    then compared one by one, `differing` differ. `unlogged` are the events older than the live
+    store's cutoff when they came, which it did not log (AuditStore.cutoffs): not replayed
+    either; `left`, those as old, or older than the cutoff of a purge after it logged them, that
+    it holds all the same, at the serial they take, the entries a purge left (their bytes not
+    their leaf's, or their time column not their event's): replayed."""
 
     records: int = 0
     start: int = 0
+    end: int = 0
+    held: int = 0
     beyond: int = 0
     aligned: bool = False  # `beyond` found: from the live store's serials of a batch
     differing: int = 0
@@ -196,6 +199,13 @@ class ReplayReport:
         """Does the live store lack entries of events the audit consumer said it appended?"""
         return self.live_size is not None and self.live_size < self.owed
 
+    @property
+    def uncompared(self) -> bool:
+        """Did the live store hold entries before the replay read the topic, none of which it
+        could compare: the topic holds less than the store (its records of them all deleted, or
+        the topic made again)?"""
+        return self.held > 0 and not self.compared_at
+
 
 async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | None = None,
                  grace: timedelta = GRACE, topic: str = topics.AUDIT) -> ReplayReport:
@@ -207,7 +217,10 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     recheck = Recheck(await history(access, topics.PATTERNS, LegalPattern),
                       await history(access, topics.DIRECTORY, HolderEntry), grace)
     # read before the live store's size: the consumer appends a batch, then commits its offset
-    report = ReplayReport(acknowledged=(await consumer_commit(access, topic))[0])
+    report = ReplayReport(acknowledged=(await consumer_commit(access, topic))[0],
+                          held=0 if live is None else live.size())
+    report.start, report.end = await offsets(access, topic)  # its events are in the records
+    # before this end: the live store holds no entry of a later one yet
     async for records in topic_batches(access, topic):
         if not report.records:
             report.start = records[0].offset

@@ -353,15 +353,18 @@ async def read_topic(access: KafkaAccess, topic: str, start: int = 0) -> list[An
             for record in batch]
 
 
-async def end_offset(access: KafkaAccess, topic: str) -> int:
-    """The end offset of a topic's one partition now: where its next record goes."""
+async def offsets(access: KafkaAccess, topic: str) -> tuple[int, int]:
+    """The start and end offsets of a topic's one partition now, as the broker says: its first
+    record's (past 0 once the broker deleted records before it) and where its next record goes."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
                                 enable_auto_commit=False)
     async with running(consumer, access):
-        ends = await consumer.end_offsets(list(consumer.assignment()))
-    return sum(ends.values())
+        partitions = list(consumer.assignment())
+        starts = await consumer.beginning_offsets(partitions)
+        ends = await consumer.end_offsets(partitions)
+    return sum(starts.values()), sum(ends.values())
 
 
 async def topic_batches(access: KafkaAccess, topic: str, batch: int = 5000,

@@ -959,6 +959,26 @@ async def test_replay_tells_the_entries_beyond_the_topics_retention_from_those_t
     assert gone.identical and gone.differing == 0, gone
 
 
+@pytest.mark.parametrize("start", [0, CUT])
+async def test_replay_of_a_topic_holding_none_of_the_live_stores_events_says_so_and_fails(
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: int) -> None:
+    """The topic holds none of the live store's events: made again, empty, or its records all
+    deleted by the broker (its retention; deleteRecords here). Nothing is compared: `renkei
+    audit replay` says so, from the broker's start offset, and exits 1 (it said the live store
+    was empty and exited 0)."""
+    now, live = datetime.now(UTC), tmp_path / "live.db"
+    events = [synthetic(n, f"emptied-{start}", now + timedelta(milliseconds=n))
+              for n in range(CUT)]
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many(item(event) for event in events)
+    async with topic_of_its_own(events[:start], start) as own:
+        found = await said(tmp_path / "fresh.db", live, own, monkeypatch)
+    assert found.exit_code == 1 and not isinstance(found.exception, Exception), found.output
+    assert f"NOT COMPARED: the live store held {CUT} entries when the replay read the topic, " \
+        f"and the topic none of their events (its records from offset {start} to {start};" \
+        in found.output, found.output
+
+
 async def test_replay_starts_after_an_event_logged_again_that_the_topics_retention_left_first(
         town: Town, tmp_path: Path) -> None:
     """The broker deleted an event's record but kept the one that logged it again (other
