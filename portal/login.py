@@ -61,7 +61,8 @@ async def start(request: web.Request) -> web.Response:
     realm = str((await request.post()).get("realm", ""))
     if realm not in REALMS or (realm == "present" and _counter_staff(session_of(request)) is None):
         raise web.HTTPForbidden(text="no such login")
-    session = request[SESSION] = request.app[SESSIONS].renew(session_of(request), keep_csrf=True)
+    session = request[SESSION] = request.app[SESSIONS].renew(session_of(request),
+                                                             login_start=True)
     wall = request.app[SESSIONS].wall
     at, mark = wall(), wall.mark()
     nonce = challenge(at, mark)  # signed with its time and mark: the registry side refuses it stale

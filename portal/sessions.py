@@ -12,14 +12,14 @@ wall clock's steps, and never if read ahead of its clock (Clock.judged, as the r
 judges it). The card reader's return, posted from its own site, comes without the session's
 cookie (SameSite=Lax): it is kept with the challenge it names, and the login's own browser,
 sent on to the portal's page by a top-level GET that carries the cookie, takes it.
-Starting a card login replaces the session id, and logging in replaces it again with the CSRF
-token (no fixation: a session whose id another browser knows, planted in this one, is never the
-one a login is under way or completes in). Each session has its own CSRF token, which
-every form carries back. At most `MOST` sessions are kept: past it the least recently used
-anonymous one goes (a signed-in one only when none is left). A session ended by time goes on in
-the language it was using at its cookie's next request (the `most` last kept), a signed-in one
-told so, idle or at its lifetime, once; a cookie the portal never made, or long forgotten, is
-told nothing: no one was logged out.
+Starting a card login replaces the session id (its lifetime runs on), and logging in replaces it
+again with the CSRF token, its lifetime begun again (no fixation: a session whose id another
+browser knows, planted in this one, is never the one a login is under way or completes in). Each
+session has its own CSRF token, which every form carries back. At most `MOST` sessions are kept:
+past it the least recently used anonymous one goes (a signed-in one only when none is left). A
+session ended by time goes on in the language it was using at its cookie's next request (the
+`most` last kept), a signed-in one told so, idle or at its lifetime, once; a cookie the portal
+never made, or long forgotten, is told nothing: no one was logged out.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class Sessions:
 
     def _kept(self, session: Session) -> Session:
         """Add a session; drop the stale ones, then past `most` the least recently used."""
-        self._purge(session.started)
+        self._purge(session.seen)  # begun or renewed now
         (self._signed_in if session.signed_in else self._anonymous)[session.sid] = session
         while len(self) > self.most:
             (self._anonymous or self._signed_in).popitem(last=False)
@@ -241,14 +241,15 @@ class Sessions:
         if session is not None and nonce in session.challenges:
             session.challenges[nonce] = replace(session.challenges[nonce], signed=signed)
 
-    def renew(self, session: Session, keep_csrf: bool = False) -> Session:
-        """A fresh id and CSRF token for a session whose privilege changes (login), or the same
-        token if `keep_csrf` (a login's start: the browser's other tabs' forms go on); the
-        browser's other card logins under way (its other tabs') go on in it."""
+    def renew(self, session: Session, login_start: bool = False) -> Session:
+        """A fresh id and CSRF token for a session whose privilege changes (login), begun now;
+        at a `login_start` the same token (the browser's other tabs' forms go on) and the same
+        start (its lifetime runs on: nobody logged in). The browser's other card logins under
+        way (its other tabs') go on in it."""
         self.end(session)
         fresh = self._fresh(session.lang)
-        if keep_csrf:
-            fresh.csrf = session.csrf
+        if login_start:
+            fresh.csrf, fresh.started = session.csrf, session.started
         fresh.present, fresh.officer, fresh.resident, fresh.challenges = (
             session.present, session.officer, session.resident, session.challenges)
         for nonce in fresh.challenges.keys() & self._challenged.keys():

@@ -731,6 +731,26 @@ async def test_only_a_session_logged_in_and_ended_by_time_is_told_it_was_logged_
     assert await told("/history") == ["lifetime_session"]
 
 
+async def test_counter_staff_starting_visitors_logins_are_logged_out_at_their_logins_lifetime(
+        client: Client, town: Town) -> None:
+    """A login's start renews the session's id: it began the session's lifetime again, so
+    counter staff starting a visitor's login within each hour were never logged out at their own
+    login's lifetime. It runs from their own login."""
+    store = cast(TestServer, client.server).app[SESSIONS]
+    now = [store.clock()]
+    store.clock = lambda: now[0]
+    idle, lifetime = store.idle.total_seconds(), store.lifetime.total_seconds()
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")
+            ).status == 303
+    for _ in range(int(lifetime / idle) * 2):  # to its lifetime, never idle
+        now[0] += idle / 2
+        assert (await card_login(client, town.resident_card, "present", "/counter")
+                ).status == 303
+    now[0] += idle / 2
+    desk = html.unescape(await (await client.get("/counter")).text())
+    assert words("ja")["lifetime_session"] in desk
+
+
 async def test_a_resident_logged_out_by_time_is_told_so_in_their_language(
         client: Client, town: Town) -> None:
     """A resident reading the portal in English, logged out idle, was told so in Japanese, and
