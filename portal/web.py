@@ -87,7 +87,8 @@ def _rendering(request: web.Request, template: str, context: dict[str, Any]
     shows, for one answering a form or a card's return), else to the page as asked again."""
     session = session_of(request)
     notice, session.notice = session.notice, None
-    context.setdefault("here", _asked_again(request))
+    if "here" not in context:
+        context["here"] = _asked_again(request)
     return partial(TEMPLATES.get_template(template).render,
                    w=words(session.lang), said=said(session.lang), lang=session.lang,
                    session=session, csrf=session.csrf, link_token=link_token(session),
