@@ -175,11 +175,17 @@ def sent(request: web.Request) -> str | None:
     return request.cookies.get(request.app[SITE].cookie)
 
 
+def _begun_here(request: web.Request) -> bool:
+    """Whether the request's session is not the one its cookie names (none, or one ended):
+    begun, or renewed, in this request."""
+    return sent(request) != session_of(request).sid
+
+
 def _cookie(request: web.Request, response: web.StreamResponse) -> None:
-    session, site = session_of(request), request.app[SITE]
-    if sent(request) != session.sid:
-        response.set_cookie(site.cookie, session.sid, httponly=True, samesite="Lax", path="/",
-                            secure=site.secure_cookies)
+    if _begun_here(request):
+        site = request.app[SITE]
+        response.set_cookie(site.cookie, session_of(request).sid, httponly=True, samesite="Lax",
+                            path="/", secure=site.secure_cookies)
 
 
 @web.middleware
@@ -200,7 +206,7 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def _ended(request: web.Request) -> bool:
     """Whether the request's cookie names a session that has ended (this one new in its place)."""
-    return sent(request) not in (None, session_of(request).sid)
+    return sent(request) is not None and _begun_here(request)
 
 
 @web.middleware
@@ -281,7 +287,7 @@ async def switch_language(request: web.Request) -> web.Response:
     lang, session = request.match_info["lang"], session_of(request)
     own = secrets.compare_digest(request.query.get("token", "").encode(),
                                  link_token(session).encode())
-    if lang in LANGS and (own or sent(request) != session.sid):
+    if lang in LANGS and (own or _begun_here(request)):
         session.lang = lang
     raise web.HTTPSeeOther(same_site(request.query.get("next", "/")))
 
