@@ -91,8 +91,8 @@ async def returned(request: web.Request) -> web.Response:
 
 async def card(request: web.Request) -> web.Response:
     """The login's browser come back from the reader (a top-level GET: its session's cookie
-    comes with it): the challenge must be this session's pending one, returned, used once; a
-    login started in another session completes in none but that one."""
+    comes with it): the challenge must be one of this session's pending ones, returned, used
+    once; a login started in another session completes in none but that one."""
     session = session_of(request)
     nonce = request.query.get("challenge", "")
     asked = session.named(nonce)  # its realm is the login to offer again if this one is refused
@@ -147,9 +147,9 @@ def _offered(session: Session) -> str:
     else a visitor's at a counter desk, else the officer's own, else a resident's."""
     if session.challenges:
         return next(reversed(session.challenges.values())).realm
-    if session.officer is not None:
-        return "present" if session.officer.role == "counter" else session.officer.role
-    return "resident"
+    if _counter_staff(session) is not None:
+        return "present"
+    return session.officer.role if session.officer is not None else "resident"
 
 
 def _refused(request: web.Request, realm: str, reason: str, status: int = 403) -> web.Response:
