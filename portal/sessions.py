@@ -182,15 +182,16 @@ class Sessions:
         return session
 
     def _expired(self, session: Session, now: float) -> bool:
-        return (now - session.seen > self.idle.total_seconds()
-                or now - session.started > self.lifetime.total_seconds())
+        return self._idle(session, now) or now - session.started > self.lifetime.total_seconds()
+
+    def _idle(self, session: Session, now: float) -> bool:
+        return now - session.seen > self.idle.total_seconds()
 
     def _ended_by_time(self, session: Session, now: float) -> None:
         """Note an expired session's language, and why it ended if signed in, for its cookie's
         next request."""
-        idle = now - session.seen > self.idle.total_seconds()
         notice = None if not session.signed_in else (
-            "expired_session" if idle else "lifetime_session")
+            "expired_session" if self._idle(session, now) else "lifetime_session")
         self._timed_out[session.sid] = TimedOut(notice, session.lang)
         while len(self._timed_out) > self.most:
             self._timed_out.popitem(last=False)
