@@ -226,7 +226,9 @@ class Sessions:
             self._challenged.popitem(last=False)
         session.challenges[pending.nonce] = pending
         while len(session.challenges) > CHALLENGES_PENDING:
-            del session.challenges[next(iter(session.challenges))]
+            oldest = next(iter(session.challenges))
+            del session.challenges[oldest]
+            self._challenged.pop(oldest, None)  # no more to be found by its reader's return
         self._challenged[pending.nonce] = (session.sid, now)
 
     def sign(self, nonce_hex: str, signed: Signed) -> None:
