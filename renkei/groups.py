@@ -12,7 +12,7 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConsumerGroupDescription, OffsetSpec
 
 from broker import config
 from broker.clients import KafkaAccess
@@ -45,16 +45,26 @@ def lag(client: AdminClient, group: str) -> dict[str, int]:
     return dict(behind)
 
 
+def _described(client: AdminClient, group: str) -> ConsumerGroupDescription | None:
+    """`group` as the broker describes it; None while its coordinator is not ready yet (a
+    broker just started)."""
+    try:
+        found: ConsumerGroupDescription = client.describe_consumer_groups(
+            [group], request_timeout=TIMEOUT)[group].result()
+    except KafkaException as exc:
+        if exc.args[0].code() in COORDINATOR_NOT_READY:
+            return None
+        raise
+    return found
+
+
 def stable_members(client: AdminClient, group: str) -> int:
     """Members of `group` once it is stable; 0 while it rebalances, is empty or unknown, or
     while its coordinator is not ready yet (a broker just started)."""
-    try:
-        found = client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result()
-    except KafkaException as exc:
-        if exc.args[0].code() in COORDINATOR_NOT_READY:
-            return 0
-        raise
-    return len(found.members) if found.state == ConsumerGroupState.STABLE else 0
+    found = _described(client, group)
+    if found is None or found.state != ConsumerGroupState.STABLE:
+        return 0
+    return len(found.members)
 
 
 def wait_members(client: AdminClient, group: str, members: int, within: float) -> bool:
@@ -79,14 +89,7 @@ def wait_empty(client: AdminClient, group: str, within: float = TIMEOUT + SESSIO
     """Wait until `group` has no members. A static member (a platform instance) that stopped
     did not leave: the broker drops it once its session times out."""
     deadline = time.monotonic() + within
-    while True:
-        try:
-            found = client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group]
-            if found.result().state in LEFT:
-                return
-        except KafkaException as exc:
-            if exc.args[0].code() not in COORDINATOR_NOT_READY:
-                raise
+    while (found := _described(client, group)) is None or found.state not in LEFT:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the consumer group {group} still has members after {within:g} s")
         time.sleep(0.5)
