@@ -1,7 +1,8 @@
 """Processes killed under load: a town's holder systems send lawful requests through their
 communication servers at a steady rate while, every few seconds, one process is SIGKILLed and
 started again — a platform instance (several share the consumer group), a holder's
-communication server, the audit consumer, or the broker itself. Afterwards every request the
+communication server, the audit consumer, the registry, the numbering authority, or the broker
+itself. Afterwards every request the
 requesters recorded is checked (`chaos_check`): answered once, logged once by its requester (and
 by its provider), audited once per step; every job the load offered must have been accepted, as
 one request (the holder's system sends each job under one Idempotency-Key, the same when it
@@ -257,16 +258,18 @@ class Killer:
             self.procs.start_platform(int(victim.removeprefix("platform-")),
                                       self.answer_timeout, "info")
         else:
-            self.procs.start(victim, victim, "run")
+            self.procs.start_service(victim)
 
 
 def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     """The kill order: platform instances in turn, between them a holder's server, the audit
-    consumer or the broker; one of each kind first (the broker, slowest back, last of them), so
-    that a short run, or one on a slow machine, still kills every kind."""
+    consumer, the broker, the registry or the authority; a holder's server, the audit consumer
+    and the broker first (the broker, slowest back, last of them), so that a short run, or one on
+    a slow machine, still kills each of the processes a linkage request goes through, then the
+    registry and the authority, which a binding goes through."""
     servers = [f"holder-{h}" for h in holders]
     random.Random(seed).shuffle(servers)
-    others = [*servers[:1], "audit", BROKER, *servers[1:]]
+    others = [*servers[:1], "audit", BROKER, "registry", "authority", *servers[1:]]
     platforms = [f"platform-{n}" for n in range(1, instances + 1)]
     return [victim for pair in zip(itertools.cycle(platforms), others, strict=False)
             for victim in pair]

@@ -36,8 +36,9 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
               show_default=True)
 def crash(seconds: float, rate: float, instances: int, every: float, residents: int,
           seed: int, out: Path) -> None:
-    """Kill -9 platform instances, holders' servers, the audit consumer and the broker in turn
-    under load (in <state>/chaos-crash, loopback only); count what was lost or doubled."""
+    """Kill -9 platform instances, holders' servers, the audit consumer, the broker, the registry
+    and the authority in turn under load (in <state>/chaos-crash, loopback only); count what was
+    lost or doubled."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
     result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate, residents,
                                          instances, every, seed))

@@ -28,6 +28,9 @@ from renkei import sqlite
 from renkei.state import state_dir
 from renkei.tether import GRACE_SECONDS, tethered
 
+# the services around the platform, each by its name and the command that runs it
+SERVICES = {"registry": ("registry", "serve"), "authority": ("authority", "serve"),
+            "audit": ("audit", "run")}
 CONSENT = 0.9  # share of a private holder's people who gave consent
 MADE_BY = "made_by"  # the registry's meta key naming what made it; a town's says TOWN
 TOWN = "renkei town"
@@ -134,6 +137,10 @@ class Processes:
         self.running[name] = proc
         return proc
 
+    def start_service(self, name: str) -> subprocess.Popen[bytes]:
+        """One of SERVICES, by its name."""
+        return self.start(name, *SERVICES[name])
+
     def stop(self, name: str, timeout: float = GRACE_SECONDS) -> None:
         self._stop([self.running.pop(name)], timeout)
 
@@ -180,9 +187,8 @@ def services(platform_instances: int = 1, answer_timeout: float = 30.0,
     try:
         for n in range(1, platform_instances + 1):
             procs.start_platform(n, answer_timeout, loglevel)
-        procs.start("registry", "registry", "serve")
-        procs.start("authority", "authority", "serve")
-        procs.start("audit", "audit", "run")
+        for name in SERVICES:
+            procs.start_service(name)
         started = time.monotonic()
         asyncio.run(ping(probe, within=120))
         procs.ready_after = time.monotonic() - started
