@@ -55,10 +55,14 @@ class Context:
         latest = now if last_event is None else min(last_event, now)
         return latest - self.answer_timeout - self.replay_window - 2 * self.clock_skew
 
-    def active(self, holder: str) -> bool:
-        """In the directory and not marked inactive there: a holder taken out is neither
-        answered nor answers."""
-        return (entry := self.directory.get(holder)) is not None and entry.active
+    def active(self, holder: str, at: datetime | None = None) -> bool:
+        """In the directory and not marked inactive there as of `at`, the broker's time of what
+        is judged (None: now): a holder taken out is neither answered nor answers. Judged so, a
+        message is judged alike by every instance, whenever it reads it; one made inactive at a
+        time not known (inactive_since None) is inactive at every time."""
+        entry = self.directory.get(holder)
+        return entry is not None and (entry.active or (
+            at is not None and entry.inactive_since is not None and at < entry.inactive_since))
 
     def unit(self, holder: str) -> UnitEpoch:
         """The link-code unit and key epoch of a holder in the directory."""

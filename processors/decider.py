@@ -419,15 +419,17 @@ def _unreadable(o: Outcome, now: datetime) -> list[Send]:
 def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: datetime,
              ctx: Context) -> list[Send]:
     """The answer to its requester, and in the access log; relayed to no one if the requester is
-    no longer an active holder in the directory by now (made so since linkage checked it, or
-    while the answer was held for its request): that decision goes to the decider's topic first
-    (the request settled, in its order), with the TIMED_OUT that ends the request in the access
-    log, and is made as it is read back (on_ended), once the answer's offset is committed
-    (Platform.ends_ahead), so an owner replaying the answer after a crash never relays what
-    another refused, nor one replaying that decision asks the directory again. A provider made
-    inactive since is not asked again: it answered while active, and its requester, told nothing
-    else now that its request is settled, is answered."""
-    if not ctx.active(state.requester):
+    no longer an active holder in the directory as of the answer's broker time (made so since
+    linkage checked it, or while the answer was held for its request; Context.active), so an
+    owner reading the answer again after one relayed it and crashed before its record landed
+    relays it too, the requester made inactive since or not: that decision goes to the
+    decider's topic first (the request settled, in its order), with the TIMED_OUT that ends the
+    request in the access log, and is made as it is read back (on_ended), once the answer's
+    offset is committed (Platform.ends_ahead), so an owner replaying the answer after a crash
+    never relays what another refused, nor one replaying that decision asks the directory
+    again. A provider made inactive since is not asked again: it answered while active, and its
+    requester, told nothing else now that its request is settled, is answered."""
+    if not ctx.active(state.requester, o.answered_at):
         log.info("the answer to request %s is relayed to no one: %s is no longer an active "
                  "holder in the directory", o.request_id, state.requester)
         return [to_decider(o.request_id,
@@ -469,8 +471,9 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
 
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
     """The timeout to its requester, and in the access log; to no one (logged) if the requester
-    is no longer an active holder in the directory, as an answer to it would not be relayed."""
-    if not ctx.active(state.requester):
+    is no longer an active holder in the directory as of the deadline, as an answer to it would
+    not be relayed."""
+    if not ctx.active(state.requester, state.deadline):
         log.info("request %s timed out: its requester %s is no longer an active holder in the "
                  "directory: no one is told", state.request_id, state.requester)
         return [_answered(state, TIMED_OUT, now)]

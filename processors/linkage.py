@@ -8,6 +8,7 @@ checked against their ticket, which carries both link codes, and rewritten B →
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from processors import decider
 from processors.access_log import ANSWER, LINKAGE
@@ -137,7 +138,8 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
         elif answer.status not in PROVIDER_STATUSES:
             out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer",
                                   ticket)
-        elif (gone := _inactive(ctx, ticket.requester, item.holder)) is not None:
+        elif (gone := _inactive(ctx, item.incoming.timestamp, ticket.requester,
+                                item.holder)) is not None:
             out += _refuse_answer(item, "UNKNOWN_HOLDER", f"{gone} is no longer an active holder "
                                   "in the directory: the answer is relayed to no one", ticket)
         elif answer.link_code != ticket.link_b:
@@ -148,14 +150,15 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
                                     ticket.pattern_id, ticket.data_type, answer.status,
                                     answer.sealed_payload)
             out.append(decider.to_decider(answer.request_id, Outcome(
-                answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline)))
+                answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline,
+                answered_at=item.incoming.timestamp)))
     return out
 
 
-def _inactive(ctx: Context, *holders: str) -> str | None:
-    """The first of the holders gone from the directory or marked inactive there (None: each
-    is active, Context.active)."""
-    return next((h for h in holders if not ctx.active(h)), None)
+def _inactive(ctx: Context, at: datetime, *holders: str) -> str | None:
+    """The first of the holders gone from the directory or marked inactive there as of `at`
+    (None: each is active then, Context.active)."""
+    return next((h for h in holders if not ctx.active(h, at)), None)
 
 
 def _req(item: FromHolder) -> LinkageRequest:

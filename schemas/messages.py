@@ -235,6 +235,7 @@ class HolderEntry:
     active: bool
     updated_at: datetime
     signing_key: bytes | None = None  # Ed25519, its answer sessions' (None from v1: unsigned)
+    inactive_since: datetime | None = None  # broker time it was made inactive (None: not known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +290,7 @@ class Outcome:
     answer: bytes
     deadline: datetime | None = None  # its ticket's (None from v1)
     ended: bytes | None = None  # its request's TIMED_OUT access-log event: relayed to no one
+    answered_at: datetime | None = None  # the answer's broker time (None before v4)
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,21 @@ def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refuse
     assert CODEC.decode(relayed.value, Outcome).request_id == "X"
 
 
+def test_an_answer_read_again_after_its_requester_was_made_inactive_is_judged_at_its_time(
+        ctx: Context) -> None:
+    """An answer relayed, its requester then made inactive, was refused (UNKNOWN_HOLDER) when
+    read again from its outbox after a crash, though its requester had it: each holder is
+    judged as of the answer's broker time, the same at every reading."""
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    answered = T0 + timedelta(seconds=1)
+    for gone in ("kodomo", "town"):
+        since = replace(ctx.directory[gone], active=False,
+                        inactive_since=answered + timedelta(milliseconds=1))
+        later = replace(ctx, directory={**ctx.directory, gone: since})
+        relayed, = _answer(pending, "town", answered, 2, later)
+        assert CODEC.decode(relayed.value, Outcome).answered_at == answered
+
+
 def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:
     """A decider owning the partition of request "X", with nothing in it yet."""
     decider_ = decider.Decider()

@@ -193,6 +193,19 @@ def test_a_requester_no_longer_active_is_not_sent_its_timeout_which_is_logged(
                                    "active holder in the directory: no one is told"]
 
 
+def test_a_requester_made_inactive_after_its_deadline_is_told_its_timeout_by_every_owner(
+        ctx: Context) -> None:
+    """An owner replaying a sweep after its requester was made inactive told it nothing, though
+    the owner before had told it its timeout: the requester is judged as of the deadline."""
+    state = _decided(_pending(ctx), None, ctx).state
+    assert isinstance(state, RequestState)
+    since = replace(ctx.directory["nenkin"], active=False,
+                    inactive_since=state.deadline + timedelta(seconds=1))
+    due = decider.on_deadline(state, NOW + timedelta(seconds=31),
+                              replace(ctx, directory={**ctx.directory, "nenkin": since}))
+    assert _topics(due.effects) == [topics.inbox("nenkin"), topics.AUDIT]
+
+
 def test_an_answer_after_the_timeout_is_refused_to_its_provider_and_a_relayed_ones_copy_not(
         ctx: Context) -> None:
     """An answer whose ticket held when the broker took it, read after the sweep that timed its

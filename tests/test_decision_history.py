@@ -471,6 +471,33 @@ async def test_an_answer_relayed_to_no_one_is_refused_only_once_its_offset_is_co
     assert not decisions.statuses(), "the requester is told nothing, as the access log says"
 
 
+async def test_an_answer_relayed_before_its_requester_was_made_inactive_is_relayed_by_every_owner(
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
+    """The owner relayed an answer at once, its requester active; the requester was then made
+    inactive and the owner crashed before the answer's record landed: the next owner, reading
+    the answer again from its outbox, found the requester inactive and refused the answer to
+    its provider, though the requester got it (the access log keeping FOUND). Each owner judges
+    the requester as of the answer's broker time: the next relays it again (a copy, dropped)."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    first = decisions.owner(committed=0)
+    decisions.land([decider.to_decider("r-1", _pending(ctx, received=received))], received)
+    committed = decisions.read(first, 0)
+    answer = replace(_answer(), answered_at=received)
+    effects, _ = first._at_once([decider.to_decider("r-1", answer)], received, decisions.ctx)
+    decisions.sent(effects)  # relayed; the owner crashed before the answer's record landed
+    assert decisions.statuses() == {"FOUND"}, "relayed while its requester was active"
+    inactive = replace(ctx.directory["nenkin"], active=False,
+                       inactive_since=received + timedelta(seconds=1))
+    decisions.ctx = replace(ctx, directory={**ctx.directory, "nenkin": inactive})
+    second = decisions.owner(committed)
+    effects, decided = second._at_once([decider.to_decider("r-1", answer)], received,
+                                       decisions.ctx)
+    decisions.land(decisions.sent(effects) + decided, received)
+    decisions.read(second, committed)
+    assert not decisions.refused(), "its provider is not told the answer went to no one"
+    assert decisions.statuses() == {"FOUND"}
+
+
 async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
         platform: object, ctx: Context, decisions: _Decisions) -> None:
     """The owner held at once an answer to a request it did not know, while its sweep (timing
