@@ -56,7 +56,8 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
                unit: str | None = None, private: bool | None = None,
                move_unit: bool = False, share_unit: bool = False) -> HolderEntry:
     """A holder's entry as (re-)registered: one in the directory already keeps its link-code
-    unit (at the unit's key epoch) and its private flag unless given, and moves to another
+    unit (at the unit's key epoch), its private flag unless given, and its being inactive (and
+    since when: registering does not resume a suspended holder), and moves to another
     unit only with `move_unit` (else UnitMove); a new one gets its own unit unless given, and
     not one other holders are in (else UnitTaken); it joins another holder's own unit only
     with `share_unit` (else UnitTaken); never under the services' role (else ReservedRole)."""
@@ -78,7 +79,9 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
                         f"as its own unit {holder} would be given their link codes; register it "
                         f"under another id, or give --unit {holder} if it is to share theirs")
     unit = unit or holder
-    return holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
+    entry = holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
+    return entry if before is None else replace(entry, active=before.active,
+                                                inactive_since=before.inactive_since)
 
 
 def _not_anothers_own(directory: Mapping[str, HolderEntry], holder: str, unit: str) -> None:

@@ -343,6 +343,17 @@ def test_a_holder_registered_again_keeps_its_unit_and_private_flag_unless_given(
     assert (new.link_unit, new.key_epoch, new.private) == ("town", 0, False)
 
 
+def test_a_holder_made_inactive_and_registered_again_stays_inactive(state: Path) -> None:
+    """An inactive holder registered again (its name corrected) was made active again, its
+    directory entry built anew: it keeps being inactive, and since when."""
+    since = NOW + timedelta(minutes=1)
+    entries = {"clinic": replace(_keyed(_entry("clinic", "clinic", 0)), active=False,
+                                 inactive_since=since)}
+    again = directory.registered(entries, "clinic", "北町クリニック", "municipality")
+    assert (again.active, again.inactive_since) == (False, since)
+    assert directory.changes(entries["clinic"], again) == ["name clinic → 北町クリニック"]
+
+
 def _keyed(entry: HolderEntry) -> HolderEntry:
     """The entry with its holder's sealing and signing keys, as registering it now gives."""
     return replace(entry, public_key=sealing.public_bytes(sealing.key_of(entry.holder_id)),
