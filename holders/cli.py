@@ -76,6 +76,29 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
 
 @holder_cli.command()
 @click.argument("holder")
+@click.option("--reason", required=True, callback=stated,
+              help="why its access is withdrawn (said with the suspension, e.g. a breach)")
+def suspend(holder: str, reason: str) -> None:
+    """Suspend a holder: its requests and requests to it are refused, answers to or from it
+    relayed to no one, until it is resumed."""
+    entry = asyncio.run(directory.suspend(holder))
+    since = (f"at {entry.inactive_since.isoformat()} (broker time)" if entry.inactive_since
+             else "(the directory topic is not stamped by the broker: answers are judged as "
+                  "to an inactive holder whenever they came; run `renkei broker provision`)")
+    click.echo(f"suspended {holder} ({entry.name}) {since}: its requests and requests to it "
+               f"are refused until `renkei holder resume {holder}`; reason: {reason}")
+
+
+@holder_cli.command()
+@click.argument("holder")
+def resume(holder: str) -> None:
+    """Resume a suspended holder: it requests and provides again."""
+    entry = asyncio.run(directory.resume(holder))
+    click.echo(f"resumed {holder} ({entry.name}): it requests and provides again")
+
+
+@holder_cli.command()
+@click.argument("holder")
 @port_option(0)
 def run(holder: str, port: int) -> None:
     """Run a holder's communication server until stopped; its URL and bearer token go to

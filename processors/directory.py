@@ -8,10 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from audit.events import from_millis
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, provisioned, running
 from processors import keys, patterns
 from renkei import sealing
+from renkei.broker_time import LOG_APPEND_TIME
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, producer_for
@@ -36,6 +38,11 @@ class UnitTaken(ValueError):
     """A holder put into a link-code unit of other holders' own (a new one's id they are in, or
     another holder's id it is in): it would be given their link codes without anyone having
     said it is to share their unit."""
+
+
+class NotSuspendable(ValueError):
+    """Not a holder in the directory, or one already in the state asked for (suspended or
+    active)."""
 
 
 class ReservedRole(ValueError):
@@ -141,6 +148,50 @@ async def publish_patterns(versions: Sequence[LegalPattern]) -> list[LegalPatter
     changed = [p for p in versions if there.get(patterns.key(p)) != p]
     await _delivered(access, [send(topics.PATTERNS, patterns.key(p), p) for p in changed])
     return changed
+
+
+async def suspend(holder: str) -> HolderEntry:
+    """Make a holder inactive: neither its requests nor requests to it are approved, and an
+    answer to or from it dated (by the broker) from then on is relayed to no one. Its entry is
+    published inactive, then stamped with that record's broker append time (inactive_since),
+    which every platform instance judges answers by; on a directory topic the broker does not
+    stamp (not brought to spec yet) it stays inactive since a time not known, so inactive
+    whenever (Context.active). NotSuspendable for a holder not in the directory or already
+    suspended."""
+    access = KafkaAccess.of(config.ADMIN)
+    entry = _of_state(await current(access), holder, active=True)
+    inactive = replace(entry, active=False, inactive_since=None, updated_at=datetime.now(UTC))
+    async with running(producer_for(access), access) as producer:
+        landed = await (await producer.send(topics.DIRECTORY, CODEC.encode(inactive),
+                                            key=holder.encode()))
+        if landed.timestamp_type != LOG_APPEND_TIME:
+            return inactive
+        stamped = replace(inactive, inactive_since=from_millis(landed.timestamp))
+        await deliver(producer, [send(topics.DIRECTORY, holder, stamped)])
+    return stamped
+
+
+async def resume(holder: str) -> HolderEntry:
+    """Make a suspended holder active again (NotSuspendable for one not in the directory or
+    not suspended)."""
+    access = KafkaAccess.of(config.ADMIN)
+    entry = _of_state(await current(access), holder, active=False)
+    resumed = replace(entry, active=True, inactive_since=None, updated_at=datetime.now(UTC))
+    await _delivered(access, [send(topics.DIRECTORY, holder, resumed)])
+    return resumed
+
+
+def _of_state(directory: Mapping[str, HolderEntry], holder: str, active: bool) -> HolderEntry:
+    """The entry of a holder in the directory that is active (or not, as `active` says), else
+    NotSuspendable."""
+    entry = directory.get(holder)
+    if entry is None or entry.role == SERVICE:
+        raise NotSuspendable(f"no holder {holder!r} is in the holder directory")
+    if entry.active != active:
+        raise NotSuspendable(f"{holder} is already {'suspended' if active else 'active'}"
+                             + (f" (since {entry.inactive_since.isoformat()})"
+                                if entry.inactive_since else ""))
+    return entry
 
 
 async def _delivered(access: KafkaAccess, sends: Sequence[Send]) -> None:

@@ -74,7 +74,13 @@ def _said(exc: Exception) -> str | None:
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
     from broker.provision import NotAHolder, ProvisioningFailed
-    from processors.directory import NotAPrivateHolder, ReservedRole, UnitMove, UnitTaken
+    from processors.directory import (
+        NotAPrivateHolder,
+        NotSuspendable,
+        ReservedRole,
+        UnitMove,
+        UnitTaken,
+    )
     from processors.keys import KeysMissing
     from processors.patterns import BadPatternFile
     from registry.store import NoRegistry, RegistryExists
@@ -87,7 +93,7 @@ def _said(exc: Exception) -> str | None:
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
             UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
-            ProvisioningFailed, jars.FetchFailed, process.BrokerError)
+            ProvisioningFailed, jars.FetchFailed, process.BrokerError, NotSuspendable)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -107,7 +113,8 @@ class _Commands(Named):
     another user's that others may read, a registry missing or not to be
     replaced, a holder id not registered, a consent to one not a private holder, a registered
     holder moved to another link-code unit unasked, a holder put into a unit others are in
-    unasked or under the services' role, no key store, an audit store that cannot be opened or
+    unasked or under the services' role, a holder to suspend or resume not in the directory or
+    already so, no key store, an audit store that cannot be opened or
     that lost entries the audit consumer appended, an audit consumer's commit note the head key
     did not sign, a bad pattern file, a sealing key damaged or not the directory's, a port in
     use or a file or folder that cannot be made or read (named) is said in one line (no
