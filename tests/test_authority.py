@@ -711,6 +711,21 @@ def test_a_store_that_is_no_database_is_said_in_one_line(
     assert f"at {garbage}: file is not a database" in run.output
 
 
+@pytest.mark.parametrize("args", [["status"], ["number-of"], ["change-number", "--reason", "lost"],
+                                  ["lookup", "--holder", "city-a", "--purpose", "tax"]])
+def test_an_empty_file_is_no_authority_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """A --db mistyped to an empty file passed for a store: `status` said 'issued 0', a look-up
+    was logged there, and the file was made into a store."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    run = CliRunner().invoke(authority_cli, [*args, "--db", str(empty)], input="12345678906")
+    assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.exception
+    assert f"no authority store at {empty}" in run.output
+    assert empty.stat().st_size == 0 and not list(tmp_path.glob("empty.db-*"))
+
+
 def _numbered_town(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, str]:
     """A registry of three residents in the state folder `tmp_path`, each numbered by
     `assign-all`; the CLI's runner and a resident's code."""
