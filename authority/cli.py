@@ -15,6 +15,8 @@ from authority.check_digit import keyed
 from authority.service import NumberingAuthority, UnknownResident
 from registry import store as registry_store
 from registry.cli import open_registry
+from registry.resident_code import NOT_RESIDENT
+from registry.resident_code import is_valid as is_resident_code
 from renkei import personal_input, sqlite
 from renkei.options import stated
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
@@ -110,6 +112,16 @@ def _withdrawn(authority: NumberingAuthority) -> str:
             "keeping theirs" if authority.withdrawn else "")
 
 
+def _resident_code() -> str:
+    """The resident code read as keyed (full-width digits, spaces between groups); one that is no
+    resident code a usage error, as the registry's `lookup` says it (not echoed: a code mistyped
+    is still one)."""
+    resident_code = keyed(personal_input.read_one(RESIDENT_CODE))
+    if not is_resident_code(resident_code):
+        raise click.BadParameter(NOT_RESIDENT)
+    return resident_code
+
+
 @authority_cli.command("change-number", cls=OnStdin)
 @click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
 @DB_OPTION
@@ -121,7 +133,7 @@ def change_number(reason: str, db: Path | None) -> None:
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
-    resident_code = keyed(personal_input.read_one(RESIDENT_CODE))
+    resident_code = _resident_code()
     with _authority(db, existing=True) as authority:
         try:
             number = authority.change_number(resident_code, reason)
@@ -137,7 +149,7 @@ def number_of(db: Path | None) -> None:
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
-    resident_code = keyed(personal_input.read_one(RESIDENT_CODE))
+    resident_code = _resident_code()
     with _authority(db, existing=True) as authority:
         number = authority.number_of(resident_code)
     if number is None:

@@ -720,7 +720,7 @@ def test_an_empty_file_is_no_authority_store(
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     empty = tmp_path / "empty.db"
     empty.touch()
-    run = CliRunner().invoke(authority_cli, [*args, "--db", str(empty)], input="12345678906")
+    run = CliRunner().invoke(authority_cli, [*args, "--db", str(empty)], input="12345678919")
     assert run.exit_code == 1 and isinstance(run.exception, SystemExit), run.exception
     assert f"no authority store at {empty}" in run.output
     assert empty.stat().st_size == 0 and not list(tmp_path.glob("empty.db-*"))

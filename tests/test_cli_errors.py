@@ -360,9 +360,9 @@ def test_a_cluster_whose_last_nodes_would_be_past_the_last_port_is_refused(
 
 
 @pytest.mark.parametrize(("args", "given"), [
-    (("authority", "status"), ""), (("authority", "number-of"), "12345678906"),
+    (("authority", "status"), ""), (("authority", "number-of"), "12345678919"),
     (("authority", "lookup", "--holder", "city-a", "--purpose", "tax"), "123456789018"),
-    (("authority", "change-number", "--reason", "lost"), "12345678906"),
+    (("authority", "change-number", "--reason", "lost"), "12345678919"),
     (("authority", "serve"), "")])  # an empty one made would answer that nobody has a number
 def test_reading_an_authority_store_that_is_not_there_makes_none(
         tmp_path: Path, args: tuple[str, ...], given: str) -> None:
@@ -568,12 +568,17 @@ def test_an_officer_card_of_a_role_not_its_holders_is_refused(
         assert not list(state.rglob("*.card.json"))
 
 
+@pytest.mark.parametrize("command", [("registry", "lookup"), ("authority", "number-of"),
+                                     ("authority", "change-number", "--reason", "lost")])
 @pytest.mark.parametrize("code", ["garbage", "1234567890", "12345678901"])
-def test_a_malformed_resident_code_is_a_usage_error(tmp_path: Path, code: str) -> None:
-    """Not '0 resident(s)' (exit 0), as if a resident code no one has had been looked up."""
+def test_a_malformed_resident_code_is_a_usage_error(
+        tmp_path: Path, command: tuple[str, ...], code: str) -> None:
+    """Not '0 resident(s)' (exit 0), as if a resident code no one has had been looked up; the
+    authority's commands said 'no personal number for that resident code' (exit 1)."""
     env = {STATE_ENV: str(tmp_path / "state")}
     renkei("registry", "generate", "--residents", "5", env=env)
-    run = renkei("registry", "lookup", env=env, check=False, input=code)
+    renkei("authority", "assign-all", env=env)
+    run = renkei(*command, env=env, check=False, input=code)
     assert run.returncode == 2, run.stdout
     said_in_one_line(run.stderr, "not a resident code: 11 digits with a valid check digit")
     assert code not in run.stderr
