@@ -82,6 +82,15 @@ def _registry(path: Path | None) -> Iterator[registry_store.RegistryStore]:
         registry.close()
 
 
+@contextmanager
+def _following(db: Path | None, registry: Path | None) -> Iterator[NumberingAuthority]:
+    """The authority over its numbered store, the registry's code changes followed first (as
+    `assign-all` follows them before numbering): a resident's new code has their number."""
+    with _authority(db, existing=True) as authority, _registry(registry) as residents:
+        authority.follow_registry(residents)
+        yield authority
+
+
 @authority_cli.command("assign-all")
 @REGISTRY_OPTION
 @DB_OPTION
@@ -124,17 +133,19 @@ def _resident_code() -> str:
 
 @authority_cli.command("change-number", cls=OnStdin)
 @click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
+@REGISTRY_OPTION
 @DB_OPTION
-def change_number(reason: str, db: Path | None) -> None:
+def change_number(reason: str, registry: Path | None, db: Path | None) -> None:
     """A resident's request for a new personal number (the old one is retired for good), at the
     authority itself: it is in the authority's history, not the resident's access log, which
     only My Portal can write to (it alone turns codes into ID codes); at a municipal counter,
-    staff use the portal's counter, which logs it.
+    staff use the portal's counter, which logs it. The registry's code changes are followed
+    first.
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
     resident_code = _resident_code()
-    with _authority(db, existing=True) as authority:
+    with _following(db, registry) as authority:
         try:
             number = authority.change_number(resident_code, reason)
         except UnknownResident as exc:
@@ -143,14 +154,15 @@ def change_number(reason: str, db: Path | None) -> None:
 
 
 @authority_cli.command("number-of", cls=OnStdin)
+@REGISTRY_OPTION
 @DB_OPTION
-def number_of(db: Path | None) -> None:
-    """Notify a resident of their personal number.
+def number_of(registry: Path | None, db: Path | None) -> None:
+    """Notify a resident of their personal number (the registry's code changes followed first).
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
     resident_code = _resident_code()
-    with _authority(db, existing=True) as authority:
+    with _following(db, registry) as authority:
         number = authority.number_of(resident_code)
     if number is None:
         raise click.ClickException("no personal number for that resident code")

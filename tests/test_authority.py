@@ -885,6 +885,28 @@ def test_assign_all_after_a_code_change_moves_the_number_and_issues_none(
     store.close()
 
 
+def test_number_of_and_change_number_follow_the_registrys_code_changes_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resident whose code changed in the registry, the change not followed yet, was told their
+    new code had no personal number, and could not be given a new one, until someone ran `follow`,
+    `assign-all` or `serve`."""
+    runner, old = _numbered_town(tmp_path, monkeypatch)
+    number = runner.invoke(authority_cli, ["number-of"], input=old).output.strip()
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    new = change_code(registry, old)
+    told = runner.invoke(authority_cli, ["number-of"], input=new)
+    assert (told.exit_code, told.output.strip()) == (0, number), told.output
+    assert runner.invoke(authority_cli, ["number-of"], input=old).exit_code == 1
+    newer = change_code(registry, new)
+    registry.close()
+    changed = runner.invoke(authority_cli, ["change-number", "--reason", "lost"], input=newer)
+    assert changed.exit_code == 0, changed.output
+    store = AuthorityStore(tmp_path / "authority" / "authority.db")
+    assert [e.kind for e in store.history(newer)] == ["code-followed", "number-changed"]
+    assert store.counts() == {"issued": 4, "current": 3, "retired": 1, "lookups": 0}
+    store.close()
+
+
 def test_following_a_change_whose_new_code_was_numbered_keeps_the_old_number(
         tmp_path: Path, store: AuthorityStore) -> None:
     """A store numbered before the fix gave the new code a number of its own: following the change
