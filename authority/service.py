@@ -57,6 +57,13 @@ class TicketShown:
     expires: Mark | None = None
 
 
+def shape(presented: str) -> str:
+    """What the look-up log keeps of what was presented as a number and is none: its length,
+    never its text (a holder may send anything there: a name, a phone number, a whole record)."""
+    digits = presented.isascii() and presented.isdigit()
+    return f"{len(presented)} {'digits' if digits else 'characters'}"
+
+
 def draw_number() -> str:
     return with_check_digit(f"{secrets.randbelow(10 ** 11):011d}")
 
@@ -172,17 +179,18 @@ class NumberingAuthority:
                look_up: str | None = None) -> str | None:
         """The resident code behind a current personal number, for a holder that lawfully holds
         it; logged with who asked and why, once for a `look_up` (what identifies it) read again.
-        None for a retired, unknown or malformed number."""
+        None for a retired, unknown or malformed number (logged by its shape alone)."""
         if not holder.strip() or not purpose.strip():
             raise ValueError("a look-up names the holder asking and its purpose")
         resident_code = self._store.resident_of(number) if is_valid(number) else None
+        kept = number
         if resident_code is not None:
             outcome = "found"
         elif not is_valid(number):
-            outcome = "malformed"
+            outcome, kept = "malformed", shape(number)
         else:
             outcome = "retired" if self._store.was_issued(number) else "unknown"
-        self._store.record_lookup(self._clock(), holder, purpose, number, outcome, look_up)
+        self._store.record_lookup(self._clock(), holder, purpose, kept, outcome, look_up)
         return resident_code
 
     def counts(self) -> dict[str, int]:

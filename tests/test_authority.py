@@ -619,11 +619,27 @@ def test_every_lookup_is_logged_with_who_and_why(store: AuthorityStore) -> None:
     for presented, _ in asked:
         authority.lookup(presented, "tax-office", "income check")
     log = store.lookups()
-    assert [(e.number, e.outcome) for e in log] == asked
+    assert [(e.number, e.outcome) for e in log] == [
+        *asked[:3], ("12 digits", "malformed"), ("11 digits", "malformed")]
     assert all((e.holder, e.purpose) == ("tax-office", "income check") for e in log)
     with pytest.raises(ValueError):
         authority.lookup(number, "tax-office", " ")
     assert len(store.lookups()) == len(asked)
+
+
+def test_a_malformed_lookup_is_logged_by_its_shape_not_what_was_sent(tmp_path: Path) -> None:
+    """The log kept whatever a holder sent as a number, however long: a name and address, a
+    phone number, stored in the authority's store in plaintext for good."""
+    path = tmp_path / "authority.db"
+    store = AuthorityStore(path)
+    sent = ["山田 太郎 東京都千代田区1-1 " * 10_000, "09012345678"]
+    for presented in sent:
+        assert NumberingAuthority(store).lookup(presented, "tax-office", "income check") is None
+    assert [(e.number, e.outcome) for e in store.lookups()] == [
+        (f"{len(sent[0])} characters", "malformed"), ("11 digits", "malformed")]
+    store.close()
+    kept = b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    assert "山田".encode() not in kept and b"09012345678" not in kept and len(kept) < 100_000
 
 
 def test_a_store_from_before_lookups_were_logged_once_keeps_its_log(tmp_path: Path) -> None:
