@@ -286,6 +286,12 @@ def years_before(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year - years, day=28)
 
 
+def retention_cutoff(now: datetime) -> datetime:
+    """The time before which a log's entries (the holders', the numbering authority's look-ups)
+    are past the access log's retention (RETENTION_YEARS)."""
+    return years_before(now, RETENTION_YEARS)
+
+
 def beyond_retention(event: AccessLogEvent, cutoff: datetime | None) -> bool:
     """Is the event older than the last purge's `cutoff` (None: no purge yet)? The store logs
     no such event (append_many), and lacks none (audit recommit)."""

@@ -6,10 +6,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from audit.store import RETENTION_YEARS, retention_cutoff
 from authority import store as authority_store
 from authority.check_digit import keyed
 from authority.service import NumberingAuthority, UnknownResident
@@ -186,6 +188,17 @@ def lookup(holder: str, purpose: str, db: Path | None) -> None:
     if resident_code is None:
         raise click.ClickException("no current personal number like that (the look-up is logged)")
     click.echo(resident_code)
+
+
+@authority_cli.command(help=f"Forget the look-ups logged more than {RETENTION_YEARS} years ago "
+                       "(the access log's retention).")
+@DB_OPTION
+def purge(db: Path | None) -> None:
+    """Forget the look-ups logged past the access log's retention."""
+    cutoff = retention_cutoff(datetime.now(UTC))
+    with _authority(db, existing=True) as authority:
+        forgotten = authority.forget_before(cutoff)
+    click.echo(f"{forgotten:,} look-ups logged before {cutoff.date().isoformat()} forgotten")
 
 
 @authority_cli.command()

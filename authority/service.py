@@ -193,6 +193,10 @@ class NumberingAuthority:
         self._store.record_lookup(self._clock(), holder, purpose, kept, outcome, look_up)
         return resident_code
 
+    def forget_before(self, cutoff: datetime) -> int:
+        """Forget the look-ups logged before `cutoff`, a batch a transaction; how many."""
+        return sum(self._store.forget_before(cutoff))
+
     def counts(self) -> dict[str, int]:
         """Numbers issued, current and retired; look-ups logged."""
         return self._store.counts()

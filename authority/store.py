@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS tickets_used (
 );
 """
 LOGGED_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS lookups_logged_once ON lookups (look_up)"
+LOGGED_AT = "CREATE INDEX IF NOT EXISTS lookups_logged_at ON lookups (at)"  # for forget_before
+# the look-ups logged before :before forget_before deletes in one transaction, oldest first
+FORGET = ("DELETE FROM lookups WHERE seq IN "
+          "(SELECT seq FROM lookups WHERE at < :before ORDER BY at LIMIT :rows)")
 FORGOTTEN = """CREATE TABLE tickets_forgotten (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     through INTEGER NOT NULL
@@ -116,6 +120,7 @@ class AuthorityStore:
         sqlite.with_columns(self._db, "tickets_used", sqlite.MARKED)
         sqlite.with_columns(self._db, "lookups", ("look_up TEXT",))
         self._db.execute(LOGGED_ONCE)
+        self._db.execute(LOGGED_AT)
         if not self._has_forgotten():
             with sqlite.writing(self._db):  # the mark's table made with its mark, or neither
                 if not self._has_forgotten():  # not made meanwhile, by another process
@@ -184,6 +189,18 @@ class AuthorityStore:
             self._db.execute("INSERT INTO lookups (at, holder, purpose, number, outcome, look_up) "
                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (look_up) DO NOTHING",
                              (at.isoformat(), holder, purpose, number, outcome, look_up))
+
+    def forget_before(self, cutoff: datetime) -> Iterator[int]:
+        """Delete the look-ups logged before `cutoff`, sqlite.BATCH a transaction, oldest first,
+        each count yielded once committed, until none is left (as a holder's store forgets its
+        access log past the retention)."""
+        told = {"before": cutoff.isoformat(), "rows": sqlite.BATCH}
+        while True:
+            with sqlite.writing(self._db):
+                count = self._db.execute(FORGET, told).rowcount
+            if not count:
+                return
+            yield count
 
     def answered(self, request_id: str) -> str | None:
         """The number a request for a new number was given; None if it was not answered yet."""

@@ -13,11 +13,11 @@ from typing import TypeVar
 
 import click
 
-from audit.store import RETENTION_YEARS
+from audit.store import RETENTION_YEARS, retention_cutoff
 from broker import provision
 from holders import imports
 from holders.imports import Refused
-from holders.store import Forgotten, HolderStore, default_path, retention_cutoff
+from holders.store import Forgotten, HolderStore, default_path
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, TypeVar
 import uuid6
 from aiokafka.errors import KafkaError
 
+from audit.store import retention_cutoff
 from broker import acls, topics
 from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
@@ -35,7 +36,6 @@ from holders.store import (
     KeyInUse,
     Request,
     fields_json,
-    retention_cutoff,
 )
 from processors.context import CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes

@@ -18,7 +18,6 @@ from typing import NamedTuple
 
 import uuid6
 
-from audit.store import RETENTION_YEARS, years_before
 from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
@@ -269,12 +268,6 @@ def _record_row(own_number: str, attributes: FourAttributes,
     """A record as the store keeps it."""
     return (own_number, attributes.name, attributes.address,
             attributes.date_of_birth.isoformat(), int(attributes.sex), personal_number)
-
-
-def retention_cutoff(now: datetime) -> datetime:
-    """The time before which the store's requests and log entries are past the access log's
-    retention (RETENTION_YEARS)."""
-    return years_before(now, RETENTION_YEARS)
 
 
 def _has_query_digest(db: sqlite3.Connection) -> bool:

@@ -642,6 +642,24 @@ def test_a_malformed_lookup_is_logged_by_its_shape_not_what_was_sent(tmp_path: P
     assert "山田".encode() not in kept and b"09012345678" not in kept and len(kept) < 100_000
 
 
+def test_purge_forgets_the_lookups_logged_past_the_retention(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look-up log was never purged, though the access log is kept 7 years: `purge` forgets
+    what was logged before then, a batch a transaction, and keeps the rest."""
+    runner, _ = _numbered_town(tmp_path, monkeypatch)
+    store = AuthorityStore(tmp_path / "authority" / "authority.db")
+    now = datetime.now(UTC)
+    old = 2 * renkei_sqlite.BATCH + 1
+    for at in [now - timedelta(days=7 * 366)] * old + [now - timedelta(days=7 * 365 - 2)]:
+        store.record_lookup(at, "tax-office", "income check", "123456789018", "unknown")
+    run = runner.invoke(authority_cli, ["purge"])
+    assert run.exit_code == 0, run.output
+    assert f"{old:,} look-ups logged before {now.year - 7}-" in run.output
+    assert [e.at for e in store.lookups()] == [now - timedelta(days=7 * 365 - 2)]
+    assert "0 look-ups" in runner.invoke(authority_cli, ["purge"]).output
+    store.close()
+
+
 def test_a_store_from_before_lookups_were_logged_once_keeps_its_log(tmp_path: Path) -> None:
     """A store whose look-up log has no key (lookups from before a look-up read again was logged
     once) is given it when opened, its rows kept: a look-up read twice after them is logged once,
