@@ -182,14 +182,12 @@ class NumberingAuthority:
         None for a retired, unknown or malformed number (logged by its shape alone)."""
         if not holder.strip() or not purpose.strip():
             raise ValueError("a look-up names the holder asking and its purpose")
-        resident_code = self._store.resident_of(number) if is_valid(number) else None
-        kept = number
-        if resident_code is not None:
-            outcome = "found"
-        elif not is_valid(number):
-            outcome, kept = "malformed", shape(number)
+        if not is_valid(number):
+            resident_code, outcome, kept = None, "malformed", shape(number)
         else:
-            outcome = "retired" if self._store.was_issued(number) else "unknown"
+            resident_code, kept = self._store.resident_of(number), number
+            outcome = ("found" if resident_code is not None
+                       else "retired" if self._store.was_issued(number) else "unknown")
         self._store.record_lookup(self._clock(), holder, purpose, kept, outcome, look_up)
         return resident_code
 
