@@ -419,16 +419,17 @@ def _unreadable(o: Outcome, now: datetime) -> list[Send]:
 def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: datetime,
              ctx: Context) -> list[Send]:
     """The answer to its requester, and in the access log; relayed to no one if the requester is
-    no longer an active holder in the directory as of the answer's broker time (made so since
-    linkage checked it, or while the answer was held for its request; Context.active), so an
-    owner reading the answer again after one relayed it and crashed before its record landed
-    relays it too, the requester made inactive since or not: that decision goes to the
-    decider's topic first (the request settled, in its order), with the TIMED_OUT that ends the
-    request in the access log, and is made as it is read back (on_ended), once the answer's
-    offset is committed (Platform.ends_ahead), so an owner replaying the answer after a crash
-    never relays what another refused, nor one replaying that decision asks the directory
-    again. A provider made inactive since is not asked again: it answered while active, and its
-    requester, told nothing else now that its request is settled, is answered."""
+    no longer an active holder in the directory as of the answer's broker time (o.answered_at;
+    made so since linkage checked it, or while the answer was held for its request;
+    Context.active): judged as of that time, an answer one owner relayed before it crashed, its
+    record not landed, is relayed too by the owner reading it again, the requester made
+    inactive since or not. Relayed to no one, that decision goes to the decider's topic first
+    (the request settled, in its order), with the TIMED_OUT that ends the request in the access
+    log, and is made as it is read back (on_ended), once the answer's offset is committed
+    (Platform.ends_ahead), so an owner replaying the answer after a crash never relays what
+    another refused, nor one replaying that decision asks the directory again. A provider made
+    inactive since is not asked again: it answered while active, and its requester, told
+    nothing else now that its request is settled, is answered."""
     if not ctx.active(state.requester, o.answered_at):
         log.info("the answer to request %s is relayed to no one: %s is no longer an active "
                  "holder in the directory", o.request_id, state.requester)
