@@ -2,11 +2,11 @@
 communication servers at a steady rate while, every few seconds, one process is SIGKILLed and
 started again — a platform instance (several share the consumer group), a holder's
 communication server, the audit consumer, the registry, the numbering authority, or the broker
-itself. Afterwards every request the
-requesters recorded is checked (`chaos_check`): answered once, logged once by its requester (and
-by its provider), audited once per step; every job the load offered must have been accepted, as
-one request (the holder's system sends each job under one Idempotency-Key, the same when it
-asks again), and no process may have died by itself or logged a traceback.
+itself. Afterwards every request the requesters recorded is checked (`chaos_check`): answered
+once, logged once by its requester (and by its provider), audited once per step; every job the
+load offered must have been accepted, as one request (the holder's system sends each job under
+one Idempotency-Key, the same when it asks again), and no process may have died by itself or
+logged a traceback.
 
 `run_crash_chaos` does it in a state folder of its own (a one-node broker on free ports) and
 returns a `CrashChaos`; `renkei chaos crash` writes it to results/chaos-crash.json.
