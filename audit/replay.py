@@ -219,8 +219,10 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     # read before the live store's size: the consumer appends a batch, then commits its offset
     report = ReplayReport(acknowledged=(await consumer_commit(access, topic))[0],
                           held=0 if live is None else live.size())
-    report.start, report.end = await offsets(access, topic)  # its events are in the records
-    # before this end: the live store holds no entry of a later one yet
+    # read after the live store's size: its entries are of records before this end. This start
+    # stands for a topic with no records; one that has them starts at its first one read (the
+    # broker may delete more meanwhile)
+    report.start, report.end = await offsets(access, topic)
     async for records in topic_batches(access, topic):
         if not report.records:
             report.start = records[0].offset
