@@ -63,4 +63,4 @@ def _resolved(lookup: NumberLookup, look_up: str, service: NumberingAuthority,
                           lookup.request_id)
     return send(topics.REGISTRY_IN, lookup.request_id, RegistryQuery(
         lookup.request_id, lookup.requester, lookup.private, BY_RESIDENT_CODE, sealed,
-        lookup.source))
+        lookup.source, lookup.requested_at))

@@ -59,10 +59,10 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     if request.by == BY_PERSONAL_NUMBER:
         return [send(topics.AUTHORITY_IN, request.request_id, NumberLookup(
             request.request_id, item.holder, entry.private, request.sealed_query,
-            item.incoming.source))]
+            item.incoming.source, at))]
     return [send(topics.REGISTRY_IN, request.request_id, RegistryQuery(
         request.request_id, item.holder, entry.private, request.by, request.sealed_query,
-        item.incoming.source))]
+        item.incoming.source, at))]
 
 
 def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list[Send]:
@@ -77,19 +77,29 @@ def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list
                         answer.source[:REQUEST_ID_CHARS], answer.requester)
             continue
         relayed, people = _relayed(answer, ctx)
+        at = _logged_at(answer, now)
         out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))
-        out += [_logged(answer, relayed.status, now, ctx, person=person) for person in people] or [
-                _logged(answer, relayed.status, now, ctx, reason=relayed.detail or None)]
+        out += [_logged(answer, relayed.status, at, ctx, person=person) for person in people] or [
+                _logged(answer, relayed.status, at, ctx, reason=relayed.detail or None)]
     return out
 
 
-def _logged(answer: RegistryAnswer, status: str, now: datetime, ctx: Context, *,
+def _logged_at(answer: RegistryAnswer, now: datetime) -> datetime:
+    """When a binding is logged: at the broker's time of its request, as its look-up carried it,
+    so an answer given again (the registry restarted) or read again (the platform restarted) is
+    logged at the same time as the first, the same bytes under the same id; at `now` (the
+    platform's reading of the broker's time) for a look-up that carried none (before v3), or a
+    time after it (which no answer of a request the broker stamped can carry)."""
+    return now if answer.requested_at is None or answer.requested_at > now else answer.requested_at
+
+
+def _logged(answer: RegistryAnswer, status: str, at: datetime, ctx: Context, *,
             person: str | None = None, reason: str | None = None) -> Send:
     """A binding's access-log event, its step naming what it logs (status, and person or reason)
     by a keyed digest, so each answer of its look-up that logs another is kept under an id of its
     own, the audit store dropping the same event of a replay, or of an answer given again."""
     said = _said(ctx.digest_key, answer.requester, status, person or "", reason or "")
-    return logged(answer.request_id, _step(f"binding:{said}", answer), now, BINDING, status,
+    return logged(answer.request_id, _step(f"binding:{said}", answer), at, BINDING, status,
                   answer.requester, reason=reason, person=person)
 
 

@@ -24,9 +24,10 @@ the registry (its resident did not consent) alike: it never tells which numbers 
 
 def answer_of(asked: RegistryQuery | NumberLookup, status: str, detail: str,
               candidates: tuple[RegistryCandidate, ...] = ()) -> RegistryAnswer:
-    """The answer to a look-up, naming its requester and the holder message it came from."""
+    """The answer to a look-up, naming its requester, the holder message it came from and when
+    the broker received that message."""
     return RegistryAnswer(asked.request_id, asked.requester, status, detail, candidates,
-                          asked.source)
+                          asked.source, asked.requested_at)
 
 
 def sent(answer: RegistryAnswer) -> Send:

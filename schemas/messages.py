@@ -145,6 +145,7 @@ class RegistryQuery:
     by: str
     sealed_query: bytes
     source: str = ""  # the holder message it came from ("" from v1)
+    requested_at: datetime | None = None  # the binding request's broker time (None before v3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,7 @@ class RegistryAnswer:
     detail: str
     candidates: tuple[RegistryCandidate, ...]
     source: str = ""  # the holder message its look-up came from ("" from v1)
+    requested_at: datetime | None = None  # its binding request's broker time (None before v3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ class NumberLookup:
     private: bool
     sealed_query: bytes
     source: str = ""  # the holder message it came from ("" from v1)
+    requested_at: datetime | None = None  # the binding request's broker time (None before v3)
 
 
 @dataclass(frozen=True, slots=True)

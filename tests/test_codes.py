@@ -486,6 +486,18 @@ def test_each_answer_a_registry_gives_a_look_up_is_logged_under_its_own_id(
     assert kept == [ctx.codes.id_code(r) for r in (a, b)]
 
 
+@pytest.mark.parametrize(("requested_at", "logged_at"), [
+    (NOW - timedelta(seconds=3), NOW - timedelta(seconds=3)), (None, NOW),
+    (NOW + timedelta(days=1), NOW)], ids=["carried", "before v3", "after the answer"])
+def test_a_binding_is_logged_at_the_time_of_its_request(
+        ctx: Context, requested_at: datetime | None, logged_at: datetime) -> None:
+    """At the broker's time of the request its look-up carried, whichever copy of the answer is
+    read when; at the platform's reading of it for a look-up carrying none, or a time after it."""
+    answer = replace(_registry_answer(*random_codes(1, seed=8)), requested_at=requested_at)
+    _, event = binding.answered([answer], NOW, ctx)
+    assert CODEC.decode(event.value, AccessLogEvent).occurred_at == logged_at
+
+
 @pytest.mark.parametrize("unusable", ["", "12345678918"], ids=["unreadable", "not valid"])
 def test_a_candidate_that_cannot_be_converted_leaves_none_to_bind(
         ctx: Context, unusable: str, caplog: pytest.LogCaptureFixture) -> None:
