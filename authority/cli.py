@@ -14,7 +14,7 @@ import click
 from audit.store import RETENTION_YEARS, retention_cutoff
 from authority import store as authority_store
 from authority.check_digit import keyed
-from authority.service import NumberingAuthority, UnknownResident
+from authority.service import NumberingAuthority, UnknownResident, forgotten_told
 from registry import store as registry_store
 from registry.cli import open_registry
 from registry.resident_code import NOT_RESIDENT
@@ -197,8 +197,7 @@ def purge(db: Path | None) -> None:
     """Forget the look-ups logged past the access log's retention."""
     cutoff = retention_cutoff(datetime.now(UTC))
     with _authority(db, existing=True) as authority:
-        forgotten = authority.forget_before(cutoff)
-    click.echo(f"{forgotten:,} look-ups logged before {cutoff.date().isoformat()} forgotten")
+        click.echo(forgotten_told(authority.forget_before(cutoff), cutoff))
 
 
 @authority_cli.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups, portal
 from authority.cli import numbered, opened
-from authority.service import NumberingAuthority
+from authority.service import NumberingAuthority, forgotten_told
 from broker import acls, cluster, topics
 from registry import store as registry_store
 from registry import tickets
-from renkei import questions, sealing
+from renkei import questions, retention, sealing
 from renkei.envelope import Directory, Send
 from renkei.service_loop import run_service, said_when_up
+from renkei.tasks import cancelled
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,19 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey, changes: Regis
     return with_directory
 
 
+async def keeping_retention(authority: NumberingAuthority,
+                            running: Callable[[asyncio.Event], Awaitable[None]],
+                            ready: asyncio.Event) -> None:
+    """`running(ready)` awaited, the look-ups logged past the access log's retention forgotten
+    meanwhile, at its start (the broker reached or not) and every retention.FORGET_EVERY."""
+    keeping = asyncio.create_task(
+        retention.keep("authority", authority.forget_before, forgotten_told))
+    try:
+        await running(ready)
+    finally:
+        await cancelled(keeping)
+
+
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the authority's store, made by `renkei authority assign-all` "
@@ -90,9 +104,10 @@ def serve(db: Path | None, registry: Path | None) -> None:
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:
         asyncio.run(said_when_up(
-            partial(run_service, acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
-                    "renkei-authority",
-                    serving(authority, sealing.key_of(acls.AUTHORITY), changes, login_key)),
+            partial(keeping_retention, authority, partial(
+                run_service, acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
+                "renkei-authority",
+                serving(authority, sealing.key_of(acls.AUTHORITY), changes, login_key))),
             f"authority up on the broker at {cluster.bootstrap()}: holders' personal-number "
             f"look-ups and residents' requests for a new number, from {path}"))
     finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -62,6 +62,12 @@ def shape(presented: str) -> str:
     never its text (a holder may send anything there: a name, a phone number, a whole record)."""
     digits = presented.isascii() and presented.isdigit()
     return f"{len(presented)} {'digits' if digits else 'characters'}"
+
+
+def forgotten_told(counts: Iterable[int], cutoff: datetime) -> str:
+    """What a purge of the look-up log forgot (a count a transaction), in words, as `renkei
+    authority purge` and `serve`'s log say it."""
+    return f"{sum(counts):,} look-ups logged before {cutoff.date().isoformat()} forgotten"
 
 
 def draw_number() -> str:
@@ -191,9 +197,10 @@ class NumberingAuthority:
         self._store.record_lookup(self._clock(), holder, purpose, kept, outcome, look_up)
         return resident_code
 
-    def forget_before(self, cutoff: datetime) -> int:
-        """Forget the look-ups logged before `cutoff`, a batch a transaction; how many."""
-        return sum(self._store.forget_before(cutoff))
+    def forget_before(self, cutoff: datetime) -> Iterator[int]:
+        """Forget the look-ups logged before `cutoff`, a batch a transaction, each count yielded
+        once committed."""
+        return self._store.forget_before(cutoff)
 
     def counts(self) -> dict[str, int]:
         """Numbers issued, current and retired; look-ups logged."""

@@ -22,7 +22,6 @@ from typing import Any, NamedTuple, TypeVar
 import uuid6
 from aiokafka.errors import KafkaError
 
-from audit.store import retention_cutoff
 from broker import acls, topics
 from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
@@ -39,7 +38,7 @@ from holders.store import (
 )
 from processors.context import CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes
-from renkei import holder_logs, sealing, sqlite
+from renkei import holder_logs, retention, sealing, sqlite
 from renkei.broker_time import BrokerTime
 from renkei.compacted import CompactedView
 from renkei.envelope import Send, send
@@ -105,8 +104,6 @@ STORE_RETRY = 1.0
 # wait stands the event loop still (every query, every call to the server), so it is short; then
 # the inbox and _no_longer_kept try again STORE_RETRY later, a call to the server is answered 503
 LOCK_WAIT = 0.05
-# seconds between purges of what the store keeps past the access log's retention (one at start)
-FORGET_EVERY = 3600.0
 DUPLICATE = "DUPLICATE_REQUEST"
 # the reason the platform refuses answers alone by (a ticket is an answer's): a refusal of one
 # whose ticket could not be opened names no query's deadline, yet is of an answer from here
@@ -281,8 +278,9 @@ class HolderClient:
             self._handle, self._stop, instance=self.instance, producer=self._producer,
             following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
-        self._retention = asyncio.create_task(self._keep_retention(),
-                                              name=f"retention:{self.holder}")
+        self._retention = asyncio.create_task(
+            retention.keep(self.holder, self.store.forget_before, Forgotten.told_of),
+            name=f"retention:{self.holder}")
 
     async def _send_kept(self) -> None:
         """Send the requests recorded and not known to be delivered, but those the broker has
@@ -550,25 +548,6 @@ class HolderClient:
             log.warning("%s: moved to link-code unit %s: %d binding(s) to investigation, to be "
                         "bound again", self.holder, entry.link_unit, len(moved))
         return entry.link_unit
-
-    async def _keep_retention(self) -> None:
-        """Forget what the store keeps past the access log's retention, now and every
-        FORGET_EVERY, a short transaction at a time, the loop going on between them (the store
-        locked by another process, or failing: again at the next time); what it forgot is
-        logged at WARNING, the level the server runs at, as the CLI's purge says it."""
-        while True:
-            forgotten: list[Forgotten] = []
-            cutoff = retention_cutoff(datetime.now(UTC))
-            try:
-                for part in self.store.forget_before(cutoff):
-                    forgotten.append(part)
-                    await asyncio.sleep(0)
-            except sqlite3.Error as exc:
-                log.warning("%s: forgetting what is past the retention stopped (%s): again in "
-                            "%.0f s", self.holder, exc, FORGET_EVERY)
-            if forgotten:
-                log.warning("%s: %s", self.holder, Forgotten.of(forgotten).told(cutoff))
-            await asyncio.sleep(FORGET_EVERY)
 
     async def _follow_epochs(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the

@@ -211,6 +211,11 @@ class Forgotten(NamedTuple):
         """What the parts of a purge deleted, together."""
         return cls(*(sum(counts) for counts in zip(cls(0, 0, 0), *parts, strict=False)))
 
+    @classmethod
+    def told_of(cls, parts: Iterable[Forgotten], cutoff: datetime) -> str:
+        """What the parts of a purge forgot together, in words (told)."""
+        return cls.of(parts).told(cutoff)
+
     def told(self, cutoff: datetime) -> str:
         """What the purge forgot, in words, as `renkei holder purge` and the server's log say."""
         return (f"{self.requests} requests, {self.log_entries} access-log entries and "

@@ -44,6 +44,7 @@ from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
 from renkei import sealing
 from renkei import sqlite as renkei_sqlite
+from renkei import town as town_setup
 from renkei.clock import AHEAD, Age, Clock, Mark
 from renkei.questions import Declined
 from renkei.state import STATE_ENV
@@ -58,6 +59,8 @@ from schemas.messages import (
     PortalQuery,
 )
 from tests.clock_helpers import Hands, unmarked
+from tests.kafka_helpers import free_port, spawn, stop
+from tests.loop_helpers import Deadline
 from tests.proc_helpers import open_files
 from tests.test_registry_service import _entry
 
@@ -658,6 +661,31 @@ def test_purge_forgets_the_lookups_logged_past_the_retention(
     assert [e.at for e in store.lookups()] == [now - timedelta(days=7 * 365 - 2)]
     assert "0 look-ups" in runner.invoke(authority_cli, ["purge"]).output
     store.close()
+
+
+def test_serve_forgets_the_lookups_logged_past_the_retention_from_its_start(
+        town: town_setup.Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only `renkei authority purge` forgot the look-ups logged past the retention, while a
+    holder's server forgets its own at its start and hourly: `serve` now does, from its start
+    (the broker reached or not: here it is away, and the look-up forgotten all the same)."""
+    store = AuthorityStore(tmp_path / "authority.db")
+    now = datetime.now(UTC)
+    for at in (now - timedelta(days=7 * 366), now):
+        store.record_lookup(at, "tax-office", "income check", "123456789018", "unknown")
+    monkeypatch.setenv("RENKEI_BOOTSTRAP", f"127.0.0.1:{free_port()}")
+    log = tmp_path / "serve.log"
+    proc = spawn("authority", "serve", "--db", str(tmp_path / "authority.db"), "--registry",
+                 str(tmp_path / "none.db"), log=log)
+    try:
+        deadline = Deadline(10, "the old look-up forgotten")
+        while len(store.lookups()) > 1:
+            assert proc.poll() is None, log.read_text()
+            deadline.check(log.read_text())
+            time.sleep(0.1)
+    finally:
+        stop(proc)
+        store.close()
+    assert "authority: 1 look-ups logged before " in log.read_text()
 
 
 def test_a_store_from_before_lookups_were_logged_once_keeps_its_log(tmp_path: Path) -> None:

@@ -40,14 +40,14 @@ from holders.client import (
     RekeyRefused,
     new_request_id,
 )
-from holders.store import SENT, HolderStore, Rekeyed
+from holders.store import SENT, Forgotten, HolderStore, Rekeyed
 from processors import linkage, outbox
 from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.tickets import TicketSealer
 from registry.residents import FourAttributes, Sex
-from renkei import holder_logs, sealing
+from renkei import holder_logs, retention, sealing
 from renkei.envelope import Incoming, Send
 from renkei.holder_logs import MARK
 from renkei.state import state_folder
@@ -925,13 +925,14 @@ async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_th
     nothing ran it: the communication server's client now does, at its start and every
     FORGET_EVERY, each purge that forgot rows told at WARNING, the level the server runs at
     (one that forgot none, hourly, not)."""
-    monkeypatch.setattr(client_module, "FORGET_EVERY", 0.05)
-    caplog.set_level(logging.WARNING, "holders.client")
+    monkeypatch.setattr(retention, "FORGET_EVERY", 0.05)
+    caplog.set_level(logging.WARNING, "renkei.retention")
     old = (datetime.now(UTC) - timedelta(days=366 * 7 + 2)).isoformat()
     for request_id in ("old", "recent"):
         client.store.log(request_id, "REQUESTER", STAFF, TERMINAL, "FOUND")
     client.store.db.execute("UPDATE access_log SET at = ? WHERE request_id = 'old'", (old,))
-    keeping = asyncio.create_task(client._keep_retention())
+    keeping = asyncio.create_task(
+        retention.keep(client.holder, client.store.forget_before, Forgotten.told_of))
     try:
         await _forgotten(client, "old")
         client.store.open_request("later", BINDING, "H-1", STAFF, TERMINAL)
