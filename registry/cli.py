@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from authority.check_digit import keyed
 from registry import store as registry_store
 from registry.normalize import parse_date, parse_sex
 from registry.resident_code import NOT_RESIDENT, is_valid
@@ -60,12 +61,13 @@ def generate(residents: int, seed: int, db: Path | None, replace: bool) -> None:
 def lookup(db: Path | None) -> None:
     """Look up by resident code, or by all four attributes (never fewer).
 
-    The resident code, or the name, address, date of birth (1975-01-02, 昭和50年1月2日, …) and
-    sex (1/2, 男/女, M/F), are read from stdin, one a line or as one JSON object
-    ({"resident_code": "…"} or {"name": "…", "address": "…", "dob": "…", "sex": "…"}), or
-    prompted for at a terminal: never arguments, which `ps` and the shell's history show."""
+    The resident code (as keyed: full-width digits, spaces), or the name, address, date of birth
+    (1975-01-02, 昭和50年1月2日, …) and sex (1/2, 男/女, M/F), are read from stdin, one a line or
+    as one JSON object ({"resident_code": "…"} or {"name": "…", "address": "…", "dob": "…",
+    "sex": "…"}), or prompted for at a terminal: never arguments, which `ps` and the shell's
+    history show."""
     asked = personal_input.read((RESIDENT_CODE,), FOUR)
-    code = asked.get(RESIDENT_CODE.key)
+    code = None if RESIDENT_CODE.key not in asked else keyed(asked[RESIDENT_CODE.key])
     if code is not None and not is_valid(code):  # not echoed: a code mistyped is still one
         raise click.BadParameter(NOT_RESIDENT)
     store = open_registry(db)
@@ -117,7 +119,7 @@ def consent(holder: str, withdraw: bool, db: Path | None) -> None:
     for at a terminal: never an argument, which `ps` and the shell's history show."""
     if not withdraw:
         _private_holder(holder)
-    resident_code = personal_input.read_one(RESIDENT_CODE)
+    resident_code = keyed(personal_input.read_one(RESIDENT_CODE))
     store = open_registry(db)
     try:
         if withdraw:

@@ -549,6 +549,30 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert runner.invoke(registry_cli, ["events", "--limit", "3"]).exit_code == 0
 
 
+def test_a_resident_code_keyed_in_full_width_digits_or_with_spaces_is_the_residents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`renkei registry lookup` called a code keyed in full-width digits or with spaces no
+    resident code, and `consent --withdraw` said 'consent withdrawn' of it, the consent kept,
+    while the authority's commands take them (authority.check_digit.keyed): so do these."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 3, 1)
+    store = RegistryStore.open(registry_store.default_path())
+    code = next(store.resident_codes())
+    store.give_consent(code, "acme-kenpo", date(2026, 4, 1))
+    full_width = code.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    runner = CliRunner()
+    try:
+        for keyed in (full_width, f" {code[:4]} {code[4:8]}　{code[8:]} "):
+            found = runner.invoke(registry_cli, ["lookup"], input=keyed)
+            assert found.exit_code == 0 and "1 resident(s)" in found.output, found.output
+        withdrawn = runner.invoke(registry_cli, ["consent", "--withdraw", "acme-kenpo"],
+                                  input=full_width)
+        assert withdrawn.exit_code == 0, withdrawn.output
+        assert not store.has_consent(code, "acme-kenpo")
+    finally:
+        store.close()
+
+
 def test_consent_is_given_to_a_private_holder_only(town: Town) -> None:
     """`renkei registry consent` refuses a holder not in the directory, a service, or a holder
     that is not private, in one line, and records nothing; a private holder's is recorded."""
