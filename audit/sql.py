@@ -76,7 +76,7 @@ SQLITE = Dialect(
     session=("PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000",
              "PRAGMA temp_store=MEMORY"),
     cache_size="PRAGMA cache_size=-{kib}",
-    writer_session=("PRAGMA journal_mode=WAL",),
+    writer_session=("PRAGMA journal_mode=WAL", sqlite.SECURE_DELETE),  # purged: overwritten
     closing=("PRAGMA optimize",), duplicate=sqlite3.IntegrityError,
     busy=sqlite3.OperationalError)
 

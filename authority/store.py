@@ -28,7 +28,8 @@ from renkei import sqlite
 from renkei.clock import Mark
 from renkei.state import private_dir
 
-PRAGMAS = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"  # a commit need not fsync
+# a commit need not fsync; the look-ups purged are overwritten
+PRAGMAS = f"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; {sqlite.SECURE_DELETE};"
 HAS_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS numbers (

@@ -15,6 +15,13 @@ INTEGERS = range(-(1 << 63), 1 << 63)  # the integers SQLite stores (signed 64-b
 MARKED = ("boot TEXT", "until_elapsed REAL")  # an expiry's mark on the elapsed clock, if it had one
 
 
+# A deleted row's bytes overwritten with zeros, in its page and in the pages freed, not left in
+# the file after a purge of personal data past its retention (SQLite's own default, a build
+# without SQLITE_SECURE_DELETE, leaves them): a purge of 10,000 look-ups took 9.6 ms, not 9.0,
+# of 10,000 access-log entries 25.9, not 24.0 (medians of 15)
+SECURE_DELETE = "PRAGMA secure_delete = ON"
+
+
 def busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite gave up waiting for a lock another connection held past its busy
     timeout (trying again later may work), not another failure."""
@@ -59,12 +66,13 @@ def opened(path: Path) -> sqlite3.Connection:
 
 def connected(path: Path) -> sqlite3.Connection:
     """The store at `path` (created readable by this user only), in WAL mode, synced at
-    checkpoints (a crash loses no commit the OS kept); transactions are begun by `writing`, not
-    implicitly."""
+    checkpoints (a crash loses no commit the OS kept), what it deletes overwritten
+    (SECURE_DELETE); transactions are begun by `writing`, not implicitly."""
     created_private(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(SECURE_DELETE)
     return db
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import sqlite3
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -130,6 +132,21 @@ async def clients(platform: town_setup.Processes) -> AsyncIterator[dict[str, Hol
     for client in started.values():
         await client.stop()
         client.store.close()
+
+
+@pytest.fixture
+def secure_delete_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SQLite connection made from now on as one of a SQLite built without
+    SQLITE_SECURE_DELETE, SQLite's own default (Debian's, this suite's and the image's, is built
+    with it): what it deletes is left in the file unless the store turns secure_delete on."""
+    connect = sqlite3.connect
+
+    def connected(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db: sqlite3.Connection = connect(*args, **kwargs)
+        db.execute("PRAGMA secure_delete = OFF")
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", connected)
 
 
 @pytest.fixture(scope="session")

@@ -514,6 +514,22 @@ def test_purge_removes_old_entries_and_keeps_proofs_and_heads(store: AuditStore)
     assert store.purges() == [record]
 
 
+@pytest.mark.usefixtures("secure_delete_off")
+def test_a_purged_entry_leaves_no_trace_in_the_stores_file(
+        state: Path, tmp_path: Path, clock: Clock) -> None:
+    """A SQLite built without SQLITE_SECURE_DELETE left a deleted row's bytes in its page and
+    the pages it freed: a purged entry's person stayed in the file past the retention; now
+    overwritten."""
+    gone, kept = "GONE0000001", "KEPT0000002"
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with AuditStore(url, Signer.load_or_create(), head_every=4, clock=clock) as store:
+        store.append_many([item(event(0, datetime(2014, 6, 1, tzinfo=UTC), gone)),
+                           item(event(1, datetime(2023, 6, 1, tzinfo=UTC), kept))], [])
+        assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)).count == 1
+    stored = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.is_file())
+    assert gone.encode() not in stored and kept.encode() in stored
+
+
 def test_purge_goes_by_the_entries_signed_bytes_not_their_time_column(
         store: AuditStore, db: str, caplog: pytest.LogCaptureFixture) -> None:
     years = [event(n, at=datetime(2010 + n, 1, 1, tzinfo=UTC)) for n in range(6)]

@@ -663,6 +663,23 @@ def test_purge_forgets_the_lookups_logged_past_the_retention(
     store.close()
 
 
+@pytest.mark.usefixtures("secure_delete_off")
+def test_a_purged_lookup_leaves_no_trace_in_the_stores_file(tmp_path: Path) -> None:
+    """A SQLite built without SQLITE_SECURE_DELETE left a deleted row's bytes in its page and
+    the pages it freed: a look-up purged, the number looked up and why, stayed in the file past
+    the retention; now overwritten."""
+    store = AuthorityStore(tmp_path / "authority.db")
+    now = datetime.now(UTC)
+    for at, purpose, number in ((now - timedelta(days=8 * 366), "old check", "123456789018"),
+                                (now, "recent check", "234567890128")):
+        store.record_lookup(at, "tax-office", purpose, number, "unknown")
+    assert sum(store.forget_before(now - timedelta(days=7 * 366))) == 1
+    store.close()
+    stored = b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    assert b"123456789018" not in stored and b"old check" not in stored
+    assert b"234567890128" in stored
+
+
 def test_serve_forgets_the_lookups_logged_past_the_retention_from_its_start(
         town: town_setup.Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only `renkei authority purge` forgot the look-ups logged past the retention, while a

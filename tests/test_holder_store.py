@@ -379,6 +379,24 @@ def test_a_request_is_kept_with_its_idempotency_key_across_a_restart(tmp_path: P
     store.close()
 
 
+@pytest.mark.usefixtures("secure_delete_off")
+def test_a_forgotten_log_entry_leaves_no_trace_in_the_stores_file(tmp_path: Path) -> None:
+    """A SQLite built without SQLITE_SECURE_DELETE left a deleted row's bytes in its page and
+    the pages it freed: what the access log said of a request forgotten stayed in the file past
+    the retention; now overwritten."""
+    store = HolderStore(tmp_path / "holder.db")
+    for request_id in ("old", "recent"):
+        store.log(request_id, "REQUESTER", f"op-{request_id}", "t", "FOUND",
+                  content=f'{{"income": "{request_id}-3200000"}}')
+    store.db.execute("UPDATE access_log SET at = '2018-01-02T00:00:00.000+00:00' "
+                     "WHERE request_id = 'old'")
+    assert Forgotten.of(store.forget_before(datetime(2019, 1, 1, tzinfo=UTC))).log_entries == 1
+    store.close()
+    stored = b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    assert b"old-3200000" not in stored and b"op-old" not in stored
+    assert b"recent-3200000" in stored
+
+
 def test_requests_and_log_entries_past_the_retention_are_forgotten(tmp_path: Path) -> None:
     """Answered requests, their idempotency keys and the access log were kept for good: past
     the log's 7 years they go; a request answered within them still counts a copy's answer."""
