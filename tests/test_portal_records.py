@@ -118,7 +118,7 @@ def integrity_page(lang: str, report: VerifyReport) -> str:
     """The oversight console's integrity page showing `report`, in `lang`."""
     officer = SimpleNamespace(resident=None, officer=SimpleNamespace(role="oversight"))
     return TEMPLATES.get_template("integrity.html").render(
-        w=words(lang), lang=lang, session=officer, csrf="", notice=None,
+        w=words(lang), lang=lang, session=officer, csrf="", link_token="", notice=None,
         path="/oversight/integrity", here="/oversight/integrity", heads=[], anchor=report)
 
 
