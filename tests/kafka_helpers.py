@@ -167,6 +167,16 @@ async def audit_events(request_ids: set[str] | None = None) -> list[AccessLogEve
     return await read_events(KafkaAccess.of(config.ADMIN), request_ids)
 
 
+async def logged_events(request_id: str, count: int) -> list[AccessLogEvent]:
+    """The audit topic's events of `request_id`, once it has at least `count` (20 s at most)."""
+    for _ in range(100):
+        found = await audit_events({request_id})
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{len(found)} events of {request_id} logged, not {count}")
+
+
 async def rejection_of(holder: str, request_id: str, send: bytes,
                        within: float = 30) -> Rejection:
     """Send `send` to the holder's outbox as the holder; the rejection of `request_id`."""

@@ -144,7 +144,7 @@ from schemas.messages import (
     RekeyRequest,
 )
 from tests.conftest import SILENT
-from tests.kafka_helpers import audit_events, producer, rejection_of
+from tests.kafka_helpers import audit_events, logged_events, producer, rejection_of
 from tests.test_linkage import ask, bound
 
 REFERENCE = re.compile(r"(tests/test_\w+)\.py::(test_\w+)")
@@ -228,7 +228,7 @@ async def test_a_rekeying_reusing_an_id_is_logged_as_its_own(
         for codes in ((), ("ABC98765XYZ",)):
             await prod.send_and_wait(topics.outbox(HOLDER), CODEC.encode(RekeyRequest(
                 request_id, datetime.now(UTC), 0, codes)), key=request_id.encode())
-    found = await _logged(request_id, 2)
+    found = await logged_events(request_id, 2)
     with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many((e, CODEC.encode(e)) for e in found)
         kept = {e.event.reason for e in store.query(Query()).entries}
@@ -276,11 +276,11 @@ async def test_a_taken_over_portal_cannot_log_under_a_platform_events_id(
     async with producer(portal) as prod:
         for event in (forged, own):
             await prod.send_and_wait(topics.PORTAL_AUDIT, CODEC.encode(event))
-    await _logged(inquiry, 1)  # the portal's, relayed: the forged one before it, if at all
+    await logged_events(inquiry, 1)  # the portal's, relayed: the forged one before it, if at all
     async with producer(KafkaAccess.of(acls.OVERSIGHT)) as prod:
         await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(HolderLogRequest(
             inquiry, now, (HOLDER,), ("any",), "番号法第38条")))
-    found = await _logged(inquiry, 2)
+    found = await logged_events(inquiry, 2)
     with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many((e, CODEC.encode(e)) for e in found)
         kept = {e.event.event_id: e.event.kind for e in store.query(Query()).entries}
@@ -303,11 +303,11 @@ async def test_a_taken_over_portal_cannot_log_under_an_id_ending_in_its_step(
         for event in (forged, own):
             await prod.send_and_wait(topics.PORTAL_AUDIT, CODEC.encode(event),
                                      key=inquiry.encode())
-    await _logged(inquiry, 1)  # the portal's own, relayed: the forged one before it, if at all
+    await logged_events(inquiry, 1)  # the portal's own, relayed: the forged one first, if at all
     async with producer(KafkaAccess.of(acls.OVERSIGHT)) as prod:
         await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(HolderLogRequest(
             inquiry, now, (holder,), ("any",), "番号法第38条")))
-    await _logged(inquiry, 2)
+    await logged_events(inquiry, 2)
     found = await audit_events({inquiry, forged.request_id})
     with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many((e, CODEC.encode(e)) for e in found)
@@ -333,23 +333,13 @@ async def test_a_portals_event_dated_far_from_its_record_is_logged_at_the_broker
             await prod.send_and_wait(topics.PORTAL_AUDIT, CODEC.encode(event),
                                      key=inquiry.encode(), timestamp_ms=written)
     sent = datetime.now(UTC)
-    logged = {e.event_id: e.occurred_at for e in await _logged(inquiry, len(events))}
+    logged = {e.event_id: e.occurred_at for e in await logged_events(inquiry, len(events))}
     for event, step in events.items():
         at = logged[event.event_id]
         if step == "near":
             assert at == event.occurred_at, (step, at)
         else:
             assert now - timedelta(seconds=1) <= at <= sent + timedelta(seconds=1), (step, at)
-
-
-async def _logged(request_id: str, count: int) -> list[AccessLogEvent]:
-    """The audit topic's events of `request_id`, once it has at least `count` (20 s at most)."""
-    for _ in range(100):
-        found = await audit_events({request_id})
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{len(found)} events of {request_id} logged, not {count}")
 
 
 @pytest.mark.asyncio(loop_scope="session")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from audit.events import AccessLogEvent
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from broker import acls, config, topics
@@ -18,19 +17,9 @@ from holders.client import HolderClient
 from holders.samples import SAMPLES
 from renkei import scenario
 from schemas.codec import CODEC
-from tests.kafka_helpers import audit_events, consumer, producer, wait_assigned
+from tests.kafka_helpers import consumer, logged_events, producer, wait_assigned
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-async def logged(request_id: str, count: int) -> list[AccessLogEvent]:
-    """The audit topic's events of `request_id`, once it has at least `count` (20 s at most)."""
-    for _ in range(100):
-        found = await audit_events({request_id})
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{len(found)} events of {request_id} logged, not {count}")
 
 
 async def answer_of(request_id: str, cons: object) -> bytes:
@@ -55,10 +44,10 @@ async def test_an_answer_given_again_is_logged_once_with_the_same_bytes(
         own = next(iter(client.store.own_numbers()))
         request_id = await client.bind(own, *scenario.staff(holder), by_number=by_number)
         answer = await asyncio.wait_for(answer_of(request_id, cons), 20)
-    first = await logged(request_id, 1)
+    first = await logged_events(request_id, 1)
     async with producer(KafkaAccess.of(acls.REGISTRY)) as prod:
         await prod.send_and_wait(topics.REGISTRY_OUT, answer, key=request_id.encode())
-    found = await logged(request_id, 2 * len(first))
+    found = await logged_events(request_id, 2 * len(first))
     with caplog.at_level(logging.WARNING), \
             AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many((e, CODEC.encode(e)) for e in found)
