@@ -88,31 +88,38 @@ async def anchored_heads(access: KafkaAccess) -> list[SignedHead]:
     return (await _heads_from(access, 0))[0]
 
 
-async def consumer_commit(access: KafkaAccess, topic: str = topics.AUDIT) -> tuple[int, str]:
-    """The audit consumer group's committed offset on the audit topic (or `topic`; 0 if none)
-    and the note committed with it: the consumer commits only what it appended to the store."""
+async def group_commit(access: KafkaAccess, topic: str = topics.AUDIT,
+                       group: str = acls.AUDIT_GROUP) -> tuple[int, str] | None:
+    """The audit consumer group's (or `group`'s) committed offset on the audit topic (or
+    `topic`) and the note committed with it; None if it committed none (it never read the topic):
+    the consumer commits only what it appended to the store."""
     partition = TopicPartition(topic, 0)
     client = AIOKafkaAdminClient(**access.aiokafka(), request_timeout_ms=TIMEOUT_MS)
     await client.start()
     try:
-        found = await _offsets(client, partition)
+        found = await _offsets(client, partition, group)
     finally:
         await client.close()
     commit = found.get(partition)
     if commit is None or commit.offset < 0:  # none committed: negative
-        return 0, ""
+        return None
     return commit.offset, commit.metadata
 
 
-async def _offsets(client: AIOKafkaAdminClient, partition: TopicPartition
+async def consumer_commit(access: KafkaAccess) -> tuple[int, str]:
+    """The audit consumer's committed offset on the audit topic (0 if none) and its note."""
+    return await group_commit(access) or (0, "")
+
+
+async def _offsets(client: AIOKafkaAdminClient, partition: TopicPartition, group: str
                    ) -> dict[TopicPartition, OffsetAndMetadata]:
-    """The audit group's commits on `partition`, asked again while the broker answers that it
+    """`group`'s commits on `partition`, asked again while the broker answers that it
     cannot yet (a new cluster makes its offsets topic at the first ask), up to TIMEOUT_MS."""
     deadline = time.monotonic() + TIMEOUT_MS / 1000
     while True:
         try:
             found: dict[TopicPartition, OffsetAndMetadata] = \
-                await client.list_consumer_group_offsets(acls.AUDIT_GROUP, partitions=[partition])
+                await client.list_consumer_group_offsets(group, partitions=[partition])
             return found
         except KafkaError as exc:
             if not exc.retriable or time.monotonic() > deadline:

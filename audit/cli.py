@@ -401,7 +401,8 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
 
     Exits 1 if the roots (or, once the topic's retention deleted its oldest records, the entries
     after those) differ, nothing could be compared though the live store held entries (the topic
-    has none of their records), the live store lacks events the audit consumer committed, holds
+    has none of their records), the topic starts past the offset the audit consumer committed
+    (the broker deleted records it never read), the live store lacks events it committed, holds
     events older than the cutoff of a purge it made before they came or after (entries its
     purges left: `renkei audit verify` says why), or an approval or rejection disagrees with the
     pattern list.
@@ -441,6 +442,14 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         click.echo(f"the topic starts at offset {report.start}: the broker deleted the records "
                    f"before it (the topic's retention); {report.beyond} entries of the live "
                    "store are theirs, beyond the topic's retention: not replayed")
+    if report.acknowledged is None:
+        click.echo("the audit consumer has committed no offset on the topic: it never read it "
+                   "(no event lost to the log for that)")
+    elif report.lost:
+        click.echo(f"LOST: the topic starts at offset {report.start}, past offset "
+                   f"{report.acknowledged} the audit consumer committed: the broker deleted the "
+                   f"records of offsets {report.acknowledged}..{report.start - 1} ({report.lost} "
+                   "offsets) before the audit consumer read them, their events never logged")
     if compared and report.start:
         click.echo(f"live store of {live_size} entries, serials {report.beyond}.."
                    f"{report.beyond + report.compared_at - 1} compared with the replay's: "
@@ -451,8 +460,8 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     elif report.uncompared:
         click.echo(f"NOT COMPARED: the live store held {report.held} entries when the replay read "
                    f"the topic, and the topic none of their events (its records from offset "
-                   f"{report.start} to {report.end}; the audit consumer committed offset "
-                   f"{report.acknowledged}): the broker deleted them (the topic's retention), or "
+                   f"{report.start} to {report.end}; {_commit_said(report.acknowledged)}): the "
+                   "broker deleted them (the topic's retention), or "
                    "the topic was deleted and made again")
     else:
         click.echo("the live store was empty when the replay read the topic: no root to compare")
@@ -474,5 +483,12 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
                    f"{d.event.occurred_at.isoformat(timespec='milliseconds')}: logged "
                    f"{d.logged}, re-check says {d.rechecked} ({d.detail})")
     if ((compared and not report.identical) or report.short or report.left or report.disagreements
-            or report.uncompared):
+            or report.uncompared or report.lost):
         raise SystemExit(1)
+
+
+def _commit_said(acknowledged: int | None) -> str:
+    """The audit consumer's committed offset on the topic, in words."""
+    if acknowledged is None:
+        return "the audit consumer committed none"
+    return f"the audit consumer committed offset {acknowledged}"

@@ -7,7 +7,9 @@ has let the broker delete its oldest records, the topic starts past offset 0: th
 entries of those events are beyond the topic's retention, told apart and counted, and the
 live store's later entries are compared leaf by leaf with those the replay rebuilt. An event older
 than the cutoff of a purge the live store made before the event came, which the store did not log,
-the replay leaves out too.
+the replay leaves out too. A topic that starts past the audit consumer's committed offset lost
+the records between: the broker deleted them before the consumer read them, their events never
+logged.
 
 The re-check runs `processors.approval.approve` again for each APPROVED linkage and each
 linkage REJECTED for an approval reason, at the event's time, with the legal pattern list and
@@ -30,11 +32,11 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from audit import merkle
-from audit.anchor import consumer_commit
+from audit.anchor import group_commit
 from audit.consumer import decoded, new_events
 from audit.events import AccessLogEvent, from_millis
 from audit.store import AuditStore, beyond_retention
-from broker import topics
+from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
 from processors.approval import Approved, PatternList, approve
 from schemas.codec import CODEC
@@ -150,12 +152,13 @@ class ReplayReport:
     """What a replay rebuilt, how its root and size compare with the live store's, what
     disagreed. `records` are the topic's records, `events` the readable events they hold (an
     event id again is not appended again). `acknowledged` is the audit consumer's committed
-    offset, `owed` the entries the events before it make: the live store must hold at least
-    those. `start` and `end` are the topic's first offset and its end, as the broker said before
-    the replay read it, and `held` the live store's entries then: past 0, the broker deleted the
-    records before `start`, and `beyond` are the live store's entries of their events (its first
-    ones, beyond the replay, its purged ones among them); `compared_at` entries after them are
-    then compared one by one, `differing` differ. `unlogged` are the events older than the live
+    offset (None: it committed none, it never read the topic), `owed` the entries the events
+    before it make: the live store must hold at least those. `start` and `end` are the topic's
+    first offset and its end, as the broker said before the replay read it, and `held` the live
+    store's entries then: past 0, the broker deleted the records before `start`, and `beyond`
+    are the live store's entries of their events (its first ones, beyond the replay, its purged
+    ones among them); `compared_at` entries after them are then compared one by one, `differing`
+    differ. `unlogged` are the events older than the live
     store's cutoff when they came, which it did not log (AuditStore.cutoffs): not replayed
     either; `left`, those as old, or older than the cutoff of a purge after it logged them, that
     it holds all the same, at the serial they take, the entries a purge left (their bytes not
@@ -173,7 +176,7 @@ class ReplayReport:
     left: int = 0
     size: int = 0
     root: bytes = b""
-    acknowledged: int = 0
+    acknowledged: int | None = None
     owed: int = 0
     live_size: int | None = None
     compared_at: int = 0
@@ -200,6 +203,12 @@ class ReplayReport:
         return self.live_size is not None and self.live_size < self.owed
 
     @property
+    def lost(self) -> int:
+        """How many offsets, from the audit consumer's committed one to the topic's start, the
+        broker deleted before the consumer read them: their events were never logged."""
+        return 0 if self.acknowledged is None else max(0, self.start - self.acknowledged)
+
+    @property
     def uncompared(self) -> bool:
         """Did the live store hold entries before the replay read the topic, none of which it
         could compare: the topic holds less than the store (its records of them all deleted, or
@@ -208,16 +217,18 @@ class ReplayReport:
 
 
 async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | None = None,
-                 grace: timedelta = GRACE, topic: str = topics.AUDIT) -> ReplayReport:
+                 grace: timedelta = GRACE, topic: str = topics.AUDIT,
+                 group: str = acls.AUDIT_GROUP) -> ReplayReport:
     """Fill the empty `target` from the audit topic's (or `topic`'s) start to its end now;
-    re-check; compare."""
+    re-check; compare. The audit consumer is `group`."""
     if target.size():
         raise ValueError("the replay needs a fresh store: this one has entries")
     started = time.perf_counter()
     recheck = Recheck(await history(access, topics.PATTERNS, LegalPattern),
                       await history(access, topics.DIRECTORY, HolderEntry), grace)
     # read before the live store's size: the consumer appends a batch, then commits its offset
-    report = ReplayReport(acknowledged=(await consumer_commit(access, topic))[0],
+    committed = await group_commit(access, topic, group)
+    report = ReplayReport(acknowledged=None if committed is None else committed[0],
                           held=0 if live is None else live.size())
     # read after the live store's size: its entries are of records before this end. This start
     # stands for a topic with no records; one that has them starts at its first one read (the
@@ -227,7 +238,7 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
         if not report.records:
             report.start = records[0].offset
         report.records += len(records)
-        cut = bisect.bisect_left([r.offset for r in records], report.acknowledged)
+        cut = bisect.bisect_left([r.offset for r in records], report.acknowledged or 0)
         _rebuilt(target, recheck, live, decoded(records[:cut]), report)
         if cut:
             report.owed = report.beyond + target.size()

@@ -103,12 +103,17 @@ def skip_to_end(client: AdminClient, group: str, topic_names: list[str]) -> None
     partitions = [TopicPartition(t, p) for t in topic_names for p in found[t].partitions]
     ends = client.list_offsets({tp: LATEST for tp in partitions},
                                request_timeout=TIMEOUT)
-    at_end = [TopicPartition(tp.topic, tp.partition, end.result().offset)
-              for tp, end in ends.items()]
+    commit_offsets(client, group, [TopicPartition(tp.topic, tp.partition, end.result().offset)
+                                   for tp, end in ends.items()])
+
+
+def commit_offsets(client: AdminClient, group: str, offsets: list[TopicPartition]) -> None:
+    """Commit `offsets` for `group` from outside it (it must have no members), asked again while
+    its coordinator is not ready."""
     deadline = time.monotonic() + TIMEOUT
     while True:  # the request succeeds as a whole while partitions can fail one by one
         done = client.alter_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group, at_end)], request_timeout=TIMEOUT)[group].result()
+            [ConsumerGroupTopicPartitions(group, offsets)], request_timeout=TIMEOUT)[group].result()
         failed = [tp.error for tp in done.topic_partitions or [] if tp.error]
         if not failed:
             return

@@ -62,7 +62,7 @@ from portal.inbox import Inbox
 from portal.records import Records
 from renkei.crashes import log_of
 from renkei.envelope import unpacked
-from renkei.groups import LATEST
+from renkei.groups import LATEST, commit_offsets
 from renkei.service_loop import producer_for
 from renkei.tasks import cancelled
 from renkei.town import Processes, Town
@@ -889,36 +889,48 @@ async def test_replay_rebuilds_the_same_root_and_rechecks_every_approval(
     assert "logged APPROVED, re-check says WRONG_PROVIDER" in found.stdout
 
 
+def own_group(topic: str) -> str:
+    """The audit consumer group of a topic of a test's own (the session's consumer keeps its own
+    group, which the broker lets no one else commit in while it runs)."""
+    return f"{acls.AUDIT_GROUP}.{topic}"
+
+
 @asynccontextmanager
-async def topic_of_its_own(events: Sequence[AccessLogEvent], start: int) -> AsyncIterator[str]:
+async def topic_of_its_own(events: Sequence[AccessLogEvent], start: int,
+                           committed: int | None = None) -> AsyncIterator[str]:
     """A topic of the events, one a record, whose records before offset `start` the broker
-    deleted (as its retention would); deleted after."""
+    deleted (as its retention would), its audit consumer (own_group) having committed offset
+    `committed` (None: none, it never read the topic); deleted after."""
     own, admin = f"{topics.AUDIT}.own-{uuid.uuid4().hex[:8]}", admin_client()
     admin.create_topics([NewTopic(own, 1, 1)])[own].result(30)
     try:
         async with producer(KafkaAccess.of(config.ADMIN)) as prod:
             for event in events:
                 await prod.send(own, CODEC.encode(event), key=event.request_id.encode())
+        if committed is not None:
+            commit_offsets(admin, own_group(own), [TopicPartition(own, 0, committed)])
         next(iter(admin.delete_records([TopicPartition(own, 0, start)],
                                        request_timeout=30).values())).result(30)
         yield own
-    finally:
+    finally:  # its group's offsets with it
         admin.delete_topics([own])[own].result(30)
 
 
 async def rebuilt(db: Path, live: Path, topic: str) -> ReplayReport:
     """A replay of `topic` into a fresh store at `db`, compared with the store at `live`."""
     with AuditStore(db, Signer.generate()) as fresh, AuditStore(live, Signer.generate()) as kept:
-        return await replaying(KafkaAccess.of(config.ADMIN), fresh, kept, topic=topic)
+        return await replaying(KafkaAccess.of(config.ADMIN), fresh, kept, topic=topic,
+                               group=own_group(topic))
 
 
 async def said(db: Path, live: Path, topic: str, monkeypatch: pytest.MonkeyPatch) -> Result:
     """`renkei audit replay` of `topic` into a fresh store at `db`, compared with the store at
     `live`, run in process (click's CliRunner) and aside: read as admin, the audit principal
-    reading the audit topic alone."""
+    reading the audit topic alone, its audit consumer own_group."""
     def of_its_own(_: KafkaAccess, target: AuditStore, current: AuditStore,
                    grace: timedelta) -> Coroutine[Any, Any, ReplayReport]:
-        return replaying(KafkaAccess.of(config.ADMIN), target, current, grace, topic)
+        return replaying(KafkaAccess.of(config.ADMIN), target, current, grace, topic,
+                         own_group(topic))
 
     monkeypatch.setattr("audit.replay.replay", of_its_own)
     return await asyncio.to_thread(CliRunner().invoke, audit_cli,
@@ -947,7 +959,7 @@ async def test_replay_tells_the_entries_beyond_the_topics_retention_from_those_t
         at = entry.event.occurred_at
         store.purge(at.replace(year=at.year + 7))
         assert store.entry(beyond + 1) is None
-    async with topic_of_its_own(events, first) as own:
+    async with topic_of_its_own(events, first, CUT) as own:
         kept, rewritten, gone = [await rebuilt(tmp_path / f"{name}.db", stored, own)
                                  for name, stored in [("kept", live), ("rewritten", tampered),
                                                       ("gone", purged)]]
@@ -971,12 +983,40 @@ async def test_replay_of_a_topic_holding_none_of_the_live_stores_events_says_so_
               for n in range(CUT)]
     with AuditStore(live, Signer.generate()) as store:
         store.append_many(item(event) for event in events)
-    async with topic_of_its_own(events[:start], start) as own:
+    async with topic_of_its_own(events[:start], start, CUT) as own:
         found = await said(tmp_path / "fresh.db", live, own, monkeypatch)
     assert found.exit_code == 1 and not isinstance(found.exception, Exception), found.output
     assert f"NOT COMPARED: the live store held {CUT} entries when the replay read the topic, " \
         f"and the topic none of their events (its records from offset {start} to {start};" \
         in found.output, found.output
+
+
+async def test_replay_of_a_topic_starting_past_the_consumers_commit_says_what_was_lost(
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit consumer committed offset `acknowledged`, then was away while the broker deleted
+    the records up to `start` (its retention; deleteRecords here); back, it read on from the
+    topic's start, its commit of those not made yet. `renkei audit replay` found the store
+    identical and exited 0: it says the offsets between were never logged, and exits 1. A
+    consumer that committed nothing never read the topic: said, no loss."""
+    now, live, acknowledged, start = datetime.now(UTC), tmp_path / "live.db", CUT // 4, CUT // 2
+    events = [synthetic(n, "lost", now + timedelta(milliseconds=n)) for n in range(CUT)]
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many(item(event) for event in events[:acknowledged] + events[start:])
+    async with topic_of_its_own(events, start, acknowledged) as own:
+        found = await said(tmp_path / "fresh.db", live, own, monkeypatch)
+    assert found.exit_code == 1 and not isinstance(found.exception, Exception), found.output
+    assert "(identical)" in found.output, found.output
+    assert f"LOST: the topic starts at offset {start}, past offset {acknowledged} the audit " \
+        f"consumer committed: the broker deleted the records of offsets {acknowledged}.." \
+        f"{start - 1} ({start - acknowledged} offsets) before the audit consumer read them" \
+        in found.output, found.output
+    AuditStore(tmp_path / "empty.db", Signer.generate()).close()
+    async with topic_of_its_own(events, start) as own:
+        never = await said(tmp_path / "never.db", tmp_path / "empty.db", own, monkeypatch)
+    assert never.exit_code == 0, never.output
+    assert "LOST" not in never.output
+    assert "the audit consumer has committed no offset on the topic: it never read it" \
+        in never.output, never.output
 
 
 async def test_replay_starts_after_an_event_logged_again_that_the_topics_retention_left_first(
@@ -994,7 +1034,7 @@ async def test_replay_starts_after_an_event_logged_again_that_the_topics_retenti
     copied(live, tampered)
     with closing(sqlite3.connect(tampered)) as db, db:
         db.execute("UPDATE nodes SET hash = ? WHERE id = ?", (bytes(32), CUT // 2))
-    async with topic_of_its_own(logged, CUT // 2) as own:
+    async with topic_of_its_own(logged, CUT // 2, len(logged)) as own:
         kept, rewritten = [await rebuilt(tmp_path / f"{name}.db", stored, own)
                            for name, stored in [("kept", live), ("rewritten", tampered)]]
     for report in (kept, rewritten):
@@ -1017,7 +1057,7 @@ async def test_replay_of_a_topic_whose_events_the_store_purged_all_aligns_on_the
             store.append_many(item(event) for event in logged)
             store.purge(now.replace(year=now.year + 8))
             assert store.serials([e.event_id for e in events]) == {}, "all purged"
-    async with topic_of_its_own(events, first) as own:
+    async with topic_of_its_own(events, first, CUT) as own:
         kept, lacking = [await rebuilt(tmp_path / f"{db.stem}-replay.db", db, own)
                          for db in (whole, gap)]
     assert (kept.start, kept.beyond, kept.compared_at) == (first, first, CUT - first), kept
@@ -1041,8 +1081,9 @@ async def test_replay_leaves_out_an_event_older_than_the_cutoff_of_a_purge_befor
         assert store.append_many([item(old[1])]) == [None], "older than its cutoff, after it"
         assert store.purge(now).ranges == (), "one that purged none holds from where it is"
         store.append_many(item(event) for event in after)
+    on_topic = [*first, old[1], *after]
     for start in (0, 1):
-        async with topic_of_its_own([*first, old[1], *after], start) as own:
+        async with topic_of_its_own(on_topic, start, len(on_topic)) as own:
             report = await rebuilt(tmp_path / f"replay-{start}.db", live, own)
         assert (report.start, report.beyond, report.unlogged) == (start, start, 1), report
         assert report.logged == report.live_size == CUT // 4 + 1, report
@@ -1115,7 +1156,7 @@ async def _replayed_from_each_start(tmp_path: Path, live: Path, logged: list[Acc
     logged, the store identical, `left` counted LEFT; what the command said, each time."""
     results = []
     for start in (0, 1):
-        async with topic_of_its_own(logged, start) as own:
+        async with topic_of_its_own(logged, start, len(logged)) as own:
             report = await rebuilt(tmp_path / f"replay-{start}.db", live, own)
             found = await said(tmp_path / f"cli-{start}.db", live, own, monkeypatch)
         assert (report.start, report.beyond, report.unlogged, report.left) == (
@@ -1163,7 +1204,7 @@ async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_rea
         assert store.append_many([item(events[0]), item(old), item(old), item(events[1])]) \
             == [0, None, None, 1]
         store.append_many(item(event) for event in events[2:])
-    async with topic_of_its_own([events[0], old, old, *events[1:]], 0) as own:
+    async with topic_of_its_own([events[0], old, old, *events[1:]], 0, 6) as own:
         report = await rebuilt(tmp_path / "replay.db", live, own)
     assert report.unlogged == 1 and report.logged == report.live_size == 4, report
     assert report.identical, report
