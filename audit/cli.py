@@ -402,10 +402,10 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
     Exits 1 if the roots (or, once the topic's retention deleted its oldest records, the entries
     after those) differ, nothing could be compared though the live store held entries (the topic
     has none of their records), the topic starts past the offset the audit consumer committed
-    (the broker deleted records it never read), the live store lacks events it committed, holds
-    events older than the cutoff of a purge it made before they came or after (entries its
-    purges left: `renkei audit verify` says why), or an approval or rejection disagrees with the
-    pattern list.
+    (the broker deleted records it never read) or ends before it (cut, or deleted and made
+    again), the live store lacks events it committed, holds events older than the cutoff of a
+    purge it made before they came or after (entries its purges left: `renkei audit verify` says
+    why), or an approval or rejection disagrees with the pattern list.
     """
     from audit import replay as replaying
 
@@ -450,6 +450,11 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
                    f"{report.acknowledged} the audit consumer committed: the broker deleted the "
                    f"records of offsets {report.acknowledged}..{report.start - 1} ({report.lost} "
                    "offsets) before the audit consumer read them, their events never logged")
+    if report.past_end:
+        click.echo(f"CUT: the topic ends at offset {report.end}, before offset "
+                   f"{report.acknowledged} the audit consumer committed: the live store holds "
+                   f"the events of {report.past_end} offsets past the topic's end that it no "
+                   "longer has (cut, or deleted and made again)")
     if compared and report.start:
         click.echo(f"live store of {live_size} entries, serials {report.beyond}.."
                    f"{report.beyond + report.compared_at - 1} compared with the replay's: "
@@ -483,7 +488,7 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
                    f"{d.event.occurred_at.isoformat(timespec='milliseconds')}: logged "
                    f"{d.logged}, re-check says {d.rechecked} ({d.detail})")
     if ((compared and not report.identical) or report.short or report.left or report.disagreements
-            or report.uncompared or report.lost):
+            or report.uncompared or report.lost or report.past_end):
         raise SystemExit(1)
 
 

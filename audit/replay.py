@@ -9,7 +9,8 @@ live store's later entries are compared leaf by leaf with those the replay rebui
 than the cutoff of a purge the live store made before the event came, which the store did not log,
 the replay leaves out too. A topic that starts past the audit consumer's committed offset lost
 the records between: the broker deleted them before the consumer read them, their events never
-logged.
+logged. One that ends before that offset was cut, or deleted and made again: the live store
+holds events it no longer has.
 
 The re-check runs `processors.approval.approve` again for each APPROVED linkage and each
 linkage REJECTED for an approval reason, at the event's time, with the legal pattern list and
@@ -207,6 +208,12 @@ class ReplayReport:
         """How many offsets, from the audit consumer's committed one to the topic's start, the
         broker deleted before the consumer read them: their events were never logged."""
         return 0 if self.acknowledged is None else max(0, self.start - self.acknowledged)
+
+    @property
+    def past_end(self) -> int:
+        """How many offsets the audit consumer committed past the topic's end: records it read
+        and logged that the topic no longer has (cut, or deleted and made again)."""
+        return 0 if self.acknowledged is None else max(0, self.acknowledged - self.end)
 
     @property
     def uncompared(self) -> bool:

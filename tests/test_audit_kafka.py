@@ -1019,6 +1019,25 @@ async def test_replay_of_a_topic_starting_past_the_consumers_commit_says_what_wa
         in never.output, never.output
 
 
+async def test_replay_of_a_topic_ending_before_the_consumers_commit_says_it_was_cut(
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit consumer logged and committed every record of the topic, which was then cut
+    (or deleted and made again) shorter: `renkei audit replay` found the store identical where
+    both have entries, the live store ahead, and exited 0: it says the topic ends before the
+    commit, the store holding events past its end, and exits 1."""
+    now, live, end = datetime.now(UTC), tmp_path / "live.db", CUT // 2
+    events = [synthetic(n, "cut", now + timedelta(milliseconds=n)) for n in range(CUT)]
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many(item(event) for event in events)
+    async with topic_of_its_own(events[:end], 0, CUT) as own:
+        found = await said(tmp_path / "fresh.db", live, own, monkeypatch)
+    assert found.exit_code == 1 and not isinstance(found.exception, Exception), found.output
+    assert "(identical)" in found.output, found.output
+    assert f"CUT: the topic ends at offset {end}, before offset {CUT} the audit consumer " \
+        f"committed: the live store holds the events of {CUT - end} offsets past the topic's " \
+        "end" in found.output, found.output
+
+
 async def test_replay_starts_after_an_event_logged_again_that_the_topics_retention_left_first(
         town: Town, tmp_path: Path) -> None:
     """The broker deleted an event's record but kept the one that logged it again (other
