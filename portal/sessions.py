@@ -93,10 +93,12 @@ class Challenge:
 
 class TimedOut(NamedTuple):
     """Why a session ended by time (the notice's word; None for an anonymous one, which nobody
-    was logged out of), and the language it used."""
+    was logged out of), the language it used, and the role of the officer signed in to it (None
+    if none): whose login its next request goes back to."""
 
     notice: str | None
     lang: str
+    role: str | None = None
 
 
 @dataclass
@@ -121,6 +123,11 @@ class Session:
             return self.challenges.get(bytes.fromhex(nonce_hex))
         except ValueError:
             return None
+
+    @property
+    def role(self) -> str | None:
+        """The role of the officer signed in to this session, if one is."""
+        return None if self.officer is None else self.officer.role
 
     @property
     def signed_in(self) -> bool:
@@ -188,11 +195,11 @@ class Sessions:
         return now - session.seen > self.idle.total_seconds()
 
     def _ended_by_time(self, session: Session, now: float) -> None:
-        """Note an expired session's language, and why it ended if signed in, for its cookie's
-        next request."""
+        """Note an expired session's language, why it ended if signed in, and its officer's role,
+        for its cookie's next request."""
         notice = None if not session.signed_in else (
             "expired_session" if self._idle(session, now) else "lifetime_session")
-        self._timed_out[session.sid] = TimedOut(notice, session.lang)
+        self._timed_out[session.sid] = TimedOut(notice, session.lang, session.role)
         while len(self._timed_out) > self.most:
             self._timed_out.popitem(last=False)
 

@@ -63,6 +63,8 @@ class Site:
 SITE = web.AppKey("site", Site)
 SESSIONS = web.AppKey("sessions", Sessions)
 SESSION = web.RequestKey("session", Session)
+# the login page of the side whose session ended at this request (a new one made in its place)
+LOGIN_AGAIN = web.RequestKey("login_again", str)
 
 
 def session_of(request: web.Request) -> Session:
@@ -127,26 +129,29 @@ def is_page(request: web.Request) -> bool:
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Attach the session (a new one if none, expired, or signed in with a card since revoked or
     whose revocation cannot be checked now; at the counter, such a visitor's card ends the
-    visitor's part alone), saying which; set the cookie on the way out."""
+    visitor's part alone), saying which, with the login page of the side it ended on (an
+    officer's role's, else a resident's); set the cookie on the way out."""
     if not is_page(request):
         return await handler(request)
     store = request.app[SESSIONS]
     sid = sent(request)
     session = store.get(sid)
-    lang, ended = LANGS[0], None  # the session's language; why its card ends it, if it does
+    # the session's language; why its card ends it, if it does; its officer's role, if any
+    lang, ended, role = LANGS[0], None, None
     if session is not None:
         ended = (_revocation(request, ca.JPKI, session.resident)
                  or _revocation(request, ca.OFFICERS, session.officer))
         if ended:
             store.end(session)
-            lang, session = session.lang, None  # told in the language it was using
+            lang, role, session = session.lang, session.role, None  # told in its language
     if session is None:
         timed_out = store.timed_out(sid)  # a session ended by time; an unknown cookie, nothing
         session = store.new(timed_out.lang if timed_out else lang)
         if ended:
             session.notice = "session_crl" if ended in UNCHECKABLE else "session_revoked"
         elif timed_out:
-            session.notice = timed_out.notice
+            session.notice, role = timed_out.notice, timed_out.role
+        request[LOGIN_AGAIN] = login_page(role)
     elif present := _revocation(request, ca.JPKI, session.present):
         session.present = None  # the visitor's part ends; the staff member's goes on
         session.notice = "present_crl" if present in UNCHECKABLE else "present_revoked"
@@ -191,15 +196,16 @@ def _cookie(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form; one sent from a session that
-    has ended since (its token that session's) goes to the login page, which says why it ended
-    if it was logged out, else that the form was not taken."""
+    has ended since (its token that session's) goes to its side's login page (the counter's,
+    the oversight console's, a resident's), which says why it ended if it was logged out, else
+    that the form was not taken."""
     if request.method == "POST" and is_page(request):
         form = await request.post()
         session = session_of(request)
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _ended(request):
                 session.notice = session.notice or "form_expired"
-                raise web.HTTPSeeOther("/login")
+                raise web.HTTPSeeOther(request[LOGIN_AGAIN])
             raise web.HTTPForbidden(text="CSRF token missing or wrong")
     return await handler(request)
 
@@ -231,17 +237,22 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Cache-Control"] = "no-store"
 
 
+def login_page(role: str | None = None) -> str:
+    """The login page of an officer's role, else a resident's."""
+    return "/login" if role is None else f"/login?{urlencode({'as': role})}"
+
+
 def resident_of(request: web.Request) -> Resident:
     found = session_of(request).resident
     if found is None:
-        raise web.HTTPSeeOther("/login")
+        raise web.HTTPSeeOther(login_page())
     return found
 
 
 def officer_of(request: web.Request, role: str) -> Officer:
     found = session_of(request).officer
     if found is None:
-        raise web.HTTPSeeOther(f"/login?as={role}")
+        raise web.HTTPSeeOther(login_page(role))
     if found.role != role:
         raise web.HTTPForbidden(text="this card cannot use this page")
     return found

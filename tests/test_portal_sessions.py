@@ -13,7 +13,15 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 import portal.sessions
-from portal.sessions import CHALLENGE_SECONDS, IDLE, LIFETIME, Challenge, Resident, Sessions
+from portal.sessions import (
+    CHALLENGE_SECONDS,
+    IDLE,
+    LIFETIME,
+    Challenge,
+    Officer,
+    Resident,
+    Sessions,
+)
 from portal.web import SESSION, SITE, Site, switch_language
 from renkei.clock import AHEAD
 from tests.clock_helpers import Hands, machine_clocks
@@ -206,7 +214,22 @@ def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:
     while sessions.get(busy.sid) is not None:
         clock.passes(IDLE / 2)
     assert [sessions.timed_out(s.sid) for s in (idle, purged, busy)] == [
-        ("expired_session", "ja"), ("expired_session", "ja"), ("lifetime_session", "en")]
-    assert sessions.timed_out(anonymous.sid) == (None, "ja")
+        ("expired_session", "ja", None), ("expired_session", "ja", None),
+        ("lifetime_session", "en", None)]
+    assert sessions.timed_out(anonymous.sid) == (None, "ja", None)
     for sid in (idle.sid, anonymous.sid, "forged", None):
         assert sessions.timed_out(sid) is None
+
+
+@pytest.mark.parametrize("role", ["counter", "oversight"])
+def test_an_officers_session_ended_by_time_names_their_role(role: str) -> None:
+    """A form sent from a counter's or an oversight officer's session ended by time went to the
+    resident's login, nothing kept of whose session it was: its role is kept with why it ended,
+    for its next request to go back to that side's login."""
+    clock = Clock()
+    sessions = Sessions(clock=clock)
+    officer = Officer("3c4d", "staff-1", "sakura-town", role)
+    ended = sessions.renew(replace(sessions.new("en"), officer=officer))
+    clock.passes(IDLE + timedelta(seconds=1))
+    assert sessions.get(ended.sid) is None
+    assert sessions.timed_out(ended.sid) == ("expired_session", "en", role)

@@ -700,6 +700,31 @@ async def test_a_form_sent_after_its_session_ended_goes_to_the_login_saying_so(
     assert forged.status == 403, "a live session's form with another token is refused as ever"
 
 
+@pytest.mark.parametrize("role, path, form", [
+    ("counter", "/counter/finish", {}), ("counter", "/logout", {}),
+    ("oversight", "/oversight/holder-logs", {"chosen": "1"})])
+async def test_an_officers_form_sent_after_their_session_ended_goes_to_their_sides_login(
+        client: Client, town: Town, tmp_path: Path, role: str, path: str,
+        form: dict[str, str]) -> None:
+    """Counter staff or an oversight officer idle past the session's end send a form (the
+    visitor's finish, the log-out button, holder logs asked for): it went to the resident's
+    login. It goes to their side's login, which says why in the session's language."""
+    card = (town.staff_card if role == "counter"
+            else issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path))
+    login = f"/login?as={role}"
+    assert (await card_login(client, card, role, login)).status == 303
+    await switched(client, "en")
+    token = await csrf_of(client, f"/{role}")
+    store = cast(TestServer, client.server).app[SESSIONS]
+    ended = store.clock() + store.idle.total_seconds() + 1
+    store.clock = lambda: ended
+    sent = await client.post(path, allow_redirects=False, data={"csrf": token, **form})
+    assert (sent.status, sent.headers.get("Location")) == (303, login)
+    said = html.unescape(await (await client.get(login)).text())
+    assert '<html lang="en">' in said and words("en")["expired_session"] in said
+    assert fakes_of(client).kafka.oversight.asked == []
+
+
 async def test_only_a_session_logged_in_and_ended_by_time_is_told_it_was_logged_out(
         client: Client, town: Town) -> None:
     """A forged or long-gone cookie (another portal's, one from before a restart) and an idle
