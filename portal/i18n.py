@@ -74,6 +74,10 @@ WORDS: dict[str, tuple[str, str]] = {
                      "でした。もう一度お試しください。",
                      "The page had been open too long, so what you sent was not accepted. "
                      "Please try again."),
+    "form_stale": ("このページは古くなっていたため、送信された内容は受け付けられませんでした。"
+                   "ページを開き直してから、もう一度お試しください。",
+                   "This page was out of date, so what you sent was not accepted. Please open "
+                   "the page again and try again."),
     "session_revoked": ("カードの電子証明書が失効したため、ログアウトしました。",
                         "You were logged out: the card's certificate has been revoked."),
     "session_crl": ("現在、カードの電子証明書の失効情報を確認できないため、ログアウトしました"

@@ -198,7 +198,8 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form; one sent from a session that
     has ended since (its token that session's) goes to its side's login page (the counter's,
     the oversight console's, a resident's), which says why it ended if it was logged out, else
-    that the form was not taken."""
+    that the form was not taken; one of a live session with another token (a page opened before
+    a login or a log-out) is refused (403) by a page saying it was out of date."""
     if request.method == "POST" and is_page(request):
         form = await request.post()
         session = session_of(request)
@@ -206,7 +207,7 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
             if _ended(request):
                 session.notice = session.notice or "form_expired"
                 raise web.HTTPSeeOther(request[LOGIN_AGAIN])
-            raise web.HTTPForbidden(text="CSRF token missing or wrong")
+            return render(request, "error.html", status=403, message="form_stale")
     return await handler(request)
 
 

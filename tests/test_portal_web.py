@@ -700,6 +700,24 @@ async def test_a_form_sent_after_its_session_ended_goes_to_the_login_saying_so(
     assert forged.status == 403, "a live session's form with another token is refused as ever"
 
 
+async def test_a_form_with_another_token_from_a_live_session_is_refused_by_a_page_saying_so(
+        client: Client, town: Town) -> None:
+    """A form of a page opened before the login (its token the session's before) sent from the
+    session logged in since was answered a bare plain-text 403 'CSRF token missing or wrong':
+    the portal's own page says the page was out of date, to try again, in the session's
+    language; still 403, nothing done, the session still logged in."""
+    await switched(client, "en")
+    before = await csrf_of(client, "/login")
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    sent = await client.post("/number", allow_redirects=False,
+                             data={"csrf": before, "confirm": "yes"})
+    said = html.unescape(await sent.text())
+    assert (sent.status, sent.content_type) == (403, "text/html")
+    assert '<html lang="en">' in said and words("en")["form_stale"] in said
+    assert fakes_of(client).changes_asked == []
+    assert (await client.get("/history", allow_redirects=False)).status == 200
+
+
 @pytest.mark.parametrize("role, path, form", [
     ("counter", "/counter/finish", {}), ("counter", "/logout", {}),
     ("oversight", "/oversight/holder-logs", {"chosen": "1"})])
