@@ -113,8 +113,14 @@ def _read(path: Path, columns: tuple[str, ...], parse: Callable[[dict[str, str]]
     return read, refused
 
 
+def trimmed(value: str) -> str:
+    """A field's text as the holder's store keeps it: without the whitespace around it (a
+    full-width space too), which a spreadsheet's cell or a system's field may carry."""
+    return value.strip()
+
+
 def _required(row: dict[str, str], field: str) -> str:
-    value = row[field].strip()
+    value = trimmed(row[field])
     if not value:
         raise BadField(field, "is empty")
     return value

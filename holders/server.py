@@ -43,6 +43,7 @@ from holders.client import (
     NotBound,
     NotSentYet,
 )
+from holders.imports import trimmed
 from holders.store import HolderStore, Keyed, KeyInUse, default_path
 from renkei import sqlite
 from renkei.service_loop import stop_on_signals, unless_stopped
@@ -178,6 +179,12 @@ def _field(body: dict[str, Any], name: str) -> str:
     return value
 
 
+def _own_number(body: dict[str, Any]) -> str:
+    """The record's own number: a field of text without the whitespace around it, as its import
+    reads it (holders.imports.trimmed); else 400."""
+    return trimmed(_field(body, "own_number"))
+
+
 def _keyed(request: web.Request, body: dict[str, Any]) -> Keyed | None:
     """The call's idempotency key, if it gave one, and a fingerprint of its path and body;
     else 400."""
@@ -240,7 +247,7 @@ async def _made(making: Awaitable[str]) -> web.Response:
 async def bind(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
     try:
-        return await _made(client.bind(_field(body, "own_number"), _field(body, "operator"),
+        return await _made(client.bind(_own_number(body), _field(body, "operator"),
                                        _field(body, "terminal"), _flag(body, "by_number"),
                                        _keyed(request, body)))
     except LookupError as exc:
@@ -251,7 +258,7 @@ async def linkage(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
     try:
         return await _made(client.request(
-            _field(body, "own_number"), _field(body, "pattern_id"), _field(body, "provider"),
+            _own_number(body), _field(body, "pattern_id"), _field(body, "provider"),
             _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
             _field(body, "terminal"), _keyed(request, body)))
     except NotBound as exc:

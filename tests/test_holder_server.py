@@ -26,6 +26,7 @@ from broker import credentials
 from broker.clients import KafkaAccess
 from broker.credentials import Credentials
 from holders.client import BINDING, LINKAGE, HolderClient, KeyReused, NotBound
+from holders.imports import read_records, store_records
 from holders.server import Address, _serve_http, address_file, recorded
 from holders.store import HolderStore, Keyed, KeyInUse
 from registry.residents import FourAttributes, Sex
@@ -389,6 +390,33 @@ async def test_a_linkage_request_for_no_record_is_not_found_not_unbound(tmp_path
         "H-1": (422, {"error": "not_bound",
                       "detail": "record 'H-1' is not bound to a link code"}),
         "H-404": (404, {"error": "not_found", "detail": "no record 'H-404'"})}
+
+
+async def test_an_own_number_with_spaces_around_it_is_the_record_its_import_made(
+        tmp_path: Path) -> None:
+    """A record imported from a cell with spaces around its own number is stored without them;
+    the same number sent to the server with them was 404 no record: it is that record, as its
+    import reads it (bound to no code and holding no personal number here)."""
+    own = " H-1\u3000"
+    (tmp_path / "records.csv").write_text("own_number,name,address,date_of_birth,sex\n"
+                                          f"{own},山田 花子,桜町1-2-3,1980-04-01,F\n")
+    async with _serving(tmp_path, cast(type[_Unstarted], _Waiting)) as url:
+        token = _staff_one_on_t1(tmp_path)
+        store = HolderStore(tmp_path / "holder.db")
+        read, refused = read_records(tmp_path / "records.csv")
+        store_records(store, read)
+        store.close()
+        answers = {}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            for path, rest in (("/bindings", {"by_number": True}), ("/requests", {
+                    "pattern_id": "P-1", "provider": "town", "data_type": "local_tax",
+                    "purpose": "審査"})):
+                body = {"own_number": own, "operator": "staff-1", "terminal": "t-1", **rest}
+                async with http.post(url + path, json=body) as response:
+                    answers[path] = response.status, (await response.json())["detail"]
+    assert refused == []
+    assert answers == {"/bindings": (404, "record 'H-1' holds no personal number"),
+                       "/requests": (422, "record 'H-1' is not bound to a link code")}
 
 
 def _staff_one_on_t1(tmp_path: Path) -> str:
