@@ -221,8 +221,12 @@ def _kept(exc: NotSentYet) -> web.Response:
 
 
 def _flag(body: dict[str, Any], name: str) -> bool:
-    """A JSON true or false, false if absent; else 400 (the string "false" is not false)."""
-    value = body.get(name, False)
+    """A JSON true or false, false if absent or null (an optional field not given, as a
+    holder's system serializing an unset boolean sends it); else 400 (the string "false" is not
+    false)."""
+    value = body.get(name)
+    if value is None:
+        return False
     if not isinstance(value, bool):
         raise web.HTTPBadRequest(text=f"{name!r} must be true or false")
     return value

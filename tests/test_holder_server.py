@@ -419,6 +419,24 @@ async def test_an_own_number_with_spaces_around_it_is_the_record_its_import_made
                        "/requests": (422, "record 'H-1' is not bound to a link code")}
 
 
+async def test_by_number_null_is_not_given_and_any_other_non_boolean_refused(
+        tmp_path: Path) -> None:
+    """A holder's system serializing an unset optional boolean sends `"by_number": null`: it was
+    refused 400 "must be true or false" while the field left out meant false. Null is not given,
+    false, as absent; a string, a number still refused."""
+    async with _serving(tmp_path, _Authorizing) as url:
+        token = _staff_one_on_t1(tmp_path)
+        answers = []
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            for given in ({}, {"by_number": None}, {"by_number": False}, {"by_number": "false"},
+                          {"by_number": 0}):
+                body = {"own_number": "H-404", "operator": "staff-1", "terminal": "t-1", **given}
+                async with http.post(f"{url}/bindings", json=body) as response:
+                    answers.append((response.status, (await response.json())["detail"]))
+    no_record, refused = (404, "no record 'H-404'"), (400, "'by_number' must be true or false")
+    assert answers == [no_record, no_record, no_record, refused, refused]
+
+
 def _staff_one_on_t1(tmp_path: Path) -> str:
     """Register staff-1 on terminal t-1 in the served holder's store; the server's token."""
     store = HolderStore(tmp_path / "holder.db")
