@@ -2,7 +2,11 @@
 recorded since the run began (its own store's requests table, not the requests the run's load
 happened to follow) answered once, logged once by its requester and, if a provider answered it,
 once by that provider, and audited once per step — approved, then answered with the outcome the
-requester got. The chaos runs send lawful requests only: one REJECTED is a failure too."""
+requester got. The chaos runs send lawful requests only: one REJECTED is a failure too.
+Each binding request a holder recorded (the crash run sends some) answered once to it, BOUND or
+INVESTIGATING (a refusal the registry or the authority gave it ends as one), its binding events
+each in the audit store once, and, by personal number, its look-up once in the authority's log
+(by the four attributes, never)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +24,8 @@ from audit.events import step_of
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
-from holders.client import LINKAGE, REJECTED
+from authority import store as authority_store
+from holders.client import BINDING, BOUND, INVESTIGATING, LINKAGE, REJECTED
 from holders.store import REQUESTER, SENT
 from holders.store import default_path as holder_path
 from schemas.messages import FOUND, NOT_FOUND
@@ -28,6 +33,8 @@ from schemas.messages import FOUND, NOT_FOUND
 APPROVED, ANSWERED = "approved", "answered"  # the audit steps of a lawful linkage request
 LAWFUL_STEPS = (APPROVED, ANSWERED)
 FROM_A_PROVIDER = (FOUND, NOT_FOUND)  # outcomes a provider answered (and logged) itself
+BINDING_ANSWERS = (BOUND, INVESTIGATING)  # a binding's outcomes at its holder, but a refusal
+BINDING_STEP = "binding:"  # how each audit event of a binding's answer begins (processors.binding)
 LATE = 2.0  # seconds to look once more for anything doubled, which arrives late
 
 
@@ -39,15 +46,26 @@ class Asked:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A binding request as its holder's store holds it; by_number: looked up by the authority."""
+
+    request_id: str
+    status: str
+    by_number: bool
+
+
 @dataclass
 class Logged:
-    """What the holders' and the audit store hold of the requests: holder access-log entries
-    per request on each side, and audit steps (step, outcome) per request."""
+    """What the holders', the audit and the authority's stores hold of the requests: holder
+    access-log entries per request on each side, audit steps (step, outcome) per request, and
+    the authority's look-ups per binding request."""
 
     requester: Counter[str] = field(default_factory=Counter)
     provider: Counter[str] = field(default_factory=Counter)
     audit: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     duplicates_dropped: int = 0
+    lookups: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -60,7 +78,12 @@ class Checked:
     audit store, in order: requests answered}; audit_not_as_answered: answered requests whose
     audit steps are not approved + answered once each, or whose answered step's outcome is not
     the requester's; duplicates_dropped: answers a requester received again and dropped (not a
-    failure); failing_request_ids: the requests of each failure."""
+    failure); bindings: binding requests the holders recorded, bindings_by_number those by
+    personal number, bindings_answered their outcomes by status, bindings_lost no outcome,
+    bindings_refused an outcome but BOUND or INVESTIGATING, binding_audit_not_once answered ones
+    with no binding event in the audit store or one twice, lookup_not_once answered ones the
+    authority logged other than once by personal number (or at all by the attributes);
+    failing_request_ids: the requests of each failure."""
 
     requests: int
     answered: dict[str, int]
@@ -71,6 +94,13 @@ class Checked:
     audit_steps_per_request: dict[str, int]
     audit_not_as_answered: int
     duplicates_dropped: int
+    bindings: int
+    bindings_by_number: int
+    bindings_answered: dict[str, int]
+    bindings_lost: int
+    bindings_refused: int
+    binding_audit_not_once: int
+    lookup_not_once: int
     failing_request_ids: dict[str, list[str]]
 
     @property
@@ -81,13 +111,18 @@ class Checked:
         return {"exactly_once": self.exactly_once, **asdict(self)}
 
     def lines(self) -> list[str]:
-        """The figures, in two lines."""
+        """The figures, in three lines."""
         return [
             f"requests the requesters recorded: {self.requests}; answered "
             + ", ".join(f"{k} {v}" for k, v in self.answered.items())
             + f"; lost {self.lost}; rejected {self.rejected}; requester log not once "
             f"{self.requester_log_not_once}; provider log not once "
             f"{self.provider_log_not_once}; duplicates dropped {self.duplicates_dropped}",
+            f"bindings the holders recorded: {self.bindings} ({self.bindings_by_number} by "
+            "personal number); answered "
+            + (", ".join(f"{k} {v}" for k, v in self.bindings_answered.items()) or "none")
+            + f"; lost {self.bindings_lost}; refused {self.bindings_refused}; audit not once "
+            f"{self.binding_audit_not_once}; authority log not once {self.lookup_not_once}",
             f"audit store: steps per answered request {self.audit_steps_per_request}; not as "
             f"answered {self.audit_not_as_answered}",
         ]
@@ -100,9 +135,10 @@ def with_checked(result: Any) -> dict[str, Any]:
     return {**own, **result.checked.to_json()}
 
 
-def check(asked: list[Asked], logged: Logged) -> Checked:
-    """The verdict over every request asked (pure: from what the stores hold)."""
+def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()) -> Checked:
+    """The verdict over every request asked and binding (pure: from what the stores hold)."""
     answered = [a for a in asked if a.status != SENT]
+    bound = [b for b in bindings if b.status != SENT]
     failing = {
         "lost": [a.request_id for a in asked if a.status == SENT],
         "rejected": [a.request_id for a in answered if a.status == REJECTED],
@@ -112,6 +148,13 @@ def check(asked: list[Asked], logged: Logged) -> Checked:
                                   if not _provider_logged_once(a, logged.provider)],
         "audit_not_as_answered": [a.request_id for a in answered if a.status != REJECTED
                                   and not _audited_as_answered(a, logged.audit)],
+        "bindings_lost": [b.request_id for b in bindings if b.status == SENT],
+        "bindings_refused": [b.request_id for b in bound if b.status not in BINDING_ANSWERS],
+        "binding_audit_not_once": [b.request_id for b in bound if b.status in BINDING_ANSWERS
+                                   and not _binding_audited_once(logged.audit.get(b.request_id,
+                                                                                  []))],
+        "lookup_not_once": [b.request_id for b in bound if b.status in BINDING_ANSWERS
+                            and logged.lookups[b.request_id] != int(b.by_number)],
     }
     steps = Counter("+".join(step for step, _ in logged.audit.get(a.request_id, []))
                     for a in answered)
@@ -123,6 +166,12 @@ def check(asked: list[Asked], logged: Logged) -> Checked:
         audit_steps_per_request=dict(sorted(steps.items())),
         audit_not_as_answered=len(failing["audit_not_as_answered"]),
         duplicates_dropped=logged.duplicates_dropped,
+        bindings=len(bindings), bindings_by_number=sum(b.by_number for b in bindings),
+        bindings_answered=dict(Counter(b.status for b in bound).most_common()),
+        bindings_lost=len(failing["bindings_lost"]),
+        bindings_refused=len(failing["bindings_refused"]),
+        binding_audit_not_once=len(failing["binding_audit_not_once"]),
+        lookup_not_once=len(failing["lookup_not_once"]),
         failing_request_ids={why: ids for why, ids in failing.items() if ids},
     )
 
@@ -138,12 +187,32 @@ def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) 
             and dict(steps)[ANSWERED] == asked.status)
 
 
+def _binding_audited_once(steps: list[tuple[str, str]]) -> bool:
+    """A binding's audit steps: one or more (one per candidate, or one saying why none), each a
+    binding event, none twice."""
+    names = [step for step, _ in steps]
+    return bool(names) and all(n.startswith(BINDING_STEP) for n in names) and (
+        len(set(names)) == len(names))
+
+
 def asked_since(stores: Iterable[sqlite3.Connection], since: datetime) -> list[Asked]:
     """The linkage requests each holder's store recorded from `since` on."""
+    return [Asked(r, s) for db in stores for r, s in _recorded(db, LINKAGE, since)]
+
+
+def bindings_since(stores: dict[str, sqlite3.Connection], since: datetime,
+                   by_number: Collection[str]) -> list[Binding]:
+    """The binding requests each holder's store recorded from `since` on; by personal number
+    those of the holders `by_number`."""
+    return [Binding(r, s, holder in by_number) for holder, db in stores.items()
+            for r, s in _recorded(db, BINDING, since)]
+
+
+def _recorded(db: sqlite3.Connection, kind: str, since: datetime) -> list[tuple[str, str]]:
+    """(request id, status) of the requests of `kind` a holder's store recorded from `since`."""
     at = since.astimezone(UTC).isoformat(timespec="milliseconds")
-    return [Asked(str(r), str(s)) for db in stores for r, s in db.execute(
-        "SELECT request_id, status FROM requests WHERE kind = ? AND sent_at >= ?",
-        (LINKAGE, at))]
+    return [(str(r), str(s)) for r, s in db.execute(
+        "SELECT request_id, status FROM requests WHERE kind = ? AND sent_at >= ?", (kind, at))]
 
 
 def logged_of(stores: Iterable[sqlite3.Connection], request_ids: set[str],
@@ -157,6 +226,15 @@ def logged_of(stores: Iterable[sqlite3.Connection], request_ids: set[str],
         found.duplicates_dropped += db.execute(
             "SELECT coalesce(sum(duplicates), 0) FROM requests").fetchone()[0]
     return found
+
+
+def lookups_logged(request_ids: set[str]) -> Counter[str]:
+    """How often the authority's log holds a look-up of each of these binding requests."""
+    path = authority_store.default_path()
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        logged = Counter(str(look_up).split("@", 1)[0]
+                         for (look_up,) in db.execute("SELECT look_up FROM lookups"))
+    return Counter({r: logged[r] for r in request_ids})
 
 
 def audit_steps(request_ids: set[str], since: datetime) -> dict[str, list[tuple[str, str]]]:
@@ -176,28 +254,36 @@ def audit_steps(request_ids: set[str], since: datetime) -> dict[str, list[tuple[
             after = page.next_cursor
 
 
-async def checked(holders: list[str], since: datetime, within: float) -> Checked:
+async def checked(holders: list[str], since: datetime, within: float,
+                  by_number: Collection[str] = ()) -> Checked:
     """The verdict once it holds (or `within` seconds passed), looked at once more `LATE`
-    seconds after: a request answered or audited twice shows late."""
+    seconds after: a request answered or audited twice shows late. The holders `by_number` bind
+    by personal number."""
     deadline = time.monotonic() + within
     while True:
-        verdict = await asyncio.to_thread(_check_now, holders, since)
+        verdict = await asyncio.to_thread(_check_now, holders, since, by_number)
         if not verdict.failing_request_ids or time.monotonic() > deadline:
             await asyncio.sleep(LATE)
-            return await asyncio.to_thread(_check_now, holders, since)
+            return await asyncio.to_thread(_check_now, holders, since, by_number)
         await asyncio.sleep(1)
 
 
-def _check_now(holders: list[str], since: datetime) -> Checked:
-    """The verdict over the stores as they are now, each holder's opened once."""
+def _check_now(holders: list[str], since: datetime, by_number: Collection[str]) -> Checked:
+    """The verdict over the stores as they are now, each holder's opened once (the authority's
+    only if a binding was recorded)."""
     with holder_stores(holders) as stores:
-        asked = asked_since(stores, since)
-        return check(asked, logged_of(stores, {a.request_id for a in asked}, since))
+        asked = asked_since(stores.values(), since)
+        bindings = bindings_since(stores, since, by_number)
+        ids = {a.request_id for a in asked} | {b.request_id for b in bindings}
+        logged = logged_of(stores.values(), ids, since)
+        if bindings:
+            logged.lookups = lookups_logged({b.request_id for b in bindings})
+        return check(asked, logged, bindings)
 
 
 @contextmanager
-def holder_stores(holders: Iterable[str]) -> Iterator[list[sqlite3.Connection]]:
-    """The holders' stores, read only (their servers may be writing them)."""
+def holder_stores(holders: Iterable[str]) -> Iterator[dict[str, sqlite3.Connection]]:
+    """The holders' stores by holder, read only (their servers may be writing them)."""
     with ExitStack() as opened:
-        yield [opened.enter_context(closing(sqlite3.connect(
-            f"file:{holder_path(holder)}?mode=ro", uri=True))) for holder in holders]
+        yield {holder: opened.enter_context(closing(sqlite3.connect(
+            f"file:{holder_path(holder)}?mode=ro", uri=True))) for holder in holders}

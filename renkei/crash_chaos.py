@@ -2,8 +2,12 @@
 communication servers at a steady rate while, every few seconds, one process is SIGKILLed and
 started again — a platform instance (several share the consumer group), a holder's
 communication server, the audit consumer, the registry, the numbering authority, or the broker
-itself. Afterwards every request the requesters recorded is checked (`chaos_check`): answered
-once, logged once by its requester (and by its provider), audited once per step; every job the
+itself. One job in BINDING_EVERY is a binding (a record not bound yet, or one bound again; by
+personal number at the holders that hold them, else by the four attributes), so that the kills
+of the registry and the authority fall among look-ups. Afterwards every request the requesters
+recorded is checked (`chaos_check`): answered once, logged once by its requester (and by its
+provider), audited once per step, and every binding answered once to its holder, its events
+audited once and, by personal number, its look-up once in the authority's log; every job the
 load offered must have been accepted, as one request (the holder's system sends each job under
 one Idempotency-Key, the same when it asks again), and no process may have died by itself or
 logged a traceback.
@@ -30,6 +34,8 @@ import aiohttp
 from broker import process
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
+from holders.client import HolderClient
+from holders.samples import SAMPLES
 from holders.server import KEY_IN_USE, STORE_BUSY, Address, address_file, recorded
 from holders.store import SENT
 from renkei import exchanges, scenario, town
@@ -39,14 +45,17 @@ from renkei.state import held, state_folder
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
 BROKER = "broker"
+BINDING_EVERY = 10  # one job in so many is a binding
+BY_NUMBER = frozenset(s.holder_id for s in SAMPLES if s.knows_numbers)  # bind by personal number
 
 
 @dataclass
 class CrashChaos:
-    """What the kills did. jobs: requests the load offered; accepted: those a requester's
-    server accepted (202, an id); never_accepted: jobs refused (by why: an HTTP error, or the
-    server down until the end); refused_at_door: attempts tried again while a server was down
-    (no answer at all); checked: every linkage request the requesters recorded during the run
+    """What the kills did. jobs: requests the load offered (binding_jobs of them bindings, the
+    rest linkage requests); accepted: those a holder's server accepted (202, an id);
+    never_accepted: jobs refused (by why: an HTTP error, or the server down until the end);
+    refused_at_door: attempts tried again while a server was down (no answer at all); checked:
+    every linkage and binding request the holders recorded during the run
     (`chaos_check.Checked`: those accepted, and any a killed server recorded before it could
     answer); recorded_beyond_accepted (a property): requests recorded less jobs accepted, 0 if
     each accepted job made one request; died: processes found dead that no one killed;
@@ -60,6 +69,7 @@ class CrashChaos:
     kills: list[tuple[float, str, float]]
     kills_by_kind: dict[str, int]
     jobs: int
+    binding_jobs: int
     accepted: int
     never_accepted: dict[str, int]
     refused_at_door: int
@@ -72,9 +82,9 @@ class CrashChaos:
 
     @property
     def recorded_beyond_accepted(self) -> int:
-        """Requests the requesters recorded less the jobs accepted: above 0, a job's request made
-        again (its first answered to no one the job knows of)."""
-        return self.checked.requests - self.accepted
+        """Requests (linkage and binding) recorded less the jobs accepted: above 0, a job's
+        request made again (its first answered to no one the job knows of)."""
+        return self.checked.requests + self.checked.bindings - self.accepted
 
     @property
     def exactly_once(self) -> bool:
@@ -102,7 +112,7 @@ async def start_server(procs: town.Processes, holder: str, within: float = 60.0)
 
 @dataclass
 class _Sent:
-    exchange: exchanges.Exchange
+    holder: str
     request_id: str
     sent_at: float
     status: str = UNANSWERED
@@ -147,20 +157,30 @@ class Load:
         self.refused = 0
 
     async def one(self, exchange: exchanges.Exchange, own: str, give_up: float) -> None:
-        staff, terminal = scenario.staff(exchange.requester)
-        body = {"own_number": own, "pattern_id": exchange.pattern, "provider": exchange.provider,
-                "data_type": exchange.data_type, "purpose": exchange.purpose,
-                "operator": staff, "terminal": terminal}
+        """A linkage request of `exchange` about `own`."""
+        await self._job(exchange.requester, "/requests", {
+            "own_number": own, "pattern_id": exchange.pattern, "provider": exchange.provider,
+            "data_type": exchange.data_type, "purpose": exchange.purpose}, give_up)
+
+    async def bind(self, holder: str, own: str, by_number: bool, give_up: float) -> None:
+        """A binding of `holder`'s record `own`, by personal number or by the four attributes."""
+        await self._job(holder, "/bindings", {"own_number": own, "by_number": by_number},
+                        give_up)
+
+    async def _job(self, holder: str, path: str, asked: dict[str, str | bool],
+                   give_up: float) -> None:
+        """A request made by `holder`'s staff, then its outcome."""
+        staff, terminal = scenario.staff(holder)
+        body = asked | {"operator": staff, "terminal": terminal}
         key, began = str(uuid.uuid4()), time.monotonic()
         while time.monotonic() < give_up:
             try:
-                answer = await self._ask("post", exchange.requester, "/requests", give_up,
-                                         body, key)
+                answer = await self._ask("post", holder, path, give_up, body, key)
             except Refused as exc:
                 self.never_accepted[str(exc)] += 1
                 return
             if answer is not None:
-                sent = _Sent(exchange, answer["request_id"], began)
+                sent = _Sent(holder, answer["request_id"], began)
                 self.sent.append(sent)
                 return await self._outcome(sent, give_up)
             self.refused += 1
@@ -172,7 +192,7 @@ class Load:
         path = f"/requests/{sent.request_id}?wait=5"
         while time.monotonic() < give_up:
             try:
-                found = await self._ask("get", sent.exchange.requester, path, give_up)
+                found = await self._ask("get", sent.holder, path, give_up)
             except Refused:
                 return
             if found is not None and found.get("status", UNANSWERED) != UNANSWERED:
@@ -182,7 +202,7 @@ class Load:
                 await asyncio.sleep(0.25)
 
     async def _ask(self, method: str, holder: str, path: str, give_up: float,
-                   body: dict[str, str] | None = None,
+                   body: dict[str, str | bool] | None = None,
                    key: str | None = None) -> dict[str, Any] | None:
         """The server's JSON answer (to a call made under the idempotency key `key`, if given);
         None while it cannot be reached (or it was asked with the token of its run before, just
@@ -201,7 +221,8 @@ class Load:
                     raise Refused(f"HTTP {exc.status} {exc.error} until the job gave up") from exc
                 await asyncio.sleep(exc.after)
 
-    async def _asked(self, method: str, holder: str, path: str, body: dict[str, str] | None,
+    async def _asked(self, method: str, holder: str, path: str,
+                     body: dict[str, str | bool] | None,
                      key: str | None) -> dict[str, Any] | None:
         """The server's JSON answer to one call, as _ask says; _AskAgain if it says to."""
         server = self.servers[holder]
@@ -314,7 +335,8 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         async with scenario.started_clients() as clients:
             await scenario.bind_all(clients)
             jobs = scenario.lawful_jobs(clients, built, seed)
-        holders = sorted({h for e in exchanges.LAWFUL for h in (e.requester, e.provider)})
+            holders = sorted({h for e in exchanges.LAWFUL for h in (e.requester, e.provider)})
+            bindings = binding_jobs(clients, holders, seed)
         servers = {h: await start_server(procs, h) for h in holders}
         watch = Watch.of(procs)
         since = datetime.now(UTC)
@@ -328,9 +350,12 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
             for k in range(int(rate * seconds)):
                 if (wait := began + k / rate - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
-                tasks.append(asyncio.create_task(load.one(*jobs[k % len(jobs)], give_up)))
+                n, binding = divmod(k, BINDING_EVERY)
+                tasks.append(asyncio.create_task(
+                    load.bind(*bindings[n % len(bindings)], give_up)
+                    if binding == BINDING_EVERY - 1 else load.one(*jobs[k % len(jobs)], give_up)))
             await asyncio.gather(killing, *tasks)
-        verdict = await checked(holders, since, bound)
+        verdict = await checked(holders, since, bound, BY_NUMBER)
         died = sorted({*watch.died(), *killer.found_dead})
         tracebacks = watch.tracebacks()
     finally:
@@ -339,12 +364,27 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
     return CrashChaos(
         seconds=seconds, rate=rate, platform_instances=instances, every_seconds=every,
         kills=killer.kills, kills_by_kind=dict(Counter(_kind(v) for _, v, _ in killer.kills)),
-        jobs=len(tasks), accepted=len(load.sent), never_accepted=dict(load.never_accepted),
+        jobs=len(tasks), binding_jobs=len(tasks) // BINDING_EVERY, accepted=len(load.sent),
+        never_accepted=dict(load.never_accepted),
         refused_at_door=load.refused, checked=verdict, died=died, tracebacks=tracebacks,
         latency_p50_seconds=round(latencies[len(latencies) // 2], 3) if latencies else None,
         latency_max_seconds=round(latencies[-1], 3) if latencies else None,
         bound_seconds=bound,
     )
+
+
+def binding_jobs(clients: dict[str, HolderClient], holders: list[str],
+                 seed: int) -> list[tuple[str, str, bool]]:
+    """(holder, own number, by personal number) of bindings: each holder's records in a seeded
+    order, those not bound first, interleaved across the holders."""
+    rng, per_holder = random.Random(seed), []
+    for holder in holders:
+        store = clients[holder].store
+        owns = store.own_numbers()
+        rng.shuffle(owns)
+        owns.sort(key=lambda own: store.link_code(own) is not None)
+        per_holder.append([(holder, own, holder in BY_NUMBER) for own in owns])
+    return [job for round_ in itertools.zip_longest(*per_holder) for job in round_ if job]
 
 
 def _kind(victim: str) -> str:

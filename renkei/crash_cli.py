@@ -25,7 +25,7 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
 @click.option("--seconds", type=FiniteRange(min=5), default=60.0, show_default=True,
               help="how long to send requests (kills stop with it)")
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
-              help="lawful requests per second")
+              help="lawful requests per second (one in ten a binding)")
 @click.option("--instances", type=click.IntRange(1, 8), default=3, show_default=True,
               help="platform instances in the consumer group")
 @click.option("--every", type=FiniteRange(min=1), default=4.0, show_default=True,
@@ -37,8 +37,8 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
 def crash(seconds: float, rate: float, instances: int, every: float, residents: int,
           seed: int, out: Path) -> None:
     """Kill -9 platform instances, holders' servers, the audit consumer, the broker, the registry
-    and the authority in turn under load (in <state>/chaos-crash, loopback only); count what was
-    lost or doubled."""
+    and the authority in turn under load, linkage requests and one binding in ten (in
+    <state>/chaos-crash, loopback only); count what was lost or doubled."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
     result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate, residents,
                                          instances, every, seed))
@@ -56,8 +56,9 @@ def summary(r: CrashChaos) -> list[str]:
         f"kills: {len(r.kills)} in {r.seconds:g}s, one every {r.every_seconds:g}s ("
         + ", ".join(f"{k} {v}" for k, v in r.kills_by_kind.items()) + f"); "
         f"{r.platform_instances} platform instances",
-        f"jobs: {r.jobs} at {r.rate:g}/s, {r.accepted} accepted ({r.refused_at_door} attempts "
-        "tried again while a server could not be reached); never accepted "
+        f"jobs: {r.jobs} at {r.rate:g}/s ({r.binding_jobs} of them bindings), {r.accepted} "
+        f"accepted ({r.refused_at_door} attempts tried again while a server could not be "
+        "reached); never accepted "
         + (", ".join(f"{k} {v}" for k, v in r.never_accepted.items()) or "0")
         + f"; requests recorded beyond those accepted {r.recorded_beyond_accepted}",
         *r.checked.lines(),

@@ -5,21 +5,17 @@ and each look-up by personal number logged once in the authority's log."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections import Counter
 from collections.abc import Callable
-from contextlib import closing
 from datetime import UTC, datetime
 
 import pytest
 
-from authority import store as authority_store
 from holders.client import BINDING, BOUND, INVESTIGATING, HolderClient
 from holders.samples import SAMPLES
 from holders.store import SENT
 from renkei import scenario, town
-from renkei.chaos_check import audit_steps
+from renkei.chaos_check import audit_steps, lookups_logged
 from renkei.crash_chaos import schedule
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,15 +24,6 @@ BINDINGS = 60  # per kill
 
 def test_chaos_crash_kills_the_registry_and_the_authority() -> None:
     assert {"registry", "authority"} <= set(schedule(2, ["nenkin", "sakura-town"], 2026))
-
-
-def lookups_logged(request_ids: set[str]) -> Counter[str]:
-    """How often the authority's log holds a look-up of each of these binding requests."""
-    path = authority_store.default_path()
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        logged = Counter(str(look_up).split("@", 1)[0]
-                         for (look_up,) in db.execute("SELECT look_up FROM lookups"))
-    return Counter({r: logged[r] for r in request_ids})
 
 
 def answered(client: HolderClient, request_ids: list[str]) -> int:

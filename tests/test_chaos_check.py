@@ -24,7 +24,17 @@ from holders.server import Address
 from holders.store import HolderStore, default_path
 from renkei import chaos_check, chaos_cli, crash_cli, exchanges
 from renkei.broker_chaos import BrokerChaos
-from renkei.chaos_check import Asked, Checked, Logged, asked_since, check, checked, holder_stores
+from renkei.chaos_check import (
+    Asked,
+    Binding,
+    Checked,
+    Logged,
+    asked_since,
+    bindings_since,
+    check,
+    checked,
+    holder_stores,
+)
 from renkei.crash_chaos import ASKS_AGAIN, NOT_ACCEPTED, CrashChaos, Load
 from renkei.misbinding import Result, Tally
 from renkei.state import state_folder
@@ -96,6 +106,45 @@ def test_no_request_at_all_is_no_proof() -> None:
     assert not check([], Logged()).exactly_once
 
 
+def binding_event(person: str) -> tuple[str, str]:
+    return (f"binding:{person}", "FOUND")
+
+
+def test_a_binding_answered_audited_and_looked_up_once_passes() -> None:
+    """By personal number its look-up is logged once by the authority; by the four attributes
+    the authority never saw it; a binding with two candidates is audited once for each."""
+    bindings = [Binding("b1", "BOUND", by_number=True),
+                Binding("b2", "INVESTIGATING", by_number=False)]
+    audit = {"r1": RIGHT, "b1": [binding_event("p1")],
+             "b2": [binding_event("p1"), binding_event("p2")]}
+    verdict = check([Asked("r1", "FOUND")], replace(logged(audit), lookups=Counter({"b1": 1})),
+                    bindings)
+    assert verdict.exactly_once and not verdict.failing_request_ids
+    assert (verdict.requests, verdict.bindings, verdict.bindings_by_number) == (1, 2, 1)
+    assert verdict.bindings_answered == {"BOUND": 1, "INVESTIGATING": 1}
+    assert "bindings the holders recorded: 2 (1 by personal number); answered BOUND 1, " \
+           "INVESTIGATING 1; lost 0" in "\n".join(verdict.lines())
+
+
+def test_a_binding_lost_refused_audited_twice_or_looked_up_other_than_once_fails() -> None:
+    bindings = [Binding("lost", "SENT", True), Binding("refused", "REJECTED", False),
+                Binding("twice", "BOUND", False), Binding("none", "BOUND", False),
+                Binding("linkage", "BOUND", False), Binding("unlogged", "BOUND", True),
+                Binding("relogged", "INVESTIGATING", True), Binding("seen", "BOUND", False)]
+    once = [binding_event("p1")]
+    audit = {"twice": [*once, *once], "none": [], "linkage": RIGHT, "unlogged": once,
+             "relogged": once, "seen": once}
+    verdict = check([], Logged(audit=audit, lookups=Counter({"relogged": 2, "seen": 1})),
+                    bindings)
+    assert verdict.failing_request_ids == {
+        "bindings_lost": ["lost"], "bindings_refused": ["refused"],
+        "binding_audit_not_once": ["twice", "none", "linkage"],
+        "lookup_not_once": ["unlogged", "relogged", "seen"]}
+    assert (verdict.bindings_lost, verdict.bindings_refused, verdict.binding_audit_not_once,
+            verdict.lookup_not_once) == (1, 1, 3, 3)
+    assert not verdict.exactly_once
+
+
 def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: Path) -> None:
     """A request a server recorded, then was killed before answering, is in its store: judged,
     though the load never heard of it."""
@@ -108,7 +157,9 @@ def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: 
         store.open_request("binding", "BINDING", "own-1", "staff", "t1")
         store.close()
         with holder_stores(["nenkin"]) as stores:
-            assert asked_since(stores, since) == [Asked("orphan", "SENT")]
+            assert asked_since(stores.values(), since) == [Asked("orphan", "SENT")]
+            assert bindings_since(stores, since, {"nenkin"}) == [Binding("binding", "SENT", True)]
+            assert bindings_since(stores, since, ()) == [Binding("binding", "SENT", False)]
 
 
 async def test_each_holders_store_is_opened_once_per_look(tmp_path: Path,
@@ -138,9 +189,10 @@ async def test_each_holders_store_is_opened_once_per_look(tmp_path: Path,
 def crash_chaos(checked: Checked, **changed: object) -> CrashChaos:
     fields: dict[str, object] = {
         "seconds": 1.0, "rate": 1.0, "platform_instances": 1, "every_seconds": 1.0,
-        "kills": [], "kills_by_kind": {}, "jobs": 1, "accepted": 1, "never_accepted": {},
-        "refused_at_door": 0, "checked": checked, "died": [], "tracebacks": {},
-        "latency_p50_seconds": None, "latency_max_seconds": None, "bound_seconds": 1.0}
+        "kills": [], "kills_by_kind": {}, "jobs": 1, "binding_jobs": 0, "accepted": 1,
+        "never_accepted": {}, "refused_at_door": 0, "checked": checked, "died": [],
+        "tracebacks": {}, "latency_p50_seconds": None, "latency_max_seconds": None,
+        "bound_seconds": 1.0}
     return CrashChaos(**(fields | changed))  # type: ignore[arg-type]
 
 
@@ -164,6 +216,10 @@ def test_a_crash_run_fails_unless_each_accepted_job_made_one_request() -> None:
     assert run.to_json()["recorded_beyond_accepted"] == 1
     assert "requests recorded beyond those accepted 1" in "\n".join(crash_cli.summary(run))
     assert crash_chaos(twice, jobs=2, accepted=2).exactly_once
+    with_binding = check([Asked("r1", "FOUND")], logged({"r1": RIGHT, "b1": [("binding:p", "")]}),
+                         [Binding("b1", "BOUND", False)])
+    assert crash_chaos(with_binding, jobs=2, binding_jobs=1, accepted=2).exactly_once
+    assert crash_chaos(with_binding, jobs=1, accepted=1).recorded_beyond_accepted == 1
 
 
 async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -> None:

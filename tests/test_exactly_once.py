@@ -1,6 +1,7 @@
-"""Nothing lost, nothing doubled: platform instances, holders' servers, the audit consumer and the
-broker SIGKILLed in turn under load (`renkei chaos crash`, small), every request answered once,
-logged once by its requester and audited once per step."""
+"""Nothing lost, nothing doubled: platform instances, holders' servers, the audit consumer, the
+broker, the registry and the authority SIGKILLed in turn under load (`renkei chaos crash`,
+small), every request answered once, logged once by its requester and audited once per step,
+every binding among them answered once, audited once and, by personal number, looked up once."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ async def test_kills_of_every_kind_of_process_lose_and_double_nothing(tmp_path: 
     assert {"platform", "holder", "audit", "broker"} <= set(result.kills_by_kind)
     assert result.accepted == result.jobs >= 200, result.never_accepted
     checked = result.checked
-    assert checked.requests >= result.accepted
+    assert checked.requests + checked.bindings >= result.accepted
+    assert checked.bindings >= result.binding_jobs >= 20
+    assert 0 < checked.bindings_by_number < checked.bindings, "by number and by attributes"
+    assert set(checked.bindings_answered) <= {"BOUND", "INVESTIGATING"}, checked.bindings_answered
     assert not checked.failing_request_ids, checked.failing_request_ids
     assert checked.answered.get("FOUND", 0) >= 0.5 * checked.requests, checked.answered
     assert checked.audit_steps_per_request == {"approved+answered": checked.requests}
+    assert sum(checked.bindings_answered.values()) == checked.bindings
     assert (result.died, result.tracebacks) == ([], {})
     assert result.exactly_once
