@@ -30,5 +30,5 @@ test: lint
 	$(BIN)/pytest
 
 clean:
-	-$(BIN)/renkei broker down
+	test ! -x $(BIN)/renkei || $(BIN)/renkei broker down
 	rm -rf .state results

@@ -63,11 +63,12 @@ def _provisioned_again() -> None:
 
 @broker_cli.command()
 def down() -> None:
-    """Stop the broker cleanly; its data stays for the next `up`."""
+    """Stop the broker cleanly; its data stays for the next `up`. None running (none ever set
+    up in this state folder, or stopped already) is no error: there is nothing to stop."""
     try:
         stopped = process.down()
-    except cluster_store.NoCluster as exc:
-        raise click.ClickException(str(exc)) from exc
+    except cluster_store.NoCluster:
+        stopped = []
     click.echo(f"stopped node(s) {stopped}" if stopped else "broker was not running")
 
 

@@ -582,3 +582,9 @@ def test_a_malformed_resident_code_is_a_usage_error(
     assert run.returncode == 2, run.stdout
     said_in_one_line(run.stderr, "not a resident code: 11 digits with a valid check digit")
     assert code not in run.stderr
+
+
+def test_stopping_a_broker_never_set_up_is_no_error(tmp_path: Path) -> None:
+    """As once one has run and stopped: `make clean` (which stops it first) need hide nothing."""
+    run = renkei("broker", "down", env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "broker was not running\n", "")
