@@ -13,8 +13,9 @@ from aiohttp import web
 
 from broker.acls import OVERSIGHT
 from cards import ca, issue, reader
-from cards.card import Card, cards
+from cards.card import Card, cards, folder
 from renkei import personal_input, tether
+from renkei.listed import echo_listed
 from renkei.options import holder_id, listening, origins, port_option, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
@@ -118,11 +119,16 @@ def revoke(serial: str) -> None:
 @CARDS_OPTION
 def list_cards(where: Path | None) -> None:
     """The cards in a folder: serial, kind, REVOKED, PIN tries left (never a key or a PIN)."""
-    for card in cards(where):
-        state = "LOCKED" if card.locked else f"{card.tries_left} PIN tries left"
-        if issue.revoked(card.face.serial):
-            state = f"REVOKED  {state}"
-        click.echo(f"{card.face.serial}  {card.face.kind:8}  {state}")
+    echo_listed((_listed(card) for card in cards(where)),
+                f"no cards in {where or folder()}")
+
+
+def _listed(card: Card) -> str:
+    """A card's line in `card list`."""
+    state = "LOCKED" if card.locked else f"{card.tries_left} PIN tries left"
+    if issue.revoked(card.face.serial):
+        state = f"REVOKED  {state}"
+    return f"{card.face.serial}  {card.face.kind:8}  {state}"
 
 
 @card_cli.command("reader")

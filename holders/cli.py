@@ -21,6 +21,7 @@ from holders.store import Forgotten, HolderStore, default_path
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
+from renkei.listed import echo_listed
 from renkei.options import port_option, stated
 from renkei.personal_input import Field, OnStdin
 
@@ -177,9 +178,10 @@ def remove_staff(holder: str, staff_id: str) -> None:
 def list_staff(holder: str) -> None:
     """A holder's staff and the terminals each may use."""
     with _store(holder) as store:
-        for staff_id, name, terminals in store.staff():
-            click.echo(f"{staff_id}  {name}  "
-                       + (", ".join(terminals) if terminals else "any registered terminal"))
+        echo_listed((f"{staff_id}  {name}  "
+                     + (", ".join(terminals) if terminals else "any registered terminal")
+                     for staff_id, name, terminals in store.staff()),
+                    f"no staff registered for {holder}")
 
 
 @holder_cli.group()
@@ -216,8 +218,7 @@ def _said_removed(removed: bool, what: str, where: str) -> None:
 def list_terminals(holder: str) -> None:
     """A holder's registered terminals."""
     with _store(holder) as store:
-        for terminal_id in store.terminals():
-            click.echo(terminal_id)
+        echo_listed(store.terminals(), f"no terminals registered for {holder}")
 
 
 def _report(what: str, holder: str, counts: Counter[str], refused: list[Refused]) -> None:

@@ -16,6 +16,7 @@ from registry.normalize import parse_date, parse_sex
 from registry.resident_code import NOT_RESIDENT, is_valid
 from registry.residents import ChangeKind, FourAttributes, Resident
 from renkei import personal_input
+from renkei.listed import echo_listed
 from renkei.options import residents_option
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 from renkei.sqlite import INTEGERS
@@ -102,9 +103,9 @@ def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
         found = store.events(after, ChangeKind(kind) if kind else None, limit)
     finally:
         store.close()
-    for event in found:
-        click.echo(f"{event.seq:>8} {event.on} {event.kind:<13} {event.resident_code} "
-                   f"{' '.join(event.before)} → {' '.join(event.after)}")
+    echo_listed((f"{event.seq:>8} {event.on} {event.kind:<13} {event.resident_code} "
+                 f"{' '.join(event.before)} → {' '.join(event.after)}" for event in found),
+                f"no {kind or 'change'} events after {after}")
 
 
 @registry_cli.command(cls=OnStdin)

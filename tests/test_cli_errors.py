@@ -588,3 +588,21 @@ def test_stopping_a_broker_never_set_up_is_no_error(tmp_path: Path) -> None:
     """As once one has run and stopped: `make clean` (which stops it first) need hide nothing."""
     run = renkei("broker", "down", env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert (run.returncode, run.stdout, run.stderr) == (0, "broker was not running\n", "")
+
+
+@pytest.mark.parametrize(("args", "none"), [
+    (("card", "list", "--dir", "{tmp}"), "no cards in {tmp}"),
+    (("holder", "staff", "list", "town-x"), "no staff registered for town-x"),
+    (("holder", "terminal", "list", "town-x"), "no terminals registered for town-x"),
+    (("registry", "events", "--after", "10000"), "no change events after 10000"),
+    (("registry", "events", "--kind", "moved", "--after", "10000"),
+     "no moved events after 10000")])
+def test_an_empty_list_is_said(tmp_path: Path, args: tuple[str, ...], none: str) -> None:
+    """In one line, exit 0: not silence, which an operator cannot tell from a command that did
+    nothing."""
+    with state_folder(tmp_path / "state") as state:
+        credentials.issue("town-x")
+        if args[0] == "registry":
+            renkei("registry", "generate", "--residents", "20")
+        run = renkei(*(a.format(tmp=tmp_path) for a in args), env={STATE_ENV: str(state)})
+    assert run.stdout == none.format(tmp=tmp_path) + "\n"
