@@ -74,16 +74,19 @@ def summary(r: CrashChaos) -> list[str]:
               show_default=True)
 def report(files: tuple[Path, ...], results: Path) -> None:
     """Every chaos result found in the results folder (each part's, and those other runs wrote
-    with --out there), or the FILES given, its headline figures, in one report."""
-    found: dict[str, Any] = {}
-    if not files:
-        for part in PARTS:
-            path = results / f"chaos-{part}.json"
-            if path.exists():
-                found[part] = _reported(part, _read(path))
-            else:
-                click.echo(f"{part}: not run (renkei chaos {part})")
+    with --out there), or the FILES given, its headline figures, in one report; none found is
+    said, and no report written."""
+    parts = {} if files else {part: results / f"chaos-{part}.json" for part in PARTS}
     given = {str(path): _read(path) for path in files} if files else others(results)
+    if not given and not any(path.exists() for path in parts.values()):
+        raise click.ClickException(f"no chaos run to report in {results}: run `renkei chaos "
+                                   f"{'|'.join(PARTS)}` first")
+    found: dict[str, Any] = {}
+    for part, path in parts.items():
+        if path.exists():
+            found[part] = _reported(part, _read(path))
+        else:
+            click.echo(f"{part}: not run (renkei chaos {part})")
     for name, result in given.items():
         found[name] = _reported(name, result)
     write_json(results / REPORT.name, found)

@@ -335,3 +335,13 @@ def test_the_report_says_every_chaos_result_found_or_given(tmp_path: Path) -> No
     given = CliRunner().invoke(chaos_cli.chaos_cli, [*folder, str(tmp_path / "crash-2.json")])
     assert given.exit_code == 0, given.output
     assert "jobs: 10" not in given.output and "not run" not in given.output
+
+
+def test_a_report_of_no_chaos_run_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    """Not a report of {} written into a results folder made for it: one line, exit 1."""
+    results = tmp_path / "results"
+    said = CliRunner().invoke(chaos_cli.chaos_cli, ["report", "--results", str(results)])
+    assert said.exit_code == 1, said.output
+    assert said.output == (f"Error: no chaos run to report in {results}: run `renkei chaos "
+                           "crash|broker|fuzz|misbinding` first\n")
+    assert not results.exists()
