@@ -137,19 +137,21 @@ def start(node: int) -> None:
                if started else f"node {node} was running already")
 
 
+ENV_HEADER = "# written by `renkei broker secrets`: never commit this file\n"
+
+
 @broker_cli.command()
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path(".env"), show_default=True)
-def secrets(env_file: Path) -> None:
+              default=Path(".env"), show_default=True, help="in the current folder by default")
+@click.option("--force", is_flag=True,
+              help="replace an env file this command did not write (its lines are lost)")
+def secrets(env_file: Path, force: bool) -> None:
     """The secrets of a compose.yaml deployment, written to an env file (mode 600, git-ignored;
     never commit it): a cluster id, the admin's and the controllers' passwords (kept in the
-    state folder's secrets/, which the Renkei containers mount as /state)."""
-    existing: dict[str, str] = {}
-    if env_file.exists():
-        for line in env_file.read_text(encoding="utf-8").splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.startswith("#"):
-                existing[key.strip()] = value.strip()
+    state folder's secrets/, which the Renkei containers mount as /state), the state folder.
+    One it wrote before is written again, its cluster id kept; another is not replaced unless
+    --force. The passwords are never printed."""
+    existing = _env_values(env_file, force)
     admin = credentials.issue(config.ADMIN)
     controller = credentials.issue(config.CONTROLLER)
     values = {
@@ -158,10 +160,27 @@ def secrets(env_file: Path) -> None:
         "CONTROLLER_PASSWORD": controller.password,
         "RENKEI_STATE_DIR": str(state_dir().resolve()),
     }
-    write_private(env_file, "# written by `renkei broker secrets`: never commit this file\n"
+    write_private(env_file, ENV_HEADER
                   + "".join(f"{key}={value}\n" for key, value in values.items()))
-    click.echo(f"wrote {env_file} (cluster {values['CLUSTER_ID']}; credentials in "
-               f"{values['RENKEI_STATE_DIR']}/secrets)")
+    state = values["RENKEI_STATE_DIR"]
+    click.echo(f"{'rewrote' if existing else 'wrote'} {env_file.resolve()} (mode 600; never "
+               f"commit it): CLUSTER_ID={values['CLUSTER_ID']}, ADMIN_PASSWORD, "
+               f"CONTROLLER_PASSWORD, RENKEI_STATE_DIR={state} (passwords kept in "
+               f"{state}/secrets)")
+
+
+def _env_values(env_file: Path, force: bool) -> dict[str, str]:
+    """The values of `env_file` ({} where there is none); a ClickException for one `secrets`
+    did not write, unless `force`."""
+    if not env_file.exists():
+        return {}
+    text = env_file.read_text(encoding="utf-8", errors="replace")
+    if text and not text.startswith(ENV_HEADER) and not force:
+        raise click.ClickException(f"{env_file.resolve()} was not written by `renkei broker "
+                                   "secrets`: left as it is (--force replaces it, its lines lost)")
+    pairs = (line.partition("=") for line in text.splitlines())
+    return {key.strip(): value.strip() for key, sep, value in pairs
+            if sep and not key.startswith("#")}
 
 
 @broker_cli.command("provision")

@@ -606,3 +606,26 @@ def test_an_empty_list_is_said(tmp_path: Path, args: tuple[str, ...], none: str)
             renkei("registry", "generate", "--residents", "20")
         run = renkei(*(a.format(tmp=tmp_path) for a in args), env={STATE_ENV: str(state)})
     assert run.stdout == none.format(tmp=tmp_path) + "\n"
+
+
+def test_the_secrets_replace_no_env_file_of_the_operators_unasked(tmp_path: Path) -> None:
+    """An operator's own .env was replaced silently, its lines lost; one `broker secrets` wrote
+    is written again, its cluster id kept; no password is printed."""
+    env, env_file = {STATE_ENV: str(tmp_path / "state")}, tmp_path / ".env"
+    env_file.write_text("OPERATORS_OWN=1\n", encoding="utf-8")
+    refused = renkei("broker", "secrets", "--env-file", str(env_file), env=env, check=False)
+    assert refused.returncode == 1, refused.stdout
+    said_in_one_line(refused.stderr, f"{env_file} was not written by `renkei broker secrets`")
+    assert env_file.read_text(encoding="utf-8") == "OPERATORS_OWN=1\n"
+    forced = renkei("broker", "secrets", "--env-file", str(env_file), "--force", env=env)
+    again = renkei("broker", "secrets", "--env-file", str(env_file), env=env)
+    values = dict(line.split("=", 1) for line in env_file.read_text(encoding="utf-8").splitlines()
+                  if not line.startswith("#"))
+    assert values.keys() == {"CLUSTER_ID", "ADMIN_PASSWORD", "CONTROLLER_PASSWORD",
+                             "RENKEI_STATE_DIR"}
+    for run in (forced, again):
+        assert f"{env_file}" in run.stdout and f"CLUSTER_ID={values['CLUSTER_ID']}" in run.stdout
+        assert "ADMIN_PASSWORD" in run.stdout and not [
+            v for v in (values["ADMIN_PASSWORD"], values["CONTROLLER_PASSWORD"])
+            if v in run.stdout + run.stderr]
+    assert env_file.stat().st_mode & 0o777 == 0o600
