@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import signal
 import sys
 from functools import cache
 from typing import Any
@@ -23,6 +24,8 @@ COMMANDS = {
     "patterns": "processors.cli:patterns_cli", "platform": "processors.cli:platform_cli",
     "portal": "portal.cli:portal_cli", "registry": "registry.cli:registry_cli",
 }
+# The exit code of a command Ctrl-C ended (128+SIGINT), which a script tells from a failure's 1
+INTERRUPTED = 128 + signal.SIGINT
 # A group's long-running command (`serve` of the registry and the authority, which import their
 # groups; the CAs' `card crl`, which imports the service loop), added to its group here
 SERVE = {"registry": "registry.serve:serve", "authority": "authority.serve:serve",
@@ -118,7 +121,8 @@ class _Commands(Named):
     that lost entries the audit consumer appended, an audit consumer's commit note the head key
     did not sign, a bad pattern file, a sealing key damaged or not the directory's, a port in
     use or a file or folder that cannot be made or read (named) is said in one line (no
-    traceback), exit code 1."""
+    traceback), exit code 1. A command Ctrl-C interrupts (at a prompt too) ends with click's
+    "Aborted!", exit code 130 (a server that stops on SIGINT stops as it does)."""
 
     def imported(self, name: str) -> click.Command:
         return _command(name)
@@ -126,12 +130,25 @@ class _Commands(Named):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except KeyboardInterrupt as exc:
+            click.echo(err=True)  # closes the terminal's ^C echo, as click does
+            raise _interrupted() from exc
+        except click.Abort as exc:  # a prompt's: interrupted, or its stdin ended (exit code 1)
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise _interrupted() from exc
+            raise
+        except (click.ClickException, click.exceptions.Exit):
             raise
         except Exception as exc:
             if (said := _said(exc)) is None:
                 raise
             raise click.ClickException(said) from exc
+
+
+def _interrupted() -> click.exceptions.Exit:
+    """Ctrl-C's end: click's "Aborted!", exit code INTERRUPTED (not click's 1)."""
+    click.echo("Aborted!", err=True)
+    return click.exceptions.Exit(INTERRUPTED)
 
 
 @click.group(cls=_Commands, named=COMMANDS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 from pathlib import Path
 
 
@@ -15,3 +16,14 @@ def open_files(pid: int | str = "self") -> set[str]:
         with contextlib.suppress(FileNotFoundError):
             found.add(os.readlink(fd))
     return found
+
+
+READ = {"x86_64": 0, "aarch64": 63}[platform.machine()]  # read(2)'s syscall number
+
+
+def reading_stdin(pid: int) -> bool:
+    """Whether the process is blocked in a read of its stdin now (a signal then interrupts it,
+    not one sent just before the read begins, which it would miss)."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        return Path(f"/proc/{pid}/syscall").read_text().split()[:2] == [str(READ), "0x0"]
+    return False  # gone

@@ -5,8 +5,13 @@ pattern file. None of these needs a broker."""
 from __future__ import annotations
 
 import os
+import pty
 import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ from renkei.chaos_cli import broker_chaos
 from renkei.cli import main
 from renkei.state import STATE_ENV, held, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
+from tests.loop_helpers import Deadline
+from tests.proc_helpers import reading_stdin
 
 PATTERN_FILES = {"bad.toml": "x = \n", "none.toml": "x = 1\n",
                  "partial.toml": '[[pattern]]\npattern_id = "a"\n'}
@@ -629,3 +636,28 @@ def test_the_secrets_replace_no_env_file_of_the_operators_unasked(tmp_path: Path
             v for v in (values["ADMIN_PASSWORD"], values["CONTROLLER_PASSWORD"])
             if v in run.stdout + run.stderr]
     assert env_file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_ctrl_c_ends_a_command_with_130(tmp_path: Path, terminal: bool) -> None:
+    """128+SIGINT, which a script tells from a failure's 1 (click's), with click's one line:
+    in a read of stdin, and at a prompt at a terminal (click's, which says Abort)."""
+    with state_folder(tmp_path / "state") as state:
+        credentials.issue("town-x")
+    ours, its = pty.openpty() if terminal else os.pipe()[::-1]
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("renkei")), "holder", "staff",
+                             "add", "town-x", "op"], stdin=its, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, STATE_ENV: str(state)})
+    os.close(its)
+    try:
+        deadline = Deadline(30, "a read of the staff member's name")
+        while not reading_stdin(proc.pid):
+            deadline.check()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        os.close(ours)
+    assert (proc.returncode, err.strip()) == (130, "Aborted!")
