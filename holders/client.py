@@ -40,7 +40,7 @@ from processors.context import CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes
 from renkei import holder_logs, retention, sealing, sqlite
 from renkei.broker_time import BrokerTime
-from renkei.compacted import CompactedView
+from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving
 from renkei.tasks import cancelled, retrieved, set_or_failed
@@ -247,8 +247,7 @@ class HolderClient:
         self._signed_out = sealing.SessionSealer(signer=sealing.Signer(holder, self._signing))
         self._unsigned_out = sealing.SessionSealer()  # while its entry has no signing key
         self._unsigned_from: set[str] = set()  # providers whose unsigned answers were warned of
-        self.directory = CompactedView(self.access, topics.DIRECTORY,
-                                       lambda b: CODEC.decode(b, HolderEntry))
+        self.directory = holder_directory(self.access)
         self._producer = producer_for(self.access, linger_ms=LINGER_MS)
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._open: dict[str, Request] = {}  # sent from here, not yet answered

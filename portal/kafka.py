@@ -44,7 +44,7 @@ from portal.inbox import default_path as inbox_path
 from portal.services import AUTHORITY, REGISTRY, Asking, read_on
 from portal.sessions import Officer, Resident
 from renkei import holder_logs, sealing
-from renkei.compacted import CompactedView
+from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import STOP_SECONDS, deliver, producer_for
 from renkei.tasks import cancelled, set_or_failed
@@ -322,8 +322,7 @@ class Platform:
     def __init__(self, portal: KafkaAccess, oversight: KafkaAccess, inbox: Inbox) -> None:
         self._access, self.inbox = portal, inbox  # the numbering's changes kept in it too
         self._producer = producer_for(portal)
-        self.directory: CompactedView[HolderEntry] = CompactedView(
-            portal, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
+        self.directory = holder_directory(portal)
         key = sealing.key_of(acls.PORTAL)
         self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key, inbox,
                                        APPLICATIONS_KEPT, self._answered)

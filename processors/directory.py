@@ -8,13 +8,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from audit.events import from_millis
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, provisioned, running
 from processors import keys, patterns
 from renkei import sealing
-from renkei.broker_time import LOG_APPEND_TIME
-from renkei.compacted import CompactedView
+from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC
@@ -153,22 +151,15 @@ async def publish_patterns(versions: Sequence[LegalPattern]) -> list[LegalPatter
 async def suspend(holder: str) -> HolderEntry:
     """Make a holder inactive: neither its requests nor requests to it are approved, and an
     answer to or from it dated (by the broker) from then on is relayed to no one. Its entry is
-    published inactive, then stamped with that record's broker append time (inactive_since),
-    which every platform instance judges answers by; on a directory topic the broker does not
-    stamp (not brought to spec yet) it stays inactive since a time not known, so inactive
-    whenever (Context.active). NotSuspendable for a holder not in the directory or already
+    published inactive naming no time, one record, which every reader of the directory takes
+    as inactive since that record's broker append time (compacted.dated): the entry as the
+    directory has it now. NotSuspendable for a holder not in the directory or already
     suspended."""
     access = KafkaAccess.of(config.ADMIN)
     entry = _of_state(await current(access), holder, active=True)
     inactive = replace(entry, active=False, inactive_since=None, updated_at=datetime.now(UTC))
-    async with running(producer_for(access), access) as producer:
-        landed = await (await producer.send(topics.DIRECTORY, CODEC.encode(inactive),
-                                            key=holder.encode()))
-        if landed.timestamp_type != LOG_APPEND_TIME:
-            return inactive
-        stamped = replace(inactive, inactive_since=from_millis(landed.timestamp))
-        await deliver(producer, [send(topics.DIRECTORY, holder, stamped)])
-    return stamped
+    await _delivered(access, [send(topics.DIRECTORY, holder, inactive)])
+    return (await current(access))[holder]
 
 
 async def resume(holder: str) -> HolderEntry:
@@ -208,7 +199,7 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
     the legal pattern list names; both topics checked once, at the start."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
-    entries = _by_holder(await _read(access, topics.DIRECTORY, HolderEntry))
+    entries = await _directory(access)
     entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
     admitted()
     await _delivered(access, [send(topics.DIRECTORY, holder, entry)])
@@ -218,7 +209,17 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
 
 async def _read(access: KafkaAccess, topic: str, kind: type[M]) -> list[M]:
     """A compacted topic's entries as they stand, on a broker that has it."""
-    view = CompactedView(access, topic, lambda b: CODEC.decode(b, kind))
+    return await _entries(access, CompactedView(access, topic, lambda b: CODEC.decode(b, kind)))
+
+
+async def _directory(access: KafkaAccess) -> dict[str, HolderEntry]:
+    """The holder directory as it stands, as every reader has it (compacted.holder_directory),
+    on a broker that has it."""
+    return _by_holder(await _entries(access, holder_directory(access)))
+
+
+async def _entries(access: KafkaAccess, view: CompactedView[M]) -> list[M]:
+    """A view's entries once loaded."""
     async with running(view, access):
         await view.loaded()
         return list(view.entries.values())
@@ -229,7 +230,7 @@ async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
     at once if no broker answers: a view would wait for one."""
     access = access or KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY)
-    return _by_holder(await _read(access, topics.DIRECTORY, HolderEntry))
+    return await _directory(access)
 
 
 def _by_holder(entries: Sequence[HolderEntry]) -> dict[str, HolderEntry]:

@@ -45,8 +45,8 @@ from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.rejection import too_long
-from renkei.broker_time import LOG_APPEND_TIME, BrokerTime
-from renkei.compacted import CompactedView
+from renkei.broker_time import LOG_APPEND_TIME, BrokerTime, appended_at
+from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Incoming, Send, batched, unpacked
 from renkei.service_loop import (
     AWAY_AT_STOP,
@@ -90,8 +90,7 @@ class Views:
 
     def __init__(self, access: KafkaAccess, ctx: Context) -> None:
         self.ctx = ctx
-        self.directory = CompactedView(access, topics.DIRECTORY,
-                                       lambda b: CODEC.decode(b, HolderEntry))
+        self.directory = holder_directory(access)
         self.patterns = CompactedView(access, topics.PATTERNS,
                                       lambda b: CODEC.decode(b, LegalPattern))
         self._seen = (-1, -1)
@@ -445,7 +444,7 @@ def _time(record: Any) -> datetime:
 def _received(record: Any, now: datetime) -> datetime:
     """When the broker received a record: its append time if the broker stamped it, else (its
     topic not brought to spec: its writer's time) the broker's time as read `now`."""
-    return _time(record) if record.timestamp_type == LOG_APPEND_TIME else now
+    return appended_at(record) or now
 
 
 class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]

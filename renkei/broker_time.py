@@ -64,6 +64,13 @@ class BrokerTime:
         return datetime.fromtimestamp((self._reads[-1][1] if recent is None else recent) + at, UTC)
 
 
+def appended_at(record: Any) -> datetime | None:
+    """A record's broker append time (None: its topic's records are stamped by their writers)."""
+    if record.timestamp_type != LOG_APPEND_TIME:
+        return None
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+
+
 def _latest(records: Iterable[Any]) -> float | None:
     """The latest append time of records, in seconds (None: none stamped by the broker)."""
     stamped = [r.timestamp for r in records if r.timestamp_type == LOG_APPEND_TIME]

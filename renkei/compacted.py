@@ -7,15 +7,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
+from broker import topics
 from broker.clients import KafkaAccess, caught_up, started
+from renkei.broker_time import appended_at
 from renkei.tasks import set_or_failed
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry
 
 V = TypeVar("V")
 log = logging.getLogger(__name__)
+Amend = Callable[[V, V | None, datetime | None], V]
+"""A value as a view keeps it: as read, the key's value before it, its record's broker append
+time (None: stamped by its writer)."""
 
 
 class NotFollowing(RuntimeError):
@@ -25,10 +34,12 @@ class NotFollowing(RuntimeError):
 class CompactedView(Generic[V]):
     """Read a compacted topic without a consumer group: every process sees every entry."""
 
-    def __init__(self, access: KafkaAccess, topic: str, decode: Callable[[bytes], V]) -> None:
+    def __init__(self, access: KafkaAccess, topic: str, decode: Callable[[bytes], V],
+                 amend: Amend[V] | None = None) -> None:
         self.topic = topic
         self._access = access
         self._decode = decode
+        self._amend = amend
         self._entries: dict[bytes, V] = {}
         self._loaded = asyncio.Event()
         self._changed = asyncio.Event()
@@ -82,7 +93,7 @@ class CompactedView(Generic[V]):
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():
                     for record in records:
-                        self._apply(record.key, record.value)
+                        self._apply(record)
                 if batch:
                     self.version += 1
                     self._changed.set()
@@ -94,14 +105,36 @@ class CompactedView(Generic[V]):
         finally:
             await consumer.stop()
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _apply(self, record: Any) -> None:
+        key, value = record.key, record.value
         if key is None:
             log.warning("an entry without a key on %s: ignored", self.topic)
         elif value is None:
             self._entries.pop(key, None)
         else:
             try:
-                self._entries[key] = self._decode(value)
+                entry = self._decode(value)
             except ValueError as exc:
                 log.warning("an unreadable entry on %s: %s", self.topic, exc)
+                return
+            self._entries[key] = (entry if self._amend is None else
+                                  self._amend(entry, self._entries.get(key), appended_at(record)))
+
+
+def holder_directory(access: KafkaAccess) -> CompactedView[HolderEntry]:
+    """A view of the holder directory, each inactive entry dated as every reader dates it."""
+    return CompactedView(access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry), dated)
+
+
+def dated(entry: HolderEntry, before: HolderEntry | None, appended: datetime | None
+          ) -> HolderEntry:
+    """An entry published inactive naming no time (a suspension: one record) as inactive since
+    the time of the holder's inactive entry before it, if one was (published inactive again),
+    else since its own record's broker append time: the same for every reader, whenever it
+    reads it. On a directory topic the broker does not stamp (not brought to spec yet) it stays
+    inactive since a time not known, inactive whenever (Context.active)."""
+    if entry.active or entry.inactive_since is not None:
+        return entry
+    kept = before.inactive_since if before is not None and not before.active else None
+    return replace(entry, inactive_since=kept or appended)
 

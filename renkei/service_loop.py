@@ -15,14 +15,12 @@ import click
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
 
-from broker import partitioner, topics
+from broker import partitioner
 from broker.clients import KafkaAccess, started
-from renkei.compacted import CompactedView
+from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Directory, Send
 from renkei.tasks import cancelled, retrieved, set_or_failed
 from renkei.tether import when_parent_gone
-from schemas.codec import CODEC
-from schemas.messages import HolderEntry
 
 log = logging.getLogger(__name__)
 Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
@@ -334,8 +332,7 @@ async def run_service(principal: str, topics_in: Sequence[str], group: str,
     serves."""
     access = KafkaAccess.of(principal)
     stop = stop_on_signals()
-    directory: CompactedView[HolderEntry] = CompactedView(
-        access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry))
+    directory = holder_directory(access)
     handle = handler(lambda holder: directory.entries.get(holder.encode()))
 
     async def handle_async(records: list[Any]) -> Sequence[Send]:

@@ -238,7 +238,8 @@ class HolderEntry:
     active: bool
     updated_at: datetime
     signing_key: bytes | None = None  # Ed25519, its answer sessions' (None from v1: unsigned)
-    inactive_since: datetime | None = None  # broker time it was made inactive (None: not known)
+    inactive_since: datetime | None = None  # broker time it was made inactive (None: its
+    # inactive record's, as every reader takes it, renkei.compacted.dated)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.patterns import load
 from registry.resident_code import random_codes
+from renkei.compacted import dated
 from renkei.envelope import Incoming, Send
 from schemas.codec import CODEC
 from schemas.messages import (
@@ -148,6 +149,21 @@ def test_an_answer_read_again_after_its_requester_was_made_inactive_is_judged_at
         later = replace(ctx, directory={**ctx.directory, gone: since})
         relayed, = _answer(pending, "town", answered, 2, later)
         assert CODEC.decode(relayed.value, Outcome).answered_at == answered
+
+
+def test_an_inactive_entry_published_again_keeps_the_time_it_was_made_inactive(
+        ctx: Context) -> None:
+    """Dated by its own record's time, an inactive entry published again with no time would
+    move the suspension later for a reader that had the one before: it keeps that one's time;
+    after an active entry, or on a topic not stamped by the broker, its own (or none)."""
+    now = datetime.now(UTC)
+    active = ctx.directory["town"]
+    inactive = replace(active, active=False)
+    first = dated(inactive, active, now)
+    assert first.inactive_since == now
+    assert dated(inactive, first, now + timedelta(hours=1)).inactive_since == now
+    assert dated(inactive, None, None).inactive_since is None
+    assert dated(active, first, now) == active
 
 
 def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:

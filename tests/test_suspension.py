@@ -8,8 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from audit.events import from_millis
+from broker import acls, config, topics
+from broker.clients import KafkaAccess, offsets, read_topic, running
 from holders.client import HolderClient
 from processors import directory
+from processors.context import Context
+from processors.keys import MasterKeys
+from processors.platform import Views
+from renkei import town as town_setup
+from renkei.broker_time import LOG_APPEND_TIME
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry
 from tests.kafka_helpers import renkei
 from tests.test_linkage import ask, bound
 
@@ -69,3 +79,41 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
                         "no holder 'nobody' is in the holder directory")):
         refused = renkei("holder", *args, check=False)
         assert refused.returncode == 1 and said in refused.stderr
+
+
+def _instance() -> Views:
+    """A platform instance's views of the directory and pattern list."""
+    return Views(KafkaAccess.of(acls.PLATFORM), Context.of(MasterKeys.generate()))
+
+
+async def test_a_suspension_is_one_record_every_reader_dates_alike(
+        town: town_setup.Town) -> None:
+    """A suspension was published inactive with no time, then again stamped with the first
+    record's append time: an instance that had read only the first judged the holder inactive
+    at every time, and refused an answer from before that another relayed. It is one record,
+    dated by its broker append time by every reader, who relays an answer from before it."""
+    admin, platform = KafkaAccess.of(config.ADMIN), KafkaAccess.of(acls.PLATFORM)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    following = _instance()
+    async with running(following, platform):  # an instance reading it as it comes
+        said = renkei("holder", "suspend", "sakura-town", "--reason", "x").stdout
+        try:
+            records = await read_topic(admin, topics.DIRECTORY, start=end)
+            assert [(r.key, r.timestamp_type) for r in records] == [
+                (b"sakura-town", LOG_APPEND_TIME)], "one record, stamped by the broker"
+            assert CODEC.decode(records[0].value, HolderEntry).inactive_since is None
+            since = from_millis(records[0].timestamp)
+            async with asyncio.timeout(10):
+                while following.refresh().directory["sakura-town"].active:
+                    await following.directory.changed()
+            started = _instance()
+            async with running(started, platform):  # an instance reading it from the start
+                for ctx in (following.refresh(), started.refresh()):
+                    assert ctx.directory["sakura-town"].inactive_since == since
+                    assert ctx.active("sakura-town", since - timedelta(milliseconds=1))
+                    assert not ctx.active("sakura-town", since)
+            assert (await directory.current())["sakura-town"].inactive_since == since
+            assert since.isoformat() in said
+        finally:
+            renkei("holder", "resume", "sakura-town")
+
