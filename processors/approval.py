@@ -23,6 +23,17 @@ class Refused:
 UNLISTED = Refused("NOT_PERMITTED", "the requester is not in the holder directory")
 
 
+def not_active(requester: HolderEntry | None) -> str | None:
+    """Why a requester is refused as not an active holder (None: it is one): one whose entry
+    is inactive is told it is suspended, and since when if the directory dates it."""
+    if requester is None:
+        return "the requester is not an active holder in the directory"
+    if requester.active:
+        return None
+    since = f" since {requester.inactive_since.isoformat()}" if requester.inactive_since else ""
+    return f"the requester is suspended{since}: not an active holder in the directory"
+
+
 class PatternList:
     """Every version of every legal pattern; at most one version of a pattern is in force."""
 
@@ -60,8 +71,8 @@ def approve(request: LinkageRequest, requester: HolderEntry | None,
     if pattern is None:
         return Refused("PATTERN_NOT_IN_FORCE",
                        f"pattern {request.pattern_id} is not in force at {at.isoformat()}")
-    if not requester.active:
-        return Refused("NOT_PERMITTED", "the requester is not an active holder")
+    if (why := not_active(requester)) is not None:
+        return Refused("NOT_PERMITTED", why)
     if requester.role != pattern.requester_role:
         return Refused("NOT_PERMITTED", f"pattern {pattern.pattern_id} is for requesters of role "
                                         f"{pattern.requester_role}, not {requester.role}")

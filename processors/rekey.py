@@ -15,6 +15,7 @@ from datetime import datetime
 
 from broker import topics
 from processors.access_log import REKEY, logged
+from processors.approval import not_active
 from processors.codes import CodeService, InvalidCode, Result, UnitEpoch
 from processors.context import Context
 from processors.linkage import FromHolder
@@ -39,9 +40,8 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     request = item.message
     assert isinstance(request, RekeyRequest)
     at, source = item.incoming.timestamp, item.incoming.source
-    if not ctx.active(item.holder):
-        return reject(item.holder, request.request_id, "NOT_PERMITTED",
-                      "the requester is not an active holder in the directory", at, source, REKEY)
+    if (why := not_active(ctx.directory.get(item.holder))) is not None:
+        return reject(item.holder, request.request_id, "NOT_PERMITTED", why, at, source, REKEY)
     if not ctx.fresh(request.sent_at, at):
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, source, REKEY)

@@ -56,7 +56,8 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
         assert entry.inactive_since.isoformat() in said
         await _seen(nenkin, "sakura-town", False)
         assert await _status(town_hall, "P-027", "nenkin", "pension_benefit") == (
-            "REJECTED", "NOT_PERMITTED: the requester is not an active holder")
+            "REJECTED", "NOT_PERMITTED: the requester is suspended since "
+            f"{entry.inactive_since.isoformat()}: not an active holder in the directory")
         assert await _status(nenkin, "P-037", "sakura-town", "local_tax") == (
             "REJECTED", "UNKNOWN_HOLDER: no active holder 'sakura-town'")
         again = renkei("holder", "suspend", "sakura-town", "--reason", "x", check=False)
