@@ -45,7 +45,7 @@ from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.rejection import too_long
-from renkei.broker_time import LOG_APPEND_TIME, BrokerTime, appended_at
+from renkei.broker_time import LOG_APPEND_TIME, BrokerTime, appended_at, record_time
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Incoming, Send, batched, unpacked
 from renkei.service_loop import (
@@ -247,7 +247,7 @@ class Platform:
         the partition: nothing to do; under another: their effects were made, only the state is
         brought up to date, which applying them again leaves as it is if it was already); read
         first, by the record's append time (Decider.read), whichever."""
-        self.decider.read(record.partition, _time(record), ctx)
+        self.decider.read(record.partition, record_time(record), ctx)
         mark = dict(record.headers or ()).get(DECIDED)
         if mark is not None and mark == self.at_once.get(record.partition):
             return []
@@ -391,10 +391,10 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
         last = await _last_record(replay, tp, end)
         broker_time.read_late([] if last is None else [last])  # perhaps hours old
         counted = _counted_from(broker_time, last)
-        since = ctx.remembered_from(None if last is None else _time(last), counted)
+        since = ctx.remembered_from(None if last is None else record_time(last), counted)
         await seek_to_times(replay, {tp: int(since.timestamp() * 1000)}, ends)
         async for record in records_up_to(replay, ends):
-            history.append(decider.DecisionRecord(_time(record), _events(record)))
+            history.append(decider.DecisionRecord(record_time(record), _events(record)))
     finally:
         await replay.stop()
     return History(since, history or [decider.DecisionRecord(counted, [])])  # gone: read now
@@ -434,11 +434,6 @@ async def _last_record(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int)
     async for record in records_up_to(consumer, {tp: end}):
         last = record
     return last
-
-
-def _time(record: Any) -> datetime:
-    """A record's time: its append time, if its topic's records are stamped by the broker."""
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
 def _received(record: Any, now: datetime) -> datetime:
@@ -487,7 +482,8 @@ def _nothing(item: object, exc: Exception) -> list[Send]:
 
 
 def _incoming(record: Any) -> Incoming:
-    return Incoming(record.topic, record.partition, record.offset, _time(record), record.value)
+    return Incoming(record.topic, record.partition, record.offset, record_time(record),
+                    record.value)
 
 
 def decoded(records: list[Any], cls: type[Any]) -> list[Any]:

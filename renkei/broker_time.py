@@ -64,11 +64,14 @@ class BrokerTime:
         return datetime.fromtimestamp((self._reads[-1][1] if recent is None else recent) + at, UTC)
 
 
+def record_time(record: Any) -> datetime:
+    """A record's time: its append time, if its topic's records are stamped by the broker."""
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+
+
 def appended_at(record: Any) -> datetime | None:
     """A record's broker append time (None: its topic's records are stamped by their writers)."""
-    if record.timestamp_type != LOG_APPEND_TIME:
-        return None
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    return record_time(record) if record.timestamp_type == LOG_APPEND_TIME else None
 
 
 def _latest(records: Iterable[Any]) -> float | None:
