@@ -139,6 +139,7 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
     """The verdict over every request asked and binding (pure: from what the stores hold)."""
     answered = [a for a in asked if a.status != SENT]
     bound = [b for b in bindings if b.status != SENT]
+    as_answered = [b for b in bound if b.status in BINDING_ANSWERS]  # BOUND or INVESTIGATING
     failing = {
         "lost": [a.request_id for a in asked if a.status == SENT],
         "rejected": [a.request_id for a in answered if a.status == REJECTED],
@@ -150,11 +151,10 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
                                   and not _audited_as_answered(a, logged.audit)],
         "bindings_lost": [b.request_id for b in bindings if b.status == SENT],
         "bindings_refused": [b.request_id for b in bound if b.status not in BINDING_ANSWERS],
-        "binding_audit_not_once": [b.request_id for b in bound if b.status in BINDING_ANSWERS
-                                   and not _binding_audited_once(logged.audit.get(b.request_id,
-                                                                                  []))],
-        "lookup_not_once": [b.request_id for b in bound if b.status in BINDING_ANSWERS
-                            and logged.lookups[b.request_id] != int(b.by_number)],
+        "binding_audit_not_once": [b.request_id for b in as_answered if not
+                                   _binding_audited_once(logged.audit.get(b.request_id, []))],
+        "lookup_not_once": [b.request_id for b in as_answered
+                            if logged.lookups[b.request_id] != int(b.by_number)],
     }
     steps = Counter("+".join(step for step, _ in logged.audit.get(a.request_id, []))
                     for a in answered)
