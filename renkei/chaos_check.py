@@ -229,7 +229,8 @@ def logged_of(stores: Iterable[sqlite3.Connection], request_ids: set[str],
 
 
 def lookups_logged(request_ids: set[str]) -> Counter[str]:
-    """How often the authority's log holds a look-up of each of these binding requests."""
+    """How often the authority's log holds a look-up of each of these binding requests (each
+    logged as "<request id>@<the message it came from>", authority.lookups._identified)."""
     path = authority_store.default_path()
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         logged = Counter(str(look_up).split("@", 1)[0]
