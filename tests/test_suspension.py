@@ -117,4 +117,3 @@ async def test_a_suspension_is_one_record_every_reader_dates_alike(
             assert since.isoformat() in said
         finally:
             renkei("holder", "resume", "sakura-town")
-
