@@ -72,10 +72,10 @@ def default_path() -> Path:
 def column_text(value: str) -> str:
     """What a text column holds of an event's value (its leaf keeps the exact one): control
     characters and the backslash escaped (\\x00, \\\\: one value, one form), cut to
-    COLUMN_CHARS. Stored rows, lookups and `verify` all go through it; printable ASCII without
-    a backslash, within COLUMN_CHARS (nearly every value), is as it is without the pattern."""
-    if len(value) <= COLUMN_CHARS and value.isascii() and value.isprintable() \
-            and "\\" not in value:
+    COLUMN_CHARS. Stored rows, lookups and `verify` all go through it; printable text without a
+    backslash, within COLUMN_CHARS (nearly every value, a legal basis in Japanese too: no control
+    character is printable), is as it is without the pattern."""
+    if len(value) <= COLUMN_CHARS and value.isprintable() and "\\" not in value:
         return value
     return _UNSAFE.sub(_escaped, value)[:COLUMN_CHARS]
 

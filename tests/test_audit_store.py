@@ -1183,3 +1183,15 @@ def test_the_audit_commands_connections_cache_what_they_read(tmp_path: Path) -> 
         cached = [-store._db.execute("PRAGMA cache_size").fetchone()[0]
                   for store in (writer, reader)]
     assert cached == [64 * 1024, 16 * 1024]
+
+
+def test_a_printable_legal_basis_in_japanese_is_stored_as_it_is_without_the_pattern(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Printable text without a backslash, Japanese too (nearly every legal basis), is its own
+    column text: the escaping pattern is not run on it (each event's legal basis, else)."""
+    class Unused:
+        def sub(self, *_: object) -> str:
+            raise AssertionError("the pattern ran on printable text")
+
+    monkeypatch.setattr(audit.store, "_UNSAFE", Unused())
+    assert column_text("番号法 別表第二 12") == "番号法 別表第二 12"
