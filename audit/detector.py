@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, timezone
+from functools import cached_property
 
 from audit.events import AccessLogEvent
 from renkei.shown import short
@@ -53,13 +54,13 @@ class Rules:
     burst_window: timedelta = timedelta(minutes=1)
     burst_rejections: int = 20
 
-    @property
+    @cached_property
     def horizon(self) -> timedelta:
         """How far back the windows reach (the current bucket and its norm's): what a restarted
         detector re-reads."""
         return max(self.bucket * (self.norm_buckets + 1), self.person_window, self.burst_window)
 
-    @property
+    @cached_property
     def memory(self) -> timedelta:
         """How far back an alert still matters: the windows, or the quiet after an off-hours one."""
         return max(self.horizon, self.off_hours_quiet)
@@ -152,6 +153,7 @@ class Detector:
     def __init__(self, rules: Rules | None = None, bound: Bound = never_bound) -> None:
         self.rules = rules or Rules()
         self._bound = bound
+        self._placeable = (EARLIEST + self.rules.memory, LATEST - timedelta(days=1))
         self._known_bound: set[tuple[str, str]] = set()
         self._volume: dict[str, _Volume] = {}
         self._persons: dict[tuple[str, str], deque[datetime]] = {}
@@ -207,7 +209,8 @@ class Detector:
 
     def _placed(self, at: datetime) -> bool:
         """Whether the windows (and the JST day) of an event at `at` are times there can be."""
-        return EARLIEST + self.rules.memory <= at <= LATEST - timedelta(days=1)
+        first, last = self._placeable
+        return first <= at <= last
 
     def _volume_of(self, event: AccessLogEvent) -> list[Alert]:
         rules, at = self.rules, event.occurred_at

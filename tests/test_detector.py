@@ -204,3 +204,11 @@ def test_an_event_at_the_ends_of_time_stalls_no_detector() -> None:
     assert detector.observe(ends) == []
     night = OFFICE + timedelta(hours=12)  # 22:00 JST
     assert rules_of(detector.observe([linkage(night)])) == [OFF_HOURS]
+
+
+def test_the_rules_reach_is_worked_out_once_not_per_event() -> None:
+    """The horizon and memory of a Rules are worked out once (the detector asks them of each
+    event), and are what their windows make them."""
+    rules = Rules()
+    assert rules.horizon is rules.horizon and rules.horizon == timedelta(minutes=61)
+    assert rules.memory is rules.memory and rules.memory == timedelta(hours=12)
