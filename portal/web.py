@@ -63,8 +63,10 @@ class Site:
 SITE = web.AppKey("site", Site)
 SESSIONS = web.AppKey("sessions", Sessions)
 SESSION = web.RequestKey("session", Session)
-# the login page of the side whose session ended at this request (a new one made in its place)
-LOGIN_AGAIN = web.RequestKey("login_again", str)
+# the role of the officer signed in to the session that ended at this request (a new one made in
+# its place), if one was: whose login its form goes back to
+ENDED_ROLE = web.RequestKey("ended_role", str)
+OFFICERS = ("counter", "oversight")  # the officers' roles, each side's pages under /<role>
 
 
 def session_of(request: web.Request) -> Session:
@@ -129,8 +131,8 @@ def is_page(request: web.Request) -> bool:
 async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Attach the session (a new one if none, expired, or signed in with a card since revoked or
     whose revocation cannot be checked now; at the counter, such a visitor's card ends the
-    visitor's part alone), saying which, with the login page of the side it ended on (an
-    officer's role's, else a resident's); set the cookie on the way out."""
+    visitor's part alone), saying which, with the role of the officer signed in to the one that
+    ended, if any; set the cookie on the way out."""
     if not is_page(request):
         return await handler(request)
     store = request.app[SESSIONS]
@@ -151,7 +153,8 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
             session.notice = "session_crl" if ended in UNCHECKABLE else "session_revoked"
         elif timed_out:
             session.notice, role = timed_out.notice, timed_out.role
-        request[LOGIN_AGAIN] = login_page(role)
+        if role is not None:
+            request[ENDED_ROLE] = role
     elif present := _revocation(request, ca.JPKI, session.present):
         session.present = None  # the visitor's part ends; the staff member's goes on
         session.notice = "present_crl" if present in UNCHECKABLE else "present_revoked"
@@ -196,9 +199,10 @@ def _cookie(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form; one sent from a session that
-    has ended since (its token that session's) goes to its side's login page (the counter's,
-    the oversight console's, a resident's), which says why it ended if it was logged out, else
-    that the form was not taken; one of a live session with another token (a page opened before
+    has ended since (its token that session's) goes to its side's login page (its officer's
+    role's; else, one the portal has forgotten, its path's: the counter's, the oversight
+    console's, else a resident's), which says why it ended if it was logged out, else that the
+    form was not taken; one of a live session with another token (a page opened before
     a login or a log-out) is refused (403) by a page saying it was out of date."""
     if request.method == "POST" and is_page(request):
         form = await request.post()
@@ -206,7 +210,7 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _ended(request):
                 session.notice = session.notice or "form_expired"
-                raise web.HTTPSeeOther(request[LOGIN_AGAIN])
+                raise web.HTTPSeeOther(login_page(request.get(ENDED_ROLE) or side_of(request.path)))
             return render(request, "error.html", status=403, message="form_stale")
     return await handler(request)
 
@@ -236,6 +240,12 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Referrer-Policy"] = "no-referrer"
     if not request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
+
+
+def side_of(path: str) -> str | None:
+    """The officers' side whose pages `path` is one of (`/counter…`, `/oversight…`), if any."""
+    first = path.split("/")[1]
+    return first if first in OFFICERS else None
 
 
 def login_page(role: str | None = None) -> str:

@@ -743,6 +743,20 @@ async def test_an_officers_form_sent_after_their_session_ended_goes_to_their_sid
     assert fakes_of(client).kafka.oversight.asked == []
 
 
+@pytest.mark.parametrize("path, login", [("/counter/finish", "/login?as=counter"),
+                                         ("/oversight/holder-logs", "/login?as=oversight"),
+                                         ("/number", "/login")])
+async def test_a_form_of_a_session_the_portal_forgot_goes_to_its_paths_sides_login(
+        client: Client, path: str, login: str) -> None:
+    """A form sent after the portal restarted, or from a session long forgotten (its cookie
+    one the portal does not know), went to the resident's login from the counter's or the
+    oversight console's pages: it goes to the login of the side its path is on."""
+    client.session.cookie_jar.update_cookies({COOKIE: "from-before-a-restart"})
+    sent = await client.post(path, allow_redirects=False, data={"csrf": "its-old-token"})
+    assert (sent.status, sent.headers.get("Location")) == (303, login)
+    assert fakes_of(client).kafka.oversight.asked == []
+
+
 async def test_only_a_session_logged_in_and_ended_by_time_is_told_it_was_logged_out(
         client: Client, town: Town) -> None:
     """A forged or long-gone cookie (another portal's, one from before a restart) and an idle
