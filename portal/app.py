@@ -19,6 +19,7 @@ from portal.kafka import Platform as KafkaSide
 from portal.records import CONNECTION_CACHE_KIB, Records, Unavailable
 from portal.sessions import Sessions
 from portal.web import (
+    LOGIN_START,
     READER_RETURN,
     SESSIONS,
     SITE,
@@ -57,7 +58,7 @@ def build(site: Site, session_store: Sessions) -> web.Application:
         web.get("/", home),
         web.get("/lang/{lang}", switch_language),
         web.get("/login", login.page),
-        web.post("/login/start", login.start),
+        web.post(LOGIN_START, login.start),
         web.post(READER_RETURN, login.returned),
         web.get(login.SIGNED, login.card),
         web.post("/logout", login.logout),

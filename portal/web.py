@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
@@ -30,6 +30,7 @@ JST = timezone(timedelta(hours=9), "JST")
 # posted by the card reader from its own site: no session's cookie comes with it (SameSite=Lax),
 # none is made or set (the challenge it names finds the login's session: portal.login.returned)
 READER_RETURN = "/login/card"
+LOGIN_START = "/login/start"  # a card login's start, its form's realm whose login it is
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TEMPLATES = jinja2.Environment(
@@ -67,6 +68,8 @@ SESSION = web.RequestKey("session", Session)
 # its place), if one was: whose login its form goes back to
 ENDED_ROLE = web.RequestKey("ended_role", str)
 OFFICERS = ("counter", "oversight")  # the officers' roles, each side's pages under /<role>
+# the officers' side of a card login's realm (a counter visitor's login is at the counter's desk)
+REALM_SIDES = {**{role: role for role in OFFICERS}, "present": "counter"}
 
 
 def session_of(request: web.Request) -> Session:
@@ -200,17 +203,19 @@ def _cookie(request: web.Request, response: web.StreamResponse) -> None:
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form; one sent from a session that
     has ended since (its token that session's) goes to its side's login page (its officer's
-    role's; else, one the portal has forgotten, its path's: the counter's, the oversight
-    console's, else a resident's), which says why it ended if it was logged out, else that the
-    form was not taken; one of a live session with another token (a page opened before
-    a login or a log-out) is refused (403) by a page saying it was out of date."""
+    role's; else, a session the portal forgot or nobody was signed in to, the side it was sent
+    from: the counter's, the oversight console's, else a resident's), which says why it ended if
+    it was logged out, else that the form was not taken; one of a live session with another
+    token (a page opened before a login or a log-out) is refused (403) by a page saying it was
+    out of date."""
     if request.method == "POST" and is_page(request):
         form = await request.post()
         session = session_of(request)
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _ended(request):
                 session.notice = session.notice or "form_expired"
-                raise web.HTTPSeeOther(login_page(request.get(ENDED_ROLE) or side_of(request.path)))
+                side = request.get(ENDED_ROLE) or side_of(request, form)
+                raise web.HTTPSeeOther(login_page(side))
             return render(request, "error.html", status=403, message="form_stale")
     return await handler(request)
 
@@ -242,9 +247,12 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Cache-Control"] = "no-store"
 
 
-def side_of(path: str) -> str | None:
-    """The officers' side whose pages `path` is one of (`/counter…`, `/oversight…`), if any."""
-    first = path.split("/")[1]
+def side_of(request: web.Request, form: Mapping[str, object]) -> str | None:
+    """The officers' side a form was sent from, if any: its path's (`/counter…`,
+    `/oversight…`); a card login's start, its realm's (its login page's)."""
+    if request.path == LOGIN_START:
+        return REALM_SIDES.get(str(form.get("realm", "")))
+    first = request.path.split("/")[1]
     return first if first in OFFICERS else None
 
 

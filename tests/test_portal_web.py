@@ -843,6 +843,26 @@ async def test_a_login_page_left_open_keeps_its_language_and_says_why_its_form_w
     assert '<html lang="en">' in shown and words("en")["form_expired"] not in shown
 
 
+@pytest.mark.parametrize("realm, login", [("counter", "/login?as=counter"),
+                                          ("oversight", "/login?as=oversight"),
+                                          ("present", "/login?as=counter"),
+                                          ("resident", "/login")])
+async def test_an_officers_login_page_left_open_goes_back_to_itself_when_its_form_is_not_taken(
+        client: Client, realm: str, login: str) -> None:
+    """A counter's or an oversight officer's login page left open, nobody signed in, past the
+    session's idle end: its form sent went to the resident's login. It goes back to the login
+    page it was sent from (the realm it starts; a counter visitor's, the counter's), which says
+    the form was not taken."""
+    store = cast(TestServer, client.server).app[SESSIONS]
+    token = await csrf_of(client, login)
+    later = store.clock() + store.idle.total_seconds() + 1
+    store.clock = lambda: later
+    sent = await client.post("/login/start", allow_redirects=False,
+                             data={"csrf": token, "realm": realm})
+    assert (sent.status, sent.headers.get("Location")) == (303, login)
+    assert words("ja")["form_expired"] in html.unescape(await (await client.get(login)).text())
+
+
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
 async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
                                                                 path: str) -> None:
