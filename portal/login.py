@@ -20,7 +20,7 @@ from cards.login import FORGED_MARK, FROM_THE_FUTURE, REVOKED, UNCHECKABLE, Refu
 from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Challenge, Officer, Session, Signed
-from portal.web import READER_RETURN, SESSION, SESSIONS, SITE, render, session_of
+from portal.web import READER_RETURN, SESSION, SESSIONS, SITE, login_page, render, session_of
 from renkei.questions import NO_REPLY_KEY
 from schemas.messages import CardLogin
 
@@ -164,6 +164,9 @@ def _login_page(realm: str) -> str:
 
 
 async def logout(request: web.Request) -> web.Response:
-    request.app[SESSIONS].end(session_of(request))
-    request[SESSION] = request.app[SESSIONS].new(session_of(request).lang)
-    raise web.HTTPSeeOther("/login")
+    """End the session, a new one in its language in its place; to its side's login page (its
+    officer's role's, else a resident's)."""
+    ended = session_of(request)
+    request.app[SESSIONS].end(ended)
+    request[SESSION] = request.app[SESSIONS].new(ended.lang)
+    raise web.HTTPSeeOther(login_page(ended.role))

@@ -863,6 +863,23 @@ async def test_an_officers_login_page_left_open_goes_back_to_itself_when_its_for
     assert words("ja")["form_expired"] in html.unescape(await (await client.get(login)).text())
 
 
+@pytest.mark.parametrize("realm, login", [("counter", "/login?as=counter"),
+                                          ("oversight", "/login?as=oversight"),
+                                          ("resident", "/login")])
+async def test_the_log_out_button_goes_to_the_login_of_the_side_logged_out_of(
+        client: Client, town: Town, tmp_path: Path, realm: str, login: str) -> None:
+    """Counter staff and oversight officers logging out landed on the resident's login
+    (/login): each goes to their side's login, logged out."""
+    card = {"counter": town.staff_card, "resident": town.resident_card}.get(realm) or (
+        issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path))
+    assert (await card_login(client, card, realm, login)).status == 303
+    home = {"counter": "/counter", "oversight": "/oversight", "resident": "/history"}[realm]
+    out = await client.post("/logout", allow_redirects=False,
+                            data={"csrf": await csrf_of(client, home)})
+    assert (out.status, out.headers.get("Location")) == (303, login)
+    assert (await client.get(home, allow_redirects=False)).headers.get("Location") == login
+
+
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
 async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
                                                                 path: str) -> None:
