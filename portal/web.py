@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from portal.i18n import LANGS, said, words
 from portal.records import History
 from portal.sessions import Officer, Resident, Session, Sessions
 
+log = logging.getLogger(__name__)
 COOKIE = "renkei_session"
 JST = timezone(timedelta(hours=9), "JST")
 # posted by the card reader from its own site: no session's cookie comes with it (SameSite=Lax),
@@ -207,17 +209,26 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     from: the counter's, the oversight console's, else a resident's), which says why it ended if
     it was logged out, else that the form was not taken; one of a live session with another
     token (a page opened before a login or a log-out) is refused (403) by a page saying it was
-    out of date."""
+    out of date. Each is logged, in one line (_refused_form)."""
     if request.method == "POST" and is_page(request):
         form = await request.post()
         session = session_of(request)
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _ended(request):
                 session.notice = session.notice or "form_expired"
+                _refused_form(request, "not taken, its session ended", request.get(ENDED_ROLE))
                 side = request.get(ENDED_ROLE) or side_of(request, form)
                 raise web.HTTPSeeOther(login_page(side))
+            _refused_form(request, "refused, its CSRF token not its session's", session.role)
             return render(request, "error.html", status=403, message="form_stale")
     return await handler(request)
+
+
+def _refused_form(request: web.Request, why: str, role: str | None) -> None:
+    """Log a form whose CSRF token is not its session's (a forged one's only trace), at WARNING
+    in one line: its path (a route's, one line), why, its session's officer's role if any;
+    never the token sent nor the session's id, nor who it is."""
+    log.warning("a form to %s %s (officer's role: %s)", request.path, why, role or "none")
 
 
 def _ended(request: web.Request) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import re
 import sqlite3
 import threading
@@ -878,6 +879,46 @@ async def test_the_log_out_button_goes_to_the_login_of_the_side_logged_out_of(
                             data={"csrf": await csrf_of(client, home)})
     assert (out.status, out.headers.get("Location")) == (303, login)
     assert (await client.get(home, allow_redirects=False)).headers.get("Location") == login
+
+
+async def test_a_form_with_a_wrong_token_is_logged_in_one_line_never_its_token_nor_session(
+        client: Client, town: Town, caplog: pytest.LogCaptureFixture) -> None:
+    """A form refused for its CSRF token (a forged one, from another site) left no trace in the
+    portal's log: each is logged at WARNING, one line, its path and its session's officer's role;
+    no line of the portal's log, from the login to the log-out, holds a session's id or a
+    token (the one sent, the session's, the language link's)."""
+    caplog.set_level(logging.DEBUG)
+    held: set[str] = set()
+
+    def kept() -> None:
+        held.update(c.value for c in client.session.cookie_jar if c.key == COOKIE)
+
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    kept()
+    page = await (await client.get("/counter")).text()
+    held.update(re.findall(r'name="csrf" value="([^"]+)"', page) + re.findall(r"token=(\w+)", page))
+    forged = "forged-token-" + "x" * 20
+    sent = await client.post("/counter/finish", allow_redirects=False, data={"csrf": forged})
+    assert sent.status == 403
+    store = cast(TestServer, client.server).app[SESSIONS]
+    later = store.clock() + store.idle.total_seconds() + 1
+    store.clock = lambda: later
+    sent = await client.post("/counter/finish", allow_redirects=False, data={"csrf": forged})
+    assert (sent.status, sent.headers.get("Location")) == (303, "/login?as=counter")
+    kept()
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    kept()
+    assert (await client.post("/logout", allow_redirects=False,
+                              data={"csrf": await csrf_of(client, "/counter")})).status == 303
+    kept()
+    said = [r.getMessage() for r in caplog.records
+            if r.name == "portal.web" and r.levelno == logging.WARNING]
+    assert said == ["a form to /counter/finish refused, its CSRF token not its session's "
+                    "(officer's role: counter)",
+                    "a form to /counter/finish not taken, its session ended "
+                    "(officer's role: counter)"]
+    assert len(held) >= 5 and all(len(secret) >= 20 for secret in held)
+    assert not [secret for secret in held | {forged} if secret in caplog.text]
 
 
 @pytest.mark.parametrize("path", ["/static/portal.css", "/no-such-page"])
