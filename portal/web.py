@@ -216,19 +216,21 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _ended(request):
                 session.notice = session.notice or "form_expired"
-                _refused_form(request, "not taken, its session ended", request.get(ENDED_ROLE))
+                _refused_form(request, "not taken, its session ended", request.get(ENDED_ROLE),
+                              logging.INFO)  # an idle resident's, every day: no alarm
                 side = request.get(ENDED_ROLE) or side_of(request, form)
                 raise web.HTTPSeeOther(login_page(side))
-            _refused_form(request, "refused, its CSRF token not its session's", session.role)
+            _refused_form(request, "refused, its CSRF token not its session's", session.role,
+                          logging.WARNING)
             return render(request, "error.html", status=403, message="form_stale")
     return await handler(request)
 
 
-def _refused_form(request: web.Request, why: str, role: str | None) -> None:
-    """Log a form whose CSRF token is not its session's (a forged one's only trace), at WARNING
-    in one line: its path (a route's, one line), why, its session's officer's role if any;
-    never the token sent nor the session's id, nor who it is."""
-    log.warning("a form to %s %s (officer's role: %s)", request.path, why, role or "none")
+def _refused_form(request: web.Request, why: str, role: str | None, level: int) -> None:
+    """Log a form whose CSRF token is not its session's (a forged one's only trace) in one line:
+    its path (a route's, one line), why, its session's officer's role if any; never the token
+    sent nor the session's id, nor who it is."""
+    log.log(level, "a form to %s %s (officer's role: %s)", request.path, why, role or "none")
 
 
 def _ended(request: web.Request) -> bool:
