@@ -11,10 +11,12 @@ the same transaction, for as long as the request is kept (RETENTION_YEARS after 
 the server forgets it then, as `renkei holder purge` does). The same key again, as after a dropped
 connection, answers the request made then (its id; `sent` as it stands) and makes none, once
 the caller is found to be staff who may act (else 403, as any call); the same key with another
-body is 422 `idempotency_key_reused`, and while the first call is still being made 409
-`idempotency_key_in_use` with Retry-After (ask again then, as after a 503 `service_unavailable`
-of a store another process holds locked: the two answers that say so). A linkage request for a
-record not bound to a link code is 422 `not_bound` (bind it first); one for no record 404."""
+request (another path or field as the server reads it, each trimmed: not other bytes, field
+order or whitespace naming the same one) is 422 `idempotency_key_reused`, and while the first
+call is still being made 409 `idempotency_key_in_use` with Retry-After (ask again then, as
+after a 503 `service_unavailable` of a store another process holds locked: the two answers that
+say so). A linkage request for a record not bound to a link code is 422 `not_bound` (bind it
+first); one for no record 404."""
 
 from __future__ import annotations
 
@@ -165,7 +167,9 @@ _JSON_KINDS = ((dict, "an object"), (list, "an array"), (bool, "true or false"),
 
 
 def _field(body: dict[str, Any], name: str) -> str:
-    """A field of text, not blank, of up to FIELD_CHARS characters; else 400."""
+    """A field of text, not blank, of up to FIELD_CHARS characters, without the whitespace
+    around it, as an import reads a record's (holders.imports.trimmed): an id (" staff-1" is
+    staff-1), a purpose its inner text kept; else 400."""
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         given = next(word for kind, word in _JSON_KINDS if isinstance(value, kind))
@@ -176,18 +180,13 @@ def _field(body: dict[str, Any], name: str) -> str:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
     if not _utf8(value):
         raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text")
-    return value
+    return trimmed(value)
 
 
-def _own_number(body: dict[str, Any]) -> str:
-    """The record's own number: a field of text without the whitespace around it, as its import
-    reads it (holders.imports.trimmed); else 400."""
-    return trimmed(_field(body, "own_number"))
-
-
-def _keyed(request: web.Request, body: dict[str, Any]) -> Keyed | None:
-    """The call's idempotency key, if it gave one, and a fingerprint of its path and body;
-    else 400."""
+def _keyed(request: web.Request, asked: tuple[str | bool, ...]) -> Keyed | None:
+    """The call's idempotency key, if it gave one, and a fingerprint of its path and of the
+    fields it asks with as the server reads them (trimmed, by_number false if not given; not
+    the body's bytes, its fields' order or any field the server does not read); else 400."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -195,8 +194,8 @@ def _keyed(request: web.Request, body: dict[str, Any]) -> Keyed | None:
         raise web.HTTPBadRequest(text=f"an Idempotency-Key is 1 to {KEY_CHARS} characters")
     if not _utf8(key):
         raise web.HTTPBadRequest(text="an Idempotency-Key is UTF-8 text")
-    asked = json.dumps([request.path, body], sort_keys=True, ensure_ascii=False)
-    return Keyed(key, hashlib.sha256(asked.encode(errors="surrogatepass")).hexdigest())
+    read = json.dumps([request.path, asked], ensure_ascii=False)
+    return Keyed(key, hashlib.sha256(read.encode()).hexdigest())
 
 
 def _seconds(text: str) -> float:
@@ -250,21 +249,21 @@ async def _made(making: Awaitable[str]) -> web.Response:
 
 async def bind(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
+    asked = (_field(body, "own_number"), _field(body, "operator"), _field(body, "terminal"),
+             _flag(body, "by_number"))
     try:
-        return await _made(client.bind(_own_number(body), _field(body, "operator"),
-                                       _field(body, "terminal"), _flag(body, "by_number"),
-                                       _keyed(request, body)))
+        return await _made(client.bind(*asked, _keyed(request, asked)))
     except LookupError as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
 
 
 async def linkage(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
+    asked = (_field(body, "own_number"), _field(body, "pattern_id"), _field(body, "provider"),
+             _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
+             _field(body, "terminal"))
     try:
-        return await _made(client.request(
-            _own_number(body), _field(body, "pattern_id"), _field(body, "provider"),
-            _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
-            _field(body, "terminal"), _keyed(request, body)))
+        return await _made(client.request(*asked, _keyed(request, asked)))
     except NotBound as exc:
         return _error(422, "not_bound", str(exc))
     except LookupError as exc:

@@ -634,6 +634,36 @@ async def test_a_post_retried_with_its_idempotency_key_makes_one_request(
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_a_retry_naming_the_same_request_otherwise_written_is_that_request(
+        clients: dict[str, HolderClient]) -> None:
+    """A retry under the same Idempotency-Key whose body names the same request in other bytes
+    (its fields in another order, other whitespace in its JSON, " H-1" for "H-1", an unset
+    flag as null) was 422 idempotency_key_reused: it is answered the request made. The fields
+    are read without the spaces around them, as own_number is: an operator " staff" was not
+    staff (403); a purpose keeps its inner text."""
+    nenkin = clients["nenkin"]
+    body = {**_linkage_body(nenkin), "purpose": "審査 の 確認"}
+    spaced = {name: f" {value}\u3000" for name, value in reversed(body.items())}
+    binding = {name: body[name] for name in ("own_number", "operator", "terminal")}
+    async with _served(nenkin) as http:
+        answers = {}
+        for path, first, again in (
+                ("/requests", spaced, body),
+                ("/bindings", {**binding, "by_number": None}, binding)):
+            key = {"Idempotency-Key": f"5d41402a{path}", "Content-Type": "application/json"}
+            ids: list[str | None] = []
+            for given in (json.dumps(first, indent=2, ensure_ascii=False), json.dumps(again)):
+                async with http.post(path, data=given.encode(), headers=key) as response:
+                    answers[path, len(ids)] = response.status, await response.json()
+                    ids.append(answers[path, len(ids)][1].get("request_id"))
+            assert ids[0] is not None and ids[0] == ids[1], answers
+    made = nenkin.store.request(answers["/requests", 0][1]["request_id"])
+    assert made is not None
+    assert (made.own_number, made.operator, made.terminal, made.purpose) == (
+        body["own_number"], body["operator"], body["terminal"], "審査 の 確認")
+
+
+@pytest.mark.asyncio(loop_scope="session")
 async def test_a_retry_is_told_to_ask_again_only_while_the_first_call_has_no_request(
         clients: dict[str, HolderClient], monkeypatch: pytest.MonkeyPatch) -> None:
     """The first call waits for its record's code (as during a re-keying, up to REKEY_WAIT), no
