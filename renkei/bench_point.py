@@ -225,7 +225,7 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
     loadavg_before, spawned = os.getloadavg(), time.time()
     stem = label.replace(" ", "_").replace("/", "")
     start_file = state_dir() / "linkage-runs" / f"{stem}.start"
-    start_file.parent.mkdir(exist_ok=True)
+    start_file.parent.mkdir(parents=True, exist_ok=True)
     start_file.unlink(missing_ok=True)
     profiles = os.environ.get(profiling.ENV)  # the holders of each point profile apart
     with profiling.into(Path(profiles) / stem if profiles else None):

@@ -14,10 +14,10 @@ STATE_ENV = "RENKEI_STATE"
 
 
 def state_dir() -> Path:
-    """The state folder: `$RENKEI_STATE`, else `.state` in the working directory."""
-    path = Path(os.environ.get(STATE_ENV) or Path.cwd() / ".state")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The state folder: `$RENKEI_STATE`, else `.state` in the working directory; not made
+    here (a command that only reads or stops leaves none behind): what writes in it makes the
+    folders it writes in (private_dir, write_json, held)."""
+    return Path(os.environ.get(STATE_ENV) or Path.cwd() / ".state")
 
 
 @contextmanager

@@ -129,7 +129,7 @@ class Processes:
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (state_dir() / "logs")
-        log.mkdir(exist_ok=True)
+        log.mkdir(parents=True, exist_ok=True)
         proc = subprocess.Popen(renkei_command(*args),
                                 stdout=(log / f"{name}.log").open("ab"),
                                 stderr=subprocess.STDOUT, start_new_session=True,

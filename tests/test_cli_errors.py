@@ -597,6 +597,17 @@ def test_stopping_a_broker_never_set_up_is_no_error(tmp_path: Path) -> None:
     assert (run.returncode, run.stdout, run.stderr) == (0, "broker was not running\n", "")
 
 
+@pytest.mark.parametrize(("command", "exit_code"), [("down", 0), ("status", 1)])
+def test_asking_for_or_stopping_a_broker_makes_no_state_folder(
+        tmp_path: Path, command: str, exit_code: int) -> None:
+    """`renkei broker down` and `broker status` in a folder with no state folder made an empty
+    one: a command that only reads or stops leaves nothing behind."""
+    state = tmp_path / "state"
+    run = renkei("broker", command, env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == exit_code, run.stderr
+    assert not state.exists()
+
+
 @pytest.mark.parametrize(("args", "none"), [
     (("card", "list", "--dir", "{tmp}"), "no cards in {tmp}"),
     (("holder", "staff", "list", "town-x"), "no staff registered for town-x"),
