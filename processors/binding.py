@@ -16,6 +16,7 @@ from datetime import datetime
 
 from broker import topics
 from processors.access_log import BINDING, logged
+from processors.approval import not_active
 from processors.codes import InvalidCode
 from processors.context import Context
 from processors.linkage import FromHolder
@@ -49,10 +50,10 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     assert isinstance(request, BindingRequest)
     at = item.incoming.timestamp
     entry = ctx.directory.get(item.holder)
-    if entry is None or not entry.active:
-        return reject(item.holder, request.request_id, "NOT_PERMITTED",
-                      "the requester is not an active holder in the directory", at,
+    if (why := not_active(entry)) is not None:
+        return reject(item.holder, request.request_id, "NOT_PERMITTED", why, at,
                       item.incoming.source, BINDING)
+    assert entry is not None  # not_active: an active holder's entry
     if not ctx.fresh(request.sent_at, at):
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, item.incoming.source, BINDING)

@@ -18,6 +18,7 @@ from processors.keys import MasterKeys
 from processors.platform import Views
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
+from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 from tests.kafka_helpers import renkei
@@ -43,8 +44,9 @@ async def _status(client: HolderClient, pattern: str, provider: str, data_type: 
 async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resumed(
         clients: dict[str, HolderClient]) -> None:
     """No command made a holder inactive: a hospital whose access was withdrawn stayed active.
-    Suspended, its entry is inactive from its broker time on, kept when registered again;
-    resumed, it requests and provides again."""
+    Suspended, its entry is inactive from its broker time on, kept when registered again, and
+    its linkage and binding requests alike are told so; resumed, it requests and provides
+    again."""
     nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
     before = datetime.now(UTC) - timedelta(seconds=5)  # the broker's clock is this machine's
     said = renkei("holder", "suspend", "sakura-town", "--reason", "情報漏えい").stdout
@@ -55,9 +57,12 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
         assert before < entry.inactive_since < datetime.now(UTC)
         assert entry.inactive_since.isoformat() in said
         await _seen(nenkin, "sakura-town", False)
-        assert await _status(town_hall, "P-027", "nenkin", "pension_benefit") == (
-            "REJECTED", "NOT_PERMITTED: the requester is suspended since "
-            f"{entry.inactive_since.isoformat()}: not an active holder in the directory")
+        suspended = ("REJECTED", "NOT_PERMITTED: the requester is suspended since "
+                     f"{entry.inactive_since.isoformat()}: not an active holder in the directory")
+        assert await _status(town_hall, "P-027", "nenkin", "pension_benefit") == suspended
+        binding = await town_hall.bind(bound(town_hall)[0], *staff_of("sakura-town"))
+        answered = await town_hall.outcome(binding, 30)
+        assert (answered.status, answered.detail) == suspended
         assert await _status(nenkin, "P-037", "sakura-town", "local_tax") == (
             "REJECTED", "UNKNOWN_HOLDER: no active holder 'sakura-town'")
         again = renkei("holder", "suspend", "sakura-town", "--reason", "x", check=False)
