@@ -133,6 +133,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "about_request": ("対象の照会", "About request"),
     "waiting": ("回答待ち", "waiting for the answer"),
     "answered": ("回答あり", "answered"),
+    "overdue": ("{at}までに回答がありません（後から回答があればここに表示されます）",
+                "no answer by {at} (an answer that comes later is shown here)"),
     "answer_from": ("回答した機関", "Answered by"),
     "unsent_too_large": ("1通に収まらないため未送付：対象の照会を減らして依頼してください",
                          "too large: ask for fewer entries"),

@@ -42,6 +42,10 @@ OVERSIGHT_KEPT = timedelta(days=365)
 # weeks later at most: their change is resumed as long as their applications are kept, and no
 # longer (a later request is a new change, not one asked months before, by whom it was then).
 CHANGES_KEPT = APPLICATIONS_KEPT
+# A holder's communication server answers in seconds; one silent this long after it was asked
+# (its server down, or no longer a holder, whose request the platform did not pass on) is said
+# not to have answered: its answer, if it comes later, is still taken and shown.
+ANSWER_WITHIN = timedelta(minutes=10)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,11 @@ class Asked:
     def complete(self) -> bool:
         return set(self.answers) >= set(self.holders)
 
+    @property
+    def answer_by(self) -> datetime:
+        """When a holder that has not answered is said not to have (overdue)."""
+        return self.at + ANSWER_WITHIN
+
 
 @dataclass(frozen=True)
 class ChangeAsked:
@@ -104,6 +113,13 @@ def taken(asked: Asked, holder: str, since: datetime) -> bool:
     was asked, and is the first from that holder (a re-read after a restart, or a holder that
     answers twice, is not taken again, nor logged again)."""
     return asked.at >= since and holder in asked.holders and holder not in asked.answers
+
+
+def overdue(asked: Asked, now: datetime) -> tuple[str, ...]:
+    """The holders asked that have not answered within ANSWER_WITHIN of `asked`, by `now`."""
+    if now < asked.answer_by:
+        return ()
+    return tuple(h for h in asked.holders if h not in asked.answers)
 
 
 def default_path() -> Path:

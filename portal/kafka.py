@@ -38,6 +38,7 @@ from portal.inbox import (
     Asked,
     Inbox,
     kept_since,
+    overdue,
     taken,
 )
 from portal.inbox import default_path as inbox_path
@@ -63,11 +64,13 @@ OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
 @dataclass(frozen=True)
 class Shown:
     """A request for holder-side logs as a page shows it: each holder's entries opened, or why
-    it sent none (holder_logs.unsent)."""
+    it sent none (holder_logs.unsent), and the holders that have not answered in time
+    (inbox.overdue)."""
 
     asked: Asked
     answers: dict[str, Entries]
     unsent: dict[str, str] = field(default_factory=dict)
+    overdue: tuple[str, ...] = ()
 
 
 class NoHolder(ValueError):
@@ -231,7 +234,7 @@ class HolderLogs:
                   if (why := holder_logs.unsent(answer)) is not None}
         return Shown(asked, {holder: holder_logs.opened(self._key, answer)
                              for holder, answer in answers.items() if holder not in unsent},
-                     unsent)
+                     unsent, overdue(asked, datetime.now(UTC)))
 
     async def _follow(self) -> None:
         """Each record read, taken until that succeeds, pausing longer each time: a failed

@@ -30,6 +30,7 @@ from broker.credentials import Credentials
 from cards import issue
 from holders.client import HolderClient
 from portal.inbox import (
+    ANSWER_WITHIN,
     APPLICATIONS_KEPT,
     CHANGES_KEPT,
     OVERSIGHT_KEPT,
@@ -277,6 +278,28 @@ async def inbox_of(inbox: Inbox) -> list[tuple[str, dict[str, bytes]]]:
 
 
 @SESSION_LOOP
+async def test_holders_not_answered_in_time_are_shown_overdue_those_in_time_awaited(
+        town: Town, tmp_path: Path) -> None:
+    """A holder that never answered an application left it "waiting" for good, unnoticed:
+    once ANSWER_WITHIN is past, the holders asked that have not answered are told overdue
+    (a late answer is still taken: taken), none before, none once answered."""
+    inbox, now = Inbox(tmp_path / "inbox.db"), datetime.now(UTC)
+    key = X25519PrivateKey.generate()
+    logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
+                      inbox, APPLICATIONS_KEPT)
+    late = Asked("late", now - ANSWER_WITHIN - timedelta(seconds=1), ("city-a", "city-b"),
+                 ("rq-1",), PERSON)
+    try:
+        for asked in (late, replace(late, request_id="fresh", at=now)):
+            await inbox.add(BOOK, asked)
+        await inbox.read(BOOK, 0, 0, ("late", "city-a", answer_to(key, late, "city-a")))
+        shown = {s.asked.request_id: s.overdue for s in await logs.of_person([PERSON])}
+    finally:
+        await inbox.close()
+    assert shown == {"late": ("city-b",), "fresh": ()}
+    assert taken(late, "city-b", now - APPLICATIONS_KEPT), "a late answer is still taken"
+
+
 async def test_a_service_named_on_an_entry_is_not_asked_for_its_side_of_the_log(
         town: Town, tmp_path: Path) -> None:
     """A resident's application about a change of number (its provider: the authority) asked

@@ -35,12 +35,12 @@ from portal import app as portal_app
 from portal.cli import SERVING
 from portal.context import PLATFORM, Platform
 from portal.i18n import WORDS, words
-from portal.inbox import Asked, Inbox
+from portal.inbox import ANSWER_WITHIN, Asked, Inbox, overdue
 from portal.kafka import Shown, holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, SEARCH_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import CHALLENGES_PENDING, Officer, Resident, Sessions
-from portal.web import COOKIE, SESSIONS, Site
+from portal.web import COOKIE, SESSIONS, Site, local_time
 from registry import tickets
 from renkei.questions import DECLINED
 from renkei.refusals import TICKET_USED
@@ -65,6 +65,7 @@ class HolderLogAsks:
 
     asked: list[tuple[list[str], list[str]]] = field(default_factory=list)
     exchanged: list[tuple[datetime, ...]] = field(default_factory=list)
+    kept: list[Shown] = field(default_factory=list)  # what the page shows as kept
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
                   person: str | None = None,
@@ -79,8 +80,8 @@ class HolderLogAsks:
         return asked
 
     async def every(self) -> list[Shown]:
-        """None kept to show (what was asked is in `asked`)."""
-        return []
+        """Those `kept` to show (what was asked is in `asked`)."""
+        return self.kept
 
 
 class NoAlerts:
@@ -1117,6 +1118,26 @@ async def test_entries_of_the_portals_own_actions_chosen_are_left_out_and_the_pa
     assert words("en")["portal_left_out"].format(count=1) in page
     assert len(town.kafka.oversight.asked) == 1, "none left: none asked"
     assert 'id="left-out"' not in await (await client.get("/oversight/holder-logs")).text()
+
+
+async def test_a_holder_that_has_not_answered_in_time_is_named_with_the_time_it_was_due(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """A holder that never answered (its server down, or no longer a holder, whose request the
+    platform never passed on) left its request "waiting" for good, the page reloading every
+    2 s: once ANSWER_WITHIN is past, each holder not answered is named with the time it was
+    due, and the page no longer reloads; a holder still in time is waited for as ever."""
+    at = datetime.now(UTC) - ANSWER_WITHIN - timedelta(seconds=1)
+    late = Asked("ov-late", at, ("city-a", "city-b"), ("req-0007",), None, {"city-a": b""})
+    town.kafka.oversight.kept = [
+        Shown(late, {"city-a": ()}, overdue=overdue(late, datetime.now(UTC))),
+        Shown(replace(late, request_id="ov-now", at=datetime.now(UTC)), {"city-a": ()})]
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    page = await (await client.get("/oversight/holder-logs")).text()
+    told = words("ja")["overdue"].format(at=html.escape(local_time(late.answer_by)))
+    assert re.findall(r'data-overdue="([^"]+)"', page) == ["city-b"] and told in page
+    assert re.findall(r'id="(ov-[a-z]+)"( data-refresh)?', page) == [
+        ("ov-late", ""), ("ov-now", " data-refresh")]
 
 
 async def test_entries_naming_no_holder_ask_nobody_and_the_page_says_so(
