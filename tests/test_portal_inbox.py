@@ -74,10 +74,12 @@ def _portals(key: X25519PrivateKey, inbox: Inbox
     return portal, logged
 
 
-def answer_to(key: X25519PrivateKey, asked: Asked, holder: str) -> bytes:
-    """A holder's answer to a resident's application, its entry sealed to `key`."""
-    entry = HolderLogEntry("rq-1", "2026-01-01T00:00:00", "provider", "", "", None, "P-037",
-                           "local_tax", "課税所得 3,000,000円", "審査", "FOUND")
+def answer_to(key: X25519PrivateKey, asked: Asked, holder: str, about: str | None = None
+              ) -> bytes:
+    """A holder's answer to a resident's application, its entry (of `about`, else of the first
+    request asked about) sealed to `key`."""
+    entry = HolderLogEntry(about or asked.request_ids[0], "2026-01-01T00:00:00", "provider", "",
+                           "", None, "P-037", "local_tax", "課税所得 3,000,000円", "審査", "FOUND")
     sealed = holder_logs.seal(sealing.public_bytes(key), holder_logs.MARK + asked.request_id,
                               [entry])
     return CODEC.encode(HolderLogAnswer(asked.request_id, holder, datetime.now(UTC), (), sealed))
@@ -298,6 +300,27 @@ async def test_holders_not_answered_in_time_are_shown_overdue_those_in_time_awai
         await inbox.close()
     assert shown == {"late": ("city-b",), "fresh": ()}
     assert taken(late, "city-b", now - APPLICATIONS_KEPT), "a late answer is still taken"
+
+
+async def test_an_answer_with_entries_of_another_exchange_shows_only_those_asked_about(
+        town: Town, tmp_path: Path) -> None:
+    """A holder's answer to an application was shown whole: an entry of another request id it
+    sent along (another exchange, another resident's ⑪) was shown to the resident who applied.
+    Only the entries of the requests asked about are shown."""
+    inbox, key = Inbox(tmp_path / "inbox.db"), X25519PrivateKey.generate()
+    logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
+                      inbox, APPLICATIONS_KEPT)
+    asked = [Asked(rid, datetime.now(UTC), ("city-a",), (about,), PERSON)
+             for rid, about in (("mine", "rq-1"), ("other", "rq-2"))]
+    try:
+        for n, one in enumerate(asked):
+            await inbox.add(BOOK, one)
+            await inbox.read(BOOK, 0, n, (one.request_id, "city-a",
+                                          answer_to(key, one, "city-a", "rq-1")))
+        shown = {s.asked.request_id: s.answers["city-a"] for s in await logs.of_person([PERSON])}
+    finally:
+        await inbox.close()
+    assert [e.request_id for e in shown["mine"]] == ["rq-1"] and shown["other"] == ()
 
 
 async def test_a_service_named_on_an_entry_is_not_asked_for_its_side_of_the_log(
