@@ -73,7 +73,7 @@ class _Asking:
             if asked is None:
                 return
             why = unsent(answer)
-            entries = () if why else opened(key, answer)
+            entries = () if why else opened(key, answer, asked)
         except (SchemaError, sealing.CannotOpen):
             return
         del self.awaited[answer.request_id, answer.holder]

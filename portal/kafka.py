@@ -232,15 +232,9 @@ class HolderLogs:
                    for holder, answer in asked.answers.items()}
         unsent = {holder: why for holder, answer in answers.items()
                   if (why := holder_logs.unsent(answer)) is not None}
-        return Shown(asked, {holder: self._of_asked(asked, answer)
+        return Shown(asked, {holder: holder_logs.opened(self._key, answer, asked.request_ids)
                              for holder, answer in answers.items() if holder not in unsent},
                      unsent, overdue(asked, datetime.now(UTC)))
-
-    def _of_asked(self, asked: Asked, answer: HolderLogAnswer) -> Entries:
-        """An answer's entries opened, those of the requests asked about alone: an entry of
-        another exchange a holder sent along is another's data, never shown."""
-        return tuple(e for e in holder_logs.opened(self._key, answer)
-                     if e.request_id in asked.request_ids)
 
     async def _follow(self) -> None:
         """Each record read, taken until that succeeds, pausing longer each time: a failed
@@ -279,7 +273,7 @@ class HolderLogs:
                 return None
             why = holder_logs.unsent(answer)
             if why is None:
-                holder_logs.opened(self._key, answer)
+                holder_logs.opened(self._key, answer, asked.request_ids)
             else:
                 log.warning("%s sent no entries for %s on %s: %s", answer.holder,
                             answer.request_id, self._in, why)

@@ -66,9 +66,13 @@ def unsent(answer: HolderLogAnswer) -> str | None:
     return "too_large" if answer.too_large else "not_sealed"
 
 
-def opened(key: X25519PrivateKey, answer: HolderLogAnswer) -> tuple[HolderLogEntry, ...]:
-    """The entries of an answer relayed to the asker (CannotOpen: none sealed to this key)."""
+def opened(key: X25519PrivateKey, answer: HolderLogAnswer,
+           asked: Collection[str]) -> tuple[HolderLogEntry, ...]:
+    """The entries of an answer relayed to the asker, those of the request ids `asked` alone: an
+    entry of another exchange a holder sent along is another's data, never shown (CannotOpen:
+    none sealed to this key)."""
     if answer.sealed_entries is None:
         raise sealing.CannotOpen(f"{answer.holder}'s answer to {answer.request_id} is not sealed")
-    return CODEC.decode(sealing.open_sealed(key, answer.sealed_entries, answer.request_id),
-                        HolderLogEntries).entries
+    return tuple(e for e in CODEC.decode(sealing.open_sealed(
+        key, answer.sealed_entries, answer.request_id), HolderLogEntries).entries
+        if e.request_id in asked)

@@ -1063,7 +1063,7 @@ async def test_a_residents_application_is_answered_with_their_use_of_a_request_i
         answer = CODEC.decode(out.value, HolderLogAnswer)
         key = sealing.key_of(holder_logs.asker(asked.request_id))
         return [e.content for e in holder_logs.opened(
-            key, replace(answer, request_id=answer.request_id.removeprefix(MARK)))]
+            key, replace(answer, request_id=answer.request_id.removeprefix(MARK)), ("r-1",))]
 
     application = HolderLogRequest(f"{MARK}a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "",
                                    (second,))

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import audit.oversight
 from audit.cli import open_store
@@ -35,9 +37,10 @@ from portal.kafka import HolderLogs, Shown
 from portal.web import TEMPLATES
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
+from renkei.holder_logs import seal
 from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
-from schemas.messages import HolderLogAnswer, HolderLogRequest, Rejection
+from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, Rejection
 from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
 from tests.test_linkage import ask, bound
 
@@ -392,3 +395,19 @@ def _bound_by_hand(store: HolderStore, own: str, link: str, epoch: int) -> Itera
     finally:
         store.db.execute("DELETE FROM bindings WHERE own_number = ?", (own,))
         store.db.execute("DELETE FROM records WHERE own_number = ?", (own,))
+
+
+async def test_the_cli_shows_only_the_entries_of_the_request_ids_it_asked_for() -> None:
+    """A holder's answer carrying an entry of a request id it was not asked for (another
+    exchange, another resident's ⑪) had it printed by `renkei oversight holder-logs`: only the
+    entries of the ids asked for are kept, as the console and a resident's page show them."""
+    key = X25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    entry = HolderLogEntry("r-1", "2026-12-03T09:00:00+09:00", "PROVIDER", "staff-1", "term-1",
+                           "nenkin", "P-037", "local_tax", '{"taxable_income": "1"}', None, "FOUND")
+    other = replace(entry, request_id="r-other", content='{"taxable_income": "2"}')
+    asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs())
+    asking.awaited = {("part-1", "nenkin"): ("r-1",)}
+    await asking.take(CODEC.encode(HolderLogAnswer(
+        "part-1", "nenkin", datetime.now(UTC), (), seal(public, "part-1", [entry, other]))), key)
+    assert asking.entries == {"nenkin": [entry]}

@@ -86,12 +86,13 @@ def test_holder_log_entries_open_only_for_the_asker_and_a_resident_sees_no_opera
         sealed = holder_logs.seal(public, asked, [entry])
         assert b"taxable_income" not in sealed
         answer = HolderLogAnswer(known, "sakura-town", datetime.now(UTC), (), sealed)
-        assert holder_logs.opened(key, answer) == (seen,)
+        assert holder_logs.opened(key, answer, ("r-1",)) == (seen,)
+        assert holder_logs.opened(key, answer, ("r-2",)) == ()  # another exchange's: not shown
         for other_key, unreadable in ((key, replace(answer, request_id="o-2")),
                                       (key, replace(answer, sealed_entries=None)),
                                       (_pair()[0], answer)):
             with pytest.raises(sealing.CannotOpen):
-                holder_logs.opened(other_key, unreadable)
+                holder_logs.opened(other_key, unreadable, ("r-1",))
 
 
 # the longest four attributes an ordinary query carries: a foreign resident's name in katakana
