@@ -21,7 +21,7 @@ from broker import acls, topics
 from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
 from renkei import sealing
-from renkei.envelope import send
+from renkei.envelope import Directory, send
 from renkei.holder_logs import Parties, each_own, opened, unsent
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
@@ -98,7 +98,7 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
         raise ValueError(f"name at least one holder and 1..{MAX_REQUESTS} request ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
     holders = list(dict.fromkeys(holders))
-    await _holders_only(holders, access)
+    holders_only(holders, (await directory.current(access)).get)
     request_ids = list(dict.fromkeys(request_ids))
     parts = each_own(holders, request_ids, parties(request_ids))
     key = sealing.key_of(acls.OVERSIGHT)
@@ -133,13 +133,22 @@ def _gathered(asking: _Asking, holders: Sequence[str], request_ids: Sequence[str
     return result
 
 
-async def _holders_only(holders: Sequence[str], access: KafkaAccess) -> None:
-    """ValueError naming each of `holders` that is no active holder of the directory: the
-    platform would refuse to ask it, and waiting for its answer would only end in `missing`."""
-    entries = await directory.current(access)
-    unknown = [h for h in holders if h not in entries or not entries[h].active]
+class NotActive(ValueError):
+    """Holders that are no active holder of the directory (suspended, or never holders): the
+    platform would refuse to ask them, and waiting for their answers would only end in
+    `missing`."""
+
+    def __init__(self, holders: Sequence[str]) -> None:
+        super().__init__(f"not an active holder of the directory: {', '.join(holders)}")
+        self.holders = tuple(holders)
+
+
+def holders_only(holders: Sequence[str], entry: Directory) -> None:
+    """NotActive naming each of `holders` that is no active holder of the directory (`entry`:
+    a holder's, None if it has none)."""
+    unknown = [h for h in holders if (found := entry(h)) is None or not found.active]
     if unknown:
-        raise ValueError(f"not an active holder of the directory: {', '.join(unknown)}")
+        raise NotActive(unknown)
 
 
 async def alerts(access: KafkaAccess | None = None) -> list[Alert]:

@@ -329,8 +329,8 @@ class Platform:
         key = sealing.key_of(acls.PORTAL)
         self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key, inbox,
                                        APPLICATIONS_KEPT, self._answered)
-        self.registry = Asking(portal, REGISTRY, self._entry, self._producer)
-        self.authority = Asking(portal, AUTHORITY, self._entry, self._producer)
+        self.registry = Asking(portal, REGISTRY, self.holder_entry, self._producer)
+        self.authority = Asking(portal, AUTHORITY, self.holder_entry, self._producer)
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT), inbox, OVERSIGHT_KEPT)
         self.alerts = AlertFeed(oversight)
@@ -366,10 +366,11 @@ class Platform:
     def holder_name(self, holder: str | None) -> str:
         if holder is None:
             return ""
-        entry = self._entry(holder)
+        entry = self.holder_entry(holder)
         return holder if entry is None else entry.name
 
-    def _entry(self, holder: str) -> HolderEntry | None:
+    def holder_entry(self, holder: str) -> HolderEntry | None:
+        """The holder's entry in the directory, None if it has none."""
         return self.directory.entries.get(holder.encode())
 
     async def _answered(self, asked: Asked, answer: HolderLogAnswer) -> None:

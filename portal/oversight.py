@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from audit.events import ID_CODE, PORTAL_KIND
+from audit.oversight import NotActive, holders_only
 from audit.store import Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
@@ -70,8 +71,12 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
                 h for h in (e.requester, e.provider) if h)
         try:
             holders = holders_to_ask([h for named in parties.values() for h in named])
+            holders_only(holders, platform.kafka.holder_entry)
         except NoHolder:
             return no_holder(request)
+        except NotActive as refused:
+            return render(request, "error.html", status=400, message="not_active_holder",
+                          named=refused.holders)
         for named, own in each_own(holders, sorted(r for r, named in parties.items()
                                                    if named.intersection(holders)), parties):
             await platform.kafka.oversight.ask(named, own, OVERSIGHT_BASIS)

@@ -45,7 +45,7 @@ from registry import tickets
 from renkei.questions import DECLINED
 from renkei.refusals import TICKET_USED
 from renkei.tasks import cancelled
-from schemas.messages import REFUSED, TIMED_OUT, Alert, CardLogin
+from schemas.messages import REFUSED, TIMED_OUT, Alert, CardLogin, HolderEntry
 from tests.loop_helpers import locked
 from tests.test_audit_store import HOLDERS, T0, event, item
 from tests.test_portal_records import ME, Held, Hold
@@ -103,6 +103,7 @@ class AuditWrites:
     applications: HolderLogAsks = field(default_factory=HolderLogAsks)
     alerts: NoAlerts = field(default_factory=NoAlerts)
     held: str | None = None  # a holder whose name, next asked for, waits for `free` (`holding`)
+    suspended: set[str] = field(default_factory=set)  # holders inactive in the directory
     holding: threading.Event = field(default_factory=threading.Event)
     free: threading.Event = field(default_factory=threading.Event)
 
@@ -117,6 +118,11 @@ class AuditWrites:
             self.holding.set()
             self.free.wait(5)
         return holder or ""
+
+    def holder_entry(self, holder: str) -> HolderEntry | None:
+        """Every holder is in the directory, active unless `suspended`."""
+        return HolderEntry(holder, holder, "municipality", holder, 0, b"", False,
+                           holder not in self.suspended, T0)
 
     async def record(self, outcome: str, requester: str, person: str, *,
                      reason: str | None = None, **_: object) -> None:
@@ -1154,6 +1160,25 @@ async def test_entries_naming_no_holder_ask_nobody_and_the_page_says_so(
     console = await client.post("/oversight/holder-logs", allow_redirects=False, data={
         "csrf": await csrf_of(client, "/oversight"), "chosen": str(refused)})
     assert console.status == 400 and words("ja")["no_holder"] in await console.text()
+    assert town.kafka.oversight.asked == []
+
+
+async def test_the_console_refuses_holders_not_active_in_the_directory_asking_nobody(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """The console asked a suspended holder (or one never a holder) for its side, which the
+    platform refuses to pass on, leaving the request waiting until it was overdue, where the CLI
+    refuses it at once: the console refuses it the same way (audit.oversight.holders_only),
+    naming it, and asks nobody."""
+    town.kafka.suspended.add("city-a")
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    page = await (await client.get("/oversight")).text()
+    chosen = re.findall(r'name="chosen"[^>]* value="([^"]+)"', page)
+    console = await client.post("/oversight/holder-logs", allow_redirects=False, data=[
+        ("csrf", await csrf_of(client, "/oversight")), *(("chosen", v) for v in chosen)])
+    text = await console.text()
+    assert console.status == 400 and words("ja")["not_active_holder"] in text
+    assert re.findall(r'data-holder="([^"]+)"', text) == ["city-a"]
     assert town.kafka.oversight.asked == []
 
 
