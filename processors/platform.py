@@ -28,7 +28,6 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
@@ -237,9 +236,16 @@ class Platform:
                 continue
             event = item.message if isinstance(item.message, DecisionEvent) else item.value
             effects += self._apply(partition, event, now, ctx)
-            decided.append(replace(item, headers=((DECIDED, mark),)))
+            decided.append(item)
         self.ends_ahead = ends_ahead(effects)
-        return batched(effects, BATCHED), batched(decided, BATCHED)
+        return batched(effects, BATCHED), [self._marked(s) for s in batched(decided, BATCHED)]
+
+    def _marked(self, record: Send) -> Send:
+        """A record of events decided at once, marked with its partition's current mark (one
+        mark a batch, not a copy of each event marked)."""
+        assert record.partition is not None
+        return Send(record.topic, record.key, record.value, record.partition,
+                    ((DECIDED, self.at_once[record.partition]),), record.message)
 
     def _decide(self, record: Any, now: datetime, ctx: Context) -> list[Send]:
         """Events read from the decider's topic, alone or in a batch: decided now, unless they
