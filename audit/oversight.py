@@ -21,8 +21,8 @@ from broker import acls, topics
 from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
 from renkei import sealing
-from renkei.envelope import Directory, send
-from renkei.holder_logs import Parties, each_own, opened, unsent
+from renkei.envelope import send
+from renkei.holder_logs import Parties, each_own, holders_only, opened, unsent
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
@@ -131,24 +131,6 @@ def _gathered(asking: _Asking, holders: Sequence[str], request_ids: Sequence[str
                                       key=lambda e: order.get(e.request_id, len(order))))
                       for h in holders if h not in unanswered and h not in result.not_sealed}
     return result
-
-
-class NotActive(ValueError):
-    """Holders that are no active holder of the directory (suspended, or never holders): the
-    platform would refuse to ask them, and waiting for their answers would only end in
-    `missing`."""
-
-    def __init__(self, holders: Sequence[str]) -> None:
-        super().__init__(f"not an active holder of the directory: {', '.join(holders)}")
-        self.holders = tuple(holders)
-
-
-def holders_only(holders: Sequence[str], entry: Directory) -> None:
-    """NotActive naming each of `holders` that is no active holder of the directory (`entry`:
-    a holder's, None if it has none)."""
-    unknown = [h for h in holders if (found := entry(h)) is None or not found.active]
-    if unknown:
-        raise NotActive(unknown)
 
 
 async def alerts(access: KafkaAccess | None = None) -> list[Alert]:

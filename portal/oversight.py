@@ -6,13 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from audit.events import ID_CODE, PORTAL_KIND
-from audit.oversight import NotActive, holders_only
 from audit.store import Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
 from portal.records import SEARCH_PAGE
 from portal.web import day, no_holder, officer_of, render
-from renkei.holder_logs import each_own
+from renkei.holder_logs import NotActive, each_own, holders_only
 
 ROLE = "oversight"
 OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"

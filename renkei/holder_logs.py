@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
 from renkei import sealing
+from renkei.envelope import Directory
 from schemas.codec import CODEC
 from schemas.messages import HolderLogAnswer, HolderLogEntries, HolderLogEntry
 
@@ -64,6 +65,24 @@ def unsent(answer: HolderLogAnswer) -> str | None:
     if answer.sealed_entries is not None:
         return None
     return "too_large" if answer.too_large else "not_sealed"
+
+
+class NotActive(ValueError):
+    """Holders that are no active holder of the directory (suspended, or never holders): the
+    platform would refuse to ask them, and waiting for their answers would only end in
+    `missing`."""
+
+    def __init__(self, holders: Sequence[str]) -> None:
+        super().__init__(f"not an active holder of the directory: {', '.join(holders)}")
+        self.holders = tuple(holders)
+
+
+def holders_only(holders: Sequence[str], entry: Directory) -> None:
+    """NotActive naming each of `holders` that is no active holder of the directory (`entry`:
+    a holder's, None if it has none)."""
+    unknown = [h for h in holders if (found := entry(h)) is None or not found.active]
+    if unknown:
+        raise NotActive(unknown)
 
 
 def opened(key: X25519PrivateKey, answer: HolderLogAnswer,
