@@ -308,7 +308,7 @@ def _entry_json(entry: Entry, proving: bool, faithful: bool) -> dict[str, Any]:
 def person_of(given: str) -> str:
     """The ID code given, or a usage error that does not say it back: any other value would
     match no entry and pass for a person nobody looked at."""
-    if not ID_CODE.match(given):
+    if not ID_CODE.fullmatch(given):
         raise click.BadParameter("not an ID code (11 characters 0-9A-Z, upper case)",
                                  param_hint="--person")
     return given

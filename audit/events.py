@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas.codec import CODEC
 
-ID_CODE = re.compile(r"^[0-9A-Z]{11}$")
+ID_CODE = re.compile(r"[0-9A-Z]{11}")  # fullmatch: `$` would take a final newline
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 PORTAL_KIND = "PORTAL"  # My Portal's own actions (a resident's look, application, new number)
@@ -89,7 +89,7 @@ class AccessLogEvent:
     def __post_init__(self) -> None:
         if not self.event_id.startswith(self.request_id + ":"):
             raise ValueError(f"event id {self.event_id!r} is not {self.request_id!r} + ':' + step")
-        if self.person is not None and not ID_CODE.match(self.person):
+        if self.person is not None and not ID_CODE.fullmatch(self.person):
             raise ValueError("person must be an ID code: 11 characters 0-9A-Z")
         if self.occurred_at.tzinfo is not UTC or self.occurred_at.microsecond % 1000:
             object.__setattr__(self, "occurred_at", from_millis(millis(self.occurred_at)))

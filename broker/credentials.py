@@ -10,7 +10,7 @@ from pathlib import Path
 from renkei.shown import short
 from renkei.state import private_dir, read_json, write_json
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # fullmatch
 
 
 class UnknownPrincipal(LookupError):
@@ -24,7 +24,7 @@ class Credentials:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise ValueError(
             f"invalid principal name {short(name)!r}: use a-z, 0-9 and '-', at most 63 characters"
         )

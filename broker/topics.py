@@ -27,7 +27,7 @@ OVERSIGHT_IN = "renkei.oversight.in"
 PORTAL_OUT = "renkei.portal.out"
 PORTAL_IN = "renkei.portal.in"
 PORTAL_AUDIT = "renkei.portal.audit"
-OUTBOX_PATTERN = re.compile(r"^renkei\.holder\.(?P<holder>[a-z0-9][a-z0-9-]*)\.out$")
+OUTBOX_PATTERN = re.compile(r"renkei\.holder\.(?P<holder>[a-z0-9][a-z0-9-]*)\.out")
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
              "y": 365 * 86_400_000 + 6 * 3_600_000}
@@ -116,5 +116,5 @@ def inbox(holder: str) -> str:
 
 def holder_of_outbox(topic: str) -> str | None:
     """The holder whose outbox `topic` is (only that holder's principal may write it)."""
-    found = OUTBOX_PATTERN.match(topic)
+    found = OUTBOX_PATTERN.fullmatch(topic)
     return found.group("holder") if found else None

@@ -23,7 +23,7 @@ async def search(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     q = {k: request.query.get(k, "").strip() for k in FILTERS}
-    if q["person"] and not ID_CODE.match(q["person"]):  # else: no entry, as if nobody looked
+    if q["person"] and not ID_CODE.fullmatch(q["person"]):  # else: no entry, as if nobody looked
         raise web.HTTPBadRequest(text="an ID code is 11 characters 0-9A-Z, upper case")
     where = Query(person=q["person"] or None, holder=q["holder"] or None,
                   pattern=q["pattern"] or None, outcome=q["outcome"] or None,

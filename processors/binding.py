@@ -41,7 +41,7 @@ from schemas.messages import (
 log = logging.getLogger(__name__)
 UNCONVERTED = "a candidate's resident code cannot be read or is not valid: none is offered"
 BINDING_DIGEST = b"renkei binding"  # blake2b's personalisation of binding events' digests (_said)
-SOURCE = re.compile(r"^(?P<topic>[^:@]+):[0-9]+:[0-9]+$")  # topic:partition:offset of a message
+SOURCE = re.compile(r"(?P<topic>[^:@]+):[0-9]+:[0-9]+")  # topic:partition:offset of a message
 
 
 def forward(item: FromHolder, ctx: Context) -> list[Send]:
@@ -117,7 +117,7 @@ def _of_requester(answer: RegistryAnswer) -> bool:
     """Whether the answer's source, written by the registry and part of its events' ids, is what
     the platform sent it: none (a look-up from v1) or a message of the requester's outbox, so a
     registry cannot shape an id to take another event's (the audit store keeps the first)."""
-    found = SOURCE.match(answer.source)
+    found = SOURCE.fullmatch(answer.source)
     return not answer.source or (
         found is not None and found["topic"] == topics.outbox(answer.requester))
 

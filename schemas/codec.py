@@ -21,7 +21,7 @@ SCHEMA_DIR = Path(__file__).parent
 MAGIC = b"\xc3\x01"
 HEADER = len(MAGIC) + 8
 MAX_BYTES = 900 * 1024
-_FILE = re.compile(r"^(?P<name>[A-Za-z]+)\.v(?P<version>\d+)\.avsc$")
+_FILE = re.compile(r"(?P<name>[A-Za-z]+)\.v(?P<version>\d+)\.avsc")
 
 M = TypeVar("M")
 A = TypeVar("A")
@@ -71,7 +71,7 @@ class Schema:
 
 
 def _load(path: Path) -> Schema:
-    found = _FILE.match(path.name)
+    found = _FILE.fullmatch(path.name)
     if found is None:
         raise ValueError(f"schema file {path.name} is not named <Name>.v<N>.avsc")
     definition = json.loads(path.read_text(encoding="utf-8"))

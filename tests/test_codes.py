@@ -9,14 +9,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import audit.cli as audit_cli
 from audit.events import AccessLogEvent
 from audit.heads import Signer
 from audit.store import AuditStore, Query
-from broker import topics
+from broker import credentials, topics
 from processors import binding, directory, keys, linkage, rekey
 from processors.approval import PatternList
 from processors.codes import ALPHABET, CodeService, InvalidCode, UnitEpoch
@@ -509,3 +511,22 @@ def test_a_candidate_that_cannot_be_converted_leaves_none_to_bind(
     logged = CODEC.decode(event.value, AccessLogEvent)
     assert (logged.outcome, logged.person) == (REFUSED, None) and logged.reason
     assert "b-1" in caplog.text and known not in caplog.text
+
+
+def test_a_name_code_or_source_with_a_newline_after_it_is_none() -> None:
+    """`$` matches before a final newline: an ID code, a principal's name or a registry answer's
+    source followed by one passed its pattern (a person nobody looked at, a holder id that no
+    topic can be named by, an id shaped past the check)."""
+    person = "A1B2C3D4E5F"
+    event = AccessLogEvent("r-1:approved@x", "r-1", datetime.now(UTC), "LINKAGE", "APPROVED",
+                           None, None, None, "sakura-town", None, None, person)
+    with pytest.raises(ValueError, match="ID code"):
+        replace(event, person=person + "\n")
+    with pytest.raises(click.BadParameter):
+        audit_cli.person_of(person + "\n")
+    with pytest.raises(ValueError, match="invalid principal name"):
+        credentials.check_name("sakura-town\n")
+    answer = RegistryAnswer("r-1", "sakura-town", "BOUND", "", (),
+                            f"{topics.outbox('sakura-town')}:0:7\n")
+    assert not binding._of_requester(answer)
+    assert binding._of_requester(replace(answer, source=answer.source.rstrip()))
