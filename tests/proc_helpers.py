@@ -5,7 +5,15 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import signal
 from pathlib import Path
+
+
+def interruptible() -> None:
+    """A child's SIGINT as a terminal's Ctrl-C gives it (Python's KeyboardInterrupt), though
+    whatever ran pytest ignores it (a background job's, `nohup … &`), which a child inherits:
+    Popen's preexec_fn."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def open_files(pid: int | str = "self") -> set[str]:

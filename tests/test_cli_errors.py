@@ -34,7 +34,7 @@ from renkei.cli import main
 from renkei.state import STATE_ENV, held, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
 from tests.loop_helpers import Deadline
-from tests.proc_helpers import reading_stdin
+from tests.proc_helpers import interruptible, reading_stdin
 
 PATTERN_FILES = {"bad.toml": "x = \n", "none.toml": "x = 1\n",
                  "partial.toml": '[[pattern]]\npattern_id = "a"\n'}
@@ -659,7 +659,7 @@ def test_ctrl_c_ends_a_command_with_130(tmp_path: Path, terminal: bool) -> None:
     proc = subprocess.Popen([str(Path(sys.executable).with_name("renkei")), "holder", "staff",
                              "add", "town-x", "op"], stdin=its, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, STATE_ENV: str(state)})
+                            env={**os.environ, STATE_ENV: str(state)}, preexec_fn=interruptible)
     os.close(its)
     try:
         deadline = Deadline(30, "a read of the staff member's name")

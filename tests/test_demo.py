@@ -22,14 +22,12 @@ from renkei.demo import demo
 from renkei.state import STATE_ENV
 from tests.kafka_helpers import free_port_pair, renkei, said_in_one_line
 from tests.loop_helpers import Deadline
+from tests.proc_helpers import interruptible
 
 SECTIONS = ("== Renkei: the information-linkage platform", "== Binding (紐付け)",
             "== Linkage (情報連携)", "== Three exchanges step by step", "== Re-keying (鍵の更新)",
             "== Figures")
 STEPS = "①②③④"
-# `renkei` with Ctrl-C's SIGINT raising KeyboardInterrupt, though ignored by whatever ran pytest
-RENKEI_CTRL_C = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                 "from renkei.cli import main; sys.argv[0] = 'renkei'; main()")
 RESIDENTS = "60"  # a small town (the seed fixed, its rows the same each run): a demo is ~5 s less
 
 
@@ -112,8 +110,9 @@ def _interrupted_while_building_its_registry(env: dict[str, str]) -> None:
     folder = Path(env[STATE_ENV]) / "registry"
     first = _files(folder)
     demo_run = subprocess.Popen(
-        [sys.executable, "-c", RENKEI_CTRL_C, "demo", "--residents", "1000"],
-        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [str(Path(sys.executable).with_name("renkei")), "demo", "--residents", "1000"],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible)
     deadline = Deadline(60, "the demo's new registry begun")
     while _files(folder) == first and demo_run.poll() is None:
         deadline.check(first)
