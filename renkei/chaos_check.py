@@ -28,6 +28,7 @@ from authority import store as authority_store
 from holders.client import BINDING, BOUND, INVESTIGATING, LINKAGE, REJECTED
 from holders.store import REQUESTER, SENT
 from holders.store import default_path as holder_path
+from renkei import sqlite
 from schemas.messages import FOUND, NOT_FOUND
 
 APPROVED, ANSWERED = "approved", "answered"  # the audit steps of a lawful linkage request
@@ -231,8 +232,7 @@ def logged_of(stores: Iterable[sqlite3.Connection], request_ids: set[str],
 def lookups_logged(request_ids: set[str]) -> Counter[str]:
     """How often the authority's log holds a look-up of each of these binding requests (each
     logged as "<request id>@<the message it came from>", authority.lookups._identified)."""
-    path = authority_store.default_path()
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with closing(sqlite.read_only(authority_store.default_path())) as db:
         logged = Counter(str(look_up).split("@", 1)[0]
                          for (look_up,) in db.execute("SELECT look_up FROM lookups"))
     return Counter({r: logged[r] for r in request_ids})
@@ -286,5 +286,5 @@ def _check_now(holders: list[str], since: datetime, by_number: Collection[str]) 
 def holder_stores(holders: Iterable[str]) -> Iterator[dict[str, sqlite3.Connection]]:
     """The holders' stores by holder, read only (their servers may be writing them)."""
     with ExitStack() as opened:
-        yield {holder: opened.enter_context(closing(sqlite3.connect(
-            f"file:{holder_path(holder)}?mode=ro", uri=True))) for holder in holders}
+        yield {holder: opened.enter_context(closing(sqlite.read_only(holder_path(holder))))
+               for holder in holders}
