@@ -160,7 +160,7 @@ def _refused(request: web.Request, realm: str, reason: str, status: int = 403) -
 
 def _login_page(realm: str) -> str:
     """The page a `realm`'s login starts from (a counter visitor's: the desk)."""
-    return f"/login?{urlencode({'as': realm})}" if realm in OWN_PAGE else HOME["present"]
+    return login_page(realm) if realm in OWN_PAGE else HOME["present"]
 
 
 async def logout(request: web.Request) -> web.Response:
