@@ -149,7 +149,7 @@ def _offered(session: Session) -> str:
         return next(reversed(session.challenges.values())).realm
     if _counter_staff(session) is not None:
         return "present"
-    return session.officer.role if session.officer is not None else "resident"
+    return session.role or "resident"
 
 
 def _refused(request: web.Request, realm: str, reason: str, status: int = 403) -> web.Response:
