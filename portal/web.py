@@ -216,10 +216,10 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _ended(request):
                 session.notice = session.notice or "form_expired"
-                _refused_form(request, "not taken, its session ended", request.get(ENDED_ROLE),
+                role = request.get(ENDED_ROLE)
+                _refused_form(request, "not taken, its session ended", role,
                               logging.INFO)  # an idle resident's, every day: no alarm
-                side = request.get(ENDED_ROLE) or side_of(request, form)
-                raise web.HTTPSeeOther(login_page(side))
+                raise web.HTTPSeeOther(login_page(role or side_of(request, form)))
             _refused_form(request, "refused, its CSRF token not its session's", session.role,
                           logging.WARNING)
             return render(request, "error.html", status=403, message="form_stale")
