@@ -174,7 +174,7 @@ def _field(body: dict[str, Any], name: str) -> str:
     if value is not None and not isinstance(value, str):
         given = next(word for kind, word in _JSON_KINDS if isinstance(value, kind))
         raise web.HTTPBadRequest(text=f"{name!r} must be a JSON string, not {given}")
-    if value is None or not value.strip():  # blank says nothing (the CLI refuses it: stated)
+    if value is None or not trimmed(value):  # blank says nothing (the CLI refuses it: stated)
         raise web.HTTPBadRequest(text=f"{name!r} is required")
     if len(value) > FIELD_CHARS:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
