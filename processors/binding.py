@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from broker import topics
 from processors.access_log import BINDING, logged
 from processors.approval import not_active
 from processors.codes import InvalidCode
 from processors.context import Context
-from processors.linkage import FromHolder
 from processors.rejection import REQUEST_ID_CHARS, reject
 from renkei.envelope import Send, send
 from renkei.sealing import CannotOpen, open_sealed
@@ -37,6 +38,9 @@ from schemas.messages import (
     RegistryQuery,
     ResidentCode,
 )
+
+if TYPE_CHECKING:  # linkage imports the decider, which relays registry answers from here
+    from processors.linkage import FromHolder
 
 log = logging.getLogger(__name__)
 UNCONVERTED = "a candidate's resident code cannot be read or is not valid: none is offered"
@@ -66,17 +70,28 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
         item.incoming.source, at))]
 
 
+def to_decide(answers: list[RegistryAnswer], now: datetime) -> list[RegistryAnswer]:
+    """The registry's answers the decider is to relay, the first of each look-up alone
+    (decider.on_registry_answer): those of a source of their requester's (_of_requester), so no
+    answer to another holder goes first; each stamped with the time it is logged at
+    (_logged_at), so a look-up that carried none is forgotten in time too."""
+    found = []
+    for answer in answers:
+        if _of_requester(answer):
+            found.append(replace(answer, requested_at=_logged_at(answer, now)))
+        else:
+            log.warning("binding %s: the registry's answer names a source, %r, not a message of "
+                        "%s's outbox: dropped", answer.request_id[:REQUEST_ID_CHARS],
+                        answer.source[:REQUEST_ID_CHARS], answer.requester)
+    return found
+
+
 def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list[Send]:
     """The registry's candidates, as link codes of the requester, with their sealed attributes."""
     out: list[Send] = []
     for answer in answers:
         if answer.requester not in ctx.directory:
             continue  # the holder left the directory meanwhile: nobody to answer
-        if not _of_requester(answer):
-            log.warning("binding %s: the registry's answer names a source, %r, not a message of "
-                        "%s's outbox: dropped", answer.request_id[:REQUEST_ID_CHARS],
-                        answer.source[:REQUEST_ID_CHARS], answer.requester)
-            continue
         relayed, people = _relayed(answer, ctx)
         at = _logged_at(answer, now)
         out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))

@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 from audit.events import EPOCH, AccessLogEvent
 from broker import acls, topics
+from processors import binding
 from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
 from processors.context import Context
 from processors.rejection import refusal, reject
@@ -60,6 +61,7 @@ from schemas.messages import (
     LinkageAnswer,
     Outcome,
     Pending,
+    RegistryAnswer,
     RequestState,
     Sweep,
 )
@@ -127,7 +129,12 @@ def message_digest(key: bytes, holder: str, value: bytes) -> int:
 
 
 State = RequestState | Settled  # a RequestState is a pending request
-DecisionEvent = Pending | Outcome | Sweep
+DecisionEvent = Pending | Outcome | Sweep | RegistryAnswer
+
+
+def decision_event(value: bytes) -> DecisionEvent:
+    """A decision event as read from the decider's topic."""
+    return CODEC.decode(value, Pending, Outcome, Sweep, RegistryAnswer)
 
 
 class DecisionRecord(NamedTuple):
@@ -156,6 +163,7 @@ class Partition:
     settled: dict[str, int] = field(default_factory=dict)
     forgetting: dict[int, list[str]] = field(default_factory=dict)
     held: dict[str, Held] = field(default_factory=dict)
+    bound: dict[str, int] = field(default_factory=dict)  # binding look-up: first answer's digest
     forgotten_through: int = 0
 
     def get(self, request_id: str) -> State | None:
@@ -197,6 +205,7 @@ class Partition:
         for second in [s for s in self.forgetting if s <= through]:
             for request_id in self.forgetting.pop(second):
                 self.settled.pop(request_id, None)
+                self.bound.pop(request_id, None)
         forgotten: list[Outcome] = []
         for request_id, held in list(self.held.items()):
             if held.until is None:
@@ -213,7 +222,7 @@ class Partition:
         """Whether a request not known, to be forgotten at `forget_at`, may have been decided and
         forgotten: no later than the latest second forgotten (whatever the clocks say now)."""
         return (math.ceil(forget_at.timestamp()) <= self.forgotten_through
-                and self.get(request_id) is None)
+                and self.get(request_id) is None and request_id not in self.bound)
 
     def next_forgetting(self, lag: int) -> int | None:
         """The second the next settled requests (`lag` seconds after their time: once a record
@@ -370,6 +379,33 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> 
         return Decision(state, partial(_refused_answer, o, answer, "the request pending under "
                                        "its id is of another exchange", now))
     return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer, state, now, ctx))
+
+
+def on_registry_answer(states: Partition, answer: RegistryAnswer, now: datetime, ctx: Context,
+                       effects: bool) -> list[Send]:
+    """The registry's answer to a binding look-up (the holder message it came from, under its
+    request id): the first relayed and logged (binding.answered), and again if it comes again (a
+    replay: holders and the audit log drop the copies); another answer to that look-up (the
+    registry answering it again after a restart, the resident moved or withdrawn meanwhile) is
+    dropped, so the holder is answered and the binding logged once; so is one that comes once
+    its look-up may be forgotten: it may be such a second answer."""
+    look_up = f"{answer.request_id}@{answer.source}"
+    said = message_digest(ctx.digest_key, answer.requester, CODEC.encode(answer))
+    first = states.bound.get(look_up)
+    if first is None:
+        assert answer.requested_at is not None  # binding.to_decide stamped it
+        forget_at = _forget_at(answer.requested_at, ctx)
+        if states.may_be_forgotten(look_up, forget_at):
+            log.warning("binding %s: the registry's answer came once its look-up may be "
+                        "forgotten: dropped, it may not be the first", answer.request_id)
+            return []
+        states.bound[look_up] = said
+        states.forgetting.setdefault(math.ceil(forget_at.timestamp()), []).append(look_up)
+    elif first != said:
+        log.warning("binding %s: the registry answered its look-up again, otherwise: dropped, "
+                    "the first answer stands", answer.request_id)
+        return []
+    return binding.answered([answer], now, ctx) if effects else []
 
 
 def _readable(o: Outcome) -> LinkageAnswer | None:
@@ -579,6 +615,8 @@ class Decider:
                                           partial(on_outcome, held, now=now, ctx=ctx),
                                           not rebuilding)
             return requested
+        if isinstance(message, RegistryAnswer):
+            return on_registry_answer(states, message, now, ctx, effects)
         if isinstance(message, Outcome):
             if states.get(message.request_id) is None:  # its request may come after it
                 states.hold(message)

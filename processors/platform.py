@@ -63,9 +63,7 @@ from schemas.messages import (
     HolderLogRequest,
     LegalPattern,
     Outcome,
-    Pending,
     RegistryAnswer,
-    Sweep,
 )
 
 log = logging.getLogger(__name__)
@@ -206,8 +204,8 @@ class Platform:
             kind = record.topic if topics.holder_of_outbox(record.topic) is None else "outbox"
             by_topic[kind].append(record)
         out = outbox.handle([_incoming(r) for r in by_topic.pop("outbox", [])], ctx, now)
-        out += isolated(decoded(by_topic.pop(topics.REGISTRY_OUT, []), RegistryAnswer),
-                        partial(binding.answered, now=now, ctx=ctx), _nothing)
+        out += [decider.to_decider(a.request_id, a) for a in binding.to_decide(
+            decoded(by_topic.pop(topics.REGISTRY_OUT, []), RegistryAnswer), now)]
         out += relayed(decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest),
                        decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest),
                        ctx.directory, now)
@@ -264,7 +262,7 @@ class Platform:
                effects: bool = True) -> list[Send]:
         """Decide one event, as read (bytes) or as made here (not decoded again)."""
         try:
-            message = (CODEC.decode(event, Pending, Outcome, Sweep) if isinstance(event, bytes)
+            message = (decider.decision_event(event) if isinstance(event, bytes)
                        else event)
             return self.decider.handle(partition, message, now, ctx, effects)
         except Exception:  # a bug must not stop the decider: log it, keep the partition moving
@@ -411,7 +409,7 @@ def _events(record: Any) -> list[DecisionEvent]:
     events: list[DecisionEvent] = []
     for event in unpacked(record.value or b""):
         try:
-            events.append(CODEC.decode(event, Pending, Outcome, Sweep))
+            events.append(decider.decision_event(event))
         except SchemaError:
             continue
     return events

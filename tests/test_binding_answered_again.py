@@ -1,10 +1,14 @@
 """A binding answer the registry gives again (a restart makes it answer a look-up it answered before
-its kill), on the real broker: logged as the first was, at the time of the binding request."""
+its kill), on the real broker: logged as the first was, at the time of the binding request; one
+given again otherwise (the resident moved or withdrawn between the two) neither relayed nor
+logged."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,13 +17,21 @@ from audit.heads import Signer
 from audit.store import AuditStore, Query
 from broker import acls, config, topics
 from broker.clients import KafkaAccess
-from holders.client import HolderClient
+from holders.client import INBOX_MESSAGES, HolderClient
 from holders.samples import SAMPLES
 from renkei import scenario
 from schemas.codec import CODEC
-from tests.kafka_helpers import consumer, logged_events, producer, wait_assigned
+from schemas.messages import NOT_FOUND, BindingAnswer, RegistryAnswer
+from tests.kafka_helpers import (
+    audit_events,
+    consumer,
+    logged_events,
+    producer,
+    wait_assigned,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+SECOND_WAIT = 1.5  # seconds the holder's inbox is read for a second answer (relayed in ms)
 
 
 async def answer_of(request_id: str, cons: object) -> bytes:
@@ -54,3 +66,40 @@ async def test_an_answer_given_again_is_logged_once_with_the_same_bytes(
         kept = [e.event for e in store.query(Query()).entries]
     assert kept == first
     assert "other bytes" not in caplog.text
+
+
+async def binding_answers(request_id: str, cons: object) -> int:
+    """How many BindingAnswers of `request_id` the holder's inbox gets within SECOND_WAIT."""
+    got = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SECOND_WAIT):
+            async for record in cons:  # type: ignore[attr-defined]
+                if record.key == request_id.encode():
+                    got += isinstance(CODEC.decode(record.value, *INBOX_MESSAGES), BindingAnswer)
+    return got
+
+
+async def test_an_answer_given_again_otherwise_is_neither_relayed_nor_logged(
+        clients: dict[str, HolderClient], tmp_path: Path) -> None:
+    """The registry answering a look-up again with another answer (its resident withdrawn
+    meanwhile): the holder got both answers and the audit log both bindings; the first alone
+    now, decided once by the decider."""
+    client, admin = clients["sakura-town"], KafkaAccess.of(config.ADMIN)
+    async with consumer(admin, topics.REGISTRY_OUT) as cons, \
+            consumer(admin, topics.inbox("sakura-town")) as inbox:
+        await wait_assigned(cons)
+        await wait_assigned(inbox)
+        own = next(iter(client.store.own_numbers()))
+        request_id = await client.bind(own, *scenario.staff("sakura-town"))
+        answer = await asyncio.wait_for(answer_of(request_id, cons), 20)
+        first = await logged_events(request_id, 1)
+        other = replace(CODEC.decode(answer, RegistryAnswer), status=NOT_FOUND, candidates=())
+        async with producer(KafkaAccess.of(acls.REGISTRY)) as prod:
+            await prod.send_and_wait(topics.REGISTRY_OUT, CODEC.encode(other),
+                                     key=request_id.encode())
+        relayed = await binding_answers(request_id, inbox)
+    with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
+        store.append_many((e, CODEC.encode(e)) for e in await audit_events({request_id}))
+        kept = [e.event for e in store.query(Query()).entries]
+    assert relayed == 1
+    assert kept == first and [e.person for e in first if e.person]

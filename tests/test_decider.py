@@ -27,11 +27,15 @@ from renkei.envelope import Send
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
     ANSWERED,
+    NOT_FOUND,
+    REFUSED,
     TIMED_OUT,
+    BindingAnswer,
     HolderEntry,
     LinkageAnswer,
     Outcome,
     Pending,
+    RegistryAnswer,
     Rejection,
     RequestState,
     Sweep,
@@ -76,7 +80,7 @@ def _topics(effects: list[Send]) -> list[str]:
     return [e.topic for e in effects]
 
 
-def _owning(ctx: Context, history: list[Pending | Outcome | Sweep],
+def _owning(ctx: Context, history: list[decider.DecisionEvent],
             at: datetime = NOW) -> tuple[decider.Decider, int]:
     """A decider that has taken over r-1's partition, rebuilt from `history` (one record,
     appended `at`)."""
@@ -305,7 +309,7 @@ def test_an_answered_request_is_not_swept_at_its_deadline(ctx: Context) -> None:
     rebuilt each partition from 6.5 minutes of events and its first sweep named every request
     in them whose deadline had passed, answered or not (about 27,000 ids)."""
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
-    answered: list[Pending | Outcome | Sweep] = [
+    answered: list[decider.DecisionEvent] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
     rebuilt, _ = _owning(ctx, answered)
     assert rebuilt.sweeps(NOW + timedelta(minutes=1), ctx) == []
@@ -359,7 +363,7 @@ def test_a_taken_over_partition_rebuilds_the_same_state_from_its_history(
     live.keep_only({partition})
     live.rebuild(partition, [], ctx)
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
-    history: list[Pending | Outcome | Sweep] = [
+    history: list[decider.DecisionEvent] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
     live.read(partition, NOW, ctx)  # one record, appended at NOW
     for message in history:
@@ -427,7 +431,7 @@ def test_a_sweep_just_before_a_rebuilds_history_forgets_no_more_than_its_first_r
 def test_a_rebuild_keeps_the_state_and_makes_none_of_the_effects_again(ctx: Context) -> None:
     """A rebuild made each event's effects and threw them away: most of its time, and a timeout
     in the history of a requester since gone from the directory stopped the take-over."""
-    timed_out: list[Pending | Outcome | Sweep] = [
+    timed_out: list[decider.DecisionEvent] = [
         _pending(ctx), Sweep(NOW + timedelta(seconds=31), ("r-1",))]
     gone = replace(ctx, directory={"town": ctx.directory["town"]})
     decider_, partition = _owning(gone, timed_out)
@@ -471,7 +475,7 @@ def test_events_applied_again_in_order_leave_the_state_as_it_was(ctx: Context) -
     meanwhile is held, as one that came before its request (which it cannot be told from)."""
     partition = decider.partition_of("r-1")
     answer = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", "FOUND", b"s")
-    story: list[Pending | Outcome | Sweep] = [
+    story: list[decider.DecisionEvent] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer)),
         Sweep(NOW + timedelta(days=1), ())]
     for upto in range(1, len(story) + 1):
@@ -639,7 +643,7 @@ async def test_a_request_whose_answer_is_relayed_to_no_one_ends_its_trail_timed_
     gone = replace(ctx, directory={"town": ctx.directory["town"]})
     back = gone if requester == "still inactive" else ctx
     live, partition = _owning(ctx, [])
-    events: list[Pending | Outcome | Sweep] = [_pending(ctx), _answer()]
+    events: list[decider.DecisionEvent] = [_pending(ctx), _answer()]
     made: list[Send] = []
     handled = 0
     while not any(CODEC.name_of(m.value) == Rejection.__name__ for m in made):
@@ -707,3 +711,21 @@ def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
     assert wrong.states[partition] == _owning(ctx, [_pending(ctx)])[0].states[partition]
     assert _topics(wrong.handle(partition, _answer(), NOW, ctx)) == [
         topics.inbox("nenkin"), topics.AUDIT], "the right answer, when it comes, is relayed"
+
+
+def test_a_binding_answered_again_otherwise_across_a_take_over_is_dropped(ctx: Context) -> None:
+    """The registry's first answer to a look-up, decided before a crash, stands for the owner
+    rebuilding the partition: an answer given again otherwise is dropped, a replay of the first
+    relayed again (holders and the audit log drop the copies), and both forgotten in time."""
+    first = RegistryAnswer("r-1", "town", NOT_FOUND, "", (), f"{topics.outbox('town')}:0:3", NOW)
+    rebuilt, partition = _owning(ctx, [first])
+    other = replace(first, status=REFUSED, detail="withdrawn")
+    assert rebuilt.handle(partition, other, NOW, ctx) == []
+    again = rebuilt.handle(partition, first, NOW, ctx)
+    assert [CODEC.decode(s.value, BindingAnswer).status for s in again
+            if s.topic == topics.inbox("town")] == [NOT_FOUND]
+    later = NOW + timedelta(days=1)
+    rebuilt.read(partition, later, ctx)
+    rebuilt.handle(partition, Sweep(later, ()), later, ctx)
+    assert (rebuilt.states[partition].bound, rebuilt.states[partition].forgetting) == ({}, {})
+    assert rebuilt.handle(partition, other, later, ctx) == []  # may be forgotten: not the first
