@@ -33,6 +33,8 @@ JST = timezone(timedelta(hours=9), "JST")
 # none is made or set (the challenge it names finds the login's session: portal.login.returned)
 READER_RETURN = "/login/card"
 LOGIN_START = "/login/start"  # a card login's start, its form's realm whose login it is
+# over HTTPS, a browser told to come back over HTTPS alone for a year, the site's subdomains too
+HSTS = f"max-age={365 * 24 * 3600}; includeSubDomains"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TEMPLATES = jinja2.Environment(
@@ -250,12 +252,16 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _secure(request: web.Request, response: web.StreamResponse) -> None:
-    reader = request.app[SITE].reader
+    """The headers every answer carries; over HTTPS (Secure cookies), HSTS too: a browser
+    ignores it over plain HTTP (the demo)."""
+    site = request.app[SITE]
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        f"form-action 'self' {reader}; frame-ancestors 'none'; base-uri 'none'")
+        f"form-action 'self' {site.reader}; frame-ancestors 'none'; base-uri 'none'")
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
+    if site.secure_cookies:
+        response.headers["Strict-Transport-Security"] = HSTS
     if not request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
 

@@ -1498,6 +1498,34 @@ async def test_a_card_login_behind_https_needs_no_cookie_on_the_readers_return(
     await records.close()
 
 
+async def answers_of(client: Client) -> list[ClientResponse]:
+    """A page, a redirect, the card reader's return, a static file and a path with none."""
+    return [await client.get("/login"),
+            await client.get("/lang/en?next=/login", allow_redirects=False),
+            await client.post("/login/card", allow_redirects=False, data={"challenge": "00"}),
+            await client.get("/static/portal.css"), await client.get("/no-such-page")]
+
+
+async def test_the_portal_behind_https_tells_browsers_to_come_only_over_https(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """Served over HTTPS, the portal sent no Strict-Transport-Security: a resident who typed its
+    name was sent over plain HTTP first, where a network's man in the middle could keep them
+    (its `__Host-` cookie Secure, but not the page they are shown). Every answer tells the
+    browser to come over HTTPS alone for a year, its subdomains too; over plain HTTP (the
+    demo), where a browser ignores it, none does."""
+    for answer in await answers_of(client):
+        assert "Strict-Transport-Security" not in answer.headers, answer.url
+    site = Site("https://portal.example", READER, secure_cookies=True)
+    records = Records(lambda: AuditStore(tmp_path / "audit.db", Signer.generate()))
+    async with TestClient(TestServer(portal_of(town, records, site=site))) as secure:
+        answers = await answers_of(secure)
+        assert [a.status for a in answers] == [200, 303, 303, 200, 404]
+        for answer in answers:
+            assert answer.headers.get("Strict-Transport-Security") == (
+                "max-age=31536000; includeSubDomains"), answer.url
+    await records.close()
+
+
 async def test_a_stray_or_forged_login_link_leaves_the_login_under_way(
         client: Client, town: Town) -> None:
     """A link to the reader's return naming another challenge (stray, forged, or not hex) used
