@@ -78,6 +78,10 @@ WORDS: dict[str, tuple[str, str]] = {
                    "ページを開き直してから、もう一度お試しください。",
                    "This page was out of date, so what you sent was not accepted. Please open "
                    "the page again and try again."),
+    "session_full": ("マイポータルで同時に利用されているセッションが多すぎたため、このセッションは"
+                     "終了しました（ログイン中だった場合はログアウトしました）。もう一度お試しください。",
+                     "This session was ended because My Portal had too many sessions open at "
+                     "once (if you were logged in, you were logged out). Please start again."),
     "session_revoked": ("カードの電子証明書が失効したため、ログアウトしました。",
                         "You were logged out: the card's certificate has been revoked."),
     "session_crl": ("現在、カードの電子証明書の失効情報を確認できないため、ログアウトしました"

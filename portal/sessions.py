@@ -18,12 +18,15 @@ browser knows, planted in this one, is never the one a login is under way or com
 session has its own CSRF token, which every form carries back. At most `MOST` sessions are kept:
 past it the least recently used anonymous one goes (a signed-in one only when none is left). A
 session ended by time goes on in the language it was using at its cookie's next request (the
-`most` last kept), a signed-in one told so, idle or at its lifetime, once; a cookie the portal
-never made, or long forgotten, is told nothing: no one was logged out.
+`most` last kept), a signed-in one told so, idle or at its lifetime, once; a session pushed out
+past `most` goes on likewise, told so once, whether signed in or not (a card login under way in
+it is lost), its push-out logged if someone was in it; a cookie the portal never made, or long
+forgotten, is told nothing: no one was logged out.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from typing import NamedTuple
 
 from renkei.clock import Age, Clock, Mark, elapsed_seconds
 
+log = logging.getLogger(__name__)
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
 CHALLENGE_SECONDS = 120
@@ -91,10 +95,10 @@ class Challenge:
     signed: Signed | None = None
 
 
-class TimedOut(NamedTuple):
-    """Why a session ended by time (the notice's word; None for an anonymous one, which nobody
-    was logged out of), the language it used, and the role of the officer signed in to it (None
-    if none): whose login its next request goes back to."""
+class Ended(NamedTuple):
+    """Why a session ended by time or was pushed out (the notice's word; None for an anonymous
+    one ended by time, which nobody was logged out of), the language it used, and the role of the
+    officer signed in to it (None if none): whose login its next request goes back to."""
 
     notice: str | None
     lang: str
@@ -159,8 +163,8 @@ class Sessions:
     _signed_in: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     # the pending challenges' nonces, oldest first: the session each is for, and when it began
     _challenged: OrderedDict[bytes, tuple[str, float]] = field(default_factory=OrderedDict)
-    # the sessions ended by time, oldest first: what their next request is told
-    _timed_out: OrderedDict[str, TimedOut] = field(default_factory=OrderedDict)
+    # the sessions ended by time or pushed out, oldest first: what their next request is told
+    _ended: OrderedDict[str, Ended] = field(default_factory=OrderedDict)
 
     def __len__(self) -> int:
         return len(self._anonymous) + len(self._signed_in)
@@ -197,23 +201,37 @@ class Sessions:
     def _ended_by_time(self, session: Session, now: float) -> None:
         """Note an expired session's language, why it ended if signed in, and its officer's role,
         for its cookie's next request."""
-        notice = None if not session.signed_in else (
-            "expired_session" if self._idle(session, now) else "lifetime_session")
-        self._timed_out[session.sid] = TimedOut(notice, session.lang, session.role)
-        while len(self._timed_out) > self.most:
-            self._timed_out.popitem(last=False)
+        self._tell(session, None if not session.signed_in else (
+            "expired_session" if self._idle(session, now) else "lifetime_session"))
 
-    def timed_out(self, sid: str | None) -> TimedOut | None:
-        """How the session with this id ended by time, told once; None for any other id:
-        unknown, or ended otherwise."""
-        return self._timed_out.pop(sid or "", None)
+    def _pushed_out(self, session: Session) -> None:
+        """Note a session pushed out past `most`, for its cookie's next request; log it if
+        someone is in it (signed in, or a card login under way), never its id nor whose."""
+        self._tell(session, "session_full")
+        if session.signed_in or session.challenges:
+            log.info("a session pushed out, the portal keeping %d at most (signed in: %s, card "
+                     "logins under way: %d, officer's role: %s)", self.most,
+                     "yes" if session.signed_in else "no", len(session.challenges),
+                     session.role or "none")
+
+    def _tell(self, session: Session, notice: str | None) -> None:
+        """Keep, for the ended session's cookie's next request, the `notice` it is told, its
+        language, and its officer's role (the `most` last ended)."""
+        self._ended[session.sid] = Ended(notice, session.lang, session.role)
+        while len(self._ended) > self.most:
+            self._ended.popitem(last=False)
+
+    def ended(self, sid: str | None) -> Ended | None:
+        """How the session with this id ended by time or was pushed out, told once; None for
+        any other id: unknown, or ended otherwise."""
+        return self._ended.pop(sid or "", None)
 
     def _kept(self, session: Session) -> Session:
         """Add a session; drop the stale ones, then past `most` the least recently used."""
         self._purge(session.seen)  # begun or renewed now
         (self._signed_in if session.signed_in else self._anonymous)[session.sid] = session
         while len(self) > self.most:
-            (self._anonymous or self._signed_in).popitem(last=False)
+            self._pushed_out((self._anonymous or self._signed_in).popitem(last=False)[1])
         return session
 
     def _purge(self, now: float) -> None:

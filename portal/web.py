@@ -154,12 +154,12 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
             store.end(session)
             lang, role, session = session.lang, session.role, None  # told in its language
     if session is None:
-        timed_out = store.timed_out(sid)  # a session ended by time; an unknown cookie, nothing
-        session = store.new(timed_out.lang if timed_out else lang)
+        told = store.ended(sid)  # a session ended by time or pushed out; an unknown one, nothing
+        session = store.new(told.lang if told else lang)
         if ended:
             session.notice = "session_crl" if ended in UNCHECKABLE else "session_revoked"
-        elif timed_out:
-            session.notice, role = timed_out.notice, timed_out.role
+        elif told:
+            session.notice, role = told.notice, told.role
         if role is not None:
             request[ENDED_ROLE] = role
     elif present := _revocation(request, ca.JPKI, session.present):

@@ -213,12 +213,12 @@ def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:
     busy = sessions.renew(replace(sessions.new("en"), resident=RESIDENT))  # purges `purged`
     while sessions.get(busy.sid) is not None:
         clock.passes(IDLE / 2)
-    assert [sessions.timed_out(s.sid) for s in (idle, purged, busy)] == [
+    assert [sessions.ended(s.sid) for s in (idle, purged, busy)] == [
         ("expired_session", "ja", None), ("expired_session", "ja", None),
         ("lifetime_session", "en", None)]
-    assert sessions.timed_out(anonymous.sid) == (None, "ja", None)
+    assert sessions.ended(anonymous.sid) == (None, "ja", None)
     for sid in (idle.sid, anonymous.sid, "forged", None):
-        assert sessions.timed_out(sid) is None
+        assert sessions.ended(sid) is None
 
 
 @pytest.mark.parametrize("role", ["counter", "oversight"])
@@ -232,4 +232,4 @@ def test_an_officers_session_ended_by_time_names_their_role(role: str) -> None:
     ended = sessions.renew(replace(sessions.new("en"), officer=officer))
     clock.passes(IDLE + timedelta(seconds=1))
     assert sessions.get(ended.sid) is None
-    assert sessions.timed_out(ended.sid) == ("expired_session", "en", role)
+    assert sessions.ended(ended.sid) == ("expired_session", "en", role)

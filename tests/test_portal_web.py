@@ -796,6 +796,37 @@ async def test_only_a_session_logged_in_and_ended_by_time_is_told_it_was_logged_
     assert await told("/history") == ["lifetime_session"]
 
 
+async def test_a_login_pushed_out_by_the_most_sessions_kept_is_told_so_and_logged_once(
+        client: Client, town: Town, caplog: pytest.LogCaptureFixture) -> None:
+    """A resident's login under way, its session pushed out past the most sessions kept (a
+    crowd, a flood), came back from the reader to a login page that said nothing of why: it
+    says the portal held too many sessions, in the session's language, and the push-out is
+    logged once at INFO, never the session's id; a flood's sessions, nobody's login in them,
+    are not logged."""
+    caplog.set_level(logging.DEBUG)
+    store = cast(TestServer, client.server).app[SESSIONS]
+    await switched(client, "en")
+    started = await client.post("/login/start", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/login"), "realm": "resident"})
+    sid = started.cookies[COOKIE].value
+    store.most = 1
+    client.session.cookie_jar.clear()  # another browser's page pushes the login's session out
+    assert (await client.get("/login")).status == 200
+    client.session.cookie_jar.clear()  # the login's browser again
+    client.session.cookie_jar.update_cookies({COOKIE: sid})
+    returned = await client.post("/login/card", allow_redirects=False,
+                                 data=signed_at_reader(town.resident_card, started, ORIGIN))
+    back = await client.get(returned.headers["Location"], allow_redirects=False)
+    said = html.unescape(await back.text())
+    assert back.status == 403 and '<html lang="en">' in said and words("en")["session_full"] in said
+    again = html.unescape(await (await client.get("/login")).text())
+    assert words("en")["session_full"] not in again, "told once"
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "portal.sessions"]
+    assert logged == [(logging.INFO, "a session pushed out, the portal keeping 1 at most "
+                       "(signed in: no, card logins under way: 1, officer's role: none)")]
+    assert sid not in caplog.text and sid[:8] not in caplog.text
+
+
 async def test_counter_staff_starting_visitors_logins_are_logged_out_at_their_logins_lifetime(
         client: Client, town: Town) -> None:
     """A login's start renews the session's id: it began the session's lifetime again, so
