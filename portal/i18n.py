@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from portal.sessions import CHALLENGES_PENDING
+
 LANGS = ("ja", "en")
 
 WORDS: dict[str, tuple[str, str]] = {
@@ -45,6 +47,12 @@ WORDS: dict[str, tuple[str, str]] = {
                               "もう一度お試しください。",
                               "This login is not one under way in this browser (it was used, or "
                               "replaced by logins started after it). Please try again."),
+    "refused_too_many": (f"このブラウザーで始められたログインが多すぎたため（同時に進められるのは"
+                         f"{CHALLENGES_PENDING}つまで）、このログインは取り消されました。"
+                         "もう一度ログインを始めてください。",
+                         "Too many logins were started in this browser (at most "
+                         f"{CHALLENGES_PENDING} can be under way at once), so this one was "
+                         "cancelled. Please start the login again."),
     "refused_unanswered": ("カードの確認先（住民基本台帳ネットワーク）から応答がありません。"
                            "しばらくしてからもう一度お試しください。",
                            "The resident registry, which tells whose card this is, did not "

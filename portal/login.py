@@ -41,6 +41,7 @@ HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight"
 REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
             "challenge": "refused_challenge", "unknown-challenge": "refused_not_under_way",
+            "too-many-logins": "refused_too_many",
             FROM_THE_FUTURE: "refused_clock",
             "unanswered": "refused_unanswered",
             "origin": "refused_portal", NO_REPLY_KEY: "refused_portal",
@@ -97,7 +98,8 @@ async def card(request: web.Request) -> web.Response:
     nonce = request.query.get("challenge", "")
     asked = session.named(nonce)  # its realm is the login to offer again if this one is refused
     if asked is None:  # used, replaced by newer logins of this browser's, or none of its own
-        return _refused(request, _offered(session), "unknown-challenge")
+        return _refused(request, _offered(session), "too-many-logins" if session.too_many(nonce)
+                        else "unknown-challenge")
     pending = session.take_challenge(nonce, request.app[SESSIONS].wall)
     if pending is None or pending.signed is None:
         return _refused(request, asked.realm, "challenge")

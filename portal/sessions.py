@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -117,16 +117,20 @@ class Session:
     present: Resident | None = None  # at the counter: the resident who logged in with their card
     # the card logins under way in this session's browser (one a tab), by nonce, oldest first
     challenges: dict[bytes, Challenge] = field(default_factory=dict)
+    # the newest of those dropped past CHALLENGES_PENDING, by nonce: their tabs are told why
+    dropped: deque[bytes] = field(default_factory=lambda: deque(maxlen=CHALLENGES_PENDING))
     notice: str | None = None
     # the login tickets a number was changed under here (the authority allows one a ticket)
     tickets_used: set[bytes] = field(default_factory=set)
 
     def named(self, nonce_hex: str) -> Challenge | None:
         """The pending challenge whose nonce this is (hex), if there is one."""
-        try:
-            return self.challenges.get(bytes.fromhex(nonce_hex))
-        except ValueError:
-            return None
+        return self.challenges.get(_nonce(nonce_hex))
+
+    def too_many(self, nonce_hex: str) -> bool:
+        """Whether the challenge whose nonce this is (hex) was dropped past CHALLENGES_PENDING
+        (too many logins started in this browser)."""
+        return _nonce(nonce_hex) in self.dropped
 
     @property
     def role(self) -> str | None:
@@ -147,6 +151,14 @@ class Session:
             return None
         del self.challenges[pending.nonce]
         return pending if clock.judged(pending.at, pending.mark, CHALLENGE) is Age.YOUNG else None
+
+
+def _nonce(nonce_hex: str) -> bytes:
+    """The nonce a challenge's hex names; none (empty) if it is not hex."""
+    try:
+        return bytes.fromhex(nonce_hex)
+    except ValueError:
+        return b""
 
 
 @dataclass
@@ -253,6 +265,7 @@ class Sessions:
         while len(session.challenges) > CHALLENGES_PENDING:
             oldest = next(iter(session.challenges))
             del session.challenges[oldest]
+            session.dropped.append(oldest)
             self._challenged.pop(oldest, None)  # no more to be found by its reader's return
         self._challenged[pending.nonce] = (session.sid, now)
 
@@ -260,10 +273,7 @@ class Sessions:
         """Keep what the reader returned with the challenge it was for, in the session pending
         it, once: the reader's return comes without the session's cookie (another site's page
         posts it), and only that session's own request takes it (Session.take_challenge)."""
-        try:
-            nonce = bytes.fromhex(nonce_hex)
-        except ValueError:
-            return
+        nonce = _nonce(nonce_hex)
         sid, _ = self._challenged.pop(nonce, ("", 0.0))
         session = self._anonymous.get(sid) or self._signed_in.get(sid)
         if session is not None and nonce in session.challenges:
@@ -278,8 +288,9 @@ class Sessions:
         fresh = self._fresh(session.lang)
         if login_start:
             fresh.csrf, fresh.started = session.csrf, session.started
-        fresh.present, fresh.officer, fresh.resident, fresh.challenges = (
-            session.present, session.officer, session.resident, session.challenges)
+        fresh.present, fresh.officer, fresh.resident, fresh.challenges, fresh.dropped = (
+            session.present, session.officer, session.resident, session.challenges,
+            session.dropped)
         for nonce in fresh.challenges.keys() & self._challenged.keys():
             self._challenged[nonce] = (fresh.sid, self._challenged[nonce][1])
         return self._kept(fresh)
