@@ -154,6 +154,8 @@ WORDS: dict[str, tuple[str, str]] = {
                           "could not seal to the oversight body"),
     "unsent_not_sealed_portal": ("マイポータル宛てに封印できませんでした",
                                  "could not seal to My Portal"),
+    "unsent_refused": ("連携基盤が照会を拒否しました（{why}）",
+                       "refused by the platform, not asked: {why}"),
     "side": ("立場", "Side"),
     "content": ("⑪内容", "⑪ Content"),
     "purpose": ("⑫用途", "⑫ Purpose"),
@@ -325,6 +327,8 @@ STEPS: dict[str, tuple[str, str]] = {  # the access log's kinds and outcomes, in
     "NUMBER_CHANGED": ("個人番号を変更", "personal number changed"),
     "DETAIL_APPLIED": ("詳細の開示を申請", "details applied for"),
     "DETAIL_ANSWERED": ("詳細の開示に回答", "details answered"),
+    "DETAIL_REFUSED": ("詳細の開示を基盤が拒否", "details refused by the platform"),
+    "APPLICATION": ("詳細の開示の申請", "Detail application"),
     "COUNTER_VIEWED": ("窓口で照会履歴を閲覧", "history viewed at the counter"),
     "COUNTER_PRINTED": ("窓口で照会履歴を印刷", "history printed at the counter"),
 }

@@ -64,13 +64,14 @@ OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
 @dataclass(frozen=True)
 class Shown:
     """A request for holder-side logs as a page shows it: each holder's entries opened, or why
-    it sent none (holder_logs.unsent), and the holders that have not answered in time
-    (inbox.overdue)."""
+    it sent none (holder_logs.unsent; the platform's words for a holder it refused to ask), and
+    the holders that have not answered in time (inbox.overdue)."""
 
     asked: Asked
     answers: dict[str, Entries]
     unsent: dict[str, str] = field(default_factory=dict)
     overdue: tuple[str, ...] = ()
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 class NoHolder(ValueError):
@@ -234,7 +235,9 @@ class HolderLogs:
                   if (why := holder_logs.unsent(answer)) is not None}
         return Shown(asked, {holder: holder_logs.opened(self._key, answer, asked.request_ids)
                              for holder, answer in answers.items() if holder not in unsent},
-                     unsent, overdue(asked, datetime.now(UTC)))
+                     unsent, overdue(asked, datetime.now(UTC)),
+                     {holder: answer.refused for holder, answer in answers.items()
+                      if answer.refused is not None})
 
     async def _follow(self) -> None:
         """Each record read, taken until that succeeds, pausing longer each time: a failed
@@ -374,9 +377,11 @@ class Platform:
         return self.directory.entries.get(holder.encode())
 
     async def _answered(self, asked: Asked, answer: HolderLogAnswer) -> None:
-        """A holder answered a resident's application: that is logged too."""
+        """A holder answered a resident's application, or the platform refused to ask it: that
+        is logged too."""
         if asked.person is not None:
-            await self.record("DETAIL_ANSWERED", "portal", asked.person, provider=answer.holder,
+            await self.record("DETAIL_REFUSED" if answer.refused else "DETAIL_ANSWERED", "portal",
+                              asked.person, provider=answer.holder, reason=answer.refused,
                               request_id=asked.request_id, step=f"answered-{answer.holder}")
 
     async def record(self, outcome: str, requester: str, person: str, *,

@@ -3,8 +3,9 @@ the holders of one of their entries for ⑪ the content and ⑫ the purpose they
 
 Only the portal principal can write the application topic (the broker's ACLs), and the portal
 sends an application only for an entry about the logged-in resident. The platform passes it to
-each named holder as a holder-log request under an id marked as a resident's, and passes their
-answers back to the portal: each holder seals its entries to the portal, without ⑦–⑩ (operators
+each named active holder as a holder-log request under an id marked as a resident's (answering at
+once in the stead of one it does not ask, and logging that refusal), and passes their answers
+back to the portal: each holder seals its entries to the portal, without ⑦–⑩ (operators
 and terminals are for the oversight body only), and the platform relays no plaintext entries.
 """
 
@@ -12,20 +13,37 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 
-from broker import topics
+from broker import acls, topics
+from processors.access_log import REJECTED, logged
 from processors.linkage import FromHolder
+from processors.oversight import ACCESS_LOG
 from renkei.envelope import Send, send
-from renkei.holder_logs import MARK
+from renkei.holder_logs import MARK, not_asked, refusal
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogRequest
 
+APPLICATION = "APPLICATION"  # the kind of the access-log event of an application refused
 
-def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry]) -> list[Send]:
-    """The application to every named active holder, under the marked id."""
+
+def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry],
+          now: datetime) -> list[Send]:
+    """The application to every named active holder, under the marked id; for each other one,
+    the platform's refusal to the portal at once, logged."""
     marked = replace(application, request_id=MARK + application.request_id)
-    return [send(topics.inbox(holder), marked.request_id, marked)
-            for holder in dict.fromkeys(application.holders)
-            if (entry := directory.get(holder)) is not None and entry.active]
+    out: list[Send] = []
+    for holder in dict.fromkeys(application.holders):
+        why = not_asked(holder, directory.get(holder))
+        out += [send(topics.inbox(holder), marked.request_id, marked)] if why is None else \
+            refused(application.request_id, holder, why, now)
+    return out
+
+
+def refused(request_id: str, holder: str, why: str, now: datetime) -> list[Send]:
+    """The refusal to ask `holder`, to the portal, and its access-log event."""
+    return [send(topics.PORTAL_IN, request_id, refusal(request_id, holder, now, why)),
+            logged(request_id, f"application@{holder}", now, APPLICATION, REJECTED, acls.PORTAL,
+                   reason="UNKNOWN_HOLDER", provider=holder, data_type=ACCESS_LOG)]
 
 
 def answered(item: FromHolder) -> list[Send]:

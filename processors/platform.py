@@ -465,7 +465,7 @@ def relayed(requests: list[HolderLogRequest], residents: list[HolderLogRequest],
     cannot be relayed is dropped (and logged), the others go on."""
     return (isolated(requests, _each(partial(oversight.relay, directory=directory, now=now)),
                      _nothing)
-            + isolated(residents, _each(partial(applications.relay, directory=directory)),
+            + isolated(residents, _each(partial(applications.relay, directory=directory, now=now)),
                        _nothing))
 
 

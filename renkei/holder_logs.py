@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -18,7 +19,7 @@ from broker import acls
 from renkei import sealing
 from renkei.envelope import Directory
 from schemas.codec import CODEC
-from schemas.messages import HolderLogAnswer, HolderLogEntries, HolderLogEntry
+from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, HolderLogEntry
 
 MARK = "resident:"
 Parties = Mapping[str, Collection[str]]  # request id → the holders that took part in it
@@ -60,11 +61,31 @@ def seal(public_key: bytes, request_id: str, entries: Sequence[HolderLogEntry]) 
 
 
 def unsent(answer: HolderLogAnswer) -> str | None:
-    """Why a holder's answer carries no entries: "too_large" for one message, or "not_sealed"
-    (no key of the asker's to seal them to); None if they are sealed in it."""
+    """Why a holder's answer carries no entries: "refused" (the platform asks no such holder),
+    "too_large" for one message, or "not_sealed" (no key of the asker's to seal them to); None
+    if they are sealed in it."""
     if answer.sealed_entries is not None:
         return None
+    if answer.refused is not None:
+        return "refused"
     return "too_large" if answer.too_large else "not_sealed"
+
+
+def not_asked(holder: str, entry: HolderEntry | None) -> str | None:
+    """Why the platform asks `holder` (its directory entry, None if it has none) for nothing:
+    suspended, and since when if the directory dates it, or no holder; None: an active one."""
+    if entry is None:
+        return f"holder {holder} is not in the directory"
+    if entry.active:
+        return None
+    since = f" since {entry.inactive_since.isoformat()}" if entry.inactive_since else ""
+    return f"holder {holder} is suspended{since}"
+
+
+def refusal(request_id: str, holder: str, at: datetime, why: str) -> HolderLogAnswer:
+    """The platform's answer in the stead of a holder it does not ask, to the asker's
+    `request_id`: why, at once, and no entries."""
+    return HolderLogAnswer(request_id, holder, at, (), refused=why)
 
 
 class NotActive(ValueError):

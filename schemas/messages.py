@@ -359,6 +359,7 @@ class HolderLogAnswer:
     entries: tuple[HolderLogEntry, ...]  # v1's plaintext: empty since v2
     sealed_entries: bytes | None = None
     too_large: bool = False  # v3: the entries would not fit in a message: none sent
+    refused: str | None = None  # v4: the platform asks no such holder: why (said in its stead)
 
 
 @dataclass(frozen=True, slots=True)

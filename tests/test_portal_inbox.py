@@ -41,16 +41,18 @@ from portal.inbox import (
     taken,
 )
 from portal.kafka import HolderLogs, NoHolder, Platform
+from processors import directory
 from renkei import holder_logs, sealing
 from renkei.state import state_folder
 from renkei.tasks import cancelled
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import HolderLogAnswer, HolderLogEntry
-from tests.kafka_helpers import free_port, producer, spawn, stop
+from tests.kafka_helpers import free_port, logged_events, producer, renkei, spawn, stop
 from tests.loop_helpers import locked, ticking
 from tests.test_linkage import ask
 from tests.test_portal_services import PIN, _csrf, _until_up, card_login
+from tests.test_suspension import _seen
 
 SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -606,3 +608,43 @@ async def test_answers_to_an_application_made_before_a_restart_are_shown_once_af
     assert sorted(await _audited(application, "DETAIL_APPLIED", 2)) == sorted(holders)
     assert sorted(await _audited(application, "DETAIL_ANSWERED", 2)) == sorted(holders), \
         "each answer logged once"
+
+
+@SESSION_LOOP
+async def test_an_application_to_a_suspended_holder_is_refused_at_once_and_logged(
+        clients: dict[str, HolderClient], platform: Processes, tmp_path: Path) -> None:
+    """An application naming a suspended holder was dropped by the platform unlogged, and the
+    portal said "no answer" only ANSWER_WITHIN later. The platform refuses it at once, saying
+    since when the holder is suspended, and logs the refusal; the active holder is asked."""
+    inbox = Inbox(tmp_path / "inbox.db")
+    logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN,
+                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT)
+    await logs.start()
+    renkei("holder", "suspend", "sakura-town", "--reason", "x")
+    try:
+        since = (await directory.current())["sakura-town"].inactive_since
+        assert since is not None
+        await _seen(clients["nenkin"], "sakura-town", False)
+        shown = None
+        for _ in range(10):  # the platform's view of the directory, moments behind
+            asked = await logs.ask(("nenkin", "sakura-town"), ["rq-1"], "basis", person=PERSON)
+            for _ in range(10):
+                shown = next(s for s in await logs.of_person([PERSON])
+                             if s.asked.request_id == asked.request_id)
+                if "sakura-town" in shown.asked.answers:
+                    break
+                await asyncio.sleep(0.2)
+            if shown is not None and shown.refused:
+                break
+    finally:
+        renkei("holder", "resume", "sakura-town")
+        await logs.stop()
+        await inbox.close()
+    await _seen(clients["nenkin"], "sakura-town", True)
+    assert shown is not None and shown.unsent == {"sakura-town": "refused"}
+    assert shown.refused == {"sakura-town": f"holder sakura-town is suspended since "
+                                            f"{since.isoformat()}"}
+    [refusal] = [e for e in await logged_events(asked.request_id, 1)
+                 if e.provider == "sakura-town"]
+    assert (refusal.outcome, refusal.requester, refusal.reason) == (
+        "REJECTED", acls.PORTAL, "UNKNOWN_HOLDER")
