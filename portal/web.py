@@ -206,20 +206,22 @@ def _cookie(request: web.Request, response: web.StreamResponse) -> None:
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every POST carries the session's CSRF token in its form; one sent from a session that
-    has ended since (its token that session's) goes to its side's login page (its officer's
-    role's; else, a session the portal forgot or nobody was signed in to, the side it was sent
-    from: the counter's, the oversight console's, else a resident's), which says why it ended if
-    it was logged out, else that the form was not taken; one of a live session with another
-    token (a page opened before a login or a log-out) is refused (403) by a page saying it was
-    out of date. Each is logged, in one line (_refused_form)."""
+    has ended since (its token that session's), or with no cookie at all, goes to its side's
+    login page (its officer's role's; else, a session the portal forgot, nobody was signed in
+    to, or none, the side it was sent from: the counter's, the oversight console's, else a
+    resident's), which says why it ended if it was logged out, else that the form was not
+    taken; one of a live session with another token (a page opened before a login or a
+    log-out) is refused (403) by a page saying it was out of date.
+    Each is logged, in one line (_refused_form)."""
     if request.method == "POST" and is_page(request):
         form = await request.post()
         session = session_of(request)
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
-            if _ended(request):
+            if _begun_here(request):  # no live session sent it: one ended, or none
                 session.notice = session.notice or "form_expired"
                 role = request.get(ENDED_ROLE)
-                _refused_form(request, "not taken, its session ended", role,
+                _refused_form(request, "not taken, its session ended" if sent(request)
+                              else "not taken, sent with no session", role,
                               logging.INFO)  # an idle resident's, every day: no alarm
                 raise web.HTTPSeeOther(login_page(role or side_of(request, form)))
             _refused_form(request, "refused, its CSRF token not its session's", session.role,
@@ -233,11 +235,6 @@ def _refused_form(request: web.Request, why: str, role: str | None, level: int) 
     its path (a route's, one line), why, its session's officer's role if any; never the token
     sent nor the session's id, nor who it is."""
     log.log(level, "a form to %s %s (officer's role: %s)", request.path, why, role or "none")
-
-
-def _ended(request: web.Request) -> bool:
-    """Whether the request's cookie names a session that has ended (this one new in its place)."""
-    return sent(request) is not None and _begun_here(request)
 
 
 @web.middleware

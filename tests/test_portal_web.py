@@ -765,6 +765,19 @@ async def test_a_form_of_a_session_the_portal_forgot_goes_to_its_paths_sides_log
     assert fakes_of(client).kafka.oversight.asked == []
 
 
+@pytest.mark.parametrize("path, login", [("/counter/finish", "/login?as=counter"),
+                                         ("/number", "/login")])
+async def test_a_form_sent_with_no_cookie_goes_to_its_sides_login_saying_it_was_not_taken(
+        client: Client, path: str, login: str) -> None:
+    """A form sent with no cookie at all (cleared, or never set) got the 403 page of a live
+    session's stale form: it goes to the login of its path's side, which says the form was not
+    taken, as for a session that ended."""
+    sent = await client.post(path, allow_redirects=False, data={"csrf": "a-token"})
+    assert (sent.status, sent.headers.get("Location")) == (303, login)
+    assert words("ja")["form_expired"] in html.unescape(await (await client.get(login)).text())
+    assert fakes_of(client).changes_asked == []
+
+
 async def test_only_a_session_logged_in_and_ended_by_time_is_told_it_was_logged_out(
         client: Client, town: Town) -> None:
     """A forged or long-gone cookie (another portal's, one from before a restart) and an idle
@@ -972,8 +985,8 @@ async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
 
 @pytest.mark.parametrize("realm, method, path, form, status", [
     (None, "GET", "/login?refused=x", None, 200),
-    (None, "POST", "/login/start", {"csrf": "é", "realm": "resident"}, 403),
-    (None, "POST", "/logout", {"csrf": "トークン"}, 403),
+    (None, "POST", "/login/start", {"csrf": "é", "realm": "resident"}, 303),  # no cookie: login
+    (None, "POST", "/logout", {"csrf": "トークン"}, 303),
     ("resident", "GET", "/history?since=0001-01-01", None, 400),
     ("resident", "GET", "/history?until=9999-12-31", None, 400),
     ("oversight", "GET", "/oversight?since=0001-01-01", None, 400),
