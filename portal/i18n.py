@@ -291,10 +291,10 @@ WORDS: dict[str, tuple[str, str]] = {
                   "請求は送っていません。",
                   "No holder to ask: the entries name only services of the platform. Nothing "
                   "was requested."),
-    "not_active_holder": ("次の機関は名簿上の有効な情報保有機関ではない（停止中、"
-                          "または保有機関でない）ため照会できません。請求は送っていません。",
-                          "These are not active holders in the directory (suspended, or never "
-                          "holders) and cannot be asked. Nothing was requested."),
+    "not_asked_inactive": ("{name}（{holder}）は{since}から停止中のため照会していません。",
+                           "{name} ({holder}) is inactive since {since}: not asked."),
+    "not_asked_unknown": ("{holder}は名簿上の情報保有機関ではないため照会していません。",
+                          "{holder} is not a holder in the directory: not asked."),
     "too_many_chosen": ("一度に照会できるのは検索結果の1ページ分の記録までです。"
                         "請求は送っていません。",
                         "At most one page of search results can be asked about at a time. "

@@ -3,6 +3,8 @@ logs of chosen requests, and the audit log's integrity."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from aiohttp import web
 
 from audit.events import ID_CODE, PORTAL_KIND
@@ -11,12 +13,13 @@ from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
 from portal.records import SEARCH_PAGE
 from portal.web import day, no_holder, officer_of, render
-from renkei.holder_logs import NotActive, each_own, holders_only
+from renkei.holder_logs import each_own, not_asked
 
 ROLE = "oversight"
 OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"
 FILTERS = ("holder", "pattern", "person", "outcome", "since", "until")
 LEFT_OUT = "left_out"  # the holder-logs page's: chosen entries of the portal's own actions
+INACTIVE = "inactive"  # the holder-logs page's: holders named not asked, not active ones
 
 
 async def search(request: web.Request) -> web.Response:
@@ -47,7 +50,8 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
     only of those it took part in (each_own): each chosen by its entry's serial, its request id
     and holders read from the audit log; those of the portal's own actions (no exchange between
     holders) left out, the next page saying how many. At most a search page's entries (the most
-    the form offers) are read, more refused (400)."""
+    the form offers) are read, more refused (400). The active holders alone are asked, the next
+    page naming the others (suspended, or not in the directory) as not asked."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     form = await request.post()
@@ -63,6 +67,7 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
     left_out = len(found) - len(chosen)
     if not found:
         raise web.HTTPSeeOther("/oversight")
+    inactive: list[str] = []
     if chosen:
         parties: dict[str, set[str]] = {}
         for e in chosen:
@@ -70,24 +75,25 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
                 h for h in (e.requester, e.provider) if h)
         try:
             holders = holders_to_ask([h for named in parties.values() for h in named])
-            holders_only(holders, platform.kafka.holder_entry)
         except NoHolder:
             return no_holder(request)
-        except NotActive as refused:
-            return render(request, "error.html", status=400, message="not_active_holder",
-                          named=refused.holders)
-        for named, own in each_own(holders, sorted(r for r, named in parties.items()
-                                                   if named.intersection(holders)), parties):
-            await platform.kafka.oversight.ask(named, own, OVERSIGHT_BASIS)
-    raise web.HTTPSeeOther(f"/oversight/holder-logs?{LEFT_OUT}={left_out}" if left_out
-                           else "/oversight/holder-logs")
+        active = [h for h in holders if not_asked(h, platform.kafka.holder_entry(h)) is None]
+        inactive = [h for h in holders if h not in active]
+        if active:
+            for named, own in each_own(active, sorted(r for r, named in parties.items()
+                                                      if named.intersection(active)), parties):
+                await platform.kafka.oversight.ask(named, own, OVERSIGHT_BASIS)
+    told = urlencode([(LEFT_OUT, left_out)] * bool(left_out) + [(INACTIVE, h) for h in inactive])
+    raise web.HTTPSeeOther(f"/oversight/holder-logs?{told}" if told else "/oversight/holder-logs")
 
 
 async def holder_logs(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     return render(request, "holder_logs.html", requests=await platform.kafka.oversight.every(),
-                  left_out=_left_out(request))
+                  left_out=_left_out(request),
+                  inactive={h: platform.kafka.holder_entry(h)
+                            for h in request.query.getall(INACTIVE, [])})
 
 
 def _left_out(request: web.Request) -> int:

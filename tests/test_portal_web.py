@@ -122,7 +122,8 @@ class AuditWrites:
     def holder_entry(self, holder: str) -> HolderEntry | None:
         """Every holder is in the directory, active unless `suspended`."""
         return HolderEntry(holder, holder, "municipality", holder, 0, b"", False,
-                           holder not in self.suspended, T0)
+                           holder not in self.suspended, T0,
+                           inactive_since=T0 if holder in self.suspended else None)
 
     async def record(self, outcome: str, requester: str, person: str, *,
                      reason: str | None = None, **_: object) -> None:
@@ -1207,23 +1208,24 @@ async def test_entries_naming_no_holder_ask_nobody_and_the_page_says_so(
     assert town.kafka.oversight.asked == []
 
 
-async def test_the_console_refuses_holders_not_active_in_the_directory_asking_nobody(
+async def test_the_console_asks_the_active_holders_and_shows_the_inactive_ones_as_such(
         client: Client, town: Town, tmp_path: Path) -> None:
-    """The console asked a suspended holder (or one never a holder) for its side, which the
-    platform refuses to pass on, leaving the request waiting until it was overdue, where the CLI
-    refuses it at once: the console refuses it the same way (audit.oversight.holders_only),
-    naming it, and asks nobody."""
+    """The console refused a whole request if one holder in it was suspended (or never a
+    holder): it asks the active ones, and the next page names each other one as not asked,
+    inactive since when."""
     town.kafka.suspended.add("city-a")
     officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
     assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
     page = await (await client.get("/oversight")).text()
     chosen = re.findall(r'name="chosen"[^>]* value="([^"]+)"', page)
-    console = await client.post("/oversight/holder-logs", allow_redirects=False, data=[
+    console = await client.post("/oversight/holder-logs", data=[
         ("csrf", await csrf_of(client, "/oversight")), *(("chosen", v) for v in chosen)])
-    text = await console.text()
-    assert console.status == 400 and words("ja")["not_active_holder"] in text
-    assert re.findall(r'data-holder="([^"]+)"', text) == ["city-a"]
-    assert town.kafka.oversight.asked == []
+    text = html.unescape(await console.text())
+    assert console.status == 200 and re.findall(r'data-inactive="([^"]+)"', text) == ["city-a"]
+    assert words("ja")["not_asked_inactive"].format(
+        name="city-a", holder="city-a", since=local_time(T0)) in text
+    asked = {h for holders, _ in town.kafka.oversight.asked for h in holders}
+    assert asked and "city-a" not in asked
 
 
 async def test_no_application_is_taken_for_an_entry_of_the_portals_own_action(
