@@ -137,6 +137,12 @@ def purge(holder: str) -> None:
     click.echo(f"{holder}: {forgotten.told(cutoff)}")
 
 
+def _id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An id as the communication server reads its caller's (holders.imports.trimmed: " op " is
+    op); blank is a usage error."""
+    return stated(ctx, param, imports.trimmed(value))
+
+
 @holder_cli.group()
 def staff() -> None:
     """A holder's staff: only they may act, each on their terminals (paper §5(3))."""
@@ -144,7 +150,7 @@ def staff() -> None:
 
 @staff.command("add", cls=OnStdin)
 @click.argument("holder")
-@click.argument("staff_id", callback=stated)
+@click.argument("staff_id", callback=_id)
 @click.option("--terminal", "terminals", multiple=True,
               help="a registered terminal they may use (repeat; none: any registered one)")
 def add_staff(holder: str, staff_id: str, terminals: tuple[str, ...]) -> None:
@@ -191,7 +197,7 @@ def terminal() -> None:
 
 @terminal.command("add")
 @click.argument("holder")
-@click.argument("terminal_id", callback=stated)
+@click.argument("terminal_id", callback=_id)
 def add_terminal(holder: str, terminal_id: str) -> None:
     """Register a terminal."""
     with _store(holder) as store:

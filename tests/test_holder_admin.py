@@ -92,6 +92,17 @@ def test_staff_and_terminals_are_added_listed_and_removed(state: Path) -> None:
     store.close()
 
 
+def test_ids_typed_with_spaces_around_are_stored_as_the_server_reads_them(state: Path) -> None:
+    _ok("terminal", "add", HOLDER, " t1\u3000")
+    _ok("staff", "add", HOLDER, " op ", given="山田")
+    for blank in (" ", "\u3000"):
+        assert _holder("staff", "add", HOLDER, blank, given="山田").exit_code == 2
+        assert _holder("terminal", "add", HOLDER, blank).exit_code == 2
+    store = HolderStore(default_path(HOLDER))
+    assert store.staff() == [("op", "山田", [])] and store.authorized("op", "t1")
+    store.close()
+
+
 def test_staff_tied_to_terminals_act_on_those_alone(tmp_path: Path) -> None:
     store = HolderStore(tmp_path / "holder.db")
     for terminal in ("t1", "t2", "t3"):
