@@ -437,8 +437,8 @@ class HolderClient:
 
     def _made(self, keyed: Keyed | None) -> str | None:
         """The id of the request made under this idempotency key already (None: none); as it
-        stands: NotSentYet while the broker does not have it, KeyReused if made with another
-        body, KeyInUse while a call under it has none recorded yet (_making). Asked once the
+        stands: NotSentYet while the broker does not have it, KeyReused if made for a different
+        request, KeyInUse while a call under it has none recorded yet (_making). Asked once the
         caller is authorized: the id is not for one who may not act."""
         if keyed is None:
             return None
@@ -447,8 +447,8 @@ class HolderClient:
                 raise KeyInUse
             return None
         if made.fingerprint != keyed.fingerprint:
-            raise KeyReused(f"the idempotency key was given already, with another body "
-                            f"(request {made.request_id})")
+            raise KeyReused(f"the idempotency key was used already, for a different request "
+                            f"(request {made.request_id}): a new request takes a new key")
         if made.kept:
             raise NotSentYet(made.request_id)
         return made.request_id

@@ -233,7 +233,7 @@ def _flag(body: dict[str, Any], name: str) -> bool:
 
 async def _made(making: Awaitable[str]) -> web.Response:
     """The answer to a call that makes a request: 202 with its id (or kept, not sent yet), else
-    its error's status: the idempotency key given with another body 422, the request under it
+    its error's status: the idempotency key used for a different request 422, the request under it
     still being made 409 (to be asked again), an operator or terminal that may not act 403."""
     try:
         return _accepted(await making)

@@ -76,7 +76,7 @@ class _Impatient(_Authorizing):
 
 _REFUSALS = {"H-unbound": NotBound("record 'H-unbound' is not bound to a link code"),
              "H-in-use": KeyInUse(),
-             "H-reused": KeyReused("the idempotency key was given already, with another body")}
+             "H-reused": KeyReused("the idempotency key was used already, for a different request")}
 
 
 class _Waiting(HolderClient):
@@ -237,6 +237,36 @@ async def test_an_idempotency_key_answers_no_one_who_may_not_act(
     assert status == 403, answer
     assert made.request_id not in answer
     assert refused == [operator]
+
+
+@asynccontextmanager
+async def _keyed_binding(tmp_path: Path, fingerprint: str,
+                         body: dict[str, str]) -> AsyncIterator[tuple[int, dict[str, str]]]:
+    """A binding r-made stored under Idempotency-Key key-1 with `fingerprint`, and the answer to
+    `body` posted under that key by staff-7, who may act."""
+    async with _serving(tmp_path, _Authorizing) as url:
+        store = HolderStore(tmp_path / "holder.db")
+        store.add_terminal("term-1")
+        store.add_staff("staff-7", "担当職員")
+        store.open_request("r-made", BINDING, "H-1", "staff-7", "term-1",
+                           keyed=Keyed("key-1", fingerprint))
+        store.close()
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
+                http.post(url + "/bindings", json=body,
+                          headers={"Idempotency-Key": "key-1"}) as response:
+            yield response.status, await response.json()
+
+
+async def test_a_key_used_for_a_different_request_is_refused_saying_so(tmp_path: Path) -> None:
+    """The fingerprint is of the request as the server reads it, not of the body's bytes: the
+    refusal says the key was used for a different request, not "with another body"."""
+    body = {"own_number": "H-1", "operator": "staff-7", "terminal": "term-1"}
+    async with _keyed_binding(tmp_path, "fingerprint of another request", body) as answer:
+        status, refused = answer
+    assert (status, refused["error"]) == (422, "idempotency_key_reused"), refused
+    assert "for a different request (request r-made)" in refused["detail"]
+    assert "body" not in refused["detail"]
 
 
 @pytest.mark.parametrize(("holder", "error"), [
@@ -605,7 +635,7 @@ async def test_a_post_retried_with_its_idempotency_key_makes_one_request(
         clients: dict[str, HolderClient], monkeypatch: pytest.MonkeyPatch) -> None:
     """Its answer lost after the request was recorded, the caller asks again with the same
     Idempotency-Key, and again: one request, sent once, answered and logged once; the same key
-    with another body is refused."""
+    for a different request is refused, saying so."""
     nenkin = clients["nenkin"]
     body = _linkage_body(nenkin)
     key = {"Idempotency-Key": "7f9c2ba4-e88f-4e2b-9d3c-a1b2c3d4e5f6"}
