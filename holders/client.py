@@ -446,7 +446,7 @@ class HolderClient:
             if keyed.key in self._making:
                 raise KeyInUse
             return None
-        if made.fingerprint != keyed.fingerprint:
+        if not keyed.asks(made):
             raise KeyReused(f"the idempotency key was used already, for a different request "
                             f"(request {made.request_id}): a new request takes a new key")
         if made.kept:

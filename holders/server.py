@@ -183,10 +183,13 @@ def _field(body: dict[str, Any], name: str) -> str:
     return trimmed(value)
 
 
-def _keyed(request: web.Request, asked: tuple[str | bool, ...]) -> Keyed | None:
+def _keyed(request: web.Request, body: dict[str, Any],
+           asked: tuple[str | bool, ...]) -> Keyed | None:
     """The call's idempotency key, if it gave one, and a fingerprint of its path and of the
     fields it asks with as the server reads them (trimmed, by_number false if not given; not
-    the body's bytes, its fields' order or any field the server does not read); else 400."""
+    the body's bytes, its fields' order or any field the server does not read), and the one of
+    its path and body as given that a key stored before was made under (a retry after an
+    upgrade); else 400."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -195,7 +198,9 @@ def _keyed(request: web.Request, asked: tuple[str | bool, ...]) -> Keyed | None:
     if not _utf8(key):
         raise web.HTTPBadRequest(text="an Idempotency-Key is UTF-8 text")
     read = json.dumps([request.path, asked], ensure_ascii=False)
-    return Keyed(key, hashlib.sha256(read.encode()).hexdigest())
+    given = json.dumps([request.path, body], sort_keys=True, ensure_ascii=False)
+    return Keyed(key, hashlib.sha256(read.encode()).hexdigest(),
+                 hashlib.sha256(given.encode(errors="surrogatepass")).hexdigest())
 
 
 def _seconds(text: str) -> float:
@@ -252,7 +257,7 @@ async def bind(request: web.Request) -> web.Response:
     asked = (_field(body, "own_number"), _field(body, "operator"), _field(body, "terminal"),
              _flag(body, "by_number"))
     try:
-        return await _made(client.bind(*asked, _keyed(request, asked)))
+        return await _made(client.bind(*asked, _keyed(request, body, asked)))
     except LookupError as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
 
@@ -263,7 +268,7 @@ async def linkage(request: web.Request) -> web.Response:
              _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
              _field(body, "terminal"))
     try:
-        return await _made(client.request(*asked, _keyed(request, asked)))
+        return await _made(client.request(*asked, _keyed(request, body, asked)))
     except NotBound as exc:
         return _error(422, "not_bound", str(exc))
     except LookupError as exc:

@@ -175,10 +175,17 @@ class Request:
 
 
 class Keyed(NamedTuple):
-    """The idempotency key a caller made a request under, and a fingerprint of what it asked."""
+    """The idempotency key a caller made a request under, and a fingerprint of what it asked;
+    `formerly`, the one a key stored before that fingerprint's format was made under (kept as
+    long as such a key is: the retention)."""
 
     key: str
     fingerprint: str
+    formerly: str | None = None
+
+    def asks(self, made: Made) -> bool:
+        """Whether the request made under this key is the one asked now."""
+        return made.fingerprint in (self.fingerprint, self.formerly)
 
 
 class KeyInUse(Exception):

@@ -4,6 +4,7 @@ loopback port, so every request must carry the token in the holder's private ser
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import socket
@@ -267,6 +268,18 @@ async def test_a_key_used_for_a_different_request_is_refused_saying_so(tmp_path:
     assert (status, refused["error"]) == (422, "idempotency_key_reused"), refused
     assert "for a different request (request r-made)" in refused["detail"]
     assert "body" not in refused["detail"]
+
+
+async def test_a_key_stored_under_the_former_fingerprint_answers_its_retry(
+        tmp_path: Path) -> None:
+    """A key stored before the fingerprint was of the request as read (it was of the path and
+    body as sent, its keys sorted), its request retried after the upgrade: the request made,
+    not 422 idempotency_key_reused."""
+    body = {"own_number": "H-1", "operator": "staff-7", "terminal": "term-1"}
+    former = json.dumps(["/bindings", body], sort_keys=True, ensure_ascii=False)
+    async with _keyed_binding(tmp_path, hashlib.sha256(former.encode()).hexdigest(),
+                              body) as answer:
+        assert answer == (202, {"request_id": "r-made", "sent": True})
 
 
 @pytest.mark.parametrize(("holder", "error"), [
