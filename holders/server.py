@@ -30,6 +30,7 @@ import math
 import secrets
 import sqlite3
 from collections.abc import Awaitable, Iterable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -91,17 +92,22 @@ def _error(status: int, error: str, detail: str,
     return response
 
 
+def _code(reason: str) -> str:
+    """The error code of a status's reason ("Not Found"): `not_found`."""
+    return reason.lower().replace(" ", "_")
+
+
 @web.middleware
 async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer in JSON, as every other answer is, in the shape of the API's own
     refusals (_error: `not_bound`, …): {"error": its status's reason (`not_found`, …), "detail":
     one line}; the handlers' and aiohttp's own alike (no such path 404, a method the path does
     not take 405, a body too large 413), with their headers, and a fault of the server's (500,
-    logged)."""
+    logged); a request aiohttp refuses before any handler, _JsonConnection's."""
     try:
         return await handler(request)
     except web.HTTPError as exc:
-        return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason,
+        return _error(exc.status, _code(exc.reason), exc.text or exc.reason,
                       ((name, value) for name, value in exc.headers.items()
                        if name.lower() not in _OF_THE_TEXT_BODY))
     except Exception as exc:  # a fault of the server's: its log has the traceback
@@ -331,6 +337,41 @@ async def run(holder: str, port: int) -> None:
             store.close()
 
 
+class _JsonConnection(web.RequestHandler):
+    """aiohttp's connection, whose refusal of a request before the app sees it (a request line
+    or header over its max_line_size or max_field_size, a request that is not HTTP: 400) is in
+    JSON, as _errors_in_json answers, not aiohttp's plain text."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logged, as aiohttp does
+        reason = HTTPStatus(status)
+        response = _error(status, _code(reason.phrase), message or reason.description)
+        response.force_close()  # the rest of the connection cannot be read
+        return response
+
+
+class _JsonServer(web.Server):
+    """aiohttp's server, whose connections are _JsonConnection."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _JsonConnection(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """The app's runner, on a _JsonServer: aiohttp has no public hook for a request its parser
+    refuses (no middleware sees it; handler_args only move the limits), its runner's server is
+    where its connections are made."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _JsonServer(made.request_handler, request_factory=made.request_factory,
+                           handler_cancellation=made.handler_cancellation, **made._kwargs)
+
+
 async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:
     """The holder's own systems' API on loopback, until `stop` is set; its address file
     removed then."""
@@ -341,7 +382,7 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
                     web.get("/requests/{request_id}", outcome),
                     web.get("/investigations", investigations),
                     web.get("/access-log", access_log)])
-    runner = web.AppRunner(app, access_log=None)
+    runner = _Runner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", port)

@@ -530,6 +530,24 @@ async def test_every_error_answer_is_json_in_one_shape(
     assert detail in answer["detail"] and "\n" not in answer["detail"], answer
 
 
+@pytest.mark.parametrize("head", [b"GET /access-log?%s HTTP/1.1\r\n" % (b"x" * 9000),
+                                  b"GET /access-log HTTP/1.1\r\nX-Long: %s\r\n" % (b"x" * 9000)])
+async def test_a_request_line_or_header_over_the_limits_is_refused_in_json(
+        tmp_path: Path, head: bytes) -> None:
+    """aiohttp refuses them before any handler (and middleware) sees the request: in plain text
+    it was, as no other error of the server's is; in JSON now."""
+    async with _serving(tmp_path) as url:
+        reader, writer = await asyncio.open_connection(URL(url).host, URL(url).port)
+        writer.write(head + b"Host: x\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.0 400 ") and b"application/json" in status, answer
+    refused = json.loads(body)
+    assert refused["error"] == "bad_request" and "\n" not in refused["detail"], refused
+    assert refused["detail"].startswith("Got more than 8190 bytes"), refused
+
+
 @pytest.mark.parametrize("charset", ["x-no-such-charset", "base64"])
 async def test_a_body_in_a_charset_that_is_no_text_encoding_is_a_bad_request(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, charset: str) -> None:
