@@ -97,6 +97,13 @@ def _code(reason: str) -> str:
     return reason.lower().replace(" ", "_")
 
 
+def _asked(request: web.Request) -> str:
+    """A request's method and path for the server's log, each character of the path that is
+    not printable escaped (a %0A "\\n": no line of the caller's making in the log)."""
+    path = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in request.path)
+    return f"{request.method} {path}"
+
+
 @web.middleware
 async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error answer in JSON, as every other answer is, in the shape of the API's own
@@ -111,7 +118,7 @@ async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamR
                       ((name, value) for name, value in exc.headers.items()
                        if name.lower() not in _OF_THE_TEXT_BODY))
     except Exception as exc:  # a fault of the server's: its log has the traceback
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s failed", _asked(request))
         return _error(500, "internal_server_error",
                       f"{type(exc).__name__}: see the communication server's log")
 
@@ -125,8 +132,8 @@ async def _busy_store(request: web.Request, handler: Handler) -> web.StreamRespo
     except sqlite3.OperationalError as exc:
         if not sqlite.busy(exc):
             raise
-        log.warning("%s %s: the holder's store is locked by another process (%s): answered 503",
-                    request.method, request.path, exc)
+        log.warning("%s: the holder's store is locked by another process (%s): answered 503",
+                    _asked(request), exc)
         return _error(503, STORE_BUSY, "the holder's store is busy (another process holds its "
                       "lock): try again", [_ASK_AGAIN_AFTER])
 

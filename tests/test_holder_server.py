@@ -388,6 +388,21 @@ async def test_a_fault_of_the_servers_is_a_json_error_and_logged(
     assert "GET /investigations failed" in caplog.text and "Traceback" in caplog.text
 
 
+async def test_a_path_logged_on_a_fault_has_its_control_characters_escaped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A %0A in the path of a request that fails (500, logged) made a line of the caller's in
+    the server's log: it is logged escaped, the path on the one line of its record."""
+    async with _serving(tmp_path, _Faulty) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        forged = URL(f"{url}/requests/r-1%0AERROR%20forged%E2%80%AE%09", encoded=True)
+        with caplog.at_level(logging.ERROR, "holders.server"):
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as \
+                    http, http.get(forged) as response:
+                assert response.status == 500
+    (record,) = (r for r in caplog.records if r.levelno == logging.ERROR)
+    assert record.getMessage() == "GET /requests/r-1\\nERROR forged\\u202e\\t failed"
+
+
 async def test_a_store_another_process_holds_locked_is_busy_not_a_fault(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An import holding the write lock past the busy timeout: 503, try again; one warning."""
