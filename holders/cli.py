@@ -17,7 +17,7 @@ from audit.store import RETENTION_YEARS, retention_cutoff
 from broker import provision
 from holders import imports
 from holders.imports import Refused
-from holders.store import Forgotten, HolderStore, default_path
+from holders.store import Forgotten, HolderStore, default_path, store_made
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
@@ -109,19 +109,35 @@ def run(holder: str, port: int) -> None:
     main(holder, port)
 
 
-@contextmanager
-def _store(holder: str) -> Iterator[HolderStore]:
-    """The holder's own store; a one-line error for an id not registered here (checked before
-    any path is made of it)."""
+def _registered(holder: str) -> None:
+    """A one-line error for an id not registered here (checked before any path is made of
+    it)."""
     try:
         provision.registered_holder(holder)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _store(holder: str) -> Iterator[HolderStore]:
+    """The holder's own store, made if missing; a one-line error for an id not registered
+    here."""
+    _registered(holder)
     store = HolderStore(default_path(holder))
     try:
         yield store
     finally:
         store.close()
+
+
+def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
+    """What `read` finds in the holder's store; none if it has no store yet (a command that
+    only reads makes no folder or store)."""
+    _registered(holder)
+    if not store_made(holder):
+        return []
+    with _store(holder) as store:
+        return read(store)
 
 
 @holder_cli.command(help=f"Forget the requests answered more than {RETENTION_YEARS} years ago "
@@ -183,11 +199,10 @@ def remove_staff(holder: str, staff_id: str) -> None:
 @click.argument("holder")
 def list_staff(holder: str) -> None:
     """A holder's staff and the terminals each may use."""
-    with _store(holder) as store:
-        echo_listed((f"{staff_id}  {name}  "
-                     + (", ".join(terminals) if terminals else "any registered terminal")
-                     for staff_id, name, terminals in store.staff()),
-                    f"no staff registered for {holder}")
+    echo_listed((f"{staff_id}  {name}  "
+                 + (", ".join(terminals) if terminals else "any registered terminal")
+                 for staff_id, name, terminals in _read(holder, HolderStore.staff)),
+                f"no staff registered for {holder}")
 
 
 @holder_cli.group()
@@ -223,8 +238,7 @@ def _said_removed(removed: bool, what: str, where: str) -> None:
 @click.argument("holder")
 def list_terminals(holder: str) -> None:
     """A holder's registered terminals."""
-    with _store(holder) as store:
-        echo_listed(store.terminals(), f"no terminals registered for {holder}")
+    echo_listed(_read(holder, HolderStore.terminals), f"no terminals registered for {holder}")
 
 
 def _report(what: str, holder: str, counts: Counter[str], refused: list[Refused]) -> None:

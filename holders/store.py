@@ -21,7 +21,7 @@ import uuid6
 from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
-from renkei.state import private_dir
+from renkei.state import private_dir, state_path
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
 
 # an entry a request id and side, a provider's one a query of it (query_digest, _query_digest; a
@@ -271,8 +271,16 @@ class Rekeyed(NamedTuple):
     taken_by: str | None = None
 
 
+STORE_FILE = "holder.db"
+
+
 def default_path(holder: str) -> Path:
-    return private_dir("holders", holder) / "holder.db"
+    return private_dir("holders", holder) / STORE_FILE
+
+
+def store_made(holder: str) -> bool:
+    """Whether the holder's store is made yet (nothing made here)."""
+    return state_path("holders", holder, STORE_FILE).exists()
 
 
 def _record_row(own_number: str, attributes: FourAttributes,

@@ -90,17 +90,24 @@ def file_locked(path: Path) -> AbstractContextManager[None]:
     return _flocked(path, os.O_RDONLY | os.O_CREAT)
 
 
+def state_path(*parts: str) -> Path:
+    """A path under the state folder, not made here (a command that only reads tells it is not
+    there yet); ValueError for a part that would lead out of the state folder."""
+    for part in parts:
+        if not part or PurePath(part).is_absolute() or ".." in PurePath(part).parts:
+            raise ValueError(f"{part!r} would lead out of the state folder")
+    return state_dir().joinpath(*parts)
+
+
 def private_dir(*parts: str) -> Path:
     """A folder under the state folder that only this user may read. One already so is left
     as it is (a container may mount it read-only), and so is one root made (a container's
     mount point for the files mounted into it, as compose.yaml's): only its owner could change
     it, and the files in it keep their own modes; unless others may write in it (anyone could
     put their own key there): that one is chmodded, which its owner or root alone may do.
-    Another user's that others may read is not private: NotPrivate."""
-    for part in parts:
-        if not part or PurePath(part).is_absolute() or ".." in PurePath(part).parts:
-            raise ValueError(f"{part!r} would lead out of the state folder")
-    path = state_dir().joinpath(*parts)
+    Another user's that others may read is not private: NotPrivate. Made if missing: what only
+    reads asks state_path whether it is there first."""
+    path = state_path(*parts)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     found = path.stat()
     mode = found.st_mode & 0o777

@@ -144,6 +144,14 @@ def test_an_invalid_holder_id_is_refused_before_any_file_is_made(
         assert list(tmp_path.rglob("*")) == [path]
 
 
+def test_listing_a_holder_with_no_store_yet_makes_nothing(state: Path) -> None:
+    """A command that only reads, on a state folder where the holder has no store yet: it says
+    there is none, and leaves no folder or store behind."""
+    assert _ok("staff", "list", HOLDER) == f"no staff registered for {HOLDER}\n"
+    assert _ok("terminal", "list", HOLDER) == f"no terminals registered for {HOLDER}\n"
+    assert not (state / "holders").exists()
+
+
 def test_a_holder_not_registered_here_is_refused(state: Path) -> None:
     result = _holder("staff", "add", "town-y", "op", given="A")
     assert result.exit_code == 1 and "no holder 'town-y' is registered" in result.output
