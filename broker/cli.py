@@ -9,7 +9,7 @@ import click
 
 from broker import cluster as cluster_store
 from broker import config, credentials, jars, process, provision
-from renkei.state import state_dir, write_private
+from renkei.state import kept_aside, state_dir, write_private
 
 
 @click.group("broker")
@@ -144,14 +144,15 @@ ENV_HEADER = "# written by `renkei broker secrets`: never commit this file\n"
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path),
               default=Path(".env"), show_default=True, help="in the current folder by default")
 @click.option("--force", is_flag=True,
-              help="replace an env file this command did not write (its lines are lost)")
+              help="replace an env file this command did not write (kept beside it as "
+                   "<name>.<time>.bak)")
 def secrets(env_file: Path, force: bool) -> None:
     """The secrets of a compose.yaml deployment, written to an env file (mode 600, git-ignored;
     never commit it): a cluster id, the admin's and the controllers' passwords (kept in the
     state folder's secrets/, which the Renkei containers mount as /state), the state folder.
     One it wrote before is written again, its cluster id kept; another is not replaced unless
-    --force. The passwords are never printed."""
-    existing = _env_values(env_file, force)
+    --force, and then kept beside it (mode 600). The passwords are never printed."""
+    existing, aside = _env_values(env_file, force)
     admin = credentials.issue(config.ADMIN)
     controller = credentials.issue(config.CONTROLLER)
     values = {
@@ -167,20 +168,28 @@ def secrets(env_file: Path, force: bool) -> None:
                f"commit it): CLUSTER_ID={values['CLUSTER_ID']}, ADMIN_PASSWORD, "
                f"CONTROLLER_PASSWORD, RENKEI_STATE_DIR={state} (passwords kept in "
                f"{state}/secrets)")
+    if aside:
+        click.echo(f"the file it replaced, not written by `renkei broker secrets`, is kept as "
+                   f"{aside.resolve()} (mode 600; never commit it)")
 
 
-def _env_values(env_file: Path, force: bool) -> dict[str, str]:
-    """The values of `env_file` ({} where there is none); a ClickException for one `secrets`
-    did not write, unless `force`."""
+def _env_values(env_file: Path, force: bool) -> tuple[dict[str, str], Path | None]:
+    """The values of `env_file` ({} where there is none), and where it is one `secrets` did not
+    write, the copy of it kept aside (--force); a ClickException for such a one unless
+    `force`."""
     if not env_file.exists():
-        return {}
+        return {}, None
     text = env_file.read_text(encoding="utf-8", errors="replace")
-    if text and not text.startswith(ENV_HEADER) and not force:
-        raise click.ClickException(f"{env_file.resolve()} was not written by `renkei broker "
-                                   "secrets`: left as it is (--force replaces it, its lines lost)")
+    aside = None
+    if text and not text.startswith(ENV_HEADER):
+        if not force:
+            raise click.ClickException(f"{env_file.resolve()} was not written by `renkei broker "
+                                       "secrets`: left as it is (--force replaces it, keeping it "
+                                       "beside it)")
+        aside = kept_aside(env_file)
     pairs = (line.partition("=") for line in text.splitlines())
     return {key.strip(): value.strip() for key, sep, value in pairs
-            if sep and not key.startswith("#")}
+            if sep and not key.startswith("#")}, aside
 
 
 @broker_cli.command("provision")

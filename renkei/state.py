@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -153,6 +154,17 @@ def _write(path: Path, text: str, mode: int, new: bool = False) -> None:
         os.link(partial, path)
     finally:
         partial.unlink()
+
+
+def kept_aside(path: Path) -> Path:
+    """A copy of the file `path` beside it before it is replaced, named for the time
+    (`.env.20261205T195500Z.bak`), readable by this user only (it may hold secrets); never
+    over another (FileExistsError)."""
+    aside = path.with_name(f"{path.name}.{datetime.now(UTC):%Y%m%dT%H%M%SZ}.bak")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(path.read_bytes())
+    return aside
 
 
 def read_json(path: Path) -> Any:

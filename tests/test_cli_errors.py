@@ -628,15 +628,21 @@ def test_an_empty_list_is_said(tmp_path: Path, args: tuple[str, ...], none: str)
 
 def test_the_secrets_replace_no_env_file_of_the_operators_unasked(tmp_path: Path) -> None:
     """An operator's own .env was replaced silently, its lines lost; one `broker secrets` wrote
-    is written again, its cluster id kept; no password is printed."""
+    is written again, its cluster id kept; no password is printed. Replaced by --force, the
+    operator's is kept beside it (mode 600, its secret not printed), said where."""
     env, env_file = {STATE_ENV: str(tmp_path / "state")}, tmp_path / ".env"
-    env_file.write_text("OPERATORS_OWN=1\n", encoding="utf-8")
+    env_file.write_text("OPERATORS_OWN=s3cret-of-the-operators\n", encoding="utf-8")
     refused = renkei("broker", "secrets", "--env-file", str(env_file), env=env, check=False)
     assert refused.returncode == 1, refused.stdout
     said_in_one_line(refused.stderr, f"{env_file} was not written by `renkei broker secrets`")
-    assert env_file.read_text(encoding="utf-8") == "OPERATORS_OWN=1\n"
+    assert env_file.read_text(encoding="utf-8") == "OPERATORS_OWN=s3cret-of-the-operators\n"
     forced = renkei("broker", "secrets", "--env-file", str(env_file), "--force", env=env)
     again = renkei("broker", "secrets", "--env-file", str(env_file), env=env)
+    (aside,) = tmp_path.glob(".env.*.bak")
+    assert aside.read_text(encoding="utf-8") == "OPERATORS_OWN=s3cret-of-the-operators\n"
+    assert aside.stat().st_mode & 0o777 == 0o600
+    assert f"kept as {aside}" in forced.stdout and "kept as" not in again.stdout
+    assert "s3cret" not in forced.stdout + forced.stderr
     values = dict(line.split("=", 1) for line in env_file.read_text(encoding="utf-8").splitlines()
                   if not line.startswith("#"))
     assert values.keys() == {"CLUSTER_ID", "ADMIN_PASSWORD", "CONTROLLER_PASSWORD",
