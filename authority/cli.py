@@ -24,6 +24,7 @@ from renkei.options import stated
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 
 NUMBER = Field("number", "personal number")
+AT_DESK = "desk:"  # a change-number request id's prefix: never one of the portal's ids
 
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
@@ -135,21 +136,25 @@ def _resident_code() -> str:
 
 @authority_cli.command("change-number", cls=OnStdin)
 @click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
+@click.option("--request-id", required=True, callback=stated,
+              help="the request's own id (its form's number): run again with it, as after a "
+                   "timeout, it is told the number it was given and changes nothing more")
 @REGISTRY_OPTION
 @DB_OPTION
-def change_number(reason: str, registry: Path | None, db: Path | None) -> None:
+def change_number(reason: str, request_id: str, registry: Path | None, db: Path | None) -> None:
     """A resident's request for a new personal number (the old one is retired for good), at the
     authority itself: it is in the authority's history, not the resident's access log, which
     only My Portal can write to (it alone turns codes into ID codes); at a municipal counter,
     staff use the portal's counter, which logs it. The registry's code changes are followed
-    first.
+    first. Its --request-id is the operator's, not derived: a retry and a second request with
+    the same code and reason (a card lost again) look alike to anything derived from them.
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
     resident_code = _resident_code()
     with _following(db, registry) as authority:
         try:
-            number = authority.change_number(resident_code, reason)
+            number = authority.change_number(resident_code, reason, f"{AT_DESK}{request_id}")
         except UnknownResident as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(f"new personal number {number}; the old one is retired")

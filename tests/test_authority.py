@@ -68,6 +68,8 @@ from tests.loop_helpers import Deadline
 from tests.proc_helpers import open_files
 from tests.test_registry_service import _entry
 
+CHANGE = ["change-number", "--request-id", "F-1", "--reason", "lost"]
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[AuthorityStore]:
@@ -740,6 +742,22 @@ async def test_a_purge_waiting_for_a_store_another_process_holds_stalls_no_looku
         store.close()
 
 
+def test_change_number_run_again_with_its_request_id_changes_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`change-number` had no request id: run again (an operator's retry after a timeout), it
+    retired the number it had just given and issued a third; now given the same --request-id it
+    is told the number that request was given, and changes nothing more (another id: a change)."""
+    runner, code = _numbered_town(tmp_path, monkeypatch)
+    first, again = (runner.invoke(authority_cli, CHANGE, input=code) for _ in range(2))
+    assert (first.exit_code, again.exit_code) == (0, 0), first.output + again.output
+    assert first.output == again.output
+    other = runner.invoke(authority_cli, [*CHANGE[:2], "F-2", *CHANGE[3:]], input=code)
+    assert other.exit_code == 0 and other.output != first.output, other.output
+    store = AuthorityStore(tmp_path / "authority" / "authority.db")
+    assert [e.kind for e in store.history(code)] == ["number-changed"] * 2
+    store.close()
+
+
 def test_a_store_from_before_lookups_were_logged_once_keeps_its_log(tmp_path: Path) -> None:
     """A store whose look-up log has no key (lookups from before a look-up read again was logged
     once) is given it when opened, its rows kept: a look-up read twice after them is logged once,
@@ -798,7 +816,7 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     found = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
                                           "resident tax"], input=f'{{"number": "{number}"}}')
     assert found.output.strip() == code
-    changed = runner.invoke(authority_cli, ["change-number", "--reason", "lost"],
+    changed = runner.invoke(authority_cli, CHANGE,
                             input=code + "\n")
     assert changed.exit_code == 0
     again = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
@@ -825,7 +843,7 @@ def test_a_store_that_is_no_database_is_said_in_one_line(
     assert f"at {garbage}: file is not a database" in run.output
 
 
-@pytest.mark.parametrize("args", [["status"], ["number-of"], ["change-number", "--reason", "lost"],
+@pytest.mark.parametrize("args", [["status"], ["number-of"], CHANGE,
                                   ["lookup", "--holder", "city-a", "--purpose", "tax"]])
 def test_an_empty_file_is_no_authority_store(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
@@ -870,7 +888,7 @@ def test_a_number_looked_up_as_the_card_prints_it_or_in_full_width_digits_is_fou
 
 
 @pytest.mark.parametrize("command", [["lookup", "--holder", "city-a", "--purpose", "tax"],
-                                     ["change-number", "--reason", "lost"], ["assign-all"]])
+                                     CHANGE, ["assign-all"]])
 def test_a_command_on_a_store_another_process_holds_says_so_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
     """With `assign-all` holding the store (a large registry's numbering is one transaction),
@@ -924,7 +942,7 @@ def test_a_resident_code_keyed_in_full_width_digits_is_the_residents(
     full_width = "".join(chr(ord(digit) + 0xFEE0) for digit in code)
     number = runner.invoke(authority_cli, ["number-of"], input=full_width)
     assert number.exit_code == 0 and is_valid(number.output.strip()), number.output
-    changed = runner.invoke(authority_cli, ["change-number", "--reason", "lost"], input=full_width)
+    changed = runner.invoke(authority_cli, CHANGE, input=full_width)
     assert changed.exit_code == 0, changed.output
     assert runner.invoke(authority_cli, ["number-of"], input=code).output.strip() in changed.output
 
@@ -1013,7 +1031,7 @@ def test_number_of_and_change_number_follow_the_registrys_code_changes_first(
     assert runner.invoke(authority_cli, ["number-of"], input=old).exit_code == 1
     newer = change_code(registry, new)
     registry.close()
-    changed = runner.invoke(authority_cli, ["change-number", "--reason", "lost"], input=newer)
+    changed = runner.invoke(authority_cli, CHANGE, input=newer)
     assert changed.exit_code == 0, changed.output
     store = AuthorityStore(tmp_path / "authority" / "authority.db")
     assert [e.kind for e in store.history(newer)] == ["code-followed", "number-changed"]

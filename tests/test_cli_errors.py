@@ -235,7 +235,7 @@ def test_a_second_portal_on_the_same_state_folder_is_refused(tmp_path: Path) -> 
 @pytest.mark.parametrize(("args", "given"), [
     (("authority", "lookup", "--holder", "city-a", "--purpose", ""), "1234"),
     (("authority", "lookup", "--holder", " ", "--purpose", "tax"), "1234"),
-    (("authority", "change-number", "--reason", " "), "R-1"),
+    (("authority", "change-number", "--request-id", "F-1", "--reason", " "), "R-1"),
     (("oversight", "holder-logs", "--holder", "nenkin", "--request", "r-1", "--basis", " "), ""),
     (("holder", "register", "city-a", "--name", " ", "--role", "municipality"), ""),
     (("holder", "register", "city-a", "--name", "桜町役場", "--role", ""), ""),
@@ -369,7 +369,7 @@ def test_a_cluster_whose_last_nodes_would_be_past_the_last_port_is_refused(
 @pytest.mark.parametrize(("args", "given"), [
     (("authority", "status"), ""), (("authority", "number-of"), "12345678919"),
     (("authority", "lookup", "--holder", "city-a", "--purpose", "tax"), "123456789018"),
-    (("authority", "change-number", "--reason", "lost"), "12345678919"),
+    (("authority", "change-number", "--request-id", "F-1", "--reason", "lost"), "12345678919"),
     (("authority", "serve"), "")])  # an empty one made would answer that nobody has a number
 def test_reading_an_authority_store_that_is_not_there_makes_none(
         tmp_path: Path, args: tuple[str, ...], given: str) -> None:
@@ -575,8 +575,9 @@ def test_an_officer_card_of_a_role_not_its_holders_is_refused(
         assert not list(state.rglob("*.card.json"))
 
 
-@pytest.mark.parametrize("command", [("registry", "lookup"), ("authority", "number-of"),
-                                     ("authority", "change-number", "--reason", "lost")])
+@pytest.mark.parametrize("command", [
+    ("registry", "lookup"), ("authority", "number-of"),
+    ("authority", "change-number", "--request-id", "F-1", "--reason", "lost")])
 @pytest.mark.parametrize("code", ["garbage", "1234567890", "12345678901"])
 def test_a_malformed_resident_code_is_a_usage_error(
         tmp_path: Path, command: tuple[str, ...], code: str) -> None:

@@ -84,7 +84,7 @@ def test_stdin_that_is_not_utf8_text_is_a_usage_error(
 @pytest.mark.parametrize(("command", "old"), [
     (authority_cli, ["lookup", NUMBER, "--holder", "city-a", "--purpose", "tax"]),
     (authority_cli, ["number-of", CODE]),
-    (authority_cli, ["change-number", CODE, "--reason", "lost"]),
+    (authority_cli, ["change-number", CODE, "--request-id", "F-1", "--reason", "lost"]),
     (registry_cli, ["lookup", "--code", CODE]),
     (registry_cli, ["lookup", "--name", ATTRIBUTES[0], "--address", ATTRIBUTES[1],
                     "--dob", ATTRIBUTES[2], "--sex", ATTRIBUTES[3]]),
