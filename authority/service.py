@@ -155,7 +155,11 @@ class NumberingAuthority:
         return given
 
     def follow_code_change(self, old_code: str, new_code: str) -> None:
-        """The resident's code changed: the same personal number, under the new code."""
+        """The resident's code changed: the same personal number, under the new code. A code
+        changed to itself is refused (ValueError): its own number would be taken for one issued to
+        the new code and retired."""
+        if old_code == new_code:
+            raise ValueError("a resident code cannot change to itself: its number is kept as is")
         with self._store.transaction():
             if not self._rename(old_code, new_code):
                 raise UnknownResident("no personal number for that resident code")

@@ -617,6 +617,18 @@ def test_a_changed_resident_code_keeps_its_number(store: AuthorityStore) -> None
         authority.follow_code_change(old_code, new_code)
 
 
+def test_a_code_changed_to_itself_is_refused_and_keeps_its_number(store: AuthorityStore) -> None:
+    """follow_code_change(old, old) took the resident's own number for one issued to the new
+    code before the change was followed, and retired it: the resident had none; now refused."""
+    authority = NumberingAuthority(store)
+    code = random_codes(1, seed=5)[0]
+    number = authority.assign(code)
+    with pytest.raises(ValueError, match="to itself"):
+        authority.follow_code_change(code, code)
+    assert authority.number_of(code) == number and store.history(code) == []
+    assert authority.lookup(number, "pension", "benefit") == code
+
+
 def test_every_lookup_is_logged_with_who_and_why(store: AuthorityStore) -> None:
     authority = NumberingAuthority(store)
     resident = random_codes(1, seed=6)[0]
