@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 
 from registry.residents import FourAttributes, Sex
@@ -49,10 +49,14 @@ _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[‐‑‒–—―−ー](?=\d)")
 _MARK_BEFORE_DIGIT = re.compile(r"(?<=\d)(?:丁目|番地の?|番(?!町)|号|の)(?=\d)")
 _MARK_AT_END = re.compile(r"(?<=\d)(?:丁目|番地|番(?!町)|号)")
 
+# The day Japan took the Gregorian calendar (明治6年1月1日): a date before it is of the lunar
+# calendar, not this one, with an era's year or four digits.
+GREGORIAN = date(1873, 1, 1)
+JST = timezone(timedelta(hours=9), "JST")  # the registry's day: a birth today in Japan is taken
 # Each era: the year of its first year (元年), its first day and its last (Gregorian). The day an
-# era changed is in both (明治45年7月30日 is 大正元年7月30日); 明治 is read from 明治6年, when
-# Japan took the Gregorian calendar (a date before it is of the lunar calendar, not this one).
-_ERAS = {"明治": (1868, date(1873, 1, 1), date(1912, 7, 30)),
+# era changed is in both (明治45年7月30日 is 大正元年7月30日); 明治 is read from 明治6年:
+# GREGORIAN.
+_ERAS = {"明治": (1868, GREGORIAN, date(1912, 7, 30)),
          "大正": (1912, date(1912, 7, 30), date(1926, 12, 25)),
          "昭和": (1926, date(1926, 12, 25), date(1989, 1, 7)),
          "平成": (1989, date(1989, 1, 8), date(2019, 4, 30)),
@@ -63,6 +67,9 @@ NOT_A_DATE = ("is not a date (1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年
               "of four digits or of an era)")
 OUTSIDE_ERA = ("is not a day of its era (元年 is its first year; 明治 is read from 明治6年, "
                "大正 to 大正15年12月25日, 昭和 to 昭和64年1月7日, 平成 to 平成31年4月30日)")
+BEFORE_GREGORIAN = ("is before 1873-01-01, when Japan took the Gregorian calendar (a day of the "
+                    "lunar calendar before it is not one of this one)")
+TO_COME = "is after today (in Japan)"
 NO_ERA = "has 元年 with no era: the first year of which? (平成元年1月8日, 令和元年5月1日, …)"
 _SEXES = {"1": Sex.MALE, "男": Sex.MALE, "男性": Sex.MALE, "M": Sex.MALE, "MALE": Sex.MALE,
           "2": Sex.FEMALE, "女": Sex.FEMALE, "女性": Sex.FEMALE, "F": Sex.FEMALE,
@@ -130,15 +137,26 @@ def _with_units(text: str) -> int:
 def parse_date(text: str) -> date:
     """A date of birth as written: 1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, 平成元年…;
     a year with no era has four digits, an era's years count from 1 (元年), and a day outside
-    its era (平成0年, 平成32年, 昭和65年, 平成元年1月7日) is none. Errors never quote the text:
-    it is personal data."""
+    its era (平成0年, 平成32年, 昭和65年, 平成元年1月7日) is none, as is a day before GREGORIAN or
+    after today in Japan. Errors never quote the text: it is personal data."""
+    written = _written(text)
+    if written > datetime.now(JST).date():
+        raise BadDate(TO_COME)
+    return written
+
+
+def _written(text: str) -> date:
+    """The day `text` writes, of its era's or of four digits from GREGORIAN (parse_date)."""
     found = _DATE.fullmatch(_compact(text))
     if found is None:
         raise BadDate(NOT_A_DATE)
     if found["year"] == "元":
         raise BadDate(NO_ERA)
     if found["era"] is None:
-        return _day(int(found["year"]), found["m"], found["d"])
+        written = _day(int(found["year"]), found["m"], found["d"])
+        if written < GREGORIAN:
+            raise BadDate(BEFORE_GREGORIAN)
+        return written
     first_year, first, last = _ERAS[found["era"]]
     year = 1 if found["y"] == "元" else int(found["y"])
     written = _day(first_year - 1 + year, found["m"], found["d"])

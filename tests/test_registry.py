@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 from contextlib import closing
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from registry import store as registry_store
 from registry.cli import registry_cli
 from registry.generate import Rates, Simulator, half_width_kana, holder_spelling, kanji_numeral
 from registry.normalize import (
+    BadDate,
     four_key,
     kanji_number,
     normalize_address,
@@ -214,6 +215,23 @@ def test_a_date_of_birth_is_a_day_of_its_era() -> None:
                  "平成元年1月7日", "令和元年4月30日", "大正15年12月26日", "明治5年1月1日"]:
         with pytest.raises(ValueError, match="is not a day of its era"):
             parse_date(text)
+
+
+def test_a_date_of_birth_is_a_day_of_japans_gregorian_calendar_and_not_to_come() -> None:
+    """A four-digit year before 1873 (Japan's lunar calendar: its day is not this one) and a
+    day to come were taken as dates of birth, while an era's were checked: both refused with
+    BadDate, saying why and never the date; 1873-01-01 and today taken."""
+    today = (datetime.now(UTC) + timedelta(hours=9)).date()  # in Japan
+    assert parse_date("1873-01-01") == date(1873, 1, 1)
+    assert parse_date(today.isoformat()) == today
+    for text in ["1872-12-31", "1000/1/1", "1868年10月23日"]:
+        with pytest.raises(BadDate, match="before 1873-01-01") as refused:
+            parse_date(text)
+        assert text not in str(refused.value)
+    for text in [(today + timedelta(days=1)).isoformat(), "2999-01-01", "令和99年1月1日"]:
+        with pytest.raises(BadDate, match="after today") as refused:
+            parse_date(text)
+        assert text not in str(refused.value)
 
 
 # generation
