@@ -40,10 +40,14 @@ _KANJI_NUMBER = re.compile(
     r"(?:(?<=丁目)|(?<=番地)|(?<=[番の-]))[〇一二三四五六七八九十百千]+"
     r"|[〇一二三四五六七八九十百千]+(?=丁目|番地|番(?!町)|号)")
 # Zero-width characters (space, non-joiner, joiner, word joiner, byte-order mark), the soft
-# hyphen, bidirectional controls (marks, embeddings, overrides, isolates) and variation selectors
-# (葛 with U+E0100, an ideographic variation sequence, is 葛): nothing seen, dropped.
-_INVISIBLE = re.compile("[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
-                        "\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# hyphen and bidirectional controls (marks, embeddings, overrides, isolates): nothing seen,
+# dropped from a key and from a name or address as the registry stores and shows it (one spoofing
+# how it reads shown as it is, not as it is keyed)
+_UNSEEN = "\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+_UNSEEN_CHARACTERS = re.compile(f"[{_UNSEEN}]")
+# ... and, from a key alone, variation selectors (葛 with U+E0100, an ideographic variation
+# sequence, is 葛; stored, the name keeps the glyph its resident writes)
+_INVISIBLE = re.compile(f"[{_UNSEEN}\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 _SPACE_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s+(?=\d)")
 _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)[‐‑‒–—―−ー](?=\d)")
 _MARK_BEFORE_DIGIT = re.compile(r"(?<=\d)(?:丁目|番地の?|番(?!町)|号|の)(?=\d)")
@@ -82,6 +86,11 @@ class BadDate(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"the date of birth {reason}")
         self.reason = reason
+
+
+def unseen_dropped(text: str) -> str:
+    """A name or address as stored and shown: nothing unseen (_UNSEEN), the rest as written."""
+    return _UNSEEN_CHARACTERS.sub("", text)
 
 
 def _visible(text: str) -> str:

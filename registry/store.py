@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from registry.normalize import RULES, four_key
+from registry.normalize import RULES, four_key, unseen_dropped
 from registry.resident_code import is_valid
 from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Resident, Sex, apply
 from renkei import sqlite
@@ -394,22 +394,38 @@ def _former_keys(now: Resident, events: Sequence[ChangeEvent]) -> set[str]:
 
 
 def _resident_row(resident: Resident) -> tuple[str, str, str, str, str, int, str]:
-    return (resident.resident_code, resident.name, resident.kana, resident.address,
+    """The resident's row, its name, kana and address without what is unseen (unseen_dropped):
+    its key drops that too."""
+    return (resident.resident_code, unseen_dropped(resident.name),
+            unseen_dropped(resident.kana), unseen_dropped(resident.address),
             resident.date_of_birth.isoformat(), int(resident.sex),
             four_key(resident.four_attributes))
 
 
 def _resident(row: tuple[str, str, str, str, str, int]) -> Resident:
+    """The resident of a row, shown without what is unseen (a row stored before it was dropped)."""
     code, name, kana, address, born, sex = row
-    return Resident(code, name, kana, address, date.fromisoformat(born), Sex(sex))
+    return Resident(code, unseen_dropped(name), unseen_dropped(kana), unseen_dropped(address),
+                    date.fromisoformat(born), Sex(sex))
 
 
 def _event_row(event: ChangeEvent) -> tuple[str, str, str, str, str]:
-    return (event.kind.value, event.resident_code, json.dumps(event.before, ensure_ascii=False),
-            json.dumps(event.after, ensure_ascii=False), event.on.isoformat())
+    """The event's row, the names and addresses it changes without what is unseen."""
+    return (event.kind.value, event.resident_code, _texts(event.before), _texts(event.after),
+            event.on.isoformat())
+
+
+def _texts(texts: tuple[str, ...]) -> str:
+    """Names, kana, addresses or a code, as an event's row keeps them (unseen_dropped)."""
+    return json.dumps([unseen_dropped(text) for text in texts], ensure_ascii=False)
 
 
 def _event(row: tuple[str, str, str, str, str, int]) -> ChangeEvent:
     kind, code, before, after, on, seq = row
-    return ChangeEvent(ChangeKind(kind), code, tuple(json.loads(before)),
-                       tuple(json.loads(after)), date.fromisoformat(on), seq)
+    return ChangeEvent(ChangeKind(kind), code, _shown(before), _shown(after),
+                       date.fromisoformat(on), seq)
+
+
+def _shown(texts: str) -> tuple[str, ...]:
+    """An event's names, kana, addresses or code as kept in its row, shown (unseen_dropped)."""
+    return tuple(unseen_dropped(text) for text in json.loads(texts))

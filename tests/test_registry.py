@@ -153,6 +153,37 @@ def test_soft_hyphens_and_bidirectional_controls_do_not_part_a_record_from_its_r
     store.close()
 
 
+def test_a_name_or_address_is_stored_and_shown_without_bidirectional_controls(
+        tmp_path: Path) -> None:
+    """Only the keys dropped the soft hyphen and bidirectional controls: a name or address
+    changed to one with them (an override spoofing how it reads) was stored and shown with them;
+    dropped there too, by the key's rule (a variation selector kept: the glyph written)."""
+    registry_store.build(tmp_path / "registry.db", 5, 4)
+    store = RegistryStore.open(tmp_path / "registry.db")
+    code = next(store.resident_codes())
+    resident = store.by_code(code)
+    assert resident is not None
+    renamed = store.record(change(resident, ChangeKind.NAME_CHANGED,
+                                  ("\u202e山\u00ad田 葛\U000e0100子\u2069", "ヤマダ\u200f ハナコ"),
+                                  date(2026, 1, 5)))
+    moved = store.by_code(code)
+    assert moved is not None
+    store.record(change(moved, ChangeKind.MOVED, ("本町1\u2066-2\u2069-3\u200e 405",),
+                        date(2026, 1, 6)))
+    shown = store.by_code(code)
+    assert shown is not None
+    assert (shown.name, shown.kana, shown.address) == ("山田 葛\U000e0100子", "ヤマダ ハナコ",
+                                                       "本町1-2-3 405")
+    assert [e.after for e in store.history(code)[-2:]] == [
+        ("山田 葛\U000e0100子", "ヤマダ ハナコ"), ("本町1-2-3 405",)]
+    assert renamed.seq and store.find(shown.four_attributes) == [shown]
+    store.close()
+    with closing(sqlite3.connect(tmp_path / "registry.db")) as db:
+        stored = "".join(text for (text,) in db.execute(
+            "SELECT name || kana || address FROM residents UNION ALL SELECT after FROM events"))
+    assert not set(stored) & set("\u202e\u00ad\u2069\u200f\u2066\u200e")
+
+
 def test_different_addresses_stay_different() -> None:
     addresses = ["横浜市中区本町1丁目2番3号", "横浜市中区本町1丁目23番",
                  "横浜市中区本町12丁目3番", "横浜市中区本町1丁目2番4号",
