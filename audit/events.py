@@ -95,6 +95,18 @@ class AccessLogEvent:
             object.__setattr__(self, "occurred_at", from_millis(millis(self.occurred_at)))
 
 
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """An operator's change to the holder directory (OperatorAction.v1.avsc); no person in it."""
+
+    action_id: str
+    occurred_at: datetime
+    operator: str
+    action: str
+    subject: str
+    reason: str | None
+
+
 def decode_event(leaf: bytes) -> AccessLogEvent:
     """An entry's canonical bytes (Avro single-object encoding) back into its event."""
     return CODEC.decode(leaf, AccessLogEvent)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from renkei import sqlite
 
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
-BYTEA_COLUMNS = frozenset({"leaf", "hash", "root", "key_id", "signature"})
+BYTEA_COLUMNS = frozenset({"leaf", "hash", "root", "key_id", "signature", "record"})
 _LOCK = 0x72656E6B6569  # "renkei": the advisory lock that makes one writer at a time
 _ENDING = frozenset({"COMMIT", "ROLLBACK"})  # a stopped read still ends its transaction
 STOP_STEPS = 10_000  # SQLite's VM instructions between two looks at a read's stop in a statement

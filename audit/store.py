@@ -7,7 +7,9 @@ retention removed), `purged_leaves` (the leaf hash of each purged serial, by has
 replay finds a topic's first events in the log; copied from `nodes`), `alerts` (which alerts
 the live detector raised on which entries, so a restarted one resumes where it stopped; not
 part of the tree) and `bindings` (which holder a binding ever gave which person, for the
-detector; not part of the tree, never purged: a binding stays made). Proofs read O(log n)
+detector; not part of the tree, never purged: a binding stays made) and `operator_actions` (an
+operator's changes to the holder directory, one row per action id, with its exact bytes; not
+part of the tree). Proofs read O(log n)
 nodes; a purge deletes entry rows (and their alerts), never nodes, heads or bindings, so proofs
 for what remains and consistency between heads keep verifying, and a holder stays bound to the
 persons it bound more than 7 years ago.
@@ -34,12 +36,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import merkle
 from audit.detector import BINDING, Raised, binding_of
-from audit.events import AccessLogEvent, decode_event, from_millis, millis, signed_event
+from audit.events import (
+    AccessLogEvent,
+    OperatorAction,
+    decode_event,
+    from_millis,
+    millis,
+    signed_event,
+)
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Connection, Cursor, Dialect, NoTables, Stoppable, connect
 from renkei.shown import short
 from renkei.sqlite import INTEGERS
 from renkei.state import private_dir
+from schemas.codec import CODEC
 
 RETENTION_YEARS = 7
 HEAD_EVERY = 10_000
@@ -91,6 +101,13 @@ def _escaped(unsafe: re.Match[str]) -> str:
     return "\\\\" if unsafe[0] == "\\" else f"\\x{ord(unsafe[0]):02x}"
 
 
+def _action_row(action: OperatorAction) -> Row:
+    """An operator action's row: its columns as column_text has them, and its exact bytes."""
+    return (column_text(action.action_id), millis(action.occurred_at),
+            column_text(action.operator), action.action, column_text(action.subject),
+            None if action.reason is None else column_text(action.reason), CODEC.encode(action))
+
+
 def node_key(level: int, index: int) -> int:
     """One integer key per subtree: level in the high bits, index below (level 0 = serial)."""
     return level << LEVEL_SHIFT | index
@@ -131,6 +148,8 @@ _RAW_SELECT = "SELECT " + ", ".join(
 _INSERT = (f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})")
 _TIME, _LEAF = ENTRY_COLUMNS.index("occurred_at"), ENTRY_COLUMNS.index("leaf")
+_ACT = ("INSERT INTO operator_actions (action_id, occurred_at, operator, action, subject, "
+        "reason, record) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
 _BIND = "INSERT INTO bindings (holder, person) VALUES (?, ?) ON CONFLICT DO NOTHING"
 _BINDINGS_FROM_ENTRIES = (
     "INSERT INTO bindings (holder, person) SELECT requester, person FROM entries "
@@ -192,6 +211,9 @@ def _schema(d: Dialect) -> list[str]:
         "CREATE INDEX IF NOT EXISTS alerts_occurred_at ON alerts (occurred_at)",
         "CREATE TABLE IF NOT EXISTS bindings (holder TEXT NOT NULL, person TEXT NOT NULL, "
         "PRIMARY KEY (holder, person))",
+        "CREATE TABLE IF NOT EXISTS operator_actions (action_id TEXT PRIMARY KEY, "
+        "occurred_at BIGINT NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL, "
+        f"subject TEXT NOT NULL, reason TEXT, record {d.blob} NOT NULL)",
     ]
 
 
@@ -548,12 +570,13 @@ class AuditStore:
         return self.append_many([(event, leaf)])[0]
 
     def append_many(self, items: Iterable[tuple[AccessLogEvent, bytes]],
-                    raised: Sequence[Raised] = ()) -> list[int | None]:
-        """Append a batch, and the alerts the detector raised on it, in one transaction: per
-        item its serial, or None for a replay.
+                    raised: Sequence[Raised] = (),
+                    actions: Sequence[OperatorAction] = ()) -> list[int | None]:
+        """Append a batch, the alerts the detector raised on it and the operator actions that
+        came with it, in one transaction: per item its serial, or None for a replay.
 
         An event id already stored is skipped: exactly one entry per event id, the first; an
-        alert already stored (raised again on a replayed batch) likewise.
+        alert or an operator action already stored (come again) likewise.
         Other bytes under a stored id (a step re-run with a new time?) are logged as a
         warning. Events older than the last purge's cutoff are skipped too.
         The batch is first written as all new; only if an event id clashes (a replay after
@@ -561,12 +584,12 @@ class AuditStore:
         """
         batch = list(items)
         try:
-            return self._append(batch, raised, replay=False)
+            return self._append(batch, raised, actions, replay=False)
         except self._dialect.duplicate:
-            return self._append(batch, raised, replay=True)
+            return self._append(batch, raised, actions, replay=True)
 
     def _append(self, batch: list[tuple[AccessLogEvent, bytes]], raised: Sequence[Raised],
-                replay: bool) -> list[int | None]:
+                actions: Sequence[OperatorAction], replay: bool) -> list[int | None]:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
@@ -603,6 +626,7 @@ class AuditStore:
                 "ON CONFLICT DO NOTHING",
                 [(a.rule, column_text(a.event_id), column_text(a.requester),
                   millis(a.occurred_at)) for a in raised])
+            cur.executemany(_ACT, [_action_row(a) for a in actions])
             latest = self._latest_head(cur)
             if tree.size - (latest.head.size if latest else 0) >= self.head_every:
                 self._sign(cur, tree)
@@ -703,6 +727,12 @@ class AuditStore:
         return heads if latest is None else heads[::-1]
 
     # ---- queries ----
+
+    def operator_actions(self) -> list[OperatorAction]:
+        """Every operator action stored, in time order."""
+        rows = self._db.execute("SELECT CAST(record AS BLOB) FROM operator_actions "
+                                "ORDER BY occurred_at, action_id").fetchall()
+        return [CODEC.decode(bytes(record), OperatorAction) for record, in rows]
 
     def stored(self, event_ids: Sequence[str]) -> set[str]:
         """Which of these event ids the log holds already."""

@@ -30,7 +30,7 @@ from audit.bench import run as run_bench
 from audit.cli import audit_cli, open_store
 from audit.consumer import resumed
 from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, Detector, Raised, Rules
-from audit.events import AccessLogEvent, decode_event, event_id, millis
+from audit.events import AccessLogEvent, OperatorAction, decode_event, event_id, millis
 from audit.heads import (
     NoKey,
     SignedHead,
@@ -1195,3 +1195,16 @@ def test_a_printable_legal_basis_in_japanese_is_stored_as_it_is_without_the_patt
 
     monkeypatch.setattr(audit.store, "_UNSAFE", Unused())
     assert column_text("番号法 別表第二 12") == "番号法 別表第二 12"
+
+
+def test_an_operator_action_is_stored_once_whatever_comes_again(store: AuditStore) -> None:
+    """No operator action reached the audit log (a holder suspended, resumed, registered, a unit
+    re-keyed): one is stored once per action id, with its reason, come again or not, beside the
+    tree and not in it."""
+    action = OperatorAction("SUSPEND@renkei.directory:0:7", T0, "operator", "SUSPEND",
+                            "sakura-town", "情報漏えい")
+    events = [event(n) for n in range(3)]
+    store.append_many([item(e) for e in events], (), [action])
+    store.append_many([item(events[0])], (), [action, replace(action, reason="other")])
+    assert store.operator_actions() == [action]
+    assert store.size() == 3
