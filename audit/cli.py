@@ -27,6 +27,7 @@ from audit.store import (
     Query,
     VerifyReport,
     as_signed,
+    column_text,
     default_path,
     years_before,
 )
@@ -481,6 +482,13 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         click.echo(f"the live store is {live_size - report.logged} entries ahead of the topic as "
                    "replayed: events logged since the replay read it, or entries the topic "
                    "never had")
+    click.echo(f"{len(report.actions)} operator actions on the topic"
+               + (f", {len(report.unkept)} of them NOT in the live store" if report.unkept
+                  else ""))
+    for a in report.actions:
+        click.echo(f"  {a.occurred_at.isoformat(timespec='milliseconds')} {a.action} "
+                   f"{column_text(a.subject)} by {column_text(a.operator)}"
+                   + (f"; reason: {column_text(a.reason)}" if a.reason else ""))
     click.echo(f"re-checked {report.checked} approvals and rejections against the pattern list "
                f"in force at each event's time: {len(report.disagreements)} disagreement(s)")
     for d in report.disagreements:

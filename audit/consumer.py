@@ -1,6 +1,6 @@
 """`renkei audit run`: the audit consumer. It appends the audit topic to the tamper-evident store,
-exactly one entry per event id, signs heads and anchors them outside the store (audit.anchor),
-and runs the live detector on what is new.
+exactly one entry per event id (and one row per operator action id), signs heads and anchors
+them outside the store (audit.anchor), and runs the live detector on what is new.
 
 Per batch: decode (an unreadable record is logged and skipped), pick the events the store does
 not hold yet, deliver the detector's alerts for them, append the batch and those alerts in one
@@ -20,7 +20,7 @@ from typing import Any
 
 from audit.anchor import Anchor, noted_commit
 from audit.detector import OFF_HOURS, Detector, Raised, Rules
-from audit.events import AccessLogEvent
+from audit.events import AccessLogEvent, OperatorAction
 from audit.store import AuditStore
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
@@ -46,18 +46,30 @@ def member_id(instance: str) -> str:
     return f"{acls.AUDIT_GROUP}-{instance}"
 
 
-def decoded(records: Sequence[Any]) -> list[tuple[AccessLogEvent, bytes]]:
-    """Each readable event (alone or in a batch) as (event, its bytes); an unreadable one is
-    logged and skipped."""
-    items = []
+def read_audit(records: Sequence[Any]
+               ) -> tuple[list[tuple[AccessLogEvent, bytes]], list[OperatorAction]]:
+    """Each readable access-log event (alone or in a batch) as (event, its bytes), and each
+    operator action; an unreadable record is logged and skipped."""
+    items: list[tuple[AccessLogEvent, bytes]] = []
+    actions: list[OperatorAction] = []
     for record in records:
         for value in unpacked(record.value or b""):
             try:
-                items.append((CODEC.decode(value, AccessLogEvent), value))
+                message = CODEC.decode(value, AccessLogEvent, OperatorAction)
             except ValueError as exc:  # SchemaError, or an event that breaks its own rules
                 log.error("skipped an unreadable audit event at %s:%s:%s: %s", record.topic,
                           record.partition, record.offset, exc)
-    return items
+                continue
+            if isinstance(message, OperatorAction):
+                actions.append(message)
+            else:
+                items.append((message, value))
+    return items, actions
+
+
+def decoded(records: Sequence[Any]) -> list[tuple[AccessLogEvent, bytes]]:
+    """Each readable access-log event (alone or in a batch) as (event, its bytes)."""
+    return read_audit(records)[0]
 
 
 def new_events(store: AuditStore, items: Sequence[tuple[AccessLogEvent, bytes]]
@@ -98,11 +110,11 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
     anchor = Anchor(alerts)
 
     async def handle(records: list[Any]) -> Sequence[Send]:
-        items = decoded(records)
+        items, actions = read_audit(records)
         raised = detector.observe(new_events(store, items))
         await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
-        if items:
-            store.append_many(items, [Raised.of(alert) for alert in raised])
+        if items or actions:
+            store.append_many(items, [Raised.of(alert) for alert in raised], actions)
         return []
 
     signing: asyncio.Task[None] | None = None

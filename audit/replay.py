@@ -30,12 +30,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from audit import merkle
 from audit.anchor import group_commit
-from audit.consumer import decoded, new_events
-from audit.events import AccessLogEvent, from_millis
+from audit.consumer import new_events, read_audit
+from audit.events import AccessLogEvent, OperatorAction, from_millis
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
@@ -163,7 +163,8 @@ class ReplayReport:
     store's cutoff when they came, which it did not log (AuditStore.cutoffs): not replayed
     either; `left`, those as old, or older than the cutoff of a purge after it logged them, that
     it holds all the same, at the serial they take, the entries a purge left (their bytes not
-    their leaf's, or their time column not their event's): replayed."""
+    their leaf's, or their time column not their event's): replayed. `actions` are the operator
+    actions on the topic, once each, `unkept` those of them the live store does not hold."""
 
     records: int = 0
     start: int = 0
@@ -185,6 +186,8 @@ class ReplayReport:
     replay_root: bytes | None = None
     checked: int = 0
     disagreements: list[Disagreement] = field(default_factory=list)
+    actions: list[OperatorAction] = field(default_factory=list)
+    unkept: list[OperatorAction] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -246,13 +249,16 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
             report.start = records[0].offset
         report.records += len(records)
         cut = bisect.bisect_left([r.offset for r in records], report.acknowledged or 0)
-        _rebuilt(target, recheck, live, decoded(records[:cut]), report)
+        _rebuilt(target, recheck, live, records[:cut], report)
         if cut:
             report.owed = report.beyond + target.size()
-        _rebuilt(target, recheck, live, decoded(records[cut:]), report)
+        _rebuilt(target, recheck, live, records[cut:], report)
     report.size = target.size()
     report.root = target.head().head.root
+    report.actions = target.operator_actions()
     if live is not None:
+        kept = {a.action_id for a in live.operator_actions()}
+        report.unkept = [a for a in report.actions if a.action_id not in kept]
         report.live_size = live.size()
         if report.start:
             report.compared_at, report.differing = _leaves_compared(live, target, report.beyond)
@@ -277,11 +283,15 @@ def _leaves_compared(live: AuditStore, target: AuditStore, beyond: int) -> tuple
 
 
 def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
-             items: list[tuple[AccessLogEvent, bytes]], report: ReplayReport) -> None:
-    """Append `items` to `target`, re-checking each new approval or rejection. On a topic whose
+             records: Sequence[Any], report: ReplayReport) -> None:
+    """Append the events of `records` to `target`, re-checking each new approval or rejection,
+    and their operator actions (each once, as the audit consumer stores them). On a topic whose
     start the broker deleted, an event the live store holds beyond it (logged again later) is
     left out: the audit consumer appended it at its first time. So is an event older than the
     live store's cutoff when it came: the consumer did not log it."""
+    items, actions = read_audit(records)
+    if actions:
+        target.append_many((), (), actions)
     report.events += len(items)
     held = live.serials([event.event_id for event, _ in items]) \
         if report.start and live is not None and items else {}

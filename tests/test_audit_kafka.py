@@ -46,7 +46,7 @@ from audit.anchor import (
 )
 from audit.cli import audit_cli
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
-from audit.events import AccessLogEvent, decode_event, event_id
+from audit.events import AccessLogEvent, OperatorAction, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
 from audit.oversight import alerts
 from audit.recommit import accounted_offset, commit_as_member
@@ -837,6 +837,25 @@ async def test_replay_says_the_live_stores_size_when_it_is_ahead_of_the_topic(
     replayed = int(found.stdout.split("tree size ")[1].split(",")[0])
     assert f"live store of {size} entries, compared at size {replayed}: root " in found.stdout
     assert f"the live store is {size - replayed} entries ahead of the topic" in found.stdout
+
+
+async def test_an_operator_action_on_the_audit_topic_is_stored_once_and_replay_shows_it(
+        live: AuditStore, tmp_path: Path) -> None:
+    """No operator action reached the audit log: one on the audit topic, come twice, is stored
+    once by the audit consumer, and the replay rebuilds it and shows it with its reason."""
+    subject = f"holder-{uuid.uuid4().hex[:8]}"
+    action = OperatorAction(f"SUSPEND@{topics.DIRECTORY}:0:{uuid.uuid4().int % 10**9}",
+                            datetime.now(UTC).replace(microsecond=0), "operator-a", "SUSPEND",
+                            subject, "漏えいの疑い")
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        for _ in range(2):
+            await prod.send_and_wait(topics.AUDIT, CODEC.encode(action), key=subject.encode())
+    await appended(live, 1)  # after both copies on the one partition: the consumer read them
+    assert [a for a in live.operator_actions() if a.subject == subject] == [action]
+    found = await replay(tmp_path / "fresh.db")
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert found.stdout.count(f"SUSPEND {subject} by operator-a; reason: 漏えいの疑い") == 1
+    assert "NOT in the live store" not in found.stdout
 
 
 def entries(store: AuditStore) -> list[Entry]:
