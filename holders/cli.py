@@ -22,7 +22,7 @@ from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
 from renkei.listed import echo_listed
-from renkei.options import port_option, stated
+from renkei.options import OPERATOR_OPTION, port_option, stated
 from renkei.personal_input import Field, OnStdin
 
 T = TypeVar("T")
@@ -79,10 +79,11 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
 @click.argument("holder")
 @click.option("--reason", required=True, callback=stated,
               help="why its access is withdrawn (said with the suspension, e.g. a breach)")
-def suspend(holder: str, reason: str) -> None:
+@OPERATOR_OPTION
+def suspend(holder: str, reason: str, operator: str) -> None:
     """Suspend a holder: its requests and requests to it are refused, answers to or from it
-    relayed to no one, until it is resumed."""
-    entry = asyncio.run(directory.suspend(holder))
+    relayed to no one, until it is resumed; the audit log says who did it and why."""
+    entry = asyncio.run(directory.suspend(holder, operator, reason))
     since = (f"at {entry.inactive_since.isoformat()} (broker time)" if entry.inactive_since
              else "(the directory topic is not stamped by the broker: answers are judged as "
                   "to an inactive holder whenever they came; run `renkei broker provision`)")
@@ -92,9 +93,11 @@ def suspend(holder: str, reason: str) -> None:
 
 @holder_cli.command()
 @click.argument("holder")
-def resume(holder: str) -> None:
-    """Resume a suspended holder: it requests and provides again."""
-    entry = asyncio.run(directory.resume(holder))
+@OPERATOR_OPTION
+def resume(holder: str, operator: str) -> None:
+    """Resume a suspended holder: it requests and provides again; the audit log says who did
+    it."""
+    entry = asyncio.run(directory.resume(holder, operator))
     click.echo(f"resumed {holder} ({entry.name}): it requests and provides again")
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
-from broker.clients import KafkaAccess, provisioned, running
+from broker.clients import KafkaAccess, provisioned, read_topic, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView, holder_directory
@@ -148,28 +149,62 @@ async def publish_patterns(versions: Sequence[LegalPattern]) -> list[LegalPatter
     return changed
 
 
-async def suspend(holder: str) -> HolderEntry:
+async def suspend(holder: str, operator: str, reason: str) -> HolderEntry:
     """Make a holder inactive: neither its requests nor requests to it are approved, and an
     answer to or from it dated (by the broker) from then on is relayed to no one. Its entry is
     published inactive naming no time, one record, which every reader of the directory takes
-    as inactive since that record's broker append time (compacted.dated): the entry as the
-    directory has it now. NotSuspendable for a holder not in the directory or already
-    suspended."""
+    as inactive since that record's broker append time (compacted.dated), and the suspension
+    logged (_switched): the entry as the directory has it now. NotSuspendable for a holder not
+    in the directory or already suspended."""
     access = KafkaAccess.of(config.ADMIN)
-    entry = _of_state(await current(access), holder, active=True)
-    inactive = replace(entry, active=False, inactive_since=None, updated_at=datetime.now(UTC))
-    await _delivered(access, [send(topics.DIRECTORY, holder, inactive)])
+    await _switched(access, holder, False, operator, reason)
     return (await current(access))[holder]
 
 
-async def resume(holder: str) -> HolderEntry:
-    """Make a suspended holder active again (NotSuspendable for one not in the directory or
-    not suspended)."""
-    access = KafkaAccess.of(config.ADMIN)
-    entry = _of_state(await current(access), holder, active=False)
-    resumed = replace(entry, active=True, inactive_since=None, updated_at=datetime.now(UTC))
-    await _delivered(access, [send(topics.DIRECTORY, holder, resumed)])
-    return resumed
+async def resume(holder: str, operator: str) -> HolderEntry:
+    """Make a suspended holder active again, and log it (_switched); NotSuspendable for one not
+    in the directory or not suspended."""
+    return await _switched(KafkaAccess.of(config.ADMIN), holder, True, operator, None)
+
+
+async def _switched(access: KafkaAccess, holder: str, active: bool, operator: str,
+                    reason: str | None) -> HolderEntry:
+    """The holder's entry published active (or inactive), then the operator action logged for
+    its record. One already so is NotSuspendable, once the action is logged for its current
+    record: a re-run after a run that died between the two writes fills the gap, and logs
+    nothing twice (the action id is the record's)."""
+    action = "RESUME" if active else "SUSPEND"
+    entries = await current(access)
+    there = entries.get(holder)
+    if there is not None and there.role != SERVICE and there.active == active:
+        await logged(access, action, await _last_record(access, holder), operator, holder,
+                     reason)
+    entry = replace(_of_state(entries, holder, active=not active), active=active,
+                    inactive_since=None, updated_at=datetime.now(UTC))
+    await logged(access, action, await _written(access, send(topics.DIRECTORY, holder, entry)),
+                 operator, holder, reason)
+    return entry
+
+
+async def _written(access: KafkaAccess, one: Send) -> Any:
+    """Send one record and wait until the broker has it: its metadata (offset, broker time)."""
+    async with running(producer_for(access), access) as producer:
+        return await producer.send_and_wait(one.topic, one.value, key=(one.key or "").encode())
+
+
+async def _last_record(access: KafkaAccess, holder: str) -> Any:
+    """The holder's latest record on the directory topic."""
+    return [r for r in await read_topic(access, topics.DIRECTORY) if r.key == holder.encode()][-1]
+
+
+async def logged(access: KafkaAccess, action: str, record: Any, operator: str, subject: str,
+                 reason: str | None) -> OperatorAction:
+    """Log an operator action on the audit topic, its id and time the directory record's (a
+    consumer record or a send's metadata: topic, partition, offset, broker time)."""
+    done = OperatorAction(f"{action}@{record.topic}:{record.partition}:{record.offset}",
+                          from_millis(record.timestamp), operator, action, subject, reason)
+    await _delivered(access, [send(topics.AUDIT, subject, done)])
+    return done
 
 
 def _of_state(directory: Mapping[str, HolderEntry], holder: str, active: bool) -> HolderEntry:

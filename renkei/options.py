@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import math
 import socket
 from collections.abc import Callable
@@ -62,6 +63,11 @@ def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not value.strip():
         raise click.BadParameter("must not be blank")
     return value
+
+
+OPERATOR_OPTION = click.option(
+    "--operator", default=getpass.getuser, show_default="your login", callback=stated,
+    help="who does this, as the audit log names the operator")
 
 
 def holder_id(ctx: click.Context, param: click.Parameter, value: str) -> str:

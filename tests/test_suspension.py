@@ -4,11 +4,12 @@ real broker: while suspended its requests and requests to it are refused."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from audit.events import from_millis
+from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, offsets, read_topic, running
 from holders.client import HolderClient
@@ -18,6 +19,7 @@ from processors.keys import MasterKeys
 from processors.platform import Views
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
+from renkei.envelope import unpacked
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
@@ -122,3 +124,39 @@ async def test_a_suspension_is_one_record_every_reader_dates_alike(
             assert since.isoformat() in said
         finally:
             renkei("holder", "resume", "sakura-town")
+
+
+async def _actions(start: int, subject: str) -> set[OperatorAction]:
+    """The operator actions on `subject` on the audit topic from offset `start`, each once."""
+    return {action for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT,
+                                                  start)
+            for value in unpacked(record.value or b"")
+            if CODEC.name_of(value) == "OperatorAction"
+            for action in [CODEC.decode(value, OperatorAction)] if action.subject == subject}
+
+
+async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_why(
+        town: town_setup.Town) -> None:
+    """No suspension or resumption reached the audit log: an auditor saw no holder's access
+    withdrawn. Each is logged once, its id and time its directory record's, with who did it and
+    why, a re-run logging the same action; one whose log the first run never sent (it died
+    after the directory record) is logged by the re-run, which refuses as before."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    for _ in range(2):
+        renkei("holder", "suspend", "sakura-town", "--reason", "情報漏えい", "--operator", "ops-a",
+               check=False)
+    entry = (await directory.current())["sakura-town"]
+    await directory.publish([replace(entry, active=True, inactive_since=None)])  # died after
+    for _ in range(2):
+        renkei("holder", "resume", "sakura-town", "--operator", "ops-b", check=False)
+    suspension, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
+    assert await _actions(audit_end, "sakura-town") == {
+        OperatorAction(f"SUSPEND@{topics.DIRECTORY}:0:{suspension.offset}",
+                       from_millis(suspension.timestamp), "ops-a", "SUSPEND", "sakura-town",
+                       "情報漏えい"),
+        OperatorAction(f"RESUME@{topics.DIRECTORY}:0:{resumption.offset}",
+                       from_millis(resumption.timestamp), "ops-b", "RESUME", "sakura-town",
+                       None)}
+    assert (await directory.current())["sakura-town"].active
