@@ -375,11 +375,12 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> None:
     """Consume the audit topic into the store (exactly once per event), sign heads, detect."""
     from audit.consumer import main
+    from renkei import event_loop
     from renkei.service_loop import said_when_up
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
     with open_store(db, create=True) as store:
-        asyncio.run(said_when_up(
+        event_loop.run(said_when_up(
             partial(main, store, instance, head_seconds),
             f"audit consumer {instance} up on the broker at {cluster.bootstrap()}: the audit "
             f"topic into {sql.shown(db or default_path())}, a head signed every "

@@ -22,7 +22,7 @@ from authority.store import AuthorityStore
 from broker import acls, cluster, topics
 from registry import store as registry_store
 from registry import tickets
-from renkei import questions, retention, sealing
+from renkei import event_loop, questions, retention, sealing
 from renkei.envelope import Directory, Send
 from renkei.service_loop import run_service, said_when_up
 from renkei.tasks import cancelled
@@ -104,7 +104,7 @@ def serve(db: Path | None, registry: Path | None) -> None:
     authority = NumberingAuthority(store)
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:
-        asyncio.run(said_when_up(
+        event_loop.run(said_when_up(
             partial(keeping_retention, path, partial(
                 run_service, acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
                 "renkei-authority",

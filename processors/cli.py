@@ -32,6 +32,7 @@ def platform_cli() -> None:
 def run(instance: str, answer_timeout: float, member: str | None, loglevel: str) -> None:
     """Run one platform instance until stopped (SIGTERM/SIGINT)."""
     from processors.platform import Platform
+    from renkei import event_loop
     from renkei.service_loop import said_when_up, stop_on_signals
 
     logging.basicConfig(level=loglevel.upper(),
@@ -42,9 +43,9 @@ def run(instance: str, answer_timeout: float, member: str | None, loglevel: str)
         platform = Platform(access, timedelta(seconds=answer_timeout), member)
         await platform.run(stop_on_signals(), ready)
 
-    asyncio.run(said_when_up(main, f"platform {instance} up on the broker at {access.bootstrap}: "
-                                   "the holders' linkage requests, each answered or timed out "
-                                   f"within {answer_timeout:g} s"))
+    event_loop.run(said_when_up(main, f"platform {instance} up on the broker at "
+                                      f"{access.bootstrap}: the holders' linkage requests, each "
+                                      f"answered or timed out within {answer_timeout:g} s"))
 
 
 @click.group("patterns")

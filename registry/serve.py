@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from registry.cli import open_registry
 from registry.portal import CardLogins
 from registry.service import RegistryService
 from registry.store import RegistryStore, default_path
-from renkei import questions, sealing
+from renkei import event_loop, questions, sealing
 from renkei.envelope import Directory, Send
 from renkei.options import origins
 from renkei.service_loop import run_service, said_when_up
@@ -71,7 +70,7 @@ def serve(db: Path | None, portal_origins: tuple[str, ...]) -> None:
     try:
         logins = CardLogins(cards, store, id_codes(), tickets.signing_key(),
                             frozenset(portal_origins))
-        asyncio.run(said_when_up(
+        event_loop.run(said_when_up(
             partial(run_service, acls.REGISTRY, [topics.REGISTRY_IN, topics.REGISTRY_PORTAL_IN],
                     "renkei-registry", serving(store, logins, sealing.key_of(acls.REGISTRY))),
             f"registry up on the broker at {cluster.bootstrap()}: the platform's look-ups and "

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import click
 
-from renkei import common_start
+from renkei import common_start, event_loop
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_plan import default_path as default_plan
@@ -218,4 +218,4 @@ def holder_command(holder: str, rate: float, flat_out: bool, in_flight: int, sec
             return await closed_loop(side, cycle, in_flight, start, seconds, drain)
         return await open_loop(side, cycle, rate, start, seconds, max_outstanding, drain)
 
-    asyncio.run(run(make_side, jobs, load, start_file, out, linger=drain + 30))
+    event_loop.run(run(make_side, jobs, load, start_file, out, linger=drain + 30))

@@ -5,7 +5,6 @@ outbox and write every inbox), in a group under the platform's group prefix."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +12,7 @@ import click
 
 from broker import acls, topics
 from broker.clients import KafkaAccess
-from renkei import bare
+from renkei import bare, event_loop
 from renkei.envelope import Send
 from renkei.service_loop import serve, stop_on_signals
 
@@ -42,4 +41,4 @@ async def relay(instance: str, holders: Sequence[str]) -> None:
               help="a holder whose outbox to relay (repeatable)")
 def relay_command(instance: str, holders: tuple[str, ...]) -> None:
     """The baseline's bare relay (internal: started by `renkei bench linkage`)."""
-    asyncio.run(relay(instance, holders))
+    event_loop.run(relay(instance, holders))
