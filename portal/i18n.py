@@ -154,8 +154,12 @@ WORDS: dict[str, tuple[str, str]] = {
                           "could not seal to the oversight body"),
     "unsent_not_sealed_portal": ("マイポータル宛てに封印できませんでした",
                                  "could not seal to My Portal"),
-    "unsent_refused": ("連携基盤が照会を拒否しました（{why}）",
-                       "refused by the platform, not asked: {why}"),
+    "unsent_refused_SUSPENDED": ("この機関は{since}から停止中のため、連携基盤は照会していません",
+                                 "not asked: the platform holds this holder suspended since "
+                                 "{since}"),
+    "unsent_refused_NOT_LISTED": ("この機関は名簿上の情報保有機関ではないため、連携基盤は照会して"
+                                  "いません",
+                                  "not asked: this holder is not in the platform's directory"),
     "side": ("立場", "Side"),
     "content": ("⑪内容", "⑪ Content"),
     "purpose": ("⑫用途", "⑫ Purpose"),

@@ -64,14 +64,15 @@ OnAnswer = Callable[[Asked, HolderLogAnswer], Awaitable[None]]
 @dataclass(frozen=True)
 class Shown:
     """A request for holder-side logs as a page shows it: each holder's entries opened, or why
-    it sent none (holder_logs.unsent; the platform's words for a holder it refused to ask), and
-    the holders that have not answered in time (inbox.overdue)."""
+    it sent none (holder_logs.unsent; the platform's answer in the stead of a holder it refused
+    to ask, why and since when), and the holders that have not answered in time
+    (inbox.overdue)."""
 
     asked: Asked
     answers: dict[str, Entries]
     unsent: dict[str, str] = field(default_factory=dict)
     overdue: tuple[str, ...] = ()
-    refused: dict[str, str] = field(default_factory=dict)
+    refused: dict[str, HolderLogAnswer] = field(default_factory=dict)
 
 
 class NoHolder(ValueError):
@@ -236,7 +237,7 @@ class HolderLogs:
         return Shown(asked, {holder: holder_logs.opened(self._key, answer, asked.request_ids)
                              for holder, answer in answers.items() if holder not in unsent},
                      unsent, overdue(asked, datetime.now(UTC)),
-                     {holder: answer.refused for holder, answer in answers.items()
+                     {holder: answer for holder, answer in answers.items()
                       if answer.refused is not None})
 
     async def _follow(self) -> None:

@@ -77,7 +77,7 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
             holders = holders_to_ask([h for named in parties.values() for h in named])
         except NoHolder:
             return no_holder(request)
-        active = [h for h in holders if not_asked(h, platform.kafka.holder_entry(h)) is None]
+        active = [h for h in holders if not_asked(platform.kafka.holder_entry(h)) is None]
         inactive = [h for h in holders if h not in active]
         if active:
             for named, own in each_own(active, sorted(r for r, named in parties.items()

@@ -20,7 +20,7 @@ from processors.access_log import REJECTED, logged
 from processors.linkage import FromHolder
 from processors.oversight import ACCESS_LOG
 from renkei.envelope import Send, send
-from renkei.holder_logs import MARK, not_asked, refusal
+from renkei.holder_logs import MARK, refusal
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogRequest
 
 APPLICATION = "APPLICATION"  # the kind of the access-log event of an application refused
@@ -33,17 +33,18 @@ def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry],
     marked = replace(application, request_id=MARK + application.request_id)
     out: list[Send] = []
     for holder in dict.fromkeys(application.holders):
-        why = not_asked(holder, directory.get(holder))
-        out += [send(topics.inbox(holder), marked.request_id, marked)] if why is None else \
-            refused(application.request_id, holder, why, now)
+        answer = refusal(application.request_id, holder, now, directory.get(holder))
+        out += [send(topics.inbox(holder), marked.request_id, marked)] if answer is None else \
+            refused(answer)
     return out
 
 
-def refused(request_id: str, holder: str, why: str, now: datetime) -> list[Send]:
-    """The refusal to ask `holder`, to the portal, and its access-log event."""
-    return [send(topics.PORTAL_IN, request_id, refusal(request_id, holder, now, why)),
-            logged(request_id, f"application@{holder}", now, APPLICATION, REJECTED, acls.PORTAL,
-                   reason="UNKNOWN_HOLDER", provider=holder, data_type=ACCESS_LOG)]
+def refused(answer: HolderLogAnswer) -> list[Send]:
+    """The platform's refusal to ask a holder, to the portal, and its access-log event."""
+    return [send(topics.PORTAL_IN, answer.request_id, answer),
+            logged(answer.request_id, f"application@{answer.holder}", answer.answered_at,
+                   APPLICATION, REJECTED, acls.PORTAL, reason="UNKNOWN_HOLDER",
+                   provider=answer.holder, data_type=ACCESS_LOG)]
 
 
 def answered(item: FromHolder) -> list[Send]:

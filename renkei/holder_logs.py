@@ -22,6 +22,7 @@ from schemas.codec import CODEC
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, HolderLogEntry
 
 MARK = "resident:"
+SUSPENDED, NOT_LISTED = "SUSPENDED", "NOT_LISTED"  # why the platform asks a holder for nothing
 Parties = Mapping[str, Collection[str]]  # request id → the holders that took part in it
 
 
@@ -71,21 +72,24 @@ def unsent(answer: HolderLogAnswer) -> str | None:
     return "too_large" if answer.too_large else "not_sealed"
 
 
-def not_asked(holder: str, entry: HolderEntry | None) -> str | None:
-    """Why the platform asks `holder` (its directory entry, None if it has none) for nothing:
-    suspended, and since when if the directory dates it, or no holder; None: an active one."""
+def not_asked(entry: HolderEntry | None) -> str | None:
+    """Why the platform asks a holder (its directory entry, None if it has none) for nothing:
+    SUSPENDED or NOT_LISTED; None: an active one."""
     if entry is None:
-        return f"holder {holder} is not in the directory"
-    if entry.active:
+        return NOT_LISTED
+    return None if entry.active else SUSPENDED
+
+
+def refusal(request_id: str, holder: str, at: datetime,
+            entry: HolderEntry | None) -> HolderLogAnswer | None:
+    """The platform's answer in the stead of a holder it does not ask (`entry`, its directory
+    entry, None if it has none), to the asker's `request_id`: why (not_asked) and since when,
+    at once, and no entries; None for an active holder, which is asked."""
+    why = not_asked(entry)
+    if why is None:
         return None
-    since = f" since {entry.inactive_since.isoformat()}" if entry.inactive_since else ""
-    return f"holder {holder} is suspended{since}"
-
-
-def refusal(request_id: str, holder: str, at: datetime, why: str) -> HolderLogAnswer:
-    """The platform's answer in the stead of a holder it does not ask, to the asker's
-    `request_id`: why, at once, and no entries."""
-    return HolderLogAnswer(request_id, holder, at, (), refused=why)
+    return HolderLogAnswer(request_id, holder, at, (), refused=why,
+                           inactive_since=None if entry is None else entry.inactive_since)
 
 
 class NotActive(ValueError):

@@ -359,7 +359,9 @@ class HolderLogAnswer:
     entries: tuple[HolderLogEntry, ...]  # v1's plaintext: empty since v2
     sealed_entries: bytes | None = None
     too_large: bool = False  # v3: the entries would not fit in a message: none sent
-    refused: str | None = None  # v4: the platform asks no such holder: why (said in its stead)
+    refused: str | None = None  # v4: the platform asks no such holder (said in its stead):
+    # holder_logs.SUSPENDED or NOT_LISTED
+    inactive_since: datetime | None = None  # v4: a SUSPENDED holder's, as the directory dates it
 
 
 @dataclass(frozen=True, slots=True)

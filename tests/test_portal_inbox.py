@@ -642,8 +642,8 @@ async def test_an_application_to_a_suspended_holder_is_refused_at_once_and_logge
         await inbox.close()
     await _seen(clients["nenkin"], "sakura-town", True)
     assert shown is not None and shown.unsent == {"sakura-town": "refused"}
-    assert shown.refused == {"sakura-town": f"holder sakura-town is suspended since "
-                                            f"{since.isoformat()}"}
+    refused = shown.refused["sakura-town"]
+    assert (refused.refused, refused.inactive_since) == (holder_logs.SUSPENDED, since)
     [refusal] = [e for e in await logged_events(asked.request_id, 1)
                  if e.provider == "sakura-town"]
     assert (refusal.outcome, refusal.requester, refusal.reason) == (

@@ -42,10 +42,18 @@ from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import CHALLENGES_PENDING, Officer, Resident, Sessions
 from portal.web import COOKIE, SESSIONS, Site, local_time
 from registry import tickets
+from renkei.holder_logs import NOT_LISTED, SUSPENDED
 from renkei.questions import DECLINED
 from renkei.refusals import TICKET_USED
 from renkei.tasks import cancelled
-from schemas.messages import REFUSED, TIMED_OUT, Alert, CardLogin, HolderEntry
+from schemas.messages import (
+    REFUSED,
+    TIMED_OUT,
+    Alert,
+    CardLogin,
+    HolderEntry,
+    HolderLogAnswer,
+)
 from tests.loop_helpers import locked
 from tests.test_audit_store import HOLDERS, T0, event, item
 from tests.test_portal_records import ME, Held, Hold
@@ -81,6 +89,10 @@ class HolderLogAsks:
 
     async def every(self) -> list[Shown]:
         """Those `kept` to show (what was asked is in `asked`)."""
+        return self.kept
+
+    async def of_person(self, people: Sequence[str]) -> list[Shown]:
+        """Those `kept` to show, whoever asks."""
         return self.kept
 
 
@@ -1253,6 +1265,26 @@ async def test_no_application_is_taken_for_an_entry_of_the_portals_own_action(
         assert applied.status == 400, applied.status
         assert words(lang)["not_an_exchange"] in await applied.text()
     assert town.kafka.applications.asked == [] and town.kafka.written == []
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_a_refusal_in_a_holders_stead_is_worded_in_the_pages_language(
+        client: Client, town: Town, lang: str) -> None:
+    """The platform's refusal to ask a holder was its English sentence, shown inside the
+    Japanese one: it carries why (SUSPENDED, NOT_LISTED) and since when, and the page words it
+    in its own language, the date in JST as its other dates."""
+    asked = Asked("ap-1", T0, ("city-a", "city-b"), ("req-0001",), town.resident.id_codes[0])
+    town.kafka.applications.kept = [Shown(asked, {}, {"city-a": "refused", "city-b": "refused"},
+                                          refused={
+        "city-a": HolderLogAnswer("ap-1", "city-a", T0, (), refused=SUSPENDED, inactive_since=T0),
+        "city-b": HolderLogAnswer("ap-1", "city-b", T0, (), refused=NOT_LISTED)})]
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    await switched(client, lang)
+    page = html.unescape(await (await client.get("/details")).text())
+    said = words(lang)
+    assert said["unsent_refused_SUSPENDED"].format(since=local_time(T0)) in page
+    assert said["unsent_refused_NOT_LISTED"] in page
+    assert "since" not in page if lang == "ja" else "停止" not in page
 
 
 async def test_an_application_names_when_its_exchange_was_approved_whatever_entry_it_is_from(
