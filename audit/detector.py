@@ -2,8 +2,9 @@
 
 Pure: it is fed events in the log's order and keeps sliding windows in event time, so the clock
 is the events' own. Rules: a requester's volume far above its norm, one person queried again and
-again by one requester, access outside office hours, bursts of rejections, and a holder querying
-a person it never bound (no BINDING event gave it that person's link code).
+again by one requester, access outside office hours, bursts of rejections (but the platform's
+refusals to ask an inactive holder for its logs, no requester's doing), and a holder querying a
+person it never bound (no BINDING event gave it that person's link code).
 
 A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
 decision in it from the alerts raised then, so its windows and quiet periods come out as the
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, time, timedelta, timezone
 from functools import cached_property
 
 from audit.events import AccessLogEvent
+from processors.access_log import BINDING, HOLDER_LOGS, LINKAGE, REJECTED
 from renkei.shown import short
 from schemas.messages import Alert
 
@@ -27,7 +29,6 @@ JST = timezone(timedelta(hours=9), "JST")
 VOLUME, REPEATED_PERSON, OFF_HOURS = "VOLUME", "REPEATED_PERSON", "OFF_HOURS"
 REJECTION_BURST, UNBOUND_PERSON = "REJECTION_BURST", "UNBOUND_PERSON"
 RULES = (VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, UNBOUND_PERSON)
-LINKAGE, BINDING, REJECTED = "LINKAGE", "BINDING", "REJECTED"
 
 Bound = Callable[[str, str], bool]
 KNOWN_BOUND = 100_000  # (holder, person) pairs remembered as bound, not asked of the store again
@@ -196,7 +197,7 @@ class Detector:
                 log.error("the detector passed over event %r: its time %s is out of its "
                           "windows' reach", short(event.event_id), event.occurred_at.isoformat())
                 continue
-            if event.outcome == REJECTED:
+            if event.outcome == REJECTED and event.kind not in HOLDER_LOGS:
                 alerts += self._rejection(event)
             if event.kind == LINKAGE:
                 alerts += self._volume_of(event) + self._off_hours_of(event)

@@ -39,6 +39,7 @@ from audit.events import AccessLogEvent, OperatorAction, from_millis
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
+from processors.access_log import LINKAGE
 from processors.approval import Approved, PatternList, approve
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
@@ -117,7 +118,7 @@ class Recheck:
 
     def applies(self, event: AccessLogEvent) -> bool:
         """Approved linkages, and linkages rejected for an approval reason."""
-        return event.kind == "LINKAGE" and (
+        return event.kind == LINKAGE and (
             event.outcome == APPROVED or event.reason in APPROVAL_REASONS)
 
     def check(self, event: AccessLogEvent) -> Disagreement | None:

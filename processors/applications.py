@@ -16,14 +16,12 @@ from dataclasses import replace
 from datetime import datetime
 
 from broker import acls, topics
-from processors.access_log import REJECTED, logged
+from processors.access_log import APPLICATION, REJECTED, logged
 from processors.linkage import FromHolder
 from processors.oversight import ACCESS_LOG
 from renkei.envelope import Send, send
 from renkei.holder_logs import MARK, refusal
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogRequest
-
-APPLICATION = "APPLICATION"  # the kind of the access-log event of an application refused
 
 
 def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry],

@@ -13,13 +13,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from broker import acls, topics
-from processors.access_log import logged
+from processors.access_log import OVERSIGHT, REJECTED, REQUESTED, logged
 from processors.linkage import FromHolder
 from renkei.envelope import Send, send
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogRequest
 
-OVERSIGHT = "OVERSIGHT"
-REQUESTED, REJECTED = "REQUESTED", "REJECTED"
 ACCESS_LOG = "access_log"
 
 

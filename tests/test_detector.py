@@ -16,9 +16,13 @@ from audit.detector import (
     Raised,
     Rules,
     _Volume,
+    never_bound,
 )
 from audit.events import AccessLogEvent, event_id
-from schemas.messages import Alert
+from audit.replay import History, Recheck
+from processors import applications
+from processors.access_log import APPLICATION
+from schemas.messages import Alert, HolderEntry, HolderLogRequest
 
 # Tuesday 2026-11-24 10:00 JST
 OFFICE = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
@@ -118,6 +122,26 @@ def test_bursts_of_rejections() -> None:
     alerts = detector.observe(fast)
     assert rules_of(alerts) == [REJECTION_BURST, REJECTION_BURST]
     assert alerts[0].event_id == fast[4].event_id and "NOT_PERMITTED" in alerts[0].detail
+
+
+def test_applications_refused_for_a_suspended_holder_raise_nothing_and_are_no_linkage(
+        ) -> None:
+    """Residents' applications naming a suspended holder, refused by the platform in its stead
+    (APPLICATION, REJECTED, the portal the requester), tripped REJECTION_BURST against the
+    portal: a refusal for an inactive holder's sake is no requester's doing. None counts as a
+    linkage either, nor is re-checked as one by the replay."""
+    suspended = HolderEntry("town", "town", "municipality", "town", 0, b"k", False, False, OFFICE,
+                            inactive_since=OFFICE)
+    refused = [s.message for n in range(30) for s in applications.relay(
+        HolderLogRequest(f"ap-{n}", OFFICE, ("town",), ("req-1",), "本人"), {"town": suspended},
+        OFFICE + timedelta(seconds=n)) if isinstance(s.message, AccessLogEvent)]
+    assert len(refused) == 30 and {(e.kind, e.outcome) for e in refused} == {
+        (APPLICATION, "REJECTED")}
+    detector = Detector(Rules(burst_rejections=5, volume_floor=5, person_repeats=2),
+                        never_bound)
+    assert detector.observe(refused) == []
+    recheck = Recheck(History([]), History([]))
+    assert not any(recheck.applies(e) for e in refused)
 
 
 def test_a_holder_querying_a_person_it_never_bound() -> None:
