@@ -145,6 +145,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "about_request": ("対象の照会", "About request"),
     "waiting": ("回答待ち", "waiting for the answer"),
     "answered": ("回答あり", "answered"),
+    "all_refused": ("照会されませんでした（連携基盤が拒否）", "not asked: refused by the platform"),
     "overdue": ("{at}までに回答がありません（後から回答があればここに表示されます）",
                 "no answer by {at} (an answer that comes later is shown here)"),
     "answer_from": ("回答した機関", "Answered by"),

@@ -74,6 +74,11 @@ class Shown:
     overdue: tuple[str, ...] = ()
     refused: dict[str, HolderLogAnswer] = field(default_factory=dict)
 
+    @property
+    def all_refused(self) -> bool:
+        """Whether the platform refused to ask every holder: none answered."""
+        return bool(self.refused) and set(self.refused) >= set(self.asked.holders)
+
 
 class NoHolder(ValueError):
     """A request for holder-side logs whose every name is a service's: no holder to ask."""

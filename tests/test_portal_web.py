@@ -1287,6 +1287,29 @@ async def test_a_refusal_in_a_holders_stead_is_worded_in_the_pages_language(
     assert "since" not in page if lang == "ja" else "停止" not in page
 
 
+async def test_an_application_every_holder_of_which_was_refused_shows_as_refused(
+        client: Client, town: Town) -> None:
+    """An application the platform refused to pass to each of its holders showed as "answered"
+    (a refusal counts as an answer): it shows as refused; one a holder answered as answered."""
+    person = town.resident.id_codes[0]
+    refused, answered = (Asked(request_id, T0, ("city-a", "city-b"), ("req-0001",), person,
+                               dict.fromkeys(("city-a", "city-b"), b""))
+                         for request_id in ("ap-1", "ap-2"))
+    refusal = HolderLogAnswer("ap-1", "city-a", T0, (), refused=SUSPENDED, inactive_since=T0)
+    town.kafka.applications.kept = [
+        Shown(refused, {}, dict.fromkeys(refused.holders, "refused"),
+              refused={h: replace(refusal, holder=h) for h in refused.holders}),
+        Shown(answered, {"city-b": ()}, {"city-a": "refused"}, refused={"city-a": refusal})]
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    for lang in ("ja", "en"):
+        await switched(client, lang)
+        page = await (await client.get("/details")).text()
+        said = words(lang)
+        statuses = re.findall(r'<p class="status">(.*?)</p>', page)
+        assert len(statuses) == 2 and said["answered"] not in statuses[0], statuses
+        assert said["all_refused"] in statuses[0] and said["answered"] in statuses[1]
+
+
 async def test_an_application_names_when_its_exchange_was_approved_whatever_entry_it_is_from(
         client: Client, town: Town) -> None:
     """An application from the entry of a timeout logged long after its request (its decider
