@@ -16,9 +16,9 @@ from dataclasses import replace
 from datetime import datetime
 
 from broker import acls, topics
-from processors.access_log import APPLICATION, REJECTED, logged
+from processors.access_log import APPLICATION
 from processors.linkage import FromHolder
-from processors.oversight import ACCESS_LOG
+from processors.oversight import refused
 from renkei.envelope import Send, send
 from renkei.holder_logs import MARK, refusal
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogRequest
@@ -33,16 +33,8 @@ def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry],
     for holder in dict.fromkeys(application.holders):
         answer = refusal(application.request_id, holder, now, directory.get(holder))
         out += [send(topics.inbox(holder), marked.request_id, marked)] if answer is None else \
-            refused(answer)
+            refused(answer, application.legal_basis, topics.PORTAL_IN, APPLICATION, acls.PORTAL)
     return out
-
-
-def refused(answer: HolderLogAnswer) -> list[Send]:
-    """The platform's refusal to ask a holder, to the portal, and its access-log event."""
-    return [send(topics.PORTAL_IN, answer.request_id, answer),
-            logged(answer.request_id, f"application@{answer.holder}", answer.answered_at,
-                   APPLICATION, REJECTED, acls.PORTAL, reason="UNKNOWN_HOLDER",
-                   provider=answer.holder, data_type=ACCESS_LOG)]
 
 
 def answered(item: FromHolder) -> list[Send]:

@@ -610,15 +610,22 @@ async def test_answers_to_an_application_made_before_a_restart_are_shown_once_af
         "each answer logged once"
 
 
+ASKERS = {acls.PORTAL: (topics.PORTAL_OUT, topics.PORTAL_IN, APPLICATIONS_KEPT, PERSON),
+          acls.OVERSIGHT: (topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN, OVERSIGHT_KEPT, None)}
+
+
 @SESSION_LOOP
-async def test_an_application_to_a_suspended_holder_is_refused_at_once_and_logged(
-        clients: dict[str, HolderClient], platform: Processes, tmp_path: Path) -> None:
-    """An application naming a suspended holder was dropped by the platform unlogged, and the
-    portal said "no answer" only ANSWER_WITHIN later. The platform refuses it at once, saying
-    since when the holder is suspended, and logs the refusal; the active holder is asked."""
+@pytest.mark.parametrize("asker", list(ASKERS))
+async def test_a_request_to_a_suspended_holder_is_refused_at_once_and_logged(
+        clients: dict[str, HolderClient], platform: Processes, tmp_path: Path,
+        asker: str) -> None:
+    """A resident's application, or the oversight body's request, naming a suspended holder was
+    dropped by the platform (the application unlogged), and the page said "no answer" only
+    ANSWER_WITHIN later. The platform refuses it at once, in one way for both, saying since when
+    the holder is suspended, and logs the refusal; the active holder is asked."""
+    out, into, kept, person = ASKERS[asker]
     inbox = Inbox(tmp_path / "inbox.db")
-    logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN,
-                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT)
+    logs = HolderLogs(KafkaAccess.of(asker), out, into, sealing.key_of(asker), inbox, kept)
     await logs.start()
     renkei("holder", "suspend", "sakura-town", "--reason", "x")
     try:
@@ -627,9 +634,10 @@ async def test_an_application_to_a_suspended_holder_is_refused_at_once_and_logge
         await _seen(clients["nenkin"], "sakura-town", False)
         shown = None
         for _ in range(10):  # the platform's view of the directory, moments behind
-            asked = await logs.ask(("nenkin", "sakura-town"), ["rq-1"], "basis", person=PERSON)
+            asked = await logs.ask(("nenkin", "sakura-town"), ["rq-1"], "basis", person=person)
             for _ in range(10):
-                shown = next(s for s in await logs.of_person([PERSON])
+                shown = next(s for s in await (logs.every() if person is None
+                                               else logs.of_person([person]))
                              if s.asked.request_id == asked.request_id)
                 if "sakura-town" in shown.asked.answers:
                     break
@@ -647,4 +655,4 @@ async def test_an_application_to_a_suspended_holder_is_refused_at_once_and_logge
     [refusal] = [e for e in await logged_events(asked.request_id, 1)
                  if e.provider == "sakura-town"]
     assert (refusal.outcome, refusal.requester, refusal.reason) == (
-        "REJECTED", acls.PORTAL, "UNKNOWN_HOLDER")
+        "REJECTED", asker, "UNKNOWN_HOLDER")

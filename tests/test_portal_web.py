@@ -1287,6 +1287,20 @@ async def test_a_refusal_in_a_holders_stead_is_worded_in_the_pages_language(
     assert "since" not in page if lang == "ja" else "停止" not in page
 
 
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_a_refusal_in_a_holders_stead_is_worded_on_the_console_in_its_language(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """The console's holder-logs page words the platform's refusal as My Portal does."""
+    asked = Asked("ov-1", T0, ("city-a",), ("req-0001",), None, {"city-a": b""})
+    town.kafka.oversight.kept = [Shown(asked, {}, {"city-a": "refused"}, refused={
+        "city-a": HolderLogAnswer("ov-1", "city-a", T0, (), refused=SUSPENDED, inactive_since=T0)})]
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    await switched(client, lang)
+    page = html.unescape(await (await client.get("/oversight/holder-logs")).text())
+    assert words(lang)["unsent_refused_SUSPENDED"].format(since=local_time(T0)) in page
+
+
 async def test_an_application_every_holder_of_which_was_refused_shows_as_refused(
         client: Client, town: Town) -> None:
     """An application the platform refused to pass to each of its holders showed as "answered"
