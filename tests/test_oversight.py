@@ -37,7 +37,7 @@ from portal.kafka import HolderLogs, Shown
 from portal.web import TEMPLATES
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
-from renkei.holder_logs import seal
+from renkei.holder_logs import seal, unsent
 from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, Rejection
@@ -184,7 +184,8 @@ async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_f
         clients: dict[str, HolderClient], platform: Processes, tmp_path: Path) -> None:
     """The console's answer from a holder with no entries sealed (too large for one message,
     or no key to seal to) was unreadable to it: the holder stayed pending on the page for
-    good. It is taken and shown so: too large, ask for fewer; could not seal."""
+    good. It is taken and shown so: too large, ask for fewer; could not seal. (A holder not in
+    the directory is not asked: the platform's refusal in its stead is taken and shown so.)"""
     town_hall = clients["sakura-town"]
     many = [f"many-{uuid.uuid4()}" for _ in range(12)]  # 12 x MAX_BYTES / 8: not in one message
     with _requests_forgotten(town_hall.store, *many):
@@ -198,22 +199,23 @@ async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_f
         await console.start()
         try:
             too_large = await console.ask(("sakura-town", "nenkin"), many, BASIS)
-            keyless = await console.ask(("keyless-holder",), many[:1], BASIS)
-            async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:  # that holder's answer
-                await relay.send_and_wait(topics.OVERSIGHT_IN, CODEC.encode(HolderLogAnswer(
-                    keyless.request_id, "keyless-holder", datetime.now(UTC), (), None)))
+            unlisted = await console.ask(("keyless-holder",), many[:1], BASIS)
             shown = {s.asked.request_id: s for s in await _answered(console, 2)}
         finally:
             await console.stop()
             await inbox.close()
     assert (shown[too_large.request_id].unsent, shown[too_large.request_id].answers) == (
         {"sakura-town": "too_large"}, {"nenkin": ()})
-    assert (shown[keyless.request_id].unsent, shown[keyless.request_id].answers) == (
-        {"keyless-holder": "not_sealed"}, {})
+    assert (shown[unlisted.request_id].unsent, shown[unlisted.request_id].answers) == (
+        {"keyless-holder": "refused"}, {})
+    keyless = HolderLogAnswer(unlisted.request_id, "keyless-holder", datetime.now(UTC), (), None)
+    not_sealed = replace(shown[unlisted.request_id], refused={},
+                         unsent={"keyless-holder": str(unsent(keyless))})
     page = "".join(TEMPLATES.get_template("_answers.html").render(
-        w=words("en"), shown=s, full=True, name=str) for s in shown.values())
+        w=words("en"), shown=s, full=True, name=str) for s in [*shown.values(), not_sealed])
     assert "too large: ask for fewer entries" in page
     assert "could not seal to the oversight body" in page
+    assert "not asked: this holder is not in the platform" in page
 
 
 async def test_the_cli_shows_a_holder_with_no_key_to_seal_to_why_not_missing() -> None:
