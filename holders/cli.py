@@ -50,10 +50,12 @@ def holder_cli() -> None:
 @click.option("--share-unit", is_flag=True,
               help="join the unit that is another holder's own (named as it): it is given "
                    "every link code of that holder's records")
+@OPERATOR_OPTION
 def register(holder: str, name: str, role: str, unit: str | None, private: bool | None,
-             move_unit: bool, share_unit: bool) -> None:
-    """Register a holder: principal, topics, ACLs, sealing key and directory entry. Registered
-    again, it keeps its link-code unit and private flag unless given."""
+             move_unit: bool, share_unit: bool, operator: str) -> None:
+    """Register a holder: principal, topics, ACLs, sealing key and directory entry; the audit
+    log says who did it. Registered again, it keeps its link-code unit and private flag unless
+    given."""
     try:
         provision.holder_id(holder)
     except ValueError as exc:
@@ -61,7 +63,7 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
     admin = provision.reached_admin()
     before, entry, roles = asyncio.run(directory.registration(
         holder, name, role, unit, private, move_unit, share_unit,
-        lambda: provision.add_holder(admin, holder, provision.Report())))
+        lambda: provision.add_holder(admin, holder, provision.Report()), operator))
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
                f"at key epoch {entry.key_epoch}"
                + (", private (consent needed)" if entry.private else ""))

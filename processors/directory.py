@@ -15,7 +15,7 @@ from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Send, send
-from renkei.service_loop import deliver, producer_for
+from renkei.service_loop import deliver, producer_for, settled
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
 
@@ -177,19 +177,24 @@ async def _switched(access: KafkaAccess, holder: str, active: bool, operator: st
     entries = await current(access)
     there = entries.get(holder)
     if there is not None and there.role != SERVICE and there.active == active:
-        await logged(access, action, await _last_record(access, holder), operator, holder,
-                     reason)
+        await _delivered(access, [logged(action, await _last_record(access, holder), operator,
+                                         holder, reason)])
     entry = replace(_of_state(entries, holder, active=not active), active=active,
                     inactive_since=None, updated_at=datetime.now(UTC))
-    await logged(access, action, await _written(access, send(topics.DIRECTORY, holder, entry)),
-                 operator, holder, reason)
+    await _written(access, [send(topics.DIRECTORY, holder, entry)], action, operator, holder,
+                   reason)
     return entry
 
 
-async def _written(access: KafkaAccess, one: Send) -> Any:
-    """Send one record and wait until the broker has it: its metadata (offset, broker time)."""
+async def _written(access: KafkaAccess, sends: Sequence[Send], action: str, operator: str,
+                   subject: str, reason: str | None) -> None:
+    """Send the directory records and wait until the broker has them all, then log the operator
+    action for the last of them, on one producer."""
     async with running(producer_for(access), access) as producer:
-        return await producer.send_and_wait(one.topic, one.value, key=(one.key or "").encode())
+        handed = [await producer.send(s.topic, s.value, key=(s.key or "").encode())
+                  for s in sends]
+        await settled(handed)
+        await deliver(producer, [logged(action, handed[-1].result(), operator, subject, reason)])
 
 
 async def _last_record(access: KafkaAccess, holder: str) -> Any:
@@ -197,14 +202,12 @@ async def _last_record(access: KafkaAccess, holder: str) -> Any:
     return [r for r in await read_topic(access, topics.DIRECTORY) if r.key == holder.encode()][-1]
 
 
-async def logged(access: KafkaAccess, action: str, record: Any, operator: str, subject: str,
-                 reason: str | None) -> OperatorAction:
-    """Log an operator action on the audit topic, its id and time the directory record's (a
+def logged(action: str, record: Any, operator: str, subject: str, reason: str | None) -> Send:
+    """An operator action for the audit topic, its id and time the directory record's (a
     consumer record or a send's metadata: topic, partition, offset, broker time)."""
-    done = OperatorAction(f"{action}@{record.topic}:{record.partition}:{record.offset}",
-                          from_millis(record.timestamp), operator, action, subject, reason)
-    await _delivered(access, [send(topics.AUDIT, subject, done)])
-    return done
+    return send(topics.AUDIT, subject, OperatorAction(
+        f"{action}@{record.topic}:{record.partition}:{record.offset}",
+        from_millis(record.timestamp), operator, action, subject, reason))
 
 
 def _of_state(directory: Mapping[str, HolderEntry], holder: str, active: bool) -> HolderEntry:
@@ -227,17 +230,19 @@ async def _delivered(access: KafkaAccess, sends: Sequence[Send]) -> None:
 
 async def registration(holder: str, name: str, role: str, unit: str | None,
                        private: bool | None, move_unit: bool, share_unit: bool,
-                       admitted: Callable[[], object]
+                       admitted: Callable[[], object], operator: str
                        ) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
     """A holder registered (see `registered`), `admitted` called once the directory takes it
-    and before its entry is published: its entry before, the one published now, and the roles
-    the legal pattern list names; both topics checked once, at the start."""
+    and before its entry is published, and logged as the operator's action: its entry before,
+    the one published now, and the roles the legal pattern list names; both topics checked
+    once, at the start."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
     entries = await _directory(access)
     entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
     admitted()
-    await _delivered(access, [send(topics.DIRECTORY, holder, entry)])
+    await _written(access, [send(topics.DIRECTORY, holder, entry)], "REGISTER", operator, holder,
+                   None)
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
                                                           LegalPattern))
 
@@ -300,10 +305,14 @@ def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
     return max((e.key_epoch for e in directory.values() if e.link_unit == unit), default=0)
 
 
-async def rekey_unit(unit: str) -> list[HolderEntry]:
-    """Move a link-code unit to its next key epoch: its holders' entries, as published."""
-    entries = next_epoch(await current(), unit)
-    await publish(entries)
+async def rekey_unit(unit: str, operator: str) -> list[HolderEntry]:
+    """Move a link-code unit to its next key epoch, logged as one operator action on the unit,
+    its id and time the last of its holders' records (the unit is at the new epoch once the
+    broker has it): its holders' entries, as published."""
+    access = KafkaAccess.of(config.ADMIN)
+    entries = next_epoch(await current(access), unit)
+    await _written(access, [send(topics.DIRECTORY, e.holder_id, e) for e in entries], "REKEY",
+                   operator, unit, None)
     return entries
 
 

@@ -9,6 +9,7 @@ import click
 from audit import heads
 from processors import directory, keys
 from registry import tickets
+from renkei.options import OPERATOR_OPTION
 
 
 def unit_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -42,11 +43,13 @@ def init() -> None:
 
 @keys_cli.command()
 @click.argument("unit", callback=unit_name)
-def rekey(unit: str) -> None:
+@OPERATOR_OPTION
+def rekey(unit: str, operator: str) -> None:
     """Move a link-code unit to its next key epoch: its old codes are refused from then on; the
-    unit's holders re-key their bindings by themselves within seconds."""
+    unit's holders re-key their bindings by themselves within seconds; the audit log says who
+    did it."""
     try:
-        entries = asyncio.run(directory.rekey_unit(unit))
+        entries = asyncio.run(directory.rekey_unit(unit, operator))
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"link-code unit {unit!r} is at key epoch {entries[0].key_epoch}; its holders "

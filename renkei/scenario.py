@@ -4,6 +4,7 @@ link-code unit moved to a new key epoch."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -137,11 +138,11 @@ def staff(holder: str) -> tuple[str, str]:
 
 
 async def rekey_unit(clients: dict[str, HolderClient], unit: str) -> tuple[int, list[str], float]:
-    """Move a link-code unit to its next key epoch, as `renkei keys rekey` does, and wait until
-    its holders have re-keyed their bindings by themselves: the epoch, they, and the seconds
-    (reading the directory included)."""
+    """Move a link-code unit to its next key epoch, as `renkei keys rekey` does (the operator
+    your login), and wait until its holders have re-keyed their bindings by themselves: the
+    epoch, they, and the seconds (reading the directory included)."""
     started = time.monotonic()
-    entries = await directory.rekey_unit(unit)
+    entries = await directory.rekey_unit(unit, getpass.getuser())
     members = sorted(e.holder_id for e in entries)
     await rekeyed([clients[m] for m in members], entries[0].key_epoch)
     return entries[0].key_epoch, members, time.monotonic() - started

@@ -27,13 +27,14 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from audit.events import AccessLogEvent
+from audit.events import AccessLogEvent, OperatorAction
 from audit.topic import read_events
 from broker import config, topics
-from broker.clients import KafkaAccess, at_end
+from broker.clients import KafkaAccess, at_end, read_topic
 from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
 from broker.provision import admin_client, binding_filter
+from renkei.envelope import unpacked
 from renkei.tether import tethered
 from schemas.codec import CODEC
 from schemas.messages import Rejection
@@ -165,6 +166,15 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
 async def audit_events(request_ids: set[str] | None = None) -> list[AccessLogEvent]:
     """Every access-log event on the audit topic (optionally only of some requests)."""
     return await read_events(KafkaAccess.of(config.ADMIN), request_ids)
+
+
+async def operator_actions(start: int, subject: str) -> set[OperatorAction]:
+    """The operator actions on `subject` on the audit topic from offset `start`, each once."""
+    return {action for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT,
+                                                  start)
+            for value in unpacked(record.value or b"")
+            if CODEC.name_of(value) == "OperatorAction"
+            for action in [CODEC.decode(value, OperatorAction)] if action.subject == subject}
 
 
 async def logged_events(request_id: str, count: int) -> list[AccessLogEvent]:

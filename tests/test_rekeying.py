@@ -5,15 +5,20 @@ and linkage works again with the holder on either side."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from audit.events import OperatorAction, from_millis
+from broker import config, topics
+from broker.clients import KafkaAccess, offsets, read_topic
 from holders import client as client_module
 from holders.client import HolderClient, new_request_id
 from holders.store import HolderStore
@@ -25,7 +30,13 @@ from renkei.scenario import answerable, people, rekeyed, round_trip
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
-from tests.kafka_helpers import audit_events, rejection_of, renkei, said_in_one_line
+from tests.kafka_helpers import (
+    audit_events,
+    operator_actions,
+    rejection_of,
+    renkei,
+    said_in_one_line,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOLDER = "nenkin"  # its own link-code unit; in no test elsewhere by a fixed epoch
@@ -89,7 +100,7 @@ async def test_queries_during_a_rekeying_find_the_records_not_moved_yet(
     workers = [asyncio.create_task(asking(w)) for w in range(WORKERS)]
     await asyncio.sleep(0.5)
     bumped_at = time.monotonic()
-    epoch = (await directory.rekey_unit(HOLDER))[0].key_epoch
+    epoch = (await directory.rekey_unit(HOLDER, "operator"))[0].key_epoch
     moving.set()
     await rekeyed([holder], epoch, within=20)
     moved_at = time.monotonic()
@@ -104,7 +115,7 @@ async def test_a_holder_sends_no_code_of_an_old_epoch_once_it_knows_the_new_one(
     re-keying, then go with the new codes: none is refused for an old code."""
     holder = clients[HOLDER]
     asks = answerable(clients, town, ASKS)[:20]
-    epoch = (await directory.rekey_unit(HOLDER))[0].key_epoch
+    epoch = (await directory.rekey_unit(HOLDER, "operator"))[0].key_epoch
     while holder.entry(HOLDER).key_epoch < epoch:
         await holder.directory.changed()
     assert holder.store.bindings_before(epoch), "re-keyed already: nothing would be shown"
@@ -130,6 +141,34 @@ async def test_a_holder_registered_into_a_rekeyed_unit_gets_its_current_epoch(
     joined = renkei("holder", "register", "kita-pharmacy", "--name", "北町薬局",
                     "--role", "medical_institution", "--unit", "kita-medical")
     assert "link-code unit kita-medical at key epoch 1" in joined.stdout
+
+
+async def test_a_registration_and_a_rekeying_are_logged_once_each_with_who_did_them(
+        town: Town) -> None:
+    """No registration or re-keying reached the audit log: an auditor saw no holder admitted
+    and no unit's codes changed. Each registration is logged, its id and time its directory
+    record's, and a unit's re-keying once, its id and time the last of its holders' records,
+    with who did it (by default the login)."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    renkei("holder", "register", "tsuru-clinic", "--name", "鶴町診療所",
+           "--role", "medical_institution", "--unit", "tsuru-medical", "--operator", "ops-a")
+    await directory.registration("tsuru-pharmacy", "鶴町薬局", "medical_institution",
+                                 "tsuru-medical", None, False, False, lambda: None, "ops-b")
+    renkei("keys", "rekey", "tsuru-medical")
+    clinic, pharmacy, _, rekeyed_last = await read_topic(admin, topics.DIRECTORY, start=end)
+
+    def action(kind: str, record: Any, operator: str, subject: str) -> OperatorAction:
+        return OperatorAction(f"{kind}@{topics.DIRECTORY}:0:{record.offset}",
+                              from_millis(record.timestamp), operator, kind, subject, None)
+
+    assert await operator_actions(audit_end, "tsuru-clinic") == {
+        action("REGISTER", clinic, "ops-a", "tsuru-clinic")}
+    assert await operator_actions(audit_end, "tsuru-pharmacy") == {
+        action("REGISTER", pharmacy, "ops-b", "tsuru-pharmacy")}
+    assert await operator_actions(audit_end, "tsuru-medical") == {
+        action("REKEY", rekeyed_last, getpass.getuser(), "tsuru-medical")}
 
 
 async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Town) -> None:

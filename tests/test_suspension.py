@@ -19,11 +19,10 @@ from processors.keys import MasterKeys
 from processors.platform import Views
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
-from renkei.envelope import unpacked
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
-from tests.kafka_helpers import renkei
+from tests.kafka_helpers import operator_actions, renkei
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -126,15 +125,6 @@ async def test_a_suspension_is_one_record_every_reader_dates_alike(
             renkei("holder", "resume", "sakura-town")
 
 
-async def _actions(start: int, subject: str) -> set[OperatorAction]:
-    """The operator actions on `subject` on the audit topic from offset `start`, each once."""
-    return {action for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT,
-                                                  start)
-            for value in unpacked(record.value or b"")
-            if CODEC.name_of(value) == "OperatorAction"
-            for action in [CODEC.decode(value, OperatorAction)] if action.subject == subject}
-
-
 async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_why(
         town: town_setup.Town) -> None:
     """No suspension or resumption reached the audit log: an auditor saw no holder's access
@@ -152,7 +142,7 @@ async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_w
     for _ in range(2):
         renkei("holder", "resume", "sakura-town", "--operator", "ops-b", check=False)
     suspension, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
-    assert await _actions(audit_end, "sakura-town") == {
+    assert await operator_actions(audit_end, "sakura-town") == {
         OperatorAction(f"SUSPEND@{topics.DIRECTORY}:0:{suspension.offset}",
                        from_millis(suspension.timestamp), "ops-a", "SUSPEND", "sakura-town",
                        "情報漏えい"),
