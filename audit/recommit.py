@@ -11,8 +11,7 @@ import asyncio
 
 from aiokafka import TopicPartition
 
-from audit.consumer import decoded, member_id
-from audit.events import AccessLogEvent
+from audit.consumer import member_id, read_audit
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, topic_batches
@@ -28,20 +27,21 @@ class NotAssigned(RuntimeError):
 
 async def accounted_offset(access: KafkaAccess, store: AuditStore,
                            topic: str = topics.AUDIT) -> int:
-    """The offset of the first record on the audit topic (or `topic`) with an event the store
-    does not hold (one older than the last purge's cutoff aside: the store would not log it), or
-    the topic's end: the consumer appended the events of every record before it. A topic whose
-    retention deleted every record lacks nothing: its end, its start too (not 0, before it,
-    which would leave the consumer's auto.offset.reset to decide)."""
+    """The offset of the first record on the audit topic (or `topic`) with an event or an
+    operator action the store does not hold (an event older than the last purge's cutoff aside:
+    the store would not log it), or the topic's end: the consumer appended the events and
+    actions of every record before it. A topic whose retention deleted every record lacks
+    nothing: its end, its start too (not 0, before it, which would leave the consumer's
+    auto.offset.reset to decide)."""
     cutoff = store.last_cutoff()
     end = (await offsets(access, topic))[1]
     async for records in topic_batches(access, topic):
-        carried: list[tuple[int, list[AccessLogEvent]]] = [
-            (record.offset, [event for event, _ in decoded([record])]) for record in records]
-        held = store.stored([event.event_id for _, events in carried for event in events])
-        for offset, events in carried:
+        carried = [(int(record.offset), *read_audit([record])) for record in records]
+        held = store.stored([event.event_id for _, items, _ in carried for event, _ in items])
+        kept = store.actions_stored([a.action_id for _, _, actions in carried for a in actions])
+        for offset, items, actions in carried:
             if any(event.event_id not in held and not beyond_retention(event, cutoff)
-                   for event in events):
+                   for event, _ in items) or any(a.action_id not in kept for a in actions):
                 return offset
         end = records[-1].offset + 1
     return end

@@ -594,7 +594,7 @@ class AuditStore:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
-            known = self._by_event_id(cur, [e.event_id for e, _ in batch], "leaf") if replay \
+            known = self._by_id(cur, [e.event_id for e, _ in batch], "leaf") if replay \
                 else {}
             horizon = self._last_cutoff(cur)
             rows: list[Row] = []
@@ -661,15 +661,17 @@ class AuditStore:
             yield past, purge.cutoff
 
     @staticmethod
-    def _by_event_id(cur: Cursor, event_ids: list[str], column: str) -> dict[str, Any]:
-        """The stored `column` (leaf or serial) of these event ids, by their column_text."""
-        keys = sorted({column_text(i) for i in event_ids})
+    def _by_id(cur: Cursor, ids: list[str], column: str, table: str = "entries",
+               key: str = "event_id") -> dict[str, Any]:
+        """The stored `column` (leaf or serial) of these event ids (or the ids in another
+        table's `key` column), by their column_text."""
+        keys = sorted({column_text(i) for i in ids})
         found: dict[str, Any] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
             found.update(cur.execute(
-                f"SELECT event_id, {column} FROM entries "
-                f"WHERE event_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall())
+                f"SELECT {key}, {column} FROM {table} "
+                f"WHERE {key} IN ({', '.join('?' * len(chunk))})", chunk).fetchall())
         return found
 
     # ---- heads ----
@@ -739,9 +741,15 @@ class AuditStore:
         """Which of these event ids the log holds already."""
         return set(self.serials(event_ids))
 
+    def actions_stored(self, action_ids: Sequence[str]) -> set[str]:
+        """Which of these operator action ids the store holds already."""
+        found = self._by_id(self._db.cursor(), list(action_ids), "action_id",
+                                  "operator_actions", "action_id")
+        return {i for i in action_ids if column_text(i) in found}
+
     def serials(self, event_ids: Sequence[str]) -> dict[str, int]:
         """The serial of each of these event ids the log holds (a purged entry's is not)."""
-        found = self._by_event_id(self._db.cursor(), list(event_ids), "serial")
+        found = self._by_id(self._db.cursor(), list(event_ids), "serial")
         return {i: int(serial) for i in event_ids
                 if (serial := found.get(column_text(i))) is not None}
 

@@ -929,17 +929,18 @@ def own_group(topic: str) -> str:
 
 
 @asynccontextmanager
-async def topic_of_its_own(events: Sequence[AccessLogEvent], start: int,
+async def topic_of_its_own(events: Sequence[AccessLogEvent | OperatorAction], start: int,
                            committed: int | None = None) -> AsyncIterator[str]:
-    """A topic of the events, one a record, whose records before offset `start` the broker
-    deleted (as its retention would), its audit consumer (own_group) having committed offset
-    `committed` (None: none, it never read the topic); deleted after."""
+    """A topic of the events (or operator actions), one a record, whose records before offset
+    `start` the broker deleted (as its retention would), its audit consumer (own_group) having
+    committed offset `committed` (None: none, it never read the topic); deleted after."""
     own, admin = f"{topics.AUDIT}.own-{uuid.uuid4().hex[:8]}", admin_client()
     admin.create_topics([NewTopic(own, 1, 1)])[own].result(30)
     try:
         async with producer(KafkaAccess.of(config.ADMIN)) as prod:
             for event in events:
-                await prod.send(own, CODEC.encode(event), key=event.request_id.encode())
+                key = event.request_id if isinstance(event, AccessLogEvent) else event.subject
+                await prod.send(own, CODEC.encode(event), key=key.encode())
         if committed is not None:
             commit_offsets(admin, own_group(own), [TopicPartition(own, 0, committed)])
         next(iter(admin.delete_records([TopicPartition(own, 0, start)],
@@ -1241,6 +1242,23 @@ async def test_recommit_accounts_for_no_event_older_than_the_stores_last_cutoff(
         store.purge(now)
         async with topic_of_its_own([old, new], 0) as own:
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 1
+
+
+async def test_recommit_accounts_for_an_operator_action_the_store_lacks(
+        town: Town, tmp_path: Path) -> None:
+    """A record holding only an operator action the store lacks was not lacking (recommit
+    counted access-log events alone): committed past, the action was lost. It is the first
+    record lacking until the store holds the action."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [synthetic(n, "action", now) for n in range(2)]
+    action = OperatorAction(f"REKEY@{topics.DIRECTORY}:0:{uuid.uuid4().int % 10**9}", now,
+                            "operator-a", "REKEY", "medical", None)
+    with AuditStore(tmp_path / "store.db", Signer.generate()) as store:
+        store.append_many(item(event) for event in events)
+        async with topic_of_its_own([events[0], action, events[1]], 0) as own:
+            assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 1
+            store.append_many((), (), [action])
+            assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 3
 
 
 async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_read_again(
