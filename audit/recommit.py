@@ -12,6 +12,7 @@ import asyncio
 from aiokafka import TopicPartition
 
 from audit.consumer import member_id, read_audit
+from audit.events import AccessLogEvent, OperatorAction
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, topic_batches
@@ -28,8 +29,8 @@ class NotAssigned(RuntimeError):
 async def accounted_offset(access: KafkaAccess, store: AuditStore,
                            topic: str = topics.AUDIT) -> int:
     """The offset of the first record on the audit topic (or `topic`) with an event or an
-    operator action the store does not hold (an event older than the last purge's cutoff aside:
-    the store would not log it), or the topic's end: the consumer appended the events and
+    operator action the store does not hold (one older than the last purge's cutoff aside: the
+    store would not log it), or the topic's end: the consumer appended the events and
     actions of every record before it. A topic whose retention deleted every record lacks
     nothing: its end, its start too (not 0, before it, which would leave the consumer's
     auto.offset.reset to decide)."""
@@ -40,8 +41,10 @@ async def accounted_offset(access: KafkaAccess, store: AuditStore,
         held = store.stored([event.event_id for _, items, _ in carried for event, _ in items])
         kept = store.actions_stored([a.action_id for _, _, actions in carried for a in actions])
         for offset, items, actions in carried:
-            if any(event.event_id not in held and not beyond_retention(event, cutoff)
-                   for event, _ in items) or any(a.action_id not in kept for a in actions):
+            lacking: list[AccessLogEvent | OperatorAction] = [
+                *(event for event, _ in items if event.event_id not in held),
+                *(a for a in actions if a.action_id not in kept)]
+            if any(not beyond_retention(one, cutoff) for one in lacking):
                 return offset
         end = records[-1].offset + 1
     return end

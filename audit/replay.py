@@ -165,7 +165,8 @@ class ReplayReport:
     either; `left`, those as old, or older than the cutoff of a purge after it logged them, that
     it holds all the same, at the serial they take, the entries a purge left (their bytes not
     their leaf's, or their time column not their event's): replayed. `actions` are the operator
-    actions on the topic, once each, `unkept` those of them the live store does not hold."""
+    actions on the topic, once each, `unkept` those of them the live store does not hold (one
+    older than its last purge's cutoff aside: purged, or never logged)."""
 
     records: int = 0
     start: int = 0
@@ -258,8 +259,9 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     report.root = target.head().head.root
     report.actions = target.operator_actions()
     if live is not None:
-        kept = {a.action_id for a in live.operator_actions()}
-        report.unkept = [a for a in report.actions if a.action_id not in kept]
+        kept, cutoff = {a.action_id for a in live.operator_actions()}, live.last_cutoff()
+        report.unkept = [a for a in report.actions
+                         if a.action_id not in kept and not beyond_retention(a, cutoff)]
         report.live_size = live.size()
         if report.start:
             report.compared_at, report.differing = _leaves_compared(live, target, report.beyond)

@@ -10,7 +10,8 @@ part of the tree) and `bindings` (which holder a binding ever gave which person,
 detector; not part of the tree, never purged: a binding stays made) and `operator_actions` (an
 operator's changes to the holder directory, one row per action id, with its exact bytes; not
 part of the tree). Proofs read O(log n)
-nodes; a purge deletes entry rows (and their alerts), never nodes, heads or bindings, so proofs
+nodes; a purge deletes entry rows (and their alerts) and operator actions past the retention,
+never nodes, heads or bindings, so proofs
 for what remains and consistency between heads keep verifying, and a holder stays bound to the
 persons it bound more than 7 years ago.
 """
@@ -107,6 +108,21 @@ def _action_row(action: OperatorAction) -> Row:
     return (column_text(action.action_id), millis(action.occurred_at),
             column_text(action.operator), action.action, column_text(action.subject),
             None if action.reason is None else column_text(action.reason), CODEC.encode(action))
+
+
+def _within(actions: Sequence[OperatorAction], horizon: datetime | None
+            ) -> list[OperatorAction]:
+    """The operator actions not older than the last purge's cutoff `horizon` (append_many logs
+    no other, as no such event); each other one logged as left out."""
+    kept = []
+    for action in actions:
+        if not beyond_retention(action, horizon):
+            kept.append(action)
+            continue
+        log.error("operator action %r of %s is not logged: it is older than the last purge's "
+                  "cutoff %s", short(column_text(action.action_id)),
+                  action.occurred_at.isoformat(), horizon)
+    return kept
 
 
 def node_key(level: int, index: int) -> int:
@@ -315,9 +331,9 @@ def retention_cutoff(now: datetime) -> datetime:
     return years_before(now, RETENTION_YEARS)
 
 
-def beyond_retention(event: AccessLogEvent, cutoff: datetime | None) -> bool:
-    """Is the event older than the last purge's `cutoff` (None: no purge yet)? The store logs
-    no such event (append_many), and lacks none (audit recommit)."""
+def beyond_retention(event: AccessLogEvent | OperatorAction, cutoff: datetime | None) -> bool:
+    """Is the event (or operator action) older than the last purge's `cutoff` (None: no purge
+    yet)? The store logs no such one (append_many), and lacks none (audit recommit)."""
     return cutoff is not None and event.occurred_at < cutoff
 
 
@@ -579,7 +595,8 @@ class AuditStore:
         An event id already stored is skipped: exactly one entry per event id, the first; an
         alert or an operator action already stored (come again) likewise.
         Other bytes under a stored id (a step re-run with a new time?) are logged as a
-        warning. Events older than the last purge's cutoff are skipped too.
+        warning. Events and operator actions older than the last purge's cutoff are skipped
+        too.
         The batch is first written as all new; only if an event id clashes (a replay after
         a crash) is it redone, looking up which events are stored.
         """
@@ -627,7 +644,7 @@ class AuditStore:
                 "ON CONFLICT DO NOTHING",
                 [(a.rule, column_text(a.event_id), column_text(a.requester),
                   millis(a.occurred_at)) for a in raised])
-            cur.executemany(_ACT, [_action_row(a) for a in actions])
+            cur.executemany(_ACT, [_action_row(a) for a in _within(actions, horizon)])
             latest = self._latest_head(cur)
             if tree.size - (latest.head.size if latest else 0) >= self.head_every:
                 self._sign(cur, tree)
@@ -905,15 +922,17 @@ class AuditStore:
     # ---- retention ----
 
     def purge(self, now: datetime, retention_years: int = RETENTION_YEARS) -> Purge:
-        """Delete entries (and the alerts on them) older than the retention, as their signed
-        bytes tell it; keep their leaf hashes and all heads. An entry whose bytes are not its
-        leaf's, or tell of a later event, stays (logged; `verify` reports it)."""
+        """Delete entries (and the alerts on them) and operator actions older than the
+        retention, an entry's age as its signed bytes tell it; keep their leaf hashes and all
+        heads. An entry whose bytes are not its leaf's, or tell of a later event, stays (logged;
+        `verify` reports it)."""
         cutoff = years_before(now, retention_years)
         with self._write() as cur:
             ranges = _runs(self._expired(cur, millis(cutoff)))
             cur.executemany("DELETE FROM entries WHERE serial >= ? AND serial < ?", ranges)
             cur.executemany(_PURGED_LEAVES, ranges)
             cur.execute("DELETE FROM alerts WHERE occurred_at < ?", (millis(cutoff),))
+            cur.execute("DELETE FROM operator_actions WHERE occurred_at < ?", (millis(cutoff),))
             unsigned = Purge(now, cutoff, tuple(ranges), self.signer.key_id, b"")
             record = replace(unsigned, signature=self.signer.sign(unsigned.message()))
             cur.execute(

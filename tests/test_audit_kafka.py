@@ -1261,6 +1261,27 @@ async def test_recommit_accounts_for_an_operator_action_the_store_lacks(
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 3
 
 
+async def test_an_operator_action_past_the_retention_is_purged_and_not_lacking(
+        town: Town, tmp_path: Path) -> None:
+    """The audit store's purge left operator actions past the retention, and one that came
+    older than the last purge's cutoff was stored: each such one is gone and stays so, and
+    neither recommit nor the replay takes it as one the store lacks."""
+    now, live = datetime.now(UTC).replace(microsecond=0), tmp_path / "live.db"
+    old, new, late = (OperatorAction(f"SUSPEND@{topics.DIRECTORY}:0:{n}", at, "operator-a",
+                                     "SUSPEND", "sakura-town", None)
+                      for n, at in enumerate((now - timedelta(days=9 * 366), now,
+                                              now - timedelta(days=8 * 366))))
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many((), (), [old, new])
+        store.purge(now)
+        store.append_many((), (), [late])
+        assert store.operator_actions() == [new]
+        async with topic_of_its_own([old, new, late], 0) as own:
+            assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 3
+            report = await rebuilt(tmp_path / "replay.db", live, own)
+    assert (report.actions, report.unkept) == ([old, late, new], [])
+
+
 async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_read_again(
         town: Town, tmp_path: Path) -> None:
     """An event older than the last purge's cutoff came twice after the purge, one record after
