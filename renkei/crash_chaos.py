@@ -283,17 +283,17 @@ class Killer:
 
 
 def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
-    """The kill order: platform instances in turn, between them a holder's server, the audit
-    consumer, the broker, the registry or the authority; a holder's server, the audit consumer
-    and the broker first (the broker, slowest back, last of them), so that a short run, or one on
-    a slow machine, still kills each of the processes a linkage request goes through, then the
-    registry and the authority, which a binding goes through."""
+    """The kill order: first one process of each kind — a platform instance, a holder's server,
+    the audit consumer, the registry, the authority, then the broker (slowest back, and the
+    killer waits for it: last of them) — so that a short run, or one on a slow machine, still
+    kills each of the processes a linkage request or a binding goes through while they flow;
+    then the other platform instances in turn, between them the other holders' servers."""
     servers = [f"holder-{h}" for h in holders]
     random.Random(seed).shuffle(servers)
-    others = [*servers[:1], "audit", BROKER, "registry", "authority", *servers[1:]]
     platforms = [f"platform-{n}" for n in range(1, instances + 1)]
-    return [victim for pair in zip(itertools.cycle(platforms), others, strict=False)
-            for victim in pair]
+    each_kind = [platforms[0], servers[0], "audit", "registry", "authority", BROKER]
+    in_turn = itertools.cycle([*platforms[1:], platforms[0]])
+    return each_kind + [victim for server in servers[1:] for victim in (next(in_turn), server)]
 
 
 async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0,

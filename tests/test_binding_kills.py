@@ -22,8 +22,13 @@ pytestmark = pytest.mark.timeout(180)
 BINDINGS = 60  # per kill
 
 
-def test_chaos_crash_kills_the_registry_and_the_authority() -> None:
-    assert {"registry", "authority"} <= set(schedule(2, ["nenkin", "sakura-town"], 2026))
+def test_chaos_crash_kills_the_registry_and_the_authority_before_the_broker() -> None:
+    """One process of every kind first, the broker (slowest back: the killer waits for it)
+    last of them, so that a short run kills the registry and the authority too."""
+    order = schedule(2, ["nenkin", "sakura-town", "acme-kenpo"], 2026)
+    first = order[:order.index("broker")]
+    assert sorted(v.split("-", 1)[0] for v in first) == [
+        "audit", "authority", "holder", "platform", "registry"]
 
 
 def answered(client: HolderClient, request_ids: list[str]) -> int:
