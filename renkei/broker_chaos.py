@@ -1,8 +1,10 @@
 """A broker killed under load: on a 3-node cluster (KRaft quorum of 3, replication 3, min ISR 2,
-idempotent producers with acks=all), a town's holders send lawful requests at a steady rate while
-one broker is SIGKILLed and, a while later, started again. Every request the requesters recorded
-is checked as in every chaos run (`chaos_check`: answered once, logged once on each side, audited
-once per step), and the time to recover is measured.
+idempotent producers with acks=all), a town's holders send lawful requests at a steady rate, one
+in ten a binding (the registry and the authority run beside the platform), while one broker is
+SIGKILLed and, a while later, started again. Every request the requesters recorded is checked as
+in every chaos run (`chaos_check`: answered once, logged once on each side, audited once per
+step; each binding answered once, audited once, looked up once by personal number), and the time
+to recover is measured.
 
 `run_broker_chaos` does it in a state folder of its own (`<state>/cluster3`, free ports) and
 returns a `BrokerChaos`; `renkei chaos broker` writes it to results/chaos-broker.json.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +38,11 @@ LOST, SEND_FAILED = "LOST", "SEND_FAILED"
 class BrokerChaos:
     """What a broker kill under load did. Times are seconds; `None` where it did not happen.
 
-    jobs: requests the load made; send_failed: jobs whose sending raised (not NotSentYet: a
-    request the broker did not take in time is kept, sent later and followed like any other); a
-    request so recorded is in `checked` like every other, and fails the run unless answered;
-    checked: every linkage request the requesters recorded during the run
+    jobs: requests the load made (binding_jobs of them bindings); send_failed: jobs whose
+    sending raised (not NotSentYet: a request the broker did not take in time is kept, sent later
+    and followed like any other); a request so recorded is in `checked` like every other, and
+    fails the run unless answered;
+    checked: every linkage and binding request the holders recorded during the run
     (`chaos_check.Checked`), judged with the audit consumer still running.
     recover_first_answer_seconds: from the kill until the first request sent after it was
     answered; recover_isr_seconds: from the kill until the restarted broker was back in the ISR
@@ -57,6 +61,7 @@ class BrokerChaos:
     kill_at_seconds: float
     down_seconds: float
     jobs: int
+    binding_jobs: int
     send_failed: int
     checked: Checked
     recover_first_answer_seconds: float | None
@@ -130,19 +135,33 @@ def _victim() -> tuple[int, str, int]:
     return node, f"leader of {DECISIONS} partition 0", sum(1 for n in led.values() if n == node)
 
 
+def _sending(clients: dict[str, HolderClient], job: tuple[exchanges.Exchange, str],
+             binding: scenario.BindingJob | None) -> tuple[HolderClient, Coroutine[Any, Any, str]]:
+    """The holder's library a job is sent by, and its sending: the binding, if it is one, else
+    the linkage request `job`."""
+    if binding is None:
+        exchange, own = job
+        client = clients[exchange.requester]
+        return client, scenario.ask(client, exchange, own)
+    holder, own, by_number = binding
+    client = clients[holder]
+    return client, client.bind(own, *scenario.staff(holder), by_number=by_number)
+
+
 async def _send_steadily(clients: dict[str, HolderClient],
-                         jobs: list[tuple[exchanges.Exchange, str]], rate: float,
-                         seconds: float, bound: float) -> list[_Sent]:
-    """Requests at `rate` per second for `seconds`, each waited for up to `bound` seconds."""
+                         jobs: list[tuple[exchanges.Exchange, str]],
+                         bindings: list[scenario.BindingJob], rate: float, seconds: float,
+                         bound: float) -> list[_Sent]:
+    """Requests at `rate` per second for `seconds`, one in ten a binding, each waited for up to
+    `bound` seconds."""
     sent: list[_Sent] = []
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(exchange: exchanges.Exchange, own: str) -> None:
-        client = clients[exchange.requester]
+    async def one(client: HolderClient, sending: Coroutine[Any, Any, str]) -> None:
         entry = _Sent(None, time.monotonic())
         sent.append(entry)
         try:
-            request_id = await scenario.ask(client, exchange, own)
+            request_id = await sending
         except NotSentYet as kept:  # not taken within its wait: kept, and sent once it can be
             request_id = kept.request_id
         except Exception:  # the broker did not take it: the holder knows, nothing is lost
@@ -160,7 +179,8 @@ async def _send_steadily(clients: dict[str, HolderClient],
     for k in range(int(rate * seconds)):
         if (wait := started + k / rate - time.monotonic()) > 0:
             await asyncio.sleep(wait)
-        task = asyncio.create_task(one(*jobs[k % len(jobs)]))
+        task = asyncio.create_task(one(*_sending(clients, jobs[k % len(jobs)],
+                                                 scenario.binding_of(k, bindings))))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -262,15 +282,16 @@ async def _run(seconds: float, rate: float, residents: int, seed: int, kill_at: 
             await scenario.bind_all(clients)
             phase("binding")
             jobs = scenario.lawful_jobs(clients, built, seed)
+            bindings = scenario.binding_jobs(clients, sorted(clients), seed)
             kill = _Kill(*await asyncio.to_thread(_victim))
             since = datetime.now(UTC)
             killer = asyncio.create_task(_kill_and_restart(kill, kill_at, down_for,
                                                            isr_within=bound + 120))
-            sent = await _send_steadily(clients, jobs, rate, seconds, bound)
+            sent = await _send_steadily(clients, jobs, bindings, rate, seconds, bound)
             phase("load")
             await killer
             phase("until back in every ISR")
-            verdict = await checked(sorted(clients), since, bound)
+            verdict = await checked(sorted(clients), since, bound, scenario.BY_NUMBER)
             phase("check")
     finally:
         await asyncio.to_thread(services.__exit__, None, None, None)
@@ -293,7 +314,8 @@ def _measure(sent: list[_Sent], kill: _Kill, verdict: Checked, seconds: float, r
         killed_node=kill.node, killed_why=kill.why,
         killed_was_quorum_leader=kill.was_quorum_leader, partitions_led_by_killed=kill.led,
         kill_at_seconds=kill_at, down_seconds=down_for,
-        jobs=len(sent), send_failed=sum(1 for s in sent if s.status == SEND_FAILED),
+        jobs=len(sent), binding_jobs=len(sent) // scenario.BINDING_EVERY,
+        send_failed=sum(1 for s in sent if s.status == SEND_FAILED),
         checked=verdict,
         recover_first_answer_seconds=(
             None if first is None or first.answered_at is None

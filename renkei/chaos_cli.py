@@ -27,7 +27,7 @@ def chaos_cli() -> None:
 @click.option("--seconds", type=FiniteRange(min=5), default=60.0, show_default=True,
               help="how long to send requests")
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
-              help="lawful requests per second")
+              help="lawful requests per second (one in ten a binding)")
 @residents_option(50, 300)
 @click.option("--kill-at", type=NON_NEGATIVE, default=None,
               help="seconds into the load to SIGKILL the broker [default: a quarter]; it and "
@@ -39,7 +39,8 @@ def chaos_cli() -> None:
               show_default=True)
 def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | None,
                  down_for: float | None, keep: bool, out: Path) -> None:
-    """A broker of a 3-node cluster (in <state>/cluster3) SIGKILLed under load, restarted."""
+    """A broker of a 3-node cluster (in <state>/cluster3) SIGKILLed under load, linkage
+    requests and one binding in ten, restarted."""
     try:
         kill_times(seconds, kill_at, down_for)
     except ValueError as exc:
@@ -66,7 +67,8 @@ def summary(r: BrokerChaos) -> list[str]:
         f"killed node {r.killed_node} ({r.killed_why}; led {r.partitions_led_by_killed} "
         f"partitions of it; quorum leader: {'yes' if r.killed_was_quorum_leader else 'no'}) "
         f"at {r.kill_at_seconds:.0f}s, started again {r.down_seconds:.0f}s later",
-        f"jobs: {r.jobs} at {r.rate:g}/s for {r.seconds:g}s; send failed {r.send_failed} "
+        f"jobs: {r.jobs} at {r.rate:g}/s for {r.seconds:g}s ({r.binding_jobs} of them "
+        f"bindings); send failed {r.send_failed} "
         "(judged below if recorded)",
         *r.checked.lines(),
         f"recovery: first request sent after the kill answered {s(r.recover_first_answer_seconds)}"

@@ -2,7 +2,7 @@
 communication servers at a steady rate while, every few seconds, one process is SIGKILLed and
 started again — a platform instance (several share the consumer group), a holder's
 communication server, the audit consumer, the registry, the numbering authority, or the broker
-itself. One job in BINDING_EVERY is a binding (a record not bound yet, or one bound again; by
+itself. One job in ten is a binding (a record not bound yet, or one bound again; by
 personal number at the holders that hold them, else by the four attributes), so that the kills
 of the registry and the authority fall among look-ups. Afterwards every request the requesters
 recorded is checked (`chaos_check`): answered once, logged once by its requester (and by its
@@ -34,8 +34,6 @@ import aiohttp
 from broker import process
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
-from holders.client import HolderClient
-from holders.samples import SAMPLES
 from holders.server import KEY_IN_USE, STORE_BUSY, Address, address_file, recorded
 from holders.store import SENT
 from renkei import exchanges, scenario, town
@@ -45,8 +43,6 @@ from renkei.state import held, state_folder
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
 BROKER = "broker"
-BINDING_EVERY = 10  # one job in so many is a binding
-BY_NUMBER = frozenset(s.holder_id for s in SAMPLES if s.knows_numbers)  # bind by personal number
 
 
 @dataclass
@@ -336,7 +332,7 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
             await scenario.bind_all(clients)
             jobs = scenario.lawful_jobs(clients, built, seed)
             holders = sorted({h for e in exchanges.LAWFUL for h in (e.requester, e.provider)})
-            bindings = binding_jobs(clients, holders, seed)
+            bindings = scenario.binding_jobs(clients, holders, seed)
         servers = {h: await start_server(procs, h) for h in holders}
         watch = Watch.of(procs)
         since = datetime.now(UTC)
@@ -350,12 +346,12 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
             for k in range(int(rate * seconds)):
                 if (wait := began + k / rate - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
-                n, binding = divmod(k, BINDING_EVERY)
+                binding = scenario.binding_of(k, bindings)
                 tasks.append(asyncio.create_task(
-                    load.bind(*bindings[n % len(bindings)], give_up)
-                    if binding == BINDING_EVERY - 1 else load.one(*jobs[k % len(jobs)], give_up)))
+                    load.bind(*binding, give_up) if binding
+                    else load.one(*jobs[k % len(jobs)], give_up)))
             await asyncio.gather(killing, *tasks)
-        verdict = await checked(holders, since, bound, BY_NUMBER)
+        verdict = await checked(holders, since, bound, scenario.BY_NUMBER)
         died = sorted({*watch.died(), *killer.found_dead})
         tracebacks = watch.tracebacks()
     finally:
@@ -364,27 +360,14 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
     return CrashChaos(
         seconds=seconds, rate=rate, platform_instances=instances, every_seconds=every,
         kills=killer.kills, kills_by_kind=dict(Counter(_kind(v) for _, v, _ in killer.kills)),
-        jobs=len(tasks), binding_jobs=len(tasks) // BINDING_EVERY, accepted=len(load.sent),
+        jobs=len(tasks), binding_jobs=len(tasks) // scenario.BINDING_EVERY,
+        accepted=len(load.sent),
         never_accepted=dict(load.never_accepted),
         refused_at_door=load.refused, checked=verdict, died=died, tracebacks=tracebacks,
         latency_p50_seconds=round(latencies[len(latencies) // 2], 3) if latencies else None,
         latency_max_seconds=round(latencies[-1], 3) if latencies else None,
         bound_seconds=bound,
     )
-
-
-def binding_jobs(clients: dict[str, HolderClient], holders: list[str],
-                 seed: int) -> list[tuple[str, str, bool]]:
-    """(holder, own number, by personal number) of bindings: each holder's records in a seeded
-    order, those not bound first, interleaved across the holders."""
-    rng, per_holder = random.Random(seed), []
-    for holder in holders:
-        store = clients[holder].store
-        owns = store.own_numbers()
-        rng.shuffle(owns)
-        owns.sort(key=lambda own: store.link_code(own) is not None)
-        per_holder.append([(holder, own, holder in BY_NUMBER) for own in owns])
-    return [job for round_ in itertools.zip_longest(*per_holder) for job in round_ if job]
 
 
 def _kind(victim: str) -> str:

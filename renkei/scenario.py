@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +18,10 @@ from holders.samples import SAMPLES
 from holders.store import HolderStore, Request, default_path
 from processors import directory
 from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
+
+BINDING_EVERY = 10  # one job in so many of a chaos run's load is a binding
+BY_NUMBER = frozenset(s.holder_id for s in SAMPLES if s.knows_numbers)  # bind by personal number
+BindingJob = tuple[str, str, bool]  # holder, own number, by personal number
 
 if TYPE_CHECKING:  # the town (its provisioning, the registry's tickets) only for those given one
     from renkei.town import Town
@@ -102,6 +107,27 @@ def lawful_jobs(clients: dict[str, HolderClient], town: Town,
         per_exchange.append([(exchange, own) for own in people_])
     jobs = [job for round_ in zip(*per_exchange, strict=False) for job in round_]
     return jobs or [job for jobs_ in per_exchange for job in jobs_]
+
+
+def binding_jobs(clients: dict[str, HolderClient], holders: list[str],
+                 seed: int) -> list[BindingJob]:
+    """Bindings: each holder's records in a seeded order, those not bound first, interleaved
+    across the holders."""
+    rng, per_holder = random.Random(seed), []
+    for holder in holders:
+        store = clients[holder].store
+        owns = store.own_numbers()
+        rng.shuffle(owns)
+        owns.sort(key=lambda own: store.link_code(own) is not None)
+        per_holder.append([(holder, own, holder in BY_NUMBER) for own in owns])
+    return [job for round_ in itertools.zip_longest(*per_holder) for job in round_ if job]
+
+
+def binding_of(k: int, bindings: list[BindingJob]) -> BindingJob | None:
+    """The binding job `k` of a chaos run's load is (one in BINDING_EVERY, the bindings in
+    turn); None if it is a linkage request."""
+    n, turn = divmod(k, BINDING_EVERY)
+    return bindings[n % len(bindings)] if turn == BINDING_EVERY - 1 and bindings else None
 
 
 def people(client: HolderClient, town: Town, exchange: Exchange) -> list[str]:

@@ -296,7 +296,7 @@ def broker_chaos(checked: Checked, send_failed: int) -> BrokerChaos:
     return BrokerChaos(
         nodes=3, seconds=1.0, rate=1.0, residents=50, killed_node=1, killed_why="",
         killed_was_quorum_leader=False, partitions_led_by_killed=0, kill_at_seconds=0.0,
-        down_seconds=0.0, jobs=3, send_failed=send_failed, checked=checked,
+        down_seconds=0.0, jobs=3, binding_jobs=0, send_failed=send_failed, checked=checked,
         recover_first_answer_seconds=None, recover_isr_seconds=None, restart_seconds=None,
         cluster_start_seconds=None, services_ready_seconds=0.0, bound_seconds=1.0,
         latency_p50_seconds=None, latency_max_seconds=None)

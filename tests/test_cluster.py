@@ -126,7 +126,12 @@ async def test_a_broker_killed_under_load_loses_nothing_and_logs_once(cluster3: 
                                     down_for=3, bound=60)
     print(f"\nbroker chaos: {result.to_json()}")
     checked = result.checked
-    assert result.jobs >= 100 and checked.requests >= result.jobs - result.send_failed
+    assert checked.bindings > 0, "one job in ten a binding, the registry and authority running"
+    assert result.jobs >= 100 and checked.requests + checked.bindings >= (
+        result.jobs - result.send_failed)
+    assert checked.bindings >= result.binding_jobs == result.jobs // 10
+    assert 0 < checked.bindings_by_number < checked.bindings, "by number and by attributes"
+    assert sum(checked.bindings_answered.values()) == checked.bindings
     assert not checked.failing_request_ids, checked.failing_request_ids
     assert checked.audit_steps_per_request == {"approved+answered": checked.requests}
     assert result.exactly_once
