@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.typedefs import Handler
 
 from broker.provision import registered_holder
@@ -344,17 +345,30 @@ async def run(holder: str, port: int) -> None:
             store.close()
 
 
+def _refused(exc: BadHttpMessage) -> str:
+    """What aiohttp's parser refused, quoting none of it: its own words quote up to 100 bytes of
+    the line or header (an Authorization token)."""
+    if isinstance(exc, LineTooLong):
+        return f"a request line or header over {exc.args[1]} bytes"
+    return f"{type(exc).__name__}: not a request this server reads"
+
+
 class _JsonConnection(web.RequestHandler):
     """aiohttp's connection, whose refusal of a request before the app sees it (a request line
     or header over its max_line_size or max_field_size, a request that is not HTTP: 400) is in
-    JSON, as _errors_in_json answers, not aiohttp's plain text."""
+    JSON, as _errors_in_json answers, not aiohttp's plain text, and is said and logged in
+    _refused's words, not aiohttp's."""
 
     __slots__ = ()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logged, as aiohttp does
+        if isinstance(exc, BadHttpMessage):
+            message = _refused(exc)
+            log.warning("refused a request from %s: %s", request.remote, message)
+        else:
+            super().handle_error(request, status, exc, message)  # logged, as aiohttp does
         reason = HTTPStatus(status)
         response = _error(status, _code(reason.phrase), message or reason.description)
         response.force_close()  # the rest of the connection cannot be read

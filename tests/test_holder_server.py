@@ -560,7 +560,29 @@ async def test_a_request_line_or_header_over_the_limits_is_refused_in_json(
     assert status.startswith(b"HTTP/1.0 400 ") and b"application/json" in status, answer
     refused = json.loads(body)
     assert refused["error"] == "bad_request" and "\n" not in refused["detail"], refused
-    assert refused["detail"].startswith("Got more than 8190 bytes"), refused
+    assert refused["detail"] == "a request line or header over 8190 bytes", refused
+
+
+SECRET = b"Bearer s3cr3t-t0ken-Zq81"
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /access-log HTTP/1.1\r\nAuthorization: %s%s\r\n" % (SECRET, b"x" * 9000),
+    b"GET /access-log HTTP/1.1\r\nAuthorization %s\r\n" % SECRET,
+    b"GET /access-log?token=%s%s HTTP/1.1\r\n" % (SECRET[7:], b"x" * 9000)])
+async def test_a_refused_request_line_or_header_is_neither_answered_nor_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, head: bytes) -> None:
+    """aiohttp copied up to 100 bytes of the line or header it refused (an Authorization
+    token) into its 400's detail and its log entry ("Error handling request")."""
+    caplog.set_level(logging.DEBUG)
+    async with _serving(tmp_path) as url:
+        reader, writer = await asyncio.open_connection(URL(url).host, URL(url).port)
+        writer.write(head + b"Host: x\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.0 400 ") and SECRET[7:] not in answer, answer
+    assert SECRET[7:].decode() not in caplog.text
+    assert "refused a request from 127.0.0.1: " in caplog.text  # logged, in its own words
 
 
 @pytest.mark.parametrize("charset", ["x-no-such-charset", "base64"])
