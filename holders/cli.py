@@ -164,6 +164,11 @@ def _id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return stated(ctx, param, imports.trimmed(value))
 
 
+def _ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeated option's ids, each as _id reads it."""
+    return tuple(_id(ctx, param, value) for value in values)
+
+
 @holder_cli.group()
 def staff() -> None:
     """A holder's staff: only they may act, each on their terminals (paper §5(3))."""
@@ -172,7 +177,7 @@ def staff() -> None:
 @staff.command("add", cls=OnStdin)
 @click.argument("holder")
 @click.argument("staff_id", callback=_id)
-@click.option("--terminal", "terminals", multiple=True,
+@click.option("--terminal", "terminals", multiple=True, callback=_ids,
               help="a registered terminal they may use (repeat; none: any registered one)")
 def add_staff(holder: str, staff_id: str, terminals: tuple[str, ...]) -> None:
     """Register a staff member (again: their name and terminals replaced).
@@ -193,7 +198,7 @@ def add_staff(holder: str, staff_id: str, terminals: tuple[str, ...]) -> None:
 
 @staff.command("remove")
 @click.argument("holder")
-@click.argument("staff_id")
+@click.argument("staff_id", callback=_id)
 def remove_staff(holder: str, staff_id: str) -> None:
     """Unregister a staff member: they may no longer act."""
     with _store(holder) as store, store.transaction():
@@ -227,7 +232,7 @@ def add_terminal(holder: str, terminal_id: str) -> None:
 
 @terminal.command("remove")
 @click.argument("holder")
-@click.argument("terminal_id")
+@click.argument("terminal_id", callback=_id)
 def remove_terminal(holder: str, terminal_id: str) -> None:
     """Unregister a terminal (staff tied to it keep the tie: those tied to it alone may then act
     on none)."""

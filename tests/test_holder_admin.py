@@ -103,6 +103,23 @@ def test_ids_typed_with_spaces_around_are_stored_as_the_server_reads_them(state:
     store.close()
 
 
+def test_ids_typed_with_spaces_around_are_removed_and_tied_as_stored(state: Path) -> None:
+    """`staff add --terminal ' t1 '` refused a registered terminal, and `staff remove ' op '` or
+    `terminal remove ' t1 '` said the one stored trimmed was not there."""
+    _ok("terminal", "add", HOLDER, "t1")
+    _ok("staff", "add", HOLDER, "op", "--terminal", " t1\u3000", given="山田")
+    store = HolderStore(default_path(HOLDER))
+    assert store.staff() == [("op", "山田", ["t1"])]
+    store.close()
+    assert "op removed" in _ok("staff", "remove", HOLDER, " op ")
+    assert "t1 removed" in _ok("terminal", "remove", HOLDER, "\u3000t1 ")
+    for blank in (" ", "\u3000"):
+        assert _holder("staff", "remove", HOLDER, blank).exit_code == 2
+        assert _holder("terminal", "remove", HOLDER, blank).exit_code == 2
+        assert _holder("staff", "add", HOLDER, "op", "--terminal", blank,
+                       given="山田").exit_code == 2
+
+
 def test_staff_tied_to_terminals_act_on_those_alone(tmp_path: Path) -> None:
     store = HolderStore(tmp_path / "holder.db")
     for terminal in ("t1", "t2", "t3"):
