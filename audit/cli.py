@@ -86,7 +86,7 @@ def open_store(db: str | None, create: bool = False, signing: bool = True) -> Au
     heads, or (not `signing`) its public key alone, to check them. A SQLite store that is not
     there, or the key, is made only if `create` (else NoStore, NoKey): an auditor checking a
     copy gets no key of its own that would call the log tampered."""
-    url = db or default_path()
+    url = db or default_path(made=create)
     if not create and not sql.exists(url):
         raise sql.NoStore(f"no audit store at {url} (`renkei audit run` makes one)")
     try:
@@ -142,7 +142,7 @@ def _gone_whole(missing: str) -> None:
 def _store_to_verify(db: str | None, alone: bool) -> AuditStore:
     """The store at `db` opened to be checked; none there, or one with no tables (an empty
     database in its place), is TRUNCATED unless `alone` if the log had entries (_gone_whole)."""
-    url = db or default_path()
+    url = db or default_path(made=False)
     try:
         return open_store(db, signing=False)
     except sql.NoTables:

@@ -76,9 +76,10 @@ Row = tuple[Any, ...]
 V = TypeVar("V")
 
 
-def default_path() -> Path:
-    """The store in the git-ignored state folder (it names persons: kept private)."""
-    return private_dir("audit") / "audit.db"
+def default_path(made: bool = True) -> Path:
+    """The store in the git-ignored state folder (it names persons: kept private); its folder
+    made unless not `made` (private_dir)."""
+    return private_dir("audit", made=made) / "audit.db"
 
 
 def column_text(value: str) -> str:

@@ -42,7 +42,7 @@ def numbered(db: Path | None) -> Path:
     """The path of the authority's store, one numbered already: a one-line error if there is
     none (an empty one made would answer that nobody has a number), nor in an empty file (a path
     mistyped to one, which SQLite would make into an empty store)."""
-    path = db or authority_store.default_path()
+    path = db or authority_store.default_path(made=False)
     if not path.is_file() or not path.stat().st_size:
         raise click.ClickException(f"no authority store at {path}: run `renkei authority "
                                    "assign-all` (or give its --db)")

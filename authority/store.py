@@ -79,8 +79,9 @@ FORGOTTEN = """CREATE TABLE tickets_forgotten (
 )"""
 
 
-def default_path() -> Path:
-    return private_dir("authority") / "authority.db"
+def default_path(made: bool = True) -> Path:
+    """The store in the state folder; its folder made unless not `made` (private_dir)."""
+    return private_dir("authority", made=made) / "authority.db"
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def _path(username: str) -> Path:
-    return private_dir("secrets") / f"{check_name(username)}.json"
+def _path(username: str, made: bool = True) -> Path:
+    """`username`'s credentials' file; its folder made unless not `made` (private_dir)."""
+    return private_dir("secrets", made=made) / f"{check_name(username)}.json"
 
 
 def issue(username: str) -> Credentials:
@@ -47,11 +48,11 @@ def issue(username: str) -> Credentials:
 
 def known(username: str) -> bool:
     """Whether the state folder holds credentials for `username` (a valid name)."""
-    return _path(username).exists()
+    return _path(username, made=False).exists()
 
 
 def load(username: str) -> Credentials:
-    path = _path(username)
+    path = _path(username, made=False)
     if not path.exists():
         raise UnknownPrincipal(f"no credentials for principal {username!r} in {path.parent}: "
                                "`renkei broker provision` makes the services', `renkei holder "

@@ -44,9 +44,10 @@ class CardLocked(PermissionError):
     """Three wrong PINs: the card signs nothing until the municipality resets it."""
 
 
-def folder() -> Path:
-    """Where issued cards are kept (the simulated card reader reads them from here)."""
-    return private_dir("cards", "issued")
+def folder(made: bool = True) -> Path:
+    """Where issued cards are kept (the simulated card reader reads them from here); made
+    unless not `made` (private_dir)."""
+    return private_dir("cards", "issued", made=made)
 
 
 def check_pin(pin: str) -> str:
@@ -151,7 +152,7 @@ class Card:
 
 def cards(where: Path | None = None) -> list[Card]:
     """Every card in a folder (the simulated reader's), by serial."""
-    return [Card(p) for p in sorted((where or folder()).glob("*.card.json"))]
+    return [Card(p) for p in sorted((where or folder(made=False)).glob("*.card.json"))]
 
 
 def find(serial: str, where: Path | None = None) -> Card:

@@ -120,7 +120,7 @@ def revoke(serial: str) -> None:
 def list_cards(where: Path | None) -> None:
     """The cards in a folder: serial, kind, REVOKED, PIN tries left (never a key or a PIN)."""
     echo_listed((_listed(card) for card in cards(where)),
-                f"no cards in {where or folder()}")
+                f"no cards in {where or folder(made=False)}")
 
 
 def _listed(card: Card) -> str:

@@ -144,7 +144,7 @@ def _private_holder(holder: str) -> None:
 def open_registry(db: Path | None, read_only: bool = False) -> registry_store.RegistryStore:
     """The registry store (`read_only`: nothing can be written through it), or a one-line
     error if none was generated there, or the file there is no SQLite store."""
-    path = db or registry_store.default_path()
+    path = db or registry_store.default_path(made=False)
     try:
         return registry_store.RegistryStore.open(path, read_only)
     except registry_store.NoRegistry as exc:

@@ -77,8 +77,9 @@ KEYED_BY = "keyed-by"  # meta: the normalisation rules (RULES) the store's keys 
 REKEYED = "rekeyed-through"  # meta, while keying again: {"rules": RULES, "person": the last done}
 
 
-def default_path() -> Path:
-    return private_dir("registry") / "registry.db"
+def default_path(made: bool = True) -> Path:
+    """The store in the state folder; its folder made unless not `made` (private_dir)."""
+    return private_dir("registry", made=made) / "registry.db"
 
 
 class RegistryExists(RuntimeError):

@@ -100,15 +100,17 @@ def state_path(*parts: str) -> Path:
     return state_dir().joinpath(*parts)
 
 
-def private_dir(*parts: str) -> Path:
+def private_dir(*parts: str, made: bool = True) -> Path:
     """A folder under the state folder that only this user may read. One already so is left
     as it is (a container may mount it read-only), and so is one root made (a container's
     mount point for the files mounted into it, as compose.yaml's): only its owner could change
     it, and the files in it keep their own modes; unless others may write in it (anyone could
     put their own key there): that one is chmodded, which its owner or root alone may do.
-    Another user's that others may read is not private: NotPrivate. Made if missing: what only
-    reads asks state_path whether it is there first."""
+    Another user's that others may read is not private: NotPrivate. Made if missing, unless
+    not `made`: what only reads gets the path it would be at and tells it is not there."""
     path = state_path(*parts)
+    if not made and not path.exists():
+        return path
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     found = path.stat()
     mode = found.st_mode & 0o777

@@ -499,7 +499,7 @@ def test_an_origin_that_is_none_is_a_usage_error(tmp_path: Path, taken_port: int
 
 
 @pytest.mark.parametrize(("args", "state_under_it"), [
-    (("broker", "status"), True), (("card", "list"), True),
+    (("broker", "status"), True), (("card", "init"), True),
     (("card", "officer", "op-1", "--holder", "oversight", "--role", "oversight", "--pin",
       "1234", "--dir", "{file}/cards"), False),
     (("broker", "secrets", "--env-file", "{file}/.env"), False)])
@@ -679,3 +679,19 @@ def test_ctrl_c_ends_a_command_with_130(tmp_path: Path, terminal: bool) -> None:
         proc.kill()
         os.close(ours)
     assert (proc.returncode, err.strip()) == (130, "Aborted!")
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    ("audit head", "no audit store at"), ("audit query", "no audit store at"),
+    ("audit verify", "no audit store at"), ("oversight query", "no audit store at"),
+    ("authority status", "no authority store at"), ("registry events", "no registry at"),
+    ("card list", "no cards in"), ("holder staff list town-x", "no holder 'town-x' is registered"),
+    ("holder terminal list town-x", "no holder 'town-x' is registered")])
+def test_a_command_that_only_reads_makes_nothing_in_a_fresh_state_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, said: str) -> None:
+    """Each made its folder (audit/, authority/, registry/, cards/issued/, secrets/) before
+    saying there was nothing in it yet."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    result = CliRunner().invoke(main, command.split())
+    assert said in result.output and result.exit_code in (0, 1), result.output
+    assert not (tmp_path / "state").exists()
