@@ -17,15 +17,15 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
 
 from audit.events import AccessLogEvent
 from processors.access_log import BINDING, HOLDER_LOGS, LINKAGE, REJECTED
+from renkei.clock import JST
 from renkei.shown import short
 from schemas.messages import Alert
 
-JST = timezone(timedelta(hours=9), "JST")
 VOLUME, REPEATED_PERSON, OFF_HOURS = "VOLUME", "REPEATED_PERSON", "OFF_HOURS"
 REJECTION_BURST, UNBOUND_PERSON = "REJECTION_BURST", "UNBOUND_PERSON"
 RULES = (VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, UNBOUND_PERSON)

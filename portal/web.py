@@ -9,7 +9,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,10 @@ from portal.context import PLATFORM
 from portal.i18n import LANGS, said, words
 from portal.records import History
 from portal.sessions import Officer, Resident, Session, Sessions
+from renkei.clock import JST
 
 log = logging.getLogger(__name__)
 COOKIE = "renkei_session"
-JST = timezone(timedelta(hours=9), "JST")
 # posted by the card reader from its own site: no session's cookie comes with it (SameSite=Lax),
 # none is made or set (the challenge it names finds the login's session: portal.login.returned)
 READER_RETURN = "/login/card"

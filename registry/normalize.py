@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from functools import lru_cache
 
 from registry.residents import FourAttributes, Sex
+from renkei.clock import JST
 
 # The rules' version: raised with any change that gives some spelling another key, so a store
 # keeping keys made by earlier rules makes them again (1: spaces between digits kept as hyphens,
@@ -56,7 +57,6 @@ _MARK_AT_END = re.compile(r"(?<=\d)(?:丁目|番地|番(?!町)|号)")
 # The day Japan took the Gregorian calendar (明治6年1月1日): a date before it is of the lunar
 # calendar, not this one, with an era's year or four digits.
 GREGORIAN = date(1873, 1, 1)
-JST = timezone(timedelta(hours=9), "JST")  # the registry's day: a birth today in Japan is taken
 # Each era: the year of its first year (元年), its first day and its last (Gregorian). The day an
 # era changed is in both (明治45年7月30日 is 大正元年7月30日); 明治 is read from 明治6年:
 # GREGORIAN.

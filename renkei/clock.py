@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import TypeGuard
@@ -48,6 +48,7 @@ NAME_BYTES, ORIGIN_BYTES = 16, 5  # of that hash: the name's; the origin's (ms, 
 ELAPSED_BYTES = 8  # of a packed mark's elapsed reading (Mark.packed)
 AHEAD = timedelta(seconds=5)  # how far a time read (another machine's clock, a mark) may be ahead
 LAST = datetime.max.replace(tzinfo=UTC)  # the calendar's last instant
+JST = timezone(timedelta(hours=9), "JST")  # Japan's time (no daylight saving): its day and hours
 
 
 def _now() -> datetime:

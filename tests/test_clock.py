@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import audit.detector
+import portal.web
+import registry.normalize
 from renkei import clock
 from renkei.clock import MOST, Age, Clock, Mark
 from tests.clock_helpers import Hands, machine_clocks
@@ -172,3 +175,10 @@ def test_a_time_near_year_9999_marked_in_this_boot_is_as_old_as_its_mark() -> No
     assert judge.judged(last, marked, lasts) is Age.OLD
     assert judge.judged(last, None, lasts) is Age.AHEAD
     assert judge.judged(last, hands.mark("another boot"), lasts) is Age.AHEAD
+
+
+def test_japans_time_is_one_definition_the_registry_portal_and_detector_share() -> None:
+    """Japan's time was defined in each of them: one is clock.JST."""
+    used = [vars(module)["JST"] for module in (audit.detector, portal.web, registry.normalize)]
+    assert all(jst is clock.JST for jst in used)
+    assert clock.JST.utcoffset(None) == timedelta(hours=9)
