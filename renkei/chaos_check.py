@@ -2,7 +2,8 @@
 recorded since the run began (its own store's requests table, not the requests the run's load
 happened to follow) answered once, logged once by its requester and, if a provider answered it,
 once by that provider, and audited once per step — approved, then answered with the outcome the
-requester got. The chaos runs send lawful requests only: one REJECTED is a failure too.
+requester got (one it got TIMED_OUT, its provider answering too late, may have that answer's refusal
+audited too, once). The chaos runs send lawful requests only: one REJECTED is a failure too.
 Each binding request a holder recorded (the crash run sends some) answered once to it, BOUND or
 INVESTIGATING (a refusal the registry or the authority gave it ends as one), its binding events
 each in the audit store once, and, by personal number, its look-up once in the authority's log
@@ -20,19 +21,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.events import step_of
+from audit.events import AccessLogEvent, step_of
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
 from authority import store as authority_store
-from holders.client import BINDING, BOUND, INVESTIGATING, LINKAGE, REJECTED
+from holders.client import BINDING, BOUND, INVALID_TICKET, INVESTIGATING, LINKAGE, REJECTED
 from holders.store import REQUESTER, SENT
 from holders.store import default_path as holder_path
 from renkei import sqlite
-from schemas.messages import FOUND, NOT_FOUND
+from schemas.messages import FOUND, NOT_FOUND, TIMED_OUT
 
 APPROVED, ANSWERED = "approved", "answered"  # the audit steps of a lawful linkage request
-LAWFUL_STEPS = (APPROVED, ANSWERED)
+APPROVAL = (APPROVED, "APPROVED")  # its approved step, with its outcome (processors.access_log)
+# a provider's answer that came after its request timed out, refused (processors.decider.on_outcome;
+# processors.linkage.answers if it came past its ticket's deadline): as audit_steps reads it
+LATE_ANSWER_REFUSED = ("rejected", INVALID_TICKET)
 FROM_A_PROVIDER = (FOUND, NOT_FOUND)  # outcomes a provider answered (and logged) itself
 BINDING_ANSWERS = (BOUND, INVESTIGATING)  # a binding's outcomes at its holder, but a refusal
 BINDING_STEP = "binding:"  # how each audit event of a binding's answer begins (processors.binding)
@@ -59,8 +63,8 @@ class Binding:
 @dataclass
 class Logged:
     """What the holders', the audit and the authority's stores hold of the requests: holder
-    access-log entries per request on each side, audit steps (step, outcome) per request, and
-    the authority's look-ups per binding request."""
+    access-log entries per request on each side, audit steps (step, outcome; a refusal's: its
+    reason) per request, and the authority's look-ups per binding request."""
 
     requester: Counter[str] = field(default_factory=Counter)
     provider: Counter[str] = field(default_factory=Counter)
@@ -78,9 +82,10 @@ class Checked:
     other than once (or another outcome logged twice); audit_steps_per_request: {steps in the
     audit store, in order: requests answered}; audit_not_as_answered: answered requests whose
     audit steps are not approved + answered once each, or whose answered step's outcome is not
-    the requester's; duplicates_dropped: answers a requester received again and dropped (not a
-    failure); bindings: binding requests the holders recorded, bindings_by_number those by
-    personal number, bindings_answered their outcomes by status, bindings_lost no outcome,
+    the requester's (one it got TIMED_OUT may have a late answer's refusal too, once);
+    duplicates_dropped: answers a requester received again and dropped (not a failure);
+    bindings: binding requests the holders recorded, bindings_by_number those by personal
+    number, bindings_answered their outcomes by status, bindings_lost no outcome,
     bindings_refused an outcome but BOUND or INVESTIGATING, binding_audit_not_once answered ones
     with no binding event in the audit store or one twice, lookup_not_once answered ones the
     authority logged other than once by personal number (or at all by the attributes);
@@ -183,9 +188,12 @@ def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
 
 
 def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) -> bool:
-    steps = audit.get(asked.request_id, [])
-    return (sorted(step for step, _ in steps) == sorted(LAWFUL_STEPS)
-            and dict(steps)[ANSWERED] == asked.status)
+    """Approved and answered with the requester's outcome, each once; and, if that is TIMED_OUT,
+    perhaps its provider's late answer refused once (a copy of it sent again is refused again)."""
+    steps = sorted(audit.get(asked.request_id, []))
+    lawful = [APPROVAL, (ANSWERED, asked.status)]
+    return steps == sorted(lawful) or (
+        asked.status == TIMED_OUT and steps == sorted([*lawful, LATE_ANSWER_REFUSED]))
 
 
 def _binding_audited_once(steps: list[tuple[str, str]]) -> bool:
@@ -248,11 +256,17 @@ def audit_steps(request_ids: set[str], since: datetime) -> dict[str, list[tuple[
             for entry in page.entries:
                 event = entry.event
                 if event.request_id in request_ids:
-                    steps.setdefault(event.request_id, []).append((step_of(event),
-                                                                    event.outcome))
+                    steps.setdefault(event.request_id, []).append(audited_step(event))
             if page.next_cursor is None:
                 return steps
             after = page.next_cursor
+
+
+def audited_step(event: AccessLogEvent) -> tuple[str, str]:
+    """An audit event's step and outcome; a refusal's reason for its outcome, which tells a late
+    answer's (INVALID_TICKET, which no request's has) from a request's."""
+    reason = event.reason if event.outcome == REJECTED else None
+    return step_of(event), reason or event.outcome
 
 
 async def checked(holders: list[str], since: datetime, within: float,

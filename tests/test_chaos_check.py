@@ -17,11 +17,15 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
+from audit.events import AccessLogEvent
 from audit.heads import Signer
 from audit.store import AuditStore
 from audit.store import default_path as audit_path
 from holders.server import Address
 from holders.store import HolderStore, default_path
+from processors import decider
+from processors.access_log import ANSWER
+from processors.rejection import reject
 from renkei import chaos_check, chaos_cli, crash_cli, exchanges
 from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import (
@@ -38,6 +42,7 @@ from renkei.chaos_check import (
 from renkei.crash_chaos import ASKS_AGAIN, NOT_ACCEPTED, CrashChaos, Load
 from renkei.misbinding import Result, Tally
 from renkei.state import state_folder
+from schemas.codec import CODEC
 
 RIGHT = [("approved", "APPROVED"), ("answered", "FOUND")]
 
@@ -93,6 +98,25 @@ def test_a_timeout_needs_no_provider_log_but_one_answered_step() -> None:
     timed_out = [("approved", "APPROVED"), ("answered", "TIMED_OUT")]
     verdict = check([Asked("r1", "TIMED_OUT")], logged({"r1": timed_out}, provider={}))
     assert verdict.exactly_once
+
+
+def test_a_timeout_may_have_its_late_answer_refused_once_but_not_twice_nor_answered() -> None:
+    """The refusal as the platform audits it (processors.decider._refused_answer), before or after
+    the timeout; a second one, an answer after it or a request's refusal under its id fails."""
+    late = reject("p", "r", "INVALID_TICKET", f"{decider.TIMED_OUT_FIRST}: relayed to no one",
+                  datetime.now(UTC), "renkei.outbox.p:0:7", ANSWER)[1].value
+    refused = chaos_check.audited_step(CODEC.decode(late, AccessLogEvent))
+    assert refused == ("rejected", "INVALID_TICKET")
+    approved, timed_out = ("approved", "APPROVED"), ("answered", "TIMED_OUT")
+    audit = {"late": [approved, timed_out, refused], "early": [approved, refused, timed_out],
+             "twice": [approved, timed_out, refused, refused],
+             "answered": [approved, timed_out, refused, ("answered", "FOUND")],
+             "copy": [approved, timed_out, ("rejected", "DUPLICATE_REQUEST")],
+             "found": [*RIGHT, refused]}
+    verdict = check([Asked(r, "FOUND" if r == "found" else "TIMED_OUT") for r in audit],
+                    logged(audit))
+    assert verdict.failing_request_ids == {
+        "audit_not_as_answered": ["twice", "answered", "copy", "found"]}
 
 
 def test_an_unanswered_request_is_lost_and_not_logged_by_its_requester() -> None:
