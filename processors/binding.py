@@ -16,7 +16,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from broker import topics
+from broker import acls, topics
+from processors import decider
 from processors.access_log import BINDING, logged
 from processors.approval import not_active
 from processors.codes import InvalidCode
@@ -34,6 +35,7 @@ from schemas.messages import (
     BindingCandidate,
     BindingRequest,
     NumberLookup,
+    Pending,
     RegistryAnswer,
     RegistryQuery,
     ResidentCode,
@@ -49,7 +51,9 @@ SOURCE = re.compile(r"(?P<topic>[^:@]+):[0-9]+:[0-9]+")  # topic:partition:offse
 
 
 def forward(item: FromHolder, ctx: Context) -> list[Send]:
-    """Send a binding request on to the registry (or the authority, for a personal number)."""
+    """A binding request's look-up, for the registry (or the authority, for a personal number),
+    to the decider, which sends it and answers the holder once: with the registry's first answer,
+    or a timeout if none comes by its deadline (an answer timeout on)."""
     request = item.message
     assert isinstance(request, BindingRequest)
     at = item.incoming.timestamp
@@ -61,13 +65,18 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     if not ctx.fresh(request.sent_at, at):
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, item.incoming.source, BINDING)
+    source, deadline = item.incoming.source, at + ctx.answer_timeout
     if request.by == BY_PERSONAL_NUMBER:
-        return [send(topics.AUTHORITY_IN, request.request_id, NumberLookup(
-            request.request_id, item.holder, entry.private, request.sealed_query,
-            item.incoming.source, at))]
-    return [send(topics.REGISTRY_IN, request.request_id, RegistryQuery(
-        request.request_id, item.holder, entry.private, request.by, request.sealed_query,
-        item.incoming.source, at))]
+        provider, query = acls.AUTHORITY, CODEC.encode(NumberLookup(
+            request.request_id, item.holder, entry.private, request.sealed_query, source, at))
+    else:
+        provider, query = acls.REGISTRY, CODEC.encode(RegistryQuery(
+            request.request_id, item.holder, entry.private, request.by, request.sealed_query,
+            source, at))
+    return [decider.to_decider(request.request_id, Pending(
+        request.request_id, source, item.holder, provider, "", "", "", "", deadline, query,
+        decider.message_digest(ctx.digest_key, item.holder, item.incoming.value or b""),
+        BINDING))]
 
 
 def to_decide(answers: list[RegistryAnswer], now: datetime) -> list[RegistryAnswer]:

@@ -49,7 +49,7 @@ from typing import NamedTuple
 from audit.events import EPOCH, AccessLogEvent
 from broker import acls, topics
 from processors import binding
-from processors.access_log import ANSWER, APPROVED, LINKAGE, logged
+from processors.access_log import ANSWER, APPROVED, BINDING, logged
 from processors.context import Context
 from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send
@@ -58,6 +58,7 @@ from schemas.messages import (
     ANSWERED,
     PENDING,
     TIMED_OUT,
+    BindingAnswer,
     LinkageAnswer,
     Outcome,
     Pending,
@@ -81,6 +82,7 @@ LANDING = timedelta(seconds=10)
 # the time Decider.rebuild hands Decider.handle, read by none: a rebuild makes no effects (they
 # already happened), and a Sweep is decided at its own time
 UNTIMED = EPOCH
+LOOK_UPS = {acls.REGISTRY: topics.REGISTRY_IN, acls.AUTHORITY: topics.AUTHORITY_IN}  # bindings'
 
 
 def partition_of(request_id: str) -> int:
@@ -163,7 +165,7 @@ class Partition:
     settled: dict[str, int] = field(default_factory=dict)
     forgetting: dict[int, list[str]] = field(default_factory=dict)
     held: dict[str, Held] = field(default_factory=dict)
-    bound: dict[str, int] = field(default_factory=dict)  # binding look-up: first answer's digest
+    bound: dict[str, int] = field(default_factory=dict)  # a binding answered: its answer's digest
     forgotten_through: int = 0
 
     def get(self, request_id: str) -> State | None:
@@ -222,7 +224,7 @@ class Partition:
         """Whether a request not known, to be forgotten at `forget_at`, may have been decided and
         forgotten: no later than the latest second forgotten (whatever the clocks say now)."""
         return (math.ceil(forget_at.timestamp()) <= self.forgotten_through
-                and self.get(request_id) is None and request_id not in self.bound)
+                and self.get(request_id) is None)
 
     def next_forgetting(self, lag: int) -> int | None:
         """The second the next settled requests (`lag` seconds after their time: once a record
@@ -252,7 +254,8 @@ def on_pending(p: Pending, state: State | None, now: datetime, forget_at: dateti
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline, forget_at,
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
-                             _shared(p.legal_basis), _shared(p.data_type), p.person, p.digest)
+                             _shared(p.legal_basis), _shared(p.data_type), p.person, p.digest,
+                             _shared(p.kind))
         return Decision(state, partial(_dispatch, p, now))
     if _same_source(state, p.source):  # the same request again, after a crash upstream
         return Decision(state, partial(_dispatch, p, now) if isinstance(state, RequestState)
@@ -264,10 +267,11 @@ def on_pending(p: Pending, state: State | None, now: datetime, forget_at: dateti
 
 
 def _refused(p: Pending, reason: str, detail: str, now: datetime) -> list[Send]:
-    """The request's rejection, to its requester and in the access log."""
-    return reject(p.requester, p.request_id, reason, detail, now, p.source, LINKAGE,
-                  pattern_id=p.pattern_id, legal_basis=p.legal_basis, provider=p.provider,
-                  data_type=p.data_type, person=p.person)
+    """The request's rejection, to its requester and in the access log, as of its kind (a
+    binding's names no pattern, data type or person)."""
+    return reject(p.requester, p.request_id, reason, detail, now, p.source, p.kind,
+                  pattern_id=p.pattern_id or None, legal_basis=p.legal_basis or None,
+                  provider=p.provider, data_type=p.data_type or None, person=p.person or None)
 
 
 def _copy_refused(p: Pending, now: datetime) -> list[Send]:
@@ -349,10 +353,13 @@ def copies_name(source: str, digest: int) -> str:
 
 
 def _dispatch(p: Pending, now: datetime) -> list[Send]:
-    """Step ③: the query to the provider, and the approval in the access log (copies_name)."""
+    """Step ③: the query to the provider, and the approval in the access log (copies_name); a
+    binding's look-up to the registry or the authority (its answer is what is logged)."""
+    if p.kind == BINDING:
+        return [Send(LOOK_UPS[p.provider], p.request_id, p.query)]
     return [
         Send(topics.inbox(p.provider), p.request_id, p.query),
-        logged(p.request_id, f"approved@{copies_name(p.source, p.digest)}", now, LINKAGE,
+        logged(p.request_id, f"approved@{copies_name(p.source, p.digest)}", now, p.kind,
                APPROVED, p.requester, pattern_id=p.pattern_id, legal_basis=p.legal_basis,
                provider=p.provider, data_type=p.data_type, person=p.person),
     ]
@@ -381,31 +388,33 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> 
     return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer, state, now, ctx))
 
 
-def on_registry_answer(states: Partition, answer: RegistryAnswer, now: datetime, ctx: Context,
-                       effects: bool) -> list[Send]:
-    """The registry's answer to a binding look-up (the holder message it came from, under its
-    request id): the first relayed and logged (binding.answered), and again if it comes again (a
-    replay: holders and the audit log drop the copies); another answer to that look-up (the
-    registry answering it again after a restart, the resident moved or withdrawn meanwhile) is
-    dropped, so the holder is answered and the binding logged once; so is one that comes once
-    its look-up may be forgotten: it may be such a second answer."""
-    look_up = f"{answer.request_id}@{answer.source}"
-    said = message_digest(ctx.digest_key, answer.requester, CODEC.encode(answer))
-    first = states.bound.get(look_up)
-    if first is None:
-        assert answer.requested_at is not None  # binding.to_decide stamped it
-        forget_at = _forget_at(answer.requested_at, ctx)
-        if states.may_be_forgotten(look_up, forget_at):
-            log.warning("binding %s: the registry's answer came once its look-up may be "
-                        "forgotten: dropped, it may not be the first", answer.request_id)
-            return []
-        states.bound[look_up] = said
-        states.forgetting.setdefault(math.ceil(forget_at.timestamp()), []).append(look_up)
-    elif first != said:
-        log.warning("binding %s: the registry answered its look-up again, otherwise: dropped, "
-                    "the first answer stands", answer.request_id)
-        return []
-    return binding.answered([answer], now, ctx) if effects else []
+def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None, said: int,
+                       now: datetime, ctx: Context) -> Decision:
+    """The registry's answer (digest `said`) to a binding look-up, decided on its request's
+    state: pending, relayed and logged (binding.answered), its request ANSWERED; answered by this
+    answer (`first`) already, relayed again (a replay: holders and the audit log drop the
+    copies); another answer to it (the registry answering again after a restart, the resident
+    moved or withdrawn meanwhile), one to a request timed out (its holder told so), or to
+    another request under its id, dropped. One to a request not known is relayed and settles
+    it: its look-up came before this version, or its request's event comes after it (an owner
+    deciding at once writes it only after the look-up is acknowledged), and is then done."""
+    if isinstance(state, RequestState):
+        if (state.kind, state.source, state.requester) != (BINDING, a.source, a.requester):
+            return _dropped(a, "is not of the request pending under its id", state)
+        return Decision(_settled(state, ANSWERED), partial(binding.answered, [a], now, ctx))
+    if state is None:
+        return Decision(Settled(ANSWERED, fingerprint(a.source), 0),
+                        partial(binding.answered, [a], now, ctx))
+    if state.status == TIMED_OUT:
+        return _dropped(a, "came after its request timed out", state)
+    if first != said or not _same_source(state, a.source):
+        return _dropped(a, "is not the first, which stands", state)
+    return Decision(state, partial(binding.answered, [a], now, ctx))
+
+
+def _dropped(a: RegistryAnswer, why: str, state: State) -> Decision:
+    log.warning("binding %s: the registry's answer %s: dropped", a.request_id, why)
+    return Decision(state)
 
 
 def _readable(o: Outcome) -> LinkageAnswer | None:
@@ -514,6 +523,13 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
         log.info("request %s timed out: its requester %s is no longer an active holder in the "
                  "directory: no one is told", state.request_id, state.requester)
         return [_answered(state, TIMED_OUT, now)]
+    if state.kind == BINDING:  # no candidates: its holder investigates, as a registry's refusal
+        unit = ctx.unit(state.requester)
+        unanswered = BindingAnswer(state.request_id, TIMED_OUT, f"the {state.provider} did not "
+                                   f"answer by {state.deadline.isoformat()}", (), unit.epoch,
+                                   unit.unit)
+        return [send(topics.inbox(state.requester), state.request_id, unanswered),
+                _answered(state, TIMED_OUT, now)]
     link_a, = ctx.codes.link_codes_of([state.person], [ctx.unit(state.requester)])
     timeout = LinkageAnswer(state.request_id, link_a, state.provider, state.pattern_id,
                             state.data_type, TIMED_OUT, b"")
@@ -526,9 +542,10 @@ def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
     pending request's state, rebuilt or not, keeps the source and digest of the request it stands
     for."""
     return logged(state.request_id, f"answered@{copies_name(state.source, state.digest)}", now,
-                  ANSWER, outcome, state.requester, pattern_id=state.pattern_id,
-                  legal_basis=state.legal_basis, provider=state.provider,
-                  data_type=state.data_type, person=state.person)
+                  BINDING if state.kind == BINDING else ANSWER, outcome, state.requester,
+                  pattern_id=state.pattern_id or None, legal_basis=state.legal_basis or None,
+                  provider=state.provider, data_type=state.data_type or None,
+                  person=state.person or None)
 
 
 class Deadlines:
@@ -616,7 +633,7 @@ class Decider:
                                           not rebuilding)
             return requested
         if isinstance(message, RegistryAnswer):
-            return on_registry_answer(states, message, now, ctx, effects)
+            return self._registry_answer(states, message, now, ctx, effects)
         if isinstance(message, Outcome):
             if states.get(message.request_id) is None:  # its request may come after it
                 states.hold(message)
@@ -638,6 +655,25 @@ class Decider:
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return made
+
+    def _registry_answer(self, states: Partition, a: RegistryAnswer, now: datetime,
+                         ctx: Context, effects: bool) -> list[Send]:
+        """The registry's answer decided on its request's state (on_registry_answer); one to
+        a request not known that may be forgotten is dropped: it may not be the first."""
+        assert a.requested_at is not None  # binding.to_decide stamped it
+        forget_at, state = _forget_at(a.requested_at, ctx), states.get(a.request_id)
+        if states.may_be_forgotten(a.request_id, forget_at):
+            log.warning("binding %s: the registry's answer came once its look-up may be "
+                        "forgotten: dropped, it may not be the first", a.request_id)
+            return []
+        said = message_digest(ctx.digest_key, a.requester, CODEC.encode(a))
+        decision = on_registry_answer(a, state, states.bound.get(a.request_id), said, now, ctx)
+        if decision.state is not state:  # relayed first: its request settled by it
+            states.bound[a.request_id] = said
+            if state is None:  # to be forgotten as its request would be
+                states.forgetting.setdefault(math.ceil(forget_at.timestamp()), []).append(
+                    a.request_id)
+        return self._decide(states, a.request_id, lambda _: decision, effects)
 
     def _decide(self, states: Partition, request_id: str,
                 decide: Callable[[State | None], Decision], effects: bool) -> list[Send]:

@@ -285,6 +285,7 @@ class Pending:
     deadline: datetime
     query: bytes
     digest: int  # of its holder's message: the same for a copy sent again (0 from a v1 event)
+    kind: str = "LINKAGE"  # or BINDING: a look-up for the registry or the authority (v3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +320,7 @@ class RequestState:
     data_type: str
     person: str
     digest: int  # its Pending's (0 from a v1 event)
+    kind: str = "LINKAGE"  # its Pending's
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """A binding answer the registry gives again (a restart makes it answer a look-up it answered before
 its kill), on the real broker: logged as the first was, at the time of the binding request; one
 given again otherwise (the resident moved or withdrawn between the two) neither relayed nor
-logged."""
+logged; none in time (the registry stopped), the binding answered TIMED_OUT once, and the answer
+the registry gives once back neither relayed nor logged."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from audit.heads import Signer
 from audit.store import AuditStore, Query
 from broker import acls, config, topics
 from broker.clients import KafkaAccess
-from holders.client import INBOX_MESSAGES, HolderClient
+from holders.client import INBOX_MESSAGES, INVESTIGATING, HolderClient
 from holders.samples import SAMPLES
-from renkei import scenario
+from renkei import scenario, town
 from schemas.codec import CODEC
-from schemas.messages import NOT_FOUND, BindingAnswer, RegistryAnswer
+from schemas.messages import NOT_FOUND, TIMED_OUT, BindingAnswer, RegistryAnswer
+from tests.conftest import ANSWER_TIMEOUT
 from tests.kafka_helpers import (
     audit_events,
     consumer,
@@ -103,3 +105,28 @@ async def test_an_answer_given_again_otherwise_is_neither_relayed_nor_logged(
         kept = [e.event for e in store.query(Query()).entries]
     assert relayed == 1
     assert kept == first and [e.person for e in first if e.person]
+
+
+async def test_a_binding_the_registry_does_not_answer_in_time_is_answered_timed_out_once(
+        platform: town.Processes, clients: dict[str, HolderClient]) -> None:
+    """Its request stayed SENT for good, nothing logged: it is answered TIMED_OUT at its deadline
+    (no candidates: its record investigated, as on a registry's refusal) and logged so, once;
+    the registry's answer once it is back (its look-up read from its last commit) is dropped."""
+    client, admin = clients["sakura-hospital"], KafkaAccess.of(config.ADMIN)
+    async with consumer(admin, topics.REGISTRY_OUT) as cons, \
+            consumer(admin, topics.inbox("sakura-hospital")) as inbox:
+        await wait_assigned(cons)
+        await wait_assigned(inbox)
+        platform.stop("registry")
+        try:
+            own = next(iter(client.store.own_numbers()))
+            request_id = await client.bind(own, *scenario.staff("sakura-hospital"))
+            outcome = await client.outcome(request_id, ANSWER_TIMEOUT + 10)
+        finally:
+            platform.start_service("registry")
+        await asyncio.wait_for(answer_of(request_id, cons), 30)
+        relayed = await binding_answers(request_id, inbox)
+    assert (outcome.status, (outcome.detail or "").split(":")[0]) == (INVESTIGATING, TIMED_OUT)
+    assert relayed == 1
+    assert [(e.kind, e.outcome) for e in await audit_events({request_id})] == [
+        ("BINDING", TIMED_OUT)]

@@ -729,3 +729,45 @@ def test_a_binding_answered_again_otherwise_across_a_take_over_is_dropped(ctx: C
     rebuilt.handle(partition, Sweep(later, ()), later, ctx)
     assert (rebuilt.states[partition].bound, rebuilt.states[partition].forgetting) == ({}, {})
     assert rebuilt.handle(partition, other, later, ctx) == []  # may be forgotten: not the first
+
+
+def _binding(ctx: Context) -> Pending:
+    """nenkin's binding request, its look-up for the registry."""
+    return Pending("r-1", SOURCE, "nenkin", "registry", "", "", "", "", NOW + ctx.answer_timeout,
+                   b"encoded look-up", DIGEST, "BINDING")
+
+
+def test_a_binding_the_registry_never_answers_is_refused_timed_out_once(ctx: Context) -> None:
+    """Its look-up sent to the registry, nothing logged yet; at its deadline the holder is
+    answered TIMED_OUT, no candidates, and the binding logged so, once; an answer after it is
+    dropped (the holder was told), as is one to a binding answered already, otherwise."""
+    decider_, partition = _owning(ctx, [])
+    assert _topics(decider_.handle(partition, _binding(ctx), NOW, ctx)) == [topics.REGISTRY_IN]
+    later = NOW + ctx.answer_timeout
+    made = _swept(decider_, partition, later, ctx)
+    assert _topics(made) == [topics.inbox("nenkin"), topics.AUDIT]
+    told, event = CODEC.decode(made[0].value, BindingAnswer), CODEC.decode(made[1].value,
+                                                                           AccessLogEvent)
+    assert (told.request_id, told.status, told.candidates) == ("r-1", TIMED_OUT, ())
+    assert (event.kind, event.outcome, event.requester) == ("BINDING", TIMED_OUT, "nenkin")
+    assert _swept(decider_, partition, later + timedelta(seconds=1), ctx) == []
+    answer = RegistryAnswer("r-1", "nenkin", NOT_FOUND, "", (), SOURCE, NOW)
+    assert decider_.handle(partition, answer, later, ctx) == []
+    answered, _ = _owning(ctx, [_binding(ctx), answer])
+    assert answered.handle(partition, replace(answer, status=REFUSED), later, ctx) == []
+    assert _swept(answered, partition, later, ctx) == []
+
+
+def test_a_bindings_answer_in_time_or_before_its_request_is_relayed_once(ctx: Context) -> None:
+    """The registry's answer to a pending binding is relayed and settles it; one read before
+    its request's event (written after the look-up was acknowledged) too, that event then
+    sending no look-up again."""
+    answer = RegistryAnswer("r-1", "nenkin", NOT_FOUND, "", (), SOURCE, NOW)
+    for first, then in ((_binding(ctx), answer), (answer, _binding(ctx))):
+        decider_, partition = _owning(ctx, [first])
+        made = decider_.handle(partition, then, NOW, ctx)
+        assert ([CODEC.decode(s.value, BindingAnswer).status for s in made
+                 if s.topic == topics.inbox("nenkin")] == ([NOT_FOUND] if then is answer else []))
+        assert decider_.states[partition].get("r-1") == decider.Settled(
+            ANSWERED, decider.fingerprint(SOURCE), DIGEST if then is answer else 0)
+        assert _swept(decider_, partition, NOW + ctx.answer_timeout, ctx) == []
