@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.typedefs import Handler
 
 from broker.provision import registered_holder
@@ -50,6 +49,7 @@ from holders.client import (
 from holders.imports import trimmed
 from holders.store import HolderStore, Keyed, KeyInUse, default_path
 from renkei import event_loop, sqlite
+from renkei.quiet_http import QuietRunner
 from renkei.service_loop import stop_on_signals, unless_stopped
 from renkei.state import held, private_dir, read_json, write_json
 
@@ -111,7 +111,7 @@ async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamR
     refusals (_error: `not_bound`, …): {"error": its status's reason (`not_found`, …), "detail":
     one line}; the handlers' and aiohttp's own alike (no such path 404, a method the path does
     not take 405, a body too large 413), with their headers, and a fault of the server's (500,
-    logged); a request aiohttp refuses before any handler, _JsonConnection's."""
+    logged); a request aiohttp refuses before any handler, _refusal's."""
     try:
         return await handler(request)
     except web.HTTPError as exc:
@@ -345,52 +345,10 @@ async def run(holder: str, port: int) -> None:
             store.close()
 
 
-def _refused(exc: BadHttpMessage) -> str:
-    """What aiohttp's parser refused, quoting none of it: its own words quote up to 100 bytes of
-    the line or header (an Authorization token)."""
-    if isinstance(exc, LineTooLong):
-        return f"a request line or header over {exc.args[1]} bytes"
-    return f"{type(exc).__name__}: not a request this server reads"
-
-
-class _JsonConnection(web.RequestHandler):
-    """aiohttp's connection, whose refusal of a request before the app sees it (a request line
-    or header over its max_line_size or max_field_size, a request that is not HTTP: 400) is in
-    JSON, as _errors_in_json answers, not aiohttp's plain text, and is said and logged in
-    _refused's words, not aiohttp's."""
-
-    __slots__ = ()
-
-    def handle_error(self, request: web.BaseRequest, status: int = 500,
-                     exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        if isinstance(exc, BadHttpMessage):
-            message = _refused(exc)
-            log.warning("refused a request from %s: %s", request.remote, message)
-        else:
-            super().handle_error(request, status, exc, message)  # logged, as aiohttp does
-        reason = HTTPStatus(status)
-        response = _error(status, _code(reason.phrase), message or reason.description)
-        response.force_close()  # the rest of the connection cannot be read
-        return response
-
-
-class _JsonServer(web.Server):
-    """aiohttp's server, whose connections are _JsonConnection."""
-
-    def __call__(self) -> web.RequestHandler:
-        return _JsonConnection(self, loop=self._loop, **self._kwargs)
-
-
-class _Runner(web.AppRunner):
-    """The app's runner, on a _JsonServer: aiohttp has no public hook for a request its parser
-    refuses (no middleware sees it; handler_args only move the limits), its runner's server is
-    where its connections are made."""
-
-    async def _make_server(self) -> web.Server:
-        made = await super()._make_server()
-        return _JsonServer(made.request_handler, request_factory=made.request_factory,
-                           handler_cancellation=made.handler_cancellation, **made._kwargs)
+def _refusal(status: int, detail: str) -> web.Response:
+    """A request aiohttp refuses before any handler, answered in JSON as _errors_in_json
+    answers, not in aiohttp's plain text."""
+    return _error(status, _code(HTTPStatus(status).phrase), detail)
 
 
 async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> None:
@@ -403,7 +361,7 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
                     web.get("/requests/{request_id}", outcome),
                     web.get("/investigations", investigations),
                     web.get("/access-log", access_log)])
-    runner = _Runner(app, access_log=None)
+    runner = QuietRunner(app, _refusal, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", port)

@@ -1,0 +1,74 @@
+"""aiohttp's server for Renkei's own (the communication server, My Portal, the card reader): a
+request its parser refuses before any app sees it (a request line or header over its
+max_line_size or max_field_size, a request that is not HTTP: 400) is answered and logged in
+words that quote none of it, where aiohttp's own quote up to 100 bytes of the line or header
+(an Authorization token, a session cookie)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+log = logging.getLogger(__name__)
+# the server's answer to a request it cannot serve: its status and what is said of it
+Answer = Callable[[int, str], web.StreamResponse]
+
+
+def refused(exc: BadHttpMessage) -> str:
+    """What aiohttp's parser refused, quoting none of it."""
+    if isinstance(exc, LineTooLong):
+        return f"a request line or header over {exc.args[1]} bytes"
+    return f"{type(exc).__name__}: not a request this server reads"
+
+
+class _QuietConnection(web.RequestHandler):
+    """aiohttp's connection, whose refusal of a request is said and logged in `refused`'s words,
+    and answered as its server's `answer` answers."""
+
+    __slots__ = ("_answer",)
+
+    def __init__(self, manager: web.Server, answer: Answer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._answer = answer
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if isinstance(exc, BadHttpMessage):
+            message = refused(exc)
+            log.warning("refused a request from %s: %s", request.remote, message)
+        else:
+            super().handle_error(request, status, exc, message)  # logged, as aiohttp does
+        response = self._answer(status, message or HTTPStatus(status).description)
+        response.force_close()  # the rest of the connection cannot be read
+        return response
+
+
+class _QuietServer(web.Server):
+    """aiohttp's server, whose connections are _QuietConnection."""
+
+    def __init__(self, made: web.Server, answer: Answer) -> None:
+        super().__init__(made.request_handler, request_factory=made.request_factory,
+                         handler_cancellation=made.handler_cancellation, **made._kwargs)
+        self._answer = answer
+
+    def __call__(self) -> web.RequestHandler:
+        return _QuietConnection(self, self._answer, loop=self._loop, **self._kwargs)
+
+
+class QuietRunner(web.AppRunner):
+    """The app's runner, on a _QuietServer answering with `answer`: aiohttp has no public hook
+    for a request its parser refuses (no middleware sees it; handler_args only move the
+    limits), its runner's server is where its connections are made."""
+
+    def __init__(self, app: web.Application, answer: Answer, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._answer = answer
+
+    async def _make_server(self) -> web.Server:
+        return _QuietServer(await super()._make_server(), self._answer)
