@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import TypedDict
 
 import click
-from aiohttp import web
 
 from portal.app import build
 from portal.inbox import default_path as inbox_path
 from portal.sessions import IDLE, Sessions
-from portal.web import Site
-from renkei import options, tether
+from portal.web import Site, refused
+from renkei import options, quiet_http
 from renkei.options import POSITIVE, listening, port_option
 from renkei.state import held
 
@@ -49,6 +49,5 @@ def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) 
         public = origin or f"http://127.0.0.1:{sock.getsockname()[1]}"
         site = Site(public, reader, secure_cookies=public.startswith("https://"))
         app = build(site, Sessions(idle=timedelta(minutes=idle_minutes)))
-        app.on_startup.append(tether.on_startup)
-        web.run_app(app, sock=sock, **SERVING,
-                    print=lambda _: click.echo(f"portal on {site.origin}"))
+        quiet_http.run(app, sock, partial(refused, site),
+                       lambda: click.echo(f"portal on {site.origin}"), **SERVING)

@@ -25,6 +25,7 @@ from portal.context import PLATFORM
 from portal.i18n import LANGS, said, words
 from portal.records import History
 from portal.sessions import Officer, Resident, Session, Sessions
+from renkei import quiet_http
 from renkei.clock import JST
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,15 @@ async def headers(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    """The headers every answer carries, and no-store on all but the static files."""
+    _guarded(request.app[SITE], response)
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+
+
+def _guarded(site: Site, response: web.StreamResponse) -> None:
     """The headers every answer carries; over HTTPS (Secure cookies), HSTS too: a browser
     ignores it over plain HTTP (the demo)."""
-    site = request.app[SITE]
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
         f"form-action 'self' {site.reader}; frame-ancestors 'none'; base-uri 'none'")
@@ -259,8 +266,15 @@ def _secure(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Referrer-Policy"] = "no-referrer"
     if site.secure_cookies:
         response.headers["Strict-Transport-Security"] = HSTS
-    if not request.path.startswith("/static/"):
-        response.headers["Cache-Control"] = "no-store"
+
+
+def refused(site: Site, status: int, said: str) -> web.Response:
+    """The answer to a request aiohttp refuses before the app sees it (renkei.quiet_http: a
+    session cookie over 8190 bytes, …): no page, which needs a session and its language, but
+    its plain text, not stored, with the headers every answer carries."""
+    response = quiet_http.plain(status, said)
+    _guarded(site, response)
+    return response
 
 
 def side_of(request: web.Request, form: Mapping[str, object]) -> str | None:

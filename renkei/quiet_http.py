@@ -7,12 +7,16 @@ words that quote none of it, where aiohttp's own quote up to 100 bytes of the li
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+from renkei import event_loop
+from renkei.service_loop import stop_on_signals
 
 log = logging.getLogger(__name__)
 # the server's answer to a request it cannot serve: its status and what is said of it
@@ -24,6 +28,15 @@ def refused(exc: BadHttpMessage) -> str:
     if isinstance(exc, LineTooLong):
         return f"a request line or header over {exc.args[1]} bytes"
     return f"{type(exc).__name__}: not a request this server reads"
+
+
+def plain(status: int, said: str) -> web.Response:
+    """aiohttp's own answer's plain text (the status, then what is said of it), neither sniffed
+    nor stored."""
+    response = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n\n{said}")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 class _QuietConnection(web.RequestHandler):
@@ -72,3 +85,23 @@ class QuietRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         return _QuietServer(await super()._make_server(), self._answer)
+
+
+def run(app: web.Application, sock: socket.socket, answer: Answer, up: Callable[[], None],
+        **kwargs: Any) -> None:
+    """Serve `app` on `sock` as web.run_app would, on a QuietRunner, until SIGTERM or SIGINT
+    (Ctrl-C), or the run that started it has gone; `up()` once it serves."""
+    event_loop.run(_serve(app, sock, answer, up, **kwargs))
+
+
+async def _serve(app: web.Application, sock: socket.socket, answer: Answer,
+                 up: Callable[[], None], **kwargs: Any) -> None:
+    stop = stop_on_signals()
+    runner = QuietRunner(app, answer, **kwargs)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        up()
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, cast
@@ -40,10 +41,11 @@ from portal.kafka import Shown, holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, SEARCH_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import CHALLENGES_PENDING, Officer, Resident, Sessions
-from portal.web import COOKIE, SESSIONS, Site, local_time
+from portal.web import COOKIE, SESSIONS, SITE, Site, local_time, refused
 from registry import tickets
 from renkei.holder_logs import NOT_LISTED, SUSPENDED
 from renkei.questions import DECLINED
+from renkei.quiet_http import QuietRunner
 from renkei.refusals import TICKET_USED
 from renkei.tasks import cancelled
 from schemas.messages import (
@@ -241,7 +243,7 @@ class AsThePortal(TestServer):
     handler of a client gone, whatever the portal's are)."""
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return web.AppRunner(self.app, **SERVING)
+        return QuietRunner(self.app, partial(refused, self.app[SITE]), **SERVING)
 
 
 class Left(Records):
@@ -280,6 +282,32 @@ async def test_a_residents_history_read_is_cancelled_when_they_leave(
         finally:
             hold.free.set()
     await records.close()
+
+
+SESSION_ID = "s3ss10n-1d-Zq81"
+
+
+@pytest.mark.parametrize("site", [LOCAL, Site("https://portal.example", READER, True)])
+async def test_a_session_cookie_over_the_limits_is_refused_quoting_none_of_it(
+        town: Town, tmp_path: Path, caplog: pytest.LogCaptureFixture, site: Site) -> None:
+    """aiohttp copied up to 100 bytes of the header it refused (a session id) into its 400 and
+    its log entry ("Error handling request"): the portal's plain answer, with its headers."""
+    caplog.set_level(logging.DEBUG)
+    records = Records(lambda: AuditStore(tmp_path / "audit.db", Signer.generate()))
+    async with AsThePortal(portal_of(town, records, site=site)) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nCookie: %s=%s%s\r\n\r\n"
+                     % (site.cookie.encode(), SESSION_ID.encode(), b"x" * 9000))
+        answer = await reader.read()
+        writer.close()
+    await records.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 ") and SESSION_ID.encode() not in answer, answer
+    assert body == b"400 Bad Request\n\na request line or header over 8190 bytes", body
+    assert b"X-Content-Type-Options: nosniff" in head and b"frame-ancestors 'none'" in head
+    assert (b"Strict-Transport-Security" in head) == site.secure_cookies, head
+    assert SESSION_ID not in caplog.text
+    assert "refused a request from 127.0.0.1: " in caplog.text  # logged, in its own words
 
 
 async def csrf_of(client: Client, page: str) -> str:
