@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from aiohttp import web
 
 from broker.acls import OVERSIGHT
 from cards import ca, issue, reader
 from cards.card import Card, cards, folder
-from renkei import personal_input, tether
+from renkei import personal_input, quiet_http
 from renkei.listed import echo_listed
 from renkei.options import holder_id, listening, origins, port_option, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
@@ -140,7 +139,7 @@ def run_reader(port: int, trusted: tuple[str, ...], where: Path | None) -> None:
     """Serve the simulated card reader on loopback until stopped."""
     logging.basicConfig(level=logging.WARNING)
     app = reader.app(where, list(trusted))
-    app.on_startup.append(tether.on_startup)
     sock = listening(port)
-    web.run_app(app, sock=sock, access_log=None,
-                print=lambda _: click.echo(f"card reader on port {sock.getsockname()[1]}"))
+    quiet_http.run(app, sock, quiet_http.plain,
+                   lambda: click.echo(f"card reader on port {sock.getsockname()[1]}"),
+                   access_log=None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -40,12 +39,6 @@ def when_parent_gone(stop: Callable[[], None]) -> None:
             loop.call_later(CHECK_SECONDS, check)
 
     check()
-
-
-async def on_startup(_app: object) -> None:
-    """An aiohttp `on_startup` hook: a server run by `web.run_app`, which stops on SIGTERM, is
-    sent one once the run that started it has gone."""
-    when_parent_gone(lambda: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def _end() -> None:

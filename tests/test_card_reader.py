@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import socket
 import threading
 import urllib.request
 from collections.abc import AsyncIterator
@@ -158,3 +160,33 @@ def test_a_reader_on_any_free_port_names_the_port_it_listens_on(card: Card,
             assert page.status == 200 and 'name="pin"' in page.read().decode()
     finally:
         stop(proc)
+
+
+TOKEN = b"r3ad3r-csrf-Zq81"
+
+
+@pytest.mark.parametrize("told", [signal.SIGTERM, signal.SIGINT])
+def test_a_cookie_over_the_limits_is_refused_quoting_none_of_it_and_the_reader_stops_when_told(
+        card: Card, tmp_path: Path, told: signal.Signals) -> None:
+    """aiohttp copied up to 100 bytes of the header it refused (the reader's CSRF token) into
+    its 400 and its log entry ("Error handling request"); the reader stops cleanly at SIGTERM or
+    Ctrl-C (SIGINT), as before."""
+    log = tmp_path / "reader.log"
+    proc = spawn("card", "reader", "--port", "0", "--trust", PORTAL, "--dir",
+                 str(card.path.parent), log=log)
+    try:
+        port = listening_on(log, r"card reader on port (\d+)")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /sign HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nCookie: %s=%s%s\r\n\r\n"
+                         % (port, reader.COOKIE.encode(), TOKEN, b"x" * 9000))
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        proc.send_signal(told)
+        assert proc.wait(10) == 0, log.read_text(encoding="utf-8")
+    finally:
+        stop(proc)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 ") and TOKEN not in answer, answer
+    assert body == b"400 Bad Request\n\na request line or header over 8190 bytes", body
+    said = log.read_text(encoding="utf-8")
+    assert TOKEN.decode() not in said and "Traceback" not in said, said
+    assert "refused a request from 127.0.0.1: " in said  # logged, in its own words
