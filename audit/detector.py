@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
 
-from audit.events import AccessLogEvent
-from processors.access_log import BINDING, HOLDER_LOGS, LINKAGE, REJECTED
+from audit.events import BINDING, HOLDER_LOGS, LINKAGE, REJECTED, AccessLogEvent
 from renkei.clock import JST
 from renkei.shown import short
 from schemas.messages import Alert

@@ -13,6 +13,12 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 PORTAL_KIND = "PORTAL"  # My Portal's own actions (a resident's look, application, new number)
 PORTAL_STEP = "portal."  # begins each step the portal logs, and none the platform logs
+# the access log's kinds of step (the platform's: processors.access_log, and what reads them)
+BINDING, LINKAGE, ANSWER, MESSAGE, REKEY = "BINDING", "LINKAGE", "ANSWER", "MESSAGE", "REKEY"
+OVERSIGHT, APPLICATION = "OVERSIGHT", "APPLICATION"  # requests for holder-side logs: the
+# oversight body's, a resident's (logged only when the platform refuses to ask a holder)
+HOLDER_LOGS = frozenset({OVERSIGHT, APPLICATION})  # refused only for an inactive holder's sake
+APPROVED, REQUESTED = "APPROVED", "REQUESTED"
 REJECTED = "REJECTED"  # the outcome of an event of a request refused
 
 

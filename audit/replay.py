@@ -35,11 +35,10 @@ from typing import Any, Generic, TypeVar
 from audit import merkle
 from audit.anchor import group_commit
 from audit.consumer import new_events, read_audit
-from audit.events import AccessLogEvent, OperatorAction, from_millis
+from audit.events import LINKAGE, AccessLogEvent, OperatorAction, from_millis
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
-from processors.access_log import LINKAGE
 from processors.approval import Approved, PatternList, approve
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit import merkle
 from audit.detector import Raised, binding_of
 from audit.events import (
+    BINDING,
     AccessLogEvent,
     OperatorAction,
     decode_event,
@@ -47,7 +48,6 @@ from audit.events import (
 )
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.sql import Connection, Cursor, Dialect, NoTables, Stoppable, connect
-from processors.access_log import BINDING
 from renkei.shown import short
 from renkei.sqlite import INTEGERS
 from renkei.state import private_dir

@@ -15,12 +15,6 @@ from schemas.codec import CODEC
 
 log = logging.getLogger(__name__)
 
-# kinds of step
-BINDING, LINKAGE, ANSWER, MESSAGE, REKEY = "BINDING", "LINKAGE", "ANSWER", "MESSAGE", "REKEY"
-OVERSIGHT, APPLICATION = "OVERSIGHT", "APPLICATION"  # requests for holder-side logs: the
-# oversight body's, a resident's (logged only when the platform refuses to ask a holder)
-HOLDER_LOGS = frozenset({OVERSIGHT, APPLICATION})  # refused only for an inactive holder's sake
-APPROVED, REQUESTED, REJECTED = "APPROVED", "REQUESTED", "REJECTED"
 PORTAL_DRIFT = timedelta(minutes=5)  # how far a portal event's time may lie from its record's
 # append time: the portal writes an event as it acts, and its clock may be a little off
 

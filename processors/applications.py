@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from audit.events import APPLICATION
 from broker import acls, topics
-from processors.access_log import APPLICATION
 from processors.linkage import FromHolder
 from processors.oversight import refused
 from renkei.envelope import Send, send

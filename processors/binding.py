@@ -16,9 +16,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from audit.events import BINDING
 from broker import acls, topics
 from processors import decider
-from processors.access_log import BINDING, logged
+from processors.access_log import logged
 from processors.approval import not_active
 from processors.codes import InvalidCode
 from processors.context import Context

@@ -46,10 +46,10 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple
 
-from audit.events import EPOCH, AccessLogEvent
+from audit.events import ANSWER, APPROVED, BINDING, EPOCH, AccessLogEvent
 from broker import acls, topics
 from processors import binding
-from processors.access_log import ANSWER, APPROVED, BINDING, logged
+from processors.access_log import logged
 from processors.context import Context
 from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send

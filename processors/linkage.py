@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from audit.events import ANSWER, LINKAGE
 from processors import decider
-from processors.access_log import ANSWER, LINKAGE
 from processors.approval import UNLISTED, Approved, approve
 from processors.codes import InvalidCode
 from processors.context import Context

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from audit.events import MESSAGE
 from broker import topics
 from processors import applications, binding, linkage, oversight, rekey
-from processors.access_log import MESSAGE
 from processors.context import Context
 from processors.isolation import isolated
 from processors.linkage import FromHolder

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
+from audit.events import OVERSIGHT, REJECTED, REQUESTED
 from broker import acls, topics
-from processors.access_log import OVERSIGHT, REJECTED, REQUESTED, logged
+from processors.access_log import logged
 from processors.linkage import FromHolder
 from renkei.envelope import Send, send
 from renkei.holder_logs import refusal

@@ -6,8 +6,9 @@ import logging
 import re
 from datetime import datetime
 
+from audit.events import REJECTED
 from broker import topics
-from processors.access_log import REJECTED, logged
+from processors.access_log import logged
 from renkei.envelope import Send, send
 from schemas.messages import Rejection
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from audit.events import REKEY
 from broker import topics
-from processors.access_log import REKEY, logged
+from processors.access_log import logged
 from processors.approval import not_active
 from processors.codes import CodeService, InvalidCode, Result, UnitEpoch
 from processors.context import Context

@@ -9,13 +9,12 @@ from collections import Counter
 
 import click
 
-from audit.events import AccessLogEvent
+from audit.events import ANSWER, AccessLogEvent
 from audit.topic import read_events
 from broker import config, process
 from broker.clients import KafkaAccess
 from holders.client import HolderClient
 from holders.samples import SAMPLES
-from processors.access_log import ANSWER
 from renkei import scenario, town
 from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
 from renkei.options import residents_option

@@ -17,14 +17,13 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from audit.events import AccessLogEvent
+from audit.events import ANSWER, AccessLogEvent
 from audit.heads import Signer
 from audit.store import AuditStore
 from audit.store import default_path as audit_path
 from holders.server import Address
 from holders.store import HolderStore, default_path
 from processors import decider
-from processors.access_log import ANSWER
 from processors.rejection import reject
 from renkei import chaos_check, chaos_cli, crash_cli, exchanges
 from renkei.broker_chaos import BrokerChaos

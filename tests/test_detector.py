@@ -18,10 +18,9 @@ from audit.detector import (
     _Volume,
     never_bound,
 )
-from audit.events import AccessLogEvent, event_id
+from audit.events import APPLICATION, AccessLogEvent, event_id
 from audit.replay import History, Recheck
 from processors import applications
-from processors.access_log import APPLICATION
 from schemas.messages import Alert, HolderEntry, HolderLogRequest
 
 # Tuesday 2026-11-24 10:00 JST
