@@ -79,10 +79,9 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
             return no_holder(request)
         active = [h for h in holders if not_asked(platform.kafka.holder_entry(h)) is None]
         inactive = [h for h in holders if h not in active]
-        if active:
-            for named, own in each_own(active, sorted(r for r, named in parties.items()
-                                                      if named.intersection(active)), parties):
-                await platform.kafka.oversight.ask(named, own, OVERSIGHT_BASIS)
+        for named, own in each_own(active, sorted(r for r, named in parties.items()
+                                                  if named.intersection(active)), parties):
+            await platform.kafka.oversight.ask(named, own, OVERSIGHT_BASIS)
     told = urlencode([(LEFT_OUT, left_out)] * bool(left_out) + [(INACTIVE, h) for h in inactive])
     raise web.HTTPSeeOther(f"/oversight/holder-logs?{told}" if told else "/oversight/holder-logs")
 
