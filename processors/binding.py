@@ -76,8 +76,7 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
             source, at))
     return [decider.to_decider(request.request_id, Pending(
         request.request_id, source, item.holder, provider, "", "", "", "", deadline, query,
-        decider.message_digest(ctx.digest_key, item.holder, item.incoming.value or b""),
-        BINDING))]
+        item.digest(ctx.digest_key), BINDING))]
 
 
 def to_decide(answers: list[RegistryAnswer], now: datetime) -> list[RegistryAnswer]:

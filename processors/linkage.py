@@ -44,6 +44,10 @@ class FromHolder:
     holder: str
     message: object
 
+    def digest(self, key: bytes) -> int:
+        """Its message's digest (decider.message_digest): the same for a copy sent again."""
+        return decider.message_digest(key, self.holder, self.incoming.value or b"")
+
 
 def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     """Approve and rewrite linkage requests; the approved go to the decider (which refuses a
@@ -106,9 +110,7 @@ def _pending(item: FromHolder, verdict: Approved, person: str, link_b: str,
                           request.data_type, deadline, previous_b)
     pending = Pending(request.request_id, item.incoming.source, item.holder, request.provider,
                       request.pattern_id, verdict.pattern.legal_basis, request.data_type, person,
-                      deadline, CODEC.encode(query),
-                      decider.message_digest(ctx.digest_key, item.holder,
-                                             item.incoming.value or b""))
+                      deadline, CODEC.encode(query), item.digest(ctx.digest_key))
     return decider.to_decider(request.request_id, pending)
 
 
