@@ -105,7 +105,7 @@ class NotActive(ValueError):
 def holders_only(holders: Sequence[str], entry: Directory) -> None:
     """NotActive naming each of `holders` that is no active holder of the directory (`entry`:
     a holder's, None if it has none)."""
-    unknown = [h for h in holders if (found := entry(h)) is None or not found.active]
+    unknown = [h for h in holders if not_asked(entry(h)) is not None]
     if unknown:
         raise NotActive(unknown)
 
