@@ -189,7 +189,8 @@ def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
 
 def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) -> bool:
     """Approved and answered with the requester's outcome, each once; and, if that is TIMED_OUT,
-    perhaps its provider's late answer refused once (a copy of it sent again is refused again)."""
+    perhaps its provider's late answer refused once (a copy it sent again is refused again, a
+    second step under its own source: a failure)."""
     steps = sorted(audit.get(asked.request_id, []))
     lawful = [APPROVAL, (ANSWERED, asked.status)]
     return steps == sorted(lawful) or (
