@@ -15,7 +15,7 @@ from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Send, send
-from renkei.service_loop import deliver, producer_for, settled
+from renkei.service_loop import deliver, handed, producer_for, settled
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
 
@@ -191,10 +191,9 @@ async def _written(access: KafkaAccess, sends: Sequence[Send], action: str, oper
     """Send the directory records and wait until the broker has them all, then log the operator
     action for the last of them, on one producer."""
     async with running(producer_for(access), access) as producer:
-        handed = [await producer.send(s.topic, s.value, key=(s.key or "").encode())
-                  for s in sends]
-        await settled(handed)
-        await deliver(producer, [logged(action, handed[-1].result(), operator, subject, reason)])
+        written = await handed(producer, sends)
+        await settled(written)
+        await deliver(producer, [logged(action, written[-1].result(), operator, subject, reason)])
 
 
 async def _last_record(access: KafkaAccess, holder: str) -> Any:

@@ -56,7 +56,7 @@ def producer_for(access: KafkaAccess, linger_ms: int = 2) -> AIOKafkaProducer:
 
 async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:
     """Send every effect and wait until the broker has them all."""
-    await settled(await _handed(producer, effects))
+    await settled(await handed(producer, effects))
 
 
 async def settled(futures: Iterable[asyncio.Future[Any]]) -> None:
@@ -74,7 +74,7 @@ async def settled(futures: Iterable[asyncio.Future[Any]]) -> None:
         raise
 
 
-async def _handed(producer: AIOKafkaProducer,
+async def handed(producer: AIOKafkaProducer,
                   effects: Sequence[Send]) -> list[asyncio.Future[Any]]:
     """The effects handed to the producer; what settles when the broker has each."""
     return [await producer.send(e.topic, e.value, key=e.key.encode() if e.key else None,
@@ -107,7 +107,7 @@ class Outflow:
         `records` of what was decided, each written only once the broker has these effects
         and every record sent before it (a crash leaves no record of an effect not made)."""
         self._handled.update(handled)
-        sent = await _handed(self.producer, effects)
+        sent = await handed(self.producer, effects)
         self._unacknowledged += sent
         if records:
             self._records = asyncio.ensure_future(self._record(sent, self._records, records))
