@@ -258,7 +258,8 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     report.root = target.head().head.root
     report.actions = target.operator_actions()
     if live is not None:
-        kept, cutoff = {a.action_id for a in live.operator_actions()}, live.last_cutoff()
+        kept = live.actions_stored([a.action_id for a in report.actions])
+        cutoff = live.last_cutoff()
         report.unkept = [a for a in report.actions
                          if a.action_id not in kept and not beyond_retention(a, cutoff)]
         report.live_size = live.size()
