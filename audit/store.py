@@ -762,7 +762,7 @@ class AuditStore:
     def actions_stored(self, action_ids: Sequence[str]) -> set[str]:
         """Which of these operator action ids the store holds already."""
         found = self._by_id(self._db.cursor(), list(action_ids), "action_id",
-                                  "operator_actions", "action_id")
+                            "operator_actions", "action_id")
         return {i for i in action_ids if column_text(i) in found}
 
     def serials(self, event_ids: Sequence[str]) -> dict[str, int]:
