@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
-from broker.clients import KafkaAccess, provisioned, read_topic, running
+from broker.clients import KafkaAccess, provisioned, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView, holder_directory
@@ -170,15 +170,11 @@ async def resume(holder: str, operator: str) -> HolderEntry:
 async def _switched(access: KafkaAccess, holder: str, active: bool, operator: str,
                     reason: str | None) -> HolderEntry:
     """The holder's entry published active (or inactive), then the operator action logged for
-    its record. One already so is NotSuspendable, once the action is logged for its current
-    record: a re-run after a run that died between the two writes fills the gap, and logs
-    nothing twice (the action id is the record's)."""
+    its record. One already so is NotSuspendable, nothing logged: its latest record may be a
+    registration's or a re-keying's, not a switch's (a run that died between the two writes
+    leaves its switch unlogged, as a registration or a re-keying would)."""
     action = "RESUME" if active else "SUSPEND"
     entries = await current(access)
-    there = entries.get(holder)
-    if there is not None and there.role != SERVICE and there.active == active:
-        await _delivered(access, [logged(action, await _last_record(access, holder), operator,
-                                         holder, reason)])
     entry = replace(_of_state(entries, holder, active=not active), active=active,
                     inactive_since=None, updated_at=datetime.now(UTC))
     await _written(access, [send(topics.DIRECTORY, holder, entry)], action, operator, holder,
@@ -194,11 +190,6 @@ async def _written(access: KafkaAccess, sends: Sequence[Send], action: str, oper
         written = await handed(producer, sends)
         await settled(written)
         await deliver(producer, [logged(action, written[-1].result(), operator, subject, reason)])
-
-
-async def _last_record(access: KafkaAccess, holder: str) -> Any:
-    """The holder's latest record on the directory topic."""
-    return [r for r in await read_topic(access, topics.DIRECTORY) if r.key == holder.encode()][-1]
 
 
 def logged(action: str, record: Any, operator: str, subject: str, reason: str | None) -> Send:
