@@ -9,6 +9,7 @@ import re
 import sqlite3
 import stat
 import subprocess
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
@@ -18,15 +19,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiokafka.errors import KafkaError
+from confluent_kafka.admin import NewTopic
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.anchor import Held
 from audit.heads import Signer, TreeHead
 from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
-from broker import acls, topics
+from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.credentials import Credentials
+from broker.provision import admin_client
 from cards import issue
 from holders.client import HolderClient
 from portal.inbox import (
@@ -60,17 +63,19 @@ PERSON = "ABC98765XYZ"
 BOOK = topics.PORTAL_IN
 
 
-def _portals(key: X25519PrivateKey, inbox: Inbox
+def _portals(key: X25519PrivateKey, inbox: Inbox, access: KafkaAccess | None = None,
+             out: str = topics.PORTAL_OUT
              ) -> tuple[Callable[[], HolderLogs], list[tuple[str, str]]]:
     """A maker of the portal's application side on `inbox` (instances in turn, as restarts),
-    and the (request id, holder) of each answer it logs to the audit stream."""
+    sending to `out` as `access` (the portal's, to the platform, by default), and the (request
+    id, holder) of each answer it logs to the audit stream."""
     logged: list[tuple[str, str]] = []
 
     async def audit_write(asked: Asked, answer: HolderLogAnswer) -> None:
         logged.append((asked.request_id, answer.holder))
 
     def portal() -> HolderLogs:
-        return HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
+        return HolderLogs(access or KafkaAccess.of(acls.PORTAL), out, topics.PORTAL_IN, key,
                           inbox, APPLICATIONS_KEPT, audit_write)
 
     return portal, logged
@@ -377,9 +382,14 @@ async def test_answers_that_came_while_the_portal_was_down_are_taken_and_logged_
         town: Town, tmp_path: Path) -> None:
     """Three portal instances on one inbox in turn, on the real broker: the first asks and
     stops; a holder answers twice and another once; the second takes each holder's first
-    answer, logged once; the third, reading on, takes none again."""
+    answer, logged once; the third, reading on, takes none again. (The applications go to a
+    topic of the test's own: a platform running in the session would refuse them at once in its
+    unlisted holders' stead, before the test's answers.)"""
     key, inbox = sealing.key_of(acls.PORTAL), Inbox(tmp_path / "inbox.db")
-    portal, logged = _portals(key, inbox)
+    out = f"renkei.test.applications.{uuid.uuid4().hex[:8]}"
+    admin = admin_client()  # kept until its topic is made: a client let go ends its requests
+    admin.create_topics([NewTopic(out, 1, 1)])[out].result(30)
+    portal, logged = _portals(key, inbox, KafkaAccess.of(config.ADMIN), out)
 
     async def answered(*answers: tuple[Asked, str]) -> None:
         async with producer(KafkaAccess.of(acls.PLATFORM)) as relay:  # relays holders' answers
