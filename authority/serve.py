@@ -80,7 +80,7 @@ async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Await
     store at `path` forgotten meanwhile (on a connection of their own, off the loop), at its start
     (the broker reached or not) and every retention.FORGET_EVERY."""
     keeping = asyncio.create_task(retention.keep(
-        "authority", partial(AuthorityStore, path), forgotten_told))
+        "authority", partial(retention.apart, partial(AuthorityStore, path)), forgotten_told))
     try:
         await running(ready)
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -28,18 +28,24 @@ class Forgetting(Protocol[Told]):
     def close(self) -> None: ...
 
 
-async def keep(who: str, opened: Callable[[], Forgetting[Part]],
+def apart(opened: Callable[[], Forgetting[Part]], cutoff: datetime) -> Iterator[Part]:
+    """`forget_before` of a store `opened` for it alone (its own connection, in the thread `keep`
+    runs it in), closed after."""
+    with closing(opened()) as store:
+        yield from store.forget_before(cutoff)
+
+
+async def keep(who: str, forget_before: Callable[[datetime], Iterable[Part]],
                told: Callable[[list[Part], datetime], str]) -> None:
     """Forget what `who`'s store keeps past the access log's retention, now and every
-    FORGET_EVERY, a short transaction (a part its `forget_before` yields) at a time, in a thread
-    of its own on a store `opened` for each purge alone (its own connection, closed after), the
-    loop answering meanwhile though the store is locked by another process (the purge waits
-    SQLite's busy timeout; still locked, or failing: again at the next time); what it forgot is
-    logged at WARNING, the level the services run at, in the words `told` gives it, as the CLI's
-    purge says it."""
+    FORGET_EVERY, a short transaction (a part `forget_before` yields) at a time, in a thread of
+    its own (`forget_before` opens its own connection: `apart`), the loop answering meanwhile
+    though the store is locked by another process (the purge waits SQLite's busy timeout; still
+    locked, or failing: again at the next time); what it forgot is logged at WARNING, the level
+    the services run at, in the words `told` gives it, as the CLI's purge says it."""
     while True:
         cutoff = retention_cutoff(datetime.now(UTC))
-        forgotten, failed = await asyncio.to_thread(_forgotten, opened, cutoff)
+        forgotten, failed = await asyncio.to_thread(_forgotten, forget_before, cutoff)
         if failed is not None:
             log.warning("%s: forgetting what is past the retention stopped (%s): again in "
                         "%.0f s", who, failed, FORGET_EVERY)
@@ -48,15 +54,13 @@ async def keep(who: str, opened: Callable[[], Forgetting[Part]],
         await asyncio.sleep(FORGET_EVERY)
 
 
-def _forgotten(opened: Callable[[], Forgetting[Part]],
+def _forgotten(forget_before: Callable[[datetime], Iterable[Part]],
                cutoff: datetime) -> tuple[list[Part], sqlite3.Error | None]:
-    """The parts the store `opened` committed forgetting before `cutoff` (closed after), and the
-    error that stopped it (None: none)."""
+    """The parts `forget_before(cutoff)` committed, and the error that stopped it (None: none)."""
     forgotten: list[Part] = []
     try:
-        with closing(opened()) as store:
-            for part in store.forget_before(cutoff):
-                forgotten.append(part)
+        for part in forget_before(cutoff):
+            forgotten.append(part)
     except sqlite3.Error as exc:
         return forgotten, exc
     return forgotten, None

@@ -737,7 +737,7 @@ async def test_a_purge_waiting_for_a_store_another_process_holds_stalls_no_looku
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     keeping = asyncio.create_task(retention.keep(
-        "authority", partial(AuthorityStore, path), forgotten_told))
+        "authority", partial(retention.apart, partial(AuthorityStore, path)), forgotten_told))
     try:
         started = time.monotonic()
         await asyncio.sleep(0.1)  # the purge begun meanwhile, waiting for the lock

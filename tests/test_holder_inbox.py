@@ -933,7 +933,8 @@ async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_th
         client.store.log(request_id, "REQUESTER", STAFF, TERMINAL, "FOUND")
     client.store.db.execute("UPDATE access_log SET at = ? WHERE request_id = 'old'", (old,))
     keeping = asyncio.create_task(retention.keep(
-        client.holder, partial(HolderStore, client.store.path), Forgotten.told_of))
+        client.holder, partial(retention.apart, partial(HolderStore, client.store.path)),
+        Forgotten.told_of))
     try:
         await _forgotten(client, "old")
         client.store.open_request("later", BINDING, "H-1", STAFF, TERMINAL)
