@@ -277,9 +277,8 @@ class HolderClient:
             self._handle, self._stop, instance=self.instance, producer=self._producer,
             following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
-        forget_before = partial(retention.apart, partial(HolderStore, self.store.path))
         self._retention = asyncio.create_task(
-            retention.keep(self.holder, forget_before, Forgotten.told_of),
+            retention.keep(self.holder, self.store.forget_before, Forgotten.told_of),
             name=f"retention:{self.holder}")
 
     async def _send_kept(self) -> None:

@@ -352,7 +352,6 @@ def _now() -> str:
 
 class HolderStore:
     def __init__(self, path: Path) -> None:
-        self.path = path
         self.db = connected(path)
         self.db.executescript(SCHEMA)
         # a store made before re-keying: nothing moved yet
