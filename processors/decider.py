@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from audit.events import ANSWER, APPROVED, BINDING, EPOCH, AccessLogEvent
 from broker import acls, topics
@@ -270,8 +270,24 @@ def _refused(p: Pending, reason: str, detail: str, now: datetime) -> list[Send]:
     """The request's rejection, to its requester and in the access log, as of its kind (a
     binding's names no pattern, data type or person)."""
     return reject(p.requester, p.request_id, reason, detail, now, p.source, p.kind,
-                  pattern_id=p.pattern_id or None, legal_basis=p.legal_basis or None,
-                  provider=p.provider, data_type=p.data_type or None, person=p.person or None)
+                  **_named(p))
+
+
+class Named(TypedDict):
+    """What a request names in its access-log events."""
+
+    pattern_id: str | None
+    legal_basis: str | None
+    provider: str | None
+    data_type: str | None
+    person: str | None
+
+
+def _named(r: Pending | RequestState) -> Named:
+    """What a request (its Pending, or its state) names in its access-log events: what it left
+    empty (a binding: no pattern, legal basis, data type or person) named as none."""
+    return Named(pattern_id=r.pattern_id or None, legal_basis=r.legal_basis or None,
+                 provider=r.provider, data_type=r.data_type or None, person=r.person or None)
 
 
 def _copy_refused(p: Pending, now: datetime) -> list[Send]:
@@ -543,9 +559,7 @@ def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
     for."""
     return logged(state.request_id, f"answered@{copies_name(state.source, state.digest)}", now,
                   BINDING if state.kind == BINDING else ANSWER, outcome, state.requester,
-                  pattern_id=state.pattern_id or None, legal_basis=state.legal_basis or None,
-                  provider=state.provider, data_type=state.data_type or None,
-                  person=state.person or None)
+                  **_named(state))
 
 
 class Deadlines:
