@@ -227,8 +227,7 @@ class Platform:
         near = decider.near_forgetting(ctx)
         for item in out:
             partition = item.partition if item.topic == decider.DECISIONS else None
-            mark = None if partition is None else self.at_once.get(partition)
-            if (partition is None or mark is None
+            if (partition is None or partition not in self.at_once
                     or self.decider.in_order(partition, item.key or "", item.message, now, near)):
                 effects.append(item)
                 continue
