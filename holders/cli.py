@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -123,16 +123,11 @@ def _registered(holder: str) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-@contextmanager
-def _store(holder: str) -> Iterator[HolderStore]:
-    """The holder's own store, made if missing; a one-line error for an id not registered
-    here."""
+def _store(holder: str) -> closing[HolderStore]:
+    """The holder's own store, made if missing, closed on leaving; a one-line error for an id
+    not registered here."""
     _registered(holder)
-    store = HolderStore(default_path(holder))
-    try:
-        yield store
-    finally:
-        store.close()
+    return closing(HolderStore(default_path(holder)))
 
 
 def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
@@ -141,7 +136,7 @@ def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
     _registered(holder)
     if not store_made(holder):
         return []
-    with _store(holder) as store:
+    with closing(HolderStore(default_path(holder))) as store:
         return read(store)
 
 
