@@ -67,11 +67,6 @@ def read_audit(records: Sequence[Any]
     return items, actions
 
 
-def decoded(records: Sequence[Any]) -> list[tuple[AccessLogEvent, bytes]]:
-    """Each readable access-log event (alone or in a batch) as (event, its bytes)."""
-    return read_audit(records)[0]
-
-
 def new_events(store: AuditStore, items: Sequence[tuple[AccessLogEvent, bytes]]
                ) -> list[AccessLogEvent]:
     """The batch's events the store does not hold yet, the first of each event id."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from audit.consumer import decoded
+from audit.consumer import read_audit
 from audit.events import AccessLogEvent
 from broker import topics
 from processors.access_log import logged
@@ -76,7 +76,7 @@ def test_the_audit_consumer_reads_each_event_of_a_batch_and_skips_only_the_unrea
     good = [_event(n).value for n in range(3)]
     batch = CODEC.encode(Batch((good[0], b"\xc3\x01not an event", good[1])))
     with caplog.at_level(logging.ERROR):
-        items = decoded([Record(batch), Record(good[2], offset=1)])
+        items, _ = read_audit([Record(batch), Record(good[2], offset=1)])
     assert [value for _, value in items] == good
     assert [event.request_id for event, _ in items] == ["req-0", "req-1", "req-2"]
     assert "skipped an unreadable audit event at renkei.audit:0:0" in caplog.text
