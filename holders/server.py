@@ -188,13 +188,13 @@ def _field(body: dict[str, Any], name: str) -> str:
     if value is not None and not isinstance(value, str):
         given = next(word for kind, word in _JSON_KINDS if isinstance(value, kind))
         raise web.HTTPBadRequest(text=f"{name!r} must be a JSON string, not {given}")
-    if value is None or not trimmed(value):  # blank says nothing (the CLI refuses it: stated)
+    if value is None or not (text := trimmed(value)):  # blank says nothing (the CLI: stated)
         raise web.HTTPBadRequest(text=f"{name!r} is required")
     if len(value) > FIELD_CHARS:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
     if not _utf8(value):
         raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text")
-    return trimmed(value)
+    return text
 
 
 def _keyed(request: web.Request, body: dict[str, Any],
