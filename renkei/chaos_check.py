@@ -3,7 +3,8 @@ recorded since the run began (its own store's requests table, not the requests t
 happened to follow) answered once, logged once by its requester and, if a provider answered it,
 once by that provider, and audited once per step — approved, then answered with the outcome the
 requester got (one it got TIMED_OUT, its provider answering too late, may have that answer's refusal
-audited too, once). The chaos runs send lawful requests only: one REJECTED is a failure too.
+audited too, once a copy: one its provider sent again, after a crash, is refused under its own
+source). The chaos runs send lawful requests only: one REJECTED is a failure too.
 Each binding request a holder recorded (the crash run sends some) answered once to it, BOUND or
 INVESTIGATING (a refusal the registry or the authority gave it ends as one), its binding events
 each in the audit store once, and, by personal number, its look-up once in the authority's log
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.events import AccessLogEvent, step_of
+from audit.events import AccessLogEvent
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
@@ -63,8 +64,9 @@ class Binding:
 @dataclass
 class Logged:
     """What the holders', the audit and the authority's stores hold of the requests: holder
-    access-log entries per request on each side, audit steps (step, outcome; a refusal's: its
-    reason) per request, and the authority's look-ups per binding request."""
+    access-log entries per request on each side, audit steps (step as its event's id names it,
+    outcome; a refusal's: its reason) per request, and the authority's look-ups per binding
+    request."""
 
     requester: Counter[str] = field(default_factory=Counter)
     provider: Counter[str] = field(default_factory=Counter)
@@ -82,7 +84,7 @@ class Checked:
     other than once (or another outcome logged twice); audit_steps_per_request: {steps in the
     audit store, in order: requests answered}; audit_not_as_answered: answered requests whose
     audit steps are not approved + answered once each, or whose answered step's outcome is not
-    the requester's (one it got TIMED_OUT may have a late answer's refusal too, once);
+    the requester's (one it got TIMED_OUT may have a late answer's refusal too, once a copy);
     duplicates_dropped: answers a requester received again and dropped (not a failure);
     bindings: binding requests the holders recorded, bindings_by_number those by personal
     number, bindings_answered their outcomes by status, bindings_lost no outcome,
@@ -162,7 +164,7 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
         "lookup_not_once": [b.request_id for b in as_answered
                             if logged.lookups[b.request_id] != int(b.by_number)],
     }
-    steps = Counter("+".join(step for step, _ in logged.audit.get(a.request_id, []))
+    steps = Counter("+".join(_step(named) for named, _ in logged.audit.get(a.request_id, []))
                     for a in answered)
     return Checked(
         requests=len(asked), answered=dict(Counter(a.status for a in answered).most_common()),
@@ -189,18 +191,19 @@ def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
 
 def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) -> bool:
     """Approved and answered with the requester's outcome, each once; and, if that is TIMED_OUT,
-    perhaps its provider's late answer refused once (a copy it sent again is refused again, a
-    second step under its own source: a failure)."""
-    steps = sorted(audit.get(asked.request_id, []))
-    lawful = [APPROVAL, (ANSWERED, asked.status)]
-    return steps == sorted(lawful) or (
-        asked.status == TIMED_OUT and steps == sorted([*lawful, LATE_ANSWER_REFUSED]))
+    perhaps its provider's late answer refused, once a copy (one it sent again, after a crash, is
+    refused again under its own source); no event twice."""
+    named = audit.get(asked.request_id, [])
+    steps = sorted((_step(name), outcome) for name, outcome in named)
+    late = steps.count(LATE_ANSWER_REFUSED) if asked.status == TIMED_OUT else 0
+    lawful = sorted([APPROVAL, (ANSWERED, asked.status), *[LATE_ANSWER_REFUSED] * late])
+    return steps == lawful and len(set(named)) == len(named)
 
 
 def _binding_audited_once(steps: list[tuple[str, str]]) -> bool:
     """A binding's audit steps: one or more (one per candidate, or one saying why none), each a
     binding event, none twice."""
-    names = [step for step, _ in steps]
+    names = [_step(named) for named, _ in steps]
     return bool(names) and all(n.startswith(BINDING_STEP) for n in names) and (
         len(set(names)) == len(names))
 
@@ -264,10 +267,17 @@ def audit_steps(request_ids: set[str], since: datetime) -> dict[str, list[tuple[
 
 
 def audited_step(event: AccessLogEvent) -> tuple[str, str]:
-    """An audit event's step and outcome; a refusal's reason for its outcome, which tells a late
-    answer's (INVALID_TICKET, which no request's has) from a request's."""
+    """An audit event's step as its id names it (what it is of after its '@': a refusal's, the
+    holder message refused, so two copies of an answer are two steps and one event twice is the
+    same) and its outcome; a refusal's reason for its outcome, which tells a late answer's
+    (INVALID_TICKET, which no request's has) from a request's."""
     reason = event.reason if event.outcome == REJECTED else None
-    return step_of(event), reason or event.outcome
+    return event.event_id.removeprefix(f"{event.request_id}:"), reason or event.outcome
+
+
+def _step(named: str) -> str:
+    """A step named as its event's id names it, without its '@' part (events.step_of)."""
+    return named.split("@", 1)[0]
 
 
 async def checked(holders: list[str], since: datetime, within: float,

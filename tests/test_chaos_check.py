@@ -99,13 +99,19 @@ def test_a_timeout_needs_no_provider_log_but_one_answered_step() -> None:
     assert verdict.exactly_once
 
 
-def test_a_timeout_may_have_its_late_answer_refused_once_but_not_twice_nor_answered() -> None:
-    """The refusal as the platform audits it (processors.decider._refused_answer), before or after
-    the timeout; a second one, an answer after it or a request's refusal under its id fails."""
+def late_refusal(offset: int) -> tuple[str, str]:
+    """A late answer's refusal, as the platform audits it (processors.decider._refused_answer),
+    of the copy at `offset` of its provider's outbox."""
     late = reject("p", "r", "INVALID_TICKET", f"{decider.TIMED_OUT_FIRST}: relayed to no one",
-                  datetime.now(UTC), "renkei.outbox.p:0:7", ANSWER)[1].value
-    refused = chaos_check.audited_step(CODEC.decode(late, AccessLogEvent))
-    assert refused == ("rejected", "INVALID_TICKET")
+                  datetime.now(UTC), f"renkei.outbox.p:0:{offset}", ANSWER)[1].value
+    return chaos_check.audited_step(CODEC.decode(late, AccessLogEvent))
+
+
+def test_a_timeout_may_have_its_late_answer_refused_once_but_not_twice_nor_answered() -> None:
+    """The refusal before or after the timeout; the same one twice, an answer after it or a
+    request's refusal under its id fails."""
+    refused = late_refusal(7)
+    assert refused == ("rejected@renkei.outbox.p:0:7", "INVALID_TICKET")
     approved, timed_out = ("approved", "APPROVED"), ("answered", "TIMED_OUT")
     audit = {"late": [approved, timed_out, refused], "early": [approved, refused, timed_out],
              "twice": [approved, timed_out, refused, refused],
@@ -116,6 +122,23 @@ def test_a_timeout_may_have_its_late_answer_refused_once_but_not_twice_nor_answe
                     logged(audit))
     assert verdict.failing_request_ids == {
         "audit_not_as_answered": ["twice", "answered", "copy", "found"]}
+
+
+def test_a_late_answer_sent_again_after_a_crash_is_refused_once_a_copy() -> None:
+    """A provider killed after it sent its late answer sends it again as it starts: each copy is
+    refused under its own source (two audit events), and the request stands; a refusal of one
+    copy twice, or its requester answered twice, does not."""
+    approved, timed_out = ("approved@d", "APPROVED"), ("answered@d", "TIMED_OUT")
+    audit = {"copies": [approved, timed_out, late_refusal(7), late_refusal(9)],
+             "doubled": [approved, timed_out, late_refusal(7), late_refusal(9), late_refusal(9)],
+             "answered twice": [approved, timed_out, late_refusal(7), ("answered@e", "TIMED_OUT")]}
+    verdict = check([Asked(r, "TIMED_OUT") for r in audit], logged(audit, provider={}))
+    assert verdict.failing_request_ids == {"audit_not_as_answered": ["doubled", "answered twice"]}
+    assert verdict.audit_steps_per_request == {
+        "approved+answered+rejected+rejected": 1, "approved+answered+rejected+rejected+rejected": 1,
+        "approved+answered+rejected+answered": 1}
+    again = check([Asked("r1", "TIMED_OUT")], logged({"r1": audit["copies"]}, {"r1": 2}, {}))
+    assert again.failing_request_ids == {"requester_log_not_once": ["r1"]}
 
 
 def test_an_unanswered_request_is_lost_and_not_logged_by_its_requester() -> None:
