@@ -6,9 +6,9 @@ requester got (one it got TIMED_OUT, its provider answering too late, may have t
 audited too, once a copy: one its provider sent again, after a crash, is refused under its own
 source). The chaos runs send lawful requests only: one REJECTED is a failure too.
 Each binding request a holder recorded (the crash run sends some) answered once to it, BOUND or
-INVESTIGATING (a refusal the registry or the authority gave it ends as one), its binding events
-each in the audit store once, and, by personal number, its look-up once in the authority's log
-(by the four attributes, never)."""
+INVESTIGATING (a refusal the registry or the authority gave it, or its timeout, ends as one), its
+binding events each in the audit store once (or, timed out, its timeout), and, by personal
+number, its look-up once in the authority's log (by the four attributes, never)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ LATE_ANSWER_REFUSED = ("rejected", INVALID_TICKET)
 FROM_A_PROVIDER = (FOUND, NOT_FOUND)  # outcomes a provider answered (and logged) itself
 BINDING_ANSWERS = (BOUND, INVESTIGATING)  # a binding's outcomes at its holder, but a refusal
 BINDING_STEP = "binding:"  # how each audit event of a binding's answer begins (processors.binding)
+# a binding no answer came for by its deadline (the registry or the authority killed, slow back):
+# answered TIMED_OUT, its holder investigating, the answer coming after dropped
+# (processors.decider._timed_out, on_registry_answer)
+BINDING_TIMED_OUT = (ANSWERED, TIMED_OUT)
 LATE = 2.0  # seconds to look once more for anything doubled, which arrives late
 
 
@@ -89,9 +93,10 @@ class Checked:
     bindings: binding requests the holders recorded, bindings_by_number those by personal
     number, bindings_answered their outcomes by status, bindings_lost no outcome,
     bindings_refused an outcome but BOUND or INVESTIGATING, binding_audit_not_once answered ones
-    with no binding event in the audit store or one twice, lookup_not_once answered ones the
-    authority logged other than once by personal number (or at all by the attributes);
-    failing_request_ids: the requests of each failure."""
+    with no binding event in the audit store or one twice (an INVESTIGATING one may have its
+    timeout alone), lookup_not_once answered ones the authority logged other than once by
+    personal number (or at all by the attributes); failing_request_ids: the requests of each
+    failure."""
 
     requests: int
     answered: dict[str, int]
@@ -160,7 +165,7 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
         "bindings_lost": [b.request_id for b in bindings if b.status == SENT],
         "bindings_refused": [b.request_id for b in bound if b.status not in BINDING_ANSWERS],
         "binding_audit_not_once": [b.request_id for b in as_answered if not
-                                   _binding_audited_once(logged.audit.get(b.request_id, []))],
+                                   _binding_audited_once(b, logged.audit.get(b.request_id, []))],
         "lookup_not_once": [b.request_id for b in as_answered
                             if logged.lookups[b.request_id] != int(b.by_number)],
     }
@@ -200,10 +205,13 @@ def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) 
     return steps == lawful and len(set(named)) == len(named)
 
 
-def _binding_audited_once(steps: list[tuple[str, str]]) -> bool:
+def _binding_audited_once(binding: Binding, steps: list[tuple[str, str]]) -> bool:
     """A binding's audit steps: one or more (one per candidate, or one saying why none), each a
-    binding event, none twice."""
-    names = [_step(named) for named, _ in steps]
+    binding event, none twice; or, its holder investigating, its timeout alone."""
+    audited = [(_step(named), outcome) for named, outcome in steps]
+    if binding.status == INVESTIGATING and audited == [BINDING_TIMED_OUT]:
+        return True
+    names = [name for name, _ in audited]
     return bool(names) and all(n.startswith(BINDING_STEP) for n in names) and (
         len(set(names)) == len(names))
 

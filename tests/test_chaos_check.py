@@ -191,6 +191,19 @@ def test_a_binding_lost_refused_audited_twice_or_looked_up_other_than_once_fails
     assert not verdict.exactly_once
 
 
+def test_a_binding_timed_out_its_look_up_late_after_a_kill_is_audited_by_its_timeout() -> None:
+    """The registry killed with a look-up, back too late: the platform answers the binding
+    TIMED_OUT (its holder investigates), audited so, and drops the registry's late answer; a
+    binding BOUND on a timeout, or with a binding event too, or timed out twice, fails."""
+    timed_out, again = ("answered@s", "TIMED_OUT"), ("answered@t", "TIMED_OUT")
+    bindings = [Binding("slow", "INVESTIGATING", True), Binding("bound", "BOUND", False),
+                Binding("both", "INVESTIGATING", False), Binding("twice", "INVESTIGATING", False)]
+    audit = {"slow": [timed_out], "bound": [timed_out],
+             "both": [timed_out, binding_event("p1")], "twice": [timed_out, again]}
+    verdict = check([], Logged(audit=audit, lookups=Counter({"slow": 1})), bindings)
+    assert verdict.failing_request_ids == {"binding_audit_not_once": ["bound", "both", "twice"]}
+
+
 def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: Path) -> None:
     """A request a server recorded, then was killed before answering, is in its store: judged,
     though the load never heard of it."""
