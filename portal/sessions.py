@@ -15,13 +15,15 @@ sent on to the portal's page by a top-level GET that carries the cookie, takes i
 Starting a card login replaces the session id (its lifetime runs on), and logging in replaces it
 again with the CSRF token, its lifetime begun again (no fixation: a session whose id another
 browser knows, planted in this one, is never the one a login is under way or completes in). Each
-session has its own CSRF token, which every form carries back. At most `MOST` sessions are kept:
-past it the least recently used anonymous one goes (a signed-in one only when none is left). A
-session ended by time goes on in the language it was using at its cookie's next request (the
-`most` last kept), a signed-in one told so, idle or at its lifetime, once; a session pushed out
-past `most` goes on likewise, told so once, whether signed in or not (a card login under way in
-it is lost), its push-out logged if someone was in it; a cookie the portal never made, or long
-forgotten, is told nothing: no one was logged out.
+session has its own CSRF token, which every form carries back. At most `MOST` sessions are kept, a
+tenth of them (at least one) for anonymous ones alone: past it the least recently used anonymous
+one goes, and past the rest signed in the least recently used signed-in one (so a new visitor's
+login can start, however many are signed in, and no flood of anonymous requests pushes a signed-in
+one out). A session ended by time goes on in the language it was using at its cookie's next request
+(the `most` last kept), a signed-in one told so, idle or at its lifetime, once; a session pushed
+out goes on likewise, told so once, whether signed in or not (a card login under way in it is
+lost), its push-out logged if someone was in it; a cookie the portal never made, or long forgotten,
+is told nothing: no one was logged out.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from renkei.clock import Age, Clock, Mark, elapsed_seconds
 log = logging.getLogger(__name__)
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
+ANONYMOUS_KEPT = 10  # one in this many of the `most` kept is for anonymous sessions alone
 CHALLENGE_SECONDS = 120
 CHALLENGE = timedelta(seconds=CHALLENGE_SECONDS)  # a card challenge is good for, refused at it
 CHALLENGES_PENDING = 4  # card logins under way in one session (a tab each); past it the oldest go
@@ -216,15 +219,16 @@ class Sessions:
         self._tell(session, None if not session.signed_in else (
             "expired_session" if self._idle(session, now) else "lifetime_session"))
 
-    def _pushed_out(self, session: Session) -> None:
-        """Note a session pushed out past `most`, for its cookie's next request; log it if
-        someone is in it (signed in, or a card login under way), never its id nor whose."""
+    def _pushed_out(self, session: Session, most: int) -> None:
+        """Note a session pushed out past the `most` of its kind kept (`most` in all, or
+        signed in), for its cookie's next request; log it if someone is in it (signed in, or a
+        card login under way), never its id nor whose."""
         self._tell(session, "session_full")
         if session.signed_in or session.challenges:
-            log.info("a session pushed out, the portal keeping %d at most (signed in: %s, card "
-                     "logins under way: %d, officer's role: %s)", self.most,
-                     "yes" if session.signed_in else "no", len(session.challenges),
-                     session.role or "none")
+            log.info("a session pushed out, the portal keeping %d %sat most (signed in: %s, card "
+                     "logins under way: %d, officer's role: %s)", most,
+                     "signed in " if session.signed_in else "", "yes" if session.signed_in
+                     else "no", len(session.challenges), session.role or "none")
 
     def _tell(self, session: Session, notice: str | None) -> None:
         """Keep, for the ended session's cookie's next request, the `notice` it is told, its
@@ -238,12 +242,21 @@ class Sessions:
         any other id: unknown, or ended otherwise."""
         return self._ended.pop(sid or "", None)
 
+    @property
+    def most_signed_in(self) -> int:
+        """The most signed-in sessions kept: `most` but the anonymous ones' share."""
+        return self.most - max(1, self.most // ANONYMOUS_KEPT)
+
     def _kept(self, session: Session) -> Session:
-        """Add a session; drop the stale ones, then past `most` the least recently used."""
+        """Add a session; drop the stale ones, then past `most_signed_in` the least recently
+        used signed-in one, and past `most` the least recently used anonymous one (never this
+        one: the anonymous ones' share is one at least)."""
         self._purge(session.seen)  # begun or renewed now
         (self._signed_in if session.signed_in else self._anonymous)[session.sid] = session
+        while len(self._signed_in) > self.most_signed_in:
+            self._pushed_out(self._signed_in.popitem(last=False)[1], self.most_signed_in)
         while len(self) > self.most:
-            self._pushed_out((self._anonymous or self._signed_in).popitem(last=False)[1])
+            self._pushed_out(self._anonymous.popitem(last=False)[1], self.most)
         return session
 
     def _purge(self, now: float) -> None:

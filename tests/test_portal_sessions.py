@@ -198,6 +198,29 @@ def test_stale_sessions_go_and_past_the_most_kept_the_least_recently_used_anonym
         signed_in, first, None, third]
 
 
+def test_with_all_the_most_kept_signed_in_a_visitors_login_starts_and_the_least_recently_used_goes(
+        ) -> None:
+    """With all `most` kept signed in, a new visitor's session was pushed out as it was made:
+    nobody could log in until a session ended by time. A tenth of `most` (at least one) is kept
+    for anonymous sessions: the visitor's login starts, a flood of anonymous ones pushes no
+    signed-in one out, and a login past the rest pushes out the least recently used signed-in
+    one, told so."""
+    sessions = Sessions(clock=Clock(), most=4)
+    signed_in = [sessions.renew(replace(sessions.new(), resident=RESIDENT)) for _ in range(4)]
+    visitor = sessions.new()
+    assert sessions.get(visitor.sid) is visitor
+    assert [sessions.get(s.sid) for s in signed_in] == [None, *signed_in[1:]]
+    assert sessions.ended(signed_in[0].sid) == ("session_full", "ja", None)
+    for _ in range(10):
+        visitor = sessions.new()
+    assert all(sessions.get(s.sid) is s for s in (*signed_in[1:], visitor)), "a flood's"
+    sessions.get(signed_in[1].sid)  # used since: `signed_in[2]` is the least recently used
+    logged_in = sessions.renew(replace(visitor, resident=RESIDENT))
+    assert [sessions.get(s.sid) for s in (*signed_in[1:], logged_in)] == [
+        signed_in[1], None, signed_in[3], logged_in]
+    assert sessions.ended(signed_in[2].sid) == ("session_full", "ja", None)
+
+
 
 def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:
     """Every unknown session id was told it had been logged out after inactivity: a forged or
