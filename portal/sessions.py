@@ -222,13 +222,16 @@ class Sessions:
     def _pushed_out(self, session: Session, most: int) -> None:
         """Note a session pushed out past the `most` of its kind kept (`most` in all, or
         signed in), for its cookie's next request; log it if someone is in it (signed in, or a
-        card login under way), never its id nor whose."""
+        card login under way), never its id nor whose: someone logged out is a WARNING, which
+        `renkei portal` shows (each took a card's login: no flood), a login under way lost an
+        INFO (a flood's requests may each start one)."""
         self._tell(session, "session_full")
         if session.signed_in or session.challenges:
-            log.info("a session pushed out, the portal keeping %d %sat most (signed in: %s, card "
-                     "logins under way: %d, officer's role: %s)", most,
-                     "signed in " if session.signed_in else "", "yes" if session.signed_in
-                     else "no", len(session.challenges), session.role or "none")
+            log.log(logging.WARNING if session.signed_in else logging.INFO,
+                    "a session pushed out, the portal keeping %d %sat most (signed in: %s, card "
+                    "logins under way: %d, officer's role: %s)", most,
+                    "signed in " if session.signed_in else "", "yes" if session.signed_in
+                    else "no", len(session.challenges), session.role or "none")
 
     def _tell(self, session: Session, notice: str | None) -> None:
         """Keep, for the ended session's cookie's next request, the `notice` it is told, its

@@ -3,6 +3,7 @@ challenges, and where switching the language goes back to."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -219,6 +220,26 @@ def test_with_all_the_most_kept_signed_in_a_visitors_login_starts_and_the_least_
     assert [sessions.get(s.sid) for s in (*signed_in[1:], logged_in)] == [
         signed_in[1], None, signed_in[3], logged_in]
     assert sessions.ended(signed_in[2].sid) == ("session_full", "ja", None)
+
+
+def test_a_signed_in_session_pushed_out_is_a_warning_and_a_floods_logins_under_way_are_not(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The push-out of a signed-in session was logged at INFO, which `renkei portal` (at
+    WARNING) never shows: someone logged out by too many sessions is a WARNING; a login under
+    way pushed out by a flood of anonymous requests (each may start one) stays an INFO."""
+    caplog.set_level(logging.DEBUG, portal.sessions.__name__)
+    sessions = Sessions(clock=Clock(), most=4)
+    officer = Officer("3c4d", "staff-1", "sakura-town", "counter")
+    for _ in range(4):
+        sessions.renew(replace(sessions.new(), officer=officer))
+    for nonce in range(5):  # a flood's logins started: the first four pushed out
+        sessions.challenge(sessions.new(), Challenge(bytes([nonce]) * 32, "resident",
+                                                     sessions.wall()))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "a session pushed out, the portal keeping 3 signed in at most (signed "
+         "in: yes, card logins under way: 0, officer's role: counter)"),
+        *[(logging.INFO, "a session pushed out, the portal keeping 4 at most (signed in: no, "
+           "card logins under way: 1, officer's role: none)")] * 4]
 
 
 
