@@ -2,7 +2,9 @@
 request its parser refuses before any app sees it (a request line or header over its
 max_line_size or max_field_size, a request that is not HTTP: 400) is answered and logged in
 words that quote none of it, where aiohttp's own quote up to 100 bytes of the line or header
-(an Authorization token, a session cookie)."""
+(an Authorization token, a session cookie). A request that is not HTTP at all (a port scan's
+probe, a TLS hello on the plain port) is logged at INFO, nobody's page lost; a client's HTTP
+request refused (a header too long or malformed) at WARNING."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, LineTooLong
 
 from renkei import event_loop
 from renkei.service_loop import stop_on_signals
@@ -54,7 +56,8 @@ class _QuietConnection(web.RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if isinstance(exc, BadHttpMessage):
             message = refused(exc)
-            log.warning("refused a request from %s: %s", request.remote, message)
+            log.log(logging.INFO if isinstance(exc, BadStatusLine) else logging.WARNING,
+                    "refused a request from %s: %s", request.remote, message)
         else:
             super().handle_error(request, status, exc, message)  # logged, as aiohttp does
         response = self._answer(status, message or HTTPStatus(status).description)
