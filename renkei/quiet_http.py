@@ -2,9 +2,10 @@
 request its parser refuses before any app sees it (a request line or header over its
 max_line_size or max_field_size, a request that is not HTTP: 400) is answered and logged in
 words that quote none of it, where aiohttp's own quote up to 100 bytes of the line or header
-(an Authorization token, a session cookie). A request that is not HTTP at all (a port scan's
-probe, a TLS hello on the plain port) is logged at INFO, nobody's page lost; a client's HTTP
-request refused (a header too long or malformed) at WARNING."""
+(an Authorization token, a session cookie), in HTTP/1.1 where aiohttp's went out in its
+placeholder request's HTTP/1.0. A request that is not HTTP at all (a port scan's probe, a TLS
+hello on the plain port) is logged at INFO, nobody's page lost; a client's HTTP request refused
+(a header too long or malformed) at WARNING."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, LineTooLong
+from aiohttp.web_protocol import ERROR
 
 from renkei import event_loop
 from renkei.service_loop import stop_on_signals
@@ -23,6 +26,10 @@ from renkei.service_loop import stop_on_signals
 log = logging.getLogger(__name__)
 # the server's answer to a request it cannot serve: its status and what is said of it
 Answer = Callable[[int, str], web.StreamResponse]
+# the request a refusal answers, aiohttp's placeholder (its version HTTP/1.0) in HTTP/1.1: the
+# highest version this server conforms to, which RFC 9110 (6.2) has it answer any HTTP/1.x
+# client in, as nginx does; the refused request's own is not kept by aiohttp's parser
+REFUSED = ERROR._replace(version=HttpVersion11)
 
 
 def refused(exc: BadHttpMessage) -> str:
@@ -66,12 +73,18 @@ class _QuietConnection(web.RequestHandler):
 
 
 class _QuietServer(web.Server):
-    """aiohttp's server, whose connections are _QuietConnection."""
+    """aiohttp's server, whose connections are _QuietConnection and whose refusals' requests
+    are REFUSED."""
 
     def __init__(self, made: web.Server, answer: Answer) -> None:
-        super().__init__(made.request_handler, request_factory=made.request_factory,
+        super().__init__(made.request_handler, request_factory=self._request,
                          handler_cancellation=made.handler_cancellation, **made._kwargs)
+        self._made = made.request_factory
         self._answer = answer
+
+    def _request(self, message: RawRequestMessage, *args: Any) -> web.BaseRequest:
+        """The app's request for `message`, REFUSED for aiohttp's placeholder."""
+        return self._made(REFUSED if message is ERROR else message, *args)
 
     def __call__(self) -> web.RequestHandler:
         return _QuietConnection(self, self._answer, loop=self._loop, **self._kwargs)

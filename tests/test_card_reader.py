@@ -185,7 +185,7 @@ def test_a_cookie_over_the_limits_is_refused_quoting_none_of_it_and_the_reader_s
     finally:
         stop(proc)
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 400 ") and TOKEN not in answer, answer
+    assert head.startswith(b"HTTP/1.1 400 ") and TOKEN not in answer, answer
     assert body == b"400 Bad Request\n\na request line or header over 8190 bytes", body
     said = log.read_text(encoding="utf-8")
     assert TOKEN.decode() not in said and "Traceback" not in said, said

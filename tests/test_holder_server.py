@@ -550,14 +550,16 @@ async def test_every_error_answer_is_json_in_one_shape(
 async def test_a_request_line_or_header_over_the_limits_is_refused_in_json(
         tmp_path: Path, head: bytes) -> None:
     """aiohttp refuses them before any handler (and middleware) sees the request: in plain text
-    it was, as no other error of the server's is; in JSON now."""
+    it was, as no other error of the server's is; in JSON now. Its answer was in HTTP/1.0 (its
+    placeholder request's), to an HTTP/1.1 client; in HTTP/1.1 now, the connection closed."""
     async with _serving(tmp_path) as url:
         reader, writer = await asyncio.open_connection(URL(url).host, URL(url).port)
         writer.write(head + b"Host: x\r\n\r\n")
         answer = await reader.read()
         writer.close()
     status, _, body = answer.partition(b"\r\n\r\n")
-    assert status.startswith(b"HTTP/1.0 400 ") and b"application/json" in status, answer
+    assert status.startswith(b"HTTP/1.1 400 ") and b"application/json" in status, answer
+    assert b"\r\nConnection: close" in status, answer
     refused = json.loads(body)
     assert refused["error"] == "bad_request" and "\n" not in refused["detail"], refused
     assert refused["detail"] == "a request line or header over 8190 bytes", refused
@@ -580,7 +582,7 @@ async def test_a_refused_request_line_or_header_is_neither_answered_nor_logged(
         writer.write(head + b"Host: x\r\n\r\n")
         answer = await reader.read()
         writer.close()
-    assert answer.startswith(b"HTTP/1.0 400 ") and SECRET[7:] not in answer, answer
+    assert answer.startswith(b"HTTP/1.1 400 ") and SECRET[7:] not in answer, answer
     assert SECRET[7:].decode() not in caplog.text
     assert "refused a request from 127.0.0.1: " in caplog.text  # logged, in its own words
 

@@ -33,7 +33,7 @@ def test_a_session_cookie_over_the_limits_is_refused_quoting_none_of_it(
         assert proc.wait(20) == 0, log.read_text(encoding="utf-8")
     finally:
         stop(proc)
-    assert answer.startswith(b"HTTP/1.0 400 ") and SESSION_ID not in answer, answer
+    assert answer.startswith(b"HTTP/1.1 400 ") and SESSION_ID not in answer, answer
     said = log.read_text(encoding="utf-8")
     assert SESSION_ID.decode() not in said and "Traceback" not in said, said
     assert "refused a request from 127.0.0.1: " in said  # logged, in its own words

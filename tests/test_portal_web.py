@@ -302,7 +302,7 @@ async def test_a_session_cookie_over_the_limits_is_refused_quoting_none_of_it(
         writer.close()
     await records.close()
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 400 ") and SESSION_ID.encode() not in answer, answer
+    assert head.startswith(b"HTTP/1.1 400 ") and SESSION_ID.encode() not in answer, answer
     assert body == b"400 Bad Request\n\na request line or header over 8190 bytes", body
     assert b"X-Content-Type-Options: nosniff" in head and b"frame-ancestors 'none'" in head
     assert (b"Strict-Transport-Security" in head) == site.secure_cookies, head
