@@ -160,13 +160,20 @@ def _write(path: Path, text: str, mode: int, new: bool = False) -> None:
 
 def kept_aside(path: Path) -> Path:
     """A copy of the file `path` beside it before it is replaced, named for the time
-    (`.env.20261205T195500Z.bak`), readable by this user only (it may hold secrets); never
-    over another (FileExistsError)."""
-    aside = path.with_name(f"{path.name}.{datetime.now(UTC):%Y%m%dT%H%M%SZ}.bak")
-    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(path.read_bytes())
-    return aside
+    (`.env.20261205T195500Z.bak`; `.env.20261205T195500Z.2.bak` the second kept within that
+    second), readable by this user only (it may hold secrets); never over another."""
+    stamp = f"{path.name}.{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    n = 1
+    while True:
+        aside = path.with_name(f"{stamp}.bak" if n == 1 else f"{stamp}.{n}.bak")
+        try:
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            n += 1
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(path.read_bytes())
+            return aside
 
 
 def read_json(path: Path) -> Any:

@@ -656,6 +656,20 @@ def test_the_secrets_replace_no_env_file_of_the_operators_unasked(tmp_path: Path
     assert env_file.stat().st_mode & 0o777 == 0o600
 
 
+def test_each_forced_secrets_keeps_the_file_it_replaced_within_a_second(tmp_path: Path) -> None:
+    """A second `broker secrets --force` within the second of the first failed, File exists: the
+    copy kept aside was named for the time in seconds. Each is kept now, none over another."""
+    env_file = tmp_path / ".env"
+    with state_folder(tmp_path / "state"):
+        for n in range(3):  # in well under a second: two at least within one
+            env_file.write_text(f"OPERATORS_OWN={n}\n", encoding="utf-8")
+            forced = CliRunner().invoke(main, ["broker", "secrets", "--env-file", str(env_file),
+                                               "--force"])
+            assert forced.exit_code == 0, forced.output
+    kept = sorted(path.read_text(encoding="utf-8") for path in tmp_path.glob(".env.*.bak"))
+    assert kept == [f"OPERATORS_OWN={n}\n" for n in range(3)]
+
+
 @pytest.mark.parametrize("terminal", [False, True])
 def test_ctrl_c_ends_a_command_with_130(tmp_path: Path, terminal: bool) -> None:
     """128+SIGINT, which a script tells from a failure's 1 (click's), with click's one line:
