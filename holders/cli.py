@@ -17,7 +17,7 @@ from audit.store import RETENTION_YEARS, retention_cutoff
 from broker import provision
 from holders import imports
 from holders.imports import Refused
-from holders.store import Forgotten, HolderStore, default_path, store_made
+from holders.store import Forgotten, HolderStore, store_made
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
@@ -127,7 +127,7 @@ def _store(holder: str) -> closing[HolderStore]:
     """The holder's own store, made if missing, closed on leaving; a one-line error for an id
     not registered here."""
     _registered(holder)
-    return closing(HolderStore(default_path(holder)))
+    return closing(HolderStore.of(holder))
 
 
 def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
@@ -136,7 +136,7 @@ def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
     _registered(holder)
     if not store_made(holder):
         return []
-    with closing(HolderStore(default_path(holder))) as store:
+    with closing(HolderStore.of(holder)) as store:
         return read(store)
 
 

@@ -47,7 +47,7 @@ from holders.client import (
     NotSentYet,
 )
 from holders.imports import trimmed
-from holders.store import HolderStore, Keyed, KeyInUse, default_path
+from holders.store import HolderStore, Keyed, KeyInUse
 from renkei import event_loop, sqlite
 from renkei.quiet_http import QuietRunner
 from renkei.service_loop import stop_on_signals, unless_stopped
@@ -335,7 +335,7 @@ async def run(holder: str, port: int) -> None:
     registered_holder(holder)
     with held(private_dir("holders", holder), f"`holder run {holder}`"):
         stop = stop_on_signals()
-        store = HolderStore(default_path(holder))
+        store = HolderStore.of(holder)
         client = HolderClient(holder, store)
         try:
             if await unless_stopped(stop, client.start()):

@@ -275,12 +275,14 @@ STORE_FILE = "holder.db"
 
 
 def default_path(holder: str) -> Path:
-    return private_dir("holders", holder) / STORE_FILE
+    """Where the holder's own store is in the state folder (nothing made here: HolderStore.of
+    makes it)."""
+    return state_path("holders", holder, STORE_FILE)
 
 
 def store_made(holder: str) -> bool:
     """Whether the holder's store is made yet (nothing made here)."""
-    return state_path("holders", holder, STORE_FILE).exists()
+    return default_path(holder).exists()
 
 
 def _record_row(own_number: str, attributes: FourAttributes,
@@ -351,6 +353,12 @@ def _now() -> str:
 
 
 class HolderStore:
+    @classmethod
+    def of(cls, holder: str) -> HolderStore:
+        """The holder's own store in the state folder, opened for writing: made where there is
+        none yet, in a folder only this user may read (private_dir)."""
+        return cls(private_dir("holders", holder) / STORE_FILE)
+
     def __init__(self, path: Path) -> None:
         self.db = connected(path)
         self.db.executescript(SCHEMA)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from holders.client import HolderClient
-from holders.store import HolderStore, default_path
+from holders.store import HolderStore
 from renkei.exchanges import Exchange
 from renkei.scenario import staff
 
@@ -12,7 +12,7 @@ class RenkeiHolder:
     """A holder on Renkei: the holder library on the holder's own store."""
 
     def __init__(self, holder: str) -> None:
-        self.client = HolderClient(holder, HolderStore(default_path(holder)))
+        self.client = HolderClient(holder, HolderStore.of(holder))
 
     async def start(self) -> None:
         await self.client.start()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from holders.client import HolderClient, NotAuthorized
 from holders.samples import SAMPLES
-from holders.store import HolderStore, Request, default_path
+from holders.store import HolderStore, Request
 from processors import directory
 from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
 
@@ -33,7 +33,7 @@ async def started_clients() -> AsyncIterator[dict[str, HolderClient]]:
     clients = {}
     try:
         for sample in SAMPLES:
-            client = HolderClient(sample.holder_id, HolderStore(default_path(sample.holder_id)))
+            client = HolderClient(sample.holder_id, HolderStore.of(sample.holder_id))
             await client.start()
             clients[sample.holder_id] = client
         yield clients

@@ -96,9 +96,8 @@ def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES
             provision.add_holder(admin, sample.holder_id, provision.Report())
             entries.append(directory.holder_entry(sample.holder_id, sample.name, sample.role,
                                                   sample.unit, sample.private))
-            path = default_path(sample.holder_id)
-            sqlite.removed(path)
-            store = HolderStore(path)
+            sqlite.removed(default_path(sample.holder_id))
+            store = HolderStore.of(sample.holder_id)
             town.held[sample.holder_id] = populate(store, sample, registry,
                                                    numbers.number_of, seed)
             store.close()

@@ -18,7 +18,7 @@ from broker import process
 from broker.cluster import Cluster
 from holders.client import HolderClient
 from holders.samples import SAMPLES
-from holders.store import HolderStore, default_path
+from holders.store import HolderStore
 from registry import store as registry_store
 from renkei import scenario
 from renkei import town as town_setup
@@ -123,7 +123,7 @@ async def clients(platform: town_setup.Processes) -> AsyncIterator[dict[str, Hol
     """Every demo holder's library, started, with all its records bound (or investigated)."""
     started = {}
     for sample in SAMPLES:
-        client = HolderClient(sample.holder_id, HolderStore(default_path(sample.holder_id)),
+        client = HolderClient(sample.holder_id, HolderStore.of(sample.holder_id),
                               answer_queries=sample.holder_id != SILENT)
         await client.start()
         started[sample.holder_id] = client

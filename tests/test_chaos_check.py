@@ -208,7 +208,7 @@ def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: 
     """A request a server recorded, then was killed before answering, is in its store: judged,
     though the load never heard of it."""
     with state_folder(tmp_path):
-        store = HolderStore(default_path("nenkin"))
+        store = HolderStore.of("nenkin")
         store.open_request("before", "LINKAGE", "own-0", "staff", "t1")
         since = datetime.now(UTC) + timedelta(milliseconds=5)
         time.sleep(0.01)
@@ -235,7 +235,7 @@ async def test_each_holders_store_is_opened_once_per_look(tmp_path: Path,
         AuditStore(audit_path(), Signer.load_or_create()).close()
         since = datetime.now(UTC) - timedelta(seconds=1)
         for holder in ("nenkin", "sakura-town"):
-            store = HolderStore(default_path(holder))
+            store = HolderStore.of(holder)
             store.open_request(f"r-{holder}", "LINKAGE", "own-0", "staff", "t1")
             store.close()
         monkeypatch.setattr(chaos_check, "holder_path", counted)

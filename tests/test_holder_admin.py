@@ -28,7 +28,7 @@ from broker.clients import KafkaAccess, provisioned
 from holders.cli import holder_cli
 from holders.client import HolderClient
 from holders.server import Address, address_file, recorded
-from holders.store import HolderStore, default_path
+from holders.store import HolderStore
 from registry import store as registry_store
 from registry.normalize import NOT_A_DATE
 from registry.residents import FourAttributes, Resident, Sex
@@ -86,7 +86,7 @@ def test_staff_and_terminals_are_added_listed_and_removed(state: Path) -> None:
     assert "was not" in _ok("staff", "remove", HOLDER, "op2")
     assert "removed" in _ok("terminal", "remove", HOLDER, "t2")
     assert _ok("terminal", "list", HOLDER).split() == ["t1"]
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert store.staff() == [("op", "山田", ["t1"])] and store.terminals() == ["t1"]
     assert store.authorized("op", "t1") and not store.authorized("op2", "t1")
     store.close()
@@ -98,7 +98,7 @@ def test_ids_typed_with_spaces_around_are_stored_as_the_server_reads_them(state:
     for blank in (" ", "\u3000"):
         assert _holder("staff", "add", HOLDER, blank, given="山田").exit_code == 2
         assert _holder("terminal", "add", HOLDER, blank).exit_code == 2
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert store.staff() == [("op", "山田", [])] and store.authorized("op", "t1")
     store.close()
 
@@ -108,7 +108,7 @@ def test_ids_typed_with_spaces_around_are_removed_and_tied_as_stored(state: Path
     `terminal remove ' t1 '` said the one stored trimmed was not there."""
     _ok("terminal", "add", HOLDER, "t1")
     _ok("staff", "add", HOLDER, "op", "--terminal", " t1\u3000", given="山田")
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert store.staff() == [("op", "山田", ["t1"])]
     store.close()
     assert "op removed" in _ok("staff", "remove", HOLDER, " op ")
@@ -191,7 +191,7 @@ def test_records_are_imported_and_bad_rows_named_by_line_and_field_only(
     assert not any(secret in result.output for secret in SECRETS)
     again = _holder("records", "import", HOLDER, str(file))
     assert again.output.startswith(f"records of {HOLDER}: 0 new, 0 changed, 2 unchanged")
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert store.own_numbers() == ["T-1", "T-2"]
     assert store.record("T-1") == (FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1),
                                                   Sex.FEMALE), "123456789018")
@@ -224,7 +224,7 @@ def test_a_date_past_any_calendar_refuses_its_row_only(state: Path, tmp_path: Pa
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "line 3: date_of_birth is not a date" in result.output
     assert "秘密野" not in result.output and "99999999999" not in result.output
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert store.own_numbers() == ["T-1"]
     store.close()
     file.write_text("own_number,name,address,date_of_birth,sex\nT-1,山田 花子,桜町1,1980-04-01,F\n"
@@ -242,7 +242,7 @@ def test_a_bound_record_whose_attributes_change_is_named_for_staff_to_check(
     file.write_text("own_number,name,address,date_of_birth,sex\nT-1,山田 花子,桜町1,1980-04-01,F\n"
                     "T-2,山田 太郎,桜町2,1979-05-02,M\n", encoding="utf-8")
     _ok("records", "import", HOLDER, str(file))
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     store.bind("T-1", "ABC98765XYZ", 0)
     store.close()
     file.write_text("own_number,name,address,date_of_birth,sex\nT-1,佐藤 一郎,港町9,1980-04-01,M\n"
@@ -275,7 +275,7 @@ def test_a_records_file_without_the_personal_number_column_keeps_the_numbers_hel
                     "T-2,山田 太郎,桜町2,1979-05-02,M,\n", encoding="utf-8")
     assert _ok("records", "import", HOLDER, str(file)).startswith(
         f"records of {HOLDER}: 0 new, 1 changed, 0 unchanged")
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert [store.record(n) for n in ("T-1", "T-2", "T-3")] == [
         (FourAttributes("山田 花子", "港町9", date(1980, 4, 1), Sex.FEMALE), "123456789018"),
         (FourAttributes("山田 太郎", "桜町2", date(1979, 5, 2), Sex.MALE), None),
@@ -293,7 +293,7 @@ def test_a_personal_number_in_full_width_or_groups_of_four_is_read(
                     "T-2,山田 太郎,桜町2,1979-05-02,M,9876 5432 1093\n", encoding="utf-8")
     assert _ok("records", "import", HOLDER, str(file)).startswith(
         f"records of {HOLDER}: 2 new, 0 changed, 0 unchanged, 0 rows refused")
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert [(store.record(n) or (None, None))[1] for n in ("T-1", "T-2")] == [
         "123456789018", "987654321093"]
     store.close()
@@ -311,7 +311,7 @@ def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path)
         "  line 3: fields is not JSON", "  line 4: own_number has no record (import it first)",
         "  line 5: fields is not a JSON object of strings"]
     assert "3200000" not in result.output and "4100000" not in result.output
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert store.data("T-1", "local_tax") == {"income": "3200000"}
     assert store.data("T-2", "local_tax") is None
     store.close()
@@ -350,7 +350,7 @@ def test_an_import_cut_short_leaves_none_of_it_applied(
         f'T-{n},local_tax,"{{""income"": ""{n}""}}"\n' for n in range(3)), encoding="utf-8")
     if command == "data":
         _ok("records", "import", HOLDER, str(records))
-    store = HolderStore(default_path(HOLDER))  # each row written calls written(own number)
+    store = HolderStore.of(HOLDER)  # each row written calls written(own number)
     store.db.execute(f"CREATE TRIGGER written AFTER INSERT ON {command} "
                      "BEGIN SELECT written(NEW.own_number); END")
     store.close()
@@ -372,14 +372,14 @@ def test_an_import_cut_short_leaves_none_of_it_applied(
     failed = _holder(command, "import", HOLDER, str(records if command == "records" else data))
     assert isinstance(failed.exception, sqlite3.OperationalError), failed.output
     monkeypatch.undo()
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     applied = [n for n in store.own_numbers() if command == "records" or store.data(n, "local_tax")]
     store.close()
     assert applied == [] and len(written) == 3
 
 
 def test_purge_forgets_requests_answered_more_than_7_years_ago(state: Path) -> None:
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     for request_id in ("old", "recent"):
         request = store.open_request(request_id, "BINDING", "T-1", "op", "t")
         store.resolve(request, "BOUND")
@@ -389,7 +389,7 @@ def test_purge_forgets_requests_answered_more_than_7_years_ago(state: Path) -> N
     said = _ok("purge", HOLDER)
     assert said.startswith(f"{HOLDER}: 1 requests, 0 access-log entries and 0 investigations "
                            "closed from before ")
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     assert store.request("old") is None and store.request("recent") is not None
     store.close()
 
@@ -585,7 +585,7 @@ async def test_a_binding_asked_again_with_its_key_after_a_kill_is_the_one_made(
             stop(server)
     assert ids[0] == ids[1], "a request made again"
     assert outcome["status"] == "BOUND", outcome
-    store = HolderStore(default_path(holder))
+    store = HolderStore.of(holder)
     try:
         assert store.counts() == {"BOUND": 1, "duplicates dropped": 0}
     finally:

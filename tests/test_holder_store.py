@@ -14,6 +14,7 @@ from holders import store as store_module
 from holders.store import FORGET, Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
 from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
+from renkei.state import state_folder
 
 
 def test_a_provider_finds_data_only_by_a_bound_link_code_and_its_type(tmp_path: Path) -> None:
@@ -627,3 +628,16 @@ def test_a_residents_log_of_a_request_id_used_again_is_of_their_exchange_alone(
     assert [e.side for e in store.exchange_log("r-1", None)] == ["REQUESTER"]
     assert len(store.access_log("r-1")) == 3
     store.close()
+
+
+def test_the_path_of_a_holders_store_makes_nothing_opening_it_makes_its_folder(
+        tmp_path: Path) -> None:
+    """default_path made the holder's folder (the chaos check's read-only look at a holder made
+    one); what only reads gets the path, the store opened for writing makes it, private."""
+    with state_folder(tmp_path / "state") as state:
+        path = store_module.default_path("town-x")
+        assert path == state / "holders" / "town-x" / "holder.db"
+        assert not (state / "holders").exists() and not store_module.store_made("town-x")
+        HolderStore.of("town-x").close()
+        assert store_module.store_made("town-x")
+        assert path.parent.stat().st_mode & 0o777 == 0o700

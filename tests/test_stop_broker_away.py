@@ -23,7 +23,7 @@ from broker.clients import KafkaAccess, records_up_to
 from broker.ports import free_port_pair
 from holders.client import HolderClient
 from holders.server import address_file, recorded
-from holders.store import HolderStore, default_path
+from holders.store import HolderStore
 from renkei import groups
 from renkei import town as town_setup
 from renkei.scenario import staff as staff_of
@@ -122,7 +122,7 @@ def test_a_request_made_while_the_broker_is_away_is_kept_and_sent_once_it_is_bac
     proc = _started(args, log, own_broker)
     address = recorded(HOLDER)
     assert address is not None
-    store = HolderStore(default_path(HOLDER))
+    store = HolderStore.of(HOLDER)
     try:
         operator, terminal = staff_of(HOLDER)
         process.down()
