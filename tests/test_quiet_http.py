@@ -39,7 +39,7 @@ async def test_a_request_that_is_not_http_is_logged_at_info_one_refused_at_warni
         writer.close()
     finally:
         await runner.cleanup()
-    assert answer.startswith(b"HTTP/1.0 400 ") and SECRET not in answer, answer
+    assert answer.startswith(b"HTTP/1.1 400 ") and SECRET not in answer, answer
     (logged,) = caplog.records
     assert logged.levelno == level and logged.getMessage().startswith(
         "refused a request from 127.0.0.1: "), logged.getMessage()
