@@ -1,10 +1,13 @@
-"""Every store made fresh by a path given is readable by its user only, whatever the umask."""
+"""Every store made fresh by a path given is readable by its user only, whatever the umask; a
+store opened leaves the locks of a connection open on it in the process as they are."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -17,6 +20,7 @@ from cards.jlis import CardHolders
 from holders.store import HolderStore
 from portal.inbox import Inbox
 from registry.store import RegistryStore
+from renkei.sqlite import connected
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +60,29 @@ def test_the_mode_an_operator_set_is_left_alone(tmp_path: Path) -> None:
     path.touch(0o640)
     with closing(RegistryStore.open(path)):
         assert _mode(path) == 0o640
+
+
+def _read_apart(path: Path) -> str:
+    """What a process of its own reads of the table `kept`, its connection closed after (the
+    last one on the store, SQLite would checkpoint the write-ahead log and delete it)."""
+    read = "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); " \
+           "print(db.execute('SELECT n FROM kept').fetchall()); db.close()"
+    return subprocess.run([sys.executable, "-c", read, str(path)], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("store", sorted(set(MADE) - {"registry"}))
+def test_a_store_opened_again_leaves_the_connection_open_on_it_its_locks(
+        tmp_path: Path, store: str) -> None:
+    """Each opening opened and closed the store's file to make it private, and a close drops
+    every POSIX lock the process holds on the file, those of a connection left open on it too:
+    another process closing its connection took itself for the last one, deleted the
+    write-ahead log, and what the open connection committed then was written to the deleted
+    file, lost (the authority's change of number, its purge opening the store in a thread)."""
+    path = tmp_path / f"{store}.db"
+    with closing(connected(path)) as db:
+        db.execute("CREATE TABLE kept (n INTEGER)")
+        MADE[store](path)
+        assert _read_apart(path) == "[]"
+        db.execute("INSERT INTO kept VALUES (1)")
+        assert _read_apart(path) == "[(1,)]"
