@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from authority import lookups, portal
 from authority.cli import numbered, opened
 from authority.service import NumberingAuthority, forgotten_told
+from authority.store import AuthorityStore
 from broker import acls, cluster, topics
 from registry import store as registry_store
 from registry import tickets
@@ -73,13 +74,13 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey, changes: Regis
     return with_directory
 
 
-async def keeping_retention(authority: NumberingAuthority,
-                            running: Callable[[asyncio.Event], Awaitable[None]],
+async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Awaitable[None]],
                             ready: asyncio.Event) -> None:
-    """`running(ready)` awaited, the look-ups logged past the access log's retention forgotten
-    meanwhile, at its start (the broker reached or not) and every retention.FORGET_EVERY."""
+    """`running(ready)` awaited, the look-ups logged past the access log's retention in the
+    store at `path` forgotten meanwhile (on a connection of their own, off the loop), at its start
+    (the broker reached or not) and every retention.FORGET_EVERY."""
     keeping = asyncio.create_task(
-        retention.keep("authority", authority.forget_before, forgotten_told))
+        retention.keep("authority", partial(AuthorityStore, path), forgotten_told))
     try:
         await running(ready)
     finally:
@@ -104,7 +105,7 @@ def serve(db: Path | None, registry: Path | None) -> None:
     changes = RegistryChanges(authority, registry or registry_store.default_path())
     try:
         event_loop.run(said_when_up(
-            partial(keeping_retention, authority, partial(
+            partial(keeping_retention, path, partial(
                 run_service, acls.AUTHORITY, [topics.AUTHORITY_IN, topics.AUTHORITY_PORTAL_IN],
                 "renkei-authority",
                 serving(authority, sealing.key_of(acls.AUTHORITY), changes, login_key))),

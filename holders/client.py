@@ -278,7 +278,7 @@ class HolderClient:
             following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
         self._retention = asyncio.create_task(
-            retention.keep(self.holder, self.store.forget_before, Forgotten.told_of),
+            retention.keep(self.holder, partial(HolderStore, self.store.path), Forgotten.told_of),
             name=f"retention:{self.holder}")
 
     async def _send_kept(self) -> None:

@@ -360,6 +360,7 @@ class HolderStore:
         return cls(private_dir("holders", holder) / STORE_FILE)
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.db = connected(path)
         self.db.executescript(SCHEMA)
         # a store made before re-keying: nothing moved yet

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from audit.store import retention_cutoff
 
@@ -16,25 +18,53 @@ log = logging.getLogger(__name__)
 # seconds between purges of what the store keeps past the access log's retention (one at start)
 FORGET_EVERY = 3600.0
 Part = TypeVar("Part")
+Told = TypeVar("Told", covariant=True)
 
 
-async def keep(who: str, forget_before: Callable[[datetime], Iterable[Part]],
+class Forgetting(Protocol[Told]):
+    """A store that forgets what it keeps past a cutoff, a part (a transaction) at a time."""
+
+    def forget_before(self, cutoff: datetime) -> Iterator[Told]: ...
+
+    def close(self) -> None: ...
+
+
+async def keep(who: str, opened: Callable[[], Forgetting[Part]],
                told: Callable[[list[Part], datetime], str]) -> None:
     """Forget what `who`'s store keeps past the access log's retention, now and every
-    FORGET_EVERY, a short transaction (a part `forget_before` yields) at a time, the loop going
-    on between them (the store locked by another process, or failing: again at the next time);
-    what it forgot is logged at WARNING, the level the services run at, in the words `told`
-    gives it, as the CLI's purge says it."""
+    FORGET_EVERY, a short transaction (a part its `forget_before` yields) at a time, in a thread
+    on a store `opened` for each purge alone (its own connection, closed after): the loop goes on
+    while the purge waits for a store another process holds (SQLite's busy timeout; still
+    locked, or failing: again at the next time); cancelled, the purge stops after the
+    transaction it is in. What it forgot is logged at WARNING, the level the services run at, in
+    the words `told` gives it, as the CLI's purge says it."""
     while True:
-        forgotten: list[Part] = []
         cutoff = retention_cutoff(datetime.now(UTC))
+        stop = threading.Event()
         try:
-            for part in forget_before(cutoff):
-                forgotten.append(part)
-                await asyncio.sleep(0)
-        except sqlite3.Error as exc:
+            forgotten, failed = await asyncio.to_thread(_forgotten, opened, cutoff, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        if failed is not None:
             log.warning("%s: forgetting what is past the retention stopped (%s): again in "
-                        "%.0f s", who, exc, FORGET_EVERY)
+                        "%.0f s", who, failed, FORGET_EVERY)
         if forgotten:
             log.warning("%s: %s", who, told(forgotten, cutoff))
         await asyncio.sleep(FORGET_EVERY)
+
+
+def _forgotten(opened: Callable[[], Forgetting[Part]], cutoff: datetime,
+               stop: threading.Event) -> tuple[list[Part], sqlite3.Error | None]:
+    """The parts the store `opened` committed forgetting before `cutoff` (closed after), until
+    none is left or `stop` is set, and the error that stopped it (None: none)."""
+    forgotten: list[Part] = []
+    try:
+        with closing(opened()) as store:
+            for part in store.forget_before(cutoff):
+                forgotten.append(part)
+                if stop.is_set():
+                    break
+    except sqlite3.Error as exc:
+        return forgotten, exc
+    return forgotten, None

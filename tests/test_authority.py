@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,6 +37,7 @@ from authority.service import (
     TicketUsed,
     UnknownResident,
     draw_number,
+    forgotten_told,
 )
 from authority.store import AuthorityStore
 from broker import acls, topics
@@ -42,12 +45,13 @@ from registry import store as registry_store
 from registry import tickets
 from registry.resident_code import random_codes
 from registry.residents import ChangeKind, change
-from renkei import sealing
+from renkei import retention, sealing
 from renkei import sqlite as renkei_sqlite
 from renkei import town as town_setup
 from renkei.clock import AHEAD, Age, Clock, Mark
 from renkei.questions import Declined
 from renkei.state import STATE_ENV
+from renkei.tasks import cancelled
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
@@ -717,6 +721,68 @@ def test_serve_forgets_the_lookups_logged_past_the_retention_from_its_start(
         stop(proc)
         store.close()
     assert "authority: 1 look-ups logged before " in log.read_text()
+
+
+async def test_a_purge_waiting_for_a_store_another_process_holds_stalls_no_lookup(
+        tmp_path: Path) -> None:
+    """`serve` purged the look-up log in its event loop: the store held by another process, a
+    purge batch waited SQLite's busy timeout (5 s) and nothing was answered meanwhile; the purge
+    runs in a thread on a connection of its own, a look-up answered once the store is free."""
+    path = tmp_path / "authority.db"
+    store = AuthorityStore(path)
+    authority = NumberingAuthority(store)
+    number = authority.assign("R-1")
+    store.record_lookup(datetime.now(UTC) - timedelta(days=7 * 366), "tax-office", "old check",
+                        number, "found")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def looking_up(ready: asyncio.Event) -> None:
+        started = time.monotonic()
+        await asyncio.sleep(0.1)  # the purge begun meanwhile, waiting for the lock
+        holder.execute("ROLLBACK")
+        assert authority.lookup(number, "tax-office", "income check") == "R-1"
+        assert time.monotonic() - started < 1.0
+        deadline = Deadline(5, "the old look-up forgotten")
+        while [e.purpose for e in store.lookups()] != ["income check"]:
+            deadline.check()
+            await asyncio.sleep(0.01)
+
+    try:
+        await serve.keeping_retention(path, looking_up, asyncio.Event())
+    finally:
+        holder.close()
+        store.close()
+
+
+async def test_a_purge_stopped_ends_after_the_transaction_it_is_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` stopped while its purge waits for the store: the purge's thread, which nothing
+    cancels, ends after the batch it was waiting for, not after the whole backlog (a service
+    stopping waits for it)."""
+    monkeypatch.setattr(renkei_sqlite, "BATCH", 1)
+    path = tmp_path / "authority.db"
+    store = AuthorityStore(path)
+    for n in range(3):
+        store.record_lookup(datetime.now(UTC) - timedelta(days=7 * 366), "tax-office",
+                            f"old check {n}", "123456789018", "unknown")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        keeping = asyncio.create_task(retention.keep(
+            "authority", partial(AuthorityStore, path), forgotten_told))
+        await asyncio.sleep(0.1)  # the purge begun meanwhile, waiting for the lock
+        await cancelled(keeping)
+        holder.execute("ROLLBACK")
+        deadline = Deadline(5, "the first batch forgotten")
+        while len(store.lookups()) == 3:
+            deadline.check()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # the batches a purge not stopped would go on to
+        assert len(store.lookups()) == 2
+    finally:
+        holder.close()
+        store.close()
 
 
 def test_change_number_run_again_with_its_request_id_changes_once(

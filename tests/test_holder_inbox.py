@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -931,8 +932,8 @@ async def test_the_server_forgets_what_is_past_the_retention_at_its_start_and_th
     for request_id in ("old", "recent"):
         client.store.log(request_id, "REQUESTER", STAFF, TERMINAL, "FOUND")
     client.store.db.execute("UPDATE access_log SET at = ? WHERE request_id = 'old'", (old,))
-    keeping = asyncio.create_task(
-        retention.keep(client.holder, client.store.forget_before, Forgotten.told_of))
+    keeping = asyncio.create_task(retention.keep(
+        client.holder, partial(HolderStore, client.store.path), Forgotten.told_of))
     try:
         await _forgotten(client, "old")
         client.store.open_request("later", BINDING, "H-1", STAFF, TERMINAL)
