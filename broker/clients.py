@@ -6,7 +6,15 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -326,7 +334,7 @@ async def records_since(access: KafkaAccess, names: Sequence[str], since_ms: int
 
 async def records_between(access: KafkaAccess, names: Sequence[str],
                           spans: Sequence[tuple[int, int | None]],
-                          batch: int = 5000) -> AsyncIterator[Any]:
+                          batch: int = 5000) -> AsyncGenerator[Any, None]:
     """The records of the topics within each span (from, until: their time, in ms), every
     partition's, without a group: from the first at or after `from` to the last before the
     first at or after `until` (None: their end as it was at the call), a span after another."""

@@ -3,14 +3,17 @@ topics, written by the admin principal only; everyone else reads)."""
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
-from broker.clients import KafkaAccess, provisioned, running
+from broker.clients import KafkaAccess, provisioned, read_topic, records_between, running
 from processors import keys, patterns
 from renkei import sealing
 from renkei.compacted import CompactedView, holder_directory
@@ -21,6 +24,7 @@ from schemas.messages import HolderEntry, LegalPattern
 
 SERVICE = "service"
 M = TypeVar("M")
+log = logging.getLogger(__name__)
 
 
 class NotAPrivateHolder(ValueError):
@@ -170,34 +174,82 @@ async def resume(holder: str, operator: str) -> HolderEntry:
 async def _switched(access: KafkaAccess, holder: str, active: bool, operator: str,
                     reason: str | None) -> HolderEntry:
     """The holder's entry published active (or inactive), then the operator action logged for
-    its record. One already so is NotSuspendable, nothing logged: its latest record may be a
-    registration's or a re-keying's, not a switch's (a run that died between the two writes
-    leaves its switch unlogged, as a registration or a re-keying would)."""
-    action = "RESUME" if active else "SUSPEND"
+    its record. One already so is NotSuspendable, nothing logged but the action of its latest
+    record if a run that stopped between the two writes left it unlogged (_log_unlogged)."""
     entries = await current(access)
+    await _log_unlogged(access, lambda e: e.holder_id == holder)
     entry = replace(_of_state(entries, holder, active=not active), active=active,
                     inactive_since=None, updated_at=datetime.now(UTC))
-    await _written(access, [send(topics.DIRECTORY, holder, entry)], action, operator, holder,
-                   reason)
-    return entry
+    return (await _written(access, [entry], "RESUME" if active else "SUSPEND", operator,
+                           reason))[0]
 
 
-async def _written(access: KafkaAccess, sends: Sequence[Send], action: str, operator: str,
-                   subject: str, reason: str | None) -> None:
-    """Send the directory records and wait until the broker has them all, then log the operator
-    action for the last of them, on one producer."""
+async def _written(access: KafkaAccess, entries: Sequence[HolderEntry], action: str,
+                   operator: str, reason: str | None) -> list[HolderEntry]:
+    """Publish the entries, each carrying the operator action they are written for (one new
+    id), wait until the broker has them all, then log the action at the last one's broker time,
+    on one producer: the entries as published. A run that stops between the two writes leaves
+    in the directory what the next command on their holders logs the action by
+    (_log_unlogged)."""
+    action_id = f"{action}@{uuid.uuid4().hex}"
+    noted = [replace(e, action_id=action_id, action=action, operator=operator, reason=reason)
+             for e in entries]
     async with running(producer_for(access), access) as producer:
-        written = await handed(producer, sends)
+        written = await handed(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in noted])
         await settled(written)
-        await deliver(producer, [logged(action, written[-1].result(), operator, subject, reason)])
+        await deliver(producer, [logged(noted[-1], written[-1].result().timestamp)])
+    return noted
 
 
-def logged(action: str, record: Any, operator: str, subject: str, reason: str | None) -> Send:
-    """An operator action for the audit topic, its id and time the directory record's (a
-    consumer record or a send's metadata: topic, partition, offset, broker time)."""
-    return send(topics.AUDIT, subject, OperatorAction(
-        f"{action}@{record.topic}:{record.partition}:{record.offset}",
-        from_millis(record.timestamp), operator, action, subject, reason))
+def logged(entry: HolderEntry, appended_ms: int) -> Send:
+    """The operator action a directory entry was written for, for the audit topic, at its
+    record's broker time `appended_ms`, which its own record is stamped with too (_on_audit
+    seeks it by that): on the unit for a re-keying, else on the holder."""
+    assert entry.action_id and entry.action and entry.operator, "an entry no action wrote"
+    subject = entry.link_unit if entry.action == "REKEY" else entry.holder_id
+    return replace(send(topics.AUDIT, subject, OperatorAction(
+        entry.action_id, from_millis(appended_ms), entry.operator, entry.action, subject,
+        entry.reason)), timestamp_ms=appended_ms)
+
+
+async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], bool]) -> None:
+    """Log each operator action the latest directory records of the concerned holders were
+    written for that the audit topic lacks (its command stopped between its two writes), at the
+    broker time of the last of its records: once, as the records are read again only after it
+    is on the topic (two commands recovering it at once may each log it: the audit log keeps
+    one per id)."""
+    latest = {record.key: record for record in await read_topic(access, topics.DIRECTORY)}
+    noted: dict[str, tuple[HolderEntry, int]] = {}
+    for record in sorted(latest.values(), key=lambda r: r.offset):
+        entry = _noted(record.value or b"")
+        if entry is not None and entry.action_id and concerned(entry):
+            noted[entry.action_id] = (entry, record.timestamp)
+    for action_id, (entry, appended_ms) in noted.items():
+        if not await _on_audit(access, action_id, appended_ms):
+            log.warning("logging operator action %s, which the run that wrote %s's directory "
+                        "record stopped before logging", action_id, entry.holder_id)
+            await _delivered(access, [logged(entry, appended_ms)])
+
+
+def _noted(value: bytes) -> HolderEntry | None:
+    """A directory record's entry, None for a deleted or unreadable one."""
+    try:
+        return CODEC.decode(value, HolderEntry) if value else None
+    except ValueError:
+        return None
+
+
+async def _on_audit(access: KafkaAccess, action_id: str, appended_ms: int) -> bool:
+    """Is the operator action on the audit topic? Stamped with its directory record's broker
+    time (logged), it is at or after the first record stamped then, read up to it."""
+    async with aclosing(records_between(access, [topics.AUDIT], [(appended_ms, None)])
+                        ) as records:
+        async for record in records:
+            value = record.value or b""
+            if (CODEC.name_of(value) == "OperatorAction"
+                    and CODEC.decode(value, OperatorAction).action_id == action_id):
+                return True
+    return False
 
 
 def _of_state(directory: Mapping[str, HolderEntry], holder: str, active: bool) -> HolderEntry:
@@ -228,11 +280,11 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
     once, at the start."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
+    await _log_unlogged(access, lambda e: e.holder_id == holder)
     entries = await _directory(access)
     entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
     admitted()
-    await _written(access, [send(topics.DIRECTORY, holder, entry)], "REGISTER", operator, holder,
-                   None)
+    entry, = await _written(access, [entry], "REGISTER", operator, None)
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
                                                           LegalPattern))
 
@@ -300,10 +352,10 @@ async def rekey_unit(unit: str, operator: str) -> list[HolderEntry]:
     its id and time the last of its holders' records (the unit is at the new epoch once the
     broker has it): its holders' entries, as published."""
     access = KafkaAccess.of(config.ADMIN)
-    entries = next_epoch(await current(access), unit)
-    await _written(access, [send(topics.DIRECTORY, e.holder_id, e) for e in entries], "REKEY",
-                   operator, unit, None)
-    return entries
+    await provisioned(access, topics.DIRECTORY)
+    await _log_unlogged(access, lambda e: e.link_unit == unit)
+    return await _written(access, next_epoch(await _directory(access), unit), "REKEY", operator,
+                          None)
 
 
 def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:

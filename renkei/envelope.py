@@ -42,6 +42,7 @@ class Send:
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
     message: object = field(default=None, compare=False)  # what `value` encodes, if known here
+    timestamp_ms: int | None = None  # its record's time on a topic the producer stamps (None: now)
 
 
 def send(topic: str, key: str | None, message: object, partition: int | None = None) -> Send:

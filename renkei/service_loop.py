@@ -78,7 +78,8 @@ async def handed(producer: AIOKafkaProducer,
                  effects: Sequence[Send]) -> list[asyncio.Future[Any]]:
     """The effects handed to the producer; what settles when the broker has each."""
     return [await producer.send(e.topic, e.value, key=e.key.encode() if e.key else None,
-                                partition=e.partition, headers=list(e.headers) or None)
+                                partition=e.partition, headers=list(e.headers) or None,
+                                timestamp_ms=e.timestamp_ms)
             for e in effects]
 
 

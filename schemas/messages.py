@@ -240,6 +240,10 @@ class HolderEntry:
     signing_key: bytes | None = None  # Ed25519, its answer sessions' (None from v1: unsigned)
     inactive_since: datetime | None = None  # broker time it was made inactive (None: its
     # inactive record's, as every reader takes it, renkei.compacted.dated)
+    action_id: str | None = None  # the operator action this record was written for (v4)
+    action: str | None = None
+    operator: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

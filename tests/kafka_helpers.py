@@ -37,7 +37,7 @@ from broker.provision import admin_client, binding_filter
 from renkei.envelope import unpacked
 from renkei.tether import tethered
 from schemas.codec import CODEC
-from schemas.messages import Rejection
+from schemas.messages import HolderEntry, Rejection
 from tests.loop_helpers import Deadline
 
 
@@ -168,13 +168,19 @@ async def audit_events(request_ids: set[str] | None = None) -> list[AccessLogEve
     return await read_events(KafkaAccess.of(config.ADMIN), request_ids)
 
 
-async def operator_actions(start: int, subject: str) -> set[OperatorAction]:
-    """The operator actions on `subject` on the audit topic from offset `start`, each once."""
-    return {action for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT,
+async def operator_actions(start: int, subject: str) -> list[OperatorAction]:
+    """The operator actions on `subject` on the audit topic from offset `start`, in order, each
+    as often as it is there."""
+    return [action for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT,
                                                   start)
             for value in unpacked(record.value or b"")
             if CODEC.name_of(value) == "OperatorAction"
-            for action in [CODEC.decode(value, OperatorAction)] if action.subject == subject}
+            for action in [CODEC.decode(value, OperatorAction)] if action.subject == subject]
+
+
+def action_of(record: Any) -> str:
+    """The id of the operator action a directory record was written for ("" for none)."""
+    return CODEC.decode(record.value, HolderEntry).action_id or ""
 
 
 async def logged_events(request_id: str, count: int) -> list[AccessLogEvent]:

@@ -21,7 +21,7 @@ from renkei.broker_time import LOG_APPEND_TIME
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
-from tests.kafka_helpers import operator_actions, renkei
+from tests.kafka_helpers import action_of, operator_actions, renkei
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -140,12 +140,46 @@ async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_w
         renkei("holder", "resume", "sakura-town", "--operator", "ops-b", check=False)
     renkei("holder", "resume", "nenkin", "--operator", "ops-b", check=False)  # never suspended
     suspension, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
-    assert await operator_actions(audit_end, "sakura-town") == {
-        OperatorAction(f"SUSPEND@{topics.DIRECTORY}:0:{suspension.offset}",
-                       from_millis(suspension.timestamp), "ops-a", "SUSPEND", "sakura-town",
-                       "情報漏えい"),
-        OperatorAction(f"RESUME@{topics.DIRECTORY}:0:{resumption.offset}",
-                       from_millis(resumption.timestamp), "ops-b", "RESUME", "sakura-town",
-                       None)}
-    assert await operator_actions(audit_end, "nenkin") == set()
+    assert await operator_actions(audit_end, "sakura-town") == [
+        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
+                       "SUSPEND", "sakura-town", "情報漏えい"),
+        OperatorAction(action_of(resumption), from_millis(resumption.timestamp), "ops-b",
+                       "RESUME", "sakura-town", None)]
+    assert await operator_actions(audit_end, "nenkin") == []
     assert (await directory.current())["sakura-town"].active
+
+
+class Stopped(Exception):
+    """The command's process ending where it is."""
+
+
+async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_once_after(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suspension whose command stopped between writing the holder's directory record and
+    logging it was never logged: a re-run found the holder suspended, refused, and logged
+    nothing. The re-run logs it, once, with who did it and why, at its record's time; another
+    re-run and the resumption after log it no more."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+
+    async def stops(*_: object) -> None:
+        raise Stopped
+
+    with monkeypatch.context() as patched:
+        patched.setattr(directory, "deliver", stops)
+        with pytest.raises(Stopped):
+            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    assert not (await directory.current())["sakura-town"].active
+    assert await operator_actions(audit_end, "sakura-town") == []
+    for _ in range(2):
+        again = renkei("holder", "suspend", "sakura-town", "--reason", "x", "--operator", "ops-b",
+                       check=False)
+        assert again.returncode and "already suspended" in again.stderr
+    renkei("holder", "resume", "sakura-town", "--operator", "ops-b")
+    suspension, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
+    assert await operator_actions(audit_end, "sakura-town") == [
+        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
+                       "SUSPEND", "sakura-town", "情報漏えい"),
+        OperatorAction(action_of(resumption), from_millis(resumption.timestamp), "ops-b",
+                       "RESUME", "sakura-town", None)]
