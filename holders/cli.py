@@ -22,7 +22,7 @@ from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
 from renkei.listed import echo_listed
-from renkei.options import OPERATOR_OPTION, port_option, stated
+from renkei.options import OPERATOR_OPTION, REASON_OPTION, port_option, reason_said, stated
 from renkei.personal_input import Field, OnStdin
 
 T = TypeVar("T")
@@ -50,12 +50,13 @@ def holder_cli() -> None:
 @click.option("--share-unit", is_flag=True,
               help="join the unit that is another holder's own (named as it): it is given "
                    "every link code of that holder's records")
+@REASON_OPTION
 @OPERATOR_OPTION
 def register(holder: str, name: str, role: str, unit: str | None, private: bool | None,
-             move_unit: bool, share_unit: bool, operator: str) -> None:
+             move_unit: bool, share_unit: bool, reason: str | None, operator: str) -> None:
     """Register a holder: principal, topics, ACLs, sealing key and directory entry; the audit
-    log says who did it. Registered again, it keeps its link-code unit and private flag unless
-    given."""
+    log says who did it (and why, if told). Registered again, it keeps its link-code unit and
+    private flag unless given."""
     try:
         provision.holder_id(holder)
     except ValueError as exc:
@@ -63,10 +64,10 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
     admin = provision.reached_admin()
     before, entry, roles = asyncio.run(directory.registration(
         holder, name, role, unit, private, move_unit, share_unit,
-        lambda: provision.add_holder(admin, holder, provision.Report()), operator))
+        lambda: provision.add_holder(admin, holder, provision.Report()), operator, reason))
     click.echo(f"registered {holder} ({name}): role {role}, link-code unit {entry.link_unit} "
                f"at key epoch {entry.key_epoch}"
-               + (", private (consent needed)" if entry.private else ""))
+               + (", private (consent needed)" if entry.private else "") + reason_said(reason))
     if role not in roles:
         click.echo(f"warning: no legal pattern names role {role!r}: {holder} can neither "
                    "request nor provide until one does (roles named: "
@@ -90,7 +91,7 @@ def suspend(holder: str, reason: str, operator: str) -> None:
              else "(the directory topic is not stamped by the broker: answers are judged as "
                   "to an inactive holder whenever they came; run `renkei broker provision`)")
     click.echo(f"suspended {holder} ({entry.name}) {since}: its requests and requests to it "
-               f"are refused until `renkei holder resume {holder}`; reason: {reason}")
+               f"are refused until `renkei holder resume {holder}`" + reason_said(reason))
 
 
 @holder_cli.command()

@@ -272,19 +272,20 @@ async def _delivered(access: KafkaAccess, sends: Sequence[Send]) -> None:
 
 async def registration(holder: str, name: str, role: str, unit: str | None,
                        private: bool | None, move_unit: bool, share_unit: bool,
-                       admitted: Callable[[], object], operator: str
+                       admitted: Callable[[], object], operator: str,
+                       reason: str | None = None
                        ) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
     """A holder registered (see `registered`), `admitted` called once the directory takes it
-    and before its entry is published, and logged as the operator's action: its entry before,
-    the one published now, and the roles the legal pattern list names; both topics checked
-    once, at the start."""
+    and before its entry is published, and logged as the operator's action (with `reason`): its
+    entry before, the one published now, and the roles the legal pattern list names; both
+    topics checked once, at the start."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
     await _log_unlogged(access, lambda e: e.holder_id == holder)
     entries = await _directory(access)
     entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
     admitted()
-    entry, = await _written(access, [entry], "REGISTER", operator, None)
+    entry, = await _written(access, [entry], "REGISTER", operator, reason)
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
                                                           LegalPattern))
 
@@ -347,15 +348,15 @@ def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
     return max((e.key_epoch for e in directory.values() if e.link_unit == unit), default=0)
 
 
-async def rekey_unit(unit: str, operator: str) -> list[HolderEntry]:
-    """Move a link-code unit to its next key epoch, logged as one operator action on the unit,
-    its id and time the last of its holders' records (the unit is at the new epoch once the
-    broker has it): its holders' entries, as published."""
+async def rekey_unit(unit: str, operator: str, reason: str | None = None) -> list[HolderEntry]:
+    """Move a link-code unit to its next key epoch, logged as one operator action on the unit
+    (with `reason`), its time the last of its holders' records (the unit is at the new epoch
+    once the broker has it): its holders' entries, as published."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY)
     await _log_unlogged(access, lambda e: e.link_unit == unit)
     return await _written(access, next_epoch(await _directory(access), unit), "REKEY", operator,
-                          None)
+                          reason)
 
 
 def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:

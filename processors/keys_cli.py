@@ -9,7 +9,7 @@ import click
 from audit import heads
 from processors import directory, keys
 from registry import tickets
-from renkei.options import OPERATOR_OPTION
+from renkei.options import OPERATOR_OPTION, REASON_OPTION, reason_said
 
 
 def unit_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -43,15 +43,16 @@ def init() -> None:
 
 @keys_cli.command()
 @click.argument("unit", callback=unit_name)
+@REASON_OPTION
 @OPERATOR_OPTION
-def rekey(unit: str, operator: str) -> None:
+def rekey(unit: str, reason: str | None, operator: str) -> None:
     """Move a link-code unit to its next key epoch: its old codes are refused from then on; the
     unit's holders re-key their bindings by themselves within seconds; the audit log says who
-    did it."""
+    did it (and why, if told)."""
     try:
-        entries = asyncio.run(directory.rekey_unit(unit, operator))
+        entries = asyncio.run(directory.rekey_unit(unit, operator, reason))
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"link-code unit {unit!r} is at key epoch {entries[0].key_epoch}; its holders "
                "re-key their bindings by themselves: "
-               + ", ".join(sorted(e.holder_id for e in entries)))
+               + ", ".join(sorted(e.holder_id for e in entries)) + reason_said(reason))

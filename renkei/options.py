@@ -65,6 +65,18 @@ def stated(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
+def stated_if_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An optional text that, given, must say something (stated)."""
+    return None if value is None else stated(ctx, param, value)
+
+
+def reason_said(reason: str | None) -> str:
+    """A --reason as a command's last words say it (nothing for none)."""
+    return "" if reason is None else f"; reason: {reason}"
+
+
+REASON_OPTION = click.option("--reason", default=None, callback=stated_if_given,
+                             help="why, as the audit log says it with the operator")
 OPERATOR_OPTION = click.option(
     "--operator", default=getpass.getuser, show_default="your login", callback=stated,
     help="who does this, as the audit log names the operator")

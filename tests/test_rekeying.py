@@ -149,27 +149,32 @@ async def test_a_registration_and_a_rekeying_are_logged_once_each_with_who_did_t
     """No registration or re-keying reached the audit log: an auditor saw no holder admitted
     and no unit's codes changed. Each registration is logged, its id and time its directory
     record's, and a unit's re-keying once, its id and time the last of its holders' records,
-    with who did it (by default the login)."""
+    with who did it (by default the login) and why, if told (neither took a --reason), as each
+    command says."""
     admin = KafkaAccess.of(config.ADMIN)
     _, audit_end = await offsets(admin, topics.AUDIT)
     _, end = await offsets(admin, topics.DIRECTORY)
-    renkei("holder", "register", "tsuru-clinic", "--name", "鶴町診療所",
-           "--role", "medical_institution", "--unit", "tsuru-medical", "--operator", "ops-a")
+    registered = renkei("holder", "register", "tsuru-clinic", "--name", "鶴町診療所",
+                        "--role", "medical_institution", "--unit", "tsuru-medical",
+                        "--operator", "ops-a", "--reason", "新規開設").stdout
     await directory.registration("tsuru-pharmacy", "鶴町薬局", "medical_institution",
                                  "tsuru-medical", None, False, False, lambda: None, "ops-b")
-    renkei("keys", "rekey", "tsuru-medical")
+    rekeyed = renkei("keys", "rekey", "tsuru-medical", "--reason", "鍵の漏えい").stdout
+    assert registered.rstrip().endswith("; reason: 新規開設"), registered
+    assert rekeyed.rstrip().endswith("; reason: 鍵の漏えい"), rekeyed
     clinic, pharmacy, _, rekeyed_last = await read_topic(admin, topics.DIRECTORY, start=end)
 
-    def action(kind: str, record: Any, operator: str, subject: str) -> OperatorAction:
+    def action(kind: str, record: Any, operator: str, subject: str,
+               reason: str | None = None) -> OperatorAction:
         return OperatorAction(action_of(record), from_millis(record.timestamp), operator,
-                              kind, subject, None)
+                              kind, subject, reason)
 
     assert await operator_actions(audit_end, "tsuru-clinic") == [
-        action("REGISTER", clinic, "ops-a", "tsuru-clinic")]
+        action("REGISTER", clinic, "ops-a", "tsuru-clinic", "新規開設")]
     assert await operator_actions(audit_end, "tsuru-pharmacy") == [
         action("REGISTER", pharmacy, "ops-b", "tsuru-pharmacy")]
     assert await operator_actions(audit_end, "tsuru-medical") == [
-        action("REKEY", rekeyed_last, getpass.getuser(), "tsuru-medical")]
+        action("REKEY", rekeyed_last, getpass.getuser(), "tsuru-medical", "鍵の漏えい")]
 
 
 async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Town) -> None:
