@@ -47,10 +47,11 @@ def relay(request: HolderLogRequest, directory: Mapping[str, HolderEntry],
 def refused(answer: HolderLogAnswer, legal_basis: str, to: str, kind: str,
             requester: str) -> list[Send]:
     """The platform's refusal to ask a holder for its logs (holder_logs.refusal), on to the
-    asker's topic `to` at once, and its access-log event (`kind`, of the `requester`)."""
+    asker's topic `to` at once, and its access-log event (`kind`, of the `requester`), whose
+    reason is the refusal's: SUSPENDED or NOT_LISTED."""
     return [send(to, answer.request_id, answer),
             logged(answer.request_id, f"{kind.lower()}@{answer.holder}", answer.answered_at, kind,
-                   REJECTED, requester, reason="UNKNOWN_HOLDER", legal_basis=legal_basis,
+                   REJECTED, requester, reason=answer.refused, legal_basis=legal_basis,
                    provider=answer.holder, data_type=ACCESS_LOG)]
 
 

@@ -676,4 +676,25 @@ async def test_a_request_to_a_suspended_holder_is_refused_at_once_and_logged(
         [refusal] = [e for e in await logged_events(seen.asked.request_id, 1)
                      if e.provider == "sakura-town"]
         assert (refusal.outcome, refusal.requester, refusal.reason) == (
-            "REJECTED", asker, "UNKNOWN_HOLDER")
+            "REJECTED", asker, holder_logs.SUSPENDED)
+
+
+@SESSION_LOOP
+async def test_a_request_to_a_holder_not_in_the_directory_is_logged_refused_as_not_listed(
+        platform: Processes, tmp_path: Path) -> None:
+    """A request naming a holder not in the directory was logged refused as one naming a
+    suspended holder (UNKNOWN_HOLDER both): an auditor could not tell one from the other. Each
+    is logged with the platform's reason for not asking (NOT_LISTED here, SUSPENDED above)."""
+    unlisted = f"unlisted-{uuid.uuid4().hex[:8]}"
+    for asker, (out, into, kept, person) in ASKERS.items():
+        inbox = Inbox(tmp_path / f"{asker}.db")
+        logs = HolderLogs(KafkaAccess.of(asker), out, into, sealing.key_of(asker), inbox, kept)
+        await logs.start()
+        try:
+            asked = await logs.ask((unlisted,), ["rq-1"], "basis", person=person)
+        finally:
+            await logs.stop()
+            await inbox.close()
+        [refusal] = await logged_events(asked.request_id, 1)
+        assert (refusal.outcome, refusal.requester, refusal.provider, refusal.reason) == (
+            "REJECTED", asker, unlisted, holder_logs.NOT_LISTED)
