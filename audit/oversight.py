@@ -36,13 +36,16 @@ class HolderLogs:
     for all of it, then halves of a part a holder found too large to answer in one message);
     `missing` did not answer in time; `not_sealed` answered without its entries, having no key
     of the oversight body's to seal them to; `too_large`, by holder, the requests whose entries
-    would not fit in a message even asked alone (their entries not in `answers`)."""
+    would not fit in a message even asked alone (their entries not in `answers`); `refused`, by
+    holder, the platform's answer in the stead of one it did not ask (suspended, or gone from
+    the directory, after the check that it is a holder)."""
 
     request_ids: list[str] = field(default_factory=list)
     answers: dict[str, tuple[HolderLogEntry, ...]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     not_sealed: list[str] = field(default_factory=list)
     too_large: dict[str, list[str]] = field(default_factory=dict)
+    refused: dict[str, HolderLogAnswer] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,7 +69,7 @@ class _Asking:
 
     async def take(self, value: bytes | None, key: X25519PrivateKey) -> None:
         """An answer to a part: its entries kept; too large, its halves asked of that holder;
-        not sealed, the holder noted so."""
+        not sealed, or refused by the platform, the holder noted so."""
         try:
             answer = CODEC.decode(value or b"", HolderLogAnswer)
             asked = self.awaited.get((answer.request_id, answer.holder))
@@ -80,6 +83,8 @@ class _Asking:
         self.entries.setdefault(answer.holder, []).extend(entries)
         if why == "not_sealed" and answer.holder not in self.result.not_sealed:
             self.result.not_sealed.append(answer.holder)
+        elif why == "refused":
+            self.result.refused[answer.holder] = answer
         elif answer.too_large and len(asked) == 1:
             self.result.too_large.setdefault(answer.holder, []).extend(asked)
         elif answer.too_large:
@@ -123,13 +128,14 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
 def _gathered(asking: _Asking, holders: Sequence[str], request_ids: Sequence[str]
               ) -> HolderLogs:
     """The result: each holder that answered every part with its entries sealed, its entries
-    in the order asked."""
+    in the order asked (one the platform refused to ask for any part answered none)."""
     result, order = asking.result, {r: n for n, r in enumerate(request_ids)}
     unanswered = {holder for _, holder in asking.awaited}
     result.missing = [h for h in holders if h in unanswered]
     result.answers = {h: tuple(sorted(asking.entries.get(h, ()),
                                       key=lambda e: order.get(e.request_id, len(order))))
-                      for h in holders if h not in unanswered and h not in result.not_sealed}
+                      for h in holders if h not in unanswered and h not in result.not_sealed
+                      and h not in result.refused}
     return result
 
 

@@ -15,10 +15,14 @@ import click
 from audit import oversight
 from audit.cli import open_store, query, store_option
 from audit.detector import RULES
-from renkei.holder_logs import Parties
+from renkei.holder_logs import NOT_LISTED, SUSPENDED, Parties
 from renkei.options import POSITIVE, stated
+from schemas.messages import HolderLogAnswer
 
 NOT_SEALED = "could not seal to the oversight body"  # as the console says it (unsent_not_sealed)
+REFUSED = {  # as the console says it (unsent_refused_…), by why the platform did not ask
+    SUSPENDED: "not asked: the platform holds this holder suspended since {since}",
+    NOT_LISTED: "not asked: this holder is not in the platform's directory"}
 
 
 def _echo_json(data: Any) -> None:
@@ -50,7 +54,8 @@ def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str
 
     Asks again for halves of the requests a holder found too many to answer in one message;
     exits 1 if a holder did not answer in time, could not seal its entries to the oversight
-    body, or a request's entries are too large to send.
+    body, was not asked by the platform (suspended or gone from the directory since the check
+    that it is a holder), or a request's entries are too large to send.
     """
     try:
         found = asyncio.run(oversight.holder_logs(holders, request_ids, partial(_parties, db),
@@ -58,7 +63,7 @@ def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     _echo_json(_shown(found))
-    if found.missing or found.not_sealed or found.too_large:
+    if found.missing or found.not_sealed or found.refused or found.too_large:
         raise SystemExit(1)
 
 
@@ -73,9 +78,16 @@ def _shown(found: oversight.HolderLogs) -> dict[str, Any]:
     oversight console's words."""
     return {"request_ids": found.request_ids, "missing": found.missing,
             "not_sealed": {holder: NOT_SEALED for holder in found.not_sealed},
+            "refused": {holder: _refused(answer) for holder, answer in found.refused.items()},
             "too_large": found.too_large,
             "answers": {holder: [asdict(e) for e in entries]
                         for holder, entries in found.answers.items()}}
+
+
+def _refused(answer: HolderLogAnswer) -> str:
+    """Why the platform asked a holder for nothing, in the console's words (its time in UTC)."""
+    since = answer.inactive_since.isoformat() if answer.inactive_since else "—"
+    return REFUSED[str(answer.refused)].format(since=since)
 
 
 @oversight_cli.command()

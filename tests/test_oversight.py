@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -26,7 +27,7 @@ from audit.cli import open_store
 from audit.heads import SignedHead
 from audit.merkle import verify_inclusion
 from audit.oversight import _Asking, _gathered, holder_logs
-from audit.oversight_cli import _shown
+from audit.oversight_cli import REFUSED, _shown, oversight_cli
 from broker import acls, topics
 from broker.clients import KafkaAccess, at_end
 from holders.client import HolderClient
@@ -35,14 +36,16 @@ from portal.i18n import words
 from portal.inbox import OVERSIGHT_KEPT, Inbox
 from portal.kafka import HolderLogs, Shown
 from portal.web import TEMPLATES
+from processors import directory
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
-from renkei.holder_logs import seal, unsent
+from renkei.holder_logs import Parties, seal, unsent
 from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, Rejection
 from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
 from tests.test_linkage import ask, bound
+from tests.test_suspension import _seen
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T = TypeVar("T")
@@ -230,6 +233,41 @@ async def test_the_cli_shows_a_holder_with_no_key_to_seal_to_why_not_missing() -
     assert (shown["missing"], shown["not_sealed"], shown["answers"]) == (
         ["nenkin"], {"keyless-holder": "could not seal to the oversight body"}, {})
     assert words("en")["unsent_not_sealed"] == shown["not_sealed"]["keyless-holder"]
+
+
+async def test_the_cli_shows_a_holder_suspended_after_its_check_refused_not_answered(
+        clients: dict[str, HolderClient], platform: Processes,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder suspended between the command's check that it is a holder and its ask was
+    refused by the platform, and `oversight holder-logs` showed it answered with no entries,
+    exit 0: it is shown refused in the console's words, since when, exit 1; the other holder
+    answers. (Asked again if the platform's view of the directory was moments behind.)"""
+    loop, suspended = asyncio.get_running_loop(), []
+
+    def suspended_once_checked(db: str | None, request_ids: Sequence[str]) -> Parties:
+        suspended.append(asyncio.run_coroutine_threadsafe(
+            directory.suspend("sakura-town", "operator-1", "x"), loop).result())
+        return _both(request_ids)
+
+    monkeypatch.setattr(audit.oversight_cli, "_parties", suspended_once_checked)
+    args = ["holder-logs", "--holder", "sakura-town", "--holder", "nenkin", "--request", "r-1",
+            "--basis", BASIS, "--within", "10"]
+    for _ in range(3):
+        try:
+            run = await asyncio.to_thread(CliRunner().invoke, oversight_cli, args)
+        finally:
+            await directory.resume("sakura-town", "operator-1")
+        shown = json.loads(run.stdout)
+        if shown.get("refused"):
+            break
+    await _seen(clients["nenkin"], "sakura-town", True)
+    since = suspended[-1].inactive_since
+    assert since is not None
+    assert (run.exit_code, shown.get("refused"), shown["answers"], shown["missing"]) == (
+        1, {"sakura-town": words("en")["unsent_refused_SUSPENDED"].format(
+            since=since.isoformat())}, {"nenkin": []}, [])
+    assert {why: words("en")[f"unsent_refused_{why}"] for why in REFUSED} == REFUSED, \
+        "each reason in the console's words"
 
 
 async def _answered(console: HolderLogs, count: int) -> list[Shown]:
