@@ -23,6 +23,8 @@ from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
     AclPermissionType,
+    AdminClient,
+    NewTopic,
     ResourcePatternType,
     ResourceType,
 )
@@ -39,6 +41,23 @@ from renkei.tether import tethered
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, Rejection
 from tests.loop_helpers import Deadline
+
+
+def create_known(admin: AdminClient, topic: str, within: float = 30.0) -> None:
+    """Create `topic` (one partition) and wait until the broker's metadata has it led: the
+    controller acknowledges the creation before the broker has applied it, and a request naming
+    the topic until then (an offset commit, a deleteRecords) fails UNKNOWN_TOPIC_OR_PART."""
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(within)
+    deadline = time.monotonic() + within
+    while not _led(admin, topic):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the broker's metadata has no leader of {topic} after {within:g} s")
+        time.sleep(0.05)
+
+
+def _led(admin: AdminClient, topic: str) -> bool:
+    found = admin.list_topics(topic, timeout=10).topics[topic]
+    return found.error is None and all(p.leader >= 0 for p in found.partitions.values())
 
 
 @asynccontextmanager

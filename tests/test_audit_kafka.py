@@ -68,7 +68,7 @@ from renkei.service_loop import producer_for
 from renkei.tasks import cancelled
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
-from tests.kafka_helpers import producer, renkei
+from tests.kafka_helpers import create_known, producer, renkei
 from tests.loop_helpers import ticking
 from tests.test_audit_store import item, truncate
 from tests.test_linkage import ask, bound
@@ -935,7 +935,7 @@ async def topic_of_its_own(events: Sequence[AccessLogEvent | OperatorAction], st
     `start` the broker deleted (as its retention would), its audit consumer (own_group) having
     committed offset `committed` (None: none, it never read the topic); deleted after."""
     own, admin = f"{topics.AUDIT}.own-{uuid.uuid4().hex[:8]}", admin_client()
-    admin.create_topics([NewTopic(own, 1, 1)])[own].result(30)
+    create_known(admin, own)  # committed to at once, no event produced first (start 0)
     try:
         async with producer(KafkaAccess.of(config.ADMIN)) as prod:
             for event in events:
