@@ -30,11 +30,13 @@ from renkei.scenario import staff as staff_of
 from renkei.service_loop import AWAY_AT_STOP
 from renkei.state import state_folder
 from tests.kafka_helpers import consumer, spawn, wait_assigned
+from tests.loop_helpers import Deadline
 
 HOLDER = "sakura-town"
 GROUPS = {"platform run": acls.PLATFORM_APP, "audit run": acls.AUDIT_GROUP,
           f"holder run {HOLDER}": HolderClient.inbox_group(HOLDER)}
 STOPS_WITHIN = 10.0  # seconds from SIGINT to its end
+FOUND_GONE = "Unable connect to node"  # what aiokafka logs of a fetch that found no broker
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,15 @@ def _started(args: str, log: Path, ports: tuple[int, int]) -> subprocess.Popen[b
     return proc
 
 
+def _found_gone(log: Path) -> None:
+    """Until the service's Kafka clients have found the broker gone (fetches retrying), as its
+    log says."""
+    deadline = Deadline(STOPS_WITHIN, f"{FOUND_GONE!r} in {log}")
+    while FOUND_GONE not in (said := log.read_text(errors="replace")):
+        deadline.check(said[-2000:])
+        time.sleep(0.1)
+
+
 def _interrupted(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
     """SIGINT, as Ctrl-C; the exit code and how long it took (killed after STOPS_WITHIN)."""
     began = time.monotonic()
@@ -83,7 +94,7 @@ def test_a_service_interrupted_after_the_broker_went_away_stops_cleanly(
     log = tmp_path / "service.log"
     proc = _started(args, log, own_broker)
     process.down()
-    time.sleep(2)  # its clients have found the broker gone (fetches retrying)
+    _found_gone(log)
     code, took = _interrupted(proc)
     said = log.read_text()
     print(f"\n{args}: rc {code} after {took:.1f} s")
@@ -126,7 +137,7 @@ def test_a_request_made_while_the_broker_is_away_is_kept_and_sent_once_it_is_bac
     try:
         operator, terminal = staff_of(HOLDER)
         process.down()
-        time.sleep(1)
+        _found_gone(log)
         began = time.monotonic()
         status, body = _post(f"{address.url}/bindings", address.token, {
             "own_number": store.own_numbers()[0], "operator": operator,
