@@ -2,9 +2,10 @@
 recorded since the run began (its own store's requests table, not the requests the run's load
 happened to follow) answered once, logged once by its requester and, if a provider answered it,
 once by that provider, and audited once per step — approved, then answered with the outcome the
-requester got (one it got TIMED_OUT, its provider answering too late, may have that answer's refusal
-audited too, once a copy: one its provider sent again, after a crash, is refused under its own
-source). The chaos runs send lawful requests only: one REJECTED is a failure too.
+requester got (it may have a late answer's refusal audited too, once a copy: its provider answering
+too late, or sending again after a crash an answer that came in time, its copy refused past the
+ticket's deadline under its own source). The chaos runs send lawful requests only: one REJECTED is
+a failure too.
 Each binding request a holder recorded (the crash run sends some) answered once to it, BOUND or
 INVESTIGATING (a refusal the registry or the authority gave it, or its timeout, ends as one), its
 binding events each in the audit store once (or, timed out, its timeout), and, by personal
@@ -88,7 +89,7 @@ class Checked:
     other than once (or another outcome logged twice); audit_steps_per_request: {steps in the
     audit store, in order: requests answered}; audit_not_as_answered: answered requests whose
     audit steps are not approved + answered once each, or whose answered step's outcome is not
-    the requester's (one it got TIMED_OUT may have a late answer's refusal too, once a copy);
+    the requester's (each may have a late answer's refusal too, once a copy);
     duplicates_dropped: answers a requester received again and dropped (not a failure);
     bindings: binding requests the holders recorded, bindings_by_number those by personal
     number, bindings_answered their outcomes by status, bindings_lost no outcome,
@@ -195,12 +196,12 @@ def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
 
 
 def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) -> bool:
-    """Approved and answered with the requester's outcome, each once; and, if that is TIMED_OUT,
-    perhaps its provider's late answer refused, once a copy (one it sent again, after a crash, is
-    refused again under its own source); no event twice."""
+    """Approved and answered with the requester's outcome, each once; and perhaps its provider's
+    late answer refused, once a copy (one it sent again, after a crash, is refused again under its
+    own source; one answered in time, its copy sent again past the deadline); no event twice."""
     named = audit.get(asked.request_id, [])
     steps = sorted((_step(name), outcome) for name, outcome in named)
-    late = steps.count(LATE_ANSWER_REFUSED) if asked.status == TIMED_OUT else 0
+    late = steps.count(LATE_ANSWER_REFUSED)
     lawful = sorted([APPROVAL, (ANSWERED, asked.status), *[LATE_ANSWER_REFUSED] * late])
     return steps == lawful and len(set(named)) == len(named)
 

@@ -116,12 +116,9 @@ def test_a_timeout_may_have_its_late_answer_refused_once_but_not_twice_nor_answe
     audit = {"late": [approved, timed_out, refused], "early": [approved, refused, timed_out],
              "twice": [approved, timed_out, refused, refused],
              "answered": [approved, timed_out, refused, ("answered", "FOUND")],
-             "copy": [approved, timed_out, ("rejected", "DUPLICATE_REQUEST")],
-             "found": [*RIGHT, refused]}
-    verdict = check([Asked(r, "FOUND" if r == "found" else "TIMED_OUT") for r in audit],
-                    logged(audit))
-    assert verdict.failing_request_ids == {
-        "audit_not_as_answered": ["twice", "answered", "copy", "found"]}
+             "copy": [approved, timed_out, ("rejected", "DUPLICATE_REQUEST")]}
+    verdict = check([Asked(r, "TIMED_OUT") for r in audit], logged(audit))
+    assert verdict.failing_request_ids == {"audit_not_as_answered": ["twice", "answered", "copy"]}
 
 
 def test_a_late_answer_sent_again_after_a_crash_is_refused_once_a_copy() -> None:
@@ -139,6 +136,20 @@ def test_a_late_answer_sent_again_after_a_crash_is_refused_once_a_copy() -> None
         "approved+answered+rejected+answered": 1}
     again = check([Asked("r1", "TIMED_OUT")], logged({"r1": audit["copies"]}, {"r1": 2}, {}))
     assert again.failing_request_ids == {"requester_log_not_once": ["r1"]}
+
+
+def test_an_answer_in_time_sent_again_past_the_deadline_has_its_copy_refused_once() -> None:
+    """A provider killed after it sent its answer in time sends it again as it starts, the copy
+    past the ticket's deadline: the platform refuses the copy (its own source) and the request
+    stands FOUND; the same refusal twice, a second answer or a request's refusal still fails."""
+    audit = {"copy": [*RIGHT, late_refusal(9)],
+             "copies": [*RIGHT, late_refusal(9), late_refusal(11)],
+             "twice": [*RIGHT, late_refusal(9), late_refusal(9)],
+             "answered twice": [*RIGHT, late_refusal(9), ("answered@e", "FOUND")],
+             "refused": [*RIGHT, ("rejected", "DUPLICATE_REQUEST")]}
+    verdict = check([Asked(r, "FOUND") for r in audit], logged(audit))
+    assert verdict.failing_request_ids == {
+        "audit_not_as_answered": ["twice", "answered twice", "refused"]}
 
 
 def test_an_unanswered_request_is_lost_and_not_logged_by_its_requester() -> None:
