@@ -30,14 +30,16 @@ def busy(exc: sqlite3.OperationalError) -> bool:
 
 def created_private(path: str | Path) -> None:
     """The store's file made readable by this user only if it is not there yet (its -wal, -shm
-    and -journal files take its mode); an existing file's mode is left as its operator set it,
-    and the file is not opened (closing it would drop the POSIX locks every connection of this
-    process holds on it: another process would take itself for the last one and delete the
-    write-ahead log those connections still write to); a file that cannot be made there is left
-    for SQLite to refuse in its own words."""
+    and -journal files take its mode), made where a symbolic link at `path` leads if it leads to
+    none (SQLite writes there, its -wal and -shm beside it); an existing file's mode is left as
+    its operator set it, and the file is not opened (closing it would drop the POSIX locks every
+    connection of this process holds on it: another process would take itself for the last one
+    and delete the write-ahead log those connections still write to); a file that cannot be
+    made there is left for SQLite to refuse in its own words."""
     if str(path) != ":memory:":
         with suppress(OSError):
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o600))
+            made = os.open(os.path.realpath(path), os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o600)
+            os.close(made)
 
 
 # A long write (numbering or keying a registry again) cut into transactions of BATCH rows (tens

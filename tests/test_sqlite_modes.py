@@ -55,6 +55,19 @@ def test_a_store_made_fresh_is_readable_by_its_user_only(tmp_path: Path, store: 
     assert _mode(path) == 0o600
 
 
+@pytest.mark.parametrize("store", sorted(set(MADE) - {"registry"}))
+def test_a_store_made_where_a_link_leads_is_readable_by_its_user_only(
+        tmp_path: Path, store: str) -> None:
+    """A store's path a symbolic link to no file yet (its store on another disk, say): the file
+    was not made private (a link is there: O_EXCL refuses it), SQLite made it by the umask,
+    readable by every user."""
+    target = tmp_path / "elsewhere" / f"{store}.db"
+    target.parent.mkdir()
+    (tmp_path / f"{store}.db").symlink_to(target)
+    MADE[store](tmp_path / f"{store}.db")
+    assert _mode(target) == 0o600
+
+
 def test_the_mode_an_operator_set_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
     path.touch(0o640)
