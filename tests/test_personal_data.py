@@ -16,32 +16,11 @@ from portal.kafka import Platform as KafkaSide
 from registry import store as registry_store
 from renkei.state import state_dir
 from renkei.town import Town
+from tests.store_helpers import containing
 from tests.test_linkage import ask
 from tests.test_oversight import BASIS
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def _containing(places: list[Path], *needles: bytes) -> dict[bytes, list[Path]]:
-    """Each needle → every file under these places (files or folders) whose bytes contain it,
-    each file read once (the broker's segments and preallocated indexes are most of the state
-    folder)."""
-    found: dict[bytes, list[Path]] = {needle: [] for needle in needles}
-    for place in places:
-        for file in [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]:
-            held = _bytes_of(file)
-            for needle in needles:
-                if needle in held:
-                    found[needle].append(file)
-    return found
-
-
-def _bytes_of(path: Path) -> bytes:
-    """A file's bytes; none if it went since it was listed (the broker's checkpoint .tmp files)."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
 
 
 def _platform_side(root: Path) -> list[Path]:
@@ -75,10 +54,10 @@ async def test_canaries_never_reach_the_broker_or_the_platform_in_plaintext(
     assert resident is not None
     root = state_dir()
     personal = (canary.encode(), resident.name.encode(), resident.address.encode())
-    found = _containing(_platform_side(root), *personal, request_id.encode())
+    found = containing(_platform_side(root), *personal, request_id.encode())
     plaintext = {needle: found[needle] for needle in personal if found[needle]}
     assert plaintext == {}, "personal data in plaintext"
-    assert _containing([root / "holders" / "nenkin"], canary.encode())[canary.encode()], \
+    assert containing([root / "holders" / "nenkin"], canary.encode())[canary.encode()], \
         "positive control: the requester's own store has the data it received"
     assert any(root / "broker" in path.parents for path in found[request_id.encode()]), \
         "positive control: the scan reads the broker's log segments"
@@ -110,7 +89,7 @@ async def test_holders_logs_reach_the_oversight_body_and_the_portal_sealed(
             await asyncio.sleep(0.1)
     finally:
         await portal.stop()
-    assert _containing(_platform_side(state_dir()), canary.encode())[canary.encode()] == [], \
+    assert containing(_platform_side(state_dir()), canary.encode())[canary.encode()] == [], \
         "personal data in plaintext"
     answered = [by_cli.answers, console.answers, application.answers]
     assert all(sorted(found) == sorted(holders) and all(found.values()) for found in answered)

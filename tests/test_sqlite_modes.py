@@ -21,6 +21,7 @@ from holders.store import HolderStore
 from portal.inbox import Inbox
 from registry.store import RegistryStore
 from renkei.sqlite import connected
+from tests import store_helpers
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +85,17 @@ def _read_apart(path: Path) -> str:
                           text=True, check=True).stdout.strip()
 
 
+def _commits_kept_around(path: Path, touch: Callable[[], object]) -> None:
+    """What a connection open on the store at `path` commits after `touch()` is what processes
+    of their own read there, each its connection closed after."""
+    with closing(connected(path)) as db:
+        db.execute("CREATE TABLE kept (n INTEGER)")
+        touch()
+        assert _read_apart(path) == "[]"
+        db.execute("INSERT INTO kept VALUES (1)")
+        assert _read_apart(path) == "[(1,)]"
+
+
 @pytest.mark.parametrize("store", sorted(set(MADE) - {"registry"}))
 def test_a_store_opened_again_leaves_the_connection_open_on_it_its_locks(
         tmp_path: Path, store: str) -> None:
@@ -93,9 +105,13 @@ def test_a_store_opened_again_leaves_the_connection_open_on_it_its_locks(
     write-ahead log, and what the open connection committed then was written to the deleted
     file, lost (the authority's change of number, its purge opening the store in a thread)."""
     path = tmp_path / f"{store}.db"
-    with closing(connected(path)) as db:
-        db.execute("CREATE TABLE kept (n INTEGER)")
-        MADE[store](path)
-        assert _read_apart(path) == "[]"
-        db.execute("INSERT INTO kept VALUES (1)")
-        assert _read_apart(path) == "[(1,)]"
+    _commits_kept_around(path, lambda: MADE[store](path))
+
+
+def test_a_store_scanned_by_the_suite_leaves_the_connection_open_on_it_its_locks(
+        tmp_path: Path) -> None:
+    """The scan for personal data in plaintext read the files of the holders' stores the
+    suite's libraries hold open in its process: their locks dropped, what a library committed
+    after another process's look was lost (see above)."""
+    path = tmp_path / "holder.db"
+    _commits_kept_around(path, lambda: store_helpers.containing([tmp_path], b"canary"))

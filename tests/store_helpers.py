@@ -1,0 +1,40 @@
+"""Stores' files read by a process of their own: this one may hold a connection on the store
+(the suite's holders' libraries, started once for the session), and closing a file of it this
+process opened drops every POSIX lock the process holds on the file, that connection's too:
+another process would take itself for the store's last one and delete its write-ahead log, and
+what the connection committed after would be written to the deleted file, lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+_SCAN = """import sys
+from pathlib import Path
+
+needles = [bytes.fromhex(line) for line in sys.stdin.read().split()]
+for place in map(Path, sys.argv[1:]):
+    for path in [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]:
+        try:
+            held = path.read_bytes()
+        except FileNotFoundError:  # gone since it was listed (the broker's checkpoint .tmp files)
+            continue
+        for index, needle in enumerate(needles):
+            if needle in held:
+                print(index, path)
+"""
+
+
+def containing(places: list[Path], *needles: bytes) -> dict[bytes, list[Path]]:
+    """Each needle → every file under these places (files or folders) whose bytes contain it,
+    each file read once (the broker's segments and preallocated indexes are most of the state
+    folder)."""
+    found: dict[bytes, list[Path]] = {needle: [] for needle in needles}
+    said = subprocess.run([sys.executable, "-c", _SCAN, *map(str, places)],
+                          input="\n".join(needle.hex() for needle in needles).encode(),
+                          capture_output=True, check=True).stdout
+    for line in said.decode().splitlines():
+        index, path = line.split(" ", 1)
+        found[needles[int(index)]].append(Path(path))
+    return found
