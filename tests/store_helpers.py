@@ -38,3 +38,11 @@ def containing(places: list[Path], *needles: bytes) -> dict[bytes, list[Path]]:
         index, path = line.split(" ", 1)
         found[needles[int(index)]].append(Path(path))
     return found
+
+
+def copied(source: Path, target: Path, *left_out: str) -> None:
+    """The folder `source` copied to `target` but for the names `left_out` (globs)."""
+    copy = ("import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], "
+            "ignore=shutil.ignore_patterns(*sys.argv[3:]))")
+    subprocess.run([sys.executable, "-c", copy, str(source), str(target), *left_out],
+                   check=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from broker.provision import admin_client
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
 from renkei.state import read_json, write_json
+from tests import store_helpers
 from tests.kafka_helpers import said_in_one_line, spawn, stop, unreadable
 
 WRONG = "not-the-password-the-broker-has"
@@ -77,7 +77,7 @@ def _own_state(state_dir: Path, broker: Cluster, tmp_path: Path,
     """A copy of the suite's state folder (secrets, keys, stores), for the processes this test
     starts, on the suite's broker; its path."""
     state = tmp_path / "state"
-    shutil.copytree(state_dir, state, ignore=shutil.ignore_patterns("broker", "logs"))
+    store_helpers.copied(state_dir, state, "broker", "logs")
     monkeypatch.setenv("RENKEI_STATE", str(state))
     monkeypatch.setenv("RENKEI_BOOTSTRAP", broker.bootstrap)
     return state

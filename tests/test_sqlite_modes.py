@@ -115,3 +115,12 @@ def test_a_store_scanned_by_the_suite_leaves_the_connection_open_on_it_its_locks
     after another process's look was lost (see above)."""
     path = tmp_path / "holder.db"
     _commits_kept_around(path, lambda: store_helpers.containing([tmp_path], b"canary"))
+
+
+def test_a_store_copied_by_the_suite_leaves_the_connection_open_on_it_its_locks(
+        tmp_path: Path) -> None:
+    """A test's copy of the suite's state folder read the files of the holders' stores the
+    suite's libraries hold open in its process: their locks dropped (see above)."""
+    path = tmp_path / "state" / "holder.db"
+    path.parent.mkdir()
+    _commits_kept_around(path, lambda: store_helpers.copied(path.parent, tmp_path / "copy"))
