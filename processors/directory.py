@@ -3,6 +3,7 @@ topics, written by the admin principal only; everyone else reads)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -10,6 +11,8 @@ from contextlib import aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
@@ -23,6 +26,7 @@ from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
 
 SERVICE = "service"
+SEALED_ACTION = "renkei operator action\x00"  # an action's sealed who and why: bound to it + id
 M = TypeVar("M")
 log = logging.getLogger(__name__)
 
@@ -187,29 +191,69 @@ async def _switched(access: KafkaAccess, holder: str, active: bool, operator: st
 async def _written(access: KafkaAccess, entries: Sequence[HolderEntry], action: str,
                    operator: str, reason: str | None) -> list[HolderEntry]:
     """Publish the entries, each carrying the operator action they are written for (one new
-    id), wait until the broker has them all, then log the action at the last one's broker time,
-    on one producer: the entries as published. A run that stops between the two writes leaves
-    in the directory what the next command on their holders logs the action by
-    (_log_unlogged)."""
+    id; who and why sealed to the platform's key, _sealed), wait until the broker has them all,
+    then log the action at the last one's broker time, on one producer: the entries as
+    published. A run that stops between the two writes leaves in the directory what the next
+    command on their holders logs the action by (_log_unlogged)."""
     action_id = f"{action}@{uuid.uuid4().hex}"
-    noted = [replace(e, action_id=action_id, action=action, operator=operator, reason=reason)
+    sealed = _sealed(_platform_key(), action_id, operator, reason)
+    noted = [replace(e, action_id=action_id, action=action, sealed_action=sealed)
              for e in entries]
     async with running(producer_for(access), access) as producer:
         written = await handed(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in noted])
         await settled(written)
-        await deliver(producer, [logged(noted[-1], written[-1].result().timestamp)])
+        await deliver(producer, [logged(noted[-1], written[-1].result().timestamp, operator,
+                                        reason)])
     return noted
 
 
-def logged(entry: HolderEntry, appended_ms: int) -> Send:
-    """The operator action a directory entry was written for, for the audit topic, at its
-    record's broker time `appended_ms`, which its own record is stamped with too (_on_audit
-    seeks it by that): on the unit for a re-keying, else on the holder."""
-    assert entry.action_id and entry.action and entry.operator, "an entry no action wrote"
+def _platform_key() -> X25519PrivateKey:
+    """The platform's sealing key, which who ran an operator action and why are sealed to on
+    its directory records (KeysMissing, saying so, where the key store is not)."""
+    try:
+        return keys.load().sealing_key()
+    except keys.KeysMissing as exc:
+        raise keys.KeysMissing(f"{exc} (the operator and reason of a command on the holder "
+                               f"directory are sealed on its records to the platform's key, "
+                               f"made from the key store)") from None
+
+
+def _bound(action_id: str) -> str:
+    """What an action's sealed operator and reason are bound to: its id, apart from any request
+    id the platform's key opens a seal for."""
+    return f"{SEALED_ACTION}{action_id}"
+
+
+def _sealed(key: X25519PrivateKey, action_id: str, operator: str, reason: str | None) -> bytes:
+    """Who ran the action and why, sealed to the platform's key, bound to its id (moved to
+    another action's record, it opens for none)."""
+    said = json.dumps({"operator": operator, "reason": reason}, ensure_ascii=False)
+    return sealing.seal(sealing.public_bytes(key), said.encode(), _bound(action_id))
+
+
+def _opened(key: X25519PrivateKey, entry: HolderEntry) -> tuple[str, str | None]:
+    """The operator and reason of the action an entry was written for, opened with the
+    platform's key (BadSealingKey if it does not open them: not that key's, or not this
+    action's)."""
+    assert entry.action_id and entry.sealed_action, "an entry no action wrote"
+    try:
+        said = json.loads(sealing.open_sealed(key, entry.sealed_action, _bound(entry.action_id)))
+    except sealing.CannotOpen:
+        raise sealing.BadSealingKey(
+            f"who ran operator action {entry.action_id} on {entry.holder_id} and why cannot be "
+            f"opened with the platform's key: was the key store replaced since?") from None
+    return said["operator"], said["reason"]
+
+
+def logged(entry: HolderEntry, appended_ms: int, operator: str, reason: str | None) -> Send:
+    """The operator action a directory entry was written for, by `operator` for `reason`, for
+    the audit topic, at its record's broker time `appended_ms`, which its own record is stamped
+    with too (_on_audit seeks it by that): on the unit for a re-keying, else on the holder."""
+    assert entry.action_id and entry.action, "an entry no action wrote"
     subject = entry.link_unit if entry.action == "REKEY" else entry.holder_id
     return replace(send(topics.AUDIT, subject, OperatorAction(
-        entry.action_id, from_millis(appended_ms), entry.operator, entry.action, subject,
-        entry.reason)), timestamp_ms=appended_ms)
+        entry.action_id, from_millis(appended_ms), operator, entry.action, subject, reason)),
+        timestamp_ms=appended_ms)
 
 
 async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], bool]) -> None:
@@ -228,7 +272,8 @@ async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], 
         if not await _on_audit(access, action_id, appended_ms):
             log.warning("logging operator action %s, which the run that wrote %s's directory "
                         "record stopped before logging", action_id, entry.holder_id)
-            await _delivered(access, [logged(entry, appended_ms)])
+            await _delivered(access, [logged(entry, appended_ms,
+                                             *_opened(_platform_key(), entry))])
 
 
 def _noted(value: bytes) -> HolderEntry | None:

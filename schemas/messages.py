@@ -242,8 +242,7 @@ class HolderEntry:
     # inactive record's, as every reader takes it, renkei.compacted.dated)
     action_id: str | None = None  # the operator action this record was written for (v4)
     action: str | None = None
-    operator: str | None = None
-    reason: str | None = None
+    sealed_action: bytes | None = None  # its operator and reason, sealed to the platform's key
 
 
 @dataclass(frozen=True, slots=True)

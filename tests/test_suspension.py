@@ -12,10 +12,11 @@ from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, offsets, read_topic, running
 from holders.client import HolderClient
-from processors import directory
+from processors import directory, keys
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.platform import Views
+from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
 from renkei.scenario import staff as staff_of
@@ -158,7 +159,9 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
     """A suspension whose command stopped between writing the holder's directory record and
     logging it was never logged: a re-run found the holder suspended, refused, and logged
     nothing. The re-run logs it, once, with who did it and why, at its record's time; another
-    re-run and the resumption after log it no more."""
+    re-run and the resumption after log it no more. The record, which every holder reads,
+    carries who and why sealed to the platform's key and bound to the action's id: its bytes
+    name neither (they named both in plaintext)."""
     admin = KafkaAccess.of(config.ADMIN)
     _, audit_end = await offsets(admin, topics.AUDIT)
     _, end = await offsets(admin, topics.DIRECTORY)
@@ -172,6 +175,14 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
             await directory.suspend("sakura-town", "ops-a", "情報漏えい")
     assert not (await directory.current())["sakura-town"].active
     assert await operator_actions(audit_end, "sakura-town") == []
+    written, = await read_topic(admin, topics.DIRECTORY, start=end)
+    assert b"ops-a" not in written.value and "情報漏えい".encode() not in written.value
+    entry, key = CODEC.decode(written.value, HolderEntry), keys.load().sealing_key()
+    assert entry.action_id and entry.sealed_action
+    assert "ops-a" in sealing.open_sealed(key, entry.sealed_action,
+                                          directory.SEALED_ACTION + entry.action_id).decode()
+    with pytest.raises(sealing.CannotOpen):  # bound to its action: moved, it opens for none
+        sealing.open_sealed(key, entry.sealed_action, directory.SEALED_ACTION + "SUSPEND@x")
     for _ in range(2):
         again = renkei("holder", "suspend", "sakura-town", "--reason", "x", "--operator", "ops-b",
                        check=False)
@@ -183,3 +194,21 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
                        "SUSPEND", "sakura-town", "情報漏えい"),
         OperatorAction(action_of(resumption), from_millis(resumption.timestamp), "ops-b",
                        "RESUME", "sakura-town", None)]
+
+
+async def test_a_suspension_without_the_platforms_key_is_refused_and_writes_nothing(
+        town: town_setup.Town) -> None:
+    """Who suspends and why are sealed to the platform's key on the directory record: with no
+    key store the command says so in one line, exit 1, before it writes anything."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    store = keys.store_path()
+    aside = store.rename(store.with_name("master.json.aside"))
+    try:
+        refused = renkei("holder", "suspend", "sakura-town", "--reason", "x", check=False)
+    finally:
+        aside.rename(store)
+    assert refused.returncode == 1
+    assert f"no key store at {store}: run `renkei keys init` (the operator" in refused.stderr
+    assert await read_topic(admin, topics.DIRECTORY, start=end) == []
+    assert (await directory.current())["sakura-town"].active
