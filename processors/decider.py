@@ -6,7 +6,8 @@ the access log has the request once), relays the first answer (to a requester st
 directory, else the request is logged timed out: a decision recorded in its topic before it is
 made), answers with a timeout when the deadline passes (and refuses to its provider an answer that
 comes after it, which the provider logs not provided, in the access log as an answer past its
-ticket's deadline is), and forgets a request once any copy of it would be refused as stale and its
+ticket's deadline is; a copy of an answer relayed that its provider sent again is dropped, however
+late: on_late), and forgets a request once any copy of it would be refused as stale and its
 ticket has expired. A request that comes once it may have been forgotten (received no later than the
 latest it forgot, both by the broker's clock, or before the history an owner taking the partition
 over at the record just read would rebuild, by that record's append time: so every owner, live or
@@ -76,6 +77,7 @@ SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above it
 SOURCE_BITS = (1 << SOURCE_WIDTH) - 1
 DIGEST_BYTES = 8  # of a holder message's digest: an Avro long
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
+TICKET_EXPIRED = "the ticket expired at"  # the words refusing an answer past its deadline
 # how long a request decided at once may wait for its record to land, generously (its effects
 # acknowledged first): a sweep made meanwhile lands before it
 LANDING = timedelta(seconds=10)
@@ -222,9 +224,13 @@ class Partition:
 
     def may_be_forgotten(self, request_id: str, forget_at: datetime) -> bool:
         """Whether a request not known, to be forgotten at `forget_at`, may have been decided and
-        forgotten: no later than the latest second forgotten (whatever the clocks say now)."""
-        return (math.ceil(forget_at.timestamp()) <= self.forgotten_through
-                and self.get(request_id) is None)
+        forgotten."""
+        return self.may_have_forgotten(forget_at) and self.get(request_id) is None
+
+    def may_have_forgotten(self, forget_at: datetime) -> bool:
+        """Whether a request to be forgotten at `forget_at` may have been forgotten, its id free
+        for another: no later than the latest second forgotten (whatever the clocks say now)."""
+        return math.ceil(forget_at.timestamp()) <= self.forgotten_through
 
     def next_forgetting(self, lag: int) -> int | None:
         """The second the next settled requests (`lag` seconds after their time: once a record
@@ -302,18 +308,18 @@ def _stale(p: Pending, now: datetime, ctx: Context) -> list[Send]:
     """A request that came after the decider may have forgotten it (a copy read again, or one
     that waited in the decider's topic, through a take-over perhaps): refused, not decided
     again."""
-    return _refused(p, "STALE_REQUEST", f"received {_received(p, ctx).isoformat()}: its "
+    return _refused(p, "STALE_REQUEST", f"received {_received(p.deadline, ctx).isoformat()}: its "
                     "decision may be forgotten, it is not decided again", now)
 
 
-def _received(p: Pending, ctx: Context) -> datetime:
-    """When the request of this event was received (its deadline is an answer timeout on)."""
-    return p.deadline - ctx.answer_timeout
+def _received(deadline: datetime, ctx: Context) -> datetime:
+    """When a request of this deadline was received (an answer timeout before it)."""
+    return deadline - ctx.answer_timeout
 
 
 def forgotten_at(p: Pending, ctx: Context) -> datetime:
     """When the request of this event may be forgotten (_forget_at its receipt)."""
-    return _forget_at(_received(p, ctx), ctx)
+    return _forget_at(_received(p.deadline, ctx), ctx)
 
 
 def _forget_at(received: datetime, ctx: Context) -> datetime:
@@ -402,6 +408,37 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> 
         return Decision(state, partial(_refused_answer, o, answer, "the request pending under "
                                        "its id is of another exchange", now))
     return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer, state, now, ctx))
+
+
+def expired_at(o: Outcome) -> datetime | None:
+    """The deadline of the answer's ticket, if the broker took the answer past it (None: in
+    time, or not told, before Outcome v4)."""
+    if o.deadline is None or o.answered_at is None or o.answered_at <= o.deadline:
+        return None
+    return o.deadline
+
+
+def expired(deadline: datetime, at: datetime) -> str:
+    """The words refusing an answer the broker took `at`, past its ticket's `deadline`."""
+    return f"{TICKET_EXPIRED} {deadline.isoformat()}, the answer came at {at.isoformat()}"
+
+
+def on_late(o: Outcome, state: State | None, mine: bool) -> Decision:
+    """An answer the broker took past its ticket's deadline (linkage.answers passes on those it
+    would have relayed in time): a copy of the answer relayed, its request answered (`mine`: the
+    request known under its id is its ticket's, not one reusing an id perhaps forgotten), which
+    its provider sent again (restarted before it knew the broker took the first), is dropped as
+    any copy is, so the provider's log keeps FOUND; any other, to a request timed out, pending
+    past its deadline (a sweep times it out), not known or perhaps forgotten, is refused to its
+    provider, which logs it not provided, and in the access log under its own source, at its
+    broker time: as linkage refused it before, the same whichever owner decides it."""
+    if mine and isinstance(state, Settled) and state.status == ANSWERED:
+        log.info("a copy of the answer to request %s came past its ticket's deadline, the "
+                 "request answered: dropped", o.request_id)
+        return Decision(state)
+    assert o.deadline is not None and o.answered_at is not None  # expired_at told it
+    return Decision(state, partial(_relayed_to_no_one, o, expired(o.deadline, o.answered_at),
+                                   o.answered_at))
 
 
 def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None, said: int,
@@ -649,6 +686,10 @@ class Decider:
         if isinstance(message, RegistryAnswer):
             return self._registry_answer(states, message, now, ctx, effects)
         if isinstance(message, Outcome):
+            if (deadline := expired_at(message)) is not None:  # its request's, unless forgotten
+                mine = not states.may_have_forgotten(_forget_at(_received(deadline, ctx), ctx))
+                return self._decide(states, message.request_id,
+                                    partial(on_late, message, mine=mine), effects)
             if states.get(message.request_id) is None:  # its request may come after it
                 states.hold(message)
                 return []

@@ -33,7 +33,6 @@ from schemas.messages import (
 )
 
 PROVIDER_STATUSES = frozenset({FOUND, NOT_FOUND, REFUSED})
-TICKET_EXPIRED = "the ticket expired at"  # the words refusing an answer past its deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +120,10 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
     so step ④'s B → A needs no code conversion: the answer must be about link code B, and goes
     back with link code A. It holds only until its deadline (by the broker's append time of the
     answer): the decider forgets a request id only well after it, so an old ticket kept by its
-    provider cannot answer a later request that reuses the id."""
+    provider cannot answer a later request that reuses the id. An answer past it that would
+    have been relayed in time goes to the decider all the same, which drops it if it is a copy
+    of the answer relayed (its provider restarted and sent it again) and refuses it otherwise
+    (decider.on_late); any other is refused here, as expired."""
     out: list[Send] = []
     for item in batch:
         answer = _ans(item)
@@ -133,20 +135,13 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
         if ticket.provider != item.holder:
             out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider",
                                   ticket)  # naming a query its sender was not asked: it ends none
-        elif item.incoming.timestamp > ticket.deadline:
-            out += _refuse_answer(item, "INVALID_TICKET", f"{TICKET_EXPIRED} "
-                                  f"{ticket.deadline.isoformat()}, the answer came at "
-                                  f"{item.incoming.timestamp.isoformat()}", ticket)
-        elif answer.status not in PROVIDER_STATUSES:
-            out += _refuse_answer(item, "MALFORMED", f"status {answer.status} is not an answer",
-                                  ticket)
-        elif (gone := _inactive(ctx, item.incoming.timestamp, ticket.requester,
-                                item.holder)) is not None:
-            out += _refuse_answer(item, "UNKNOWN_HOLDER", f"{gone} is no longer an active holder "
-                                  "in the directory: the answer is relayed to no one", ticket)
-        elif answer.link_code != ticket.link_b:
-            out += _refuse_answer(item, "INVALID_LINK_CODE",
-                                  "the answer's link code is not the queried person's", ticket)
+            continue
+        flaw = _flaw(item, answer, ticket, ctx)
+        if flaw is not None and item.incoming.timestamp > ticket.deadline:
+            out += _refuse_answer(item, "INVALID_TICKET",
+                                  decider.expired(ticket.deadline, item.incoming.timestamp), ticket)
+        elif flaw is not None:
+            out += _refuse_answer(item, *flaw, ticket)
         else:
             relayed = LinkageAnswer(answer.request_id, ticket.link_a, item.holder,
                                     ticket.pattern_id, ticket.data_type, answer.status,
@@ -155,6 +150,21 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
                 answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline,
                 answered_at=item.incoming.timestamp)))
     return out
+
+
+def _flaw(item: FromHolder, answer: ProviderAnswer, ticket: Ticket,
+          ctx: Context) -> tuple[str, str] | None:
+    """Why an answer under its provider's ticket is not relayed, its deadline aside: the reason
+    and words of its refusal (None: it is relayed, if in time)."""
+    if answer.status not in PROVIDER_STATUSES:
+        return "MALFORMED", f"status {answer.status} is not an answer"
+    if (gone := _inactive(ctx, item.incoming.timestamp, ticket.requester,
+                          item.holder)) is not None:
+        return "UNKNOWN_HOLDER", (f"{gone} is no longer an active holder in the directory: "
+                                  "the answer is relayed to no one")
+    if answer.link_code != ticket.link_b:
+        return "INVALID_LINK_CODE", "the answer's link code is not the queried person's"
+    return None
 
 
 def _inactive(ctx: Context, at: datetime, *holders: str) -> str | None:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from processors.linkage import TICKET_EXPIRED
+from processors.decider import TICKET_EXPIRED
 from renkei.fuzz_plan import Bad
 from renkei.shown import short
 

@@ -30,6 +30,7 @@ from renkei.envelope import Incoming, Send
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
+    PENDING,
     TIMED_OUT,
     HolderEntry,
     LinkageAnswer,
@@ -86,14 +87,23 @@ def _answer(pending: Pending, by: str, at: datetime, offset: int, ctx: Context,
 
 
 def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
+    """Past its ticket's deadline, an answer is refused as expired: by linkage if it would not be
+    relayed in time either, else by the decider, here to its request pending past its deadline
+    (to one timed out, not known or perhaps forgotten: tests/test_decider.py)."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     in_time, = _answer(pending, "town", pending.deadline, 2, ctx)
     assert CODEC.decode(in_time.value, Outcome).request_id == "X"
-    refused, logged = _answer(pending, "town", pending.deadline + timedelta(milliseconds=1), 3, ctx)
-    rejection = CODEC.decode(refused.value, Rejection)
-    assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
-    assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
-    assert rejection.deadline == pending.deadline, "names the query its answer answers"
+    past = pending.deadline + timedelta(milliseconds=1)
+    late, = _answer(pending, "town", past, 3, ctx)
+    decider_, partition = _owning_x(ctx)
+    decider_.handle(partition, pending, T0, ctx)
+    decided = decider_.handle(partition, CODEC.decode(late.value, Outcome), past, ctx)
+    for refused, logged in (decided, _answer(pending, "town", past, 4, ctx, status=TIMED_OUT)):
+        rejection = CODEC.decode(refused.value, Rejection)
+        assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
+        assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
+        assert rejection.deadline == pending.deadline, "names the query its answer answers"
+    assert decider_.states[partition].pending["X"].status == PENDING, "timed out by a sweep"
 
 
 def test_an_answer_of_no_providers_status_is_refused_naming_the_query_it_answers(
@@ -189,13 +199,18 @@ def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Con
 
     second = _asked(ctx, "town", SECOND, "P-027", "nenkin", "pension_benefit", forget_at)
     assert decider_.handle(partition, second, forget_at, ctx)[0].topic == topics.inbox("nenkin")
-    forged = _answer(first, "town", forget_at + timedelta(seconds=1), 3, ctx)
-    assert CODEC.decode(forged[0].value, Rejection).reason == "INVALID_TICKET"
+    forged, = _answer(first, "town", forget_at + timedelta(seconds=1), 3, ctx)
+    forged_outcome = CODEC.decode(forged.value, Outcome)
+    refused = decider_.handle(partition, forged_outcome, forget_at, ctx)
+    assert CODEC.decode(refused[0].value, Rejection).reason == "INVALID_TICKET"
     real, = _answer(second, "nenkin", forget_at + timedelta(seconds=2), 4, ctx)
     relayed = decider_.handle(partition, CODEC.decode(real.value, Outcome), forget_at, ctx)
     answer = CODEC.decode(relayed[0].value, LinkageAnswer)
     assert relayed[0].topic == topics.inbox("town")
     assert (answer.provider, answer.link_code) == ("nenkin", _link(ctx, SECOND, "town"))
+    refused = decider_.handle(partition, forged_outcome, forget_at, ctx)
+    assert CODEC.decode(refused[0].value, Rejection).reason == "INVALID_TICKET", \
+        "the request answered under its id is not the old ticket's: refused, not dropped"
 
 
 async def test_a_request_is_judged_by_the_brokers_times_alone_whatever_the_platforms_clock(

@@ -241,6 +241,38 @@ def test_an_answer_after_the_timeout_is_refused_to_its_provider_and_a_relayed_on
     assert answered.handle(partition, _answer(), late, ctx) == []
 
 
+def test_a_copy_of_an_answer_relayed_sent_again_past_its_deadline_is_dropped_others_refused(
+        ctx: Context) -> None:
+    """A provider restarted before committing sent the answer relayed again, which the broker
+    took past its ticket's deadline: linkage refused it, and the provider rewrote its entry
+    FOUND as not provided, for data the requester had. It is dropped as any copy is, by every
+    owner; one to a request timed out, pending past its deadline or not known (not held for a
+    request to come) is refused to its provider as expired, under its own source, at its time."""
+    pending = _pending(ctx)
+    past = pending.deadline + timedelta(seconds=5)
+    again = replace(_answer(), source="renkei.holder.town.out:1:9", deadline=pending.deadline,
+                    answered_at=past)
+    answered, partition = _owning(ctx, [pending, _answer()])
+    assert answered.handle(partition, again, past, ctx) == [], "a copy: dropped"
+    assert answered.states[partition].get("r-1") == _settled(ANSWERED)
+    timed_out, _ = _owning(ctx, [pending, Sweep(pending.deadline, ("r-1",))])
+    waiting, _ = _owning(ctx, [pending])
+    unknown, _ = _owning(ctx, [])
+    for owner in (timed_out, waiting, unknown):
+        before = owner.states[partition].get("r-1")
+        refused, logged = owner.handle(partition, again, past + timedelta(seconds=1), ctx)
+        rejection = CODEC.decode(refused.value, Rejection)
+        event = CODEC.decode(logged.value, AccessLogEvent)
+        assert (rejection.reason, rejection.deadline, rejection.rejected_at) == (
+            "INVALID_TICKET", pending.deadline, past)
+        assert rejection.detail.startswith(decider.expired(pending.deadline, past))
+        assert (event.event_id, event.outcome, event.requester) == (
+            f"r-1:rejected@{again.source}", "REJECTED", "town")
+        assert owner.states[partition].get("r-1") == before and not owner.states[partition].held
+    rebuilt, _ = _owning(ctx, [pending, _answer(), again])
+    assert rebuilt.states[partition].get("r-1") == _settled(ANSWERED)
+
+
 def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(
         ctx: Context) -> None:
     decider_, partition = _owning(ctx, [])

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 import holders.client
 from audit.events import AccessLogEvent, step_of
-from broker import acls, provision, topics
+from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from holders.client import HolderClient, NotAuthorized, NotSentYet
 from processors import decider, directory, keys, linkage, platform
@@ -25,9 +26,9 @@ from renkei.scenario import staff as staff_of
 from renkei.service_loop import deliver
 from renkei.town import Town
 from schemas.codec import CODEC
-from schemas.messages import LegalPattern, ProviderAnswer, ProviderQuery
+from schemas.messages import LegalPattern, ProviderAnswer, ProviderQuery, Rejection
 from tests.conftest import ANSWER_TIMEOUT, SILENT
-from tests.kafka_helpers import audit_events, producer
+from tests.kafka_helpers import audit_events, consumer, producer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 Clients = dict[str, HolderClient]
@@ -335,6 +336,52 @@ async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_n
                   ) == sorted((r, "ANSWER", "REJECTED", "INVALID_TICKET", SILENT, "P-016",
                                "vaccination_record") for r in (expired_id, waited_id)), (
         "the audit log has both refusals alike")
+
+
+async def test_an_answer_relayed_sent_again_past_its_deadline_is_dropped_its_provider_keeps_found(
+        clients: Clients) -> None:
+    """A provider killed before committing the query it answered, its answer relayed, answers it
+    again once restarted; the broker took the copy past its ticket's deadline: it was refused
+    (INVALID_TICKET, in the audit log under the copy's source) and the provider rewrote its entry
+    FOUND as REJECTED, for data the requester had. It is dropped as a copy in time is: no
+    Rejection, nothing more in the audit log, the entry FOUND."""
+    nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
+    request_id = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
+    assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    admin = KafkaAccess.of(config.ADMIN)
+    sent, = [v for r in await read_topic(admin, topics.outbox("sakura-town"))
+             for v in unpacked(r.value) if CODEC.name_of(v) == "ProviderAnswer"
+             if CODEC.decode(v, ProviderAnswer).request_id == request_id]
+    ctx = Context.of(keys.load())
+    ctx.directory = {h: town_hall.entry(h) for h in ("nenkin", "sakura-town")}
+    answer = CODEC.decode(sent, ProviderAnswer)
+    past = ctx.tickets.open(answer.ticket, request_id).deadline + timedelta(seconds=1)
+    again = Incoming(topics.outbox("sakura-town"), 0, 1 << 40, past, sent)  # read only now
+    async with producer(KafkaAccess.of(acls.PLATFORM)) as platform_producer:
+        await deliver(platform_producer,
+                      linkage.answers([FromHolder(again, "sakura-town", answer)], ctx))
+    await _decided(decider.partition_of(request_id))
+    rejections = [r for r in await read_topic(admin, topics.inbox("sakura-town"))
+                  for v in unpacked(r.value) if CODEC.name_of(v) == "Rejection"
+                  if CODEC.decode(v, Rejection).request_id == request_id]
+    assert rejections == [], "a copy of the answer relayed: dropped"
+    [entry] = town_hall.store.access_log(request_id)
+    assert entry.outcome == "FOUND"
+    assert Counter(step_of(e) for e in await audit_events({request_id})) == {
+        "approved": 1, "answered": 1}
+
+
+async def _decided(partition: int) -> None:
+    """Wait until the platform committed all its decision partition holds now: what was sent
+    there was decided, its effects acknowledged."""
+    tp = TopicPartition(decider.DECISIONS, partition)
+    async with consumer(KafkaAccess.of(config.ADMIN), group=platform.GROUP) as reader:
+        end = (await reader.end_offsets([tp]))[tp]
+        for _ in range(100):
+            if (await reader.committed(tp) or 0) >= end:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the platform did not commit {tp} up to {end} in 10 s")
 
 
 async def _timed_out_queries(clients: Clients, count: int) -> list[tuple[str, ProviderQuery]]:
