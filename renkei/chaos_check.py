@@ -36,8 +36,9 @@ from schemas.messages import FOUND, NOT_FOUND, TIMED_OUT
 
 APPROVED, ANSWERED = "approved", "answered"  # the audit steps of a lawful linkage request
 APPROVAL = (APPROVED, "APPROVED")  # its approved step, with its outcome (processors.access_log)
-# a provider's answer that came after its request timed out, refused (processors.decider.on_outcome;
-# processors.linkage.answers if it came past its ticket's deadline): as audit_steps reads it
+# a provider's answer that came after its request timed out or past its ticket's deadline, refused
+# (processors.decider.on_outcome, on_late: a copy of one relayed, dropped there, is refused if its
+# request may be forgotten by then): as audit_steps reads it
 LATE_ANSWER_REFUSED = ("rejected", INVALID_TICKET)
 FROM_A_PROVIDER = (FOUND, NOT_FOUND)  # outcomes a provider answered (and logged) itself
 BINDING_ANSWERS = (BOUND, INVESTIGATING)  # a binding's outcomes at its holder, but a refusal
