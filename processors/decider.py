@@ -256,7 +256,9 @@ class Decision:
 
 def on_pending(p: Pending, state: State | None, now: datetime, forget_at: datetime) -> Decision:
     """The decision on a request read now, known as `state`; new, it is to be forgotten at
-    `forget_at` (forgotten_at)."""
+    `forget_at` (forgotten_at). A binding settled by its answer before this event came knows no
+    digest (on_registry_answer): this event, of the same holder message, tells it, so a copy of
+    it sent again is refused as one, as when the event came first."""
     if state is None:
         state = RequestState(p.request_id, PENDING, p.source, None, p.deadline, forget_at,
                              _shared(p.requester), _shared(p.provider), _shared(p.pattern_id),
@@ -264,8 +266,9 @@ def on_pending(p: Pending, state: State | None, now: datetime, forget_at: dateti
                              _shared(p.kind))
         return Decision(state, partial(_dispatch, p, now))
     if _same_source(state, p.source):  # the same request again, after a crash upstream
-        return Decision(state, partial(_dispatch, p, now) if isinstance(state, RequestState)
-                        else list)
+        if isinstance(state, RequestState):
+            return Decision(state, partial(_dispatch, p, now))
+        return Decision(replace(state, digest=state.digest or p.digest))
     if p.digest != 0 and p.digest == state.digest:  # 0: an event before Pending v2, not told
         return Decision(state, partial(_copy_refused, p, now))
     return Decision(state, partial(_refused, p, DUPLICATE,
@@ -450,7 +453,8 @@ def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None
     moved or withdrawn meanwhile), one to a request timed out (its holder told so), or to
     another request under its id, dropped. One to a request not known is relayed and settles
     it: its look-up came before this version, or its request's event comes after it (an owner
-    deciding at once writes it only after the look-up is acknowledged), and is then done."""
+    deciding at once writes it only after the look-up is acknowledged: its digest, then 0, is
+    what that event tells, on_pending), and is then done."""
     if isinstance(state, RequestState):
         if (state.kind, state.source, state.requester) != (BINDING, a.source, a.requester):
             return _dropped(a, "is not of the request pending under its id", state)

@@ -801,5 +801,25 @@ def test_a_bindings_answer_in_time_or_before_its_request_is_relayed_once(ctx: Co
         assert ([CODEC.decode(s.value, BindingAnswer).status for s in made
                  if s.topic == topics.inbox("nenkin")] == ([NOT_FOUND] if then is answer else []))
         assert decider_.states[partition].get("r-1") == decider.Settled(
-            ANSWERED, decider.fingerprint(SOURCE), DIGEST if then is answer else 0)
+            ANSWERED, decider.fingerprint(SOURCE), DIGEST)
         assert _swept(decider_, partition, NOW + ctx.answer_timeout, ctx) == []
+
+
+def test_a_copy_of_a_binding_answered_before_its_request_is_refused_to_its_holder_alone(
+        ctx: Context) -> None:
+    """The registry's answer read before its request's event (a take-over's history, the event
+    written once the look-up was acknowledged) settles it knowing no digest; the event read after
+    it tells it, so the holder's copy sent again at another offset is refused to it alone, nothing
+    in the audit log, as when the request came first; another request under its id is logged."""
+    answer = RegistryAnswer("r-1", "nenkin", NOT_FOUND, "", (), SOURCE, NOW)
+    copy = replace(_binding(ctx), source="renkei.holder.nenkin.out:0:8")
+    other = replace(copy, digest=decider.message_digest(DIGEST_KEY, "nenkin", b"other bytes"))
+    histories: list[list[decider.DecisionEvent]] = [[_binding(ctx), answer],
+                                                    [answer, _binding(ctx)]]
+    for history in histories:
+        decider_, partition = _owning(ctx, history)
+        refused, = decider_.handle(partition, copy, NOW, ctx)
+        assert (refused.topic, CODEC.decode(refused.value, Rejection).reason) == (
+            topics.inbox("nenkin"), "DUPLICATE_REQUEST")
+        assert _topics(decider_.handle(partition, other, NOW, ctx)) == [
+            topics.inbox("nenkin"), topics.AUDIT]
