@@ -294,9 +294,12 @@ class Named(TypedDict):
 
 def _named(r: Pending | RequestState) -> Named:
     """What a request (its Pending, or its state) names in its access-log events: what it left
-    empty (a binding: no pattern, legal basis, data type or person) named as none."""
+    empty (a binding: no pattern, legal basis, data type or person) named as none, and a
+    binding's provider too, as its answer's events (binding.answered) name it: the registry or
+    authority it asks is no holder, and an answer read before its request cannot tell which."""
     return Named(pattern_id=r.pattern_id or None, legal_basis=r.legal_basis or None,
-                 provider=r.provider, data_type=r.data_type or None, person=r.person or None)
+                 provider=None if r.kind == BINDING else r.provider,
+                 data_type=r.data_type or None, person=r.person or None)
 
 
 def _copy_refused(p: Pending, now: datetime) -> list[Send]:

@@ -14,7 +14,7 @@ from audit.consumer import read_audit
 from audit.events import AccessLogEvent, step_of
 from audit.heads import Signer
 from audit.store import AuditStore, Query
-from broker import config, topics
+from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from broker.provision import admin_client
@@ -823,3 +823,24 @@ def test_a_copy_of_a_binding_answered_before_its_request_is_refused_to_its_holde
             topics.inbox("nenkin"), "DUPLICATE_REQUEST")
         assert _topics(decider_.handle(partition, other, NOW, ctx)) == [
             topics.inbox("nenkin"), topics.AUDIT]
+
+
+def test_every_event_of_a_binding_names_no_provider(ctx: Context) -> None:
+    """Answered, timed out or refused as a duplicate, a binding's access-log events name no
+    provider: the registry or authority it asks is no holder (no holder-side log to ask for it),
+    and an answer read before its request's event cannot tell which of them was asked."""
+    def events(made: list[Send]) -> list[AccessLogEvent]:
+        return [CODEC.decode(s.value, AccessLogEvent) for s in made if s.topic == topics.AUDIT]
+
+    by_number = replace(_binding(ctx), provider=acls.AUTHORITY)
+    decider_, partition = _owning(ctx, [])
+    assert _topics(decider_.handle(partition, by_number, NOW, ctx)) == [topics.AUTHORITY_IN]
+    other = replace(by_number, source="renkei.holder.nenkin.out:0:8",
+                    digest=decider.message_digest(DIGEST_KEY, "nenkin", b"other bytes"))
+    logged = events(decider_.handle(partition, other, NOW, ctx))
+    logged += events(_swept(decider_, partition, NOW + ctx.answer_timeout, ctx))
+    answered, _ = _owning(ctx, [by_number])
+    logged += events(answered.handle(partition, RegistryAnswer(
+        "r-1", "nenkin", NOT_FOUND, "", (), SOURCE, NOW), NOW, ctx))
+    assert [(e.kind, e.outcome, e.provider) for e in logged] == [
+        ("BINDING", "REJECTED", None), ("BINDING", TIMED_OUT, None), ("BINDING", NOT_FOUND, None)]
