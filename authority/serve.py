@@ -42,6 +42,9 @@ class RegistryChanges:
         try:
             if self._registry is None and self._path.exists():
                 self._registry = registry_store.RegistryStore.open(self._path, read_only=True)
+            elif self._registry is not None and self._registry.reopened_if_replaced():
+                log.warning("the registry at %s was replaced: its code changes are followed "
+                            "from the new one", self._path)
             if self._registry is not None and self._authority.follow_registry(self._registry):
                 log.info("resident-code changes followed")
         except (sqlite3.Error, registry_store.NoRegistry) as exc:  # busy, or not made yet:

@@ -94,15 +94,35 @@ class RegistryStore:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         """The registry at `path`; `read_only`, through a connection nothing can be written
         through (what only reads it: the numbering authority following its code changes)."""
-        self.path = path
-        if read_only:
-            self._db = sqlite.read_only(path)
-            with sqlite.closed_if_failing(self._db):
+        self.path, self._read_only = path, read_only
+        self._open()
+
+    def _open(self) -> None:
+        """The connection to the file at its path now, and which file that is."""
+        self._file = sqlite.file_at(self.path)
+        self._db = sqlite.read_only(self.path) if self._read_only else sqlite.opened(self.path)
+        with sqlite.closed_if_failing(self._db):
+            if self._read_only:
                 self._made_already()
-        else:
-            self._db = sqlite.opened(path)
-            self._db.executescript(SCHEMA + INDEXES)
-            self._keyed_by_these_rules()
+            else:
+                self._db.executescript(SCHEMA + INDEXES)
+                self._keyed_by_these_rules()
+
+    def reopened_if_replaced(self) -> bool:
+        """Whether another file was put at its path since it was opened (`renkei registry
+        generate --replace`): if so, that registry is read from now on, the old one closed; one
+        that cannot be opened (NoRegistry, sqlite3.Error) leaves the old one open, as does a path
+        with no file left."""
+        if sqlite.file_at(self.path) in (None, self._file):
+            return False
+        old, file = self._db, self._file
+        try:
+            self._open()
+        except BaseException:
+            self._db, self._file = old, file
+            raise
+        old.close()
+        return True
 
     def _made_already(self) -> None:
         """NoRegistry if the store has no residents or events (another SQLite file, an empty one):

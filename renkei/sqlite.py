@@ -59,6 +59,16 @@ def removed(path: Path) -> None:
         path.with_name(name).unlink(missing_ok=True)
 
 
+def file_at(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` now (its device and inode), None if none: another put in its
+    place (os.replace) is another, though a connection opened on the first reads the first on."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def opened(path: Path) -> sqlite3.Connection:
     """sqlite3.connect(path), created readable by this user only; a store that cannot be opened
     there an OSError naming the path (SQLite's own error names none)."""

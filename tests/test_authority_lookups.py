@@ -199,3 +199,27 @@ def test_a_serving_authority_follows_the_registry_through_a_connection_that_writ
             change_code(changes._registry, authority.residents[3])
     finally:
         changes.close()
+
+
+def test_a_serving_authority_follows_a_registry_put_in_place_of_the_one_it_opened(
+        authority: Authority, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`renkei registry generate --replace` while `renkei authority serve` ran left its
+    connection on the old registry, deleted: the code changes recorded in the new one were never
+    followed until it was restarted. Now it reads the file put in its place, and says so once."""
+    path = tmp_path / "registry.db"
+    changes = RegistryChanges(authority.service, path)
+    try:
+        changes.follow()
+        authority.registry_store.close()
+        registry_store.build(path, 20, 1, replace=True)  # the same residents, as a town again
+        authority.registry_store = registry_store.RegistryStore.open(path)
+        with caplog.at_level(logging.WARNING, "authority.serve"):
+            for n in range(2):
+                number = authority.number(n)
+                new = change_code(authority.registry_store, authority.residents[n])
+                changes.follow()
+                assert authority.service.number_of(new) == number
+        assert [r.getMessage() for r in caplog.records] == [
+            f"the registry at {path} was replaced: its code changes are followed from the new one"]
+    finally:
+        changes.close()
