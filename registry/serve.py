@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -20,13 +21,27 @@ from registry import tickets
 from registry.cli import open_registry
 from registry.portal import CardLogins
 from registry.service import RegistryService
-from registry.store import RegistryStore, default_path
+from registry.store import NoRegistry, RegistryStore, default_path
 from renkei import event_loop, questions, sealing
 from renkei.envelope import Directory, Send
 from renkei.options import origins
 from renkei.service_loop import run_service, said_when_up
 
+log = logging.getLogger(__name__)
+
 Handler = Callable[[Sequence[Any]], list[Send]]
+
+
+def read_from_current(store: RegistryStore) -> None:
+    """The registry read from the file at its path now: one put in place of the one opened
+    (`renkei registry generate --replace`) is read from then on, said once in the log; one that
+    cannot be opened (yet) leaves the old one read, said before each batch."""
+    try:
+        if store.reopened_if_replaced():
+            log.warning("the registry at %s was replaced: answered from the new one", store.path)
+    except (sqlite3.Error, NoRegistry) as exc:
+        log.warning("the registry at %s was replaced, but cannot be opened (%s): answered from "
+                    "the old one", store.path, exc)
 
 
 def serving(store: RegistryStore, logins: CardLogins,
@@ -37,6 +52,7 @@ def serving(store: RegistryStore, logins: CardLogins,
         service = RegistryService(store, key, directory)
 
         def handle(records: Sequence[Any]) -> list[Send]:
+            read_from_current(store)
             asked, looked_up = questions.of_topic(records, topics.REGISTRY_PORTAL_IN)
             return [*service.handle(looked_up),
                     *questions.answered(asked, acls.REGISTRY, key,

@@ -11,10 +11,15 @@ from types import SimpleNamespace
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from broker import acls
+from audit.heads import Signer
+from broker import acls, topics
+from cards.jlis import CardHolders
+from processors.codes import IdCodes
 from registry.generate import Person
+from registry.portal import CardLogins
 from registry.resident_code import random_codes
 from registry.residents import FourAttributes, Resident, Sex
+from registry.serve import serving
 from registry.service import RegistryService
 from registry.store import RegistryStore
 from renkei import sealing
@@ -41,14 +46,19 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self.a, self.b, self.alone = random_codes(3, seed=5)
-        self.store = RegistryStore.create(path)
-        self.store.load([_person(self.a, NAMESAKES), _person(self.b, NAMESAKES),
-                         _person(self.alone, ALONE)])
+        self.store = self.made(path)
         self.key, self.platform, self.holder = (X25519PrivateKey.generate() for _ in range(3))
-        entries = {acls.PLATFORM: _entry(acls.PLATFORM, self.platform, private=False),
-                   INSURER: _entry(INSURER, self.holder, private=True),
-                   CITY: _entry(CITY, self.holder, private=False)}
-        self.service = RegistryService(self.store, self.key, entries.get)
+        self.directory = {acls.PLATFORM: _entry(acls.PLATFORM, self.platform, private=False),
+                          INSURER: _entry(INSURER, self.holder, private=True),
+                          CITY: _entry(CITY, self.holder, private=False)}
+        self.service = RegistryService(self.store, self.key, self.directory.get)
+
+    def made(self, path: Path) -> RegistryStore:
+        """A registry of these three residents at `path`."""
+        store = RegistryStore.create(path)
+        store.load([_person(self.a, NAMESAKES), _person(self.b, NAMESAKES),
+                    _person(self.alone, ALONE)])
+        return store
 
     def query(self, requester: str, attributes: FourAttributes) -> RegistryQuery:
         return RegistryQuery("r1", requester, requester == INSURER, BY_ATTRIBUTES, sealing.seal(
@@ -103,6 +113,35 @@ def test_a_private_holder_gets_one_resident_only_with_consent(registry: Registry
     registry.store.give_consent(registry.alone, INSURER, date(2026, 1, 1))
     answer = registry.ask(INSURER, ALONE)
     assert answer.status == FOUND and registry.residents(answer) == [registry.alone]
+
+
+def test_a_serving_registry_answers_from_a_registry_put_in_place_of_the_one_it_opened(
+        registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`renkei registry generate --replace` while `renkei registry serve` ran left its
+    connection on the old registry, deleted: it answered from it, the consents and changes
+    recorded in the new one unseen, until it was restarted. Now it answers from the file put in
+    its place, and says so once."""
+    path, built = tmp_path / "registry.db", tmp_path / "registry.db.partial"
+    cards = CardHolders(tmp_path / "cards.db")
+    logins = CardLogins(cards, registry.store, IdCodes(bytes(32)), Signer.generate())
+    handle = serving(registry.store, logins, registry.key)(registry.directory.get)
+    query = SimpleNamespace(topic=topics.REGISTRY_IN, value=CODEC.encode(
+        registry.query(INSURER, ALONE)))
+    new = registry.made(built)
+    new.give_consent(registry.alone, INSURER, date(2026, 1, 1))
+    new.close()
+    built.replace(path)  # as `renkei registry generate --replace` puts its registry in place
+    try:
+        with caplog.at_level(logging.WARNING, "registry.serve"):
+            for _ in range(2):
+                (sent,) = handle([query])
+                answer = CODEC.decode(sent.value, RegistryAnswer)
+                assert answer.status == FOUND and registry.residents(answer) == [registry.alone]
+        assert [r.getMessage() for r in caplog.records] == [
+            f"the registry at {path} was replaced: answered from the new one"]
+    finally:
+        cards.close()
+        registry.store.close()
 
 
 def test_a_run_of_thousands_of_kanji_digits_is_answered(registry: Registry) -> None:
