@@ -39,12 +39,16 @@ from audit.events import LINKAGE, AccessLogEvent, OperatorAction, from_millis
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
-from processors.approval import Approved, PatternList, approve
+from processors.approval import SUSPENDED, UNKNOWN_HOLDER, Approved, PatternList, approve
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 
 APPROVAL_REASONS = frozenset({"UNKNOWN_PATTERN", "PATTERN_NOT_IN_FORCE", "NOT_PERMITTED",
-                              "WRONG_PROVIDER", "UNKNOWN_HOLDER", "DATA_TYPE_NOT_PERMITTED"})
+                              "WRONG_PROVIDER", UNKNOWN_HOLDER, SUSPENDED,
+                              "DATA_TYPE_NOT_PERMITTED"})
+# a rejection logged before Rejection v3 told a suspended provider (SUSPENDED now) from one not
+# in the directory: each was UNKNOWN_HOLDER
+LOGGED_BEFORE = {(UNKNOWN_HOLDER, SUSPENDED)}
 GRACE = timedelta(seconds=10)
 LEAVES_AT_ONCE = 10_000  # leaf hashes read from each store at a time when comparing them
 APPROVED = "APPROVED"
@@ -127,7 +131,7 @@ class Recheck:
         moments = sorted({at - self.grace, *self.patterns.changes(at - self.grace, at),
                           *self.directory.changes(at - self.grace, at)})
         verdicts = [self._verdict(event, known) for known in moments]
-        if any(outcome == logged for outcome, _ in verdicts):
+        if any(outcome == logged or (logged, outcome) in LOGGED_BEFORE for outcome, _ in verdicts):
             return None
         outcome, detail = verdicts[-1]
         return Disagreement(event, logged, outcome, detail)

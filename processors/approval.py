@@ -21,6 +21,22 @@ class Refused:
 
 
 UNLISTED = Refused("NOT_PERMITTED", "the requester is not in the holder directory")
+# Rejection reasons for a holder named that is no active one: inactive in the directory (Rejection
+# v3), or not in it (holder_logs' SUSPENDED and NOT_LISTED)
+SUSPENDED, UNKNOWN_HOLDER = "SUSPENDED", "UNKNOWN_HOLDER"
+
+
+def not_active_reason(entry: HolderEntry | None) -> str:
+    """Why a holder (its directory entry, None if it has none) that is no active holder is
+    refused: SUSPENDED, or UNKNOWN_HOLDER if the directory has no such holder."""
+    return UNKNOWN_HOLDER if entry is None else SUSPENDED
+
+
+def suspended(who: str, entry: HolderEntry) -> str:
+    """`who` (the requester, the provider 'x') told suspended, since when if the directory
+    dates it."""
+    since = f" since {entry.inactive_since.isoformat()}" if entry.inactive_since else ""
+    return f"{who} is suspended{since}: not an active holder in the directory"
 
 
 def not_active(requester: HolderEntry | None) -> str | None:
@@ -28,10 +44,7 @@ def not_active(requester: HolderEntry | None) -> str | None:
     is inactive is told it is suspended, and since when if the directory dates it."""
     if requester is None:
         return "the requester is not an active holder in the directory"
-    if requester.active:
-        return None
-    since = f" since {requester.inactive_since.isoformat()}" if requester.inactive_since else ""
-    return f"the requester is suspended{since}: not an active holder in the directory"
+    return None if requester.active else suspended("the requester", requester)
 
 
 class PatternList:
@@ -77,8 +90,10 @@ def approve(request: LinkageRequest, requester: HolderEntry | None,
         return Refused("NOT_PERMITTED", f"pattern {pattern.pattern_id} is for requesters of role "
                                         f"{pattern.requester_role}, not {requester.role}")
     provider = directory.get(request.provider)
-    if provider is None or not provider.active:
-        return Refused("UNKNOWN_HOLDER", f"no active holder {request.provider!r}")
+    if provider is None:
+        return Refused(UNKNOWN_HOLDER, f"no active holder {request.provider!r}")
+    if not provider.active:
+        return Refused(SUSPENDED, suspended(f"the provider {request.provider!r}", provider))
     if provider.role != pattern.provider_role:
         return Refused("WRONG_PROVIDER", f"pattern {pattern.pattern_id} names providers of role "
                                          f"{pattern.provider_role}, not {provider.role}")

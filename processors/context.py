@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from processors.approval import PatternList
+from processors.approval import PatternList, not_active_reason
 from processors.codes import CodeService, UnitEpoch
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
@@ -63,6 +63,11 @@ class Context:
         entry = self.directory.get(holder)
         return entry is not None and (entry.active or (
             at is not None and entry.inactive_since is not None and at < entry.inactive_since))
+
+    def inactive_reason(self, holder: str, at: datetime | None = None) -> str | None:
+        """Why `holder` is no active holder as of `at` (active): SUSPENDED, or UNKNOWN_HOLDER
+        if the directory has no such holder; None: it is an active one."""
+        return None if self.active(holder, at) else not_active_reason(self.directory.get(holder))
 
     def unit(self, holder: str) -> UnitEpoch:
         """The link-code unit and key epoch of a holder in the directory."""

@@ -51,6 +51,7 @@ from audit.events import ANSWER, APPROVED, BINDING, EPOCH, AccessLogEvent
 from broker import acls, topics
 from processors import binding
 from processors.access_log import logged
+from processors.approval import UNKNOWN_HOLDER
 from processors.context import Context
 from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send
@@ -535,20 +536,22 @@ def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: dateti
     another refused, nor one replaying that decision asks the directory again. A provider made
     inactive since is not asked again: it answered while active, and its requester, told
     nothing else now that its request is settled, is answered."""
-    if not ctx.active(state.requester, o.answered_at):
+    if (gone := ctx.inactive_reason(state.requester, o.answered_at)) is not None:
         log.info("the answer to request %s is relayed to no one: %s is no longer an active "
-                 "holder in the directory", o.request_id, state.requester)
+                 "holder in the directory (%s)", o.request_id, state.requester, gone)
         return [to_decider(o.request_id,
-                           replace(o, ended=_answered(state, TIMED_OUT, now).value))]
+                           replace(o, ended=_answered(state, TIMED_OUT, now, gone).value))]
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
             _answered(state, answer.status, now)]
 
 
 def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
     """An answer an owner relayed to no one, its requester no longer active in the directory
-    (Outcome.ended, that owner's decision): refused to its provider (UNKNOWN_HOLDER), which logs
-    it not provided, and its request logged TIMED_OUT, as one whose answer linkage refused is at
-    its deadline, as that owner made them, by whichever owner reads it; and settled TIMED_OUT,
+    (Outcome.ended, that owner's decision): refused to its provider for the reason that
+    decision logged (SUSPENDED or UNKNOWN_HOLDER; one logged with none, before they were told
+    apart, is UNKNOWN_HOLDER, as it was refused then), which logs it not provided, and its
+    request logged TIMED_OUT, as one whose answer linkage refused is at its deadline, as that
+    owner made them, by whichever owner reads it; and settled TIMED_OUT,
     so a later copy of the answer is refused, unless a timeout, or this decision read before,
     ended it already."""
     if state is None or (isinstance(state, Settled) and state.status == TIMED_OUT):
@@ -564,7 +567,7 @@ def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
     event = CODEC.decode(ended, AccessLogEvent)
     return [*_refused_answer(o, CODEC.decode(o.answer, LinkageAnswer), f"{event.requester} is "
                              "no longer an active holder in the directory", event.occurred_at,
-                             "UNKNOWN_HOLDER"),
+                             event.reason or UNKNOWN_HOLDER),
             Send(topics.AUDIT, o.request_id, ended)]
 
 
@@ -578,11 +581,11 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
     """The timeout to its requester, and in the access log; to no one (logged) if the requester
     is no longer an active holder in the directory as of the deadline, as an answer to it would
-    not be relayed."""
-    if not ctx.active(state.requester, state.deadline):
+    not be relayed; its access-log event says why (Context.inactive_reason)."""
+    if (gone := ctx.inactive_reason(state.requester, state.deadline)) is not None:
         log.info("request %s timed out: its requester %s is no longer an active holder in the "
-                 "directory: no one is told", state.request_id, state.requester)
-        return [_answered(state, TIMED_OUT, now)]
+                 "directory (%s): no one is told", state.request_id, state.requester, gone)
+        return [_answered(state, TIMED_OUT, now, gone)]
     if state.kind == BINDING:  # no candidates: its holder investigates, as a registry's refusal
         unit = ctx.unit(state.requester)
         unanswered = BindingAnswer(state.request_id, TIMED_OUT, f"the {state.provider} did not "
@@ -597,13 +600,14 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
             _answered(state, TIMED_OUT, now)]
 
 
-def _answered(state: RequestState, outcome: str, now: datetime) -> Send:
+def _answered(state: RequestState, outcome: str, now: datetime,
+              reason: str | None = None) -> Send:
     """The answer (or timeout) in the access log, named as its approval is (copies_name): a
     pending request's state, rebuilt or not, keeps the source and digest of the request it stands
-    for."""
+    for. A timeout relayed to no one has the `reason` its requester is not told."""
     return logged(state.request_id, f"answered@{copies_name(state.source, state.digest)}", now,
                   BINDING if state.kind == BINDING else ANSWER, outcome, state.requester,
-                  **_named(state))
+                  reason=reason, **_named(state))
 
 
 class Deadlines:

@@ -160,17 +160,19 @@ def _flaw(item: FromHolder, answer: ProviderAnswer, ticket: Ticket,
         return "MALFORMED", f"status {answer.status} is not an answer"
     if (gone := _inactive(ctx, item.incoming.timestamp, ticket.requester,
                           item.holder)) is not None:
-        return "UNKNOWN_HOLDER", (f"{gone} is no longer an active holder in the directory: "
-                                  "the answer is relayed to no one")
+        holder, reason = gone
+        return reason, (f"{holder} is no longer an active holder in the directory: the answer "
+                        "is relayed to no one")
     if answer.link_code != ticket.link_b:
         return "INVALID_LINK_CODE", "the answer's link code is not the queried person's"
     return None
 
 
-def _inactive(ctx: Context, at: datetime, *holders: str) -> str | None:
-    """The first of the holders gone from the directory or marked inactive there as of `at`
-    (None: each is active then, Context.active)."""
-    return next((h for h in holders if not ctx.active(h, at)), None)
+def _inactive(ctx: Context, at: datetime, *holders: str) -> tuple[str, str] | None:
+    """The first of the holders gone from the directory or marked inactive there as of `at`,
+    and why (Context.inactive_reason); None: each is active then."""
+    return next(((h, why) for h in holders
+                 if (why := ctx.inactive_reason(h, at)) is not None), None)
 
 
 def _req(item: FromHolder) -> LinkageRequest:

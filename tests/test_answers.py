@@ -131,7 +131,8 @@ def test_an_answer_under_another_providers_ticket_is_refused_naming_that_query(
 def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refused(
         ctx: Context) -> None:
     """A requester (or provider) marked inactive in the directory after its request was approved
-    still had the answer relayed: only one gone from the directory was refused."""
+    still had the answer relayed: only one gone from the directory was refused. The refusal
+    tells one suspended (SUSPENDED) from one not in the directory (UNKNOWN_HOLDER)."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     for gone in ("kodomo", "town"):
         inactive = replace(ctx, directory={**ctx.directory,
@@ -139,9 +140,15 @@ def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refuse
         refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, inactive)
         rejection = CODEC.decode(refused.value, Rejection)
         assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
-        assert (rejection.reason, rejection.detail) == ("UNKNOWN_HOLDER", f"{gone} is no longer "
+        assert (rejection.reason, rejection.detail) == ("SUSPENDED", f"{gone} is no longer "
                                                         "an active holder in the directory: the "
                                                         "answer is relayed to no one")
+        assert CODEC.decode(logged.value, AccessLogEvent).reason == "SUSPENDED"
+    for gone in ("kodomo", "town"):  # not in the directory at all
+        unlisted = replace(ctx, directory={h: e for h, e in ctx.directory.items() if h != gone})
+        refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, unlisted)
+        assert CODEC.decode(refused.value, Rejection).reason == "UNKNOWN_HOLDER"
+        assert CODEC.decode(logged.value, AccessLogEvent).reason == "UNKNOWN_HOLDER"
     relayed, = _answer(pending, "town", T0 + timedelta(seconds=1), 2, ctx)
     assert CODEC.decode(relayed.value, Outcome).request_id == "X"
 

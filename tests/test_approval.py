@@ -44,6 +44,7 @@ def test_a_lawful_request_is_approved_with_its_pattern_version() -> None:
     ("closed", "P-027", "nenkin", "pension_benefit", "NOT_PERMITTED"),
     ("nenkin", "P-037", "hospital", "local_tax", "WRONG_PROVIDER"),
     ("nenkin", "P-037", "nobody", "local_tax", "UNKNOWN_HOLDER"),
+    ("nenkin", "P-037", "closed", "local_tax", "SUSPENDED"),
     ("nenkin", "P-037", "town", "resident_record", "DATA_TYPE_NOT_PERMITTED"),
 ])
 def test_each_unlawful_request_is_refused_with_its_reason(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any, cast
 
+import fastavro
 import pytest
 
 from registry.residents import FourAttributes, Sex
@@ -122,6 +125,28 @@ def test_a_directory_entry_of_before_signing_reads_with_no_signing_key() -> None
           "updated_at": NOW}
     entry = CODEC.decode(CODEC.encode_record("HolderEntry", v1, version=1), HolderEntry)
     assert entry.signing_key is None and entry.public_key == b"k" * 32
+
+
+def test_a_suspended_holders_rejection_reads_as_unknown_holder_to_a_v2_reader(
+        tmp_path: Path) -> None:
+    """Rejection v3 adds SUSPENDED: the newest reads it; a v2 reader given v3's schema reads it
+    as its enum's default, UNKNOWN_HOLDER (what it was told before), its fingerprint unchanged
+    by the default; one that knows no v3 refuses the message as UNKNOWN_SCHEMA."""
+    data = CODEC.encode(Rejection("r", "SUSPENDED", "d", NOW))
+    assert CODEC.decode(data, Rejection).reason == "SUSPENDED"
+    v2, v3 = CODEC.versions["Rejection"][1:]
+    assert (v2.version, v3.version) == (2, 3) and data[2:HEADER] == v3.fingerprint
+    buf = io.BytesIO(data[HEADER:])
+    read = cast(dict[str, Any], fastavro.schemaless_reader(buf, v3.parsed, v2.parsed))
+    assert read["reason"] == "UNKNOWN_HOLDER"
+    shutil.copy(SCHEMA_DIR / "Rejection.v1.avsc", tmp_path)
+    shipped = json.loads((SCHEMA_DIR / "Rejection.v2.avsc").read_text())  # as v2 shipped
+    del shipped["fields"][1]["type"]["default"]
+    (tmp_path / "Rejection.v2.avsc").write_text(json.dumps(shipped))
+    old = Codec(tmp_path)
+    assert old.latest("Rejection").fingerprint == v2.fingerprint
+    with pytest.raises(UnknownSchema):
+        old.decode(data, Rejection)
 
 
 def test_the_shipped_schemas_pass_the_compatibility_gate() -> None:

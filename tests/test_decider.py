@@ -181,10 +181,12 @@ def test_a_requester_no_longer_active_is_not_sent_its_timeout_which_is_logged(
         ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
     """A requester marked inactive in the directory (or gone from it) after its request was
     approved is told nothing at the deadline, as it would be relayed no answer: the timeout is
-    in the access log alone, and the decider's log says why."""
+    in the access log alone, and the decider's log and the event say why (suspended, or not in
+    the directory)."""
     state = _decided(_pending(ctx), None, ctx).state
     inactive = replace(ctx.directory["nenkin"], active=False)
-    for directory in ({**ctx.directory, "nenkin": inactive}, {"town": ctx.directory["town"]}):
+    for directory, why in (({**ctx.directory, "nenkin": inactive}, "SUSPENDED"),
+                           ({"town": ctx.directory["town"]}, "UNKNOWN_HOLDER")):
         caplog.clear()
         due = decider.on_deadline(state, NOW + timedelta(seconds=31),
                                   replace(ctx, directory=directory))
@@ -192,9 +194,10 @@ def test_a_requester_no_longer_active_is_not_sent_its_timeout_which_is_logged(
             effects = due.effects
         assert due.state == _settled(TIMED_OUT)
         assert _topics(effects) == [topics.AUDIT]
-        assert CODEC.decode(effects[0].value, AccessLogEvent).outcome == TIMED_OUT
+        event = CODEC.decode(effects[0].value, AccessLogEvent)
+        assert (event.outcome, event.reason) == (TIMED_OUT, why)
         assert caplog.messages == ["request r-1 timed out: its requester nenkin is no longer an "
-                                   "active holder in the directory: no one is told"]
+                                   f"active holder in the directory ({why}): no one is told"]
 
 
 def test_a_requester_made_inactive_after_its_deadline_is_told_its_timeout_by_every_owner(
@@ -620,16 +623,18 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
     """Linkage checks that both parties are active holders before the answer goes to the
     decider, which relays it later (at once, or once its request comes if it was held): a
     requester marked inactive in the directory (or gone) in between was still answered. The relay
-    asks the directory again: the answer is refused to its provider (UNKNOWN_HOLDER), which logs
-    it not provided, and the request is settled, never answered or timed out later, and logged
+    asks the directory again: the answer is refused to its provider (SUSPENDED, or UNKNOWN_HOLDER
+    for one not in the directory, its request's TIMED_OUT logged with the same), which logs it
+    not provided, and the request is settled, never answered or timed out later, and logged
     TIMED_OUT under what its copies share, as its approval is (copies_name, _its_trail): a
     decision recorded in the decider's topic first and made as it is read back, the directory
     as it is then asked no more. A provider made inactive in between answered while active: its
     requester is answered."""
     town, nenkin = ctx.directory["town"], ctx.directory["nenkin"]
-    for directory, relayed in (({"town": town, "nenkin": replace(nenkin, active=False)}, False),
-                               ({"town": town}, False),
-                               ({"town": replace(town, active=False), "nenkin": nenkin}, True)):
+    for directory, relayed, reason in (
+            ({"town": town, "nenkin": replace(nenkin, active=False)}, False, "SUSPENDED"),
+            ({"town": town}, False, "UNKNOWN_HOLDER"),
+            ({"town": replace(town, active=False), "nenkin": nenkin}, True, None)):
         gone = replace(ctx, directory=directory)
         live, partition = _owning(ctx, [_pending(ctx)])
         held, _ = _owning(ctx, [_answer()])
@@ -651,12 +656,13 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
             rejection = CODEC.decode(told.value, Rejection)
             event = CODEC.decode(logged.value, AccessLogEvent)
             assert (told.topic, rejection.reason, logged.topic, event.reason) == (
-                topics.inbox("town"), "UNKNOWN_HOLDER", topics.AUDIT, "UNKNOWN_HOLDER")
+                topics.inbox("town"), reason, topics.AUDIT, reason)
             assert rejection.detail == ("nenkin is no longer an active holder in the "
                                         "directory: the answer was relayed to no one")
             closing = CODEC.decode(closed.value, AccessLogEvent)
-            assert (closed.topic, closing.event_id, closing.outcome) == (
-                topics.AUDIT, f"r-1:answered@{decider.copies_name(SOURCE, DIGEST)}", TIMED_OUT)
+            assert (closed.topic, closing.event_id, closing.outcome, closing.reason) == (
+                topics.AUDIT, f"r-1:answered@{decider.copies_name(SOURCE, DIGEST)}", TIMED_OUT,
+                reason)
 
 
 @pytest.mark.parametrize("requester", ["still inactive", "made active again"])

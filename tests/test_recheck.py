@@ -105,3 +105,23 @@ def test_a_requester_not_in_the_directory_is_refused_first_by_both() -> None:
     assert (logged.outcome, logged.reason) == ("REJECTED", "NOT_PERMITTED")
     check = recheck()
     assert check.applies(logged) and check.check(logged) is None
+
+
+def test_a_rejection_for_a_suspended_provider_is_told_from_one_for_an_unknown_one() -> None:
+    """A provider suspended and one not in the directory were both refused UNKNOWN_HOLDER; now
+    SUSPENDED, which the re-check gives too. A rejection logged before (UNKNOWN_HOLDER for one
+    suspended) still agrees; SUSPENDED for a provider not in the directory, or active, does
+    not."""
+    patterns = History([(T0, b"P-1#1", pattern(1, ("local_tax",), T0 - timedelta(days=1)))])
+    directory = History([(T0, b"nenkin", holder("nenkin", "pension_service")),
+                         (T0, b"town", holder("town", "municipality")),
+                         (T0 + 60 * SECOND, b"town", holder("town", "municipality", False)),
+                         (T0 + 120 * SECOND, b"town", None)])
+    check = Recheck(patterns, directory, grace=5 * SECOND)
+    suspended = event(T0 + 70 * SECOND, "REJECTED", "SUSPENDED")
+    assert check.applies(suspended) and check.check(suspended) is None
+    assert check.check(event(T0 + 70 * SECOND, "REJECTED", "UNKNOWN_HOLDER")) is None
+    assert check.check(event(T0 + 130 * SECOND, "REJECTED", "UNKNOWN_HOLDER")) is None
+    for at, rechecked in ((T0 + 10 * SECOND, "APPROVED"), (T0 + 130 * SECOND, "UNKNOWN_HOLDER")):
+        found = check.check(event(at, "REJECTED", "SUSPENDED"))
+        assert found is not None and found.rechecked == rechecked

@@ -22,7 +22,7 @@ from renkei.broker_time import LOG_APPEND_TIME
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
-from tests.kafka_helpers import action_of, operator_actions, renkei
+from tests.kafka_helpers import action_of, logged_events, operator_actions, renkei
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -46,8 +46,9 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
         clients: dict[str, HolderClient]) -> None:
     """No command made a holder inactive: a hospital whose access was withdrawn stayed active.
     Suspended, its entry is inactive from its broker time on, kept when registered again, and
-    its linkage and binding requests alike are told so; resumed, it requests and provides
-    again."""
+    its linkage and binding requests alike are told so, as are requests to it (SUSPENDED, in
+    the access log too, told from UNKNOWN_HOLDER, a provider not in the directory); resumed, it
+    requests and provides again."""
     nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
     before = datetime.now(UTC) - timedelta(seconds=5)  # the broker's clock is this machine's
     said = renkei("holder", "suspend", "sakura-town", "--reason", "情報漏えい").stdout
@@ -64,8 +65,14 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
         binding = await town_hall.bind(bound(town_hall)[0], *staff_of("sakura-town"))
         answered = await town_hall.outcome(binding, 30)
         assert (answered.status, answered.detail) == suspended
-        assert await _status(nenkin, "P-037", "sakura-town", "local_tax") == (
-            "REJECTED", "UNKNOWN_HOLDER: no active holder 'sakura-town'")
+        asked = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
+        told = await nenkin.outcome(asked, 30)
+        assert (told.status, told.detail) == (
+            "REJECTED", "SUSPENDED: the provider 'sakura-town' is suspended since "
+            f"{entry.inactive_since.isoformat()}: not an active holder in the directory")
+        [refusal] = await logged_events(asked, 1)
+        assert (refusal.outcome, refusal.reason, refusal.provider) == (
+            "REJECTED", "SUSPENDED", "sakura-town")
         again = renkei("holder", "suspend", "sakura-town", "--reason", "x", check=False)
         assert again.returncode == 1
         assert f"sakura-town is already suspended (since {entry.inactive_since.isoformat()})" \
