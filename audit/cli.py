@@ -19,8 +19,8 @@ from audit import anchor, sql
 from audit.events import EPOCH, ID_CODE, decode_event
 from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
+from audit.retention import RETENTION_YEARS, years_before
 from audit.store import (
-    RETENTION_YEARS,
     AuditStore,
     Committed,
     Entry,
@@ -29,7 +29,6 @@ from audit.store import (
     as_signed,
     column_text,
     default_path,
-    years_before,
 )
 from broker import acls, cluster
 from broker.clients import BrokerAway, BrokerRefused, KafkaAccess

@@ -47,13 +47,13 @@ from audit.events import (
     signed_event,
 )
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
+from audit.retention import RETENTION_YEARS, years_before
 from audit.sql import Connection, Cursor, Dialect, NoTables, Stoppable, connect
 from renkei.shown import short
 from renkei.sqlite import INTEGERS
 from renkei.state import private_dir
 from schemas.codec import CODEC
 
-RETENTION_YEARS = 7
 HEAD_EVERY = 10_000
 # a connection's SQLite page cache, at most (it grows as pages are read): the writer's, whose
 # index inserts land all over; a reader's, whose check reads the log in order, query a page
@@ -317,19 +317,6 @@ def _runs(serials: Iterable[int]) -> list[tuple[int, int]]:
 
 def _ranges_text(ranges: Sequence[tuple[int, int]]) -> str:
     return json.dumps([list(r) for r in ranges], separators=(",", ":"))
-
-
-def years_before(moment: datetime, years: int) -> datetime:
-    try:
-        return moment.replace(year=moment.year - years)
-    except ValueError:  # 29 February
-        return moment.replace(year=moment.year - years, day=28)
-
-
-def retention_cutoff(now: datetime) -> datetime:
-    """The time before which a log's entries (the holders', the numbering authority's look-ups)
-    are past the access log's retention (RETENTION_YEARS)."""
-    return years_before(now, RETENTION_YEARS)
 
 
 def beyond_retention(event: AccessLogEvent | OperatorAction, cutoff: datetime | None) -> bool:

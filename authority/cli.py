@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from audit.store import RETENTION_YEARS, retention_cutoff
+from audit.retention import RETENTION_YEARS, retention_cutoff
 from authority import store as authority_store
 from authority.check_digit import keyed
 from authority.service import NumberingAuthority, UnknownResident, forgotten_told

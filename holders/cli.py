@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import click
 
-from audit.store import RETENTION_YEARS, retention_cutoff
+from audit.retention import RETENTION_YEARS, retention_cutoff
 from broker import provision
 from holders import imports
 from holders.imports import Refused

@@ -36,7 +36,7 @@ from holders.store import (
     Request,
     fields_json,
 )
-from processors.context import CLOCK_SKEW, REPLAY_WINDOW
+from processors.windows import CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes
 from renkei import holder_logs, retention, sealing, sqlite
 from renkei.broker_time import BrokerTime

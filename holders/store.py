@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import uuid6
 
-from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
+from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
 from renkei.state import private_dir, state_path

@@ -11,11 +11,9 @@ from processors.approval import PatternList, not_active_reason
 from processors.codes import CodeService, UnitEpoch
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
+from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from schemas.messages import HolderEntry
 
-ANSWER_TIMEOUT = timedelta(seconds=30)
-REPLAY_WINDOW = timedelta(minutes=2)
-CLOCK_SKEW = timedelta(seconds=30)
 REKEY_GRACE = timedelta(hours=24)  # after a re-keying, queries carry the previous code too
 
 

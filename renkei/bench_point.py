@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker import process
-from processors.context import CLOCK_SKEW, REPLAY_WINDOW
+from processors.windows import CLOCK_SKEW, REPLAY_WINDOW
 from renkei import common_start, groups, hops, latency, machine_profile, procstat, profiling
 from renkei.bench_plan import Plan
 from renkei.state import state_dir

@@ -12,7 +12,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from audit.store import retention_cutoff
+from audit.retention import retention_cutoff
 
 log = logging.getLogger(__name__)
 # seconds between purges of what the store keeps past the access log's retention (one at start)

@@ -41,6 +41,7 @@ from audit.heads import (
     verify_head,
     verify_signature,
 )
+from audit.retention import years_before
 from audit.sql import POSTGRESQL_SCHEMES, Stoppable, Stopped, connect
 from audit.store import (
     COLUMN_CHARS,
@@ -56,7 +57,6 @@ from audit.store import (
     column_text,
     default_path,
     node_key,
-    years_before,
 )
 from renkei.cli import _said
 from renkei.state import STATE_ENV, state_folder

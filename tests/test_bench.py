@@ -409,7 +409,8 @@ def test_a_benchmark_holder_imports_no_faker_town_or_other_benchmark() -> None:
     """A holder that `bench linkage` starts for each point imports what it runs alone: not the
     registry's generator (Faker's word lists), the town, the linkage's driver or the other
     benchmarks (~0.1 s of its cold start, idle); a baseline holder not the holder library or
-    numpy either (~0.3 s), a Renkei holder the library once it is chosen."""
+    numpy either (~0.3 s), a Renkei holder the library once it is chosen, and neither the
+    platform's handlers (numpy with them) nor the audit store (~0.12 s of CPU)."""
     sides = ("from renkei.cli import main\n"
              "main(['bench', 'holder', '--help'], standalone_mode=False)\n"
              "from renkei.bare import Sizes\n"
@@ -421,6 +422,7 @@ def test_a_benchmark_holder_imports_no_faker_town_or_other_benchmark() -> None:
     unused = {"faker", "registry.generate", "renkei.town", "renkei.bench_linkage",
               "audit.bench", "processors.bench_codes"}
     assert unused & on_renkei == set()
+    assert {"numpy", "processors.context", "audit.store"} & on_renkei == set()
     library = {"holders.client", "holders.store", "renkei.scenario", "numpy"}
     assert (unused | library) & bare == set()
     assert {"renkei.renkei_holder", "holders.client"} <= on_renkei

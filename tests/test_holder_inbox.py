@@ -43,10 +43,11 @@ from holders.client import (
 )
 from holders.store import SENT, Forgotten, HolderStore, Rekeyed
 from processors import linkage, outbox
-from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, Context
+from processors.context import Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.tickets import TicketSealer
+from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, retention, sealing
 from renkei.envelope import Incoming, Send

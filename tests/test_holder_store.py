@@ -12,7 +12,7 @@ import pytest
 from holders import imports
 from holders import store as store_module
 from holders.store import FORGET, Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
-from processors.context import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
+from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.state import state_folder
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from audit.store import RETENTION_YEARS
+from audit.retention import RETENTION_YEARS
 from broker import topics
 from renkei.cli import main
 
