@@ -268,9 +268,16 @@ class HolderClient:
 
     async def start(self) -> None:
         await self.directory.start()
-        await self.directory.loaded()  # queries are answered with the requester's key from it
-        self._check_key()
-        await started(self._producer, self.access)
+        # the producer starts while the directory loads; nothing is sent before the key check
+        producing = asyncio.create_task(started(self._producer, self.access))
+        try:
+            await self.directory.loaded()  # queries are answered with the requester's key
+            self._check_key()
+            await producing
+        except BaseException:
+            await cancelled(producing)
+            await close_producer(self._producer)
+            raise
         await self._send_kept()
         self._inbox = await serving(
             self.access, [topics.inbox(self.holder)], self.inbox_group(self.holder),

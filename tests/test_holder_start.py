@@ -1,0 +1,68 @@
+"""A holder's start: its steps that wait for the broker overlap where nothing is sent early."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from broker.clients import KafkaAccess
+from broker.clients import started as started_on
+from holders import client as client_module
+from holders.client import HolderClient
+from holders.store import HolderStore
+from renkei import sealing
+from renkei import town as town_setup
+from tests.kafka_helpers import renkei
+
+HOLDER = "start-town"
+INSTANCE = "start-test"  # a static member of its own: no other holder library's
+
+
+@pytest.fixture(scope="module")
+def registered(town: town_setup.Town) -> str:
+    renkei("holder", "register", HOLDER, "--name", "始町", "--role", "municipality")
+    return HOLDER
+
+
+async def test_a_holder_starts_its_producer_while_the_directory_loads(
+        registered: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The producer's log-in went on only once the whole directory was read (~50 ms of each
+    start, idle); the directory is still read whole before the start ends."""
+    producer_up = asyncio.Event()
+
+    async def started(client: Any, access: KafkaAccess) -> None:
+        await started_on(client, access)
+        producer_up.set()
+    monkeypatch.setattr(client_module, "started", started)
+    client = HolderClient(registered, HolderStore(tmp_path / "holder.db"), instance=INSTANCE)
+    loaded = client.directory.loaded
+
+    async def after_the_producer() -> None:
+        async with asyncio.timeout(10):
+            await producer_up.wait()
+        await loaded()
+    monkeypatch.setattr(client.directory, "loaded", after_the_producer)
+    await client.start()
+    try:
+        assert client.entry(registered).holder_id == registered
+    finally:
+        await client.stop()
+        client.store.close()
+
+
+async def test_a_holder_whose_key_is_not_the_directorys_keeps_no_producer(
+        registered: str, tmp_path: Path) -> None:
+    """Its producer, started while the directory loads, is closed when the key check refuses
+    the start: no connection is left open to send under a key no answer could be sealed to."""
+    client = HolderClient(registered, HolderStore(tmp_path / "holder.db"), instance=INSTANCE)
+    client._key = X25519PrivateKey.generate()
+    with pytest.raises(sealing.BadSealingKey, match="is not the one the holder directory has"):
+        await client.start()
+    conns = client._producer.client._conns.values()
+    assert not any(conn.connected() for conn in conns) and client._inbox is None
+    await client.directory.stop()
+    client.store.close()
