@@ -147,14 +147,21 @@ async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_w
     for _ in range(2):
         renkei("holder", "resume", "sakura-town", "--operator", "ops-b", check=False)
     renkei("holder", "resume", "nenkin", "--operator", "ops-b", check=False)  # never suspended
+    await _suspended_and_resumed_once(admin, audit_end, end)
+    assert await operator_actions(audit_end, "nenkin") == []
+    assert (await directory.current())["sakura-town"].active
+
+
+async def _suspended_and_resumed_once(admin: KafkaAccess, audit_end: int, end: int) -> None:
+    """The directory holds sakura-town's suspension and resumption from `end` on, and the audit
+    topic each action once from `audit_end`, at its record's time: by ops-a, for its reason, and
+    by ops-b."""
     suspension, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
     assert await operator_actions(audit_end, "sakura-town") == [
         OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
                        "SUSPEND", "sakura-town", "情報漏えい"),
         OperatorAction(action_of(resumption), from_millis(resumption.timestamp), "ops-b",
                        "RESUME", "sakura-town", None)]
-    assert await operator_actions(audit_end, "nenkin") == []
-    assert (await directory.current())["sakura-town"].active
 
 
 class Stopped(Exception):
@@ -195,12 +202,7 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
                        check=False)
         assert again.returncode and "already suspended" in again.stderr
     renkei("holder", "resume", "sakura-town", "--operator", "ops-b")
-    suspension, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
-    assert await operator_actions(audit_end, "sakura-town") == [
-        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
-                       "SUSPEND", "sakura-town", "情報漏えい"),
-        OperatorAction(action_of(resumption), from_millis(resumption.timestamp), "ops-b",
-                       "RESUME", "sakura-town", None)]
+    await _suspended_and_resumed_once(admin, audit_end, end)
 
 
 async def test_a_suspension_without_the_platforms_key_is_refused_and_writes_nothing(
