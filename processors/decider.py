@@ -325,8 +325,13 @@ def _received(deadline: datetime, ctx: Context) -> datetime:
 
 
 def forgotten_at(p: Pending, ctx: Context) -> datetime:
-    """When the request of this event may be forgotten (_forget_at its receipt)."""
-    return _forget_at(_received(p.deadline, ctx), ctx)
+    """When the request of this event may be forgotten (_forgotten_by its deadline)."""
+    return _forgotten_by(p.deadline, ctx)
+
+
+def _forgotten_by(deadline: datetime, ctx: Context) -> datetime:
+    """When a request of this deadline may be forgotten (_forget_at its receipt)."""
+    return _forget_at(_received(deadline, ctx), ctx)
 
 
 def _forget_at(received: datetime, ctx: Context) -> datetime:
@@ -698,7 +703,7 @@ class Decider:
             return self._registry_answer(states, message, now, ctx, effects)
         if isinstance(message, Outcome):
             if (deadline := expired_at(message)) is not None:  # its request's, unless forgotten
-                mine = not states.may_have_forgotten(_forget_at(_received(deadline, ctx), ctx))
+                mine = not states.may_have_forgotten(_forgotten_by(deadline, ctx))
                 return self._decide(states, message.request_id,
                                     partial(on_late, message, mine=mine), effects)
             if states.get(message.request_id) is None:  # its request may come after it
