@@ -46,9 +46,6 @@ from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 APPROVAL_REASONS = frozenset({"UNKNOWN_PATTERN", "PATTERN_NOT_IN_FORCE", "NOT_PERMITTED",
                               "WRONG_PROVIDER", UNKNOWN_HOLDER, SUSPENDED,
                               "DATA_TYPE_NOT_PERMITTED"})
-# a rejection logged before Rejection v3 told a suspended provider (SUSPENDED now) from one not
-# in the directory: each was UNKNOWN_HOLDER
-LOGGED_BEFORE = {(UNKNOWN_HOLDER, SUSPENDED)}
 GRACE = timedelta(seconds=10)
 LEAVES_AT_ONCE = 10_000  # leaf hashes read from each store at a time when comparing them
 APPROVED = "APPROVED"
@@ -131,12 +128,13 @@ class Recheck:
         moments = sorted({at - self.grace, *self.patterns.changes(at - self.grace, at),
                           *self.directory.changes(at - self.grace, at)})
         verdicts = [self._verdict(event, known) for known in moments]
-        if any(outcome == logged or (logged, outcome) in LOGGED_BEFORE for outcome, _ in verdicts):
+        if any(logged in (outcome, before) for outcome, _, before in verdicts):
             return None
-        outcome, detail = verdicts[-1]
+        outcome, detail, _ = verdicts[-1]
         return Disagreement(event, logged, outcome, detail)
 
-    def _verdict(self, event: AccessLogEvent, known: datetime) -> tuple[str, str]:
+    def _verdict(self, event: AccessLogEvent, known: datetime) -> tuple[str, str, str]:
+        """The outcome, its detail, and what it was logged as before SUSPENDED (logged_before)."""
         version = self.patterns.version(known)
         if version not in self._lists:
             self._lists[version] = PatternList(self.patterns.values(known))
@@ -144,12 +142,22 @@ class Recheck:
         entry = self.directory.value(provider.encode(), known)
         request = LinkageRequest(event.request_id, event.occurred_at, "",
                                  event.pattern_id or "", provider, event.data_type or "")
-        verdict = approve(request, self.directory.value(event.requester.encode(), known),
-                          {provider: entry} if entry else {}, self._lists[version],
-                          event.occurred_at)
+        requester = self.directory.value(event.requester.encode(), known)
+        verdict = approve(request, requester, {provider: entry} if entry else {},
+                          self._lists[version], event.occurred_at)
         if isinstance(verdict, Approved):
-            return APPROVED, f"pattern {verdict.pattern.pattern_id} v{verdict.pattern.version}"
-        return verdict.reason, verdict.detail
+            return (APPROVED, f"pattern {verdict.pattern.pattern_id} v{verdict.pattern.version}",
+                    APPROVED)
+        return verdict.reason, verdict.detail, logged_before(verdict.reason, requester)
+
+
+def logged_before(reason: str, requester: HolderEntry | None) -> str:
+    """The reason a refusal was logged as before a suspended holder was refused SUSPENDED: a
+    suspended requester's NOT_PERMITTED (as one asking what the law does not permit it), a
+    suspended provider's UNKNOWN_HOLDER (before Rejection v3, as one not in the directory)."""
+    if reason != SUSPENDED:
+        return reason
+    return "NOT_PERMITTED" if requester is not None and not requester.active else UNKNOWN_HOLDER
 
 
 @dataclass

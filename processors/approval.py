@@ -39,12 +39,13 @@ def suspended(who: str, entry: HolderEntry) -> str:
     return f"{who} is suspended{since}: not an active holder in the directory"
 
 
-def not_active(requester: HolderEntry | None) -> str | None:
+def not_active(requester: HolderEntry | None) -> Refused | None:
     """Why a requester is refused as not an active holder (None: it is one): one whose entry
-    is inactive is told it is suspended, and since when if the directory dates it."""
+    is inactive SUSPENDED, told since when if the directory dates it, a suspension not a request
+    the law does not permit it; one not in the directory NOT_PERMITTED."""
     if requester is None:
-        return "the requester is not an active holder in the directory"
-    return None if requester.active else suspended("the requester", requester)
+        return Refused("NOT_PERMITTED", "the requester is not an active holder in the directory")
+    return None if requester.active else Refused(SUSPENDED, suspended("the requester", requester))
 
 
 class PatternList:
@@ -84,8 +85,8 @@ def approve(request: LinkageRequest, requester: HolderEntry | None,
     if pattern is None:
         return Refused("PATTERN_NOT_IN_FORCE",
                        f"pattern {request.pattern_id} is not in force at {at.isoformat()}")
-    if (why := not_active(requester)) is not None:
-        return Refused("NOT_PERMITTED", why)
+    if (refused := not_active(requester)) is not None:
+        return refused
     if requester.role != pattern.requester_role:
         return Refused("NOT_PERMITTED", f"pattern {pattern.pattern_id} is for requesters of role "
                                         f"{pattern.requester_role}, not {requester.role}")

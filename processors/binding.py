@@ -59,8 +59,8 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     assert isinstance(request, BindingRequest)
     at = item.incoming.timestamp
     entry = ctx.directory.get(item.holder)
-    if (why := not_active(entry)) is not None:
-        return reject(item.holder, request.request_id, "NOT_PERMITTED", why, at,
+    if (refused := not_active(entry)) is not None:
+        return reject(item.holder, request.request_id, refused.reason, refused.detail, at,
                       item.incoming.source, BINDING)
     assert entry is not None  # not_active: an active holder's entry
     if not ctx.fresh(request.sent_at, at):

@@ -41,8 +41,9 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     request = item.message
     assert isinstance(request, RekeyRequest)
     at, source = item.incoming.timestamp, item.incoming.source
-    if (why := not_active(ctx.directory.get(item.holder))) is not None:
-        return reject(item.holder, request.request_id, "NOT_PERMITTED", why, at, source, REKEY)
+    if (refused := not_active(ctx.directory.get(item.holder))) is not None:
+        return reject(item.holder, request.request_id, refused.reason, refused.detail, at,
+                      source, REKEY)
     if not ctx.fresh(request.sent_at, at):
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, source, REKEY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -41,7 +42,7 @@ def test_a_lawful_request_is_approved_with_its_pattern_version() -> None:
     ("nenkin", "P-999", "town", "local_tax", "UNKNOWN_PATTERN"),
     ("kodomo", "P-075", "town", "local_tax", "PATTERN_NOT_IN_FORCE"),
     ("hospital", "P-037", "town", "local_tax", "NOT_PERMITTED"),
-    ("closed", "P-027", "nenkin", "pension_benefit", "NOT_PERMITTED"),
+    ("closed", "P-027", "nenkin", "pension_benefit", "SUSPENDED"),
     ("nenkin", "P-037", "hospital", "local_tax", "WRONG_PROVIDER"),
     ("nenkin", "P-037", "nobody", "local_tax", "UNKNOWN_HOLDER"),
     ("nenkin", "P-037", "closed", "local_tax", "SUSPENDED"),
@@ -51,6 +52,17 @@ def test_each_unlawful_request_is_refused_with_its_reason(
         requester: str, pattern: str, provider: str, data_type: str, reason: str) -> None:
     verdict = _ask(requester, pattern, provider, data_type)
     assert isinstance(verdict, Refused) and verdict.reason == reason, verdict
+
+
+def test_a_suspended_requester_is_told_so_not_that_the_law_does_not_permit_it() -> None:
+    """A suspended requester was refused NOT_PERMITTED, as a holder asking for a pattern not
+    for its role: SUSPENDED, since when (a role mismatch stays NOT_PERMITTED, above)."""
+    since = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    closed = replace(DIRECTORY["closed"], inactive_since=since)
+    request = LinkageRequest("r", NOW, "ABC98765XYZ", "P-027", "nenkin", "pension_benefit")
+    assert approve(request, closed, DIRECTORY, PATTERNS, NOW) == Refused(
+        "SUSPENDED", "the requester is suspended since 2026-11-20T09:30:00+00:00: not an active "
+        "holder in the directory")
 
 
 def test_the_version_in_force_at_the_request_time_decides() -> None:

@@ -250,7 +250,8 @@ def ctx(codes: CodeService) -> Context:
     """The platform's context with city-a at key epoch 2 of its own unit."""
     context = Context(codes, TicketSealer(MASTERS.ticket_key()),
                       MASTERS.sealing_key(), MASTERS.digest_key())
-    context.directory = {"city-a": _entry("city-a", "city-a", 2)}
+    context.directory = {"city-a": _entry("city-a", "city-a", 2), "city-c": replace(
+        _entry("city-c", "city-c", 0), active=False, inactive_since=NOW)}
     return context
 
 
@@ -297,6 +298,8 @@ def test_valid_codes_of_the_current_epoch_come_back_as_they_are(codes: CodeServi
     ("city-a", 3, NOW, "NOT_PERMITTED", "unit 'city-a' at epoch 2 has no codes of epoch 3"),
     ("city-a", -1, NOW, "NOT_PERMITTED", "unit 'city-a' at epoch 2 has no codes of epoch -1"),
     ("city-b", 0, NOW, "NOT_PERMITTED", "the requester is not an active holder in the directory"),
+    ("city-c", 0, NOW, "SUSPENDED", "the requester is suspended since 2026-12-01T09:00:00+00:00: "
+                                    "not an active holder in the directory"),
     ("city-a", 0, NOW - timedelta(minutes=10), "STALE_REQUEST", "sent outside the replay window"),
 ])
 def test_a_rekeying_request_that_cannot_be_answered_is_rejected_to_its_sender(

@@ -125,3 +125,30 @@ def test_a_rejection_for_a_suspended_provider_is_told_from_one_for_an_unknown_on
     for at, rechecked in ((T0 + 10 * SECOND, "APPROVED"), (T0 + 130 * SECOND, "UNKNOWN_HOLDER")):
         found = check.check(event(at, "REJECTED", "SUSPENDED"))
         assert found is not None and found.rechecked == rechecked
+
+
+def test_a_rejection_for_a_suspended_requester_is_told_from_an_unpermitted_request() -> None:
+    """A suspended requester was refused NOT_PERMITTED, as one asking what the law does not
+    permit it; now SUSPENDED, which the re-check gives too. NOT_PERMITTED logged before for a
+    requester suspended then still agrees, as UNKNOWN_HOLDER does for a suspended provider, but
+    neither for the other party's suspension, nor SUSPENDED for a requester active."""
+    patterns = History([(T0, b"P-1#1", pattern(1, ("local_tax",), T0 - timedelta(days=1)))])
+    directory = History([(T0, b"nenkin", holder("nenkin", "pension_service")),
+                         (T0, b"town", holder("town", "municipality")),
+                         (T0, b"kokuho", holder("kokuho", "pension_service")),
+                         (T0 + 60 * SECOND, b"nenkin", holder("nenkin", "pension_service",
+                                                               False)),
+                         (T0 + 60 * SECOND, b"town", holder("town", "municipality", False))])
+    check = Recheck(patterns, directory, grace=5 * SECOND)
+    at = T0 + 70 * SECOND
+    suspended = event(at, "REJECTED", "SUSPENDED")
+    assert check.applies(suspended) and check.check(suspended) is None
+    assert check.check(event(at, "REJECTED", "NOT_PERMITTED")) is None
+    found = check.check(event(at, "REJECTED", "UNKNOWN_HOLDER"))
+    assert found is not None and found.rechecked == "SUSPENDED"
+    # kokuho is active, the provider it names (town) suspended
+    assert check.check(event(at, "REJECTED", "UNKNOWN_HOLDER", requester="kokuho")) is None
+    found = check.check(event(at, "REJECTED", "NOT_PERMITTED", requester="kokuho"))
+    assert found is not None and found.rechecked == "SUSPENDED"
+    found = check.check(event(T0 + 10 * SECOND, "REJECTED", "SUSPENDED"))
+    assert found is not None and found.rechecked == "APPROVED"

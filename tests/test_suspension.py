@@ -46,9 +46,10 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
         clients: dict[str, HolderClient]) -> None:
     """No command made a holder inactive: a hospital whose access was withdrawn stayed active.
     Suspended, its entry is inactive from its broker time on, kept when registered again, and
-    its linkage and binding requests alike are told so, as are requests to it (SUSPENDED, in
-    the access log too, told from UNKNOWN_HOLDER, a provider not in the directory); resumed, it
-    requests and provides again."""
+    its linkage and binding requests alike are told so (SUSPENDED, in the access log too, told
+    from NOT_PERMITTED, a request the law does not permit it), as are requests to it (SUSPENDED,
+    told from UNKNOWN_HOLDER, a provider not in the directory); resumed, it requests and
+    provides again."""
     nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
     before = datetime.now(UTC) - timedelta(seconds=5)  # the broker's clock is this machine's
     said = renkei("holder", "suspend", "sakura-town", "--reason", "情報漏えい").stdout
@@ -59,12 +60,17 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
         assert before < entry.inactive_since < datetime.now(UTC)
         assert entry.inactive_since.isoformat() in said
         await _seen(nenkin, "sakura-town", False)
-        suspended = ("REJECTED", "NOT_PERMITTED: the requester is suspended since "
+        suspended = ("REJECTED", "SUSPENDED: the requester is suspended since "
                      f"{entry.inactive_since.isoformat()}: not an active holder in the directory")
-        assert await _status(town_hall, "P-027", "nenkin", "pension_benefit") == suspended
+        asked = await ask(town_hall, bound(town_hall)[0], "P-027", "nenkin", "pension_benefit")
+        told = await town_hall.outcome(asked, 30)
+        assert (told.status, told.detail) == suspended
         binding = await town_hall.bind(bound(town_hall)[0], *staff_of("sakura-town"))
         answered = await town_hall.outcome(binding, 30)
         assert (answered.status, answered.detail) == suspended
+        for request_id in (asked, binding):  # a suspension, not a request the law forbids
+            [refusal] = await logged_events(request_id, 1)
+            assert (refusal.outcome, refusal.reason) == ("REJECTED", "SUSPENDED")
         asked = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
         told = await nenkin.outcome(asked, 30)
         assert (told.status, told.detail) == (
