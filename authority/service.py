@@ -11,6 +11,7 @@ with who asked and why.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +29,9 @@ from renkei.clock import Age, Clock, Mark
 if TYPE_CHECKING:
     from registry.store import RegistryStore
 
-REGISTRY_CURSOR = "registry"
+REGISTRY_CURSOR = "registry"  # the cursor of a registry made before registries had an identity
+
+log = logging.getLogger(__name__)
 
 
 class AlreadyAssigned(ValueError):
@@ -82,6 +85,7 @@ class NumberingAuthority:
         self._clock = clock or Clock()
         self.collisions = 0  # draws that hit a number issued before, and were drawn again
         self.withdrawn = 0  # numbers issued to a changed code before its change was followed
+        self._bookmarked: set[str] = set()  # the registries' cursors known kept in the store
 
     def assign(self, resident_code: str) -> str:
         """Give a resident their first personal number."""
@@ -114,7 +118,25 @@ class NumberingAuthority:
 
     def follow_registry(self, registry: RegistryStore) -> int:
         """Follow the registry's code changes not seen yet; how many moved a number."""
-        return self.follow(registry.events(self.registry_cursor(), ChangeKind.CODE_CHANGED))
+        source = self._bookmark(registry)
+        return self.follow(registry.events(self.registry_cursor(source), ChangeKind.CODE_CHANGED),
+                           source)
+
+    def _bookmark(self, registry: RegistryStore) -> str:
+        """The cursor of the registry's code changes: each registry's own, by its identity (one
+        generated again numbers its changes from 1), kept for it if it comes back. A registry not
+        followed before starts at its first change, said once if another was; numbers stay as
+        they are (none issued is ever issued again)."""
+        identity = registry.identity()
+        if identity is None:
+            return REGISTRY_CURSOR
+        source = f"{REGISTRY_CURSOR} {identity}"
+        if source not in self._bookmarked:
+            if self._store.started(source) and set(self._store.sources()) - {source}:
+                log.warning("the registry at %s is not the one followed before: its code changes "
+                            "are followed from its first", registry.path)
+            self._bookmarked.add(source)
+        return source
 
     def change_number(self, resident_code: str, reason: str, request_id: str | None = None,
                       ticket: TicketShown | None = None) -> str:
@@ -164,22 +186,24 @@ class NumberingAuthority:
             if not self._rename(old_code, new_code):
                 raise UnknownResident("no personal number for that resident code")
 
-    def follow(self, events: Iterable[ChangeEvent]) -> int:
-        """Follow the registry's code changes past the last one seen; how many moved a number.
-        Each is followed and marked seen at once, so following again never repeats one (and a
-        change followed again finds no number under the old code: it moves nothing)."""
+    def follow(self, events: Iterable[ChangeEvent], source: str = REGISTRY_CURSOR) -> int:
+        """Follow the registry's code changes past the last one seen (the cursor of `source`);
+        how many moved a number. Each is followed and marked seen at once, so following again
+        never repeats one (and a change followed again finds no number under the old code: it
+        moves nothing)."""
         followed = 0
         for event in events:
-            if event.kind is not ChangeKind.CODE_CHANGED or event.seq <= self.registry_cursor():
+            if event.kind is not ChangeKind.CODE_CHANGED or \
+                    event.seq <= self.registry_cursor(source):
                 continue
             with self._store.transaction():
                 followed += self._rename(event.resident_code, event.after[0])
-                self._store.set_cursor(REGISTRY_CURSOR, event.seq)
+                self._store.set_cursor(source, event.seq)
         return followed
 
-    def registry_cursor(self) -> int:
-        """The sequence number of the last registry event seen."""
-        return self._store.cursor(REGISTRY_CURSOR)
+    def registry_cursor(self, source: str = REGISTRY_CURSOR) -> int:
+        """The sequence number of the last registry event seen (in the cursor of `source`)."""
+        return self._store.cursor(source)
 
     def number_of(self, resident_code: str) -> str | None:
         """The resident's current number (to notify them of it)."""

@@ -4,7 +4,8 @@
 number never reissued); `conversion` is the code-conversion table, resident code ↔ current number;
 `history` the changes; `lookups` the log of every look-up, who asked and why (each once, by what
 identifies it: read again, it is not logged again; rows from before that have none); `answered` the
-number each request for a new one was given (a request read twice is given the same);
+number each request for a new one was given (a request read twice is given the same); `cursors`
+the last code change followed of each registry, by its identity (each numbers its own from 1);
 `tickets_used` the change each live login ticket was used for (a ticket is good for one), and
 `tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket judged by its time
 (not marked in this boot) expiring no later is refused, whatever the clock says then (set back, it
@@ -259,6 +260,16 @@ class AuthorityStore:
     def cursor(self, source: str) -> int:
         row = self._db.execute("SELECT seq FROM cursors WHERE source = ?", (source,)).fetchone()
         return 0 if row is None else int(row[0])
+
+    def started(self, source: str) -> bool:
+        """Start the cursor of `source` at 0, in a transaction of its own; False if it was kept."""
+        with sqlite.writing(self._db):
+            return self._db.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)",
+                                    (source,)).rowcount == 1
+
+    def sources(self) -> list[str]:
+        """The sources whose cursors are kept."""
+        return [source for (source,) in self._db.execute("SELECT source FROM cursors")]
 
     def set_cursor(self, source: str, seq: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (source, seq))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -75,6 +76,7 @@ RESIDENT_COLUMNS = "resident_code, name, kana, address, date_of_birth, sex"
 EVENT_COLUMNS = "kind, resident_code, before, after, happened_on, seq"
 KEYED_BY = "keyed-by"  # meta: the normalisation rules (RULES) the store's keys were made by
 REKEYED = "rekeyed-through"  # meta, while keying again: {"rules": RULES, "person": the last done}
+IDENTITY = "registry-id"  # meta: the random id made with the registry, its events numbered from 1
 
 
 def default_path(made: bool = True) -> Path:
@@ -142,11 +144,14 @@ class RegistryStore:
 
     @classmethod
     def create(cls, path: Path, replace: bool = False) -> RegistryStore:
-        """A new, empty registry at `path`; an existing one is replaced only if asked."""
+        """A new, empty registry at `path`, an identity of its own made; an existing one is
+        replaced only if asked."""
         _replaceable(path, replace)
         sqlite.removed(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        store = cls(path)
+        store.set_meta(IDENTITY, secrets.token_hex(16))
+        return store
 
     def close(self) -> None:
         self._db.close()
@@ -348,6 +353,12 @@ class RegistryStore:
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM residents").fetchone()[0])
+
+    def identity(self) -> str | None:
+        """The id made with the registry (`create`): another registry, even one generated again
+        from the same seed, numbers its change events from 1 again. None for one made before."""
+        made = self.meta(IDENTITY)
+        return made if isinstance(made, str) else None
 
     def last_seq(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])

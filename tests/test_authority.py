@@ -844,6 +844,38 @@ def test_following_the_registry(tmp_path: Path, store: AuthorityStore) -> None:
     registry.close()
 
 
+def test_a_registry_generated_again_is_followed_from_its_first_change(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A registry generated again (`renkei registry generate --replace`, or --registry naming
+    another) numbers its changes from 1, and the authority's one bookmark, past the last change of
+    the registry it followed, skipped the new one's first (the resident's number left under the
+    code they gave up). Each registry has its own, by the identity made when it is generated: a
+    new one is followed from its first change, said once; nothing is issued again, and the old
+    one's bookmark is kept for it."""
+    paths = [tmp_path / "old.db", tmp_path / "new.db"]
+    for path in paths:
+        registry_store.build(path, 20, 1)  # the same town generated twice: the same events
+    old, new = (registry_store.RegistryStore.open(path) for path in paths)
+    authority = NumberingAuthority(store)
+    authority.assign_registry(old)
+    codes = list(old.resident_codes())
+    for code in codes[10:13]:
+        change_code(old, code, seed=98)  # new codes the new registry's changes do not take
+    assert authority.follow_registry(old) == 3
+    numbers = [authority.number_of(code) for code in codes[:3]]
+    moved = [change_code(new, code) for code in codes[:3]]
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert [authority.follow_registry(new) for _ in range(2)] == [3, 0]
+    assert [authority.number_of(code) for code in moved] == numbers
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the registry at {new.path} is not the one followed before: its code changes are "
+        "followed from its first"]
+    assert authority.follow_registry(old) == 0  # its bookmark kept: its changes followed once
+    assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
+    old.close()
+    new.close()
+
+
 def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
     registry_store.build(registry_store.default_path(), 300, 1)
@@ -1013,11 +1045,12 @@ def test_draws_use_the_whole_range() -> None:
     assert {n[0] for n in numbers} == set("0123456789")
 
 
-def change_code(registry: registry_store.RegistryStore, code: str) -> str:
-    """Record a live resident-code change of `code` in the registry; the new code."""
+def change_code(registry: registry_store.RegistryStore, code: str, seed: int = 99) -> str:
+    """Record a live resident-code change of `code` in the registry; the new code (the first of
+    `seed`'s random codes no resident has)."""
     resident = registry.by_code(code)
     assert resident is not None
-    fresh = next(c for c in random_codes(50, seed=99) if registry.by_code(c) is None)
+    fresh = next(c for c in random_codes(50, seed=seed) if registry.by_code(c) is None)
     registry.record(change(resident, ChangeKind.CODE_CHANGED, (fresh,), date(2026, 4, 1)))
     return fresh
 

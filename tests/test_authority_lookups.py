@@ -205,7 +205,8 @@ def test_a_serving_authority_follows_a_registry_put_in_place_of_the_one_it_opene
         authority: Authority, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """`renkei registry generate --replace` while `renkei authority serve` ran left its
     connection on the old registry, deleted: the code changes recorded in the new one were never
-    followed until it was restarted. Now it reads the file put in its place, and says so once."""
+    followed until it was restarted. Now it reads the file put in its place, and says so once
+    (and that it follows this registry, generated again, from its first change)."""
     path = tmp_path / "registry.db"
     changes = RegistryChanges(authority.service, path)
     try:
@@ -220,6 +221,8 @@ def test_a_serving_authority_follows_a_registry_put_in_place_of_the_one_it_opene
                 changes.follow()
                 assert authority.service.number_of(new) == number
         assert [r.getMessage() for r in caplog.records] == [
-            f"the registry at {path} was replaced: its code changes are followed from the new one"]
+            f"the registry at {path} was replaced: its code changes are followed from the new one",
+            f"the registry at {path} is not the one followed before: its code changes are "
+            "followed from its first"]
     finally:
         changes.close()
