@@ -259,17 +259,21 @@ def logged(entry: HolderEntry, appended_ms: int, operator: str, reason: str | No
 async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], bool]) -> None:
     """Log each operator action the latest directory records of the concerned holders were
     written for that the audit topic lacks (its command stopped between its two writes), at the
-    broker time of the last of its records: once, as the records are read again only after it
-    is on the topic (two commands recovering it at once may each log it: the audit log keeps
-    one per id)."""
+    broker time of the last of its latest records, the concerned holders' or not (as its command
+    would have: one time whichever holder's command recovers it, and no earlier than where a
+    later command's search starts): once, as the records are read again only after it is on the
+    topic (two commands recovering it at once may each log it: the audit log keeps one per id)."""
     latest = {record.key: record for record in await read_topic(access, topics.DIRECTORY)}
-    noted: dict[str, tuple[HolderEntry, int]] = {}
+    last: dict[str, tuple[HolderEntry, int]] = {}
+    concerning: set[str] = set()
     for record in sorted(latest.values(), key=lambda r: r.offset):
         entry = _noted(record.value or b"")
-        if entry is not None and entry.action_id and concerned(entry):
-            noted[entry.action_id] = (entry, record.timestamp)
-    for action_id, (entry, appended_ms) in noted.items():
-        if not await _on_audit(access, action_id, appended_ms):
+        if entry is not None and entry.action_id:
+            last[entry.action_id] = (entry, record.timestamp)
+            if concerned(entry):
+                concerning.add(entry.action_id)
+    for action_id, (entry, appended_ms) in last.items():
+        if action_id in concerning and not await _on_audit(access, action_id, appended_ms):
             log.warning("logging operator action %s, which the run that wrote %s's directory "
                         "record stopped before logging", action_id, entry.holder_id)
             await _delivered(access, [logged(entry, appended_ms,

@@ -197,6 +197,15 @@ async def operator_actions(start: int, subject: str) -> list[OperatorAction]:
             for action in [CODEC.decode(value, OperatorAction)] if action.subject == subject]
 
 
+class Stopped(Exception):
+    """The command's process ending where it is."""
+
+
+async def stops(*_: object) -> None:
+    """In place of processors.directory.deliver: the command stops before its action is logged."""
+    raise Stopped
+
+
 def action_of(record: Any) -> str:
     """The id of the operator action a directory record was written for ("" for none)."""
     return CODEC.decode(record.value, HolderEntry).action_id or ""

@@ -8,13 +8,14 @@ import asyncio
 import getpass
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from audit.events import OperatorAction, from_millis
 from broker import config, topics
@@ -25,18 +26,22 @@ from holders.store import HolderStore
 from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
 from registry.residents import FourAttributes
+from renkei.envelope import Send
 from renkei.exchanges import LAWFUL
 from renkei.scenario import answerable, people, rekeyed, round_trip
+from renkei.service_loop import handed, settled
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
 from tests.kafka_helpers import (
+    Stopped,
     action_of,
     audit_events,
     operator_actions,
     rejection_of,
     renkei,
     said_in_one_line,
+    stops,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -175,6 +180,47 @@ async def test_a_registration_and_a_rekeying_are_logged_once_each_with_who_did_t
         action("REGISTER", pharmacy, "ops-b", "tsuru-pharmacy")]
     assert await operator_actions(audit_end, "tsuru-medical") == [
         action("REKEY", rekeyed_last, getpass.getuser(), "tsuru-medical", "鍵の漏えい")]
+
+
+async def test_a_rekeying_recovered_by_a_members_registration_is_logged_once(
+        town: Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-keying whose command stopped before logging it, recovered by a registration of the
+    unit's first holder, was logged at that holder's record's time, before its last record's: a
+    re-keying of the unit after searched the audit topic from the last record's time and logged
+    it again. It is logged once, at its last record's time, whichever holder's command recovers
+    it."""
+    admin = KafkaAccess.of(config.ADMIN)
+    for holder, name in (("kame-clinic", "亀町診療所"), ("kame-pharmacy", "亀町薬局")):
+        await directory.registration(holder, name, "medical_institution", "kame-medical", None,
+                                     False, False, lambda: None, "ops-a")
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    with monkeypatch.context() as patched:
+        patched.setattr(directory, "handed", apart)
+        patched.setattr(directory, "deliver", stops)
+        with pytest.raises(Stopped):
+            await directory.rekey_unit("kame-medical", "ops-a", "鍵の漏えい")
+    first, last = await read_topic(admin, topics.DIRECTORY, start=end)
+    assert first.key == b"kame-clinic" and first.timestamp < last.timestamp
+    await directory.registration("kame-clinic", "亀町クリニック", "medical_institution", None,
+                                 None, False, False, lambda: None, "ops-b")
+    await directory.rekey_unit("kame-medical", "ops-b")
+    *_, again = await read_topic(admin, topics.DIRECTORY, start=end)
+    assert await operator_actions(audit_end, "kame-medical") == [
+        OperatorAction(action_of(record), from_millis(record.timestamp), operator, "REKEY",
+                       "kame-medical", reason)
+        for record, operator, reason in ((last, "ops-a", "鍵の漏えい"), (again, "ops-b", None))]
+
+
+async def apart(producer: AIOKafkaProducer, effects: Sequence[Send]) -> list[asyncio.Future[Any]]:
+    """processors.directory.handed, each record in a produce request of its own once the one
+    before is on the broker (as a unit's records past one request's size would go)."""
+    written: list[asyncio.Future[Any]] = []
+    for effect in effects:
+        written += await handed(producer, [effect])
+        await settled(written[-1:])
+        await asyncio.sleep(0.005)
+    return written
 
 
 async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Town) -> None:

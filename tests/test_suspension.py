@@ -22,7 +22,14 @@ from renkei.broker_time import LOG_APPEND_TIME
 from renkei.scenario import staff as staff_of
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
-from tests.kafka_helpers import action_of, logged_events, operator_actions, renkei
+from tests.kafka_helpers import (
+    Stopped,
+    action_of,
+    logged_events,
+    operator_actions,
+    renkei,
+    stops,
+)
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -170,10 +177,6 @@ async def _suspended_and_resumed_once(admin: KafkaAccess, audit_end: int, end: i
                        "RESUME", "sakura-town", None)]
 
 
-class Stopped(Exception):
-    """The command's process ending where it is."""
-
-
 async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_once_after(
         town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
     """A suspension whose command stopped between writing the holder's directory record and
@@ -185,9 +188,6 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
     admin = KafkaAccess.of(config.ADMIN)
     _, audit_end = await offsets(admin, topics.AUDIT)
     _, end = await offsets(admin, topics.DIRECTORY)
-
-    async def stops(*_: object) -> None:
-        raise Stopped
 
     with monkeypatch.context() as patched:
         patched.setattr(directory, "deliver", stops)
