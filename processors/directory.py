@@ -27,6 +27,10 @@ from schemas.messages import HolderEntry, LegalPattern
 
 SERVICE = "service"
 SEALED_ACTION = "renkei operator action\x00"  # an action's sealed who and why: bound to it + id
+UNREADABLE_OPERATOR = "(not readable)"  # who ran an action whose sealed record did not open
+UNREADABLE_REASON = ("not readable: who ran this action and why were sealed on its directory "
+                     "record to the platform's key, and that record could not be opened when the "
+                     "action was logged (the key store replaced since, or the record damaged)")
 M = TypeVar("M")
 log = logging.getLogger(__name__)
 
@@ -233,15 +237,18 @@ def _sealed(key: X25519PrivateKey, action_id: str, operator: str, reason: str | 
 
 def _opened(key: X25519PrivateKey, entry: HolderEntry) -> tuple[str, str | None]:
     """The operator and reason of the action an entry was written for, opened with the
-    platform's key (BadSealingKey if it does not open them: not that key's, or not this
-    action's)."""
+    platform's key; where they do not open (sealed to a key the store no longer has, or the
+    record damaged), UNREADABLE_OPERATOR and UNREADABLE_REASON, said in a warning: the action is
+    logged all the same, and the command that recovers it goes on."""
     assert entry.action_id and entry.sealed_action, "an entry no action wrote"
     try:
         said = json.loads(sealing.open_sealed(key, entry.sealed_action, _bound(entry.action_id)))
     except sealing.CannotOpen:
-        raise sealing.BadSealingKey(
-            f"who ran operator action {entry.action_id} on {entry.holder_id} and why cannot be "
-            f"opened with the platform's key: was the key store replaced since?") from None
+        log.warning("who ran operator action %s on %s and why cannot be opened with the "
+                    "platform's key (was the key store replaced since, or the record damaged?): "
+                    "it is logged with its operator and reason marked not readable",
+                    entry.action_id, entry.holder_id)
+        return UNREADABLE_OPERATOR, UNREADABLE_REASON
     return said["operator"], said["reason"]
 
 

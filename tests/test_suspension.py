@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
@@ -165,14 +166,16 @@ async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_w
     assert (await directory.current())["sakura-town"].active
 
 
-async def _suspended_and_resumed_once(admin: KafkaAccess, audit_end: int, end: int) -> None:
+async def _suspended_and_resumed_once(admin: KafkaAccess, audit_end: int, end: int,
+                                      suspender: str = "ops-a", reason: str = "情報漏えい"
+                                      ) -> None:
     """The directory holds sakura-town's suspension and resumption from `end` on, and the audit
-    topic each action once from `audit_end`, at its record's time: by ops-a, for its reason, and
-    by ops-b."""
+    topic each action once from `audit_end`, at its record's time: by `suspender` (ops-a), for
+    `reason`, and by ops-b."""
     suspension, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
     assert await operator_actions(audit_end, "sakura-town") == [
-        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
-                       "SUSPEND", "sakura-town", "情報漏えい"),
+        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), suspender,
+                       "SUSPEND", "sakura-town", reason),
         OperatorAction(action_of(resumption), from_millis(resumption.timestamp), "ops-b",
                        "RESUME", "sakura-town", None)]
 
@@ -209,6 +212,28 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
         assert again.returncode and "already suspended" in again.stderr
     renkei("holder", "resume", "sakura-town", "--operator", "ops-b")
     await _suspended_and_resumed_once(admin, audit_end, end)
+
+
+async def test_a_stopped_suspension_whose_seal_does_not_open_is_logged_unreadable_once(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suspension whose command stopped before logging it, its who and why sealed to a key the
+    platform no longer has (the key store replaced since), made every later command on the
+    holder fail on the bad sealing key: it could not even be resumed. The resumption logs the
+    suspension once, its operator and reason marked not readable, says so, and goes on."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    with monkeypatch.context() as patched:
+        patched.setattr(directory, "deliver", stops)
+        patched.setattr(directory, "_platform_key", X25519PrivateKey.generate)
+        with pytest.raises(Stopped):
+            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    resumed = renkei("holder", "resume", "sakura-town", "--operator", "ops-b", check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "cannot be opened with the platform's key" in resumed.stderr
+    assert "marked not readable" in resumed.stderr
+    await _suspended_and_resumed_once(admin, audit_end, end, directory.UNREADABLE_OPERATOR,
+                                      directory.UNREADABLE_REASON)
 
 
 async def test_a_suspension_without_the_platforms_key_is_refused_and_writes_nothing(
