@@ -34,7 +34,7 @@ from broker import acls, cluster
 from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
-from renkei import personal_input, sqlite
+from renkei import logs, personal_input, sqlite
 from renkei.options import LOGLEVEL, FiniteRange
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
@@ -377,7 +377,7 @@ def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> No
     from renkei import event_loop
     from renkei.service_loop import said_when_up
 
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=loglevel.upper(), format=logs.FORMAT)
     with open_store(db, create=True) as store:
         event_loop.run(said_when_up(
             partial(main, store, instance, head_seconds),

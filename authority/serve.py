@@ -22,7 +22,7 @@ from authority.store import AuthorityStore
 from broker import acls, cluster, topics
 from registry import store as registry_store
 from registry import tickets
-from renkei import event_loop, questions, retention, sealing
+from renkei import event_loop, logs, questions, retention, sealing
 from renkei.envelope import Directory, Send
 from renkei.service_loop import run_service, said_when_up
 from renkei.tasks import cancelled
@@ -100,7 +100,7 @@ async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Await
 def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
     number (from My Portal, each with the login ticket of the resident) until stopped."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
     path = numbered(db)
     login_key = tickets.public_key()
     store = opened(path)

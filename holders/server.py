@@ -48,7 +48,7 @@ from holders.client import (
 )
 from holders.imports import trimmed
 from holders.store import HolderStore, Keyed, KeyInUse
-from renkei import event_loop, sqlite
+from renkei import event_loop, logs, sqlite
 from renkei.quiet_http import QuietRunner
 from renkei.service_loop import stop_on_signals, unless_stopped
 from renkei.state import held, private_dir, read_json, write_json
@@ -378,5 +378,5 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
 
 
 def main(holder: str, port: int) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
     event_loop.run(run(holder, port))

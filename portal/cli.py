@@ -13,7 +13,7 @@ from portal.app import build
 from portal.inbox import default_path as inbox_path
 from portal.sessions import IDLE, Sessions
 from portal.web import Site, refused
-from renkei import options, quiet_http
+from renkei import logs, options, quiet_http
 from renkei.options import POSITIVE, listening, port_option
 from renkei.state import held
 
@@ -43,7 +43,7 @@ def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) 
     """Serve My Portal, the counter and the oversight console on loopback; a second portal on
     the same state folder is refused (InUse): its sessions, card-login challenges and changes of
     number under way are one process's, kept in memory."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
     with held(inbox_path(), "`renkei portal`"):  # in portal/, the one folder it may write in
         sock = listening(port)
         public = origin or f"http://127.0.0.1:{sock.getsockname()[1]}"

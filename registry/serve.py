@@ -22,7 +22,7 @@ from registry.cli import open_registry
 from registry.portal import CardLogins
 from registry.service import RegistryService
 from registry.store import NoRegistry, RegistryStore, default_path
-from renkei import event_loop, questions, sealing
+from renkei import event_loop, logs, questions, sealing
 from renkei.envelope import Directory, Send
 from renkei.options import origins
 from renkei.service_loop import run_service, said_when_up
@@ -79,7 +79,7 @@ def serve(db: Path | None, portal_origins: tuple[str, ...]) -> None:
     """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
     their holders' ID codes by the ID key alone, a login ticket signed with the login key) until
     stopped."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
     path = db or default_path()
     store = open_registry(path)
     cards = CardHolders()

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from renkei import profiling
+from renkei import logs, profiling
 
 # Each command's group or command ("module:name"), imported only when it is named (or listed by
 # --help): a process started for one command does not import every other's libraries.
@@ -155,6 +155,7 @@ def _interrupted() -> click.exceptions.Exit:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Renkei: the information-linkage platform on Apache Kafka."""
+    logs.for_commands()
     words = [word for word in sys.argv[1:3] if not word.startswith("-")]
     _import(ctx, words)
     ctx.with_resource(profiling.profiled("-".join(words) or "renkei"))

@@ -429,6 +429,22 @@ def test_a_log_level_logging_has_not_is_a_usage_error(tmp_path: Path,
     assert "'verbose' is not one of 'debug', 'info'" in run.stderr, run.stderr
 
 
+def test_a_command_logs_in_the_services_form(tmp_path: Path) -> None:
+    """A short-lived command's warning (here `renkei authority follow` after the registry was
+    generated again) is a log line as a service's, its time and level before it: not Python's
+    bare last resort, the message alone, like the command's own output."""
+    env = {STATE_ENV: str(tmp_path / "state")}
+    renkei("registry", "generate", "--residents", "20", env=env)
+    renkei("authority", "assign-all", env=env)
+    renkei("registry", "generate", "--residents", "20", "--replace", env=env)
+    run = renkei("authority", "follow", env=env)
+    registry = tmp_path / "state" / "registry" / "registry.db"
+    assert re.fullmatch(
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING the registry at "
+        rf"{re.escape(str(registry))} is not the one followed before: its code changes are "
+        r"followed from its first\n", run.stderr), run.stderr
+
+
 @pytest.mark.parametrize(("args", "option"), [
     (("platform", "run", "--answer-timeout", "0"), "--answer-timeout"),
     (("portal", "--idle-minutes", "-1"), "--idle-minutes"),

@@ -1,0 +1,15 @@
+"""The one form of every `renkei` command's log lines: the long-running services' own."""
+
+from __future__ import annotations
+
+import logging
+
+FORMAT = "%(asctime)s %(levelname)s %(message)s"  # a service's line: its time, level, message
+
+
+def for_commands() -> None:
+    """A command's warnings and errors on stderr in the services' form (Python's bare last
+    resort gave the message alone); a service's own configuration (its level, its form) takes
+    over once it makes one, as the last resort serves only where no logger has a handler."""
+    if logging.lastResort is not None:
+        logging.lastResort.setFormatter(logging.Formatter(FORMAT))
