@@ -143,10 +143,15 @@ def service_entries() -> list[HolderEntry]:
 
 async def publish(entries: Sequence[HolderEntry] = (),
                   versions: Sequence[LegalPattern] = ()) -> None:
+    """Publish directory entries and pattern versions, the unlogged operator action of each
+    entry's holder's latest record logged first (_log_unlogged), as every command on the
+    directory does: written over, that record would leave the action to be logged by none."""
     access = KafkaAccess.of(config.ADMIN)
     sends = ([send(topics.DIRECTORY, e.holder_id, e) for e in entries]
              + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
     await provisioned(access, *{s.topic for s in sends})
+    if holders := {e.holder_id for e in entries}:
+        await _log_unlogged(access, lambda e: e.holder_id in holders)
     await _delivered(access, sends)
 
 

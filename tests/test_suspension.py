@@ -236,6 +236,29 @@ async def test_a_stopped_suspension_whose_seal_does_not_open_is_logged_unreadabl
                                       directory.UNREADABLE_REASON)
 
 
+async def test_a_stopped_suspension_written_over_by_the_towns_set_up_is_logged_once(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suspension whose command stopped before logging it, its holder's record then written
+    over by the town's set-up (directory.publish, as `renkei directory publish-services` writes
+    too), lost its one record and was never logged: the compacted directory forgot it. Publish
+    logs it first, once, at its record's time, with who did it and why."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    with monkeypatch.context() as patched:
+        patched.setattr(directory, "deliver", stops)
+        with pytest.raises(Stopped):
+            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    suspension, = await read_topic(admin, topics.DIRECTORY, start=end)
+    sample = town.sample("sakura-town")
+    await directory.publish([directory.holder_entry(sample.holder_id, sample.name, sample.role,
+                                                    sample.unit, sample.private)])
+    assert await operator_actions(audit_end, "sakura-town") == [
+        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
+                       "SUSPEND", "sakura-town", "情報漏えい")]
+    assert (await directory.current())["sakura-town"].active
+
+
 async def test_a_suspension_without_the_platforms_key_is_refused_and_writes_nothing(
         town: town_setup.Town) -> None:
     """Who suspends and why are sealed to the platform's key on the directory record: with no
