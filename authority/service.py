@@ -119,8 +119,8 @@ class NumberingAuthority:
     def follow_registry(self, registry: RegistryStore) -> int:
         """Follow the registry's code changes not seen yet; how many moved a number."""
         source = self._bookmark(registry)
-        return self.follow(registry.events(self.registry_cursor(source), ChangeKind.CODE_CHANGED),
-                           source)
+        return self.follow(registry.events(self._resumed(registry, source),
+                                           ChangeKind.CODE_CHANGED), source)
 
     def _bookmark(self, registry: RegistryStore) -> str:
         """The cursor of the registry's code changes: each registry's own, by its identity (one
@@ -137,6 +137,23 @@ class NumberingAuthority:
                             "are followed from its first", registry.path)
             self._bookmarked.add(source)
         return source
+
+    def _resumed(self, registry: RegistryStore, source: str) -> int:
+        """Where to follow the registry's code changes from: its bookmark, or its first change if
+        it went back before it (an older copy put back, its new changes numbered as the ones lost
+        were), said once. Followed again, a change moves nothing; those followed past where it went
+        back stay applied."""
+        seen = self.registry_cursor(source)
+        latest = registry.last_seq()
+        if latest >= seen:
+            return seen
+        log.warning("the registry at %s went back: its last change is %d, change %d was followed "
+                    "(an older copy put back, or tampered with?): its code changes are followed "
+                    "again from its first; the residents whose changes it lost keep their numbers "
+                    "under the codes those gave them", registry.path, latest, seen)
+        with self._store.transaction():
+            self._store.set_cursor(source, 0)
+        return 0
 
     def change_number(self, resident_code: str, reason: str, request_id: str | None = None,
                       ticket: TicketShown | None = None) -> str:

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -874,6 +875,45 @@ def test_a_registry_generated_again_is_followed_from_its_first_change(
     assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
     old.close()
     new.close()
+
+
+def test_a_registry_put_back_from_an_older_copy_has_its_new_changes_followed(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """An older copy of the registry put back keeps its identity, and numbers its new changes as
+    the ones it lost were: the authority's bookmark, past them, skipped them (the resident's number
+    left under the code they gave up). Its code changes are followed again from its first (each
+    followed before moves nothing), said once; those followed from the lost ones stay."""
+    path, aside = tmp_path / "registry.db", tmp_path / "copy.db"
+    registry_store.build(path, 20, 1)
+    registry = registry_store.RegistryStore.open(path)
+    authority = NumberingAuthority(store)
+    authority.assign_registry(registry)
+    copied(path, aside)
+    codes = list(registry.resident_codes())
+    lost = [change_code(registry, code, seed=98) for code in codes[10:13]]
+    assert authority.follow_registry(registry) == 3
+    numbers = [authority.number_of(code) for code in lost]
+    copied(aside, path)
+    number = authority.number_of(codes[0])
+    moved = change_code(registry, codes[0])
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert [authority.follow_registry(registry) for _ in range(2)] == [1, 0]
+    assert authority.number_of(moved) == number
+    assert [authority.number_of(code) for code in lost] == numbers
+    last = registry.last_seq()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the registry at {path} went back: its last change is {last}, change {last + 2} was "
+        "followed (an older copy put back, or tampered with?): its code changes are followed again "
+        "from its first; the residents whose changes it lost keep their numbers under the codes "
+        "those gave them"]
+    assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
+    registry.close()
+
+
+def copied(source: Path, target: Path) -> None:
+    """Copy the SQLite database at `source` onto `target`, whole (its backup)."""
+    with closing(sqlite3.connect(source)) as read, closing(sqlite3.connect(target)) as written:
+        read.backup(written)
 
 
 def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
