@@ -1,6 +1,6 @@
 """The README's CLI section names every command `renkei --help` lists (those for internal use,
-hidden, aside), so that a newcomer reading it finds each one; the retention it gives is the
-code's."""
+hidden, aside), so that a newcomer reading it finds each one, and with each the options that tell
+the audit log who acted and why; the retention it gives is the code's."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from broker import topics
 from renkei.cli import main
 
 README = Path(__file__).parent.parent / "README.md"
+AUDITED = ("--operator", "--reason")  # what an operator's command tells the audit log
 
 
 def _commands(command: click.Command, path: tuple[str, ...],
-              parent: click.Context | None) -> Iterator[tuple[str, ...]]:
-    """Each command's words after `renkei`, hidden ones left out."""
+              parent: click.Context | None) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Each command's words after `renkei`, with the command, hidden ones left out."""
     ctx = click.Context(command, info_name=path[-1] if path else "renkei", parent=parent)
     if not isinstance(command, click.Group):
-        yield path
+        yield path, command
         return
     for name in command.list_commands(ctx):
         sub = command.get_command(ctx, name)
@@ -36,11 +37,36 @@ def _named(section: str, words: tuple[str, ...]) -> bool:
     return any(re.search(rf"(^|[\s|]){re.escape(words[-1])}([\s|]|$)", line) for line in lines)
 
 
+def _cli_section() -> str:
+    return README.read_text(encoding="utf-8").split("## The CLI")[1].split("\n## ")[0]
+
+
+def _entry(section: str, words: tuple[str, ...]) -> str:
+    """The section's entry naming the command: its first line naming it and the lines after,
+    up to the next that starts `renkei`."""
+    lines = section.splitlines()
+    first = next(i for i, line in enumerate(lines) if _named(line, words))
+    after = next((i for i in range(first + 1, len(lines)) if lines[i].startswith("renkei ")),
+                 len(lines))
+    return "\n".join(lines[first:after])
+
+
 def test_the_readme_names_every_command() -> None:
-    section = README.read_text(encoding="utf-8").split("## The CLI")[1].split("\n## ")[0]
-    missing = [" ".join(words) for words in _commands(main, (), None)
+    section = _cli_section()
+    missing = [" ".join(words) for words, _ in _commands(main, (), None)
                if not _named(section, words)]
     assert not missing, f"not in the README's CLI section: {missing}"
+
+
+def test_the_readme_names_what_each_command_tells_the_audit_log() -> None:
+    """A command taking --operator or --reason has it named in its README entry: an operator
+    reading it learns that the audit log can be told who acted and why."""
+    section = _cli_section()
+    missing = [f"{' '.join(words)} {option}" for words, command in _commands(main, (), None)
+               for option in AUDITED
+               if option in {o for param in command.params for o in param.opts}
+               and not re.search(rf"{option}\b", _entry(section, words))]
+    assert not missing, f"not in the command's README entry: {missing}"
 
 
 def test_the_readme_gives_the_retention_the_code_keeps() -> None:
