@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 import time
 from collections import Counter
@@ -20,6 +21,18 @@ from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
 from renkei.options import residents_option
 from renkei.scenario import Run
 from renkei.state import state_dir
+
+
+def _log_to_file() -> None:
+    """The demo's own holders log as their servers would, into logs/demo.log beside the
+    processes' logs, not between the summary's lines; an error is said on stderr as well."""
+    folder = state_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(folder / "demo.log", encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    to_stderr = logging.StreamHandler()
+    to_stderr.setLevel(logging.ERROR)
+    logging.basicConfig(level=logging.WARNING, handlers=[to_file, to_stderr])
 
 
 def _title(text: str) -> None:
@@ -141,6 +154,7 @@ async def _exercise(built: town.Town) -> None:
 
 def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
     started = time.perf_counter()
+    _log_to_file()
     built = town.build(residents, seed, replace=replace)
     click.echo(f"  a town of {residents:,} residents (seed {seed}); holders: "
                + ", ".join(f"{h} {len(r)}" for h, r in built.held.items()))

@@ -66,6 +66,9 @@ def test_the_demo_binds_a_town_exchanges_and_tells_each_step_in_the_papers_order
         renkei("broker", "down", env=env, check=False)
     out = run.stdout
     assert "Traceback" not in out + run.stderr, run.stderr
+    assert run.stderr == "", run.stderr  # its holders' log lines in its log, not in the summary
+    holders_log = (tmp_path / "state" / "logs" / "demo.log").read_text(encoding="utf-8")
+    assert "sakura-hospital: bindings re-keyed to epoch 1:" in holders_log, holders_log
     at = [out.find(s) for s in SECTIONS]
     assert at == sorted(at), out
     assert -1 not in at, out
