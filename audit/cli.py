@@ -65,11 +65,14 @@ def past_time(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return moment
 
 
+STORE_URL = "a path, sqlite:///path or postgresql://…"
+
+
 def store_option(command: F) -> F:
     """`--db URL`, for every command that opens the store."""
     return click.option(
         "--db", metavar="URL", default=None,
-        help="a path or sqlite:///path [default: the state folder's audit/audit.db]")(command)
+        help=f"{STORE_URL} [default: the state folder's audit/audit.db]")(command)
 
 
 def instance_option(command: F) -> F:
@@ -388,11 +391,11 @@ def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> No
 
 @audit_cli.command()
 @click.option("--db", metavar="URL", default=None,
-              help="the fresh store to rebuild [default: audit/replay-<time>.db in the state "
-                   "folder]")
+              help=f"the fresh store to rebuild ({STORE_URL}) [default: "
+                   "audit/replay-<time>.db in the state folder]")
 @click.option("--live", metavar="URL", default=None,
-              help="the store to compare with, which must be there [default: the state "
-                   "folder's audit/audit.db]")
+              help=f"the store to compare with, which must be there ({STORE_URL}) [default: "
+                   "the state folder's audit/audit.db]")
 @click.option("--grace", type=FiniteRange(min=0, max=MOST_GRACE_SECONDS), default=10.0,
               show_default=True,
               help="seconds the platform's view of the pattern list may lag its topic")

@@ -22,6 +22,8 @@ from click.testing import CliRunner
 
 from audit.cli import audit_cli
 from audit.heads import Signer
+from audit.oversight_cli import oversight_cli
+from audit.sql import POSTGRESQL_SCHEMES
 from audit.store import AuditStore
 from broker import cluster, credentials, jars
 from cards.cli import card_cli
@@ -725,3 +727,13 @@ def test_a_command_that_only_reads_makes_nothing_in_a_fresh_state_folder(
     result = CliRunner().invoke(main, command.split())
     assert said in result.output and result.exit_code in (0, 1), result.output
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("group", [audit_cli, oversight_cli], ids=["audit", "oversight"])
+def test_every_store_url_option_names_each_store_it_opens(group: click.Group) -> None:
+    """Its help gives each form the README gives and the store opens, PostgreSQL's too."""
+    helps = {(name, param.name): param.help for name, command in group.commands.items()
+             for param in command.params if param.metavar == "URL"}
+    assert helps
+    for name, text in helps.items():
+        assert text and "sqlite:///path" in text and POSTGRESQL_SCHEMES[0] in text, (name, text)
