@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from holders.store import HolderStore
 from registry.residents import ChangeKind, FourAttributes, Resident
+from renkei.exchanges import staff
 
 if TYPE_CHECKING:  # the registry only for a population (its generator, with Faker's word lists,
     from registry.store import RegistryStore  # too): a benchmark's holder starts ~40 ms sooner
@@ -94,8 +95,9 @@ def populate(store: HolderStore, sample: SampleHolder, registry: RegistryStore,
     rng = random.Random(f"{seed}/{sample.holder_id}")
     held: list[Resident] = []
     with store.transaction():
-        store.add_staff(f"{sample.holder_id}-staff-1", "担当職員")
-        store.add_terminal(f"{sample.holder_id}-term-1")
+        member, terminal = staff(sample.holder_id)
+        store.add_staff(member, "担当職員")
+        store.add_terminal(terminal)
         for code in registry.resident_codes():
             resident = registry.by_code(code)
             if resident is None or not sample.holds(resident, rng):

@@ -13,8 +13,8 @@ from broker.clients import KafkaAccess, read_topic
 from holders.client import HolderClient
 from renkei.bare import Sizes
 from renkei.bench_plan import Job
-from renkei.exchanges import LAWFUL
-from renkei.scenario import answerable, staff
+from renkei.exchanges import LAWFUL, staff
+from renkei.scenario import answerable
 from schemas.codec import CODEC, SchemaError
 
 if TYPE_CHECKING:  # the town (its provisioning, the registry's tickets) only for a plan made

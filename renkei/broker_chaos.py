@@ -145,7 +145,7 @@ def _sending(clients: dict[str, HolderClient], job: tuple[exchanges.Exchange, st
         return client, scenario.ask(client, exchange, own)
     holder, own, by_number = binding
     client = clients[holder]
-    return client, client.bind(own, *scenario.staff(holder), by_number=by_number)
+    return client, client.bind(own, *exchanges.staff(holder), by_number=by_number)
 
 
 async def _send_steadily(clients: dict[str, HolderClient],

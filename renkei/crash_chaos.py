@@ -166,7 +166,7 @@ class Load:
     async def _job(self, holder: str, path: str, asked: dict[str, str | bool],
                    give_up: float) -> None:
         """A request made by `holder`'s staff, then its outcome."""
-        staff, terminal = scenario.staff(holder)
+        staff, terminal = exchanges.staff(holder)
         body = asked | {"operator": staff, "terminal": terminal}
         key, began = str(uuid.uuid4()), time.monotonic()
         while time.monotonic() < give_up:

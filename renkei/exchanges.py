@@ -1,5 +1,6 @@
-"""The demo's exchanges: lawful ones between the sample holders, and a few unlawful ones — plain
-data, without the holder library (a baseline benchmark holder needs them, not the library)."""
+"""The demo's exchanges: lawful ones between the sample holders, and a few unlawful ones, and the
+staff who make them — plain data, without the holder library (a baseline benchmark holder needs
+them, not the library; a Renkei one not the demo's scenario)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,8 @@ UNLAWFUL = (
     Exchange("nenkin", "P-037", "sakura-town", "resident_record", "改正で外れた住民票情報", 2),
     Exchange("nenkin", "P-999", "sakura-town", "local_tax", "存在しないパターン", 1),
 )
+
+
+def staff(holder: str) -> tuple[str, str]:
+    """The sample holders' registered staff member and terminal."""
+    return f"{holder}-staff-1", f"{holder}-term-1"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from holders.client import HolderClient
 from holders.store import HolderStore
-from renkei.exchanges import Exchange
-from renkei.scenario import staff
+from renkei.exchanges import Exchange, staff
 
 
 class RenkeiHolder:

@@ -17,7 +17,7 @@ from holders.client import HolderClient, NotAuthorized
 from holders.samples import SAMPLES
 from holders.store import HolderStore, Request
 from processors import directory
-from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
+from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange, staff
 
 BINDING_EVERY = 10  # one job in so many of a chaos run's load is a binding
 BY_NUMBER = frozenset(s.holder_id for s in SAMPLES if s.knows_numbers)  # bind by personal number
@@ -156,11 +156,6 @@ async def round_trip(client: HolderClient, exchange: Exchange, own: str,
                      within: float) -> Request:
     """One request and its one outcome (TimeoutError if none comes within `within` s)."""
     return await client.outcome(await ask(client, exchange, own), within)
-
-
-def staff(holder: str) -> tuple[str, str]:
-    """The sample holders' registered staff member and terminal."""
-    return f"{holder}-staff-1", f"{holder}-term-1"
 
 
 async def rekey_unit(clients: dict[str, HolderClient], unit: str) -> tuple[int, list[str], float]:

@@ -15,7 +15,7 @@ from broker import config, topics
 from broker.clients import KafkaAccess, at_end, records_since
 from holders.client import LINKAGE, HolderClient, new_request_id
 from renkei.envelope import Send
-from renkei.scenario import staff as staff_of
+from renkei.exchanges import staff as staff_of
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, ProviderAnswer, Rejection
 from tests.kafka_helpers import audit_events, producer, unreadable

@@ -20,7 +20,7 @@ from broker import acls, config, topics
 from broker.clients import KafkaAccess
 from holders.client import INBOX_MESSAGES, INVESTIGATING, HolderClient
 from holders.samples import SAMPLES
-from renkei import scenario, town
+from renkei import exchanges, town
 from schemas.codec import CODEC
 from schemas.messages import NOT_FOUND, TIMED_OUT, BindingAnswer, RegistryAnswer
 from tests.conftest import ANSWER_TIMEOUT
@@ -56,7 +56,7 @@ async def test_an_answer_given_again_is_logged_once_with_the_same_bytes(
     async with consumer(KafkaAccess.of(config.ADMIN), topics.REGISTRY_OUT) as cons:
         await wait_assigned(cons)
         own = next(iter(client.store.own_numbers()))
-        request_id = await client.bind(own, *scenario.staff(holder), by_number=by_number)
+        request_id = await client.bind(own, *exchanges.staff(holder), by_number=by_number)
         answer = await asyncio.wait_for(answer_of(request_id, cons), 20)
     first = await logged_events(request_id, 1)
     async with producer(KafkaAccess.of(acls.REGISTRY)) as prod:
@@ -92,7 +92,7 @@ async def test_an_answer_given_again_otherwise_is_neither_relayed_nor_logged(
         await wait_assigned(cons)
         await wait_assigned(inbox)
         own = next(iter(client.store.own_numbers()))
-        request_id = await client.bind(own, *scenario.staff("sakura-town"))
+        request_id = await client.bind(own, *exchanges.staff("sakura-town"))
         answer = await asyncio.wait_for(answer_of(request_id, cons), 20)
         first = await logged_events(request_id, 1)
         other = replace(CODEC.decode(answer, RegistryAnswer), status=NOT_FOUND, candidates=())
@@ -120,7 +120,7 @@ async def test_a_binding_the_registry_does_not_answer_in_time_is_answered_timed_
         platform.stop("registry")
         try:
             own = next(iter(client.store.own_numbers()))
-            request_id = await client.bind(own, *scenario.staff("sakura-hospital"))
+            request_id = await client.bind(own, *exchanges.staff("sakura-hospital"))
             outcome = await client.outcome(request_id, ANSWER_TIMEOUT + 10)
         finally:
             platform.start_service("registry")

@@ -14,7 +14,7 @@ import pytest
 from holders.client import BINDING, BOUND, INVESTIGATING, HolderClient
 from holders.samples import SAMPLES
 from holders.store import SENT
-from renkei import scenario, town
+from renkei import exchanges, town
 from renkei.chaos_check import audit_steps, lookups_logged
 from renkei.crash_chaos import schedule
 
@@ -52,7 +52,7 @@ async def test_a_binding_survives_a_kill_of_the_process_looking_it_up(
     client, since = clients[holder], datetime.now(UTC)
     by_number = next(s for s in SAMPLES if s.holder_id == holder).knows_numbers
     owns = list(client.store.own_numbers())[:BINDINGS]
-    ids = [await client.bind(own, *scenario.staff(holder), by_number=by_number) for own in owns]
+    ids = [await client.bind(own, *exchanges.staff(holder), by_number=by_number) for own in owns]
     if victim == "authority":
         await until(lambda: sum(lookups_logged(set(ids)).values()) > 0)
     else:

@@ -31,7 +31,7 @@ from holders.imports import read_records, store_records
 from holders.server import Address, _serve_http, address_file, recorded
 from holders.store import HolderStore, Keyed, KeyInUse
 from registry.residents import FourAttributes, Sex
-from renkei.scenario import staff as staff_of
+from renkei.exchanges import staff as staff_of
 from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
 from tests.kafka_helpers import renkei, said_in_one_line
 from tests.loop_helpers import Deadline

@@ -22,7 +22,7 @@ from processors.context import Context
 from processors.linkage import FromHolder
 from renkei import groups, sqlite
 from renkei.envelope import Incoming, unpacked
-from renkei.scenario import staff as staff_of
+from renkei.exchanges import staff as staff_of
 from renkei.service_loop import deliver
 from renkei.town import Town
 from schemas.codec import CODEC

@@ -24,7 +24,7 @@ from authority.store import default_path as authority_path
 from holders.client import HolderClient
 from processors import keys
 from processors.codes import CodeService
-from renkei.scenario import staff as staff_of
+from renkei.exchanges import staff as staff_of
 from renkei.town import Processes, Town
 from tests.browser import ARGS, at_reader, card_login, ensure_chromium, enter_pin, shot
 from tests.kafka_helpers import free_port, renkei, spawn, stop

@@ -26,7 +26,7 @@ from holders.server import address_file, recorded
 from holders.store import HolderStore
 from renkei import groups
 from renkei import town as town_setup
-from renkei.scenario import staff as staff_of
+from renkei.exchanges import staff as staff_of
 from renkei.service_loop import AWAY_AT_STOP
 from renkei.state import state_folder
 from tests.kafka_helpers import consumer, spawn, wait_assigned

@@ -20,7 +20,7 @@ from processors.platform import Views
 from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
-from renkei.scenario import staff as staff_of
+from renkei.exchanges import staff as staff_of
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 from tests.kafka_helpers import (
