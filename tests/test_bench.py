@@ -411,7 +411,8 @@ def test_a_benchmark_holder_imports_no_faker_town_or_other_benchmark() -> None:
     benchmarks (~0.1 s of its cold start, idle); a baseline holder not the holder library or
     numpy either (~0.3 s), a Renkei holder the library once it is chosen, and neither the
     platform's handlers (numpy with them) nor the audit store (~0.12 s of CPU), nor the demo's
-    scenario (the directory's commands, the audit events, the platform's keys: ~10 ms)."""
+    scenario (the directory's commands, the audit events, the platform's keys: ~10 ms) or
+    cryptography's key serialisation (its SSH keys: ~4 ms)."""
     sides = ("from renkei.cli import main\n"
              "main(['bench', 'holder', '--help'], standalone_mode=False)\n"
              "from renkei.bare import Sizes\n"
@@ -424,8 +425,8 @@ def test_a_benchmark_holder_imports_no_faker_town_or_other_benchmark() -> None:
               "audit.bench", "processors.bench_codes"}
     assert unused & on_renkei == set()
     assert {"numpy", "processors.context", "audit.store"} & on_renkei == set()
-    assert {"renkei.scenario", "processors.directory", "audit.events",
-            "processors.keys"} & on_renkei == set()
+    assert {"renkei.scenario", "processors.directory", "audit.events", "processors.keys",
+            "cryptography.hazmat.primitives.serialization"} & on_renkei == set()
     library = {"holders.client", "holders.store", "renkei.scenario", "numpy"}
     assert (unused | library) & bare == set()
     assert {"renkei.renkei_holder", "holders.client"} <= on_renkei
