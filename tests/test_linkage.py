@@ -350,7 +350,7 @@ async def test_an_answer_relayed_sent_again_past_its_deadline_is_dropped_its_pro
     assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
     admin = KafkaAccess.of(config.ADMIN)
     sent, = [v for r in await read_topic(admin, topics.outbox("sakura-town"))
-             for v in unpacked(r.value) if CODEC.name_of(v) == "ProviderAnswer"
+             for v in unpacked(r.value or b"") if CODEC.name_of(v) == "ProviderAnswer"
              if CODEC.decode(v, ProviderAnswer).request_id == request_id]
     ctx = Context.of(keys.load())
     ctx.directory = {h: town_hall.entry(h) for h in ("nenkin", "sakura-town")}
