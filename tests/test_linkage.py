@@ -25,7 +25,7 @@ from renkei.envelope import Incoming, unpacked
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import deliver
 from renkei.town import Town
-from schemas.codec import CODEC
+from schemas.codec import CODEC, SchemaError
 from schemas.messages import LegalPattern, ProviderAnswer, ProviderQuery, Rejection
 from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import audit_events, consumer, producer
@@ -338,6 +338,15 @@ async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_n
         "the audit log has both refusals alike")
 
 
+def _answers(value: bytes, request_id: str) -> bool:
+    """Whether a message on a holder's outbox is its answer to `request_id`: the fuzz test's
+    records there (no value, a ProviderAnswer with bytes after it) are none, as for the platform."""
+    try:
+        return CODEC.decode(value, ProviderAnswer).request_id == request_id
+    except SchemaError:
+        return False
+
+
 async def test_an_answer_relayed_sent_again_past_its_deadline_is_dropped_its_provider_keeps_found(
         clients: Clients) -> None:
     """A provider killed before committing the query it answered, its answer relayed, answers it
@@ -350,8 +359,7 @@ async def test_an_answer_relayed_sent_again_past_its_deadline_is_dropped_its_pro
     assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
     admin = KafkaAccess.of(config.ADMIN)
     sent, = [v for r in await read_topic(admin, topics.outbox("sakura-town"))
-             for v in unpacked(r.value or b"") if CODEC.name_of(v) == "ProviderAnswer"
-             if CODEC.decode(v, ProviderAnswer).request_id == request_id]
+             for v in unpacked(r.value or b"") if _answers(v, request_id)]
     ctx = Context.of(keys.load())
     ctx.directory = {h: town_hall.entry(h) for h in ("nenkin", "sakura-town")}
     answer = CODEC.decode(sent, ProviderAnswer)
