@@ -180,6 +180,22 @@ async def _suspended_and_resumed_once(admin: KafkaAccess, audit_end: int, end: i
                        "RESUME", "sakura-town", None)]
 
 
+async def _suspension_stopped_before_logging(monkeypatch: pytest.MonkeyPatch, **patches: object
+                                             ) -> tuple[KafkaAccess, int, int]:
+    """Suspend sakura-town as ops-a, for its reason, the command stopped between its directory
+    record and its audit write (with directory's other names `patches` too): the admin's access,
+    and where the audit topic and the directory ended before it."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    with monkeypatch.context() as patched:
+        for name, value in {"deliver": stops, **patches}.items():
+            patched.setattr(directory, name, value)
+        with pytest.raises(Stopped):
+            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    return admin, audit_end, end
+
+
 async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_once_after(
         town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
     """A suspension whose command stopped between writing the holder's directory record and
@@ -188,14 +204,7 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
     re-run and the resumption after log it no more. The record, which every holder reads,
     carries who and why sealed to the platform's key and bound to the action's id: its bytes
     name neither (they named both in plaintext)."""
-    admin = KafkaAccess.of(config.ADMIN)
-    _, audit_end = await offsets(admin, topics.AUDIT)
-    _, end = await offsets(admin, topics.DIRECTORY)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(directory, "deliver", stops)
-        with pytest.raises(Stopped):
-            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
     assert not (await directory.current())["sakura-town"].active
     assert await operator_actions(audit_end, "sakura-town") == []
     written, = await read_topic(admin, topics.DIRECTORY, start=end)
@@ -220,14 +229,8 @@ async def test_a_stopped_suspension_whose_seal_does_not_open_is_logged_unreadabl
     platform no longer has (the key store replaced since), made every later command on the
     holder fail on the bad sealing key: it could not even be resumed. The resumption logs the
     suspension once, its operator and reason marked not readable, says so, and goes on."""
-    admin = KafkaAccess.of(config.ADMIN)
-    _, audit_end = await offsets(admin, topics.AUDIT)
-    _, end = await offsets(admin, topics.DIRECTORY)
-    with monkeypatch.context() as patched:
-        patched.setattr(directory, "deliver", stops)
-        patched.setattr(directory, "_platform_key", X25519PrivateKey.generate)
-        with pytest.raises(Stopped):
-            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    admin, audit_end, end = await _suspension_stopped_before_logging(
+        monkeypatch, _platform_key=X25519PrivateKey.generate)
     resumed = renkei("holder", "resume", "sakura-town", "--operator", "ops-b", check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "cannot be opened with the platform's key" in resumed.stderr
@@ -242,13 +245,7 @@ async def test_a_stopped_suspension_written_over_by_the_towns_set_up_is_logged_o
     over by the town's set-up (directory.publish, as `renkei directory publish-services` writes
     too), lost its one record and was never logged: the compacted directory forgot it. Publish
     logs it first, once, at its record's time, with who did it and why."""
-    admin = KafkaAccess.of(config.ADMIN)
-    _, audit_end = await offsets(admin, topics.AUDIT)
-    _, end = await offsets(admin, topics.DIRECTORY)
-    with monkeypatch.context() as patched:
-        patched.setattr(directory, "deliver", stops)
-        with pytest.raises(Stopped):
-            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
     suspension, = await read_topic(admin, topics.DIRECTORY, start=end)
     sample = town.sample("sakura-town")
     await directory.publish([directory.holder_entry(sample.holder_id, sample.name, sample.role,
