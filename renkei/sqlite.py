@@ -38,8 +38,7 @@ def created_private(path: str | Path) -> None:
     made there is left for SQLite to refuse in its own words."""
     if str(path) != ":memory:":
         with suppress(OSError):
-            made = os.open(os.path.realpath(path), os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o600)
-            os.close(made)
+            os.close(os.open(os.path.realpath(path), os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o600))
 
 
 # A long write (numbering or keying a registry again) cut into transactions of BATCH rows (tens
