@@ -16,7 +16,7 @@ from broker import config, process
 from broker.clients import KafkaAccess
 from holders.client import HolderClient
 from holders.samples import SAMPLES
-from renkei import scenario, town
+from renkei import logs, scenario, town
 from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
 from renkei.options import residents_option
 from renkei.scenario import Run
@@ -29,7 +29,7 @@ def _log_to_file() -> None:
     folder = state_dir() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(folder / "demo.log", encoding="utf-8")
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    to_file.setFormatter(logging.Formatter(logs.FORMAT))
     to_stderr = logging.StreamHandler()
     to_stderr.setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, handlers=[to_file, to_stderr])
