@@ -9,6 +9,7 @@ RETENTION_YEARS = 7
 
 
 def years_before(moment: datetime, years: int) -> datetime:
+    """The same date and time `years` years before `moment` (28 February for a 29th)."""
     try:
         return moment.replace(year=moment.year - years)
     except ValueError:  # 29 February
