@@ -136,19 +136,16 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
             out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider",
                                   ticket)  # naming a query its sender was not asked: it ends none
             continue
-        flaw = _flaw(item, answer, ticket, ctx)
-        if flaw is not None and item.incoming.timestamp > ticket.deadline:
-            out += _refuse_answer(item, "INVALID_TICKET",
-                                  decider.expired(ticket.deadline, item.incoming.timestamp), ticket)
-        elif flaw is not None:
+        if (flaw := _flaw(item, answer, ticket, ctx)) is not None:
+            if item.incoming.timestamp > ticket.deadline:  # refused as expired, whatever its flaw
+                flaw = "INVALID_TICKET", decider.expired(ticket.deadline, item.incoming.timestamp)
             out += _refuse_answer(item, *flaw, ticket)
-        else:
-            relayed = LinkageAnswer(answer.request_id, ticket.link_a, item.holder,
-                                    ticket.pattern_id, ticket.data_type, answer.status,
-                                    answer.sealed_payload)
-            out.append(decider.to_decider(answer.request_id, Outcome(
-                answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline,
-                answered_at=item.incoming.timestamp)))
+            continue
+        relayed = LinkageAnswer(answer.request_id, ticket.link_a, item.holder, ticket.pattern_id,
+                                ticket.data_type, answer.status, answer.sealed_payload)
+        out.append(decider.to_decider(answer.request_id, Outcome(
+            answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline,
+            answered_at=item.incoming.timestamp)))
     return out
 
 
