@@ -22,8 +22,10 @@ login can start, however many are signed in, and no flood of anonymous requests 
 one out). A session ended by time goes on in the language it was using at its cookie's next request
 (the `most` last kept), a signed-in one told so, idle or at its lifetime, once; a session pushed
 out goes on likewise, told so once, whether signed in or not (a card login under way in it is
-lost), its push-out logged if someone was in it; a cookie the portal never made, or long forgotten,
-is told nothing: no one was logged out.
+lost), its push-out logged at INFO if someone was in it. The signed-in sessions first past their
+most, and all the sessions past theirs, are each said once at WARNING, and again once a tenth of
+their room is free (not at each logout and login at the edge). A cookie the portal never made, or
+long forgotten, is told nothing: no one was logged out.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 IDLE, LIFETIME = timedelta(minutes=15), timedelta(hours=1)
 MOST = 100_000  # sessions kept (~0.5 kB each); past it the least recently used go
 ANONYMOUS_KEPT = 10  # one in this many of the `most` kept is for anonymous sessions alone
+FREED = 10  # sessions full are said back under their most once one in this many is free again
+SIGNED_IN, ALL = "signed-in sessions", "sessions"  # the kinds of sessions said full
 CHALLENGE_SECONDS = 120
 CHALLENGE = timedelta(seconds=CHALLENGE_SECONDS)  # a card challenge is good for, refused at it
 CHALLENGES_PENDING = 4  # card logins under way in one session (a tab each); past it the oldest go
@@ -180,6 +184,7 @@ class Sessions:
     _challenged: OrderedDict[bytes, tuple[str, float]] = field(default_factory=OrderedDict)
     # the sessions ended by time or pushed out, oldest first: what their next request is told
     _ended: OrderedDict[str, Ended] = field(default_factory=OrderedDict)
+    _full: set[str] = field(default_factory=set)  # the kinds past their most, not back under
 
     def __len__(self) -> int:
         return len(self._anonymous) + len(self._signed_in)
@@ -221,17 +226,32 @@ class Sessions:
 
     def _pushed_out(self, session: Session, most: int) -> None:
         """Note a session pushed out past the `most` of its kind kept (`most` in all, or
-        signed in), for its cookie's next request; log it if someone is in it (signed in, or a
-        card login under way), never its id nor whose: someone logged out is a WARNING, which
-        `renkei portal` shows (each took a card's login: no flood), a login under way lost an
-        INFO (a flood's requests may each start one)."""
+        signed in), for its cookie's next request; log it at INFO if someone is in it (signed
+        in, or a card login under way), never its id nor whose: at its most, each login past it
+        pushes one out, and a flood's requests may each start a login (the portal full is the
+        WARNING, once: _filled)."""
         self._tell(session, "session_full")
         if session.signed_in or session.challenges:
-            log.log(logging.WARNING if session.signed_in else logging.INFO,
-                    "a session pushed out, the portal keeping %d %sat most (signed in: %s, card "
-                    "logins under way: %d, officer's role: %s)", most,
-                    "signed in " if session.signed_in else "", "yes" if session.signed_in
-                    else "no", len(session.challenges), session.role or "none")
+            log.info("a session pushed out, the portal keeping %d %sat most (signed in: %s, card "
+                     "logins under way: %d, officer's role: %s)", most,
+                     "signed in " if session.signed_in else "", "yes" if session.signed_in
+                     else "no", len(session.challenges), session.role or "none")
+
+    def _filled(self, kind: str, kept: int, most: int) -> None:
+        """Say at WARNING, which `renkei portal` shows, when the `kept` sessions of a `kind`
+        first go past their `most` (its least recently used pushed out at each one more), and
+        when they are back under it by a tenth (FREED), each once: an operator is told the
+        portal is full, and that it is no more, in two lines however many push-outs between."""
+        room = most - -(-most // FREED)  # a tenth free, rounded up: one at least
+        if kept > most and kind not in self._full:
+            self._full.add(kind)
+            log.warning("the portal's %s are full, %d kept at most: past them the least recently "
+                        "used is pushed out, its browser told so, each logged at INFO; said "
+                        "again when %d or fewer are kept", kind, most, room)
+        elif kept <= room and kind in self._full:
+            self._full.discard(kind)
+            log.warning("the portal's %s are back under their most: %d kept, %d at most", kind,
+                        kept, most)
 
     def _tell(self, session: Session, notice: str | None) -> None:
         """Keep, for the ended session's cookie's next request, the `notice` it is told, its
@@ -253,11 +273,14 @@ class Sessions:
     def _kept(self, session: Session) -> Session:
         """Add a session; drop the stale ones, then past `most_signed_in` the least recently
         used signed-in one, and past `most` the least recently used anonymous one (never this
-        one: the anonymous ones' share is one at least)."""
+        one: the anonymous ones' share is one at least); say when either goes past its most, or
+        back under it."""
         self._purge(session.seen)  # begun or renewed now
         (self._signed_in if session.signed_in else self._anonymous)[session.sid] = session
+        self._filled(SIGNED_IN, len(self._signed_in), self.most_signed_in)
         while len(self._signed_in) > self.most_signed_in:
             self._pushed_out(self._signed_in.popitem(last=False)[1], self.most_signed_in)
+        self._filled(ALL, len(self), self.most)
         while len(self) > self.most:
             self._pushed_out(self._anonymous.popitem(last=False)[1], self.most)
         return session

@@ -222,25 +222,44 @@ def test_with_all_the_most_kept_signed_in_a_visitors_login_starts_and_the_least_
     assert sessions.ended(signed_in[2].sid) == ("session_full", "ja", None)
 
 
-def test_a_signed_in_session_pushed_out_is_a_warning_and_a_floods_logins_under_way_are_not(
+def test_the_portal_full_is_one_warning_and_back_under_another_each_push_out_an_info(
         caplog: pytest.LogCaptureFixture) -> None:
-    """The push-out of a signed-in session was logged at INFO, which `renkei portal` (at
-    WARNING) never shows: someone logged out by too many sessions is a WARNING; a login under
-    way pushed out by a flood of anonymous requests (each may start one) stays an INFO."""
+    """Each signed-in session pushed out was a WARNING of its own, and nothing said the portal
+    was full: at its most, every login past it one more line, and a flood of anonymous requests
+    pushing out the others said nothing. The signed-in sessions full, and all the sessions full,
+    are each one WARNING, said again once a tenth of their room is free (not at each logout
+    and login at the edge); each push-out of someone's session an INFO."""
     caplog.set_level(logging.DEBUG, portal.sessions.__name__)
-    sessions = Sessions(clock=Clock(), most=4)
+    clock = Clock()
+    sessions = Sessions(clock=clock, most=20)  # 18 signed in at most, back under at 16
     officer = Officer("3c4d", "staff-1", "sakura-town", "counter")
-    for _ in range(4):
+    signed_in = [sessions.renew(replace(sessions.new(), officer=officer)) for _ in range(18)]
+    assert not caplog.records
+    for _ in range(3):
+        signed_in.append(sessions.renew(replace(sessions.new(), officer=officer)))
+    sessions.end(signed_in[4])  # 17 signed in: not back under, the next login pushes out again
+    for _ in range(2):
         sessions.renew(replace(sessions.new(), officer=officer))
-    for nonce in range(5):  # a flood's logins started: the first four pushed out
+    for ended in signed_in[5:7]:
+        sessions.end(ended)
+    sessions.new()  # 16 signed in: back under, said as the next session is kept
+    for nonce in range(6):  # a flood's logins started: the first pushed out when 20 are kept
         sessions.challenge(sessions.new(), Challenge(bytes([nonce]) * 32, "resident",
                                                      sessions.wall()))
+    signed_out = (logging.INFO, "a session pushed out, the portal keeping 18 signed in at most "
+                  "(signed in: yes, card logins under way: 0, officer's role: counter)")
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.WARNING, "a session pushed out, the portal keeping 3 signed in at most (signed "
-         "in: yes, card logins under way: 0, officer's role: counter)"),
-        *[(logging.INFO, "a session pushed out, the portal keeping 4 at most (signed in: no, "
-           "card logins under way: 1, officer's role: none)")] * 4]
-
+        (logging.WARNING, "the portal's signed-in sessions are full, 18 kept at most: past "
+         "them the least recently used is pushed out, its browser told so, each logged at INFO; "
+         "said again when 16 or fewer are kept"),
+        *[signed_out] * 4,
+        (logging.WARNING, "the portal's signed-in sessions are back under their most: 16 kept, "
+         "18 at most"),
+        (logging.WARNING, "the portal's sessions are full, 20 kept at most: past them the least "
+         "recently used is pushed out, its browser told so, each logged at INFO; said again "
+         "when 18 or fewer are kept"),
+        *[(logging.INFO, "a session pushed out, the portal keeping 20 at most (signed in: no, "
+           "card logins under way: 1, officer's role: none)")] * 2]
 
 
 def test_only_a_signed_in_session_ended_by_time_is_told_so_once() -> None:

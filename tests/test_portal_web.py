@@ -863,8 +863,8 @@ async def test_a_login_pushed_out_by_the_most_sessions_kept_is_told_so_and_logge
     """A resident's login under way, its session pushed out past the most sessions kept (a
     crowd, a flood), came back from the reader to a login page that said nothing of why: it
     says the portal held too many sessions, in the session's language, and the push-out is
-    logged once at INFO, never the session's id; a flood's sessions, nobody's login in them,
-    are not logged."""
+    logged once at INFO (the portal full once at WARNING), never the session's id; a flood's
+    sessions, nobody's login in them, are not logged."""
     caplog.set_level(logging.DEBUG)
     store = cast(TestServer, client.server).app[SESSIONS]
     await switched(client, "en")
@@ -884,8 +884,12 @@ async def test_a_login_pushed_out_by_the_most_sessions_kept_is_told_so_and_logge
     again = html.unescape(await (await client.get("/login")).text())
     assert words("en")["session_full"] not in again, "told once"
     logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "portal.sessions"]
-    assert logged == [(logging.INFO, "a session pushed out, the portal keeping 1 at most "
-                       "(signed in: no, card logins under way: 1, officer's role: none)")]
+    assert logged == [
+        (logging.WARNING, "the portal's sessions are full, 1 kept at most: past them the least "
+         "recently used is pushed out, its browser told so, each logged at INFO; said again when "
+         "0 or fewer are kept"),
+        (logging.INFO, "a session pushed out, the portal keeping 1 at most (signed in: no, card "
+         "logins under way: 1, officer's role: none)")]
     assert sid not in caplog.text and sid[:8] not in caplog.text
 
 
