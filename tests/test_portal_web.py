@@ -1766,3 +1766,30 @@ async def test_a_login_started_in_a_session_planted_in_another_browser_completes
     victim = await client.get(returned.headers["Location"], allow_redirects=False)
     assert victim.status == 403
     assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
+
+
+async def test_a_session_planted_before_a_login_is_never_the_one_logged_in(
+        client: Client, town: Town) -> None:
+    """Cookie tossing on plain HTTP (the demo's; a sibling subdomain's page without `__Host-`):
+    an attacker opens a session, plants its cookie in a resident's browser, and waits for them
+    to log in with it. The login's start and its end each give the browser a new session id:
+    neither the planted one nor the one the login was under way in is the one logged in."""
+    def sid() -> str:
+        return client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
+
+    await client.get("/login")
+    planted = sid()
+    started = await client.post("/login/start", allow_redirects=False, data={
+        "csrf": await csrf_of(client, "/login"), "realm": "resident"})
+    under_way = sid()
+    returned = await client.post("/login/card", allow_redirects=False,
+                                 data=signed_at_reader(town.resident_card, started, ORIGIN))
+    done = await client.get(returned.headers["Location"], allow_redirects=False)
+    assert (done.status, done.headers["Location"]) == (303, "/history")
+    logged_in = sid()
+    assert len({planted, under_way, logged_in}) == 3
+    for known in (planted, under_way, logged_in):  # in the attacker's browser
+        client.session.cookie_jar.clear()
+        client.session.cookie_jar.update_cookies({COOKIE: known})
+        history = await client.get("/history", allow_redirects=False)
+        assert history.status == (200 if known == logged_in else 303), known
