@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from authority.check_digit import is_valid, with_check_digit
 from authority.store import AuthorityStore
-from registry.residents import ChangeEvent, ChangeKind
+from registry.residents import ChangeEvent, ChangeKind, fingerprint
 from renkei import sqlite
 from renkei.clock import Age, Clock, Mark
 
@@ -140,17 +140,20 @@ class NumberingAuthority:
 
     def _resumed(self, registry: RegistryStore, source: str) -> int:
         """Where to follow the registry's code changes from: its bookmark, or its first change if
-        it went back before it (an older copy put back, its new changes numbered as the ones lost
-        were), said once. Followed again, a change moves nothing; those followed past where it went
-        back stay applied."""
-        seen = self.registry_cursor(source)
-        latest = registry.last_seq()
-        if latest >= seen:
+        it went back (an older copy put back, its new changes numbered as the ones lost were):
+        its change at the bookmark is not the one followed (none, or another fingerprint; a
+        bookmark kept without one is judged by its change being there), said once. Followed
+        again, a change moves nothing; those followed past where it went back stay applied."""
+        seen, kept = self._store.cursor(source)
+        if not seen:
             return seen
-        log.warning("the registry at %s went back: its last change is %d, change %d was followed "
-                    "(an older copy put back, or tampered with?): its code changes are followed "
-                    "again from its first; the residents whose changes it lost keep their numbers "
-                    "under the codes those gave them", registry.path, latest, seen)
+        there = registry.event(seen)
+        if there is not None and kept in (None, fingerprint(there)):
+            return seen
+        log.warning("the registry at %s went back: its change %d is not the one followed (an "
+                    "older copy put back, or tampered with?): its code changes are followed again "
+                    "from its first; the residents whose changes it lost keep their numbers under "
+                    "the codes those gave them", registry.path, seen)
         with self._store.transaction():
             self._store.set_cursor(source, 0)
         return 0
@@ -215,12 +218,12 @@ class NumberingAuthority:
                 continue
             with self._store.transaction():
                 followed += self._rename(event.resident_code, event.after[0])
-                self._store.set_cursor(source, event.seq)
+                self._store.set_cursor(source, event.seq, fingerprint(event))
         return followed
 
     def registry_cursor(self, source: str = REGISTRY_CURSOR) -> int:
         """The sequence number of the last registry event seen (in the cursor of `source`)."""
-        return self._store.cursor(source)
+        return self._store.cursor(source)[0]
 
     def number_of(self, resident_code: str) -> str | None:
         """The resident's current number (to notify them of it)."""

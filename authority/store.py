@@ -5,7 +5,8 @@ number never reissued); `conversion` is the code-conversion table, resident code
 `history` the changes; `lookups` the log of every look-up, who asked and why (each once, by what
 identifies it: read again, it is not logged again; rows from before that have none); `answered` the
 number each request for a new one was given (a request read twice is given the same); `cursors`
-the last code change followed of each registry, by its identity (each numbers its own from 1);
+the last code change followed of each registry, by its identity (each numbers its own from 1), and
+its fingerprint (a copy put back numbers other changes as it; none in a row from before it);
 `tickets_used` the change each live login ticket was used for (a ticket is good for one), and
 `tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket judged by its time
 (not marked in this boot) expiring no later is refused, whatever the clock says then (set back, it
@@ -61,7 +62,11 @@ CREATE TABLE IF NOT EXISTS lookups (
     outcome TEXT NOT NULL,
     look_up TEXT
 );
-CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (
+    source TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    fingerprint TEXT
+);
 CREATE TABLE IF NOT EXISTS answered (request_id TEXT PRIMARY KEY, number TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets_used (
     ticket TEXT PRIMARY KEY,
@@ -122,6 +127,7 @@ class AuthorityStore:
         self._db.executescript(PRAGMAS + SCHEMA)
         sqlite.with_columns(self._db, "tickets_used", sqlite.MARKED)
         sqlite.with_columns(self._db, "lookups", ("look_up TEXT",))
+        sqlite.with_columns(self._db, "cursors", ("fingerprint TEXT",))
         self._db.execute(LOGGED_ONCE)
         self._db.execute(LOGGED_AT)
         if not self._has_forgotten():
@@ -257,22 +263,25 @@ class AuthorityStore:
             "SELECT seq, at, holder, purpose, number, outcome FROM lookups ORDER BY seq")
         return [Lookup(seq, datetime.fromisoformat(at), *rest) for seq, at, *rest in rows]
 
-    def cursor(self, source: str) -> int:
-        row = self._db.execute("SELECT seq FROM cursors WHERE source = ?", (source,)).fetchone()
-        return 0 if row is None else int(row[0])
+    def cursor(self, source: str) -> tuple[int, str | None]:
+        """The last change of `source` followed, and its fingerprint (None if not kept)."""
+        row = self._db.execute("SELECT seq, fingerprint FROM cursors WHERE source = ?",
+                               (source,)).fetchone()
+        return (0, None) if row is None else (int(row[0]), row[1])
 
     def started(self, source: str) -> bool:
         """Start the cursor of `source` at 0, in a transaction of its own; False if it was kept."""
         with sqlite.writing(self._db):
-            return self._db.execute("INSERT OR IGNORE INTO cursors VALUES (?, 0)",
+            return self._db.execute("INSERT OR IGNORE INTO cursors (source, seq) VALUES (?, 0)",
                                     (source,)).rowcount == 1
 
     def sources(self) -> list[str]:
         """The sources whose cursors are kept."""
         return [source for (source,) in self._db.execute("SELECT source FROM cursors")]
 
-    def set_cursor(self, source: str, seq: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (source, seq))
+    def set_cursor(self, source: str, seq: int, fingerprint: str | None = None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
+                         (source, seq, fingerprint))
 
     def counts(self) -> dict[str, int]:
         """Numbers issued, current, retired; look-ups logged."""

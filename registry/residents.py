@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum, StrEnum
@@ -63,6 +65,14 @@ class ChangeEvent:
     after: tuple[str, ...]
     on: date
     seq: int = 0  # the registry's sequence number, once recorded
+
+
+def fingerprint(event: ChangeEvent) -> str:
+    """What tells a recorded change from any other at its sequence number (SHA-256 of all it
+    says): a registry put back from an older copy numbers its new changes as the ones it lost."""
+    said = [event.kind.value, event.resident_code, event.before, event.after,
+            event.on.isoformat(), event.seq]
+    return hashlib.sha256(json.dumps(said, ensure_ascii=False).encode()).hexdigest()
 
 
 def change(resident: Resident, kind: ChangeKind, after: tuple[str, ...], on: date) -> ChangeEvent:

@@ -288,6 +288,12 @@ class RegistryStore:
             "ORDER BY seq LIMIT ?", (after_seq, kind, kind, -1 if limit is None else limit))
         return [_event(row) for row in rows]
 
+    def event(self, seq: int) -> ChangeEvent | None:
+        """The change event of that sequence number; None if there is none."""
+        row = self._db.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?",
+                               (seq,)).fetchone()
+        return None if row is None else _event(row)
+
     def history(self, resident_code: str) -> list[ChangeEvent]:
         """Every change of the person who has or had this code."""
         rows = self._db.execute(

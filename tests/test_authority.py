@@ -902,10 +902,42 @@ def test_a_registry_put_back_from_an_older_copy_has_its_new_changes_followed(
     assert [authority.number_of(code) for code in lost] == numbers
     last = registry.last_seq()
     assert [r.getMessage() for r in caplog.records] == [
-        f"the registry at {path} went back: its last change is {last}, change {last + 2} was "
-        "followed (an older copy put back, or tampered with?): its code changes are followed again "
-        "from its first; the residents whose changes it lost keep their numbers under the codes "
-        "those gave them"]
+        f"the registry at {path} went back: its change {last + 2} is not the one followed (an "
+        "older copy put back, or tampered with?): its code changes are followed again from its "
+        "first; "
+        "the residents whose changes it lost keep their numbers under the codes those gave them"]
+    assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
+    registry.close()
+
+
+def test_a_registry_put_back_whose_new_changes_pass_its_bookmark_is_followed_from_its_first(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """An older copy put back whose new changes bring its last change back past the bookmark
+    before the authority follows looked like the registry it followed: the new changes numbered
+    as the lost ones were skipped (the residents' numbers left under the codes they gave up). The
+    change at the bookmark is not the one followed: said once, followed again from its first."""
+    path, aside = tmp_path / "registry.db", tmp_path / "copy.db"
+    registry_store.build(path, 20, 1)
+    registry = registry_store.RegistryStore.open(path)
+    authority = NumberingAuthority(store)
+    authority.assign_registry(registry)
+    copied(path, aside)
+    codes = list(registry.resident_codes())
+    for code in codes[10:12]:
+        change_code(registry, code, seed=98)
+    assert authority.follow_registry(registry) == 2
+    seen = authority.registry_cursor(f"registry {registry.identity()}")
+    copied(aside, path)
+    numbers = [authority.number_of(code) for code in codes[:3]]
+    moved = [change_code(registry, code) for code in codes[:3]]
+    assert registry.last_seq() > seen
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert [authority.follow_registry(registry) for _ in range(2)] == [3, 0]
+    assert [authority.number_of(code) for code in moved] == numbers
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the registry at {path} went back: its change {seen} is not the one followed (an older "
+        "copy put back, or tampered with?): its code changes are followed again from its first; "
+        "the residents whose changes it lost keep their numbers under the codes those gave them"]
     assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
     registry.close()
 
