@@ -142,21 +142,39 @@ class NumberingAuthority:
         """Where to follow the registry's code changes from: its bookmark, or its first change if
         it went back (an older copy put back, its new changes numbered as the ones lost were):
         its change at the bookmark is not the one followed (none, or another fingerprint; a
-        bookmark kept without one is judged by its change being there), said once. Followed
-        again, a change moves nothing; those followed past where it went back stay applied."""
+        bookmark kept without one is judged by its change being there). The changes followed that
+        it lost are undone first, said once: the codes they gave, unknown to it, it may give
+        again, to others. Followed again, a change moves nothing."""
         seen, kept = self._store.cursor(source)
         if not seen:
             return seen
         there = registry.event(seen)
         if there is not None and kept in (None, fingerprint(there)):
             return seen
-        log.warning("the registry at %s went back: its change %d is not the one followed (an "
-                    "older copy put back, or tampered with?): its code changes are followed again "
-                    "from its first; the residents whose changes it lost keep their numbers under "
-                    "the codes those gave them", registry.path, seen)
         with self._store.transaction():
+            undone = self._unfollow_lost(registry, source)
             self._store.set_cursor(source, 0)
+        log.warning("the registry at %s went back: its change %d is not the one followed (an "
+                    "older copy put back, or tampered with?): the %d code changes followed that it "
+                    "lost are undone, their residents' numbers back under the codes it has for "
+                    "them, and its code changes are followed again from its first",
+                    registry.path, seen, undone)
         return 0
+
+    def _unfollow_lost(self, registry: RegistryStore, source: str) -> int:
+        """Undo the changes followed that the registry lost (in a transaction), the latest first,
+        down to the latest it has (the same fingerprint at its number); how many moved a number
+        back. A number the resident has since changed goes back with them; a number another code
+        has meanwhile stays where it is."""
+        undone, kept = 0, 0
+        for seq, followed, old_code, new_code in self._store.followed(source):
+            there = registry.event(seq)
+            if there is not None and fingerprint(there) == followed:
+                kept = seq
+                break
+            undone += self._unrename(new_code, old_code)
+        self._store.forget_followed(source, kept)
+        return undone
 
     def change_number(self, resident_code: str, reason: str, request_id: str | None = None,
                       ticket: TicketShown | None = None) -> str:
@@ -216,9 +234,13 @@ class NumberingAuthority:
             if event.kind is not ChangeKind.CODE_CHANGED or \
                     event.seq <= self.registry_cursor(source):
                 continue
+            told = fingerprint(event)
             with self._store.transaction():
-                followed += self._rename(event.resident_code, event.after[0])
-                self._store.set_cursor(source, event.seq, fingerprint(event))
+                if self._rename(event.resident_code, event.after[0]):
+                    self._store.record_followed(source, event.seq, told, event.resident_code,
+                                                event.after[0])
+                    followed += 1
+                self._store.set_cursor(source, event.seq, told)
         return followed
 
     def registry_cursor(self, source: str = REGISTRY_CURSOR) -> int:
@@ -265,6 +287,18 @@ class NumberingAuthority:
         self._store.rename(old_code, new_code)
         self._store.record_change(self._clock(), "code-followed", old_code, old_code, new_code,
                                   "resident code changed")
+        return True
+
+    def _unrename(self, new_code: str, old_code: str) -> bool:
+        """Move the number back from the code a change the registry lost gave to the one it has
+        for the resident (in a transaction); False if it has none, or the old code has one."""
+        number = self._store.number_of(new_code)
+        if number is None or self._store.number_of(old_code) is not None:
+            return False
+        self._store.rename(new_code, old_code)
+        self._store.record_change(self._clock(), "code-unfollowed", new_code, new_code, old_code,
+                                  "the registry went back: the change of resident code it lost "
+                                  "is undone")
         return True
 
     def _withdraw(self, new_code: str, wrong: str, kept: str) -> None:

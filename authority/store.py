@@ -7,6 +7,8 @@ identifies it: read again, it is not logged again; rows from before that have no
 number each request for a new one was given (a request read twice is given the same); `cursors`
 the last code change followed of each registry, by its identity (each numbers its own from 1), and
 its fingerprint (a copy put back numbers other changes as it; none in a row from before it);
+`followed` each code change followed that moved a number, by its registry, number and fingerprint,
+the codes it moved the number between (undone if the registry goes back before it);
 `tickets_used` the change each live login ticket was used for (a ticket is good for one), and
 `tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket judged by its time
 (not marked in this boot) expiring no later is refused, whatever the clock says then (set back, it
@@ -66,6 +68,14 @@ CREATE TABLE IF NOT EXISTS cursors (
     source TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
     fingerprint TEXT
+);
+CREATE TABLE IF NOT EXISTS followed (
+    source TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL,
+    PRIMARY KEY (source, seq)
 );
 CREATE TABLE IF NOT EXISTS answered (request_id TEXT PRIMARY KEY, number TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tickets_used (
@@ -282,6 +292,23 @@ class AuthorityStore:
     def set_cursor(self, source: str, seq: int, fingerprint: str | None = None) -> None:
         self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
                          (source, seq, fingerprint))
+
+    def record_followed(self, source: str, seq: int, fingerprint: str, before: str,
+                        after: str) -> None:
+        """Keep the change of `source` followed that moved a number from code `before` to
+        `after`."""
+        self._db.execute("INSERT OR REPLACE INTO followed VALUES (?, ?, ?, ?, ?)",
+                         (source, seq, fingerprint, before, after))
+
+    def followed(self, source: str) -> Iterator[tuple[int, str, str, str]]:
+        """The changes of `source` followed that moved a number, the latest first: number,
+        fingerprint, the codes before and after."""
+        yield from self._db.execute("SELECT seq, fingerprint, before, after FROM followed "
+                                    "WHERE source = ? ORDER BY seq DESC", (source,))
+
+    def forget_followed(self, source: str, after_seq: int) -> None:
+        """Forget the changes of `source` followed past `after_seq` (undone)."""
+        self._db.execute("DELETE FROM followed WHERE source = ? AND seq > ?", (source, after_seq))
 
     def counts(self) -> dict[str, int]:
         """Numbers issued, current, retired; look-ups logged."""

@@ -882,30 +882,23 @@ def test_a_registry_put_back_from_an_older_copy_has_its_new_changes_followed(
     """An older copy of the registry put back keeps its identity, and numbers its new changes as
     the ones it lost were: the authority's bookmark, past them, skipped them (the resident's number
     left under the code they gave up). Its code changes are followed again from its first (each
-    followed before moves nothing), said once; those followed from the lost ones stay."""
-    path, aside = tmp_path / "registry.db", tmp_path / "copy.db"
-    registry_store.build(path, 20, 1)
-    registry = registry_store.RegistryStore.open(path)
-    authority = NumberingAuthority(store)
-    authority.assign_registry(registry)
-    copied(path, aside)
-    codes = list(registry.resident_codes())
+    followed before moves nothing), said once; those followed from the lost ones are undone (the
+    copy has those residents under the codes they had before them)."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    path = registry.path
     lost = [change_code(registry, code, seed=98) for code in codes[10:13]]
     assert authority.follow_registry(registry) == 3
     numbers = [authority.number_of(code) for code in lost]
-    copied(aside, path)
+    copied(tmp_path / "copy.db", path)
     number = authority.number_of(codes[0])
     moved = change_code(registry, codes[0])
     with caplog.at_level(logging.WARNING, "authority.service"):
         assert [authority.follow_registry(registry) for _ in range(2)] == [1, 0]
     assert authority.number_of(moved) == number
-    assert [authority.number_of(code) for code in lost] == numbers
+    assert [authority.number_of(code) for code in codes[10:13]] == numbers
+    assert [authority.number_of(code) for code in lost] == [None] * 3
     last = registry.last_seq()
-    assert [r.getMessage() for r in caplog.records] == [
-        f"the registry at {path} went back: its change {last + 2} is not the one followed (an "
-        "older copy put back, or tampered with?): its code changes are followed again from its "
-        "first; "
-        "the residents whose changes it lost keep their numbers under the codes those gave them"]
+    assert [r.getMessage() for r in caplog.records] == [_went_back(path, last + 2, 3)]
     assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
     registry.close()
 
@@ -916,30 +909,92 @@ def test_a_registry_put_back_whose_new_changes_pass_its_bookmark_is_followed_fro
     before the authority follows looked like the registry it followed: the new changes numbered
     as the lost ones were skipped (the residents' numbers left under the codes they gave up). The
     change at the bookmark is not the one followed: said once, followed again from its first."""
-    path, aside = tmp_path / "registry.db", tmp_path / "copy.db"
-    registry_store.build(path, 20, 1)
-    registry = registry_store.RegistryStore.open(path)
-    authority = NumberingAuthority(store)
-    authority.assign_registry(registry)
-    copied(path, aside)
-    codes = list(registry.resident_codes())
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    path = registry.path
     for code in codes[10:12]:
         change_code(registry, code, seed=98)
     assert authority.follow_registry(registry) == 2
     seen = authority.registry_cursor(f"registry {registry.identity()}")
-    copied(aside, path)
+    copied(tmp_path / "copy.db", path)
     numbers = [authority.number_of(code) for code in codes[:3]]
     moved = [change_code(registry, code) for code in codes[:3]]
     assert registry.last_seq() > seen
     with caplog.at_level(logging.WARNING, "authority.service"):
         assert [authority.follow_registry(registry) for _ in range(2)] == [3, 0]
     assert [authority.number_of(code) for code in moved] == numbers
-    assert [r.getMessage() for r in caplog.records] == [
-        f"the registry at {path} went back: its change {seen} is not the one followed (an older "
-        "copy put back, or tampered with?): its code changes are followed again from its first; "
-        "the residents whose changes it lost keep their numbers under the codes those gave them"]
+    assert [r.getMessage() for r in caplog.records] == [_went_back(path, seen, 2)]
     assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
     registry.close()
+
+
+def test_a_code_a_registry_put_back_lost_given_to_another_takes_no_ones_number(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """An older copy put back knows nothing of the codes its lost changes gave, and gives them
+    again: the authority, which had moved those residents' numbers to them, gave a resident given
+    one the number of the resident who had it (their own left under a code they gave up in a lost
+    change), or retired that resident's number (withdrawn from the code), and numbered the
+    residents of the lost changes anew. The changes it lost are undone, said once: each resident's
+    number under the code the registry has for them, none issued, none retired."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    path = registry.path
+    numbers = {code: authority.number_of(code) for code in codes}
+    lost = [change_code(registry, code, seed)
+            for code, seed in zip(codes[:4], (98, 99, 97, 96), strict=True)]
+    assert authority.follow_registry(registry) == 4
+    seen = registry.last_seq()
+    copied(tmp_path / "copy.db", path)
+    given = [change_code(registry, code, seed)
+             for code, seed in zip(codes[3:5], (99, 97), strict=True)]
+    assert given == lost[1:3]  # the codes the lost changes gave, each given to another
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert authority.assign_registry(registry) == (2, 0)
+        assert authority.follow_registry(registry) == 0
+    now = dict(zip(codes[3:5], given, strict=True))  # each resident's code in the copy now
+    assert {now.get(code, code): authority.number_of(now.get(code, code)) for code in codes} == {
+        now.get(code, code): number for code, number in numbers.items()}
+    assert store.counts() == {"issued": 20, "current": 20, "retired": 0, "lookups": 0}
+    assert [r.getMessage() for r in caplog.records] == [_went_back(path, seen, 4)]
+    registry.close()
+
+
+def test_a_bookmark_kept_before_fingerprints_is_followed_on_from(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A store from before the bookmark kept its change's fingerprint: its bookmark, with its
+    change in the registry, is followed on from, nothing said, nothing undone."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    change_code(registry, codes[0])
+    assert authority.follow_registry(registry) == 1
+    with closing(sqlite3.connect(tmp_path / "authority.db")) as db, db:
+        db.execute("ALTER TABLE cursors DROP COLUMN fingerprint")
+    before = AuthorityStore(tmp_path / "authority.db")
+    number = before.number_of(codes[1])
+    moved = change_code(registry, codes[1])
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert NumberingAuthority(before).follow_registry(registry) == 1
+    assert before.number_of(moved) == number and not caplog.records
+    before.close()
+    registry.close()
+
+
+def _numbered_and_copied(tmp_path: Path, store: AuthorityStore) -> tuple[
+        registry_store.RegistryStore, NumberingAuthority, list[str]]:
+    """A registry of 20 at tmp_path/registry.db, numbered, and copied aside to tmp_path/copy.db
+    as it is: it, its authority and its residents' codes."""
+    path = tmp_path / "registry.db"
+    registry_store.build(path, 20, 1)
+    registry = registry_store.RegistryStore.open(path)
+    authority = NumberingAuthority(store)
+    authority.assign_registry(registry)
+    copied(path, tmp_path / "copy.db")
+    return registry, authority, list(registry.resident_codes())
+
+
+def _went_back(path: Path, seen: int, undone: int) -> str:
+    """The authority's warning that the registry at `path` went back."""
+    return (f"the registry at {path} went back: its change {seen} is not the one followed (an "
+            f"older copy put back, or tampered with?): the {undone} code changes followed that it "
+            "lost are undone, their residents' numbers back under the codes it has for them, and "
+            "its code changes are followed again from its first")
 
 
 def copied(source: Path, target: Path) -> None:
