@@ -78,7 +78,10 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
     since when: registering does not resume a suspended holder), and moves to another
     unit only with `move_unit` (else UnitMove); a new one gets its own unit unless given, and
     not one other holders are in (else UnitTaken); it joins another holder's own unit only
-    with `share_unit` (else UnitTaken); never under the services' role (else ReservedRole)."""
+    with `share_unit` (else UnitTaken); never under the services' role (else ReservedRole), nor
+    under a service's or another reserved principal's id (else ValueError: its entry would take
+    that service's place in the directory, the platform's sealing key among them)."""
+    acls.check_holder_id(holder)
     if role == SERVICE:
         raise ReservedRole(f"role {SERVICE!r} is the platform services' own: a holder under it "
                            f"would be left out of every re-keying of its link-code unit")

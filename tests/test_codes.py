@@ -429,6 +429,17 @@ def test_a_holder_is_not_registered_under_the_services_role(state: Path) -> None
         directory.registered(entries, "clinic", "clinic", directory.SERVICE)
 
 
+def test_a_service_is_not_registered_as_a_holder(state: Path) -> None:
+    """directory.registration took a service's id (only `renkei holder register` refused it):
+    registered as `platform`, a holder's entry took the platform's place in the directory, its
+    sealing key the one holders seal their queries to."""
+    keys.init()
+    entries = {e.holder_id: e for e in directory.service_entries()}
+    for service in (*entries, "audit", "admin"):
+        with pytest.raises(ValueError, match="reserved principal name, not a holder id"):
+            directory.registered(entries, service, "intruder", "company")
+
+
 RESIDENT = random_codes(1, seed=11)[0]
 
 
