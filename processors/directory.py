@@ -7,7 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -22,6 +22,7 @@ from renkei import sealing
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, handed, producer_for, settled
+from renkei.state import file_awaited, private_dir
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
 
@@ -277,7 +278,8 @@ async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], 
     broker time of the last of its latest records, the concerned holders' or not (as its command
     would have: one time whichever holder's command recovers it, and no earlier than where a
     later command's search starts): once, as the records are read again only after it is on the
-    topic (two commands recovering it at once may each log it: the audit log keeps one per id)."""
+    topic, and two commands recovering it at once search and log one after the other
+    (_logging_actions)."""
     latest = {record.key: record for record in await read_topic(access, topics.DIRECTORY)}
     last: dict[str, tuple[HolderEntry, int]] = {}
     concerning: set[str] = set()
@@ -287,12 +289,21 @@ async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], 
             last[entry.action_id] = (entry, record.timestamp)
             if concerned(entry):
                 concerning.add(entry.action_id)
-    for action_id, (entry, appended_ms) in last.items():
-        if action_id in concerning and not await _on_audit(access, action_id, appended_ms):
-            log.warning("logging operator action %s, which the run that wrote %s's directory "
-                        "record stopped before logging", action_id, entry.holder_id)
-            await _delivered(access, [logged(entry, appended_ms,
-                                             *_opened(_platform_key(), entry))])
+    async with _logging_actions():
+        for action_id, (entry, appended_ms) in last.items():
+            if action_id in concerning and not await _on_audit(access, action_id, appended_ms):
+                log.warning("logging operator action %s, which the run that wrote %s's "
+                            "directory record stopped before logging", action_id,
+                            entry.holder_id)
+                await _delivered(access, [logged(entry, appended_ms,
+                                                 *_opened(_platform_key(), entry))])
+
+
+def _logging_actions() -> AbstractAsyncContextManager[None]:
+    """The state folder's lock on recovering operator actions (directory/actions.lock): held
+    from the audit topic's search for an action to its delivery, so that a command recovering
+    it at the same time searches after it is there, and logs it no more."""
+    return file_awaited(private_dir("directory") / "actions.lock")
 
 
 def _noted(value: bytes) -> HolderEntry | None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -89,6 +90,25 @@ def file_locked(path: Path) -> AbstractContextManager[None]:
     rewrites the one file replaced whole it stands for, where its folder's lock would make those
     on the folder's other files wait too."""
     return _flocked(path, os.O_RDONLY | os.O_CREAT)
+
+
+@asynccontextmanager
+async def file_awaited(path: Path, every: float = 0.05) -> AsyncIterator[None]:
+    """The lock file `path` (made if missing) locked (flock) while this task does what one
+    process or task at a time may do; waited for, `every` seconds asked again, so that the
+    event loop goes on meanwhile (another of its tasks may hold it), and given up when the task
+    is cancelled."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(every)
+        yield
+    finally:
+        os.close(fd)
 
 
 def state_path(*parts: str) -> Path:

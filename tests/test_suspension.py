@@ -256,6 +256,23 @@ async def test_a_stopped_suspension_written_over_by_the_towns_set_up_is_logged_o
     assert (await directory.current())["sakura-town"].active
 
 
+async def test_a_stopped_suspension_recovered_by_two_commands_at_once_is_logged_once(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suspension whose command stopped before logging it, recovered by two commands at once
+    (the town's set-up publishing sakura-town twice together), was logged by each: both searched
+    the audit topic before either wrote it (the audit store keeps one, the topic had two). One
+    recovery at a time logs it, the other finds it there."""
+    admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
+    suspension, = await read_topic(admin, topics.DIRECTORY, start=end)
+    sample = town.sample("sakura-town")
+    entry = directory.holder_entry(sample.holder_id, sample.name, sample.role, sample.unit,
+                                   sample.private)
+    await asyncio.gather(directory.publish([entry]), directory.publish([entry]))
+    assert await operator_actions(audit_end, "sakura-town") == [
+        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
+                       "SUSPEND", "sakura-town", "情報漏えい")]
+
+
 async def test_a_suspension_without_the_platforms_key_is_refused_and_writes_nothing(
         town: town_setup.Town) -> None:
     """Who suspends and why are sealed to the platform's key on the directory record: with no
