@@ -207,12 +207,13 @@ async def _written(access: KafkaAccess, entries: Sequence[HolderEntry], action: 
     id; who and why sealed to the platform's key, _sealed), wait until the broker has them all,
     then log the action at the last one's broker time, on one producer: the entries as
     published. A run that stops between the two writes leaves in the directory what the next
-    command on their holders logs the action by (_log_unlogged)."""
+    command on their holders logs the action by (_log_unlogged); one still between them holds
+    off a command recovering its action until it has logged it (_logging_actions)."""
     action_id = f"{action}@{uuid.uuid4().hex}"
     sealed = _sealed(_platform_key(), action_id, operator, reason)
     noted = [replace(e, action_id=action_id, action=action, sealed_action=sealed)
              for e in entries]
-    async with running(producer_for(access), access) as producer:
+    async with _logging_actions(), running(producer_for(access), access) as producer:
         written = await handed(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in noted])
         await settled(written)
         await deliver(producer, [logged(noted[-1], written[-1].result().timestamp, operator,
@@ -300,9 +301,10 @@ async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], 
 
 
 def _logging_actions() -> AbstractAsyncContextManager[None]:
-    """The state folder's lock on recovering operator actions (directory/actions.lock): held
-    from the audit topic's search for an action to its delivery, so that a command recovering
-    it at the same time searches after it is there, and logs it no more."""
+    """The state folder's lock on logging operator actions (directory/actions.lock): held by a
+    command from its action's directory records to its audit write (_written), and by a recovery
+    from the audit topic's search for an action to its delivery, so that a command recovering it
+    at the same time searches after it is there, and logs it no more."""
     return file_awaited(private_dir("directory") / "actions.lock")
 
 

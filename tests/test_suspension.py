@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -21,6 +22,7 @@ from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
 from renkei.exchanges import staff as staff_of
+from renkei.service_loop import deliver
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 from tests.kafka_helpers import (
@@ -268,6 +270,36 @@ async def test_a_stopped_suspension_recovered_by_two_commands_at_once_is_logged_
     entry = directory.holder_entry(sample.holder_id, sample.name, sample.role, sample.unit,
                                    sample.private)
     await asyncio.gather(directory.publish([entry]), directory.publish([entry]))
+    assert await operator_actions(audit_end, "sakura-town") == [
+        OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
+                       "SUSPEND", "sakura-town", "情報漏えい")]
+
+
+async def test_a_suspension_recovered_while_its_command_logs_it_is_logged_once(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command on sakura-town run while a suspension's command was between writing its
+    directory record and logging it (the town's set-up publishing sakura-town) took the
+    suspension for one whose command had stopped and logged it, and the suspension's command
+    logged it too (the audit topic had it twice). The recovery waits for the command's write."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    sample = town.sample("sakura-town")
+    entry = directory.holder_entry(sample.holder_id, sample.name, sample.role, sample.unit,
+                                   sample.private)
+    recovering: list[asyncio.Task[None]] = []
+
+    async def late(*args: Any) -> None:
+        """The suspension's audit write, once the town's set-up has had 3 s to recover it."""
+        if not recovering:
+            recovering.append(asyncio.create_task(directory.publish([entry])))
+            await asyncio.wait(recovering, timeout=3)
+        await deliver(*args)
+
+    monkeypatch.setattr(directory, "deliver", late)
+    await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    await recovering[0]
+    suspension, _ = await read_topic(admin, topics.DIRECTORY, start=end)
     assert await operator_actions(audit_end, "sakura-town") == [
         OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
                        "SUSPEND", "sakura-town", "情報漏えい")]
