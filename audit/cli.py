@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
@@ -380,7 +379,7 @@ def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> No
     from renkei import event_loop
     from renkei.service_loop import said_when_up
 
-    logging.basicConfig(level=loglevel.upper(), format=logs.FORMAT)
+    logs.for_service(loglevel.upper())
     with open_store(db, create=True) as store:
         event_loop.run(said_when_up(
             partial(main, store, instance, head_seconds),

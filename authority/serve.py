@@ -100,7 +100,7 @@ async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Await
 def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
     number (from My Portal, each with the login ticket of the resident) until stopped."""
-    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
+    logs.for_service()
     path = numbered(db)
     login_key = tickets.public_key()
     store = opened(path)

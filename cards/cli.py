@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ import click
 from broker.acls import OVERSIGHT
 from cards import ca, issue, reader
 from cards.card import Card, cards, folder
-from renkei import personal_input, quiet_http
+from renkei import logs, personal_input, quiet_http
 from renkei.listed import echo_listed
 from renkei.options import holder_id, listening, origins, port_option, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
@@ -137,7 +136,7 @@ def _listed(card: Card) -> str:
 @CARDS_OPTION
 def run_reader(port: int, trusted: tuple[str, ...], where: Path | None) -> None:
     """Serve the simulated card reader on loopback until stopped."""
-    logging.basicConfig(level=logging.WARNING)
+    logs.for_service()
     app = reader.app(where, list(trusted))
     sock = listening(port)
     quiet_http.run(app, sock, quiet_http.plain,

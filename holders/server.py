@@ -378,5 +378,5 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
 
 
 def main(holder: str, port: int) -> None:
-    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
+    logs.for_service()
     event_loop.run(run(holder, port))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from functools import partial
 from typing import TypedDict
@@ -43,7 +42,7 @@ def portal_cli(port: int, reader: str, origin: str | None, idle_minutes: float) 
     """Serve My Portal, the counter and the oversight console on loopback; a second portal on
     the same state folder is refused (InUse): its sessions, card-login challenges and changes of
     number under way are one process's, kept in memory."""
-    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
+    logs.for_service()
     with held(inbox_path(), "`renkei portal`"):  # in portal/, the one folder it may write in
         sock = listening(port)
         public = origin or f"http://127.0.0.1:{sock.getsockname()[1]}"

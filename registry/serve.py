@@ -79,7 +79,7 @@ def serve(db: Path | None, portal_origins: tuple[str, ...]) -> None:
     """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
     their holders' ID codes by the ID key alone, a login ticket signed with the login key) until
     stopped."""
-    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT)
+    logs.for_service()
     path = db or default_path()
     store = open_registry(path)
     cards = CardHolders()

@@ -13,3 +13,8 @@ def for_commands() -> None:
     over once it makes one, as the last resort serves only where no logger has a handler."""
     if logging.lastResort is not None:
         logging.lastResort.setFormatter(logging.Formatter(FORMAT))
+
+
+def for_service(level: int | str = logging.WARNING) -> None:
+    """A long-running service's log lines, at `level` and above, on stderr in FORMAT."""
+    logging.basicConfig(level=level, format=FORMAT)

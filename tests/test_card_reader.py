@@ -170,7 +170,8 @@ def test_a_cookie_over_the_limits_is_refused_quoting_none_of_it_and_the_reader_s
         card: Card, tmp_path: Path, told: signal.Signals) -> None:
     """aiohttp copied up to 100 bytes of the header it refused (the reader's CSRF token) into
     its 400 and its log entry ("Error handling request"); the reader stops cleanly at SIGTERM or
-    Ctrl-C (SIGINT), as before."""
+    Ctrl-C (SIGINT), as before; its log line is in the services' form (renkei.logs.FORMAT), its
+    time and level before it, not Python's default ("WARNING:renkei.quiet_http:…")."""
     log = tmp_path / "reader.log"
     proc = spawn("card", "reader", "--port", "0", "--trust", PORTAL, "--dir",
                  str(card.path.parent), log=log)
@@ -189,4 +190,5 @@ def test_a_cookie_over_the_limits_is_refused_quoting_none_of_it_and_the_reader_s
     assert body == b"400 Bad Request\n\na request line or header over 8190 bytes", body
     said = log.read_text(encoding="utf-8")
     assert TOKEN.decode() not in said and "Traceback" not in said, said
-    assert "refused a request from 127.0.0.1: " in said  # logged, in its own words
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING refused a request from "
+                     r"127\.0\.0\.1: ", said, re.MULTILINE), said  # logged, in its own words
