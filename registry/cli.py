@@ -17,7 +17,7 @@ from registry.resident_code import NOT_RESIDENT, is_valid
 from registry.residents import ChangeKind, FourAttributes, Resident
 from renkei import personal_input
 from renkei.listed import echo_listed
-from renkei.options import residents_option
+from renkei.options import Limited, residents_option, seed_option
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 from renkei.sqlite import INTEGERS
 
@@ -34,8 +34,8 @@ def registry_cli() -> None:
 
 
 @registry_cli.command()
-@residents_option(1, 10_000)
-@click.option("--seed", type=int, default=1, show_default=True)
+@residents_option(1, 10_000, help="synthetic residents to generate")
+@seed_option(1, "the synthetic residents")
 @DB_OPTION
 @click.option("--replace", is_flag=True, help="replace an existing registry at that path")
 def generate(residents: int, seed: int, db: Path | None, replace: bool) -> None:
@@ -90,11 +90,16 @@ def lookup(db: Path | None) -> None:
         click.echo(_line(resident))
 
 
+def _stored(least: int) -> Limited:
+    """A whole number of at least `least` that the registry's SQLite can store."""
+    return Limited(least, INTEGERS[-1], "past the integers SQLite stores")
+
+
 @registry_cli.command()
-@click.option("--after", type=click.IntRange(0, INTEGERS[-1]), default=0, show_default=True,
+@click.option("--after", type=_stored(0), default=0, show_default=True,
               help="sequence number")
 @click.option("--kind", type=click.Choice([k.value for k in ChangeKind]), default=None)
-@click.option("--limit", type=click.IntRange(1, INTEGERS[-1]), default=20, show_default=True)
+@click.option("--limit", type=_stored(1), default=20, show_default=True)
 @DB_OPTION
 def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
     """Change events (moves, name changes, changed resident codes), in order."""

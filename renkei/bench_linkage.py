@@ -46,7 +46,7 @@ from renkei import (
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
-from renkei.options import NON_NEGATIVE, POSITIVE, residents_option
+from renkei.options import NON_NEGATIVE, POSITIVE, residents_option, seed_option
 from renkei.state import held, state_dir, state_folder, write_json
 
 JOIN_SECONDS = 120.0
@@ -335,8 +335,8 @@ def _numbers(kind: click.ParamType[Any]) -> Callable[[click.Context, click.Param
               help="platform instances for the scale-out, each measured flat out in turn")
 @click.option("--memory-minutes", type=NON_NEGATIVE, default=10.0, show_default=True,
               help="length of the memory run at the knee (0: none)")
-@residents_option(10, 1000)
-@click.option("--seed", default=2026, show_default=True)
+@residents_option(10, 1000, help="residents of the benchmark's town")
+@seed_option(2026, "the town and the requests sent")
 @click.option("--idle-holders", type=click.IntRange(min=0), default=0, show_default=True,
               help="more holders that send nothing (their outboxes still in the platform's "
                    "subscription)")

@@ -28,7 +28,7 @@ def chaos_cli() -> None:
               help="how long to send requests")
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
               help="lawful requests per second (one in ten a binding)")
-@residents_option(50, 300)
+@residents_option(50, 300, help="residents of the run's town")
 @click.option("--kill-at", type=NON_NEGATIVE, default=None,
               help="seconds into the load to SIGKILL the broker [default: a quarter]; it and "
                    "its restart (--down later) come within --seconds")

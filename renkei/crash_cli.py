@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from renkei.crash_chaos import CrashChaos, run_crash_chaos
-from renkei.options import FiniteRange, residents_option
+from renkei.options import FiniteRange, residents_option, seed_option
 from renkei.state import state_dir, write_json
 
 RESULTS = Path("results")
@@ -30,8 +30,8 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
               help="platform instances in the consumer group")
 @click.option("--every", type=FiniteRange(min=1), default=4.0, show_default=True,
               help="seconds between kills")
-@residents_option(50, 300)
-@click.option("--seed", default=2026, show_default=True)
+@residents_option(50, 300, help="residents of the run's town")
+@seed_option(2026, "the town, the requests sent and the order of the kills")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=CRASH_RESULT,
               show_default=True)
 def crash(seconds: float, rate: float, instances: int, every: float, residents: int,

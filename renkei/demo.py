@@ -18,7 +18,7 @@ from holders.client import HolderClient
 from holders.samples import SAMPLES
 from renkei import logs, scenario, town
 from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
-from renkei.options import residents_option
+from renkei.options import residents_option, seed_option
 from renkei.scenario import Run
 from renkei.state import state_dir
 
@@ -168,7 +168,7 @@ def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
 @click.command()
 @residents_option(50, 1000,
                   help="the town's size (fewer leave a holder with nobody to ask about)")
-@click.option("--seed", default=2026, show_default=True)
+@seed_option(2026, "the town's residents and its holders' records")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="platform instances")
 @click.option("--keep", is_flag=True, help="leave the broker running afterwards")

@@ -12,7 +12,7 @@ import click
 from broker import process
 from renkei import fuzz_run, scenario, town
 from renkei.fuzz_run import FuzzResult
-from renkei.options import residents_option
+from renkei.options import residents_option, seed_option
 from renkei.state import state_dir
 
 FUZZ_RESULT = Path("results") / "chaos-fuzz.json"
@@ -28,8 +28,8 @@ async def _exercise(built: town.Town, procs: town.Processes, messages: int, seed
 @click.command("fuzz")
 @click.option("--messages", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="bad messages to send")
-@click.option("--seed", type=int, default=2026, show_default=True)
-@residents_option(50, 300)
+@seed_option(2026, "the town, the lawful requests and the bad messages")
+@residents_option(50, 300, help="residents of the run's town")
 @click.option("--lawful-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="a lawful request every this many bad messages")
 @click.option("--keep", is_flag=True, help="leave a broker started here running afterwards")

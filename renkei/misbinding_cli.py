@@ -9,17 +9,17 @@ from pathlib import Path
 import click
 
 from renkei.misbinding import Outcome, Result, run
-from renkei.options import residents_option
+from renkei.options import residents_option, seed_option
 from renkei.state import write_json
 
 MISBINDING_RESULT = Path("results") / "chaos-misbinding.json"
 
 
 @click.command("misbinding")
-@residents_option(200, 20_000)
+@residents_option(200, 20_000, help="residents of the adversarial registry")
 @click.option("--records", type=click.IntRange(min=1), default=5_000, show_default=True,
               help="holder records to bind (half of them awkward residents)")
-@click.option("--seed", type=int, default=1, show_default=True)
+@seed_option(1, "the adversarial registry and the holder records")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=MISBINDING_RESULT, show_default=True)
 def misbinding(residents: int, records: int, seed: int, out: Path) -> None:

@@ -42,15 +42,40 @@ def port_option(default: int) -> Callable[[click.decorators.FC], click.decorator
                         help="loopback port to listen on (0: any free one, named once listening)")
 
 
+class Limited(click.IntRange):
+    """A whole number of at least `least` whose most is a limit of the data (the resident codes
+    there are, the integers SQLite stores), a number no one would give: --help shows the least
+    alone, and a number past the most is refused in words (`beyond`, said of it)."""
+
+    def __init__(self, least: int, most: int, beyond: str) -> None:
+        super().__init__(min=least)
+        self.most, self.beyond = most, beyond
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number > self.most:
+            self.fail(f"{number} is {self.beyond} ({self.most:,})", param, ctx)
+        return number
+
+
 def residents_option(least: int, default: int,
-                     help: str | None = None) -> Callable[[click.decorators.FC],
-                                                          click.decorators.FC]:
+                     help: str) -> Callable[[click.decorators.FC], click.decorators.FC]:
     """The --residents of a registry or a town: at least `least`, at most the resident codes
     there are (registry.resident_code.CODES), as each resident has one of their own."""
     from registry.resident_code import CODES  # only for a command that has the option
 
-    return click.option("--residents", type=click.IntRange(min=least, max=CODES),
-                        default=default, show_default=True, help=help)
+    residents = Limited(least, CODES, "more residents than there are resident codes, one for "
+                                      "each resident")
+    return click.option("--residents", type=residents, default=default, show_default=True,
+                        help=help)
+
+
+def seed_option(default: int, drawn: str) -> Callable[[click.decorators.FC],
+                                                      click.decorators.FC]:
+    """The --seed of what a command draws at random (`drawn`): the same seed, the same draw."""
+    return click.option("--seed", type=int, default=default, show_default=True,
+                        help=f"seed of {drawn}: the same seed draws the same again")
 
 
 def listening(port: int) -> socket.socket:

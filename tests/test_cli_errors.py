@@ -136,7 +136,8 @@ def test_a_registry_of_more_residents_than_there_are_resident_codes_is_refused(
     run = renkei("registry", "generate", "--residents", str(10 ** 20),
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
     assert run.returncode == 2, run.stdout
-    said_in_one_line(run.stderr, f"'--residents': {10 ** 20} is not in the range 1<=x<={CODES}")
+    said_in_one_line(run.stderr, f"'--residents': {10 ** 20} is more residents than there are "
+                                 f"resident codes, one for each resident ({CODES:,})")
 
 
 def test_no_number_is_nan_infinite_or_below_zero() -> None:

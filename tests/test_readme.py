@@ -1,6 +1,7 @@
 """The README's CLI section names every command `renkei --help` lists (those for internal use,
 hidden, aside), so that a newcomer reading it finds each one, and with each the options that tell
-the audit log who acted and why; the retention it gives is the code's."""
+the audit log who acted and why; the retention it gives is the code's; each command's --help
+says what its options are."""
 
 from __future__ import annotations
 
@@ -77,3 +78,25 @@ def test_the_readme_gives_the_retention_the_code_keeps() -> None:
     assert re.search(rf"renkei\.audit \({RETENTION_YEARS} years\)", text)
     (audit,) = (spec for spec in topics.platform_topics() if spec.name == "renkei.audit")
     assert audit.retention == f"{RETENTION_YEARS}y"
+
+
+def _helps() -> Iterator[tuple[str, str]]:
+    """Each command's words after `renkei`, with what its --help says."""
+    for words, command in _commands(main, (), None):
+        yield " ".join(words), command.get_help(click.Context(command, info_name=words[-1]))
+
+
+def test_every_seed_and_town_size_says_what_it_is() -> None:
+    """A --seed or --residents option with no help told a newcomer only its default."""
+    bare = [f"{' '.join(words)} {option.opts[0]}" for words, command in _commands(main, (), None)
+            for option in command.params if option.name in ("seed", "residents")
+            and not getattr(option, "help", None)]
+    assert not bare, f"options with no help: {bare}"
+
+
+def test_no_help_shows_a_bound_no_one_would_give() -> None:
+    """--residents showed its bound, one resident each of the codes there are, as
+    '1<=x<=9090909091': an internal limit a newcomer cannot make sense of."""
+    odd = [(words, number) for words, said in _helps()
+           for number in re.findall(r"\d{10,}", said)]
+    assert not odd, odd
