@@ -28,9 +28,9 @@ AT_DESK = "desk:"  # a change-number request id's prefix: never one of the porta
 
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
-                         help="the authority's store [default <state>/authority/authority.db]")
+                         help="the authority's store [default: <state>/authority/authority.db]")
 REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), default=None,
-                               help="the registry [default <state>/registry/registry.db]")
+                               help="the registry [default: <state>/registry/registry.db]")
 
 
 @click.group("authority")

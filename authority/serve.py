@@ -93,10 +93,10 @@ async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Await
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the authority's store, made by `renkei authority assign-all` "
-                   "[default <state>/authority/authority.db]")
+                   "[default: <state>/authority/authority.db]")
 @click.option("--registry", type=click.Path(path_type=Path), default=None,
               help="the registry whose code changes it follows "
-                   "[default <state>/registry/registry.db]")
+                   "[default: <state>/registry/registry.db]")
 def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
     number (from My Portal, each with the login ticket of the resident) until stopped."""

@@ -30,9 +30,9 @@ def fetch() -> None:
 @broker_cli.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="client (SASL/SCRAM) port, kept for the cluster's restarts (so not 0, any "
-                   f"free one) [default {cluster_store.DEFAULT_CLIENT_PORT}]")
+                   f"free one) [default: {cluster_store.DEFAULT_CLIENT_PORT}]")
 @click.option("--controller-port", type=click.IntRange(1, 65535), default=None,
-              help=f"KRaft controller port [default {cluster_store.DEFAULT_CONTROLLER_PORT}]")
+              help=f"KRaft controller port [default: {cluster_store.DEFAULT_CONTROLLER_PORT}]")
 @click.option("--nodes", type=click.Choice([1, 3]), default=1, show_default=True,
               help="combined broker+controller nodes")
 def up(port: int | None, controller_port: int | None, nodes: int) -> None:

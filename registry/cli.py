@@ -22,7 +22,7 @@ from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 from renkei.sqlite import INTEGERS
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
-                         help="the registry's SQLite file [default <state>/registry/registry.db]")
+                         help="the registry's SQLite file [default: <state>/registry/registry.db]")
 FOUR = (Field("name", "name"), Field("address", "address"),
         Field("dob", "date of birth (1975-01-02, 昭和50年1月2日, …)"),
         Field("sex", "sex (1/2, 男/女, M/F)"))

@@ -71,7 +71,7 @@ def id_codes() -> IdCodes:
 
 @click.command()
 @click.option("--db", type=click.Path(path_type=Path), default=None,
-              help="the registry's SQLite file [default <state>/registry/registry.db]")
+              help="the registry's SQLite file [default: <state>/registry/registry.db]")
 @click.option("--portal-origin", "portal_origins", multiple=True, callback=origins,
               help="My Portal's public origin, as its --origin (repeatable); a card login "
                    "signed for any other site is refused [default: any http://127.0.0.1:PORT]")

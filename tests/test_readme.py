@@ -100,3 +100,11 @@ def test_no_help_shows_a_bound_no_one_would_give() -> None:
     odd = [(words, number) for words, said in _helps()
            for number in re.findall(r"\d{10,}", said)]
     assert not odd, odd
+
+
+def test_every_default_reads_as_click_shows_one() -> None:
+    """`renkei broker up --help` said '[default 19092]', the --db and --registry of the registry
+    and the authority '[default <state>/…]', where every other option says '[default: …]'."""
+    odd = [(words, said[match.start():match.start() + 30]) for words, said in _helps()
+           for match in re.finditer(r"\[default(?!:)", said)]
+    assert not odd, odd
