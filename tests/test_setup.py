@@ -1,0 +1,21 @@
+"""What `make setup` leaves: the editable install of the repository."""
+
+from __future__ import annotations
+
+import sysconfig
+from importlib.metadata import distributions
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_editable_install_is_a_plain_path_entry() -> None:
+    """A flat layout with no package-dir had setuptools install a meta-path finder of its own,
+    warning at length in every `make setup` ("Editable installation. … Please be careful with
+    folders in your working directory …"): the repository is put on sys.path by a .pth file,
+    and nothing else is installed to find its packages."""
+    (installed,) = distributions(name="renkei", path=[sysconfig.get_paths()["purelib"]])
+    files = installed.files or []
+    assert not [file for file in files if "finder" in file.name], files
+    (pth,) = (file for file in files if file.name.endswith(".pth"))
+    assert Path(pth.read_text(encoding="utf-8").strip()) == ROOT.resolve()
