@@ -197,7 +197,8 @@ def run(entries: int, db: Path, batch: int = 10_000, samples: int = 200,
 
 
 @click.command("audit")
-@click.option("--entries", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option("--entries", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="entries appended to the store measured")
 @click.option("--batch", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="events per append transaction (the consumer's batch)")
 @click.option("--samples", type=click.IntRange(min=1), default=200, show_default=True,

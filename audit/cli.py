@@ -326,7 +326,8 @@ def person_of(given: str) -> str:
 @click.option("--outcome", help="APPROVED, REJECTED, DELIVERED, TIMED_OUT, …")
 @click.option("--since", callback=utc_time, metavar="TIME", help="from this time on (inclusive)")
 @click.option("--until", callback=utc_time, metavar="TIME", help="before this time (exclusive)")
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="entries on the page at most")
 @click.option("--after", help="the `next` cursor of the previous page")
 def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
           outcome: str | None, since: datetime | None, until: datetime | None, limit: int,

@@ -94,9 +94,11 @@ def status() -> None:
 
 
 @broker_cli.command()
-@click.option("-n", "--lines", type=click.IntRange(min=0), default=40, show_default=True)
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=40, show_default=True,
+              help="last lines printed")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
-@click.option("--node", type=int, default=1, show_default=True)
+@click.option("--node", type=int, default=1, show_default=True,
+              help="the cluster's node whose log it is")
 def logs(lines: int, follow: bool, node: int) -> None:
     """The broker's server log."""
     cl = cluster_store.load()

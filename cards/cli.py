@@ -91,7 +91,8 @@ def registered_holder(ctx: click.Context, param: click.Parameter, value: str) ->
 @click.argument("staff_id", callback=stated)
 @click.option("--holder", required=True, callback=registered_holder,
               help="the officer's holder (e.g. sakura-town)")
-@click.option("--role", type=click.Choice(issue.ROLES), required=True)
+@click.option("--role", type=click.Choice(issue.ROLES), required=True,
+              help="counter staff or an oversight officer")
 @PIN_OPTION
 @DIR_OPTION
 def officer(staff_id: str, holder: str, role: str, pin: str, where: Path | None) -> None:

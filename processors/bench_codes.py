@@ -26,7 +26,7 @@ from processors.ff1 import ROUNDS
 from processors.keys import MasterKeys
 from registry import store as registry_store
 from registry.resident_code import random_codes
-from renkei.options import POSITIVE, residents_option
+from renkei.options import POSITIVE, residents_option, result_option
 from renkei.state import write_json
 
 FF1_PER_CONVERSION = 3
@@ -135,8 +135,7 @@ def run(batch_sizes: Sequence[int], seconds: float, trials: int,
 @click.option("--trials", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="forged and misplaced codes each, for the false-accept rate")
 @residents_option(1, 100_000, help="registry size to generate")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results/bench-codes.json"),
-              show_default=True)
+@result_option(Path("results/bench-codes.json"))
 def codes_bench(batch_sizes: tuple[int, ...], seconds: float, trials: int, residents: int,
                 out: Path) -> None:
     """Link-code conversions A → ID → B per second on one core, beside the AES limit."""

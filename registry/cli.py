@@ -98,8 +98,10 @@ def _stored(least: int) -> Limited:
 @registry_cli.command()
 @click.option("--after", type=_stored(0), default=0, show_default=True,
               help="sequence number")
-@click.option("--kind", type=click.Choice([k.value for k in ChangeKind]), default=None)
-@click.option("--limit", type=_stored(1), default=20, show_default=True)
+@click.option("--kind", type=click.Choice([k.value for k in ChangeKind]), default=None,
+              help="events of this kind alone [default: every kind]")
+@click.option("--limit", type=_stored(1), default=20, show_default=True,
+              help="events listed at most")
 @DB_OPTION
 def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
     """Change events (moves, name changes, changed resident codes), in order."""

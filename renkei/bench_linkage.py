@@ -363,7 +363,8 @@ def _numbers(kind: click.ParamType[Any]) -> Callable[[click.Context, click.Param
               help="sample the whole machine with Linux `perf` in each measured window: each "
                    "process's share of the CPU by part (interpreter, kernel, crypto, SQLite…)")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("results"), show_default=True)
+              default=Path("results"), show_default=True,
+              help="the folder the results, plots and profiles are written to")
 def linkage_bench(seconds: float, rate: float, flat_out: bool, curve: tuple[float, ...],
                   scale: tuple[int, ...], memory_minutes: float, residents: int, seed: int,
                   idle_holders: int, prime: float, in_flight: int | None, warmup: float,

@@ -12,7 +12,7 @@ from renkei.broker_chaos import BrokerChaos, kill_times, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
-from renkei.options import NON_NEGATIVE, FiniteRange, residents_option
+from renkei.options import NON_NEGATIVE, FiniteRange, residents_option, result_option
 from renkei.state import state_dir, write_json
 
 BROKER_RESULT = Path("results") / "chaos-broker.json"
@@ -35,8 +35,7 @@ def chaos_cli() -> None:
 @click.option("--down", "down_for", type=NON_NEGATIVE, default=None,
               help="seconds before it is started again [default: a quarter of the run]")
 @click.option("--keep", is_flag=True, help="leave the 3-node cluster running afterwards")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=BROKER_RESULT,
-              show_default=True)
+@result_option(BROKER_RESULT)
 def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | None,
                  down_for: float | None, keep: bool, out: Path) -> None:
     """A broker of a 3-node cluster (in <state>/cluster3) SIGKILLed under load, linkage

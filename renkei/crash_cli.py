@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from renkei.crash_chaos import CrashChaos, run_crash_chaos
-from renkei.options import FiniteRange, residents_option, seed_option
+from renkei.options import FiniteRange, residents_option, result_option, seed_option
 from renkei.state import state_dir, write_json
 
 RESULTS = Path("results")
@@ -32,8 +32,7 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
               help="seconds between kills")
 @residents_option(50, 300, help="residents of the run's town")
 @seed_option(2026, "the town, the requests sent and the order of the kills")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=CRASH_RESULT,
-              show_default=True)
+@result_option(CRASH_RESULT)
 def crash(seconds: float, rate: float, instances: int, every: float, residents: int,
           seed: int, out: Path) -> None:
     """Kill -9 platform instances, holders' servers, the audit consumer, the broker, the registry
@@ -71,7 +70,7 @@ def summary(r: CrashChaos) -> list[str]:
 @click.command("report")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
-              show_default=True)
+              show_default=True, help="the folder the results are read from, the report written to")
 def report(files: tuple[Path, ...], results: Path) -> None:
     """Every chaos result found in the results folder (each part's, and those other runs wrote
     with --out there), or the FILES given, its headline figures, in one report; none found is

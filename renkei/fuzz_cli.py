@@ -12,7 +12,7 @@ import click
 from broker import process
 from renkei import fuzz_run, scenario, town
 from renkei.fuzz_run import FuzzResult
-from renkei.options import residents_option, seed_option
+from renkei.options import residents_option, result_option, seed_option
 from renkei.state import state_dir
 
 FUZZ_RESULT = Path("results") / "chaos-fuzz.json"
@@ -33,8 +33,7 @@ async def _exercise(built: town.Town, procs: town.Processes, messages: int, seed
 @click.option("--lawful-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="a lawful request every this many bad messages")
 @click.option("--keep", is_flag=True, help="leave a broker started here running afterwards")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=FUZZ_RESULT,
-              show_default=True)
+@result_option(FUZZ_RESULT)
 def fuzz(messages: int, seed: int, residents: int, lawful_every: int, keep: bool,
          out: Path) -> None:
     """Fuzz every topic a holder can write (schema-drawn records and damaged bytes), with

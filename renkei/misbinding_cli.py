@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from renkei.misbinding import Outcome, Result, run
-from renkei.options import residents_option, seed_option
+from renkei.options import residents_option, result_option, seed_option
 from renkei.state import write_json
 
 MISBINDING_RESULT = Path("results") / "chaos-misbinding.json"
@@ -20,8 +20,7 @@ MISBINDING_RESULT = Path("results") / "chaos-misbinding.json"
 @click.option("--records", type=click.IntRange(min=1), default=5_000, show_default=True,
               help="holder records to bind (half of them awkward residents)")
 @seed_option(1, "the adversarial registry and the holder records")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              default=MISBINDING_RESULT, show_default=True)
+@result_option(MISBINDING_RESULT)
 def misbinding(residents: int, records: int, seed: int, out: Path) -> None:
     """Mis-binding: an adversarial registry and erring holder records; the target is 0 wrong."""
     result = run(residents, records, seed)

@@ -6,6 +6,7 @@ import getpass
 import math
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +34,8 @@ POSITIVE = FiniteRange(min=0, min_open=True)  # a length of time: one of none en
 NON_NEGATIVE = FiniteRange(min=0)  # a length of time or a rate that may be none (said: 0 is)
 LOGLEVEL = click.option("--loglevel", default="warning", show_default=True,
                         type=click.Choice(["debug", "info", "warning", "error", "critical"],
-                                          case_sensitive=False))
+                                          case_sensitive=False),
+                        help="the least level of the lines logged")
 
 
 def port_option(default: int) -> Callable[[click.decorators.FC], click.decorators.FC]:
@@ -76,6 +78,12 @@ def seed_option(default: int, drawn: str) -> Callable[[click.decorators.FC],
     """The --seed of what a command draws at random (`drawn`): the same seed, the same draw."""
     return click.option("--seed", type=int, default=default, show_default=True,
                         help=f"seed of {drawn}: the same seed draws the same again")
+
+
+def result_option(default: Path) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """The --out of a benchmark or chaos run: the JSON file its result is written to."""
+    return click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=default,
+                        show_default=True, help="the JSON file the result is written to")
 
 
 def listening(port: int) -> socket.socket:

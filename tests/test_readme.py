@@ -86,11 +86,13 @@ def _helps() -> Iterator[tuple[str, str]]:
         yield " ".join(words), command.get_help(click.Context(command, info_name=words[-1]))
 
 
-def test_every_seed_and_town_size_says_what_it_is() -> None:
-    """A --seed or --residents option with no help told a newcomer only its default."""
-    bare = [f"{' '.join(words)} {option.opts[0]}" for words, command in _commands(main, (), None)
-            for option in command.params if option.name in ("seed", "residents")
-            and not getattr(option, "help", None)]
+def test_every_option_says_what_it_is() -> None:
+    """An option with no help told a newcomer only its name and default: --seed and
+    --residents, the chaos runs' and benchmarks' --out and --results, the --limit of a query,
+    the --loglevel of a service, a broker's log --lines and --node, an officer card's --role."""
+    bare = [f"{' '.join(words)} {option.opts[-1]}" for words, command in _commands(main, (), None)
+            for option in command.params
+            if isinstance(option, click.Option) and not option.help]
     assert not bare, f"options with no help: {bare}"
 
 
