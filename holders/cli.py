@@ -40,10 +40,10 @@ def holder_cli() -> None:
 @click.option("--role", required=True, callback=stated,
               help="its role in the legal pattern list (not service: the platform's own)")
 @click.option("--unit", default=None, callback=unit_name,
-              help="a shared link-code unit (default: as registered before, else its own)")
+              help="a shared link-code unit [default: as registered before, else its own]")
 @click.option("--private/--public", default=None,
-              help="a private holder: binding needs consent (default: as registered before, "
-                   "else public)")
+              help="a private holder: binding needs consent [default: as registered before, "
+                   "else public]")
 @click.option("--move-unit", is_flag=True,
               help="move a registered holder to another link-code unit (its server then "
                    "unbinds every record, each investigated, to be bound again)")

@@ -54,10 +54,11 @@ def patterns_cli() -> None:
 
 
 @patterns_cli.command("publish")
-@click.argument("path", type=click.Path(exists=True, path_type=Path), required=False)
-def publish_patterns(path: Path | None) -> None:
-    """Publish the pattern list (default: the sample modelled on the law's annexed table)."""
-    versions = patterns.load(path or patterns.SAMPLE)
+@click.argument("file", type=click.Path(exists=True, path_type=Path), required=False)
+def publish_patterns(file: Path | None) -> None:
+    """Publish the pattern list in FILE, if given, else the sample modelled on the law's
+    annexed table (processors/legal_patterns.toml)."""
+    versions = patterns.load(file or patterns.SAMPLE)
     published = len(asyncio.run(directory.publish_patterns(versions)))
     already = f"{len(versions) - published} already published"
     click.echo(f"published {published} pattern versions to the legal pattern list ({already})"
