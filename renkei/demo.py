@@ -29,10 +29,9 @@ def _log_to_file() -> None:
     folder = state_dir() / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(folder / "demo.log", encoding="utf-8")
-    to_file.setFormatter(logging.Formatter(logs.FORMAT))
     to_stderr = logging.StreamHandler()
     to_stderr.setLevel(logging.ERROR)
-    logging.basicConfig(level=logging.WARNING, handlers=[to_file, to_stderr])
+    logging.basicConfig(level=logging.WARNING, format=logs.FORMAT, handlers=[to_file, to_stderr])
 
 
 def _title(text: str) -> None:

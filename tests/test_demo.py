@@ -150,3 +150,17 @@ def test_a_demo_it_cannot_run_is_a_usage_error_before_any_broker(
     refused = CliRunner().invoke(demo, args)
     assert refused.exit_code == 2, refused.output
     assert f"Invalid value for '{args[0]}'" in refused.output
+
+
+def test_the_demos_error_on_stderr_is_a_log_line_as_in_its_log(tmp_path: Path) -> None:
+    """The demo's holders' error said on stderr as well as in logs/demo.log was the message
+    alone, where its log, and every service's, has renkei.logs.FORMAT's time and level."""
+    run = subprocess.run(
+        [sys.executable, "-c", "import logging; from renkei import demo; demo._log_to_file(); "
+                               "logging.getLogger('holders.server').error('a holder failed')"],
+        env={**os.environ, STATE_ENV: str(tmp_path / "state")}, capture_output=True, text=True,
+        check=True, timeout=60)
+    line = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR a holder failed\n"
+    assert re.fullmatch(line, run.stderr), run.stderr
+    logged = (tmp_path / "state" / "logs" / "demo.log").read_text(encoding="utf-8")
+    assert re.fullmatch(line, logged), logged
