@@ -14,7 +14,12 @@ import click
 from audit.retention import RETENTION_YEARS, retention_cutoff
 from authority import store as authority_store
 from authority.check_digit import keyed
-from authority.service import NumberingAuthority, UnknownResident, forgotten_told
+from authority.service import (
+    NumberingAuthority,
+    UnknownResident,
+    forgotten_told,
+    withdrawn_told,
+)
 from registry import store as registry_store
 from registry.cli import open_registry
 from registry.resident_code import NOT_RESIDENT
@@ -120,8 +125,7 @@ def follow(registry: Path | None, db: Path | None) -> None:
 
 def _withdrawn(authority: NumberingAuthority) -> str:
     """What following withdrew: numbers once issued to a changed code (see `follow`)."""
-    return (f"; {authority.withdrawn} number(s) issued to a changed code retired, its resident "
-            "keeping theirs" if authority.withdrawn else "")
+    return f"; {withdrawn_told(authority.withdrawn)}" if authority.withdrawn else ""
 
 
 def _resident_code() -> str:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups, portal
 from authority.cli import numbered, opened
-from authority.service import NumberingAuthority, forgotten_told
+from authority.service import NumberingAuthority, forgotten_told, withdrawn_told
 from authority.store import AuthorityStore
 from broker import acls, cluster, topics
 from registry import store as registry_store
@@ -37,6 +37,7 @@ class RegistryChanges:
     def __init__(self, authority: NumberingAuthority, path: Path) -> None:
         self._authority, self._path = authority, path
         self._registry: registry_store.RegistryStore | None = None
+        self._withdrawn = authority.withdrawn  # the numbers withdrawn said so far
 
     def follow(self) -> None:
         try:
@@ -50,6 +51,14 @@ class RegistryChanges:
         except (sqlite3.Error, registry_store.NoRegistry) as exc:  # busy, or not made yet:
             # followed before the next batch
             log.warning("the registry's code changes could not be followed now: %s", exc)
+        self._tell_withdrawn()
+
+    def _tell_withdrawn(self) -> None:
+        """A WARNING of the numbers following withdrew since the last one said (a resident's
+        number retired is for an operator to see, at the level `serve` logs at): how many."""
+        if retired := self._authority.withdrawn - self._withdrawn:
+            self._withdrawn = self._authority.withdrawn
+            log.warning("following the registry's code changes: %s", withdrawn_told(retired))
 
     def close(self) -> None:
         if self._registry is not None:

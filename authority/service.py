@@ -73,6 +73,15 @@ def forgotten_told(counts: Iterable[int], cutoff: datetime) -> str:
     return f"{sum(counts):,} look-ups logged before {cutoff.date().isoformat()} forgotten"
 
 
+def withdrawn_told(count: int) -> str:
+    """What following the registry withdrew (numbers issued to a changed code before its change
+    was followed, each retired), in words, as `follow`, `assign-all` and `serve`'s log say it:
+    how many, never which (the history names them)."""
+    return (f"{count} personal number(s) issued to a changed resident code retired (never "
+            "reissued), each resident keeping the number they had: the authority's history "
+            "names them ('number-withdrawn')")
+
+
 def draw_number() -> str:
     return with_check_digit(f"{secrets.randbelow(10 ** 11):011d}")
 

@@ -1267,6 +1267,37 @@ def test_following_a_change_whose_new_code_was_numbered_keeps_the_old_number(
     registry.close()
 
 
+def test_a_number_retired_while_serving_is_a_warning_naming_no_one(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """`renkei authority serve`, logging at WARNING, said a number withdrawn from a changed code
+    (issued to it before its change was followed, and retired for good) only as 'resident-code
+    changes followed' at INFO: a resident's number retired went by unseen. It is a WARNING saying
+    how many and where to look, naming no number and no resident code."""
+    path = tmp_path / "registry.db"
+    registry_store.build(path, 20, 1)
+    registry = registry_store.RegistryStore.open(path)
+    authority = NumberingAuthority(store)
+    authority.assign_registry(registry)
+    changes = serve.RegistryChanges(authority, path)
+    changes.follow()
+    olds = list(registry.resident_codes())[:2]
+    news = [change_code(registry, old, seed) for old, seed in zip(olds, (99, 98), strict=True)]
+    wrongs = [authority.assign(new) for new in news]  # as assign-all once did, before following
+    try:
+        with caplog.at_level(logging.WARNING, "authority.serve"):
+            for _ in range(2):
+                changes.follow()
+    finally:
+        changes.close()
+        registry.close()
+    assert [authority.number_of(new) for new in news] != wrongs
+    assert [r.getMessage() for r in caplog.records] == [
+        "following the registry's code changes: 2 personal number(s) issued to a changed "
+        "resident code retired (never reissued), each resident keeping the number they had: the "
+        "authority's history names them ('number-withdrawn')"]
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
 def test_a_request_read_again_after_its_deadline_is_answered_with_the_number_it_was_given(
         store: AuthorityStore, tmp_path: Path) -> None:
     """The authority changed the number and stopped before its answer went: the portal's
