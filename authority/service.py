@@ -73,6 +73,17 @@ def forgotten_told(counts: Iterable[int], cutoff: datetime) -> str:
     return f"{sum(counts):,} look-ups logged before {cutoff.date().isoformat()} forgotten"
 
 
+@dataclass
+class Undone:
+    """What undoing the code changes a registry lost did: numbers moved back to the codes it has
+    for their residents, left under a lost code (the code it has had another), and retired in
+    following them (withdrawn from the code a lost change gave), which stay retired."""
+
+    moved: int = 0
+    left: int = 0
+    retired: int = 0
+
+
 def withdrawn_told(count: int) -> str:
     """What following the registry withdrew (numbers issued to a changed code before its change
     was followed, each retired), in words, as `follow`, `assign-all` and `serve`'s log say it:
@@ -167,21 +178,34 @@ class NumberingAuthority:
                     "older copy put back, or tampered with?): the %d code changes followed that it "
                     "lost are undone, their residents' numbers back under the codes it has for "
                     "them, and its code changes are followed again from its first",
-                    registry.path, seen, undone)
+                    registry.path, seen, undone.moved)
+        if undone.retired or undone.left:
+            log.warning("undoing the code changes the registry at %s lost: %d personal number(s) "
+                        "retired in following them stay retired (numbers are never reissued): the "
+                        "authority's history names them ('number-withdrawn'); %d number(s) left "
+                        "under the code a lost change gave, the code the registry has for their "
+                        "resident having another meanwhile: the history names them "
+                        "('code-followed')", registry.path, undone.retired, undone.left)
         return 0
 
-    def _unfollow_lost(self, registry: RegistryStore, source: str) -> int:
+    def _unfollow_lost(self, registry: RegistryStore, source: str) -> Undone:
         """Undo the changes followed that the registry lost (in a transaction), the latest first,
-        down to the latest it has (the same fingerprint at its number); how many moved a number
-        back. A number the resident has since changed goes back with them; a number another code
-        has meanwhile stays where it is."""
-        undone, kept = 0, 0
+        down to the latest it has (the same fingerprint at its number). A number the resident has
+        since changed goes back with them; a number another code has meanwhile stays where it is
+        (left); a number following one withdrew from the code it gave stays retired."""
+        undone, kept = Undone(), 0
         for seq, followed, old_code, new_code in self._store.followed(source):
             there = registry.event(seq)
             if there is not None and fingerprint(there) == followed:
                 kept = seq
                 break
-            undone += self._unrename(new_code, old_code)
+            number = self._store.number_of(new_code)
+            if number is not None and self._store.withdrawn_for(new_code, number):
+                undone.retired += 1
+            if self._unrename(new_code, old_code):
+                undone.moved += 1
+            elif number is not None:
+                undone.left += 1
         self._store.forget_followed(source, kept)
         return undone
 

@@ -86,6 +86,8 @@ CREATE TABLE IF NOT EXISTS tickets_used (
 """
 LOGGED_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS lookups_logged_once ON lookups (look_up)"
 LOGGED_AT = "CREATE INDEX IF NOT EXISTS lookups_logged_at ON lookups (at)"  # for forget_before
+WITHDRAWN = ("CREATE INDEX IF NOT EXISTS history_withdrawn ON history (resident_code) "
+             "WHERE kind = 'number-withdrawn'")  # for withdrawn_for: a few rows of many
 # the look-ups logged before :before forget_before deletes in one transaction, oldest first
 FORGET = ("DELETE FROM lookups WHERE seq IN "
           "(SELECT seq FROM lookups WHERE at < :before ORDER BY at LIMIT :rows)")
@@ -140,6 +142,7 @@ class AuthorityStore:
         sqlite.with_columns(self._db, "cursors", ("fingerprint TEXT",))
         self._db.execute(LOGGED_ONCE)
         self._db.execute(LOGGED_AT)
+        self._db.execute(WITHDRAWN)
         if not self._has_forgotten():
             with sqlite.writing(self._db):  # the mark's table made with its mark, or neither
                 if not self._has_forgotten():  # not made meanwhile, by another process
@@ -267,6 +270,13 @@ class AuthorityStore:
             "WHERE ? IS NULL OR ? IN (resident_code, before, after) ORDER BY seq",
             (resident_code, resident_code))
         return [Change(seq, datetime.fromisoformat(at), *rest) for seq, at, *rest in rows]
+
+    def withdrawn_for(self, resident_code: str, number: str) -> bool:
+        """Whether a number issued to `resident_code` was withdrawn from it for `number`, the one
+        a change of code brought there (history: 'number-withdrawn')."""
+        return self._db.execute(
+            "SELECT 1 FROM history WHERE kind = 'number-withdrawn' AND resident_code = ? AND "
+            "after = ?", (resident_code, number)).fetchone() is not None
 
     def lookups(self) -> list[Lookup]:
         rows = self._db.execute(

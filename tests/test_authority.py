@@ -957,6 +957,36 @@ def test_a_code_a_registry_put_back_lost_given_to_another_takes_no_ones_number(
     registry.close()
 
 
+def test_an_undo_that_cannot_give_a_number_back_says_so(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """Undoing the code changes a registry put back lost, a number retired in following one
+    (issued to the code it gave before it was followed) stayed retired, numbers never being
+    reissued, and a number whose resident's code in the registry had another meanwhile was left
+    under the lost code: both went unsaid, the warning telling all the changes undone. Each is
+    a WARNING, how many and where to look, naming no number and no resident code."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    path = registry.path
+    lost = [change_code(registry, code, seed)
+            for code, seed in zip(codes[:3], (98, 97, 96), strict=True)]
+    authority.assign(lost[0])  # as assign-all once did, before the change was followed
+    assert authority.follow_registry(registry) == 3 and authority.withdrawn == 1
+    seen = registry.last_seq()
+    copied(tmp_path / "copy.db", path)
+    left = authority.number_of(lost[1])
+    authority.assign(codes[1])  # the code the copy has for its resident, numbered meanwhile
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert authority.follow_registry(registry) == 0
+    assert authority.number_of(lost[1]) == left and authority.number_of(lost[0]) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        _went_back(path, seen, 2),
+        f"undoing the code changes the registry at {path} lost: 1 personal number(s) retired "
+        "in following them stay retired (numbers are never reissued): the authority's history "
+        "names them ('number-withdrawn'); 1 number(s) left under the code a lost change gave, "
+        "the code the registry has for their resident having another meanwhile: the history "
+        "names them ('code-followed')"]
+    registry.close()
+
+
 def test_a_bookmark_kept_before_fingerprints_is_followed_on_from(
         tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
     """A store from before the bookmark kept its change's fingerprint: its bookmark, with its
