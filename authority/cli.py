@@ -199,11 +199,12 @@ def lookup(holder: str, purpose: str, db: Path | None) -> None:
     click.echo(resident_code)
 
 
-@authority_cli.command(help=f"Forget the look-ups logged more than {RETENTION_YEARS} years ago "
-                       "(the access log's retention).")
+@authority_cli.command(help=f"Forget the look-ups logged, and the code changes followed, more "
+                       f"than {RETENTION_YEARS} years ago (the access log's retention).")
 @DB_OPTION
 def purge(db: Path | None) -> None:
-    """Forget the look-ups logged past the access log's retention."""
+    """Forget the look-ups logged and the code changes followed past the access log's
+    retention."""
     cutoff = retention_cutoff(datetime.now(UTC))
     with _authority(db, existing=True) as authority:
         click.echo(forgotten_told(authority.forget_before(cutoff), cutoff))

@@ -88,9 +88,10 @@ def serving(authority: NumberingAuthority, key: X25519PrivateKey, changes: Regis
 
 async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Awaitable[None]],
                             ready: asyncio.Event) -> None:
-    """`running(ready)` awaited, the look-ups logged past the access log's retention in the
-    store at `path` forgotten meanwhile (on a connection of their own, off the loop), at its start
-    (the broker reached or not) and every retention.FORGET_EVERY."""
+    """`running(ready)` awaited, the look-ups logged and the code changes followed past the
+    access log's retention in the store at `path` forgotten meanwhile (on a connection of their
+    own, off the loop), at its start (the broker reached or not) and every
+    retention.FORGET_EVERY."""
     keeping = asyncio.create_task(
         retention.keep("authority", partial(AuthorityStore, path), forgotten_told))
     try:

@@ -21,7 +21,7 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from authority.check_digit import is_valid, with_check_digit
-from authority.store import AuthorityStore
+from authority.store import AuthorityStore, Forgotten
 from registry.residents import ChangeEvent, ChangeKind, fingerprint
 from renkei import sqlite
 from renkei.clock import Age, Clock, Mark
@@ -67,10 +67,14 @@ def shape(presented: str) -> str:
     return f"{len(presented)} {'digits' if digits else 'characters'}"
 
 
-def forgotten_told(counts: Iterable[int], cutoff: datetime) -> str:
-    """What a purge of the look-up log forgot (a count a transaction), in words, as `renkei
-    authority purge` and `serve`'s log say it."""
-    return f"{sum(counts):,} look-ups logged before {cutoff.date().isoformat()} forgotten"
+def forgotten_told(parts: Iterable[Forgotten], cutoff: datetime) -> str:
+    """What a purge forgot (the parts its transactions deleted), in words, as `renkei authority
+    purge` and `serve`'s log say it: the code changes followed only if there were any."""
+    lookups, followed = (sum(counts) for counts in zip(Forgotten(0, 0), *parts, strict=False))
+    told = f"{lookups:,} look-ups logged before {cutoff.date().isoformat()} forgotten"
+    return told if not followed else (
+        f"{told}, and {followed:,} code change(s) followed before it that moved a number (a "
+        "registry going back past them has them undone no longer)")
 
 
 @dataclass
@@ -271,7 +275,7 @@ class NumberingAuthority:
             with self._store.transaction():
                 if self._rename(event.resident_code, event.after[0]):
                     self._store.record_followed(source, event.seq, told, event.resident_code,
-                                                event.after[0])
+                                                event.after[0], self._clock())
                     followed += 1
                 self._store.set_cursor(source, event.seq, told)
         return followed
@@ -300,9 +304,9 @@ class NumberingAuthority:
         self._store.record_lookup(self._clock(), holder, purpose, kept, outcome, look_up)
         return resident_code
 
-    def forget_before(self, cutoff: datetime) -> Iterator[int]:
-        """Forget the look-ups logged before `cutoff`, a batch a transaction, each count yielded
-        once committed."""
+    def forget_before(self, cutoff: datetime) -> Iterator[Forgotten]:
+        """Forget the look-ups logged and the code changes followed before `cutoff`, a batch a
+        transaction, each yielded once committed."""
         return self._store.forget_before(cutoff)
 
     def counts(self) -> dict[str, int]:

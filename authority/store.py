@@ -8,7 +8,9 @@ number each request for a new one was given (a request read twice is given the s
 the last code change followed of each registry, by its identity (each numbers its own from 1), and
 its fingerprint (a copy put back numbers other changes as it; none in a row from before it);
 `followed` each code change followed that moved a number, by its registry, number and fingerprint,
-the codes it moved the number between (undone if the registry goes back before it);
+the codes it moved the number between (undone if the registry goes back before it) and when it was
+followed (forgotten past the access log's retention with the look-ups; a row from before that has
+none, and is kept);
 `tickets_used` the change each live login ticket was used for (a ticket is good for one), and
 `tickets_forgotten` the latest expiry of a ticket whose use was dropped: a ticket judged by its time
 (not marked in this boot) expiring no later is refused, whatever the clock says then (set back, it
@@ -26,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from audit.events import millis
 from renkei import sqlite
@@ -75,6 +78,7 @@ CREATE TABLE IF NOT EXISTS followed (
     fingerprint TEXT NOT NULL,
     before TEXT NOT NULL,
     after TEXT NOT NULL,
+    at TEXT NOT NULL,
     PRIMARY KEY (source, seq)
 );
 CREATE TABLE IF NOT EXISTS answered (request_id TEXT PRIMARY KEY, number TEXT NOT NULL);
@@ -88,9 +92,11 @@ LOGGED_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS lookups_logged_once ON lookups 
 LOGGED_AT = "CREATE INDEX IF NOT EXISTS lookups_logged_at ON lookups (at)"  # for forget_before
 WITHDRAWN = ("CREATE INDEX IF NOT EXISTS history_withdrawn ON history (resident_code) "
              "WHERE kind = 'number-withdrawn'")  # for withdrawn_for: a few rows of many
-# the look-ups logged before :before forget_before deletes in one transaction, oldest first
-FORGET = ("DELETE FROM lookups WHERE seq IN "
-          "(SELECT seq FROM lookups WHERE at < :before ORDER BY at LIMIT :rows)")
+FOLLOWED_AT = "CREATE INDEX IF NOT EXISTS followed_at ON followed (at)"  # for forget_before
+# the look-ups logged and the code changes followed before :before that forget_before deletes in
+# one transaction, oldest first
+FORGET = tuple(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE at < :before "
+               "ORDER BY at LIMIT :rows)" for table in ("lookups", "followed"))
 FORGOTTEN = """CREATE TABLE tickets_forgotten (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     through INTEGER NOT NULL
@@ -113,6 +119,13 @@ class Change:
     before: str
     after: str
     reason: str
+
+
+class Forgotten(NamedTuple):
+    """What a transaction of a retention purge deleted: look-ups logged, code changes followed."""
+
+    lookups: int
+    followed: int
 
 
 @dataclass(frozen=True)
@@ -140,9 +153,11 @@ class AuthorityStore:
         sqlite.with_columns(self._db, "tickets_used", sqlite.MARKED)
         sqlite.with_columns(self._db, "lookups", ("look_up TEXT",))
         sqlite.with_columns(self._db, "cursors", ("fingerprint TEXT",))
+        sqlite.with_columns(self._db, "followed", ("at TEXT",))
         self._db.execute(LOGGED_ONCE)
         self._db.execute(LOGGED_AT)
         self._db.execute(WITHDRAWN)
+        self._db.execute(FOLLOWED_AT)
         if not self._has_forgotten():
             with sqlite.writing(self._db):  # the mark's table made with its mark, or neither
                 if not self._has_forgotten():  # not made meanwhile, by another process
@@ -212,17 +227,18 @@ class AuthorityStore:
                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (look_up) DO NOTHING",
                              (at.isoformat(), holder, purpose, number, outcome, look_up))
 
-    def forget_before(self, cutoff: datetime) -> Iterator[int]:
-        """Delete the look-ups logged before `cutoff`, sqlite.BATCH a transaction, oldest first,
-        each count yielded once committed, until none is left (as a holder's store forgets its
-        access log past the retention)."""
+    def forget_before(self, cutoff: datetime) -> Iterator[Forgotten]:
+        """Delete the look-ups logged and the code changes followed before `cutoff`, up to
+        sqlite.BATCH rows of each a transaction, oldest first, each yielded once committed, until
+        none is left (as a holder's store forgets its access log past the retention): a registry
+        going back past a change followed that long ago has it undone no longer."""
         told = {"before": cutoff.isoformat(), "rows": sqlite.BATCH}
         while True:
             with sqlite.writing(self._db):
-                count = self._db.execute(FORGET, told).rowcount
-            if not count:
+                counts = Forgotten(*(self._db.execute(forget, told).rowcount for forget in FORGET))
+            if not any(counts):
                 return
-            yield count
+            yield counts
 
     def answered(self, request_id: str) -> str | None:
         """The number a request for a new number was given; None if it was not answered yet."""
@@ -304,11 +320,12 @@ class AuthorityStore:
                          (source, seq, fingerprint))
 
     def record_followed(self, source: str, seq: int, fingerprint: str, before: str,
-                        after: str) -> None:
-        """Keep the change of `source` followed that moved a number from code `before` to
+                        after: str, at: datetime) -> None:
+        """Keep the change of `source` followed (`at`) that moved a number from code `before` to
         `after`."""
-        self._db.execute("INSERT OR REPLACE INTO followed VALUES (?, ?, ?, ?, ?)",
-                         (source, seq, fingerprint, before, after))
+        self._db.execute("INSERT OR REPLACE INTO followed (source, seq, fingerprint, before, "
+                         "after, at) VALUES (?, ?, ?, ?, ?, ?)",
+                         (source, seq, fingerprint, before, after, at.isoformat()))
 
     def followed(self, source: str) -> Iterator[tuple[int, str, str, str]]:
         """The changes of `source` followed that moved a number, the latest first: number,

@@ -40,7 +40,7 @@ from authority.service import (
     draw_number,
     forgotten_told,
 )
-from authority.store import AuthorityStore
+from authority.store import AuthorityStore, Forgotten
 from broker import acls, topics
 from registry import store as registry_store
 from registry import tickets
@@ -682,6 +682,58 @@ def test_purge_forgets_the_lookups_logged_past_the_retention(
     store.close()
 
 
+def test_purge_forgets_the_code_changes_followed_past_the_retention(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """The code changes followed that moved a number, kept to undo them if the registry goes back
+    (379a510), were never forgotten: a row a change, for ever. Those followed before the
+    retention are forgotten with the look-ups, said; a registry going back past them has the
+    changes kept undone, and those forgotten left as they are."""
+    registry, _, codes = _numbered_and_copied(tmp_path, store)
+    now = datetime.now(UTC)
+    hands = Hands(now - timedelta(days=7 * 366))
+    authority = NumberingAuthority(store, clock=hands.clock())
+    forgotten = change_code(registry, codes[0], 98)
+    assert authority.follow_registry(registry) == 1
+    hands.steps(timedelta(days=7 * 366 - 2))
+    kept = change_code(registry, codes[1], 97)
+    assert authority.follow_registry(registry) == 1
+    numbers = [authority.number_of(code) for code in (forgotten, kept)]
+    cutoff = now - timedelta(days=7 * 365)
+    assert forgotten_told(store.forget_before(cutoff), cutoff) == (
+        f"0 look-ups logged before {cutoff.date().isoformat()} forgotten, and 1 code change(s) "
+        "followed before it that moved a number (a registry going back past them has them "
+        "undone no longer)")
+    assert forgotten_told(store.forget_before(cutoff), cutoff).endswith(" forgotten")
+    seen = registry.last_seq()
+    copied(tmp_path / "copy.db", registry.path)
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert authority.follow_registry(registry) == 0
+    assert [authority.number_of(code) for code in (forgotten, codes[1])] == numbers
+    assert [r.getMessage() for r in caplog.records] == [_went_back(registry.path, seen, 1)]
+    registry.close()
+
+
+def test_a_store_from_before_followed_changes_had_a_time_keeps_them(
+        tmp_path: Path, store: AuthorityStore) -> None:
+    """A store from before the code changes followed were kept with their time is opened, its
+    rows kept by a purge (nobody knows when they were followed), undone if the registry goes
+    back."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    number = authority.number_of(codes[0])
+    change_code(registry, codes[0])
+    assert authority.follow_registry(registry) == 1
+    with closing(sqlite3.connect(tmp_path / "authority.db")) as db, db:
+        db.execute("DROP INDEX followed_at")
+        db.execute("ALTER TABLE followed DROP COLUMN at")
+    before = AuthorityStore(tmp_path / "authority.db")
+    assert [*before.forget_before(datetime.now(UTC) + timedelta(days=1))] == []
+    copied(tmp_path / "copy.db", registry.path)
+    assert NumberingAuthority(before).follow_registry(registry) == 0
+    assert before.number_of(codes[0]) == number
+    before.close()
+    registry.close()
+
+
 @pytest.mark.usefixtures("secure_delete_off")
 def test_a_purged_lookup_leaves_no_trace_in_the_stores_file(tmp_path: Path) -> None:
     """A SQLite built without SQLITE_SECURE_DELETE left a deleted row's bytes in its page and
@@ -692,7 +744,7 @@ def test_a_purged_lookup_leaves_no_trace_in_the_stores_file(tmp_path: Path) -> N
     for at, purpose, number in ((now - timedelta(days=8 * 366), "old check", "123456789018"),
                                 (now, "recent check", "234567890128")):
         store.record_lookup(at, "tax-office", purpose, number, "unknown")
-    assert sum(store.forget_before(now - timedelta(days=7 * 366))) == 1
+    assert [*store.forget_before(now - timedelta(days=7 * 366))] == [Forgotten(1, 0)]
     store.close()
     stored = b"".join(f.read_bytes() for f in tmp_path.iterdir())
     assert b"123456789018" not in stored and b"old check" not in stored
