@@ -3,8 +3,10 @@ card login through the simulated card reader as a person would do it."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from playwright.async_api import Page
@@ -30,6 +32,14 @@ def ensure_chromium() -> str:
                        capture_output=True, env={"DEBIAN_FRONTEND": "noninteractive",
                                                  "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     return CHROMIUM
+
+
+@functools.cache
+def chromium_installing() -> Future[str]:
+    """ensure_chromium begun once, in a thread of its own: on a fresh machine its apt-get (~20 s)
+    goes on while the suite's broker starts and its first tests run (conftest begins it when the
+    browser tests are collected)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="chromium").submit(ensure_chromium)
 
 
 async def shot(page: Page, name: str) -> Path:

@@ -24,6 +24,7 @@ from renkei import scenario
 from renkei import town as town_setup
 from renkei.state import state_folder
 from tests import postgres as postgres_server
+from tests.browser import chromium_installing
 from tests.kafka_helpers import free_port_pair, renkei
 
 RESIDENTS, SEED = 300, 11
@@ -53,6 +54,12 @@ class Unread(logging.Handler):
 
 
 UNREAD_LOG = Unread()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Chromium installed, if missing, while the broker starts, when browser tests will run."""
+    if any(item.nodeid.startswith("tests/test_portal.py::") for item in session.items):
+        chromium_installing()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -26,7 +26,7 @@ from processors import keys
 from processors.codes import CodeService
 from renkei.exchanges import staff as staff_of
 from renkei.town import Processes, Town
-from tests.browser import ARGS, at_reader, card_login, ensure_chromium, enter_pin, shot
+from tests.browser import ARGS, at_reader, card_login, chromium_installing, enter_pin, shot
 from tests.kafka_helpers import free_port, renkei, spawn, stop
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -153,7 +153,7 @@ async def portal(clients: Clients, town: Town, platform: Processes, first_codes:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    return ensure_chromium()
+    return chromium_installing().result()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
