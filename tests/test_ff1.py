@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from processors.ff1 import FF1, NIST_SYMBOLS, ROW_BY_ROW, Alphabet
+from processors.ff1 import FF1, NIST_SYMBOLS, ONE_BLOCK_ROWS, ROW_BY_ROW, Alphabet
 
 KEY_128 = "2B7E151628AED2A6ABF7158809CF4F3C"
 KEY_192 = KEY_128 + "EF4359D8D580AA4F"
@@ -102,19 +102,22 @@ def test_batch_matches_the_spec_transcription(radix: int, length: int, tweak_byt
     rng = random.Random(radix * 1000 + length)
     key = rng.randbytes(rng.choice([16, 24, 32]))
     tweak = rng.randbytes(tweak_bytes)
-    x = np.array([[rng.randrange(radix) for _ in range(length)] for _ in range(12)])
+    x = np.array([[rng.randrange(radix) for _ in range(length)]
+                  for _ in range(ONE_BLOCK_ROWS + 8)])
     ff1 = FF1(key, radix)
     encrypted = ff1.encrypt_numerals(x, tweak)
     for row, out in zip(x.tolist(), encrypted.tolist(), strict=True):
         assert out == reference_ff1(key, radix, tweak, row, decrypt=False)
     assert (ff1.decrypt_numerals(encrypted, tweak) == x).all()
     assert reference_ff1(key, radix, tweak, encrypted[0].tolist(), decrypt=True) == x[0].tolist()
-    # a few rows go row by row, in Python integers: the same results
-    assert len(x[:ROW_BY_ROW]) < len(x)
-    for k in range(0, len(x), ROW_BY_ROW):
-        rows = slice(k, k + ROW_BY_ROW)
-        assert (ff1.encrypt_numerals(x[rows], tweak) == encrypted[rows]).all()
-        assert (ff1.decrypt_numerals(encrypted[rows], tweak) == x[rows]).all()
+    # a few rows go row by row, in Python integers (up to ONE_BLOCK_ROWS when a round is one
+    # AES block, as for link codes): the same results as all of them in numpy
+    assert len(x[:ONE_BLOCK_ROWS]) < len(x)
+    for few in (ROW_BY_ROW, ONE_BLOCK_ROWS):
+        for k in range(0, len(x), few):
+            rows = slice(k, k + few)
+            assert (ff1.encrypt_numerals(x[rows], tweak) == encrypted[rows]).all()
+            assert (ff1.decrypt_numerals(encrypted[rows], tweak) == x[rows]).all()
 
 
 
