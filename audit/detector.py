@@ -1,10 +1,14 @@
 """The live detector: rules over the access-log stream that raise alerts for the oversight body.
 
 Pure: it is fed events in the log's order and keeps sliding windows in event time, so the clock
-is the events' own. Rules: a requester's volume far above its norm, one person queried again and
-again by one requester, access outside office hours, bursts of rejections (but the platform's
-refusals to ask an inactive holder for its logs, no requester's doing), and a holder querying a
-person it never bound (no BINDING event gave it that person's link code).
+is the events' own. The log's order is not quite theirs: events come from several partitions and
+platform instances, each up to `Rules.lateness` behind the latest (more after a crash). A late
+one is counted into the windows of its own time (kept that much longer), and what an alert
+counted is said once; one later still is counted where its window is still kept, and the
+detector says how many came so late. Rules: a requester's volume far above its norm, one person
+queried again and again by one requester, access outside office hours, bursts of rejections
+(but the platform's refusals to ask an inactive holder for its logs, no requester's doing), and
+a holder querying a person it never bound (no BINDING event gave it that person's link code).
 
 A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
 decision in it from the alerts raised then, so its windows and quiet periods come out as the
@@ -13,8 +17,8 @@ stopped one left them, and after the restart it raises what that one would have.
 
 from __future__ import annotations
 
+import bisect
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -53,12 +57,14 @@ class Rules:
     off_hours_quiet: timedelta = timedelta(hours=12)
     burst_window: timedelta = timedelta(minutes=1)
     burst_rejections: int = 20
+    lateness: timedelta = timedelta(minutes=5)  # how far behind the latest an event may come
 
     @cached_property
     def horizon(self) -> timedelta:
-        """How far back the windows reach (the current bucket and its norm's): what a restarted
-        detector re-reads."""
-        return max(self.bucket * (self.norm_buckets + 1), self.person_window, self.burst_window)
+        """How far back the windows reach (the current bucket and its norm's), and the lateness
+        behind that: what a restarted detector re-reads."""
+        return max(self.bucket * (self.norm_buckets + 1), self.person_window,
+                   self.burst_window) + self.lateness
 
     @cached_property
     def memory(self) -> timedelta:
@@ -106,7 +112,7 @@ class _Volume:
     counts: dict[int, int] = field(default_factory=dict)
     latest: int | None = None  # the latest bucket counted
     trailing: int = 0  # the requests in the `norm_buckets` before `latest`
-    alerted: int | None = None
+    alerted: set[int] = field(default_factory=set)  # the buckets alerted (a late request's too)
 
     def count(self, bucket: int) -> tuple[int, int]:
         """Count a request in `bucket`: the bucket's count, and the requests in the buckets of
@@ -135,12 +141,50 @@ class _Volume:
     def prune(self, oldest: int) -> None:
         """Drop the buckets before `oldest` (and their requests from the norm's)."""
         self.counts = {b: n for b, n in self.counts.items() if b >= oldest}
+        self.alerted = {b for b in self.alerted if b >= oldest}
         if self.latest is not None:
             self.trailing = self.sum_of(self.latest - self.norm_buckets, self.latest)
 
     def sum_of(self, first: int, end: int) -> int:
         """The requests counted in the buckets from `first` up to, not with, `end`."""
         return sum(n for b, n in self.counts.items() if first <= b < end)
+
+
+@dataclass
+class _Window:
+    """The times of a requester's events of one rule (of one person's, for REPEATED_PERSON), in
+    time order whatever order they came in, back to `Rules.lateness` before the latest's window;
+    and the time up to which an alert said them (those up to it are not counted again)."""
+
+    times: list[datetime] = field(default_factory=list)
+    said: datetime | None = None
+
+    def count(self, at: datetime, window: timedelta, lateness: timedelta) -> tuple[int, int]:
+        """Count an event at `at`: the most events within `window` of one another, `at` among
+        them and none said, and the end of the first such run (to `say`); (0, 0) for one before
+        an alert's, counted in what it said (as it would have been, had it come in time)."""
+        if self.said is not None and at < self.said:
+            return 0, 0
+        times = self.times
+        bisect.insort(times, at)
+        del times[:bisect.bisect_right(times, times[-1] - window - lateness)]
+        most, end = 0, 0
+        for first in range(bisect.bisect_right(times, at - window),
+                           bisect.bisect_right(times, at)):
+            last = bisect.bisect_left(times, times[first] + window)
+            if last - first > most:
+                most, end = last - first, last
+        return most, end
+
+    def say(self, end: int) -> None:
+        """An alert said the events up to `end` (what `count` gave): they count no more."""
+        self.said = self.times[end - 1]
+        del self.times[:end]
+
+    def since(self, moment: datetime) -> bool:
+        """Whether an event in it, or the alert that said them, is later than `moment`."""
+        return any(t is not None and t > moment
+                   for t in (self.times[-1] if self.times else None, self.said))
 
 
 class Detector:
@@ -156,8 +200,9 @@ class Detector:
         self._placeable = (EARLIEST + self.rules.memory, LATEST - timedelta(days=1))
         self._known_bound: set[tuple[str, str]] = set()
         self._volume: dict[str, _Volume] = {}
-        self._persons: dict[tuple[str, str], deque[datetime]] = {}
-        self._rejections: dict[str, deque[datetime]] = {}
+        self._persons: dict[tuple[str, str], _Window] = {}
+        self._rejections: dict[str, _Window] = {}
+        self._latest: datetime | None = None  # the latest event time seen
         self._off_hours: dict[str, datetime] = {}
         self._pruned: datetime | None = None
         self._retraced: dict[str, set[str]] | None = None  # rule → event ids, while resuming
@@ -189,6 +234,7 @@ class Detector:
     def observe(self, events: Iterable[AccessLogEvent]) -> list[Alert]:
         alerts: list[Alert] = []
         bindings: set[tuple[str, str]] = set()
+        later: list[datetime] = []  # the times of events more than `lateness` late
         for event in events:
             if (binding := binding_of(event)) is not None:
                 bindings.add(binding)
@@ -196,6 +242,10 @@ class Detector:
                 log.error("the detector passed over event %r: its time %s is out of its "
                           "windows' reach", short(event.event_id), event.occurred_at.isoformat())
                 continue
+            if self._latest is None or event.occurred_at > self._latest:
+                self._latest = event.occurred_at
+            elif event.occurred_at < self._latest - self.rules.lateness:
+                later.append(event.occurred_at)
             if event.outcome == REJECTED and event.kind not in HOLDER_LOGS:
                 alerts += self._rejection(event)
             if event.kind == LINKAGE:
@@ -205,6 +255,11 @@ class Detector:
                     if self._retraced is None:  # keeps no window: nothing to retrace
                         alerts += self._unbound(event, event.person, bindings)
             self._prune(event.occurred_at)
+        if later and self._latest is not None and self._retraced is None:
+            log.warning("the detector saw %d events more than %s behind the latest (%s), the "
+                        "oldest of %s: each counted where its window is still kept; a rule may "
+                        "have missed them", len(later), _span(self.rules.lateness),
+                        self._latest.isoformat(), min(later).isoformat())
         return alerts
 
     def _placed(self, at: datetime) -> bool:
@@ -221,19 +276,20 @@ class Detector:
         count, trailing = seen.count(bucket)
         norm = trailing / rules.norm_buckets
         threshold = max(rules.volume_floor, rules.volume_factor * norm)
-        if not self._fires(VOLUME, event, count > threshold and seen.alerted != bucket):
+        if not self._fires(VOLUME, event, count > threshold and bucket not in seen.alerted):
             return []
-        seen.alerted = bucket
+        seen.alerted.add(bucket)
         return [_alert(VOLUME, event, count, f"{count} linkage requests within "
                        f"{_span(rules.bucket)}; its norm is {norm:.1f}, the threshold "
                        f"{threshold:.0f}")]
 
     def _repeated(self, event: AccessLogEvent, person: str) -> list[Alert]:
-        times = self._persons.setdefault((event.requester, person), deque())
-        count = _slide(times, event.occurred_at, self.rules.person_window)
+        window = self._persons.setdefault((event.requester, person), _Window())
+        count, end = window.count(event.occurred_at, self.rules.person_window,
+                                  self.rules.lateness)
         if not self._fires(REPEATED_PERSON, event, count >= self.rules.person_repeats):
             return []
-        times.clear()
+        window.say(end)
         return [_alert(REPEATED_PERSON, event, self.rules.person_repeats,
                        f"the same person queried {self.rules.person_repeats} times within "
                        f"{_span(self.rules.person_window)}", person)]
@@ -251,11 +307,11 @@ class Detector:
                        "on working days")]
 
     def _rejection(self, event: AccessLogEvent) -> list[Alert]:
-        times = self._rejections.setdefault(event.requester, deque())
-        count = _slide(times, event.occurred_at, self.rules.burst_window)
+        window = self._rejections.setdefault(event.requester, _Window())
+        count, end = window.count(event.occurred_at, self.rules.burst_window, self.rules.lateness)
         if not self._fires(REJECTION_BURST, event, count >= self.rules.burst_rejections):
             return []
-        times.clear()
+        window.say(end)
         return [_alert(REJECTION_BURST, event, count, f"{count} rejections within "
                        f"{_span(self.rules.burst_window)} (latest: {event.reason})")]
 
@@ -282,17 +338,9 @@ class Detector:
         for volume in self._volume.values():
             volume.prune(oldest)
         self._volume = {r: v for r, v in self._volume.items() if v.counts}
-        self._persons = {k: t for k, t in self._persons.items() if t and t[-1] > now - horizon}
-        self._rejections = {k: t for k, t in self._rejections.items()
-                            if t and t[-1] > now - horizon}
-
-
-def _slide(times: deque[datetime], at: datetime, window: timedelta) -> int:
-    """Add `at` to a window of times and drop those older than `window` before it."""
-    times.append(at)
-    while times[0] <= at - window:
-        times.popleft()
-    return len(times)
+        self._persons = {k: w for k, w in self._persons.items() if w.since(now - horizon)}
+        self._rejections = {k: w for k, w in self._rejections.items()
+                            if w.since(now - horizon)}
 
 
 def _span(window: timedelta) -> str:

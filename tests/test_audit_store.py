@@ -63,7 +63,7 @@ from renkei.state import STATE_ENV, state_folder
 from schemas.codec import CODEC
 from tests.kafka_helpers import can_mount_read_only, said_in_one_line, with_read_only
 from tests.postgres import fresh_schema
-from tests.test_detector import RESUMING, a_day_and_more, binding
+from tests.test_detector import RESUMING, a_day_and_more, binding, shuffled
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
 PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
@@ -472,9 +472,13 @@ def test_the_recent_past_comes_in_the_order_it_was_appended(store: AuditStore) -
     assert list(store.recent_events(T0 + timedelta(minutes=11))) == []
 
 
+@pytest.mark.parametrize("late", [False, True])
 def test_a_detector_resumed_from_the_store_raises_what_the_stopped_one_would_have(
-        store: AuditStore) -> None:
-    log = a_day_and_more()
+        store: AuditStore, late: bool) -> None:
+    """Of the log in time order, and of the log as several partitions deliver it, each event
+    up to the rules' lateness late: the store gives back the events the windows hold (a late
+    one appended after the first of the horizon), and the alerts on them."""
+    log = shuffled(a_day_and_more(), RESUMING.lateness, 7) if late else a_day_and_more()
     uninterrupted = Detector(RESUMING)
     alerts = [uninterrupted.observe(log[n:n + 50]) for n in range(0, len(log), 50)]
     for batch, raised_then in enumerate(alerts):

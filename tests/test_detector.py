@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from audit.detector import (
     OFF_HOURS,
@@ -233,5 +237,92 @@ def test_the_rules_reach_is_worked_out_once_not_per_event() -> None:
     """The horizon and memory of a Rules are worked out once (the detector asks them of each
     event), and are what their windows make them."""
     rules = Rules()
-    assert rules.horizon is rules.horizon and rules.horizon == timedelta(minutes=61)
+    assert rules.horizon is rules.horizon and rules.horizon == timedelta(minutes=66)
     assert rules.memory is rules.memory and rules.memory == timedelta(hours=12)
+
+
+def rejected(at: datetime, requester: str = "tax", reason: str = "NOT_PERMITTED"
+             ) -> AccessLogEvent:
+    return linkage(at, requester, None, "REJECTED", reason)
+
+
+def test_a_burst_completed_by_a_late_rejection_is_alerted() -> None:
+    """Access-log events come from several partitions and platform instances, out of their time
+    order: a rejection a minute late, after a later one had slid the window past it, was counted
+    with that one alone, and the five within 5 s went unalerted."""
+    detector = Detector(Rules(burst_rejections=5), everyone_bound)
+    assert detector.observe([rejected(OFFICE + timedelta(seconds=s)) for s in range(4)]) == []
+    assert detector.observe([rejected(OFFICE + timedelta(seconds=65))]) == []
+    late = rejected(OFFICE + timedelta(seconds=4))
+    alerts = detector.observe([late])
+    assert [(a.rule, a.event_id, a.count) for a in alerts] == [
+        (REJECTION_BURST, late.event_id, 5)]
+
+
+def test_late_rejections_spread_over_minutes_raise_no_burst() -> None:
+    """Rejections 20 s apart (3 a minute) that came newest first were all counted from the late
+    one's window start to the newest: five within 100 s made a burst of a minute."""
+    detector = Detector(Rules(burst_rejections=5), everyone_bound)
+    spread = [rejected(OFFICE + timedelta(seconds=20 * n)) for n in range(8)]
+    assert detector.observe(reversed(spread)) == []
+
+
+def test_a_late_request_in_a_bucket_alerted_for_volume_is_not_alerted_again() -> None:
+    """A bucket alerted, then the next one, then a request late into the first: it raised the
+    first bucket's alert again (only the latest alerted bucket was remembered)."""
+    detector = Detector(Rules(volume_floor=3, volume_factor=1.0, norm_buckets=10),
+                        everyone_bound)
+    for minute in range(2):
+        assert rules_of(detector.observe(
+            linkage(OFFICE + timedelta(minutes=minute, seconds=s), person=PERSONS[s])
+            for s in range(4))) == [VOLUME]
+    assert detector.observe([linkage(OFFICE + timedelta(seconds=5), person=PERSONS[6])]) == []
+
+
+def shuffled(log: list[AccessLogEvent], lateness: timedelta, seed: int) -> list[AccessLogEvent]:
+    """The log as partitions deliver it: each event up to `lateness` late (or none), in the order
+    of their arrival."""
+    rng = random.Random(seed)
+    late = {e.event_id: e.occurred_at + lateness * rng.choice([0, 0, rng.random()]) for e in log}
+    return sorted(log, key=lambda e: late[e.event_id])
+
+
+def test_events_out_of_order_within_the_lateness_raise_the_alerts_of_the_ordered_log() -> None:
+    """Each rule's alerts, per requester (and person), for the log in time order and for it as
+    several partitions deliver it (each event up to `Rules.lateness` late): the same volume and
+    off-hours alerts; a burst or repeated person alerted too, as often or less (a late event
+    before an alert is counted in what it said); none where the ordered log raised none. The
+    volume alerts were 17 to 27 instead of 4 (a bucket alerted again, a norm cut short)."""
+    log = a_day_and_more()
+
+    def raised(events: list[AccessLogEvent]) -> Counter[tuple[str, str, str | None]]:
+        detector = Detector(RESUMING, everyone_bound)
+        return Counter((a.rule, a.requester, a.person) for a in detector.observe(events))
+
+    ordered = raised(log)
+    assert {rule for rule, _, _ in ordered} == {VOLUME, REPEATED_PERSON, OFF_HOURS,
+                                                  REJECTION_BURST}
+    for seed in range(5):
+        late = raised(shuffled(log, RESUMING.lateness, seed))
+        assert set(late) == set(ordered) and late <= ordered, f"seed {seed}"
+        assert [late[k] for k in ordered if k[0] in (VOLUME, OFF_HOURS)] == [
+            ordered[k] for k in ordered if k[0] in (VOLUME, OFF_HOURS)], f"seed {seed}"
+
+
+def test_an_event_later_than_the_lateness_is_counted_where_its_window_is_kept_and_said(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A person queried four times, then a request 20 minutes on, then the fifth query 16
+    minutes late (after a crash): its hour's window is kept, and the repeat alerted with the
+    five (they were six within 20 minutes); a rejection as late beside one still kept, the
+    burst of two within a second too. The detector says how many came so late, and from when."""
+    detector = Detector(Rules(person_repeats=5, burst_rejections=2), everyone_bound)
+    assert detector.observe([linkage(OFFICE + timedelta(minutes=m)) for m in range(4)]) == []
+    assert detector.observe([rejected(OFFICE), linkage(OFFICE + timedelta(minutes=20),
+                                                       person=PERSONS[1])]) == []
+    with caplog.at_level(logging.WARNING, "audit.detector"):
+        alerts = detector.observe([linkage(OFFICE + timedelta(minutes=4)),
+                                   rejected(OFFICE + timedelta(seconds=1))])
+    assert [(a.rule, a.count) for a in alerts] == [(REPEATED_PERSON, 5), (REJECTION_BURST, 2)]
+    assert "saw 2 events more than 5 min behind the latest" in caplog.text
+    assert OFFICE.isoformat() not in caplog.text and (
+        f"the oldest of {(OFFICE + timedelta(seconds=1)).isoformat()}" in caplog.text)
