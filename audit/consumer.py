@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from audit.anchor import Anchor, noted_commit
-from audit.detector import OFF_HOURS, Detector, Raised, Rules
+from audit.detector import QUIETED, Detector, Raised, Rules
 from audit.events import AccessLogEvent, OperatorAction
 from audit.store import AuditStore
 from broker import acls, topics
@@ -80,13 +80,14 @@ def new_events(store: AuditStore, items: Sequence[tuple[AccessLogEvent, bytes]]
 
 def resumed(store: AuditStore, rules: Rules) -> Detector:
     """A detector that goes on where the store's last one stopped: the log's last horizon
-    re-read with the alerts raised on it, and the off-hours ones whose quiet reaches further."""
+    re-read with the alerts raised on it, and those whose quiet reaches further (off-hours,
+    suspended requests)."""
     detector = Detector(rules, store.bound)
     latest = store.latest_time()
     if latest is not None:
         detector.resume(store.recent_events(latest - rules.horizon), itertools.chain(
             store.raised_since(latest - rules.horizon),
-            store.raised_since(latest - rules.memory, OFF_HOURS)))
+            *(store.raised_since(latest - rules.memory, rule) for rule in QUIETED)))
     return detector
 
 

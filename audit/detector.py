@@ -7,8 +7,10 @@ one is counted into the windows of its own time (kept that much longer), and wha
 counted is said once; one later still is counted where its window is still kept, and the
 detector says how many came so late. Rules: a requester's volume far above its norm, one person
 queried again and again by one requester, access outside office hours, bursts of rejections
-(but the platform's refusals to ask an inactive holder for its logs, no requester's doing), and
-a holder querying a person it never bound (no BINDING event gave it that person's link code).
+(but the platform's refusals to ask an inactive holder for its logs, no requester's doing), a
+holder querying a person it never bound (no BINDING event gave it that person's link code), and
+a holder sending on into a suspension (its own or its provider's: a burst of requests refused
+SUSPENDED, said once in `Rules.suspended_quiet`; no other rule counts them, nothing was asked).
 
 A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
 decision in it from the alerts raised then, so its windows and quiet periods come out as the
@@ -25,13 +27,16 @@ from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
 
 from audit.events import BINDING, HOLDER_LOGS, LINKAGE, REJECTED, AccessLogEvent
+from processors.approval import SUSPENDED
 from renkei.clock import JST
 from renkei.shown import short
 from schemas.messages import Alert
 
 VOLUME, REPEATED_PERSON, OFF_HOURS = "VOLUME", "REPEATED_PERSON", "OFF_HOURS"
 REJECTION_BURST, UNBOUND_PERSON = "REJECTION_BURST", "UNBOUND_PERSON"
-RULES = (VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, UNBOUND_PERSON)
+SUSPENDED_REQUESTS = "SUSPENDED_REQUESTS"
+RULES = (VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, UNBOUND_PERSON, SUSPENDED_REQUESTS)
+QUIETED = (OFF_HOURS, SUSPENDED_REQUESTS)  # quiet for a while after an alert (Rules.memory)
 
 Bound = Callable[[str, str], bool]
 KNOWN_BOUND = 100_000  # (holder, person) pairs remembered as bound, not asked of the store again
@@ -57,6 +62,7 @@ class Rules:
     off_hours_quiet: timedelta = timedelta(hours=12)
     burst_window: timedelta = timedelta(minutes=1)
     burst_rejections: int = 20
+    suspended_quiet: timedelta = timedelta(hours=12)  # after a holder's SUSPENDED_REQUESTS
     lateness: timedelta = timedelta(minutes=5)  # how far behind the latest an event may come
 
     @cached_property
@@ -68,8 +74,9 @@ class Rules:
 
     @cached_property
     def memory(self) -> timedelta:
-        """How far back an alert still matters: the windows, or the quiet after an off-hours one."""
-        return max(self.horizon, self.off_hours_quiet)
+        """How far back an alert still matters: the windows, or the quiet after an off-hours or
+        a suspended-requests one."""
+        return max(self.horizon, self.off_hours_quiet, self.suspended_quiet)
 
     def in_office_hours(self, moment: datetime) -> bool:
         local = moment.astimezone(JST)
@@ -203,7 +210,10 @@ class Detector:
         self._persons: dict[tuple[str, str], _Window] = {}
         self._rejections: dict[str, _Window] = {}
         self._latest: datetime | None = None  # the latest event time seen
+        self._suspended: dict[str, _Window] = {}  # requests refused SUSPENDED, by requester
+        # the latest alert of each QUIETED rule, by requester
         self._off_hours: dict[str, datetime] = {}
+        self._suspended_said: dict[str, datetime] = {}
         self._pruned: datetime | None = None
         self._retraced: dict[str, set[str]] | None = None  # rule → event ids, while resuming
 
@@ -213,11 +223,12 @@ class Detector:
         the last `Rules.memory`) instead of the rules: the windows and quiet periods come out
         as the detector before left them."""
         retraced: dict[str, set[str]] = {}
+        quiets = {OFF_HOURS: self._off_hours, SUSPENDED_REQUESTS: self._suspended_said}
         for alert in raised:
             retraced.setdefault(alert.rule, set()).add(alert.event_id)
-            if alert.rule == OFF_HOURS:  # its quiet reaches back further than the events
-                self._off_hours[alert.requester] = max(
-                    alert.occurred_at, self._off_hours.get(alert.requester, alert.occurred_at))
+            if (latest := quiets.get(alert.rule)) is not None:  # its quiet reaches back further
+                latest[alert.requester] = max(  # than the events
+                    alert.occurred_at, latest.get(alert.requester, alert.occurred_at))
         self._retraced = retraced
         try:
             for event in events:  # one at a time: the alerts retraced are dropped as they come
@@ -246,20 +257,28 @@ class Detector:
                 self._latest = event.occurred_at
             elif event.occurred_at < self._latest - self.rules.lateness:
                 later.append(event.occurred_at)
-            if event.outcome == REJECTED and event.kind not in HOLDER_LOGS:
-                alerts += self._rejection(event)
-            if event.kind == LINKAGE:
-                alerts += self._volume_of(event) + self._off_hours_of(event)
-                if event.person is not None:
-                    alerts += self._repeated(event, event.person)
-                    if self._retraced is None:  # keeps no window: nothing to retrace
-                        alerts += self._unbound(event, event.person, bindings)
+            alerts += self._rules_of(event, bindings)
             self._prune(event.occurred_at)
         if later and self._latest is not None and self._retraced is None:
             log.warning("the detector saw %d events more than %s behind the latest (%s), the "
                         "oldest of %s: each counted where its window is still kept; a rule may "
                         "have missed them", len(later), _span(self.rules.lateness),
                         self._latest.isoformat(), min(later).isoformat())
+        return alerts
+
+    def _rules_of(self, event: AccessLogEvent, bindings: set[tuple[str, str]]) -> list[Alert]:
+        """The alerts an event raises by the rules that count it."""
+        if event.kind in HOLDER_LOGS:  # refused only for an inactive holder's sake
+            return []
+        if event.outcome == REJECTED and event.reason == SUSPENDED:
+            return self._suspended_of(event)  # nothing asked: one alert says them all
+        alerts = self._rejection(event) if event.outcome == REJECTED else []
+        if event.kind == LINKAGE:
+            alerts += self._volume_of(event) + self._off_hours_of(event)
+            if event.person is not None:
+                alerts += self._repeated(event, event.person)
+                if self._retraced is None:  # keeps no window: nothing to retrace
+                    alerts += self._unbound(event, event.person, bindings)
         return alerts
 
     def _placed(self, at: datetime) -> bool:
@@ -315,6 +334,24 @@ class Detector:
         return [_alert(REJECTION_BURST, event, count, f"{count} rejections within "
                        f"{_span(self.rules.burst_window)} (latest: {event.reason})")]
 
+    def _suspended_of(self, event: AccessLogEvent) -> list[Alert]:
+        """A burst of a requester's requests refused SUSPENDED (it, or the holder it asks, is
+        suspended), unless one was alerted within `suspended_quiet` of it: counted not at all."""
+        rules, at, requester = self.rules, event.occurred_at, event.requester
+        last = self._suspended_said.get(requester)
+        if last is not None and abs(at - last) < rules.suspended_quiet:
+            return []
+        window = self._suspended.setdefault(requester, _Window())
+        count, _ = window.count(at, rules.burst_window, rules.lateness)
+        if not self._fires(SUSPENDED_REQUESTS, event, count >= rules.burst_rejections):
+            return []
+        del self._suspended[requester]
+        self._suspended_said[requester] = at if last is None else max(at, last)
+        return [_alert(SUSPENDED_REQUESTS, event, count, f"{count} requests refused within "
+                       f"{_span(rules.burst_window)} as a holder they name is suspended "
+                       f"(SUSPENDED; latest to {event.provider}); its requests refused so are "
+                       f"not alerted again for {_span(rules.suspended_quiet)}")]
+
     def _unbound(self, event: AccessLogEvent, person: str,
                  bindings: set[tuple[str, str]]) -> list[Alert]:
         pair = (event.requester, person)
@@ -341,6 +378,7 @@ class Detector:
         self._persons = {k: w for k, w in self._persons.items() if w.since(now - horizon)}
         self._rejections = {k: w for k, w in self._rejections.items()
                             if w.since(now - horizon)}
+        self._suspended = {k: w for k, w in self._suspended.items() if w.since(now - horizon)}
 
 
 def _span(window: timedelta) -> str:

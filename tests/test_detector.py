@@ -14,6 +14,7 @@ from audit.detector import (
     OFF_HOURS,
     REJECTION_BURST,
     REPEATED_PERSON,
+    SUSPENDED_REQUESTS,
     UNBOUND_PERSON,
     VOLUME,
     Detector,
@@ -194,7 +195,8 @@ def a_day_and_more() -> list[AccessLogEvent]:
     """30 hours of a log in which every rule fires again and again, each rule's alerts spaced so
     that a window or quiet period is always open: a requester every 30 min (off-hours alerts
     12 h apart), one person queried every 14 min (an alert at every 5th), rejections every 2 s
-    for 5 min, and a requester's volume stepping up hour by hour."""
+    for 5 min, a requester's volume stepping up hour by hour, and a suspended holder sending
+    20 requests within 40 s every 21 min."""
     log = [linkage(SATURDAY + timedelta(minutes=30 * n), "night", PERSONS[n % 50])
            for n in range(60)]
     log += [linkage(SATURDAY + timedelta(minutes=14 * n), "city") for n in range(128)]
@@ -202,6 +204,8 @@ def a_day_and_more() -> list[AccessLogEvent]:
                     "NOT_PERMITTED") for n in range(150)]
     log += [linkage(SATURDAY + timedelta(minutes=m, seconds=60 * k / (2 + m // 60 * 4)), "bank",
                     PERSONS[k % 50]) for m in range(180) for k in range(2 + m // 60 * 4)]
+    log += [linkage(SATURDAY + timedelta(minutes=7 * n, seconds=2 * k), "town", PERSONS[k],
+                    "REJECTED", "SUSPENDED") for n in range(258) for k in range(n % 3 * 10)]
     return sorted(log, key=lambda event: event.occurred_at)
 
 
@@ -210,7 +214,7 @@ def test_a_resumed_detector_raises_what_the_stopped_one_would_have() -> None:
     uninterrupted = Detector(RESUMING, everyone_bound)
     alerts = [uninterrupted.observe([event]) for event in log]
     assert {a.rule for raised in alerts for a in raised} == {
-        VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST}
+        VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, SUSPENDED_REQUESTS}
     for stop in range(1, len(log), 37):  # the log's first `stop` events were seen before
         latest = log[stop - 1].occurred_at
         restarted = Detector(RESUMING, everyone_bound)
@@ -301,7 +305,7 @@ def test_events_out_of_order_within_the_lateness_raise_the_alerts_of_the_ordered
 
     ordered = raised(log)
     assert {rule for rule, _, _ in ordered} == {VOLUME, REPEATED_PERSON, OFF_HOURS,
-                                                  REJECTION_BURST}
+                                                  REJECTION_BURST, SUSPENDED_REQUESTS}
     for seed in range(5):
         late = raised(shuffled(log, RESUMING.lateness, seed))
         assert set(late) == set(ordered) and late <= ordered, f"seed {seed}"
@@ -326,3 +330,44 @@ def test_an_event_later_than_the_lateness_is_counted_where_its_window_is_kept_an
     assert "saw 2 events more than 5 min behind the latest" in caplog.text
     assert OFFICE.isoformat() not in caplog.text and (
         f"the oldest of {(OFFICE + timedelta(seconds=1)).isoformat()}" in caplog.text)
+
+
+def test_a_suspended_holder_sending_on_is_alerted_once_and_masks_no_other_burst() -> None:
+    """A suspended holder's requests, refused SUSPENDED, counted as its bursts of rejections:
+    one alert every 20 (50 for its 1,000 in 10 minutes), beside its volume's (one a minute) and
+    each person's it asked again; and a holder asking it, refused SUSPENDED too, was alerted a
+    burst of rejections with them. The oversight body is told once that a holder sends on into a
+    suspension (SUSPENDED_REQUESTS, then quiet for `suspended_quiet`), and each holder's own
+    rejections still make their bursts."""
+    rules = Rules(volume_floor=50)
+    flood = [linkage(OFFICE + timedelta(milliseconds=600 * n), "town", PERSONS[n % 10],
+                     "REJECTED", "SUSPENDED") for n in range(1000)]
+    asking = [linkage(OFFICE + timedelta(seconds=n), "city", PERSONS[n], "REJECTED", "SUSPENDED")
+              for n in range(25)]
+    own = [rejected(OFFICE + timedelta(minutes=5, seconds=n), "city", "WRONG_PROVIDER")
+           for n in range(20)]
+    log = sorted(flood + asking + own, key=lambda e: e.occurred_at)
+    alerts = Detector(rules, everyone_bound).observe(log)
+    assert [(a.rule, a.requester, a.count) for a in alerts] == [
+        (SUSPENDED_REQUESTS, "town", 20), (SUSPENDED_REQUESTS, "city", 20),
+        (REJECTION_BURST, "city", 20)]
+    assert "SUSPENDED" in alerts[0].detail and "12 h" in alerts[0].detail
+    assert "WRONG_PROVIDER" in alerts[2].detail
+    detector = Detector(rules, everyone_bound)
+    day = [linkage(OFFICE + timedelta(hours=h, seconds=s), "town", None, "REJECTED", "SUSPENDED")
+           for h in range(0, 30, 5) for s in range(20)]  # 20 within 20 s every 5 hours
+    assert [a.occurred_at - OFFICE for a in detector.observe(day)] == [
+        timedelta(seconds=19), timedelta(hours=15, seconds=19)]  # the first after 12 h
+
+
+def test_a_suspended_holders_refusals_make_no_norm_for_its_volume() -> None:
+    """Counted in its volume, the refusals of a holder suspended for an hour raised its norm: at
+    100 a minute, its 60 requests within a minute once resumed stayed under the threshold."""
+    detector = Detector(Rules(volume_floor=10, volume_factor=5.0, norm_buckets=10),
+                        everyone_bound)
+    refused = [linkage(OFFICE + timedelta(seconds=0.6 * n), "town", PERSONS[n % 10], "REJECTED",
+                       "SUSPENDED") for n in range(1000)]
+    detector.observe(refused)
+    resumed = [linkage(OFFICE + timedelta(minutes=10, seconds=n), "town", PERSONS[n])
+               for n in range(60)]
+    assert rules_of(detector.observe(resumed)) == [VOLUME]
