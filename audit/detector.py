@@ -198,7 +198,8 @@ class Detector:
     """Feed it the log's new events a batch at a time; it answers with the alerts they raise.
 
     `bound(holder, person)` says whether a BINDING event earlier than the batch gave the holder
-    that person (the audit store answers it); bindings within the batch it sees itself.
+    that person (the audit store answers it); bindings within the batch it sees itself, each
+    excusing the requests made after it, whichever of them came first.
     """
 
     def __init__(self, rules: Rules | None = None, bound: Bound = never_bound) -> None:
@@ -244,11 +245,14 @@ class Detector:
 
     def observe(self, events: Iterable[AccessLogEvent]) -> list[Alert]:
         alerts: list[Alert] = []
-        bindings: set[tuple[str, str]] = set()
-        later: list[datetime] = []  # the times of events more than `lateness` late
-        for event in events:
+        batch = list(events)
+        bindings: dict[tuple[str, str], datetime] = {}  # each made in the batch: its first time
+        for event in batch:
             if (binding := binding_of(event)) is not None:
-                bindings.add(binding)
+                bindings[binding] = min(event.occurred_at,
+                                        bindings.get(binding, event.occurred_at))
+        later: list[datetime] = []  # the times of events more than `lateness` late
+        for event in batch:
             if not self._placed(event.occurred_at):
                 log.error("the detector passed over event %r: its time %s is out of its "
                           "windows' reach", short(event.event_id), event.occurred_at.isoformat())
@@ -266,7 +270,8 @@ class Detector:
                         self._latest.isoformat(), min(later).isoformat())
         return alerts
 
-    def _rules_of(self, event: AccessLogEvent, bindings: set[tuple[str, str]]) -> list[Alert]:
+    def _rules_of(self, event: AccessLogEvent, bindings: dict[tuple[str, str], datetime]
+                  ) -> list[Alert]:
         """The alerts an event raises by the rules that count it."""
         if event.kind in HOLDER_LOGS:  # refused only for an inactive holder's sake
             return []
@@ -353,9 +358,9 @@ class Detector:
                        f"not alerted again for {_span(rules.suspended_quiet)}")]
 
     def _unbound(self, event: AccessLogEvent, person: str,
-                 bindings: set[tuple[str, str]]) -> list[Alert]:
+                 bindings: dict[tuple[str, str], datetime]) -> list[Alert]:
         pair = (event.requester, person)
-        if pair in bindings or pair in self._known_bound:
+        if pair in self._known_bound or bindings.get(pair, LATEST) <= event.occurred_at:
             return []
         if self._bound(*pair):  # a binding, once given, stays given: remember the answer
             if len(self._known_bound) >= KNOWN_BOUND:

@@ -371,3 +371,16 @@ def test_a_suspended_holders_refusals_make_no_norm_for_its_volume() -> None:
     resumed = [linkage(OFFICE + timedelta(minutes=10, seconds=n), "town", PERSONS[n])
                for n in range(60)]
     assert rules_of(detector.observe(resumed)) == [VOLUME]
+
+
+def test_a_binding_that_comes_after_the_request_it_made_possible_excuses_it() -> None:
+    """A binding and the linkage made with its link code are logged under two request ids, on
+    two partitions: the linkage's event, read first in a batch, was alerted as about a person
+    the holder never bound. A binding of the batch excuses a request made after it, whichever
+    came first; not one made before it."""
+    batch = [linkage(OFFICE + timedelta(seconds=2), person=PERSONS[2]),
+             binding(OFFICE + timedelta(seconds=1), "city", PERSONS[2]),
+             linkage(OFFICE + timedelta(seconds=2), person=PERSONS[3]),
+             binding(OFFICE + timedelta(seconds=3), "city", PERSONS[3])]
+    alerts = Detector(Rules(), never_bound).observe(batch)
+    assert [(a.rule, a.person) for a in alerts] == [(UNBOUND_PERSON, PERSONS[3])]
