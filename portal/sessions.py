@@ -246,8 +246,9 @@ class Sessions:
         if kept > most and kind not in self._full:
             self._full.add(kind)
             log.warning("the portal's %s are full, %d kept at most: past them the least recently "
-                        "used is pushed out, its browser told so, each logged at INFO; said "
-                        "again when %d or fewer are kept", kind, most, room)
+                        "used is pushed out, its browser told so, logged at INFO if someone is "
+                        "in it (signed in, or a card login under way); said again when %d or "
+                        "fewer are kept", kind, most, room)
         elif kept <= room and kind in self._full:
             self._full.discard(kind)
             log.warning("the portal's %s are back under their most: %d kept, %d at most", kind,

@@ -228,7 +228,8 @@ def test_the_portal_full_is_one_warning_and_back_under_another_each_push_out_an_
     was full: at its most, every login past it one more line, and a flood of anonymous requests
     pushing out the others said nothing. The signed-in sessions full, and all the sessions full,
     are each one WARNING, said again once a tenth of their room is free (not at each logout
-    and login at the edge); each push-out of someone's session an INFO."""
+    and login at the edge); each push-out of someone's session an INFO, as the WARNING says
+    (not of an anonymous session with no login under way in it)."""
     caplog.set_level(logging.DEBUG, portal.sessions.__name__)
     clock = Clock()
     sessions = Sessions(clock=clock, most=20)  # 18 signed in at most, back under at 16
@@ -242,22 +243,25 @@ def test_the_portal_full_is_one_warning_and_back_under_another_each_push_out_an_
         sessions.renew(replace(sessions.new(), officer=officer))
     for ended in signed_in[5:7]:
         sessions.end(ended)
-    sessions.new()  # 16 signed in: back under, said as the next session is kept
-    for nonce in range(6):  # a flood's logins started: the first pushed out when 20 are kept
+    nobody = sessions.new()  # 16 signed in: back under, said as the next session is kept
+    for nonce in range(6):  # a flood's logins started: past 20 kept, the least recently used
         sessions.challenge(sessions.new(), Challenge(bytes([nonce]) * 32, "resident",
                                                      sessions.wall()))
+    # pushed out first, no one in it: told so, and not logged, as the WARNING says
+    assert sessions.ended(nobody.sid) == ("session_full", "ja", None)
     signed_out = (logging.INFO, "a session pushed out, the portal keeping 18 signed in at most "
                   "(signed in: yes, card logins under way: 0, officer's role: counter)")
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "the portal's signed-in sessions are full, 18 kept at most: past "
-         "them the least recently used is pushed out, its browser told so, each logged at INFO; "
-         "said again when 16 or fewer are kept"),
+         "them the least recently used is pushed out, its browser told so, logged at INFO if "
+         "someone is in it (signed in, or a card login under way); said again when 16 or fewer "
+         "are kept"),
         *[signed_out] * 4,
         (logging.WARNING, "the portal's signed-in sessions are back under their most: 16 kept, "
          "18 at most"),
         (logging.WARNING, "the portal's sessions are full, 20 kept at most: past them the least "
-         "recently used is pushed out, its browser told so, each logged at INFO; said again "
-         "when 18 or fewer are kept"),
+         "recently used is pushed out, its browser told so, logged at INFO if someone is in it "
+         "(signed in, or a card login under way); said again when 18 or fewer are kept"),
         *[(logging.INFO, "a session pushed out, the portal keeping 20 at most (signed in: no, "
            "card logins under way: 1, officer's role: none)")] * 2]
 

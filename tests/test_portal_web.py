@@ -886,8 +886,8 @@ async def test_a_login_pushed_out_by_the_most_sessions_kept_is_told_so_and_logge
     logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "portal.sessions"]
     assert logged == [
         (logging.WARNING, "the portal's sessions are full, 1 kept at most: past them the least "
-         "recently used is pushed out, its browser told so, each logged at INFO; said again when "
-         "0 or fewer are kept"),
+         "recently used is pushed out, its browser told so, logged at INFO if someone is in it "
+         "(signed in, or a card login under way); said again when 0 or fewer are kept"),
         (logging.INFO, "a session pushed out, the portal keeping 1 at most (signed in: no, card "
          "logins under way: 1, officer's role: none)")]
     assert sid not in caplog.text and sid[:8] not in caplog.text
