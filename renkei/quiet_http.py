@@ -60,15 +60,15 @@ class HttpsSent:
 
     def said(self) -> tuple[int, str]:
         """The level to log a TLS hello come now at, and what is said after HTTPS_SENT: a
-        WARNING with how many came since the last, if HTTPS_SAID_EVERY has passed since it;
-        else an INFO, counted."""
+        WARNING with how many came since the last (the first, that those in between are INFOs),
+        if HTTPS_SAID_EVERY has passed since it; else an INFO, counted."""
         now = self.clock()
         if self._said is not None and now - self._said < HTTPS_SAID_EVERY:
             self._since += 1
             return logging.INFO, ""
-        since, self._said, self._since = self._since, now, 0
-        return logging.WARNING, (f": a warning at most once in {HTTPS_SAID_EVERY:.0f} s, "
-                                 f"{since} more since the last one (at INFO)")
+        first, since, self._said, self._since = self._said is None, self._since, now, 0
+        return logging.WARNING, f": a warning at most once in {HTTPS_SAID_EVERY:.0f} s, " + (
+            "those in between at INFO" if first else f"{since} more since the last one (at INFO)")
 
 
 def plain(status: int, said: str) -> web.Response:
