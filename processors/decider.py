@@ -7,8 +7,9 @@ directory, else the request is logged timed out: a decision recorded in its topi
 made), answers with a timeout when the deadline passes (and refuses to its provider an answer that
 comes after it, which the provider logs not provided, in the access log as an answer past its
 ticket's deadline is; a copy of an answer relayed that its provider sent again is dropped, however
-late: on_late), and forgets a request once any copy of it would be refused as stale and its
-ticket has expired. A request that comes once it may have been forgotten (received no later than the
+late, read before the record of the answer relayed or after it: on_late), and forgets a request
+once any copy of it would be refused as stale and its ticket has expired. A request that comes
+once it may have been forgotten (received no later than the
 latest it forgot, both by the broker's clock, or before the history an owner taking the partition
 over at the record just read would rebuild, by that record's append time: so every owner, live or
 rebuilding, takes the same requests as perhaps forgotten at each record of the topic) is refused as
@@ -162,12 +163,16 @@ class Held:
 class Partition:
     """One decision partition's requests: the pending in full, the settled as one integer each,
     listed by the second they are to be forgotten; the few answers that came before their
-    request; and the latest second whose requests may have been forgotten."""
+    request, or past their deadline to it pending; and the latest second whose requests may have
+    been forgotten."""
 
     pending: dict[str, RequestState] = field(default_factory=dict)
     settled: dict[str, int] = field(default_factory=dict)
     forgetting: dict[int, list[str]] = field(default_factory=dict)
     held: dict[str, Held] = field(default_factory=dict)
+    # answers past their deadline to a request pending (its answer relayed may be recorded after
+    # them): decided once it is settled (on_late)
+    late: dict[str, tuple[Outcome, ...]] = field(default_factory=dict)
     bound: dict[str, int] = field(default_factory=dict)  # a binding answered: its answer's digest
     forgotten_through: int = 0
 
@@ -194,6 +199,12 @@ class Partition:
         held = self.held.get(outcome.request_id, Held())
         if outcome not in held.outcomes:
             self.held[outcome.request_id] = replace(held, outcomes=(*held.outcomes, outcome))
+
+    def wait(self, outcome: Outcome) -> None:
+        """Keep an answer past its deadline to a pending request until the request is settled."""
+        waiting = self.late.get(outcome.request_id, ())
+        if outcome not in waiting:
+            self.late[outcome.request_id] = (*waiting, outcome)
 
     def release(self, request_id: str) -> tuple[Outcome, ...]:
         """The answers held for a request that has come, in the order they came."""
@@ -435,18 +446,28 @@ def expired(deadline: datetime, at: datetime) -> str:
     return f"{TICKET_EXPIRED} {deadline.isoformat()}, the answer came at {at.isoformat()}"
 
 
+def _awaits(state: RequestState | None, deadline: datetime) -> bool:
+    """Whether a late answer under a ticket due by `deadline` waits for the request pending
+    under its id (`state`) to be settled: it is its ticket's request."""
+    return state is not None and state.deadline == deadline
+
+
 def on_late(o: Outcome, state: State | None, mine: bool) -> Decision:
     """An answer the broker took past its ticket's deadline (linkage.answers passes on those it
-    would have relayed in time): a copy of the answer relayed, its request answered (`mine`: the
-    request known under its id is its ticket's, not one reusing an id perhaps forgotten), which
-    its provider sent again (restarted before it knew the broker took the first), is dropped as
-    any copy is, so the provider's log keeps FOUND; any other, to a request timed out, pending
-    past its deadline (a sweep times it out), not known or perhaps forgotten, is refused to its
-    provider, which logs it not provided, and in the access log under its own source, at its
-    broker time: as linkage refused it before, the same whichever owner decides it."""
+    would have relayed in time), decided once its request is no longer pending (one pending
+    waits, Partition.late: an owner relaying the first answer at once records it after its
+    effects, so a copy can be read before that record, by the next owner after a crash): to its
+    request answered (`mine`: the request known under its id is its ticket's, not one reusing
+    an id perhaps forgotten), it is dropped, as a second answer in time is, a copy its provider
+    sent again (restarted before it knew the broker took the first) or another answer, so the
+    provider's log keeps its first entry (FOUND) and the access log the answer relayed alone;
+    any other, to a request timed out (by a sweep, after it perhaps), not known or perhaps
+    forgotten, is refused to its provider, which logs it not provided, and in the access log
+    under its own source, at its broker time: as linkage refused it before, the same whichever
+    owner decides it."""
     if mine and isinstance(state, Settled) and state.status == ANSWERED:
-        log.info("a copy of the answer to request %s came past its ticket's deadline, the "
-                 "request answered: dropped", o.request_id)
+        log.info("an answer to request %s came past its ticket's deadline (%s), the request "
+                 "answered: dropped, a copy or a second answer", o.request_id, o.source)
         return Decision(state)
     assert o.deadline is not None and o.answered_at is not None  # expired_at told it
     return Decision(state, partial(_relayed_to_no_one, o, expired(o.deadline, o.answered_at),
@@ -704,6 +725,9 @@ class Decider:
         if isinstance(message, Outcome):
             if (deadline := expired_at(message)) is not None:  # its request's, unless forgotten
                 mine = not states.may_have_forgotten(_forgotten_by(deadline, ctx))
+                if mine and _awaits(states.pending.get(message.request_id), deadline):
+                    states.wait(message)  # the answer relayed may be recorded after it
+                    return []
                 return self._decide(states, message.request_id,
                                     partial(on_late, message, mine=mine), effects)
             if states.get(message.request_id) is None:  # its request may come after it
@@ -748,15 +772,21 @@ class Decider:
 
     def _decide(self, states: Partition, request_id: str,
                 decide: Callable[[State | None], Decision], effects: bool) -> list[Send]:
-        """Decide on the request's current state, keep its new state, return the effects."""
+        """Decide on the request's current state, keep its new state, return the effects (and,
+        once it is settled, those of the answers past their deadline that waited for it)."""
         decision = decide(states.get(request_id))
+        late: tuple[Outcome, ...] = ()
         if decision.state is not None and decision.state != states.get(request_id):
             states.put(request_id, decision.state)
             if isinstance(decision.state, RequestState):
                 self.deadlines.watch(request_id, decision.state.deadline)
             else:
                 self.deadlines.settle(request_id)
-        return decision.effects if effects else []
+                late = states.late.pop(request_id, ())
+        made = decision.effects if effects else []
+        for answer in late:  # answers past their deadline that waited for it to be settled
+            made += self._decide(states, request_id, partial(on_late, answer, mine=True), effects)
+        return made
 
     def in_order(self, partition: int, request_id: str, event: object, now: datetime,
                  near: timedelta) -> bool:

@@ -88,8 +88,9 @@ def _answer(pending: Pending, by: str, at: datetime, offset: int, ctx: Context,
 
 def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
     """Past its ticket's deadline, an answer is refused as expired: by linkage if it would not be
-    relayed in time either, else by the decider, here to its request pending past its deadline
-    (to one timed out, not known or perhaps forgotten: tests/test_decider.py)."""
+    relayed in time either, else by the decider, here to its request pending past its deadline,
+    once a sweep times it out (to one timed out, not known or perhaps forgotten:
+    tests/test_decider.py)."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     in_time, = _answer(pending, "town", pending.deadline, 2, ctx)
     assert CODEC.decode(in_time.value, Outcome).request_id == "X"
@@ -97,13 +98,15 @@ def test_an_answer_after_its_tickets_deadline_is_refused(ctx: Context) -> None:
     late, = _answer(pending, "town", past, 3, ctx)
     decider_, partition = _owning_x(ctx)
     decider_.handle(partition, pending, T0, ctx)
-    decided = decider_.handle(partition, CODEC.decode(late.value, Outcome), past, ctx)
-    for refused, logged in (decided, _answer(pending, "town", past, 4, ctx, status=TIMED_OUT)):
+    assert decider_.handle(partition, CODEC.decode(late.value, Outcome), past, ctx) == []
+    assert decider_.states[partition].pending["X"].status == PENDING, "timed out by a sweep"
+    *_, refused_late, logged_late = decider_.handle(partition, Sweep(past, ("X",)), past, ctx)
+    for refused, logged in ((refused_late, logged_late),
+                            _answer(pending, "town", past, 4, ctx, status=TIMED_OUT)):
         rejection = CODEC.decode(refused.value, Rejection)
         assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
         assert rejection.reason == "INVALID_TICKET" and "expired" in rejection.detail
         assert rejection.deadline == pending.deadline, "names the query its answer answers"
-    assert decider_.states[partition].pending["X"].status == PENDING, "timed out by a sweep"
 
 
 def test_an_answer_of_no_providers_status_is_refused_naming_the_query_it_answers(

@@ -249,8 +249,9 @@ def test_a_copy_of_an_answer_relayed_sent_again_past_its_deadline_is_dropped_oth
     """A provider restarted before committing sent the answer relayed again, which the broker
     took past its ticket's deadline: linkage refused it, and the provider rewrote its entry
     FOUND as not provided, for data the requester had. It is dropped as any copy is, by every
-    owner; one to a request timed out, pending past its deadline or not known (not held for a
-    request to come) is refused to its provider as expired, under its own source, at its time."""
+    owner; one to a request timed out or not known (not held for a request to come) is refused
+    to its provider as expired, under its own source, at its time (one to a request pending
+    waits for it to be settled: the test after this one)."""
     pending = _pending(ctx)
     past = pending.deadline + timedelta(seconds=5)
     again = replace(_answer(), source="renkei.holder.town.out:1:9", deadline=pending.deadline,
@@ -259,9 +260,8 @@ def test_a_copy_of_an_answer_relayed_sent_again_past_its_deadline_is_dropped_oth
     assert answered.handle(partition, again, past, ctx) == [], "a copy: dropped"
     assert answered.states[partition].get("r-1") == _settled(ANSWERED)
     timed_out, _ = _owning(ctx, [pending, Sweep(pending.deadline, ("r-1",))])
-    waiting, _ = _owning(ctx, [pending])
     unknown, _ = _owning(ctx, [])
-    for owner in (timed_out, waiting, unknown):
+    for owner in (timed_out, unknown):
         before = owner.states[partition].get("r-1")
         refused, logged = owner.handle(partition, again, past + timedelta(seconds=1), ctx)
         rejection = CODEC.decode(refused.value, Rejection)
@@ -274,6 +274,58 @@ def test_a_copy_of_an_answer_relayed_sent_again_past_its_deadline_is_dropped_oth
         assert owner.states[partition].get("r-1") == before and not owner.states[partition].held
     rebuilt, _ = _owning(ctx, [pending, _answer(), again])
     assert rebuilt.states[partition].get("r-1") == _settled(ANSWERED)
+
+
+def test_a_late_copy_read_before_the_record_of_the_answer_relayed_is_dropped_by_every_owner(
+        ctx: Context) -> None:
+    """An owner relayed the answer at once; the provider's copy of it, sent again past its
+    deadline, reached the decider's topic before that decision's record, and the owner crashed
+    before committing: the next owner read the copy with the request pending past its deadline,
+    refused it (INVALID_TICKET, in the access log), so the provider rewrote its entry FOUND as
+    REJECTED for data the requester had, and then read the record settling the request
+    ANSWERED. A late answer to its request pending is decided once the request is settled:
+    dropped when the answer relayed settles it (its record, or the first answer read again
+    from its outbox: relayed again, which the requester and the audit log drop as copies),
+    whichever order the two are read in, live or in a rebuild; refused as expired, at its own
+    time under its own source, when a sweep times the request out."""
+    pending = _pending(ctx)
+    past = pending.deadline + timedelta(seconds=5)
+    first = replace(_answer(), deadline=pending.deadline, answered_at=NOW + timedelta(seconds=3))
+    other = LinkageAnswer("r-1", "AAAAAAAAAAA", "town", "P-037", "local_tax", NOT_FOUND, b"")
+    copies = (replace(first, source="renkei.holder.town.out:1:9", answered_at=past),
+              replace(first, source="renkei.holder.town.out:1:9", answered_at=past,
+                      answer=CODEC.encode(other)))  # a second answer, another: dropped alike
+    after = past + timedelta(seconds=1)
+    for copy in copies:
+        for first_effects in (False, True):  # its record (made by the owner gone), or read again
+            successor, partition = _owning(ctx, [pending])
+            assert successor.handle(partition, copy, after, ctx) == [], "not refused: it waits"
+            relayed = successor.handle(partition, first, after, ctx, effects=first_effects)
+            assert _topics(relayed) == ([topics.inbox("nenkin"), topics.AUDIT] if first_effects
+                                        else []), "the copy is dropped, nothing refused"
+            assert successor.states[partition].get("r-1") == _settled(ANSWERED)
+            assert successor.handle(partition, Sweep(after, ("r-1",)), after, ctx) == []
+            assert _swept(successor, partition, after + timedelta(seconds=1), ctx) == []
+        orders: list[list[decider.DecisionEvent]] = [[pending, copy, first],
+                                                     [pending, first, copy]]
+        for history in orders:
+            rebuilt, partition = _owning(ctx, history)
+            assert rebuilt.states[partition].get("r-1") == _settled(ANSWERED)
+            assert rebuilt.handle(partition, Sweep(after, ("r-1",)), after, ctx) == []
+            assert rebuilt.handle(partition, copy, after, ctx) == [], "dropped, read again"
+        waiting, partition = _owning(ctx, [pending])
+        assert waiting.handle(partition, copy, after, ctx) == []
+        timeout, timed_out, refused, logged = _swept(waiting, partition, after, ctx)
+        assert _topics([timeout, timed_out, logged]) == [topics.inbox("nenkin"), topics.AUDIT,
+                                                         topics.AUDIT]
+        assert CODEC.decode(timed_out.value, AccessLogEvent).outcome == TIMED_OUT
+        rejection = CODEC.decode(refused.value, Rejection)
+        event = CODEC.decode(logged.value, AccessLogEvent)
+        assert (refused.topic, rejection.reason, rejection.rejected_at) == (
+            topics.inbox("town"), "INVALID_TICKET", past)
+        assert rejection.detail.startswith(decider.expired(pending.deadline, past))
+        assert (event.event_id, event.outcome) == (f"r-1:rejected@{copy.source}", "REJECTED")
+        assert waiting.states[partition].get("r-1") == _settled(TIMED_OUT)
 
 
 def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(

@@ -498,6 +498,54 @@ async def test_an_answer_relayed_before_its_requester_was_made_inactive_is_relay
     assert decisions.statuses() == {"FOUND"}
 
 
+@pytest.mark.parametrize("landed", ["the copy, then the record", "the record, then the copy",
+                                    "the copy alone: the record never landed"])
+async def test_a_late_copy_of_an_answer_relayed_at_once_is_dropped_by_the_next_owner(
+        platform: object, ctx: Context, decisions: _Decisions, landed: str) -> None:
+    """The owner relayed an answer at once (FOUND to the requester, answered in the access log);
+    the provider's copy of it, sent again past its deadline, was read before the answer's record
+    was written (after its effects), and went through the topic, landing first; the owner crashed
+    before committing. The next owner read the copy with the request pending past its deadline
+    and refused it: INVALID_TICKET to the provider, which rewrote its entry FOUND as REJECTED,
+    and a refusal in the access log beside the answer. Whatever lands first, or if the record
+    never does (the answer read again from its outbox, relayed again: copies the requester and
+    the access log drop), the next owner drops the copy: the requester told FOUND, the access
+    log the approval and the answer, the provider nothing."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=received)
+    past = pending.deadline + timedelta(seconds=5)
+    in_time = received + timedelta(seconds=3)
+    answer = replace(_answer(), deadline=pending.deadline, answered_at=in_time)
+    copy = replace(answer, source="renkei.holder.town.out:1:9", answered_at=past)
+    first = decisions.owner(committed=0)
+    decisions.land([decider.to_decider("r-1", pending)], received)
+    committed = decisions.read(first, 0)
+    effects, record = first._at_once([decider.to_decider("r-1", answer)], in_time, ctx)
+    assert decisions.sent(effects) == [] and record, "relayed at once, its record on its way"
+    first_told = _about(decisions.told)
+    effects, decided = first._at_once([decider.to_decider("r-1", copy)], past, ctx)
+    assert decided == [], "the copy goes through the topic: the request is settled"
+    copied = decisions.sent(effects)
+    decisions.land({"the copy, then the record": copied + record,
+                    "the record, then the copy": record + copied}.get(landed, copied), past)
+    second = decisions.owner(committed)  # the first crashed before committing
+    read = decisions.read(second, committed)
+    if landed.endswith("never landed"):  # the answer's offset was not committed either
+        effects, decided = second._at_once([decider.to_decider("r-1", answer)], past, ctx)
+        decisions.land(decisions.sent(effects) + decided, past)
+        read = decisions.read(second, read)
+    later = past + ctx.answer_timeout
+    second.broker_time.read([appended(later)])
+    decisions.land(decisions.sent(second.due()), later)
+    decisions.read(second, read)
+    assert not decisions.refused(), "the provider is not told its answer went to no one"
+    assert _about(decisions.told) == first_told, "the requester told FOUND, the access log " \
+        "the approval and the answer, once (by event id)"
+    assert second.decider.states[decisions.partition].get("r-1") == first.decider.states[
+        decisions.partition].get("r-1") == decider.Settled(
+            ANSWERED, decider.fingerprint(pending.source), pending.digest)
+
+
 async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
         platform: object, ctx: Context, decisions: _Decisions) -> None:
     """The owner held at once an answer to a request it did not know, while its sweep (timing
