@@ -180,7 +180,8 @@ def _commit_checked(report: VerifyReport) -> str:
                    "the audit consumer's last commit (its newest entries deleted with their "
                    "heads would pass)")
 def verify(db: str | None, alone: bool) -> None:
-    """Recompute the log; report modified, deleted, reordered or inserted entries, bad heads,
+    """Recompute the log; report modified, deleted, reordered or inserted entries and operator
+    actions (the tree's leaves), bad heads,
     purged leaf hashes a replay would misread, and a store smaller than, or not grown from, the
     largest head anchored on the broker or the tree the audit consumer noted with its last
     commit of offsets.
@@ -191,9 +192,13 @@ def verify(db: str | None, alone: bool) -> None:
         # read before the store: a head is anchored, a commit made, once the store has it
         anchored, committed = ([], None) if alone else read_outside()
         report = store.verify(decode_event, anchored=anchored, committed=committed)
-    click.echo(f"tree size {report.tree_size}: {report.entries} entries checked, "
+    click.echo(f"tree size {report.tree_size} (leaves: access-log events and operator actions): "
+               f"{report.entries} entries checked, {report.actions} operator actions checked, "
                f"{report.purged} purged, {report.heads} heads, "
-               f"{report.unsigned} entries after the latest valid head")
+               f"{report.unsigned} leaves after the latest valid head")
+    if report.unproved:
+        click.echo(f"{report.unproved} operator actions stored before actions were leaves of "
+                   "the tree: kept, not provable")
     if alone:
         click.echo("not checked against the anchored heads (--no-anchor)")
     elif report.anchor is None:
@@ -205,7 +210,8 @@ def verify(db: str | None, alone: bool) -> None:
     if not alone:
         click.echo(_commit_checked(report))
     _stop_at_findings(report)
-    click.echo("ok: every entry, subtree hash, purged leaf hash and head is consistent")
+    click.echo("ok: every entry, operator action, subtree hash, purged leaf hash and head is "
+               "consistent")
 
 
 def _stop_at_findings(report: VerifyReport) -> None:
@@ -263,7 +269,8 @@ def recommit(db: str | None, instance: str) -> None:
               default=RETENTION_YEARS, show_default=True,
               help=f"at least {RETENTION_YEARS}: the law's minimum")
 def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
-    """Delete entries older than the retention; their leaf hashes and all heads stay."""
+    """Delete entries and operator actions older than the retention; their leaf hashes and all
+    heads stay."""
     at = now or datetime.now(UTC)
     try:
         cutoff: datetime | None = years_before(at, retention_years)
@@ -275,7 +282,7 @@ def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
                                  param_hint="'--now' / '--retention-years'")
     with open_store(db) as store:
         record = store.purge(at, retention_years)
-    click.echo(f"purged {record.count} entries older than "
+    click.echo(f"purged {record.count} entries and operator actions older than "
                f"{record.cutoff.isoformat(timespec='milliseconds')} "
                f"({len(record.ranges)} serial range(s))")
 
@@ -284,7 +291,8 @@ def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
 @store_option
 @click.option("--all", "history", is_flag=True, help="every head signed so far")
 def head(db: str | None, history: bool) -> None:
-    """The current signed tree head (signing a new one if entries came after the last)."""
+    """The current signed tree head (signing a new one if entries came after the last); its
+    size counts the tree's leaves, access-log events and operator actions."""
     with open_store(db) as store:
         heads = store.heads() if history else [store.head()]
         public_key = store.signer.public_key.public_bytes_raw().hex()
@@ -427,12 +435,13 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
             sqlite.removed(named)
         raise
     again = report.events - report.size - report.unlogged
-    click.echo(f"replayed {report.events} events ({again} of them an event id again) from "
+    click.echo(f"replayed {report.events} events and operator actions ({again} of them an id "
+               "again) from "
                f"{report.records} records into {target} in {report.seconds:.1f}s: tree size "
                f"{report.size}, root {report.root.hex()}")
     if report.unlogged:
-        click.echo(f"{report.unlogged} events older than the live store's purge cutoff when they "
-                   "came, which it did not log: not replayed")
+        click.echo(f"{report.unlogged} events and operator actions older than the live store's "
+                   "purge cutoff when they came, which it did not log: not replayed")
     if report.left:
         click.echo(f"LEFT: {report.left} events older than the cutoff of a purge the live store "
                    "made before they came or after are in it all the same, entries its purges "

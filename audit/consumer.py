@@ -1,6 +1,6 @@
 """`renkei audit run`: the audit consumer. It appends the audit topic to the tamper-evident store,
-exactly one entry per event id (and one row per operator action id), signs heads and anchors
-them outside the store (audit.anchor), and runs the live detector on what is new.
+exactly one leaf per event id and per operator action id, in the topic's order, signs heads and
+anchors them outside the store (audit.anchor), and runs the live detector on what is new.
 
 Per batch: decode (an unreadable record is logged and skipped), pick the events the store does
 not hold yet, deliver the detector's alerts for them, append the batch and those alerts in one
@@ -20,7 +20,7 @@ from typing import Any
 
 from audit.anchor import Anchor, noted_commit
 from audit.detector import QUIETED, Detector, Raised, Rules
-from audit.events import AccessLogEvent, OperatorAction
+from audit.events import AccessLogEvent, Logged, OperatorAction, logged_key
 from audit.store import AuditStore
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
@@ -46,12 +46,11 @@ def member_id(instance: str) -> str:
     return f"{acls.AUDIT_GROUP}-{instance}"
 
 
-def read_audit(records: Sequence[Any]
-               ) -> tuple[list[tuple[AccessLogEvent, bytes]], list[OperatorAction]]:
-    """Each readable access-log event (alone or in a batch) as (event, its bytes), and each
-    operator action; an unreadable record is logged and skipped."""
-    items: list[tuple[AccessLogEvent, bytes]] = []
-    actions: list[OperatorAction] = []
+def read_audit(records: Sequence[Any]) -> list[tuple[Logged, bytes]]:
+    """Each readable access-log event (alone or in a batch) and operator action as (it, its
+    bytes), in the topic's order: the leaves they make; an unreadable record is logged and
+    skipped."""
+    leaves: list[tuple[Logged, bytes]] = []
     for record in records:
         for value in unpacked(record.value or b""):
             try:
@@ -60,22 +59,26 @@ def read_audit(records: Sequence[Any]
                 log.error("skipped an unreadable audit event at %s:%s:%s: %s", record.topic,
                           record.partition, record.offset, exc)
                 continue
-            if isinstance(message, OperatorAction):
-                actions.append(message)
-            else:
-                items.append((message, value))
-    return items, actions
+            leaves.append((message, value))
+    return leaves
 
 
-def new_events(store: AuditStore, items: Sequence[tuple[AccessLogEvent, bytes]]
+def new_leaves(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
+               ) -> list[tuple[Logged, bytes]]:
+    """The batch's events and operator actions the store does not hold yet, the first of each
+    id, in order, each with its bytes."""
+    held = store.held([record for record, _ in leaves])
+    fresh: dict[tuple[str, str], tuple[Logged, bytes]] = {}
+    for record, leaf in leaves:
+        if (key := logged_key(record)) not in held:
+            fresh.setdefault(key, (record, leaf))
+    return list(fresh.values())
+
+
+def new_events(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
                ) -> list[AccessLogEvent]:
     """The batch's events the store does not hold yet, the first of each event id."""
-    held = store.stored([event.event_id for event, _ in items])
-    fresh: dict[str, AccessLogEvent] = {}
-    for event, _ in items:
-        if event.event_id not in held:
-            fresh.setdefault(event.event_id, event)
-    return list(fresh.values())
+    return [r for r, _ in new_leaves(store, leaves) if isinstance(r, AccessLogEvent)]
 
 
 def resumed(store: AuditStore, rules: Rules) -> Detector:
@@ -106,11 +109,11 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
     anchor = Anchor(alerts)
 
     async def handle(records: list[Any]) -> Sequence[Send]:
-        items, actions = read_audit(records)
-        raised = detector.observe(new_events(store, items))
+        leaves = read_audit(records)
+        raised = detector.observe(new_events(store, leaves))
         await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
-        if items or actions:
-            store.append_many(items, [Raised.of(alert) for alert in raised], actions)
+        if leaves:
+            store.append_many(leaves, [Raised.of(alert) for alert in raised])
         return []
 
     signing: asyncio.Task[None] | None = None

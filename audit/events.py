@@ -113,6 +113,16 @@ class OperatorAction:
     reason: str | None
 
 
+Logged = AccessLogEvent | OperatorAction  # a leaf of the audit tree, as the topic has it
+
+
+def logged_key(record: Logged) -> tuple[str, str]:
+    """What a leaf is logged once by: an event's id, an operator action's (apart)."""
+    if isinstance(record, OperatorAction):
+        return "action", record.action_id
+    return "event", record.event_id
+
+
 def decode_event(leaf: bytes) -> AccessLogEvent:
     """An entry's canonical bytes (Avro single-object encoding) back into its event."""
     return CODEC.decode(leaf, AccessLogEvent)

@@ -12,7 +12,7 @@ import asyncio
 from aiokafka import TopicPartition
 
 from audit.consumer import member_id, read_audit
-from audit.events import AccessLogEvent, OperatorAction
+from audit.events import logged_key
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, topic_batches
@@ -37,14 +37,11 @@ async def accounted_offset(access: KafkaAccess, store: AuditStore,
     cutoff = store.last_cutoff()
     end = (await offsets(access, topic))[1]
     async for records in topic_batches(access, topic):
-        carried = [(int(record.offset), *read_audit([record])) for record in records]
-        held = store.stored([event.event_id for _, items, _ in carried for event, _ in items])
-        kept = store.actions_stored([a.action_id for _, _, actions in carried for a in actions])
-        for offset, items, actions in carried:
-            lacking: list[AccessLogEvent | OperatorAction] = [
-                *(event for event, _ in items if event.event_id not in held),
-                *(a for a in actions if a.action_id not in kept)]
-            if any(not beyond_retention(one, cutoff) for one in lacking):
+        carried = [(int(record.offset), read_audit([record])) for record in records]
+        held = store.held([logged for _, leaves in carried for logged, _ in leaves])
+        for offset, leaves in carried:
+            if any(logged_key(logged) not in held and not beyond_retention(logged, cutoff)
+                   for logged, _ in leaves):
                 return offset
         end = records[-1].offset + 1
     return end

@@ -34,8 +34,8 @@ from typing import Any, Generic, TypeVar
 
 from audit import merkle
 from audit.anchor import group_commit
-from audit.consumer import new_events, read_audit
-from audit.events import LINKAGE, AccessLogEvent, OperatorAction, from_millis
+from audit.consumer import new_leaves, read_audit
+from audit.events import LINKAGE, AccessLogEvent, Logged, OperatorAction, from_millis, logged_key
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
@@ -163,15 +163,16 @@ def logged_before(reason: str, requester: HolderEntry | None) -> str:
 @dataclass
 class ReplayReport:
     """What a replay rebuilt, how its root and size compare with the live store's, what
-    disagreed. `records` are the topic's records, `events` the readable events they hold (an
-    event id again is not appended again). `acknowledged` is the audit consumer's committed
-    offset (None: it committed none, it never read the topic), `owed` the entries the events
-    before it make: the live store must hold at least those. `start` and `end` are the topic's
+    disagreed. `records` are the topic's records, `events` the readable events and operator
+    actions they hold, the leaves they make (an id again is not appended again). `acknowledged`
+    is the audit consumer's committed offset (None: it committed none, it never read the
+    topic), `owed` the leaves the events and actions before it make: the live store must hold
+    at least those. `start` and `end` are the topic's
     first offset and its end, as the broker said before the replay read it, and `held` the live
     store's entries then: past 0, the broker deleted the records before `start`, and `beyond`
     are the live store's entries of their events (its first ones, beyond the replay, its purged
     ones among them); `compared_at` entries after them are then compared one by one, `differing`
-    differ. `unlogged` are the events older than the live
+    differ. `unlogged` are the events (and operator actions) older than the live
     store's cutoff when they came, which it did not log (AuditStore.cutoffs): not replayed
     either; `left`, those as old, or older than the cutoff of a purge after it logged them, that
     it holds all the same, at the serial they take, the entries a purge left (their bytes not
@@ -299,33 +300,31 @@ def _leaves_compared(live: AuditStore, target: AuditStore, beyond: int) -> tuple
 
 def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
              records: Sequence[Any], report: ReplayReport) -> None:
-    """Append the events of `records` to `target`, re-checking each new approval or rejection,
-    and their operator actions (each once, as the audit consumer stores them). On a topic whose
-    start the broker deleted, an event the live store holds beyond it (logged again later) is
-    left out: the audit consumer appended it at its first time. So is an event older than the
-    live store's cutoff when it came: the consumer did not log it."""
-    items, actions = read_audit(records)
-    if actions:
-        target.append_many((), (), actions)
+    """Append the events and operator actions of `records` to `target`, in the topic's order, as
+    the audit consumer does (each once), re-checking each new approval or rejection. On a topic
+    whose start the broker deleted, one the live store holds beyond it (logged again later) is
+    left out: the audit consumer appended it at its first time. So is one older than the live
+    store's cutoff when it came: the consumer did not log it."""
+    items = read_audit(records)
     report.events += len(items)
-    held = live.serials([event.event_id for event, _ in items]) \
-        if report.start and live is not None and items else {}
+    held = _serials(live, items) if report.start and live is not None and items else {}
     cutoffs = _Cutoffs(() if live is None else live.cutoffs())
     if live is not None and items and report.start and not report.aligned:
         _aligned(target, live, items, held, cutoffs, report)
     if report.aligned:
-        items = [(event, leaf) for event, leaf in items
-                 if held.get(event.event_id, report.beyond) >= report.beyond]
+        items = [(logged, leaf) for logged, leaf in items
+                 if held.get(logged_key(logged), report.beyond) >= report.beyond]
     if live is not None and cutoffs and (report.aligned or not report.start):
         left, held_old = _unlogged(target, live, items, report.beyond, cutoffs)
         report.unlogged += len(left)
         report.left += held_old
-        items = [(event, leaf) for event, leaf in items if event.event_id not in left]
+        items = [(logged, leaf) for logged, leaf in items if logged_key(logged) not in left]
     if not items:
         return
     serials = target.append_many(items)
     for (event, _), serial in zip(items, serials, strict=True):
-        if serial is None or not recheck.applies(event):
+        if (serial is None or not isinstance(event, AccessLogEvent)
+                or not recheck.applies(event)):
             continue
         report.checked += 1
         disagreement = recheck.check(event)
@@ -333,23 +332,30 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
             report.disagreements.append(disagreement)
 
 
-def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
-             held: dict[str, int], cutoffs: _Cutoffs,
+def _serials(live: AuditStore, items: list[tuple[Logged, bytes]]) -> dict[tuple[str, str], int]:
+    """The live store's serial of each event and operator action of `items` it holds as a leaf,
+    by logged_key."""
+    return {key: serial for key, serial in live.held([logged for logged, _ in items]).items()
+            if serial is not None}
+
+
+def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[Logged, bytes]],
+             held: dict[tuple[str, str], int], cutoffs: _Cutoffs,
              report: ReplayReport) -> None:
-    """report.beyond from the latest serial the live store holds of the events `target` would
-    append (the first ones read may be purged from it): back from it, each event takes the
-    serial before, but one the live store holds lower, logged again after its first time beyond
-    the topic's start, or one it left out as older than its cutoff (_left_out), which the audit
-    consumer did not append. If it holds none of them, its retention purged them all: from the
-    serial of the first one's purged entry."""
-    new = _new_items(target, items)
-    fresh = [held.get(event.event_id) for event, _ in new]
+    """report.beyond from the latest serial the live store holds of the events and operator
+    actions `target` would append (the first ones read may be purged from it): back from it,
+    each takes the serial before, but one the live store holds lower, logged again after its
+    first time beyond the topic's start, or one it left out as older than its cutoff
+    (_left_out), which the audit consumer did not append. If it holds none of them, its
+    retention purged them all: from the serial of the first one's purged leaf."""
+    new = new_leaves(target, items)
+    fresh = [held.get(logged_key(logged)) for logged, _ in new]
     known = [serial for serial in fresh if serial is not None]
     if known:
         serial = max(known)
-        for (event, leaf), before in reversed(
+        for (logged, leaf), before in reversed(
                 list(zip(new, fresh, strict=True))[:fresh.index(serial)]):
-            if before is None and _left_out(live, event, leaf, serial, cutoffs):
+            if before is None and _left_out(live, logged, leaf, serial, cutoffs):
                 continue
             if before is None or before >= serial - 1:
                 serial -= 1
@@ -358,13 +364,6 @@ def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEv
     else:
         return
     report.beyond, report.aligned = max(0, serial - target.size()), True
-
-
-def _new_items(target: AuditStore, items: list[tuple[AccessLogEvent, bytes]]
-               ) -> list[tuple[AccessLogEvent, bytes]]:
-    """The items of the events `target` does not hold yet (new_events), each with its bytes."""
-    leaves = {id(event): leaf for event, leaf in items}
-    return [(event, leaves[id(event)]) for event in new_events(target, items)]
 
 
 class _Cutoffs:
@@ -394,26 +393,26 @@ class _Cutoffs:
         return self._from[split] if split < len(self._from) else None
 
 
-def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[AccessLogEvent, bytes]],
-              beyond: int, cutoffs: _Cutoffs) -> tuple[set[str], int]:
-    """The ids of the events of `items` the live store did not log, as older than its cutoff
-    when they came (its log `beyond` entries longer than `target`, then one more per event it
-    logged): each copy of one is left out; and how many it holds all the same at the serial
-    they take, as old (its leaf there theirs) or older than the cutoff of a purge after it
-    logged them: a purge left their entries (and no later one removed them). Only these are
-    looked up, at once: a replay from offset 0 of a store that purged its oldest meets them
-    all."""
+def _unlogged(target: AuditStore, live: AuditStore, items: list[tuple[Logged, bytes]],
+              beyond: int, cutoffs: _Cutoffs) -> tuple[set[tuple[str, str]], int]:
+    """The logged_keys of the events and operator actions of `items` the live store did not
+    log, as older than its cutoff when they came (its log `beyond` leaves longer than `target`,
+    then one more per one it logged): each copy of one is left out; and how many it holds all
+    the same at the serial they take, as old (its leaf there theirs) or older than the cutoff
+    of a purge after it logged them: a purge left them (and no later one removed them). Only
+    these are looked up, at once: a replay from offset 0 of a store that purged its oldest
+    meets them all."""
     size, left, expired = beyond + target.size(), set(), {}
-    for event, leaf in _new_items(target, items):
-        old = beyond_retention(event, cutoffs.at(size))
+    for logged, leaf in new_leaves(target, items):
+        old = beyond_retention(logged, cutoffs.at(size))
         if old and not _logged_at(live, size, leaf):
-            left.add(event.event_id)
+            left.add(logged_key(logged))
             continue
-        if old or beyond_retention(event, cutoffs.after(size)):
-            expired[event.event_id] = size
+        if old or beyond_retention(logged, cutoffs.after(size)):
+            expired[logged_key(logged)] = logged, size
         size += 1
-    held = live.serials(list(expired)) if expired else {}
-    return left, sum(held.get(i) == serial for i, serial in expired.items())
+    held = live.held([logged for logged, _ in expired.values()]) if expired else {}
+    return left, sum(held.get(key) == serial for key, (_, serial) in expired.items())
 
 
 def _logged_at(live: AuditStore, serial: int, leaf: bytes) -> bool:
@@ -423,9 +422,10 @@ def _logged_at(live: AuditStore, serial: int, leaf: bytes) -> bool:
         merkle.leaf_hash(leaf)]
 
 
-def _left_out(live: AuditStore, event: AccessLogEvent, leaf: bytes, serial: int,
+def _left_out(live: AuditStore, logged: Logged, leaf: bytes, serial: int,
               cutoffs: _Cutoffs) -> bool:
-    """Whether an event the live store does not hold, read just before the one it holds at
-    `serial`, was left out as older than its cutoff then: not the entry before, purged."""
-    return beyond_retention(event, cutoffs.at(serial)) and not _logged_at(
+    """Whether an event or operator action the live store does not hold, read just before the
+    one it holds at `serial`, was left out as older than its cutoff then: not the leaf before,
+    purged."""
+    return beyond_retention(logged, cutoffs.at(serial)) and not _logged_at(
         live, serial - 1, leaf)

@@ -61,6 +61,7 @@ class Dialect:
     begin_write: tuple[str, ...]
     begin_read: str
     has_table: str  # a row when the table its one parameter names is in the store's schema
+    has_column: str  # a row when the table its first parameter names has the column its second
     session: tuple[str, ...]
     cache_size: str | None  # bounds a connection's page cache to {kib} KiB (None: the server's)
     writer_session: tuple[str, ...]  # the writer's: a read-only connection cannot set them
@@ -73,6 +74,7 @@ SQLITE = Dialect(
     name="sqlite", blob="BLOB", key="INTEGER PRIMARY KEY", auto_key="INTEGER PRIMARY KEY",
     begin_write=("BEGIN IMMEDIATE",), begin_read="BEGIN",
     has_table="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    has_column="SELECT 1 FROM pragma_table_info(?) WHERE name = ?",
     session=("PRAGMA synchronous=FULL", "PRAGMA busy_timeout=30000",
              "PRAGMA temp_store=MEMORY"),
     cache_size="PRAGMA cache_size=-{kib}",
@@ -169,6 +171,8 @@ def _postgresql(url: str, read_only: bool) -> tuple[Connection, Dialect]:
         begin_read="BEGIN ISOLATION LEVEL REPEATABLE READ",
         has_table="SELECT 1 FROM information_schema.tables "
                   "WHERE table_schema = current_schema() AND table_name = ?",
+        has_column="SELECT 1 FROM information_schema.columns "
+                   "WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?",
         session=(), cache_size=None, writer_session=(), closing=(),
         duplicate=psycopg.IntegrityError, busy=psycopg.errors.SerializationFailure)
     try:

@@ -8,8 +8,10 @@ replay finds a topic's first events in the log; copied from `nodes`), `alerts` (
 the live detector raised on which entries, so a restarted one resumes where it stopped; not
 part of the tree) and `bindings` (which holder a binding ever gave which person, for the
 detector; not part of the tree, never purged: a binding stays made) and `operator_actions` (an
-operator's changes to the holder directory, one row per action id, with its exact bytes; not
-part of the tree). Proofs read O(log n)
+operator's changes to the holder directory, one row per action id, with its bytes as on the
+audit topic: leaves of the same tree as the events, serial their leaf index, in the topic's
+order among them; a row stored before actions were leaves has no serial, and is not provable).
+Proofs read O(log n)
 nodes; a purge deletes entry rows (and their alerts) and operator actions past the retention,
 never nodes, heads or bindings, so proofs
 for what remains and consistency between heads keep verifying, and a holder stays bound to the
@@ -40,9 +42,11 @@ from audit.detector import Raised, binding_of
 from audit.events import (
     BINDING,
     AccessLogEvent,
+    Logged,
     OperatorAction,
     decode_event,
     from_millis,
+    logged_key,
     millis,
     signed_event,
 )
@@ -104,26 +108,20 @@ def _escaped(unsafe: re.Match[str]) -> str:
     return "\\\\" if unsafe[0] == "\\" else f"\\x{ord(unsafe[0]):02x}"
 
 
-def _action_row(action: OperatorAction) -> Row:
-    """An operator action's row: its columns as column_text has them, and its exact bytes."""
-    return (column_text(action.action_id), millis(action.occurred_at),
-            column_text(action.operator), action.action, column_text(action.subject),
-            None if action.reason is None else column_text(action.reason), CODEC.encode(action))
+def _action_row(serial: int, action: OperatorAction, leaf: bytes) -> Row:
+    """An operator action's row, in ACTION_COLUMNS order: its serial, its columns as column_text
+    has them, and its bytes (its leaf)."""
+    return (serial, column_text(action.action_id), millis(action.occurred_at),
+            column_text(action.operator), column_text(action.action), column_text(action.subject),
+            None if action.reason is None else column_text(action.reason), leaf)
 
 
-def _within(actions: Sequence[OperatorAction], horizon: datetime | None
-            ) -> list[OperatorAction]:
-    """The operator actions not older than the last purge's cutoff `horizon` (append_many logs
-    no other, as no such event); each other one logged as left out."""
-    kept = []
-    for action in actions:
-        if not beyond_retention(action, horizon):
-            kept.append(action)
-            continue
-        log.error("operator action %r of %s is not logged: it is older than the last purge's "
-                  "cutoff %s", short(column_text(action.action_id)),
-                  action.occurred_at.isoformat(), horizon)
-    return kept
+def signed_record(leaf: bytes) -> Logged | None:
+    """The event or operator action a leaf's bytes hold; None if they hold neither."""
+    try:
+        return CODEC.decode(leaf, AccessLogEvent, OperatorAction)
+    except Exception:  # any codec error means the bytes are not a valid leaf
+        return None
 
 
 def node_key(level: int, index: int) -> int:
@@ -166,8 +164,15 @@ _RAW_SELECT = "SELECT " + ", ".join(
 _INSERT = (f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})")
 _TIME, _LEAF = ENTRY_COLUMNS.index("occurred_at"), ENTRY_COLUMNS.index("leaf")
-_ACT = ("INSERT INTO operator_actions (action_id, occurred_at, operator, action, subject, "
-        "reason, record) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+ACTION_COLUMNS = ("serial", "action_id", "occurred_at", "operator", "action", "subject", "reason",
+                  "record")
+_ACT = (f"INSERT INTO operator_actions ({', '.join(ACTION_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(ACTION_COLUMNS))})")
+# verify's read of the actions in the tree, as _RAW_SELECT's of the entries
+_RAW_ACTIONS = "SELECT " + ", ".join(
+    c if c in ("serial", "occurred_at") else f"CAST({c} AS BLOB)" for c in ACTION_COLUMNS
+) + " FROM operator_actions WHERE serial IS NOT NULL ORDER BY serial"
+_ACTION_TIME, _RECORD = ACTION_COLUMNS.index("occurred_at"), ACTION_COLUMNS.index("record")
 _BIND = "INSERT INTO bindings (holder, person) VALUES (?, ?) ON CONFLICT DO NOTHING"
 _BINDINGS_FROM_ENTRIES = (
     "INSERT INTO bindings (holder, person) SELECT requester, person FROM entries "
@@ -231,7 +236,8 @@ def _schema(d: Dialect) -> list[str]:
         "PRIMARY KEY (holder, person))",
         "CREATE TABLE IF NOT EXISTS operator_actions (action_id TEXT PRIMARY KEY, "
         "occurred_at BIGINT NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL, "
-        f"subject TEXT NOT NULL, reason TEXT, record {d.blob} NOT NULL)",
+        f"subject TEXT NOT NULL, reason TEXT, record {d.blob} NOT NULL, serial BIGINT)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS operator_actions_serial ON operator_actions (serial)",
     ]
 
 
@@ -374,6 +380,8 @@ class VerifyReport:
 
     tree_size: int = 0
     entries: int = 0
+    actions: int = 0  # operator actions checked as leaves
+    unproved: int = 0  # operator actions stored before they were leaves: no serial, not proved
     purged: int = 0
     heads: int = 0
     unsigned: int = 0
@@ -446,10 +454,15 @@ class AuditStore:
 
     def _create(self, cur: Cursor) -> None:
         """Create the missing tables; a store made before `bindings` fills it from its entries,
-        one made before `purged_leaves` from its purges' ranges."""
+        one made before `purged_leaves` from its purges' ranges; one made before operator
+        actions were leaves gives `operator_actions` its serial column, none in its rows."""
         without_bindings, without_purged = (
             cur.execute(self._dialect.has_table, (table,)).fetchone() is None
             for table in ("bindings", "purged_leaves"))
+        if (cur.execute(self._dialect.has_table, ("operator_actions",)).fetchone() is not None
+                and cur.execute(self._dialect.has_column,
+                                ("operator_actions", "serial")).fetchone() is None):
+            cur.execute("ALTER TABLE operator_actions ADD COLUMN serial BIGINT")
         for statement in _schema(self._dialect):
             cur.execute(statement)
         if without_bindings:
@@ -514,7 +527,8 @@ class AuditStore:
     # ---- the tree ----
 
     def size(self) -> int:
-        """The number of entries ever appended (purged ones included)."""
+        """The number of leaves ever appended, entries and operator actions (purged ones
+        included)."""
         found = self._db.execute(
             "SELECT max(id) FROM nodes WHERE id < ?", (node_key(1, 0),)).fetchone()[0]
         return 0 if found is None else int(found) + 1
@@ -574,57 +588,69 @@ class AuditStore:
         """The entry's serial, or None when the event is already there (or purged)."""
         return self.append_many([(event, leaf)])[0]
 
-    def append_many(self, items: Iterable[tuple[AccessLogEvent, bytes]],
-                    raised: Sequence[Raised] = (),
-                    actions: Sequence[OperatorAction] = ()) -> list[int | None]:
-        """Append a batch, the alerts the detector raised on it and the operator actions that
-        came with it, in one transaction: per item its serial, or None for a replay.
+    def append_many(self, items: Iterable[tuple[Logged, bytes]],
+                    raised: Sequence[Raised] = ()) -> list[int | None]:
+        """Append a batch of events and operator actions, each with its bytes as on the audit
+        topic, in its order, each a leaf of the tree, and the alerts the detector raised on it,
+        in one transaction: per item its serial, or None for a replay.
 
         An event id already stored is skipped: exactly one entry per event id, the first; an
-        alert or an operator action already stored (come again) likewise.
-        Other bytes under a stored id (a step re-run with a new time?) are logged as a
-        warning. Events and operator actions older than the last purge's cutoff are skipped
-        too.
+        operator action id already stored (a row from before actions were leaves too), or an
+        alert, likewise. Other bytes under a stored id (a step re-run with a new time?) are
+        logged as a warning. Events and operator actions older than the last purge's cutoff are
+        skipped too.
         The batch is first written as all new; only if an event id clashes (a replay after
         a crash) is it redone, looking up which events are stored.
         """
         batch = list(items)
         try:
-            return self._append(batch, raised, actions, replay=False)
+            return self._append(batch, raised, replay=False)
         except self._dialect.duplicate:
-            return self._append(batch, raised, actions, replay=True)
+            return self._append(batch, raised, replay=True)
 
-    def _append(self, batch: list[tuple[AccessLogEvent, bytes]], raised: Sequence[Raised],
-                actions: Sequence[OperatorAction], replay: bool) -> list[int | None]:
+    def _append(self, batch: list[tuple[Logged, bytes]], raised: Sequence[Raised],
+                replay: bool) -> list[int | None]:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
-            known = self._by_id(cur, [e.event_id for e, _ in batch], "leaf") if replay \
-                else {}
+            known = {("event", k): v for k, v in self._by_id(cur, [
+                r.event_id for r, _ in batch if isinstance(r, AccessLogEvent)], "leaf").items()
+                     } if replay else {}
+            known.update((("action", k), bytes(v)) for k, v in self._by_id(cur, [
+                r.action_id for r, _ in batch if isinstance(r, OperatorAction)], "record",
+                "operator_actions", "action_id").items())
             horizon = self._last_cutoff(cur)
             rows: list[Row] = []
+            acted: list[Row] = []
             nodes: list[tuple[int, bytes]] = []
             bindings: list[tuple[str, str]] = []
-            for event, leaf in batch:
-                key = column_text(event.event_id)
+            for record, leaf in batch:
+                kind, logged_id = logged_key(record)
+                named = "operator action" if kind == "action" else kind
+                key = (kind, column_text(logged_id))
                 seen = known.get(key)
                 if seen is not None and seen != leaf:
-                    log.warning("event %r came again with other bytes; the first one stays",
-                                short(event.event_id))
-                expired = beyond_retention(event, horizon)
+                    log.warning("%s %r came again with other bytes; the first one stays",
+                                named, short(logged_id))
+                expired = beyond_retention(record, horizon)
                 if seen is None and expired:
-                    log.error("event %r of %s is not logged: it is older than the last purge's "
-                              "cutoff %s", short(key), event.occurred_at.isoformat(), horizon)
+                    log.error("%s %r of %s is not logged: it is older than the last purge's "
+                              "cutoff %s", named, short(key[1]), record.occurred_at.isoformat(),
+                              horizon)
                 if seen is not None or expired:
                     serials.append(None)
                     continue
                 known[key] = leaf
                 serials.append(tree.size)
-                rows.append(_row(tree.size, event, leaf))
-                if (binding := binding_of(event)) is not None:
-                    bindings.append(binding)
+                if isinstance(record, OperatorAction):
+                    acted.append(_action_row(tree.size, record, leaf))
+                else:
+                    rows.append(_row(tree.size, record, leaf))
+                    if (binding := binding_of(record)) is not None:
+                        bindings.append(binding)
                 nodes.extend((node_key(*n), h) for n, h in tree.append(merkle.leaf_hash(leaf)))
             cur.executemany(_INSERT, rows)
+            cur.executemany(_ACT, acted)
             cur.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
             cur.executemany(_BIND, bindings)
             cur.executemany(
@@ -632,7 +658,6 @@ class AuditStore:
                 "ON CONFLICT DO NOTHING",
                 [(a.rule, column_text(a.event_id), column_text(a.requester),
                   millis(a.occurred_at)) for a in raised])
-            cur.executemany(_ACT, [_action_row(a) for a in _within(actions, horizon)])
             latest = self._latest_head(cur)
             if tree.size - (latest.head.size if latest else 0) >= self.head_every:
                 self._sign(cur, tree)
@@ -751,6 +776,24 @@ class AuditStore:
         found = self._by_id(self._db.cursor(), list(action_ids), "action_id",
                             "operator_actions", "action_id")
         return {i for i in action_ids if column_text(i) in found}
+
+    def held(self, records: Sequence[Logged]) -> dict[tuple[str, str], int | None]:
+        """The serial of each of these events and operator actions the store holds, by
+        logged_key (a purged one's is not held; an action stored before actions were leaves
+        has none: None)."""
+        cur = self._db.cursor()
+        found = {("event", k): v for k, v in self._by_id(cur, [
+            r.event_id for r in records if isinstance(r, AccessLogEvent)], "serial").items()}
+        found.update((("action", k), v) for k, v in self._by_id(cur, [
+            r.action_id for r in records if isinstance(r, OperatorAction)], "serial",
+            "operator_actions", "action_id").items())
+        held: dict[tuple[str, str], int | None] = {}
+        for record in records:
+            kind, logged_id = key = logged_key(record)
+            if (kind, column_text(logged_id)) in found:
+                serial = found[kind, column_text(logged_id)]
+                held[key] = None if serial is None else int(serial)
+        return held
 
     def serials(self, event_ids: Sequence[str]) -> dict[str, int]:
         """The serial of each of these event ids the log holds (a purged entry's is not)."""
@@ -911,16 +954,19 @@ class AuditStore:
 
     def purge(self, now: datetime, retention_years: int = RETENTION_YEARS) -> Purge:
         """Delete entries (and the alerts on them) and operator actions older than the
-        retention, an entry's age as its signed bytes tell it; keep their leaf hashes and all
-        heads. An entry whose bytes are not its leaf's, or tell of a later event, stays (logged;
-        `verify` reports it)."""
+        retention, a leaf's age as its signed bytes tell it; keep their leaf hashes and all
+        heads. An entry or action whose bytes are not its leaf's, or tell of a later one, stays
+        (logged; `verify` reports it). An operator action stored before actions were leaves
+        goes by its time column."""
         cutoff = years_before(now, retention_years)
         with self._write() as cur:
             ranges = _runs(self._expired(cur, millis(cutoff)))
-            cur.executemany("DELETE FROM entries WHERE serial >= ? AND serial < ?", ranges)
+            for table in ("entries", "operator_actions"):
+                cur.executemany(f"DELETE FROM {table} WHERE serial >= ? AND serial < ?", ranges)
             cur.executemany(_PURGED_LEAVES, ranges)
             cur.execute("DELETE FROM alerts WHERE occurred_at < ?", (millis(cutoff),))
-            cur.execute("DELETE FROM operator_actions WHERE occurred_at < ?", (millis(cutoff),))
+            cur.execute("DELETE FROM operator_actions WHERE serial IS NULL AND occurred_at < ?",
+                        (millis(cutoff),))
             unsigned = Purge(now, cutoff, tuple(ranges), self.signer.key_id, b"")
             record = replace(unsigned, signature=self.signer.sign(unsigned.message()))
             cur.execute(
@@ -931,14 +977,19 @@ class AuditStore:
         return record
 
     def _expired(self, cur: Cursor, cutoff: int) -> Iterator[int]:
-        """In order, the serials of the entries whose time column is before `cutoff` and whose
-        bytes, the ones in the tree, tell of an event before it too."""
-        rows = iter(cur.execute("SELECT serial, CAST(leaf AS BLOB) FROM entries "
-                                "WHERE occurred_at < ? ORDER BY serial", (cutoff,)))
+        """In order, the serials of the entries and operator actions whose time column is before
+        `cutoff` and whose bytes, the ones in the tree, tell of one before it too."""
+        rows = heapq.merge(
+            cur.execute("SELECT serial, CAST(leaf AS BLOB) FROM entries "
+                        "WHERE occurred_at < ? ORDER BY serial", (cutoff,)),
+            self._db.cursor().execute("SELECT serial, CAST(record AS BLOB) FROM operator_actions "
+                                      "WHERE occurred_at < ? AND serial IS NOT NULL "
+                                      "ORDER BY serial", (cutoff,)),
+            key=operator.itemgetter(0))
         for chunk in iter(lambda: list(itertools.islice(rows, _CHUNK)), []):
             leaves = self._stored_hashes([node_key(0, serial) for serial, _ in chunk])
             for serial, leaf in chunk:
-                event = signed_event(leaf)
+                event = signed_record(leaf)
                 if (leaves.get(node_key(0, serial)) == merkle.leaf_hash(leaf)
                         and event is not None and millis(event.occurred_at) < cutoff):
                     yield serial
@@ -1043,7 +1094,10 @@ class AuditStore:
     def _verify_entries(self, size: int, purged: _Ranges, horizon: int | None,
                         decode: Callable[[bytes], AccessLogEvent] | None,
                         report: VerifyReport) -> None:
-        rows = self._db.execute(f"{_RAW_SELECT} ORDER BY serial")
+        rows = heapq.merge(self._db.execute(f"{_RAW_SELECT} ORDER BY serial"),
+                           self._db.execute(_RAW_ACTIONS), key=operator.itemgetter(0))
+        report.unproved = self._db.execute("SELECT count(*) FROM operator_actions "
+                                           "WHERE serial IS NULL").fetchone()[0]
         leaves = self._db.execute("SELECT id, CAST(hash AS BLOB) FROM nodes "
                                   "WHERE id < ? ORDER BY id",
                                   (node_key(1, 0),))
@@ -1060,8 +1114,12 @@ class AuditStore:
                 else:
                     report.add("deleted", f"serial {serial}", "its entry is gone (not purged)")
                 continue
-            report.entries += 1
-            computed = merkle.leaf_hash(row[_LEAF])
+            action = _is_action(row)
+            if action:
+                report.actions += 1
+            else:
+                report.entries += 1
+            computed = merkle.leaf_hash(row[_RECORD if action else _LEAF])
             if stored is None:
                 report.add("inserted", f"serial {serial}", "an entry that is not in the tree")
             elif serial in purged:
@@ -1318,20 +1376,31 @@ def _join(rows: Iterable[Row], leaves: Iterable[tuple[int, V]]
             leaf = next(leaf_iter, None)
 
 
+def _is_action(row: Row) -> bool:
+    """Whether a row verify reads is an operator action's (_RAW_ACTIONS), not an entry's."""
+    return len(row) == len(ACTION_COLUMNS)
+
+
 def _check_columns(serial: int, row: Row, horizon: int | None,
                    decode: Callable[[bytes], AccessLogEvent] | None,
                    report: VerifyReport) -> None:
-    if horizon is not None and isinstance(row[_TIME], int) and row[_TIME] < horizon:
+    """An entry's (or operator action's) row against the last purge's cutoff and, with
+    `decode`, its columns against its bytes (an action's by the codec)."""
+    action = _is_action(row)
+    at, leaf = (_ACTION_TIME, _RECORD) if action else (_TIME, _LEAF)
+    if horizon is not None and isinstance(row[at], int) and row[at] < horizon:
         report.add("retention", f"serial {serial}", "older than the last purge's cutoff")
     if decode is None:
         return
     try:
-        decoded = decode(row[_LEAF])
+        columns = (_action_row(serial, CODEC.decode(row[leaf], OperatorAction), row[leaf])
+                   if action else _row(serial, decode(row[leaf]), row[leaf]))
     except Exception as exc:  # any codec error means the bytes are not a valid event
         report.add("column", f"serial {serial}", f"its bytes do not decode: {exc}")
         return
-    expected = (v.encode() if isinstance(v, str) else v for v in _row(serial, decoded, row[_LEAF]))
-    differ = [name for name, stored, made in zip(ENTRY_COLUMNS, row, expected, strict=True)
+    expected = (v.encode() if isinstance(v, str) else v for v in columns)
+    differ = [name for name, stored, made in zip(
+        ACTION_COLUMNS if action else ENTRY_COLUMNS, row, expected, strict=True)
               if stored != made]
     if differ:
         report.add("column", f"serial {serial}",

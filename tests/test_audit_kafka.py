@@ -45,6 +45,7 @@ from audit.anchor import (
     noted_commit,
 )
 from audit.cli import audit_cli
+from audit.consumer import read_audit
 from audit.detector import OFF_HOURS, REPEATED_PERSON, VOLUME
 from audit.events import AccessLogEvent, OperatorAction, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
@@ -70,7 +71,7 @@ from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import create_known, producer, renkei
 from tests.loop_helpers import ticking
-from tests.test_audit_store import item, truncate
+from tests.test_audit_store import acted, item, truncate
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -898,13 +899,13 @@ async def test_replay_rebuilds_the_same_root_and_rechecks_every_approval(
                 + [(nenkin, r) for r in unlawful[1:]]]
     assert [o.status for o in outcomes] == ["FOUND"] * 4 + ["REJECTED"] * 3
     await caught_up(live, set(await topic_events()))
-    on_topic = await read_events(KafkaAccess.of(config.ADMIN))  # operator actions left out
+    on_topic = read_audit(await read_topic(KafkaAccess.of(config.ADMIN), topics.AUDIT))
     normal = await replay(tmp_path / "first.db")
     assert normal.returncode == 0, normal.stdout + normal.stderr
     with AuditStore(tmp_path / "first.db", Signer.generate()) as rebuilt:
         again = len(on_topic) - rebuilt.size()
-    assert f"replayed {len(on_topic)} events ({again} of them an event id again) from " \
-        in normal.stdout, "the events, not the records that carry them in batches"
+    assert (f"replayed {len(on_topic)} events and operator actions ({again} of them an id again) "
+            "from ") in normal.stdout, "the events and actions, not the records that carry them"
     assert "(identical)" in normal.stdout and " 0 disagreement(s)" in normal.stdout
     checked = int(normal.stdout.split("re-checked ")[1].split()[0])
     assert checked >= 7
@@ -1257,7 +1258,7 @@ async def test_recommit_accounts_for_an_operator_action_the_store_lacks(
         store.append_many(item(event) for event in events)
         async with topic_of_its_own([events[0], action, events[1]], 0) as own:
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 1
-            store.append_many((), (), [action])
+            store.append_many([acted(action)])
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 3
 
 
@@ -1272,14 +1273,16 @@ async def test_an_operator_action_past_the_retention_is_purged_and_not_lacking(
                       for n, at in enumerate((now - timedelta(days=9 * 366), now,
                                               now - timedelta(days=8 * 366))))
     with AuditStore(live, Signer.generate()) as store:
-        store.append_many((), (), [old, new])
+        store.append_many([acted(old), acted(new)])
         store.purge(now)
-        store.append_many((), (), [late])
+        store.append_many([acted(late)])
         assert store.operator_actions() == [new]
+        assert store.verify().ok and store.size() == 2
         async with topic_of_its_own([old, new, late], 0) as own:
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 3
             report = await rebuilt(tmp_path / "replay.db", live, own)
-    assert (report.actions, report.unkept) == ([old, late, new], [])
+    assert (report.actions, report.unkept, report.unlogged) == ([old, new], [], 1)
+    assert report.identical
 
 
 async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_read_again(

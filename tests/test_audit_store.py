@@ -95,6 +95,16 @@ def item(e: AccessLogEvent) -> tuple[AccessLogEvent, bytes]:
     return e, CODEC.encode(e)
 
 
+def acted(action: OperatorAction) -> tuple[OperatorAction, bytes]:
+    """An operator action as the audit consumer appends it: with its bytes, a leaf."""
+    return action, CODEC.encode(action)
+
+
+def suspension(n: int) -> OperatorAction:
+    return OperatorAction(f"SUSPEND@renkei.directory:0:{n}", T0 + timedelta(minutes=n, seconds=30),
+                          "ops-a", "SUSPEND", "sakura-town", "情報漏えい")
+
+
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
@@ -1096,9 +1106,9 @@ def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     code, out = audit("query", "--since", "2018-01-01", "--outcome", "APPROVED")
     assert [e["serial"] for e in json.loads(out)["entries"]] == [3]
     code, out = audit("purge", "--now", "2024-06-01T00:00:00+09:00")
-    assert code == 0 and "purged 3 entries older than 2017-06-01" in out
+    assert code == 0 and "purged 3 entries and operator actions older than 2017-06-01" in out
     code, out = audit("verify", "--no-anchor")  # no broker here: test_audit_kafka checks that
-    assert code == 0 and "3 entries checked, 3 purged" in out
+    assert code == 0 and "3 entries checked, 0 operator actions checked, 3 purged" in out
     assert "not checked against the anchored heads (--no-anchor)" in out
     tamper(db, ("DELETE FROM entries WHERE serial = 4", ()))
     code, out = audit("verify", "--no-anchor")
@@ -1203,12 +1213,94 @@ def test_a_printable_legal_basis_in_japanese_is_stored_as_it_is_without_the_patt
 
 def test_an_operator_action_is_stored_once_whatever_comes_again(store: AuditStore) -> None:
     """No operator action reached the audit log (a holder suspended, resumed, registered, a unit
-    re-keyed): one is stored once per action id, with its reason, come again or not, beside the
-    tree and not in it."""
+    re-keyed): one is stored once per action id, with its reason, come again or not, a leaf of
+    the tree in the order it came among the events."""
     action = OperatorAction("SUSPEND@renkei.directory:0:7", T0, "operator", "SUSPEND",
                             "sakura-town", "情報漏えい")
     events = [event(n) for n in range(3)]
-    store.append_many([item(e) for e in events], (), [action])
-    store.append_many([item(events[0])], (), [action, replace(action, reason="other")])
+    assert store.append_many([item(events[0]), acted(action), item(events[1])]) == [0, 1, 2]
+    assert store.append_many([item(events[0]), acted(action),
+                              acted(replace(action, reason="other")), item(events[2])]) == [
+        None, None, None, 3]
     assert store.operator_actions() == [action]
-    assert store.size() == 3
+    assert store.size() == 4
+    assert store.leaf_hashes(1, 2) == [merkle.leaf_hash(CODEC.encode(action))]
+    assert store.verify(decode_event).ok
+
+
+def test_an_operator_action_deleted_from_the_store_is_found_by_verify(store: AuditStore) -> None:
+    """An insider deleting a suspension's row left a store that verified whole (the actions
+    were stored beside the tree): the action is a leaf of the tree, and its row gone, changed or
+    put at another serial is a finding."""
+    store.append_many([item(event(0)), acted(suspension(0)), item(event(1))])
+    store.sign_head()
+    report = store.verify(decode_event)
+    assert report.ok and (report.entries, report.actions) == (2, 1)
+    store._db.execute("UPDATE operator_actions SET reason = 'x'")
+    assert {f.kind for f in store.verify(decode_event).findings} == {"column"}
+    store._db.execute("UPDATE operator_actions SET serial = 2")
+    assert {(f.kind, f.where) for f in store.verify().findings} == {
+        ("deleted", "serial 1"), ("inserted", "serial 2")}
+    store._db.execute("DELETE FROM operator_actions")
+    report = store.verify()
+    assert not report.ok and {(f.kind, f.where) for f in report.findings} == {
+        ("deleted", "serial 1")}
+
+
+def test_an_operator_action_past_the_retention_is_purged_as_a_leaf(store: AuditStore) -> None:
+    """An action past the retention is purged as an entry is: its serial in the signed purge's
+    ranges, its leaf hash kept, the store whole; a later one stays."""
+    old, new = (replace(suspension(n), occurred_at=datetime(year, 6, 1, tzinfo=UTC))
+                for n, year in ((1, 2015), (2, 2020)))
+    store.append_many([item(event(0, at=datetime(2014, 6, 1, tzinfo=UTC))), acted(old),
+                       acted(new)])
+    record = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
+    assert record.ranges == ((0, 2),) and store.operator_actions() == [new]
+    assert store.purged_serial(CODEC.encode(old)) == 1
+    report = store.verify(decode_event)
+    assert report.ok, report.findings
+    assert (report.tree_size, report.entries, report.actions, report.purged) == (3, 0, 1, 2)
+
+
+def test_a_store_from_before_actions_were_leaves_keeps_its_actions_unproved(
+        state: Path, db: str, clock: Clock, store: AuditStore) -> None:
+    """A store made when operator actions were kept beside the tree: its actions stay, without a
+    serial, counted as not provable and not as tampering; new ones are leaves after its own."""
+    store.append_many([item(event(0)), item(event(1))])
+    head = store.sign_head().head
+    store.close()
+    before = suspension(0)
+    tamper(db, ("DROP INDEX operator_actions_serial", ()),
+           ("ALTER TABLE operator_actions DROP COLUMN serial", ()),
+           ("INSERT INTO operator_actions (action_id, occurred_at, operator, action, subject, "
+            "reason, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (before.action_id, millis(before.occurred_at), before.operator, before.action,
+             before.subject, before.reason, CODEC.encode(before))))
+    with AuditStore(db, Signer.load_or_create(), clock=clock) as upgraded:
+        assert upgraded.append_many([acted(before), acted(suspension(5)), item(event(2))]) == [
+            None, 2, 3]
+        assert upgraded.operator_actions() == [before, suspension(5)]
+        report = upgraded.verify(decode_event, anchored=[upgraded.heads()[0]])
+        assert report.ok, report.findings
+        assert (report.tree_size, report.actions, report.unproved) == (4, 1, 1)
+        assert upgraded.against(head) is None
+    verified = CliRunner().invoke(audit_cli, ["verify", "--no-anchor", "--db", db])
+    assert verified.exit_code == 0 and (
+        "1 operator actions stored before actions were leaves of the tree: kept, not provable"
+        in verified.output), verified.output
+    with AuditStore(db, Signer.load_or_create(), clock=clock) as upgraded:
+        upgraded.purge(datetime(2031, 4, 1, 9, 1, tzinfo=UTC))  # cutoff T0 + 1 min
+        assert upgraded.operator_actions() == [suspension(5)]
+        assert upgraded.verify().ok
+
+
+def test_an_operator_action_grows_the_tree_consistently(store: AuditStore) -> None:
+    """An action appended after a head: the new head is consistent with the old (append-only)."""
+    store.append_many([item(event(n)) for n in range(3)])
+    old = store.sign_head().head
+    store.append_many([acted(suspension(3))])
+    new = store.sign_head().head
+    assert new.size == old.size + 1
+    assert merkle.verify_consistency(old.size, new.size,
+                                     store.consistency_proof(old.size, new.size),
+                                     old.root, new.root)

@@ -767,7 +767,7 @@ async def _its_trail(made: list[Send], tmp_path: Path) -> list[tuple[str, str, s
     finally:
         admin.delete_topics([own])[own].result(30)
     with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
-        store.append_many(read_audit(records)[0])
+        store.append_many(read_audit(records))
         return [(step_of(e.event), e.event.event_id.split("@", 1)[1], e.event.outcome)
                 for e in store.query(Query()).entries if e.event.request_id == "r-1"]
 
