@@ -304,8 +304,10 @@ def _logging_actions() -> AbstractAsyncContextManager[None]:
     """The state folder's lock on logging operator actions (directory/actions.lock): held by a
     command from its action's directory records to its audit write (_written), and by a recovery
     from the audit topic's search for an action to its delivery, so that a command recovering it
-    at the same time searches after it is there, and logs it no more."""
-    return file_awaited(private_dir("directory") / "actions.lock")
+    at the same time searches after it is there, and logs it no more. A command waiting for it
+    says so after 2 s (the one holding it may hang on a broker it cannot reach)."""
+    return file_awaited(private_dir("directory") / "actions.lock",
+                        "another command's operator action")
 
 
 def _noted(value: bytes) -> HolderEntry | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -13,6 +15,8 @@ from pathlib import Path, PurePath
 from typing import Any
 
 STATE_ENV = "RENKEI_STATE"
+
+log = logging.getLogger(__name__)
 
 
 def state_dir() -> Path:
@@ -93,18 +97,24 @@ def file_locked(path: Path) -> AbstractContextManager[None]:
 
 
 @asynccontextmanager
-async def file_awaited(path: Path, every: float = 0.05) -> AsyncIterator[None]:
+async def file_awaited(path: Path, held_by: str, every: float = 0.05,
+                       patience: float = 2.0) -> AsyncIterator[None]:
     """The lock file `path` (made if missing) locked (flock) while this task does what one
     process or task at a time may do; waited for, `every` seconds asked again, so that the
     event loop goes on meanwhile (another of its tasks may hold it), and given up when the task
-    is cancelled."""
+    is cancelled. Waited for `patience` seconds, what holds it (`held_by`) is said once at
+    WARNING (one hung, or stopped with Ctrl-Z, holds it for ever), and waited for on."""
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    said_at: float | None = time.monotonic() + patience
     try:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if said_at is not None and time.monotonic() >= said_at:
+                    log.warning("waiting for %s (%s): Ctrl-C ends this command", held_by, path)
+                    said_at = None
                 await asyncio.sleep(every)
         yield
     finally:

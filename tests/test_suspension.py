@@ -4,6 +4,7 @@ real broker: while suspended its requests and requests to it are refused."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import deliver
+from renkei.state import file_locked, private_dir
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 from tests.kafka_helpers import (
@@ -303,6 +305,27 @@ async def test_a_suspension_recovered_while_its_command_logs_it_is_logged_once(
     assert await operator_actions(audit_end, "sakura-town") == [
         OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
                        "SUSPEND", "sakura-town", "情報漏えい")]
+
+
+async def test_a_command_waiting_for_another_commands_operator_action_says_so_and_waits(
+        town: town_setup.Town, caplog: pytest.LogCaptureFixture) -> None:
+    """A command on the directory while another held the lock on logging operator actions (hung
+    on a broker it cannot reach, or stopped with Ctrl-Z) waited for it for ever, saying nothing.
+    It says so once, after 2 s, at WARNING, naming the lock, and waits on: the lock let go, it
+    goes on."""
+    lock = private_dir("directory") / "actions.lock"
+    sample = town.sample("sakura-town")
+    entry = directory.holder_entry(sample.holder_id, sample.name, sample.role, sample.unit,
+                                   sample.private)
+    with caplog.at_level(logging.WARNING), file_locked(lock):
+        waiting = asyncio.create_task(directory.publish([entry]))
+        await asyncio.sleep(1.5)
+        assert not [r for r in caplog.records if r.name == "renkei.state"]
+        await asyncio.sleep(2)
+        assert not waiting.done()
+    await waiting
+    assert [r.getMessage() for r in caplog.records if r.name == "renkei.state"] == [
+        f"waiting for another command's operator action ({lock}): Ctrl-C ends this command"]
 
 
 async def test_a_suspension_without_the_platforms_key_is_refused_and_writes_nothing(
