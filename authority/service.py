@@ -168,14 +168,17 @@ class NumberingAuthority:
         its change at the bookmark is not the one followed (none, or another fingerprint; a
         bookmark kept without one is judged by its change being there). The changes followed that
         it lost are undone first, said once: the codes they gave, unknown to it, it may give
-        again, to others. Followed again, a change moves nothing."""
-        seen, kept = self._store.cursor(source)
-        if not seen:
-            return seen
-        there = registry.event(seen)
-        if there is not None and kept in (None, fingerprint(there)):
-            return seen
+        again, to others. Followed again, a change moves nothing. The bookmark is read again in
+        the undo's transaction: another process (`serve`, a command) that found the registry gone
+        back at once and undid it meanwhile is followed on from, nothing undone again."""
+        on = self._followed_on(registry, source)
+        if on is not None:
+            return on
         with self._store.transaction():
+            on = self._followed_on(registry, source)
+            if on is not None:
+                return on
+            seen = self._store.cursor(source)[0]
             undone = self._unfollow_lost(registry, source)
             self._store.set_cursor(source, 0)
         log.warning("the registry at %s went back: its change %d is not the one followed (an "
@@ -191,6 +194,16 @@ class NumberingAuthority:
                         "resident having another meanwhile: the history names them "
                         "('code-followed')", registry.path, undone.retired, undone.left)
         return 0
+
+    def _followed_on(self, registry: RegistryStore, source: str) -> int | None:
+        """The bookmark of `source` if the registry has the change at it that was followed (the
+        same fingerprint, or any change if none was kept; 0 if none was followed); None if it
+        went back."""
+        seen, kept = self._store.cursor(source)
+        there = registry.event(seen) if seen else None
+        if not seen or (there is not None and kept in (None, fingerprint(there))):
+            return seen
+        return None
 
     def _unfollow_lost(self, registry: RegistryStore, source: str) -> Undone:
         """Undo the changes followed that the registry lost (in a transaction), the latest first,

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -1036,6 +1037,43 @@ def test_an_undo_that_cannot_give_a_number_back_says_so(
         "names them ('number-withdrawn'); 1 number(s) left under the code a lost change gave, "
         "the code the registry has for their resident having another meanwhile: the history "
         "names them ('code-followed')"]
+    registry.close()
+
+
+def test_a_registry_gone_back_found_by_two_followers_at_once_is_undone_once(
+        tmp_path: Path, store: AuthorityStore, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """`serve` and a `follow` command finding the registry gone back at once both undid the
+    changes it lost and followed it again from its first: the second, its bookmark read before
+    the first's undo, moved nothing and said the registry went back again. The bookmark is read
+    again in the undo's transaction: the second follows on from where the first left it, said
+    once."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    path = registry.path
+    for code in codes[10:13]:
+        change_code(registry, code, seed=98)
+    assert authority.follow_registry(registry) == 3
+    seen = registry.last_seq()
+    copied(tmp_path / "copy.db", path)
+    number = authority.number_of(codes[0])
+    moved = change_code(registry, codes[0])
+    beside = AuthorityStore(tmp_path / "authority.db")
+    other = NumberingAuthority(beside)
+    transaction = store.transaction
+
+    def after_the_other() -> Any:
+        """The first transaction, once the other authority has followed the registry whole."""
+        monkeypatch.setattr(store, "transaction", transaction)
+        assert other.follow_registry(registry) == 1
+        return transaction()
+
+    monkeypatch.setattr(store, "transaction", after_the_other)
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert authority.follow_registry(registry) == 0
+    assert authority.number_of(moved) == number
+    assert [r.getMessage() for r in caplog.records] == [_went_back(path, seen, 3)]
+    assert authority.registry_cursor(f"registry {registry.identity()}") == registry.last_seq()
+    beside.close()
     registry.close()
 
 
