@@ -33,6 +33,14 @@ REGISTRY_CURSOR = "registry"  # the cursor of a registry made before registries 
 
 log = logging.getLogger(__name__)
 
+# said when a registry went back past the code changes followed that the authority kept
+UNKEPT_TOLD = ("; those it lost that were followed before the authority kept them (a store from "
+               "before that) or forgotten past the retention are not undone: their residents' "
+               "numbers stay under the codes they gave, which the registry may give others "
+               "(numbering one then retires that number): check each code change followed in the "
+               "authority's history ('code-followed') against the code the registry has for its "
+               "resident")
+
 
 class AlreadyAssigned(ValueError):
     """The resident already has a personal number."""
@@ -81,11 +89,14 @@ def forgotten_told(parts: Iterable[Forgotten], cutoff: datetime) -> str:
 class Undone:
     """What undoing the code changes a registry lost did: numbers moved back to the codes it has
     for their residents, left under a lost code (the code it has had another), and retired in
-    following them (withdrawn from the code a lost change gave), which stay retired."""
+    following them (withdrawn from the code a lost change gave), which stay retired; and whether
+    it went back past the changes followed kept, some not kept (followed before they were, or
+    forgotten past the retention): those it lost are not undone."""
 
     moved: int = 0
     left: int = 0
     retired: int = 0
+    unkept: bool = False  # it may have lost changes followed whose moves were not kept
 
 
 def withdrawn_told(count: int) -> str:
@@ -184,8 +195,8 @@ class NumberingAuthority:
         log.warning("the registry at %s went back: its change %d is not the one followed (an "
                     "older copy put back, or tampered with?): the %d code changes followed that it "
                     "lost are undone, their residents' numbers back under the codes it has for "
-                    "them, and its code changes are followed again from its first",
-                    registry.path, seen, undone.moved)
+                    "them, and its code changes are followed again from its first%s",
+                    registry.path, seen, undone.moved, UNKEPT_TOLD if undone.unkept else "")
         if undone.retired or undone.left:
             log.warning("undoing the code changes the registry at %s lost: %d personal number(s) "
                         "retired in following them stay retired (numbers are never reissued): the "
@@ -209,7 +220,8 @@ class NumberingAuthority:
         """Undo the changes followed that the registry lost (in a transaction), the latest first,
         down to the latest it has (the same fingerprint at its number). A number the resident has
         since changed goes back with them; a number another code has meanwhile stays where it is
-        (left); a number following one withdrew from the code it gave stays retired."""
+        (left); a number following one withdrew from the code it gave stays retired. Past the
+        changes kept, with some not kept, those it lost are not known: not undone (unkept)."""
         undone, kept = Undone(), 0
         for seq, followed, old_code, new_code in self._store.followed(source):
             there = registry.event(seq)
@@ -224,6 +236,7 @@ class NumberingAuthority:
             elif number is not None:
                 undone.left += 1
         self._store.forget_followed(source, kept)
+        undone.unkept = not kept and not self._store.all_followed_kept(source)
         return undone
 
     def change_number(self, resident_code: str, reason: str, request_id: str | None = None,

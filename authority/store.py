@@ -6,7 +6,9 @@ number never reissued); `conversion` is the code-conversion table, resident code
 identifies it: read again, it is not logged again; rows from before that have none); `answered` the
 number each request for a new one was given (a request read twice is given the same); `cursors`
 the last code change followed of each registry, by its identity (each numbers its own from 1), and
-its fingerprint (a copy put back numbers other changes as it; none in a row from before it);
+its fingerprint (a copy put back numbers other changes as it; none in a row from before it), and
+the last change past which those followed that moved a number are all kept in `followed` (0, or
+the last forgotten past the retention; none in a row from before they were kept);
 `followed` each code change followed that moved a number, by its registry, number and fingerprint,
 the codes it moved the number between (undone if the registry goes back before it) and when it was
 followed (forgotten past the access log's retention with the look-ups; a row from before that has
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS lookups (
 CREATE TABLE IF NOT EXISTS cursors (
     source TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
-    fingerprint TEXT
+    fingerprint TEXT,
+    kept_past INTEGER
 );
 CREATE TABLE IF NOT EXISTS followed (
     source TEXT NOT NULL,
@@ -93,6 +96,11 @@ LOGGED_AT = "CREATE INDEX IF NOT EXISTS lookups_logged_at ON lookups (at)"  # fo
 WITHDRAWN = ("CREATE INDEX IF NOT EXISTS history_withdrawn ON history (resident_code) "
              "WHERE kind = 'number-withdrawn'")  # for withdrawn_for: a few rows of many
 FOLLOWED_AT = "CREATE INDEX IF NOT EXISTS followed_at ON followed (at)"  # for forget_before
+# the changes of each registry followed past which those that moved a number are kept, once
+# forget_before deletes those followed before :before (a bookmark kept past none stays so)
+FORGOTTEN_PAST = ("UPDATE cursors SET kept_past = MAX(kept_past, (SELECT MAX(seq) FROM followed "
+                  "WHERE followed.source = cursors.source AND at < :before)) WHERE source IN "
+                  "(SELECT source FROM followed WHERE at < :before)")
 # the look-ups logged and the code changes followed before :before that forget_before deletes in
 # one transaction, oldest first
 FORGET = tuple(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE at < :before "
@@ -152,7 +160,7 @@ class AuthorityStore:
         self._db.executescript(PRAGMAS + SCHEMA)
         sqlite.with_columns(self._db, "tickets_used", sqlite.MARKED)
         sqlite.with_columns(self._db, "lookups", ("look_up TEXT",))
-        sqlite.with_columns(self._db, "cursors", ("fingerprint TEXT",))
+        sqlite.with_columns(self._db, "cursors", ("fingerprint TEXT", "kept_past INTEGER"))
         sqlite.with_columns(self._db, "followed", ("at TEXT",))
         self._db.execute(LOGGED_ONCE)
         self._db.execute(LOGGED_AT)
@@ -235,6 +243,7 @@ class AuthorityStore:
         told = {"before": cutoff.isoformat(), "rows": sqlite.BATCH}
         while True:
             with sqlite.writing(self._db):
+                self._db.execute(FORGOTTEN_PAST, told)
                 counts = Forgotten(*(self._db.execute(forget, told).rowcount for forget in FORGET))
             if not any(counts):
                 return
@@ -308,16 +317,27 @@ class AuthorityStore:
     def started(self, source: str) -> bool:
         """Start the cursor of `source` at 0, in a transaction of its own; False if it was kept."""
         with sqlite.writing(self._db):
-            return self._db.execute("INSERT OR IGNORE INTO cursors (source, seq) VALUES (?, 0)",
-                                    (source,)).rowcount == 1
+            return self._db.execute("INSERT OR IGNORE INTO cursors (source, seq, kept_past) "
+                                    "VALUES (?, 0, 0)", (source,)).rowcount == 1
 
     def sources(self) -> list[str]:
         """The sources whose cursors are kept."""
         return [source for (source,) in self._db.execute("SELECT source FROM cursors")]
 
     def set_cursor(self, source: str, seq: int, fingerprint: str | None = None) -> None:
-        self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
+        """Keep the change of `source` followed last (a source new here is kept past none)."""
+        self._db.execute("INSERT INTO cursors (source, seq, fingerprint, kept_past) "
+                         "VALUES (?, ?, ?, 0) ON CONFLICT (source) DO UPDATE SET "
+                         "seq = excluded.seq, fingerprint = excluded.fingerprint",
                          (source, seq, fingerprint))
+
+    def all_followed_kept(self, source: str) -> bool:
+        """Whether every change of `source` followed that moved a number is kept (in `followed`),
+        none forgotten past the retention nor followed before they were kept (a bookmark from
+        before that)."""
+        row = self._db.execute("SELECT kept_past FROM cursors WHERE source = ?",
+                               (source,)).fetchone()
+        return row is None or row[0] == 0
 
     def record_followed(self, source: str, seq: int, fingerprint: str, before: str,
                         after: str, at: datetime) -> None:

@@ -710,7 +710,31 @@ def test_purge_forgets_the_code_changes_followed_past_the_retention(
     with caplog.at_level(logging.WARNING, "authority.service"):
         assert authority.follow_registry(registry) == 0
     assert [authority.number_of(code) for code in (forgotten, codes[1])] == numbers
-    assert [r.getMessage() for r in caplog.records] == [_went_back(registry.path, seen, 1)]
+    assert [r.getMessage() for r in caplog.records] == [
+        _went_back(registry.path, seen, 1, unkept=True)]
+    registry.close()
+
+
+def test_a_registry_gone_back_past_the_changes_a_store_kept_says_those_are_not_undone(
+        tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A store from before the code changes followed were kept, its registry gone back past the
+    changes it followed then, said that 0 were undone, their residents' numbers back under the
+    codes it has: they stay under the codes those changes gave, which the registry may give
+    others. It says they are not undone, and what to check."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    change_code(registry, codes[0])
+    assert authority.follow_registry(registry) == 1
+    seen = registry.last_seq()
+    with closing(sqlite3.connect(tmp_path / "authority.db")) as db, db:
+        db.execute("DROP TABLE followed")
+        db.execute("ALTER TABLE cursors DROP COLUMN kept_past")
+    before = AuthorityStore(tmp_path / "authority.db")
+    copied(tmp_path / "copy.db", registry.path)
+    with caplog.at_level(logging.WARNING, "authority.service"):
+        assert NumberingAuthority(before).follow_registry(registry) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        _went_back(registry.path, seen, 0, unkept=True)]
+    before.close()
     registry.close()
 
 
@@ -1109,12 +1133,19 @@ def _numbered_and_copied(tmp_path: Path, store: AuthorityStore) -> tuple[
     return registry, authority, list(registry.resident_codes())
 
 
-def _went_back(path: Path, seen: int, undone: int) -> str:
-    """The authority's warning that the registry at `path` went back."""
+def _went_back(path: Path, seen: int, undone: int, unkept: bool = False) -> str:
+    """The authority's warning that the registry at `path` went back (past the changes followed
+    it kept, if `unkept`)."""
     return (f"the registry at {path} went back: its change {seen} is not the one followed (an "
             f"older copy put back, or tampered with?): the {undone} code changes followed that it "
             "lost are undone, their residents' numbers back under the codes it has for them, and "
-            "its code changes are followed again from its first")
+            "its code changes are followed again from its first" + (
+                "; those it lost that were followed before the authority kept them (a store from "
+                "before that) or forgotten past the retention are not undone: their residents' "
+                "numbers stay under the codes they gave, which the registry may give others "
+                "(numbering one then retires that number): check each code change followed in "
+                "the authority's history ('code-followed') against the code the registry has for "
+                "its resident" if unkept else ""))
 
 
 def copied(source: Path, target: Path) -> None:
