@@ -11,6 +11,8 @@ from pathlib import Path
 
 from playwright.async_api import Page
 
+from tests import debian
+
 CHROMIUM = "/usr/bin/chromium"
 PACKAGES = ("chromium", "fonts-ipafont-gothic")  # the browser, and a font for Japanese
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -25,12 +27,8 @@ def _has_japanese_font() -> bool:
 
 def ensure_chromium() -> str:
     """Debian's chromium (never Playwright's own download), installed once if missing."""
-    if not Path(CHROMIUM).exists() or shutil.which("fc-list") is None or \
-            not _has_japanese_font():
-        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *PACKAGES], check=True,
-                       capture_output=True, env={"DEBIAN_FRONTEND": "noninteractive",
-                                                 "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    debian.installed(PACKAGES, lambda: Path(CHROMIUM).exists() and shutil.which("fc-list")
+                     is not None and _has_japanese_font())
     return CHROMIUM
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests import debian
 from tests.kafka_helpers import free_port
 
 PACKAGE = "postgresql"
@@ -36,10 +37,7 @@ def install() -> Path:
         return found
     if os.geteuid() != 0:
         raise RuntimeError(f"PostgreSQL is not installed: run `apt-get install -y {PACKAGE}`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", PACKAGE],
-                   check=True, env=env)
+    debian.installed((PACKAGE,), lambda: binaries() is not None, recommends=False)
     found = binaries()
     if found is None:
         raise RuntimeError(f"`apt-get install {PACKAGE}` left no initdb behind")
