@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
 
-from audit.events import BINDING, HOLDER_LOGS, LINKAGE, REJECTED, AccessLogEvent
-from processors.approval import SUSPENDED
+from audit.events import BINDING, HOLDER_LOGS, LINKAGE, REJECTED, SUSPENDED, AccessLogEvent
 from renkei.clock import JST
 from renkei.shown import short
 from schemas.messages import Alert

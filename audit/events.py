@@ -20,6 +20,7 @@ OVERSIGHT, APPLICATION = "OVERSIGHT", "APPLICATION"  # requests for holder-side 
 HOLDER_LOGS = frozenset({OVERSIGHT, APPLICATION})  # refused only for an inactive holder's sake
 APPROVED, REQUESTED = "APPROVED", "REQUESTED"
 REJECTED = "REJECTED"  # the outcome of an event of a request refused
+SUSPENDED = "SUSPENDED"  # its reason when the requester or the provider is suspended
 
 
 def millis(moment: datetime) -> int:

@@ -35,11 +35,19 @@ from typing import Any, Generic, TypeVar
 from audit import merkle
 from audit.anchor import group_commit
 from audit.consumer import new_leaves, read_audit
-from audit.events import LINKAGE, AccessLogEvent, Logged, OperatorAction, from_millis, logged_key
+from audit.events import (
+    LINKAGE,
+    SUSPENDED,
+    AccessLogEvent,
+    Logged,
+    OperatorAction,
+    from_millis,
+    logged_key,
+)
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
-from processors.approval import SUSPENDED, UNKNOWN_HOLDER, Approved, PatternList, approve
+from processors.approval import UNKNOWN_HOLDER, Approved, PatternList, approve
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from audit.events import SUSPENDED
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 
 
@@ -23,7 +24,7 @@ class Refused:
 UNLISTED = Refused("NOT_PERMITTED", "the requester is not in the holder directory")
 # Rejection reasons for a holder named that is no active one: inactive in the directory (Rejection
 # v3), or not in it (holder_logs' SUSPENDED and NOT_LISTED)
-SUSPENDED, UNKNOWN_HOLDER = "SUSPENDED", "UNKNOWN_HOLDER"
+UNKNOWN_HOLDER = "UNKNOWN_HOLDER"
 
 
 def not_active_reason(entry: HolderEntry | None) -> str:
