@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import click
 from broker import acls
 from broker.clients import KafkaAccess
 from processors import directory, patterns
+from renkei import logs
 from renkei.options import LOGLEVEL, POSITIVE
 
 
@@ -35,8 +35,7 @@ def run(instance: str, answer_timeout: float, member: str | None, loglevel: str)
     from renkei import event_loop
     from renkei.service_loop import said_when_up, stop_on_signals
 
-    logging.basicConfig(level=loglevel.upper(),
-                        format=f"%(asctime)s [platform {instance}] %(levelname)s %(message)s")
+    logs.for_service(loglevel.upper(), f"platform {instance}")
     access = KafkaAccess.of(acls.PLATFORM)
 
     async def main(ready: asyncio.Event) -> None:

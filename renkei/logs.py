@@ -15,6 +15,8 @@ def for_commands() -> None:
         logging.lastResort.setFormatter(logging.Formatter(FORMAT))
 
 
-def for_service(level: int | str = logging.WARNING) -> None:
-    """A long-running service's log lines, at `level` and above, on stderr in FORMAT."""
-    logging.basicConfig(level=level, format=FORMAT)
+def for_service(level: int | str = logging.WARNING, instance: str | None = None) -> None:
+    """A long-running service's log lines, at `level` and above, on stderr in FORMAT, the
+    `instance` of a service run several times (a platform instance) named after the time."""
+    named = FORMAT if instance is None else FORMAT.replace(" ", f" [{instance}] ", 1)
+    logging.basicConfig(level=level, format=named)
