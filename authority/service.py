@@ -229,11 +229,13 @@ class NumberingAuthority:
                 kept = seq
                 break
             number = self._store.number_of(new_code)
-            if number is not None and self._store.withdrawn_for(new_code, number):
+            if number is None:
+                continue
+            if self._store.withdrawn_for(new_code, number):
                 undone.retired += 1
             if self._unrename(new_code, old_code):
                 undone.moved += 1
-            elif number is not None:
+            else:
                 undone.left += 1
         self._store.forget_followed(source, kept)
         undone.unkept = not kept and not self._store.all_followed_kept(source)
@@ -353,10 +355,9 @@ class NumberingAuthority:
         return True
 
     def _unrename(self, new_code: str, old_code: str) -> bool:
-        """Move the number back from the code a change the registry lost gave to the one it has
-        for the resident (in a transaction); False if it has none, or the old code has one."""
-        number = self._store.number_of(new_code)
-        if number is None or self._store.number_of(old_code) is not None:
+        """Move the number from the code a change the registry lost gave back to the one it has
+        for the resident (in a transaction); False if the old code has one."""
+        if self._store.number_of(old_code) is not None:
             return False
         self._store.rename(new_code, old_code)
         self._store.record_change(self._clock(), "code-unfollowed", new_code, new_code, old_code,
