@@ -182,14 +182,13 @@ class NumberingAuthority:
         again, to others. Followed again, a change moves nothing. The bookmark is read again in
         the undo's transaction: another process (`serve`, a command) that found the registry gone
         back at once and undid it meanwhile is followed on from, nothing undone again."""
-        on = self._followed_on(registry, source)
-        if on is not None:
-            return on
+        seen, there = self._bookmark_at(registry, source)
+        if there:
+            return seen
         with self._store.transaction():
-            on = self._followed_on(registry, source)
-            if on is not None:
-                return on
-            seen = self._store.cursor(source)[0]
+            seen, there = self._bookmark_at(registry, source)
+            if there:
+                return seen
             undone = self._unfollow_lost(registry, source)
             self._store.set_cursor(source, 0)
         log.warning("the registry at %s went back: its change %d is not the one followed (an "
@@ -206,15 +205,13 @@ class NumberingAuthority:
                         "('code-followed')", registry.path, undone.retired, undone.left)
         return 0
 
-    def _followed_on(self, registry: RegistryStore, source: str) -> int | None:
-        """The bookmark of `source` if the registry has the change at it that was followed (the
-        same fingerprint, or any change if none was kept; 0 if none was followed); None if it
-        went back."""
+    def _bookmark_at(self, registry: RegistryStore, source: str) -> tuple[int, bool]:
+        """The bookmark of `source` (0 if none was followed), and whether the registry has the
+        change at it that was followed (the same fingerprint, or any change if none was kept;
+        False: it went back)."""
         seen, kept = self._store.cursor(source)
         there = registry.event(seen) if seen else None
-        if not seen or (there is not None and kept in (None, fingerprint(there))):
-            return seen
-        return None
+        return seen, not seen or (there is not None and kept in (None, fingerprint(there)))
 
     def _unfollow_lost(self, registry: RegistryStore, source: str) -> Undone:
         """Undo the changes followed that the registry lost (in a transaction), the latest first,
