@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from authority.check_digit import is_valid, with_check_digit
 from authority.store import AuthorityStore, Forgotten
 from registry.residents import ChangeEvent, ChangeKind, fingerprint
-from renkei import sqlite
+from renkei import retention, sqlite
 from renkei.clock import Age, Clock, Mark
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def shape(presented: str) -> str:
 def forgotten_told(parts: Iterable[Forgotten], cutoff: datetime) -> str:
     """What a purge forgot (the parts its transactions deleted), in words, as `renkei authority
     purge` and `serve`'s log say it: the code changes followed only if there were any."""
-    lookups, followed = (sum(counts) for counts in zip(Forgotten(0, 0), *parts, strict=False))
+    lookups, followed = retention.summed(parts, Forgotten(0, 0))
     told = f"{lookups:,} look-ups logged before {cutoff.date().isoformat()} forgotten"
     return told if not followed else (
         f"{told}, and {followed:,} code change(s) followed before it that moved a number (a "

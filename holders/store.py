@@ -20,6 +20,7 @@ import uuid6
 
 from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
+from renkei import retention
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
 from renkei.state import private_dir, state_path
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
@@ -216,7 +217,7 @@ class Forgotten(NamedTuple):
     @classmethod
     def of(cls, parts: Iterable[Forgotten]) -> Forgotten:
         """What the parts of a purge deleted, together."""
-        return cls(*(sum(counts) for counts in zip(cls(0, 0, 0), *parts, strict=False)))
+        return retention.summed(parts, cls(0, 0, 0))
 
     @classmethod
     def told_of(cls, parts: Iterable[Forgotten], cutoff: datetime) -> str:

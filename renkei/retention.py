@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 FORGET_EVERY = 3600.0
 Part = TypeVar("Part")
 Told = TypeVar("Told", covariant=True)
+Counts = TypeVar("Counts", bound=tuple[int, ...])
+
+
+def summed(parts: Iterable[Counts], nothing: Counts) -> Counts:
+    """What the parts (transactions) of a purge forgot together, count by count; `nothing`, the
+    counts of a part that forgot nothing, gives their kind."""
+    return type(nothing)(*(sum(counts) for counts in zip(nothing, *parts, strict=True)))
 
 
 class Forgetting(Protocol[Told]):
