@@ -613,12 +613,9 @@ class AuditStore:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
-            known = {("event", k): v for k, v in self._by_id(cur, [
-                r.event_id for r, _ in batch if isinstance(r, AccessLogEvent)], "leaf").items()
-                     } if replay else {}
-            known.update((("action", k), bytes(v)) for k, v in self._by_id(cur, [
-                r.action_id for r, _ in batch if isinstance(r, OperatorAction)], "record",
-                "operator_actions", "action_id").items())
+            known = {key: bytes(v) for key, v in self._by_logged(
+                cur, [r for r, _ in batch if replay or isinstance(r, OperatorAction)],
+                "leaf", "record").items()}
             horizon = self._last_cutoff(cur)
             rows: list[Row] = []
             acted: list[Row] = []
@@ -704,6 +701,18 @@ class AuditStore:
                 f"WHERE {key} IN ({', '.join('?' * len(chunk))})", chunk).fetchall())
         return found
 
+    @classmethod
+    def _by_logged(cls, cur: Cursor, records: Sequence[Logged], event_column: str,
+                   action_column: str) -> dict[tuple[str, str], Any]:
+        """The stored `event_column` of these events and `action_column` of these operator
+        actions (_by_id), by their logged_key's kind and its id's column_text."""
+        found = {("event", k): v for k, v in cls._by_id(cur, [
+            r.event_id for r in records if isinstance(r, AccessLogEvent)], event_column).items()}
+        found.update((("action", k), v) for k, v in cls._by_id(cur, [
+            r.action_id for r in records if isinstance(r, OperatorAction)], action_column,
+            "operator_actions", "action_id").items())
+        return found
+
     # ---- heads ----
 
     def _sign(self, cur: Cursor, tree: merkle.Frontier) -> SignedHead:
@@ -781,12 +790,7 @@ class AuditStore:
         """The serial of each of these events and operator actions the store holds, by
         logged_key (a purged one's is not held; an action stored before actions were leaves
         has none: None)."""
-        cur = self._db.cursor()
-        found = {("event", k): v for k, v in self._by_id(cur, [
-            r.event_id for r in records if isinstance(r, AccessLogEvent)], "serial").items()}
-        found.update((("action", k), v) for k, v in self._by_id(cur, [
-            r.action_id for r in records if isinstance(r, OperatorAction)], "serial",
-            "operator_actions", "action_id").items())
+        found = self._by_logged(self._db.cursor(), records, "serial", "serial")
         held: dict[tuple[str, str], int | None] = {}
         for record in records:
             kind, logged_id = key = logged_key(record)
