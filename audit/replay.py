@@ -279,10 +279,10 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     report.root = target.head().head.root
     report.actions = target.operator_actions()
     if live is not None:
-        kept = live.actions_stored([a.action_id for a in report.actions])
+        kept = live.held(report.actions)
         cutoff = live.last_cutoff()
         report.unkept = [a for a in report.actions
-                         if a.action_id not in kept and not beyond_retention(a, cutoff)]
+                         if logged_key(a) not in kept and not beyond_retention(a, cutoff)]
         report.live_size = live.size()
         if report.start:
             report.compared_at, report.differing = _leaves_compared(live, target, report.beyond)

@@ -780,12 +780,6 @@ class AuditStore:
         """Which of these event ids the log holds already."""
         return set(self.serials(event_ids))
 
-    def actions_stored(self, action_ids: Sequence[str]) -> set[str]:
-        """Which of these operator action ids the store holds already."""
-        found = self._by_id(self._db.cursor(), list(action_ids), "action_id",
-                            "operator_actions", "action_id")
-        return {i for i in action_ids if column_text(i) in found}
-
     def held(self, records: Sequence[Logged]) -> dict[tuple[str, str], int | None]:
         """The serial of each of these events and operator actions the store holds, by
         logged_key (a purged one's is not held; an action stored before actions were leaves
