@@ -212,8 +212,7 @@ class Detector:
         self._latest: datetime | None = None  # the latest event time seen
         self._suspended: dict[str, _Window] = {}  # requests refused SUSPENDED, by requester
         # the latest alert of each QUIETED rule, by requester
-        self._off_hours: dict[str, datetime] = {}
-        self._suspended_said: dict[str, datetime] = {}
+        self._quiet: dict[str, dict[str, datetime]] = {rule: {} for rule in QUIETED}
         self._pruned: datetime | None = None
         self._retraced: dict[str, set[str]] | None = None  # rule → event ids, while resuming
 
@@ -223,11 +222,11 @@ class Detector:
         the last `Rules.memory`) instead of the rules: the windows and quiet periods come out
         as the detector before left them."""
         retraced: dict[str, set[str]] = {}
-        quiets = {OFF_HOURS: self._off_hours, SUSPENDED_REQUESTS: self._suspended_said}
         for alert in raised:
             retraced.setdefault(alert.rule, set()).add(alert.event_id)
-            if (latest := quiets.get(alert.rule)) is not None:  # its quiet reaches back further
-                latest[alert.requester] = max(  # than the events
+            # its quiet reaches back further than the events
+            if (latest := self._quiet.get(alert.rule)) is not None:
+                latest[alert.requester] = max(
                     alert.occurred_at, latest.get(alert.requester, alert.occurred_at))
         self._retraced = retraced
         try:
@@ -319,11 +318,11 @@ class Detector:
 
     def _off_hours_of(self, event: AccessLogEvent) -> list[Alert]:
         at = event.occurred_at
-        last = self._off_hours.get(event.requester)
+        last = self._quiet[OFF_HOURS].get(event.requester)
         quiet = last is not None and at - last < self.rules.off_hours_quiet
         if not self._fires(OFF_HOURS, event, not self.rules.in_office_hours(at) and not quiet):
             return []
-        self._off_hours[event.requester] = at
+        self._quiet[OFF_HOURS][event.requester] = at
         local = at.astimezone(JST)
         return [_alert(OFF_HOURS, event, 1, f"a linkage request at {local:%a %H:%M} JST, outside "
                        f"{self.rules.office_open:%H:%M}–{self.rules.office_close:%H:%M} "
@@ -342,7 +341,7 @@ class Detector:
         """A burst of a requester's requests refused SUSPENDED (it, or the holder it asks, is
         suspended), unless one was alerted within `suspended_quiet` of it: counted not at all."""
         rules, at, requester = self.rules, event.occurred_at, event.requester
-        last = self._suspended_said.get(requester)
+        last = self._quiet[SUSPENDED_REQUESTS].get(requester)
         if last is not None and abs(at - last) < rules.suspended_quiet:
             return []
         window = self._suspended.setdefault(requester, _Window())
@@ -350,7 +349,7 @@ class Detector:
         if not self._fires(SUSPENDED_REQUESTS, event, count >= rules.burst_rejections):
             return []
         del self._suspended[requester]
-        self._suspended_said[requester] = at if last is None else max(at, last)
+        self._quiet[SUSPENDED_REQUESTS][requester] = at if last is None else max(at, last)
         return [_alert(SUSPENDED_REQUESTS, event, count, f"{count} requests refused within "
                        f"{_span(rules.burst_window)} as a holder they name is suspended "
                        f"(SUSPENDED; latest to {event.provider}); its requests refused so are "
