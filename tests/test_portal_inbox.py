@@ -458,7 +458,7 @@ async def test_an_answer_the_inbox_could_not_keep_for_a_while_is_kept_once_it_ca
     await logs.start()
     try:
         asked = await logs.ask(holders, ["rq-1"], "basis", person=PERSON)
-        with closing(sqlite3.connect(path, timeout=0)) as other:
+        with closing(sqlite3.connect(path, timeout=10)) as other:  # the inbox's write done
             other.execute("BEGIN EXCLUSIVE")  # held past the inbox's wait for it
             await relayed(asked, holders[0])
             for _ in range(100):  # logged, then not kept: the inbox is busy
