@@ -6,8 +6,9 @@ import gc
 import logging
 import re
 import sqlite3
+import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.kafka_helpers import free_port_pair, renkei
 RESIDENTS, SEED = 300, 11
 ANSWER_TIMEOUT = 10.0
 SILENT = "minami-clinic"  # a provider whose communication server never answers: timeouts
+SERVICE_LOG_LINES = 60  # of each service's log, under a failed test's report
 UNREAD = re.compile(r"exception was never retrieved|Task was destroyed but it is pending")
 PROJECT = re.compile(rf"{re.escape(str(Path(__file__).resolve().parents[1]))}/(?!\.venv/)")
 
@@ -64,6 +66,28 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     UNREAD_LOG.test = item.nodeid
+    item.stash[STARTED] = time.time()
+
+
+STARTED = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed test's report ends with the last lines each of the suite's services (platform,
+    registry, authority, audit consumer) logged while it ran: what CI keeps of a run is its
+    output, and the state folder goes with the machine."""
+    report = yield
+    folder = getattr(item, "funcargs", {}).get("state_dir")
+    if report.failed and isinstance(folder, Path):
+        since = item.stash.get(STARTED, 0.0)
+        for log in sorted((folder / "logs").glob("*.log")):
+            if log.stat().st_mtime >= since:
+                lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+                report.sections.append((f"the last lines of {log.name}",
+                                        "\n".join(lines[-SERVICE_LOG_LINES:])))
+    return report
 
 
 @pytest.fixture(scope="session", autouse=True)
