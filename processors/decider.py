@@ -3,8 +3,9 @@
 It sends an approved query once, refuses a reused request id (a copy its holder sent again, the same
 bytes at another offset, of a request the broker took unknown to the holder, is refused to it alone:
 the access log has the request once), relays the first answer (to a requester still active in the
-directory, else the request is logged timed out: a decision recorded in its topic before it is
-made), answers with a timeout when the deadline passes (and refuses to its provider an answer that
+directory, else the request is logged timed out and a suspended requester refused, as at approval:
+a decision recorded in its topic before it is made), answers with a timeout when the deadline
+passes (a suspended requester is refused so instead; and refuses to its provider an answer that
 comes after it, which the provider logs not provided, in the access log as an answer past its
 ticket's deadline is; a copy of an answer relayed that its provider sent again is dropped, however
 late, read before the record of the answer relayed or after it: on_late), and forgets a request
@@ -48,11 +49,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple, TypedDict
 
-from audit.events import ANSWER, APPROVED, BINDING, EPOCH, AccessLogEvent
+from audit.events import ANSWER, APPROVED, BINDING, EPOCH, SUSPENDED, AccessLogEvent
 from broker import acls, topics
 from processors import binding
 from processors.access_log import logged
-from processors.approval import UNKNOWN_HOLDER
+from processors.approval import UNKNOWN_HOLDER, suspended
 from processors.context import Context
 from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send
@@ -561,12 +562,15 @@ def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: dateti
     (Platform.ends_ahead), so an owner replaying the answer after a crash never relays what
     another refused, nor one replaying that decision asks the directory again. A provider made
     inactive since is not asked again: it answered while active, and its requester, told
-    nothing else now that its request is settled, is answered."""
+    nothing else now that its request is settled, is answered. A suspended requester is refused
+    (_told_ended) by that decision too, which carries the refusal (Outcome.told)."""
     if (gone := ctx.inactive_reason(state.requester, o.answered_at)) is not None:
         log.info("the answer to request %s is relayed to no one: %s is no longer an active "
                  "holder in the directory (%s)", o.request_id, state.requester, gone)
-        return [to_decider(o.request_id,
-                           replace(o, ended=_answered(state, TIMED_OUT, now, gone).value))]
+        told = _told_ended(state, gone, now, ctx)
+        return [to_decider(o.request_id, replace(
+            o, ended=_answered(state, TIMED_OUT, now, gone).value,
+            told=None if told is None else told.value))]
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
             _answered(state, answer.status, now)]
 
@@ -575,9 +579,10 @@ def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
     """An answer an owner relayed to no one, its requester no longer active in the directory
     (Outcome.ended, that owner's decision): refused to its provider for the reason that
     decision logged (SUSPENDED or UNKNOWN_HOLDER; one logged with none, before they were told
-    apart, is UNKNOWN_HOLDER, as it was refused then), which logs it not provided, and its
-    request logged TIMED_OUT, as one whose answer linkage refused is at its deadline, as that
-    owner made them, by whichever owner reads it; and settled TIMED_OUT,
+    apart, is UNKNOWN_HOLDER, as it was refused then), which logs it not provided, a suspended
+    requester refused (Outcome.told), and its request logged TIMED_OUT, as one whose answer
+    linkage refused is at its deadline, as that owner made them, by whichever owner reads it;
+    and settled TIMED_OUT,
     so a later copy of the answer is refused, unless a timeout, or this decision read before,
     ended it already."""
     if state is None or (isinstance(state, Settled) and state.status == TIMED_OUT):
@@ -588,13 +593,15 @@ def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
 
 
 def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
-    """The refusal to its provider of an answer an owner relayed to no one, and its request's
-    TIMED_OUT, at that owner's time: the same whichever owner makes them."""
+    """The refusal to its provider of an answer an owner relayed to no one, that to its
+    requester if suspended (Outcome.told), and its request's TIMED_OUT, at that owner's time: the
+    same whichever owner makes them."""
     event = CODEC.decode(ended, AccessLogEvent)
+    told = [] if o.told is None else [Send(topics.inbox(event.requester), o.request_id, o.told)]
     return [*_refused_answer(o, CODEC.decode(o.answer, LinkageAnswer), f"{event.requester} is "
                              "no longer an active holder in the directory", event.occurred_at,
                              event.reason or UNKNOWN_HOLDER),
-            Send(topics.AUDIT, o.request_id, ended)]
+            *told, Send(topics.AUDIT, o.request_id, ended)]
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
@@ -605,13 +612,16 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
 
 
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
-    """The timeout to its requester, and in the access log; to no one (logged) if the requester
-    is no longer an active holder in the directory as of the deadline, as an answer to it would
-    not be relayed; its access-log event says why (Context.inactive_reason)."""
+    """The timeout to its requester, and in the access log; none if the requester is no longer
+    an active holder in the directory as of the deadline, as an answer to it would not be
+    relayed: a suspended one refused instead (_told_ended), one not in it told nothing (logged);
+    its access-log event says why (Context.inactive_reason)."""
     if (gone := ctx.inactive_reason(state.requester, state.deadline)) is not None:
+        told = _told_ended(state, gone, now, ctx)
         log.info("request %s timed out: its requester %s is no longer an active holder in the "
-                 "directory (%s): no one is told", state.request_id, state.requester, gone)
-        return [_answered(state, TIMED_OUT, now, gone)]
+                 "directory (%s): %s", state.request_id, state.requester, gone,
+                 "no one is told" if told is None else "it is refused so")
+        return [*([] if told is None else [told]), _answered(state, TIMED_OUT, now, gone)]
     if state.kind == BINDING:  # no candidates: its holder investigates, as a registry's refusal
         unit = ctx.unit(state.requester)
         unanswered = BindingAnswer(state.request_id, TIMED_OUT, f"the {state.provider} did not "
@@ -624,6 +634,18 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
                             state.data_type, TIMED_OUT, b"")
     return [send(topics.inbox(state.requester), state.request_id, timeout),
             _answered(state, TIMED_OUT, now)]
+
+
+def _told_ended(state: RequestState, gone: str, now: datetime, ctx: Context) -> Send | None:
+    """The refusal telling a requester suspended (`gone`: Context.inactive_reason) since its
+    request was approved (the platform's view of the directory had not read the suspension yet)
+    that the request ended, as it is refused at approval (SUSPENDED, since when), no data: so its
+    holder, which hears nothing else of it, does not keep it sent for good. None for a requester
+    not in the directory (UNKNOWN_HOLDER): its inbox may be gone."""
+    if gone != SUSPENDED:
+        return None
+    return refusal(state.requester, state.request_id, SUSPENDED,
+                   suspended("the requester", ctx.directory[state.requester]), now)
 
 
 def _answered(state: RequestState, outcome: str, now: datetime,

@@ -299,6 +299,7 @@ class Outcome:
     deadline: datetime | None = None  # its ticket's (None from v1)
     ended: bytes | None = None  # its request's TIMED_OUT access-log event: relayed to no one
     answered_at: datetime | None = None  # the answer's broker time (None before v4)
+    told: bytes | None = None  # the Rejection telling its suspended requester: relayed to no one
 
 
 @dataclass(frozen=True, slots=True)

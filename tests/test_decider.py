@@ -177,27 +177,43 @@ def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
     assert timeout.link_code == ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 0))
 
 
-def test_a_requester_no_longer_active_is_not_sent_its_timeout_which_is_logged(
+def test_a_requester_no_longer_active_is_not_sent_its_timeout_but_told_if_suspended(
         ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
     """A requester marked inactive in the directory (or gone from it) after its request was
-    approved is told nothing at the deadline, as it would be relayed no answer: the timeout is
-    in the access log alone, and the decider's log and the event say why (suspended, or not in
-    the directory)."""
-    state = _decided(_pending(ctx), None, ctx).state
-    inactive = replace(ctx.directory["nenkin"], active=False)
-    for directory, why in (({**ctx.directory, "nenkin": inactive}, "SUSPENDED"),
-                           ({"town": ctx.directory["town"]}, "UNKNOWN_HOLDER")):
-        caplog.clear()
-        due = decider.on_deadline(state, NOW + timedelta(seconds=31),
-                                  replace(ctx, directory=directory))
-        with caplog.at_level("INFO", logger=decider.__name__):
-            effects = due.effects
-        assert due.state == _settled(TIMED_OUT)
-        assert _topics(effects) == [topics.AUDIT]
-        event = CODEC.decode(effects[0].value, AccessLogEvent)
-        assert (event.outcome, event.reason) == (TIMED_OUT, why)
-        assert caplog.messages == ["request r-1 timed out: its requester nenkin is no longer an "
-                                   f"active holder in the directory ({why}): no one is told"]
+    approved is sent no timeout at the deadline, as it would be relayed no answer: the timeout is
+    in the access log, and the decider's log and the event say why (suspended, or not in the
+    directory). A suspended one was told nothing either, its request, linkage or binding, left
+    sent for good, even once it was resumed: it is refused as at approval (SUSPENDED, since
+    when), no data; one not in the directory (its inbox perhaps gone) is told nothing."""
+    since = NOW + timedelta(seconds=1)
+    inactive = replace(ctx.directory["nenkin"], active=False, inactive_since=since)
+    for p, kind in ((_pending(ctx), "ANSWER"), (_binding(ctx), "BINDING")):
+        state = _decided(p, None, ctx).state
+        for directory, why in (({**ctx.directory, "nenkin": inactive}, "SUSPENDED"),
+                               ({"town": ctx.directory["town"]}, "UNKNOWN_HOLDER")):
+            caplog.clear()
+            due = decider.on_deadline(state, NOW + timedelta(seconds=31),
+                                      replace(ctx, directory=directory))
+            with caplog.at_level("INFO", logger=decider.__name__):
+                *told, logged = due.effects
+            assert due.state == _settled(TIMED_OUT)
+            event = CODEC.decode(logged.value, AccessLogEvent)
+            assert (logged.topic, event.kind, event.outcome, event.reason) == (
+                topics.AUDIT, kind, TIMED_OUT, why)
+            if why == "UNKNOWN_HOLDER":
+                assert told == []
+                assert caplog.messages == [
+                    "request r-1 timed out: its requester nenkin is no longer an active holder "
+                    "in the directory (UNKNOWN_HOLDER): no one is told"]
+                continue
+            refused, = told
+            assert (refused.topic, refused.key) == (topics.inbox("nenkin"), "r-1")
+            assert CODEC.decode(refused.value, Rejection) == Rejection(
+                "r-1", "SUSPENDED", f"the requester is suspended since {since.isoformat()}: not "
+                "an active holder in the directory", NOW + timedelta(seconds=31))
+            assert caplog.messages == [
+                "request r-1 timed out: its requester nenkin is no longer an active holder in the "
+                "directory (SUSPENDED): it is refused so"]
 
 
 def test_a_requester_made_inactive_after_its_deadline_is_told_its_timeout_by_every_owner(
@@ -680,11 +696,16 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
     not provided, and the request is settled, never answered or timed out later, and logged
     TIMED_OUT under what its copies share, as its approval is (copies_name, _its_trail): a
     decision recorded in the decider's topic first and made as it is read back, the directory
-    as it is then asked no more. A provider made inactive in between answered while active: its
-    requester is answered."""
+    as it is then asked no more. A suspended requester was told nothing, its request left sent
+    for good: it is refused as at approval (SUSPENDED, since when), no data, by that decision,
+    once, whichever owner reads it; one not in the directory (its inbox perhaps gone) is told
+    nothing. A provider made inactive in between answered while active: its requester is
+    answered."""
     town, nenkin = ctx.directory["town"], ctx.directory["nenkin"]
+    since = NOW - timedelta(seconds=1)
     for directory, relayed, reason in (
-            ({"town": town, "nenkin": replace(nenkin, active=False)}, False, "SUSPENDED"),
+            ({"town": town, "nenkin": replace(nenkin, active=False, inactive_since=since)}, False,
+             "SUSPENDED"),
             ({"town": town}, False, "UNKNOWN_HOLDER"),
             ({"town": replace(town, active=False), "nenkin": nenkin}, True, None)):
         gone = replace(ctx, directory=directory)
@@ -702,8 +723,18 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
             recorded, = effects
             assert (recorded.topic, recorded.partition) == (decider.DECISIONS, partition)
             ended = CODEC.decode(recorded.value, Outcome)
-            told, logged, closed = decider_.handle(partition, ended, NOW, ctx)  # nenkin active
+            told, logged, *suspended, closed = decider_.handle(partition, ended, NOW + timedelta(
+                seconds=1), ctx)  # nenkin active: that decision is made as it was recorded
             assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
+            assert decider_.handle(partition, ended, NOW, ctx) == [], "made once"
+            if reason == "UNKNOWN_HOLDER":
+                assert suspended == []
+            else:
+                refused, = suspended
+                assert (refused.topic, refused.key) == (topics.inbox("nenkin"), "r-1")
+                assert CODEC.decode(refused.value, Rejection) == Rejection(
+                    "r-1", "SUSPENDED", f"the requester is suspended since {since.isoformat()}: "
+                    "not an active holder in the directory", NOW)
             assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == []
             rejection = CODEC.decode(told.value, Rejection)
             event = CODEC.decode(logged.value, AccessLogEvent)
