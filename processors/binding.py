@@ -32,6 +32,7 @@ from schemas.messages import (
     FOUND,
     NOT_FOUND,
     REFUSED,
+    TIMED_OUT,
     BindingAnswer,
     BindingCandidate,
     BindingRequest,
@@ -79,15 +80,17 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
         item.digest(ctx.digest_key), BINDING))]
 
 
-def to_decide(answers: list[RegistryAnswer], now: datetime) -> list[RegistryAnswer]:
-    """The registry's answers the decider is to relay, the first of each look-up alone
-    (decider.on_registry_answer): those of a source of their requester's (_of_requester), so no
-    answer to another holder goes first; each stamped with the time it is logged at
-    (_logged_at), so a look-up that carried none is forgotten in time too."""
+def to_decide(answers: list[tuple[RegistryAnswer, datetime]],
+              now: datetime) -> list[RegistryAnswer]:
+    """The registry's answers (each with its broker time) the decider is to relay, the first of
+    each look-up alone (decider.on_registry_answer): those of a source of their requester's
+    (_of_requester), so no answer to another holder goes first; each stamped with the time it is
+    logged at (_logged_at), so a look-up that carried none is forgotten in time too, and with its
+    broker time, as of which its requester is judged active (decider.on_registry_answer)."""
     found = []
-    for answer in answers:
+    for answer, at in answers:
         if _of_requester(answer):
-            found.append(replace(answer, requested_at=_logged_at(answer, now)))
+            found.append(replace(answer, requested_at=_logged_at(answer, now), answered_at=at))
         else:
             log.warning("binding %s: the registry's answer names a source, %r, not a message of "
                         "%s's outbox: dropped", answer.request_id[:REQUEST_ID_CHARS],
@@ -96,17 +99,23 @@ def to_decide(answers: list[RegistryAnswer], now: datetime) -> list[RegistryAnsw
 
 
 def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list[Send]:
-    """The registry's candidates, as link codes of the requester, with their sealed attributes."""
+    """The registry's candidates, as link codes of the requester, with their sealed attributes:
+    to a requester active in the directory (the decider relays none to another)."""
     out: list[Send] = []
     for answer in answers:
-        if answer.requester not in ctx.directory:
-            continue  # the holder left the directory meanwhile: nobody to answer
         relayed, people = _relayed(answer, ctx)
         at = _logged_at(answer, now)
         out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))
         out += [_logged(answer, relayed.status, at, ctx, person=person) for person in people] or [
                 _logged(answer, relayed.status, at, ctx, reason=relayed.detail or None)]
     return out
+
+
+def ended(answer: RegistryAnswer, now: datetime, reason: str, ctx: Context) -> Send:
+    """The binding's TIMED_OUT in the access log, its answer relayed to no one for `reason`
+    (its requester no longer active in the directory: SUSPENDED or UNKNOWN_HOLDER), logged as
+    its answer would have been."""
+    return _logged(answer, TIMED_OUT, _logged_at(answer, now), ctx, reason=reason)
 
 
 def _logged_at(answer: RegistryAnswer, now: datetime) -> datetime:

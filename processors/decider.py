@@ -2,15 +2,15 @@
 
 It sends an approved query once, refuses a reused request id (a copy its holder sent again, the same
 bytes at another offset, of a request the broker took unknown to the holder, is refused to it alone:
-the access log has the request once), relays the first answer (to a requester still active in the
-directory, else the request is logged timed out and a suspended requester refused, as at approval:
-a decision recorded in its topic before it is made), answers with a timeout when the deadline
-passes (a suspended requester is refused so instead; and refuses to its provider an answer that
-comes after it, which the provider logs not provided, in the access log as an answer past its
-ticket's deadline is; a copy of an answer relayed that its provider sent again is dropped, however
-late, read before the record of the answer relayed or after it: on_late), and forgets a request
-once any copy of it would be refused as stale and its ticket has expired. A request that comes
-once it may have been forgotten (received no later than the
+the access log has the request once), relays the first answer, a linkage's or a binding's (to a
+requester still active in the directory, else the request is logged timed out and a suspended
+requester refused, as at approval: a decision recorded in its topic before it is made), answers with
+a timeout when the deadline passes (a suspended requester is refused so instead; and refuses to its
+provider an answer that comes after it, which the provider logs not provided, in the access log as
+an answer past its ticket's deadline is; a copy of an answer relayed that its provider sent again is
+dropped, however late, read before the record of the answer relayed or after it: on_late), and
+forgets a request once any copy of it would be refused as stale and its ticket has expired. A
+request that comes once it may have been forgotten (received no later than the
 latest it forgot, both by the broker's clock, or before the history an owner taking the partition
 over at the record just read would rebuild, by that record's append time: so every owner, live or
 rebuilding, takes the same requests as perhaps forgotten at each record of the topic) is refused as
@@ -478,26 +478,50 @@ def on_late(o: Outcome, state: State | None, mine: bool) -> Decision:
 def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None, said: int,
                        now: datetime, ctx: Context) -> Decision:
     """The registry's answer (digest `said`) to a binding look-up, decided on its request's
-    state: pending, relayed and logged (binding.answered), its request ANSWERED; answered by this
-    answer (`first`) already, relayed again (a replay: holders and the audit log drop the
-    copies); another answer to it (the registry answering again after a restart, the resident
-    moved or withdrawn meanwhile), one to a request timed out (its holder told so), or to
-    another request under its id, dropped. One to a request not known is relayed and settles
-    it: its look-up came before this version, or its request's event comes after it (an owner
-    deciding at once writes it only after the look-up is acknowledged: its digest, then 0, is
-    what that event tells, on_pending), and is then done."""
+    state: pending, relayed and logged (_bound), its request ANSWERED; answered by this answer
+    (`first`) already, relayed again (a replay: holders and the audit log drop the copies;
+    _bound_again); another answer to it (the registry answering again after a restart, the resident
+    moved or withdrawn meanwhile), one to a request timed out (its holder told so), or to another
+    request under its id, dropped. One to a request not known is relayed and settles it: its look-up
+    came before this version, or its request's event comes after it (an owner deciding at once
+    writes it only after the look-up is acknowledged: its digest, then 0, is what that event tells,
+    on_pending), and is then done."""
     if isinstance(state, RequestState):
         if (state.kind, state.source, state.requester) != (BINDING, a.source, a.requester):
             return _dropped(a, "is not of the request pending under its id", state)
-        return Decision(_settled(state, ANSWERED), partial(binding.answered, [a], now, ctx))
+        return Decision(_settled(state, ANSWERED), partial(_bound, a, now, ctx))
     if state is None:
-        return Decision(Settled(ANSWERED, fingerprint(a.source), 0),
-                        partial(binding.answered, [a], now, ctx))
+        return Decision(Settled(ANSWERED, fingerprint(a.source), 0), partial(_bound, a, now, ctx))
     if state.status == TIMED_OUT:
         return _dropped(a, "came after its request timed out", state)
     if first != said or not _same_source(state, a.source):
         return _dropped(a, "is not the first, which stands", state)
-    return Decision(state, partial(binding.answered, [a], now, ctx))
+    return Decision(state, partial(_bound_again, a, now, ctx))
+
+
+def _bound(a: RegistryAnswer, now: datetime, ctx: Context) -> list[Send]:
+    """The registry's first answer to its requester, and in the access log (binding.answered);
+    relayed to no one if the requester is no longer an active holder in the directory as of the
+    answer's broker time (a.answered_at: suspended since its binding was approved, the
+    platform's view of the directory then behind), as a linkage answer is (_relayed): the binding
+    logged TIMED_OUT for that reason (binding.ended) and a suspended requester refused, a
+    decision recorded in the decider's topic first and made as it is read back (on_ended). The
+    registry or authority is told nothing: no holder, it logs nothing not provided."""
+    if (gone := ctx.inactive_reason(a.requester, a.answered_at)) is not None:
+        return [_ended(Outcome(a.request_id, a.source, b"", answered_at=a.answered_at),
+                       a.requester, gone, binding.ended(a, now, gone, ctx), now, ctx)]
+    return binding.answered([a], now, ctx)
+
+
+def _bound_again(a: RegistryAnswer, now: datetime, ctx: Context) -> list[Send]:
+    """The registry's first answer read again (or given again, the same but for its broker
+    time), relayed again; to a requester no longer active as of its broker time, not at all: the
+    first's decision stands (relayed, or to no one, its decision on its way: _bound)."""
+    if (gone := ctx.inactive_reason(a.requester, a.answered_at)) is not None:
+        log.info("binding %s: the registry's answer again is relayed to no one: %s is no longer "
+                 "an active holder in the directory (%s)", a.request_id, a.requester, gone)
+        return []
+    return binding.answered([a], now, ctx)
 
 
 def _dropped(a: RegistryAnswer, why: str, state: State) -> Decision:
@@ -565,19 +589,30 @@ def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: dateti
     nothing else now that its request is settled, is answered. A suspended requester is refused
     (_told_ended) by that decision too, which carries the refusal (Outcome.told)."""
     if (gone := ctx.inactive_reason(state.requester, o.answered_at)) is not None:
-        log.info("the answer to request %s is relayed to no one: %s is no longer an active "
-                 "holder in the directory (%s)", o.request_id, state.requester, gone)
-        told = _told_ended(state, gone, now, ctx)
-        return [to_decider(o.request_id, replace(
-            o, ended=_answered(state, TIMED_OUT, now, gone).value,
-            told=None if told is None else told.value))]
+        return [_ended(o, state.requester, gone, _answered(state, TIMED_OUT, now, gone), now,
+                       ctx)]
     return [Send(topics.inbox(state.requester), o.request_id, o.answer),
             _answered(state, answer.status, now)]
 
 
+def _ended(o: Outcome, requester: str, gone: str, ended: Send, now: datetime,
+           ctx: Context) -> Send:
+    """The decision relaying an answer (`o`) to no one, its `requester` no longer an active
+    holder in the directory (`gone`: Context.inactive_reason): its request's TIMED_OUT in the
+    access log (`ended`) and the refusal telling a suspended requester (_told_ended), recorded
+    in the decider's topic (Outcome.ended, Outcome.told), made as they are read back
+    (on_ended)."""
+    log.info("the answer to request %s is relayed to no one: %s is no longer an active "
+             "holder in the directory (%s)", o.request_id, requester, gone)
+    told = _told_ended(requester, o.request_id, gone, now, ctx)
+    return to_decider(o.request_id, replace(o, ended=ended.value,
+                                            told=None if told is None else told.value))
+
+
 def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
     """An answer an owner relayed to no one, its requester no longer active in the directory
-    (Outcome.ended, that owner's decision): refused to its provider for the reason that
+    (Outcome.ended, that owner's decision; a binding's too, its registry told nothing:
+    _unrelayed): refused to its provider for the reason that
     decision logged (SUSPENDED or UNKNOWN_HOLDER; one logged with none, before they were told
     apart, is UNKNOWN_HOLDER, as it was refused then), which logs it not provided, a suspended
     requester refused (Outcome.told), and its request logged TIMED_OUT, as one whose answer
@@ -593,15 +628,15 @@ def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
 
 
 def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
-    """The refusal to its provider of an answer an owner relayed to no one, that to its
-    requester if suspended (Outcome.told), and its request's TIMED_OUT, at that owner's time: the
-    same whichever owner makes them."""
+    """The refusal to its provider of an answer an owner relayed to no one (none to a binding's
+    registry or authority, no holder), that to its requester if suspended (Outcome.told), and
+    its request's TIMED_OUT, at that owner's time: the same whichever owner makes them."""
     event = CODEC.decode(ended, AccessLogEvent)
     told = [] if o.told is None else [Send(topics.inbox(event.requester), o.request_id, o.told)]
-    return [*_refused_answer(o, CODEC.decode(o.answer, LinkageAnswer), f"{event.requester} is "
-                             "no longer an active holder in the directory", event.occurred_at,
-                             event.reason or UNKNOWN_HOLDER),
-            *told, Send(topics.AUDIT, o.request_id, ended)]
+    refused = [] if event.kind == BINDING else _refused_answer(
+        o, CODEC.decode(o.answer, LinkageAnswer), f"{event.requester} is no longer an active "
+        "holder in the directory", event.occurred_at, event.reason or UNKNOWN_HOLDER)
+    return [*refused, *told, Send(topics.AUDIT, o.request_id, ended)]
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
@@ -617,7 +652,7 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
     relayed: a suspended one refused instead (_told_ended), one not in it told nothing (logged);
     its access-log event says why (Context.inactive_reason)."""
     if (gone := ctx.inactive_reason(state.requester, state.deadline)) is not None:
-        told = _told_ended(state, gone, now, ctx)
+        told = _told_ended(state.requester, state.request_id, gone, now, ctx)
         log.info("request %s timed out: its requester %s is no longer an active holder in the "
                  "directory (%s): %s", state.request_id, state.requester, gone,
                  "no one is told" if told is None else "it is refused so")
@@ -636,7 +671,8 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
             _answered(state, TIMED_OUT, now)]
 
 
-def _told_ended(state: RequestState, gone: str, now: datetime, ctx: Context) -> Send | None:
+def _told_ended(requester: str, request_id: str, gone: str, now: datetime,
+                ctx: Context) -> Send | None:
     """The refusal telling a requester suspended (`gone`: Context.inactive_reason) since its
     request was approved (the platform's view of the directory had not read the suspension yet)
     that the request ended, as it is refused at approval (SUSPENDED, since when), no data: so its
@@ -644,8 +680,8 @@ def _told_ended(state: RequestState, gone: str, now: datetime, ctx: Context) -> 
     not in the directory (UNKNOWN_HOLDER): its inbox may be gone."""
     if gone != SUSPENDED:
         return None
-    return refusal(state.requester, state.request_id, SUSPENDED,
-                   suspended("the requester", ctx.directory[state.requester]), now)
+    return refusal(requester, request_id, SUSPENDED,
+                   suspended("the requester", ctx.directory[requester]), now)
 
 
 def _answered(state: RequestState, outcome: str, now: datetime,
@@ -783,7 +819,8 @@ class Decider:
             log.warning("binding %s: the registry's answer came once its look-up may be "
                         "forgotten: dropped, it may not be the first", a.request_id)
             return []
-        said = message_digest(ctx.digest_key, a.requester, CODEC.encode(a))
+        said = message_digest(ctx.digest_key, a.requester,  # the same answer given again too
+                              CODEC.encode(replace(a, answered_at=None)))
         decision = on_registry_answer(a, state, states.bound.get(a.request_id), said, now, ctx)
         if decision.state is not state:  # relayed first: its request settled by it
             states.bound[a.request_id] = said

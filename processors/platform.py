@@ -205,7 +205,8 @@ class Platform:
             by_topic[kind].append(record)
         out = outbox.handle([_incoming(r) for r in by_topic.pop("outbox", [])], ctx, now)
         out += [decider.to_decider(a.request_id, a) for a in binding.to_decide(
-            decoded(by_topic.pop(topics.REGISTRY_OUT, []), RegistryAnswer), now)]
+            [(a, record_time(r)) for r in by_topic.pop(topics.REGISTRY_OUT, [])
+             for a in decoded([r], RegistryAnswer)], now)]
         out += relayed(decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest),
                        decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest),
                        ctx.directory, now)

@@ -163,6 +163,7 @@ class RegistryAnswer:
     candidates: tuple[RegistryCandidate, ...]
     source: str = ""  # the holder message its look-up came from ("" from v1)
     requested_at: datetime | None = None  # its binding request's broker time (None before v3)
+    answered_at: datetime | None = None  # its broker time, stamped by the platform (None before v4)
 
 
 @dataclass(frozen=True, slots=True)

@@ -727,14 +727,7 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
                 seconds=1), ctx)  # nenkin active: that decision is made as it was recorded
             assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
             assert decider_.handle(partition, ended, NOW, ctx) == [], "made once"
-            if reason == "UNKNOWN_HOLDER":
-                assert suspended == []
-            else:
-                refused, = suspended
-                assert (refused.topic, refused.key) == (topics.inbox("nenkin"), "r-1")
-                assert CODEC.decode(refused.value, Rejection) == Rejection(
-                    "r-1", "SUSPENDED", f"the requester is suspended since {since.isoformat()}: "
-                    "not an active holder in the directory", NOW)
+            _told_if_suspended(suspended, reason, since)
             assert _swept(decider_, partition, NOW + timedelta(minutes=1), ctx) == []
             rejection = CODEC.decode(told.value, Rejection)
             event = CODEC.decode(logged.value, AccessLogEvent)
@@ -746,6 +739,19 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
             assert (closed.topic, closing.event_id, closing.outcome, closing.reason) == (
                 topics.AUDIT, f"r-1:answered@{decider.copies_name(SOURCE, DIGEST)}", TIMED_OUT,
                 reason)
+
+
+def _told_if_suspended(told: list[Send], reason: str | None, since: datetime) -> None:
+    """What r-1's requester nenkin is told as its answer is relayed to no one: suspended since
+    `since` (`reason`), refused as at approval, at NOW, no data; not in the directory, nothing."""
+    if reason == "UNKNOWN_HOLDER":
+        assert told == []
+        return
+    refused, = told
+    assert (refused.topic, refused.key) == (topics.inbox("nenkin"), "r-1")
+    assert CODEC.decode(refused.value, Rejection) == Rejection(
+        "r-1", "SUSPENDED", f"the requester is suspended since {since.isoformat()}: not an "
+        "active holder in the directory", NOW)
 
 
 @pytest.mark.parametrize("requester", ["still inactive", "made active again"])
@@ -892,6 +898,49 @@ def test_a_bindings_answer_in_time_or_before_its_request_is_relayed_once(ctx: Co
         assert decider_.states[partition].get("r-1") == decider.Settled(
             ANSWERED, decider.fingerprint(SOURCE), DIGEST)
         assert _swept(decider_, partition, NOW + ctx.answer_timeout, ctx) == []
+
+
+def test_a_bindings_answer_to_a_holder_made_inactive_since_approval_is_not_relayed(
+        ctx: Context) -> None:
+    """The registry's answer to a binding was relayed to any requester still in the directory,
+    one suspended since its binding was approved (the platform's view of the directory then
+    behind) too: its candidates' link codes, logged answered. Judged as of the answer's broker
+    time, as a linkage answer is, it is relayed to no one, a decision recorded in the decider's
+    topic first and made as it is read back (the requester active again by then), once: the
+    binding logged TIMED_OUT for why (SUSPENDED, or UNKNOWN_HOLDER for one not in the
+    directory), a suspended requester refused as at approval (SUSPENDED, since when), no data,
+    one not in the directory told nothing, the registry nothing; its request pending or come
+    after it. The answer given again later is not relayed either, nor, once the first was
+    relayed, to a requester suspended since."""
+    since = NOW - timedelta(seconds=1)
+    later = NOW + timedelta(seconds=1)
+    answer = RegistryAnswer("r-1", "nenkin", NOT_FOUND, "", (), SOURCE, NOW, NOW)
+    suspended = {**ctx.directory, "nenkin": replace(ctx.directory["nenkin"], active=False,
+                                                    inactive_since=since)}
+    for directory, reason in ((suspended, "SUSPENDED"),
+                              ({"town": ctx.directory["town"]}, "UNKNOWN_HOLDER")):
+        gone = replace(ctx, directory=directory)
+        histories: list[tuple[list[decider.DecisionEvent], int]] = [([_binding(ctx)], DIGEST),
+                                                                     ([], 0)]
+        for history, digest in histories:
+            decider_, partition = _owning(ctx, history)
+            recorded, = decider_.handle(partition, answer, NOW, gone)
+            assert (recorded.topic, recorded.partition) == (decider.DECISIONS, partition)
+            ended = CODEC.decode(recorded.value, Outcome)
+            *told, logged = decider_.handle(partition, ended, later, ctx)  # nenkin active
+            assert decider_.states[partition].get("r-1") == decider.Settled(
+                TIMED_OUT, decider.fingerprint(SOURCE), digest)
+            assert decider_.handle(partition, ended, later, ctx) == [], "made once"
+            event = CODEC.decode(logged.value, AccessLogEvent)
+            assert (logged.topic, event.kind, event.outcome, event.reason, event.requester) == (
+                topics.AUDIT, "BINDING", TIMED_OUT, reason, "nenkin")
+            _told_if_suspended(told, reason, since)
+            assert _swept(decider_, partition, NOW + ctx.answer_timeout, ctx) == []
+            assert decider_.handle(partition, replace(answer, answered_at=later), later,
+                                   ctx) == [], "given again: dropped, its request timed out"
+        answered, partition = _owning(ctx, [_binding(ctx), answer])  # relayed, nenkin active
+        assert answered.handle(partition, replace(answer, answered_at=later), later, gone) == []
+        assert answered.states[partition].get("r-1") == _settled(ANSWERED)
 
 
 def test_a_copy_of_a_binding_answered_before_its_request_is_refused_to_its_holder_alone(
