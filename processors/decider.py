@@ -577,17 +577,18 @@ def _relayed(o: Outcome, answer: LinkageAnswer, state: RequestState, now: dateti
              ctx: Context) -> list[Send]:
     """The answer to its requester, and in the access log; relayed to no one if the requester is
     no longer an active holder in the directory as of the answer's broker time (o.answered_at;
-    made so since linkage checked it, or while the answer was held for its request;
-    Context.active): judged as of that time, an answer one owner relayed before it crashed, its
-    record not landed, is relayed too by the owner reading it again, the requester made
-    inactive since or not. Relayed to no one, that decision goes to the decider's topic first
-    (the request settled, in its order), with the TIMED_OUT that ends the request in the access
-    log, and is made as it is read back (on_ended), once the answer's offset is committed
-    (Platform.ends_ahead), so an owner replaying the answer after a crash never relays what
-    another refused, nor one replaying that decision asks the directory again. A provider made
-    inactive since is not asked again: it answered while active, and its requester, told
-    nothing else now that its request is settled, is answered. A suspended requester is refused
-    (_told_ended) by that decision too, which carries the refusal (Outcome.told)."""
+    made so since its request was approved, linkage judging only the provider, or while the
+    answer was held for its request; Context.active): judged as of that time, an answer one
+    owner relayed before it crashed, its record not landed, is relayed too by the owner reading
+    it again, the requester made inactive since or not. Relayed to no one, that decision goes to
+    the decider's topic first (the request settled, in its order), with the TIMED_OUT that ends
+    the request in the access log, and is made as it is read back (on_ended), once the answer's
+    offset is committed (Platform.ends_ahead), so an owner replaying the answer after a crash
+    never relays what another refused, nor one replaying that decision asks the directory again.
+    A provider made inactive since is not asked again: it answered while active, and its
+    requester, told nothing else now that its request is settled, is answered. A suspended
+    requester is refused (_told_ended) by that decision too, which carries the refusal
+    (Outcome.told)."""
     if (gone := ctx.inactive_reason(state.requester, o.answered_at)) is not None:
         return [_ended(o, state.requester, gone, _answered(state, TIMED_OUT, now, gone), now,
                        ctx)]

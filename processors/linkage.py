@@ -8,7 +8,6 @@ checked against their ticket, which carries both link codes, and rewritten B →
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from audit.events import ANSWER, LINKAGE
 from processors import decider
@@ -152,24 +151,19 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
 def _flaw(item: FromHolder, answer: ProviderAnswer, ticket: Ticket,
           ctx: Context) -> tuple[str, str] | None:
     """Why an answer under its provider's ticket is not relayed, its deadline aside: the reason
-    and words of its refusal (None: it is relayed, if in time)."""
+    and words of its refusal (None: it is relayed, if in time). Its provider no longer an active
+    holder in the directory as of the answer's broker time is one (Context.inactive_reason); its
+    requester is judged by the decider (decider._relayed), which relays to no one an answer to
+    one inactive then and settles its request at once, its requester told as it is refused at
+    approval if suspended, not at the deadline."""
     if answer.status not in PROVIDER_STATUSES:
         return "MALFORMED", f"status {answer.status} is not an answer"
-    if (gone := _inactive(ctx, item.incoming.timestamp, ticket.requester,
-                          item.holder)) is not None:
-        holder, reason = gone
-        return reason, (f"{holder} is no longer an active holder in the directory: the answer "
-                        "is relayed to no one")
+    if (gone := ctx.inactive_reason(item.holder, item.incoming.timestamp)) is not None:
+        return gone, (f"{item.holder} is no longer an active holder in the directory: the "
+                      "answer is relayed to no one")
     if answer.link_code != ticket.link_b:
         return "INVALID_LINK_CODE", "the answer's link code is not the queried person's"
     return None
-
-
-def _inactive(ctx: Context, at: datetime, *holders: str) -> tuple[str, str] | None:
-    """The first of the holders gone from the directory or marked inactive there as of `at`,
-    and why (Context.inactive_reason); None: each is active then."""
-    return next(((h, why) for h in holders
-                 if (why := ctx.inactive_reason(h, at)) is not None), None)
 
 
 def _req(item: FromHolder) -> LinkageRequest:

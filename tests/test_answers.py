@@ -131,29 +131,57 @@ def test_an_answer_under_another_providers_ticket_is_refused_naming_that_query(
     assert (rejection.reason, rejection.deadline) == ("INVALID_TICKET", pending.deadline)
 
 
-def test_an_answer_to_or_from_a_holder_made_inactive_since_its_request_is_refused(
+def test_an_answer_from_a_holder_made_inactive_since_its_request_is_refused(
         ctx: Context) -> None:
-    """A requester (or provider) marked inactive in the directory after its request was approved
-    still had the answer relayed: only one gone from the directory was refused. The refusal
-    tells one suspended (SUSPENDED) from one not in the directory (UNKNOWN_HOLDER)."""
+    """A provider marked inactive in the directory after the request was approved still had its
+    answer relayed: only one gone from the directory was refused. The refusal tells one
+    suspended (SUSPENDED) from one not in the directory (UNKNOWN_HOLDER)."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
-    for gone in ("kodomo", "town"):
-        inactive = replace(ctx, directory={**ctx.directory,
-                                           gone: replace(ctx.directory[gone], active=False)})
-        refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, inactive)
+    inactive = replace(ctx, directory={**ctx.directory,
+                                       "town": replace(ctx.directory["town"], active=False)})
+    unlisted = replace(ctx, directory={h: e for h, e in ctx.directory.items() if h != "town"})
+    for gone, reason in ((inactive, "SUSPENDED"), (unlisted, "UNKNOWN_HOLDER")):
+        refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, gone)
         rejection = CODEC.decode(refused.value, Rejection)
         assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
-        assert (rejection.reason, rejection.detail) == ("SUSPENDED", f"{gone} is no longer "
-                                                        "an active holder in the directory: the "
-                                                        "answer is relayed to no one")
-        assert CODEC.decode(logged.value, AccessLogEvent).reason == "SUSPENDED"
-    for gone in ("kodomo", "town"):  # not in the directory at all
-        unlisted = replace(ctx, directory={h: e for h, e in ctx.directory.items() if h != gone})
-        refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, unlisted)
-        assert CODEC.decode(refused.value, Rejection).reason == "UNKNOWN_HOLDER"
-        assert CODEC.decode(logged.value, AccessLogEvent).reason == "UNKNOWN_HOLDER"
+        assert (rejection.reason, rejection.detail) == (reason, "town is no longer an active "
+                                                        "holder in the directory: the answer "
+                                                        "is relayed to no one")
+        assert CODEC.decode(logged.value, AccessLogEvent).reason == reason
     relayed, = _answer(pending, "town", T0 + timedelta(seconds=1), 2, ctx)
     assert CODEC.decode(relayed.value, Outcome).request_id == "X"
+
+
+def test_an_answer_to_a_holder_made_inactive_since_its_request_settles_it_at_once(
+        ctx: Context) -> None:
+    """An answer to a requester marked inactive in the directory (or gone from it) after its
+    request was approved was refused here, as one from an inactive provider is, the request left
+    pending: its requester heard only at the deadline, a suspended one refused so then. It goes
+    to the decider, which settles it at once, as one to a requester made inactive since
+    (decider._relayed), judged as of the answer's broker time: refused to its provider for why
+    (SUSPENDED, or UNKNOWN_HOLDER), a suspended requester refused as at approval, the request
+    logged TIMED_OUT so."""
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    answered = T0 + timedelta(seconds=1)
+    suspended = replace(ctx, directory={**ctx.directory, "kodomo": replace(
+        ctx.directory["kodomo"], active=False, inactive_since=T0)})
+    unlisted = replace(ctx, directory={h: e for h, e in ctx.directory.items() if h != "kodomo"})
+    for gone, reason in ((suspended, "SUSPENDED"), (unlisted, "UNKNOWN_HOLDER")):
+        relayed, = _answer(pending, "town", answered, 2, gone)
+        decider_, partition = _owning_x(ctx)
+        decider_.handle(partition, pending, T0, ctx)
+        recorded, = decider_.handle(partition, CODEC.decode(relayed.value, Outcome), answered,
+                                    gone)
+        made = decider_.handle(partition, CODEC.decode(recorded.value, Outcome), answered, gone)
+        told = [(s.topic, CODEC.decode(s.value, Rejection).reason) for s in made
+                if s.topic != topics.AUDIT]
+        logged = [(e.kind, e.outcome, e.reason) for e in (
+            CODEC.decode(s.value, AccessLogEvent) for s in made if s.topic == topics.AUDIT)]
+        assert told == [(topics.inbox("town"), reason), *(
+            [(topics.inbox("kodomo"), "SUSPENDED")] if reason == "SUSPENDED" else [])]
+        assert logged == [("ANSWER", "REJECTED", reason), ("ANSWER", TIMED_OUT, reason)]
+        assert decider_.states[partition].get("X") == decider.Settled(
+            TIMED_OUT, decider.fingerprint(pending.source), pending.digest)
 
 
 def test_an_answer_read_again_after_its_requester_was_made_inactive_is_judged_at_its_time(

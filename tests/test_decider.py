@@ -688,19 +688,19 @@ def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forg
 
 def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_relayed(
         ctx: Context) -> None:
-    """Linkage checks that both parties are active holders before the answer goes to the
-    decider, which relays it later (at once, or once its request comes if it was held): a
-    requester marked inactive in the directory (or gone) in between was still answered. The relay
-    asks the directory again: the answer is refused to its provider (SUSPENDED, or UNKNOWN_HOLDER
-    for one not in the directory, its request's TIMED_OUT logged with the same), which logs it
-    not provided, and the request is settled, never answered or timed out later, and logged
+    """Linkage checked that both parties were active holders (the provider alone now: the
+    decider judges the requester, linkage._flaw) before the answer went to the decider, which
+    relays it later (at once, or once its request comes if it was held): a requester marked
+    inactive in the directory (or gone) in between was still answered. The relay asks the
+    directory again: the answer is refused to its provider (SUSPENDED, or UNKNOWN_HOLDER for one
+    not in the directory, its request's TIMED_OUT logged with the same), which logs it not
+    provided, and the request is settled, never answered or timed out later, and logged
     TIMED_OUT under what its copies share, as its approval is (copies_name, _its_trail): a
-    decision recorded in the decider's topic first and made as it is read back, the directory
-    as it is then asked no more. A suspended requester was told nothing, its request left sent
-    for good: it is refused as at approval (SUSPENDED, since when), no data, by that decision,
-    once, whichever owner reads it; one not in the directory (its inbox perhaps gone) is told
-    nothing. A provider made inactive in between answered while active: its requester is
-    answered."""
+    decision recorded in the decider's topic first and made as it is read back, the directory as
+    it is then asked no more. A suspended requester was told nothing, its request left sent for
+    good: it is refused as at approval (SUSPENDED, since when), no data, by that decision, once,
+    whichever owner reads it; one not in the directory (its inbox perhaps gone) is told nothing.
+    A provider made inactive in between answered while active: its requester is answered."""
     town, nenkin = ctx.directory["town"], ctx.directory["nenkin"]
     since = NOW - timedelta(seconds=1)
     for directory, relayed, reason in (
