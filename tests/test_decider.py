@@ -200,20 +200,11 @@ def test_a_requester_no_longer_active_is_not_sent_its_timeout_but_told_if_suspen
             event = CODEC.decode(logged.value, AccessLogEvent)
             assert (logged.topic, event.kind, event.outcome, event.reason) == (
                 topics.AUDIT, kind, TIMED_OUT, why)
-            if why == "UNKNOWN_HOLDER":
-                assert told == []
-                assert caplog.messages == [
-                    "request r-1 timed out: its requester nenkin is no longer an active holder "
-                    "in the directory (UNKNOWN_HOLDER): no one is told"]
-                continue
-            refused, = told
-            assert (refused.topic, refused.key) == (topics.inbox("nenkin"), "r-1")
-            assert CODEC.decode(refused.value, Rejection) == Rejection(
-                "r-1", "SUSPENDED", f"the requester is suspended since {since.isoformat()}: not "
-                "an active holder in the directory", NOW + timedelta(seconds=31))
+            _told_if_suspended(told, why, since, NOW + timedelta(seconds=31))
             assert caplog.messages == [
                 "request r-1 timed out: its requester nenkin is no longer an active holder in the "
-                "directory (SUSPENDED): it is refused so"]
+                f"directory ({why}): "
+                + ("no one is told" if why == "UNKNOWN_HOLDER" else "it is refused so")]
 
 
 def test_a_requester_made_inactive_after_its_deadline_is_told_its_timeout_by_every_owner(
@@ -741,9 +732,11 @@ def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_rel
                 reason)
 
 
-def _told_if_suspended(told: list[Send], reason: str | None, since: datetime) -> None:
-    """What r-1's requester nenkin is told as its answer is relayed to no one: suspended since
-    `since` (`reason`), refused as at approval, at NOW, no data; not in the directory, nothing."""
+def _told_if_suspended(told: list[Send], reason: str | None, since: datetime,
+                       at: datetime = NOW) -> None:
+    """What r-1's requester nenkin is told as its answer is relayed to no one or its deadline
+    passes: suspended since `since` (`reason`), refused as at approval, `at`, no data; not in
+    the directory, nothing."""
     if reason == "UNKNOWN_HOLDER":
         assert told == []
         return
@@ -751,7 +744,7 @@ def _told_if_suspended(told: list[Send], reason: str | None, since: datetime) ->
     assert (refused.topic, refused.key) == (topics.inbox("nenkin"), "r-1")
     assert CODEC.decode(refused.value, Rejection) == Rejection(
         "r-1", "SUSPENDED", f"the requester is suspended since {since.isoformat()}: not an "
-        "active holder in the directory", NOW)
+        "active holder in the directory", at)
 
 
 @pytest.mark.parametrize("requester", ["still inactive", "made active again"])
