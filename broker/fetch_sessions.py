@@ -68,18 +68,22 @@ class Quiet:
 
 class Hearing:
     """When each partition last brought records (first assigned counts as bringing some),
-    oldest first, so that the busy ones are found without a pass over all of them."""
+    oldest first, so that the busy ones are found without a pass over all of them; and when
+    quiet partitions are next to be looked for (`due`): no later than any partition heard of
+    turns quiet, lest one leave the busy ones with nothing to watch it."""
 
     def __init__(self, quiet: Quiet) -> None:
         self.quiet = quiet
         self.grace = 2 * quiet.watch_wait_ms / 1000  # gone quiet, still busy too: for a watch
         self.last: dict[TopicPartition, float] = {}  # in the order last heard
+        self.due = 0.0
         self._met: object = None
 
     def heard(self, partitions: Iterable[TopicPartition], now: float) -> None:
         for tp in partitions:
             self.last.pop(tp, None)
             self.last[tp] = now
+            self.due = min(self.due, now + self.quiet.after_seconds)
 
     def forget(self, tp: TopicPartition) -> None:
         """A partition no longer assigned."""
@@ -98,14 +102,17 @@ class Hearing:
                 return
             yield tp
 
-    def quiet_ones(self, now: float) -> tuple[list[TopicPartition], float]:
-        """The quiet partitions, and when the next one turns quiet (if nothing is heard of it)."""
+    def quiet_ones(self, now: float) -> list[TopicPartition]:
+        """The quiet partitions, all to be watched: due again when the next one turns quiet (if
+        nothing is heard of it), or when their watch returns."""
         quiet: list[TopicPartition] = []
         for tp, at in self.last.items():
             if now < at + self.quiet.after_seconds:
-                return quiet, at + self.quiet.after_seconds
+                self.due = at + self.quiet.after_seconds
+                return quiet
             quiet.append(tp)
-        return quiet, math.inf
+        self.due = math.inf
+        return quiet
 
 
 @dataclass(frozen=True)
@@ -288,7 +295,6 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
     _gathering: Gathering | None
     _hearing: Hearing | None
     _settings: FetchSettings
-    _quiet_due: float  # when quiet partitions are next to be looked for
 
     @classmethod
     def adopt(cls, fetcher: Fetcher, gathering: Gathering | None,
@@ -301,7 +307,6 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         fetcher._gathering = gathering
         fetcher._settings = FetchSettings.of(fetcher)
         fetcher._hearing = None if quiet is None else Hearing(quiet)
-        fetcher._quiet_due = 0.0 if quiet else math.inf
         fetcher._client = _AnswersToSessions(fetcher._client, fetcher._hearing)
 
     def _get_actions_per_node(self, assignment: Any) -> tuple[Any, ...]:
@@ -321,8 +326,9 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
 
     def _watch(self, assignment: Any, node: int, offsets: dict[TopicPartition, int]) -> None:
         """Fetch a broker's quiet partitions on their own connection, beside the busy fetch."""
-        assert self._hearing is not None
-        settings = replace(self._settings, max_wait_ms=self._hearing.quiet.watch_wait_ms)
+        hearing = self._hearing
+        assert hearing is not None
+        settings = replace(self._settings, max_wait_ms=hearing.quiet.watch_wait_ms)
         request = SessionFetch(settings, offsets, self._quiet_sessions[node],
                                connection=QUIET_CONNECTION)
         task = asyncio.create_task(self._proc_fetch_request(assignment, node, request))
@@ -332,7 +338,7 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         def done(_: asyncio.Task[bool]) -> None:
             if self._watches.get(node) is task:
                 del self._watches[node]
-            self._quiet_due = 0.0  # watch them again
+            hearing.due = 0.0  # watch them again
 
         task.add_done_callback(done)
 
@@ -358,7 +364,8 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         closed = self._in_flight | backoffs.keys()
         now, hearing = time.monotonic(), self._hearing
         nodes = {broker.nodeId for broker in self._client.cluster.brokers()}
-        watch = now >= self._quiet_due and not self._watches.keys() >= nodes
+        watch = (hearing is not None and now >= hearing.due
+                 and not self._watches.keys() >= nodes)
         if closed >= nodes and not watch:
             return {}, {}, {}, timeout, False, []
         if hearing is not None:
@@ -378,26 +385,27 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         return wanted, quiet, {}, timeout, False, []
 
     def _quiet(self, assignment: Any, now: float) -> dict[int, dict[TopicPartition, int]]:
-        """Each broker's quiet partitions, for the brokers without a watch in flight (those
-        not in the usual state are heard of, so that the pass above hands them to aiokafka)."""
+        """Each broker's quiet partitions, for the brokers without a watch in flight. Those
+        not in the usual state (as all are in a new assignment, its positions not yet read) or
+        with records not yet consumed are heard of: the busy pass takes them (handing the
+        unusual ones to aiokafka), and they are due to be watched again when they turn quiet."""
         assert self._hearing is not None
         leader_of = self._client.cluster.leader_for_partition
         quiet: defaultdict[int, dict[TopicPartition, int]] = defaultdict(dict)
-        unusual = []
-        partitions, self._quiet_due = self._hearing.quiet_ones(now)  # or when a watch returns
-        for tp in partitions:
+        busy = []
+        for tp in self._hearing.quiet_ones(now):
             state = assignment.state_value(tp)
             if state is None:
                 self._hearing.forget(tp)
                 continue
             node = leader_of(tp)
-            if node in self._watches or tp in self._records:
+            if node in self._watches:
                 continue
-            if _usual(node, state):
+            if _usual(node, state) and tp not in self._records:
                 quiet[node][tp] = state.position
             else:
-                unusual.append(tp)
-        self._hearing.heard(unusual, now)
+                busy.append(tp)
+        self._hearing.heard(busy, now)
         return quiet
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import OrderedDict, defaultdict
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.fetcher import Fetcher, FetchResult
 from aiokafka.consumer.subscription_state import SubscriptionState
@@ -184,11 +185,11 @@ async def test_the_lean_pass_decides_as_aiokafka_does_or_leaves_it_to_aiokafka()
 async def test_quiet_partitions_are_watched_apart_and_the_pass_goes_through_busy_ones() -> None:
     fetcher, assignment = _two_nodes()
     t3, t4, t5, gone = (TopicPartition("t", p) for p in (3, 4, 5, 6))
-    fetcher._hearing, fetcher._quiet_due = Hearing(Quiet(10.0, 500, 100)), 0.0  # grace: 1 s
+    fetcher._hearing = Hearing(Quiet(10.0, 500, 100))  # grace: 1 s
     first = fetcher._usual_actions(assignment)  # first assigned counts as heard: all busy
     assert first is not None and first[1] == {} and first[2:] == _aiokafkas_own(
         fetcher, assignment)[1:] and first[0] == _aiokafkas_own(fetcher, assignment)[0]
-    assert fetcher._quiet_due > time.monotonic() + 9  # no need to look before one turns quiet
+    assert fetcher._hearing.due > time.monotonic() + 9  # no need to look before one turns quiet
 
     now = time.monotonic()
     fetcher._hearing.last = {gone: now - 40, C: now - 30, t3: now - 20, t4: now - 12,
@@ -196,19 +197,36 @@ async def test_quiet_partitions_are_watched_apart_and_the_pass_goes_through_busy
     fetcher._in_flight.update({0, 1})
     assert fetcher._usual_actions(assignment) == ({}, {}, {}, 0.2, False, [])  # no pass at all
     fetcher._in_flight.clear()
-    fetcher._quiet_due = 0.0
+    fetcher._hearing.due = 0.0
     wanted, quiet, *_ = fetcher._usual_actions(assignment) or ()
     assert wanted == {0: {A: 0}, 1: {B: 10}}  # t1 just went quiet: busy too, for a while
     assert quiet == {0: {C: 20, t4: 40}, 1: {t3: 30, t5: 50, B: 10}}
     assert gone not in fetcher._hearing.last  # no longer assigned: forgotten
 
     fetcher._watches[1] = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
-    fetcher._quiet_due = 0.0  # node 1's watch is out: only node 0's quiet ones
+    fetcher._hearing.due = 0.0  # node 1's watch is out: only node 0's quiet ones
     assert fetcher._usual_actions(assignment)[1] == {0: {C: 20, t4: 40}}  # type: ignore[index]
     assignment.state_value(t4).pause()  # unusual: heard, so the busy pass hands it to aiokafka
-    fetcher._quiet_due = 0.0
+    fetcher._hearing.due = 0.0
     assert fetcher._usual_actions(assignment)[1] == {0: {C: 20}}  # type: ignore[index]
     assert fetcher._usual_actions(assignment) is None
+
+    fetcher._watches.clear()  # a rebalance gave it up, and gave the same partitions again:
+    subscription = SubscriptionState()
+    subscription.assign_from_user(set(assignment.tps))
+    again = subscription.subscription.assignment  # their positions not read yet
+    fetcher._hearing.last = {tp: now - 30 for tp in again.tps}  # all quiet
+    fetcher._hearing.due = 0.0
+    assert fetcher._usual_actions(again) == ({}, {}, {}, 0.2, False, [])  # none to watch yet,
+    assert fetcher._hearing.due <= time.monotonic() + 10  # but once they turn quiet again
+    for tp in again.tps:
+        again.state_value(tp).reset_to(0)
+    fetcher._hearing.last = {tp: now - 30 for tp in again.tps}
+    fetcher._hearing.due = 0.0
+    fetcher._records[C] = FetchResult(C, assignment=again, partition_records=None, backoff=5.0)
+    quiet = fetcher._usual_actions(again)[1]  # type: ignore[index]
+    assert A in quiet[0] and C not in quiet[0]  # C has records not yet consumed: busy again
+    assert fetcher._hearing.last[C] > now and fetcher._hearing.due <= time.monotonic() + 10
 
 
 async def _read(consumer: SessionConsumer, count: int) -> list[tuple[int, int]]:
@@ -220,6 +238,15 @@ async def _read(consumer: SessionConsumer, count: int) -> list[tuple[int, int]]:
         got += [(r.partition, int(r.value)) for batch in polled.values() for r in batch]
     polled = await consumer.getmany(timeout_ms=500)  # anything more would be a repeat
     return got + [(r.partition, int(r.value)) for batch in polled.values() for r in batch]
+
+
+async def _rebalanced(consumer: SessionConsumer, before: Any) -> Any:
+    """The consumer's assignment after `before`, polled for (nothing read) within 20 s."""
+    deadline = time.monotonic() + 20
+    while (assignment := consumer._subscription.subscription.assignment) is before:
+        assert time.monotonic() < deadline, "no rebalance"
+        assert not await consumer.getmany(timeout_ms=100)
+    return assignment
 
 
 def _once_in_order(got: list[tuple[int, int]], sent: list[tuple[int, int]]) -> bool:
@@ -362,4 +389,54 @@ async def test_a_watch_given_up_holds_up_no_watch_after_it(broker: Cluster) -> N
         assert request.records == [woken]
         assert time.monotonic() - began < 1.0, "it waited behind the watch given up"
     finally:
+        await consumer.stop()
+
+
+async def test_quiet_partitions_of_the_same_assignment_again_are_still_watched(
+        broker: Cluster) -> None:
+    """A rebalance that hands the consumer the partitions it had (another member of its group
+    joining or leaving), all of them quiet: their new states have no position yet when the
+    fetcher first looks, so none could be watched; they were fetched as busy a while, and after
+    it by neither the busy fetch nor a watch, their records never read."""
+    run = uuid.uuid4().hex[:8]
+    topic, other, group = (f"renkei-test.quiet-again-{run}", f"renkei-test.quiet-other-{run}",
+                           f"renkei-test-quiet-again-{run}")
+    admin = provision.admin_client()
+    for name, count in ((topic, 6), (other, 1)):
+        admin.create_topics([NewTopic(name, count, 1)])[name].result(30)
+    access = KafkaAccess.of(config.ADMIN)
+    consumer = SessionConsumer(topic, **access.aiokafka(), group_id=group,
+                               enable_auto_commit=False, auto_offset_reset="earliest",
+                               heartbeat_interval_ms=300, quiet=Quiet(0.5, 250, 100))
+    member = AIOKafkaConsumer(other, **access.aiokafka(), group_id=group,
+                              enable_auto_commit=False)
+    await consumer.start()
+    sent: list[tuple[int, int]] = []
+    try:
+        async with producer(access) as prod:
+            async def send() -> list[tuple[int, int]]:
+                records = [(p, len(sent) + p) for p in range(6)]
+                for partition, value in records:
+                    await prod.send(topic, str(value).encode(), partition=partition)
+                await prod.flush()
+                sent.extend(records)
+                return records
+
+            first = await send()
+            assert _once_in_order(await _read(consumer, 6), first)
+            await consumer.commit()  # read again by none after a rebalance
+            for joining in range(2):  # another member joins, then leaves: the same partitions
+                await asyncio.sleep(1.3)  # all quiet (0.5 s, and the grace of 0.5 s), watched
+                before = consumer._subscription.subscription.assignment
+                await (member.stop() if joining else member.start())
+                again = await _rebalanced(consumer, before)
+                assert again is not before and again.tps == before.tps
+                await asyncio.sleep(1.3)  # quiet again
+                began = time.monotonic()
+                news = await send()
+                assert _once_in_order(await _read(consumer, 6), news), (joining, sent)
+                assert time.monotonic() - began < 1.5  # at once, each
+                await consumer.commit()
+    finally:
+        await member.stop()
         await consumer.stop()
