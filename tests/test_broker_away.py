@@ -123,6 +123,7 @@ def test_a_service_waiting_for_the_broker_stops_at_once_when_told(
     ("holder", "register", "x-new", "--name", "新", "--role", "municipality"),
     ("keys", "rekey", "{holder}")],
     ids=lambda c: " ".join(c[:2]))
+@pytest.mark.usefixtures("platform")  # its audit consumer makes the store `audit replay` reads
 def test_a_command_said_in_one_line_that_the_broker_is_away(
         command: tuple[str, ...], holders: list[str], tmp_path: Path) -> None:
     """Not a traceback (nor, for an admin request, one after waiting 30 s for the broker), nor
@@ -138,6 +139,7 @@ def test_a_command_said_in_one_line_that_the_broker_is_away(
     assert len(said.strip().splitlines()) == 1, f"more than the one line: {said}"
 
 
+@pytest.mark.usefixtures("platform")  # its audit consumer makes the store `audit replay` reads
 def test_a_replay_that_cannot_reach_the_broker_leaves_no_store_of_its_own(
         holders: list[str]) -> None:
     """It made its replay-<time>.db in the state folder, then failed on the broker: an empty
@@ -155,7 +157,9 @@ def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
     repeats.install()
     node = uuid.uuid4().hex  # lines no other test has said
     fetcher, client = logging.getLogger("aiokafka.consumer.fetcher"), logging.getLogger("aiokafka")
-    with caplog.at_level(logging.ERROR):
+    # at ERROR whatever a command run in this process before left aiokafka at (a chaos command
+    # sets it CRITICAL: its retries are the point there)
+    with caplog.at_level(logging.ERROR), caplog.at_level(logging.ERROR, logger="aiokafka"):
         for _ in range(100):
             fetcher.error("Failed fetch messages from %s: NodeNotReadyError", node)
             client.error("Unable connect to node with id %s", node)
