@@ -480,7 +480,7 @@ def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None
     """The registry's answer (digest `said`) to a binding look-up, decided on its request's
     state: pending, relayed and logged (_bound), its request ANSWERED; answered by this answer
     (`first`) already, relayed again (a replay: holders and the audit log drop the copies;
-    _bound_again); another answer to it (the registry answering again after a restart, the resident
+    _bound, again); another answer to it (the registry answering again after a restart, the resident
     moved or withdrawn meanwhile), one to a request timed out (its holder told so), or to another
     request under its id, dropped. One to a request not known is relayed and settles it: its look-up
     came before this version, or its request's event comes after it (an owner deciding at once
@@ -496,32 +496,28 @@ def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None
         return _dropped(a, "came after its request timed out", state)
     if first != said or not _same_source(state, a.source):
         return _dropped(a, "is not the first, which stands", state)
-    return Decision(state, partial(_bound_again, a, now, ctx))
+    return Decision(state, partial(_bound, a, now, ctx, again=True))
 
 
-def _bound(a: RegistryAnswer, now: datetime, ctx: Context) -> list[Send]:
+def _bound(a: RegistryAnswer, now: datetime, ctx: Context, again: bool = False) -> list[Send]:
     """The registry's first answer to its requester, and in the access log (binding.answered);
     relayed to no one if the requester is no longer an active holder in the directory as of the
     answer's broker time (a.answered_at: suspended since its binding was approved, the
     platform's view of the directory then behind), as a linkage answer is (_relayed): the binding
     logged TIMED_OUT for that reason (binding.ended) and a suspended requester refused, a
     decision recorded in the decider's topic first and made as it is read back (on_ended). The
-    registry or authority is told nothing: no holder, it logs nothing not provided."""
-    if (gone := ctx.inactive_reason(a.requester, a.answered_at)) is not None:
-        return [_ended(Outcome(a.request_id, a.source, b"", answered_at=a.answered_at),
-                       a.requester, gone, binding.ended(a, now, gone, ctx), now, ctx)]
-    return binding.answered([a], now, ctx)
-
-
-def _bound_again(a: RegistryAnswer, now: datetime, ctx: Context) -> list[Send]:
-    """The registry's first answer read again (or given again, the same but for its broker
-    time), relayed again; to a requester no longer active as of its broker time, not at all: the
-    first's decision stands (relayed, or to no one, its decision on its way: _bound)."""
-    if (gone := ctx.inactive_reason(a.requester, a.answered_at)) is not None:
+    registry or authority is told nothing: no holder, it logs nothing not provided. That answer
+    read `again` (or given again, the same but for its broker time) is relayed again; to a
+    requester no longer active as of its broker time, not at all: the first's decision stands
+    (relayed, or to no one, its decision on its way)."""
+    if (gone := ctx.inactive_reason(a.requester, a.answered_at)) is None:
+        return binding.answered([a], now, ctx)
+    if again:
         log.info("binding %s: the registry's answer again is relayed to no one: %s is no longer "
                  "an active holder in the directory (%s)", a.request_id, a.requester, gone)
         return []
-    return binding.answered([a], now, ctx)
+    return [_ended(Outcome(a.request_id, a.source, b"", answered_at=a.answered_at), a.requester,
+                   gone, binding.ended(a, now, gone, ctx), now, ctx)]
 
 
 def _dropped(a: RegistryAnswer, why: str, state: State) -> Decision:
