@@ -98,8 +98,9 @@ class _QuietConnection(web.RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if isinstance(exc, BadHttpMessage):
             message = refused(exc)
-            level, said = (self._https_sent.said() if message == HTTPS_SENT else (
-                logging.INFO if isinstance(exc, BadStatusLine) else logging.WARNING, ""))
+            level, said = logging.INFO if isinstance(exc, BadStatusLine) else logging.WARNING, ""
+            if message == HTTPS_SENT:
+                level, said = self._https_sent.said()
             log.log(level, "refused a request from %s: %s%s", request.remote, message, said)
         else:
             super().handle_error(request, status, exc, message)  # logged, as aiohttp does
