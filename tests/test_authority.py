@@ -1120,16 +1120,22 @@ def test_a_bookmark_kept_before_fingerprints_is_followed_on_from(
     registry.close()
 
 
+def _numbered(tmp_path: Path, store: AuthorityStore) -> tuple[registry_store.RegistryStore,
+                                                              NumberingAuthority]:
+    """A registry of 20 at tmp_path/registry.db, numbered: it and its authority."""
+    registry_store.build(tmp_path / "registry.db", 20, 1)
+    registry = registry_store.RegistryStore.open(tmp_path / "registry.db")
+    authority = NumberingAuthority(store)
+    authority.assign_registry(registry)
+    return registry, authority
+
+
 def _numbered_and_copied(tmp_path: Path, store: AuthorityStore) -> tuple[
         registry_store.RegistryStore, NumberingAuthority, list[str]]:
     """A registry of 20 at tmp_path/registry.db, numbered, and copied aside to tmp_path/copy.db
     as it is: it, its authority and its residents' codes."""
-    path = tmp_path / "registry.db"
-    registry_store.build(path, 20, 1)
-    registry = registry_store.RegistryStore.open(path)
-    authority = NumberingAuthority(store)
-    authority.assign_registry(registry)
-    copied(path, tmp_path / "copy.db")
+    registry, authority = _numbered(tmp_path, store)
+    copied(registry.path, tmp_path / "copy.db")
     return registry, authority, list(registry.resident_codes())
 
 
@@ -1424,12 +1430,8 @@ def test_a_number_retired_while_serving_is_a_warning_naming_no_one(
     (issued to it before its change was followed, and retired for good) only as 'resident-code
     changes followed' at INFO: a resident's number retired went by unseen. It is a WARNING saying
     how many and where to look, naming no number and no resident code."""
-    path = tmp_path / "registry.db"
-    registry_store.build(path, 20, 1)
-    registry = registry_store.RegistryStore.open(path)
-    authority = NumberingAuthority(store)
-    authority.assign_registry(registry)
-    changes = serve.RegistryChanges(authority, path)
+    registry, authority = _numbered(tmp_path, store)
+    changes = serve.RegistryChanges(authority, registry.path)
     changes.follow()
     olds = list(registry.resident_codes())[:2]
     news = [change_code(registry, old, seed) for old, seed in zip(olds, (99, 98), strict=True)]
