@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import click
 
+from renkei import logs
 from renkei.broker_chaos import BrokerChaos, kill_times, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
@@ -44,9 +44,9 @@ def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | N
         kill_times(seconds, kill_at, down_for)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
-    result = asyncio.run(run_broker_chaos(state_dir() / "cluster3", seconds, rate, residents,
-                                          kill_at=kill_at, down_for=down_for, keep=keep))
+    with logs.quieted("aiokafka"):  # its retries are the point here
+        result = asyncio.run(run_broker_chaos(state_dir() / "cluster3", seconds, rate, residents,
+                                              kill_at=kill_at, down_for=down_for, keep=keep))
     write_json(out, result.to_json())
     for line in summary(result):
         click.echo(line)

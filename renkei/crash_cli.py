@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
+from renkei import logs
 from renkei.crash_chaos import CrashChaos, run_crash_chaos
 from renkei.options import FiniteRange, residents_option, result_option, seed_option
 from renkei.state import state_dir, write_json
@@ -38,9 +38,9 @@ def crash(seconds: float, rate: float, instances: int, every: float, residents: 
     """Kill -9 platform instances, holders' servers, the audit consumer, the broker, the registry
     and the authority in turn under load, linkage requests and one binding in ten (in
     <state>/chaos-crash, loopback only); count what was lost or doubled."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its retries are the point here
-    result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate, residents,
-                                         instances, every, seed))
+    with logs.quieted("aiokafka"):  # its retries are the point here
+        result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate,
+                                             residents, instances, every, seed))
     write_json(out, result.to_json())
     for line in summary(result):
         click.echo(line)

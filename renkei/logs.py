@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"  # a service's line: its time, level, message
 
@@ -20,3 +22,17 @@ def for_service(level: int | str = logging.WARNING, instance: str | None = None)
     `instance` of a service run several times (a platform instance) named after the time."""
     named = FORMAT if instance is None else FORMAT.replace(" ", f" [{instance}] ", 1)
     logging.basicConfig(level=level, format=named)
+
+
+@contextmanager
+def quieted(name: str) -> Iterator[None]:
+    """The logger `name` saying CRITICAL alone while a command runs (a chaos run's aiokafka, its
+    retries the point there), its level put back after it: a command run in the process of the
+    tests hears the lines of those after it no less."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
