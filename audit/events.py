@@ -129,9 +129,15 @@ def decode_event(leaf: bytes) -> AccessLogEvent:
     return CODEC.decode(leaf, AccessLogEvent)
 
 
+def signed_record(leaf: bytes) -> Logged | None:
+    """The event or operator action a leaf's bytes hold; None if they hold neither."""
+    try:
+        return CODEC.decode(leaf, AccessLogEvent, OperatorAction)
+    except Exception:  # any codec error means the bytes are not a valid leaf
+        return None
+
+
 def signed_event(leaf: bytes) -> AccessLogEvent | None:
     """The event an entry's canonical bytes hold; None if they hold none."""
-    try:
-        return decode_event(leaf)
-    except Exception:  # any codec error means the bytes are not a valid event
-        return None
+    signed = signed_record(leaf)
+    return signed if isinstance(signed, AccessLogEvent) else None

@@ -49,6 +49,7 @@ from audit.events import (
     logged_key,
     millis,
     signed_event,
+    signed_record,
 )
 from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
 from audit.retention import RETENTION_YEARS, years_before
@@ -114,14 +115,6 @@ def _action_row(serial: int, action: OperatorAction, leaf: bytes) -> Row:
     return (serial, column_text(action.action_id), millis(action.occurred_at),
             column_text(action.operator), column_text(action.action), column_text(action.subject),
             None if action.reason is None else column_text(action.reason), leaf)
-
-
-def signed_record(leaf: bytes) -> Logged | None:
-    """The event or operator action a leaf's bytes hold; None if they hold neither."""
-    try:
-        return CODEC.decode(leaf, AccessLogEvent, OperatorAction)
-    except Exception:  # any codec error means the bytes are not a valid leaf
-        return None
 
 
 def node_key(level: int, index: int) -> int:
