@@ -71,7 +71,7 @@ from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from tests.kafka_helpers import create_known, producer, renkei
 from tests.loop_helpers import ticking
-from tests.test_audit_store import acted, item, truncate
+from tests.test_audit_store import item, truncate
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -1258,7 +1258,7 @@ async def test_recommit_accounts_for_an_operator_action_the_store_lacks(
         store.append_many(item(event) for event in events)
         async with topic_of_its_own([events[0], action, events[1]], 0) as own:
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 1
-            store.append_many([acted(action)])
+            store.append_many([item(action)])
             assert await accounted_offset(KafkaAccess.of(config.ADMIN), store, own) == 3
 
 
@@ -1273,9 +1273,9 @@ async def test_an_operator_action_past_the_retention_is_purged_and_not_lacking(
                       for n, at in enumerate((now - timedelta(days=9 * 366), now,
                                               now - timedelta(days=8 * 366))))
     with AuditStore(live, Signer.generate()) as store:
-        store.append_many([acted(old), acted(new)])
+        store.append_many([item(old), item(new)])
         store.purge(now)
-        store.append_many([acted(late)])
+        store.append_many([item(late)])
         assert store.operator_actions() == [new]
         assert store.verify().ok and store.size() == 2
         async with topic_of_its_own([old, new, late], 0) as own:

@@ -17,7 +17,7 @@ from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import pytest
 from click.testing import CliRunner
@@ -91,13 +91,12 @@ def event(n: int, at: datetime | None = None, person: str | None = None) -> Acce
         data_type="income", person=person or PERSONS[n % 3])
 
 
-def item(e: AccessLogEvent) -> tuple[AccessLogEvent, bytes]:
-    return e, CODEC.encode(e)
+L = TypeVar("L", AccessLogEvent, OperatorAction)
 
 
-def acted(action: OperatorAction) -> tuple[OperatorAction, bytes]:
-    """An operator action as the audit consumer appends it: with its bytes, a leaf."""
-    return action, CODEC.encode(action)
+def item(logged: L) -> tuple[L, bytes]:
+    """An event or operator action as the audit consumer appends it: with its bytes, a leaf."""
+    return logged, CODEC.encode(logged)
 
 
 def suspension(n: int) -> OperatorAction:
@@ -1218,9 +1217,9 @@ def test_an_operator_action_is_stored_once_whatever_comes_again(store: AuditStor
     action = OperatorAction("SUSPEND@renkei.directory:0:7", T0, "operator", "SUSPEND",
                             "sakura-town", "情報漏えい")
     events = [event(n) for n in range(3)]
-    assert store.append_many([item(events[0]), acted(action), item(events[1])]) == [0, 1, 2]
-    assert store.append_many([item(events[0]), acted(action),
-                              acted(replace(action, reason="other")), item(events[2])]) == [
+    assert store.append_many([item(events[0]), item(action), item(events[1])]) == [0, 1, 2]
+    assert store.append_many([item(events[0]), item(action),
+                              item(replace(action, reason="other")), item(events[2])]) == [
         None, None, None, 3]
     assert store.operator_actions() == [action]
     assert store.size() == 4
@@ -1232,7 +1231,7 @@ def test_an_operator_action_deleted_from_the_store_is_found_by_verify(store: Aud
     """An insider deleting a suspension's row left a store that verified whole (the actions
     were stored beside the tree): the action is a leaf of the tree, and its row gone, changed or
     put at another serial is a finding."""
-    store.append_many([item(event(0)), acted(suspension(0)), item(event(1))])
+    store.append_many([item(event(0)), item(suspension(0)), item(event(1))])
     store.sign_head()
     report = store.verify(decode_event)
     assert report.ok and (report.entries, report.actions) == (2, 1)
@@ -1252,8 +1251,8 @@ def test_an_operator_action_past_the_retention_is_purged_as_a_leaf(store: AuditS
     ranges, its leaf hash kept, the store whole; a later one stays."""
     old, new = (replace(suspension(n), occurred_at=datetime(year, 6, 1, tzinfo=UTC))
                 for n, year in ((1, 2015), (2, 2020)))
-    store.append_many([item(event(0, at=datetime(2014, 6, 1, tzinfo=UTC))), acted(old),
-                       acted(new)])
+    store.append_many([item(event(0, at=datetime(2014, 6, 1, tzinfo=UTC))), item(old),
+                       item(new)])
     record = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
     assert record.ranges == ((0, 2),) and store.operator_actions() == [new]
     assert store.purged_serial(CODEC.encode(old)) == 1
@@ -1277,7 +1276,7 @@ def test_a_store_from_before_actions_were_leaves_keeps_its_actions_unproved(
             (before.action_id, millis(before.occurred_at), before.operator, before.action,
              before.subject, before.reason, CODEC.encode(before))))
     with AuditStore(db, Signer.load_or_create(), clock=clock) as upgraded:
-        assert upgraded.append_many([acted(before), acted(suspension(5)), item(event(2))]) == [
+        assert upgraded.append_many([item(before), item(suspension(5)), item(event(2))]) == [
             None, 2, 3]
         assert upgraded.operator_actions() == [before, suspension(5)]
         report = upgraded.verify(decode_event, anchored=[upgraded.heads()[0]])
@@ -1298,7 +1297,7 @@ def test_an_operator_action_grows_the_tree_consistently(store: AuditStore) -> No
     """An action appended after a head: the new head is consistent with the old (append-only)."""
     store.append_many([item(event(n)) for n in range(3)])
     old = store.sign_head().head
-    store.append_many([acted(suspension(3))])
+    store.append_many([item(suspension(3))])
     new = store.sign_head().head
     assert new.size == old.size + 1
     assert merkle.verify_consistency(old.size, new.size,
