@@ -218,9 +218,9 @@ class Detector:
 
     def resume(self, events: Iterable[AccessLogEvent], raised: Iterable[Raised]) -> None:
         """Re-read the log's last horizon (`events`, in the order they were observed), taking
-        each alert decision from `raised` (the alerts on those events, and the off-hours ones of
-        the last `Rules.memory`) instead of the rules: the windows and quiet periods come out
-        as the detector before left them."""
+        each alert decision from `raised` (the alerts on those events, and those of each QUIETED
+        rule of the last `Rules.memory`) instead of the rules: the windows and quiet periods come
+        out as the detector before left them."""
         retraced: dict[str, set[str]] = {}
         for alert in raised:
             retraced.setdefault(alert.rule, set()).add(alert.event_id)
