@@ -449,12 +449,11 @@ class AuditStore:
         """Create the missing tables; a store made before `bindings` fills it from its entries,
         one made before `purged_leaves` from its purges' ranges; one made before operator
         actions were leaves gives `operator_actions` its serial column, none in its rows."""
-        without_bindings, without_purged = (
+        without_bindings, without_purged, without_actions = (
             cur.execute(self._dialect.has_table, (table,)).fetchone() is None
-            for table in ("bindings", "purged_leaves"))
-        if (cur.execute(self._dialect.has_table, ("operator_actions",)).fetchone() is not None
-                and cur.execute(self._dialect.has_column,
-                                ("operator_actions", "serial")).fetchone() is None):
+            for table in ("bindings", "purged_leaves", "operator_actions"))
+        if not without_actions and cur.execute(
+                self._dialect.has_column, ("operator_actions", "serial")).fetchone() is None:
             cur.execute("ALTER TABLE operator_actions ADD COLUMN serial BIGINT")
         for statement in _schema(self._dialect):
             cur.execute(statement)
