@@ -34,6 +34,7 @@ SILENT = "minami-clinic"  # a provider whose communication server never answers:
 SERVICE_LOG_LINES = 60  # of each service's log, under a failed test's report
 UNREAD = re.compile(r"exception was never retrieved|Task was destroyed but it is pending")
 PROJECT = re.compile(rf"{re.escape(str(Path(__file__).resolve().parents[1]))}/(?!\.venv/)")
+STARTED = pytest.StashKey[float]()  # when a test began: the service logs since, if it fails
 
 
 class Unread(logging.Handler):
@@ -67,9 +68,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     UNREAD_LOG.test = item.nodeid
     item.stash[STARTED] = time.time()
-
-
-STARTED = pytest.StashKey[float]()
 
 
 @pytest.hookimpl(wrapper=True)
