@@ -768,10 +768,6 @@ class AuditStore:
                                 "ORDER BY occurred_at, action_id").fetchall()
         return [CODEC.decode(bytes(record), OperatorAction) for record, in rows]
 
-    def stored(self, event_ids: Sequence[str]) -> set[str]:
-        """Which of these event ids the log holds already."""
-        return set(self.serials(event_ids))
-
     def held(self, records: Sequence[Logged]) -> dict[tuple[str, str], int | None]:
         """The serial of each of these events and operator actions the store holds, by
         logged_key (a purged one's is not held; an action stored before actions were leaves

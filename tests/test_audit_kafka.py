@@ -114,7 +114,7 @@ async def topic_events(start: int = 0) -> dict[str, bytes]:
 async def caught_up(store: AuditStore, wanted: set[str], within: float = 60) -> float:
     """Wait until the store holds every wanted event id; the seconds it took."""
     started = time.monotonic()
-    while missing := wanted - store.stored(sorted(wanted)):
+    while missing := wanted - store.serials(sorted(wanted)).keys():
         if time.monotonic() - started > within:
             raise TimeoutError(f"{len(missing)} events never reached the store")
         await asyncio.sleep(0.2)

@@ -859,7 +859,7 @@ def test_a_process_does_not_append_or_sign_over_entries_deleted_behind_its_back(
         with pytest.raises(LostEntries, match=r"the store has 20 entries, this process knew 24: "
                                               r"serials 20\.\.23 were deleted"):
             going_on()
-    assert store.size() == 20 and not store.stored([event(100).event_id])
+    assert store.size() == 20 and not store.serials([event(100).event_id])
 
 
 def test_a_smaller_or_forged_head_anchored_later_hides_no_truncation(
@@ -1150,7 +1150,7 @@ def test_a_holders_absurd_names_are_stored_in_a_safe_form_and_verify(store: Audi
     items = [item(nul), item(long)]
     assert store.append_many(items) == [0, 1]
     assert store.append_many(items) == [None, None]
-    assert store.stored([nul.event_id, long.event_id]) == {nul.event_id, long.event_id}
+    assert store.serials([nul.event_id, long.event_id]).keys() == {nul.event_id, long.event_id}
     first, = store.query(Query(pattern="P-074\x00")).entries
     assert first.event == nul and first.leaf == items[0][1]
     second, = store.query(Query(pattern=long_pattern)).entries
