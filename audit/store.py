@@ -776,8 +776,8 @@ class AuditStore:
         held: dict[tuple[str, str], int | None] = {}
         for record in records:
             kind, logged_id = key = logged_key(record)
-            if (kind, column_text(logged_id)) in found:
-                serial = found[kind, column_text(logged_id)]
+            if (stored := (kind, column_text(logged_id))) in found:
+                serial = found[stored]
                 held[key] = None if serial is None else int(serial)
         return held
 
