@@ -88,9 +88,10 @@ def resumed(store: AuditStore, rules: Rules) -> Detector:
     detector = Detector(rules, store.bound)
     latest = store.latest_time()
     if latest is not None:
-        detector.resume(store.recent_events(latest - rules.horizon), itertools.chain(
-            store.raised_since(latest - rules.horizon),
-            *(store.raised_since(latest - rules.memory, rule) for rule in QUIETED)))
+        horizon = latest - rules.horizon
+        detector.resume(store.recent_events(horizon), itertools.chain(
+            store.raised_since(horizon),
+            *(store.raised_since(latest - rules.memory, rule, until=horizon) for rule in QUIETED)))
     return detector
 
 
