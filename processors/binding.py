@@ -98,17 +98,14 @@ def to_decide(answers: list[tuple[RegistryAnswer, datetime]],
     return found
 
 
-def answered(answers: list[RegistryAnswer], now: datetime, ctx: Context) -> list[Send]:
+def answered(answer: RegistryAnswer, now: datetime, ctx: Context) -> list[Send]:
     """The registry's candidates, as link codes of the requester, with their sealed attributes:
     to a requester active in the directory (the decider relays none to another)."""
-    out: list[Send] = []
-    for answer in answers:
-        relayed, people = _relayed(answer, ctx)
-        at = _logged_at(answer, now)
-        out.append(send(topics.inbox(answer.requester), answer.request_id, relayed))
-        out += [_logged(answer, relayed.status, at, ctx, person=person) for person in people] or [
-                _logged(answer, relayed.status, at, ctx, reason=relayed.detail or None)]
-    return out
+    relayed, people = _relayed(answer, ctx)
+    at = _logged_at(answer, now)
+    logged = [_logged(answer, relayed.status, at, ctx, person=person) for person in people] or [
+        _logged(answer, relayed.status, at, ctx, reason=relayed.detail or None)]
+    return [send(topics.inbox(answer.requester), answer.request_id, relayed), *logged]
 
 
 def ended(answer: RegistryAnswer, now: datetime, reason: str, ctx: Context) -> Send:

@@ -511,7 +511,7 @@ def _bound(a: RegistryAnswer, now: datetime, ctx: Context, again: bool = False) 
     requester no longer active as of its broker time, not at all: the first's decision stands
     (relayed, or to no one, its decision on its way)."""
     if (gone := ctx.inactive_reason(a.requester, a.answered_at)) is None:
-        return binding.answered([a], now, ctx)
+        return binding.answered(a, now, ctx)
     if again:
         log.info("binding %s: the registry's answer again is relayed to no one: %s is no longer "
                  "an active holder in the directory (%s)", a.request_id, a.requester, gone)

@@ -102,7 +102,7 @@ class Town:
 
     def _bound(self, sends: list[Send]) -> str:
         (answer,) = (CODEC.decode(s.value, RegistryAnswer) for s in sends)
-        to_holder, *_ = binding.answered([answer], datetime.now(UTC), self.ctx)
+        to_holder, *_ = binding.answered(answer, datetime.now(UTC), self.ctx)
         relayed = CODEC.decode(to_holder.value, BindingAnswer)
         assert relayed.status == FOUND and len(relayed.candidates) == 1
         return relayed.candidates[0].link_code

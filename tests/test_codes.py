@@ -477,7 +477,7 @@ def _registry_answer(*residents: str) -> RegistryAnswer:
 def test_both_namesakes_reach_the_holder_as_its_link_codes(codes: CodeService,
                                                             ctx: Context) -> None:
     a, b = random_codes(2, seed=8)
-    to_holder, *_ = binding.answered([_registry_answer(a, b)], NOW, ctx)
+    to_holder, *_ = binding.answered(_registry_answer(a, b), NOW, ctx)
     answer = CODEC.decode(to_holder.value, BindingAnswer)
     assert answer.status == FOUND and [c.link_code for c in answer.candidates] == [
         codes.link_code(r, UnitEpoch("city-a", 2)) for r in (a, b)]
@@ -493,7 +493,7 @@ def test_each_answer_a_registry_gives_a_look_up_is_logged_under_its_own_id(
     a, b = random_codes(2, seed=8)
     first, second = (replace(_registry_answer(r), source=f"{topics.outbox('city-a')}:0:7")
                      for r in (a, b))
-    sent = binding.answered([first, second, first], NOW, ctx)
+    sent = [s for answer in (first, second, first) for s in binding.answered(answer, NOW, ctx)]
     assert [s.topic for s in sent].count(topics.inbox("city-a")) == 3
     with AuditStore(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many((CODEC.decode(s.value, AccessLogEvent), s.value) for s in sent
@@ -510,7 +510,7 @@ def test_a_binding_is_logged_at_the_time_of_its_request(
     """At the broker's time of the request its look-up carried, whichever copy of the answer is
     read when; at the platform's reading of it for a look-up carrying none, or a time after it."""
     answer = replace(_registry_answer(*random_codes(1, seed=8)), requested_at=requested_at)
-    _, event = binding.answered([answer], NOW, ctx)
+    _, event = binding.answered(answer, NOW, ctx)
     assert CODEC.decode(event.value, AccessLogEvent).occurred_at == logged_at
 
 
@@ -519,7 +519,7 @@ def test_a_candidate_that_cannot_be_converted_leaves_none_to_bind(
         ctx: Context, unusable: str, caplog: pytest.LogCaptureFixture) -> None:
     """Dropping it alone made two namesakes one candidate, which the holder bound."""
     known = random_codes(1, seed=8)[0]
-    to_holder, event = binding.answered([_registry_answer(known, unusable)], NOW, ctx)
+    to_holder, event = binding.answered(_registry_answer(known, unusable), NOW, ctx)
     answer = CODEC.decode(to_holder.value, BindingAnswer)
     assert (answer.status, answer.candidates) == (REFUSED, ())
     logged = CODEC.decode(event.value, AccessLogEvent)
