@@ -27,6 +27,7 @@ from registry.residents import Resident
 from renkei import sqlite
 from renkei.state import state_dir
 from renkei.tether import GRACE_SECONDS, tethered
+from schemas.messages import HolderEntry
 
 # the services around the platform, each by its name and the command that runs it
 SERVICES = {"registry": ("registry", "serve"), "authority": ("authority", "serve"),
@@ -74,6 +75,12 @@ def check_registry(replace: bool = False) -> None:
             "--replace, or use a fresh state folder (RENKEI_STATE=…)")
 
 
+def directory_entry(sample: SampleHolder) -> HolderEntry:
+    """The holder's directory entry as the town's set-up publishes it."""
+    return directory.holder_entry(sample.holder_id, sample.name, sample.role, sample.unit,
+                                  sample.private)
+
+
 def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES,
           replace: bool = False) -> Town:
     """Set everything up (idempotent for the broker; the registry and stores are rebuilt, a
@@ -94,8 +101,7 @@ def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES
     try:
         for sample in samples:
             provision.add_holder(admin, sample.holder_id, provision.Report())
-            entries.append(directory.holder_entry(sample.holder_id, sample.name, sample.role,
-                                                  sample.unit, sample.private))
+            entries.append(directory_entry(sample))
             sqlite.removed(default_path(sample.holder_id))
             store = HolderStore.of(sample.holder_id)
             town.held[sample.holder_id] = populate(store, sample, registry,

@@ -260,13 +260,6 @@ async def test_a_stopped_suspension_whose_seal_does_not_open_is_logged_unreadabl
                                       directory.UNREADABLE_REASON)
 
 
-def _set_up_entry(town: town_setup.Town) -> HolderEntry:
-    """sakura-town's directory entry as the town's set-up publishes it (a command on it)."""
-    sample = town.sample("sakura-town")
-    return directory.holder_entry(sample.holder_id, sample.name, sample.role, sample.unit,
-                                  sample.private)
-
-
 async def test_a_stopped_suspension_written_over_by_the_towns_set_up_is_logged_once(
         town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
     """A suspension whose command stopped before logging it, its holder's record then written
@@ -275,7 +268,7 @@ async def test_a_stopped_suspension_written_over_by_the_towns_set_up_is_logged_o
     logs it first, once, at its record's time, with who did it and why."""
     admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
     suspension, = await read_topic(admin, topics.DIRECTORY, start=end)
-    await directory.publish([_set_up_entry(town)])
+    await directory.publish([town_setup.directory_entry(town.sample("sakura-town"))])
     assert await operator_actions(audit_end, "sakura-town") == [
         OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
                        "SUSPEND", "sakura-town", "情報漏えい")]
@@ -290,7 +283,7 @@ async def test_a_stopped_suspension_recovered_by_two_commands_at_once_is_logged_
     recovery at a time logs it, the other finds it there."""
     admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
     suspension, = await read_topic(admin, topics.DIRECTORY, start=end)
-    entry = _set_up_entry(town)
+    entry = town_setup.directory_entry(town.sample("sakura-town"))
     await asyncio.gather(directory.publish([entry]), directory.publish([entry]))
     assert await operator_actions(audit_end, "sakura-town") == [
         OperatorAction(action_of(suspension), from_millis(suspension.timestamp), "ops-a",
@@ -306,7 +299,7 @@ async def test_a_suspension_recovered_while_its_command_logs_it_is_logged_once(
     admin = KafkaAccess.of(config.ADMIN)
     _, audit_end = await offsets(admin, topics.AUDIT)
     _, end = await offsets(admin, topics.DIRECTORY)
-    entry = _set_up_entry(town)
+    entry = town_setup.directory_entry(town.sample("sakura-town"))
     recovering: list[asyncio.Task[None]] = []
 
     async def late(*args: Any) -> None:
@@ -332,7 +325,7 @@ async def test_a_command_waiting_for_another_commands_operator_action_says_so_an
     It says so once, after 2 s, at WARNING, naming the lock, and waits on: the lock let go, it
     goes on."""
     lock = private_dir("directory") / "actions.lock"
-    entry = _set_up_entry(town)
+    entry = town_setup.directory_entry(town.sample("sakura-town"))
     with caplog.at_level(logging.WARNING), file_locked(lock):
         waiting = asyncio.create_task(directory.publish([entry]))
         await asyncio.sleep(1.5)
