@@ -43,7 +43,7 @@ import logging
 import math
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -371,6 +371,12 @@ def near_forgetting(ctx: Context) -> timedelta:
     """How long after now (negative: before) falls the deadline of a request that may be
     forgotten LANDING after now (forgotten_at is its deadline plus a span the same for all)."""
     return UNTIMED + ctx.answer_timeout + LANDING - _forget_at(UNTIMED, ctx)
+
+
+def answered_from(state: RequestState) -> str:
+    """The topic a pending request's answer comes from: its provider's outbox, or, for a
+    binding, the registry's (which answers one by personal number, the authority passing it on)."""
+    return topics.REGISTRY_OUT if state.kind == BINDING else topics.outbox(state.provider)
 
 
 def _settled(state: RequestState, status: str) -> Settled:
@@ -862,21 +868,34 @@ class Decider:
         return (request_id in states.settled or request_id in states.held
                 or not isinstance(event, Pending) or event.deadline <= latest + near)
 
-    def sweeps(self, now: datetime, ctx: Context) -> list[Send]:
-        """Sweep events for the partitions with deadlines passed or requests to forget."""
-        expire: dict[int, list[str]] = {}
+    def passed(self, now: datetime) -> dict[str, str]:
+        """The pending requests whose deadlines passed by `now`, each once, with the topic its
+        answer comes from (answered_from): to time out once every answer the broker took there
+        by then is read (unread.Unread)."""
+        found = {}
         for request_id in self.deadlines.due(now):
-            expire.setdefault(partition_of(request_id), []).append(request_id)
+            state = self.states[partition_of(request_id)].pending.get(request_id)
+            if state is not None:
+                found[request_id] = answered_from(state)
+        return found
+
+    def sweeps(self, now: datetime, ctx: Context, expire: Iterable[str]) -> list[Send]:
+        """Sweep events timing out the requests `expire` of partitions still ours (past their
+        deadlines: passed), and for the partitions with requests to forget."""
+        expiring: dict[int, list[str]] = {}
+        for request_id in expire:
+            if partition_of(request_id) in self.states:
+                expiring.setdefault(partition_of(request_id), []).append(request_id)
         lag = forgetting_lag(ctx)
         for partition, states in self.states.items():
             second = states.next_forgetting(lag)
             swept = self._swept.get(partition)
             if second is not None and second <= now.timestamp() and (
                     swept is None or swept.timestamp() < second):
-                expire.setdefault(partition, [])
-        self._swept.update((partition, now) for partition in expire)
+                expiring.setdefault(partition, [])
+        self._swept.update((partition, now) for partition in expiring)
         return [to_partition(partition, Sweep(now, run))
-                for partition, ids in expire.items() for run in runs(ids, _id_cost, SWEEP_BYTES)]
+                for partition, ids in expiring.items() for run in runs(ids, _id_cost, SWEEP_BYTES)]
 
     def unsent(self, sweeps: list[Send]) -> None:
         """Sweeps that could not be sent: their deadlines and forgetting fall due again."""

@@ -44,6 +44,7 @@ from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.rejection import too_long
+from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, BrokerTime, appended_at, record_time
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Incoming, Send, batched, unpacked
@@ -142,6 +143,7 @@ class Platform:
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
         self.outflow = Outflow(self.consumer, self.producer)
+        self.unread = Unread(self.consumer)
         self.reached = True  # the broker, by the last commit at a stop
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
@@ -269,11 +271,15 @@ class Platform:
             log.exception("a decision on partition %s failed", partition)
             return []
 
-    def due(self) -> list[Send]:
-        """Sweep events for the deadlines passed and requests to forget by the broker's time
-        now (none before any of its times is read: nothing is known to be due)."""
+    async def due(self) -> list[Send]:
+        """Sweep events for the deadlines passed, their answers all read (Unread), and requests
+        to forget, by the broker's time now (none before any of its times is read: nothing is
+        known to be due)."""
         now = self.broker_time.now()
-        return [] if now is None else self.decider.sweeps(now, self.views.ctx)
+        if now is None:
+            return []
+        expire = await self.unread.read(self.decider.passed(now))
+        return self.decider.sweeps(now, self.views.ctx, expire)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         """Deadlines and forgetting, as Sweep events in the partitions they concern, decided
@@ -281,7 +287,7 @@ class Platform:
         request out at the same point among the answers to it that other instances wrote."""
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
-            sweeps = self.due()
+            sweeps = await self.due()
             try:
                 await deliver(self.producer, sweeps)
             except KafkaError as exc:

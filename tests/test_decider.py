@@ -343,15 +343,15 @@ def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(
     forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
     decider_.handle(partition, Sweep(forget_at, ()), forget_at, ctx)
     assert isinstance(states.get("r-1"), RequestState), "still pending: not forgotten"
-    expiry, = decider_.sweeps(NOW + timedelta(seconds=31), ctx)
+    expiry, = _sweeps(decider_, NOW + timedelta(seconds=31), ctx)
     decider_.handle(partition, CODEC.decode(expiry.value, Sweep), NOW, ctx)
     assert states.get("r-1") == _settled(TIMED_OUT)
     decider_.handle(partition, Sweep(forget_at - timedelta(seconds=1), ()), NOW, ctx)
     assert states.get("r-1") is not None, "remembered while a copy could still be fresh"
     due = forget_at + timedelta(seconds=decider.forgetting_lag(ctx))  # a record then forgets it
-    assert decider_.sweeps(due - timedelta(seconds=1), ctx) == []
-    sweep, = decider_.sweeps(due, ctx)
-    assert sweep.partition == partition and decider_.sweeps(due, ctx) == [], "sent once"
+    assert _sweeps(decider_, due - timedelta(seconds=1), ctx) == []
+    sweep, = _sweeps(decider_, due, ctx)
+    assert sweep.partition == partition and _sweeps(decider_, due, ctx) == [], "sent once"
     decider_.read(partition, due - timedelta(seconds=1), ctx)
     decider_.handle(partition, CODEC.decode(sweep.value, Sweep), NOW, ctx)
     assert states.get("r-1") is not None, "its record read before a record then forgets it"
@@ -371,15 +371,31 @@ def test_a_copy_of_a_request_is_fresh_only_within_the_replay_window(ctx: Context
 
 
 def test_deadlines_are_swept_by_partition(ctx: Context) -> None:
-    decider_ = decider.Decider()
-    decider_.deadlines.watch("r-1", NOW + timedelta(seconds=30))
-    assert decider_.sweeps(NOW, ctx) == []
-    sweep, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
+    decider_, _ = _owning(ctx, [_pending(ctx)])
+    assert _sweeps(decider_, NOW, ctx) == []
+    sweep, = _sweeps(decider_, NOW + timedelta(minutes=1), ctx)
     assert sweep.partition == decider.partition_of("r-1")
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
     decider_.unsent([sweep])
-    again, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
+    again, = _sweeps(decider_, NOW + timedelta(minutes=1), ctx)
     assert CODEC.decode(again.value, Sweep).expire == ("r-1",), "an unsent sweep is due again"
+
+
+def test_a_request_past_its_deadline_waits_on_the_topic_its_answer_comes_from(
+        ctx: Context) -> None:
+    """A linkage's answer comes from its provider's outbox, a binding's from the registry's (by
+    personal number too: the authority passes the look-up on): each request past its deadline is
+    timed out once every answer taken there by then is read (unread.Unread), once."""
+    linkage, binding = _pending(ctx), replace(_binding(ctx), request_id="b-1")
+    decider_ = decider.Decider()
+    for partition in decider_.keep_only(set(range(decider.PARTITIONS))):
+        decider_.rebuild(partition, [], ctx)
+    for p in linkage, binding:
+        decider_.handle(decider.partition_of(p.request_id), p, NOW, ctx, effects=False)
+    assert decider_.passed(NOW + ctx.answer_timeout - timedelta(seconds=1)) == {}
+    assert decider_.passed(NOW + ctx.answer_timeout) == {
+        "r-1": topics.outbox("town"), "b-1": topics.REGISTRY_OUT}
+    assert decider_.passed(NOW + timedelta(hours=1)) == {}, "passed once"
 
 
 def test_many_deadlines_due_at_once_are_swept_in_sweeps_the_codec_takes(ctx: Context) -> None:
@@ -388,10 +404,11 @@ def test_many_deadlines_due_at_once_are_swept_in_sweeps_the_codec_takes(ctx: Con
     ids = [request_id for request_id in (f"r-{i:06d}-{'x' * 92}" for i in range(90_000))
            if decider.partition_of(request_id) == 3][:10_000]
     assert sum(len(i) for i in ids) > MAX_BYTES
-    decider_ = decider.Decider()
-    for request_id in ids:
-        decider_.deadlines.watch(request_id, NOW)
-    sweeps = decider_.sweeps(NOW + timedelta(seconds=1), ctx)
+    pending, decider_ = _pending(ctx), decider.Decider()
+    decider_.keep_only({3})
+    decider_.rebuild(3, [decider.DecisionRecord(NOW, [
+        replace(pending, request_id=request_id) for request_id in ids])], ctx)
+    sweeps = _sweeps(decider_, pending.deadline, ctx)
     assert len(sweeps) > 1 and {s.partition for s in sweeps} == {3}
     assert all(len(s.value) <= decider.SWEEP_BYTES + 64 for s in sweeps)
     named = [i for s in sweeps for i in CODEC.decode(s.value, Sweep).expire]
@@ -406,20 +423,20 @@ def test_an_answered_request_is_not_swept_at_its_deadline(ctx: Context) -> None:
     answered: list[decider.DecisionEvent] = [
         _pending(ctx), Outcome("r-1", "x:0:1", CODEC.encode(answer))]
     rebuilt, _ = _owning(ctx, answered)
-    assert rebuilt.sweeps(NOW + timedelta(minutes=1), ctx) == []
+    assert _sweeps(rebuilt, NOW + timedelta(minutes=1), ctx) == []
     live, partition = _owning(ctx, [])
     for message in answered:
         live.handle(partition, message, NOW, ctx)
-    assert live.sweeps(NOW + timedelta(minutes=1), ctx) == []
+    assert _sweeps(live, NOW + timedelta(minutes=1), ctx) == []
     waiting, _ = _owning(ctx, [_pending(ctx)])
-    sweep, = waiting.sweeps(NOW + timedelta(minutes=1), ctx)
+    sweep, = _sweeps(waiting, NOW + timedelta(minutes=1), ctx)
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",), "a pending one still is"
 
 
 def test_a_partition_given_away_is_no_longer_swept_here(ctx: Context) -> None:
     decider_, _ = _owning(ctx, [_pending(ctx)])
     decider_.keep_only(set())
-    assert decider_.sweeps(NOW + timedelta(minutes=1), ctx) == [], "its new owner sweeps it"
+    assert _sweeps(decider_, NOW + timedelta(minutes=1), ctx) == [], "its new owner sweeps it"
 
 
 def test_a_sweep_may_name_a_request_it_forgets(ctx: Context) -> None:
@@ -442,7 +459,7 @@ def test_a_partition_taken_back_times_each_request_out_once(ctx: Context) -> Non
     decider_.keep_only(set())
     assert decider_.keep_only({partition}) == {partition}
     decider_.rebuild(partition, [decider.DecisionRecord(NOW, [_pending(ctx)])], ctx)
-    sweep, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
+    sweep, = _sweeps(decider_, NOW + timedelta(minutes=1), ctx)
     assert CODEC.decode(sweep.value, Sweep).expire == ("r-1",)
     twice = Sweep(NOW + timedelta(minutes=1), ("r-1", "r-1"))  # as such an instance wrote
     effects = decider_.handle(partition, twice, NOW, ctx)
@@ -552,7 +569,7 @@ def test_a_timeout_that_cannot_be_made_costs_only_itself(ctx: Context) -> None:
     for pending in (replace(_pending(ctx, request_id=gone_id), requester="gone"),
                     replace(_pending(ctx, request_id=odd_id), requester="odd"), _pending(ctx)):
         decider_.handle(partition, pending, NOW, ctx)
-    sweep, = decider_.sweeps(NOW + timedelta(minutes=1), ctx)
+    sweep, = _sweeps(decider_, NOW + timedelta(minutes=1), ctx)
     assert set(CODEC.decode(sweep.value, Sweep).expire) == {gone_id, odd_id, "r-1"}
     made = decider_.handle(partition, Sweep(NOW + timedelta(minutes=1),
                                             (gone_id, odd_id, "r-1")), NOW, ctx)
@@ -591,9 +608,15 @@ def _answer(provider: str = "town") -> Outcome:
     return Outcome("r-1", f"renkei.holder.{provider}.out:1:5", CODEC.encode(answer))
 
 
+def _sweeps(decider_: decider.Decider, at: datetime, ctx: Context) -> list[Send]:
+    """The sweeps the decider makes at `at`, every answer to the requests past their deadlines
+    read by then (unread.Unread)."""
+    return decider_.sweeps(at, ctx, decider_.passed(at))
+
+
 def _swept(decider_: decider.Decider, partition: int, at: datetime, ctx: Context) -> list[Send]:
     """The sweeps the decider asks for at `at`, handled: their effects."""
-    return [made for sweep in decider_.sweeps(at, ctx)
+    return [made for sweep in _sweeps(decider_, at, ctx)
             for made in decider_.handle(partition, CODEC.decode(sweep.value, Sweep), at, ctx)]
 
 
@@ -662,11 +685,11 @@ def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forg
         topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT], \
         "relayed while held"
     decider_, _ = _owning(ctx, [_answer()])
-    sweep, = decider_.sweeps(NOW, ctx)
+    sweep, = _sweeps(decider_, NOW, ctx)
     assert CODEC.decode(sweep.value, Sweep) == Sweep(NOW, ()), "a sweep times the answer held"
     assert decider_.handle(partition, Sweep(NOW, ()), NOW, ctx) == []
-    assert decider_.sweeps(until - timedelta(seconds=1), ctx) == []
-    sweep, = decider_.sweeps(until, ctx)
+    assert _sweeps(decider_, until - timedelta(seconds=1), ctx) == []
+    sweep, = _sweeps(decider_, until, ctx)
     refused, logged = decider_.handle(partition, CODEC.decode(sweep.value, Sweep), until, ctx)
     rejection = CODEC.decode(refused.value, Rejection)
     assert (refused.topic, logged.topic, rejection.request_id, rejection.reason) == (

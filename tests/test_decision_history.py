@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from audit.events import AccessLogEvent, event_id
@@ -22,6 +22,7 @@ from broker.cluster import Cluster
 from processors import decider
 from processors.context import Context
 from processors.platform import Platform, decision_history
+from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from renkei.envelope import Send, unpacked
 from schemas.codec import CODEC
@@ -38,8 +39,8 @@ from schemas.messages import (
     Sweep,
 )
 from tests.clock_helpers import appended, skewed
-from tests.kafka_helpers import producer
-from tests.test_decider import _answer, _pending, ctx
+from tests.kafka_helpers import producer, wait_assigned
+from tests.test_decider import _answer, _pending, _sweeps, ctx
 
 __all__ = ["ctx"]  # the fixture, from the decider's tests
 TOPIC = "renkei-test.decision-history"
@@ -74,7 +75,7 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
     assert _events(history) == [pending, Sweep(stopped, ())]
     taken, partition = _taken_over(history, ctx)
     now = datetime.now(UTC)
-    sweep, = taken.sweeps(now, ctx)
+    sweep, = _sweeps(taken, now, ctx)
     timeout, logged = taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx)
     assert timeout.topic == topics.inbox("nenkin") and logged.topic == topics.AUDIT
     assert CODEC.decode(timeout.value, LinkageAnswer).status == TIMED_OUT
@@ -98,7 +99,7 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     taken, partition = _taken_over(history, ctx)
     assert taken.states[partition].get("r-1") == decider.Settled(
         ANSWERED, decider.fingerprint(pending.source), pending.digest)
-    assert taken.sweeps(now, ctx) == [], "its deadline passed, but it was answered"
+    assert _sweeps(taken, now, ctx) == [], "its deadline passed, but it was answered"
 
 
 async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_refused(
@@ -125,7 +126,7 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
     taken, partition = _taken_over(history, ctx)
     refused = taken.handle(partition, long_before, now, ctx)  # nothing forgotten here yet
     assert [s.topic for s in refused] == [topics.inbox("nenkin"), topics.AUDIT]
-    sweep, = taken.sweeps(now, ctx)
+    sweep, = _sweeps(taken, now, ctx)
     taken.read(partition, now, ctx)  # the sweep's record
     assert taken.handle(partition, CODEC.decode(sweep.value, Sweep), now, ctx) == []
     assert taken.states[partition].get("r-1") is None, "forgotten"
@@ -220,7 +221,7 @@ async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_
             instance.decider.handle(decider.partition_of(pending.request_id), pending,
                                     received, ctx, effects=False)
         instance.handle([record])
-        swept = [CODEC.decode(s.value, Sweep) for s in instance.due()]
+        swept = [CODEC.decode(s.value, Sweep) for s in await instance.due()]
         await instance.producer.stop()  # made with the instance, though never started here
         assert [s.expire for s in swept] == [("r-0",)], f"{skew} off"
         assert received <= swept[0].at < received + timedelta(seconds=5), "at the broker's time"
@@ -300,14 +301,14 @@ class _Decisions:
             start += 1
         return start
 
-    def raced(self, first: Platform, committed: int, request: Pending, at: datetime,
+    async def raced(self, first: Platform, committed: int, request: Pending, at: datetime,
               sweeping: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """The owner, at `at` by the broker's time, decides r-1's `request` at once while its
         sweep (`sweeping`) is on its way, landing first, and reads on from `committed`; the next
         owner (the first crashed before committing the sweep) reads on from there: what each
         told of r-1 meanwhile (_about)."""
         first.broker_time.read([appended(at)])
-        swept = self.sent(first.due())
+        swept = self.sent(await first.due())
         assert swept, f"a sweep {sweeping} is on its way"
         told = len(self.told)
         effects, decided = first._at_once([decider.to_decider("r-1", request)], at, self.ctx)
@@ -358,7 +359,7 @@ async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_firs
     decisions.land([decider.to_decider("r-1", pending)], received)
     decisions.read(first, 0)
     first.broker_time.read([appended(late)])
-    swept = decisions.sent(first.due())
+    swept = decisions.sent(await first.due())
     if answer == "another instance's, first":
         decisions.land([decider.to_decider("r-1", _answer()), *swept], late)
     else:
@@ -371,7 +372,7 @@ async def test_a_new_owner_decides_a_timeout_and_an_answer_in_the_order_the_firs
     first_told = decisions.statuses(), decisions.refused()
     second = decisions.owner(committed=1)  # the first crashed before committing
     read = decisions.read(second, 1)
-    decisions.land(decisions.sent(second.due()), late)
+    decisions.land(decisions.sent(await second.due()), late)
     decisions.read(second, read)
     assert (decisions.statuses(), decisions.refused()) == first_told, \
         "the next owner decided as the first did"
@@ -402,7 +403,7 @@ async def test_owners_taking_over_at_any_record_refuse_a_request_read_late_alike
     told = len(decisions.told)
     last = decisions.owner(committed=3)
     last.broker_time.read([appended(late.deadline + timedelta(minutes=5))])
-    decisions.land(decisions.sent(last.due()), late.deadline + timedelta(minutes=5))
+    decisions.land(decisions.sent(await last.due()), late.deadline + timedelta(minutes=5))
     decisions.read(last, 3)
     assert decisions.told[told:] == [], "not taken as pending, nor timed out"
 
@@ -426,12 +427,12 @@ async def test_a_request_decided_at_once_against_a_sweep_forgetting_on_its_way_i
     else:
         decisions.land([decider.to_decider("r-1", _answer())], start)
         decisions.read(first, 0)
-        decisions.land(decisions.sent(first.due()), start)  # times the answer held
+        decisions.land(decisions.sent(await first.due()), start)  # times the answer held
         forgets = decider.forgotten_at(_pending(ctx, received=start), ctx)
     committed = decisions.read(first, 0)
     later = forgets + timedelta(seconds=decider.forgetting_lag(ctx) + 1)
     request = _pending(ctx, source="renkei.holder.nenkin.out:0:9", received=later, digest=7)
-    first_told, next_told = decisions.raced(
+    first_told, next_told = await decisions.raced(
         first, committed, request, later, "forgetting r-1's id or its answer held")
     assert next_told == first_told, "the next owner decided as the first did"
     held = [owner.decider.states[decisions.partition].get("r-1") for owner in decisions.owners]
@@ -536,7 +537,7 @@ async def test_a_late_copy_of_an_answer_relayed_at_once_is_dropped_by_the_next_o
         read = decisions.read(second, read)
     later = past + ctx.answer_timeout
     second.broker_time.read([appended(later)])
-    decisions.land(decisions.sent(second.due()), later)
+    decisions.land(decisions.sent(await second.due()), later)
     decisions.read(second, read)
     assert not decisions.refused(), "the provider is not told its answer went to no one"
     assert _about(decisions.told) == first_told, "the requester told FOUND, the access log " \
@@ -544,6 +545,63 @@ async def test_a_late_copy_of_an_answer_relayed_at_once_is_dropped_by_the_next_o
     assert second.decider.states[decisions.partition].get("r-1") == first.decider.states[
         decisions.partition].get("r-1") == decider.Settled(
             ANSWERED, decider.fingerprint(pending.source), pending.digest)
+
+
+async def test_an_answer_relayed_at_once_before_a_crash_is_read_again_before_its_timeout(
+        platform: object, ctx: Context, decisions: _Decisions,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner relayed a provider's answer at once (FOUND to the requester) and crashed before
+    the answer's record landed, or its offset in the provider's outbox was committed; the request's
+    deadline passed while the partition was taken over, and the next owner's sweep timed it out
+    before the answer was read again from the outbox: the requester was told FOUND, then
+    TIMED_OUT, and the answer, read again, was refused to its provider (its log entry turned
+    REJECTED), though the broker took it in time. On the real broker (the provider's outbox a
+    topic of the test's own), the next owner times a request out only once the platform's group
+    has committed, on each partition its answer may come from, the end measured after its
+    deadline: the answer read again lands first, relayed again (a copy), and the sweep after it
+    finds the request answered."""
+    outbox = f"{TOPIC}.answers"
+    _made(outbox)
+    monkeypatch.setattr(decider, "answered_from", lambda state: outbox)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(outbox, 0)
+    received = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=received)
+    in_time = received + timedelta(seconds=1)
+    answer = replace(_answer(), deadline=pending.deadline, answered_at=in_time)
+    first = decisions.owner(committed=0)
+    decisions.land([decider.to_decider("r-1", pending)], received)
+    committed = decisions.read(first, 0)
+    await _written(access, outbox, [(answer, in_time)])  # the provider's, as read
+    effects, _ = first._at_once([decider.to_decider("r-1", answer)], received, ctx)
+    decisions.sent(effects)  # relayed; the owner crashed before its record landed
+    assert decisions.statuses() == {"FOUND"}, "relayed at once"
+    first_told = _about(decisions.told)
+    second = decisions.owner(committed)
+    group = AIOKafkaConsumer(**access.aiokafka(), group_id=f"{TOPIC}.group",
+                             enable_auto_commit=False)  # the platform's, as far as it tells
+    group.subscribe(pattern=f"^{re.escape(outbox)}$")  # by pattern, as the platform's
+    second.unread = Unread(group)
+    await group.start()
+    try:
+        await wait_assigned(group)
+        late = pending.deadline + timedelta(seconds=5)
+        second.broker_time.read([appended(late)])
+        assert await second.due() == [], "no sweep: the answer may be unread"
+        read = decisions.read(second, committed)
+        effects, decided = second._at_once([decider.to_decider("r-1", answer)], late, ctx)
+        decisions.land(decisions.sent(effects) + decided, late)  # the answer read again
+        await group.commit({tp: 1})  # its offset in the outbox, once it landed
+        swept = await second.due()
+        assert swept, "swept once every answer taken by the deadline is read"
+        decisions.land(decisions.sent(swept), late)
+        decisions.read(second, read)
+    finally:
+        await group.stop()
+    assert decisions.statuses() == {"FOUND"}, "the requester is told FOUND alone"
+    assert not decisions.refused(), "the provider is not told its answer went to no one"
+    assert _about(decisions.told) == first_told, "the access log the approval and the answer"
+    assert second.decider.states[decisions.partition].get("r-1") == decider.Settled(
+        ANSWERED, decider.fingerprint(pending.source), pending.digest)
 
 
 async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
@@ -559,7 +617,7 @@ async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
     first.broker_time.read([appended(start)])
     decisions.land([decider.to_decider("r-15", replace(_answer(), request_id="r-15"))], start)
     committed = decisions.read(first, 0)  # r-15: of r-1's partition
-    swept = decisions.sent(first.due())
+    swept = decisions.sent(await first.due())
     assert swept, "a sweep timing the answer held for r-15 is on its way"
     effects, decided = first._at_once([decider.to_decider("r-1", _answer())], start, ctx)
     decisions.land(swept + decisions.sent(effects) + decided, start)
@@ -567,7 +625,7 @@ async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
     later = decider.forgotten_at(_pending(ctx, received=start), ctx) + timedelta(seconds=1)
     first.broker_time.read([appended(later)])
     told = len(decisions.told)
-    decisions.land(decisions.sent(first.due()), later)
+    decisions.land(decisions.sent(await first.due()), later)
     decisions.read(first, read)
     first_told, told = _about(decisions.told[told:]), len(decisions.told)
     second = decisions.owner(committed)
@@ -592,7 +650,7 @@ async def test_a_request_read_near_its_forgetting_is_refused_as_stale_or_not_by_
                     for m in (answered, replace(_answer(), request_id="r-15"))], received)
     committed = decisions.read(first, 0)
     later = decider.forgotten_at(answered, ctx) + timedelta(seconds=decider.forgetting_lag(ctx) + 1)
-    first_told, next_told = decisions.raced(
+    first_told, next_told = await decisions.raced(
         first, committed, _pending(ctx, received=received), later, "forgetting r-15")
     assert next_told == first_told, "the next owner decided as the first did"
     kept = [owner.decider.states[decisions.partition].get("r-1") for owner in decisions.owners]
