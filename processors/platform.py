@@ -58,6 +58,7 @@ from renkei.service_loop import (
     producer_for,
     unless_stopped,
 )
+from renkei.tasks import cancelled, retrieved
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     HolderEntry,
@@ -79,6 +80,7 @@ QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle
 METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
 REBUILD_RETRY = 1.0  # seconds before reading a taken-over partition's history again
 REPLAY_WAIT_MS = 10  # a replay reads what is there: no fetch held 500 ms at the log's end
+DIRECTORY_WAIT = 1.0  # seconds a poll waits at most for the directory view to read to its end
 DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
 BATCHED = (topics.AUDIT, decider.DECISIONS)  # sent a poll's worth at a time
 
@@ -92,14 +94,38 @@ class Views:
         self.patterns = CompactedView(access, topics.PATTERNS,
                                       lambda b: CODEC.decode(b, LegalPattern))
         self._seen = (-1, -1)
+        self._behind: asyncio.Task[None] | None = None  # a directory read to its end not done
+
+    async def directory_read(self) -> None:
+        """Wait until the directory view has read every directory record the broker had now, so
+        that the records polled before are judged by every suspension and resumption written
+        before them (a holder's request sent once `renkei holder resume` had returned was
+        refused SUSPENDED by a view not there yet): DIRECTORY_WAIT at most, after which, or if
+        the broker does not say the directory's end, they are judged by the view as it is, said
+        in a warning, and no poll waits again until that read has reached its end."""
+        if self._behind is not None and not self._behind.done():
+            return
+        reading = asyncio.create_task(self.directory.read_to_end())
+        done, _ = await asyncio.wait({reading}, timeout=DIRECTORY_WAIT)
+        if reading in done and reading.exception() is None:
+            self._behind = None
+            return
+        if reading not in done:
+            self._behind = reading
+            reading.add_done_callback(retrieved)
+        log.warning("the holder directory is not read to its end (%s): requests are judged "
+                    "by the directory as read so far", reading.exception() if reading in done
+                    else f"not within {DIRECTORY_WAIT} s")
 
     async def start(self) -> None:
         await self.directory.start()
         await self.patterns.start()
         await self.directory.loaded()
         await self.patterns.loaded()
+        await self.directory_read()  # its client asking the ends started before any request
 
     async def stop(self) -> None:
+        await cancelled(self._behind)
         await self.directory.stop()
         await self.patterns.stop()
 
@@ -178,6 +204,8 @@ class Platform:
             polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
             records = [r for batch in polled.values() for r in batch]
             if records:
+                if any(r.topic != decider.DECISIONS for r in records):  # judged by the directory
+                    await self.views.directory_read()
                 await self.outflow.send(self.committable(polled), *self.handle(records))
             await self.outflow.commit(now=self.ends_ahead)
             self.ends_ahead = False

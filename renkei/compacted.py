@@ -44,6 +44,10 @@ class CompactedView(Generic[V]):
         self._loaded = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._asking: AIOKafkaConsumer | None = None  # of the ends, on a connection of its own
+        self._read: dict[Any, int] = {}  # each partition's next offset, its records before applied
+        self._polled = asyncio.Event()
         self.version = 0
 
     @property
@@ -68,6 +72,33 @@ class CompactedView(Generic[V]):
             error = self._task.exception()
             raise NotFollowing(f"stopped following {self.topic}: {error}") from error
 
+    async def read_to_end(self) -> None:
+        """Wait until the view has applied every record its topic had when this was called (its
+        end offsets asked of the broker now): every record written before anything its caller
+        has read, a request sent once `renkei holder resume` had returned read after the
+        resumption, for one. KafkaError if the broker does not say its ends."""
+        assert self._consumer is not None, "start the view first"
+        ends = await (await self._asker()).end_offsets(list(self._consumer.assignment()))
+        while any(self._read.get(tp, 0) < end for tp, end in ends.items()):
+            self.check()
+            self._polled.clear()
+            await self._polled.wait()
+
+    async def _asker(self) -> AIOKafkaConsumer:
+        """The client asking the broker for the topic's ends, started on first use: not the
+        view's consumer, whose connection the broker holds by its fetch waiting for records (half
+        a second while there are none), a request on it answered after."""
+        if self._asking is None:
+            asking = AIOKafkaConsumer(**self._access.aiokafka(), group_id=None,
+                                      enable_auto_commit=False)
+            try:
+                await started(asking, self._access)
+            except BaseException:
+                await asking.stop()
+                raise
+            self._asking = asking
+        return self._asking
+
     async def changed(self) -> None:
         """Wait for the next change after this call."""
         self._changed.clear()
@@ -78,10 +109,13 @@ class CompactedView(Generic[V]):
             self._task.cancel()
             # an error it ended with was logged (and raised by `loaded` and `check`)
             await asyncio.wait({self._task})
+        if self._asking is not None:
+            await self._asking.stop()
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(self.topic, **self._access.aiokafka(), group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = self._consumer = AIOKafkaConsumer(
+            self.topic, **self._access.aiokafka(), group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False)
         try:
             await started(consumer, self._access)
             partitions = consumer.assignment()
@@ -97,12 +131,15 @@ class CompactedView(Generic[V]):
                 if batch:
                     self.version += 1
                     self._changed.set()
+                self._read = {tp: await consumer.position(tp) for tp in partitions}
+                self._polled.set()
                 if not self._loaded.is_set() and await caught_up(consumer, ends):
                     self._loaded.set()
         except Exception as exc:  # the view is no longer kept up to date: say so now
             log.error("stopped following %s: %s", self.topic, exc)
             raise
         finally:
+            self._polled.set()  # a caller of read_to_end learns it stopped
             await consumer.stop()
 
     def _apply(self, record: Any) -> None:

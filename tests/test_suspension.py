@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +20,7 @@ from broker import acls, config, topics
 from broker.clients import KafkaAccess, offsets, read_topic, running
 from holders.client import HolderClient
 from processors import directory, keys
+from processors import platform as platform_module
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.platform import Views
@@ -38,6 +43,8 @@ from tests.kafka_helpers import (
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+RESUMED_ROUNDS = 5  # suspensions and resumptions, a request each way after each
+STALL = 0.7  # seconds the platform is stopped before a command: past a fetch's wait (0.5 s)
 
 
 async def _seen(client: HolderClient, holder: str, active: bool) -> None:
@@ -130,9 +137,99 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
         assert refused.returncode == 1 and said in refused.stderr
 
 
+async def test_a_holder_is_judged_as_suspended_or_resumed_once_the_command_has_returned(
+        clients: dict[str, HolderClient], platform: town_setup.Processes) -> None:
+    """A holder's request sent as soon as `renkei holder resume` had returned, or a request to it,
+    was refused SUSPENDED when the platform read it before its view of the directory had read the
+    resumption (its process stalled meanwhile: stopped here while both are written); one sent as
+    soon as `suspend` had returned was approved, a query to the suspended provider sent on. Each
+    is judged by the directory as the broker had it when the request came: served once resumed,
+    refused SUSPENDED at approval once suspended, round after round."""
+    nenkin, town_hall = clients["nenkin"], clients["sakura-town"]
+    told: list[tuple[str, str, str | None]] = []
+    suspended_since: list[datetime] = []
+    logged: list[list[tuple[str, str | None]]] = []  # the access log's of those refused
+    for _ in range(RESUMED_ROUNDS):
+        refused = await _asked_once(platform, directory.suspend("sakura-town", "ops-a", "x"),
+                                    clients)
+        since = (await directory.current())["sakura-town"].inactive_since
+        assert since is not None
+        suspended_since.append(since)
+        served = await _asked_once(platform, directory.resume("sakura-town", "ops-b"), clients)
+        for client, request_id in zip((town_hall, nenkin) * 2, refused + served, strict=True):
+            outcome = await client.outcome(request_id, 30)
+            told.append((client.holder, outcome.status, outcome.detail))
+        logged += [[(e.outcome, e.reason) for e in await logged_events(request_id, 1)]
+                   for request_id in refused]
+    assert told == [each for since in suspended_since for each in (
+        ("sakura-town", "REJECTED", f"SUSPENDED: the requester is suspended since "
+         f"{since.isoformat()}: not an active holder in the directory"),
+        ("nenkin", "REJECTED", f"SUSPENDED: the provider 'sakura-town' is suspended since "
+         f"{since.isoformat()}: not an active holder in the directory"),
+        ("sakura-town", "FOUND", None), ("nenkin", "FOUND", None))]
+    assert logged == [[("REJECTED", "SUSPENDED")]] * 2 * RESUMED_ROUNDS  # none approved first
+
+
+async def _asked_once(platform: town_setup.Processes, command: Awaitable[object],
+                      clients: dict[str, HolderClient]) -> list[str]:
+    """The ids of a request of sakura-town and one to it sent as soon as `command` (suspending
+    or resuming it) has returned, the platform stopped from before it (its directory fetch held
+    for records given up, empty) until they are written."""
+    town_hall, nenkin = clients["sakura-town"], clients["nenkin"]
+    instance = platform.running["platform-1"].pid
+    os.kill(instance, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(STALL)
+        await command
+        return [await ask(town_hall, bound(town_hall)[0], "P-027", "nenkin", "pension_benefit"),
+                await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")]
+    finally:
+        os.kill(instance, signal.SIGCONT)
+
+
 def _instance() -> Views:
     """A platform instance's views of the directory and pattern list."""
     return Views(KafkaAccess.of(acls.PLATFORM), Context.of(MasterKeys.generate()))
+
+
+async def test_a_directory_view_behind_holds_the_platform_up_once_and_briefly(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The platform waits for its view of the directory to read to the directory's end before
+    judging what it polled, DIRECTORY_WAIT at most: a view that cannot (its consumer paused
+    here) is judged by as it is, said once, and not waited for again until it has read to the
+    end that wait asked for; then each wait is a look-up of the end."""
+    monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 0.3)
+    views = _instance()
+    async with running(views, KafkaAccess.of(acls.PLATFORM)):
+        consumer = views.directory._consumer
+        assert consumer is not None
+        consumer.pause(*consumer.assignment())
+        try:
+            await directory.suspend("sakura-town", "ops-a", "x")
+            with caplog.at_level(logging.WARNING, logger=platform_module.__name__):
+                took = [await _timed(views.directory_read()) for _ in range(2)]
+            assert 0.3 <= took[0] < 1 and took[1] < 0.05
+            assert [r.getMessage() for r in caplog.records] == [
+                "the holder directory is not read to its end (not within 0.3 s): requests are "
+                "judged by the directory as read so far"]
+            assert views.refresh().directory["sakura-town"].active  # as read so far
+            consumer.resume(*consumer.assignment())
+            async with asyncio.timeout(5):  # the wait given up reads on to its end
+                while views.refresh().directory["sakura-town"].active:
+                    await views.directory.changed()
+        finally:
+            consumer.resume(*consumer.assignment())
+            await directory.resume("sakura-town", "ops-b")
+        assert await _timed(views.directory_read()) < 0.3
+        assert views.refresh().directory["sakura-town"].active
+
+
+async def _timed(waiting: Awaitable[object]) -> float:
+    """Seconds `waiting` took."""
+    began = time.monotonic()
+    await waiting
+    return time.monotonic() - began
 
 
 async def test_a_suspension_is_one_record_every_reader_dates_alike(
