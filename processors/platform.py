@@ -94,15 +94,28 @@ class Views:
         self.patterns = CompactedView(access, topics.PATTERNS,
                                       lambda b: CODEC.decode(b, LegalPattern))
         self._seen = (-1, -1)
+        self._inactive = False  # whether a holder in the directory is inactive (suspended)
         self._behind: asyncio.Task[None] | None = None  # a directory read to its end not done
+
+    def read_first(self, records: list[Any]) -> bool:
+        """Whether the directory is to be read to its end before these records are judged: a
+        holder's resumption or registration the view has not read yet would have them judged
+        otherwise (some holder inactive in the view, or the outbox of one it does not know). A
+        suspension not read yet needs no wait, costing a look-up of the end each poll: a request
+        is judged by the broker's time of the suspension once it is read (an approved one ends
+        SUSPENDED, its requester told so)."""
+        directory = self.refresh().directory
+        return self._inactive or any(
+            (holder := topics.holder_of_outbox(r.topic)) is not None and holder not in directory
+            for r in records)
 
     async def directory_read(self) -> None:
         """Wait until the directory view has read every directory record the broker had now, so
-        that the records polled before are judged by every suspension and resumption written
+        that the records polled before are judged by every resumption and registration written
         before them (a holder's request sent once `renkei holder resume` had returned was
-        refused SUSPENDED by a view not there yet): DIRECTORY_WAIT at most, after which, or if
-        the broker does not say the directory's end, they are judged by the view as it is, said
-        in a warning, and no poll waits again until that read has reached its end."""
+        refused SUSPENDED by a view not there yet; read_first): DIRECTORY_WAIT at most, after
+        which, or if the broker does not say the directory's end, they are judged by the view as
+        it is, said in a warning, and no poll waits again until that read has reached its end."""
         if self._behind is not None and not self._behind.done():
             return
         reading = asyncio.create_task(self.directory.read_to_end())
@@ -140,6 +153,7 @@ class Views:
         if seen != self._seen:
             self._seen = seen
             self.ctx.directory = {e.holder_id: e for e in self.directory.entries.values()}
+            self._inactive = not all(e.active for e in self.ctx.directory.values())
             self.ctx.patterns = PatternList(self.patterns.entries.values())
         return self.ctx
 
@@ -204,7 +218,7 @@ class Platform:
             polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
             records = [r for batch in polled.values() for r in batch]
             if records:
-                if any(r.topic != decider.DECISIONS for r in records):  # judged by the directory
+                if self.views.read_first(records):
                     await self.views.directory_read()
                 await self.outflow.send(self.committable(polled), *self.handle(records))
             await self.outflow.commit(now=self.ends_ahead)
