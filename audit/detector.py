@@ -8,19 +8,25 @@ counted is said once; one later still is counted where its window is still kept,
 detector says how many came so late. Rules: a requester's volume far above its norm, one person
 queried again and again by one requester, access outside office hours, bursts of rejections
 (but the platform's refusals to ask an inactive holder for its logs, no requester's doing), a
-holder querying a person it never bound (no BINDING event gave it that person's link code), and
-a holder sending on into a suspension (its own or its provider's: a burst of requests refused
-SUSPENDED, said once in `Rules.suspended_quiet`; no other rule counts them, nothing was asked).
+holder querying a person it never bound (no BINDING event gave it that person's link code:
+decided once the events' time is past the request's by more than `Rules.lateness`, when such a
+binding read late would have come), and a holder sending on into a suspension (its own or its
+provider's: a burst of requests refused SUSPENDED, said once in `Rules.suspended_quiet`; no other
+rule counts them, nothing was asked).
 
 A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
 decision in it from the alerts raised then, so its windows and quiet periods come out as the
-stopped one left them, and after the restart it raises what that one would have.
+stopped one left them, and after the restart it raises what that one would have (the decisions
+on unbound persons it left waiting too).
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -197,8 +203,9 @@ class Detector:
     """Feed it the log's new events a batch at a time; it answers with the alerts they raise.
 
     `bound(holder, person)` says whether a BINDING event earlier than the batch gave the holder
-    that person (the audit store answers it); bindings within the batch it sees itself, each
-    excusing the requests made after it, whichever of them came first.
+    that person (the audit store answers it); bindings within the batch, and those of later
+    batches up to the time a request's decision waits for, it sees itself, each excusing the
+    requests made after it, whichever of them came first.
     """
 
     def __init__(self, rules: Rules | None = None, bound: Bound = never_bound) -> None:
@@ -214,13 +221,21 @@ class Detector:
         # the latest alert of each QUIETED rule, by requester
         self._quiet: dict[str, dict[str, datetime]] = {rule: {} for rule in QUIETED}
         self._pruned: datetime | None = None
+        # the linkage requests about a person no binding gave the requester yet, by when their
+        # decision is due; how many wait for each (requester, person), and the bindings of those
+        # seen since (each's first time): the store holds the bindings of the batches before
+        self._waiting: list[tuple[datetime, int, AccessLogEvent, str]] = []
+        self._queued = itertools.count()  # the order they waited in, for requests due at once
+        self._unsure: Counter[tuple[str, str]] = Counter()
+        self._bindings: dict[tuple[str, str], datetime] = {}
         self._retraced: dict[str, set[str]] | None = None  # rule → event ids, while resuming
 
     def resume(self, events: Iterable[AccessLogEvent], raised: Iterable[Raised]) -> None:
         """Re-read the log's last horizon (`events`, in the order they were observed), taking
         each alert decision from `raised` (the alerts on those events, and those of each QUIETED
         rule of the last `Rules.memory`) instead of the rules: the windows and quiet periods come
-        out as the detector before left them."""
+        out as the detector before left them, and the requests whose decision on an unbound
+        person was still waiting wait again (those due before were decided, and alerted, then)."""
         retraced: dict[str, set[str]] = {}
         for alert in raised:
             retraced.setdefault(alert.rule, set()).add(alert.event_id)
@@ -244,11 +259,10 @@ class Detector:
     def observe(self, events: Iterable[AccessLogEvent]) -> list[Alert]:
         alerts: list[Alert] = []
         batch = list(events)
-        bindings: dict[tuple[str, str], datetime] = {}  # each made in the batch: its first time
         for event in batch:
             if (binding := binding_of(event)) is not None:
-                bindings[binding] = min(event.occurred_at,
-                                        bindings.get(binding, event.occurred_at))
+                self._bindings[binding] = min(event.occurred_at,
+                                              self._bindings.get(binding, event.occurred_at))
         later: list[datetime] = []  # the times of events more than `lateness` late
         for event in batch:
             if not self._placed(event.occurred_at):
@@ -259,8 +273,9 @@ class Detector:
                 self._latest = event.occurred_at
             elif event.occurred_at < self._latest - self.rules.lateness:
                 later.append(event.occurred_at)
-            alerts += self._rules_of(event, bindings)
+            alerts += self._rules_of(event) + self._unbound_due()
             self._prune(event.occurred_at)
+        self._bindings = {pair: at for pair, at in self._bindings.items() if pair in self._unsure}
         if later and self._latest is not None and self._retraced is None:
             log.warning("the detector saw %d events more than %s behind the latest (%s), the "
                         "oldest of %s: each counted where its window is still kept; a rule may "
@@ -268,8 +283,7 @@ class Detector:
                         self._latest.isoformat(), min(later).isoformat())
         return alerts
 
-    def _rules_of(self, event: AccessLogEvent, bindings: dict[tuple[str, str], datetime]
-                  ) -> list[Alert]:
+    def _rules_of(self, event: AccessLogEvent) -> list[Alert]:
         """The alerts an event raises by the rules that count it."""
         if event.kind in HOLDER_LOGS:  # refused only for an inactive holder's sake
             return []
@@ -280,8 +294,7 @@ class Detector:
             alerts += self._volume_of(event) + self._off_hours_of(event)
             if event.person is not None:
                 alerts += self._repeated(event, event.person)
-                if self._retraced is None:  # keeps no window: nothing to retrace
-                    alerts += self._unbound(event, event.person, bindings)
+                self._wait_if_unbound(event, event.person)
         return alerts
 
     def _placed(self, at: datetime) -> bool:
@@ -355,18 +368,42 @@ class Detector:
                        f"(SUSPENDED; latest to {event.provider}); its requests refused so are "
                        f"not alerted again for {_span(rules.suspended_quiet)}")]
 
-    def _unbound(self, event: AccessLogEvent, person: str,
-                 bindings: dict[tuple[str, str], datetime]) -> list[Alert]:
+    def _wait_if_unbound(self, event: AccessLogEvent, person: str) -> None:
+        """A request about a person no binding gave its requester yet waits for its decision
+        until a binding up to `Rules.lateness` late could have been read (the store is not asked
+        while resuming: the decision is taken, or waits again, all the same)."""
+        if not self._given(event, person, ask=self._retraced is None):
+            heapq.heappush(self._waiting, (event.occurred_at + self.rules.lateness,
+                                           next(self._queued), event, person))
+            self._unsure[event.requester, person] += 1
+
+    def _unbound_due(self) -> list[Alert]:
+        """The decisions on unbound persons due, the latest event's time past them: an alert for
+        each request that neither a binding seen since nor the store excuses (none while
+        resuming: those were taken, and alerted, before the stop; they keep no window)."""
+        alerts: list[Alert] = []
+        while self._waiting and self._latest is not None and self._waiting[0][0] < self._latest:
+            _, _, event, person = heapq.heappop(self._waiting)
+            if (left := self._unsure.pop((event.requester, person)) - 1) > 0:
+                self._unsure[event.requester, person] = left
+            if self._retraced is None and not self._given(event, person, ask=True):
+                alerts.append(_alert(UNBOUND_PERSON, event, 1, "a linkage request about a "
+                                     "person the requester never bound (no binding gave it "
+                                     "this person)", person))
+        return alerts
+
+    def _given(self, event: AccessLogEvent, person: str, ask: bool) -> bool:
+        """Whether a binding gave the requester this person: one seen made before the request,
+        or one the store holds (if `ask`)."""
         pair = (event.requester, person)
-        if pair in self._known_bound or bindings.get(pair, LATEST) <= event.occurred_at:
-            return []
-        if self._bound(*pair):  # a binding, once given, stays given: remember the answer
-            if len(self._known_bound) >= KNOWN_BOUND:
-                self._known_bound.clear()
-            self._known_bound.add(pair)
-            return []
-        return [_alert(UNBOUND_PERSON, event, 1, "a linkage request about a person the "
-                       "requester never bound (no binding gave it this person)", person)]
+        if pair in self._known_bound or self._bindings.get(pair, LATEST) <= event.occurred_at:
+            return True
+        if not ask or not self._bound(*pair):
+            return False
+        if len(self._known_bound) >= KNOWN_BOUND:  # a binding, once given, stays given
+            self._known_bound.clear()
+        self._known_bound.add(pair)
+        return True
 
     def _prune(self, now: datetime) -> None:
         """Drop windows that fell behind the horizon, once per horizon of event time."""

@@ -63,7 +63,7 @@ from renkei.state import STATE_ENV, state_folder
 from schemas.codec import CODEC
 from tests.kafka_helpers import can_mount_read_only, said_in_one_line, with_read_only
 from tests.postgres import fresh_schema
-from tests.test_detector import RESUMING, a_day_and_more, binding, shuffled
+from tests.test_detector import RESUMING, a_day_and_more, binding, decided, shuffled
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
 PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
@@ -567,7 +567,7 @@ def test_a_binding_stays_made_when_its_entry_is_purged(store: AuditStore) -> Non
     assert not store.bound(HOLDERS[1], PERSONS[0])  # a linkage binds no one
     monday = datetime(2024, 6, 3, 1, tzinfo=UTC)  # 10:00 JST
     later = [event(n, at=monday, person=PERSONS[0]) for n in (4, 5)]  # by HOLDERS[0], [1]
-    alerts = Detector(Rules(), store.bound).observe(later)
+    alerts = decided(Detector(Rules(), store.bound), later)
     assert [(a.rule, a.requester) for a in alerts] == [(UNBOUND_PERSON, HOLDERS[1])]
     assert store.verify(decode_event).ok
 

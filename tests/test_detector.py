@@ -6,6 +6,7 @@ import itertools
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -50,6 +51,13 @@ def binding(at: datetime, requester: str, person: str) -> AccessLogEvent:
 
 def everyone_bound(holder: str, person: str) -> bool:
     return True
+
+
+def decided(detector: Detector, batch: list[AccessLogEvent]) -> list[Alert]:
+    """The batch's alerts, and those of the decisions on unbound persons it leaves waiting, taken
+    as an event past its latest by more than the lateness comes."""
+    past = max(e.occurred_at for e in batch) + detector.rules.lateness + timedelta(seconds=1)
+    return detector.observe(batch) + detector.observe([binding(past, "other", PERSONS[99])])
 
 
 def rules_of(alerts: list[Alert]) -> list[str]:
@@ -158,7 +166,7 @@ def test_a_holder_querying_a_person_it_never_bound() -> None:
              linkage(OFFICE + timedelta(seconds=4), requester="tax", person=PERSONS[1]),
              linkage(OFFICE + timedelta(seconds=5), person=None, outcome="REJECTED",
                      reason="INVALID_LINK_CODE")]
-    alerts = detector.observe(batch)
+    alerts = decided(detector, batch)
     assert [(a.rule, a.requester, a.person) for a in alerts] == [
         (UNBOUND_PERSON, "city", PERSONS[3]), (UNBOUND_PERSON, "tax", PERSONS[1])]
 
@@ -382,5 +390,66 @@ def test_a_binding_that_comes_after_the_request_it_made_possible_excuses_it() ->
              binding(OFFICE + timedelta(seconds=1), "city", PERSONS[2]),
              linkage(OFFICE + timedelta(seconds=2), person=PERSONS[3]),
              binding(OFFICE + timedelta(seconds=3), "city", PERSONS[3])]
-    alerts = Detector(Rules(), never_bound).observe(batch)
+    alerts = decided(Detector(Rules(), never_bound), batch)
     assert [(a.rule, a.person) for a in alerts] == [(UNBOUND_PERSON, PERSONS[3])]
+
+
+def test_a_binding_read_in_a_later_batch_than_its_linkage_excuses_it() -> None:
+    """Events come from several partitions, each up to `Rules.lateness` behind the latest: the
+    binding that gave a holder a person's link code, read in the batch after the linkage made
+    with it, came too late, and the linkage was alerted as about a person the holder never bound.
+    The decision waits until a binding that late could have been read (the events' time past
+    the linkage's by more than the lateness), and is then the same as it was."""
+    rules = Rules()
+    detector = Detector(rules, never_bound)
+    made = [linkage(OFFICE, person=PERSONS[2]), linkage(OFFICE, person=PERSONS[3])]
+    assert detector.observe(made) == []
+    assert detector.observe([binding(OFFICE - timedelta(seconds=1), "city", PERSONS[2]),
+                             binding(OFFICE, "tax", PERSONS[3])]) == []  # not city's
+    assert detector.observe([binding(OFFICE + rules.lateness, "other", PERSONS[9])]) == []
+    alerts = detector.observe([binding(OFFICE + rules.lateness + timedelta(milliseconds=1),
+                                       "other", PERSONS[9])])
+    assert alerts == [Alert(f"{UNBOUND_PERSON}:{made[1].event_id}", UNBOUND_PERSON, "city",
+                            PERSONS[3], OFFICE, made[1].event_id, 1,
+                            "a linkage request about a person the requester never bound (no "
+                            "binding gave it this person)")]
+
+
+def test_a_resumed_detector_takes_the_unbound_decisions_left_waiting_once() -> None:
+    """Linkages every 40 s, the bindings of a third of them read 3 min after them (within the
+    lateness), another third's persons bound by another holder: the uninterrupted detector
+    alerts the two thirds not bound by the requester, each once its lateness has passed; one
+    restarted anywhere (the store holding the bindings read before) raises the same alerts
+    after the restart, those taken before it not again, none left waiting lost."""
+    made = [linkage(OFFICE + timedelta(seconds=40 * n), person=PERSONS[n]) for n in range(30)]
+    bindings = [binding(e.occurred_at - timedelta(seconds=1), "city" if n % 3 == 0 else "tax",
+                        PERSONS[n]) for n, e in enumerate(made) if n % 3 != 1]
+    arrival = {e.event_id: e.occurred_at + timedelta(minutes=3 * (e.kind == "BINDING"))
+               for e in made + bindings}
+    log = sorted(made + bindings, key=lambda e: arrival[e.event_id])
+
+    def held(store: set[tuple[str, str]]) -> Callable[[str, str], bool]:
+        return lambda holder, person: (holder, person) in store
+
+    def observed(detector: Detector, events: list[AccessLogEvent],
+                 store: set[tuple[str, str]]) -> list[list[Alert]]:
+        """Each event's alerts, one batch each, its binding in the store after (as the audit
+        consumer appends it)."""
+        alerts = []
+        for event in events:
+            alerts.append(detector.observe([event]))
+            if event.kind == "BINDING" and event.person is not None:
+                store.add((event.requester, event.person))
+        return alerts
+
+    store: set[tuple[str, str]] = set()
+    alerts = observed(Detector(Rules(), held(store)), log, store)
+    assert [(a.rule, a.event_id) for raised in alerts for a in raised] == [
+        (UNBOUND_PERSON, e.event_id) for n, e in enumerate(made[:22]) if n % 3 != 0]
+    for stop in range(1, len(log)):
+        latest = max(e.occurred_at for e in log[:stop])
+        kept = {(e.requester, e.person) for e in log[:stop] if e.kind == "BINDING" and e.person}
+        restarted = Detector(Rules(), held(kept))
+        restarted.resume([e for e in log[:stop] if e.occurred_at >= latest - Rules().horizon],
+                         [Raised.of(a) for raised in alerts[:stop] for a in raised])
+        assert observed(restarted, log[stop:], kept) == alerts[stop:], f"restarted at {stop}"

@@ -44,6 +44,7 @@ from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, Rejection
 from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
+from tests.test_audit_kafka import past_the_lateness
 from tests.test_linkage import ask, bound
 from tests.test_suspension import _seen
 
@@ -409,6 +410,7 @@ async def test_a_holder_querying_a_person_it_never_bound_alerts_the_oversight_bo
         await hospital.outcome(request_id, 30)
     [approved] = [e for e in await audit_events({request_id}) if e.kind == "LINKAGE"]
     assert approved.outcome == "APPROVED" and approved.person is not None
+    await past_the_lateness(approved.occurred_at)  # no binding came late: decided
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         alerts = await oversight("alerts", "--rule", "UNBOUND_PERSON", "--requester",
