@@ -15,6 +15,7 @@ import click
 from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
+from audit.detector import Rules
 from audit.events import EPOCH, ID_CODE, decode_event
 from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
@@ -381,8 +382,14 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
               default=anchor.HEAD_SECONDS, show_default=True,
               help="how often a head is signed and anchored (when entries came): the newest "
                    "entries only the consumer's commit vouches for are at most this old")
+@click.option("--lateness", type=FiniteRange(min=0), show_default=True,
+              default=Rules().lateness.total_seconds(),
+              help="seconds an access-log event may come behind the latest (from the platform's "
+                   "instances and partitions): a linkage about a person its requester never "
+                   "bound is alerted this long after it, when a binding that late has come")
 @LOGLEVEL
-def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> None:
+def run(db: str | None, instance: str, head_seconds: float, lateness: float,
+        loglevel: str) -> None:
     """Consume the audit topic into the store (exactly once per event), sign heads, detect."""
     from audit.consumer import main
     from renkei import event_loop
@@ -391,7 +398,8 @@ def run(db: str | None, instance: str, head_seconds: float, loglevel: str) -> No
     logs.for_service(loglevel.upper())
     with open_store(db, create=True) as store:
         event_loop.run(said_when_up(
-            partial(main, store, instance, head_seconds),
+            partial(main, store, instance, head_seconds,
+                    Rules(lateness=timedelta(seconds=lateness))),
             f"audit consumer {instance} up on the broker at {cluster.bootstrap()}: the audit "
             f"topic into {sql.shown(db or default_path())}, a head signed every "
             f"{head_seconds:g} s"))

@@ -6,8 +6,11 @@ Per batch: decode (an unreadable record is logged and skipped), pick the events 
 not hold yet, deliver the detector's alerts for them, append the batch and those alerts in one
 transaction, and only then let the service loop commit the offsets. A crash anywhere replays
 the batch: the store keeps the first entry per event id, so nothing is doubled; an alert may
-come twice, under the same alert id, never not at all. A restarted consumer's detector resumes
-from the store: the alerts it raises are those the stopped one would have.
+come twice, under the same alert id, never not at all. Caught up (no record left to read),
+the consumer tells the detector the time, every couple of seconds: the decisions on unbound
+persons due by then are taken, their alerts delivered and stored as a batch's are, in a quiet
+log too, where no later event would move the events' time on. A restarted consumer's detector
+resumes from the store: the alerts it raises are those the stopped one would have.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from audit.anchor import Anchor, noted_commit
@@ -35,6 +39,7 @@ from renkei.service_loop import (
 )
 from renkei.tasks import beside, cancelled
 from schemas.codec import CODEC
+from schemas.messages import Alert
 
 log = logging.getLogger(__name__)
 GATHER_MS = 250  # each batch is one transaction of the store: fewer, fuller ones cost less
@@ -109,13 +114,23 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
     alerts = producer_for(access)
     anchor = Anchor(alerts)
 
+    async def alert(raised: Sequence[Alert], leaves: Sequence[tuple[Logged, bytes]] = ()) -> None:
+        """The alerts delivered, then stored with the leaves they were raised on (if any)."""
+        await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
+        if leaves or raised:
+            store.append_many(leaves, [Raised.of(a) for a in raised])
+
     async def handle(records: list[Any]) -> Sequence[Send]:
         leaves = read_audit(records)
-        raised = detector.observe(new_events(store, leaves))
-        await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
-        if leaves:
-            store.append_many(leaves, [Raised.of(alert) for alert in raised])
+        await alert(detector.observe(new_events(store, leaves)), leaves)
         return []
+
+    async def caught_up(read: datetime) -> None:
+        """Every event logged by `read` read: the decisions due by then taken. `read` is of this
+        process's wall clock (the audit topic's records are stamped by their writers: the
+        broker's time is not at hand), the events' of the platform's broker time: a clock ahead
+        of that takes the decisions as much early, a binding read that much less late."""
+        await alert(detector.caught_up(read))
 
     signing: asyncio.Task[None] | None = None
     try:
@@ -125,7 +140,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
             await beside(signing, serve(  # LostEntries at a head, no batch coming: it stops
                 access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop, ready,
                 instance=member_id(instance), gather_ms=GATHER_MS, producer=alerts,
-                note=store.commit_note))
+                note=store.commit_note, idle=caught_up))
     finally:
         try:
             if signing is not None:  # the producer started, the store found whole
@@ -135,8 +150,8 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
             await alerts.stop()
 
 
-async def main(store: AuditStore, instance: str, head_seconds: float,
+async def main(store: AuditStore, instance: str, head_seconds: float, rules: Rules,
                ready: asyncio.Event) -> None:
     """The `audit run` process: until SIGTERM or SIGINT; `ready` set once it consumes."""
     await run(store, KafkaAccess.of(acls.AUDIT), stop_on_signals(), head_seconds, instance,
-              ready=ready)
+              rules, ready)

@@ -9,10 +9,11 @@ detector says how many came so late. Rules: a requester's volume far above its n
 queried again and again by one requester, access outside office hours, bursts of rejections
 (but the platform's refusals to ask an inactive holder for its logs, no requester's doing), a
 holder querying a person it never bound (no BINDING event gave it that person's link code:
-decided once the events' time is past the request's by more than `Rules.lateness`, when such a
-binding read late would have come), and a holder sending on into a suspension (its own or its
-provider's: a burst of requests refused SUSPENDED, said once in `Rules.suspended_quiet`; no other
-rule counts them, nothing was asked).
+decided once the events' time, or the time a consumer that read the log to its end tells
+(`caught_up`), is past the request's by more than `Rules.lateness`, when such a binding read
+late would have come), and a holder sending on into a suspension (its own or its provider's: a
+burst of requests refused SUSPENDED, said once in `Rules.suspended_quiet`; no other rule counts
+them, nothing was asked).
 
 A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
 decision in it from the alerts raised then, so its windows and quiet periods come out as the
@@ -273,14 +274,22 @@ class Detector:
                 self._latest = event.occurred_at
             elif event.occurred_at < self._latest - self.rules.lateness:
                 later.append(event.occurred_at)
-            alerts += self._rules_of(event) + self._unbound_due()
+            alerts += self._rules_of(event) + self._unbound_due(self._latest)
             self._prune(event.occurred_at)
-        self._bindings = {pair: at for pair, at in self._bindings.items() if pair in self._unsure}
+        self._forget_settled_bindings()
         if later and self._latest is not None and self._retraced is None:
             log.warning("the detector saw %d events more than %s behind the latest (%s), the "
                         "oldest of %s: each counted where its window is still kept; a rule may "
                         "have missed them", len(later), _span(self.rules.lateness),
                         self._latest.isoformat(), min(later).isoformat())
+        return alerts
+
+    def caught_up(self, now: datetime) -> list[Alert]:
+        """The log read to its end as of `now` (a consumer with no record left to read): the
+        decisions on unbound persons due by then taken, as an event at `now` would take them (a
+        binding up to `Rules.lateness` late would have been read), in a quiet log as well."""
+        alerts = self._unbound_due(now)
+        self._forget_settled_bindings()
         return alerts
 
     def _rules_of(self, event: AccessLogEvent) -> list[Alert]:
@@ -371,18 +380,21 @@ class Detector:
     def _wait_if_unbound(self, event: AccessLogEvent, person: str) -> None:
         """A request about a person no binding gave its requester yet waits for its decision
         until a binding up to `Rules.lateness` late could have been read (the store is not asked
-        while resuming: the decision is taken, or waits again, all the same)."""
+        while resuming: the decision is taken, or waits again, all the same; one alerted before
+        the stop, by the time a caught-up consumer told, waits no more)."""
+        if self._fires(UNBOUND_PERSON, event, by_the_rule=False):
+            return
         if not self._given(event, person, ask=self._retraced is None):
             heapq.heappush(self._waiting, (event.occurred_at + self.rules.lateness,
                                            next(self._queued), event, person))
             self._unsure[event.requester, person] += 1
 
-    def _unbound_due(self) -> list[Alert]:
-        """The decisions on unbound persons due, the latest event's time past them: an alert for
-        each request that neither a binding seen since nor the store excuses (none while
-        resuming: those were taken, and alerted, before the stop; they keep no window)."""
+    def _unbound_due(self, now: datetime | None) -> list[Alert]:
+        """The decisions on unbound persons due, `now` past them: an alert for each request that
+        neither a binding seen since nor the store excuses (none while resuming: those were
+        taken, and alerted, before the stop; they keep no window)."""
         alerts: list[Alert] = []
-        while self._waiting and self._latest is not None and self._waiting[0][0] < self._latest:
+        while self._waiting and now is not None and self._waiting[0][0] < now:
             _, _, event, person = heapq.heappop(self._waiting)
             if (left := self._unsure.pop((event.requester, person)) - 1) > 0:
                 self._unsure[event.requester, person] = left
@@ -391,6 +403,10 @@ class Detector:
                                      "person the requester never bound (no binding gave it "
                                      "this person)", person))
         return alerts
+
+    def _forget_settled_bindings(self) -> None:
+        """Forget the bindings seen of the pairs no request waits for (the store holds them)."""
+        self._bindings = {pair: at for pair, at in self._bindings.items() if pair in self._unsure}
 
     def _given(self, event: AccessLogEvent, person: str, ask: bool) -> bool:
         """Whether a binding gave the requester this person: one seen made before the request,

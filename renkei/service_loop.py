@@ -9,6 +9,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -25,6 +26,8 @@ from renkei.tether import when_parent_gone
 log = logging.getLogger(__name__)
 Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
 Note = Callable[[], str]  # what a commit notes with its offsets: what the handled records made
+Idle = Callable[[datetime], Awaitable[None]]  # told when every record was read (read_to_the_end)
+IDLE_SECONDS = 2.0  # how often at most a service with nothing left to read is told so
 COMMIT_SECONDS = 0.2
 GATHER_BYTES, GATHER_RECORDS = 256 * 1024, 5000
 POLL_RECORDS = 500
@@ -157,9 +160,11 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
                 stop: asyncio.Event, ready: asyncio.Event | None = None,
                 instance: str | None = None, gather_ms: int = 0,
                 producer: AIOKafkaProducer | None = None,
-                following: Sequence[CompactedView[Any]] = (), note: Note | None = None) -> None:
+                following: Sequence[CompactedView[Any]] = (), note: Note | None = None,
+                idle: Idle | None = None) -> None:
     """Run until `stop` is set; offsets are committed only after the effects are delivered,
-    with `note`'s text when given.
+    with `note`'s text when given. With `idle`, when a poll finds nothing and no record is left
+    to read (at most every IDLE_SECONDS), it is told as of when (read_to_the_end).
     Effects go through `producer` when given (started and stopped by its owner, who sends its
     own records through it too: one produce stream, fewer requests to the broker). Stops with
     NotFollowing if a view the handler reads from (`following`) stops being kept up to date."""
@@ -167,6 +172,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
     sender = producer or producer_for(access)
     outflow = Outflow(consumer, sender, note=note)
     reached = True  # the broker, by each step of the stop
+    idled = time.monotonic() - IDLE_SECONDS
 
     async def start() -> None:
         await started(consumer, access)
@@ -183,6 +189,10 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             records = [r for batch in polled.values() for r in batch]
             if records:
                 await outflow.send(polled, await handle(records))
+            elif idle is not None and time.monotonic() - idled >= IDLE_SECONDS and (
+                    read := await read_to_the_end(consumer)) is not None:
+                idled = time.monotonic()
+                await idle(read)
             await outflow.commit()
             for view in following:
                 view.check()
@@ -195,6 +205,19 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             reached = False
         if not reached:
             log.warning(AWAY_AT_STOP)
+
+
+async def read_to_the_end(consumer: AIOKafkaConsumer) -> datetime | None:
+    """The time (this process's wall clock) as of which the consumer had read every record of
+    its partitions: the oldest of the fetches that last told each's end, its position there; None
+    if one has records left to read, or no fetch told its end yet (or it has no partition)."""
+    fetched: list[int] = []
+    for tp in consumer.assignment():
+        end, at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+        if end is None or at is None or await consumer.position(tp) < end:
+            return None
+        fetched.append(at)
+    return datetime.fromtimestamp(min(fetched) / 1000, UTC) if fetched else None
 
 
 async def last_commit(outflow: Outflow, within: float = STOP_SECONDS) -> bool:

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,7 +46,7 @@ from audit.anchor import (
 )
 from audit.cli import audit_cli
 from audit.consumer import read_audit
-from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, VOLUME, Rules
+from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, VOLUME
 from audit.events import AccessLogEvent, OperatorAction, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
 from audit.oversight import alerts
@@ -80,6 +80,7 @@ CUT = 40  # newest entries an intruder deletes, with their heads
 NEXT_HEAD = 5.0  # seconds to a consumer's head: a test appends and cuts its store before it
 PERIOD = 2.0  # a head period well under HEAD_SECONDS, the one a consumer ignoring it would keep
 SEVEN_YEARS_MS = 7 * (365 * 86_400_000 + 6 * 3_600_000)
+LATENESS = timedelta(seconds=5)  # a consumer's lateness short enough for a test to wait out
 
 
 @pytest.fixture
@@ -201,13 +202,39 @@ async def logged(live: AuditStore, events: list[AccessLogEvent]) -> None:
     await caught_up(live, {e.event_id for e in events})
 
 
-async def past_the_lateness(at: datetime) -> None:
-    """An event on the audit topic past `at` by just more than the detector's lateness (one no
-    rule counts): the live detector takes the decisions on unbound persons that waited for it."""
-    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
-        event = synthetic(0, f"past-{uuid.uuid4().hex[:8]}",
-                          at + Rules().lateness + timedelta(milliseconds=1))
-        await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
+@contextmanager
+def short_lateness(platform: Processes) -> Iterator[datetime]:
+    """The audit consumer run with a lateness of LATENESS, its alerts on unbound persons that
+    soon, then again as the platform runs it; the time it is started."""
+    if "audit" in platform.running:
+        platform.stop("audit")
+    started = datetime.now(UTC)
+    platform.start("audit", "audit", "run", "--lateness", str(LATENESS.total_seconds()))
+    try:
+        yield started
+    finally:
+        platform.stop("audit")
+        platform.start("audit", "audit", "run")
+
+
+def linkage_of(request: str, requester: str, person: str, at: datetime) -> AccessLogEvent:
+    """A linkage request about `person`, refused as a duplicate request id: every rule counts
+    it, and it is no refusal for a legal reason, which the replay's re-check would judge."""
+    return AccessLogEvent(event_id(request, "rejected@test"), request, at, "LINKAGE", "REJECTED",
+                          "DUPLICATE_REQUEST", "P-037", "国民年金法", requester, "sakura-town",
+                          "local_tax", person)
+
+
+async def unbound_alerted(requester: str, wanted: str, within: float = 30) -> list[str]:
+    """The event ids of the requester's UNBOUND_PERSON alerts, once `wanted`'s is among them (or
+    `within` seconds have passed)."""
+    deadline = time.monotonic() + within
+    while True:
+        unbound = [a.event_id for a in await alerts()
+                   if a.requester == requester and a.rule == UNBOUND_PERSON]
+        if wanted in unbound or time.monotonic() > deadline:
+            return unbound
+        await asyncio.sleep(0.5)
 
 
 async def test_a_binding_read_after_the_linkage_it_made_possible_raises_no_alert(
@@ -216,31 +243,35 @@ async def test_a_binding_read_after_the_linkage_it_made_possible_raises_no_alert
     binding read in a batch after the linkage's, the linkage was alerted as about a person the
     requester never bound. Its decision waits for the lateness; another person's, never bound,
     is alerted then."""
-    requester, now = f"late-{uuid.uuid4().hex[:8]}", datetime.now(UTC)
-    at = max(now, live.latest_time() or now)  # not late itself: past the latest read
+    requester = f"late-{uuid.uuid4().hex[:8]}"
+    with short_lateness(platform):
+        await logged(live, [synthetic(0, f"up-{requester}", datetime.now(UTC))])  # it reads
+        now = datetime.now(UTC)
+        at = max(now, live.latest_time() or now)  # not late itself: past the latest read
+        made = [linkage_of(f"{requester}-{person}", requester, person, at)
+                for person in ("BOUNDLATE01", "NEVERBOUND1")]
+        bound_late = AccessLogEvent(event_id(f"{requester}-b", "binding:0"), f"{requester}-b",
+                                    at - timedelta(seconds=1), "BINDING", "FOUND", None, None,
+                                    None, requester, None, None, "BOUNDLATE01")
+        await logged(live, made)
+        await logged(live, [bound_late])
+        assert await unbound_alerted(requester, made[1].event_id) == [made[1].event_id]
 
-    def query(person: str) -> AccessLogEvent:
-        """Refused as a duplicate request id: no reason the replay's re-check judges."""
-        request = f"{requester}-{person}"
-        return AccessLogEvent(event_id(request, "rejected@test"), request, at, "LINKAGE",
-                              "REJECTED", "DUPLICATE_REQUEST", "P-037", "国民年金法", requester,
-                              "sakura-town", "local_tax", person)
 
-    made = [query("BOUNDLATE01"), query("NEVERBOUND1")]
-    bound_late = AccessLogEvent(event_id(f"{requester}-b", "binding:0"), f"{requester}-b",
-                                at - timedelta(seconds=1), "BINDING", "FOUND", None, None, None,
-                                requester, None, None, "BOUNDLATE01")
-    await logged(live, made)
-    await logged(live, [bound_late])
-    await past_the_lateness(at)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        unbound = [a.event_id for a in await alerts()
-                   if a.requester == requester and a.rule == UNBOUND_PERSON]
-        if made[1].event_id in unbound:
-            break
-        await asyncio.sleep(0.5)
-    assert unbound == [made[1].event_id]
+async def test_a_linkage_about_a_person_never_bound_is_alerted_though_nothing_comes_after_it(
+        platform: Processes, live: AuditStore) -> None:
+    """A linkage about a person its requester never bound, the last event logged: its decision
+    waited for an event past it by more than the lateness, which a quiet log (a night) may not
+    bring for hours. The consumer, reading nothing more, tells its detector the time: the alert
+    comes once the lateness has passed, a few seconds after at most."""
+    requester = f"quiet-{uuid.uuid4().hex[:8]}"
+    with short_lateness(platform) as started:
+        at = max(started, live.latest_time() or started)  # not late itself
+        made = linkage_of(f"{requester}-1", requester, "NEVERBOUND1", at)
+        await logged(live, [made])
+        assert await unbound_alerted(requester, made.event_id) == [made.event_id]
+        took = datetime.now(UTC) - at
+    assert took < LATENESS + timedelta(seconds=10), took
 
 
 async def test_a_restarted_audit_consumer_raises_the_alerts_the_stopped_one_would_have(
@@ -249,13 +280,8 @@ async def test_a_restarted_audit_consumer_raises_the_alerts_the_stopped_one_woul
     now = datetime.now(UTC)
 
     def query(minutes_ago: int) -> AccessLogEvent:
-        """A query of the person, refused as a duplicate request id: the rule counts every query,
-        and a refusal for no legal reason is not one the replay's re-check judges."""
-        request = f"{requester}-{minutes_ago}"
-        return AccessLogEvent(event_id(request, "rejected@test"), request,
-                              now - timedelta(minutes=minutes_ago), "LINKAGE", "REJECTED",
-                              "DUPLICATE_REQUEST", "P-037", "国民年金法", requester, "sakura-town",
-                              "local_tax", person)
+        return linkage_of(f"{requester}-{minutes_ago}", requester, person,
+                          now - timedelta(minutes=minutes_ago))
 
     # one person queried every 14 min: the 5th within an hour (59 min ago) raised an alert and
     # started the count again; 4 more since, so the next one is the 5th again

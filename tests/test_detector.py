@@ -453,3 +453,22 @@ def test_a_resumed_detector_takes_the_unbound_decisions_left_waiting_once() -> N
         restarted.resume([e for e in log[:stop] if e.occurred_at >= latest - Rules().horizon],
                          [Raised.of(a) for raised in alerts[:stop] for a in raised])
         assert observed(restarted, log[stop:], kept) == alerts[stop:], f"restarted at {stop}"
+
+
+def test_a_caught_up_detector_takes_the_unbound_decisions_due_by_the_time_it_is_told() -> None:
+    """In a quiet log no later event moves the events' time past a linkage's lateness, and a
+    linkage about a person its requester never bound waited unalerted until one came (hours, at
+    night). Told the time by a consumer that has read the log to its end, the detector takes the
+    decisions due by then (a binding that late would have been read), the alert the same as an
+    event that late raises, and once: a detector resumed after it does not raise it again."""
+    rules = Rules()
+    detector, made = Detector(rules, never_bound), linkage(OFFICE, person=PERSONS[3])
+    assert detector.observe([made, binding(OFFICE, "city", PERSONS[2])]) == []
+    assert detector.caught_up(OFFICE + rules.lateness) == []
+    alerts = detector.caught_up(OFFICE + rules.lateness + timedelta(milliseconds=1))
+    assert alerts == decided(Detector(rules, never_bound), [made])
+    assert [a.event_id for a in alerts] == [made.event_id]
+    assert detector.caught_up(OFFICE + 2 * rules.lateness) == []
+    resumed = Detector(rules, never_bound)
+    resumed.resume([made], [Raised.of(a) for a in alerts])
+    assert resumed.caught_up(OFFICE + 2 * rules.lateness) == []
