@@ -389,12 +389,12 @@ class Detector:
                                            next(self._queued), event, person))
             self._unsure[event.requester, person] += 1
 
-    def _unbound_due(self, now: datetime | None) -> list[Alert]:
+    def _unbound_due(self, now: datetime) -> list[Alert]:
         """The decisions on unbound persons due, `now` past them: an alert for each request that
         neither a binding seen since nor the store excuses (none while resuming: those were
         taken, and alerted, before the stop; they keep no window)."""
         alerts: list[Alert] = []
-        while self._waiting and now is not None and self._waiting[0][0] < now:
+        while self._waiting and self._waiting[0][0] < now:
             _, _, event, person = heapq.heappop(self._waiting)
             if (left := self._unsure.pop((event.requester, person)) - 1) > 0:
                 self._unsure[event.requester, person] = left
