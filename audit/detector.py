@@ -223,9 +223,10 @@ class Detector:
         self._quiet: dict[str, dict[str, datetime]] = {rule: {} for rule in QUIETED}
         self._pruned: datetime | None = None
         # the linkage requests about a person no binding gave the requester yet, by when their
-        # decision is due; how many wait for each (requester, person), and the bindings of those
-        # seen since (each's first time): the store holds the bindings of the batches before
-        self._waiting: list[tuple[datetime, int, AccessLogEvent, str]] = []
+        # decision is due, and whether the store was asked when they were read; how many wait for
+        # each (requester, person), and the bindings of those seen since (each's first time): the
+        # store holds the bindings of the batches before
+        self._waiting: list[tuple[datetime, int, AccessLogEvent, str, bool]] = []
         self._queued = itertools.count()  # the order they waited in, for requests due at once
         self._unsure: Counter[tuple[str, str]] = Counter()
         self._bindings: dict[tuple[str, str], datetime] = {}
@@ -384,21 +385,25 @@ class Detector:
         the stop, by the time a caught-up consumer told, waits no more)."""
         if self._fires(UNBOUND_PERSON, event, by_the_rule=False):
             return
-        if not self._given(event, person, ask=self._retraced is None):
+        asked = self._retraced is None
+        if not self._given(event, person, ask=asked):
             heapq.heappush(self._waiting, (event.occurred_at + self.rules.lateness,
-                                           next(self._queued), event, person))
+                                           next(self._queued), event, person, asked))
             self._unsure[event.requester, person] += 1
 
     def _unbound_due(self, now: datetime) -> list[Alert]:
         """The decisions on unbound persons due, `now` past them: an alert for each request that
-        neither a binding seen since nor the store excuses (none while resuming: those were
-        taken, and alerted, before the stop; they keep no window)."""
+        no binding seen since excuses, made before it (none while resuming: those were taken,
+        and alerted, before the stop; they keep no window). The store, which holds the bindings
+        of the batches read since too, those made after the request among them, was asked when
+        the request was read; it is asked now only of one queued while resuming, not asked
+        then: a binding it holds, made after the request, then excuses it."""
         alerts: list[Alert] = []
         while self._waiting and self._waiting[0][0] < now:
-            _, _, event, person = heapq.heappop(self._waiting)
+            _, _, event, person, asked = heapq.heappop(self._waiting)
             if (left := self._unsure.pop((event.requester, person)) - 1) > 0:
                 self._unsure[event.requester, person] = left
-            if self._retraced is None and not self._given(event, person, ask=True):
+            if self._retraced is None and not self._given(event, person, ask=not asked):
                 alerts.append(_alert(UNBOUND_PERSON, event, 1, "a linkage request about a "
                                      "person the requester never bound (no binding gave it "
                                      "this person)", person))

@@ -22,6 +22,7 @@ from audit.detector import (
     Raised,
     Rules,
     _Volume,
+    binding_of,
     never_bound,
 )
 from audit.events import APPLICATION, AccessLogEvent, event_id
@@ -185,6 +186,22 @@ def test_the_store_is_asked_once_whether_a_pair_is_bound_but_again_while_it_is_n
                           linkage(OFFICE + timedelta(seconds=n), person=PERSONS[2])])
         bound.add(("city", PERSONS[2]))  # bound after the first batch
     assert asked == [("city", PERSONS[1]), ("city", PERSONS[2]), ("city", PERSONS[2])]
+
+
+@pytest.mark.parametrize("later_batch", [False, True])
+def test_a_binding_made_after_the_request_excuses_it_not_once_the_store_holds_it(
+        later_batch: bool) -> None:
+    """The store, asked at the decision, held the binding the consumer stored since the request
+    was read, made after it: a request made before its requester's binding was not alerted."""
+    stored: set[tuple[str, str]] = set()
+    detector = Detector(Rules(), lambda holder, person: (holder, person) in stored)
+    request = linkage(OFFICE, person=PERSONS[3])
+    made = binding(OFFICE + timedelta(seconds=3), "city", PERSONS[3])
+    for batch in ([request], [made]) if later_batch else ([request, made],):
+        assert detector.observe(batch) == []
+        stored.update(pair for e in batch if (pair := binding_of(e)) is not None)  # appended
+    alerts = detector.caught_up(OFFICE + detector.rules.lateness + timedelta(seconds=1))
+    assert [(a.rule, a.event_id) for a in alerts] == [(UNBOUND_PERSON, request.event_id)]
 
 
 def test_windows_are_pruned_as_time_moves_on() -> None:
