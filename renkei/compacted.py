@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer
 
 from broker import topics
-from broker.clients import KafkaAccess, caught_up, started
+from broker.clients import KafkaAccess, started
 from renkei.broker_time import appended_at
 from renkei.tasks import set_or_failed
 from schemas.codec import CODEC
@@ -79,10 +79,14 @@ class CompactedView(Generic[V]):
         resumption, for one. KafkaError if the broker does not say its ends."""
         assert self._consumer is not None, "start the view first"
         ends = await (await self._asker()).end_offsets(list(self._consumer.assignment()))
-        while any(self._read.get(tp, 0) < end for tp, end in ends.items()):
+        while not self._applied(ends):
             self.check()
             self._polled.clear()
             await self._polled.wait()
+
+    def _applied(self, ends: dict[Any, int]) -> bool:
+        """Whether the view has applied every record before each partition's end offset."""
+        return all(self._read.get(tp, 0) >= end for tp, end in ends.items())
 
     async def _asker(self) -> AIOKafkaConsumer:
         """The client asking the broker for the topic's ends, started on first use: not the
@@ -133,7 +137,7 @@ class CompactedView(Generic[V]):
                     self._changed.set()
                 self._read = {tp: await consumer.position(tp) for tp in partitions}
                 self._polled.set()
-                if not self._loaded.is_set() and await caught_up(consumer, ends):
+                if not self._loaded.is_set() and self._applied(ends):
                     self._loaded.set()
         except Exception as exc:  # the view is no longer kept up to date: say so now
             log.error("stopped following %s: %s", self.topic, exc)
