@@ -8,10 +8,11 @@ import time
 import uuid
 from collections import OrderedDict, defaultdict
 from dataclasses import replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.consumer.fetcher import Fetcher, FetchResult
 from aiokafka.consumer.subscription_state import SubscriptionState
@@ -249,6 +250,19 @@ async def _rebalanced(consumer: SessionConsumer, before: Any) -> Any:
     return assignment
 
 
+async def _send(prod: AIOKafkaProducer, topic: str, log: list[tuple[int, int]],
+                partitions: list[int], count: int | None = None) -> list[tuple[int, int]]:
+    """`count` records (one to each of `partitions` by default), to the partitions in turn, each
+    valued its place in `log`, which they are added to: those sent."""
+    records = [(partitions[i % len(partitions)], len(log) + i)
+               for i in range(len(partitions) if count is None else count)]
+    for partition, value in records:
+        await prod.send(topic, str(value).encode(), partition=partition)
+    await prod.flush()
+    log.extend(records)
+    return records
+
+
 def _once_in_order(got: list[tuple[int, int]], sent: list[tuple[int, int]]) -> bool:
     """Every record sent came once, each partition's in the order they were sent."""
     by_partition: dict[int, list[int]] = defaultdict(list)
@@ -271,14 +285,7 @@ async def test_a_consumer_of_many_partitions_gets_every_record_once_in_order(
     log: list[tuple[int, int]] = []
     try:
         async with producer(access) as prod:
-            async def send(partitions: list[int], count: int) -> list[tuple[int, int]]:
-                records = [(partitions[i % len(partitions)], len(log) + i) for i in range(count)]
-                for partition, value in records:
-                    await prod.send(TOPIC, str(value).encode(), partition=partition)
-                await prod.flush()
-                log.extend(records)
-                return records
-
+            send = partial(_send, prod, TOPIC, log)
             sent = await send(list(range(PARTITIONS)), 240)
             assert _once_in_order(await _read(consumer, 240), sent)
             for _ in range(5):  # a few records at a time, as in a quiet hour
@@ -321,14 +328,7 @@ async def test_quiet_partitions_leave_the_busy_session_and_lose_nothing(broker: 
     sent: list[tuple[int, int]] = []
     try:
         async with producer(access) as prod:
-            async def send(partitions: list[int]) -> list[tuple[int, int]]:
-                records = [(p, len(sent) + i) for i, p in enumerate(partitions)]
-                for partition, value in records:
-                    await prod.send(topic, str(value).encode(), partition=partition)
-                await prod.flush()
-                sent.extend(records)
-                return records
-
+            send = partial(_send, prod, topic, sent)
             first = await send(list(range(PARTITIONS)))
             assert _once_in_order(await _read(consumer, PARTITIONS), first)
             fetcher = consumer._fetcher
@@ -414,14 +414,7 @@ async def test_quiet_partitions_of_the_same_assignment_again_are_still_watched(
     sent: list[tuple[int, int]] = []
     try:
         async with producer(access) as prod:
-            async def send() -> list[tuple[int, int]]:
-                records = [(p, len(sent) + p) for p in range(6)]
-                for partition, value in records:
-                    await prod.send(topic, str(value).encode(), partition=partition)
-                await prod.flush()
-                sent.extend(records)
-                return records
-
+            send = partial(_send, prod, topic, sent, list(range(6)))
             first = await send()
             assert _once_in_order(await _read(consumer, 6), first)
             await consumer.commit()  # read again by none after a rebalance
