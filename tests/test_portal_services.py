@@ -72,7 +72,15 @@ from schemas.messages import (
     PortalQuery,
 )
 from tests.clock_helpers import Hands
-from tests.kafka_helpers import consumer, free_port, listening_on, producer, spawn, stop
+from tests.kafka_helpers import (
+    consumer,
+    free_port,
+    listening_on,
+    producer,
+    spawn,
+    stop,
+    stopped,
+)
 from tests.loop_helpers import Deadline
 from tests.proc_helpers import open_files
 from tests.test_questions import LOW_ORDER
@@ -680,12 +688,8 @@ async def test_a_change_whose_answer_came_too_late_is_asked_again_and_made_once(
                             await ticket_of(kafka, resident, tmp_path))
     authority = platform.running["authority"]
     monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # the portal waits 1 s
-    os.kill(authority.pid, signal.SIGSTOP)
-    try:
-        with pytest.raises(Unanswered) as unanswered:
-            await kafka.authority.ask(change)
-    finally:
-        os.kill(authority.pid, signal.SIGCONT)
+    with stopped(authority.pid), pytest.raises(Unanswered) as unanswered:
+        await kafka.authority.ask(change)
     assert unanswered.value.status == NO_ANSWER
     for _ in range(100):  # the authority goes on, reads the question before its deadline
         if number_of(resident) != before:
@@ -774,11 +778,8 @@ async def _answered_late(http: aiohttp.ClientSession, url: str, resident_code: s
     before, changed_before = number_of(resident_code), changes_of(resident_code)
     authority = platform.running["authority"]
     monkeypatch.setattr(services, "GRACE_SECONDS", 1.0 - ASK_SECONDS)  # waits 1 s
-    os.kill(authority.pid, signal.SIGSTOP)
-    try:
+    with stopped(authority.pid):
         status, _ = await _ask_number(http, url)
-    finally:
-        os.kill(authority.pid, signal.SIGCONT)
     monkeypatch.undo()
     assert status == 503
     for _ in range(100):  # the authority goes on, reads the question before its deadline

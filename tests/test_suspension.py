@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -38,6 +36,7 @@ from tests.kafka_helpers import (
     logged_events,
     operator_actions,
     renkei,
+    stopped,
     stops,
 )
 from tests.test_linkage import ask, bound
@@ -170,15 +169,11 @@ async def _asked_once(platform: town_setup.Processes, command: Awaitable[object]
     has returned, the platform stopped from before it (its directory fetch held for records
     given up, empty) until they are written."""
     town_hall, nenkin = clients["sakura-town"], clients["nenkin"]
-    instance = platform.running["platform-1"].pid
-    os.kill(instance, signal.SIGSTOP)
-    try:
+    with stopped(platform.running["platform-1"].pid):
         await asyncio.sleep(STALL)
         await command
         return [await ask(town_hall, bound(town_hall)[0], "P-027", "nenkin", "pension_benefit"),
                 await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")]
-    finally:
-        os.kill(instance, signal.SIGCONT)
 
 
 def _instance() -> Views:
