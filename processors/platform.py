@@ -138,7 +138,8 @@ class Views:
         await self.directory_read()  # its client asking the ends started before any request
 
     async def stop(self) -> None:
-        await cancelled(self._behind)
+        if self._behind is not None and not self._behind.done():  # an ended one's error taken
+            await cancelled(self._behind)
         await self.directory.stop()
         await self.patterns.stop()
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import OperatorAction, from_millis
@@ -179,6 +180,26 @@ async def _asked_once(platform: town_setup.Processes, command: Awaitable[object]
 def _instance() -> Views:
     """A platform instance's views of the directory and pattern list."""
     return Views(KafkaAccess.of(acls.PLATFORM), Context.of(MasterKeys.generate()))
+
+
+async def test_a_directory_read_given_up_that_fails_since_stops_the_views_all_the_same(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of the directory to its end given up at DIRECTORY_WAIT and failing after (the
+    broker not saying the end) had Views.stop raise its error, the views' consumers and the
+    client asking the ends left open."""
+    views = _instance()
+    async with running(views, KafkaAccess.of(acls.PLATFORM)):
+        monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 0.1)
+
+        async def failing() -> None:
+            await asyncio.sleep(0.2)
+            raise KafkaError("the directory's end not told")
+
+        monkeypatch.setattr(views.directory, "read_to_end", failing)
+        await views.directory_read()
+        await asyncio.sleep(0.3)  # given up, then failed
+    assert views.directory._task is not None and views.directory._task.done()
+    assert views.patterns._task is not None and views.patterns._task.done()
 
 
 async def test_a_directory_view_behind_holds_the_platform_up_once_and_briefly(
