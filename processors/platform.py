@@ -103,11 +103,12 @@ class Views:
         otherwise (some holder inactive in the view, or the outbox of one it does not know). A
         suspension not read yet needs no wait, costing a look-up of the end each poll: a request
         is judged by the broker's time of the suspension once it is read (an approved one ends
-        SUSPENDED, its requester told so)."""
+        SUSPENDED, its requester told so). Decision records are judged as they were decided."""
+        judged = [r.topic for r in records if r.topic != decider.DECISIONS]
         directory = self.refresh().directory
-        return self._inactive or any(
-            (holder := topics.holder_of_outbox(r.topic)) is not None and holder not in directory
-            for r in records)
+        return bool(judged) and (self._inactive or any(
+            (holder := topics.holder_of_outbox(topic)) is not None and holder not in directory
+            for topic in judged))
 
     async def directory_read(self) -> None:
         """Wait until the directory view has read every directory record the broker had now, so

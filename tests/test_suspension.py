@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, offsets, read_topic, running
 from holders.client import HolderClient
-from processors import directory, keys
+from processors import decider, directory, keys
 from processors import platform as platform_module
 from processors.context import Context
 from processors.keys import MasterKeys
@@ -180,6 +181,28 @@ async def _asked_once(platform: town_setup.Processes, command: Awaitable[object]
 def _instance() -> Views:
     """A platform instance's views of the directory and pattern list."""
     return Views(KafkaAccess.of(acls.PLATFORM), Context.of(MasterKeys.generate()))
+
+
+async def test_the_platform_reads_the_directory_first_only_when_a_holder_may_have_come_back(
+        town: town_setup.Town) -> None:
+    """The look-up of the directory's end, a round trip a poll, is made for a poll with a
+    holder's records while some holder is inactive in the view (a resumption not read yet would
+    serve them) or from the outbox of a holder it does not know (a registration), never for
+    decision records alone."""
+    views = _instance()
+    polled = {name: SimpleNamespace(topic=topic) for name, topic in (
+        ("decision", decider.DECISIONS), ("nenkin", topics.outbox("nenkin")),
+        ("newcomer", topics.outbox("newcomer-town")))}
+    async with running(views, KafkaAccess.of(acls.PLATFORM)):
+        assert [views.read_first([r]) for r in polled.values()] == [False, False, True]
+        await directory.suspend("sakura-town", "ops-a", "x")
+        try:
+            async with asyncio.timeout(5):
+                while views.refresh().directory["sakura-town"].active:
+                    await views.directory.changed()
+            assert [views.read_first([r]) for r in polled.values()] == [False, True, True]
+        finally:
+            await directory.resume("sakura-town", "ops-b")
 
 
 async def test_a_directory_read_given_up_that_fails_since_stops_the_views_all_the_same(
