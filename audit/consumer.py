@@ -90,7 +90,7 @@ def resumed(store: AuditStore, rules: Rules) -> Detector:
     """A detector that goes on where the store's last one stopped: the log's last horizon
     re-read with the alerts raised on it, and those whose quiet reaches further (off-hours,
     suspended requests)."""
-    detector = Detector(rules, store.bound)
+    detector = Detector(rules, store.bound_since)
     latest = store.latest_time()
     if latest is not None:
         horizon = latest - rules.horizon

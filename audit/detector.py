@@ -8,12 +8,12 @@ counted is said once; one later still is counted where its window is still kept,
 detector says how many came so late. Rules: a requester's volume far above its norm, one person
 queried again and again by one requester, access outside office hours, bursts of rejections
 (but the platform's refusals to ask an inactive holder for its logs, no requester's doing), a
-holder querying a person it never bound (no BINDING event gave it that person's link code:
-decided once the events' time, or the time a consumer that read the log to its end tells
-(`caught_up`), is past the request's by more than `Rules.lateness`, when such a binding read
-late would have come), and a holder sending on into a suspension (its own or its provider's: a
-burst of requests refused SUSPENDED, said once in `Rules.suspended_quiet`; no other rule counts
-them, nothing was asked).
+holder querying a person it never bound (no BINDING event made by the request's time gave it
+that person's link code: decided once the events' time, or the time a consumer that read the
+log to its end tells (`caught_up`), is past the request's by more than `Rules.lateness`, when
+such a binding read late would have come), and a holder sending on into a suspension (its own
+or its provider's: a burst of requests refused SUSPENDED, said once in `Rules.suspended_quiet`;
+no other rule counts them, nothing was asked).
 
 A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
 decision in it from the alerts raised then, so its windows and quiet periods come out as the
@@ -44,8 +44,8 @@ SUSPENDED_REQUESTS = "SUSPENDED_REQUESTS"
 RULES = (VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, UNBOUND_PERSON, SUSPENDED_REQUESTS)
 QUIETED = (OFF_HOURS, SUSPENDED_REQUESTS)  # quiet for a while after an alert (Rules.memory)
 
-Bound = Callable[[str, str], bool]
-KNOWN_BOUND = 100_000  # (holder, person) pairs remembered as bound, not asked of the store again
+Bound = Callable[[str, str], datetime | None]  # when a binding first gave the holder the person
+KNOWN_BOUND = 100_000  # (holder, person) pairs remembered as bound, and since when
 # the event times the windows can place: one a window from the start of datetime's range, or a
 # day (its JST time) from its end, ended `observe` in an OverflowError, each batch again
 EARLIEST, LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
@@ -90,8 +90,8 @@ class Rules:
                 and self.office_open <= local.time() < self.office_close)
 
 
-def never_bound(holder: str, person: str) -> bool:
-    return False
+def never_bound(holder: str, person: str) -> datetime | None:
+    return None
 
 
 def binding_of(event: AccessLogEvent) -> tuple[str, str] | None:
@@ -203,17 +203,17 @@ class _Window:
 class Detector:
     """Feed it the log's new events a batch at a time; it answers with the alerts they raise.
 
-    `bound(holder, person)` says whether a BINDING event earlier than the batch gave the holder
-    that person (the audit store answers it); bindings within the batch, and those of later
-    batches up to the time a request's decision waits for, it sees itself, each excusing the
-    requests made after it, whichever of them came first.
+    `bound(holder, person)` says when the earliest BINDING event read before the batch gave the
+    holder that person (the audit store answers it); bindings within the batch, and those of
+    later batches up to the time a request's decision waits for, it sees itself: each, seen or
+    told, excuses the requests made at or after it, whichever of them came first.
     """
 
     def __init__(self, rules: Rules | None = None, bound: Bound = never_bound) -> None:
         self.rules = rules or Rules()
         self._bound = bound
         self._placeable = (EARLIEST + self.rules.memory, LATEST - timedelta(days=1))
-        self._known_bound: set[tuple[str, str]] = set()
+        self._known_bound: dict[tuple[str, str], datetime] = {}
         self._volume: dict[str, _Volume] = {}
         self._persons: dict[tuple[str, str], _Window] = {}
         self._rejections: dict[str, _Window] = {}
@@ -394,10 +394,8 @@ class Detector:
     def _unbound_due(self, now: datetime) -> list[Alert]:
         """The decisions on unbound persons due, `now` past them: an alert for each request that
         no binding seen since excuses, made before it (none while resuming: those were taken,
-        and alerted, before the stop; they keep no window). The store, which holds the bindings
-        of the batches read since too, those made after the request among them, was asked when
-        the request was read; it is asked now only of one queued while resuming, not asked
-        then: a binding it holds, made after the request, then excuses it."""
+        and alerted, before the stop; they keep no window). The store was asked when the request
+        was read; it is asked now only of one queued while resuming, not asked then."""
         alerts: list[Alert] = []
         while self._waiting and self._waiting[0][0] < now:
             _, _, event, person, asked = heapq.heappop(self._waiting)
@@ -414,17 +412,19 @@ class Detector:
         self._bindings = {pair: at for pair, at in self._bindings.items() if pair in self._unsure}
 
     def _given(self, event: AccessLogEvent, person: str, ask: bool) -> bool:
-        """Whether a binding gave the requester this person: one seen made before the request,
-        or one the store holds (if `ask`)."""
+        """Whether a binding made at or before the request gave the requester this person: one
+        seen, or one the store holds (if `ask`; it holds those read since it was asked, made
+        after the request among them, and earlier ones read late)."""
         pair = (event.requester, person)
-        if pair in self._known_bound or self._bindings.get(pair, LATEST) <= event.occurred_at:
+        if min(self._known_bound.get(pair, LATEST),
+               self._bindings.get(pair, LATEST)) <= event.occurred_at:
             return True
-        if not ask or not self._bound(*pair):
+        if not ask or (since := self._bound(*pair)) is None:
             return False
         if len(self._known_bound) >= KNOWN_BOUND:  # a binding, once given, stays given
             self._known_bound.clear()
-        self._known_bound.add(pair)
-        return True
+        self._known_bound[pair] = since
+        return since <= event.occurred_at
 
     def _prune(self, now: datetime) -> None:
         """Drop windows that fell behind the horizon, once per horizon of event time."""

@@ -6,16 +6,15 @@ index; never deleted), `heads` (signed tree heads), `purges` (signed records of 
 retention removed), `purged_leaves` (the leaf hash of each purged serial, by hash: where a
 replay finds a topic's first events in the log; copied from `nodes`), `alerts` (which alerts
 the live detector raised on which entries, so a restarted one resumes where it stopped; not
-part of the tree) and `bindings` (which holder a binding ever gave which person, for the
-detector; not part of the tree, never purged: a binding stays made) and `operator_actions` (an
-operator's changes to the holder directory, one row per action id, with its bytes as on the
-audit topic: leaves of the same tree as the events, serial their leaf index, in the topic's
-order among them; a row stored before actions were leaves has no serial, and is not provable).
-Proofs read O(log n)
-nodes; a purge deletes entry rows (and their alerts) and operator actions past the retention,
-never nodes, heads or bindings, so proofs
-for what remains and consistency between heads keep verifying, and a holder stays bound to the
-persons it bound more than 7 years ago.
+part of the tree) and `bindings` (which holder a binding ever gave which person, and when it
+first did, for the detector; not part of the tree, never purged: a binding stays made) and
+`operator_actions` (an operator's changes to the holder directory, one row per action id, with
+its bytes as on the audit topic: leaves of the same tree as the events, serial their leaf
+index, in the topic's order among them; a row stored before actions were leaves has no serial,
+and is not provable). Proofs read O(log n) nodes; a purge deletes entry rows (and their alerts)
+and operator actions past the retention, never nodes, heads or bindings, so proofs for what
+remains and consistency between heads keep verifying, and a holder stays bound to the persons
+it bound more than 7 years ago.
 """
 
 from __future__ import annotations
@@ -166,10 +165,17 @@ _RAW_ACTIONS = "SELECT " + ", ".join(
     c if c in ("serial", "occurred_at") else f"CAST({c} AS BLOB)" for c in ACTION_COLUMNS
 ) + " FROM operator_actions WHERE serial IS NOT NULL ORDER BY serial"
 _ACTION_TIME, _RECORD = ACTION_COLUMNS.index("occurred_at"), ACTION_COLUMNS.index("record")
-_BIND = "INSERT INTO bindings (holder, person) VALUES (?, ?) ON CONFLICT DO NOTHING"
+# a (holder, person) pair's row keeps its earliest binding's time, whichever came first
+_BIND = ("INSERT INTO bindings (holder, person, occurred_at) VALUES (?, ?, ?) "
+         "ON CONFLICT (holder, person) DO UPDATE SET occurred_at = excluded.occurred_at "
+         "WHERE excluded.occurred_at < bindings.occurred_at")
+# a store made before `bindings`, or before its time, takes each pair's earliest from its
+# entries; a pair whose every binding entry was purged keeps its row, made before the cutoff
 _BINDINGS_FROM_ENTRIES = (
-    "INSERT INTO bindings (holder, person) SELECT requester, person FROM entries "
-    f"WHERE kind = '{BINDING}' AND person IS NOT NULL ON CONFLICT DO NOTHING")
+    "INSERT INTO bindings (holder, person, occurred_at) "
+    "SELECT requester, person, min(occurred_at) FROM entries "
+    f"WHERE kind = '{BINDING}' AND person IS NOT NULL GROUP BY requester, person "
+    "ON CONFLICT (holder, person) DO UPDATE SET occurred_at = excluded.occurred_at")
 # a purged range's leaf hashes, kept by hash: purged_serial reads one key, not every purged leaf
 _PURGED_LEAVES = ("INSERT INTO purged_leaves (hash, serial) "
                   "SELECT hash, id FROM nodes WHERE id >= ? AND id < ?")
@@ -226,7 +232,7 @@ def _schema(d: Dialect) -> list[str]:
         "requester TEXT NOT NULL, occurred_at BIGINT NOT NULL, PRIMARY KEY (rule, event_id))",
         "CREATE INDEX IF NOT EXISTS alerts_occurred_at ON alerts (occurred_at)",
         "CREATE TABLE IF NOT EXISTS bindings (holder TEXT NOT NULL, person TEXT NOT NULL, "
-        "PRIMARY KEY (holder, person))",
+        "occurred_at BIGINT NOT NULL, PRIMARY KEY (holder, person))",
         "CREATE TABLE IF NOT EXISTS operator_actions (action_id TEXT PRIMARY KEY, "
         "occurred_at BIGINT NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL, "
         f"subject TEXT NOT NULL, reason TEXT, record {d.blob} NOT NULL, serial BIGINT)",
@@ -447,20 +453,28 @@ class AuditStore:
 
     def _create(self, cur: Cursor) -> None:
         """Create the missing tables; a store made before `bindings` fills it from its entries,
-        one made before `purged_leaves` from its purges' ranges; one made before operator
-        actions were leaves gives `operator_actions` its serial column, none in its rows."""
+        one made before `purged_leaves` from its purges' ranges; one made before the bindings'
+        time gives `bindings` its column, filled from the entries too (the epoch for a pair
+        whose binding entries were all purged: bound before the cutoff, as ever before); one made
+        before operator actions were leaves gives `operator_actions` its serial column, none in
+        its rows."""
         without_bindings, without_purged, without_actions = (
             cur.execute(self._dialect.has_table, (table,)).fetchone() is None
             for table in ("bindings", "purged_leaves", "operator_actions"))
-        if not without_actions and cur.execute(
-                self._dialect.has_column, ("operator_actions", "serial")).fetchone() is None:
+        untimed = not without_bindings and self._without_column(cur, "bindings", "occurred_at")
+        if untimed:
+            cur.execute("ALTER TABLE bindings ADD COLUMN occurred_at BIGINT NOT NULL DEFAULT 0")
+        if not without_actions and self._without_column(cur, "operator_actions", "serial"):
             cur.execute("ALTER TABLE operator_actions ADD COLUMN serial BIGINT")
         for statement in _schema(self._dialect):
             cur.execute(statement)
-        if without_bindings:
+        if without_bindings or untimed:
             cur.execute(_BINDINGS_FROM_ENTRIES)
         if without_purged:
             cur.executemany(_PURGED_LEAVES, [r for purge in self.purges() for r in purge.ranges])
+
+    def _without_column(self, cur: Cursor, table: str, column: str) -> bool:
+        return cur.execute(self._dialect.has_column, (table, column)).fetchone() is None
 
     def close(self) -> None:
         """Close the connection (again is fine), the writer refreshing the query planner's
@@ -612,7 +626,7 @@ class AuditStore:
             rows: list[Row] = []
             acted: list[Row] = []
             nodes: list[tuple[int, bytes]] = []
-            bindings: list[tuple[str, str]] = []
+            bindings: list[tuple[str, str, int]] = []
             for record, leaf in batch:
                 kind, logged_id = logged_key(record)
                 named = "operator action" if kind == "action" else kind
@@ -636,7 +650,7 @@ class AuditStore:
                 else:
                     rows.append(_row(tree.size, record, leaf))
                     if (binding := binding_of(record)) is not None:
-                        bindings.append(binding)
+                        bindings.append((*binding, millis(record.occurred_at)))
                 nodes.extend((node_key(*n), h) for n, h in tree.append(merkle.leaf_hash(leaf)))
             cur.executemany(_INSERT, rows)
             cur.executemany(_ACT, acted)
@@ -791,12 +805,13 @@ class AuditStore:
         """The leaf hashes of serials start..end-1 (kept for purged entries too)."""
         return self.node_hashes([(0, serial) for serial in range(start, end)])
 
-    def bound(self, holder: str, person: str) -> bool:
-        """Did a binding ever give `holder` this person (a BINDING entry it requested, purged
-        or not)?"""
-        return self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM bindings WHERE holder = ? AND person = ?)",
-            (holder, person)).fetchone()[0] in (1, True)
+    def bound_since(self, holder: str, person: str) -> datetime | None:
+        """When a binding first gave `holder` this person (the earliest BINDING entry it
+        requested, purged or not); None if none ever did."""
+        found = self._db.execute(
+            "SELECT occurred_at FROM bindings WHERE holder = ? AND person = ?",
+            (holder, person)).fetchone()
+        return None if found is None else from_millis(int(found[0]))
 
     def latest_time(self) -> datetime | None:
         """When the latest event in the log occurred."""

@@ -30,7 +30,7 @@ from audit.bench import run as run_bench
 from audit.cli import audit_cli, open_store
 from audit.consumer import resumed
 from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, Detector, Raised, Rules
-from audit.events import AccessLogEvent, OperatorAction, decode_event, event_id, millis
+from audit.events import EPOCH, AccessLogEvent, OperatorAction, decode_event, event_id, millis
 from audit.heads import (
     NoKey,
     SignedHead,
@@ -563,25 +563,66 @@ def test_a_binding_stays_made_when_its_entry_is_purged(store: AuditStore) -> Non
     store.append_many([item(made), item(event(1, at=made.occurred_at, person=PERSONS[0]))])
     store.purge(datetime(2024, 6, 1, tzinfo=UTC))  # cutoff 2017-06-01
     assert store.query(Query()).entries == ()
-    assert store.bound(HOLDERS[0], PERSONS[0])
-    assert not store.bound(HOLDERS[1], PERSONS[0])  # a linkage binds no one
+    assert store.bound_since(HOLDERS[0], PERSONS[0]) == made.occurred_at
+    assert store.bound_since(HOLDERS[1], PERSONS[0]) is None  # a linkage binds no one
     monday = datetime(2024, 6, 3, 1, tzinfo=UTC)  # 10:00 JST
     later = [event(n, at=monday, person=PERSONS[0]) for n in (4, 5)]  # by HOLDERS[0], [1]
-    alerts = decided(Detector(Rules(), store.bound), later)
+    alerts = decided(Detector(Rules(), store.bound_since), later)
     assert [(a.rule, a.requester) for a in alerts] == [(UNBOUND_PERSON, HOLDERS[1])]
     assert store.verify(decode_event).ok
 
 
+@pytest.mark.parametrize("resuming", [False, True])
+def test_a_binding_the_store_holds_excuses_only_the_linkages_made_at_or_after_it(
+        store: AuditStore, resuming: bool) -> None:
+    """The store kept which holder a binding gave which person, not when: asked of a linkage
+    read after the binding was stored (late, from another partition), or at the decision on one
+    re-read resuming, a binding made after the linkage excused it, and the oversight body was
+    not told of a holder querying a person it had not bound then; one made before still does."""
+    rules, at = Rules(), T0 + timedelta(minutes=10)
+    made = [event(0, at, PERSONS[0]), event(12, at, PERSONS[1])]  # both by HOLDERS[0]
+    bindings = [binding(at + timedelta(minutes=1), HOLDERS[0], PERSONS[0]),
+                binding(at - timedelta(minutes=1), HOLDERS[0], PERSONS[1])]
+    if resuming:  # all read before the stop, the linkages' decisions waiting
+        store.append_many(item(e) for e in made + bindings)
+        alerts = resumed(store, rules).caught_up(at + rules.lateness + timedelta(milliseconds=1))
+    else:  # the bindings read in the batches before the linkages
+        store.append_many(item(b) for b in bindings)
+        alerts = decided(resumed(store, rules), made)
+    assert [(a.rule, a.event_id) for a in alerts] == [(UNBOUND_PERSON, made[0].event_id)]
+
+
 def test_a_store_made_before_the_bindings_table_keeps_its_bindings(
         state: Path, db: str, clock: Clock, store: AuditStore) -> None:
-    store.append_many([item(binding(T0, HOLDERS[0], PERSONS[0])),
+    store.append_many([item(binding(T0 + timedelta(hours=1), HOLDERS[0], PERSONS[0])),
+                       item(binding(T0, HOLDERS[0], PERSONS[0])),
                        item(event(1, person=PERSONS[1]))])
     store.close()
     tamper(db, ("DROP TABLE bindings", ()))
     with AuditStore(db, Signer.load_or_create(), clock=clock) as upgraded:
         upgraded.purge(T0 + timedelta(days=8 * 366))
-        assert upgraded.bound(HOLDERS[0], PERSONS[0])
-        assert not upgraded.bound(HOLDERS[1], PERSONS[1])
+        assert upgraded.bound_since(HOLDERS[0], PERSONS[0]) == T0  # the earliest binding's
+        assert upgraded.bound_since(HOLDERS[1], PERSONS[1]) is None
+
+
+def test_a_store_made_before_the_bindings_time_takes_it_from_its_entries(
+        state: Path, db: str, clock: Clock, store: AuditStore) -> None:
+    """A store whose `bindings` kept no time gets its column, each pair's earliest binding's
+    time from the entries; a pair whose binding entries were all purged stays bound, since
+    the epoch (before the cutoff, when exactly no longer known)."""
+    store.append_many([item(binding(datetime(2010, 1, 5, tzinfo=UTC), HOLDERS[1], PERSONS[1])),
+                       item(binding(T0 + timedelta(hours=1), HOLDERS[0], PERSONS[0])),
+                       item(binding(T0, HOLDERS[0], PERSONS[0]))])
+    store.purge(datetime(2018, 1, 5, tzinfo=UTC))  # cutoff 2011-01-05
+    store.close()
+    tamper(db, ("ALTER TABLE bindings DROP COLUMN occurred_at", ()))
+    with AuditStore(db, Signer.load_or_create(), clock=clock) as upgraded:
+        assert upgraded.bound_since(HOLDERS[0], PERSONS[0]) == T0
+        assert upgraded.bound_since(HOLDERS[1], PERSONS[1]) == EPOCH
+        assert upgraded.bound_since(HOLDERS[1], PERSONS[0]) is None
+        upgraded.append_many([item(binding(T0 - timedelta(days=1), HOLDERS[0], PERSONS[0])),
+                              item(binding(T0 + timedelta(days=1), HOLDERS[0], PERSONS[0]))])
+        assert upgraded.bound_since(HOLDERS[0], PERSONS[0]) == T0 - timedelta(days=1)
 
 
 def test_a_purged_entry_is_found_by_its_leaf_hash_through_an_index(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from audit.detector import (
+    EARLIEST,
     OFF_HOURS,
     REJECTION_BURST,
     REPEATED_PERSON,
@@ -50,8 +51,8 @@ def binding(at: datetime, requester: str, person: str) -> AccessLogEvent:
                           None, None, None, requester, None, None, person)
 
 
-def everyone_bound(holder: str, person: str) -> bool:
-    return True
+def everyone_bound(holder: str, person: str) -> datetime | None:
+    return EARLIEST
 
 
 def decided(detector: Detector, batch: list[AccessLogEvent]) -> list[Alert]:
@@ -158,8 +159,8 @@ def test_applications_refused_for_a_suspended_holder_raise_nothing_and_are_no_li
 
 
 def test_a_holder_querying_a_person_it_never_bound() -> None:
-    earlier = {("city", PERSONS[1])}
-    detector = Detector(Rules(), lambda holder, person: (holder, person) in earlier)
+    earlier = {("city", PERSONS[1]): OFFICE}
+    detector = Detector(Rules(), lambda holder, person: earlier.get((holder, person)))
     batch = [binding(OFFICE, "city", PERSONS[2]),
              linkage(OFFICE + timedelta(seconds=1), person=PERSONS[1]),  # bound before
              linkage(OFFICE + timedelta(seconds=2), person=PERSONS[2]),  # bound in this batch
@@ -174,18 +175,20 @@ def test_a_holder_querying_a_person_it_never_bound() -> None:
 
 def test_the_store_is_asked_once_whether_a_pair_is_bound_but_again_while_it_is_not() -> None:
     asked: list[tuple[str, str]] = []
-    bound = {("city", PERSONS[1])}
+    bound = {("city", PERSONS[1]): OFFICE}
 
-    def store_bound(holder: str, person: str) -> bool:
+    def store_bound(holder: str, person: str) -> datetime | None:
         asked.append((holder, person))
-        return (holder, person) in bound
+        return bound.get((holder, person))
 
     detector = Detector(Rules(), store_bound)
     for n in range(3):
         detector.observe([linkage(OFFICE + timedelta(seconds=n), person=PERSONS[1]),
                           linkage(OFFICE + timedelta(seconds=n), person=PERSONS[2])])
-        bound.add(("city", PERSONS[2]))  # bound after the first batch
-    assert asked == [("city", PERSONS[1]), ("city", PERSONS[2]), ("city", PERSONS[2])]
+        bound[("city", PERSONS[2])] = OFFICE + timedelta(milliseconds=500)  # after the first
+    detector.observe([linkage(OFFICE, person=PERSONS[2])])  # late, made before its binding
+    assert asked == [("city", PERSONS[1]), ("city", PERSONS[2]), ("city", PERSONS[2]),
+                     ("city", PERSONS[2])]
 
 
 @pytest.mark.parametrize("later_batch", [False, True])
@@ -193,13 +196,14 @@ def test_a_binding_made_after_the_request_excuses_it_not_once_the_store_holds_it
         later_batch: bool) -> None:
     """The store, asked at the decision, held the binding the consumer stored since the request
     was read, made after it: a request made before its requester's binding was not alerted."""
-    stored: set[tuple[str, str]] = set()
-    detector = Detector(Rules(), lambda holder, person: (holder, person) in stored)
+    stored: dict[tuple[str, str], datetime] = {}
+    detector = Detector(Rules(), lambda holder, person: stored.get((holder, person)))
     request = linkage(OFFICE, person=PERSONS[3])
     made = binding(OFFICE + timedelta(seconds=3), "city", PERSONS[3])
     for batch in ([request], [made]) if later_batch else ([request, made],):
         assert detector.observe(batch) == []
-        stored.update(pair for e in batch if (pair := binding_of(e)) is not None)  # appended
+        stored.update((pair, e.occurred_at) for e in batch  # appended
+                      if (pair := binding_of(e)) is not None)
     alerts = detector.caught_up(OFFICE + detector.rules.lateness + timedelta(seconds=1))
     assert [(a.rule, a.event_id) for a in alerts] == [(UNBOUND_PERSON, request.event_id)]
 
@@ -445,27 +449,27 @@ def test_a_resumed_detector_takes_the_unbound_decisions_left_waiting_once() -> N
                for e in made + bindings}
     log = sorted(made + bindings, key=lambda e: arrival[e.event_id])
 
-    def held(store: set[tuple[str, str]]) -> Callable[[str, str], bool]:
-        return lambda holder, person: (holder, person) in store
+    def held(store: dict[tuple[str, str], datetime]) -> Callable[[str, str], datetime | None]:
+        return lambda holder, person: store.get((holder, person))
 
     def observed(detector: Detector, events: list[AccessLogEvent],
-                 store: set[tuple[str, str]]) -> list[list[Alert]]:
+                 store: dict[tuple[str, str], datetime]) -> list[list[Alert]]:
         """Each event's alerts, one batch each, its binding in the store after (as the audit
         consumer appends it)."""
         alerts = []
         for event in events:
             alerts.append(detector.observe([event]))
-            if event.kind == "BINDING" and event.person is not None:
-                store.add((event.requester, event.person))
+            if (pair := binding_of(event)) is not None:
+                store[pair] = event.occurred_at
         return alerts
 
-    store: set[tuple[str, str]] = set()
+    store: dict[tuple[str, str], datetime] = {}
     alerts = observed(Detector(Rules(), held(store)), log, store)
     assert [(a.rule, a.event_id) for raised in alerts for a in raised] == [
         (UNBOUND_PERSON, e.event_id) for n, e in enumerate(made[:22]) if n % 3 != 0]
     for stop in range(1, len(log)):
         latest = max(e.occurred_at for e in log[:stop])
-        kept = {(e.requester, e.person) for e in log[:stop] if e.kind == "BINDING" and e.person}
+        kept = {pair: e.occurred_at for e in log[:stop] if (pair := binding_of(e)) is not None}
         restarted = Detector(Rules(), held(kept))
         restarted.resume([e for e in log[:stop] if e.occurred_at >= latest - Rules().horizon],
                          [Raised.of(a) for raised in alerts[:stop] for a in raised])
