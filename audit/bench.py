@@ -196,7 +196,7 @@ def run(entries: int, db: Path, batch: int = 10_000, samples: int = 200,
     return results
 
 
-@click.command("audit")
+@click.command("audit", short_help="Audit store: appends/s, query and proof times.")
 @click.option("--entries", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="entries appended to the store measured")
 @click.option("--batch", type=click.IntRange(min=1), default=10_000, show_default=True,

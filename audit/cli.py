@@ -106,7 +106,7 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-@click.group("audit")
+@click.group("audit", short_help="The tamper-evident audit log: a Merkle tree, signed heads.")
 def audit_cli() -> None:
     """The tamper-evident audit log (RFC 9162 Merkle tree, Ed25519-signed heads)."""
 
@@ -174,7 +174,7 @@ def _commit_checked(report: VerifyReport) -> str:
     return f"{checked}, noted {made}, signed by the head key"
 
 
-@audit_cli.command()
+@audit_cli.command(short_help="Recompute the log; check it against the heads on the broker.")
 @store_option
 @click.option("--no-anchor", "alone", is_flag=True,
               help="check the store alone, not against the heads anchored on the broker nor "
@@ -226,7 +226,7 @@ def _stop_at_findings(report: VerifyReport) -> None:
         raise SystemExit(1)
 
 
-@audit_cli.command()
+@audit_cli.command(short_help="After a forged commit note: verify, commit the next offset.")
 @store_option
 @instance_option
 def recommit(db: str | None, instance: str) -> None:
@@ -262,7 +262,7 @@ def recommit(db: str | None, instance: str) -> None:
                "`renkei audit run` starts from it")
 
 
-@audit_cli.command()
+@audit_cli.command(short_help="Delete entries and operator actions older than the retention.")
 @store_option
 @click.option("--now", callback=past_time, metavar="TIME",
               help="the time to purge at, not later than now [default: now]")
@@ -288,7 +288,7 @@ def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
                f"({len(record.ranges)} serial range(s))")
 
 
-@audit_cli.command()
+@audit_cli.command(short_help="The current signed tree head (signed anew if entries came).")
 @store_option
 @click.option("--all", "history", is_flag=True, help="every head signed so far")
 def head(db: str | None, history: bool) -> None:
@@ -375,7 +375,7 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
         raise SystemExit(1)
 
 
-@audit_cli.command()
+@audit_cli.command(short_help="Consume the audit topic into the store; sign heads; detect.")
 @store_option
 @instance_option
 @click.option("--head-seconds", type=FiniteRange(min=anchor.LEAST_HEAD_SECONDS),
@@ -405,7 +405,7 @@ def run(db: str | None, instance: str, head_seconds: float, lateness: float,
             f"{head_seconds:g} s"))
 
 
-@audit_cli.command()
+@audit_cli.command(short_help="Rebuild a store from offset 0: same root? approvals re-checked.")
 @click.option("--db", metavar="URL", default=None,
               help=f"the fresh store to rebuild ({STORE_URL}) [default: "
                    "audit/replay-<time>.db in the state folder]")

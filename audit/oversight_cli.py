@@ -30,7 +30,7 @@ def _echo_json(data: Any) -> None:
                           default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
 
 
-@click.group("oversight")
+@click.group("oversight", short_help="The oversight body (監視機関): logs, holders' logs, alerts.")
 def oversight_cli() -> None:
     """The oversight body (監視機関): the platform's log, holders' logs, the detector's alerts."""
 
@@ -38,7 +38,8 @@ def oversight_cli() -> None:
 oversight_cli.add_command(query)
 
 
-@oversight_cli.command("holder-logs")
+@oversight_cli.command("holder-logs",
+                       short_help="Ask holders over Kafka for their entries (⑦–⑫) of requests.")
 @store_option
 @click.option("--holder", "holders", multiple=True, required=True, help="a holder to ask")
 @click.option("--request", "request_ids", multiple=True, required=True,

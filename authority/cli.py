@@ -38,7 +38,7 @@ REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), de
                                help="the registry [default: <state>/registry/registry.db]")
 
 
-@click.group("authority")
+@click.group("authority", short_help="The numbering authority (付番機関): personal numbers.")
 def authority_cli() -> None:
     """The numbering authority (付番機関): personal numbers and their code-conversion table."""
 
@@ -99,7 +99,7 @@ def _following(db: Path | None, registry: Path | None) -> Iterator[NumberingAuth
         yield authority
 
 
-@authority_cli.command("assign-all")
+@authority_cli.command("assign-all", short_help="Number every resident who has none.")
 @REGISTRY_OPTION
 @DB_OPTION
 def assign_all(registry: Path | None, db: Path | None) -> None:
@@ -113,7 +113,7 @@ def assign_all(registry: Path | None, db: Path | None) -> None:
                f"({authority.collisions} draws hit an issued number and were drawn again)")
 
 
-@authority_cli.command()
+@authority_cli.command(short_help="Follow the registry's resident-code changes.")
 @REGISTRY_OPTION
 @DB_OPTION
 def follow(registry: Path | None, db: Path | None) -> None:
@@ -138,7 +138,8 @@ def _resident_code() -> str:
     return resident_code
 
 
-@authority_cli.command("change-number", cls=OnStdin)
+@authority_cli.command("change-number", cls=OnStdin,
+                       short_help="A resident's new personal number, asked at the authority.")
 @click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
 @click.option("--request-id", required=True, callback=stated,
               help="the request's own id (its form's number): run again with it, as after a "
@@ -164,7 +165,8 @@ def change_number(reason: str, request_id: str, registry: Path | None, db: Path 
     click.echo(f"new personal number {number}; the old one is retired")
 
 
-@authority_cli.command("number-of", cls=OnStdin)
+@authority_cli.command("number-of", cls=OnStdin,
+                       short_help="Notify a resident of their personal number.")
 @REGISTRY_OPTION
 @DB_OPTION
 def number_of(registry: Path | None, db: Path | None) -> None:
@@ -180,7 +182,8 @@ def number_of(registry: Path | None, db: Path | None) -> None:
     click.echo(number)
 
 
-@authority_cli.command(cls=OnStdin)
+@authority_cli.command(cls=OnStdin,
+                       short_help="Personal number → resident code, logged with who and why.")
 @click.option("--holder", required=True, callback=stated,
               help="the holder asking (it lawfully holds the number)")
 @click.option("--purpose", required=True, callback=stated, help="why it asks")
@@ -199,7 +202,8 @@ def lookup(holder: str, purpose: str, db: Path | None) -> None:
     click.echo(resident_code)
 
 
-@authority_cli.command(help=f"Forget the look-ups logged, and the code changes followed, more "
+@authority_cli.command(short_help="Forget look-ups and code changes older than the retention.",
+                       help=f"Forget the look-ups logged, and the code changes followed, more "
                        f"than {RETENTION_YEARS} years ago (the access log's retention).")
 @DB_OPTION
 def purge(db: Path | None) -> None:

@@ -100,7 +100,7 @@ async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Await
         await cancelled(keeping)
 
 
-@click.command()
+@click.command(short_help="Serve holders' number look-ups and residents' new numbers.")
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the authority's store, made by `renkei authority assign-all` "
                    "[default: <state>/authority/authority.db]")

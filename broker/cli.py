@@ -17,7 +17,7 @@ def broker_cli() -> None:
     """The Kafka broker (KRaft, SASL/SCRAM, ACLs) on 127.0.0.1."""
 
 
-@broker_cli.command()
+@broker_cli.command(short_help="Fetch the pinned Kafka jars from Maven Central (once).")
 def fetch() -> None:
     """Fetch the pinned Kafka jars from Maven Central (once; cached after)."""
     started = time.monotonic()
@@ -27,7 +27,7 @@ def fetch() -> None:
                f"({time.monotonic() - started:.1f}s)")
 
 
-@broker_cli.command()
+@broker_cli.command(short_help="Start the broker (formatted the first time) and wait for it.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="client (SASL/SCRAM) port, kept for the cluster's restarts (so not 0, any "
                    f"free one) [default: {cluster_store.DEFAULT_CLIENT_PORT}]")
@@ -113,7 +113,7 @@ def logs(lines: int, follow: bool, node: int) -> None:
             click.echo(line)
 
 
-@broker_cli.command()
+@broker_cli.command(short_help="Stop one node of the cluster (chaos): cleanly or --hard.")
 @click.argument("node", type=int)
 @click.option("--hard", is_flag=True, help="SIGKILL, as a crash would (else a clean stop)")
 def kill(node: int, hard: bool) -> None:
@@ -142,7 +142,7 @@ def start(node: int) -> None:
 ENV_HEADER = "# written by `renkei broker secrets`: never commit this file\n"
 
 
-@broker_cli.command()
+@broker_cli.command(short_help="Write a compose.yaml deployment's secrets to an env file.")
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path),
               default=Path(".env"), show_default=True, help="in the current folder by default")
 @click.option("--force", is_flag=True,
@@ -194,7 +194,8 @@ def _env_values(env_file: Path, force: bool) -> tuple[dict[str, str], Path | Non
             if sep and not key.startswith("#")}, aside
 
 
-@broker_cli.command("provision")
+@broker_cli.command("provision",
+                    short_help="Apply the topic spec, principals and ACLs (idempotent).")
 @click.option("--brokers", type=click.IntRange(min=1), default=None,
               help="first wait until this many brokers are up (a deployment's size)")
 def provision_cmd(brokers: int | None) -> None:
@@ -204,7 +205,8 @@ def provision_cmd(brokers: int | None) -> None:
         click.echo(line)
 
 
-@broker_cli.command("add-holder")
+@broker_cli.command("add-holder",
+                    short_help="Create a holder's principal, credentials, topics and ACLs.")
 @click.argument("holder")
 def add_holder(holder: str) -> None:
     """Create a holder's principal, credentials, inbox/outbox topics and ACLs."""

@@ -47,12 +47,12 @@ DIR_OPTION = _cards_folder("where the card file goes", exists=False)
 CARDS_OPTION = _cards_folder("the folder of the card files", exists=True)
 
 
-@click.group("card")
+@click.group("card", short_help="IC cards (公的個人認証, simulated): CAs, cards, CRLs, reader.")
 def card_cli() -> None:
     """IC cards (公的個人認証, simulated): CAs, cards, revocation, the card reader."""
 
 
-@card_cli.command()
+@card_cli.command(short_help="Make the two test CAs if missing; fresh CRLs.")
 def init() -> None:
     """Make the two test CAs (residents' JPKI CA, officers' CA) if missing; fresh CRLs."""
     for name in issue.init():
@@ -63,7 +63,8 @@ def _done(card: Card) -> None:
     click.echo(f"card {card.face.serial} ({card.face.kind}) written to {card.path}")
 
 
-@card_cli.command("issue", cls=OnStdin)
+@card_cli.command("issue", cls=OnStdin,
+                  short_help="Issue a resident's card (certificate, PIN-protected key).")
 @PIN_OPTION
 @DIR_OPTION
 def issue_resident(pin: str, where: Path | None) -> None:
@@ -114,7 +115,8 @@ def revoke(serial: str) -> None:
     click.echo(f"revoked {serial} on the {name} CA's CRL ({ca.crl_path(name)})")
 
 
-@card_cli.command("list")
+@card_cli.command("list",
+                  short_help="The cards in a folder: serial, kind, REVOKED, PIN tries left.")
 @CARDS_OPTION
 def list_cards(where: Path | None) -> None:
     """The cards in a folder: serial, kind, REVOKED, PIN tries left (never a key or a PIN)."""

@@ -71,7 +71,7 @@ async def republishing(authorities: Sequence[ca.Authority], every: timedelta) ->
             await asyncio.wait_for(stop.wait(), every.total_seconds())
 
 
-@click.command("crl")
+@click.command("crl", short_help="Publish each CA's revocation list anew: once or --every.")
 @click.option("--ca", "name", type=click.Choice(list(ca.AUTHORITIES)), default=None,
               help="this CA's alone [default: each CA's]")
 @click.option("--every", type=Interval(), default=None,

@@ -29,12 +29,12 @@ T = TypeVar("T")
 STAFF_NAME = Field("name", "the staff member's name")
 
 
-@click.group("holder")
+@click.group("holder", short_help="Holders: registration, their server, records and staff.")
 def holder_cli() -> None:
     """Holders: registration, the communication server, and each one's own store."""
 
 
-@holder_cli.command()
+@holder_cli.command(short_help="Register a holder: principal, topics, ACLs, directory entry.")
 @click.argument("holder")
 @click.option("--name", required=True, callback=stated, help="the holder's name, e.g. 桜町役場")
 @click.option("--role", required=True, callback=stated,
@@ -78,7 +78,7 @@ def register(holder: str, name: str, role: str, unit: str | None, private: bool 
                    else "unchanged from its previous entry")
 
 
-@holder_cli.command()
+@holder_cli.command(short_help="Suspend a holder: its requests and those to it refused.")
 @click.argument("holder")
 @click.option("--reason", required=True, callback=stated,
               help="why its access is withdrawn (said with the suspension, e.g. a breach)")
@@ -94,7 +94,7 @@ def suspend(holder: str, reason: str, operator: str) -> None:
                f"are refused until `renkei holder resume {holder}`" + reason_said(reason))
 
 
-@holder_cli.command()
+@holder_cli.command(short_help="Resume a suspended holder; the audit log says who did it.")
 @click.argument("holder")
 @OPERATOR_OPTION
 def resume(holder: str, operator: str) -> None:
@@ -104,7 +104,7 @@ def resume(holder: str, operator: str) -> None:
     click.echo(f"resumed {holder} ({entry.name}): it requests and provides again")
 
 
-@holder_cli.command()
+@holder_cli.command(short_help="Run a holder's communication server until stopped.")
 @click.argument("holder")
 @port_option(0)
 def run(holder: str, port: int) -> None:
@@ -141,7 +141,8 @@ def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
         return read(store)
 
 
-@holder_cli.command(help=f"Forget the requests answered more than {RETENTION_YEARS} years ago "
+@holder_cli.command(short_help="Forget requests and log entries older than the retention.",
+                    help=f"Forget the requests answered more than {RETENTION_YEARS} years ago "
                     "(the access log's retention), with their idempotency keys, the access-log "
                     "entries as old and the investigations closed as long ago (the communication "
                     "server does so as it runs).")
@@ -165,12 +166,13 @@ def _ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) ->
     return tuple(_id(ctx, param, value) for value in values)
 
 
-@holder_cli.group()
+@holder_cli.group(short_help="A holder's staff: only they may act, on their terminals.")
 def staff() -> None:
     """A holder's staff: only they may act, each on their terminals (paper §5(3))."""
 
 
-@staff.command("add", cls=OnStdin)
+@staff.command("add", cls=OnStdin,
+               short_help="Register a staff member (again: name and terminals replaced).")
 @click.argument("holder")
 @click.argument("staff_id", callback=_id)
 @click.option("--terminal", "terminals", multiple=True, callback=_ids,
@@ -211,7 +213,7 @@ def list_staff(holder: str) -> None:
                 f"no staff registered for {holder}")
 
 
-@holder_cli.group()
+@holder_cli.group(short_help="A holder's terminals: the only ones its staff may act on.")
 def terminal() -> None:
     """A holder's registered terminals: the only ones its staff may act on."""
 
@@ -226,7 +228,7 @@ def add_terminal(holder: str, terminal_id: str) -> None:
     click.echo(f"{terminal_id} registered for {holder}")
 
 
-@terminal.command("remove")
+@terminal.command("remove", short_help="Unregister a terminal (staff tied to it keep the tie).")
 @click.argument("holder")
 @click.argument("terminal_id", callback=_id)
 def remove_terminal(holder: str, terminal_id: str) -> None:
@@ -274,7 +276,7 @@ def records() -> None:
     """A holder's own records of people (what it binds to link codes)."""
 
 
-@records.command("import")
+@records.command("import", short_help="Add or update records from a CSV file, refusing bad rows.")
 @click.argument("holder")
 @FILE
 def import_records(holder: str, file: Path) -> None:
@@ -291,12 +293,12 @@ def import_records(holder: str, file: Path) -> None:
     _report("records", holder, counts, refused)
 
 
-@holder_cli.group()
+@holder_cli.group(short_help="The data a holder provides on its records.")
 def data() -> None:
     """The data a holder provides on its records (what its answers to the platform hold)."""
 
 
-@data.command("import")
+@data.command("import", short_help="Add or update data from a CSV file, refusing bad rows.")
 @click.argument("holder")
 @FILE
 def import_data(holder: str, file: Path) -> None:

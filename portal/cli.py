@@ -28,7 +28,7 @@ class Serving(TypedDict):
 SERVING = Serving(access_log=None, handler_cancellation=True)
 
 
-@click.command("portal")
+@click.command("portal", short_help="Serve My Portal, the counter and the oversight console.")
 @port_option(8080)
 @click.option("--reader", default="http://127.0.0.1:8765", show_default=True,
               callback=options.origin,

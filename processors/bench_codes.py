@@ -128,7 +128,7 @@ def run(batch_sizes: Sequence[int], seconds: float, trials: int,
     }
 
 
-@click.command("codes")
+@click.command("codes", short_help="Link-code conversions A → ID → B per second on one core.")
 @click.option("--batch", "batch_sizes", type=click.IntRange(min=1), multiple=True,
               default=(1, 100, 1000), show_default=True, help="batch sizes (repeatable)")
 @click.option("--seconds", type=POSITIVE, default=2.0, show_default=True, help="per measurement")

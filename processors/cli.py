@@ -15,7 +15,7 @@ from renkei import logs
 from renkei.options import LOGLEVEL, POSITIVE
 
 
-@click.group("platform")
+@click.group("platform", short_help="The platform's stream processors (one consumer group).")
 def platform_cli() -> None:
     """The platform's stream processors (one consumer group; run more instances to scale)."""
 
@@ -52,7 +52,8 @@ def patterns_cli() -> None:
     """The legal pattern list."""
 
 
-@patterns_cli.command("publish")
+@patterns_cli.command("publish",
+                      short_help="Publish the legal pattern list (FILE, else the sample).")
 @click.argument("file", type=click.Path(exists=True, path_type=Path), required=False)
 def publish_patterns(file: Path | None) -> None:
     """Publish the pattern list in FILE, if given, else the sample modelled on the law's
@@ -69,7 +70,7 @@ def directory_cli() -> None:
     """The holder directory."""
 
 
-@directory_cli.command("publish-services")
+@directory_cli.command("publish-services", short_help="Publish the services' public sealing keys.")
 def publish_services() -> None:
     """Publish the public sealing keys of the platform, registry, authority, oversight body and
     portal."""

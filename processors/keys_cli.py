@@ -25,7 +25,7 @@ def keys_cli() -> None:
     """The platform's ID-code and link-code keys (never printed)."""
 
 
-@keys_cli.command()
+@keys_cli.command(short_help="Generate the master secrets into the state folder, once.")
 def init() -> None:
     """Generate the master secrets into the state folder, once; never overwrite them. The audit
     log's head key a state folder from before kept beside the store (audit/) is moved apart
@@ -41,7 +41,7 @@ def init() -> None:
                    f"half alone ({heads.key_path()})")
 
 
-@keys_cli.command()
+@keys_cli.command(short_help="Move a link-code unit to its next key epoch (old codes refused).")
 @click.argument("unit", callback=unit_name)
 @REASON_OPTION
 @OPERATOR_OPTION

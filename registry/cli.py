@@ -33,7 +33,7 @@ def registry_cli() -> None:
     """The resident registry simulator (住基ネット)."""
 
 
-@registry_cli.command()
+@registry_cli.command(short_help="Generate a registry of synthetic residents from a seed.")
 @residents_option(1, 10_000, help="synthetic residents to generate")
 @seed_option(1, "the synthetic residents")
 @DB_OPTION
@@ -57,7 +57,8 @@ def generate(residents: int, seed: int, db: Path | None, replace: bool) -> None:
     click.echo(f"  {'ambiguous 4-attr keys':<24}{ambiguous:>10,}  (a look-up returns several)")
 
 
-@registry_cli.command(cls=OnStdin)
+@registry_cli.command(cls=OnStdin,
+                      short_help="Look up by resident code or all four attributes (never fewer).")
 @DB_OPTION
 def lookup(db: Path | None) -> None:
     """Look up by resident code, or by all four attributes (never fewer).
@@ -95,7 +96,7 @@ def _stored(least: int) -> Limited:
     return Limited(least, INTEGERS[-1], "past the integers SQLite stores")
 
 
-@registry_cli.command()
+@registry_cli.command(short_help="Change events (moves, name changes, new codes), in order.")
 @click.option("--after", type=_stored(0), default=0, show_default=True,
               help="sequence number")
 @click.option("--kind", type=click.Choice([k.value for k in ChangeKind]), default=None,
@@ -115,7 +116,8 @@ def events(after: int, kind: str | None, limit: int, db: Path | None) -> None:
                 f"no {kind or 'change'} events after {after}")
 
 
-@registry_cli.command(cls=OnStdin)
+@registry_cli.command(cls=OnStdin,
+                      short_help="Record (or withdraw) a resident's consent to a private holder.")
 @click.argument("holder")
 @click.option("--withdraw", is_flag=True, help="withdraw the consent instead")
 @DB_OPTION

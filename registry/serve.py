@@ -69,7 +69,7 @@ def id_codes() -> IdCodes:
     return IdCodes(keys.load_id_key())
 
 
-@click.command()
+@click.command(short_help="Answer the platform's look-ups and My Portal's card logins.")
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="the registry's SQLite file [default: <state>/registry/registry.db]")
 @click.option("--portal-origin", "portal_origins", multiple=True, callback=origins,

@@ -320,7 +320,7 @@ def _numbers(kind: click.ParamType[Any]) -> Callable[[click.Context, click.Param
     return parse
 
 
-@click.command("linkage")
+@click.command("linkage", short_help="Round trips/s, latency, CPU and lag against bare Kafka.")
 @click.option("--seconds", type=POSITIVE, default=60.0, show_default=True,
               help="measured seconds per point")
 @click.option("--rate", type=POSITIVE, default=bench_report.BAR_RATE, show_default=True,

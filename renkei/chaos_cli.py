@@ -18,12 +18,12 @@ from renkei.state import state_dir, write_json
 BROKER_RESULT = Path("results") / "chaos-broker.json"
 
 
-@click.group("chaos")
+@click.group("chaos", short_help="Chaos runs under load: nothing may be lost or doubled.")
 def chaos_cli() -> None:
     """Chaos runs: kill parts of the system under load; nothing may be lost or doubled."""
 
 
-@chaos_cli.command("broker")
+@chaos_cli.command("broker", short_help="A broker of three SIGKILLed under load, then restarted.")
 @click.option("--seconds", type=FiniteRange(min=5), default=60.0, show_default=True,
               help="how long to send requests")
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,

@@ -21,7 +21,7 @@ REPORT = RESULTS / "chaos-report.json"
 PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
 
 
-@click.command("crash")
+@click.command("crash", short_help="Kill -9 each part of the system in turn under load.")
 @click.option("--seconds", type=FiniteRange(min=5), default=60.0, show_default=True,
               help="how long to send requests (kills stop with it)")
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
@@ -67,7 +67,7 @@ def summary(r: CrashChaos) -> list[str]:
     ]
 
 
-@click.command("report")
+@click.command("report", short_help="One report of the chaos results in the results folder.")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
               show_default=True, help="the folder the results are read from, the report written to")

@@ -164,7 +164,7 @@ def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
     click.echo(f"  whole demo {time.perf_counter() - started:.0f}s")
 
 
-@click.command()
+@click.command(short_help="A town on the platform: it binds, exchanges lawfully and not.")
 @residents_option(50, 1000,
                   help="the town's size (fewer leave a holder with nobody to ask about)")
 @seed_option(2026, "the town's residents and its holders' records")

@@ -25,7 +25,7 @@ async def _exercise(built: town.Town, procs: town.Processes, messages: int, seed
                                   bind=True)
 
 
-@click.command("fuzz")
+@click.command("fuzz", short_help="Fuzz every topic a holder can write, lawful traffic between.")
 @click.option("--messages", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="bad messages to send")
 @seed_option(2026, "the town, the lawful requests and the bad messages")

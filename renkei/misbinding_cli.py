@@ -15,7 +15,7 @@ from renkei.state import write_json
 MISBINDING_RESULT = Path("results") / "chaos-misbinding.json"
 
 
-@click.command("misbinding")
+@click.command("misbinding", short_help="An adversarial registry and holder records: 0 wrong.")
 @residents_option(200, 20_000, help="residents of the adversarial registry")
 @click.option("--records", type=click.IntRange(min=1), default=5_000, show_default=True,
               help="holder records to bind (half of them awkward residents)")

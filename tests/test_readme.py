@@ -1,7 +1,7 @@
 """The README's CLI section names every command `renkei --help` lists (those for internal use,
 hidden, aside), so that a newcomer reading it finds each one, and with each the options that tell
 the audit log who acted and why; the retention it gives is the code's; each command's --help
-says what its options are."""
+says what its options are, and each group's gives its commands' summaries whole."""
 
 from __future__ import annotations
 
@@ -17,19 +17,28 @@ from renkei.cli import main
 
 README = Path(__file__).parent.parent / "README.md"
 AUDITED = ("--operator", "--reason")  # what an operator's command tells the audit log
+HELP_WIDTH = 78  # click's width of a --help at a terminal 80 columns wide or wider
 
 
-def _commands(command: click.Command, path: tuple[str, ...],
-              parent: click.Context | None) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    """Each command's words after `renkei`, with the command, hidden ones left out."""
-    ctx = click.Context(command, info_name=path[-1] if path else "renkei", parent=parent)
-    if not isinstance(command, click.Group):
-        yield path, command
-        return
-    for name in command.list_commands(ctx):
-        sub = command.get_command(ctx, name)
-        if sub is not None and not sub.hidden:
-            yield from _commands(sub, (*path, name), ctx)
+def _walked(command: click.Command, path: tuple[str, ...], parent: click.Context | None
+            ) -> Iterator[tuple[tuple[str, ...], click.Command, click.Context]]:
+    """Each command, groups too, with its words after `renkei` and its context (its --help as a
+    terminal 80 columns wide or wider shows it), hidden ones left out."""
+    ctx = click.Context(command, info_name=path[-1] if path else "renkei", parent=parent,
+                        terminal_width=HELP_WIDTH)
+    yield path, command, ctx
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is not None and not sub.hidden:
+                yield from _walked(sub, (*path, name), ctx)
+
+
+def _commands() -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Each command's words after `renkei`, with the command, groups and hidden ones left out."""
+    for path, command, _ in _walked(main, (), None):
+        if not isinstance(command, click.Group):
+            yield path, command
 
 
 def _named(section: str, words: tuple[str, ...]) -> bool:
@@ -54,7 +63,7 @@ def _entry(section: str, words: tuple[str, ...]) -> str:
 
 def test_the_readme_names_every_command() -> None:
     section = _cli_section()
-    missing = [" ".join(words) for words, _ in _commands(main, (), None)
+    missing = [" ".join(words) for words, _ in _commands()
                if not _named(section, words)]
     assert not missing, f"not in the README's CLI section: {missing}"
 
@@ -63,7 +72,7 @@ def test_the_readme_names_what_each_command_tells_the_audit_log() -> None:
     """A command taking --operator or --reason has it named in its README entry: an operator
     reading it learns that the audit log can be told who acted and why."""
     section = _cli_section()
-    missing = [f"{' '.join(words)} {option}" for words, command in _commands(main, (), None)
+    missing = [f"{' '.join(words)} {option}" for words, command in _commands()
                for option in AUDITED
                if option in {o for param in command.params for o in param.opts}
                and not re.search(rf"{option}\b", _entry(section, words))]
@@ -82,7 +91,7 @@ def test_the_readme_gives_the_retention_the_code_keeps() -> None:
 
 def _helps() -> Iterator[tuple[str, str]]:
     """Each command's words after `renkei`, with what its --help says."""
-    for words, command in _commands(main, (), None):
+    for words, command in _commands():
         yield " ".join(words), command.get_help(click.Context(command, info_name=words[-1]))
 
 
@@ -90,7 +99,7 @@ def test_every_option_says_what_it_is() -> None:
     """An option with no help told a newcomer only its name and default: --seed and
     --residents, the chaos runs' and benchmarks' --out and --results, the --limit of a query,
     the --loglevel of a service, a broker's log --lines and --node, an officer card's --role."""
-    bare = [f"{' '.join(words)} {option.opts[-1]}" for words, command in _commands(main, (), None)
+    bare = [f"{' '.join(words)} {option.opts[-1]}" for words, command in _commands()
             for option in command.params
             if isinstance(option, click.Option) and not option.help]
     assert not bare, f"options with no help: {bare}"
@@ -111,3 +120,18 @@ def test_every_default_reads_as_click_shows_one() -> None:
     odd = [(words, said[match.start():match.start() + 30]) for words, said in _helps()
            for match in re.finditer(r"\[default(?!:)|\(default", said)]
     assert not odd, odd
+
+
+def _listing(said: str) -> list[str]:
+    """The lines of a group's --help listing its commands."""
+    return said.split("\nCommands:\n")[1].split("\n\n")[0].splitlines()
+
+
+def test_every_listing_gives_each_command_whole() -> None:
+    """`renkei --help` and the groups' cut most commands' summaries, click's shortening of the
+    docstring's first sentence ending in '...' ('audit      The tamper-evident audit log (RFC
+    9162 Merkle tree,...'): each is whole, on its command's line (not wrapped to another)."""
+    cut = [(words, line) for words, command, ctx in _walked(main, (), None)
+           if isinstance(command, click.Group) for line in _listing(command.get_help(ctx))
+           if line.endswith(("...", "…")) or line.startswith("   ")]
+    assert not cut, cut
