@@ -108,10 +108,23 @@ def reason_said(reason: str | None) -> str:
     return "" if reason is None else f"; reason: {reason}"
 
 
+class SaidDefault(click.Option):
+    """An option whose default its --help says in words (show_default, a text), in the one
+    bracket click gives its default, range and whether it is required: click would put the
+    words in parentheses ('[default: (your login)]')."""
+
+    def get_help_extra(self, ctx: click.Context) -> click.types.OptionHelpExtra:
+        extra = super().get_help_extra(ctx)
+        if isinstance(self.show_default, str):
+            extra["default"] = self.show_default
+        return extra
+
+
 REASON_OPTION = click.option("--reason", default=None, callback=stated_if_given,
                              help="why, as the audit log says it with the operator")
 OPERATOR_OPTION = click.option(
-    "--operator", default=getpass.getuser, show_default="your login", callback=stated,
+    "--operator", cls=SaidDefault, default=getpass.getuser, show_default="your login name",
+    callback=stated,
     help="who does this, as the audit log names the operator")
 
 

@@ -116,9 +116,10 @@ def test_no_help_shows_a_bound_no_one_would_give() -> None:
 def test_every_default_reads_as_click_shows_one() -> None:
     """`renkei broker up --help` said '[default 19092]', the --db and --registry of the registry
     and the authority '[default <state>/…]', holder register's --unit and --private
-    '(default: …)', where every other option says '[default: …]'."""
+    '(default: …)', where every other option says '[default: …]'; an --operator said
+    '[default: (your login)]', click's parentheses round a default said in words."""
     odd = [(words, said[match.start():match.start() + 30]) for words, said in _helps()
-           for match in re.finditer(r"\[default(?!:)|\(default", said)]
+           for match in re.finditer(r"\[default(?!:)|\(default|\[default: \(", said)]
     assert not odd, odd
 
 
