@@ -9,6 +9,7 @@ import click
 
 from broker import cluster as cluster_store
 from broker import config, credentials, jars, process, provision
+from renkei.options import SaidDefault
 from renkei.state import kept_aside, state_dir, write_private
 
 
@@ -28,11 +29,13 @@ def fetch() -> None:
 
 
 @broker_cli.command(short_help="Start the broker (formatted the first time) and wait for it.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
+@click.option("--port", type=click.IntRange(1, 65535), default=None, cls=SaidDefault,
+              show_default=str(cluster_store.DEFAULT_CLIENT_PORT),
               help="client (SASL/SCRAM) port, kept for the cluster's restarts (so not 0, any "
-                   f"free one) [default: {cluster_store.DEFAULT_CLIENT_PORT}]")
-@click.option("--controller-port", type=click.IntRange(1, 65535), default=None,
-              help=f"KRaft controller port [default: {cluster_store.DEFAULT_CONTROLLER_PORT}]")
+                   "free one)")
+@click.option("--controller-port", type=click.IntRange(1, 65535), default=None, cls=SaidDefault,
+              show_default=str(cluster_store.DEFAULT_CONTROLLER_PORT),
+              help="KRaft controller port")
 @click.option("--nodes", type=click.Choice([1, 3]), default=1, show_default=True,
               help="combined broker+controller nodes")
 def up(port: int | None, controller_port: int | None, nodes: int) -> None:

@@ -46,7 +46,7 @@ from renkei import (
 from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_point import BASELINE, RENKEI, Knobs, Load, Stage, run_point
-from renkei.options import NON_NEGATIVE, POSITIVE, residents_option, seed_option
+from renkei.options import NON_NEGATIVE, POSITIVE, SaidDefault, residents_option, seed_option
 from renkei.state import held, state_dir, state_folder, write_json
 
 JOIN_SECONDS = 120.0
@@ -340,11 +340,11 @@ def _numbers(kind: click.ParamType[Any]) -> Callable[[click.Context, click.Param
 @click.option("--idle-holders", type=click.IntRange(min=0), default=0, show_default=True,
               help="more holders that send nothing (their outboxes still in the platform's "
                    "subscription)")
-@click.option("--in-flight", type=click.IntRange(min=1), default=None,
-              help="flat out: requests each holder keeps outstanding [default: the capacity "
-                   f"points try {', '.join(map(str, bench_capacity.DEPTHS))} in turn, "
-                   f"{bench_capacity.SEARCH_SECONDS:g} s each, until throughput stops rising; "
-                   f"every other flat-out point {bench_capacity.DEPTHS[0]}]")
+@click.option("--in-flight", type=click.IntRange(min=1), default=None, cls=SaidDefault,
+              show_default=f"the capacity points try {', '.join(map(str, bench_capacity.DEPTHS))} "
+                           f"in turn, {bench_capacity.SEARCH_SECONDS:g} s each, until throughput "
+                           f"stops rising; every other flat-out point {bench_capacity.DEPTHS[0]}",
+              help="flat out: requests each holder keeps outstanding")
 @click.option("--prime-seconds", "prime", type=NON_NEGATIVE, default=30.0,
               show_default=True,
               help="seconds of flat-out load before the first point, not measured: the broker "

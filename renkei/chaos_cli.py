@@ -12,7 +12,13 @@ from renkei.broker_chaos import BrokerChaos, kill_times, run_broker_chaos
 from renkei.crash_cli import crash, report
 from renkei.fuzz_cli import fuzz
 from renkei.misbinding_cli import misbinding
-from renkei.options import NON_NEGATIVE, FiniteRange, residents_option, result_option
+from renkei.options import (
+    NON_NEGATIVE,
+    FiniteRange,
+    SaidDefault,
+    residents_option,
+    result_option,
+)
 from renkei.state import state_dir, write_json
 
 BROKER_RESULT = Path("results") / "chaos-broker.json"
@@ -29,11 +35,13 @@ def chaos_cli() -> None:
 @click.option("--rate", type=FiniteRange(min=0.5), default=20.0, show_default=True,
               help="lawful requests per second (one in ten a binding)")
 @residents_option(50, 300, help="residents of the run's town")
-@click.option("--kill-at", type=NON_NEGATIVE, default=None,
-              help="seconds into the load to SIGKILL the broker [default: a quarter]; it and "
-                   "its restart (--down later) come within --seconds")
-@click.option("--down", "down_for", type=NON_NEGATIVE, default=None,
-              help="seconds before it is started again [default: a quarter of the run]")
+@click.option("--kill-at", type=NON_NEGATIVE, default=None, cls=SaidDefault,
+              show_default="a quarter of --seconds",
+              help="seconds into the load to SIGKILL the broker; it and its restart (--down "
+                   "later) come within --seconds")
+@click.option("--down", "down_for", type=NON_NEGATIVE, default=None, cls=SaidDefault,
+              show_default="a quarter of --seconds",
+              help="seconds before it is started again")
 @click.option("--keep", is_flag=True, help="leave the 3-node cluster running afterwards")
 @result_option(BROKER_RESULT)
 def broker_chaos(seconds: float, rate: float, residents: int, kill_at: float | None,

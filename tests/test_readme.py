@@ -136,3 +136,14 @@ def test_every_listing_gives_each_command_whole() -> None:
            if isinstance(command, click.Group) for line in _listing(command.get_help(ctx))
            if line.endswith(("...", "…")) or line.startswith("   ")]
     assert not cut, cut
+
+
+def test_every_default_stands_in_one_bracket_with_its_range() -> None:
+    """`renkei broker up --help` showed a port's default in a bracket of its own before its
+    range's, '[default: 19092]  [1<=x<=65535]', the default written into the help text (chaos
+    broker's --kill-at and --down, bench linkage's --in-flight as well): one bracket holds both,
+    as click gives them."""
+    twice = [(" ".join(words), record[1]) for words, command, ctx in _walked(main, (), None)
+             for option in command.params if isinstance(option, click.Option)
+             and (record := option.get_help_record(ctx)) is not None and record[1].count("[") > 1]
+    assert not twice, twice
