@@ -193,11 +193,13 @@ def side_of(holder: str, plan: Plan, baseline: bool) -> Callable[[], Side]:
 @click.option("--rate", type=NON_NEGATIVE, default=0.0,
               help="requests per second (open loop; 0: none sent)")
 @click.option("--flat-out", is_flag=True, help="closed loop: --in-flight always outstanding")
-@click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--in-flight", type=click.IntRange(min=1), default=32, show_default=True,
+              help="flat out: requests kept outstanding")
 @click.option("--seconds", type=POSITIVE, required=True, help="how long to send")
 @click.option("--start-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="where the benchmark announces the common start")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="the JSON file the holder's result is written to")
 @click.option("--baseline", is_flag=True, help="bare messages through the relay instead")
 @click.option("--max-outstanding", type=click.IntRange(min=1), default=1000, show_default=True,
               help="open loop: requests due while this many are outstanding are shed")

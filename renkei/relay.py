@@ -36,7 +36,8 @@ async def relay(instance: str, holders: Sequence[str]) -> None:
 
 
 @click.command("relay", hidden=True)
-@click.option("--instance", default="1", show_default=True)
+@click.option("--instance", default="1", show_default=True,
+              help="the relay's static group member id, unique among running relays")
 @click.option("--holder", "holders", multiple=True, required=True,
               help="a holder whose outbox to relay (repeatable)")
 def relay_command(instance: str, holders: tuple[str, ...]) -> None:
