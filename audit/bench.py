@@ -21,6 +21,7 @@ from audit.heads import Signer, consistent, includes
 from audit.merkle import verify_inclusion
 from audit.store import AuditStore, Query
 from renkei import sqlite
+from renkei.options import SaidDefault
 from renkei.state import private_dir
 from schemas.codec import CODEC
 
@@ -206,7 +207,8 @@ def run(entries: int, db: Path, batch: int = 10_000, samples: int = 200,
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="also time a full `audit verify` at the end")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="scratch store [default: the state folder's bench/audit.db]")
+              cls=SaidDefault, show_default="the state folder's bench/audit.db",
+              help="scratch store")
 @click.option("--keep", is_flag=True, help="keep the scratch store afterwards")
 def audit_bench(entries: int, batch: int, samples: int, verify: bool, db: Path | None,
                 keep: bool) -> None:

@@ -35,7 +35,7 @@ from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
 from broker.cluster import NoCluster
 from broker.credentials import UnknownPrincipal
 from renkei import logs, personal_input, sqlite
-from renkei.options import LOGLEVEL, FiniteRange
+from renkei.options import LOGLEVEL, FiniteRange, SaidDefault
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
@@ -71,8 +71,8 @@ STORE_URL = "a path, sqlite:///path or postgresql://…"
 def store_option(command: F) -> F:
     """`--db URL`, for every command that opens the store."""
     return click.option(
-        "--db", metavar="URL", default=None,
-        help=f"{STORE_URL} [default: the state folder's audit/audit.db]")(command)
+        "--db", metavar="URL", default=None, cls=SaidDefault,
+        show_default="the state folder's audit/audit.db", help=STORE_URL)(command)
 
 
 def instance_option(command: F) -> F:
@@ -264,8 +264,8 @@ def recommit(db: str | None, instance: str) -> None:
 
 @audit_cli.command(short_help="Delete entries and operator actions older than the retention.")
 @store_option
-@click.option("--now", callback=past_time, metavar="TIME",
-              help="the time to purge at, not later than now [default: now]")
+@click.option("--now", callback=past_time, metavar="TIME", cls=SaidDefault, show_default="now",
+              help="the time to purge at, not later than now")
 @click.option("--retention-years", type=click.IntRange(min=RETENTION_YEARS),
               default=RETENTION_YEARS, show_default=True,
               help=f"at least {RETENTION_YEARS}: the law's minimum")
@@ -406,12 +406,12 @@ def run(db: str | None, instance: str, head_seconds: float, lateness: float,
 
 
 @audit_cli.command(short_help="Rebuild a store from offset 0: same root? approvals re-checked.")
-@click.option("--db", metavar="URL", default=None,
-              help=f"the fresh store to rebuild ({STORE_URL}) [default: "
-                   "audit/replay-<time>.db in the state folder]")
-@click.option("--live", metavar="URL", default=None,
-              help=f"the store to compare with, which must be there ({STORE_URL}) [default: "
-                   "the state folder's audit/audit.db]")
+@click.option("--db", metavar="URL", default=None, cls=SaidDefault,
+              show_default="audit/replay-<time>.db in the state folder",
+              help=f"the fresh store to rebuild ({STORE_URL})")
+@click.option("--live", metavar="URL", default=None, cls=SaidDefault,
+              show_default="the state folder's audit/audit.db",
+              help=f"the store to compare with, which must be there ({STORE_URL})")
 @click.option("--grace", type=FiniteRange(min=0, max=MOST_GRACE_SECONDS), default=10.0,
               show_default=True,
               help="seconds the platform's view of the pattern list may lag its topic")

@@ -25,7 +25,7 @@ from registry.cli import open_registry
 from registry.resident_code import NOT_RESIDENT
 from registry.resident_code import is_valid as is_resident_code
 from renkei import personal_input, sqlite
-from renkei.options import stated
+from renkei.options import SaidDefault, stated
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 
 NUMBER = Field("number", "personal number")
@@ -33,9 +33,11 @@ AT_DESK = "desk:"  # a change-number request id's prefix: never one of the porta
 
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
-                         help="the authority's store [default: <state>/authority/authority.db]")
+                         cls=SaidDefault, show_default="<state>/authority/authority.db",
+                         help="the authority's store")
 REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), default=None,
-                               help="the registry [default: <state>/registry/registry.db]")
+                               cls=SaidDefault, show_default="<state>/registry/registry.db",
+                               help="the registry")
 
 
 @click.group("authority", short_help="The numbering authority (付番機関): personal numbers.")

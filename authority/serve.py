@@ -24,6 +24,7 @@ from registry import store as registry_store
 from registry import tickets
 from renkei import event_loop, logs, questions, retention, sealing
 from renkei.envelope import Directory, Send
+from renkei.options import SaidDefault
 from renkei.service_loop import run_service, said_when_up
 from renkei.tasks import cancelled
 
@@ -101,12 +102,12 @@ async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Await
 
 
 @click.command(short_help="Serve holders' number look-ups and residents' new numbers.")
-@click.option("--db", type=click.Path(path_type=Path), default=None,
-              help="the authority's store, made by `renkei authority assign-all` "
-                   "[default: <state>/authority/authority.db]")
-@click.option("--registry", type=click.Path(path_type=Path), default=None,
-              help="the registry whose code changes it follows "
-                   "[default: <state>/registry/registry.db]")
+@click.option("--db", type=click.Path(path_type=Path), default=None, cls=SaidDefault,
+              show_default="<state>/authority/authority.db",
+              help="the authority's store, made by `renkei authority assign-all`")
+@click.option("--registry", type=click.Path(path_type=Path), default=None, cls=SaidDefault,
+              show_default="<state>/registry/registry.db",
+              help="the registry whose code changes it follows")
 def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
     number (from My Portal, each with the login ticket of the resident) until stopped."""

@@ -14,7 +14,7 @@ from cards import ca, issue, reader
 from cards.card import Card, cards, folder
 from renkei import logs, personal_input, quiet_http
 from renkei.listed import echo_listed
-from renkei.options import holder_id, listening, origins, port_option, stated
+from renkei.options import SaidDefault, holder_id, listening, origins, port_option, stated
 from renkei.personal_input import RESIDENT_CODE, OnStdin
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +40,8 @@ def _cards_folder(what: str, exists: bool) -> Callable[[F], F]:
     """The --dir option: a folder of card files, `what` it is to the command."""
     return click.option("--dir", "where", default=None,
                         type=click.Path(path_type=Path, file_okay=False, exists=exists),
-                        help=f"{what} [default: the state folder's cards/issued]")
+                        cls=SaidDefault, show_default="the state folder's cards/issued",
+                        help=what)
 
 
 DIR_OPTION = _cards_folder("where the card file goes", exists=False)

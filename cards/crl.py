@@ -15,6 +15,7 @@ import click
 
 from broker.topics import duration_ms
 from cards import ca
+from renkei.options import SaidDefault
 from renkei.service_loop import stop_on_signals
 
 VALID = timedelta(days=ca.CRL_DAYS)  # how long a published list is good for
@@ -73,11 +74,12 @@ async def republishing(authorities: Sequence[ca.Authority], every: timedelta) ->
 
 @click.command("crl", short_help="Publish each CA's revocation list anew: once or --every.")
 @click.option("--ca", "name", type=click.Choice(list(ca.AUTHORITIES)), default=None,
-              help="this CA's alone [default: each CA's]")
-@click.option("--every", type=Interval(), default=None,
+              cls=SaidDefault, show_default="each CA's", help="this CA's alone")
+@click.option("--every", type=Interval(), default=None, cls=SaidDefault,
+              show_default="once, for cron",
               help=f"publish now and every DURATION after until stopped: less than the "
                    f"{_hours(VALID)} a list is good for, e.g. {_hours(EVERY)} (a quarter), 90m, "
-                   f"or seconds [default: once, for cron]")
+                   f"or seconds")
 def crl(name: str | None, every: timedelta | None) -> None:
     """Publish each CA's revocation list anew: the same revoked serials, good for another
     day from now; once, or with --every on a schedule until stopped."""

@@ -22,7 +22,14 @@ from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
 from renkei.listed import echo_listed
-from renkei.options import OPERATOR_OPTION, REASON_OPTION, port_option, reason_said, stated
+from renkei.options import (
+    OPERATOR_OPTION,
+    REASON_OPTION,
+    SaidDefault,
+    port_option,
+    reason_said,
+    stated,
+)
 from renkei.personal_input import Field, OnStdin
 
 T = TypeVar("T")
@@ -39,11 +46,11 @@ def holder_cli() -> None:
 @click.option("--name", required=True, callback=stated, help="the holder's name, e.g. 桜町役場")
 @click.option("--role", required=True, callback=stated,
               help="its role in the legal pattern list (not service: the platform's own)")
-@click.option("--unit", default=None, callback=unit_name,
-              help="a shared link-code unit [default: as registered before, else its own]")
-@click.option("--private/--public", default=None,
-              help="a private holder: binding needs consent [default: as registered before, "
-                   "else public]")
+@click.option("--unit", default=None, callback=unit_name, cls=SaidDefault,
+              show_default="as registered before, else its own", help="a shared link-code unit")
+@click.option("--private/--public", default=None, cls=SaidDefault,
+              show_default="as registered before, else public",
+              help="a private holder: binding needs consent")
 @click.option("--move-unit", is_flag=True,
               help="move a registered holder to another link-code unit (its server then "
                    "unbinds every record, each investigated, to be bound again)")

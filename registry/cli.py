@@ -17,12 +17,13 @@ from registry.resident_code import NOT_RESIDENT, is_valid
 from registry.residents import ChangeKind, FourAttributes, Resident
 from renkei import personal_input
 from renkei.listed import echo_listed
-from renkei.options import Limited, residents_option, seed_option
+from renkei.options import Limited, SaidDefault, residents_option, seed_option
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 from renkei.sqlite import INTEGERS
 
 DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
-                         help="the registry's SQLite file [default: <state>/registry/registry.db]")
+                         cls=SaidDefault, show_default="<state>/registry/registry.db",
+                         help="the registry's SQLite file")
 FOUR = (Field("name", "name"), Field("address", "address"),
         Field("dob", "date of birth (1975-01-02, 昭和50年1月2日, …)"),
         Field("sex", "sex (1/2, 男/女, M/F)"))
@@ -100,7 +101,7 @@ def _stored(least: int) -> Limited:
 @click.option("--after", type=_stored(0), default=0, show_default=True,
               help="sequence number")
 @click.option("--kind", type=click.Choice([k.value for k in ChangeKind]), default=None,
-              help="events of this kind alone [default: every kind]")
+              cls=SaidDefault, show_default="every kind", help="events of this kind alone")
 @click.option("--limit", type=_stored(1), default=20, show_default=True,
               help="events listed at most")
 @DB_OPTION

@@ -24,7 +24,7 @@ from registry.service import RegistryService
 from registry.store import NoRegistry, RegistryStore, default_path
 from renkei import event_loop, logs, questions, sealing
 from renkei.envelope import Directory, Send
-from renkei.options import origins
+from renkei.options import SaidDefault, origins
 from renkei.service_loop import run_service, said_when_up
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,12 @@ def id_codes() -> IdCodes:
 
 
 @click.command(short_help="Answer the platform's look-ups and My Portal's card logins.")
-@click.option("--db", type=click.Path(path_type=Path), default=None,
-              help="the registry's SQLite file [default: <state>/registry/registry.db]")
+@click.option("--db", type=click.Path(path_type=Path), default=None, cls=SaidDefault,
+              show_default="<state>/registry/registry.db", help="the registry's SQLite file")
 @click.option("--portal-origin", "portal_origins", multiple=True, callback=origins,
+              cls=SaidDefault, show_default="any http://127.0.0.1:PORT",
               help="My Portal's public origin, as its --origin (repeatable); a card login "
-                   "signed for any other site is refused [default: any http://127.0.0.1:PORT]")
+                   "signed for any other site is refused")
 def serve(db: Path | None, portal_origins: tuple[str, ...]) -> None:
     """Answer the platform's look-ups and My Portal's questions about cards that log in (sealed;
     their holders' ID codes by the ID key alone, a login ticket signed with the login key) until

@@ -22,7 +22,7 @@ from renkei.bare_holder import BareHolder
 from renkei.bench_plan import Plan
 from renkei.bench_plan import default_path as default_plan
 from renkei.exchanges import LAWFUL, Exchange
-from renkei.options import NON_NEGATIVE, POSITIVE
+from renkei.options import NON_NEGATIVE, POSITIVE, SaidDefault
 from renkei.service_loop import stop_on_signals, unless_stopped
 
 SHED = "SHED"  # not sent: too many of this holder's requests were outstanding
@@ -206,7 +206,8 @@ def side_of(holder: str, plan: Plan, baseline: bool) -> Callable[[], Side]:
 @click.option("--drain", type=NON_NEGATIVE, default=15.0, show_default=True,
               help="seconds to wait for outstanding outcomes after the last send")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="the plan [default: the state folder's linkage-plan.json]")
+              default=None, cls=SaidDefault, show_default="the state folder's linkage-plan.json",
+              help="the plan")
 def holder_command(holder: str, rate: float, flat_out: bool, in_flight: int, seconds: float,
                    start_file: Path, out: Path, baseline: bool, max_outstanding: int,
                    drain: float, plan_path: Path | None) -> None:

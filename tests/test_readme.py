@@ -164,3 +164,14 @@ def test_every_default_stands_in_one_bracket_with_its_range() -> None:
              for option in command.params if isinstance(option, click.Option)
              and (record := option.get_help_record(ctx)) is not None and record[1].count("[") > 1]
     assert not twice, twice
+
+
+def test_every_default_said_in_words_is_said_as_a_default() -> None:
+    """A default written into an option's help text ('the registry's SQLite file [default:
+    <state>/registry/registry.db]') stood in a bracket of its own, a second one whenever click
+    gave the option a range or required it (as broker up's ports had): each is SaidDefault's."""
+    written = [(" ".join(words), option.opts[-1])
+               for words, command, _ in _walked(main, (), None, hidden=True)
+               for option in command.params
+               if isinstance(option, click.Option) and "[default" in (option.help or "")]
+    assert not written, written
