@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from broker import topics
 from broker.clients import KafkaAccess, started
 from renkei.broker_time import appended_at
-from renkei.tasks import set_or_failed
+from renkei.tasks import set_or_ended, set_or_failed
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 
@@ -76,13 +76,16 @@ class CompactedView(Generic[V]):
         """Wait until the view has applied every record its topic had when this was called (its
         end offsets asked of the broker now): every record written before anything its caller
         has read, a request sent once `renkei holder resume` had returned read after the
-        resumption, for one. KafkaError if the broker does not say its ends."""
-        assert self._consumer is not None, "start the view first"
+        resumption, for one. KafkaError if the broker does not say its ends; NotFollowing if the
+        view stops following its topic first (stopped, or failed)."""
+        assert self._task is not None and self._consumer is not None, "start the view first"
         ends = await (await self._asker()).end_offsets(list(self._consumer.assignment()))
         while not self._applied(ends):
             self.check()
+            if self._task.done():
+                raise NotFollowing(f"stopped following {self.topic}: the view was stopped")
             self._polled.clear()
-            await self._polled.wait()
+            await set_or_ended(self._polled, self._task)
 
     def _applied(self, ends: dict[Any, int]) -> bool:
         """Whether the view has applied every record before each partition's end offset."""
@@ -143,7 +146,6 @@ class CompactedView(Generic[V]):
             log.error("stopped following %s: %s", self.topic, exc)
             raise
         finally:
-            self._polled.set()  # a caller of read_to_end learns it stopped
             await consumer.stop()
 
     def _apply(self, record: Any) -> None:

@@ -13,14 +13,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
-    """Wait until `ready` is set, or until `task` (which sets it) ends first: then raise what it
-    ended with (if it ended without an error, just return)."""
+async def set_or_ended(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """Wait until `ready` is set, or until `task` (which sets it) ends first."""
     waiting = asyncio.ensure_future(ready.wait())
     try:
         await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiting.cancel()
+
+
+async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """Wait until `ready` is set, or until `task` (which sets it) ends first: then raise what it
+    ended with (if it ended without an error, just return)."""
+    await set_or_ended(ready, task)
     if not ready.is_set():
         task.result()
 

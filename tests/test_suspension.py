@@ -27,6 +27,7 @@ from processors.platform import Views
 from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
+from renkei.compacted import NotFollowing, holder_directory
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import deliver
 from renkei.state import file_locked, private_dir
@@ -223,6 +224,38 @@ async def test_a_directory_read_given_up_that_fails_since_stops_the_views_all_th
         await asyncio.sleep(0.3)  # given up, then failed
     assert views.directory._task is not None and views.directory._task.done()
     assert views.patterns._task is not None and views.patterns._task.done()
+
+
+@pytest.mark.parametrize("ending", ["stopped", "failed"])
+async def test_a_read_to_the_directory_end_is_told_when_the_view_stops_following(
+        town: town_setup.Town, ending: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read of a view to its topic's end waited for the view's next poll for ever once the view
+    had stopped following (stopped, or its consumer failing): only Views.stop cancelling the read
+    given up before stopping the view kept the platform from hanging. It is told NotFollowing."""
+    platform = KafkaAccess.of(acls.PLATFORM)
+    view = holder_directory(platform)
+    async with running(view, platform):
+        await view.loaded()
+        consumer = view._consumer
+        assert consumer is not None
+        consumer.pause(*consumer.assignment())
+        await directory.suspend("sakura-town", "ops-a", "x")
+        try:
+            reading = asyncio.create_task(view.read_to_end())
+            await asyncio.sleep(0.7)  # a poll or more, the suspension not read
+            assert not reading.done()
+            if ending == "stopped":
+                await view.stop()
+            else:
+                monkeypatch.setattr(consumer, "getmany", _failing)
+            with pytest.raises(NotFollowing, match=r"stopped following renkei\.directory: "):
+                await asyncio.wait_for(reading, 5)
+        finally:
+            await directory.resume("sakura-town", "ops-b")
+
+
+async def _failing(*_: object, **__: object) -> None:
+    raise KafkaError("the directory not fetched")
 
 
 async def test_a_directory_view_behind_holds_the_platform_up_once_and_briefly(
