@@ -58,7 +58,7 @@ from renkei.service_loop import (
     producer_for,
     unless_stopped,
 )
-from renkei.tasks import cancelled, retrieved
+from renkei.tasks import cancelled
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     HolderEntry,
@@ -96,6 +96,7 @@ class Views:
         self._seen = (-1, -1)
         self._inactive = False  # whether a holder in the directory is inactive (suspended)
         self._behind: asyncio.Task[None] | None = None  # a directory read to its end not done
+        self._given_up = False  # a directory read given up (said), none read to its end since
 
     def read_first(self, records: list[Any]) -> bool:
         """Whether the directory is to be read to its end before these records are judged: a
@@ -116,20 +117,31 @@ class Views:
         before them (a holder's request sent once `renkei holder resume` had returned was
         refused SUSPENDED by a view not there yet; read_first): DIRECTORY_WAIT at most, after
         which, or if the broker does not say the directory's end, they are judged by the view as
-        it is, said in a warning, and no poll waits again until that read has reached its end."""
+        it is, said in a warning, and no poll waits again until that read has reached its end
+        (said once it, or a read after, has)."""
         if self._behind is not None and not self._behind.done():
             return
         reading = asyncio.create_task(self.directory.read_to_end())
         done, _ = await asyncio.wait({reading}, timeout=DIRECTORY_WAIT)
         if reading in done and reading.exception() is None:
             self._behind = None
+            self._caught_up(reading)
             return
         if reading not in done:
             self._behind = reading
-            reading.add_done_callback(retrieved)
+            reading.add_done_callback(self._caught_up)
+        self._given_up = True
         log.warning("the holder directory is not read to its end (%s): requests are judged "
                     "by the directory as read so far", reading.exception() if reading in done
                     else f"not within {DIRECTORY_WAIT} s")
+
+    def _caught_up(self, reading: asyncio.Task[None]) -> None:
+        """Say that the directory is read to its end again once a read has reached it (`reading`,
+        its failure taken), the first since one was given up."""
+        if not reading.cancelled() and reading.exception() is None and self._given_up:
+            self._given_up = False
+            log.info("the holder directory is read to its end again: requests are judged by "
+                     "every entry written before them")
 
     async def start(self) -> None:
         await self.directory.start()

@@ -207,13 +207,16 @@ async def test_the_platform_reads_the_directory_first_only_when_a_holder_may_hav
 
 
 async def test_a_directory_read_given_up_that_fails_since_stops_the_views_all_the_same(
-        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A read of the directory to its end given up at DIRECTORY_WAIT and failing after (the
     broker not saying the end) had Views.stop raise its error, the views' consumers and the
-    client asking the ends left open."""
+    client asking the ends left open. The next read reaching the end is said, once."""
     views = _instance()
+    caplog.set_level(logging.INFO, logger=platform_module.__name__)
     async with running(views, KafkaAccess.of(acls.PLATFORM)):
         monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 0.1)
+        read_to_end = views.directory.read_to_end
 
         async def failing() -> None:
             await asyncio.sleep(0.2)
@@ -222,6 +225,11 @@ async def test_a_directory_read_given_up_that_fails_since_stops_the_views_all_th
         monkeypatch.setattr(views.directory, "read_to_end", failing)
         await views.directory_read()
         await asyncio.sleep(0.3)  # given up, then failed
+        assert _said(caplog)[1:] == []
+        monkeypatch.setattr(views.directory, "read_to_end", read_to_end)
+        for _ in range(2):
+            await views.directory_read()
+        assert _said(caplog)[1:] == [CAUGHT_UP]
     assert views.directory._task is not None and views.directory._task.done()
     assert views.patterns._task is not None and views.patterns._task.done()
 
@@ -264,31 +272,45 @@ async def test_a_directory_view_behind_holds_the_platform_up_once_and_briefly(
     """The platform waits for its view of the directory to read to the directory's end before
     judging what it polled, DIRECTORY_WAIT at most: a view that cannot (its consumer paused
     here) is judged by as it is, said once, and not waited for again until it has read to the
-    end that wait asked for; then each wait is a look-up of the end."""
+    end that wait asked for, said once too (an operator saw it given up, never that it caught
+    up); then each wait is a look-up of the end."""
     monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 0.3)
     views = _instance()
+    caplog.set_level(logging.INFO, logger=platform_module.__name__)
     async with running(views, KafkaAccess.of(acls.PLATFORM)):
         consumer = views.directory._consumer
         assert consumer is not None
         consumer.pause(*consumer.assignment())
         try:
             await directory.suspend("sakura-town", "ops-a", "x")
-            with caplog.at_level(logging.WARNING, logger=platform_module.__name__):
-                took = [await _timed(views.directory_read()) for _ in range(2)]
+            took = [await _timed(views.directory_read()) for _ in range(2)]
             assert 0.3 <= took[0] < 1 and took[1] < 0.05
-            assert [r.getMessage() for r in caplog.records] == [
-                "the holder directory is not read to its end (not within 0.3 s): requests are "
-                "judged by the directory as read so far"]
+            assert _said(caplog) == [GIVEN_UP]
             assert views.refresh().directory["sakura-town"].active  # as read so far
             consumer.resume(*consumer.assignment())
             async with asyncio.timeout(5):  # the wait given up reads on to its end
                 while views.refresh().directory["sakura-town"].active:
                     await views.directory.changed()
+                assert views._behind is not None
+                await asyncio.wait({views._behind})  # the read given up, ended
         finally:
             consumer.resume(*consumer.assignment())
             await directory.resume("sakura-town", "ops-b")
         assert await _timed(views.directory_read()) < 0.3
         assert views.refresh().directory["sakura-town"].active
+        await views.directory_read()
+    assert _said(caplog) == [GIVEN_UP, CAUGHT_UP]
+
+
+GIVEN_UP = ("the holder directory is not read to its end (not within 0.3 s): requests are judged "
+            "by the directory as read so far")
+CAUGHT_UP = ("the holder directory is read to its end again: requests are judged by every entry "
+             "written before them")
+
+
+def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the platform's processor logged."""
+    return [r.getMessage() for r in caplog.records if r.name == platform_module.__name__]
 
 
 async def _timed(waiting: Awaitable[object]) -> float:
