@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class Waiting:
     """Requests past their deadlines whose answers come from `topic`, and the end offsets of its
-    partitions measured after those deadlines (None: not measured yet)."""
+    partitions measured after those deadlines (None: not measured yet), and their first offsets
+    measured then: where a group that has committed none there, or one gone since, reads from."""
 
     topic: str
     request_ids: list[str] = field(default_factory=list)
     ends: dict[TopicPartition, int] | None = None
+    firsts: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 class Unread:
@@ -57,13 +59,13 @@ class Unread:
             return []
         try:
             await self._measure([w for w in self._waiting if w.ends is None])
-            reached = await self._reached({tp for w in self._waiting for tp in w.ends or {}})
+            committed = await self._committed({tp for w in self._waiting for tp in w.ends or {}})
         except KafkaError as exc:
             log.warning("whether the answers to %d requests past their deadlines are read could "
                         "not be told (%s): they are timed out once it is", self.waiting, exc)
             return []
-        done = [w for w in self._waiting
-                if all(reached[tp] >= end for tp, end in (w.ends or {}).items())]
+        done = [w for w in self._waiting if all(
+            max(committed[tp] or 0, w.firsts[tp]) >= end for tp, end in (w.ends or {}).items())]
         self._waiting = [w for w in self._waiting if w not in done]
         return [request_id for w in done for request_id in w.request_ids]
 
@@ -73,20 +75,24 @@ class Unread:
         return sum(len(w.request_ids) for w in self._waiting)
 
     async def _measure(self, unmeasured: list[Waiting]) -> None:
-        """The end offsets of the waiting's topics, now: after their deadlines. A topic the
-        consumer does not know (gone, or never made) has no partition, nothing unread."""
+        """The end and first offsets of the waiting's topics, now, after their deadlines: asked
+        once, not at every sweep. A topic the consumer does not know (gone, or never made) has
+        no partition, nothing unread. The group has read every answer before a partition's end
+        once it has committed the end, or, having committed nothing there or an offset gone,
+        once the first offset is the end (the consumer reads from it, auto_offset_reset
+        earliest)."""
         parts = {w.topic: [TopicPartition(w.topic, p) for p in sorted(
             self.consumer.partitions_for_topic(w.topic) or ())] for w in unmeasured}
         wanted = [tp for tps in parts.values() for tp in tps]
         ends = await self.consumer.end_offsets(wanted) if wanted else {}
+        firsts = await self.consumer.beginning_offsets(wanted) if wanted else {}
         for w in unmeasured:
             w.ends = {tp: ends[tp] for tp in parts[w.topic]}
+            w.firsts = {tp: firsts[tp] for tp in parts[w.topic]}
 
-    async def _reached(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """Where the group reads each partition from: its committed offset, or the partition's
-        first if none is committed, or the one committed is gone (the consumer reads on from
-        there, auto_offset_reset earliest)."""
+    async def _committed(self, partitions: Iterable[TopicPartition]
+                         ) -> dict[TopicPartition, int | None]:
+        """The group's committed offset on each partition (None: none committed)."""
         tps = sorted(partitions)
-        committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in tps))
-        firsts = await self.consumer.beginning_offsets(tps) if tps else {}
-        return {tp: max(offset or 0, firsts[tp]) for tp, offset in zip(tps, committed, strict=True)}
+        return dict(zip(tps, await asyncio.gather(*(self.consumer.committed(tp) for tp in tps)),
+                        strict=True))

@@ -604,6 +604,41 @@ async def test_an_answer_relayed_at_once_before_a_crash_is_read_again_before_its
         ANSWERED, decider.fingerprint(pending.source), pending.digest)
 
 
+async def test_a_request_waiting_for_its_answers_topic_has_its_first_offsets_asked_once(
+        broker: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sweep while a request past its deadline waited for its answer's topic to be read
+    asked the broker for that topic's first offsets again, a round trip each second: they are
+    asked with its end offsets, once, at the deadline. It waits until the group has committed
+    the end all the same."""
+    outbox = f"{TOPIC}.unread"
+    _made(outbox)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(outbox, 0)
+    await _written(access, outbox, [(_answer(), datetime.now(UTC))])
+    group = AIOKafkaConsumer(**access.aiokafka(), group_id=f"{TOPIC}.unread-group",
+                             enable_auto_commit=False)
+    group.subscribe(pattern=f"^{re.escape(outbox)}$")
+    asked: list[list[TopicPartition]] = []
+    firsts = group.beginning_offsets
+
+    async def counted(partitions: list[TopicPartition]) -> Any:
+        asked.append(list(partitions))
+        return await firsts(partitions)
+
+    monkeypatch.setattr(group, "beginning_offsets", counted)
+    unread = Unread(group)
+    await group.start()
+    try:
+        await wait_assigned(group)
+        assert await unread.read({"r-1": outbox}) == []
+        for _ in range(3):
+            assert await unread.read({}) == [], "the answer is not read yet"
+        await group.commit({tp: 1})
+        assert await unread.read({}) == ["r-1"]
+    finally:
+        await group.stop()
+    assert asked == [[tp]]
+
+
 async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
         platform: object, ctx: Context, decisions: _Decisions) -> None:
     """The owner held at once an answer to a request it did not know, while its sweep (timing
