@@ -459,7 +459,7 @@ class AuditStore:
         before operator actions were leaves gives `operator_actions` its serial column, none in
         its rows."""
         without_bindings, without_purged, without_actions = (
-            cur.execute(self._dialect.has_table, (table,)).fetchone() is None
+            self._without_table(cur, table)
             for table in ("bindings", "purged_leaves", "operator_actions"))
         untimed = not without_bindings and self._without_column(cur, "bindings", "occurred_at")
         if untimed:
@@ -473,7 +473,11 @@ class AuditStore:
         if without_purged:
             cur.executemany(_PURGED_LEAVES, [r for purge in self.purges() for r in purge.ranges])
 
+    def _without_table(self, cur: Cursor, table: str) -> bool:
+        return cur.execute(self._dialect.has_table, (table,)).fetchone() is None
+
     def _without_column(self, cur: Cursor, table: str, column: str) -> bool:
+        """Whether the table lacks the column (a table that is not there lacks them all)."""
         return cur.execute(self._dialect.has_column, (table, column)).fetchone() is None
 
     def close(self) -> None:
@@ -1036,12 +1040,16 @@ class AuditStore:
         the last anchored head deleted, it looks whole against the heads too.
         """
         report = VerifyReport(max_findings=max_findings)
-        # `bindings` is not checked: it is derived from the entries, and outlives their purge
-        with self._read():
+        # `bindings` is not checked: it is derived from the entries, and outlives their purge.
+        # A store made before a table or column, opened read-only (no writer added it since),
+        # is checked as it is: the audit consumer fills `purged_leaves` from the purges, and
+        # operator actions stored without a serial are beside the tree
+        with self._read() as cur:
             report.tree_size = size = self.size()
             purged, unsigned, horizon = self._verified_purges(report)
-            self._verify_entries(size, purged, horizon, decode, report)
-            self._verify_purged_leaves(purged, unsigned, report)
+            self._verify_entries(cur, size, purged, horizon, decode, report)
+            if not self._without_table(cur, "purged_leaves"):
+                self._verify_purged_leaves(purged, unsigned, report)
             for level in range(1, size.bit_length()):
                 self._verify_level(level, size, report)
             beyond = self._db.execute("SELECT count(*) FROM nodes WHERE id >= ?",
@@ -1096,13 +1104,19 @@ class AuditStore:
         except (ValueError, TypeError):
             return False
 
-    def _verify_entries(self, size: int, purged: _Ranges, horizon: int | None,
+    def _verify_entries(self, cur: Cursor, size: int, purged: _Ranges, horizon: int | None,
                         decode: Callable[[bytes], AccessLogEvent] | None,
                         report: VerifyReport) -> None:
+        # a store made before operator actions were leaves keeps them all beside the tree, in
+        # a table without the serial column (or in none, made before there were actions)
+        as_leaves = not self._without_column(cur, "operator_actions", "serial")
         rows = heapq.merge(self._db.execute(f"{_RAW_SELECT} ORDER BY serial"),
-                           self._db.execute(_RAW_ACTIONS), key=operator.itemgetter(0))
-        report.unproved = self._db.execute("SELECT count(*) FROM operator_actions "
-                                           "WHERE serial IS NULL").fetchone()[0]
+                           self._db.execute(_RAW_ACTIONS) if as_leaves else (),
+                           key=operator.itemgetter(0))
+        if not self._without_table(cur, "operator_actions"):
+            report.unproved = self._db.execute(
+                "SELECT count(*) FROM operator_actions"
+                + (" WHERE serial IS NULL" if as_leaves else "")).fetchone()[0]
         leaves = self._db.execute("SELECT id, CAST(hash AS BLOB) FROM nodes "
                                   "WHERE id < ? ORDER BY id",
                                   (node_key(1, 0),))

@@ -1334,6 +1334,49 @@ def test_a_store_from_before_actions_were_leaves_keeps_its_actions_unproved(
         assert upgraded.verify().ok
 
 
+# what a store made before a table or column lacks, as the audit consumer had it then
+OLDER_SCHEMAS = {
+    "actions beside the tree": ("operator_actions", "serial", (
+        ("DROP INDEX operator_actions_serial", ()),
+        ("ALTER TABLE operator_actions DROP COLUMN serial", ()),
+        ("INSERT INTO operator_actions (action_id, occurred_at, operator, action, subject, "
+         "reason, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+         (suspension(0).action_id, millis(suspension(0).occurred_at), "ops-a", "SUSPEND",
+          "sakura-town", "情報漏えい", CODEC.encode(suspension(0)))))),
+    "no operator actions": ("operator_actions", None, (("DROP TABLE operator_actions", ()),)),
+    "no purged leaves": ("purged_leaves", None, (("DROP TABLE purged_leaves", ()),)),
+    "untimed bindings": ("bindings", "occurred_at", (
+        ("ALTER TABLE bindings DROP COLUMN occurred_at", ()),)),
+}
+
+
+@pytest.mark.parametrize("older", OLDER_SCHEMAS)
+def test_a_store_made_before_a_table_or_column_verifies_read_only_as_it_is(
+        state: Path, db: str, store: AuditStore, older: str) -> None:
+    """The audit consumer, opening a store made before a table or column, adds it; until it
+    does (an archived store handed to an auditor), `audit verify`, which opens it read-only,
+    failed on the missing table or column with a SQL error, no verdict: it checks what the
+    store has, an action stored beside the tree counted as not provable, and changes nothing."""
+    store.append_many([item(event(0, at=datetime(2014, 6, 1, tzinfo=UTC))), item(event(1)),
+                       item(binding(T0, HOLDERS[0], PERSONS[0]))])
+    store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01: serial 0
+    store.sign_head()
+    store.close()
+    table, column, statements = OLDER_SCHEMAS[older]
+    tamper(db, *statements)
+    verified = CliRunner().invoke(audit_cli, ["verify", "--no-anchor", "--db", db])
+    assert verified.exit_code == 0 and "ok: every entry" in verified.output, verified.output
+    assert ("1 operator actions stored before actions were leaves of the tree: kept, not "
+            "provable" in verified.output) == (older == "actions beside the tree")
+    raw, dialect = connect(db)
+    try:
+        lacks = (dialect.has_table, (table,)) if column is None else (
+            dialect.has_column, (table, column))
+        assert raw.execute(*lacks).fetchone() is None  # as it was: nothing written
+    finally:
+        raw.close()
+
+
 def test_an_operator_action_grows_the_tree_consistently(store: AuditStore) -> None:
     """An action appended after a head: the new head is consistent with the old (append-only)."""
     store.append_many([item(event(n)) for n in range(3)])
