@@ -188,6 +188,11 @@ _KEPT_LEAVES = ("SELECT p.serial, count(*) = count(n.id) FROM purged_leaves AS p
 _NO_ROW = "purged, but purged_leaves keeps no row of its leaf hash"
 _OTHER_HASH = "purged_leaves keeps a row of another hash than its leaf's"
 _NOT_PURGED = "purged_leaves keeps a row of it, but no signed purge removed it"
+# what verify finds of a leaf whose row is gone, but not purged: nothing tells which it was, but
+# an operator action stored without its serial, as one from before actions were leaves
+_GONE = "its entry or operator action is gone (not purged)"
+_UNSERIALED = ("its operator action is stored without its serial, as one from before actions "
+               "were leaves")
 # indexed for the queries; each ends in occurred_at so pages come in time order
 _INDEXED = {"person": True, "requester": False, "provider": True, "pattern_id": True,
             "outcome": False}
@@ -1113,10 +1118,8 @@ class AuditStore:
         rows = heapq.merge(self._db.execute(f"{_RAW_SELECT} ORDER BY serial"),
                            self._db.execute(_RAW_ACTIONS) if as_leaves else (),
                            key=operator.itemgetter(0))
-        if not self._without_table(cur, "operator_actions"):
-            report.unproved = self._db.execute(
-                "SELECT count(*) FROM operator_actions"
-                + (" WHERE serial IS NULL" if as_leaves else "")).fetchone()[0]
+        beside = self._beside_the_tree(cur, as_leaves)
+        report.unproved = len(beside)
         leaves = self._db.execute("SELECT id, CAST(hash AS BLOB) FROM nodes "
                                   "WHERE id < ? ORDER BY id",
                                   (node_key(1, 0),))
@@ -1131,7 +1134,8 @@ class AuditStore:
                 if serial in purged:
                     report.purged += 1
                 else:
-                    report.add("deleted", f"serial {serial}", "its entry is gone (not purged)")
+                    report.add("deleted", f"serial {serial}",
+                               _UNSERIALED if stored in beside else _GONE)
                 continue
             action = _is_action(row)
             if action:
@@ -1157,6 +1161,15 @@ class AuditStore:
             else:
                 report.add("modified", f"serial {serial}",
                            "its bytes do not match the leaf hash in the tree")
+
+    def _beside_the_tree(self, cur: Cursor, as_leaves: bool) -> set[bytes]:
+        """The leaf hashes of the operator actions stored without a serial, beside the tree (all
+        of them in a store made before actions were leaves, `as_leaves` not): not provable."""
+        if self._without_table(cur, "operator_actions"):
+            return set()
+        return {merkle.leaf_hash(bytes(record)) for record, in self._db.execute(
+            "SELECT CAST(record AS BLOB) FROM operator_actions"
+            + (" WHERE serial IS NULL" if as_leaves else ""))}
 
     def _verify_purged_leaves(self, purged: _Ranges, unsigned: _Ranges,
                               report: VerifyReport) -> None:

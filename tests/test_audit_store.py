@@ -1153,8 +1153,8 @@ def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     tamper(db, ("DELETE FROM entries WHERE serial = 4", ()))
     code, out = audit("verify", "--no-anchor")
     assert code == 1 and "DELETED   serial 4" in out
-    assert out.splitlines()[-1] == ("TAMPERED: serial 4: its entry is gone (not purged) "
-                                    "(1 finding(s))")
+    assert out.splitlines()[-1] == ("TAMPERED: serial 4: its entry or operator action is gone "
+                                    "(not purged) (1 finding(s))")
     code, out = audit("query", "--after", "x")
     assert code == 2
 
@@ -1270,8 +1270,9 @@ def test_an_operator_action_is_stored_once_whatever_comes_again(store: AuditStor
 
 def test_an_operator_action_deleted_from_the_store_is_found_by_verify(store: AuditStore) -> None:
     """An insider deleting a suspension's row left a store that verified whole (the actions
-    were stored beside the tree): the action is a leaf of the tree, and its row gone, changed or
-    put at another serial is a finding."""
+    were stored beside the tree): the action is a leaf of the tree, and its row gone, changed,
+    put at another serial or stored without one (as from before actions were leaves) is a
+    finding, which does not call a leaf whose action is gone an entry."""
     store.append_many([item(event(0)), item(suspension(0)), item(event(1))])
     store.sign_head()
     report = store.verify(decode_event)
@@ -1281,10 +1282,15 @@ def test_an_operator_action_deleted_from_the_store_is_found_by_verify(store: Aud
     store._db.execute("UPDATE operator_actions SET serial = 2")
     assert {(f.kind, f.where) for f in store.verify().findings} == {
         ("deleted", "serial 1"), ("inserted", "serial 2")}
+    store._db.execute("UPDATE operator_actions SET serial = NULL")  # as if from before leaves
+    report = store.verify()
+    assert [(f.kind, f.where, f.detail) for f in report.findings] == [
+        ("deleted", "serial 1", "its operator action is stored without its serial, as one from "
+                                "before actions were leaves")]
     store._db.execute("DELETE FROM operator_actions")
     report = store.verify()
-    assert not report.ok and {(f.kind, f.where) for f in report.findings} == {
-        ("deleted", "serial 1")}
+    assert [(f.kind, f.where, f.detail) for f in report.findings] == [
+        ("deleted", "serial 1", "its entry or operator action is gone (not purged)")]
 
 
 def test_an_operator_action_past_the_retention_is_purged_as_a_leaf(store: AuditStore) -> None:
