@@ -442,11 +442,14 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         if db is None:
             sqlite.removed(named)
         raise
-    again = report.events - report.size - report.unlogged
+    again = report.events - report.size - report.unlogged - report.beside
     click.echo(f"replayed {report.events} events and operator actions ({again} of them an id "
                "again) from "
                f"{report.records} records into {target} in {report.seconds:.1f}s: tree size "
                f"{report.size}, root {report.root.hex()}")
+    if report.beside:
+        click.echo(f"{report.beside} operator actions the live store keeps beside the tree, "
+                   "stored before actions were leaves: kept so, not provable")
     if report.unlogged:
         click.echo(f"{report.unlogged} events and operator actions older than the live store's "
                    "purge cutoff when they came, which it did not log: not replayed")

@@ -186,7 +186,9 @@ class ReplayReport:
     it holds all the same, at the serial they take, the entries a purge left (their bytes not
     their leaf's, or their time column not their event's): replayed. `actions` are the operator
     actions on the topic, once each, `unkept` those of them the live store does not hold (one
-    older than its last purge's cutoff aside: purged, or never logged)."""
+    older than its last purge's cutoff aside: purged, or never logged), `beside` those of them
+    the live store keeps beside the tree, stored before actions were leaves: the replay keeps
+    them so too."""
 
     records: int = 0
     start: int = 0
@@ -210,6 +212,7 @@ class ReplayReport:
     disagreements: list[Disagreement] = field(default_factory=list)
     actions: list[OperatorAction] = field(default_factory=list)
     unkept: list[OperatorAction] = field(default_factory=list)
+    beside: int = 0
     seconds: float = 0.0
 
     @property
@@ -278,6 +281,7 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
     report.size = target.size()
     report.root = target.head().head.root
     report.actions = target.operator_actions()
+    report.beside = sum(serial is None for serial in target.held(report.actions).values())
     if live is not None:
         kept = live.held(report.actions)
         cutoff = live.last_cutoff()
@@ -312,9 +316,12 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
     the audit consumer does (each once), re-checking each new approval or rejection. On a topic
     whose start the broker deleted, one the live store holds beyond it (logged again later) is
     left out: the audit consumer appended it at its first time. So is one older than the live
-    store's cutoff when it came: the consumer did not log it."""
+    store's cutoff when it came: the consumer did not log it. An operator action the live store
+    keeps beside the tree (stored before actions were leaves) is kept so (_beside)."""
     items = read_audit(records)
     report.events += len(items)
+    if live is not None:
+        items = _beside(target, live, items)
     held = _serials(live, items) if report.start and live is not None and items else {}
     cutoffs = _Cutoffs(() if live is None else live.cutoffs())
     if live is not None and items and report.start and not report.aligned:
@@ -338,6 +345,21 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
         disagreement = recheck.check(event)
         if disagreement is not None:
             report.disagreements.append(disagreement)
+
+
+def _beside(target: AuditStore, live: AuditStore, items: list[tuple[Logged, bytes]]
+            ) -> list[tuple[Logged, bytes]]:
+    """`items` but the operator actions the live store keeps beside the tree, without a serial
+    (stored before actions were leaves: the audit consumer makes no leaf of an action it holds),
+    which `target` keeps so too."""
+    actions = [logged for logged, _ in items if isinstance(logged, OperatorAction)]
+    held = live.held(actions) if actions else {}
+    kept = {key for key, serial in held.items() if serial is None}
+    if not kept:
+        return items
+    target.keep_beside((logged, leaf) for logged, leaf in items
+                       if isinstance(logged, OperatorAction) and logged_key(logged) in kept)
+    return [(logged, leaf) for logged, leaf in items if logged_key(logged) not in kept]
 
 
 def _serials(live: AuditStore, items: list[tuple[Logged, bytes]]) -> dict[tuple[str, str], int]:

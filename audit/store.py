@@ -108,9 +108,9 @@ def _escaped(unsafe: re.Match[str]) -> str:
     return "\\\\" if unsafe[0] == "\\" else f"\\x{ord(unsafe[0]):02x}"
 
 
-def _action_row(serial: int, action: OperatorAction, leaf: bytes) -> Row:
-    """An operator action's row, in ACTION_COLUMNS order: its serial, its columns as column_text
-    has them, and its bytes (its leaf)."""
+def _action_row(serial: int | None, action: OperatorAction, leaf: bytes) -> Row:
+    """An operator action's row, in ACTION_COLUMNS order: its serial (None: beside the tree),
+    its columns as column_text has them, and its bytes (its leaf)."""
     return (serial, column_text(action.action_id), millis(action.occurred_at),
             column_text(action.operator), column_text(action.action), column_text(action.subject),
             None if action.reason is None else column_text(action.reason), leaf)
@@ -675,6 +675,14 @@ class AuditStore:
                 self._sign(cur, tree)
         self._frontier = tree
         return serials
+
+    def keep_beside(self, actions: Iterable[tuple[OperatorAction, bytes]]) -> None:
+        """Store operator actions, each with its bytes, beside the tree, without a serial, as
+        a store made before actions were leaves kept them (not provable): the replay of one's
+        topic keeps them so. An action id already stored is skipped."""
+        with self._write() as cur:
+            cur.executemany(f"{_ACT} ON CONFLICT DO NOTHING",
+                            [_action_row(None, action, leaf) for action, leaf in actions])
 
     @staticmethod
     def _last_cutoff(cur: Cursor) -> datetime | None:

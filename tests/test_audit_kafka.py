@@ -1356,6 +1356,42 @@ async def test_an_operator_action_past_the_retention_is_purged_and_not_lacking(
     assert report.identical
 
 
+async def test_replay_keeps_beside_the_tree_the_actions_the_store_kept_so(
+        town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made before operator actions were leaves keeps those it stored then beside the
+    tree, without a serial, and the audit consumer makes leaves of the later ones alone: the
+    replay made leaves of them all, and compared DIFFERENT with the live store from the first
+    on; it keeps those the live store keeps beside the tree so too, and compares identical."""
+    now, live = datetime.now(UTC).replace(microsecond=0), tmp_path / "live.db"
+    events = [synthetic(n, "beside", now + timedelta(seconds=n)) for n in range(3)]
+    before, after = (OperatorAction(f"SUSPEND@{topics.DIRECTORY}:0:{uuid.uuid4().int % 10**9}",
+                                    now + timedelta(seconds=n, milliseconds=500), "operator-a",
+                                    "SUSPEND", "sakura-town", None) for n in (0, 1))
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many([item(events[0]), item(before), item(events[1])])
+    with closing(sqlite3.connect(live)) as db, db:  # as the consumer had stored them then
+        db.execute("DELETE FROM nodes")
+        db.execute("DELETE FROM entries")
+        db.execute("DROP INDEX operator_actions_serial")
+        db.execute("ALTER TABLE operator_actions DROP COLUMN serial")
+    with AuditStore(live, Signer.generate()) as store:
+        store.append_many([item(events[0]), item(events[1])])
+        assert store.append_many([item(before), item(after), item(events[2])]) == [None, 2, 3]
+        assert store.verify().unproved == 1
+    async with topic_of_its_own([events[0], before, events[1], after, events[2]], 0) as own:
+        report = await rebuilt(tmp_path / "replay.db", live, own)
+        found = await said(tmp_path / "said.db", live, own, monkeypatch)
+    assert report.identical and (report.size, report.compared_at) == (4, 4), report
+    assert (report.actions, report.unkept, report.beside) == ([before, after], [], 1), report
+    assert found.exit_code == 0, found.output
+    assert "replayed 5 events and operator actions (0 of them an id again)" in found.output
+    assert ("1 operator actions the live store keeps beside the tree, stored before actions "
+            "were leaves: kept so, not provable") in found.output
+    with AuditStore(tmp_path / "replay.db", Signer.generate()) as replayed:
+        assert replayed.operator_actions() == [before, after]
+        assert replayed.verify().unproved == 1
+
+
 async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_read_again(
         town: Town, tmp_path: Path) -> None:
     """An event older than the last purge's cutoff came twice after the purge, one record after
