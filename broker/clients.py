@@ -29,7 +29,7 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
 )
 
-from broker import cluster, credentials, offset_fetch, repeats
+from broker import closed_transport, cluster, credentials, offset_fetch, repeats
 from broker.credentials import Credentials
 
 MECHANISM = "SCRAM-SHA-512"
@@ -40,6 +40,7 @@ START_AGAIN = 2.0  # seconds between attempts to reach the broker when a client 
 SCAN_WAIT_MS = 20
 log = logging.getLogger(__name__)
 offset_fetch.install()  # every process with a Kafka client imports this module
+closed_transport.install()
 repeats.install()
 
 
