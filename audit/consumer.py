@@ -3,14 +3,15 @@ exactly one leaf per event id and per operator action id, in the topic's order, 
 anchors them outside the store (audit.anchor), and runs the live detector on what is new.
 
 Per batch: decode (an unreadable record is logged and skipped), pick the events the store does
-not hold yet, deliver the detector's alerts for them, append the batch and those alerts in one
-transaction, and only then let the service loop commit the offsets. A crash anywhere replays
-the batch: the store keeps the first entry per event id, so nothing is doubled; an alert may
-come twice, under the same alert id, never not at all. Caught up (no record left to read),
-the consumer tells the detector the time, every couple of seconds: the decisions on unbound
-persons due by then are taken, their alerts delivered and stored as a batch's are, in a quiet
-log too, where no later event would move the events' time on. A restarted consumer's detector
-resumes from the store: the alerts it raises are those the stopped one would have.
+not hold yet, deliver the detector's alerts for them (told when they were read: one dated far
+ahead of that, its writer's clock set wrong, counts as of then), append the batch and those
+alerts in one transaction, and only then let the service loop commit the offsets. A crash
+anywhere replays the batch: the store keeps the first entry per event id, so nothing is doubled;
+an alert may come twice, under the same alert id, never not at all. Caught up (no record left to
+read), the consumer tells the detector the time, every couple of seconds: the decisions on
+unbound persons due by then are taken, their alerts delivered and stored as a batch's are, in a
+quiet log too, where no later event would move the events' time on. A restarted consumer's
+detector resumes from the store: the alerts it raises are those the stopped one would have.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from audit.anchor import Anchor, noted_commit
@@ -122,7 +123,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
 
     async def handle(records: list[Any]) -> Sequence[Send]:
         leaves = read_audit(records)
-        await alert(detector.observe(new_events(store, leaves)), leaves)
+        await alert(detector.observe(new_events(store, leaves), datetime.now(UTC)), leaves)
         return []
 
     async def caught_up(read: datetime) -> None:

@@ -1,19 +1,24 @@
 """The live detector: rules over the access-log stream that raise alerts for the oversight body.
 
-Pure: it is fed events in the log's order and keeps sliding windows in event time, so the clock
-is the events' own. The log's order is not quite theirs: events come from several partitions and
-platform instances, each up to `Rules.lateness` behind the latest (more after a crash). A late
-one is counted into the windows of its own time (kept that much longer), and what an alert
-counted is said once; one later still is counted where its window is still kept, and the
-detector says how many came so late. Rules: a requester's volume far above its norm, one person
-queried again and again by one requester, access outside office hours, bursts of rejections
-(but the platform's refusals to ask an inactive holder for its logs, no requester's doing), a
-holder querying a person it never bound (no BINDING event made by the request's time gave it
-that person's link code: decided once the events' time, or the time a consumer that read the
-log to its end tells (`caught_up`), is past the request's by more than `Rules.lateness`, when
-such a binding read late would have come), and a holder sending on into a suspension (its own
-or its provider's: a burst of requests refused SUSPENDED, said once in `Rules.suspended_quiet`;
-no other rule counts them, nothing was asked).
+Pure: it is fed events in the log's order and keeps sliding windows in event time, so the clock is
+the events' own. The log's order is not quite theirs: events come from several partitions and
+platform instances, each up to `Rules.lateness` behind the latest (more after a crash). A late one
+is counted into the windows of its own time (kept that much longer), and what an alert counted is
+said once; one later still is counted where its window is still kept, and the detector says how
+many came so late. The consumer tells when it read each batch (its own clock): an event dated more
+than `Rules.lateness` past that (its writer's clock set wrong, a year ahead) is counted as dated
+then (whether a binding came before a request is still told by their own times, of one clock), and
+said once for its requester; at its own time it would put every event after it behind the latest,
+take every decision on an unbound person at once and stop the windows' pruning, for as long as that
+clock was ahead. Rules: a requester's volume far above its norm, one person queried again and again
+by one requester, access outside office hours, bursts of rejections (but the platform's refusals to
+ask an inactive holder for its logs, no requester's doing), a holder querying a person it never
+bound (no BINDING event made by the request's time gave it that person's link code: decided once
+the events' time, or the time a consumer that read the log to its end tells (`caught_up`), is
+past the request's by more than `Rules.lateness`, when such a binding read late would have
+come), and a holder sending on into a suspension (its own or its provider's: a burst of requests
+refused SUSPENDED, said once in `Rules.suspended_quiet`; no other rule counts them, nothing was
+asked).
 
 A restarted detector resumes: it re-reads the last horizon of the log and takes each alert
 decision in it from the alerts raised then, so its windows and quiet periods come out as the
@@ -29,7 +34,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
 
@@ -83,6 +88,11 @@ class Rules:
         """How far back an alert still matters: the windows, or the quiet after an off-hours or
         a suspended-requests one."""
         return max(self.horizon, self.off_hours_quiet, self.suspended_quiet)
+
+    def dated(self, at: datetime, read: datetime) -> datetime:
+        """The time of an event read at `read` as the rules take it: its own, or `read` if that
+        lies more than the lateness ahead of it (no event read then occurred later)."""
+        return read if at - read > self.lateness else at
 
     def in_office_hours(self, moment: datetime) -> bool:
         local = moment.astimezone(JST)
@@ -218,15 +228,17 @@ class Detector:
         self._persons: dict[tuple[str, str], _Window] = {}
         self._rejections: dict[str, _Window] = {}
         self._latest: datetime | None = None  # the latest event time seen
+        self._ahead: set[str] = set()  # the requesters with an event dated ahead of its reading
         self._suspended: dict[str, _Window] = {}  # requests refused SUSPENDED, by requester
         # the latest alert of each QUIETED rule, by requester
         self._quiet: dict[str, dict[str, datetime]] = {rule: {} for rule in QUIETED}
         self._pruned: datetime | None = None
         # the linkage requests about a person no binding gave the requester yet, by when their
-        # decision is due, and whether the store was asked when they were read; how many wait for
+        # decision is due, with their own time and whether the store was asked when they were
+        # read; how many wait for
         # each (requester, person), and the bindings of those seen since (each's first time): the
         # store holds the bindings of the batches before
-        self._waiting: list[tuple[datetime, int, AccessLogEvent, str, bool]] = []
+        self._waiting: list[tuple[datetime, int, AccessLogEvent, str, datetime, bool]] = []
         self._queued = itertools.count()  # the order they waited in, for requests due at once
         self._unsure: Counter[tuple[str, str]] = Counter()
         self._bindings: dict[tuple[str, str], datetime] = {}
@@ -258,15 +270,19 @@ class Detector:
             return by_the_rule
         return event.event_id in self._retraced.get(rule, ())
 
-    def observe(self, events: Iterable[AccessLogEvent]) -> list[Alert]:
+    def observe(self, events: Iterable[AccessLogEvent], read: datetime | None = None
+                ) -> list[Alert]:
+        """The alerts a batch raises, read at `read` (if told: the events dated as
+        `Rules.dated` has it)."""
         alerts: list[Alert] = []
         batch = list(events)
-        for event in batch:
+        for event in batch:  # by their own times, a binding's compared with its request's
             if (binding := binding_of(event)) is not None:
                 self._bindings[binding] = min(event.occurred_at,
                                               self._bindings.get(binding, event.occurred_at))
         later: list[datetime] = []  # the times of events more than `lateness` late
-        for event in batch:
+        for own in batch:
+            event = self._dated(own, read)
             if not self._placed(event.occurred_at):
                 log.error("the detector passed over event %r: its time %s is out of its "
                           "windows' reach", short(event.event_id), event.occurred_at.isoformat())
@@ -275,7 +291,7 @@ class Detector:
                 self._latest = event.occurred_at
             elif event.occurred_at < self._latest - self.rules.lateness:
                 later.append(event.occurred_at)
-            alerts += self._rules_of(event) + self._unbound_due(self._latest)
+            alerts += self._rules_of(event, own.occurred_at) + self._unbound_due(self._latest)
             self._prune(event.occurred_at)
         self._forget_settled_bindings()
         if later and self._latest is not None and self._retraced is None:
@@ -285,6 +301,20 @@ class Detector:
                         self._latest.isoformat(), min(later).isoformat())
         return alerts
 
+    def _dated(self, event: AccessLogEvent, read: datetime | None) -> AccessLogEvent:
+        """The event dated when it was read if its own time lies too far ahead of that (said
+        once per requester, not while resuming: said before the stop)."""
+        if read is None or (at := self.rules.dated(event.occurred_at, read)) == event.occurred_at:
+            return event
+        if self._retraced is None and event.requester not in self._ahead:
+            self._ahead.add(event.requester)
+            log.error("the detector counts event %r of requester %r as of its reading at %s: "
+                      "its time %s lies more than %s ahead of that (its writer's clock set "
+                      "wrong?); the requester's further ones are counted so, not said again",
+                      short(event.event_id), short(event.requester), at.isoformat(),
+                      event.occurred_at.isoformat(), _span(self.rules.lateness))
+        return replace(event, occurred_at=at)
+
     def caught_up(self, now: datetime) -> list[Alert]:
         """The log read to its end as of `now` (a consumer with no record left to read): the
         decisions on unbound persons due by then taken, as an event at `now` would take them (a
@@ -293,8 +323,9 @@ class Detector:
         self._forget_settled_bindings()
         return alerts
 
-    def _rules_of(self, event: AccessLogEvent) -> list[Alert]:
-        """The alerts an event raises by the rules that count it."""
+    def _rules_of(self, event: AccessLogEvent, made: datetime) -> list[Alert]:
+        """The alerts an event raises by the rules that count it (`made` its own time: a binding
+        made before it, dated by the same clock, excuses it though read later)."""
         if event.kind in HOLDER_LOGS:  # refused only for an inactive holder's sake
             return []
         if event.outcome == REJECTED and event.reason == SUSPENDED:
@@ -304,7 +335,7 @@ class Detector:
             alerts += self._volume_of(event) + self._off_hours_of(event)
             if event.person is not None:
                 alerts += self._repeated(event, event.person)
-                self._wait_if_unbound(event, event.person)
+                self._wait_if_unbound(event, event.person, made)
         return alerts
 
     def _placed(self, at: datetime) -> bool:
@@ -378,7 +409,7 @@ class Detector:
                        f"(SUSPENDED; latest to {event.provider}); its requests refused so are "
                        f"not alerted again for {_span(rules.suspended_quiet)}")]
 
-    def _wait_if_unbound(self, event: AccessLogEvent, person: str) -> None:
+    def _wait_if_unbound(self, event: AccessLogEvent, person: str, made: datetime) -> None:
         """A request about a person no binding gave its requester yet waits for its decision
         until a binding up to `Rules.lateness` late could have been read (the store is not asked
         while resuming: the decision is taken, or waits again, all the same; one alerted before
@@ -386,9 +417,9 @@ class Detector:
         if self._fires(UNBOUND_PERSON, event, by_the_rule=False):
             return
         asked = self._retraced is None
-        if not self._given(event, person, ask=asked):
+        if not self._given(event, person, made, ask=asked):
             heapq.heappush(self._waiting, (event.occurred_at + self.rules.lateness,
-                                           next(self._queued), event, person, asked))
+                                           next(self._queued), event, person, made, asked))
             self._unsure[event.requester, person] += 1
 
     def _unbound_due(self, now: datetime) -> list[Alert]:
@@ -398,10 +429,10 @@ class Detector:
         was read; it is asked now only of one queued while resuming, not asked then."""
         alerts: list[Alert] = []
         while self._waiting and self._waiting[0][0] < now:
-            _, _, event, person, asked = heapq.heappop(self._waiting)
+            _, _, event, person, made, asked = heapq.heappop(self._waiting)
             if (left := self._unsure.pop((event.requester, person)) - 1) > 0:
                 self._unsure[event.requester, person] = left
-            if self._retraced is None and not self._given(event, person, ask=not asked):
+            if self._retraced is None and not self._given(event, person, made, ask=not asked):
                 alerts.append(_alert(UNBOUND_PERSON, event, 1, "a linkage request about a "
                                      "person the requester never bound (no binding gave it "
                                      "this person)", person))
@@ -411,20 +442,19 @@ class Detector:
         """Forget the bindings seen of the pairs no request waits for (the store holds them)."""
         self._bindings = {pair: at for pair, at in self._bindings.items() if pair in self._unsure}
 
-    def _given(self, event: AccessLogEvent, person: str, ask: bool) -> bool:
-        """Whether a binding made at or before the request gave the requester this person: one
-        seen, or one the store holds (if `ask`; it holds those read since it was asked, made
-        after the request among them, and earlier ones read late)."""
+    def _given(self, event: AccessLogEvent, person: str, made: datetime, ask: bool) -> bool:
+        """Whether a binding made at or before the request (`made`, its own time) gave the
+        requester this person: one seen, or one the store holds (if `ask`; it holds those read
+        since it was asked, made after the request among them, and earlier ones read late)."""
         pair = (event.requester, person)
-        if min(self._known_bound.get(pair, LATEST),
-               self._bindings.get(pair, LATEST)) <= event.occurred_at:
+        if min(self._known_bound.get(pair, LATEST), self._bindings.get(pair, LATEST)) <= made:
             return True
         if not ask or (since := self._bound(*pair)) is None:
             return False
         if len(self._known_bound) >= KNOWN_BOUND:  # a binding, once given, stays given
             self._known_bound.clear()
         self._known_bound[pair] = since
-        return since <= event.occurred_at
+        return since <= made
 
     def _prune(self, now: datetime) -> None:
         """Drop windows that fell behind the horizon, once per horizon of event time."""

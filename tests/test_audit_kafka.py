@@ -237,17 +237,25 @@ async def unbound_alerted(requester: str, wanted: str, within: float = 30) -> li
         await asyncio.sleep(0.5)
 
 
+@pytest.mark.parametrize("ahead", [False, True])
 async def test_a_binding_read_after_the_linkage_it_made_possible_raises_no_alert(
-        platform: Processes, live: AuditStore) -> None:
+        platform: Processes, live: AuditStore, ahead: bool) -> None:
     """A binding and the linkage made with its link code are logged on two partitions: the
     binding read in a batch after the linkage's, the linkage was alerted as about a person the
     requester never bound. Its decision waits for the lateness; another person's, never bound,
-    is alerted then."""
+    is alerted then. So too after a request of another clock dated 20 s ahead (4 times the
+    lateness, as the load test's events may be; a year would stay in the session's store),
+    which took every decision at once until its time had passed; it is alerted too, as of its
+    reading."""
     requester = f"late-{uuid.uuid4().hex[:8]}"
     with short_lateness(platform):
         await logged(live, [synthetic(0, f"up-{requester}", datetime.now(UTC))])  # it reads
         now = datetime.now(UTC)
         at = max(now, live.latest_time() or now)  # not late itself: past the latest read
+        clock = linkage_of(f"{requester}-ahead", f"{requester}-clock", "NEVERBOUND2",
+                           at + 4 * LATENESS)
+        if ahead:
+            await logged(live, [clock])
         made = [linkage_of(f"{requester}-{person}", requester, person, at)
                 for person in ("BOUNDLATE01", "NEVERBOUND1")]
         bound_late = AccessLogEvent(event_id(f"{requester}-b", "binding:0"), f"{requester}-b",
@@ -256,6 +264,8 @@ async def test_a_binding_read_after_the_linkage_it_made_possible_raises_no_alert
         await logged(live, made)
         await logged(live, [bound_late])
         assert await unbound_alerted(requester, made[1].event_id) == [made[1].event_id]
+        if ahead:
+            assert await unbound_alerted(clock.requester, clock.event_id) == [clock.event_id]
 
 
 async def test_a_linkage_about_a_person_never_bound_is_alerted_though_nothing_comes_after_it(

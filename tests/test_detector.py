@@ -266,6 +266,37 @@ def test_an_event_at_the_ends_of_time_stalls_no_detector() -> None:
     assert rules_of(detector.observe([linkage(night)])) == [OFF_HOURS]
 
 
+def test_an_event_dated_far_ahead_of_its_reading_is_counted_as_of_it_and_said_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An event a year ahead (its writer's clock set wrong) made the detector's latest time a
+    year ahead for good: every event after it was more than the lateness behind, a warning each
+    batch, each request's decision on an unbound person taken at once, before the binding read
+    in the next batch (a false alert each), and the windows were never pruned again. Now it is
+    counted as dated when it was read (its request's decision due the lateness after), and said
+    once for its requester; the requests read after it are decided and pruned as without it. A
+    binding of that clock too, made before the request by it and read a batch later, excuses it
+    (dated at their readings, it came after)."""
+    rules = Rules()
+    detector = Detector(rules, never_bound)
+    minutes = 4 * int(rules.horizon / timedelta(minutes=1))  # four horizons, a request a minute
+    year = OFFICE + timedelta(days=365)
+    ahead = [linkage(year, "clock", PERSONS[n]) for n in (1, 2)]
+    bound_ahead = binding(year - timedelta(seconds=1), "clock", PERSONS[2])
+    with caplog.at_level(logging.WARNING, "audit.detector"):
+        alerts = detector.observe(ahead, read=OFFICE)
+        for m in range(minutes):  # each request's binding made before it, read a batch later
+            at = OFFICE + timedelta(minutes=m, seconds=30)
+            made = [linkage(at, "city", f"{m:011d}")]
+            made += [binding(at - timedelta(seconds=61), "city", f"{m - 1:011d}")] if m else [
+                bound_ahead]
+            alerts += detector.observe(made, read=at + timedelta(seconds=1))
+    assert [(a.rule, a.event_id, a.occurred_at) for a in alerts] == [
+        (UNBOUND_PERSON, ahead[0].event_id, OFFICE)]
+    [said] = caplog.records  # no warning of events behind the latest, one line for "clock"
+    assert "'clock'" in said.getMessage() and PERSONS[1] not in said.getMessage()
+    assert len(detector._persons) <= 2 * rules.horizon / timedelta(minutes=1)  # pruned
+
+
 def test_the_rules_reach_is_worked_out_once_not_per_event() -> None:
     """The horizon and memory of a Rules are worked out once (the detector asks them of each
     event), and are what their windows make them."""
