@@ -87,17 +87,20 @@ def new_events(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
     return [r for r, _ in new_leaves(store, leaves) if isinstance(r, AccessLogEvent)]
 
 
-def resumed(store: AuditStore, rules: Rules) -> Detector:
-    """A detector that goes on where the store's last one stopped: the log's last horizon
-    re-read with the alerts raised on it, and those whose quiet reaches further (off-hours,
-    suspended requests)."""
+def resumed(store: AuditStore, rules: Rules, now: datetime) -> Detector:
+    """A detector that goes on where the store's last one stopped, started at `now`: the log's
+    last horizon re-read with the alerts raised on it, and those whose quiet reaches further
+    (off-hours, suspended requests); an event dated more than the lateness past `now` (its
+    writer's clock wrong) neither ends that horizon nor starts it, and counts as of `now`."""
     detector = Detector(rules, store.bound_since)
-    latest = store.latest_time()
+    ahead = rules.last_at(now)
+    latest = store.latest_time(until=ahead)
     if latest is not None:
         horizon = latest - rules.horizon
-        detector.resume(store.recent_events(horizon), itertools.chain(
+        detector.resume(store.recent_events(horizon, until=ahead), itertools.chain(
             store.raised_since(horizon),
-            *(store.raised_since(latest - rules.memory, rule, until=horizon) for rule in QUIETED)))
+            *(store.raised_since(latest - rules.memory, rule, until=horizon) for rule in QUIETED)),
+            now)
     return detector
 
 
@@ -111,7 +114,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
     consumer knew (at each append, head and note): appended after the gap, new entries would
     hide it; at a head, the consumer stops at once, though no batch comes. ForgedNote, and no
     start, if the head key did not sign the last commit's note."""
-    detector = resumed(store, rules or Rules())
+    detector = resumed(store, rules or Rules(), datetime.now(UTC))
     alerts = producer_for(access)
     anchor = Anchor(alerts)
 

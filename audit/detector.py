@@ -89,10 +89,15 @@ class Rules:
         a suspended-requests one."""
         return max(self.horizon, self.off_hours_quiet, self.suspended_quiet)
 
+    def last_at(self, read: datetime) -> datetime:
+        """The latest time an event read at `read` is taken to have occurred at: the lateness
+        past it (one dated later is its writer's clock set wrong)."""
+        return read + self.lateness
+
     def dated(self, at: datetime, read: datetime) -> datetime:
         """The time of an event read at `read` as the rules take it: its own, or `read` if that
-        lies more than the lateness ahead of it (no event read then occurred later)."""
-        return read if at - read > self.lateness else at
+        lies past `last_at` (no event read then occurred later)."""
+        return read if at > self.last_at(read) else at
 
     def in_office_hours(self, moment: datetime) -> bool:
         local = moment.astimezone(JST)
@@ -244,12 +249,14 @@ class Detector:
         self._bindings: dict[tuple[str, str], datetime] = {}
         self._retraced: dict[str, set[str]] | None = None  # rule → event ids, while resuming
 
-    def resume(self, events: Iterable[AccessLogEvent], raised: Iterable[Raised]) -> None:
-        """Re-read the log's last horizon (`events`, in the order they were observed), taking
-        each alert decision from `raised` (the alerts on those events, and those of each QUIETED
-        rule of the last `Rules.memory`) instead of the rules: the windows and quiet periods come
-        out as the detector before left them, and the requests whose decision on an unbound
-        person was still waiting wait again (those due before were decided, and alerted, then)."""
+    def resume(self, events: Iterable[AccessLogEvent], raised: Iterable[Raised],
+               read: datetime | None = None) -> None:
+        """Re-read the log's last horizon (`events`, in the order they were observed; at `read`,
+        as `observe` reads a batch), taking each alert decision from `raised` (the alerts on those
+        events, and those of each QUIETED rule of the last `Rules.memory`) instead of the rules:
+        the windows and quiet periods come out as the detector before left them, and the
+        requests whose decision on an unbound person was still waiting wait again (those due
+        before were decided, and alerted, then)."""
         retraced: dict[str, set[str]] = {}
         for alert in raised:
             retraced.setdefault(alert.rule, set()).add(alert.event_id)
@@ -260,7 +267,7 @@ class Detector:
         self._retraced = retraced
         try:
             for event in events:  # one at a time: the alerts retraced are dropped as they come
-                self.observe((event,))
+                self.observe((event,), read)
         finally:
             self._retraced = None
 

@@ -148,6 +148,7 @@ class ForgedNote(RuntimeError):
 EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))
 _EVENT_VALUES = operator.attrgetter(*EVENT_COLUMNS)  # an event's values, in EVENT_COLUMNS order
 ENTRY_COLUMNS = ("serial", *EVENT_COLUMNS, "leaf")
+BIGINT_MAX = 2**63 - 1  # the latest time an entry's occurred_at column holds
 _SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
 # verify reads whatever an intruder left: text and blobs as bytes, so nothing fails to decode
 _RAW_SELECT = "SELECT " + ", ".join(
@@ -830,20 +831,25 @@ class AuditStore:
             (holder, person)).fetchone()
         return None if found is None else from_millis(int(found[0]))
 
-    def latest_time(self) -> datetime | None:
-        """When the latest event in the log occurred."""
-        found = self._db.execute("SELECT max(occurred_at) FROM entries").fetchone()[0]
+    def latest_time(self, until: datetime | None = None) -> datetime | None:
+        """When the latest event in the log occurred (of those that occurred by `until`, if
+        given: one dated far ahead, its writer's clock wrong, passed over)."""
+        found = self._db.execute("SELECT max(occurred_at) FROM entries WHERE occurred_at <= ?",
+                                 (_by(until),)).fetchone()[0]
         return None if found is None else from_millis(int(found))
 
-    def recent_events(self, since: datetime, page: int = MAX_PAGE) -> Iterator[AccessLogEvent]:
-        """The events appended since the first one that occurred at or after `since`, in the
+    def recent_events(self, since: datetime, until: datetime | None = None,
+                      page: int = MAX_PAGE) -> Iterator[AccessLogEvent]:
+        """The events appended since the first one that occurred at or after `since` (and by
+        `until`, if given: not since one dated far ahead, appended perhaps long before), in the
         order they were appended (the order the live detector saw them), a page at a time."""
         # min(serial) over a subquery, so that SQLite reads the time index; asked directly, it
         # walks the table by serial from the first entry until one meets `since` (the last 30 s
         # of 410k entries: 93 ms that way, 0.2 ms this; years of entries: all of them)
         serial = self._db.execute(
-            "SELECT min(serial) FROM (SELECT serial FROM entries WHERE occurred_at >= ? "
-            "ORDER BY occurred_at) AS recent", (millis(since),)).fetchone()[0]
+            "SELECT min(serial) FROM (SELECT serial FROM entries WHERE occurred_at >= ? AND "
+            "occurred_at <= ? ORDER BY occurred_at) AS recent",
+            (millis(since), _by(until))).fetchone()[0]
         while serial is not None:
             rows = self._db.execute(f"{_SELECT} WHERE serial >= ? ORDER BY serial LIMIT ?",
                                     (serial, page)).fetchall()
@@ -1483,6 +1489,11 @@ def _start(since: datetime | None, after: tuple[int, int] | None) -> int | None:
     if after is not None:
         starts.append(after[0])
     return max(starts, default=None)
+
+
+def _by(until: datetime | None) -> int:
+    """The last time (milliseconds) of events that occurred by `until`; given none, of any."""
+    return BIGINT_MAX if until is None else millis(until)
 
 
 def _end(until: datetime | None, before: tuple[int, int] | None) -> int | None:

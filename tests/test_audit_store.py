@@ -63,7 +63,7 @@ from renkei.state import STATE_ENV, state_folder
 from schemas.codec import CODEC
 from tests.kafka_helpers import can_mount_read_only, said_in_one_line, with_read_only
 from tests.postgres import fresh_schema
-from tests.test_detector import RESUMING, a_day_and_more, binding, decided, shuffled
+from tests.test_detector import RESUMING, a_day_and_more, binding, decided, linkage, shuffled
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
 PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
@@ -494,9 +494,35 @@ def test_a_detector_resumed_from_the_store_raises_what_the_stopped_one_would_hav
         start = 50 * batch
         if batch % 7 == 3:  # the consumer restarts here
             after = [a for later in alerts[batch:] for a in later]
-            assert resumed(store, RESUMING).observe(log[start:]) == after, f"at {start}"
+            now = max(e.occurred_at for e in log[:start])
+            assert resumed(store, RESUMING, now).observe(log[start:]) == after, f"at {start}"
         store.append_many((item(e) for e in log[start:start + 50]),
                           [Raised.of(a) for a in raised_then])
+
+
+def test_a_detector_resumed_after_an_event_dated_far_ahead_raises_what_the_stopped_one_would_have(
+        store: AuditStore) -> None:
+    """An event dated a year ahead in the store (its writer's clock set wrong) ended every
+    restarted consumer's horizon a year ahead: its detector re-read every event appended since
+    that one (a year's log, at each start, until the year had passed), took the year-ahead time
+    for its latest again and decided each request about an unbound person at once. The horizon
+    now ends at the latest event by the restart's time and the event counts as of it, as it did
+    when read: the restarted detector raises what the stopped one would have."""
+    log = a_day_and_more()
+    ahead = linkage(log[10].occurred_at + timedelta(days=365), "clock", PERSONS[1])
+    log.insert(10, ahead)
+    batches = [log[n:n + 50] for n in range(0, len(log), 50)]
+    reads = [max(e.occurred_at for e in batch if e != ahead) for batch in batches]
+    uninterrupted = Detector(RESUMING)
+    alerts = [uninterrupted.observe(batch, read)
+              for batch, read in zip(batches, reads, strict=True)]
+    assert any(a.event_id == ahead.event_id for raised_then in alerts for a in raised_then)
+    for n, batch in enumerate(batches):
+        if n % 7 == 3:  # the consumer restarts here
+            restarted = resumed(store, RESUMING, reads[n - 1])
+            assert [restarted.observe(b, read) for b, read in
+                    zip(batches[n:], reads[n:], strict=True)] == alerts[n:], f"at batch {n}"
+        store.append_many((item(e) for e in batch), [Raised.of(a) for a in alerts[n]])
 
 
 # ---- retention ----
@@ -585,10 +611,11 @@ def test_a_binding_the_store_holds_excuses_only_the_linkages_made_at_or_after_it
                 binding(at - timedelta(minutes=1), HOLDERS[0], PERSONS[1])]
     if resuming:  # all read before the stop, the linkages' decisions waiting
         store.append_many(item(e) for e in made + bindings)
-        alerts = resumed(store, rules).caught_up(at + rules.lateness + timedelta(milliseconds=1))
+        alerts = resumed(store, rules, at).caught_up(
+            at + rules.lateness + timedelta(milliseconds=1))
     else:  # the bindings read in the batches before the linkages
         store.append_many(item(b) for b in bindings)
-        alerts = decided(resumed(store, rules), made)
+        alerts = decided(resumed(store, rules, at), made)
     assert [(a.rule, a.event_id) for a in alerts] == [(UNBOUND_PERSON, made[0].event_id)]
 
 
