@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -155,7 +155,8 @@ async def publish(entries: Sequence[HolderEntry] = (),
              + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
     await provisioned(access, *{s.topic for s in sends})
     if holders := {e.holder_id for e in entries}:
-        await _log_unlogged(access, lambda e: e.holder_id in holders)
+        async with _logging_actions():
+            await _log_unlogged(access, lambda e: e.holder_id in holders)
     await _delivered(access, sends)
 
 
@@ -191,14 +192,28 @@ async def resume(holder: str, operator: str) -> HolderEntry:
 async def _switched(access: KafkaAccess, holder: str, active: bool, operator: str,
                     reason: str | None) -> HolderEntry:
     """The holder's entry published active (or inactive), then the operator action logged for
-    its record. One already so is NotSuspendable, nothing logged but the action of its latest
+    its record, the directory read and checked under the lock the two writes are made under
+    (_held). One already so is NotSuspendable, nothing logged but the action of its latest
     record if a run that stopped between the two writes left it unlogged (_log_unlogged)."""
-    entries = await current(access)
-    await _log_unlogged(access, lambda e: e.holder_id == holder)
-    entry = replace(_of_state(entries, holder, active=not active), active=active,
-                    inactive_since=None, updated_at=datetime.now(UTC))
-    return (await _written(access, [entry], "RESUME" if active else "SUSPEND", operator,
-                           reason))[0]
+    await provisioned(access, topics.DIRECTORY)
+    async with _held(access, lambda e: e.holder_id == holder) as entries:
+        entry = replace(_of_state(entries, holder, active=not active), active=active,
+                        inactive_since=None, updated_at=datetime.now(UTC))
+        return (await _written(access, [entry], "RESUME" if active else "SUSPEND", operator,
+                               reason))[0]
+
+
+@asynccontextmanager
+async def _held(access: KafkaAccess, concerned: Callable[[HolderEntry], bool]
+                ) -> AsyncIterator[dict[str, HolderEntry]]:
+    """The holder directory as it stands, read with the state folder's lock on operator actions
+    held (_logging_actions) until the command has checked it, written its entries and logged
+    its action (_written): of two commands on it at once from one state folder, the second reads
+    what the first wrote. The action of the concerned holders' latest records that a run which
+    stopped between its two writes left unlogged is logged first (_log_unlogged)."""
+    async with _logging_actions():
+        await _log_unlogged(access, concerned)
+        yield await _directory(access)
 
 
 async def _written(access: KafkaAccess, entries: Sequence[HolderEntry], action: str,
@@ -206,14 +221,15 @@ async def _written(access: KafkaAccess, entries: Sequence[HolderEntry], action: 
     """Publish the entries, each carrying the operator action they are written for (one new
     id; who and why sealed to the platform's key, _sealed), wait until the broker has them all,
     then log the action at the last one's broker time, on one producer: the entries as
-    published. A run that stops between the two writes leaves in the directory what the next
-    command on their holders logs the action by (_log_unlogged); one still between them holds
-    off a command recovering its action until it has logged it (_logging_actions)."""
+    published. Called with the state folder's lock held (_held): a run that stops between the
+    two writes leaves in the directory what the next command on their holders logs the action
+    by (_log_unlogged); one still between them holds off a command recovering its action until
+    it has logged it."""
     action_id = f"{action}@{uuid.uuid4().hex}"
     sealed = _sealed(_platform_key(), action_id, operator, reason)
     noted = [replace(e, action_id=action_id, action=action, sealed_action=sealed)
              for e in entries]
-    async with _logging_actions(), running(producer_for(access), access) as producer:
+    async with running(producer_for(access), access) as producer:
         written = await handed(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in noted])
         await settled(written)
         await deliver(producer, [logged(noted[-1], written[-1].result().timestamp, operator,
@@ -279,8 +295,8 @@ async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], 
     broker time of the last of its latest records, the concerned holders' or not (as its command
     would have: one time whichever holder's command recovers it, and no earlier than where a
     later command's search starts): once, as the records are read again only after it is on the
-    topic, and two commands recovering it at once search and log one after the other
-    (_logging_actions)."""
+    topic, and, called with the state folder's lock held (_logging_actions), two commands
+    recovering it at once search and log one after the other."""
     latest = {record.key: record for record in await read_topic(access, topics.DIRECTORY)}
     last: dict[str, tuple[HolderEntry, int]] = {}
     concerning: set[str] = set()
@@ -290,19 +306,18 @@ async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], 
             last[entry.action_id] = (entry, record.timestamp)
             if concerned(entry):
                 concerning.add(entry.action_id)
-    async with _logging_actions():
-        for action_id, (entry, appended_ms) in last.items():
-            if action_id in concerning and not await _on_audit(access, action_id, appended_ms):
-                log.warning("logging operator action %s, which the run that wrote %s's "
-                            "directory record stopped before logging", action_id,
-                            entry.holder_id)
-                await _delivered(access, [logged(entry, appended_ms,
-                                                 *_opened(_platform_key(), entry))])
+    for action_id, (entry, appended_ms) in last.items():
+        if action_id in concerning and not await _on_audit(access, action_id, appended_ms):
+            log.warning("logging operator action %s, which the run that wrote %s's directory "
+                        "record stopped before logging", action_id, entry.holder_id)
+            await _delivered(access, [logged(entry, appended_ms,
+                                             *_opened(_platform_key(), entry))])
 
 
 def _logging_actions() -> AbstractAsyncContextManager[None]:
-    """The state folder's lock on logging operator actions (directory/actions.lock): held by a
-    command from its action's directory records to its audit write (_written), and by a recovery
+    """The state folder's lock on logging operator actions (directory/actions.lock), taken once
+    by each command: held by a command on the directory from its read of it to its audit write
+    (_held), so that of two at once the second checks what the first wrote, and by a recovery
     from the audit topic's search for an action to its delivery, so that a command recovering it
     at the same time searches after it is there, and logs it no more. A command waiting for it
     says so after 2 s (the one holding it may hang on a broker it cannot reach)."""
@@ -355,16 +370,16 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
                        reason: str | None = None
                        ) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
     """A holder registered (see `registered`), `admitted` called once the directory takes it
-    and before its entry is published, and logged as the operator's action (with `reason`): its
-    entry before, the one published now, and the roles the legal pattern list names; both
-    topics checked once, at the start."""
+    and before its entry is published, and logged as the operator's action (with `reason`), the
+    directory read, checked and written under one lock (_held): its entry before, the one
+    published now, and the roles the legal pattern list names; both topics checked once, at
+    the start."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
-    await _log_unlogged(access, lambda e: e.holder_id == holder)
-    entries = await _directory(access)
-    entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
-    admitted()
-    entry, = await _written(access, [entry], "REGISTER", operator, reason)
+    async with _held(access, lambda e: e.holder_id == holder) as entries:
+        entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
+        admitted()
+        entry, = await _written(access, [entry], "REGISTER", operator, reason)
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
                                                           LegalPattern))
 
@@ -430,12 +445,12 @@ def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
 async def rekey_unit(unit: str, operator: str, reason: str | None = None) -> list[HolderEntry]:
     """Move a link-code unit to its next key epoch, logged as one operator action on the unit
     (with `reason`), its time the last of its holders' records (the unit is at the new epoch
-    once the broker has it): its holders' entries, as published."""
+    once the broker has it), the directory read and written under one lock (_held): its
+    holders' entries, as published."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY)
-    await _log_unlogged(access, lambda e: e.link_unit == unit)
-    return await _written(access, next_epoch(await _directory(access), unit), "REKEY", operator,
-                          reason)
+    async with _held(access, lambda e: e.link_unit == unit) as entries:
+        return await _written(access, next_epoch(entries, unit), "REKEY", operator, reason)
 
 
 def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:

@@ -14,11 +14,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka.admin import (
     AclBinding,
@@ -37,6 +38,7 @@ from broker.clients import KafkaAccess, at_end, read_topic
 from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
 from broker.provision import admin_client, binding_filter
+from processors import directory
 from renkei.envelope import unpacked
 from renkei.tether import tethered
 from schemas.codec import CODEC
@@ -215,6 +217,35 @@ class Stopped(Exception):
 async def stops(*_: object) -> None:
     """In place of processors.directory.deliver: the command stops before its action is logged."""
     raise Stopped
+
+
+HELD_BACK = 3.0  # seconds at most a command's read of the directory is held back (at_once)
+
+
+async def at_once(monkeypatch: pytest.MonkeyPatch, first: Coroutine[Any, Any, Any],
+                  second: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Two commands on the holder directory run at once, as two operators would run them from
+    one state folder: each one's result or error. The first's read of the directory (through
+    processors.directory._directory) is held back until the second has read it, and the
+    second's until the first has ended, HELD_BACK seconds at most each: a command that reads the
+    directory outside the state folder's lock acts on it as it was before the other wrote; one
+    whose read waits for the other's write goes on after HELD_BACK."""
+    read, second_read = directory._directory, asyncio.Event()
+
+    async def held_back(access: KafkaAccess) -> dict[str, HolderEntry]:
+        entries = await read(access)
+        if asyncio.current_task() is commands[0]:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(second_read.wait(), HELD_BACK)
+        elif asyncio.current_task() is commands[1]:
+            second_read.set()
+            await asyncio.wait(commands[:1], timeout=HELD_BACK)
+        return entries
+
+    with monkeypatch.context() as patched:
+        patched.setattr(directory, "_directory", held_back)
+        commands = [asyncio.create_task(first), asyncio.create_task(second)]
+        return await asyncio.gather(*commands, return_exceptions=True)
 
 
 def action_of(record: Any) -> str:

@@ -36,6 +36,7 @@ from schemas.messages import LinkageRequest
 from tests.kafka_helpers import (
     Stopped,
     action_of,
+    at_once,
     audit_events,
     operator_actions,
     rejection_of,
@@ -210,6 +211,25 @@ async def test_a_rekeying_recovered_by_a_members_registration_is_logged_once(
         OperatorAction(action_of(record), from_millis(record.timestamp), operator, "REKEY",
                        "kame-medical", reason)
         for record, operator, reason in ((last, "ops-a", "鍵の漏えい"), (again, "ops-b", None))]
+
+
+async def test_a_holder_registered_into_a_unit_while_it_is_rekeyed_is_at_its_new_epoch(
+        town: Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`renkei holder register` of a holder into a unit run while the unit was being re-keyed
+    from one state folder read the unit's key epoch before the re-keying was written and
+    published the holder at the old one: the unit's holders at two epochs, each given other
+    link codes of one person. The registration reads the directory after the re-keying (or the
+    re-keying after the registration): the unit's holders are at its new epoch."""
+    await directory.registration("ushi-clinic", "牛町診療所", "medical_institution",
+                                 "ushi-medical", None, False, False, lambda: None, "ops-a")
+    told = await at_once(monkeypatch, directory.rekey_unit("ushi-medical", "ops-a"),
+                         directory.registration("ushi-pharmacy", "牛町薬局", "medical_institution",
+                                                "ushi-medical", None, False, False,
+                                                lambda: None, "ops-b"))
+    assert not [t for t in told if isinstance(t, Exception)], told
+    entries = await directory.current()
+    assert {h: entries[h].key_epoch for h in ("ushi-clinic", "ushi-pharmacy")} == {
+        "ushi-clinic": 1, "ushi-pharmacy": 1}
 
 
 async def apart(producer: AIOKafkaProducer, effects: Sequence[Send]) -> list[asyncio.Future[Any]]:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +37,7 @@ from schemas.messages import HolderEntry
 from tests.kafka_helpers import (
     Stopped,
     action_of,
+    at_once,
     logged_events,
     operator_actions,
     renkei,
@@ -370,6 +372,52 @@ async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_w
     await _suspended_and_resumed_once(admin, audit_end, end)
     assert await operator_actions(audit_end, "nenkin") == []
     assert (await directory.current())["sakura-town"].active
+
+
+async def test_two_suspensions_of_a_holder_at_once_are_one_logged_once(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `renkei holder suspend` of one holder at once from one state folder both read the
+    directory before either wrote, both found it active, and both published and logged a
+    suspension: two operator actions in the audit log for one, the second moving since when
+    the holder was inactive. The one reading the directory after the other wrote is told the
+    holder is already suspended, since the other's time, and logs nothing."""
+    _, audit_end = await offsets(KafkaAccess.of(config.ADMIN), topics.AUDIT)
+    try:
+        told = await at_once(monkeypatch, directory.suspend("sakura-town", "ops-a", "情報漏えい"),
+                             directory.suspend("sakura-town", "ops-b", "情報漏えい"))
+        assert [a.action for a in await operator_actions(audit_end, "sakura-town")] == [
+            "SUSPEND"]
+        suspended, refused = sorted(told, key=lambda t: isinstance(t, Exception))
+        assert isinstance(suspended, HolderEntry) and suspended.inactive_since
+        assert isinstance(refused, directory.NotSuspendable)
+        assert str(refused) == ("sakura-town is already suspended (since "
+                                f"{suspended.inactive_since.isoformat()})")
+        assert (await directory.current())["sakura-town"].inactive_since == \
+            suspended.inactive_since
+    finally:
+        with suppress(directory.NotSuspendable):
+            await directory.resume("sakura-town", "ops-a")
+
+
+async def test_a_holder_registered_while_it_is_suspended_stays_suspended(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`renkei holder register` of a holder run while it was being suspended from one state
+    folder read the directory before the suspension was written and published the holder active
+    after it: the suspension undone, with no resumption in the audit log. The registration
+    reads the directory after the suspension (or the suspension after the registration): the
+    holder stays suspended, since the suspension's time."""
+    sample = town.sample("sakura-town")
+    try:
+        suspended, registered = await at_once(
+            monkeypatch, directory.suspend("sakura-town", "ops-a", "情報漏えい"),
+            directory.registration("sakura-town", sample.name, sample.role, None, None, False,
+                                   False, lambda: None, "ops-b"))
+        assert isinstance(suspended, HolderEntry) and isinstance(registered, tuple)
+        entry = (await directory.current())["sakura-town"]
+        assert (entry.active, entry.inactive_since) == (False, suspended.inactive_since)
+    finally:
+        with suppress(directory.NotSuspendable):
+            await directory.resume("sakura-town", "ops-a")
 
 
 async def _suspended_and_resumed_once(admin: KafkaAccess, audit_end: int, end: int,
