@@ -117,8 +117,8 @@ class Views:
         before them (a holder's request sent once `renkei holder resume` had returned was
         refused SUSPENDED by a view not there yet; read_first): DIRECTORY_WAIT at most, after
         which, or if the broker does not say the directory's end, they are judged by the view as
-        it is, said in a warning, and no poll waits again until that read has reached its end
-        (said once it, or a read after, has)."""
+        it is, said in a warning (once: not again until a read has reached the end), and no poll
+        waits again until that read has reached its end (said once it, or a read after, has)."""
         if self._behind is not None and not self._behind.done():
             return
         reading = asyncio.create_task(self.directory.read_to_end())
@@ -130,6 +130,8 @@ class Views:
         if reading not in done:
             self._behind = reading
             reading.add_done_callback(self._caught_up)
+        if self._given_up:  # said already, none read to its end since: an outage, a line
+            return
         self._given_up = True
         log.warning("the holder directory is not read to its end (%s): requests are judged "
                     "by the directory as read so far", reading.exception() if reading in done

@@ -236,6 +236,36 @@ async def test_a_directory_read_given_up_that_fails_since_stops_the_views_all_th
     assert views.patterns._task is not None and views.patterns._task.done()
 
 
+async def test_a_directory_whose_end_is_not_told_is_said_once_until_it_is_read_to_its_end(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """While the broker does not say the directory's end (a KafkaError from the look-up), each
+    poll that reads first logged the warning again, a line a poll through an outage: it is said
+    once, as a read given up at DIRECTORY_WAIT is, and its end said once a read reaches it."""
+    views = _instance()
+    caplog.set_level(logging.INFO, logger=platform_module.__name__)
+    async with running(views, KafkaAccess.of(acls.PLATFORM)):
+        read_to_end = views.directory.read_to_end
+
+        async def failing() -> None:
+            raise KafkaError("the directory's end not told")
+
+        monkeypatch.setattr(views.directory, "read_to_end", failing)
+        for _ in range(3):
+            await views.directory_read()
+        assert _said(caplog) == [NOT_TOLD]
+        monkeypatch.setattr(views.directory, "read_to_end", read_to_end)
+        for _ in range(2):
+            await views.directory_read()
+        monkeypatch.setattr(views.directory, "read_to_end", failing)  # a second outage
+        await views.directory_read()
+    assert _said(caplog) == [NOT_TOLD, CAUGHT_UP, NOT_TOLD]
+
+
+NOT_TOLD = ("the holder directory is not read to its end (KafkaError: the directory's end not "
+            "told): requests are judged by the directory as read so far")
+
+
 @pytest.mark.parametrize("ending", ["stopped", "failed"])
 async def test_a_read_to_the_directory_end_is_told_when_the_view_stops_following(
         town: town_setup.Town, ending: str, monkeypatch: pytest.MonkeyPatch) -> None:
