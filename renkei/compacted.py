@@ -4,7 +4,6 @@ per key, loaded from the beginning, then kept up to date while the process runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from broker import topics
 from broker.clients import KafkaAccess, started
 from renkei.broker_time import appended_at
-from renkei.tasks import set_or_ended, set_or_failed
+from renkei.tasks import set_or_ended
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry
 
@@ -59,11 +58,13 @@ class CompactedView(Generic[V]):
 
     async def loaded(self) -> None:
         """Wait until everything written before the view started has been read (while the
-        broker is away, until it is back); raises NotFollowing if the view stopped first."""
+        broker is away, until it is back); raises NotFollowing if the view stopped first
+        (stopped, or failed), or has failed since."""
         assert self._task is not None, "start the view first"
-        with contextlib.suppress(Exception):  # the task's own error: raised as NotFollowing
-            await set_or_failed(self._loaded, self._task)
+        await set_or_ended(self._loaded, self._task)
         self.check()
+        if not self._loaded.is_set():
+            raise self._stopped()
 
     def check(self) -> None:
         """Raise NotFollowing if the view has stopped following its topic: a service that
@@ -83,9 +84,13 @@ class CompactedView(Generic[V]):
         while not self._applied(ends):
             self.check()
             if self._task.done():
-                raise NotFollowing(f"stopped following {self.topic}: the view was stopped")
+                raise self._stopped()
             self._polled.clear()
             await set_or_ended(self._polled, self._task)
+
+    def _stopped(self) -> NotFollowing:
+        """What a caller waiting on the view is told once it has been stopped (`stop`)."""
+        return NotFollowing(f"stopped following {self.topic}: the view was stopped")
 
     def _applied(self, ends: dict[Any, int]) -> bool:
         """Whether the view has applied every record before each partition's end offset."""

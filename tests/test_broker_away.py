@@ -75,6 +75,29 @@ async def test_a_view_started_while_the_broker_is_away_loads_once_it_is_there(
         await view.stop()
 
 
+async def test_a_view_stopped_before_it_loaded_tells_who_waits_that_it_stopped(
+        town: town_setup.Town) -> None:
+    """A view stopped while the broker was away, before it loaded, had `loaded` raise
+    CancelledError, as if its caller itself had been cancelled, one catching NotFollowing
+    missing it: it is told NotFollowing, the view stopped, and so is a caller after."""
+    view = CompactedView(_away(KafkaAccess.of(acls.PLATFORM), free_port()), topics.DIRECTORY,
+                         bytes)
+    await view.start()
+    loading = asyncio.create_task(view.loaded())
+    stopped = r"stopped following renkei\.directory: the view was stopped"
+    try:
+        await asyncio.sleep(1)
+        assert not loading.done()
+        await view.stop()
+        with pytest.raises(NotFollowing, match=stopped):
+            await asyncio.wait_for(loading, 5)
+        with pytest.raises(NotFollowing, match=stopped):
+            await view.loaded()
+    finally:
+        loading.cancel()
+        await view.stop()
+
+
 async def test_a_view_that_cannot_follow_its_topic_says_why_instead_of_waiting_forever(
         holders: list[str]) -> None:
     view = CompactedView(KafkaAccess.of(holders[0]), topics.AUDIT, bytes)  # not a holder's
