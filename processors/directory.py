@@ -19,7 +19,8 @@ from broker import acls, config, topics
 from broker.clients import KafkaAccess, provisioned, read_topic, records_between, running
 from processors import keys, patterns
 from renkei import sealing
-from renkei.compacted import CompactedView, holder_directory
+from renkei.broker_time import appended_at
+from renkei.compacted import CompactedView, dated, holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, handed, producer_for, settled
 from renkei.state import file_awaited, private_dir
@@ -176,11 +177,10 @@ async def suspend(holder: str, operator: str, reason: str) -> HolderEntry:
     answer to or from it dated (by the broker) from then on is relayed to no one. Its entry is
     published inactive naming no time, one record, which every reader of the directory takes
     as inactive since that record's broker append time (compacted.dated), and the suspension
-    logged (_switched): the entry as the directory has it now. NotSuspendable for a holder not
+    logged (_switched): the entry as published, as every reader dates it (inactive since no
+    known time on a directory topic the broker does not stamp). NotSuspendable for a holder not
     in the directory or already suspended."""
-    access = KafkaAccess.of(config.ADMIN)
-    await _switched(access, holder, False, operator, reason)
-    return (await current(access))[holder]
+    return await _switched(KafkaAccess.of(config.ADMIN), holder, False, operator, reason)
 
 
 async def resume(holder: str, operator: str) -> HolderEntry:
@@ -199,8 +199,8 @@ async def _switched(access: KafkaAccess, holder: str, active: bool, operator: st
     async with _held(access, lambda e: e.holder_id == holder) as entries:
         entry = replace(_of_state(entries, holder, active=not active), active=active,
                         inactive_since=None, updated_at=datetime.now(UTC))
-        return (await _written(access, [entry], "RESUME" if active else "SUSPEND", operator,
-                               reason))[0]
+        return (await _written(access, entries, [entry], "RESUME" if active else "SUSPEND",
+                               operator, reason))[0]
 
 
 @asynccontextmanager
@@ -216,15 +216,17 @@ async def _held(access: KafkaAccess, concerned: Callable[[HolderEntry], bool]
         yield await _directory(access)
 
 
-async def _written(access: KafkaAccess, entries: Sequence[HolderEntry], action: str,
-                   operator: str, reason: str | None) -> list[HolderEntry]:
-    """Publish the entries, each carrying the operator action they are written for (one new
-    id; who and why sealed to the platform's key, _sealed), wait until the broker has them all,
-    then log the action at the last one's broker time, on one producer: the entries as
-    published. Called with the state folder's lock held (_held): a run that stops between the
-    two writes leaves in the directory what the next command on their holders logs the action
-    by (_log_unlogged); one still between them holds off a command recovering its action until
-    it has logged it."""
+async def _written(access: KafkaAccess, directory: Mapping[str, HolderEntry],
+                   entries: Sequence[HolderEntry], action: str, operator: str,
+                   reason: str | None) -> list[HolderEntry]:
+    """Publish the entries into the directory as read (`directory`), each carrying the operator
+    action they are written for (one new id; who and why sealed to the platform's key,
+    _sealed), wait until the broker has them all, then log the action at the last one's broker
+    time, on one producer: the entries as published, as every reader dates them (an inactive one
+    by its record's broker time, compacted.dated). Called with the state folder's lock held
+    (_held): a run that stops between the two writes leaves in the directory what the next
+    command on their holders logs the action by (_log_unlogged); one still between them holds
+    off a command recovering its action until it has logged it."""
     action_id = f"{action}@{uuid.uuid4().hex}"
     sealed = _sealed(_platform_key(), action_id, operator, reason)
     noted = [replace(e, action_id=action_id, action=action, sealed_action=sealed)
@@ -234,7 +236,8 @@ async def _written(access: KafkaAccess, entries: Sequence[HolderEntry], action: 
         await settled(written)
         await deliver(producer, [logged(noted[-1], written[-1].result().timestamp, operator,
                                         reason)])
-    return noted
+    return [dated(e, directory.get(e.holder_id), appended_at(w.result()))
+            for e, w in zip(noted, written, strict=True)]
 
 
 def _platform_key() -> X25519PrivateKey:
@@ -379,7 +382,7 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
     async with _held(access, lambda e: e.holder_id == holder) as entries:
         entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
         admitted()
-        entry, = await _written(access, [entry], "REGISTER", operator, reason)
+        entry, = await _written(access, entries, [entry], "REGISTER", operator, reason)
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
                                                           LegalPattern))
 
@@ -450,7 +453,8 @@ async def rekey_unit(unit: str, operator: str, reason: str | None = None) -> lis
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY)
     async with _held(access, lambda e: e.link_unit == unit) as entries:
-        return await _written(access, next_epoch(entries, unit), "REKEY", operator, reason)
+        return await _written(access, entries, next_epoch(entries, unit), "REKEY", operator,
+                              reason)
 
 
 def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:

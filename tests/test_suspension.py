@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +27,7 @@ from processors.keys import MasterKeys
 from processors.platform import Views
 from renkei import sealing
 from renkei import town as town_setup
-from renkei.broker_time import LOG_APPEND_TIME
+from renkei.broker_time import LOG_APPEND_TIME, appended_at
 from renkei.compacted import NotFollowing, holder_directory
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import deliver
@@ -424,6 +424,38 @@ async def test_two_suspensions_of_a_holder_at_once_are_one_logged_once(
                                 f"{suspended.inactive_since.isoformat()})")
         assert (await directory.current())["sakura-town"].inactive_since == \
             suspended.inactive_since
+    finally:
+        with suppress(directory.NotSuspendable):
+            await directory.resume("sakura-town", "ops-a")
+
+
+async def test_a_suspension_is_told_as_published_though_a_resumption_comes_right_after(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`renkei holder suspend` read the holder's entry back after letting go of the state
+    folder's lock: a resumption in between had it tell the holder active (printed "suspended
+    … (the directory topic is not stamped by the broker …)"). It tells the entry it published,
+    inactive since its record's broker time, as every reader dates it."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    lock, resumed = directory._logging_actions, asyncio.Event()
+
+    @asynccontextmanager
+    async def then_resumed() -> AsyncIterator[None]:
+        async with lock():
+            yield
+        if not resumed.is_set():  # the suspension's lock let go: a resumption at once
+            resumed.set()
+            await directory.resume("sakura-town", "ops-b")
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(directory, "_logging_actions", then_resumed)
+            suspended = await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+        suspension, _ = await read_topic(admin, topics.DIRECTORY, start=end)
+        assert (suspended.active, suspended.inactive_since, suspended.action_id) == (
+            False, appended_at(suspension), action_of(suspension))
+        assert appended_at(suspension) is not None
+        assert (await directory.current())["sakura-town"].active
     finally:
         with suppress(directory.NotSuspendable):
             await directory.resume("sakura-town", "ops-a")
