@@ -88,15 +88,35 @@ def forgotten_told(parts: Iterable[Forgotten], cutoff: datetime) -> str:
 @dataclass
 class Undone:
     """What undoing the code changes a registry lost did: numbers moved back to the codes it has
-    for their residents, left under a lost code (the code it has had another), and retired in
-    following them (withdrawn from the code a lost change gave), which stay retired; and whether
-    it went back past the changes followed kept, some not kept (followed before they were, or
-    forgotten past the retention): those it lost are not undone."""
+    for their residents, those retired in following them (withdrawn from the code a lost change
+    gave), which stay retired, and those withdrawn in undoing them (issued to the code it has for
+    a resident meanwhile); and whether it went back past the changes followed kept, some not kept
+    (followed before they were, or forgotten past the retention): those it lost are not undone."""
 
     moved: int = 0
-    left: int = 0
     retired: int = 0
+    withdrawn: int = 0
     unkept: bool = False  # it may have lost changes followed whose moves were not kept
+
+
+@dataclass(frozen=True)
+class Move:
+    """How the history records a number moved from one resident code to another: its kind and
+    reason, and the reason of withdrawing a number the code it goes to has (issued to it while the
+    number was under the other: the resident keeps the number they had)."""
+
+    kind: str
+    reason: str
+    withdrawal: str
+
+
+FOLLOWED = Move("code-followed", "resident code changed",
+                "issued to a changed resident code before the change was followed: the resident "
+                "keeps their number")
+UNFOLLOWED = Move("code-unfollowed",
+                  "the registry went back: the change of resident code it lost is undone",
+                  "issued to a resident code while a change the registry lost had moved its "
+                  "resident's number from it: the resident keeps their number")
 
 
 def withdrawn_told(count: int) -> str:
@@ -196,13 +216,14 @@ class NumberingAuthority:
                     "lost are undone, their residents' numbers back under the codes it has for "
                     "them, and its code changes are followed again from its first%s",
                     registry.path, seen, undone.moved, UNKEPT_TOLD if undone.unkept else "")
-        if undone.retired or undone.left:
+        if undone.retired or undone.withdrawn:
             log.warning("undoing the code changes the registry at %s lost: %d personal number(s) "
-                        "retired in following them stay retired (numbers are never reissued): the "
-                        "authority's history names them ('number-withdrawn'); %d number(s) left "
-                        "under the code a lost change gave, the code the registry has for their "
-                        "resident having another meanwhile: the history names them "
-                        "('code-followed')", registry.path, undone.retired, undone.left)
+                        "retired in following them stay retired (numbers are never reissued), and "
+                        "%d issued meanwhile to the code the registry has for their resident are "
+                        "retired, each resident keeping the number they had (none is left under a "
+                        "code the registry lost, which it may give another): the authority's "
+                        "history names them ('number-withdrawn')", registry.path, undone.retired,
+                        undone.withdrawn)
         return 0
 
     def _bookmark_at(self, registry: RegistryStore, source: str) -> tuple[int, bool]:
@@ -216,9 +237,12 @@ class NumberingAuthority:
     def _unfollow_lost(self, registry: RegistryStore, source: str) -> Undone:
         """Undo the changes followed that the registry lost (in a transaction), the latest first,
         down to the latest it has (the same fingerprint at its number). A number the resident has
-        since changed goes back with them; a number another code has meanwhile stays where it is
-        (left); a number following one withdrew from the code it gave stays retired. Past the
-        changes kept, with some not kept, those it lost are not known: not undone (unkept)."""
+        since changed goes back with them; one issued meanwhile to the code the registry has for
+        them is withdrawn, as following withdraws one issued to a code before its change was
+        followed: none stays under a code the registry lost, which it may give another, whose
+        newcomer would be taken for its resident; a number following one withdrew from the code it
+        gave stays retired. Past the changes kept, with some not kept, those it lost are not
+        known: not undone (unkept)."""
         undone, kept = Undone(), 0
         for seq, followed, old_code, new_code in self._store.followed(source):
             there = registry.event(seq)
@@ -230,10 +254,9 @@ class NumberingAuthority:
                 continue
             if self._store.withdrawn_for(new_code, number):
                 undone.retired += 1
-            if self._unrename(new_code, old_code):
-                undone.moved += 1
-            else:
-                undone.left += 1
+            if self._move(number, new_code, old_code, UNFOLLOWED):
+                undone.withdrawn += 1
+            undone.moved += 1
         self._store.forget_followed(source, kept)
         undone.unkept = not kept and not self._store.all_followed_kept(source)
         return undone
@@ -343,34 +366,25 @@ class NumberingAuthority:
         number = self._store.number_of(old_code)
         if number is None:
             return False
+        if self._move(number, old_code, new_code, FOLLOWED):
+            self.withdrawn += 1
+        return True
+
+    def _move(self, number: str, old_code: str, new_code: str, how: Move) -> bool:
+        """Move the number from the old code to the new (in a transaction), recorded as `how`
+        says; whether it withdrew a number the new code had (issued to it while the number was
+        under the old, as `assign-all` once did before a change was followed): retired, never
+        reissued, and recorded, the resident keeping their number."""
         wrong = self._store.number_of(new_code)
         if wrong is not None:
-            self._withdraw(new_code, wrong, number)
+            self._store.unbind(new_code)
+            self._store.retire(wrong, self._clock())
+            self._store.record_change(self._clock(), "number-withdrawn", new_code, wrong, number,
+                                      how.withdrawal)
         self._store.rename(old_code, new_code)
-        self._store.record_change(self._clock(), "code-followed", old_code, old_code, new_code,
-                                  "resident code changed")
-        return True
-
-    def _unrename(self, new_code: str, old_code: str) -> bool:
-        """Move the number from the code a change the registry lost gave back to the one it has
-        for the resident (in a transaction); False if the old code has one."""
-        if self._store.number_of(old_code) is not None:
-            return False
-        self._store.rename(new_code, old_code)
-        self._store.record_change(self._clock(), "code-unfollowed", new_code, new_code, old_code,
-                                  "the registry went back: the change of resident code it lost "
-                                  "is undone")
-        return True
-
-    def _withdraw(self, new_code: str, wrong: str, kept: str) -> None:
-        """A number issued to the new code before its change was followed (as `assign-all` once
-        did) is retired, never reissued, and recorded: the resident keeps their number."""
-        self._store.unbind(new_code)
-        self._store.retire(wrong, self._clock())
-        self._store.record_change(self._clock(), "number-withdrawn", new_code, wrong, kept,
-                                  "issued to a changed resident code before the change was "
-                                  "followed: the resident keeps their number")
-        self.withdrawn += 1
+        self._store.record_change(self._clock(), how.kind, old_code, old_code, new_code,
+                                  how.reason)
+        return wrong is not None
 
     def _use(self, ticket: TicketShown, change_id: str | None) -> None:
         """Record the ticket used for the change (in a transaction), if it may be; the uses of

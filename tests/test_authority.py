@@ -46,7 +46,7 @@ from broker import acls, topics
 from registry import store as registry_store
 from registry import tickets
 from registry.resident_code import random_codes
-from registry.residents import ChangeKind, change
+from registry.residents import ChangeKind, Resident, change
 from renkei import retention, sealing
 from renkei import sqlite as renkei_sqlite
 from renkei import town as town_setup
@@ -1038,9 +1038,10 @@ def test_an_undo_that_cannot_give_a_number_back_says_so(
         tmp_path: Path, store: AuthorityStore, caplog: pytest.LogCaptureFixture) -> None:
     """Undoing the code changes a registry put back lost, a number retired in following one
     (issued to the code it gave before it was followed) stayed retired, numbers never being
-    reissued, and a number whose resident's code in the registry had another meanwhile was left
-    under the lost code: both went unsaid, the warning telling all the changes undone. Each is
-    a WARNING, how many and where to look, naming no number and no resident code."""
+    reissued, and a number issued meanwhile to the code the registry has for a resident was
+    withdrawn, their own back under it: both went unsaid, the warning telling all the changes
+    undone. Each is a WARNING, how many and where to look, naming no number and no resident
+    code."""
     registry, authority, codes = _numbered_and_copied(tmp_path, store)
     path = registry.path
     lost = [change_code(registry, code, seed)
@@ -1049,19 +1050,62 @@ def test_an_undo_that_cannot_give_a_number_back_says_so(
     assert authority.follow_registry(registry) == 3 and authority.withdrawn == 1
     seen = registry.last_seq()
     copied(tmp_path / "copy.db", path)
-    left = authority.number_of(lost[1])
+    own = authority.number_of(lost[1])
     authority.assign(codes[1])  # the code the copy has for its resident, numbered meanwhile
     with caplog.at_level(logging.WARNING, "authority.service"):
         assert authority.follow_registry(registry) == 0
-    assert authority.number_of(lost[1]) == left and authority.number_of(lost[0]) is None
+    assert [authority.number_of(code) for code in lost] == [None] * 3
+    assert authority.number_of(codes[1]) == own and authority.withdrawn == 1
     assert [r.getMessage() for r in caplog.records] == [
-        _went_back(path, seen, 2),
+        _went_back(path, seen, 3),
         f"undoing the code changes the registry at {path} lost: 1 personal number(s) retired "
-        "in following them stay retired (numbers are never reissued): the authority's history "
-        "names them ('number-withdrawn'); 1 number(s) left under the code a lost change gave, "
-        "the code the registry has for their resident having another meanwhile: the history "
-        "names them ('code-followed')"]
+        "in following them stay retired (numbers are never reissued), and 1 issued meanwhile to "
+        "the code the registry has for their resident are retired, each resident keeping the "
+        "number they had (none is left under a code the registry lost, which it may give "
+        "another): the authority's history names them ('number-withdrawn')"]
     registry.close()
+
+
+def test_a_number_under_a_code_a_registry_put_back_lost_passes_to_no_one_given_that_code(
+        tmp_path: Path, store: AuthorityStore) -> None:
+    """Undoing the code changes a registry put back lost, a number whose resident's code in the
+    registry had another meanwhile was left under the lost code, which the copy, knowing nothing of
+    it, may give a resident it registers: `assign-all` gave the newcomer that number, and a look-up
+    of it answered with the newcomer, another person's number theirs. The number issued meanwhile
+    to the code the registry has for the resident is withdrawn (retired, never reissued), and their
+    own goes back under it: no number stays under a lost code, the newcomer is numbered anew."""
+    registry, authority, codes = _numbered_and_copied(tmp_path, store)
+    own = authority.number_of(codes[1])
+    lost = change_code(registry, codes[1], seed=97)
+    assert authority.follow_registry(registry) == 1
+    copied(tmp_path / "copy.db", registry.path)
+    meanwhile = authority.assign(codes[1])  # the code the copy has for its resident
+    assert authority.follow_registry(registry) == 0
+    newcomer = registered(registry, dataclasses.replace(
+        _resident(registry, codes[2]), resident_code=lost, name="新井\u3000一郎"))
+    assert authority.assign_registry(registry) == (0, 1)
+    assert authority.number_of(codes[1]) == own
+    assert authority.number_of(newcomer) not in (own, meanwhile, None)
+    assert authority.lookup(own or "", "tax-office", "income check") == codes[1]
+    assert authority.lookup(meanwhile, "tax-office", "income check") is None  # retired
+    assert store.counts() == {"issued": 22, "current": 21, "retired": 1, "lookups": 2}
+    registry.close()
+
+
+def _resident(registry: registry_store.RegistryStore, code: str) -> Resident:
+    """The resident the registry has under `code`."""
+    resident = registry.by_code(code)
+    assert resident is not None
+    return resident
+
+
+def registered(registry: registry_store.RegistryStore, resident: Resident) -> str:
+    """Register a new resident in the registry (a birth, a move in: the simulator generates none
+    live), as the registry's own process writes it; their resident code."""
+    with closing(sqlite3.connect(registry.path)) as db, db:
+        db.execute(f"INSERT INTO residents ({registry_store.RESIDENT_COLUMNS}, four_key) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)", registry_store._resident_row(resident))
+    return resident.resident_code
 
 
 def test_a_registry_gone_back_found_by_two_followers_at_once_is_undone_once(
