@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 # said when a registry went back past the code changes followed that the authority kept
 UNKEPT_TOLD = ("; those it lost that were followed before the authority kept them (a store from "
                "before that) or forgotten past the retention are not undone: their residents' "
-               "numbers stay under the codes they gave, which the registry may give others "
-               "(numbering one then retires that number): check each code change followed in the "
-               "authority's history ('code-followed') against the code the registry has for its "
-               "resident")
+               "numbers stay under the codes they gave, which the registry may give others (a "
+               "code changed to one has the number there retired; a resident registered under "
+               "one is taken for its resident, given that number): check each code change "
+               "followed in the authority's history ('code-followed') against the code the "
+               "registry has for its resident")
 
 
 class AlreadyAssigned(ValueError):

@@ -1192,10 +1192,11 @@ def _went_back(path: Path, seen: int, undone: int, unkept: bool = False) -> str:
             "its code changes are followed again from its first" + (
                 "; those it lost that were followed before the authority kept them (a store from "
                 "before that) or forgotten past the retention are not undone: their residents' "
-                "numbers stay under the codes they gave, which the registry may give others "
-                "(numbering one then retires that number): check each code change followed in "
-                "the authority's history ('code-followed') against the code the registry has for "
-                "its resident" if unkept else ""))
+                "numbers stay under the codes they gave, which the registry may give others (a "
+                "code changed to one has the number there retired; a resident registered under "
+                "one is taken for its resident, given that number): check each code change "
+                "followed in the authority's history ('code-followed') against the code the "
+                "registry has for its resident" if unkept else ""))
 
 
 def copied(source: Path, target: Path) -> None:
