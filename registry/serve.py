@@ -18,7 +18,7 @@ from cards.jlis import CardHolders
 from processors import keys
 from processors.codes import IdCodes
 from registry import tickets
-from registry.cli import open_registry
+from registry.cli import DB_OPTION, open_registry
 from registry.portal import CardLogins
 from registry.service import RegistryService
 from registry.store import NoRegistry, RegistryStore, default_path
@@ -70,8 +70,7 @@ def id_codes() -> IdCodes:
 
 
 @click.command(short_help="Answer the platform's look-ups and My Portal's card logins.")
-@click.option("--db", type=click.Path(path_type=Path), default=None, cls=SaidDefault,
-              show_default="<state>/registry/registry.db", help="the registry's SQLite file")
+@DB_OPTION
 @click.option("--portal-origin", "portal_origins", multiple=True, callback=origins,
               cls=SaidDefault, show_default="any http://127.0.0.1:PORT",
               help="My Portal's public origin, as its --origin (repeatable); a card login "
