@@ -39,7 +39,6 @@ from cards import ca, issue
 from cards.card import Card
 from cards.jlis import CardHolders
 from cards.login import FROM_THE_FUTURE, challenge, issued_at, message
-from holders.client import HolderClient
 from portal import app as portal_app
 from portal import services
 from portal.i18n import words
@@ -85,18 +84,14 @@ from tests.loop_helpers import Deadline
 from tests.proc_helpers import open_files
 from tests.test_questions import LOW_ORDER
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+# The session's holders have bound their records (clients) before this file changes residents'
+# numbers: a binding made stays (a link code is of the resident code), but a holder binding
+# after, by the number its record carries, finds no resident with it (test_linkage, run after
+# this file on its worker, found sakura-town's records of those residents unbound).
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("clients")]
 PIN = "4321"
 ORIGIN = "http://127.0.0.1:8080"
 ELSEWHERE = "https://elsewhere.example"  # a site a card also logs in to: not the portal
-
-
-@pytest.fixture(autouse=True)
-def bound_first(clients: dict[str, HolderClient]) -> None:
-    """The session's holders have bound their records before this file changes residents'
-    numbers: a binding made stays (a link code is of the resident code), but a holder binding
-    after, by the number its record carries, finds no resident with it (test_linkage, run after
-    this file on its worker, found sakura-town's records of those residents unbound)."""
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
