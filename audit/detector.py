@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from functools import cached_property
+from typing import NamedTuple
 
 from audit.events import BINDING, HOLDER_LOGS, LINKAGE, REJECTED, SUSPENDED, AccessLogEvent
 from renkei.clock import JST
@@ -178,6 +179,18 @@ class _Volume:
         return sum(n for b, n in self.counts.items() if first <= b < end)
 
 
+class _Waiting(NamedTuple):
+    """A linkage request about a person no binding gave its requester yet, in the heap of those
+    waiting for their decision (ordered by `due`, then `queued`)."""
+
+    due: datetime  # its own time past the lateness
+    queued: int  # the order it waited in, for requests due at once
+    event: AccessLogEvent
+    person: str
+    made: datetime  # its own time (the event's may be the time it was read)
+    asked: bool  # whether the store was asked when it was read
+
+
 @dataclass
 class _Window:
     """The times of a requester's events of one rule (of one person's, for REPEATED_PERSON), in
@@ -239,11 +252,9 @@ class Detector:
         self._quiet: dict[str, dict[str, datetime]] = {rule: {} for rule in QUIETED}
         self._pruned: datetime | None = None
         # the linkage requests about a person no binding gave the requester yet, by when their
-        # decision is due, with their own time and whether the store was asked when they were
-        # read; how many wait for
-        # each (requester, person), and the bindings of those seen since (each's first time): the
-        # store holds the bindings of the batches before
-        self._waiting: list[tuple[datetime, int, AccessLogEvent, str, datetime, bool]] = []
+        # decision is due; how many wait for each (requester, person), and the bindings of those
+        # seen since (each's first time): the store holds the bindings of the batches before
+        self._waiting: list[_Waiting] = []
         self._queued = itertools.count()  # the order they waited in, for requests due at once
         self._unsure: Counter[tuple[str, str]] = Counter()
         self._bindings: dict[tuple[str, str], datetime] = {}
@@ -425,8 +436,8 @@ class Detector:
             return
         asked = self._retraced is None
         if not self._given(event, person, made, ask=asked):
-            heapq.heappush(self._waiting, (event.occurred_at + self.rules.lateness,
-                                           next(self._queued), event, person, made, asked))
+            heapq.heappush(self._waiting, _Waiting(event.occurred_at + self.rules.lateness,
+                                                   next(self._queued), event, person, made, asked))
             self._unsure[event.requester, person] += 1
 
     def _unbound_due(self, now: datetime) -> list[Alert]:
@@ -435,7 +446,7 @@ class Detector:
         and alerted, before the stop; they keep no window). The store was asked when the request
         was read; it is asked now only of one queued while resuming, not asked then."""
         alerts: list[Alert] = []
-        while self._waiting and self._waiting[0][0] < now:
+        while self._waiting and self._waiting[0].due < now:
             _, _, event, person, made, asked = heapq.heappop(self._waiting)
             if (left := self._unsure.pop((event.requester, person)) - 1) > 0:
                 self._unsure[event.requester, person] = left
