@@ -122,6 +122,15 @@ async def caught_up(store: AuditStore, wanted: set[str], within: float = 60) -> 
     return time.monotonic() - started
 
 
+async def logged(live: AuditStore, events: list[AccessLogEvent]) -> None:
+    """The events sent to the audit topic, and appended to the live store (a batch of their
+    own, after those sent before)."""
+    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+        for event in events:
+            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
+    await caught_up(live, {e.event_id for e in events})
+
+
 async def test_the_audit_topic_keeps_seven_years(town: Town) -> None:
     resource, admin = ConfigResource(ConfigResource.Type.TOPIC, topics.AUDIT), admin_client()
     configs = admin.describe_configs([resource])[resource].result(30)
@@ -179,10 +188,7 @@ async def test_a_night_burst_of_requests_raises_volume_and_off_hours_alerts(
                               "sakura-town", "local_tax", None)
 
     events = [request(n) for n in range(201)]
-    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
-        for event in events:
-            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
-    await caught_up(live, {e.event_id for e in events})
+    await logged(live, events)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         raised = {(a.rule, a.event_id, a.count) for a in await alerts()
@@ -191,15 +197,6 @@ async def test_a_night_burst_of_requests_raises_volume_and_off_hours_alerts(
             break
         await asyncio.sleep(0.5)
     assert raised == {(OFF_HOURS, events[0].event_id, 1), (VOLUME, events[200].event_id, 201)}
-
-
-async def logged(live: AuditStore, events: list[AccessLogEvent]) -> None:
-    """The events sent to the audit topic, and appended to the live store (a batch of their
-    own, after those sent before)."""
-    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
-        for event in events:
-            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
-    await caught_up(live, {e.event_id for e in events})
 
 
 @contextmanager
@@ -338,11 +335,8 @@ async def verify(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:
 async def appended(live: AuditStore, count: int) -> None:
     """Log `count` new events and wait until the store holds them."""
     batch, now = uuid.uuid4().hex[:8], datetime.now(UTC)
-    events = [synthetic(n, batch, now + timedelta(milliseconds=n)) for n in range(count)]
-    async with producer(KafkaAccess.of(config.ADMIN)) as prod:
-        for event in events:
-            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
-    await caught_up(live, {e.event_id for e in events})
+    await logged(live, [synthetic(n, batch, now + timedelta(milliseconds=n))
+                        for n in range(count)])
 
 
 async def noting(offset: int, note: str) -> None:
