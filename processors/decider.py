@@ -500,8 +500,13 @@ def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None
         return Decision(Settled(ANSWERED, fingerprint(a.source), 0), partial(_bound, a, now, ctx))
     if state.status == TIMED_OUT:
         return _dropped(a, "came after its request timed out", state)
-    if first != said or not _same_source(state, a.source):
-        return _dropped(a, "is not the first, which stands", state)
+    if not _same_source(state, a.source):
+        return _dropped(a, "is not of the request answered under its id", state)
+    if first != said:  # a registry restarted answers its look-ups again, each sealed anew
+        log.info("binding %s: the registry answered it again otherwise (a restart, its "
+                 "candidates sealed anew, or the resident changed meanwhile): the first "
+                 "answer stands, this one dropped", a.request_id)
+        return Decision(state)
     return Decision(state, partial(_bound, a, now, ctx, again=True))
 
 

@@ -874,6 +874,24 @@ def test_a_binding_answered_again_otherwise_across_a_take_over_is_dropped(ctx: C
     assert rebuilt.handle(partition, other, later, ctx) == []  # may be forgotten: not the first
 
 
+def test_a_registry_answering_again_after_a_restart_is_no_warning(
+        ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    """A registry restarted answers its look-ups again, its candidates sealed anew: the first
+    answer stands, the other dropped in an INFO line; one from another holder message under the
+    request's id is still a WARNING."""
+    first = RegistryAnswer("r-1", "town", NOT_FOUND, "", (), f"{topics.outbox('town')}:0:3", NOW)
+    rebuilt, partition = _owning(ctx, [first])
+    with caplog.at_level("INFO", logger=decider.__name__):
+        assert rebuilt.handle(partition, replace(first, detail="sealed anew"), NOW, ctx) == []
+        assert [r.levelname for r in caplog.records] == ["INFO"]
+        assert "answered it again otherwise" in caplog.text
+        caplog.clear()
+        stranger = replace(first, source=f"{topics.outbox('town')}:0:4")
+        assert rebuilt.handle(partition, stranger, NOW, ctx) == []
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "not of the request answered under its id" in caplog.text
+
+
 def _binding(ctx: Context) -> Pending:
     """nenkin's binding request, its look-up for the registry."""
     return Pending("r-1", SOURCE, "nenkin", "registry", "", "", "", "", NOW + ctx.answer_timeout,
