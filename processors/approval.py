@@ -49,6 +49,15 @@ def not_active(requester: HolderEntry | None) -> Refused | None:
     return None if requester.active else Refused(SUSPENDED, suspended("the requester", requester))
 
 
+def provider_not_active(provider: str, entry: HolderEntry | None) -> Refused:
+    """Why a request to `provider` (its directory entry, None if it has none), no active holder,
+    is refused: SUSPENDED, told since when if the directory dates it, or UNKNOWN_HOLDER; at
+    approval, or once its provider is suspended since (decider.on_deadline)."""
+    if entry is None:
+        return Refused(UNKNOWN_HOLDER, f"no active holder {provider!r}")
+    return Refused(SUSPENDED, suspended(f"the provider {provider!r}", entry))
+
+
 class PatternList:
     """Every version of every legal pattern; at most one version of a pattern is in force."""
 
@@ -92,10 +101,8 @@ def approve(request: LinkageRequest, requester: HolderEntry | None,
         return Refused("NOT_PERMITTED", f"pattern {pattern.pattern_id} is for requesters of role "
                                         f"{pattern.requester_role}, not {requester.role}")
     provider = directory.get(request.provider)
-    if provider is None:
-        return Refused(UNKNOWN_HOLDER, f"no active holder {request.provider!r}")
-    if not provider.active:
-        return Refused(SUSPENDED, suspended(f"the provider {request.provider!r}", provider))
+    if provider is None or not provider.active:
+        return provider_not_active(request.provider, provider)
     if provider.role != pattern.provider_role:
         return Refused("WRONG_PROVIDER", f"pattern {pattern.pattern_id} names providers of role "
                                          f"{pattern.provider_role}, not {provider.role}")

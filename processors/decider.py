@@ -5,7 +5,8 @@ bytes at another offset, of a request the broker took unknown to the holder, is 
 the access log has the request once), relays the first answer, a linkage's or a binding's (to a
 requester still active in the directory, else the request is logged timed out and a suspended
 requester refused, as at approval: a decision recorded in its topic before it is made), answers with
-a timeout when the deadline passes (a suspended requester is refused so instead; and refuses to its
+a timeout when the deadline passes, or at once when its provider is seen suspended, its requester
+refused as at approval (a suspended requester is refused so instead; and refuses to its
 provider an answer that comes after it, which the provider logs not provided, in the access log as
 an answer past its ticket's deadline is; a copy of an answer relayed that its provider sent again is
 dropped, however late, read before the record of the answer relayed or after it: on_late), and
@@ -53,7 +54,7 @@ from audit.events import ANSWER, APPROVED, BINDING, EPOCH, SUSPENDED, AccessLogE
 from broker import acls, topics
 from processors import binding
 from processors.access_log import logged
-from processors.approval import UNKNOWN_HOLDER, suspended
+from processors.approval import UNKNOWN_HOLDER, provider_not_active, suspended
 from processors.context import Context
 from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send
@@ -648,23 +649,45 @@ def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
-    """No answer in time: the requester gets a timeout instead."""
-    if not isinstance(state, RequestState) or now < state.deadline:
+    """No answer in time, or none to come before the deadline, its provider no longer an active
+    holder in the directory as of `now` (suspended since its request was approved: a sweep
+    names it as soon as its owner sees that, Decider.passed): the requester gets a timeout
+    instead, or a refusal saying why (_timed_out)."""
+    if not isinstance(state, RequestState) or (
+            now < state.deadline and _provider_gone(state, now, ctx) is None):
         return Decision(state)
     return Decision(_settled(state, TIMED_OUT), partial(_timed_out, state, now, ctx))
 
 
+def _provider_gone(state: RequestState, at: datetime, ctx: Context) -> str | None:
+    """Why a linkage request's provider is no active holder in the directory as of `at`
+    (Context.inactive_reason; None: it is one, or the request is a binding's look-up, whose
+    registry or authority is no holder)."""
+    return None if state.kind == BINDING else ctx.inactive_reason(state.provider, at)
+
+
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
-    """The timeout to its requester, and in the access log; none if the requester is no longer
-    an active holder in the directory as of the deadline, as an answer to it would not be
-    relayed: a suspended one refused instead (_told_ended), one not in it told nothing (logged);
-    its access-log event says why (Context.inactive_reason)."""
-    if (gone := ctx.inactive_reason(state.requester, state.deadline)) is not None:
+    """The timeout to its requester, and in the access log, both as of `now` or the deadline,
+    whichever is first; none if the requester is no longer an active holder in the directory
+    then, as an answer to it would not be relayed: a suspended one refused instead
+    (_told_ended), one not in it told nothing (logged); to a provider no longer an active one
+    then, a refusal as at approval (SUSPENDED, since when; approval.provider_not_active) instead,
+    not a timeout, whose answer, if it comes, is refused to it (on_outcome); its access-log
+    event says why (Context.inactive_reason)."""
+    at = min(now, state.deadline)
+    if (gone := ctx.inactive_reason(state.requester, at)) is not None:
         told = _told_ended(state.requester, state.request_id, gone, now, ctx)
         log.info("request %s timed out: its requester %s is no longer an active holder in the "
                  "directory (%s): %s", state.request_id, state.requester, gone,
                  "no one is told" if told is None else "it is refused so")
         return [*([] if told is None else [told]), _answered(state, TIMED_OUT, now, gone)]
+    if (gone := _provider_gone(state, at, ctx)) is not None:
+        refused = provider_not_active(state.provider, ctx.directory.get(state.provider))
+        log.info("request %s ended unanswered: its provider %s is no longer an active holder in "
+                 "the directory (%s): its requester is refused so", state.request_id,
+                 state.provider, gone)
+        return [refusal(state.requester, state.request_id, refused.reason, refused.detail, now),
+                _answered(state, TIMED_OUT, now, gone)]
     if state.kind == BINDING:  # no candidates: its holder investigates, as a registry's refusal
         unit = ctx.unit(state.requester)
         unanswered = BindingAnswer(state.request_id, TIMED_OUT, f"the {state.provider} did not "
@@ -714,6 +737,11 @@ class Deadlines:
         if self._watched.get(request_id) != deadline:
             self._watched[request_id] = deadline
             heapq.heappush(self._heap, (deadline, request_id))
+
+    def hasten(self, request_id: str, at: datetime) -> None:
+        """A request watched due `at` if that is sooner (one due already is not watched again)."""
+        if self._watched.get(request_id, at) > at:
+            self.watch(request_id, at)
 
     def settle(self, request_id: str) -> None:
         """No deadline for a request answered or timed out (its heap entry is dropped when due)."""
@@ -808,6 +836,8 @@ class Decider:
                                                                  ctx=ctx), effects)
             except Exception:
                 log.exception("the timeout of request %s could not be made", request_id)
+            if (still := states.pending.get(request_id)) is not None:  # named early (passed),
+                self.deadlines.watch(request_id, still.deadline)  # its provider active again
         # forgetting last: the decisions were made before it; an answer held is kept as long
         # as its request, had it come at this sweep (after the answer, so later), would be
         for never in states.forget_until(message.at, _forget_at(message.at, ctx)):
@@ -873,10 +903,17 @@ class Decider:
         return (request_id in states.settled or request_id in states.held
                 or not isinstance(event, Pending) or event.deadline <= latest + near)
 
-    def passed(self, now: datetime) -> dict[str, str]:
-        """The pending requests whose deadlines passed by `now`, each once, with the topic its
-        answer comes from (answered_from): to time out once every answer the broker took there
-        by then is read (unread.Unread)."""
+    def passed(self, now: datetime, ctx: Context) -> dict[str, str]:
+        """The pending requests whose deadlines passed by `now`, or whose providers are no
+        active holders in the directory as of `now` (suspended since their approval: ended at
+        once, on_deadline), each once, with the topic its answer comes from (answered_from): to
+        time out once every answer the broker took there by then is read (unread.Unread), an
+        answer its provider gave while still active relayed first."""
+        gone = {holder for holder in ctx.directory if not ctx.active(holder, now)}
+        for states in self.states.values() if gone else ():
+            for pending in states.pending.values():
+                if pending.kind != BINDING and pending.provider in gone:
+                    self.deadlines.hasten(pending.request_id, now)
         found = {}
         for request_id in self.deadlines.due(now):
             state = self.states[partition_of(request_id)].pending.get(request_id)

@@ -330,13 +330,14 @@ class Platform:
             return []
 
     async def due(self) -> list[Send]:
-        """Sweep events for the deadlines passed, their answers all read (Unread), and requests
-        to forget, by the broker's time now (none before any of its times is read: nothing is
-        known to be due)."""
+        """Sweep events for the deadlines passed (or requests to providers suspended since,
+        by the directory as read now: no record need come first), their answers all read
+        (Unread), and requests to forget, by the broker's time now (none before any of its
+        times is read: nothing is known to be due)."""
         now = self.broker_time.now()
         if now is None:
             return []
-        expire = await self.unread.read(self.decider.passed(now))
+        expire = await self.unread.read(self.decider.passed(now, self.views.refresh()))
         return self.decider.sweeps(now, self.views.ctx, expire)
 
     async def _sweep(self, stop: asyncio.Event) -> None:

@@ -207,6 +207,39 @@ def test_a_requester_no_longer_active_is_not_sent_its_timeout_but_told_if_suspen
                 + ("no one is told" if why == "UNKNOWN_HOLDER" else "it is refused so")]
 
 
+def test_a_request_to_a_provider_suspended_since_its_approval_ends_at_once_refused_so(
+        ctx: Context) -> None:
+    """A request whose provider was suspended once it was approved waited for its deadline,
+    its requester then told TIMED_OUT, though the platform knew the provider suspended. It is
+    passed for a sweep as soon as the directory has its provider inactive (once), and that sweep
+    refuses it to its requester as approval would (SUSPENDED, the provider, since when), logs it
+    TIMED_OUT (SUSPENDED) once, and refuses the provider's answer, if it comes, to it alone. A
+    sweep that finds its provider active again (resumed) leaves it pending until its
+    deadline."""
+    since = NOW + timedelta(seconds=1)
+    suspended = replace(ctx, directory={**ctx.directory, "town": replace(
+        ctx.directory["town"], active=False, inactive_since=since)})
+    swept = NOW + timedelta(seconds=2)
+    for directory, left in ((ctx, "PENDING"), (suspended, TIMED_OUT)):
+        decider_, partition = _owning(ctx, [_pending(ctx)])
+        assert decider_.passed(swept, suspended) == {"r-1": topics.outbox("town")}
+        assert decider_.passed(swept + timedelta(seconds=1), suspended) == {}, "passed once"
+        made = decider_.handle(partition, Sweep(swept, ("r-1",)), swept, directory)
+        state = decider_.states[partition].get("r-1")
+        assert state is not None and state.status == left
+    assert made[0] == Send(topics.inbox("nenkin"), "r-1", CODEC.encode(Rejection(
+        "r-1", "SUSPENDED", f"the provider 'town' is suspended since {since.isoformat()}: not "
+        "an active holder in the directory", swept)))
+    event = CODEC.decode(made[1].value, AccessLogEvent)
+    assert (len(made), event.kind, event.outcome, event.reason, event.provider) == (
+        2, "ANSWER", TIMED_OUT, "SUSPENDED", "town")
+    answered = decider_.handle(partition, _answer(), swept, suspended)
+    assert _topics(answered) == [topics.inbox("town"), topics.AUDIT], "refused to the provider"
+    resumed, partition = _owning(ctx, [_pending(ctx), Sweep(swept, ("r-1",))])
+    assert resumed.passed(swept, ctx) == {}
+    assert resumed.passed(NOW + ctx.answer_timeout, ctx) == {"r-1": topics.outbox("town")}
+
+
 def test_a_requester_made_inactive_after_its_deadline_is_told_its_timeout_by_every_owner(
         ctx: Context) -> None:
     """An owner replaying a sweep after its requester was made inactive told it nothing, though
@@ -392,10 +425,10 @@ def test_a_request_past_its_deadline_waits_on_the_topic_its_answer_comes_from(
         decider_.rebuild(partition, [], ctx)
     for p in linkage, binding:
         decider_.handle(decider.partition_of(p.request_id), p, NOW, ctx, effects=False)
-    assert decider_.passed(NOW + ctx.answer_timeout - timedelta(seconds=1)) == {}
-    assert decider_.passed(NOW + ctx.answer_timeout) == {
+    assert decider_.passed(NOW + ctx.answer_timeout - timedelta(seconds=1), ctx) == {}
+    assert decider_.passed(NOW + ctx.answer_timeout, ctx) == {
         "r-1": topics.outbox("town"), "b-1": topics.REGISTRY_OUT}
-    assert decider_.passed(NOW + timedelta(hours=1)) == {}, "passed once"
+    assert decider_.passed(NOW + timedelta(hours=1), ctx) == {}, "passed once"
 
 
 def test_many_deadlines_due_at_once_are_swept_in_sweeps_the_codec_takes(ctx: Context) -> None:
@@ -611,7 +644,7 @@ def _answer(provider: str = "town") -> Outcome:
 def _sweeps(decider_: decider.Decider, at: datetime, ctx: Context) -> list[Send]:
     """The sweeps the decider makes at `at`, every answer to the requests past their deadlines
     read by then (unread.Unread)."""
-    return decider_.sweeps(at, ctx, decider_.passed(at))
+    return decider_.sweeps(at, ctx, decider_.passed(at, ctx))
 
 
 def _swept(decider_: decider.Decider, partition: int, at: datetime, ctx: Context) -> list[Send]:

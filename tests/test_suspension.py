@@ -29,11 +29,13 @@ from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME, appended_at
 from renkei.compacted import NotFollowing, holder_directory
+from renkei.envelope import unpacked
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import deliver
 from renkei.state import file_locked, private_dir
-from schemas.codec import CODEC
-from schemas.messages import HolderEntry
+from schemas.codec import CODEC, SchemaError
+from schemas.messages import HolderEntry, ProviderQuery
+from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import (
     Stopped,
     action_of,
@@ -44,7 +46,7 @@ from tests.kafka_helpers import (
     stopped,
     stops,
 )
-from tests.test_linkage import ask, bound
+from tests.test_linkage import _medical_link, ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 RESUMED_ROUNDS = 5  # suspensions and resumptions, a request each way after each resumption
@@ -139,6 +141,66 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
                         "no holder 'nobody' is in the holder directory")):
         refused = renkei("holder", *args, check=False)
         assert refused.returncode == 1 and said in refused.stderr
+
+
+async def test_a_request_to_a_provider_suspended_once_it_was_approved_ends_at_once_and_once(
+        clients: dict[str, HolderClient]) -> None:
+    """A request approved, its provider suspended while it was unanswered, went on waiting: its
+    requester heard TIMED_OUT only at the deadline, though the platform knew the provider
+    suspended. It is refused as soon as the platform sees the suspension, as at approval
+    (SUSPENDED, the provider named, since when), its access log ending once, TIMED_OUT
+    (SUSPENDED); the provider's answer to its query once resumed, its ticket still in time, is
+    refused to it, not a second answer to the requester."""
+    town_hall, silent = clients["sakura-town"], clients[SILENT]
+    medical = set(silent.store.bindings().values())
+    own = next(o for o in bound(town_hall) if _medical_link(clients, o) in medical)
+    asked = await ask(town_hall, own, "P-016", SILENT, "vaccination_record")
+    [approved] = await logged_events(asked, 1)
+    assert approved.outcome == "APPROVED"
+    entry = await directory.suspend(SILENT, "ops-a", "x")
+    try:
+        suspended = time.monotonic()
+        told = await town_hall.outcome(asked, ANSWER_TIMEOUT + 20)
+        took = time.monotonic() - suspended
+        assert (told.status, told.detail) == (
+            "REJECTED", f"SUSPENDED: the provider '{SILENT}' is suspended since "
+            f"{entry.inactive_since.isoformat() if entry.inactive_since else ''}: not an active "
+            "holder in the directory"), f"told after {took:.1f} s"
+        assert took < ANSWER_TIMEOUT / 2, f"told after {took:.1f} s, not at once"
+    finally:
+        await directory.resume(SILENT, "ops-b")
+    await _seen(silent, SILENT, True)
+    [query] = [q for r in await read_topic(KafkaAccess.of(SILENT), topics.inbox(SILENT))
+               for v in unpacked(r.value or b"") if CODEC.name_of(v) == "ProviderQuery"
+               if (q := CODEC.decode(v, ProviderQuery)).request_id == asked]
+    assert datetime.now(UTC) < query.deadline, "the provider answers in time"
+    with silent.store.transaction():  # answered as its server would, had it been up
+        answer = silent._answer(query)
+    await deliver(silent._producer, [answer])
+    await asyncio.sleep(query.deadline.timestamp() - time.time() + 3)  # its deadline passed
+    events = await logged_events(asked, 3)  # the answer's refusal, under its own source
+    assert sorted((e.kind, e.outcome, e.reason) for e in events) == [
+        ("ANSWER", "REJECTED", "INVALID_TICKET"), ("ANSWER", "TIMED_OUT", "SUSPENDED"),
+        ("LINKAGE", "APPROVED", None)]
+    assert sorted((e.outcome, e.requester, e.provider) for e in events) == [
+        ("APPROVED", "sakura-town", SILENT), ("REJECTED", SILENT, None),  # to the provider
+        ("TIMED_OUT", "sakura-town", SILENT)]
+    assert await _to_requester(asked) == ["Rejection"], "one answer to the requester"
+    assert (await town_hall.outcome(asked)).status == "REJECTED"
+
+
+async def _to_requester(request_id: str) -> list[str]:
+    """The kinds of message sakura-town's inbox has for `request_id`."""
+    found = []
+    for record in await read_topic(KafkaAccess.of(config.ADMIN), topics.inbox("sakura-town")):
+        for value in unpacked(record.value or b""):
+            try:  # other tests' junk there is no message to it
+                name, fields = CODEC.decode_record(value)
+            except SchemaError:
+                continue
+            if fields.get("request_id") == request_id:
+                found.append(name)
+    return found
 
 
 async def test_a_holder_is_served_once_the_resume_command_has_returned(
