@@ -8,9 +8,10 @@ said once; one later still is counted where its window is still kept, and the de
 many came so late. The consumer tells when it read each batch (its own clock): an event dated more
 than `Rules.lateness` past that (its writer's clock set wrong, a year ahead) is counted as dated
 then (whether a binding came before a request is still told by their own times, of one clock), and
-said once for its requester; at its own time it would put every event after it behind the latest,
-take every decision on an unbound person at once and stop the windows' pruning, for as long as that
-clock was ahead. Rules: a requester's volume far above its norm, one person queried again and again
+said once for each episode of its requester's clock ahead (again once one of its events has come
+at its own time); at its own time it would put every event after it behind the latest, take every
+decision on an unbound person at once and stop the windows' pruning, for as long as that clock was
+ahead. Rules: a requester's volume far above its norm, one person queried again and again
 by one requester, access outside office hours, bursts of rejections (but the platform's refusals to
 ask an inactive holder for its logs, no requester's doing), a holder querying a person it never
 bound (no BINDING event made by the request's time gave it that person's link code: decided once
@@ -246,7 +247,8 @@ class Detector:
         self._persons: dict[tuple[str, str], _Window] = {}
         self._rejections: dict[str, _Window] = {}
         self._latest: datetime | None = None  # the latest event time seen
-        self._ahead: set[str] = set()  # the requesters with an event dated ahead of its reading
+        # the requesters whose latest event read was dated ahead of its reading (an episode said)
+        self._ahead: set[str] = set()
         self._suspended: dict[str, _Window] = {}  # requests refused SUSPENDED, by requester
         # the latest alert of each QUIETED rule, by requester
         self._quiet: dict[str, dict[str, datetime]] = {rule: {} for rule in QUIETED}
@@ -320,17 +322,22 @@ class Detector:
         return alerts
 
     def _dated(self, event: AccessLogEvent, read: datetime | None) -> AccessLogEvent:
-        """The event dated when it was read if its own time lies too far ahead of that (said
-        once per requester, not while resuming: said before the stop)."""
-        if read is None or (at := self.rules.dated(event.occurred_at, read)) == event.occurred_at:
+        """The event dated when it was read if its own time lies too far ahead of that: said
+        once per episode of its requester's (until one of its events comes at its own time), not
+        while resuming (said before the stop, the episode re-read)."""
+        if read is None:
             return event
-        if self._retraced is None and event.requester not in self._ahead:
-            self._ahead.add(event.requester)
+        if (at := self.rules.dated(event.occurred_at, read)) == event.occurred_at:
+            self._ahead.discard(event.requester)
+            return event
+        if event.requester not in self._ahead and self._retraced is None:
             log.error("the detector counts event %r of requester %r as of its reading at %s: "
                       "its time %s lies more than %s ahead of that (its writer's clock set "
-                      "wrong?); the requester's further ones are counted so, not said again",
-                      short(event.event_id), short(event.requester), at.isoformat(),
-                      event.occurred_at.isoformat(), _span(self.rules.lateness))
+                      "wrong?); the requester's further ones are counted so, said again once "
+                      "one of them has come at its own time", short(event.event_id),
+                      short(event.requester), at.isoformat(), event.occurred_at.isoformat(),
+                      _span(self.rules.lateness))
+        self._ahead.add(event.requester)
         return replace(event, occurred_at=at)
 
     def caught_up(self, now: datetime) -> list[Alert]:

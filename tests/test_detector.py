@@ -297,6 +297,32 @@ def test_an_event_dated_far_ahead_of_its_reading_is_counted_as_of_it_and_said_on
     assert len(detector._persons) <= 2 * rules.horizon / timedelta(minutes=1)  # pruned
 
 
+def test_each_episode_of_a_requesters_clock_ahead_is_said_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A requester's events dated far ahead were said once per process: its clock set right
+    (an event of it read at its own time), then wrong again, the second episode was not said
+    until the consumer restarted. Each episode is said once, its further events not; a restarted
+    detector re-reading the horizon does not say again the episode it is still in."""
+    year = timedelta(days=365)
+    reads = [OFFICE + timedelta(minutes=m) for m in range(6)]
+    episodes = [linkage(reads[0] + year, "clock"), linkage(reads[1] + year, "clock"),
+                linkage(reads[2], "clock"), linkage(reads[3] + year, "clock"),
+                linkage(reads[4] + year, "clock")]
+    detector = Detector(Rules(), everyone_bound)
+    with caplog.at_level(logging.ERROR, "audit.detector"):
+        for event, read in zip(episodes, reads, strict=False):
+            detector.observe([event], read)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert episodes[0].event_id in said[0] and episodes[3].event_id in said[1]
+    caplog.clear()
+    restarted = Detector(Rules(), everyone_bound)
+    with caplog.at_level(logging.ERROR, "audit.detector"):
+        restarted.resume(episodes[3:], [], reads[4])
+        restarted.observe([linkage(reads[5] + year, "clock")], reads[5])
+    assert caplog.records == []  # the episode it re-read is the one it is in
+
+
 def test_the_rules_reach_is_worked_out_once_not_per_event() -> None:
     """The horizon and memory of a Rules are worked out once (the detector asks them of each
     event), and are what their windows make them."""
