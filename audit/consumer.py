@@ -2,16 +2,16 @@
 exactly one leaf per event id and per operator action id, in the topic's order, signs heads and
 anchors them outside the store (audit.anchor), and runs the live detector on what is new.
 
-Per batch: decode (an unreadable record is logged and skipped), pick the events the store does
-not hold yet, deliver the detector's alerts for them (told when they were read: one dated far
-ahead of that, its writer's clock set wrong, counts as of then), append the batch and those
-alerts in one transaction, and only then let the service loop commit the offsets. A crash
-anywhere replays the batch: the store keeps the first entry per event id, so nothing is doubled;
-an alert may come twice, under the same alert id, never not at all. Caught up (no record left to
-read), the consumer tells the detector the time, every couple of seconds: the decisions on
-unbound persons due by then are taken, their alerts delivered and stored as a batch's are, in a
-quiet log too, where no later event would move the events' time on. A restarted consumer's
-detector resumes from the store: the alerts it raises are those the stopped one would have.
+Per batch: decode (an unreadable record is logged and skipped), pick the events the store does not
+hold yet, deliver the detector's alerts for them (told when they were read: one dated far ahead of
+that, its writer's clock set wrong, counts as of then), append the batch, those alerts and the time
+of that reading in one transaction, and only then let the service loop commit the offsets. A crash
+anywhere replays the batch: the store keeps the first entry per event id, so nothing is doubled; an
+alert may come twice, under the same alert id, never not at all. Caught up (no record left to read),
+the consumer tells the detector the time, every couple of seconds: the decisions on unbound persons
+due by then are taken, their alerts delivered and stored as a batch's are, in a quiet log too, where
+no later event would move the events' time on. A restarted consumer's detector resumes from the
+store: the alerts it raises are those the stopped one would have.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,8 +90,10 @@ def new_events(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
 def resumed(store: AuditStore, rules: Rules, now: datetime) -> Detector:
     """A detector that goes on where the store's last one stopped, started at `now`: the log's
     last horizon re-read with the alerts raised on it, and those whose quiet reaches further
-    (off-hours, suspended requests); an event dated more than the lateness past `now` (its
-    writer's clock wrong) neither ends that horizon nor starts it, and counts as of `now`."""
+    (off-hours, suspended requests); an event dated more than the lateness past its reading
+    (its writer's clock wrong) ends that horizon or starts it, and counts, at the time it was
+    read, as it did then (one stored before that time was kept: at `now`, if past the lateness
+    from it)."""
     detector = Detector(rules, store.bound_since)
     ahead = rules.last_at(now)
     latest = store.latest_time(until=ahead)
@@ -118,15 +120,19 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
     alerts = producer_for(access)
     anchor = Anchor(alerts)
 
-    async def alert(raised: Sequence[Alert], leaves: Sequence[tuple[Logged, bytes]] = ()) -> None:
-        """The alerts delivered, then stored with the leaves they were raised on (if any)."""
+    async def alert(raised: Sequence[Alert], leaves: Sequence[tuple[Logged, bytes]] = (),
+                    read_ahead: Mapping[str, datetime] | None = None) -> None:
+        """The alerts delivered, then stored with the leaves they were raised on (if any), and
+        when the events counted as of their reading were read."""
         await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
         if leaves or raised:
-            store.append_many(leaves, [Raised.of(a) for a in raised])
+            store.append_many(leaves, [Raised.of(a) for a in raised], read_ahead)
 
     async def handle(records: list[Any]) -> Sequence[Send]:
-        leaves = read_audit(records)
-        await alert(detector.observe(new_events(store, leaves), datetime.now(UTC)), leaves)
+        leaves, read = read_audit(records), datetime.now(UTC)
+        events = new_events(store, leaves)
+        await alert(detector.observe(events, read), leaves,
+                    detector.rules.read_ahead(events, read))
         return []
 
     async def caught_up(read: datetime) -> None:

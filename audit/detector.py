@@ -101,6 +101,12 @@ class Rules:
         lies past `last_at` (no event read then occurred later)."""
         return read if at > self.last_at(read) else at
 
+    def read_ahead(self, events: Iterable[AccessLogEvent], read: datetime) -> dict[str, datetime]:
+        """The events of a batch read at `read` that are dated then (`dated`), by event id, and
+        that time: where a restarted detector places them again (the audit store keeps it)."""
+        return {e.event_id: read for e in events
+                if self.dated(e.occurred_at, read) != e.occurred_at}
+
     def in_office_hours(self, moment: datetime) -> bool:
         local = moment.astimezone(JST)
         return (local.weekday() in self.office_days
@@ -262,14 +268,15 @@ class Detector:
         self._bindings: dict[tuple[str, str], datetime] = {}
         self._retraced: dict[str, set[str]] | None = None  # rule → event ids, while resuming
 
-    def resume(self, events: Iterable[AccessLogEvent], raised: Iterable[Raised],
-               read: datetime | None = None) -> None:
-        """Re-read the log's last horizon (`events`, in the order they were observed; at `read`,
-        as `observe` reads a batch), taking each alert decision from `raised` (the alerts on those
-        events, and those of each QUIETED rule of the last `Rules.memory`) instead of the rules:
-        the windows and quiet periods come out as the detector before left them, and the
-        requests whose decision on an unbound person was still waiting wait again (those due
-        before were decided, and alerted, then)."""
+    def resume(self, events: Iterable[tuple[AccessLogEvent, datetime | None]],
+               raised: Iterable[Raised], read: datetime | None = None) -> None:
+        """Re-read the log's last horizon (`events`, in the order they were observed, each with
+        the time it was read if it was dated then, `Rules.read_ahead`; the others at `read`, as
+        `observe` reads a batch: one dated ahead of that too counts as of it), taking each alert
+        decision from `raised` (the alerts on those events, and those of each QUIETED rule of
+        the last `Rules.memory`) instead of the rules: the windows and quiet periods come out as
+        the detector before left them, and the requests whose decision on an unbound person was
+        still waiting wait again (those due before were decided, and alerted, then)."""
         retraced: dict[str, set[str]] = {}
         for alert in raised:
             retraced.setdefault(alert.rule, set()).add(alert.event_id)
@@ -279,8 +286,8 @@ class Detector:
                     alert.occurred_at, latest.get(alert.requester, alert.occurred_at))
         self._retraced = retraced
         try:
-            for event in events:  # one at a time: the alerts retraced are dropped as they come
-                self.observe((event,), read)
+            for event, read_then in events:  # one at a time: the alerts retraced are dropped
+                self.observe((event,), read_then or read)  # as they come
         finally:
             self._retraced = None
 

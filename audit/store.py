@@ -1,20 +1,21 @@
 """The audit store: the access log as an append-only RFC 9162 Merkle tree, on SQLite or PostgreSQL.
 
-Tables: `entries` (one row per event; serial = leaf index; the canonical bytes and indexed
-columns), `nodes` (the hash of every complete subtree, leaves included, keyed by level and
-index; never deleted), `heads` (signed tree heads), `purges` (signed records of what
-retention removed), `purged_leaves` (the leaf hash of each purged serial, by hash: where a
-replay finds a topic's first events in the log; copied from `nodes`), `alerts` (which alerts
-the live detector raised on which entries, so a restarted one resumes where it stopped; not
-part of the tree) and `bindings` (which holder a binding ever gave which person, and when it
-first did, for the detector; not part of the tree, never purged: a binding stays made) and
-`operator_actions` (an operator's changes to the holder directory, one row per action id, with
-its bytes as on the audit topic: leaves of the same tree as the events, serial their leaf
-index, in the topic's order among them; a row stored before actions were leaves has no serial,
-and is not provable). Proofs read O(log n) nodes; a purge deletes entry rows (and their alerts)
-and operator actions past the retention, never nodes, heads or bindings, so proofs for what
-remains and consistency between heads keep verifying, and a holder stays bound to the persons
-it bound more than 7 years ago.
+Tables: `entries` (one row per event; serial = leaf index; the canonical bytes and indexed columns),
+`nodes` (the hash of every complete subtree, leaves included, keyed by level and index; never
+deleted), `heads` (signed tree heads), `purges` (signed records of what retention removed),
+`purged_leaves` (the leaf hash of each purged serial, by hash: where a replay finds a topic's first
+events in the log; copied from `nodes`), `alerts` (which alerts the live detector raised on which
+entries, so a restarted one resumes where it stopped; not part of the tree), `read_ahead` (when the
+audit consumer read each entry its detector counted as of that reading, dated too far ahead of it: a
+restarted one places it there again; not part of the tree, purged with the entry), `bindings` (which
+holder a binding ever gave which person, and when it first did, for the detector; not part of the
+tree, never purged: a binding stays made) and `operator_actions` (an operator's changes to the
+holder directory, one row per action id, with its bytes as on the audit topic: leaves of the same
+tree as the events, serial their leaf index, in the topic's order among them; a row stored before
+actions were leaves has no serial, and is not provable). Proofs read O(log n) nodes; a purge deletes
+entry rows (and their alerts) and operator actions past the retention, never nodes, heads or
+bindings, so proofs for what remains and consistency between heads keep verifying, and a holder
+stays bound to the persons it bound more than 7 years ago.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 import operator
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -237,6 +238,9 @@ def _schema(d: Dialect) -> list[str]:
         "CREATE TABLE IF NOT EXISTS alerts (rule TEXT NOT NULL, event_id TEXT NOT NULL, "
         "requester TEXT NOT NULL, occurred_at BIGINT NOT NULL, PRIMARY KEY (rule, event_id))",
         "CREATE INDEX IF NOT EXISTS alerts_occurred_at ON alerts (occurred_at)",
+        "CREATE TABLE IF NOT EXISTS read_ahead (serial BIGINT PRIMARY KEY, "
+        "read_at BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS read_ahead_read_at ON read_ahead (read_at)",
         "CREATE TABLE IF NOT EXISTS bindings (holder TEXT NOT NULL, person TEXT NOT NULL, "
         "occurred_at BIGINT NOT NULL, PRIMARY KEY (holder, person))",
         "CREATE TABLE IF NOT EXISTS operator_actions (action_id TEXT PRIMARY KEY, "
@@ -605,10 +609,12 @@ class AuditStore:
         return self.append_many([(event, leaf)])[0]
 
     def append_many(self, items: Iterable[tuple[Logged, bytes]],
-                    raised: Sequence[Raised] = ()) -> list[int | None]:
+                    raised: Sequence[Raised] = (),
+                    read_ahead: Mapping[str, datetime] | None = None) -> list[int | None]:
         """Append a batch of events and operator actions, each with its bytes as on the audit
-        topic, in its order, each a leaf of the tree, and the alerts the detector raised on it,
-        in one transaction: per item its serial, or None for a replay.
+        topic, in its order, each a leaf of the tree, the alerts the detector raised on it, and
+        when it read those of its events it counted as of their reading (`read_ahead`, by event
+        id: Rules.read_ahead), in one transaction: per item its serial, or None for a replay.
 
         An event id already stored is skipped: exactly one entry per event id, the first; an
         operator action id already stored (a row from before actions were leaves too), or an
@@ -618,14 +624,14 @@ class AuditStore:
         The batch is first written as all new; only if an event id clashes (a replay after
         a crash) is it redone, looking up which events are stored.
         """
-        batch = list(items)
+        batch, read = list(items), read_ahead or {}
         try:
-            return self._append(batch, raised, replay=False)
+            return self._append(batch, raised, read, replay=False)
         except self._dialect.duplicate:
-            return self._append(batch, raised, replay=True)
+            return self._append(batch, raised, read, replay=True)
 
     def _append(self, batch: list[tuple[Logged, bytes]], raised: Sequence[Raised],
-                replay: bool) -> list[int | None]:
+                read_ahead: Mapping[str, datetime], replay: bool) -> list[int | None]:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
@@ -637,6 +643,7 @@ class AuditStore:
             acted: list[Row] = []
             nodes: list[tuple[int, bytes]] = []
             bindings: list[tuple[str, str, int]] = []
+            read: list[tuple[int, int]] = []
             for record, leaf in batch:
                 kind, logged_id = logged_key(record)
                 named = "operator action" if kind == "action" else kind
@@ -661,11 +668,14 @@ class AuditStore:
                     rows.append(_row(tree.size, record, leaf))
                     if (binding := binding_of(record)) is not None:
                         bindings.append((*binding, millis(record.occurred_at)))
+                    if (at := read_ahead.get(record.event_id)) is not None:
+                        read.append((tree.size, millis(at)))
                 nodes.extend((node_key(*n), h) for n, h in tree.append(merkle.leaf_hash(leaf)))
             cur.executemany(_INSERT, rows)
             cur.executemany(_ACT, acted)
             cur.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
             cur.executemany(_BIND, bindings)
+            cur.executemany("INSERT INTO read_ahead (serial, read_at) VALUES (?, ?)", read)
             cur.executemany(
                 "INSERT INTO alerts (rule, event_id, requester, occurred_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
@@ -833,27 +843,39 @@ class AuditStore:
 
     def latest_time(self, until: datetime | None = None) -> datetime | None:
         """When the latest event in the log occurred (of those that occurred by `until`, if
-        given: one dated far ahead, its writer's clock wrong, passed over)."""
-        found = self._db.execute("SELECT max(occurred_at) FROM entries WHERE occurred_at <= ?",
-                                 (_by(until),)).fetchone()[0]
-        return None if found is None else from_millis(int(found))
+        given: one dated far ahead, its writer's clock wrong, passed over, the time it was read
+        taken instead)."""
+        found = [self._db.execute(f"SELECT max({at}) FROM {table} WHERE {at} <= ?",
+                                  (_by(until),)).fetchone()[0]
+                 for table, at in (("entries", "occurred_at"), ("read_ahead", "read_at"))]
+        return max((from_millis(int(f)) for f in found if f is not None), default=None)
 
     def recent_events(self, since: datetime, until: datetime | None = None,
-                      page: int = MAX_PAGE) -> Iterator[AccessLogEvent]:
+                      page: int = MAX_PAGE) -> Iterator[tuple[AccessLogEvent, datetime | None]]:
         """The events appended since the first one that occurred at or after `since` (and by
-        `until`, if given: not since one dated far ahead, appended perhaps long before), in the
-        order they were appended (the order the live detector saw them), a page at a time."""
+        `until`, if given: not since one dated far ahead, appended perhaps long before; one
+        counted as of its reading, at that time), in the order they were appended (the order
+        the live detector saw them), a page at a time: each with the time it was read if the
+        detector counted it as of then (read_ahead), else None."""
         # min(serial) over a subquery, so that SQLite reads the time index; asked directly, it
         # walks the table by serial from the first entry until one meets `since` (the last 30 s
         # of 410k entries: 93 ms that way, 0.2 ms this; years of entries: all of them)
-        serial = self._db.execute(
-            "SELECT min(serial) FROM (SELECT serial FROM entries WHERE occurred_at >= ? AND "
-            "occurred_at <= ? ORDER BY occurred_at) AS recent",
-            (millis(since), _by(until))).fetchone()[0]
+        firsts = [self._db.execute(
+            f"SELECT min(serial) FROM (SELECT serial FROM {table} WHERE {at} >= ? AND "
+            f"{at} <= ? ORDER BY {at}) AS recent", (millis(since), _by(until))).fetchone()[0]
+            for table, at in (("entries", "occurred_at"), ("read_ahead", "read_at"))]
+        serial = min((f for f in firsts if f is not None), default=None)
         while serial is not None:
             rows = self._db.execute(f"{_SELECT} WHERE serial >= ? ORDER BY serial LIMIT ?",
                                     (serial, page)).fetchall()
-            yield from (_entry(row).event for row in rows)
+            if not rows:
+                return
+            read = dict(self._db.execute(
+                "SELECT serial, read_at FROM read_ahead WHERE serial >= ? AND serial <= ?",
+                (serial, rows[-1][0])).fetchall())
+            for row in rows:
+                at = read.get(row[0])
+                yield _entry(row).event, None if at is None else from_millis(int(at))
             serial = rows[-1][0] + 1 if len(rows) == page else None
 
     def raised_since(self, since: datetime, rule: str | None = None,
@@ -989,7 +1011,7 @@ class AuditStore:
         cutoff = years_before(now, retention_years)
         with self._write() as cur:
             ranges = _runs(self._expired(cur, millis(cutoff)))
-            for table in ("entries", "operator_actions"):
+            for table in ("entries", "operator_actions", "read_ahead"):
                 cur.executemany(f"DELETE FROM {table} WHERE serial >= ? AND serial < ?", ranges)
             cur.executemany(_PURGED_LEAVES, ranges)
             cur.execute("DELETE FROM alerts WHERE occurred_at < ?", (millis(cutoff),))

@@ -263,6 +263,9 @@ async def test_a_binding_read_after_the_linkage_it_made_possible_raises_no_alert
         assert await unbound_alerted(requester, made[1].event_id) == [made[1].event_id]
         if ahead:
             assert await unbound_alerted(clock.requester, clock.event_id) == [clock.event_id]
+            # the store keeps when it was read, where a restarted consumer's detector places it
+            [read] = [read for e, read in live.recent_events(at) if e.event_id == clock.event_id]
+            assert read is not None and now <= read < clock.occurred_at, read
 
 
 async def test_a_linkage_about_a_person_never_bound_is_alerted_though_nothing_comes_after_it(

@@ -63,7 +63,15 @@ from renkei.state import STATE_ENV, state_folder
 from schemas.codec import CODEC
 from tests.kafka_helpers import can_mount_read_only, said_in_one_line, with_read_only
 from tests.postgres import fresh_schema
-from tests.test_detector import RESUMING, a_day_and_more, binding, decided, linkage, shuffled
+from tests.test_detector import (
+    OFFICE,
+    RESUMING,
+    a_day_and_more,
+    binding,
+    decided,
+    linkage,
+    shuffled,
+)
 
 T0 = datetime(2024, 4, 1, 9, 0, tzinfo=UTC)
 PERSONS = ("ABC98765XYZ", "369PQRST246", "0000000000Z")
@@ -475,9 +483,10 @@ def test_the_recent_past_comes_in_the_order_it_was_appended(store: AuditStore) -
     late = [event(n, at=T0 + timedelta(minutes=10 - n % 2 / 2)) for n in range(5)]  # 10, 9.5, …
     store.append_many(item(e) for e in [event(90, at=T0), *late])
     since = T0 + timedelta(minutes=9.5)
-    assert list(store.recent_events(since, page=2)) == late  # from late[0]: appended first
-    assert list(store.recent_events(T0 + timedelta(minutes=10))) == late
-    assert list(store.recent_events(T0 + timedelta(minutes=1))) == late
+    read_at = [(e, None) for e in late]  # none dated ahead of its reading
+    assert list(store.recent_events(since, page=2)) == read_at  # from late[0]: appended first
+    assert list(store.recent_events(T0 + timedelta(minutes=10))) == read_at
+    assert list(store.recent_events(T0 + timedelta(minutes=1))) == read_at
     assert list(store.recent_events(T0 + timedelta(minutes=11))) == []
 
 
@@ -523,6 +532,38 @@ def test_a_detector_resumed_after_an_event_dated_far_ahead_raises_what_the_stopp
             assert [restarted.observe(b, read) for b, read in
                     zip(batches[n:], reads[n:], strict=True)] == alerts[n:], f"at batch {n}"
         store.append_many((item(e) for e in batch), [Raised.of(a) for a in alerts[n]])
+
+
+def test_a_detector_resumed_places_an_event_dated_far_ahead_where_it_did_before_the_stop(
+        store: AuditStore) -> None:
+    """An event dated far ahead (its writer's clock set wrong) counts as of its reading; a
+    restarted detector re-read it as of the restart, or not at all if the horizon, found by the
+    events' own times, began after it: its request's decision on an unbound person was taken and
+    alerted as of the restart (the same alert, another time), or never taken (no alert), and it
+    was counted in the windows minutes later than before (a false REPEATED_PERSON alert once its
+    requester's clock was set right). It is placed as before the stop, at the time it was read,
+    which the store keeps."""
+    rules, year, minute = Rules(), timedelta(days=365), timedelta(minutes=1)
+    t = OFFICE
+    first, ahead = linkage(t + year, "other-clock", PERSONS[2]), linkage(t + year, "clock",
+                                                                        PERSONS[1])
+    batches = [([first, linkage(t, "city", PERSONS[0]), ahead], t),
+               ([linkage(t + 2 * minute, "city", PERSONS[0])], t + 2 * minute),
+               ([linkage(t + 10 * minute, "city", PERSONS[0])], t + 10 * minute),
+               ([linkage(t + m * minute, "clock", PERSONS[1]) for m in range(59, 63)],
+                t + 62 * minute),
+               ([linkage(t + 70 * minute, "city", PERSONS[0])], t + 70 * minute)]
+    uninterrupted = Detector(rules)
+    alerts = [uninterrupted.observe(batch, read) for batch, read in batches]
+    assert {(UNBOUND_PERSON, e.event_id, t) for e in (first, ahead)} <= {
+        (a.rule, a.event_id, a.occurred_at) for raised_then in alerts for a in raised_then}
+    assert REPEATED_PERSON not in [a.rule for raised_then in alerts for a in raised_then]
+    for n, (batch, read) in enumerate(batches):
+        if n:  # the consumer restarts a minute after the last batch
+            restarted = resumed(store, rules, batches[n - 1][1] + minute)
+            assert [restarted.observe(b, r) for b, r in batches[n:]] == alerts[n:], f"at {n}"
+        store.append_many((item(e) for e in batch), [Raised.of(a) for a in alerts[n]],
+                          rules.read_ahead(batch, read))
 
 
 # ---- retention ----

@@ -247,7 +247,8 @@ def test_a_resumed_detector_raises_what_the_stopped_one_would_have() -> None:
     for stop in range(1, len(log), 37):  # the log's first `stop` events were seen before
         latest = log[stop - 1].occurred_at
         restarted = Detector(RESUMING, everyone_bound)
-        restarted.resume([e for e in log[:stop] if e.occurred_at >= latest - RESUMING.horizon],
+        restarted.resume([(e, None) for e in log[:stop]
+                          if e.occurred_at >= latest - RESUMING.horizon],
                          [Raised.of(a) for raised in alerts[:stop] for a in raised
                           if a.occurred_at >= latest - RESUMING.memory])
         assert restarted.observe(log[stop:]) == [a for raised in alerts[stop:] for a in raised], (
@@ -318,7 +319,7 @@ def test_each_episode_of_a_requesters_clock_ahead_is_said_once(
     caplog.clear()
     restarted = Detector(Rules(), everyone_bound)
     with caplog.at_level(logging.ERROR, "audit.detector"):
-        restarted.resume(episodes[3:], [], reads[4])
+        restarted.resume(zip(episodes[3:], reads[3:5], strict=True), [], reads[4])
         restarted.observe([linkage(reads[5] + year, "clock")], reads[5])
     assert caplog.records == []  # the episode it re-read is the one it is in
 
@@ -528,7 +529,8 @@ def test_a_resumed_detector_takes_the_unbound_decisions_left_waiting_once() -> N
         latest = max(e.occurred_at for e in log[:stop])
         kept = {pair: e.occurred_at for e in log[:stop] if (pair := binding_of(e)) is not None}
         restarted = Detector(Rules(), held(kept))
-        restarted.resume([e for e in log[:stop] if e.occurred_at >= latest - Rules().horizon],
+        restarted.resume([(e, None) for e in log[:stop]
+                          if e.occurred_at >= latest - Rules().horizon],
                          [Raised.of(a) for raised in alerts[:stop] for a in raised])
         assert observed(restarted, log[stop:], kept) == alerts[stop:], f"restarted at {stop}"
 
@@ -548,5 +550,5 @@ def test_a_caught_up_detector_takes_the_unbound_decisions_due_by_the_time_it_is_
     assert [a.event_id for a in alerts] == [made.event_id]
     assert detector.caught_up(OFFICE + 2 * rules.lateness) == []
     resumed = Detector(rules, never_bound)
-    resumed.resume([made], [Raised.of(a) for a in alerts])
+    resumed.resume([(made, None)], [Raised.of(a) for a in alerts])
     assert resumed.caught_up(OFFICE + 2 * rules.lateness) == []
