@@ -90,9 +90,9 @@ def new_events(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
 def resumed(store: AuditStore, rules: Rules, now: datetime) -> Detector:
     """A detector that goes on where the store's last one stopped, started at `now`: the log's
     last horizon re-read with the alerts raised on it, and those whose quiet reaches further
-    (off-hours, suspended requests); an event dated more than the lateness past its reading
+    (off-hours, suspended requests); an event dated more than the skew past its reading
     (its writer's clock wrong) ends that horizon or starts it, and counts, at the time it was
-    read, as it did then (one stored before that time was kept: at `now`, if past the lateness
+    read, as it did then (one stored before that time was kept: at `now`, if past the skew
     from it)."""
     detector = Detector(rules, store.bound_since)
     ahead = rules.last_at(now)

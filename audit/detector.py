@@ -6,7 +6,7 @@ platform instances, each up to `Rules.lateness` behind the latest (more after a 
 is counted into the windows of its own time (kept that much longer), and what an alert counted is
 said once; one later still is counted where its window is still kept, and the detector says how
 many came so late. The consumer tells when it read each batch (its own clock): an event dated more
-than `Rules.lateness` past that (its writer's clock set wrong, a year ahead) is counted as dated
+than `Rules.skew` past that (its writer's clock set wrong, a year ahead) is counted as dated
 then (whether a binding came before a request is still told by their own times, of one clock), and
 said once for each episode of its requester's clock ahead (again once one of its events has come
 at its own time); at its own time it would put every event after it behind the latest, take every
@@ -41,7 +41,7 @@ from functools import cached_property
 from typing import NamedTuple
 
 from audit.events import BINDING, HOLDER_LOGS, LINKAGE, REJECTED, SUSPENDED, AccessLogEvent
-from renkei.clock import JST
+from renkei.clock import AHEAD, JST
 from renkei.shown import short
 from schemas.messages import Alert
 
@@ -77,6 +77,9 @@ class Rules:
     burst_rejections: int = 20
     suspended_quiet: timedelta = timedelta(hours=12)  # after a holder's SUSPENDED_REQUESTS
     lateness: timedelta = timedelta(minutes=5)  # how far behind the latest an event may come
+    # how far ahead of its reading an event may be dated: the platform's clock and the audit
+    # consumer's apart (an event is written before it is read), not how late one may come
+    skew: timedelta = AHEAD
 
     @cached_property
     def horizon(self) -> timedelta:
@@ -92,9 +95,9 @@ class Rules:
         return max(self.horizon, self.off_hours_quiet, self.suspended_quiet)
 
     def last_at(self, read: datetime) -> datetime:
-        """The latest time an event read at `read` is taken to have occurred at: the lateness
-        past it (one dated later is its writer's clock set wrong)."""
-        return read + self.lateness
+        """The latest time an event read at `read` is taken to have occurred at: the skew past
+        it (one dated later is its writer's clock set wrong)."""
+        return read + self.skew
 
     def dated(self, at: datetime, read: datetime) -> datetime:
         """The time of an event read at `read` as the rules take it: its own, or `read` if that
@@ -343,7 +346,7 @@ class Detector:
                       "wrong?); the requester's further ones are counted so, said again once "
                       "one of them has come at its own time", short(event.event_id),
                       short(event.requester), at.isoformat(), event.occurred_at.isoformat(),
-                      _span(self.rules.lateness))
+                      _span(self.rules.skew))
         self._ahead.add(event.requester)
         return replace(event, occurred_at=at)
 

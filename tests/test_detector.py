@@ -324,6 +324,25 @@ def test_each_episode_of_a_requesters_clock_ahead_is_said_once(
     assert caplog.records == []  # the episode it re-read is the one it is in
 
 
+def test_an_event_dated_just_under_the_lateness_ahead_of_its_reading_takes_no_decision_early(
+        ) -> None:
+    """An event is written before it is read: one dated ahead of its reading by more than two
+    machines' clocks may differ (clock.AHEAD) has its writer's clock wrong. One dated up to
+    `Rules.lateness` ahead was taken at its own time, and put the latest that far on: a linkage
+    read just before it, whose binding (made before it, by a right clock) was read within the
+    lateness, was decided at once, before the binding came (a false UNBOUND_PERSON alert)."""
+    rules = Rules()
+    made = linkage(OFFICE, "city", PERSONS[1])
+    other_read = OFFICE + timedelta(seconds=2)
+    other = linkage(other_read + rules.lateness - timedelta(seconds=1), "clock", PERSONS[2])
+    bound = binding(OFFICE - timedelta(seconds=1), "city", PERSONS[1])
+    detector = Detector(rules, never_bound)
+    alerts = detector.observe([made], OFFICE) + detector.observe([other], other_read)
+    alerts += detector.observe([bound], OFFICE + rules.lateness / 2)
+    alerts += detector.caught_up(other_read + rules.lateness + timedelta(seconds=1))
+    assert [(a.rule, a.event_id) for a in alerts] == [(UNBOUND_PERSON, other.event_id)]
+
+
 def test_the_rules_reach_is_worked_out_once_not_per_event() -> None:
     """The horizon and memory of a Rules are worked out once (the detector asks them of each
     event), and are what their windows make them."""
