@@ -774,12 +774,14 @@ class Decider:
         self.states: dict[int, Partition] = {}
         self.deadlines = Deadlines()
         self._swept: dict[int, datetime] = {}
+        self._named_early: set[str] = set()  # named before their deadlines in a sweep on its way
 
     def keep_only(self, partitions: set[int]) -> set[int]:
         """Drop the state of partitions no longer ours; return the new ones (to rebuild)."""
         for partition in set(self.states) - partitions:
             del self.states[partition]
         self.deadlines.keep_only(partitions)
+        self._named_early = {r for r in self._named_early if partition_of(r) in partitions}
         return partitions - set(self.states)
 
     def rebuild(self, partition: int, history: list[DecisionRecord], ctx: Context) -> None:
@@ -836,6 +838,7 @@ class Decider:
                                                                  ctx=ctx), effects)
             except Exception:
                 log.exception("the timeout of request %s could not be made", request_id)
+            self._named_early.discard(request_id)
             if (still := states.pending.get(request_id)) is not None:  # named early (passed),
                 self.deadlines.watch(request_id, still.deadline)  # its provider active again
         # forgetting last: the decisions were made before it; an answer held is kept as long
@@ -890,16 +893,17 @@ class Decider:
         """Whether an event of the request is to be decided in the topic's order, as a sweep is,
         not at once, for a sweep on its way (or made before the event's record lands) may change
         what it decides: an event of a request pending past its deadline by the latest of `now`
-        and our sweep of its partition on its way (which may be timing it out), settled (a sweep
-        may forget it, its id then free) or with answers held (a sweep may refuse them,
-        forgotten); an answer to a request not known (held as long as the next sweep says); a
-        new request whose deadline falls `near` (near_forgetting) after that latest or sooner
-        (a sweep forgetting others received with it makes it stale)."""
+        and our sweep of its partition on its way (which may be timing it out) or named before
+        it in one, its provider suspended (passed), settled (a sweep may forget it, its id then
+        free) or with answers held (a sweep may refuse them, forgotten); an answer to a request
+        not known (held as long as the next sweep says); a new request whose deadline falls
+        `near` (near_forgetting) after that latest or sooner (a sweep forgetting others
+        received with it makes it stale)."""
         states = self.states[partition]
         latest = max(now, self._swept.get(partition, now))
         state = states.pending.get(request_id)
         if state is not None:
-            return state.deadline <= latest
+            return state.deadline <= latest or request_id in self._named_early
         return (request_id in states.settled or request_id in states.held
                 or not isinstance(event, Pending) or event.deadline <= latest + near)
 
@@ -914,6 +918,7 @@ class Decider:
             for pending in states.pending.values():
                 if pending.kind != BINDING and pending.provider in gone:
                     self.deadlines.hasten(pending.request_id, now)
+                    self._named_early.add(pending.request_id)
         found = {}
         for request_id in self.deadlines.due(now):
             state = self.states[partition_of(request_id)].pending.get(request_id)

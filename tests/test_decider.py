@@ -240,6 +240,30 @@ def test_a_request_to_a_provider_suspended_since_its_approval_ends_at_once_refus
     assert resumed.passed(NOW + ctx.answer_timeout, ctx) == {"r-1": topics.outbox("town")}
 
 
+def test_an_answer_to_a_request_named_early_is_decided_after_the_sweep_on_its_way(
+        ctx: Context) -> None:
+    """An owner named a request early, its provider suspended, and the provider, resumed at
+    once, answered before the sweep landed: the owner relayed the answer at once (its deadline
+    not near), its record landing after the sweep, so the next owner, reading the sweep first,
+    could end the request and keep it timed out, though its requester had the answer (and
+    refuse to the provider a copy of the answer relayed). An event of a request named in a
+    sweep on its way is decided in the topic's order, after the sweep, as one of a request past
+    its deadline is."""
+    suspended = replace(ctx, directory={**ctx.directory, "town": replace(
+        ctx.directory["town"], active=False, inactive_since=NOW + timedelta(seconds=1))})
+    swept, near = NOW + timedelta(seconds=2), decider.near_forgetting(ctx)
+    owner, partition = _owning(ctx, [_pending(ctx)])
+    assert not owner.in_order(partition, "r-1", _answer(), swept, near)
+    assert owner.passed(swept, suspended) == {"r-1": topics.outbox("town")}
+    assert owner.in_order(partition, "r-1", _answer(), swept, near), "the sweep first"
+    owner.handle(partition, Sweep(swept, ("r-1",)), swept, suspended)
+    assert owner.in_order(partition, "r-1", _answer(), swept, near), "settled: in order"
+    owner.keep_only(set())
+    assert owner.keep_only({partition}) == {partition}
+    owner.rebuild(partition, [decider.DecisionRecord(NOW, [_pending(ctx)])], ctx)
+    assert not owner.in_order(partition, "r-1", _answer(), swept, near), "named no more"
+
+
 def test_a_requester_made_inactive_after_its_deadline_is_told_its_timeout_by_every_owner(
         ctx: Context) -> None:
     """An owner replaying a sweep after its requester was made inactive told it nothing, though
