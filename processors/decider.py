@@ -649,12 +649,12 @@ def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
 
 
 def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
-    """No answer in time, or none to come before the deadline, its provider no longer an active
-    holder in the directory as of `now` (suspended since its request was approved: a sweep
-    names it as soon as its owner sees that, Decider.passed): the requester gets a timeout
-    instead, or a refusal saying why (_timed_out)."""
-    if not isinstance(state, RequestState) or (
-            now < state.deadline and _provider_gone(state, now, ctx) is None):
+    """A sweep of `now` names the request: no answer came in time, or none is to come before the
+    deadline, its provider no active holder in the directory when the sweep was made (suspended
+    since its request was approved: Decider.passed). A pending request is ended whatever the
+    directory says as the sweep is read, so every owner, live or rebuilding, ends it at this
+    sweep: the requester gets a timeout instead, or a refusal saying why (_timed_out)."""
+    if not isinstance(state, RequestState):
         return Decision(state)
     return Decision(_settled(state, TIMED_OUT), partial(_timed_out, state, now, ctx))
 
@@ -672,7 +672,8 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
     then, as an answer to it would not be relayed: a suspended one refused instead
     (_told_ended), one not in it told nothing (logged); to a provider no longer an active one
     then, a refusal as at approval (SUSPENDED, since when; approval.provider_not_active) instead,
-    not a timeout, whose answer, if it comes, is refused to it (on_outcome); its access-log
+    not a timeout, whose answer, if it comes, is refused to it (on_outcome): a plain timeout if
+    it was resumed between the sweep naming the request early and its reading; its access-log
     event says why (Context.inactive_reason)."""
     at = min(now, state.deadline)
     if (gone := ctx.inactive_reason(state.requester, at)) is not None:
@@ -839,8 +840,6 @@ class Decider:
             except Exception:
                 log.exception("the timeout of request %s could not be made", request_id)
             self._named_early.discard(request_id)
-            if (still := states.pending.get(request_id)) is not None:  # named early (passed),
-                self.deadlines.watch(request_id, still.deadline)  # its provider active again
         # forgetting last: the decisions were made before it; an answer held is kept as long
         # as its request, had it come at this sweep (after the answer, so later), would be
         for never in states.forget_until(message.at, _forget_at(message.at, ctx)):

@@ -169,7 +169,6 @@ def test_the_first_answer_is_relayed_and_later_ones_dropped(ctx: Context) -> Non
 def test_no_answer_in_time_becomes_a_timeout_with_the_requesters_link_code(
         ctx: Context) -> None:
     state = _decided(_pending(ctx), None, ctx).state
-    assert decider.on_deadline(state, NOW, ctx).effects == [], "not due yet"
     due = decider.on_deadline(state, NOW + timedelta(seconds=31), ctx)
     assert due.state is not None and due.state.status == TIMED_OUT
     timeout = CODEC.decode(due.effects[0].value, LinkageAnswer)
@@ -213,20 +212,17 @@ def test_a_request_to_a_provider_suspended_since_its_approval_ends_at_once_refus
     its requester then told TIMED_OUT, though the platform knew the provider suspended. It is
     passed for a sweep as soon as the directory has its provider inactive (once), and that sweep
     refuses it to its requester as approval would (SUSPENDED, the provider, since when), logs it
-    TIMED_OUT (SUSPENDED) once, and refuses the provider's answer, if it comes, to it alone. A
-    sweep that finds its provider active again (resumed) leaves it pending until its
-    deadline."""
+    TIMED_OUT (SUSPENDED) once, and refuses the provider's answer, if it comes, to it alone (one
+    resumed since: the test after this one)."""
     since = NOW + timedelta(seconds=1)
     suspended = replace(ctx, directory={**ctx.directory, "town": replace(
         ctx.directory["town"], active=False, inactive_since=since)})
     swept = NOW + timedelta(seconds=2)
-    for directory, left in ((ctx, "PENDING"), (suspended, TIMED_OUT)):
-        decider_, partition = _owning(ctx, [_pending(ctx)])
-        assert decider_.passed(swept, suspended) == {"r-1": topics.outbox("town")}
-        assert decider_.passed(swept + timedelta(seconds=1), suspended) == {}, "passed once"
-        made = decider_.handle(partition, Sweep(swept, ("r-1",)), swept, directory)
-        state = decider_.states[partition].get("r-1")
-        assert state is not None and state.status == left
+    decider_, partition = _owning(ctx, [_pending(ctx)])
+    assert decider_.passed(swept, suspended) == {"r-1": topics.outbox("town")}
+    assert decider_.passed(swept + timedelta(seconds=1), suspended) == {}, "passed once"
+    made = decider_.handle(partition, Sweep(swept, ("r-1",)), swept, suspended)
+    assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
     assert made[0] == Send(topics.inbox("nenkin"), "r-1", CODEC.encode(Rejection(
         "r-1", "SUSPENDED", f"the provider 'town' is suspended since {since.isoformat()}: not "
         "an active holder in the directory", swept)))
@@ -235,9 +231,37 @@ def test_a_request_to_a_provider_suspended_since_its_approval_ends_at_once_refus
         2, "ANSWER", TIMED_OUT, "SUSPENDED", "town")
     answered = decider_.handle(partition, _answer(), swept, suspended)
     assert _topics(answered) == [topics.inbox("town"), topics.AUDIT], "refused to the provider"
-    resumed, partition = _owning(ctx, [_pending(ctx), Sweep(swept, ("r-1",))])
-    assert resumed.passed(swept, ctx) == {}
-    assert resumed.passed(NOW + ctx.answer_timeout, ctx) == {"r-1": topics.outbox("town")}
+
+
+def test_a_request_ended_early_its_provider_since_resumed_is_ended_once_by_every_owner(
+        ctx: Context) -> None:
+    """An owner ended a request early, its provider suspended (its requester refused SUSPENDED,
+    logged TIMED_OUT); the provider was resumed, and the next owner, rebuilding the partition
+    from its records, judged the sweep by the directory as it read it: the request pending, it
+    timed it out again at its deadline, the requester told a second ending, the access log a
+    second one. A request a sweep names is ended whatever the directory says when it is read:
+    by every owner, live or rebuilding, once; one whose provider was resumed between its
+    naming and the sweep read back is told a plain timeout."""
+    suspended = replace(ctx, directory={**ctx.directory, "town": replace(
+        ctx.directory["town"], active=False, inactive_since=NOW + timedelta(seconds=1))})
+    swept, deadline = NOW + timedelta(seconds=2), _pending(ctx).deadline
+    first, partition = _owning(ctx, [_pending(ctx)])
+    assert first.passed(swept, suspended) == {"r-1": topics.outbox("town")}
+    ended = first.handle(partition, Sweep(swept, ("r-1",)), swept, suspended)
+    assert _topics(ended) == [topics.inbox("nenkin"), topics.AUDIT]
+    successor, _ = _owning(ctx, [_pending(ctx), Sweep(swept, ("r-1",))])  # resumed since
+    for owner in first, successor:
+        assert owner.states[partition].get("r-1") == _settled(TIMED_OUT)
+        assert _sweeps(owner, deadline, ctx) == [], "nothing due at the deadline"
+        assert owner.handle(partition, Sweep(deadline, ("r-1",)), deadline, ctx) == []
+    resumed, _ = _owning(ctx, [_pending(ctx)])
+    assert resumed.passed(swept, suspended) == {"r-1": topics.outbox("town")}
+    timeout, logged = resumed.handle(partition, Sweep(swept, ("r-1",)), swept, ctx)
+    event = CODEC.decode(logged.value, AccessLogEvent)
+    assert (CODEC.decode(timeout.value, LinkageAnswer).status, event.outcome, event.reason) == (
+        TIMED_OUT, TIMED_OUT, None), "resumed in the instant between: a plain timeout"
+    assert resumed.states[partition].get("r-1") == _settled(TIMED_OUT)
+    assert _sweeps(resumed, deadline, ctx) == []
 
 
 def test_an_answer_to_a_request_named_early_is_decided_after_the_sweep_on_its_way(
