@@ -23,7 +23,8 @@ instance can write the answer first): it is held until the request comes and rel
 request is read (not in a rebuild: an owner holding it may have lost the partition before its
 request came, so only relaying it again is sure; holders and the audit log drop copies), or, when a
 request received at the first sweep after it would be forgotten, refused to its provider as one to
-no request (as is an answer the decider cannot read). Events arrive at least once (a crash replays
+no request (as is an answer the decider cannot read; a decision relaying one to no one held so is
+made as recorded). Events arrive at least once (a crash replays
 them): a pending request's own event again repeats its dispatch, which the provider and the audit
 log drop as duplicates. Once a request is settled (answered or timed out) only a small `Settled` is
 kept: the effects of the event that settled it are delivered before that event's offset is committed
@@ -560,6 +561,18 @@ def _relayed_to_no_one(o: Outcome, why: str, now: datetime) -> list[Send]:
     return _refused_answer(o, answer, why, now)
 
 
+def _never_requested(o: Outcome, at: datetime) -> list[Send]:
+    """An outcome held for a request that never came, forgotten `at`: an answer is relayed to no
+    one, its provider refused; a decision relaying one to no one (Outcome.ended: made by an owner
+    that knew its request, whose record came before the history of the owner holding it) is made
+    as recorded (_unrelayed), not refused as an answer (a binding's carries none): an owner that
+    held it before may have made nothing, and its requester, provider and the audit log drop
+    copies."""
+    if o.ended is not None:
+        return _unrelayed(o, o.ended)
+    return _relayed_to_no_one(o, f"no request {o.request_id} came to the platform in time", at)
+
+
 def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime,
                     reason: str = "INVALID_TICKET") -> list[Send]:
     """An answer relayed to no one, refused to its provider (`reason`, `why`), which logs it not
@@ -843,8 +856,7 @@ class Decider:
         # forgetting last: the decisions were made before it; an answer held is kept as long
         # as its request, had it come at this sweep (after the answer, so later), would be
         for never in states.forget_until(message.at, _forget_at(message.at, ctx)):
-            made += _relayed_to_no_one(never, f"no request {never.request_id} came to the "
-                                       "platform in time", message.at) if effects else []
+            made += _never_requested(never, message.at) if effects else []
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return made

@@ -1058,6 +1058,34 @@ def test_a_bindings_answer_to_a_holder_made_inactive_since_approval_is_not_relay
         assert answered.states[partition].get("r-1") == _settled(ANSWERED)
 
 
+def test_a_decision_held_for_a_request_before_a_rebuilds_history_is_made_as_recorded(
+        ctx: Context) -> None:
+    """An answer relayed to no one, its requester suspended since approval, is a decision
+    recorded in the decider's topic after the answer's record (on_ended): an owner whose rebuilt
+    history begins between the two knows no request and holds that decision, as it holds an
+    answer before its request, and its request never comes. Forgotten, it was refused as an
+    answer to no request: the binding's (which carries no answer) as unreadable, INTERNAL_ERROR
+    to its requester and an ANSWER in the access log under the requester's message, the
+    linkage's INVALID_TICKET to its provider, refused SUSPENDED already: a second, wrong ending.
+    It is made as recorded, by whichever owner reads it (the owner holding it before may have
+    made nothing): the same effects, copies the requester, provider and audit log drop."""
+    since = NOW - timedelta(seconds=1)
+    gone = replace(ctx, directory={**ctx.directory, "nenkin": replace(
+        ctx.directory["nenkin"], active=False, inactive_since=since)})
+    until = max(ctx.stale_from(NOW), NOW + ctx.answer_timeout)
+    bound = RegistryAnswer("r-1", "nenkin", NOT_FOUND, "", (), SOURCE, NOW, NOW)
+    for request, answer in ((_binding(ctx), bound), (_pending(ctx), _answer())):
+        owner, partition = _owning(ctx, [request])
+        recorded, = owner.handle(partition, answer, NOW, gone)
+        ended = CODEC.decode(recorded.value, Outcome)
+        made = owner.handle(partition, ended, NOW, ctx)  # the decision, as read back
+        assert _topics(made)[-2:] == [topics.inbox("nenkin"), topics.AUDIT], "told, TIMED_OUT"
+        successor, _ = _owning(ctx, [ended])  # its history begins after the answer's record
+        assert _swept(successor, partition, NOW, ctx) == []
+        assert _swept(successor, partition, until, ctx) == made, "made as recorded, once more"
+        assert replace(successor.states[partition], forgotten_through=0) == decider.Partition()
+
+
 def test_a_copy_of_a_binding_answered_before_its_request_is_refused_to_its_holder_alone(
         ctx: Context) -> None:
     """The registry's answer read before its request's event (a take-over's history, the event
