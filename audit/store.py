@@ -428,6 +428,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _came_again(named: str, logged_id: str, first: Logged, again: Logged) -> None:
+    """An event or operator action come again with other bytes, the first one staying: only its
+    time other (a decision made again after a crash), an INFO line; anything else (a second
+    decision that contradicts the first: its outcome, reason, person…) an ERROR naming the
+    fields, not their values."""
+    other = [f.name for f in fields(again) if getattr(first, f.name) != getattr(again, f.name)]
+    level = logging.INFO if other == ["occurred_at"] else logging.ERROR
+    log.log(level, "%s %r came again with other %s; the first one stays", named,
+            short(logged_id), ", ".join(other) or "bytes")
+
+
 class AuditStore:
     """The tamper-evident audit log. One writer process at a time appends; readers any time.
     Opened with the head key's public half alone (My Portal, `audit query`, `audit verify`),
@@ -650,8 +661,7 @@ class AuditStore:
                 key = (kind, column_text(logged_id))
                 seen = known.get(key)
                 if seen is not None and seen != leaf:
-                    log.warning("%s %r came again with other bytes; the first one stays",
-                                named, short(logged_id))
+                    _came_again(named, logged_id, CODEC.decode(seen, type(record)), record)
                 expired = beyond_retention(record, horizon)
                 if seen is None and expired:
                     log.error("%s %r of %s is not logged: it is older than the last purge's "

@@ -156,10 +156,30 @@ def test_a_request_id_sent_again_is_logged_on_one_line_cut_short(
     forges no line of the consumer's log, and a long one is not echoed whole."""
     forged = "r\n2026-12-05 04:50:00,000 WARNING forged line" + "x" * 1000
     first = replace(event(0), event_id=event_id(forged, "LINKAGE"), request_id=forged)
+    caplog.set_level("INFO", logger="audit.store")
     store.append(*item(first))
     store.append(*item(replace(first, occurred_at=first.occurred_at + timedelta(seconds=1))))
     (line,) = [r.getMessage() for r in caplog.records if "came again" in r.getMessage()]
     assert "\n" not in line and "forged line" in line and len(line) < 200
+
+
+def test_an_event_come_again_contradicting_the_first_is_an_error_naming_what_differs(
+        store: AuditStore, caplog: pytest.LogCaptureFixture) -> None:
+    """The first entry stays either way: an event made again after a crash, only its time other,
+    is an INFO line; one whose outcome or reason contradicts the first (a second decision) is
+    an ERROR naming those fields, not their values."""
+    caplog.set_level("INFO", logger="audit.store")
+    first = event(0)
+    store.append(*item(first))
+    store.append(*item(replace(first, occurred_at=first.occurred_at + timedelta(seconds=1))))
+    assert [(r.levelname, r.getMessage().split("came again ")[1]) for r in caplog.records] == [
+        ("INFO", "with other occurred_at; the first one stays")]
+    caplog.clear()
+    store.append(*item(replace(first, outcome="TIMED_OUT", reason="SUSPENDED")))
+    assert [(r.levelname, r.getMessage().split("came again ")[1]) for r in caplog.records] == [
+        ("ERROR", "with other outcome, reason; the first one stays")]
+    stays = store.entry(0)
+    assert stays is not None and stays.event == first
 
 
 def test_exactly_once_even_across_a_restart(
@@ -170,8 +190,9 @@ def test_exactly_once_even_across_a_restart(
     assert store.append(*first) is None
     assert store.append_many([first, second, second]) == [None, 1, None]
     rerun = event(0, at=first[0].occurred_at + timedelta(seconds=1))
+    caplog.set_level("INFO", logger="audit.store")
     assert store.append(*item(rerun)) is None  # same id, other bytes: the first one stays
-    assert "'req-0000:LINKAGE' came again with other bytes" in caplog.text
+    assert "'req-0000:LINKAGE' came again with other occurred_at" in caplog.text
     store.close()
     # a consumer killed after the commit replays its last batch in a new process
     with AuditStore(db, Signer.load_or_create(), head_every=4, clock=clock) as again:
