@@ -909,7 +909,9 @@ class Decider:
         free) or with answers held (a sweep may refuse them, forgotten); an answer to a request
         not known (held as long as the next sweep says); a new request whose deadline falls
         `near` (near_forgetting) after that latest or sooner (a sweep forgetting others
-        received with it makes it stale)."""
+        received with it makes it stale). Only our own sweeps are known here: a partition taken
+        over, whose last owner's sweeps may be unread, is decided in order until it is read to
+        its end as of the take-over (Platform.behind)."""
         states = self.states[partition]
         latest = max(now, self._swept.get(partition, now))
         state = states.pending.get(request_id)

@@ -9,7 +9,8 @@ effect is delivered and acknowledged by the broker, and only then are the offset
 least once, with effects the audit log takes exactly once (by event id); a query or a request for
 holder-side logs read again reaches its holders again, and the decider, the oversight body and My
 Portal each take one answer of a holder (by request id). A partition of the decider's topic taken
-over from another instance is first replayed to rebuild its state.
+over from another instance is first replayed to rebuild its state, and decided in the topic's order
+until it is read to its end as of the take-over (what the last owner wrote, a sweep among it).
 
 An event for a decision partition this instance owns is decided at once, without the hop through
 the decider's topic; its record is written there after its effects are acknowledged (marked
@@ -190,6 +191,8 @@ class Platform:
         self.taking_over: set[int] = set()
         self.rebuilding: asyncio.Task[None] | None = None  # of partitions in taking_over
         self.at_once: dict[int, bytes] = {}  # partitions decided here at once, and their mark
+        # partitions taken over, and their end offsets then: read to them before deciding at once
+        self.behind: dict[int, int] = {}
         self.ends_ahead = False  # the last records handled recorded an answer relayed to no one
         self.producer = producer_for(access)
         self.consumer = SessionConsumer(
@@ -272,9 +275,12 @@ class Platform:
                        ctx.directory, now)
         out += access_log.from_portal((r.value or b"", _received(r, now))
                                       for r in by_topic.pop(topics.PORTAL_AUDIT, []))
-        for record in by_topic.pop(decider.DECISIONS, []):
+        decisions = by_topic.pop(decider.DECISIONS, [])
+        for record in decisions:
             if record.partition not in self.taking_over:  # read again once rebuilt
                 out += self._decide(record, now, ctx)
+        if self.behind:
+            self._read_up(decisions)
         return self._at_once(out, now, ctx)
 
     def _at_once(self, out: list[Send], now: datetime,
@@ -366,6 +372,7 @@ class Platform:
         await self.stop_rebuilding()
         ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
         new = [TopicPartition(decider.DECISIONS, p) for p in self.decider.keep_only(ours)]
+        self.behind = {p: end for p, end in self.behind.items() if p in ours}
         self.decide_at_once(ours - {tp.partition for tp in new})
         if new:
             self.consumer.pause(*new)
@@ -374,8 +381,8 @@ class Platform:
 
     async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
         """The partitions `new` from their history, one after another: each is read on from its
-        committed offset, and decided at once, as soon as its own state is rebuilt (its
-        requests do not wait for the others' history)."""
+        committed offset as soon as its own state is rebuilt (its requests do not wait for the
+        others' history), and decided at once from its end as of the take-over on (_replay)."""
         started = time.monotonic()
         try:
             for tp in sorted(new):
@@ -384,8 +391,10 @@ class Platform:
                 self.consumer.resume(tp)
                 self.decide_at_once(ours - self.taking_over)
                 log.info("took over decision partition %d: %d events replayed, resumed %.1f s "
-                         "after the take-over, %d pending", tp.partition, replayed,
-                         time.monotonic() - started, len(self.decider.states[tp.partition].pending))
+                         "after the take-over, %d pending%s", tp.partition, replayed,
+                         time.monotonic() - started, len(self.decider.states[tp.partition].pending),
+                         f", decided in the topic's order until offset {self.behind[tp.partition]}"
+                         if tp.partition in self.behind else "")
         finally:  # also when cancelled by a rebalance
             left = [tp for tp in new if tp.partition in self.taking_over]
             self.taking_over.difference_update(tp.partition for tp in left)
@@ -394,11 +403,15 @@ class Platform:
 
     async def _replay(self, tp: TopicPartition) -> int:
         """One partition's state from its history up to its committed offset, where the consumer
-        then reads on; how many events it replayed."""
+        then reads on, decided in the topic's order up to the partition's end now (`behind`):
+        what the last owner wrote past that offset (a sweep it made, unread) is not known here
+        until it is read, and an event decided at once before it would be decided otherwise by
+        an owner replaying the topic; how many events it replayed."""
         while True:
             try:
                 ctx = self.views.refresh()
                 committed = await self.consumer.committed(tp) or 0
+                end = (await self.consumer.end_offsets([tp]))[tp]
                 history = await decision_history(self.access, tp, committed, ctx,
                                                  self.broker_time)
                 break
@@ -408,6 +421,8 @@ class Platform:
                 await asyncio.sleep(REBUILD_RETRY)
         self.decider.rebuild(tp.partition, history.records, ctx)
         self.consumer.seek(tp, committed)
+        if end > committed:
+            self.behind[tp.partition] = end
         return sum(len(record.events) for record in history.records)
 
     async def stop_rebuilding(self) -> None:
@@ -418,8 +433,21 @@ class Platform:
                 await self.rebuilding
 
     def decide_at_once(self, partitions: set[int]) -> None:
-        """Decide events of these partitions at once; a partition new to it gets a new mark."""
-        self.at_once = {p: self.at_once.get(p) or secrets.token_bytes(8) for p in partitions}
+        """Decide events of these partitions at once, but of those not read to their end as of
+        their take-over yet (`behind`); a partition new to it gets a new mark."""
+        self.at_once = {p: self.at_once.get(p) or secrets.token_bytes(8) for p in partitions
+                        if p not in self.behind}
+
+    def _read_up(self, records: list[Any]) -> None:
+        """The partitions taken over that these decision records, just read, read to their end
+        as of the take-over: decided at once from now on."""
+        for record in records:
+            if (record.partition in self.behind
+                    and record.offset + 1 >= self.behind[record.partition]):
+                del self.behind[record.partition]
+                self.decide_at_once({*self.at_once, record.partition})
+                log.info("decision partition %d is read to its end as of its take-over: decided "
+                         "at once from now on", record.partition)
 
     async def give_up(self, revoked: Iterable[TopicPartition]) -> None:
         """Stop deciding at once for partitions taken away, and get their records written

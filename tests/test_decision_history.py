@@ -266,7 +266,8 @@ class _Decisions:
 
     def owner(self, committed: int) -> Platform:
         """An instance that takes the partition over, rebuilt from the records before its
-        committed offset."""
+        committed offset, deciding in the topic's order until it has read those landed by now
+        (Platform.behind)."""
         instance = Platform(KafkaAccess.of(acls.PLATFORM))
         self.owners.append(instance)
         self.monkeypatch.setattr(instance.views, "refresh", lambda: self.ctx)
@@ -276,6 +277,8 @@ class _Decisions:
             for record in self.records[:committed]]
         instance.decider.keep_only({self.partition})
         instance.decider.rebuild(self.partition, history, self.ctx)
+        if len(self.records) > committed:
+            instance.behind[self.partition] = len(self.records)
         instance.decide_at_once({self.partition})
         return instance
 
@@ -728,6 +731,74 @@ async def test_two_copies_of_a_request_from_two_instances_are_logged_once_whoeve
                 "a copy read again is dropped or refused to its holder alone"
 
 
+async def test_a_new_owner_decides_in_order_until_it_has_read_what_the_last_owner_wrote(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last owner named a linkage request in a sweep, its provider suspended since approval,
+    and gave the partition up (or crashed) before reading the sweep back; the new owner, rebuilt
+    up to the offset committed, knew nothing of that sweep, and, the provider resumed, decided
+    its answer at once: FOUND to the requester, ANSWERED kept, its record landing after the
+    sweep, so an owner rebuilding the partition later read the sweep first and kept the request
+    TIMED_OUT. On the real broker (a decisions topic of the test's own): a partition taken over is
+    decided in the topic's order until it is read to its end as of the take-over, then at once."""
+    topic = f"{TOPIC}.taken-over"
+    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    monkeypatch.setattr(decider, "DECISIONS", topic)
+    monkeypatch.setattr("processors.platform.GROUP", f"{topic}.group")
+    access, partition = KafkaAccess.of(config.ADMIN), decider.partition_of("r-1")
+    tp = TopicPartition(topic, partition)
+    received = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=received)
+    suspended = replace(ctx.directory["town"], active=False, inactive_since=received)
+    last, _ = _taken_over([decider.DecisionRecord(received, [pending])], ctx)
+    named = _sweeps(last, received + timedelta(seconds=1),
+                    replace(ctx, directory={**ctx.directory, "town": suspended}))
+    assert [CODEC.decode(s.value, Sweep).expire for s in named] == [("r-1",)], "named early"
+    await _delivered(access, [decider.to_decider("r-1", pending), *named])
+    owner = Platform(access)
+    monkeypatch.setattr(owner.views, "refresh", lambda: ctx)  # the provider resumed
+    answer = replace(_answer(), deadline=pending.deadline,
+                     answered_at=received + timedelta(seconds=2))
+    await owner.consumer.start()
+    try:
+        owner.consumer.assign([tp])
+        await owner.consumer.commit({tp: 1})  # the last owner's: the request read, not the sweep
+        await owner.take_over([tp])
+        assert owner.rebuilding is not None
+        await owner.rebuilding
+        effects, decided = owner._at_once([decider.to_decider("r-1", answer)],
+                                          received + timedelta(seconds=2), ctx)
+        told = [s for s in effects if s.topic != topic]
+        await _delivered(access, [s for s in effects if s.topic == topic] + decided)
+        end = (await owner.consumer.end_offsets([tp]))[tp]
+        while await owner.consumer.position(tp) < end:
+            polled = await owner.consumer.getmany(tp, timeout_ms=1000)
+            effects, decided = owner.handle([r for batch in polled.values() for r in batch])
+            told += [s for s in effects if s.topic != topic]
+            await _delivered(access, [s for s in effects if s.topic == topic] + decided)
+        assert partition in owner.at_once, "decided at once again, read to its end"
+        end = (await owner.consumer.end_offsets([tp]))[tp]
+        _, history = await decision_history(access, tp, end, ctx, BrokerTime())
+    finally:
+        await owner.consumer.stop()
+        await owner.producer.stop()  # made with the instance, though never started here
+    statuses = [CODEC.decode(s.value, LinkageAnswer).status for s in told
+                if s.topic == topics.inbox("nenkin")
+                and CODEC.name_of(s.value) == LinkageAnswer.__name__]
+    rebuilt, _ = _taken_over(history, ctx)
+    kept = owner.decider.states[partition].get("r-1")
+    assert kept == rebuilt.states[partition].get("r-1"), "kept as a later rebuild keeps it"
+    assert statuses == [TIMED_OUT] and isinstance(kept, decider.Settled), \
+        "the requester told the sweep's ending, once"
+
+
+async def _delivered(access: KafkaAccess, sends: list[Send]) -> None:
+    """Records written as the platform writes them, in order, each at the broker's time."""
+    async with producer(access) as prod:
+        for item in sends:
+            await prod.send_and_wait(item.topic, item.value, key=(item.key or "").encode() or None,
+                                     partition=item.partition, headers=list(item.headers))
+
+
 def _about(told: list[Send]) -> set[tuple[str, str]]:
     """What holders were told of r-1, and what the access log has of it (by event id: it takes
     each once)."""
@@ -831,10 +902,10 @@ async def test_a_take_overs_last_record_sets_the_brokers_time_back_only_if_none_
     assert since == ctx.remembered_from(last, last)
 
 
-def _made(topic: str, configs: dict[str, str] | None = None) -> None:
-    """A topic of one partition on the test broker."""
+def _made(topic: str, configs: dict[str, str] | None = None, partitions: int = 1) -> None:
+    """A topic of one partition (or `partitions`) on the test broker."""
     admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, 1, 1, config=configs or {})])[topic].result(30)
+    admin.create_topics([NewTopic(topic, partitions, 1, config=configs or {})])[topic].result(30)
 
 
 async def _written(access: KafkaAccess, topic: str, events: list[tuple[Any, datetime]]) -> None:
