@@ -193,6 +193,8 @@ class Platform:
         self.at_once: dict[int, bytes] = {}  # partitions decided here at once, and their mark
         # partitions taken over, and their end offsets then: read to them before deciding at once
         self.behind: dict[int, int] = {}
+        self.owned: set[int] = set()  # decision partitions assigned here: the ones swept
+        self.sweeping = asyncio.Lock()  # held while sweeps are sent (give_up waits for them)
         self.ends_ahead = False  # the last records handled recorded an answer relayed to no one
         self.producer = producer_for(access)
         self.consumer = SessionConsumer(
@@ -349,15 +351,20 @@ class Platform:
     async def _sweep(self, stop: asyncio.Event) -> None:
         """Deadlines and forgetting, as Sweep events in the partitions they concern, decided
         as they are read back, never at once: any owner replaying the partition then times a
-        request out at the same point among the answers to it that other instances wrote."""
+        request out at the same point among the answers to it that other instances wrote. None
+        is sent for a partition given up (give_up), not ours to sweep, until it is given back."""
         while not stop.is_set():
             await asyncio.sleep(SWEEP_SECONDS)
             sweeps = await self.due()
-            try:
-                await deliver(self.producer, sweeps)
-            except KafkaError as exc:
-                log.warning("sweep not sent (%s): it is due again next time", exc)
-                self.decider.unsent(sweeps)
+            async with self.sweeping:
+                if any(sweep.partition not in self.owned for sweep in sweeps):
+                    self.decider.unsent(sweeps)  # given up meanwhile: due again if kept
+                    continue
+                try:
+                    await deliver(self.producer, sweeps)
+                except KafkaError as exc:
+                    log.warning("sweep not sent (%s): it is due again next time", exc)
+                    self.decider.unsent(sweeps)
 
     async def take_over(self, assigned: Iterable[TopicPartition]) -> None:
         """Rebuild the state of decision partitions this instance has just been given.
@@ -373,6 +380,7 @@ class Platform:
         ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
         new = [TopicPartition(decider.DECISIONS, p) for p in self.decider.keep_only(ours)]
         self.behind = {p: end for p, end in self.behind.items() if p in ours}
+        self.owned = ours
         self.decide_at_once(ours - {tp.partition for tp in new})
         if new:
             self.consumer.pause(*new)
@@ -450,12 +458,15 @@ class Platform:
                          "at once from now on", record.partition)
 
     async def give_up(self, revoked: Iterable[TopicPartition]) -> None:
-        """Stop deciding at once for partitions taken away, and get their records written
-        before the next owner reads them."""
+        """Stop deciding at once for partitions taken away, and sweeping them (their state is
+        kept until the assignment, which may give them back), and get their records and a sweep
+        on its way written before the next owner takes their end (Platform.behind)."""
         await self.stop_rebuilding()
-        for tp in revoked:
-            if tp.topic == decider.DECISIONS:
-                self.at_once.pop(tp.partition, None)
+        given = {tp.partition for tp in revoked if tp.topic == decider.DECISIONS}
+        for partition in given:
+            self.at_once.pop(partition, None)
+        async with self.sweeping:  # a sweep on its way lands first, and none is sent after
+            self.owned -= given
         await self.outflow.flush()
 
 

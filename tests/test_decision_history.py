@@ -3,6 +3,7 @@ back from its last event (the real broker, a topic of the test's own)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -789,6 +790,47 @@ async def test_a_new_owner_decides_in_order_until_it_has_read_what_the_last_owne
     assert kept == rebuilt.states[partition].get("r-1"), "kept as a later rebuild keeps it"
     assert statuses == [TIMED_OUT] and isinstance(kept, decider.Settled), \
         "the requester told the sweep's ending, once"
+
+
+async def test_an_owner_giving_a_partition_up_sweeps_it_no_more_until_it_is_given_it_again(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An owner's sweeper went on sweeping the partitions it had given up in a rebalance (their
+    state kept until the next assignment, which may keep them), and one of its sweeps could land
+    after the partition's new owner took its end as of the take-over: that owner decided at once
+    what the sweep, unknown to it, named. No sweep is sent from a partition's give-up until it is
+    assigned again; what was due then is swept once it is kept (a sweep in flight at the give-up
+    is waited for)."""
+    monkeypatch.setattr("processors.platform.SWEEP_SECONDS", 0.01)
+    sent: list[Send] = []
+
+    async def delivered(_: object, sweeps: list[Send]) -> None:
+        sent.extend(sweeps)
+
+    monkeypatch.setattr("processors.platform.deliver", delivered)
+    received = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=received)
+    partition = decider.partition_of("r-1")
+    tp = TopicPartition(decider.DECISIONS, partition)
+    owner = Platform(KafkaAccess.of(acls.PLATFORM))
+    monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
+    owner.decider.keep_only({partition})
+    owner.decider.rebuild(partition, [decider.DecisionRecord(received, [pending])], ctx)
+    await owner.take_over([tp])  # its state kept: nothing to rebuild
+    owner.broker_time.read([appended(pending.deadline + timedelta(seconds=1))])
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(owner._sweep(stop))
+    try:
+        await owner.give_up([tp])
+        await asyncio.sleep(0.2)
+        assert sent == [], "no sweep of a partition given up"
+        await owner.take_over([tp])  # kept
+        await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await sweeper
+        await owner.producer.stop()  # made with the instance, though never started here
+    assert [CODEC.decode(s.value, Sweep).expire for s in sent] == [("r-1",)], \
+        "swept once it is kept"
 
 
 async def _delivered(access: KafkaAccess, sends: list[Send]) -> None:
