@@ -9,7 +9,13 @@ a failure too.
 Each binding request a holder recorded (the crash run sends some) answered once to it, BOUND or
 INVESTIGATING (a refusal the registry or the authority gave it, or its timeout, ends as one), its
 binding events each in the audit store once (or, timed out, its timeout), and, by personal
-number, its look-up once in the authority's log (by the four attributes, never)."""
+number, its look-up once in the authority's log (by the four attributes, never).
+A request whose requester or provider (a binding whose holder) was suspended while it was on its
+way (a `Suspension`: sent before the holder was resumed, answered after its suspension began) may
+end refused SUSPENDED instead, the reason its requester recorded: at approval, audited as that
+refusal alone, or after it (ended early, or its answer relayed to no one), audited TIMED_OUT with
+its answer refused to its provider SUSPENDED (or late) once a copy; a binding with no look-up, or
+its look-up's events and that TIMED_OUT; each still answered once, logged once, never lost."""
 
 from __future__ import annotations
 
@@ -17,17 +23,18 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.events import AccessLogEvent
+from audit.events import SUSPENDED, AccessLogEvent
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from audit.store import default_path as audit_path
 from authority import store as authority_store
+from broker import topics
 from holders.client import BINDING, BOUND, INVALID_TICKET, INVESTIGATING, LINKAGE, REJECTED
 from holders.store import REQUESTER, SENT
 from holders.store import default_path as holder_path
@@ -48,23 +55,50 @@ BINDING_STEP = "binding:"  # how each audit event of a binding's answer begins (
 # (processors.decider._timed_out, on_registry_answer)
 BINDING_TIMED_OUT = (ANSWERED, TIMED_OUT)
 LATE = 2.0  # seconds to look once more for anything doubled, which arrives late
+# a request refused because a holder was suspended (processors.approval), as audit_steps reads it
+REFUSED_SUSPENDED = ("rejected", SUSPENDED)
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """A holder suspended during a run: from before its suspension was asked (`since`) until
+    its resumption had returned (`until`)."""
+
+    holder: str
+    since: datetime
+    until: datetime
+
+    def during(self, holders: Collection[str | None], sent_at: datetime,
+               answered_at: datetime | None) -> bool:
+        """Whether a request of these holders, sent and answered (None: not yet) then, was on its
+        way while this holder was suspended."""
+        return (self.holder in holders and sent_at < self.until
+                and (answered_at is None or answered_at > self.since))
 
 
 @dataclass(frozen=True, slots=True)
 class Asked:
-    """A linkage request as its requester's store holds it."""
+    """A linkage request as its requester's store holds it: refused, the reason recorded
+    (`reason`); `suspended`: its requester or provider suspended while it was on its way
+    (`provider`: its provider)."""
 
     request_id: str
     status: str
+    reason: str | None = None
+    suspended: bool = False
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """A binding request as its holder's store holds it; by_number: looked up by the authority."""
+    """A binding request as its holder's store holds it; by_number: looked up by the authority;
+    refused, the reason recorded; `suspended`: its holder suspended while it was on its way."""
 
     request_id: str
     status: str
     by_number: bool
+    reason: str | None = None
+    suspended: bool = False
 
 
 @dataclass
@@ -98,7 +132,9 @@ class Checked:
     with no binding event in the audit store or one twice (an INVESTIGATING one may have its
     timeout alone), lookup_not_once answered ones the authority logged other than once by
     personal number (or at all by the attributes); failing_request_ids: the requests of each
-    failure."""
+    failure; suspended_endings: the outcomes of the requests and bindings whose holders were
+    suspended while on their way, by status (a refusal with its reason), those refused SUSPENDED
+    at approval counted apart."""
 
     requests: int
     answered: dict[str, int]
@@ -117,6 +153,7 @@ class Checked:
     binding_audit_not_once: int
     lookup_not_once: int
     failing_request_ids: dict[str, list[str]]
+    suspended_endings: dict[str, int] = field(default_factory=dict)
 
     @property
     def exactly_once(self) -> bool:
@@ -126,7 +163,7 @@ class Checked:
         return {"exactly_once": self.exactly_once, **asdict(self)}
 
     def lines(self) -> list[str]:
-        """The figures, in three lines."""
+        """The figures, in three lines (four with requests of a suspended holder)."""
         return [
             f"requests the requesters recorded: {self.requests}; answered "
             + ", ".join(f"{k} {v}" for k, v in self.answered.items())
@@ -140,7 +177,8 @@ class Checked:
             f"{self.binding_audit_not_once}; authority log not once {self.lookup_not_once}",
             f"audit store: steps per answered request {self.audit_steps_per_request}; not as "
             f"answered {self.audit_not_as_answered}",
-        ]
+        ] + ([f"requests and bindings of a holder suspended meanwhile: {self.suspended_endings}"]
+             if self.suspended_endings else [])
 
 
 def with_checked(result: Any) -> dict[str, Any]:
@@ -154,22 +192,25 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
     """The verdict over every request asked and binding (pure: from what the stores hold)."""
     answered = [a for a in asked if a.status != SENT]
     bound = [b for b in bindings if b.status != SENT]
-    as_answered = [b for b in bound if b.status in BINDING_ANSWERS]  # BOUND or INVESTIGATING
+    # BOUND or INVESTIGATING, or refused SUSPENDED while its holder was
+    as_answered = [b for b in bound if b.status in BINDING_ANSWERS or _refused_suspended(b)]
     failing = {
         "lost": [a.request_id for a in asked if a.status == SENT],
-        "rejected": [a.request_id for a in answered if a.status == REJECTED],
+        "rejected": [a.request_id for a in answered
+                     if a.status == REJECTED and not _refused_suspended(a)],
         "requester_log_not_once": [a.request_id for a in asked if logged.requester[a.request_id]
                                    != (0 if a.status == SENT else 1)],
         "provider_log_not_once": [a.request_id for a in answered
                                   if not _provider_logged_once(a, logged.provider)],
-        "audit_not_as_answered": [a.request_id for a in answered if a.status != REJECTED
+        "audit_not_as_answered": [a.request_id for a in answered
+                                  if (a.status != REJECTED or _refused_suspended(a))
                                   and not _audited_as_answered(a, logged.audit)],
         "bindings_lost": [b.request_id for b in bindings if b.status == SENT],
-        "bindings_refused": [b.request_id for b in bound if b.status not in BINDING_ANSWERS],
+        "bindings_refused": [b.request_id for b in bound if b not in as_answered],
         "binding_audit_not_once": [b.request_id for b in as_answered if not
                                    _binding_audited_once(b, logged.audit.get(b.request_id, []))],
         "lookup_not_once": [b.request_id for b in as_answered
-                            if logged.lookups[b.request_id] != int(b.by_number)],
+                            if logged.lookups[b.request_id] != _lookups(b, logged.audit)],
     }
     steps = Counter("+".join(_step(named) for named, _ in logged.audit.get(a.request_id, []))
                     for a in answered)
@@ -188,7 +229,31 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
         binding_audit_not_once=len(failing["binding_audit_not_once"]),
         lookup_not_once=len(failing["lookup_not_once"]),
         failing_request_ids={why: ids for why, ids in failing.items() if ids},
+        suspended_endings=suspended_endings([*asked, *bindings], logged.audit),
     )
+
+
+def suspended_endings(requests: Iterable[Asked | Binding],
+                      audit: dict[str, list[tuple[str, str]]]) -> dict[str, int]:
+    """The outcomes of the requests (and bindings) whose holders were suspended while they were
+    on their way, by status, a refusal with its reason recorded, one refused at approval (its
+    one audit step that refusal) as such."""
+    return dict(Counter(
+        f"{r.status} {r.reason}" + (" at approval" if _refused_at_approval(r, audit) else "")
+        if r.reason else r.status for r in requests if r.suspended).most_common())
+
+
+def _refused_suspended(request: Asked | Binding) -> bool:
+    """Refused SUSPENDED, its holder (or its provider) suspended while it was on its way."""
+    return request.suspended and request.status == REJECTED and request.reason == SUSPENDED
+
+
+def _refused_at_approval(request: Asked | Binding,
+                         audit: dict[str, list[tuple[str, str]]]) -> bool:
+    """Refused SUSPENDED at approval: that refusal its one audit step."""
+    return _refused_suspended(request) and [
+        (_step(named), outcome) for named, outcome in audit.get(request.request_id, [])
+    ] == [REFUSED_SUSPENDED]
 
 
 def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
@@ -199,43 +264,98 @@ def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
 def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) -> bool:
     """Approved and answered with the requester's outcome, each once; and perhaps its provider's
     late answer refused, once a copy (one it sent again, after a crash, is refused again under its
-    own source; one answered in time, its copy sent again past the deadline); no event twice."""
+    own source; one answered in time, its copy sent again past the deadline); no event twice.
+    Refused SUSPENDED while a holder was: at approval, that refusal alone; after it, answered
+    TIMED_OUT, its provider's answer perhaps refused SUSPENDED too, once a copy."""
+    if _refused_at_approval(asked, audit):
+        return True
     named = audit.get(asked.request_id, [])
     steps = sorted((_step(name), outcome) for name, outcome in named)
-    late = steps.count(LATE_ANSWER_REFUSED)
-    lawful = sorted([APPROVAL, (ANSWERED, asked.status), *[LATE_ANSWER_REFUSED] * late])
+    refused = [(_step(name), outcome) for name, outcome in named
+               if _answer_refused(asked, name, outcome)]
+    outcome = TIMED_OUT if _refused_suspended(asked) else asked.status
+    lawful = sorted([APPROVAL, (ANSWERED, outcome), *refused])
     return steps == lawful and len(set(named)) == len(named)
+
+
+def _answer_refused(asked: Asked, named: str, outcome: str) -> bool:
+    """Whether an audit step (as its event's id names it) is the refusal of a copy of the
+    provider's answer: late (INVALID_TICKET), or, a holder suspended while the request was on
+    its way, SUSPENDED, a message of the provider's outbox refused."""
+    step, _, source = named.partition("@")
+    if (step, outcome) == LATE_ANSWER_REFUSED:
+        return True
+    return (asked.suspended and (step, outcome) == REFUSED_SUSPENDED
+            and topics.holder_of_outbox(source.rsplit(":", 2)[0]) == asked.provider)
 
 
 def _binding_audited_once(binding: Binding, steps: list[tuple[str, str]]) -> bool:
     """A binding's audit steps: one or more (one per candidate, or one saying why none), each a
-    binding event, none twice; or, its holder investigating, its timeout alone."""
+    binding event, none twice; or, its holder investigating, its timeout alone. Refused SUSPENDED
+    while its holder was: at approval, that refusal alone; after it, its answer's binding events
+    (relayed to no one) or its timeout alone."""
     audited = [(_step(named), outcome) for named, outcome in steps]
-    if binding.status == INVESTIGATING and audited == [BINDING_TIMED_OUT]:
+    if (binding.status == INVESTIGATING or _refused_suspended(binding)) and (
+            audited == [BINDING_TIMED_OUT]):
+        return True
+    if _refused_suspended(binding) and audited == [REFUSED_SUSPENDED]:
         return True
     names = [name for name, _ in audited]
     return bool(names) and all(n.startswith(BINDING_STEP) for n in names) and (
         len(set(names)) == len(names))
 
 
-def asked_since(stores: Iterable[sqlite3.Connection], since: datetime) -> list[Asked]:
-    """The linkage requests each holder's store recorded from `since` on."""
-    return [Asked(r, s) for db in stores for r, s in _recorded(db, LINKAGE, since)]
+def _lookups(binding: Binding, audit: dict[str, list[tuple[str, str]]]) -> int:
+    """How often the authority is to have logged a binding's look-up: once by personal number,
+    never by the four attributes or if refused at approval."""
+    return int(binding.by_number and not _refused_at_approval(binding, audit))
 
 
-def bindings_since(stores: dict[str, sqlite3.Connection], since: datetime,
-                   by_number: Collection[str]) -> list[Binding]:
+def asked_since(stores: Mapping[str, sqlite3.Connection], since: datetime,
+                suspensions: Collection[Suspension] = ()) -> list[Asked]:
+    """The linkage requests each holder's store recorded from `since` on, each judged by the
+    run's `suspensions` of its requester and provider."""
+    return [Asked(r.request_id, r.status, r.reason, r.during(suspensions, holder), r.provider)
+            for holder, db in stores.items() for r in _recorded(db, LINKAGE, since)]
+
+
+def bindings_since(stores: Mapping[str, sqlite3.Connection], since: datetime,
+                   by_number: Collection[str],
+                   suspensions: Collection[Suspension] = ()) -> list[Binding]:
     """The binding requests each holder's store recorded from `since` on; by personal number
-    those of the holders `by_number`."""
-    return [Binding(r, s, holder in by_number) for holder, db in stores.items()
-            for r, s in _recorded(db, BINDING, since)]
+    those of the holders `by_number`; each judged by the run's `suspensions` of its holder."""
+    return [Binding(r.request_id, r.status, holder in by_number, r.reason,
+                    r.during(suspensions, holder))
+            for holder, db in stores.items() for r in _recorded(db, BINDING, since)]
 
 
-def _recorded(db: sqlite3.Connection, kind: str, since: datetime) -> list[tuple[str, str]]:
-    """(request id, status) of the requests of `kind` a holder's store recorded from `since`."""
+@dataclass(frozen=True, slots=True)
+class _Recorded:
+    """A request as a holder's store records it: refused, the reason (what its detail begins
+    with); provider: a linkage request's."""
+
+    request_id: str
+    status: str
+    reason: str | None
+    provider: str | None
+    sent_at: datetime
+    answered_at: datetime | None
+
+    def during(self, suspensions: Collection[Suspension], requester: str) -> bool:
+        """Whether its requester or provider was suspended while it was on its way."""
+        return any(s.during((requester, self.provider), self.sent_at, self.answered_at)
+                   for s in suspensions)
+
+
+def _recorded(db: sqlite3.Connection, kind: str, since: datetime) -> list[_Recorded]:
+    """The requests of `kind` a holder's store recorded from `since`."""
     at = since.astimezone(UTC).isoformat(timespec="milliseconds")
-    return [(str(r), str(s)) for r, s in db.execute(
-        "SELECT request_id, status FROM requests WHERE kind = ? AND sent_at >= ?", (kind, at))]
+    return [_Recorded(str(r), str(s), str(d).split(":", 1)[0] if s == REJECTED and d else None,
+                      p, datetime.fromisoformat(sent),
+                      datetime.fromisoformat(answered) if answered else None)
+            for r, s, d, p, sent, answered in db.execute(
+                "SELECT request_id, status, detail, provider, sent_at, answered_at FROM requests "
+                "WHERE kind = ? AND sent_at >= ?", (kind, at))]
 
 
 def logged_of(stores: Iterable[sqlite3.Connection], request_ids: set[str],
@@ -291,25 +411,27 @@ def _step(named: str) -> str:
 
 
 async def checked(holders: list[str], since: datetime, within: float,
-                  by_number: Collection[str] = ()) -> Checked:
+                  by_number: Collection[str] = (),
+                  suspensions: Collection[Suspension] = ()) -> Checked:
     """The verdict once it holds (or `within` seconds passed), looked at once more `LATE`
     seconds after: a request answered or audited twice shows late. The holders `by_number` bind
-    by personal number."""
+    by personal number; the requests are judged by the run's `suspensions`."""
     deadline = time.monotonic() + within
     while True:
-        verdict = await asyncio.to_thread(_check_now, holders, since, by_number)
+        verdict = await asyncio.to_thread(_check_now, holders, since, by_number, suspensions)
         if not verdict.failing_request_ids or time.monotonic() > deadline:
             await asyncio.sleep(LATE)
-            return await asyncio.to_thread(_check_now, holders, since, by_number)
+            return await asyncio.to_thread(_check_now, holders, since, by_number, suspensions)
         await asyncio.sleep(1)
 
 
-def _check_now(holders: list[str], since: datetime, by_number: Collection[str]) -> Checked:
+def _check_now(holders: list[str], since: datetime, by_number: Collection[str],
+               suspensions: Collection[Suspension]) -> Checked:
     """The verdict over the stores as they are now, each holder's opened once (the authority's
     only if a binding was recorded)."""
     with holder_stores(holders) as stores:
-        asked = asked_since(stores.values(), since)
-        bindings = bindings_since(stores, since, by_number)
+        asked = asked_since(stores, since, suspensions)
+        bindings = bindings_since(stores, since, by_number, suspensions)
         ids = {a.request_id for a in asked} | {b.request_id for b in bindings}
         logged = logged_of(stores.values(), ids, since)
         if bindings:

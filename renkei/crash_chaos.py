@@ -2,15 +2,18 @@
 communication servers at a steady rate while, every few seconds, one process is SIGKILLed and
 started again — a platform instance (several share the consumer group), a holder's
 communication server, the audit consumer, the registry, the numbering authority, or the broker
-itself. One job in ten is a binding (a record not bound yet, or one bound again; by
-personal number at the holders that hold them, else by the four attributes), so that the kills
-of the registry and the authority fall among look-ups. Afterwards every request the requesters
-recorded is checked (`chaos_check`): answered once, logged once by its requester (and by its
-provider), audited once per step, and every binding answered once to its holder, its events
-audited once and, by personal number, its look-up once in the authority's log; every job the
-load offered must have been accepted, as one request (the holder's system sends each job under
-one Idempotency-Key, the same when it asks again), and no process may have died by itself or
-logged a traceback.
+itself. With `suspend_every`, between the kills, one provider holder in turn is suspended and
+resumed `SUSPENDED_FOR` seconds later, as an operator does (`renkei holder suspend` and
+`resume`): the requests to and from it meanwhile may end refused SUSPENDED, or TIMED_OUT, but
+once like any other (`chaos_check.Suspension`). One job in ten is a binding (a record not bound
+yet, or one bound again; by personal number at the holders that hold them, else by the four
+attributes), so that the kills of the registry and the authority fall among look-ups.
+Afterwards every request the requesters recorded is checked (`chaos_check`): answered once,
+logged once by its requester (and by its provider), audited once per step, and every binding
+answered once to its holder, its events audited once and, by personal number, its look-up once
+in the authority's log; every job the load offered must have been accepted, as one request (the
+holder's system sends each job under one Idempotency-Key, the same when it asks again), and no
+process may have died by itself or logged a traceback.
 
 `run_crash_chaos` does it in a state folder of its own (a one-node broker on free ports) and
 returns a `CrashChaos`; `renkei chaos crash` writes it to results/chaos-crash.json.
@@ -24,7 +27,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +39,9 @@ from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.server import KEY_IN_USE, STORE_BUSY, Address, address_file, recorded
 from holders.store import SENT
+from processors import directory
 from renkei import exchanges, scenario, town
-from renkei.chaos_check import Checked, checked, with_checked
+from renkei.chaos_check import Checked, Suspension, checked, with_checked
 from renkei.crashes import Watch
 from renkei.state import held, state_folder
 
@@ -56,7 +60,9 @@ class CrashChaos:
     answer); recorded_beyond_accepted (a property): requests recorded less jobs accepted, 0 if
     each accepted job made one request; died: processes found dead that no one killed;
     tracebacks: per process; kills: [seconds into the load, victim, seconds until it was back];
-    latency: of the accepted."""
+    suspend_every_seconds: between suspensions (None: none made); suspensions: [seconds into the
+    load, the provider holder suspended, seconds until it was resumed]; latency: of the
+    accepted."""
 
     seconds: float
     rate: float
@@ -75,6 +81,8 @@ class CrashChaos:
     latency_p50_seconds: float | None
     latency_max_seconds: float | None
     bound_seconds: float
+    suspend_every_seconds: float | None = None
+    suspensions: list[tuple[float, str, float]] = field(default_factory=list)
 
     @property
     def recorded_beyond_accepted(self) -> int:
@@ -241,12 +249,14 @@ class Load:
 
 
 class Killer:
-    """One victim every `every` seconds, round the schedule; each started again at once.
-    found_dead: victims that had died by themselves before their turn (a kill would hide it)."""
+    """One victim every `every` seconds, round the schedule; each started again at once, with
+    `turn` held (no operator command runs meanwhile). found_dead: victims that had died by
+    themselves before their turn (a kill would hide it)."""
 
     def __init__(self, procs: town.Processes, servers: dict[str, Address], schedule: list[str],
-                 answer_timeout: float) -> None:
+                 answer_timeout: float, turn: asyncio.Lock) -> None:
         self.procs, self.servers, self.answer_timeout = procs, servers, answer_timeout
+        self.turn = turn
         self.schedule = itertools.cycle(schedule)
         self.kills: list[tuple[float, str, float]] = []
         self.found_dead: list[str] = []
@@ -255,8 +265,9 @@ class Killer:
         while time.monotonic() + every < until:
             await asyncio.sleep(every)
             victim = next(self.schedule)
-            killed = time.monotonic()
-            await self.kill_and_restart(victim)
+            async with self.turn:
+                killed = time.monotonic()
+                await self.kill_and_restart(victim)
             self.kills.append((round(killed - began, 2), victim,
                                round(time.monotonic() - killed, 2)))
 
@@ -278,6 +289,39 @@ class Killer:
             self.procs.start_service(victim)
 
 
+SUSPENDED_FOR = 3.0  # seconds a provider holder stays suspended
+OPERATOR = "chaos-crash"  # the operator the audit log names for the run's suspensions
+
+
+class Suspender:
+    """One provider holder suspended every `every` seconds, in turn, and resumed SUSPENDED_FOR
+    seconds later, by the operator commands (`renkei holder suspend` and `resume`), each made
+    between kills (with `turn` held); suspensions: [seconds into the load, holder, seconds until
+    it was resumed], and each as the check judges requests by (`chaos_check.Suspension`)."""
+
+    def __init__(self, providers: list[str], seed: int, turn: asyncio.Lock) -> None:
+        order = sorted(providers)
+        random.Random(seed).shuffle(order)
+        self.order, self.turn = itertools.cycle(order), turn
+        self.suspensions: list[tuple[float, str, float]] = []
+        self.judged: list[Suspension] = []
+
+    async def run(self, every: float, until: float, began: float) -> None:
+        while time.monotonic() + every + SUSPENDED_FOR < until:
+            await asyncio.sleep(every)
+            holder = next(self.order)
+            async with self.turn:
+                suspended, since = time.monotonic(), datetime.now(UTC)
+                await directory.suspend(holder, OPERATOR, f"chaos crash: suspended for "
+                                        f"{SUSPENDED_FOR:g} s under load")
+            await asyncio.sleep(SUSPENDED_FOR)
+            async with self.turn:
+                await directory.resume(holder, OPERATOR)
+            self.judged.append(Suspension(holder, since, datetime.now(UTC)))
+            self.suspensions.append((round(suspended - began, 2), holder,
+                                     round(time.monotonic() - suspended, 2)))
+
+
 def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     """The kill order: first one process of each kind — a platform instance, a holder's server,
     the audit consumer, the registry, the authority, then the broker (slowest back, and the
@@ -295,9 +339,10 @@ def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
 async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0,
                           residents: int = 300, instances: int = 3, every: float = 4.0,
                           seed: int = 2026, bound: float = 120.0,
-                          answer_timeout: float = 30.0) -> CrashChaos:
-    """See the module's docstring; the broker is started in `state` (and stopped after) unless
-    one runs there already."""
+                          answer_timeout: float = 30.0,
+                          suspend_every: float | None = None) -> CrashChaos:
+    """See the module's docstring (no suspensions unless `suspend_every`); the broker is started
+    in `state` (and stopped after) unless one runs there already."""
     with held(state, "chaos run"), state_folder(state):
         try:
             running = any(n.running for n in process.status()[1])
@@ -307,7 +352,7 @@ async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0
             await asyncio.to_thread(_up)
         try:
             return await _run(seconds, rate, residents, instances, every, seed, bound,
-                              answer_timeout)
+                              answer_timeout, suspend_every)
         finally:
             if not running:
                 await asyncio.to_thread(process.down)
@@ -323,7 +368,8 @@ def _up() -> None:
 
 
 async def _run(seconds: float, rate: float, residents: int, instances: int, every: float,
-               seed: int, bound: float, answer_timeout: float) -> CrashChaos:
+               seed: int, bound: float, answer_timeout: float,
+               suspend_every: float | None) -> CrashChaos:
     built = await asyncio.to_thread(town.build, residents, seed, replace=True)  # its own folder
     services = town.services(instances, answer_timeout, loglevel="info")
     procs = await asyncio.to_thread(services.__enter__)  # it pings with asyncio.run
@@ -337,11 +383,16 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         watch = Watch.of(procs)
         since = datetime.now(UTC)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            load = Load(http, servers)
-            killer = Killer(procs, servers, schedule(instances, holders, seed), answer_timeout)
+            load, turn = Load(http, servers), asyncio.Lock()
+            killer = Killer(procs, servers, schedule(instances, holders, seed), answer_timeout,
+                            turn)
+            suspender = Suspender(sorted({e.provider for e in exchanges.LAWFUL}), seed, turn)
             began = time.monotonic()
             give_up = began + seconds + bound
             killing = asyncio.create_task(killer.run(every, began + seconds, began))
+            suspending = asyncio.create_task(
+                suspender.run(suspend_every, began + seconds, began) if suspend_every
+                else asyncio.sleep(0))
             tasks = []
             for k in range(int(rate * seconds)):
                 if (wait := began + k / rate - time.monotonic()) > 0:
@@ -350,8 +401,8 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
                 tasks.append(asyncio.create_task(
                     load.bind(*binding, give_up) if binding
                     else load.one(*jobs[k % len(jobs)], give_up)))
-            await asyncio.gather(killing, *tasks)
-        verdict = await checked(holders, since, bound, scenario.BY_NUMBER)
+            await asyncio.gather(killing, suspending, *tasks)
+        verdict = await checked(holders, since, bound, scenario.BY_NUMBER, suspender.judged)
         died = sorted({*watch.died(), *killer.found_dead})
         tracebacks = watch.tracebacks()
     finally:
@@ -366,7 +417,8 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         refused_at_door=load.refused, checked=verdict, died=died, tracebacks=tracebacks,
         latency_p50_seconds=round(latencies[len(latencies) // 2], 3) if latencies else None,
         latency_max_seconds=round(latencies[-1], 3) if latencies else None,
-        bound_seconds=bound,
+        bound_seconds=bound, suspend_every_seconds=suspend_every,
+        suspensions=suspender.suspensions,
     )
 
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
 from renkei import logs
-from renkei.crash_chaos import CrashChaos, run_crash_chaos
-from renkei.options import FiniteRange, residents_option, result_option, seed_option
+from renkei.crash_chaos import SUSPENDED_FOR, CrashChaos, run_crash_chaos
+from renkei.options import (
+    FiniteRange,
+    SaidDefault,
+    residents_option,
+    result_option,
+    seed_option,
+)
 from renkei.state import state_dir, write_json
 
 RESULTS = Path("results")
@@ -30,17 +37,22 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
               help="platform instances in the consumer group")
 @click.option("--every", type=FiniteRange(min=1), default=4.0, show_default=True,
               help="seconds between kills")
+@click.option("--suspend-every", type=FiniteRange(min=5), default=None, cls=SaidDefault,
+              show_default="none", help="seconds between suspensions of a provider holder, "
+                                        f"each resumed {SUSPENDED_FOR:g} s later")
 @residents_option(50, 300, help="residents of the run's town")
 @seed_option(2026, "the town, the requests sent and the order of the kills")
 @result_option(CRASH_RESULT)
-def crash(seconds: float, rate: float, instances: int, every: float, residents: int,
-          seed: int, out: Path) -> None:
+def crash(seconds: float, rate: float, instances: int, every: float,
+          suspend_every: float | None, residents: int, seed: int, out: Path) -> None:
     """Kill -9 platform instances, holders' servers, the audit consumer, the broker, the registry
     and the authority in turn under load, linkage requests and one binding in ten (in
-    <state>/chaos-crash, loopback only); count what was lost or doubled."""
+    <state>/chaos-crash, loopback only), with --suspend-every a provider holder suspended and
+    resumed between the kills, as an operator does; count what was lost or doubled."""
     with logs.quieted("aiokafka"):  # its retries are the point here
         result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate,
-                                             residents, instances, every, seed))
+                                             residents, instances, every, seed,
+                                             suspend_every=suspend_every))
     write_json(out, result.to_json())
     for line in summary(result):
         click.echo(line)
@@ -60,6 +72,9 @@ def summary(r: CrashChaos) -> list[str]:
         "reached); never accepted "
         + (", ".join(f"{k} {v}" for k, v in r.never_accepted.items()) or "0")
         + f"; requests recorded beyond those accepted {r.recorded_beyond_accepted}",
+        *([f"suspensions: {len(r.suspensions)}, one every {r.suspend_every_seconds:g}s ("
+           + ", ".join(f"{h} {n}" for h, n in Counter(h for _, h, _ in r.suspensions).items())
+           + ")"] if r.suspend_every_seconds else []),
         *r.checked.lines(),
         f"latency: p50 {r.latency_p50_seconds}s, max {r.latency_max_seconds}s; died by "
         f"themselves {r.died or 'none'}; tracebacks {r.tracebacks or 'none'}",

@@ -215,6 +215,121 @@ def test_a_binding_timed_out_its_look_up_late_after_a_kill_is_audited_by_its_tim
     assert verdict.failing_request_ids == {"binding_audit_not_once": ["bound", "both", "twice"]}
 
 
+OUTBOX_B = "renkei.holder.b.out"  # the provider's outbox in the suspension tests (requester a)
+REFUSED_SUSPENDED = ("rejected@renkei.holder.a.out:0:3", "SUSPENDED")
+
+
+def suspended(request_id: str, status: str, reason: str | None = None) -> Asked:
+    """A request of requester a to provider b, one of them suspended while it was on its way."""
+    return Asked(request_id, status, reason, suspended=True, provider="b")
+
+
+def test_a_request_of_a_holder_suspended_may_end_refused_suspended_but_once() -> None:
+    """Refused SUSPENDED at approval (that refusal its one audit step), or after it (ended early,
+    or its answer relayed to no one: TIMED_OUT in the access log, the answer refused to its
+    provider SUSPENDED once a copy), passes; so does a plain timeout with such a refusal. The same
+    refusal of a request no suspension touched, another reason, a second refusal of the answer, a
+    request's own refusal after its approval, or an ending audited as an answer fails."""
+    approved, timed_out = ("approved@d", "APPROVED"), ("answered@d", "TIMED_OUT")
+    answer_refused = (f"rejected@{OUTBOX_B}:0:9", "SUSPENDED")
+    audit = {"at approval": [REFUSED_SUSPENDED], "ended early": [approved, timed_out],
+             "to no one": [approved, timed_out, answer_refused],
+             "copies": [approved, timed_out, answer_refused, (f"rejected@{OUTBOX_B}:0:11",
+                                                             "SUSPENDED")],
+             "timed out": [approved, timed_out, answer_refused],
+             "not suspended": [REFUSED_SUSPENDED], "other reason": [REFUSED_SUSPENDED],
+             "twice": [approved, timed_out, answer_refused, answer_refused],
+             "request refused": [approved, timed_out, REFUSED_SUSPENDED],
+             "approved and refused": [approved, REFUSED_SUSPENDED],
+             "answered": [approved, ("answered@d", "FOUND")]}
+    asked = [suspended("at approval", "REJECTED", "SUSPENDED"),
+             suspended("ended early", "REJECTED", "SUSPENDED"),
+             suspended("to no one", "REJECTED", "SUSPENDED"),
+             suspended("copies", "REJECTED", "SUSPENDED"), suspended("timed out", "TIMED_OUT"),
+             Asked("not suspended", "REJECTED", "SUSPENDED", provider="b"),
+             suspended("other reason", "REJECTED", "UNKNOWN_HOLDER"),
+             suspended("twice", "REJECTED", "SUSPENDED"),
+             suspended("request refused", "REJECTED", "SUSPENDED"),
+             suspended("approved and refused", "REJECTED", "SUSPENDED"),
+             suspended("answered", "REJECTED", "SUSPENDED")]
+    verdict = check(asked, logged(audit, provider={}))
+    assert verdict.failing_request_ids == {
+        "rejected": ["not suspended", "other reason"],
+        "audit_not_as_answered": ["twice", "request refused", "approved and refused",
+                                  "answered"]}
+    assert verdict.suspended_endings == {"REJECTED SUSPENDED": 7, "REJECTED SUSPENDED at "
+                                         "approval": 1, "TIMED_OUT": 1,
+                                         "REJECTED UNKNOWN_HOLDER": 1}
+    again = check([asked[0]], logged({"at approval": [REFUSED_SUSPENDED]}, {"at approval": 2}))
+    assert again.failing_request_ids == {"requester_log_not_once": ["at approval"]}
+    lost = check([suspended("lost", "SENT")], logged({}))
+    assert lost.failing_request_ids == {"lost": ["lost"]}
+    passing = check(asked[:5], logged(audit, provider={}))
+    assert passing.exactly_once
+    assert ("requests and bindings of a holder suspended meanwhile: {'REJECTED SUSPENDED': 3, "
+            "'REJECTED SUSPENDED at approval': 1, 'TIMED_OUT': 1}") in passing.lines()
+    assert len(check([Asked("r1", "FOUND")], logged({"r1": RIGHT})).lines()) == 3, "none: as before"
+
+
+def test_a_binding_of_a_holder_suspended_may_end_refused_suspended_but_once() -> None:
+    """Refused at approval, never looked up; after it, its look-up's answer relayed to no one
+    (its event TIMED_OUT) or its timeout, looked up once by personal number. Refused with a
+    look-up logged at approval, or its refusal audited twice, or no suspension touching it,
+    fails."""
+    ended = ("binding:0123456789abcdef@renkei.holder.a.out:0:5", "TIMED_OUT")
+    bindings = [Binding("at approval", "REJECTED", True, "SUSPENDED", suspended=True),
+                Binding("to no one", "REJECTED", True, "SUSPENDED", suspended=True),
+                Binding("timed out", "REJECTED", False, "SUSPENDED", suspended=True),
+                Binding("looked up", "REJECTED", True, "SUSPENDED", suspended=True),
+                Binding("twice", "REJECTED", False, "SUSPENDED", suspended=True),
+                Binding("not suspended", "REJECTED", False, "SUSPENDED")]
+    audit = {"at approval": [REFUSED_SUSPENDED], "to no one": [ended],
+             "timed out": [("answered@d", "TIMED_OUT")], "looked up": [REFUSED_SUSPENDED],
+             "twice": [REFUSED_SUSPENDED, REFUSED_SUSPENDED], "not suspended": [REFUSED_SUSPENDED]}
+    verdict = check([], Logged(audit=audit, lookups=Counter({"to no one": 1, "looked up": 1})),
+                    bindings)
+    assert verdict.failing_request_ids == {"bindings_refused": ["not suspended"],
+                                           "binding_audit_not_once": ["twice"],
+                                           "lookup_not_once": ["looked up"]}
+    assert verdict.suspended_endings == {"REJECTED SUSPENDED": 3,
+                                         "REJECTED SUSPENDED at approval": 2}
+
+
+def test_a_request_is_judged_by_the_suspensions_of_its_requester_and_provider_meanwhile(
+        tmp_path: Path) -> None:
+    """A request sent before a holder was resumed and answered after its suspension began (or
+    not yet) was on its way while it was suspended; one answered before, sent after, or of other
+    holders was not; the reason of a refusal is what its detail begins with."""
+    with state_folder(tmp_path):
+        since = datetime.now(UTC)
+        store = HolderStore.of("sakura-town")
+        opened = {r: store.open_request(r, "LINKAGE", "own-0", "staff", "t1", provider=provider)
+                  for r, provider in (("before", "nenkin"), ("during", "nenkin"),
+                                      ("pending", "nenkin"), ("other", "acme-kenpo"))}
+        store.open_request("binding", "BINDING", "own-1", "staff", "t1")
+        store.resolve(opened["before"], "FOUND")
+        time.sleep(0.01)
+        began = datetime.now(UTC)
+        time.sleep(0.01)  # the store's times are to the millisecond
+        store.resolve(opened["during"], "REJECTED", "SUSPENDED: the provider 'nenkin' is "
+                      "suspended")
+        store.resolve(opened["other"], "FOUND")
+        time.sleep(0.01)
+        suspension = chaos_check.Suspension("nenkin", began, datetime.now(UTC))
+        time.sleep(0.01)
+        store.open_request("after", "LINKAGE", "own-0", "staff", "t1", provider="nenkin")
+        store.close()
+        with holder_stores(["sakura-town"]) as stores:
+            found = asked_since(stores, since, [suspension])
+            bindings = bindings_since(stores, since, (), [replace(suspension,
+                                                                  holder="sakura-town")])
+    assert {a.request_id: (a.status, a.reason, a.suspended) for a in found} == {
+        "before": ("FOUND", None, False), "during": ("REJECTED", "SUSPENDED", True),
+        "pending": ("SENT", None, True), "other": ("FOUND", None, False),
+        "after": ("SENT", None, False)}
+    assert bindings == [Binding("binding", "SENT", False, None, True)]
+
+
 def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: Path) -> None:
     """A request a server recorded, then was killed before answering, is in its store: judged,
     though the load never heard of it."""
@@ -227,7 +342,7 @@ def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: 
         store.open_request("binding", "BINDING", "own-1", "staff", "t1")
         store.close()
         with holder_stores(["nenkin"]) as stores:
-            assert asked_since(stores.values(), since) == [Asked("orphan", "SENT")]
+            assert asked_since(stores, since) == [Asked("orphan", "SENT")]
             assert bindings_since(stores, since, {"nenkin"}) == [Binding("binding", "SENT", True)]
             assert bindings_since(stores, since, ()) == [Binding("binding", "SENT", False)]
 
@@ -290,6 +405,23 @@ def test_a_crash_run_fails_unless_each_accepted_job_made_one_request() -> None:
                          [Binding("b1", "BOUND", False)])
     assert crash_chaos(with_binding, jobs=2, binding_jobs=1, accepted=2).exactly_once
     assert crash_chaos(with_binding, jobs=1, accepted=1).recorded_beyond_accepted == 1
+
+
+def test_a_crash_run_with_suspensions_says_them_and_the_endings_of_their_requests() -> None:
+    """With --suspend-every, the summary counts the suspensions by holder and the endings of the
+    requests of a holder suspended meanwhile; without, neither line."""
+    passing = check([suspended("r1", "REJECTED", "SUSPENDED")],
+                    logged({"r1": [REFUSED_SUSPENDED]}, provider={}))
+    made = [(10.0, "nenkin", 3.2), (20.0, "acme-kenpo", 3.1), (30.0, "nenkin", 3.0)]
+    run = crash_chaos(passing, suspend_every_seconds=10.0, suspensions=made)
+    said = crash_cli.summary(run)
+    assert "suspensions: 3, one every 10s (nenkin 2, acme-kenpo 1)" in said
+    assert ("requests and bindings of a holder suspended meanwhile: {'REJECTED SUSPENDED at "
+            "approval': 1}") in said
+    assert run.exactly_once and run.to_json()["suspensions"] == made
+    unsuspended = crash_cli.summary(crash_chaos(check([Asked("r1", "FOUND")],
+                                                      logged({"r1": RIGHT}))))
+    assert not [line for line in unsuspended if "suspen" in line]
 
 
 async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -> None:
