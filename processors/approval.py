@@ -33,20 +33,39 @@ def not_active_reason(entry: HolderEntry | None) -> str:
     return UNKNOWN_HOLDER if entry is None else SUSPENDED
 
 
+def active_at(entry: HolderEntry, at: datetime | None) -> bool:
+    """Whether a holder's entry is active as of `at`, the broker's time of what is judged (None:
+    now): one made inactive at inactive_since is active for what came before then, and a resumed
+    one (resumed_at) inactive for what came from then until its resumption. Judged so, a holder's
+    message is judged alike by every instance, whenever it reads it; one made inactive at a time
+    not known (inactive_since None) is inactive at every time, one resumed at a time not known
+    active at every time."""
+    if at is None or entry.inactive_since is None:
+        return entry.active
+    if at < entry.inactive_since:
+        return True
+    return entry.active and (entry.resumed_at is None or entry.resumed_at <= at)
+
+
 def suspended(who: str, entry: HolderEntry) -> str:
     """`who` (the requester, the provider 'x') told suspended, since when if the directory
-    dates it."""
+    dates it (until when, if it has been resumed since)."""
     since = f" since {entry.inactive_since.isoformat()}" if entry.inactive_since else ""
+    if entry.active and entry.resumed_at is not None:
+        return (f"{who} was suspended{since} until {entry.resumed_at.isoformat()}: not an active "
+                f"holder in the directory then")
     return f"{who} is suspended{since}: not an active holder in the directory"
 
 
-def not_active(requester: HolderEntry | None) -> Refused | None:
-    """Why a requester is refused as not an active holder (None: it is one): one whose entry
-    is inactive SUSPENDED, told since when if the directory dates it, a suspension not a request
-    the law does not permit it; one not in the directory NOT_PERMITTED."""
+def not_active(requester: HolderEntry | None, at: datetime) -> Refused | None:
+    """Why a requester is refused as not an active holder as of `at`, its message's broker time
+    (None: it is one, active_at): one whose entry is inactive then SUSPENDED, told since when if
+    the directory dates it, a suspension not a request the law does not permit it; one not in
+    the directory NOT_PERMITTED."""
     if requester is None:
         return Refused("NOT_PERMITTED", "the requester is not an active holder in the directory")
-    return None if requester.active else Refused(SUSPENDED, suspended("the requester", requester))
+    return None if active_at(requester, at) else Refused(SUSPENDED,
+                                                          suspended("the requester", requester))
 
 
 def provider_not_active(provider: str, entry: HolderEntry | None) -> Refused:
@@ -83,7 +102,9 @@ class PatternList:
 def approve(request: LinkageRequest, requester: HolderEntry | None,
             directory: Mapping[str, HolderEntry], patterns: PatternList,
             at: datetime) -> Approved | Refused:
-    """Approve `request` from `requester` if a pattern in force at `at` allows exactly it.
+    """Approve `request` from `requester` if a pattern in force at `at` allows exactly it, its
+    requester and provider active holders as of `at` (active_at): its broker time, as of which
+    every reading of it judges alike.
 
     A requester not in the directory (None) is refused first, whatever it asks (linkage refuses
     it so before it reads the request, and the audit replay re-checks by this function)."""
@@ -95,13 +116,13 @@ def approve(request: LinkageRequest, requester: HolderEntry | None,
     if pattern is None:
         return Refused("PATTERN_NOT_IN_FORCE",
                        f"pattern {request.pattern_id} is not in force at {at.isoformat()}")
-    if (refused := not_active(requester)) is not None:
+    if (refused := not_active(requester, at)) is not None:
         return refused
     if requester.role != pattern.requester_role:
         return Refused("NOT_PERMITTED", f"pattern {pattern.pattern_id} is for requesters of role "
                                         f"{pattern.requester_role}, not {requester.role}")
     provider = directory.get(request.provider)
-    if provider is None or not provider.active:
+    if provider is None or not active_at(provider, at):
         return provider_not_active(request.provider, provider)
     if provider.role != pattern.provider_role:
         return Refused("WRONG_PROVIDER", f"pattern {pattern.pattern_id} names providers of role "

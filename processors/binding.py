@@ -60,7 +60,7 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     assert isinstance(request, BindingRequest)
     at = item.incoming.timestamp
     entry = ctx.directory.get(item.holder)
-    if (refused := not_active(entry)) is not None:
+    if (refused := not_active(entry, at)) is not None:
         return reject(item.holder, request.request_id, refused.reason, refused.detail, at,
                       item.incoming.source, BINDING)
     assert entry is not None  # not_active: an active holder's entry

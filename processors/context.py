@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from processors.approval import PatternList, not_active_reason
+from processors.approval import PatternList, active_at, not_active_reason
 from processors.codes import CodeService, UnitEpoch
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
@@ -54,13 +54,10 @@ class Context:
         return latest - self.answer_timeout - self.replay_window - 2 * self.clock_skew
 
     def active(self, holder: str, at: datetime | None = None) -> bool:
-        """In the directory and not marked inactive there as of `at`, the broker's time of what
-        is judged (None: now): a holder taken out is neither answered nor answers. Judged so, a
-        message is judged alike by every instance, whenever it reads it; one made inactive at a
-        time not known (inactive_since None) is inactive at every time."""
+        """In the directory and active there as of `at`, the broker's time of what is judged
+        (None: now; approval.active_at): a holder taken out is neither answered nor answers."""
         entry = self.directory.get(holder)
-        return entry is not None and (entry.active or (
-            at is not None and entry.inactive_since is not None and at < entry.inactive_since))
+        return entry is not None and active_at(entry, at)
 
     def inactive_reason(self, holder: str, at: datetime | None = None) -> str | None:
         """Why `holder` is no active holder as of `at` (active): SUSPENDED, or UNKNOWN_HOLDER

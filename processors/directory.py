@@ -104,7 +104,8 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
     unit = unit or holder
     entry = holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
     return entry if before is None else replace(entry, active=before.active,
-                                                inactive_since=before.inactive_since)
+                                                inactive_since=before.inactive_since,
+                                                resumed_at=before.resumed_at)
 
 
 def _not_anothers_own(directory: Mapping[str, HolderEntry], holder: str, unit: str) -> None:
@@ -197,8 +198,9 @@ async def _switched(access: KafkaAccess, holder: str, active: bool, operator: st
     record if a run that stopped between the two writes left it unlogged (_log_unlogged)."""
     await provisioned(access, topics.DIRECTORY)
     async with _held(access, lambda e: e.holder_id == holder) as entries:
-        entry = replace(_of_state(entries, holder, active=not active), active=active,
-                        inactive_since=None, updated_at=datetime.now(UTC))
+        before = _of_state(entries, holder, active=not active)
+        entry = replace(before, active=active, updated_at=datetime.now(UTC), resumed_at=None,
+                        inactive_since=before.inactive_since if active else None)
         return (await _written(access, entries, [entry], "RESUME" if active else "SUSPEND",
                                operator, reason))[0]
 
@@ -358,7 +360,7 @@ def _of_state(directory: Mapping[str, HolderEntry], holder: str, active: bool) -
     if entry.active != active:
         raise NotSuspendable(f"{holder} is already {'suspended' if active else 'active'}"
                              + (f" (since {entry.inactive_since.isoformat()})"
-                                if entry.inactive_since else ""))
+                                if entry.inactive_since and not entry.active else ""))
     return entry
 
 

@@ -41,7 +41,7 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     request = item.message
     assert isinstance(request, RekeyRequest)
     at, source = item.incoming.timestamp, item.incoming.source
-    if (refused := not_active(ctx.directory.get(item.holder))) is not None:
+    if (refused := not_active(ctx.directory.get(item.holder), at)) is not None:
         return reject(item.holder, request.request_id, refused.reason, refused.detail, at,
                       source, REKEY)
     if not ctx.fresh(request.sent_at, at):

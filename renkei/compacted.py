@@ -178,10 +178,15 @@ def dated(entry: HolderEntry, before: HolderEntry | None, appended: datetime | N
           ) -> HolderEntry:
     """An entry published inactive naming no time (a suspension: one record) as inactive since
     the time of the holder's inactive entry before it, if one was (published inactive again),
-    else since its own record's broker append time: the same for every reader, whenever it
-    reads it. On a directory topic the broker does not stamp (not brought to spec yet) it stays
-    inactive since a time not known, inactive whenever (Context.active)."""
-    if entry.active or entry.inactive_since is not None:
+    else since its own record's broker append time; one published active naming the suspension
+    it ends and not when (a resumption: one record) as resumed at its record's broker append
+    time: the same for every reader, whenever it reads it. On a directory topic the broker does
+    not stamp (not brought to spec yet) a suspension stays inactive since a time not known,
+    inactive whenever, and a resumption active whenever (approval.active_at)."""
+    if entry.active:
+        resumed = entry.inactive_since is not None and entry.resumed_at is None
+        return replace(entry, resumed_at=appended) if resumed else entry
+    if entry.inactive_since is not None:
         return entry
     kept = before.inactive_since if before is not None and not before.active else None
     return replace(entry, inactive_since=kept or appended)

@@ -240,7 +240,10 @@ class HolderEntry:
     updated_at: datetime
     signing_key: bytes | None = None  # Ed25519, its answer sessions' (None from v1: unsigned)
     inactive_since: datetime | None = None  # broker time it was made inactive (None: its
-    # inactive record's, as every reader takes it, renkei.compacted.dated)
+    # inactive record's, as every reader takes it, renkei.compacted.dated; on a resumed entry,
+    # when the suspension resumed_at ended began)
+    resumed_at: datetime | None = None  # v5: broker time it was resumed (None on its resumed
+    # record, its record's, as every reader takes it, renkei.compacted.dated)
     action_id: str | None = None  # the operator action this record was written for (v4)
     action: str | None = None
     sealed_action: bytes | None = None  # its operator and reason, sealed to the platform's key

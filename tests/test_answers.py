@@ -17,7 +17,7 @@ from audit.store import AuditStore, Query
 from broker import config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
-from processors import decider, linkage, outbox
+from processors import binding, decider, linkage, outbox, rekey
 from processors.approval import PatternList
 from processors.codes import UnitEpoch
 from processors.context import Context
@@ -29,9 +29,11 @@ from renkei.compacted import dated
 from renkei.envelope import Incoming, Send
 from schemas.codec import CODEC
 from schemas.messages import (
+    BY_ATTRIBUTES,
     FOUND,
     PENDING,
     TIMED_OUT,
+    BindingRequest,
     HolderEntry,
     LinkageAnswer,
     LinkageRequest,
@@ -40,6 +42,7 @@ from schemas.messages import (
     ProviderAnswer,
     ProviderQuery,
     Rejection,
+    RekeyRequest,
     RequestState,
     Sweep,
 )
@@ -221,6 +224,53 @@ def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:
     decider_.keep_only({partition})
     decider_.rebuild(partition, [], ctx)
     return decider_, partition
+
+
+def test_a_resumed_entry_is_inactive_from_its_suspension_to_its_resumption(
+        ctx: Context) -> None:
+    """A resumed entry was active at every time: a request refused while its holder was
+    suspended, read again after the resumption, was approved (two endings of one request). A
+    resumption is published naming its suspension's time, and every reader dates it resumed at
+    its record's broker append time (kept when published again, a re-keying or registration):
+    inactive from the one to the other, as of the time of what is judged; active now."""
+    suspended_at, resumed_at = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    active = ctx.directory["town"]
+    suspended = dated(replace(active, active=False), active, suspended_at)
+    resumed = dated(replace(suspended, active=True), suspended, resumed_at)
+    assert (resumed.inactive_since, resumed.resumed_at) == (suspended_at, resumed_at)
+    assert dated(replace(resumed, key_epoch=1), resumed, T0 + timedelta(hours=3)) == replace(
+        resumed, key_epoch=1)
+    judged = replace(ctx, directory={**ctx.directory, "town": resumed})
+    ms = timedelta(milliseconds=1)
+    assert [judged.active("town", at) for at in (
+        suspended_at - ms, suspended_at, resumed_at - ms, resumed_at, None)] == [
+        True, False, False, True, True]
+    assert judged.inactive_reason("town", suspended_at) == "SUSPENDED"
+
+
+def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_time(
+        ctx: Context) -> None:
+    """A holder's binding or re-keying request was judged by the directory as it stands: read
+    again after its holder was suspended since (or resumed since, its refusal read again), it was
+    decided otherwise than the first time. Each is judged as of its broker time."""
+    since, resumed = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    town = ctx.directory["town"]
+    ms = timedelta(milliseconds=1)
+
+    def refused(entry: HolderEntry, at: datetime) -> list[bool]:
+        judged = replace(ctx, directory={**ctx.directory, "town": entry})
+        binds = BindingRequest("b", at, BY_ATTRIBUTES, b"sealed")
+        rekeys = RekeyRequest("k", at, 0, ())
+        sent = [binding.forward(_from("town", binds, at, 1), judged)[0],
+                rekey.answer(_from("town", rekeys, at, 2), judged, at)[0]]
+        return [CODEC.name_of(s.value or b"") == "Rejection" for s in sent]
+
+    suspended = replace(town, active=False, inactive_since=since)
+    back = replace(town, inactive_since=since, resumed_at=resumed)
+    times = (since - ms, since, resumed - ms, resumed)
+    assert [refused(suspended, at) for at in times] == [[False] * 2] + [[True] * 2] * 3
+    assert [refused(back, at) for at in times] == [
+        [False] * 2, [True] * 2, [True] * 2, [False] * 2]
 
 
 def test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id(ctx: Context) -> None:

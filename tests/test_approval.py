@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,6 +13,9 @@ from schemas.messages import HolderEntry, LinkageRequest
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 BEFORE_AMENDMENT = datetime(2023, 6, 1, tzinfo=UTC)
+SUSPENDED_AT = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)  # broker times, as the directory dates
+RESUMED_AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
 
 
 def _holder(holder_id: str, role: str, active: bool = True) -> HolderEntry:
@@ -72,3 +75,29 @@ def test_the_version_in_force_at_the_request_time_decides() -> None:
     assert isinstance(_ask("nenkin", "P-037", "town", "resident_record", NOW), Refused)
     assert isinstance(_ask("kodomo", "P-075", "town", "local_tax",
                            datetime(2022, 6, 1, tzinfo=UTC)), Approved)
+
+
+@pytest.mark.parametrize("holder", ["nenkin", "town"])  # the requester, the provider
+def test_a_request_is_judged_by_the_directory_as_of_its_broker_time(holder: str) -> None:
+    """Approval judged the directory as it stands: a request approved and answered, read again
+    (its owner killed before committing it) after its provider or requester was suspended, was
+    refused SUSPENDED by the next owner, and one refused while its holder was suspended, read
+    again after the resumption, approved: two endings of one request in the access log. Judged
+    as of the request's broker time, every reading decides alike: approved before the
+    suspension and from the resumption on, refused SUSPENDED from the one to the other; a
+    holder made inactive at a time not known refused whenever."""
+    suspended = replace(DIRECTORY[holder], active=False, inactive_since=SUSPENDED_AT)
+    resumed = replace(DIRECTORY[holder], inactive_since=SUSPENDED_AT, resumed_at=RESUMED_AT)
+    undated = replace(DIRECTORY[holder], active=False)
+
+    def outcome(entry: HolderEntry, at: datetime) -> str:
+        directory = {**DIRECTORY, holder: entry}
+        request = LinkageRequest("r", at, "ABC98765XYZ", "P-037", "town", "local_tax")
+        verdict = approve(request, directory["nenkin"], directory, PATTERNS, at)
+        return "APPROVED" if isinstance(verdict, Approved) else verdict.reason
+
+    times = (SUSPENDED_AT - MS, SUSPENDED_AT, RESUMED_AT - MS, RESUMED_AT)
+    assert [outcome(suspended, at) for at in times] == ["APPROVED"] + ["SUSPENDED"] * 3
+    assert [outcome(resumed, at) for at in times] == [
+        "APPROVED", "SUSPENDED", "SUSPENDED", "APPROVED"]
+    assert [outcome(undated, at) for at in times] == ["SUSPENDED"] * 4

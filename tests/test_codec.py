@@ -127,6 +127,17 @@ def test_a_directory_entry_of_before_signing_reads_with_no_signing_key() -> None
     assert entry.signing_key is None and entry.public_key == b"k" * 32
 
 
+def test_a_resumed_entry_of_before_v5_reads_as_never_suspended() -> None:
+    """HolderEntry v5 added when a resumed holder was resumed: a v4 entry, resumed or never
+    suspended, reads with none, active at every time (its suspension's time it did not name)."""
+    v4 = {"holder_id": "city-a", "name": "A", "role": "municipality", "link_unit": "city-a",
+          "key_epoch": 0, "public_key": b"k" * 32, "private": False, "active": True,
+          "updated_at": NOW, "action_id": "RESUME@1", "action": "RESUME"}
+    entry = CODEC.decode(CODEC.encode_record("HolderEntry", v4, version=4), HolderEntry)
+    assert (entry.active, entry.inactive_since, entry.resumed_at) == (True, None, None)
+    assert entry.action == "RESUME"
+
+
 def test_a_suspended_holders_rejection_reads_as_unknown_holder_to_a_v2_reader(
         tmp_path: Path) -> None:
     """Rejection v3 adds SUSPENDED: the newest reads it; a v2 reader given v3's schema reads it

@@ -131,8 +131,9 @@ async def test_a_suspended_holder_neither_requests_nor_provides_until_it_is_resu
     finally:
         resumed = renkei("holder", "resume", "sakura-town").stdout
     assert "resumed sakura-town" in resumed
-    entry = (await directory.current())["sakura-town"]
-    assert entry.active and entry.inactive_since is None
+    back = (await directory.current())["sakura-town"]
+    assert back.active and back.inactive_since == entry.inactive_since  # the suspension it ends
+    assert back.resumed_at is not None and back.resumed_at > entry.inactive_since
     await _seen(nenkin, "sakura-town", True)
     status, _ = await _status(nenkin, "P-037", "sakura-town", "local_tax")
     assert status == "FOUND"
@@ -444,6 +445,38 @@ async def test_a_suspension_is_one_record_every_reader_dates_alike(
             assert since.isoformat() in said
         finally:
             renkei("holder", "resume", "sakura-town")
+
+
+async def test_a_resumption_is_one_record_every_reader_dates_alike(
+        town: town_setup.Town) -> None:
+    """A resumed entry was active at every time: a request refused while its holder was
+    suspended, read again after the resumption by an instance taking over from one killed before
+    committing it, was approved, two endings of one request. A resumption is one record naming
+    the suspension it ends, dated by its broker append time by every reader, who judges the
+    holder inactive from the one to the other; registered again, the holder keeps both times."""
+    admin, ms = KafkaAccess.of(config.ADMIN), timedelta(milliseconds=1)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    suspended = await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    resumed = await directory.resume("sakura-town", "ops-b")
+    _, resumption = await read_topic(admin, topics.DIRECTORY, start=end)
+    since, back = suspended.inactive_since, appended_at(resumption)
+    assert since is not None and back is not None
+    assert CODEC.decode(resumption.value, HolderEntry).resumed_at is None, "one record"
+    assert (resumed.active, resumed.inactive_since, resumed.resumed_at) == (True, since, back)
+    with pytest.raises(directory.NotSuspendable, match=r"^sakura-town is already active$"):
+        await directory.resume("sakura-town", "ops-b")
+    sample = town.sample("sakura-town")
+    await directory.registration("sakura-town", sample.name, sample.role, None, None, False,
+                                 False, lambda: None, "ops-a")
+    started = _instance()
+    async with running(started, KafkaAccess.of(acls.PLATFORM)):  # reading it from the start
+        ctx = started.refresh()
+        entry = ctx.directory["sakura-town"]
+        assert (entry.inactive_since, entry.resumed_at) == (since, back)
+        assert [ctx.active("sakura-town", at) for at in (since - ms, since, back - ms, back)] \
+            == [True, False, False, True]
+    entry = (await directory.current())["sakura-town"]
+    assert (entry.active, entry.inactive_since, entry.resumed_at) == (True, since, back)
 
 
 async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_why(
