@@ -107,7 +107,7 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
     request_ids = list(dict.fromkeys(request_ids))
     parts = each_own(holders, request_ids, parties(request_ids))
     key = sealing.key_of(acls.OVERSIGHT)
-    answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.aiokafka(), group_id=None,
+    answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.reading(), group_id=None,
                                enable_auto_commit=False)
     async with running(answers, access), running(producer_for(access), access) as producer:
         await at_end(answers)

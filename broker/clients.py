@@ -69,6 +69,14 @@ class KafkaAccess:
             "sasl_plain_password": self.credentials.password,
         }
 
+    def reading(self) -> dict[str, Any]:
+        """A consumer's settings: the records of committed transactions only (an operator
+        action on the holder directory is one transaction, its entries and its audit record
+        both: one the broker fenced off is aborted, and read by no one), and a transaction open
+        read once it ends (at most service_loop.TRANSACTION_MS after its
+        command stopped)."""
+        return {**self.aiokafka(), "isolation_level": "read_committed"}
+
     def confluent(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap,
@@ -341,7 +349,7 @@ async def records_between(access: KafkaAccess, names: Sequence[str],
     first at or after `until` (None: their end as it was at the call), a span after another."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(*names, **access.aiokafka(), group_id=None,
+    consumer = AIOKafkaConsumer(*names, **access.reading(), group_id=None,
                                 enable_auto_commit=False, max_poll_records=batch,
                                 fetch_max_wait_ms=SCAN_WAIT_MS)
     async with running(consumer, access):
@@ -367,13 +375,34 @@ async def offsets(access: KafkaAccess, topic: str) -> tuple[int, int]:
     record's (past 0 once the broker deleted records before it) and where its next record goes."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
+    consumer = AIOKafkaConsumer(topic, **access.reading(), group_id=None,
                                 enable_auto_commit=False)
     async with running(consumer, access):
         partitions = list(consumer.assignment())
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
     return sum(starts.values()), sum(ends.values())
+
+
+async def readable(access: KafkaAccess, records: Iterable[Any], every: float = 0.01) -> None:
+    """Wait until readers of committed records (KafkaAccess.reading) can read these records of
+    a committed transaction (their RecordMetadata): the broker writes a commit's markers into
+    its partitions after the commit has returned, and until then the records are past their
+    partitions' last stable offset, the end such a reader is told and reads to."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    wanted: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        wanted[tp] = max(wanted.get(tp, 0), record.offset + 1)
+    consumer = AIOKafkaConsumer(*{tp.topic for tp in wanted}, **access.reading(), group_id=None,
+                                enable_auto_commit=False)  # its topics known from its start
+    async with running(consumer, access):
+        while True:
+            ends = await consumer.end_offsets(list(wanted))
+            if all(end >= wanted[tp] for tp, end in ends.items()):
+                return
+            await asyncio.sleep(every)
 
 
 async def topic_batches(access: KafkaAccess, topic: str, batch: int = 5000,
@@ -383,7 +412,7 @@ async def topic_batches(access: KafkaAccess, topic: str, batch: int = 5000,
     (PastEnd if it is later than its end)."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
+    consumer = AIOKafkaConsumer(topic, **access.reading(), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 max_poll_records=batch)
     async with running(consumer, access):

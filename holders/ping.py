@@ -27,7 +27,7 @@ async def ping(holder: str, within: float = 30.0) -> PingResult:
     """Send a Ping from `holder`'s outbox and wait for the Pong in its inbox."""
     access = KafkaAccess.of(holder)
     sent = Ping(str(uuid.uuid4()), datetime.now(UTC))
-    inbox = AIOKafkaConsumer(topics.inbox(holder), **access.aiokafka(), enable_auto_commit=False)
+    inbox = AIOKafkaConsumer(topics.inbox(holder), **access.reading(), enable_auto_commit=False)
     async with running(inbox, access), asyncio.timeout(within):
         await at_end(inbox)
         async with running(AIOKafkaProducer(**access.aiokafka(), acks="all"), access) as outbox:

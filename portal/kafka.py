@@ -311,7 +311,7 @@ class AlertFeed:
         return list(reversed(self.alerts))
 
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(topics.ALERTS, **self._access.aiokafka(), group_id=None,
+        consumer = AIOKafkaConsumer(topics.ALERTS, **self._access.reading(), group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         try:
             await started(consumer, self._access)

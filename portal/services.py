@@ -62,7 +62,7 @@ async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
     was read up to (`positions`), else from the `reset` end ("earliest" kept, or "latest"):
     `ready` is set once the consumer's positions are fixed, so that nothing written after is
     missed (answers to questions asked then)."""
-    consumer = AIOKafkaConsumer(topic, **access.aiokafka(), group_id=None,
+    consumer = AIOKafkaConsumer(topic, **access.reading(), group_id=None,
                                 auto_offset_reset=reset, enable_auto_commit=False)
     try:
         await started(consumer, access)

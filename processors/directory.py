@@ -6,23 +6,33 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import ProducerFenced
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
-from broker.clients import KafkaAccess, provisioned, read_topic, records_between, running
+from broker.clients import (
+    KafkaAccess,
+    provisioned,
+    read_topic,
+    readable,
+    records_between,
+    running,
+)
 from processors import keys, patterns
 from renkei import sealing
 from renkei.broker_time import appended_at
 from renkei.compacted import CompactedView, dated, holder_directory
 from renkei.envelope import Send, send
-from renkei.service_loop import deliver, handed, producer_for, settled
+from renkei.service_loop import deliver, fencing, handed, producer_for, settled
 from renkei.state import file_awaited, private_dir
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern
@@ -33,6 +43,10 @@ UNREADABLE_OPERATOR = "(not readable)"  # who ran an action whose sealed record 
 UNREADABLE_REASON = ("not readable: who ran this action and why were sealed on its directory "
                      "record to the platform's key, and that record could not be opened when the "
                      "action was logged (the key store replaced since, or the record damaged)")
+# the transactional id of every command on the holder directory, on every machine: one started
+# fences off any other still at work (_fenced)
+OPERATOR_ACTIONS = "renkei-directory-operator-actions"
+ATTEMPTS = 3  # reads of the directory a command fenced off again and again makes (_acted)
 M = TypeVar("M")
 log = logging.getLogger(__name__)
 
@@ -56,6 +70,11 @@ class UnitTaken(ValueError):
 class NotSuspendable(ValueError):
     """Not a holder in the directory, or one already in the state asked for (suspended or
     active)."""
+
+
+class ActionFenced(RuntimeError):
+    """A command on the holder directory fenced off by another operator's, from another state
+    folder, each time it read the directory again: it wrote nothing."""
 
 
 class ReservedRole(ValueError):
@@ -158,7 +177,8 @@ async def publish(entries: Sequence[HolderEntry] = (),
     await provisioned(access, *{s.topic for s in sends})
     if holders := {e.holder_id for e in entries}:
         async with _logging_actions():
-            await _log_unlogged(access, lambda e: e.holder_id in holders)
+            await _log_unlogged(access, lambda e: e.holder_id in holders,
+                                partial(_delivered, access))
     await _delivered(access, sends)
 
 
@@ -192,52 +212,97 @@ async def resume(holder: str, operator: str) -> HolderEntry:
 
 async def _switched(access: KafkaAccess, holder: str, active: bool, operator: str,
                     reason: str | None) -> HolderEntry:
-    """The holder's entry published active (or inactive), then the operator action logged for
-    its record, the directory read and checked under the lock the two writes are made under
-    (_held). One already so is NotSuspendable, nothing logged but the action of its latest
-    record if a run that stopped between the two writes left it unlogged (_log_unlogged)."""
+    """The holder's entry published active (or inactive) and the operator action logged for its
+    record, the directory read and checked where the writes are made (_acted). One already so is
+    NotSuspendable, nothing logged but the action of its latest record if a run of an earlier
+    version that stopped between its two writes left it unlogged (_log_unlogged)."""
     await provisioned(access, topics.DIRECTORY)
-    async with _held(access, lambda e: e.holder_id == holder) as entries:
+
+    def switched(entries: dict[str, HolderEntry]) -> list[HolderEntry]:
         before = _of_state(entries, holder, active=not active)
-        entry = replace(before, active=active, updated_at=datetime.now(UTC), resumed_at=None,
-                        inactive_since=before.inactive_since if active else None)
-        return (await _written(access, entries, [entry], "RESUME" if active else "SUSPEND",
-                               operator, reason))[0]
+        return [replace(before, active=active, updated_at=datetime.now(UTC), resumed_at=None,
+                        inactive_since=before.inactive_since if active else None)]
+
+    _, (entry,) = await _acted(access, lambda e: e.holder_id == holder, switched,
+                               "RESUME" if active else "SUSPEND", operator, reason)
+    return entry
 
 
-@asynccontextmanager
-async def _held(access: KafkaAccess, concerned: Callable[[HolderEntry], bool]
-                ) -> AsyncIterator[dict[str, HolderEntry]]:
-    """The holder directory as it stands, read with the state folder's lock on operator actions
-    held (_logging_actions) until the command has checked it, written its entries and logged
-    its action (_written): of two commands on it at once from one state folder, the second reads
-    what the first wrote. The action of the concerned holders' latest records that a run which
-    stopped between its two writes left unlogged is logged first (_log_unlogged)."""
+async def _acted(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],
+                 change: Callable[[dict[str, HolderEntry]], Sequence[HolderEntry]],
+                 action: str, operator: str, reason: str | None
+                 ) -> tuple[dict[str, HolderEntry], list[HolderEntry]]:
+    """The holder directory as it stands, and the entries `change` makes of it (raising if it
+    refuses the command) published and logged as the operator's `action` (_written), the
+    directory read and checked with the state folder's lock on operator actions held
+    (_logging_actions) and on a producer that fences off every command's before it (_fenced),
+    another state folder's among them: of two commands on it at once, from one state folder or
+    from two machines, the second checks what the first wrote. A command fenced off by another
+    reads the directory again and checks it anew, ATTEMPTS times at most (then ActionFenced,
+    nothing written)."""
+    attempt = 1
     async with _logging_actions():
-        await _log_unlogged(access, concerned)
-        yield await _directory(access)
+        while True:
+            try:
+                return await _fenced(access, concerned, change, action, operator, reason)
+            except ProducerFenced:
+                if attempt == ATTEMPTS:
+                    raise ActionFenced(f"another operator's action on the holder directory came "
+                                       f"first each time it was read: {action} was not done; "
+                                       f"run it again") from None
+                log.warning("another operator's action on the holder directory came first: "
+                            "reading it again")
+                attempt += 1
 
 
-async def _written(access: KafkaAccess, directory: Mapping[str, HolderEntry],
-                   entries: Sequence[HolderEntry], action: str, operator: str,
-                   reason: str | None) -> list[HolderEntry]:
+async def _fenced(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],
+                  change: Callable[[dict[str, HolderEntry]], Sequence[HolderEntry]],
+                  action: str, operator: str, reason: str | None
+                  ) -> tuple[dict[str, HolderEntry], list[HolderEntry]]:
+    """_acted's one attempt, on the producer of operator actions (OPERATOR_ACTIONS, its one
+    transactional id), whose start fences off every one started before, on any machine: its
+    transaction aborted, its next write refused (ProducerFenced, which this raises as it is
+    fenced off in turn); read once it has started, the directory has every action committed
+    before. The action of the concerned holders' latest records that a run of an earlier
+    version, stopped between its two writes, left unlogged is logged first, committed on its own
+    (a command refused logs it all the same: _log_unlogged)."""
+    async with fencing(access, OPERATOR_ACTIONS) as producer:
+        await _log_unlogged(access, concerned, partial(_committed, access, producer))
+        directory = await _directory(access)
+        return directory, await _written(access, producer, directory, change(directory), action,
+                                         operator, reason)
+
+
+async def _committed(access: KafkaAccess, producer: AIOKafkaProducer,
+                     sends: Sequence[Send]) -> None:
+    """The sends delivered in one transaction of the producer of operator actions, committed,
+    and readable (broker.clients.readable)."""
+    async with producer.transaction():
+        await settled(sent := await handed(producer, sends))
+    await readable(access, [s.result() for s in sent])
+
+
+async def _written(access: KafkaAccess, producer: AIOKafkaProducer,
+                   directory: Mapping[str, HolderEntry], entries: Sequence[HolderEntry],
+                   action: str, operator: str, reason: str | None) -> list[HolderEntry]:
     """Publish the entries into the directory as read (`directory`), each carrying the operator
     action they are written for (one new id; who and why sealed to the platform's key,
     _sealed), wait until the broker has them all, then log the action at the last one's broker
-    time, on one producer: the entries as published, as every reader dates them (an inactive one
-    by its record's broker time, compacted.dated). Called with the state folder's lock held
-    (_held): a run that stops between the two writes leaves in the directory what the next
-    command on their holders logs the action by (_log_unlogged); one still between them holds
-    off a command recovering its action until it has logged it."""
+    time, in one transaction of the producer of operator actions (_fenced): the entries as
+    published, as every reader dates them (an inactive one by its record's broker time,
+    compacted.dated), once every reader can read them (broker.clients.readable). A run that
+    stops before its commit, or is fenced off, writes nothing any reader reads (read_committed:
+    KafkaAccess.reading)."""
     action_id = f"{action}@{uuid.uuid4().hex}"
     sealed = _sealed(_platform_key(), action_id, operator, reason)
     noted = [replace(e, action_id=action_id, action=action, sealed_action=sealed)
              for e in entries]
-    async with running(producer_for(access), access) as producer:
+    async with producer.transaction():
         written = await handed(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in noted])
         await settled(written)
-        await deliver(producer, [logged(noted[-1], written[-1].result().timestamp, operator,
-                                        reason)])
+        await settled(audit := await handed(producer, [
+            logged(noted[-1], written[-1].result().timestamp, operator, reason)]))
+    await readable(access, [w.result() for w in [*written, *audit]])
     return [dated(e, directory.get(e.holder_id), appended_at(w.result()))
             for e, w in zip(noted, written, strict=True)]
 
@@ -294,9 +359,11 @@ def logged(entry: HolderEntry, appended_ms: int, operator: str, reason: str | No
         timestamp_ms=appended_ms)
 
 
-async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], bool]) -> None:
+async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],
+                        delivered: Callable[[Sequence[Send]], Awaitable[None]]) -> None:
     """Log each operator action the latest directory records of the concerned holders were
-    written for that the audit topic lacks (its command stopped between its two writes), at the
+    written for that the audit topic lacks (its command, of an earlier version, which wrote its
+    entries and its audit record apart, stopped between the two), by `delivered`, at the
     broker time of the last of its latest records, the concerned holders' or not (as its command
     would have: one time whichever holder's command recovers it, and no earlier than where a
     later command's search starts): once, as the records are read again only after it is on the
@@ -315,16 +382,17 @@ async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], 
         if action_id in concerning and not await _on_audit(access, action_id, appended_ms):
             log.warning("logging operator action %s, which the run that wrote %s's directory "
                         "record stopped before logging", action_id, entry.holder_id)
-            await _delivered(access, [logged(entry, appended_ms,
-                                             *_opened(_platform_key(), entry))])
+            await delivered([logged(entry, appended_ms, *_opened(_platform_key(), entry))])
 
 
 def _logging_actions() -> AbstractAsyncContextManager[None]:
     """The state folder's lock on logging operator actions (directory/actions.lock), taken once
     by each command: held by a command on the directory from its read of it to its audit write
-    (_held), so that of two at once the second checks what the first wrote, and by a recovery
-    from the audit topic's search for an action to its delivery, so that a command recovering it
-    at the same time searches after it is there, and logs it no more. A command waiting for it
+    (_acted), so that of two at once from one state folder the second waits for the first and
+    checks what it wrote (the broker's fence alone would have the first read again: _fenced),
+    and by a recovery from the audit topic's search for an action to its delivery, so that a
+    command recovering it at the same time searches after it is there, and logs it no more (the
+    town's set-up recovers one outside the fence: publish). A command waiting for it
     says so after 2 s (the one holding it may hang on a broker it cannot reach)."""
     return file_awaited(private_dir("directory") / "actions.lock",
                         "another command's operator action")
@@ -375,16 +443,20 @@ async def registration(holder: str, name: str, role: str, unit: str | None,
                        reason: str | None = None
                        ) -> tuple[HolderEntry | None, HolderEntry, set[str]]:
     """A holder registered (see `registered`), `admitted` called once the directory takes it
-    and before its entry is published, and logged as the operator's action (with `reason`), the
-    directory read, checked and written under one lock (_held): its entry before, the one
-    published now, and the roles the legal pattern list names; both topics checked once, at
-    the start."""
+    and before its entry is published (each time it is read again, by a command fenced off), and
+    logged as the operator's action (with `reason`), the directory read, checked and written as
+    one (_acted): its entry before, the one published now, and the roles the legal pattern list
+    names; both topics checked once, at the start."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY, topics.PATTERNS)
-    async with _held(access, lambda e: e.holder_id == holder) as entries:
+
+    def admitted_entry(entries: dict[str, HolderEntry]) -> list[HolderEntry]:
         entry = registered(entries, holder, name, role, unit, private, move_unit, share_unit)
         admitted()
-        entry, = await _written(access, entries, [entry], "REGISTER", operator, reason)
+        return [entry]
+
+    entries, (entry,) = await _acted(access, lambda e: e.holder_id == holder, admitted_entry,
+                                     "REGISTER", operator, reason)
     return entries.get(holder), entry, _roles(await _read(access, topics.PATTERNS,
                                                           LegalPattern))
 
@@ -450,13 +522,13 @@ def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
 async def rekey_unit(unit: str, operator: str, reason: str | None = None) -> list[HolderEntry]:
     """Move a link-code unit to its next key epoch, logged as one operator action on the unit
     (with `reason`), its time the last of its holders' records (the unit is at the new epoch
-    once the broker has it), the directory read and written under one lock (_held): its
-    holders' entries, as published."""
+    once the broker has it), the directory read and written as one (_acted): its holders'
+    entries, as published."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY)
-    async with _held(access, lambda e: e.link_unit == unit) as entries:
-        return await _written(access, entries, next_epoch(entries, unit), "REKEY", operator,
-                              reason)
+    return (await _acted(access, lambda e: e.link_unit == unit,
+                         lambda entries: next_epoch(entries, unit), "REKEY", operator,
+                         reason))[1]
 
 
 def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEntry]:

@@ -198,7 +198,7 @@ class Platform:
         self.ends_ahead = False  # the last records handled recorded an answer relayed to no one
         self.producer = producer_for(access)
         self.consumer = SessionConsumer(
-            **access.aiokafka(), group_id=GROUP, group_instance_id=member,
+            **access.reading(), group_id=GROUP, group_instance_id=member,
             enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
@@ -489,7 +489,7 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
     one with no events at the time counted from, as read then."""
     if not end:
         return History(None, [])  # nothing before: nothing decided, nothing forgotten
-    replay = AIOKafkaConsumer(**access.aiokafka(), group_id=None, enable_auto_commit=False,
+    replay = AIOKafkaConsumer(**access.reading(), group_id=None, enable_auto_commit=False,
                               auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
     await replay.start()
     history: list[decider.DecisionRecord] = []

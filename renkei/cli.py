@@ -78,6 +78,7 @@ def _said(exc: Exception) -> str | None:
     from broker.credentials import UnknownPrincipal
     from broker.provision import NotAHolder, ProvisioningFailed
     from processors.directory import (
+        ActionFenced,
         NotAPrivateHolder,
         NotSuspendable,
         ReservedRole,
@@ -96,7 +97,8 @@ def _said(exc: Exception) -> str | None:
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
             UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
-            ProvisioningFailed, jars.FetchFailed, process.BrokerError, NotSuspendable)
+            ProvisioningFailed, jars.FetchFailed, process.BrokerError, NotSuspendable,
+            ActionFenced)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait

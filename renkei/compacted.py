@@ -101,7 +101,7 @@ class CompactedView(Generic[V]):
         view's consumer, whose connection the broker holds by its fetch waiting for records (half
         a second while there are none), a request on it answered after."""
         if self._asking is None:
-            asking = AIOKafkaConsumer(**self._access.aiokafka(), group_id=None,
+            asking = AIOKafkaConsumer(**self._access.reading(), group_id=None,
                                       enable_auto_commit=False)
             try:
                 await started(asking, self._access)
@@ -126,7 +126,7 @@ class CompactedView(Generic[V]):
 
     async def _follow(self) -> None:
         consumer = self._consumer = AIOKafkaConsumer(
-            self.topic, **self._access.aiokafka(), group_id=None, auto_offset_reset="earliest",
+            self.topic, **self._access.reading(), group_id=None, auto_offset_reset="earliest",
             enable_auto_commit=False)
         try:
             await started(consumer, self._access)

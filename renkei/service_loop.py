@@ -8,16 +8,22 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    ProducerFenced,
+)
 
 from broker import partitioner
-from broker.clients import KafkaAccess, started
+from broker.clients import KafkaAccess, running, started
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Directory, Send
 from renkei.tasks import cancelled, retrieved, set_or_failed
@@ -31,6 +37,9 @@ IDLE_SECONDS = 2.0  # how often at most a service with nothing left to read is t
 COMMIT_SECONDS = 0.2
 GATHER_BYTES, GATHER_RECORDS = 256 * 1024, 5000
 POLL_RECORDS = 500
+# ms a transaction may stay open: one a stopped command left open holds up every reader of its
+# topics' partitions (read_committed) until the broker aborts it (or the next command fences it)
+TRANSACTION_MS = 10_000
 STOP_SECONDS = 3.0  # a stop waits this long for the broker (last commit, flush), then goes on
 AWAY_AT_STOP = "the broker could not be reached at shutdown: closed without it"
 
@@ -43,18 +52,51 @@ def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
     gathering = ({"fetch_min_bytes": GATHER_BYTES, "fetch_max_wait_ms": gather_ms,
                   "max_poll_records": GATHER_RECORDS} if gather_ms
                  else {"max_poll_records": POLL_RECORDS})
-    return AIOKafkaConsumer(*topics_in, **access.aiokafka(), group_id=group,
+    return AIOKafkaConsumer(*topics_in, **access.reading(), group_id=group,
                             group_instance_id=instance,
                             enable_auto_commit=False, auto_offset_reset="earliest",
                             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
                             **gathering)
 
 
-def producer_for(access: KafkaAccess, linger_ms: int = 2) -> AIOKafkaProducer:
+def producer_for(access: KafkaAccess, linger_ms: int = 2,
+                 transactional_id: str | None = None) -> AIOKafkaProducer:
     """Idempotent, all replicas acknowledging; a record waits up to `linger_ms` for others to
-    share its produce request."""
+    share its produce request. With `transactional_id`, its records go in transactions, and
+    its start fences off every producer of that id started before: their open transaction
+    aborted, their every write after refused (ProducerFenced); one its process left open is
+    aborted by the broker after TRANSACTION_MS."""
     return AIOKafkaProducer(**access.aiokafka(), acks="all", enable_idempotence=True,
-                            linger_ms=linger_ms, partitioner=partitioner.by_key)
+                            linger_ms=linger_ms, partitioner=partitioner.by_key,
+                            transactional_id=transactional_id,
+                            transaction_timeout_ms=TRANSACTION_MS)
+
+
+@contextlib.asynccontextmanager
+async def fencing(access: KafkaAccess, transactional_id: str
+                  ) -> AsyncIterator[AIOKafkaProducer]:
+    """The producer of `transactional_id` (producer_for) started, fencing off every one of that
+    id started before, for one task, and stopped after it; fenced off in turn, ProducerFenced
+    (its failure taken as told: _told)."""
+    producer = producer_for(access, transactional_id=transactional_id)
+    async with running(producer, access):
+        try:
+            yield producer
+        except ProducerFenced:
+            _told(producer)
+            raise
+
+
+def _told(producer: AIOKafkaProducer) -> None:
+    """The failure of a producer fenced off, which aiokafka (0.14) leaves on futures no one
+    awaits, its transaction's end and each failed batch's drain, taken as told (else asyncio
+    logs each, a traceback, as never retrieved)."""
+    accumulator = producer._message_accumulator
+    for future in [producer._txn_manager.wait_for_transaction_end(),
+                   *(batch._drain_waiter for batches in accumulator._batches.values()
+                     for batch in batches)]:
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()
 
 
 async def deliver(producer: AIOKafkaProducer, effects: Sequence[Send]) -> None:

@@ -17,7 +17,7 @@ from broker.clients import KafkaAccess, at_end, caught_up
 
 class Window:
     def __init__(self, access: KafkaAccess, topic_names: Sequence[str]) -> None:
-        self._consumer = AIOKafkaConsumer(*topic_names, **access.aiokafka(), group_id=None,
+        self._consumer = AIOKafkaConsumer(*topic_names, **access.reading(), group_id=None,
                                           enable_auto_commit=False, max_poll_records=10_000)
 
     async def __aenter__(self) -> Window:

@@ -15,7 +15,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    suppress,
+)
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +36,19 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import AccessLogEvent, OperatorAction
 from audit.topic import read_events
 from broker import config, topics
-from broker.clients import KafkaAccess, at_end, read_topic
+from broker.clients import KafkaAccess, at_end, read_topic, running
 from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
 from broker.provision import admin_client, binding_filter
-from processors import directory
-from renkei.envelope import unpacked
+from processors import directory, keys
+from renkei.envelope import Send, send, unpacked
+from renkei.service_loop import deliver, producer_for
+from renkei.state import file_awaited
 from renkei.tether import tethered
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, Rejection
@@ -76,7 +85,7 @@ async def producer(access: KafkaAccess) -> AsyncIterator[AIOKafkaProducer]:
 @asynccontextmanager
 async def consumer(access: KafkaAccess, *names: str, group: str | None = None,
                    offset: str = "latest") -> AsyncIterator[AIOKafkaConsumer]:
-    cons = AIOKafkaConsumer(*names, **access.aiokafka(), group_id=group,
+    cons = AIOKafkaConsumer(*names, **access.reading(), group_id=group,
                             auto_offset_reset=offset, enable_auto_commit=False)
     try:  # closed also when its start is refused (else aiokafka logs it as unclosed)
         await cons.start()
@@ -214,9 +223,28 @@ class Stopped(Exception):
     """The command's process ending where it is."""
 
 
-async def stops(*_: object) -> None:
-    """In place of processors.directory.deliver: the command stops before its action is logged."""
+def stops(*_: object) -> Send:
+    """In place of processors.directory.logged: the command stops between its directory records
+    and its audit record."""
     raise Stopped
+
+
+async def stopped_before_logging(entries: Sequence[HolderEntry], action: str, operator: str,
+                                 reason: str | None, key: X25519PrivateKey | None = None
+                                 ) -> None:
+    """The entries published for an operator action as a command of an earlier version, which
+    wrote the directory records and the audit record apart, left them when it stopped between
+    the two: outside any transaction, each record in a produce request of its own once the one
+    before is on the broker (as a unit's records past one request's size would go), who and why
+    sealed to `key` (the platform's by default)."""
+    action_id = f"{action}@{uuid.uuid4().hex}"
+    sealed = directory._sealed(key or keys.load().sealing_key(), action_id, operator, reason)
+    admin = KafkaAccess.of(config.ADMIN)
+    async with running(producer_for(admin), admin) as producer:
+        for entry in entries:
+            await deliver(producer, [send(topics.DIRECTORY, entry.holder_id, replace(
+                entry, action_id=action_id, action=action, sealed_action=sealed))])
+            await asyncio.sleep(0.005)
 
 
 HELD_BACK = 3.0  # seconds at most a command's read of the directory is held back (at_once)
@@ -246,6 +274,21 @@ async def at_once(monkeypatch: pytest.MonkeyPatch, first: Coroutine[Any, Any, An
         patched.setattr(directory, "_directory", held_back)
         commands = [asyncio.create_task(first), asyncio.create_task(second)]
         return await asyncio.gather(*commands, return_exceptions=True)
+
+
+async def from_two_folders(monkeypatch: pytest.MonkeyPatch, lock_dir: Path,
+                           first: Coroutine[Any, Any, Any], second: Coroutine[Any, Any, Any]
+                           ) -> list[Any]:
+    """Two commands on the holder directory run at once (at_once) as two operators would run
+    them from two state folders (two machines, each with the admin's credentials): each under
+    its own folder's lock on operator actions, a file of its own in `lock_dir`."""
+    def own_lock() -> AbstractAsyncContextManager[None]:
+        return file_awaited(lock_dir / f"{id(asyncio.current_task())}.lock",
+                            "another command's operator action")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(directory, "_logging_actions", own_lock)
+        return await at_once(monkeypatch, first, second)
 
 
 def action_of(record: Any) -> str:

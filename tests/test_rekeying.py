@@ -8,14 +8,13 @@ import asyncio
 import getpass
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from audit.events import OperatorAction, from_millis
 from broker import config, topics
@@ -26,15 +25,12 @@ from holders.store import HolderStore
 from processors import directory, keys
 from processors.codes import CodeService, UnitEpoch
 from registry.residents import FourAttributes
-from renkei.envelope import Send
 from renkei.exchanges import LAWFUL
 from renkei.scenario import answerable, people, rekeyed, round_trip
-from renkei.service_loop import handed, settled
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageRequest
 from tests.kafka_helpers import (
-    Stopped,
     action_of,
     at_once,
     audit_events,
@@ -42,7 +38,7 @@ from tests.kafka_helpers import (
     rejection_of,
     renkei,
     said_in_one_line,
-    stops,
+    stopped_before_logging,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -122,11 +118,17 @@ async def test_a_holder_sends_no_code_of_an_old_epoch_once_it_knows_the_new_one(
     re-keying, then go with the new codes: none is refused for an old code."""
     holder = clients[HOLDER]
     asks = answerable(clients, town, ASKS)[:20]
-    epoch = (await directory.rekey_unit(HOLDER, "operator"))[0].key_epoch
-    while holder.entry(HOLDER).key_epoch < epoch:
-        await holder.directory.changed()
-    assert holder.store.bindings_before(epoch), "re-keyed already: nothing would be shown"
-    done = await asyncio.gather(*(round_trip(holder, ASKS, own, 30) for own in asks))
+    epoch = holder.entry(HOLDER).key_epoch + 1
+
+    async def asked_at_new_epoch() -> list[Any]:
+        while holder.entry(HOLDER).key_epoch < epoch:
+            await holder.directory.changed()
+        assert holder.store.bindings_before(epoch), "re-keyed already: nothing would be shown"
+        return await asyncio.gather(*(round_trip(holder, ASKS, own, 30) for own in asks))
+
+    asking = asyncio.create_task(asked_at_new_epoch())
+    assert (await directory.rekey_unit(HOLDER, "operator"))[0].key_epoch == epoch
+    done = await asking
     assert [(d.status, d.detail) for d in done if d.status != "FOUND"] == []
 
 
@@ -184,23 +186,20 @@ async def test_a_registration_and_a_rekeying_are_logged_once_each_with_who_did_t
 
 
 async def test_a_rekeying_recovered_by_a_members_registration_is_logged_once(
-        town: Town, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A re-keying whose command stopped before logging it, recovered by a registration of the
-    unit's first holder, was logged at that holder's record's time, before its last record's: a
-    re-keying of the unit after searched the audit topic from the last record's time and logged
-    it again. It is logged once, at its last record's time, whichever holder's command recovers
-    it."""
+        town: Town) -> None:
+    """A re-keying whose command, of an earlier version, stopped before logging it, recovered by
+    a registration of the unit's first holder, was logged at that holder's record's time, before
+    its last record's: a re-keying of the unit after searched the audit topic from the last
+    record's time and logged it again. It is logged once, at its last record's time, whichever
+    holder's command recovers it."""
     admin = KafkaAccess.of(config.ADMIN)
     for holder, name in (("kame-clinic", "亀町診療所"), ("kame-pharmacy", "亀町薬局")):
         await directory.registration(holder, name, "medical_institution", "kame-medical", None,
                                      False, False, lambda: None, "ops-a")
     _, audit_end = await offsets(admin, topics.AUDIT)
     _, end = await offsets(admin, topics.DIRECTORY)
-    with monkeypatch.context() as patched:
-        patched.setattr(directory, "handed", apart)
-        patched.setattr(directory, "deliver", stops)
-        with pytest.raises(Stopped):
-            await directory.rekey_unit("kame-medical", "ops-a", "鍵の漏えい")
+    await stopped_before_logging(directory.next_epoch(await directory.current(), "kame-medical"),
+                                 "REKEY", "ops-a", "鍵の漏えい")
     first, last = await read_topic(admin, topics.DIRECTORY, start=end)
     assert first.key == b"kame-clinic" and first.timestamp < last.timestamp
     await directory.registration("kame-clinic", "亀町クリニック", "medical_institution", None,
@@ -230,17 +229,6 @@ async def test_a_holder_registered_into_a_unit_while_it_is_rekeyed_is_at_its_new
     entries = await directory.current()
     assert {h: entries[h].key_epoch for h in ("ushi-clinic", "ushi-pharmacy")} == {
         "ushi-clinic": 1, "ushi-pharmacy": 1}
-
-
-async def apart(producer: AIOKafkaProducer, effects: Sequence[Send]) -> list[asyncio.Future[Any]]:
-    """processors.directory.handed, each record in a produce request of its own once the one
-    before is on the broker (as a unit's records past one request's size would go)."""
-    written: list[asyncio.Future[Any]] = []
-    for effect in effects:
-        written += await handed(producer, [effect])
-        await settled(written[-1:])
-        await asyncio.sleep(0.005)
-    return written
 
 
 async def test_a_holder_registered_again_stays_in_its_unit_and_private(town: Town) -> None:

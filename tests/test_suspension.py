@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,9 +31,9 @@ from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME, appended_at
 from renkei.compacted import NotFollowing, holder_directory
-from renkei.envelope import unpacked
+from renkei.envelope import Send, unpacked
 from renkei.exchanges import staff as staff_of
-from renkei.service_loop import deliver
+from renkei.service_loop import deliver, handed
 from renkei.state import file_locked, private_dir
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import HolderEntry, ProviderQuery
@@ -40,10 +42,12 @@ from tests.kafka_helpers import (
     Stopped,
     action_of,
     at_once,
+    from_two_folders,
     logged_events,
     operator_actions,
     renkei,
     stopped,
+    stopped_before_logging,
     stops,
 )
 from tests.test_linkage import _medical_link, ask, bound
@@ -524,6 +528,86 @@ async def test_two_suspensions_of_a_holder_at_once_are_one_logged_once(
             await directory.resume("sakura-town", "ops-a")
 
 
+async def test_two_suspensions_of_a_holder_from_two_state_folders_at_once_are_one_logged_once(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two operators suspending one holder at once from two state folders (two machines with
+    the admin's credentials), each under its own folder's lock, both read the directory before
+    either wrote, both found it active, and both published and logged a suspension: two
+    operator actions in the audit log for one, two records in the directory. The broker fences
+    the one that began first: it reads the directory again, after the other's write, and is
+    told the holder is already suspended, as from one state folder: one record, one action."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    try:
+        told = await from_two_folders(
+            monkeypatch, tmp_path, directory.suspend("sakura-town", "ops-a", "情報漏えい"),
+            directory.suspend("sakura-town", "ops-b", "情報漏えい"))
+        assert [a.action for a in await operator_actions(audit_end, "sakura-town")] == [
+            "SUSPEND"]
+        assert len(await read_topic(admin, topics.DIRECTORY, start=end)) == 1
+        suspended, refused = sorted(told, key=lambda t: isinstance(t, Exception))
+        assert isinstance(suspended, HolderEntry) and suspended.inactive_since
+        assert isinstance(refused, directory.NotSuspendable)
+        assert str(refused) == ("sakura-town is already suspended (since "
+                                f"{suspended.inactive_since.isoformat()})")
+    finally:
+        with suppress(directory.NotSuspendable):
+            await directory.resume("sakura-town", "ops-a")
+
+
+async def test_a_command_fenced_off_each_time_it_reads_again_says_so_and_writes_nothing(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A command on the directory that another operator's fences off as often as it reads the
+    directory again (once here) ends saying so, to be run again, having written nothing: the
+    other's action is the one logged, its record the one in the directory."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    monkeypatch.setattr(directory, "ATTEMPTS", 1)
+    try:
+        told = await from_two_folders(
+            monkeypatch, tmp_path, directory.suspend("sakura-town", "ops-a", "情報漏えい"),
+            directory.suspend("sakura-town", "ops-b", "情報漏えい"))
+        suspended, fenced = sorted(told, key=lambda t: isinstance(t, Exception))
+        assert isinstance(fenced, directory.ActionFenced) and isinstance(suspended, HolderEntry)
+        assert str(fenced) == ("another operator's action on the holder directory came first "
+                               "each time it was read: SUSPEND was not done; run it again")
+        record, = await read_topic(admin, topics.DIRECTORY, start=end)
+        assert [a.action_id for a in await operator_actions(audit_end, "sakura-town")] == [
+            action_of(record)] == [suspended.action_id]
+    finally:
+        with suppress(directory.NotSuspendable):
+            await directory.resume("sakura-town", "ops-a")
+
+
+@pytest.mark.parametrize("suspended", [False, True], ids=["suspension", "resumption"])
+async def test_a_holder_registered_from_another_state_folder_as_it_is_switched_ends_as_logged(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        suspended: bool) -> None:
+    """A holder re-registered from one state folder while another operator suspended (or
+    resumed) it from another read the directory before the switch was written and published
+    the holder as it was before it: the suspension (or resumption) undone in the directory, the
+    audit log saying it was done. Fenced, the registration reads the directory again after the
+    switch: the holder ends as the switch left it."""
+    sample = town.sample("sakura-town")
+    if suspended:
+        await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    switch = (directory.resume("sakura-town", "ops-a") if suspended
+              else directory.suspend("sakura-town", "ops-a", "情報漏えい"))
+    try:
+        switched, registered = await from_two_folders(
+            monkeypatch, tmp_path, switch,
+            directory.registration("sakura-town", sample.name, sample.role, None, None, False,
+                                   False, lambda: None, "ops-b"))
+        assert isinstance(switched, HolderEntry) and isinstance(registered, tuple)
+        entry = (await directory.current())["sakura-town"]
+        assert (entry.active, entry.inactive_since) == (switched.active, switched.inactive_since)
+    finally:
+        with suppress(directory.NotSuspendable):
+            await directory.resume("sakura-town", "ops-a")
+
+
 async def test_a_suspension_is_told_as_published_though_a_resumption_comes_right_after(
         town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
     """`renkei holder suspend` read the holder's entry back after letting go of the state
@@ -591,41 +675,64 @@ async def _suspended_and_resumed_once(admin: KafkaAccess, audit_end: int, end: i
                        "RESUME", "sakura-town", None)]
 
 
-async def _suspension_stopped_before_logging(monkeypatch: pytest.MonkeyPatch, **patches: object
+async def _suspension_stopped_before_logging(key: X25519PrivateKey | None = None
                                              ) -> tuple[KafkaAccess, int, int]:
-    """Suspend sakura-town as ops-a, for its reason, the command stopped between its directory
-    record and its audit write (with directory's other names `patches` too): the admin's access,
+    """Suspend sakura-town as ops-a, for its reason, as a command of an earlier version stopped
+    before logging it (stopped_before_logging, who and why sealed to `key`): the admin's access,
     and where the audit topic and the directory ended before it."""
     admin = KafkaAccess.of(config.ADMIN)
     _, audit_end = await offsets(admin, topics.AUDIT)
     _, end = await offsets(admin, topics.DIRECTORY)
-    with monkeypatch.context() as patched:
-        for name, value in {"deliver": stops, **patches}.items():
-            patched.setattr(directory, name, value)
-        with pytest.raises(Stopped):
-            await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+    suspended = replace((await directory.current())["sakura-town"], active=False,
+                        inactive_since=None, updated_at=datetime.now(UTC))
+    await stopped_before_logging([suspended], "SUSPEND", "ops-a", "情報漏えい", key)
     return admin, audit_end, end
 
 
-async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_once_after(
+async def test_a_suspension_whose_command_stopped_before_logging_it_writes_nothing(
         town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
     """A suspension whose command stopped between writing the holder's directory record and
-    logging it was never logged: a re-run found the holder suspended, refused, and logged
-    nothing. The re-run logs it, once, with who did it and why, at its record's time; another
-    re-run and the resumption after log it no more. The record, which every holder reads,
-    carries who and why sealed to the platform's key and bound to the action's id: its bytes
-    name neither (they named both in plaintext)."""
-    admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
+    logging it left the record, which every reader took the holder suspended by, unlogged until
+    the next command on the holder. Both are one transaction: stopped between them, it writes
+    nothing any reader reads, the holder active; run again it suspends it and logs it once. The
+    record, which every holder reads, carries who and why sealed to the platform's key and bound
+    to the action's id: its bytes name neither (they named both in plaintext)."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    _, end = await offsets(admin, topics.DIRECTORY)
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(directory, "logged", stops)
+            with pytest.raises(Stopped):
+                await directory.suspend("sakura-town", "ops-b", "x")
+        assert await read_topic(admin, topics.DIRECTORY, start=end) == []
+        assert await operator_actions(audit_end, "sakura-town") == []
+        assert (await directory.current())["sakura-town"].active
+        await directory.suspend("sakura-town", "ops-a", "情報漏えい")
+        written, = await read_topic(admin, topics.DIRECTORY, start=end)
+        assert b"ops-a" not in written.value and "情報漏えい".encode() not in written.value
+        entry, key = CODEC.decode(written.value, HolderEntry), keys.load().sealing_key()
+        assert entry.action_id and entry.sealed_action
+        assert "ops-a" in sealing.open_sealed(key, entry.sealed_action,
+                                              directory.SEALED_ACTION + entry.action_id).decode()
+        with pytest.raises(sealing.CannotOpen):  # bound to its action: moved, it opens for none
+            sealing.open_sealed(key, entry.sealed_action, directory.SEALED_ACTION + "SUSPEND@x")
+        renkei("holder", "resume", "sakura-town", "--operator", "ops-b")
+        await _suspended_and_resumed_once(admin, audit_end, end)
+    finally:
+        with suppress(directory.NotSuspendable):
+            await directory.resume("sakura-town", "ops-a")
+
+
+async def test_a_suspension_whose_earlier_command_stopped_before_logging_it_is_logged_once_after(
+        town: town_setup.Town) -> None:
+    """A suspension whose command, of an earlier version, stopped between writing the holder's
+    directory record and logging it was never logged: a re-run found the holder suspended,
+    refused, and logged nothing. The re-run logs it, once, with who did it and why, at its
+    record's time; another re-run and the resumption after log it no more."""
+    admin, audit_end, end = await _suspension_stopped_before_logging()
     assert not (await directory.current())["sakura-town"].active
     assert await operator_actions(audit_end, "sakura-town") == []
-    written, = await read_topic(admin, topics.DIRECTORY, start=end)
-    assert b"ops-a" not in written.value and "情報漏えい".encode() not in written.value
-    entry, key = CODEC.decode(written.value, HolderEntry), keys.load().sealing_key()
-    assert entry.action_id and entry.sealed_action
-    assert "ops-a" in sealing.open_sealed(key, entry.sealed_action,
-                                          directory.SEALED_ACTION + entry.action_id).decode()
-    with pytest.raises(sealing.CannotOpen):  # bound to its action: moved, it opens for none
-        sealing.open_sealed(key, entry.sealed_action, directory.SEALED_ACTION + "SUSPEND@x")
     for _ in range(2):
         again = renkei("holder", "suspend", "sakura-town", "--reason", "x", "--operator", "ops-b",
                        check=False)
@@ -635,13 +742,13 @@ async def test_a_suspension_whose_command_stopped_before_logging_it_is_logged_on
 
 
 async def test_a_stopped_suspension_whose_seal_does_not_open_is_logged_unreadable_once(
-        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A suspension whose command stopped before logging it, its who and why sealed to a key the
-    platform no longer has (the key store replaced since), made every later command on the
-    holder fail on the bad sealing key: it could not even be resumed. The resumption logs the
-    suspension once, its operator and reason marked not readable, says so, and goes on."""
-    admin, audit_end, end = await _suspension_stopped_before_logging(
-        monkeypatch, _platform_key=X25519PrivateKey.generate)
+        town: town_setup.Town) -> None:
+    """A suspension whose command (of an earlier version) stopped before logging it, its who and
+    why sealed to a key the platform no longer has (the key store replaced since), made every
+    later command on the holder fail on the bad sealing key: it could not even be resumed. The
+    resumption logs the suspension once, its operator and reason marked not readable, says so,
+    and goes on."""
+    admin, audit_end, end = await _suspension_stopped_before_logging(X25519PrivateKey.generate())
     resumed = renkei("holder", "resume", "sakura-town", "--operator", "ops-b", check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "cannot be opened with the platform's key" in resumed.stderr
@@ -651,12 +758,13 @@ async def test_a_stopped_suspension_whose_seal_does_not_open_is_logged_unreadabl
 
 
 async def test_a_stopped_suspension_written_over_by_the_towns_set_up_is_logged_once(
-        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A suspension whose command stopped before logging it, its holder's record then written
-    over by the town's set-up (directory.publish, as `renkei directory publish-services` writes
-    too), lost its one record and was never logged: the compacted directory forgot it. Publish
-    logs it first, once, at its record's time, with who did it and why."""
-    admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
+        town: town_setup.Town) -> None:
+    """A suspension whose command (of an earlier version) stopped before logging it, its holder's
+    record then written over by the town's set-up (directory.publish, as `renkei directory
+    publish-services` writes too), lost its one record and was never logged: the compacted
+    directory forgot it. Publish logs it first, once, at its record's time, with who did it and
+    why."""
+    admin, audit_end, end = await _suspension_stopped_before_logging()
     suspension, = await read_topic(admin, topics.DIRECTORY, start=end)
     await directory.publish([town_setup.directory_entry(town.sample("sakura-town"))])
     assert await operator_actions(audit_end, "sakura-town") == [
@@ -666,12 +774,12 @@ async def test_a_stopped_suspension_written_over_by_the_towns_set_up_is_logged_o
 
 
 async def test_a_stopped_suspension_recovered_by_two_commands_at_once_is_logged_once(
-        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A suspension whose command stopped before logging it, recovered by two commands at once
-    (the town's set-up publishing sakura-town twice together), was logged by each: both searched
-    the audit topic before either wrote it (the audit store keeps one, the topic had two). One
-    recovery at a time logs it, the other finds it there."""
-    admin, audit_end, end = await _suspension_stopped_before_logging(monkeypatch)
+        town: town_setup.Town) -> None:
+    """A suspension whose command (of an earlier version) stopped before logging it, recovered by
+    two commands at once (the town's set-up publishing sakura-town twice together), was logged
+    by each: both searched the audit topic before either wrote it (the audit store keeps one,
+    the topic had two). One recovery at a time logs it, the other finds it there."""
+    admin, audit_end, end = await _suspension_stopped_before_logging()
     suspension, = await read_topic(admin, topics.DIRECTORY, start=end)
     entry = town_setup.directory_entry(town.sample("sakura-town"))
     await asyncio.gather(directory.publish([entry]), directory.publish([entry]))
@@ -692,14 +800,14 @@ async def test_a_suspension_recovered_while_its_command_logs_it_is_logged_once(
     entry = town_setup.directory_entry(town.sample("sakura-town"))
     recovering: list[asyncio.Task[None]] = []
 
-    async def late(*args: Any) -> None:
+    async def late(producer: Any, sends: Sequence[Send]) -> list[asyncio.Future[Any]]:
         """The suspension's audit write, once the town's set-up has had 3 s to recover it."""
-        if not recovering:
+        if sends[0].topic == topics.AUDIT and not recovering:
             recovering.append(asyncio.create_task(directory.publish([entry])))
             await asyncio.wait(recovering, timeout=3)
-        await deliver(*args)
+        return await handed(producer, sends)
 
-    monkeypatch.setattr(directory, "deliver", late)
+    monkeypatch.setattr(directory, "handed", late)
     await directory.suspend("sakura-town", "ops-a", "情報漏えい")
     await recovering[0]
     suspension, _ = await read_topic(admin, topics.DIRECTORY, start=end)
