@@ -108,6 +108,10 @@ def server_properties(
         "offsets.topic.replication.factor": str(replication),
         "transaction.state.log.replication.factor": str(replication),
         "transaction.state.log.min.isr": str(min_isr),
+        # an operator command killed in its transaction holds every reader of committed records
+        # in its partitions (the audit topic's, the directory's) until the broker aborts it,
+        # service_loop.TRANSACTION_MS after it began: looked for each second, not each 10
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         "share.coordinator.state.topic.replication.factor": str(replication),
         "share.coordinator.state.topic.min.isr": str(min_isr),
         "group.initial.rebalance.delay.ms": "0",

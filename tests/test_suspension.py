@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -33,8 +35,9 @@ from renkei.broker_time import LOG_APPEND_TIME, appended_at
 from renkei.compacted import NotFollowing, holder_directory
 from renkei.envelope import Send, unpacked
 from renkei.exchanges import staff as staff_of
-from renkei.service_loop import deliver, handed
+from renkei.service_loop import TRANSACTION_MS, deliver, handed
 from renkei.state import file_locked, private_dir
+from renkei.tether import tethered
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import HolderEntry, ProviderQuery
 from tests.conftest import ANSWER_TIMEOUT, SILENT
@@ -851,3 +854,46 @@ async def test_a_suspension_without_the_platforms_key_is_refused_and_writes_noth
     assert f"no key store at {store}: run `renkei keys init` (the operator" in refused.stderr
     assert await read_topic(admin, topics.DIRECTORY, start=end) == []
     assert (await directory.current())["sakura-town"].active
+
+
+_LEFT_OPEN = """
+import asyncio
+from broker import config, topics
+from broker.clients import KafkaAccess
+from processors.directory import OPERATOR_ACTIONS
+from renkei.service_loop import producer_for
+
+async def main() -> None:
+    producer = producer_for(KafkaAccess.of(config.ADMIN), transactional_id=OPERATOR_ACTIONS)
+    await producer.start()
+    await producer.begin_transaction()
+    sent = await (await producer.send(topics.AUDIT, b"never committed", partition=0))
+    print(sent.offset, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_command_killed_in_its_transaction_holds_the_audit_readers_briefly(
+        town: town_setup.Town) -> None:
+    """An operator command killed between its writes and its commit leaves its transaction
+    open: every reader of committed records (the audit consumer, the platform's directory view)
+    reads no further in those partitions until the broker aborts it, TRANSACTION_MS after it
+    began, found within the second the broker's cleanup looks (its default 10 s: up to 20 s)."""
+    admin = KafkaAccess.of(config.ADMIN)
+    left = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _LEFT_OPEN, stdout=asyncio.subprocess.PIPE, env=tethered())
+    assert left.stdout is not None
+    opened = int(await asyncio.wait_for(left.stdout.readline(), 60))
+    began = time.monotonic()
+    left.kill()
+    await left.wait()
+    tp = TopicPartition(topics.AUDIT, 0)
+    async with running(AIOKafkaConsumer(**admin.reading(), group_id=None), admin) as reader:
+        while (await reader.end_offsets([tp]))[tp] <= opened:  # its last stable offset
+            assert time.monotonic() - began < (TRANSACTION_MS + 5_000) / 1000, "still held"
+            await asyncio.sleep(0.2)
+    held = time.monotonic() - began
+    print(f"readers held {held:.1f} s by a transaction left open")
+    assert held < (TRANSACTION_MS + 2_500) / 1000
