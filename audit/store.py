@@ -149,7 +149,6 @@ class ForgedNote(RuntimeError):
 EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))
 _EVENT_VALUES = operator.attrgetter(*EVENT_COLUMNS)  # an event's values, in EVENT_COLUMNS order
 ENTRY_COLUMNS = ("serial", *EVENT_COLUMNS, "leaf")
-BIGINT_MAX = 2**63 - 1  # the latest time an entry's occurred_at column holds
 _SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
 # verify reads whatever an intruder left: text and blobs as bytes, so nothing fails to decode
 _RAW_SELECT = "SELECT " + ", ".join(
@@ -1525,7 +1524,7 @@ def _start(since: datetime | None, after: tuple[int, int] | None) -> int | None:
 
 def _by(until: datetime | None) -> int:
     """The last time (milliseconds) of events that occurred by `until`; given none, of any."""
-    return BIGINT_MAX if until is None else millis(until)
+    return INTEGERS[-1] if until is None else millis(until)
 
 
 def _end(until: datetime | None, before: tuple[int, int] | None) -> int | None:
