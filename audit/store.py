@@ -177,6 +177,9 @@ _BINDINGS_FROM_ENTRIES = (
     "SELECT requester, person, min(occurred_at) FROM entries "
     f"WHERE kind = '{BINDING}' AND person IS NOT NULL GROUP BY requester, person "
     "ON CONFLICT (holder, person) DO UPDATE SET occurred_at = excluded.occurred_at")
+# where the detector's times of the entries are, by table and column: their own, and the time
+# of reading of those counted as of it (read_ahead)
+_TIMES = (("entries", "occurred_at"), ("read_ahead", "read_at"))
 # a purged range's leaf hashes, kept by hash: purged_serial reads one key, not every purged leaf
 _PURGED_LEAVES = ("INSERT INTO purged_leaves (hash, serial) "
                   "SELECT hash, id FROM nodes WHERE id >= ? AND id < ?")
@@ -856,7 +859,7 @@ class AuditStore:
         taken instead)."""
         found = [self._db.execute(f"SELECT max({at}) FROM {table} WHERE {at} <= ?",
                                   (_by(until),)).fetchone()[0]
-                 for table, at in (("entries", "occurred_at"), ("read_ahead", "read_at"))]
+                 for table, at in _TIMES]
         return max((from_millis(int(f)) for f in found if f is not None), default=None)
 
     def recent_events(self, since: datetime, until: datetime | None = None,
@@ -872,7 +875,7 @@ class AuditStore:
         firsts = [self._db.execute(
             f"SELECT min(serial) FROM (SELECT serial FROM {table} WHERE {at} >= ? AND "
             f"{at} <= ? ORDER BY {at}) AS recent", (millis(since), _by(until))).fetchone()[0]
-            for table, at in (("entries", "occurred_at"), ("read_ahead", "read_at"))]
+            for table, at in _TIMES]
         serial = min((f for f in firsts if f is not None), default=None)
         while serial is not None:
             rows = self._db.execute(f"{_SELECT} WHERE serial >= ? ORDER BY serial LIMIT ?",
