@@ -55,7 +55,7 @@ from audit.events import ANSWER, APPROVED, BINDING, EPOCH, SUSPENDED, AccessLogE
 from broker import acls, topics
 from processors import binding
 from processors.access_log import logged
-from processors.approval import UNKNOWN_HOLDER, provider_not_active, suspended
+from processors.approval import UNKNOWN_HOLDER, Refused, provider_not_active, suspended
 from processors.context import Context
 from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send
@@ -672,11 +672,13 @@ def on_deadline(state: State | None, now: datetime, ctx: Context) -> Decision:
     return Decision(_settled(state, TIMED_OUT), partial(_timed_out, state, now, ctx))
 
 
-def _provider_gone(state: RequestState, at: datetime, ctx: Context) -> str | None:
-    """Why a linkage request's provider is no active holder in the directory as of `at`
-    (Context.inactive_reason; None: it is one, or the request is a binding's look-up, whose
-    registry or authority is no holder)."""
-    return None if state.kind == BINDING else ctx.inactive_reason(state.provider, at)
+def _provider_gone(state: RequestState, at: datetime, ctx: Context) -> Refused | None:
+    """The refusal, as at approval (approval.provider_not_active), of a linkage request whose
+    provider is no active holder in the directory as of `at` (None: it is one, or the request is
+    a binding's look-up, whose registry or authority is no holder)."""
+    if state.kind == BINDING or ctx.active(state.provider, at):
+        return None
+    return provider_not_active(state.provider, ctx.directory.get(state.provider))
 
 
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
@@ -695,13 +697,12 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
                  "directory (%s): %s", state.request_id, state.requester, gone,
                  "no one is told" if told is None else "it is refused so")
         return [*([] if told is None else [told]), _answered(state, TIMED_OUT, now, gone)]
-    if (gone := _provider_gone(state, at, ctx)) is not None:
-        refused = provider_not_active(state.provider, ctx.directory.get(state.provider))
+    if (refused := _provider_gone(state, at, ctx)) is not None:
         log.info("request %s ended unanswered: its provider %s is no longer an active holder in "
                  "the directory (%s): its requester is refused so", state.request_id,
-                 state.provider, gone)
+                 state.provider, refused.reason)
         return [refusal(state.requester, state.request_id, refused.reason, refused.detail, now),
-                _answered(state, TIMED_OUT, now, gone)]
+                _answered(state, TIMED_OUT, now, refused.reason)]
     if state.kind == BINDING:  # no candidates: its holder investigates, as a registry's refusal
         unit = ctx.unit(state.requester)
         unanswered = BindingAnswer(state.request_id, TIMED_OUT, f"the {state.provider} did not "
