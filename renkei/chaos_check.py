@@ -192,8 +192,7 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
     """The verdict over every request asked and binding (pure: from what the stores hold)."""
     answered = [a for a in asked if a.status != SENT]
     bound = [b for b in bindings if b.status != SENT]
-    # BOUND or INVESTIGATING, or refused SUSPENDED while its holder was
-    as_answered = [b for b in bound if b.status in BINDING_ANSWERS or _refused_suspended(b)]
+    as_answered = [b for b in bound if _binding_answered(b)]
     failing = {
         "lost": [a.request_id for a in asked if a.status == SENT],
         "rejected": [a.request_id for a in answered
@@ -206,7 +205,7 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
                                   if (a.status != REJECTED or _refused_suspended(a))
                                   and not _audited_as_answered(a, logged.audit)],
         "bindings_lost": [b.request_id for b in bindings if b.status == SENT],
-        "bindings_refused": [b.request_id for b in bound if b not in as_answered],
+        "bindings_refused": [b.request_id for b in bound if not _binding_answered(b)],
         "binding_audit_not_once": [b.request_id for b in as_answered if not
                                    _binding_audited_once(b, logged.audit.get(b.request_id, []))],
         "lookup_not_once": [b.request_id for b in as_answered
@@ -241,6 +240,11 @@ def suspended_endings(requests: Iterable[Asked | Binding],
     return dict(Counter(
         f"{r.status} {r.reason}" + (" at approval" if _refused_at_approval(r, audit) else "")
         if r.reason else r.status for r in requests if r.suspended).most_common())
+
+
+def _binding_answered(binding: Binding) -> bool:
+    """Answered BOUND or INVESTIGATING, or refused SUSPENDED while its holder was suspended."""
+    return binding.status in BINDING_ANSWERS or _refused_suspended(binding)
 
 
 def _refused_suspended(request: Asked | Binding) -> bool:
