@@ -238,7 +238,8 @@ def suspended_endings(requests: Iterable[Asked | Binding],
     on their way, by status, a refusal with its reason recorded, one refused at approval (its
     one audit step that refusal) as such."""
     return dict(Counter(
-        f"{r.status} {r.reason}" + (" at approval" if _refused_at_approval(r, audit) else "")
+        f"{r.status} {r.reason}"
+        + (" at approval" if _refused_at_approval(r, audit.get(r.request_id, [])) else "")
         if r.reason else r.status for r in requests if r.suspended).most_common())
 
 
@@ -252,12 +253,11 @@ def _refused_suspended(request: Asked | Binding) -> bool:
     return request.suspended and request.status == REJECTED and request.reason == SUSPENDED
 
 
-def _refused_at_approval(request: Asked | Binding,
-                         audit: dict[str, list[tuple[str, str]]]) -> bool:
-    """Refused SUSPENDED at approval: that refusal its one audit step."""
+def _refused_at_approval(request: Asked | Binding, steps: list[tuple[str, str]]) -> bool:
+    """Refused SUSPENDED at approval: that refusal its one audit step (of its `steps`, as their
+    events' ids name them)."""
     return _refused_suspended(request) and [
-        (_step(named), outcome) for named, outcome in audit.get(request.request_id, [])
-    ] == [REFUSED_SUSPENDED]
+        (_step(named), outcome) for named, outcome in steps] == [REFUSED_SUSPENDED]
 
 
 def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
@@ -271,9 +271,9 @@ def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) 
     own source; one answered in time, its copy sent again past the deadline); no event twice.
     Refused SUSPENDED while a holder was: at approval, that refusal alone; after it, answered
     TIMED_OUT, its provider's answer perhaps refused SUSPENDED too, once a copy."""
-    if _refused_at_approval(asked, audit):
-        return True
     named = audit.get(asked.request_id, [])
+    if _refused_at_approval(asked, named):
+        return True
     steps = sorted((_step(name), outcome) for name, outcome in named)
     refused = [(_step(name), outcome) for name, outcome in named
                if _answer_refused(asked, name, outcome)]
@@ -298,11 +298,11 @@ def _binding_audited_once(binding: Binding, steps: list[tuple[str, str]]) -> boo
     binding event, none twice; or, its holder investigating, its timeout alone. Refused SUSPENDED
     while its holder was: at approval, that refusal alone; after it, its answer's binding events
     (relayed to no one) or its timeout alone."""
+    if _refused_at_approval(binding, steps):
+        return True
     audited = [(_step(named), outcome) for named, outcome in steps]
     if (binding.status == INVESTIGATING or _refused_suspended(binding)) and (
             audited == [BINDING_TIMED_OUT]):
-        return True
-    if _refused_suspended(binding) and audited == [REFUSED_SUSPENDED]:
         return True
     names = [name for name, _ in audited]
     return bool(names) and all(n.startswith(BINDING_STEP) for n in names) and (
@@ -312,7 +312,8 @@ def _binding_audited_once(binding: Binding, steps: list[tuple[str, str]]) -> boo
 def _lookups(binding: Binding, audit: dict[str, list[tuple[str, str]]]) -> int:
     """How often the authority is to have logged a binding's look-up: once by personal number,
     never by the four attributes or if refused at approval."""
-    return int(binding.by_number and not _refused_at_approval(binding, audit))
+    return int(binding.by_number
+               and not _refused_at_approval(binding, audit.get(binding.request_id, [])))
 
 
 def asked_since(stores: Mapping[str, sqlite3.Connection], since: datetime,
