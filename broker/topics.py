@@ -118,3 +118,9 @@ def holder_of_outbox(topic: str) -> str | None:
     """The holder whose outbox `topic` is (only that holder's principal may write it)."""
     found = OUTBOX_PATTERN.fullmatch(topic)
     return found.group("holder") if found else None
+
+
+def holder_of_source(source: str) -> str | None:
+    """The holder whose outbox a record came from, by its source (topic:partition:offset,
+    envelope.Incoming.source)."""
+    return holder_of_outbox(source.rsplit(":", 2)[0])

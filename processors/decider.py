@@ -585,7 +585,7 @@ def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime,
 def _unreadable(o: Outcome, now: datetime) -> list[Send]:
     """An answer the decider cannot read, refused to the provider whose outbox it came from
     (none if its source names no holder's outbox: only logged), which logs it not provided."""
-    provider = topics.holder_of_outbox(o.source.rsplit(":", 2)[0])
+    provider = topics.holder_of_source(o.source)
     if provider is None:
         log.error("the answer to request %s cannot be read and came from %s, no holder's "
                   "outbox: no one is told", o.request_id, o.source)

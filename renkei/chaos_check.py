@@ -290,7 +290,7 @@ def _answer_refused(asked: Asked, named: str, outcome: str) -> bool:
     if (step, outcome) == LATE_ANSWER_REFUSED:
         return True
     return (asked.suspended and (step, outcome) == REFUSED_SUSPENDED
-            and topics.holder_of_outbox(source.rsplit(":", 2)[0]) == asked.provider)
+            and topics.holder_of_source(source) == asked.provider)
 
 
 def _binding_audited_once(binding: Binding, steps: list[tuple[str, str]]) -> bool:
