@@ -320,9 +320,10 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
     keeps beside the tree (stored before actions were leaves) is kept so (_beside)."""
     items = read_audit(records)
     report.events += len(items)
-    if live is not None:
-        items = _beside(target, live, items)
-    held = _serials(live, items) if report.start and live is not None and items else {}
+    found = _held(live, items, report.start)
+    items = _beside(target, found, items)
+    held = ({key: serial for key, serial in found.items() if serial is not None}
+            if report.start else {})
     cutoffs = _Cutoffs(() if live is None else live.cutoffs())
     if live is not None and items and report.start and not report.aligned:
         _aligned(target, live, items, held, cutoffs, report)
@@ -347,26 +348,26 @@ def _rebuilt(target: AuditStore, recheck: Recheck, live: AuditStore | None,
             report.disagreements.append(disagreement)
 
 
-def _beside(target: AuditStore, live: AuditStore, items: list[tuple[Logged, bytes]]
-            ) -> list[tuple[Logged, bytes]]:
+def _held(live: AuditStore | None, items: list[tuple[Logged, bytes]], start: int
+          ) -> dict[tuple[str, str], int | None]:
+    """The live store's serial of each operator action of `items` it holds (None: beside the
+    tree), and, on a topic whose start the broker deleted (`start`), of each event it holds too,
+    by logged_key: one look-up for both."""
+    wanted = [logged for logged, _ in items if start or isinstance(logged, OperatorAction)]
+    return live.held(wanted) if live is not None and wanted else {}
+
+
+def _beside(target: AuditStore, held: dict[tuple[str, str], int | None],
+            items: list[tuple[Logged, bytes]]) -> list[tuple[Logged, bytes]]:
     """`items` but the operator actions the live store keeps beside the tree, without a serial
-    (stored before actions were leaves: the audit consumer makes no leaf of an action it holds),
-    which `target` keeps so too."""
-    actions = [logged for logged, _ in items if isinstance(logged, OperatorAction)]
-    held = live.held(actions) if actions else {}
+    (`held`: stored before actions were leaves, the audit consumer makes no leaf of an action it
+    holds), which `target` keeps so too."""
     kept = {key for key, serial in held.items() if serial is None}
     if not kept:
         return items
     target.keep_beside((logged, leaf) for logged, leaf in items
                        if isinstance(logged, OperatorAction) and logged_key(logged) in kept)
     return [(logged, leaf) for logged, leaf in items if logged_key(logged) not in kept]
-
-
-def _serials(live: AuditStore, items: list[tuple[Logged, bytes]]) -> dict[tuple[str, str], int]:
-    """The live store's serial of each event and operator action of `items` it holds as a leaf,
-    by logged_key."""
-    return {key: serial for key, serial in live.held([logged for logged, _ in items]).items()
-            if serial is not None}
 
 
 def _aligned(target: AuditStore, live: AuditStore, items: list[tuple[Logged, bytes]],
