@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +32,21 @@ NUMBER = Field("number", "personal number")
 AT_DESK = "desk:"  # a change-number request id's prefix: never one of the portal's ids
 
 
-DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
-                         cls=SaidDefault, show_default="<state>/authority/authority.db",
-                         help="the authority's store")
-REGISTRY_OPTION = click.option("--registry", type=click.Path(path_type=Path), default=None,
-                               cls=SaidDefault, show_default="<state>/registry/registry.db",
-                               help="the registry")
+def db_option(help: str = "the authority's store"
+              ) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """--db, the authority's store (its default said)."""
+    return click.option("--db", type=click.Path(path_type=Path), default=None, cls=SaidDefault,
+                        show_default="<state>/authority/authority.db", help=help)
+
+
+def registry_option(help: str = "the registry"
+                    ) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """--registry, the registry the authority reads (its default said)."""
+    return click.option("--registry", type=click.Path(path_type=Path), default=None,
+                        cls=SaidDefault, show_default="<state>/registry/registry.db", help=help)
+
+
+DB_OPTION, REGISTRY_OPTION = db_option(), registry_option()
 
 
 @click.group("authority", short_help="The numbering authority (付番機関): personal numbers.")

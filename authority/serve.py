@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority import lookups, portal
-from authority.cli import numbered, opened
+from authority.cli import db_option, numbered, opened, registry_option
 from authority.service import NumberingAuthority, forgotten_told, withdrawn_told
 from authority.store import AuthorityStore
 from broker import acls, cluster, topics
@@ -24,7 +24,6 @@ from registry import store as registry_store
 from registry import tickets
 from renkei import event_loop, logs, questions, retention, sealing
 from renkei.envelope import Directory, Send
-from renkei.options import SaidDefault
 from renkei.service_loop import run_service, said_when_up
 from renkei.tasks import cancelled
 
@@ -102,12 +101,8 @@ async def keeping_retention(path: Path, running: Callable[[asyncio.Event], Await
 
 
 @click.command(short_help="Serve holders' number look-ups and residents' new numbers.")
-@click.option("--db", type=click.Path(path_type=Path), default=None, cls=SaidDefault,
-              show_default="<state>/authority/authority.db",
-              help="the authority's store, made by `renkei authority assign-all`")
-@click.option("--registry", type=click.Path(path_type=Path), default=None, cls=SaidDefault,
-              show_default="<state>/registry/registry.db",
-              help="the registry whose code changes it follows")
+@db_option("the authority's store, made by `renkei authority assign-all`")
+@registry_option("the registry whose code changes it follows")
 def serve(db: Path | None, registry: Path | None) -> None:
     """Resolve holders' personal-number look-ups (logged) and residents' requests for a new
     number (from My Portal, each with the login ticket of the resident) until stopped."""
