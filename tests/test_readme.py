@@ -36,11 +36,12 @@ def _walked(command: click.Command, path: tuple[str, ...], parent: click.Context
                 yield from _walked(sub, (*path, name), ctx, hidden)
 
 
-def _commands() -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    """Each command's words after `renkei`, with the command, groups and hidden ones left out."""
-    for path, command, _ in _walked(main, (), None):
+def _commands() -> Iterator[tuple[tuple[str, ...], click.Command, click.Context]]:
+    """Each command's words after `renkei`, with the command and its context (_walked), groups
+    and hidden ones left out."""
+    for path, command, ctx in _walked(main, (), None):
         if not isinstance(command, click.Group):
-            yield path, command
+            yield path, command, ctx
 
 
 def _named(section: str, words: tuple[str, ...]) -> bool:
@@ -74,7 +75,7 @@ def _synopsis(section: str, words: tuple[str, ...]) -> str:
 
 def test_the_readme_names_every_command() -> None:
     section = _cli_section()
-    missing = [" ".join(words) for words, _ in _commands()
+    missing = [" ".join(words) for words, _, _ in _commands()
                if not _named(section, words)]
     assert not missing, f"not in the README's CLI section: {missing}"
 
@@ -85,7 +86,7 @@ def test_the_readme_names_what_each_command_tells_the_audit_log() -> None:
     why (holder suspend's --operator was named with resume alone, 'holder suspend <id> --reason
     R | resume <id> [--operator WHO]')."""
     section = _cli_section()
-    missing = [f"{' '.join(words)} {option}" for words, command in _commands()
+    missing = [f"{' '.join(words)} {option}" for words, command, _ in _commands()
                for option in AUDITED
                if option in {o for param in command.params for o in param.opts}
                and not re.search(rf"{option}\b", _synopsis(section, words))]
@@ -104,8 +105,8 @@ def test_the_readme_gives_the_retention_the_code_keeps() -> None:
 
 def _helps() -> Iterator[tuple[str, str]]:
     """Each command's words after `renkei`, with what its --help says."""
-    for words, command in _commands():
-        yield " ".join(words), command.get_help(click.Context(command, info_name=words[-1]))
+    for words, command, ctx in _commands():
+        yield " ".join(words), command.get_help(ctx)
 
 
 def test_every_option_says_what_it_is() -> None:
