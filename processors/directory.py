@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
@@ -30,7 +30,7 @@ from broker.clients import (
 from processors import keys, patterns
 from renkei import sealing
 from renkei.broker_time import appended_at
-from renkei.compacted import CompactedView, dated, holder_directory
+from renkei.compacted import CompactedView, dated, holder_directory, holder_entries
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, fencing, handed, producer_for, settled
 from renkei.state import file_awaited, private_dir
@@ -177,8 +177,8 @@ async def publish(entries: Sequence[HolderEntry] = (),
     await provisioned(access, *{s.topic for s in sends})
     if holders := {e.holder_id for e in entries}:
         async with _logging_actions():
-            await _log_unlogged(access, lambda e: e.holder_id in holders,
-                                partial(_delivered, access))
+            await _log_unlogged(access, await read_topic(access, topics.DIRECTORY),
+                                lambda e: e.holder_id in holders, partial(_delivered, access))
     await _delivered(access, sends)
 
 
@@ -265,10 +265,11 @@ async def _fenced(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],
     fenced off in turn); read once it has started, the directory has every action committed
     before. The action of the concerned holders' latest records that a run of an earlier
     version, stopped between its two writes, left unlogged is logged first, committed on its own
-    (a command refused logs it all the same: _log_unlogged)."""
+    (a command refused logs it all the same: _log_unlogged), from the directory's records read
+    once for both (logging it writes none of them)."""
     async with fencing(access, OPERATOR_ACTIONS) as producer:
-        await _log_unlogged(access, concerned, partial(_committed, access, producer))
-        directory = await _directory(access)
+        records, directory = await _directory(access)
+        await _log_unlogged(access, records, concerned, partial(_committed, access, producer))
         return directory, await _written(access, producer, directory, change(directory), action,
                                          operator, reason)
 
@@ -359,17 +360,19 @@ def logged(entry: HolderEntry, appended_ms: int, operator: str, reason: str | No
         timestamp_ms=appended_ms)
 
 
-async def _log_unlogged(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],
+async def _log_unlogged(access: KafkaAccess, records: Sequence[Any],
+                        concerned: Callable[[HolderEntry], bool],
                         delivered: Callable[[Sequence[Send]], Awaitable[None]]) -> None:
-    """Log each operator action the latest directory records of the concerned holders were
-    written for that the audit topic lacks (its command, of an earlier version, which wrote its
-    entries and its audit record apart, stopped between the two), by `delivered`, at the
+    """Log each operator action the latest of the directory's `records` (its topic's, read with
+    the state folder's lock held) of the concerned holders were written for that the audit topic
+    lacks (its command, of an earlier version, which wrote its entries and its audit record
+    apart, stopped between the two), by `delivered`, at the
     broker time of the last of its latest records, the concerned holders' or not (as its command
     would have: one time whichever holder's command recovers it, and no earlier than where a
     later command's search starts): once, as the records are read again only after it is on the
     topic, and, called with the state folder's lock held (_logging_actions), two commands
     recovering it at once search and log one after the other."""
-    latest = {record.key: record for record in await read_topic(access, topics.DIRECTORY)}
+    latest = {record.key: record for record in records}
     last: dict[str, tuple[HolderEntry, int]] = {}
     concerning: set[str] = set()
     for record in sorted(latest.values(), key=lambda r: r.offset):
@@ -466,10 +469,11 @@ async def _read(access: KafkaAccess, topic: str, kind: type[M]) -> list[M]:
     return await _entries(access, CompactedView(access, topic, lambda b: CODEC.decode(b, kind)))
 
 
-async def _directory(access: KafkaAccess) -> dict[str, HolderEntry]:
-    """The holder directory as it stands, as every reader has it (compacted.holder_directory),
-    on a broker that has it."""
-    return _by_holder(await _entries(access, holder_directory(access)))
+async def _directory(access: KafkaAccess) -> tuple[list[Any], dict[str, HolderEntry]]:
+    """The holder directory's records as they stand, from its topic's start, and the directory
+    they make, as every reader has it (compacted.holder_entries), on a broker that has it."""
+    records = await read_topic(access, topics.DIRECTORY)
+    return records, _by_holder(holder_entries(records))
 
 
 async def _entries(access: KafkaAccess, view: CompactedView[M]) -> list[M]:
@@ -484,7 +488,7 @@ async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
     at once if no broker answers: a view would wait for one."""
     access = access or KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY)
-    return await _directory(access)
+    return _by_holder(await _entries(access, holder_directory(access)))
 
 
 def _by_holder(entries: Sequence[HolderEntry]) -> dict[str, HolderEntry]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -154,24 +154,44 @@ class CompactedView(Generic[V]):
             await consumer.stop()
 
     def _apply(self, record: Any) -> None:
-        key, value = record.key, record.value
-        if key is None:
-            log.warning("an entry without a key on %s: ignored", self.topic)
-        elif value is None:
-            self._entries.pop(key, None)
-        else:
-            try:
-                entry = self._decode(value)
-            except ValueError as exc:
-                log.warning("an unreadable entry on %s: %s", self.topic, exc)
-                return
-            self._entries[key] = (entry if self._amend is None else
-                                  self._amend(entry, self._entries.get(key), appended_at(record)))
+        _applied(self._entries, record, self.topic, self._decode, self._amend)
+
+
+def _applied(entries: dict[bytes, V], record: Any, topic: str, decode: Callable[[bytes], V],
+             amend: Amend[V] | None) -> None:
+    """A record of `topic` applied to its latest values per key, `entries`, as a view keeps
+    them."""
+    key, value = record.key, record.value
+    if key is None:
+        log.warning("an entry without a key on %s: ignored", topic)
+    elif value is None:
+        entries.pop(key, None)
+    else:
+        try:
+            entry = decode(value)
+        except ValueError as exc:
+            log.warning("an unreadable entry on %s: %s", topic, exc)
+            return
+        entries[key] = (entry if amend is None else
+                        amend(entry, entries.get(key), appended_at(record)))
 
 
 def holder_directory(access: KafkaAccess) -> CompactedView[HolderEntry]:
     """A view of the holder directory, each inactive entry dated as every reader dates it."""
-    return CompactedView(access, topics.DIRECTORY, lambda b: CODEC.decode(b, HolderEntry), dated)
+    return CompactedView(access, topics.DIRECTORY, _holder_entry, dated)
+
+
+def holder_entries(records: Iterable[Any]) -> list[HolderEntry]:
+    """The holder directory's entries of these records of its topic (read from its start), as a
+    view of it keeps them (holder_directory)."""
+    entries: dict[bytes, HolderEntry] = {}
+    for record in records:
+        _applied(entries, record, topics.DIRECTORY, _holder_entry, dated)
+    return list(entries.values())
+
+
+def _holder_entry(value: bytes) -> HolderEntry:
+    return CODEC.decode(value, HolderEntry)
 
 
 def dated(entry: HolderEntry, before: HolderEntry | None, appended: datetime | None

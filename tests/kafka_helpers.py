@@ -260,7 +260,7 @@ async def at_once(monkeypatch: pytest.MonkeyPatch, first: Coroutine[Any, Any, An
     whose read waits for the other's write goes on after HELD_BACK."""
     read, second_read = directory._directory, asyncio.Event()
 
-    async def held_back(access: KafkaAccess) -> dict[str, HolderEntry]:
+    async def held_back(access: KafkaAccess) -> tuple[list[Any], dict[str, HolderEntry]]:
         entries = await read(access)
         if asyncio.current_task() is commands[0]:
             with suppress(TimeoutError):
