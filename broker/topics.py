@@ -106,6 +106,15 @@ def longest_retention_ms() -> int:
     return max(duration_ms(s.retention) for s in specs if s.retention is not None)
 
 
+def outbox_kept_ms() -> int:
+    """The longest a holder's outbox keeps a record: its retention, and the tenth of it a
+    segment may hold the record past that (segment_ms)."""
+    spec, = (s for s in _load()[1] if s.name == HOLDER_OUTBOX)
+    assert spec.retention is not None, "a holder's outbox is kept for a time"
+    retention_ms = duration_ms(spec.retention)
+    return retention_ms + segment_ms(retention_ms)
+
+
 def outbox(holder: str) -> str:
     return HOLDER_OUTBOX.format(holder=holder)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from audit.events import SUSPENDED
-from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
+from schemas.messages import HolderEntry, LegalPattern, LinkageRequest, Suspension
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +36,12 @@ def not_active_reason(entry: HolderEntry | None) -> str:
 def active_at(entry: HolderEntry, at: datetime | None) -> bool:
     """Whether a holder's entry is active as of `at`, the broker's time of what is judged (None:
     now): one made inactive at inactive_since is active for what came before then, and a resumed
-    one (resumed_at) inactive for what came from then until its resumption. Judged so, a holder's
-    message is judged alike by every instance, whenever it reads it; one made inactive at a time
-    not known (inactive_since None) is inactive at every time, one resumed at a time not known
-    active at every time."""
+    one (resumed_at) inactive for what came from then until its resumption, and within each
+    earlier suspension it keeps (suspensions). Judged so, a holder's message is judged alike by
+    every instance, whenever it reads it; one made inactive at a time not known (inactive_since
+    None) is inactive at every time, one resumed at a time not known active at every time."""
+    if at is not None and _earlier(entry, at) is not None:
+        return False
     if at is None or entry.inactive_since is None:
         return entry.active
     if at < entry.inactive_since:
@@ -47,14 +49,23 @@ def active_at(entry: HolderEntry, at: datetime | None) -> bool:
     return entry.active and (entry.resumed_at is None or entry.resumed_at <= at)
 
 
-def suspended(who: str, entry: HolderEntry) -> str:
+def _earlier(entry: HolderEntry, at: datetime) -> Suspension | None:
+    """The earlier suspension of the entry's (suspensions) that `at` falls in, if one."""
+    return next((s for s in entry.suspensions if s.since <= at < s.until), None)
+
+
+def suspended(who: str, entry: HolderEntry, at: datetime | None = None) -> str:
     """`who` (the requester, the provider 'x') told suspended, since when if the directory
-    dates it (until when, if it has been resumed since)."""
-    since = f" since {entry.inactive_since.isoformat()}" if entry.inactive_since else ""
-    if entry.active and entry.resumed_at is not None:
-        return (f"{who} was suspended{since} until {entry.resumed_at.isoformat()}: not an active "
+    dates it (until when, if it has been resumed since): the suspension `at` falls in, if one
+    before the last (None: the last)."""
+    earlier = None if at is None else _earlier(entry, at)
+    since, until = ((earlier.since, earlier.until) if earlier is not None else
+                    (entry.inactive_since, entry.resumed_at if entry.active else None))
+    said = f" since {since.isoformat()}" if since else ""
+    if until is not None:
+        return (f"{who} was suspended{said} until {until.isoformat()}: not an active "
                 f"holder in the directory then")
-    return f"{who} is suspended{since}: not an active holder in the directory"
+    return f"{who} is suspended{said}: not an active holder in the directory"
 
 
 def not_active(requester: HolderEntry | None, at: datetime) -> Refused | None:
@@ -64,17 +75,18 @@ def not_active(requester: HolderEntry | None, at: datetime) -> Refused | None:
     the directory NOT_PERMITTED."""
     if requester is None:
         return Refused("NOT_PERMITTED", "the requester is not an active holder in the directory")
-    return None if active_at(requester, at) else Refused(SUSPENDED,
-                                                          suspended("the requester", requester))
+    return None if active_at(requester, at) else Refused(
+        SUSPENDED, suspended("the requester", requester, at))
 
 
-def provider_not_active(provider: str, entry: HolderEntry | None) -> Refused:
-    """Why a request to `provider` (its directory entry, None if it has none), no active holder,
-    is refused: SUSPENDED, told since when if the directory dates it, or UNKNOWN_HOLDER; at
-    approval, or once its provider is suspended since (decider.on_deadline)."""
+def provider_not_active(provider: str, entry: HolderEntry | None, at: datetime) -> Refused:
+    """Why a request to `provider` (its directory entry, None if it has none), no active holder
+    as of `at`, is refused: SUSPENDED, told since when if the directory dates it, or
+    UNKNOWN_HOLDER; at approval, or once its provider is suspended since
+    (decider.on_deadline)."""
     if entry is None:
         return Refused(UNKNOWN_HOLDER, f"no active holder {provider!r}")
-    return Refused(SUSPENDED, suspended(f"the provider {provider!r}", entry))
+    return Refused(SUSPENDED, suspended(f"the provider {provider!r}", entry, at))
 
 
 class PatternList:
@@ -123,7 +135,7 @@ def approve(request: LinkageRequest, requester: HolderEntry | None,
                                         f"{pattern.requester_role}, not {requester.role}")
     provider = directory.get(request.provider)
     if provider is None or not active_at(provider, at):
-        return provider_not_active(request.provider, provider)
+        return provider_not_active(request.provider, provider, at)
     if provider.role != pattern.provider_role:
         return Refused("WRONG_PROVIDER", f"pattern {pattern.pattern_id} names providers of role "
                                          f"{pattern.provider_role}, not {provider.role}")

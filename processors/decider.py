@@ -678,7 +678,7 @@ def _provider_gone(state: RequestState, at: datetime, ctx: Context) -> Refused |
     a binding's look-up, whose registry or authority is no holder)."""
     if state.kind == BINDING or ctx.active(state.provider, at):
         return None
-    return provider_not_active(state.provider, ctx.directory.get(state.provider))
+    return provider_not_active(state.provider, ctx.directory.get(state.provider), at)
 
 
 def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from broker.clients import (
     running,
 )
 from processors import keys, patterns
+from processors.windows import CLOCK_SKEW
 from renkei import sealing
 from renkei.broker_time import appended_at
 from renkei.compacted import CompactedView, dated, holder_directory, holder_entries
@@ -35,7 +36,7 @@ from renkei.envelope import Send, send
 from renkei.service_loop import deliver, fencing, handed, producer_for, settled
 from renkei.state import file_awaited, private_dir
 from schemas.codec import CODEC
-from schemas.messages import HolderEntry, LegalPattern
+from schemas.messages import HolderEntry, LegalPattern, Suspension
 
 SERVICE = "service"
 SEALED_ACTION = "renkei operator action\x00"  # an action's sealed who and why: bound to it + id
@@ -47,6 +48,11 @@ UNREADABLE_REASON = ("not readable: who ran this action and why were sealed on i
 # fences off any other still at work (_fenced)
 OPERATOR_ACTIONS = "renkei-directory-operator-actions"
 ATTEMPTS = 3  # reads of the directory a command fenced off again and again makes (_acted)
+# a holder's earlier suspension is kept on its entry while a message from within it can still be
+# read: one in its outbox, read late (a take-over, the platform stopped a while), the broker's
+# retention check (every minute) and the writer's clock skew beside
+SUSPENSIONS_KEPT = timedelta(milliseconds=topics.outbox_kept_ms(), minutes=1) + CLOCK_SKEW
+MOST_SUSPENSIONS = 1000  # and the latest so many at most (12 bytes or so each), however often
 M = TypeVar("M")
 log = logging.getLogger(__name__)
 
@@ -124,7 +130,8 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
     entry = holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
     return entry if before is None else replace(entry, active=before.active,
                                                 inactive_since=before.inactive_since,
-                                                resumed_at=before.resumed_at)
+                                                resumed_at=before.resumed_at,
+                                                suspensions=before.suspensions)
 
 
 def _not_anothers_own(directory: Mapping[str, HolderEntry], holder: str, unit: str) -> None:
@@ -218,14 +225,34 @@ async def _switched(access: KafkaAccess, holder: str, active: bool, operator: st
     version that stopped between its two writes left it unlogged (_log_unlogged)."""
     await provisioned(access, topics.DIRECTORY)
 
-    def switched(entries: dict[str, HolderEntry]) -> list[HolderEntry]:
-        before = _of_state(entries, holder, active=not active)
-        return [replace(before, active=active, updated_at=datetime.now(UTC), resumed_at=None,
-                        inactive_since=before.inactive_since if active else None)]
+    def change(entries: dict[str, HolderEntry]) -> list[HolderEntry]:
+        return [switched(_of_state(entries, holder, active=not active), active,
+                         datetime.now(UTC))]
 
-    _, (entry,) = await _acted(access, lambda e: e.holder_id == holder, switched,
+    _, (entry,) = await _acted(access, lambda e: e.holder_id == holder, change,
                                "RESUME" if active else "SUSPEND", operator, reason)
     return entry
+
+
+def switched(before: HolderEntry, active: bool, now: datetime) -> HolderEntry:
+    """A holder's entry resumed (or suspended) `now`, as its command publishes it: a resumption
+    names the suspension it ends (inactive_since), a suspension no time, each record's time left
+    for every reader to date (compacted.dated); a suspension adds the one before it, ended (as
+    its reader dated it: both times known), to the earlier ones, and each keeps those a message
+    read late can still fall in (kept_suspensions)."""
+    ended = (() if before.inactive_since is None or before.resumed_at is None else
+             (Suspension(before.inactive_since, before.resumed_at),))
+    return replace(before, active=active, updated_at=now, resumed_at=None,
+                   inactive_since=before.inactive_since if active else None,
+                   suspensions=kept_suspensions((*before.suspensions, *ended), now))
+
+
+def kept_suspensions(suspensions: Sequence[Suspension], now: datetime
+                     ) -> tuple[Suspension, ...]:
+    """The suspensions (oldest first) a message read late can still fall in, as of `now`: those
+    ended within SUSPENSIONS_KEPT, the latest MOST_SUSPENSIONS of them (one older, or beyond so
+    many, is judged as of an active holder)."""
+    return tuple(s for s in suspensions if s.until > now - SUSPENSIONS_KEPT)[-MOST_SUSPENSIONS:]
 
 
 async def _acted(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],

@@ -228,6 +228,15 @@ class LoginTicket:
 
 
 @dataclass(frozen=True, slots=True)
+class Suspension:
+    """One of a holder's suspensions, ended: since its suspension until the resumption that
+    ended it, by the broker's times."""
+
+    since: datetime
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class HolderEntry:
     holder_id: str
     name: str
@@ -247,6 +256,8 @@ class HolderEntry:
     action_id: str | None = None  # the operator action this record was written for (v4)
     action: str | None = None
     sealed_action: bytes | None = None  # its operator and reason, sealed to the platform's key
+    suspensions: tuple[Suspension, ...] = ()  # v6: those ended before inactive_since's, oldest
+    # first, kept while a message from within one can still be read (directory.SUSPENSIONS_KEPT)
 
 
 @dataclass(frozen=True, slots=True)

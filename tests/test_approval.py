@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from processors.approval import Approved, PatternList, Refused, approve
+from processors.directory import MOST_SUSPENSIONS, SUSPENSIONS_KEPT, switched
 from processors.patterns import load
-from schemas.messages import HolderEntry, LinkageRequest
+from schemas.messages import HolderEntry, LinkageRequest, Suspension
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 BEFORE_AMENDMENT = datetime(2023, 6, 1, tzinfo=UTC)
 SUSPENDED_AT = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)  # broker times, as the directory dates
 RESUMED_AT = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+AGAIN_AT = datetime(2026, 11, 22, 11, 0, tzinfo=UTC)  # suspended again
+BACK_AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)  # and resumed again
 MS = timedelta(milliseconds=1)
 
 
@@ -101,3 +104,63 @@ def test_a_request_is_judged_by_the_directory_as_of_its_broker_time(holder: str)
     assert [outcome(resumed, at) for at in times] == [
         "APPROVED", "SUSPENDED", "SUSPENDED", "APPROVED"]
     assert [outcome(undated, at) for at in times] == ["SUSPENDED"] * 4
+
+
+@pytest.mark.parametrize("holder", ["nenkin", "town"])  # the requester, the provider
+def test_a_request_within_an_earlier_suspension_is_refused_whenever_it_is_judged(
+        holder: str) -> None:
+    """The directory kept a holder's last suspension alone: suspended, resumed and suspended
+    again, a request sent within the first suspension, read again by a partition's next owner,
+    was approved, one its first owner had refused SUSPENDED (rejected and approved in the access
+    log). Judged as of its broker time, a request within any suspension the entry keeps is
+    refused, one between two approved, suspended again or resumed again."""
+    earlier = (Suspension(SUSPENDED_AT, RESUMED_AT),)
+    again = replace(DIRECTORY[holder], active=False, inactive_since=AGAIN_AT,
+                    suspensions=earlier)
+    back = replace(again, active=True, resumed_at=BACK_AT)
+
+    def outcome(entry: HolderEntry, at: datetime) -> str:
+        directory = {**DIRECTORY, holder: entry}
+        request = LinkageRequest("r", at, "ABC98765XYZ", "P-037", "town", "local_tax")
+        verdict = approve(request, directory["nenkin"], directory, PATTERNS, at)
+        return "APPROVED" if isinstance(verdict, Approved) else verdict.reason
+
+    times = (SUSPENDED_AT - MS, SUSPENDED_AT, RESUMED_AT - MS, RESUMED_AT, AGAIN_AT - MS,
+             AGAIN_AT, BACK_AT - MS, BACK_AT)
+    assert [outcome(again, at) for at in times] == [
+        "APPROVED", "SUSPENDED", "SUSPENDED", "APPROVED", "APPROVED", "SUSPENDED", "SUSPENDED",
+        "SUSPENDED"]
+    assert [outcome(back, at) for at in times] == [
+        "APPROVED", "SUSPENDED", "SUSPENDED", "APPROVED", "APPROVED", "SUSPENDED", "SUSPENDED",
+        "APPROVED"]
+
+
+def test_a_requester_refused_within_an_earlier_suspension_is_told_that_one() -> None:
+    """A requester refused for a request within a suspension before its last is told when that
+    one began and ended, not the last one's times."""
+    nenkin = replace(DIRECTORY["nenkin"], active=False, inactive_since=AGAIN_AT,
+                     suspensions=(Suspension(SUSPENDED_AT, RESUMED_AT),))
+    at = RESUMED_AT - MS
+    request = LinkageRequest("r", at, "ABC98765XYZ", "P-037", "town", "local_tax")
+    assert approve(request, nenkin, DIRECTORY, PATTERNS, at) == Refused(
+        "SUSPENDED", "the requester was suspended since 2026-11-22T09:30:00+00:00 until "
+        "2026-11-22T10:00:00+00:00: not an active holder in the directory then")
+
+
+def test_a_suspension_is_kept_while_a_message_from_within_it_can_still_be_read() -> None:
+    """Suspended again, a holder's entry adds the suspension its last resumption ended to the
+    earlier ones and keeps those ended within SUSPENSIONS_KEPT (a message in an outbox is
+    deleted by then), the latest MOST_SUSPENSIONS at most: it does not grow for ever."""
+    now = RESUMED_AT + SUSPENSIONS_KEPT  # the first suspension no longer kept
+    gone = Suspension(SUSPENDED_AT - 2 * SUSPENSIONS_KEPT, RESUMED_AT - SUSPENSIONS_KEPT)
+    first = Suspension(SUSPENDED_AT, RESUMED_AT)
+    resumed = replace(DIRECTORY["town"], inactive_since=AGAIN_AT, resumed_at=BACK_AT,
+                      suspensions=(gone, first))
+    again = switched(resumed, False, now - MS)
+    assert (again.active, again.inactive_since, again.resumed_at, again.suspensions) == (
+        False, None, None, (first, Suspension(AGAIN_AT, BACK_AT)))
+    assert switched(again, True, now).suspensions == (Suspension(AGAIN_AT, BACK_AT),)
+    many = tuple(Suspension(BACK_AT + k * MS, BACK_AT + (k + 1) * MS)
+                 for k in range(MOST_SUSPENSIONS + 1))
+    assert switched(replace(resumed, suspensions=many), False, now).suspensions == (
+        *many[2:], Suspension(AGAIN_AT, BACK_AT))

@@ -33,6 +33,7 @@ from schemas.messages import (
     LinkageRequest,
     ProviderAnswer,
     Rejection,
+    Suspension,
 )
 
 NOW = datetime(2026, 11, 23, 9, 30, 0, 123000, tzinfo=UTC)
@@ -136,6 +137,20 @@ def test_a_resumed_entry_of_before_v5_reads_as_never_suspended() -> None:
     entry = CODEC.decode(CODEC.encode_record("HolderEntry", v4, version=4), HolderEntry)
     assert (entry.active, entry.inactive_since, entry.resumed_at) == (True, None, None)
     assert entry.action == "RESUME"
+
+
+def test_an_entry_keeps_its_earlier_suspensions_and_one_of_before_v6_reads_with_none() -> None:
+    """HolderEntry v6 added a holder's earlier suspensions: an entry suspended again keeps them
+    through the codec, and a v5 entry reads with none, only its last suspension known."""
+    earlier = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
+    v5 = {"holder_id": "city-a", "name": "A", "role": "municipality", "link_unit": "city-a",
+          "key_epoch": 0, "public_key": b"k" * 32, "private": False, "active": False,
+          "updated_at": NOW, "inactive_since": NOW}
+    entry = CODEC.decode(CODEC.encode_record("HolderEntry", v5, version=5), HolderEntry)
+    assert (entry.active, entry.inactive_since, entry.suspensions) == (False, NOW, ())
+    again = HolderEntry("city-a", "A", "municipality", "city-a", 0, b"k" * 32, False, False, NOW,
+                        suspensions=(Suspension(earlier, earlier.replace(hour=10)),))
+    assert CODEC.decode(CODEC.encode(again), HolderEntry) == again
 
 
 def test_a_suspended_holders_rejection_reads_as_unknown_holder_to_a_v2_reader(

@@ -39,7 +39,7 @@ from renkei.service_loop import TRANSACTION_MS, deliver, handed
 from renkei.state import file_locked, private_dir
 from renkei.tether import tethered
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import HolderEntry, ProviderQuery
+from schemas.messages import HolderEntry, ProviderQuery, Suspension
 from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import (
     Stopped,
@@ -484,6 +484,37 @@ async def test_a_resumption_is_one_record_every_reader_dates_alike(
             == [True, False, False, True]
     entry = (await directory.current())["sakura-town"]
     assert (entry.active, entry.inactive_since, entry.resumed_at) == (True, since, back)
+
+
+async def test_every_suspension_a_message_read_late_can_fall_in_is_kept_by_every_reader(
+        town: town_setup.Town) -> None:
+    """The directory kept a holder's last suspension alone: suspended, resumed and suspended
+    again, a request sent within the first suspension, read again by an instance taking over
+    from one killed before committing it, was judged as of an active holder and approved, one
+    its first reader had refused SUSPENDED; and one sent after the first resumption, read again
+    after a second, judged alike. Each suspension a message read late can still fall in is kept
+    on the entry, dated as its reader dated it by the command that suspends the holder again:
+    an instance reading the directory from the start judges the holder inactive within each,
+    active between them, and so does one registering it again."""
+    admin, ms = KafkaAccess.of(config.ADMIN), timedelta(milliseconds=1)
+    first = await directory.suspend("sakura-town", "ops-a", "x")
+    resumed = await directory.resume("sakura-town", "ops-b")
+    again = await directory.suspend("sakura-town", "ops-a", "x")
+    back = await directory.resume("sakura-town", "ops-b")
+    sample = town.sample("sakura-town")
+    await directory.registration("sakura-town", sample.name, sample.role, None, None, False,
+                                 False, lambda: None, "ops-a")
+    times = [t for t in (first.inactive_since, resumed.resumed_at, again.inactive_since,
+                         back.resumed_at) if t is not None]
+    assert len(times) == 4 and times == sorted(times)
+    moments = [t + d for t in times for d in (-ms, timedelta())]
+    started = _instance()
+    async with running(started, KafkaAccess.of(acls.PLATFORM)):  # reading it from the start
+        ctx = started.refresh()
+        assert [ctx.active("sakura-town", at) for at in moments] == [
+            True, False, False, True, True, False, False, True]
+    entry = (await directory.current(admin))["sakura-town"]
+    assert entry.suspensions[-1:] == (Suspension(times[0], times[1]),)  # earlier ones before
 
 
 async def test_a_suspension_and_a_resumption_are_logged_once_each_with_who_and_why(
