@@ -25,13 +25,13 @@ from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogRequest
 
 
 def relay(application: HolderLogRequest, directory: Mapping[str, HolderEntry],
-          now: datetime) -> list[Send]:
-    """The application to every named active holder, under the marked id; for each other one,
-    the platform's refusal to the portal at once, logged."""
+          now: datetime, at: datetime) -> list[Send]:
+    """The application to every named holder active as of `at`, its broker time, under the
+    marked id; for each other one, the platform's refusal to the portal at once, logged."""
     marked = replace(application, request_id=MARK + application.request_id)
     out: list[Send] = []
     for holder in dict.fromkeys(application.holders):
-        answer = refusal(application.request_id, holder, now, directory.get(holder))
+        answer = refusal(application.request_id, holder, now, directory.get(holder), at)
         out += [send(topics.inbox(holder), marked.request_id, marked)] if answer is None else \
             refused(answer, application.legal_basis, topics.PORTAL_IN, APPLICATION, acls.PORTAL)
     return out

@@ -54,13 +54,21 @@ def _earlier(entry: HolderEntry, at: datetime) -> Suspension | None:
     return next((s for s in entry.suspensions if s.since <= at < s.until), None)
 
 
-def suspended(who: str, entry: HolderEntry, at: datetime | None = None) -> str:
-    """`who` (the requester, the provider 'x') told suspended, since when if the directory
-    dates it (until when, if it has been resumed since): the suspension `at` falls in, if one
-    before the last (None: the last)."""
+def suspension_at(entry: HolderEntry, at: datetime | None
+                  ) -> tuple[datetime | None, datetime | None]:
+    """When the suspension of an entry inactive as of `at` (None: now; active_at) began and
+    ended: the earlier one `at` falls in (suspensions), else its last one (None: not dated, not
+    ended)."""
     earlier = None if at is None else _earlier(entry, at)
-    since, until = ((earlier.since, earlier.until) if earlier is not None else
-                    (entry.inactive_since, entry.resumed_at if entry.active else None))
+    if earlier is not None:
+        return earlier.since, earlier.until
+    return entry.inactive_since, entry.resumed_at if entry.active else None
+
+
+def suspended(who: str, entry: HolderEntry, at: datetime | None = None) -> str:
+    """`who` (the requester, the provider 'x') told suspended as of `at` (suspension_at), since
+    when if the directory dates it (until when, if it has been resumed since)."""
+    since, until = suspension_at(entry, at)
     said = f" since {since.isoformat()}" if since else ""
     if until is not None:
         return (f"{who} was suspended{said} until {until.isoformat()}: not an active "

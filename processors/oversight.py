@@ -26,13 +26,13 @@ ACCESS_LOG = "access_log"
 
 
 def relay(request: HolderLogRequest, directory: Mapping[str, HolderEntry],
-          now: datetime) -> list[Send]:
-    """The request to every named active holder, each told of itself alone among those asked,
-    and one access-log event per holder asked; for each other one, the platform's refusal to the
-    oversight body at once, logged."""
+          now: datetime, at: datetime) -> list[Send]:
+    """The request to every named holder active as of `at`, its broker time, each told of itself
+    alone among those asked, and one access-log event per holder asked; for each other one, the
+    platform's refusal to the oversight body at once, logged."""
     out: list[Send] = []
     for holder in dict.fromkeys(request.holders):
-        answer = refusal(request.request_id, holder, now, directory.get(holder))
+        answer = refusal(request.request_id, holder, now, directory.get(holder), at)
         if answer is not None:
             out += refused(answer, request.legal_basis, topics.OVERSIGHT_IN, OVERSIGHT,
                            acls.OVERSIGHT)

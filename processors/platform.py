@@ -272,9 +272,8 @@ class Platform:
         out += [decider.to_decider(a.request_id, a) for a in binding.to_decide(
             [(a, record_time(r)) for r in by_topic.pop(topics.REGISTRY_OUT, [])
              for a in decoded([r], RegistryAnswer)], now)]
-        out += relayed(decoded(by_topic.pop(topics.OVERSIGHT_OUT, []), HolderLogRequest),
-                       decoded(by_topic.pop(topics.PORTAL_OUT, []), HolderLogRequest),
-                       ctx.directory, now)
+        out += relayed(_asked(by_topic.pop(topics.OVERSIGHT_OUT, []), now),
+                       _asked(by_topic.pop(topics.PORTAL_OUT, []), now), ctx.directory, now)
         out += access_log.from_portal((r.value or b"", _received(r, now))
                                       for r in by_topic.pop(topics.PORTAL_AUDIT, []))
         decisions = by_topic.pop(decider.DECISIONS, [])
@@ -563,19 +562,29 @@ class _TakeOver(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.platform.take_over(assigned)
 
 
-def relayed(requests: list[HolderLogRequest], residents: list[HolderLogRequest],
+Asked = tuple[HolderLogRequest, datetime]  # a request for holders' logs, and its broker time
+
+
+def relayed(requests: list[Asked], residents: list[Asked],
             directory: Mapping[str, HolderEntry], now: datetime) -> list[Send]:
-    """The oversight body's requests and residents' applications, on to the holders; one that
-    cannot be relayed is dropped (and logged), the others go on."""
+    """The oversight body's requests and residents' applications, on to the holders, each
+    holder judged as of the request's broker time; one that cannot be relayed is dropped (and
+    logged), the others go on."""
     return (isolated(requests, _each(partial(oversight.relay, directory=directory, now=now)),
                      _nothing)
             + isolated(residents, _each(partial(applications.relay, directory=directory, now=now)),
                        _nothing))
 
 
-def _each(relay: Callable[[HolderLogRequest], list[Send]]
-          ) -> Callable[[list[HolderLogRequest]], list[Send]]:
-    return lambda items: [made for item in items for made in relay(item)]
+def _each(relay: Callable[..., list[Send]]) -> Callable[[list[Asked]], list[Send]]:
+    return lambda items: [made for request, at in items for made in relay(request, at=at)]
+
+
+def _asked(records: list[Any], now: datetime) -> list[Asked]:
+    """The readable requests for holders' logs of the records, each with its broker time
+    (_received)."""
+    return [(request, _received(record, now)) for record in records
+            for request in decoded([record], HolderLogRequest)]
 
 
 def ends_ahead(sends: list[Send]) -> bool:

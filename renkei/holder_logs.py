@@ -16,6 +16,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
+from processors.approval import active_at, suspension_at
 from renkei import sealing
 from renkei.envelope import Directory
 from schemas.codec import CODEC
@@ -72,24 +73,26 @@ def unsent(answer: HolderLogAnswer) -> str | None:
     return "too_large" if answer.too_large else "not_sealed"
 
 
-def not_asked(entry: HolderEntry | None) -> str | None:
-    """Why the platform asks a holder (its directory entry, None if it has none) for nothing:
+def not_asked(entry: HolderEntry | None, at: datetime | None = None) -> str | None:
+    """Why the platform asks a holder (its directory entry, None if it has none) for nothing as
+    of `at`, the broker's time of the request naming it (None: now; approval.active_at):
     SUSPENDED or NOT_LISTED; None: an active one."""
     if entry is None:
         return NOT_LISTED
-    return None if entry.active else SUSPENDED
+    return None if active_at(entry, at) else SUSPENDED
 
 
-def refusal(request_id: str, holder: str, at: datetime,
-            entry: HolderEntry | None) -> HolderLogAnswer | None:
-    """The platform's answer in the stead of a holder it does not ask (`entry`, its directory
-    entry, None if it has none), to the asker's `request_id`: why (not_asked) and since when,
-    at once, and no entries; None for an active holder, which is asked."""
-    why = not_asked(entry)
+def refusal(request_id: str, holder: str, now: datetime, entry: HolderEntry | None,
+            at: datetime) -> HolderLogAnswer | None:
+    """The platform's answer `now` in the stead of a holder it does not ask (`entry`, its
+    directory entry, None if it has none) as of `at`, the broker's time of the asker's
+    `request_id` (so read again, after a take-over, it is judged alike): why (not_asked) and
+    since when, at once, and no entries; None for a holder active then, which is asked."""
+    why = not_asked(entry, at)
     if why is None:
         return None
-    return HolderLogAnswer(request_id, holder, at, (), refused=why,
-                           inactive_since=None if entry is None else entry.inactive_since)
+    return HolderLogAnswer(request_id, holder, now, (), refused=why,
+                           inactive_since=None if entry is None else suspension_at(entry, at)[0])
 
 
 class NotActive(ValueError):

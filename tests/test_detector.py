@@ -148,7 +148,8 @@ def test_applications_refused_for_a_suspended_holder_raise_nothing_and_are_no_li
                             inactive_since=OFFICE)
     refused = [s.message for n in range(30) for s in applications.relay(
         HolderLogRequest(f"ap-{n}", OFFICE, ("town",), ("req-1",), "本人"), {"town": suspended},
-        OFFICE + timedelta(seconds=n)) if isinstance(s.message, AccessLogEvent)]
+        OFFICE + timedelta(seconds=n), OFFICE + timedelta(seconds=n))
+        if isinstance(s.message, AccessLogEvent)]
     assert len(refused) == 30 and {(e.kind, e.outcome) for e in refused} == {
         (APPLICATION, "REJECTED")}
     detector = Detector(Rules(burst_rejections=5, volume_floor=5, person_repeats=2),

@@ -4,7 +4,7 @@ stops the platform; the sender always hears back."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,6 +31,7 @@ from schemas.messages import (
     RegistryAnswer,
     Rejection,
     RekeyRequest,
+    Suspension,
 )
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -100,6 +101,27 @@ def test_an_item_whose_fallback_fails_too_is_dropped_and_the_others_go_on() -> N
     assert [s.value for s in isolated([1, 2, 3], handle, failed)] == [b"\x01", b"\x03"]
 
 
+def test_a_holder_named_for_its_logs_is_judged_as_of_the_requests_broker_time(
+        ctx: Context) -> None:
+    """A holder named in a request for its logs was judged by the directory as it stands when
+    the request is read: read again after a take-over, suspended meanwhile, refused to the asker
+    though it had been asked. As of the request's broker time: asked if it was active then,
+    refused if it was suspended then, since that suspension began, resumed since or not."""
+    asked, ms = HolderLogRequest("a-1", NOW, (HOLDER,), ("r-1",), "番号法19条14号"), \
+        timedelta(milliseconds=1)
+    later = replace(ctx.directory[HOLDER], active=False, inactive_since=NOW + ms)
+    earlier = replace(ctx.directory[HOLDER], inactive_since=NOW + 2 * ms,
+                      resumed_at=NOW + 3 * ms, suspensions=(Suspension(NOW - ms, NOW + ms),))
+    for entry, told in ((later, None), (earlier, NOW - ms)):
+        out = relayed([(asked, NOW)], [(asked, NOW)], {HOLDER: entry}, NOW + 4 * ms)
+        refusals = [s.message for s in out if isinstance(s.message, HolderLogAnswer)]
+        if told is None:
+            assert [s.topic for s in out] == [topics.AUDIT, topics.inbox(HOLDER),
+                                              topics.inbox(HOLDER)]
+        else:
+            assert [(r.refused, r.inactive_since) for r in refusals] == [("SUSPENDED", told)] * 2
+
+
 def test_a_request_or_application_that_cannot_be_relayed_costs_only_itself(ctx: Context) -> None:
     """An application whose marked copy is over the codec's limit: dropped, the rest relayed."""
     asked = HolderLogRequest("a-1", NOW, (HOLDER,), ("r-1",), "番号法19条14号")
@@ -107,7 +129,7 @@ def test_a_request_or_application_that_cannot_be_relayed_costs_only_itself(ctx: 
     room = MAX_BYTES - len(CODEC.encode(bare)) - 2  # the id's length takes 2 bytes more then
     full = replace(bare, request_ids=("r" * room,))
     assert len(CODEC.encode(full)) == MAX_BYTES
-    out = relayed([asked], [full, asked], ctx.directory, NOW)
+    out = relayed([(asked, NOW)], [(full, NOW), (asked, NOW)], ctx.directory, NOW)
     assert [(s.topic, s.key) for s in out] == [
         (topics.AUDIT, "a-1"), (topics.inbox(HOLDER), "a-1"),
         (topics.inbox(HOLDER), "resident:a-1")]

@@ -43,7 +43,8 @@ from renkei.holder_logs import Parties, seal, unsent
 from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, Rejection
-from tests.kafka_helpers import audit_events, producer, renkei, said_in_one_line
+from tests.conftest import ANSWER_TIMEOUT
+from tests.kafka_helpers import audit_events, logged_events, producer, renkei, said_in_one_line
 from tests.test_audit_kafka import short_lateness
 from tests.test_linkage import ask, bound
 from tests.test_suspension import _seen
@@ -269,6 +270,31 @@ async def test_the_cli_shows_a_holder_suspended_after_its_check_refused_not_answ
             since=since.isoformat())}, {"nenkin": []}, [])
     assert {why: words("en")[f"unsent_refused_{why}"] for why in REFUSED} == REFUSED, \
         "each reason in the console's words"
+
+
+async def test_a_holder_asked_for_its_log_then_suspended_is_asked_by_the_platform_reading_late(
+        platform: Processes) -> None:
+    """The platform judged a holder named in the oversight body's request by the directory as
+    it stood when it read the request: read again by an instance taking over from one killed
+    after relaying it to the holder and before committing it, the holder suspended meanwhile, it
+    was refused SUSPENDED to the oversight body, which took that refusal for the holder's answer
+    though the holder had been asked (REQUESTED in the access log). It is judged as of the
+    request's broker time: read late, after the holder's suspension, it is asked all the same."""
+    asked = HolderLogRequest(str(uuid.uuid4()), datetime.now(UTC), ("sakura-town",), ("r-1",),
+                             BASIS)
+    platform.kill("platform-1")
+    try:
+        async with producer(KafkaAccess.of(acls.OVERSIGHT)) as prod:
+            await prod.send_and_wait(topics.OVERSIGHT_OUT, CODEC.encode(asked),
+                                     key=asked.request_id.encode())
+        await directory.suspend("sakura-town", "operator-1", "x")
+    finally:
+        platform.start_platform(1, ANSWER_TIMEOUT, "info")
+    try:
+        events = await logged_events(asked.request_id, 1)
+    finally:
+        await directory.resume("sakura-town", "operator-1")
+    assert [(e.outcome, e.reason) for e in events] == [("REQUESTED", None)]
 
 
 async def _answered(console: HolderLogs, count: int) -> list[Shown]:
