@@ -33,7 +33,10 @@ offset of the holder's message it came from committed), and a crash before then 
 itself come again; so a later copy of it has nothing left to do. Timeouts and forgetting (Sweep
 events) are decided only as they are read back from the topic, never at once, and so is any event
 whose decision a sweep on its way may change (Decider.in_order): every owner replaying a partition
-decides a timeout, the forgetting, a request and an answer in the same order.
+decides a timeout, the forgetting, a request and an answer in the same order. A request refused at
+approval by the platform's views (a Refusal) is decided as the first judgement of its request id:
+another instance, its view of the directory behind, may judge the same holder message otherwise,
+and the second judgement is a copy, dropped (on_refusal).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import NamedTuple, TypedDict
 
-from audit.events import ANSWER, APPROVED, BINDING, EPOCH, SUSPENDED, AccessLogEvent
+from audit.events import ANSWER, APPROVED, BINDING, EPOCH, REJECTED, SUSPENDED, AccessLogEvent
 from broker import acls, topics
 from processors import binding
 from processors.access_log import logged
@@ -68,6 +71,7 @@ from schemas.messages import (
     LinkageAnswer,
     Outcome,
     Pending,
+    Refusal,
     RegistryAnswer,
     RequestState,
     Sweep,
@@ -78,10 +82,14 @@ DECISIONS = f"{acls.PLATFORM_APP}-decisions"
 PARTITIONS = 8
 SWEEP_BYTES = 256 * 1024  # the request ids one Sweep names at most: well under codec.MAX_BYTES
 DUPLICATE = "DUPLICATE_REQUEST"
-SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above its status bit
+SOURCE_WIDTH = 64  # bits of a packed Settled's source (a fingerprint), above its status bits
 SOURCE_BITS = (1 << SOURCE_WIDTH) - 1
+ENDINGS = (ANSWERED, TIMED_OUT, REJECTED)  # a Settled's status, packed as its index
+STATUS_WIDTH = 2  # bits of a packed Settled's status
 DIGEST_BYTES = 8  # of a holder message's digest: an Avro long
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
+UNANSWERED = {TIMED_OUT: TIMED_OUT_FIRST,  # the words refusing an answer to a request ended so
+              REJECTED: "the request was refused at approval"}
 TICKET_EXPIRED = "the ticket expired at"  # the words refusing an answer past its deadline
 # how long a request decided at once may wait for its record to land, generously (its effects
 # acknowledged first): a sweep made meanwhile lands before it
@@ -106,22 +114,24 @@ def to_partition(partition: int, message: object) -> Send:
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """What is kept of an answered or timed-out request until it is forgotten: enough to refuse
-    its id again, to refuse a copy of it to its holder alone, and to drop a late answer (or refuse
-    it to its provider, if the request timed out), in a fraction of a pending request's memory.
-    Packed into one integer: its digest, its source, then one bit for TIMED_OUT."""
+    """What is kept of an answered, timed-out or refused request until it is forgotten: enough
+    to refuse its id again, to refuse a copy of it to its holder alone (or drop one judged
+    again), and to drop a late answer (or refuse it to its provider, if the request was not
+    answered), in a fraction of a pending request's memory. Packed into one integer: its digest,
+    its source, then two bits for its status (ENDINGS)."""
 
     status: str
     source: int  # fingerprint of the holder message it came from
     digest: int  # of that message (message_digest)
 
     def packed(self) -> int:
-        return (self.digest << SOURCE_WIDTH | self.source) << 1 | (self.status == TIMED_OUT)
+        return ((self.digest << SOURCE_WIDTH | self.source) << STATUS_WIDTH
+                | ENDINGS.index(self.status))
 
     @classmethod
     def unpacked(cls, packed: int) -> Settled:
-        return cls(TIMED_OUT if packed & 1 else ANSWERED, (packed >> 1) & SOURCE_BITS,
-                   packed >> (SOURCE_WIDTH + 1))
+        return cls(ENDINGS[packed & (1 << STATUS_WIDTH) - 1],
+                   (packed >> STATUS_WIDTH) & SOURCE_BITS, packed >> (SOURCE_WIDTH + STATUS_WIDTH))
 
 
 def fingerprint(source: str) -> int:
@@ -138,12 +148,13 @@ def message_digest(key: bytes, holder: str, value: bytes) -> int:
 
 
 State = RequestState | Settled  # a RequestState is a pending request
-DecisionEvent = Pending | Outcome | Sweep | RegistryAnswer
+DecisionEvent = Pending | Refusal | Outcome | Sweep | RegistryAnswer
+Judged = Pending | Refusal  # a holder's request as approval judged it
 
 
 def decision_event(value: bytes) -> DecisionEvent:
     """A decision event as read from the decider's topic."""
-    return CODEC.decode(value, Pending, Outcome, Sweep, RegistryAnswer)
+    return CODEC.decode(value, Pending, Refusal, Outcome, Sweep, RegistryAnswer)
 
 
 class DecisionRecord(NamedTuple):
@@ -191,11 +202,16 @@ class Partition:
             self.pending[request_id] = state
             return
         was = self.pending.pop(request_id, None)  # its id string is the one its deadline holds
-        if was is None:  # settled already: ended TIMED_OUT by an answer relayed to no one
-            self.settled[request_id] = state.packed()
+        if was is None:  # settled already (ended TIMED_OUT by an answer relayed to no one), or
+            self.settled[request_id] = state.packed()  # by its first event (forget_at)
             return
         self.settled[was.request_id] = state.packed()
         self.forgetting.setdefault(math.ceil(was.forget_at.timestamp()), []).append(was.request_id)
+
+    def forget_at(self, request_id: str, at: datetime) -> None:
+        """Forget a request settled by its first event (never pending) at `at`, as it would
+        be once settled, pending first."""
+        self.forgetting.setdefault(math.ceil(at.timestamp()), []).append(request_id)
 
     def hold(self, outcome: Outcome) -> None:
         """Keep an answer to a request not known (yet), until its request comes or is too late."""
@@ -317,6 +333,30 @@ def _named(r: Pending | RequestState) -> Named:
                  data_type=r.data_type or None, person=r.person or None)
 
 
+def on_refusal(r: Refusal, state: State | None) -> Decision:
+    """A request approval refused by the platform's views (linkage.requests: a suspension, the
+    pattern list, its link code), decided as the first judgement of its request id: known to none,
+    it is settled REJECTED and refused as recorded (_refusal_made); judged again, its holder
+    message pending or settled already (the same digest, or source), it is a copy, dropped: one
+    instance, killed before committing it, approved it by a view that had not read a suspension
+    dated before it, or refused it. Another message under a used id is refused as recorded all
+    the same, its state left as it is, as it was before refusals came here."""
+    if state is None:
+        return Decision(Settled(REJECTED, fingerprint(r.source), r.digest),
+                        partial(_refusal_made, r))
+    if r.digest == state.digest or _same_source(state, r.source):
+        log.info("request %s refused (%s) is a copy of one judged already: dropped",
+                 r.request_id, r.source)
+        return Decision(state)
+    return Decision(state, partial(_refusal_made, r))
+
+
+def _refusal_made(r: Refusal) -> list[Send]:
+    """A refusal's Rejection to its requester and its access-log event, as linkage made them."""
+    return [Send(topics.inbox(r.requester), r.request_id, r.rejection),
+            Send(topics.AUDIT, r.request_id, r.logged)]
+
+
 def _copy_refused(p: Pending, now: datetime) -> list[Send]:
     """A copy its holder sent again, refused to it alone: the access log has its request once."""
     log.info("request %s came again, a copy its holder sent again: refused, not logged",
@@ -338,7 +378,7 @@ def _received(deadline: datetime, ctx: Context) -> datetime:
     return deadline - ctx.answer_timeout
 
 
-def forgotten_at(p: Pending, ctx: Context) -> datetime:
+def forgotten_at(p: Judged, ctx: Context) -> datetime:
     """When the request of this event may be forgotten (_forgotten_by its deadline)."""
     return _forgotten_by(p.deadline, ctx)
 
@@ -426,8 +466,8 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> 
     to a requester no longer active in the directory: _relayed, on_ended)."""
     if o.ended is not None:
         return on_ended(o, o.ended, state)
-    if isinstance(state, Settled) and state.status == TIMED_OUT:
-        return Decision(state, partial(_relayed_to_no_one, o, TIMED_OUT_FIRST, now))
+    if isinstance(state, Settled) and state.status != ANSWERED:
+        return Decision(state, partial(_relayed_to_no_one, o, UNANSWERED[state.status], now))
     if not isinstance(state, RequestState):
         return Decision(state)  # unknown (the decider holds it), or answered: dropped
     answer = _readable(o)
@@ -500,8 +540,8 @@ def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None
         return Decision(_settled(state, ANSWERED), partial(_bound, a, now, ctx))
     if state is None:
         return Decision(Settled(ANSWERED, fingerprint(a.source), 0), partial(_bound, a, now, ctx))
-    if state.status == TIMED_OUT:
-        return _dropped(a, "came after its request timed out", state)
+    if state.status != ANSWERED:
+        return _dropped(a, f"came after its request ended {state.status}", state)
     if not _same_source(state, a.source):
         return _dropped(a, "is not of the request answered under its id", state)
     if first != said:  # a registry restarted answers its look-ups again, each sealed anew
@@ -642,7 +682,7 @@ def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
     and settled TIMED_OUT,
     so a later copy of the answer is refused, unless a timeout, or this decision read before,
     ended it already."""
-    if state is None or (isinstance(state, Settled) and state.status == TIMED_OUT):
+    if state is None or (isinstance(state, Settled) and state.status != ANSWERED):
         return Decision(state)
     settled = (_settled(state, TIMED_OUT) if isinstance(state, RequestState)
                else replace(state, status=TIMED_OUT))
@@ -820,12 +860,14 @@ class Decider:
         (a Sweep's at its own time), none if `effects` is false: they already happened; but
         answers held for a request are relayed when it is read, unless `rebuilding`."""
         states = self.states[partition]
-        if isinstance(message, Pending):
+        if isinstance(message, Judged):
             forget_at = forgotten_at(message, ctx)
             if states.may_be_forgotten(message.request_id, forget_at):
-                return _stale(message, now, ctx) if effects else []
-            requested = self._decide(states, message.request_id, partial(
-                on_pending, message, now=now, forget_at=forget_at), effects)
+                if not effects:
+                    return []
+                return (_stale(message, now, ctx) if isinstance(message, Pending)
+                        else _refusal_made(message))  # refused as it was before it came here
+            requested = self._judged(states, message, now, forget_at, effects)
             for held in states.release(message.request_id):  # answers that came before it
                 requested += self._decide(states, message.request_id,
                                           partial(on_outcome, held, now=now, ctx=ctx),
@@ -862,6 +904,19 @@ class Decider:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return made
 
+    def _judged(self, states: Partition, message: Judged, now: datetime, forget_at: datetime,
+                effects: bool) -> list[Send]:
+        """A request as approval judged it, decided on its state (on_pending, on_refusal); one
+        settled by its refusal, known to none before, forgotten as it would be pending first."""
+        if isinstance(message, Pending):
+            return self._decide(states, message.request_id, partial(
+                on_pending, message, now=now, forget_at=forget_at), effects)
+        new = states.get(message.request_id) is None
+        made = self._decide(states, message.request_id, partial(on_refusal, message), effects)
+        if new:
+            states.forget_at(message.request_id, forget_at)
+        return made
+
     def _registry_answer(self, states: Partition, a: RegistryAnswer, now: datetime,
                          ctx: Context, effects: bool) -> list[Send]:
         """The registry's answer decided on its request's state (on_registry_answer); one to
@@ -878,8 +933,7 @@ class Decider:
         if decision.state is not state:  # relayed first: its request settled by it
             states.bound[a.request_id] = said
             if state is None:  # to be forgotten as its request would be
-                states.forgetting.setdefault(math.ceil(forget_at.timestamp()), []).append(
-                    a.request_id)
+                states.forget_at(a.request_id, forget_at)
         return self._decide(states, a.request_id, lambda _: decision, effects)
 
     def _decide(self, states: Partition, request_id: str,
@@ -919,7 +973,7 @@ class Decider:
         if state is not None:
             return state.deadline <= latest or request_id in self._named_early
         return (request_id in states.settled or request_id in states.held
-                or not isinstance(event, Pending) or event.deadline <= latest + near)
+                or not isinstance(event, Judged) or event.deadline <= latest + near)
 
     def passed(self, now: datetime, ctx: Context) -> dict[str, str]:
         """The pending requests whose deadlines passed by `now`, or whose providers are no

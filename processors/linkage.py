@@ -28,6 +28,7 @@ from schemas.messages import (
     Pending,
     ProviderAnswer,
     ProviderQuery,
+    Refusal,
     Ticket,
 )
 
@@ -46,10 +47,23 @@ class FromHolder:
         """Its message's digest (decider.message_digest): the same for a copy sent again."""
         return decider.message_digest(key, self.holder, self.incoming.value or b"")
 
+    def refused(self, request_id: str, refusal: list[Send], ctx: Context) -> Send:
+        """Its request's `refusal` (rejection.reject: the Rejection and its access-log event) by
+        the platform's views (the directory, the pattern list, the codes), which another
+        instance reading it again may judge otherwise, its view behind or ahead: to the decider,
+        which makes it only if it is the first judgement of the request (decider.on_refusal),
+        so the request ends once."""
+        told, logged = refusal
+        return decider.to_decider(request_id, Refusal(
+            request_id, self.incoming.source, self.holder,
+            self.incoming.timestamp + ctx.answer_timeout, self.digest(ctx.digest_key),
+            told.value, logged.value))
+
 
 def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     """Approve and rewrite linkage requests; the approved go to the decider (which refuses a
-    request it may have forgotten, read again however late)."""
+    request it may have forgotten, read again however late), and so do those the platform's views
+    refuse (FromHolder.refused), the first judgement of a request ending it."""
     out: list[Send] = []
     known = [item for item in batch if item.holder in ctx.directory]
     for item in batch:
@@ -70,9 +84,11 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
             continue
         verdict = approve(request, ctx.directory[item.holder], ctx.directory, ctx.patterns, at)
         if not isinstance(verdict, Approved):
-            out += _reject(item, verdict.reason, verdict.detail, person)
+            out.append(item.refused(request.request_id, _reject(
+                item, verdict.reason, verdict.detail, person), ctx))
         elif person is None:
-            out += _reject(item, "INVALID_LINK_CODE", str(id_code), None)
+            out.append(item.refused(request.request_id, _reject(
+                item, "INVALID_LINK_CODE", str(id_code), None), ctx))
         else:
             approved.append((item, verdict, person))
     targets = ctx.codes.link_codes_of([person for _, _, person in approved],

@@ -318,6 +318,17 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    request_id: str
+    source: str
+    requester: str
+    deadline: datetime  # its Pending's, had it been approved: it is forgotten as that would be
+    digest: int  # of its holder's message, as its Pending's
+    rejection: bytes  # the encoded Rejection to its requester
+    logged: bytes  # the encoded access-log event of its refusal
+
+
+@dataclass(frozen=True, slots=True)
 class Sweep:
     at: datetime
     expire: tuple[str, ...]

@@ -248,6 +248,44 @@ def test_a_resumed_entry_is_inactive_from_its_suspension_to_its_resumption(
     assert judged.inactive_reason("town", suspended_at) == "SUSPENDED"
 
 
+def test_a_request_judged_again_by_a_view_that_read_a_suspension_ends_once(
+        ctx: Context) -> None:
+    """One outbox record judged by two platform instances, the first by a view of the directory
+    that had not read its provider's suspension (dated before the record) and approving it, the
+    second, reading it again after the first was killed before committing it, by one that had
+    and refusing it SUSPENDED: the refusal went to the requester and the access log at once, a
+    second ending beside the approval. It goes to the decider too: the first of the two in the
+    decision partition's order ends the request, the other is a copy, dropped, live and in a
+    rebuild alike."""
+    item = _from("kodomo", LinkageRequest("X", T0, _link(ctx, FIRST, "kodomo"), "P-074", "town",
+                                          "local_tax"), T0, 1)
+    town = ctx.directory["town"]
+    unread = replace(ctx, directory={**ctx.directory, "town": dated(
+        replace(town, active=False), town, T0 - timedelta(seconds=1))})
+    approved, refused = linkage.requests([item], ctx), linkage.requests([item], unread)
+    for judgements, ending in (((approved, refused), "approved"),
+                               ((refused, approved), "rejected")):
+        decider_, partition = _owning_x(ctx)
+        made: list[Send] = []
+        events: list[decider.DecisionEvent] = []
+        for sends in judgements:
+            for send in sends:
+                if send.topic != decider.DECISIONS:
+                    made.append(send)
+                    continue
+                events.append(decider.decision_event(send.value))
+                made += decider_.handle(partition, events[-1], T0, ctx)
+        assert [step_of(event) for event, _ in _logged(made)] == [ending], "one ending"
+        told = [s for s in made if s.topic == topics.inbox("kodomo")]
+        assert [CODEC.decode(s.value, Rejection).reason for s in told] == (
+            ["SUSPENDED"] if ending == "rejected" else [])
+        assert [s.topic for s in made if s.topic == topics.inbox("town")] == (
+            [topics.inbox("town")] if ending == "approved" else []), "queried once, or never"
+        rebuilt, _ = _owning_x(ctx)
+        rebuilt.rebuild(partition, [decider.DecisionRecord(T0, events)], ctx)
+        assert rebuilt.states[partition].get("X") == decider_.states[partition].get("X")
+
+
 def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_time(
         ctx: Context) -> None:
     """A holder's binding or re-keying request was judged by the directory as it stands: read

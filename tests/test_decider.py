@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka.admin import NewTopic
 
 from audit.consumer import read_audit
-from audit.events import AccessLogEvent, step_of
+from audit.events import LINKAGE, AccessLogEvent, step_of
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from broker import acls, config, topics
@@ -22,6 +22,7 @@ from processors import decider
 from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.keys import MasterKeys
+from processors.rejection import reject
 from registry.resident_code import random_codes
 from renkei.envelope import Send
 from schemas.codec import CODEC, MAX_BYTES
@@ -35,6 +36,7 @@ from schemas.messages import (
     LinkageAnswer,
     Outcome,
     Pending,
+    Refusal,
     RegistryAnswer,
     Rejection,
     RequestState,
@@ -438,6 +440,52 @@ def test_a_settled_request_is_forgotten_once_any_copy_of_it_would_be_stale(
     assert states.get("r-1") is not None, "its record read before a record then forgets it"
     decider_.read(partition, due, ctx)
     decider_.handle(partition, CODEC.decode(sweep.value, Sweep), NOW, ctx)
+    assert states.get("r-1") is None and states.forgetting == {}
+
+
+def _refusal(ctx: Context, source: str = SOURCE, digest: int = DIGEST) -> Refusal:
+    """_pending's request refused at approval, SUSPENDED, by a view that read its provider's
+    suspension (linkage._refused)."""
+    told, logged = reject("nenkin", "r-1", "SUSPENDED", "the provider 'town' is suspended", NOW,
+                          source, LINKAGE, pattern_id="P-037", provider="town",
+                          data_type="local_tax")
+    return Refusal("r-1", source, "nenkin", NOW + ctx.answer_timeout, digest, told.value,
+                   logged.value)
+
+
+@pytest.mark.parametrize("first", ["approved", "rejected"])
+def test_a_request_approved_and_refused_by_two_views_ends_once_live_and_rebuilt(
+        ctx: Context, first: str) -> None:
+    """A holder message judged twice (one instance's view had not read a suspension, the other's
+    had): its Pending and its Refusal, in either order, end it once, the first in the partition's
+    order; the second, and a copy read again from another offset, is dropped or refused to its
+    holder alone, as a copy is, live and by an owner rebuilding the partition; then a refused
+    request's answer (its query sent by an owner killed before its record landed) is refused to
+    its provider, and the refusal forgotten as a settled request is."""
+    copy = "renkei.holder.nenkin.out:0:8"
+    history: list[decider.DecisionEvent] = (
+        [_pending(ctx), _refusal(ctx), _refusal(ctx, copy)] if first == "approved" else
+        [_refusal(ctx), _pending(ctx), _refusal(ctx, copy), _pending(ctx, copy)])
+    live, partition = _owning(ctx, [])
+    live.read(partition, NOW, ctx)
+    made = [e for message in history for e in live.handle(partition, message, NOW, ctx)]
+    logged = [CODEC.decode(e.value, AccessLogEvent) for e in made if e.topic == topics.AUDIT]
+    assert [(step_of(e), e.reason) for e in logged] == (
+        [("approved", None)] if first == "approved" else [("rejected", "SUSPENDED")])
+    told = [CODEC.decode(e.value, Rejection).reason for e in made
+            if e.topic == topics.inbox("nenkin")]
+    assert told == ([] if first == "approved" else ["SUSPENDED", "DUPLICATE_REQUEST"])
+    rebuilt, _ = _owning(ctx, history)
+    assert rebuilt.states == live.states
+    if first == "approved":
+        return
+    states = live.states[partition]
+    assert states.get("r-1") == decider.Settled("REJECTED", decider.fingerprint(SOURCE), DIGEST)
+    refused, _ = live.handle(partition, _answer(), NOW, ctx)
+    assert refused.topic == topics.inbox("town"), "an answer to a refused request: to no one"
+    due = ctx.stale_from(NOW) + timedelta(seconds=decider.forgetting_lag(ctx))
+    live.read(partition, due, ctx)
+    live.handle(partition, Sweep(due, ()), due, ctx)
     assert states.get("r-1") is None and states.forgetting == {}
 
 

@@ -21,17 +21,21 @@ from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from processors import decider
+from processors.approval import PatternList
+from processors.codes import UnitEpoch
 from processors.context import Context
+from processors.patterns import load
 from processors.platform import Platform, decision_history
 from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
+from renkei.compacted import dated
 from renkei.envelope import Send, unpacked
 from schemas.codec import CODEC
 from schemas.messages import (
     ANSWERED,
     TIMED_OUT,
     LinkageAnswer,
-    Outcome,
+    LinkageRequest,
     Pending,
     Ping,
     Pong,
@@ -41,7 +45,7 @@ from schemas.messages import (
 )
 from tests.clock_helpers import appended, skewed
 from tests.kafka_helpers import producer, wait_assigned
-from tests.test_decider import _answer, _pending, _sweeps, ctx
+from tests.test_decider import RESIDENT, _answer, _pending, _sweeps, ctx
 
 __all__ = ["ctx"]  # the fixture, from the decider's tests
 TOPIC = "renkei-test.decision-history"
@@ -274,7 +278,7 @@ class _Decisions:
         self.monkeypatch.setattr(instance.views, "refresh", lambda: self.ctx)
         history = [decider.DecisionRecord(
             datetime.fromtimestamp(record.timestamp / 1000, UTC),
-            [CODEC.decode(value, Pending, Outcome, Sweep) for value in unpacked(record.value)])
+            [decider.decision_event(value) for value in unpacked(record.value)])
             for record in self.records[:committed]]
         instance.decider.keep_only({self.partition})
         instance.decider.rebuild(self.partition, history, self.ctx)
@@ -410,6 +414,45 @@ async def test_owners_taking_over_at_any_record_refuse_a_request_read_late_alike
     decisions.land(decisions.sent(await last.due()), late.deadline + timedelta(minutes=5))
     decisions.read(last, 3)
     assert decisions.told[told:] == [], "not taken as pending, nor timed out"
+
+
+async def test_an_outbox_record_judged_again_by_a_view_that_read_a_suspension_ends_once(
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
+    """The owner of r-1's decision partition approved a request at once, its view of the
+    directory not having read its provider's suspension, dated before the request: the query
+    sent, the approval logged, its record landed; killed before committing the outbox record,
+    the next owner read it again with the suspension read and refused it SUSPENDED straight to
+    its requester and the access log, a second ending. Its refusal now goes to the decision
+    partition, after the approval there, and is dropped as a copy of it."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    roles = {"nenkin": "pension_service", "town": "municipality"}
+    lawful = replace(ctx, patterns=PatternList(load()), directory={
+        h: replace(entry, role=roles[h]) for h, entry in ctx.directory.items()})
+    town = lawful.directory["town"]
+    request = LinkageRequest("r-1", received, lawful.codes.link_code(
+        RESIDENT, UnitEpoch("nenkin", 0)), "P-037", "town", "local_tax")
+    record = _record(topics.outbox("nenkin"), 0, received, CODEC.encode(request))
+    decisions.ctx = lawful  # a view behind: the suspension not read
+    first = decisions.owner(committed=0)
+    effects, decided = first.handle([record])
+    assert decided, "decided at once"
+    decisions.land(decisions.sent(effects) + decided, received)
+    approved = _about(decisions.told)
+    assert (topics.AUDIT, event_id("r-1", f"approved@{_digest_hex(decided)}")) in approved
+    decisions.ctx = replace(lawful, directory={**lawful.directory, "town": dated(
+        replace(town, active=False), town, received - timedelta(seconds=1))})
+    second = decisions.owner(committed=0)  # the first killed before committing
+    effects, decided = second.handle([record])
+    decisions.land(decisions.sent(effects) + decided, received)
+    decisions.read(second, 0)
+    assert _about(decisions.told) == approved, "ended once: approved, not refused as well"
+
+
+def _digest_hex(decided: list[Send]) -> str:
+    """What a request's approval is named by (decider.copies_name), from its Pending decided."""
+    pending, = [decider.decision_event(v) for s in decided for v in unpacked(s.value)]
+    assert isinstance(pending, Pending)
+    return decider.copies_name(pending.source, pending.digest)
 
 
 @pytest.mark.parametrize("met", ["its id, forgotten, used again", "an answer held for it"])
