@@ -286,6 +286,30 @@ def test_a_request_judged_again_by_a_view_that_read_a_suspension_ends_once(
         assert rebuilt.states[partition].get("X") == decider_.states[partition].get("X")
 
 
+def test_a_binding_judged_again_by_a_view_that_read_its_holders_suspension_ends_once(
+        ctx: Context) -> None:
+    """A binding request judged by a view that had not read its holder's suspension (dated
+    before it) was forwarded, and judged again by one that had (its first reader killed before
+    committing it) refused SUSPENDED at once: a look-up and a refusal of one request. The
+    refusal goes to the decider: the first judgement in the partition's order alone is made."""
+    item = _from("town", BindingRequest("X", T0, BY_ATTRIBUTES, b"sealed"), T0, 1)
+    town = ctx.directory["town"]
+    unread = replace(ctx, directory={**ctx.directory, "town": dated(
+        replace(town, active=False), town, T0 - timedelta(seconds=1))})
+    forwarded, refused = binding.forward(item, ctx), binding.forward(item, unread)
+    for judgements, ending in (((forwarded, refused), topics.REGISTRY_IN),
+                               ((refused, forwarded), topics.inbox("town"))):
+        decider_, partition = _owning_x(ctx)
+        made: list[Send] = []
+        for sends in judgements:
+            for send in sends:
+                made += decider_.handle(partition, decider.decision_event(send.value), T0, ctx) \
+                    if send.topic == decider.DECISIONS else [send]
+        assert [s.topic for s in made if s.topic != topics.AUDIT] == [ending], "one ending"
+        assert [(step_of(e), e.reason) for e, _ in _logged(made)] == (
+            [] if ending == topics.REGISTRY_IN else [("rejected", "SUSPENDED")])
+
+
 def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_time(
         ctx: Context) -> None:
     """A holder's binding or re-keying request was judged by the directory as it stands: read
@@ -301,7 +325,7 @@ def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_tim
         rekeys = RekeyRequest("k", at, 0, ())
         sent = [binding.forward(_from("town", binds, at, 1), judged)[0],
                 rekey.answer(_from("town", rekeys, at, 2), judged, at)[0]]
-        return [CODEC.name_of(s.value or b"") == "Rejection" for s in sent]
+        return [CODEC.name_of(s.value or b"") in ("Rejection", "Refusal") for s in sent]
 
     suspended = replace(town, active=False, inactive_since=since)
     back = replace(town, inactive_since=since, resumed_at=resumed)
