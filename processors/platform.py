@@ -490,10 +490,10 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
         return History(None, [])  # nothing before: nothing decided, nothing forgotten
     replay = AIOKafkaConsumer(**access.reading(), group_id=None, enable_auto_commit=False,
                               auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
-    await replay.start()
     history: list[decider.DecisionRecord] = []
     ends = {tp: end}
-    try:
+    try:  # stopped also if the rebuild is cancelled while it starts (the platform stopping)
+        await replay.start()
         replay.assign([tp])
         last = await _last_record(replay, tp, end)
         broker_time.read_late([] if last is None else [last])  # perhaps hours old

@@ -4,6 +4,7 @@ back from its last event (the real broker, a topic of the test's own)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -1014,3 +1015,22 @@ def _taken_over(history: list[decider.DecisionRecord],
 def _events(history: list[decider.DecisionRecord]) -> list[Any]:
     """The events of a history's records, in order."""
     return [event for record in history for event in record.events]
+
+
+async def test_a_rebuild_stopped_while_its_replay_starts_leaves_no_consumer_unclosed(
+        broker: Cluster, ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    """A platform stopped while it was taking decision partitions over cancelled their rebuilds,
+    one of them still starting its replay's consumer, which was never stopped: 'Unclosed
+    AIOKafkaConsumer' in the platform's last words (test_refused's platform losing its grant)."""
+    topic = f"{TOPIC}.cancelled"
+    _made(topic)
+    rebuild = asyncio.create_task(decision_history(
+        KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0), 1, ctx, BrokerTime()))
+    await asyncio.sleep(0)  # in its consumer's start, connecting to the broker
+    rebuild.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await rebuild
+    del rebuild
+    gc.collect()
+    await asyncio.sleep(0)  # the loop's exception handler says what was left unclosed
+    assert "Unclosed" not in caplog.text
