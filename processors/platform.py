@@ -82,6 +82,7 @@ METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on d
 REBUILD_RETRY = 1.0  # seconds before reading a taken-over partition's history again
 REPLAY_WAIT_MS = 10  # a replay reads what is there: no fetch held 500 ms at the log's end
 DIRECTORY_WAIT = 1.0  # seconds a poll waits at most for the directory view to read to its end
+SESSION_TIMEOUT_MS = 10_000  # an instance not heard from for longer leaves the group
 DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
 BATCHED = (topics.AUDIT, decider.DECISIONS)  # sent a poll's worth at a time
 
@@ -201,7 +202,7 @@ class Platform:
             **access.reading(), group_id=GROUP, group_instance_id=member,
             enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
-            session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
+            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=2_000,
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
         self.outflow = Outflow(self.consumer, self.producer)
         self.unread = Unread(self.consumer)

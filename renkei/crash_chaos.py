@@ -5,7 +5,11 @@ communication server, the audit consumer, the registry, the numbering authority,
 itself. With `suspend_every`, between the kills, one provider holder in turn is suspended and
 resumed `SUSPENDED_FOR` seconds later, as an operator does (`renkei holder suspend` and
 `resume`): the requests to and from it meanwhile may end refused SUSPENDED, or TIMED_OUT, but
-once like any other (`chaos_check.Suspension`). One job in ten is a binding (a record not bound
+once like any other (`chaos_check.Suspension`). With `freeze_every`, between the kills, one
+platform instance in turn is frozen (SIGSTOP) for a time drawn around the group's session timeout
+(FROZEN_FOR), as a machine stalls (a pause, a migration), then let go on (SIGCONT): the group has
+expelled it meanwhile, most often, and given its partitions to the others, while it still holds
+what it had fetched before. One job in ten is a binding (a record not bound
 yet, or one bound again; by personal number at the holders that hold them, else by the four
 attributes), so that the kills of the registry and the authority fall among look-ups.
 Afterwards every request the requesters recorded is checked (`chaos_check`): answered once,
@@ -24,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +46,7 @@ from broker.ports import free_port_pair
 from holders.server import KEY_IN_USE, STORE_BUSY, Address, address_file, recorded
 from holders.store import SENT
 from processors import directory
+from processors.platform import SESSION_TIMEOUT_MS
 from renkei import exchanges, scenario, town
 from renkei.chaos_check import Checked, Suspension, checked, with_checked
 from renkei.crashes import Watch
@@ -61,8 +68,8 @@ class CrashChaos:
     each accepted job made one request; died: processes found dead that no one killed;
     tracebacks: per process; kills: [seconds into the load, victim, seconds until it was back];
     suspend_every_seconds: between suspensions (None: none made); suspensions: [seconds into the
-    load, the provider holder suspended, seconds until it was resumed]; latency: of the
-    accepted."""
+    load, the provider holder suspended, seconds until it was resumed]; freeze_every_seconds,
+    freezes: the same of the platform instances frozen; latency: of the accepted."""
 
     seconds: float
     rate: float
@@ -83,6 +90,8 @@ class CrashChaos:
     bound_seconds: float
     suspend_every_seconds: float | None = None
     suspensions: list[tuple[float, str, float]] = field(default_factory=list)
+    freeze_every_seconds: float | None = None
+    freezes: list[tuple[float, str, float]] = field(default_factory=list)
 
     @property
     def recorded_beyond_accepted(self) -> int:
@@ -249,14 +258,16 @@ class Load:
 
 
 class Killer:
-    """One victim every `every` seconds, round the schedule; each started again at once, with
-    `turn` held (no operator command runs meanwhile). found_dead: victims that had died by
+    """One victim every `every` seconds, round the schedule (but one `frozen` now: the next
+    after it); each started again at once, with `turn` held (no operator command runs
+    meanwhile, no instance is frozen). found_dead: victims that had died by
     themselves before their turn (a kill would hide it)."""
 
     def __init__(self, procs: town.Processes, servers: dict[str, Address], schedule: list[str],
-                 answer_timeout: float, turn: asyncio.Lock) -> None:
+                 answer_timeout: float, turn: asyncio.Lock,
+                 frozen: Collection[str] = ()) -> None:
         self.procs, self.servers, self.answer_timeout = procs, servers, answer_timeout
-        self.turn = turn
+        self.turn, self.frozen = turn, frozen
         self.schedule = itertools.cycle(schedule)
         self.kills: list[tuple[float, str, float]] = []
         self.found_dead: list[str] = []
@@ -264,8 +275,8 @@ class Killer:
     async def run(self, every: float, until: float, began: float) -> None:
         while time.monotonic() + every < until:
             await asyncio.sleep(every)
-            victim = next(self.schedule)
             async with self.turn:
+                victim = next(v for v in self.schedule if v not in self.frozen)
                 killed = time.monotonic()
                 await self.kill_and_restart(victim)
             self.kills.append((round(killed - began, 2), victim,
@@ -322,6 +333,43 @@ class Suspender:
                                      round(time.monotonic() - suspended, 2)))
 
 
+# seconds a platform instance stays frozen, drawn between: around the group's session timeout, most
+# often past it (the group expels the instance), sometimes not
+FROZEN_FOR = (0.8 * SESSION_TIMEOUT_MS / 1000, 2.0 * SESSION_TIMEOUT_MS / 1000)
+
+
+class Freezer:
+    """One platform instance frozen every `every` seconds, in turn, with `turn` held (between
+    kills), for a time drawn from FROZEN_FOR, then let go on (the killer spares the one `frozen`,
+    which the town's watch does not count as dead: it has not exited); freezes:
+    [seconds into the load, instance, seconds until it went on]. None is left frozen."""
+
+    def __init__(self, procs: town.Processes, instances: int, seed: int,
+                 turn: asyncio.Lock) -> None:
+        order = [f"platform-{n}" for n in range(1, instances + 1)]
+        self.rng = random.Random(seed)
+        self.rng.shuffle(order)
+        self.procs, self.order, self.turn = procs, itertools.cycle(order), turn
+        self.frozen: set[str] = set()
+        self.freezes: list[tuple[float, str, float]] = []
+
+    async def run(self, every: float, until: float, began: float) -> None:
+        while time.monotonic() + every + (frozen_for := self.rng.uniform(*FROZEN_FOR)) < until:
+            await asyncio.sleep(every)
+            instance = next(self.order)
+            async with self.turn:
+                proc, froze = self.procs.running[instance], time.monotonic()
+                proc.send_signal(signal.SIGSTOP)
+                self.frozen.add(instance)
+            try:
+                await asyncio.sleep(frozen_for)
+            finally:  # also when the run fails meanwhile: never left frozen
+                proc.send_signal(signal.SIGCONT)
+                self.frozen.discard(instance)
+            self.freezes.append((round(froze - began, 2), instance,
+                                 round(time.monotonic() - froze, 2)))
+
+
 def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     """The kill order: first one process of each kind — a platform instance, a holder's server,
     the audit consumer, the registry, the authority, then the broker (slowest back, and the
@@ -340,8 +388,10 @@ async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0
                           residents: int = 300, instances: int = 3, every: float = 4.0,
                           seed: int = 2026, bound: float = 120.0,
                           answer_timeout: float = 30.0,
-                          suspend_every: float | None = None) -> CrashChaos:
-    """See the module's docstring (no suspensions unless `suspend_every`); the broker is started
+                          suspend_every: float | None = None,
+                          freeze_every: float | None = None) -> CrashChaos:
+    """See the module's docstring (no suspensions unless `suspend_every`, no freezes unless
+    `freeze_every`); the broker is started
     in `state` (and stopped after) unless one runs there already."""
     with held(state, "chaos run"), state_folder(state):
         try:
@@ -352,7 +402,7 @@ async def run_crash_chaos(state: Path, seconds: float = 60.0, rate: float = 20.0
             await asyncio.to_thread(_up)
         try:
             return await _run(seconds, rate, residents, instances, every, seed, bound,
-                              answer_timeout, suspend_every)
+                              answer_timeout, suspend_every, freeze_every)
         finally:
             if not running:
                 await asyncio.to_thread(process.down)
@@ -369,7 +419,7 @@ def _up() -> None:
 
 async def _run(seconds: float, rate: float, residents: int, instances: int, every: float,
                seed: int, bound: float, answer_timeout: float,
-               suspend_every: float | None) -> CrashChaos:
+               suspend_every: float | None, freeze_every: float | None) -> CrashChaos:
     built = await asyncio.to_thread(town.build, residents, seed, replace=True)  # its own folder
     services = town.services(instances, answer_timeout, loglevel="info")
     procs = await asyncio.to_thread(services.__enter__)  # it pings with asyncio.run
@@ -384,14 +434,18 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         since = datetime.now(UTC)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             load, turn = Load(http, servers), asyncio.Lock()
+            freezer = Freezer(procs, instances, seed, turn)
             killer = Killer(procs, servers, schedule(instances, holders, seed), answer_timeout,
-                            turn)
+                            turn, freezer.frozen)
             suspender = Suspender(sorted({e.provider for e in exchanges.LAWFUL}), seed, turn)
             began = time.monotonic()
             give_up = began + seconds + bound
             killing = asyncio.create_task(killer.run(every, began + seconds, began))
             suspending = asyncio.create_task(
                 suspender.run(suspend_every, began + seconds, began) if suspend_every
+                else asyncio.sleep(0))
+            freezing = asyncio.create_task(
+                freezer.run(freeze_every, began + seconds, began) if freeze_every
                 else asyncio.sleep(0))
             tasks = []
             for k in range(int(rate * seconds)):
@@ -401,7 +455,7 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
                 tasks.append(asyncio.create_task(
                     load.bind(*binding, give_up) if binding
                     else load.one(*jobs[k % len(jobs)], give_up)))
-            await asyncio.gather(killing, suspending, *tasks)
+            await asyncio.gather(killing, suspending, freezing, *tasks)
         verdict = await checked(holders, since, bound, scenario.BY_NUMBER, suspender.judged)
         died = sorted({*watch.died(), *killer.found_dead})
         tracebacks = watch.tracebacks()
@@ -418,7 +472,8 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
         latency_p50_seconds=round(latencies[len(latencies) // 2], 3) if latencies else None,
         latency_max_seconds=round(latencies[-1], 3) if latencies else None,
         bound_seconds=bound, suspend_every_seconds=suspend_every,
-        suspensions=suspender.suspensions,
+        suspensions=suspender.suspensions, freeze_every_seconds=freeze_every,
+        freezes=freezer.freezes,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from renkei import logs
-from renkei.crash_chaos import SUSPENDED_FOR, CrashChaos, run_crash_chaos
+from renkei.crash_chaos import FROZEN_FOR, SUSPENDED_FOR, CrashChaos, run_crash_chaos
 from renkei.options import (
     FiniteRange,
     SaidDefault,
@@ -40,19 +40,27 @@ PARTS = ("crash", "broker", "fuzz", "misbinding")  # results/chaos-<part>.json
 @click.option("--suspend-every", type=FiniteRange(min=5), default=None, cls=SaidDefault,
               show_default="none", help="seconds between suspensions of a provider holder, "
                                         f"each resumed {SUSPENDED_FOR:g} s later")
+@click.option("--freeze-every", type=FiniteRange(min=5), default=None, cls=SaidDefault,
+              show_default="none", help="seconds between freezes (SIGSTOP) of a platform "
+                                        f"instance, each let go on {FROZEN_FOR[0]:g}-"
+                                        f"{FROZEN_FOR[1]:g} s later (SIGCONT)")
 @residents_option(50, 300, help="residents of the run's town")
-@seed_option(2026, "the town, the requests sent and the order of the kills")
+@seed_option(2026, "the town, the requests sent, the order of the kills and the freezes")
 @result_option(CRASH_RESULT)
 def crash(seconds: float, rate: float, instances: int, every: float,
-          suspend_every: float | None, residents: int, seed: int, out: Path) -> None:
+          suspend_every: float | None, freeze_every: float | None, residents: int, seed: int,
+          out: Path) -> None:
     """Kill -9 platform instances, holders' servers, the audit consumer, the broker, the registry
     and the authority in turn under load, linkage requests and one binding in ten (in
     <state>/chaos-crash, loopback only), with --suspend-every a provider holder suspended and
-    resumed between the kills, as an operator does; count what was lost or doubled."""
+    resumed between the kills, as an operator does, with --freeze-every a platform instance
+    frozen past its session timeout and let go on, as a stalled machine; count what was lost or
+    doubled."""
     with logs.quieted("aiokafka"):  # its retries are the point here
         result = asyncio.run(run_crash_chaos(state_dir() / "chaos-crash", seconds, rate,
                                              residents, instances, every, seed,
-                                             suspend_every=suspend_every))
+                                             suspend_every=suspend_every,
+                                             freeze_every=freeze_every))
     write_json(out, result.to_json())
     for line in summary(result):
         click.echo(line)
@@ -75,6 +83,10 @@ def summary(r: CrashChaos) -> list[str]:
         *([f"suspensions: {len(r.suspensions)}, one every {r.suspend_every_seconds:g}s ("
            + ", ".join(f"{h} {n}" for h, n in Counter(h for _, h, _ in r.suspensions).items())
            + ")"] if r.suspend_every_seconds else []),
+        *([f"freezes: {len(r.freezes)}, one every {r.freeze_every_seconds:g}s ("
+           + ", ".join(f"{p} {n}" for p, n in Counter(p for _, p, _ in r.freezes).items())
+           + "), frozen " + ", ".join(f"{s:g}" for _, _, s in r.freezes) + " s"]
+          if r.freeze_every_seconds else []),
         *r.checked.lines(),
         f"latency: p50 {r.latency_p50_seconds}s, max {r.latency_max_seconds}s; died by "
         f"themselves {r.died or 'none'}; tracebacks {r.tracebacks or 'none'}",

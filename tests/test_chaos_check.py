@@ -424,6 +424,18 @@ def test_a_crash_run_with_suspensions_says_them_and_the_endings_of_their_request
     assert not [line for line in unsuspended if "suspen" in line]
 
 
+def test_a_crash_run_with_freezes_says_them() -> None:
+    """With --freeze-every, the summary counts the platform instances frozen, by instance, and
+    says how long each was; without, no such line."""
+    passing = check([Asked("r1", "FOUND")], logged({"r1": RIGHT}))
+    made = [(15.0, "platform-2", 11.07), (41.1, "platform-1", 17.5), (73.6, "platform-2", 8.2)]
+    run = crash_chaos(passing, freeze_every_seconds=15.0, freezes=made)
+    assert ("freezes: 3, one every 15s (platform-2 2, platform-1 1), frozen 11.07, 17.5, 8.2 s"
+            in crash_cli.summary(run))
+    assert run.exactly_once and run.to_json()["freezes"] == made
+    assert not [line for line in crash_cli.summary(crash_chaos(passing)) if "freez" in line]
+
+
 async def test_the_load_accounts_for_every_job_and_retries_only_what_says_to() -> None:
     """An error answer fails the job at once; a connection cut, a key in use (409 with
     Retry-After, as during a re-keying) and a store busy (503 with Retry-After, as during an
