@@ -429,6 +429,12 @@ class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         await super().start()
         SessionFetcher.adopt(self._fetcher, self._gathering, self._quiet)
 
+    def generation(self) -> int:
+        """The generation of the group this consumer last joined (-1 while it is in none, or
+        not started)."""
+        in_group = isinstance(self._coordinator, GroupCoordinator)
+        return int(self._coordinator.generation) if in_group else -1
+
     def look_for_new_topics(self) -> None:
         """Ask for the cluster's topics now (a subscription by pattern picks new ones up)."""
         self._client.force_metadata_update()

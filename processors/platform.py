@@ -195,6 +195,7 @@ class Platform:
         # partitions taken over, and their end offsets then: read to them before deciding at once
         self.behind: dict[int, int] = {}
         self.owned: set[int] = set()  # decision partitions assigned here: the ones swept
+        self.generation = -1  # the group's, as of the last assignment
         self.sweeping = asyncio.Lock()  # held while sweeps are sent (give_up waits for them)
         self.ends_ahead = False  # the last records handled recorded an answer relayed to no one
         self.producer = producer_for(access)
@@ -374,10 +375,18 @@ class Platform:
         another; the consumer then reads each on from there. The rebuild runs beside the
         consumer, not in this callback: the group gets no heartbeat while it runs, and the
         history of a busy partition can take longer to replay than the session lasts.
-        Partitions it keeps across a rebalance keep their state: nobody else had them.
+        Partitions it keeps across a rebalance keep their state: nobody else had them; but an
+        instance that missed a generation (expelled from the group, frozen past its session, and
+        let go on) rebuilds every one it is given: others may have had them meanwhile, and
+        decided and committed what it never read.
         """
         await self.stop_rebuilding()
         ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
+        generation = self.consumer.generation()  # -1 for partitions assigned by hand
+        if self.generation >= 0 and generation != self.generation + 1:
+            self.decider.keep_only(set())
+            self.behind = {}
+        self.generation = generation
         new = [TopicPartition(decider.DECISIONS, p) for p in self.decider.keep_only(ours)]
         self.behind = {p: end for p, end in self.behind.items() if p in ours}
         self.owned = ours

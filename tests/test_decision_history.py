@@ -7,7 +7,9 @@ import asyncio
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from confluent_kafka.admin import NewTopic
 
 from audit.events import AccessLogEvent, event_id
@@ -26,7 +29,7 @@ from processors.approval import PatternList
 from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.patterns import load
-from processors.platform import Platform, decision_history
+from processors.platform import Platform, _TakeOver, decision_history
 from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from renkei.compacted import dated
@@ -875,6 +878,108 @@ async def test_an_owner_giving_a_partition_up_sweeps_it_no_more_until_it_is_give
         await owner.producer.stop()  # made with the instance, though never started here
     assert [CODEC.decode(s.value, Sweep).expire for s in sent] == [("r-1",)], \
         "swept once it is kept"
+
+
+async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_given_back(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An owner frozen past its session (a stalled machine) was expelled from the group; the
+    partition's next owner decided a request and committed past it; let go on, the first
+    rejoined, was given the partition back, and kept its state from before the freeze as one
+    "kept across a rebalance" (nobody else had it, it thought): it read on from the offset
+    committed, never knew the request, and held its provider's answer for no one: the requester
+    was told nothing, ever. On the real broker (a topic and group of the test's own), the
+    freeze the event loop held while another thread plays the next owner: an instance that
+    missed a generation rebuilds every partition it is given."""
+    topic = f"{TOPIC}.expelled"
+    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    group = f"{topic}.group"
+    monkeypatch.setattr(decider, "DECISIONS", topic)
+    monkeypatch.setattr("processors.platform.GROUP", group)
+    monkeypatch.setattr("processors.platform.SESSION_TIMEOUT_MS", 6_000)  # the broker's least
+    access = KafkaAccess.of(config.ADMIN)
+    tp = TopicPartition(topic, decider.partition_of("r-1"))
+    owner = Platform(access, member="frozen")
+    monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
+    taken_over: list[int] = []
+    taking_over = owner.take_over
+
+    async def counted(assigned: Any) -> None:
+        taken_over.append(len(taken_over))
+        await taking_over(assigned)
+
+    monkeypatch.setattr(owner, "take_over", counted)
+    owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
+    await owner.consumer.start()
+    try:
+        await _served(owner, access, lambda: bool(taken_over) and tp.partition in owner.owned
+                      and not owner.taking_over)
+        pending = _pending(ctx, received=datetime.now(UTC))
+        next_owner = threading.Thread(target=asyncio.run,
+                                      args=(_decided_elsewhere(access, group, tp, pending),))
+        next_owner.start()
+        next_owner.join()  # the loop held: frozen, no heartbeat, until the next owner is done
+        frozen, deadline = len(taken_over), time.monotonic() + 30
+        while len(taken_over) == frozen:  # let go on, busy elsewhere until it has rejoined
+            assert time.monotonic() < deadline, "not given its partitions back"
+            await asyncio.sleep(0.05)
+        await _served(owner, access, lambda: tp.partition in owner.owned
+                      and not owner.taking_over)
+        await _delivered(access, [decider.to_decider("r-1", replace(
+            _answer(), deadline=pending.deadline, answered_at=datetime.now(UTC)))])
+        told = await _served(owner, access, None, within=3.0)
+    finally:
+        await owner.consumer.stop()
+        await owner.producer.stop()  # made with the instance, though never started here
+    statuses = [CODEC.decode(s.value, LinkageAnswer).status for s in told
+                if s.topic == topics.inbox("nenkin")
+                and CODEC.name_of(s.value) == LinkageAnswer.__name__]
+    assert statuses == ["FOUND"], "the answer relayed to its requester"
+
+
+async def _served(owner: Platform, access: KafkaAccess, done: Callable[[], bool] | None,
+                  within: float = 40.0) -> list[Send]:
+    """The owner polls its decision topic and decides what it reads, its records written, until
+    `done` (a TimeoutError if not within `within` seconds; `within` seconds, if None); what it
+    told the holders."""
+    told: list[Send] = []
+    deadline = time.monotonic() + within
+    while done is None or not done():
+        if time.monotonic() > deadline:
+            if done is None:
+                return told
+            raise TimeoutError(f"not done within {within} s")
+        polled = await owner.consumer.getmany(timeout_ms=100)
+        if records := [r for batch in polled.values() for r in batch]:
+            effects, decided = owner.handle(records)
+            told += [s for s in effects if s.topic != decider.DECISIONS]
+            await _delivered(access, [s for s in effects if s.topic == decider.DECISIONS]
+                             + decided)
+        if owner.rebuilding is not None and owner.rebuilding.done():
+            owner.rebuilding.result()
+    return told
+
+
+async def _decided_elsewhere(access: KafkaAccess, group: str, tp: TopicPartition,
+                             pending: Pending) -> None:
+    """The partition's next owner, once the group has expelled the frozen one: the request
+    decided (its record written), and the offset past it committed for the group."""
+    await _delivered(access, [decider.to_decider("r-1", pending)])
+    consumer = AIOKafkaConsumer(**access.reading(), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        deadline = time.monotonic() + 30
+        while True:  # refused while the frozen owner is a member still
+            try:
+                await consumer.commit({tp: end})
+                return
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
 
 
 async def _delivered(access: KafkaAccess, sends: list[Send]) -> None:
