@@ -29,13 +29,14 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.conn import CloseReason
 from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import FetchSessionIdNotFound
 from aiokafka.protocol.fetch import FetchRequest
 
@@ -417,17 +418,40 @@ def _usual(node: int | None, state: Any) -> bool:
 class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     """An aiokafka consumer whose fetches name, and get back, only partitions with news; with
     `gathering`, fetches made while records keep coming are held by the broker to fill up; with
-    `quiet`, partitions without records for a while are fetched apart from the busy ones."""
+    `quiet`, partitions without records for a while are fetched apart from the busy ones;
+    it knows when its group last heard from it (heard_within)."""
 
     def __init__(self, *topics: str, gathering: Gathering | None = None,
                  quiet: Quiet | None = None, **config: Any) -> None:
         super().__init__(*topics, **config)
         self._gathering = gathering
         self._quiet = quiet
+        self._heard_at: float | None = None  # when its last heartbeat answered was sent
 
     async def start(self) -> None:
         await super().start()
         SessionFetcher.adopt(self._fetcher, self._gathering, self._quiet)
+        if isinstance(self._coordinator, GroupCoordinator):  # in a group: its heartbeats timed
+            self._coordinator._do_heartbeat = self._timed(self._coordinator._do_heartbeat)
+
+    def _timed(self, heartbeat: Callable[[], Awaitable[bool]]
+               ) -> Callable[[], Awaitable[bool]]:
+        async def timed() -> bool:
+            sent = time.monotonic()
+            answered = await heartbeat()  # the member known to the group (rebalancing or not)
+            if answered:
+                self._heard_at = sent
+            return answered
+        return timed
+
+    def heard_within(self, seconds: float) -> bool:
+        """Whether the group heard from this member (a heartbeat it answered) within the last
+        `seconds`: not, and the member may have been expelled meanwhile (its session over, a
+        process frozen, say), its partitions given to others, whatever it still holds. A consumer
+        whose partitions are assigned by hand (or none yet) is in no group to be expelled from."""
+        if not self._subscription.partitions_auto_assigned():
+            return True
+        return self._heard_at is not None and time.monotonic() - self._heard_at < seconds
 
     def generation(self) -> int:
         """The generation of the group this consumer last joined (-1 while it is in none, or

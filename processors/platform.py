@@ -83,6 +83,7 @@ REBUILD_RETRY = 1.0  # seconds before reading a taken-over partition's history a
 REPLAY_WAIT_MS = 10  # a replay reads what is there: no fetch held 500 ms at the log's end
 DIRECTORY_WAIT = 1.0  # seconds a poll waits at most for the directory view to read to its end
 SESSION_TIMEOUT_MS = 10_000  # an instance not heard from for longer leaves the group
+HEARTBEAT_MS = 2_000
 DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
 BATCHED = (topics.AUDIT, decider.DECISIONS)  # sent a poll's worth at a time
 
@@ -203,8 +204,10 @@ class Platform:
             **access.reading(), group_id=GROUP, group_instance_id=member,
             enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
-            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=2_000,
+            session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_MS,
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
+        # how long since the group last heard from it an instance still decides at once
+        self.lease = (SESSION_TIMEOUT_MS - HEARTBEAT_MS) / 1000
         self.outflow = Outflow(self.consumer, self.producer)
         self.unread = Unread(self.consumer)
         self.reached = True  # the broker, by the last commit at a stop
@@ -291,13 +294,16 @@ class Platform:
         """Decide here the decision events of partitions this instance owns: their effects
         join the others (access-log events in batches), and the events become records marked
         as decided. An event a sweep may change the decision on (Decider.in_order) goes through
-        the topic: the sweep may be on its way there, and it is decided in the topic's order."""
+        the topic: the sweep may be on its way there, and it is decided in the topic's order. So
+        does every event while the group has not heard from this instance within its lease:
+        expelled meanwhile (frozen past its session), it owns nothing, whatever it holds."""
         effects: list[Send] = []
         decided: list[Send] = []
         near = decider.near_forgetting(ctx)
+        at_once = self.at_once if self.consumer.heard_within(self.lease) else {}
         for item in out:
             partition = item.partition if item.topic == decider.DECISIONS else None
-            if (partition is None or partition not in self.at_once
+            if (partition is None or partition not in at_once
                     or self.decider.in_order(partition, item.key or "", item.message, now, near)):
                 effects.append(item)
                 continue

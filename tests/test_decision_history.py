@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -914,10 +914,7 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
         await _served(owner, access, lambda: bool(taken_over) and tp.partition in owner.owned
                       and not owner.taking_over)
         pending = _pending(ctx, received=datetime.now(UTC))
-        next_owner = threading.Thread(target=asyncio.run,
-                                      args=(_decided_elsewhere(access, group, tp, pending),))
-        next_owner.start()
-        next_owner.join()  # the loop held: frozen, no heartbeat, until the next owner is done
+        _frozen(_decided_elsewhere(access, group, tp, [decider.to_decider("r-1", pending)]))
         frozen, deadline = len(taken_over), time.monotonic() + 30
         while len(taken_over) == frozen:  # let go on, busy elsewhere until it has rejoined
             assert time.monotonic() < deadline, "not given its partitions back"
@@ -934,6 +931,41 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
                 if s.topic == topics.inbox("nenkin")
                 and CODEC.name_of(s.value) == LinkageAnswer.__name__]
     assert statuses == ["FOUND"], "the answer relayed to its requester"
+
+
+async def test_an_owner_expelled_while_frozen_decides_nothing_at_once_until_it_is_heard_again(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An owner frozen past its session was expelled; its partition's next owner dispatched a
+    request; let go on, the first handled what it had fetched before the freeze before any
+    heartbeat told it it had been expelled, a copy of that request among it, unknown to it, and
+    decided it at once, as the partition's owner: the provider was queried again, by an instance
+    owning nothing (so were answers relayed, from a state another owner had moved on). An owner
+    decides at once only while the group has heard from it within its session (a heartbeat
+    answered, less the time between two): else the event goes through the topic, to whoever
+    owns the partition when it is read."""
+    topic = f"{TOPIC}.zombie"
+    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    group = f"{topic}.group"
+    monkeypatch.setattr(decider, "DECISIONS", topic)
+    monkeypatch.setattr("processors.platform.GROUP", group)
+    monkeypatch.setattr("processors.platform.SESSION_TIMEOUT_MS", 6_000)  # the broker's least
+    access = KafkaAccess.of(config.ADMIN)
+    tp = TopicPartition(topic, decider.partition_of("r-1"))
+    owner = Platform(access, member="zombie")
+    monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
+    owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
+    await owner.consumer.start()
+    pending = _pending(ctx, received=datetime.now(UTC))
+    try:
+        await _served(owner, access, lambda: tp.partition in owner.at_once)
+        _frozen(_decided_elsewhere(access, group, tp, [decider.to_decider("r-1", pending)]))
+        effects, decided = owner._at_once([decider.to_decider("r-1", pending)],
+                                          datetime.now(UTC), ctx)  # fetched before the freeze
+    finally:
+        await owner.consumer.stop()
+        await owner.producer.stop()  # made with the instance, though never started here
+    assert [s.topic for s in effects] == [topic] and decided == [], \
+        "through the topic, not decided at once: no query to the provider"
 
 
 async def _served(owner: Platform, access: KafkaAccess, done: Callable[[], bool] | None,
@@ -959,11 +991,19 @@ async def _served(owner: Platform, access: KafkaAccess, done: Callable[[], bool]
     return told
 
 
+def _frozen(meanwhile: Coroutine[Any, Any, None]) -> None:
+    """The event loop held (as SIGSTOP holds a process: no heartbeat, no fetch) while another
+    thread runs `meanwhile`."""
+    elsewhere = threading.Thread(target=asyncio.run, args=(meanwhile,))
+    elsewhere.start()
+    elsewhere.join()
+
+
 async def _decided_elsewhere(access: KafkaAccess, group: str, tp: TopicPartition,
-                             pending: Pending) -> None:
-    """The partition's next owner, once the group has expelled the frozen one: the request
-    decided (its record written), and the offset past it committed for the group."""
-    await _delivered(access, [decider.to_decider("r-1", pending)])
+                             decided: list[Send]) -> None:
+    """The partition's next owner, once the group has expelled the frozen one: its records of
+    what it decided written, and the offset past them committed for the group."""
+    await _delivered(access, decided)
     consumer = AIOKafkaConsumer(**access.reading(), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
