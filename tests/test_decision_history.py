@@ -829,9 +829,7 @@ async def test_a_new_owner_decides_in_order_until_it_has_read_what_the_last_owne
     finally:
         await owner.consumer.stop()
         await owner.producer.stop()  # made with the instance, though never started here
-    statuses = [CODEC.decode(s.value, LinkageAnswer).status for s in told
-                if s.topic == topics.inbox("nenkin")
-                and CODEC.name_of(s.value) == LinkageAnswer.__name__]
+    statuses = _statuses(told)
     rebuilt, _ = _taken_over(history, ctx)
     kept = owner.decider.states[partition].get("r-1")
     assert kept == rebuilt.states[partition].get("r-1"), "kept as a later rebuild keeps it"
@@ -890,16 +888,8 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
     was told nothing, ever. On the real broker (a topic and group of the test's own), the
     freeze the event loop held while another thread plays the next owner: an instance that
     missed a generation rebuilds every partition it is given."""
-    topic = f"{TOPIC}.expelled"
-    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
-    group = f"{topic}.group"
-    monkeypatch.setattr(decider, "DECISIONS", topic)
-    monkeypatch.setattr("processors.platform.GROUP", group)
-    monkeypatch.setattr("processors.platform.SESSION_TIMEOUT_MS", 6_000)  # the broker's least
-    access = KafkaAccess.of(config.ADMIN)
-    tp = TopicPartition(topic, decider.partition_of("r-1"))
-    owner = Platform(access, member="frozen")
-    monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
+    owner, group, tp = _alone("expelled", ctx, monkeypatch)
+    access = owner.access
     taken_over: list[int] = []
     taking_over = owner.take_over
 
@@ -908,7 +898,6 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
         await taking_over(assigned)
 
     monkeypatch.setattr(owner, "take_over", counted)
-    owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
     await owner.consumer.start()
     try:
         await _served(owner, access, lambda: bool(taken_over) and tp.partition in owner.owned
@@ -927,10 +916,14 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
     finally:
         await owner.consumer.stop()
         await owner.producer.stop()  # made with the instance, though never started here
-    statuses = [CODEC.decode(s.value, LinkageAnswer).status for s in told
-                if s.topic == topics.inbox("nenkin")
-                and CODEC.name_of(s.value) == LinkageAnswer.__name__]
-    assert statuses == ["FOUND"], "the answer relayed to its requester"
+    assert _statuses(told) == ["FOUND"], "the answer relayed to its requester"
+
+
+def _statuses(told: list[Send]) -> list[str]:
+    """What requester nenkin was told of its requests, in order."""
+    return [CODEC.decode(s.value, LinkageAnswer).status for s in told
+            if s.topic == topics.inbox("nenkin")
+            and CODEC.name_of(s.value) == LinkageAnswer.__name__]
 
 
 async def test_an_owner_expelled_while_frozen_decides_nothing_at_once_until_it_is_heard_again(
@@ -943,17 +936,8 @@ async def test_an_owner_expelled_while_frozen_decides_nothing_at_once_until_it_i
     decides at once only while the group has heard from it within its session (a heartbeat
     answered, less the time between two): else the event goes through the topic, to whoever
     owns the partition when it is read."""
-    topic = f"{TOPIC}.zombie"
-    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
-    group = f"{topic}.group"
-    monkeypatch.setattr(decider, "DECISIONS", topic)
-    monkeypatch.setattr("processors.platform.GROUP", group)
-    monkeypatch.setattr("processors.platform.SESSION_TIMEOUT_MS", 6_000)  # the broker's least
-    access = KafkaAccess.of(config.ADMIN)
-    tp = TopicPartition(topic, decider.partition_of("r-1"))
-    owner = Platform(access, member="zombie")
-    monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
-    owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
+    owner, group, tp = _alone("zombie", ctx, monkeypatch)
+    access = owner.access
     await owner.consumer.start()
     pending = _pending(ctx, received=datetime.now(UTC))
     try:
@@ -964,8 +948,25 @@ async def test_an_owner_expelled_while_frozen_decides_nothing_at_once_until_it_i
     finally:
         await owner.consumer.stop()
         await owner.producer.stop()  # made with the instance, though never started here
-    assert [s.topic for s in effects] == [topic] and decided == [], \
+    assert [s.topic for s in effects] == [tp.topic] and decided == [], \
         "through the topic, not decided at once: no query to the provider"
+
+
+def _alone(name: str, ctx: Context,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[Platform, str, TopicPartition]:
+    """An instance (not started) subscribed alone to a decisions topic of its own (`name`'s), in
+    a group of its own (whose name it returns) with as short a session as the broker allows, and
+    request r-1's partition."""
+    topic = f"{TOPIC}.{name}"
+    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    group = f"{topic}.group"
+    monkeypatch.setattr(decider, "DECISIONS", topic)
+    monkeypatch.setattr("processors.platform.GROUP", group)
+    monkeypatch.setattr("processors.platform.SESSION_TIMEOUT_MS", 6_000)  # the broker's least
+    owner = Platform(KafkaAccess.of(config.ADMIN), member=name)
+    monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
+    owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
+    return owner, group, TopicPartition(topic, decider.partition_of("r-1"))
 
 
 async def _served(owner: Platform, access: KafkaAccess, done: Callable[[], bool] | None,
