@@ -177,8 +177,9 @@ class Outflow:
         handled, self._handled = self._handled, set()
         owned = self.consumer.assignment()
         note = "" if self.note is None else self.note()
-        await commit(self.consumer, {tp: (await self.consumer.position(tp), note)
-                                     for tp in handled if tp in owned})
+        offsets = {tp: (await self.consumer.position(tp), note) for tp in handled if tp in owned}
+        if offsets:  # none if a rebalance took every partition handled since the last commit
+            await commit(self.consumer, offsets)
         self._committed_at = time.monotonic()
 
 

@@ -50,6 +50,25 @@ async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_what_it_ha
         assert [await cons.committed(tp) for tp in others] == [None] * len(others)
 
 
+async def test_an_outflow_whose_handled_partitions_a_rebalance_took_all_commits_nothing(
+        holders: list[str]) -> None:
+    """A platform instance died in `renkei chaos crash --freeze-every`: the instance let go on
+    made the group rebalance, another instance lost every partition it had handled since its
+    last commit, and its commit of none at all (aiokafka refuses an empty one) raised. Their next
+    owner reads them again from the offset last committed: there is nothing to commit."""
+    holder = holders[0]
+    platform = KafkaAccess.of("platform")
+    async with (consumer(platform, topics.outbox(holder), group="renkei-platform-outflow-gone",
+                         offset="latest") as cons, producer(platform) as effects):
+        await wait_assigned(cons)
+        outflow = Outflow(cons, effects)
+        gone = TopicPartition(topics.outbox(holder), 1 + max(tp.partition
+                                                             for tp in cons.assignment()))
+        await outflow.send([gone], [])  # handled, then taken away by a rebalance
+        await outflow.commit(now=True)
+        assert await cons.committed(gone) is None
+
+
 async def test_records_of_decisions_follow_their_effects_and_never_an_effect_not_made(
         holders: list[str], caplog: pytest.LogCaptureFixture) -> None:
     holder = holders[1]
