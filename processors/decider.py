@@ -36,7 +36,9 @@ whose decision a sweep on its way may change (Decider.in_order): every owner rep
 decides a timeout, the forgetting, a request and an answer in the same order. A request refused at
 approval by the platform's views (a Refusal) is decided as the first judgement of its request id:
 another instance, its view of the directory behind, may judge the same holder message otherwise,
-and the second judgement is a copy, dropped (on_refusal).
+and the second judgement is a copy, dropped (on_refusal); so is an answer refused to its provider,
+no active holder as of its broker time by its reader's view (Outcome.refused): made only if it
+is the first judgement of the answer, to a request not answered (on_outcome).
 """
 
 from __future__ import annotations
@@ -463,13 +465,27 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> 
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
     pending under its id (one of another exchange, whose id was used again or that answers
     under it, is refused to its provider, as is one that comes after its request timed out, or
-    to a requester no longer active in the directory: _relayed, on_ended)."""
+    to a requester no longer active in the directory: _relayed, on_ended). One its reader
+    refused, its provider no active holder in the directory as of its broker time by that view
+    (Outcome.refused), is the first judgement of its answer if its request is pending: refused
+    to its provider as linkage judged it (_provider_refused), the request left to end as one
+    whose provider was suspended since its approval does (on_deadline), and a later judgement of
+    the same answer (its source), relayed by a view behind, a copy, dropped; to a request
+    answered, it is dropped as a second answer is, a copy of the answer relayed that a view
+    ahead judged again (or its provider sent again) perhaps."""
     if o.ended is not None:
         return on_ended(o, o.ended, state)
     if isinstance(state, Settled) and state.status != ANSWERED:
         return Decision(state, partial(_relayed_to_no_one, o, UNANSWERED[state.status], now))
     if not isinstance(state, RequestState):
         return Decision(state)  # unknown (the decider holds it), or answered: dropped
+    if state.resolved_by == o.source:
+        log.info("an answer to request %s (%s) is a copy of one refused already: dropped",
+                 o.request_id, o.source)
+        return Decision(state)
+    if o.refused is not None:
+        return Decision(replace(state, resolved_by=state.resolved_by or o.source),
+                        partial(_provider_refused, o, now))
     answer = _readable(o)
     if answer is None:
         return Decision(state, partial(_unreadable, o, now))
@@ -594,11 +610,31 @@ def _relayed_to_no_one(o: Outcome, why: str, now: datetime) -> list[Send]:
     provider is told (INVALID_TICKET, `why`; INTERNAL_ERROR if it cannot be read), and logs it
     not provided; the access log has the refusal as it has one of an answer past its ticket's
     deadline (each copy under its own source). A relayed answer leaves its request ANSWERED,
-    never refused so."""
+    never refused so. One its reader refused, its provider inactive (Outcome.refused), is
+    refused so (_provider_refused)."""
+    if o.refused is not None:
+        return _provider_refused(o, now)
     answer = _readable(o)
     if answer is None:
         return _unreadable(o, now)
     return _refused_answer(o, answer, why, now)
+
+
+def _provider_refused(o: Outcome, now: datetime) -> list[Send]:
+    """An answer refused to its provider, no active holder in the directory as of the answer's
+    broker time by the view that read it (Outcome.refused: SUSPENDED or UNKNOWN_HOLDER), at that
+    time, as linkage refused it before it came here: in the access log under the answer's
+    source."""
+    assert o.refused is not None and o.answered_at is not None  # linkage.answers told both
+    answer = _readable(o)
+    if answer is None:
+        return _unreadable(o, now)
+    return _refused_answer(o, answer, _no_longer_active(answer.provider), o.answered_at,
+                           o.refused)
+
+
+def _no_longer_active(holder: str) -> str:
+    return f"{holder} is no longer an active holder in the directory"
 
 
 def _never_requested(o: Outcome, at: datetime) -> list[Send]:
@@ -696,8 +732,8 @@ def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
     event = CODEC.decode(ended, AccessLogEvent)
     told = [] if o.told is None else [Send(topics.inbox(event.requester), o.request_id, o.told)]
     refused = [] if event.kind == BINDING else _refused_answer(
-        o, CODEC.decode(o.answer, LinkageAnswer), f"{event.requester} is no longer an active "
-        "holder in the directory", event.occurred_at, event.reason or UNKNOWN_HOLDER)
+        o, CODEC.decode(o.answer, LinkageAnswer), _no_longer_active(event.requester),
+        event.occurred_at, event.reason or UNKNOWN_HOLDER)
     return [*refused, *told, Send(topics.AUDIT, o.request_id, ended)]
 
 

@@ -138,7 +138,12 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
     provider cannot answer a later request that reuses the id. An answer past it that would
     have been relayed in time goes to the decider all the same, which drops it if it is a copy
     of the answer relayed (its provider restarted and sent it again) and refuses it otherwise
-    (decider.on_late); any other is refused here, as expired."""
+    (decider.on_late); any other is refused here, as expired. One whose only flaw is its
+    provider, no active holder in the directory as of the answer's broker time by this view of
+    it, goes to the decider too, marked refused (Outcome.refused; past its deadline, as one
+    relayed would: refused as expired), so a second instance judging it again, its view behind
+    or ahead, ends nothing twice: the decider makes the first judgement of it alone
+    (decider.on_outcome)."""
     out: list[Send] = []
     for item in batch:
         answer = _ans(item)
@@ -151,32 +156,30 @@ def answers(batch: list[FromHolder], ctx: Context) -> list[Send]:
             out += _refuse_answer(item, "INVALID_TICKET", "the ticket is for another provider",
                                   ticket)  # naming a query its sender was not asked: it ends none
             continue
-        if (flaw := _flaw(item, answer, ticket, ctx)) is not None:
-            if item.incoming.timestamp > ticket.deadline:  # refused as expired, whatever its flaw
-                flaw = "INVALID_TICKET", decider.expired(ticket.deadline, item.incoming.timestamp)
+        at = item.incoming.timestamp
+        if (flaw := _flaw(answer, ticket)) is not None:
+            if at > ticket.deadline:  # refused as expired, whatever its flaw
+                flaw = "INVALID_TICKET", decider.expired(ticket.deadline, at)
             out += _refuse_answer(item, *flaw, ticket)
             continue
         relayed = LinkageAnswer(answer.request_id, ticket.link_a, item.holder, ticket.pattern_id,
                                 ticket.data_type, answer.status, answer.sealed_payload)
+        gone = None if at > ticket.deadline else ctx.inactive_reason(item.holder, at)
         out.append(decider.to_decider(answer.request_id, Outcome(
             answer.request_id, item.incoming.source, CODEC.encode(relayed), ticket.deadline,
-            answered_at=item.incoming.timestamp)))
+            answered_at=at, refused=gone)))
     return out
 
 
-def _flaw(item: FromHolder, answer: ProviderAnswer, ticket: Ticket,
-          ctx: Context) -> tuple[str, str] | None:
-    """Why an answer under its provider's ticket is not relayed, its deadline aside: the reason
-    and words of its refusal (None: it is relayed, if in time). Its provider no longer an active
-    holder in the directory as of the answer's broker time is one (Context.inactive_reason); its
-    requester is judged by the decider (decider._relayed), which relays to no one an answer to
-    one inactive then and settles its request at once, its requester told as it is refused at
-    approval if suspended, not at the deadline."""
+def _flaw(answer: ProviderAnswer, ticket: Ticket) -> tuple[str, str] | None:
+    """Why an answer under its provider's ticket is refused here, its deadline aside: the reason
+    and words of its refusal (None: it goes to the decider). Its provider no longer
+    an active holder in the directory as of the answer's broker time is judged by the decider
+    (Outcome.refused), as its requester is (decider._relayed), which relays to no one an answer
+    to one inactive then and settles its request at once, its requester told as it is refused
+    at approval if suspended, not at the deadline."""
     if answer.status not in PROVIDER_STATUSES:
         return "MALFORMED", f"status {answer.status} is not an answer"
-    if (gone := ctx.inactive_reason(item.holder, item.incoming.timestamp)) is not None:
-        return gone, (f"{item.holder} is no longer an active holder in the directory: the "
-                      "answer is relayed to no one")
     if answer.link_code != ticket.link_b:
         return "INVALID_LINK_CODE", "the answer's link code is not the queried person's"
     return None

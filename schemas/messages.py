@@ -315,6 +315,7 @@ class Outcome:
     ended: bytes | None = None  # its request's TIMED_OUT access-log event: relayed to no one
     answered_at: datetime | None = None  # the answer's broker time (None before v4)
     told: bytes | None = None  # the Rejection telling its suspended requester: relayed to no one
+    refused: str | None = None  # v6: why its provider, inactive as of answered_at, is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +341,7 @@ class RequestState:
     request_id: str
     status: str
     source: str
-    resolved_by: str | None
+    resolved_by: str | None  # the source of an answer refused to its provider inactive then
     deadline: datetime
     forget_at: datetime
     requester: str

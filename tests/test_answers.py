@@ -4,6 +4,7 @@ request read again late, on the real broker, whose time it stamps."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,19 +139,28 @@ def test_an_answer_from_a_holder_made_inactive_since_its_request_is_refused(
         ctx: Context) -> None:
     """A provider marked inactive in the directory after the request was approved still had its
     answer relayed: only one gone from the directory was refused. The refusal tells one
-    suspended (SUSPENDED) from one not in the directory (UNKNOWN_HOLDER)."""
+    suspended (SUSPENDED) from one not in the directory (UNKNOWN_HOLDER); it is the decider's,
+    as linkage judged it (Outcome.refused), at the answer's broker time, whatever the
+    decider's own view of the directory says."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    answered = T0 + timedelta(seconds=1)
     inactive = replace(ctx, directory={**ctx.directory,
                                        "town": replace(ctx.directory["town"], active=False)})
     unlisted = replace(ctx, directory={h: e for h, e in ctx.directory.items() if h != "town"})
     for gone, reason in ((inactive, "SUSPENDED"), (unlisted, "UNKNOWN_HOLDER")):
-        refused, logged = _answer(pending, "town", T0 + timedelta(seconds=1), 2, gone)
+        sent, = _answer(pending, "town", answered, 2, gone)
+        decider_, partition = _owning_x(ctx)
+        decider_.handle(partition, pending, T0, ctx)
+        refused, logged = decider_.handle(partition, CODEC.decode(sent.value, Outcome),
+                                          answered + timedelta(seconds=5), ctx)
         rejection = CODEC.decode(refused.value, Rejection)
         assert refused.topic == topics.inbox("town") and logged.topic == topics.AUDIT
         assert (rejection.reason, rejection.detail) == (reason, "town is no longer an active "
                                                         "holder in the directory: the answer "
-                                                        "is relayed to no one")
-        assert CODEC.decode(logged.value, AccessLogEvent).reason == reason
+                                                        "was relayed to no one")
+        event = CODEC.decode(logged.value, AccessLogEvent)
+        assert (event.reason, event.occurred_at) == (reason, answered)
+        assert event.event_id == f"X:rejected@{topics.outbox('town')}:0:2", "as linkage's"
     relayed, = _answer(pending, "town", T0 + timedelta(seconds=1), 2, ctx)
     assert CODEC.decode(relayed.value, Outcome).request_id == "X"
 
@@ -226,6 +236,20 @@ def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:
     return decider_, partition
 
 
+def _fed(decider_: decider.Decider, partition: int, judgements: tuple[list[Send], ...],
+         now: datetime, ctx: Context, events: list[decider.DecisionEvent]) -> list[Send]:
+    """Each judgement's sends in turn, those to the decider handled by it at `now` (their events
+    added to `events`): all that was made."""
+    made: list[Send] = []
+    for send in itertools.chain(*judgements):
+        if send.topic != decider.DECISIONS:
+            made.append(send)
+            continue
+        events.append(decider.decision_event(send.value))
+        made += decider_.handle(partition, events[-1], now, ctx)
+    return made
+
+
 def test_a_resumed_entry_is_inactive_from_its_suspension_to_its_resumption(
         ctx: Context) -> None:
     """A resumed entry was active at every time: a request refused while its holder was
@@ -266,15 +290,8 @@ def test_a_request_judged_again_by_a_view_that_read_a_suspension_ends_once(
     for judgements, ending in (((approved, refused), "approved"),
                                ((refused, approved), "rejected")):
         decider_, partition = _owning_x(ctx)
-        made: list[Send] = []
         events: list[decider.DecisionEvent] = []
-        for sends in judgements:
-            for send in sends:
-                if send.topic != decider.DECISIONS:
-                    made.append(send)
-                    continue
-                events.append(decider.decision_event(send.value))
-                made += decider_.handle(partition, events[-1], T0, ctx)
+        made = _fed(decider_, partition, judgements, T0, ctx, events)
         assert [step_of(event) for event, _ in _logged(made)] == [ending], "one ending"
         told = [s for s in made if s.topic == topics.inbox("kodomo")]
         assert [CODEC.decode(s.value, Rejection).reason for s in told] == (
@@ -284,6 +301,41 @@ def test_a_request_judged_again_by_a_view_that_read_a_suspension_ends_once(
         rebuilt, _ = _owning_x(ctx)
         rebuilt.rebuild(partition, [decider.DecisionRecord(T0, events)], ctx)
         assert rebuilt.states[partition].get("X") == decider_.states[partition].get("X")
+
+
+def test_an_answer_judged_again_by_a_view_that_read_its_providers_suspension_ends_once(
+        ctx: Context) -> None:
+    """One answer judged by two platform instances, the first by a view of the directory that
+    had not read its provider's suspension (dated before the answer) and relaying it, the
+    second, reading it again (the first killed before committing it, or its provider's holder
+    library sending it again) by one that had: refused SUSPENDED straight to the provider and
+    the access log, a second ending beside the answer relayed. The refusal goes to the decider:
+    the first judgement of the answer in the decision partition's order is made, the other is a
+    copy, dropped, live and in a rebuild alike; refused first, the request ends as one whose
+    provider was suspended since its approval does (its sweep, on_deadline)."""
+    pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
+    answered = T0 + timedelta(seconds=1)
+    town = ctx.directory["town"]
+    unread = replace(ctx, directory={**ctx.directory, "town": dated(
+        replace(town, active=False), town, answered - timedelta(milliseconds=1))})
+    relayed, refused = _answer(pending, "town", answered, 2, ctx), _answer(
+        pending, "town", answered, 2, unread)
+    for judgements, ending in (((relayed, refused), "answered"),
+                               ((refused, relayed), "rejected")):
+        decider_, partition = _owning_x(ctx)
+        decider_.handle(partition, pending, T0, ctx)
+        events: list[decider.DecisionEvent] = [pending]
+        made = _fed(decider_, partition, judgements, answered, unread, events)
+        assert [step_of(event) for event, _ in _logged(made)] == [ending], "one ending"
+        assert _refusals(made) == ([(topics.inbox("town"), "SUSPENDED")]
+                                   if ending == "rejected" else [])
+        assert [s.topic for s in made if s.topic == topics.inbox("kodomo")] == (
+            [topics.inbox("kodomo")] if ending == "answered" else []), "relayed once, or never"
+        state = decider_.states[partition].get("X")
+        assert isinstance(state, RequestState if ending == "rejected" else decider.Settled)
+        rebuilt, _ = _owning_x(ctx)
+        rebuilt.rebuild(partition, [decider.DecisionRecord(T0, events)], ctx)
+        assert rebuilt.states[partition].get("X") == state
 
 
 def test_a_binding_judged_again_by_a_view_that_read_its_holders_suspension_ends_once(
@@ -300,11 +352,7 @@ def test_a_binding_judged_again_by_a_view_that_read_its_holders_suspension_ends_
     for judgements, ending in (((forwarded, refused), topics.REGISTRY_IN),
                                ((refused, forwarded), topics.inbox("town"))):
         decider_, partition = _owning_x(ctx)
-        made: list[Send] = []
-        for sends in judgements:
-            for send in sends:
-                made += decider_.handle(partition, decider.decision_event(send.value), T0, ctx) \
-                    if send.topic == decider.DECISIONS else [send]
+        made = _fed(decider_, partition, judgements, T0, ctx, [])
         assert [s.topic for s in made if s.topic != topics.AUDIT] == [ending], "one ending"
         assert [(step_of(e), e.reason) for e, _ in _logged(made)] == (
             [] if ending == topics.REGISTRY_IN else [("rejected", "SUSPENDED")])

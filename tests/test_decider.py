@@ -749,6 +749,54 @@ def _swept(decider_: decider.Decider, partition: int, at: datetime, ctx: Context
             for made in decider_.handle(partition, CODEC.decode(sweep.value, Sweep), at, ctx)]
 
 
+def test_an_answer_refused_to_its_provider_suspended_is_made_once_by_the_decider(
+        ctx: Context) -> None:
+    """An answer its reader refused, its provider no active holder as of its broker time
+    (Outcome.refused), was refused at once outside the decider, whatever its request's state: a
+    copy of the answer relayed got a refusal and rejected@ beside answered@. The decider drops
+    one to a request answered (a copy sent again at another offset too, as one relayed would
+    be), and one judged already (its source); to a request pending (or held for it until it
+    comes) or timed out, it is refused as linkage refused it, at its broker time, the request
+    ended as one whose provider was suspended since its approval is, by its sweep."""
+    answered_at = NOW + timedelta(seconds=2)
+    refused = replace(_answer(), deadline=_pending(ctx).deadline, answered_at=answered_at,
+                      refused="SUSPENDED")
+    resent = replace(refused, source="renkei.holder.town.out:1:9")
+    sweep = NOW + timedelta(seconds=31)
+    copies: list[tuple[list[decider.DecisionEvent], Outcome]] = [
+        ([_pending(ctx), _answer()], resent), ([_pending(ctx), refused], _answer()),
+        ([_pending(ctx), refused], refused)]
+    for history, event in copies:
+        decider_, partition = _owning(ctx, history)
+        state = decider_.states[partition].get("r-1")
+        assert decider_.handle(partition, event, sweep, ctx) == [], "dropped"
+        assert decider_.states[partition].get("r-1") == state
+    histories: list[list[decider.DecisionEvent]] = [
+        [_pending(ctx)], [_pending(ctx), Sweep(sweep, ("r-1",))], []]
+    for history in histories:
+        decider_, partition = _owning(ctx, history)
+        made = decider_.handle(partition, refused, sweep, ctx)
+        if not history:
+            assert made == [], "held"
+            made = decider_.handle(partition, _pending(ctx), sweep, ctx)[2:]
+        rejection, logged = CODEC.decode(made[0].value, Rejection), CODEC.decode(made[1].value,
+                                                                                 AccessLogEvent)
+        assert (made[0].topic, rejection.reason, rejection.rejected_at) == (
+            topics.inbox("town"), "SUSPENDED", answered_at)
+        assert (logged.event_id, logged.reason) == (f"r-1:rejected@{refused.source}", "SUSPENDED")
+        assert decider_.handle(partition, resent, sweep, ctx)[0].topic == topics.inbox("town"), \
+            "another answer refused: refused too"
+        if len(history) != 2:  # pending: its relay from a view behind is a copy, dropped
+            assert decider_.handle(partition, _answer(), sweep, ctx) == []
+            town = replace(ctx.directory["town"], active=False, inactive_since=answered_at)
+            ended = _swept(decider_, partition, sweep,
+                           replace(ctx, directory={**ctx.directory, "town": town}))
+            assert [(s.topic, s.topic == topics.AUDIT or CODEC.decode(s.value, Rejection).reason)
+                    for s in ended] == [(topics.inbox("nenkin"), "SUSPENDED"),
+                                        (topics.AUDIT, True)], "ended as before, once"
+            assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
+
+
 def test_an_answer_recorded_before_its_request_settles_it_in_a_rebuild(ctx: Context) -> None:
     """An owner deciding at once writes a request's Pending after its query is acknowledged, so
     the provider's answer, written by another instance, can come first in the partition: a new
