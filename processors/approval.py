@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from audit.events import SUSPENDED
-from schemas.messages import HolderEntry, LegalPattern, LinkageRequest, Suspension
+from renkei.suspensions import active_at, suspension_at
+from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,38 +32,6 @@ def not_active_reason(entry: HolderEntry | None) -> str:
     """Why a holder (its directory entry, None if it has none) that is no active holder is
     refused: SUSPENDED, or UNKNOWN_HOLDER if the directory has no such holder."""
     return UNKNOWN_HOLDER if entry is None else SUSPENDED
-
-
-def active_at(entry: HolderEntry, at: datetime | None) -> bool:
-    """Whether a holder's entry is active as of `at`, the broker's time of what is judged (None:
-    now): one made inactive at inactive_since is active for what came before then, and a resumed
-    one (resumed_at) inactive for what came from then until its resumption, and within each
-    earlier suspension it keeps (suspensions). Judged so, a holder's message is judged alike by
-    every instance, whenever it reads it; one made inactive at a time not known (inactive_since
-    None) is inactive at every time, one resumed at a time not known active at every time."""
-    if at is not None and _earlier(entry, at) is not None:
-        return False
-    if at is None or entry.inactive_since is None:
-        return entry.active
-    if at < entry.inactive_since:
-        return True
-    return entry.active and (entry.resumed_at is None or entry.resumed_at <= at)
-
-
-def _earlier(entry: HolderEntry, at: datetime) -> Suspension | None:
-    """The earlier suspension of the entry's (suspensions) that `at` falls in, if one."""
-    return next((s for s in entry.suspensions if s.since <= at < s.until), None)
-
-
-def suspension_at(entry: HolderEntry, at: datetime | None
-                  ) -> tuple[datetime | None, datetime | None]:
-    """When the suspension of an entry inactive as of `at` (None: now; active_at) began and
-    ended: the earlier one `at` falls in (suspensions), else its last one (None: not dated, not
-    ended)."""
-    earlier = None if at is None else _earlier(entry, at)
-    if earlier is not None:
-        return earlier.since, earlier.until
-    return entry.inactive_since, entry.resumed_at if entry.active else None
 
 
 def suspended(who: str, entry: HolderEntry, at: datetime | None = None) -> str:

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from processors.approval import PatternList, active_at, not_active_reason
+from processors.approval import PatternList, not_active_reason
 from processors.codes import CodeService, UnitEpoch
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
 from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
+from renkei.suspensions import active_at
 from schemas.messages import HolderEntry
 
 REKEY_GRACE = timedelta(hours=24)  # after a re-keying, queries carry the previous code too
@@ -55,7 +56,7 @@ class Context:
 
     def active(self, holder: str, at: datetime | None = None) -> bool:
         """In the directory and active there as of `at`, the broker's time of what is judged
-        (None: now; approval.active_at): a holder taken out is neither answered nor answers."""
+        (None: now; suspensions.active_at): a holder taken out is neither answered nor answers."""
         entry = self.directory.get(holder)
         return entry is not None and active_at(entry, at)
 

@@ -202,7 +202,7 @@ def dated(entry: HolderEntry, before: HolderEntry | None, appended: datetime | N
     it ends and not when (a resumption: one record) as resumed at its record's broker append
     time: the same for every reader, whenever it reads it. On a directory topic the broker does
     not stamp (not brought to spec yet) a suspension stays inactive since a time not known,
-    inactive whenever, and a resumption active whenever (approval.active_at)."""
+    inactive whenever, and a resumption active whenever (suspensions.active_at)."""
     if entry.active:
         resumed = entry.inactive_since is not None and entry.resumed_at is None
         return replace(entry, resumed_at=appended) if resumed else entry

@@ -16,9 +16,9 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
-from processors.approval import active_at, suspension_at
 from renkei import sealing
 from renkei.envelope import Directory
+from renkei.suspensions import active_at, suspension_at
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, HolderLogEntry
 
@@ -75,7 +75,7 @@ def unsent(answer: HolderLogAnswer) -> str | None:
 
 def not_asked(entry: HolderEntry | None, at: datetime | None = None) -> str | None:
     """Why the platform asks a holder (its directory entry, None if it has none) for nothing as
-    of `at`, the broker's time of the request naming it (None: now; approval.active_at):
+    of `at`, the broker's time of the request naming it (None: now; suspensions.active_at):
     SUSPENDED or NOT_LISTED; None: an active one."""
     if entry is None:
         return NOT_LISTED
