@@ -42,8 +42,8 @@ async def test_holders_suspended_and_resumed_under_load_have_their_requests_ende
     suspended in turn, each resumed SUSPENDED_FOR seconds later; requests to and from them
     meanwhile refused SUSPENDED (at approval, or once approved), each once at its requester and
     in the access log, the rest answered as before."""
-    result = await run_crash_chaos(tmp_path / "state", seconds=20, rate=10, residents=80,
-                                   instances=2, every=20, bound=60, suspend_every=5)
+    result = await run_crash_chaos(tmp_path / "state", seconds=25, rate=10, residents=80,
+                                   instances=2, every=30, bound=60, suspend_every=5)
     print(f"\ncrash chaos with suspensions: {result.to_json()}")
     assert result.kills == []
     assert len(result.suspensions) == 2 and len({s[1] for s in result.suspensions}) == 2
