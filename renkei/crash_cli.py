@@ -80,18 +80,23 @@ def summary(r: CrashChaos) -> list[str]:
         "reached); never accepted "
         + (", ".join(f"{k} {v}" for k, v in r.never_accepted.items()) or "0")
         + f"; requests recorded beyond those accepted {r.recorded_beyond_accepted}",
-        *([f"suspensions: {len(r.suspensions)}, one every {r.suspend_every_seconds:g}s ("
-           + ", ".join(f"{h} {n}" for h, n in Counter(h for _, h, _ in r.suspensions).items())
-           + ")"] if r.suspend_every_seconds else []),
-        *([f"freezes: {len(r.freezes)}, one every {r.freeze_every_seconds:g}s ("
-           + ", ".join(f"{p} {n}" for p, n in Counter(p for _, p, _ in r.freezes).items())
-           + "), frozen " + ", ".join(f"{s:g}" for _, _, s in r.freezes) + " s"]
+        *([_made("suspensions", r.suspend_every_seconds, r.suspensions)]
+          if r.suspend_every_seconds else []),
+        *([_made("freezes", r.freeze_every_seconds, r.freezes) + ", frozen "
+           + ", ".join(f"{s:g}" for _, _, s in r.freezes) + " s"]
           if r.freeze_every_seconds else []),
         *r.checked.lines(),
         f"latency: p50 {r.latency_p50_seconds}s, max {r.latency_max_seconds}s; died by "
         f"themselves {r.died or 'none'}; tracebacks {r.tracebacks or 'none'}",
         "exactly once: " + ("yes" if r.exactly_once else "NO"),
     ]
+
+
+def _made(what: str, every: float, made: list[tuple[float, str, float]]) -> str:
+    """How many of `what` were made, one every `every` seconds, and of which, as many each."""
+    return (f"{what}: {len(made)}, one every {every:g}s ("
+            + ", ".join(f"{who} {n}" for who, n in Counter(who for _, who, _ in made).items())
+            + ")")
 
 
 @click.command("report", short_help="One report of the chaos results in the results folder.")
