@@ -257,6 +257,12 @@ class Load:
             raise Refused(f"HTTP {exc.status}, not JSON") from exc
 
 
+def _lasted(began: float, start: float, who: str) -> tuple[float, str, float]:
+    """A kill, suspension or freeze of `who` begun at `start` (monotonic) and over now: [seconds
+    into the load (begun at `began`), who, seconds it lasted]."""
+    return round(start - began, 2), who, round(time.monotonic() - start, 2)
+
+
 class Killer:
     """One victim every `every` seconds, round the schedule (but one `frozen` now: the next
     after it); each started again at once, with `turn` held (no operator command runs
@@ -279,8 +285,7 @@ class Killer:
                 victim = next(v for v in self.schedule if v not in self.frozen)
                 killed = time.monotonic()
                 await self.kill_and_restart(victim)
-            self.kills.append((round(killed - began, 2), victim,
-                               round(time.monotonic() - killed, 2)))
+            self.kills.append(_lasted(began, killed, victim))
 
     async def kill_and_restart(self, victim: str) -> None:
         if victim == BROKER:
@@ -329,8 +334,7 @@ class Suspender:
             async with self.turn:
                 await directory.resume(holder, OPERATOR)
             self.judged.append(Suspension(holder, since, datetime.now(UTC)))
-            self.suspensions.append((round(suspended - began, 2), holder,
-                                     round(time.monotonic() - suspended, 2)))
+            self.suspensions.append(_lasted(began, suspended, holder))
 
 
 # seconds a platform instance stays frozen, drawn between: around the group's session timeout, most
@@ -366,8 +370,7 @@ class Freezer:
             finally:  # also when the run fails meanwhile: never left frozen
                 proc.send_signal(signal.SIGCONT)
                 self.frozen.discard(instance)
-            self.freezes.append((round(froze - began, 2), instance,
-                                 round(time.monotonic() - froze, 2)))
+            self.freezes.append(_lasted(began, froze, instance))
 
 
 def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
