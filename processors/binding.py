@@ -70,7 +70,7 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     if not ctx.fresh(request.sent_at, at):
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, item.incoming.source, BINDING)
-    source, deadline = item.incoming.source, at + ctx.answer_timeout
+    source, deadline = item.incoming.source, item.deadline(ctx)
     if request.by == BY_PERSONAL_NUMBER:
         provider, query = acls.AUTHORITY, CODEC.encode(NumberLookup(
             request.request_id, item.holder, entry.private, request.sealed_query, source, at))

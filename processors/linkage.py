@@ -8,6 +8,7 @@ checked against their ticket, which carries both link codes, and rewritten B →
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from audit.events import ANSWER, LINKAGE
 from processors import decider
@@ -47,6 +48,11 @@ class FromHolder:
         """Its message's digest (decider.message_digest): the same for a copy sent again."""
         return decider.message_digest(key, self.holder, self.incoming.value or b"")
 
+    def deadline(self, ctx: Context) -> datetime:
+        """Its request's deadline, approved (its Pending's, and its Refusal's if refused): an
+        answer timeout after its broker time."""
+        return self.incoming.timestamp + ctx.answer_timeout
+
     def refused(self, request_id: str, refusal: list[Send], ctx: Context) -> Send:
         """Its request's `refusal` (rejection.reject: the Rejection and its access-log event) by
         the platform's views (the directory, the pattern list, the codes), which another
@@ -55,9 +61,8 @@ class FromHolder:
         so the request ends once."""
         told, logged = refusal
         return decider.to_decider(request_id, Refusal(
-            request_id, self.incoming.source, self.holder,
-            self.incoming.timestamp + ctx.answer_timeout, self.digest(ctx.digest_key),
-            told.value, logged.value))
+            request_id, self.incoming.source, self.holder, self.deadline(ctx),
+            self.digest(ctx.digest_key), told.value, logged.value))
 
 
 def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
@@ -116,7 +121,7 @@ def _previous_codes(approved: list[tuple[FromHolder, Approved, str]],
 def _pending(item: FromHolder, verdict: Approved, person: str, link_b: str,
              previous_b: str | None, ctx: Context) -> Send:
     request = _req(item)
-    deadline = item.incoming.timestamp + ctx.answer_timeout
+    deadline = item.deadline(ctx)
     ticket = ctx.tickets.seal(Ticket(request.request_id, item.holder, request.provider,
                                      request.pattern_id, request.data_type, person,
                                      request.link_code, link_b, deadline))
