@@ -12,7 +12,7 @@ from datetime import datetime
 
 from audit.events import ANSWER, LINKAGE
 from processors import decider
-from processors.approval import UNLISTED, Approved, approve
+from processors.approval import UNLISTED, Approved, Refused, approve
 from processors.codes import InvalidCode
 from processors.context import Context
 from processors.rejection import reject, unfit
@@ -88,14 +88,13 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
                            f"received {at.isoformat()}: outside the replay window", person)
             continue
         verdict = approve(request, ctx.directory[item.holder], ctx.directory, ctx.patterns, at)
-        if not isinstance(verdict, Approved):
-            out.append(item.refused(request.request_id, _reject(
-                item, verdict.reason, verdict.detail, person), ctx))
-        elif person is None:
-            out.append(item.refused(request.request_id, _reject(
-                item, "INVALID_LINK_CODE", str(id_code), None), ctx))
-        else:
-            approved.append((item, verdict, person))
+        if isinstance(verdict, Approved):
+            if person is not None:
+                approved.append((item, verdict, person))
+                continue
+            verdict = Refused("INVALID_LINK_CODE", str(id_code))
+        out.append(item.refused(request.request_id, _reject(
+            item, verdict.reason, verdict.detail, person), ctx))
     targets = ctx.codes.link_codes_of([person for _, _, person in approved],
                                       [ctx.unit(_req(item).provider) for item, _, _ in approved])
     previous = _previous_codes(approved, ctx)
