@@ -31,7 +31,7 @@ from processors import keys, patterns
 from processors.windows import CLOCK_SKEW
 from renkei import sealing
 from renkei.broker_time import appended_at
-from renkei.compacted import CompactedView, dated, holder_directory, holder_entries
+from renkei.compacted import CompactedView, dated, holder_entries
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, fencing, handed, producer_for, settled
 from renkei.state import file_awaited, private_dir
@@ -515,7 +515,7 @@ async def current(access: KafkaAccess | None = None) -> dict[str, HolderEntry]:
     at once if no broker answers: a view would wait for one."""
     access = access or KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.DIRECTORY)
-    return _by_holder(await _entries(access, holder_directory(access)))
+    return (await _directory(access))[1]
 
 
 def _by_holder(entries: Sequence[HolderEntry]) -> dict[str, HolderEntry]:
