@@ -84,6 +84,8 @@ REPLAY_WAIT_MS = 10  # a replay reads what is there: no fetch held 500 ms at the
 DIRECTORY_WAIT = 1.0  # seconds a poll waits at most for the directory view to read to its end
 SESSION_TIMEOUT_MS = 10_000  # an instance not heard from for longer leaves the group
 HEARTBEAT_MS = 2_000
+# how long since the group last heard from it an instance still decides at once
+LEASE_SECONDS = (SESSION_TIMEOUT_MS - HEARTBEAT_MS) / 1000
 DECIDED = "renkei-decided"  # header of a decision event decided at once: the owner's mark
 BATCHED = (topics.AUDIT, decider.DECISIONS)  # sent a poll's worth at a time
 
@@ -206,8 +208,6 @@ class Platform:
             auto_offset_reset="earliest", max_poll_records=POLL_RECORDS,
             session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_MS,
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
-        # how long since the group last heard from it an instance still decides at once
-        self.lease = (SESSION_TIMEOUT_MS - HEARTBEAT_MS) / 1000
         self.outflow = Outflow(self.consumer, self.producer)
         self.unread = Unread(self.consumer)
         self.reached = True  # the broker, by the last commit at a stop
@@ -300,7 +300,7 @@ class Platform:
         effects: list[Send] = []
         decided: list[Send] = []
         near = decider.near_forgetting(ctx)
-        at_once = self.at_once if self.consumer.heard_within(self.lease) else {}
+        at_once = self.at_once if self.consumer.heard_within(LEASE_SECONDS) else {}
         for item in out:
             partition = item.partition if item.topic == decider.DECISIONS else None
             if (partition is None or partition not in at_once
