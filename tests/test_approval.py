@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -32,10 +33,17 @@ DIRECTORY = {h.holder_id: h for h in (
 PATTERNS = PatternList(load())
 
 
-def _ask(requester: str, pattern: str, provider: str, data_type: str,
-         at: datetime = NOW) -> Approved | Refused:
+def _ask(requester: str, pattern: str, provider: str, data_type: str, at: datetime = NOW,
+         directory: Mapping[str, HolderEntry] = DIRECTORY) -> Approved | Refused:
     request = LinkageRequest("r", at, "ABC98765XYZ", pattern, provider, data_type)
-    return approve(request, DIRECTORY.get(requester), DIRECTORY, PATTERNS, at)
+    return approve(request, directory.get(requester), directory, PATTERNS, at)
+
+
+def _outcome(holder: str, entry: HolderEntry, at: datetime) -> str:
+    """nenkin's request to town under P-037 at `at`, `holder` (one of the two) of `entry` in the
+    directory: APPROVED, or the reason it is refused."""
+    verdict = _ask("nenkin", "P-037", "town", "local_tax", at, {**DIRECTORY, holder: entry})
+    return "APPROVED" if isinstance(verdict, Approved) else verdict.reason
 
 
 def test_a_lawful_request_is_approved_with_its_pattern_version() -> None:
@@ -93,17 +101,11 @@ def test_a_request_is_judged_by_the_directory_as_of_its_broker_time(holder: str)
     resumed = replace(DIRECTORY[holder], inactive_since=SUSPENDED_AT, resumed_at=RESUMED_AT)
     undated = replace(DIRECTORY[holder], active=False)
 
-    def outcome(entry: HolderEntry, at: datetime) -> str:
-        directory = {**DIRECTORY, holder: entry}
-        request = LinkageRequest("r", at, "ABC98765XYZ", "P-037", "town", "local_tax")
-        verdict = approve(request, directory["nenkin"], directory, PATTERNS, at)
-        return "APPROVED" if isinstance(verdict, Approved) else verdict.reason
-
     times = (SUSPENDED_AT - MS, SUSPENDED_AT, RESUMED_AT - MS, RESUMED_AT)
-    assert [outcome(suspended, at) for at in times] == ["APPROVED"] + ["SUSPENDED"] * 3
-    assert [outcome(resumed, at) for at in times] == [
+    assert [_outcome(holder, suspended, at) for at in times] == ["APPROVED"] + ["SUSPENDED"] * 3
+    assert [_outcome(holder, resumed, at) for at in times] == [
         "APPROVED", "SUSPENDED", "SUSPENDED", "APPROVED"]
-    assert [outcome(undated, at) for at in times] == ["SUSPENDED"] * 4
+    assert [_outcome(holder, undated, at) for at in times] == ["SUSPENDED"] * 4
 
 
 @pytest.mark.parametrize("holder", ["nenkin", "town"])  # the requester, the provider
@@ -119,18 +121,12 @@ def test_a_request_within_an_earlier_suspension_is_refused_whenever_it_is_judged
                     suspensions=earlier)
     back = replace(again, active=True, resumed_at=BACK_AT)
 
-    def outcome(entry: HolderEntry, at: datetime) -> str:
-        directory = {**DIRECTORY, holder: entry}
-        request = LinkageRequest("r", at, "ABC98765XYZ", "P-037", "town", "local_tax")
-        verdict = approve(request, directory["nenkin"], directory, PATTERNS, at)
-        return "APPROVED" if isinstance(verdict, Approved) else verdict.reason
-
     times = (SUSPENDED_AT - MS, SUSPENDED_AT, RESUMED_AT - MS, RESUMED_AT, AGAIN_AT - MS,
              AGAIN_AT, BACK_AT - MS, BACK_AT)
-    assert [outcome(again, at) for at in times] == [
+    assert [_outcome(holder, again, at) for at in times] == [
         "APPROVED", "SUSPENDED", "SUSPENDED", "APPROVED", "APPROVED", "SUSPENDED", "SUSPENDED",
         "SUSPENDED"]
-    assert [outcome(back, at) for at in times] == [
+    assert [_outcome(holder, back, at) for at in times] == [
         "APPROVED", "SUSPENDED", "SUSPENDED", "APPROVED", "APPROVED", "SUSPENDED", "SUSPENDED",
         "APPROVED"]
 
