@@ -177,10 +177,10 @@ class Held:
 
 @dataclass
 class Partition:
-    """One decision partition's requests: the pending in full, the settled as one integer each,
-    listed by the second they are to be forgotten; the few answers that came before their
-    request, or past their deadline to it pending; and the latest second whose requests may have
-    been forgotten."""
+    """One decision partition's requests: the pending in full, those of a linkage listed by
+    their provider too, the settled as one integer each, listed by the second they are to be
+    forgotten; the few answers that came before their request, or past their deadline to it
+    pending; and the latest second whose requests may have been forgotten."""
 
     pending: dict[str, RequestState] = field(default_factory=dict)
     settled: dict[str, int] = field(default_factory=dict)
@@ -191,6 +191,28 @@ class Partition:
     late: dict[str, tuple[Outcome, ...]] = field(default_factory=dict)
     bound: dict[str, int] = field(default_factory=dict)  # a binding answered: its answer's digest
     forgotten_through: int = 0
+    # the ids of the pending linkage requests by their provider (a binding's look-up has none a
+    # directory suspends), made from `pending` and kept in step with it by `put`
+    by_provider: dict[str, set[str]] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for state in self.pending.values():
+            self._list(state)
+
+    def _list(self, state: RequestState) -> None:
+        if state.kind != BINDING:
+            self.by_provider.setdefault(state.provider, set()).add(state.request_id)
+
+    def _unlist(self, state: RequestState) -> None:
+        if state.kind != BINDING:
+            listed = self.by_provider[state.provider]
+            listed.discard(state.request_id)
+            if not listed:
+                del self.by_provider[state.provider]
+
+    def pending_to(self, providers: Iterable[str]) -> list[str]:
+        """The ids of the linkage requests pending to `providers`."""
+        return [r for provider in providers for r in self.by_provider.get(provider, ())]
 
     def get(self, request_id: str) -> State | None:
         found = self.pending.get(request_id)
@@ -202,11 +224,13 @@ class Partition:
     def put(self, request_id: str, state: State) -> None:
         if isinstance(state, RequestState):
             self.pending[request_id] = state
+            self._list(state)  # listed already if pending: its provider is the same (on_outcome)
             return
         was = self.pending.pop(request_id, None)  # its id string is the one its deadline holds
         if was is None:  # settled already (ended TIMED_OUT by an answer relayed to no one), or
             self.settled[request_id] = state.packed()  # by its first event (forget_at)
             return
+        self._unlist(was)
         self.settled[was.request_id] = state.packed()
         self.forgetting.setdefault(math.ceil(was.forget_at.timestamp()), []).append(was.request_id)
 
@@ -1019,10 +1043,9 @@ class Decider:
         answer its provider gave while still active relayed first."""
         gone = {holder for holder in ctx.directory if not ctx.active(holder, now)}
         for states in self.states.values() if gone else ():
-            for pending in states.pending.values():
-                if pending.kind != BINDING and pending.provider in gone:
-                    self.deadlines.hasten(pending.request_id, now)
-                    self._named_early.add(pending.request_id)
+            for request_id in states.pending_to(gone):
+                self.deadlines.hasten(request_id, now)
+                self._named_early.add(request_id)
         found = {}
         for request_id in self.deadlines.due(now):
             state = self.states[partition_of(request_id)].pending.get(request_id)

@@ -266,6 +266,47 @@ def test_a_request_ended_early_its_provider_since_resumed_is_ended_once_by_every
     assert _sweeps(resumed, deadline, ctx) == []
 
 
+def _suspended(ctx: Context, holder: str) -> Context:
+    """`ctx` with `holder` suspended a second after NOW."""
+    return replace(ctx, directory={**ctx.directory, holder: replace(
+        ctx.directory[holder], active=False, inactive_since=NOW + timedelta(seconds=1))})
+
+
+def test_a_suspended_provider_passes_the_requests_pending_to_it_as_its_partition_has_them(
+        ctx: Context) -> None:
+    """Decider.passed read every pending request of every partition at each sweep while any
+    holder was suspended (O(pending) for one holder of thousands); it reads those of the
+    suspended providers only, listed by provider beside the pending (as listing them afresh
+    would): a rebuilt partition's (a partition given away and taken back, its new history's),
+    not one ended by its answer (nor, its id used again once forgotten, the one to another
+    provider under it)."""
+    town, nenkin, swept = _suspended(ctx, "town"), _suspended(ctx, "nenkin"), NOW + timedelta(
+        seconds=3)
+    to_nenkin = replace(_pending(ctx), requester="town", provider="nenkin")
+    owner, partition = _owning(ctx, [_pending(ctx)])
+    assert owner.passed(swept, town) == {"r-1": topics.outbox("town")}, "rebuilt: found"
+    owner.keep_only(set())
+    assert owner.keep_only({partition}) == {partition}
+    owner.rebuild(partition, [decider.DecisionRecord(NOW, [to_nenkin])], ctx)
+    assert owner.passed(swept, town) == {}, "taken back: r-1 is to nenkin in its history"
+    assert owner.passed(swept, nenkin) == {"r-1": topics.outbox("nenkin")}
+    answered, _ = _owning(ctx, [_pending(ctx), _answer()])
+    states, near = answered.states[partition], decider.near_forgetting(ctx)
+    assert answered.passed(swept, town) == {}, "ended by its answer: not ended again"
+    forget_at = ctx.stale_from(_pending(ctx).deadline - ctx.answer_timeout)
+    answered.read(partition, forget_at + timedelta(seconds=decider.forgetting_lag(ctx)), ctx)
+    answered.handle(partition, Sweep(forget_at, ()), NOW, ctx)
+    assert states.get("r-1") is None, "forgotten"
+    again = NOW + timedelta(seconds=2)
+    answered.handle(partition, replace(to_nenkin, deadline=again + ctx.answer_timeout), again,
+                    ctx)
+    assert isinstance(states.get("r-1"), RequestState), "pending again"
+    assert not answered.in_order(partition, "r-1", _answer("nenkin"), swept, near), "not named"
+    assert answered.passed(swept, town) == {}, "its id's request to town is not pending"
+    assert replace(states) == states, "listed as the pending are"
+    assert answered.passed(swept, nenkin) == {"r-1": topics.outbox("nenkin")}
+
+
 def test_an_answer_to_a_request_named_early_is_decided_after_the_sweep_on_its_way(
         ctx: Context) -> None:
     """An owner named a request early, its provider suspended, and the provider, resumed at
