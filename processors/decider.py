@@ -38,7 +38,8 @@ approval by the platform's views (a Refusal) is decided as the first judgement o
 another instance, its view of the directory behind, may judge the same holder message otherwise,
 and the second judgement is a copy, dropped (on_refusal); so is an answer refused to its provider,
 no active holder as of its broker time by its reader's view (Outcome.refused): made only if it
-is the first judgement of the answer, to a request not answered (on_outcome).
+is the first judgement of the answer, to a request not answered (on_outcome); and an answer
+refused to its provider, read again, whatever its request became since.
 """
 
 from __future__ import annotations
@@ -190,6 +191,9 @@ class Partition:
     # them): decided once it is settled (on_late)
     late: dict[str, tuple[Outcome, ...]] = field(default_factory=dict)
     bound: dict[str, int] = field(default_factory=dict)  # a binding answered: its answer's digest
+    # the answer refused to its provider (the fingerprint of its source), kept as its request is:
+    # a copy of it read again is dropped, whatever its request became (on_outcome)
+    refused: dict[str, int] = field(default_factory=dict)
     forgotten_through: int = 0
     # the ids of the pending linkage requests by their provider (a binding's look-up has none a
     # directory suspends), made from `pending` and kept in step with it by `put`
@@ -267,6 +271,7 @@ class Partition:
             for request_id in self.forgetting.pop(second):
                 self.settled.pop(request_id, None)
                 self.bound.pop(request_id, None)
+                self.refused.pop(request_id, None)
         forgotten: list[Outcome] = []
         for request_id, held in list(self.held.items()):
             if held.until is None:
@@ -301,10 +306,12 @@ class Partition:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The request's new state (None: unknown, nothing to keep), and what to send: made only
-    when asked for, as a rebuild keeps the state of events whose effects already happened."""
+    when asked for, as a rebuild keeps the state of events whose effects already happened; an
+    answer it refuses to its provider is kept with its request (Partition.refused)."""
 
     state: State | None
     make: Callable[[], list[Send]] = list
+    refused: str | None = None  # the source of the answer it refuses to its provider
 
     @property
     def effects(self) -> list[Send]:
@@ -485,7 +492,8 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
     ]
 
 
-def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> Decision:
+def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context,
+               refused: int | None = None) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
     pending under its id (one of another exchange, whose id was used again or that answers
     under it, is refused to its provider, as is one that comes after its request timed out, or
@@ -496,29 +504,32 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context) -> 
     whose provider was suspended since its approval does (on_deadline), and a later judgement of
     the same answer (its source), relayed by a view behind, a copy, dropped; to a request
     answered, it is dropped as a second answer is, a copy of the answer relayed that a view
-    ahead judged again (or its provider sent again) perhaps."""
-    if o.ended is not None:
-        return on_ended(o, o.ended, state)
-    if isinstance(state, Settled) and state.status != ANSWERED:
-        return Decision(state, partial(_relayed_to_no_one, o, UNANSWERED[state.status], now))
-    if not isinstance(state, RequestState):
-        return Decision(state)  # unknown (the decider holds it), or answered: dropped
-    if state.resolved_by == o.source:
+    ahead judged again (or its provider sent again) perhaps. An answer refused to its provider
+    (`refused`: the fingerprint of its source, Partition.refused) is told so once: a copy of it,
+    read again by whichever view, is dropped whatever its request became since (timed out, or
+    ended relaying it to no one)."""
+    if refused == fingerprint(o.source):
         log.info("an answer to request %s (%s) is a copy of one refused already: dropped",
                  o.request_id, o.source)
         return Decision(state)
+    if o.ended is not None:
+        return on_ended(o, o.ended, state)
+    if isinstance(state, Settled) and state.status != ANSWERED:
+        return Decision(state, partial(_relayed_to_no_one, o, UNANSWERED[state.status], now),
+                        o.source)
+    if not isinstance(state, RequestState):
+        return Decision(state)  # unknown (the decider holds it), or answered: dropped
     if o.refused is not None:
-        return Decision(replace(state, resolved_by=state.resolved_by or o.source),
-                        partial(_provider_refused, o, now))
+        return Decision(state, partial(_provider_refused, o, now), o.source)
     answer = _readable(o)
     if answer is None:
-        return Decision(state, partial(_unreadable, o, now))
+        return Decision(state, partial(_unreadable, o, now), o.source)
     exchange = (answer.provider, answer.pattern_id, answer.data_type)
     if exchange != (state.provider, state.pattern_id, state.data_type):
         log.warning("an answer to request %s is of another exchange (%s, %s, %s): refused",
                     o.request_id, *exchange)
         return Decision(state, partial(_refused_answer, o, answer, "the request pending under "
-                                       "its id is of another exchange", now))
+                                       "its id is of another exchange", now), o.source)
     return Decision(_settled(state, ANSWERED), partial(_relayed, o, answer, state, now, ctx))
 
 
@@ -739,14 +750,13 @@ def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
     apart, is UNKNOWN_HOLDER, as it was refused then), which logs it not provided, a suspended
     requester refused (Outcome.told), and its request logged TIMED_OUT, as one whose answer
     linkage refused is at its deadline, as that owner made them, by whichever owner reads it;
-    and settled TIMED_OUT,
-    so a later copy of the answer is refused, unless a timeout, or this decision read before,
-    ended it already."""
+    and settled TIMED_OUT, unless a timeout, or this decision read before, ended it already: a
+    later copy of the answer, refused so, is dropped (on_outcome)."""
     if state is None or (isinstance(state, Settled) and state.status != ANSWERED):
         return Decision(state)
     settled = (_settled(state, TIMED_OUT) if isinstance(state, RequestState)
                else replace(state, status=TIMED_OUT))
-    return Decision(settled, partial(_unrelayed, o, ended))
+    return Decision(settled, partial(_unrelayed, o, ended), o.source)
 
 
 def _unrelayed(o: Outcome, ended: bytes) -> list[Send]:
@@ -929,9 +939,7 @@ class Decider:
                         else _refusal_made(message))  # refused as it was before it came here
             requested = self._judged(states, message, now, forget_at, effects)
             for held in states.release(message.request_id):  # answers that came before it
-                requested += self._decide(states, message.request_id,
-                                          partial(on_outcome, held, now=now, ctx=ctx),
-                                          not rebuilding)
+                requested += self._outcome(states, held, now, ctx, not rebuilding)
             return requested
         if isinstance(message, RegistryAnswer):
             return self._registry_answer(states, message, now, ctx, effects)
@@ -946,8 +954,7 @@ class Decider:
             if states.get(message.request_id) is None:  # its request may come after it
                 states.hold(message)
                 return []
-            return self._decide(states, message.request_id,
-                                partial(on_outcome, message, now=now, ctx=ctx), effects)
+            return self._outcome(states, message, now, ctx, effects)
         made: list[Send] = []
         for request_id in message.expire:  # each decided on the state the one before it left;
             try:  # one whose timeout cannot be made costs only itself, not the sweep's others
@@ -977,6 +984,13 @@ class Decider:
             states.forget_at(message.request_id, forget_at)
         return made
 
+    def _outcome(self, states: Partition, o: Outcome, now: datetime, ctx: Context,
+                 effects: bool) -> list[Send]:
+        """An answer decided on its request's state and the answer refused under its id
+        (on_outcome)."""
+        return self._decide(states, o.request_id, partial(
+            on_outcome, o, now=now, ctx=ctx, refused=states.refused.get(o.request_id)), effects)
+
     def _registry_answer(self, states: Partition, a: RegistryAnswer, now: datetime,
                          ctx: Context, effects: bool) -> list[Send]:
         """The registry's answer decided on its request's state (on_registry_answer); one to
@@ -1002,6 +1016,8 @@ class Decider:
         once it is settled, those of the answers past their deadline that waited for it)."""
         decision = decide(states.get(request_id))
         late: tuple[Outcome, ...] = ()
+        if decision.refused is not None and decision.state is not None:  # kept as its request
+            states.refused.setdefault(request_id, fingerprint(decision.refused))
         if decision.state is not None and decision.state != states.get(request_id):
             states.put(request_id, decision.state)
             if isinstance(decision.state, RequestState):

@@ -341,7 +341,7 @@ class RequestState:
     request_id: str
     status: str
     source: str
-    resolved_by: str | None  # the source of an answer refused to its provider inactive then
+    resolved_by: str | None  # unused: an answer refused is kept with its partition's requests
     deadline: datetime
     forget_at: datetime
     requester: str

@@ -348,24 +348,24 @@ def test_an_answer_after_the_timeout_is_refused_to_its_provider_and_a_relayed_on
         ctx: Context) -> None:
     """An answer whose ticket held when the broker took it, read after the sweep that timed its
     request out, was dropped unsaid: its provider logged FOUND, with the data, for data relayed
-    to no one. It is refused to the provider (each copy: the provider's log takes it once), in
-    the access log as an answer past its ticket's deadline is, and nothing else; an answer
-    relayed, read again, is not."""
+    to no one. It is refused to the provider (once: a copy read again is dropped), in the access
+    log as an answer past its ticket's deadline is, and nothing else; an answer relayed, read
+    again, is not."""
     late = NOW + timedelta(seconds=31)
     decider_, partition = _owning(ctx, [_pending(ctx)])
     assert _topics(decider_.handle(partition, Sweep(late, ("r-1",)), late, ctx)) == [
         topics.inbox("nenkin"), topics.AUDIT]
-    for _ in range(2):
-        refused, logged = decider_.handle(partition, _answer(), late, ctx)
-        rejection = CODEC.decode(refused.value, Rejection)
-        event = CODEC.decode(logged.value, AccessLogEvent)
-        assert (logged.topic, event.kind, event.outcome, event.reason, event.requester,
-                event.pattern_id, event.data_type) == (
-            topics.AUDIT, "ANSWER", "REJECTED", "INVALID_TICKET", "town", "P-037", "local_tax")
-        assert (refused.topic, rejection.request_id, rejection.reason) == (
-            topics.inbox("town"), "r-1", "INVALID_TICKET")
-        assert rejection.detail.startswith(decider.TIMED_OUT_FIRST)
-        assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
+    refused, logged = decider_.handle(partition, _answer(), late, ctx)
+    rejection = CODEC.decode(refused.value, Rejection)
+    event = CODEC.decode(logged.value, AccessLogEvent)
+    assert (logged.topic, event.kind, event.outcome, event.reason, event.requester,
+            event.pattern_id, event.data_type) == (
+        topics.AUDIT, "ANSWER", "REJECTED", "INVALID_TICKET", "town", "P-037", "local_tax")
+    assert (refused.topic, rejection.request_id, rejection.reason) == (
+        topics.inbox("town"), "r-1", "INVALID_TICKET")
+    assert rejection.detail.startswith(decider.TIMED_OUT_FIRST)
+    assert decider_.handle(partition, _answer(), late, ctx) == [], "a copy: dropped"
+    assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
     rebuilt, _ = _owning(ctx, [_pending(ctx), Sweep(late, ("r-1",)), _answer()])
     assert rebuilt.states[partition].get("r-1") == _settled(TIMED_OUT)
     assert rebuilt.handle(partition, _answer(), late, ctx, effects=False) == []
@@ -838,6 +838,40 @@ def test_an_answer_refused_to_its_provider_suspended_is_made_once_by_the_decider
             assert decider_.states[partition].get("r-1") == _settled(TIMED_OUT)
 
 
+def test_a_copy_of_an_answer_refused_is_dropped_whatever_its_request_became(
+        ctx: Context) -> None:
+    """An answer refused to its provider (its reader's view had read the provider's suspension,
+    its request had timed out, or an owner relayed it to no one, its requester suspended), read
+    again once its request had ended (after a kill, by a view behind or ahead), was refused to
+    its provider again, and for another reason: refused SUSPENDED, then INVALID_TICKET, timed
+    out first. The provider hears of one answer once: a copy of an answer refused (its source)
+    is dropped whatever its request's state now, live and in a rebuild."""
+    answered_at = NOW + timedelta(seconds=2)
+    refused = replace(_answer(), deadline=_pending(ctx).deadline, answered_at=answered_at,
+                      refused="SUSPENDED")
+    behind = replace(refused, refused=None)  # the same answer judged by a view behind
+    late = NOW + timedelta(seconds=31)
+    suspended = replace(ctx, directory={**ctx.directory, "nenkin": replace(
+        ctx.directory["nenkin"], active=False, inactive_since=NOW + timedelta(seconds=1))})
+    owner, partition = _owning(ctx, [_pending(ctx)])
+    recorded, = owner.handle(partition, behind, late, suspended)  # relayed to no one
+    ended = CODEC.decode(recorded.value, Outcome)
+    histories: list[list[decider.DecisionEvent]] = [
+        [_pending(ctx), refused, Sweep(late, ("r-1",))],
+        [_pending(ctx), Sweep(late, ("r-1",)), behind],
+        [_pending(ctx), ended]]
+    for history in histories:
+        live, _ = _owning(ctx, history[:1])
+        made = [s for event in history[1:] for s in live.handle(partition, event, late, ctx)]
+        assert topics.inbox("town") in _topics(made), "the answer refused to its provider"
+        rebuilt, _ = _owning(ctx, history)
+        for decider_ in (live, rebuilt):
+            state = decider_.states[partition].get("r-1")
+            for copy in (refused, behind):
+                assert decider_.handle(partition, copy, late, ctx) == [], "a copy: dropped"
+            assert decider_.states[partition].get("r-1") == state
+
+
 def test_an_answer_recorded_before_its_request_settles_it_in_a_rebuild(ctx: Context) -> None:
     """An owner deciding at once writes a request's Pending after its query is acknowledged, so
     the provider's answer, written by another instance, can come first in the partition: a new
@@ -1051,7 +1085,7 @@ def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
     that cannot be read was dropped unsaid: it is refused to the provider whose outbox it came
     from (INTERNAL_ERROR: the platform made it), which logs it not provided; one of another
     exchange, dropped unsaid too, is refused to its provider (INVALID_TICKET)."""
-    unreadable = replace(_answer(), answer=b"not an answer")
+    unreadable = replace(_answer(), source="renkei.holder.town.out:1:4", answer=b"not an answer")
     other = _answer(provider="nenkin")
     decider_, partition = _owning(ctx, [unreadable, other, _answer()])
     made = decider_.handle(partition, _pending(ctx), NOW, ctx)
@@ -1069,7 +1103,8 @@ def test_an_answer_held_is_relayed_only_if_it_is_of_the_exchange_of_its_request(
                              topics.AUDIT, topics.inbox("nenkin"), topics.AUDIT], (
         "dispatched, the unreadable and the other refused, nothing relayed")
     assert isinstance(wrong.states[partition].get("r-1"), RequestState), "still pending"
-    assert wrong.states[partition] == _owning(ctx, [_pending(ctx)])[0].states[partition]
+    assert replace(wrong.states[partition], refused={}) == _owning(
+        ctx, [_pending(ctx)])[0].states[partition], "the answers refused are kept, no more"
     assert _topics(wrong.handle(partition, _answer(), NOW, ctx)) == [
         topics.inbox("nenkin"), topics.AUDIT], "the right answer, when it comes, is relayed"
 
