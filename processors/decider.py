@@ -51,7 +51,7 @@ import logging
 import math
 import sys
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -191,9 +191,10 @@ class Partition:
     # them): decided once it is settled (on_late)
     late: dict[str, tuple[Outcome, ...]] = field(default_factory=dict)
     bound: dict[str, int] = field(default_factory=dict)  # a binding answered: its answer's digest
-    # the answer refused to its provider (the fingerprint of its source), kept as its request is:
-    # a copy of it read again is dropped, whatever its request became (on_outcome)
-    refused: dict[str, int] = field(default_factory=dict)
+    # the answers refused to their provider (the fingerprints of their sources), kept
+    # as their request is: a copy of one read again is dropped, whatever its request became
+    # (on_outcome); as many as its provider sent under its ticket by the ticket's deadline
+    refused: dict[str, set[int]] = field(default_factory=dict)
     forgotten_through: int = 0
     # the ids of the pending linkage requests by their provider (a binding's look-up has none a
     # directory suspends), made from `pending` and kept in step with it by `put`
@@ -493,7 +494,7 @@ def _dispatch(p: Pending, now: datetime) -> list[Send]:
 
 
 def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context,
-               refused: int | None = None) -> Decision:
+               refused: Collection[int] = ()) -> Decision:
     """Step ④: relay the provider's (rewritten) answer, if it is the first, and of the exchange
     pending under its id (one of another exchange, whose id was used again or that answers
     under it, is refused to its provider, as is one that comes after its request timed out, or
@@ -505,10 +506,10 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context,
     the same answer (its source), relayed by a view behind, a copy, dropped; to a request
     answered, it is dropped as a second answer is, a copy of the answer relayed that a view
     ahead judged again (or its provider sent again) perhaps. An answer refused to its provider
-    (`refused`: the fingerprint of its source, Partition.refused) is told so once: a copy of it,
-    read again by whichever view, is dropped whatever its request became since (timed out, or
-    ended relaying it to no one)."""
-    if refused == fingerprint(o.source):
+    (one of `refused`, the fingerprints of the sources of those refused under its id:
+    Partition.refused) is told so once: a copy of it, read again by whichever view, is dropped
+    whatever its request became since (timed out, or ended relaying it to no one)."""
+    if fingerprint(o.source) in refused:
         log.info("an answer to request %s (%s) is a copy of one refused already: dropped",
                  o.request_id, o.source)
         return Decision(state)
@@ -986,10 +987,11 @@ class Decider:
 
     def _outcome(self, states: Partition, o: Outcome, now: datetime, ctx: Context,
                  effects: bool) -> list[Send]:
-        """An answer decided on its request's state and the answer refused under its id
+        """An answer decided on its request's state and the answers refused under its id
         (on_outcome)."""
         return self._decide(states, o.request_id, partial(
-            on_outcome, o, now=now, ctx=ctx, refused=states.refused.get(o.request_id)), effects)
+            on_outcome, o, now=now, ctx=ctx, refused=states.refused.get(o.request_id, ())),
+            effects)
 
     def _registry_answer(self, states: Partition, a: RegistryAnswer, now: datetime,
                          ctx: Context, effects: bool) -> list[Send]:
@@ -1017,7 +1019,7 @@ class Decider:
         decision = decide(states.get(request_id))
         late: tuple[Outcome, ...] = ()
         if decision.refused is not None and decision.state is not None:  # kept as its request
-            states.refused.setdefault(request_id, fingerprint(decision.refused))
+            states.refused.setdefault(request_id, set()).add(fingerprint(decision.refused))
         if decision.state is not None and decision.state != states.get(request_id):
             states.put(request_id, decision.state)
             if isinstance(decision.state, RequestState):

@@ -872,6 +872,39 @@ def test_a_copy_of_an_answer_refused_is_dropped_whatever_its_request_became(
             assert decider_.states[partition].get("r-1") == state
 
 
+def test_every_answer_refused_to_a_request_pending_is_kept_and_a_copy_of_each_dropped(
+        ctx: Context) -> None:
+    """A request pending kept the first answer refused to its provider alone: a second one, its
+    provider suspended too (the answer sent again at another offset after a restart), refused
+    as well, then read again by a view that had not read the suspension, was relayed to the
+    requester, the request answered (answered@ beside that answer's rejected@, its provider
+    told it was not relayed). Every answer refused is kept with its request: a copy of each is
+    dropped, live and in a rebuild, and the request ends once, at its sweep."""
+    answered_at = NOW + timedelta(seconds=2)
+    first = replace(_answer(), deadline=_pending(ctx).deadline, answered_at=answered_at,
+                    refused="SUSPENDED")
+    second = replace(first, source="renkei.holder.town.out:1:9")
+    late = NOW + timedelta(seconds=31)
+    town = replace(ctx.directory["town"], active=False, inactive_since=NOW + timedelta(seconds=1))
+    suspended = replace(ctx, directory={**ctx.directory, "town": town})
+    live, partition = _owning(ctx, [_pending(ctx)])
+    for answer in (first, second):
+        made = live.handle(partition, answer, NOW, ctx)
+        assert (made[0].topic, CODEC.decode(made[0].value, Rejection).reason) == (
+            topics.inbox("town"), "SUSPENDED")
+    rebuilt, _ = _owning(ctx, [_pending(ctx), first, second])
+    for decider_ in (live, rebuilt):
+        for copy in (first, second):
+            for judged in (copy, replace(copy, refused=None)):  # by a view behind: relayable
+                assert decider_.handle(partition, judged, NOW, ctx) == [], "a copy: dropped"
+        assert isinstance(decider_.states[partition].get("r-1"), RequestState), "pending"
+        ended = _swept(decider_, partition, late, suspended)
+        assert [(s.topic, s.topic == topics.AUDIT or CODEC.decode(s.value, Rejection).reason)
+                for s in ended] == [(topics.inbox("nenkin"), "SUSPENDED"),
+                                    (topics.AUDIT, True)], "ended once, at its sweep"
+        assert decider_.handle(partition, replace(second, refused=None), late, ctx) == []
+
+
 def test_an_answer_recorded_before_its_request_settles_it_in_a_rebuild(ctx: Context) -> None:
     """An owner deciding at once writes a request's Pending after its query is acknowledged, so
     the provider's answer, written by another instance, can come first in the partition: a new
