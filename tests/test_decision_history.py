@@ -452,6 +452,47 @@ async def test_an_outbox_record_judged_again_by_a_view_that_read_a_suspension_en
     assert _about(decisions.told) == approved, "ended once: approved, not refused as well"
 
 
+async def test_answers_refused_to_their_suspended_provider_are_told_it_once_whoever_reads_copies(
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
+    """The owner refused at once two answers to a request pending, their provider suspended (the
+    second the first sent again at another offset), their records landed, and crashed before
+    committing the provider's outbox: the next owner, its view of the directory behind, read the
+    second again, relayed it (FOUND to the requester, the provider told it was not relayed), and,
+    once the request had timed out, read the first again and refused it to its provider a second
+    time, INVALID_TICKET. Each answer refused is told its provider once: the copies are dropped,
+    and the requester hears the timeout alone."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=received)
+    in_time = received + timedelta(seconds=2)
+    first_answer = replace(_answer(), deadline=pending.deadline, answered_at=in_time,
+                           refused="SUSPENDED")
+    second_answer = replace(first_answer, source="renkei.holder.town.out:1:9")
+    first = decisions.owner(committed=0)
+    decisions.land([decider.to_decider("r-1", pending)], received)
+    decisions.read(first, 0)
+    effects, decided = first._at_once([decider.to_decider("r-1", first_answer),
+                                       decider.to_decider("r-1", second_answer)], in_time, ctx)
+    assert decided, "refused at once"
+    decisions.land(decisions.sent(effects) + decided, in_time)
+    committed = len(decisions.records)
+    second = decisions.owner(committed)  # the first crashed before committing the outbox
+    behind = [decider.to_decider("r-1", replace(a, refused=None)) for a in (second_answer,
+                                                                           first_answer)]
+    effects, decided = second._at_once(behind[:1], in_time, ctx)
+    decisions.land(decisions.sent(effects) + decided, in_time)
+    late = pending.deadline + timedelta(seconds=1)
+    second.broker_time.read([appended(late)])
+    decisions.land(decisions.sent(await second.due()), late)
+    read = decisions.read(second, committed)
+    effects, decided = second._at_once(behind[1:], late, ctx)  # its request timed out
+    decisions.land(decisions.sent(effects) + decided, late)
+    decisions.read(second, read)
+    refusals = [CODEC.decode(s.value, Rejection).reason for s in decisions.told
+                if s.topic == topics.inbox("town") and CODEC.name_of(s.value) == "Rejection"]
+    assert refusals == ["SUSPENDED", "SUSPENDED"], "each answer refused once"
+    assert decisions.statuses() == {TIMED_OUT}, "the requester hears the timeout alone"
+
+
 def _digest_hex(decided: list[Send]) -> str:
     """What a request's approval is named by (decider.copies_name), from its Pending decided."""
     pending, = [decider.decision_event(v) for s in decided for v in unpacked(s.value)]
