@@ -169,8 +169,9 @@ class DecisionRecord(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """The answers that came under a request id no request is known by, in order, each once;
-    kept until `until`, set by the first sweep after the first of them (None: none yet)."""
+    """The answers that came under a request id no request is known by, in order, each once
+    (Partition.hold); kept until `until`, set by the first sweep after the first of them (None:
+    none yet)."""
 
     outcomes: tuple[Outcome, ...] = ()
     until: datetime | None = None
@@ -245,9 +246,12 @@ class Partition:
         self.forgetting.setdefault(math.ceil(at.timestamp()), []).append(request_id)
 
     def hold(self, outcome: Outcome) -> None:
-        """Keep an answer to a request not known (yet), until its request comes or is too late."""
+        """Keep an answer to a request not known (yet), until its request comes or is too late:
+        once, as first judged (another view's judgement of it, Outcome.refused or not, is a
+        copy); a decision relaying one to no one (Outcome.ended) as recorded."""
         held = self.held.get(outcome.request_id, Held())
-        if outcome not in held.outcomes:
+        if not any(h == outcome or (h.source == outcome.source and h.ended is outcome.ended is None)
+                   for h in held.outcomes):
             self.held[outcome.request_id] = replace(held, outcomes=(*held.outcomes, outcome))
 
     def wait(self, outcome: Outcome) -> None:

@@ -985,6 +985,28 @@ def test_an_answer_to_no_request_known_is_held_only_until_such_a_request_is_forg
     assert _topics(made) == [topics.inbox("town"), topics.AUDIT], "dispatched only"
 
 
+def test_an_answer_held_judged_by_two_views_is_refused_once_if_its_request_never_comes(
+        ctx: Context) -> None:
+    """An answer read before its request (held), judged by two instances, one whose view had
+    read its provider's suspension and one whose view had not, was held twice, and, its request
+    never come, refused to its provider twice, SUSPENDED and INVALID_TICKET. An answer is held
+    once, as first judged: refused once, for that judgement's reason, live and in a rebuild."""
+    refused = replace(_answer(), deadline=_pending(ctx).deadline,
+                      answered_at=NOW + timedelta(seconds=2), refused="SUSPENDED")
+    behind = replace(refused, refused=None)
+    until = max(ctx.stale_from(NOW), NOW + ctx.answer_timeout)
+    for judgements, reason in (((refused, behind), "SUSPENDED"),
+                               ((behind, refused), "INVALID_TICKET")):
+        live, partition = _owning(ctx, [])
+        for answer in judgements:
+            assert live.handle(partition, answer, NOW, ctx) == [], "held"
+        rebuilt, _ = _owning(ctx, list(judgements))
+        for decider_ in (live, rebuilt):
+            made = _swept(decider_, partition, NOW, ctx) + _swept(decider_, partition, until, ctx)
+            assert [CODEC.decode(s.value, Rejection).reason for s in made
+                    if s.topic == topics.inbox("town")] == [reason], "refused once"
+
+
 def test_an_answer_to_a_holder_made_inactive_since_linkage_checked_it_is_not_relayed(
         ctx: Context) -> None:
     """Linkage checked that both parties were active holders (the provider alone now: the
