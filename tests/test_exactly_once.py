@@ -38,15 +38,15 @@ async def test_kills_of_every_kind_of_process_lose_and_double_nothing(tmp_path: 
 
 async def test_holders_suspended_and_resumed_under_load_have_their_requests_ended_once(
         tmp_path: Path) -> None:
-    """`renkei chaos crash --suspend-every`, small and without kills: two provider holders
-    suspended in turn, each resumed SUSPENDED_FOR seconds later; requests to and from them
-    meanwhile refused SUSPENDED (at approval, or once approved), each once at its requester and
-    in the access log, the rest answered as before."""
-    result = await run_crash_chaos(tmp_path / "state", seconds=25, rate=10, residents=80,
-                                   instances=2, every=30, bound=60, suspend_every=5)
+    """`renkei chaos crash --suspend-every`, small and without kills: two provider holders or
+    more (as fast as the commands go) suspended in turn, each resumed SUSPENDED_FOR seconds
+    later; requests to and from them meanwhile refused SUSPENDED (at approval, or once
+    approved), each once at its requester and in the access log, the rest answered as before."""
+    result = await run_crash_chaos(tmp_path / "state", seconds=35, rate=10, residents=80,
+                                   instances=2, every=40, bound=60, suspend_every=5)
     print(f"\ncrash chaos with suspensions: {result.to_json()}")
     assert result.kills == []
-    assert len(result.suspensions) == 2 and len({s[1] for s in result.suspensions}) == 2
+    assert len({s[1] for s in result.suspensions}) >= 2, result.suspensions
     assert all(s[2] >= SUSPENDED_FOR for s in result.suspensions), result.suspensions
     checked = result.checked
     assert not checked.failing_request_ids, checked.failing_request_ids
