@@ -56,7 +56,7 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     """A binding request's look-up, for the registry (or the authority, for a personal number),
     to the decider, which sends it and answers the holder once: with the registry's first answer,
     or a timeout if none comes by its deadline (an answer timeout on); its refusal, its holder
-    suspended as of its broker time, to the decider too (FromHolder.refused), so a copy judged
+    suspended as of its broker time, to the decider too (FromHolder.judged), so a copy judged
     again by a view that had not read the suspension is not forwarded as well."""
     request = item.message
     assert isinstance(request, BindingRequest)
@@ -65,7 +65,7 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     if (refused := not_active(entry, at)) is not None:
         refusal = reject(item.holder, request.request_id, refused.reason, refused.detail, at,
                          item.incoming.source, BINDING)
-        return refusal if entry is None else [item.refused(request.request_id, refusal, ctx)]
+        return refusal if entry is None else [item.judged(request.request_id, refusal, ctx)]
     assert entry is not None  # not_active: an active holder's entry
     if not ctx.fresh(request.sent_at, at):
         return reject(item.holder, request.request_id, "STALE_REQUEST",

@@ -34,7 +34,8 @@ itself come again; so a later copy of it has nothing left to do. Timeouts and fo
 events) are decided only as they are read back from the topic, never at once, and so is any event
 whose decision a sweep on its way may change (Decider.in_order): every owner replaying a partition
 decides a timeout, the forgetting, a request and an answer in the same order. A request refused at
-approval by the platform's views (a Refusal) is decided as the first judgement of its request id:
+approval by the platform's views (a Refusal), or a re-keying answered by them (one too), is decided
+as the first judgement of its request id:
 another instance, its view of the directory behind, may judge the same holder message otherwise,
 and the second judgement is a copy, dropped (on_refusal); so is an answer refused to its provider,
 no active holder as of its broker time by its reader's view (Outcome.refused): made only if it
@@ -373,8 +374,10 @@ def _named(r: Pending | RequestState) -> Named:
 
 def on_refusal(r: Refusal, state: State | None) -> Decision:
     """A request approval refused by the platform's views (linkage.requests: a suspension, the
-    pattern list, its link code), decided as the first judgement of its request id: known to none,
-    it is settled REJECTED and refused as recorded (_refusal_made); judged again, its holder
+    pattern list, its link code; or a re-keying answered or refused by the directory,
+    rekey.answer), decided as the first judgement of its request id: known to none,
+    it is settled REJECTED (a re-keying answered too: no provider or registry answers one) and
+    made as recorded (_refusal_made); judged again, its holder
     message pending or settled already (the same digest, or source), it is a copy, dropped: one
     instance, killed before committing it, approved it by a view that had not read a suspension
     dated before it, or refused it. Another message under a used id is refused as recorded all
@@ -390,7 +393,8 @@ def on_refusal(r: Refusal, state: State | None) -> Decision:
 
 
 def _refusal_made(r: Refusal) -> list[Send]:
-    """A refusal's Rejection to its requester and its access-log event, as linkage made them."""
+    """A refusal's Rejection (a re-keying's answer) to its requester and its access-log event,
+    as linkage (rekey) made them."""
     return [Send(topics.inbox(r.requester), r.request_id, r.rejection),
             Send(topics.AUDIT, r.request_id, r.logged)]
 

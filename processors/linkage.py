@@ -53,13 +53,14 @@ class FromHolder:
         answer timeout after its broker time."""
         return self.incoming.timestamp + ctx.answer_timeout
 
-    def refused(self, request_id: str, refusal: list[Send], ctx: Context) -> Send:
-        """Its request's `refusal` (rejection.reject: the Rejection and its access-log event) by
-        the platform's views (the directory, the pattern list, the codes), which another
-        instance reading it again may judge otherwise, its view behind or ahead: to the decider,
-        which makes it only if it is the first judgement of the request (decider.on_refusal),
-        so the request ends once."""
-        told, logged = refusal
+    def judged(self, request_id: str, ending: list[Send], ctx: Context) -> Send:
+        """Its request's `ending` by the platform's views (the directory, the pattern list, the
+        codes), which another instance reading it again may judge otherwise, its view behind or
+        ahead: a refusal (rejection.reject: the Rejection and its access-log event), or a
+        re-keying's answer (its RekeyAnswer and event, of the unit's epoch in the directory). To
+        the decider, as a Refusal, which makes it only if it is the first judgement of the
+        request (decider.on_refusal), so the request ends once."""
+        told, logged = ending
         return decider.to_decider(request_id, Refusal(
             request_id, self.incoming.source, self.holder, self.deadline(ctx),
             self.digest(ctx.digest_key), told.value, logged.value))
@@ -68,7 +69,7 @@ class FromHolder:
 def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     """Approve and rewrite linkage requests; the approved go to the decider (which refuses a
     request it may have forgotten, read again however late), and so do those the platform's views
-    refuse (FromHolder.refused), the first judgement of a request ending it."""
+    refuse (FromHolder.judged), the first judgement of a request ending it."""
     out: list[Send] = []
     known = [item for item in batch if item.holder in ctx.directory]
     for item in batch:
@@ -93,7 +94,7 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
                 approved.append((item, verdict, person))
                 continue
             verdict = Refused("INVALID_LINK_CODE", str(id_code))
-        out.append(item.refused(request.request_id, _reject(
+        out.append(item.judged(request.request_id, _reject(
             item, verdict.reason, verdict.detail, person), ctx))
     targets = ctx.codes.link_codes_of([person for _, _, person in approved],
                                       [ctx.unit(_req(item).provider) for item, _, _ in approved])

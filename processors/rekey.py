@@ -5,7 +5,8 @@ then on the unit's codes of older epochs are refused, as under the new epoch's k
 decrypt to a resident code. Each holder of the unit submits its link codes of the epoch they are
 of (`RekeyRequest`) and gets back, item by item, the new code (so its bindings survive) or none
 if the old one is not valid (`RekeyAnswer`). A conversion is a pure function of the codes and
-the keys: a request handled twice gives the same answer twice.
+the keys; which epoch it is to, and whether the holder is active, are the directory's as a
+platform instance has read it, so a request ends with its first judgement (the decider's).
 """
 
 from __future__ import annotations
@@ -37,20 +38,27 @@ def rekey(codes: CodeService, link_codes: Sequence[str], unit: str, old_epoch: i
 
 def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     """A holder's link codes of an older epoch of its unit, as codes of the current epoch (its
-    own valid codes back as they are when of the current epoch already); none for an invalid one."""
+    own valid codes back as they are when of the current epoch already); none for an invalid one.
+    Its answer, or its refusal by the directory (its holder suspended as of its broker time, or
+    its unit at no epoch it names), goes to the decider (FromHolder.judged): another instance,
+    reading it again with a view of the directory behind or ahead of this one's (a suspension,
+    a new epoch), judges it otherwise, and only the first judgement of the request is made."""
     request = item.message
     assert isinstance(request, RekeyRequest)
     at, source = item.incoming.timestamp, item.incoming.source
-    if (refused := not_active(ctx.directory.get(item.holder), at)) is not None:
-        return reject(item.holder, request.request_id, refused.reason, refused.detail, at,
-                      source, REKEY)
-    if not ctx.fresh(request.sent_at, at):
+    if not ctx.fresh(request.sent_at, at):  # by every view alike: refused at once
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, source, REKEY)
+    entry = ctx.directory.get(item.holder)
+    if (refused := not_active(entry, at)) is not None:
+        refusal = reject(item.holder, request.request_id, refused.reason, refused.detail, at,
+                         source, REKEY)
+        return refusal if entry is None else [item.judged(request.request_id, refusal, ctx)]
     unit = ctx.unit(item.holder)
     if not 0 <= request.from_epoch <= unit.epoch:
-        return reject(item.holder, request.request_id, "NOT_PERMITTED",
-                      f"{unit} has no codes of epoch {request.from_epoch}", at, source, REKEY)
+        return [item.judged(request.request_id, reject(
+            item.holder, request.request_id, "NOT_PERMITTED",
+            f"{unit} has no codes of epoch {request.from_epoch}", at, source, REKEY), ctx)]
     old = list(request.link_codes)
     current = request.from_epoch == unit.epoch
     new = (ctx.codes.convert_batch(old, unit, unit) if current  # a valid code: itself again
@@ -59,11 +67,11 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     what = (f"nothing to re-key: {unit} already" if current else
             f"{len(new) - invalid} link codes of epoch {request.from_epoch} re-keyed to "
             f"epoch {unit.epoch} of unit {unit.unit!r}") + f"; {invalid} not valid"
-    return [
+    return [item.judged(request.request_id, [
         send(topics.inbox(item.holder), request.request_id, RekeyAnswer(
             request.request_id, unit.epoch,
             tuple(RekeyedCode(o, None if isinstance(n, InvalidCode) else n)
                   for o, n in zip(old, new, strict=True)), unit.unit)),
         logged(request.request_id, f"rekeyed@{source}", now, REKEY, REKEYED, item.holder,
                reason=what),
-    ]
+    ], ctx)]

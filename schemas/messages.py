@@ -325,7 +325,7 @@ class Refusal:
     requester: str
     deadline: datetime  # its Pending's, had it been approved: it is forgotten as that would be
     digest: int  # of its holder's message, as its Pending's
-    rejection: bytes  # the encoded Rejection to its requester
+    rejection: bytes  # the encoded Rejection to its requester (or a re-keying's RekeyAnswer)
     logged: bytes  # the encoded access-log event of its refusal
 
 

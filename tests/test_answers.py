@@ -42,7 +42,9 @@ from schemas.messages import (
     Pending,
     ProviderAnswer,
     ProviderQuery,
+    Refusal,
     Rejection,
+    RekeyAnswer,
     RekeyRequest,
     RequestState,
     Sweep,
@@ -358,6 +360,36 @@ def test_a_binding_judged_again_by_a_view_that_read_its_holders_suspension_ends_
             [] if ending == topics.REGISTRY_IN else [("rejected", "SUSPENDED")])
 
 
+def test_a_rekeying_judged_again_by_a_view_that_differs_ends_once(ctx: Context) -> None:
+    """A re-keying request judged by a view of the directory that had not read its holder's
+    suspension (dated before it) or its unit's new key epoch, and judged again (its first reader
+    killed before committing it) by one that had, was answered at one epoch and refused SUSPENDED
+    or answered at the other, each straight to its holder and the access log: two endings of one
+    request. The first judgement in the decision partition's order alone is made, live and in a
+    rebuild alike."""
+    item = _from("town", RekeyRequest("X", T0, 0, (_link(ctx, FIRST, "town"),)), T0, 1)
+    town = ctx.directory["town"]
+    views = {"behind": ctx, "suspended": replace(ctx, directory={**ctx.directory, "town": dated(
+        replace(town, active=False), town, T0 - timedelta(seconds=1))}),
+        "moved": replace(ctx, directory={**ctx.directory, "town": replace(town, key_epoch=1)})}
+    judged = {view: rekey.answer(item, judging, T0) for view, judging in views.items()}
+
+    def ending(*judgements: list[Send]) -> list[Send]:
+        decider_, partition = _owning_x(ctx)
+        events: list[decider.DecisionEvent] = []
+        made = _fed(decider_, partition, judgements, T0, ctx, events)
+        rebuilt, _ = _owning_x(ctx)
+        rebuilt.rebuild(partition, [decider.DecisionRecord(T0, events)], ctx)
+        assert rebuilt.states[partition].get("X") == decider_.states[partition].get("X")
+        return made
+
+    alone = {view: ending(judgement) for view, judgement in judged.items()}
+    assert {view: _told(made, "town") for view, made in alone.items()} == {
+        "behind": ["epoch 0"], "suspended": ["SUSPENDED"], "moved": ["epoch 1"]}
+    for first, then in itertools.permutations(judged, 2):
+        assert ending(judged[first], judged[then]) == alone[first], (first, then)
+
+
 def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_time(
         ctx: Context) -> None:
     """A holder's binding or re-keying request was judged by the directory as it stands: read
@@ -373,7 +405,7 @@ def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_tim
         rekeys = RekeyRequest("k", at, 0, ())
         sent = [binding.forward(_from("town", binds, at, 1), judged)[0],
                 rekey.answer(_from("town", rekeys, at, 2), judged, at)[0]]
-        return [CODEC.name_of(s.value or b"") in ("Rejection", "Refusal") for s in sent]
+        return [_kind_told(s) == Rejection.__name__ for s in sent]
 
     suspended = replace(town, active=False, inactive_since=since)
     back = replace(town, inactive_since=since, resumed_at=resumed)
@@ -496,6 +528,21 @@ def _refusals(sends: list[Send]) -> list[tuple[str, str]]:
     """The Rejections among `sends`: to whom, and why."""
     return [(s.topic, CODEC.decode(s.value, Rejection).reason) for s in sends
             if CODEC.name_of(s.value) == Rejection.__name__]
+
+
+def _kind_told(sent: Send) -> str | None:
+    """The kind of message `sent` tells its holder: a Refusal's, the decider making it first."""
+    if CODEC.name_of(sent.value) == Refusal.__name__:
+        return CODEC.name_of(CODEC.decode(sent.value, Refusal).rejection)
+    return CODEC.name_of(sent.value)
+
+
+def _told(sends: list[Send], holder: str) -> list[str]:
+    """What `sends` told `holder`: the epoch of each re-keying's answer, the reason of each
+    refusal."""
+    told = [CODEC.decode(s.value, RekeyAnswer, Rejection) for s in sends
+            if s.topic == topics.inbox(holder)]
+    return [f"epoch {t.epoch}" if isinstance(t, RekeyAnswer) else t.reason for t in told]
 
 
 def _logged(sends: list[Send]) -> list[tuple[AccessLogEvent, bytes]]:

@@ -19,7 +19,7 @@ from audit.events import AccessLogEvent
 from audit.heads import Signer
 from audit.store import AuditStore, Query
 from broker import credentials, topics
-from processors import binding, directory, keys, linkage, rekey
+from processors import binding, decider, directory, keys, linkage, rekey
 from processors.approval import PatternList
 from processors.codes import ALPHABET, CodeService, InvalidCode, UnitEpoch
 from processors.context import Context
@@ -30,7 +30,7 @@ from processors.tickets import TicketSealer
 from registry import tickets
 from registry.resident_code import random_codes
 from renkei import sealing
-from renkei.envelope import Incoming, Send
+from renkei.envelope import Incoming
 from renkei.state import STATE_ENV
 from schemas.codec import CODEC
 from schemas.messages import (
@@ -41,6 +41,7 @@ from schemas.messages import (
     LinkageRequest,
     Pending,
     ProviderQuery,
+    Refusal,
     RegistryAnswer,
     RegistryCandidate,
     Rejection,
@@ -256,10 +257,17 @@ def ctx(codes: CodeService) -> Context:
 
 
 def _rekey(ctx: Context, link_codes: list[str], from_epoch: int, holder: str = "city-a",
-           sent_at: datetime = NOW) -> list[Send]:
+           sent_at: datetime = NOW) -> tuple[str, bytes, bytes]:
+    """Whom a re-keying request tells, what, and its access-log event: made at once, or by the
+    decider as the request's first judgement (a Refusal to it, its answer or refusal)."""
     request = RekeyRequest("rk-1", sent_at, from_epoch, tuple(link_codes))
     incoming = Incoming(topics.outbox(holder), 0, 7, NOW, CODEC.encode(request))
-    return rekey.answer(FromHolder(incoming, holder, request), ctx, NOW)
+    sent = rekey.answer(FromHolder(incoming, holder, request), ctx, NOW)
+    if [s.topic for s in sent] == [decider.DECISIONS]:
+        judged = CODEC.decode(sent[0].value, Refusal)
+        return topics.inbox(judged.requester), judged.rejection, judged.logged
+    told, event = sent
+    return told.topic, told.value, event.value
 
 
 def test_a_rekeying_request_gets_each_code_of_the_units_current_epoch(
@@ -267,15 +275,15 @@ def test_a_rekeying_request_gets_each_code_of_the_units_current_epoch(
     residents = random_codes(100, seed=3)
     old = _valid(codes.link_codes(residents, UnitEpoch("city-a", 0)))
     current = codes.link_code(residents[0], UnitEpoch("city-a", 2))  # not of epoch 0
-    to_holder, event = _rekey(ctx, [*old, "NOTACODE000", current], from_epoch=0)
-    assert to_holder.topic == topics.inbox("city-a")
-    answer = CODEC.decode(to_holder.value, RekeyAnswer)
+    whom, told, event = _rekey(ctx, [*old, "NOTACODE000", current], from_epoch=0)
+    assert whom == topics.inbox("city-a")
+    answer = CODEC.decode(told, RekeyAnswer)
     assert (answer.unit, answer.epoch) == ("city-a", 2)
     assert [c.old for c in answer.codes] == [*old, "NOTACODE000", current]
     new = [c.new for c in answer.codes]
     assert new[-2:] == [None, None]
     assert codes.resident_codes([n for n in new[:-2] if n], UnitEpoch("city-a", 2)) == residents
-    logged = CODEC.decode(event.value, AccessLogEvent)
+    logged = CODEC.decode(event, AccessLogEvent)
     assert (logged.kind, logged.outcome, logged.requester, logged.person) == (
         "REKEY", "REKEYED", "city-a", None)
     assert logged.reason == ("100 link codes of epoch 0 re-keyed to epoch 2 of unit 'city-a'; "
@@ -286,11 +294,11 @@ def test_valid_codes_of_the_current_epoch_come_back_as_they_are(codes: CodeServi
                                                                  ctx: Context) -> None:
     """An invalid one gets none, as of an older epoch: it was returned as its own new code."""
     current = codes.link_code(random_codes(1, seed=4)[0], UnitEpoch("city-a", 2))
-    to_holder, event = _rekey(ctx, [current, "ANYCODE0000"], from_epoch=2)
-    answer = CODEC.decode(to_holder.value, RekeyAnswer)
+    _, told, event = _rekey(ctx, [current, "ANYCODE0000"], from_epoch=2)
+    answer = CODEC.decode(told, RekeyAnswer)
     assert (answer.epoch, [(c.old, c.new) for c in answer.codes]) == (
         2, [(current, current), ("ANYCODE0000", None)])
-    assert CODEC.decode(event.value, AccessLogEvent).reason == (
+    assert CODEC.decode(event, AccessLogEvent).reason == (
         "nothing to re-key: unit 'city-a' at epoch 2 already; 1 not valid")
 
 
@@ -305,11 +313,11 @@ def test_valid_codes_of_the_current_epoch_come_back_as_they_are(codes: CodeServi
 def test_a_rekeying_request_that_cannot_be_answered_is_rejected_to_its_sender(
         ctx: Context, holder: str, from_epoch: int, sent_at: datetime, reason: str,
         detail: str) -> None:
-    to_holder, event = _rekey(ctx, ["ANYCODE0000"], from_epoch, holder, sent_at)
-    assert to_holder.topic == topics.inbox(holder)
-    rejection = CODEC.decode(to_holder.value, Rejection)
+    whom, told, event = _rekey(ctx, ["ANYCODE0000"], from_epoch, holder, sent_at)
+    assert whom == topics.inbox(holder)
+    rejection = CODEC.decode(told, Rejection)
     assert (rejection.request_id, rejection.reason, rejection.detail) == ("rk-1", reason, detail)
-    assert CODEC.decode(event.value, AccessLogEvent).outcome == "REJECTED"
+    assert CODEC.decode(event, AccessLogEvent).outcome == "REJECTED"
 
 
 def test_the_operator_bumps_a_whole_unit_to_its_next_epoch() -> None:

@@ -44,6 +44,8 @@ from schemas.messages import (
     Ping,
     Pong,
     Rejection,
+    RekeyAnswer,
+    RekeyRequest,
     RequestState,
     Sweep,
 )
@@ -313,6 +315,18 @@ class _Decisions:
             start += 1
         return start
 
+    def judged(self, record: SimpleNamespace, view: Context) -> list[Send]:
+        """A holder's outbox `record` judged by an owner taking the partition over (the last
+        killed before committing the record), its view of the directory `view`, which reads the
+        partition on: what it decided at once."""
+        self.ctx = view
+        owner = self.owner(committed=0)
+        effects, decided = owner.handle([record])
+        at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        self.land(self.sent(effects) + decided, at)
+        self.read(owner, 0)
+        return decided
+
     async def raced(self, first: Platform, committed: int, request: Pending, at: datetime,
               sweeping: str) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """The owner, at `at` by the broker's time, decides r-1's `request` at once while its
@@ -436,19 +450,12 @@ async def test_an_outbox_record_judged_again_by_a_view_that_read_a_suspension_en
     request = LinkageRequest("r-1", received, lawful.codes.link_code(
         RESIDENT, UnitEpoch("nenkin", 0)), "P-037", "town", "local_tax")
     record = _record(topics.outbox("nenkin"), 0, received, CODEC.encode(request))
-    decisions.ctx = lawful  # a view behind: the suspension not read
-    first = decisions.owner(committed=0)
-    effects, decided = first.handle([record])
+    decided = decisions.judged(record, lawful)  # a view behind: the suspension not read
     assert decided, "decided at once"
-    decisions.land(decisions.sent(effects) + decided, received)
     approved = _about(decisions.told)
     assert (topics.AUDIT, event_id("r-1", f"approved@{_digest_hex(decided)}")) in approved
-    decisions.ctx = replace(lawful, directory={**lawful.directory, "town": dated(
-        replace(town, active=False), town, received - timedelta(seconds=1))})
-    second = decisions.owner(committed=0)  # the first killed before committing
-    effects, decided = second.handle([record])
-    decisions.land(decisions.sent(effects) + decided, received)
-    decisions.read(second, 0)
+    decisions.judged(record, replace(lawful, directory={**lawful.directory, "town": dated(
+        replace(town, active=False), town, received - timedelta(seconds=1))}))
     assert _about(decisions.told) == approved, "ended once: approved, not refused as well"
 
 
@@ -491,6 +498,29 @@ async def test_answers_refused_to_their_suspended_provider_are_told_it_once_whoe
                 if s.topic == topics.inbox("town") and CODEC.name_of(s.value) == "Rejection"]
     assert refusals == ["SUSPENDED", "SUSPENDED"], "each answer refused once"
     assert decisions.statuses() == {TIMED_OUT}, "the requester hears the timeout alone"
+
+
+@pytest.mark.parametrize("read", ["its unit's new key epoch", "its holder's suspension"])
+async def test_a_rekeying_judged_again_by_a_view_ahead_ends_once(
+        platform: object, ctx: Context, decisions: _Decisions, read: str) -> None:
+    """The owner of r-1's decision partition answered a re-keying request at once, its view of
+    the directory not having read its unit's new key epoch (or its holder's suspension, dated
+    before the request); killed before committing the outbox record, the next owner read it
+    again with that read and answered it at the new epoch (refused it SUSPENDED) straight to its
+    holder and the access log, a second ending. Its judgement now goes to the decision
+    partition, after the first there, and is dropped as a copy of it."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    request = RekeyRequest("r-1", received, 0, (ctx.codes.link_code(
+        RESIDENT, UnitEpoch("nenkin", 0)),))
+    record = _record(topics.outbox("nenkin"), 0, received, CODEC.encode(request))
+    decisions.judged(record, ctx)
+    answered = _about(decisions.told)
+    assert (topics.inbox("nenkin"), "epoch 0") in answered
+    nenkin = ctx.directory["nenkin"]
+    decisions.judged(record, replace(ctx, directory={**ctx.directory, "nenkin": replace(
+        nenkin, key_epoch=1) if read == "its unit's new key epoch" else dated(
+        replace(nenkin, active=False), nenkin, received - timedelta(seconds=1))}))
+    assert _about(decisions.told) == answered, "ended once: answered at epoch 0 alone"
 
 
 def _digest_hex(decided: list[Send]) -> str:
@@ -1084,6 +1114,8 @@ def _about(told: list[Send]) -> set[tuple[str, str]]:
             said.add((topic, CODEC.decode(value, Rejection).reason))
         elif name == LinkageAnswer.__name__:
             said.add((topic, CODEC.decode(value, LinkageAnswer).status))
+        elif name == RekeyAnswer.__name__:
+            said.add((topic, f"epoch {CODEC.decode(value, RekeyAnswer).epoch}"))
         else:
             said.add((topic, repr(value)))  # the query
     return said
