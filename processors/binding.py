@@ -57,19 +57,20 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     to the decider, which sends it and answers the holder once: with the registry's first answer,
     or a timeout if none comes by its deadline (an answer timeout on); its refusal, its holder
     suspended as of its broker time, to the decider too (FromHolder.judged), so a copy judged
-    again by a view that had not read the suspension is not forwarded as well."""
+    again by a view that had not read the suspension is not forwarded as well; a stale one is
+    refused at once, before the directory is read, as every view refuses it."""
     request = item.message
     assert isinstance(request, BindingRequest)
     at = item.incoming.timestamp
+    if not ctx.fresh(request.sent_at, at):  # by every view alike: refused at once
+        return reject(item.holder, request.request_id, "STALE_REQUEST",
+                      "sent outside the replay window", at, item.incoming.source, BINDING)
     entry = ctx.directory.get(item.holder)
     if (refused := not_active(entry, at)) is not None:
         refusal = reject(item.holder, request.request_id, refused.reason, refused.detail, at,
                          item.incoming.source, BINDING)
         return refusal if entry is None else [item.judged(request.request_id, refusal, ctx)]
     assert entry is not None  # not_active: an active holder's entry
-    if not ctx.fresh(request.sent_at, at):
-        return reject(item.holder, request.request_id, "STALE_REQUEST",
-                      "sent outside the replay window", at, item.incoming.source, BINDING)
     source, deadline = item.incoming.source, item.deadline(ctx)
     if request.by == BY_PERSONAL_NUMBER:
         provider, query = acls.AUTHORITY, CODEC.encode(NumberLookup(

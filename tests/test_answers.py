@@ -229,6 +229,13 @@ def test_an_inactive_entry_published_again_keeps_the_time_it_was_made_inactive(
     assert dated(active, first, now) == active
 
 
+def _town_suspended(ctx: Context, since: datetime) -> Context:
+    """`ctx` with a view of the directory that has read town's suspension since `since`."""
+    town = ctx.directory["town"]
+    return replace(ctx, directory={**ctx.directory, "town": dated(
+        replace(town, active=False), town, since)})
+
+
 def _owning_x(ctx: Context) -> tuple[decider.Decider, int]:
     """A decider owning the partition of request "X", with nothing in it yet."""
     decider_ = decider.Decider()
@@ -285,9 +292,7 @@ def test_a_request_judged_again_by_a_view_that_read_a_suspension_ends_once(
     rebuild alike."""
     item = _from("kodomo", LinkageRequest("X", T0, _link(ctx, FIRST, "kodomo"), "P-074", "town",
                                           "local_tax"), T0, 1)
-    town = ctx.directory["town"]
-    unread = replace(ctx, directory={**ctx.directory, "town": dated(
-        replace(town, active=False), town, T0 - timedelta(seconds=1))})
+    unread = _town_suspended(ctx, T0 - timedelta(seconds=1))
     approved, refused = linkage.requests([item], ctx), linkage.requests([item], unread)
     for judgements, ending in (((approved, refused), "approved"),
                                ((refused, approved), "rejected")):
@@ -317,9 +322,7 @@ def test_an_answer_judged_again_by_a_view_that_read_its_providers_suspension_end
     provider was suspended since its approval does (its sweep, on_deadline)."""
     pending = _asked(ctx, "kodomo", FIRST, "P-074", "town", "local_tax", T0)
     answered = T0 + timedelta(seconds=1)
-    town = ctx.directory["town"]
-    unread = replace(ctx, directory={**ctx.directory, "town": dated(
-        replace(town, active=False), town, answered - timedelta(milliseconds=1))})
+    unread = _town_suspended(ctx, answered - timedelta(milliseconds=1))
     relayed, refused = _answer(pending, "town", answered, 2, ctx), _answer(
         pending, "town", answered, 2, unread)
     for judgements, ending in (((relayed, refused), "answered"),
@@ -347,9 +350,7 @@ def test_a_binding_judged_again_by_a_view_that_read_its_holders_suspension_ends_
     committing it) refused SUSPENDED at once: a look-up and a refusal of one request. The
     refusal goes to the decider: the first judgement in the partition's order alone is made."""
     item = _from("town", BindingRequest("X", T0, BY_ATTRIBUTES, b"sealed"), T0, 1)
-    town = ctx.directory["town"]
-    unread = replace(ctx, directory={**ctx.directory, "town": dated(
-        replace(town, active=False), town, T0 - timedelta(seconds=1))})
+    unread = _town_suspended(ctx, T0 - timedelta(seconds=1))
     forwarded, refused = binding.forward(item, ctx), binding.forward(item, unread)
     for judgements, ending in (((forwarded, refused), topics.REGISTRY_IN),
                                ((refused, forwarded), topics.inbox("town"))):
@@ -358,6 +359,23 @@ def test_a_binding_judged_again_by_a_view_that_read_its_holders_suspension_ends_
         assert [s.topic for s in made if s.topic != topics.AUDIT] == [ending], "one ending"
         assert [(step_of(e), e.reason) for e, _ in _logged(made)] == (
             [] if ending == topics.REGISTRY_IN else [("rejected", "SUSPENDED")])
+
+
+def test_a_stale_binding_is_refused_stale_by_every_view(ctx: Context) -> None:
+    """A stale binding request from a holder suspended before it, judged by a view that had not
+    read the suspension, was refused STALE_REQUEST at once, and judged again (its first reader
+    killed before committing it) by one that had, refused SUSPENDED through the decider, which
+    had no judgement of it to drop that one as a copy of: two refusals of one request, their
+    reasons two. Its staleness, alike by every view, is judged first."""
+    item = _from("town", BindingRequest(
+        "X", T0 - ctx.replay_window - timedelta(seconds=1), BY_ATTRIBUTES, b"sealed"), T0, 1)
+    suspended = _town_suspended(ctx, T0 - timedelta(seconds=1))
+    for judgements in itertools.permutations((binding.forward(item, ctx),
+                                              binding.forward(item, suspended))):
+        made = _fed(*_owning_x(ctx), judgements, T0, ctx, [])
+        assert {reason for _, reason in _refusals(made)} == {"STALE_REQUEST"}
+        assert {(step_of(e), e.reason) for e, _ in _logged(made)} == {
+            ("rejected", "STALE_REQUEST")}
 
 
 def test_a_rekeying_judged_again_by_a_view_that_differs_ends_once(ctx: Context) -> None:
@@ -369,9 +387,8 @@ def test_a_rekeying_judged_again_by_a_view_that_differs_ends_once(ctx: Context) 
     rebuild alike."""
     item = _from("town", RekeyRequest("X", T0, 0, (_link(ctx, FIRST, "town"),)), T0, 1)
     town = ctx.directory["town"]
-    views = {"behind": ctx, "suspended": replace(ctx, directory={**ctx.directory, "town": dated(
-        replace(town, active=False), town, T0 - timedelta(seconds=1))}),
-        "moved": replace(ctx, directory={**ctx.directory, "town": replace(town, key_epoch=1)})}
+    views = {"behind": ctx, "suspended": _town_suspended(ctx, T0 - timedelta(seconds=1)),
+             "moved": replace(ctx, directory={**ctx.directory, "town": replace(town, key_epoch=1)})}
     judged = {view: rekey.answer(item, judging, T0) for view, judging in views.items()}
 
     def ending(*judgements: list[Send]) -> list[Send]:
