@@ -95,8 +95,8 @@ def approve(request: LinkageRequest, requester: HolderEntry | None,
     requester and provider active holders as of `at` (active_at): its broker time, as of which
     every reading of it judges alike.
 
-    A requester not in the directory (None) is refused first, whatever it asks (linkage refuses
-    it so before it reads the request, and the audit replay re-checks by this function)."""
+    A requester not in the directory (None) is refused first, whatever it asks (by linkage, once
+    its request is well formed and fresh, and by the audit replay re-checking it)."""
     if requester is None:
         return UNLISTED
     if request.pattern_id not in patterns:

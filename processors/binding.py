@@ -56,8 +56,9 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
     """A binding request's look-up, for the registry (or the authority, for a personal number),
     to the decider, which sends it and answers the holder once: with the registry's first answer,
     or a timeout if none comes by its deadline (an answer timeout on); its refusal, its holder
-    suspended as of its broker time, to the decider too (FromHolder.judged), so a copy judged
-    again by a view that had not read the suspension is not forwarded as well; a stale one is
+    suspended as of its broker time or not in the directory, to the decider too
+    (FromHolder.judged), so a copy judged again by a view that had not read the suspension, or
+    had read the holder's registration, is not forwarded as well; a stale one is
     refused at once, before the directory is read, as every view refuses it."""
     request = item.message
     assert isinstance(request, BindingRequest)
@@ -67,9 +68,9 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
                       "sent outside the replay window", at, item.incoming.source, BINDING)
     entry = ctx.directory.get(item.holder)
     if (refused := not_active(entry, at)) is not None:
-        refusal = reject(item.holder, request.request_id, refused.reason, refused.detail, at,
-                         item.incoming.source, BINDING)
-        return refusal if entry is None else [item.judged(request.request_id, refusal, ctx)]
+        return [item.judged(request.request_id, reject(
+            item.holder, request.request_id, refused.reason, refused.detail, at,
+            item.incoming.source, BINDING), ctx)]
     assert entry is not None  # not_active: an active holder's entry
     source, deadline = item.incoming.source, item.deadline(ctx)
     if request.by == BY_PERSONAL_NUMBER:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from audit.events import ANSWER, LINKAGE
 from processors import decider
-from processors.approval import UNLISTED, Approved, Refused, approve
+from processors.approval import Approved, Refused, approve
 from processors.codes import InvalidCode
 from processors.context import Context
 from processors.rejection import reject, unfit
@@ -69,18 +69,18 @@ class FromHolder:
 def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     """Approve and rewrite linkage requests; the approved go to the decider (which refuses a
     request it may have forgotten, read again however late), and so do those the platform's views
-    refuse (FromHolder.judged), the first judgement of a request ending it."""
+    refuse (FromHolder.judged: its holder not in the directory among them, a view that had not
+    read its registration), the first judgement of a request ending it; a MALFORMED or stale
+    one, alike by every view, is refused at once."""
     out: list[Send] = []
-    known = [item for item in batch if item.holder in ctx.directory]
-    for item in batch:
-        if item.holder not in ctx.directory:
-            out += _reject(item, UNLISTED.reason, UNLISTED.detail)  # approve's first refusal
-    ids = ctx.codes.id_codes_of([_req(i).link_code for i in known],
-                                [ctx.unit(i.holder) for i in known])
+    known = [k for k, item in enumerate(batch) if item.holder in ctx.directory]
+    ids = dict(zip(known, ctx.codes.id_codes_of([_req(batch[k]).link_code for k in known],
+                                                [ctx.unit(batch[k].holder) for k in known]),
+                   strict=True))  # none of a holder not in the directory: it has no unit
     approved: list[tuple[FromHolder, Approved, str]] = []
-    for item, id_code in zip(known, ids, strict=True):
-        request, at = _req(item), item.incoming.timestamp
-        person = None if isinstance(id_code, InvalidCode) else id_code
+    for k, item in enumerate(batch):
+        request, at, id_code = _req(item), item.incoming.timestamp, ids.get(k)
+        person = None if id_code is None or isinstance(id_code, InvalidCode) else id_code
         if (why := _malformed(request)) is not None:
             out += _reject(item, "MALFORMED", why, person)
             continue
@@ -88,7 +88,8 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
             out += _reject(item, "STALE_REQUEST", f"sent at {request.sent_at.isoformat()}, "
                            f"received {at.isoformat()}: outside the replay window", person)
             continue
-        verdict = approve(request, ctx.directory[item.holder], ctx.directory, ctx.patterns, at)
+        verdict = approve(request, ctx.directory.get(item.holder), ctx.directory, ctx.patterns,
+                          at)
         if isinstance(verdict, Approved):
             if person is not None:
                 approved.append((item, verdict, person))

@@ -39,21 +39,21 @@ def rekey(codes: CodeService, link_codes: Sequence[str], unit: str, old_epoch: i
 def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     """A holder's link codes of an older epoch of its unit, as codes of the current epoch (its
     own valid codes back as they are when of the current epoch already); none for an invalid one.
-    Its answer, or its refusal by the directory (its holder suspended as of its broker time, or
-    its unit at no epoch it names), goes to the decider (FromHolder.judged): another instance,
-    reading it again with a view of the directory behind or ahead of this one's (a suspension,
-    a new epoch), judges it otherwise, and only the first judgement of the request is made."""
+    Its answer, or its refusal by the directory (its holder suspended as of its broker time or not
+    in it, or its unit at no epoch it names), goes to the decider (FromHolder.judged): another
+    instance, reading it again with a view of the directory behind or ahead of this one's (a
+    suspension, a new epoch, the holder's registration), judges it otherwise, and only the first
+    judgement of the request is made."""
     request = item.message
     assert isinstance(request, RekeyRequest)
     at, source = item.incoming.timestamp, item.incoming.source
     if not ctx.fresh(request.sent_at, at):  # by every view alike: refused at once
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, source, REKEY)
-    entry = ctx.directory.get(item.holder)
-    if (refused := not_active(entry, at)) is not None:
-        refusal = reject(item.holder, request.request_id, refused.reason, refused.detail, at,
-                         source, REKEY)
-        return refusal if entry is None else [item.judged(request.request_id, refusal, ctx)]
+    if (refused := not_active(ctx.directory.get(item.holder), at)) is not None:
+        return [item.judged(request.request_id, reject(
+            item.holder, request.request_id, refused.reason, refused.detail, at, source, REKEY),
+            ctx)]
     unit = ctx.unit(item.holder)
     if not 0 <= request.from_epoch <= unit.epoch:
         return [item.judged(request.request_id, reject(

@@ -5,6 +5,7 @@ request read again late, on the real broker, whose time it stamps."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -378,6 +379,25 @@ def test_a_stale_binding_is_refused_stale_by_every_view(ctx: Context) -> None:
             ("rejected", "STALE_REQUEST")}
 
 
+def test_a_stale_or_malformed_linkage_is_refused_so_by_every_view(ctx: Context) -> None:
+    """A stale or MALFORMED linkage request from a holder not in a view of the directory (its
+    registration not read yet) was refused NOT_PERMITTED by that view, and STALE_REQUEST or
+    MALFORMED by one that had read it: two refusals of one request, their reasons two. Alike by
+    every view, each is judged first, at once."""
+    link = _link(ctx, FIRST, "kodomo")
+    unlisted = replace(ctx, directory={h: e for h, e in ctx.directory.items() if h != "kodomo"})
+    for request, reason in (
+            (LinkageRequest("X", T0 - ctx.replay_window - timedelta(seconds=1), link, "P-074",
+                            "town", "local_tax"), "STALE_REQUEST"),
+            (LinkageRequest("X", T0, link, "P-074", "town", "local\ttax"), "MALFORMED")):
+        item = _from("kodomo", request, T0, 1)
+        for judgements in itertools.permutations((linkage.requests([item], ctx),
+                                                  linkage.requests([item], unlisted))):
+            made = _fed(*_owning_x(ctx), judgements, T0, ctx, [])
+            assert {why for _, why in _refusals(made)} == {reason}
+            assert {(step_of(e), e.reason) for e, _ in _logged(made)} == {("rejected", reason)}
+
+
 def test_a_rekeying_judged_again_by_a_view_that_differs_ends_once(ctx: Context) -> None:
     """A re-keying request judged by a view of the directory that had not read its holder's
     suspension (dated before it) or its unit's new key epoch, and judged again (its first reader
@@ -390,21 +410,52 @@ def test_a_rekeying_judged_again_by_a_view_that_differs_ends_once(ctx: Context) 
     views = {"behind": ctx, "suspended": _town_suspended(ctx, T0 - timedelta(seconds=1)),
              "moved": replace(ctx, directory={**ctx.directory, "town": replace(town, key_epoch=1)})}
     judged = {view: rekey.answer(item, judging, T0) for view, judging in views.items()}
-
-    def ending(*judgements: list[Send]) -> list[Send]:
-        decider_, partition = _owning_x(ctx)
-        events: list[decider.DecisionEvent] = []
-        made = _fed(decider_, partition, judgements, T0, ctx, events)
-        rebuilt, _ = _owning_x(ctx)
-        rebuilt.rebuild(partition, [decider.DecisionRecord(T0, events)], ctx)
-        assert rebuilt.states[partition].get("X") == decider_.states[partition].get("X")
-        return made
-
-    alone = {view: ending(judgement) for view, judgement in judged.items()}
+    alone = {view: _ending(ctx, judgement) for view, judgement in judged.items()}
     assert {view: _told(made, "town") for view, made in alone.items()} == {
         "behind": ["epoch 0"], "suspended": ["SUSPENDED"], "moved": ["epoch 1"]}
     for first, then in itertools.permutations(judged, 2):
-        assert ending(judged[first], judged[then]) == alone[first], (first, then)
+        assert _ending(ctx, judged[first], judged[then]) == alone[first], (first, then)
+
+
+@pytest.mark.parametrize("kind", ["linkage", "binding", "re-keying"])
+def test_a_request_judged_again_by_a_view_that_has_its_holder_listed_ends_once(
+        ctx: Context, kind: str) -> None:
+    """A linkage, binding or re-keying request judged by a view of the directory that had not
+    read its holder's registration (its outbox made then) was refused NOT_PERMITTED straight to
+    its holder and the access log, and judged again (its first reader killed before committing
+    it) by one that had, approved, forwarded or answered: two endings of one request. The first
+    judgement in the decision partition's order alone is made, live and in a rebuild alike."""
+    judges: dict[str, Callable[[FromHolder, Context], list[Send]]] = {
+        "linkage": lambda item, view: linkage.requests([item], view),
+        "binding": binding.forward, "re-keying": lambda item, view: rekey.answer(item, view, T0)}
+    judge = judges[kind]
+    holder, request, ending = {
+        "linkage": ("kodomo", LinkageRequest("X", T0, _link(ctx, FIRST, "kodomo"), "P-074",
+                                             "town", "local_tax"), topics.inbox("town")),
+        "binding": ("town", BindingRequest("X", T0, BY_ATTRIBUTES, b"sealed"),
+                    topics.REGISTRY_IN),
+        "re-keying": ("town", RekeyRequest("X", T0, 0, (_link(ctx, FIRST, "town"),)),
+                      topics.inbox("town"))}[kind]
+    item = _from(holder, request, T0, 1)
+    unlisted = replace(ctx, directory={h: e for h, e in ctx.directory.items() if h != holder})
+    judged = {"listed": judge(item, ctx), "unlisted": judge(item, unlisted)}
+    alone = {view: _ending(ctx, judgement) for view, judgement in judged.items()}
+    assert _told(alone["unlisted"], holder) == ["NOT_PERMITTED"]
+    assert [s.topic for s in alone["listed"] if s.topic != topics.AUDIT] == [ending]
+    for first, then in itertools.permutations(judged, 2):
+        assert _ending(ctx, judged[first], judged[then]) == alone[first], first
+
+
+def _ending(ctx: Context, *judgements: list[Send]) -> list[Send]:
+    """What `judgements` of request "X", fed in turn to a decider owning its partition, made;
+    a decider rebuilt from their decision events holds the same state of it."""
+    decider_, partition = _owning_x(ctx)
+    events: list[decider.DecisionEvent] = []
+    made = _fed(decider_, partition, judgements, T0, ctx, events)
+    rebuilt, _ = _owning_x(ctx)
+    rebuilt.rebuild(partition, [decider.DecisionRecord(T0, events)], ctx)
+    assert rebuilt.states[partition].get("X") == decider_.states[partition].get("X")
+    return made
 
 
 def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_time(

@@ -14,7 +14,7 @@ from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from renkei.envelope import Incoming
 from schemas.codec import CODEC
-from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
+from schemas.messages import HolderEntry, LegalPattern, LinkageRequest, Refusal
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -100,8 +100,8 @@ def test_a_requester_not_in_the_directory_is_refused_first_by_both() -> None:
     request = LinkageRequest("r-1", T0 + 10 * SECOND, "ABC98765XYZ", "P-999", "town",
                              "local_tax")
     incoming = Incoming(topics.outbox("city-a"), 0, 1, T0 + 10 * SECOND, CODEC.encode(request))
-    made = linkage.requests([FromHolder(incoming, "city-a", request)], ctx)
-    logged, = [CODEC.decode(s.value, AccessLogEvent) for s in made if s.topic == topics.AUDIT]
+    judged, = linkage.requests([FromHolder(incoming, "city-a", request)], ctx)  # the decider's
+    logged = CODEC.decode(CODEC.decode(judged.value, Refusal).logged, AccessLogEvent)
     assert (logged.outcome, logged.reason) == ("REJECTED", "NOT_PERMITTED")
     check = recheck()
     assert check.applies(logged) and check.check(logged) is None
