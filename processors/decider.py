@@ -372,23 +372,26 @@ def _named(r: Pending | RequestState) -> Named:
                  data_type=r.data_type or None, person=r.person or None)
 
 
-def on_refusal(r: Refusal, state: State | None) -> Decision:
+def on_refusal(r: Refusal, state: State | None, now: datetime) -> Decision:
     """A request approval refused by the platform's views (linkage.requests: a suspension, the
     pattern list, its link code; or a re-keying answered or refused by the directory,
     rekey.answer), decided as the first judgement of its request id: known to none,
     it is settled REJECTED (a re-keying answered too: no provider or registry answers one) and
-    made as recorded (_refusal_made); judged again, its holder
-    message pending or settled already (the same digest, or source), it is a copy, dropped: one
-    instance, killed before committing it, approved it by a view that had not read a suspension
-    dated before it, or refused it. Another message under a used id is refused as recorded all
-    the same, its state left as it is, as it was before refusals came here."""
+    made as recorded (_refusal_made); its holder message judged again (the same source), pending
+    or settled already, it is a copy, dropped: one instance, killed before committing it,
+    approved it by a view that had not read a suspension dated before it, or refused it. The
+    same bytes its holder sent again (the same digest, another source) are refused to it alone,
+    as on_pending refuses them; another message under a used id is refused as recorded all the
+    same, its state left as it is, as it was before refusals came here."""
     if state is None:
         return Decision(Settled(REJECTED, fingerprint(r.source), r.digest),
                         partial(_refusal_made, r))
-    if r.digest == state.digest or _same_source(state, r.source):
+    if _same_source(state, r.source):
         log.info("request %s refused (%s) is a copy of one judged already: dropped",
                  r.request_id, r.source)
         return Decision(state)
+    if r.digest == state.digest:
+        return Decision(state, partial(_copy_refused, r, now))
     return Decision(state, partial(_refusal_made, r))
 
 
@@ -399,12 +402,12 @@ def _refusal_made(r: Refusal) -> list[Send]:
             Send(topics.AUDIT, r.request_id, r.logged)]
 
 
-def _copy_refused(p: Pending, now: datetime) -> list[Send]:
+def _copy_refused(j: Judged, now: datetime) -> list[Send]:
     """A copy its holder sent again, refused to it alone: the access log has its request once."""
     log.info("request %s came again, a copy its holder sent again: refused, not logged",
-             p.request_id)
-    return [refusal(p.requester, p.request_id, DUPLICATE,
-                    f"request {p.request_id} came again: its first copy is the one answered", now)]
+             j.request_id)
+    return [refusal(j.requester, j.request_id, DUPLICATE,
+                    f"request {j.request_id} came again: its first copy is the one answered", now)]
 
 
 def _stale(p: Pending, now: datetime, ctx: Context) -> list[Send]:
@@ -988,7 +991,8 @@ class Decider:
             return self._decide(states, message.request_id, partial(
                 on_pending, message, now=now, forget_at=forget_at), effects)
         new = states.get(message.request_id) is None
-        made = self._decide(states, message.request_id, partial(on_refusal, message), effects)
+        made = self._decide(states, message.request_id, partial(on_refusal, message, now=now),
+                            effects)
         if new:
             states.forget_at(message.request_id, forget_at)
         return made
