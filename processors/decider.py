@@ -94,6 +94,9 @@ DIGEST_BYTES = 8  # of a holder message's digest: an Avro long
 TIMED_OUT_FIRST = "the request timed out before its answer came"  # refusing a late answer
 UNANSWERED = {TIMED_OUT: TIMED_OUT_FIRST,  # the words refusing an answer to a request ended so
               REJECTED: "the request was refused at approval"}
+# the words refusing an answer to a request pending whose answer was refused to its provider
+PROVIDER_REFUSED_FIRST = ("an answer to the request was refused to its provider, no active holder "
+                          "in the directory, before: the request ends unanswered")
 TICKET_EXPIRED = "the ticket expired at"  # the words refusing an answer past its deadline
 # how long a request decided at once may wait for its record to land, generously (its effects
 # acknowledged first): a sweep made meanwhile lands before it
@@ -513,8 +516,11 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context,
     refused, its provider no active holder in the directory as of its broker time by that view
     (Outcome.refused), is the first judgement of its answer if its request is pending: refused
     to its provider as linkage judged it (_provider_refused), the request left to end as one
-    whose provider was suspended since its approval does (on_deadline), and a later judgement of
-    the same answer (its source), relayed by a view behind, a copy, dropped; to a request
+    whose provider was suspended since its approval does (on_deadline), that refusal kept as its
+    resolution (RequestState.resolved_by), and a later judgement of the same answer (its
+    source), relayed by a view behind, a copy, dropped; another answer to it (its query
+    dispatched again, answered again by its provider resumed meanwhile) is refused to its
+    provider too, which logged the first not provided: the request ends unanswered; to a request
     answered, it is dropped as a second answer is, a copy of the answer relayed that a view
     ahead judged again (or its provider sent again) perhaps. An answer refused to its provider
     (one of `refused`, the fingerprints of the sources of those refused under its id:
@@ -531,8 +537,12 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context,
                         o.source)
     if not isinstance(state, RequestState):
         return Decision(state)  # unknown (the decider holds it), or answered: dropped
-    if o.refused is not None:
-        return Decision(state, partial(_provider_refused, o, now), o.source)
+    if o.refused is not None:  # the request to end unanswered: kept as its resolution
+        return Decision(replace(state, resolved_by=o.refused), partial(_provider_refused, o, now),
+                        o.source)
+    if state.resolved_by is not None:
+        return Decision(state, partial(_relayed_to_no_one, o, PROVIDER_REFUSED_FIRST, now),
+                        o.source)
     answer = _readable(o)
     if answer is None:
         return Decision(state, partial(_unreadable, o, now), o.source)

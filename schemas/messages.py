@@ -341,7 +341,9 @@ class RequestState:
     request_id: str
     status: str
     source: str
-    resolved_by: str | None  # unused: an answer refused is kept with its partition's requests
+    # pending: the reason an answer was refused to its provider, no active holder (Outcome.refused):
+    # the request ends unanswered, a later answer refused too (decider.on_outcome)
+    resolved_by: str | None
     deadline: datetime
     forget_at: datetime
     requester: str

@@ -908,6 +908,37 @@ def test_every_answer_refused_to_a_request_pending_is_kept_and_a_copy_of_each_dr
         assert decider_.handle(partition, replace(second, refused=None), late, ctx) == []
 
 
+def test_an_answer_sent_again_after_one_refused_to_its_provider_is_refused_too(
+        ctx: Context) -> None:
+    """A request approved by a view behind while its provider was suspended had its answer
+    refused to the provider, SUSPENDED, which logged it not provided; its query dispatched again
+    (its Pending read again after a broker outage), the provider, resumed meanwhile, answered it
+    again at another offset, active as of that answer's broker time, and that answer was relayed:
+    the requester got the data its provider's log says was not provided (chaos crash --seconds
+    120 --rate 20 --every 3 --suspend-every 6 --freeze-every 10 --seed 202: 9 requests FOUND,
+    their provider's entry REJECTED: SUSPENDED). A request whose answer was refused to its
+    provider no active holder ends unanswered, as its sweep ends it: a later answer to it is
+    refused to its provider too, live and rebuilt, and the request times out once."""
+    first = replace(_answer(), deadline=_pending(ctx).deadline,
+                    answered_at=NOW + timedelta(seconds=2), refused="SUSPENDED")
+    again = replace(_answer(), source="renkei.holder.town.out:1:9",
+                    deadline=_pending(ctx).deadline, answered_at=NOW + timedelta(seconds=20))
+    late = NOW + timedelta(seconds=31)
+    live, partition = _owning(ctx, [_pending(ctx)])
+    live.handle(partition, first, NOW, ctx)
+    rebuilt, _ = _owning(ctx, [_pending(ctx), first])
+    for decider_ in (live, rebuilt):
+        made = decider_.handle(partition, again, NOW + timedelta(seconds=20), ctx)
+        assert [(s.topic, s.topic == topics.AUDIT or CODEC.decode(s.value, Rejection).reason)
+                for s in made] == [(topics.inbox("town"), "INVALID_TICKET"),
+                                   (topics.AUDIT, True)], "refused to its provider, not relayed"
+        assert isinstance(decider_.states[partition].get("r-1"), RequestState), "pending"
+        ended = _swept(decider_, partition, late, ctx)
+        assert [(s.topic, s.topic == topics.AUDIT or CODEC.decode(s.value, LinkageAnswer).status)
+                for s in ended] == [(topics.inbox("nenkin"), TIMED_OUT),
+                                    (topics.AUDIT, True)], "timed out once, at its sweep"
+
+
 def test_an_answer_recorded_before_its_request_settles_it_in_a_rebuild(ctx: Context) -> None:
     """An owner deciding at once writes a request's Pending after its query is acknowledged, so
     the provider's answer, written by another instance, can come first in the partition: a new
