@@ -104,15 +104,16 @@ class Binding:
 @dataclass
 class Logged:
     """What the holders', the audit and the authority's stores hold of the requests: holder
-    access-log entries per request on each side, audit steps (step as its event's id names it,
-    outcome; a refusal's: its reason) per request, and the authority's look-ups per binding
-    request."""
+    access-log entries per request on each side (the provider's saying its answer was refused,
+    not provided, counted apart too), audit steps (step as its event's id names it, outcome; a
+    refusal's: its reason) per request, and the authority's look-ups per binding request."""
 
     requester: Counter[str] = field(default_factory=Counter)
     provider: Counter[str] = field(default_factory=Counter)
     audit: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     duplicates_dropped: int = 0
     lookups: Counter[str] = field(default_factory=Counter)
+    not_provided: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -121,7 +122,8 @@ class Checked:
     outcomes by status; lost: no outcome; rejected: refused by the platform (lawful: a failure);
     requester_log_not_once: the requester's access log holds it other than once (once if
     answered, never if not); provider_log_not_once: a FOUND or NOT_FOUND its provider logged
-    other than once (or another outcome logged twice); audit_steps_per_request: {steps in the
+    other than once, or as not provided (or another outcome logged twice);
+    audit_steps_per_request: {steps in the
     audit store, in order: requests answered}; audit_not_as_answered: answered requests whose
     audit steps are not approved + answered once each, or whose answered step's outcome is not
     the requester's (each may have a late answer's refusal too, once a copy);
@@ -200,7 +202,7 @@ def check(asked: list[Asked], logged: Logged, bindings: Collection[Binding] = ()
         "requester_log_not_once": [a.request_id for a in asked if logged.requester[a.request_id]
                                    != (0 if a.status == SENT else 1)],
         "provider_log_not_once": [a.request_id for a in answered
-                                  if not _provider_logged_once(a, logged.provider)],
+                                  if not _provider_logged_once(a, logged)],
         "audit_not_as_answered": [a.request_id for a in answered
                                   if (a.status != REJECTED or _refused_suspended(a))
                                   and not _audited_as_answered(a, logged.audit)],
@@ -260,9 +262,13 @@ def _refused_at_approval(request: Asked | Binding, steps: list[tuple[str, str]])
         (_step(named), outcome) for named, outcome in steps] == [REFUSED_SUSPENDED]
 
 
-def _provider_logged_once(asked: Asked, provider: Counter[str]) -> bool:
-    entries = provider[asked.request_id]
-    return entries == 1 if asked.status in FROM_A_PROVIDER else entries <= 1
+def _provider_logged_once(asked: Asked, logged: Logged) -> bool:
+    """Logged once by its provider (at most once if its provider did not answer it), and, its
+    requester given the provider's answer, as provided: not as an answer refused."""
+    entries = logged.provider[asked.request_id]
+    if asked.status in FROM_A_PROVIDER:
+        return entries == 1 and not logged.not_provided[asked.request_id]
+    return entries <= 1
 
 
 def _audited_as_answered(asked: Asked, audit: dict[str, list[tuple[str, str]]]) -> bool:
@@ -368,9 +374,12 @@ def logged_of(stores: Iterable[sqlite3.Connection], request_ids: set[str],
     """What the holders' stores and the audit store hold of these requests."""
     found = Logged(audit=audit_steps(request_ids, since))
     for db in stores:
-        for request_id, side in db.execute("SELECT request_id, side FROM access_log"):
+        for request_id, side, outcome in db.execute(
+                "SELECT request_id, side, outcome FROM access_log"):
             if request_id in request_ids:
                 (found.requester if side == REQUESTER else found.provider)[request_id] += 1
+                if side != REQUESTER and outcome.startswith(REJECTED):  # HolderStore.not_provided
+                    found.not_provided[request_id] += 1
         found.duplicates_dropped += db.execute(
             "SELECT coalesce(sum(duplicates), 0) FROM requests").fetchone()[0]
     return found

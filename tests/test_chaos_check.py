@@ -330,6 +330,34 @@ def test_a_request_is_judged_by_the_suspensions_of_its_requester_and_provider_me
     assert bindings == [Binding("binding", "SENT", False, None, True)]
 
 
+def test_an_answer_its_requester_got_that_its_provider_logged_not_provided_fails(
+        tmp_path: Path) -> None:
+    """The provider's log counted its entries of a request only: an answer relayed to its
+    requester (FOUND) whose provider's entry says it was refused, not provided (REJECTED:
+    SUSPENDED, its first answer refused while it was suspended), passed (chaos crash --seed
+    202: 12 such). A FOUND or NOT_FOUND is logged once by its provider, and as provided."""
+    with state_folder(tmp_path):
+        AuditStore(audit_path(), Signer.load_or_create()).close()
+        since = datetime.now(UTC)
+        requester, provider = HolderStore.of("sakura-town"), HolderStore.of("nenkin")
+        for request_id in ("provided", "not provided"):
+            opened = requester.open_request(request_id, "LINKAGE", "own-0", "staff", "t1",
+                                            provider="nenkin")
+            requester.resolve(opened, "FOUND")
+            requester.log(request_id, "REQUESTER", "staff", "t1", "FOUND", counterpart="nenkin")
+            provider.log(request_id, "PROVIDER", "SYSTEM", "t9", "FOUND",
+                         counterpart="sakura-town")
+        assert provider.not_provided("not provided", "REJECTED: SUSPENDED")
+        requester.close()
+        provider.close()
+        with holder_stores(["sakura-town", "nenkin"]) as stores:
+            asked = asked_since(stores, since)
+            found = chaos_check.logged_of(stores.values(), {a.request_id for a in asked}, since)
+    audit = {"provided": RIGHT, "not provided": RIGHT}
+    verdict = check(asked, replace(found, audit=audit))
+    assert verdict.failing_request_ids == {"provider_log_not_once": ["not provided"]}
+
+
 def test_every_linkage_request_recorded_since_the_run_began_is_judged(tmp_path: Path) -> None:
     """A request a server recorded, then was killed before answering, is in its store: judged,
     though the load never heard of it."""
