@@ -66,6 +66,7 @@ from schemas.messages import (
     HolderLogRequest,
     LegalPattern,
     Outcome,
+    ProviderAnswer,
     RegistryAnswer,
 )
 
@@ -106,15 +107,16 @@ class Views:
     def read_first(self, records: list[Any]) -> bool:
         """Whether the directory is to be read to its end before these records are judged: a
         holder's resumption or registration the view has not read yet would have them judged
-        otherwise (some holder inactive in the view, or the outbox of one it does not know). A
-        suspension not read yet needs no wait, costing a look-up of the end each poll: a request
-        is judged by the broker's time of the suspension once it is read (an approved one ends
-        SUSPENDED, its requester told so). Decision records are judged as they were decided."""
+        otherwise (some holder inactive in the view, or the outbox of one it does not know), and
+        so would a suspension dated before an answer (answers_judged): a request needs no wait
+        for one, costing a look-up of the end each poll, as it is judged by the broker's time of
+        the suspension once it is read (an approved one ends SUSPENDED, its requester told so).
+        Decision records decided at once are judged as they were decided."""
         judged = [r.topic for r in records if r.topic != decider.DECISIONS]
         directory = self.refresh().directory
-        return bool(judged) and (self._inactive or any(
+        return answers_judged(records) or (bool(judged) and (self._inactive or any(
             (holder := topics.holder_of_outbox(topic)) is not None and holder not in directory
-            for topic in judged))
+            for topic in judged)))
 
     async def directory_read(self) -> None:
         """Wait until the directory view has read every directory record the broker had now, so
@@ -483,6 +485,23 @@ class Platform:
         async with self.sweeping:  # a sweep on its way lands first, and none is sent after
             self.owned -= given
         await self.outflow.flush()
+
+
+def answers_judged(records: list[Any]) -> bool:
+    """Whether these records bring answers whose requesters the decider judges by the directory
+    as of their broker time (a provider's, the registry's, or a decision record not decided at
+    once, which may carry either or a sweep): an owner whose view had not read a suspension
+    dated before one relayed it, and the next, the first killed before recording that, relayed
+    it to no one, its view ahead; read to its end first, every owner judges it alike."""
+    return any(_an_answer(r) for r in records)
+
+
+def _an_answer(record: Any) -> bool:
+    if record.topic == decider.DECISIONS:
+        return DECIDED not in dict(record.headers or ())
+    return record.topic == topics.REGISTRY_OUT or (
+        topics.holder_of_outbox(record.topic) is not None
+        and CODEC.name_of(record.value or b"") == ProviderAnswer.__name__)
 
 
 class History(NamedTuple):

@@ -39,7 +39,7 @@ from renkei.service_loop import TRANSACTION_MS, deliver, handed
 from renkei.state import file_locked, private_dir
 from renkei.tether import tethered
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import HolderEntry, ProviderQuery, Suspension
+from schemas.messages import HolderEntry, Ping, ProviderAnswer, ProviderQuery, Suspension
 from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import (
     Stopped,
@@ -259,21 +259,36 @@ def _instance() -> Views:
 async def test_the_platform_reads_the_directory_first_only_when_a_holder_may_have_come_back(
         town: town_setup.Town) -> None:
     """The look-up of the directory's end, a round trip a poll, is made for a poll with a
-    holder's records while some holder is inactive in the view (a resumption not read yet would
-    serve them) or from the outbox of a holder it does not know (a registration), never for
-    decision records alone."""
+    holder's requests while some holder is inactive in the view (a resumption not read yet would
+    serve them) or from the outbox of a holder it does not know (a registration), and for one
+    with answers whose requesters the decider judges (a provider's, the registry's, a decision
+    record not decided at once), whatever the view says: one owner relayed an answer its view
+    had not read the requester's suspension before, and the next, reading it again with the
+    suspension read, relayed it to no one; never for decision records decided at once alone."""
     views = _instance()
-    polled = {name: SimpleNamespace(topic=topic) for name, topic in (
-        ("decision", decider.DECISIONS), ("nenkin", topics.outbox("nenkin")),
-        ("newcomer", topics.outbox("newcomer-town")))}
+    request = CODEC.encode(Ping("p-1", datetime.now(UTC)))
+    answer = CODEC.encode(ProviderAnswer("r-1", b"t", "L", "FOUND", b"sealed"))
+    polled = {name: SimpleNamespace(topic=topic, value=value, headers=headers)
+              for name, topic, value, headers in (
+        ("decided at once", decider.DECISIONS, b"", ((platform_module.DECIDED, b"mark"),)),
+        ("nenkin's request", topics.outbox("nenkin"), request, None),
+        ("newcomer's request", topics.outbox("newcomer-town"), request, None),
+        ("nenkin's answer", topics.outbox("nenkin"), answer, None),
+        ("the registry's answer", topics.REGISTRY_OUT, b"", None),
+        ("a decision to make", decider.DECISIONS, b"", None))}
     async with running(views, KafkaAccess.of(acls.PLATFORM)):
-        assert [views.read_first([r]) for r in polled.values()] == [False, False, True]
+        assert {n: views.read_first([r]) for n, r in polled.items()} == {
+            "decided at once": False, "nenkin's request": False, "newcomer's request": True,
+            "nenkin's answer": True, "the registry's answer": True, "a decision to make": True}
         await directory.suspend("sakura-town", "ops-a", "x")
         try:
             async with asyncio.timeout(5):
                 while views.refresh().directory["sakura-town"].active:
                     await views.directory.changed()
-            assert [views.read_first([r]) for r in polled.values()] == [False, True, True]
+            assert {n: views.read_first([r]) for n, r in polled.items()} == {
+                "decided at once": False, "nenkin's request": True, "newcomer's request": True,
+                "nenkin's answer": True, "the registry's answer": True,
+                "a decision to make": True}
         finally:
             await directory.resume("sakura-town", "ops-b")
 
