@@ -270,8 +270,7 @@ class Killer:
     themselves before their turn (a kill would hide it)."""
 
     def __init__(self, procs: town.Processes, servers: dict[str, Address], schedule: list[str],
-                 answer_timeout: float, turn: asyncio.Lock,
-                 frozen: Collection[str] = ()) -> None:
+                 answer_timeout: float, turn: asyncio.Lock, frozen: Collection[str]) -> None:
         self.procs, self.servers, self.answer_timeout = procs, servers, answer_timeout
         self.turn, self.frozen = turn, frozen
         self.schedule = itertools.cycle(schedule)
