@@ -242,11 +242,11 @@ class Partition:
             return
         self._unlist(was)
         self.settled[was.request_id] = state.packed()
-        self.forgetting.setdefault(math.ceil(was.forget_at.timestamp()), []).append(was.request_id)
+        self.forget_at(was.request_id, was.forget_at)
 
     def forget_at(self, request_id: str, at: datetime) -> None:
-        """Forget a request settled by its first event (never pending) at `at`, as it would
-        be once settled, pending first."""
+        """Forget a settled request at `at`: one settled from pending (put), or by its first
+        event (never pending), as it would be once settled, pending first."""
         self.forgetting.setdefault(math.ceil(at.timestamp()), []).append(request_id)
 
     def hold(self, outcome: Outcome) -> None:
