@@ -208,6 +208,12 @@ def test_a_requester_no_longer_active_is_not_sent_its_timeout_but_told_if_suspen
                 + ("no one is told" if why == "UNKNOWN_HOLDER" else "it is refused so")]
 
 
+def _suspended(ctx: Context, holder: str) -> Context:
+    """`ctx` with `holder` suspended a second after NOW."""
+    return replace(ctx, directory={**ctx.directory, holder: replace(
+        ctx.directory[holder], active=False, inactive_since=NOW + timedelta(seconds=1))})
+
+
 def test_a_request_to_a_provider_suspended_since_its_approval_ends_at_once_refused_so(
         ctx: Context) -> None:
     """A request whose provider was suspended once it was approved waited for its deadline,
@@ -244,8 +250,7 @@ def test_a_request_ended_early_its_provider_since_resumed_is_ended_once_by_every
     second one. A request a sweep names is ended whatever the directory says when it is read:
     by every owner, live or rebuilding, once; one whose provider was resumed between its
     naming and the sweep read back is told a plain timeout."""
-    suspended = replace(ctx, directory={**ctx.directory, "town": replace(
-        ctx.directory["town"], active=False, inactive_since=NOW + timedelta(seconds=1))})
+    suspended = _suspended(ctx, "town")
     swept, deadline = NOW + timedelta(seconds=2), _pending(ctx).deadline
     first, partition = _owning(ctx, [_pending(ctx)])
     assert first.passed(swept, suspended) == {"r-1": topics.outbox("town")}
@@ -264,12 +269,6 @@ def test_a_request_ended_early_its_provider_since_resumed_is_ended_once_by_every
         TIMED_OUT, TIMED_OUT, None), "resumed in the instant between: a plain timeout"
     assert resumed.states[partition].get("r-1") == _settled(TIMED_OUT)
     assert _sweeps(resumed, deadline, ctx) == []
-
-
-def _suspended(ctx: Context, holder: str) -> Context:
-    """`ctx` with `holder` suspended a second after NOW."""
-    return replace(ctx, directory={**ctx.directory, holder: replace(
-        ctx.directory[holder], active=False, inactive_since=NOW + timedelta(seconds=1))})
 
 
 def test_a_suspended_provider_passes_the_requests_pending_to_it_as_its_partition_has_them(
@@ -316,8 +315,7 @@ def test_an_answer_to_a_request_named_early_is_decided_after_the_sweep_on_its_wa
     refuse to the provider a copy of the answer relayed). An event of a request named in a
     sweep on its way is decided in the topic's order, after the sweep, as one of a request past
     its deadline is."""
-    suspended = replace(ctx, directory={**ctx.directory, "town": replace(
-        ctx.directory["town"], active=False, inactive_since=NOW + timedelta(seconds=1))})
+    suspended = _suspended(ctx, "town")
     swept, near = NOW + timedelta(seconds=2), decider.near_forgetting(ctx)
     owner, partition = _owning(ctx, [_pending(ctx)])
     assert not owner.in_order(partition, "r-1", _answer(), swept, near)
@@ -854,8 +852,7 @@ def test_a_copy_of_an_answer_refused_is_dropped_whatever_its_request_became(
                       refused="SUSPENDED")
     behind = replace(refused, refused=None)  # the same answer judged by a view behind
     late = NOW + timedelta(seconds=31)
-    suspended = replace(ctx, directory={**ctx.directory, "nenkin": replace(
-        ctx.directory["nenkin"], active=False, inactive_since=NOW + timedelta(seconds=1))})
+    suspended = _suspended(ctx, "nenkin")
     owner, partition = _owning(ctx, [_pending(ctx)])
     recorded, = owner.handle(partition, behind, late, suspended)  # relayed to no one
     ended = CODEC.decode(recorded.value, Outcome)
@@ -888,8 +885,7 @@ def test_every_answer_refused_to_a_request_pending_is_kept_and_a_copy_of_each_dr
                     refused="SUSPENDED")
     second = replace(first, source="renkei.holder.town.out:1:9")
     late = NOW + timedelta(seconds=31)
-    town = replace(ctx.directory["town"], active=False, inactive_since=NOW + timedelta(seconds=1))
-    suspended = replace(ctx, directory={**ctx.directory, "town": town})
+    suspended = _suspended(ctx, "town")
     live, partition = _owning(ctx, [_pending(ctx)])
     for answer in (first, second):
         made = live.handle(partition, answer, NOW, ctx)
