@@ -779,6 +779,13 @@ def _answer(provider: str = "town") -> Outcome:
     return Outcome("r-1", f"renkei.holder.{provider}.out:1:5", CODEC.encode(answer))
 
 
+def _refused_answer(ctx: Context) -> Outcome:
+    """_answer as read by a view that had read its provider's suspension: refused SUSPENDED,
+    taken by the broker two seconds after NOW, under _pending's ticket."""
+    return replace(_answer(), deadline=_pending(ctx).deadline,
+                   answered_at=NOW + timedelta(seconds=2), refused="SUSPENDED")
+
+
 def _sweeps(decider_: decider.Decider, at: datetime, ctx: Context) -> list[Send]:
     """The sweeps the decider makes at `at`, every answer to the requests past their deadlines
     read by then (unread.Unread)."""
@@ -800,9 +807,8 @@ def test_an_answer_refused_to_its_provider_suspended_is_made_once_by_the_decider
     be), and one judged already (its source); to a request pending (or held for it until it
     comes) or timed out, it is refused as linkage refused it, at its broker time, the request
     ended as one whose provider was suspended since its approval is, by its sweep."""
-    answered_at = NOW + timedelta(seconds=2)
-    refused = replace(_answer(), deadline=_pending(ctx).deadline, answered_at=answered_at,
-                      refused="SUSPENDED")
+    refused = _refused_answer(ctx)
+    answered_at = refused.answered_at
     resent = replace(refused, source="renkei.holder.town.out:1:9")
     sweep = NOW + timedelta(seconds=31)
     copies: list[tuple[list[decider.DecisionEvent], Outcome]] = [
@@ -847,9 +853,7 @@ def test_a_copy_of_an_answer_refused_is_dropped_whatever_its_request_became(
     its provider again, and for another reason: refused SUSPENDED, then INVALID_TICKET, timed
     out first. The provider hears of one answer once: a copy of an answer refused (its source)
     is dropped whatever its request's state now, live and in a rebuild."""
-    answered_at = NOW + timedelta(seconds=2)
-    refused = replace(_answer(), deadline=_pending(ctx).deadline, answered_at=answered_at,
-                      refused="SUSPENDED")
+    refused = _refused_answer(ctx)
     behind = replace(refused, refused=None)  # the same answer judged by a view behind
     late = NOW + timedelta(seconds=31)
     suspended = _suspended(ctx, "nenkin")
@@ -880,9 +884,7 @@ def test_every_answer_refused_to_a_request_pending_is_kept_and_a_copy_of_each_dr
     requester, the request answered (answered@ beside that answer's rejected@, its provider
     told it was not relayed). Every answer refused is kept with its request: a copy of each is
     dropped, live and in a rebuild, and the request ends once, at its sweep."""
-    answered_at = NOW + timedelta(seconds=2)
-    first = replace(_answer(), deadline=_pending(ctx).deadline, answered_at=answered_at,
-                    refused="SUSPENDED")
+    first = _refused_answer(ctx)
     second = replace(first, source="renkei.holder.town.out:1:9")
     late = NOW + timedelta(seconds=31)
     suspended = _suspended(ctx, "town")
@@ -915,8 +917,7 @@ def test_an_answer_sent_again_after_one_refused_to_its_provider_is_refused_too(
     their provider's entry REJECTED: SUSPENDED). A request whose answer was refused to its
     provider no active holder ends unanswered, as its sweep ends it: a later answer to it is
     refused to its provider too, live and rebuilt, and the request times out once."""
-    first = replace(_answer(), deadline=_pending(ctx).deadline,
-                    answered_at=NOW + timedelta(seconds=2), refused="SUSPENDED")
+    first = _refused_answer(ctx)
     again = replace(_answer(), source="renkei.holder.town.out:1:9",
                     deadline=_pending(ctx).deadline, answered_at=NOW + timedelta(seconds=20))
     late = NOW + timedelta(seconds=31)
@@ -1021,8 +1022,7 @@ def test_an_answer_held_judged_by_two_views_is_refused_once_if_its_request_never
     read its provider's suspension and one whose view had not, was held twice, and, its request
     never come, refused to its provider twice, SUSPENDED and INVALID_TICKET. An answer is held
     once, as first judged: refused once, for that judgement's reason, live and in a rebuild."""
-    refused = replace(_answer(), deadline=_pending(ctx).deadline,
-                      answered_at=NOW + timedelta(seconds=2), refused="SUSPENDED")
+    refused = _refused_answer(ctx)
     behind = replace(refused, refused=None)
     until = max(ctx.stale_from(NOW), NOW + ctx.answer_timeout)
     for judgements, reason in (((refused, behind), "SUSPENDED"),
