@@ -68,9 +68,7 @@ def forward(item: FromHolder, ctx: Context) -> list[Send]:
                       "sent outside the replay window", at, item.incoming.source, BINDING)
     entry = ctx.directory.get(item.holder)
     if (refused := not_active(entry, at)) is not None:
-        return [item.judged(request.request_id, reject(
-            item.holder, request.request_id, refused.reason, refused.detail, at,
-            item.incoming.source, BINDING), ctx)]
+        return [item.refused(request.request_id, refused.reason, refused.detail, BINDING, ctx)]
     assert entry is not None  # not_active: an active holder's entry
     source, deadline = item.incoming.source, item.deadline(ctx)
     if request.by == BY_PERSONAL_NUMBER:

@@ -65,6 +65,14 @@ class FromHolder:
             request_id, self.incoming.source, self.holder, self.deadline(ctx),
             self.digest(ctx.digest_key), told.value, logged.value))
 
+    def refused(self, request_id: str, reason: str, detail: str, kind: str, ctx: Context
+                ) -> Send:
+        """Its request refused by the platform's views (rejection.reject, of its broker time and
+        source), to the decider as its judgement (judged)."""
+        return self.judged(request_id, reject(self.holder, request_id, reason, detail,
+                                              self.incoming.timestamp, self.incoming.source,
+                                              kind), ctx)
+
 
 def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     """Approve and rewrite linkage requests; the approved go to the decider (which refuses a

@@ -51,14 +51,11 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, source, REKEY)
     if (refused := not_active(ctx.directory.get(item.holder), at)) is not None:
-        return [item.judged(request.request_id, reject(
-            item.holder, request.request_id, refused.reason, refused.detail, at, source, REKEY),
-            ctx)]
+        return [item.refused(request.request_id, refused.reason, refused.detail, REKEY, ctx)]
     unit = ctx.unit(item.holder)
     if not 0 <= request.from_epoch <= unit.epoch:
-        return [item.judged(request.request_id, reject(
-            item.holder, request.request_id, "NOT_PERMITTED",
-            f"{unit} has no codes of epoch {request.from_epoch}", at, source, REKEY), ctx)]
+        return [item.refused(request.request_id, "NOT_PERMITTED",
+                             f"{unit} has no codes of epoch {request.from_epoch}", REKEY, ctx)]
     old = list(request.link_codes)
     current = request.from_epoch == unit.epoch
     new = (ctx.codes.convert_batch(old, unit, unit) if current  # a valid code: itself again
