@@ -329,7 +329,7 @@ class Platform:
         brought up to date, which applying them again leaves as it is if it was already); read
         first, by the record's append time (Decider.read), whichever."""
         self.decider.read(record.partition, record_time(record), ctx)
-        mark = dict(record.headers or ()).get(DECIDED)
+        mark = _mark(record)
         if mark is not None and mark == self.at_once.get(record.partition):
             return []
         return [made for event in unpacked(record.value or b"")
@@ -498,10 +498,17 @@ def answers_judged(records: list[Any]) -> bool:
 
 def _an_answer(record: Any) -> bool:
     if record.topic == decider.DECISIONS:
-        return DECIDED not in dict(record.headers or ())
+        return _mark(record) is None
     return record.topic == topics.REGISTRY_OUT or (
         topics.holder_of_outbox(record.topic) is not None
         and CODEC.name_of(record.value or b"") == ProviderAnswer.__name__)
+
+
+def _mark(record: Any) -> bytes | None:
+    """The mark of a decision record decided at once (its DECIDED header), None if it is one
+    to decide."""
+    mark: bytes | None = dict(record.headers or ()).get(DECIDED)
+    return mark
 
 
 class History(NamedTuple):
