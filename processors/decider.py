@@ -759,7 +759,7 @@ def _ended(o: Outcome, requester: str, gone: str, ended: Send, now: datetime,
     (on_ended)."""
     log.info("the answer to request %s is relayed to no one: %s is no longer an active "
              "holder in the directory (%s)", o.request_id, requester, gone)
-    told = _told_ended(requester, o.request_id, gone, now, ctx)
+    told = _told_ended(requester, o.request_id, gone, o.answered_at, now, ctx)
     return to_decider(o.request_id, replace(o, ended=ended.value,
                                             told=None if told is None else told.value))
 
@@ -824,7 +824,7 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
     event says why (Context.inactive_reason)."""
     at = min(now, state.deadline)
     if (gone := ctx.inactive_reason(state.requester, at)) is not None:
-        told = _told_ended(state.requester, state.request_id, gone, now, ctx)
+        told = _told_ended(state.requester, state.request_id, gone, at, now, ctx)
         log.info("request %s timed out: its requester %s is no longer an active holder in the "
                  "directory (%s): %s", state.request_id, state.requester, gone,
                  "no one is told" if told is None else "it is refused so")
@@ -849,17 +849,18 @@ def _timed_out(state: RequestState, now: datetime, ctx: Context) -> list[Send]:
             _answered(state, TIMED_OUT, now)]
 
 
-def _told_ended(requester: str, request_id: str, gone: str, now: datetime,
+def _told_ended(requester: str, request_id: str, gone: str, at: datetime | None, now: datetime,
                 ctx: Context) -> Send | None:
-    """The refusal telling a requester suspended (`gone`: Context.inactive_reason) since its
-    request was approved (the platform's view of the directory had not read the suspension yet)
-    that the request ended, as it is refused at approval (SUSPENDED, since when), no data: so its
-    holder, which hears nothing else of it, does not keep it sent for good. None for a requester
-    not in the directory (UNKNOWN_HOLDER): its inbox may be gone."""
+    """The refusal telling a requester suspended as of `at` (None: now; `gone`: inactive_reason)
+    since its request was approved (the platform's view of the directory had not read the
+    suspension yet) that the request ended, as it is refused at approval (SUSPENDED, the
+    suspension `at` falls in), no data: so its holder, which hears nothing else of it, does not
+    keep it sent for good. None for a requester not in the directory (UNKNOWN_HOLDER): its inbox
+    may be gone."""
     if gone != SUSPENDED:
         return None
     return refusal(requester, request_id, SUSPENDED,
-                   suspended("the requester", ctx.directory[requester]), now)
+                   suspended("the requester", ctx.directory[requester], at), now)
 
 
 def _answered(state: RequestState, outcome: str, now: datetime,

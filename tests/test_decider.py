@@ -40,6 +40,7 @@ from schemas.messages import (
     RegistryAnswer,
     Rejection,
     RequestState,
+    Suspension,
     Sweep,
 )
 from tests.kafka_helpers import producer
@@ -212,6 +213,22 @@ def _suspended(ctx: Context, holder: str) -> Context:
     """`ctx` with `holder` suspended a second after NOW."""
     return replace(ctx, directory={**ctx.directory, holder: replace(
         ctx.directory[holder], active=False, inactive_since=NOW + timedelta(seconds=1))})
+
+
+def test_a_requester_suspended_twice_is_told_the_suspension_its_request_ended_in(
+        ctx: Context) -> None:
+    """A requester suspended, resumed and suspended again, its request ended at a sweep made
+    within the first suspension: it was refused with the dates of its last suspension, which
+    had not begun then; it is told the one the sweep's time falls in."""
+    first, back, again = (NOW + timedelta(seconds=s) for s in (1, 10, 20))
+    twice = replace(ctx.directory["nenkin"], active=False, inactive_since=again,
+                    suspensions=(Suspension(first, back),))
+    state = _decided(_pending(ctx), None, ctx).state
+    told, _ = decider.on_deadline(state, NOW + timedelta(seconds=5), replace(
+        ctx, directory={**ctx.directory, "nenkin": twice})).effects
+    assert CODEC.decode(told.value, Rejection).detail == (
+        f"the requester was suspended since {first.isoformat()} until {back.isoformat()}: not "
+        "an active holder in the directory then")
 
 
 def test_a_request_to_a_provider_suspended_since_its_approval_ends_at_once_refused_so(
