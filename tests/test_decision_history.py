@@ -34,10 +34,11 @@ from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from renkei.compacted import dated
 from renkei.envelope import Send, unpacked
-from schemas.codec import CODEC
+from schemas.codec import CODEC, MAGIC
 from schemas.messages import (
     ANSWERED,
     TIMED_OUT,
+    Batch,
     LinkageAnswer,
     LinkageRequest,
     Pending,
@@ -1255,3 +1256,41 @@ async def test_a_rebuild_stopped_while_its_replay_starts_leaves_no_consumer_uncl
     gc.collect()
     await asyncio.sleep(0)  # the loop's exception handler says what was left unclosed
     assert "Unclosed AIOKafkaConsumer" not in caplog.text
+
+
+NEWER = MAGIC + bytes(8) + b"\x02"  # a decision event of a schema no version here knows
+
+
+async def test_a_platform_meeting_a_decision_a_newer_version_wrote_stops_saying_so(
+        platform: object, ctx: Context) -> None:
+    """An instance of an older version reading a decision event of a schema it does not know (a
+    newer instance, mid-upgrade, wrote it) logged it as a failed decision and went on, its
+    partition's state without it: it now stops with NewerDecision, alone or in a batch, and its
+    partitions go to the instances that can read it."""
+    partition = decider.partition_of("r-1")
+    for value in (NEWER, CODEC.encode(Batch((CODEC.encode(_pending(ctx)), NEWER)))):
+        instance = Platform(KafkaAccess.of(acls.PLATFORM))
+        instance.decider.keep_only({partition})
+        instance.decider.rebuild(partition, [], ctx)
+        record = _record(decider.DECISIONS, partition, datetime.now(UTC), value)
+        with pytest.raises(decider.NewerDecision, match="a newer version of Renkei wrote it"):
+            instance.handle([record])
+        await instance.producer.stop()  # made with the instance, though never started here
+
+
+async def test_a_take_over_meeting_a_decision_a_newer_version_wrote_stops_saying_so(
+        broker: Cluster, ctx: Context) -> None:
+    """A take-over replaying a partition's history left out the events it could not read: one a
+    newer version wrote was not in the state rebuilt. It stops with NewerDecision; a corrupt
+    event of a known schema is still left out."""
+    topic = f"{TOPIC}.newer"
+    _made(topic)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    async with producer(access) as prod:
+        for value in (CODEC.encode(_pending(ctx))[:-3], NEWER):
+            await prod.send_and_wait(topic, value, partition=0)
+    with pytest.raises(decider.NewerDecision):
+        await decision_history(access, tp, 2, ctx, BrokerTime())
+    _, history = await decision_history(access, tp, 1, ctx, BrokerTime())
+    assert _events(history) == [] and history[0].at >= now - timedelta(minutes=1)
