@@ -51,7 +51,7 @@ def not_active(requester: HolderEntry | None, at: datetime) -> Refused | None:
     the directory dates it, a suspension not a request the law does not permit it; one not in
     the directory NOT_PERMITTED."""
     if requester is None:
-        return Refused("NOT_PERMITTED", "the requester is not an active holder in the directory")
+        return UNLISTED
     return None if active_at(requester, at) else Refused(
         SUSPENDED, suspended("the requester", requester, at))
 

@@ -305,7 +305,7 @@ def test_valid_codes_of_the_current_epoch_come_back_as_they_are(codes: CodeServi
 @pytest.mark.parametrize(("holder", "from_epoch", "sent_at", "reason", "detail"), [
     ("city-a", 3, NOW, "NOT_PERMITTED", "unit 'city-a' at epoch 2 has no codes of epoch 3"),
     ("city-a", -1, NOW, "NOT_PERMITTED", "unit 'city-a' at epoch 2 has no codes of epoch -1"),
-    ("city-b", 0, NOW, "NOT_PERMITTED", "the requester is not an active holder in the directory"),
+    ("city-b", 0, NOW, "NOT_PERMITTED", "the requester is not in the holder directory"),
     ("city-c", 0, NOW, "SUSPENDED", "the requester is suspended since 2026-12-01T09:00:00+00:00: "
                                     "not an active holder in the directory"),
     ("city-a", 0, NOW - timedelta(minutes=10), "STALE_REQUEST", "sent outside the replay window"),
