@@ -39,7 +39,7 @@ from renkei.service_loop import (
     unless_stopped,
 )
 from renkei.tasks import beside, cancelled
-from schemas.codec import CODEC
+from schemas.codec import CODEC, NewerVersion, UnknownSchema
 from schemas.messages import Alert
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,15 @@ def member_id(instance: str) -> str:
 def read_audit(records: Sequence[Any]) -> list[tuple[Logged, bytes]]:
     """Each readable access-log event (alone or in a batch) and operator action as (it, its
     bytes), in the topic's order: the leaves they make; an unreadable record is logged and
-    skipped."""
+    skipped, but one of a schema a newer version of Renkei wrote (NewerVersion): its reader
+    stops, the event left in the topic for the reader upgraded, not lost to the store."""
     leaves: list[tuple[Logged, bytes]] = []
     for record in records:
         for value in unpacked(record.value or b""):
             try:
                 message = CODEC.decode(value, AccessLogEvent, OperatorAction)
+            except UnknownSchema as exc:
+                raise NewerVersion(record.topic, "audit reader", exc) from None
             except ValueError as exc:  # SchemaError, or an event that breaks its own rules
                 log.error("skipped an unreadable audit event at %s:%s:%s: %s", record.topic,
                           record.partition, record.offset, exc)

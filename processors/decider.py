@@ -66,7 +66,7 @@ from processors.approval import UNKNOWN_HOLDER, Refused, provider_not_active, su
 from processors.context import Context
 from processors.rejection import refusal, reject
 from renkei.envelope import Send, runs, send
-from schemas.codec import CODEC, SchemaError, UnknownSchema
+from schemas.codec import CODEC, NewerVersion, SchemaError, UnknownSchema
 from schemas.messages import (
     ANSWERED,
     PENDING,
@@ -159,21 +159,13 @@ DecisionEvent = Pending | Refusal | Outcome | Sweep | RegistryAnswer
 Judged = Pending | Refusal  # a holder's request as approval judged it
 
 
-class NewerDecision(RuntimeError):
-    """A decision event of a schema this version does not know: a newer platform instance wrote
-    it, and an owner deciding without it would diverge from one that read it."""
-
-
 def decision_event(value: bytes) -> DecisionEvent:
-    """A decision event as read from the decider's topic; NewerDecision if a newer version of
+    """A decision event as read from the decider's topic; NewerVersion if a newer version of
     Renkei wrote it."""
     try:
         return CODEC.decode(value, Pending, Refusal, Outcome, Sweep, RegistryAnswer)
     except UnknownSchema as exc:
-        raise NewerDecision(
-            f"{DECISIONS} holds a decision event this platform instance cannot read ({exc}): "
-            "a newer version of Renkei wrote it; this instance stops rather than decide without "
-            "it (upgrade it to the version the other instances run)") from None
+        raise NewerVersion(DECISIONS, "platform instance", exc) from None
 
 
 class DecisionRecord(NamedTuple):

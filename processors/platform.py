@@ -60,7 +60,7 @@ from renkei.service_loop import (
     unless_stopped,
 )
 from renkei.tasks import cancelled
-from schemas.codec import CODEC, SchemaError
+from schemas.codec import CODEC, NewerVersion, SchemaError
 from schemas.messages import (
     HolderEntry,
     HolderLogRequest,
@@ -342,7 +342,7 @@ class Platform:
             message = (decider.decision_event(event) if isinstance(event, bytes)
                        else event)
             return self.decider.handle(partition, message, now, ctx, effects)
-        except decider.NewerDecision:
+        except NewerVersion:
             raise  # the instance stops: a newer one decides what this one cannot read
         except Exception:  # a bug must not stop the decider: log it, keep the partition moving
             log.exception("a decision on partition %s failed", partition)
@@ -552,7 +552,7 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
 
 
 def _events(record: Any) -> list[DecisionEvent]:
-    """A decision record's events, but those that cannot be read (NewerDecision for one a newer
+    """A decision record's events, but those that cannot be read (NewerVersion for one a newer
     version wrote)."""
     events: list[DecisionEvent] = []
     for event in unpacked(record.value or b""):

@@ -77,7 +77,6 @@ def _said(exc: Exception) -> str | None:
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
     from broker.provision import NotAHolder, ProvisioningFailed
-    from processors.decider import NewerDecision
     from processors.directory import (
         ActionFenced,
         NotAPrivateHolder,
@@ -93,13 +92,14 @@ def _said(exc: Exception) -> str | None:
     from renkei.compacted import NotFollowing
     from renkei.sealing import BadSealingKey
     from renkei.state import InUse, NotPrivate
+    from schemas.codec import NewerVersion
 
     said = (cluster.NoCluster, BrokerAway, BrokerRefused, NotFollowing, InUse, NotPrivate,
             RegistryExists, NoRegistry, NotAHolder, NotAPrivateHolder, UnitMove, KeysMissing,
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
             UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
             ProvisioningFailed, jars.FetchFailed, process.BrokerError, NotSuspendable,
-            ActionFenced, NewerDecision)
+            ActionFenced, NewerVersion)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -122,8 +122,8 @@ class _Commands(Named):
     unasked or under the services' role, a holder to suspend or resume not in the directory or
     already so, no key store, an audit store that cannot be opened or
     that lost entries the audit consumer appended, an audit consumer's commit note the head key
-    did not sign, a bad pattern file, a sealing key damaged or not the directory's, a platform
-    instance meeting a decision written by a newer version of Renkei, a port in use or a file
+    did not sign, a bad pattern file, a sealing key damaged or not the directory's, a service
+    meeting a message a newer version of Renkei wrote on a topic of its own, a port in use or a file
     or folder that cannot be made or read (named) is said in one line (no traceback), exit
     code 1. A command Ctrl-C interrupts (at a prompt too) ends with click's "Aborted!",
     exit code 130 (a server that stops on SIGINT stops as it does)."""

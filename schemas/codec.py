@@ -51,6 +51,17 @@ class OversizedMessage(SchemaError):
     reason = "OVERSIZED"
 
 
+class NewerVersion(RuntimeError):
+    """A message of a schema this version does not know, on a topic only Renkei's own services
+    write: a newer version of Renkei wrote it, and its reader stops rather than go on without
+    it (a record skipped is one it never reads again)."""
+
+    def __init__(self, topic: str, reader: str, unknown: UnknownSchema) -> None:
+        super().__init__(f"{topic} holds a message this {reader} cannot read ({unknown}): a newer "
+                         f"version of Renkei wrote it; this {reader} stops rather than go on "
+                         f"without it (upgrade it to the version the others run)")
+
+
 class UnexpectedMessage(SchemaError):
     reason = "UNEXPECTED_MESSAGE"
 

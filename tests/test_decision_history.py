@@ -34,7 +34,7 @@ from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from renkei.compacted import dated
 from renkei.envelope import Send, unpacked
-from schemas.codec import CODEC, MAGIC
+from schemas.codec import CODEC, MAGIC, NewerVersion
 from schemas.messages import (
     ANSWERED,
     TIMED_OUT,
@@ -1265,7 +1265,7 @@ async def test_a_platform_meeting_a_decision_a_newer_version_wrote_stops_saying_
         platform: object, ctx: Context) -> None:
     """An instance of an older version reading a decision event of a schema it does not know (a
     newer instance, mid-upgrade, wrote it) logged it as a failed decision and went on, its
-    partition's state without it: it now stops with NewerDecision, alone or in a batch, and its
+    partition's state without it: it now stops with NewerVersion, alone or in a batch, and its
     partitions go to the instances that can read it."""
     partition = decider.partition_of("r-1")
     for value in (NEWER, CODEC.encode(Batch((CODEC.encode(_pending(ctx)), NEWER)))):
@@ -1273,7 +1273,7 @@ async def test_a_platform_meeting_a_decision_a_newer_version_wrote_stops_saying_
         instance.decider.keep_only({partition})
         instance.decider.rebuild(partition, [], ctx)
         record = _record(decider.DECISIONS, partition, datetime.now(UTC), value)
-        with pytest.raises(decider.NewerDecision, match="a newer version of Renkei wrote it"):
+        with pytest.raises(NewerVersion, match="a newer version of Renkei wrote it"):
             instance.handle([record])
         await instance.producer.stop()  # made with the instance, though never started here
 
@@ -1281,7 +1281,7 @@ async def test_a_platform_meeting_a_decision_a_newer_version_wrote_stops_saying_
 async def test_a_take_over_meeting_a_decision_a_newer_version_wrote_stops_saying_so(
         broker: Cluster, ctx: Context) -> None:
     """A take-over replaying a partition's history left out the events it could not read: one a
-    newer version wrote was not in the state rebuilt. It stops with NewerDecision; a corrupt
+    newer version wrote was not in the state rebuilt. It stops with NewerVersion; a corrupt
     event of a known schema is still left out."""
     topic = f"{TOPIC}.newer"
     _made(topic)
@@ -1290,7 +1290,7 @@ async def test_a_take_over_meeting_a_decision_a_newer_version_wrote_stops_saying
     async with producer(access) as prod:
         for value in (CODEC.encode(_pending(ctx))[:-3], NEWER):
             await prod.send_and_wait(topic, value, partition=0)
-    with pytest.raises(decider.NewerDecision):
+    with pytest.raises(NewerVersion):
         await decision_history(access, tp, 2, ctx, BrokerTime())
     _, history = await decision_history(access, tp, 1, ctx, BrokerTime())
     assert _events(history) == [] and history[0].at >= now - timedelta(minutes=1)
