@@ -56,7 +56,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple, TypedDict, TypeGuard
 
 from audit.events import ANSWER, APPROVED, BINDING, EPOCH, REJECTED, SUSPENDED, AccessLogEvent
 from broker import acls, topics
@@ -157,6 +157,12 @@ def message_digest(key: bytes, holder: str, value: bytes) -> int:
 State = RequestState | Settled  # a RequestState is a pending request
 DecisionEvent = Pending | Refusal | Outcome | Sweep | RegistryAnswer
 Judged = Pending | Refusal  # a holder's request as approval judged it
+
+
+def _ended_unanswered(state: State | None) -> TypeGuard[Settled]:
+    """Whether the request ended without an answer: timed out (by a sweep, or its answer relayed
+    to no one) or refused at approval."""
+    return isinstance(state, Settled) and state.status != ANSWERED
 
 
 def decision_event(value: bytes) -> DecisionEvent:
@@ -536,7 +542,7 @@ def on_outcome(o: Outcome, state: State | None, now: datetime, ctx: Context,
         return Decision(state)
     if o.ended is not None:
         return on_ended(o, o.ended, state)
-    if isinstance(state, Settled) and state.status != ANSWERED:
+    if _ended_unanswered(state):
         return Decision(state, partial(_relayed_to_no_one, o, UNANSWERED[state.status], now),
                         o.source)
     if not isinstance(state, RequestState):
@@ -617,7 +623,7 @@ def on_registry_answer(a: RegistryAnswer, state: State | None, first: int | None
         return Decision(_settled(state, ANSWERED), partial(_bound, a, now, ctx))
     if state is None:
         return Decision(Settled(ANSWERED, fingerprint(a.source), 0), partial(_bound, a, now, ctx))
-    if state.status != ANSWERED:
+    if _ended_unanswered(state):
         return _dropped(a, f"came after its request ended {state.status}", state)
     if not _same_source(state, a.source):
         return _dropped(a, "is not of the request answered under its id", state)
@@ -778,7 +784,7 @@ def on_ended(o: Outcome, ended: bytes, state: State | None) -> Decision:
     linkage refused is at its deadline, as that owner made them, by whichever owner reads it;
     and settled TIMED_OUT, unless a timeout, or this decision read before, ended it already: a
     later copy of the answer, refused so, is dropped (on_outcome)."""
-    if state is None or (isinstance(state, Settled) and state.status != ANSWERED):
+    if state is None or _ended_unanswered(state):
         return Decision(state)
     settled = (_settled(state, TIMED_OUT) if isinstance(state, RequestState)
                else replace(state, status=TIMED_OUT))
