@@ -115,14 +115,14 @@ def platform(instances: int, admin: AdminClient) -> Iterator[Stage]:
     with town.services(platform_instances=instances) as procs:
         if not groups.wait_members(admin, acls.PLATFORM_APP, instances, JOIN_SECONDS):
             raise click.ClickException(f"{instances} platform instances did not form a group")
-        yield Stage(procs, [f"platform-{n}" for n in range(1, instances + 1)], acls.PLATFORM_APP)
+        yield Stage(procs, town.platform_names(instances), acls.PLATFORM_APP)
 
 
 def grow(stage: Stage, instances: int, admin: AdminClient) -> None:
     """More platform instances, joining the running ones' consumer group."""
     for n in range(len(stage.workers) + 1, instances + 1):
         stage.procs.start_platform(n)
-        stage.workers.append(f"platform-{n}")
+        stage.workers.append(town.platform_name(n))
     if not groups.wait_members(admin, acls.PLATFORM_APP, instances, JOIN_SECONDS):
         raise click.ClickException(f"{instances} platform instances did not form a group")
 

@@ -349,7 +349,7 @@ class Freezer:
 
     def __init__(self, procs: town.Processes, instances: int, seed: int,
                  turn: asyncio.Lock) -> None:
-        order = platform_names(instances)
+        order = town.platform_names(instances)
         self.rng = random.Random(seed)
         self.rng.shuffle(order)
         self.procs, self.order, self.turn = procs, itertools.cycle(order), turn
@@ -372,11 +372,6 @@ class Freezer:
             self.freezes.append(_lasted(began, froze, instance))
 
 
-def platform_names(instances: int) -> list[str]:
-    """The names of a town's `instances` platform instances (town.Processes.start_platform's)."""
-    return [f"platform-{n}" for n in range(1, instances + 1)]
-
-
 def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     """The kill order: first one process of each kind — a platform instance, a holder's server,
     the audit consumer, the registry, the authority, then the broker (slowest back, and the
@@ -385,7 +380,7 @@ def schedule(instances: int, holders: list[str], seed: int) -> list[str]:
     then the other platform instances in turn, between them the other holders' servers."""
     servers = [f"holder-{h}" for h in holders]
     random.Random(seed).shuffle(servers)
-    platforms = platform_names(instances)
+    platforms = town.platform_names(instances)
     each_kind = [platforms[0], servers[0], "audit", "registry", "authority", BROKER]
     in_turn = itertools.cycle([*platforms[1:], platforms[0]])
     return each_kind + [victim for server in servers[1:] for victim in (next(in_turn), server)]

@@ -120,6 +120,17 @@ def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES
     return town
 
 
+def platform_name(instance: int) -> str:
+    """The name of a town's platform instance `instance` (from 1): its process's, and its member's
+    of the platform's consumer group (Processes.start_platform)."""
+    return f"platform-{instance}"
+
+
+def platform_names(instances: int) -> list[str]:
+    """The names of a town's `instances` platform instances."""
+    return [platform_name(n) for n in range(1, instances + 1)]
+
+
 def renkei_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("renkei")), *args]
 
@@ -152,8 +163,8 @@ class Processes:
     def start_platform(self, instance: int, answer_timeout: float = 30.0,
                        loglevel: str = "warning") -> subprocess.Popen[bytes]:
         """A platform instance, `platform-N`, joining the platform's consumer group."""
-        return self.start(f"platform-{instance}", "platform", "run", "--instance", str(instance),
-                          "--member", f"platform-{instance}",
+        name = platform_name(instance)
+        return self.start(name, "platform", "run", "--instance", str(instance), "--member", name,
                           "--answer-timeout", str(answer_timeout), "--loglevel", loglevel)
 
     def kill(self, name: str) -> None:
