@@ -1065,6 +1065,10 @@ class Decider:
             made += self._decide(states, request_id, partial(on_late, answer, mine=True), effects)
         return made
 
+    def holding(self) -> set[int]:
+        """The partitions holding answers for requests not read yet (rarely any)."""
+        return {partition for partition, states in self.states.items() if states.held}
+
     def in_order(self, partition: int, request_id: str, event: object, now: datetime,
                  near: timedelta) -> bool:
         """Whether an event of the request is to be decided in the topic's order, as a sweep is,

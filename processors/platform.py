@@ -246,7 +246,7 @@ class Platform:
             polled = await self.consumer.getmany(timeout_ms=100, max_records=POLL_RECORDS)
             records = [r for batch in polled.values() for r in batch]
             if records:
-                if self.views.read_first(records):
+                if self.read_first(records):
                     await self.views.directory_read()
                 await self.outflow.send(self.committable(polled), *self.handle(records))
             await self.outflow.commit(now=self.ends_ahead)
@@ -259,6 +259,18 @@ class Platform:
                 directory = self.views.directory.version  # look for its outbox now
                 self.consumer.look_for_new_topics()
         self.reached = await last_commit(self.outflow)  # none if the broker is away
+
+    def read_first(self, records: list[Any]) -> bool:
+        """Whether the directory is to be read to its end before these records are judged
+        (Views.read_first), or before answers held for a request are: a record decided at once
+        by another owner (a last owner's, read on from the offset it committed) releases those
+        of its requests, judged as it is read (Decider.handle), as the answers are by an owner
+        reading its request not decided at once (Decider.in_order); one decided here, or in a
+        partition holding none, needs no look-up."""
+        holding = self.decider.holding()  # none, mostly: the records not looked at for it
+        return self.views.read_first(records) or (bool(holding) and any(
+            r.topic == decider.DECISIONS and r.partition in holding
+            and _mark(r) not in (None, self.at_once.get(r.partition)) for r in records))
 
     def committable(self, polled: Iterable[TopicPartition]) -> list[TopicPartition]:
         """The partitions whose offsets may be committed: not decision partitions being taken

@@ -29,7 +29,7 @@ from processors.approval import PatternList
 from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.patterns import load
-from processors.platform import Platform, _TakeOver, decision_history
+from processors.platform import Platform, _mark, _TakeOver, decision_history
 from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from renkei.compacted import dated
@@ -791,6 +791,43 @@ async def test_an_answer_to_a_request_not_known_is_held_as_long_by_every_owner(
     assert _about(decisions.told[told:]) == first_told, "the next owner decided as the first did"
     held = [owner.decider.states[decisions.partition].held.get("r-1") for owner in (first, second)]
     assert held[1] == held[0], "the answer held as long by both"
+
+
+async def test_a_request_decided_elsewhere_releasing_an_answer_held_is_read_after_the_directory(
+        platform: object, ctx: Context, decisions: _Decisions) -> None:
+    """The owner decided r-1's request at once, and its answer, written by another instance,
+    landed before the request's record: the owner judged the answer as it read it, the directory
+    read to its end first (answers_judged). The next owner (the first crashed after committing
+    the answer) held it, r-1 not known, and judged it as the request's record, decided elsewhere,
+    was read: by its view as it was, a poll of decisions made at once not waiting for the
+    directory, so a suspension of the requester dated before the answer, read by the first, not
+    perhaps by it. A record decided elsewhere in a partition holding answers is read after the
+    directory is read to its end; one decided here, or in a partition holding none, is not."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    first = decisions.owner(committed=0)
+    effects, decided = first._at_once(
+        [decider.to_decider("r-1", _pending(ctx, received=received))], received, ctx)
+    never = replace(_answer(), request_id="r-15")  # of r-1's partition, its request never comes
+    decisions.land([decider.to_decider("r-15", never), decider.to_decider("r-1", _answer()),
+                    *decisions.sent(effects), *decided], received)
+    request = decisions.records[2]
+    assert _mark(request) is not None, "decided at once"
+    decisions.read(first, 0)
+    assert first.decider.holding() == {decisions.partition}
+    assert not first.read_first([request]), "decided here: not judged again"
+    _, at_once = first._at_once([decider.to_decider("r-15", _pending(
+        ctx, request_id="r-15", received=received))], received, ctx)
+    assert at_once == [], "a request with an answer held here goes through the topic"
+    second = decisions.owner(committed=2)
+    assert second.decider.holding() == {decisions.partition}, "the answer held, and r-15's"
+    assert second.read_first([request]), "its answer held is judged as it is read"
+    told = len(decisions.told)
+    decisions.read(second, 2)
+    assert (topics.inbox("nenkin"), "FOUND") in _about(decisions.told[told:]), "judged then"
+    other = (decisions.partition + 1) % decider.PARTITIONS
+    elsewhere = SimpleNamespace(topic=decider.DECISIONS, partition=other, headers=request.headers,
+                                value=request.value)
+    assert not second.read_first([elsewhere]), "a partition holding no answer"
 
 
 async def test_a_request_read_near_its_forgetting_is_refused_as_stale_or_not_by_every_owner(
