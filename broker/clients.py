@@ -163,10 +163,20 @@ async def running(client: S, access: KafkaAccess) -> AsyncIterator[S]:
         await client.stop()
 
 
-async def started(client: Startable, access: KafkaAccess) -> None:
+async def started(client: Stoppable, access: KafkaAccess) -> None:
     """Start an aiokafka client of `access`; while the broker cannot be reached (aiokafka tries
     each bootstrap server once, then gives up), say so once and try again every START_AGAIN s.
-    Raises BrokerRefused if the broker is there but refuses the principal's log-in."""
+    Raises BrokerRefused if the broker is there but refuses the principal's log-in. A client
+    that does not start (refused, failed, or its start cancelled) is stopped: left so, its
+    connections stay open until the collector finds them ("Unclosed AIOKafkaConnection")."""
+    try:
+        await _starting(client, access)
+    except BaseException:
+        await client.stop()
+        raise
+
+
+async def _starting(client: Startable, access: KafkaAccess) -> None:
     began = time.monotonic()
     waited = False
     while True:

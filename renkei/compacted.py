@@ -103,11 +103,7 @@ class CompactedView(Generic[V]):
         if self._asking is None:
             asking = AIOKafkaConsumer(**self._access.reading(), group_id=None,
                                       enable_auto_commit=False)
-            try:
-                await started(asking, self._access)
-            except BaseException:
-                await asking.stop()
-                raise
+            await started(asking, self._access)
             self._asking = asking
         return self._asking
 

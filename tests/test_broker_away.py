@@ -13,11 +13,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiokafka.client
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.conn import AIOKafkaConnection
 
 from broker import acls, repeats, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, started
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
 from renkei.state import private_dir
@@ -198,3 +202,30 @@ def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
         f"Failed fetch messages from {node}-2: NodeNotReadyError",
         f"ours: {node}", f"ours: {node}",
         f"Unable connect to node with id {node}"]
+
+
+@pytest.mark.parametrize("cancelled_at", [2], ids=["after-bootstrap"])
+async def test_a_client_whose_start_is_cancelled_leaves_no_connection_open(
+        town: town_setup.Town, cancelled_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client whose start was cancelled (its service told to stop while it started) was left
+    unstopped, its connections open until the collector found them ("Unclosed
+    AIOKafkaConnection", in whatever ran then): its start is cancelled right after it opens its
+    `cancelled_at`-th broker connection (the first is bootstrap's)."""
+    access = KafkaAccess.of(acls.PLATFORM)
+    opened: list[AIOKafkaConnection] = []
+    connect = aiokafka.client.create_conn
+
+    async def connected(*args: Any, **kwargs: Any) -> AIOKafkaConnection:
+        connection = await connect(*args, **kwargs)
+        opened.append(connection)
+        if len(opened) == cancelled_at:
+            starting.cancel()
+        return connection
+
+    monkeypatch.setattr(aiokafka.client, "create_conn", connected)
+    consumer = AIOKafkaConsumer(topics.DIRECTORY, **access.reading(), group_id=None)
+    starting = asyncio.create_task(started(consumer, access))
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert len(opened) == cancelled_at
+    assert [c for c in opened if c.connected()] == []
