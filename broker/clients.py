@@ -29,7 +29,14 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
 )
 
-from broker import closed_transport, cluster, credentials, offset_fetch, repeats
+from broker import (
+    bootstrap_connection,
+    closed_transport,
+    cluster,
+    credentials,
+    offset_fetch,
+    repeats,
+)
 from broker.credentials import Credentials
 
 MECHANISM = "SCRAM-SHA-512"
@@ -41,6 +48,7 @@ SCAN_WAIT_MS = 20
 log = logging.getLogger(__name__)
 offset_fetch.install()  # every process with a Kafka client imports this module
 closed_transport.install()
+bootstrap_connection.install()
 repeats.install()
 
 

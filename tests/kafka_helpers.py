@@ -25,8 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiokafka.client
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.conn import AIOKafkaConnection
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -326,3 +328,25 @@ async def rejection_of(holder: str, request_id: str, send: bytes,
                             return found
     finally:
         await inbox.stop()
+
+
+async def opened_by_cancelled(monkeypatch: pytest.MonkeyPatch, cancelled_at: int,
+                              work: Coroutine[Any, Any, Any]) -> list[AIOKafkaConnection]:
+    """The broker connections `work`'s Kafka clients opened, `work` run as a task cancelled right
+    after they opened the `cancelled_at`-th (a client's first is its bootstrap's)."""
+    opened: list[AIOKafkaConnection] = []
+    connect = aiokafka.client.create_conn
+
+    async def connected(*args: Any, **kwargs: Any) -> AIOKafkaConnection:
+        connection: AIOKafkaConnection = await connect(*args, **kwargs)
+        opened.append(connection)
+        if len(opened) == cancelled_at:
+            working.cancel()
+        return connection
+
+    monkeypatch.setattr(aiokafka.client, "create_conn", connected)
+    working = asyncio.create_task(work)
+    with pytest.raises(asyncio.CancelledError):
+        await working
+    assert len(opened) == cancelled_at
+    return opened

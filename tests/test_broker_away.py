@@ -13,19 +13,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiokafka.client
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.conn import AIOKafkaConnection
 
 from broker import acls, repeats, topics
 from broker.clients import KafkaAccess, started
 from renkei import town as town_setup
 from renkei.compacted import CompactedView, NotFollowing
 from renkei.state import private_dir
-from tests.kafka_helpers import free_port, renkei, said_in_one_line, spawn, stop
+from tests.kafka_helpers import (
+    free_port,
+    opened_by_cancelled,
+    renkei,
+    said_in_one_line,
+    spawn,
+    stop,
+)
 
 WAITING = "cannot reach the broker at"
 
@@ -204,7 +208,8 @@ def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
         f"Unable connect to node with id {node}"]
 
 
-@pytest.mark.parametrize("cancelled_at", [2], ids=["after-bootstrap"])
+
+@pytest.mark.parametrize("cancelled_at", [1, 2], ids=["bootstrap", "after-bootstrap"])
 async def test_a_client_whose_start_is_cancelled_leaves_no_connection_open(
         town: town_setup.Town, cancelled_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client whose start was cancelled (its service told to stop while it started) was left
@@ -212,20 +217,7 @@ async def test_a_client_whose_start_is_cancelled_leaves_no_connection_open(
     AIOKafkaConnection", in whatever ran then): its start is cancelled right after it opens its
     `cancelled_at`-th broker connection (the first is bootstrap's)."""
     access = KafkaAccess.of(acls.PLATFORM)
-    opened: list[AIOKafkaConnection] = []
-    connect = aiokafka.client.create_conn
-
-    async def connected(*args: Any, **kwargs: Any) -> AIOKafkaConnection:
-        connection = await connect(*args, **kwargs)
-        opened.append(connection)
-        if len(opened) == cancelled_at:
-            starting.cancel()
-        return connection
-
-    monkeypatch.setattr(aiokafka.client, "create_conn", connected)
     consumer = AIOKafkaConsumer(topics.DIRECTORY, **access.reading(), group_id=None)
-    starting = asyncio.create_task(started(consumer, access))
-    with pytest.raises(asyncio.CancelledError):
-        await starting
-    assert len(opened) == cancelled_at
+    opened = await opened_by_cancelled(monkeypatch, cancelled_at, started(consumer, access))
     assert [c for c in opened if c.connected()] == []
+
