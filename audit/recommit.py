@@ -15,7 +15,7 @@ from audit.consumer import member_id, read_audit
 from audit.events import logged_key
 from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
-from broker.clients import KafkaAccess, offsets, topic_batches
+from broker.clients import KafkaAccess, offsets, running, topic_batches
 from renkei.service_loop import consumer_for
 
 JOIN_SECONDS = 30.0
@@ -53,8 +53,7 @@ async def commit_as_member(access: KafkaAccess, instance: str, offset: int, note
     the group waits until that one's session ends. NotAssigned if the topic stays another
     member's for JOIN_SECONDS."""
     member = consumer_for(access, [topics.AUDIT], acls.AUDIT_GROUP, instance=member_id(instance))
-    await member.start()
-    try:
+    async with running(member, access):
         try:
             async with asyncio.timeout(JOIN_SECONDS):
                 while not member.assignment():
@@ -64,8 +63,6 @@ async def commit_as_member(access: KafkaAccess, instance: str, offset: int, note
                               f"{acls.AUDIT_GROUP} for {JOIN_SECONDS:.0f} s: an audit consumer "
                               "runs (stop it first)") from None
         await member.commit({TopicPartition(topics.AUDIT, 0): (offset, note)})
-    finally:
-        await member.stop()
 
 
 async def recommit(access: KafkaAccess, store: AuditStore, instance: str) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from broker import acls, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, started
 from renkei import bare
 from renkei.bare import BareMessage, Sizes
 from renkei.envelope import Send
@@ -36,7 +36,7 @@ class BareHolder:
         return f"{acls.holder_group(holder)}bench"
 
     async def start(self) -> None:
-        await self._producer.start()
+        await started(self._producer, self.access)
         self._inbox = await serving(self.access, [topics.inbox(self.holder)], self.group,
                                     self._handle, self._stop, instance=f"{self.group}-1",
                                     producer=self._producer)

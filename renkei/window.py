@@ -12,16 +12,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from broker.clients import KafkaAccess, at_end, caught_up
+from broker.clients import KafkaAccess, at_end, caught_up, started
 
 
 class Window:
     def __init__(self, access: KafkaAccess, topic_names: Sequence[str]) -> None:
+        self._access = access
         self._consumer = AIOKafkaConsumer(*topic_names, **access.reading(), group_id=None,
                                           enable_auto_commit=False, max_poll_records=10_000)
 
     async def __aenter__(self) -> Window:
-        await self._consumer.start()
+        await started(self._consumer, self._access)
         await at_end(self._consumer)
         return self
 

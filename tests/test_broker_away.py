@@ -11,17 +11,23 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from broker import acls, repeats, topics
+from audit.anchor import consumer_commit
+from audit.recommit import commit_as_member
+from broker import acls, config, repeats, topics
 from broker.clients import KafkaAccess, started
 from renkei import town as town_setup
+from renkei.bare import Sizes
+from renkei.bare_holder import BareHolder
 from renkei.compacted import CompactedView, NotFollowing
 from renkei.state import private_dir
+from renkei.window import Window
 from tests.kafka_helpers import (
     free_port,
     opened_by_cancelled,
@@ -221,3 +227,29 @@ async def test_a_client_whose_start_is_cancelled_leaves_no_connection_open(
     opened = await opened_by_cancelled(monkeypatch, cancelled_at, started(consumer, access))
     assert [c for c in opened if c.connected()] == []
 
+
+async def _window_opened(holders: list[str]) -> Coroutine[Any, Any, Any]:
+    return Window(KafkaAccess.of(config.ADMIN), [topics.DIRECTORY]).__aenter__()
+
+
+async def _audit_commit_as_it_is(holders: list[str]) -> Coroutine[Any, Any, Any]:
+    """The audit consumer's commit made again as a member of its group (the offset and note
+    read first, by a client of their own)."""
+    access = KafkaAccess.of(acls.AUDIT)
+    return commit_as_member(access, "cancelled-start", *await consumer_commit(access))
+
+
+async def _bare_holder_started(holders: list[str]) -> Coroutine[Any, Any, Any]:
+    return BareHolder(holders[0], Sizes(1, 1, 1, 1)).start()
+
+
+@pytest.mark.parametrize("work", [_window_opened, _audit_commit_as_it_is, _bare_holder_started],
+                         ids=["fuzz window", "audit recommit", "bare holder"])
+async def test_a_command_whose_client_start_is_cancelled_leaves_no_connection_open(
+        holders: list[str], work: Callable[[list[str]], Awaitable[Coroutine[Any, Any, Any]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clients Renkei started by themselves, not through broker.clients.started or
+    running, were left unstopped, and their connections open, if their start failed or was
+    cancelled (a command interrupted while it started)."""
+    opened = await opened_by_cancelled(monkeypatch, 2, await work(holders))
+    assert [c for c in opened if c.connected()] == []
