@@ -459,6 +459,13 @@ class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         in_group = isinstance(self._coordinator, GroupCoordinator)
         return int(self._coordinator.generation) if in_group else -1
 
+    def member(self) -> str:
+        """Its member id in the group as of its last join ("" while it is in none): a new one
+        once the group has expelled it (aiokafka resets it on UNKNOWN_MEMBER_ID or
+        ILLEGAL_GENERATION, and the group gives another at the next join)."""
+        in_group = isinstance(self._coordinator, GroupCoordinator)
+        return str(self._coordinator.member_id) if in_group else ""
+
     def look_for_new_topics(self) -> None:
         """Ask for the cluster's topics now (a subscription by pattern picks new ones up)."""
         self._client.force_metadata_update()

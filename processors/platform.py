@@ -201,6 +201,8 @@ class Platform:
         self.behind: dict[int, int] = {}
         self.owned: set[int] = set()  # decision partitions assigned here: the ones swept
         self.generation = -1  # the group's, as of the last assignment
+        self.member = ""  # this instance's member id in the group then
+        self.read: dict[int, int] = {}  # decision partitions' offsets past what was read here
         self.sweeping = asyncio.Lock()  # held while sweeps are sent (give_up waits for them)
         self.ends_ahead = False  # the last records handled recorded an answer relayed to no one
         self.producer = producer_for(access)
@@ -299,6 +301,7 @@ class Platform:
         for record in decisions:
             if record.partition not in self.taking_over:  # read again once rebuilt
                 out += self._decide(record, now, ctx)
+                self.read[record.partition] = record.offset + 1
         if self.behind:
             self._read_up(decisions)
         return self._at_once(out, now, ctx)
@@ -398,17 +401,24 @@ class Platform:
         consumer, not in this callback: the group gets no heartbeat while it runs, and the
         history of a busy partition can take longer to replay than the session lasts.
         Partitions it keeps across a rebalance keep their state: nobody else had them; but an
-        instance that missed a generation (expelled from the group, frozen past its session, and
-        let go on) rebuilds every one it is given: others may have had them meanwhile, and
-        decided and committed what it never read.
+        instance expelled from the group (frozen past its session, and let go on: it joins again
+        under a new member id) rebuilds every one it is given: others may have had them
+        meanwhile, and decided and committed what it never read. A rebalance begun again before
+        it completed here (its SyncGroup refused, another member joining) is a generation gone
+        by too, which others may have completed: a partition kept across it is rebuilt if its
+        committed offset is past what was read of it here, and decided in the topic's order
+        until it is read to its end as of the take-over (what they wrote, a sweep among it).
         """
         await self.stop_rebuilding()
         ours = {tp.partition for tp in assigned if tp.topic == decider.DECISIONS}
-        generation = self.consumer.generation()  # -1 for partitions assigned by hand
+        generation, member = self.consumer.generation(), self.consumer.member()  # hand: -1
         if self.generation >= 0 and generation != self.generation + 1:
-            self.decider.keep_only(set())
-            self.behind = {}
-        self.generation = generation
+            if member != self.member:
+                self.decider.keep_only(set())
+                self.behind = {}
+            else:
+                await self._gone_by(ours & set(self.decider.states))
+        self.generation, self.member = generation, member
         new = [TopicPartition(decider.DECISIONS, p) for p in self.decider.keep_only(ours)]
         self.behind = {p: end for p, end in self.behind.items() if p in ours}
         self.owned = ours
@@ -417,6 +427,24 @@ class Platform:
             self.consumer.pause(*new)
             self.taking_over.update(tp.partition for tp in new)
             self.rebuilding = asyncio.create_task(self._rebuild(new, ours))
+
+    async def _gone_by(self, kept: set[int]) -> None:
+        """Partitions kept across generations gone by elsewhere: rebuilt if others may have read
+        past what was read of them here (or the broker does not say), else decided in the topic's
+        order up to their ends now if others wrote past it."""
+        tps = {p: TopicPartition(decider.DECISIONS, p) for p in kept}
+        try:
+            committed = {p: await self.consumer.committed(tp) or 0 for p, tp in tps.items()}
+            ends = await self.consumer.end_offsets(list(tps.values()))
+        except KafkaError as exc:
+            log.warning("decision partitions kept across a rebalance begun again are rebuilt: "
+                        "their offsets not read (%s)", exc)
+            self.decider.keep_only(set(self.decider.states) - kept)
+            return
+        moved = {p for p in kept if committed[p] > self.read.get(p, 0)}
+        self.decider.keep_only(set(self.decider.states) - moved)
+        self.behind.update({p: ends[tp] for p, tp in tps.items()
+                            if p not in moved and ends[tp] > self.read.get(p, 0)})
 
     async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
         """The partitions `new` from their history, one after another: each is read on from its
@@ -459,6 +487,7 @@ class Platform:
                             tp.partition, exc, REBUILD_RETRY)
                 await asyncio.sleep(REBUILD_RETRY)
         self.decider.rebuild(tp.partition, history.records, ctx)
+        self.read[tp.partition] = committed
         self.consumer.seek(tp, committed)
         if end > committed:
             self.behind[tp.partition] = end

@@ -1028,6 +1028,100 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
     assert _statuses(told) == ["FOUND"], "the answer relayed to its requester"
 
 
+async def test_an_owner_whose_rebalance_began_again_keeps_the_partitions_it_keeps(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebalance this instance took part in began again before it completed (its JoinGroup
+    answered, then its SyncGroup refused REBALANCE_IN_PROGRESS as another member joined), so the
+    group's generation went two past the one it last had; it took that for a generation missed
+    (expelled, others may have had its partitions) and rebuilt every partition it kept, a replay
+    of each one's history while its requests waited, though nobody had had them. On the real
+    broker (a topic and group of the test's own): the owner, the group's leader, assigns once
+    another member has joined meanwhile."""
+    owner, group, tp = _alone("restarted", ctx, monkeypatch)
+    access, taking_over = owner.access, owner.take_over
+    joining = AIOKafkaConsumer(**access.reading(), group_id=group, enable_auto_commit=False)
+    taken_over: list[tuple[int, set[int], set[int]]] = []  # generation, kept, rebuilt
+    starting: list[asyncio.Task[None]] = []
+
+    async def counted(assigned: Any) -> None:
+        had = set(owner.decider.states)  # kept through the give-up, until assigned
+        await taking_over(assigned)
+        taken_over.append((owner.generation, had & owner.owned, set(owner.taking_over)))
+
+    async def joined_meanwhile(response: Any) -> Any:
+        coordinator._perform_assignment = assigning  # once
+        joining.subscribe(topics=[tp.topic])
+        starting.append(asyncio.create_task(joining.start()))  # returns once assigned
+        await _joining(joining)
+        return await assigning(response)
+
+    monkeypatch.setattr(owner, "take_over", counted)
+    await owner.consumer.start()
+    coordinator = owner.consumer._coordinator
+    assigning = coordinator._perform_assignment
+    try:
+        await _served(owner, access, lambda: bool(taken_over) and not owner.taking_over)
+        monkeypatch.setattr(coordinator, "_perform_assignment", joined_meanwhile)
+        coordinator.request_rejoin()
+        await _served(owner, access, lambda: len(taken_over) == 2)
+    finally:
+        for task in starting:
+            await task
+        await joining.stop()
+        await owner.consumer.stop()
+        await owner.producer.stop()  # made with the instance, though never started here
+    (first, _, _), (then, kept, rebuilt) = taken_over
+    assert then == first + 2 and kept, "a generation went by, begun again, and some were kept"
+    assert rebuilt == set(), "nobody else had them: kept with their state"
+
+
+async def test_an_owner_whose_rebalance_began_again_rebuilds_what_others_read_meanwhile(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebalance begun again may have completed for the other members first (the leader's
+    SyncGroup in before another member joined, this one's after): one of them may have had a
+    partition this instance keeps, decided what it read and committed past it. A partition kept
+    across a generation gone by is rebuilt if its committed offset is past what was read of it
+    here; one others only wrote to is decided in the topic's order until it is read to its end
+    as of the take-over (their records, a sweep among them), the others at once."""
+    owner, _, tp = _alone("gone-by", ctx, monkeypatch)
+    access = owner.access
+    written = TopicPartition(tp.topic, next(p for p in range(decider.PARTITIONS)
+                                            if p != tp.partition))
+    await owner.consumer.start()
+    try:
+        await _served(owner, access, lambda: len(owner.at_once) == decider.PARTITIONS)
+        pending = _pending(ctx, received=datetime.now(UTC))
+        await _delivered(access, [decider.to_decider("r-1", pending),
+                                  decider.to_partition(written.partition, pending)])
+        end = (await owner.consumer.end_offsets([tp]))[tp]
+        await owner.consumer.commit({tp: end})  # as the other member would have
+        generation = owner.consumer.generation() + 2
+        monkeypatch.setattr(owner.consumer, "generation", lambda: generation)
+        await owner.take_over(owner.consumer.assignment())
+        rebuilt, behind = set(owner.taking_over), set(owner.behind)
+        assert owner.rebuilding is not None
+        await owner.rebuilding
+    finally:
+        await owner.consumer.stop()
+        await owner.producer.stop()  # made with the instance, though never started here
+    assert rebuilt == {tp.partition}, "rebuilt: read and committed elsewhere, and only it"
+    assert "r-1" in owner.decider.states[tp.partition].pending
+    assert behind == {written.partition}, "written elsewhere: decided in the topic's order"
+    assert set(owner.at_once) == set(range(decider.PARTITIONS)) - {written.partition}
+
+
+async def _joining(consumer: AIOKafkaConsumer, within: float = 20.0) -> None:
+    """Wait until `consumer` has joined its group as far as the broker's rebalance: its member id
+    given (MEMBER_ID_REQUIRED), its JoinGroup with it sent at once after, the group rebalancing
+    once the broker has it (half a second)."""
+    deadline = time.monotonic() + within
+    while consumer._coordinator is None or not consumer._coordinator.member_id:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no member id within {within} s")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+
+
 def _statuses(told: list[Send]) -> list[str]:
     """What requester nenkin was told of its requests, in order."""
     return [CODEC.decode(s.value, LinkageAnswer).status for s in told
