@@ -37,8 +37,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.conn import CloseReason
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.group_coordinator import GroupCoordinator
-from aiokafka.errors import FetchSessionIdNotFound
+from aiokafka.errors import FetchSessionIdNotFound, NoError, RebalanceInProgressError
 from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
 
 log = logging.getLogger(__name__)
 NO_SESSION = 0
@@ -410,6 +411,14 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         return quiet
 
 
+def _known(request: Any, response: Any) -> bool:
+    """Whether the group's answer to `request` says it knows the member: a heartbeat answered
+    (rebalancing or not), or a SyncGroup, whose answer is its assignment."""
+    if isinstance(request, HeartbeatRequest):
+        return response.error_code in (NoError.errno, RebalanceInProgressError.errno)
+    return isinstance(request, SyncGroupRequest) and response.error_code == NoError.errno
+
+
 def _usual(node: int | None, state: Any) -> bool:
     """A partition in the usual state: its leader known, not paused, positioned."""
     return node is not None and node != -1 and not state.paused and state.has_valid_position
@@ -426,29 +435,30 @@ class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         super().__init__(*topics, **config)
         self._gathering = gathering
         self._quiet = quiet
-        self._heard_at: float | None = None  # when its last heartbeat answered was sent
+        self._heard_at: float | None = None  # when its last heartbeat or sync answered was sent
 
     async def start(self) -> None:
+        self._client.send = self._timed(self._client.send)  # the first join is made in start
         await super().start()
         SessionFetcher.adopt(self._fetcher, self._gathering, self._quiet)
-        if isinstance(self._coordinator, GroupCoordinator):  # in a group: its heartbeats timed
-            self._coordinator._do_heartbeat = self._timed(self._coordinator._do_heartbeat)
 
-    def _timed(self, heartbeat: Callable[[], Awaitable[bool]]
-               ) -> Callable[[], Awaitable[bool]]:
-        async def timed() -> bool:
+    def _timed(self, send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """The client's send, noting when the group last heard from this member."""
+        async def timed(node_id: int, request: Any, **kwargs: Any) -> Any:
             sent = time.monotonic()
-            answered = await heartbeat()  # the member known to the group (rebalancing or not)
-            if answered:
+            response = await send(node_id, request, **kwargs)
+            if _known(request, response):
                 self._heard_at = sent
-            return answered
+            return response
         return timed
 
     def heard_within(self, seconds: float) -> bool:
-        """Whether the group heard from this member (a heartbeat it answered) within the last
-        `seconds`: not, and the member may have been expelled meanwhile (its session over, a
-        process frozen, say), its partitions given to others, whatever it still holds. A consumer
-        whose partitions are assigned by hand (or none yet) is in no group to be expelled from."""
+        """Whether the group heard from this member (a heartbeat it answered, or the SyncGroup
+        that completed its join: an instance just joined decides at once, not after its first
+        heartbeat) within the last `seconds`: not, and the member may have been expelled
+        meanwhile (its session over, a process frozen, say), its partitions given to others,
+        whatever it still holds. A consumer whose partitions are assigned by hand (or none yet)
+        is in no group to be expelled from."""
         if not self._subscription.partitions_auto_assigned():
             return True
         return self._heard_at is not None and time.monotonic() - self._heard_at < seconds

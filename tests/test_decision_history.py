@@ -29,7 +29,7 @@ from processors.approval import PatternList
 from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.patterns import load
-from processors.platform import Platform, _mark, _TakeOver, decision_history
+from processors.platform import HEARTBEAT_MS, Platform, _mark, _TakeOver, decision_history
 from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
 from renkei.compacted import dated
@@ -1155,6 +1155,27 @@ async def test_an_owner_expelled_while_frozen_decides_nothing_at_once_until_it_i
         "through the topic, not decided at once: no query to the provider"
 
 
+async def test_an_owner_just_joined_decides_at_once(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group had not heard from an instance (heard_within) from its join until its first
+    heartbeat was answered, a heartbeat interval later: an instance just started, or just
+    through a rebalance, decided nothing at once meanwhile, every event through the topic. The
+    SyncGroup that completed its join was answered by the group: it counts as heard from."""
+    monkeypatch.setattr("processors.platform.HEARTBEAT_MS", 5_000)  # none answered in the test
+    owner, _, tp = _alone("just-joined", ctx, monkeypatch)
+    await owner.consumer.start()
+    try:
+        await _served(owner, owner.access, lambda: tp.partition in owner.at_once)
+        pending = _pending(ctx, received=datetime.now(UTC))
+        effects, decided = owner._at_once([decider.to_decider("r-1", pending)],
+                                          datetime.now(UTC), ctx)
+    finally:
+        await owner.consumer.stop()
+        await owner.producer.stop()  # made with the instance, though never started here
+    assert [s.topic for s in decided] == [tp.topic] and tp.topic not in {
+        s.topic for s in effects}, "decided at once: its query on its way, its record written"
+
+
 def _alone(name: str, ctx: Context,
            monkeypatch: pytest.MonkeyPatch) -> tuple[Platform, str, TopicPartition]:
     """An instance (not started) subscribed alone to a decisions topic of its own (`name`'s), in
@@ -1166,6 +1187,7 @@ def _alone(name: str, ctx: Context,
     monkeypatch.setattr(decider, "DECISIONS", topic)
     monkeypatch.setattr("processors.platform.GROUP", group)
     monkeypatch.setattr("processors.platform.SESSION_TIMEOUT_MS", 6_000)  # the broker's least
+    monkeypatch.setattr("processors.platform.LEASE_SECONDS", (6_000 - HEARTBEAT_MS) / 1000)
     owner = Platform(KafkaAccess.of(config.ADMIN), member=name)
     monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
     owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
