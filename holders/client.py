@@ -44,7 +44,7 @@ from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving
 from renkei.tasks import cancelled, retrieved, set_or_failed
-from schemas.codec import CODEC, OversizedMessage, SchemaError
+from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
     BY_ATTRIBUTES,
     BY_PERSONAL_NUMBER,
@@ -857,9 +857,13 @@ class HolderClient:
         return done
 
     def _decoded(self, record: Any) -> Any:
-        """An inbox record's message (None: unreadable, logged)."""
+        """An inbox record's message (None: unreadable, logged); NewerVersion for one of a
+        schema a newer platform wrote: the holder stops, its inbox read on from that message
+        once its library is upgraded, not skipping an answer or a query for good."""
         try:
             return CODEC.decode(record.value or b"", *INBOX_MESSAGES)
+        except UnknownSchema as exc:
+            raise NewerVersion(record.topic, "holder library", exc) from None
         except SchemaError as exc:
             log.error("%s: an unreadable inbox message: %s", self.holder, exc)
             return None

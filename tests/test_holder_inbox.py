@@ -54,7 +54,7 @@ from renkei.envelope import Incoming, Send
 from renkei.holder_logs import MARK
 from renkei.state import state_folder
 from renkei.tasks import cancelled
-from schemas.codec import CODEC, MAX_BYTES
+from schemas.codec import CODEC, MAGIC, MAX_BYTES, NewerVersion
 from schemas.messages import (
     FOUND,
     REFUSED,
@@ -189,6 +189,23 @@ async def test_a_binding_answer_to_another_kind_of_request_is_dropped_and_the_ba
     assert status(client, other) == SENT  # its own answer may still come
     assert client.store.bindings() == {"H-2": "369PQRST246"}
     assert f"a BindingAnswer cannot answer {kind} request {other}" in caplog.text
+
+
+async def test_a_message_a_newer_platform_wrote_stops_the_inbox_before_its_batch(
+        client: HolderClient) -> None:
+    """A holder library older than the platform skipped an answer of a schema it did not know
+    as unreadable, committing past it: its request never answered. It stops (NewerVersion), the
+    batch not applied, to read on from there once upgraded."""
+    client.store.add_record("H-1", PERSON)
+    request_id = binding_request(client, "H-1")
+    now = datetime.now(UTC)
+    records = [appended(now, CODEC.encode(found(request_id, "369PQRST246"))),
+               appended(now, MAGIC + bytes(8) + b"\x02")]  # a schema no version here knows
+    for record in records:
+        record.topic = topics.inbox(HOLDER)
+    with pytest.raises(NewerVersion, match="this holder library cannot read"):
+        await client._handle(records)
+    assert status(client, request_id) == SENT and client.store.bindings() == {}
 
 
 def query(link_code: str, within: float = 30.0) -> ProviderQuery:
