@@ -21,6 +21,7 @@ from contextlib import (
     contextmanager,
     suppress,
 )
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -330,22 +331,32 @@ async def rejection_of(holder: str, request_id: str, send: bytes,
         await inbox.stop()
 
 
+_WORKING: ContextVar[bool] = ContextVar("opened_by_cancelled", default=False)
+
+
 async def opened_by_cancelled(monkeypatch: pytest.MonkeyPatch, cancelled_at: int,
                               work: Coroutine[Any, Any, Any]) -> list[AIOKafkaConnection]:
     """The broker connections `work`'s Kafka clients opened, `work` run as a task cancelled right
-    after they opened the `cancelled_at`-th (a client's first is its bootstrap's)."""
+    after they opened the `cancelled_at`-th (a client's first is its bootstrap's); those other
+    clients of the test's event loop open meanwhile (reconnecting, say) are not counted: only
+    `work`'s task and the tasks it makes (which inherit its context) are."""
     opened: list[AIOKafkaConnection] = []
     connect = aiokafka.client.create_conn
 
     async def connected(*args: Any, **kwargs: Any) -> AIOKafkaConnection:
         connection: AIOKafkaConnection = await connect(*args, **kwargs)
-        opened.append(connection)
-        if len(opened) == cancelled_at:
-            working.cancel()
+        if _WORKING.get():
+            opened.append(connection)
+            if len(opened) == cancelled_at:
+                working.cancel()
         return connection
 
+    async def marked() -> Any:
+        _WORKING.set(True)
+        return await work
+
     monkeypatch.setattr(aiokafka.client, "create_conn", connected)
-    working = asyncio.create_task(work)
+    working = asyncio.create_task(marked())
     with pytest.raises(asyncio.CancelledError):
         await working
     assert len(opened) == cancelled_at
