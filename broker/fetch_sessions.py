@@ -29,17 +29,18 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.conn import CloseReason
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.consumer.group_coordinator import GroupCoordinator
-from aiokafka.errors import FetchSessionIdNotFound, NoError, RebalanceInProgressError
+from aiokafka.errors import FetchSessionIdNotFound
 from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
+
+from broker.membership import GroupMember
 
 log = logging.getLogger(__name__)
 NO_SESSION = 0
@@ -411,57 +412,26 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
         return quiet
 
 
-def _known(request: Any, response: Any) -> bool:
-    """Whether the group's answer to `request` says it knows the member: a heartbeat answered
-    (rebalancing or not), or a SyncGroup, whose answer is its assignment."""
-    if isinstance(request, HeartbeatRequest):
-        return response.error_code in (NoError.errno, RebalanceInProgressError.errno)
-    return isinstance(request, SyncGroupRequest) and response.error_code == NoError.errno
-
-
 def _usual(node: int | None, state: Any) -> bool:
     """A partition in the usual state: its leader known, not paused, positioned."""
     return node is not None and node != -1 and not state.paused and state.has_valid_position
 
 
-class SessionConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+class SessionConsumer(GroupMember):
     """An aiokafka consumer whose fetches name, and get back, only partitions with news; with
     `gathering`, fetches made while records keep coming are held by the broker to fill up; with
-    `quiet`, partitions without records for a while are fetched apart from the busy ones;
-    it knows when its group last heard from it (heard_within)."""
+    `quiet`, partitions without records for a while are fetched apart from the busy ones; a
+    group member (heard_within, Fenced)."""
 
     def __init__(self, *topics: str, gathering: Gathering | None = None,
                  quiet: Quiet | None = None, **config: Any) -> None:
         super().__init__(*topics, **config)
         self._gathering = gathering
         self._quiet = quiet
-        self._heard_at: float | None = None  # when its last heartbeat or sync answered was sent
 
     async def start(self) -> None:
-        self._client.send = self._timed(self._client.send)  # the first join is made in start
         await super().start()
         SessionFetcher.adopt(self._fetcher, self._gathering, self._quiet)
-
-    def _timed(self, send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        """The client's send, noting when the group last heard from this member."""
-        async def timed(node_id: int, request: Any, **kwargs: Any) -> Any:
-            sent = time.monotonic()
-            response = await send(node_id, request, **kwargs)
-            if _known(request, response):
-                self._heard_at = sent
-            return response
-        return timed
-
-    def heard_within(self, seconds: float) -> bool:
-        """Whether the group heard from this member (a heartbeat it answered, or the SyncGroup
-        that completed its join: an instance just joined decides at once, not after its first
-        heartbeat) within the last `seconds`: not, and the member may have been expelled
-        meanwhile (its session over, a process frozen, say), its partitions given to others,
-        whatever it still holds. A consumer whose partitions are assigned by hand (or none yet)
-        is in no group to be expelled from."""
-        if not self._subscription.partitions_auto_assigned():
-            return True
-        return self._heard_at is not None and time.monotonic() - self._heard_at < seconds
 
     def generation(self) -> int:
         """The generation of the group this consumer last joined (-1 while it is in none, or

@@ -76,6 +76,7 @@ def _said(exc: Exception) -> str | None:
     from broker import cluster, jars, process
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
+    from broker.membership import Fenced
     from broker.provision import NotAHolder, ProvisioningFailed
     from processors.directory import (
         ActionFenced,
@@ -99,7 +100,7 @@ def _said(exc: Exception) -> str | None:
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
             UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
             ProvisioningFailed, jars.FetchFailed, process.BrokerError, NotSuspendable,
-            ActionFenced, NewerVersion)
+            ActionFenced, NewerVersion, Fenced)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -123,7 +124,8 @@ class _Commands(Named):
     already so, no key store, an audit store that cannot be opened or
     that lost entries the audit consumer appended, an audit consumer's commit note the head key
     did not sign, a bad pattern file, a sealing key damaged or not the directory's, a service
-    meeting a message a newer version of Renkei wrote on a topic of its own, a port in use or a file
+    meeting a message a newer version of Renkei wrote on a topic of its own, an instance whose
+    static group member id another one took, a port in use or a file
     or folder that cannot be made or read (named) is said in one line (no traceback), exit
     code 1. A command Ctrl-C interrupts (at a prompt too) ends with click's "Aborted!",
     exit code 130 (a server that stops on SIGINT stops as it does)."""

@@ -24,16 +24,26 @@ from audit.events import AccessLogEvent, event_id
 from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
+from broker.membership import Fenced
 from processors import decider
 from processors.approval import PatternList
 from processors.codes import UnitEpoch
 from processors.context import Context
 from processors.patterns import load
-from processors.platform import HEARTBEAT_MS, Platform, _mark, _TakeOver, decision_history
+from processors.platform import (
+    HEARTBEAT_MS,
+    LEASE_SECONDS,
+    Platform,
+    _mark,
+    _TakeOver,
+    decision_history,
+)
 from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
+from renkei.cli import _said
 from renkei.compacted import dated
 from renkei.envelope import Send, unpacked
+from renkei.tasks import set_or_failed
 from schemas.codec import CODEC, MAGIC, NewerVersion
 from schemas.messages import (
     ANSWERED,
@@ -1447,3 +1457,49 @@ async def test_a_take_over_meeting_a_decision_a_newer_version_wrote_stops_saying
         await decision_history(access, tp, 2, ctx, BrokerTime())
     _, history = await decision_history(access, tp, 1, ctx, BrokerTime())
     assert _events(history) == [] and history[0].at >= now - timedelta(minutes=1)
+
+
+async def test_a_second_instance_of_a_member_stops_the_first_saying_so_the_second_deciding_on(
+        platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second instance started under a running one's member id (`--member` copied into two
+    units) takes its place in the group; the first, told at its next heartbeat or commit that
+    the group does not know it, joined again under the id and took it back, and so on at every
+    heartbeat, for ever: each rebuilt every partition every few seconds, and both decided at
+    once. The first stops at once, deciding nothing at once from then on, and says in one line
+    that another instance took its member id; the second goes on, deciding every partition at
+    once."""
+    topic = f"{TOPIC}.fenced"
+    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    monkeypatch.setattr(decider, "DECISIONS", topic)
+    monkeypatch.setattr("processors.platform.GROUP", f"{topic}.group")
+    monkeypatch.setattr("processors.platform.SUBSCRIPTION", f"^{re.escape(topic)}$")
+    first, second = (Platform(KafkaAccess.of(config.ADMIN), member="twice") for _ in "12")
+    stop = asyncio.Event()
+    runs = []
+    try:
+        for instance in (first, second):
+            ready = asyncio.Event()
+            runs.append(asyncio.create_task(instance.run(stop, ready)))
+            await set_or_failed(ready, runs[-1])
+            if instance is first:
+                await _until(lambda: len(first.at_once) == decider.PARTITIONS)
+        with pytest.raises(Fenced) as fenced:
+            await asyncio.wait_for(asyncio.shield(runs[0]), 3 * HEARTBEAT_MS / 1000)
+        assert not first.consumer.heard_within(LEASE_SECONDS), "decides nothing at once"
+        assert _said(fenced.value) == str(fenced.value) and "twice" in str(fenced.value)
+        await _until(lambda: len(second.at_once) == decider.PARTITIONS)
+        await asyncio.sleep(3 * HEARTBEAT_MS / 1000)  # past heartbeats and commits of both
+        assert not runs[1].done() and len(second.at_once) == decider.PARTITIONS
+        assert second.consumer.heard_within(LEASE_SECONDS)
+    finally:
+        stop.set()
+        await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def _until(done: Callable[[], bool], within: float = 30.0) -> None:
+    """Wait until `done` (a TimeoutError if not within `within` seconds)."""
+    deadline = time.monotonic() + within
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not done within {within} s")
+        await asyncio.sleep(0.05)

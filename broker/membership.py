@@ -1,0 +1,98 @@
+"""A consumer-group member that knows when its group last heard from it, and that stops once
+another instance has joined under its static member id (group_instance_id).
+
+Two instances run under one static member id (a unit file copied, a container started elsewhere
+while the old one lives) took the id from each other every heartbeat, for ever: aiokafka 0.14
+heartbeats and commits without the id (Heartbeat v1, OffsetCommit v3), so the broker does not
+answer the one it replaced FENCED_INSTANCE_ID but UNKNOWN_MEMBER_ID, as it answers a member
+expelled, and aiokafka joins again under the id, replacing the other in turn; each rebuilt its
+partitions every time, and both went on deciding. A member the group forgot while its session
+still ran was not expelled (that waits for the session to end): another instance took its id,
+and this one stops (Fenced), without joining again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import NoError, RebalanceInProgressError, UnknownMemberIdError
+from aiokafka.protocol.commit import OffsetCommitRequest
+from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
+
+
+class Fenced(Exception):
+    """Another instance joined the group under this one's static member id: this one owns
+    nothing any more."""
+
+    def __init__(self, group: str, member: str) -> None:
+        super().__init__(group, member)  # its args: aiokafka hands a copy of it on
+        self.group, self.member = group, member
+
+    def __str__(self) -> str:
+        return (f"another instance joined group {self.group} as member {self.member} and "
+                f"took its place: this one stopped (each running instance needs a member id "
+                f"of its own)")
+
+
+def _known(request: Any, response: Any) -> bool:
+    """Whether the group's answer to `request` says it knows the member: a heartbeat answered
+    (rebalancing or not), or a SyncGroup, whose answer is its assignment."""
+    if isinstance(request, HeartbeatRequest):
+        return response.error_code in (NoError.errno, RebalanceInProgressError.errno)
+    return isinstance(request, SyncGroupRequest) and response.error_code == NoError.errno
+
+
+def _forgotten(request: Any, response: Any) -> bool:
+    """Whether the group's answer to a heartbeat or a commit says it does not know the member
+    (UNKNOWN_MEMBER_ID)."""
+    if isinstance(request, OffsetCommitRequest):
+        codes = {code for _, partitions in response.topics for _, code in partitions}
+    else:
+        codes = {response.error_code} if isinstance(request, HeartbeatRequest) else set()
+    return UnknownMemberIdError.errno in codes
+
+
+class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
+    """An aiokafka consumer that knows when its group last heard from it (heard_within) and
+    that, a static member, raises Fenced (from getmany or commit) once the group has taken its
+    member id for another instance, rather than join again and take it back."""
+
+    def __init__(self, *topics: str, **config: Any) -> None:
+        super().__init__(*topics, **config)
+        self._group = config.get("group_id")
+        self._instance: str | None = config.get("group_instance_id")
+        self._session = config.get("session_timeout_ms", 10_000) / 1000
+        self._heard_at: float | None = None  # when its last heartbeat or sync answered was sent
+
+    async def start(self) -> None:
+        self._client.send = self._watched(self._client.send)  # the first join is made in start
+        await super().start()
+
+    def _watched(self, send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """The client's send, noting when the group last heard from this member, and raising
+        Fenced at an answer that says another instance has its id."""
+        async def watched(node_id: int, request: Any, **kwargs: Any) -> Any:
+            sent = time.monotonic()
+            response = await send(node_id, request, **kwargs)
+            if self._instance is not None and _forgotten(request, response) and self.heard_within(
+                    self._session):  # not expelled: that waits for its session to end
+                self._heard_at = None  # it decides nothing more as the owner of anything
+                raise Fenced(str(self._group), str(self._instance))
+            if _known(request, response):
+                self._heard_at = sent
+            return response
+        return watched
+
+    def heard_within(self, seconds: float) -> bool:
+        """Whether the group heard from this member (a heartbeat it answered, or the SyncGroup
+        that completed its join: an instance just joined decides at once, not after its first
+        heartbeat) within the last `seconds`: not, and the member may have been expelled
+        meanwhile (its session over, a process frozen, say), its partitions given to others,
+        whatever it still holds. A consumer whose partitions are assigned by hand (or none yet)
+        is in no group to be expelled from."""
+        if not self._subscription.partitions_auto_assigned():
+            return True
+        return self._heard_at is not None and time.monotonic() - self._heard_at < seconds
