@@ -24,6 +24,7 @@ from aiokafka.errors import (
 
 from broker import partitioner
 from broker.clients import KafkaAccess, running, started
+from broker.membership import GroupMember
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Directory, Send
 from renkei.tasks import cancelled, retrieved, set_or_failed
@@ -46,17 +47,18 @@ AWAY_AT_STOP = "the broker could not be reached at shutdown: closed without it"
 
 def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
                  instance: str | None = None, gather_ms: int = 0) -> AIOKafkaConsumer:
-    """A group member; with `instance` a static one, which a restart rejoins at once. With
+    """A group member; with `instance` a static one, which a restart rejoins at once, and which
+    stops (Fenced) once another instance has joined under the same `instance`. With
     `gather_ms`, the broker holds each fetch up to that long for a fuller batch (for consumers
     that pay per batch, not per record, and are on no one's critical path)."""
     gathering = ({"fetch_min_bytes": GATHER_BYTES, "fetch_max_wait_ms": gather_ms,
                   "max_poll_records": GATHER_RECORDS} if gather_ms
                  else {"max_poll_records": POLL_RECORDS})
-    return AIOKafkaConsumer(*topics_in, **access.reading(), group_id=group,
-                            group_instance_id=instance,
-                            enable_auto_commit=False, auto_offset_reset="earliest",
-                            session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
-                            **gathering)
+    return GroupMember(*topics_in, **access.reading(), group_id=group,
+                       group_instance_id=instance,
+                       enable_auto_commit=False, auto_offset_reset="earliest",
+                       session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
+                       **gathering)
 
 
 def producer_for(access: KafkaAccess, linger_ms: int = 2,

@@ -17,6 +17,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 
 from broker import acls, topics
 from broker.clients import KafkaAccess
+from broker.membership import Fenced
 from renkei.envelope import Send
 from renkei.service_loop import Outflow, serving
 from tests.kafka_helpers import consumer, producer, wait_assigned
@@ -119,3 +120,28 @@ async def test_a_loop_sends_through_its_owners_producer_and_leaves_it_running(
         await loop
         assert b"echo of query" in read
         await own.send_and_wait(outbox, b"still open", key=b"k")  # raises if the loop closed it
+
+
+async def test_a_second_loop_under_a_static_member_id_stops_the_first_saying_so(
+        holders: list[str]) -> None:
+    """Two service loops run under one static member id (`audit run --instance 1` twice, say)
+    took the id from each other at every heartbeat, for ever, neither stopping: the group
+    answered the one it replaced UNKNOWN_MEMBER_ID, and it joined again under the id. The first
+    stops with Fenced, naming the id; the second goes on."""
+    holder = holders[0]
+    access, group = KafkaAccess.of(holder), f"{acls.holder_group(holder)}fenced-test"
+
+    async def nothing(records: list[Any]) -> Sequence[Send]:
+        return []
+
+    stop = asyncio.Event()
+    loops = [await serving(access, [topics.inbox(holder)], group, nothing, stop, instance="twice")
+             for _ in "12"]
+    try:
+        with pytest.raises(Fenced, match="member twice"):
+            await asyncio.wait_for(asyncio.shield(loops[0]), 6)
+        await asyncio.sleep(6)  # past heartbeats of both
+        assert not loops[1].done()
+    finally:
+        stop.set()
+        await asyncio.gather(*loops, return_exceptions=True)
