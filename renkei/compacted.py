@@ -77,8 +77,11 @@ class CompactedView(Generic[V]):
         """Wait until the view has applied every record its topic had when this was called (its
         end offsets asked of the broker now): every record written before anything its caller
         has read, a request sent once `renkei holder resume` had returned read after the
-        resumption, for one. KafkaError if the broker does not say its ends; NotFollowing if the
-        view stops following its topic first (stopped, or failed)."""
+        resumption, for one; a record of a transaction still open among them (a suspension, dated
+        by its append time, is committed once its operator action is logged) once the
+        transaction has ended, its records applied or, aborted, passed over. KafkaError if the
+        broker does not say its ends; NotFollowing if the view stops following its topic first
+        (stopped, or failed)."""
         assert self._task is not None and self._consumer is not None, "start the view first"
         ends = await (await self._asker()).end_offsets(list(self._consumer.assignment()))
         while not self._applied(ends):
@@ -99,9 +102,11 @@ class CompactedView(Generic[V]):
     async def _asker(self) -> AIOKafkaConsumer:
         """The client asking the broker for the topic's ends, started on first use: not the
         view's consumer, whose connection the broker holds by its fetch waiting for records (half
-        a second while there are none), a request on it answered after."""
+        a second while there are none), a request on it answered after. It asks for the ends of
+        every record appended, not of those committed (read_committed: up to the first of a
+        transaction still open), which the view's consumer passes once that transaction ends."""
         if self._asking is None:
-            asking = AIOKafkaConsumer(**self._access.reading(), group_id=None,
+            asking = AIOKafkaConsumer(**self._access.aiokafka(), group_id=None,
                                       enable_auto_commit=False)
             await started(asking, self._access)
             self._asking = asking

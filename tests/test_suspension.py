@@ -33,9 +33,9 @@ from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME, appended_at
 from renkei.compacted import NotFollowing, holder_directory
-from renkei.envelope import Send, unpacked
+from renkei.envelope import Send, send, unpacked
 from renkei.exchanges import staff as staff_of
-from renkei.service_loop import TRANSACTION_MS, deliver, handed
+from renkei.service_loop import TRANSACTION_MS, deliver, fencing, handed, settled
 from renkei.state import file_locked, private_dir
 from renkei.tether import tethered
 from schemas.codec import CODEC, SchemaError
@@ -417,6 +417,40 @@ async def test_a_directory_view_behind_holds_the_platform_up_once_and_briefly(
         assert views.refresh().directory["sakura-town"].active
         await views.directory_read()
     assert _said(caplog) == [GIVEN_UP, CAUGHT_UP]
+
+
+async def test_a_read_to_the_directory_end_waits_for_a_suspension_not_committed_yet(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suspension is dated by its record's broker append time (compacted.dated), and read once
+    its command's transaction commits, after the operator action is logged: under load 0.78 s
+    later (chaos crash --instances 2 --every 2 --suspend-every 5 --freeze-every 6 --seed 15141).
+    The look-up of the directory's end asked for the end of its committed records, which stops
+    before an open transaction: an owner reading an answer appended in between relayed it, its
+    view without the suspension dated before the answer, and the next owner (the first killed or
+    frozen before recording it) relayed it to no one. The read to the end waits for the
+    transaction to end, and has the suspension, dated as every reader dates it."""
+    monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 5.0)
+    admin = KafkaAccess.of(config.ADMIN)
+    views = _instance()
+    async with running(views, KafkaAccess.of(acls.PLATFORM)):
+        suspension = directory.switched(views.refresh().directory["sakura-town"], False,
+                                        datetime.now(UTC))
+        try:
+            async with (fencing(admin, directory.OPERATOR_ACTIONS) as producer,
+                        producer.transaction()):
+                written = await handed(producer, [send(topics.DIRECTORY, "sakura-town",
+                                                       suspension)])
+                await settled(written)
+                reading = asyncio.create_task(views.directory_read())
+                await asyncio.sleep(0.7)  # a poll or more
+                read_before_commit = reading.done()
+            await asyncio.wait_for(reading, 5)
+            assert not read_before_commit, "read to its end, the suspension not committed"
+            entry = views.refresh().directory["sakura-town"]
+            assert not entry.active
+            assert entry.inactive_since == appended_at(written[0].result())
+        finally:
+            await directory.resume("sakura-town", "ops-b")
 
 
 GIVEN_UP = ("the holder directory is not read to its end (not within 0.3 s): requests are judged "
