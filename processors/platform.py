@@ -66,7 +66,6 @@ from schemas.messages import (
     HolderLogRequest,
     LegalPattern,
     Outcome,
-    ProviderAnswer,
     RegistryAnswer,
 )
 
@@ -100,23 +99,19 @@ class Views:
         self.patterns = CompactedView(access, topics.PATTERNS,
                                       lambda b: CODEC.decode(b, LegalPattern))
         self._seen = (-1, -1)
-        self._inactive = False  # whether a holder in the directory is inactive (suspended)
         self._behind: asyncio.Task[None] | None = None  # a directory read to its end not done
         self._given_up = False  # a directory read given up (said), none read to its end since
 
     def read_first(self, records: list[Any]) -> bool:
-        """Whether the directory is to be read to its end before these records are judged: a
-        holder's resumption or registration the view has not read yet would have them judged
-        otherwise (some holder inactive in the view, or the outbox of one it does not know), and
-        so would a suspension dated before an answer (answers_judged): a request needs no wait
-        for one, costing a look-up of the end each poll, as it is judged by the broker's time of
-        the suspension once it is read (an approved one ends SUSPENDED, its requester told so).
-        Decision records decided at once are judged as they were decided."""
-        judged = [r.topic for r in records if r.topic != decider.DECISIONS]
-        directory = self.refresh().directory
-        return answers_judged(records) or (bool(judged) and (self._inactive or any(
-            (holder := topics.holder_of_outbox(topic)) is not None and holder not in directory
-            for topic in judged)))
+        """Whether the directory is to be read to its end before these records are judged: all
+        but decision records decided at once (judged as they were decided) are judged by the
+        directory as of their broker time, a holder's request at approval, an answer by its
+        requester (a provider's, the registry's, a decision record to decide); an owner whose
+        view had not read a suspension dated before one made its effects at once, and the next,
+        the first killed or frozen before recording them, its view ahead, judged it otherwise
+        (a request approved, then refused SUSPENDED; an answer relayed, then relayed to no one);
+        read to its end first, every owner judges it alike, at a look-up of the end a poll."""
+        return any(r.topic != decider.DECISIONS or _mark(r) is None for r in records)
 
     async def directory_read(self) -> None:
         """Wait until the directory view has read every directory record the broker had now, so
@@ -176,7 +171,6 @@ class Views:
         if seen != self._seen:
             self._seen = seen
             self.ctx.directory = {e.holder_id: e for e in self.directory.entries.values()}
-            self._inactive = not all(e.active for e in self.ctx.directory.values())
             self.ctx.patterns = PatternList(self.patterns.entries.values())
         return self.ctx
 
@@ -528,23 +522,6 @@ class Platform:
         async with self.sweeping:  # a sweep on its way lands first, and none is sent after
             self.owned -= given
         await self.outflow.flush()
-
-
-def answers_judged(records: list[Any]) -> bool:
-    """Whether these records bring answers whose requesters the decider judges by the directory
-    as of their broker time (a provider's, the registry's, or a decision record not decided at
-    once, which may carry either or a sweep): an owner whose view had not read a suspension
-    dated before one relayed it, and the next, the first killed before recording that, relayed
-    it to no one, its view ahead; read to its end first, every owner judges it alike."""
-    return any(_an_answer(r) for r in records)
-
-
-def _an_answer(record: Any) -> bool:
-    if record.topic == decider.DECISIONS:
-        return _mark(record) is None
-    return record.topic == topics.REGISTRY_OUT or (
-        topics.holder_of_outbox(record.topic) is not None
-        and CODEC.name_of(record.value or b"") == ProviderAnswer.__name__)
 
 
 def _mark(record: Any) -> bytes | None:
