@@ -210,9 +210,10 @@ def _ans(item: FromHolder) -> ProviderAnswer:
 
 
 def _malformed(request: LinkageRequest) -> str | None:
-    """Why the request's names are MALFORMED (None: they are not)."""
-    names = (("request id", request.request_id), ("pattern id", request.pattern_id),
-             ("provider", request.provider), ("data type", request.data_type))
+    """Why the request's names are MALFORMED (None: they are not); its id was judged at the door
+    (outbox)."""
+    names = (("pattern id", request.pattern_id), ("provider", request.provider),
+             ("data type", request.data_type))
     return next((why for name, value in names if (why := unfit(value, name)) is not None), None)
 
 

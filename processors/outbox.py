@@ -1,7 +1,7 @@
 """Everything holders write to their outboxes, handled a batch at a time: decode, dispatch.
 
 A holder picks its own request ids; one too long to answer (every answer carries the id, some
-twice) is refused here, before anything is made of its message.
+twice) or holding control characters is refused here, before anything is made of its message.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from processors import applications, binding, linkage, oversight, rekey
 from processors.context import Context
 from processors.isolation import isolated
 from processors.linkage import FromHolder
-from processors.rejection import REQUEST_ID_CHARS, reject, too_long
+from processors.rejection import REQUEST_ID_CHARS, reject, unfit
 from renkei import holder_logs
 from renkei.envelope import Incoming, Send, send
 from schemas.codec import CODEC, SchemaError
@@ -56,6 +56,13 @@ def _request_id(value: bytes | None) -> str:
         return ""
 
 
+def _cut(request_id: str, why: str) -> str:
+    """Why a request id is MALFORMED, saying that the rejection carries it cut if it does."""
+    if len(request_id) <= REQUEST_ID_CHARS:
+        return why
+    return f"{why}: this rejection carries its first {REQUEST_ID_CHARS}"
+
+
 def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
     out: list[Send] = []
     requests: list[FromHolder] = []
@@ -70,9 +77,8 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
             out += reject(holder, "", exc.reason, str(exc), incoming.timestamp,
                           incoming.source, MESSAGE)
             continue
-        if (why := too_long(message.request_id)) is not None:
-            out += reject(holder, message.request_id, "MALFORMED",
-                          f"{why}: this rejection carries its first {REQUEST_ID_CHARS}",
+        if (why := unfit(message.request_id, "request id")) is not None:
+            out += reject(holder, message.request_id, "MALFORMED", _cut(message.request_id, why),
                           incoming.timestamp, incoming.source, MESSAGE)
             continue
         item = FromHolder(incoming, holder, message)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from processors.linkage import PROVIDER_STATUSES
 from processors.outbox import OUTBOX_MESSAGES
-from processors.rejection import REQUEST_ID_CHARS, too_long
+from processors.rejection import REQUEST_ID_CHARS, unfit
 from renkei import fuzz_bytes, fuzz_records
 from renkei.fuzz_records import Vocabulary
 from schemas.codec import CODEC, SchemaError
@@ -68,7 +68,7 @@ def expect(sender: str, origin: str, value: bytes | None, late: dict[Intact, str
     except SchemaError as exc:
         return Bad(sender, origin, value, exc.reason, None, 1, "", str(exc))
     answers = 1
-    if too_long(message.request_id) is not None:
+    if unfit(message.request_id, "request id") is not None:
         return Bad(sender, origin, value, None, type(message).__name__, answers,
                    message.request_id[:REQUEST_ID_CHARS])
     if isinstance(message, HolderLogAnswer):

@@ -17,6 +17,9 @@
 - a request id too long for any answer to it to fit the codec (MALFORMED under the id cut to
   its first 128 characters; before, the platform stopped on it, every instance, for ever):
   tests/test_outbox.py::test_a_request_id_too_long_to_answer_is_refused_under_a_cut_id
+- a binding's or re-keying's request id with control characters, whose events' ids the audit store
+  escapes and cuts sooner (MALFORMED at the door, as a linkage request's was):
+  tests/test_outbox.py::test_a_request_id_with_control_characters_is_refused_malformed
 - a provider answers with a ticket kept past its deadline, under a later request reusing its id
   (INVALID_TICKET, the ticket expired; the real answer is relayed):
   tests/test_answers.py::test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id

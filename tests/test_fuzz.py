@@ -74,6 +74,8 @@ def test_what_reads_is_answered_by_its_id_except_logs_and_late_answers() -> None
     assert expect("nenkin", "r", _request("x"), late).request_id == "x"
     log_answer = CODEC.encode(HolderLogAnswer("o-1", "nenkin", NOW, ()))
     assert expect("nenkin", "r", log_answer, late).answers == 0
+    unfit_id = CODEC.encode(HolderLogAnswer("o-\x00", "nenkin", NOW, ()))
+    assert expect("nenkin", "r", unfit_id, late).answers == 1, "refused MALFORMED at the door"
     assert expect("sakura-town", "r", _answer(), late).answers == 0, "a late answer: dropped"
     assert expect("nenkin", "r", _answer(), late).answers == 1, "another holder's: refused"
     assert expect("sakura-town", "r", _answer("TIMED_OUT"), late).answers == 1, "no answer status"
