@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from schemas.codec import CODEC
 
 ID_CODE = re.compile(r"[0-9A-Z]{11}")  # fullmatch: `$` would take a final newline
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 PORTAL_KIND = "PORTAL"  # My Portal's own actions (a resident's look, application, new number)
@@ -21,6 +22,19 @@ HOLDER_LOGS = frozenset({OVERSIGHT, APPLICATION})  # refused only for an inactiv
 APPROVED, REQUESTED = "APPROVED", "REQUESTED"
 REJECTED = "REJECTED"  # the outcome of an event of a request refused
 SUSPENDED = "SUSPENDED"  # its reason when the requester or the provider is suspended
+
+
+def escaped(value: str) -> str:
+    """`value` with its control characters and backslashes escaped (\\x00, \\\\: one value, one
+    form); printable text without a backslash (nearly every value, Japanese too: no control
+    character is printable) is as it is without the pattern."""
+    if value.isprintable() and "\\" not in value:
+        return value
+    return _UNSAFE.sub(_escaped, value)
+
+
+def _escaped(unsafe: re.Match[str]) -> str:
+    return "\\\\" if unsafe[0] == "\\" else f"\\x{ord(unsafe[0]):02x}"
 
 
 def millis(moment: datetime) -> int:

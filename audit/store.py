@@ -26,7 +26,6 @@ import itertools
 import json
 import logging
 import operator
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ from audit.events import (
     Logged,
     OperatorAction,
     decode_event,
+    escaped,
     from_millis,
     logged_key,
     millis,
@@ -73,7 +73,6 @@ _CHUNK = 900
 _END = INTEGERS.stop
 # a text column's value at most: PostgreSQL refuses a NUL in text, and an index row over ~2.7 KB
 COLUMN_CHARS = 256
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +88,9 @@ def default_path(made: bool = True) -> Path:
 
 def column_text(value: str) -> str:
     """What a text column holds of an event's value (its leaf keeps the exact one): control
-    characters and the backslash escaped (\\x00, \\\\: one value, one form), cut to
-    COLUMN_CHARS. Stored rows, lookups and `verify` all go through it; printable text without a
-    backslash, within COLUMN_CHARS (nearly every value, a legal basis in Japanese too: no control
-    character is printable), is as it is without the pattern."""
-    if len(value) <= COLUMN_CHARS and value.isprintable() and "\\" not in value:
-        return value
-    return _UNSAFE.sub(_escaped, value)[:COLUMN_CHARS]
+    characters and the backslash escaped (events.escaped), cut to COLUMN_CHARS. Stored rows,
+    lookups and `verify` all go through it."""
+    return escaped(value)[:COLUMN_CHARS]
 
 
 def _event_ids(request_id: str) -> tuple[str, str]:
@@ -103,10 +98,6 @@ def _event_ids(request_id: str) -> tuple[str, str]:
     request_id column is `request_id`: their ids begin with it and ':' (events.event_id), cut
     to COLUMN_CHARS as it is (one cut before the ':' is the request id's column itself)."""
     return (request_id + ":")[:COLUMN_CHARS], request_id + ";"
-
-
-def _escaped(unsafe: re.Match[str]) -> str:
-    return "\\\\" if unsafe[0] == "\\" else f"\\x{ord(unsafe[0]):02x}"
 
 
 def _action_row(serial: int | None, action: OperatorAction, leaf: bytes) -> Row:

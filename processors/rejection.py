@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
+from itertools import accumulate
 
-from audit.events import REJECTED
+from audit.events import REJECTED, escaped
 from broker import topics
 from processors.access_log import logged
 from renkei.envelope import Send, send
@@ -39,17 +40,28 @@ def reject(holder: str, request_id: str, reason: str, detail: str, at: datetime,
            kind: str, *, pattern_id: str | None = None, legal_basis: str | None = None,
            provider: str | None = None, data_type: str | None = None,
            person: str | None = None, deadline: datetime | None = None) -> list[Send]:
-    """The rejection and its access-log event, under the request id cut to REQUEST_ID_CHARS (an
-    answer's naming the `deadline` of the query it answers)."""
-    request_id = request_id[:REQUEST_ID_CHARS]
-    log.info("rejected %s %s from %s: %s", kind.lower(), request_id or "(unreadable)", holder,
+    """The rejection, under the request id cut to REQUEST_ID_CHARS (an answer's naming the
+    `deadline` of the query it answers), and its access-log event, under the id as `named`."""
+    logged_id = named(request_id)
+    log.info("rejected %s %s from %s: %s", kind.lower(), logged_id or "(unreadable)", holder,
              reason)
     return [
-        refusal(holder, request_id, reason, detail, at, deadline),
-        logged(request_id, f"rejected@{source}", at, kind, REJECTED, holder, reason=reason,
+        refusal(holder, request_id[:REQUEST_ID_CHARS], reason, detail, at, deadline),
+        logged(logged_id, f"rejected@{source}", at, kind, REJECTED, holder, reason=reason,
                pattern_id=pattern_id, legal_basis=legal_basis, provider=provider,
                data_type=data_type, person=person),
     ]
+
+
+def named(request_id: str) -> str:
+    """A refused request's id as its access-log event names it: escaped (events.escaped), cut
+    so that the audit store's column text of it (which escapes its backslashes once more) has
+    REQUEST_ID_CHARS at most, and the event's id, its step after it naming the refused message,
+    stays whole and its own in the store (COLUMN_CHARS), whatever the id; printable and
+    without a backslash within REQUEST_ID_CHARS (a holder's UUID), it is as it is."""
+    kept = escaped(request_id[:REQUEST_ID_CHARS])
+    column = accumulate(2 if char == "\\" else 1 for char in kept)
+    return kept[:sum(1 for chars in column if chars <= REQUEST_ID_CHARS)]
 
 
 def refusal(holder: str, request_id: str, reason: str, detail: str, at: datetime,
