@@ -30,9 +30,14 @@ def too_long(value: str, name: str = "request id") -> str | None:
 
 
 def unfit(value: str, name: str) -> str | None:
-    """Why a name in a holder's request is MALFORMED: control characters, or too long."""
+    """Why a name in a holder's request is MALFORMED: control characters, or too long, as it is
+    or escaped as the audit store keys an event by its id (events.escaped: a backslash as two;
+    longer, an event's step after it is cut off there and its events share one key)."""
     if CONTROL.search(value):
         return f"the {name} holds control characters"
+    if len(value) <= REQUEST_ID_CHARS < (chars := len(escaped(value))):
+        return (f"the {name} has {chars} characters with each backslash escaped as two, over "
+                f"the {REQUEST_ID_CHARS} allowed")
     return too_long(value, name)
 
 

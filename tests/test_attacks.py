@@ -20,6 +20,9 @@
 - a binding's or re-keying's request id with control characters, whose events' ids the audit store
   escapes and cuts sooner (MALFORMED at the door, as a linkage request's was):
   tests/test_outbox.py::test_a_request_id_with_control_characters_is_refused_malformed
+- a request id of 128 backslashes, whose events' ids the audit store escaped past its cut and
+  keyed alike, the answer's dropped as a replay of the approval's (MALFORMED at the door):
+  tests/test_outbox.py::test_a_request_id_of_backslashes_too_long_in_the_audit_store_is_refused_malformed
 - a provider answers with a ticket kept past its deadline, under a later request reusing its id
   (INVALID_TICKET, the ticket expired; the real answer is relayed):
   tests/test_answers.py::test_an_old_ticket_cannot_answer_a_later_request_that_reuses_its_id

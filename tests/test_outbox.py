@@ -27,6 +27,7 @@ from schemas.messages import (
     HolderLogRequest,
     LinkageRequest,
     Ping,
+    Pong,
     ProviderAnswer,
     RegistryAnswer,
     Rejection,
@@ -89,6 +90,19 @@ def test_a_request_id_with_control_characters_is_refused_malformed(message: Any,
     rejection = CODEC.decode(out[0].value, Rejection)
     assert (rejection.reason, rejection.request_id) == ("MALFORMED", message.request_id)
     assert rejection.detail == "the request id holds control characters"
+
+
+def test_a_request_id_of_backslashes_too_long_in_the_audit_store_is_refused_malformed(
+        ctx: Context) -> None:
+    """An id of 128 backslashes was fit, but the audit store keys an event by its id with each
+    backslash escaped as two, cut at 256 characters: every event of the request, its approval
+    and its answer, shared one key, the answer's dropped. An id longer than REQUEST_ID_CHARS so
+    escaped is MALFORMED; one within it is not."""
+    out = outbox.handle([_incoming(Ping("\\" * 65, NOW)),
+                         _incoming(Ping("\\" * 64, NOW))], ctx, NOW)
+    rejection, pong = CODEC.decode(out[0].value, Rejection), CODEC.decode(out[2].value, Pong)
+    assert (rejection.reason, rejection.request_id) == ("MALFORMED", "\\" * 65)
+    assert "130 characters" in rejection.detail and pong.request_id == "\\" * 64
 
 
 @dataclass(frozen=True)
