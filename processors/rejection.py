@@ -62,8 +62,10 @@ def named(request_id: str) -> str:
     """A refused request's id as its access-log event names it: escaped (events.escaped), cut
     so that the audit store's column text of it (which escapes its backslashes once more) has
     REQUEST_ID_CHARS at most, and the event's id, its step after it naming the refused message,
-    stays whole and its own in the store (COLUMN_CHARS), whatever the id; printable and
-    without a backslash within REQUEST_ID_CHARS (a holder's UUID), it is as it is."""
+    stays whole and its own in the store (COLUMN_CHARS), whatever the id; one the door takes
+    (unfit: none, a holder's UUID among them) is as it is, as its request's other events name it."""
+    if unfit(request_id, "request id") is None:
+        return request_id
     kept = escaped(request_id[:REQUEST_ID_CHARS])
     column = accumulate(2 if char == "\\" else 1 for char in kept)
     return kept[:sum(1 for chars in column if chars <= REQUEST_ID_CHARS)]

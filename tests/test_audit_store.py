@@ -1320,6 +1320,21 @@ def test_refusals_of_two_messages_under_one_long_unprintable_id_are_both_stored(
     assert report.ok, report.findings
 
 
+def test_a_refusal_of_a_request_id_the_door_takes_names_it_as_its_other_events_do(
+        store: AuditStore) -> None:
+    """A request id with a backslash the door takes (within REQUEST_ID_CHARS escaped) was logged
+    refused under the id escaped ('r\\\\1' for 'r\\1'), while its approval and answer name it
+    as it is: one request under two ids in the audit log. Only an id the door refuses is named
+    escaped."""
+    request_id = "r\\1"
+    refused = reject("nenkin", request_id, "SUSPENDED", "suspended", T0,
+                     f"{topics.outbox('nenkin')}:0:5", "LINKAGE")
+    event = CODEC.decode(refused[1].value, AccessLogEvent)
+    assert event.request_id == request_id
+    assert store.append_many([item(event)]) == [0]
+    assert store.serials([event.event_id]) == {event.event_id: 0}
+
+
 @pytest.mark.parametrize("args, said", [
     (("--now", "2040-01-01T00:00:00Z"), "is later than now"),
     (("--retention-years", "1"), "1 is not in the range x>=7"),
