@@ -263,10 +263,11 @@ class Platform:
         of its requests, judged as it is read (Decider.handle), as the answers are by an owner
         reading its request not decided at once (Decider.in_order); one decided here, or in a
         partition holding none, needs no look-up."""
+        if self.views.read_first(records):
+            return True
         holding = self.decider.holding()  # none, mostly: the records not looked at for it
-        return self.views.read_first(records) or (bool(holding) and any(
-            r.topic == decider.DECISIONS and r.partition in holding
-            and _mark(r) not in (None, self.at_once.get(r.partition)) for r in records))
+        return bool(holding) and any(  # each a decision record decided at once, by someone
+            r.partition in holding and _mark(r) != self.at_once.get(r.partition) for r in records)
 
     def committable(self, polled: Iterable[TopicPartition]) -> list[TopicPartition]:
         """The partitions whose offsets may be committed: not decision partitions being taken
