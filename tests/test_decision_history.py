@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -925,8 +926,7 @@ async def test_a_new_owner_decides_in_order_until_it_has_read_what_the_last_owne
     monkeypatch.setattr(owner.views, "refresh", lambda: ctx)  # the provider resumed
     answer = replace(_answer(), deadline=pending.deadline,
                      answered_at=received + timedelta(seconds=2))
-    await owner.consumer.start()
-    try:
+    async with _started(owner):
         owner.consumer.assign([tp])
         await owner.consumer.commit({tp: 1})  # the last owner's: the request read, not the sweep
         await owner.take_over([tp])
@@ -945,9 +945,6 @@ async def test_a_new_owner_decides_in_order_until_it_has_read_what_the_last_owne
         assert partition in owner.at_once, "decided at once again, read to its end"
         end = (await owner.consumer.end_offsets([tp]))[tp]
         _, history = await decision_history(access, tp, end, ctx, BrokerTime())
-    finally:
-        await owner.consumer.stop()
-        await owner.producer.stop()  # made with the instance, though never started here
     statuses = _statuses(told)
     rebuilt, _ = _taken_over(history, ctx)
     kept = owner.decider.states[partition].get("r-1")
@@ -1017,8 +1014,7 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
         await taking_over(assigned)
 
     monkeypatch.setattr(owner, "take_over", counted)
-    await owner.consumer.start()
-    try:
+    async with _started(owner):
         await _served(owner, access, lambda: bool(taken_over) and tp.partition in owner.owned
                       and not owner.taking_over)
         pending = _pending(ctx, received=datetime.now(UTC))
@@ -1032,9 +1028,6 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
         await _delivered(access, [decider.to_decider("r-1", replace(
             _answer(), deadline=pending.deadline, answered_at=datetime.now(UTC)))])
         told = await _served(owner, access, None, within=3.0)
-    finally:
-        await owner.consumer.stop()
-        await owner.producer.stop()  # made with the instance, though never started here
     assert _statuses(told) == ["FOUND"], "the answer relayed to its requester"
 
 
@@ -1066,20 +1059,18 @@ async def test_an_owner_whose_rebalance_began_again_keeps_the_partitions_it_keep
         return await assigning(response)
 
     monkeypatch.setattr(owner, "take_over", counted)
-    await owner.consumer.start()
-    coordinator = owner.consumer._coordinator
-    assigning = coordinator._perform_assignment
-    try:
-        await _served(owner, access, lambda: bool(taken_over) and not owner.taking_over)
-        monkeypatch.setattr(coordinator, "_perform_assignment", joined_meanwhile)
-        coordinator.request_rejoin()
-        await _served(owner, access, lambda: len(taken_over) == 2)
-    finally:
-        for task in starting:
-            await task
-        await joining.stop()
-        await owner.consumer.stop()
-        await owner.producer.stop()  # made with the instance, though never started here
+    async with _started(owner):
+        coordinator = owner.consumer._coordinator
+        assigning = coordinator._perform_assignment
+        try:
+            await _served(owner, access, lambda: bool(taken_over) and not owner.taking_over)
+            monkeypatch.setattr(coordinator, "_perform_assignment", joined_meanwhile)
+            coordinator.request_rejoin()
+            await _served(owner, access, lambda: len(taken_over) == 2)
+        finally:
+            for task in starting:
+                await task
+            await joining.stop()
     (first, _, _), (then, kept, rebuilt) = taken_over
     assert then == first + 2 and kept, "a generation went by, begun again, and some were kept"
     assert rebuilt == set(), "nobody else had them: kept with their state"
@@ -1097,8 +1088,7 @@ async def test_an_owner_whose_rebalance_began_again_rebuilds_what_others_read_me
     access = owner.access
     written = TopicPartition(tp.topic, next(p for p in range(decider.PARTITIONS)
                                             if p != tp.partition))
-    await owner.consumer.start()
-    try:
+    async with _started(owner):
         await _served(owner, access, lambda: len(owner.at_once) == decider.PARTITIONS)
         pending = _pending(ctx, received=datetime.now(UTC))
         await _delivered(access, [decider.to_decider("r-1", pending),
@@ -1111,9 +1101,6 @@ async def test_an_owner_whose_rebalance_began_again_rebuilds_what_others_read_me
         rebuilt, behind = set(owner.taking_over), set(owner.behind)
         assert owner.rebuilding is not None
         await owner.rebuilding
-    finally:
-        await owner.consumer.stop()
-        await owner.producer.stop()  # made with the instance, though never started here
     assert rebuilt == {tp.partition}, "rebuilt: read and committed elsewhere, and only it"
     assert "r-1" in owner.decider.states[tp.partition].pending
     assert behind == {written.partition}, "written elsewhere: decided in the topic's order"
@@ -1151,16 +1138,12 @@ async def test_an_owner_expelled_while_frozen_decides_nothing_at_once_until_it_i
     owns the partition when it is read."""
     owner, group, tp = _alone("zombie", ctx, monkeypatch)
     access = owner.access
-    await owner.consumer.start()
-    pending = _pending(ctx, received=datetime.now(UTC))
-    try:
+    async with _started(owner):
+        pending = _pending(ctx, received=datetime.now(UTC))
         await _served(owner, access, lambda: tp.partition in owner.at_once)
         _frozen(_decided_elsewhere(access, group, tp, [decider.to_decider("r-1", pending)]))
         effects, decided = owner._at_once([decider.to_decider("r-1", pending)],
                                           datetime.now(UTC), ctx)  # fetched before the freeze
-    finally:
-        await owner.consumer.stop()
-        await owner.producer.stop()  # made with the instance, though never started here
     assert [s.topic for s in effects] == [tp.topic] and decided == [], \
         "through the topic, not decided at once: no query to the provider"
 
@@ -1173,15 +1156,11 @@ async def test_an_owner_just_joined_decides_at_once(
     SyncGroup that completed its join was answered by the group: it counts as heard from."""
     monkeypatch.setattr("processors.platform.HEARTBEAT_MS", 5_000)  # none answered in the test
     owner, _, tp = _alone("just-joined", ctx, monkeypatch)
-    await owner.consumer.start()
-    try:
+    async with _started(owner):
         await _served(owner, owner.access, lambda: tp.partition in owner.at_once)
         pending = _pending(ctx, received=datetime.now(UTC))
         effects, decided = owner._at_once([decider.to_decider("r-1", pending)],
                                           datetime.now(UTC), ctx)
-    finally:
-        await owner.consumer.stop()
-        await owner.producer.stop()  # made with the instance, though never started here
     assert [s.topic for s in decided] == [tp.topic] and tp.topic not in {
         s.topic for s in effects}, "decided at once: its query on its way, its record written"
 
@@ -1202,6 +1181,18 @@ def _alone(name: str, ctx: Context,
     monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
     owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
     return owner, group, TopicPartition(topic, decider.partition_of("r-1"))
+
+
+@asynccontextmanager
+async def _started(owner: Platform) -> AsyncIterator[None]:
+    """`owner`'s consumer started, then stopped, and its producer (made with the instance, though
+    never started here) stopped."""
+    await owner.consumer.start()
+    try:
+        yield
+    finally:
+        await owner.consumer.stop()
+        await owner.producer.stop()
 
 
 async def _served(owner: Platform, access: KafkaAccess, done: Callable[[], bool] | None,
