@@ -60,12 +60,7 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
     that, a static member, raises Fenced (from getmany or commit) once the group has taken its
     member id for another instance, rather than join again and take it back."""
 
-    def __init__(self, *topics: str, **config: Any) -> None:
-        super().__init__(*topics, **config)
-        self._group = config.get("group_id")
-        self._instance: str | None = config.get("group_instance_id")
-        self._session = config.get("session_timeout_ms", 10_000) / 1000
-        self._heard_at: float | None = None  # when its last heartbeat or sync answered was sent
+    _heard_at: float | None = None  # when its last heartbeat or sync answered was sent
 
     async def start(self) -> None:
         self._client.send = self._watched(self._client.send)  # the first join is made in start
@@ -77,10 +72,11 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
         async def watched(node_id: int, request: Any, **kwargs: Any) -> Any:
             sent = time.monotonic()
             response = await send(node_id, request, **kwargs)
-            if self._instance is not None and _forgotten(request, response) and self.heard_within(
-                    self._session):  # not expelled: that waits for its session to end
+            static = self._group_instance_id is not None
+            if static and _forgotten(request, response) and self.heard_within(
+                    self._session_timeout_ms / 1000):  # not expelled: that waits out its session
                 self._heard_at = None  # it decides nothing more as the owner of anything
-                raise Fenced(str(self._group), str(self._instance))
+                raise Fenced(str(self._group_id), str(self._group_instance_id))
             if _known(request, response):
                 self._heard_at = sent
             return response
