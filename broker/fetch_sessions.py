@@ -36,7 +36,6 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.conn import CloseReason
 from aiokafka.consumer.fetcher import Fetcher
-from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import FetchSessionIdNotFound
 from aiokafka.protocol.fetch import FetchRequest
 
@@ -421,7 +420,7 @@ class SessionConsumer(GroupMember):
     """An aiokafka consumer whose fetches name, and get back, only partitions with news; with
     `gathering`, fetches made while records keep coming are held by the broker to fill up; with
     `quiet`, partitions without records for a while are fetched apart from the busy ones; a
-    group member (heard_within, Fenced)."""
+    group member (heard_within, Fenced, generation, member)."""
 
     def __init__(self, *topics: str, gathering: Gathering | None = None,
                  quiet: Quiet | None = None, **config: Any) -> None:
@@ -432,19 +431,6 @@ class SessionConsumer(GroupMember):
     async def start(self) -> None:
         await super().start()
         SessionFetcher.adopt(self._fetcher, self._gathering, self._quiet)
-
-    def generation(self) -> int:
-        """The generation of the group this consumer last joined (-1 while it is in none, or
-        not started)."""
-        in_group = isinstance(self._coordinator, GroupCoordinator)
-        return int(self._coordinator.generation) if in_group else -1
-
-    def member(self) -> str:
-        """Its member id in the group as of its last join ("" while it is in none): a new one
-        once the group has expelled it (aiokafka resets it on UNKNOWN_MEMBER_ID or
-        ILLEGAL_GENERATION, and the group gives another at the next join)."""
-        in_group = isinstance(self._coordinator, GroupCoordinator)
-        return str(self._coordinator.member_id) if in_group else ""
 
     def look_for_new_topics(self) -> None:
         """Ask for the cluster's topics now (a subscription by pattern picks new ones up)."""

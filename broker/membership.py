@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import NoError, RebalanceInProgressError, UnknownMemberIdError
 from aiokafka.protocol.commit import OffsetCommitRequest
 from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
@@ -56,9 +57,10 @@ def _forgotten(request: Any, response: Any) -> bool:
 
 
 class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
-    """An aiokafka consumer that knows when its group last heard from it (heard_within) and
-    that, a static member, raises Fenced (from getmany or commit) once the group has taken its
-    member id for another instance, rather than join again and take it back."""
+    """An aiokafka consumer that knows when its group last heard from it (heard_within), its
+    generation and member id, and that, a static member, raises Fenced (from getmany or commit)
+    once the group has taken its member id for another instance, rather than join again and
+    take it back."""
 
     _heard_at: float | None = None  # when its last heartbeat or sync answered was sent
 
@@ -92,3 +94,17 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
         if not self._subscription.partitions_auto_assigned():
             return True
         return self._heard_at is not None and time.monotonic() - self._heard_at < seconds
+
+    def generation(self) -> int:
+        """The generation of the group this consumer last joined (-1 while it is in none, or
+        not started)."""
+        return int(self._coordinator.generation) if self._in_group() else -1
+
+    def member(self) -> str:
+        """Its member id in the group as of its last join ("" while it is in none): a new one
+        once the group has expelled it (aiokafka resets it on UNKNOWN_MEMBER_ID or
+        ILLEGAL_GENERATION, and the group gives another at the next join)."""
+        return str(self._coordinator.member_id) if self._in_group() else ""
+
+    def _in_group(self) -> bool:
+        return isinstance(self._coordinator, GroupCoordinator)
