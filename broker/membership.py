@@ -64,9 +64,11 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
 
     _heard_at: float | None = None  # when its last heartbeat or sync answered was sent
 
-    async def start(self) -> None:
-        self._client.send = self._watched(self._client.send)  # the first join is made in start
-        await super().start()
+    def __init__(self, *topics: str, **config: Any) -> None:
+        super().__init__(*topics, **config)
+        # watched before start, which makes the first join (and once only: started() tries a
+        # start again while the broker cannot be reached)
+        self._client.send = self._watched(self._client.send)
 
     def _watched(self, send: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """The client's send, noting when the group last heard from this member, and raising

@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 
 from audit.anchor import consumer_commit
 from audit.recommit import commit_as_member
 from broker import acls, config, repeats, topics
 from broker.clients import KafkaAccess, started
+from broker.membership import GroupMember
 from renkei import town as town_setup
 from renkei.bare import Sizes
 from renkei.bare_holder import BareHolder
@@ -253,3 +255,21 @@ async def test_a_command_whose_client_start_is_cancelled_leaves_no_connection_op
     cancelled (a command interrupted while it started)."""
     opened = await opened_by_cancelled(monkeypatch, 2, await work(holders))
     assert [c for c in opened if c.connected()] == []
+
+
+async def test_a_group_member_whose_start_is_tried_again_watches_its_sends_once() -> None:
+    """started() tries a consumer's start again every few seconds while the broker cannot be
+    reached; a group member wrapped its client's send anew at each try, so after a long outage
+    every request went through as many wrappers (a recursion limit after ~1,000 tries)."""
+    member = GroupMember(group_id="renkei-test.watched-once",
+                         bootstrap_servers=f"127.0.0.1:{free_port()}", request_timeout_ms=1000)
+    for _ in range(3):
+        with pytest.raises(KafkaConnectionError):
+            await member.start()
+    send, depth = member._client.send, 0
+    while getattr(send, "__name__", "") == "watched":
+        depth += 1
+        send = next(cell.cell_contents for cell in send.__closure__ or ()
+                    if callable(cell.cell_contents))
+    await member.stop()
+    assert depth == 1
