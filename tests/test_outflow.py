@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from broker import acls, topics
 from broker.clients import KafkaAccess
 from broker.membership import Fenced
 from renkei.envelope import Send
-from renkei.service_loop import Outflow, serving
+from renkei.service_loop import Outflow, producer_for, serving
 from tests.kafka_helpers import consumer, producer, wait_assigned
 from tests.loop_helpers import Deadline
 
@@ -49,6 +49,53 @@ async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_what_it_ha
         assert await cons.committed(where) == sent.offset + 1
         others = [tp for tp in assigned if tp != where]
         assert [await cons.committed(tp) for tp in others] == [None] * len(others)
+
+
+async def test_a_commit_due_goes_on_while_the_loop_reads_on_and_waits_for_its_effects(
+        holders: list[str]) -> None:
+    """A commit due waited for every effect sent before to be acknowledged, and then for its
+    own round trip, the loop reading nothing meanwhile (a tenth of the platform's time under
+    load): it goes on by itself, committing once the effects are acknowledged; a failed send
+    it waited for is raised by the next flush, nothing committed."""
+    holder = holders[0]
+    platform, outbox = KafkaAccess.of("platform"), topics.outbox(holder)
+    lingering = producer_for(platform, linger_ms=1500)  # effects held back 1.5 s, unacknowledged
+    async with (consumer(platform, outbox, group="renkei-platform-outflow-on", offset="latest")
+                as cons, producer(KafkaAccess.of(holder)) as sender):
+        await wait_assigned(cons)
+        await lingering.start()
+        try:
+            outflow = Outflow(cons, lingering, interval=0)
+            where, offset = await _handled(cons, sender, outbox)
+            await outflow.send([where], [Send(topics.inbox(holder), "k", b"effect")])
+            began = time.monotonic()
+            await outflow.commit()
+            assert time.monotonic() - began < 0.5  # it waited 1.5 s for the effect before
+            assert await cons.committed(where) is None  # not before the effect is acknowledged
+            await outflow.flush()
+            assert await cons.committed(where) == offset + 1
+
+            where, offset = await _handled(cons, sender, outbox)
+            await outflow.send([where], [Send(outbox, "k", b"not the platform's to write")])
+            await outflow.commit()  # on its way; its failure comes with the next flush
+            with pytest.raises(TopicAuthorizationFailedError):
+                await outflow.flush()
+            assert await cons.committed(where) == offset  # the first commit's, no later one
+        finally:
+            await lingering.stop()
+
+
+async def _handled(cons: AIOKafkaConsumer, sender: AIOKafkaProducer,
+                   topic: str) -> tuple[TopicPartition, int]:
+    """A record sent to `topic` and polled by `cons`: where it is, and its offset."""
+    sent = await sender.send_and_wait(topic, b"handled", key=b"k")
+    where = TopicPartition(sent.topic, sent.partition)
+    deadline = Deadline(30, f"the record sent to {where}")
+    polled: list[object] = []
+    while not polled:
+        deadline.check()
+        polled += (await cons.getmany(where, timeout_ms=1000)).get(where, [])
+    return where, sent.offset
 
 
 async def test_an_outflow_whose_handled_partitions_a_rebalance_took_all_commits_nothing(
