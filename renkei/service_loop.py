@@ -207,10 +207,14 @@ class Outflow:
 
     def abandon(self) -> None:
         """At a stop without a last commit (a failure, the broker away): a commit on its way is
-        given up, what it would have committed handled again at the next start."""
+        given up, and so is a record of decisions still waiting for its effects (its producer
+        closing, it fails unwritten, or is written after them: either way, none committed,
+        their records are handled again at the next start)."""
         if self._committing is not None:
             self._committing.cancel()
-            self._committing.add_done_callback(retrieved)
+        for pending in (self._committing, self._records):
+            if pending is not None:
+                pending.add_done_callback(retrieved)
 
 
 async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,

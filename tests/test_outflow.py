@@ -85,6 +85,30 @@ async def test_a_commit_due_goes_on_while_the_loop_reads_on_and_waits_for_its_ef
             await lingering.stop()
 
 
+async def test_a_stop_without_a_last_commit_leaves_no_record_of_decisions_unretrieved(
+        holders: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    """A platform instance stopping on a failure (Fenced, say: no last commit) closed its
+    producer while a record of decisions waited for its effects: written after the close, it
+    failed with ProducerClosed, which asyncio logged with a traceback as never retrieved. Given
+    up at the stop, as a commit on its way is, it is not logged; written or not, the next owner
+    handles its records again (none was committed)."""
+    holder = holders[1]
+    platform, inbox = KafkaAccess.of("platform"), topics.inbox(holder)
+    async with consumer(platform, topics.outbox(holder), group="renkei-platform-outflow-stop",
+                        offset="latest") as source:
+        await wait_assigned(source)
+        effects = producer_for(platform, linger_ms=200)
+        await effects.start()
+        outflow = Outflow(source, effects)
+        await outflow.send([], [Send(inbox, "k", b"effect")], [Send(inbox, "k", b"record")])
+        outflow.abandon()
+        await effects.stop()
+        await asyncio.sleep(0.1)
+    del outflow
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
 async def _handled(cons: AIOKafkaConsumer, sender: AIOKafkaProducer,
                    topic: str) -> tuple[TopicPartition, int]:
     """A record sent to `topic` and polled by `cons`: where it is, and its offset."""
