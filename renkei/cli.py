@@ -128,7 +128,8 @@ class _Commands(Named):
     static group member id another one took, a port in use or a file
     or folder that cannot be made or read (named) is said in one line (no traceback), exit
     code 1. A command Ctrl-C interrupts (at a prompt too) ends with click's "Aborted!",
-    exit code 130 (a server that stops on SIGINT stops as it does)."""
+    exit code 130 (a server that stops on SIGINT stops as it does), as does one on the holder
+    directory SIGTERM stops (service_loop.terminated_as_interrupted)."""
 
     def imported(self, name: str) -> click.Command:
         return _command(name)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,14 +79,44 @@ async def fencing(access: KafkaAccess, transactional_id: str
                   ) -> AsyncIterator[AIOKafkaProducer]:
     """The producer of `transactional_id` (producer_for) started, fencing off every one of that
     id started before, for one task, and stopped after it; fenced off in turn, ProducerFenced
-    (its failure taken as told: _told)."""
+    (its failure taken as told: _told). A command SIGTERM stops meanwhile stops as Ctrl-C stops
+    it (terminated_as_interrupted): its open transaction aborted at once."""
     producer = producer_for(access, transactional_id=transactional_id)
-    async with running(producer, access):
-        try:
-            yield producer
-        except ProducerFenced:
-            _told(producer)
-            raise
+    with terminated_as_interrupted():
+        async with running(producer, access):
+            try:
+                yield producer
+            except ProducerFenced:
+                _told(producer)
+                raise
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """While it lasts, SIGTERM (a service manager's stop) ends the task it was entered in as
+    Ctrl-C ends a command's (asyncio.run): cancelled where it is, a transaction it has open
+    aborted (aiokafka's transaction context), its producer stopped, then KeyboardInterrupt
+    (renkei.cli: "Aborted!"). Left at SIGTERM's default, the process ended at once and its
+    transaction held every read_committed reader of its partitions until the broker aborted it,
+    TRANSACTION_MS and more later; SIGKILL still does (it cannot be caught)."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    terminated: list[int] = []
+
+    def terminate(signum: int, _: object) -> None:
+        if not terminated:
+            terminated.append(signum)
+            loop.call_soon_threadsafe(task.cancel)
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _told(producer: AIOKafkaProducer) -> None:

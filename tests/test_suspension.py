@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -32,6 +33,7 @@ from processors.platform import Views
 from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME, appended_at
+from renkei.cli import INTERRUPTED
 from renkei.compacted import NotFollowing, holder_directory
 from renkei.envelope import Send, send, unpacked
 from renkei.exchanges import staff as staff_of
@@ -962,11 +964,64 @@ async def test_a_command_killed_in_its_transaction_holds_the_audit_readers_brief
     began = time.monotonic()
     left.kill()
     await left.wait()
-    tp = TopicPartition(topics.AUDIT, 0)
-    async with running(AIOKafkaConsumer(**admin.reading(), group_id=None), admin) as reader:
-        while (await reader.end_offsets([tp]))[tp] <= opened:  # its last stable offset
-            assert time.monotonic() - began < (TRANSACTION_MS + 5_000) / 1000, "still held"
-            await asyncio.sleep(0.2)
-    held = time.monotonic() - began
+    held = await _held(admin, TopicPartition(topics.AUDIT, 0), opened, began)
     print(f"readers held {held:.1f} s by a transaction left open")
     assert held < (TRANSACTION_MS + 2_500) / 1000
+
+
+async def _held(admin: KafkaAccess, tp: TopicPartition, opened: int, began: float) -> float:
+    """Seconds from `began` until a reader of committed records reads past offset `opened` of
+    `tp` (the record of a transaction left open): its last stable offset is past it."""
+    async with running(AIOKafkaConsumer(**admin.reading(), group_id=None), admin) as reader:
+        while (await reader.end_offsets([tp]))[tp] <= opened:
+            assert time.monotonic() - began < (TRANSACTION_MS + 5_000) / 1000, "still held"
+            await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
+_INTERRUPTED_IN_ITS_TRANSACTION = """
+import asyncio, sys
+from processors import directory
+from renkei.cli import main
+
+first = directory.settled
+
+async def settled(futures):  # the directory record on the broker, its transaction open: waits
+    futures = list(futures)
+    await first(futures)
+    written = futures[0].result()
+    print(written.partition, written.offset, flush=True)
+    await asyncio.Event().wait()
+
+directory.settled = settled
+sys.argv = ["renkei", "holder", "suspend", "sakura-town", "--reason", "x"]
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_command_interrupted_in_its_transaction_aborts_it_at_once(
+        town: town_setup.Town, sig: signal.Signals) -> None:
+    """A suspension a service manager stopped (SIGTERM) between its directory record and its
+    commit ended at once, its transaction left open: every reader of committed records of the
+    directory (the platform's view) was held until the broker aborted it, TRANSACTION_MS and more
+    later (Ctrl-C, SIGINT, cancelled the command, which aborted it). Stopped either way, it
+    aborts its transaction at once: readers go on, the holder active, nothing logged, "Aborted!"
+    its one line, its exit code Ctrl-C's."""
+    admin = KafkaAccess.of(config.ADMIN)
+    _, audit_end = await offsets(admin, topics.AUDIT)
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _INTERRUPTED_IN_ITS_TRANSACTION, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=tethered())
+    assert command.stdout is not None and command.stderr is not None
+    partition, opened = map(int, (await asyncio.wait_for(command.stdout.readline(), 60)).split())
+    began = time.monotonic()
+    command.send_signal(sig)
+    held = await _held(admin, TopicPartition(topics.DIRECTORY, partition), opened, began)
+    said = (await asyncio.wait_for(command.stderr.read(), 30)).decode()
+    print(f"readers held {held:.2f} s by a command interrupted ({sig.name}) in its transaction")
+    assert held < 2.0
+    assert await asyncio.wait_for(command.wait(), 30) == INTERRUPTED, said
+    assert [line for line in said.splitlines() if line] == ["Aborted!"], said
+    assert (await directory.current())["sakura-town"].active
+    assert await operator_actions(audit_end, "sakura-town") == []
