@@ -8,7 +8,10 @@ answer the one it replaced FENCED_INSTANCE_ID but UNKNOWN_MEMBER_ID, as it answe
 expelled, and aiokafka joins again under the id, replacing the other in turn; each rebuilt its
 partitions every time, and both went on deciding. A member the group forgot while its session
 still ran was not expelled (that waits for the session to end): another instance took its id,
-and this one stops (Fenced), without joining again.
+and this one stops (Fenced), without joining again. One replaced while it rejoined the group is
+answered FENCED_INSTANCE_ID at its JoinGroup or SyncGroup (which carry the id), an error
+aiokafka 0.14 does not know and raises as a KafkaError from getmany: this one stops (Fenced)
+there too.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.group_coordinator import GroupCoordinator
-from aiokafka.errors import NoError, RebalanceInProgressError, UnknownMemberIdError
+from aiokafka.errors import KafkaError, NoError, RebalanceInProgressError, UnknownMemberIdError
 from aiokafka.protocol.commit import OffsetCommitRequest
-from aiokafka.protocol.group import HeartbeatRequest, SyncGroupRequest
+from aiokafka.protocol.group import HeartbeatRequest, JoinGroupRequest, SyncGroupRequest
+
+FENCED_INSTANCE_ID = 82  # Kafka's error code, which aiokafka 0.14 has no error for
 
 
 class Fenced(Exception):
@@ -56,6 +61,13 @@ def _forgotten(request: Any, response: Any) -> bool:
     return UnknownMemberIdError.errno in codes
 
 
+def _replaced(request: Any, response: Any) -> bool:
+    """Whether the group's answer to a JoinGroup or SyncGroup says another instance has the
+    member's static id (FENCED_INSTANCE_ID)."""
+    return (isinstance(request, JoinGroupRequest | SyncGroupRequest)
+            and response.error_code == FENCED_INSTANCE_ID)
+
+
 class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
     """An aiokafka consumer that knows when its group last heard from it (heard_within), its
     generation and member id, and that, a static member, raises Fenced (from getmany or commit)
@@ -63,6 +75,7 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
     take it back."""
 
     _heard_at: float | None = None  # when its last heartbeat or sync answered was sent
+    _id_taken = False  # its JoinGroup or SyncGroup answered FENCED_INSTANCE_ID
 
     def __init__(self, *topics: str, **config: Any) -> None:
         super().__init__(*topics, **config)
@@ -80,11 +93,29 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
             if static and _forgotten(request, response) and self.heard_within(
                     self._session_timeout_ms / 1000):  # not expelled: that waits out its session
                 self._heard_at = None  # it decides nothing more as the owner of anything
-                raise Fenced(str(self._group_id), str(self._group_instance_id))
+                raise self._fenced()
+            if _replaced(request, response):  # aiokafka raises it as a KafkaError: getmany
+                self._heard_at, self._id_taken = None, True
             if _known(request, response):
                 self._heard_at = sent
             return response
         return watched
+
+    def _fenced(self) -> Fenced:
+        return Fenced(str(self._group_id), str(self._group_instance_id))
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        """aiokafka's getmany, raising Fenced for the KafkaError of a rejoin another instance
+        under this one's static member id cut short (FENCED_INSTANCE_ID)."""
+        try:
+            polled: dict[TopicPartition, list[Any]] = await super().getmany(
+                *partitions, timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            if self._id_taken:
+                raise self._fenced() from exc
+            raise
+        return polled
 
     def heard_within(self, seconds: float) -> bool:
         """Whether the group heard from this member (a heartbeat it answered, or the SyncGroup

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.protocol.group import JoinGroupRequest, SyncGroupRequest
 
 from broker import acls, topics
 from broker.clients import KafkaAccess
 from broker.membership import Fenced
 from renkei.envelope import Send
-from renkei.service_loop import Outflow, producer_for, serving
+from renkei.service_loop import Outflow, consumer_for, producer_for, serving
 from tests.kafka_helpers import consumer, producer, wait_assigned
 from tests.loop_helpers import Deadline
 
@@ -216,3 +217,46 @@ async def test_a_second_loop_under_a_static_member_id_stops_the_first_saying_so(
     finally:
         stop.set()
         await asyncio.gather(*loops, return_exceptions=True)
+
+
+@pytest.mark.parametrize("held", [JoinGroupRequest, SyncGroupRequest], ids=["join", "sync"])
+async def test_an_instance_replaced_while_it_rejoins_stops_saying_so(
+        holders: list[str], held: type) -> None:
+    """A static member rejoining (a third member joined the group) while another instance joined
+    under its id was told FENCED_INSTANCE_ID at its JoinGroup or SyncGroup, which aiokafka 0.14
+    raises as a KafkaError (UnknownError): the operator saw a traceback, not the one line. It
+    stops with Fenced there too."""
+    holder = holders[0]
+    access, inbox = KafkaAccess.of(holder), [topics.inbox(holder)]
+    group = f"{acls.holder_group(holder)}fenced-rejoin-{held.__name__}"
+    first, third = consumer_for(access, inbox, group, instance="twice"), consumer_for(
+        access, inbox, group)
+    second = consumer_for(access, inbox, group, instance="twice")
+    holding, sent, release = False, asyncio.Event(), asyncio.Event()
+    send = first._client.send
+
+    async def held_back(node_id: int, request: Any, **kwargs: Any) -> Any:
+        if holding and isinstance(request, held):  # its rejoin's, until the second has joined
+            sent.set()
+            await release.wait()
+        return await send(node_id, request, **kwargs)
+
+    first._client.send = held_back
+    try:
+        await first.start()
+        await wait_assigned(first)
+        holding = True
+        joining = asyncio.create_task(third.start())  # returns once the group has rebalanced
+        await asyncio.wait_for(sent.wait(), 10)
+        await second.start()  # in the first's place, the rebalance done without it
+        release.set()
+        with pytest.raises(Fenced, match="member twice"):
+            deadline = Deadline(10, "the first stopped")
+            while True:
+                await first.getmany(timeout_ms=100)
+                deadline.check()
+        assert not first.heard_within(10), "decides nothing as the owner of anything"
+        await joining
+    finally:
+        for member in (first, second, third):
+            await member.stop()
