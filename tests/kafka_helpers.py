@@ -30,6 +30,8 @@ import aiokafka.client
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.conn import AIOKafkaConnection
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -361,3 +363,35 @@ async def opened_by_cancelled(monkeypatch: pytest.MonkeyPatch, cancelled_at: int
         await working
     assert len(opened) == cancelled_at
     return opened
+
+
+class _LeaveGroupResponseV3(Response):  # type: ignore[misc]
+    API_KEY = 13
+    API_VERSION = 3
+    SCHEMA = Schema(("throttle_time_ms", Int32), ("error_code", Int16),
+                    ("members", Array(("member_id", String("utf-8")),
+                                      ("group_instance_id", String("utf-8")),
+                                      ("error_code", Int16))))
+
+
+class _LeaveGroupRequestV3(RequestStruct):  # type: ignore[misc]
+    API_KEY = 13
+    API_VERSION = 3
+    RESPONSE_TYPE = _LeaveGroupResponseV3
+    SCHEMA = Schema(("group", String("utf-8")),
+                    ("members", Array(("member_id", String("utf-8")),
+                                      ("group_instance_id", String("utf-8")))))
+
+
+class RemoveMembers(Request[_LeaveGroupRequestV3]):  # type: ignore[misc]
+    """An operator's removal of static members from a group (Kafka's Admin
+    removeMembersFromConsumerGroup: LeaveGroup v3, which neither aiokafka 0.14 nor
+    confluent-kafka's AdminClient sends), to be sent to the group's coordinator."""
+
+    API_KEY = 13
+
+    def __init__(self, group: str, *instances: str) -> None:
+        self.group, self.instances = group, instances
+
+    def build(self, request_struct_class: type[_LeaveGroupRequestV3]) -> _LeaveGroupRequestV3:
+        return request_struct_class(self.group, [("", i) for i in self.instances])

@@ -21,7 +21,7 @@ from broker.clients import KafkaAccess
 from broker.membership import Fenced
 from renkei.envelope import Send
 from renkei.service_loop import Outflow, consumer_for, producer_for, serving
-from tests.kafka_helpers import consumer, producer, wait_assigned
+from tests.kafka_helpers import RemoveMembers, consumer, producer, wait_assigned
 from tests.loop_helpers import Deadline
 
 
@@ -260,3 +260,29 @@ async def test_an_instance_replaced_while_it_rejoins_stops_saying_so(
     finally:
         for member in (first, second, third):
             await member.stop()
+
+
+async def test_an_instance_an_operator_removes_from_its_group_stops_saying_so(
+        holders: list[str]) -> None:
+    """A static member an operator removed from its group (RemoveMembers) is answered
+    UNKNOWN_MEMBER_ID at its next heartbeat within its session, as one another instance
+    replaced: it stopped saying that another instance had joined as its member id. It says that
+    the group removed it."""
+    holder = holders[0]
+    access, inbox = KafkaAccess.of(holder), [topics.inbox(holder)]
+    group = f"{acls.holder_group(holder)}removed-test"
+    member = consumer_for(access, inbox, group, instance="removed")
+    await member.start()
+    try:
+        await wait_assigned(member)
+        removal = await member._client.send(member._coordinator.coordinator_id,
+                                            RemoveMembers(group, "removed"))
+        assert removal.error_code == 0 and removal.members[0][2] == 0
+        with pytest.raises(Fenced, match="removed its member removed") as fenced:
+            deadline = Deadline(10, "the member stopped")
+            while True:
+                await member.getmany(timeout_ms=100)
+                deadline.check()
+        assert fenced.value.removed and "another instance" not in str(fenced.value)
+    finally:
+        await member.stop()
