@@ -11,10 +11,11 @@ still ran was not expelled (that waits for the session to end): another instance
 and this one stops (Fenced), without joining again. One replaced while it rejoined the group is
 answered FENCED_INSTANCE_ID at its JoinGroup or SyncGroup (which carry the id), an error
 aiokafka 0.14 does not know and raises as a KafkaError from getmany: this one stops (Fenced)
-there too. An operator's RemoveMembers of the member is answered UNKNOWN_MEMBER_ID alike: asked
-with a JoinGroup under its last member id, which joins it in neither case, the group answers
-FENCED_INSTANCE_ID if another instance has the id, UNKNOWN_MEMBER_ID if no member has it, and
-Fenced says which.
+there too. A member the group forgot with no instance under its id (an operator's RemoveMembers,
+a group coordinator restarted while the instance was frozen) is answered UNKNOWN_MEMBER_ID
+alike: asked with a JoinGroup under its last member id, which joins it in neither case, the
+group answers FENCED_INSTANCE_ID if another instance has the id (this one stops), and
+UNKNOWN_MEMBER_ID if no member has it: this one joins again, as aiokafka does.
 """
 
 from __future__ import annotations
@@ -35,18 +36,14 @@ FENCED_INSTANCE_ID = 82  # Kafka's error code, which aiokafka 0.14 has no error 
 
 
 class Fenced(Exception):
-    """Another instance joined the group under this one's static member id, or the group
-    removed the member (`removed`: an operator's RemoveMembers): this one owns nothing any
-    more."""
+    """Another instance joined the group under this one's static member id: this one owns
+    nothing any more."""
 
-    def __init__(self, group: str, member: str, removed: bool = False) -> None:
-        super().__init__(group, member, removed)  # its args: aiokafka hands a copy of it on
-        self.group, self.member, self.removed = group, member, removed
+    def __init__(self, group: str, member: str) -> None:
+        super().__init__(group, member)  # its args: aiokafka hands a copy of it on
+        self.group, self.member = group, member
 
     def __str__(self) -> str:
-        if self.removed:
-            return (f"group {self.group} removed its member {self.member} (an operator's "
-                    f"RemoveMembers, say): this instance stopped (start it again to rejoin)")
         return (f"another instance joined group {self.group} as member {self.member} and "
                 f"took its place: this one stopped (each running instance needs a member id "
                 f"of its own)")
@@ -80,7 +77,7 @@ def _replaced(request: Any, response: Any) -> bool:
 class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
     """An aiokafka consumer that knows when its group last heard from it (heard_within), its
     generation and member id, and that, a static member, raises Fenced (from getmany or commit)
-    once the group has taken its member id for another instance (or removed it), rather than
+    once the group has taken its member id for another instance, rather than
     join again and take it back."""
 
     _heard_at: float | None = None  # when its last heartbeat or sync answered was sent
@@ -102,7 +99,8 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
             if static and _forgotten(request, response) and self.heard_within(
                     self._session_timeout_ms / 1000):  # not expelled: that waits out its session
                 self._heard_at = None  # it decides nothing more as the owner of anything
-                raise self._fenced(removed=not await self._replaced_in_group(node_id, send))
+                if await self._replaced_in_group(node_id, send):
+                    raise self._fenced()  # else forgotten: aiokafka joins again
             if _replaced(request, response):  # aiokafka raises it as a KafkaError: getmany
                 self._heard_at, self._id_taken = None, True
             if _known(request, response):
@@ -110,12 +108,12 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
             return response
         return watched
 
-    def _fenced(self, removed: bool = False) -> Fenced:
-        return Fenced(str(self._group_id), str(self._group_instance_id), removed)
+    def _fenced(self) -> Fenced:
+        return Fenced(str(self._group_id), str(self._group_instance_id))
 
     async def _replaced_in_group(self, node_id: int,
                                  send: Callable[..., Awaitable[Any]]) -> bool:
-        """Whether another instance has this member's static id (not removed from the group),
+        """Whether another instance has this member's static id (not forgotten by the group),
         asked by a JoinGroup under its last member id, which the group answers
         FENCED_INSTANCE_ID if so, UNKNOWN_MEMBER_ID if no member has the id, joining it in
         neither case (taken as replaced if the group cannot be asked)."""

@@ -125,7 +125,7 @@ class _Commands(Named):
     that lost entries the audit consumer appended, an audit consumer's commit note the head key
     did not sign, a bad pattern file, a sealing key damaged or not the directory's, a service
     meeting a message a newer version of Renkei wrote on a topic of its own, an instance whose
-    static group member id another one took (or its group removed), a port in use or a file
+    static group member id another one took, a port in use or a file
     or folder that cannot be made or read (named) is said in one line (no traceback), exit
     code 1. A command Ctrl-C interrupts (at a prompt too) ends with click's "Aborted!",
     exit code 130 (a server that stops on SIGINT stops as it does), as does one on the holder

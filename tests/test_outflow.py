@@ -262,12 +262,14 @@ async def test_an_instance_replaced_while_it_rejoins_stops_saying_so(
             await member.stop()
 
 
-async def test_an_instance_an_operator_removes_from_its_group_stops_saying_so(
+async def test_an_instance_its_group_forgot_with_no_other_under_its_id_joins_again(
         holders: list[str]) -> None:
-    """A static member an operator removed from its group (RemoveMembers) is answered
-    UNKNOWN_MEMBER_ID at its next heartbeat within its session, as one another instance
-    replaced: it stopped saying that another instance had joined as its member id. It says that
-    the group removed it."""
+    """A static member its group forgot within its session with no other instance under its id
+    (an operator's RemoveMembers here; in chaos crash --seed 7801, the group coordinator
+    restarted while a platform instance was frozen) is answered UNKNOWN_MEMBER_ID at its next
+    heartbeat or commit, as one another instance replaced: it stopped, Fenced, saying another
+    instance had joined under its id. Its group asked, no member has the id: it joins again
+    under a new member id, heard from again, as aiokafka's consumer does."""
     holder = holders[0]
     access, inbox = KafkaAccess.of(holder), [topics.inbox(holder)]
     group = f"{acls.holder_group(holder)}removed-test"
@@ -275,14 +277,14 @@ async def test_an_instance_an_operator_removes_from_its_group_stops_saying_so(
     await member.start()
     try:
         await wait_assigned(member)
+        first = member.member()
         removal = await member._client.send(member._coordinator.coordinator_id,
                                             RemoveMembers(group, "removed"))
         assert removal.error_code == 0 and removal.members[0][2] == 0
-        with pytest.raises(Fenced, match="removed its member removed") as fenced:
-            deadline = Deadline(10, "the member stopped")
-            while True:
-                await member.getmany(timeout_ms=100)
-                deadline.check()
-        assert fenced.value.removed and "another instance" not in str(fenced.value)
+        deadline = Deadline(20, "the member joined again")
+        while member.member() in ("", first) or not member.heard_within(1.0):
+            await member.getmany(timeout_ms=100)  # raised Fenced before
+            deadline.check()
+        assert member.member().startswith("removed-") and member.assignment()
     finally:
         await member.stop()
