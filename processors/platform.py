@@ -123,30 +123,26 @@ class Views:
         waits again until that read has reached its end (said once it, or a read after, has)."""
         if self._behind is not None and not self._behind.done():
             return
-        try:  # in the poll's own task, not one of its own waited for (loop turns each poll)
-            async with asyncio.timeout(DIRECTORY_WAIT):
-                await self.directory.read_to_end()
-        except TimeoutError:
-            self._behind = asyncio.create_task(self.directory.read_to_end())  # read on, unwaited
-            self._behind.add_done_callback(self._caught_up)
-            why: object = f"not within {DIRECTORY_WAIT} s"
-        except Exception as exc:  # the broker did not say the ends; the view stopped (checked)
-            why = exc
-        else:
+        reading = asyncio.create_task(self.directory.read_to_end())
+        done, _ = await asyncio.wait({reading}, timeout=DIRECTORY_WAIT)
+        if reading in done and reading.exception() is None:
             self._behind = None
-            self._caught_up()
+            self._caught_up(reading)
             return
+        if reading not in done:
+            self._behind = reading
+            reading.add_done_callback(self._caught_up)
         if self._given_up:  # said already, none read to its end since: an outage, a line
             return
         self._given_up = True
         log.warning("the holder directory is not read to its end (%s): requests are judged "
-                    "by the directory as read so far", why)
+                    "by the directory as read so far", reading.exception() if reading in done
+                    else f"not within {DIRECTORY_WAIT} s")
 
-    def _caught_up(self, reading: asyncio.Task[None] | None = None) -> None:
-        """Say that the directory is read to its end again once a read has reached it (`reading`
-        if it went on unwaited, its failure taken), the first since one was given up."""
-        reached = reading is None or (not reading.cancelled() and reading.exception() is None)
-        if reached and self._given_up:
+    def _caught_up(self, reading: asyncio.Task[None]) -> None:
+        """Say that the directory is read to its end again once a read has reached it (`reading`,
+        its failure taken), the first since one was given up."""
+        if not reading.cancelled() and reading.exception() is None and self._given_up:
             self._given_up = False
             log.info("the holder directory is read to its end again: requests are judged by "
                      "every entry written before them")

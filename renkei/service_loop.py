@@ -165,9 +165,8 @@ class Outflow:
     `interval` seconds, only once the broker has acknowledged every effect sent before, and
     only for the partitions whose records were handled since the last commit: at least once,
     without waiting for a round trip per batch, and without committing the same offsets over
-    again for partitions (or a whole service) with nothing new. A commit due goes on while the
-    loop reads on (one at a time; a failed send it waited for is raised by the next commit or
-    flush). With a `note`, each commit carries what it tells then, as the offsets' metadata."""
+    again for partitions (or a whole service) with nothing new. With a `note`, each commit
+    carries what it tells then, as the offsets' metadata."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
                  interval: float = COMMIT_SECONDS, note: Note | None = None) -> None:
@@ -179,7 +178,6 @@ class Outflow:
         self._committed_at = time.monotonic()
         self._handled: set[TopicPartition] = set()
         self._records: asyncio.Future[Any] | None = None
-        self._committing: asyncio.Future[None] | None = None  # a commit on its way
 
     async def send(self, handled: Iterable[TopicPartition], effects: Sequence[Send],
                    records: Sequence[Send] = ()) -> None:
@@ -199,52 +197,30 @@ class Outflow:
         await deliver(self.producer, records)
 
     async def flush(self) -> None:
-        """Wait until the broker has every effect and record sent so far, and the commit on
-        its way, if any, is made."""
-        await self._committed()
+        """Wait until the broker has every effect and record sent so far."""
         await settled(list(self._unacknowledged))
 
     async def commit(self, now: bool = False) -> None:
-        """Commit what was handled, if a commit is due, once its effects are acknowledged: on
-        its way while the caller reads on (in the time of a round trip or two the loop stood
-        still for every `interval`), or, `now`, made before this returns."""
-        if now or (self._committing is not None and self._committing.done()):
-            await self._committed()
-        if self._committing is not None or not self._handled or (
+        if not self._handled or (
                 not now and time.monotonic() - self._committed_at < self.interval):
             return
         futures, self._unacknowledged = self._unacknowledged, []
+        await settled(futures)  # a failed send raises: nothing is committed
         handled, self._handled = self._handled, set()
         owned = self.consumer.assignment()
         note = "" if self.note is None else self.note()
         offsets = {tp: (await self.consumer.position(tp), note) for tp in handled if tp in owned}
-        self._committed_at = time.monotonic()
-        self._committing = asyncio.ensure_future(self._commit(futures, offsets))
-        if now:
-            await self._committed()
-
-    async def _commit(self, futures: list[asyncio.Future[Any]],
-                      offsets: dict[TopicPartition, tuple[int, str]]) -> None:
-        await settled(futures)  # a failed send raises: nothing is committed
         if offsets:  # none if a rebalance took every partition handled since the last commit
             await commit(self.consumer, offsets)
-
-    async def _committed(self) -> None:
-        """Wait for the commit on its way, if any; its failure raised."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
+        self._committed_at = time.monotonic()
 
     def abandon(self) -> None:
-        """At a stop without a last commit (a failure, the broker away): a commit on its way is
-        given up, and so is a record of decisions still waiting for its effects (its producer
-        closing, it fails unwritten, or is written after them: either way, none committed,
-        their records are handled again at the next start)."""
-        if self._committing is not None:
-            self._committing.cancel()
-        for pending in (self._committing, self._records):
-            if pending is not None:
-                pending.add_done_callback(retrieved)
+        """At a stop without a last commit (a failure, the broker away): a record of decisions
+        still waiting for its effects is given up (its producer closing, it fails unwritten, or
+        is written after them: either way, none committed, their records are handled again at
+        the next start)."""
+        if self._records is not None:
+            self._records.add_done_callback(retrieved)
 
 
 async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
@@ -306,7 +282,6 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
         if not await last_commit(outflow):
             reached = False
     finally:
-        outflow.abandon()
         if producer is None and not await close_producer(sender):
             reached = False
         if not await close_consumer(consumer):

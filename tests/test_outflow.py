@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import TopicAuthorizationFailedError
 from aiokafka.protocol.group import JoinGroupRequest, SyncGroupRequest
 
@@ -52,47 +52,13 @@ async def test_an_idle_outflow_commits_nothing_and_a_busy_one_commits_what_it_ha
         assert [await cons.committed(tp) for tp in others] == [None] * len(others)
 
 
-async def test_a_commit_due_goes_on_while_the_loop_reads_on_and_waits_for_its_effects(
-        holders: list[str]) -> None:
-    """A commit due waited for every effect sent before to be acknowledged, and then for its
-    own round trip, the loop reading nothing meanwhile (a tenth of the platform's time under
-    load): it goes on by itself, committing once the effects are acknowledged; a failed send
-    it waited for is raised by the next flush, nothing committed."""
-    holder = holders[0]
-    platform, outbox = KafkaAccess.of("platform"), topics.outbox(holder)
-    lingering = producer_for(platform, linger_ms=1500)  # effects held back 1.5 s, unacknowledged
-    async with (consumer(platform, outbox, group="renkei-platform-outflow-on", offset="latest")
-                as cons, producer(KafkaAccess.of(holder)) as sender):
-        await wait_assigned(cons)
-        await lingering.start()
-        try:
-            outflow = Outflow(cons, lingering, interval=0)
-            where, offset = await _handled(cons, sender, outbox)
-            await outflow.send([where], [Send(topics.inbox(holder), "k", b"effect")])
-            began = time.monotonic()
-            await outflow.commit()
-            assert time.monotonic() - began < 0.5  # it waited 1.5 s for the effect before
-            assert await cons.committed(where) is None  # not before the effect is acknowledged
-            await outflow.flush()
-            assert await cons.committed(where) == offset + 1
-
-            where, offset = await _handled(cons, sender, outbox)
-            await outflow.send([where], [Send(outbox, "k", b"not the platform's to write")])
-            await outflow.commit()  # on its way; its failure comes with the next flush
-            with pytest.raises(TopicAuthorizationFailedError):
-                await outflow.flush()
-            assert await cons.committed(where) == offset  # the first commit's, no later one
-        finally:
-            await lingering.stop()
-
-
 async def test_a_stop_without_a_last_commit_leaves_no_record_of_decisions_unretrieved(
         holders: list[str], caplog: pytest.LogCaptureFixture) -> None:
     """A platform instance stopping on a failure (Fenced, say: no last commit) closed its
     producer while a record of decisions waited for its effects: written after the close, it
     failed with ProducerClosed, which asyncio logged with a traceback as never retrieved. Given
-    up at the stop, as a commit on its way is, it is not logged; written or not, the next owner
-    handles its records again (none was committed)."""
+    up at the stop (Outflow.abandon), it is not logged; written or not, the next owner handles
+    its records again (none was committed)."""
     holder = holders[1]
     platform, inbox = KafkaAccess.of("platform"), topics.inbox(holder)
     async with consumer(platform, topics.outbox(holder), group="renkei-platform-outflow-stop",
@@ -108,19 +74,6 @@ async def test_a_stop_without_a_last_commit_leaves_no_record_of_decisions_unretr
     del outflow
     gc.collect()
     assert "never retrieved" not in caplog.text
-
-
-async def _handled(cons: AIOKafkaConsumer, sender: AIOKafkaProducer,
-                   topic: str) -> tuple[TopicPartition, int]:
-    """A record sent to `topic` and polled by `cons`: where it is, and its offset."""
-    sent = await sender.send_and_wait(topic, b"handled", key=b"k")
-    where = TopicPartition(sent.topic, sent.partition)
-    deadline = Deadline(30, f"the record sent to {where}")
-    polled: list[object] = []
-    while not polled:
-        deadline.check()
-        polled += (await cons.getmany(where, timeout_ms=1000)).get(where, [])
-    return where, sent.offset
 
 
 async def test_an_outflow_whose_handled_partitions_a_rebalance_took_all_commits_nothing(
