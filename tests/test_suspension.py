@@ -4,6 +4,7 @@ real broker: while suspended its requests and requests to it are refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -980,9 +981,12 @@ async def _held(admin: KafkaAccess, tp: TopicPartition, opened: int, began: floa
 
 
 _INTERRUPTED_IN_ITS_TRANSACTION = """
-import asyncio, sys
+import asyncio, signal, sys
 from processors import directory
 from renkei.cli import main
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal: a test run in the
+# background (nohup, `&`) ignores SIGINT, and so did the command it started, which never ended
 
 first = directory.settled
 
@@ -1014,11 +1018,17 @@ async def test_a_command_interrupted_in_its_transaction_aborts_it_at_once(
         sys.executable, "-c", _INTERRUPTED_IN_ITS_TRANSACTION, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=tethered())
     assert command.stdout is not None and command.stderr is not None
-    partition, opened = map(int, (await asyncio.wait_for(command.stdout.readline(), 60)).split())
-    began = time.monotonic()
-    command.send_signal(sig)
-    held = await _held(admin, TopicPartition(topics.DIRECTORY, partition), opened, began)
-    said = (await asyncio.wait_for(command.stderr.read(), 30)).decode()
+    try:  # a command left running holds the directory's action lock for every test after
+        partition, opened = map(int, (await asyncio.wait_for(command.stdout.readline(),
+                                                             60)).split())
+        began = time.monotonic()
+        command.send_signal(sig)
+        held = await _held(admin, TopicPartition(topics.DIRECTORY, partition), opened, began)
+        said = (await asyncio.wait_for(command.stderr.read(), 30)).decode()
+    finally:
+        if command.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                command.kill()
     print(f"readers held {held:.2f} s by a command interrupted ({sig.name}) in its transaction")
     assert held < 2.0
     assert await asyncio.wait_for(command.wait(), 30) == INTERRUPTED, said
