@@ -60,11 +60,10 @@ def _known(request: Any, response: Any) -> bool:
 def _forgotten(request: Any, response: Any) -> bool:
     """Whether the group's answer to a heartbeat or a commit says it does not know the member
     (UNKNOWN_MEMBER_ID)."""
+    unknown = UnknownMemberIdError.errno
     if isinstance(request, OffsetCommitRequest):
-        codes = {code for _, partitions in response.topics for _, code in partitions}
-    else:
-        codes = {response.error_code} if isinstance(request, HeartbeatRequest) else set()
-    return UnknownMemberIdError.errno in codes
+        return any(code == unknown for _, partitions in response.topics for _, code in partitions)
+    return isinstance(request, HeartbeatRequest) and response.error_code == unknown
 
 
 def _replaced(request: Any, response: Any) -> bool:
