@@ -115,7 +115,8 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
         """Whether another instance has this member's static id (not forgotten by the group),
         asked by a JoinGroup under its last member id, which the group answers
         FENCED_INSTANCE_ID if so, UNKNOWN_MEMBER_ID if no member has the id, joining it in
-        neither case (taken as replaced if the group cannot be asked)."""
+        neither case; any other answer, or none, is not taken as replaced (it joins again:
+        replaced after all, the other is told FENCED_INSTANCE_ID in turn, and stops)."""
         coordinator = self._coordinator
         topics = self._subscription.subscription.topics
         request = JoinGroupRequest(
@@ -125,8 +126,8 @@ class GroupMember(AIOKafkaConsumer):  # type: ignore[misc]
         try:
             response = await send(node_id, request, group=ConnectionGroup.COORDINATION)
         except KafkaError:
-            return True
-        return bool(response.error_code != UnknownMemberIdError.errno)
+            return False
+        return _replaced(request, response)
 
     async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
                       max_records: int | None = None) -> dict[TopicPartition, list[Any]]:

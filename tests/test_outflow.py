@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.protocol.group import JoinGroupRequest, SyncGroupRequest
 
 from broker import acls, topics
@@ -213,6 +217,34 @@ async def test_an_instance_replaced_while_it_rejoins_stops_saying_so(
     finally:
         for member in (first, second, third):
             await member.stop()
+
+
+@pytest.mark.parametrize("answer", ["refused", "unanswered"])
+async def test_a_member_whose_group_cannot_say_who_has_its_id_is_not_taken_as_replaced(
+        holders: list[str], answer: str) -> None:
+    """Whether another instance has a forgotten member's id is asked with a JoinGroup (a
+    reviewer's finding): any answer but UNKNOWN_MEMBER_ID was taken as FENCED_INSTANCE_ID, so a
+    group coordinator not ready (COORDINATOR_LOAD_IN_PROGRESS after a restart, the case the
+    question is for) or no answer at all stopped the instance, saying another instance had its
+    id. Only FENCED_INSTANCE_ID says so; otherwise it joins again, as one forgotten does (were it
+    replaced after all, the other is then told FENCED_INSTANCE_ID in turn and stops)."""
+    holder = holders[0]
+    access = KafkaAccess.of(holder)
+    member = consumer_for(access, [topics.inbox(holder)], f"{acls.holder_group(holder)}asked",
+                          instance="asked")
+    await member.start()
+    try:
+        await wait_assigned(member)
+
+        async def not_ready(node_id: int, request: Any, **kwargs: Any) -> Any:
+            if answer == "unanswered":
+                raise KafkaConnectionError("the coordinator went away")
+            return type("Answer", (), {"error_code": CoordinatorLoadInProgressError.errno})()
+
+        assert not await member._replaced_in_group(member._coordinator.coordinator_id,
+                                                   not_ready)
+    finally:
+        await member.stop()
 
 
 async def test_an_instance_its_group_forgot_with_no_other_under_its_id_joins_again(
