@@ -224,7 +224,6 @@ class Platform:
             if sweeper is not None:
                 sweeper.cancel()
             await self.stop_rebuilding()
-            self.outflow.abandon()
             left = await close_consumer(self.consumer)  # bounded, as the broker may be away
             flushed = await close_producer(self.producer)
             await self.views.stop()

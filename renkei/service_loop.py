@@ -187,8 +187,12 @@ class Outflow:
         self._handled.update(handled)
         sent = await handed(self.producer, effects)
         self._unacknowledged += sent
-        if records:
+        if records:  # its failure is raised by whoever awaits it (commit, flush, the next
+            # record); one a stop without a last commit leaves (its producer closing, it fails
+            # unwritten, or is written after its effects: none committed, their records handled
+            # again at the next start) is given up, not logged as never retrieved
             self._records = asyncio.ensure_future(self._record(sent, self._records, records))
+            self._records.add_done_callback(retrieved)
             self._unacknowledged.append(self._records)
 
     async def _record(self, effects: list[asyncio.Future[Any]],
@@ -213,14 +217,6 @@ class Outflow:
         if offsets:  # none if a rebalance took every partition handled since the last commit
             await commit(self.consumer, offsets)
         self._committed_at = time.monotonic()
-
-    def abandon(self) -> None:
-        """At a stop without a last commit (a failure, the broker away): a record of decisions
-        still waiting for its effects is given up (its producer closing, it fails unwritten, or
-        is written after them: either way, none committed, their records are handled again at
-        the next start)."""
-        if self._records is not None:
-            self._records.add_done_callback(retrieved)
 
 
 async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,

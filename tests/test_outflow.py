@@ -61,7 +61,7 @@ async def test_a_stop_without_a_last_commit_leaves_no_record_of_decisions_unretr
     """A platform instance stopping on a failure (Fenced, say: no last commit) closed its
     producer while a record of decisions waited for its effects: written after the close, it
     failed with ProducerClosed, which asyncio logged with a traceback as never retrieved. Given
-    up at the stop (Outflow.abandon), it is not logged; written or not, the next owner handles
+    up (Outflow.send), it is not logged; written or not, the next owner handles
     its records again (none was committed)."""
     holder = holders[1]
     platform, inbox = KafkaAccess.of("platform"), topics.inbox(holder)
@@ -72,7 +72,6 @@ async def test_a_stop_without_a_last_commit_leaves_no_record_of_decisions_unretr
         await effects.start()
         outflow = Outflow(source, effects)
         await outflow.send([], [Send(inbox, "k", b"effect")], [Send(inbox, "k", b"record")])
-        outflow.abandon()
         await effects.stop()
         await asyncio.sleep(0.1)
     del outflow
