@@ -101,11 +101,12 @@ def terminated_as_interrupted() -> Iterator[None]:
     TRANSACTION_MS and more later; SIGKILL still does (it cannot be caught)."""
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
     assert task is not None
-    terminated: list[int] = []
+    terminated = False
 
-    def terminate(signum: int, _: object) -> None:
+    def terminate(_: int, __: object) -> None:
+        nonlocal terminated
         if not terminated:
-            terminated.append(signum)
+            terminated = True
             loop.call_soon_threadsafe(task.cancel)
 
     before = signal.signal(signal.SIGTERM, terminate)
