@@ -45,7 +45,7 @@ from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.rejection import too_long
-from processors.unread import Unread
+from processors.unread import Unread, committed_offsets
 from renkei.broker_time import LOG_APPEND_TIME, BrokerTime, appended_at, record_time
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Incoming, Send, batched, unpacked
@@ -429,14 +429,14 @@ class Platform:
         order up to their ends now if others wrote past it."""
         tps = {p: TopicPartition(decider.DECISIONS, p) for p in kept}
         try:
-            committed = {p: await self.consumer.committed(tp) or 0 for p, tp in tps.items()}
+            committed = await committed_offsets(self.consumer, tps.values())
             ends = await self.consumer.end_offsets(list(tps.values()))
         except KafkaError as exc:
             log.warning("decision partitions kept across a rebalance begun again are rebuilt: "
                         "their offsets not read (%s)", exc)
             self.decider.keep_only(set(self.decider.states) - kept)
             return
-        moved = {p for p in kept if committed[p] > self.read.get(p, 0)}
+        moved = {p for p, tp in tps.items() if (committed[tp] or 0) > self.read.get(p, 0)}
         self.decider.keep_only(set(self.decider.states) - moved)
         self.behind.update({p: ends[tp] for p, tp in tps.items()
                             if p not in moved and ends[tp] > self.read.get(p, 0)})

@@ -59,7 +59,8 @@ class Unread:
             return []
         try:
             await self._measure([w for w in self._waiting if w.ends is None])
-            committed = await self._committed({tp for w in self._waiting for tp in w.ends or {}})
+            committed = await committed_offsets(
+                self.consumer, {tp for w in self._waiting for tp in w.ends or {}})
         except KafkaError as exc:
             log.warning("whether the answers to %d requests past their deadlines are read could "
                         "not be told (%s): they are timed out once it is", self.waiting, exc)
@@ -90,9 +91,11 @@ class Unread:
             w.ends = {tp: ends[tp] for tp in parts[w.topic]}
             w.firsts = {tp: firsts[tp] for tp in parts[w.topic]}
 
-    async def _committed(self, partitions: Iterable[TopicPartition]
-                         ) -> dict[TopicPartition, int | None]:
-        """The group's committed offset on each partition (None: none committed)."""
-        tps = sorted(partitions)
-        return dict(zip(tps, await asyncio.gather(*(self.consumer.committed(tp) for tp in tps)),
-                        strict=True))
+
+async def committed_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+                            ) -> dict[TopicPartition, int | None]:
+    """The consumer's group's committed offset on each partition (None: none committed), asked
+    all at once."""
+    tps = sorted(partitions)
+    return dict(zip(tps, await asyncio.gather(*(consumer.committed(tp) for tp in tps)),
+                    strict=True))
