@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
@@ -34,6 +35,7 @@ SILENT = "minami-clinic"  # a provider whose communication server never answers:
 SERVICE_LOG_LINES = 60  # of each service's log, under a failed test's report
 UNREAD = re.compile(r"exception was never retrieved|Task was destroyed but it is pending")
 PROJECT = re.compile(rf"{re.escape(str(Path(__file__).resolve().parents[1]))}/(?!\.venv/)")
+LEFT_RUNNING_GRACE = 2.0  # seconds a task of a test may take to end once it is over
 STARTED = pytest.StashKey[float]()  # when a test began: the service logs since, if it fails
 
 
@@ -98,6 +100,45 @@ def no_failure_left_unread() -> Iterator[None]:
     gc.collect()  # the futures and tasks still to be collected are logged now
     asyncio_log.removeHandler(UNREAD_LOG)
     assert not UNREAD_LOG.seen, "\n\n".join(UNREAD_LOG.seen)
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def no_task_left_running() -> AsyncIterator[None]:
+    """A test fails if a task of the project's code it started is still running a moment after
+    it: the suite's event loop is one for the session, and such a task ran on into later tests
+    (a platform's rebuild retrying on a consumer stopped, its warnings read by another test as
+    that test's own). It is cancelled. A task of an object that ran tasks before the test (a
+    session fixture's holder, waiting for the directory to move) is that object's own."""
+    before = asyncio.all_tasks()
+    owners = {_owner(t) for t in before} - {None}
+    yield
+    deadline = time.monotonic() + LEFT_RUNNING_GRACE
+    while left := [t for t in asyncio.all_tasks() - before if not t.done()
+                   and PROJECT.match(_code_file(t)) and _owner(t) not in owners]:
+        if time.monotonic() > deadline:
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+            pytest.fail("tasks left running by the test: " + ", ".join(
+                sorted(_code_name(t) for t in left)), pytrace=False)
+        await asyncio.sleep(0.05)
+
+
+def _code_file(task: asyncio.Task[Any]) -> str:
+    """The file of the code a task runs ('' if not a coroutine's)."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code.co_filename if code is not None else ""
+
+
+def _owner(task: asyncio.Task[Any]) -> int | None:
+    """The id of the object whose method a task runs (None if it runs a function)."""
+    frame = getattr(task.get_coro(), "cr_frame", None)
+    return id(frame.f_locals["self"]) if frame is not None and "self" in frame.f_locals else None
+
+
+def _code_name(task: asyncio.Task[Any]) -> str:
+    """The qualified name of the coroutine a task runs."""
+    return str(getattr(task.get_coro(), "__qualname__", task.get_name()))
 
 
 @pytest.fixture(scope="session")

@@ -170,8 +170,7 @@ async def test_a_partition_taken_over_is_rebuilt_beside_the_consumer_not_in_its_
     caplog.set_level(logging.INFO, logger="processors.platform")
     tp, other = TopicPartition(decider.DECISIONS, 0), TopicPartition(topics.AUDIT, 0)
     instance = Platform(KafkaAccess.of(acls.PLATFORM))
-    await instance.consumer.start()
-    try:
+    async with _started(instance):
         instance.consumer.assign([tp])
         await instance.take_over([tp])
         assert instance.taking_over == {0} and tp in instance.consumer.paused()
@@ -186,9 +185,6 @@ async def test_a_partition_taken_over_is_rebuilt_beside_the_consumer_not_in_its_
         assert instance.committable([tp, other]) == [tp, other]
         committed = await instance.consumer.committed(tp) or 0
         assert await instance.consumer.position(tp) == committed
-    finally:
-        await instance.consumer.stop()
-        await instance.producer.stop()  # made with the instance, though never started here
 
 
 async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_rebuilt(
@@ -206,8 +202,7 @@ async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_
         return await replay(tp)
 
     monkeypatch.setattr(instance, "_replay", watched)
-    await instance.consumer.start()
-    try:
+    async with _started(instance):
         instance.consumer.assign(tps)
         await instance.take_over(tps)
         assert instance.rebuilding is not None
@@ -216,9 +211,6 @@ async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_
         assert seen[1] == ({1}, {tps[1]}, {0}), "partition 0 is decided while 1 is rebuilt"
         assert not instance.taking_over and not instance.consumer.paused()
         assert set(instance.at_once) == {0, 1}
-    finally:
-        await instance.consumer.stop()
-        await instance.producer.stop()  # made with the instance, though never started here
 
 
 async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_the_brokers(
@@ -1185,12 +1177,14 @@ def _alone(name: str, ctx: Context,
 
 @asynccontextmanager
 async def _started(owner: Platform) -> AsyncIterator[None]:
-    """`owner`'s consumer started, then stopped, and its producer (made with the instance, though
-    never started here) stopped."""
+    """`owner`'s consumer started, then stopped, a rebuild it began cancelled first (it would go
+    on past the test, retrying on the stopped consumer, its warnings logged in later tests), and
+    its producer (made with the instance, though never started here) stopped."""
     await owner.consumer.start()
     try:
         yield
     finally:
+        await owner.stop_rebuilding()
         await owner.consumer.stop()
         await owner.producer.stop()
 
