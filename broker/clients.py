@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -38,6 +38,9 @@ from broker import (
     repeats,
 )
 from broker.credentials import Credentials
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
 MECHANISM = "SCRAM-SHA-512"
 PROTOCOL = "SASL_PLAINTEXT"
@@ -320,6 +323,15 @@ async def _offsets_at(consumer: Any, times: dict[Any, int], ends: dict[Any, int]
     starts = await consumer.offsets_for_times(times)
     return {tp: end if starts.get(tp) is None else min(starts[tp].offset, end)
             for tp, end in ends.items()}
+
+
+async def committed_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+                            ) -> dict[TopicPartition, int | None]:
+    """The consumer's group's committed offset on each partition (None: none committed), asked
+    all at once."""
+    tps = sorted(partitions)
+    return dict(zip(tps, await asyncio.gather(*(consumer.committed(tp) for tp in tps)),
+                    strict=True))
 
 
 async def seek_to_times(consumer: Any, times: dict[Any, int], ends: dict[Any, int]) -> None:

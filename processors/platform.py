@@ -37,7 +37,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from broker import acls, topics
-from broker.clients import KafkaAccess, records_up_to, seek_to_times, started
+from broker.clients import (
+    KafkaAccess,
+    committed_offsets,
+    records_up_to,
+    seek_to_times,
+    started,
+)
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from processors import access_log, applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
@@ -45,7 +51,7 @@ from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
 from processors.rejection import too_long
-from processors.unread import Unread, committed_offsets
+from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, BrokerTime, appended_at, record_time
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Incoming, Send, batched, unpacked

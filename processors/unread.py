@@ -16,13 +16,14 @@ it, and every owner replaying the partition reads the answer first.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+
+from broker.clients import committed_offsets
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,3 @@ class Unread:
             w.ends = {tp: ends[tp] for tp in parts[w.topic]}
             w.firsts = {tp: firsts[tp] for tp in parts[w.topic]}
 
-
-async def committed_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
-                            ) -> dict[TopicPartition, int | None]:
-    """The consumer's group's committed offset on each partition (None: none committed), asked
-    all at once."""
-    tps = sorted(partitions)
-    return dict(zip(tps, await asyncio.gather(*(consumer.committed(tp) for tp in tps)),
-                    strict=True))
