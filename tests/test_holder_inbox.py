@@ -770,7 +770,9 @@ async def test_applying_a_rekeying_answer_does_not_stall_the_event_loop(
         client: HolderClient) -> None:
     """The answer's 10k codes were applied in one transaction, holding the loop ~170 ms CPU on
     this loaded machine, every query and answer in flight waiting: a part at a time (the
-    longest step left its decoding, ~15 ms)."""
+    longest step left its decoding, ~15 ms; 13-24 ms on a slower machine, its parts 8-18 ms,
+    ~210 ms in all, where a bound of 30 ms failed it: the longest step is bounded as a share of
+    the whole, which one transaction holds nearly all of)."""
     stale = many_stale(client)
     request_id, answer = rekeying_of(client, stale)
     async with cpu_ticking() as ticker:
@@ -779,7 +781,8 @@ async def test_applying_a_rekeying_answer_does_not_stall_the_event_loop(
     rekeyed_once(client, request_id, stale)
     assert client.store.request(request_id).result == {  # type: ignore[union-attr]
         "converted": str(len(stale)), "investigated": "0", "epoch": "1"}
-    assert stood_still < 0.03, stood_still
+    worked = ticker.turned - ticker.started
+    assert stood_still < worked / 4, (stood_still, worked)
 
 
 async def test_a_rekeying_answer_applied_in_part_before_a_crash_is_applied_once_read_again(
