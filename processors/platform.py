@@ -108,25 +108,15 @@ class Views:
         self._behind: asyncio.Task[None] | None = None  # a directory read to its end not done
         self._given_up = False  # a directory read given up (said), none read to its end since
 
-    def read_first(self, records: list[Any]) -> bool:
-        """Whether the directory is to be read to its end before these records are judged: all
-        but decision records decided at once (judged as they were decided) are judged by the
-        directory as of their broker time, a holder's request at approval, an answer by its
-        requester (a provider's, the registry's, a decision record to decide); an owner whose
-        view had not read a suspension dated before one made its effects at once, and the next,
-        the first killed or frozen before recording them, its view ahead, judged it otherwise
-        (a request approved, then refused SUSPENDED; an answer relayed, then relayed to no one);
-        read to its end first, every owner judges it alike, at a look-up of the end a poll."""
-        return any(r.topic != decider.DECISIONS or _mark(r) is None for r in records)
-
     async def directory_read(self) -> None:
         """Wait until the directory view has read every directory record the broker had now, so
         that the records polled before are judged by every resumption and registration written
         before them (a holder's request sent once `renkei holder resume` had returned was
-        refused SUSPENDED by a view not there yet; read_first): DIRECTORY_WAIT at most, after
-        which, or if the broker does not say the directory's end, they are judged by the view as
-        it is, said in a warning (once: not again until a read has reached the end), and no poll
-        waits again until that read has reached its end (said once it, or a read after, has)."""
+        refused SUSPENDED by a view not there yet; judged_by_directory): DIRECTORY_WAIT at most,
+        after which, or if the broker does not say the directory's end, they are judged by the
+        view as it is, said in a warning (once: not again until a read has reached the end), and
+        no poll waits again until that read has reached its end (said once it, or a read after,
+        has)."""
         if self._behind is not None and not self._behind.done():
             return
         reading = asyncio.create_task(self.directory.read_to_end())
@@ -264,12 +254,12 @@ class Platform:
 
     def read_first(self, records: list[Any]) -> bool:
         """Whether the directory is to be read to its end before these records are judged
-        (Views.read_first), or before answers held for a request are: a record decided at once
+        (judged_by_directory), or before answers held for a request are: a record decided at once
         by another owner (a last owner's, read on from the offset it committed) releases those
         of its requests, judged as it is read (Decider.handle), as the answers are by an owner
         reading its request not decided at once (Decider.in_order); one decided here, or in a
         partition holding none, needs no look-up."""
-        if self.views.read_first(records):
+        if judged_by_directory(records):
             return True
         holding = self.decider.holding()  # none, mostly: the records not looked at for it
         return bool(holding) and any(  # each a decision record decided at once, by someone
@@ -529,6 +519,19 @@ class Platform:
         async with self.sweeping:  # a sweep on its way lands first, and none is sent after
             self.owned -= given
         await self.outflow.flush()
+
+
+def judged_by_directory(records: list[Any]) -> bool:
+    """Whether the directory is to be read to its end before these records are judged: all
+    but decision records decided at once (judged as they were decided) are judged by the
+    directory as of their broker time, a holder's request at approval, an answer by its
+    requester (a provider's, the registry's, a decision record to decide); an owner whose
+    view had not read a suspension dated before one made its effects at once, and the next,
+    the first killed or frozen before recording them, its view ahead, judged it otherwise
+    (a request approved, then refused SUSPENDED; an answer relayed, then relayed to no one);
+    read to its end first, every owner judges it alike, at a look-up of the end a poll, whatever
+    its view says."""
+    return any(r.topic != decider.DECISIONS or _mark(r) is None for r in records)
 
 
 def _mark(record: Any) -> bytes | None:
