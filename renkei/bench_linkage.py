@@ -278,7 +278,8 @@ def measure(settings: Settings) -> dict[str, Any]:
         "scaleout": scaleout,
         "memory": None if memory is None else {
             "point": memory, "warmup_seconds": settings.knobs.memory_warmup,
-            "flatness": bench_report.flatness(memory)},
+            "flatness": bench_report.flatness(memory),
+            "throughput": bench_report.rate_held(memory)},
     }
     result["bars"] = bench_report.bars(result)
     return result

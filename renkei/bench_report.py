@@ -62,9 +62,20 @@ def flatness(point: Point, warmup_share: float = 0.1) -> dict[str, Any]:
     return out
 
 
+def rate_held(point: Point, minute: float = 60.0) -> dict[str, float]:
+    """Whether a long point's throughput held: its first and last minutes' round trips a
+    second, and its growth over the window as memory's is told (_growth: negative, it fell)."""
+    series = point["throughput_series"]
+    step, rates = series["step_seconds"], series["rt_s"]
+    per_minute = max(1, round(minute / step))
+    return {"first_minute": statistics.fmean(rates[:per_minute]),
+            "last_minute": statistics.fmean(rates[-per_minute:]),
+            "growth": _growth([(i * step, r) for i, r in enumerate(rates)])}
+
+
 def _growth(samples: Sequence[tuple[float, float]]) -> float:
-    """How much the least-squares line through (time, MB) rises from the first sample's time
-    to the last's, relative to its level at the first (0 with fewer than two times)."""
+    """How much the least-squares line through (time, value) rises from the first sample's
+    time to the last's, relative to its level at the first (0 with fewer than two times)."""
     times = [t for t, _ in samples]
     if len(set(times)) < 2:
         return 0.0
@@ -282,6 +293,10 @@ def summary(result: dict[str, Any]) -> None:
             click.echo(f"  memory {worker}: median {flat['median_mb']:.0f} MB, "
                        f"{flat['min_mb']:.0f}–{flat['max_mb']:.0f} MB (±{flat['spread']:.1%}), "
                        f"growth over the window {flat['growth']:+.1%}")
+        held = result["memory"]["throughput"]
+        click.echo(f"  memory run's throughput: first minute {held['first_minute']:,.0f} rt/s, "
+                   f"last {held['last_minute']:,.0f} rt/s, growth over the window "
+                   f"{held['growth']:+.1%}")
     click.echo("  bars:")
     for bar in result["bars"]:
         click.echo(f"    [{'met' if bar['met'] else 'NOT MET':7}] {bar['bar']}: {bar['measured']}")

@@ -14,6 +14,7 @@ import numpy as np
 from schemas.messages import FOUND
 
 PERCENTILES = {"p50": 50.0, "p99": 99.0, "p99.9": 99.9}
+STEP_SECONDS = 10.0  # each step of a point's throughput series
 
 
 def load(paths: Sequence[Path]) -> dict[str, np.ndarray[Any, Any]]:
@@ -31,17 +32,24 @@ def summarize(records: dict[str, np.ndarray[Any, Any]], start: float,
     latency percentiles and outcomes of the requests due in the window. The percentiles are
     over every request due, one not answered (any outcome but FOUND: not sent, no answer, or a
     refusal) counting as never answered: a percentile that lands among those is None. The mean
-    is of the answered ones."""
+    is of the answered ones. The throughput series says whether the rate held over the window:
+    round trips completed per second in each STEP_SECONDS from its start (the last step cut
+    at its end)."""
     sent, latency, status = records["sent"], records["latency"], records["status"]
     found = status == FOUND
-    done_at = sent + np.nan_to_num(latency, nan=np.inf)
-    completed = int(np.count_nonzero(found & (done_at >= start) & (done_at < end)))
+    done_at = (sent + np.nan_to_num(latency, nan=np.inf))[found]
+    steps = math.ceil(round((end - start) / STEP_SECONDS, 6))  # not one more for a float's ulp
+    edges = np.minimum(start + STEP_SECONDS * np.arange(steps + 1), end)
+    by_step = np.histogram(done_at[(done_at >= start) & (done_at < end)], bins=edges)[0]
+    completed = int(by_step.sum())
     due = (sent >= start) & (sent < end)
     answered = latency[due & found] * 1000
     every = np.where(found[due], latency[due] * 1000, np.inf)
     outcomes = Counter(str(s) for s in status[due])
     return {
         "throughput": completed / (end - start),
+        "throughput_series": {"step_seconds": STEP_SECONDS,
+                              "rt_s": (by_step / np.diff(edges)).round(1).tolist()},
         "due": int(np.count_nonzero(due)),
         "completed": completed,
         "outcomes": dict(outcomes.most_common()),

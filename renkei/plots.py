@@ -74,8 +74,9 @@ def scaleout(points: Sequence[Point], path: Path) -> None:
 
 def memory(point: Point, band: float, path: Path) -> None:
     """Resident memory of each processor instance over the long run, with the ±band around
-    its median."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    its median; below it, the run's throughput over the same seconds (whether it held)."""
+    fig, (ax, rate) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
+                                   gridspec_kw={"height_ratios": (2, 1)})
     samples = point["rss_mb"]
     for worker, values in samples.items():
         if worker == "t":
@@ -86,12 +87,20 @@ def memory(point: Point, band: float, path: Path) -> None:
             middle = seen[len(seen) // 2]
             ax.axhspan(middle * (1 - band), middle * (1 + band), alpha=0.1,
                        label=f"±{band:.0%} of median")
-    ax.set(xlabel="seconds into the run", ylabel="resident memory (MB)",
+    ax.set(ylabel="resident memory (MB)",
            title="Processor memory, " + (f"{point['offered_rate']:g} rt/s offered"
                                          if point["offered_rate"] else "flat out"))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    series = point["throughput_series"]
+    rates = series["rt_s"]  # each drawn across its step, the last to the window's end
+    rate.step([*(i * series["step_seconds"] for i in range(len(rates))), point["seconds"]],
+              [*rates, rates[-1]], where="post")
+    rate.set(xlabel="seconds into the run",
+             ylabel=f"rt/s (each {series['step_seconds']:g} s)")
+    rate.set_ylim(bottom=0)
+    rate.grid(alpha=0.3)
     _save(fig, path)
 
 

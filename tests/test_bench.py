@@ -77,6 +77,26 @@ def test_round_trips_count_in_the_window_they_complete(tmp_path: Path) -> None:
     assert [round(spans[hop]["p50"]) for hop, _ in hops.HOPS] == [10, 30, 20, 30, 10]
 
 
+def test_a_long_points_throughput_series_says_whether_the_rate_held() -> None:
+    """Ten minutes at 100 rt/s then 80 from the fifth on: its mean, 90, hides the fall; its
+    series of 10-s steps, and the growth over the window as memory's is judged, do not."""
+    sent = np.concatenate([np.arange(0, 300, 1 / 100), np.arange(300, 600, 1 / 80)])
+    records = {"sent": sent, "latency": np.full(sent.size, 0.05),
+               "status": np.full(sent.size, "FOUND", dtype="U12"),
+               "request_id": np.array([""] * sent.size)}
+    found = latency.summarize(records, 0.0, 600.0)
+    rates = found["throughput_series"]["rt_s"]
+    assert found["throughput_series"]["step_seconds"] == 10.0 and len(rates) == 60
+    assert rates[0] == 99.5 and rates[1] == rates[28] == 100.0 and rates[31] == rates[-1] == 80.0
+    held = bench_report.rate_held(found)
+    assert held["first_minute"] > 99.9 and held["last_minute"] == 80.0
+    assert -0.3 < held["growth"] < -0.25  # the least-squares line: 105 → 75 rt/s
+    steady = bench_report.rate_held(latency.summarize(records, 0.0, 300.0))
+    assert abs(steady["growth"]) < 0.01
+    cut = latency.summarize(records, 0.0, 65.0)["throughput_series"]["rt_s"]
+    assert len(cut) == 7 and cut[-1] == 100.0  # the last step 5 s long, at the same rate
+
+
 def _records(count: int, every: int, status: str, latency_s: float = 0.05,
              seconds: float = 60.0) -> dict[str, Any]:
     """`count` requests due evenly over `seconds`, answered in `latency_s`, but every `every`th
@@ -493,6 +513,12 @@ def test_quick_benchmark_writes_its_result_and_plots(tmp_path: Path) -> None:
     assert "CPU a round trip flat out, µs: renkei " in run.stdout
     assert result["curve"]["renkei"] and result["curve"]["baseline"]
     assert result["memory"]["flatness"]["platform-1"]["median_mb"] > 10
+    assert result["memory"]["throughput"]["first_minute"] > 0
+    assert "memory run's throughput: first minute " in run.stdout
+    for point in (main["renkei"], main["baseline"]):  # a point shorter than a step: one,
+        assert point["seconds"] < latency.STEP_SECONDS  # cut at its end, at its rate
+        [rate] = point["throughput_series"]["rt_s"]
+        assert math.isclose(rate, point["throughput"], abs_tol=0.05)
     assert len(result["bars"]) == 3 and all(isinstance(b["met"], bool) for b in result["bars"])
     for name in ("curve", "scaleout", "memory"):
         assert (results / f"linkage-{name}.png").stat().st_size > 1000
