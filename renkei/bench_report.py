@@ -66,11 +66,11 @@ def rate_held(point: Point, minute: float = 60.0) -> dict[str, float]:
     """Whether a long point's throughput held: its first and last minutes' round trips a
     second, and its growth over the window as memory's is told (_growth: negative, it fell)."""
     series = point["throughput_series"]
-    step, rates = series["step_seconds"], series["rt_s"]
-    per_minute = max(1, round(minute / step))
+    rates = series["rt_s"]
+    per_minute = max(1, round(minute / series["step_seconds"]))
     return {"first_minute": statistics.fmean(rates[:per_minute]),
             "last_minute": statistics.fmean(rates[-per_minute:]),
-            "growth": _growth([(i * step, r) for i, r in enumerate(rates)])}
+            "growth": _growth(list(zip(series["t"], rates, strict=True)))}
 
 
 def _growth(samples: Sequence[tuple[float, float]]) -> float:

@@ -34,7 +34,7 @@ def summarize(records: dict[str, np.ndarray[Any, Any]], start: float,
     refusal) counting as never answered: a percentile that lands among those is None. The mean
     is of the answered ones. The throughput series says whether the rate held over the window:
     round trips completed per second in each STEP_SECONDS from its start (the last step cut
-    at its end)."""
+    at its end), each at its step's start in seconds into the window (t, as memory's)."""
     sent, latency, status = records["sent"], records["latency"], records["status"]
     found = status == FOUND
     done_at = (sent + np.nan_to_num(latency, nan=np.inf))[found]
@@ -49,6 +49,7 @@ def summarize(records: dict[str, np.ndarray[Any, Any]], start: float,
     return {
         "throughput": completed / (end - start),
         "throughput_series": {"step_seconds": STEP_SECONDS,
+                              "t": (edges[:-1] - start).round(2).tolist(),
                               "rt_s": (by_step / np.diff(edges)).round(1).tolist()},
         "due": int(np.count_nonzero(due)),
         "completed": completed,

@@ -95,8 +95,7 @@ def memory(point: Point, band: float, path: Path) -> None:
     ax.legend(fontsize=8)
     series = point["throughput_series"]
     rates = series["rt_s"]  # each drawn across its step, the last to the window's end
-    rate.step([*(i * series["step_seconds"] for i in range(len(rates))), point["seconds"]],
-              [*rates, rates[-1]], where="post")
+    rate.step([*series["t"], point["seconds"]], [*rates, rates[-1]], where="post")
     rate.set(xlabel="seconds into the run",
              ylabel=f"rt/s (each {series['step_seconds']:g} s)")
     rate.set_ylim(bottom=0)
