@@ -28,8 +28,14 @@ from renkei.state import file_locked, private_dir, read_json, write_json
 
 FORMAT = "renkei-ic-card-v1"
 PIN_TRIES = 3
-PIN = re.compile(r"^[0-9]{4}$")
+PIN = re.compile(r"[0-9]{4}")  # fullmatch: "1234\n" is none
+SERIAL = re.compile(r"[0-9a-f]{1,40}")  # fullmatch: a certificate's, 20 bytes at most (RFC 5280)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
+
+
+class NotAPin(ValueError):
+    """Not 4 digits: a card refuses it before counting a try (as a chip answers a PIN of the
+    wrong length), so a malformed one costs none of the holder's three."""
 
 
 class BadPin(ValueError):
@@ -51,8 +57,8 @@ def folder(made: bool = True) -> Path:
 
 
 def check_pin(pin: str) -> str:
-    if not PIN.match(pin):
-        raise ValueError("a PIN is 4 digits")
+    if not PIN.fullmatch(pin):
+        raise NotAPin("a PIN is 4 digits")
     return pin
 
 
@@ -114,7 +120,9 @@ class Card:
         as on its chip: under the card's own lock (without, two processes on one card file,
         two readers or a reader and a script, each counted down from the count both had read:
         more than PIN_TRIES wrong PINs in all before it locked; the card folder's lock made
-        tries on the folder's other cards wait too)."""
+        tries on the folder's other cards wait too). NotAPin, no try counted, for one that is not
+        4 digits."""
+        check_pin(pin)
         with self.in_use():
             der = self._unsealed(pin)
         key = serialization.load_der_private_key(der, None)
@@ -157,6 +165,6 @@ def cards(where: Path | None = None) -> list[Card]:
 
 def find(serial: str, where: Path | None = None) -> Card:
     path = (where or folder()) / f"{serial}.card.json"
-    if not re.fullmatch(r"[0-9a-f]+", serial) or not path.exists():
+    if not SERIAL.fullmatch(serial) or not path.exists():
         raise LookupError("no such card in the reader")
     return Card(path)

@@ -23,8 +23,9 @@ from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cards import ca
-from cards.card import BadPin, Card, CardLocked, cards, find
+from cards.card import BadPin, Card, CardLocked, NotAPin, cards, find
 from cards.login import message
+from renkei import quiet_http
 
 COOKIE = "reader_csrf"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -56,7 +57,10 @@ class Ask:
     def of(cls, data: Any, trusted: frozenset[str]) -> Ask:
         ask = cls(str(data.get("origin", "")), str(data.get("authority", "")),
                   str(data.get("challenge", "")), str(data.get("return", "")))
-        parts = urlsplit(ask.back)
+        try:
+            parts = urlsplit(ask.back)
+        except ValueError:  # no address at all (`http://[x`)
+            raise web.HTTPBadRequest(text="bad return address") from None
         if ask.origin not in trusted or f"{parts.scheme}://{parts.netloc}" != ask.origin:
             raise web.HTTPForbidden(text="this reader does not sign for that site")
         if ask.authority not in KINDS:
@@ -123,7 +127,7 @@ async def sign_form(request: web.Request) -> web.Response:
 
 async def sign(request: web.Request) -> web.Response:
     reader = request.app[READER]
-    form = await request.post()
+    form = await quiet_http.form(request)
     ask = Ask.of(form, reader.trusted)
     token = request.cookies.get(COOKIE, "")
     if not token or not secrets.compare_digest(token.encode(), str(form.get("csrf", "")).encode()):
@@ -135,6 +139,8 @@ async def sign(request: web.Request) -> web.Response:
             card.sign, message(ask.origin, bytes.fromhex(ask.challenge)), str(form.get("pin", "")))
     except LookupError:
         return _form(reader, ask, token, "no-card", status=400)
+    except NotAPin:  # not a try: the card counted none
+        return _form(reader, ask, token, "not-a-pin", serial, status=400)
     except BadPin as exc:
         return _form(reader, ask, token, f"bad-pin:{exc.tries_left}", serial, status=403)
     except CardLocked:

@@ -21,6 +21,7 @@ from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Challenge, Officer, Session, Signed
 from portal.web import READER_RETURN, SESSION, SESSIONS, SITE, login_page, render, session_of
+from renkei import quiet_http
 from renkei.questions import NO_REPLY_KEY
 from schemas.messages import CardLogin
 
@@ -83,7 +84,7 @@ def _counter_staff(session: Session) -> Officer | None:
 async def returned(request: web.Request) -> web.Response:
     """The reader's return, posted from the reader's own site (no session's cookie comes with
     it): what it returned kept with the challenge it names, the browser sent on to `card`."""
-    form = await request.post()
+    form = await quiet_http.form(request)
     nonce = str(form.get("challenge", ""))
     request.app[SESSIONS].sign(nonce, Signed(str(form.get("certificate", "")),
                                              str(form.get("signature", ""))))

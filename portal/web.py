@@ -213,9 +213,10 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     resident's), which says why it ended if it was logged out, else that the form was not
     taken; one of a live session with another token (a page opened before a login or a
     log-out) is refused (403) by a page saying it was out of date.
-    Each is logged, in one line (_refused_form)."""
+    Each is logged, in one line (_refused_form). A body that is no form is refused, 400
+    (quiet_http.form): every page's form is read here first, the handlers given it as read."""
     if request.method == "POST" and is_page(request):
-        form = await request.post()
+        form = await quiet_http.form(request)
         session = session_of(request)
         if not secrets.compare_digest(str(form.get("csrf", "")).encode(), session.csrf.encode()):
             if _begun_here(request):  # no live session sent it: one ended, or none
@@ -354,8 +355,12 @@ async def switch_language(request: web.Request) -> web.Response:
 
 def same_site(target: str) -> str:
     """`target` if it is a path on this site, else the home page: no scheme, no host, and nothing
-    a browser reads as one (`//host`, `/\\host`, a tab or newline it drops on the way)."""
-    parts = urlsplit(target)
+    a browser reads as one (`//host`, `/\\host`, a tab or newline it drops on the way), nor one
+    that is no address at all (`//[x`, urlsplit's ValueError)."""
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return "/"
     local = (target.startswith("/") and not target.startswith("//") and not parts.scheme
              and not parts.netloc and target.isprintable() and "\\" not in target)
     return target if local else "/"

@@ -94,6 +94,41 @@ async def test_a_malformed_csrf_token_is_refused_not_an_error(client: Client, ca
     assert tried.status == 403
 
 
+@pytest.mark.parametrize("pin", ["", "123", "12345", "1234\n", "１２３４", "x" * 1000])
+async def test_a_pin_that_is_not_4_digits_is_refused_and_costs_no_try(
+        client: Client, card: Card, pin: str) -> None:
+    """The page's form asks for 4 digits, but a client that is no browser page counted a try
+    down for anything else (three such and the card was locked): a card refuses what is no PIN
+    before it counts, and the reader says so (400), the card's tries as they were."""
+    tried = await client.post("/sign", data=await _form(client, card, pin),
+                              headers={"Origin": _own_origin(client)})
+    assert tried.status == 400 and "A PIN is 4 digits" in await tried.text()
+    assert Card(card.path).tries_left == PIN_TRIES
+
+
+@pytest.mark.parametrize("change", [{"card": "a" * 300}, {"return": "http://[x"},
+                                    {"return": "http://ex\u2101ample/"}])
+async def test_a_card_or_return_address_that_is_none_is_refused_not_an_error(
+        client: Client, card: Card, change: dict[str, str]) -> None:
+    """A serial longer than a file name (OSError from the card folder) and a return address
+    urlsplit cannot split (ValueError) went out as 500s; each is a 400, no try counted."""
+    form = {**await _form(client, card, PIN), **change}
+    tried = await client.post("/sign", data=form, headers={"Origin": _own_origin(client)})
+    assert tried.status == 400, await tried.text()
+    if "return" in change:
+        asked = await client.get(f"/sign?{urlencode({**ASK, **change})}")
+        assert asked.status == 400
+    assert Card(card.path).tries_left == PIN_TRIES
+
+
+async def test_a_body_that_is_no_form_is_refused_not_an_error(client: Client, card: Card) -> None:
+    body = urlencode(await _form(client, card, PIN)).encode() + b"&pin=\xff"
+    tried = await client.post("/sign", data=body, headers={
+        "Origin": _own_origin(client), "Content-Type": "application/x-www-form-urlencoded"})
+    assert tried.status == 400 and await tried.text() == "the form could not be read"
+    assert Card(card.path).tries_left == PIN_TRIES
+
+
 def _held(card: Card, let_go: threading.Event) -> threading.Thread:
     """A thread holding the card (as a try of another process would) until `let_go`, or for
     10 s: a reader that waits for it on its event loop stops the test's own loop that long."""

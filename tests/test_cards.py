@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cards import ca, issue, jlis
-from cards.card import PIN_TRIES, BadPin, Card, CardLocked
+from cards.card import PIN_TRIES, BadPin, Card, CardLocked, NotAPin
 from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, challenge, message
 from registry import store as registry_store
@@ -77,6 +77,20 @@ def test_three_wrong_pins_lock_the_card_even_for_the_right_pin(cards_dir: Path) 
     assert reread.locked
     with pytest.raises(CardLocked):
         reread.sign(b"x", "2468")
+
+
+def test_what_is_not_4_digits_is_no_pin_to_issue_nor_a_try_on_the_card(cards_dir: Path) -> None:
+    """A card took anything as a try (counted down, then wrong); a PIN of another length or
+    other characters is refused before it counts, as a chip refuses a PIN of the wrong length.
+    "1234\\n" passed the check that issues a card ($ matches before a final newline)."""
+    with pytest.raises(NotAPin):
+        issue.officer_card("officer-2", "oversight", "oversight", "2468\n", cards_dir)
+    card = issue.officer_card("officer-2", "oversight", "oversight", "2468", cards_dir)
+    for pin in ("", "246", "24680", "2468\n", "２４６８"):
+        with pytest.raises(NotAPin):
+            card.sign(b"x", pin)
+    assert Card(card.path).tries_left == PIN_TRIES
+    card.sign(b"x", "2468")
 
 
 def test_the_key_is_sealed_under_the_pin(cards_dir: Path) -> None:

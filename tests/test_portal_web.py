@@ -41,7 +41,16 @@ from portal.kafka import Shown, holders_to_ask
 from portal.records import CONNECTION_CACHE_KIB, HISTORY_PAGE, SEARCH_PAGE, History, Records
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import CHALLENGES_PENDING, Officer, Resident, Sessions
-from portal.web import COOKIE, SESSIONS, SITE, Site, local_time, refused
+from portal.web import (
+    COOKIE,
+    LOGIN_START,
+    READER_RETURN,
+    SESSIONS,
+    SITE,
+    Site,
+    local_time,
+    refused,
+)
 from registry import tickets
 from renkei.holder_logs import NOT_LISTED, SUSPENDED
 from renkei.questions import DECLINED
@@ -1056,6 +1065,42 @@ async def test_malformed_input_is_refused_not_an_error(
         assert (await card_login(client, officer, realm, "/login?as=oversight")).status == 303
     answer = await client.request(method, path, data=form, allow_redirects=False)
     assert answer.status == status and 'id="refused"' not in await answer.text()
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("path", [LOGIN_START, READER_RETURN])  # a page's form; the reader's
+@pytest.mark.parametrize("body, content_type", [
+    (b"csrf=\xff\xfe&realm=resident", FORM),  # not UTF-8
+    (b"csrf=x&realm=resident", f"{FORM}; charset=bogus"),  # a charset no one knows
+    (b"csrf=x", "multipart/form-data"),  # no boundary
+    (b"garbage", "multipart/form-data; boundary=xx")])  # no parts
+async def test_a_body_that_is_no_form_is_refused_quoting_none_of_it(
+        client: Client, caplog: pytest.LogCaptureFixture, path: str, body: bytes,
+        content_type: str) -> None:
+    """A form aiohttp cannot read went out as a 500, its traceback logged (aiohttp's error
+    quoting the body's bytes, a forged card's return anyone may post); it is a 400, logged in
+    one line that names the path and what aiohttp could not read, none of the body."""
+    with caplog.at_level(logging.INFO):
+        answer = await client.post(path, data=body, headers={"Content-Type": content_type},
+                                   allow_redirects=False)
+    assert answer.status == 400, await answer.text()
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(":")[0] for r in said] == [
+        f"refused a form to {path} from 127.0.0.1"], said
+    assert not any(r.exc_info for r in caplog.records)
+    assert not any(part in r.getMessage() for r in said
+                   for part in ("resident", "garbage", "bogus", "\xff"))
+
+
+@pytest.mark.parametrize("next_page", ["http://[x", "//[x", "//ex\u2101ample"])
+async def test_a_language_link_back_to_no_address_goes_home_not_to_an_error(
+        client: Client, next_page: str) -> None:
+    """urlsplit raises ValueError for an address no URL can be (an unclosed IPv6 host, a host
+    that NFKC-normalises to another): the link any site may send went out as a 500."""
+    sent = await client.get(f"/lang/en?{urlencode({'next': next_page})}", allow_redirects=False)
+    assert (sent.status, sent.headers["Location"]) == (303, "/")
 
 
 SIGNED_IN = [("resident", "/history", "/login"), ("counter", "/counter", "/login?as=counter")]
