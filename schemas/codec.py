@@ -127,7 +127,13 @@ class Codec:
         try:
             fastavro.schemaless_writer(out, schema.parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise MalformedMessage(f"cannot write {name}: {exc}") from exc
+            # fastavro's words may quote the value (a date of birth, a sex), which would reach
+            # whatever logs this error, its traceback too: the kind of error alone is said, and
+            # the field if fastavro names it
+            field = _ON_FIELD.search(str(exc))
+            raise MalformedMessage(
+                f"cannot write {name}: a value of the wrong type or out of its schema's range "
+                f"({type(exc).__name__}{f', on field {field[1]}' if field else ''})") from None
         data = out.getvalue()
         if len(data) > MAX_BYTES:
             raise OversizedMessage(f"{name} of {len(data)} bytes is over {MAX_BYTES}")
@@ -219,6 +225,7 @@ def _fault(exc: Exception, buf: io.BytesIO, data: bytes) -> str:
 
 
 _OBJECT = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+_ON_FIELD = re.compile(r"on field ([A-Za-z_][A-Za-z0-9_]*)$")  # fastavro's, a schema's name
 
 
 def to_record(message: Any) -> dict[str, Any]:

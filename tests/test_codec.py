@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import traceback
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -70,6 +71,23 @@ def test_unknown_schema_malformed_and_oversized_are_refused_clearly() -> None:
         CODEC.decode(b"\xc3\x01" + b"\x00" * MAX_BYTES, Rejection)
     with pytest.raises(UnexpectedMessage, match="a Rejection is not expected"):
         CODEC.decode(good, LinkageRequest)
+
+
+@pytest.mark.parametrize("person, quoted, said", [
+    (FourAttributes("髙橋　太郎", "桜町1-2-3", cast(date, "1980/02/29"), Sex.MALE), "1980", ""),
+    (FourAttributes("髙橋　太郎", "桜町1-2-3", date(1980, 2, 29), cast(Sex, "男")), "男", ""),
+    (FourAttributes(cast(str, 1980), "桜町1-2-3", date(1980, 2, 29), Sex.MALE), "1980",
+     ", on field name")])
+def test_a_message_that_cannot_be_written_is_refused_without_its_values(
+        person: FourAttributes, quoted: str, said: str) -> None:
+    """fastavro's error may quote the value it could not write (a date of birth, a sex), and it
+    went into MalformedMessage's words and its cause, so into any log of it, traceback and all;
+    the field is said where fastavro names it."""
+    with pytest.raises(MalformedMessage) as refused:
+        CODEC.encode(person)
+    assert str(refused.value).endswith(f"Error{said})"), refused.value
+    told = "".join(traceback.format_exception(refused.value))
+    assert quoted not in told and "髙橋" not in told, told
 
 
 def test_a_corrupt_body_is_described_in_the_same_words_everywhere() -> None:
