@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from processors.approval import PatternList, not_active_reason
 from processors.codes import CodeService, UnitEpoch
+from processors.decision_sealing import DecisionSealer
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
 from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
@@ -24,6 +25,7 @@ class Context:
     tickets: TicketSealer
     sealing_key: X25519PrivateKey = field(repr=False)
     digest_key: bytes = field(repr=False)  # of holder messages' and binding events' digests
+    decisions: DecisionSealer  # the decisions topic's records, sealed at rest
     directory: dict[str, HolderEntry] = field(default_factory=dict)
     patterns: PatternList = field(default_factory=lambda: PatternList(()))
     answer_timeout: timedelta = ANSWER_TIMEOUT
@@ -33,10 +35,10 @@ class Context:
 
     @classmethod
     def of(cls, master: MasterKeys) -> Context:
-        """The context of the platform's master keys: its codes, tickets, sealing and digest
-        keys all derived from them; no directory nor patterns yet."""
+        """The context of the platform's master keys: its codes, tickets, sealing, digest and
+        decisions keys all derived from them; no directory nor patterns yet."""
         return cls(CodeService(master), TicketSealer(master.ticket_key()), master.sealing_key(),
-                   master.digest_key())
+                   master.digest_key(), DecisionSealer(master.decisions_key()))
 
     def fresh(self, sent_at: datetime, received: datetime) -> bool:
         """Sent at most the replay window before it was received, and not from the future

@@ -57,6 +57,10 @@ class MasterKeys:
         """The AES-GCM key of the tickets the platform seals into queries."""
         return _derive(self.link_master, b"renkei/ticket")
 
+    def decisions_key(self) -> bytes:
+        """The AES-GCM key of the decisions topic's records (processors.decision_sealing)."""
+        return _derive(self.link_master, b"renkei/decisions-at-rest")
+
     def digest_key(self) -> bytes:
         """The key of holder messages' digests (decider.message_digest) and binding events'
         (binding._said): without it no one can search for two messages, or events, that share

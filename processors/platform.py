@@ -319,7 +319,8 @@ class Platform:
             effects += self._apply(partition, event, now, ctx)
             decided.append(item)
         self.ends_ahead = ends_ahead(effects)
-        return batched(effects, BATCHED), [self._marked(s) for s in batched(decided, BATCHED)]
+        return (sealed(batched(effects, BATCHED), ctx),
+                sealed([self._marked(s) for s in batched(decided, BATCHED)], ctx))
 
     def _marked(self, record: Send) -> Send:
         """A record of events decided at once, marked with its partition's current mark (one
@@ -338,7 +339,7 @@ class Platform:
         mark = _mark(record)
         if mark is not None and mark == self.at_once.get(record.partition):
             return []
-        return [made for event in unpacked(record.value or b"")
+        return [made for event in unpacked(opened(record, ctx))
                 for made in self._apply(record.partition, event, now, ctx, effects=mark is None)]
 
     def _apply(self, partition: int, event: bytes | DecisionEvent, now: datetime, ctx: Context,
@@ -378,7 +379,7 @@ class Platform:
                     self.decider.unsent(sweeps)  # given up meanwhile: due again if kept
                     continue
                 try:
-                    await deliver(self.producer, sweeps)
+                    await deliver(self.producer, sealed(sweeps, self.views.refresh()))
                 except KafkaError as exc:
                     log.warning("sweep not sent (%s): it is due again next time", exc)
                     self.decider.unsent(sweeps)
@@ -521,6 +522,18 @@ class Platform:
         await self.outflow.flush()
 
 
+def sealed(sends: list[Send], ctx: Context) -> list[Send]:
+    """The records for the decisions topic sealed as they go to it (decision_sealing), the
+    others as they are."""
+    return [ctx.decisions.sealed(s) if s.topic == decider.DECISIONS else s for s in sends]
+
+
+def opened(record: Any, ctx: Context) -> bytes:
+    """A decision record's value as the platform wrote it: opened, sealed at rest (a Send's
+    too)."""
+    return ctx.decisions.opened(record.value or b"", record.topic, record.partition)
+
+
 def judged_by_directory(records: list[Any]) -> bool:
     """Whether the directory is to be read to its end before these records are judged: all
     but decision records decided at once (judged as they were decided) are judged by the
@@ -573,17 +586,17 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
         since = ctx.remembered_from(None if last is None else record_time(last), counted)
         await seek_to_times(replay, {tp: int(since.timestamp() * 1000)}, ends)
         async for record in records_up_to(replay, ends):
-            history.append(decider.DecisionRecord(record_time(record), _events(record)))
+            history.append(decider.DecisionRecord(record_time(record), _events(record, ctx)))
     finally:
         await replay.stop()
     return History(since, history or [decider.DecisionRecord(counted, [])])  # gone: read now
 
 
-def _events(record: Any) -> list[DecisionEvent]:
+def _events(record: Any, ctx: Context) -> list[DecisionEvent]:
     """A decision record's events, but those that cannot be read (NewerVersion for one a newer
     version wrote)."""
     events: list[DecisionEvent] = []
-    for event in unpacked(record.value or b""):
+    for event in unpacked(opened(record, ctx)):
         try:
             events.append(decider.decision_event(event))
         except SchemaError:

@@ -7,15 +7,11 @@ ticket fail.
 
 from __future__ import annotations
 
-import os
-
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from processors.own_sealing import OwnSealer
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Ticket
-
-NONCE = 12
 
 
 class InvalidTicket(ValueError):
@@ -24,15 +20,13 @@ class InvalidTicket(ValueError):
 
 class TicketSealer:
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+        self._sealer = OwnSealer(key)
 
     def seal(self, ticket: Ticket) -> bytes:
-        nonce = os.urandom(NONCE)
-        return nonce + self._aead.encrypt(nonce, CODEC.encode(ticket), ticket.request_id.encode())
+        return self._sealer.seal(CODEC.encode(ticket), ticket.request_id)
 
     def open(self, sealed: bytes, request_id: str) -> Ticket:
         try:
-            plain = self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], request_id.encode())
-            return CODEC.decode(plain, Ticket)
+            return CODEC.decode(self._sealer.open(sealed, request_id), Ticket)
         except (InvalidTag, ValueError, SchemaError) as exc:
             raise InvalidTicket(f"the ticket of answer {request_id} is not the platform's") from exc

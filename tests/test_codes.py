@@ -23,6 +23,7 @@ from processors import binding, decider, directory, keys, linkage, rekey
 from processors.approval import PatternList
 from processors.codes import ALPHABET, CodeService, InvalidCode, UnitEpoch
 from processors.context import Context
+from processors.decision_sealing import DecisionSealer
 from processors.keys_cli import keys_cli
 from processors.linkage import FromHolder
 from processors.patterns import load
@@ -231,6 +232,8 @@ def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:
     for secret in (masters.id_master, masters.link_master, *derived):
         assert secret.hex() not in shown and repr(secret) not in shown
     assert masters.ticket_key() not in derived and len(masters.ticket_key()) == 32
+    assert masters.decisions_key() not in {*derived, masters.ticket_key()}
+    assert masters.decisions_key() == keys.load().decisions_key(), "any instance opens them"
     assert masters.sealing_key().public_key().public_bytes_raw() == (
         keys.load().sealing_key().public_key().public_bytes_raw())
     with pytest.raises(ValueError):
@@ -249,8 +252,8 @@ def _entry(holder: str, unit: str, epoch: int, role: str = "municipality") -> Ho
 @pytest.fixture
 def ctx(codes: CodeService) -> Context:
     """The platform's context with city-a at key epoch 2 of its own unit."""
-    context = Context(codes, TicketSealer(MASTERS.ticket_key()),
-                      MASTERS.sealing_key(), MASTERS.digest_key())
+    context = Context(codes, TicketSealer(MASTERS.ticket_key()), MASTERS.sealing_key(),
+                      MASTERS.digest_key(), DecisionSealer(MASTERS.decisions_key()))
     context.directory = {"city-a": _entry("city-a", "city-a", 2), "city-c": replace(
         _entry("city-c", "city-c", 0), active=False, inactive_since=NOW)}
     return context

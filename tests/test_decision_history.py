@@ -38,6 +38,7 @@ from processors.platform import (
     _mark,
     _TakeOver,
     decision_history,
+    opened,
 )
 from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, WINDOW, BrokerTime
@@ -288,7 +289,7 @@ class _Decisions:
         self.monkeypatch.setattr(instance.views, "refresh", lambda: self.ctx)
         history = [decider.DecisionRecord(
             datetime.fromtimestamp(record.timestamp / 1000, UTC),
-            [decider.decision_event(value) for value in unpacked(record.value)])
+            [decider.decision_event(value) for value in unpacked(opened(record, self.ctx))])
             for record in self.records[:committed]]
         instance.decider.keep_only({self.partition})
         instance.decider.rebuild(self.partition, history, self.ctx)
@@ -457,7 +458,7 @@ async def test_an_outbox_record_judged_again_by_a_view_that_read_a_suspension_en
     decided = decisions.judged(record, lawful)  # a view behind: the suspension not read
     assert decided, "decided at once"
     approved = _about(decisions.told)
-    assert (topics.AUDIT, event_id("r-1", f"approved@{_digest_hex(decided)}")) in approved
+    assert (topics.AUDIT, event_id("r-1", f"approved@{_digest_hex(decided, lawful)}")) in approved
     decisions.judged(record, replace(lawful, directory={**lawful.directory, "town": dated(
         replace(town, active=False), town, received - timedelta(seconds=1))}))
     assert _about(decisions.told) == approved, "ended once: approved, not refused as well"
@@ -527,9 +528,9 @@ async def test_a_rekeying_judged_again_by_a_view_ahead_ends_once(
     assert _about(decisions.told) == answered, "ended once: answered at epoch 0 alone"
 
 
-def _digest_hex(decided: list[Send]) -> str:
+def _digest_hex(decided: list[Send], ctx: Context) -> str:
     """What a request's approval is named by (decider.copies_name), from its Pending decided."""
-    pending, = [decider.decision_event(v) for s in decided for v in unpacked(s.value)]
+    pending, = [decider.decision_event(v) for s in decided for v in unpacked(opened(s, ctx))]
     assert isinstance(pending, Pending)
     return decider.copies_name(pending.source, pending.digest)
 
@@ -982,7 +983,7 @@ async def test_an_owner_giving_a_partition_up_sweeps_it_no_more_until_it_is_give
         stop.set()
         await sweeper
         await owner.producer.stop()  # made with the instance, though never started here
-    assert [CODEC.decode(s.value, Sweep).expire for s in sent] == [("r-1",)], \
+    assert [CODEC.decode(opened(s, ctx), Sweep).expire for s in sent] == [("r-1",)], \
         "swept once it is kept"
 
 

@@ -253,10 +253,11 @@ async def test_the_owner_of_a_decision_partition_decides_at_once_and_still_recor
     request_id = await ask(nenkin, bound(nenkin)[1], "P-037", "sakura-town", "local_tax")
     assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
     events: list[tuple[str, Any]] = []  # (schema name, the record that carried it), in order
+    ctx = Context.of(keys.load())  # the platform's: its records sealed at rest
     for _ in range(50):
         events = [(name, r) for r in await read_topic(KafkaAccess.of("platform"),
                                                       decider.DECISIONS)
-                  for name, fields in map(CODEC.decode_record, unpacked(r.value))
+                  for name, fields in map(CODEC.decode_record, unpacked(platform.opened(r, ctx)))
                   if fields.get("request_id") == request_id]
         if len(events) >= 2:
             break
@@ -325,7 +326,7 @@ async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_n
     incoming = Incoming(topics.outbox(SILENT), 0, 1 << 40, taken, in_time.value)
     outcome, = linkage.answers([FromHolder(incoming, SILENT, answer)], ctx)  # read only now
     async with producer(KafkaAccess.of(acls.PLATFORM)) as platform_producer:
-        await deliver(platform_producer, [outcome])
+        await deliver(platform_producer, platform.sealed([outcome], ctx))  # as an instance would
     for request_id in (expired_id, waited_id):
         assert await _provider_entry(silent, request_id) == ("REJECTED: INVALID_TICKET", None)
         [requester] = clients["sakura-town"].store.access_log(request_id)
@@ -366,8 +367,8 @@ async def test_an_answer_relayed_sent_again_past_its_deadline_is_dropped_its_pro
     past = ctx.tickets.open(answer.ticket, request_id).deadline + timedelta(seconds=1)
     again = Incoming(topics.outbox("sakura-town"), 0, 1 << 40, past, sent)  # read only now
     async with producer(KafkaAccess.of(acls.PLATFORM)) as platform_producer:
-        await deliver(platform_producer,
-                      linkage.answers([FromHolder(again, "sakura-town", answer)], ctx))
+        await deliver(platform_producer, platform.sealed(  # as an instance would
+            linkage.answers([FromHolder(again, "sakura-town", answer)], ctx), ctx))
     await _decided(decider.partition_of(request_id))
     rejections = [r for r in await read_topic(admin, topics.inbox("sakura-town"))
                   for v in unpacked(r.value) if CODEC.name_of(v) == "Rejection"
