@@ -116,8 +116,8 @@ def connect(url: str | Path, read_only: bool = False) -> tuple[Connection, Diale
     if text.startswith(POSTGRESQL_SCHEMES):
         return _postgresql(text, read_only)
     if "://" in text and not text.startswith("sqlite:///"):
-        raise NoStore(f"unsupported store URL {text!r}: use a path, sqlite:///path or "
-                      "postgresql://…")
+        raise NoStore(f"unsupported store URL {text.split('://')[0]}://…: use a path, "
+                      "sqlite:///path or postgresql://…")
     path = _sqlite_path(text)
     if path in ("", ":memory:"):
         raise NoStore(f"no audit store at {text}: SQLite keeps none there past the connection "
@@ -142,9 +142,12 @@ def shown(url: str | Path) -> str:
     text = str(url)
     if not text.startswith(POSTGRESQL_SCHEMES):
         return text
-    parts = urlsplit(text)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # no URL (a host or port that cannot be one): none of it is shown
+        return f"{text.split('://')[0]}://…"
     return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}{parts.path}"
 
 
@@ -179,6 +182,9 @@ def _postgresql(url: str, read_only: bool) -> tuple[Connection, Dialect]:
         raw = psycopg.connect(url, autocommit=True)
     except psycopg.OperationalError as exc:
         raise NoStore(f"cannot reach the store: {str(exc).strip().splitlines()[0]}") from exc
+    except psycopg.Error:  # psycopg's words quote the whole URI, its password too
+        raise NoStore(f"{shown(url)} is not a store address psycopg reads (postgresql://user@"
+                      f"host:port/db, its parameters libpq's own)") from None
     if read_only:
         raw.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
     return _PgConnection(raw), dialect

@@ -72,6 +72,22 @@ def test_a_mistake_is_said_in_one_line(tmp_path: Path, args: tuple[str, ...],
     said_in_one_line(run.stderr, error)
 
 
+@pytest.mark.parametrize(("url", "error"), [
+    ("postgresql://auditor:S3cretPW@[::1/audit",
+     "postgresql://… is not a store address psycopg reads"),
+    ("postgresql://auditor:S3cretPW@127.0.0.1:1/audit?foo=bar",
+     "postgresql://127.0.0.1:1/audit is not a store address psycopg reads"),
+    ("mysql://auditor:S3cretPW@127.0.0.1/audit", "unsupported store URL mysql://…")])
+def test_a_store_address_that_cannot_be_read_is_said_without_its_password(
+        tmp_path: Path, url: str, error: str) -> None:
+    """psycopg's words for a URI it cannot parse quote it whole, password and all: they went out
+    in a traceback, as did the URL of a scheme no store has."""
+    run = renkei("audit", "query", "--db", url, env={STATE_ENV: str(tmp_path / "state")},
+                 check=False)
+    assert run.returncode == 1 and "S3cretPW" not in run.stdout + run.stderr
+    said_in_one_line(run.stderr, error)
+
+
 def test_an_alert_rule_the_detector_does_not_have_is_refused(tmp_path: Path) -> None:
     run = renkei("oversight", "alerts", "--rule", "OFF-HOURS",
                  env={STATE_ENV: str(tmp_path / "state")}, check=False)
