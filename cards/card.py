@@ -11,6 +11,7 @@ chip does that — so card files stay in the private state folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from contextlib import AbstractContextManager
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from renkei.state import file_locked, private_dir, read_json, write_json
 
+log = logging.getLogger(__name__)
 FORMAT = "renkei-ic-card-v1"
 PIN_TRIES = 3
 PIN = re.compile(r"[0-9]{4}")  # fullmatch: "1234\n" is none
@@ -75,15 +77,22 @@ class CardFace:
     label: str
 
 
+class NotACard(ValueError):
+    """A file in a card folder that is no IC card: damaged, or not a card's at all."""
+
+
 class Card:
     def __init__(self, path: Path) -> None:
         self.path = path
-        data = read_json(path)
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path.name} is not an IC card file")
+        try:
+            data = read_json(path)
+            if data.get("format") != FORMAT:
+                raise ValueError(data.get("format"))
+            self.certificate = x509.load_pem_x509_certificate(data["certificate"].encode())
+            self.face = CardFace(data["serial"], data["kind"], data["label"])
+        except (ValueError, KeyError, TypeError, AttributeError):  # JSON, fields, certificate
+            raise NotACard(f"{path.name} is not an IC card file") from None
         self._data = data
-        self.certificate = x509.load_pem_x509_certificate(data["certificate"].encode())
-        self.face = CardFace(data["serial"], data["kind"], data["label"])
 
     def __repr__(self) -> str:
         return f"Card({self.face.serial})"
@@ -159,12 +168,22 @@ class Card:
 
 
 def cards(where: Path | None = None) -> list[Card]:
-    """Every card in a folder (the simulated reader's), by serial."""
-    return [Card(p) for p in sorted((where or folder(made=False)).glob("*.card.json"))]
+    """Every card in a folder (the simulated reader's), by serial; a file there that is no card
+    is logged and passed over (it hid every card: the list, the reader's page, failed)."""
+    found = []
+    for path in sorted((where or folder(made=False)).glob("*.card.json")):
+        try:
+            found.append(Card(path))
+        except NotACard as exc:
+            log.warning("%s: passed over", exc)
+    return found
 
 
 def find(serial: str, where: Path | None = None) -> Card:
     path = (where or folder()) / f"{serial}.card.json"
     if not SERIAL.fullmatch(serial) or not path.exists():
         raise LookupError("no such card in the reader")
-    return Card(path)
+    try:
+        return Card(path)
+    except NotACard as exc:
+        raise LookupError("no such card in the reader") from exc

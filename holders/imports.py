@@ -153,11 +153,23 @@ def read_records(path: Path) -> tuple[list[tuple[int, Record]], list[Refused]]:
 def _data(row: dict[str, str]) -> Data:
     try:
         fields = json.loads(_required(row, "fields"))
-    except json.JSONDecodeError as exc:
-        raise BadField("fields", "is not JSON") from exc
+    except (ValueError, RecursionError):  # not JSON; an integer over Python's 4,300 digits;
+        raise BadField("fields", "is not JSON") from None  # nested past the recursion limit
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise BadField("fields", "is not a JSON object of strings")
+    if not all(_text(name) and _text(value) for name, value in fields.items()):
+        raise BadField("fields", "holds a lone surrogate (\\ud800 to \\udfff): no character")
     return Data(_required(row, "own_number"), _required(row, "data_type"), fields)
+
+
+def _text(value: str) -> bool:
+    """Whether `value` is text UTF-8 can hold (no lone surrogate, which JSON's \\u escapes
+    can make and the store cannot keep)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_data(path: Path) -> tuple[list[tuple[int, Data]], list[Refused]]:

@@ -62,6 +62,9 @@ _OF_THE_TEXT_BODY = ("content-type", "content-length")  # an error's headers its
 # request stay well under the message size limit (codec.MAX_BYTES)
 FIELD_CHARS = 1000
 KEY_CHARS = 255  # characters of an idempotency key
+# seconds a caller may wait for an outcome (?wait=S): four answer timeouts; a caller gone
+# meanwhile leaves its handler waiting (aiohttp does not cancel it), so no longer than this
+MOST_WAIT = 120.0
 # the error codes of the two answers that say to ask again, after their Retry-After: the first
 # call under an idempotency key still being made (409), the store locked by another process (503)
 KEY_IN_USE, STORE_BUSY = "idempotency_key_in_use", "service_unavailable"
@@ -218,13 +221,14 @@ def _keyed(request: web.Request, body: dict[str, Any],
 
 
 def _seconds(text: str) -> float:
-    """A number of seconds from a query parameter; else 400."""
+    """A number of seconds to wait from a query parameter, MOST_WAIT at most; else 400."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise web.HTTPBadRequest(text=f"wait={text!r} is not a number of seconds")
+    if not 0 <= seconds <= MOST_WAIT:  # NaN too
+        raise web.HTTPBadRequest(
+            text=f"wait={text!r} is not a number of seconds from 0 to {MOST_WAIT:.0f}")
     return seconds
 
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cards import ca, issue, jlis
-from cards.card import PIN_TRIES, BadPin, Card, CardLocked, NotAPin
+from cards.card import PIN_TRIES, BadPin, Card, CardLocked, NotAPin, find
 from cards.jlis import CardHolders
 from cards.login import Refused, Verifier, challenge, message
 from registry import store as registry_store
@@ -410,6 +410,22 @@ def test_card_list_marks_a_revoked_card(cards_dir: Path) -> None:
     assert [line for line in listed if "REVOKED" in line] == [
         line for line in listed if line.startswith(gone.face.serial)], listed
     assert any(line.startswith(kept.face.serial) for line in listed), listed
+
+
+@pytest.mark.parametrize("damaged", ["junk", "{}", "[]", '{"format": "renkei-ic-card-v1"}'])
+def test_a_file_in_the_card_folder_that_is_no_card_is_passed_over_and_said(
+        cards_dir: Path, damaged: str) -> None:
+    """One damaged file (not JSON, no card's fields) hid every card: `card list` and the
+    reader's page ended in a traceback. It is passed over, said in one line on stderr."""
+    kept = issue.officer_card("officer-9", "oversight", "oversight", "1111", cards_dir)
+    (cards_dir / "0bad.card.json").write_text(damaged, encoding="utf-8")
+    listed = renkei("card", "list", "--dir", str(cards_dir))
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [kept.face.serial]
+    assert "Traceback" not in listed.stderr and [line.split(" WARNING ")[1] for line in
+                                                  listed.stderr.splitlines()] == [
+        "0bad.card.json is not an IC card file: passed over"]
+    with pytest.raises(LookupError):
+        find("0bad", cards_dir)
 
 
 def test_a_ca_made_with_its_certificate_beside_its_key_gets_a_trust_folder(

@@ -304,12 +304,17 @@ def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path)
     records.write_text(RECORDS, encoding="utf-8")
     data.write_text('own_number,data_type,fields\nT-1,local_tax,"{""income"": ""3200000""}"\n'
                     'T-2,local_tax,{"income\nT-9,local_tax,"{""income"": ""1""}"\n'
-                    'T-2,local_tax,"{""income"": 4100000}"\n', encoding="utf-8")
+                    'T-2,local_tax,"{""income"": 4100000}"\n'
+                    f'T-2,local_tax,{"[" * 100_000}\n'  # nested past the recursion limit
+                    f'T-2,local_tax,{"9" * 5000}\n'  # an integer over Python's 4,300 digits
+                    'T-2,local_tax,"{""income"": ""\\ud800""}"\n', encoding="utf-8")
     _holder("records", "import", HOLDER, str(records))
     result = _holder("data", "import", HOLDER, str(data))
     assert result.exit_code == 1 and result.output.splitlines()[1:] == [
         "  line 3: fields is not JSON", "  line 4: own_number has no record (import it first)",
-        "  line 5: fields is not a JSON object of strings"]
+        "  line 5: fields is not a JSON object of strings", "  line 6: fields is not JSON",
+        "  line 7: fields is not JSON",
+        "  line 8: fields holds a lone surrogate (\\ud800 to \\udfff): no character"]
     assert "3200000" not in result.output and "4100000" not in result.output
     store = HolderStore.of(HOLDER)
     assert store.data("T-1", "local_tax") == {"income": "3200000"}

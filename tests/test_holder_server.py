@@ -363,7 +363,7 @@ async def test_a_caller_waiting_for_an_outcome_does_not_hold_the_server_stopping
     assert stopped < 1, stopped
 
 
-@pytest.mark.parametrize("wait", ["xyz", "nan", "-1", "inf"])
+@pytest.mark.parametrize("wait", ["xyz", "nan", "-1", "inf", "1e300", "121"])
 async def test_a_wait_that_is_not_a_number_of_seconds_is_a_bad_request(
         tmp_path: Path, wait: str) -> None:
     async with _serving(tmp_path) as url:

@@ -52,7 +52,9 @@ def test_one_value_a_line_or_one_json_object() -> None:
     (f"{ATTRIBUTES[0]}\n{ATTRIBUTES[1]}\n", "stdin has 2 line(s)"),
     (f'{{"name": "{ATTRIBUTES[0]}"}}', "has the keys ['name']; wanted ['resident_code'] or"),
     (f'{{"resident_code": {CODE}}}', "must map names to strings"),
-    (f'{{"resident_code": "{CODE}"', "not one JSON object")])
+    (f'{{"resident_code": "{CODE}"', "not one JSON object"),
+    ('{"resident_code": ' + "9" * 5000 + "}", "not one JSON object"),  # over 4,300 digits
+    ('{"resident_code": ' + "[" * 100_000, "not one JSON object")])  # nested past recursion
 def test_anything_else_is_refused_without_saying_it_back(text: str, said: str) -> None:
     with pytest.raises(click.UsageError) as refused:
         parsed(text, ((RESIDENT_CODE,), FOUR))
