@@ -113,11 +113,14 @@ async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamR
     """Every error answer in JSON, as every other answer is, in the shape of the API's own
     refusals (_error: `not_bound`, …): {"error": its status's reason (`not_found`, …), "detail":
     one line}; the handlers' and aiohttp's own alike (no such path 404, a method the path does
-    not take 405, a body too large 413), with their headers, and a fault of the server's (500,
-    logged); a request aiohttp refuses before any handler, _refusal's."""
+    not take 405, a body too large 413), with their headers, each logged (a wrong token, 401, as
+    a warning), and a fault of the server's (500, logged with its traceback); a request aiohttp
+    refuses before any handler, _refusal's."""
     try:
         return await handler(request)
-    except web.HTTPError as exc:
+    except web.HTTPError as exc:  # logged in one line, not its detail (an own number, perhaps)
+        log.log(logging.WARNING if exc.status == web.HTTPUnauthorized.status_code else
+                logging.INFO, "%s refused: %d %s", _asked(request), exc.status, _code(exc.reason))
         return _error(exc.status, _code(exc.reason), exc.text or exc.reason,
                       ((name, value) for name, value in exc.headers.items()
                        if name.lower() not in _OF_THE_TEXT_BODY))

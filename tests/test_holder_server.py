@@ -530,19 +530,38 @@ def _staff_one_on_t1(tmp_path: Path) -> str:
     ("POST", "/bindings", b" " * (1024 ** 2 + 1), 413, "request_entity_too_large",
      "Maximum request body size"),
 ])
-async def test_every_error_answer_is_json_in_one_shape(
-        tmp_path: Path, method: str, path: str, body: bytes, status: int, error: str,
-        detail: str) -> None:
-    """A holder's system parses one format: an error is {"error": …, "detail": one line}."""
+async def test_every_error_answer_is_json_in_one_shape_and_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, method: str, path: str, body: bytes,
+        status: int, error: str, detail: str) -> None:
+    """A holder's system parses one format: an error is {"error": …, "detail": one line}. Each
+    is logged in one line, which refusals were not at all; never its detail, which may name an
+    own number."""
     async with _serving(tmp_path, _Authorizing) as url:
         token = _staff_one_on_t1(tmp_path)
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http, \
-                http.request(method, url + path, data=body) as response:
-            assert response.status == status
-            assert response.content_type == "application/json"
-            answer = await response.json()
+        with caplog.at_level(logging.INFO, "holders.server"):
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as \
+                    http, http.request(method, url + path, data=body) as response:
+                assert response.status == status
+                assert response.content_type == "application/json"
+                answer = await response.json()
     assert set(answer) == {"error", "detail"} and answer["error"] == error, answer
     assert detail in answer["detail"] and "\n" not in answer["detail"], answer
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused == [f"{method} {path} refused: {status} {error}"]
+    assert "H-404" not in caplog.text
+
+
+async def test_a_request_without_the_token_is_refused_and_warned_of(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another local user guessing at the token left no trace in the server's log."""
+    async with _serving(tmp_path) as url:
+        with caplog.at_level(logging.INFO, "holders.server"):
+            async with aiohttp.ClientSession(headers={"Authorization": "Bearer guess"}) as \
+                    http, http.get(f"{url}/investigations") as response:
+                assert response.status == 401
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if "refused" in r.getMessage()
+            ] == [(logging.WARNING, "GET /investigations refused: 401 unauthorized")]
+    assert "guess" not in caplog.text
 
 
 @pytest.mark.parametrize("head", [b"GET /access-log?%s HTTP/1.1\r\n" % (b"x" * 9000),
