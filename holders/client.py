@@ -158,6 +158,16 @@ class NotBound(LookupError):
     """The record has no link code yet: bind it first."""
 
 
+class NotFound(LookupError):
+    """What a holder's system named is not here: no record under its own number (or none with
+    a personal number to bind by), no request under its id."""
+
+
+class NotInDirectory(LookupError):
+    """A holder, or a service of the platform's (the registry, the authority), that the holder
+    directory does not list, or not yet (as this holder's view of it has read it)."""
+
+
 class NotSentYet(RuntimeError):
     """The broker cannot be reached: the request is recorded and kept, and goes once the broker
     is back (in this run, or at the next start)."""
@@ -423,7 +433,7 @@ class HolderClient:
     def entry(self, holder: str) -> HolderEntry:
         found = self._listed(holder)
         if found is None:
-            raise LookupError(f"{holder!r} is not in the holder directory")
+            raise NotInDirectory(f"{holder!r} is not in the holder directory")
         return found
 
     def _listed(self, holder: str) -> HolderEntry | None:
@@ -482,10 +492,10 @@ class HolderClient:
             return made
         found = self.store.record(own_number)
         if found is None:
-            raise LookupError(f"no record {own_number!r}")
+            raise NotFound(f"no record {own_number!r}")
         attributes, number = found
         if by_number and number is None:
-            raise LookupError(f"record {own_number!r} holds no personal number")
+            raise NotFound(f"record {own_number!r} holds no personal number")
         if by_number:
             sealed = sealing.seal(self.entry(acls.AUTHORITY).public_key,
                                   CODEC.encode(PersonalNumber(str(number))), request_id)
@@ -507,7 +517,7 @@ class HolderClient:
                       keyed: Keyed | None = None) -> str:
         """Step ①: ask `provider` for this person's `data_type` under `pattern_id`; returns the
         request id (the one made already under the idempotency key `keyed`, if any). NotBound
-        for a record with no link code, LookupError for no record."""
+        for a record with no link code, NotFound for no record."""
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, purpose)
         if made := self._made(keyed):
@@ -515,7 +525,7 @@ class HolderClient:
         with self._making_under(keyed):
             link_code = await self._current_code(own_number)
             if link_code is None and self.store.record(own_number) is None:
-                raise LookupError(f"no record {own_number!r}")
+                raise NotFound(f"no record {own_number!r}")
             if link_code is None:
                 raise NotBound(f"record {own_number!r} is not bound to a link code")
             outgoing = self._outgoing(link_code, LinkageRequest(
@@ -800,7 +810,7 @@ class HolderClient:
         """Wait for the request's one outcome (answer, rejection, timeout, binding result)."""
         found = self._sent(request_id)
         if found is None:
-            raise LookupError(f"no request {request_id!r}")
+            raise NotFound(f"no request {request_id!r}")
         if found.status != SENT:
             return found
         waiter: asyncio.Future[Request] = asyncio.get_running_loop().create_future()

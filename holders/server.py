@@ -44,6 +44,8 @@ from holders.client import (
     KeyReused,
     NotAuthorized,
     NotBound,
+    NotFound,
+    NotInDirectory,
     NotSentYet,
 )
 from holders.imports import trimmed
@@ -279,8 +281,13 @@ async def bind(request: web.Request) -> web.Response:
              _flag(body, "by_number"))
     try:
         return await _made(client.bind(*asked, _keyed(request, body, asked)))
-    except LookupError as exc:
+    except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
+    except NotInDirectory as exc:  # the registry's or the authority's entry, not read yet
+        log.warning("%s: %s: answered 503", _asked(request), exc)
+        raise web.HTTPServiceUnavailable(text=f"{exc} (yet): the platform publishes its "
+                                              "services' entries (`renkei directory "
+                                              "publish-services`)") from exc
 
 
 async def linkage(request: web.Request) -> web.Response:
@@ -292,7 +299,7 @@ async def linkage(request: web.Request) -> web.Response:
         return await _made(client.request(*asked, _keyed(request, body, asked)))
     except NotBound as exc:
         return _error(422, "not_bound", str(exc))
-    except LookupError as exc:
+    except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
 
 
@@ -303,7 +310,7 @@ async def outcome(request: web.Request) -> web.Response:
     request_id = request.match_info["request_id"]
     try:
         await unless_stopped(request.app[STOP], client.outcome(request_id, within=wait))
-    except LookupError as exc:
+    except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
     except TimeoutError:
         pass  # still waiting for its outcome: report it as it stands

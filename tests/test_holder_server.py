@@ -388,6 +388,30 @@ async def test_a_fault_of_the_servers_is_a_json_error_and_logged(
     assert "GET /investigations failed" in caplog.text and "Traceback" in caplog.text
 
 
+async def test_a_binding_before_the_directory_lists_the_registry_is_unavailable_not_unfound(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A directory not yet listing the registry was answered 404 "not found", for a record the
+    holder has, and left no trace: every LookupError was taken for no record. It is 503, logged;
+    no record is still 404."""
+    async with _serving(tmp_path, cast(type[_Unstarted], _Waiting)) as url:
+        token = _staff_one_on_t1(tmp_path)
+        store = HolderStore(tmp_path / "holder.db")
+        store.add_record("H-1", FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1),
+                                               Sex.FEMALE))
+        store.close()
+        answers = {}
+        with caplog.at_level(logging.WARNING, "holders.server"):
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as \
+                    http:
+                for own_number in ("H-1", "H-404"):
+                    body = {"own_number": own_number, "operator": "staff-1", "terminal": "t-1"}
+                    async with http.post(f"{url}/bindings", json=body) as response:
+                        answers[own_number] = response.status, (await response.json())["error"]
+    assert answers == {"H-1": (503, "service_unavailable"), "H-404": (404, "not_found")}
+    assert "POST /bindings: 'registry' is not in the holder directory: answered 503" in [
+        r.getMessage() for r in caplog.records]
+
+
 async def test_a_path_logged_on_a_fault_has_its_control_characters_escaped(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A %0A in the path of a request that fails (500, logged) made a line of the caller's in
