@@ -394,11 +394,7 @@ async def test_a_binding_before_the_directory_lists_the_registry_is_unavailable_
     holder has, and left no trace: every LookupError was taken for no record. It is 503, logged;
     no record is still 404."""
     async with _serving(tmp_path, cast(type[_Unstarted], _Waiting)) as url:
-        token = _staff_one_on_t1(tmp_path)
-        store = HolderStore(tmp_path / "holder.db")
-        store.add_record("H-1", FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1),
-                                               Sex.FEMALE))
-        store.close()
+        token = _staff_one_and_h1(tmp_path)
         answers = {}
         with caplog.at_level(logging.WARNING, "holders.server"):
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as \
@@ -455,11 +451,7 @@ async def test_a_linkage_request_for_no_record_is_not_found_not_unbound(tmp_path
     """A record the holder has none of was told 422 not_bound, "bind it first", which its
     binding then refuses (404): it is 404 no record, as a binding of it is."""
     async with _serving(tmp_path, cast(type[_Unstarted], _Waiting)) as url:
-        token = _staff_one_on_t1(tmp_path)
-        store = HolderStore(tmp_path / "holder.db")
-        store.add_record("H-1", FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1),
-                                               Sex.FEMALE))
-        store.close()
+        token = _staff_one_and_h1(tmp_path)
         answers = {}
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
             for own_number in ("H-1", "H-404"):
@@ -526,6 +518,15 @@ def _staff_one_on_t1(tmp_path: Path) -> str:
     store.add_staff("staff-1", "担当職員", ["t-1"])
     store.close()
     return str(read_json(address_file(HOLDER))["token"])
+
+
+def _staff_one_and_h1(tmp_path: Path) -> str:
+    """_staff_one_on_t1, and record H-1 (not bound) in the served holder's store."""
+    token = _staff_one_on_t1(tmp_path)
+    store = HolderStore(tmp_path / "holder.db")
+    store.add_record("H-1", FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1), Sex.FEMALE))
+    store.close()
+    return token
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "error", "detail"), [
