@@ -9,6 +9,7 @@ from pathlib import Path
 from schemas.messages import LegalPattern
 
 SAMPLE = Path(__file__).with_name("legal_patterns.toml")
+MOST_VERSION = 2**31 - 1  # an Avro int's (LegalPattern.version)
 
 
 class BadPatternFile(ValueError):
@@ -19,7 +20,7 @@ def load(path: Path = SAMPLE) -> list[LegalPattern]:
     """The pattern versions of a TOML file of [[pattern]] tables, else BadPatternFile."""
     try:
         rows = tomllib.loads(path.read_text(encoding="utf-8"))["pattern"]
-        return [_pattern(row) for row in rows]
+        return _once_each([_pattern(row) for row in rows])
     except KeyError as exc:
         raise BadPatternFile(f"{path}: missing {exc.args[0]!r}"
                              + (" tables" if exc.args[0] == "pattern" else "")) from exc
@@ -30,14 +31,24 @@ def load(path: Path = SAMPLE) -> list[LegalPattern]:
 
 
 def _pattern(row: dict[str, object]) -> LegalPattern:
+    named = f"pattern {row.get('pattern_id')}"
     valid_from = row["valid_from"]
     valid_to = row.get("valid_to")
     if not isinstance(valid_from, datetime) or not (valid_to is None
                                                    or isinstance(valid_to, datetime)):
-        raise ValueError(f"pattern {row.get('pattern_id')}: validity must be TOML datetimes")
+        raise ValueError(f"{named}: validity must be TOML datetimes")
+    if any(t is not None and t.utcoffset() is None for t in (valid_from, valid_to)):
+        raise ValueError(f"{named}: validity must be datetimes with their offset (+09:00): "
+                         "a local one is no instant the broker's time can be judged against")
+    if valid_to is not None and valid_to <= valid_from:
+        raise ValueError(f"{named}: valid_to {valid_to.isoformat()} is not after valid_from "
+                         f"{valid_from.isoformat()}: in force at no time")
     data_types = row["data_types"]
-    if not isinstance(data_types, list):
-        raise ValueError(f"pattern {row.get('pattern_id')}: data_types must be a list")
+    if not isinstance(data_types, list) or not data_types or not all(
+            isinstance(t, str) and t.strip() for t in data_types):
+        raise ValueError(f"{named}: data_types must be a list of one or more names")
+    if not 1 <= int(str(row["version"])) <= MOST_VERSION:
+        raise ValueError(f"{named}: version must be from 1 to {MOST_VERSION}")
     return LegalPattern(
         pattern_id=str(row["pattern_id"]), version=int(str(row["version"])),
         legal_basis=str(row["legal_basis"]), purpose=str(row["purpose"]),
@@ -45,6 +56,18 @@ def _pattern(row: dict[str, object]) -> LegalPattern:
         data_types=tuple(str(t) for t in data_types), valid_from=valid_from,
         valid_to=valid_to, annex_item=str(row["annex_item"]) if "annex_item" in row else None,
     )
+
+
+def _once_each(versions: list[LegalPattern]) -> list[LegalPattern]:
+    """The versions, none of them twice: one compaction key (key) for two would keep only the
+    last, whichever the file meant."""
+    seen: set[str] = set()
+    for version in versions:
+        if key(version) in seen:
+            raise ValueError(f"pattern {version.pattern_id} version {version.version} is in the "
+                             "file twice")
+        seen.add(key(version))
+    return versions
 
 
 def key(pattern: LegalPattern) -> str:

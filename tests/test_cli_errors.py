@@ -40,6 +40,18 @@ from tests.proc_helpers import interruptible, reading_stdin
 
 PATTERN_FILES = {"bad.toml": "x = \n", "none.toml": "x = 1\n",
                  "partial.toml": '[[pattern]]\npattern_id = "a"\n'}
+PATTERN = ('[[pattern]]\npattern_id = "P-1"\nlegal_basis = "b"\npurpose = "p"\n'
+           'requester_role = "municipality"\nprovider_role = "municipality"\n')
+PATTERN_FILES |= {  # each a file that reads but is no pattern list: refused before the broker
+    "backwards.toml": PATTERN + 'version = 1\ndata_types = ["t"]\n'
+    "valid_from = 2024-04-01T00:00:00+09:00\nvalid_to = 2017-11-13T00:00:00+09:00\n",
+    "local.toml": PATTERN + 'version = 1\ndata_types = ["t"]\nvalid_from = 2024-04-01T00:00:00\n',
+    "twice.toml": 2 * (PATTERN + 'version = 1\ndata_types = ["t"]\n'
+                       "valid_from = 2024-04-01T00:00:00+09:00\n"),
+    "huge.toml": PATTERN + 'version = 99999999999999999999\ndata_types = ["t"]\n'
+    "valid_from = 2024-04-01T00:00:00+09:00\n",
+    "nothing.toml": PATTERN + "version = 1\ndata_types = []\n"
+    "valid_from = 2024-04-01T00:00:00+09:00\n"}
 
 
 @pytest.fixture
@@ -61,6 +73,11 @@ def taken_port() -> Iterator[int]:
     (("patterns", "publish", "{tmp}/none.toml"), "none.toml: missing 'pattern' tables"),
     (("patterns", "publish", "{tmp}/partial.toml"), "partial.toml: missing 'valid_from'"),
     (("patterns", "publish", "{tmp}"), "Is a directory"),
+    (("patterns", "publish", "{tmp}/backwards.toml"), "is not after valid_from"),
+    (("patterns", "publish", "{tmp}/local.toml"), "validity must be datetimes with their offset"),
+    (("patterns", "publish", "{tmp}/twice.toml"), "pattern P-1 version 1 is in the file twice"),
+    (("patterns", "publish", "{tmp}/huge.toml"), "version must be from 1 to 2147483647"),
+    (("patterns", "publish", "{tmp}/nothing.toml"), "data_types must be a list of one or more"),
 ])
 def test_a_mistake_is_said_in_one_line(tmp_path: Path, args: tuple[str, ...],
                                        error: str) -> None:
