@@ -10,6 +10,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+from unicodedata import category
 
 import click
 
@@ -164,8 +165,14 @@ def purge(holder: str) -> None:
 
 def _id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """An id as the communication server reads its caller's (holders.imports.trimmed: " op " is
-    op); blank is a usage error."""
-    return stated(ctx, param, imports.trimmed(value))
+    op); blank is a usage error, and so is one the server would never take from a caller (over
+    FIELD_CHARS) or that cannot be said back as it is (a control or format character: a
+    newline, a bidi override)."""
+    text = stated(ctx, param, imports.trimmed(value))
+    if len(text) > imports.FIELD_CHARS or any(category(c).startswith("C") for c in text):
+        raise click.BadParameter(f"an id is text of up to {imports.FIELD_CHARS} characters, "
+                                 "no control or format character among them")
+    return text
 
 
 def _ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:

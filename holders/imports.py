@@ -81,6 +81,9 @@ def _utf8_lines(path: Path,
         if missing:
             raise ValueError(f"{path}: the header lacks {', '.join(missing)} "
                              f"(columns: {', '.join(columns)}, …)")
+        if twice := sorted({name for name in header if name and header.count(name) > 1}):
+            raise ValueError(f"{path}: the header names {', '.join(twice)} twice: which column "
+                             "is meant is not known")
         start = reader.line_num + 1
         try:
             for row in reader:
@@ -88,7 +91,7 @@ def _utf8_lines(path: Path,
                     yield start, (dict(zip(header, row, strict=True)) if len(row) == len(header)
                                   else None)
                 start = reader.line_num + 1
-        except csv.Error as exc:  # a NUL, a field past the limit: the file is not read on
+        except csv.Error as exc:  # a field past the limit: the file is not read on
             raise ValueError(f"{path}: line {start} cannot be read as CSV ({exc})") from None
 
 
@@ -111,6 +114,9 @@ def _read(path: Path, columns: tuple[str, ...], parse: Callable[[dict[str, str]]
         seen[key(found)] = line
         read.append((line, found))
     return read, refused
+
+
+FIELD_CHARS = 1000  # the most characters of a field the communication server reads (an id)
 
 
 def trimmed(value: str) -> str:

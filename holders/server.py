@@ -48,7 +48,7 @@ from holders.client import (
     NotInDirectory,
     NotSentYet,
 )
-from holders.imports import trimmed
+from holders.imports import FIELD_CHARS, trimmed
 from holders.store import HolderStore, Keyed, KeyInUse
 from renkei import event_loop, logs, sqlite
 from renkei.quiet_http import QuietRunner
@@ -62,7 +62,6 @@ STOP = web.AppKey("stop", asyncio.Event)  # set when the server is told to stop
 _OF_THE_TEXT_BODY = ("content-type", "content-length")  # an error's headers its JSON replaces
 # characters a field may hold: an id, a pattern, a data type, a purpose; the seven of a linkage
 # request stay well under the message size limit (codec.MAX_BYTES)
-FIELD_CHARS = 1000
 KEY_CHARS = 255  # characters of an idempotency key
 # seconds a caller may wait for an outcome (?wait=S): four answer timeouts; a caller gone
 # meanwhile leaves its handler waiting (aiohttp does not cancel it), so no longer than this

@@ -103,6 +103,20 @@ def test_ids_typed_with_spaces_around_are_stored_as_the_server_reads_them(state:
     store.close()
 
 
+@pytest.mark.parametrize("given", ["t" * 1001, "t-1\nforged line", "t-\u202e1"])
+def test_an_id_no_caller_could_send_or_that_cannot_be_said_back_is_refused(
+        state: Path, given: str) -> None:
+    """A terminal of 100,000 characters was registered and said back whole, one with a newline
+    or a bidi override too; the communication server takes no field over 1,000 characters."""
+    refused = _holder("terminal", "add", HOLDER, given)
+    assert refused.exit_code == 2 and "an id is text of up to 1000 characters" in refused.output
+    assert _holder("staff", "add", HOLDER, given, given="山田").exit_code == 2
+    assert _ok("terminal", "add", HOLDER, "窓口 1") == f"窓口 1 registered for {HOLDER}\n"
+    store = HolderStore.of(HOLDER)
+    assert store.terminals() == ["窓口 1"] and store.staff() == []
+    store.close()
+
+
 def test_ids_typed_with_spaces_around_are_removed_and_tied_as_stored(state: Path) -> None:
     """`staff add --terminal ' t1 '` refused a registered terminal, and `staff remove ' op '` or
     `terminal remove ' t1 '` said the one stored trimmed was not there."""
@@ -322,11 +336,16 @@ def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path)
     store.close()
 
 
-def test_a_file_without_the_columns_is_refused_whole(state: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("header", "row", "said"), [
+    ("own_number,name", "T-1,山田", "lacks address, date_of_birth, sex"),
+    ("own_number,own_number,name,address,date_of_birth,sex", "F1,F2,山田,桜町1,1980-04-01,F",
+     "the header names own_number twice")])  # was F2's record, F1 dropped unsaid
+def test_a_file_without_the_columns_is_refused_whole(state: Path, tmp_path: Path, header: str,
+                                                     row: str, said: str) -> None:
     file = tmp_path / "records.csv"
-    file.write_text("own_number,name\nT-1,山田\n", encoding="utf-8")
+    file.write_text(f"{header}\n{row}\n", encoding="utf-8")
     result = _holder("records", "import", HOLDER, str(file))
-    assert result.exit_code == 1 and "lacks address, date_of_birth, sex" in result.output
+    assert result.exit_code == 1 and said in result.output
     assert "山田" not in result.output
 
 
