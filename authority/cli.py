@@ -13,7 +13,7 @@ import click
 
 from audit.retention import RETENTION_YEARS, retention_cutoff
 from authority import store as authority_store
-from authority.check_digit import keyed
+from authority.check_digit import is_valid, keyed
 from authority.service import (
     NumberingAuthority,
     UnknownResident,
@@ -208,8 +208,10 @@ def lookup(holder: str, purpose: str, db: Path | None) -> None:
     number = keyed(personal_input.read_one(NUMBER))
     with _authority(db, existing=True) as authority:
         resident_code = authority.lookup(number, holder, purpose)
-    if resident_code is None:
-        raise click.ClickException("no current personal number like that (the look-up is logged)")
+    if resident_code is None:  # a typing slip is told apart from a number retired or unknown
+        raise click.ClickException(("no current personal number like that" if is_valid(number)
+                                    else "not a personal number (12 digits, the last its check "
+                                    "digit)") + " (the look-up is logged)")
     click.echo(resident_code)
 
 

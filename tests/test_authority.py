@@ -1225,10 +1225,14 @@ def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert changed.exit_code == 0
     again = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
                                           "resident tax"], input=number)
-    assert again.exit_code != 0
+    assert again.exit_code != 0 and "no current personal number like that" in again.output
+    slip = number[:-1] + str((int(number[-1]) + 1) % 10)  # its check digit mistyped
+    mistyped = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
+                                             "resident tax"], input=slip)
+    assert mistyped.exit_code == 1 and "not a personal number (12 digits" in mistyped.output
     assert "follow" in runner.invoke(authority_cli, ["follow"]).output
     status = runner.invoke(authority_cli, ["status"]).output
-    assert "issued 301" in status and "retired 1" in status and "lookups 2" in status
+    assert "issued 301" in status and "retired 1" in status and "lookups 3" in status
 
 
 @pytest.mark.parametrize("args", [["status", "--db", "{garbage}"],
