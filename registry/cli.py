@@ -21,7 +21,7 @@ from renkei.options import Limited, SaidDefault, residents_option, seed_option
 from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
 from renkei.sqlite import INTEGERS
 
-DB_OPTION = click.option("--db", type=click.Path(path_type=Path), default=None,
+DB_OPTION = click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=None,
                          cls=SaidDefault, show_default="<state>/registry/registry.db",
                          help="the registry's SQLite file")
 FOUR = (Field("name", "name"), Field("address", "address"),

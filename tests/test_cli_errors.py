@@ -173,6 +173,18 @@ def test_a_registry_of_more_residents_than_there_are_resident_codes_is_refused(
                                  f"resident codes, one for each resident ({CODES:,})")
 
 
+def test_a_registry_to_generate_at_a_folder_is_refused_before_it_is_built(
+        tmp_path: Path) -> None:
+    """--db naming a folder was told "a registry exists" (replace it), and with --replace the
+    whole registry was built, then refused ("Is a directory"), its .partial file left behind."""
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    run = renkei("registry", "generate", "--residents", "20", "--db", str(folder), "--replace",
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2 and "is a directory" in run.stderr, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]
+
+
 def test_no_number_is_nan_infinite_or_below_zero() -> None:
     """Each is a length of time or a rate: a plain float (`chaos broker --kill-at`, `bench
     linkage --seconds`, `bench holder --rate` …) took NaN and infinity, and a negative one."""
