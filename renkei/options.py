@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import math
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -83,7 +84,19 @@ def seed_option(default: int, drawn: str) -> Callable[[click.decorators.FC],
 def result_option(default: Path) -> Callable[[click.decorators.FC], click.decorators.FC]:
     """The --out of a benchmark or chaos run: the JSON file its result is written to."""
     return click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=default,
-                        show_default=True, help="the JSON file the result is written to")
+                        show_default=True, callback=_writable,
+                        help="the JSON file the result is written to")
+
+
+def _writable(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """A file whose folder is one this process may write in, or may make: refused now, not
+    after a run of minutes whose result then goes nowhere."""
+    made_in = next(p for p in value.absolute().parents if p.exists())
+    if not made_in.is_dir():
+        raise click.BadParameter(f"{made_in} is a file, not a folder")
+    if not os.access(made_in, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{made_in} is not a folder this user may write in")
+    return value
 
 
 def listening(port: int) -> socket.socket:

@@ -185,6 +185,15 @@ def test_a_registry_to_generate_at_a_folder_is_refused_before_it_is_built(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]
 
 
+def test_a_result_file_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    """`bench codes --out` under a file ran the whole benchmark, then failed ("File exists")."""
+    (tmp_path / "junk.db").write_text("", encoding="utf-8")
+    run = renkei("bench", "codes", "--out", str(tmp_path / "junk.db" / "out.json"),
+                 env={STATE_ENV: str(tmp_path / "state")}, check=False)
+    assert run.returncode == 2
+    said_in_one_line(run.stderr, f"{tmp_path / 'junk.db'} is a file, not a folder")
+
+
 def test_no_number_is_nan_infinite_or_below_zero() -> None:
     """Each is a length of time or a rate: a plain float (`chaos broker --kill-at`, `bench
     linkage --seconds`, `bench holder --rate` …) took NaN and infinity, and a negative one."""
