@@ -4,6 +4,7 @@ staff, terminals, records and the data it provides."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
@@ -18,7 +19,7 @@ from audit.retention import RETENTION_YEARS, retention_cutoff
 from broker import provision
 from holders import imports
 from holders.imports import Refused
-from holders.store import Forgotten, HolderStore, store_made
+from holders.store import Forgotten, HolderStore, default_path, store_made
 from processors import directory
 from processors.keys_cli import unit_name
 from renkei import personal_input
@@ -136,7 +137,7 @@ def _store(holder: str) -> closing[HolderStore]:
     """The holder's own store, made if missing, closed on leaving; a one-line error for an id
     not registered here."""
     _registered(holder)
-    return closing(HolderStore.of(holder))
+    return closing(_opened(holder))
 
 
 def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
@@ -145,8 +146,17 @@ def _read(holder: str, read: Callable[[HolderStore], list[T]]) -> list[T]:
     _registered(holder)
     if not store_made(holder):
         return []
-    with closing(HolderStore.of(holder)) as store:
+    with closing(_opened(holder)) as store:
         return read(store)
+
+
+def _opened(holder: str) -> HolderStore:
+    """The holder's own store; a one-line error if the file there is no SQLite store."""
+    try:
+        return HolderStore.of(holder)
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"cannot open the store of {holder} at "
+                                   f"{default_path(holder)}: {exc}") from exc
 
 
 @holder_cli.command(short_help="Forget requests and log entries older than the retention.",

@@ -29,7 +29,7 @@ UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class KeysMissing(RuntimeError):
-    """The key store has not been initialised."""
+    """The key store has not been initialised, or cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,13 @@ def load() -> MasterKeys:
     path = store_path()
     if not path.exists():
         raise KeysMissing(f"no key store at {path}: run `renkei keys init`")
-    data = read_json(path)
-    return MasterKeys(bytes.fromhex(data["id_master"]), bytes.fromhex(data["link_master"]))
+    try:
+        data = read_json(path)
+        return MasterKeys(bytes.fromhex(data["id_master"]), bytes.fromhex(data["link_master"]))
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not the keys' fields
+        raise KeysMissing(f"the key store at {path} cannot be read ({type(exc).__name__}): "
+                          "restore it from its backup (`renkei keys init` would make new "
+                          "keys, and every code the platform made before unreadable)") from None
 
 
 def load_id_key() -> bytes:
@@ -122,4 +127,9 @@ def load_id_key() -> bytes:
     path = id_key_path()
     if not path.exists():
         raise KeysMissing(f"no ID key at {path}: run `renkei keys init`")
-    return bytes.fromhex(read_json(path)["id_key"])
+    try:
+        return bytes.fromhex(read_json(path)["id_key"])
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not the key's field
+        raise KeysMissing(f"the ID key at {path} cannot be read ({type(exc).__name__}): "
+                          "remove it and run `renkei keys init`, which writes it again from "
+                          "the key store") from None

@@ -194,6 +194,20 @@ def test_a_result_file_that_cannot_be_written_is_refused_before_the_run(tmp_path
     said_in_one_line(run.stderr, f"{tmp_path / 'junk.db'} is a file, not a folder")
 
 
+def test_a_key_store_that_cannot_be_read_is_said_in_one_line(tmp_path: Path) -> None:
+    """A damaged master.json ended `keys init` (writing the ID key's file again) and every
+    command that reads the keys in a traceback; it is said, with what (not) to do."""
+    env = {STATE_ENV: str(tmp_path / "state")}
+    renkei("keys", "init", env=env)
+    keys_folder = tmp_path / "state" / "keys"
+    (keys_folder / "id-key.json").unlink()
+    (keys_folder / "master.json").write_text('{"id_master": "not hex"}', encoding="utf-8")
+    run = renkei("keys", "init", env=env, check=False)
+    assert run.returncode == 1
+    said_in_one_line(run.stderr, f"the key store at {keys_folder / 'master.json'} cannot be read "
+                                 "(ValueError): restore it from its backup")
+
+
 def test_no_number_is_nan_infinite_or_below_zero() -> None:
     """Each is a length of time or a rate: a plain float (`chaos broker --kill-at`, `bench
     linkage --seconds`, `bench holder --rate` …) took NaN and infinity, and a negative one."""

@@ -28,7 +28,7 @@ from broker.clients import KafkaAccess, provisioned
 from holders.cli import holder_cli
 from holders.client import HolderClient
 from holders.server import Address, address_file, recorded
-from holders.store import HolderStore
+from holders.store import HolderStore, default_path
 from registry import store as registry_store
 from registry.normalize import NOT_A_DATE
 from registry.residents import FourAttributes, Resident, Sex
@@ -115,6 +115,17 @@ def test_an_id_no_caller_could_send_or_that_cannot_be_said_back_is_refused(
     store = HolderStore.of(HOLDER)
     assert store.terminals() == ["窓口 1"] and store.staff() == []
     store.close()
+
+
+def test_a_store_that_is_no_database_is_said_in_one_line(state: Path) -> None:
+    """A holder.db damaged (or another file put in its place) ended `staff list` and every
+    other command on it in sqlite3's traceback."""
+    _ok("terminal", "add", HOLDER, "t1")
+    (path := default_path(HOLDER)).write_bytes(b"not a SQLite database, whatever it was" * 100)
+    for args in (("staff", "list", HOLDER), ("terminal", "add", HOLDER, "t2")):
+        refused = _holder(*args)
+        assert refused.exit_code == 1 and refused.output == (
+            f"Error: cannot open the store of {HOLDER} at {path}: file is not a database\n")
 
 
 def test_ids_typed_with_spaces_around_are_removed_and_tied_as_stored(state: Path) -> None:
