@@ -86,12 +86,14 @@ class Card:
         self.path = path
         try:
             data = read_json(path)
-            if data.get("format") != FORMAT:
-                raise ValueError(data.get("format"))
-            self.certificate = x509.load_pem_x509_certificate(data["certificate"].encode())
-            self.face = CardFace(data["serial"], data["kind"], data["label"])
+            is_card = data.get("format") == FORMAT
+            if is_card:
+                self.certificate = x509.load_pem_x509_certificate(data["certificate"].encode())
+                self.face = CardFace(data["serial"], data["kind"], data["label"])
         except (ValueError, KeyError, TypeError, AttributeError):  # JSON, fields, certificate
-            raise NotACard(f"{path.name} is not an IC card file") from None
+            is_card = False
+        if not is_card:
+            raise NotACard(f"{path.name} is not an IC card file")
         self._data = data
 
     def __repr__(self) -> str:

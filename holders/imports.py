@@ -159,8 +159,8 @@ def read_records(path: Path) -> tuple[list[tuple[int, Record]], list[Refused]]:
 def _data(row: dict[str, str]) -> Data:
     try:
         fields = json.loads(_required(row, "fields"))
-    except (ValueError, RecursionError):  # not JSON; an integer over Python's 4,300 digits;
-        raise BadField("fields", "is not JSON") from None  # nested past the recursion limit
+    except (ValueError, RecursionError):  # not JSON, over 4,300 digits, or nested too deep
+        raise BadField("fields", "is not JSON") from None
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise BadField("fields", "is not a JSON object of strings")
     if not all(_text(name) and _text(value) for name, value in fields.items()):

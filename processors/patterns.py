@@ -47,10 +47,11 @@ def _pattern(row: dict[str, object]) -> LegalPattern:
     if not isinstance(data_types, list) or not data_types or not all(
             isinstance(t, str) and t.strip() for t in data_types):
         raise ValueError(f"{named}: data_types must be a list of one or more names")
-    if not 1 <= int(str(row["version"])) <= MOST_VERSION:
+    version = int(str(row["version"]))
+    if not 1 <= version <= MOST_VERSION:
         raise ValueError(f"{named}: version must be from 1 to {MOST_VERSION}")
     return LegalPattern(
-        pattern_id=str(row["pattern_id"]), version=int(str(row["version"])),
+        pattern_id=str(row["pattern_id"]), version=version,
         legal_basis=str(row["legal_basis"]), purpose=str(row["purpose"]),
         requester_role=str(row["requester_role"]), provider_role=str(row["provider_role"]),
         data_types=tuple(str(t) for t in data_types), valid_from=valid_from,

@@ -118,8 +118,8 @@ def parsed(text: str, shapes: tuple[Shape, ...]) -> dict[str, str]:
 def _object(text: str) -> dict[str, str]:
     try:
         found: Any = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON; an integer over Python's 4,300 digits;
-        raise click.UsageError("stdin is not one JSON object") from None  # nested too deep
+    except (ValueError, RecursionError):  # not JSON, over 4,300 digits, or nested too deep
+        raise click.UsageError("stdin is not one JSON object") from None
     if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
         raise click.UsageError("stdin's JSON object must map names to strings (a personal "
                                "number as a string, its leading zeros kept)")
