@@ -163,14 +163,14 @@ def _data(row: dict[str, str]) -> Data:
         raise BadField("fields", "is not JSON") from None
     if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise BadField("fields", "is not a JSON object of strings")
-    if not all(_text(name) and _text(value) for name, value in fields.items()):
+    if not all(storable(name) and storable(value) for name, value in fields.items()):
         raise BadField("fields", "holds a lone surrogate (\\ud800 to \\udfff): no character")
     return Data(_required(row, "own_number"), _required(row, "data_type"), fields)
 
 
-def _text(value: str) -> bool:
-    """Whether `value` is text UTF-8 can hold (no lone surrogate, which JSON's \\u escapes
-    can make and the store cannot keep)."""
+def storable(value: str) -> bool:
+    """Whether text can be stored (UTF-8 can hold it): no lone surrogate, as JSON's "\\udcff"
+    gives, or a header's bytes that are not UTF-8."""
     try:
         value.encode()
     except UnicodeEncodeError:

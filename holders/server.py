@@ -48,7 +48,7 @@ from holders.client import (
     NotInDirectory,
     NotSentYet,
 )
-from holders.imports import FIELD_CHARS, trimmed
+from holders.imports import FIELD_CHARS, storable, trimmed
 from holders.store import HolderStore, Keyed, KeyInUse
 from renkei import event_loop, logs, sqlite
 from renkei.quiet_http import QuietRunner
@@ -173,16 +173,6 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _utf8(value: str) -> bool:
-    """Whether text can be stored: no lone surrogate, as JSON's "\\udcff" gives, or a header's
-    bytes that are not UTF-8."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 _JSON_KINDS = ((dict, "an object"), (list, "an array"), (bool, "true or false"),
                (int | float, "a number"))  # what a field given not as a string is, in JSON's words
 
@@ -199,7 +189,7 @@ def _field(body: dict[str, Any], name: str) -> str:
         raise web.HTTPBadRequest(text=f"{name!r} is required")
     if len(value) > FIELD_CHARS:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
-    if not _utf8(value):
+    if not storable(value):
         raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text")
     return text
 
@@ -216,7 +206,7 @@ def _keyed(request: web.Request, body: dict[str, Any],
         return None
     if not key or len(key) > KEY_CHARS:
         raise web.HTTPBadRequest(text=f"an Idempotency-Key is 1 to {KEY_CHARS} characters")
-    if not _utf8(key):
+    if not storable(key):
         raise web.HTTPBadRequest(text="an Idempotency-Key is UTF-8 text")
     read = json.dumps([request.path, asked], ensure_ascii=False)
     given = json.dumps([request.path, body], sort_keys=True, ensure_ascii=False)
