@@ -272,11 +272,10 @@ async def bind(request: web.Request) -> web.Response:
         return await _made(client.bind(*asked, _keyed(request, body, asked)))
     except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
-    except NotInDirectory as exc:  # the registry's or the authority's entry, not read yet
-        log.warning("%s: %s: answered 503", _asked(request), exc)
-        raise web.HTTPServiceUnavailable(text=f"{exc} (yet): the platform publishes its "
-                                              "services' entries (`renkei directory "
-                                              "publish-services`)") from exc
+    except NotInDirectory as exc:  # the registry's or the authority's entry, not read yet:
+        log.warning("%s: %s: answered 503", _asked(request), exc)  # said once, as _busy_store
+        return _error(503, "service_unavailable", f"{exc} (yet): the platform publishes its "
+                      "services' entries (`renkei directory publish-services`)")
 
 
 async def linkage(request: web.Request) -> web.Response:
