@@ -21,6 +21,7 @@ from registry.residents import FourAttributes
 
 T = TypeVar("T")
 RECORD_COLUMNS = ("own_number", "name", "address", "date_of_birth", "sex")
+NUMBER_COLUMN = "personal_number"  # a records file's optional column
 DATA_COLUMNS = ("own_number", "data_type", "fields")
 
 
@@ -59,20 +60,21 @@ class BadField(ValueError):
         self.field, self.reason = field, reason
 
 
-def _lines(path: Path,
-           columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str] | None]]:
+def _lines(path: Path, columns: tuple[str, ...],
+           optional: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str] | None]]:
     """Each non-blank row after the header by the line it starts on, None if it has another
-    number of fields than the header; ValueError if the header lacks a column or the file is
-    not UTF-8 (read in blocks: which line is not known)."""
+    number of fields than the header; ValueError if the header lacks a column or names one
+    neither in `columns` nor `optional`, or the file is not UTF-8 (read in blocks: which line is
+    not known)."""
     try:
-        yield from _utf8_lines(path, columns)
+        yield from _utf8_lines(path, columns, optional)
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text (a spreadsheet's Shift_JIS CSV, say): "
                          "save it as CSV UTF-8") from None
 
 
-def _utf8_lines(path: Path,
-                columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str] | None]]:
+def _utf8_lines(path: Path, columns: tuple[str, ...],
+                optional: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str] | None]]:
     """`_lines` of a file of UTF-8 text."""
     with open(path, newline="", encoding="utf-8-sig") as file:
         reader = csv.reader(file)
@@ -84,6 +86,9 @@ def _utf8_lines(path: Path,
         if twice := sorted({name for name in header if name and header.count(name) > 1}):
             raise ValueError(f"{path}: the header names {', '.join(twice)} twice: which column "
                              "is meant is not known")
+        if unknown := [name for name in header if name and name not in columns + optional]:
+            raise ValueError(f"{path}: the header names {', '.join(unknown)}, which is no "
+                             f"column (columns: {', '.join(columns + optional)})")
         start = reader.line_num + 1
         try:
             for row in reader:
@@ -95,13 +100,14 @@ def _utf8_lines(path: Path,
             raise ValueError(f"{path}: line {start} cannot be read as CSV ({exc})") from None
 
 
-def _read(path: Path, columns: tuple[str, ...], parse: Callable[[dict[str, str]], T],
+def _read(path: Path, columns: tuple[str, ...], optional: tuple[str, ...],
+          parse: Callable[[dict[str, str]], T],
           key: Callable[[T], Hashable]) -> tuple[list[tuple[int, T]], list[Refused]]:
     """The rows `parse` reads by line, and those refused (the same key twice: the later)."""
     read: list[tuple[int, T]] = []
     refused: list[Refused] = []
     seen: dict[Hashable, int] = {}
-    for line, row in _lines(path, columns):
+    for line, row in _lines(path, columns, optional):
         try:
             if row is None:
                 raise BadField("row", "has another number of fields than the header")
@@ -141,10 +147,10 @@ def _record(row: dict[str, str]) -> Record:
         sex = parse_sex(_required(row, "sex"))
     except ValueError as exc:
         raise BadField("sex", "is not one of 1/2, 男/女, M/F") from exc
-    given = row.get("personal_number")
+    given = row.get(NUMBER_COLUMN)
     number = None if given is None else keyed(given) or None
     if number is not None and not is_valid(number):
-        raise BadField("personal_number", "is not 12 digits with a valid check digit")
+        raise BadField(NUMBER_COLUMN, "is not 12 digits with a valid check digit")
     attributes = FourAttributes(_required(row, "name"), _required(row, "address"), born, sex)
     return Record(_required(row, "own_number"), attributes, number, given is not None)
 
@@ -153,7 +159,7 @@ def read_records(path: Path) -> tuple[list[tuple[int, Record]], list[Refused]]:
     """The records of a CSV file (own_number, name, address, date_of_birth, sex and optionally
     personal_number: without the column, each record's number is left as the store has it; an
     empty cell, none), and the rows refused."""
-    return _read(path, RECORD_COLUMNS, _record, lambda r: r.own_number)
+    return _read(path, RECORD_COLUMNS, (NUMBER_COLUMN,), _record, lambda r: r.own_number)
 
 
 def _data(row: dict[str, str]) -> Data:
@@ -181,7 +187,7 @@ def storable(value: str) -> bool:
 def read_data(path: Path) -> tuple[list[tuple[int, Data]], list[Refused]]:
     """The data of a CSV file (own_number, data_type, fields as a JSON object of strings), and
     the rows refused."""
-    return _read(path, DATA_COLUMNS, _data, lambda d: (d.own_number, d.data_type))
+    return _read(path, DATA_COLUMNS, (), _data, lambda d: (d.own_number, d.data_type))
 
 
 def store_records(store: HolderStore,

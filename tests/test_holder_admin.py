@@ -350,7 +350,10 @@ def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path)
 @pytest.mark.parametrize(("header", "row", "said"), [
     ("own_number,name", "T-1,山田", "lacks address, date_of_birth, sex"),
     ("own_number,own_number,name,address,date_of_birth,sex", "F1,F2,山田,桜町1,1980-04-01,F",
-     "the header names own_number twice")])  # was F2's record, F1 dropped unsaid
+     "the header names own_number twice"),  # was F2's record, F1 dropped unsaid
+    ("own_number,name,address,date_of_birth,sex,number", "T-1,山田,桜町1,1980-04-01,F,"
+     "123456789018", "the header names number, which is no column (columns: own_number, name, "
+     "address, date_of_birth, sex, personal_number)")])  # was imported, its number dropped unsaid
 def test_a_file_without_the_columns_is_refused_whole(state: Path, tmp_path: Path, header: str,
                                                      row: str, said: str) -> None:
     file = tmp_path / "records.csv"
