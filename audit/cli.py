@@ -238,19 +238,24 @@ def recommit(db: str | None, instance: str) -> None:
     appended once.
 
     Commits nothing, and exits 1, if the check finds anything; nothing either if the last
-    commit's note is not forged."""
+    commit's note is not forged and its offset not past the last the consumer noted."""
     from audit.recommit import NotAssigned
     from audit.recommit import recommit as recommitted
 
     with open_store(db) as store:
         anchored, committed = read_outside()
-        if committed is None or committed.signed_by(store.signer.public_key) is not False:
+        offset = (committed.offset if committed is not None
+                  else asyncio.run(anchor.consumer_commit(KafkaAccess.of(acls.AUDIT)))[0])
+        if committed is not None and committed.signed_by(store.signer.public_key) is False:
+            forged = f"(offset {offset}, size {committed.size}) has a forged note"
+        elif (noted := store.noted_before(offset)) is not None:
+            forged = f"(offset {offset}) is past the last offset it noted ({noted})"
+        else:
             click.echo("the audit consumer's last commit has no forged note: the consumer "
                        "starts from it; nothing committed")
             return
         report = store.verify(decode_event, anchored=anchored)
-        click.echo(f"the audit consumer's commit (offset {committed.offset}, size "
-                   f"{committed.size}) has a forged note; the store of {report.tree_size} "
+        click.echo(f"the audit consumer's commit {forged}; the store of {report.tree_size} "
                    f"entries checked against {report.anchored} anchored heads")
         _stop_at_findings(report)
         try:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from audit.anchor import Anchor, noted_commit
+from audit.anchor import Anchor, consumer_commit
 from audit.detector import QUIETED, Detector, Raised, Rules
 from audit.events import AccessLogEvent, Logged, OperatorAction, logged_key
 from audit.store import AuditStore
@@ -148,7 +148,7 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
     signing: asyncio.Task[None] | None = None
     try:
         if await unless_stopped(stop, started(alerts, access)):
-            store.check_commit(await noted_commit(access))
+            store.check_commit(*await consumer_commit(access))
             signing = asyncio.create_task(anchor.every(head_seconds, store.head))
             await beside(signing, serve(  # LostEntries at a head, no batch coming: it stops
                 access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop, ready,

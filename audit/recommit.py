@@ -69,5 +69,5 @@ async def recommit(access: KafkaAccess, store: AuditStore, instance: str) -> int
     """Commit the offset the store accounts for with a note of its tree the head key signs, as
     the consumer's static member `instance`; the offset committed."""
     offset = await accounted_offset(access, store)
-    await commit_as_member(access, instance, offset, store.commit_note())
+    await commit_as_member(access, instance, offset, store.commit_note(offset))
     return offset

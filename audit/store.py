@@ -40,6 +40,7 @@ from audit import merkle
 from audit.detector import Raised, binding_of
 from audit.events import (
     BINDING,
+    EPOCH,
     AccessLogEvent,
     Logged,
     OperatorAction,
@@ -157,6 +158,9 @@ _RAW_ACTIONS = "SELECT " + ", ".join(
     c if c in ("serial", "occurred_at") else f"CAST({c} AS BLOB)" for c in ACTION_COLUMNS
 ) + " FROM operator_actions WHERE serial IS NOT NULL ORDER BY serial"
 _ACTION_TIME, _RECORD = ACTION_COLUMNS.index("occurred_at"), ACTION_COLUMNS.index("record")
+# the last offset the audit consumer committed (or is about to) on the audit topic
+_NOTED = ("INSERT INTO noted (one, committed_offset) VALUES (1, ?) "
+          "ON CONFLICT (one) DO UPDATE SET committed_offset = excluded.committed_offset")
 # a (holder, person) pair's row keeps its earliest binding's time, whichever came first
 _BIND = ("INSERT INTO bindings (holder, person, occurred_at) VALUES (?, ?, ?) "
          "ON CONFLICT (holder, person) DO UPDATE SET occurred_at = excluded.occurred_at "
@@ -240,6 +244,8 @@ def _schema(d: Dialect) -> list[str]:
         "occurred_at BIGINT NOT NULL, operator TEXT NOT NULL, action TEXT NOT NULL, "
         f"subject TEXT NOT NULL, reason TEXT, record {d.blob} NOT NULL, serial BIGINT)",
         "CREATE UNIQUE INDEX IF NOT EXISTS operator_actions_serial ON operator_actions (serial)",
+        "CREATE TABLE IF NOT EXISTS noted (one INTEGER PRIMARY KEY CHECK (one = 1), "
+        "committed_offset BIGINT NOT NULL)",
     ]
 
 
@@ -356,17 +362,25 @@ class Committed:
 
     @classmethod
     def of(cls, offset: int, note: str | None) -> Committed | None:
-        """The commit at `offset` with its note; None if the note tells no tree (none given, or
-        a commit of a consumer from before the notes)."""
+        """The commit at `offset` with its note; None if it has none (a commit of a consumer
+        from before the notes). A note that cannot be read is one the head key did not sign."""
+        if not note:
+            return None
         try:
-            size, root, *signed = (note or "").split(" ")
+            size, root, *signed = note.split(" ")
             tree = cls(offset, int(size), bytes.fromhex(root))
             if not signed:  # a note from before the notes were signed
-                return tree
+                return tree if tree.size >= 0 else cls._unreadable(offset)
             at, signature = signed
+            if tree.size < 0 or int(at) < 0:
+                return cls._unreadable(offset)
             return replace(tree, at=from_millis(int(at)), signature=bytes.fromhex(signature))
         except (ValueError, OverflowError):
-            return None
+            return cls._unreadable(offset)
+
+    @classmethod
+    def _unreadable(cls, offset: int) -> Committed:
+        return cls(offset, 0, b"", EPOCH, b"")  # no signature of the head key's
 
     def signed_by(self, public_key: Ed25519PublicKey) -> bool | None:
         """Whether the head key signed the note; None for a note from before they were signed."""
@@ -774,10 +788,13 @@ class AuditStore:
         return [(seq, SignedHead(TreeHead(size, root, from_millis(at)), key, sig))
                 for seq, size, root, at, key, sig in rows]
 
-    def commit_note(self) -> str:
+    def commit_note(self, offset: int) -> str:
         """The tree's size and root now, the time, and the head key's signature of them, as the
-        audit consumer commits them with its offset (Committed.of reads them)."""
+        audit consumer commits them with `offset` (Committed.of reads them); the store keeps
+        the offset first, the last it may start from (check_commit)."""
         tree = self._tree()
+        with self._write() as cur:
+            cur.execute(_NOTED, (offset,))
         head = TreeHead(tree.size, tree.root(), self.clock())
         signature = self.signer.sign(head.message(NOTE_CONTEXT))
         return f"{head.size} {head.root.hex()} {millis(head.timestamp)} {signature.hex()}"
@@ -1377,16 +1394,29 @@ class AuditStore:
                                 "though the consumer had appended them and read past them",
                                 "after the consumer committed them")
 
-    def check_commit(self, committed: Committed | None) -> None:
-        """Raise LostEntries unless the tree holds the one noted with the commit (if any),
-        ForgedNote if the head key did not sign its note; from then on, any entry deleted raises
-        LostEntries at the next append, head or note (`_tree`)."""
+    def check_commit(self, offset: int, note: str) -> None:
+        """Raise LostEntries unless the tree holds the one noted with the commit at `offset`
+        (if any), ForgedNote if the head key did not sign its note or the offset is past the
+        last this store's consumer noted (whatever the note: the records between would be
+        skipped); from then on, any entry deleted raises LostEntries at the next append, head
+        or note (`_tree`)."""
+        committed = Committed.of(offset, note)
         finding = None if committed is None else self.against_commit(
             committed, committed.signed_by(self.signer.public_key))
         if finding is not None:
             stopped = ForgedNote if finding.kind == FORGED else LostEntries
             raise stopped(f"{finding.where}: {finding.detail}")
+        if (noted := self.noted_before(offset)) is not None:
+            raise ForgedNote(f"the audit consumer's commit (offset {offset}) is past the last "
+                             f"offset it noted in this store ({noted}): started from it, the "
+                             "consumer would skip the records between: a commit not its own")
         self._tree()
+
+    def noted_before(self, offset: int) -> int | None:
+        """The last offset the audit consumer noted in this store (commit_note) if `offset` is
+        past it, else None (none noted: a store from before, or a new one)."""
+        noted = self._db.execute("SELECT committed_offset FROM noted").fetchone()
+        return None if noted is None or offset <= noted[0] else int(noted[0])
 
     def _head_problem(self, head: TreeHead, earlier: tuple[int, TreeHead] | None) -> str | None:
         """None when the stored tree has this root at this size; else what is wrong."""

@@ -32,7 +32,8 @@ from renkei.tether import when_parent_gone
 
 log = logging.getLogger(__name__)
 Handler = Callable[[list[Any]], Awaitable[Sequence[Send]]]
-Note = Callable[[], str]  # what a commit notes with its offsets: what the handled records made
+Note = Callable[[int], str]  # what a commit notes with an offset it commits: what the records
+# handled before it made
 Idle = Callable[[datetime], Awaitable[None]]  # told when every record was read (read_to_the_end)
 IDLE_SECONDS = 2.0  # how often at most a service with nothing left to read is told so
 COMMIT_SECONDS = 0.2
@@ -213,8 +214,9 @@ class Outflow:
         await settled(futures)  # a failed send raises: nothing is committed
         handled, self._handled = self._handled, set()
         owned = self.consumer.assignment()
-        note = "" if self.note is None else self.note()
-        offsets = {tp: (await self.consumer.position(tp), note) for tp in handled if tp in owned}
+        positions = {tp: await self.consumer.position(tp) for tp in handled if tp in owned}
+        offsets = {tp: (at, "" if self.note is None else self.note(at))
+                   for tp, at in positions.items()}
         if offsets:  # none if a rebalance took every partition handled since the last commit
             await commit(self.consumer, offsets)
         self._committed_at = time.monotonic()

@@ -989,7 +989,7 @@ def test_a_process_does_not_append_or_sign_over_entries_deleted_behind_its_back(
     filled(store)
     truncate(db, 20)
     for going_on in (lambda: store.append_many([item(event(100))]), store.head,
-                     store.commit_note):
+                     lambda: store.commit_note(30)):
         with pytest.raises(LostEntries, match=r"the store has 20 entries, this process knew 24: "
                                               r"serials 20\.\.23 were deleted"):
             going_on()
@@ -1098,13 +1098,13 @@ def test_the_commit_note_is_signed_with_its_time_and_a_forged_one_checks_nothing
     by another key, or whose tree was changed, is FORGED and nothing is checked against it; one
     from before the notes were signed (the tree alone) is read and said unsigned."""
     filled(store)
-    signed = Committed.of(7, store.commit_note())
+    signed = Committed.of(7, store.commit_note(7))
     assert signed is not None and (signed.size, signed.at) == (24, clock.now)
     report = store.verify(decode_event, committed=signed)
     assert report.ok and report.commit_signed is True, report.findings
     with AuditStore(tmp_path / "other.db", Signer.generate(), clock=clock) as other:
         filled(other, 30)
-        by_another = Committed.of(7, other.commit_note())
+        by_another = Committed.of(7, other.commit_note(7))
     for forged in (by_another, replace(signed, size=30)):
         report = store.verify(decode_event, committed=forged)
         where = "the audit consumer's commit (offset 7, size 30)"
@@ -1121,7 +1121,7 @@ def test_the_commit_note_s_signature_is_checked_once_a_view(
     Ed25519 check, the real one, counted): each checked it twice, for the report and the
     finding."""
     filled(store)
-    signed = Committed.of(7, store.commit_note())
+    signed = Committed.of(7, store.commit_note(7))
     checked: list[bytes] = []
 
     def counted(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:
@@ -1142,16 +1142,52 @@ def test_the_consumer_does_not_start_from_a_forged_commit_note_and_says_so_in_on
     filled(store)
     with AuditStore(tmp_path / "other.db", Signer.generate(), clock=clock) as other:
         filled(other)
-        forged = Committed.of(7, other.commit_note())
-    assert forged is not None and forged.root == merkle.tree_root(store, 24)
+        forged = other.commit_note(7)
+    committed = Committed.of(7, forged)
+    assert committed is not None and committed.root == merkle.tree_root(store, 24)
     with pytest.raises(ForgedNote) as stopped:
-        store.check_commit(forged)
+        store.check_commit(7, forged)
     said = _said(stopped.value)
     assert said is not None and "\n" not in said and "gap" not in said, said
     assert said.startswith("the audit consumer's commit (offset 7, size 24): its note's "
                            "signature is not the head key's: a note forged"), said
     assert "head key in keys/audit was replaced" in said and "renkei audit replay" in said
-    store.check_commit(Committed.of(7, store.commit_note()))
+    store.check_commit(7, store.commit_note(7))
+
+
+@pytest.mark.parametrize("note", ["genuine", "none", "unsigned"])
+def test_the_consumer_does_not_start_past_the_last_offset_it_noted(store: AuditStore,
+                                                                   note: str) -> None:
+    """Its own note (or none, or one from before they were signed) committed again at a later
+    offset, as the audit principal may: started from it, the consumer would skip the records
+    between, and nothing would tell (the tree is the note's). Its own offset, or one before it
+    (a note made, the commit lost in a crash), it starts from."""
+    filled(store)
+    genuine = store.commit_note(7)
+    given = {"genuine": genuine, "none": "", "unsigned": " ".join(genuine.split(" ")[:2])}[note]
+    with pytest.raises(ForgedNote) as stopped:
+        store.check_commit(12, given)
+    said = _said(stopped.value)
+    assert said is not None and said.startswith(
+        "the audit consumer's commit (offset 12) is past the last offset it noted in this "
+        "store (7): started from it, the consumer would skip the records between"), said
+    store.check_commit(7, given)
+    store.check_commit(5, given if note != "genuine" else "")
+
+
+@pytest.mark.parametrize("note", ["5 00 -1 00", "-5 00 1 00", "-5 00", "5 zz", "a note"])
+def test_a_commit_note_that_cannot_be_read_is_forged_not_a_traceback(store: AuditStore,
+                                                                      note: str) -> None:
+    """A note with a negative size or time (which no 8-byte field holds), or that is no note,
+    is one the head key did not sign: verify says FORGED and the consumer does not start. A
+    negative one raised OverflowError from verify, the consumer and recommit alike; the others
+    were read as no note, and checked nothing."""
+    filled(store)
+    committed = Committed.of(7, note)
+    assert committed is not None and committed.signed_by(store.signer.public_key) is False
+    assert FORGED in {kind for kind, _ in kinds(store.verify(decode_event, committed=committed))}
+    with pytest.raises(ForgedNote):
+        store.check_commit(7, note)
 
 
 def test_a_store_cut_short_and_grown_past_its_anchor_again_is_not_consistent_with_it(

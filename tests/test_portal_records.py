@@ -97,7 +97,7 @@ async def test_the_integrity_page_says_which_commit_it_checked_the_store_against
     from before the notes were signed is said unsigned."""
     store.append_many(item(event(n)) for n in range(12))
     records, w = Records(lambda: store), words(lang)
-    committed = Committed.of(4242, store.commit_note())
+    committed = Committed.of(4242, store.commit_note(4242))
     assert committed is not None and committed.at is not None
     unsigned = replace(committed, at=None, signature=None)
     shown = {given: integrity_page(lang, await records.against([store.head()], given))
