@@ -65,14 +65,17 @@ def past_time(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return moment
 
 
-STORE_URL = "a path, sqlite:///path or postgresql://…"
+STORE_URL = ("a path, sqlite:///path or postgresql://… (its password in ~/.pgpass or "
+             "$PGPASSWORD: `ps` shows a command's arguments)")
+STORE_ENV = "RENKEI_AUDIT_DB"
 
 
 def store_option(command: F) -> F:
-    """`--db URL`, for every command that opens the store."""
+    """`--db URL` (or $RENKEI_AUDIT_DB), for every command that opens the store."""
     return click.option(
-        "--db", metavar="URL", default=None, cls=SaidDefault,
-        show_default="the state folder's audit/audit.db", help=STORE_URL)(command)
+        "--db", metavar="URL", default=None, cls=SaidDefault, envvar=STORE_ENV,
+        show_default=f"${STORE_ENV}, else the state folder's audit/audit.db",
+        help=STORE_URL)(command)
 
 
 def instance_option(command: F) -> F:

@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -175,8 +176,11 @@ def _write(path: Path, text: str, mode: int, new: bool = False) -> None:
     must not be there yet: of two processes making it at once, one wins, the other gets
     FileExistsError (link, like O_EXCL, fails on a name that exists) and nothing is replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # a name no one can guess, made here (O_EXCL, 0600): a file another user made in the
+    # folder under a predictable one would be written into, kept as theirs, and moved in place
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    partial = Path(name)
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
     if not new:

@@ -95,12 +95,17 @@ def test_a_mistake_is_said_in_one_line(tmp_path: Path, args: tuple[str, ...],
     ("postgresql://auditor:S3cretPW@127.0.0.1:1/audit?foo=bar",
      "postgresql://127.0.0.1:1/audit is not a store address psycopg reads"),
     ("mysql://auditor:S3cretPW@127.0.0.1/audit", "unsupported store URL mysql://…")])
+@pytest.mark.parametrize("given", ["--db", "RENKEI_AUDIT_DB"])
 def test_a_store_address_that_cannot_be_read_is_said_without_its_password(
-        tmp_path: Path, url: str, error: str) -> None:
+        tmp_path: Path, url: str, error: str, given: str) -> None:
     """psycopg's words for a URI it cannot parse quote it whole, password and all: they went out
-    in a traceback, as did the URL of a scheme no store has."""
-    run = renkei("audit", "query", "--db", url, env={STATE_ENV: str(tmp_path / "state")},
-                 check=False)
+    in a traceback, as did the URL of a scheme no store has. The address may be given in the
+    environment, where `ps` does not show a password in it."""
+    env = {STATE_ENV: str(tmp_path / "state")}
+    if given == "--db":
+        run = renkei("audit", "query", "--db", url, env=env, check=False)
+    else:
+        run = renkei("audit", "query", env=env | {given: url}, check=False)
     assert run.returncode == 1 and "S3cretPW" not in run.stdout + run.stderr
     said_in_one_line(run.stderr, error)
 
