@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -18,6 +18,7 @@ from audit.events import from_millis, millis
 from renkei.state import private_dir, read_json, write_json
 
 HEAD_CONTEXT = b"renkei audit tree head v1\x00"
+T = TypeVar("T")
 KEY_FILE = "head-key.json"
 
 
@@ -73,18 +74,22 @@ def private_key_path() -> Path:
     it in audit/head-key.json: it is moved here, and its public half alone left there."""
     path = private_dir("keys", "audit") / KEY_FILE
     public = key_path()
-    if not path.exists() and public.exists() and "private_key" in read_json(public):
+    if not path.exists() and public.exists() and "private_key" in _key_file(public, ""):
         with suppress(FileExistsError):  # another process moved it meanwhile
             write_json(path, read_json(public), private=True, new=True)
     if path.exists():
-        _publish(read_json(path)["public_key"])
+        _publish(_read_key(path, lambda: read_json(path)["public_key"]))
     return path
 
 
 def _publish(public_key: str) -> None:
     """The public half in key_path(), unless it is there already alone."""
     public = {"algorithm": "Ed25519", "public_key": public_key}
-    if not key_path().exists() or read_json(key_path()) != public:
+    try:
+        published = read_json(key_path()) == public
+    except (FileNotFoundError, ValueError):  # none yet, or damaged: written again
+        published = False
+    if not published:
         write_json(key_path(), public)
 
 
@@ -134,7 +139,7 @@ class Signer:
                                     "public_key": key.public_key().public_bytes_raw().hex()},
                            private=True, new=True)
             if path is None:
-                _publish(read_json(target)["public_key"])
+                _publish(_read_key(target, lambda: read_json(target)["public_key"]))
         return cls.load(target)
 
     @classmethod
@@ -152,7 +157,7 @@ class Signer:
         if found is None:
             raise NoKey(f"the head key at {path} is the public key alone: this command signs "
                         "heads (`renkei audit verify` checks them with the public key alone)")
-        key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(found))
+        key = _read_key(path, lambda: Ed25519PrivateKey.from_private_bytes(bytes.fromhex(found)))
         return cls(key.public_key(), key)
 
     @classmethod
@@ -160,9 +165,11 @@ class Signer:
         """The public key alone from `path` (default: the state folder's audit/head-key.json),
         a private key there unused: all that checking heads needs, and all that an auditor
         checking a copy of a store need be given. NoKey if none."""
-        found = _key_file(path or key_path(), "`renkei audit run` makes it; to check a copy of "
-                          "a store, put its head key (the public key is enough) there")
-        return cls(Ed25519PublicKey.from_public_bytes(bytes.fromhex(found["public_key"])))
+        path = path or key_path()
+        found = _key_file(path, "`renkei audit run` makes it; to check a copy of a store, put "
+                                "its head key (the public key is enough) there")
+        return cls(_read_key(path, lambda: Ed25519PublicKey.from_public_bytes(
+            bytes.fromhex(found["public_key"]))))
 
     def sign(self, message: bytes) -> bytes:
         if self._key is None:
@@ -174,12 +181,28 @@ class Signer:
 
 
 def _key_file(path: Path, missing: str) -> dict[str, str]:
-    """The head key file's fields; NoKey if there is none, saying what is `missing`."""
+    """The head key file's fields; NoKey if there is none, saying what is `missing`, or if it
+    is no JSON object."""
     try:
-        found: dict[str, str] = read_json(path)
+        found = _read_key(path, lambda: read_json(path))
     except FileNotFoundError:
         raise NoKey(f"no head key at {path}: {missing}") from None
+    if not isinstance(found, dict):
+        raise _damaged(path)
     return found
+
+
+def _read_key(path: Path, read: Callable[[], T]) -> T:
+    """What `read` reads of the head key file at `path`; NoKey, in one line, if it is damaged."""
+    try:
+        return read()
+    except (ValueError, KeyError, TypeError):  # not JSON, a field missing, a key's wrong length
+        raise _damaged(path) from None
+
+
+def _damaged(path: Path) -> NoKey:
+    return NoKey(f"the head key at {path} cannot be read: restore it from its backup (a new key "
+                 "would leave every head signed unverifiable)")
 
 
 def verify_signature(public_key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:

@@ -183,3 +183,30 @@ def test_a_missing_head_key_is_said_as_each_command_needs_it(tmp_path: Path) -> 
         said_in_one_line(run.stderr, f"no head key at {state / 'audit' / 'head-key.json'}: "
                                      "`renkei audit run` makes it; to check a copy of a store, "
                                      "put its head key (the public key is enough) there")
+
+
+@pytest.mark.parametrize(("which", "text"), [
+    ("public", '{"algorithm": "Ed2'), ("public", '{"algorithm": "Ed25519", "public": "00"}'),
+    ("public", '{"algorithm": "Ed25519", "public_key": "00"}'), ("public", "[]"),
+    ("private", '{"algorithm": "Ed2')])
+def test_a_damaged_head_key_is_said_in_one_line(tmp_path: Path, which: str, text: str) -> None:
+    """The public half cut short, its field misnamed or of the wrong length, the key itself
+    cut short: each command ended in a traceback (JSONDecodeError, KeyError, ValueError)."""
+    state = tmp_path / "state"
+    db = tmp_path / "audit.db"
+    with AuditStore(db, Signer.load_or_create(key_path_in(state, "private"))) as store:
+        store.append_many([item(event(0))])
+    damaged = key_path_in(state, which)
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_text(text, encoding="utf-8")
+    run = renkei("audit", "verify" if which == "public" else "head", "--no-anchor"
+                 if which == "public" else "--all", "--db", str(db), env={STATE_ENV: str(state)},
+                 check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    said_in_one_line(run.stderr, f"the head key at {damaged} cannot be read: restore it from "
+                                 "its backup")
+
+
+def key_path_in(state: Path, which: str) -> Path:
+    """The head key's file in the state folder `state`: its public half, or the key itself."""
+    return state / ("audit" if which == "public" else "keys/audit") / "head-key.json"
