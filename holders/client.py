@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 import time
@@ -62,6 +63,7 @@ from schemas.messages import (
     LinkageRequest,
     Payload,
     PersonalNumber,
+    Ping,
     Pong,
     ProviderAnswer,
     ProviderQuery,
@@ -284,6 +286,7 @@ class HolderClient:
             await self.directory.loaded()  # queries are answered with the requester's key
             self._check_key()
             await producing
+            await self._broker_time_read()
         except BaseException:
             await cancelled(producing)
             await close_producer(self._producer)
@@ -297,6 +300,17 @@ class HolderClient:
         self._retention = asyncio.create_task(
             retention.keep(self.holder, partial(HolderStore, self.store.path), Forgotten.told_of),
             name=f"retention:{self.holder}")
+
+    async def _broker_time_read(self) -> None:
+        """The broker's time now, from the append time of a Ping sent on the outbox (the
+        platform answers a Pong, which the inbox passes over). A query read again after a
+        restart is judged late by it: in a batch of old records alone, their append times
+        would pass it as in time, and an answer sent again past its deadline, by then
+        forgotten by the platform, would be refused, ending the entry of the answer relayed
+        before as not provided."""
+        ping = Ping(new_request_id(), datetime.now(UTC))
+        self.broker_time.read([await self._producer.send_and_wait(
+            topics.outbox(self.holder), CODEC.encode(ping))])
 
     async def _send_kept(self) -> None:
         """Send the requests recorded and not known to be delivered, but those the broker has
@@ -1161,27 +1175,42 @@ class HolderClient:
         return self._signed_out if entry is not None and entry.signing_key else self._unsigned_out
 
     def _answer(self, query: ProviderQuery) -> Send:
-        """Step ③ at the provider: find the person by link code, seal the data to the requester."""
+        """Step ③ at the provider: find the person by link code, seal the data to the requester.
+        A query answered before (read again after a restart) is answered as its entry says,
+        whatever the store holds now: the data sent is the data logged."""
         fields = self.store.provided(query.link_code, query.data_type, query.previous_link_code)
+        status, answer = self._answered(query, fields)
+        if self._logged(query, status, fields):
+            return answer
+        before = self.store.provided_before(query.request_id, query.requester, query.pattern_id,
+                                            query.data_type, query.deadline)
+        if before is None or before[0] not in (FOUND, NOT_FOUND, REFUSED) or before == (
+                status, fields_json(fields) if status == FOUND else None):
+            return answer  # none to go by (TIMED_OUT, refused since), or the same
+        if before[0] == FOUND and before[1] is not None:
+            return self._answered(query, json.loads(before[1]))[1]
+        return self._provider_answer(query, before[0], b"")
+
+    def _answered(self, query: ProviderQuery,
+                  fields: dict[str, str] | None) -> tuple[str, Send]:
+        """The answer to the query with `fields` (None: not found), and its status."""
         try:
             status, sealed = self._sealed(query, fields)
-            answer = self._provider_answer(query, status, sealed)
+            return status, self._provider_answer(query, status, sealed)
         except OversizedMessage as exc:  # not a message the broker takes: this query only
             log.error("%s: the answer to query %s is too large to send (%s): refused",
                       self.holder, query.request_id, exc)
-            status, answer = REFUSED, self._provider_answer(query, REFUSED, b"")
-        self._logged(query, status, fields)
-        return answer
+            return REFUSED, self._provider_answer(query, REFUSED, b"")
 
     def _logged(self, query: ProviderQuery, status: str,
-                fields: dict[str, str] | None = None) -> None:
+                fields: dict[str, str] | None = None) -> bool:
         """The provider's entry of the query in its log, one a query (by what the platform fixed
         at its approval: a copy read or dispatched again is the one entry, a request id used
-        again another): the data sent with it if FOUND."""
-        self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
-                       counterpart=query.requester, pattern_id=query.pattern_id,
-                       data_type=query.data_type, deadline=query.deadline,
-                       content=fields_json(fields) if status == FOUND else None)
+        again another): the data sent with it if FOUND. False if it was made before."""
+        return self.store.log(query.request_id, PROVIDER, SYSTEM, self.terminal, status,
+                              counterpart=query.requester, pattern_id=query.pattern_id,
+                              data_type=query.data_type, deadline=query.deadline,
+                              content=fields_json(fields) if status == FOUND else None)
 
     def _provider_answer(self, query: ProviderQuery, status: str, sealed: bytes) -> Send:
         return send(topics.outbox(self.holder), query.link_code, ProviderAnswer(

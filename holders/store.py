@@ -812,21 +812,33 @@ class HolderStore:
     def log(self, request_id: str, side: str, operator: str, terminal: str, outcome: str, *,
             counterpart: str | None = None, pattern_id: str | None = None,
             data_type: str | None = None, content: str | None = None,
-            purpose: str | None = None, deadline: datetime | None = None) -> None:
+            purpose: str | None = None, deadline: datetime | None = None) -> bool:
         """An entry of the request on this side, once; a provider's of the query it answers by
-        `deadline`, once a query (_query_digest; one made before: _ANSWERED_BEFORE)."""
+        `deadline`, once a query (_query_digest; one made before: _ANSWERED_BEFORE). False if
+        it was made before (this one not made)."""
         if deadline is None:
             digest = b""
         elif self._answered_before(request_id, side, counterpart, pattern_id, data_type,
                                    deadline):
-            return
+            return False
         else:
             digest = _query_digest(counterpart, pattern_id, data_type, deadline)
-        self.db.execute(
+        return self.db.execute(
             f"INSERT OR IGNORE INTO access_log ({_LOGGED}, query_digest) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
-             content, purpose, outcome, digest))
+             content, purpose, outcome, digest)).rowcount == 1
+
+    def provided_before(self, request_id: str, requester: str, pattern_id: str, data_type: str,
+                        deadline: datetime) -> tuple[str, str | None] | None:
+        """The outcome and content (the data sent, if FOUND) of this holder's entry as the
+        provider of the query due by `deadline`, if one was made (None: none, or one made before
+        queries had digests)."""
+        row = self.db.execute(
+            "SELECT outcome, content FROM access_log WHERE request_id = ? AND side = ? "
+            "AND query_digest = ?", (request_id, PROVIDER, _query_digest(
+                requester, pattern_id, data_type, deadline))).fetchone()
+        return None if row is None else (row[0], row[1])
 
     def _answered_before(self, request_id: str, side: str, requester: str | None,
                          pattern_id: str | None, data_type: str | None,

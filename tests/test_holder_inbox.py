@@ -57,6 +57,7 @@ from renkei.tasks import cancelled
 from schemas.codec import CODEC, MAGIC, MAX_BYTES, NewerVersion
 from schemas.messages import (
     FOUND,
+    NOT_FOUND,
     REFUSED,
     TIMED_OUT,
     BindingAnswer,
@@ -454,6 +455,33 @@ async def test_a_query_dispatched_again_with_its_ticket_sealed_again_is_one_prov
     assert copy.ticket != first.ticket
     assert len(await handle(client, first)) == len(await handle(client, copy)) == 1
     assert [e.outcome for e in client.store.access_log(first.request_id)] == [FOUND]
+
+
+@pytest.mark.parametrize("meanwhile", ["imported", "changed"])
+async def test_a_query_read_again_is_answered_as_its_entry_says(client: HolderClient,
+                                                                meanwhile: str) -> None:
+    """Read again after a restart (its answer made and logged, the holder killed before the
+    broker had it), with the data imported or changed meanwhile: the answer sent again was made
+    from the store as it was then, FOUND with data its NOT_FOUND entry never said was sent, or
+    data other than its entry's. It is the answer its entry says."""
+    _providing(client)
+    if meanwhile == "imported":
+        client.store.db.execute("DELETE FROM data")  # none kept yet
+    asked = query("ABC98765XYZ")
+    await handle(client, asked)
+    logged = client.store.access_log(asked.request_id)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "4100000"})
+    [again] = await handle(client, asked)
+    assert isinstance(again.message, ProviderAnswer)
+    assert client.store.access_log(asked.request_id) == logged
+    if meanwhile == "imported":
+        assert (logged[0].outcome, again.message.status) == (NOT_FOUND, NOT_FOUND)
+        assert again.message.sealed_payload == b""
+        return
+    opened = sealing.SessionOpener(sealing.key_of(REQUESTER), holder=REQUESTER).open(
+        again.message.sealed_payload, asked.request_id)
+    assert logged[0].outcome == FOUND and "3200000" in (logged[0].content or "")
+    assert CODEC.decode(opened, Payload).fields == {"taxable_income": "3200000"}
 
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=10), -timedelta(minutes=10)])

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from broker import config, topics
 from broker.clients import KafkaAccess
 from broker.clients import started as started_on
 from holders import client as client_module
-from holders.client import HolderClient
+from holders.client import HolderClient, new_request_id
 from holders.store import HolderStore
 from renkei import sealing
 from renkei import town as town_setup
-from tests.kafka_helpers import renkei
+from schemas.codec import CODEC
+from schemas.messages import TIMED_OUT, ProviderQuery
+from tests.kafka_helpers import producer, renkei
 
 HOLDER = "start-town"
 INSTANCE = "start-test"  # a static member of its own: no other holder library's
@@ -66,3 +70,28 @@ async def test_a_holder_whose_key_is_not_the_directorys_keeps_no_producer(
     assert not any(conn.connected() for conn in conns) and client._inbox is None
     await client.directory.stop()
     client.store.close()
+
+
+async def test_a_query_read_after_its_deadline_at_the_start_is_not_answered(
+        registered: str, tmp_path: Path) -> None:
+    """A query left in the inbox past its deadline while the holder was down (read again after
+    a crash, say) was judged by its own append time alone, the only one in the batch, and
+    answered: past its deadline, the platform refuses the answer, and of an answer it relayed
+    before the crash, the provider's entry ended as not provided. The broker's time is read at
+    the start: the query is logged TIMED_OUT, and no answer sent."""
+    late = ProviderQuery(new_request_id(), b"ticket", "ABC98765XYZ", registered, "P-1",
+                         "local_tax", datetime.now(UTC) + timedelta(seconds=1))
+    async with producer(KafkaAccess.of(config.ADMIN)) as admin:
+        await admin.send_and_wait(topics.inbox(registered), CODEC.encode(late))
+    await asyncio.sleep(2)
+    client = HolderClient(registered, HolderStore(tmp_path / "holder.db"), instance=INSTANCE)
+    await client.start()
+    try:
+        for _ in range(200):  # the inbox read, up to 20 s
+            if entries := client.store.access_log(late.request_id):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.stop()
+        client.store.close()
+    assert [e.outcome for e in entries] == [TIMED_OUT]
