@@ -67,7 +67,8 @@ def runs(items: Sequence[T], cost: Callable[[T], int], limit: int) -> Iterator[t
 def batched(sends: list[Send], topics: Collection[str]) -> list[Send]:
     """The sends, those to `topics` together: one Batch record per topic, partition and headers
     (and BATCH_BYTES of messages) instead of one record each — fewer for the producer, the
-    broker and the consumer to handle. A message alone goes as it is."""
+    broker and the consumer to handle. A message alone (in its group, or over BATCH_BYTES
+    itself) goes as it is: one near the codec's limit would not fit it with a Batch's bytes."""
     groups: dict[tuple[str, int | None, tuple[tuple[str, bytes], ...]], list[Send]] = {}
     out: list[Send] = []
     for item in sends:
@@ -76,11 +77,9 @@ def batched(sends: list[Send], topics: Collection[str]) -> list[Send]:
         else:
             out.append(item)
     for (topic, partition, headers), group in groups.items():
-        if len(group) == 1:
-            out += group
-            continue
-        for run in runs([item.value for item in group], len, BATCH_BYTES):
-            out.append(Send(topic, None, CODEC.encode(Batch(run)), partition, headers))
+        for run in runs(group, lambda item: len(item.value), BATCH_BYTES):
+            out += run if len(run) == 1 else [Send(topic, None, CODEC.encode(
+                Batch(tuple(item.value for item in run))), partition, headers)]
     return out
 
 

@@ -15,7 +15,7 @@ from broker import topics
 from processors.access_log import logged
 from processors.decider import DECISIONS
 from renkei.envelope import BATCH_BYTES, Send, batched, readable, unpacked
-from schemas.codec import CODEC, MAGIC, NewerVersion
+from schemas.codec import CODEC, MAGIC, MAX_BYTES, NewerVersion
 from schemas.messages import Batch
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -68,6 +68,17 @@ def test_many_messages_go_in_batches_that_each_fit_one_record() -> None:
     out = batched(sends, BATCHED)
     assert len(out) > 1
     assert all(sum(map(len, unpacked(o.value))) <= BATCH_BYTES for o in out)
+    assert [v for o in out for v in unpacked(o.value)] == [s.value for s in sends]
+
+
+def test_a_message_near_the_codecs_limit_goes_as_it_is_among_others() -> None:
+    """Alone in its run (over BATCH_BYTES), it was wrapped in a Batch of one, whose bytes took
+    it over the codec's limit: any holder's request that size, read in one poll with another of
+    its decision partition (a backlog at a restart), stopped the platform at every start."""
+    huge = Send(DECISIONS, "req-big", bytes(MAX_BYTES - 4), 3, MARK)
+    sends = [_decision(1, 3), huge, _decision(2, 3)]
+    out = batched(sends, BATCHED)
+    assert out[1] == huge
     assert [v for o in out for v in unpacked(o.value)] == [s.value for s in sends]
 
 
