@@ -37,9 +37,12 @@ _ADDRESS_FOLD = str.maketrans({**KANJI_VARIANTS, "ヶ": "ケ", "ヵ": "カ"})
 
 _KANJI_DIGITS = dict(zip("〇一二三四五六七八九", range(10), strict=True))
 _KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
-_KANJI_NUMBER = re.compile(
-    r"(?:(?<=丁目)|(?<=番地)|(?<=[番の-]))[〇一二三四五六七八九十百千]+"
-    r"|[〇一二三四五六七八九十百千]+(?=丁目|番地|番(?!町)|号)")
+# a run of kanji digits is a number of the address after a mark or before one (else a name's:
+# 三田, 九段); each run matched once, its marks looked at (a pattern that looked for the mark
+# after from each place in a run took time quadratic in its length: minutes for a holder's)
+_KANJI_RUN = re.compile(r"[〇一二三四五六七八九十百千]+")
+_MARKS_BEFORE = ("丁目", "番地", "番", "の", "-")
+_MARK_AFTER = re.compile(r"丁目|番地|番(?!町)|号")
 # Zero-width characters (space, non-joiner, joiner, word joiner, byte-order mark), the soft
 # hyphen and bidirectional controls (marks, embeddings, overrides, isolates): nothing seen,
 # dropped from a key and from a name or address as the registry stores and shows it (one spoofing
@@ -109,18 +112,38 @@ def _parted(address: str) -> str:
     return "".join(_SPACE_BETWEEN_DIGITS.sub("-", _visible(address)).split())
 
 
-@lru_cache(maxsize=65536)
+CACHED_NAME_CHARS = 256  # names this long at most are kept once normalised (a holder's query
+# may carry one of ~900,000 characters: 65,536 such would be ~100 GB)
+
+
 def normalize_name(name: str) -> str:
+    return _cached_name(name) if len(name) <= CACHED_NAME_CHARS else _name_key(name)
+
+
+@lru_cache(maxsize=65536)
+def _cached_name(name: str) -> str:
+    return _name_key(name)
+
+
+def _name_key(name: str) -> str:
     return _compact(name).translate(NEW_FORMS).upper()
 
 
 def normalize_address(address: str) -> str:
     """One form for all ways of writing an address: `…1丁目2番地の3`, `…一丁目２-３` → `…1-2-3`."""
     text = _parted(address).translate(_ADDRESS_FOLD).upper()
-    text = _KANJI_NUMBER.sub(lambda m: kanji_number(m.group()), text)
+    text = _KANJI_RUN.sub(_kanji_converted, text)
     text = _DASH_BETWEEN_DIGITS.sub("-", text)
     text = _MARK_BEFORE_DIGIT.sub("-", text)
     return _MARK_AT_END.sub("", text)
+
+
+def _kanji_converted(run: re.Match[str]) -> str:
+    """A run of kanji digits as a number if a mark is before or after it, else as it is."""
+    text, start, end = run.string, run.start(), run.end()
+    if text.endswith(_MARKS_BEFORE, 0, start) or _MARK_AFTER.match(text, end):
+        return kanji_number(run.group())
+    return run.group()
 
 
 def kanji_number(text: str) -> str:

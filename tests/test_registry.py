@@ -11,6 +11,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
@@ -182,6 +183,36 @@ def test_a_name_or_address_is_stored_and_shown_without_bidirectional_controls(
         stored = "".join(text for (text,) in db.execute(
             "SELECT name || kana || address FROM residents UNION ALL SELECT after FROM events"))
     assert not set(stored) & set("\u202e\u00ad\u2069\u200f\u2066\u200e")
+
+
+def test_a_long_run_of_kanji_digits_takes_time_in_proportion_to_its_length() -> None:
+    """A holder's binding query may carry an address of ~300,000 kanji digits with no mark
+    after them: the pattern looked for one from each place in the run, quadratic, and held the
+    registry's loop for minutes (16,000 digits took ~2 s, 64,000 ~29 s). 50,000 take a few
+    milliseconds now, and four times as many about four times as long (the least of three
+    tries each), not sixteen."""
+    def took(digits: int) -> float:
+        address = "東京都港区" + "一" * digits
+        tries = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert normalize_address(address) == address
+            tries.append(time.perf_counter() - started)
+        return min(tries)
+    short = took(50_000)
+    assert short < 1.0, f"{short:.1f} s for 50,000 digits"
+    assert took(200_000) < 8 * short
+
+
+def test_a_long_name_is_normalised_but_not_kept() -> None:
+    """Names were kept once normalised, 65,536 of any length: a holder's queries, each with a
+    name of ~900,000 characters, could fill ~100 GB of the registry's memory."""
+    long_name = "髙" * (normalize.CACHED_NAME_CHARS + 1)
+    before = normalize._cached_name.cache_info().currsize
+    assert normalize_name(long_name) == "高" * (normalize.CACHED_NAME_CHARS + 1)
+    assert normalize._cached_name.cache_info().currsize == before
+    normalize_name("髙田　" + long_name[:8])
+    assert normalize._cached_name.cache_info().currsize == before + 1
 
 
 def test_different_addresses_stay_different() -> None:
@@ -474,10 +505,10 @@ def _keyed_by_old_and_new_rules(
     with monkeypatch.context() as before:  # the rules before RULES: all spaces dropped, no more
         before.setattr(normalize, "_INVISIBLE", never)
         before.setattr(normalize, "_SPACE_BETWEEN_DIGITS", never)
-        normalize_name.cache_clear()
+        normalize._cached_name.cache_clear()
         assert normalize_address("本町1-2-3 405") == "本町1-2-3405"
         old, _ = _changed_as_keyed_in(tmp_path / "old.db")
-    normalize_name.cache_clear()
+    normalize._cached_name.cache_clear()
     with closing(sqlite3.connect(tmp_path / "old.db")) as db, db:
         db.execute("DELETE FROM meta WHERE key = ?", (registry_store.KEYED_BY,))
     _changed_as_keyed_in(tmp_path / "new.db")
