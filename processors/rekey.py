@@ -26,6 +26,8 @@ from renkei.envelope import Send, send
 from schemas.messages import RekeyAnswer, RekeyedCode, RekeyRequest
 
 REKEYED = "REKEYED"
+MOST_CODES = 20_000  # link codes one request may carry: its answer (~30 bytes a code) fits one
+# message; more is refused at once, by every view alike (the holder library sends 10,000)
 
 
 def rekey(codes: CodeService, link_codes: Sequence[str], unit: str, old_epoch: int,
@@ -50,6 +52,11 @@ def answer(item: FromHolder, ctx: Context, now: datetime) -> list[Send]:
     if not ctx.fresh(request.sent_at, at):  # by every view alike: refused at once
         return reject(item.holder, request.request_id, "STALE_REQUEST",
                       "sent outside the replay window", at, source, REKEY)
+    if len(request.link_codes) > MOST_CODES:
+        return reject(item.holder, request.request_id, "MALFORMED",
+                      f"{len(request.link_codes):,} link codes: at most {MOST_CODES:,} a "
+                      "request (its answer must fit one message): send them in parts", at,
+                      source, REKEY)
     if (refused := not_active(ctx.directory.get(item.holder), at)) is not None:
         return [item.refused(request.request_id, refused.reason, refused.detail, REKEY, ctx)]
     unit = ctx.unit(item.holder)

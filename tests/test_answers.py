@@ -19,6 +19,7 @@ from audit.store import AuditStore, Query
 from broker import config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
+from holders.client import REKEY_CODES
 from processors import binding, decider, linkage, outbox, rekey
 from processors.approval import PatternList
 from processors.codes import UnitEpoch
@@ -29,7 +30,7 @@ from processors.patterns import load
 from registry.resident_code import random_codes
 from renkei.compacted import dated
 from renkei.envelope import Incoming, Send
-from schemas.codec import CODEC
+from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
     BY_ATTRIBUTES,
     FOUND,
@@ -456,6 +457,20 @@ def _ending(ctx: Context, *judgements: list[Send]) -> list[Send]:
     rebuilt.rebuild(partition, [decider.DecisionRecord(T0, events)], ctx)
     assert rebuilt.states[partition].get("X") == decider_.states[partition].get("X")
     return made
+
+
+def test_a_rekeying_of_more_codes_than_one_answer_carries_is_refused_at_once(
+        ctx: Context) -> None:
+    """Its answer, over the codec's limit, failed as INTERNAL_ERROR with two tracebacks, and
+    the whole poll was handled again a record at a time; the holder library sends 10,000."""
+    assert REKEY_CODES <= rekey.MOST_CODES
+    codes = tuple(_link(ctx, FIRST, "town") for _ in range(rekey.MOST_CODES + 1))
+    made = rekey.answer(_from("town", RekeyRequest("X", T0, 0, codes), T0, 1), ctx, T0)
+    told = [CODEC.decode(s.value, Rejection) for s in made if s.topic == topics.inbox("town")]
+    assert [(r.reason, r.detail) for r in told] == [(
+        "MALFORMED", "20,001 link codes: at most 20,000 a request (its answer must fit one "
+                     "message): send them in parts")]
+    assert all(len(s.value) < MAX_BYTES for s in made)
 
 
 def test_a_binding_or_a_rekeying_is_judged_by_the_directory_as_of_its_broker_time(
