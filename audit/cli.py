@@ -23,6 +23,7 @@ from audit.retention import RETENTION_YEARS, years_before
 from audit.store import (
     AuditStore,
     Committed,
+    DamagedEntry,
     Entry,
     Query,
     VerifyReport,
@@ -363,6 +364,9 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     with open_store(db, signing=False) as store:
         try:
             page = store.query(where, limit=limit, after=after, prove=person)
+        except DamagedEntry as exc:
+            click.echo(f"TAMPERED: {exc}", err=True)
+            raise SystemExit(1) from None
         except ValueError as exc:
             raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
                                      "previous page", param_hint="--after") from exc

@@ -45,7 +45,12 @@ def millis(moment: datetime) -> int:
 
 
 def from_millis(ms: int) -> datetime:
-    return EPOCH + ms * MILLISECOND
+    """The moment `ms` milliseconds after the epoch; ValueError if it is none (past year 9999,
+    or no integer: a store's column edited)."""
+    try:
+        return EPOCH + ms * MILLISECOND
+    except (OverflowError, TypeError):
+        raise ValueError(f"{ms!r} milliseconds since the epoch is no time") from None
 
 
 def event_id(request_id: str, step: str) -> str:

@@ -267,6 +267,11 @@ class Entry:
     event: AccessLogEvent
     leaf: bytes
     proof: tuple[bytes, ...] | None = None
+    edited: bool = False  # its columns made no event, and are not its bytes' (_entry)
+
+
+class DamagedEntry(RuntimeError):
+    """An entry whose columns and bytes both make no event: a store's row edited."""
 
 
 def as_signed(entry: Entry) -> tuple[Entry, bool]:
@@ -275,7 +280,7 @@ def as_signed(entry: Entry) -> tuple[Entry, bool]:
     signed = signed_event(entry.leaf)
     if signed is None:
         return entry, False
-    return replace(entry, event=signed), signed == entry.event
+    return replace(entry, event=signed), signed == entry.event and not entry.edited
 
 
 @dataclass(frozen=True)
@@ -785,8 +790,7 @@ class AuditStore:
             "SELECT seq, CAST(tree_size AS INTEGER), CAST(root AS BLOB), "
             "CAST(signed_at AS INTEGER), CAST(key_id AS BLOB), CAST(signature AS BLOB) "
             f"FROM heads {tail}")
-        return [(seq, SignedHead(TreeHead(size, root, from_millis(at)), key, sig))
-                for seq, size, root, at, key, sig in rows]
+        return [(seq, _head(size, root, at, key, sig)) for seq, size, root, at, key, sig in rows]
 
     def commit_note(self, offset: int) -> str:
         """The tree's size and root now, the time, and the head key's signature of them, as the
@@ -1162,7 +1166,7 @@ class AuditStore:
         try:
             return record.key_id == self.signer.key_id and verify_signature(
                 self.signer.public_key, record.message(), record.signature)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):  # a time no 8 bytes hold: a row edited
             return False
 
     def _verify_entries(self, cur: Cursor, size: int, purged: _Ranges, horizon: int | None,
@@ -1519,14 +1523,31 @@ def _column(value: object) -> object:
     return millis(value) if isinstance(value, datetime) else value
 
 
-def _entry(row: Row) -> Entry:
-    values = list(row[1:_LEAF])
-    values[_TIME - 1] = from_millis(values[_TIME - 1])
+def _head(size: int, root: bytes, at: int, key: bytes, signature: bytes) -> SignedHead:
+    """A head as its row has it; one whose time is none (a row edited), at the epoch and
+    unsigned: no head key's (verify says so)."""
     try:
-        event = AccessLogEvent(*values)
-    except ValueError:  # an id cut to COLUMN_CHARS: the entry's bytes hold it whole
+        return SignedHead(TreeHead(size, root, from_millis(at)), key, signature)
+    except ValueError:
+        return SignedHead(TreeHead(size, root, EPOCH), key, b"")
+
+
+def _entry(row: Row) -> Entry:
+    """The entry of a row; if its columns make no event (an id cut to COLUMN_CHARS, which its
+    bytes hold whole, or a column edited), the event its bytes hold, and `edited` unless its
+    columns are those of that event. DamagedEntry if neither makes one."""
+    values = list(row[1:_LEAF])
+    try:
+        values[_TIME - 1] = from_millis(values[_TIME - 1])
+        return Entry(row[0], AccessLogEvent(*values), row[_LEAF])
+    except ValueError:
+        pass
+    try:
         event = decode_event(row[_LEAF])
-    return Entry(row[0], event, row[_LEAF])
+    except ValueError:
+        raise DamagedEntry(f"entry {row[0]}: neither its columns nor its bytes make an event "
+                           "(`renkei audit verify` says more)") from None
+    return Entry(row[0], event, row[_LEAF], edited=tuple(row) != _row(row[0], event, row[_LEAF]))
 
 
 def _purge(row: Sequence[Any]) -> Purge:

@@ -21,6 +21,7 @@ from audit.store import (
     MAX_PAGE,
     AuditStore,
     Committed,
+    DamagedEntry,
     Entry,
     Page,
     Proved,
@@ -92,7 +93,11 @@ class _Opened:
                 log.warning("the history cannot be shown: %s", exc)
                 raise Unavailable(str(exc)) from exc
         self._store.stopped_by(stop)
-        return read(self._store)
+        try:
+            return read(self._store)
+        except DamagedEntry as exc:
+            log.error("the history cannot be shown: %s", exc)
+            raise Unavailable(str(exc)) from exc
 
     async def close(self) -> None:
         """Close the store if opened, once the reads asked before are done."""

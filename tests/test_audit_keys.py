@@ -143,6 +143,30 @@ def test_a_column_edited_under_its_signed_bytes_is_shown_as_signed_and_not_prove
         assert edited["columns_differ"] is True and "inclusion_proof" not in edited
 
 
+@pytest.mark.parametrize(("edit", "said"), [
+    ("occurred_at = 'x'", "TAMPERED: the columns of entries 3 differ"),
+    ("person = 'hidden'", "TAMPERED: the columns of entries 3 differ"),
+    ("occurred_at = 'x', leaf = x'00'", "TAMPERED: entry 3: neither its columns nor its bytes "
+                                        "make an event")])
+def test_a_row_edited_into_no_event_is_said_tampered(tmp_path: Path, edit: str,
+                                                     said: str) -> None:
+    """Columns that make no event were read from the entry's bytes, and then the columns
+    passed for the bytes' (no TAMPERED); a time of text ended in a traceback; a row whose bytes
+    make none either was said to be a bad --after."""
+    state = tmp_path / "state"
+    db = state / "audit" / "audit.db"
+    db.parent.mkdir(parents=True)
+    with AuditStore(db, Signer.load_or_create(key_path_in(state, "private"))) as store:
+        store.append_many([item(event(n)) for n in range(4)])
+        store.sign_head()
+    _public_alone(key_path_in(state, "public"), store.signer.public_key.public_bytes_raw().hex())
+    with closing(sqlite3.connect(db)) as edited, edited:
+        edited.execute(f"UPDATE entries SET {edit} WHERE serial = 3")
+    run = renkei("audit", "query", "--db", str(db), env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 1 and said in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and "--after" not in run.stderr
+
+
 def test_keys_init_which_provision_runs_moves_the_head_key_out_of_the_portals_mount(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A state folder from before kept the head key in audit/, which My Portal mounts: the

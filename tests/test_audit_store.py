@@ -948,6 +948,26 @@ def test_detects_forged_and_unsigned_heads_and_missing_nodes(store: AuditStore, 
     assert ("node", "nodes (1, 3..3)") in found
 
 
+@pytest.mark.parametrize("signed_at", [-1, 300_000_000_000_000])
+def test_a_head_of_a_time_no_head_has_is_a_finding_not_a_traceback(
+        store: AuditStore, db: str, signed_at: int) -> None:
+    """A head's time edited to before the epoch (which no 8 bytes of a signed head hold) or
+    past year 9999 raised OverflowError from verify, query --person and My Portal's pages."""
+    filled(store)
+    tamper(db, ("UPDATE heads SET signed_at = ? WHERE seq = (SELECT max(seq) FROM heads)",
+                (signed_at,)))
+    assert "head" in {kind for kind, _ in kinds(store.verify())}
+    page = store.query(Query(person=PERSONS[0]), prove=True)
+    assert page.head is not None and not page.trusted
+
+
+def test_a_purge_of_a_time_no_purge_has_is_a_bad_signature_not_a_traceback(
+        store: AuditStore, db: str) -> None:
+    purged(store)
+    tamper(db, ("UPDATE purges SET purged_at = -1", ()))
+    assert ("purge", "purge #1") in kinds(store.verify(decode_event))
+
+
 # ---- heads anchored outside the store ----
 
 def truncate(db: str, keep: int) -> None:
