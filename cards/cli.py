@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from broker.acls import OVERSIGHT
 from cards import ca, issue, reader
@@ -22,7 +23,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Pin(click.Option):
     """The card's PIN, prompted for at a terminal only: stdin that is not one (the resident code
-    of `card issue`, say) is never read for it."""
+    of `card issue`, say) is never read for it; never an argument, which `ps` shows (a card file
+    and its PIN are the card)."""
+
+    def consume_value(self, ctx: click.Context,
+                      opts: Mapping[str, Any]) -> tuple[Any, ParameterSource]:
+        value, source = super().consume_value(ctx, opts)
+        if source is ParameterSource.COMMANDLINE:
+            raise click.UsageError("a PIN is never an argument (`ps` shows a command's "
+                                   "arguments): give it at the prompt or in $RENKEI_CARD_PIN", ctx)
+        return value, source
 
     def prompt_for_value(self, ctx: click.Context) -> Any:
         if not sys.stdin.isatty():
@@ -31,9 +41,10 @@ class Pin(click.Option):
         return super().prompt_for_value(ctx)
 
 
-PIN_OPTION = click.option("--pin", cls=Pin, envvar="RENKEI_CARD_PIN", prompt="PIN (4 digits)",
+PIN_ENV = "RENKEI_CARD_PIN"
+PIN_OPTION = click.option("--pin", cls=Pin, envvar=PIN_ENV, prompt="PIN (4 digits)",
                           hide_input=True, confirmation_prompt=True,
-                          help="the card's PIN [prompted at a terminal; or $RENKEI_CARD_PIN]")
+                          help="never given here: prompted at a terminal, or $RENKEI_CARD_PIN")
 
 
 def _cards_folder(what: str, exists: bool) -> Callable[[F], F]:

@@ -26,7 +26,7 @@ from audit.oversight_cli import oversight_cli
 from audit.sql import POSTGRESQL_SCHEMES
 from audit.store import AuditStore
 from broker import cluster, credentials, jars
-from cards.cli import card_cli
+from cards.cli import PIN_ENV, card_cli
 from portal.inbox import default_path as inbox_path
 from registry.resident_code import CODES
 from renkei import chaos_cli
@@ -317,10 +317,10 @@ def test_a_second_portal_on_the_same_state_folder_is_refused(tmp_path: Path) -> 
     (("holder", "register", "city-a", "--name", "桜町役場", "--role", ""), ""),
     (("holder", "staff", "add", "city-a", " "), "山田 太郎"),
     (("holder", "terminal", "add", "city-a", ""), ""),
-    (("card", "officer", " ", "--holder", "oversight", "--role", "oversight", "--pin", "1234"),
-     "")])
+    (("card", "officer", " ", "--holder", "oversight", "--role", "oversight"), "")])
 def test_a_blank_text_is_refused(tmp_path: Path, args: tuple[str, ...], given: str) -> None:
-    run = renkei(*args, env={STATE_ENV: str(tmp_path / "state")}, check=False, input=given)
+    run = renkei(*args, env={STATE_ENV: str(tmp_path / "state"), PIN_ENV: "1234"}, check=False,
+                 input=given)
     assert run.returncode == 2
     assert "must not be blank" in run.stderr and "Traceback" not in run.stderr
 
@@ -462,8 +462,8 @@ def test_reading_an_authority_store_that_is_not_there_makes_none(
 def test_an_officer_card_for_no_holder_id_is_refused(tmp_path: Path, holder: str) -> None:
     state = tmp_path / "state"
     assert renkei("card", "init", env={STATE_ENV: str(state)}).returncode == 0
-    run = renkei("card", "officer", "op-1", "--holder", holder, "--role", "counter", "--pin",
-                 "1234", env={STATE_ENV: str(state)}, check=False)
+    run = renkei("card", "officer", "op-1", "--holder", holder, "--role", "counter",
+                 env={STATE_ENV: str(state), PIN_ENV: "1234"}, check=False)
     assert run.returncode == 2, run.stdout
     assert "invalid principal name" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert not list(state.rglob("*.card.json"))
@@ -592,15 +592,16 @@ def test_an_origin_that_is_none_is_a_usage_error(tmp_path: Path, taken_port: int
 
 @pytest.mark.parametrize(("args", "state_under_it"), [
     (("broker", "status"), True), (("card", "init"), True),
-    (("card", "officer", "op-1", "--holder", "oversight", "--role", "oversight", "--pin",
-      "1234", "--dir", "{file}/cards"), False),
+    (("card", "officer", "op-1", "--holder", "oversight", "--role", "oversight", "--dir",
+      "{file}/cards"), False),
     (("broker", "secrets", "--env-file", "{file}/.env"), False)])
 def test_a_file_or_folder_that_cannot_be_made_is_named_in_one_line(
         tmp_path: Path, args: tuple[str, ...], state_under_it: bool) -> None:
     """Under a file, where no folder can be: the state folder itself, or one a command writes."""
     file = tmp_path / "a-file"
     file.write_text("", encoding="utf-8")
-    env = {STATE_ENV: str(file / "state" if state_under_it else tmp_path / "state")}
+    env = {STATE_ENV: str(file / "state" if state_under_it else tmp_path / "state"),
+           PIN_ENV: "1234"}
     if not state_under_it:
         assert renkei("card", "init", env=env).returncode == 0
     run = renkei(*(a.format(file=file) for a in args), env=env, check=False)
@@ -638,14 +639,29 @@ def test_a_sqlite_store_that_cannot_be_opened_is_named_in_one_line(
                                  f"{args[-1].format(tmp=tmp_path)}")
 
 
+def test_a_pin_given_as_an_argument_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """`--pin 1234` on the command line, where `ps` shows it to every local user: a card file
+    and its PIN are the card."""
+    state = tmp_path / "state"
+    assert renkei("card", "init", env={STATE_ENV: str(state)}).returncode == 0
+    run = renkei("card", "officer", "op-1", "--holder", "oversight", "--role", "oversight",
+                 "--pin", "1234", env={STATE_ENV: str(state)}, check=False)
+    assert run.returncode == 2
+    said_in_one_line(run.stderr, "a PIN is never an argument (`ps` shows a command's arguments):"
+                                 " give it at the prompt or in $RENKEI_CARD_PIN")
+    assert not list(state.rglob("*.card.json"))
+
+
 @pytest.mark.parametrize("holder", ["admin", "controller", "platform", "registry", "portal"])
-def test_an_officer_card_for_a_reserved_name_is_refused(holder: str) -> None:
+def test_an_officer_card_for_a_reserved_name_is_refused(holder: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A service's principal name is no holder an officer serves (the oversight body's aside)."""
+    monkeypatch.setenv(PIN_ENV, "1234")
     with pytest.raises(click.BadParameter, match=f"'{holder}' is a reserved principal name"):
         card_cli.commands["officer"].make_context(
-            "officer", ["op-1", "--holder", holder, "--role", "counter", "--pin", "1234"])
+            "officer", ["op-1", "--holder", holder, "--role", "counter"])
     oversight = card_cli.commands["officer"].make_context(
-        "officer", ["op-1", "--holder", "oversight", "--role", "oversight", "--pin", "1234"])
+        "officer", ["op-1", "--holder", "oversight", "--role", "oversight"])
     assert oversight.params["holder"] == "oversight"
 
 
@@ -660,7 +676,7 @@ def test_an_officer_card_of_a_role_not_its_holders_is_refused(
         assert CliRunner().invoke(card_cli, ["init"]).exit_code == 0
         credentials.issue("sakura-town")  # registered here, as `holder register` leaves it
         run = CliRunner().invoke(card_cli, ["officer", "op-1", "--holder", holder,
-                                            "--role", role, "--pin", "1234"])
+                                            "--role", role], env={PIN_ENV: "1234"})
         assert run.exit_code == 1, run.output
         said_in_one_line(run.output, "the oversight body's officers (oversight) have the "
                                      f"oversight role, and none other does: not {role}")

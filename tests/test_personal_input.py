@@ -125,10 +125,11 @@ def test_the_help_says_where_the_data_goes(command: click.Group, words: list[str
 
 @pytest.mark.parametrize(("command", "args"), [
     (authority_cli, ["number-of"]), (registry_cli, ["lookup"]),
-    (card_cli, ["issue", "--pin", "1234"])])
+    (card_cli, ["issue"])])
 def test_stdin_that_is_not_utf8_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 command: click.Group, args: list[str]) -> None:
     monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    monkeypatch.setenv("RENKEI_CARD_PIN", "1234")
     refused = CliRunner().invoke(command, args, input=b"\xff\xfe1234\n")
     assert refused.exit_code == 2, refused.output
     assert "stdin is not UTF-8 text" in refused.output
