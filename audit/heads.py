@@ -18,8 +18,8 @@ from audit.events import from_millis, millis
 from renkei.state import private_dir, read_json, write_json
 
 HEAD_CONTEXT = b"renkei audit tree head v1\x00"
-T = TypeVar("T")
 KEY_FILE = "head-key.json"
+T = TypeVar("T")
 
 
 class NoKey(LookupError):

@@ -374,11 +374,11 @@ class Committed:
         try:
             size, root, *signed = note.split(" ")
             tree = cls(offset, int(size), bytes.fromhex(root))
-            if not signed:  # a note from before the notes were signed
-                return tree if tree.size >= 0 else cls._unreadable(offset)
-            at, signature = signed
-            if tree.size < 0 or int(at) < 0:
+            if tree.size < 0 or (signed and int(signed[0]) < 0):  # no signed note's 8 bytes
                 return cls._unreadable(offset)
+            if not signed:  # a note from before the notes were signed
+                return tree
+            at, signature = signed
             return replace(tree, at=from_millis(int(at)), signature=bytes.fromhex(signature))
         except (ValueError, OverflowError):
             return cls._unreadable(offset)
