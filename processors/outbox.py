@@ -17,7 +17,7 @@ from processors.linkage import FromHolder
 from processors.rejection import REQUEST_ID_CHARS, reject, unfit
 from renkei import holder_logs
 from renkei.envelope import Incoming, Send, send
-from schemas.codec import CODEC, SchemaError
+from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import (
     BindingRequest,
     HolderLogAnswer,
@@ -30,6 +30,10 @@ from schemas.messages import (
 
 OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping, HolderLogAnswer,
                    RekeyRequest)
+DECIDED = (LinkageRequest, ProviderAnswer, BindingRequest, RekeyRequest)  # what the decider keeps
+DECIDED_ROOM = 4096  # bytes the platform adds to one of them to decide it (its source, times)
+MOST_DECIDED_BYTES = MAX_BYTES - DECIDED_ROOM  # more is refused OVERSIZED at once: its decision
+# event would be over the codec's limit (an INTERNAL_ERROR, a traceback, the batch handled again)
 
 
 def handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
@@ -79,6 +83,12 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
             continue
         if (why := unfit(message.request_id, "request id")) is not None:
             out += reject(holder, message.request_id, "MALFORMED", _cut(message.request_id, why),
+                          incoming.timestamp, incoming.source, MESSAGE)
+            continue
+        if isinstance(message, DECIDED) and len(incoming.value or b"") > MOST_DECIDED_BYTES:
+            out += reject(holder, message.request_id, "OVERSIZED",
+                          f"{len(incoming.value or b''):,} bytes: at most {MOST_DECIDED_BYTES:,} "
+                          "(what the platform adds to decide it must fit one message)",
                           incoming.timestamp, incoming.source, MESSAGE)
             continue
         item = FromHolder(incoming, holder, message)

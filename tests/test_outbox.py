@@ -92,6 +92,27 @@ def test_a_request_id_with_control_characters_is_refused_malformed(message: Any,
     assert rejection.detail == "the request id holds control characters"
 
 
+NEAR = MAX_BYTES - 200  # bytes of a field taking its message just under the codec's limit
+
+
+@pytest.mark.parametrize("message", [
+    LinkageRequest("r-1", NOW, "ABC98765XYZ", "P-037", "town", "X" * NEAR),
+    ProviderAnswer("r-1", b"ticket", "ABC98765XYZ", FOUND, bytes(NEAR)),
+    BindingRequest("r-1", NOW, BY_ATTRIBUTES, bytes(NEAR)),
+], ids=lambda message: type(message).__name__)
+def test_a_message_the_platform_could_not_decide_within_the_limit_is_refused_oversized(
+        message: object, ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
+    """Just under the codec's limit, it fits; its decision event (with its source and times)
+    did not: an INTERNAL_ERROR with tracebacks, its batch handled again one by one (what the
+    chaos fuzz found once its records were drawn near the limit)."""
+    out = outbox.handle([_incoming(message)], ctx, NOW)
+    assert [s.topic for s in out] == [topics.inbox(HOLDER), topics.AUDIT]
+    rejection = CODEC.decode(out[0].value, Rejection)
+    assert (rejection.reason, rejection.request_id) == ("OVERSIZED", "r-1")
+    assert f"at most {outbox.MOST_DECIDED_BYTES:,}" in rejection.detail
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
+
+
 def test_a_request_id_of_backslashes_too_long_in_the_audit_store_is_refused_malformed(
         ctx: Context) -> None:
     """An id of 128 backslashes was fit, but the audit store keys an event by its id with each
