@@ -27,6 +27,7 @@ from broker import acls, topics
 from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
 from holders.store import (
+    ANSWERED,
     PROVIDER,
     REQUESTER,
     SENT,
@@ -34,6 +35,7 @@ from holders.store import (
     HolderStore,
     Keyed,
     KeyInUse,
+    Provided,
     Request,
     fields_json,
 )
@@ -238,6 +240,14 @@ def _not_taken_yet(taking: list[tuple[str, asyncio.Future[None]]]) -> None:
             taken.set_exception(NotSentYet(request_id))
 
 
+def _answer_in(value: bytes | None) -> ProviderAnswer | None:
+    """The provider's answer an outbox record holds, if it holds one."""
+    try:
+        return CODEC.decode(value or b"", ProviderAnswer)
+    except SchemaError:
+        return None
+
+
 def _of_answer(rejection: Rejection) -> bool:
     """Whether a refusal is of an answer from here: it names its query's deadline, or its
     reason is one given answers alone (INVALID_TICKET: its ticket not opened, naming none)."""
@@ -373,6 +383,28 @@ class HolderClient:
         """Settle a kept request REJECTED, not sent."""
         with self.store.transaction():
             self._settled(request_id, REJECTED, detail)
+
+    async def _answers_sent(self, messages: list[Any], now: datetime) -> set[str] | None:
+        """Of the queries read past their deadline whose answer this holder logged before (a
+        query read again after a restart), those whose answer its outbox has (by request id),
+        each looked for where it would be (_spans, from its entry's time); None if the outbox
+        cannot be read."""
+        logged = {m.request_id: before.at for m in messages if isinstance(m, ProviderQuery)
+                  and self.answer_queries and m.deadline < now
+                  and (before := self._provided_before(m)) is not None}
+        if not logged:
+            return set()
+        try:
+            async with asyncio.timeout(TAKEN_WAIT):
+                return {answer.request_id async for record in records_between(
+                    self.access, [topics.outbox(self.holder)], _spans(logged.values()))
+                    if (answer := _answer_in(record.value)) is not None
+                    and answer.request_id in logged}
+        except (KafkaError, BrokerAway, TimeoutError) as exc:
+            log.warning("%s: its outbox cannot be read (%s): the %d answer(s) logged before and "
+                        "read again late stay logged as they are", self.holder,
+                        str(exc) or type(exc).__name__, len(logged))
+            return None
 
     async def _taken(self, kept: list[Kept]) -> set[bytes] | None:
         """Which of these kept messages the holder's outbox has, each looked for where the
@@ -849,9 +881,11 @@ class HolderClient:
         """One poll's batch: the re-keying answers in it applied a part at a time, then the
         batch in one transaction of the store (its offsets committed once this returns)."""
         self.broker_time.read(records)  # once: held while the store is locked, they grow old
+        now = self.broker_time.now() or datetime.now(UTC)  # own: an inbox not to spec
         messages = [m for m in map(self._decoded, records) if m is not None]
         applied = await self._rekeyings_applied(messages)
-        out, resolved = await self._in_store(partial(self._handled, messages, applied))
+        sent = await self._answers_sent(messages, now)
+        out, resolved = await self._in_store(partial(self._handled, messages, applied, now, sent))
         for request in resolved:
             for waiter in self._waiters.pop(request.request_id, ()):
                 if not waiter.done():
@@ -964,20 +998,22 @@ class HolderClient:
                 f"its link code is not valid at epoch {answer.epoch}: bind it again")
         return converted, investigated
 
-    def _handled(self, messages: list[Any], applied: dict[str, Applied]
-                 ) -> tuple[list[Send], list[Request]]:
-        """The effects of the batch, and the requests it answered (the re-keyings `applied`)."""
+    def _handled(self, messages: list[Any], applied: dict[str, Applied], now: datetime,
+                 sent: set[str] | None) -> tuple[list[Send], list[Request]]:
+        """The effects of the batch, and the requests it answered (the re-keyings `applied`; of
+        the queries read late with an answer logged before, those `sent`, None: not known)."""
         out: list[Send] = []
         resolved: list[Request] = []
-        now, late = self.broker_time.now() or datetime.now(UTC), 0  # own: inbox not to spec
+        late = 0
         with self.store.transaction():
             for message in messages:
                 if isinstance(message, ProviderQuery):
                     if not self.answer_queries:
                         continue
                     if message.deadline < now:  # an answer would be refused (its ticket
-                        self._logged(message, TIMED_OUT)  # expired): none sent, no content
-                        late += 1
+                        late += 1  # expired): none sent, no content
+                        if not self._logged(message, TIMED_OUT) and sent is not None:
+                            self._unsent(message, sent)
                     else:
                         out.append(self._answer(message))
                 elif isinstance(message, Pong):
@@ -1182,14 +1218,27 @@ class HolderClient:
         status, answer = self._answered(query, fields)
         if self._logged(query, status, fields):
             return answer
-        before = self.store.provided_before(query.request_id, query.requester, query.pattern_id,
-                                            query.data_type, query.deadline)
-        if before is None or before[0] not in (FOUND, NOT_FOUND, REFUSED) or before == (
+        before = self._provided_before(query)
+        if before is None or (before.outcome, before.content) == (
                 status, fields_json(fields) if status == FOUND else None):
             return answer  # none to go by (TIMED_OUT, refused since), or the same
-        if before[0] == FOUND and before[1] is not None:
-            return self._answered(query, json.loads(before[1]))[1]
-        return self._provider_answer(query, before[0], b"")
+        if before.outcome == FOUND and before.content is not None:
+            return self._answered(query, json.loads(before.content))[1]
+        return self._provider_answer(query, before.outcome, b"")
+
+    def _provided_before(self, query: ProviderQuery) -> Provided | None:
+        """This holder's entry of an answer to the query, if it made one before."""
+        before = self.store.provided_before(query.request_id, query.requester, query.pattern_id,
+                                            query.data_type, query.deadline)
+        return before if before is not None and before.outcome in ANSWERED else None
+
+    def _unsent(self, query: ProviderQuery, sent: set[str]) -> None:
+        """A query read late whose answer was logged before a restart, and never reached the
+        broker (not among those `sent`): its entry ends TIMED_OUT, no data said sent."""
+        if query.request_id not in sent and self.store.not_provided(
+                query.request_id, TIMED_OUT, query.deadline):
+            log.warning("%s: its answer to query %s, logged before a restart, never reached the "
+                        "broker: logged TIMED_OUT, not provided", self.holder, query.request_id)
 
     def _answered(self, query: ProviderQuery,
                   fields: dict[str, str] | None) -> tuple[str, Send]:

@@ -95,7 +95,7 @@ SENT = "SENT"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before deletes (a few ms)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
-_ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, not yet ended
+ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, not yet ended
 _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
            "content, purpose, outcome")  # an entry's columns but its query_digest (and serial)
 # a provider's entry made before queries had digests (x'') is a copy's of its query read since,
@@ -262,6 +262,14 @@ _RECORDS = _Import("records", ("own_number",), _NUMBERED, _record_change(_NUMBER
 # records of a file without the personal_number column: a record's number is kept as it is
 _UNNUMBERED_RECORDS = _Import("records", ("own_number",), _FOUR, _record_change(_FOUR))
 _DATA = _Import("data", ("own_number", "data_type"), ("fields",), _DATA_CHANGE, _DATA_MOVED)
+
+
+class Provided(NamedTuple):
+    """A provider's entry of a query: its outcome, the data sent (if FOUND), when it was made."""
+
+    outcome: str
+    content: str | None
+    at: datetime
 
 
 class Rekeyed(NamedTuple):
@@ -830,15 +838,14 @@ class HolderStore:
              content, purpose, outcome, digest)).rowcount == 1
 
     def provided_before(self, request_id: str, requester: str, pattern_id: str, data_type: str,
-                        deadline: datetime) -> tuple[str, str | None] | None:
-        """The outcome and content (the data sent, if FOUND) of this holder's entry as the
-        provider of the query due by `deadline`, if one was made (None: none, or one made before
-        queries had digests)."""
+                        deadline: datetime) -> Provided | None:
+        """This holder's entry as the provider of the query due by `deadline`, if one was made
+        (None: none, or one made before queries had digests)."""
         row = self.db.execute(
-            "SELECT outcome, content FROM access_log WHERE request_id = ? AND side = ? "
+            "SELECT outcome, content, at FROM access_log WHERE request_id = ? AND side = ? "
             "AND query_digest = ?", (request_id, PROVIDER, _query_digest(
                 requester, pattern_id, data_type, deadline))).fetchone()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else Provided(row[0], row[1], datetime.fromisoformat(row[2]))
 
     def _answered_before(self, request_id: str, side: str, requester: str | None,
                          pattern_id: str | None, data_type: str | None,
@@ -867,7 +874,7 @@ class HolderStore:
                     or _of_query(r[2], r[3], r[4], r[5], r[6], deadline)), None)
         if row is None:
             return False
-        if row[1] in _ANSWERED:
+        if row[1] in ANSWERED:
             self.db.execute("UPDATE access_log SET outcome = ?, content = NULL WHERE serial = ?",
                             (outcome, row[0]))
         return True

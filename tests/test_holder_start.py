@@ -15,11 +15,11 @@ from broker.clients import KafkaAccess
 from broker.clients import started as started_on
 from holders import client as client_module
 from holders.client import HolderClient, new_request_id
-from holders.store import HolderStore
+from holders.store import PROVIDER, HolderStore
 from renkei import sealing
 from renkei import town as town_setup
 from schemas.codec import CODEC
-from schemas.messages import TIMED_OUT, ProviderQuery
+from schemas.messages import FOUND, TIMED_OUT, ProviderAnswer, ProviderQuery
 from tests.kafka_helpers import producer, renkei
 
 HOLDER = "start-town"
@@ -95,3 +95,57 @@ async def test_a_query_read_after_its_deadline_at_the_start_is_not_answered(
         await client.stop()
         client.store.close()
     assert [e.outcome for e in entries] == [TIMED_OUT]
+
+
+def _logged_found(store: HolderStore, registered: str) -> ProviderQuery:
+    """A query due in a second, its answer logged FOUND (the data sent), as read: its deadline
+    to the millisecond."""
+    query = CODEC.decode(CODEC.encode(ProviderQuery(
+        new_request_id(), b"ticket", "ABC98765XYZ", registered, "P-1", "local_tax",
+        datetime.now(UTC) + timedelta(seconds=1))), ProviderQuery)
+    store.log(query.request_id, PROVIDER, "SYSTEM", "t", FOUND, counterpart=query.requester,
+              pattern_id=query.pattern_id, data_type=query.data_type, deadline=query.deadline,
+              content='{"taxable_income":"3200000"}')
+    return query
+
+
+async def test_an_answer_logged_before_a_crash_and_never_sent_ends_timed_out_when_read_late(
+        registered: str, tmp_path: Path) -> None:
+    """The provider logged its answer (FOUND, the data sent) and was killed before the broker
+    had it; read again after its deadline, the query was logged TIMED_OUT, which the entry
+    already there ignored: FOUND stayed, though nothing was sent. Its outbox, which lacks the
+    answer, now tells: the entry ends TIMED_OUT, no data said sent."""
+    store = HolderStore(tmp_path / "holder.db")
+    late, after = _logged_found(store, registered), _logged_found(store, registered)
+    async with producer(KafkaAccess.of(config.ADMIN)) as admin:
+        for query in (late, after):  # one partition: `after` read once `late` is
+            await admin.send_and_wait(topics.inbox(registered), CODEC.encode(query), key=b"k")
+    await asyncio.sleep(2)
+    client = HolderClient(registered, store, instance=INSTANCE)
+    await client.start()
+    try:
+        for _ in range(200):  # the inbox read, up to 20 s
+            if store.access_log(after.request_id)[0].outcome == TIMED_OUT:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.stop()
+    [entry] = store.access_log(late.request_id)
+    store.close()
+    assert (entry.outcome, entry.content) == (TIMED_OUT, None)
+
+
+async def test_an_answer_the_outbox_has_is_told_sent(registered: str, tmp_path: Path) -> None:
+    """Killed after the broker had the answer (before the inbox's commit): its entry stays."""
+    store = HolderStore(tmp_path / "holder.db")
+    late, unsent = _logged_found(store, registered), _logged_found(store, registered)
+    async with producer(KafkaAccess.of(config.ADMIN)) as admin:
+        await admin.send_and_wait(topics.outbox(registered), CODEC.encode(ProviderAnswer(
+            late.request_id, late.ticket, late.link_code, FOUND, b"sealed")))
+    client = HolderClient(registered, store, instance=INSTANCE)
+    try:
+        sent = await client._answers_sent([late, unsent], datetime.now(UTC) + timedelta(seconds=2))
+    finally:
+        await client.directory.stop()
+        store.close()
+    assert sent == {late.request_id}
