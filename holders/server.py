@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import secrets
 import sqlite3
 from collections.abc import Awaitable, Iterable
@@ -323,12 +324,29 @@ def address_file(holder: str) -> Path:
 
 
 def recorded(holder: str) -> Address | None:
-    """The running communication server of `holder`, as it recorded itself; None if none."""
+    """The running communication server of `holder`, as it recorded itself; None if none, or
+    if the process that recorded it is gone (a server killed leaves its file: its port may be
+    another local user's now)."""
     path = address_file(holder)
     if not path.exists():
         return None
     found = read_json(path)
+    if not _running(found.get("pid")):
+        return None
     return Address(str(found["url"]), str(found["token"]))
+
+
+def _running(pid: object) -> bool:
+    """Whether the process `pid` runs (a file from before pids were recorded: taken as so)."""
+    if not isinstance(pid, int):
+        return pid is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it runs
+        return True
+    return True
 
 
 async def run(holder: str, port: int) -> None:
@@ -369,8 +387,9 @@ async def _serve_http(client: HolderClient, port: int, stop: asyncio.Event) -> N
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         bound = runner.addresses[0][1]
-        write_json(address_file(client.holder),
-                   {"url": f"http://127.0.0.1:{bound}", "token": token}, private=True)
+        write_json(address_file(client.holder), {"url": f"http://127.0.0.1:{bound}",
+                                                 "token": token, "pid": os.getpid()},
+                   private=True)
         log.warning("holder %s: communication server on http://127.0.0.1:%s", client.holder,
                     bound)
         await client.until_stopped(stop)

@@ -7,9 +7,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import socket
 import sqlite3
 import stat
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -32,7 +34,7 @@ from holders.server import Address, _serve_http, address_file, recorded
 from holders.store import HolderStore, Keyed, KeyInUse
 from registry.residents import FourAttributes, Sex
 from renkei.exchanges import staff as staff_of
-from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder
+from renkei.state import STATE_ENV, held, private_dir, read_json, state_folder, write_json
 from tests.kafka_helpers import renkei, said_in_one_line
 from tests.loop_helpers import Deadline
 
@@ -191,6 +193,20 @@ async def test_a_stopped_server_leaves_no_address_for_another_user_to_answer_at(
     port = int(url.rsplit(":", 1)[1])
     with socket.create_server(("127.0.0.1", port)), state_folder(tmp_path / "state"):
         assert recorded(HOLDER) is None  # the port another's now: not told to the system
+
+
+def test_a_killed_servers_address_is_not_told(tmp_path: Path) -> None:
+    """Killed (SIGKILL, out of memory), a server leaves its server.json: the holder's system
+    went on sending its token and staff's requests to the port, which another local user may
+    listen on by then. The file names the server's process: gone, it is not told."""
+    with state_folder(tmp_path / "state"):
+        ended = subprocess.Popen(["true"])
+        ended.wait()
+        for pid, told in ((ended.pid, False), (os.getpid(), True), (None, True)):
+            write_json(address_file(HOLDER), {"url": "http://127.0.0.1:9", "token": "t",
+                                              **({} if pid is None else {"pid": pid})},
+                       private=True)
+            assert (recorded(HOLDER) is not None) == told, pid
 
 
 async def test_staff_tied_to_a_terminal_are_refused_on_another_one(tmp_path: Path) -> None:
