@@ -66,7 +66,7 @@ from renkei.service_loop import (
     unless_stopped,
 )
 from renkei.tasks import cancelled
-from schemas.codec import CODEC, NewerVersion, SchemaError
+from schemas.codec import CODEC, MAX_BYTES, NewerVersion, SchemaError
 from schemas.messages import (
     HolderEntry,
     HolderLogRequest,
@@ -283,7 +283,7 @@ class Platform:
         out = outbox.handle([_incoming(r) for r in by_topic.pop("outbox", [])], ctx, now)
         out += [decider.to_decider(a.request_id, a) for a in binding.to_decide(
             [(a, record_time(r)) for r in by_topic.pop(topics.REGISTRY_OUT, [])
-             for a in decoded([r], RegistryAnswer)], now)]
+             for a in decoded([r], RegistryAnswer, outbox.MOST_DECIDED_BYTES)], now)]
         out += relayed(_asked(by_topic.pop(topics.OVERSIGHT_OUT, []), now),
                        _asked(by_topic.pop(topics.PORTAL_OUT, []), now), ctx.directory, now)
         out += access_log.from_portal((r.value or b"", _received(r, now))
@@ -689,9 +689,11 @@ def _incoming(record: Any) -> Incoming:
                     record.value)
 
 
-def decoded(records: list[Any], cls: type[Any]) -> list[Any]:
-    """The records' messages; the unreadable, and those with a request id too long to answer
-    (`rejection.too_long`: their answers would not fit the codec), are dropped and logged."""
+def decoded(records: list[Any], cls: type[Any], most_bytes: int = MAX_BYTES) -> list[Any]:
+    """The records' messages; the unreadable, those with a request id too long to answer
+    (`rejection.too_long`: their answers would not fit the codec), and those over `most_bytes`
+    (one the decider keeps: with its times stamped, over the codec's limit, outside any
+    isolation, the platform would stop on it at every start) are dropped and logged."""
     found = []
     for record in records:
         try:
@@ -699,7 +701,10 @@ def decoded(records: list[Any], cls: type[Any]) -> list[Any]:
         except SchemaError as exc:
             log.warning("an unreadable %s on %s: %s", cls.__name__, record.topic, exc)
             continue
-        if (why := too_long(message.request_id)) is not None:
+        if len(record.value or b"") > most_bytes:
+            log.error("a %s on %s dropped: %d bytes, over the %d it may be", cls.__name__,
+                      record.topic, len(record.value or b""), most_bytes)
+        elif (why := too_long(message.request_id)) is not None:
             log.warning("a %s on %s dropped: %s", cls.__name__, record.topic, why)
         else:
             found.append(message)

@@ -144,6 +144,16 @@ def test_the_platforms_other_inputs_drop_a_request_id_too_long_to_answer(
     assert decoded(records, type(message)) == [kept]
 
 
+def test_a_registry_answer_too_large_to_decide_is_dropped() -> None:
+    """One just under the codec's limit, stamped with its times for the decider, went over it
+    outside any isolation: the platform stopped, and again at every start."""
+    big = RegistryAnswer("r-1", HOLDER, FOUND, "x" * (MAX_BYTES - 100), ())
+    kept = RegistryAnswer("r-2", HOLDER, FOUND, "", ())
+    records = [Record(CODEC.encode(big), topics.REGISTRY_OUT),
+               Record(CODEC.encode(kept), topics.REGISTRY_OUT)]
+    assert decoded(records, RegistryAnswer, outbox.MOST_DECIDED_BYTES) == [kept]
+
+
 def test_an_item_whose_fallback_fails_too_is_dropped_and_the_others_go_on() -> None:
     def handle(items: list[int]) -> list[Send]:
         if 2 in items:
