@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from audit import merkle
 from audit.events import from_millis, millis
-from renkei.state import private_dir, read_json, write_json
+from renkei.state import private_dir, read_json, read_or, write_json
 
 HEAD_CONTEXT = b"renkei audit tree head v1\x00"
 KEY_FILE = "head-key.json"
@@ -194,10 +194,7 @@ def _key_file(path: Path, missing: str) -> dict[str, str]:
 
 def _read_key(path: Path, read: Callable[[], T]) -> T:
     """What `read` reads of the head key file at `path`; NoKey, in one line, if it is damaged."""
-    try:
-        return read()
-    except (ValueError, KeyError, TypeError):  # not JSON, a field missing, a key's wrong length
-        raise _damaged(path) from None
+    return read_or(read, lambda _: _damaged(path))
 
 
 def _damaged(path: Path) -> NoKey:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from renkei.shown import short
-from renkei.state import private_dir, read_json, write_json
+from renkei.state import private_dir, read_json, read_or, write_json
 
 MASTER_BYTES = 32
 KEY_BYTES = 32  # AES-256
@@ -111,13 +111,12 @@ def load() -> MasterKeys:
     path = store_path()
     if not path.exists():
         raise KeysMissing(f"no key store at {path}: run `renkei keys init`")
-    try:
+    def keys() -> MasterKeys:
         data = read_json(path)
         return MasterKeys(bytes.fromhex(data["id_master"]), bytes.fromhex(data["link_master"]))
-    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not the keys' fields
-        raise KeysMissing(f"the key store at {path} cannot be read ({type(exc).__name__}): "
-                          "restore it from its backup (`renkei keys init` would make new "
-                          "keys, and every code the platform made before unreadable)") from None
+    return read_or(keys, lambda why: KeysMissing(
+        f"the key store at {path} cannot be read ({why}): restore it from its backup (`renkei "
+        "keys init` would make new keys, and every code the platform made before unreadable)"))
 
 
 def load_id_key() -> bytes:
@@ -127,9 +126,6 @@ def load_id_key() -> bytes:
     path = id_key_path()
     if not path.exists():
         raise KeysMissing(f"no ID key at {path}: run `renkei keys init`")
-    try:
-        return bytes.fromhex(read_json(path)["id_key"])
-    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not the key's field
-        raise KeysMissing(f"the ID key at {path} cannot be read ({type(exc).__name__}): "
-                          "remove it and run `renkei keys init`, which writes it again from "
-                          "the key store") from None
+    return read_or(lambda: bytes.fromhex(read_json(path)["id_key"]), lambda why: KeysMissing(
+        f"the ID key at {path} cannot be read ({why}): remove it and run `renkei keys init`, "
+        "which writes it again from the key store"))

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
-from renkei.state import private_dir, read_json, write_json
+from renkei.state import private_dir, read_json, read_or, write_json
 
 SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
 SESSION_INFO = b"renkei answer session"
@@ -259,11 +259,9 @@ def _kept(owner: str, kind: str, load: Callable[[bytes], K], make: Callable[[], 
     """`owner`'s key of this kind from its file, or made now and kept there."""
     path = key_file(owner, kind)
     if path.exists():
-        try:
-            return load(bytes.fromhex(read_json(path)["private"]))
-        except (ValueError, KeyError, TypeError) as exc:  # not JSON, no key, not one (no value)
-            raise BadSealingKey(f"the {kind} key of {owner} in {path} cannot be read "
-                                f"({type(exc).__name__}): restore it from a backup") from None
+        return read_or(lambda: load(bytes.fromhex(read_json(path)["private"])), lambda why:
+                       BadSealingKey(f"the {kind} key of {owner} in {path} cannot be read "
+                                     f"({why}): restore it from a backup"))
     key = make()
     write_json(path, {"private": key.private_bytes_raw().hex()}, private=True)
     return key

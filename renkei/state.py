@@ -9,15 +9,16 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 STATE_ENV = "RENKEI_STATE"
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def state_dir() -> Path:
@@ -212,3 +213,13 @@ def kept_aside(path: Path) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_or(read: Callable[[], T], damaged: Callable[[str], Exception]) -> T:
+    """What `read` makes of a file (a key's, in JSON); `damaged(why)` raised in its place, in
+    one line, if the file is not what it is for: not JSON, a field missing, a value of another
+    form (`why`: which of them)."""
+    try:
+        return read()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise damaged(type(exc).__name__) from None
