@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 NONCE = 12
@@ -20,5 +21,8 @@ class OwnSealer:
         return nonce + self._aead.encrypt(nonce, plain, bound_to.encode())
 
     def open(self, sealed: bytes, bound_to: str) -> bytes:
-        """InvalidTag for bytes not sealed under this key for `bound_to`, or altered."""
+        """InvalidTag for bytes not sealed under this key for `bound_to`, or altered (or cut
+        short: AES-GCM would say ValueError of a nonce under 8 bytes)."""
+        if len(sealed) < NONCE:
+            raise InvalidTag
         return self._aead.decrypt(sealed[:NONCE], sealed[NONCE:], bound_to.encode())
