@@ -16,7 +16,7 @@ from broker import topics
 from broker.clients import KafkaAccess, started
 from renkei.broker_time import appended_at
 from renkei.tasks import set_or_ended
-from schemas.codec import CODEC
+from schemas.codec import CODEC, NewerVersion, UnknownSchema
 from schemas.messages import HolderEntry
 
 V = TypeVar("V")
@@ -161,7 +161,10 @@ class CompactedView(Generic[V]):
 def _applied(entries: dict[bytes, V], record: Any, topic: str, decode: Callable[[bytes], V],
              amend: Amend[V] | None) -> None:
     """A record of `topic` applied to its latest values per key, `entries`, as a view keeps
-    them."""
+    them; NewerVersion for one of a schema a newer version of Renkei wrote: skipped, its key's
+    entry before it would be kept as its latest (a holder suspended by it taken as active, a
+    pattern amended by it in force as it was), so the view stops (NotFollowing) and its process
+    with it, rather than act on what it no longer is."""
     key, value = record.key, record.value
     if key is None:
         log.warning("an entry without a key on %s: ignored", topic)
@@ -170,6 +173,8 @@ def _applied(entries: dict[bytes, V], record: Any, topic: str, decode: Callable[
     else:
         try:
             entry = decode(value)
+        except UnknownSchema as exc:
+            raise NewerVersion(topic, "process", exc) from None
         except ValueError as exc:
             log.warning("an unreadable entry on %s: %s", topic, exc)
             return

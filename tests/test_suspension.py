@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import OperatorAction, from_millis
@@ -35,13 +36,13 @@ from renkei import sealing
 from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME, appended_at
 from renkei.cli import INTERRUPTED
-from renkei.compacted import NotFollowing, holder_directory
+from renkei.compacted import NotFollowing, holder_directory, holder_entries
 from renkei.envelope import Send, send, unpacked
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import TRANSACTION_MS, deliver, fencing, handed, settled
 from renkei.state import file_locked, private_dir
 from renkei.tether import tethered
-from schemas.codec import CODEC, SchemaError
+from schemas.codec import CODEC, HEADER, NewerVersion, SchemaError
 from schemas.messages import HolderEntry, Ping, ProviderAnswer, ProviderQuery, Suspension
 from tests.conftest import ANSWER_TIMEOUT, SILENT
 from tests.kafka_helpers import (
@@ -340,6 +341,21 @@ async def test_a_directory_whose_end_is_not_told_is_said_once_until_it_is_read_t
         monkeypatch.setattr(views.directory, "read_to_end", failing)  # a second outage
         await views.directory_read()
     assert _said(caplog) == [NOT_TOLD, CAUGHT_UP, NOT_TOLD]
+
+
+async def test_a_directory_entry_a_newer_version_wrote_stops_the_view_not_kept_stale() -> None:
+    """An entry of a schema this version does not know (a suspension by a newer `renkei holder
+    suspend`) was logged unreadable and skipped, the holder's entry before it kept: active, its
+    requests approved; it stops the view (NewerVersion), as a decision or an inbox message does."""
+    active = HolderEntry("city-a", "A", "municipality", "city-a", 0, b"k" * 32, False, True,
+                         datetime(2026, 12, 7, tzinfo=UTC))
+    suspended = CODEC.encode(replace(active, active=False, inactive_since=active.updated_at))
+    newer = suspended[:2] + bytes(8) + suspended[HEADER:]  # its fingerprint one not known here
+    records = [ConsumerRecord(topics.DIRECTORY, 0, offset, 0, LOG_APPEND_TIME, b"city-a", value,
+                              None, 6, len(value), []) for offset, value in
+               enumerate((CODEC.encode(active), newer))]
+    with pytest.raises(NewerVersion, match=r"renkei\.directory holds a message this process"):
+        holder_entries(records)
 
 
 NOT_TOLD = ("the holder directory is not read to its end (KafkaError: the directory's end not "
