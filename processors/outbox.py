@@ -14,7 +14,7 @@ from processors import applications, binding, linkage, oversight, rekey
 from processors.context import Context
 from processors.isolation import isolated
 from processors.linkage import FromHolder
-from processors.rejection import REQUEST_ID_CHARS, reject, unfit
+from processors.rejection import REQUEST_ID_CHARS, refused_id, reject, unfit
 from renkei import holder_logs
 from renkei.envelope import Incoming, Send, send
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
@@ -78,8 +78,8 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
         try:
             message = CODEC.decode(incoming.value or b"", *OUTBOX_MESSAGES)
         except SchemaError as exc:
-            out += reject(holder, "", exc.reason, str(exc), incoming.timestamp,
-                          incoming.source, MESSAGE)
+            out += reject(holder, refused_id(incoming.value or b"", exc), exc.reason, str(exc),
+                          incoming.timestamp, incoming.source, MESSAGE)
             continue
         if (why := unfit(message.request_id, "request id")) is not None:
             out += reject(holder, message.request_id, "MALFORMED", _cut(message.request_id, why),

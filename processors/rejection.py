@@ -11,6 +11,7 @@ from audit.events import REJECTED, escaped
 from broker import topics
 from processors.access_log import logged
 from renkei.envelope import Send, send
+from schemas.codec import SchemaError, UnknownSchema, first_string
 from schemas.messages import Rejection
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,17 @@ def unfit(value: str, name: str) -> str | None:
         return (f"the {name} has {chars} characters with each backslash escaped as two, over "
                 f"the {REQUEST_ID_CHARS} allowed")
     return too_long(value, name)
+
+
+def refused_id(value: bytes, exc: SchemaError) -> str:
+    """The request id a holder's message the codec refuses is refused under: one of a schema a
+    newer version of Renkei wrote (UnknownSchema), its first field's (codec.first_string), so its
+    sender can settle the request it made, which nothing else ever answers; none for the others,
+    or for one whose first field is no fit request id."""
+    if not isinstance(exc, UnknownSchema):
+        return ""
+    request_id = first_string(value)
+    return request_id if unfit(request_id, "request id") is None else ""
 
 
 def reject(holder: str, request_id: str, reason: str, detail: str, at: datetime, source: str,

@@ -45,13 +45,14 @@ class Matching:
 
 def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> Matching:
     """Pair the answers with the bad messages, sender by sender."""
-    refused = Counter[tuple[str, str, str]]()  # (sender, reason, words)
+    refused = Counter[tuple[str, str, str, str]]()  # (sender, reason, words, request id named)
     by_id = Counter[tuple[str, str]]()  # (sender, request id)
     origin: dict[tuple[str, str], str] = {}
     late = Counter[tuple[str, str]]()  # (sender, request id) of late answers
     for message in bad:
         if message.refused is not None:
-            refused[(message.sender, message.refused, message.detail or "")] += 1
+            refused[(message.sender, message.refused, message.detail or "",
+                     message.request_id)] += 1
         elif message.late:
             late[(message.sender, message.request_id)] += 1
         elif message.answers:
@@ -59,9 +60,9 @@ def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> 
             origin.setdefault((message.sender, message.request_id), message.origin)
     found = Matching(expected=refused.total() + by_id.total())
     for answer in answers:
-        codec = (answer.holder, answer.reason, answer.detail)
+        codec = (answer.holder, answer.reason, answer.detail, answer.request_id)
         key = (answer.holder, answer.request_id)
-        if answer.kind == REJECTION and not answer.request_id and refused[codec] > 0:
+        if answer.kind == REJECTION and refused[codec] > 0:
             refused[codec] -= 1
         elif by_id[key] > 0:
             by_id[key] -= 1
@@ -80,7 +81,7 @@ def match(bad: Sequence[Bad], answers: Iterable[Answer], examples: int = 10) -> 
             found.rejected_by_reason[answer.reason] += 1
             found.unclear += not (answer.reason and answer.detail)
     left = [f"{sender}: codec {reason} ({short(words)})"
-            for (sender, reason, words), n in refused.items() for _ in range(n)]
+            for (sender, reason, words, _), n in refused.items() for _ in range(n)]
     left += [f"{sender}: {origin[(sender, rid)]} {short(rid)!r}"
              for (sender, rid), n in by_id.items() for _ in range(max(0, n))]
     found.unanswered = len(left)

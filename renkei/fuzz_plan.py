@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from processors.linkage import PROVIDER_STATUSES
 from processors.outbox import OUTBOX_MESSAGES
-from processors.rejection import REQUEST_ID_CHARS, unfit
+from processors.rejection import REQUEST_ID_CHARS, refused_id, unfit
 from renkei import fuzz_bytes, fuzz_records
 from renkei.fuzz_records import Vocabulary
 from schemas.codec import CODEC, SchemaError
@@ -38,7 +38,7 @@ class Bad:
     refused: str | None  # the codec's reason, if the codec refuses it
     decoded: str | None  # its schema, if it reads
     answers: int  # how many answers its sender must get: 0 or 1
-    request_id: str = ""  # the id its answer carries ("" for one the codec refuses)
+    request_id: str = ""  # the id its answer carries (for one the codec refuses, refused_id's)
     detail: str | None = None  # the codec's words, if it refuses it (the Rejection's detail)
     late: bool = False  # a provider's intact answer: maybe refused once, its ticket expired
 
@@ -66,7 +66,8 @@ def expect(sender: str, origin: str, value: bytes | None, late: dict[Intact, str
     try:
         message = CODEC.decode(value or b"", *OUTBOX_MESSAGES)
     except SchemaError as exc:
-        return Bad(sender, origin, value, exc.reason, None, 1, "", str(exc))
+        return Bad(sender, origin, value, exc.reason, None, 1, refused_id(value or b"", exc),
+                   str(exc))
     answers = 1
     if unfit(message.request_id, "request id") is not None:
         return Bad(sender, origin, value, None, type(message).__name__, answers,

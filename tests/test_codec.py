@@ -258,3 +258,15 @@ def test_the_gate_catches_an_incompatible_change(tmp_path: Path) -> None:
     (tmp_path / "LegalPattern.v3.avsc").write_text(json.dumps(breaking))
     found = compatibility.problems(Codec(tmp_path))
     assert any("v3 cannot read v2" in p and "signed_by" in p for p in found)
+
+
+def test_every_message_a_holder_writes_has_its_request_id_first() -> None:
+    """A message of a schema a newer holder library wrote is refused under its first field
+    (rejection.refused_id): each version of each such schema has its request id there."""
+    from processors.outbox import OUTBOX_MESSAGES
+
+    for cls in OUTBOX_MESSAGES:
+        for schema in CODEC.versions[cls.__name__]:
+            first = schema.definition["fields"][0]
+            assert (first["name"], first["type"]) == ("request_id", "string"), (
+                cls.__name__, schema.version)

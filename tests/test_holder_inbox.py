@@ -54,7 +54,7 @@ from renkei.envelope import Incoming, Send
 from renkei.holder_logs import MARK
 from renkei.state import state_folder
 from renkei.tasks import cancelled
-from schemas.codec import CODEC, MAGIC, MAX_BYTES, NewerVersion
+from schemas.codec import CODEC, HEADER, MAGIC, MAX_BYTES, NewerVersion
 from schemas.messages import (
     FOUND,
     NOT_FOUND,
@@ -66,6 +66,7 @@ from schemas.messages import (
     HolderLogAnswer,
     HolderLogRequest,
     LinkageAnswer,
+    LinkageRequest,
     Payload,
     ProviderAnswer,
     ProviderQuery,
@@ -417,6 +418,27 @@ async def test_a_refusal_of_a_message_the_platform_could_not_read_is_logged_as_o
     assert [r.getMessage() for r in caplog.records] == [
         f"{HOLDER}: a refusal (MALFORMED) of a message from here the platform could not read, "
         "naming no request: none settled"]
+
+
+async def test_a_request_of_a_schema_the_platform_does_not_know_is_settled_refused(
+        client: HolderClient) -> None:
+    """A request this library wrote with a schema version the platform does not know yet (a
+    library upgraded before it): the platform refused it UNKNOWN_SCHEMA naming no request, so
+    it stayed SENT for ever, nothing else ever answering it; the refusal names it (its first
+    field), and it is settled REJECTED, saying why."""
+    now = datetime.now(UTC)
+    request_id = new_request_id()
+    client.store.open_request(request_id, LINKAGE, "H-1", STAFF, TERMINAL, pattern_id="P-2",
+                              provider=REQUESTER, data_type="resident")
+    sent = CODEC.encode(LinkageRequest(request_id, now, "ABC98765XYZ", "P-2", REQUESTER,
+                                       "resident"))
+    newer = Incoming(topics.outbox(HOLDER), 0, 0, now, MAGIC + bytes(8) + sent[HEADER:])
+    [refused] = [s for s in outbox.handle([newer], _platform(), now)
+                 if s.topic == topics.inbox(HOLDER)]
+    await client._handle([appended(now, refused.value)])
+    request = client.store.request(request_id)
+    assert request is not None and request.status == REJECTED
+    assert request.detail == "UNKNOWN_SCHEMA: unknown schema fingerprint 0000000000000000"
 
 
 def _platform() -> Context:
