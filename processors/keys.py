@@ -32,6 +32,11 @@ class KeysMissing(RuntimeError):
     """The key store has not been initialised, or cannot be read."""
 
 
+class NotTheStoresIdKey(KeysMissing):
+    """The ID key's own file holds another key than the key store's: the registry side would
+    tell My Portal ID codes that no access-log entry the platform writes has."""
+
+
 @dataclass(frozen=True)
 class MasterKeys:
     """The platform's two master secrets: one for ID codes, one for link codes."""
@@ -94,9 +99,15 @@ def id_key_path() -> Path:
 
 def init() -> list[Path]:
     """Create the key store unless it exists, and the ID key's own file unless it exists; the
-    files created now."""
+    files created now. NotTheStoresIdKey for an ID key file of other keys (a key store made
+    anew beside it, or restored from another backup): said, not left to hide every entry."""
     created = []
     if not store_path().exists():
+        if id_key_path().exists():
+            raise NotTheStoresIdKey(
+                f"no key store at {store_path()}, yet an ID key at {id_key_path()}: restore the "
+                "key store from its backup; new keys would give every resident ID codes that "
+                f"key does not (to start anew all the same, remove {id_key_path()} first)")
         keys = MasterKeys.generate()
         write_json(store_path(), {"id_master": keys.id_master.hex(),
                                   "link_master": keys.link_master.hex()}, private=True)
@@ -104,6 +115,10 @@ def init() -> list[Path]:
     if not id_key_path().exists():
         write_json(id_key_path(), {"id_key": load().id_key().hex()}, private=True)
         created.append(id_key_path())
+    elif load_id_key() != load().id_key():
+        raise NotTheStoresIdKey(
+            f"the ID key at {id_key_path()} is not the key store's ({store_path()}): remove it "
+            "and run `renkei keys init`, which writes it again from the key store")
     return created
 
 

@@ -32,7 +32,7 @@ from registry import tickets
 from registry.resident_code import random_codes
 from renkei import sealing
 from renkei.envelope import Incoming
-from renkei.state import STATE_ENV
+from renkei.state import STATE_ENV, write_json
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,
@@ -218,6 +218,27 @@ def test_keys_init_writes_a_private_store_once(state: Path) -> None:
     assert stat.S_IMODE(login_key.stat().st_mode) == 0o600
     assert "private_key" not in public.read_text()  # the authority's: the public half alone
     assert tickets.public_key() == tickets.signing_key().public_key
+
+
+def test_keys_init_refuses_an_id_key_file_of_other_keys(state: Path) -> None:
+    """The key store lost (`renkei keys init`, the error of every command said) or restored from
+    another backup: init made new keys beside the old ID key's file, or left that file, and the
+    registry side told My Portal ID codes no entry has, every resident's history empty, unsaid;
+    it is refused, saying what to do, and nothing is made."""
+    keys.init()
+    id_key = keys.id_key_path().read_bytes()
+    keys.store_path().unlink()
+    lost = CliRunner().invoke(keys_cli, ["init"])
+    assert lost.exit_code != 0 and isinstance(lost.exception, keys.NotTheStoresIdKey)
+    assert "restore the key store from its backup" in str(lost.exception)
+    assert not keys.store_path().exists() and keys.id_key_path().read_bytes() == id_key
+    write_json(keys.store_path(), {"id_master": "11" * 32, "link_master": "22" * 32},
+                    private=True)  # another backup's
+    with pytest.raises(keys.NotTheStoresIdKey, match="remove it and run `renkei keys init`"):
+        keys.init()
+    keys.id_key_path().unlink()
+    keys.init()
+    assert keys.load_id_key() == keys.load().id_key()
 
 
 def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:
