@@ -33,7 +33,7 @@ from portal.sessions import LIFETIME
 from renkei.clock import Age, Mark, log_refused_ahead
 from renkei.questions import Declined
 from renkei.refusals import TICKET_EXPIRED, TICKET_FROM_THE_FUTURE, TICKET_USED
-from renkei.state import private_dir, write_json
+from renkei.state import private_dir, read_json, write_json
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import LoginTicket
 
@@ -63,16 +63,26 @@ def public_key_path() -> Path:
 
 
 def init() -> list[Path]:
-    """Make the login key and its public half, each unless it exists; the files made now."""
+    """Make the login key unless it exists, and its public half unless it is there already (one
+    of another key, the login key made anew since, is written again: the authority would refuse
+    every ticket as forged); the files made now."""
     made = []
     if not key_path().exists():
         Signer.load_or_create(key_path())
         made.append(key_path())
-    if not public_key_path().exists():
-        public = Signer.load(key_path()).public_key.public_bytes_raw().hex()
+    public = Signer.load(key_path()).public_key.public_bytes_raw().hex()
+    if not _published(public):
         write_json(public_key_path(), {"algorithm": "Ed25519", "public_key": public})
         made.append(public_key_path())
     return made
+
+
+def _published(public: str) -> bool:
+    """Whether the login key's public half is the key `public` (hex)."""
+    try:
+        return bool(read_json(public_key_path())["public_key"] == public)
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: written again
+        return False
 
 
 def signing_key() -> Signer:

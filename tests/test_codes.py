@@ -31,6 +31,7 @@ from processors.tickets import TicketSealer
 from registry import tickets
 from registry.resident_code import random_codes
 from renkei import sealing
+from renkei.clock import Age
 from renkei.envelope import Incoming
 from renkei.state import STATE_ENV, write_json
 from schemas.codec import CODEC
@@ -233,12 +234,25 @@ def test_keys_init_refuses_an_id_key_file_of_other_keys(state: Path) -> None:
     assert "restore the key store from its backup" in str(lost.exception)
     assert not keys.store_path().exists() and keys.id_key_path().read_bytes() == id_key
     write_json(keys.store_path(), {"id_master": "11" * 32, "link_master": "22" * 32},
-                    private=True)  # another backup's
+               private=True)  # another backup's
     with pytest.raises(keys.NotTheStoresIdKey, match="remove it and run `renkei keys init`"):
         keys.init()
     keys.id_key_path().unlink()
     keys.init()
     assert keys.load_id_key() == keys.load().id_key()
+
+
+def test_keys_init_writes_the_public_half_of_a_login_key_made_anew(state: Path) -> None:
+    """The login key lost and made again by `renkei keys init`: its old public half was left,
+    and the numbering authority refused every ticket the registry side signed since as forged
+    (no resident's number could be changed); it is the new key's."""
+    tickets.init()
+    tickets.key_path().unlink()
+    assert tickets.public_key_path() in tickets.init()
+    assert tickets.public_key() == tickets.signing_key().public_key
+    shown = tickets.ticket(tickets.signing_key(), ["R1"], datetime.now(UTC))
+    assert tickets.check(tickets.public_key(), shown, "R1", lambda *_: Age.YOUNG).nonce
+    assert tickets.init() == [], "made once"
 
 
 def test_keys_are_per_unit_and_epoch_and_never_shown(state: Path) -> None:
