@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 CONTEXT = b"renkei card login v1\x00"
 TIME_BYTES, RANDOM_BYTES = 8, 32
 REVOKED = "revoked"
+# the CA's own certificate, which cards are checked against, cannot be read where the check is
+# made (its trust folder not there, or a copy damaged): the checker's fault, no card's
+NO_CA = "no-ca"
 UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl"})  # the CRL cannot tell: no card's fault
 # the registry side's refusal of a challenge issued later than its clock tells now (by more than
 # renkei.clock.AHEAD): the portal's clock is ahead of its, and every login's is refused alike
@@ -123,8 +126,7 @@ class Verifier:
             cert = x509.load_pem_x509_certificate(certificate_pem)
         except ValueError:
             raise Refused("unreadable-certificate") from None
-        issuer = x509.load_pem_x509_certificate(ca.certificate_path(authority).read_bytes())
-        self._check_chain(cert, issuer)
+        self._check_chain(cert, _authority_certificate(authority, NO_CA))
         if (reason := self.revocation(authority, cert.serial_number)) is not None:
             raise Refused(reason)
         key = cert.public_key()
@@ -186,7 +188,7 @@ class Verifier:
             crl = x509.load_pem_x509_crl(path.read_bytes())
         except (OSError, ValueError):
             raise Refused("no-crl") from None
-        issuer = x509.load_pem_x509_certificate(ca.certificate_path(authority).read_bytes())
+        issuer = _authority_certificate(authority, "bad-crl")  # not checked against its CA
         issuer_key = issuer.public_key()
         assert isinstance(issuer_key, ec.EllipticCurvePublicKey)
         if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer_key):
@@ -194,6 +196,14 @@ class Verifier:
         read = _Crl(file, frozenset(r.serial_number for r in crl), crl.next_update_utc)
         self._crls[authority] = read
         return read
+
+
+def _authority_certificate(authority: str, refusal: str) -> x509.Certificate:
+    """The CA's certificate from its trust folder; Refused(`refusal`) if it cannot be read."""
+    try:
+        return x509.load_pem_x509_certificate(ca.certificate_path(authority).read_bytes())
+    except (OSError, ValueError):
+        raise Refused(refusal) from None
 
 
 def _attribute(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:

@@ -16,7 +16,15 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from cards import ca
-from cards.login import FORGED_MARK, FROM_THE_FUTURE, REVOKED, UNCHECKABLE, Refused, challenge
+from cards.login import (
+    FORGED_MARK,
+    FROM_THE_FUTURE,
+    NO_CA,
+    REVOKED,
+    UNCHECKABLE,
+    Refused,
+    challenge,
+)
 from portal.context import PLATFORM
 from portal.services import Unanswered
 from portal.sessions import Challenge, Officer, Session, Signed
@@ -37,8 +45,8 @@ HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight"
 # why the portal or the registry side (registry.portal) refused a login, in the page's words:
 # a signature for another site, or a question no answer can be sealed to, the portal's fault; a
 # CA's revocation list stale, missing or not the CA's (cards.login), no card's; a challenge
-# from the future, the portal's clock ahead of the registry side's; one whose mark is forged, the
-# portal's fault
+# from the future, the portal's clock ahead of the registry side's; one whose mark is forged, or
+# checked against a CA certificate that cannot be read, the portal's fault
 REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
             "challenge": "refused_challenge", "unknown-challenge": "refused_not_under_way",
@@ -46,7 +54,7 @@ REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
             FROM_THE_FUTURE: "refused_clock",
             "unanswered": "refused_unanswered",
             "origin": "refused_portal", NO_REPLY_KEY: "refused_portal",
-            FORGED_MARK: "refused_portal",
+            FORGED_MARK: "refused_portal", NO_CA: "refused_portal",
             **dict.fromkeys(UNCHECKABLE, "refused_crl")}
 
 

@@ -747,6 +747,27 @@ async def test_a_login_whose_revocation_list_cannot_be_checked_says_so_not_the_c
     assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
 
 
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+async def test_a_login_whose_ca_certificate_cannot_be_read_says_so_not_the_card(
+        client: Client, town: Town, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        damage: str) -> None:
+    """The JPKI CA's certificate, which the portal checks cards against, gone from its trust
+    folder or damaged (a mount missing, a copy cut short): the login is refused (failing
+    closed), the page saying the fault is the portal's, not the card's; it was a bare 500 (gone)
+    or said the card could not be verified (damaged)."""
+    certificate = tmp_path / "ca.pem"
+    if damage == "damaged":
+        certificate.write_text("-----BEGIN CERTIFICATE-----\ncut\n")
+    monkeypatch.setattr(ca, "certificate_path", lambda name: certificate)
+    for lang in ("ja", "en"):
+        await switched(client, lang)
+        answer = await card_login(client, town.resident_card, "resident", "/login")
+        said = html.unescape(await answer.text())
+        assert answer.status == 403, said
+        assert words(lang)["refused_portal"] in said and words(lang)["refused_other"] not in said
+    assert (await client.get("/history", allow_redirects=False)).status == 303, "not signed in"
+
+
 @pytest.mark.parametrize("path, form", [("/number", {"confirm": "yes"}), ("/logout", {})])
 async def test_a_form_sent_after_its_session_ended_goes_to_the_login_saying_so(
         client: Client, town: Town, path: str, form: dict[str, str]) -> None:
