@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 CONTEXT = b"renkei card login v1\x00"
 TIME_BYTES, RANDOM_BYTES = 8, 32
 REVOKED = "revoked"
+# a certificate whose validity begins later than the checker's clock tells now: issued by a CA
+# whose clock is ahead of the checker's (by more than the 5 minutes it backdates them), no card's
+# fault and not expired
+NOT_YET_VALID = "not-yet-valid"
 # the CA's own certificate, which cards are checked against, cannot be read where the check is
 # made (its trust folder not there, or a copy damaged): the checker's fault, no card's
 NO_CA = "no-ca"
@@ -147,7 +151,9 @@ class Verifier:
         except (ValueError, TypeError, InvalidSignature):
             raise Refused("unknown-issuer") from None
         now = self._clock()
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        if now < cert.not_valid_before_utc:
+            raise Refused(NOT_YET_VALID)
+        if now > cert.not_valid_after_utc:
             raise Refused("expired")
         try:
             constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value

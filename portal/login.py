@@ -20,6 +20,7 @@ from cards.login import (
     FORGED_MARK,
     FROM_THE_FUTURE,
     NO_CA,
+    NOT_YET_VALID,
     REVOKED,
     UNCHECKABLE,
     Refused,
@@ -45,13 +46,14 @@ HOME = {"resident": "/history", "counter": "/counter", "oversight": "/oversight"
 # why the portal or the registry side (registry.portal) refused a login, in the page's words:
 # a signature for another site, or a question no answer can be sealed to, the portal's fault; a
 # CA's revocation list stale, missing or not the CA's (cards.login), no card's; a challenge
-# from the future, the portal's clock ahead of the registry side's; one whose mark is forged, or
+# from the future, the portal's clock ahead of the registry side's, and a card whose certificate
+# is not valid yet, the CA's clock ahead of the checker's; one whose mark is forged, or
 # checked against a CA certificate that cannot be read, the portal's fault
 REFUSALS = {REVOKED: "refused_revoked", "expired": "refused_expired",
             "unknown-card": "refused_unknown", "wrong-role": "refused_role",
             "challenge": "refused_challenge", "unknown-challenge": "refused_not_under_way",
             "too-many-logins": "refused_too_many",
-            FROM_THE_FUTURE: "refused_clock",
+            FROM_THE_FUTURE: "refused_clock", NOT_YET_VALID: "refused_clock",
             "unanswered": "refused_unanswered",
             "origin": "refused_portal", NO_REPLY_KEY: "refused_portal",
             FORGED_MARK: "refused_portal", NO_CA: "refused_portal",

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cards import ca, issue, jlis
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked, NotAPin, find
 from cards.jlis import CardHolders
-from cards.login import Refused, Verifier, challenge, message
+from cards.login import NOT_YET_VALID, Refused, Verifier, challenge, message
+from portal.login import REFUSALS
 from registry import store as registry_store
 from renkei import state as state_files
 from renkei.clock import Mark
@@ -144,6 +145,17 @@ def test_a_card_of_the_other_ca_or_expired_is_refused(cards_dir: Path) -> None:
     later = datetime.now(UTC) + timedelta(days=365 * ca.CARD_YEARS + 1)
     with pytest.raises(Refused, match="expired"):
         _login(card, "1111", verifier=Verifier(clock=lambda: later))
+
+
+def test_a_card_not_valid_yet_is_said_to_be_the_clocks_not_expired(cards_dir: Path) -> None:
+    """A checker whose clock is behind the CA's by more than the 5 minutes a certificate is
+    backdated told a new card's holder that its certificate had expired; the page says the
+    clocks disagree."""
+    card = issue.officer_card("officer-7", "oversight", "oversight", "1111", cards_dir)
+    earlier = datetime.now(UTC) - timedelta(minutes=6)
+    with pytest.raises(Refused, match=f"^{NOT_YET_VALID}$"):
+        _login(card, "1111", verifier=Verifier(clock=lambda: earlier))
+    assert REFUSALS[NOT_YET_VALID] == "refused_clock"
 
 
 def test_a_stale_crl_fails_closed(cards_dir: Path) -> None:
