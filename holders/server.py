@@ -50,7 +50,7 @@ from holders.client import (
     NotSentYet,
 )
 from holders.imports import FIELD_CHARS, storable, trimmed
-from holders.store import HolderStore, Keyed, KeyInUse
+from holders.store import HolderStore, Keyed, KeyInUse, default_path
 from renkei import event_loop, logs, sqlite
 from renkei.quiet_http import QuietRunner
 from renkei.service_loop import stop_on_signals, unless_stopped
@@ -357,12 +357,13 @@ async def run(holder: str, port: int) -> None:
         stop = stop_on_signals()
         store = HolderStore.of(holder)
         client = HolderClient(holder, store)
-        try:
-            if await unless_stopped(stop, client.start()):
-                await _serve_http(client, port, stop)
-        finally:
-            await client.stop()
-            store.close()
+        with sqlite.room_told(default_path(holder)):  # its stop raises what ended the inbox
+            try:
+                if await unless_stopped(stop, client.start()):
+                    await _serve_http(client, port, stop)
+            finally:
+                await client.stop()
+                store.close()
 
 
 def _refusal(status: int, detail: str) -> web.Response:

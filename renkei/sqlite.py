@@ -3,6 +3,7 @@ logged, and write transactions that take the write lock at their start."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,23 @@ def busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite gave up waiting for a lock another connection held past its busy
     timeout (trying again later may work), not another failure."""
     return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+@contextmanager
+def room_told(path: str | Path) -> Iterator[None]:
+    """A write of a long-running service's store that found its disk full (or its file system's
+    quota, or the file size a limit allows), raised as the OSError it is, naming the store:
+    the command's one line (renkei.cli), not a traceback under SQLite's own words, which name no
+    file. The transaction it failed in was rolled back, and the records it handled not
+    committed: started again once there is room, the service handles them again."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
+            raise
+        raise OSError(errno.ENOSPC, "the disk of this store is full: free space there, then "
+                      "start the service again (what it was writing is handled again)",
+                      str(path)) from exc
 
 
 def created_private(path: str | Path) -> None:

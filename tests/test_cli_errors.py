@@ -827,3 +827,21 @@ def test_every_store_url_option_names_each_store_it_opens(group: click.Group) ->
     assert helps
     for name, text in helps.items():
         assert text and "sqlite:///path" in text and POSTGRESQL_SCHEMES[0] in text, (name, text)
+
+
+def test_a_store_whose_disk_is_full_is_said_in_one_line_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit consumer's store filling its disk as it ran ended it with a traceback under
+    SQLite's "database or disk is full", which names no file: the operator is told which."""
+    async def filling(store: AuditStore, *_: object) -> None:
+        store._db.execute("PRAGMA max_page_count = 1")  # as many pages as it has: full
+        store._db.execute("CREATE TABLE filler (x)")
+
+    monkeypatch.setattr("audit.consumer.main", filling)
+    monkeypatch.setattr(cluster, "bootstrap", lambda: "127.0.0.1:9")  # never reached
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    db = tmp_path / "audit.db"
+    result = CliRunner().invoke(main, ["audit", "run", "--db", str(db)])
+    assert result.exit_code == 1, result.output
+    said_in_one_line(result.output, f"the disk of this store is full: free space there, then "
+                     f"start the service again (what it was writing is handled again): {db}")
