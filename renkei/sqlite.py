@@ -99,12 +99,17 @@ def opened(path: Path) -> sqlite3.Connection:
 def connected(path: Path) -> sqlite3.Connection:
     """The store at `path` (created readable by this user only), in WAL mode, synced at
     checkpoints (a crash loses no commit the OS kept), what it deletes overwritten
-    (SECURE_DELETE); transactions are begun by `writing`, not implicitly."""
+    (SECURE_DELETE); transactions are begun by `writing`, not implicitly. One that cannot be
+    opened so (its disk full, its folder read-only) an OSError naming the path, as `opened`'s."""
     created_private(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(SECURE_DELETE)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(SECURE_DELETE)
+    except sqlite3.OperationalError as exc:
+        db.close()
+        raise OSError(None, f"cannot open a SQLite store ({exc})", str(path)) from exc
     return db
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -124,3 +125,19 @@ def test_a_store_copied_by_the_suite_leaves_the_connection_open_on_it_its_locks(
     path = tmp_path / "state" / "holder.db"
     path.parent.mkdir()
     _commits_kept_around(path, lambda: store_helpers.copied(path.parent, tmp_path / "copy"))
+
+
+def test_a_store_its_disk_has_no_room_for_is_said_naming_its_path(tmp_path: Path) -> None:
+    """A holder's store opened where no byte more may be written (its disk full; here the file
+    size limit, which SQLite meets as one) failed with SQLite's "disk I/O error", which names
+    no file: `renkei holder run` and every command opening the store printed a traceback."""
+    path = tmp_path / "holder.db"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))  # SIGXFSZ Python ignores: EFBIG
+    try:
+        with pytest.raises(OSError) as raised:
+            HolderStore(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert raised.value.filename == str(path) and "cannot open a SQLite store (disk I/O error)" \
+        in str(raised.value), raised.value
