@@ -151,6 +151,16 @@ async def _exercise(built: town.Town) -> None:
         click.echo(f"  access-log events on renkei.audit: {sum(map(len, events.values()))}")
 
 
+def still_running(procs: town.Processes) -> None:
+    """Every process the demo started still running at its end; one that stopped (its store's
+    disk full, say) is said, with its exit code and its log (the demo's figures were read from
+    the topics, and said nothing of it)."""
+    if ended := procs.ended():
+        raise click.ClickException("stopped while the demo ran: " + ", ".join(
+            f"{name} (exit code {code}; its log {state_dir() / 'logs' / f'{name}.log'} says why)"
+            for name, code in sorted(ended.items())))
+
+
 def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
     started = time.perf_counter()
     _log_to_file()
@@ -161,6 +171,7 @@ def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
         click.echo(f"  processes: {', '.join(procs.running)} (ready in "
                    f"{procs.ready_after:.1f}s; logs in {state_dir() / 'logs'})")
         asyncio.run(_exercise(built))
+        still_running(procs)
     click.echo(f"  whole demo {time.perf_counter() - started:.0f}s")
 
 

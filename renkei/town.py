@@ -167,6 +167,11 @@ class Processes:
         return self.start(name, "platform", "run", "--instance", str(instance), "--member", name,
                           "--answer-timeout", str(answer_timeout), "--loglevel", loglevel)
 
+    def ended(self) -> dict[str, int]:
+        """Each process that ended by itself (not stopped or killed through this), its exit code."""
+        return {name: code for name, proc in self.running.items()
+                if (code := proc.poll()) is not None}
+
     def kill(self, name: str) -> None:
         """SIGKILL, as a crash would: no clean shutdown, no goodbye to the broker."""
         proc = self.running.pop(name)

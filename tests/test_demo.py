@@ -12,14 +12,16 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from broker import process
 from registry.store import RegistryStore
 from renkei import exchanges
-from renkei.demo import demo
+from renkei.demo import demo, still_running
 from renkei.state import STATE_ENV
+from renkei.town import Processes
 from tests.kafka_helpers import free_port_pair, renkei, said_in_one_line
 from tests.loop_helpers import Deadline
 from tests.proc_helpers import interruptible
@@ -164,3 +166,21 @@ def test_the_demos_error_on_stderr_is_a_log_line_as_in_its_log(tmp_path: Path) -
     assert re.fullmatch(line, run.stderr), run.stderr
     logged = (tmp_path / "state" / "logs" / "demo.log").read_text(encoding="utf-8")
     assert re.fullmatch(line, logged), logged
+
+
+def test_a_service_that_stopped_while_the_demo_ran_is_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit consumer stopped mid-demo (its store's disk full) and the demo ended with its
+    figures and exit code 0, saying nothing of it: the demo's end names it and its log."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    procs = Processes()
+    procs.start("audit", "audit", "run", "--db", "ftp://nowhere/audit")  # ends at once: 1
+    try:
+        procs.running["audit"].wait(30)
+        with pytest.raises(click.ClickException) as raised:
+            still_running(procs)
+    finally:
+        procs.stop_all()
+    log = tmp_path / "state" / "logs" / "audit.log"
+    assert raised.value.message == (f"stopped while the demo ran: audit (exit code 1; its log "
+                                    f"{log} says why)")
