@@ -408,7 +408,7 @@ def run(db: str | None, instance: str, head_seconds: float, lateness: float,
     from renkei.service_loop import said_when_up
 
     logs.for_service(loglevel.upper())
-    with open_store(db, create=True) as store, sqlite.room_told(sql.shown(db or default_path())):
+    with open_store(db, create=True) as store, sqlite.faults_told(sql.shown(db or default_path())):
         event_loop.run(said_when_up(
             partial(main, store, instance, head_seconds,
                     Rules(lateness=timedelta(seconds=lateness))),

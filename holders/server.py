@@ -357,7 +357,7 @@ async def run(holder: str, port: int) -> None:
         stop = stop_on_signals()
         store = HolderStore.of(holder)
         client = HolderClient(holder, store)
-        with sqlite.room_told(default_path(holder)):  # its stop raises what ended the inbox
+        with sqlite.faults_told(default_path(holder)):  # its stop raises what ended the inbox
             try:
                 if await unless_stopped(stop, client.start()):
                     await _serve_http(client, port, stop)

@@ -30,20 +30,27 @@ def busy(exc: sqlite3.OperationalError) -> bool:
 
 
 @contextmanager
-def room_told(path: str | Path) -> Iterator[None]:
+def faults_told(path: str | Path) -> Iterator[None]:
     """A write of a long-running service's store that found its disk full (or its file system's
-    quota, or the file size a limit allows), raised as the OSError it is, naming the store:
-    the command's one line (renkei.cli), not a traceback under SQLite's own words, which name no
-    file. The transaction it failed in was rolled back, and the records it handled not
-    committed: started again once there is room, the service handles them again."""
+    quota, or the file size a limit allows), or the store locked by another process past the
+    busy timeout (an operator's sqlite3 shell left in a transaction), raised as an OSError naming
+    the store and what to do: the command's one line (renkei.cli), not a traceback under SQLite's
+    own words, which name no file. The transaction it failed in was rolled back, and the records
+    it handled not committed: started again, the service handles them again."""
     try:
         yield
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode != sqlite3.SQLITE_FULL:
-            raise
-        raise OSError(errno.ENOSPC, "the disk of this store is full: free space there, then "
-                      "start the service again (what it was writing is handled again)",
-                      str(path)) from exc
+        if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+            raise OSError(errno.ENOSPC, "the disk of this store is full: free space there, then "
+                          f"start the service again ({AGAIN})", str(path)) from exc
+        if busy(exc):
+            raise OSError(None, f"this store stayed locked by another process ({exc}): end that "
+                          "process's transaction (an sqlite3 shell's), then start the service "
+                          f"again ({AGAIN})", str(path)) from exc
+        raise
+
+
+AGAIN = "what it was writing is handled again"
 
 
 def created_private(path: str | Path) -> None:

@@ -9,6 +9,7 @@ import pty
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -845,3 +846,28 @@ def test_a_store_whose_disk_is_full_is_said_in_one_line_naming_it(
     assert result.exit_code == 1, result.output
     said_in_one_line(result.output, f"the disk of this store is full: free space there, then "
                      f"start the service again (what it was writing is handled again): {db}")
+
+
+def test_an_audit_store_another_process_keeps_locked_is_said_in_one_line_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator's sqlite3 shell left in a write transaction on the audit store stopped the
+    audit consumer with a traceback under SQLite's "database is locked", naming no file."""
+    db = tmp_path / "audit.db"
+
+    async def locked_out(store: AuditStore, *_: object) -> None:
+        shell = sqlite3.connect(db, isolation_level=None)
+        shell.execute("BEGIN IMMEDIATE")  # the other process's write lock
+        try:
+            store._db.execute("PRAGMA busy_timeout = 0")  # not its 30 s, here
+            store._db.execute("CREATE TABLE filler (x)")
+        finally:
+            shell.close()
+
+    monkeypatch.setattr("audit.consumer.main", locked_out)
+    monkeypatch.setattr(cluster, "bootstrap", lambda: "127.0.0.1:9")  # never reached
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    result = CliRunner().invoke(main, ["audit", "run", "--db", str(db)])
+    assert result.exit_code == 1, result.output
+    said_in_one_line(result.output, "this store stayed locked by another process (database is "
+                     "locked): end that process's transaction (an sqlite3 shell's), then start the "
+                     f"service again (what it was writing is handled again): {db}")
