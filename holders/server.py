@@ -30,6 +30,7 @@ import math
 import os
 import secrets
 import sqlite3
+import sys
 from collections.abc import Awaitable, Iterable
 from http import HTTPStatus
 from pathlib import Path
@@ -67,6 +68,7 @@ KEY_CHARS = 255  # characters of an idempotency key
 # seconds a caller may wait for an outcome (?wait=S): four answer timeouts; a caller gone
 # meanwhile leaves its handler waiting (aiohttp does not cancel it), so no longer than this
 MOST_WAIT = 120.0
+LOG_PAGE = 10_000  # access-log entries an answer holds at most (~3 MB, a tenth of a second)
 # the error codes of the two answers that say to ask again, after their Retry-After: the first
 # call under an idempotency key still being made (409), the store locked by another process (503)
 KEY_IN_USE, STORE_BUSY = "idempotency_key_in_use", "service_unavailable"
@@ -312,9 +314,33 @@ async def investigations(request: web.Request) -> web.Response:
     return _json([{"own_number": own, "reason": reason} for own, reason in rows])
 
 
+def _count(request: web.Request, name: str, default: int, most: int) -> int:
+    """A whole number from 0 to `most` from a query parameter, `default` if not given; else
+    400."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text) > most:
+        raise web.HTTPBadRequest(text=f"{name}={text!r} is not a whole number from 0 to {most}")
+    return int(text)
+
+
 async def access_log(request: web.Request) -> web.Response:
-    entries = request.app[CLIENT].store.access_log(request.query.get("request_id"))
-    return _json([dataclasses.asdict(e) for e in entries])
+    """The access log (of a request id, if given) a page at a time: the entries after the serial
+    `after`, up to `limit` (LOG_PAGE at most), each with its serial; a page as full as asked for
+    says where the next starts in its Link header (rel="next"). The whole log in one answer held
+    every entry in the server's memory (a year's: 2.6 GB) and its loop from the platform's
+    queries for as long as it took."""
+    after = _count(request, "after", 0, sys.maxsize)
+    most = _count(request, "limit", LOG_PAGE, LOG_PAGE)
+    request_id = request.query.get("request_id")
+    page = request.app[CLIENT].store.access_log_page(request_id, after, most)
+    response = _json([{"serial": serial, **dataclasses.asdict(e)} for serial, e in page])
+    if page and len(page) == most:
+        query = {**({} if request_id is None else {"request_id": request_id}),
+                 "after": str(page[-1][0]), "limit": str(most)}
+        response.headers["Link"] = f'<{request.url.with_query(query).path_qs}>; rel="next"'
+    return response
 
 
 def address_file(holder: str) -> Path:

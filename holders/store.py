@@ -889,6 +889,17 @@ class HolderStore:
             f"data_type, content, purpose, outcome FROM access_log {where} ORDER BY serial",
             args)]
 
+    def access_log_page(self, request_id: str | None, after: int,
+                        most: int) -> list[tuple[int, HolderLogEntry]]:
+        """Up to `most` entries as access_log gives them, each with its serial, of those after
+        the serial `after`: the log a page at a time (a year's is a million entries)."""
+        where, args = ("AND request_id = ?", (request_id,)) if request_id is not None else (
+            "", ())
+        return [(row[0], HolderLogEntry(*row[1:])) for row in self.db.execute(
+            f"SELECT serial, request_id, at, side, operator, terminal, counterpart, pattern_id, "
+            f"data_type, content, purpose, outcome FROM access_log WHERE serial > ? {where} "
+            "ORDER BY serial LIMIT ?", (after, *args, most))]
+
     def exchange_log(self, request_id: str, exchanged_at: datetime | None
                      ) -> list[HolderLogEntry]:
         """The entries of one use of `request_id`, the one the access log has at `exchanged_at`
