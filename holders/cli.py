@@ -333,3 +333,21 @@ def import_data(holder: str, file: Path) -> None:
         read, refused = _rows(imports.read_data, file)
         counts, unknown = imports.store_data(store, read)
     _report("data", holder, counts, refused + unknown)
+
+
+@data.command("remove", short_help="Remove data named in a CSV file: it is provided no more.")
+@click.argument("holder")
+@FILE
+def remove_data(holder: str, file: Path) -> None:
+    """Remove data named in a CSV file with a header: own_number, data_type (a data file, its
+    fields column not read), e.g. rows imported onto the wrong record: the holder provides them
+    no more. Rows that cannot be read or name no data the holder has are refused by line and
+    field; the rest are removed, all or none (exit code 1 if any was refused)."""
+    with _store(holder) as store:
+        read, refused = _rows(imports.read_removals, file)
+        removed, absent = imports.remove_data(store, read)
+    click.echo(f"data of {holder}: {removed} removed, {len(refused) + len(absent)} rows refused")
+    for row in sorted(refused + absent, key=lambda r: r.line):
+        click.echo(f"  {row}", err=True)
+    if refused or absent:
+        raise SystemExit(1)

@@ -23,6 +23,7 @@ T = TypeVar("T")
 RECORD_COLUMNS = ("own_number", "name", "address", "date_of_birth", "sex")
 NUMBER_COLUMN = "personal_number"  # a records file's optional column
 DATA_COLUMNS = ("own_number", "data_type", "fields")
+REMOVAL_COLUMNS = ("own_number", "data_type")  # a data file's fields column is not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,14 @@ class Record:
     attributes: FourAttributes
     personal_number: str | None
     numbered: bool = True  # its file has the personal_number column (else the store's is kept)
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """Data the holder provides no more: a record's own number and a data type."""
+
+    own_number: str
+    data_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +199,17 @@ def read_data(path: Path) -> tuple[list[tuple[int, Data]], list[Refused]]:
     return _read(path, DATA_COLUMNS, (), _data, lambda d: (d.own_number, d.data_type))
 
 
+def _removal(row: dict[str, str]) -> Removal:
+    return Removal(_required(row, "own_number"), _required(row, "data_type"))
+
+
+def read_removals(path: Path) -> tuple[list[tuple[int, Removal]], list[Refused]]:
+    """The data to remove of a CSV file (own_number, data_type: a data file, whose fields are
+    not read), and the rows refused."""
+    return _read(path, REMOVAL_COLUMNS, ("fields",), _removal,
+                 lambda r: (r.own_number, r.data_type))
+
+
 def store_records(store: HolderStore,
                   records: list[tuple[int, Record]]) -> tuple[Counter[str], list[tuple[int, str]]]:
     """Add or update the records, all or none; how many were new, changed, unchanged, and the
@@ -208,3 +228,12 @@ def store_data(store: HolderStore,
     imported = store.import_data((line, d.own_number, d.data_type, d.fields) for line, d in data)
     return imported.counts, [Refused(line, "own_number", "has no record (import it first)")
                              for line, _ in imported.flagged]
+
+
+def remove_data(store: HolderStore,
+                removals: list[tuple[int, Removal]]) -> tuple[int, list[Refused]]:
+    """Remove the data, all or none; how many were removed, and the rows of data the store did
+    not have (refused)."""
+    absent = store.remove_data((line, r.own_number, r.data_type) for line, r in removals)
+    return len(removals) - len(absent), [Refused(line, "data_type", "is not provided on that "
+                                                 "record (nothing to remove)") for line in absent]

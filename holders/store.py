@@ -442,6 +442,14 @@ class HolderStore:
         return self._import(_DATA, ((own, data_type, fields_json(fields), line)
                                     for line, own, data_type, fields in data))
 
+    def remove_data(self, keys: Iterable[tuple[int, str, str]]) -> list[int]:
+        """Remove the data (line, own number, data type) in one write transaction: the holder
+        provides it no more; the lines of those it did not have."""
+        with writing(self.db):
+            return [line for line, own, data_type in keys if self.db.execute(
+                "DELETE FROM data WHERE own_number = ? AND data_type = ?",
+                (own, data_type)).rowcount == 0]
+
     def _import(self, how: _Import, rows: Iterable[tuple[object, ...]]) -> Imported:
         """Stage the rows (their columns, then line) and tell what each changes with no lock on
         the store, then write those that change it in one write transaction (none if none does

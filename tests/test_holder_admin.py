@@ -628,3 +628,26 @@ async def test_a_binding_asked_again_with_its_key_after_a_kill_is_the_one_made(
         assert store.counts() == {"BOUND": 1, "duplicates dropped": 0}
     finally:
         store.close()
+
+
+def test_data_imported_onto_the_wrong_record_is_removed(state: Path, tmp_path: Path) -> None:
+    """A vaccination record imported onto the wrong patient could not be taken back: `holder
+    data` had only import (add or update), a file without the row left it, and the holder went on
+    providing it; `data remove` takes a data file's rows (own_number, data_type) away."""
+    records, data, wrong = (tmp_path / name for name in ("records.csv", "data.csv", "wrong.csv"))
+    records.write_text(RECORDS, encoding="utf-8")
+    data.write_text('own_number,data_type,fields\nT-1,vaccination,"{""dose"": ""1""}"\n'
+                    'T-2,vaccination,"{""dose"": ""2""}"\n', encoding="utf-8")
+    wrong.write_text('own_number,data_type,fields\nT-2,vaccination,"{""dose"": ""2""}"\n'
+                     "T-1,local_tax,\nT-2,,\n", encoding="utf-8")
+    _holder("records", "import", HOLDER, str(records))
+    _ok("data", "import", HOLDER, str(data))
+    result = _holder("data", "remove", HOLDER, str(wrong))
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"data of {HOLDER}: 1 removed, 2 rows refused",
+        "  line 3: data_type is not provided on that record (nothing to remove)",
+        "  line 4: data_type is empty"]
+    store = HolderStore.of(HOLDER)
+    assert store.data("T-2", "vaccination") is None
+    assert store.data("T-1", "vaccination") == {"dose": "1"}
+    store.close()
