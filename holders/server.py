@@ -176,6 +176,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+# the fields of a call that makes a request, as docs/holder-server.md names them (by_number, a
+# binding's: true or false, false if not given)
+BINDING_FIELDS = ("own_number", "operator", "terminal")
+LINKAGE_FIELDS = ("own_number", "pattern_id", "provider", "data_type", "purpose", "operator",
+                  "terminal")
+BY_NUMBER = "by_number"
 _JSON_KINDS = ((dict, "an object"), (list, "an array"), (bool, "true or false"),
                (int | float, "a number"))  # what a field given not as a string is, in JSON's words
 
@@ -269,8 +275,8 @@ async def _made(making: Awaitable[str]) -> web.Response:
 
 async def bind(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
-    asked = (_field(body, "own_number"), _field(body, "operator"), _field(body, "terminal"),
-             _flag(body, "by_number"))
+    own_number, operator, terminal = (_field(body, name) for name in BINDING_FIELDS)
+    asked = (own_number, operator, terminal, _flag(body, BY_NUMBER))
     try:
         return await _made(client.bind(*asked, _keyed(request, body, asked)))
     except NotFound as exc:
@@ -283,9 +289,9 @@ async def bind(request: web.Request) -> web.Response:
 
 async def linkage(request: web.Request) -> web.Response:
     client, body = request.app[CLIENT], await _body(request)
-    asked = (_field(body, "own_number"), _field(body, "pattern_id"), _field(body, "provider"),
-             _field(body, "data_type"), _field(body, "purpose"), _field(body, "operator"),
-             _field(body, "terminal"))
+    own_number, pattern_id, provider, data_type, purpose, operator, terminal = (
+        _field(body, name) for name in LINKAGE_FIELDS)
+    asked = (own_number, pattern_id, provider, data_type, purpose, operator, terminal)
     try:
         return await _made(client.request(*asked, _keyed(request, body, asked)))
     except NotBound as exc:

@@ -176,3 +176,19 @@ def test_every_default_said_in_words_is_said_as_a_default() -> None:
                for option in command.params
                if isinstance(option, click.Option) and "[default" in (option.help or "")]
     assert not written, written
+
+
+HOLDER_SERVER = README.parent / "docs" / "holder-server.md"
+
+
+def test_the_holder_server_doc_names_each_field_of_a_call() -> None:
+    """docs/holder-server.md named the paths but no field of their bodies: a holder's system
+    could not make a binding or a linkage request without reading the server's code."""
+    from holders.server import BINDING_FIELDS, BY_NUMBER, LINKAGE_FIELDS
+
+    text = " ".join(HOLDER_SERVER.read_text(encoding="utf-8").split())
+    for path, fields in (("POST /bindings", (*BINDING_FIELDS, BY_NUMBER)),
+                         ("POST /requests", LINKAGE_FIELDS)):
+        said = re.search(rf"`{path}` `\{{([^}}]*)\}}`", text)
+        assert said is not None, f"{path}: its body is not given"
+        assert [name.strip(' "') for name in said[1].split(",")] == list(fields)
