@@ -96,6 +96,10 @@ DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32
 FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before deletes (a few ms)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
 ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, not yet ended
+# a requester's entry is dated when its staff made the request (its sent_at), not when its outcome
+# came (30 s later if timed out, hours if the server was down); now if none is recorded (refused
+# before it was)
+_ASKED_AT = "coalesce((SELECT sent_at FROM requests WHERE request_id = ?), ?)"
 _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
            "content, purpose, outcome")  # an entry's columns but its query_digest (and serial)
 # a provider's entry made before queries had digests (x'') is a copy's of its query read since,
@@ -829,9 +833,9 @@ class HolderStore:
             counterpart: str | None = None, pattern_id: str | None = None,
             data_type: str | None = None, content: str | None = None,
             purpose: str | None = None, deadline: datetime | None = None) -> bool:
-        """An entry of the request on this side, once; a provider's of the query it answers by
-        `deadline`, once a query (_query_digest; one made before: _ANSWERED_BEFORE). False if
-        it was made before (this one not made)."""
+        """An entry of the request on this side, once (a requester's at the time it was made); a
+        provider's of the query it answers by `deadline`, once a query (_query_digest; one made
+        before: _ANSWERED_BEFORE). False if it was made before (this one not made)."""
         if deadline is None:
             digest = b""
         elif self._answered_before(request_id, side, counterpart, pattern_id, data_type,
@@ -839,11 +843,13 @@ class HolderStore:
             return False
         else:
             digest = _query_digest(counterpart, pattern_id, data_type, deadline)
+        at = _ASKED_AT if side == REQUESTER else "?"
         return self.db.execute(
             f"INSERT OR IGNORE INTO access_log ({_LOGGED}, query_digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), request_id, side, operator, terminal, counterpart, pattern_id, data_type,
-             content, purpose, outcome, digest)).rowcount == 1
+            f"VALUES ({at}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*((request_id,) if side == REQUESTER else ()), _now(), request_id, side, operator,
+             terminal, counterpart, pattern_id, data_type, content, purpose, outcome,
+             digest)).rowcount == 1
 
     def provided_before(self, request_id: str, requester: str, pattern_id: str, data_type: str,
                         deadline: datetime) -> Provided | None:

@@ -641,3 +641,18 @@ def test_the_path_of_a_holders_store_makes_nothing_opening_it_makes_its_folder(
         HolderStore.of("town-x").close()
         assert store_module.store_made("town-x")
         assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_requesters_entry_is_dated_when_its_staff_made_the_request(tmp_path: Path) -> None:
+    """A requester's entry was dated when the request's outcome came: a request timed out 30 s
+    later, or read hours later by a server that was down, was logged as made then."""
+    store = HolderStore(tmp_path / "holder.db")
+    store.open_request("r-1", "LINKAGE", "H-1", "staff-1", "term-1", pattern_id="P-1",
+                       provider="city-y", data_type="local_tax", purpose="審査")
+    made = store.db.execute("SELECT sent_at FROM requests").fetchone()[0]
+    store.db.execute("UPDATE requests SET sent_at = ?", (made.replace(made[:4], "2025"),))
+    store.log("r-1", "REQUESTER", "staff-1", "term-1", "TIMED_OUT", counterpart="city-y")
+    store.log("r-2", "REQUESTER", "staff-9", "term-1", "REFUSED: not registered staff")
+    at = {entry.request_id: entry.at for entry in store.access_log()}
+    assert at["r-1"] == made.replace(made[:4], "2025") and at["r-2"] > at["r-1"]
+    store.close()
