@@ -313,7 +313,8 @@ def import_records(holder: str, file: Path) -> None:
         counts, rebound = imports.store_records(store, read)
     for line, own_number in rebound:
         click.echo(f"  line {line}: record {own_number} is bound to a link code and its four "
-                   "attributes changed: check it is still the person it was bound for", err=True)
+                   "attributes or personal number changed: check it is still the person it was "
+                   "bound for", err=True)
     _report("records", holder, counts, refused)
 
 

@@ -213,8 +213,9 @@ def read_removals(path: Path) -> tuple[list[tuple[int, Removal]], list[Refused]]
 def store_records(store: HolderStore,
                   records: list[tuple[int, Record]]) -> tuple[Counter[str], list[tuple[int, str]]]:
     """Add or update the records, all or none; how many were new, changed, unchanged, and the
-    lines and own numbers of bound records whose four attributes changed (the binding holds for
-    the person it was made for: staff must see whether it still is that person)."""
+    lines and own numbers of bound records whose four attributes or personal number changed (the
+    binding holds for the person it was made for: staff must see whether it still is that
+    person)."""
     imported = store.import_records(((line, r.own_number, r.attributes, r.personal_number)
                                      for line, r in records),
                                     all(r.numbered for _, r in records))

@@ -125,12 +125,16 @@ _FOUR = ("name", "address", "date_of_birth", "sex")  # a record's four attribute
 
 
 def _record_change(values: tuple[str, ...]) -> str:
-    """What tells a record's change by the columns an import gives (`values`), and its flag."""
+    """What tells a record's change by the columns an import gives (`values`), and its flag: a
+    bound record's four attributes changed, or its personal number changed to another (that
+    binding may be of another person than the number says; a number given or taken away, not)."""
     stored, staged = (", ".join(f"{row}.{c}" for c in values) for row in ("r", "s"))
     four, four_staged = (", ".join(f"{row}.{c}" for c in _FOUR) for row in ("r", "s"))
+    renumbered = ("r.personal_number != s.personal_number" if "personal_number" in values
+                  else "FALSE")  # != is NULL, not true, if either has none
     return f"""(change, flagged, basis) = (SELECT CASE WHEN r.own_number IS NULL THEN 'new'
     WHEN ({stored}) IS ({staged}) THEN 'unchanged' ELSE 'changed' END,
-    b.own_number IS NOT NULL AND ({four}) IS NOT ({four_staged}), NULL
+    b.own_number IS NOT NULL AND (({four}) IS NOT ({four_staged}) OR {renumbered} IS TRUE), NULL
     FROM (SELECT 1) LEFT JOIN main.records AS r ON r.own_number = s.own_number
     LEFT JOIN main.bindings AS b ON b.own_number = r.own_number)"""
 
@@ -237,8 +241,8 @@ class Forgotten(NamedTuple):
 
 class Imported(NamedTuple):
     """What an import did: its rows by change (new, changed, unchanged), and the lines and own
-    numbers of those flagged (records: a bound record's four attributes changed; data: of no
-    record, left out)."""
+    numbers of those flagged (records: a bound record's four attributes or number changed; data:
+    of no record, left out)."""
 
     counts: Counter[str]
     flagged: list[tuple[int, str]]
@@ -433,8 +437,8 @@ class HolderStore:
     def import_records(self, records: Iterable[tuple[int, str, FourAttributes, str | None]],
                        numbered: bool = True) -> Imported:
         """Add or update records (line, own number, four attributes, personal number), all or
-        none; flagged: bound records whose four attributes changed. Not `numbered` (a file
-        without the column), each record keeps the personal number it has (a new one none)."""
+        none; flagged: bound records whose four attributes or number changed. Not `numbered` (a
+        file without the column), each record keeps the personal number it has (a new one none)."""
         how = _RECORDS if numbered else _UNNUMBERED_RECORDS
         width = len(how.key) + len(how.values)  # the personal number last, left out if not given
         return self._import(how, ((*_record_row(own, attributes, number)[:width], line)
