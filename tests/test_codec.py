@@ -270,3 +270,49 @@ def test_every_message_a_holder_writes_has_its_request_id_first() -> None:
             first = schema.definition["fields"][0]
             assert (first["name"], first["type"]) == ("request_id", "string"), (
                 cls.__name__, schema.version)
+
+
+MESSAGE_MODULES = ("schemas.messages", "audit.events", "audit.heads", "registry.residents")
+
+
+def _classes() -> dict[str, type]:
+    """Every dataclass of the modules that hold the messages, by name."""
+    import importlib
+    from dataclasses import is_dataclass
+
+    return {name: cls for module in MESSAGE_MODULES
+            for name, cls in vars(importlib.import_module(module)).items()
+            if isinstance(cls, type) and is_dataclass(cls)}
+
+
+def _record_types(avro_type: Any) -> list[dict[str, Any]]:
+    """The record definitions a field's Avro type holds (in a union, an array, or as is)."""
+    if isinstance(avro_type, list):
+        return [r for t in avro_type for r in _record_types(t)]
+    if isinstance(avro_type, dict) and avro_type["type"] == "array":
+        return _record_types(avro_type["items"])
+    return [avro_type] if isinstance(avro_type, dict) and avro_type["type"] == "record" else []
+
+
+def _differences(definition: dict[str, Any], classes: dict[str, type]) -> list[str]:
+    """Where a record's newest schema and its dataclass disagree on fields, nested ones too."""
+    from dataclasses import fields
+
+    name = definition["name"].rsplit(".", 1)[-1]
+    cls = classes.get(name)
+    if cls is None:
+        return [f"{name}: no dataclass"]
+    said = [f["name"] for f in definition["fields"]]
+    kept = [f.name for f in fields(cls)]
+    found = [] if said == kept else [f"{name}: schema {said}, dataclass {kept}"]
+    return found + [d for f in definition["fields"] for nested in _record_types(f["type"])
+                    for d in _differences(nested, classes)]
+
+
+def test_each_schema_is_a_dataclass_with_the_same_fields() -> None:
+    """fastavro writes a record's schema fields and drops any other key without a word: a field
+    added to a message's dataclass without a new schema version would be lost on the wire, and a
+    schema whose message no code writes is dead."""
+    classes = _classes()
+    assert [d for versions in CODEC.versions.values()
+            for d in _differences(versions[-1].definition, classes)] == []
