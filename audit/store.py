@@ -1284,7 +1284,7 @@ class AuditStore:
 
     def _verify_heads(self, size: int, report: VerifyReport) -> None:
         """Each head's signature, order and root; a bad root against the earlier good head."""
-        good: list[tuple[int, TreeHead]] = []
+        good = _GoodHeads()
         previous: TreeHead | None = None
         for seq, signed in self._heads(self._db.cursor()):
             report.heads += 1
@@ -1298,17 +1298,16 @@ class AuditStore:
             if head.size > size:
                 report.add("head", where, f"signs {head.size} entries; the tree has {size}")
                 continue
-            earlier = max(((s, h) for s, h in good if h.size <= head.size),
-                          key=lambda sh: (sh[1].size, sh[0]), default=None)
+            earlier = good.latest_by(head.size)
             try:
                 problem = self._head_problem(head, earlier)
             except MissingNode as exc:
                 problem = f"cannot recompute it: {exc}"
             if problem is None:
-                good.append((seq, head))
+                good.add(seq, head)
             else:
                 report.add("head", where, problem)
-        report.unsigned = size - max((h.size for _, h in good), default=0)
+        report.unsigned = size - good.largest
 
     def _verify_anchor(self, anchored: Sequence[SignedHead], report: VerifyReport) -> None:
         """The tree against every head anchored outside it and signed by the log's key: each
@@ -1435,6 +1434,31 @@ class AuditStore:
                         f" {_serials(older.size, head.size)} were changed after it"
                         " was signed, or it forks the log")
         return problem
+
+
+class _GoodHeads:
+    """The heads verify found good, by (size, seq): the latest of those of a size or smaller
+    found by bisection, not by a look at each (one at each head: years of heads, one every 10 s,
+    are millions; 16,000 took 50 s), each added at the end as heads come in order."""
+
+    def __init__(self) -> None:
+        self._keys: list[tuple[int, int]] = []
+        self._heads: list[TreeHead] = []
+
+    def add(self, seq: int, head: TreeHead) -> None:
+        at = bisect.bisect_right(self._keys, (head.size, seq))
+        self._keys.insert(at, (head.size, seq))
+        self._heads.insert(at, head)
+
+    def latest_by(self, size: int) -> tuple[int, TreeHead] | None:
+        """The good head of the largest size up to `size` (of those, the last signed)."""
+        at = bisect.bisect_right(self._keys, (size, _END)) - 1
+        return None if at < 0 else (self._keys[at][1], self._heads[at])
+
+    @property
+    def largest(self) -> int:
+        """The size of the largest good head (0: none)."""
+        return self._keys[-1][0] if self._keys else 0
 
 
 class _Ranges:

@@ -1581,3 +1581,24 @@ def test_an_operator_action_grows_the_tree_consistently(store: AuditStore) -> No
     assert merkle.verify_consistency(old.size, new.size,
                                      store.consistency_proof(old.size, new.size),
                                      old.root, new.root)
+
+
+def test_verify_finds_each_heads_earlier_good_one_without_a_look_at_each(
+        state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify looked at every good head before, at each head, to find the one to check it
+    against: years of heads (one every 10 s) are millions, and 16,000 took 50 s; it finds it by
+    bisection. 5,000 heads, their signatures and roots taken as good, checked in well under the
+    second the look at each took."""
+    with AuditStore(f"sqlite:///{tmp_path / 'audit.db'}", Signer.load_or_create()) as store:
+        store.append_many([item(event(0))])
+        signed = store.sign_head()
+        monkeypatch.setattr(audit.store, "verify_head", lambda *_: True)
+        monkeypatch.setattr(AuditStore, "_head_problem", lambda *_: None)
+        monkeypatch.setattr(AuditStore, "_heads",
+                            staticmethod(lambda *_: [(seq, signed) for seq in range(5000)]))
+        report = VerifyReport()
+        started = time.perf_counter()
+        store._verify_heads(1, report)
+        took = time.perf_counter() - started
+    assert (report.heads, report.unsigned, report.findings) == (5000, 0, [])
+    assert took < 0.3, took
