@@ -84,6 +84,12 @@ CREATE INDEX IF NOT EXISTS request_keys_request ON request_keys (request_id);
 _OPEN = ("INSERT INTO requests (request_id, kind, own_number, pattern_id, provider, data_type, "
          "purpose, operator, terminal, sent_at, status, outgoing_key, outgoing) "
          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# the open cases in the order opened (rowid), a page read off it from any case on (no scan of
+# the cases closed, no sort): a holder moving its unit opens one a binding (a year's: millions)
+_OPEN_IN_ORDER = ("CREATE INDEX IF NOT EXISTS investigations_open_in_order "
+                  "ON investigations (closed_at) WHERE closed_at IS NULL")
+OPEN_CASES_AFTER = ("SELECT rowid, own_number, reason FROM investigations "
+                    "WHERE closed_at IS NULL AND rowid > ? ORDER BY rowid LIMIT ?")
 _PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
 # the bindings re-keying converts, up to a number after the last read (epoch, link code), read
 # off bindings_epoch in its order (no scan, no sort)
@@ -394,6 +400,7 @@ class HolderStore:
                         "ON investigations (own_number) WHERE closed_at IS NULL")
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_closed "
                         "ON investigations (closed_at) WHERE closed_at IS NOT NULL")
+        self.db.execute(_OPEN_IN_ORDER)
         self._log_by_query()
         self.db.execute(_BEFORE_DIGESTS)
         # the latest of them (None: none, as in a store made since): later ones are never made
@@ -702,10 +709,15 @@ class HolderStore:
                         (request_id, own_number, reason, _now()))
 
     def investigations(self) -> list[tuple[str, str]]:
-        """The open cases (record, reason), oldest first."""
-        return [(r[0], r[1]) for r in self.db.execute(
-            "SELECT own_number, reason FROM investigations WHERE closed_at IS NULL "
-            "ORDER BY opened_at, rowid")]
+        """The open cases (record, reason), in the order opened (all: the CLI's and the demo's;
+        the server reads them a page at a time, investigations_page)."""
+        return [(own, reason) for _, own, reason in self.investigations_page(0, -1)]
+
+    def investigations_page(self, after: int, most: int) -> list[tuple[int, str, str]]:
+        """Up to `most` open cases (a negative number: all) after the serial `after`, in the
+        order opened, each with its serial (record, reason)."""
+        return [(int(r[0]), str(r[1]), str(r[2]))
+                for r in self.db.execute(OPEN_CASES_AFTER, (after, most))]
 
     # requests this holder sent, and their outcome (each recorded once)
     def open_request(self, request_id: str, kind: str, own_number: str, operator: str,

@@ -161,6 +161,26 @@ async def test_the_token_is_taken_under_the_bearer_scheme_in_any_case(
             assert response.status == 200
 
 
+async def test_the_open_investigations_are_answered_a_page_at_a_time(tmp_path: Path) -> None:
+    """GET /investigations answered every open case at once (a holder's after moving its unit:
+    one a binding, millions), holding the server's loop and memory: it answers a page, as the
+    access log does, and a full one's Link header asks for the next."""
+    with closing(HolderStore(tmp_path / "holder.db")) as store:
+        for n in range(3):
+            store.investigate(f"r-{n}", f"H-{n}", "no match")
+    async with _serving(tmp_path) as url:
+        token = str(read_json(address_file(HOLDER))["token"])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.get(f"{url}/investigations", params={"limit": "2"}) as response:
+                first, link = await response.json(), response.links.get("next")
+            assert link is not None
+            async with http.get(link["url"]) as response:
+                rest, more = await response.json(), response.links.get("next")
+    assert [(case["own_number"], case["reason"]) for case in first + rest] == [
+        ("H-0", "no match"), ("H-1", "no match"), ("H-2", "no match")]
+    assert (len(first), more) == (2, None)
+
+
 async def test_a_request_id_found_nowhere_is_said_in_one_line(tmp_path: Path) -> None:
     """The id of a request not found, from the path, was said as it came: one with a newline
     (%0A) broke the detail's one line, as a log it is copied to reads it."""
