@@ -46,6 +46,16 @@ def issue(username: str) -> Credentials:
     return creds
 
 
+def renew(username: str) -> Credentials:
+    """New credentials for `username` (one with credentials here), stored in place of its
+    old ones: the broker lets it log in with them once given them (provision.renew_password)."""
+    load(username)
+    creds = Credentials(username, secrets.token_urlsafe(32))
+    write_json(_path(username), {"username": creds.username, "password": creds.password},
+               private=True)
+    return creds
+
+
 def known(username: str) -> bool:
     """Whether the state folder holds credentials for `username` (a valid name)."""
     return _path(username, made=False).exists()

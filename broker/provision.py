@@ -373,6 +373,17 @@ def registered_holder(holder: str) -> str:
     return holder
 
 
+def renew_password(admin: AdminClient, holder: str) -> Credentials:
+    """A new password for a holder registered here, in the state folder first (a run stopped
+    before the broker has it is finished by `renkei broker provision`, which sets every
+    principal's to the state folder's), then set on the broker: returned once every broker lets
+    the holder log in with it, and no longer with the old one (each broker has one password of
+    a principal: the old one is replaced)."""
+    creds = credentials.renew(registered_holder(holder))
+    _in_force_once(partial(_principals, admin, [creds], Report()))
+    return creds
+
+
 def add_holder(admin: AdminClient, holder: str, report: Report) -> Credentials:
     """A holder's principal, its inbox and outbox, and the ACLs that fence them, returned once
     every broker enforces them."""

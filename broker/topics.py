@@ -109,8 +109,18 @@ def longest_retention_ms() -> int:
 def outbox_kept_ms() -> int:
     """The longest a holder's outbox keeps a record: its retention, and the tenth of it a
     segment may hold the record past that (segment_ms)."""
-    spec, = (s for s in _load()[1] if s.name == HOLDER_OUTBOX)
-    assert spec.retention is not None, "a holder's outbox is kept for a time"
+    return _holder_topic_kept_ms(HOLDER_OUTBOX)
+
+
+def inbox_kept_ms() -> int:
+    """The longest a holder's inbox keeps a record (an answer its server reads late), as
+    outbox_kept_ms."""
+    return _holder_topic_kept_ms(HOLDER_INBOX)
+
+
+def _holder_topic_kept_ms(name: str) -> int:
+    spec, = (s for s in _load()[1] if s.name == name)
+    assert spec.retention is not None, "a holder's inbox and outbox are kept for a time"
     retention_ms = duration_ms(spec.retention)
     return retention_ms + segment_ms(retention_ms)
 

@@ -8,7 +8,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 from unicodedata import category
@@ -16,13 +16,13 @@ from unicodedata import category
 import click
 
 from audit.retention import RETENTION_YEARS, retention_cutoff
-from broker import provision
+from broker import provision, topics
 from holders import imports
 from holders.imports import Refused
 from holders.store import Forgotten, HolderStore, default_path, store_made
 from processors import directory
 from processors.keys_cli import unit_name
-from renkei import personal_input
+from renkei import personal_input, sealing
 from renkei.listed import echo_listed
 from renkei.options import (
     OPERATOR_OPTION,
@@ -111,6 +111,36 @@ def resume(holder: str, operator: str) -> None:
     it."""
     entry = asyncio.run(directory.resume(holder, operator))
     click.echo(f"resumed {holder} ({entry.name}): it requests and provides again")
+
+
+@holder_cli.command(short_help="Renew a holder's broker password, sealing and signing keys.")
+@click.argument("holder")
+@REASON_OPTION
+@OPERATOR_OPTION
+def renew(holder: str, reason: str | None, operator: str) -> None:
+    """Renew a holder's broker password and its sealing and signing keys (after a breach, say):
+    the old password logs in no more, the new keys are published in the holder directory, and
+    the audit log says who did it and why. Its old sealing key is kept for as long as its inbox
+    keeps an answer sealed to it; answers it signed with its old signing key and not yet read by
+    their requester are not read (UNREADABLE there: asked again, they are answered). Its
+    communication server, if running, must be restarted (`renkei holder run`): until then it
+    uses the old ones, its answers unreadable. Nothing secret is printed."""
+    _registered(holder)
+    admin = provision.reached_admin()
+    entry = asyncio.run(directory.current()).get(holder)
+    if entry is None or entry.role == directory.SERVICE:
+        raise click.ClickException(f"no holder {holder!r} is in the holder directory: run "
+                                   f"`renkei holder register {holder} …` first")
+    kept_until = datetime.now(UTC) + timedelta(milliseconds=topics.inbox_kept_ms())
+    sealing.renew_keys(holder, kept_until)
+    provision.renew_password(admin, holder)
+    renewed = asyncio.run(directory.renewal(holder, operator, reason))
+    click.echo(f"renewed {holder} ({renewed.name}): a new broker password (the old one logs in "
+               f"no more), new sealing and signing keys in the holder directory; its old "
+               f"sealing key is kept until {kept_until.isoformat(timespec='seconds')} for "
+               f"answers sealed to it before" + reason_said(reason))
+    click.echo(f"restart its communication server (`renkei holder run {holder}`) if it is "
+               f"running: until then it uses the old password and keys", err=True)
 
 
 @holder_cli.command(short_help="Run a holder's communication server until stopped.")

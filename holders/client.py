@@ -265,7 +265,9 @@ class HolderClient:
         self.access = access or KafkaAccess.of(holder)
         self._key = sealing.key_of(holder)
         self._signing = sealing.signing_key_of(holder)
-        self._answers_in = sealing.SessionOpener(self._key, holder=holder)
+        self._previous = sealing.previous_keys(holder)  # renewed, kept for answers to them
+        self._answers_in = sealing.SessionOpener(self._key, holder=holder,
+                                                 previous=self._previous)
         self._signed_out = sealing.SessionSealer(signer=sealing.Signer(holder, self._signing))
         self._unsigned_out = sealing.SessionSealer()  # while its entry has no signing key
         self._unsigned_from: set[str] = set()  # providers whose unsigned answers were warned of
@@ -1142,7 +1144,8 @@ class HolderClient:
         found = self.store.record(request.own_number)
         assert found is not None
         candidates = [(c.link_code, CODEC.decode(
-            sealing.open_sealed(self._key, c.sealed_attributes, request.request_id),
+            sealing.open_sealed_by((self._key, *self._previous), c.sealed_attributes,
+                                   request.request_id),
             FourAttributes)) for c in answer.candidates]
         decision = matching.decide(found[0], candidates)
         if not isinstance(decision, matching.Bind):

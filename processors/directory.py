@@ -234,6 +234,32 @@ async def _switched(access: KafkaAccess, holder: str, active: bool, operator: st
     return entry
 
 
+async def renewal(holder: str, operator: str, reason: str | None) -> HolderEntry:
+    """A holder's entry published with the public halves of its sealing and signing keys as its
+    key files have them now (renewed: sealing.renew_keys), and logged as the operator's RENEW
+    (with `reason`), the directory read, checked and written as one (_acted); NotSuspendable
+    for a holder not in the directory. Its standing (suspended or not) is kept."""
+    access = KafkaAccess.of(config.ADMIN)
+    await provisioned(access, topics.DIRECTORY)
+
+    def change(entries: dict[str, HolderEntry]) -> list[HolderEntry]:
+        entry = entries.get(holder)
+        if entry is None or entry.role == SERVICE:
+            raise NotSuspendable(f"no holder {holder!r} is in the holder directory")
+        return [renewed(entry, datetime.now(UTC))]
+
+    _, (entry,) = await _acted(access, lambda e: e.holder_id == holder, change, "RENEW",
+                               operator, reason)
+    return entry
+
+
+def renewed(before: HolderEntry, now: datetime) -> HolderEntry:
+    """A holder's entry with the public halves of the keys in its key files, `now`."""
+    return replace(before, updated_at=now,
+                   public_key=sealing.public_bytes(sealing.key_of(before.holder_id)),
+                   signing_key=sealing.public_bytes(sealing.signing_key_of(before.holder_id)))
+
+
 def switched(before: HolderEntry, active: bool, now: datetime) -> HolderEntry:
     """A holder's entry resumed (or suspended) `now`, as its command publishes it: a resumption
     names the suspension it ends (inactive_since), a suspension no time, each record's time left

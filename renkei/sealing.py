@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import TypeVar
@@ -209,9 +210,11 @@ class SessionOpener:
     """Opens what a `SessionSealer` sealed to this key (`holder`'s); each session key is
     unwrapped, and its signature checked, once."""
 
-    def __init__(self, key: X25519PrivateKey, remembered: int = 1024, holder: str = "") -> None:
+    def __init__(self, key: X25519PrivateKey, remembered: int = 1024, holder: str = "",
+                 previous: Sequence[X25519PrivateKey] = ()) -> None:
         self.key = key
         self.holder = holder
+        self.previous = tuple(previous)  # keys renewed, kept while answers to them may come
         self._aead = lru_cache(maxsize=remembered)(self._unwrap)  # a failed unwrap is not kept
 
     def open(self, sealed: bytes, request_id: str, signed_by: SignedBy | None = None) -> bytes:
@@ -230,7 +233,28 @@ class SessionOpener:
             issued, signature = header[WRAPPED:WRAPPED + ISSUED], header[WRAPPED + ISSUED:]
             Ed25519PublicKey.from_public_bytes(signed_by.public_key).verify(
                 signature, session_signed_bytes(wrapped, issued, self.holder, signed_by.holder))
-        return AESGCM(SUITE.decrypt(wrapped, self.key, info=SESSION_INFO))
+        return AESGCM(opened_by((self.key, *self.previous),
+                                lambda key: SUITE.decrypt(wrapped, key, info=SESSION_INFO)))
+
+
+Opened = TypeVar("Opened")
+
+
+def opened_by(keys: Sequence[X25519PrivateKey],
+              decrypt: Callable[[X25519PrivateKey], Opened]) -> Opened:
+    """What `decrypt` opens with the first of `keys` that opens it (the current key first, then
+    those renewed but kept): the last one's failure raised if none does."""
+    for key in keys[:-1]:
+        try:
+            return decrypt(key)
+        except NOT_OPENED:
+            continue
+    return decrypt(keys[-1])
+
+
+def open_sealed_by(keys: Sequence[X25519PrivateKey], sealed: bytes, request_id: str) -> bytes:
+    """`open_sealed` with the first of `keys` that opens it (CannotOpen if none does)."""
+    return opened_by(keys, lambda key: open_sealed(key, sealed, request_id))
 
 
 SEALING, SIGNING = "sealing", "signing"
@@ -265,3 +289,40 @@ def _kept(owner: str, kind: str, load: Callable[[bytes], K], make: Callable[[], 
     key = make()
     write_json(path, {"private": key.private_bytes_raw().hex()}, private=True)
     return key
+
+
+def previous_file(owner: str) -> Path:
+    """Where `owner`'s renewed sealing keys are kept until answers sealed to them stop coming."""
+    return private_dir("keys", SEALING) / f"{owner}.previous.json"
+
+
+def previous_keys(owner: str, now: datetime | None = None) -> list[X25519PrivateKey]:
+    """`owner`'s renewed sealing keys still kept (newest first): answers sealed to one before
+    its renewal may still be in its inbox."""
+    now = now or datetime.now(UTC)
+    return [X25519PrivateKey.from_private_bytes(bytes.fromhex(k["private"]))
+            for k in _previous(owner) if datetime.fromisoformat(k["until"]) > now]
+
+
+def _previous(owner: str) -> list[dict[str, str]]:
+    path = previous_file(owner)
+    if not path.exists():
+        return []
+    kept: list[dict[str, str]] = read_or(lambda: read_json(path)["keys"], lambda why:
+                                          BadSealingKey(f"the renewed sealing keys of {owner} in "
+                                                        f"{path} cannot be read ({why})"))
+    return kept
+
+
+def renew_keys(owner: str, kept_until: datetime) -> None:
+    """New sealing and signing keys for `owner` in its key files, its sealing key until now kept
+    (with those renewed before and kept still) until `kept_until`, the time answers sealed to it
+    may still come; the signing key is not kept (nothing is signed with it any more)."""
+    now = datetime.now(UTC)
+    kept = [{"private": key_of(owner).private_bytes_raw().hex(), "until": kept_until.isoformat()},
+            *(k for k in _previous(owner) if datetime.fromisoformat(k["until"]) > now)]
+    write_json(previous_file(owner), {"keys": kept}, private=True)
+    for kind, key in ((SEALING, X25519PrivateKey.generate()),
+                      (SIGNING, Ed25519PrivateKey.generate())):
+        write_json(key_file(owner, kind), {"private": key.private_bytes_raw().hex()},
+                   private=True)

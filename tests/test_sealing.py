@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import partial
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -234,3 +235,19 @@ def test_a_signed_session_is_signed_once_and_adds_nothing_per_answer() -> None:
     opener = sealing.SessionOpener(key, holder="city-a")
     assert [opener.open(s, f"r-{i}", provider) for i, s in enumerate(sealed)] == [
         b"0", b"1", b"2"]
+
+
+def test_a_renewed_sealing_key_is_kept_until_answers_to_it_stop_coming(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sealing key renewed is kept until the time given, then no more; renewed twice, both
+    old ones are kept."""
+    monkeypatch.setenv("RENKEI_STATE", str(tmp_path / "state"))
+    first = sealing.key_of("h")
+    until = datetime(2100, 1, 1, tzinfo=UTC)
+    sealing.renew_keys("h", until)
+    second = sealing.key_of("h")
+    sealing.renew_keys("h", until)
+    kept = [sealing.public_bytes(k) for k in sealing.previous_keys("h")]
+    assert kept == [sealing.public_bytes(second), sealing.public_bytes(first)]
+    assert sealing.previous_keys("h", until) == []
+    assert sealing.public_bytes(sealing.key_of("h")) not in kept
