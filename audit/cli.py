@@ -291,10 +291,11 @@ def purge(db: str | None, now: datetime | None, retention_years: int) -> None:
                                  f"before {EPOCH.year}, where the log's times begin",
                                  param_hint="'--now' / '--retention-years'")
     with open_store(db) as store:
-        record = store.purge(at, retention_years)
-    click.echo(f"purged {record.count} entries and operator actions older than "
-               f"{record.cutoff.isoformat(timespec='milliseconds')} "
-               f"({len(record.ranges)} serial range(s))")
+        records = store.purge(at, retention_years)
+    click.echo(f"purged {sum(r.count for r in records)} entries and operator actions older than "
+               f"{records[-1].cutoff.isoformat(timespec='milliseconds')} "
+               f"({sum(len(r.ranges) for r in records)} serial range(s), in {len(records)} "
+               f"step(s))")
 
 
 @audit_cli.command(short_help="The current signed tree head (signed anew if entries came).")

@@ -593,11 +593,31 @@ def test_a_detector_resumed_places_an_event_dated_far_ahead_where_it_did_before_
 
 # ---- retention ----
 
+def test_purge_goes_in_steps_of_the_oldest_each_a_transaction_and_record(
+        store: AuditStore) -> None:
+    """One transaction deleted all that had expired, holding the write lock 25 µs an entry: a
+    day's purge of a nation's log, millions, past the 30 s the audit consumer waits for it.
+    It goes a step of entries at a time, oldest first, each step signed with the time it purged
+    up to; together they purge what one would, and verify as one."""
+    days = [event(n, at=datetime(2014, 6, 1 + n, tzinfo=UTC)) for n in range(10)]
+    days.insert(3, event(10, at=days[2].occurred_at))  # a tie with the first step's last
+    store.append_many(item(e) for e in days)
+    records = store.purge(datetime(2021, 6, 7, 12, tzinfo=UTC), step=3)  # cutoff 2014-06-07 12:00
+    assert [r.ranges for r in records] == [((0, 4),), ((4, 7),), ((7, 8),)]
+    assert [r.cutoff for r in records] == [datetime(2014, 6, 3, 0, 0, 0, 1000, tzinfo=UTC),
+                                           datetime(2014, 6, 6, 0, 0, 0, 1000, tzinfo=UTC),
+                                           datetime(2014, 6, 7, 12, tzinfo=UTC)]
+    assert [e.serial for e in store.query(Query()).entries] == list(range(8, 11))
+    report = store.verify(decode_event)
+    assert report.ok, report.findings
+    assert store.purge(datetime(2021, 6, 7, 12, tzinfo=UTC), step=3)[-1].ranges == ()
+
+
 def test_purge_removes_old_entries_and_keeps_proofs_and_heads(store: AuditStore) -> None:
     years = [event(n, at=datetime(2014 + n, 6, 1, tzinfo=UTC)) for n in range(10)]
     store.append_many((item(e) for e in years), [raised(years[1]), raised(years[5])])
     before = store.sign_head()
-    record = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
+    [record] = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
     assert record.cutoff == datetime(2017, 1, 1, tzinfo=UTC)
     assert (record.count, record.ranges) == (3, ((0, 3),))
     assert [e.serial for e in store.query(Query()).entries] == list(range(3, 10))
@@ -630,7 +650,7 @@ def test_a_purged_entry_leaves_no_trace_in_the_stores_file(
     with AuditStore(url, Signer.load_or_create(), head_every=4, clock=clock) as store:
         store.append_many([item(event(0, datetime(2014, 6, 1, tzinfo=UTC), gone)),
                            item(event(1, datetime(2023, 6, 1, tzinfo=UTC), kept))], [])
-        assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)).count == 1
+        assert store.purge(datetime(2024, 1, 1, tzinfo=UTC))[-1].count == 1
     stored = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.is_file())
     assert gone.encode() not in stored and kept.encode() in stored
 
@@ -642,7 +662,7 @@ def test_purge_goes_by_the_entries_signed_bytes_not_their_time_column(
     backdated, other = millis(years[0].occurred_at), replace(years[1], data_type="pension")
     tamper(db, ("UPDATE entries SET occurred_at = ? WHERE serial = 5", (backdated,)),
            ("UPDATE entries SET leaf = ? WHERE serial = 1", (CODEC.encode(other),)))
-    record = store.purge(datetime(2020, 6, 1, tzinfo=UTC))  # cutoff 2013-06-01
+    [record] = store.purge(datetime(2020, 6, 1, tzinfo=UTC))  # cutoff 2013-06-01
     assert record.ranges == ((0, 1), (2, 4))
     assert "serial 1 not purged" in caplog.text and "serial 5 not purged" in caplog.text
     assert sorted(e.serial for e in store.query(Query()).entries) == [1, 4, 5]
@@ -1245,7 +1265,7 @@ def test_a_store_rewritten_before_its_anchor_is_not_consistent_with_it(
 def test_a_purged_store_verifies_against_its_anchor(store: AuditStore) -> None:
     store.append_many(item(event(n, at=datetime(2014 + n, 6, 1, tzinfo=UTC))) for n in range(10))
     anchored = store.head()
-    assert store.purge(datetime(2024, 1, 1, tzinfo=UTC)).count == 3
+    assert store.purge(datetime(2024, 1, 1, tzinfo=UTC))[-1].count == 3
     report = store.verify(decode_event, anchored=[anchored])
     assert report.ok, report.findings
     assert (report.tree_size, report.entries, report.purged, report.anchor) == (
@@ -1488,7 +1508,7 @@ def test_an_operator_action_past_the_retention_is_purged_as_a_leaf(store: AuditS
                 for n, year in ((1, 2015), (2, 2020)))
     store.append_many([item(event(0, at=datetime(2014, 6, 1, tzinfo=UTC))), item(old),
                        item(new)])
-    record = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
+    [record] = store.purge(datetime(2024, 1, 1, tzinfo=UTC))  # cutoff 2017-01-01
     assert record.ranges == ((0, 2),) and store.operator_actions() == [new]
     assert store.purged_serial(CODEC.encode(old)) == 1
     report = store.verify(decode_event)
