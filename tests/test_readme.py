@@ -192,3 +192,24 @@ def test_the_holder_server_doc_names_each_field_of_a_call() -> None:
         said = re.search(rf"`{path}` `\{{([^}}]*)\}}`", text)
         assert said is not None, f"{path}: its body is not given"
         assert [name.strip(' "') for name in said[1].split(",")] == list(fields)
+
+
+def test_the_holder_server_doc_says_the_order_its_access_log_is_paged_in(tmp_path: Path) -> None:
+    """docs/holder-server.md said GET /access-log answers oldest first: it answers by serial,
+    and a requester's entry, dated when its request was made, is entered when its outcome comes
+    (a request timed out: 30 s later), after entries it is older than."""
+    from holders.store import PROVIDER, REQUESTER, HolderStore
+
+    store = HolderStore(tmp_path / "holder.db")
+    store.open_request("r-1", "LINKAGE", "H-1", "staff-1", "term-1", pattern_id="P-1",
+                       provider="city-y", data_type="local_tax", purpose="審査")
+    store.db.execute("UPDATE requests SET sent_at = '2026-01-01T00:00:00.000+00:00'")
+    store.log("q-9", PROVIDER, "staff-2", "term-1", "FOUND", counterpart="city-z")  # meanwhile
+    store.log("r-1", REQUESTER, "staff-1", "term-1", "TIMED_OUT", counterpart="city-y")
+    page = [entry for _, entry in store.access_log_page(None, 0, 10)]
+    store.close()
+    assert [e.request_id for e in page] == ["q-9", "r-1"] and page[1].at < page[0].at
+    text = " ".join(HOLDER_SERVER.read_text(encoding="utf-8").split())
+    said = re.search(r"`GET /access-log[^`]*`: its log a page at a time, ([^`]*)`", text)
+    assert said is not None, "GET /access-log: the order of its pages is not said"
+    assert "oldest first" not in said[1] and "by serial" in said[1], said[1]
