@@ -444,7 +444,8 @@ class HolderClient:
                     f"the {kind} key of {self.holder} in {sealing.key_file(self.holder, kind)} "
                     "is not the one the holder directory has: restore it from a backup (or "
                     f"register the holder again, `renkei holder register {self.holder} …`, to "
-                    "publish this one)")
+                    f"publish this one; a `renkei holder renew {self.holder}` stopped half-way: "
+                    "run it again, which renews the password too)")
 
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`; raise what ended the inbox loop first, if something did (the
