@@ -329,6 +329,9 @@ STEPS: dict[str, tuple[str, str]] = {  # the access log's kinds and outcomes, in
     "NOT_FOUND": ("該当なし", "not found"),
     "REFUSED": ("拒否", "refused"),
     "TIMED_OUT": ("時間切れ", "timed out"),
+    "UNREADABLE": ("読めない回答", "unreadable answer"),
+    "REQUESTER": ("照会元", "requester"),  # a holder's log: its side, its outcomes above
+    "PROVIDER": ("照会先", "provider"),
     "NUMBER_CHANGE_ASKED": ("個人番号の変更を請求", "new personal number asked for"),
     "NUMBER_CHANGED": ("個人番号を変更", "personal number changed"),
     "DETAIL_APPLIED": ("詳細の開示を申請", "details applied for"),

@@ -47,7 +47,18 @@ def local_time(moment: datetime) -> str:
     return moment.astimezone(JST).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def logged_time(at: str) -> str:
+    """A holder's access-log entry's time (ISO text in UTC, without its offset from an old
+    version) as the page's other times are, in JST; text that is no time, as it is."""
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        return at
+    return local_time(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+
+
 TEMPLATES.filters["jst"] = local_time
+TEMPLATES.filters["logged_time"] = logged_time
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from cards import ca, issue
 from cards.card import Card
 from cards.login import Verifier, message
 from portal import app as portal_app
+from portal import i18n
 from portal.cli import SERVING
 from portal.context import PLATFORM, Platform
 from portal.i18n import WORDS, words
@@ -64,6 +65,7 @@ from schemas.messages import (
     CardLogin,
     HolderEntry,
     HolderLogAnswer,
+    HolderLogEntry,
 )
 from tests.loop_helpers import locked
 from tests.test_audit_store import HOLDERS, T0, event, item
@@ -1403,6 +1405,42 @@ async def test_a_refusal_in_a_holders_stead_is_worded_on_the_console_in_its_lang
     await switched(client, lang)
     page = html.unescape(await (await client.get("/oversight/holder-logs")).text())
     assert words(lang)["unsent_refused_SUSPENDED"].format(since=local_time(T0)) in page
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_a_holders_entries_are_shown_in_the_pages_words_and_time(
+        client: Client, town: Town, lang: str) -> None:
+    """A holder's answer to an application showed its entries' side and outcome as their codes
+    (REQUESTER, FOUND) and their time as the holder's UTC text, beside the page's JST dates (a
+    request made at 17:00 in Japan shown at 08:00): each is in the page's words, the time in JST
+    as its other times, the code kept in a title; text that is no time stays as it is."""
+    at = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+    asked = Asked("ap-1", T0, ("city-a",), ("req-0001",), town.resident.id_codes[0],
+                  {"city-a": b""})
+    entries = (HolderLogEntry("req-0001", at.isoformat(timespec="milliseconds"), "REQUESTER",
+                              "", "", "city-b", "P1", "income", None, "課税", "FOUND"),
+               HolderLogEntry("req-0001", "2026-12-07T08:00:01", "PROVIDER", "", "", "city-a",
+                              "P1", "income", None, None, "UNREADABLE"),
+               HolderLogEntry("req-0001", "not a time", "PROVIDER", "", "", "city-a", "P1",
+                              "income", None, None, "TIMED_OUT"))
+    town.kafka.applications.kept = [Shown(asked, {"city-a": entries})]
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    await switched(client, lang)
+    page = html.unescape(await (await client.get("/details")).text())
+    rows = [[re.sub(r"<[^>]*>", "", c) for c in re.findall(r"<td [^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", page.split('class="answers"')[1], re.S)]
+    said = partial(_said, lang)
+    assert [(side, time, outcome) for side, time, _, _, outcome in rows[1:]] == [
+        (said("REQUESTER"), local_time(at), said("FOUND")),
+        (said("PROVIDER"), local_time(at + timedelta(seconds=1)), said("UNREADABLE")),
+        (said("PROVIDER"), "not a time", said("TIMED_OUT"))]
+
+
+def _said(lang: str, code: str) -> str:
+    """A code in `lang`'s words as the pages say it, checked to be no longer the code."""
+    worded = i18n.said(lang)(code)
+    assert worded != code
+    return worded
 
 
 async def test_an_application_every_holder_of_which_was_refused_shows_as_refused(
