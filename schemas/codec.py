@@ -159,6 +159,8 @@ class Codec:
         self.versions: dict[str, list[Schema]] = {}
         for schema in sorted(schemas, key=lambda s: s.version):
             self.versions.setdefault(schema.name, []).append(schema)
+        self.bytes_added = {old.fingerprint: _bytes_added(old, versions[-1])
+                            for versions in self.versions.values() for old in versions}
         self.older = {name: [older for old in versions[:-1]
                              if (older := _older(old, versions[-1])) is not None]
                       for name, versions in self.versions.items()}
@@ -219,6 +221,8 @@ class Codec:
             record = _symbols(_body(data, writer, writer.indexed, None), writer)
         if reader is not writer:  # read (again, if it has enums) into the newest version
             record = _body(data, writer, writer.parsed, reader.parsed)
+            for name in self.bytes_added[writer.fingerprint]:
+                record[name] = record[name].encode("latin-1")
         return writer.name, record
 
     def encode(self, message: object) -> bytes:
@@ -250,6 +254,14 @@ class Codec:
             if cls.__name__ == name:
                 return from_record(cls, record)
         raise UnexpectedMessage(name, [cls.__name__ for cls in expected])
+
+
+def _bytes_added(writer: Schema, reader: Schema) -> tuple[str, ...]:
+    """The bytes fields `reader` has and `writer` has not: fastavro reads their default as the
+    schema's JSON gives it, text (b"" as ""), which Avro says is bytes, one char a byte."""
+    written = {f["name"] for f in writer.definition["fields"]}
+    return tuple(f["name"] for f in reader.definition["fields"]
+                 if f["type"] == "bytes" and f["name"] not in written)
 
 
 def _body(data: bytes, writer: Schema, parsed: Any, reader: Any) -> dict[str, Any]:
