@@ -73,9 +73,13 @@ class Context:
         return UnitEpoch(entry.link_unit, entry.key_epoch)
 
     def previous_unit(self, holder: str, at: datetime) -> UnitEpoch | None:
-        """The holder's unit at its previous key epoch, if its entry changed within the re-keying
-        grace (its bindings may not all have moved yet), else None."""
+        """The holder's unit at its previous key epoch, if it was re-keyed within the re-keying
+        grace (its bindings may not all have moved yet), else None: timed from the re-keying,
+        not from a later command's entry (a suspension, a renewal after a breach would reopen
+        the previous epoch's link codes for the grace again); from the entry's time if it was
+        written before the entry said (v7)."""
         entry = self.directory[holder]
-        if entry.key_epoch == 0 or at - entry.updated_at > self.rekey_grace:
+        since = entry.rekeyed_at or entry.updated_at
+        if entry.key_epoch == 0 or at - since > self.rekey_grace:
             return None
         return UnitEpoch(entry.link_unit, entry.key_epoch - 1)

@@ -127,7 +127,9 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
                         f"as its own unit {holder} would be given their link codes; register it "
                         f"under another id, or give --unit {holder} if it is to share theirs")
     unit = unit or holder
-    entry = holder_entry(holder, name, role, unit, bool(private), unit_epoch(directory, unit))
+    entry = replace(holder_entry(holder, name, role, unit, bool(private),
+                                 unit_epoch(directory, unit)), rekeyed_at=unit_rekeyed_at(
+                                     directory, unit))
     return entry if before is None else replace(entry, active=before.active,
                                                 inactive_since=before.inactive_since,
                                                 resumed_at=before.resumed_at,
@@ -576,6 +578,13 @@ def unit_epoch(directory: Mapping[str, HolderEntry], unit: str) -> int:
     return max((e.key_epoch for e in directory.values() if e.link_unit == unit), default=0)
 
 
+def unit_rekeyed_at(directory: Mapping[str, HolderEntry], unit: str) -> datetime | None:
+    """When a link-code unit was last re-keyed, as its holders' entries say (None: never, or
+    before they said: v7)."""
+    return max((e.rekeyed_at for e in directory.values()
+                if e.link_unit == unit and e.rekeyed_at is not None), default=None)
+
+
 async def rekey_unit(unit: str, operator: str, reason: str | None = None) -> list[HolderEntry]:
     """Move a link-code unit to its next key epoch, logged as one operator action on the unit
     (with `reason`), its time the last of its holders' records (the unit is at the new epoch
@@ -594,4 +603,4 @@ def next_epoch(directory: Mapping[str, HolderEntry], unit: str) -> list[HolderEn
     if not members:
         raise LookupError(f"no holder has link-code unit {unit!r}")
     epoch, now = unit_epoch(directory, unit) + 1, datetime.now(UTC)
-    return [replace(e, key_epoch=epoch, updated_at=now) for e in members]
+    return [replace(e, key_epoch=epoch, updated_at=now, rekeyed_at=now) for e in members]

@@ -258,6 +258,8 @@ class HolderEntry:
     sealed_action: bytes | None = None  # its operator and reason, sealed to the platform's key
     suspensions: tuple[Suspension, ...] = ()  # v6: those ended before inactive_since's, oldest
     # first, kept while a message from within one can still be read (directory.SUSPENSIONS_KEPT)
+    rekeyed_at: datetime | None = None  # v7: when its unit was last re-keyed (None: before v7,
+    # or never: updated_at taken), carried by each command since, the re-keying grace's start
 
 
 @dataclass(frozen=True, slots=True)

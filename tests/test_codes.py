@@ -512,6 +512,23 @@ def test_for_a_while_after_a_rekeying_a_query_carries_the_previous_epochs_code_t
     assert _query(ctx, _entry("town", "town", 0)).previous_link_code is None  # never re-keyed
 
 
+def test_the_previous_epochs_code_is_carried_for_a_while_after_the_rekeying_not_a_later_command(
+        ctx: Context, state: Path) -> None:
+    """A suspension, a resumption or a renewal after a breach wrote the holder's entry anew, and
+    its time was taken for the re-keying's: the previous epoch's link codes, perhaps the leaked
+    ones, were carried again for the whole grace. It runs from the re-keying (v7), as the
+    entries the commands write carry it; from the entry's time for one written before."""
+    rekeyed, = directory.next_epoch({"town": _entry("town", "town", 2)}, "town")
+    assert rekeyed.rekeyed_at == rekeyed.updated_at
+    long_ago = NOW - ctx.rekey_grace - timedelta(seconds=1)
+    renewed = replace(rekeyed, rekeyed_at=long_ago, updated_at=NOW - timedelta(minutes=1))
+    assert _query(ctx, renewed).previous_link_code is None
+    assert _query(ctx, replace(renewed, rekeyed_at=None)).previous_link_code is not None
+    suspended = directory.switched(renewed, False, NOW)
+    again = directory.registered({"town": suspended}, "town", "Town", "municipality")
+    assert suspended.rekeyed_at == again.rekeyed_at == long_ago
+
+
 def _registry_answer(*residents: str) -> RegistryAnswer:
     """The registry's answer to city-a: each resident code sealed to the platform ('' garbled)."""
     key = sealing.public_bytes(MASTERS.sealing_key())
