@@ -45,6 +45,7 @@ from broker.clients import (
     started,
 )
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
+from broker.presence import watched
 from processors import access_log, applications, binding, decider, keys, outbox, oversight
 from processors.approval import PatternList
 from processors.context import Context
@@ -215,7 +216,8 @@ class Platform:
             sweeper = asyncio.create_task(self._sweep(stop))
             if ready is not None:
                 ready.set()
-            await self._serve(stop, sweeper)
+            async with watched(self.access.bootstrap, GROUP):
+                await self._serve(stop, sweeper)
         finally:
             if sweeper is not None:
                 sweeper.cancel()

@@ -25,6 +25,7 @@ from aiokafka.errors import (
 from broker import partitioner
 from broker.clients import KafkaAccess, running, started
 from broker.membership import GroupMember
+from broker.presence import watched
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Directory, Send
 from renkei.tasks import cancelled, retrieved, set_or_failed
@@ -266,18 +267,19 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             return
         if ready is not None:
             ready.set()
-        while not stop.is_set():
-            polled = await consumer.getmany(timeout_ms=100)
-            records = [r for batch in polled.values() for r in batch]
-            if records:
-                await outflow.send(polled, await handle(records))
-            elif idle is not None and time.monotonic() - idled >= IDLE_SECONDS and (
-                    read := await read_to_the_end(consumer)) is not None:
-                idled = time.monotonic()
-                await idle(read)
-            await outflow.commit()
-            for view in following:
-                view.check()
+        async with watched(access.bootstrap, group):
+            while not stop.is_set():
+                polled = await consumer.getmany(timeout_ms=100)
+                records = [r for batch in polled.values() for r in batch]
+                if records:
+                    await outflow.send(polled, await handle(records))
+                elif idle is not None and time.monotonic() - idled >= IDLE_SECONDS and (
+                        read := await read_to_the_end(consumer)) is not None:
+                    idled = time.monotonic()
+                    await idle(read)
+                await outflow.commit()
+                for view in following:
+                    view.check()
         if not await last_commit(outflow):
             reached = False
     finally:

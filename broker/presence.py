@@ -1,0 +1,75 @@
+"""Whether the broker is there, as a running service tells its operator: once when it goes away
+(since when, and that the service waits for it) and once when it is back (after how long).
+Without it, a service whose broker stopped (killed, its disk full, a cluster without a quorum
+of its nodes) said nothing of its own: only aiokafka's lines of each failed try, once a minute
+(broker.repeats), none saying that the broker had gone, nor that the service was waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from broker.clients import BrokerAway, reachable
+from renkei.tasks import cancelled
+
+log = logging.getLogger(__name__)
+WATCH_SECONDS = 5.0  # how often a running service looks whether the broker takes a connection
+REACH_SECONDS = 2.0  # how long one look waits for a connection
+
+
+@dataclass
+class Presence:
+    """The broker at `bootstrap` as last seen, and what to say when that changes."""
+
+    bootstrap: str
+    who: str
+    away_since: datetime | None = None
+
+    def seen(self, reached: bool, now: datetime) -> str | None:
+        """The line to say now that the broker was `reached` (or not) at `now`: one when it has
+        gone away, one when it is back, none while it stays as it was."""
+        if not reached and self.away_since is None:
+            self.away_since = now
+            return (f"{self.who}: the broker at {self.bootstrap} is away since "
+                    f"{now:%Y-%m-%d %H:%M:%S} UTC (no node takes a connection): waiting for it; "
+                    "`renkei broker status` says why")
+        if reached and self.away_since is not None:
+            since, self.away_since = self.away_since, None
+            return (f"{self.who}: the broker at {self.bootstrap} is back, after "
+                    f"{(now - since).total_seconds():.0f} s away (since "
+                    f"{since:%Y-%m-%d %H:%M:%S} UTC)")
+        return None
+
+
+def reached(bootstrap: str, within: float = REACH_SECONDS) -> bool:
+    """Whether a node of `bootstrap` takes a connection now."""
+    try:
+        reachable(bootstrap, within)
+    except BrokerAway:
+        return False
+    return True
+
+
+async def watch(bootstrap: str, who: str, every: float = WATCH_SECONDS) -> None:
+    """Look every `every` seconds whether the broker is there, saying when that changes."""
+    presence = Presence(bootstrap, who)
+    while True:
+        there = await asyncio.to_thread(reached, bootstrap)
+        if (line := presence.seen(there, datetime.now(UTC))) is not None:
+            log.warning(line)
+        await asyncio.sleep(every)
+
+
+@contextlib.asynccontextmanager
+async def watched(bootstrap: str, who: str, every: float | None = None) -> AsyncIterator[None]:
+    """The broker watched (`watch`) while the block runs, every `every` seconds (by default
+    WATCH_SECONDS)."""
+    task = asyncio.create_task(watch(bootstrap, who, WATCH_SECONDS if every is None else every))
+    try:
+        yield
+    finally:
+        await cancelled(task)
