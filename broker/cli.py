@@ -89,11 +89,22 @@ def status() -> None:
         what = f"running (pid {state.pid})" if state.running else "stopped"
         role = " [metadata quorum leader]" if state.node.node_id == leader else ""
         click.echo(f"  node {state.node.node_id}: {what}; {where}{role}")
+        if not state.running:
+            click.echo(f"    {_stopped_why(cl, state.node)}")
     if leader is None and any(s.running for s in states):
         click.echo("  the metadata quorum has no leader (an election is under way, or too few "
                    "nodes run)")
     if not all(s.running for s in states):
         raise SystemExit(3)
+
+
+UNSAID = "its log does not say (killed, perhaps: `renkei broker logs` shows its end)"
+
+
+def _stopped_why(cl: cluster_store.Cluster, node: cluster_store.Node) -> str:
+    """Why a stopped node stopped, where its log says (process.why_stopped)."""
+    why = process.stopped_why(cl, node)
+    return f"why: {why or UNSAID}"
 
 
 @broker_cli.command()

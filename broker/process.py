@@ -450,6 +450,50 @@ def tail_log(cl: Cluster, node: Node, lines: int) -> list[str]:
         return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
 
 
+STARTED = "Kafka Server started"  # a node's line once it serves, in each run of its log
+SIGNALLED = "Terminating process due to signal"  # its first line of a stop on a signal
+LEVEL = re.compile(r"^\[[^]]*\] (FATAL|ERROR) ")
+WHY_BYTES = 256 * 1024  # of the end of a node's log looked through for why it stopped
+
+
+def why_stopped(lines: list[str]) -> str | None:
+    """Why a node whose log ends with `lines` stopped, as its log says since its last start:
+    its last FATAL line, else its last ERROR line (each with the first line of the exception
+    logged under it: "No space left on device"), unless a stop on a signal came after it (a
+    clean stop: `renkei broker down`, `kill`); None if the log says nothing (a SIGKILL)."""
+    since = max((k for k, line in enumerate(lines) if STARTED in line), default=-1) + 1
+    run = lines[since:]
+    levels = [(k, m[1]) for k, line in enumerate(run) if (m := LEVEL.match(line))]
+    fatal = [k for k, level in levels if level == "FATAL"]
+    errors = [k for k, level in levels if level == "ERROR"]
+    signalled = [k for k, line in enumerate(run) if SIGNALLED in line]
+    if fatal:
+        return f"its log's last fatal line: {_with_cause(run, fatal[-1])}"
+    if errors and not (signalled and signalled[-1] > errors[-1]):
+        return f"its log's last error: {_with_cause(run, errors[-1])}"
+    return f"stopped cleanly, on a signal: {run[signalled[-1]].strip()}" if signalled else None
+
+
+def _with_cause(lines: list[str], at: int) -> str:
+    """The log line at `at`, and the exception logged under it (its first line), if any."""
+    said = lines[at].strip()
+    following = lines[at + 1] if at + 1 < len(lines) else ""
+    if following.strip() and not following.startswith(("[", "\t", " ")):
+        said += f": {following.strip()}"
+    return said
+
+
+def stopped_why(cl: Cluster, node: Node) -> str | None:
+    """Why a stopped node stopped, as the end of its server log says (why_stopped)."""
+    log = _files(cl, node)["logs"] / "server.log"
+    if not log.exists():
+        return None
+    with log.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - WHY_BYTES))
+        return why_stopped(handle.read().decode("utf-8", "replace").splitlines())
+
+
 def follow_log(cl: Cluster, node: Node) -> Iterator[str]:
     log = _files(cl, node)["logs"] / "server.log"
     with log.open("r", encoding="utf-8", errors="replace") as handle:
