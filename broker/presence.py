@@ -73,3 +73,26 @@ async def watched(bootstrap: str, who: str, every: float | None = None) -> Async
         yield
     finally:
         await cancelled(task)
+
+
+class BrokerGone(RuntimeError):
+    """The broker went away while a one-off run needed it, and did not come back in time."""
+
+
+async def away_for(bootstrap: str, within: float, who: str,
+                   every: float | None = None) -> None:
+    """Watch the broker (as `watch` does, saying when it goes and comes back) until it has been
+    away `within` seconds on end: then BrokerGone, saying so, for a one-off run (`renkei demo`)
+    to stop with it rather than wait for ever."""
+    presence = Presence(bootstrap, who)
+    while True:
+        there = await asyncio.to_thread(reached, bootstrap)
+        now = datetime.now(UTC)
+        if (line := presence.seen(there, now)) is not None:
+            log.warning(line)
+        since = presence.away_since
+        if since is not None and (now - since).total_seconds() >= within:
+            raise BrokerGone(f"the broker at {bootstrap} went away at {since:%H:%M:%S} UTC and "
+                             f"was not back within {within:g} s: {who} stops "
+                             "(`renkei broker status` says why)")
+        await asyncio.sleep(WATCH_SECONDS if every is None else every)

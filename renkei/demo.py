@@ -7,12 +7,13 @@ import logging
 import statistics
 import time
 from collections import Counter
+from collections.abc import Awaitable
 
 import click
 
 from audit.events import ANSWER, AccessLogEvent
 from audit.topic import read_events
-from broker import config, process
+from broker import config, presence, process
 from broker.clients import KafkaAccess
 from holders.client import HolderClient
 from holders.samples import SAMPLES
@@ -21,6 +22,9 @@ from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange
 from renkei.options import residents_option, seed_option
 from renkei.scenario import Run
 from renkei.state import state_dir
+from renkei.tasks import beside, cancelled
+
+AWAY_SECONDS = 60.0  # the broker away this long on end, the demo says so and stops
 
 
 def _log_to_file() -> None:
@@ -151,6 +155,16 @@ async def _exercise(built: town.Town) -> None:
         click.echo(f"  access-log events on renkei.audit: {sum(map(len, events.values()))}")
 
 
+async def while_the_broker_is_there(exercise: Awaitable[object], bootstrap: str) -> None:
+    """The demo's `exercise`, stopped with BrokerGone should the broker at `bootstrap` be away
+    AWAY_SECONDS on end (each of its steps would otherwise wait for it for ever)."""
+    watch = asyncio.create_task(presence.away_for(bootstrap, AWAY_SECONDS, "the demo"))
+    try:
+        await beside(watch, exercise)
+    finally:
+        await cancelled(watch)
+
+
 def still_running(procs: town.Processes) -> None:
     """Every process the demo started still running at its end; one that stopped (its store's
     disk full, say) is said, with its exit code and its log (the demo's figures were read from
@@ -170,7 +184,11 @@ def _main(residents: int, seed: int, instances: int, replace: bool) -> None:
     with town.services(platform_instances=instances) as procs:
         click.echo(f"  processes: {', '.join(procs.running)} (ready in "
                    f"{procs.ready_after:.1f}s; logs in {state_dir() / 'logs'})")
-        asyncio.run(_exercise(built))
+        try:
+            asyncio.run(while_the_broker_is_there(
+                _exercise(built), KafkaAccess.of(config.ADMIN).bootstrap))
+        except presence.BrokerGone as exc:
+            raise click.ClickException(str(exc)) from None
         still_running(procs)
     click.echo(f"  whole demo {time.perf_counter() - started:.0f}s")
 
