@@ -171,7 +171,24 @@ async def running(client: S, access: KafkaAccess) -> AsyncIterator[S]:
         await client.start()
         yield client
     finally:
-        await client.stop()
+        await stopped(client)
+
+
+async def stopped(client: Stoppable) -> None:
+    """Stop `client`. With the broker gone meanwhile, aiokafka's stop() raises the
+    CancelledError of a fetch it cancelled while that fetch waited to retry: taken as the stop
+    it is (logged), not as this task cancelled, so the error that ended the task is the one
+    said (the broker away), not a traceback of CancelledError; this task cancelled, it is."""
+    stopping = asyncio.ensure_future(client.stop())
+    try:
+        await asyncio.wait({stopping})
+    except asyncio.CancelledError:
+        stopping.cancel()
+        raise
+    if stopping.cancelled():
+        log.info("a Kafka client's stop was cut short (the broker away): closed without it")
+    elif (error := stopping.exception()) is not None:
+        raise error
 
 
 async def started(client: Stoppable, access: KafkaAccess) -> None:

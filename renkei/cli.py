@@ -68,7 +68,7 @@ def _command(name: str) -> click.Command:
 def _said(exc: Exception) -> str | None:
     """The one line said for an error of the kinds below, None for any other (their modules
     imported only once a command has failed)."""
-    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
     from audit.heads import NoKey
     from audit.sql import NoStore
@@ -105,6 +105,9 @@ def _said(exc: Exception) -> str | None:
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
         return str(BrokerAway(cluster.bootstrap()))
+    if isinstance(exc, KafkaTimeoutError):  # the broker gone while the command waited for it
+        return (f"the broker at {cluster.bootstrap()} did not answer in time ({exc}): is it "
+                "running? (`renkei broker status` says why not)")
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"port in use: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.filename is not None:  # a file or folder not made
