@@ -22,8 +22,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from renkei import sealing
-from renkei.envelope import Send, readable, send
-from schemas.codec import CODEC
+from renkei.envelope import Send, send
+from schemas.codec import CODEC, SchemaError, UnknownSchema, first_string
 from schemas.messages import (
     FOUND,
     NOT_FOUND,
@@ -79,7 +79,15 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, out: s
              answer: Answer, now: datetime) -> list[Send]:
     """The answers, on `out`, to the portal's questions among `records`."""
     sent = []
-    for question in readable(records, PortalQuery, "question of the portal"):
+    for record in records:
+        try:
+            question = CODEC.decode(record.value or b"", PortalQuery)
+        except UnknownSchema as exc:
+            sent += _refused_unknown(record.value or b"", service, out, exc)
+            continue
+        except SchemaError as exc:
+            log.error("an unreadable question of the portal: %s", exc)
+            continue
         if len(question.request_id) > REQUEST_ID_CHARS:
             log.error("a question of the portal with a request id of %d characters (at most %d) "
                       "is not answered", len(question.request_id), REQUEST_ID_CHARS)
@@ -87,6 +95,22 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, out: s
         sent.append(send(out, question.request_id,
                          _answer(question, service, key, answer, now)))
     return sent
+
+
+def _refused_unknown(value: bytes, service: str, out: str, exc: UnknownSchema) -> list[Send]:
+    """A question of a schema unknown here (a newer portal's) refused UNKNOWN_SCHEMA under its
+    request id (its first field, codec.first_string), as the platform refuses a holder's
+    (processors.rejection): the portal tells its resident so, rather than that the question timed
+    out; none if its first field is no request id an answer could carry (logged only)."""
+    request_id = first_string(value)
+    if not request_id or len(request_id) > REQUEST_ID_CHARS:
+        log.error("%s: an unreadable question of the portal, naming no request id: %s",
+                  service, exc)
+        return []
+    log.error("%s: the portal's question %s refused UNKNOWN_SCHEMA (a newer portal's?): %s",
+              service, request_id, exc)
+    return [send(out, request_id, PortalAnswer(request_id, REFUSED,
+                                               f"{exc.reason}: {exc}", b""))]
 
 
 def _answer(question: PortalQuery, service: str, key: X25519PrivateKey, answer: Answer,

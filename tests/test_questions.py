@@ -123,3 +123,22 @@ def test_a_question_whose_id_no_answer_could_carry_is_logged_not_answered(
     assert questions.answered([record], acls.AUTHORITY, SERVICE,
                               topics.AUTHORITY_PORTAL_OUT, service, NOW) == []
     assert service.asked == [] and "request id of 600000 characters" in caplog.text
+
+
+def test_a_question_of_a_newer_schema_is_refused_unknown_schema_not_left_to_time_out(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A newer portal's question (a schema unknown here) was logged and skipped: its resident was
+    told only that it timed out. It is refused UNKNOWN_SCHEMA under its request id (its first
+    field), as the platform refuses a holder's message; one naming no request id, logged only."""
+    service = Service(PersonalNumber("123456789018"))
+    valid = CODEC.encode(PortalQuery("q-1", NOW + timedelta(seconds=10), _sealed_question(),
+                                     sealing.public_bytes(REPLY)))
+    newer = valid[:2] + b"\xfe" * 8 + valid[10:]  # another schema's fingerprint
+    answer = _answered(service, question=newer)
+    assert (answer.request_id, answer.status, answer.sealed_answer) == ("q-1", REFUSED, b"")
+    assert answer.detail == "UNKNOWN_SCHEMA: unknown schema fingerprint fefefefefefefefe"
+    assert service.asked == [] and "q-1 refused UNKNOWN_SCHEMA" in caplog.text
+    nameless = SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN, value=newer[:10] + b"\x01")
+    assert questions.answered([nameless], acls.AUTHORITY, SERVICE, topics.AUTHORITY_PORTAL_OUT,
+                              service, NOW) == []
+    assert "naming no request id" in caplog.text
