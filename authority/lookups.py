@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority.service import NumberingAuthority
 from broker import acls, topics
-from registry.answers import NO_CONSENTING_NUMBER, answer_to, refused_if_failing
+from registry.answers import NO_CONSENTING_NUMBER, answer_to, refused_if_failing, unknown_refused
 from renkei import sealing
 from renkei.envelope import Directory, Send, readable, send
 from schemas.codec import CODEC, SchemaError
@@ -31,10 +31,12 @@ PURPOSE = "binding by personal number"
 
 def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519PrivateKey,
            directory: Directory) -> list[Send]:
-    return [refused_if_failing(acls.AUTHORITY, lookup,
-                               partial(_resolved, lookup, _identified(lookup, record), service,
-                                       key, directory))
-            for record in records for lookup in readable([record], NumberLookup, "number look-up")]
+    return [*(refused_if_failing(acls.AUTHORITY, lookup,
+                                 partial(_resolved, lookup, _identified(lookup, record), service,
+                                         key, directory))
+              for record in records
+              for lookup in readable([record], NumberLookup, "number look-up")),
+            *unknown_refused(records, "NumberLookup")]
 
 
 def _identified(lookup: NumberLookup, record: Any) -> str:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from broker import topics
 from renkei.envelope import Send, send
+from schemas.codec import CODEC, HEADER, MAGIC, SchemaError, UnknownSchema
 from schemas.messages import (
     REFUSED,
     NumberLookup,
@@ -51,3 +53,29 @@ def refused_if_failing(service: str, asked: RegistryQuery | NumberLookup,
         log.error("%s look-up %s refused: it failed with %s", service, asked.request_id,
                   type(exc).__name__)
         return answer_to(asked, REFUSED, f"the {service} could not answer this query")
+
+
+def unknown_refused(records: Iterable[Any], name: str) -> list[Send]:
+    """The look-ups (of schema `name`) among `records` whose schema is unknown here (a newer
+    platform's) refused UNKNOWN_SCHEMA to the platform, under their leading fields (request id,
+    requester, the holder message it came from: codec.leading), for it to relay to the holder
+    as the platform refuses a holder's message (processors.rejection), where they were skipped
+    and the holder told only that its binding timed out; one whose leading fields cannot be read
+    is skipped (`readable` logs each)."""
+    refused = []
+    for record in records:
+        value = record.value or b""
+        if len(value) < HEADER or value[:2] != MAGIC or CODEC.name_of(value) is not None:
+            continue
+        unknown = UnknownSchema(f"unknown schema fingerprint {value[2:HEADER].hex()}")
+        try:
+            asked = CODEC.leading(value, name, "requested_at")
+        except SchemaError as exc:
+            log.error("a %s of a schema unknown here names nobody to answer: %s", name, exc)
+            continue
+        log.error("%s %s of %s refused %s: %s (a newer platform's?)", name, asked["request_id"],
+                  asked["requester"], unknown.reason, unknown)
+        refused.append(sent(RegistryAnswer(
+            asked["request_id"], asked["requester"], REFUSED, f"{unknown.reason}: {unknown}", (),
+            asked["source"], asked["requested_at"])))
+    return refused

@@ -16,7 +16,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
-from registry.answers import NO_CONSENTING_NUMBER, answer_of, refused_if_failing, sent
+from registry.answers import (
+    NO_CONSENTING_NUMBER,
+    answer_of,
+    refused_if_failing,
+    sent,
+    unknown_refused,
+)
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
@@ -42,8 +48,9 @@ class RegistryService:
         self._directory = directory
 
     def handle(self, records: Sequence[Any]) -> list[Send]:
-        return [self._answered(query)
-                for query in readable(records, RegistryQuery, "registry query")]
+        return [*(self._answered(query)
+                  for query in readable(records, RegistryQuery, "registry query")),
+                *unknown_refused(records, "RegistryQuery")]
 
     def _answered(self, query: RegistryQuery) -> Send:
         """The answer, or a refusal of this query alone should it fail on something unforeseen."""

@@ -225,6 +225,25 @@ class Codec:
                 record[name] = record[name].encode("latin-1")
         return writer.name, record
 
+    def leading(self, data: bytes, name: str, last: str) -> dict[str, Any]:
+        """The leading fields of a message of a schema unknown here, up to field `last`, read as
+        the newest version of `name` has them (a newer version keeps its fields and adds its own
+        after them; an enum's read as its index): enough for a service to answer whoever sent
+        it. MalformedMessage if they cannot be read so."""
+        definition = self.latest(name).definition
+        names = [f["name"] for f in definition["fields"]]
+        fields = [{**f, "type": "int"} if isinstance(f["type"], dict)
+                  and f["type"].get("type") == "enum" else f
+                  for f in definition["fields"][:names.index(last) + 1]]
+        buf = io.BytesIO(data)
+        buf.seek(HEADER)
+        try:
+            return cast(dict[str, Any], fastavro.schemaless_reader(
+                buf, parse_schema({**definition, "fields": fields}, _write_hint=False), None))
+        except Exception as exc:  # fastavro raises many types on bytes not of that prefix
+            raise MalformedMessage(f"no leading {name} fields up to {last}: "
+                                   f"{type(exc).__name__}") from None
+
     def encode(self, message: object) -> bytes:
         return self.encode_record(type(message).__name__, to_record(message))
 

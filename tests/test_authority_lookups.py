@@ -226,3 +226,19 @@ def test_a_serving_authority_follows_a_registry_put_in_place_of_the_one_it_opene
             "followed from its first"]
     finally:
         changes.close()
+
+
+def test_a_lookup_of_a_newer_schema_is_refused_unknown_schema_not_left_to_time_out(
+        authority: Authority, caplog: pytest.LogCaptureFixture) -> None:
+    """A look-up by personal number of a schema unknown here (a newer platform's) was logged and
+    skipped: its holder was told only that its binding timed out. It is refused UNKNOWN_SCHEMA
+    to the platform under its request id, requester and source, and nobody's number is looked
+    up (nothing logged as looked up)."""
+    record = authority.lookup("n-1", authority.number(0), source="renkei.holder.x.out:0:3")
+    record.value = record.value[:2] + b"\xfe" * 8 + record.value[10:] + b"\x00"  # one field more
+    (sent,) = authority.handled(record)
+    answer = CODEC.decode(sent.value, RegistryAnswer)
+    assert (sent.topic, answer.request_id, answer.requester, answer.status, answer.source) == (
+        topics.REGISTRY_OUT, "n-1", HOLDER, REFUSED, "renkei.holder.x.out:0:3")
+    assert answer.detail == "UNKNOWN_SCHEMA: unknown schema fingerprint fefefefefefefefe"
+    assert "NumberLookup n-1 of" in caplog.text

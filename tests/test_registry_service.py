@@ -4,6 +4,7 @@ that cannot be answered costs only itself."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -70,6 +71,11 @@ class Registry:
     def handled(self, *queries: RegistryQuery) -> list[RegistryAnswer]:
         """The answers `handle` sends to a batch of queries as the broker delivers them."""
         sends = self.service.handle([SimpleNamespace(value=CODEC.encode(q)) for q in queries])
+        return [CODEC.decode(s.value, RegistryAnswer) for s in sends]
+
+    def handled_values(self, *values: bytes) -> list[RegistryAnswer]:
+        """The answers `handle` sends to a batch of records of these values."""
+        sends = self.service.handle([SimpleNamespace(value=v) for v in values])
         return [CODEC.decode(s.value, RegistryAnswer) for s in sends]
 
     def residents(self, answer: RegistryAnswer) -> list[str]:
@@ -177,3 +183,23 @@ def test_the_registrys_sealed_candidates_have_one_length(registry: Registry) -> 
     assert len(candidates) == 3 and len(NAMESAKES.address) != len(ALONE.address)
     assert len({len(c.sealed_attributes) for c in candidates}
                | {len(c.sealed_resident_code) for c in candidates}) == 1
+
+
+def test_a_query_of_a_newer_schema_is_refused_unknown_schema_not_left_to_time_out(
+        registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    """A look-up of a schema unknown here (a newer platform's: one more field after this
+    version's) was logged and skipped: its holder was told only that its binding timed out. It
+    is refused UNKNOWN_SCHEMA to the platform under its request id, requester and source, which
+    the platform relays to the holder as it relays every answer."""
+    asked = replace(registry.query(CITY, ALONE), source="renkei.holder.city-y.out:0:7",
+                    requested_at=datetime(2026, 12, 7, 8, 5, tzinfo=UTC))
+    valid = CODEC.encode(asked)
+    assert CODEC.name_of(valid) == "RegistryQuery"
+    newer = valid[:2] + b"\xfe" * 8 + valid[10:] + b"\x06new"  # and a field this version lacks
+    (answer,) = registry.handled_values(newer)
+    assert (answer.request_id, answer.requester, answer.status, answer.candidates,
+            answer.source, answer.requested_at) == (
+        "r1", CITY, REFUSED, (), "renkei.holder.city-y.out:0:7", asked.requested_at)
+    assert answer.detail == "UNKNOWN_SCHEMA: unknown schema fingerprint fefefefefefefefe"
+    assert "RegistryQuery r1 of city-y refused UNKNOWN_SCHEMA" in caplog.text
+    assert registry.handled_values(newer[:10] + b"\x01") == []  # names nobody: logged only
