@@ -348,6 +348,23 @@ def import_records(holder: str, file: Path) -> None:
     _report("records", holder, counts, refused)
 
 
+@records.command("remove", short_help="Remove records named in a CSV file, with their data.")
+@click.argument("holder")
+@FILE
+def remove_records(holder: str, file: Path) -> None:
+    """Remove records named in a CSV file with a header: own_number (a records file, its other
+    columns not read), e.g. a patient who left, a duplicate, a record imported under the wrong
+    own number. Each goes with its data and its binding (a query of its link code is answered
+    NOT_FOUND from then on) and its open investigations are closed; its requests stay in the
+    access log (kept the retention). Rows that cannot be read, name no record, or name one with
+    a request in flight (not yet answered or timed out) are refused by line; the rest are
+    removed, all or none (exit code 1 if any was refused)."""
+    with _store(holder) as store:
+        read, refused = _rows(imports.read_record_removals, file)
+        removed, kept = imports.remove_records(store, read)
+    _removed("records", holder, removed, refused + kept)
+
+
 @holder_cli.group(short_help="The data a holder provides on its records.")
 def data() -> None:
     """The data a holder provides on its records (what its answers to the platform hold)."""
@@ -377,8 +394,13 @@ def remove_data(holder: str, file: Path) -> None:
     with _store(holder) as store:
         read, refused = _rows(imports.read_removals, file)
         removed, absent = imports.remove_data(store, read)
-    click.echo(f"data of {holder}: {removed} removed, {len(refused) + len(absent)} rows refused")
-    for row in sorted(refused + absent, key=lambda r: r.line):
+    _removed("data", holder, removed, refused + absent)
+
+
+def _removed(what: str, holder: str, removed: int, refused: list[Refused]) -> None:
+    """What a removal did; each row refused by line and field (stderr, exit code 1)."""
+    click.echo(f"{what} of {holder}: {removed} removed, {len(refused)} rows refused")
+    for row in sorted(refused, key=lambda r: r.line):
         click.echo(f"  {row}", err=True)
-    if refused or absent:
+    if refused:
         raise SystemExit(1)

@@ -24,6 +24,8 @@ RECORD_COLUMNS = ("own_number", "name", "address", "date_of_birth", "sex")
 NUMBER_COLUMN = "personal_number"  # a records file's optional column
 DATA_COLUMNS = ("own_number", "data_type", "fields")
 REMOVAL_COLUMNS = ("own_number", "data_type")  # a data file's fields column is not read
+# a records file's other columns, not read by a removal of records
+RECORD_REMOVAL_OPTIONAL = (*RECORD_COLUMNS[1:], NUMBER_COLUMN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,3 +240,25 @@ def remove_data(store: HolderStore,
     absent = store.remove_data((line, r.own_number, r.data_type) for line, r in removals)
     return len(removals) - len(absent), [Refused(line, "data_type", "is not provided on that "
                                                  "record (nothing to remove)") for line in absent]
+
+
+def _own_number(row: dict[str, str]) -> str:
+    return _required(row, "own_number")
+
+
+def read_record_removals(path: Path) -> tuple[list[tuple[int, str]], list[Refused]]:
+    """The own numbers of records to remove of a CSV file (own_number: a records file, its other
+    columns not read), and the rows refused."""
+    return _read(path, ("own_number",), RECORD_REMOVAL_OPTIONAL, _own_number, lambda own: own)
+
+
+def remove_records(store: HolderStore,
+                   own_numbers: list[tuple[int, str]]) -> tuple[int, list[Refused]]:
+    """Remove the records, all or none, but for own numbers of no record and records with a
+    request in flight (refused, by line: no own number said); how many were removed."""
+    done = store.remove_records(own_numbers)
+    return done.removed, sorted(
+        [Refused(line, "own_number", "has no record (nothing to remove)") for line in done.absent]
+        + [Refused(line, "own_number", f"has a request in flight ({request_id}): remove it once "
+                   "that is answered or timed out (its communication server running)")
+           for line, request_id in done.in_flight], key=lambda r: r.line)

@@ -245,6 +245,15 @@ class Forgotten(NamedTuple):
                 "forgotten")
 
 
+class RecordsRemoved(NamedTuple):
+    """What a removal of records did: how many were removed, the lines of own numbers the store
+    had no record of, and those of records with a request in flight (line, its request id)."""
+
+    removed: int
+    absent: list[int]
+    in_flight: list[tuple[int, str]]
+
+
 class Imported(NamedTuple):
     """What an import did: its rows by change (new, changed, unchanged), and the lines and own
     numbers of those flagged (records: a bound record's four attributes or number changed; data:
@@ -464,6 +473,35 @@ class HolderStore:
             return [line for line, own, data_type in keys if self.db.execute(
                 "DELETE FROM data WHERE own_number = ? AND data_type = ?",
                 (own, data_type)).rowcount == 0]
+
+    def remove_records(self, keys: Iterable[tuple[int, str]]) -> RecordsRemoved:
+        """Remove the records (line, own number) in one write transaction, each with its data and
+        its binding (a query of its link code is answered NOT_FOUND from then on; bound again,
+        imported again, it is a binding anew) and its open investigations closed; its requests and
+        access-log entries stay (a log is not edited: kept the retention). Refused, the rest
+        removed: an own number of no record, and a record with a request in flight (SENT: its
+        answer would come to no record), named by the first such request's id."""
+        absent: list[int] = []
+        in_flight: list[tuple[int, str]] = []
+        removed = 0
+        with writing(self.db):
+            sent = dict(self.db.execute(  # a scan (no index on status), once
+                "SELECT own_number, min(request_id) FROM requests WHERE status = ? "
+                "GROUP BY own_number", (SENT,)).fetchall())
+            now = _now()
+            for line, own in keys:
+                if own in sent:
+                    in_flight.append((line, str(sent[own])))
+                elif self.db.execute("DELETE FROM records WHERE own_number = ?",
+                                     (own,)).rowcount == 0:
+                    absent.append(line)
+                else:
+                    removed += 1
+                    self.db.execute("DELETE FROM data WHERE own_number = ?", (own,))
+                    self.db.execute("DELETE FROM bindings WHERE own_number = ?", (own,))
+                    self.db.execute("UPDATE investigations SET closed_at = ? "
+                                    "WHERE own_number = ? AND closed_at IS NULL", (now, own))
+        return RecordsRemoved(removed, absent, in_flight)
 
     def _import(self, how: _Import, rows: Iterable[tuple[object, ...]]) -> Imported:
         """Stage the rows (their columns, then line) and tell what each changes with no lock on

@@ -677,3 +677,98 @@ def test_data_imported_onto_the_wrong_record_is_removed(state: Path, tmp_path: P
     assert store.data("T-2", "vaccination") is None
     assert store.data("T-1", "vaccination") == {"dose": "1"}
     store.close()
+
+
+def test_a_record_is_removed_with_its_data_and_link_code_its_log_kept(
+        state: Path, tmp_path: Path) -> None:
+    """A patient who left, a duplicate, a record under the wrong own number could not be taken
+    away: `holder records` had only import. `records remove` takes a file's own numbers away,
+    each record with its data and binding (a query of its link code finds nothing from then
+    on) and its open cases closed; the access log and its requests stay (kept the retention). A
+    record with a request in flight is refused (its answer would come to no record), and so is
+    an own number of no record, each by line alone (no own number, no personal data said)."""
+    records, data, gone = (tmp_path / name for name in ("records.csv", "data.csv", "gone.csv"))
+    records.write_text(RECORDS, encoding="utf-8")
+    data.write_text('own_number,data_type,fields\nT-1,vaccination,"{""dose"": ""1""}"\n'
+                    'T-2,vaccination,"{""dose"": ""2""}"\n', encoding="utf-8")
+    _holder("records", "import", HOLDER, str(records))
+    _ok("data", "import", HOLDER, str(data))
+    store = HolderStore.of(HOLDER)
+    with store.transaction():
+        assert store.bind("T-1", "ABC98765XYZ", 0) is None
+        assert store.bind("T-2", "369PQRST246", 0) is None
+        store.add_record("T-3", FourAttributes("山田 一子", "桜町3", date(1990, 1, 1), Sex.FEMALE))
+        store.investigate("case-3", "T-3", "the address differs")
+        asked = store.open_request("req-1", "LINKAGE", "T-1", "op", "t1", pattern_id="P-037",
+                                   provider="nenkin", data_type="pension", purpose="審査")
+        store.resolve(asked, "FOUND", result={"amount": "1"})
+        store.log("req-1", "REQUESTER", "op", "t1", "FOUND", counterpart="nenkin",
+                  pattern_id="P-037", data_type="pension", purpose="審査", content="{}")
+        store.open_request("req-2", "BINDING", "T-2", "op", "t1")  # in flight (SENT)
+    store.close()
+    gone.write_text("own_number,name\nT-1,秘密野 名子\nT-2,\nT-9,\n\nT-1,\n,秘密野 二子\nT-3,\n",
+                    encoding="utf-8")
+    result = _holder("records", "remove", HOLDER, str(gone))
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"records of {HOLDER}: 2 removed, 4 rows refused",
+        "  line 3: own_number has a request in flight (req-2): remove it once that is answered "
+        "or timed out (its communication server running)",
+        "  line 4: own_number has no record (nothing to remove)",
+        "  line 6: own_number repeats line 2",
+        "  line 7: own_number is empty"]
+    assert "秘密野" not in result.output
+    store = HolderStore.of(HOLDER)
+    try:
+        assert store.own_numbers() == ["T-2"] and store.record("T-1") is None
+        assert store.data("T-1", "vaccination") is None and store.binding("T-1") is None
+        assert store.provided("ABC98765XYZ", "vaccination") is None
+        assert store.provided("ABC98765XYZ", "vaccination", previous="ABC98765XYZ") is None
+        assert store.provided("369PQRST246", "vaccination") == {"dose": "2"}
+        assert store.investigations() == []
+        assert [e.request_id for e in store.access_log()] == ["req-1"]
+        assert store.request("req-1") is not None and store.request("req-2") is not None
+    finally:
+        store.close()
+    again = _holder("records", "remove", HOLDER, str(gone))
+    assert again.output.startswith(f"records of {HOLDER}: 0 removed, 6 rows refused")
+
+
+def test_a_removal_of_records_cut_short_leaves_none_of_it_applied(
+        state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records removed in one write transaction: a fault (a full disk) at the third leaves the
+    first two, their data and bindings as they were."""
+    records, data = tmp_path / "records.csv", tmp_path / "data.csv"
+    records.write_text("own_number,name,address,date_of_birth,sex\n" + "".join(
+        f"T-{n},山田 花子,桜町{n},1980-04-01,F\n" for n in range(3)), encoding="utf-8")
+    data.write_text("own_number,data_type,fields\n" + "".join(
+        f'T-{n},local_tax,"{{""income"": ""{n}""}}"\n' for n in range(3)), encoding="utf-8")
+    _ok("records", "import", HOLDER, str(records))
+    _ok("data", "import", HOLDER, str(data))
+    store = HolderStore.of(HOLDER)
+    with store.transaction():
+        store.bind("T-0", "ABC98765XYZ", 0)
+    store.db.execute("CREATE TRIGGER removed AFTER DELETE ON records "
+                     "BEGIN SELECT removed(OLD.own_number); END")
+    store.close()
+    opened = HolderStore.__init__
+    removed: list[object] = []
+
+    def cut_at_the_third(own_number: str) -> None:
+        removed.append(own_number)
+        if len(removed) == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def watched(store: HolderStore, path: Path) -> None:
+        opened(store, path)
+        store.db.create_function("removed", 1, cut_at_the_third)
+
+    monkeypatch.setattr(HolderStore, "__init__", watched)
+    failed = _holder("records", "remove", HOLDER, str(records))  # a records file: own numbers
+    assert isinstance(failed.exception, sqlite3.OperationalError), failed.output
+    monkeypatch.undo()
+    store = HolderStore.of(HOLDER)
+    try:
+        assert store.own_numbers() == ["T-0", "T-1", "T-2"] and len(removed) == 3
+        assert store.provided("ABC98765XYZ", "local_tax") == {"income": "0"}
+    finally:
+        store.close()
