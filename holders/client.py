@@ -1143,7 +1143,9 @@ class HolderClient:
 
     def _bound(self, request: Request, answer: BindingAnswer) -> Request | None:
         found = self.store.record(request.own_number)
-        assert found is not None
+        if found is None:  # removed as its binding was asked (between its read and its request)
+            return self._finish(request, REJECTED, "its record was removed while its binding "
+                                "was asked: nothing bound")
         candidates = [(c.link_code, CODEC.decode(
             sealing.open_sealed_by((self._key, *self._previous), c.sealed_attributes,
                                    request.request_id),

@@ -135,6 +135,21 @@ async def test_a_second_record_of_one_person_is_investigated_not_bound(
     assert client.store.binding("H-1") == ("369PQRST246", 1)
 
 
+async def test_a_binding_answered_for_a_record_removed_meanwhile_binds_nothing(
+        client: HolderClient) -> None:
+    """`holder records remove` refuses a record with a request in flight, but a binding's
+    record is read, then its request recorded: removed between the two, its answer failed an
+    assertion in the inbox; the request ends REJECTED, saying why, and nothing is bound."""
+    client.store.add_record("H-9", PERSON)
+    assert client.store.remove_records([(2, "H-9")]).removed == 1
+    request_id = binding_request(client, "H-9")
+    await handle(client, found(request_id, "ABC98765XYZ"))
+    assert status(client, request_id) == REJECTED
+    request = client.store.request(request_id)
+    assert request is not None and "removed" in (request.detail or "")
+    assert client.store.bindings() == {}
+
+
 async def test_a_record_corrected_and_bound_leaves_the_investigation_queue(
         client: HolderClient) -> None:
     client.store.add_record("H-1", replace(PERSON, address="桜町9-9"))  # an old address
