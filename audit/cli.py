@@ -21,6 +21,8 @@ from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
 from audit.retention import RETENTION_YEARS, years_before
 from audit.store import (
+    Acted,
+    ActionQuery,
     AuditStore,
     Committed,
     DamagedEntry,
@@ -384,6 +386,76 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     if not page.trusted:
         click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
                    "entry is proved (`renkei audit verify` says more)", err=True)
+    if edited or not page.trusted:
+        raise SystemExit(1)
+
+
+ACTIONS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")  # OperatorAction.v1's
+
+
+def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:
+    """An operator action as its bytes tell it, with its leaf hash and its inclusion proof, or
+    pending if no signed head holds it yet; one stored beside the tree (before actions were
+    leaves), so marked; one whose columns differ from its bytes, so marked and no proof."""
+    action = asdict(acted.action)
+    action["occurred_at"] = acted.action.occurred_at.isoformat(timespec="milliseconds")
+    data: dict[str, Any] = {"serial": acted.serial, **action,
+                            "leaf_hash": leaf_hash(acted.record).hex()}
+    if not acted.faithful:
+        data["columns_differ"] = True
+    elif acted.serial is None:
+        data["beside_the_tree"] = True  # stored before actions were leaves: not provable
+    elif acted.proof is not None:
+        data["inclusion_proof"] = [p.hex() for p in acted.proof]
+    elif proving:
+        data["pending"] = True
+    return data
+
+
+@audit_cli.command(short_help="Operator actions (suspend, resume, register, rekey, renew).")
+@store_option
+@click.option("--holder", "--unit", "subject",
+              help="actions on this holder (or on this link-code unit, re-keyed)")
+@click.option("--action", type=click.Choice(ACTIONS, case_sensitive=False),
+              help="actions of this kind only")
+@click.option("--by", "operator", metavar="WHO", help="actions this operator ran")
+@click.option("--since", callback=utc_time, metavar="TIME", help="from this time on (inclusive)")
+@click.option("--until", callback=utc_time, metavar="TIME", help="before this time (exclusive)")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="actions on the page at most")
+@click.option("--after", help="the `next` cursor of the previous page")
+def actions(db: str | None, subject: str | None, action: str | None, operator: str | None,
+            since: datetime | None, until: datetime | None, limit: int,
+            after: str | None) -> None:
+    """One page of operator actions on the holder directory, newest first, as JSON: each with
+    its serial (its leaf in the log's tree), time, operator, action, holder or unit, and reason
+    as the audit topic carried them (the directory's records seal who and why to the platform's
+    key; the log keeps them readable), and its inclusion proof against the latest head signed
+    (after it: pending). Needs the head key's public key alone, and writes nothing.
+
+    Exits 1 if the latest head is not signed by the log's key, or an action's columns differ
+    from its signed bytes."""
+    where = ActionQuery(subject, action and action.upper(), operator, since, until)
+    with open_store(db, signing=False) as store:
+        try:
+            page = store.actions(where, limit=limit, after=after)
+        except DamagedEntry as exc:
+            click.echo(f"TAMPERED: {exc}", err=True)
+            raise SystemExit(1) from None
+        except ValueError as exc:
+            raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
+                                     "previous page", param_hint="--after") from exc
+    _echo_json({"head": page.head.to_json() if page.head else None,
+                "actions": [_action_json(a, page.trusted) for a in page.actions],
+                "next": page.next_cursor})
+    edited = [a.action.action_id for a in page.actions if not a.faithful]
+    if edited:
+        click.echo(f"TAMPERED: the columns of operator actions {', '.join(edited)} differ from "
+                   "their signed bytes (shown: what the bytes say, unproved) (`renkei audit "
+                   "verify` says more)", err=True)
+    if not page.trusted:
+        click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
+                   "action is proved (`renkei audit verify` says more)", err=True)
     if edited or not page.trusted:
         raise SystemExit(1)
 

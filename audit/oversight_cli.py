@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from audit import oversight
-from audit.cli import open_store, query, store_option
+from audit.cli import actions, open_store, query, store_option
 from audit.detector import RULES
 from renkei.holder_logs import NOT_LISTED, SUSPENDED, Parties
 from renkei.options import POSITIVE, stated
@@ -36,6 +36,7 @@ def oversight_cli() -> None:
 
 
 oversight_cli.add_command(query)
+oversight_cli.add_command(actions)
 
 
 @oversight_cli.command("holder-logs",

@@ -306,6 +306,43 @@ class Proved:
 
 
 @dataclass(frozen=True)
+class ActionQuery:
+    """Filters of operator actions; all given ones must hold. `subject` is the holder acted on,
+    or the link-code unit re-keyed."""
+
+    subject: str | None = None
+    action: str | None = None
+    operator: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Acted:
+    """An operator action as its stored bytes (its leaf) tell it: its serial (None: stored
+    beside the tree, before actions were leaves, and not provable), its inclusion proof against
+    the page's head (None: not proved), and whether the store's columns say what its bytes say
+    (if not, nothing is proved)."""
+
+    serial: int | None
+    action: OperatorAction
+    record: bytes
+    faithful: bool = True
+    proof: tuple[bytes, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ActionPage:
+    """Operator actions newest first; `head` is what the proofs are against (the latest signed),
+    `trusted` if the log's key signed it (if not, none is proved)."""
+
+    actions: tuple[Acted, ...]
+    next_cursor: str | None
+    head: SignedHead | None = None
+    trusted: bool = True
+
+
+@dataclass(frozen=True)
 class Purge:
     """A signed record of a retention purge: which serials lost their entries, and why."""
 
@@ -834,6 +871,30 @@ class AuditStore:
         rows = self._db.execute("SELECT CAST(record AS BLOB) FROM operator_actions "
                                 "ORDER BY occurred_at, action_id").fetchall()
         return [CODEC.decode(bytes(record), OperatorAction) for record, in rows]
+
+    def actions(self, where: ActionQuery, *, limit: int = 100, after: str | None = None
+                ) -> ActionPage:
+        """One page of the operator actions matching `where`, newest first (by time, then action
+        id), each as its bytes tell it, with its inclusion proof against the latest head signed
+        (the current one if this store signs: one is signed if actions came after it); pass
+        `next_cursor` as `after` for the next page (ValueError if it is none)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1..{MAX_PAGE}")
+        before = _parse_action_cursor(after)
+        with (self._write if self.signer.signs else self._read)() as cur:
+            rows = _action_page(cur, where, limit + 1, before)
+            acted = [_acted(row) for row in rows[:limit]]
+            head = self._current_head(cur) if self.signer.signs else self._latest_head(cur)
+        trusted = head is None or verify_head(head, self.signer.public_key)
+        size = head.head.size if head is not None and trusted else 0
+        provable = [a.serial for a in acted
+                    if a.faithful and a.serial is not None and a.serial < size]
+        paths = dict(zip(provable, merkle.resolve(
+            self, [merkle.inclusion_ranges(serial, size) for serial in provable]), strict=True))
+        shown = tuple(replace(a, proof=tuple(paths[a.serial])) if a.serial in paths else a
+                      for a in acted)
+        more = _action_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return ActionPage(shown, more, head, trusted)
 
     def held(self, records: Sequence[Logged]) -> dict[tuple[str, str], int | None]:
         """The serial of each of these events and operator actions the store holds, by
@@ -1643,3 +1704,60 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:
         return at, serial
     except ValueError:
         raise ValueError(f"bad cursor {cursor!r}: pass a page's next_cursor") from None
+
+
+def _action_page(cur: Cursor, where: ActionQuery, n: int, before: tuple[int, str] | None
+                 ) -> list[Row]:
+    """Up to `n` rows of operator actions matching `where`, newest first, before the cursor's."""
+    sql = [f"{column} = ?" for column, value in (
+        ("subject", where.subject), ("action", where.action), ("operator", where.operator))
+        if value is not None]
+    params: list[object] = [column_text(v) for v in (where.subject, where.action, where.operator)
+                            if v is not None]
+    if where.since is not None:
+        sql.append("occurred_at >= ?")
+        params.append(millis(where.since))
+    if where.until is not None:
+        sql.append("occurred_at < ?")
+        params.append(millis(where.until))
+    if before is not None:
+        sql.append("(occurred_at, action_id) < (?, ?)")
+        params.extend(before)
+    clause = f" WHERE {' AND '.join(sql)}" if sql else ""
+    return cur.execute(f"SELECT {', '.join(ACTION_COLUMNS)} FROM operator_actions{clause} "
+                       "ORDER BY occurred_at DESC, action_id DESC LIMIT ?", [*params, n]).fetchall()
+
+
+def _acted(row: Row) -> Acted:
+    """An operator action's row as its bytes tell it, faithful if its columns are those bytes';
+    one whose bytes decode to none, as its columns tell it, not faithful (DamagedEntry if they
+    make none either: its time edited)."""
+    serial, record = row[0], bytes(row[_RECORD])
+    try:
+        action = CODEC.decode(record, OperatorAction)
+    except Exception:  # any codec error means the bytes are not a valid action
+        try:
+            action = OperatorAction(row[1], from_millis(row[_ACTION_TIME]), *row[3:_RECORD])
+        except ValueError:
+            raise DamagedEntry(f"operator action {row[1]!r}: neither its columns nor its bytes "
+                               "make an action (`renkei audit verify` says more)") from None
+        return Acted(serial, action, record, faithful=False)
+    stored = (*row[:_RECORD], record)
+    return Acted(serial, action, record, faithful=stored == _action_row(serial, action, record))
+
+
+def _action_cursor(row: Row) -> str:
+    """The cursor of the page after an operator action's row: its time and action id."""
+    return f"{row[_ACTION_TIME]}:{row[1]}"
+
+
+def _parse_action_cursor(cursor: str | None) -> tuple[int, str] | None:
+    if cursor is None:
+        return None
+    at, colon, action_id = cursor.partition(":")
+    try:
+        if not colon or int(at) not in INTEGERS:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"bad cursor {cursor!r}: pass a page's next_cursor") from None
+    return int(at), action_id

@@ -1622,3 +1622,134 @@ def test_verify_finds_each_heads_earlier_good_one_without_a_look_at_each(
         took = time.perf_counter() - started
     assert (report.heads, report.unsigned, report.findings) == (5000, 0, [])
     assert took < 0.3, took
+
+
+# ---- operator actions, as an auditor reads them ----
+
+def actions_of(n: int) -> list[OperatorAction]:
+    """`n` operator actions on two holders and a unit, by two operators, a minute apart; the
+    last two at one time (the page orders them by action id)."""
+    kinds = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")
+    return [OperatorAction(f"{kinds[k % 5]}@{k:04d}", T0 + timedelta(minutes=min(k, n - 2)),
+                           ("ops-a", "ops-b")[k % 2], kinds[k % 5],
+                           "unit-7" if kinds[k % 5] == "REKEY" else HOLDERS[k % 2],
+                           None if k % 3 == 0 else f"理由 {k}") for k in range(n)]
+
+
+def _action_pages(store: AuditStore, where: audit.store.ActionQuery, limit: int
+                  ) -> list[audit.store.Acted]:
+    found: list[audit.store.Acted] = []
+    after: str | None = None
+    while True:
+        page = store.actions(where, limit=limit, after=after)
+        found.extend(page.actions)
+        if page.next_cursor is None:
+            return found
+        after = page.next_cursor
+
+
+@pytest.mark.parametrize("where", [
+    audit.store.ActionQuery(),
+    audit.store.ActionQuery(subject=HOLDERS[0]),
+    audit.store.ActionQuery(subject="unit-7", action="REKEY"),
+    audit.store.ActionQuery(operator="ops-b", since=T0 + timedelta(minutes=3),
+                            until=T0 + timedelta(minutes=9)),
+])
+def test_operator_actions_are_listed_newest_first_with_proofs(
+        store: AuditStore, where: audit.store.ActionQuery) -> None:
+    """An auditor saw the operator actions only by replaying the whole audit topic (`audit
+    query` lists access-log events alone): the store lists them newest first, filtered, a page
+    at a time, each as its bytes tell it, its reason as the topic carried it, and proved a leaf
+    of the tree against the head (one signed, the store signing)."""
+    acts = actions_of(12)
+    store.append_many([item(event(0)), *map(item, acts), item(event(1))])
+
+    def matches(a: OperatorAction) -> bool:
+        return ((where.subject is None or a.subject == where.subject)
+                and (where.action is None or a.action == where.action)
+                and (where.operator is None or a.operator == where.operator)
+                and (where.since is None or a.occurred_at >= where.since)
+                and (where.until is None or a.occurred_at < where.until))
+
+    expected = sorted((a for a in acts if matches(a)), key=lambda a: (a.occurred_at, a.action_id),
+                      reverse=True)
+    assert expected
+    for limit in (1, 2, 100):
+        listed = _action_pages(store, where, limit)
+        assert [a.action for a in listed] == expected
+    page = store.actions(where)
+    assert page.trusted and page.head is not None and page.head.head.size == store.size() == 14
+    for acted in page.actions:
+        assert acted.faithful and acted.serial == acts.index(acted.action) + 1
+        assert acted.proof is not None and includes(
+            page.head.head, acted.serial, CODEC.encode(acted.action), acted.proof)
+
+
+def test_an_operator_action_is_pending_or_unproved_as_the_store_tells_it(
+        state: Path, db: str, clock: Clock, store: AuditStore) -> None:
+    """Read with the head key's public half alone: an action after the latest signed head is
+    unproved (pending); one stored beside the tree, before actions were leaves, has no serial and
+    no proof; one whose columns were edited is shown as its bytes tell it, unfaithful, unproved;
+    a bad cursor is a ValueError."""
+    before, signed, after = actions_of(4)[:3]
+    store.append_many([item(signed)])
+    store.sign_head()
+    store.append_many([item(after)])
+    store.keep_beside([item(before)])
+    store.close()
+    with AuditStore(db, Signer.public()) as reader:
+        page = reader.actions(audit.store.ActionQuery())
+        assert [(a.action, a.serial, a.proof is not None) for a in page.actions] == [
+            (after, 1, False), (signed, 0, True), (before, None, False)]
+        with pytest.raises(ValueError, match="bad cursor"):
+            reader.actions(audit.store.ActionQuery(), after="x")
+    tamper(db, ("UPDATE operator_actions SET reason = 'none at all' WHERE serial = 0", ()))
+    with AuditStore(db, Signer.public()) as reader:
+        [shown] = reader.actions(audit.store.ActionQuery(subject=signed.subject,
+                                                         action=signed.action)).actions
+        assert shown.action == signed and not shown.faithful and shown.proof is None
+
+
+def test_audit_and_oversight_list_the_operator_actions(store: AuditStore, db: str) -> None:
+    """`renkei audit actions` (and the oversight body's `oversight actions`) list what `audit
+    query` never did: each action's serial, time, operator, action, subject, reason and
+    inclusion proof, newest first, paged; filters by holder or unit, action, operator (--by) and
+    time;
+    columns edited behind the log's back: TAMPERED, exit 1."""
+    from audit.oversight_cli import oversight_cli
+
+    acts = actions_of(6)
+    store.append_many([item(event(0)), *map(item, acts)])
+    store.sign_head()
+    for group in (audit_cli, oversight_cli):
+        result = CliRunner().invoke(group, ["actions", "--db", db, "--limit", "4"])
+        assert result.exit_code == 0, result.output
+        page = json.loads(result.output)
+        head = SignedHead.from_json(page["head"])
+        shown = page["actions"]
+        assert [a["action_id"] for a in shown] == [a.action_id for a in acts[::-1][:4]]
+        first = shown[-1]
+        assert {k: first[k] for k in ("serial", "operator", "action", "subject", "reason")} == {
+            "serial": 3, "operator": "ops-a", "action": "REGISTER", "subject": HOLDERS[0],
+            "reason": "理由 2"}
+        assert first["occurred_at"] == "2024-04-01T09:02:00.000+00:00"
+        assert includes(head.head, 3, CODEC.encode(acts[2]),
+                        [bytes.fromhex(p) for p in first["inclusion_proof"]])
+        rest = CliRunner().invoke(group, ["actions", "--db", db, "--after", page["next"]])
+        assert [a["serial"] for a in json.loads(rest.output)["actions"]] == [2, 1]
+        assert json.loads(rest.output)["next"] is None
+    for args, serials in ((("--holder", HOLDERS[1]), [6, 2]), (("--unit", "unit-7"), [4]),
+                          (("--action", "suspend"), [6, 1]), (("--by", "ops-a"), [5, 3, 1]),
+                          (("--since", "2024-04-01T18:01+09:00", "--until",
+                            "2024-04-01T09:03Z"), [3, 2])):
+        result = CliRunner().invoke(audit_cli, ["actions", "--db", db, *args])
+        assert [a["serial"] for a in json.loads(result.output)["actions"]] == serials, args
+    result = CliRunner().invoke(audit_cli, ["actions", "--db", db, "--action", "DELETE"])
+    assert result.exit_code == 2 and "'DELETE' is not one of" in result.output, result.output
+    result = CliRunner().invoke(audit_cli, ["actions", "--db", db, "--after", "x"])
+    assert result.exit_code == 2 and "is not a cursor" in result.output
+    tamper(db, ("UPDATE operator_actions SET operator = 'someone else' WHERE serial = 1", ()))
+    result = CliRunner().invoke(audit_cli, ["actions", "--db", db, "--action", "SUSPEND"])
+    assert result.exit_code == 1 and "TAMPERED: the columns of operator actions" in result.output
+    assert [a.get("columns_differ", False) for a in json.loads(
+        result.stdout)["actions"]] == [False, True]
