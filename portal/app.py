@@ -74,6 +74,7 @@ def build(site: Site, session_store: Sessions) -> web.Application:
         web.post("/counter/finish", counter.finish),
         web.get("/oversight", oversight.search),
         web.get("/oversight/alerts", oversight.alerts),
+        web.get("/oversight/actions", oversight.actions),
         web.post("/oversight/holder-logs", oversight.ask_holder_logs),
         web.get("/oversight/holder-logs", oversight.holder_logs),
         web.get("/oversight/integrity", oversight.integrity),

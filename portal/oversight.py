@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from audit.events import ID_CODE, PORTAL_KIND
-from audit.store import Query
+from audit.store import ActionQuery, Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
 from portal.records import SEARCH_PAGE
@@ -18,6 +18,8 @@ from renkei.holder_logs import each_own, not_asked
 ROLE = "oversight"
 OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"
 FILTERS = ("holder", "pattern", "person", "outcome", "since", "until")
+ACTION_FILTERS = ("holder", "action", "by", "since", "until")
+ACTIONS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")  # OperatorAction.v1's
 LEFT_OUT = "left_out"  # the holder-logs page's: chosen entries of the portal's own actions
 INACTIVE = "inactive"  # the holder-logs page's: holders named not asked, not active ones
 
@@ -37,6 +39,25 @@ async def search(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="bad cursor") from None
     return render(request, "oversight.html", q=q, page=page,
                   alerts=platform.kafka.alerts.newest()[:5])
+
+
+async def actions(request: web.Request) -> web.Response:
+    """The operator actions on the holder directory (a holder suspended, resumed, registered,
+    its keys renewed, a unit re-keyed), newest first: who did what to which holder or unit,
+    when and why, each checked against the signed head."""
+    officer_of(request, ROLE)
+    platform = request.app[PLATFORM]
+    q = {k: request.query.get(k, "").strip() for k in ACTION_FILTERS}
+    if q["action"] and q["action"] not in ACTIONS:  # else: none found, as if none was done
+        raise web.HTTPBadRequest(text=f"an action is one of {', '.join(ACTIONS)}")
+    where = ActionQuery(subject=q["holder"] or None, action=q["action"] or None,
+                        operator=q["by"] or None, since=day(q["since"]),
+                        until=day(q["until"], end=True))
+    try:
+        shown = await platform.records.actions(where, request.query.get("after") or None)
+    except ValueError:
+        raise web.HTTPBadRequest(text="bad cursor") from None
+    return render(request, "actions.html", q=q, shown=shown, kinds=ACTIONS)
 
 
 async def alerts(request: web.Request) -> web.Response:

@@ -19,6 +19,8 @@ from audit.heads import NoKey, SignedHead, consistent, includes, verify_head
 from audit.sql import NoStore
 from audit.store import (
     MAX_PAGE,
+    Acted,
+    ActionQuery,
     AuditStore,
     Committed,
     DamagedEntry,
@@ -168,6 +170,25 @@ class History:
 
 
 @dataclass(frozen=True)
+class CheckedAction:
+    """An operator action as its signed bytes tell it, and whether the signed head includes
+    them (its columns the same); `pending` if no head signed yet covers it; neither for one
+    stored beside the tree (before actions were leaves: not provable) or edited."""
+
+    acted: Acted
+    verified: bool
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class ActionsShown:
+    """A page of operator actions, newest first; `older` the cursor of the page after it."""
+
+    actions: list[CheckedAction]
+    older: str | None
+
+
+@dataclass(frozen=True)
 class HeadCheck:
     head: SignedHead
     signature_ok: bool
@@ -301,6 +322,29 @@ class Records:
     async def search(self, where: Query, after: str | None, limit: int = SEARCH_PAGE
                      ) -> Page:
         return await self._store.run(lambda store: store.query(where, limit=limit, after=after))
+
+    async def actions(self, where: ActionQuery, after: str | None,
+                      limit: int = SEARCH_PAGE) -> ActionsShown:
+        """A page of the operator actions matching `where`, newest first, each checked against
+        the latest signed head (ValueError if `after` is no cursor)."""
+        return await self._store.run(partial(self._actions, where, after, limit))
+
+    @staticmethod
+    def _actions(where: ActionQuery, after: str | None, limit: int, store: AuditStore
+                 ) -> ActionsShown:
+        page = store.actions(where, limit=limit, after=after)
+        head = page.head if page.trusted else None
+        covered = 0 if page.head is None else head.head.size if head else None
+        checked = [CheckedAction(
+            a, head is not None and a.faithful and a.serial is not None and a.proof is not None
+            and includes(head.head, a.serial, a.record, a.proof),
+            covered is not None and a.faithful and a.serial is not None and a.proof is None
+            and a.serial >= covered) for a in page.actions]
+        for a in page.actions:
+            if not a.faithful:
+                log.warning("operator action %s: its columns differ from its bytes (renkei "
+                            "audit verify)", a.action.action_id)
+        return ActionsShown(checked, page.next_cursor)
 
     async def against(self, anchored: Sequence[SignedHead],
                       committed: Committed | None) -> VerifyReport:

@@ -25,7 +25,7 @@ from aiohttp import ClientResponse, DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from audit.events import event_id
+from audit.events import OperatorAction, event_id
 from audit.heads import Signer
 from audit.store import AuditStore
 from broker import acls
@@ -1897,3 +1897,41 @@ async def test_a_session_planted_before_a_login_is_never_the_one_logged_in(
         client.session.cookie_jar.update_cookies({COOKIE: known})
         history = await client.get("/history", allow_redirects=False)
         assert history.status == (200 if known == logged_in else 303), known
+
+
+async def test_the_oversight_console_lists_the_operator_actions_in_words(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """The console never showed the operator actions (a holder suspended, resumed, registered,
+    its keys renewed, a unit re-keyed): the oversight body saw them only through a replay of the
+    whole audit topic. Its page lists them newest first, each worded in the page's language,
+    with who did it, to which holder or unit, when and why, checked against the signed head;
+    filtered by holder and action."""
+    store = fakes_of(client).store
+    assert store
+    suspended = OperatorAction("SUSPEND@a1", T0 + timedelta(hours=1), "ops-a", "SUSPEND",
+                               "city-a", "情報漏えいの疑い")
+    renewed = OperatorAction("RENEW@a2", T0 + timedelta(hours=2), "ops-b", "RENEW", "city-b",
+                             None)
+    store.append_many([item(suspended), item(renewed)])
+    store.sign_head()
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    for lang in ("ja", "en"):
+        await switched(client, lang)
+        said_here = words(lang)
+        page = html.unescape(await (await client.get("/oversight")).text())
+        assert 'href="/oversight/actions"' in page and said_here["nav_actions"] in page
+        shown = await client.get("/oversight/actions")
+        text = html.unescape(await shown.text())
+        assert shown.status == 200
+        assert re.findall(r'data-action="([^"]+)"', text) == ["RENEW@a2", "SUSPEND@a1"]
+        for words_of in (said_here["action_SUSPEND"], said_here["action_RENEW"], "ops-a",
+                         "情報漏えいの疑い", local_time(suspended.occurred_at)):
+            assert words_of in text, words_of
+        assert text.count(said_here["verified_yes"]) == 2
+        filtered = html.unescape(await (await client.get(
+            "/oversight/actions?holder=city-a&action=SUSPEND")).text())
+        assert re.findall(r'data-action="([^"]+)"', filtered) == ["SUSPEND@a1"]
+    assert (await client.get("/oversight/actions?action=DROP")).status == 400
+    assert (await client.get("/oversight/actions?after=x")).status == 400
+    await switched(client, "ja")
