@@ -43,6 +43,7 @@ from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = TypeVar("P")  # a page of what the store reads
 PERSON = Field("person", "the person's ID code")
 # a replay's grace at most (a day): one of more is no lag of the platform's view of the pattern
 # list, and one past the events' times since year 1 ended the re-check in an OverflowError
@@ -365,29 +366,15 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
     where = Query(id_code, holder, pattern, outcome, since, until)
     with open_store(db, signing=False) as store:
-        try:
-            page = store.query(where, limit=limit, after=after, prove=person)
-        except DamagedEntry as exc:
-            click.echo(f"TAMPERED: {exc}", err=True)
-            raise SystemExit(1) from None
-        except ValueError as exc:
-            raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
-                                     "previous page", param_hint="--after") from exc
+        page = _read_page(partial(store.query, where, limit=limit, after=after, prove=person),
+                          after)
     shown = [as_signed(e) for e in page.entries]
     _echo_json({"head": page.head.to_json() if page.head else None,
                 "entries": [_entry_json(e, person and page.trusted, faithful)
                             for e, faithful in shown],
                 "next": page.next_cursor})
-    edited = [e.serial for e, faithful in shown if not faithful]
-    if edited:
-        click.echo(f"TAMPERED: the columns of entries {', '.join(map(str, edited))} differ from "
-                   "their signed bytes (shown: what the bytes say, unproved) (`renkei audit "
-                   "verify` says more)", err=True)
-    if not page.trusted:
-        click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
-                   "entry is proved (`renkei audit verify` says more)", err=True)
-    if edited or not page.trusted:
-        raise SystemExit(1)
+    _tampered("entries", "entry", [str(e.serial) for e, faithful in shown if not faithful],
+              page.trusted)
 
 
 ACTIONS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")  # OperatorAction.v1's
@@ -437,26 +424,38 @@ def actions(db: str | None, subject: str | None, action: str | None, operator: s
     from its signed bytes."""
     where = ActionQuery(subject, action and action.upper(), operator, since, until)
     with open_store(db, signing=False) as store:
-        try:
-            page = store.actions(where, limit=limit, after=after)
-        except DamagedEntry as exc:
-            click.echo(f"TAMPERED: {exc}", err=True)
-            raise SystemExit(1) from None
-        except ValueError as exc:
-            raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the "
-                                     "previous page", param_hint="--after") from exc
+        page = _read_page(partial(store.actions, where, limit=limit, after=after), after)
     _echo_json({"head": page.head.to_json() if page.head else None,
                 "actions": [_action_json(a, page.trusted) for a in page.actions],
                 "next": page.next_cursor})
-    edited = [a.action.action_id for a in page.actions if not a.faithful]
+    _tampered("operator actions", "action",
+              [a.action.action_id for a in page.actions if not a.faithful], page.trusted)
+
+
+def _read_page(read: Callable[[], P], after: str | None) -> P:
+    """A page the store reads: TAMPERED (exit code 1) for a row it cannot trust, a bad
+    parameter for a cursor that is no page's."""
+    try:
+        return read()
+    except DamagedEntry as exc:
+        click.echo(f"TAMPERED: {exc}", err=True)
+        raise SystemExit(1) from None
+    except ValueError as exc:
+        raise click.BadParameter(f"{after!r} is not a cursor: pass the `next` of the previous "
+                                 "page", param_hint="--after") from exc
+
+
+def _tampered(kinds: str, kind: str, edited: list[str], trusted: bool) -> None:
+    """Said on stderr, and exit code 1: the rows of a page whose columns differ from their
+    signed bytes (`edited`), and a latest head the log's key did not sign."""
     if edited:
-        click.echo(f"TAMPERED: the columns of operator actions {', '.join(edited)} differ from "
-                   "their signed bytes (shown: what the bytes say, unproved) (`renkei audit "
-                   "verify` says more)", err=True)
-    if not page.trusted:
+        click.echo(f"TAMPERED: the columns of {kinds} {', '.join(edited)} differ from their "
+                   "signed bytes (shown: what the bytes say, unproved) (`renkei audit verify` "
+                   "says more)", err=True)
+    if not trusted:
         click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
-                   "action is proved (`renkei audit verify` says more)", err=True)
-    if edited or not page.trusted:
+                   f"{kind} is proved (`renkei audit verify` says more)", err=True)
+    if edited or not trusted:
         raise SystemExit(1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import re
@@ -395,3 +396,26 @@ class RemoveMembers(Request[_LeaveGroupRequestV3]):  # type: ignore[misc]
 
     def build(self, request_struct_class: type[_LeaveGroupRequestV3]) -> _LeaveGroupRequestV3:
         return request_struct_class(self.group, [("", i) for i in self.instances])
+
+
+@contextlib.asynccontextmanager
+async def forwarder(port: int, broker: str) -> AsyncIterator[None]:
+    """The broker reachable on `port` while the block runs: each new connection piped to it."""
+    host, broker_port = broker.rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        to_reader, to_writer = await asyncio.open_connection(host, int(broker_port))
+        await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
+
+    server = await asyncio.start_server(forward, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()

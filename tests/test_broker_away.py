@@ -5,13 +5,12 @@ command says in one line that the broker cannot be reached, and ends."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from renkei.compacted import CompactedView, NotFollowing
 from renkei.state import private_dir
 from renkei.window import Window
 from tests.kafka_helpers import (
+    forwarder,
     free_port,
     opened_by_cancelled,
     renkei,
@@ -47,29 +47,6 @@ def _away(access: KafkaAccess, port: int) -> KafkaAccess:
     return dataclasses.replace(access, bootstrap=f"127.0.0.1:{port}")
 
 
-@contextlib.asynccontextmanager
-async def _forwarder(port: int, broker: str) -> AsyncIterator[None]:
-    """The broker reachable on `port` from now on: each connection piped to it."""
-    host, broker_port = broker.rsplit(":", 1)
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        to_reader, to_writer = await asyncio.open_connection(host, int(broker_port))
-        await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
-
-    server = await asyncio.start_server(forward, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-
-
 async def test_a_view_started_while_the_broker_is_away_loads_once_it_is_there(
         town: town_setup.Town, caplog: pytest.LogCaptureFixture) -> None:
     platform = KafkaAccess.of(acls.PLATFORM)
@@ -81,7 +58,7 @@ async def test_a_view_started_while_the_broker_is_away_loads_once_it_is_there(
         await asyncio.sleep(3)
         assert not loading.done(), "the view gave up (or loaded) while the broker was away"
         assert any(WAITING in r.getMessage() for r in caplog.records)
-        async with _forwarder(port, platform.bootstrap):
+        async with forwarder(port, platform.bootstrap):
             began = time.monotonic()
             await asyncio.wait_for(loading, 30)
             print(f"\nloaded {time.monotonic() - began:.1f} s after the broker came")
@@ -214,7 +191,6 @@ def test_aiokafka_says_the_same_line_once_a_minute_not_on_every_try(
         f"Failed fetch messages from {node}-2: NodeNotReadyError",
         f"ours: {node}", f"ours: {node}",
         f"Unable connect to node with id {node}"]
-
 
 
 @pytest.mark.parametrize("cancelled_at", [1, 2], ids=["bootstrap", "after-bootstrap"])

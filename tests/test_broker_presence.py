@@ -5,10 +5,8 @@ not only aiokafka's lines of each failed try."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +17,7 @@ from broker.clients import KafkaAccess
 from broker.presence import Presence
 from renkei.envelope import Send
 from renkei.service_loop import serving
-from tests.kafka_helpers import free_port
+from tests.kafka_helpers import forwarder, free_port
 
 AWAY, BACK = "is away since", "is back, after"
 AT = datetime(2026, 12, 7, 8, 5, 33, tzinfo=UTC)
@@ -38,29 +36,6 @@ def test_the_broker_going_and_coming_back_is_said_once_each() -> None:
         "renkei-registry: the broker at 127.0.0.1:19092 is back, after 90 s away (since "
         "2026-12-07 08:05:38 UTC)",
         None]
-
-
-@contextlib.asynccontextmanager
-async def _forwarder(port: int, broker: str) -> AsyncIterator[None]:
-    """The broker reachable on `port` while the block runs: each new connection piped to it."""
-    host, broker_port = broker.rsplit(":", 1)
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        to_reader, to_writer = await asyncio.open_connection(host, int(broker_port))
-        await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
-
-    server = await asyncio.start_server(forward, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
 
 
 async def _said(caplog: pytest.LogCaptureFixture, text: str, within: float) -> list[str]:
@@ -87,7 +62,7 @@ async def test_a_service_says_once_that_its_broker_went_away_and_once_that_it_is
 
     stop = asyncio.Event()
     caplog.set_level(logging.WARNING)
-    async with _forwarder(port, own.bootstrap):
+    async with forwarder(port, own.bootstrap):
         task = await serving(access, [topics.inbox(holder)], group, handle,
                              stop)
     try:
@@ -96,7 +71,7 @@ async def test_a_service_says_once_that_its_broker_went_away_and_once_that_it_is
         assert len(away) == 1 == len(await _said(caplog, AWAY, 0.1)), away
         assert away[0].startswith(f"{group}: the broker at 127.0.0.1:{port} is "
                                   "away since ")
-        async with _forwarder(port, own.bootstrap):
+        async with forwarder(port, own.bootstrap):
             back = await _said(caplog, BACK, 5)
             assert len(back) == 1 and f"127.0.0.1:{port} is back, after" in back[0], back
     finally:
