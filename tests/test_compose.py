@@ -398,6 +398,24 @@ exec {process.java()} -cp '{libs}/*' "$@"
     assert password.encode() not in checkpoint.read_bytes()
 
 
+def _note_above(service: str) -> str:
+    """The comment lines right above `service`'s key in compose.yaml, joined."""
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    at = lines.index(f"  {service}:")
+    note = list(takewhile(lambda line: line.lstrip().startswith("#"), reversed(lines[:at])))
+    return " ".join(line.strip().lstrip("#").strip() for line in reversed(note))
+
+
+def test_the_portals_note_says_what_it_does_before_the_audit_store_is_there() -> None:
+    """My Portal starts and serves before the audit consumer's first run has made the store and
+    the head key, or while the store cannot be opened, its pages that read the access log
+    answering 503 (tests/test_portal_no_store.py); the note said it stopped and was restarted."""
+    note = _note_above("portal")
+    assert note, "no note above the portal service"
+    assert not re.search(r"\bstops\b|\brestarted\b", note), note
+    assert "503" in note, note
+
+
 # --- the image ------------------------------------------------------------------------------
 
 def test_the_image_is_built_from_the_dockerfile() -> None:
