@@ -102,8 +102,56 @@ def _load(path: Path) -> Schema:
                   tuple(enums.items()), indexed)
 
 
+@dataclass(frozen=True)
+class Older:
+    """An older version of a schema that differs from the newest only by the fields the newest
+    added (each with a default) and the enum symbols it added: it holds a record whose added
+    fields are at their defaults and whose enums' symbols it knows, read into the newest as
+    written."""
+
+    schema: Schema
+    added: tuple[tuple[str, Any], ...]  # the newest's fields it lacks, and their defaults
+    symbols: tuple[tuple[str, frozenset[str]], ...]  # each enum field, the symbols it knows
+
+    def holds(self, record: dict[str, Any]) -> bool:
+        return (all(_is_default(record.get(name, default), default)
+                    for name, default in self.added)
+                and all(record.get(name) in known for name, known in self.symbols))
+
+
+def _older(old: Schema, newest: Schema) -> Older | None:
+    """`old` as an Older version of `newest` (None: it differs otherwise, never written)."""
+    kept = {f["name"]: f for f in old.definition["fields"]}
+    fields = {f["name"]: f for f in newest.definition["fields"]}
+    added = tuple((name, f["default"]) for name, f in fields.items()
+                  if name not in kept and "default" in f)
+    if len(kept) + len(added) != len(fields) or not all(
+            name in fields and _same_type(f["type"], fields[name]["type"])
+            for name, f in kept.items()):
+        return None
+    return Older(old, added, tuple((name, frozenset(symbols)) for name, symbols in old.enums))
+
+
+def _same_type(old: Any, new: Any) -> bool:
+    """The same Avro type, an enum's newer symbols (and its default) aside."""
+    if isinstance(old, dict) and isinstance(new, dict) and old["type"] == new["type"] == "enum":
+        return old["name"] == new["name"] and set(old["symbols"]) <= set(new["symbols"])
+    return bool(old == new)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    """Whether a record's value is a field's default (as the schema's JSON says it)."""
+    if isinstance(value, bytes):
+        return isinstance(default, str) and value == default.encode("latin-1")
+    if isinstance(value, list | tuple):
+        return isinstance(default, list) and list(value) == default
+    return type(value) is type(default) and bool(value == default)
+
+
 class Codec:
-    """Encode with each schema's newest version; decode any known version into the newest."""
+    """Encode with the oldest version of each schema that holds the message (Older), so that a
+    process of an earlier release reads what says nothing it does not know; decode any known
+    version into the newest."""
 
     def __init__(self, directory: Path = SCHEMA_DIR) -> None:
         schemas = [_load(p) for p in sorted(directory.glob("*.avsc"))]
@@ -113,6 +161,19 @@ class Codec:
             self.versions.setdefault(schema.name, []).append(schema)
         self.bytes_added = {old.fingerprint: _bytes_added(old, versions[-1])
                             for versions in self.versions.values() for old in versions}
+        self.older = {name: [older for old in versions[:-1]
+                             if (older := _older(old, versions[-1])) is not None]
+                      for name, versions in self.versions.items()}
+
+    def writer(self, name: str, record: dict[str, Any]) -> Schema:
+        """The version a record is written with: the oldest that holds it, else the newest (one
+        that holds it, each after it does: looked for from the newest back)."""
+        chosen = self.latest(name)
+        for older in reversed(self.older.get(name, ())):
+            if not older.holds(record):
+                break
+            chosen = older.schema
+        return chosen
 
     def latest(self, name: str) -> Schema:
         try:
@@ -121,7 +182,7 @@ class Codec:
             raise UnknownSchema(f"no schema named {name!r}") from None
 
     def encode_record(self, name: str, record: dict[str, Any], version: int | None = None) -> bytes:
-        schema = self.latest(name) if version is None else next(
+        schema = self.writer(name, record) if version is None else next(
             s for s in self.versions[name] if s.version == version)
         out = io.BytesIO()
         out.write(MAGIC)
