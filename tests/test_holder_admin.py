@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -402,23 +402,40 @@ def test_a_file_that_is_not_utf8_is_refused_whole_saying_so(state: Path, tmp_pat
     assert f"{file}: not UTF-8 text" in result.output and "save it as CSV UTF-8" in result.output
     assert "山田" not in result.output
 
-@pytest.mark.parametrize("command", ["records", "data"])
-def test_an_import_cut_short_leaves_none_of_it_applied(
-        state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
-    """An import was stored a quarter of a second of rows at a time: one that failed after that
-    (a full disk, a crash) left its first rows applied and the rest not."""
+def _three_rows(tmp_path: Path) -> tuple[Path, Path]:
+    """A records file and a data file of three records, T-0 to T-2."""
     records, data = tmp_path / "records.csv", tmp_path / "data.csv"
     records.write_text("own_number,name,address,date_of_birth,sex\n" + "".join(
         f"T-{n},山田 花子,桜町{n},1980-04-01,F\n" for n in range(3)), encoding="utf-8")
     data.write_text("own_number,data_type,fields\n" + "".join(
         f'T-{n},local_tax,"{{""income"": ""{n}""}}"\n' for n in range(3)), encoding="utf-8")
+    return records, data
+
+
+def _called_in_each_store(monkeypatch: pytest.MonkeyPatch, name: str,
+                          called: Callable[[str], None]) -> None:
+    """Each holder store opened from now on has SQL function `name` call `called` (a trigger's)."""
+    opened = HolderStore.__init__
+
+    def watched(store: HolderStore, path: Path) -> None:
+        opened(store, path)
+        store.db.create_function(name, 1, called)
+
+    monkeypatch.setattr(HolderStore, "__init__", watched)
+
+
+@pytest.mark.parametrize("command", ["records", "data"])
+def test_an_import_cut_short_leaves_none_of_it_applied(
+        state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """An import was stored a quarter of a second of rows at a time: one that failed after that
+    (a full disk, a crash) left its first rows applied and the rest not."""
+    records, data = _three_rows(tmp_path)
     if command == "data":
         _ok("records", "import", HOLDER, str(records))
     store = HolderStore.of(HOLDER)  # each row written calls written(own number)
     store.db.execute(f"CREATE TRIGGER written AFTER INSERT ON {command} "
                      "BEGIN SELECT written(NEW.own_number); END")
     store.close()
-    opened = HolderStore.__init__
     written: list[object] = []
 
     def slow_then_cut(own_number: str) -> None:
@@ -428,11 +445,7 @@ def test_an_import_cut_short_leaves_none_of_it_applied(
         if len(written) == 3:
             raise sqlite3.OperationalError("database or disk is full")
 
-    def watched(store: HolderStore, path: Path) -> None:
-        opened(store, path)
-        store.db.create_function("written", 1, slow_then_cut)
-
-    monkeypatch.setattr(HolderStore, "__init__", watched)
+    _called_in_each_store(monkeypatch, "written", slow_then_cut)
     failed = _holder(command, "import", HOLDER, str(records if command == "records" else data))
     assert isinstance(failed.exception, sqlite3.OperationalError), failed.output
     monkeypatch.undo()
@@ -737,11 +750,7 @@ def test_a_removal_of_records_cut_short_leaves_none_of_it_applied(
         state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Records removed in one write transaction: a fault (a full disk) at the third leaves the
     first two, their data and bindings as they were."""
-    records, data = tmp_path / "records.csv", tmp_path / "data.csv"
-    records.write_text("own_number,name,address,date_of_birth,sex\n" + "".join(
-        f"T-{n},山田 花子,桜町{n},1980-04-01,F\n" for n in range(3)), encoding="utf-8")
-    data.write_text("own_number,data_type,fields\n" + "".join(
-        f'T-{n},local_tax,"{{""income"": ""{n}""}}"\n' for n in range(3)), encoding="utf-8")
+    records, data = _three_rows(tmp_path)
     _ok("records", "import", HOLDER, str(records))
     _ok("data", "import", HOLDER, str(data))
     store = HolderStore.of(HOLDER)
@@ -750,7 +759,6 @@ def test_a_removal_of_records_cut_short_leaves_none_of_it_applied(
     store.db.execute("CREATE TRIGGER removed AFTER DELETE ON records "
                      "BEGIN SELECT removed(OLD.own_number); END")
     store.close()
-    opened = HolderStore.__init__
     removed: list[object] = []
 
     def cut_at_the_third(own_number: str) -> None:
@@ -758,11 +766,7 @@ def test_a_removal_of_records_cut_short_leaves_none_of_it_applied(
         if len(removed) == 3:
             raise sqlite3.OperationalError("database or disk is full")
 
-    def watched(store: HolderStore, path: Path) -> None:
-        opened(store, path)
-        store.db.create_function("removed", 1, cut_at_the_third)
-
-    monkeypatch.setattr(HolderStore, "__init__", watched)
+    _called_in_each_store(monkeypatch, "removed", cut_at_the_third)
     failed = _holder("records", "remove", HOLDER, str(records))  # a records file: own numbers
     assert isinstance(failed.exception, sqlite3.OperationalError), failed.output
     monkeypatch.undo()
