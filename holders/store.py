@@ -950,17 +950,13 @@ class HolderStore:
     def access_log(self, request_id: str | None = None) -> list[HolderLogEntry]:
         """The entries ⑦/⑧ operator, ⑨/⑩ terminal, ⑪ content, ⑫ purpose, in the order made: of
         `request_id` (of "": none), else all."""
-        where, args = ("WHERE request_id = ?", (request_id,)) if request_id is not None else (
-            "", ())
-        return [HolderLogEntry(*row) for row in self.db.execute(
-            f"SELECT request_id, at, side, operator, terminal, counterpart, pattern_id, "
-            f"data_type, content, purpose, outcome FROM access_log {where} ORDER BY serial",
-            args)]
+        return [entry for _, entry in self.access_log_page(request_id, 0, -1)]
 
     def access_log_page(self, request_id: str | None, after: int,
                         most: int) -> list[tuple[int, HolderLogEntry]]:
-        """Up to `most` entries as access_log gives them, each with its serial, of those after
-        the serial `after`: the log a page at a time (a year's is a million entries)."""
+        """Up to `most` entries (a negative number: all) as access_log gives them, each with its
+        serial, of those after the serial `after`: the log a page at a time (a year's is a
+        million entries)."""
         where, args = ("AND request_id = ?", (request_id,)) if request_id is not None else (
             "", ())
         return [(row[0], HolderLogEntry(*row[1:])) for row in self.db.execute(
