@@ -286,8 +286,12 @@ def _kept(owner: str, kind: str, load: Callable[[bytes], K], make: Callable[[], 
         return read_or(lambda: load(bytes.fromhex(read_json(path)["private"])), lambda why:
                        BadSealingKey(f"the {kind} key of {owner} in {path} cannot be read "
                                      f"({why}): restore it from a backup"))
-    key = make()
-    write_json(path, {"private": key.private_bytes_raw().hex()}, private=True)
+    return _written(owner, kind, make())
+
+
+def _written(owner: str, kind: str, key: K) -> K:
+    """`key`, kept now as `owner`'s key of this kind in its file."""
+    write_json(key_file(owner, kind), {"private": key.private_bytes_raw().hex()}, private=True)
     return key
 
 
@@ -299,30 +303,27 @@ def previous_file(owner: str) -> Path:
 def previous_keys(owner: str, now: datetime | None = None) -> list[X25519PrivateKey]:
     """`owner`'s renewed sealing keys still kept (newest first): answers sealed to one before
     its renewal may still be in its inbox."""
-    now = now or datetime.now(UTC)
     return [X25519PrivateKey.from_private_bytes(bytes.fromhex(k["private"]))
-            for k in _previous(owner) if datetime.fromisoformat(k["until"]) > now]
+            for k in _previous(owner, now or datetime.now(UTC))]
 
 
-def _previous(owner: str) -> list[dict[str, str]]:
+def _previous(owner: str, now: datetime) -> list[dict[str, str]]:
+    """The entries of `owner`'s renewed sealing keys still kept at `now` (newest first)."""
     path = previous_file(owner)
     if not path.exists():
         return []
     kept: list[dict[str, str]] = read_or(lambda: read_json(path)["keys"], lambda why:
                                           BadSealingKey(f"the renewed sealing keys of {owner} in "
                                                         f"{path} cannot be read ({why})"))
-    return kept
+    return [k for k in kept if datetime.fromisoformat(k["until"]) > now]
 
 
 def renew_keys(owner: str, kept_until: datetime) -> None:
     """New sealing and signing keys for `owner` in its key files, its sealing key until now kept
     (with those renewed before and kept still) until `kept_until`, the time answers sealed to it
     may still come; the signing key is not kept (nothing is signed with it any more)."""
-    now = datetime.now(UTC)
     kept = [{"private": key_of(owner).private_bytes_raw().hex(), "until": kept_until.isoformat()},
-            *(k for k in _previous(owner) if datetime.fromisoformat(k["until"]) > now)]
+            *_previous(owner, datetime.now(UTC))]
     write_json(previous_file(owner), {"keys": kept}, private=True)
-    for kind, key in ((SEALING, X25519PrivateKey.generate()),
-                      (SIGNING, Ed25519PrivateKey.generate())):
-        write_json(key_file(owner, kind), {"private": key.private_bytes_raw().hex()},
-                   private=True)
+    _written(owner, SEALING, X25519PrivateKey.generate())
+    _written(owner, SIGNING, Ed25519PrivateKey.generate())
