@@ -320,11 +320,16 @@ async def investigations(request: web.Request) -> web.Response:
     page's Link header): all in one answer, a holder's after moving its link-code unit (one a
     binding: 500,000 took 0.5 s of the loop to read, more to answer) held the loop and the
     server's memory for as long as it took."""
-    after = _count(request, "after", 0, sys.maxsize)
-    most = _count(request, "limit", LOG_PAGE, LOG_PAGE)
+    after, most = _page_asked(request)
     page = request.app[CLIENT].store.investigations_page(after, most)
     return _paged(request, [{"serial": serial, "own_number": own, "reason": reason}
                             for serial, own, reason in page], {}, most)
+
+
+def _page_asked(request: web.Request) -> tuple[int, int]:
+    """The page a call asks for: the serial it starts after (`after`, 0 if not given) and how
+    many rows at most (`limit`, LOG_PAGE if not given, no more); else 400."""
+    return _count(request, "after", 0, sys.maxsize), _count(request, "limit", LOG_PAGE, LOG_PAGE)
 
 
 def _count(request: web.Request, name: str, default: int, most: int) -> int:
@@ -344,8 +349,7 @@ async def access_log(request: web.Request) -> web.Response:
     says where the next starts in its Link header (rel="next"). The whole log in one answer held
     every entry in the server's memory (a year's: 2.6 GB) and its loop from the platform's
     queries for as long as it took."""
-    after = _count(request, "after", 0, sys.maxsize)
-    most = _count(request, "limit", LOG_PAGE, LOG_PAGE)
+    after, most = _page_asked(request)
     request_id = request.query.get("request_id")
     page = request.app[CLIENT].store.access_log_page(request_id, after, most)
     return _paged(request, [{"serial": serial, **dataclasses.asdict(e)} for serial, e in page],
@@ -391,7 +395,7 @@ def _running(pid: object) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's: it runs
-        return True
+        pass
     return True
 
 
