@@ -303,27 +303,29 @@ def previous_file(owner: str) -> Path:
 def previous_keys(owner: str, now: datetime | None = None) -> list[X25519PrivateKey]:
     """`owner`'s renewed sealing keys still kept (newest first): answers sealed to one before
     its renewal may still be in its inbox."""
-    return [X25519PrivateKey.from_private_bytes(bytes.fromhex(k["private"]))
-            for k in _previous(owner, now or datetime.now(UTC))]
+    return [key for key, _ in _previous(owner, now or datetime.now(UTC))]
 
 
-def _previous(owner: str, now: datetime) -> list[dict[str, str]]:
-    """The entries of `owner`'s renewed sealing keys still kept at `now` (newest first)."""
+def _previous(owner: str, now: datetime) -> list[tuple[X25519PrivateKey, datetime]]:
+    """`owner`'s renewed sealing keys still kept at `now` (newest first), each with the time it
+    is kept until; BadSealingKey, in one line, for a file of them damaged."""
     path = previous_file(owner)
     if not path.exists():
         return []
-    kept: list[dict[str, str]] = read_or(lambda: read_json(path)["keys"], lambda why:
-                                          BadSealingKey(f"the renewed sealing keys of {owner} in "
-                                                        f"{path} cannot be read ({why})"))
-    return [k for k in kept if datetime.fromisoformat(k["until"]) > now]
+    kept = read_or(lambda: [(X25519PrivateKey.from_private_bytes(bytes.fromhex(k["private"])),
+                             datetime.fromisoformat(k["until"])) for k in read_json(path)["keys"]],
+                   lambda why: BadSealingKey(f"the renewed sealing keys of {owner} in {path} "
+                                             f"cannot be read ({why})"))
+    return [(key, until) for key, until in kept if until > now]
 
 
 def renew_keys(owner: str, kept_until: datetime) -> None:
     """New sealing and signing keys for `owner` in its key files, its sealing key until now kept
     (with those renewed before and kept still) until `kept_until`, the time answers sealed to it
     may still come; the signing key is not kept (nothing is signed with it any more)."""
-    kept = [{"private": key_of(owner).private_bytes_raw().hex(), "until": kept_until.isoformat()},
-            *_previous(owner, datetime.now(UTC))]
-    write_json(previous_file(owner), {"keys": kept}, private=True)
+    kept = [(key_of(owner), kept_until), *_previous(owner, datetime.now(UTC))]
+    write_json(previous_file(owner), {"keys": [
+        {"private": key.private_bytes_raw().hex(), "until": until.isoformat()}
+        for key, until in kept]}, private=True)
     _written(owner, SEALING, X25519PrivateKey.generate())
     _written(owner, SIGNING, Ed25519PrivateKey.generate())

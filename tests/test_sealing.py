@@ -251,3 +251,17 @@ def test_a_renewed_sealing_key_is_kept_until_answers_to_it_stop_coming(
     assert kept == [sealing.public_bytes(second), sealing.public_bytes(first)]
     assert sealing.previous_keys("h", until) == []
     assert sealing.public_bytes(sealing.key_of("h")) not in kept
+
+
+@pytest.mark.parametrize("entry", [{"private": "zz", "until": "2100-01-01T00:00:00+00:00"},
+                                   {"private": "00" * 32, "until": "nope"}, {"until": "x"}])
+def test_a_damaged_file_of_renewed_keys_is_said_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: dict[str, str]) -> None:
+    """A kept key's entry that cannot be read raised ValueError from its parse, a traceback at
+    `holder run` and `holder renew`; it is BadSealingKey naming the file, as a key file's is."""
+    monkeypatch.setenv("RENKEI_STATE", str(tmp_path / "state"))
+    sealing.key_of("h")
+    sealing.previous_file("h").write_text(json.dumps({"keys": [entry]}), encoding="utf-8")
+    with pytest.raises(sealing.BadSealingKey, match="renewed sealing keys of h"):
+        sealing.previous_keys("h")
+
