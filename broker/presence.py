@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,21 +55,15 @@ def reached(bootstrap: str, within: float = REACH_SECONDS) -> bool:
     return True
 
 
-async def watch(bootstrap: str, who: str, every: float = WATCH_SECONDS) -> None:
-    """Look every `every` seconds whether the broker is there, saying when that changes."""
-    presence = Presence(bootstrap, who)
-    while True:
-        there = await asyncio.to_thread(reached, bootstrap)
-        if (line := presence.seen(there, datetime.now(UTC))) is not None:
-            log.warning(line)
-        await asyncio.sleep(every)
+async def watch(bootstrap: str, who: str) -> None:
+    """Look every WATCH_SECONDS whether the broker is there, saying when that changes."""
+    await away_for(bootstrap, math.inf, who)
 
 
 @contextlib.asynccontextmanager
-async def watched(bootstrap: str, who: str, every: float | None = None) -> AsyncIterator[None]:
-    """The broker watched (`watch`) while the block runs, every `every` seconds (by default
-    WATCH_SECONDS)."""
-    task = asyncio.create_task(watch(bootstrap, who, WATCH_SECONDS if every is None else every))
+async def watched(bootstrap: str, who: str) -> AsyncIterator[None]:
+    """The broker watched (`watch`) while the block runs."""
+    task = asyncio.create_task(watch(bootstrap, who))
     try:
         yield
     finally:
@@ -79,11 +74,10 @@ class BrokerGone(RuntimeError):
     """The broker went away while a one-off run needed it, and did not come back in time."""
 
 
-async def away_for(bootstrap: str, within: float, who: str,
-                   every: float | None = None) -> None:
-    """Watch the broker (as `watch` does, saying when it goes and comes back) until it has been
-    away `within` seconds on end: then BrokerGone, saying so, for a one-off run (`renkei demo`)
-    to stop with it rather than wait for ever."""
+async def away_for(bootstrap: str, within: float, who: str) -> None:
+    """Look every WATCH_SECONDS whether the broker is there, saying when it goes and comes back,
+    until it has been away `within` seconds on end: then BrokerGone, saying so, for a one-off run
+    (`renkei demo`) to stop with it rather than wait for ever (`watch`: never)."""
     presence = Presence(bootstrap, who)
     while True:
         there = await asyncio.to_thread(reached, bootstrap)
@@ -95,4 +89,4 @@ async def away_for(bootstrap: str, within: float, who: str,
             raise BrokerGone(f"the broker at {bootstrap} went away at {since:%H:%M:%S} UTC and "
                              f"was not back within {within:g} s: {who} stops "
                              "(`renkei broker status` says why)")
-        await asyncio.sleep(WATCH_SECONDS if every is None else every)
+        await asyncio.sleep(WATCH_SECONDS)
