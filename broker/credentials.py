@@ -38,18 +38,18 @@ def _path(username: str, made: bool = True) -> Path:
 
 def issue(username: str) -> Credentials:
     """Credentials for `username`: the stored ones, or new ones generated and stored."""
-    path = _path(username)
-    if path.exists():
-        return load(username)
-    creds = Credentials(username, secrets.token_urlsafe(32))
-    write_json(path, {"username": creds.username, "password": creds.password}, private=True)
-    return creds
+    return load(username) if _path(username).exists() else _new(username)
 
 
 def renew(username: str) -> Credentials:
     """New credentials for `username` (one with credentials here), stored in place of its
     old ones: the broker lets it log in with them once given them (provision.renew_password)."""
     load(username)
+    return _new(username)
+
+
+def _new(username: str) -> Credentials:
+    """New credentials for `username`, generated and stored."""
     creds = Credentials(username, secrets.token_urlsafe(32))
     write_json(_path(username), {"username": creds.username, "password": creds.password},
                private=True)
