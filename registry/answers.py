@@ -9,7 +9,7 @@ from typing import Any
 
 from broker import topics
 from renkei.envelope import Send, send
-from schemas.codec import CODEC, HEADER, MAGIC, SchemaError, UnknownSchema
+from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     REFUSED,
     NumberLookup,
@@ -65,9 +65,8 @@ def unknown_refused(records: Iterable[Any], name: str) -> list[Send]:
     refused = []
     for record in records:
         value = record.value or b""
-        if len(value) < HEADER or value[:2] != MAGIC or CODEC.name_of(value) is not None:
+        if (unknown := CODEC.unknown(value)) is None:
             continue
-        unknown = UnknownSchema(f"unknown schema fingerprint {value[2:HEADER].hex()}")
         try:
             asked = CODEC.leading(value, name, "requested_at")
         except SchemaError as exc:

@@ -207,6 +207,13 @@ class Codec:
         writer = self.by_fingerprint.get(data[2:HEADER]) if data[:2] == MAGIC else None
         return None if writer is None else writer.name
 
+    def unknown(self, data: bytes) -> UnknownSchema | None:
+        """The UnknownSchema of a message (with its header) written with a schema not known
+        here, a newer version of Renkei's; None for any other."""
+        if len(data) < HEADER or data[:2] != MAGIC or data[2:HEADER] in self.by_fingerprint:
+            return None
+        return _unknown(data)
+
     def decode_record(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """The schema name and the record, read with the newest version of that schema."""
         if len(data) > MAX_BYTES:
@@ -215,7 +222,7 @@ class Codec:
             raise MalformedMessage("not an Avro single-object message (no C3 01 header)")
         writer = self.by_fingerprint.get(data[2:HEADER])
         if writer is None:
-            raise UnknownSchema(f"unknown schema fingerprint {data[2:HEADER].hex()}")
+            raise _unknown(data)
         reader = self.versions[writer.name][-1]
         if reader is writer or writer.enums:
             record = _symbols(_body(data, writer, writer.indexed, None), writer)
@@ -273,6 +280,10 @@ class Codec:
             if cls.__name__ == name:
                 return from_record(cls, record)
         raise UnexpectedMessage(name, [cls.__name__ for cls in expected])
+
+
+def _unknown(data: bytes) -> UnknownSchema:
+    return UnknownSchema(f"unknown schema fingerprint {data[2:HEADER].hex()}")
 
 
 def _bytes_added(writer: Schema, reader: Schema) -> tuple[str, ...]:
