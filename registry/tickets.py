@@ -66,11 +66,8 @@ def init() -> list[Path]:
     """Make the login key unless it exists, and its public half unless it is there already (one
     of another key, the login key made anew since, is written again: the authority would refuse
     every ticket as forged); the files made now."""
-    made = []
-    if not key_path().exists():
-        Signer.load_or_create(key_path())
-        made.append(key_path())
-    public = Signer.load(key_path()).public_key.public_bytes_raw().hex()
+    made = [] if key_path().exists() else [key_path()]
+    public = Signer.load_or_create(key_path()).public_key.public_bytes_raw().hex()
     if not _published(public):
         write_json(public_key_path(), {"algorithm": "Ed25519", "public_key": public})
         made.append(public_key_path())
