@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
 from audit.detector import Rules
-from audit.events import EPOCH, ID_CODE, decode_event
+from audit.events import ACTION_KINDS, EPOCH, ID_CODE, decode_event
 from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
 from audit.retention import RETENTION_YEARS, years_before
@@ -377,9 +377,6 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
               page.trusted)
 
 
-ACTIONS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")  # OperatorAction.v1's
-
-
 def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:
     """An operator action as its bytes tell it, with its leaf hash and its inclusion proof, or
     pending if no signed head holds it yet; one stored beside the tree (before actions were
@@ -403,7 +400,7 @@ def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:
 @store_option
 @click.option("--holder", "--unit", "subject",
               help="actions on this holder (or on this link-code unit, re-keyed)")
-@click.option("--action", type=click.Choice(ACTIONS, case_sensitive=False),
+@click.option("--action", type=click.Choice(ACTION_KINDS, case_sensitive=False),
               help="actions of this kind only")
 @click.option("--by", "operator", metavar="WHO", help="actions this operator ran")
 @click.option("--since", callback=utc_time, metavar="TIME", help="from this time on (inclusive)")

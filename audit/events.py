@@ -133,6 +133,7 @@ class OperatorAction:
     reason: str | None
 
 
+ACTION_KINDS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")  # OperatorAction.v1's
 Logged = AccessLogEvent | OperatorAction  # a leaf of the audit tree, as the topic has it
 
 

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from audit.events import ID_CODE, PORTAL_KIND
+from audit.events import ACTION_KINDS, ID_CODE, PORTAL_KIND
 from audit.store import ActionQuery, Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
@@ -19,7 +19,6 @@ ROLE = "oversight"
 OVERSIGHT_BASIS = "個人情報保護委員会（第三者機関）による監視・調査"
 FILTERS = ("holder", "pattern", "person", "outcome", "since", "until")
 ACTION_FILTERS = ("holder", "action", "by", "since", "until")
-ACTIONS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")  # OperatorAction.v1's
 LEFT_OUT = "left_out"  # the holder-logs page's: chosen entries of the portal's own actions
 INACTIVE = "inactive"  # the holder-logs page's: holders named not asked, not active ones
 
@@ -48,8 +47,9 @@ async def actions(request: web.Request) -> web.Response:
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     q = {k: request.query.get(k, "").strip() for k in ACTION_FILTERS}
-    if q["action"] and q["action"] not in ACTIONS:  # else: none found, as if none was done
-        raise web.HTTPBadRequest(text=f"an action is one of {', '.join(ACTIONS)}")
+    # an unknown one refused: else none found, as if none was done
+    if q["action"] and q["action"] not in ACTION_KINDS:
+        raise web.HTTPBadRequest(text=f"an action is one of {', '.join(ACTION_KINDS)}")
     where = ActionQuery(subject=q["holder"] or None, action=q["action"] or None,
                         operator=q["by"] or None, since=day(q["since"]),
                         until=day(q["until"], end=True))
@@ -57,7 +57,7 @@ async def actions(request: web.Request) -> web.Response:
         shown = await platform.records.actions(where, request.query.get("after") or None)
     except ValueError:
         raise web.HTTPBadRequest(text="bad cursor") from None
-    return render(request, "actions.html", q=q, shown=shown, kinds=ACTIONS)
+    return render(request, "actions.html", q=q, shown=shown, kinds=ACTION_KINDS)
 
 
 async def alerts(request: web.Request) -> web.Response:
