@@ -884,17 +884,12 @@ class AuditStore:
         with (self._write if self.signer.signs else self._read)() as cur:
             rows = _action_page(cur, where, limit + 1, before)
             acted = [_acted(row) for row in rows[:limit]]
-            head = self._current_head(cur) if self.signer.signs else self._latest_head(cur)
-        trusted = head is None or verify_head(head, self.signer.public_key)
-        size = head.head.size if head is not None and trusted else 0
-        provable = [a.serial for a in acted
-                    if a.faithful and a.serial is not None and a.serial < size]
-        paths = dict(zip(provable, merkle.resolve(
-            self, [merkle.inclusion_ranges(serial, size) for serial in provable]), strict=True))
-        shown = tuple(replace(a, proof=tuple(paths[a.serial])) if a.serial in paths else a
+            head, signed, paths = self._proofs(
+                cur, [a.serial for a in acted if a.faithful and a.serial is not None])
+        shown = tuple(replace(a, proof=paths[a.serial]) if a.serial in paths else a
                       for a in acted)
         more = _action_cursor(rows[limit - 1]) if len(rows) > limit else None
-        return ActionPage(shown, more, head, trusted)
+        return ActionPage(shown, more, head, head is None or signed)
 
     def held(self, records: Sequence[Logged]) -> dict[tuple[str, str], int | None]:
         """The serial of each of these events and operator actions the store holds, by
@@ -1042,17 +1037,26 @@ class AuditStore:
             return self._proved(cur, entries)
 
     def _proved(self, cur: Cursor, entries: Sequence[Entry]) -> Proved:
-        """Proofs against the current head; with the head key's public half alone, which signs
-        none, against the latest head signed (None if none is), an entry after it unproved,
-        and none if the log's key did not sign it (written into the store: it proves nothing,
-        and its size may be any)."""
+        """The entries with their proofs (_proofs), the head, and whether the log's key signed
+        it."""
+        head, trusted, paths = self._proofs(cur, [e.serial for e in entries])
+        return Proved(tuple(replace(e, proof=paths[e.serial]) if e.serial in paths else e
+                            for e in entries), head, trusted)
+
+    def _proofs(self, cur: Cursor, serials: Sequence[int]
+                ) -> tuple[SignedHead | None, bool, dict[int, tuple[bytes, ...]]]:
+        """The inclusion proofs of `serials`, by serial, against the current head; with the
+        head key's public half alone, which signs none, against the latest head signed (None if
+        none is), a serial after it unproved, and none if the log's key did not sign it (written
+        into the store: it proves nothing, and its size may be any). The head, and whether the
+        log's key signed it."""
         head = self._current_head(cur) if self.signer.signs else self._latest_head(cur)
         trusted = head is not None and verify_head(head, self.signer.public_key)
         size = head.head.size if head and trusted else 0
-        paths = iter(merkle.resolve(
-            self, [merkle.inclusion_ranges(e.serial, size) for e in entries if e.serial < size]))
-        return Proved(tuple(replace(e, proof=tuple(next(paths))) if e.serial < size else e
-                            for e in entries), head, trusted)
+        held = [serial for serial in serials if serial < size]
+        paths = merkle.resolve(self, [merkle.inclusion_ranges(serial, size) for serial in held])
+        return head, trusted, {serial: tuple(path)
+                               for serial, path in zip(held, paths, strict=True)}
 
     @staticmethod
     def _page(cur: Cursor, where: Query, n: int,
