@@ -334,16 +334,18 @@ class Records:
                  ) -> ActionsShown:
         page = store.actions(where, limit=limit, after=after)
         head = page.head if page.trusted else None
-        covered = 0 if page.head is None else head.head.size if head else None
-        checked = [CheckedAction(
-            a, head is not None and a.faithful and a.serial is not None and a.proof is not None
-            and includes(head.head, a.serial, a.record, a.proof),
-            covered is not None and a.faithful and a.serial is not None and a.proof is None
-            and a.serial >= covered) for a in page.actions]
+        checked = []
         for a in page.actions:
             if not a.faithful:
                 log.warning("operator action %s: its columns differ from its bytes (renkei "
                             "audit verify)", a.action.action_id)
+            verified = pending = False
+            # a leaf: proved by the store if the trusted head holds it; if not, after that head
+            if a.faithful and a.serial is not None:
+                verified = (head is not None and a.proof is not None
+                            and includes(head.head, a.serial, a.record, a.proof))
+                pending = page.trusted and a.proof is None
+            checked.append(CheckedAction(a, verified, pending))
         return ActionsShown(checked, page.next_cursor)
 
     async def against(self, anchored: Sequence[SignedHead],
