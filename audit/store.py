@@ -1104,7 +1104,7 @@ class AuditStore:
         log, millions, longer than the audit consumer waits for it, 30 s). The records made."""
         final = years_before(now, retention_years)
         made = []
-        cutoff = self._last_cutoff(self._db.cursor()) or EPOCH
+        cutoff = self.last_cutoff() or EPOCH
         while cutoff < final:
             cutoff = min(final, self._step_end(cutoff, final, step))
             made.append(self._purge_before(now, cutoff))
