@@ -871,6 +871,12 @@ class HolderClient:
             self._forget(request_id, waiter)
             raise
 
+    def standing(self, request_id: str) -> Request | None:
+        """The request as it stands (None: no such request): KEPT while the broker is not known
+        to have it (NotSentYet: sent once it is back), SENT from then until its outcome, then
+        its outcome."""
+        return self.store.standing(request_id)
+
     def _forget(self, request_id: str, waiter: asyncio.Future[Request]) -> None:
         """Take a waiter given up on off its request's list (unless an answer just popped it)."""
         waiting = self._waiters.get(request_id, [])

@@ -311,7 +311,7 @@ async def outcome(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=str(exc)) from exc
     except TimeoutError:
         pass  # still waiting for its outcome: report it as it stands
-    found = client.store.request(request_id)
+    found = client.standing(request_id)
     return _json(dataclasses.asdict(found) if found else {})
 
 

@@ -98,6 +98,10 @@ BINDINGS_BEFORE = ("SELECT epoch, link_code FROM bindings WHERE epoch < ? "
 _BEFORE_ANY = (-1, "")  # the (epoch, link code) before any binding's
 BINDINGS_AT_ONCE = 10_000  # bindings one read of bindings_before gives (~3 ms)
 SENT = "SENT"
+# a request's status as its holder's own systems are told it (standing) while it is recorded and
+# its message kept, the broker not known to have it (down): sent once it is back, SENT then; the
+# store keeps it SENT (unanswered), its message in `outgoing`
+KEPT = "KEPT"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before deletes (a few ms)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
@@ -855,6 +859,17 @@ class HolderStore:
         return Request(request_id, kind, own_number, pattern_id, provider, data_type, purpose,
                        operator, terminal, status, detail,
                        None if result is None else dict(json.loads(result)))
+
+    def standing(self, request_id: str) -> Request | None:
+        """The request as its holder's own systems are told it: KEPT while its message is kept
+        (the broker not known to have it: sent once it is back), else as recorded (SENT once
+        the broker has it, until its outcome)."""
+        found = self.request(request_id)
+        if found is None or found.status != SENT or not self.db.execute(
+                "SELECT outgoing IS NOT NULL FROM requests WHERE request_id = ?",
+                (request_id,)).fetchone()[0]:
+            return found
+        return replace(found, status=KEPT)
 
     def counts(self, kind: str | None = None) -> dict[str, int]:
         """Requests (of one kind, or all) by status, and answers that arrived for an already

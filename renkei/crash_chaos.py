@@ -44,7 +44,7 @@ from broker import process
 from broker.cluster import NoCluster
 from broker.ports import free_port_pair
 from holders.server import KEY_IN_USE, STORE_BUSY, Address, address_file, recorded
-from holders.store import SENT
+from holders.store import KEPT, SENT
 from processors import directory
 from processors.platform import SESSION_TIMEOUT_MS
 from renkei import exchanges, scenario, town
@@ -53,6 +53,7 @@ from renkei.crashes import Watch
 from renkei.state import held, state_folder
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
+NO_OUTCOME = (KEPT, SENT)  # as the server tells it: kept until the broker has it, then sent
 BROKER = "broker"
 
 
@@ -208,7 +209,7 @@ class Load:
                 found = await self._ask("get", sent.holder, path, give_up)
             except Refused:
                 return
-            if found is not None and found.get("status", UNANSWERED) != UNANSWERED:
+            if found is not None and found.get("status", UNANSWERED) not in NO_OUTCOME:
                 sent.status, sent.answered_at = found["status"], time.monotonic()
                 return
             if found is None:

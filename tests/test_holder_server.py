@@ -399,6 +399,37 @@ async def test_a_caller_waiting_for_an_outcome_does_not_hold_the_server_stopping
     assert stopped < 1, stopped
 
 
+async def test_a_request_kept_while_the_broker_is_down_is_told_kept_not_sent(
+        tmp_path: Path) -> None:
+    """A request recorded while the broker was down (202 "sent": false) was answered SENT by
+    GET /requests/{id}, which a holder's system reads as sent: it is KEPT until the broker has
+    it, SENT from then until its outcome (the library's standing says so too)."""
+    stop = asyncio.Event()
+    with state_folder(tmp_path / "state"), closing(HolderStore(tmp_path / "holder.db")) as store:
+        client = _Waiting(store)  # r-1: recorded and sent
+        for request_id in ("r-kept", "r-taken"):
+            store.open_request(request_id, LINKAGE, "H-1", "staff-7", "term-3",
+                               outgoing=("link-code", b"the request's message"))
+        store.delivered(["r-taken"])
+        serving = asyncio.create_task(_serve_http(client, 0, stop))
+        await asyncio.wait_for(client.listening.wait(), 10)
+        address = recorded(HOLDER)
+        assert address is not None
+        statuses = {}
+        async with aiohttp.ClientSession(headers=address.headers) as http:
+            for request_id in ("r-kept", "r-taken", "r-1"):
+                async with http.get(f"{address.url}/requests/{request_id}") as response:
+                    statuses[request_id] = response.status, (await response.json())["status"]
+        stop.set()
+        await serving
+        assert statuses == {"r-kept": (200, "KEPT"), "r-taken": (200, "SENT"),
+                            "r-1": (200, "SENT")}
+        library = {r: getattr(client.standing(r), "status", None) for r in ("r-kept", "r-taken")}
+        recorded_as = getattr(store.request("r-kept"), "status", None)  # unanswered: SENT
+    assert library == {"r-kept": "KEPT", "r-taken": "SENT"}
+    assert recorded_as == "SENT"
+
+
 @pytest.mark.parametrize("wait", ["xyz", "nan", "-1", "inf", "1e300", "121"])
 async def test_a_wait_that_is_not_a_number_of_seconds_is_a_bad_request(
         tmp_path: Path, wait: str) -> None:
