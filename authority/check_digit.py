@@ -9,6 +9,8 @@ from __future__ import annotations
 import operator
 import unicodedata
 
+from stdnum.jp import in_
+
 WEIGHTS = (6, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 LENGTH = 12
 
@@ -31,5 +33,6 @@ def is_valid(number: str) -> bool:
 
 def keyed(text: str) -> str:
     """A number (or a resident code) as keyed or printed: full-width digits made ASCII (NFKC), the
-    spaces between its groups (the card prints 4-4-4) dropped."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
+    spaces or hyphens between its groups (the card prints 4-4-4: `1234 5678 9012`, a form
+    `1234-5678-9012`) dropped, as stdnum's compact drops them."""
+    return in_.compact("".join(unicodedata.normalize("NFKC", text).split()))

@@ -334,10 +334,12 @@ def records() -> None:
 @click.argument("holder")
 @FILE
 def import_records(holder: str, file: Path) -> None:
-    """Add or update records from a CSV file with a header: own_number, name, address,
-    date_of_birth (1975-01-02, 昭和50年1月2日, …), sex (1/2, 男/女, M/F) and optionally
-    personal_number (left out: each record keeps its number). Rows that cannot be read are
-    refused by line and field; the rest are imported (exit code 1 if any was refused)."""
+    """Add or update records from a CSV file with a header: own_number (full-width characters
+    read as ASCII: `Ｈ－１` is H-1), name, address, date_of_birth (the year first: 1975-01-02,
+    昭和50年1月2日, …), sex (1/2, 男/女, M/F) and optionally personal_number (12 digits, spaces
+    or hyphens between groups dropped; left out: each record keeps its number). Rows that
+    cannot be read are refused by line and field; the rest are imported (exit code 1 if any was
+    refused)."""
     with _store(holder) as store:
         read, refused = _rows(imports.read_records, file)
         counts, rebound = imports.store_records(store, read)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -142,6 +143,17 @@ def trimmed(value: str) -> str:
     return value.strip()
 
 
+def own_number(value: str) -> str:
+    """An own number as the holder's store keys it: NFKC (full-width `Ｈ－１`, as a spreadsheet
+    or a system may write it, is `H-1`: one record, not two), without the whitespace around it."""
+    return trimmed(unicodedata.normalize("NFKC", value))
+
+
+def _own(row: dict[str, str]) -> str:
+    """A row's own number as the store keys it (own_number); BadField if empty."""
+    return own_number(_required(row, "own_number"))
+
+
 def _required(row: dict[str, str], field: str) -> str:
     value = trimmed(row[field])
     if not value:
@@ -163,7 +175,7 @@ def _record(row: dict[str, str]) -> Record:
     if number is not None and not is_valid(number):
         raise BadField(NUMBER_COLUMN, "is not 12 digits with a valid check digit")
     attributes = FourAttributes(_required(row, "name"), _required(row, "address"), born, sex)
-    return Record(_required(row, "own_number"), attributes, number, given is not None)
+    return Record(_own(row), attributes, number, given is not None)
 
 
 def read_records(path: Path) -> tuple[list[tuple[int, Record]], list[Refused]]:
@@ -182,7 +194,7 @@ def _data(row: dict[str, str]) -> Data:
         raise BadField("fields", "is not a JSON object of strings")
     if not all(storable(name) and storable(value) for name, value in fields.items()):
         raise BadField("fields", "holds a lone surrogate (\\ud800 to \\udfff): no character")
-    return Data(_required(row, "own_number"), _required(row, "data_type"), fields)
+    return Data(_own(row), _required(row, "data_type"), fields)
 
 
 def storable(value: str) -> bool:
@@ -202,7 +214,7 @@ def read_data(path: Path) -> tuple[list[tuple[int, Data]], list[Refused]]:
 
 
 def _removal(row: dict[str, str]) -> Removal:
-    return Removal(_required(row, "own_number"), _required(row, "data_type"))
+    return Removal(_own(row), _required(row, "data_type"))
 
 
 def read_removals(path: Path) -> tuple[list[tuple[int, Removal]], list[Refused]]:
@@ -242,14 +254,10 @@ def remove_data(store: HolderStore,
                                                  "record (nothing to remove)") for line in absent]
 
 
-def _own_number(row: dict[str, str]) -> str:
-    return _required(row, "own_number")
-
-
 def read_record_removals(path: Path) -> tuple[list[tuple[int, str]], list[Refused]]:
     """The own numbers of records to remove of a CSV file (own_number: a records file, its other
     columns not read), and the rows refused."""
-    return _read(path, ("own_number",), RECORD_REMOVAL_OPTIONAL, _own_number, lambda own: own)
+    return _read(path, ("own_number",), RECORD_REMOVAL_OPTIONAL, _own, lambda own: own)
 
 
 def remove_records(store: HolderStore,

@@ -50,7 +50,7 @@ from holders.client import (
     NotInDirectory,
     NotSentYet,
 )
-from holders.imports import FIELD_CHARS, storable, trimmed
+from holders.imports import FIELD_CHARS, own_number, storable, trimmed
 from holders.store import HolderStore, Keyed, KeyInUse, default_path
 from renkei import event_loop, logs, sqlite
 from renkei.quiet_http import QuietRunner
@@ -178,8 +178,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 # the fields of a call that makes a request, as docs/holder-server.md names them (by_number, a
 # binding's: true or false, false if not given)
-BINDING_FIELDS = ("own_number", "operator", "terminal")
-LINKAGE_FIELDS = ("own_number", "pattern_id", "provider", "data_type", "purpose", "operator",
+OWN_NUMBER = "own_number"
+BINDING_FIELDS = (OWN_NUMBER, "operator", "terminal")
+LINKAGE_FIELDS = (OWN_NUMBER, "pattern_id", "provider", "data_type", "purpose", "operator",
                   "terminal")
 BY_NUMBER = "by_number"
 _JSON_KINDS = ((dict, "an object"), (list, "an array"), (bool, "true or false"),
@@ -189,7 +190,8 @@ _JSON_KINDS = ((dict, "an object"), (list, "an array"), (bool, "true or false"),
 def _field(body: dict[str, Any], name: str) -> str:
     """A field of text, not blank, of up to FIELD_CHARS characters, without the whitespace
     around it, as an import reads a record's (holders.imports.trimmed): an id (" staff-1" is
-    staff-1), a purpose its inner text kept; else 400."""
+    staff-1), a purpose its inner text kept, an own number as the store keys it (NFKC:
+    holders.imports.own_number); else 400."""
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         given = next(word for kind, word in _JSON_KINDS if isinstance(value, kind))
@@ -200,7 +202,7 @@ def _field(body: dict[str, Any], name: str) -> str:
         raise web.HTTPBadRequest(text=f"{name!r} is over {FIELD_CHARS} characters")
     if not storable(value):
         raise web.HTTPBadRequest(text=f"{name!r} is not UTF-8 text")
-    return text
+    return own_number(text) if name == OWN_NUMBER else text
 
 
 def _keyed(request: web.Request, body: dict[str, Any],

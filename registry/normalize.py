@@ -70,8 +70,8 @@ _ERAS = {"明治": (1868, GREGORIAN, date(1912, 7, 30)),
          "令和": (2019, date(2019, 5, 1), date.max)}
 _DATE = re.compile(r"(?:(?P<era>明治|大正|昭和|平成|令和)(?P<y>\d{1,2}|元)|(?P<year>[1-9]\d{3}|元))"
                    r"[年/.-](?P<m>\d{1,2})[月/.-](?P<d>\d{1,2})日?")
-NOT_A_DATE = ("is not a date (1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, …; a year "
-              "of four digits or of an era)")
+NOT_A_DATE = ("is not a date (1975-01-02, 1975/1/2, 1975年1月2日, 昭和50年1月2日, …; the year "
+              "first, of four digits or of an era: 01/02/1975 could be 2 January or 1 February)")
 OUTSIDE_ERA = ("is not a day of its era (元年 is its first year; 明治 is read from 明治6年, "
                "大正 to 大正15年12月25日, 昭和 to 昭和64年1月7日, 平成 to 平成31年4月30日)")
 BEFORE_GREGORIAN = ("is before 1873-01-01, when Japan took the Gregorian calendar (a day of the "

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -348,6 +349,31 @@ def test_a_personal_number_in_full_width_or_groups_of_four_is_read(
     assert [(store.record(n) or (None, None))[1] for n in ("T-1", "T-2")] == [
         "123456789018", "987654321093"]
     store.close()
+
+
+def test_an_own_number_in_full_width_is_the_record_and_a_number_in_hyphens_is_read(
+        state: Path, tmp_path: Path) -> None:
+    """`Ｈ－１` (a spreadsheet's full-width own number) and `H-1` made two records of one, and a
+    personal number written `1234-5678-9012` was refused: an own number is keyed as NFKC (the one
+    record, the later row refused as a repeat; its data and its removal find it), a number with
+    its hyphens dropped; a date with the year last stays refused, saying the year goes first."""
+    file, data = tmp_path / "records.csv", tmp_path / "data.csv"
+    file.write_text("own_number,name,address,date_of_birth,sex,personal_number\n"
+                    "Ｈ－１,山田 花子,桜町1,1980-04-01,F,1234-5678-9018\n"
+                    "H-1,山田 花子,桜町1,1980-04-01,F,\n"
+                    "H-2,山田 太郎,桜町2,01/02/1975,M,\n", encoding="utf-8")
+    data.write_text('own_number,data_type,fields\nＨ－１,local_tax,"{""income"": ""1""}"\n',
+                    encoding="utf-8")
+    imported = _holder("records", "import", HOLDER, str(file)).output
+    assert imported.startswith(f"records of {HOLDER}: 1 new, 0 changed, 0 unchanged, "
+                               "2 rows refused"), imported
+    assert "line 3: own_number repeats line 2" in imported
+    assert "line 4: date_of_birth is not a date" in imported and "the year first" in imported
+    _ok("data", "import", HOLDER, str(data))
+    with closing(HolderStore.of(HOLDER)) as store:
+        assert store.own_numbers() == ["H-1"]
+        assert (store.record("H-1") or (None, None))[1] == "123456789018"
+        assert store.data("H-1", "local_tax") == {"income": "1"}
 
 
 def test_provided_data_is_imported_for_records_held(state: Path, tmp_path: Path) -> None:

@@ -560,6 +560,24 @@ async def test_an_own_number_with_spaces_around_it_is_the_record_its_import_made
                        "/requests": (422, "record 'H-1' is not bound to a link code")}
 
 
+async def test_an_own_number_sent_in_full_width_is_the_record_its_import_made(
+        tmp_path: Path) -> None:
+    """`Ｈ－１` sent by a holder's system (full width, as its own screen keyed it) was 404 no
+    record for the record imported as `H-1`: the server keys it as an import does (NFKC)."""
+    (tmp_path / "records.csv").write_text("own_number,name,address,date_of_birth,sex\n"
+                                          "H-1,山田 花子,桜町1-2-3,1980-04-01,F\n")
+    async with _serving(tmp_path, cast(type[_Unstarted], _Waiting)) as url:
+        token = _staff_one_on_t1(tmp_path)
+        with closing(HolderStore(tmp_path / "holder.db")) as store:
+            store_records(store, read_records(tmp_path / "records.csv")[0])
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            body = {"own_number": "Ｈ－１", "operator": "staff-1", "terminal": "t-1",
+                    "by_number": True}
+            async with http.post(url + "/bindings", json=body) as response:
+                answer = response.status, (await response.json())["detail"]
+    assert answer == (404, "record 'H-1' holds no personal number")
+
+
 async def test_by_number_null_is_not_given_and_any_other_non_boolean_refused(
         tmp_path: Path) -> None:
     """A holder's system serializing an unset optional boolean sends `"by_number": null`: it was
