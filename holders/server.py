@@ -73,6 +73,8 @@ LOG_PAGE = 10_000  # access-log entries an answer holds at most (~3 MB, a tenth 
 # call under an idempotency key still being made (409), the store locked by another process (503)
 KEY_IN_USE, STORE_BUSY = "idempotency_key_in_use", "service_unavailable"
 _ASK_AGAIN_AFTER = ("Retry-After", str(math.ceil(STORE_RETRY)))
+# ... and of a store that cannot be written (its disk full): its operator frees space first
+_FULL_ASK_AGAIN_AFTER = ("Retry-After", "60")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +139,21 @@ async def _errors_in_json(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def _busy_store(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A store whose write lock another process (an import) held past the client's LOCK_WAIT:
-    503 with Retry-After, logged as a warning, not a fault of the server's."""
+    503 with Retry-After, logged as a warning, not a fault of the server's; one whose file
+    cannot grow (its disk full, a quota or a file-size limit reached: sqlite.unwritable), 503
+    with a later Retry-After, logged in one line naming the store, not a traceback (the call's
+    transaction rolled back: nothing of it kept)."""
     try:
         return await handler(request)
     except sqlite3.OperationalError as exc:
+        if sqlite.unwritable(exc):
+            store = request.app[CLIENT].store.path
+            log.error("%s: the holder's store %s cannot be written (%s: its disk full, or a "
+                      "quota or file-size limit reached): answered 503", _asked(request), store,
+                      exc)
+            return _error(503, STORE_BUSY, "the holder's store cannot be written (its disk is "
+                          "full): nothing of this call was kept; try again once its operator "
+                          "has freed space", [_FULL_ASK_AGAIN_AFTER])
         if not sqlite.busy(exc):
             raise
         log.warning("%s: the holder's store is locked by another process (%s): answered 503",

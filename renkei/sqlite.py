@@ -29,6 +29,14 @@ def busy(exc: sqlite3.OperationalError) -> bool:
     return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+def unwritable(exc: sqlite3.OperationalError) -> bool:
+    """Whether a write failed for the store's file could not grow: its disk full (SQLite's
+    "database or disk is full", of ENOSPC), or its file system's quota or the file size a limit
+    allows reached (EDQUOT, EFBIG: SQLite's "disk I/O error" of a write), not another failure;
+    freed, the write may be made again."""
+    return exc.sqlite_errorcode in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_WRITE)
+
+
 @contextmanager
 def faults_told(path: str | Path) -> Iterator[None]:
     """A write of a long-running service's store that found its disk full (or its file system's

@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -512,6 +513,61 @@ async def test_a_store_another_process_holds_locked_is_busy_not_a_fault(
     assert [(r.levelno, r.exc_info) for r in warned] == [(logging.WARNING, None)]
     assert "POST /bindings: the holder's store is locked" in warned[0].getMessage()
     assert "Traceback" not in caplog.text
+
+
+# A communication server in a process of its own whose store's files may grow no more (the file
+# size its limit allows, RLIMIT_FSIZE, as a full disk: a write fails), asked by a caller that may
+# not act, whose refusal it writes to its access log; its answer printed, its log on stderr.
+_FULL_STORE_SERVER = """
+import asyncio, json, logging, resource, signal, sys
+from pathlib import Path
+import aiohttp
+from holders.server import _serve_http, address_file
+from holders.store import HolderStore
+from renkei.state import read_json, state_folder
+from tests.test_holder_server import HOLDER, _Authorizing
+
+async def main(folder):
+    store, stop = HolderStore(folder / "holder.db"), asyncio.Event()
+    with state_folder(folder / "state"):
+        client = _Authorizing(store)
+        serving = asyncio.create_task(_serve_http(client, 0, stop))
+        await asyncio.wait_for(client.listening.wait(), 10)
+        address = read_json(address_file(HOLDER))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        sizes = (Path(f"{store.path}{end}").stat().st_size for end in ("", "-wal"))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max(sizes) + 100, resource.RLIM_INFINITY))
+        async with aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {address['token']}"}) as http, http.post(
+                address["url"] + "/bindings",
+                json={"own_number": "H-1", "operator": "nobody", "terminal": "t-1"}) as answer:
+            print(json.dumps([answer.status, answer.headers.get("Retry-After"),
+                              await answer.json()]))
+        stop.set()
+        await serving
+        store.close()
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_a_store_that_cannot_be_written_is_unavailable_said_in_one_line(tmp_path: Path) -> None:
+    """A store whose disk was full (here: its file at the size a limit allows) answered the
+    holder's system 500 internal_server_error, and the server's log a traceback under SQLite's
+    "disk I/O error", naming no file: it is 503 saying why, and one line naming the store."""
+    run = subprocess.run([sys.executable, "-c", _FULL_STORE_SERVER, str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == [503, "60", {
+        "error": "service_unavailable", "detail": "the holder's store cannot be written (its "
+        "disk is full): nothing of this call was kept; try again once its operator has freed "
+        "space"}], run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    said = [line for line in run.stderr.splitlines() if line.startswith("ERROR")]
+    assert said == [f"ERROR POST /bindings: the holder's store {tmp_path / 'holder.db'} cannot "
+                    "be written (disk I/O error: its disk full, or a quota or file-size limit "
+                    "reached): answered 503"], run.stderr
 
 
 async def test_a_linkage_request_for_no_record_is_not_found_not_unbound(tmp_path: Path) -> None:
