@@ -289,8 +289,19 @@ class HolderClient:
         self._epochs: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
+        self._held = contextlib.ExitStack()  # the store's lock, from start to stop
 
     async def start(self) -> None:
+        """Start on the store, held for this client alone (HolderStore.held: another client
+        started on it is refused, InUse, before it reaches the broker), until stopped."""
+        self._held.enter_context(self.store.held(f"holder library of {self.holder}"))
+        try:
+            await self._started()
+        except BaseException:
+            self._held.close()
+            raise
+
+    async def _started(self) -> None:
         await self.directory.start()
         # the producer starts while the directory loads; nothing is sent before the key check
         producing = asyncio.create_task(started(self._producer, self.access))
@@ -472,7 +483,10 @@ class HolderClient:
                     sending.cancel()
                 await asyncio.wait(set(self._sending))
             self._no_longer_kept()  # those delivered this last turn
-            await self.directory.stop()
+            try:
+                await self.directory.stop()
+            finally:
+                self._held.close()  # another client may start on the store now
 
     @staticmethod
     def inbox_group(holder: str) -> str:

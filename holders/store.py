@@ -9,7 +9,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from operator import itemgetter
@@ -22,7 +22,7 @@ from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei import retention
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
-from renkei.state import private_dir, state_path
+from renkei.state import held, private_dir, state_path
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
 
 # an entry a request id and side, a provider's one a query of it (query_digest, _query_digest; a
@@ -315,6 +315,7 @@ class Rekeyed(NamedTuple):
 
 
 STORE_FILE = "holder.db"
+MEMORY = ":memory:"  # SQLite's name of a store in memory, no file's
 
 
 def default_path(holder: str) -> Path:
@@ -447,6 +448,14 @@ class HolderStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def held(self, what: str) -> AbstractContextManager[None]:
+        """The store for this process's `what` (a holder library started on it) alone while it
+        runs: another's start on it is refused (InUse, naming the store and the process holding
+        it), not left to send each request kept and answer each query a second time, each
+        logged twice. A lock (flock) of a file beside the store, let go by the OS whatever ends
+        the process; a store in memory is this connection's alone (nothing held)."""
+        return nullcontext() if str(self.path) == MEMORY else held(self.path, what)
 
     def wait_for_lock(self, seconds: float) -> None:
         """Wait up to `seconds` for a write lock another connection holds (SQLite's busy

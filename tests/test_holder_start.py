@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker import config, topics
 from broker.clients import KafkaAccess
 from broker.clients import started as started_on
+from broker.credentials import Credentials
 from holders import client as client_module
 from holders.client import HolderClient, new_request_id
 from holders.store import PROVIDER, HolderStore
 from renkei import sealing
 from renkei import town as town_setup
+from renkei.state import InUse, state_folder
 from schemas.codec import CODEC
 from schemas.messages import FOUND, TIMED_OUT, ProviderAnswer, ProviderQuery
 from tests.kafka_helpers import producer, renkei
@@ -150,3 +153,60 @@ async def test_an_answer_the_outbox_has_is_told_sent(registered: str, tmp_path: 
         await client.directory.stop()
         store.close()
     assert sent == {late.request_id}
+
+
+# A holder library starting on a store in a process of its own, its broker not reachable (it
+# tries again until stopped): its start under way, as a server's waiting for the broker is.
+_STARTING = """
+import asyncio, sys
+from pathlib import Path
+from broker.clients import KafkaAccess
+from broker.credentials import Credentials
+from holders.client import HolderClient
+from holders.store import HolderStore
+from renkei.state import state_folder
+
+async def start(folder):
+    await HolderClient("city-x", HolderStore(folder / "holder.db"),
+                       KafkaAccess("127.0.0.1:9", Credentials("city-x", "-"))).start()
+
+with state_folder(Path(sys.argv[1]) / "state"):
+    asyncio.run(start(Path(sys.argv[1])))
+"""
+
+
+async def test_a_second_holder_library_on_a_store_is_refused_at_its_start(
+        tmp_path: Path) -> None:
+    """Two holder libraries (servers) started on one store both ran, each sending the requests
+    kept and answering each query, each logged twice: the second is refused at its start,
+    naming the store and the process that has it; the lock goes with that process, killed, and
+    with a client's start given up in this one."""
+    first = await asyncio.create_subprocess_exec(sys.executable, "-c", _STARTING, str(tmp_path),
+                                                 stderr=asyncio.subprocess.PIPE)
+    try:
+        assert first.stderr is not None
+        said = b""
+        while b"cannot reach the broker" not in said:  # its start is under way
+            line = await asyncio.wait_for(first.stderr.readline(), 20)
+            assert line, f"the first holder library ended: {said.decode()}"
+            said += line
+        with state_folder(tmp_path / "state"):
+            second = HolderClient("city-x", HolderStore(tmp_path / "holder.db"),
+                                  KafkaAccess("127.0.0.1:9", Credentials("city-x", "-")))
+            with pytest.raises(InUse) as refused:
+                await asyncio.wait_for(second.start(), 5)
+            first.kill()  # a crash: the OS lets its lock go
+            await first.wait()
+            with pytest.raises(TimeoutError):  # past the lock, to the broker: given up
+                await asyncio.wait_for(second.start(), 0.5)
+            with second.store.held("a third"):  # let go by the start given up
+                pass
+            await second.stop()
+            second.store.close()
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    assert str(refused.value) == (f"another holder library of city-x is running in "
+                                  f"{tmp_path / 'holder.db'} (process {first.pid}): wait for "
+                                  "it to end")
