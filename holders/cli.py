@@ -121,8 +121,9 @@ def renew(holder: str, reason: str | None, operator: str) -> None:
     """Renew a holder's broker password and its sealing and signing keys (after a breach, say):
     the old password logs in no more, the new keys are published in the holder directory, and
     the audit log says who did it and why. Its old sealing key is kept for as long as its inbox
-    keeps an answer sealed to it; answers it signed with its old signing key and not yet read by
-    their requester are not read (UNREADABLE there: asked again, they are answered). Its
+    keeps an answer sealed to it; answers it signed with its old signing key before the renewal
+    are still read by their requester within a grace (processors.windows.SIGNING_GRACE), not
+    later (UNREADABLE there: asked again, they are answered). Its
     communication server, if running, must be restarted (`renkei holder run`): until then it
     uses the old ones, its answers unreadable. Nothing secret is printed."""
     _registered(holder)

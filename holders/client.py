@@ -39,7 +39,7 @@ from holders.store import (
     Request,
     fields_json,
 )
-from processors.windows import CLOCK_SKEW, REPLAY_WINDOW
+from processors.windows import CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
 from registry.residents import FourAttributes
 from renkei import holder_logs, retention, sealing, sqlite
 from renkei.broker_time import BrokerTime
@@ -252,6 +252,18 @@ def _of_answer(rejection: Rejection) -> bool:
     """Whether a refusal is of an answer from here: it names its query's deadline, or its
     reason is one given answers alone (INVALID_TICKET: its ticket not opened, naming none)."""
     return rejection.deadline is not None or rejection.reason == INVALID_TICKET
+
+
+def signed_by(provider: str, signing_key: bytes, entry: HolderEntry, now: datetime
+              ) -> sealing.SignedBy:
+    """Whom a provider's answer sessions read `now` are to be signed by: its signing key, and
+    within SIGNING_GRACE of its last renewal its key before too, for sessions it dated by then
+    (a clock skew beside)."""
+    renewed = entry.signing_renewed_at
+    if entry.previous_signing_key and renewed is not None and now - renewed <= SIGNING_GRACE:
+        return sealing.SignedBy(provider, signing_key, entry.previous_signing_key,
+                                renewed + CLOCK_SKEW)
+    return sealing.SignedBy(provider, signing_key)
 
 
 class HolderClient:
@@ -1045,7 +1057,7 @@ class HolderClient:
                     out.append(self._log_for_oversight(message))
                 else:
                     try:
-                        done = self._resolve(message, applied)
+                        done = self._resolve(message, applied, now)
                     except (sealing.CannotOpen, SchemaError) as exc:
                         log.error("%s: answer %s cannot be read: %s", self.holder,
                                   message.request_id, exc)
@@ -1059,7 +1071,7 @@ class HolderClient:
         return out, resolved
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer,
-                 applied: dict[str, Applied]) -> Request | None:
+                 applied: dict[str, Applied], now: datetime) -> Request | None:
         if isinstance(message, Rejection) and not message.request_id:  # processors.outbox's
             log.warning("%s: a refusal (%s) of a message from here the platform could not read, "
                         "naming no request: none settled", self.holder, message.reason)
@@ -1098,17 +1110,20 @@ class HolderClient:
         fields = None
         if message.status == FOUND:
             payload = self._answers_in.open(message.sealed_payload, message.request_id,
-                                            self._signed_by(request.provider or message.provider))
+                                            self._signed_by(request.provider or message.provider,
+                                                            now))
             fields = dict(CODEC.decode(payload, Payload).fields)
         return self._finish(request, message.status, None, fields)
 
-    def _signed_by(self, provider: str) -> sealing.SignedBy | None:
-        """Whom a provider's answer sessions are to be signed by, as its directory entry says;
-        None (unsigned, as before signing was, warned of once a provider) for a provider whose
+    def _signed_by(self, provider: str, now: datetime) -> sealing.SignedBy | None:
+        """Whom a provider's answer sessions are to be signed by, as its directory entry says,
+        its signing key before its last renewal too within SIGNING_GRACE of it (`now`, the
+        broker's time read: an answer it signed just before is read, not UNREADABLE); None
+        (unsigned, as before signing was, warned of once a provider) for a provider whose
         entry has no signing key: one not registered again since, or no longer in it."""
         entry = self._listed(provider)
         if entry is not None and entry.signing_key:
-            return sealing.SignedBy(provider, entry.signing_key)
+            return signed_by(provider, entry.signing_key, entry, now)
         if provider not in self._unsigned_from:
             self._unsigned_from.add(provider)
             log.warning("%s: the directory has no signing key of provider %s: its answers are "

@@ -133,7 +133,9 @@ def registered(directory: Mapping[str, HolderEntry], holder: str, name: str, rol
     return entry if before is None else replace(entry, active=before.active,
                                                 inactive_since=before.inactive_since,
                                                 resumed_at=before.resumed_at,
-                                                suspensions=before.suspensions)
+                                                suspensions=before.suspensions,
+                                                previous_signing_key=before.previous_signing_key,
+                                                signing_renewed_at=before.signing_renewed_at)
 
 
 def _not_anothers_own(directory: Mapping[str, HolderEntry], holder: str, unit: str) -> None:
@@ -256,10 +258,16 @@ async def renewal(holder: str, operator: str, reason: str | None) -> HolderEntry
 
 
 def renewed(before: HolderEntry, now: datetime) -> HolderEntry:
-    """A holder's entry with the public halves of the keys in its key files, `now`."""
-    return replace(before, updated_at=now,
-                   public_key=sealing.public_bytes(sealing.key_of(before.holder_id)),
-                   signing_key=sealing.public_bytes(sealing.signing_key_of(before.holder_id)))
+    """A holder's entry with the public halves of the keys in its key files, `now`; the signing
+    key it had, if another, kept as its previous one, renewed `now`: answers it signed just
+    before are still read by their requesters for a while (processors.windows.SIGNING_GRACE). A
+    renewal run again after one stopped half-way (the same keys) keeps the previous one it had."""
+    signing_key = sealing.public_bytes(sealing.signing_key_of(before.holder_id))
+    entry = replace(before, updated_at=now, signing_key=signing_key,
+                    public_key=sealing.public_bytes(sealing.key_of(before.holder_id)))
+    if before.signing_key is None or before.signing_key == signing_key:
+        return entry
+    return replace(entry, previous_signing_key=before.signing_key, signing_renewed_at=now)
 
 
 def switched(before: HolderEntry, active: bool, now: datetime) -> HolderEntry:

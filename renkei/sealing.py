@@ -156,10 +156,14 @@ class Signer:
 
 @dataclass(frozen=True, slots=True)
 class SignedBy:
-    """The provider a session is to be signed by, and its signing key in the directory."""
+    """The provider a session is to be signed by, and its signing key in the directory; and,
+    shortly after its keys were renewed, its signing key before, which a session it says it
+    issued by `previous_until` may be signed with (an answer signed just before the renewal)."""
 
     holder: str
     public_key: bytes
+    previous_key: bytes | None = None
+    previous_until: datetime | None = None
 
 
 def session_signed_bytes(wrapped: bytes, issued: bytes, requester: str, provider: str) -> bytes:
@@ -231,10 +235,25 @@ class SessionOpener:
         wrapped = header[:WRAPPED]
         if signed_by is not None:
             issued, signature = header[WRAPPED:WRAPPED + ISSUED], header[WRAPPED + ISSUED:]
-            Ed25519PublicKey.from_public_bytes(signed_by.public_key).verify(
-                signature, session_signed_bytes(wrapped, issued, self.holder, signed_by.holder))
+            _verified(signed_by, signature,
+                      session_signed_bytes(wrapped, issued, self.holder, signed_by.holder),
+                      int.from_bytes(issued, "big"))
         return AESGCM(opened_by((self.key, *self.previous),
                                 lambda key: SUITE.decrypt(wrapped, key, info=SESSION_INFO)))
+
+
+def _verified(signed_by: SignedBy, signature: bytes, signed: bytes, issued_ms: int) -> None:
+    """The session's signature checked against its provider's signing key, or (InvalidSignature
+    with it) against its key before a renewal if it says it was issued by then: signed with
+    that key, it is a session made before the renewal; one dated later is refused, whoever
+    holds the key renewed (leaked, say)."""
+    try:
+        Ed25519PublicKey.from_public_bytes(signed_by.public_key).verify(signature, signed)
+    except InvalidSignature:
+        if (signed_by.previous_key is None or signed_by.previous_until is None
+                or issued_ms > signed_by.previous_until.timestamp() * 1000):
+            raise
+        Ed25519PublicKey.from_public_bytes(signed_by.previous_key).verify(signature, signed)
 
 
 Opened = TypeVar("Opened")

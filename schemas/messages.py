@@ -260,6 +260,9 @@ class HolderEntry:
     # first, kept while a message from within one can still be read (directory.SUSPENSIONS_KEPT)
     rekeyed_at: datetime | None = None  # v7: when its unit was last re-keyed (None: before v7,
     # or never: updated_at taken), carried by each command since, the re-keying grace's start
+    previous_signing_key: bytes | None = None  # v8: its signing key until its last renewal,
+    # taken for sessions signed by then and read within the grace (processors.windows.SIGNING_GRACE)
+    signing_renewed_at: datetime | None = None  # v8: when that renewal was (None: never since)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import cluster, config, credentials, topics
@@ -18,8 +19,9 @@ from holders.client import HolderClient
 from holders.store import HolderStore
 from processors import directory
 from renkei import sealing
-from schemas.messages import HolderEntry
-from tests.kafka_helpers import operator_actions, renkei
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry, LinkageAnswer
+from tests.kafka_helpers import consumer, operator_actions, renkei, wait_assigned
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -105,3 +107,66 @@ async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
     assert await _status(restarted, "P-027", "nenkin", "pension_benefit") == "FOUND"
     refused = renkei("holder", "renew", "nobody", check=False)
     assert refused.returncode == 1 and "nobody" in refused.stderr
+
+
+async def _relayed(inbox: AIOKafkaConsumer, request_id: str) -> LinkageAnswer:
+    """The answer to `request_id` once the platform has relayed it into the requester's inbox."""
+    async with asyncio.timeout(20):
+        while True:
+            for records in (await inbox.getmany(timeout_ms=300)).values():
+                for record in records:
+                    value = record.value or b""
+                    if CODEC.name_of(value) == LinkageAnswer.__name__ and (
+                            found := CODEC.decode(value, LinkageAnswer)).request_id == request_id:
+                        return found
+
+
+async def _started(clients: dict[str, HolderClient], holder: str) -> HolderClient:
+    """The holder's communication server, stopped, started again (with its key files as they
+    are now), the session's client replaced."""
+    clients[holder].store.close()
+    clients[holder] = HolderClient(holder, HolderStore.of(holder))
+    await clients[holder].start()
+    return clients[holder]
+
+
+class SignedBefore(NamedTuple):
+    """A request whose answer its provider signed just before its renewal, the requester's
+    server stopped from before the answer came until after the renewal; the provider's
+    signing key before."""
+
+    request_id: str
+    signing_key: bytes
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def signed_before(clients: dict[str, HolderClient], renewed: Renewed) -> SignedBefore:
+    """The provider renewed again while an answer it signed waits in its requester's inbox, and
+    both servers restarted (the session's clients replaced: the session stops them at its end)."""
+    requester = clients["nenkin"]
+    await clients[HOLDER].stop()  # the query waits in its inbox until its server is restarted
+    async with consumer(KafkaAccess.of(config.ADMIN), topics.inbox("nenkin")) as inbox:
+        await wait_assigned(inbox)
+        request_id = await ask(requester, bound(requester)[0], "P-037", HOLDER, "local_tax")
+        await requester.stop()  # the answer waits in its inbox until after the renewal
+        provider = await _started(clients, HOLDER)  # answers, signing with its key until now
+        assert (await _relayed(inbox, request_id)).status == "FOUND"
+    signing_key = sealing.public_bytes(provider._signing)
+    await provider.stop()
+    renkei("holder", "renew", HOLDER, "--reason", "鍵の更新", "--operator", "ops-a")
+    await _started(clients, HOLDER)
+    await _started(clients, "nenkin")  # the directory read first, then its inbox
+    return SignedBefore(request_id, signing_key)
+
+
+async def test_an_answer_signed_just_before_a_renewal_is_read_after_it(
+        clients: dict[str, HolderClient], signed_before: SignedBefore) -> None:
+    """A provider's answer signed with its signing key just before `renkei holder renew`, read by
+    its requester after the renewal, was UNREADABLE there (the directory kept no signing key but
+    the new one), the requester asking again. The renewed entry keeps the key before and when
+    it was renewed: an answer session signed with it by then is read (FOUND) within the grace
+    (one dated after, or read past it: test_sealing)."""
+    requester = clients["nenkin"]
+    assert (await requester.outcome(signed_before.request_id, 30)).status == "FOUND"
+    after = requester.entry(HOLDER)
+    assert after.previous_signing_key == signed_before.signing_key != after.signing_key

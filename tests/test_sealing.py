@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -16,12 +17,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from holders.client import signed_by
 from holders.samples import SAMPLES
+from processors.windows import CLOCK_SKEW, SIGNING_GRACE
 from registry.generate import Simulator, holder_spelling
 from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, sealing
 from schemas.codec import CODEC
 from schemas.messages import (
+    HolderEntry,
     HolderLogAnswer,
     HolderLogEntry,
     Payload,
@@ -265,3 +269,38 @@ def test_a_damaged_file_of_renewed_keys_is_said_in_one_line(
     with pytest.raises(sealing.BadSealingKey, match="renewed sealing keys of h"):
         sealing.previous_keys("h")
 
+
+
+def test_a_session_signed_before_its_providers_renewal_opens_within_the_grace_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `renkei holder renew`, a session its provider signed with its key before and dated
+    by the renewal (a clock skew beside) is read within SIGNING_GRACE of it (it was UNREADABLE:
+    the directory kept no key before); one dated later, whoever holds the key before (leaked),
+    or read past the grace, is refused."""
+    key, public = _pair()
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    renewed_at = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    entry = HolderEntry("city-b", "B", "municipality", "city-b", 0, b"k" * 32, False, True,
+                        renewed_at, sealing.public_bytes(new),
+                        previous_signing_key=sealing.public_bytes(old),
+                        signing_renewed_at=renewed_at)
+
+    def signed_at(at: datetime) -> bytes:
+        monkeypatch.setattr(time, "time", at.timestamp)
+        return sealing.SessionSealer(signer=sealing.Signer("city-b", old)).seal(
+            public, b"taxable_income=1", "r-1", "city-a")
+
+    before, after = signed_at(renewed_at - timedelta(seconds=5)), signed_at(
+        renewed_at + CLOCK_SKEW + timedelta(seconds=1))
+    within = signed_by("city-b", entry.signing_key or b"", entry, renewed_at + SIGNING_GRACE)
+    past = signed_by("city-b", entry.signing_key or b"", entry,
+                     renewed_at + SIGNING_GRACE + timedelta(seconds=1))
+    opener = sealing.SessionOpener(key, holder="city-a")
+    assert opener.open(before, "r-1", within) == b"taxable_income=1"
+    for sealed, by in ((after, within), (before, past)):
+        with pytest.raises(sealing.CannotOpen):
+            opener.open(sealed, "r-1", by)
+    plain = replace(entry, previous_signing_key=None, signing_renewed_at=None)
+    with pytest.raises(sealing.CannotOpen):  # an entry of before v8: the new key alone
+        opener.open(before, "r-1", signed_by("city-b", entry.signing_key or b"", plain,
+                                             renewed_at))
