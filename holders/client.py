@@ -1109,9 +1109,11 @@ class HolderClient:
             return self._rekeyed(request, applied[request.request_id])
         fields = None
         if message.status == FOUND:
+            # a session dated later than the broker's time read (a clock skew beside) is
+            # refused: no provider with a clock the platform takes requests by made it
             payload = self._answers_in.open(message.sealed_payload, message.request_id,
                                             self._signed_by(request.provider or message.provider,
-                                                            now))
+                                                            now), now + CLOCK_SKEW)
             fields = dict(CODEC.decode(payload, Payload).fields)
         return self._finish(request, message.status, None, fields)
 

@@ -10,7 +10,9 @@ platform relaying the answers too), so a provider whose directory entry publishe
 signs each session's header — the sealed session key, the requester, the provider, when — with
 its Ed25519 key, and the requester opens a session of that provider only if the signature
 verifies against its entry: once a session, nothing per answer. A provider whose entry has no
-signing key (a holder not registered again since) seals unsigned sessions as before.
+signing key (a holder not registered again since) seals unsigned sessions as before. A signed
+session dated later than its requester reads it (a clock skew beside) is refused; one signed with
+the provider's key before its renewal is taken if dated by the renewal and read shortly after.
 
 What is sealed is padded first (ISO/IEC 7816-4: 0x80, then zeros), so a sealed length does not
 tell how long the data inside is (an income's digits, a name's or an address's characters): to
@@ -221,9 +223,16 @@ class SessionOpener:
         self.previous = tuple(previous)  # keys renewed, kept while answers to them may come
         self._aead = lru_cache(maxsize=remembered)(self._unwrap)  # a failed unwrap is not kept
 
-    def open(self, sealed: bytes, request_id: str, signed_by: SignedBy | None = None) -> bytes:
-        """The answer, from a session signed by `signed_by` if given, else an unsigned one."""
+    def open(self, sealed: bytes, request_id: str, signed_by: SignedBy | None = None,
+             latest_issue: datetime | None = None) -> bytes:
+        """The answer, from a session signed by `signed_by` if given, else an unsigned one; a
+        signed session dated later than `latest_issue` (if given: the reader's time and the
+        clock skew it allows) is refused, whoever signed it."""
         header = WRAPPED if signed_by is None else SIGNED
+        if signed_by is not None and latest_issue is not None and int.from_bytes(
+                sealed[WRAPPED:WRAPPED + ISSUED], "big") > latest_issue.timestamp() * 1000:
+            raise CannotOpen(f"sealed bytes of request {request_id} are of a session dated "
+                             f"later than {latest_issue.isoformat()}: from the future")
         try:
             aead = self._aead(sealed[:header], signed_by)
         except (*NOT_OPENED, InvalidSignature) as exc:

@@ -304,3 +304,24 @@ def test_a_session_signed_before_its_providers_renewal_opens_within_the_grace_on
     with pytest.raises(sealing.CannotOpen):  # an entry of before v8: the new key alone
         opener.open(before, "r-1", signed_by("city-b", entry.signing_key or b"", plain,
                                              renewed_at))
+
+
+def test_a_signed_session_dated_later_than_its_reading_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signed session's time of making is signed but was not checked: one dated an hour after
+    its requester read it opened. Dated later than the reader's time and the clock skew it
+    allows, it is refused; within the skew, or read an hour later, it opens."""
+    key, public = _pair()
+    sealer, provider = _provider()
+    read_at = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    monkeypatch.setattr(time, "time", (read_at + timedelta(hours=1)).timestamp)
+    ahead = sealer.seal(public, b"taxable_income=1", "r-1", "city-a")
+    opener = sealing.SessionOpener(key, holder="city-a")
+    with pytest.raises(sealing.CannotOpen, match="from the future"):
+        opener.open(ahead, "r-1", provider, read_at + CLOCK_SKEW)
+    assert opener.open(ahead, "r-1", provider, read_at + timedelta(hours=1)) == (
+        b"taxable_income=1")
+    monkeypatch.setattr(time, "time", (read_at + CLOCK_SKEW).timestamp)
+    sealer, provider = _provider()
+    skewed = sealer.seal(public, b"taxable_income=2", "r-2", "city-a")
+    assert opener.open(skewed, "r-2", provider, read_at + CLOCK_SKEW) == b"taxable_income=2"
