@@ -33,6 +33,9 @@ AUTHORITIES = {JPKI: "Renkei Test JPKI User Authentication CA",
                OFFICERS: "Renkei Test Officer CA (LGPKI)"}
 CA_YEARS, CARD_YEARS = 10, 5
 CRL_DAYS = 1
+# how far back a certificate's validity and a CRL's thisUpdate start: a verifier whose clock is
+# behind the CA's by less takes them (by more: not-yet-valid, crl-not-yet-valid)
+BACKDATED = timedelta(minutes=5)
 ROLE_OID = NameOID.TITLE  # an officer's role (counter, oversight) in the subject
 
 
@@ -117,7 +120,7 @@ class Authority:
         now = _now()
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_before(now - BACKDATED)
                 .not_valid_after(now + timedelta(days=365 * CA_YEARS))
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
@@ -157,7 +160,7 @@ class Authority:
         cert = (x509.CertificateBuilder().subject_name(subject.name())
                 .issuer_name(self.certificate.subject).public_key(public_key)
                 .serial_number(serial)
-                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_before(now - BACKDATED)
                 .not_valid_after(now + timedelta(days=365 * CARD_YEARS))
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
@@ -207,7 +210,7 @@ class Authority:
         now = _now()
         builder = (x509.CertificateRevocationListBuilder()
                    .issuer_name(self.certificate.subject)
-                   .last_update(now - timedelta(minutes=1))
+                   .last_update(now - BACKDATED)
                    .next_update(now + timedelta(days=CRL_DAYS)))
         for serial, at in self._revoked().items():
             builder = builder.add_revoked_certificate(

@@ -42,9 +42,15 @@ REVOKED = "revoked"
 # fault and not expired
 NOT_YET_VALID = "not-yet-valid"
 # the CA's own certificate, which cards are checked against, cannot be read where the check is
-# made (its trust folder not there, or a copy damaged): the checker's fault, no card's
+# made (its trust folder not there, or a copy damaged), or is past its own validity (the trust
+# folder's copy not replaced by the CA's next): the checker's fault, no card's
 NO_CA = "no-ca"
-UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl"})  # the CRL cannot tell: no card's fault
+# a revocation list whose thisUpdate is later than the checker's clock tells now: the CA's clock
+# ahead of the checker's (by more than the 5 minutes it backdates its lists), or a list not the
+# CA's of now; until then it tells nothing
+CRL_NOT_YET_VALID = "crl-not-yet-valid"
+# the CRL cannot tell: no card's fault
+UNCHECKABLE = frozenset({"stale-crl", "no-crl", "bad-crl", CRL_NOT_YET_VALID})
 # the registry side's refusal of a challenge issued later than its clock tells now (by more than
 # renkei.clock.AHEAD): the portal's clock is ahead of its, and every login's is refused alike
 FROM_THE_FUTURE = "challenge-from-the-future"
@@ -108,10 +114,11 @@ def _now() -> datetime:
 @dataclass(frozen=True)
 class _Crl:
     """A CA's CRL as last read and checked: the file it was read from (inode, modification time,
-    size), the serials it revokes, and when it goes stale."""
+    size), the serials it revokes, when it was issued, and when it goes stale."""
 
     file: tuple[int, int, int]
     revoked: frozenset[int]
+    this_update: datetime
     next_update: datetime | None
 
 
@@ -130,7 +137,7 @@ class Verifier:
             cert = x509.load_pem_x509_certificate(certificate_pem)
         except ValueError:
             raise Refused("unreadable-certificate") from None
-        self._check_chain(cert, _authority_certificate(authority, NO_CA))
+        self._check_chain(cert, self._authority(authority))
         if (reason := self.revocation(authority, cert.serial_number)) is not None:
             raise Refused(reason)
         key = cert.public_key()
@@ -144,6 +151,17 @@ class Verifier:
                         _attribute(cert, NameOID.COMMON_NAME) or "",
                         _attribute(cert, NameOID.ORGANIZATION_NAME) or "",
                         _attribute(cert, ca.ROLE_OID))
+
+    def _authority(self, authority: str) -> x509.Certificate:
+        """The CA's certificate, valid now: Refused NO_CA if it cannot be read or is past its
+        validity, NOT_YET_VALID before it (the checker's clock behind the CA's)."""
+        issuer = _authority_certificate(authority, NO_CA)
+        now = self._clock()
+        if now < issuer.not_valid_before_utc:
+            raise Refused(NOT_YET_VALID)
+        if now > issuer.not_valid_after_utc:
+            raise Refused(NO_CA)
+        return issuer
 
     def _check_chain(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
         try:
@@ -168,10 +186,14 @@ class Verifier:
     def revocation(self, authority: str, serial: int) -> str | None:
         """Why the card of that serial may not sign in, or go on signed in, by its CA's CRL:
         None if it may; REVOKED; or, failing closed, why the CRL cannot tell (UNCHECKABLE: it
-        cannot be read, is not the CA's, or is stale), logged once when it starts and stops."""
+        cannot be read, is not the CA's, is stale, or was issued later than now), logged once
+        when it starts and stops."""
         try:
             crl = self._crl(authority)
-            if crl.next_update is None or crl.next_update < self._clock():
+            now = self._clock()
+            if crl.this_update > now:
+                raise Refused(CRL_NOT_YET_VALID)
+            if crl.next_update is None or crl.next_update < now:
                 raise Refused("stale-crl")
         except Refused as exc:
             if self._unchecked.get(authority) != exc.reason:
@@ -199,7 +221,8 @@ class Verifier:
         assert isinstance(issuer_key, ec.EllipticCurvePublicKey)
         if crl.issuer != issuer.subject or not crl.is_signature_valid(issuer_key):
             raise Refused("bad-crl")
-        read = _Crl(file, frozenset(r.serial_number for r in crl), crl.next_update_utc)
+        read = _Crl(file, frozenset(r.serial_number for r in crl), crl.last_update_utc,
+                    crl.next_update_utc)
         self._crls[authority] = read
         return read
 

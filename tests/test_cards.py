@@ -19,12 +19,21 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
 from cards import ca, issue, jlis
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked, NotAPin, find
 from cards.jlis import CardHolders
-from cards.login import NOT_YET_VALID, Refused, Verifier, challenge, message
+from cards.login import (
+    CRL_NOT_YET_VALID,
+    NO_CA,
+    NOT_YET_VALID,
+    UNCHECKABLE,
+    Refused,
+    Verifier,
+    challenge,
+    message,
+)
 from portal.login import REFUSALS
 from registry import store as registry_store
 from renkei import state as state_files
@@ -163,6 +172,62 @@ def test_a_stale_crl_fails_closed(cards_dir: Path) -> None:
     tomorrow = datetime.now(UTC) + timedelta(days=ca.CRL_DAYS, hours=1)
     with pytest.raises(Refused, match="stale-crl"):
         _login(card, "1111", verifier=Verifier(clock=lambda: tomorrow))
+
+
+def _ca_key(name: str) -> ec.EllipticCurvePrivateKey:
+    key = load_pem_private_key((ca.folder(name) / "key.pem").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+def _ca_valid(name: str, since: datetime, until: datetime) -> None:
+    """The CA's certificate in its trust folder made again, its key and subject kept, valid from
+    `since` until `until`."""
+    cert = x509.load_pem_x509_certificate(ca.certificate_path(name).read_bytes())
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.subject)
+               .public_key(cert.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(since).not_valid_after(until))
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    ca.certificate_path(name).write_bytes(
+        builder.sign(_ca_key(name), hashes.SHA256()).public_bytes(Encoding.PEM))
+
+
+def test_a_ca_certificate_out_of_its_own_validity_is_refused(cards_dir: Path) -> None:
+    """The CA's own certificate's validity was not checked: a card of a CA whose certificate in
+    the trust folder had expired (or was not valid yet) signed in. It is no-ca (the checker's
+    trust to be renewed, no card's fault), and not-yet-valid (the clocks disagree) before it."""
+    card = issue.officer_card("officer-12", "oversight", "oversight", "1111", cards_dir)
+    now = datetime.now(UTC)
+    _ca_valid(ca.OFFICERS, now - timedelta(days=365 * ca.CA_YEARS), now - timedelta(days=1))
+    with pytest.raises(Refused, match=f"^{NO_CA}$"):
+        _login(card, "1111")
+    _ca_valid(ca.OFFICERS, now + timedelta(hours=1), now + timedelta(days=365))
+    with pytest.raises(Refused, match=f"^{NOT_YET_VALID}$"):
+        _login(card, "1111")
+    _ca_valid(ca.OFFICERS, now - timedelta(days=1), now + timedelta(days=365))
+    assert _login(card, "1111") == card.face.serial, "positive control"
+
+
+def test_a_crl_issued_later_than_now_tells_nothing(cards_dir: Path) -> None:
+    """A revocation list whose thisUpdate is later than the checker's clock (the CA's clock
+    ahead, or a list not of now) was taken: the card checked against a list of the future
+    signed in. It is refused as the CRL's (crl-not-yet-valid, a CRL that cannot tell), and
+    taken once its time has come; the CA's own list is backdated as its certificates are."""
+    card = issue.officer_card("officer-13", "oversight", "oversight", "1111", cards_dir)
+    now = datetime.now(UTC)
+    ahead = (x509.CertificateRevocationListBuilder().issuer_name(_crl(ca.OFFICERS).issuer)
+             .last_update(now + timedelta(hours=1)).next_update(now + timedelta(days=1))
+             .sign(_ca_key(ca.OFFICERS), hashes.SHA256()))
+    ca.crl_path(ca.OFFICERS).write_bytes(ahead.public_bytes(Encoding.PEM))
+    verifier = Verifier()
+    with pytest.raises(Refused, match=f"^{CRL_NOT_YET_VALID}$"):
+        _login(card, "1111", verifier=verifier)
+    assert CRL_NOT_YET_VALID in UNCHECKABLE and REFUSALS[CRL_NOT_YET_VALID] == "refused_crl"
+    later = Verifier(clock=lambda: now + timedelta(hours=2))
+    assert _login(card, "1111", verifier=later) == card.face.serial, "its time come"
+    published = ca.Authority.load(ca.OFFICERS).publish_crl()
+    assert published.last_update_utc <= now - ca.BACKDATED + timedelta(seconds=5)
 
 
 def _crl(name: str) -> x509.CertificateRevocationList:
