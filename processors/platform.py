@@ -243,7 +243,7 @@ class Platform:
                 if self.read_first(records):
                     await self.views.directory_read()
                 await self.outflow.send(self.committable(polled), *self.handle(records))
-            await self.outflow.commit(now=self.ends_ahead)
+            await self.outflow.commit(now=self.ends_ahead, stop=stop)
             self.ends_ahead = False
             self.views.check()
             for task in (sweeper, self.rebuilding):  # they stop early only on an error:

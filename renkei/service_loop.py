@@ -207,12 +207,26 @@ class Outflow:
         """Wait until the broker has every effect and record sent so far."""
         await settled(list(self._unacknowledged))
 
-    async def commit(self, now: bool = False) -> None:
+    async def commit(self, now: bool = False, stop: asyncio.Event | None = None) -> None:
+        """Commit what was handled, once its every effect is acknowledged (at most every
+        `interval` seconds, unless `now`). With `stop`, given up should it be set first: a commit
+        waits for the broker, and one away would keep the service from stopping (its processes
+        killed GRACE_SECONDS later) until it came back; the effects it waited for are still
+        waited for by the next (last_commit), the records handled again if none commits them."""
         if not self._handled or (
                 not now and time.monotonic() - self._committed_at < self.interval):
             return
-        futures, self._unacknowledged = self._unacknowledged, []
+        if stop is None:
+            await self._commit()
+        else:
+            await unless_stopped(stop, self._commit())
+
+    async def _commit(self) -> None:
+        futures = list(self._unacknowledged)
+        if waiting := [f for f in futures if not f.done()]:  # given up (cancelled), this wait
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)  # leaves them be
         await settled(futures)  # a failed send raises: nothing is committed
+        del self._unacknowledged[:len(futures)]
         handled, self._handled = self._handled, set()
         owned = self.consumer.assignment()
         positions = {tp: await self.consumer.position(tp) for tp in handled if tp in owned}
@@ -277,7 +291,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
                         read := await read_to_the_end(consumer)) is not None:
                     idled = time.monotonic()
                     await idle(read)
-                await outflow.commit()
+                await outflow.commit(stop=stop)
                 for view in following:
                     view.check()
         if not await last_commit(outflow):

@@ -1,0 +1,42 @@
+"""A service told to stop while its broker is away stops within seconds: the commit it was
+waiting in (for its effects' acknowledgement, which a broker away never gives) gives way to the
+stop, and leaves those effects waited for by the last commit, not cancelled nor forgotten. (It
+waited for the broker until killed: `renkei demo` took GRACE_SECONDS, ~30 s, to stop after its
+broker had gone, each service it ran killed in turn.)"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+from aiokafka import TopicPartition
+
+from renkei.envelope import Send
+from renkei.service_loop import Outflow, last_commit
+
+
+class Unacknowledged:
+    """A producer whose broker is away: each send handed over, none ever acknowledged."""
+
+    def __init__(self) -> None:
+        self.sent: list[asyncio.Future[Any]] = []
+
+    async def send(self, *_: object, **__: object) -> asyncio.Future[Any]:
+        self.sent.append(asyncio.get_running_loop().create_future())
+        return self.sent[-1]
+
+
+async def test_a_commit_waiting_for_a_broker_away_gives_way_to_a_stop() -> None:
+    producer = Unacknowledged()
+    outflow = Outflow(cast(Any, None), cast(Any, producer))  # the consumer is never reached
+    await outflow.send([TopicPartition("renkei.registry.in", 0)],
+                       [Send("renkei.registry.out", "k", b"an effect")])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    began = time.monotonic()
+    await asyncio.wait_for(outflow.commit(now=True, stop=stop), 3)
+    assert time.monotonic() - began < 1
+    assert not await last_commit(outflow, within=0.2)  # nothing committed: handled again
+    [effect] = producer.sent
+    assert not effect.done(), "the stop cancelled an effect the broker may still take"
