@@ -8,12 +8,12 @@ import getpass
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from holders.client import HolderClient, NotAuthorized
+from holders.client import HolderClient, NotAuthorized, NotSentYet
 from holders.samples import SAMPLES
 from holders.store import HolderStore, Request
 from processors import directory
@@ -51,8 +51,8 @@ async def bind_all(clients: dict[str, HolderClient], concurrency: int = 64) -> f
 
     async def one(client: HolderClient, own: str, by_number: bool) -> None:
         async with gate:
-            await client.outcome(await client.bind(own, *staff(client.holder),
-                                                   by_number=by_number), 120)
+            await client.outcome(await sent(client.bind(own, *staff(client.holder),
+                                                        by_number=by_number)), 120)
 
     await asyncio.gather(*(one(clients[s.holder_id], own, s.knows_numbers) for s in SAMPLES
                            for own in clients[s.holder_id].store.own_numbers()))
@@ -155,7 +155,18 @@ async def ask(client: HolderClient, exchange: Exchange, own: str) -> str:
 async def round_trip(client: HolderClient, exchange: Exchange, own: str,
                      within: float) -> Request:
     """One request and its one outcome (TimeoutError if none comes within `within` s)."""
-    return await client.outcome(await ask(client, exchange, own), within)
+    return await client.outcome(await sent(ask(client, exchange, own)), within)
+
+
+async def sent(request: Awaitable[str]) -> str:
+    """The id of a request made, also of one the broker did not take in time (NotSentYet:
+    recorded, and sent once it is back), whose outcome is waited for alike: a broker away a
+    while (restarted, say) is ridden out, not a traceback (`renkei demo` stops with a line of its
+    own once the broker is away AWAY_SECONDS)."""
+    try:
+        return await request
+    except NotSentYet as kept:
+        return kept.request_id
 
 
 async def rekey_unit(clients: dict[str, HolderClient], unit: str) -> tuple[int, list[str], float]:

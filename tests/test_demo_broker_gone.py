@@ -10,7 +10,8 @@ import time
 import pytest
 
 from broker import presence
-from renkei import demo
+from holders.client import NotSentYet
+from renkei import demo, scenario
 from tests.kafka_helpers import free_port
 
 
@@ -38,3 +39,14 @@ async def test_a_demo_whose_broker_is_there_runs_to_its_end() -> None:
         await asyncio.wait_for(demo.while_the_broker_is_there(exercise(), f"127.0.0.1:{port}"), 5)
     finally:
         server.close()
+
+
+async def test_a_request_the_broker_did_not_take_in_time_is_waited_for_not_raised() -> None:
+    async def kept() -> str:
+        raise NotSentYet("r-kept")
+
+    async def taken() -> str:
+        return "r-taken"
+
+    assert await scenario.sent(kept()) == "r-kept"  # its outcome waited for: sent once it can be
+    assert await scenario.sent(taken()) == "r-taken"
