@@ -223,8 +223,8 @@ class Outflow:
 
     async def _commit(self) -> None:
         futures = list(self._unacknowledged)
-        if waiting := [f for f in futures if not f.done()]:  # given up (cancelled), this wait
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)  # leaves them be
+        if waiting := [f for f in futures if not f.done()]:
+            await _acknowledged(waiting)
         await settled(futures)  # a failed send raises: nothing is committed
         del self._unacknowledged[:len(futures)]
         handled, self._handled = self._handled, set()
@@ -235,6 +235,18 @@ class Outflow:
         if offsets:  # none if a rebalance took every partition handled since the last commit
             await commit(self.consumer, offsets)
         self._committed_at = time.monotonic()
+
+
+async def _acknowledged(waiting: list[asyncio.Future[Any]]) -> None:
+    """Wait until each of `waiting` is acknowledged or one fails. Given up (cancelled: a stop, a
+    last commit out of time), it leaves them be, the broker may still take them; their failure
+    (the producer closed without them) is taken as told, not logged as never retrieved."""
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for future in waiting:
+            future.add_done_callback(retrieved)
+        raise
 
 
 async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,

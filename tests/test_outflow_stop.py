@@ -7,10 +7,13 @@ broker had gone, each service it ran killed in turn.)"""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any, cast
 
+import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from renkei.envelope import Send
 from renkei.service_loop import Outflow, last_commit
@@ -40,3 +43,24 @@ async def test_a_commit_waiting_for_a_broker_away_gives_way_to_a_stop() -> None:
     assert not await last_commit(outflow, within=0.2)  # nothing committed: handled again
     [effect] = producer.sent
     assert not effect.done(), "the stop cancelled an effect the broker may still take"
+
+
+async def test_effects_a_stop_gave_up_on_and_the_close_failed_are_not_logged_unretrieved(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The commit and the last commit given up with the broker away, the producer's close fails
+    each effect it still held (aiokafka's fail_all): no one awaits them, and asyncio logged each
+    with a traceback as never retrieved (a wait cancelled in `settled` took them as told)."""
+    producer = Unacknowledged()
+    outflow = Outflow(cast(Any, None), cast(Any, producer))
+    await outflow.send([TopicPartition("renkei.registry.in", 0)],
+                       [Send("renkei.registry.out", "k", b"one"),
+                        Send("renkei.registry.out", "k", b"two")])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    await outflow.commit(now=True, stop=stop)
+    assert not await last_commit(outflow, within=0.2)
+    for effect in producer.sent:  # close_producer, the broker away
+        effect.set_exception(KafkaConnectionError("the producer was closed with the broker away"))
+    del outflow, producer, effect
+    gc.collect()
+    assert "never retrieved" not in caplog.text
