@@ -209,31 +209,32 @@ class Outflow:
 
     async def commit(self, now: bool = False, stop: asyncio.Event | None = None) -> None:
         """Commit what was handled, once its every effect is acknowledged (at most every
-        `interval` seconds, unless `now`). With `stop`, given up should it be set first: a commit
-        waits for the broker, and one away would keep the service from stopping (its processes
-        killed GRACE_SECONDS later) until it came back; the effects it waited for are still
-        waited for by the next (last_commit), the records handled again if none commits them."""
+        `interval` seconds, unless `now`). With `stop`, the wait for the acknowledgements is
+        given up should it be set first, and nothing committed: a broker away would keep the
+        service from stopping (its processes killed GRACE_SECONDS later); the effects are still
+        waited for by the last commit (last_commit), the records handled again if it cannot. A
+        commit's request, once made, is not given up by a stop: aiokafka shields it, and one cut
+        short would fail unheard (its failure never retrieved)."""
         if not self._handled or (
                 not now and time.monotonic() - self._committed_at < self.interval):
             return
-        if stop is None:
-            await self._commit()
-        else:
-            await unless_stopped(stop, self._commit())
-
-    async def _commit(self) -> None:
         futures = list(self._unacknowledged)
         if waiting := [f for f in futures if not f.done()]:
-            await _acknowledged(waiting)
+            acknowledged = _acknowledged(waiting)
+            if stop is None:
+                await acknowledged
+            elif not await unless_stopped(stop, acknowledged):
+                return
         await settled(futures)  # a failed send raises: nothing is committed
         del self._unacknowledged[:len(futures)]
-        handled, self._handled = self._handled, set()
+        handled = set(self._handled)  # forgotten once committed, not if the commit is cut short
         owned = self.consumer.assignment()
         positions = {tp: await self.consumer.position(tp) for tp in handled if tp in owned}
         offsets = {tp: (at, "" if self.note is None else self.note(at))
                    for tp, at in positions.items()}
         if offsets:  # none if a rebalance took every partition handled since the last commit
             await commit(self.consumer, offsets)
+        self._handled -= handled
         self._committed_at = time.monotonic()
 
 

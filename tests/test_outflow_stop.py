@@ -64,3 +64,46 @@ async def test_effects_a_stop_gave_up_on_and_the_close_failed_are_not_logged_unr
     del outflow, producer, effect
     gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+HANDLED = TopicPartition("renkei.registry.in", 0)
+
+
+class CommitTakesAWhile:
+    """A consumer whose broker is there, each commit taking its round trip."""
+
+    def __init__(self) -> None:
+        self.committed: list[dict[TopicPartition, tuple[int, str]]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {HANDLED}
+
+    async def position(self, _: TopicPartition) -> int:
+        return 7
+
+    async def commit(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
+        await asyncio.sleep(0.05)
+        self.committed.append(offsets)
+
+
+class Acknowledged:
+    """A producer whose broker acknowledges each send at once."""
+
+    async def send(self, *_: object, **__: object) -> asyncio.Future[Any]:
+        sent = asyncio.get_running_loop().create_future()
+        sent.set_result(None)
+        return sent
+
+
+async def test_a_stop_during_a_commits_round_trip_leaves_its_offsets_to_the_last_commit() -> None:
+    """A stop set while a commit's request was at the broker gave the commit up after it had
+    forgotten what was handled: the last commit committed nothing (yet said the broker was
+    reached), and the batch was handled again at the next start."""
+    consumer = CommitTakesAWhile()
+    outflow = Outflow(cast(Any, consumer), cast(Any, Acknowledged()))
+    await outflow.send([HANDLED], [Send("renkei.registry.out", "k", b"an effect")])
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.02, stop.set)
+    await outflow.commit(now=True, stop=stop)
+    assert await last_commit(outflow, within=1)
+    assert consumer.committed[-1:] == [{HANDLED: (7, "")}]
