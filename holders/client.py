@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from broker import acls, topics
 from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
+from holders.imports import own_number as keyed_own
 from holders.store import (
     ANSWERED,
     PROVIDER,
@@ -560,7 +561,9 @@ class HolderClient:
     async def bind(self, own_number: str, operator: str, terminal: str,
                    by_number: bool = False, keyed: Keyed | None = None) -> str:
         """Ask for this record's link code (step ①–④ of binding); returns the request id (the
-        one made already under the idempotency key `keyed`, if any)."""
+        one made already under the idempotency key `keyed`, if any). The own number is read as
+        an import keys it (NFKC: `Ｈ－１` is the record `H-1`)."""
+        own_number = keyed_own(own_number)
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, BINDING)
         if made := self._made(keyed):
@@ -592,7 +595,9 @@ class HolderClient:
                       keyed: Keyed | None = None) -> str:
         """Step ①: ask `provider` for this person's `data_type` under `pattern_id`; returns the
         request id (the one made already under the idempotency key `keyed`, if any). NotBound
-        for a record with no link code, NotFound for no record."""
+        for a record with no link code, NotFound for no record. The own number is read as an
+        import keys it (NFKC: `Ｈ－１` is the record `H-1`)."""
+        own_number = keyed_own(own_number)
         request_id = new_request_id()
         self._authorize(request_id, operator, terminal, purpose)
         if made := self._made(keyed):

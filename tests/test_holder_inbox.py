@@ -38,6 +38,8 @@ from holders.client import (
     UNREADABLE,
     Applied,
     HolderClient,
+    NotBound,
+    NotFound,
     RekeyRefused,
     new_request_id,
 )
@@ -118,6 +120,17 @@ def found(request_id: str, link_code: str, epoch: int = 0, unit: str = HOLDER) -
                           request_id)
     return BindingAnswer(request_id, FOUND, "", (BindingCandidate(link_code, sealed),), epoch,
                          unit)
+
+
+async def test_an_own_number_in_full_width_is_the_record_its_import_made_in_the_library(
+        client: HolderClient) -> None:
+    """The server and the imports key an own number NFKC (`Ｈ－１` is the record `H-1`), the
+    library's bind() and request() did not: a holder's program using it was told no record."""
+    client.store.add_record("H-1", PERSON)
+    with pytest.raises(NotFound, match="record 'H-1' holds no personal number"):
+        await client.bind("Ｈ－１", STAFF, TERMINAL, by_number=True)
+    with pytest.raises(NotBound, match="record 'H-1' is not bound to a link code"):
+        await client.request("Ｈ－１", "P-1", "town", "local_tax", "審査", STAFF, TERMINAL)
 
 
 async def test_a_second_record_of_one_person_is_investigated_not_bound(
