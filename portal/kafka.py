@@ -32,6 +32,7 @@ from audit import anchor
 from audit.events import PORTAL_KIND, AccessLogEvent, event_id, portal_step
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
+from broker.presence import watch
 from portal.inbox import (
     APPLICATIONS_KEPT,
     OVERSIGHT_KEPT,
@@ -54,6 +55,8 @@ from schemas.messages import Alert, HolderEntry, HolderLogAnswer, HolderLogEntry
 
 log = logging.getLogger(__name__)
 ALERTS_KEPT = 200
+PORTAL_WHO = "renkei-portal"  # who says that the broker is away (broker.presence), as a service's
+# group does: the portal follows its topics outside the service loop, which watches for them
 # seconds between tries of an answer's audit and inbox writes, and of sending a request again
 RETRY_FIRST, RETRY_MOST = 0.5, 30.0
 
@@ -329,7 +332,8 @@ class AlertFeed:
 
 
 class Platform:
-    """Everything the portal process does on Kafka."""
+    """Everything the portal process does on Kafka; while it runs, the broker watched as the
+    services' loops watch it (broker.presence): its going away and coming back said once each."""
 
     def __init__(self, portal: KafkaAccess, oversight: KafkaAccess, inbox: Inbox) -> None:
         self._access, self.inbox = portal, inbox  # the numbering's changes kept in it too
@@ -345,6 +349,7 @@ class Platform:
         self.alerts = AlertFeed(oversight)
         # the heads topic, read as the oversight body; where its check stands kept in the inbox
         self.anchor = anchor.AnchorCheck(oversight, inbox)
+        self._watch: asyncio.Task[None] | None = None
 
     @classmethod
     def connect(cls) -> Platform:
@@ -361,8 +366,11 @@ class Platform:
         await self.authority.start()
         await self.oversight.start()
         await self.alerts.start()
+        self._watch = asyncio.create_task(watch(self._access.bootstrap, PORTAL_WHO),
+                                          name="broker presence")
 
     async def stop(self) -> None:
+        await cancelled(self._watch)
         await self.alerts.stop()
         await self.authority.stop()
         await self.registry.stop()

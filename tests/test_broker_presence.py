@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from broker import acls, presence, topics
 from broker.clients import KafkaAccess
 from broker.presence import Presence
+from portal.inbox import Inbox
+from portal.kafka import Platform as PortalSide
 from renkei.envelope import Send
 from renkei.service_loop import serving
 from tests.kafka_helpers import forwarder, free_port
@@ -77,3 +80,30 @@ async def test_a_service_says_once_that_its_broker_went_away_and_once_that_it_is
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.usefixtures("town")
+async def test_my_portal_says_once_that_its_broker_went_away_and_once_that_it_is_back(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """My Portal is no service loop's (its Kafka side follows topics of its own): its broker
+    gone, it said nothing, its pages failing or waiting without a line saying why."""
+    monkeypatch.setattr(presence, "WATCH_SECONDS", 0.1)
+    port = free_port()
+    portal, oversight = (KafkaAccess.of(who) for who in (acls.PORTAL, acls.OVERSIGHT))
+    away_port = f"127.0.0.1:{port}"
+    side = PortalSide(dataclasses.replace(portal, bootstrap=away_port),
+                      dataclasses.replace(oversight, bootstrap=away_port),
+                      Inbox(tmp_path / "inbox.db"))
+    caplog.set_level(logging.WARNING)
+    try:
+        async with forwarder(port, portal.bootstrap):
+            await side.start()
+        away = await _said(caplog, AWAY, 5)
+        assert len(away) == 1, away
+        assert away[0].startswith(f"renkei-portal: the broker at {away_port} is away since ")
+        async with forwarder(port, portal.bootstrap):
+            back = await _said(caplog, BACK, 5)
+            assert len(back) == 1 and f"{away_port} is back, after" in back[0], back
+    finally:
+        await side.stop()
