@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from renkei.state import state_dir
-from renkei.town import Processes
+from renkei.town import Processes, log_path
 
 TRACEBACK = b"Traceback (most recent call last)"
 
 
 def log_of(name: str) -> Path:
     """Where `Processes.start` sends a process's output."""
-    return state_dir() / "logs" / f"{name}.log"
+    return log_path(name)
 
 
 @dataclass

@@ -29,10 +29,11 @@ AWAY_SECONDS = 60.0  # the broker away this long on end, the demo says so and st
 
 def _log_to_file() -> None:
     """The demo's own holders log as their servers would, into logs/demo.log beside the
-    processes' logs, not between the summary's lines; an error is said on stderr as well."""
-    folder = state_dir() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    to_file = logging.FileHandler(folder / "demo.log", encoding="utf-8")
+    processes' logs (begun afresh each run as theirs are, the run before's kept as demo.log.1),
+    not between the summary's lines; an error is said on stderr as well."""
+    log = town.log_path("demo")
+    town.begun(log)
+    to_file = logging.FileHandler(log, encoding="utf-8")
     to_stderr = logging.StreamHandler()
     to_stderr.setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format=logs.FORMAT, handlers=[to_file, to_stderr])
@@ -171,7 +172,7 @@ def still_running(procs: town.Processes) -> None:
     the topics, and said nothing of it)."""
     if ended := procs.ended():
         raise click.ClickException("stopped while the demo ran: " + ", ".join(
-            f"{name} (exit code {code}; its log {state_dir() / 'logs' / f'{name}.log'} says why)"
+            f"{name} (exit code {code}; its log {town.log_path(name)} says why)"
             for name, code in sorted(ended.items())))
 
 

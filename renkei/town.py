@@ -131,6 +131,19 @@ def platform_names(instances: int) -> list[str]:
     return [platform_name(n) for n in range(1, instances + 1)]
 
 
+def log_path(name: str) -> Path:
+    """Where a town's process `name` logs (Processes.start): logs/ of the state folder."""
+    return state_dir() / "logs" / f"{name}.log"
+
+
+def begun(log: Path) -> None:
+    """`log` begun afresh, the one there kept as `<log>.1` (one generation: the one before it
+    goes)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists():
+        log.replace(log.with_name(f"{log.name}.1"))
+
+
 def renkei_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("renkei")), *args]
 
@@ -142,14 +155,20 @@ class Processes:
 
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ready_after: float = 0.0
+    logged: set[str] = field(default_factory=set)  # the names whose log this run has begun
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (state_dir() / "logs")
-        log.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(renkei_command(*args),
-                                stdout=(log / f"{name}.log").open("ab"),
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env=tethered())
+        """`renkei *args` as `name`, its output in logs/<name>.log: begun afresh at its first
+        start in this run (the run before's kept as <name>.log.1: logs do not grow run after
+        run), gone on with at a start again (a killed process's restart: its last lines kept)."""
+        log = log_path(name)
+        if name not in self.logged:
+            begun(log)
+            self.logged.add(name)
+        with log.open("ab") as output:
+            proc = subprocess.Popen(renkei_command(*args), stdout=output,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=tethered())
         self.running[name] = proc
         return proc
 

@@ -29,7 +29,7 @@ HOLDERS_TOPICS = topics.HOLDER_INBOX.split("{")[0]  # renkei.holder.: inboxes an
 def _platform_side(root: Path, holders_topics: bool = True) -> list[Path]:
     """The broker's log segments (unless not `holders_topics`, the platform's own topics' only)
     and every platform store (the portal's inbox too), log and state folder."""
-    logs = sorted((root / "logs").glob("platform-*.log"))
+    logs = sorted((root / "logs").glob("platform-*.log*"))  # the run before's too
     segments = [root / "broker"] if holders_topics else [
         p for p in (root / "broker").glob("node-*/data/*")
         if p.is_dir() and not p.name.startswith(HOLDERS_TOPICS)]
