@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from authority.service import NumberingAuthority
 from broker import acls, topics
-from registry.answers import NO_CONSENTING_NUMBER, answer_to, refused_if_failing, unknown_refused
+from registry.answers import NO_CONSENTING_NUMBER, answer_to, answered, refused_if_failing
 from renkei import sealing
-from renkei.envelope import Directory, Send, readable, send
+from renkei.envelope import Directory, Send, send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
@@ -31,12 +31,9 @@ PURPOSE = "binding by personal number"
 
 def handle(records: Sequence[Any], service: NumberingAuthority, key: X25519PrivateKey,
            directory: Directory) -> list[Send]:
-    return [*(refused_if_failing(acls.AUTHORITY, lookup,
-                                 partial(_resolved, lookup, _identified(lookup, record), service,
-                                         key, directory))
-              for record in records
-              for lookup in readable([record], NumberLookup, "number look-up")),
-            *unknown_refused(records, "NumberLookup")]
+    return answered(records, NumberLookup, "number look-up", lambda lookup, record:
+                    refused_if_failing(acls.AUTHORITY, lookup, partial(
+                        _resolved, lookup, _identified(lookup, record), service, key, directory)))
 
 
 def _identified(lookup: NumberLookup, record: Any) -> str:

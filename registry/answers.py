@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from broker import topics
 from renkei.envelope import Send, send
-from schemas.codec import CODEC, SchemaError
+from schemas.codec import CODEC, SchemaError, UnknownSchema
 from schemas.messages import (
     REFUSED,
     NumberLookup,
@@ -19,6 +19,7 @@ from schemas.messages import (
 )
 
 log = logging.getLogger(__name__)
+Asked = TypeVar("Asked", RegistryQuery, NumberLookup)
 NO_CONSENTING_NUMBER = "no consenting resident has that personal number"
 """A private holder's NOT_FOUND by personal number, from the authority (nobody has the number) and
 the registry (its resident did not consent) alike: it never tells which numbers are in use."""
@@ -55,26 +56,42 @@ def refused_if_failing(service: str, asked: RegistryQuery | NumberLookup,
         return answer_to(asked, REFUSED, f"the {service} could not answer this query")
 
 
-def unknown_refused(records: Iterable[Any], name: str) -> list[Send]:
-    """The look-ups (of schema `name`) among `records` whose schema is unknown here (a newer
-    platform's) refused UNKNOWN_SCHEMA to the platform, under their leading fields (request id,
-    requester, the holder message it came from: codec.leading), for it to relay to the holder
-    as the platform refuses a holder's message (processors.rejection), where they were skipped
-    and the holder told only that its binding timed out; one whose leading fields cannot be read
-    is skipped (`readable` logs each)."""
-    refused = []
+def answered(records: Iterable[Any], schema: type[Asked], what: str,
+             answer: Callable[[Asked, Any], Send]) -> list[Send]:
+    """What is sent for each look-up (of `schema`) among `records`, in the order they came:
+    `answer`'s (given the look-up and its record) for one read; for one of a schema unknown here
+    its refusal (unknown_refused), logged once as refused; one that is neither logged once as
+    an unreadable `what` and skipped (it names nobody to answer). (One of a schema unknown here
+    was logged twice, unreadable then refused, and its refusal sent after the batch's answers.)"""
+    sends = []
     for record in records:
         value = record.value or b""
-        if (unknown := CODEC.unknown(value)) is None:
+        if (unknown := CODEC.unknown(value)) is not None:
+            sends += unknown_refused(value, unknown, schema.__name__)
             continue
         try:
-            asked = CODEC.leading(value, name, "requested_at")
+            asked = CODEC.decode(value, schema)
         except SchemaError as exc:
-            log.error("a %s of a schema unknown here names nobody to answer: %s", name, exc)
+            log.error("an unreadable %s: %s", what, exc)
             continue
-        log.error("%s %s of %s refused %s: %s (a newer platform's?)", name, asked["request_id"],
-                  asked["requester"], unknown.reason, unknown)
-        refused.append(sent(RegistryAnswer(
-            asked["request_id"], asked["requester"], REFUSED, f"{unknown.reason}: {unknown}", (),
-            asked["source"], asked["requested_at"])))
-    return refused
+        sends.append(answer(asked, record))
+    return sends
+
+
+def unknown_refused(value: bytes, unknown: UnknownSchema, name: str) -> list[Send]:
+    """A look-up (of schema `name`) whose schema is `unknown` here (a newer platform's) refused
+    UNKNOWN_SCHEMA to the platform, under its leading fields (request id, requester, the holder
+    message it came from: codec.leading), for it to relay to the holder as the platform refuses a
+    holder's message (processors.rejection), where it was skipped and the holder told only that
+    its binding timed out; none if its leading fields cannot be read (it names nobody to
+    answer: logged)."""
+    try:
+        asked = CODEC.leading(value, name, "requested_at")
+    except SchemaError as exc:
+        log.error("a %s of a schema unknown here names nobody to answer: %s", name, exc)
+        return []
+    log.error("%s %s of %s refused %s: %s (a newer platform's?)", name, asked["request_id"],
+              asked["requester"], unknown.reason, unknown)
+    return [sent(RegistryAnswer(
+        asked["request_id"], asked["requester"], REFUSED, f"{unknown.reason}: {unknown}", (),
+        asked["source"], asked["requested_at"]))]

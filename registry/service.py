@@ -19,14 +19,14 @@ from broker import acls
 from registry.answers import (
     NO_CONSENTING_NUMBER,
     answer_of,
+    answered,
     refused_if_failing,
     sent,
-    unknown_refused,
 )
 from registry.residents import FourAttributes, Resident
 from registry.store import RegistryStore
 from renkei import sealing
-from renkei.envelope import Directory, Send, readable
+from renkei.envelope import Directory, Send
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (
     BY_RESIDENT_CODE,
@@ -48,9 +48,8 @@ class RegistryService:
         self._directory = directory
 
     def handle(self, records: Sequence[Any]) -> list[Send]:
-        return [*(self._answered(query)
-                  for query in readable(records, RegistryQuery, "registry query")),
-                *unknown_refused(records, "RegistryQuery")]
+        return answered(records, RegistryQuery, "registry query",
+                        lambda query, _: self._answered(query))
 
     def _answered(self, query: RegistryQuery) -> Send:
         """The answer, or a refusal of this query alone should it fail on something unforeseen."""

@@ -242,3 +242,20 @@ def test_a_lookup_of_a_newer_schema_is_refused_unknown_schema_not_left_to_time_o
         topics.REGISTRY_OUT, "n-1", HOLDER, REFUSED, "renkei.holder.x.out:0:3")
     assert answer.detail == "UNKNOWN_SCHEMA: unknown schema fingerprint fefefefefefefefe"
     assert "NumberLookup n-1 of" in caplog.text
+
+
+def test_a_lookup_of_a_newer_schema_is_logged_once_and_answered_in_its_place(
+        authority: Authority, caplog: pytest.LogCaptureFixture) -> None:
+    """It was logged twice (once unreadable, once refused) and its refusal sent after the
+    answers to the batch's every other look-up, whatever their order."""
+    newer = authority.lookup("n-1", authority.number(0), source="renkei.holder.x.out:0:3")
+    newer.value = newer.value[:2] + b"\xfe" * 8 + newer.value[10:] + b"\x00"
+    records = (authority.lookup("n-0", authority.number(1)), newer,
+               authority.lookup("n-2", authority.number(2)))
+    with caplog.at_level(logging.ERROR):
+        sent = authority.handled(*records)
+    assert [(s.key, s.topic) for s in sent] == [
+        ("n-0", topics.REGISTRY_IN), ("n-1", topics.REGISTRY_OUT), ("n-2", topics.REGISTRY_IN)]
+    assert [r.getMessage() for r in caplog.records if "fefefefefefefefe" in r.getMessage()] == [
+        f"NumberLookup n-1 of {HOLDER} refused UNKNOWN_SCHEMA: unknown schema fingerprint "
+        "fefefefefefefefe (a newer platform's?)"]

@@ -203,3 +203,21 @@ def test_a_query_of_a_newer_schema_is_refused_unknown_schema_not_left_to_time_ou
     assert answer.detail == "UNKNOWN_SCHEMA: unknown schema fingerprint fefefefefefefefe"
     assert "RegistryQuery r1 of city-y refused UNKNOWN_SCHEMA" in caplog.text
     assert registry.handled_values(newer[:10] + b"\x01") == []  # names nobody: logged only
+
+
+def test_a_query_of_a_newer_schema_is_logged_once_and_answered_in_its_place(
+        registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    """It was logged twice (once unreadable, once refused) and its refusal sent after the
+    answers to the batch's every other query, whatever their order."""
+    first, last = (RegistryQuery(r, CITY, False, BY_ATTRIBUTES, sealing.seal(
+        sealing.public_bytes(registry.key), CODEC.encode(ALONE), r)) for r in ("r0", "r2"))
+    valid = CODEC.encode(replace(registry.query(CITY, ALONE), source="renkei.holder.city-y.out:0:7",
+                                 requested_at=datetime(2026, 12, 7, 8, 5, tzinfo=UTC)))
+    newer = valid[:2] + b"\xfe" * 8 + valid[10:] + b"\x06new"
+    with caplog.at_level(logging.ERROR):
+        answers = registry.handled_values(CODEC.encode(first), newer, CODEC.encode(last))
+    assert [(a.request_id, a.status) for a in answers] == [
+        ("r0", FOUND), ("r1", REFUSED), ("r2", FOUND)]
+    assert [r.getMessage() for r in caplog.records if "fefefefefefefefe" in r.getMessage()] == [
+        "RegistryQuery r1 of city-y refused UNKNOWN_SCHEMA: unknown schema fingerprint "
+        "fefefefefefefefe (a newer platform's?)"]
