@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from processors.rejection import unfit
 from renkei import sealing
 from renkei.envelope import Send, send
 from schemas.codec import CODEC, SchemaError, UnknownSchema, first_string
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 REQUEST_ID_CHARS = 64
 """The longest request id of a question answered (the portal's are UUIDs, 36 characters): the id
 is the answer's key and is in its value, so a longer one could make an answer the broker does not
-take, and the service would stop on that question at every start."""
+take, and the service would stop on that question at every start. Tighter than the platform's
+bound on a holder's (processors.rejection, 128), which it also meets (unfit_id)."""
 Answer = Callable[[str, bytes, bool], object]
 """The service's answer (a message) to a question: its request id, its opened bytes, and whether
 it was read after its deadline (then the answer says only what was done before: TooLate if
@@ -70,6 +72,16 @@ NO_REPLY_KEY = "no-reply-key"
 """Why a question is declined that has no reply key its answer can be sealed to."""
 
 
+def unfit_id(request_id: str) -> str | None:
+    """Why no answer is sent under a question's request id (None: one is): longer than
+    REQUEST_ID_CHARS, or unfit as the platform finds a holder's (processors.rejection.unfit):
+    control characters, which the service's log lines and the answer's key would carry as they
+    are (a line break in the log, a line forged after it). Said without the id."""
+    if len(request_id) > REQUEST_ID_CHARS:
+        return f"a request id of {len(request_id)} characters (at most {REQUEST_ID_CHARS})"
+    return unfit(request_id, "request id")
+
+
 def of_topic(records: Sequence[Any], topic: str) -> tuple[list[Any], list[Any]]:
     """The records of `topic` (the portal's questions), and the others."""
     return ([r for r in records if r.topic == topic], [r for r in records if r.topic != topic])
@@ -88,9 +100,8 @@ def answered(records: Sequence[Any], service: str, key: X25519PrivateKey, out: s
         except SchemaError as exc:
             log.error("an unreadable question of the portal: %s", exc)
             continue
-        if len(question.request_id) > REQUEST_ID_CHARS:
-            log.error("a question of the portal with a request id of %d characters (at most %d) "
-                      "is not answered", len(question.request_id), REQUEST_ID_CHARS)
+        if (why := unfit_id(question.request_id)) is not None:
+            log.error("%s: a question of the portal is not answered: %s", service, why)
             continue
         sent.append(send(out, question.request_id,
                          _answer(question, service, key, answer, now)))
@@ -103,9 +114,9 @@ def _refused_unknown(value: bytes, service: str, out: str, exc: UnknownSchema) -
     (processors.rejection): the portal tells its resident so, rather than that the question timed
     out; none if its first field is no request id an answer could carry (logged only)."""
     request_id = first_string(value)
-    if not request_id or len(request_id) > REQUEST_ID_CHARS:
-        log.error("%s: an unreadable question of the portal, naming no request id: %s",
-                  service, exc)
+    if not request_id or (why := unfit_id(request_id)) is not None:
+        log.error("%s: an unreadable question of the portal, naming no request id%s: %s",
+                  service, "" if not request_id else f" ({why})", exc)
         return []
     log.error("%s: the portal's question %s refused UNKNOWN_SCHEMA (a newer portal's?): %s",
               service, request_id, exc)

@@ -142,3 +142,23 @@ def test_a_question_of_a_newer_schema_is_refused_unknown_schema_not_left_to_time
     assert questions.answered([nameless], acls.AUTHORITY, SERVICE, topics.AUTHORITY_PORTAL_OUT,
                               service, NOW) == []
     assert "naming no request id" in caplog.text
+
+
+def test_a_question_whose_id_holds_control_characters_is_logged_not_answered(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A request id of an allowed length with a control character (a line break, an escape) was
+    answered, and written as it was into the service's log (a forged line after it) and the
+    answer's key, where the platform refuses such an id in a holder's request (rejection.unfit).
+    It is logged, without the id, and not answered; so is a newer portal's question under it."""
+    service = Service(PersonalNumber("123456789018"))
+    forged = "q-1\n2026-12-04 09:00:00,000 ERROR forged"
+    assert len(forged) <= questions.REQUEST_ID_CHARS
+    valid = CODEC.encode(PortalQuery(forged, NOW + timedelta(seconds=10), _sealed_question(),
+                                     sealing.public_bytes(REPLY)))
+    newer = valid[:2] + b"\xfe" * 8 + valid[10:]
+    for value in (valid, newer):
+        record = SimpleNamespace(topic=topics.AUTHORITY_PORTAL_IN, value=value)
+        assert questions.answered([record], acls.AUTHORITY, SERVICE,
+                                  topics.AUTHORITY_PORTAL_OUT, service, NOW) == []
+    assert service.asked == [] and "forged" not in caplog.text
+    assert caplog.text.count("control characters") == 2, caplog.text
