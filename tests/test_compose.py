@@ -21,6 +21,7 @@ import yaml
 from broker import cluster, config, jars, process, topics
 from broker.credentials import Credentials
 from cards import crl
+from processors import cli as platform_cli
 from renkei.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,11 @@ def command_lines(service: dict[str, Any]) -> Iterator[list[str]]:
 
 def resolve(argv: list[str]) -> click.Command:
     """The click command an argv names, its options parsed as the CLI would parse them."""
+    return parsed(argv).command
+
+
+def parsed(argv: list[str]) -> click.Context:
+    """The context of the click command an argv names: its options parsed as the CLI would."""
     assert argv[0] == "renkei"
     command: click.Command = main
     words = argv[1:]
@@ -153,8 +159,7 @@ def resolve(argv: list[str]) -> click.Command:
         path.append(words[0])
         command, words = sub, words[1:]
     # unknown options, bad values and missing arguments raise click.UsageError here
-    command.make_context(path[-1], list(words), parent=parent)
-    return command
+    return command.make_context(path[-1], list(words), parent=parent)
 
 
 def all_commands() -> list[tuple[str, list[str]]]:
@@ -271,6 +276,16 @@ def test_the_platform_scales() -> None:
     assert "container_name" not in platform, "a container name stops `--scale platform=N`"
     assert not platform.get("ports"), "a host port stops `--scale platform=N`"
     assert [argv[:3] for argv in command_lines(platform)] == [["renkei", "platform", "run"]]
+
+
+def test_each_scaled_platform_replica_logs_under_a_name_of_its_own() -> None:
+    """Every replica of `--scale platform=N` ran the same command, without --instance: each
+    logged as "platform 1". One given no instance is named after its host, a container's own."""
+    (argv,) = command_lines(services()["platform"])
+    given = parsed(argv).params["instance"]
+    replicas = ("3f9c0a1b2d4e", "7a8b9c0d1e2f")  # containers' host names: their ids
+    assert [platform_cli.instance_name(given, host) for host in replicas] == list(replicas)
+    assert platform_cli.instance_name("2", replicas[0]) == "2"  # as the town names its own
 
 
 def test_audit_and_portal_run() -> None:
