@@ -27,12 +27,20 @@ from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntr
 
 # an entry a request id and side, a provider's one a query of it (query_digest, _query_digest; a
 # requester's and one made before: x''): a requester may use an id again once the platform has
-# forgotten it, and a copy of a query read again or dispatched again is the one entry
+# forgotten it, and a copy of a query read again or dispatched again is the one entry; its serial
+# never given again (AUTOINCREMENT), the entries before it forgotten: a holder's system pages the
+# log by the serial it read up to (after), and would miss an entry under one given again
 _ACCESS_LOG = """access_log (
-    serial INTEGER PRIMARY KEY, at TEXT NOT NULL, request_id TEXT NOT NULL, side TEXT NOT NULL,
-    operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT, pattern_id TEXT,
-    data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
+    serial INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, request_id TEXT NOT NULL,
+    side TEXT NOT NULL, operator TEXT NOT NULL, terminal TEXT NOT NULL, counterpart TEXT,
+    pattern_id TEXT, data_type TEXT, content TEXT, purpose TEXT, outcome TEXT NOT NULL,
     query_digest BLOB NOT NULL DEFAULT x'', UNIQUE (request_id, side, query_digest))"""
+# a case's serial, the order opened, never given again (as an access-log entry's): the open cases
+# are paged by it too
+_INVESTIGATIONS = """investigations (
+    serial INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL UNIQUE,
+    own_number TEXT NOT NULL, reason TEXT NOT NULL, opened_at TEXT NOT NULL, closed_at TEXT)"""
+_CASE = "request_id, own_number, reason, opened_at, closed_at"
 _ACCESS_LOG_AT = "CREATE INDEX IF NOT EXISTS access_log_at ON access_log (at)"
 # a provider's entries made before queries had digests (_ANSWERED_BEFORE), and an index of them
 # by time, which the store's open reads the latest of
@@ -49,9 +57,7 @@ CREATE TABLE IF NOT EXISTS data (
 CREATE TABLE IF NOT EXISTS bindings (
     own_number TEXT PRIMARY KEY REFERENCES records, link_code TEXT NOT NULL UNIQUE,
     bound_at TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, previous_code TEXT);
-CREATE TABLE IF NOT EXISTS investigations (
-    request_id TEXT PRIMARY KEY, own_number TEXT NOT NULL, reason TEXT NOT NULL,
-    opened_at TEXT NOT NULL, closed_at TEXT);
+CREATE TABLE IF NOT EXISTS {_INVESTIGATIONS};
 CREATE TABLE IF NOT EXISTS staff (staff_id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS terminals (terminal_id TEXT PRIMARY KEY);
 -- the terminals a staff member is tied to; one with none may use any registered terminal
@@ -119,6 +125,9 @@ ANSWERED = (FOUND, NOT_FOUND, REFUSED)  # a provider's entry of an answer sent, 
 _ASKED_AT = "coalesce((SELECT sent_at FROM requests WHERE request_id = ?), ?)"
 _LOGGED = ("at, request_id, side, operator, terminal, counterpart, pattern_id, data_type, "
            "content, purpose, outcome")  # an entry's columns but its query_digest (and serial)
+# the tables whose serials are never given again, each as made, with its columns but its serial
+_SERIALED = (("access_log", _ACCESS_LOG, f"{_LOGGED}, query_digest"),
+             ("investigations", _INVESTIGATIONS, _CASE))
 # a provider's entry made before queries had digests (x'') is a copy's of its query read since,
 # to its requester, pattern and data type (its deadline was not kept), if answered around the
 # copy's deadline (_answered_around), or TIMED_OUT after it: the platform forgets an id, which
@@ -418,12 +427,14 @@ class HolderStore:
         self.db.execute(_KEPT_INDEX)
         # a store made before cases were closed: each case open
         with_columns(self.db, "investigations", ("closed_at TEXT",))
+        self._log_by_query()
+        self._serials_never_given_again()
+        self.db.execute(_ACCESS_LOG_AT)
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_open "
                         "ON investigations (own_number) WHERE closed_at IS NULL")
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_closed "
                         "ON investigations (closed_at) WHERE closed_at IS NOT NULL")
         self.db.execute(_OPEN_IN_ORDER)
-        self._log_by_query()
         self.db.execute(_BEFORE_DIGESTS)
         # the latest of them (None: none, as in a store made since): later ones are never made
         latest = self.db.execute(
@@ -445,6 +456,30 @@ class HolderStore:
                             f"SELECT serial, {_LOGGED} FROM access_log_before")
             self.db.execute("DROP TABLE access_log_before")
             self.db.execute(_ACCESS_LOG_AT)
+
+    def _serials_never_given_again(self) -> None:
+        """A store made before serials were never given again (SQLite gives the largest + 1,
+        one given before once its rows are forgotten): its access log and investigations made
+        again with AUTOINCREMENT, their rows and serials kept (the largest kept: none given
+        again from then on), in one write transaction (done by another process meanwhile: left
+        as it is)."""
+        if all(map(self._never_gives_again, (table for table, *_ in _SERIALED))):
+            return
+        with writing(self.db):
+            for table, made, columns in _SERIALED:
+                if self._never_gives_again(table):
+                    continue
+                self.db.execute(f"ALTER TABLE {table} RENAME TO {table}_before")
+                self.db.execute(f"CREATE TABLE {made}")
+                self.db.execute(f"INSERT INTO {table} (serial, {columns}) "
+                                f"SELECT rowid, {columns} FROM {table}_before")
+                self.db.execute(f"DROP TABLE {table}_before")
+
+    def _never_gives_again(self, table: str) -> bool:
+        """Whether the table's serials are never given again (made with AUTOINCREMENT)."""
+        made = self.db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                               (table,)).fetchone()[0]
+        return "AUTOINCREMENT" in made
 
     def close(self) -> None:
         self.db.close()
@@ -764,7 +799,8 @@ class HolderStore:
 
     def investigate(self, request_id: str, own_number: str, reason: str) -> None:
         """Open a case: the record, and why it is not bound (closed once it is bound)."""
-        self.db.execute("INSERT OR IGNORE INTO investigations VALUES (?, ?, ?, ?, NULL)",
+        self.db.execute("INSERT OR IGNORE INTO investigations "
+                        "(request_id, own_number, reason, opened_at) VALUES (?, ?, ?, ?)",
                         (request_id, own_number, reason, _now()))
 
     def investigations(self) -> list[tuple[str, str]]:

@@ -704,3 +704,61 @@ def test_the_open_investigations_are_read_a_page_at_a_time_off_an_index(tmp_path
                     "(closed_at=? AND rowid>?)"]
     assert [own for _, own, _ in first + rest] == ["H-0", "H-2", "H-3", "H-4"]
     assert store.investigations() == [(f"H-{n}", "no match") for n in (0, 2, 3, 4)]
+
+
+def _forgotten_all(store: HolderStore) -> None:
+    """Every access-log entry and investigation past the retention, closed, and forgotten (a
+    holder idle for 7 years)."""
+    store.db.execute("UPDATE investigations SET closed_at = opened_at")
+    list(store.forget_before(datetime.now(UTC) + timedelta(days=1)))
+    assert store.access_log() == [] and store.investigations() == []
+
+
+def _serials(store: HolderStore) -> tuple[list[int], list[int]]:
+    return ([serial for serial, _ in store.access_log_page(None, 0, -1)],
+            [serial for serial, _, _ in store.investigations_page(0, -1)])
+
+
+def test_a_serial_is_never_given_again_once_its_entries_are_forgotten(tmp_path: Path) -> None:
+    """SQLite gave an access-log entry and a case the largest serial + 1: once every entry was
+    forgotten, serial 1 again, and a holder's system paging by the serial it read up to
+    (`after`) missed the entries made since. They are never given again."""
+    store = HolderStore(tmp_path / "holder.db")
+    for n in range(3):
+        store.log(f"r-{n}", "PROVIDER", "SYSTEM", "t", "FOUND", counterpart="SAKURA")
+        store.investigate(f"r-{n}", f"H-{n}", "no match")
+    assert _serials(store) == ([1, 2, 3], [1, 2, 3])
+    _forgotten_all(store)
+    store.log("r-new", "PROVIDER", "SYSTEM", "t", "FOUND", counterpart="SAKURA")
+    store.investigate("r-new", "H-new", "no match")
+    assert [s for s, _ in store.access_log_page(None, 3, -1)] == [4]
+    assert [s for s, _, _ in store.investigations_page(3, -1)] == [4]
+    store.close()
+
+
+def test_a_store_made_before_serials_were_never_given_again_keeps_its_serials_and_gives_none_again(
+        tmp_path: Path) -> None:
+    store = _made_before(
+        tmp_path,
+        _LOG_BEFORE_DIGESTS.replace("UNIQUE (request_id, side)",
+                                    "query_digest BLOB NOT NULL DEFAULT x'', "
+                                    "UNIQUE (request_id, side, query_digest)"),
+        "CREATE TABLE investigations (request_id TEXT PRIMARY KEY, own_number TEXT NOT NULL, "
+        "reason TEXT NOT NULL, opened_at TEXT NOT NULL, closed_at TEXT)",
+        "INSERT INTO access_log (serial, at, request_id, side, operator, terminal, outcome) "
+        f"VALUES (7, '{datetime.now(UTC).isoformat()}', 'r-1', 'REQUESTER', 'op', 't', 'FOUND')",
+        "INSERT INTO investigations (rowid, request_id, own_number, reason, opened_at) "
+        "VALUES (5, 'r-1', 'H-1', 'no match', '2026-01-01')")
+    assert _serials(store) == ([7], [5])
+    store.close()
+    store = HolderStore(tmp_path / "holder.db")  # made again once only
+    _forgotten_all(store)
+    store.log("r-2", "PROVIDER", "SYSTEM", "t", "FOUND", counterpart="SAKURA")
+    store.investigate("r-2", "H-2", "no match")
+    assert _serials(store) == ([8], [6])
+    assert sorted(name for name, in store.db.execute(
+        "SELECT name FROM sqlite_master WHERE tbl_name IN ('access_log', 'investigations')")) == [
+        "access_log", "access_log_at", "access_log_before_digests", "investigations",
+        "investigations_closed", "investigations_open", "investigations_open_in_order",
+        "sqlite_autoindex_access_log_1", "sqlite_autoindex_investigations_1"]
+    store.close()
