@@ -1107,12 +1107,13 @@ class AuditStore:
         transaction held the write lock for all (25 µs an entry: a day's purge of a nation's
         log, millions, longer than the audit consumer waits for it, 30 s). The records made."""
         final = years_before(now, retention_years)
-        made = []
+        made: list[Purge] = []
+        kept: set[int] = set()  # the serials that stay, each logged once, not once a step
         cutoff = self.last_cutoff() or EPOCH
         while cutoff < final:
             cutoff = min(final, self._step_end(cutoff, final, step))
-            made.append(self._purge_before(now, cutoff))
-        return made or [self._purge_before(now, final)]
+            made.append(self._purge_before(now, cutoff, kept))
+        return made or [self._purge_before(now, final, kept)]
 
     def _step_end(self, start: datetime, final: datetime, step: int) -> datetime:
         """The time a step of the purge from `start` goes up to: just past the `step`-th entry's
@@ -1123,10 +1124,12 @@ class AuditStore:
         ).fetchone()
         return final if found is None else from_millis(int(found[0]) + 1)
 
-    def _purge_before(self, now: datetime, cutoff: datetime) -> Purge:
-        """One step of the purge at `now`: what is older than `cutoff`, in one transaction."""
+    def _purge_before(self, now: datetime, cutoff: datetime, kept: set[int]) -> Purge:
+        """One step of the purge at `now`: what is older than `cutoff`, in one transaction; the
+        serials that stay though their time column is older are logged unless `kept` has them
+        (a step before did), and added to it."""
         with self._write() as cur:
-            ranges = _runs(self._expired(cur, millis(cutoff)))
+            ranges = _runs(self._expired(cur, millis(cutoff), kept))
             for table in ("entries", "operator_actions", "read_ahead"):
                 cur.executemany(f"DELETE FROM {table} WHERE serial >= ? AND serial < ?", ranges)
             cur.executemany(_PURGED_LEAVES, ranges)
@@ -1142,9 +1145,10 @@ class AuditStore:
                  record.signature))
         return record
 
-    def _expired(self, cur: Cursor, cutoff: int) -> Iterator[int]:
+    def _expired(self, cur: Cursor, cutoff: int, kept: set[int]) -> Iterator[int]:
         """In order, the serials of the entries and operator actions whose time column is before
-        `cutoff` and whose bytes, the ones in the tree, tell of one before it too."""
+        `cutoff` and whose bytes, the ones in the tree, tell of one before it too; each other
+        one logged, unless `kept` has it already (found again by each step of a purge after)."""
         rows = heapq.merge(
             cur.execute("SELECT serial, CAST(leaf AS BLOB) FROM entries "
                         "WHERE occurred_at < ? ORDER BY serial", (cutoff,)),
@@ -1159,7 +1163,8 @@ class AuditStore:
                 if (leaves.get(node_key(0, serial)) == merkle.leaf_hash(leaf)
                         and event is not None and millis(event.occurred_at) < cutoff):
                     yield serial
-                else:
+                elif serial not in kept:
+                    kept.add(serial)
                     log.warning("serial %d not purged: its time column is past the retention, "
                                 "but its bytes are not the tree's or tell of a later event "
                                 "(renkei audit verify reports it)", serial)

@@ -594,6 +594,20 @@ def test_a_detector_resumed_places_an_event_dated_far_ahead_where_it_did_before_
 
 # ---- retention ----
 
+def test_an_entry_the_purge_leaves_is_logged_once_not_once_a_step(
+        store: AuditStore, db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An entry whose bytes are not the tree's stays, and is logged: it was found again, and
+    logged again, by each step of the purge after the one it was found in (20,000 entries a
+    step: a day's purge of a nation's log, hundreds of steps)."""
+    days = [event(n, at=datetime(2014, 6, 1 + n, tzinfo=UTC)) for n in range(10)]
+    store.append_many(item(e) for e in days)
+    tamper(db, ("UPDATE entries SET leaf = ? WHERE serial = 1",
+                (CODEC.encode(replace(days[1], data_type="pension")),)))
+    records = store.purge(datetime(2021, 6, 20, tzinfo=UTC), step=2)
+    assert len(records) >= 5 and [e.serial for e in store.query(Query()).entries] == [1]
+    assert caplog.text.count("serial 1 not purged") == 1, caplog.text
+
+
 def test_purge_goes_in_steps_of_the_oldest_each_a_transaction_and_record(
         store: AuditStore) -> None:
     """One transaction deleted all that had expired, holding the write lock 25 µs an entry: a
