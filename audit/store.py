@@ -58,7 +58,7 @@ from audit.sql import Connection, Cursor, Dialect, NoTables, Stoppable, connect
 from renkei.shown import short
 from renkei.sqlite import INTEGERS
 from renkei.state import private_dir
-from schemas.codec import CODEC
+from schemas.codec import CODEC, SchemaError
 
 HEAD_EVERY = 10_000
 # a connection's SQLite page cache, at most (it grows as pages are read): the writer's, whose
@@ -1761,7 +1761,7 @@ def _acted(row: Row) -> Acted:
     serial, record = row[0], bytes(row[_RECORD])
     try:
         action = CODEC.decode(record, OperatorAction)
-    except Exception:  # any codec error means the bytes are not a valid action
+    except SchemaError:  # bytes edited (an error of the code is not taken for them: it surfaces)
         try:
             action = OperatorAction(row[1], from_millis(row[_ACTION_TIME]), *row[3:_RECORD])
         except ValueError:

@@ -1765,6 +1765,38 @@ def test_an_operator_action_is_pending_or_unproved_as_the_store_tells_it(
         assert shown.action == signed and not shown.faithful and shown.proof is None
 
 
+def _a_bug(*_: object) -> None:
+    raise TypeError("a bug in the code, not bytes edited")
+
+
+def test_an_operator_actions_bytes_edited_are_tampering_an_error_of_the_code_surfaces(
+        db: str, store: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any exception reading an action's bytes was taken for bytes edited: a bug in the codec
+    (or the action's class) showed every action as tampered with, from its columns, and said
+    nothing. Bytes that are no action still are shown so; an error of the code is raised."""
+    [acted] = actions_of(1)
+    store.append_many([item(acted)])
+    tamper(db, ("UPDATE operator_actions SET record = ?", (CODEC.encode(acted)[:-3],)))
+    [shown] = store.actions(audit.store.ActionQuery()).actions
+    assert shown.action == acted and not shown.faithful and shown.proof is None
+    monkeypatch.setattr("schemas.codec.from_record", _a_bug)
+    tamper(db, ("UPDATE operator_actions SET record = ?", (CODEC.encode(acted),)))
+    with pytest.raises(TypeError, match="a bug"):
+        store.actions(audit.store.ActionQuery())
+
+
+def test_the_purge_takes_an_error_of_the_code_reading_a_leaf_for_no_tampering(
+        store: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The purge reads each expired leaf's bytes: an error of the code there was taken for bytes
+    edited, every entry kept and logged as not the tree's; it is raised, nothing purged."""
+    store.append_many(item(event(n, at=datetime(2010 + n, 1, 1, tzinfo=UTC))) for n in range(3))
+    monkeypatch.setattr("schemas.codec.from_record", _a_bug)
+    with pytest.raises(TypeError, match="a bug"):
+        store.purge(datetime(2020, 6, 1, tzinfo=UTC))
+    monkeypatch.undo()
+    assert len(store.query(Query()).entries) == 3
+
+
 def test_audit_and_oversight_list_the_operator_actions(store: AuditStore, db: str) -> None:
     """`renkei audit actions` (and the oversight body's `oversight actions`) list what `audit
     query` never did: each action's serial, time, operator, action, subject, reason and
