@@ -26,7 +26,6 @@ from aiokafka.errors import KafkaError
 from broker import acls, topics
 from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
-from holders.imports import own_number as keyed_own
 from holders.store import (
     ANSWERED,
     PROVIDER,
@@ -39,6 +38,9 @@ from holders.store import (
     Provided,
     Request,
     fields_json,
+)
+from holders.store import (
+    own_number as keyed_own,
 )
 from processors.windows import CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
 from registry.residents import FourAttributes

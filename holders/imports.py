@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from authority.check_digit import is_valid, keyed
-from holders.store import HolderStore
+from holders.store import HolderStore, own_number
 from registry.normalize import BadDate, parse_date, parse_sex
 from registry.residents import FourAttributes
 
@@ -141,12 +140,6 @@ def trimmed(value: str) -> str:
     """A field's text as the holder's store keeps it: without the whitespace around it (a
     full-width space too), which a spreadsheet's cell or a system's field may carry."""
     return value.strip()
-
-
-def own_number(value: str) -> str:
-    """An own number as the holder's store keys it: NFKC (full-width `Ｈ－１`, as a spreadsheet
-    or a system may write it, is `H-1`: one record, not two), without the whitespace around it."""
-    return trimmed(unicodedata.normalize("NFKC", value))
 
 
 def _own(row: dict[str, str]) -> str:

@@ -50,8 +50,8 @@ from holders.client import (
     NotInDirectory,
     NotSentYet,
 )
-from holders.imports import FIELD_CHARS, own_number, storable, trimmed
-from holders.store import HolderStore, Keyed, KeyInUse, default_path
+from holders.imports import FIELD_CHARS, storable, trimmed
+from holders.store import HolderStore, Keyed, KeyInUse, default_path, own_number
 from renkei import event_loop, logs, sqlite
 from renkei.quiet_http import QuietRunner
 from renkei.service_loop import stop_on_signals, unless_stopped
@@ -204,7 +204,7 @@ def _field(body: dict[str, Any], name: str) -> str:
     """A field of text, not blank, of up to FIELD_CHARS characters, without the whitespace
     around it, as an import reads a record's (holders.imports.trimmed): an id (" staff-1" is
     staff-1), a purpose its inner text kept, an own number as the store keys it (NFKC:
-    holders.imports.own_number); else 400."""
+    holders.store.own_number); else 400."""
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         given = next(word for kind, word in _JSON_KINDS if isinstance(value, kind))

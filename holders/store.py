@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import sqlite3
+import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -24,6 +26,8 @@ from renkei import retention
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
 from renkei.state import held, private_dir, state_path
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
+
+log = logging.getLogger(__name__)
 
 # an entry a request id and side, a provider's one a query of it (query_digest, _query_digest; a
 # requester's and one made before: x''): a requester may use an id again once the platform has
@@ -405,6 +409,18 @@ def _now() -> str:
     return _stamp(datetime.now(UTC))
 
 
+def own_number(value: str) -> str:
+    """An own number as the store keys it: NFKC (full-width `Ｈ－１`, as a spreadsheet or a
+    system may write it, is `H-1`: one record, not two), without the whitespace around it."""
+    return unicodedata.normalize("NFKC", value).strip()
+
+
+# the tables whose rows are reached by a record's own number (its requests and access log are
+# what was done then, kept as they were)
+_KEYED_BY_OWN_NUMBER = ("records", "data", "bindings", "investigations")
+OWN_NUMBERS_KEYED = 1  # PRAGMA user_version of a store whose own numbers are keyed (own_number)
+
+
 class HolderStore:
     @classmethod
     def of(cls, holder: str) -> HolderStore:
@@ -429,6 +445,7 @@ class HolderStore:
         with_columns(self.db, "investigations", ("closed_at TEXT",))
         self._log_by_query()
         self._serials_never_given_again()
+        self._own_numbers_keyed()
         self.db.execute(_ACCESS_LOG_AT)
         self.db.execute("CREATE INDEX IF NOT EXISTS investigations_open "
                         "ON investigations (own_number) WHERE closed_at IS NULL")
@@ -474,6 +491,32 @@ class HolderStore:
                 self.db.execute(f"INSERT INTO {table} (serial, {columns}) "
                                 f"SELECT rowid, {columns} FROM {table}_before")
                 self.db.execute(f"DROP TABLE {table}_before")
+
+    def _own_numbers_keyed(self) -> None:
+        """A store made before own numbers were keyed (own_number) at every way in: a record
+        kept as given (`Ｈ－１`) keyed again (`H-1`) with its data, binding and cases, else no
+        import, removal or call could reach it and its next import made a second record; one
+        whose keyed number another record has is left as it is, said in the log. Once, in one
+        write transaction (done by another process meanwhile: left as it is)."""
+        if self.db.execute("PRAGMA user_version").fetchone()[0] >= OWN_NUMBERS_KEYED:
+            return
+        with writing(self.db):
+            given = [own for (own,) in self.db.execute("SELECT own_number FROM records")
+                     if own != own_number(own)]
+            taken = {own for (own,) in self.db.execute(
+                "SELECT own_number FROM records WHERE own_number IN (SELECT value FROM "
+                "json_each(?))", (json.dumps([own_number(own) for own in given]),))}
+            for own in given:
+                if own_number(own) in taken:
+                    log.warning("holder store %s: record %r is record %r keyed as every way in "
+                                "keys it, which holds another record: left as it was, which "
+                                "no import, removal or call reaches", self.path, own,
+                                own_number(own))
+                    continue
+                for table in _KEYED_BY_OWN_NUMBER:
+                    self.db.execute(f"UPDATE {table} SET own_number = ? WHERE own_number = ?",
+                                    (own_number(own), own))
+            self.db.execute(f"PRAGMA user_version = {OWN_NUMBERS_KEYED}")
 
     def _never_gives_again(self, table: str) -> bool:
         """Whether the table's serials are never given again (made with AUTOINCREMENT)."""
