@@ -23,8 +23,9 @@ from processors.access_log import logged
 from processors.approval import not_active
 from processors.codes import InvalidCode
 from processors.context import Context
-from processors.rejection import REQUEST_ID_CHARS, reject
+from processors.rejection import reject
 from renkei.envelope import Send, send
+from renkei.request_names import REQUEST_ID_CHARS
 from renkei.sealing import CannotOpen, open_sealed
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import (

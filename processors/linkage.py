@@ -15,9 +15,10 @@ from processors import decider
 from processors.approval import Approved, Refused, approve
 from processors.codes import InvalidCode
 from processors.context import Context
-from processors.rejection import reject, unfit
+from processors.rejection import reject
 from processors.tickets import InvalidTicket
 from renkei.envelope import Incoming, Send
+from renkei.request_names import unfit
 from schemas.codec import CODEC
 from schemas.messages import (
     FOUND,

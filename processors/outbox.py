@@ -14,9 +14,10 @@ from processors import applications, binding, linkage, oversight, rekey
 from processors.context import Context
 from processors.isolation import isolated
 from processors.linkage import FromHolder
-from processors.rejection import REQUEST_ID_CHARS, refused_id, reject, unfit
+from processors.rejection import refused_id, reject
 from renkei import holder_logs
 from renkei.envelope import Incoming, Send, send
+from renkei.request_names import REQUEST_ID_CHARS, unfit
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import (
     BindingRequest,

@@ -51,11 +51,11 @@ from processors.approval import PatternList
 from processors.context import Context
 from processors.decider import DecisionEvent
 from processors.isolation import isolated
-from processors.rejection import too_long
 from processors.unread import Unread
 from renkei.broker_time import LOG_APPEND_TIME, BrokerTime, appended_at, record_time
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Incoming, Send, batched, unpacked
+from renkei.request_names import too_long
 from renkei.service_loop import (
     AWAY_AT_STOP,
     Outflow,
@@ -693,7 +693,7 @@ def _incoming(record: Any) -> Incoming:
 
 def decoded(records: list[Any], cls: type[Any], most_bytes: int = MAX_BYTES) -> list[Any]:
     """The records' messages; the unreadable, those with a request id too long to answer
-    (`rejection.too_long`: their answers would not fit the codec), and those over `most_bytes`
+    (`request_names.too_long`: their answers would not fit the codec), and those over `most_bytes`
     (one the decider keeps: with its times stamped, over the codec's limit, outside any
     isolation, the platform would stop on it at every start) are dropped and logged."""
     found = []

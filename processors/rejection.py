@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from itertools import accumulate
 
@@ -11,37 +10,11 @@ from audit.events import REJECTED, escaped
 from broker import topics
 from processors.access_log import logged
 from renkei.envelope import Send, send
+from renkei.request_names import REQUEST_ID_CHARS, unfit
 from schemas.codec import SchemaError, UnknownSchema, first_string
 from schemas.messages import Rejection
 
 log = logging.getLogger(__name__)
-# A request id's length at most (a holder's UUIDv7 has 36 characters): every answer to a request
-# carries its id, an access-log event twice, and must still fit the codec's limit. A request's
-# other names (pattern id, provider, data type) are held to it too.
-REQUEST_ID_CHARS = 128
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def too_long(value: str, name: str = "request id") -> str | None:
-    """Why a request id (or another name in a request) is refused for its length (None: it is
-    not)."""
-    if len(value) <= REQUEST_ID_CHARS:
-        return None
-    return f"the {name} has {len(value)} characters, over the {REQUEST_ID_CHARS} allowed"
-
-
-def unfit(value: str, name: str) -> str | None:
-    """Why a name in a holder's request is MALFORMED: control characters, or too long, as it is
-    or escaped as the audit store keys an event by its id (events.escaped: a backslash as two;
-    longer, an event's step after it is cut off there and its events share one key)."""
-    if CONTROL.search(value):
-        return f"the {name} holds control characters"
-    if len(value) <= REQUEST_ID_CHARS < (chars := len(escaped(value))):
-        return (f"the {name} has {chars} characters with each backslash escaped as two, over "
-                f"the {REQUEST_ID_CHARS} allowed")
-    return too_long(value, name)
-
-
 def refused_id(value: bytes, exc: SchemaError) -> str:
     """The request id a holder's message the codec refuses is refused under: one of a schema a
     newer version of Renkei wrote (UnknownSchema), its first field's (codec.first_string), so its

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 from processors.linkage import PROVIDER_STATUSES
 from processors.outbox import OUTBOX_MESSAGES
-from processors.rejection import REQUEST_ID_CHARS, refused_id, unfit
+from processors.rejection import refused_id
 from renkei import fuzz_bytes, fuzz_records
 from renkei.fuzz_records import Vocabulary
+from renkei.request_names import REQUEST_ID_CHARS, unfit
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import HolderLogAnswer, ProviderAnswer
 

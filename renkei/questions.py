@@ -21,9 +21,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from processors.rejection import unfit
 from renkei import sealing
 from renkei.envelope import Send, send
+from renkei.request_names import unfit
 from schemas.codec import CODEC, SchemaError, UnknownSchema, first_string
 from schemas.messages import (
     FOUND,
@@ -39,7 +39,7 @@ REQUEST_ID_CHARS = 64
 """The longest request id of a question answered (the portal's are UUIDs, 36 characters): the id
 is the answer's key and is in its value, so a longer one could make an answer the broker does not
 take, and the service would stop on that question at every start. Tighter than the platform's
-bound on a holder's (processors.rejection, 128), which it also meets (unfit_id)."""
+bound on a holder's (renkei.request_names, 128), which it also meets (unfit_id)."""
 Answer = Callable[[str, bytes, bool], object]
 """The service's answer (a message) to a question: its request id, its opened bytes, and whether
 it was read after its deadline (then the answer says only what was done before: TooLate if
@@ -74,7 +74,7 @@ NO_REPLY_KEY = "no-reply-key"
 
 def unfit_id(request_id: str) -> str | None:
     """Why no answer is sent under a question's request id (None: one is): longer than
-    REQUEST_ID_CHARS, or unfit as the platform finds a holder's (processors.rejection.unfit):
+    REQUEST_ID_CHARS, or unfit as the platform finds a holder's (renkei.request_names.unfit):
     control characters, which the service's log lines and the answer's key would carry as they
     are (a line break in the log, a line forged after it). Said without the id."""
     if len(request_id) > REQUEST_ID_CHARS:

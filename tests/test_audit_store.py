@@ -61,8 +61,9 @@ from audit.store import (
     node_key,
 )
 from broker import topics
-from processors.rejection import REQUEST_ID_CHARS, reject
+from processors.rejection import reject
 from renkei.cli import _said
+from renkei.request_names import REQUEST_ID_CHARS
 from renkei.state import STATE_ENV, state_folder
 from schemas.codec import CODEC
 from schemas.messages import Rejection

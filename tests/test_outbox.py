@@ -15,8 +15,8 @@ from processors.context import Context
 from processors.isolation import isolated
 from processors.keys import MasterKeys
 from processors.platform import decoded, relayed
-from processors.rejection import REQUEST_ID_CHARS
 from renkei.envelope import Incoming, Send
+from renkei.request_names import REQUEST_ID_CHARS
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import (
     BY_ATTRIBUTES,

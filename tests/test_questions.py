@@ -148,7 +148,7 @@ def test_a_question_whose_id_holds_control_characters_is_logged_not_answered(
         caplog: pytest.LogCaptureFixture) -> None:
     """A request id of an allowed length with a control character (a line break, an escape) was
     answered, and written as it was into the service's log (a forged line after it) and the
-    answer's key, where the platform refuses such an id in a holder's request (rejection.unfit).
+    answer's key, where the platform refuses such an id in a holder's request (request_names.unfit).
     It is logged, without the id, and not answered; so is a newer portal's question under it."""
     service = Service(PersonalNumber("123456789018"))
     forged = "q-1\n2026-12-04 09:00:00,000 ERROR forged"
