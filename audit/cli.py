@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 from aiokafka.errors import KafkaError
 
-from audit import anchor, sql, verified
+from audit import anchor, sql
 from audit.detector import Rules
 from audit.events import ACTION_KINDS, EPOCH, ID_CODE, decode_event
 from audit.heads import NoKey, SignedHead, Signer, verify_head
@@ -200,11 +200,6 @@ def verify(db: str | None, alone: bool) -> None:
         # read before the store: a head is anchored, a commit made, once the store has it
         anchored, committed = ([], None) if alone else read_outside()
         report = store.verify(decode_event, anchored=anchored, committed=committed)
-        try:
-            verified.keep(str(db or default_path(made=False)), store, report.tree_size,
-                          None if report.ok else report.verdict, datetime.now(UTC))
-        except OSError as exc:  # a state folder mounted read-only: `audit query` cannot tell
-            click.echo(f"what was found is not kept for `renkei audit query`: {exc}", err=True)
     click.echo(f"tree size {report.tree_size} (leaves: access-log events and operator actions): "
                f"{report.entries} entries checked, {report.actions} operator actions checked, "
                f"{report.purged} purged, {report.heads} heads, "
@@ -367,48 +362,19 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     from stdin (the code, or {"person": "…"}), or prompted for at a terminal: never an
     argument, which `ps` and the shell's history show.
 
-    Entries are found by their columns: one whose column was edited under its signed bytes is
-    not on the page. The page says when the last `renkei audit verify` run here (kept in the
-    state folder) checked the store, if it holds the tree that one checked ("verified"); else
-    that entries may be missing ("unverified").
-
-    Exits 1 if the latest head is not signed by the log's key (nothing is proved against it), or
-    the last verify found the store tampered with."""
+    Exits 1 if the latest head is not signed by the log's key (nothing is proved against it)."""
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
     where = Query(id_code, holder, pattern, outcome, since, until)
     with open_store(db, signing=False) as store:
         page = _read_page(partial(store.query, where, limit=limit, after=after, prove=person),
                           after)
-        last = verified.last(str(db or default_path(made=False)), store)
     shown = [as_signed(e) for e in page.entries]
     _echo_json({"head": page.head.to_json() if page.head else None,
                 "entries": [_entry_json(e, person and page.trusted, faithful)
                             for e, faithful in shown],
-                "next": page.next_cursor,
-                **_verified_json(last)})
-    found = last is not None and last.verdict is not None
-    if last is not None and last.verdict is not None:
-        click.echo(f"TAMPERED: the last `renkei audit verify` of this store "
-                   f"({last.at.isoformat(timespec='seconds')}) found it so: an entry whose "
-                   f"columns were edited may be missing from this page ({last.verdict})",
-                   err=True)
+                "next": page.next_cursor})
     _tampered("entries", "entry", [str(e.serial) for e, faithful in shown if not faithful],
               page.trusted)
-    if found:
-        raise SystemExit(1)
-
-
-def _verified_json(last: verified.Verified | None) -> dict[str, Any]:
-    """What a page says of the last verify of the store: the entries are found by their
-    columns, and one whose column was edited under its signed bytes is missing from it unseen
-    (`verify` alone finds it): when, of which tree, and what it found; or that none is known."""
-    if last is not None:
-        return {"verified": last.to_json()}
-    return {"verified": None,
-            "unverified": "no `renkei audit verify` run here holds this store as it is: an entry "
-                          "whose columns (person, holder, pattern, outcome, time) were edited "
-                          "under its signed bytes may be missing from this page unseen; verify "
-                          "finds it"}
 
 
 def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import pytest
 from click.testing import CliRunner
@@ -1342,38 +1342,6 @@ def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
                                     "(not purged) (1 finding(s))")
     code, out = audit("query", "--after", "x")
     assert code == 2
-
-
-def test_a_query_says_an_entry_whose_column_was_edited_may_be_missing_unless_verified(
-        store: AuditStore, db: str, tmp_path: Path) -> None:
-    """A query finds entries by their columns: one whose person column was edited is missing
-    from the person's page, and nothing said so (verify finds it). The page says whether the
-    last verify run here holds the store as it is: none, or one of another store or tree, that
-    entries may be missing; one that found it tampered, TAMPERED (exit 1); one that found it
-    whole, when and of which tree."""
-    filled(store)
-    tamper(db, ("UPDATE entries SET person = 'ZZZZZZZZZZZ' WHERE serial = 3", ()))
-    runner = CliRunner()
-
-    def person_page(url: str = db) -> tuple[int, dict[str, Any], str]:
-        result = runner.invoke(audit_cli, ["query", "--person", "--db", url], input=PERSONS[0])
-        return result.exit_code, json.loads(result.stdout), result.stderr
-
-    code, page, said = person_page()
-    assert code == 0 and 3 not in [e["serial"] for e in page["entries"]]
-    assert page["verified"] is None and "may be missing" in page["unverified"]
-    assert runner.invoke(audit_cli, ["verify", "--no-anchor", "--db", db]).exit_code == 1
-    code, page, said = person_page()
-    assert code == 1 and "TAMPERED: the last `renkei audit verify` of this store" in said
-    assert "serial 3" in page["verified"]["verdict"]
-    tamper(db, ("UPDATE entries SET person = ? WHERE serial = 3", (PERSONS[0],)))
-    assert runner.invoke(audit_cli, ["verify", "--no-anchor", "--db", db]).exit_code == 0
-    code, page, said = person_page()
-    assert code == 0 and 3 in [e["serial"] for e in page["entries"]] and said == ""
-    assert page["verified"]["tree_size"] == 24 and page["verified"]["verdict"] is None
-    with AuditStore(tmp_path / "other.db", store.signer) as other:
-        other.append_many([item(event(0))])
-    assert person_page(str(tmp_path / "other.db"))[1]["verified"] is None
 
 
 def test_a_query_of_no_id_code_is_refused_not_answered_with_nobody(
