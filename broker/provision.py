@@ -37,6 +37,7 @@ from broker.topics import TopicSpec
 
 TIMEOUT = 30.0
 SCRAM_ITERATIONS = 8192
+REAUTH = "connections.max.reauth.ms"
 _RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
               "cluster": ResourceType.BROKER}
 _PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
@@ -382,6 +383,17 @@ def renew_password(admin: AdminClient, holder: str) -> Credentials:
     creds = credentials.renew(registered_holder(holder))
     _in_force_once(partial(_principals, admin, [creds], Report()))
     return creds
+
+
+def reauth_ms(admin: AdminClient) -> int:
+    """The longest a connection's log-in lasts on any broker (connections.max.reauth.ms; 0:
+    as long as the connection): a connection logged in with a password renewed since is closed
+    by then, at its next request (aiokafka logs in again, with the password it has)."""
+    resources = [ConfigResource(ResourceType.BROKER, str(node.id))
+                 for node in admin.describe_cluster(request_timeout=TIMEOUT).result(TIMEOUT).nodes]
+    described = admin.describe_configs(resources, request_timeout=TIMEOUT)
+    values = [int(future.result(TIMEOUT)[REAUTH].value or 0) for future in described.values()]
+    return 0 if 0 in values else max(values)
 
 
 def add_holder(admin: AdminClient, holder: str, report: Report) -> Credentials:

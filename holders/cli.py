@@ -113,13 +113,30 @@ def resume(holder: str, operator: str) -> None:
     click.echo(f"resumed {holder} ({entry.name}): it requests and provides again")
 
 
+def _old_connections(reauth_ms: int) -> str:
+    """How long connections logged in with a renewed password may go on."""
+    if reauth_ms <= 0:
+        return ("connections it has open stay open until they drop: the brokers have no "
+                f"{provision.REAUTH}; restart them to have it")
+    return (f"connections it has open are closed within {_duration(reauth_ms)} "
+            f"({provision.REAUTH})")
+
+
+def _duration(ms: int) -> str:
+    minutes, seconds = divmod(round(ms / 1000), 60)
+    if seconds or not minutes:
+        return f"{minutes * 60 + seconds} s"
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
 @holder_cli.command(short_help="Renew a holder's broker password, sealing and signing keys.")
 @click.argument("holder")
 @REASON_OPTION
 @OPERATOR_OPTION
 def renew(holder: str, reason: str | None, operator: str) -> None:
     """Renew a holder's broker password and its sealing and signing keys (after a breach, say):
-    the old password logs in no more, the new keys are published in the holder directory, and
+    the old password logs in no more (connections it has open are closed within the brokers'
+    connections.max.reauth.ms, 10 minutes), the new keys are published in the holder directory, and
     the audit log says who did it and why. Its old sealing key is kept for as long as its inbox
     keeps an answer sealed to it; answers it signed with its old signing key before the renewal
     are still read by their requester within a grace (processors.windows.SIGNING_GRACE), not
@@ -137,9 +154,10 @@ def renew(holder: str, reason: str | None, operator: str) -> None:
     provision.renew_password(admin, holder)
     renewed = asyncio.run(directory.renewal(holder, operator, reason))
     click.echo(f"renewed {holder} ({renewed.name}): a new broker password (the old one logs in "
-               f"no more), new sealing and signing keys in the holder directory; its old "
-               f"sealing key is kept until {kept_until.isoformat(timespec='seconds')} for "
-               f"answers sealed to it before" + reason_said(reason))
+               f"no more; {_old_connections(provision.reauth_ms(admin))}), new sealing and "
+               f"signing keys in the holder directory; its old sealing key is kept until "
+               f"{kept_until.isoformat(timespec='seconds')} for answers sealed to it before"
+               + reason_said(reason))
     click.echo(f"restart its communication server (`renkei holder run {holder}`) if it is "
                f"running: until then it uses the old password and keys", err=True)
 

@@ -81,11 +81,13 @@ async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
     all). Renewed, its old password is refused and its new one taken, the directory publishes
     its new keys, answers sealed to its old sealing key still open, its server restarted
     requests and provides (FOUND both ways), and the audit log has the renewal with who and
-    why; nothing secret is said."""
+    why, and how long connections it has open go on; nothing secret is said."""
     said, before = renewed.said, renewed.entry
     new_creds = credentials.load(HOLDER)
     assert new_creds.password != renewed.creds.password
     assert "renewed sakura-town" in said.stdout and "reason: 情報漏えい" in said.stdout
+    # its connections open with the old password: closed by the broker (test_broker_reauth)
+    assert "open are closed within 10 minutes (connections.max.reauth.ms)" in said.stdout
     assert f"renkei holder run {HOLDER}" in said.stderr  # its server is to be restarted
     secrets = (new_creds.password, renewed.creds.password, renewed.key.private_bytes_raw().hex(),
                sealing.key_of(HOLDER).private_bytes_raw().hex())
