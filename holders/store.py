@@ -501,12 +501,8 @@ class HolderStore:
         if self.db.execute("PRAGMA user_version").fetchone()[0] >= OWN_NUMBERS_KEYED:
             return
         with writing(self.db):
-            given = [own for (own,) in self.db.execute("SELECT own_number FROM records")
-                     if own != own_number(own)]
-            taken = {own for (own,) in self.db.execute(
-                "SELECT own_number FROM records WHERE own_number IN (SELECT value FROM "
-                "json_each(?))", (json.dumps([own_number(own) for own in given]),))}
-            for own in given:
+            taken = {own for (own,) in self.db.execute("SELECT own_number FROM records")}
+            for own in [own for own in taken if own != own_number(own)]:
                 if own_number(own) in taken:
                     log.warning("holder store %s: record %r is record %r keyed as every way in "
                                 "keys it, which holds another record: left as it was, which "
