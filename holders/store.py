@@ -502,16 +502,16 @@ class HolderStore:
             return
         with writing(self.db):
             taken = {own for (own,) in self.db.execute("SELECT own_number FROM records")}
-            for own in [own for own in taken if own != own_number(own)]:
-                if own_number(own) in taken:
+            for own in sorted(own for own in taken if own != own_number(own)):
+                if (keyed := own_number(own)) in taken:
                     log.warning("holder store %s: record %r is record %r keyed as every way in "
                                 "keys it, which holds another record: left as it was, which "
-                                "no import, removal or call reaches", self.path, own,
-                                own_number(own))
+                                "no import, removal or call reaches", self.path, own, keyed)
                     continue
                 for table in _KEYED_BY_OWN_NUMBER:
                     self.db.execute(f"UPDATE {table} SET own_number = ? WHERE own_number = ?",
-                                    (own_number(own), own))
+                                    (keyed, own))
+                taken.add(keyed)  # two given forms of one number: the second left, said
             self.db.execute(f"PRAGMA user_version = {OWN_NUMBERS_KEYED}")
 
     def _never_gives_again(self, table: str) -> bool:

@@ -770,15 +770,16 @@ def test_a_store_made_before_own_numbers_were_keyed_has_its_records_keyed_as_eve
     given (`Ｈ－１`) was reached by none of them, and its next import made a second record."""
     store = HolderStore(tmp_path / "holder.db")
     person = FourAttributes("山田 花子", "桜町1-2-3", date(1980, 4, 1), Sex.FEMALE)
-    for own in ("Ｈ－１", "Ｈ－２", "H-2"):
+    for own in ("Ｈ－１", "Ｈ－２", "H-2", "Ｈ－３", "H－3"):
         store.add_record(own, person)
     store.put_data("Ｈ－１", "income", {"year": "2025"})
     store.bind("Ｈ－１", "LC-1", 0)
     store.db.execute("PRAGMA user_version = 0")  # as a store made before
     store.close()
     store = HolderStore(tmp_path / "holder.db")
-    assert store.own_numbers() == ["H-1", "H-2", "Ｈ－２"]
+    assert store.own_numbers() == ["H-1", "H-2", "H-3", "Ｈ－２", "Ｈ－３"]
     assert store.data("H-1", "income") == {"year": "2025"}
     assert store.link_code("H-1") == "LC-1"
     assert "record 'Ｈ－２' is record 'H-2'" in caplog.text  # another record's: left, said
+    assert "record 'Ｈ－３' is record 'H-3'" in caplog.text  # two forms of one: the second left
     store.close()
