@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from broker import topics
-from renkei.envelope import Send, send
+from renkei.envelope import Send, readable, send
 from schemas.codec import CODEC, SchemaError, UnknownSchema
 from schemas.messages import (
     REFUSED,
@@ -68,13 +68,8 @@ def answered(records: Iterable[Any], schema: type[Asked], what: str,
         value = record.value or b""
         if (unknown := CODEC.unknown(value)) is not None:
             sends += unknown_refused(value, unknown, schema.__name__)
-            continue
-        try:
-            asked = CODEC.decode(value, schema)
-        except SchemaError as exc:
-            log.error("an unreadable %s: %s", what, exc)
-            continue
-        sends.append(answer(asked, record))
+        else:
+            sends += (answer(asked, record) for asked in readable([record], schema, what))
     return sends
 
 
