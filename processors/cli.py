@@ -21,30 +21,25 @@ def platform_cli() -> None:
     """The platform's stream processors (one consumer group; run more instances to scale)."""
 
 
-def instance_name(given: str | None, host: str) -> str:
-    """The name an instance logs under: the one `given`, else its `host`'s name, a container's
-    own (its id): the replicas of compose's `--scale platform=N`, run by one command line, each
-    logged as "platform 1" when it was the default."""
-    return given or host
-
-
 @platform_cli.command()
-@click.option("--instance", default=None,
-              help="instance name (for its log; default: this host's name, a container's own); "
-                   "run several for more throughput")
+# a container's host name is its id: the replicas of compose's `--scale platform=N`, run by
+# one command line, were each logged as "platform 1" when that was the default (the name looked
+# up at each parse, not bound once)
+@click.option("--instance", default=lambda: socket.gethostname(),
+              show_default="this host's name, a container's own",
+              help="instance name (for its log); run several for more throughput")
 @click.option("--answer-timeout", type=POSITIVE, default=30.0, show_default=True,
               help="seconds a provider has to answer before the requester gets a timeout")
 @click.option("--member", default=None,
               help="a static group member id, unique among running instances: restarted with "
                    "it, an instance takes its partitions back at once, without a rebalance")
 @LOGLEVEL
-def run(instance: str | None, answer_timeout: float, member: str | None, loglevel: str) -> None:
+def run(instance: str, answer_timeout: float, member: str | None, loglevel: str) -> None:
     """Run one platform instance until stopped (SIGTERM/SIGINT)."""
     from processors.platform import Platform
     from renkei import event_loop
     from renkei.service_loop import said_when_up, stop_on_signals
 
-    instance = instance_name(instance, socket.gethostname())
     logs.for_service(loglevel.upper(), f"platform {instance}")
     access = KafkaAccess.of(acls.PLATFORM)
 

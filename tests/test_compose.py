@@ -7,6 +7,7 @@ import re
 import secrets
 import shlex
 import shutil
+import socket
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -21,7 +22,6 @@ import yaml
 from broker import cluster, config, jars, process, topics
 from broker.credentials import Credentials
 from cards import crl
-from processors import cli as platform_cli
 from renkei.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,14 +278,19 @@ def test_the_platform_scales() -> None:
     assert [argv[:3] for argv in command_lines(platform)] == [["renkei", "platform", "run"]]
 
 
-def test_each_scaled_platform_replica_logs_under_a_name_of_its_own() -> None:
+def test_each_scaled_platform_replica_logs_under_a_name_of_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Every replica of `--scale platform=N` ran the same command, without --instance: each
     logged as "platform 1". One given no instance is named after its host, a container's own."""
     (argv,) = command_lines(services()["platform"])
-    given = parsed(argv).params["instance"]
+
+    def instance(host: str, *more: str) -> str:
+        monkeypatch.setattr(socket, "gethostname", lambda: host)
+        return str(parsed([*argv, *more]).params["instance"])
+
     replicas = ("3f9c0a1b2d4e", "7a8b9c0d1e2f")  # containers' host names: their ids
-    assert [platform_cli.instance_name(given, host) for host in replicas] == list(replicas)
-    assert platform_cli.instance_name("2", replicas[0]) == "2"  # as the town names its own
+    assert [instance(host) for host in replicas] == list(replicas)
+    assert instance(replicas[0], "--instance", "2") == "2"  # as the town names its own
 
 
 def test_audit_and_portal_run() -> None:
