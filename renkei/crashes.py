@@ -10,11 +10,6 @@ from renkei.town import Processes, log_path
 TRACEBACK = b"Traceback (most recent call last)"
 
 
-def log_of(name: str) -> Path:
-    """Where `Processes.start` sends a process's output."""
-    return log_path(name)
-
-
 @dataclass
 class Watch:
     """The town's processes as they run now (one killed and started again is its new run), and
@@ -26,7 +21,7 @@ class Watch:
     @classmethod
     def of(cls, procs: Processes) -> Watch:
         """Watch the processes running now, their logs from their current ends."""
-        return cls(procs, {name: _size(log_of(name)) for name in procs.running})
+        return cls(procs, {name: _size(log_path(name)) for name in procs.running})
 
     def died(self) -> list[str]:
         """Processes that are not running (a process killed on purpose is started again)."""
@@ -37,7 +32,7 @@ class Watch:
         """Tracebacks each process logged since the mark (those with none left out)."""
         found = {}
         for name, mark in self.marks.items():
-            path = log_of(name)
+            path = log_path(name)
             with path.open("rb") as log:
                 log.seek(mark)
                 count = log.read().count(TRACEBACK)

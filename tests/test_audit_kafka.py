@@ -62,12 +62,11 @@ from broker.provision import admin_client
 from holders.client import HolderClient
 from portal.inbox import Inbox
 from portal.records import Records
-from renkei.crashes import log_of
 from renkei.envelope import unpacked
 from renkei.groups import LATEST, commit_offsets
 from renkei.service_loop import producer_for
 from renkei.tasks import cancelled
-from renkei.town import Processes, Town
+from renkei.town import Processes, Town, log_path
 from schemas.codec import CODEC
 from tests.kafka_helpers import create_known, producer, renkei
 from tests.loop_helpers import ticking
@@ -541,7 +540,7 @@ def exited(platform: Processes, name: str, within: float = 60) -> tuple[int, str
     does not stop within `within` seconds stays running, for the test's clean-up to stop)."""
     code = platform.running[name].wait(within)
     del platform.running[name]
-    return code, log_of(name).read_text().splitlines()[-1]
+    return code, log_path(name).read_text().splitlines()[-1]
 
 
 def audit_end() -> int:
@@ -593,12 +592,12 @@ async def test_the_consumer_stops_at_a_head_over_entries_deleted_while_no_event_
     size, anchored = live.size(), await anchored_size()
     await reaching(committed_size, size)
     whole = copied(default_path(), tmp_path / "whole.db")
-    end, said = await asyncio.to_thread(audit_end), log_of("audit").stat().st_size
+    end, said = await asyncio.to_thread(audit_end), log_path("audit").stat().st_size
     truncate(f"sqlite:///{default_path()}", anchored)  # while the consumer runs, idle
     try:
         code, last = await asyncio.to_thread(exited, platform, "audit", 3 * NEXT_HEAD)
         came = await asyncio.to_thread(audit_end) - end
-        with log_of("audit").open() as logged:
+        with log_path("audit").open() as logged:
             logged.seek(said)
             since = logged.read()
     finally:
