@@ -119,6 +119,7 @@ SENT = "SENT"
 # its message kept, the broker not known to have it (down): sent once it is back, SENT then; the
 # store keeps it SENT (unanswered), its message in `outgoing`
 KEPT = "KEPT"
+_STANDING = f"CASE WHEN status = '{SENT}' AND outgoing IS NOT NULL THEN '{KEPT}' ELSE status END"
 DELIVERED_AT_ONCE = 500  # request ids a statement names (well under SQLite's 32,766)
 FORGET_AT_ONCE = 1000  # rows of each table a transaction of forget_before deletes (a few ms)
 REQUESTER, PROVIDER = "REQUESTER", "PROVIDER"
@@ -938,9 +939,19 @@ class HolderStore:
         return (converted, investigated) if row is None else (int(row[0]), int(row[1]))
 
     def request(self, request_id: str) -> Request | None:
+        return self._request(request_id, "status")
+
+    def standing(self, request_id: str) -> Request | None:
+        """The request as its holder's own systems are told it: KEPT while its message is kept
+        (the broker not known to have it: sent once it is back), else as recorded (SENT once
+        the broker has it, until its outcome)."""
+        return self._request(request_id, _STANDING)
+
+    def _request(self, request_id: str, status_as: str) -> Request | None:
+        """The request, its status as `status_as` (a column expression) reads it."""
         row = self.db.execute(
             "SELECT request_id, kind, own_number, pattern_id, provider, data_type, purpose, "
-            "operator, terminal, status, detail, result FROM requests WHERE request_id = ?",
+            f"operator, terminal, {status_as}, detail, result FROM requests WHERE request_id = ?",
             (request_id,)).fetchone()
         if row is None:
             return None
@@ -949,17 +960,6 @@ class HolderStore:
         return Request(request_id, kind, own_number, pattern_id, provider, data_type, purpose,
                        operator, terminal, status, detail,
                        None if result is None else dict(json.loads(result)))
-
-    def standing(self, request_id: str) -> Request | None:
-        """The request as its holder's own systems are told it: KEPT while its message is kept
-        (the broker not known to have it: sent once it is back), else as recorded (SENT once
-        the broker has it, until its outcome)."""
-        found = self.request(request_id)
-        if found is None or found.status != SENT or not self.db.execute(
-                "SELECT outgoing IS NOT NULL FROM requests WHERE request_id = ?",
-                (request_id,)).fetchone()[0]:
-            return found
-        return replace(found, status=KEPT)
 
     def counts(self, kind: str | None = None) -> dict[str, int]:
         """Requests (of one kind, or all) by status, and answers that arrived for an already
