@@ -156,23 +156,23 @@ class Verifier:
         """The CA's certificate, valid now: Refused NO_CA if it cannot be read or is past its
         validity, NOT_YET_VALID before it (the checker's clock behind the CA's)."""
         issuer = _authority_certificate(authority, NO_CA)
-        now = self._clock()
-        if now < issuer.not_valid_before_utc:
-            raise Refused(NOT_YET_VALID)
-        if now > issuer.not_valid_after_utc:
-            raise Refused(NO_CA)
+        self._valid_now(issuer, NO_CA)
         return issuer
+
+    def _valid_now(self, cert: x509.Certificate, past: str) -> None:
+        """Refused NOT_YET_VALID before the certificate's validity, `past` after it."""
+        now = self._clock()
+        if now < cert.not_valid_before_utc:
+            raise Refused(NOT_YET_VALID)
+        if now > cert.not_valid_after_utc:
+            raise Refused(past)
 
     def _check_chain(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
         try:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):
             raise Refused("unknown-issuer") from None
-        now = self._clock()
-        if now < cert.not_valid_before_utc:
-            raise Refused(NOT_YET_VALID)
-        if now > cert.not_valid_after_utc:
-            raise Refused("expired")
+        self._valid_now(cert, "expired")
         try:
             constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
             usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
