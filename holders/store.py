@@ -468,12 +468,7 @@ class HolderStore:
         with writing(self.db):
             if _has_query_digest(self.db):
                 return
-            self.db.execute("ALTER TABLE access_log RENAME TO access_log_before")
-            self.db.execute(f"CREATE TABLE {_ACCESS_LOG}")
-            self.db.execute(f"INSERT INTO access_log (serial, {_LOGGED}) "
-                            f"SELECT serial, {_LOGGED} FROM access_log_before")
-            self.db.execute("DROP TABLE access_log_before")
-            self.db.execute(_ACCESS_LOG_AT)
+            self._made_again("access_log", _ACCESS_LOG, _LOGGED)
 
     def _serials_never_given_again(self) -> None:
         """A store made before serials were never given again (SQLite gives the largest + 1,
@@ -485,13 +480,17 @@ class HolderStore:
             return
         with writing(self.db):
             for table, made, columns in _SERIALED:
-                if self._never_gives_again(table):
-                    continue
-                self.db.execute(f"ALTER TABLE {table} RENAME TO {table}_before")
-                self.db.execute(f"CREATE TABLE {made}")
-                self.db.execute(f"INSERT INTO {table} (serial, {columns}) "
-                                f"SELECT rowid, {columns} FROM {table}_before")
-                self.db.execute(f"DROP TABLE {table}_before")
+                if not self._never_gives_again(table):
+                    self._made_again(table, made, columns)
+
+    def _made_again(self, table: str, made: str, columns: str) -> None:
+        """The table made again as `made`, its rows' serials and `columns` kept (the others
+        given their default), its indexes gone (the store's open makes them after)."""
+        self.db.execute(f"ALTER TABLE {table} RENAME TO {table}_before")
+        self.db.execute(f"CREATE TABLE {made}")
+        self.db.execute(f"INSERT INTO {table} (serial, {columns}) "
+                        f"SELECT rowid, {columns} FROM {table}_before")
+        self.db.execute(f"DROP TABLE {table}_before")
 
     def _own_numbers_keyed(self) -> None:
         """A store made before own numbers were keyed (own_number) at every way in: a record
