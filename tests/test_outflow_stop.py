@@ -19,19 +19,23 @@ from renkei.envelope import Send
 from renkei.service_loop import Outflow, last_commit
 
 
-class Unacknowledged:
-    """A producer whose broker is away: each send handed over, none ever acknowledged."""
+class Producer:
+    """A producer whose broker is away (each send handed over, none ever acknowledged), or there
+    and acknowledging each send at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, acknowledges: bool = False) -> None:
+        self.acknowledges = acknowledges
         self.sent: list[asyncio.Future[Any]] = []
 
     async def send(self, *_: object, **__: object) -> asyncio.Future[Any]:
         self.sent.append(asyncio.get_running_loop().create_future())
+        if self.acknowledges:
+            self.sent[-1].set_result(None)
         return self.sent[-1]
 
 
 async def test_a_commit_waiting_for_a_broker_away_gives_way_to_a_stop() -> None:
-    producer = Unacknowledged()
+    producer = Producer()
     outflow = Outflow(cast(Any, None), cast(Any, producer))  # the consumer is never reached
     await outflow.send([TopicPartition("renkei.registry.in", 0)],
                        [Send("renkei.registry.out", "k", b"an effect")])
@@ -50,7 +54,7 @@ async def test_effects_a_stop_gave_up_on_and_the_close_failed_are_not_logged_unr
     """The commit and the last commit given up with the broker away, the producer's close fails
     each effect it still held (aiokafka's fail_all): no one awaits them, and asyncio logged each
     with a traceback as never retrieved (a wait cancelled in `settled` took them as told)."""
-    producer = Unacknowledged()
+    producer = Producer()
     outflow = Outflow(cast(Any, None), cast(Any, producer))
     await outflow.send([TopicPartition("renkei.registry.in", 0)],
                        [Send("renkei.registry.out", "k", b"one"),
@@ -70,9 +74,11 @@ HANDLED = TopicPartition("renkei.registry.in", 0)
 
 
 class CommitTakesAWhile:
-    """A consumer whose broker is there, each commit taking its round trip."""
+    """A consumer whose broker is there, each commit taking its round trip, `stop` set while
+    its request is at the broker."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
         self.committed: list[dict[TopicPartition, tuple[int, str]]] = []
 
     def assignment(self) -> set[TopicPartition]:
@@ -82,28 +88,19 @@ class CommitTakesAWhile:
         return 7
 
     async def commit(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
+        self.stop.set()
         await asyncio.sleep(0.05)
         self.committed.append(offsets)
-
-
-class Acknowledged:
-    """A producer whose broker acknowledges each send at once."""
-
-    async def send(self, *_: object, **__: object) -> asyncio.Future[Any]:
-        sent = asyncio.get_running_loop().create_future()
-        sent.set_result(None)
-        return sent
 
 
 async def test_a_stop_during_a_commits_round_trip_leaves_its_offsets_to_the_last_commit() -> None:
     """A stop set while a commit's request was at the broker gave the commit up after it had
     forgotten what was handled: the last commit committed nothing (yet said the broker was
     reached), and the batch was handled again at the next start."""
-    consumer = CommitTakesAWhile()
-    outflow = Outflow(cast(Any, consumer), cast(Any, Acknowledged()))
-    await outflow.send([HANDLED], [Send("renkei.registry.out", "k", b"an effect")])
     stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(0.02, stop.set)
+    consumer = CommitTakesAWhile(stop)
+    outflow = Outflow(cast(Any, consumer), cast(Any, Producer(acknowledges=True)))
+    await outflow.send([HANDLED], [Send("renkei.registry.out", "k", b"an effect")])
     await outflow.commit(now=True, stop=stop)
     assert await last_commit(outflow, within=1)
     assert consumer.committed[-1:] == [{HANDLED: (7, "")}]
