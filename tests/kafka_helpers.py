@@ -25,7 +25,7 @@ from contextlib import (
 from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiokafka.client
 import pytest
@@ -322,16 +322,31 @@ async def rejection_of(holder: str, request_id: str, send: bytes,
         await at_end(inbox)
         async with producer(access) as prod:
             await prod.send_and_wait(topics.outbox(holder), send, key=uuid.uuid4().bytes)
-        async with asyncio.timeout(within):
-            while True:
-                for records in (await inbox.getmany(timeout_ms=300)).values():
-                    for record in records:
-                        value = record.value or b""
-                        if CODEC.name_of(value) == Rejection.__name__ and (
-                                found := CODEC.decode(value, Rejection)).request_id == request_id:
-                            return found
+        return await reply_to(inbox, Rejection, request_id, within)
     finally:
         await inbox.stop()
+
+
+class _Reply(Protocol):
+    @property
+    def request_id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Reply)
+
+
+async def reply_to(inbox: AIOKafkaConsumer, kind: type[R], request_id: str,
+                   within: float = 20) -> R:
+    """The first message of `kind` (a Rejection, a LinkageAnswer) to `request_id` read from
+    `inbox` within `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            for records in (await inbox.getmany(timeout_ms=300)).values():
+                for record in records:
+                    value = record.value or b""
+                    if CODEC.name_of(value) == kind.__name__ and (
+                            found := CODEC.decode(value, kind)).request_id == request_id:
+                        return found
 
 
 _WORKING: ContextVar[bool] = ContextVar("opened_by_cancelled", default=False)

@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import cluster, config, credentials, topics
@@ -19,9 +18,8 @@ from holders.client import HolderClient
 from holders.store import HolderStore
 from processors import directory
 from renkei import sealing
-from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LinkageAnswer
-from tests.kafka_helpers import consumer, operator_actions, renkei, wait_assigned
+from tests.kafka_helpers import consumer, operator_actions, renkei, reply_to, wait_assigned
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -111,18 +109,6 @@ async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
     assert refused.returncode == 1 and "nobody" in refused.stderr
 
 
-async def _relayed(inbox: AIOKafkaConsumer, request_id: str) -> LinkageAnswer:
-    """The answer to `request_id` once the platform has relayed it into the requester's inbox."""
-    async with asyncio.timeout(20):
-        while True:
-            for records in (await inbox.getmany(timeout_ms=300)).values():
-                for record in records:
-                    value = record.value or b""
-                    if CODEC.name_of(value) == LinkageAnswer.__name__ and (
-                            found := CODEC.decode(value, LinkageAnswer)).request_id == request_id:
-                        return found
-
-
 async def _started(clients: dict[str, HolderClient], holder: str) -> HolderClient:
     """The holder's communication server, stopped, started again (with its key files as they
     are now), the session's client replaced."""
@@ -152,7 +138,7 @@ async def signed_before(clients: dict[str, HolderClient], renewed: Renewed) -> S
         request_id = await ask(requester, bound(requester)[0], "P-037", HOLDER, "local_tax")
         await requester.stop()  # the answer waits in its inbox until after the renewal
         provider = await _started(clients, HOLDER)  # answers, signing with its key until now
-        assert (await _relayed(inbox, request_id)).status == "FOUND"
+        assert (await reply_to(inbox, LinkageAnswer, request_id)).status == "FOUND"
     signing_key = sealing.public_bytes(provider._signing)
     await provider.stop()
     renkei("holder", "renew", HOLDER, "--reason", "鍵の更新", "--operator", "ops-a")
