@@ -13,7 +13,7 @@ from broker import acls
 from broker.clients import KafkaAccess
 from processors import directory, patterns
 from renkei import logs
-from renkei.options import LOGLEVEL, POSITIVE
+from renkei.options import LOGLEVEL, POSITIVE, SaidDefault
 
 
 @click.group("platform", short_help="The platform's stream processors (one consumer group).")
@@ -25,7 +25,7 @@ def platform_cli() -> None:
 # a container's host name is its id: the replicas of compose's `--scale platform=N`, run by
 # one command line, were each logged as "platform 1" when that was the default (the name looked
 # up at each parse, not bound once)
-@click.option("--instance", default=lambda: socket.gethostname(),
+@click.option("--instance", cls=SaidDefault, default=lambda: socket.gethostname(),
               show_default="this host's name, a container's own",
               help="instance name (for its log); run several for more throughput")
 @click.option("--answer-timeout", type=POSITIVE, default=30.0, show_default=True,
