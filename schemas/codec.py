@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime
 from enum import Enum
-from functools import cache, partial
+from functools import cache, cached_property, partial
 from pathlib import Path
 from types import UnionType
 from typing import Any, TypeVar, Union, cast, get_args, get_origin, get_type_hints, overload
@@ -113,10 +113,21 @@ class Older:
     added: tuple[tuple[str, Any], ...]  # the newest's fields it lacks, and their defaults
     symbols: tuple[tuple[str, frozenset[str]], ...]  # each enum field, the symbols it knows
 
+    @cached_property
+    def nulls(self) -> tuple[str, ...]:
+        """The added fields defaulting to null: told by `is None`, what _is_default finds of
+        them, without a call each."""
+        return tuple(name for name, default in self.added if default is None)
+
+    @cached_property
+    def others(self) -> tuple[tuple[str, Any], ...]:
+        return tuple((name, default) for name, default in self.added if default is not None)
+
     def holds(self, record: dict[str, Any]) -> bool:
-        return (all(_is_default(record.get(name, default), default)
-                    for name, default in self.added)
-                and all(record.get(name) in known for name, known in self.symbols))
+        get = record.get
+        return (all(get(name) is None for name in self.nulls)
+                and all(_is_default(get(name, default), default) for name, default in self.others)
+                and all(get(name) in known for name, known in self.symbols))
 
 
 def _older(old: Schema, newest: Schema) -> Older | None:
