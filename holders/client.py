@@ -37,6 +37,7 @@ from holders.store import (
     KeyInUse,
     Provided,
     Request,
+    Side,
     fields_json,
 )
 from holders.store import (
@@ -1340,12 +1341,22 @@ class HolderClient:
         """The entries asked for: the oversight body's, every one of each request id; a
         resident's application's, those of the use of each id when it says it was exchanged
         (HolderLogRequest v2; from an older portal, which says not: the requester's alone), as
-        a requester numbering its requests may use an id again, for another resident."""
+        a requester numbering its requests may use an id again, for another resident; told the
+        requester of each (v3), this holder's side of it alone (_side), as another holder may
+        use the same id for its own requests, of other residents."""
         if not holder_logs.is_application(asked.request_id):
             return [e for request_id in asked.request_ids if request_id
                     for e in self.store.access_log(request_id)]
-        return [e for request_id, at in zip_longest(asked.request_ids, asked.exchanged_at)
-                if request_id for e in self.store.exchange_log(request_id, at)]
+        return [e for request_id, at, requester in zip_longest(
+                    asked.request_ids, asked.exchanged_at, asked.requesters)
+                if request_id for e in self.store.exchange_log(request_id, at,
+                                                               self._side(requester))]
+
+    def _side(self, requester: str | None) -> Side | None:
+        """This holder's side of an exchange of `requester` (None: not told, an older portal's)."""
+        if not requester:
+            return None
+        return Side(REQUESTER) if requester == self.holder else Side(PROVIDER, requester)
 
     def _log_answer(self, asked: HolderLogRequest, sealed: bytes | None,
                     too_large: bool = False) -> Send:

@@ -155,6 +155,19 @@ _CHANGING = "change IN ('new', 'changed')"  # the rows staged that an import wri
 _FOUR = ("name", "address", "date_of_birth", "sex")  # a record's four attributes' columns
 
 
+class Side(NamedTuple):
+    """A holder's side of one exchange, as a resident's application tells it: REQUESTER (of
+    its own request), or PROVIDER to `requester`."""
+
+    side: str
+    requester: str = ""
+
+    def holds(self, entry: HolderLogEntry) -> bool:
+        """`entry` is of this side: made on it, and, a provider's, for its requester."""
+        return entry.side == self.side and (self.side != PROVIDER
+                                            or entry.counterpart == self.requester)
+
+
 def _record_change(values: tuple[str, ...]) -> str:
     """What tells a record's change by the columns an import gives (`values`), and its flag: a
     bound record's four attributes changed, or its personal number changed to another (that
@@ -1068,13 +1081,16 @@ class HolderStore:
             f"data_type, content, purpose, outcome FROM access_log WHERE serial > ? {where} "
             "ORDER BY serial LIMIT ?", (after, *args, most))]
 
-    def exchange_log(self, request_id: str, exchanged_at: datetime | None
-                     ) -> list[HolderLogEntry]:
+    def exchange_log(self, request_id: str, exchanged_at: datetime | None,
+                     side: Side | None = None) -> list[HolderLogEntry]:
         """The entries of one use of `request_id`, the one the access log has at `exchanged_at`
         (None: not told, no provider's): the requester's (an id it drew once: its requests
         table), and the provider's made around it (_exchanged_around), not another use's, whose
         ⑪ is another person's data; a provider's made a while later (TIMED_OUT, read late) is
-        left out with them."""
+        left out with them. Told this holder's `side` of that exchange, that side's alone: as
+        its requester, not its provider's entries of another's use of the id; as its provider,
+        those for that side's requester alone, not its own requests' that used the id again."""
         around = None if exchanged_at is None else _exchanged_around(exchanged_at)
-        return [e for e in self.access_log(request_id) if e.side != PROVIDER or (
-            around is not None and around[0] < _utc(e.at) <= around[1])]
+        return [e for e in self.access_log(request_id) if (e.side != PROVIDER or (
+            around is not None and around[0] < _utc(e.at) <= around[1])) and (
+            side is None or side.holds(e))]

@@ -139,7 +139,7 @@ class HolderLogs:
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
                   person: str | None = None,
                   log: Callable[[Asked], Awaitable[None]] | None = None,
-                  exchanged_at: Sequence[datetime] = ()) -> Asked:
+                  exchanged_at: Sequence[datetime] = (), requesters: Sequence[str] = ()) -> Asked:
         """Ask the holders for their side of the log of `request_ids`: the request kept, then
         `log`ged (an application in the resident's history), then sent, so that none is sent
         unlogged, and no answer comes to one not kept; its asker gone meanwhile (their page's
@@ -147,10 +147,14 @@ class HolderLogs:
         logged: no page says so). Only holders are asked (holders_to_ask): with none among
         `holders`, NoHolder, and nothing kept, logged or sent. A resident's application names
         when each exchange happened (`exchanged_at`, the access log's), so that a provider
-        answers only its entry of that use of an id a requester may have used again."""
+        answers only its entry of that use of an id a requester may have used again, and the
+        requester of each (`requesters`), so that each holder answers its side of that exchange
+        alone, not its own requests' entries of the same id."""
         asked = Asked(str(uuid.uuid4()), datetime.now(UTC), holders_to_ask(holders),
                       tuple(request_ids), person)
-        sending = asyncio.ensure_future(self._sent(asked, legal_basis, log, tuple(exchanged_at)))
+        told = HolderLogRequest(asked.request_id, asked.at, asked.holders, asked.request_ids,
+                                legal_basis, tuple(exchanged_at), tuple(requesters))
+        sending = asyncio.ensure_future(self._sent(asked, told, log))
         try:
             await asyncio.shield(sending)
         except asyncio.CancelledError:
@@ -170,11 +174,10 @@ class HolderLogs:
             log.error("the request %s for holder-side logs on %s failed after its asker left "
                       "(%s)", request_id, self._out, type(failure).__name__)
 
-    async def _sent(self, asked: Asked, legal_basis: str,
-                    log: Callable[[Asked], Awaitable[None]] | None,
-                    exchanged_at: tuple[datetime, ...]) -> None:
-        """`asked` kept, logged, then sent; its sending failed, sent again (_resend) and the
-        failure raised."""
+    async def _sent(self, asked: Asked, told: HolderLogRequest,
+                    log: Callable[[Asked], Awaitable[None]] | None) -> None:
+        """`asked` kept, logged, then sent (as `told`); its sending failed, sent again (_resend)
+        and the failure raised."""
         await self._inbox.drop(self._in, self._since())
         try:
             await self._inbox.add(self._in, asked)
@@ -183,8 +186,7 @@ class HolderLogs:
         except BaseException:  # not logged, not sent: not kept (an add cut short too), nor awaited
             await self._inbox.withdraw(self._in, asked.request_id)
             raise
-        value = CODEC.encode(HolderLogRequest(asked.request_id, asked.at, asked.holders,
-                                              asked.request_ids, legal_basis, exchanged_at))
+        value = CODEC.encode(told)
         await self._inbox.to_send(self._in, asked.request_id, value)
         try:
             await self._delivered(asked.request_id, value)

@@ -87,7 +87,8 @@ async def apply(request: web.Request) -> web.Response:
     try:
         asked = await platform.kafka.applications.ask(
             holders, [event.request_id], APPLICATION_BASIS, person=resident.id_codes[0],
-            log=applied, exchanged_at=() if approved is None else (approved,))
+            log=applied, exchanged_at=() if approved is None else (approved,),
+            requesters=(event.requester,))
     except NoHolder:
         return no_holder(request)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")

@@ -369,6 +369,7 @@ class HolderLogRequest:
     request_ids: tuple[str, ...]
     legal_basis: str
     exchanged_at: tuple[datetime, ...] = ()  # v2: a resident's, when each exchange happened
+    requesters: tuple[str, ...] = ()  # v3: a resident's, the requester of each exchange
 
 
 @dataclass(frozen=True, slots=True)

@@ -1143,6 +1143,16 @@ async def test_an_askers_key_that_cannot_be_sealed_to_answers_its_log_unsealed_o
     assert OVERSIGHT in caplog.text
 
 
+async def _contents_answered(client: HolderClient, asked: HolderLogRequest
+                             ) -> list[str | None]:
+    """The ⑪ of the entries of r-1 `client` answers `asked` with, opened by its asker."""
+    out, = await handle(client, asked)
+    answer = CODEC.decode(out.value, HolderLogAnswer)
+    key = sealing.key_of(holder_logs.asker(asked.request_id))
+    return [e.content for e in holder_logs.opened(
+        key, replace(answer, request_id=answer.request_id.removeprefix(MARK)), ("r-1",))]
+
+
 async def test_a_residents_application_is_answered_with_their_use_of_a_request_id_alone(
         client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """A requester used one request id for two residents (once the platform forgot it): the
@@ -1158,16 +1168,32 @@ async def test_a_residents_application_is_answered_with_their_use_of_a_request_i
         client.store.log("r-1", "PROVIDER", SYSTEM, TERMINAL, FOUND, counterpart=REQUESTER,
                          content=f'{{"name": "{person}"}}', deadline=approved + ANSWER_TIMEOUT)
 
-    async def answered(asked: HolderLogRequest) -> list[str | None]:
-        out, = await handle(client, asked)
-        answer = CODEC.decode(out.value, HolderLogAnswer)
-        key = sealing.key_of(holder_logs.asker(asked.request_id))
-        return [e.content for e in holder_logs.opened(
-            key, replace(answer, request_id=answer.request_id.removeprefix(MARK)), ("r-1",))]
-
+    answered = partial(_contents_answered, client)
     application = HolderLogRequest(f"{MARK}a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "",
                                    (second,))
     assert await answered(application) == ['{"name": "bob"}']
     assert await answered(replace(application, exchanged_at=())) == []
     oversight = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), ("r-1",), "")
     assert await answered(oversight) == ['{"name": "alice"}', '{"name": "bob"}']
+
+
+async def test_a_residents_application_gets_the_side_of_its_exchange_alone_not_an_id_used_again(
+        client: HolderClient) -> None:
+    """This holder provided to REQUESTER under its request id r-1 (alice's data), and drew r-1
+    for a request of its own too (carol's data, from another provider): an application naming
+    REQUESTER as the exchange's requester is answered with the provider's entry for REQUESTER
+    alone, one naming this holder with its own request's alone; an older portal's, naming none,
+    as before (both)."""
+    in_directory(client, sealing.public_bytes(sealing.key_of(PORTAL)), PORTAL)
+    now = datetime.now(UTC)
+    client.store.log("r-1", "PROVIDER", SYSTEM, TERMINAL, FOUND, counterpart=REQUESTER,
+                     content='{"name": "alice"}', deadline=now + ANSWER_TIMEOUT)
+    client.store.log("r-1", "REQUESTER", STAFF, TERMINAL, FOUND, counterpart="nenkin",
+                     content='{"name": "carol"}')
+    application = HolderLogRequest(f"{MARK}a-1", now, (HOLDER, REQUESTER), ("r-1",), "",
+                                   (now,), (REQUESTER,))
+    assert await _contents_answered(client, application) == ['{"name": "alice"}']
+    assert await _contents_answered(client, replace(application, requesters=(HOLDER,))) == [
+        '{"name": "carol"}']
+    assert await _contents_answered(client, replace(application, requesters=())) == [
+        '{"name": "alice"}', '{"name": "carol"}']

@@ -81,23 +81,25 @@ Client = TestClient[web.Request, web.Application]
 @dataclass
 class HolderLogAsks:
     """Requests for holder-side logs (the oversight body's, residents'): (holders asked,
-    request ids) each, and when each said its exchanges happened; only holders asked, as
-    HolderLogs.ask does (NoHolder if none)."""
+    request ids) each, when each said its exchanges happened and who requested them; only
+    holders asked, as HolderLogs.ask does (NoHolder if none)."""
 
     asked: list[tuple[list[str], list[str]]] = field(default_factory=list)
     exchanged: list[tuple[datetime, ...]] = field(default_factory=list)
+    requesters: list[tuple[str, ...]] = field(default_factory=list)
     kept: list[Shown] = field(default_factory=list)  # what the page shows as kept
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str], legal_basis: str,
                   person: str | None = None,
                   log: Callable[[Asked], Awaitable[None]] | None = None,
-                  exchanged_at: Sequence[datetime] = ()) -> Asked:
+                  exchanged_at: Sequence[datetime] = (), requesters: Sequence[str] = ()) -> Asked:
         asked = Asked(f"ask-{len(self.asked)}", datetime.now(UTC), holders_to_ask(holders),
                       tuple(request_ids), person)
         if log is not None:
             await log(asked)
         self.asked.append((list(asked.holders), list(request_ids)))
         self.exchanged.append(tuple(exchanged_at))
+        self.requesters.append(tuple(requesters))
         return asked
 
     async def every(self) -> list[Shown]:
@@ -1492,6 +1494,7 @@ async def test_an_application_names_when_its_exchange_was_approved_whatever_entr
             "csrf": await csrf_of(client, "/history"), "serial": str(serial)})
         assert applied.status == 303, await applied.text()
     assert town.kafka.applications.exchanged == [(approved,), (approved,), ()]
+    assert town.kafka.applications.requesters == [(HOLDERS[11 % 4],)] * 3  # each its own side
 
 
 async def test_an_application_from_a_refused_request_asks_its_requester_alone(
