@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 from audit.events import ANSWER, LINKAGE
 from processors import decider
-from processors.approval import Approved, Refused, approve
+from processors.approval import Approved, PatternList, Refused, approve
 from processors.codes import InvalidCode
 from processors.context import Context
 from processors.rejection import reject
@@ -91,11 +92,11 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
         request, at, id_code = _req(item), item.incoming.timestamp, ids.get(k)
         person = None if id_code is None or isinstance(id_code, InvalidCode) else id_code
         if (why := _malformed(request)) is not None:
-            out += _reject(item, "MALFORMED", why, person)
+            out += _reject(item, "MALFORMED", why, ctx, person)
             continue
         if not ctx.fresh(request.sent_at, at):
             out += _reject(item, "STALE_REQUEST", f"sent at {request.sent_at.isoformat()}, "
-                           f"received {at.isoformat()}: outside the replay window", person)
+                           f"received {at.isoformat()}: outside the replay window", ctx, person)
             continue
         verdict = approve(request, ctx.directory.get(item.holder), ctx.directory, ctx.patterns,
                           at)
@@ -105,7 +106,7 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
                 continue
             verdict = Refused("INVALID_LINK_CODE", str(id_code))
         out.append(item.judged(request.request_id, _reject(
-            item, verdict.reason, verdict.detail, person), ctx))
+            item, verdict.reason, verdict.detail, ctx, person), ctx))
     targets = ctx.codes.link_codes_of([person for _, _, person in approved],
                                       [ctx.unit(_req(item).provider) for item, _, _ in approved])
     previous = _previous_codes(approved, ctx)
@@ -218,13 +219,34 @@ def _malformed(request: LinkageRequest) -> str | None:
     return next((why for name, value in names if (why := unfit(value, name)) is not None), None)
 
 
-def _reject(item: FromHolder, reason: str, detail: str, person: str | None = None) -> list[Send]:
-    """The rejection; its access-log event leaves out the request's MALFORMED names."""
+def _reject(item: FromHolder, reason: str, detail: str, ctx: Context,
+            person: str | None = None) -> list[Send]:
+    """The rejection; its access-log event names what the request said (said)."""
     request = _req(item)
     return reject(item.holder, request.request_id, reason, detail, item.incoming.timestamp,
-                  item.incoming.source, LINKAGE, pattern_id=_fit(request.pattern_id),
-                  provider=_fit(request.provider), data_type=_fit(request.data_type),
-                  person=person)
+                  item.incoming.source, LINKAGE, person=person,
+                  **said(request, ctx.patterns, item.incoming.timestamp))
+
+
+class Said(TypedDict):
+    """What a refused linkage request said, as its access-log event names it."""
+
+    pattern_id: str | None
+    legal_basis: str | None
+    provider: str | None
+    data_type: str | None
+
+
+def said(request: LinkageRequest, patterns: PatternList, at: datetime) -> Said:
+    """What a linkage request said, for the access-log event of its refusal, so that an auditor
+    or its resident can tell what was attempted: its legal pattern (with the legal basis of the
+    version in force at `at`, its broker time, if one is), provider and data type, each left out
+    if MALFORMED (unfit: no text the audit store or a page could not take whole). No personal
+    data: its link code is not named."""
+    pattern_id = _fit(request.pattern_id)
+    pattern = None if pattern_id is None else patterns.in_force(pattern_id, at)
+    return Said(pattern_id=pattern_id, legal_basis=None if pattern is None else pattern.legal_basis,
+                provider=_fit(request.provider), data_type=_fit(request.data_type))
 
 
 def _fit(value: str) -> str | None:

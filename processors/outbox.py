@@ -68,6 +68,14 @@ def _cut(request_id: str, why: str) -> str:
     return f"{why}: this rejection carries its first {REQUEST_ID_CHARS}"
 
 
+def _said(message: object, ctx: Context, incoming: Incoming) -> linkage.Said | dict[str, None]:
+    """What a message refused at the door said that its access-log event names: a linkage
+    request's pattern, provider and data type (linkage.said); nothing of another's."""
+    if isinstance(message, LinkageRequest):
+        return linkage.said(message, ctx.patterns, incoming.timestamp)
+    return {}
+
+
 def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
     out: list[Send] = []
     requests: list[FromHolder] = []
@@ -84,13 +92,15 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
             continue
         if (why := unfit(message.request_id, "request id")) is not None:
             out += reject(holder, message.request_id, "MALFORMED", _cut(message.request_id, why),
-                          incoming.timestamp, incoming.source, MESSAGE)
+                          incoming.timestamp, incoming.source, MESSAGE,
+                          **_said(message, ctx, incoming))
             continue
         if isinstance(message, DECIDED) and len(incoming.value or b"") > MOST_DECIDED_BYTES:
             out += reject(holder, message.request_id, "OVERSIZED",
                           f"{len(incoming.value or b''):,} bytes: at most {MOST_DECIDED_BYTES:,} "
                           "(what the platform adds to decide it must fit one message)",
-                          incoming.timestamp, incoming.source, MESSAGE)
+                          incoming.timestamp, incoming.source, MESSAGE,
+                          **_said(message, ctx, incoming))
             continue
         item = FromHolder(incoming, holder, message)
         if isinstance(message, LinkageRequest):

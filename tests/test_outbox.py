@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from audit.events import AccessLogEvent
 from broker import topics
 from processors import outbox
+from processors.approval import PatternList
 from processors.context import Context
 from processors.isolation import isolated
 from processors.keys import MasterKeys
@@ -25,10 +27,12 @@ from schemas.messages import (
     HolderEntry,
     HolderLogAnswer,
     HolderLogRequest,
+    LegalPattern,
     LinkageRequest,
     Ping,
     Pong,
     ProviderAnswer,
+    Refusal,
     RegistryAnswer,
     Rejection,
     RekeyRequest,
@@ -198,3 +202,34 @@ def test_a_request_or_application_that_cannot_be_relayed_costs_only_itself(ctx: 
     assert [(s.topic, s.key) for s in out] == [
         (topics.AUDIT, "a-1"), (topics.inbox(HOLDER), "a-1"),
         (topics.inbox(HOLDER), "resident:a-1")]
+
+
+BASIS = "番号法 別表第二 31"
+ASKED = LinkageRequest("r-1", NOW, "ABC98765XYZ", "P-037", "town", "local_tax")
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (replace(ASKED, request_id="r-\x00"), "MALFORMED"),
+    (replace(ASKED, link_code="X" * NEAR), "OVERSIZED"),
+    (ASKED, "NOT_PERMITTED"),
+], ids=["malformed id", "oversized", "not permitted"])
+def test_a_refused_requests_access_log_event_names_what_it_asked(
+        message: LinkageRequest, reason: str, ctx: Context) -> None:
+    """Refused at the door (its id, its size) its event named nothing the request said, refused
+    at approval no legal basis: an auditor or the resident could not tell what was attempted.
+    Each names its legal pattern and that pattern's basis, provider and data type now, and
+    never its link code."""
+    listed = LegalPattern("P-037", 1, BASIS, "年金給付", "pension", "role", ("local_tax",),
+                          NOW - timedelta(days=1), None)  # for requesters of another role
+    before, ctx.patterns = ctx.patterns, PatternList([listed])
+    try:
+        out = outbox.handle([_incoming(message)], ctx, NOW)
+    finally:
+        ctx.patterns = before
+    logged = out[-1].value if out[-1].topic == topics.AUDIT else CODEC.decode(
+        out[-1].value, Refusal).logged
+    event = CODEC.decode(logged, AccessLogEvent)
+    assert (event.outcome, event.reason) == ("REJECTED", reason)
+    assert (event.pattern_id, event.legal_basis, event.provider, event.data_type) == (
+        "P-037", BASIS, "town", "local_tax")
+    assert message.link_code[:11].encode() not in logged
