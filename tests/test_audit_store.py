@@ -1841,3 +1841,27 @@ def test_audit_and_oversight_list_the_operator_actions(store: AuditStore, db: st
     assert result.exit_code == 1 and "TAMPERED: the columns of operator actions" in result.output
     assert [a.get("columns_differ", False) for a in json.loads(
         result.stdout)["actions"]] == [False, True]
+
+
+@pytest.mark.parametrize("fault", [OSError("an I/O error"), TypeError("a bug")],
+                         ids=["disk", "code"])
+def test_a_fault_reading_a_record_back_is_raised_not_reported_as_tampering(
+        state: Path, tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch,
+        fault: Exception) -> None:
+    """Reading an entry's or an operator action's bytes back, verify took any exception for
+    a record changed: a fault of the disk or of the code was shown to an auditor as TAMPERED.
+    Only what a changed record raises (ValueError: the codec's, an event's own checks) is a
+    finding now; anything else surfaces as it is."""
+
+    def failing(*_: object) -> AccessLogEvent:
+        raise fault
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    with AuditStore(url, Signer.load_or_create(), head_every=4, clock=clock) as store:
+        store.append_many([item(event(1)), item(suspension(2))])
+        assert store.verify(decode_event).ok
+        with pytest.raises(type(fault)):
+            store.verify(failing)  # an entry's
+        monkeypatch.setattr(audit.store, "_action_row", failing)
+        with pytest.raises(type(fault)):
+            store.verify(lambda leaf: event(1))  # an operator action's
