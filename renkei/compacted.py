@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 Amend = Callable[[V, V | None, datetime | None], V]
 """A value as a view keeps it: as read, the key's value before it, its record's broker append
 time (None: stamped by its writer)."""
+Unkeyed = Callable[[bytes, V], str | None]
+"""Why a value read is not of the key its record has (None: it is)."""
 
 
 class NotFollowing(RuntimeError):
@@ -34,11 +36,12 @@ class CompactedView(Generic[V]):
     """Read a compacted topic without a consumer group: every process sees every entry."""
 
     def __init__(self, access: KafkaAccess, topic: str, decode: Callable[[bytes], V],
-                 amend: Amend[V] | None = None) -> None:
+                 amend: Amend[V] | None = None, unkeyed: Unkeyed[V] | None = None) -> None:
         self.topic = topic
         self._access = access
         self._decode = decode
         self._amend = amend
+        self._unkeyed = unkeyed
         self._entries: dict[bytes, V] = {}
         self._loaded = asyncio.Event()
         self._changed = asyncio.Event()
@@ -155,16 +158,18 @@ class CompactedView(Generic[V]):
             await consumer.stop()
 
     def _apply(self, record: Any) -> None:
-        _applied(self._entries, record, self.topic, self._decode, self._amend)
+        _applied(self._entries, record, self.topic, self._decode, self._amend, self._unkeyed)
 
 
 def _applied(entries: dict[bytes, V], record: Any, topic: str, decode: Callable[[bytes], V],
-             amend: Amend[V] | None) -> None:
+             amend: Amend[V] | None, unkeyed: Unkeyed[V] | None = None) -> None:
     """A record of `topic` applied to its latest values per key, `entries`, as a view keeps
     them; NewerVersion for one of a schema a newer version of Renkei wrote: skipped, its key's
     entry before it would be kept as its latest (a holder suspended by it taken as active, a
     pattern amended by it in force as it was), so the view stops (NotFollowing) and its process
-    with it, rather than act on what it no longer is."""
+    with it, rather than act on what it no longer is. One whose value is not of its key
+    (`unkeyed`) is refused, logged: under a key of its own, compaction never replaces it with
+    its holder's next entry (a suspension), which it would stand beside."""
     key, value = record.key, record.value
     if key is None:
         log.warning("an entry without a key on %s: ignored", topic)
@@ -178,13 +183,16 @@ def _applied(entries: dict[bytes, V], record: Any, topic: str, decode: Callable[
         except ValueError as exc:
             log.warning("an unreadable entry on %s: %s", topic, exc)
             return
+        if unkeyed is not None and (why := unkeyed(key, entry)) is not None:
+            log.warning("an entry on %s refused at offset %s: %s", topic, record.offset, why)
+            return
         entries[key] = (entry if amend is None else
                         amend(entry, entries.get(key), appended_at(record)))
 
 
 def holder_directory(access: KafkaAccess) -> CompactedView[HolderEntry]:
     """A view of the holder directory, each inactive entry dated as every reader dates it."""
-    return CompactedView(access, topics.DIRECTORY, _holder_entry, dated)
+    return CompactedView(access, topics.DIRECTORY, _holder_entry, dated, _not_its_holders)
 
 
 def holder_entries(records: Iterable[Any]) -> list[HolderEntry]:
@@ -192,8 +200,16 @@ def holder_entries(records: Iterable[Any]) -> list[HolderEntry]:
     view of it keeps them (holder_directory)."""
     entries: dict[bytes, HolderEntry] = {}
     for record in records:
-        _applied(entries, record, topics.DIRECTORY, _holder_entry, dated)
+        _applied(entries, record, topics.DIRECTORY, _holder_entry, dated, _not_its_holders)
     return list(entries.values())
+
+
+def _not_its_holders(key: bytes, entry: HolderEntry) -> str | None:
+    """Why a directory entry is not of its record's key, its holder's id (None: it is)."""
+    if key == entry.holder_id.encode():
+        return None
+    return (f"the entry of holder {entry.holder_id!r} is keyed "
+            f"{key.decode(errors='backslashreplace')!r}, not by its holder's id")
 
 
 def _holder_entry(value: bytes) -> HolderEntry:

@@ -351,11 +351,32 @@ async def test_a_directory_entry_a_newer_version_wrote_stops_the_view_not_kept_s
                          datetime(2026, 12, 7, tzinfo=UTC))
     suspended = CODEC.encode(replace(active, active=False, inactive_since=active.updated_at))
     newer = suspended[:2] + bytes(8) + suspended[HEADER:]  # its fingerprint one not known here
-    records = [ConsumerRecord(topics.DIRECTORY, 0, offset, 0, LOG_APPEND_TIME, b"city-a", value,
-                              None, 6, len(value), []) for offset, value in
-               enumerate((CODEC.encode(active), newer))]
+    records = _directory_records((b"city-a", CODEC.encode(active)), (b"city-a", newer))
     with pytest.raises(NewerVersion, match=r"renkei\.directory holds a message this process"):
         holder_entries(records)
+
+
+def _directory_records(*keyed: tuple[bytes, bytes]) -> list[ConsumerRecord[bytes, bytes]]:
+    """Records of the directory topic, each (key, value), at offsets 0, 1, …"""
+    return [ConsumerRecord(topics.DIRECTORY, 0, offset, 0, LOG_APPEND_TIME, key, value, None,
+                           len(key), len(value), []) for offset, (key, value) in enumerate(keyed)]
+
+
+async def test_a_directory_entry_keyed_other_than_its_holder_is_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A holder's entry under another record key (a copy written by hand, or by a faulty tool)
+    stands beside its own key's, compaction never replacing it: the directory by holder id took
+    whichever came last, a suspended holder active again. Refused now, with one log line."""
+    active = HolderEntry("city-a", "A", "municipality", "city-a", 0, b"k" * 32, False, True,
+                         datetime(2026, 12, 7, tzinfo=UTC))
+    suspended = replace(active, active=False, inactive_since=active.updated_at)
+    records = _directory_records((b"city-a", CODEC.encode(active)),
+                                 (b"city-a", CODEC.encode(suspended)),
+                                 (b"copy-of-a", CODEC.encode(active)))
+    assert [(e.holder_id, e.active) for e in holder_entries(records)] == [("city-a", False)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "an entry on renkei.directory refused at offset 2: the entry of holder 'city-a' is "
+        "keyed 'copy-of-a', not by its holder's id"]
 
 
 NOT_TOLD = ("the holder directory is not read to its end (KafkaError: the directory's end not "
