@@ -200,7 +200,7 @@ async def started(client: Stoppable, access: KafkaAccess) -> None:
     try:
         await _starting(client, access)
     except BaseException:
-        await client.stop()
+        await stopped(client)
         raise
 
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from audit import anchor
 from audit.events import PORTAL_KIND, AccessLogEvent, event_id, portal_step
 from broker import acls, topics
-from broker.clients import KafkaAccess, started
+from broker.clients import KafkaAccess, started, stopped
 from broker.presence import watch
 from portal.inbox import (
     APPLICATIONS_KEPT,
@@ -124,7 +124,7 @@ class HolderLogs:
         await self._unheard_settled()
         await cancelled(self._resending)
         await cancelled(self._task)
-        await self._producer.stop()
+        await stopped(self._producer)
 
     async def _unheard_settled(self) -> None:
         """The requests whose askers left, sent to their end for up to STOP_SECONDS; those
@@ -330,7 +330,7 @@ class AlertFeed:
                     self._seen.add(alert.alert_id)
                     self.alerts.append(alert)
         finally:
-            await consumer.stop()
+            await stopped(consumer)
 
 
 class Platform:
@@ -379,7 +379,7 @@ class Platform:
         await self.oversight.stop()
         await self.applications.stop()
         await self.directory.stop()
-        await self._producer.stop()
+        await stopped(self._producer)
         await self.inbox.close()
 
     def holder_name(self, holder: str | None) -> str:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
-from broker.clients import KafkaAccess, started
+from broker.clients import KafkaAccess, started, stopped
 from renkei import sealing
 from renkei.envelope import Directory, send
 from renkei.questions import DECLINED
@@ -74,7 +74,7 @@ async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
         async for record in consumer:
             yield record.partition, record.offset, record.value or b""
     finally:
-        await consumer.stop()
+        await stopped(consumer)
 
 
 class Asking:

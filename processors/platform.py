@@ -43,6 +43,7 @@ from broker.clients import (
     records_up_to,
     seek_to_times,
     started,
+    stopped,
 )
 from broker.fetch_sessions import Gathering, Quiet, SessionConsumer
 from broker.presence import watched
@@ -590,7 +591,7 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
         async for record in records_up_to(replay, ends):
             history.append(decider.DecisionRecord(record_time(record), _events(record, ctx)))
     finally:
-        await replay.stop()
+        await stopped(replay)
     return History(since, history or [decider.DecisionRecord(counted, [])])  # gone: read now
 
 

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer
 
 from broker import topics
-from broker.clients import KafkaAccess, started
+from broker.clients import KafkaAccess, started, stopped
 from renkei.broker_time import appended_at
 from renkei.tasks import set_or_ended
 from schemas.codec import CODEC, NewerVersion, UnknownSchema
@@ -155,7 +155,7 @@ class CompactedView(Generic[V]):
             log.error("stopped following %s: %s", self.topic, exc)
             raise
         finally:
-            await consumer.stop()
+            await stopped(consumer)
 
     def _apply(self, record: Any) -> None:
         _applied(self._entries, record, self.topic, self._decode, self._amend, self._unkeyed)

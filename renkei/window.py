@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from broker.clients import KafkaAccess, at_end, caught_up, started
+from broker.clients import KafkaAccess, at_end, caught_up, started, stopped
 
 
 class Window:
@@ -28,7 +28,7 @@ class Window:
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._consumer.stop()
+        await stopped(self._consumer)
 
     async def poll(self, wait: float = 0.2) -> list[Any]:
         """Whatever arrived since the last poll (or the opening)."""
