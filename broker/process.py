@@ -19,6 +19,7 @@ from pathlib import Path
 from broker import cluster as cluster_store
 from broker import config, credentials, jars
 from broker.cluster import HOST, Cluster, Node
+from renkei.logs import begun
 from renkei.state import write_private
 
 JAVA_MAJOR = 17
@@ -86,6 +87,7 @@ def _files(cl: Cluster, node: Node) -> dict[str, Path]:
         "logs": base / "logs",
         "properties": base / "server.properties",
         "log4j2": base / "log4j2.yaml",
+        "stdout": base / "logs" / "stdout.log",  # the JVM's own output (log4j2 writes server.log)
         "pid": base / "pid",
     }
 
@@ -214,23 +216,29 @@ def _check_ports(node: Node) -> None:
             )
 
 
-def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False) -> int:
+def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False,
+           fresh: bool = False) -> int:
+    """Start a node; its output into its stdout.log, begun afresh if `fresh` (a run's start,
+    `up`: the run before's kept as stdout.log.1), else gone on with (a node started again within
+    a run, `start_node`: what it said before it stopped kept)."""
     _check_ports(node)
     files = _write_configs(cl, node)
-    log = (files["logs"] / "stdout.log").open("ab")
-    popen = partial(
-        subprocess.Popen,
-        [*(TETHER if tethered else []),
-         *_java_command(java_bin, SERVER_JVM, files["log4j2"], "kafka.Kafka",
-                        str(files["properties"]))],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    if tethered:
-        proc = _TETHERING.submit(popen).result()
-        _TETHERED.add((cl.cluster_id, node.node_id))
-    else:
-        proc = popen()
+    if fresh:
+        begun(files["stdout"])
+    with files["stdout"].open("ab") as log:
+        popen = partial(
+            subprocess.Popen,
+            [*(TETHER if tethered else []),
+             *_java_command(java_bin, SERVER_JVM, files["log4j2"], "kafka.Kafka",
+                            str(files["properties"]))],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if tethered:
+            proc = _TETHERING.submit(popen).result()
+            _TETHERED.add((cl.cluster_id, node.node_id))
+        else:
+            proc = popen()
     files["pid"].write_text(str(proc.pid))
     deadline = time.monotonic() + 5
     while not _runs_jvm(proc.pid, java_bin) and proc.poll() is None and time.monotonic() < deadline:
@@ -357,7 +365,8 @@ def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
     states = [NodeStatus(node, _pid(cl, node)) for node in cl.nodes]
     if all(s.running for s in states):
         return cl, False
-    pids = {s.node.node_id: s.pid or _start(cl, s.node, java_bin, tethered) for s in states}
+    pids = {s.node.node_id: s.pid or _start(cl, s.node, java_bin, tethered, fresh=True)
+            for s in states}
     _wait_ready(cl, pids, timeout)
     return cl, True
 

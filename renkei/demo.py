@@ -32,7 +32,7 @@ def _log_to_file() -> None:
     processes' logs (begun afresh each run as theirs are, the run before's kept as demo.log.1),
     not between the summary's lines; an error is said on stderr as well."""
     log = town.log_path("demo")
-    town.begun(log)
+    logs.begun(log)
     to_file = logging.FileHandler(log, encoding="utf-8")
     to_stderr = logging.StreamHandler()
     to_stderr.setLevel(logging.ERROR)

@@ -1,10 +1,12 @@
-"""The one form of every `renkei` command's log lines: the long-running services' own."""
+"""The one form of every `renkei` command's log lines: the long-running services' own; and the
+files a run's processes log into, begun afresh each run."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"  # a service's line: its time, level, message
 
@@ -36,3 +38,11 @@ def quieted(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def begun(log: Path) -> None:
+    """`log` begun afresh, the one there kept as `<log>.1` (one generation: the one before it
+    goes): a run's log, which grew run after run without bound when appended to."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists():
+        log.replace(log.with_name(f"{log.name}.1"))

@@ -25,6 +25,7 @@ from registry import store as registry_store
 from registry import tickets
 from registry.residents import Resident
 from renkei import sqlite
+from renkei.logs import begun
 from renkei.state import state_dir
 from renkei.tether import GRACE_SECONDS, tethered
 from schemas.messages import HolderEntry
@@ -134,14 +135,6 @@ def platform_names(instances: int) -> list[str]:
 def log_path(name: str) -> Path:
     """Where a town's process `name` logs (Processes.start): logs/ of the state folder."""
     return state_dir() / "logs" / f"{name}.log"
-
-
-def begun(log: Path) -> None:
-    """`log` begun afresh, the one there kept as `<log>.1` (one generation: the one before it
-    goes)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    if log.exists():
-        log.replace(log.with_name(f"{log.name}.1"))
 
 
 def renkei_command(*args: str) -> list[str]:
