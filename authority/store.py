@@ -35,7 +35,7 @@ from typing import NamedTuple
 from audit.events import millis
 from renkei import sqlite
 from renkei.clock import Mark
-from renkei.state import private_dir
+from renkei.state import folder_made, private_dir
 
 # a commit need not fsync; the look-ups purged are overwritten
 PRAGMAS = f"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; {sqlite.SECURE_DELETE};"
@@ -150,7 +150,7 @@ class Lookup:
 
 class AuthorityStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder_made(path.parent)
         self._db = sqlite.opened(path)
         with sqlite.closed_if_failing(self._db):
             self._made()

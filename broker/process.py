@@ -20,7 +20,7 @@ from broker import cluster as cluster_store
 from broker import config, credentials, jars
 from broker.cluster import HOST, Cluster, Node
 from renkei.logs import begun
-from renkei.state import write_private
+from renkei.state import folder_made, write_private
 
 JAVA_MAJOR = 17
 JVMS = Path("/usr/lib/jvm")  # where Debian's and Temurin's packages put JDKs
@@ -147,7 +147,7 @@ def _write_configs(cl: Cluster, node: Node) -> dict[str, Path]:
     files = _files(cl, node)
     admin = credentials.issue(config.ADMIN)
     controller = credentials.issue(config.CONTROLLER)
-    files["logs"].mkdir(parents=True, exist_ok=True)
+    folder_made(files["logs"])
     write_private(
         files["properties"],
         config.server_properties(cl, node, files["data"], admin, controller),
@@ -232,7 +232,7 @@ def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False,
              *_java_command(java_bin, SERVER_JVM, files["log4j2"], "kafka.Kafka",
                             str(files["properties"]))],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, umask=0o077,  # its logs (server.log) and data its user's alone
         )
         if tethered:
             proc = _TETHERING.submit(popen).result()

@@ -25,7 +25,7 @@ from registry.normalize import RULES, four_key, unseen_dropped
 from registry.resident_code import is_valid
 from registry.residents import ChangeEvent, ChangeKind, FourAttributes, Resident, Sex, apply
 from renkei import sqlite
-from renkei.state import private_dir
+from renkei.state import folder_made, private_dir
 
 if TYPE_CHECKING:  # the generator (Faker's word lists) imported only by a store it builds
     from registry.generate import Person, Rates, Tally
@@ -148,7 +148,7 @@ class RegistryStore:
         replaced only if asked."""
         _replaceable(path, replace)
         sqlite.removed(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder_made(path.parent)
         store = cls(path)
         store.set_meta(IDENTITY, secrets.token_hex(16))
         return store

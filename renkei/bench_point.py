@@ -22,7 +22,7 @@ from broker import process
 from processors.windows import CLOCK_SKEW, REPLAY_WINDOW
 from renkei import common_start, groups, hops, latency, machine_profile, procstat, profiling
 from renkei.bench_plan import Plan
-from renkei.state import state_dir
+from renkei.state import folder_made, state_dir
 from renkei.town import Processes
 
 RENKEI, BASELINE = "renkei", "baseline"
@@ -225,7 +225,7 @@ def run_point(load: Load, stage: Stage, plan: Plan, knobs: Knobs, admin: AdminCl
     loadavg_before, spawned = os.getloadavg(), time.time()
     stem = label.replace(" ", "_").replace("/", "")
     start_file = state_dir() / "linkage-runs" / f"{stem}.start"
-    start_file.parent.mkdir(parents=True, exist_ok=True)
+    folder_made(start_file.parent)
     start_file.unlink(missing_ok=True)
     profiles = os.environ.get(profiling.ENV)  # the holders of each point profile apart
     with profiling.into(Path(profiles) / stem if profiles else None):

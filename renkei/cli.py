@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from renkei import logs, profiling
+from renkei.state import state_tightened
 
 # Each command's group or command ("module:name"), imported only when it is named (or listed by
 # --help): a process started for one command does not import every other's libraries.
@@ -166,6 +167,7 @@ def _interrupted() -> click.exceptions.Exit:
 def main(ctx: click.Context) -> None:
     """Renkei: the information-linkage platform on Apache Kafka."""
     logs.for_commands()
+    state_tightened()  # one made readable by others before: its logs name holders and requests
     words = [word for word in sys.argv[1:3] if not word.startswith("-")]
     _import(ctx, words)
     ctx.with_resource(profiling.profiled("-".join(words) or "renkei"))

@@ -4,9 +4,12 @@ files a run's processes log into, begun afresh each run."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from renkei.state import folder_made
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"  # a service's line: its time, level, message
 
@@ -41,8 +44,11 @@ def quieted(name: str) -> Iterator[None]:
 
 
 def begun(log: Path) -> None:
-    """`log` begun afresh, the one there kept as `<log>.1` (one generation: the one before it
-    goes): a run's log, which grew run after run without bound when appended to."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    """`log` begun afresh, empty and this user's alone (0600: its lines may name holders and
+    requests; opened to append, it stays so), the one there kept as `<log>.1` (one generation:
+    the one before it goes): a run's log, which grew run after run without bound when appended
+    to."""
+    folder_made(log.parent)
     if log.exists():
         log.replace(log.with_name(f"{log.name}.1"))
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))

@@ -24,15 +24,44 @@ T = TypeVar("T")
 def state_dir() -> Path:
     """The state folder: `$RENKEI_STATE`, else `.state` in the working directory; not made
     here (a command that only reads or stops leaves none behind): what writes in it makes the
-    folders it writes in (private_dir, write_json, held)."""
+    folders it writes in (folder_made: private_dir, write_json, held)."""
     return Path(os.environ.get(STATE_ENV) or Path.cwd() / ".state")
+
+
+def folder_made(path: Path) -> Path:
+    """The folder `path` made with the folders it is in (`mkdir -p`); the state folder among
+    them made this user's alone (0700), as its secrets' folders are: its logs and stores name
+    holders and requests."""
+    top = state_dir()
+    if path.is_relative_to(top):
+        top.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def state_tightened() -> None:
+    """The state folder, if there, made this user's alone (0700) if it is this user's and others
+    may read it (one made before it was made so). Another's (a container's mount point, root's)
+    is left as it is; so is one that cannot be changed (mounted read-only): said at WARNING."""
+    top = state_dir()
+    try:
+        found = top.stat()
+    except FileNotFoundError:
+        return
+    if found.st_uid != os.geteuid() or not found.st_mode & 0o077:
+        return
+    try:
+        top.chmod(0o700)
+    except OSError as exc:
+        log.warning("the state folder %s stays readable by others (mode %o): %s", top,
+                    found.st_mode & 0o777, exc)
 
 
 @contextmanager
 def state_folder(path: Path) -> Iterator[Path]:
     """`$RENKEI_STATE` = `path` for this process and those it starts; restored after."""
     before = os.environ.get(STATE_ENV)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ[STATE_ENV] = str(path)
     try:
         yield path
@@ -58,7 +87,7 @@ def held(path: Path, what: str) -> Iterator[None]:
     once (InUse), instead of stopping the first one's broker, mixing its records into the first
     one's or keeping state in memory beside it. The lock is a file beside `path` (it outlives a
     folder being emptied) and goes with the process, whatever ends it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder_made(path.parent)
     with open(path.parent / f"{path.name}.lock", "a+", encoding="ascii") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -143,7 +172,8 @@ def private_dir(*parts: str, made: bool = True) -> Path:
     path = state_path(*parts)
     if not made and not path.exists():
         return path
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder_made(path.parent)
+    path.mkdir(exist_ok=True, mode=0o700)
     found = path.stat()
     mode = found.st_mode & 0o777
     if mode != 0o700 and (found.st_uid == os.geteuid() or mode & 0o022):
@@ -176,7 +206,7 @@ def _write(path: Path, text: str, mode: int, new: bool = False) -> None:
     """Write whole or not at all: a reader never sees a half-written file. If `new`, the file
     must not be there yet: of two processes making it at once, one wins, the other gets
     FileExistsError (link, like O_EXCL, fails on a name that exists) and nothing is replaced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder_made(path.parent)
     # a name no one can guess, made here (O_EXCL, 0600): a file another user made in the
     # folder under a predictable one would be written into, kept as theirs, and moved in place
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)

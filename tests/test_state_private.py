@@ -1,0 +1,53 @@
+"""The state folder and the logs in it were made readable by every user of the machine (0755,
+0644: mkdir -p's and open's modes), where the secrets' own folders and files are their user's
+alone: the logs name holders and requests. The state folder is made 0700 by whatever first
+writes in it, a log 0600 when its run begins it, and a state folder made before so is made 0700
+when a `renkei` command starts."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from renkei import cli, town
+from renkei.state import STATE_ENV, state_path, write_json
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_state_folder_and_a_processs_log_are_their_users_alone_when_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv(STATE_ENV, str(state))
+    monkeypatch.setattr(town, "renkei_command",
+                        lambda *args: [sys.executable, "-c", "print('a request of city-a')"])
+    procs = town.Processes()
+    procs.start("audit", "ignored")
+    assert procs.running.pop("audit").wait(30) == 0
+    log = town.log_path("audit")
+    assert log.read_text(encoding="utf-8") == "a request of city-a\n"
+    assert (_mode(state), _mode(log)) == (0o700, 0o600)
+
+
+def test_the_state_folder_made_by_a_file_written_in_it_is_its_users_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv(STATE_ENV, str(state))
+    write_json(state_path("linkage-runs", "point.start"), 1.0)
+    assert _mode(state) == 0o700
+
+
+def test_a_state_folder_others_may_read_is_made_its_users_alone_when_a_command_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    monkeypatch.setenv(STATE_ENV, str(state))
+    CliRunner().invoke(cli.main, ["broker", "status"])
+    assert _mode(state) == 0o700
