@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -26,7 +26,7 @@ from registry import tickets
 from registry.residents import Resident
 from renkei import sqlite
 from renkei.logs import begun
-from renkei.state import state_dir
+from renkei.state import InUse, held, state_dir
 from renkei.tether import GRACE_SECONDS, tethered
 from schemas.messages import HolderEntry
 
@@ -82,11 +82,32 @@ def directory_entry(sample: SampleHolder) -> HolderEntry:
                                   sample.private)
 
 
+@contextmanager
+def stores_held(samples: tuple[SampleHolder, ...]) -> Iterator[None]:
+    """The holders' stores this process's alone (HolderStore.held's lock) while a town removes and
+    makes them again: one a holder library (a holder's server) runs on is refused at once, before
+    anything is rebuilt (InUse, naming the store and the process holding it), not deleted under
+    it."""
+    with ExitStack() as stack:
+        for sample in samples:
+            holder = sample.holder_id
+            try:
+                stack.enter_context(held(default_path(holder), f"holder library of {holder}"))
+            except InUse as exc:
+                raise InUse(f"a town would remove the holders' stores: {exc}") from None
+        yield
+
+
 def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES,
           replace: bool = False) -> Town:
     """Set everything up (idempotent for the broker; the registry and stores are rebuilt, a
-    registry a town did not make only if `replace`)."""
+    registry a town did not make only if `replace`, no store a holder library runs on)."""
     check_registry(replace)
+    with stores_held(samples):
+        return _built(residents, seed, samples)
+
+
+def _built(residents: int, seed: int, samples: tuple[SampleHolder, ...]) -> Town:
     provision.provision()
     keys.init()
     tickets.init()
