@@ -18,8 +18,8 @@ from broker.clients import BrokerAway, reachable
 from renkei.tasks import cancelled
 
 log = logging.getLogger(__name__)
-WATCH_SECONDS = 5.0  # how often a running service looks whether the broker takes a connection
-REACH_SECONDS = 2.0  # how long one look waits for a connection
+WATCH_SECONDS = 5.0  # how often a running service looks whether the cluster can serve
+REACH_SECONDS = 2.0  # how long one look waits for a node's connection
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Presence:
         if not reached and self.away_since is None:
             self.away_since = now
             return (f"{self.who}: the broker at {self.bootstrap} is away since "
-                    f"{now:%Y-%m-%d %H:%M:%S} UTC (no node takes a connection): waiting for it; "
+                    f"{now:%Y-%m-%d %H:%M:%S} UTC ({self._why()}): waiting for it; "
                     "`renkei broker status` says why")
         if reached and self.away_since is not None:
             since, self.away_since = self.away_since, None
@@ -44,6 +44,23 @@ class Presence:
                     f"{(now - since).total_seconds():.0f} s away (since "
                     f"{since:%Y-%m-%d %H:%M:%S} UTC)")
         return None
+
+    def _why(self) -> str:
+        nodes = len(nodes_of(self.bootstrap))
+        if nodes == 1:
+            return "no node takes a connection"
+        return (f"fewer than {quorum_of(nodes)} of its {nodes} nodes take a connection: "
+                "no quorum, nothing served")
+
+
+def nodes_of(bootstrap: str) -> list[str]:
+    """The host:port of each node `bootstrap` names."""
+    return bootstrap.split(",")
+
+
+def quorum_of(nodes: int) -> int:
+    """How many of `nodes` voters a KRaft quorum needs: a majority."""
+    return nodes // 2 + 1
 
 
 def reached(bootstrap: str, within: float = REACH_SECONDS) -> bool:
@@ -55,8 +72,21 @@ def reached(bootstrap: str, within: float = REACH_SECONDS) -> bool:
     return True
 
 
+async def serving(bootstrap: str, within: float = REACH_SECONDS) -> bool:
+    """Whether the cluster at `bootstrap` can serve now: a majority of the nodes it names take a
+    connection, each looked at at once. `bootstrap` names every node of the project's clusters
+    (`renkei broker up --nodes 3`, compose.yaml), each a voter of its KRaft quorum: with fewer,
+    no controller is elected, no leader moves, and a partition (min ISR 2) refuses records,
+    while the node left goes on taking connections (a service that asked only that never said
+    its broker was away)."""
+    nodes = nodes_of(bootstrap)
+    taking = await asyncio.gather(*(asyncio.to_thread(reached, node, within) for node in nodes))
+    return sum(taking) >= quorum_of(len(nodes))
+
+
 async def watch(bootstrap: str, who: str) -> None:
-    """Look every WATCH_SECONDS whether the broker is there, saying when that changes."""
+    """Look every WATCH_SECONDS whether the broker is there (serving), saying when that
+    changes."""
     await away_for(bootstrap, math.inf, who)
 
 
@@ -80,7 +110,7 @@ async def away_for(bootstrap: str, within: float, who: str) -> None:
     (`renkei demo`) to stop with it rather than wait for ever (`watch`: never)."""
     presence = Presence(bootstrap, who)
     while True:
-        there = await asyncio.to_thread(reached, bootstrap)
+        there = await serving(bootstrap)
         now = datetime.now(UTC)
         if (line := presence.seen(there, now)) is not None:
             log.warning(line)

@@ -15,7 +15,7 @@ import pytest
 
 from broker import acls, presence, topics
 from broker.clients import KafkaAccess
-from broker.presence import Presence
+from broker.presence import BrokerGone, Presence
 from portal.inbox import Inbox
 from portal.kafka import Platform as PortalSide
 from renkei.envelope import Send
@@ -39,6 +39,36 @@ def test_the_broker_going_and_coming_back_is_said_once_each() -> None:
         "renkei-registry: the broker at 127.0.0.1:19092 is back, after 90 s away (since "
         "2026-12-07 08:05:38 UTC)",
         None]
+
+
+async def _taking_connections() -> asyncio.Server:
+    """A node that takes connections (and closes them)."""
+    return await asyncio.start_server(lambda _, writer: writer.close(), "127.0.0.1", 0)
+
+
+async def test_a_cluster_with_one_node_of_three_left_is_said_away() -> None:
+    """Two of a three-node cluster lost, the node left still takes connections, though with no
+    quorum nothing is served (test_cluster: records refused): its services, which asked only
+    whether a node took a connection, never said their broker was away. A majority of the
+    nodes taking connections is a cluster there."""
+    nodes = [await _taking_connections() for _ in range(2)]
+    taking = [f"127.0.0.1:{node.sockets[0].getsockname()[1]}" for node in nodes]
+    lost = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    try:
+        one_left = ",".join([taking[0], *lost])
+        with pytest.raises(BrokerGone, match=r"away at .* was not back within 0 s"):
+            await asyncio.wait_for(presence.away_for(one_left, 0, "renkei-registry"), 3)
+        with pytest.raises(TimeoutError):  # looked at, there: looked at again in 5 s
+            await asyncio.wait_for(presence.away_for(",".join([*taking, lost[0]]), 0,
+                                                     "renkei-registry"), 1)
+    finally:
+        for node in nodes:
+            node.close()
+    seen = Presence(one_left, "renkei-registry")
+    assert seen.seen(False, AT) == (
+        f"renkei-registry: the broker at {one_left} is away since 2026-12-07 08:05:33 UTC "
+        "(fewer than 2 of its 3 nodes take a connection: no quorum, nothing served): waiting "
+        "for it; `renkei broker status` says why")
 
 
 async def _said(caplog: pytest.LogCaptureFixture, text: str, within: float) -> list[str]:

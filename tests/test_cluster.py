@@ -14,7 +14,7 @@ from aiokafka.errors import SaslAuthenticationFailed
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
-from broker import clients, config, in_force, process, provision, topics
+from broker import clients, config, in_force, presence, process, provision, topics
 from broker import cluster as cluster_store
 from broker.clients import KafkaAccess, login_refusal
 from broker.cluster import HOST
@@ -164,8 +164,20 @@ async def _elected(topic: str, within: float = 60) -> int:
     return leader
 
 
+async def _said_away(bootstrap: str, within: float) -> bool:
+    """Whether a service's presence says the cluster at `bootstrap` away at its first look."""
+    try:
+        await asyncio.wait_for(presence.away_for(bootstrap, 0, "acks-test"), within)
+    except presence.BrokerGone:
+        return True
+    except TimeoutError:  # there: looked at again after WATCH_SECONDS
+        return False
+    raise AssertionError("away_for ended")
+
+
 async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: Path) -> None:
-    """(Last of the module: it stops every node of the cluster.)"""
+    """(Last of the module: it stops every node of the cluster.) Services say the cluster away
+    once it refuses (the node left took connections: they never did)."""
     admin = provision.admin_client()
     future = admin.create_topics([NewTopic(ACKS_TOPIC, 1, 3,
                                            config={"min.insync.replicas": "2"})])[ACKS_TOPIC]
@@ -176,6 +188,7 @@ async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: 
     process.stop_node(first, hard=True)  # a crash: fenced after the broker session timeout
     assert await asyncio.to_thread(_produce, {"enable.idempotence": True}, 90) is None, (
         "acks=all must succeed with two of three replicas in sync")
+    assert not await _said_away(cluster_store.bootstrap(), 1)
     # The second node stops cleanly, so that the two controllers left still shrink the ISR to
     # the leader alone before the quorum is lost (a second SIGKILL would take the majority of
     # the quorum with it; the produce would then time out rather than be refused).
@@ -183,4 +196,5 @@ async def test_acks_all_holds_with_one_node_down_and_refuses_with_two(cluster3: 
     refused = await asyncio.to_thread(
         _produce, {"enable.idempotence": False, "retries": 0, "message.timeout.ms": 20000}, 30)
     assert refused is not None and refused.code() == KafkaError.NOT_ENOUGH_REPLICAS, refused
+    assert await _said_away(cluster_store.bootstrap(), 3), "one node of three left: said there"
     process.stop_node(leader, hard=True)  # no quorum left to grant it a controlled shutdown
