@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import re
@@ -112,6 +113,9 @@ class Older:
     schema: Schema
     added: tuple[tuple[str, Any], ...]  # the newest's fields it lacks, and their defaults
     symbols: tuple[tuple[str, frozenset[str]], ...]  # each enum field, the symbols it knows
+    # the newest's fields it lacks, as fastavro's reading into the newest gives their defaults
+    # (None: these fields alone are no schema fastavro parses: its messages read into the newest)
+    defaults: _Defaults | None
 
     @cached_property
     def nulls(self) -> tuple[str, ...]:
@@ -140,7 +144,37 @@ def _older(old: Schema, newest: Schema) -> Older | None:
             name in fields and _same_type(f["type"], fields[name]["type"])
             for name, f in kept.items()):
         return None
-    return Older(old, added, tuple((name, frozenset(symbols)) for name, symbols in old.enums))
+    return Older(old, added, tuple((name, frozenset(symbols)) for name, symbols in old.enums),
+                 _defaults_read(newest, {name for name, _ in added}))
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    """Fields' defaults as read: those no message can change (None, a number, text), and those
+    each message is given a copy of."""
+
+    shared: dict[str, Any]
+    own: dict[str, Any]
+
+    @classmethod
+    def of(cls, defaults: dict[str, Any]) -> _Defaults:
+        immutable = (type(None), bool, int, float, str, bytes)
+        return cls({k: v for k, v in defaults.items() if isinstance(v, immutable)},
+                   {k: v for k, v in defaults.items() if not isinstance(v, immutable)})
+
+
+def _defaults_read(newest: Schema, names: set[str]) -> _Defaults | None:
+    """The fields `names` of the newest version as fastavro reads them into it from a version
+    without them: their defaults, logical types applied (None if these fields alone are no
+    schema: one names a type another field defines)."""
+    try:
+        return _Defaults.of(cast(dict[str, Any], fastavro.schemaless_reader(
+            io.BytesIO(b""), parse_schema({**newest.definition, "fields": []}, _write_hint=False),
+            parse_schema({**newest.definition, "fields": [
+                f for f in newest.definition["fields"] if f["name"] in names]},
+                _write_hint=False))))
+    except Exception:  # fastavro raises many types on a schema it cannot parse
+        return None
 
 
 def _same_type(old: Any, new: Any) -> bool:
@@ -175,6 +209,12 @@ class Codec:
         self.older = {name: [older for old in versions[:-1]
                              if (older := _older(old, versions[-1])) is not None]
                       for name, versions in self.versions.items()}
+        # an Older version's message is read with its own schema, the fields it lacks added at
+        # their defaults: not read again into the newest (fastavro's resolution, and with an
+        # enum field a second read of the whole message)
+        self.defaults = {older.schema.fingerprint: older.defaults
+                         for olders in self.older.values() for older in olders
+                         if older.defaults is not None}
 
     def writer(self, name: str, record: dict[str, Any]) -> Schema:
         """The version a record is written with: the oldest that holds it, else the newest (one
@@ -235,10 +275,16 @@ class Codec:
         if writer is None:
             raise _unknown(data)
         reader = self.versions[writer.name][-1]
-        if reader is writer or writer.enums:
+        defaults = self.defaults.get(writer.fingerprint)
+        if reader is writer or writer.enums or defaults is not None:
             record = _symbols(_body(data, writer, writer.indexed, None), writer)
-        if reader is not writer:  # read (again, if it has enums) into the newest version
+        if defaults is not None:  # an Older version's: the newest's fields it lacks added
+            record.update(defaults.shared)
+            if defaults.own:  # each message its own (a list, say)
+                record.update(copy.deepcopy(defaults.own))
+        elif reader is not writer:  # read (again, if it has enums) into the newest version
             record = _body(data, writer, writer.parsed, reader.parsed)
+        if reader is not writer:
             for name in self.bytes_added[writer.fingerprint]:
                 record[name] = record[name].encode("latin-1")
         return writer.name, record
