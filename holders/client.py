@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import zip_longest
@@ -28,6 +29,7 @@ from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
 from holders.store import (
     ANSWERED,
+    KEPT,
     PROVIDER,
     REQUESTER,
     SENT,
@@ -108,6 +110,12 @@ TAKEN_WAIT = 10.0
 # seconds before the store is told again while another holds its write lock: an inbox batch,
 # the requests the broker took (_no_longer_kept)
 STORE_RETRY = 1.0
+# seconds the requests the broker took wait for the others it takes meanwhile, the store told of
+# them all in one write (_no_longer_kept): a holder sending hundreds a second has them taken a
+# produce request (a few) at a time, each write a transaction of its own (~45 µs); one taken and
+# not yet written is SENT as it stands (standing), and one a crash leaves kept is found on the
+# outbox at the next start, not sent again (_send_kept)
+DELIVERED_EVERY = 0.05
 # seconds the client waits for the store's write lock another process (an import) holds: the
 # wait stands the event loop still (every query, every call to the server), so it is short; then
 # the inbox and _no_longer_kept try again STORE_RETRY later, a call to the server is answered 503
@@ -866,8 +874,8 @@ class HolderClient:
                 log.warning("%s: request %s not sent (%s): again in %.0f s", self.holder,
                             request_id, type(exc).__name__, SEND_RETRY)
                 await asyncio.sleep(SEND_RETRY)
-        if not self._delivered_ids:  # the store is told once for all those of this turn
-            asyncio.get_running_loop().call_soon(self._no_longer_kept)
+        if not self._delivered_ids:  # the store is told once for all those of DELIVERED_EVERY
+            asyncio.get_running_loop().call_later(DELIVERED_EVERY, self._no_longer_kept)
         self._delivered_ids.append(request_id)
 
     def _no_longer_kept(self) -> None:
@@ -876,6 +884,8 @@ class HolderClient:
         another holds the store's write lock, told again STORE_RETRY later (stopped: at the
         next start)."""
         delivered, self._delivered_ids = self._delivered_ids, []
+        if not delivered:  # told already (at the start's look at the outbox, or the stop)
+            return
         try:
             self.store.delivered(delivered)
         except sqlite3.OperationalError as exc:
@@ -908,8 +918,11 @@ class HolderClient:
     def standing(self, request_id: str) -> Request | None:
         """The request as it stands (None: no such request): KEPT while the broker is not known
         to have it (NotSentYet: sent once it is back), SENT from then until its outcome, then
-        its outcome."""
-        return self.store.standing(request_id)
+        its outcome (SENT once the broker has it, its writing waiting for DELIVERED_EVERY)."""
+        found = self.store.standing(request_id)
+        if found is not None and found.status == KEPT and request_id in self._delivered_ids:
+            return replace(found, status=SENT)
+        return found
 
     def _forget(self, request_id: str, waiter: asyncio.Future[Request]) -> None:
         """Take a waiter given up on off its request's list (unless an answer just popped it)."""
