@@ -187,8 +187,18 @@ async def stopped(client: Stoppable) -> None:
         raise
     if stopping.cancelled():
         log.info("a Kafka client's stop was cut short (the broker away): closed without it")
+        await _client_closed(client)
     elif (error := stopping.exception()) is not None:
         raise error
+
+
+async def _client_closed(client: Stoppable) -> None:
+    """Close the connections and tasks of a consumer whose stop was cut short: aiokafka's
+    stop() closes its client after its fetcher, and the fetcher's close raised."""
+    from aiokafka import AIOKafkaConsumer
+
+    if isinstance(client, AIOKafkaConsumer):
+        await client._client.close()
 
 
 async def started(client: Stoppable, access: KafkaAccess) -> None:
