@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from broker import acls, topics
-from broker.clients import KafkaAccess, started
+from broker.clients import KafkaAccess, started, stopped
 from renkei import bare
 from renkei.bare import BareMessage, Sizes
 from renkei.envelope import Send
@@ -45,7 +45,7 @@ class BareHolder:
         self._stop.set()
         if self._inbox is not None:
             await self._inbox
-        await self._producer.stop()
+        await stopped(self._producer)
 
     async def round_trip(self, exchange: Exchange, own_number: str,
                          within: float) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from broker import acls, config, topics
-from broker.clients import KafkaAccess
+from broker.clients import KafkaAccess, stopped
 from holders.client import INBOX_MESSAGES, HolderClient
 from processors import patterns
 from renkei import exchanges, fuzz_plan, groups, scenario
@@ -188,7 +188,7 @@ async def send_all(clients: dict[str, HolderClient], bad: Sequence[Bad],
             due += sum(b.answers for b in chunk)
     finally:
         for producer in producers.values():
-            await producer.stop()
+            await stopped(producer)
     return time.monotonic() - started
 
 
