@@ -48,6 +48,7 @@ from audit.store import AuditStore, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, offsets, read_topic, topic_batches
 from processors.approval import UNKNOWN_HOLDER, Approved, PatternList, approve
+from renkei.compacted import Unkeyed, not_its_holders
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest
 
@@ -95,17 +96,29 @@ class History(Generic[V]):
             self.times, end)]
 
 
-async def history(access: KafkaAccess, topic: str, cls: type[V]) -> History[V]:
-    """Every record of a compacted topic (an unreadable one is logged and left out)."""
-    records: list[tuple[datetime, bytes, V | None]] = []
-    for r in await read_topic(access, topic):
+async def history(access: KafkaAccess, topic: str, cls: type[V],
+                  unkeyed: Unkeyed[V] | None = None) -> History[V]:
+    """Every record of a compacted topic now (history_of)."""
+    return history_of(await read_topic(access, topic), topic, cls, unkeyed)
+
+
+def history_of(records: Iterable[Any], topic: str, cls: type[V],
+               unkeyed: Unkeyed[V] | None = None) -> History[V]:
+    """These records of a compacted topic through time; an unreadable one, and one whose value
+    is not of its key (`unkeyed`, as every view of the topic refuses it), logged and left out."""
+    timed: list[tuple[datetime, bytes, V | None]] = []
+    for r in records:
         try:
             value = None if r.value is None else CODEC.decode(r.value, cls)
         except ValueError as exc:
             log.warning("an unreadable entry on %s at offset %s: %s", topic, r.offset, exc)
             continue
-        records.append((from_millis(r.timestamp), r.key or b"", value))
-    return History(records)
+        key = r.key or b""
+        if value is not None and unkeyed is not None and (why := unkeyed(key, value)):
+            log.warning("an entry on %s refused at offset %s: %s", topic, r.offset, why)
+            continue
+        timed.append((from_millis(r.timestamp), key, value))
+    return History(timed)
 
 
 @dataclass(frozen=True)
@@ -260,7 +273,8 @@ async def replay(access: KafkaAccess, target: AuditStore, live: AuditStore | Non
         raise ValueError("the replay needs a fresh store: this one has entries")
     started = time.perf_counter()
     recheck = Recheck(await history(access, topics.PATTERNS, LegalPattern),
-                      await history(access, topics.DIRECTORY, HolderEntry), grace)
+                      await history(access, topics.DIRECTORY, HolderEntry, not_its_holders),
+                      grace)
     # read before the live store's size: the consumer appends a batch, then commits its offset
     committed = await group_commit(access, topic, group)
     report = ReplayReport(acknowledged=None if committed is None else committed[0],

@@ -192,7 +192,7 @@ def _applied(entries: dict[bytes, V], record: Any, topic: str, decode: Callable[
 
 def holder_directory(access: KafkaAccess) -> CompactedView[HolderEntry]:
     """A view of the holder directory, each inactive entry dated as every reader dates it."""
-    return CompactedView(access, topics.DIRECTORY, _holder_entry, dated, _not_its_holders)
+    return CompactedView(access, topics.DIRECTORY, _holder_entry, dated, not_its_holders)
 
 
 def holder_entries(records: Iterable[Any]) -> list[HolderEntry]:
@@ -200,11 +200,11 @@ def holder_entries(records: Iterable[Any]) -> list[HolderEntry]:
     view of it keeps them (holder_directory)."""
     entries: dict[bytes, HolderEntry] = {}
     for record in records:
-        _applied(entries, record, topics.DIRECTORY, _holder_entry, dated, _not_its_holders)
+        _applied(entries, record, topics.DIRECTORY, _holder_entry, dated, not_its_holders)
     return list(entries.values())
 
 
-def _not_its_holders(key: bytes, entry: HolderEntry) -> str | None:
+def not_its_holders(key: bytes, entry: HolderEntry) -> str | None:
     """Why a directory entry is not of its record's key, its holder's id (None: it is)."""
     if key == entry.holder_id.encode():
         return None

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from aiokafka.structs import ConsumerRecord
+
 from audit.events import AccessLogEvent, event_id
-from audit.replay import History, Recheck
+from audit.replay import History, Recheck, history_of
 from broker import topics
 from processors import linkage
 from processors.approval import PatternList
 from processors.context import Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
+from renkei.compacted import not_its_holders
 from renkei.envelope import Incoming
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest, Refusal
@@ -152,3 +156,23 @@ def test_a_rejection_for_a_suspended_requester_is_told_from_an_unpermitted_reque
     assert found is not None and found.rechecked == "SUSPENDED"
     found = check.check(event(T0 + 10 * SECOND, "REJECTED", "SUSPENDED"))
     assert found is not None and found.rechecked == "APPROVED"
+
+
+def test_a_directory_entry_keyed_other_than_its_holder_is_left_out_of_the_replay(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """nenkin's entry under the key kokuho (a copy written by hand, or by a faulty tool), which
+    every view of the directory refuses: the replay took kokuho for a pension service, and a
+    request the platform refused kokuho, not in its directory, for one it should have approved."""
+    keyed = [(b"nenkin", holder("nenkin", "pension_service")),
+             (b"town", holder("town", "municipality")),
+             (b"kokuho", holder("nenkin", "pension_service"))]
+    records = [ConsumerRecord(topics.DIRECTORY, 0, offset, int(T0.timestamp() * 1000), 1, key,
+                              CODEC.encode(entry), None, len(key), 0, [])
+               for offset, (key, entry) in enumerate(keyed)]
+    directory = history_of(records, topics.DIRECTORY, HolderEntry, not_its_holders)
+    check = Recheck(History([(T0, b"P-1#1", pattern(1, ("local_tax",), T0))]), directory)
+    assert check.check(event(T0 + 10 * SECOND, "REJECTED", "NOT_PERMITTED",
+                             requester="kokuho")) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "an entry on renkei.directory refused at offset 2: the entry of holder 'nenkin' is "
+        "keyed 'kokuho', not by its holder's id"]
