@@ -43,7 +43,7 @@ from holders.client import (
     RekeyRefused,
     new_request_id,
 )
-from holders.store import SENT, Forgotten, HolderStore, Rekeyed
+from holders.store import SENT, Forgotten, HolderStore, Keyed, Rekeyed
 from processors import linkage, outbox
 from processors.context import Context
 from processors.keys import MasterKeys
@@ -604,6 +604,23 @@ async def test_requests_delivered_while_the_store_is_locked_are_let_go_once_it_i
     while client.store.unsent():
         deadline.check()
         await asyncio.sleep(0.05)
+
+
+async def test_a_retry_just_after_the_broker_took_its_request_is_answered_that_request(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is told of the requests the broker took DELIVERED_EVERY later: a retry under
+    the same Idempotency-Key meanwhile was told NotSentYet (the server's "sent": false, the
+    broker unreachable) of a request the broker had; it is answered that request, as sent."""
+    request_id, keyed = new_request_id(), Keyed("retried-key", "what was asked")
+    client.store.open_request(request_id, BINDING, "H-1", STAFF, TERMINAL,
+                              outgoing=(request_id, b"sealed"), keyed=keyed)
+
+    async def taken(producer: object, sends: Sequence[Send]) -> None:
+        return None
+
+    monkeypatch.setattr(client_module, "deliver", taken)
+    await client._delivered(request_id, Send(topics.outbox(HOLDER), request_id, b"sealed"))
+    assert client._made(keyed) == request_id
 
 
 async def test_data_too_large_to_send_refuses_its_query_only(
