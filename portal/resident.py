@@ -15,6 +15,7 @@ from portal.context import PLATFORM
 from portal.inbox import Asked
 from portal.kafka import NoHolder
 from portal.services import Unanswered
+from portal.sessions import Resident
 from portal.web import day, history_of, no_holder, older, render, resident_of
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
@@ -75,6 +76,9 @@ async def apply(request: web.Request) -> web.Response:
     if event.kind == PORTAL_KIND:  # the portal's own action: no holder exchanged anything
         return render(request, "error.html", status=400, message="not_an_exchange")
     holders = _exchanged_with(event)
+    waiting = await _awaiting_answer(request, resident, event.request_id)
+    if waiting is not None:  # sent twice (a double click, the page sent again): the one asked
+        raise web.HTTPSeeOther(f"/details#{waiting}")
 
     async def applied(asked: Asked) -> None:
         for holder in asked.holders:
@@ -92,6 +96,15 @@ async def apply(request: web.Request) -> web.Response:
     except NoHolder:
         return no_holder(request)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")
+
+
+async def _awaiting_answer(request: web.Request, resident: Resident, exchange: str
+                           ) -> str | None:
+    """The resident's application about the exchange `exchange` whose holders have not all
+    answered yet and are not overdue, if there is one (its id)."""
+    shown = await request.app[PLATFORM].kafka.applications.of_person(resident.id_codes)
+    return next((s.asked.request_id for s in shown if s.asked.request_ids == (exchange,)
+                 and not s.asked.complete and not s.overdue), None)
 
 
 async def details(request: web.Request) -> web.Response:

@@ -1516,6 +1516,30 @@ async def test_an_application_from_a_refused_request_asks_its_requester_alone(
     assert town.kafka.written == [("DETAIL_APPLIED", town.resident.id_codes[0])]
 
 
+async def test_an_application_sent_twice_asks_the_holders_once(
+        client: Client, town: Town) -> None:
+    """The application's form sent again (a double click, the page sent again) while the one
+    it made awaits its holders' answers asks them no second time, nor logs a second
+    application: it goes to the one asked. Once that is answered, the resident may ask again."""
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    applications = town.kafka.applications
+
+    async def apply() -> ClientResponse:
+        return await client.post("/details", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/history"), "serial": "0"})
+
+    first = await apply()
+    assert first.status == 303 and first.headers["Location"] == "/details#ask-0"
+    asked = Asked("ask-0", datetime.now(UTC), tuple(applications.asked[0][0]), ("req-0007",),
+                  town.resident.id_codes[0])
+    applications.kept = [Shown(asked, {})]  # in the inbox, awaiting its answers
+    again = await apply()
+    assert again.status == 303 and again.headers["Location"] == "/details#ask-0"
+    assert len(applications.asked) == 1 and len(town.kafka.written) == len(asked.holders)
+    applications.kept = [Shown(replace(asked, answers=dict.fromkeys(asked.holders, b"")), {})]
+    assert (await apply()).headers["Location"] == "/details#ask-1"
+
+
 async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_ever(
         client: Client, town: Town, tmp_path: Path) -> None:
     """Another connection holding the audit store's write lock (the consumer's batch): the
