@@ -106,10 +106,54 @@ def test_the_same_person_queried_again_and_again() -> None:
     assert detector.observe(spread) == []  # never 3 within an hour
     close = [linkage(OFFICE + timedelta(hours=5, minutes=n)) for n in range(7)]
     alerts = detector.observe(close)
-    assert rules_of(alerts) == [REPEATED_PERSON, REPEATED_PERSON]  # at the 3rd and 6th
+    assert rules_of(alerts) == [REPEATED_PERSON]  # at the 3rd: one episode
     assert alerts[0].person == PERSONS[0] and alerts[0].event_id == close[2].event_id
     assert detector.observe([linkage(OFFICE + timedelta(hours=5, minutes=8),
                                      requester="other")]) == []
+
+
+def test_one_person_queried_50_times_in_10_minutes_is_one_alert() -> None:
+    """An officer's view: one alert for the episode, saying so, not one every 5th query (10)."""
+    detector = Detector(Rules(), everyone_bound)
+    alerts = detector.observe(linkage(OFFICE + timedelta(seconds=12 * n)) for n in range(50))
+    assert [(a.rule, a.person, a.count) for a in alerts] == [(REPEATED_PERSON, PERSONS[0], 5)]
+    assert alerts[0].detail == (
+        "the same person queried 5 times within 1 h: one alert for the episode, its further "
+        "queries by this requester not alerted again until 1 h passes without 5 of them within "
+        "1 h")
+
+
+def a_second_episode() -> list[AccessLogEvent]:
+    """A person queried 50 times in 10 minutes, then once every 20 minutes for 3 hours (never 5
+    within an hour: quiet), then 50 times in 10 minutes again."""
+    first = [linkage(OFFICE + timedelta(seconds=12 * n)) for n in range(50)]
+    trickle = [linkage(OFFICE + timedelta(minutes=20 * n)) for n in range(1, 10)]
+    second = [linkage(OFFICE + timedelta(hours=3, seconds=12 * n)) for n in range(50)]
+    return sorted(first + trickle + second, key=lambda event: event.occurred_at)
+
+
+def test_a_new_episode_after_a_quiet_hour_is_alerted_again() -> None:
+    alerts = Detector(Rules(), everyone_bound).observe(a_second_episode())
+    assert [(a.rule, a.occurred_at) for a in alerts] == [  # each episode's 5th within the hour
+        (REPEATED_PERSON, OFFICE + timedelta(seconds=48)),
+        (REPEATED_PERSON, OFFICE + timedelta(hours=3, seconds=12))]  # the trickle's last 3 in it
+
+
+def test_a_restarted_detector_raises_the_episodes_alerts_of_an_unstopped_one() -> None:
+    """Stopped anywhere (in an episode, in the quiet between), it re-reads the horizon with
+    the alerts raised then and raises what the unstopped one did: the second episode's alert,
+    no further one for the first."""
+    log, rules = a_second_episode(), Rules()
+    uninterrupted = Detector(rules, everyone_bound)
+    alerts = [uninterrupted.observe([event]) for event in log]
+    assert sum(map(len, alerts)) == 2
+    for stop in range(1, len(log)):
+        latest = log[stop - 1].occurred_at
+        restarted = Detector(rules, everyone_bound)
+        restarted.resume([(e, None) for e in log[:stop] if e.occurred_at >= latest - rules.horizon],
+                         [Raised.of(a) for raised in alerts[:stop] for a in raised])
+        assert restarted.observe(log[stop:]) == [a for raised in alerts[stop:] for a in raised], (
+            f"restarted after {stop} events")
 
 
 def test_access_outside_office_hours() -> None:
@@ -348,7 +392,7 @@ def test_the_rules_reach_is_worked_out_once_not_per_event() -> None:
     """The horizon and memory of a Rules are worked out once (the detector asks them of each
     event), and are what their windows make them."""
     rules = Rules()
-    assert rules.horizon is rules.horizon and rules.horizon == timedelta(minutes=66)
+    assert rules.horizon is rules.horizon and rules.horizon == timedelta(minutes=125)
     assert rules.memory is rules.memory and rules.memory == timedelta(hours=12)
 
 
