@@ -901,6 +901,7 @@ async def test_replay_finds_a_store_short_of_the_events_the_consumer_committed(
     cut = copied(default_path(), tmp_path / "cut.db")
     with AuditStore(cut, Signer.generate()) as copy:
         size = copy.size()
+    await reaching(committed_size, size)  # committed each COMMIT_SECONDS: the copy's all of it
     truncate(f"sqlite:///{cut}", size - CUT)
     found = await replay(tmp_path / "fresh.db", "--live", str(cut))
     assert found.returncode == 1, found.stdout + found.stderr
