@@ -54,6 +54,7 @@ def build(site: Site, session_store: Sessions) -> web.Application:
     app[SITE] = site
     app[SESSIONS] = session_store
     app[numbering.UNDER_WAY] = Counter()
+    app[resident.APPLYING] = Counter()
     app.add_routes([
         web.get("/", home),
         web.get("/lang/{lang}", switch_language),

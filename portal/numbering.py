@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +24,7 @@ from portal.context import PLATFORM
 from portal.inbox import ChangeAsked
 from portal.services import NO_ANSWER, Unanswered
 from portal.sessions import Resident
-from portal.web import render, session_of
+from portal.web import render, session_of, under_way
 from renkei.questions import NO_REPLY_KEY
 from renkei.refusals import TICKET_EXPIRED, TICKET_FROM_THE_FUTURE, TICKET_USED
 
@@ -60,7 +58,7 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     platform = request.app[PLATFORM]
     inbox = platform.kafka.inbox
     person = resident.id_codes[0]
-    with _under_way(request, person) as under_way:
+    with under_way(request.app[UNDER_WAY], person) as asking:
         asked = await inbox.change(ChangeAsked(person, str(uuid.uuid4()), datetime.now(UTC),
                                                requester, note))
         await platform.kafka.record("NUMBER_CHANGE_ASKED", asked.requester, person,
@@ -73,7 +71,7 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
                 return None
             if exc.declined == TICKET_USED:
                 _login_used(request, resident)
-            if exc.declined in (None, TICKET_USED) and under_way[person] == 1:
+            if exc.declined in (None, TICKET_USED) and asking[person] == 1:
                 await inbox.change_seen(asked)
             raise
     _login_used(request, resident)
@@ -81,19 +79,6 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
                                 request_id=asked.change_id, step="changed", reason=note)
     await inbox.change_seen(asked)  # logged: the next request is a new change
     return number
-
-
-@contextmanager
-def _under_way(request: web.Request, person: str) -> Iterator[Counter[str]]:
-    """The resident's request for a new number counted under way (UNDER_WAY) while it is."""
-    under_way = request.app[UNDER_WAY]
-    under_way[person] += 1
-    try:
-        yield under_way
-    finally:
-        under_way[person] -= 1
-        if not under_way[person]:
-            del under_way[person]
 
 
 def _login_used(request: web.Request, resident: Resident) -> None:

@@ -6,6 +6,8 @@ registry side resolved. An entry about anyone else is "not found", as one that d
 
 from __future__ import annotations
 
+from collections import Counter
+
 from aiohttp import web
 
 from audit.events import PORTAL_KIND, REJECTED, AccessLogEvent
@@ -16,9 +18,12 @@ from portal.inbox import Asked
 from portal.kafka import NoHolder
 from portal.services import Unanswered
 from portal.sessions import Resident
-from portal.web import day, history_of, no_holder, older, render, resident_of
+from portal.web import day, history_of, no_holder, older, render, resident_of, under_way
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
+# the applications being kept and sent in this portal, by resident (their ID code) and exchange
+# (its request id): one sent again meanwhile (two posts at once) goes to the first
+APPLYING = web.AppKey("applications_under_way", Counter[tuple[str, str]])
 
 
 async def history(request: web.Request) -> web.Response:
@@ -75,9 +80,20 @@ async def apply(request: web.Request) -> web.Response:
     event = found.entry.event
     if event.kind == PORTAL_KIND:  # the portal's own action: no holder exchanged anything
         return render(request, "error.html", status=400, message="not_an_exchange")
-    holders = _exchanged_with(event)
+    exchange = (resident.id_codes[0], event.request_id)
+    with under_way(request.app[APPLYING], exchange) as applying:
+        if applying[exchange] > 1:  # sent twice at once: the first, being kept, is listed
+            raise web.HTTPSeeOther("/details")
+        return await _applied(request, resident, event)
+
+
+async def _applied(request: web.Request, resident: Resident, event: AccessLogEvent
+                   ) -> web.Response:
+    """The application about `event`'s exchange asked of its holders and logged, unless one
+    awaits their answers (sent twice: a double click, the page sent again): the one asked."""
+    platform = request.app[PLATFORM]
     waiting = await _awaiting_answer(request, resident, event.request_id)
-    if waiting is not None:  # sent twice (a double click, the page sent again): the one asked
+    if waiting is not None:
         raise web.HTTPSeeOther(f"/details#{waiting}")
 
     async def applied(asked: Asked) -> None:
@@ -90,9 +106,9 @@ async def apply(request: web.Request) -> web.Response:
     approved = await platform.records.approved_at(event)
     try:
         asked = await platform.kafka.applications.ask(
-            holders, [event.request_id], APPLICATION_BASIS, person=resident.id_codes[0],
-            log=applied, exchanged_at=() if approved is None else (approved,),
-            requesters=(event.requester,))
+            _exchanged_with(event), [event.request_id], APPLICATION_BASIS,
+            person=resident.id_codes[0], log=applied,
+            exchanged_at=() if approved is None else (approved,), requesters=(event.requester,))
     except NoHolder:
         return no_holder(request)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")

@@ -7,12 +7,14 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import jinja2
@@ -334,6 +336,22 @@ def older(shown: History, page: str, **kept: str) -> str | None:
     """The link to the entries older than those `shown`: `page`, its filter `kept` (None if
     there are none)."""
     return None if shown.older is None else f"{page}?{urlencode({**kept, 'after': shown.older})}"
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+@contextmanager
+def under_way(counts: Counter[K], key: K) -> Iterator[Counter[K]]:
+    """`key` counted under way in `counts` (this portal's, in memory) while it is: how many of
+    its kind are, this one too, is `counts[key]` meanwhile."""
+    counts[key] += 1
+    try:
+        yield counts
+    finally:
+        counts[key] -= 1
+        if not counts[key]:
+            del counts[key]
 
 
 def day(text: str | None, end: bool = False) -> datetime | None:

@@ -1540,6 +1540,38 @@ async def test_an_application_sent_twice_asks_the_holders_once(
     assert (await apply()).headers["Location"] == "/details#ask-1"
 
 
+async def test_an_application_sent_twice_at_once_asks_the_holders_once(
+        client: Client, town: Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two posts of the application's form at the same moment: the second comes while the first
+    is being kept in the inbox and sent (not yet awaiting answers there), and goes to the list
+    of applications, asking and logging nothing."""
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    applications, csrf = town.kafka.applications, await csrf_of(client, "/history")
+    keeping, kept = asyncio.Event(), asyncio.Event()
+    ask = applications.ask
+
+    async def kept_slowly(*args: Any, **kwargs: Any) -> Asked:
+        if not keeping.is_set():  # the first: the inbox keeps it until the second has come
+            keeping.set()
+            await kept.wait()
+        return await ask(*args, **kwargs)
+
+    monkeypatch.setattr(applications, "ask", kept_slowly)
+
+    async def apply() -> ClientResponse:
+        return await client.post("/details", allow_redirects=False,
+                                 data={"csrf": csrf, "serial": "0"})
+
+    first = asyncio.ensure_future(apply())
+    await keeping.wait()
+    again = await apply()
+    kept.set()
+    assert (await first).headers["Location"] == "/details#ask-0"
+    assert again.status == 303 and again.headers["Location"] == "/details"
+    assert len(applications.asked) == 1
+    assert len(town.kafka.written) == len(applications.asked[0][0])
+
+
 async def test_the_audit_consumers_write_lock_holds_up_no_history_and_it_is_as_ever(
         client: Client, town: Town, tmp_path: Path) -> None:
     """Another connection holding the audit store's write lock (the consumer's batch): the
