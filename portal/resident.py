@@ -16,6 +16,7 @@ from portal import numbering
 from portal.context import PLATFORM
 from portal.inbox import Asked
 from portal.kafka import NoHolder
+from portal.records import Checked
 from portal.services import Unanswered
 from portal.sessions import Resident
 from portal.web import day, history_of, no_holder, older, render, resident_of, under_way
@@ -38,18 +39,17 @@ async def history(request: web.Request) -> web.Response:
                   pending=await numbering.pending(request, resident))
 
 
-def _serial(request: web.Request, text: str) -> int:
+async def _entry_of(request: web.Request, resident: Resident, serial: str) -> Checked | None:
+    """The resident's entry numbered `serial`; None if there is none (nor any such number)."""
     try:
-        return int(text)
+        number = int(serial)
     except ValueError:
-        raise web.HTTPNotFound() from None
+        return None
+    return await request.app[PLATFORM].records.entry_of(resident.id_codes, number)
 
 
 async def entry(request: web.Request) -> web.Response:
-    resident = resident_of(request)
-    platform = request.app[PLATFORM]
-    found = await platform.records.entry_of(resident.id_codes,
-                                            _serial(request, request.match_info["serial"]))
+    found = await _entry_of(request, resident_of(request), request.match_info["serial"])
     if found is None:
         return render(request, "error.html", status=404, message="not_found")
     return render(request, "entry.html", checked=found)
@@ -73,8 +73,7 @@ async def apply(request: web.Request) -> web.Response:
     resident = resident_of(request)
     platform = request.app[PLATFORM]
     form = await request.post()
-    found = await platform.records.entry_of(resident.id_codes, _serial(request, str(form.get(
-        "serial", ""))))
+    found = await _entry_of(request, resident, str(form.get("serial", "")))
     if found is None:
         return render(request, "error.html", status=404, message="not_found")
     event = found.entry.event

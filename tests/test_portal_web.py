@@ -1497,6 +1497,21 @@ async def test_an_application_names_when_its_exchange_was_approved_whatever_entr
     assert town.kafka.applications.requesters == [(HOLDERS[11 % 4],)] * 3  # each its own side
 
 
+async def test_an_application_or_entry_of_no_serial_is_the_portals_not_found_page(
+        client: Client, town: Town) -> None:
+    """An application posted without a serial (or with one that is no number), and an entry's
+    address with no number, get the portal's "not found" page, as an entry not found does, not
+    the server's bare text; nobody is asked."""
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    csrf = await csrf_of(client, "/history")
+    for serial in ("", "abc", "99999999999999999999999"):
+        applied = await client.post("/details", data={"csrf": csrf, "serial": serial})
+        assert applied.status == 404 and words("ja")["not_found"] in await applied.text()
+    shown = await client.get("/history/abc")
+    assert shown.status == 404 and words("ja")["not_found"] in await shown.text()
+    assert town.kafka.applications.asked == []
+
+
 async def test_an_application_from_a_refused_request_asks_its_requester_alone(
         client: Client, town: Town) -> None:
     """A request refused (DUPLICATE: its id pending for another of the requester's requests,
