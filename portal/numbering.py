@@ -40,10 +40,14 @@ UNDER_WAY = web.AppKey("numbers_under_way", Counter[str])
 async def reason_asked(request: web.Request) -> str | None:
     """The reason the form states for a new number (the resident's own words, else theirs by
     default); None if the request was not confirmed."""
-    form = await request.post()
-    if form.get("confirm") != "yes":
+    if (await request.post()).get("confirm") != "yes":
         return None
-    return str(form.get("reason", "")).strip()[:200] or "本人の請求"
+    return await _reason_typed(request) or "本人の請求"
+
+
+async def _reason_typed(request: web.Request) -> str:
+    """The reason the number form was sent with, as typed (none before it is sent)."""
+    return str((await request.post()).get("reason", "")).strip()[:200]
 
 
 async def new_number(request: web.Request, resident: Resident, requester: str, reason: str,
@@ -88,9 +92,11 @@ def _login_used(request: web.Request, resident: Resident) -> None:
 
 async def form(request: web.Request, resident: Resident) -> dict[str, Any]:
     """What the number form says before a request: the resident's change whose outcome they
-    have not seen, and whether this login made its one change already (`used`)."""
+    have not seen, whether this login made its one change already (`used`), and the reason
+    typed if it is shown again (the form sent without its confirmation)."""
     return {"pending": await pending(request, resident),
-            "used": resident.ticket in session_of(request).tickets_used}
+            "used": resident.ticket in session_of(request).tickets_used,
+            "reason": await _reason_typed(request)}
 
 
 def done(request: web.Request, number: str, back: str) -> web.Response:

@@ -610,6 +610,31 @@ async def test_a_change_not_seen_is_resumed_at_the_residents_next_login_wherever
     assert fakes.changes_asked[-1] not in (first, other), "seen: the next request is a new change"
 
 
+async def test_the_number_form_shown_again_for_its_confirmation_keeps_the_reason_typed(
+        client: Client, town: Town) -> None:
+    """The number form sent without its confirmation is shown again (400), on My Portal and at
+    the counter, with the reason the resident typed still in it (escaped), not emptied."""
+    fakes = fakes_of(client)
+    typed = '<b>"漏えい"</b>'
+
+    async def sent(page: str, action: str) -> tuple[int, str]:
+        answer = await client.post(action, allow_redirects=False, data={
+            "csrf": await csrf_of(client, page), "reason": typed})
+        return answer.status, await answer.text()
+
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    kept = f'value="{html.escape(typed)}"'.replace("&quot;", "&#34;").replace("&#x27;", "&#39;")
+    for page, action in (("/number", "/number"), ("/counter", "/counter/number")):
+        if page == "/counter":
+            assert (await card_login(client, town.staff_card, "counter",
+                                     "/login?as=counter")).status == 303
+            assert (await card_login(client, town.resident_card, "present",
+                                     "/counter")).status == 303
+        status, shown = await sent(page, action)
+        assert status == 400 and kept in shown and typed not in shown, page
+    assert fakes.changes_asked == []
+
+
 async def test_a_ticket_refused_as_from_the_future_is_said_to_be_the_clocks_not_the_login(
         client: Client, town: Town) -> None:
     """The authority refuses a login's ticket issued ahead of its clock (the registry side's
