@@ -16,6 +16,7 @@ from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 STATE_ENV = "RENKEI_STATE"
+OWN_STATE = ".state"  # the state folder's name by default, and of those Renkei's runs keep in it
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,7 +26,7 @@ def state_dir() -> Path:
     """The state folder: `$RENKEI_STATE`, else `.state` in the working directory; not made
     here (a command that only reads or stops leaves none behind): what writes in it makes the
     folders it writes in (folder_made: private_dir, write_json, held)."""
-    return Path(os.environ.get(STATE_ENV) or Path.cwd() / ".state")
+    return Path(os.environ.get(STATE_ENV) or Path.cwd() / OWN_STATE)
 
 
 def folder_made(path: Path) -> Path:
@@ -40,21 +41,31 @@ def folder_made(path: Path) -> Path:
 
 
 def state_tightened() -> None:
-    """The state folder, if there, made this user's alone (0700) if it is this user's and others
-    may read it (one made before it was made so). Another's (a container's mount point, root's)
-    is left as it is; so is one that cannot be changed (mounted read-only): said at WARNING."""
+    """The state folder, if there, made this user's alone (0700) if it is Renkei's own and
+    this user's and others may read it (one made before it was made so). Renkei's own is a
+    `.state` folder or one in one (the default; compose's, a bench's, a chaos run's): not a
+    folder RENKEI_STATE names that others may use too (`.`, a home, a group's). One not
+    Renkei's own, another's (a container's mount point, root's) or one that cannot be changed
+    (mounted read-only) is left as it is: said at WARNING."""
     top = state_dir()
     try:
         found = top.stat()
     except FileNotFoundError:
         return
-    if found.st_uid != os.geteuid() or not found.st_mode & 0o077:
+    mode = found.st_mode & 0o777
+    if not mode & 0o077:
         return
-    try:
-        top.chmod(0o700)
-    except OSError as exc:
-        log.warning("the state folder %s stays readable by others (mode %o): %s", top,
-                    found.st_mode & 0o777, exc)
+    if found.st_uid != os.geteuid():
+        why = f"it is user {found.st_uid}'s"
+    elif OWN_STATE not in top.resolve().parts:
+        why = f"in no {OWN_STATE} folder, it may be not Renkei's alone: chmod 700 it if it is"
+    else:
+        try:
+            top.chmod(0o700)
+            return
+        except OSError as exc:
+            why = str(exc)
+    log.warning("the state folder %s stays readable by others (mode %o): %s", top, mode, why)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ when a `renkei` command starts."""
 
 from __future__ import annotations
 
+import logging
 import stat
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from renkei import cli, town
-from renkei.state import STATE_ENV, state_path, write_json
+from renkei.state import STATE_ENV, state_path, state_tightened, write_json
 
 
 def _mode(path: Path) -> int:
@@ -45,9 +46,31 @@ def test_the_state_folder_made_by_a_file_written_in_it_is_its_users_alone(
 
 def test_a_state_folder_others_may_read_is_made_its_users_alone_when_a_command_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = tmp_path / "state"
+    state = tmp_path / ".state"
     state.mkdir(mode=0o755)
     state.chmod(0o755)
     monkeypatch.setenv(STATE_ENV, str(state))
     CliRunner().invoke(cli.main, ["broker", "status"])
     assert _mode(state) == 0o700
+
+
+@pytest.mark.parametrize("named", [".", "home", "group-shared", ".state/..", ".state/compose"])
+def test_only_renkeis_own_state_folder_others_may_read_is_made_its_users_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        named: str) -> None:
+    """RENKEI_STATE naming a folder that is not Renkei's own (the working directory, a home, a
+    group's) others may read: left so, said in one WARNING line; one in a `.state` folder (as
+    compose's) is made its user's alone, saying nothing."""
+    state = tmp_path / "work" / named
+    (tmp_path / "work" / ".state").mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv(STATE_ENV, named)
+    state_tightened()
+    ours = named == ".state/compose"
+    assert _mode(state) == (0o700 if ours else 0o755)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == ([] if ours else [f"the state folder {named} stays readable by others "
+                                     f"(mode 755): in no .state folder, it may be not Renkei's "
+                                     "alone: chmod 700 it if it is"])
