@@ -498,15 +498,16 @@ class HolderClient:
         finally:
             # what the producer holds goes if the broker takes it in time; a request it did
             # not take stays kept in the store, and goes at the next start
-            if not await close_producer(self._producer):
-                log.warning("%s: the broker could not be reached at shutdown: %d request(s) "
-                            "kept, sent at the next start", self.holder,
-                            len(self.store.unsent()))
+            closed = await close_producer(self._producer)
             if self._sending:  # each was failed by the producer's close (or is cancelled)
                 for sending in self._sending:
                     sending.cancel()
                 await asyncio.wait(set(self._sending))
             self._no_longer_kept()  # those delivered this last turn
+            if not closed:  # counted once those the broker took are kept no more
+                log.warning("%s: the broker could not be reached at shutdown: %d request(s) "
+                            "kept, sent at the next start", self.holder,
+                            len(self.store.unsent()))
             try:
                 await self.directory.stop()
             finally:

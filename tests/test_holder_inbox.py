@@ -623,6 +623,27 @@ async def test_a_retry_just_after_the_broker_took_its_request_is_answered_that_r
     assert client._made(keyed) == request_id
 
 
+async def test_the_stop_counts_as_kept_only_the_requests_the_broker_did_not_take(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The broker away at the stop: its warning counts the requests kept once those the broker
+    took in the last DELIVERED_EVERY are kept no more, not before (which overstated it)."""
+    taken, left = new_request_id(), new_request_id()
+    for request_id in (taken, left):
+        client.store.open_request(request_id, BINDING, "H-1", STAFF, TERMINAL,
+                                  outgoing=(request_id, b"sealed"))
+    client._delivered_ids.append(taken)  # the broker took it; the store is told at the stop
+
+    async def away(producer: object) -> bool:
+        return False
+
+    monkeypatch.setattr(client_module, "close_producer", away)
+    with caplog.at_level(logging.WARNING):
+        await client.stop()
+    assert "the broker could not be reached at shutdown: 1 request(s) kept" in caplog.text
+    assert [request_id for request_id, _, _ in client.store.unsent()] == [left]
+
+
 async def test_data_too_large_to_send_refuses_its_query_only(
         client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
     """Its answer would be over the message size limit: refused and logged so, not a stop of
