@@ -19,7 +19,16 @@ from portal.kafka import NoHolder
 from portal.records import Checked
 from portal.services import Unanswered
 from portal.sessions import Resident
-from portal.web import day, history_of, no_holder, older, render, resident_of, under_way
+from portal.web import (
+    BadDay,
+    day_asked,
+    history_of,
+    no_holder,
+    older,
+    render,
+    resident_of,
+    under_way,
+)
 
 APPLICATION_BASIS = "本人からの申請（マイポータル）：情報提供等の記録の開示"
 # the applications being kept and sent in this portal, by resident (their ID code) and exchange
@@ -28,13 +37,20 @@ APPLYING = web.AppKey("applications_under_way", Counter[tuple[str, str]])
 
 
 async def history(request: web.Request) -> web.Response:
+    """The resident's history, filtered; a date that is none (or out of range) is said so (400)
+    with the filter as typed, and no entries."""
     resident = resident_of(request)
     holder = request.query.get("holder") or None
     since, until = request.query.get("since", ""), request.query.get("until", "")
-    shown = await history_of(request, resident.id_codes,
-                             Query(holder=holder, since=day(since), until=day(until, end=True)))
-    return render(request, "history.html", entries=shown.entries, head=shown.head,
-                  holders=shown.holders, chosen=holder, since=since, until=until,
+    bad_date: str | None = None
+    try:
+        where = Query(holder=holder, since=day_asked(since), until=day_asked(until, end=True))
+    except BadDay as bad:
+        where, bad_date = Query(holder=holder), bad.said
+    shown = await history_of(request, resident.id_codes, where)
+    return render(request, "history.html", status=400 if bad_date else 200, bad_date=bad_date,
+                  entries=shown.entries, head=shown.head, holders=shown.holders, chosen=holder,
+                  since=since, until=until,
                   older=older(shown, "/history", holder=holder or "", since=since, until=until),
                   pending=await numbering.pending(request, resident))
 
@@ -71,7 +87,6 @@ async def apply(request: web.Request) -> web.Response:
     (a timeout or answer may be logged minutes after, around the next use's), none if the
     approval is not in the store (purged)."""
     resident = resident_of(request)
-    platform = request.app[PLATFORM]
     form = await request.post()
     found = await _entry_of(request, resident, str(form.get("serial", "")))
     if found is None:

@@ -354,14 +354,35 @@ def under_way(counts: Counter[K], key: K) -> Iterator[Counter[K]]:
             del counts[key]
 
 
-def day(text: str | None, end: bool = False) -> datetime | None:
-    """A date field (YYYY-MM-DD, Japan time) as a UTC moment: its start, or the next day's."""
+class BadDay(ValueError):
+    """A date field that is no date, or is the first or last day there is (`said`: why, in the
+    page's words, a key of WORDS)."""
+
+    def __init__(self, said: str) -> None:
+        super().__init__(said)
+        self.said = said
+
+
+def day_asked(text: str | None, end: bool = False) -> datetime | None:
+    """A date field (YYYY-MM-DD, Japan time) as a UTC moment: its start, or the next day's;
+    BadDay if it is no date, or one no moment of which is a UTC one (the first or last day)."""
     if not text:
         return None
     try:
         start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=JST)
+    except ValueError:
+        raise BadDay("date_malformed") from None
+    try:
         return (start + timedelta(days=1) if end else start).astimezone(UTC)
-    except (ValueError, OverflowError):  # not a date, or the first or last day there is
+    except OverflowError:
+        raise BadDay("date_out_of_range") from None
+
+
+def day(text: str | None, end: bool = False) -> datetime | None:
+    """day_asked, a bad date answered 400 in a line (the oversight body's pages)."""
+    try:
+        return day_asked(text, end)
+    except BadDay:
         raise web.HTTPBadRequest(text="a date is YYYY-MM-DD") from None
 
 

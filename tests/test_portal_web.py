@@ -1117,6 +1117,25 @@ async def test_malformed_input_is_refused_not_an_error(
     assert answer.status == status and 'id="refused"' not in await answer.text()
 
 
+@pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize("query, said", [
+    ({"since": "0001-01-01"}, "date_out_of_range"), ({"until": "9999-12-31"}, "date_out_of_range"),
+    ({"since": "2024-13-01", "until": "2025-01-01"}, "date_malformed")])
+async def test_a_history_date_out_of_range_or_malformed_is_said_on_the_page_as_typed(
+        client: Client, town: Town, lang: str, query: dict[str, str], said: str) -> None:
+    """A date a date picker allows but no moment of which the log can hold (the first or last
+    day there is), or no date at all: the history page says so in the resident's language,
+    the filter as typed, no entries shown; not a bare English 400."""
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    await switched(client, lang)
+    answer = await client.get("/history", params={"holder": "", **query})
+    page = await answer.text()
+    assert answer.status == 400 and words(lang)[said] in page and 'id="bad-date"' in page
+    for name, typed in query.items():
+        assert f'name="{name}" value="{typed}"' in page
+    assert 'class="entries"' not in page
+
+
 FORM = "application/x-www-form-urlencoded"
 
 
