@@ -37,10 +37,7 @@ Note = Callable[[int], str]  # what a commit notes with an offset it commits: wh
 # handled before it made
 Idle = Callable[[datetime], Awaitable[None]]  # told when every record was read (read_to_the_end)
 IDLE_SECONDS = 2.0  # how often at most a service with nothing left to read is told so
-# a commit costs the broker a request, its group coordinator a write to __consumer_offsets,
-# and the loop a wait for every effect sent before; the interval bounds only what a restart
-# reads again (handled again, without duplicates), not what is lost or how soon effects go out
-COMMIT_SECONDS = 1.0
+COMMIT_SECONDS = 0.2
 GATHER_BYTES, GATHER_RECORDS = 256 * 1024, 5000
 POLL_RECORDS = 500
 # ms a transaction may stay open: one a stopped command left open holds up every reader of its
