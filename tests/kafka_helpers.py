@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.conn import AIOKafkaConnection
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
+from aiokafka.structs import ConsumerRecord
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -52,6 +53,7 @@ from broker.ports import free_port as free_port  # re-exported for the tests
 from broker.ports import free_port_pair as free_port_pair
 from broker.provision import admin_client, binding_filter
 from processors import directory, keys
+from renkei.broker_time import LOG_APPEND_TIME
 from renkei.envelope import Send, send, unpacked
 from renkei.service_loop import deliver, producer_for
 from renkei.state import file_awaited
@@ -434,3 +436,12 @@ async def forwarder(port: int, broker: str) -> AsyncIterator[None]:
         yield
     finally:
         server.close()
+
+
+def directory_records(*keyed: tuple[bytes, bytes], appended_ms: int = 0
+                      ) -> list[ConsumerRecord[bytes, bytes]]:
+    """Records of the directory topic, each (key, value), at offsets 0, 1, …, each stamped by
+    the broker at `appended_ms`."""
+    return [ConsumerRecord(topics.DIRECTORY, 0, offset, appended_ms, LOG_APPEND_TIME, key, value,
+                           None, len(key), len(value), [])
+            for offset, (key, value) in enumerate(keyed)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka.structs import ConsumerRecord
 
 from audit.events import AccessLogEvent, event_id
 from audit.replay import History, Recheck, history_of
@@ -19,6 +18,7 @@ from renkei.compacted import not_its_holders
 from renkei.envelope import Incoming
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, LinkageRequest, Refusal
+from tests.kafka_helpers import directory_records
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -166,9 +166,8 @@ def test_a_directory_entry_keyed_other_than_its_holder_is_left_out_of_the_replay
     keyed = [(b"nenkin", holder("nenkin", "pension_service")),
              (b"town", holder("town", "municipality")),
              (b"kokuho", holder("nenkin", "pension_service"))]
-    records = [ConsumerRecord(topics.DIRECTORY, 0, offset, int(T0.timestamp() * 1000), 1, key,
-                              CODEC.encode(entry), None, len(key), 0, [])
-               for offset, (key, entry) in enumerate(keyed)]
+    records = directory_records(*((key, CODEC.encode(entry)) for key, entry in keyed),
+                                appended_ms=int(T0.timestamp() * 1000))
     directory = history_of(records, topics.DIRECTORY, HolderEntry, not_its_holders)
     check = Recheck(History([(T0, b"P-1#1", pattern(1, ("local_tax",), T0))]), directory)
     assert check.check(event(T0 + 10 * SECOND, "REJECTED", "NOT_PERMITTED",

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit.events import OperatorAction, from_millis
@@ -49,6 +48,7 @@ from tests.kafka_helpers import (
     Stopped,
     action_of,
     at_once,
+    directory_records,
     from_two_folders,
     logged_events,
     operator_actions,
@@ -351,15 +351,9 @@ async def test_a_directory_entry_a_newer_version_wrote_stops_the_view_not_kept_s
                          datetime(2026, 12, 7, tzinfo=UTC))
     suspended = CODEC.encode(replace(active, active=False, inactive_since=active.updated_at))
     newer = suspended[:2] + bytes(8) + suspended[HEADER:]  # its fingerprint one not known here
-    records = _directory_records((b"city-a", CODEC.encode(active)), (b"city-a", newer))
+    records = directory_records((b"city-a", CODEC.encode(active)), (b"city-a", newer))
     with pytest.raises(NewerVersion, match=r"renkei\.directory holds a message this process"):
         holder_entries(records)
-
-
-def _directory_records(*keyed: tuple[bytes, bytes]) -> list[ConsumerRecord[bytes, bytes]]:
-    """Records of the directory topic, each (key, value), at offsets 0, 1, …"""
-    return [ConsumerRecord(topics.DIRECTORY, 0, offset, 0, LOG_APPEND_TIME, key, value, None,
-                           len(key), len(value), []) for offset, (key, value) in enumerate(keyed)]
 
 
 async def test_a_directory_entry_keyed_other_than_its_holder_is_refused(
@@ -370,7 +364,7 @@ async def test_a_directory_entry_keyed_other_than_its_holder_is_refused(
     active = HolderEntry("city-a", "A", "municipality", "city-a", 0, b"k" * 32, False, True,
                          datetime(2026, 12, 7, tzinfo=UTC))
     suspended = replace(active, active=False, inactive_since=active.updated_at)
-    records = _directory_records((b"city-a", CODEC.encode(active)),
+    records = directory_records((b"city-a", CODEC.encode(active)),
                                  (b"city-a", CODEC.encode(suspended)),
                                  (b"copy-of-a", CODEC.encode(active)))
     assert [(e.holder_id, e.active) for e in holder_entries(records)] == [("city-a", False)]
