@@ -162,7 +162,7 @@ class CompactedView(Generic[V]):
 
 
 def _applied(entries: dict[bytes, V], record: Any, topic: str, decode: Callable[[bytes], V],
-             amend: Amend[V] | None, unkeyed: Unkeyed[V] | None = None) -> None:
+             amend: Amend[V] | None, unkeyed: Unkeyed[V] | None) -> None:
     """A record of `topic` applied to its latest values per key, `entries`, as a view keeps
     them; NewerVersion for one of a schema a newer version of Renkei wrote: skipped, its key's
     entry before it would be kept as its latest (a holder suspended by it taken as active, a
