@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from audit.events import MESSAGE
+from audit.events import ANSWER, BINDING, LINKAGE, MESSAGE, REKEY
 from broker import topics
 from processors import applications, binding, linkage, oversight, rekey
 from processors.context import Context
@@ -18,7 +18,7 @@ from processors.rejection import refused_id, reject
 from renkei import holder_logs
 from renkei.envelope import Incoming, Send, send
 from renkei.request_names import REQUEST_ID_CHARS, unfit
-from schemas.codec import CODEC, MAX_BYTES, SchemaError
+from schemas.codec import CODEC, MAX_BYTES, SchemaError, from_record
 from schemas.messages import (
     BindingRequest,
     HolderLogAnswer,
@@ -32,6 +32,8 @@ from schemas.messages import (
 OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping, HolderLogAnswer,
                    RekeyRequest)
 DECIDED = (LinkageRequest, ProviderAnswer, BindingRequest, RekeyRequest)  # what the decider keeps
+KINDS = {LinkageRequest.__name__: LINKAGE, ProviderAnswer.__name__: ANSWER,
+         BindingRequest.__name__: BINDING, RekeyRequest.__name__: REKEY}  # _kind
 DECIDED_ROOM = 4096  # bytes the platform adds to one of them to decide it (its source, times)
 MOST_DECIDED_BYTES = MAX_BYTES - DECIDED_ROOM  # more is refused OVERSIZED at once: its decision
 # event would be over the codec's limit (an INTERNAL_ERROR, a traceback, the batch handled again)
@@ -44,14 +46,14 @@ def handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
     and a record that still fails is answered with INTERNAL_ERROR: its sender always hears back
     and the partition keeps moving.
     """
-    return isolated(batch, lambda items: _handle(items, ctx, now), _internal_error)
+    return isolated(batch, lambda items: _handle(items, ctx, now),
+                    lambda incoming, exc: _internal_error(incoming, exc, ctx))
 
 
-def _internal_error(incoming: Incoming, exc: Exception) -> list[Send]:
+def _internal_error(incoming: Incoming, exc: Exception, ctx: Context) -> list[Send]:
     holder = topics.holder_of_outbox(incoming.topic) or ""
-    return reject(holder, _request_id(incoming.value), "INTERNAL_ERROR",
-                  f"the platform could not handle this message ({type(exc).__name__})",
-                  incoming.timestamp, incoming.source, MESSAGE)
+    return _refuse(incoming, ctx, holder, _request_id(incoming.value), "INTERNAL_ERROR",
+                   f"the platform could not handle this message ({type(exc).__name__})")
 
 
 def _request_id(value: bytes | None) -> str:
@@ -68,12 +70,34 @@ def _cut(request_id: str, why: str) -> str:
     return f"{why}: this rejection carries its first {REQUEST_ID_CHARS}"
 
 
-def _said(message: object, ctx: Context, incoming: Incoming) -> linkage.Said | dict[str, None]:
+def _refuse(incoming: Incoming, ctx: Context, holder: str, request_id: str, reason: str,
+            detail: str) -> list[Send]:
+    """A message refused at the door, its access-log event naming what its bytes say: the kind
+    of request its schema is (_kind), a linkage request's pattern, provider and data type
+    (_said)."""
+    return reject(holder, request_id, reason, detail, incoming.timestamp, incoming.source,
+                  _kind(incoming.value or b""), **_said(incoming, ctx))
+
+
+def _kind(value: bytes) -> str:
+    """The access log's kind of the request a message's schema names (LINKAGE, ANSWER, BINDING,
+    REKEY); MESSAGE for another's, or one of a schema not known here."""
+    return KINDS.get(CODEC.name_of(value) or "", MESSAGE)
+
+
+def _said(incoming: Incoming, ctx: Context) -> linkage.Said | dict[str, None]:
     """What a message refused at the door said that its access-log event names: a linkage
-    request's pattern, provider and data type (linkage.said); nothing of another's."""
-    if isinstance(message, LinkageRequest):
-        return linkage.said(message, ctx.patterns, incoming.timestamp)
-    return {}
+    request's pattern, provider and data type (linkage.said), read from its leading fields
+    (CODEC.leading) so that one whose body reads no further, or that could not be handled, names
+    them too; nothing of another's, or of one whose fields do not read."""
+    value = incoming.value or b""
+    if CODEC.name_of(value) != LinkageRequest.__name__:
+        return {}
+    try:
+        fields = CODEC.leading(value, LinkageRequest.__name__, "data_type")
+    except SchemaError:
+        return {}
+    return linkage.said(from_record(LinkageRequest, fields), ctx.patterns, incoming.timestamp)
 
 
 def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
@@ -87,20 +111,18 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
         try:
             message = CODEC.decode(incoming.value or b"", *OUTBOX_MESSAGES)
         except SchemaError as exc:
-            out += reject(holder, refused_id(incoming.value or b"", exc), exc.reason, str(exc),
-                          incoming.timestamp, incoming.source, MESSAGE)
+            out += _refuse(incoming, ctx, holder, refused_id(incoming.value or b"", exc),
+                           exc.reason, str(exc))
             continue
         if (why := unfit(message.request_id, "request id")) is not None:
-            out += reject(holder, message.request_id, "MALFORMED", _cut(message.request_id, why),
-                          incoming.timestamp, incoming.source, MESSAGE,
-                          **_said(message, ctx, incoming))
+            out += _refuse(incoming, ctx, holder, message.request_id, "MALFORMED",
+                           _cut(message.request_id, why))
             continue
         if isinstance(message, DECIDED) and len(incoming.value or b"") > MOST_DECIDED_BYTES:
-            out += reject(holder, message.request_id, "OVERSIZED",
-                          f"{len(incoming.value or b''):,} bytes: at most {MOST_DECIDED_BYTES:,} "
-                          "(what the platform adds to decide it must fit one message)",
-                          incoming.timestamp, incoming.source, MESSAGE,
-                          **_said(message, ctx, incoming))
+            out += _refuse(incoming, ctx, holder, message.request_id, "OVERSIZED",
+                           f"{len(incoming.value or b''):,} bytes: at most "
+                           f"{MOST_DECIDED_BYTES:,} (what the platform adds to decide it must "
+                           "fit one message)")
             continue
         item = FromHolder(incoming, holder, message)
         if isinstance(message, LinkageRequest):

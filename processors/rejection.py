@@ -11,19 +11,27 @@ from broker import topics
 from processors.access_log import logged
 from renkei.envelope import Send, send
 from renkei.request_names import REQUEST_ID_CHARS, unfit
-from schemas.codec import SchemaError, UnknownSchema, first_string
+from schemas.codec import CODEC, SchemaError, UnknownSchema, first_string
 from schemas.messages import Rejection
 
 log = logging.getLogger(__name__)
 def refused_id(value: bytes, exc: SchemaError) -> str:
-    """The request id a holder's message the codec refuses is refused under: one of a schema a
-    newer version of Renkei wrote (UnknownSchema), its first field's (codec.first_string), so its
-    sender can settle the request it made, which nothing else ever answers; none for the others,
-    or for one whose first field is no fit request id."""
-    if not isinstance(exc, UnknownSchema):
+    """The request id a holder's message the codec refuses is refused under, its first field's
+    (codec.first_string), so its sender can settle the request it made, which nothing else ever
+    answers: one of a schema a newer version of Renkei wrote (UnknownSchema), or of a schema
+    known here whose first field is its request id (a body that does not read, a message not
+    expected); none for the others, or for one whose first field is no fit request id."""
+    if not isinstance(exc, UnknownSchema) and not _first_is_request_id(value):
         return ""
     request_id = first_string(value)
     return request_id if unfit(request_id, "request id") is None else ""
+
+
+def _first_is_request_id(value: bytes) -> bool:
+    """Whether `value` names a schema known here whose first field is a request id (each
+    version of a schema has its first field where the first had it)."""
+    name = CODEC.name_of(value)
+    return name is not None and CODEC.latest(name).definition["fields"][0]["name"] == "request_id"
 
 
 def reject(holder: str, request_id: str, reason: str, detail: str, at: datetime, source: str,

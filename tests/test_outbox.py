@@ -11,7 +11,7 @@ import pytest
 
 from audit.events import AccessLogEvent
 from broker import topics
-from processors import outbox
+from processors import linkage, outbox
 from processors.approval import PatternList
 from processors.context import Context
 from processors.isolation import isolated
@@ -233,3 +233,50 @@ def test_a_refused_requests_access_log_event_names_what_it_asked(
     assert (event.pattern_id, event.legal_basis, event.provider, event.data_type) == (
         "P-037", BASIS, "town", "local_tax")
     assert message.link_code[:11].encode() not in logged
+
+
+def _refused_event(value: bytes, ctx: Context) -> AccessLogEvent:
+    listed = LegalPattern("P-037", 1, BASIS, "年金給付", "pension", "role", ("local_tax",),
+                          NOW - timedelta(days=1), None)
+    before, ctx.patterns = ctx.patterns, PatternList([listed])
+    try:
+        out = outbox.handle([Incoming(topics.outbox(HOLDER), 0, 5, NOW, value)], ctx, NOW)
+    finally:
+        ctx.patterns = before
+    assert [s.topic for s in out] == [topics.inbox(HOLDER), topics.AUDIT]
+    assert b"ABC98765XYZ" not in out[1].value  # its link code: never in the log
+    return CODEC.decode(out[1].value, AccessLogEvent)
+
+
+NAMED = ("P-037", BASIS, "town", "local_tax")
+NOTHING = (None, None, None, None)
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    (CODEC.encode(ASKED) + b"\x00", ("LINKAGE", "MALFORMED", "r-1", NAMED)),
+    (CODEC.encode(Pong("r-3", NOW, NOW)), ("MESSAGE", "UNEXPECTED_MESSAGE", "r-3", NOTHING)),
+    (CODEC.encode(ASKED)[:2] + bytes(8) + CODEC.encode(ASKED)[10:],
+     ("MESSAGE", "UNKNOWN_SCHEMA", "r-1", NOTHING)),
+], ids=["linkage request unread to its end", "unexpected", "unknown schema"])
+def test_a_message_the_codec_refuses_is_logged_with_what_its_bytes_say(
+        value: bytes, said: tuple[str, str, str, tuple[str | None, ...]], ctx: Context) -> None:
+    """A message the codec refused was logged as a MESSAGE under no request id (but one of an
+    unknown schema), naming nothing: an auditor could not tell whose request it was nor what it
+    asked. Its event names its kind, its request id and a linkage request's pattern, basis,
+    provider and data type, as far as its bytes tell them; never its link code."""
+    event = _refused_event(value, ctx)
+    assert (event.kind, event.reason, event.request_id, (
+        event.pattern_id, event.legal_basis, event.provider, event.data_type)) == said
+
+
+def test_a_linkage_request_the_platform_could_not_handle_is_logged_with_what_it_asked(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An INTERNAL_ERROR was logged as a MESSAGE naming nothing the request said."""
+    def unforeseen(*_: object) -> list[Send]:
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(linkage, "requests", unforeseen)
+    event = _refused_event(CODEC.encode(ASKED), ctx)
+    assert (event.kind, event.reason, event.request_id, (
+        event.pattern_id, event.legal_basis, event.provider, event.data_type)) == (
+        "LINKAGE", "INTERNAL_ERROR", "r-1", NAMED)
