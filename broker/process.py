@@ -19,7 +19,7 @@ from pathlib import Path
 from broker import cluster as cluster_store
 from broker import config, credentials, jars
 from broker.cluster import HOST, Cluster, Node
-from renkei.logs import begun
+from renkei.logs import begun, gone_on
 from renkei.state import folder_made, write_private
 
 JAVA_MAJOR = 17
@@ -223,8 +223,7 @@ def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False,
     a run, `start_node`: what it said before it stopped kept)."""
     _check_ports(node)
     files = _write_configs(cl, node)
-    if fresh:
-        begun(files["stdout"])
+    (begun if fresh else gone_on)(files["stdout"])
     with files["stdout"].open("ab") as log:
         popen = partial(
             subprocess.Popen,

@@ -48,7 +48,13 @@ def begun(log: Path) -> None:
     requests; opened to append, it stays so), the one there kept as `<log>.1` (one generation:
     the one before it goes): a run's log, which grew run after run without bound when appended
     to."""
-    folder_made(log.parent)
     if log.exists():
         log.replace(log.with_name(f"{log.name}.1"))
-    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    gone_on(log)
+
+
+def gone_on(log: Path) -> None:
+    """`log` gone on with as it stands (a node started again within its run), made as `begun`
+    makes one if it is missing: empty and this user's alone (0600), not with open()'s mode."""
+    folder_made(log.parent)
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT, 0o600))

@@ -10,6 +10,7 @@ node's output goes, not the broker (a real one's two starts would take ~12 s).""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,26 @@ def test_each_broker_up_begins_the_nodes_output_afresh_keeping_the_run_before(
     assert (logs / "stdout.log.1").read_text().splitlines() == ["up"]
     assert sorted(name for name in os.listdir(logs) if name.startswith("stdout")) == [
         "stdout.log", "stdout.log.1"]
+
+
+def test_a_nodes_output_made_again_by_a_start_within_the_run_is_its_users_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node started again within the run (`renkei broker start <node>`) whose stdout.log was
+    gone (an operator's clean-up of the logs) made it with open()'s mode, 0644 under the usual
+    umask, where a log is its user's alone (0600: renkei.logs.begun): its lines name holders."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    monkeypatch.setattr(process, "java", lambda: _stand_in_java(tmp_path))
+    monkeypatch.setattr(process, "_format", lambda cl, java_bin: None)
+    monkeypatch.setattr(process, "_wait_ready", lambda cl, pids, timeout: None)
+    ports = free_port_pair()
+    _started("up", ports, monkeypatch)
+    cl = cluster_store.load()
+    log = cl.node_dir(cl.nodes[0]) / "logs" / "stdout.log"
+    log.unlink()
+    umask = os.umask(0o022)  # the usual one: a file open() makes is 0644
+    try:
+        _started("start", ports, monkeypatch)
+    finally:
+        os.umask(umask)
+    assert log.read_text().splitlines() == ["start"]
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
