@@ -23,6 +23,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import uuid6
 from aiokafka.errors import KafkaError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, topics
 from broker.clients import BrokerAway, KafkaAccess, records_between, started
@@ -194,6 +196,10 @@ class NotSentYet(RuntimeError):
         self.request_id = request_id
 
 
+class Renewed(sealing.BadSealingKey):
+    """The holder's keys and password were renewed while its server ran: start it again."""
+
+
 class KeyReused(ValueError):
     """An idempotency key a request was made under already, given with another request."""
 
@@ -311,6 +317,7 @@ class HolderClient:
                                   asyncio.Future[asyncio.Future[None]]]] = []
         self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
         self._epochs: asyncio.Task[None] | None = None
+        self._renewal: asyncio.Task[None] | None = None  # ends the server once renewed
         self._retention: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
         self._held = contextlib.ExitStack()  # the store's lock, from start to stop
@@ -344,6 +351,8 @@ class HolderClient:
             self._handle, self._stop, instance=self.instance, producer=self._producer,
             following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
+        self._renewal = asyncio.create_task(self._renewed(), name=f"renewal:{self.holder}")
+        self._renewal.add_done_callback(retrieved)  # raised by until_stopped, not by the stop
         self._retention = asyncio.create_task(
             retention.keep(self.holder, partial(HolderStore, self.store.path), Forgotten.told_of),
             name=f"retention:{self.holder}")
@@ -460,6 +469,33 @@ class HolderClient:
                         "sent again", self.holder, str(exc) or type(exc).__name__, len(kept))
             return None
 
+    async def _renewed(self) -> None:
+        """Raise Renewed once the directory publishes keys of this holder other than those it
+        started with and its key files now hold (`renkei holder renew` while it ran): it could
+        open nothing sealed to the new sealing key, its answers signed with the old one would be
+        refused, and its broker password logs in no more; it stops saying so, to be started
+        again, not run on answering UNREADABLE and refused."""
+        while True:
+            seen = self.directory.version
+            with contextlib.suppress(sealing.BadSealingKey):
+                self._check_key()
+                await self._directory_moved(seen)
+                continue
+            if self._published(sealing.key_of(self.holder), sealing.signing_key_of(self.holder)):
+                raise Renewed(f"the keys of {self.holder} were renewed (`renkei holder renew`) "
+                              "while its communication server ran: it stopped, as it can open "
+                              "nothing sealed to its new key and its answers and its old broker "
+                              f"password would be refused; start it again (`renkei holder run "
+                              f"{self.holder}`) to use the new keys and password")
+            await self._directory_moved(seen)
+
+    def _published(self, key: X25519PrivateKey, signing: Ed25519PrivateKey) -> bool:
+        """Whether the directory's entry of this holder publishes these keys (its signing key if
+        it has one)."""
+        entry = self._own_entry()
+        return entry is not None and entry.public_key == sealing.public_bytes(key) and (
+            not entry.signing_key or entry.signing_key == sealing.public_bytes(signing))
+
     def _check_key(self) -> None:
         """Refuse to start with a sealing or signing key other than the directory's (a key file
         lost and made anew, or another's): every answer sealed to this holder would be
@@ -485,13 +521,16 @@ class HolderClient:
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`; raise what ended the inbox loop first, if something did (the
         directory no longer followed: queries would be answered with stale keys)."""
-        assert self._inbox is not None, "start the client first"
-        await set_or_failed(stop, self._inbox)
+        assert self._inbox is not None and self._renewal is not None, "start the client first"
+        await set_or_failed(stop, self._inbox, self._renewal)
 
     async def stop(self) -> None:
         self._stop.set()
         await cancelled(self._epochs)
         await cancelled(self._retention)
+        if self._renewal is not None:
+            self._renewal.cancel()
+            await asyncio.wait({self._renewal})
         try:
             if self._inbox is not None:
                 await self._inbox  # what ended it, raised (once its clients are closed)

@@ -13,21 +13,21 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-async def set_or_ended(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
-    """Wait until `ready` is set, or until `task` (which sets it) ends first."""
+async def set_or_ended(ready: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
+    """Wait until `ready` is set, or until one of `tasks` (which set it) ends first."""
     waiting = asyncio.ensure_future(ready.wait())
     try:
-        await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiting, *tasks}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiting.cancel()
 
 
-async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
-    """Wait until `ready` is set, or until `task` (which sets it) ends first: then raise what it
-    ended with (if it ended without an error, just return)."""
-    await set_or_ended(ready, task)
+async def set_or_failed(ready: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
+    """Wait until `ready` is set, or until one of `tasks` (which set it) ends first: then raise
+    what it ended with (if it ended without an error, just return)."""
+    await set_or_ended(ready, *tasks)
     if not ready.is_set():
-        task.result()
+        next(task for task in tasks if task.done()).result()
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:

@@ -1235,3 +1235,36 @@ async def test_a_residents_application_gets_the_side_of_its_exchange_alone_not_a
         '{"name": "carol"}']
     assert await _contents_answered(client, replace(application, requesters=())) == [
         '{"name": "alice"}', '{"name": "carol"}']
+
+
+async def test_a_server_whose_keys_are_renewed_while_it_runs_stops_saying_to_start_it_again(
+        client: HolderClient) -> None:
+    """`renkei holder renew` while the server ran: it went on with the keys and password it
+    started with, every answer sealed to its new key UNREADABLE, its own answers refused, its
+    log-in refused once the broker re-authenticated it, saying none of it. It stops once the
+    directory publishes the keys its files now hold, in one line saying to start it again; a
+    change of the directory that leaves its keys as they are does not stop it."""
+    own = (sealing.public_bytes(client._key), sealing.public_bytes(client._signing))
+    in_directory(client, own[0], HOLDER, own[1])
+    renewal = asyncio.create_task(client._renewed())
+    try:
+        published(client, REQUESTER, bytes(32))  # another's entry: it runs on
+        await asyncio.sleep(0.05)
+        assert not renewal.done()
+        sealing.renew_keys(HOLDER, datetime.now(UTC) + timedelta(days=1))
+        published(client, HOLDER, sealing.public_bytes(sealing.key_of(HOLDER)),
+                  sealing.public_bytes(sealing.signing_key_of(HOLDER)))
+        with pytest.raises(client_module.Renewed, match=r"renewed .* start it again "
+                           rf"\(`renkei holder run {HOLDER}`\)"):
+            await asyncio.wait_for(renewal, 5)
+    finally:
+        renewal.cancel()  # ended already, once it passed
+        await asyncio.wait({renewal})
+
+
+def published(client: HolderClient, holder: str, public_key: bytes,
+              signing_key: bytes | None = None) -> None:
+    """An entry read by the client's directory view as it follows the topic (its version on)."""
+    in_directory(client, public_key, holder, signing_key)
+    client.directory.version += 1
+    client.directory._changed.set()

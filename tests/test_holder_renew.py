@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker import cluster, config, credentials, topics
 from broker.clients import KafkaAccess, asked, offsets
 from holders.client import HolderClient
+from holders.client import Renewed as KeysRenewed
 from holders.store import HolderStore
 from processors import directory
 from renkei import sealing
@@ -53,6 +54,7 @@ class Renewed(NamedTuple):
     in_flight: bytes  # an answer sealed to its old sealing key before the renewal
     said: subprocess.CompletedProcess[str]
     audit_end: int
+    stopped_by: BaseException | None  # what ended the running server on reading the new keys
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -65,11 +67,17 @@ async def renewed(clients: dict[str, HolderClient]) -> Renewed:
     old_creds, old_key = credentials.load(HOLDER), sealing.key_of(HOLDER)
     said = renkei("holder", "renew", HOLDER, "--reason", "情報漏えい", "--operator", "ops-a")
     old = clients[HOLDER]
+    try:
+        async with asyncio.timeout(20):
+            await old.until_stopped(asyncio.Event())
+        stopped_by = None
+    except KeysRenewed as exc:
+        stopped_by = exc
     await old.stop()
     old.store.close()
     clients[HOLDER] = HolderClient(HOLDER, HolderStore.of(HOLDER))
     await clients[HOLDER].start()
-    return Renewed(old_creds, before, old_key, in_flight, said, audit_end)
+    return Renewed(old_creds, before, old_key, in_flight, said, audit_end, stopped_by)
 
 
 async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
@@ -87,6 +95,7 @@ async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
     # its connections open with the old password: closed by the broker (test_broker_reauth)
     assert "open are closed within 10 minutes (connections.max.reauth.ms)" in said.stdout
     assert f"renkei holder run {HOLDER}" in said.stderr  # its server is to be restarted
+    assert f"renkei holder run {HOLDER}" in str(renewed.stopped_by)  # the running one stopped
     secrets = (new_creds.password, renewed.creds.password, renewed.key.private_bytes_raw().hex(),
                sealing.key_of(HOLDER).private_bytes_raw().hex())
     assert not any(s in said.stdout + said.stderr for s in secrets)
