@@ -8,8 +8,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from typing import Any, TypeVar
+from functools import partial, wraps
+from typing import Any, TypeVar, cast
 
 import click
 from aiokafka.errors import KafkaError
@@ -67,6 +67,24 @@ def past_time(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     if moment is not None and moment > datetime.now(UTC):
         raise click.BadParameter(f"{value!r} is later than now")
     return moment
+
+
+def time_range_options(command: F) -> F:
+    """`--since` and `--until` (utc_time), for every command that reads a range of time: an
+    --until not after --since is a usage error, not an empty page that says nothing happened."""
+    @wraps(command)
+    def ranged(*args: Any, since: datetime | None, until: datetime | None, **kwargs: Any) -> Any:
+        if since is not None and until is not None and until <= since:
+            raise click.BadParameter(f"{until.isoformat()} is not after --since "
+                                     f"{since.isoformat()}: the range holds no time",
+                                     click.get_current_context(), param_hint="'--until'")
+        return command(*args, since=since, until=until, **kwargs)
+
+    since = click.option("--since", callback=utc_time, metavar="TIME",
+                         help="from this time on (inclusive)")
+    until = click.option("--until", callback=utc_time, metavar="TIME",
+                         help="before this time (exclusive)")
+    return since(until(cast(F, ranged)))
 
 
 STORE_URL = ("a path, sqlite:///path or postgresql://… (its password in ~/.pgpass or "
@@ -346,8 +364,7 @@ def person_of(given: str) -> str:
 @click.option("--holder", help="entries where this holder requested or provided")
 @click.option("--pattern", help="legal pattern id")
 @click.option("--outcome", help="APPROVED, REJECTED, DELIVERED, TIMED_OUT, …")
-@click.option("--since", callback=utc_time, metavar="TIME", help="from this time on (inclusive)")
-@click.option("--until", callback=utc_time, metavar="TIME", help="before this time (exclusive)")
+@time_range_options
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
               help="entries on the page at most")
 @click.option("--after", help="the `next` cursor of the previous page")
@@ -403,8 +420,7 @@ def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:
 @click.option("--action", type=click.Choice(ACTION_KINDS, case_sensitive=False),
               help="actions of this kind only")
 @click.option("--by", "operator", metavar="WHO", help="actions this operator ran")
-@click.option("--since", callback=utc_time, metavar="TIME", help="from this time on (inclusive)")
-@click.option("--until", callback=utc_time, metavar="TIME", help="before this time (exclusive)")
+@time_range_options
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
               help="actions on the page at most")
 @click.option("--after", help="the `next` cursor of the previous page")

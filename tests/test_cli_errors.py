@@ -871,3 +871,27 @@ def test_an_audit_store_another_process_keeps_locked_is_said_in_one_line_naming_
     said_in_one_line(result.output, "this store stayed locked by another process (database is "
                      "locked): end that process's transaction (an sqlite3 shell's), then start the "
                      f"service again (what it was writing is handled again): {db}")
+
+
+RANGED = [(group.name, name) for group in (audit_cli, oversight_cli)
+          for name, command in group.commands.items()
+          if {"since", "until"} <= {param.name for param in command.params}]
+
+
+@pytest.mark.parametrize(("group", "command"), RANGED)
+@pytest.mark.parametrize(("until", "said"), [("2020-01-01", "2020-01-01T00:00:00+00:00"),
+                                             ("2030-01-01T09:00+09:00",
+                                              "2030-01-01T09:00:00+09:00")])
+def test_a_time_range_that_ends_before_it_begins_is_a_usage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group: str, command: str,
+        until: str, said: str) -> None:
+    """`--since 2030-01-01 --until 2020-01-01` answered an empty page, as if nothing had
+    happened then; an end at the start (here in another zone) holds no time either."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    AuditStore(tmp_path / "audit.db", Signer.generate()).close()
+    Signer.load_or_create(tmp_path / "state" / "audit" / "head-key.json")
+    result = CliRunner().invoke(main, [group, command, "--db", str(tmp_path / "audit.db"),
+                                       "--until", until, "--since", "2030-01-01"])
+    assert result.exit_code == 2, result.output
+    said_in_one_line(result.output, f"Invalid value for '--until': {said} is not after --since "
+                     "2030-01-01T00:00:00+00:00: the range holds no time")
