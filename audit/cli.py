@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
 from audit.detector import Rules
-from audit.events import ACTION_KINDS, EPOCH, ID_CODE, decode_event
+from audit.events import ACTION_KINDS, APPROVED, EPOCH, ID_CODE, REJECTED, decode_event
 from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
 from audit.retention import RETENTION_YEARS, years_before
@@ -41,10 +41,12 @@ from renkei import logs, personal_input, sqlite
 from renkei.options import LOGLEVEL, FiniteRange, SaidDefault
 from renkei.personal_input import Field, OnStdin
 from renkei.state import private_dir
+from schemas.messages import FOUND, NOT_FOUND, TIMED_OUT
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = TypeVar("P")  # a page of what the store reads
 PERSON = Field("person", "the person's ID code")
+OUTCOMES = (APPROVED, REJECTED, FOUND, NOT_FOUND, TIMED_OUT)  # a linkage's, named in --help
 # a replay's grace at most (a day): one of more is no lag of the platform's view of the pattern
 # list, and one past the events' times since year 1 ended the re-check in an OverflowError
 MOST_GRACE_SECONDS = 86_400.0
@@ -363,7 +365,7 @@ def person_of(given: str) -> str:
                    "(those after it pending), their ID code on stdin or at the prompt")
 @click.option("--holder", help="entries where this holder requested or provided")
 @click.option("--pattern", help="legal pattern id")
-@click.option("--outcome", help="APPROVED, REJECTED, DELIVERED, TIMED_OUT, …")
+@click.option("--outcome", help=f"as the log says it, in any case: {', '.join(OUTCOMES)}, …")
 @time_range_options
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
               help="entries on the page at most")
@@ -381,7 +383,7 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 
     Exits 1 if the latest head is not signed by the log's key (nothing is proved against it)."""
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
-    where = Query(id_code, holder, pattern, outcome, since, until)
+    where = Query(id_code, holder, pattern, outcome and outcome.upper(), since, until)
     with open_store(db, signing=False) as store:
         page = _read_page(partial(store.query, where, limit=limit, after=after, prove=person),
                           after)

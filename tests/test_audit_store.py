@@ -1354,6 +1354,19 @@ def test_a_query_of_no_id_code_is_refused_not_answered_with_nobody(
         assert PERSONS[0][:-1] not in result.output.upper()  # nothing of it said back
 
 
+@pytest.mark.parametrize("outcome", ["approved", "Approved"])
+def test_an_outcome_is_found_as_the_log_says_it_in_any_case(store: AuditStore, db: str,
+                                                             outcome: str) -> None:
+    """`audit query --outcome approved` answered an empty page, as if nothing had been approved,
+    though `--action suspend` finds SUSPEND; and its help named DELIVERED, no event's outcome."""
+    store.append_many(item(event(n)) for n in range(6))
+    shown = CliRunner().invoke(audit_cli, ["query", "--db", db, "--outcome", outcome])
+    assert shown.exit_code == 0, shown.output
+    assert [e["serial"] for e in json.loads(shown.output)["entries"]] == [0, 3]
+    said = CliRunner().invoke(audit_cli, ["query", "--help"]).output
+    assert "DELIVERED" not in said and "NOT_FOUND" in said, said
+
+
 def test_store_urls() -> None:
     with pytest.raises(ValueError, match="unsupported store URL"):
         AuditStore("mysql://audit@db/audit", Signer.generate())
