@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from broker import acls, topics
+from broker import acls, presence, topics
 from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
 from renkei import sealing
@@ -122,7 +122,18 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
                             await asking.take(record.value, key)
         except TimeoutError:
             pass
+    await _heard_through(access.bootstrap, asking)
     return _gathered(asking, holders, request_ids)
+
+
+async def _heard_through(bootstrap: str, asking: _Asking) -> None:
+    """BrokerGone if answers are awaited still and the broker at `bootstrap` cannot be reached:
+    the holders' silence is not theirs to answer for (their answers may be on the topic)."""
+    if asking.awaited and not await presence.serving(bootstrap):
+        unheard = ", ".join(dict.fromkeys(holder for _, holder in asking.awaited))
+        raise presence.BrokerGone(
+            f"the broker at {bootstrap} cannot be reached: what {unheard} answered may not have "
+            "come (ask again once it is back; `renkei broker status` says why)")
 
 
 def _gathered(asking: _Asking, holders: Sequence[str], request_ids: Sequence[str]

@@ -78,6 +78,7 @@ def _said(exc: Exception) -> str | None:
     from broker.clients import BrokerAway, BrokerRefused, NotProvisioned
     from broker.credentials import UnknownPrincipal
     from broker.membership import Fenced
+    from broker.presence import BrokerGone
     from broker.provision import NotAHolder, ProvisioningFailed
     from processors.directory import (
         ActionFenced,
@@ -101,7 +102,7 @@ def _said(exc: Exception) -> str | None:
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
             UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
             ProvisioningFailed, jars.FetchFailed, process.BrokerError, NotSuspendable,
-            ActionFenced, NewerVersion, Fenced)
+            ActionFenced, NewerVersion, Fenced, BrokerGone)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait

@@ -416,9 +416,11 @@ class RemoveMembers(Request[_LeaveGroupRequestV3]):  # type: ignore[misc]
 
 
 @contextlib.asynccontextmanager
-async def forwarder(port: int, broker: str) -> AsyncIterator[None]:
-    """The broker reachable on `port` while the block runs: each new connection piped to it."""
+async def forwarder(port: int, broker: str, cut: bool = False) -> AsyncIterator[None]:
+    """The broker reachable on `port` while the block runs: each new connection piped to it;
+    `cut`: those connections closed at the end too, as a broker gone closes them."""
     host, broker_port = broker.rsplit(":", 1)
+    piped: set[asyncio.StreamWriter] = set()
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
@@ -429,6 +431,7 @@ async def forwarder(port: int, broker: str) -> AsyncIterator[None]:
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         to_reader, to_writer = await asyncio.open_connection(host, int(broker_port))
+        piped.update((writer, to_writer))
         await asyncio.gather(pipe(reader, to_writer), pipe(to_reader, writer))
 
     server = await asyncio.start_server(forward, "127.0.0.1", port)
@@ -436,6 +439,8 @@ async def forwarder(port: int, broker: str) -> AsyncIterator[None]:
         yield
     finally:
         server.close()
+        for writer in piped if cut else ():
+            writer.close()
 
 
 def directory_records(*keyed: tuple[bytes, bytes], appended_ms: int = 0

@@ -28,8 +28,9 @@ from audit.heads import SignedHead
 from audit.merkle import verify_inclusion
 from audit.oversight import _Asking, _gathered, holder_logs
 from audit.oversight_cli import REFUSED, _shown, oversight_cli
-from broker import acls, topics
+from broker import acls, config, topics
 from broker.clients import KafkaAccess, at_end
+from broker.presence import BrokerGone
 from holders.client import HolderClient
 from holders.store import HolderStore
 from portal.i18n import words
@@ -44,7 +45,15 @@ from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, Rejection
 from tests.conftest import ANSWER_TIMEOUT
-from tests.kafka_helpers import audit_events, logged_events, producer, renkei, said_in_one_line
+from tests.kafka_helpers import (
+    audit_events,
+    forwarder,
+    free_port,
+    logged_events,
+    producer,
+    renkei,
+    said_in_one_line,
+)
 from tests.test_audit_kafka import short_lateness
 from tests.test_linkage import ask, bound
 from tests.test_suspension import _seen
@@ -326,6 +335,33 @@ async def test_asking_what_is_no_holder_is_refused_at_once(platform: Processes) 
                                   "--within", str(within), check=False)
     assert run.returncode == 2 and time.monotonic() - started < within / 2, run.stderr
     said_in_one_line(run.stderr, "not an active holder of the directory: sakura_town")
+
+
+@pytest.mark.usefixtures("platform")
+async def test_a_broker_gone_while_the_answers_are_awaited_is_said_not_the_holders_silence(
+        ) -> None:
+    """The broker gone while `oversight holder-logs` waited, the holder asked was said to be
+    missing, not answered in time, and nothing said that the broker was away: the oversight body
+    would take the broker's absence for the holder's silence."""
+    await asyncio.to_thread(renkei, "holder", "register", "quiet-town", "--name", "静町",
+                            "--role", "municipality")  # in the directory; no server answers
+    port = free_port()
+    own = KafkaAccess.of(acls.OVERSIGHT)
+    access = replace(own, bootstrap=f"127.0.0.1:{port}")
+    inbox = AIOKafkaConsumer(topics.inbox("quiet-town"), **KafkaAccess.of(config.ADMIN).aiokafka(),
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    await inbox.start()
+    try:
+        async with forwarder(port, own.bootstrap, cut=True):
+            asking = asyncio.create_task(holder_logs(
+                ("quiet-town",), ("r-1",), lambda ids: dict.fromkeys(ids, ("quiet-town",)),
+                BASIS, within=8, access=access))
+            await asyncio.wait_for(inbox.getone(), 20)  # the platform relayed it: then the cut
+    finally:
+        await inbox.stop()
+    with pytest.raises(BrokerGone, match=f"the broker at 127.0.0.1:{port} cannot be reached: "
+                       "what quiet-town answered may not have come"):
+        await asking
 
 
 async def test_only_the_oversight_body_may_ask_for_holders_logs(
