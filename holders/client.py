@@ -227,27 +227,31 @@ class RekeyRefused(RuntimeError):
     """The platform refused to re-key this holder's link codes (the reason says why)."""
 
 
-def _taken(sending: asyncio.Task[None]) -> asyncio.Future[None]:
-    """What a caller awaits of a request's sending: that the broker took it, or how the sending
-    ended, or NotSentYet SEND_WAIT after it was recorded (_not_taken_yet; it goes on being sent,
-    kept until the broker has it). A future the task's end settles, not an asyncio.wait with a
-    timer of its own each; what it is told is taken as told should its caller be gone."""
+def _taken(request_id: str, sending: asyncio.Task[None]) -> asyncio.Future[None]:
+    """What a caller awaits of a request's sending: that the broker took it, else NotSentYet,
+    SEND_WAIT after it was recorded (_not_taken_yet; it goes on being sent, kept until the
+    broker has it) or once its sending ended without it (_told). A future the task's end
+    settles, not an asyncio.wait with a timer of its own each; what it is told is taken as told
+    should its caller be gone."""
     taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     taken.add_done_callback(retrieved)
-    sending.add_done_callback(partial(_told, taken))
+    sending.add_done_callback(partial(_told, request_id, taken))
     return taken
 
 
-def _told(taken: asyncio.Future[None], sending: asyncio.Task[None]) -> None:
-    """Tell the caller how its request's sending ended, unless told already (or gone)."""
+def _told(request_id: str, taken: asyncio.Future[None], sending: asyncio.Task[None]) -> None:
+    """Tell the caller its request was taken by the broker, unless told already (or gone); a
+    sending that ended otherwise (failed or cancelled as the client stopped) left it kept, to go
+    at the next start: NotSentYet, as one the broker did not take within SEND_WAIT."""
     if taken.done():
         return
-    if sending.cancelled():
-        taken.cancel()
-    elif (failed := sending.exception()) is not None:
-        taken.set_exception(failed)
-    else:
+    failed = None if sending.cancelled() else sending.exception()
+    if failed is None and not sending.cancelled():
         taken.set_result(None)
+        return
+    kept = NotSentYet(request_id)
+    kept.__cause__ = failed  # how its sending ended, in its traceback
+    taken.set_exception(kept)
 
 
 def _not_taken_yet(taking: list[tuple[str, asyncio.Future[None]]]) -> None:
@@ -885,7 +889,8 @@ class HolderClient:
                 recorded.set_exception(request)
             else:
                 self._opened(request)
-                taken = _taken(self._sending_task(request.request_id, outgoing))
+                taken = _taken(request.request_id,
+                               self._sending_task(request.request_id, outgoing))
                 taking.append((request.request_id, taken))
                 recorded.set_result(taken)
         if taking:

@@ -21,7 +21,7 @@ import pytest
 from broker import acls, process, topics
 from broker.clients import KafkaAccess, records_up_to
 from broker.ports import free_port_pair
-from holders.client import HolderClient
+from holders.client import HolderClient, NotSentYet
 from holders.server import address_file, recorded
 from holders.store import HolderStore
 from renkei import groups
@@ -29,7 +29,7 @@ from renkei import town as town_setup
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import AWAY_AT_STOP
 from renkei.state import state_folder
-from tests.kafka_helpers import consumer, spawn, wait_assigned
+from tests.kafka_helpers import consumer, spawn, stopped, wait_assigned
 from tests.loop_helpers import Deadline
 
 HOLDER = "sakura-town"
@@ -114,14 +114,15 @@ def _post(url: str, token: str, body: dict[str, object],
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-async def _copies_sent(request_id: str) -> int:
-    """How many records of `request_id` the holder's outbox holds (a binding's key is its id)."""
+async def _copies_sent(*request_ids: str) -> list[int]:
+    """How many records of each of `request_ids` the holder's outbox holds (a binding's key is
+    its id)."""
     async with consumer(KafkaAccess.of(acls.PLATFORM), topics.outbox(HOLDER),
                         offset="earliest") as cons:
         await wait_assigned(cons)
         ends = await cons.end_offsets(list(cons.assignment()))
-        return len([r async for r in records_up_to(cons, ends)
-                    if r.key == request_id.encode()])
+        keys = [r.key async for r in records_up_to(cons, ends)]
+    return [keys.count(request_id.encode()) for request_id in request_ids]
 
 
 def test_a_request_made_while_the_broker_is_away_is_kept_and_sent_once_it_is_back(
@@ -157,7 +158,7 @@ def test_a_request_made_while_the_broker_is_away_is_kept_and_sent_once_it_is_bac
         assert not store.unsent(), log.read_text()[-3000:]
         assert f"{HOLDER}: 1 request(s) recorded but not known to be sent: sending them now" in \
             log.read_text()
-        assert asyncio.run(_copies_sent(request_id)) == 1
+        assert asyncio.run(_copies_sent(request_id)) == [1]
         code, _ = _interrupted(proc)
         assert code == 0, log.read_text()[-3000:]
     finally:
@@ -165,3 +166,42 @@ def test_a_request_made_while_the_broker_is_away_is_kept_and_sent_once_it_is_bac
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_requests_in_flight_as_the_holder_stops_are_told_kept_and_go_once(
+        own_broker: tuple[int, int]) -> None:
+    """Requests on their way to a broker that stalled (SIGSTOP: their produce request left
+    unanswered) as the holder stops: its stop closes the producer without them (STOP_SECONDS).
+    Each caller is told NotSentYet, as each is kept to go at the next start, not the closed
+    producer's KafkaConnectionError, which reads as a request that failed (made again, a second
+    request). The broker, let go on, took them: the next start finds them on the outbox and
+    sends none again."""
+    process.up(*own_broker, tethered=True)
+    store = HolderStore.of(HOLDER)
+    client = HolderClient(HOLDER, store)
+    await client.start()
+    operator, terminal = staff_of(HOLDER)
+    try:
+        binding = [asyncio.ensure_future(client.bind(own_number, operator, terminal))
+                   for own_number in store.own_numbers()[:5]]
+        deadline = Deadline(STOPS_WITHIN, "the requests recorded, on their way to the broker")
+        while len(client._sending) < len(binding):
+            deadline.check(len(client._sending))
+            await asyncio.sleep(0.001)
+        (node,) = process.status()[1]
+        assert node.pid is not None
+        with stopped(node.pid):
+            stopping = asyncio.create_task(client.stop())
+            await asyncio.wait(binding, timeout=STOPS_WITHIN)
+        await stopping
+        told = [b.exception() if b.done() else None for b in binding]
+        assert all(isinstance(t, NotSentYet) for t in told), told
+        kept = [t.request_id for t in told if isinstance(t, NotSentYet)]
+        assert sorted(u[0] for u in store.unsent()) == sorted(kept)
+        again = HolderClient(HOLDER, store)
+        await again.start()
+        await again.stop()
+        assert not store.unsent()
+        assert await _copies_sent(*kept) == [1] * len(kept)
+    finally:
+        store.close()
