@@ -27,11 +27,13 @@ from audit.store import (
     Committed,
     DamagedEntry,
     Entry,
+    NoTime,
     Query,
     VerifyReport,
     as_signed,
     column_text,
     default_path,
+    time_range,
 )
 from broker import acls, cluster
 from broker.clients import BrokerAway, BrokerRefused, KafkaAccess
@@ -76,10 +78,12 @@ def time_range_options(command: F) -> F:
     --until not after --since is a usage error, not an empty page that says nothing happened."""
     @wraps(command)
     def ranged(*args: Any, since: datetime | None, until: datetime | None, **kwargs: Any) -> Any:
-        if since is not None and until is not None and until <= since:
-            raise click.BadParameter(f"{until.isoformat()} is not after --since "
-                                     f"{since.isoformat()}: the range holds no time",
-                                     click.get_current_context(), param_hint="'--until'")
+        try:
+            time_range(since, until)
+        except NoTime as empty:
+            raise click.BadParameter(f"{empty.until.isoformat()} is not after --since "
+                                     f"{empty.since.isoformat()}: the range holds no time",
+                                     click.get_current_context(), param_hint="'--until'") from None
         return command(*args, since=since, until=until, **kwargs)
 
     since = click.option("--since", callback=utc_time, metavar="TIME",

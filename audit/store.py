@@ -266,6 +266,23 @@ class Query:
     until: datetime | None = None
 
 
+class NoTime(ValueError):
+    """A range of time [since, until) asked of the log that holds none (until not after since):
+    its empty page would read as nothing having happened, though nothing was asked."""
+
+    def __init__(self, since: datetime, until: datetime) -> None:
+        super().__init__(f"{until.isoformat()} is not after {since.isoformat()}")
+        self.since, self.until = since, until
+
+
+def time_range(since: datetime | None, until: datetime | None
+               ) -> tuple[datetime | None, datetime | None]:
+    """[since, until), either end open; NoTime if it holds no time."""
+    if since is not None and until is not None and until <= since:
+        raise NoTime(since, until)
+    return since, until
+
+
 @dataclass(frozen=True)
 class Entry:
     serial: int

@@ -119,6 +119,8 @@ WORDS: dict[str, tuple[str, str]] = {
                        "Enter a date as year-month-day (e.g. 2024-04-01)."),
     "date_out_of_range": ("その日付は選べる範囲の外です。もっと近い日付を入力してください。",
                           "That date is out of range: enter a nearer one."),
+    "range_reversed": ("期間の終了日が開始日より前です。開始日以降の日付を入力してください。",
+                       "The end date is before the start date: enter one on or after it."),
     "holder": ("情報保有機関", "Holder"),
     "all": ("すべて", "All"),
     "apply_filter": ("表示", "Show"),

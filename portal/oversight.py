@@ -3,6 +3,9 @@ logs of chosen requests, and the audit log's integrity."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -12,7 +15,7 @@ from audit.store import ActionQuery, Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
 from portal.records import SEARCH_PAGE
-from portal.web import day, no_holder, officer_of, render
+from portal.web import BadDay, day, no_holder, officer_of, range_asked, render
 from renkei.holder_logs import each_own, not_asked
 
 ROLE = "oversight"
@@ -24,40 +27,53 @@ INACTIVE = "inactive"  # the holder-logs page's: holders named not asked, not ac
 
 
 async def search(request: web.Request) -> web.Response:
+    """The log's entries the filter asks for; an end date before the start date is said so on
+    the page (400), the filter as typed, no entries."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     q = {k: request.query.get(k, "").strip() for k in FILTERS}
     if q["person"] and not ID_CODE.fullmatch(q["person"]):  # else: no entry, as if nobody looked
         raise web.HTTPBadRequest(text="an ID code is 11 characters 0-9A-Z, upper case")
-    where = Query(person=q["person"] or None, holder=q["holder"] or None,
-                  pattern=q["pattern"] or None, outcome=q["outcome"] or None,
-                  since=day(q["since"]), until=day(q["until"], end=True))
-    try:
-        page = await platform.records.search(where, request.query.get("after") or None)
-    except ValueError:
-        raise web.HTTPBadRequest(text="bad cursor") from None
-    return render(request, "oversight.html", q=q, page=page,
-                  alerts=platform.kafka.alerts.newest()[:5])
+    return await _found(request, "oversight.html", q, "page", lambda since, until, after: (
+        platform.records.search(Query(
+            person=q["person"] or None, holder=q["holder"] or None, pattern=q["pattern"] or None,
+            outcome=q["outcome"] or None, since=since, until=until), after)),
+        alerts=platform.kafka.alerts.newest()[:5])
 
 
 async def actions(request: web.Request) -> web.Response:
     """The operator actions on the holder directory (a holder suspended, resumed, registered,
     its keys renewed, a unit re-keyed), newest first: who did what to which holder or unit,
-    when and why, each checked against the signed head."""
+    when and why, each checked against the signed head; an end date before the start date is
+    said so on the page (400), the filter as typed, no actions."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     q = {k: request.query.get(k, "").strip() for k in ACTION_FILTERS}
     # an unknown one refused: else none found, as if none was done
     if q["action"] and q["action"] not in ACTION_KINDS:
         raise web.HTTPBadRequest(text=f"an action is one of {', '.join(ACTION_KINDS)}")
-    where = ActionQuery(subject=q["holder"] or None, action=q["action"] or None,
-                        operator=q["by"] or None, since=day(q["since"]),
-                        until=day(q["until"], end=True))
+    return await _found(request, "actions.html", q, "shown", lambda since, until, after: (
+        platform.records.actions(ActionQuery(
+            subject=q["holder"] or None, action=q["action"] or None, operator=q["by"] or None,
+            since=since, until=until), after)), kinds=ACTION_KINDS)
+
+
+async def _found(request: web.Request, template: str, q: dict[str, str], name: str,
+                 read: Callable[[datetime | None, datetime | None, str | None], Awaitable[Any]],
+                 **context: Any) -> web.Response:
+    """`template` showing its filter `q` as typed and, as `name`, what `read` finds in q's range
+    of days from the page `after` asks for on (a cursor that is none: 400); an end date before
+    the start date is said on it instead (400), nothing read."""
     try:
-        shown = await platform.records.actions(where, request.query.get("after") or None)
+        since, until = range_asked(q["since"], q["until"], day)
+    except BadDay as bad:
+        return render(request, template, status=400, bad_date=bad.said, q=q, **{name: None},
+                      **context)
+    try:
+        found = await read(since, until, request.query.get("after") or None)
     except ValueError:
         raise web.HTTPBadRequest(text="bad cursor") from None
-    return render(request, "actions.html", q=q, shown=shown, kinds=ACTION_KINDS)
+    return render(request, template, bad_date=None, q=q, **{name: found}, **context)
 
 
 async def alerts(request: web.Request) -> web.Response:

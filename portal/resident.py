@@ -21,10 +21,10 @@ from portal.services import Unanswered
 from portal.sessions import Resident
 from portal.web import (
     BadDay,
-    day_asked,
     history_of,
     no_holder,
     older,
+    range_asked,
     render,
     resident_of,
     under_way,
@@ -37,14 +37,15 @@ APPLYING = web.AppKey("applications_under_way", Counter[tuple[str, str]])
 
 
 async def history(request: web.Request) -> web.Response:
-    """The resident's history, filtered; a date that is none (or out of range) is said so (400)
-    with the filter as typed, and no entries."""
+    """The resident's history, filtered; a date that is none (or out of range), or an end
+    before the start, is said so (400) with the filter as typed, and no entries."""
     resident = resident_of(request)
     holder = request.query.get("holder") or None
     since, until = request.query.get("since", ""), request.query.get("until", "")
     bad_date: str | None = None
     try:
-        where = Query(holder=holder, since=day_asked(since), until=day_asked(until, end=True))
+        begin, end = range_asked(since, until)
+        where = Query(holder=holder, since=begin, until=end)
     except BadDay as bad:
         where, bad_date = Query(holder=holder), bad.said
     shown = await history_of(request, resident.id_codes, where)

@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import jinja2
 from aiohttp import web
 
-from audit.store import Query
+from audit.store import NoTime, Query, time_range
 from cards import ca
 from cards.login import UNCHECKABLE
 from portal.context import PLATFORM
@@ -355,8 +355,8 @@ def under_way(counts: Counter[K], key: K) -> Iterator[Counter[K]]:
 
 
 class BadDay(ValueError):
-    """A date field that is no date, or is the first or last day there is (`said`: why, in the
-    page's words, a key of WORDS)."""
+    """A date field that is no date, or is the first or last day there is, or a range of two
+    that ends before it begins (`said`: why, in the page's words, a key of WORDS)."""
 
     def __init__(self, said: str) -> None:
         super().__init__(said)
@@ -384,6 +384,18 @@ def day(text: str | None, end: bool = False) -> datetime | None:
         return day_asked(text, end)
     except BadDay:
         raise web.HTTPBadRequest(text="a date is YYYY-MM-DD") from None
+
+
+def range_asked(since: str, until: str,
+                day_of: Callable[[str, bool], datetime | None] = day_asked
+                ) -> tuple[datetime | None, datetime | None]:
+    """The date fields `since` to `until`, both days in it (each read by `day_of`), as a UTC
+    range [since, until); BadDay if `until` is a day before `since`: a range that holds no
+    time, not an empty page as if nothing had happened."""
+    try:
+        return time_range(day_of(since, False), day_of(until, True))
+    except NoTime:
+        raise BadDay("range_reversed") from None
 
 
 def link_token(session: Session) -> str:

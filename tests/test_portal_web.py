@@ -24,6 +24,7 @@ import pytest_asyncio
 from aiohttp import ClientResponse, DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.serialization import Encoding
+from markupsafe import escape
 
 from audit.events import OperatorAction, event_id
 from audit.heads import Signer
@@ -1134,6 +1135,44 @@ async def test_a_history_date_out_of_range_or_malformed_is_said_on_the_page_as_t
     for name, typed in query.items():
         assert f'name="{name}" value="{typed}"' in page
     assert 'class="entries"' not in page
+
+
+async def logged_in(client: Client, town: Town, realm: str, tmp_path: Path) -> None:
+    """The client logged in as the town's resident, or as an oversight officer."""
+    if realm == "resident":
+        assert (await card_login(client, town.resident_card, realm, "/login")).status == 303
+    else:
+        officer = issue.officer_card("ppc-1", "oversight", realm, PIN, tmp_path)
+        assert (await card_login(client, officer, realm, "/login?as=oversight")).status == 303
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize("realm, path, typed, listed", [
+    ("resident", "/history", {}, 'data-request="req-0007"'),
+    ("oversight", "/oversight", {"pattern": '<b>"P1"</b>'}, 'data-request="req-0007"'),
+    ("oversight", "/oversight/actions", {"by": '<b>"ops-a"</b>'}, 'data-action="SUSPEND@a1"')])
+async def test_a_date_range_ending_before_it_begins_is_said_on_the_page_as_typed(
+        client: Client, town: Town, tmp_path: Path, lang: str, realm: str, path: str,
+        typed: dict[str, str], listed: str) -> None:
+    """From 2024-04-02 to 2024-04-01 answered an empty page, as if nothing had happened then:
+    the resident's history and the console's pages say the end is before the start, in the
+    page's language (400), the filter as typed (escaped), nothing listed; one day from and to
+    lists that day's."""
+    store = fakes_of(client).store
+    assert store
+    store.append_many([item(OperatorAction("SUSPEND@a1", T0 + timedelta(hours=1), "ops-a",
+                                           "SUSPEND", "city-a", None))])
+    await logged_in(client, town, realm, tmp_path)
+    await switched(client, lang)
+    answer = await client.get(path, params={**typed, "since": "2024-04-02", "until": "2024-04-01"})
+    page = await answer.text()
+    assert answer.status == 400 and 'id="bad-date"' in page
+    assert words(lang)["range_reversed"] in page and listed not in page
+    for name, value in {**typed, "since": "2024-04-02", "until": "2024-04-01"}.items():
+        assert f'name="{name}" value="{escape(value)}"' in page and "<b>" not in page
+    one_day = await client.get(path, params={"since": "2024-04-01", "until": "2024-04-01"})
+    shown = await one_day.text()
+    assert one_day.status == 200 and listed in shown and 'id="bad-date"' not in shown
 
 
 FORM = "application/x-www-form-urlencoded"
