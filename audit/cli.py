@@ -16,7 +16,15 @@ from aiokafka.errors import KafkaError
 
 from audit import anchor, sql
 from audit.detector import Rules
-from audit.events import ACTION_KINDS, APPROVED, EPOCH, ID_CODE, REJECTED, decode_event
+from audit.events import (
+    ACTION_KINDS,
+    APPROVED,
+    EPOCH,
+    ID_CODE,
+    REJECTED,
+    decode_event,
+    outcome_asked,
+)
 from audit.heads import NoKey, SignedHead, Signer, verify_head
 from audit.merkle import leaf_hash
 from audit.retention import RETENTION_YEARS, years_before
@@ -387,7 +395,7 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
 
     Exits 1 if the latest head is not signed by the log's key (nothing is proved against it)."""
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
-    where = Query(id_code, holder, pattern, outcome and outcome.upper(), since, until)
+    where = Query(id_code, holder, pattern, outcome_asked(outcome), since, until)
     with open_store(db, signing=False) as store:
         page = _read_page(partial(store.query, where, limit=limit, after=after, prove=person),
                           after)

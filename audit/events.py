@@ -24,6 +24,12 @@ REJECTED = "REJECTED"  # the outcome of an event of a request refused
 SUSPENDED = "SUSPENDED"  # its reason when the requester or the provider is suspended
 
 
+def outcome_asked(typed: str | None) -> str | None:
+    """An outcome asked for (a filter's) as the log says every outcome, upper case, whatever the
+    case it was typed in; None if none was."""
+    return typed.upper() if typed else None
+
+
 def escaped(value: str) -> str:
     """`value` with its control characters and backslashes escaped (\\x00, \\\\: one value, one
     form); printable text without a backslash (nearly every value, Japanese too: no control

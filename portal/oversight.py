@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from audit.events import ACTION_KINDS, ID_CODE, PORTAL_KIND
+from audit.events import ACTION_KINDS, ID_CODE, PORTAL_KIND, outcome_asked
 from audit.store import ActionQuery, Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
@@ -37,7 +37,7 @@ async def search(request: web.Request) -> web.Response:
     return await _found(request, "oversight.html", q, "page", lambda since, until, after: (
         platform.records.search(Query(
             person=q["person"] or None, holder=q["holder"] or None, pattern=q["pattern"] or None,
-            outcome=q["outcome"] or None, since=since, until=until), after)),
+            outcome=outcome_asked(q["outcome"]), since=since, until=until), after)),
         alerts=platform.kafka.alerts.newest()[:5])
 
 

@@ -1343,6 +1343,23 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
     assert await ask(["one"]) == 400
 
 
+@pytest.mark.parametrize("typed", ["rejected", "Rejected", " REJECTED "])
+async def test_the_console_matches_an_outcome_as_logged_whatever_the_case_typed(
+        client: Client, tmp_path: Path, typed: str) -> None:
+    """An outcome typed on the console as said (rejected) answered an empty page, as if no
+    request had been rejected: the log says every outcome upper case; it is matched so, and
+    kept in the form as typed."""
+    officer = issue.officer_card("ppc-1", "oversight", "oversight", PIN, tmp_path)
+    assert (await card_login(client, officer, "oversight", "/login?as=oversight")).status == 303
+    assert event(7).outcome == "REJECTED"
+    answer = await client.get("/oversight", params={"outcome": typed})
+    page = await answer.text()
+    assert answer.status == 200 and 'data-request="req-0007"' in page
+    assert f'name="outcome" value="{typed.strip()}"' in page
+    other = await (await client.get("/oversight", params={"outcome": "approved"})).text()
+    assert 'data-request="req-0007"' not in other
+
+
 async def test_entries_of_the_portals_own_actions_chosen_are_left_out_and_the_page_says_so(
         client: Client, town: Town, tmp_path: Path) -> None:
     """Entries of the portal's own actions in a selection (a change of number, an application:
