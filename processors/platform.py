@@ -418,6 +418,8 @@ class Platform:
         self.behind = {p: end for p, end in self.behind.items() if p in ours}
         self.owned = ours
         self.decide_at_once(ours - {tp.partition for tp in new})
+        assigned_now = self.consumer.assignment()  # none if the subscription changed meanwhile:
+        new = [tp for tp in new if tp in assigned_now]  # the rebalance that follows gives them
         if new:
             self.consumer.pause(*new)
             self.taking_over.update(tp.partition for tp in new)
@@ -444,11 +446,18 @@ class Platform:
     async def _rebuild(self, new: list[TopicPartition], ours: set[int]) -> None:
         """The partitions `new` from their history, one after another: each is read on from its
         committed offset as soon as its own state is rebuilt (its requests do not wait for the
-        others' history), and decided at once from its end as of the take-over on (_replay)."""
+        others' history), and decided at once from its end as of the take-over on (_replay). One
+        no longer assigned here once its history is read (the subscription changed meanwhile: a
+        holder's outbox joined the pattern, the revoke still to come) is left as it is, unrebuilt:
+        the rebalance that follows gives it to its owner, this instance's take-over rebuilds it."""
         started = time.monotonic()
         try:
             for tp in sorted(new):
                 replayed = await self._replay(tp)
+                if replayed is None:
+                    log.info("decision partition %d is no longer assigned here: not rebuilt (the "
+                             "rebalance under way gives it to its owner)", tp.partition)
+                    continue
                 self.taking_over.discard(tp.partition)
                 self.consumer.resume(tp)
                 self.decide_at_once(ours - self.taking_over)
@@ -463,12 +472,14 @@ class Platform:
             owned = self.consumer.assignment()
             self.consumer.resume(*[tp for tp in left if tp in owned])
 
-    async def _replay(self, tp: TopicPartition) -> int:
+    async def _replay(self, tp: TopicPartition) -> int | None:
         """One partition's state from its history up to its committed offset, where the consumer
         then reads on, decided in the topic's order up to the partition's end now (`behind`):
         what the last owner wrote past that offset (a sweep it made, unread) is not known here
         until it is read, and an event decided at once before it would be decided otherwise by
-        an owner replaying the topic; how many events it replayed."""
+        an owner replaying the topic; how many events it replayed. None, and nothing rebuilt nor
+        sought, if the partition is no longer assigned here once its history is read (aiokafka
+        seeks only an assigned partition: the instance stopped on its AssertionError)."""
         while True:
             try:
                 ctx = self.views.refresh()
@@ -481,6 +492,8 @@ class Platform:
                 log.warning("rebuilding decision partition %d failed (%s): again in %s s",
                             tp.partition, exc, REBUILD_RETRY)
                 await asyncio.sleep(REBUILD_RETRY)
+        if tp not in self.consumer.assignment():
+            return None
         self.decider.rebuild(tp.partition, history.records, ctx)
         self.read[tp.partition] = committed
         self.consumer.seek(tp, committed)

@@ -4,6 +4,7 @@ back from its last event (the real broker, a topic of the test's own)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import re
@@ -197,7 +198,7 @@ async def test_each_partition_taken_over_is_decided_as_soon_as_its_own_state_is_
     seen: dict[int, tuple[set[int], set[TopicPartition], set[int]]] = {}
     replay = instance._replay
 
-    async def watched(tp: TopicPartition) -> int:
+    async def watched(tp: TopicPartition) -> int | None:
         seen[tp.partition] = (set(instance.taking_over), set(instance.consumer.paused()),
                               set(instance.at_once))
         return await replay(tp)
@@ -1024,6 +1025,68 @@ async def test_an_owner_expelled_while_frozen_rebuilds_the_partitions_it_is_give
     assert _statuses(told) == ["FOUND"], "the answer relayed to its requester"
 
 
+@pytest.mark.parametrize("held_in", ["history", "take-over"])
+async def test_a_partition_whose_subscription_changed_while_it_was_taken_over_is_rebuilt(
+        held_in: str, platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Seen in the session platform's log: a holder registered while a decision partition's
+    history was read, its outbox joined the pattern subscription, and aiokafka made a new
+    subscription, assigned nothing until the rebalance; the rebuild, its history read before the
+    revoke cancelled it, sought the partition (AssertionError: seek needs it assigned), and the
+    platform instance stopped: every later request went unanswered (the take-over's pause failed
+    alike, the subscription changed while it waited for a rebuild to stop). A partition no longer
+    assigned then is left unrebuilt; the rebalance that follows gives it back, rebuilt then. On
+    the real broker (topics and a group of the test's own): the first history read (or the
+    take-over, at its first await) is held until a new topic has joined the pattern."""
+    caplog.set_level(logging.INFO)
+    topic = f"{TOPIC}.moved-{held_in}"
+    owner, _, _ = _alone(f"moved-{held_in}", ctx, monkeypatch,
+                         pattern=rf"^{re.escape(topic)}(\..+)?$")
+    access, history, stopping = owner.access, decision_history, owner.stop_rebuilding
+    held = asyncio.Event()
+
+    async def moved() -> None:
+        changed = owner.consumer._subscription.wait_for_subscription()
+        held.set()
+        await changed  # the new topic joined the pattern: nothing assigned until the rebalance
+
+    async def read_while_moved(*args: Any) -> Any:
+        found = await history(*args)
+        if not held.is_set():
+            await moved()
+        return found
+
+    async def stopped_while_moved() -> None:
+        await stopping()
+        if not held.is_set() and owner.consumer.assignment():  # in the take-over
+            await moved()
+
+    if held_in == "history":
+        monkeypatch.setattr("processors.platform.decision_history", read_while_moved)
+    else:
+        monkeypatch.setattr(owner, "stop_rebuilding", stopped_while_moved)
+    partitions = {TopicPartition(topic, p) for p in range(decider.PARTITIONS)}
+    async with _started(owner):
+        await asyncio.wait_for(held.wait(), 30)
+        rebuilding = owner.rebuilding
+        _made(f"{topic}.new")
+        owner.consumer.look_for_new_topics()
+        if rebuilding is not None:
+            with contextlib.suppress(asyncio.CancelledError):  # by the revoke, if it came first
+                await asyncio.wait_for(asyncio.shield(rebuilding), 30)
+        await _served(owner, access, lambda: partitions <= owner.consumer.assignment()
+                      and not owner.taking_over and set(owner.decider.states) == {
+                          tp.partition for tp in partitions})
+        assert not owner.consumer.paused() & partitions
+        for tp in partitions:
+            assert await owner.consumer.position(tp) == (await owner.consumer.committed(tp) or 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR
+                and r.name.startswith("aiokafka.consumer")
+                and "listener" in r.getMessage()], "no rebalance callback failed"
+    if held_in == "history":
+        assert "decision partition 0 is no longer assigned here: not rebuilt" in caplog.text
+
+
 async def test_an_owner_whose_rebalance_began_again_keeps_the_partitions_it_keeps(
         platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebalance this instance took part in began again before it completed (its JoinGroup
@@ -1158,11 +1221,11 @@ async def test_an_owner_just_joined_decides_at_once(
         s.topic for s in effects}, "decided at once: its query on its way, its record written"
 
 
-def _alone(name: str, ctx: Context,
-           monkeypatch: pytest.MonkeyPatch) -> tuple[Platform, str, TopicPartition]:
+def _alone(name: str, ctx: Context, monkeypatch: pytest.MonkeyPatch,
+           pattern: str | None = None) -> tuple[Platform, str, TopicPartition]:
     """An instance (not started) subscribed alone to a decisions topic of its own (`name`'s), in
     a group of its own (whose name it returns) with as short a session as the broker allows, and
-    request r-1's partition."""
+    request r-1's partition; with `pattern`, subscribed to the topics it matches instead."""
     topic = f"{TOPIC}.{name}"
     _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
     group = f"{topic}.group"
@@ -1172,7 +1235,10 @@ def _alone(name: str, ctx: Context,
     monkeypatch.setattr("processors.platform.LEASE_SECONDS", (6_000 - HEARTBEAT_MS) / 1000)
     owner = Platform(KafkaAccess.of(config.ADMIN), member=name)
     monkeypatch.setattr(owner.views, "refresh", lambda: ctx)
-    owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
+    if pattern is None:
+        owner.consumer.subscribe(topics=[topic], listener=_TakeOver(owner))
+    else:
+        owner.consumer.subscribe(pattern=pattern, listener=_TakeOver(owner))
     return owner, group, TopicPartition(topic, decider.partition_of("r-1"))
 
 
