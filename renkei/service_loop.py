@@ -214,7 +214,9 @@ class Outflow:
         service from stopping (its processes killed GRACE_SECONDS later); the effects are still
         waited for by the last commit (last_commit), the records handled again if it cannot. A
         commit's request, once made, is not given up by a stop: aiokafka shields it, and one cut
-        short would fail unheard (its failure never retrieved)."""
+        short would fail unheard (its failure never retrieved). A partition no longer assigned
+        here once its position is known (position_if_assigned) is not committed by this member:
+        its next owner handles its records again."""
         if not self._handled or (
                 not now and time.monotonic() - self._committed_at < self.interval):
             return
@@ -228,14 +230,30 @@ class Outflow:
         await settled(futures)  # a failed send raises: nothing is committed
         del self._unacknowledged[:len(futures)]
         handled = set(self._handled)  # forgotten once committed, not if the commit is cut short
-        owned = self.consumer.assignment()
-        positions = {tp: await self.consumer.position(tp) for tp in handled if tp in owned}
+        positions = {tp: at for tp in handled
+                     if (at := await position_if_assigned(self.consumer, tp)) is not None}
+        owned = self.consumer.assignment()  # as of the commit: each position may have waited
         offsets = {tp: (at, "" if self.note is None else self.note(at))
-                   for tp, at in positions.items()}
+                   for tp, at in positions.items() if tp in owned}
         if offsets:  # none if a rebalance took every partition handled since the last commit
             await commit(self.consumer, offsets)
         self._handled -= handled
         self._committed_at = time.monotonic()
+
+
+async def position_if_assigned(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """`tp`'s position, or None if it is not assigned here, or no longer once it is known:
+    aiokafka waits for a position it does not know yet (a partition just assigned, its committed
+    offset being fetched; one reset), and meanwhile a topic may join a pattern subscription (a new
+    subscription, nothing assigned until the rebalance) or a rebalance take the partition; it
+    then raises IllegalStateError, which stopped the service. A partition no longer assigned is
+    not this member's to commit, nor to tell read: its next owner reads it on from the offset
+    last committed (at least once)."""
+    try:
+        at: int = await consumer.position(tp)
+    except IllegalStateError:
+        return None
+    return at
 
 
 async def _acknowledged(waiting: list[asyncio.Future[Any]]) -> None:
@@ -321,11 +339,16 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
 async def read_to_the_end(consumer: AIOKafkaConsumer) -> datetime | None:
     """The time (this process's wall clock) as of which the consumer had read every record of
     its partitions: the oldest of the fetches that last told each's end, its position there; None
-    if one has records left to read, or no fetch told its end yet (or it has no partition)."""
+    if one has records left to read, or no fetch told its end yet (or it has no partition), or
+    its partitions changed while it asked (position_if_assigned)."""
     fetched: list[int] = []
-    for tp in consumer.assignment():
+    assigned = consumer.assignment()
+    for tp in assigned:
+        if consumer.assignment() != assigned:  # changed while a position was awaited: asked
+            return None  # again at the next poll (aiokafka asserts the partition assigned)
         end, at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
-        if end is None or at is None or await consumer.position(tp) < end:
+        if end is None or at is None or (
+                position := await position_if_assigned(consumer, tp)) is None or position < end:
             return None
         fetched.append(at)
     return datetime.fromtimestamp(min(fetched) / 1000, UTC) if fetched else None
