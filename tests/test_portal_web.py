@@ -351,6 +351,15 @@ async def card_login(client: Client, card: Card, realm: str, page: str) -> Clien
     return await client.get(returned.headers["Location"], allow_redirects=False)
 
 
+async def logged_in(client: Client, town: Town, realm: str, tmp_path: Path) -> None:
+    """The client logged in as the town's resident, or as an oversight officer."""
+    if realm == "resident":
+        assert (await card_login(client, town.resident_card, realm, "/login")).status == 303
+    else:
+        officer = issue.officer_card("ppc-1", "oversight", realm, PIN, tmp_path)
+        assert (await card_login(client, officer, realm, "/login?as=oversight")).status == 303
+
+
 def signed_at_reader(card: Card, started: ClientResponse, origin: str) -> dict[str, str]:
     """What the card reader posts back: the challenge the login `started` with, signed by the
     card for the portal's `origin`, and the card's certificate."""
@@ -1109,11 +1118,8 @@ async def test_a_static_file_or_an_unknown_page_makes_no_session(client: Client,
 async def test_malformed_input_is_refused_not_an_error(
         client: Client, town: Town, tmp_path: Path, realm: str | None, method: str, path: str,
         form: dict[str, str] | None, status: int) -> None:
-    if realm == "resident":
-        assert (await card_login(client, town.resident_card, realm, "/login")).status == 303
-    elif realm == "oversight":
-        officer = issue.officer_card("ppc-1", "oversight", realm, PIN, tmp_path)
-        assert (await card_login(client, officer, realm, "/login?as=oversight")).status == 303
+    if realm is not None:
+        await logged_in(client, town, realm, tmp_path)
     answer = await client.request(method, path, data=form, allow_redirects=False)
     assert answer.status == status and 'id="refused"' not in await answer.text()
 
@@ -1135,15 +1141,6 @@ async def test_a_history_date_out_of_range_or_malformed_is_said_on_the_page_as_t
     for name, typed in query.items():
         assert f'name="{name}" value="{typed}"' in page
     assert 'class="entries"' not in page
-
-
-async def logged_in(client: Client, town: Town, realm: str, tmp_path: Path) -> None:
-    """The client logged in as the town's resident, or as an oversight officer."""
-    if realm == "resident":
-        assert (await card_login(client, town.resident_card, realm, "/login")).status == 303
-    else:
-        officer = issue.officer_card("ppc-1", "oversight", realm, PIN, tmp_path)
-        assert (await card_login(client, officer, realm, "/login?as=oversight")).status == 303
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
