@@ -33,7 +33,7 @@ OUTBOX_MESSAGES = (LinkageRequest, ProviderAnswer, BindingRequest, Ping, HolderL
                    RekeyRequest)
 DECIDED = (LinkageRequest, ProviderAnswer, BindingRequest, RekeyRequest)  # what the decider keeps
 KINDS = {LinkageRequest.__name__: LINKAGE, ProviderAnswer.__name__: ANSWER,
-         BindingRequest.__name__: BINDING, RekeyRequest.__name__: REKEY}  # _kind
+         BindingRequest.__name__: BINDING, RekeyRequest.__name__: REKEY}  # _refuse
 DECIDED_ROOM = 4096  # bytes the platform adds to one of them to decide it (its source, times)
 MOST_DECIDED_BYTES = MAX_BYTES - DECIDED_ROOM  # more is refused OVERSIZED at once: its decision
 # event would be over the codec's limit (an INTERNAL_ERROR, a traceback, the batch handled again)
@@ -73,31 +73,27 @@ def _cut(request_id: str, why: str) -> str:
 def _refuse(incoming: Incoming, ctx: Context, holder: str, request_id: str, reason: str,
             detail: str) -> list[Send]:
     """A message refused at the door, its access-log event naming what its bytes say: the kind
-    of request its schema is (_kind), a linkage request's pattern, provider and data type
-    (_said)."""
-    return reject(holder, request_id, reason, detail, incoming.timestamp, incoming.source,
-                  _kind(incoming.value or b""), **_said(incoming, ctx))
-
-
-def _kind(value: bytes) -> str:
-    """The access log's kind of the request a message's schema names (LINKAGE, ANSWER, BINDING,
-    REKEY); MESSAGE for another's, or one of a schema not known here."""
-    return KINDS.get(CODEC.name_of(value) or "", MESSAGE)
-
-
-def _said(incoming: Incoming, ctx: Context) -> linkage.Said | dict[str, None]:
-    """What a message refused at the door said that its access-log event names: a linkage
-    request's pattern, provider and data type (linkage.said), read from its leading fields
-    (CODEC.leading) so that one whose body reads no further, or that could not be handled, names
-    them too; nothing of another's, or of one whose fields do not read."""
+    of request its schema is (KINDS: MESSAGE for another's, or one of a schema not known here),
+    a linkage request's pattern, provider and data type (_said)."""
     value = incoming.value or b""
-    if CODEC.name_of(value) != LinkageRequest.__name__:
+    name = CODEC.name_of(value)
+    return reject(holder, request_id, reason, detail, incoming.timestamp, incoming.source,
+                  KINDS.get(name or "", MESSAGE), **_said(value, name, ctx, incoming.timestamp))
+
+
+def _said(value: bytes, name: str | None, ctx: Context, at: datetime
+          ) -> linkage.Said | dict[str, None]:
+    """What a message refused at the door (of schema `name`) said that its access-log event
+    names: a linkage request's pattern, provider and data type (linkage.said), read from its
+    leading fields (CODEC.leading) so that one whose body reads no further, or that could not be
+    handled, names them too; nothing of another's, or of one whose fields do not read."""
+    if name != LinkageRequest.__name__:
         return {}
     try:
-        fields = CODEC.leading(value, LinkageRequest.__name__, "data_type")
+        fields = CODEC.leading(value, name, "data_type")
     except SchemaError:
         return {}
-    return linkage.said(from_record(LinkageRequest, fields), ctx.patterns, incoming.timestamp)
+    return linkage.said(from_record(LinkageRequest, fields), ctx.patterns, at)
 
 
 def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
