@@ -26,8 +26,8 @@ SUSPENDED = "SUSPENDED"  # its reason when the requester or the provider is susp
 
 def outcome_asked(typed: str | None) -> str | None:
     """An outcome asked for (a filter's) as the log says every outcome, upper case, whatever the
-    case it was typed in; None if none was."""
-    return typed.upper() if typed else None
+    case it was typed in, without the spaces around it; None if none was."""
+    return (typed.strip().upper() or None) if typed else None
 
 
 def escaped(value: str) -> str:

@@ -1354,7 +1354,7 @@ def test_a_query_of_no_id_code_is_refused_not_answered_with_nobody(
         assert PERSONS[0][:-1] not in result.output.upper()  # nothing of it said back
 
 
-@pytest.mark.parametrize("outcome", ["approved", "Approved"])
+@pytest.mark.parametrize("outcome", ["approved", "Approved", " approved "])
 def test_an_outcome_is_found_as_the_log_says_it_in_any_case(store: AuditStore, db: str,
                                                              outcome: str) -> None:
     """`audit query --outcome approved` answered an empty page, as if nothing had been approved,
