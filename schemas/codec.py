@@ -290,7 +290,8 @@ class Codec:
         return writer.name, record
 
     def leading(self, data: bytes, name: str, last: str) -> dict[str, Any]:
-        """The leading fields of a message of a schema unknown here, up to field `last`, read as
+        """The leading fields of a message of a schema unknown here (a newer version's), or of one
+        whose body does not read past them, up to field `last`, read as
         the newest version of `name` has them (a newer version keeps its fields and adds its own
         after them; an enum's read as its index): enough for a service to answer whoever sent
         it. MalformedMessage if they cannot be read so."""
