@@ -481,11 +481,8 @@ class HolderClient:
         again, not run on answering UNREADABLE and refused."""
         while True:
             seen = self.directory.version
-            with contextlib.suppress(sealing.BadSealingKey):
-                self._check_key()
-                await self._directory_moved(seen)
-                continue
-            if self._published(sealing.key_of(self.holder), sealing.signing_key_of(self.holder)):
+            if self._unpublished(self._key, self._signing) is not None and self._unpublished(
+                    sealing.key_of(self.holder), sealing.signing_key_of(self.holder)) is None:
                 raise Renewed(f"the keys of {self.holder} were renewed (`renkei holder renew`) "
                               "while its communication server ran: it stopped, as it can open "
                               "nothing sealed to its new key and its answers and its old broker "
@@ -493,34 +490,31 @@ class HolderClient:
                               f"{self.holder}`) to use the new keys and password")
             await self._directory_moved(seen)
 
-    def _published(self, key: X25519PrivateKey, signing: Ed25519PrivateKey) -> bool:
-        """Whether the directory's entry of this holder publishes these keys (its signing key if
-        it has one)."""
+    def _unpublished(self, key: X25519PrivateKey, signing: Ed25519PrivateKey) -> str | None:
+        """The kind of the first of these keys the directory's entry of this holder publishes
+        another of (sealing.SEALING, sealing.SIGNING), None if it publishes them (or has no entry
+        of it). No signing key in an entry made before signing, until the holder is registered
+        again: only its sealing key is compared."""
         entry = self._own_entry()
-        return entry is not None and entry.public_key == sealing.public_bytes(key) and (
-            not entry.signing_key or entry.signing_key == sealing.public_bytes(signing))
+        if entry is None:
+            return None
+        if entry.public_key != sealing.public_bytes(key):
+            return sealing.SEALING
+        if entry.signing_key and entry.signing_key != sealing.public_bytes(signing):
+            return sealing.SIGNING
+        return None
 
     def _check_key(self) -> None:
         """Refuse to start with a sealing or signing key other than the directory's (a key file
         lost and made anew, or another's): every answer sealed to this holder would be
         unreadable, every answer it signs refused."""
-        entry = self._own_entry()
-        if entry is None:
-            return
-        # (kind, the directory's public key, this holder's); no signing key in an entry made
-        # before signing, until the holder is registered again
-        published = [(sealing.SEALING, entry.public_key, sealing.public_bytes(self._key))]
-        if entry.signing_key:
-            published.append((sealing.SIGNING, entry.signing_key,
-                              sealing.public_bytes(self._signing)))
-        for kind, theirs, own in published:
-            if theirs != own:
-                raise sealing.BadSealingKey(
-                    f"the {kind} key of {self.holder} in {sealing.key_file(self.holder, kind)} "
-                    "is not the one the holder directory has: restore it from a backup (or "
-                    f"register the holder again, `renkei holder register {self.holder} …`, to "
-                    f"publish this one; a `renkei holder renew {self.holder}` stopped half-way: "
-                    "run it again, which renews the password too)")
+        if (kind := self._unpublished(self._key, self._signing)) is not None:
+            raise sealing.BadSealingKey(
+                f"the {kind} key of {self.holder} in {sealing.key_file(self.holder, kind)} "
+                "is not the one the holder directory has: restore it from a backup (or "
+                f"register the holder again, `renkei holder register {self.holder} …`, to "
+                f"publish this one; a `renkei holder renew {self.holder}` stopped half-way: "
+                "run it again, which renews the password too)")
 
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`; raise what ended the inbox loop first, if something did (the
