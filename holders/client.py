@@ -245,8 +245,9 @@ def _told(request_id: str, taken: asyncio.Future[None], sending: asyncio.Task[No
     at the next start: NotSentYet, as one the broker did not take within SEND_WAIT."""
     if taken.done():
         return
-    failed = None if sending.cancelled() else sending.exception()
-    if failed is None and not sending.cancelled():
+    if sending.cancelled():
+        failed = None
+    elif (failed := sending.exception()) is None:
         taken.set_result(None)
         return
     kept = NotSentYet(request_id)
