@@ -75,6 +75,12 @@ def create_known(admin: AdminClient, topic: str, within: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def made_topic(topic: str, configs: dict[str, str] | None = None, partitions: int = 1) -> None:
+    """A topic of one partition (or `partitions`) on the test broker."""
+    admin = admin_client()  # kept: its futures fail if it is collected first
+    admin.create_topics([NewTopic(topic, partitions, 1, config=configs or {})])[topic].result(30)
+
+
 def _led(admin: AdminClient, topic: str) -> bool:
     found = admin.list_topics(topic, timeout=10).topics[topic]
     return found.error is None and all(p.leader >= 0 for p in found.partitions.values())

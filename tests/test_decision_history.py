@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from confluent_kafka.admin import NewTopic
 
 from audit.events import AccessLogEvent, event_id
-from broker import acls, config, provision, topics
+from broker import acls, config, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.cluster import Cluster
 from broker.membership import Fenced
@@ -64,7 +63,7 @@ from schemas.messages import (
     Sweep,
 )
 from tests.clock_helpers import appended, skewed
-from tests.kafka_helpers import producer, wait_assigned
+from tests.kafka_helpers import made_topic, producer, wait_assigned
 from tests.test_decider import RESIDENT, _answer, _pending, _sweeps, ctx
 
 __all__ = ["ctx"]  # the fixture, from the decider's tests
@@ -87,7 +86,7 @@ async def test_a_partition_stopped_long_ago_still_times_out_what_was_pending(
     """With the rebuild counted back from the time of the take-over (6.5 minutes), a platform
     down for longer rebuilt its partitions empty: what was pending when it stopped never got its
     timeout, and a late answer to it was dropped."""
-    _made(TOPIC)
+    made_topic(TOPIC)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(TOPIC, 0)
     stopped = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)  # as Avro keeps it
     long_before = _pending(ctx, request_id="r-0", received=stopped - timedelta(minutes=20))
@@ -112,7 +111,7 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     the provider's answer, written by another instance, came first: the next owner rebuilt the
     request as pending and timed it out, a TIMED_OUT to the requester after its FOUND."""
     topic = f"{TOPIC}.answer-first"
-    _made(topic)
+    made_topic(topic)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
     pending = _pending(ctx, received=now - ctx.answer_timeout - timedelta(seconds=10))
@@ -135,7 +134,7 @@ async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_
     approved it anew, a second query to its provider; so did it a copy of a request from before the
     history it rebuilt. Both are refused as stale."""
     topic = f"{TOPIC}.copies"
-    _made(topic)
+    made_topic(topic)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
     lag = timedelta(seconds=decider.forgetting_lag(ctx))
@@ -689,7 +688,7 @@ async def test_an_answer_relayed_at_once_before_a_crash_is_read_again_before_its
     deadline: the answer read again lands first, relayed again (a copy), and the sweep after it
     finds the request answered."""
     outbox = f"{TOPIC}.answers"
-    _made(outbox)
+    made_topic(outbox)
     monkeypatch.setattr(decider, "answered_from", lambda state: outbox)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(outbox, 0)
     received = datetime.now(UTC).replace(microsecond=0)
@@ -739,7 +738,7 @@ async def test_a_request_waiting_for_its_answers_topic_has_its_first_offsets_ask
     asked with its end offsets, once, at the deadline. It waits until the group has committed
     the end all the same."""
     outbox = f"{TOPIC}.unread"
-    _made(outbox)
+    made_topic(outbox)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(outbox, 0)
     await _written(access, outbox, [(_answer(), datetime.now(UTC))])
     group = AIOKafkaConsumer(**access.aiokafka(), group_id=f"{TOPIC}.unread-group",
@@ -903,7 +902,7 @@ async def test_a_new_owner_decides_in_order_until_it_has_read_what_the_last_owne
     TIMED_OUT. On the real broker (a decisions topic of the test's own): a partition taken over is
     decided in the topic's order until it is read to its end as of the take-over, then at once."""
     topic = f"{TOPIC}.taken-over"
-    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    made_topic(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
     monkeypatch.setattr(decider, "DECISIONS", topic)
     monkeypatch.setattr("processors.platform.GROUP", f"{topic}.group")
     access, partition = KafkaAccess.of(config.ADMIN), decider.partition_of("r-1")
@@ -1069,7 +1068,7 @@ async def test_a_partition_whose_subscription_changed_while_it_was_taken_over_is
     async with _started(owner):
         await asyncio.wait_for(held.wait(), 30)
         rebuilding = owner.rebuilding
-        _made(f"{topic}.new")
+        made_topic(f"{topic}.new")
         owner.consumer.look_for_new_topics()
         if rebuilding is not None:
             with contextlib.suppress(asyncio.CancelledError):  # by the revoke, if it came first
@@ -1227,7 +1226,7 @@ def _alone(name: str, ctx: Context, monkeypatch: pytest.MonkeyPatch,
     a group of its own (whose name it returns) with as short a session as the broker allows, and
     request r-1's partition; with `pattern`, subscribed to the topics it matches instead."""
     topic = f"{TOPIC}.{name}"
-    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    made_topic(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
     group = f"{topic}.group"
     monkeypatch.setattr(decider, "DECISIONS", topic)
     monkeypatch.setattr("processors.platform.GROUP", group)
@@ -1360,7 +1359,7 @@ async def _written_an_hour_behind(holder_topic: str) -> Any:
     writer's clock an hour behind."""
     topic = f"{TOPIC}.{holder_topic}"
     spec, = [s for s in topics.holder_topics("town") if s.name == holder_topic]
-    _made(topic, spec.for_cluster(1).configs())
+    made_topic(topic, spec.for_cluster(1).configs())
     access = KafkaAccess.of(config.ADMIN)
     async with producer(access) as prod:
         hour_behind = datetime.now(UTC) - timedelta(hours=1)
@@ -1380,7 +1379,7 @@ async def test_a_take_over_counts_its_history_back_by_the_brokers_time(
     and a partition with nothing before its committed offset has forgotten nothing."""
     topic = f"{TOPIC}.stamped-decisions"
     spec, = [s for s in topics.platform_topics() if s.name == decider.DECISIONS]
-    _made(topic, spec.for_cluster(1).configs())
+    made_topic(topic, spec.for_cluster(1).configs())
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
     pending = _pending(ctx, received=now)
@@ -1406,7 +1405,7 @@ async def test_a_take_overs_last_record_sets_the_brokers_time_back_only_if_none_
     elapsed = [0.0]
     monkeypatch.setattr("renkei.broker_time.elapsed_seconds", lambda: elapsed[0])
     topic = f"{TOPIC}.hour-old"
-    _made(topic, {"message.timestamp.type": "LogAppendTime"})
+    made_topic(topic, {"message.timestamp.type": "LogAppendTime"})
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     async with producer(access) as prod:
         stamp = await prod.send_and_wait(topic, CODEC.encode(_pending(ctx)), partition=0)
@@ -1421,12 +1420,6 @@ async def test_a_take_overs_last_record_sets_the_brokers_time_back_only_if_none_
     since = (await decision_history(access, tp, 1, ctx, quiet)).since
     assert quiet.now() == last, "none read lately: perhaps the broker's clock was set back"
     assert since == ctx.remembered_from(last, last)
-
-
-def _made(topic: str, configs: dict[str, str] | None = None, partitions: int = 1) -> None:
-    """A topic of one partition (or `partitions`) on the test broker."""
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, partitions, 1, config=configs or {})])[topic].result(30)
 
 
 async def _written(access: KafkaAccess, topic: str, events: list[tuple[Any, datetime]]) -> None:
@@ -1458,7 +1451,7 @@ async def test_a_rebuild_stopped_while_its_replay_starts_leaves_no_consumer_uncl
     one of them still starting its replay's consumer, which was never stopped: 'Unclosed
     AIOKafkaConsumer' in the platform's last words (test_refused's platform losing its grant)."""
     topic = f"{TOPIC}.cancelled"
-    _made(topic)
+    made_topic(topic)
     gc.collect()  # what earlier tests on this loop left is not this rebuild's
     caplog.clear()
     rebuild = asyncio.create_task(decision_history(
@@ -1499,7 +1492,7 @@ async def test_a_take_over_meeting_a_decision_a_newer_version_wrote_stops_saying
     newer version wrote was not in the state rebuilt. It stops with NewerVersion; a corrupt
     event of a known schema is still left out."""
     topic = f"{TOPIC}.newer"
-    _made(topic)
+    made_topic(topic)
     access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
     now = datetime.now(UTC).replace(microsecond=0)
     async with producer(access) as prod:
@@ -1521,7 +1514,7 @@ async def test_a_second_instance_of_a_member_stops_the_first_saying_so_the_secon
     that another instance took its member id; the second goes on, deciding every partition at
     once."""
     topic = f"{TOPIC}.fenced"
-    _made(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
+    made_topic(topic, {"message.timestamp.type": "LogAppendTime"}, decider.PARTITIONS)
     monkeypatch.setattr(decider, "DECISIONS", topic)
     monkeypatch.setattr("processors.platform.GROUP", f"{topic}.group")
     monkeypatch.setattr("processors.platform.SUBSCRIPTION", f"^{re.escape(topic)}$")

@@ -16,14 +16,13 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import TopicPartition
-from confluent_kafka.admin import NewTopic
 
-from broker import config, provision
+from broker import config
 from broker.clients import KafkaAccess
 from broker.cluster import Cluster
 from broker.fetch_sessions import SessionConsumer
 from renkei.service_loop import Outflow, producer_for, read_to_the_end
-from tests.kafka_helpers import producer
+from tests.kafka_helpers import made_topic, producer
 from tests.loop_helpers import Deadline
 
 TOPIC = "renkei-test.outflow-moved"
@@ -34,7 +33,7 @@ async def _subscribed(name: str) -> AsyncIterator[tuple[SessionConsumer, str]]:
     """A member (the platform's kind) of a group of its own subscribed to the pattern of
     `name`'s topics (one made, of two partitions, a record in each, read), and that topic."""
     access, topic = KafkaAccess.of(config.ADMIN), f"{TOPIC}.{name}"
-    _made(topic, partitions=2)
+    made_topic(topic, partitions=2)
     async with producer(access) as prod:
         for partition in (0, 1):
             await prod.send_and_wait(topic, b"handled", partition=partition)
@@ -65,7 +64,7 @@ def _moved_while_asked(cons: SessionConsumer, topic: str,
         at: int = await position(tp)
         if not moved.is_set():
             changed = cons._subscription.wait_for_subscription()
-            _made(f"{topic}.new")
+            made_topic(f"{topic}.new")
             cons.look_for_new_topics()
             await asyncio.wait_for(changed, 30)
             moved.set()
@@ -112,10 +111,3 @@ async def test_a_read_to_the_end_whose_partitions_moved_meanwhile_tells_no_time(
         while (await read_to_the_end(cons)) is None:
             deadline.check(cons.assignment())
             await cons.getmany(timeout_ms=200)
-
-
-def _made(topic: str, partitions: int = 1) -> None:
-    """A topic of one partition (or `partitions`) on the test broker."""
-    admin = provision.admin_client()  # kept: its futures fail if it is collected first
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
-
