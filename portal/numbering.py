@@ -62,7 +62,8 @@ async def new_number(request: web.Request, resident: Resident, requester: str, r
     platform = request.app[PLATFORM]
     inbox = platform.kafka.inbox
     person = resident.id_codes[0]
-    with under_way(request.app[UNDER_WAY], person) as asking:
+    asking = request.app[UNDER_WAY]
+    with under_way(asking, person):
         asked = await inbox.change(ChangeAsked(person, str(uuid.uuid4()), datetime.now(UTC),
                                                requester, note))
         await platform.kafka.record("NUMBER_CHANGE_ASKED", asked.requester, person,

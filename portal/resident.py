@@ -96,7 +96,8 @@ async def apply(request: web.Request) -> web.Response:
     if event.kind == PORTAL_KIND:  # the portal's own action: no holder exchanged anything
         return render(request, "error.html", status=400, message="not_an_exchange")
     exchange = (resident.id_codes[0], event.request_id)
-    with under_way(request.app[APPLYING], exchange) as applying:
+    applying = request.app[APPLYING]
+    with under_way(applying, exchange):
         if applying[exchange] > 1:  # sent twice at once: the first, being kept, is listed
             raise web.HTTPSeeOther("/details")
         return await _applied(request, resident, event)

@@ -342,12 +342,12 @@ K = TypeVar("K", bound=Hashable)
 
 
 @contextmanager
-def under_way(counts: Counter[K], key: K) -> Iterator[Counter[K]]:
+def under_way(counts: Counter[K], key: K) -> Iterator[None]:
     """`key` counted under way in `counts` (this portal's, in memory) while it is: how many of
     its kind are, this one too, is `counts[key]` meanwhile."""
     counts[key] += 1
     try:
-        yield counts
+        yield
     finally:
         counts[key] -= 1
         if not counts[key]:
