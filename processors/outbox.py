@@ -104,19 +104,20 @@ def _handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
         holder = topics.holder_of_outbox(incoming.topic)
         if holder is None:
             continue
+        value = incoming.value or b""
         try:
-            message = CODEC.decode(incoming.value or b"", *OUTBOX_MESSAGES)
+            message = CODEC.decode(value, *OUTBOX_MESSAGES)
         except SchemaError as exc:
-            out += _refuse(incoming, ctx, holder, refused_id(incoming.value or b"", exc),
+            out += _refuse(incoming, ctx, holder, refused_id(value, exc),
                            exc.reason, str(exc))
             continue
         if (why := unfit(message.request_id, "request id")) is not None:
             out += _refuse(incoming, ctx, holder, message.request_id, "MALFORMED",
                            _cut(message.request_id, why))
             continue
-        if isinstance(message, DECIDED) and len(incoming.value or b"") > MOST_DECIDED_BYTES:
+        if isinstance(message, DECIDED) and len(value) > MOST_DECIDED_BYTES:
             out += _refuse(incoming, ctx, holder, message.request_id, "OVERSIZED",
-                           f"{len(incoming.value or b''):,} bytes: at most "
+                           f"{len(value):,} bytes: at most "
                            f"{MOST_DECIDED_BYTES:,} (what the platform adds to decide it must "
                            "fit one message)")
             continue
