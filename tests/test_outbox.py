@@ -208,6 +208,17 @@ BASIS = "番号法 別表第二 31"
 ASKED = LinkageRequest("r-1", NOW, "ABC98765XYZ", "P-037", "town", "local_tax")
 
 
+def _handled_listed(incoming: Incoming, ctx: Context) -> list[Send]:
+    """`incoming` handled while the patterns list only P-037 (for requesters of another role)."""
+    listed = LegalPattern("P-037", 1, BASIS, "年金給付", "pension", "role", ("local_tax",),
+                          NOW - timedelta(days=1), None)
+    before, ctx.patterns = ctx.patterns, PatternList([listed])
+    try:
+        return outbox.handle([incoming], ctx, NOW)
+    finally:
+        ctx.patterns = before
+
+
 @pytest.mark.parametrize(("message", "reason"), [
     (replace(ASKED, request_id="r-\x00"), "MALFORMED"),
     (replace(ASKED, link_code="X" * NEAR), "OVERSIZED"),
@@ -219,13 +230,7 @@ def test_a_refused_requests_access_log_event_names_what_it_asked(
     at approval no legal basis: an auditor or the resident could not tell what was attempted.
     Each names its legal pattern and that pattern's basis, provider and data type now, and
     never its link code."""
-    listed = LegalPattern("P-037", 1, BASIS, "年金給付", "pension", "role", ("local_tax",),
-                          NOW - timedelta(days=1), None)  # for requesters of another role
-    before, ctx.patterns = ctx.patterns, PatternList([listed])
-    try:
-        out = outbox.handle([_incoming(message)], ctx, NOW)
-    finally:
-        ctx.patterns = before
+    out = _handled_listed(_incoming(message), ctx)
     logged = out[-1].value if out[-1].topic == topics.AUDIT else CODEC.decode(
         out[-1].value, Refusal).logged
     event = CODEC.decode(logged, AccessLogEvent)
@@ -236,13 +241,7 @@ def test_a_refused_requests_access_log_event_names_what_it_asked(
 
 
 def _refused_event(value: bytes, ctx: Context) -> AccessLogEvent:
-    listed = LegalPattern("P-037", 1, BASIS, "年金給付", "pension", "role", ("local_tax",),
-                          NOW - timedelta(days=1), None)
-    before, ctx.patterns = ctx.patterns, PatternList([listed])
-    try:
-        out = outbox.handle([Incoming(topics.outbox(HOLDER), 0, 5, NOW, value)], ctx, NOW)
-    finally:
-        ctx.patterns = before
+    out = _handled_listed(Incoming(topics.outbox(HOLDER), 0, 5, NOW, value), ctx)
     assert [s.topic for s in out] == [topics.inbox(HOLDER), topics.AUDIT]
     assert b"ABC98765XYZ" not in out[1].value  # its link code: never in the log
     return CODEC.decode(out[1].value, AccessLogEvent)
