@@ -51,9 +51,17 @@ def handle(batch: list[Incoming], ctx: Context, now: datetime) -> list[Send]:
 
 
 def _internal_error(incoming: Incoming, exc: Exception, ctx: Context) -> list[Send]:
+    """INTERNAL_ERROR, naming what the message said (_refuse); naming nothing if that fails
+    too (what failed the message may be what names it: the legal pattern list's look-up), so
+    that its sender still hears back."""
     holder = topics.holder_of_outbox(incoming.topic) or ""
-    return _refuse(incoming, ctx, holder, _request_id(incoming.value), "INTERNAL_ERROR",
-                   f"the platform could not handle this message ({type(exc).__name__})")
+    request_id, detail = (_request_id(incoming.value),
+                          f"the platform could not handle this message ({type(exc).__name__})")
+    try:
+        return _refuse(incoming, ctx, holder, request_id, "INTERNAL_ERROR", detail)
+    except Exception:  # the first failure is logged by `isolated`
+        return reject(holder, request_id, "INTERNAL_ERROR", detail, incoming.timestamp,
+                      incoming.source, MESSAGE)
 
 
 def _request_id(value: bytes | None) -> str:

@@ -279,3 +279,16 @@ def test_a_linkage_request_the_platform_could_not_handle_is_logged_with_what_it_
     assert (event.kind, event.reason, event.request_id, (
         event.pattern_id, event.legal_basis, event.provider, event.data_type)) == (
         "LINKAGE", "INTERNAL_ERROR", "r-1", NAMED)
+
+
+def test_a_request_whose_patterns_cannot_be_read_is_still_answered(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure in the legal pattern list's look-up failed the request, then the INTERNAL_ERROR
+    naming what it asked (the same look-up): its sender never heard back. It is answered,
+    naming what it can."""
+    def unreadable(*_: object) -> None:
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(PatternList, "in_force", unreadable)
+    event = _refused_event(CODEC.encode(ASKED), ctx)
+    assert (event.reason, event.request_id, event.pattern_id) == ("INTERNAL_ERROR", "r-1", None)
