@@ -57,7 +57,7 @@ def state_tightened() -> None:
         return
     if found.st_uid != os.geteuid():
         why = f"it is user {found.st_uid}'s"
-    elif OWN_STATE not in top.resolve().parts:
+    elif OWN_STATE not in Path(os.path.normpath(top.absolute())).parts:  # a link kept as named
         why = f"in no {OWN_STATE} folder, it may be not Renkei's alone: chmod 700 it if it is"
     else:
         try:

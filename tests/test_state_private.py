@@ -54,6 +54,20 @@ def test_a_state_folder_others_may_read_is_made_its_users_alone_when_a_command_s
     assert _mode(state) == 0o700
 
 
+def test_a_state_folder_linked_elsewhere_others_may_read_is_made_its_users_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `.state` that is a link to a folder elsewhere (a mounted volume) was taken for a folder
+    not Renkei's own, its name resolved away: left readable by others, a WARNING at each
+    command."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o755)
+    volume.chmod(0o755)
+    (tmp_path / ".state").symlink_to(volume)
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / ".state"))
+    state_tightened()
+    assert _mode(volume) == 0o700
+
+
 @pytest.mark.parametrize("named", [".", "home", "group-shared", ".state/..", ".state/compose"])
 def test_only_renkeis_own_state_folder_others_may_read_is_made_its_users_alone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
