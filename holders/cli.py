@@ -141,8 +141,8 @@ def renew(holder: str, reason: str | None, operator: str) -> None:
     keeps an answer sealed to it; answers it signed with its old signing key before the renewal
     are still read by their requester within a grace (processors.windows.SIGNING_GRACE), not
     later (UNREADABLE there: asked again, they are answered). Its
-    communication server, if running, stops once it reads the new keys in the directory,
-    saying so: start it again (`renkei holder run`) to use them. Nothing secret is printed."""
+    communication server, if running, takes the new keys and password once it reads them in the
+    directory, and goes on serving with them, saying so. Nothing secret is printed."""
     _registered(holder)
     admin = provision.reached_admin()
     entry = asyncio.run(directory.current()).get(holder)
@@ -158,8 +158,8 @@ def renew(holder: str, reason: str | None, operator: str) -> None:
                f"signing keys in the holder directory; its old sealing key is kept until "
                f"{kept_until.isoformat(timespec='seconds')} for answers sealed to it before"
                + reason_said(reason))
-    click.echo(f"its communication server, if running, stops once it reads the new keys: "
-               f"start it again (`renkei holder run {holder}`) to use them", err=True)
+    click.echo("its communication server, if running, takes them once it reads them in the "
+               "directory, and goes on serving", err=True)
 
 
 @holder_cli.command(short_help="Run a holder's communication server until stopped.")

@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from broker import acls, topics
+from broker import acls, credentials, topics
 from broker.clients import BrokerAway, KafkaAccess, records_between, started
 from holders import matching
 from holders.store import (
@@ -99,6 +99,7 @@ OPEN_KEPT = 10_000  # requests sent and not yet answered, kept at hand (beyond: 
 REKEY_CODES = 10_000  # link codes one re-keying request carries (~140 KB; its answer ~300 KB)
 REKEY_AT_ONCE = 500  # codes of a re-keying answer applied in one transaction (~6 ms)
 REKEY_RETRY = 0.5  # seconds before asking again when the platform did not know the new epoch yet
+RENEWAL_AGAIN = 5.0  # seconds before a key file of a renewal that could not be read is read again
 REKEY_AGAIN = 30.0  # seconds before re-keying (or following a move of unit) again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 REKEY_WITHIN = 120.0  # seconds the platform has to answer a re-keying, or a check of the unit
@@ -196,8 +197,15 @@ class NotSentYet(RuntimeError):
         self.request_id = request_id
 
 
-class Renewed(sealing.BadSealingKey):
-    """The holder's keys and password were renewed while its server ran: start it again."""
+class Renewal(NamedTuple):
+    """What `renkei holder renew` gave a holder, as its files hold it once the directory
+    publishes its keys: its sealing and signing keys, its sealing keys before (answers sealed to
+    them may still come), its broker password."""
+
+    key: X25519PrivateKey
+    signing: Ed25519PrivateKey
+    previous: list[X25519PrivateKey]
+    credentials: credentials.Credentials
 
 
 class KeyReused(ValueError):
@@ -297,23 +305,18 @@ class HolderClient:
         store.wait_for_lock(LOCK_WAIT)
         self.answer_queries = answer_queries
         self.instance = f"{acls.holder_group(holder)}{instance}"
-        self.access = access or KafkaAccess.of(holder)
-        self._key = sealing.key_of(holder)
-        self._signing = sealing.signing_key_of(holder)
-        self._previous = sealing.previous_keys(holder)  # renewed, kept for answers to them
-        self._answers_in = sealing.SessionOpener(self._key, holder=holder,
-                                                 previous=self._previous)
-        self._signed_out = sealing.SessionSealer(signer=sealing.Signer(holder, self._signing))
+        self._keys_taken(sealing.key_of(holder), sealing.signing_key_of(holder),
+                         sealing.previous_keys(holder))
         self._unsigned_out = sealing.SessionSealer()  # while its entry has no signing key
         self._unsigned_from: set[str] = set()  # providers whose unsigned answers were warned of
-        self.directory = holder_directory(self.access)
-        self._producer = producer_for(self.access, linger_ms=LINGER_MS)
+        self._clients_made(access or KafkaAccess.of(holder))
+        self._switching = asyncio.Lock()  # held while its clients stop, and start renewed
+        self._held_back: asyncio.Task[None] | None = None  # requests recorded once switched
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._open: dict[str, Request] = {}  # sent from here, not yet answered
         self._making: set[str] = set()  # idempotency keys of calls with no request recorded yet
         self._rekeying = Rekeying()  # settled (and replaced) as each re-keying request is
         self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
-        self._stop = asyncio.Event()
         self.broker_time = BrokerTime()  # of the inbox's records: a query's deadline is of it
         self._inbox: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
@@ -322,7 +325,7 @@ class HolderClient:
                                   asyncio.Future[asyncio.Future[None]]]] = []
         self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
         self._epochs: asyncio.Task[None] | None = None
-        self._renewal: asyncio.Task[None] | None = None  # ends the server once renewed
+        self._renewal: asyncio.Task[None] | None = None  # takes the keys renewed as it runs
         self._retention: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
         self._held = contextlib.ExitStack()  # the store's lock, from start to stop
@@ -336,6 +339,26 @@ class HolderClient:
         except BaseException:
             self._held.close()
             raise
+        self._renewal = asyncio.create_task(self._renewed(),
+                                            name=f"renewal:{self.holder}")
+        self._renewal.add_done_callback(retrieved)  # raised by until_stopped, not by the stop
+        self._retention = asyncio.create_task(
+            retention.keep(self.holder, partial(HolderStore, self.store.path), Forgotten.told_of),
+            name=f"retention:{self.holder}")
+
+    def _keys_taken(self, key: X25519PrivateKey, signing: Ed25519PrivateKey,
+                    previous: list[X25519PrivateKey]) -> None:
+        """Open answers with `key` (and those `previous`, renewed), sign with `signing`."""
+        self._key, self._signing, self._previous = key, signing, previous
+        self._answers_in = sealing.SessionOpener(key, holder=self.holder, previous=previous)
+        self._signed_out = sealing.SessionSealer(signer=sealing.Signer(self.holder, signing))
+
+    def _clients_made(self, access: KafkaAccess) -> None:
+        """Its Kafka clients, made (not started) to log in with `access`."""
+        self.access = access
+        self.directory = holder_directory(access)
+        self._producer = producer_for(access, linger_ms=LINGER_MS)
+        self._stop = asyncio.Event()
 
     async def _started(self) -> None:
         await self.directory.start()
@@ -356,11 +379,6 @@ class HolderClient:
             self._handle, self._stop, instance=self.instance, producer=self._producer,
             following=[self.directory])
         self._epochs = asyncio.create_task(self._follow_epochs(), name=f"epochs:{self.holder}")
-        self._renewal = asyncio.create_task(self._renewed(), name=f"renewal:{self.holder}")
-        self._renewal.add_done_callback(retrieved)  # raised by until_stopped, not by the stop
-        self._retention = asyncio.create_task(
-            retention.keep(self.holder, partial(HolderStore, self.store.path), Forgotten.told_of),
-            name=f"retention:{self.holder}")
 
     async def _broker_time_read(self) -> None:
         """The broker's time now, from the append time of a Ping sent on the outbox (the
@@ -475,21 +493,49 @@ class HolderClient:
             return None
 
     async def _renewed(self) -> None:
-        """Raise Renewed once the directory publishes keys of this holder other than those it
-        started with and its key files now hold (`renkei holder renew` while it ran): it could
-        open nothing sealed to the new sealing key, its answers signed with the old one would be
-        refused, and its broker password logs in no more; it stops saying so, to be started
-        again, not run on answering UNREADABLE and refused."""
+        """Take the keys and broker password `renkei holder renew` gave this holder while its
+        server ran, once the directory publishes the keys its files now hold (_renewal_read): with
+        those it started with it could open nothing sealed to its new key, its answers would
+        be refused and its log-in too at the broker's re-authentication. While a file of them
+        cannot be read (missing, damaged), it goes on with its keys, reading them again
+        RENEWAL_AGAIN later; it never writes one."""
         while True:
             seen = self.directory.version
-            if self._unpublished(self._key, self._signing) is not None and self._unpublished(
-                    sealing.key_of(self.holder), sealing.signing_key_of(self.holder)) is None:
-                raise Renewed(f"the keys of {self.holder} were renewed (`renkei holder renew`) "
-                              "while its communication server ran: it stopped, as it can open "
-                              "nothing sealed to its new key and its answers and its old broker "
-                              f"password would be refused; start it again (`renkei holder run "
-                              f"{self.holder}`) to use the new keys and password")
-            await self._directory_moved(seen)
+            if self._unpublished(self._key, self._signing) is None:
+                await self._directory_moved(seen)
+            elif (renewal := self._renewal_read()) is not None:
+                await self._renewal_taken(renewal)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._directory_moved(seen), RENEWAL_AGAIN)
+
+    def _renewal_read(self) -> Renewal | None:
+        """The keys and password this holder's files hold now, if the directory publishes those
+        keys (the renewal done: `renkei holder renew` writes each file whole, and all before it
+        publishes them); None while it does not, or while one cannot be read (logged)."""
+        try:
+            key, signing = sealing.keys_in_files(self.holder)
+            if self._unpublished(key, signing) is not None:
+                return None
+            return Renewal(key, signing, sealing.previous_keys(self.holder),
+                           credentials.load(self.holder))
+        except (sealing.BadSealingKey, credentials.UnknownPrincipal, OSError, ValueError,
+                KeyError) as exc:
+            log.warning("%s: the directory publishes keys other than those it runs with, and "
+                        "its key or password files cannot be read (%s): it goes on with its "
+                        "own, read again in %.0f s", self.holder, exc, RENEWAL_AGAIN)
+            return None
+
+    async def _renewal_taken(self, renewal: Renewal) -> None:
+        """Its Kafka clients stopped as at a stop (requests not taken by the broker kept), and
+        started again with the renewed keys and password (those kept sent, as at a start)."""
+        async with self._switching:
+            await self._clients_stopped()
+            self._keys_taken(renewal.key, renewal.signing, renewal.previous)
+            self._clients_made(replace(self.access, credentials=renewal.credentials))
+            await self._started()
+        log.warning("%s: took its keys and broker password renewed (`renkei holder renew`): "
+                    "serving with them", self.holder)
 
     def _unpublished(self, key: X25519PrivateKey, signing: Ed25519PrivateKey) -> str | None:
         """The kind of the first of these keys the directory's entry of this holder publishes
@@ -519,17 +565,34 @@ class HolderClient:
 
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`; raise what ended the inbox loop first, if something did (the
-        directory no longer followed: queries would be answered with stale keys)."""
+        directory no longer followed: queries would be answered with stale keys), or the
+        taking of renewed keys; an inbox loop ended as its clients started renewed is waited
+        past."""
         assert self._inbox is not None and self._renewal is not None, "start the client first"
-        await set_or_failed(stop, self._inbox, self._renewal)
+        while True:
+            inbox = self._inbox
+            await set_or_failed(stop, inbox, self._renewal)
+            async with self._switching:  # once its clients run renewed
+                pass
+            if stop.is_set() or self._inbox is inbox:
+                return
 
     async def stop(self) -> None:
+        async with self._switching:  # renewed keys being taken: once its clients run
+            if self._renewal is not None:
+                self._renewal.cancel()
+                await asyncio.wait({self._renewal})
+            await cancelled(self._retention)
+            try:
+                await self._clients_stopped()
+            finally:
+                self._held.close()  # another client may start on the store now
+
+    async def _clients_stopped(self) -> None:
+        """Its Kafka clients stopped: what the producer holds goes if the broker takes it in
+        time, a request it did not take stays kept in the store, sent at the next start."""
         self._stop.set()
         await cancelled(self._epochs)
-        await cancelled(self._retention)
-        if self._renewal is not None:
-            self._renewal.cancel()
-            await asyncio.wait({self._renewal})
         try:
             if self._inbox is not None:
                 await self._inbox  # what ended it, raised (once its clients are closed)
@@ -546,10 +609,7 @@ class HolderClient:
                 log.warning("%s: the broker could not be reached at shutdown: %d request(s) "
                             "kept, sent at the next start", self.holder,
                             len(self.store.unsent()))
-            try:
-                await self.directory.stop()
-            finally:
-                self._held.close()  # another client may start on the store now
+            await self.directory.stop()
 
     @staticmethod
     def inbox_group(holder: str) -> str:
@@ -864,7 +924,13 @@ class HolderClient:
         """The requests opened in the turn before recorded in one transaction (each durable
         before it is sent), each one's sending begun once it is committed; one whose caller gave
         up meanwhile is not recorded, one whose idempotency key is in use alone not (its
-        savepoint), and any other failure records none, each caller told of it."""
+        savepoint), and any other failure records none, each caller told of it. While its
+        clients stop and start renewed, once they run (_held_back): recorded now, a request
+        would be sent with the producer stopped, or both by its sending and as one kept."""
+        if self._switching.locked():
+            if self._held_back is None or self._held_back.done():
+                self._held_back = asyncio.create_task(self._recorded_once_switched())
+            return
         opening, self._opening = [o for o in self._opening if not o[2].done()], []
         made: list[Request | KeyInUse] = []
         try:
@@ -890,6 +956,12 @@ class HolderClient:
                 recorded.set_result(taken)
         if taking:
             asyncio.get_running_loop().call_later(SEND_WAIT, _not_taken_yet, taking)
+
+    async def _recorded_once_switched(self) -> None:
+        """The requests opened while its clients switched, recorded once they run renewed."""
+        async with self._switching:
+            pass
+        self._record_opened()
 
     def _sending_task(self, request_id: str, outgoing: Send) -> asyncio.Task[None]:
         sending = asyncio.create_task(self._delivered(request_id, outgoing))

@@ -309,12 +309,29 @@ def signing_key_of(holder: str) -> Ed25519PrivateKey:
 
 def _kept(owner: str, kind: str, load: Callable[[bytes], K], make: Callable[[], K]) -> K:
     """`owner`'s key of this kind from its file, or made now and kept there."""
-    path = key_file(owner, kind)
-    if path.exists():
-        return read_or(lambda: load(bytes.fromhex(read_json(path)["private"])), lambda why:
-                       BadSealingKey(f"the {kind} key of {owner} in {path} cannot be read "
-                                     f"({why}): restore it from a backup"))
+    if key_file(owner, kind).exists():
+        return _read(owner, kind, load)
     return _written(owner, kind, make())
+
+
+def _read(owner: str, kind: str, load: Callable[[bytes], K]) -> K:
+    """`owner`'s key of this kind from its file; BadSealingKey, in one line, for a file damaged."""
+    path = key_file(owner, kind)
+    return read_or(lambda: load(bytes.fromhex(read_json(path)["private"])), lambda why:
+                   BadSealingKey(f"the {kind} key of {owner} in {path} cannot be read "
+                                 f"({why}): restore it from a backup"))
+
+
+def keys_in_files(holder: str) -> tuple[X25519PrivateKey, Ed25519PrivateKey]:
+    """The sealing and signing keys `holder`'s key files hold now, neither made if missing (a
+    running server must not write a key no one published); BadSealingKey, in one line, for one
+    missing, damaged or unreadable. Each file is written whole (write_json), never half."""
+    try:
+        return (_read(holder, SEALING, X25519PrivateKey.from_private_bytes),
+                _read(holder, SIGNING, Ed25519PrivateKey.from_private_bytes))
+    except OSError as exc:
+        raise BadSealingKey(f"a key file of {holder} cannot be read ({exc.strerror}: "
+                            f"{exc.filename})") from None
 
 
 def _written(owner: str, kind: str, key: K) -> K:

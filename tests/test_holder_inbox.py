@@ -1237,28 +1237,36 @@ async def test_a_residents_application_gets_the_side_of_its_exchange_alone_not_a
         '{"name": "alice"}', '{"name": "carol"}']
 
 
-async def test_a_server_whose_keys_are_renewed_while_it_runs_stops_saying_to_start_it_again(
-        client: HolderClient) -> None:
-    """`renkei holder renew` while the server ran: it went on with the keys and password it
-    started with, every answer sealed to its new key UNREADABLE, its own answers refused, its
-    log-in refused once the broker re-authenticated it, saying none of it. It stops once the
-    directory publishes the keys its files now hold, in one line saying to start it again; a
-    change of the directory that leaves its keys as they are does not stop it."""
+async def test_a_renewal_whose_key_file_is_missing_or_damaged_is_waited_out_no_key_made(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    """`renkei holder renew` while the server ran, the directory publishing its new keys: the
+    server read its key files with nothing of its own around it. One damaged (a file not whole)
+    raised BadSealingKey and ended the server; one missing had a new key made and written into
+    it, which no one published. It goes on with the keys it has, makes none, says why, and
+    reads them again later; a change of the directory that leaves its keys as they are is let
+    be."""
     own = (sealing.public_bytes(client._key), sealing.public_bytes(client._signing))
     in_directory(client, own[0], HOLDER, own[1])
     renewal = asyncio.create_task(client._renewed())
     try:
         published(client, REQUESTER, bytes(32))  # another's entry: it runs on
-        await asyncio.sleep(0.05)
-        assert not renewal.done()
         sealing.renew_keys(HOLDER, datetime.now(UTC) + timedelta(days=1))
-        published(client, HOLDER, sealing.public_bytes(sealing.key_of(HOLDER)),
-                  sealing.public_bytes(sealing.signing_key_of(HOLDER)))
-        with pytest.raises(client_module.Renewed, match=r"renewed .* start it again "
-                           rf"\(`renkei holder run {HOLDER}`\)"):
-            await asyncio.wait_for(renewal, 5)
+        renewed = (sealing.public_bytes(sealing.key_of(HOLDER)),
+                   sealing.public_bytes(sealing.signing_key_of(HOLDER)))
+        signing = sealing.key_file(HOLDER, sealing.SIGNING)
+        with caplog.at_level(logging.WARNING, "holders.client"):
+            signing.write_text('{"private": "ab')  # damaged
+            published(client, HOLDER, *renewed)
+            await asyncio.sleep(0.05)
+            assert not renewal.done()
+            signing.unlink()  # missing
+            published(client, HOLDER, *renewed)
+            await asyncio.sleep(0.05)
+        assert not renewal.done() and not signing.exists()
+        assert (sealing.public_bytes(client._key), sealing.public_bytes(client._signing)) == own
+        assert "cannot be read" in caplog.text and "goes on with its own" in caplog.text
     finally:
-        renewal.cancel()  # ended already, once it passed
+        renewal.cancel()
         await asyncio.wait({renewal})
 
 

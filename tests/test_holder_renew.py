@@ -1,11 +1,13 @@
 """A holder's broker password and keys renewed by the operator (`renkei holder renew`), on the
-real broker: the old password logs in no more, the new keys are in the directory, the holder
-requests and provides again once its server is restarted, and the audit log says who and why."""
+real broker: the old password logs in no more, the new keys are in the directory, its running
+server takes them and goes on requesting and providing, and the audit log says who and why."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import pytest
@@ -13,12 +15,12 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import cluster, config, credentials, topics
-from broker.clients import KafkaAccess, asked, offsets
+from broker.clients import KafkaAccess, asked, offsets, read_topic
 from holders.client import HolderClient
-from holders.client import Renewed as KeysRenewed
 from holders.store import HolderStore
 from processors import directory
 from renkei import sealing
+from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LinkageAnswer
 from tests.kafka_helpers import consumer, operator_actions, renkei, reply_to, wait_assigned
 from tests.test_linkage import ask, bound
@@ -54,30 +56,40 @@ class Renewed(NamedTuple):
     in_flight: bytes  # an answer sealed to its old sealing key before the renewal
     said: subprocess.CompletedProcess[str]
     audit_end: int
-    stopped_by: BaseException | None  # what ended the running server on reading the new keys
+    across: str  # a request sent before the renewal, its answer provided after it
+    serving: asyncio.Task[None]  # the server's wait (until_stopped), begun before the renewal
+
+
+async def _took(client: HolderClient, public_key: bytes) -> None:
+    """Wait until the running client opens answers with this sealing key (its directory view
+    made anew as it takes them: each looked at for a while)."""
+    async with asyncio.timeout(10):
+        while sealing.public_bytes(client._key) != public_key:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.directory.changed(), 0.2)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def renewed(clients: dict[str, HolderClient]) -> Renewed:
-    """The holder renewed by the operator, and its communication server restarted (the session's
-    client replaced: the session stops it at its end, and later tests use it)."""
+async def renewed(clients: dict[str, HolderClient]) -> AsyncIterator[Renewed]:
+    """The holder renewed by the operator while its communication server runs (the session's
+    client, not replaced), waited for as the server does (until_stopped); a request of it sent
+    before, its provider's server stopped until the renewal was taken: its query answered
+    after, sealed to the new key."""
     _, audit_end = await offsets(KafkaAccess.of(config.ADMIN), topics.AUDIT)
     before = (await directory.current())[HOLDER]
     in_flight = sealing.SessionSealer().seal(before.public_key, b"answer", "R-old", HOLDER)
     old_creds, old_key = credentials.load(HOLDER), sealing.key_of(HOLDER)
+    running, stop = clients[HOLDER], asyncio.Event()
+    serving = asyncio.create_task(running.until_stopped(stop))
+    await clients["nenkin"].stop()  # the query waits in its inbox until after the renewal
+    across = await ask(running, bound(running)[0], "P-027", "nenkin", "pension_benefit")
     said = renkei("holder", "renew", HOLDER, "--reason", "情報漏えい", "--operator", "ops-a")
-    old = clients[HOLDER]
-    try:
-        async with asyncio.timeout(20):
-            await old.until_stopped(asyncio.Event())
-        stopped_by = None
-    except KeysRenewed as exc:
-        stopped_by = exc
-    await old.stop()
-    old.store.close()
-    clients[HOLDER] = HolderClient(HOLDER, HolderStore.of(HOLDER))
-    await clients[HOLDER].start()
-    return Renewed(old_creds, before, old_key, in_flight, said, audit_end, stopped_by)
+    await _took(running, (await directory.current())[HOLDER].public_key)
+    await _started(clients, "nenkin")
+    yield Renewed(old_creds, before, old_key, in_flight, said, audit_end, across, serving)
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):  # its client stopped by signed_before
+        await serving
 
 
 async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
@@ -94,8 +106,7 @@ async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
     assert "renewed sakura-town" in said.stdout and "reason: 情報漏えい" in said.stdout
     # its connections open with the old password: closed by the broker (test_broker_reauth)
     assert "open are closed within 10 minutes (connections.max.reauth.ms)" in said.stdout
-    assert f"renkei holder run {HOLDER}" in said.stderr  # its server is to be restarted
-    assert f"renkei holder run {HOLDER}" in str(renewed.stopped_by)  # the running one stopped
+    assert "takes them" in said.stderr and "restart" not in said.stderr
     secrets = (new_creds.password, renewed.creds.password, renewed.key.private_bytes_raw().hex(),
                sealing.key_of(HOLDER).private_bytes_raw().hex())
     assert not any(s in said.stdout + said.stderr for s in secrets)
@@ -108,14 +119,29 @@ async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
         before.active, before.link_unit, before.key_epoch)
     [action] = await operator_actions(renewed.audit_end, HOLDER)
     assert (action.action, action.operator, action.reason) == ("RENEW", "ops-a", "情報漏えい")
-    restarted = clients[HOLDER]
-    assert restarted._answers_in.open(renewed.in_flight, "R-old") == b"answer"  # kept a while
+    running = clients[HOLDER]
+    assert running._answers_in.open(renewed.in_flight, "R-old") == b"answer"  # kept a while
     nenkin = clients["nenkin"]
     await _seen(nenkin, HOLDER, after.signing_key)
     assert await _status(nenkin, "P-037", HOLDER, "local_tax") == "FOUND"
-    assert await _status(restarted, "P-027", "nenkin", "pension_benefit") == "FOUND"
+    assert await _status(running, "P-027", "nenkin", "pension_benefit") == "FOUND"
+    assert not renewed.serving.done()  # its server went on
     refused = renkei("holder", "renew", "nobody", check=False)
     assert refused.returncode == 1 and "nobody" in refused.stderr
+
+
+async def test_a_request_in_flight_across_a_renewal_is_answered_once(
+        clients: dict[str, HolderClient], renewed: Renewed) -> None:
+    """A request sent just before its holder's renewal, its provider answering after it (sealed
+    to the holder's new key), by the server that took the new keys as it ran: answered FOUND,
+    once (one answer on its inbox, one entry of it in its access log)."""
+    running = clients[HOLDER]
+    assert (await running.outcome(renewed.across, 30)).status == "FOUND"
+    answers = [CODEC.decode(value, LinkageAnswer) for record in await read_topic(
+        KafkaAccess.of(config.ADMIN), topics.inbox(HOLDER))
+        if CODEC.name_of(value := record.value or b"") == "LinkageAnswer"]
+    assert [a.status for a in answers if a.request_id == renewed.across] == ["FOUND"]
+    assert len(running.store.access_log(renewed.across)) == 1
 
 
 async def _started(clients: dict[str, HolderClient], holder: str) -> HolderClient:
