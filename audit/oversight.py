@@ -22,7 +22,7 @@ from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
 from renkei import sealing
 from renkei.envelope import send
-from renkei.holder_logs import Parties, each_own, holders_only, opened, unsent
+from renkei.holder_logs import NotAskable, Parties, each_own, holders_only, opened, unsent
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
@@ -98,9 +98,13 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
                       within: float = 30.0, access: KafkaAccess | None = None) -> HolderLogs:
     """Ask `holders` for their access-log entries of `request_ids`, each of those it took part
     in (each_own), as `parties` of the ids tells, once the holders are known to be holders (the
-    platform's log); wait up to `within` s."""
-    if not holders or not request_ids or len(request_ids) > MAX_REQUESTS:
-        raise ValueError(f"name at least one holder and 1..{MAX_REQUESTS} request ids")
+    platform's log); wait up to `within` s. NotAskable, naming the argument at fault: no
+    holders, not 1..MAX_REQUESTS request ids, or holders and requests that do not meet."""
+    if not holders:
+        raise NotAskable("name at least one holder", "holders")
+    if not request_ids or len(request_ids) > MAX_REQUESTS:
+        raise NotAskable(f"name 1..{MAX_REQUESTS} request ids, not {len(request_ids)}",
+                         "request_ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
     holders = list(dict.fromkeys(holders))
     holders_only(holders, (await directory.current(access)).get)

@@ -15,7 +15,7 @@ import click
 from audit import oversight
 from audit.cli import actions, open_store, query, store_option
 from audit.detector import RULES
-from renkei.holder_logs import NOT_LISTED, SUSPENDED, Parties
+from renkei.holder_logs import NOT_LISTED, SUSPENDED, NotAskable, Parties
 from renkei.options import POSITIVE, stated
 from schemas.messages import HolderLogAnswer
 
@@ -62,11 +62,18 @@ def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str
     try:
         found = asyncio.run(oversight.holder_logs(holders, request_ids, partial(_parties, db),
                                                   basis, within))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+    except NotAskable as exc:
+        raise _bad(exc) from exc
     _echo_json(_shown(found))
     if found.missing or found.not_sealed or found.refused or found.too_large:
         raise SystemExit(1)
+
+
+def _bad(refused: NotAskable) -> click.BadParameter:
+    """The refusal as a usage error naming the option that gave the argument at fault."""
+    ctx = click.get_current_context()
+    [option] = [p for p in ctx.command.params if p.name == refused.argument]
+    return click.BadParameter(str(refused), ctx, option)
 
 
 def _parties(db: str | None, request_ids: Sequence[str]) -> Parties:

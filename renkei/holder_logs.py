@@ -27,18 +27,28 @@ SUSPENDED, NOT_LISTED = "SUSPENDED", "NOT_LISTED"  # why the platform asks a hol
 Parties = Mapping[str, Collection[str]]  # request id → the holders that took part in it
 
 
+class NotAskable(ValueError):
+    """What holders cannot be asked for, and which of the asking's arguments says it: its
+    `holders` or its `request_ids` (a command names the option that gave them)."""
+
+    def __init__(self, message: str, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
 def each_own(holders: Sequence[str], request_ids: Sequence[str], parties: Parties
              ) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """The parts of an inquiry: holders asked for the same requests, and those requests, each
     holder told only of the `request_ids` it took part in (`parties`): none learns of the
-    others' exchanges. ValueError naming a holder that took part in none, or a request none of
+    others' exchanges. NotAskable naming a holder that took part in none, or a request none of
     `holders` took part in."""
     own = {h: tuple(r for r in request_ids if h in parties.get(r, ())) for h in holders}
     if idle := [h for h, ids in own.items() if not ids]:
-        raise ValueError(f"took part in none of the requests asked: {', '.join(idle)}")
+        raise NotAskable(f"took part in none of the requests asked: {', '.join(idle)}", "holders")
     told = {r for ids in own.values() for r in ids}
     if alone := [r for r in request_ids if r not in told]:
-        raise ValueError(f"none of the holders asked took part in: {', '.join(alone)}")
+        raise NotAskable(f"none of the holders asked took part in: {', '.join(alone)}",
+                         "request_ids")
     parts: dict[tuple[str, ...], list[str]] = {}
     for holder, ids in own.items():
         parts.setdefault(ids, []).append(holder)
@@ -95,13 +105,13 @@ def refusal(request_id: str, holder: str, now: datetime, entry: HolderEntry | No
                            inactive_since=None if entry is None else suspension_at(entry, at)[0])
 
 
-class NotActive(ValueError):
+class NotActive(NotAskable):
     """Holders that are no active holder of the directory (suspended, or never holders): the
     platform would refuse to ask them, and waiting for their answers would only end in
     `missing`."""
 
     def __init__(self, holders: Sequence[str]) -> None:
-        super().__init__(f"not an active holder of the directory: {', '.join(holders)}")
+        super().__init__(f"not an active holder of the directory: {', '.join(holders)}", "holders")
         self.holders = tuple(holders)
 
 

@@ -337,6 +337,28 @@ async def test_asking_what_is_no_holder_is_refused_at_once(platform: Processes) 
     said_in_one_line(run.stderr, "not an active holder of the directory: sakura_town")
 
 
+@pytest.mark.usefixtures("town")
+@pytest.mark.parametrize(("asked", "option", "said"), [
+    (("--holder", "nenkin", "--holder", "sakura_town", "--request", "r-1"), "--holder",
+     "not an active holder of the directory: sakura_town"),
+    (("--holder", "nenkin", "--holder", "sakura-town", "--request", "r-1"), "--holder",
+     "took part in none of the requests asked: sakura-town"),
+    (("--holder", "nenkin", "--request", "r-1", "--request", "r-2"), "--request",
+     "none of the holders asked took part in: r-2"),
+    (("--holder", "nenkin", *[a for n in range(501) for a in ("--request", f"r-{n}")]),
+     "--request", "name 1..500 request ids, not 501")])
+async def test_a_holder_or_request_refused_names_its_option(
+        monkeypatch: pytest.MonkeyPatch, asked: tuple[str, ...], option: str, said: str) -> None:
+    """Said as click says any other bad value, naming the option given it (r-1: nenkin's
+    alone), not "Invalid value: …", which left the person to guess which."""
+    monkeypatch.setattr(audit.oversight_cli, "_parties",
+                        lambda db, ids: {"r-1": ("nenkin",)})
+    run = await asyncio.to_thread(CliRunner().invoke, oversight_cli,
+                                  ["holder-logs", *asked, "--basis", BASIS, "--within", "1"])
+    assert run.exit_code == 2, run.output
+    said_in_one_line(run.stderr, f"Invalid value for '{option}': {said}")
+
+
 @pytest.mark.usefixtures("platform")
 async def test_a_broker_gone_while_the_answers_are_awaited_is_said_not_the_holders_silence(
         ) -> None:
