@@ -12,14 +12,24 @@ from pathlib import Path
 from renkei.state import folder_made
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"  # a service's line: its time, level, message
+LIBRARIES = frozenset({"aiokafka"})  # whose lines a command's user is not shown: it says in one
+# line what failed (a broker gone: aiokafka's "Unable connect to node …" and tracebacks before it)
 
 
 def for_commands() -> None:
     """A command's warnings and errors on stderr in the services' form (Python's bare last
-    resort gave the message alone); a service's own configuration (its level, its form) takes
-    over once it makes one, as the last resort serves only where no logger has a handler."""
+    resort gave the message alone), Renkei's own alone: not the LIBRARIES' lines, the command's
+    own line says what failed; a service's own configuration (its level, its form) takes over
+    once it makes one, as the last resort serves only where no logger has a handler: a service's
+    log keeps the libraries' lines."""
     if logging.lastResort is not None:
         logging.lastResort.setFormatter(logging.Formatter(FORMAT))
+        logging.lastResort.addFilter(own_line)
+
+
+def own_line(record: logging.LogRecord) -> bool:
+    """Whether a log line is Renkei's own, not one of the LIBRARIES'."""
+    return record.name.partition(".")[0] not in LIBRARIES
 
 
 def for_service(level: int | str = logging.WARNING, instance: str | None = None) -> None:

@@ -6,15 +6,24 @@ cancelled, which replaced it. It says in one line that the broker did not answer
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaTimeoutError
 
+from audit.cli import open_store
 from broker import cluster as cluster_store
-from broker.clients import stopped
+from broker import config, process, topics
+from broker.clients import KafkaAccess, stopped
 from renkei import cli
-from renkei.state import state_folder
+from renkei.state import STATE_ENV, state_folder
+from tests.kafka_helpers import free_port_pair, renkei
+from tests.test_audit_store import event, item
 
 
 class _CutShort:
@@ -66,3 +75,46 @@ def test_a_command_whose_broker_did_not_answer_in_time_says_so_in_one_line(
     assert said == ("the broker at 127.0.0.1:29492 did not answer in time (KafkaTimeoutError: "
                     "Failed to get offsets by times in 40000 ms): is it running? (`renkei broker "
                     "status` says why not)")
+
+
+def test_a_command_whose_broker_went_away_says_its_own_line_alone(tmp_path: Path) -> None:
+    """aiokafka's own ERROR lines ("Unable connect to node …", "Failed fetch messages …") came
+    on stderr before the command's one line: a person at a terminal reads the command's line
+    alone (a service's log keeps them). `oversight holder-logs` waiting for an answer no holder
+    gives (no platform relays it) on a broker of its own, which is then stopped."""
+    state = tmp_path / "state"
+    env = {STATE_ENV: str(state)}
+    with state_folder(state):
+        cluster, _ = process.up(*free_port_pair(), tethered=True)
+        try:
+            renkei("broker", "provision", env=env)
+            renkei("keys", "init", env=env)
+            renkei("holder", "register", "quiet-town", "--name", "静町", "--role", "municipality",
+                   env=env)
+            with open_store(None, create=True) as store:
+                store.append(*item(replace(event(1), requester="quiet-town")))
+            asking = subprocess.Popen(
+                [str(Path(sys.executable).with_name("renkei")), "oversight", "holder-logs",
+                 "--holder", "quiet-town", "--request", "req-0001", "--basis", "law", "--within",
+                 "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, **env})
+            asyncio.run(_asked(cluster.bootstrap))
+        finally:
+            process.down()
+        _, said = asking.communicate(timeout=60)
+    assert asking.returncode == 1
+    assert said == (f"Error: the broker at {cluster.bootstrap} cannot be reached: what quiet-town "
+                    "answered may not have come (ask again once it is back; `renkei broker "
+                    "status` says why)\n")
+
+
+async def _asked(bootstrap: str) -> None:
+    """Once the oversight body's request is on its topic (the command awaits its answers)."""
+    access = replace(KafkaAccess.of(config.ADMIN), bootstrap=bootstrap)
+    asked = AIOKafkaConsumer(topics.OVERSIGHT_OUT, **access.aiokafka(),
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    await asked.start()
+    try:
+        await asyncio.wait_for(asked.getone(), 30)
+    finally:
+        await asked.stop()
