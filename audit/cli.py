@@ -37,6 +37,7 @@ from audit.store import (
     Entry,
     NoTime,
     Query,
+    Unnamed,
     VerifyReport,
     as_signed,
     column_text,
@@ -393,19 +394,34 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     from stdin (the code, or {"person": "…"}), or prompted for at a terminal: never an
     argument, which `ps` and the shell's history show.
 
+    A --holder no entry of the store names (as requester or provider) is noted on stderr, with
+    the names entries give nearest it: its empty page is no answer about it (exit code 0 still:
+    a holder with no entries yet, or none left after the retention, has none).
+
     Exits 1 if the latest head is not signed by the log's key (nothing is proved against it)."""
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
     where = Query(id_code, holder, pattern, outcome_asked(outcome), since, until)
     with open_store(db, signing=False) as store:
         page = _read_page(partial(store.query, where, limit=limit, after=after, prove=person),
                           after)
+        unnamed = store.unnamed(holder) if holder is not None and not page.entries else None
     shown = [as_signed(e) for e in page.entries]
     _echo_json({"head": page.head.to_json() if page.head else None,
                 "entries": [_entry_json(e, person and page.trusted, faithful)
                             for e, faithful in shown],
                 "next": page.next_cursor})
+    if unnamed is not None:
+        click.echo(_unnamed_said(unnamed), err=True)
     _tampered("entries", "entry", [str(e.serial) for e, faithful in shown if not faithful],
               page.trusted)
+
+
+def _unnamed_said(unnamed: Unnamed) -> str:
+    """A note that no entry names the holder asked for: its empty page tells nothing of it (a
+    holder with no entries yet, or none left after the retention, is a true empty answer)."""
+    nearest = ", ".join(repr(name) for name in unnamed.nearest)
+    return (f"note: no entry of this store names holder {unnamed.holder!r}"
+            + (f" (nearest: {nearest})" if nearest else ""))
 
 
 def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:

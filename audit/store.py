@@ -21,6 +21,7 @@ stays bound to the persons it bound more than 7 years ago.
 from __future__ import annotations
 
 import bisect
+import difflib
 import heapq
 import itertools
 import json
@@ -212,6 +213,18 @@ _PARTIES = ("WITH asked (id, low, high) AS (VALUES {rows}) "
             "AND CAST(request_id AS TEXT) = asked.id")
 
 
+# whether an entry names a holder: one look into each side's index
+_NAMES_HOLDER = ("SELECT EXISTS (SELECT 1 FROM entries WHERE requester = ?) "
+                 "OR EXISTS (SELECT 1 FROM entries WHERE provider = ?)")
+# the holders entries name on one side, each once: a look into its index for each (the next
+# name after the one before), not a read of every entry
+_NAMED_ON = ("WITH RECURSIVE named (holder) AS ("
+             "SELECT min({side}) FROM entries WHERE {side} IS NOT NULL UNION ALL "
+             "SELECT (SELECT min({side}) FROM entries WHERE {side} > named.holder) FROM named "
+             "WHERE named.holder IS NOT NULL) SELECT holder FROM named WHERE holder IS NOT NULL")
+NEAREST_HOLDERS = 3  # the names said beside a holder no entry names, at most
+
+
 def _schema(d: Dialect) -> list[str]:
     nullable = {"reason", "pattern_id", "legal_basis", "provider", "data_type", "person"}
     columns = ",\n  ".join(
@@ -264,6 +277,15 @@ class Query:
     outcome: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Unnamed:
+    """A holder asked for that no entry of the store names (as requester or provider): an empty
+    page of it is no answer about it; with the names entries do give nearest it."""
+
+    holder: str
+    nearest: tuple[str, ...]
 
 
 class NoTime(ValueError):
@@ -1028,6 +1050,19 @@ class AuditStore:
                 "SELECT requester FROM entries WHERE person = ? UNION "
                 "SELECT provider FROM entries WHERE person = ? AND provider IS NOT NULL",
                 (column_text(person),) * 2).fetchall()}
+
+    def unnamed(self, holder: str) -> Unnamed | None:
+        """None if an entry names `holder` (requester or provider); else Unnamed, with the
+        names entries give nearest it (a typing error's), looked for only then."""
+        said = column_text(holder)
+        with self._read() as cur:
+            if cur.execute(_NAMES_HOLDER, (said, said)).fetchone()[0]:
+                return None
+            named = {name for side in ("requester", "provider")
+                     for name, in cur.execute(_NAMED_ON.format(side=side)).fetchall()}
+        by_folded = {name.casefold(): name for name in sorted(named, reverse=True)}
+        nearest = difflib.get_close_matches(said.casefold(), by_folded, n=NEAREST_HOLDERS)
+        return Unnamed(holder, tuple(by_folded[n] for n in nearest))
 
     def parties(self, request_ids: Sequence[str]) -> dict[str, set[str]]:
         """The holders (requester or provider) of each of `request_ids` the store has entries

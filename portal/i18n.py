@@ -136,6 +136,11 @@ WORDS: dict[str, tuple[str, str]] = {
     "verified_no": ("検証できません", "NOT verified"),
     "verified_pending": ("署名待ち（数秒後に検証）", "awaiting the next signed head"),
     "none_found": ("該当する記録はありません。", "No entries."),
+    "holder_unnamed": ("この監査ログには「{holder}」を照会元・照会先とする記録が一件もありません"
+                       "（機関名の誤りではありませんか）。",
+                       "No entry of this log names holder “{holder}”, as requester or provider "
+                       "(is the name right?)."),
+    "holder_nearest": ("近い名前：{names}", "Nearest names: {names}"),
     "head": ("署名付きツリーヘッド", "Signed tree head"),
     "head_size": ("記録数（照会の記録と運用者の操作）",
                   "leaves (access-log events and operator actions)"),

@@ -28,6 +28,7 @@ from audit.store import (
     Page,
     Proved,
     Query,
+    Unnamed,
     VerifyReport,
     as_signed,
     cursor_of,
@@ -322,6 +323,10 @@ class Records:
     async def search(self, where: Query, after: str | None, limit: int = SEARCH_PAGE
                      ) -> Page:
         return await self._store.run(lambda store: store.query(where, limit=limit, after=after))
+
+    async def unnamed(self, holder: str) -> Unnamed | None:
+        """None if an entry names `holder`; else Unnamed, with the names nearest it."""
+        return await self._store.run(lambda store: store.unnamed(holder))
 
     async def actions(self, where: ActionQuery, after: str | None,
                       limit: int = SEARCH_PAGE) -> ActionsShown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar, cast
 
+import click
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -1365,6 +1367,48 @@ def test_an_outcome_is_found_as_the_log_says_it_in_any_case(store: AuditStore, d
     assert [e["serial"] for e in json.loads(shown.output)["entries"]] == [0, 3]
     said = CliRunner().invoke(audit_cli, ["query", "--help"]).output
     assert "DELIVERED" not in said and "NOT_FOUND" in said, said
+
+
+# how each engine tells its plan of a statement, and makes it use an index wherever one serves
+PLAN = {"sqlite": ("EXPLAIN QUERY PLAN ", ()),
+        "postgresql": ("EXPLAIN ", ("SET enable_seqscan = off",))}
+
+
+def test_a_holder_no_entry_names_is_noted_not_answered_as_one_that_did_nothing(
+        store: AuditStore, db: str) -> None:
+    """`audit query --holder nobody` (and `oversight query`) answered an empty page, as for a
+    holder that took part in nothing: a holder no entry of the store names is noted on stderr
+    with the names entries give nearest it, exit code 0 still (a holder with no entries yet, or
+    none left after the retention, has none); one entries name, left out by the other filters,
+    is not. Whether entries name one, and which they name, is read from the indexes of requester
+    and provider, not from every entry."""
+    from audit.oversight_cli import oversight_cli
+
+    filled(store, 8)
+
+    def asked(group: click.Group, *args: str) -> tuple[list[int], str]:
+        result = CliRunner().invoke(group, ["query", "--db", db, *args])
+        assert result.exit_code == 0, result.output
+        return [e["serial"] for e in json.loads(result.stdout)["entries"]], result.stderr
+
+    for group in (audit_cli, oversight_cli):
+        assert asked(group, "--holder", "nobody") == (
+            [], "note: no entry of this store names holder 'nobody'\n")
+    assert asked(audit_cli, "--holder", "City-B") == (
+        [], "note: no entry of this store names holder 'City-B' (nearest: 'city-b', 'city-a')\n")
+    assert asked(audit_cli, "--holder", HOLDERS[1], "--pattern", "P9") == ([], "")
+    assert asked(audit_cli, "--holder", HOLDERS[3], "--limit", "1") == ([2], "")
+    connection, dialect = connect(db)
+    explain, session = PLAN[dialect.name]
+    with closing(connection):
+        for setting in session:
+            connection.execute(setting)
+        for statement in (audit.store._NAMES_HOLDER, *(
+                audit.store._NAMED_ON.format(side=side) for side in ("requester", "provider"))):
+            plan = " ".join(str(row[-1]) for row in connection.execute(
+                explain + statement, ("nobody",) * statement.count("?")))
+            assert re.search(r"(COVERING INDEX|Index Only Scan using) entries_", plan), plan
+            assert not re.search(r"SCAN entries|Seq Scan", plan), plan
 
 
 def test_store_urls() -> None:

@@ -1172,6 +1172,27 @@ async def test_a_date_range_ending_before_it_begins_is_said_on_the_page_as_typed
     assert one_day.status == 200 and listed in shown and 'id="bad-date"' not in shown
 
 
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_a_holder_no_entry_names_is_said_on_the_search_page(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """The console's search for a holder no entry names (a name mistyped, a holder's display
+    name) answered "No entries.", as for a holder that took part in nothing: the page says no
+    entry of the log names it, in the page's language, with the names entries give nearest it,
+    as typed (escaped); a holder entries name, its page empty by the other filters, is not."""
+    await logged_in(client, town, "oversight", tmp_path)
+    said = words(lang)
+    await switched(client, lang)
+    for typed, nearest in (('<b>"nobody"</b>', ""), ("City-A", HOLDERS[0])):
+        page = await (await client.get("/oversight", params={"holder": typed})).text()
+        line = said["holder_unnamed"].format(holder=typed)
+        if nearest:
+            line += " " + said["holder_nearest"].format(names=nearest)
+        assert f'id="unnamed-holder">{escape(line)}</p>' in page and "<b>" not in page
+    page = await (await client.get("/oversight", params={"holder": HOLDERS[0],
+                                                         "pattern": "P9"})).text()
+    assert said["none_found"] in page and 'id="unnamed-holder"' not in page
+
+
 FORM = "application/x-www-form-urlencoded"
 
 
