@@ -16,7 +16,7 @@ from audit.store import ActionQuery, Page, Query, Unnamed
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
 from portal.records import SEARCH_PAGE
-from portal.web import BadDay, day, no_holder, officer_of, range_asked, render
+from portal.web import BadDay, no_holder, officer_of, range_asked, render
 from renkei.holder_logs import each_own, not_asked
 
 ROLE = "oversight"
@@ -79,10 +79,11 @@ async def _found(request: web.Request, template: str, q: dict[str, str], name: s
                  read: Callable[[datetime | None, datetime | None, str | None], Awaitable[Any]],
                  **context: Any) -> web.Response:
     """`template` showing its filter `q` as typed and, as `name`, what `read` finds in q's range
-    of days from the page `after` asks for on (a cursor that is none: 400); an end date before
-    the start date is said on it instead (400), nothing read."""
+    of days from the page `after` asks for on (a cursor that is none: 400); a date field that
+    is no date (or no moment of it the log can hold), or an end date before the start date, is
+    said on it instead (400), nothing read."""
     try:
-        since, until = range_asked(q["since"], q["until"], day)
+        since, until = range_asked(q["since"], q["until"])
     except BadDay as bad:
         return render(request, template, status=400, bad_date=bad.said, q=q, **{name: None},
                       **context)

@@ -378,22 +378,12 @@ def day_asked(text: str | None, end: bool = False) -> datetime | None:
         raise BadDay("date_out_of_range") from None
 
 
-def day(text: str | None, end: bool = False) -> datetime | None:
-    """day_asked, a bad date answered 400 in a line (the oversight body's pages)."""
-    try:
-        return day_asked(text, end)
-    except BadDay:
-        raise web.HTTPBadRequest(text="a date is YYYY-MM-DD") from None
-
-
-def range_asked(since: str, until: str,
-                day_of: Callable[[str, bool], datetime | None] = day_asked
-                ) -> tuple[datetime | None, datetime | None]:
-    """The date fields `since` to `until`, both days in it (each read by `day_of`), as a UTC
+def range_asked(since: str, until: str) -> tuple[datetime | None, datetime | None]:
+    """The date fields `since` to `until`, both days in it (each read by day_asked), as a UTC
     range [since, until); BadDay if `until` is a day before `since`: a range that holds no
     time, not an empty page as if nothing had happened."""
     try:
-        return time_range(day_of(since, False), day_of(until, True))
+        return time_range(day_asked(since), day_asked(until, True))
     except NoTime:
         raise BadDay("range_reversed") from None
 

@@ -1125,21 +1125,25 @@ async def test_malformed_input_is_refused_not_an_error(
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize("realm, path", [
+    ("resident", "/history"), ("oversight", "/oversight"), ("oversight", "/oversight/actions")])
 @pytest.mark.parametrize("query, said", [
-    ({"since": "0001-01-01"}, "date_out_of_range"), ({"until": "9999-12-31"}, "date_out_of_range"),
-    ({"since": "2024-13-01", "until": "2025-01-01"}, "date_malformed")])
-async def test_a_history_date_out_of_range_or_malformed_is_said_on_the_page_as_typed(
-        client: Client, town: Town, lang: str, query: dict[str, str], said: str) -> None:
+    ({"since": "0001-01-01", "until": "9999-12-31"}, "date_out_of_range"),
+    ({"since": '<b>"2024-13-01"</b>', "until": "2025-01-01"}, "date_malformed")])
+async def test_a_date_out_of_range_or_malformed_is_said_on_the_page_as_typed(
+        client: Client, town: Town, tmp_path: Path, lang: str, realm: str, path: str,
+        query: dict[str, str], said: str) -> None:
     """A date a date picker allows but no moment of which the log can hold (the first or last
-    day there is), or no date at all: the history page says so in the resident's language,
-    the filter as typed, no entries shown; not a bare English 400."""
-    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+    day there is), or no date at all: the resident's history and the console's pages say so in
+    the page's language, the filter as typed (escaped), nothing listed; not a bare English 400
+    (the console's was, as a range ending before it begins was not)."""
+    await logged_in(client, town, realm, tmp_path)
     await switched(client, lang)
-    answer = await client.get("/history", params={"holder": "", **query})
+    answer = await client.get(path, params={"holder": "", **query})
     page = await answer.text()
     assert answer.status == 400 and words(lang)[said] in page and 'id="bad-date"' in page
     for name, typed in query.items():
-        assert f'name="{name}" value="{typed}"' in page
+        assert f'name="{name}" value="{escape(typed)}"' in page and "<b>" not in page
     assert 'class="entries"' not in page
 
 
