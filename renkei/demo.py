@@ -30,12 +30,14 @@ AWAY_SECONDS = 60.0  # the broker away this long on end, the demo says so and st
 def _log_to_file() -> None:
     """The demo's own holders log as their servers would, into logs/demo.log beside the
     processes' logs (begun afresh each run as theirs are, the run before's kept as demo.log.1),
-    not between the summary's lines; an error is said on stderr as well."""
+    not between the summary's lines; an error of Renkei's own is said on stderr as well, not the
+    libraries' (a broker gone: aiokafka's, the demo's own line says it), which its log keeps."""
     log = town.log_path("demo")
     logs.begun(log)
     to_file = logging.FileHandler(log, encoding="utf-8")
     to_stderr = logging.StreamHandler()
     to_stderr.setLevel(logging.ERROR)
+    to_stderr.addFilter(logs.own_line)
     logging.basicConfig(level=logging.WARNING, format=logs.FORMAT, handlers=[to_file, to_stderr])
 
 
