@@ -10,6 +10,7 @@ options, before it prompts for anything, and without saying the argument back.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from dataclasses import dataclass
@@ -41,12 +42,27 @@ class OnStdin(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         _, extra, _ = self.make_parser(ctx).parse_args(args=list(args))
         if extra:
-            raise click.UsageError(
-                f"{len(extra)} argument(s) not taken: personal data is not given on the command "
-                "line (`ps` shows it to every local user, the shell keeps it in its history); "
-                "give it on stdin (one JSON object, or one value a line) or at the prompt "
-                "(see --help)", ctx)
+            raise click.UsageError(self._not_taken(ctx, extra), ctx)
         return super().parse_args(ctx, args)
+
+    def _not_taken(self, ctx: click.Context, extra: list[str]) -> str:
+        """What is wrong with `extra`, saying no value back: the options it has not by name
+        (and the nearest it has), then the arguments and values, which personal data once was."""
+        unknown = [word.partition("=")[0] for word in extra if word.startswith("--")]
+        said = [] if not unknown else [f"no such option: {', '.join(unknown)}" + _nearest(
+            unknown, [name for p in self.get_params(ctx) for name in p.opts])]
+        if left := len(extra) - len(unknown) + sum("=" in word for word in extra):
+            said.append(
+                f"{left} argument(s) not taken: personal data is not given on the command "
+                "line (`ps` shows it to every local user, the shell keeps it in its history); "
+                "give it on stdin (one JSON object, or one value a line) or at the prompt")
+        return "; ".join(said) + " (see --help)"
+
+
+def _nearest(unknown: list[str], options: list[str]) -> str:
+    """", did you mean …" the options nearest those `unknown`, if any is near."""
+    near = dict.fromkeys(n for u in unknown for n in difflib.get_close_matches(u, options, 2, 0.75))
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
 
 
 def read(*shapes: Shape) -> dict[str, str]:

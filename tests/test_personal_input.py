@@ -150,3 +150,21 @@ def test_a_pin_is_asked_for_at_a_terminal_only(tmp_path: Path, monkeypatch: pyte
     assert "no PIN" in refused.output and "$RENKEI_CARD_PIN" in refused.output
     assert CODE not in refused.output and "PIN (4 digits):" not in refused.output
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("command", "typed", "said"), [
+    (audit_cli, ["query", "--bogus"], "no such option: --bogus (see --help)"),
+    (oversight_cli, ["query", "--holdr", "city-a"],
+     "no such option: --holdr (did you mean --holder?); 1 argument(s) not taken: personal data"),
+    (registry_cli, ["lookup", f"--code={CODE}"],
+     "no such option: --code; 1 argument(s) not taken: personal data is not given")])
+def test_an_option_it_has_not_is_named_its_value_not_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: click.Group, typed: list[str],
+        said: str) -> None:
+    """A mistyped option is named as click names one (and the nearest it has), not taken for
+    personal data alone; what followed it, or its value after '=', is not said back."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    refused = CliRunner().invoke(command, typed, input="")
+    assert refused.exit_code == 2, refused.output
+    assert said in refused.output and CODE not in refused.output
+    assert not list(tmp_path.iterdir())
