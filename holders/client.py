@@ -1188,20 +1188,46 @@ class HolderClient:
                     continue
                 elif isinstance(message, HolderLogRequest):
                     out.append(self._log_for_oversight(message))
-                else:
-                    try:
-                        done = self._resolve(message, applied, now)
-                    except (sealing.CannotOpen, SchemaError) as exc:
-                        log.error("%s: answer %s cannot be read: %s", self.holder,
-                                  message.request_id, exc)
-                        done = self._settled(message.request_id, UNREADABLE, str(exc))
-                    if done is not None:
-                        resolved.append(done)
+                elif (done := self._read(message, applied, now)) is not None:
+                    resolved.append(done)
         if late:
             log.warning("%s: %d quer(ies) read after their deadline (the server was down, or "
                         "behind): not answered, the platform has timed them out", self.holder,
                         late)
         return out, resolved
+
+    def _read(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer,
+              applied: dict[str, Applied], now: datetime) -> Request | None:
+        """`_resolve`d; one that cannot be read settled UNREADABLE (said once), unless it opens
+        with the key renewed in its key file that it opens with now (_renewed_key_taken)."""
+        try:
+            try:
+                return self._resolve(message, applied, now)
+            except sealing.CannotOpen:
+                if not self._renewed_key_taken():
+                    raise
+                return self._resolve(message, applied, now)
+        except (sealing.CannotOpen, SchemaError) as exc:
+            log.error("%s: answer %s cannot be read: %s", self.holder, message.request_id, exc)
+            return self._settled(message.request_id, UNREADABLE, str(exc))
+
+    def _renewed_key_taken(self) -> bool:
+        """Whether its key file holds a sealing key, renewed as it runs, other than those it
+        opens answers with, now opened with too until its clients switch to it (_renewed): a
+        provider whose directory view published it before this server's did, or before it
+        switched, seals to it. Its own key (`renkei holder renew` writes it before it publishes
+        it): an answer it opens was sealed to this holder, signed by its provider as any."""
+        try:
+            key, _ = sealing.keys_in_files(self.holder)
+        except sealing.BadSealingKey:  # the renewal's wait says it (_renewal_read)
+            return False
+        opened_with = {sealing.public_bytes(k) for k in (self._key, *self._previous)}
+        if sealing.public_bytes(key) in opened_with:
+            return False
+        self._keys_taken(self._key, self._signing, [*self._previous, key])
+        log.warning("%s: an answer sealed to its key renewed (`renkei holder renew`) came "
+                    "before it took it: answers are opened with it too", self.holder)
+        return True
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer,
                  applied: dict[str, Applied], now: datetime) -> Request | None:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import topics
 from broker.acls import OVERSIGHT, PORTAL
@@ -1268,6 +1269,37 @@ async def test_a_renewal_whose_key_file_is_missing_or_damaged_is_waited_out_no_k
     finally:
         renewal.cancel()
         await asyncio.wait({renewal})
+
+
+
+async def test_an_answer_sealed_to_its_renewed_key_before_the_server_switched_is_read(
+        client: HolderClient, caplog: pytest.LogCaptureFixture) -> None:
+    """`renkei holder renew` while the server ran: a provider whose directory view published the
+    renewed key before the server switched to it (_renewed) sealed its answer to it, as did the
+    platform a binding's candidates; each was settled UNREADABLE for good, the holder to ask
+    again. Each is opened with the key the holder's key file holds now; one sealed to no key of
+    its is UNREADABLE still, said once."""
+    provider = Ed25519PrivateKey.generate()
+    in_directory(client, bytes(32), signing_key=sealing.public_bytes(provider))
+    client.store.add_record("H-2", PERSON)
+    sealing.renew_keys(HOLDER, datetime.now(UTC) + timedelta(days=1))
+    renewed = sealing.public_bytes(sealing.key_of(HOLDER))
+    sealer = sealing.SessionSealer(signer=sealing.Signer(REQUESTER, provider))
+    answers = []
+    for sealed_to in (renewed, sealing.public_bytes(X25519PrivateKey.generate())):
+        request_id = new_request_id()
+        client.store.open_request(request_id, LINKAGE, "H-1", STAFF, TERMINAL,
+                                  pattern_id="P-1", provider=REQUESTER, data_type="local_tax")
+        answers.append(LinkageAnswer(request_id, "ABC98765XYZ", REQUESTER, "P-1", "local_tax",
+                                     FOUND, sealer.seal(sealed_to, CODEC.encode(Payload(
+                                         "local_tax", {"taxable_income": "3200000"})),
+                                         request_id, HOLDER)))
+    binding = binding_request(client, "H-2")
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        await handle(client, *answers, found(binding, "369PQRST246"))
+    assert [status(client, a.request_id) for a in answers] == [FOUND, UNREADABLE]
+    assert status(client, binding) == BOUND
+    assert caplog.text.count("cannot be read") == 1
 
 
 def published(client: HolderClient, holder: str, public_key: bytes,
