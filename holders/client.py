@@ -53,8 +53,8 @@ from renkei import holder_logs, retention, sealing, sqlite
 from renkei.broker_time import BrokerTime
 from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
-from renkei.service_loop import close_producer, deliver, producer_for, serving
-from renkei.tasks import cancelled, retrieved, set_or_failed
+from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
+from renkei.tasks import cancelled, retrieved, set_or_ended
 from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -311,6 +311,7 @@ class HolderClient:
         self._unsigned_from: set[str] = set()  # providers whose unsigned answers were warned of
         self._clients_made(access or KafkaAccess.of(holder))
         self._switching = asyncio.Lock()  # held while its clients stop, and start renewed
+        self._stopping = asyncio.Event()  # set by stop(): clients starting renewed give up
         self._held_back: asyncio.Task[None] | None = None  # requests recorded once switched
         self._waiters: dict[str, list[asyncio.Future[Request]]] = {}  # each caller's own
         self._open: dict[str, Request] = {}  # sent from here, not yet answered
@@ -528,12 +529,15 @@ class HolderClient:
 
     async def _renewal_taken(self, renewal: Renewal) -> None:
         """Its Kafka clients stopped as at a stop (requests not taken by the broker kept), and
-        started again with the renewed keys and password (those kept sent, as at a start)."""
+        started again with the renewed keys and password (those kept sent, as at a start),
+        unless it is stopped first (the broker away, say): stop() stops what started, as of a
+        start given up."""
         async with self._switching:
             await self._clients_stopped()
             self._keys_taken(renewal.key, renewal.signing, renewal.previous)
             self._clients_made(replace(self.access, credentials=renewal.credentials))
-            await self._started()
+            if not await unless_stopped(self._stopping, self._started()):
+                return
         log.warning("%s: took its keys and broker password renewed (`renkei holder renew`): "
                     "serving with them", self.holder)
 
@@ -564,20 +568,27 @@ class HolderClient:
                 "run it again, which renews the password too)")
 
     async def until_stopped(self, stop: asyncio.Event) -> None:
-        """Wait for `stop`; raise what ended the inbox loop first, if something did (the
-        directory no longer followed: queries would be answered with stale keys), or the
-        taking of renewed keys; an inbox loop ended as its clients started renewed is waited
-        past."""
+        """Wait for `stop`, or for the client's stop(); raise what ended the inbox loop first, if
+        something did (the directory no longer followed: queries would be answered with stale
+        keys), or the taking of renewed keys; an inbox loop ended as its clients started
+        renewed is waited past (its wait given up at `stop`: the broker may be away)."""
         assert self._inbox is not None and self._renewal is not None, "start the client first"
         while True:
             inbox = self._inbox
-            await set_or_failed(stop, inbox, self._renewal)
-            async with self._switching:  # once its clients run renewed
-                pass
-            if stop.is_set() or self._inbox is inbox:
+            await set_or_ended(stop, inbox, self._renewal)
+            if stop.is_set() or self._stopping.is_set():
+                return
+            next(task for task in (inbox, self._renewal) if task.done()).result()
+            if not await unless_stopped(stop, self._switched()) or self._inbox is inbox:
                 return
 
+    async def _switched(self) -> None:
+        """Once its clients run renewed (at once if they are not being switched)."""
+        async with self._switching:
+            pass
+
     async def stop(self) -> None:
+        self._stopping.set()
         async with self._switching:  # renewed keys being taken: once its clients run
             if self._renewal is not None:
                 self._renewal.cancel()
@@ -959,8 +970,7 @@ class HolderClient:
 
     async def _recorded_once_switched(self) -> None:
         """The requests opened while its clients switched, recorded once they run renewed."""
-        async with self._switching:
-            pass
+        await self._switched()
         self._record_opened()
 
     def _sending_task(self, request_id: str, outgoing: Send) -> asyncio.Task[None]:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import NamedTuple
 
 import pytest
@@ -23,6 +24,7 @@ from renkei import sealing
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LinkageAnswer
 from tests.kafka_helpers import consumer, operator_actions, renkei, reply_to, wait_assigned
+from tests.loop_helpers import Deadline
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -88,8 +90,7 @@ async def renewed(clients: dict[str, HolderClient]) -> AsyncIterator[Renewed]:
     await _started(clients, "nenkin")
     yield Renewed(old_creds, before, old_key, in_flight, said, audit_end, across, serving)
     stop.set()
-    with contextlib.suppress(asyncio.CancelledError):  # its client stopped by signed_before
-        await serving
+    await serving  # its client stopped by signed_before: the wait ends with it
 
 
 async def test_a_renewed_holder_logs_in_and_seals_with_new_secrets_alone(
@@ -193,3 +194,43 @@ async def test_an_answer_signed_just_before_a_renewal_is_read_after_it(
     assert (await requester.outcome(signed_before.request_id, 30)).status == "FOUND"
     after = requester.entry(HOLDER)
     assert after.previous_signing_key == signed_before.signing_key != after.signing_key
+
+
+
+async def _ended(task: asyncio.Future[None], within: float) -> bool:
+    """Whether `task` ended within `within` seconds (its error raised); given up if not."""
+    done, _ = await asyncio.wait({task}, timeout=within)
+    for ended in done:
+        ended.result()
+    task.cancel()
+    return bool(done)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stopped_switching(clients: dict[str, HolderClient],
+                            signed_before: SignedBefore) -> tuple[bool, bool]:
+    """The holder renewed again as its server runs, its Kafka clients started again renewed
+    where no broker answers, and the server told to stop (Ctrl-C sets the wait's `stop`, then
+    the server stops the client): whether its wait ended within 2 s, and its stop within 5 s
+    after; the session's client replaced."""
+    running, stop = clients[HOLDER], asyncio.Event()
+    serving = asyncio.create_task(running.until_stopped(stop))
+    password = running.access.credentials.password
+    running.access = replace(running.access, bootstrap="127.0.0.1:9")  # none there
+    renkei("holder", "renew", HOLDER, "--reason", "定期更新", "--operator", "ops-a")
+    deadline = Deadline(10, "its clients stopped, made again with the renewed password")
+    while running.access.credentials.password == password:
+        deadline.check()
+        await asyncio.sleep(0.05)
+    stop.set()
+    ended = await _ended(serving, 2), await _ended(asyncio.ensure_future(running.stop()), 5)
+    await _started(clients, HOLDER)
+    return ended
+
+
+async def test_a_server_told_to_stop_as_it_waits_for_the_broker_to_take_renewed_keys_stops(
+        stopped_switching: tuple[bool, bool]) -> None:
+    """Ctrl-C while the server's Kafka clients, stopped to take renewed keys, started again
+    and waited for a broker that could not be reached: its wait (until_stopped) waited for them
+    to start, and its stop too, until the broker came back. Both end within seconds."""
+    assert stopped_switching == (True, True)
