@@ -134,14 +134,16 @@ def consent(holder: str, withdraw: bool, db: Path | None) -> None:
     store = open_registry(db)
     try:
         if withdraw:
-            store.withdraw_consent(resident_code, holder)
+            told = ("withdrawn" if store.withdraw_consent(resident_code, holder)
+                    else "not recorded for that resident: nothing withdrawn")
         else:
             store.give_consent(resident_code, holder, date.today())
+            told = "recorded"
     except KeyError as exc:
         raise click.ClickException("no resident has that code") from exc
     finally:
         store.close()
-    click.echo(f"consent to {holder} {'withdrawn' if withdraw else 'recorded'}")
+    click.echo(f"consent to {holder} {told}")
 
 
 def _private_holder(holder: str) -> None:

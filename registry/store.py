@@ -342,10 +342,15 @@ class RegistryStore:
             self._db.execute("INSERT OR REPLACE INTO consents VALUES (?, ?, ?)",
                              (found[0], holder, on.isoformat()))
 
-    def withdraw_consent(self, resident_code: str, holder: str) -> None:
+    def withdraw_consent(self, resident_code: str, holder: str) -> bool:
+        """Withdraw the resident's consent to `holder`; whether there was one (KeyError if no
+        resident has that code now: a code mistyped, or one given up, withdraws nothing)."""
+        found = self._person(resident_code)
+        if found is None:
+            raise KeyError("no resident has that code")
         with self._db:
-            self._db.execute("DELETE FROM consents WHERE holder = ? AND person = (SELECT person "
-                             "FROM residents WHERE resident_code = ?)", (holder, resident_code))
+            return self._db.execute("DELETE FROM consents WHERE holder = ? AND person = ?",
+                                    (holder, found[0])).rowcount == 1
 
     def has_consent(self, resident_code: str, holder: str) -> bool:
         row = self._db.execute("SELECT 1 FROM consents JOIN residents USING (person) "

@@ -656,6 +656,36 @@ def test_a_resident_code_keyed_in_full_width_digits_or_with_spaces_is_the_reside
         store.close()
 
 
+def test_a_consent_withdrawn_of_a_code_nobody_has_is_not_said_withdrawn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`renkei registry consent --withdraw` said 'consent withdrawn' (exit 0) of a code no
+    resident has (a digit mistyped, one given up) and of a consent never recorded, the
+    resident's consent kept in force: it says there is no such resident (exit 1), or that none
+    was recorded, and withdraws a recorded one."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path))
+    registry_store.build(registry_store.default_path(), 3, 1)
+    store = RegistryStore.open(registry_store.default_path())
+    code = next(store.resident_codes())
+    store.give_consent(code, "acme-kenpo", date(2026, 4, 1))
+    nobody = next(c for c in random_codes(5, seed=7) if store.by_code(c) is None)
+    runner = CliRunner()
+    try:
+        mistyped = runner.invoke(registry_cli, ["consent", "--withdraw", "acme-kenpo"],
+                                 input=nobody)
+        assert mistyped.exit_code == 1, mistyped.output
+        assert "no resident has that code" in mistyped.output and "withdrawn" not in \
+            mistyped.output and store.has_consent(code, "acme-kenpo")
+        never = runner.invoke(registry_cli, ["consent", "--withdraw", "acme-kenpo-2"],
+                              input=code)
+        assert never.exit_code == 0 and "nothing withdrawn" in never.output, never.output
+        withdrawn = runner.invoke(registry_cli, ["consent", "--withdraw", "acme-kenpo"],
+                                  input=code)
+        assert withdrawn.output == "consent to acme-kenpo withdrawn\n", withdrawn.output
+        assert not store.has_consent(code, "acme-kenpo")
+    finally:
+        store.close()
+
+
 def test_consent_is_given_to_a_private_holder_only(town: Town) -> None:
     """`renkei registry consent` refuses a holder not in the directory, a service, or a holder
     that is not private, in one line, and records nothing; a private holder's is recorded."""
