@@ -198,15 +198,17 @@ def number_of(registry: Path | None, db: Path | None) -> None:
 @click.option("--holder", required=True, callback=stated,
               help="the holder asking (it lawfully holds the number)")
 @click.option("--purpose", required=True, callback=stated, help="why it asks")
+@REGISTRY_OPTION
 @DB_OPTION
-def lookup(holder: str, purpose: str, db: Path | None) -> None:
-    """Personal number → resident code, logged with who asked and why (the number as keyed or
-    as the card prints it: full-width digits, groups of four).
+def lookup(holder: str, purpose: str, registry: Path | None, db: Path | None) -> None:
+    """Personal number → the resident code its resident has now, logged with who asked and why
+    (the number as keyed or as the card prints it: full-width digits, groups of four; the
+    registry's code changes followed first, as `serve` follows them).
 
     The personal number is read from stdin (the number, or {"number": "…"}), or prompted for
     at a terminal: never an argument, which `ps` and the shell's history show."""
     number = keyed(personal_input.read_one(NUMBER))
-    with _authority(db, existing=True) as authority:
+    with _following(db, registry) as authority:
         resident_code = authority.lookup(number, holder, purpose)
     if resident_code is None:  # a typing slip is told apart from a number retired or unknown
         raise click.ClickException(("no current personal number like that" if is_valid(number)

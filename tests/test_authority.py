@@ -1295,6 +1295,23 @@ def test_a_number_looked_up_as_the_card_prints_it_or_in_full_width_digits_is_fou
     store.close()
 
 
+def test_a_number_looked_up_leads_to_the_code_its_resident_has_now(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lookup` did not follow the registry's code changes, as `number-of`, `change-number` and
+    `serve` do: after a resident's code changed it answered the code given up, which the registry
+    says is nobody's, until another command followed."""
+    runner, code = _numbered_town(tmp_path, monkeypatch)
+    number = runner.invoke(authority_cli, ["number-of"], input=code).output.strip()
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    try:
+        fresh = change_code(registry, code)
+    finally:
+        registry.close()
+    found = runner.invoke(authority_cli, ["lookup", "--holder", "city-a", "--purpose",
+                                          "resident tax"], input=number)
+    assert (found.exit_code, found.output.strip()) == (0, fresh), found.output
+
+
 @pytest.mark.parametrize("command", [["lookup", "--holder", "city-a", "--purpose", "tax"],
                                      CHANGE, ["assign-all"]])
 def test_a_command_on_a_store_another_process_holds_says_so_in_one_line(
