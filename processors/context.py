@@ -72,14 +72,15 @@ class Context:
         entry = self.directory[holder]
         return UnitEpoch(entry.link_unit, entry.key_epoch)
 
-    def previous_unit(self, holder: str, at: datetime) -> UnitEpoch | None:
-        """The holder's unit at its previous key epoch, if it was re-keyed within the re-keying
-        grace (its bindings may not all have moved yet), else None: timed from the re-keying,
-        not from a later command's entry (a suspension, a renewal after a breach would reopen
-        the previous epoch's link codes for the grace again); from the entry's time if it was
-        written before the entry said (v7)."""
+    def previous_unit(self, holder: str, at: datetime,
+                      within: timedelta | None = None) -> UnitEpoch | None:
+        """The holder's unit at its previous key epoch, if it was re-keyed `within` before `at`
+        (None: the re-keying grace, its bindings may not all have moved yet), else None: timed
+        from the re-keying, not from a later command's entry (a suspension, a renewal after a
+        breach would reopen the previous epoch's link codes for the grace again); from the
+        entry's time if it was written before the entry said (v7)."""
         entry = self.directory[holder]
         since = entry.rekeyed_at or entry.updated_at
-        if entry.key_epoch == 0 or at - since > self.rekey_grace:
+        if entry.key_epoch == 0 or at - since > (self.rekey_grace if within is None else within):
             return None
         return UnitEpoch(entry.link_unit, entry.key_epoch - 1)

@@ -14,7 +14,7 @@ from typing import TypedDict
 from audit.events import ANSWER, LINKAGE
 from processors import decider
 from processors.approval import Approved, PatternList, Refused, approve
-from processors.codes import InvalidCode
+from processors.codes import InvalidCode, Result
 from processors.context import Context
 from processors.rejection import reject
 from processors.tickets import InvalidTicket
@@ -83,10 +83,7 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     read its registration), the first judgement of a request ending it; a MALFORMED or stale
     one, alike by every view, is refused at once."""
     out: list[Send] = []
-    known = [k for k, item in enumerate(batch) if item.holder in ctx.directory]
-    ids = dict(zip(known, ctx.codes.id_codes_of([_req(batch[k]).link_code for k in known],
-                                                [ctx.unit(batch[k].holder) for k in known]),
-                   strict=True))  # none of a holder not in the directory: it has no unit
+    ids = _requesters_codes(batch, ctx)
     approved: list[tuple[FromHolder, Approved, str]] = []
     for k, item in enumerate(batch):
         request, at, id_code = _req(item), item.incoming.timestamp, ids.get(k)
@@ -113,6 +110,27 @@ def requests(batch: list[FromHolder], ctx: Context) -> list[Send]:
     for k, ((item, verdict, person), link_b) in enumerate(zip(approved, targets, strict=True)):
         out.append(_pending(item, verdict, person, link_b, previous.get(k), ctx))
     return out
+
+
+def _requesters_codes(batch: list[FromHolder], ctx: Context) -> dict[int, Result]:
+    """The ID code behind each request's link code (by its place; none of a holder not in the
+    directory: it has no unit), of its unit's key epoch, or else of the epoch before if its unit
+    was re-keyed a clock skew at most before the request's broker time (the operator's clock
+    dated it): a request its holder made before it knew the new epoch, its code in flight or
+    waiting for its record's re-keying (the library waits a few seconds), not refused
+    INVALID_LINK_CODE; a code of the epoch before is refused from then on."""
+    known = [k for k, item in enumerate(batch) if item.holder in ctx.directory]
+    ids = dict(zip(known, ctx.codes.id_codes_of([_req(batch[k]).link_code for k in known],
+                                                [ctx.unit(batch[k].holder) for k in known]),
+                   strict=True))
+    in_flight = [(k, unit) for k in known if isinstance(ids[k], InvalidCode) and (
+        unit := ctx.previous_unit(batch[k].holder, batch[k].incoming.timestamp,
+                                  ctx.clock_skew))]
+    before = ctx.codes.id_codes_of([_req(batch[k]).link_code for k, _ in in_flight],
+                                   [unit for _, unit in in_flight])
+    ids.update((k, code) for (k, _), code in zip(in_flight, before, strict=True)
+               if not isinstance(code, InvalidCode))
+    return ids
 
 
 def _previous_codes(approved: list[tuple[FromHolder, Approved, str]],

@@ -323,6 +323,13 @@ async def logged_events(request_id: str, count: int) -> list[AccessLogEvent]:
 async def rejection_of(holder: str, request_id: str, send: bytes,
                        within: float = 30) -> Rejection:
     """Send `send` to the holder's outbox as the holder; the rejection of `request_id`."""
+    return await reply_of(holder, Rejection, request_id, send, within)
+
+
+async def reply_of(holder: str, kind: type[R], request_id: str, send: bytes,
+                   within: float = 30) -> R:
+    """Send `send` to the holder's outbox as the holder; the reply of `kind` to `request_id`
+    (a Rejection, a LinkageAnswer)."""
     access = KafkaAccess.of(holder)
     inbox = AIOKafkaConsumer(topics.inbox(holder), **access.aiokafka(), enable_auto_commit=False)
     await inbox.start()
@@ -330,7 +337,7 @@ async def rejection_of(holder: str, request_id: str, send: bytes,
         await at_end(inbox)
         async with producer(access) as prod:
             await prod.send_and_wait(topics.outbox(holder), send, key=uuid.uuid4().bytes)
-        return await reply_to(inbox, Rejection, request_id, within)
+        return await reply_to(inbox, kind, request_id, within)
     finally:
         await inbox.stop()
 

@@ -529,6 +529,32 @@ def test_the_previous_epochs_code_is_carried_for_a_while_after_the_rekeying_not_
     assert suspended.rekeyed_at == again.rekeyed_at == long_ago
 
 
+def test_a_request_made_before_its_holder_knew_of_the_rekeying_is_taken_with_its_code(
+        ctx: Context) -> None:
+    """Its code of the epoch before, read by the platform after the re-keying (in flight, or
+    sent before its holder's view of the directory read it) finds its person, a clock skew after
+    the re-keying at most; later it is refused, as a code of the epoch before."""
+    ctx.directory = {"nenkin": replace(_entry("nenkin", "nenkin", 1, "pension_service"),
+                                       rekeyed_at=NOW - ctx.clock_skew),
+                     "town": _entry("town", "town", 0)}
+    ctx.patterns = PatternList(load())
+
+    def judged(link_code: str, at: datetime) -> Pending | Refusal:
+        request = LinkageRequest("r-1", at, link_code, "P-037", "town", "local_tax")
+        incoming = Incoming(topics.outbox("nenkin"), 0, 7, at, CODEC.encode(request))
+        to_decider, = linkage.requests([FromHolder(incoming, "nenkin", request)], ctx)
+        return CODEC.decode(to_decider.value, Pending, Refusal)
+
+    old = ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 0))
+    taken = judged(old, NOW)
+    assert isinstance(taken, Pending) and taken.person == ctx.codes.id_code(RESIDENT)
+    late = judged(old, NOW + timedelta(seconds=1))
+    assert isinstance(late, Refusal)
+    assert CODEC.decode(late.rejection, Rejection).reason == "INVALID_LINK_CODE"
+    new = ctx.codes.link_code(RESIDENT, UnitEpoch("nenkin", 1))
+    assert isinstance(judged(new, NOW + timedelta(days=1)), Pending)
+
+
 def _registry_answer(*residents: str) -> RegistryAnswer:
     """The registry's answer to city-a: each resident code sealed to the platform ('' garbled)."""
     key = sealing.public_bytes(MASTERS.sealing_key())

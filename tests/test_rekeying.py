@@ -29,7 +29,7 @@ from renkei.exchanges import LAWFUL
 from renkei.scenario import answerable, people, rekeyed, round_trip
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
-from schemas.messages import LinkageRequest
+from schemas.messages import LinkageAnswer, LinkageRequest
 from tests.kafka_helpers import (
     action_of,
     at_once,
@@ -37,6 +37,7 @@ from tests.kafka_helpers import (
     operator_actions,
     rejection_of,
     renkei,
+    reply_of,
     said_in_one_line,
     stopped_before_logging,
 )
@@ -70,9 +71,17 @@ async def test_a_holder_rekeys_its_bindings_and_its_old_codes_are_refused(
     assert {own: codes.resident_code(link, new_unit)
             for own, link in holder.store.bindings().items()} == residents
     assert holder.store.link_code(asks) != old_code
-    request_id = new_request_id()
-    rejection = await rejection_of(HOLDER, request_id, CODEC.encode(LinkageRequest(
-        request_id, datetime.now(UTC), old_code, ASKS.pattern, ASKS.provider, ASKS.data_type)))
+
+    def asked_by(code: str) -> tuple[str, bytes]:
+        request_id = new_request_id()
+        return request_id, CODEC.encode(LinkageRequest(
+            request_id, datetime.now(UTC), code, ASKS.pattern, ASKS.provider, ASKS.data_type))
+
+    # made before its holder knew of the re-keying, read after it: its person found
+    assert (await reply_of(HOLDER, LinkageAnswer, *asked_by(old_code))).status == "FOUND"
+    await directory.rekey_unit(HOLDER, "operator")  # two epochs on: refused
+    await rekeyed([holder], epoch + 2, within=20)
+    rejection = await rejection_of(HOLDER, *asked_by(old_code))
     assert rejection.reason == "INVALID_LINK_CODE"
     for client, exchange, own in ((holder, ASKS, asks), (other, ASKED, asked)):
         assert (await round_trip(client, exchange, own, 30)).status == "FOUND"
