@@ -24,9 +24,11 @@ request is read (not in a rebuild: an owner holding it may have lost the partiti
 request came, so only relaying it again is sure; holders and the audit log drop copies), or, when a
 request received at the first sweep after it would be forgotten, refused to its provider as one to
 no request (as is an answer the decider cannot read; a decision relaying one to no one held so is
-made as recorded). Events arrive at least once (a crash replays
-them): a pending request's own event again repeats its dispatch, which the provider and the audit
-log drop as duplicates. Once a request is settled (answered or timed out) only a small `Settled` is
+made as recorded), unless its ticket's request came before the history a rebuild read: an owner
+that knew that request decided the answer, relayed or refused it (_decided_before_history).
+Events arrive at least once (a crash replays them): a pending request's own event again repeats
+its dispatch, which the provider and the audit log drop as duplicates. Once a request is settled
+(answered or timed out) only a small `Settled` is
 kept: the effects of the event that settled it are delivered before that event's offset is committed
 (or, for an event decided at once by the partition's owner, before its record is written and the
 offset of the holder's message it came from committed), and a crash before then makes the event
@@ -211,6 +213,9 @@ class Partition:
     # (on_outcome); as many as its provider sent under its ticket by the ticket's deadline
     refused: dict[str, set[int]] = field(default_factory=dict)
     forgotten_through: int = 0
+    # the start of the history it was rebuilt from (None: the partition's first record): a
+    # request received before it, a clock skew's margin after, may have been decided before it
+    known_from: datetime | None = None
     # the ids of the pending linkage requests by their provider (a binding's look-up has none a
     # directory suspends), made from `pending` and kept in step with it by `put`
     by_provider: dict[str, set[str]] = field(init=False, repr=False, default_factory=dict)
@@ -716,6 +721,23 @@ def _never_requested(o: Outcome, at: datetime) -> list[Send]:
     return _relayed_to_no_one(o, f"no request {o.request_id} came to the platform in time", at)
 
 
+def _decided_before_history(o: Outcome, known_from: datetime | None, ctx: Context) -> bool:
+    """Whether an answer held, its request never come, may answer a request whose Pending was
+    recorded before the history its partition was rebuilt from (`known_from`): its ticket's
+    request received before it, a clock skew's margin after (the Pending is recorded after the
+    receipt, by the broker's clocks). The owner that decided the answer then knew the request,
+    and relayed or refused it: forgotten unsaid, not refused as one to no request. A decision
+    relaying one to no one (Outcome.ended) is made as recorded all the same (_never_requested)."""
+    if o.ended is not None or o.deadline is None or known_from is None:
+        return False
+    if _received(o.deadline, ctx) >= known_from + ctx.clock_skew:
+        return False
+    log.info("request %s, received before the history rebuilt here began, never came: the "
+             "answer held for it, which an owner knowing it decided, is forgotten, not refused",
+             o.request_id)
+    return True
+
+
 def _refused_answer(o: Outcome, answer: LinkageAnswer, why: str, now: datetime,
                     reason: str = "INVALID_TICKET") -> list[Send]:
     """An answer relayed to no one, refused to its provider (`reason`, `why`), which logs it not
@@ -942,10 +964,12 @@ class Decider:
         self._named_early = {r for r in self._named_early if partition_of(r) in partitions}
         return partitions - set(self.states)
 
-    def rebuild(self, partition: int, history: list[DecisionRecord], ctx: Context) -> None:
+    def rebuild(self, partition: int, history: list[DecisionRecord], ctx: Context,
+                since: datetime | None = None) -> None:
         """A partition's state from its recent records, whose effects already happened, each
-        read as a live owner reads it (`read`, then its events)."""
-        self.states[partition] = Partition()
+        read as a live owner reads it (`read`, then its events), written from `since` on (None:
+        all the partition ever had)."""
+        self.states[partition] = Partition(known_from=since)
         for record in history:
             self.read(partition, record.at, ctx)
             for message in record.events:
@@ -999,7 +1023,8 @@ class Decider:
         # forgetting last: the decisions were made before it; an answer held is kept as long
         # as its request, had it come at this sweep (after the answer, so later), would be
         for never in states.forget_until(message.at, _forget_at(message.at, ctx)):
-            made += _never_requested(never, message.at) if effects else []
+            if effects and not _decided_before_history(never, states.known_from, ctx):
+                made += _never_requested(never, message.at)
         if partition in self._swept and self._swept[partition] <= message.at:
             del self._swept[partition]  # our last sweep is done: what is due needs a new one
         return made

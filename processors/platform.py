@@ -494,7 +494,7 @@ class Platform:
                 await asyncio.sleep(REBUILD_RETRY)
         if tp not in self.consumer.assignment():
             return None
-        self.decider.rebuild(tp.partition, history.records, ctx)
+        self.decider.rebuild(tp.partition, history.records, ctx, history.since)
         self.read[tp.partition] = committed
         self.consumer.seek(tp, committed)
         if end > committed:

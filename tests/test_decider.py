@@ -1360,6 +1360,36 @@ def test_a_decision_held_for_a_request_before_a_rebuilds_history_is_made_as_reco
         assert replace(successor.states[partition], forgotten_through=0) == decider.Partition()
 
 
+def test_an_answer_to_a_request_before_a_rebuilds_history_is_held_but_never_refused(
+        ctx: Context) -> None:
+    """A request's Pending recorded just before the history a new owner rebuilds (read back from
+    its last record), its answer, relayed by the last owner, recorded in it: the new owner knew no
+    request and held the answer, and at a sweep once that request would have been forgotten
+    refused it to its provider as one to no request (INVALID_TICKET), the provider's log then
+    saying not provided of data its requester has, the access log a refusal of it. An answer whose
+    ticket's request came before the history began (a clock skew's margin after) may have been
+    decided by an owner that knew the request: held as one before its request is, relayed if the
+    request comes, else forgotten unsaid; one whose request came after is refused as before."""
+    since = NOW + timedelta(seconds=1)  # the history begins just after the Pending's record
+    partition = decider.partition_of("r-1")
+    for received, refused in ((NOW, []), (since + ctx.clock_skew, ["INVALID_TICKET"])):
+        request = _pending(ctx, received=received)
+        answered = received + timedelta(seconds=2)
+        answer = replace(_answer(), deadline=request.deadline, answered_at=answered)
+        owners = [decider.Decider(), decider.Decider()]
+        for owner in owners:
+            owner.rebuild(partition, [decider.DecisionRecord(answered, [answer])], ctx, since)
+        later, comes = owners
+        made = comes.handle(partition, request, answered, ctx)
+        assert _topics(made) == [topics.inbox("town"), topics.AUDIT, topics.inbox("nenkin"),
+                                 topics.AUDIT], "held: relayed as its request comes"
+        told = [s for minutes in range(6) for s in _swept(
+            later, partition, answered + timedelta(minutes=minutes), ctx)]
+        assert [CODEC.decode(s.value, Rejection).reason for s in told
+                if s.topic == topics.inbox("town")] == refused, f"received {received}"
+        assert later.states[partition].held == {}, "forgotten"
+
+
 def test_a_copy_of_a_binding_answered_before_its_request_is_refused_to_its_holder_alone(
         ctx: Context) -> None:
     """The registry's answer read before its request's event (a take-over's history, the event

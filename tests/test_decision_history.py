@@ -126,6 +126,35 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     assert _sweeps(taken, now, ctx) == [], "its deadline passed, but it was answered"
 
 
+async def test_an_answer_relayed_just_before_a_take_overs_history_began_is_not_refused_after(
+        broker: Cluster, ctx: Context) -> None:
+    """The last owner relayed an answer 5 s after its request came; its last record came 3.5
+    minutes and 3 s after the request: the history the next owner rebuilds began after the
+    request's Pending, with the answer in it. The new owner held the answer, no request known,
+    and refused it to its provider at a sweep 2.5 minutes on (INVALID_TICKET: no request came),
+    whose log then said not provided of data its requester has."""
+    topic = f"{TOPIC}.relayed-before"
+    made_topic(topic)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
+    received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    pending = _pending(ctx, received=received)
+    answer = replace(_answer(), deadline=pending.deadline,
+                     answered_at=received + timedelta(seconds=5))
+    last = received + (received - ctx.remembered_from(received, received)) + timedelta(seconds=3)
+    events = [(pending, received), (answer, received + timedelta(seconds=5)),
+              (Sweep(last, ()), last)]
+    await _written(access, topic, events)
+    since, history = await decision_history(access, tp, len(events), ctx,
+                                            BrokerTime())  # the writers' clocks, as set
+    assert (since, _events(history)) == (received + timedelta(seconds=3), [answer, Sweep(last, ())])
+    taken, partition = _taken_over(history, ctx, since)
+    told = []
+    for at in (last + timedelta(minutes=minutes) for minutes in range(1, 6)):
+        for sweep in _sweeps(taken, at, ctx):
+            told += taken.handle(partition, CODEC.decode(sweep.value, Sweep), at, ctx)
+    assert told == [] and taken.states[partition].held == {}, "forgotten, not refused"
+
+
 async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_refused(
         broker: Cluster, ctx: Context) -> None:
     """A request read again in time (its holder message's offset not committed) waited in the
@@ -1430,13 +1459,14 @@ async def _written(access: KafkaAccess, topic: str, events: list[tuple[Any, date
                                      timestamp_ms=int(at.timestamp() * 1000))
 
 
-def _taken_over(history: list[decider.DecisionRecord],
-                ctx: Context) -> tuple[decider.Decider, int]:
-    """A decider that took over request r-1's partition, rebuilt from this history."""
+def _taken_over(history: list[decider.DecisionRecord], ctx: Context,
+                since: datetime | None = None) -> tuple[decider.Decider, int]:
+    """A decider that took over request r-1's partition, rebuilt from this history (written
+    from `since` on)."""
     partition = decider.partition_of("r-1")
     taken = decider.Decider()
     taken.keep_only({partition})
-    taken.rebuild(partition, history, ctx)
+    taken.rebuild(partition, history, ctx, since)
     return taken, partition
 
 
