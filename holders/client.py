@@ -318,6 +318,7 @@ class HolderClient:
         self._making: set[str] = set()  # idempotency keys of calls with no request recorded yet
         self._rekeying = Rekeying()  # settled (and replaced) as each re-keying request is
         self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
+        self._brought_to: int | None = None  # the key epoch the bindings were last brought to
         self.broker_time = BrokerTime()  # of the inbox's records: a query's deadline is of it
         self._inbox: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
@@ -771,19 +772,20 @@ class HolderClient:
         directory (and once at start, for a move made while the holder was down), and again
         whenever a binding answered at the old epoch is stored after that; unbind them all
         whenever the holder moves to another link-code unit (_follow_unit). What each moved is
-        logged at WARNING, the level the server runs at."""
-        brought_to: int | None = None  # the epoch the bindings were last brought to
+        logged at WARNING, the level the server runs at. The queries held back meanwhile
+        (_hold_back) are answered once they are brought to it."""
         followed: str | None = None  # the unit they were last brought to
         while True:
             seen, epoch = self.directory.version, self._epoch()
             try:
                 followed = await self._follow_unit(followed)
-                if epoch != brought_to:
+                if epoch != self._brought_to:
                     converted, investigated = await self._rekey(epoch)
-                    brought_to = epoch
+                    self._brought_to = epoch
                     if converted or investigated:
                         log.warning("%s: bindings re-keyed to epoch %s: %d converted, %d to "
                                     "investigation", self.holder, epoch, converted, investigated)
+                await self._answer_held()
             except Exception as exc:  # refused, timed out, not sent, the store busy: it must
                 # not stop here
                 log.error("%s: bringing the bindings to the directory's unit and epoch %s "
@@ -793,7 +795,7 @@ class HolderClient:
             await self._epoch_news(seen)
             if self._late_binding.is_set():
                 self._late_binding.clear()
-                brought_to = None  # not all of them any more
+                self._brought_to = None  # not all of them any more
 
     async def _epoch_news(self, seen: int) -> None:
         """Wait until the directory changes after version `seen`, or a binding of an older key
@@ -1190,10 +1192,9 @@ class HolderClient:
                         continue
                     if message.deadline < now:  # an answer would be refused (its ticket
                         late += 1  # expired): none sent, no content
-                        if not self._logged(message, TIMED_OUT) and sent is not None:
-                            self._unsent(message, sent)
-                    else:
-                        out.append(self._answer(message))
+                        self._read_late(message, sent)
+                    elif (answer := self._answer(message)) is not None:  # None: held back
+                        out.append(answer)
                 elif isinstance(message, Pong):
                     continue
                 elif isinstance(message, HolderLogRequest):
@@ -1367,6 +1368,7 @@ class HolderClient:
             reason = f"the link code is already bound to record {other}"
         else:
             if answer.epoch < self._epoch():  # answered before the unit moved: re-key it
+                self._brought_to = None  # not all of them any more
                 self._late_binding.set()
             return self._finish(request, BOUND, None)
         self.store.investigate(request.request_id, request.own_number, reason)
@@ -1422,11 +1424,14 @@ class HolderClient:
         entry = self._own_entry()
         return self._signed_out if entry is not None and entry.signing_key else self._unsigned_out
 
-    def _answer(self, query: ProviderQuery) -> Send:
+    def _answer(self, query: ProviderQuery) -> Send | None:
         """Step ③ at the provider: find the person by link code, seal the data to the requester.
         A query answered before (read again after a restart) is answered as its entry says,
-        whatever the store holds now: the data sent is the data logged."""
+        whatever the store holds now: the data sent is the data logged. None: held back, its
+        codes found on no record while the bindings wait for their re-keying (_hold_back)."""
         fields = self.store.provided(query.link_code, query.data_type, query.previous_link_code)
+        if fields is None and self._hold_back(query):
+            return None
         status, answer = self._answered(query, fields)
         if self._logged(query, status, fields):
             return answer
@@ -1438,11 +1443,72 @@ class HolderClient:
             return self._answered(query, json.loads(before.content))[1]
         return self._provider_answer(query, before.outcome, b"")
 
+    def _hold_back(self, query: ProviderQuery) -> bool:
+        """Whether the query, its codes found on no record, is held back in the store (in the
+        transaction of its batch: a crash loses none), to be answered once the bindings are
+        brought to their unit's key epoch (_answer_held): while some are of an older one, and
+        not yet brought to it, the person may be bound under a code of an epoch the query's
+        codes (this epoch's and the one before) are not of, a NOT_FOUND untrue. One answered
+        before (read again) is answered as then."""
+        epoch = self._epoch()
+        if self._brought_to == epoch or not self.store.bound_before(epoch) or (
+                self.store.provided_before(query.request_id, query.requester, query.pattern_id,
+                                           query.data_type, query.deadline) is not None):
+            return False
+        self.store.hold(query, CODEC.encode(query))
+        return True
+
+    async def _answer_held(self) -> None:
+        """Answer the queries held back (_hold_back), the bindings now brought to their unit's
+        key epoch, each logged once; those past their deadline are logged TIMED_OUT (the
+        platform timed them out: its requester told so, asking again if it will), not answered.
+        Each is kept until the broker has its answer: a crash before leaves it to the next start,
+        answered again as logged, or, past its deadline, TIMED_OUT unless its outbox has it."""
+        queries = [CODEC.decode(q, ProviderQuery) for q in self.store.held_queries()]
+        if not queries:
+            return
+        now = self.broker_time.now() or datetime.now(UTC)
+        sent = await self._answers_sent([q for q in queries if q.deadline < now], now)
+        answered = await self._in_store(partial(self._held_answered, queries, now, sent))
+        await deliver(self._producer, [answer for _, answer in answered])
+        await self._in_store(partial(self._let_go, [query for query, _ in answered]))
+        if answered:
+            log.warning("%s: %d quer(ies) held back while its bindings were re-keyed answered",
+                        self.holder, len(answered))
+
+    def _held_answered(self, queries: list[ProviderQuery], now: datetime,
+                       sent: set[str] | None) -> list[tuple[ProviderQuery, Send]]:
+        """The held queries answered (logged), in one transaction, those past their deadline
+        logged so and let go; one held back again (the unit moved on meanwhile) stays."""
+        answered = []
+        with self.store.transaction():
+            for query in queries:
+                if query.deadline < now:
+                    self._read_late(query, sent)
+                    self.store.let_go(query)
+                elif (answer := self._answer(query)) is not None:
+                    answered.append((query, answer))
+        return answered
+
+    def _let_go(self, queries: list[ProviderQuery]) -> None:
+        """These held queries' answers are on the broker: kept no more."""
+        with self.store.transaction():
+            for query in queries:
+                self.store.let_go(query)
+
     def _provided_before(self, query: ProviderQuery) -> Provided | None:
         """This holder's entry of an answer to the query, if it made one before."""
         before = self.store.provided_before(query.request_id, query.requester, query.pattern_id,
                                             query.data_type, query.deadline)
         return before if before is not None and before.outcome in ANSWERED else None
+
+    def _read_late(self, query: ProviderQuery, sent: set[str] | None) -> None:
+        """A query past its deadline: logged TIMED_OUT, not answered (its answer would be
+        refused, its ticket expired); one whose answer was logged before, TIMED_OUT if that
+        answer never reached the broker (not among those `sent`; None: not known, left as
+        logged)."""
+        if not self._logged(query, TIMED_OUT) and sent is not None:
+            self._unsent(query, sent)
 
     def _unsent(self, query: ProviderQuery, sent: set[str]) -> None:
         """A query read late whose answer was logged before a restart, and never reached the

@@ -25,7 +25,7 @@ from registry.residents import FourAttributes, Sex
 from renkei import retention
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
 from renkei.state import held, private_dir, state_path
-from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry
+from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry, ProviderQuery
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS {_ACCESS_LOG};
 CREATE TABLE IF NOT EXISTS request_keys (
     idempotency_key TEXT PRIMARY KEY, request_id TEXT NOT NULL REFERENCES requests,
     fingerprint TEXT NOT NULL) WITHOUT ROWID;
+-- the queries a provider holds back, their codes found on no record while bindings of an older
+-- key epoch than its unit's wait for their re-keying (a NOT_FOUND then might be untrue): stored
+-- with the inbox batch that read them, answered once the bindings are brought to the unit's
+-- epoch (or logged TIMED_OUT past their deadline), let go once the broker has the answer
+CREATE TABLE IF NOT EXISTS held_queries (
+    request_id TEXT NOT NULL, query_digest BLOB NOT NULL, deadline TEXT NOT NULL,
+    query BLOB NOT NULL, PRIMARY KEY (request_id, query_digest)) WITHOUT ROWID;
 -- the link-code unit the bindings are of (one row; none yet: checked at the first follow)
 CREATE TABLE IF NOT EXISTS bindings_unit (
     one INTEGER PRIMARY KEY CHECK (one = 0), unit TEXT NOT NULL);
@@ -377,6 +384,11 @@ def _query_digest(requester: str | None, pattern_id: str | None, data_type: str 
     dispatch is made again) nor its link codes (another after a re-keying in between)."""
     told = f"{requester}\0{pattern_id}\0{data_type}\0{deadline.timestamp()}"  # in any zone
     return hashlib.blake2b(told.encode(), digest_size=16).digest()
+
+
+def _digest_of(query: ProviderQuery) -> bytes:
+    """What tells the query among those of its request id (_query_digest)."""
+    return _query_digest(query.requester, query.pattern_id, query.data_type, query.deadline)
 
 
 def _of_query(at: str, requester: str | None, pattern_id: str | None, data_type: str | None,
@@ -761,6 +773,28 @@ class HolderStore:
                 f"{_PROVIDED} WHERE (link_code = ? OR previous_code = ?) AND data_type = ?",
                 (previous, link_code, data_type)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
+
+    def bound_before(self, epoch: int) -> bool:
+        """Whether a binding is of a key epoch before `epoch` (read off bindings_epoch)."""
+        return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM bindings WHERE epoch < ?)",
+                                    (epoch,)).fetchone()[0])
+
+    # queries held back while the bindings wait for their re-keying
+    def hold(self, query: ProviderQuery, encoded: bytes) -> None:
+        """Keep the query (`encoded`, as read) to answer later; a copy of one kept, once."""
+        self.db.execute("INSERT OR IGNORE INTO held_queries VALUES (?, ?, ?, ?)",
+                        (query.request_id, _digest_of(query), _stamp(query.deadline), encoded))
+
+    def held_queries(self) -> list[bytes]:
+        """The queries held back, as read, those due first first."""
+        return [bytes(q) for q, in self.db.execute(
+            "SELECT query FROM held_queries ORDER BY deadline")]
+
+    def let_go(self, query: ProviderQuery) -> None:
+        """The query held back is answered and the broker has its answer, or it is past its
+        deadline and logged so: kept no more."""
+        self.db.execute("DELETE FROM held_queries WHERE request_id = ? AND query_digest = ?",
+                        (query.request_id, _digest_of(query)))
 
     def bindings(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT own_number, link_code FROM bindings"))

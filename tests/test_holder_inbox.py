@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -731,6 +732,90 @@ async def test_a_binding_answered_under_the_unit_left_is_investigated_not_bound(
                                               "moved): bind it again")]
     assert client.store.bindings() == {"H-2": "369PQRST246"}
 
+
+
+def at_epoch(client: HolderClient, epoch: int) -> None:
+    """This holder's unit at key `epoch`, as its directory view has read it."""
+    client.directory.entries[HOLDER.encode()] = HolderEntry(
+        HOLDER, "City X", "municipality", HOLDER, epoch, b"", False, True, datetime.now(UTC))
+
+
+def delivered_to(monkeypatch: pytest.MonkeyPatch, fails: bool = False) -> list[Send]:
+    """What the client hands the broker outside its inbox loop (each acknowledged, or each
+    failing: the broker away)."""
+    handed: list[Send] = []
+
+    async def deliver(_: object, effects: Sequence[Send]) -> None:
+        if fails:
+            raise KafkaConnectionError("the broker is away")
+        handed.extend(effects)
+
+    monkeypatch.setattr(client_module, "deliver", deliver)
+    return handed
+
+
+def of_epoch_two(within: float = 30.0) -> ProviderQuery:
+    """A query for H-1 (bound to OLD, of epoch 0) by its codes of epochs 2 and 1."""
+    return replace(query("EPOCH2CODE1", within), previous_link_code="EPOCH1CODE1")
+
+
+async def test_a_query_missed_while_the_bindings_wait_for_their_rekeying_is_held_then_answered(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back after its unit was re-keyed twice, a provider's bindings were two epochs behind the
+    query's codes (of this epoch and the one before): it answered NOT_FOUND for a person it
+    holds, logged so. It holds the query back, in its batch's transaction, and answers it once
+    the bindings are brought to the epoch, logged once; a crash before the broker has the
+    answer leaves it held, answered again as logged."""
+    _providing(client)
+    at_epoch(client, 2)
+    asked = of_epoch_two()
+    assert await handle(client, asked) == []
+    assert client.store.access_log(asked.request_id) == []
+    with client.store.transaction():
+        client.store.rekey(OLD, "EPOCH2CODE1", 2)
+    client._brought_to = 2  # as _follow_epochs notes it
+    delivered_to(monkeypatch, fails=True)
+    with pytest.raises(KafkaConnectionError):
+        await client._answer_held()
+    assert len(client.store.held_queries()) == 1  # not let go: the broker does not have it
+    handed = delivered_to(monkeypatch)
+    await client._answer_held()
+    assert [(a.request_id, a.status) for a in (CODEC.decode(s.value, ProviderAnswer)
+                                               for s in handed)] == [(asked.request_id, FOUND)]
+    assert [(e.outcome, e.content) for e in client.store.access_log(asked.request_id)] == [
+        (FOUND, '{"taxable_income": "3200000"}')]
+    assert client.store.held_queries() == []
+
+
+async def test_a_query_held_past_its_deadline_is_logged_timed_out_not_answered(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-keying took longer than the query's deadline: the platform timed it out (its
+    requester told TIMED_OUT), so no answer goes and the provider's entry says so."""
+    _providing(client)
+    at_epoch(client, 2)
+    asked = of_epoch_two(within=0.2)
+    assert await handle(client, asked) == []
+    await asyncio.sleep(0.3)
+    client._brought_to = 2
+    handed = delivered_to(monkeypatch)
+    await client._answer_held()
+    assert handed == []
+    assert [(e.outcome, e.content) for e in client.store.access_log(asked.request_id)] == [
+        (TIMED_OUT, None)]
+    assert client.store.held_queries() == []
+
+
+async def test_a_query_for_nobody_here_is_answered_not_found_once_the_bindings_are_of_the_epoch(
+        client: HolderClient) -> None:
+    """Held back only while bindings of an older epoch wait for their re-keying."""
+    _providing(client)
+    at_epoch(client, 2)
+    with client.store.transaction():
+        client.store.rekey(OLD, NEW, 2)
+    asked = of_epoch_two()
+    [answer] = await handle(client, asked)
+    assert CODEC.decode(answer.value, ProviderAnswer).status == NOT_FOUND
+    assert client.store.held_queries() == []
 
 OLD, NEW = "ABC98765XYZ", "369PQRST246"  # one person's link code of epoch 0, and of epoch 1
 

@@ -317,6 +317,7 @@ async def test_a_silent_provider_gives_a_timeout_and_its_late_answer_is_logged_n
     (expired_id, expired), (waited_id, waited) = await _timed_out_queries(clients, 2)
     with silent.store.transaction():  # answered as its server would, had it been up
         late, in_time = silent._answer(expired), silent._answer(waited)
+    assert late is not None and in_time is not None, "answered, not held back"
     await deliver(silent._producer, [late])
     master = keys.load()
     ctx = Context.of(master)

@@ -188,6 +188,7 @@ async def test_a_request_to_a_provider_suspended_once_it_was_approved_ends_at_on
     assert datetime.now(UTC) < query.deadline, "the provider answers in time"
     with silent.store.transaction():  # answered as its server would, had it been up
         answer = silent._answer(query)
+    assert answer is not None, "answered, not held back"
     await deliver(silent._producer, [answer])
     await asyncio.sleep(query.deadline.timestamp() - time.time() + 3)  # its deadline passed
     events = await logged_events(asked, 3)  # the answer's refusal, under its own source
