@@ -22,11 +22,9 @@ from authority.service import (
 )
 from registry import store as registry_store
 from registry.cli import open_registry
-from registry.resident_code import NOT_RESIDENT
-from registry.resident_code import is_valid as is_resident_code
 from renkei import personal_input, sqlite
 from renkei.options import SaidDefault, stated
-from renkei.personal_input import RESIDENT_CODE, Field, OnStdin
+from renkei.personal_input import Field, OnStdin
 
 NUMBER = Field("number", "personal number")
 AT_DESK = "desk:"  # a change-number request id's prefix: never one of the portal's ids
@@ -139,16 +137,6 @@ def _withdrawn(authority: NumberingAuthority) -> str:
     return f"; {withdrawn_told(authority.withdrawn)}" if authority.withdrawn else ""
 
 
-def _resident_code() -> str:
-    """The resident code read as keyed (full-width digits, spaces between groups); one that is no
-    resident code a usage error, as the registry's `lookup` says it (not echoed: a code mistyped
-    is still one)."""
-    resident_code = keyed(personal_input.read_one(RESIDENT_CODE))
-    if not is_resident_code(resident_code):
-        raise click.BadParameter(NOT_RESIDENT)
-    return resident_code
-
-
 @authority_cli.command("change-number", cls=OnStdin,
                        short_help="A resident's new personal number, asked at the authority.")
 @click.option("--reason", required=True, callback=stated, help="the resident's stated reason")
@@ -167,7 +155,7 @@ def change_number(reason: str, request_id: str, registry: Path | None, db: Path 
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
-    resident_code = _resident_code()
+    resident_code = personal_input.read_resident_code()
     with _following(db, registry) as authority:
         try:
             number = authority.change_number(resident_code, reason, f"{AT_DESK}{request_id}")
@@ -185,7 +173,7 @@ def number_of(registry: Path | None, db: Path | None) -> None:
 
     The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
     for at a terminal: never an argument, which `ps` and the shell's history show."""
-    resident_code = _resident_code()
+    resident_code = personal_input.read_resident_code()
     with _following(db, registry) as authority:
         number = authority.number_of(resident_code)
     if number is None:

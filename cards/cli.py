@@ -16,7 +16,7 @@ from cards.card import Card, cards, folder
 from renkei import logs, personal_input, quiet_http
 from renkei.listed import echo_listed
 from renkei.options import SaidDefault, holder_id, listening, origins, port_option, stated
-from renkei.personal_input import RESIDENT_CODE, OnStdin
+from renkei.personal_input import OnStdin
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,9 +82,10 @@ def _done(card: Card) -> None:
 def issue_resident(pin: str, where: Path | None) -> None:
     """Issue a resident's card (user-authentication certificate, PIN-protected key).
 
-    The resident code is read from stdin (the code, or {"resident_code": "…"}), or prompted
-    for at a terminal: never an argument, which `ps` and the shell's history show."""
-    resident_code = personal_input.read_one(RESIDENT_CODE)
+    The resident code (as keyed: full-width digits, spaces) is read from stdin (the code, or
+    {"resident_code": "…"}), or prompted for at a terminal: never an argument, which `ps` and
+    the shell's history show."""
+    resident_code = personal_input.read_resident_code()
     try:
         _done(issue.resident_card(resident_code, pin, where))
     except (LookupError, ValueError, ca.NoAuthority) as exc:

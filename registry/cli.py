@@ -13,7 +13,6 @@ import click
 from authority.check_digit import keyed
 from registry import store as registry_store
 from registry.normalize import parse_date, parse_sex
-from registry.resident_code import NOT_RESIDENT, is_valid
 from registry.residents import ChangeKind, FourAttributes, Resident
 from renkei import personal_input
 from renkei.listed import echo_listed
@@ -70,9 +69,8 @@ def lookup(db: Path | None) -> None:
     "sex": "…"}), or prompted for at a terminal: never arguments, which `ps` and the shell's
     history show."""
     asked = personal_input.read((RESIDENT_CODE,), FOUR)
-    code = None if RESIDENT_CODE.key not in asked else keyed(asked[RESIDENT_CODE.key])
-    if code is not None and not is_valid(code):  # not echoed: a code mistyped is still one
-        raise click.BadParameter(NOT_RESIDENT)
+    code = (None if RESIDENT_CODE.key not in asked
+            else personal_input.resident_code(asked[RESIDENT_CODE.key]))
     store = open_registry(db)
     try:
         if code is not None:

@@ -19,6 +19,10 @@ from typing import Any
 
 import click
 
+from authority.check_digit import keyed
+from registry.resident_code import NOT_RESIDENT
+from registry.resident_code import is_valid as is_resident_code
+
 
 @dataclass(frozen=True)
 class Field:
@@ -89,6 +93,21 @@ def _stdin_text() -> str:
 def read_one(field: Field) -> str:
     """One value, read as `read` reads a shape of one field."""
     return read((field,))[field.key]
+
+
+def resident_code(given: str) -> str:
+    """A resident code as keyed (full-width digits, spaces or hyphens between groups) made the
+    code itself; one that is no resident code a usage error (not echoed: a code mistyped is
+    still one)."""
+    code = keyed(given)
+    if not is_resident_code(code):
+        raise click.BadParameter(NOT_RESIDENT)
+    return code
+
+
+def read_resident_code() -> str:
+    """The resident code, read as `read_one` reads it and made the code as `resident_code`."""
+    return resident_code(read_one(RESIDENT_CODE))
 
 
 def _prompted(shapes: tuple[Shape, ...]) -> dict[str, str]:

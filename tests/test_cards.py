@@ -674,3 +674,30 @@ def test_a_residents_card_issued_halfway_is_harmless_and_issued_again(
         finally:
             holders.close()
             registry.close()
+
+
+def test_card_issue_reads_the_resident_code_as_keyed_as_the_registry_does(
+        tmp_path: Path) -> None:
+    """`card issue` took the resident code as typed: one keyed with spaces between its groups or
+    in full-width digits, which `registry lookup` finds, was refused 'no resident has that code';
+    it reads it as the registry and the authority do, and J-LIS's row names the code itself."""
+    where = tmp_path / "issued"
+    with state_folder(tmp_path / "state"):
+        registry_store.build(registry_store.default_path(), 3, 1)
+        registry = registry_store.RegistryStore.open(registry_store.default_path())
+        code = next(registry.resident_codes())
+        issue.init()
+        spaced = f"{code[:4]} {code[4:8]} {code[8:]}"
+        wide = code.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+        for typed in (spaced, wide):
+            renkei("card", "issue", "--dir", str(where), input=typed,
+                   env={"RENKEI_CARD_PIN": "1357"})
+        holders = CardHolders()
+        try:
+            issued = [Card(path) for path in where.glob("*.card.json")]
+            assert len(issued) == 2, issued
+            for card in issued:
+                assert holders.resident_codes(_login(card, "1357", ca.JPKI), registry) == [code]
+        finally:
+            holders.close()
+            registry.close()
