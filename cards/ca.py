@@ -43,9 +43,10 @@ class NoAuthority(FileNotFoundError):
     """The CA is not made yet: run `renkei card init`."""
 
 
-def folder(name: str) -> Path:
-    """The CA's key and its records of what it issued and revoked."""
-    return private_dir("cards", "ca", name)
+def folder(name: str, made: bool = True) -> Path:
+    """The CA's key and its records of what it issued and revoked; made if missing, unless not
+    `made` (private_dir)."""
+    return private_dir("cards", "ca", name, made=made)
 
 
 def trusted(name: str) -> Path:
@@ -140,7 +141,9 @@ class Authority:
 
     @classmethod
     def load(cls, name: str) -> Authority:
-        path = folder(name) / "key.pem"
+        """The CA made in this state folder, or NoAuthority, nothing made: a command that needs
+        one and fails for its lack (`card revoke`, `card crl`) leaves no folder of it."""
+        path = folder(name, made=False) / "key.pem"
         if not path.exists():
             raise NoAuthority(f"no {name} CA: run `renkei card init`")
         key = serialization.load_pem_private_key(path.read_bytes(), None)

@@ -51,7 +51,7 @@ def resident_card(resident_code: str, pin: str, where: Path | None = None) -> Ca
     """A resident's card; J-LIS records whose it is before the CA issues it: a crash between
     leaves a row for a serial no certificate has (nothing logs in with it; issuing again makes
     another), where the other order left a card issued whose logins were refused, unknown-card."""
-    registry = RegistryStore.open(registry_path())
+    registry = RegistryStore.open(registry_path(made=False))  # none there: none made
     try:
         resident = registry.by_code(resident_code)
     finally:

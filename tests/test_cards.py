@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 
 from cards import ca, issue, jlis
 from cards.card import PIN_TRIES, BadPin, Card, CardLocked, NotAPin, find
+from cards.cli import PIN_ENV
 from cards.jlis import CardHolders
 from cards.login import (
     CRL_NOT_YET_VALID,
@@ -37,6 +39,7 @@ from cards.login import (
 from portal.login import REFUSALS
 from registry import store as registry_store
 from renkei import state as state_files
+from renkei.cli import main
 from renkei.clock import Mark
 from renkei.state import state_folder
 from tests.clock_helpers import unmarked
@@ -487,6 +490,37 @@ def test_card_list_marks_a_revoked_card(cards_dir: Path) -> None:
     assert [line for line in listed if "REVOKED" in line] == [
         line for line in listed if line.startswith(gone.face.serial)], listed
     assert any(line.startswith(kept.face.serial) for line in listed), listed
+
+
+def _left(state: Path) -> set[Path]:
+    return set(state.rglob("*"))
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["revoke", "ab"], "no jpki CA: run `renkei card init`"),
+    (["crl"], "no jpki CA: run `renkei card init`"),
+    (["officer", "op-1", "--holder", "oversight", "--role", "oversight"],
+     "no officers CA: run `renkei card init`"),
+    (["issue"], "no registry at "),
+    (["issue", "--registry-there"], "no jpki CA: run `renkei card init`")])
+def test_a_card_command_that_fails_for_what_is_missing_leaves_nothing(
+        tmp_path: Path, args: list[str], error: str) -> None:
+    """`card revoke ab` in a state folder with no CA made cards/ca/jpki before it said there was
+    none (and `card crl`, `card officer`, `card issue` made theirs, `card issue` the registry's
+    folder too): a command that fails leaves the state folder as it found it."""
+    with state_folder(tmp_path / "state") as state:
+        code = "02461514971"
+        if "--registry-there" in args:
+            args = [arg for arg in args if arg != "--registry-there"]
+            registry_store.build(registry_store.default_path(), 3, 1)
+            registry = registry_store.RegistryStore.open(registry_store.default_path())
+            code = next(registry.resident_codes())
+            registry.close()
+        before = _left(state)
+        run = CliRunner().invoke(main, ["card", *args], input=code, env={PIN_ENV: "1357"})
+        assert run.exit_code == 1, run.output
+        said_in_one_line(run.output, error)
+        assert _left(state) == before
 
 
 @pytest.mark.parametrize("damaged", ["junk", "{}", "[]", '{"format": "renkei-ic-card-v1"}'])
