@@ -15,6 +15,7 @@ from audit.retention import RETENTION_YEARS, retention_cutoff
 from authority import store as authority_store
 from authority.check_digit import is_valid, keyed
 from authority.service import (
+    NumberChange,
     NumberingAuthority,
     UnknownResident,
     forgotten_told,
@@ -158,10 +159,21 @@ def change_number(reason: str, request_id: str, registry: Path | None, db: Path 
     resident_code = personal_input.read_resident_code()
     with _following(db, registry) as authority:
         try:
-            number = authority.change_number(resident_code, reason, f"{AT_DESK}{request_id}")
+            change = authority.number_change(resident_code, reason, f"{AT_DESK}{request_id}")
         except UnknownResident as exc:
             raise click.ClickException(str(exc)) from exc
-    click.echo(f"new personal number {number}; the old one is retired")
+    click.echo(_change_told(change, request_id))
+
+
+def _change_told(change: NumberChange, request_id: str) -> str:
+    """What `change-number` says of a change: done now, or done already by the request run
+    again (when, if the store knows), nothing changed."""
+    if not change.again:
+        return f"new personal number {change.number}; the old one is retired"
+    when = "" if change.given_at is None else \
+        f" on {change.given_at.isoformat(timespec='seconds')}"
+    return (f"request {request_id} was done already{when}: personal number {change.number}; "
+            "nothing changed")
 
 
 @authority_cli.command("number-of", cls=OnStdin,

@@ -111,6 +111,17 @@ class Move:
     withdrawal: str
 
 
+@dataclass(frozen=True)
+class NumberChange:
+    """A resident's change of number as done: the new number, and, for a request acted on
+    before and asked again (a retry), when it was given then (the number's issue, if the store
+    has it): nothing changed now."""
+
+    number: str
+    again: bool = False
+    given_at: datetime | None = None
+
+
 FOLLOWED = Move("code-followed", "resident code changed",
                 "issued to a changed resident code before the change was followed: the resident "
                 "keeps their number")
@@ -269,12 +280,17 @@ class NumberingAuthority:
         Asked under a login `ticket`, it is that ticket's one change: TicketUsed if it was used
         for another, TicketExpired if it expired by this authority's clock before (whatever the
         clock says now: its use may be forgotten), and nothing changes."""
+        return self.number_change(resident_code, reason, request_id, ticket).number
+
+    def number_change(self, resident_code: str, reason: str, request_id: str | None = None,
+                      ticket: TicketShown | None = None) -> NumberChange:
+        """`change_number`, told whether the request was acted on before (and when)."""
         if not reason.strip():
             raise ValueError("a change of number records the resident's reason")
         with self._store.transaction():
             given = None if request_id is None else self.number_given(request_id, resident_code)
             if given is not None:
-                return given
+                return NumberChange(given, again=True, given_at=self._store.issued_at(given))
             if ticket is not None:
                 self._use(ticket, request_id)
             old = self._current(resident_code)
@@ -284,7 +300,7 @@ class NumberingAuthority:
                                       reason)
             if request_id is not None:
                 self._store.record_answer(request_id, new)
-        return new
+        return NumberChange(new)
 
     def judged(self, issued: datetime, mark: Mark | None, lasts: timedelta) -> Age:
         """A login ticket's age by this authority's clock, issued then (marked `mark`), living

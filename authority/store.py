@@ -217,6 +217,12 @@ class AuthorityStore:
                                (number,)).fetchone()
         return None if row is None else str(row[0])
 
+    def issued_at(self, number: str) -> datetime | None:
+        """When the number was issued; None if it never was."""
+        row = self._db.execute("SELECT issued_at FROM numbers WHERE number = ?",
+                               (number,)).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
     def was_issued(self, number: str) -> bool:
         return self._db.execute("SELECT 1 FROM numbers WHERE number = ?",
                                 (number,)).fetchone() is not None

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import logging
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -867,11 +868,18 @@ def test_change_number_run_again_with_its_request_id_changes_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`change-number` had no request id: run again (an operator's retry after a timeout), it
     retired the number it had just given and issued a third; now given the same --request-id it
-    is told the number that request was given, and changes nothing more (another id: a change)."""
+    is told the number that request was given, and changes nothing more (another id: a change).
+    Run again, it said 'new personal number …; the old one is retired' again, nothing changed:
+    it says the request was done already, and when."""
     runner, code = _numbered_town(tmp_path, monkeypatch)
     first, again = (runner.invoke(authority_cli, CHANGE, input=code) for _ in range(2))
     assert (first.exit_code, again.exit_code) == (0, 0), first.output + again.output
-    assert first.output == again.output
+    number = first.output.removeprefix("new personal number ").split(";")[0]
+    assert first.output == f"new personal number {number}; the old one is retired\n"
+    done = re.fullmatch(rf"request F-1 was done already on (\S+): personal number {number}; "
+                        r"nothing changed\n", again.output)
+    assert done, again.output
+    assert datetime.now(UTC) - datetime.fromisoformat(done[1]) < timedelta(minutes=1)
     other = runner.invoke(authority_cli, [*CHANGE[:2], "F-2", *CHANGE[3:]], input=code)
     assert other.exit_code == 0 and other.output != first.output, other.output
     store = AuthorityStore(tmp_path / "authority" / "authority.db")
