@@ -416,11 +416,12 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
               page.trusted)
 
 
-def _unnamed_said(unnamed: Unnamed) -> str:
-    """A note that no entry names the holder asked for: its empty page tells nothing of it (a
-    holder with no entries yet, or none left after the retention, is a true empty answer)."""
+def _unnamed_said(unnamed: Unnamed, none: str = "no entry of this store names holder") -> str:
+    """A note that no entry names the holder asked for (`none`: or no action is on it): its
+    empty page tells nothing of it (a holder with no entries yet, or none left after the
+    retention, is a true empty answer)."""
     nearest = ", ".join(repr(name) for name in unnamed.nearest)
-    return (f"note: no entry of this store names holder {unnamed.holder!r}"
+    return (f"note: {none} {unnamed.holder!r}"
             + (f" (nearest: {nearest})" if nearest else ""))
 
 
@@ -463,14 +464,23 @@ def actions(db: str | None, subject: str | None, action: str | None, operator: s
     key; the log keeps them readable), and its inclusion proof against the latest head signed
     (after it: pending). Needs the head key's public key alone, and writes nothing.
 
+    A --holder (or --unit) no operator action of the store is on is noted on stderr, with the
+    holders and units actions are on nearest it: its empty page is no answer about it (exit
+    code 0 still: a holder registered before actions were logged, or whose actions are past the
+    retention, has none).
+
     Exits 1 if the latest head is not signed by the log's key, or an action's columns differ
     from its signed bytes."""
     where = ActionQuery(subject, action and action.upper(), operator, since, until)
     with open_store(db, signing=False) as store:
         page = _read_page(partial(store.actions, where, limit=limit, after=after), after)
+        unacted = store.unacted(subject) if subject is not None and not page.actions else None
     _echo_json({"head": page.head.to_json() if page.head else None,
                 "actions": [_action_json(a, page.trusted) for a in page.actions],
                 "next": page.next_cursor})
+    if unacted is not None:
+        click.echo(_unnamed_said(unacted, "no operator action of this store is on holder or "
+                                          "unit"), err=True)
     _tampered("operator actions", "action",
               [a.action.action_id for a in page.actions if not a.faithful], page.trusted)
 

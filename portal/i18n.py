@@ -269,6 +269,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "actions_title": ("運用者の操作（情報保有機関の停止・再開・登録・鍵の更新）",
                       "Operator actions (holders suspended, resumed, registered; keys renewed)"),
     "actions_none": ("該当する操作はありません。", "No operator actions."),
+    "action_subject_unacted": ("この監査ログには「{holder}」を対象とする運用者の操作が一件もありま"
+                               "せん（機関名・リンクコード単位の誤りではありませんか）。",
+                               "No operator action of this log is on holder or link-code unit "
+                               "“{holder}” (is the name right?)."),
     "action": ("操作", "Action"),
     "action_all": ("すべて", "All"),
     "action_by": ("操作した運用者", "Operator"),

@@ -183,10 +183,12 @@ class CheckedAction:
 
 @dataclass(frozen=True)
 class ActionsShown:
-    """A page of operator actions, newest first; `older` the cursor of the page after it."""
+    """A page of operator actions, newest first; `older` the cursor of the page after it; an
+    empty one of a holder or unit no action is on says so (`unacted`)."""
 
     actions: list[CheckedAction]
     older: str | None
+    unacted: Unnamed | None = None  # the holder or unit asked, if no action is on it
 
 
 @dataclass(frozen=True)
@@ -351,7 +353,8 @@ class Records:
                             and includes(head.head, a.serial, a.record, a.proof))
                 pending = page.trusted and a.proof is None
             checked.append(CheckedAction(a, verified, pending))
-        return ActionsShown(checked, page.next_cursor)
+        unacted = None if where.subject is None or checked else store.unacted(where.subject)
+        return ActionsShown(checked, page.next_cursor, unacted)
 
     async def against(self, anchored: Sequence[SignedHead],
                       committed: Committed | None) -> VerifyReport:

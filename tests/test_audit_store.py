@@ -1937,6 +1937,50 @@ def test_audit_and_oversight_list_the_operator_actions(store: AuditStore, db: st
         result.stdout)["actions"]] == [False, True]
 
 
+def test_a_holder_or_unit_no_action_is_on_is_noted_not_answered_as_one_left_alone(
+        store: AuditStore, db: str, clock: Clock) -> None:
+    """`audit actions --holder nobody` (and `oversight actions`) answered an empty page, as for a
+    holder no operator ever acted on: a holder or link-code unit no action of the store is on is
+    noted on stderr with the holders and units actions are on nearest it, exit code 0 still; one
+    actions are on, left out by the other filters, is not; a holder entries name but no action
+    is on is noted too (its page tells nothing of it). Whether an action is on it, and which
+    subjects actions are on, is read from the index on subject, which a store from before it is
+    given when its writer opens it again."""
+    from audit.oversight_cli import oversight_cli
+
+    store.append_many([item(event(0)), *map(item, actions_of(6))])
+    store.sign_head()
+
+    def asked(group: click.Group, *args: str) -> tuple[list[int], str]:
+        result = CliRunner().invoke(group, ["actions", "--db", db, *args])
+        assert result.exit_code == 0, result.output
+        return [a["serial"] for a in json.loads(result.stdout)["actions"]], result.stderr
+
+    said = "note: no operator action of this store is on holder or unit "
+    for group in (audit_cli, oversight_cli):
+        assert asked(group, "--holder", "nobody") == ([], f"{said}'nobody'\n")
+    assert asked(audit_cli, "--unit", "Unit-7") == ([], f"{said}'Unit-7' (nearest: 'unit-7')\n")
+    assert asked(audit_cli, "--holder", "City-B") == (
+        [], f"{said}'City-B' (nearest: 'city-b', 'city-a')\n")
+    assert asked(audit_cli, "--holder", HOLDERS[2]) == ([], f"{said}'{HOLDERS[2]}'\n")
+    assert asked(audit_cli, "--holder", HOLDERS[1], "--action", "REKEY") == ([], "")
+    assert asked(audit_cli, "--unit", "unit-7") == ([4], "")
+    store.close()
+    tamper(db, ("DROP INDEX operator_actions_subject", ()))  # a store from before the index
+    assert asked(audit_cli, "--holder", "nobody") == ([], f"{said}'nobody'\n")  # read, slower
+    AuditStore(db, Signer.load_or_create(), clock=clock).close()  # its writer opens it again
+    connection, dialect = connect(db)
+    explain, session = PLAN[dialect.name]
+    with closing(connection):
+        for setting in session:
+            connection.execute(setting)
+        for statement in (audit.store._ACTS_ON, audit.store._SUBJECTS):
+            plan = " ".join(str(row[-1]) for row in connection.execute(
+                explain + statement, ("nobody",) * statement.count("?")))
+            assert re.search(r"(COVERING INDEX|Index Only Scan using) operator_actions_subject",
+                             plan), plan
+
+
 @pytest.mark.parametrize("fault", [OSError("an I/O error"), TypeError("a bug")],
                          ids=["disk", "code"])
 def test_a_fault_reading_a_record_back_is_raised_not_reported_as_tampering(

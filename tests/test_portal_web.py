@@ -1197,6 +1197,32 @@ async def test_a_holder_no_entry_names_is_said_on_the_search_page(
     assert said["none_found"] in page and 'id="unnamed-holder"' not in page
 
 
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_a_holder_or_unit_no_action_is_on_is_said_on_the_actions_page(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """The console's actions page for a holder or link-code unit no operator action is on (a
+    name mistyped) answered "No operator actions.", as for a holder no operator acted on: the
+    page says no action of the log is on it, in the page's language, with the holders and units
+    actions are on nearest it, as typed (escaped); one actions are on, its page empty by the
+    other filters, is not."""
+    store = fakes_of(client).store
+    assert store
+    store.append_many([item(OperatorAction("SUSPEND@a1", T0 + timedelta(hours=1), "ops-a",
+                                           "SUSPEND", "city-a", None))])
+    await logged_in(client, town, "oversight", tmp_path)
+    said = words(lang)
+    await switched(client, lang)
+    for typed, nearest in (('<b>"nobody"</b>', ""), ("City-A", "city-a")):
+        page = await (await client.get("/oversight/actions", params={"holder": typed})).text()
+        line = said["action_subject_unacted"].format(holder=typed)
+        if nearest:
+            line += " " + said["holder_nearest"].format(names=nearest)
+        assert f'id="unnamed-holder">{escape(line)}</p>' in page and "<b>" not in page
+    page = await (await client.get("/oversight/actions", params={"holder": "city-a",
+                                                                 "action": "RENEW"})).text()
+    assert said["actions_none"] in page and 'id="unnamed-holder"' not in page
+
 FORM = "application/x-www-form-urlencoded"
 
 
