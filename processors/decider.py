@@ -21,7 +21,9 @@ nothing its first record does not say. An answer can come before its request's e
 (an owner deciding at once writes that event only after the query is acknowledged, and another
 instance can write the answer first): it is held until the request comes and relayed when the
 request is read (not in a rebuild: an owner holding it may have lost the partition before its
-request came, so only relaying it again is sure; holders and the audit log drop copies), or, when a
+request came, so only relaying it again is sure; holders and the audit log drop copies); a rebuild
+reads the history back for the answers to its requests recorded before it began (read_back), or
+one whose answer was relayed would be pending, and timed out after it; or, when a
 request received at the first sweep after it would be forgotten, refused to its provider as one to
 no request (as is an answer the decider cannot read; a decision relaying one to no one held so is
 made as recorded), unless its ticket's request came before the history a rebuild read: an owner
@@ -464,6 +466,47 @@ def _forgettable(appended: datetime, ctx: Context) -> datetime:
     perhaps forgotten: received before the history an owner taking over there would rebuild
     begins, a clock skew's margin after."""
     return _forget_at(ctx.remembered_from(appended, appended) + ctx.clock_skew, ctx)
+
+
+class ReadBack(NamedTuple):
+    """The requests whose Pending a rebuild's history has that an answer recorded before the
+    history began may settle, and from when such an answer may have been recorded."""
+
+    requests: frozenset[str]
+    since: datetime
+
+
+def read_back(history: list[DecisionRecord], since: datetime, ctx: Context) -> ReadBack | None:
+    """What a history written from `since` on is to be read back for (None: nothing): the
+    requests whose Pending it has, received before it began, a clock skew's margin after (the
+    broker takes an answer after its request, by their clocks): an owner deciding one at once
+    writes its Pending only after its query is acknowledged, and its answer, written by another
+    instance, can land first, before the history; rebuilt without it, the request would be
+    pending and timed out after its answer was relayed. From a clock skew before the first of
+    them was received. A Pending its record takes as perhaps forgotten (refused as stale, never
+    pending) asks for none."""
+    received = {e.request_id: _received(e.deadline, ctx) for record in history
+                for e in record.events if isinstance(e, Pending)
+                and forgotten_at(e, ctx) > _forgettable(record.at, ctx)
+                and _received(e.deadline, ctx) < since + ctx.clock_skew}
+    if not received:
+        return None
+    return ReadBack(frozenset(received), min(received.values()) - ctx.clock_skew)
+
+
+def answers_to(records: list[DecisionRecord], requests: Collection[str]) -> list[DecisionRecord]:
+    """The records read back before a history (read_back), each with only its answers to
+    `requests` (its other events are before the history: its state holds none of them): put
+    before the history, they are held until their request is read, and relayed then (not
+    again: a rebuild makes no effects), as the owner that decided the request at once relayed
+    them, its Pending in hand."""
+    read: list[DecisionRecord] = []
+    for record in records:
+        answers: list[DecisionEvent] = [e for e in record.events if isinstance(
+            e, Outcome | RegistryAnswer) and e.request_id in requests]
+        if answers:
+            read.append(DecisionRecord(record.at, answers))
+    return read
 
 
 def forgetting_lag(ctx: Context) -> int:

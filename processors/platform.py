@@ -571,7 +571,8 @@ def _mark(record: Any) -> bytes | None:
 
 
 class History(NamedTuple):
-    """A decision partition's records written from `since` on (None: all it ever had)."""
+    """A decision partition's records written from `since` on (None: all it ever had), after the
+    answers to their requests recorded before (decider.read_back)."""
 
     since: datetime | None
     records: list[decider.DecisionRecord]
@@ -585,13 +586,14 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
                            broker_time: BrokerTime) -> History:
     """A partition's decision records up to `end`, from the first that its state as of the last
     of them can still hold (so a platform down for an hour still times out what was pending
-    when it stopped), by the broker's time (the topic's records stamped by it); if they are gone,
-    one with no events at the time counted from, as read then."""
+    when it stopped), by the broker's time (the topic's records stamped by it), after the answers
+    recorded before it to requests whose Pending it has (decider.read_back: one written after its
+    answer landed, just after the history began, would be pending, timed out after its answer was
+    relayed); if they are gone, one with no events at the time counted from, as read then."""
     if not end:
         return History(None, [])  # nothing before: nothing decided, nothing forgotten
     replay = AIOKafkaConsumer(**access.reading(), group_id=None, enable_auto_commit=False,
                               auto_offset_reset="earliest", fetch_max_wait_ms=REPLAY_WAIT_MS)
-    history: list[decider.DecisionRecord] = []
     ends = {tp: end}
     try:  # stopped also if the rebuild is cancelled while it starts (the platform stopping)
         await replay.start()
@@ -600,12 +602,27 @@ async def decision_history(access: KafkaAccess, tp: TopicPartition, end: int, ct
         broker_time.read_late([] if last is None else [last])  # perhaps hours old
         counted = _counted_from(broker_time, last)
         since = ctx.remembered_from(None if last is None else record_time(last), counted)
-        await seek_to_times(replay, {tp: int(since.timestamp() * 1000)}, ends)
-        async for record in records_up_to(replay, ends):
-            history.append(decider.DecisionRecord(record_time(record), _events(record, ctx)))
+        await seek_to_times(replay, {tp: _millis(since)}, ends)
+        begun = await replay.position(tp)
+        history = await _records(replay, ends, ctx)
+        if begun and (back := decider.read_back(history, since, ctx)) is not None:
+            await seek_to_times(replay, {tp: _millis(back.since)}, {tp: begun})
+            history = decider.answers_to(await _records(replay, {tp: begun}, ctx),
+                                         back.requests) + history
     finally:
         await stopped(replay)
     return History(since, history or [decider.DecisionRecord(counted, [])])  # gone: read now
+
+
+async def _records(replay: AIOKafkaConsumer, ends: dict[TopicPartition, int],
+                   ctx: Context) -> list[decider.DecisionRecord]:
+    """The decision records from the replay's position up to `ends`."""
+    return [decider.DecisionRecord(record_time(record), _events(record, ctx))
+            async for record in records_up_to(replay, ends)]
+
+
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 def _events(record: Any, ctx: Context) -> list[DecisionEvent]:

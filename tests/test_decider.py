@@ -1390,6 +1390,37 @@ def test_an_answer_to_a_request_before_a_rebuilds_history_is_held_but_never_refu
         assert later.states[partition].held == {}, "forgotten"
 
 
+def test_a_rebuild_reads_back_the_answer_recorded_before_its_history_to_a_request_in_it(
+        ctx: Context) -> None:
+    """An answer recorded just before the history a new owner rebuilds, its request's Pending
+    just after (written once its query was acknowledged, the answer landing first): rebuilt
+    pending, the request was timed out after its answer was relayed, a TIMED_OUT to its
+    requester after its FOUND and a second answered@ event. The history is read back, from a
+    clock skew before its request came, for the answers to it, held until its Pending; a
+    request received a clock skew after the history began needs none, nor one refused stale;
+    another request read back is not taken as pending."""
+    since = NOW + timedelta(seconds=3)  # just after the answer, before the Pending
+    request = _pending(ctx)
+    stale = _pending(ctx, request_id="r-22", received=NOW - timedelta(hours=1))
+    later = _pending(ctx, request_id="r-29", received=since + ctx.clock_skew)
+    answer = replace(_answer(), deadline=request.deadline, answered_at=NOW + timedelta(seconds=2))
+    history = [decider.DecisionRecord(NOW + timedelta(seconds=4), [request, stale, later])]
+    back = decider.read_back(history, since, ctx)
+    assert back == decider.ReadBack(frozenset({"r-1"}), NOW - ctx.clock_skew)
+    other = _pending(ctx, "renkei.holder.nenkin.out:0:1", "r-15")  # r-1's partition
+    earlier = [decider.DecisionRecord(NOW - timedelta(seconds=1), [other]),
+               decider.DecisionRecord(NOW + timedelta(seconds=2),
+                                      [answer, replace(answer, request_id="r-36")])]
+    partition = decider.partition_of("r-1")
+    owner = decider.Decider()
+    owner.keep_only({partition})
+    owner.rebuild(partition, decider.answers_to(earlier, back.requests) + history, ctx, since)
+    assert set(owner.states[partition].pending) == {"r-29"}
+    made = _swept(owner, partition, request.deadline + timedelta(seconds=1), ctx)
+    assert [CODEC.decode(s.value, LinkageAnswer).request_id for s in made
+            if s.topic == topics.inbox("nenkin")] == [], "r-1 answered: not timed out"
+
+
 def test_a_copy_of_a_binding_answered_before_its_request_is_refused_to_its_holder_alone(
         ctx: Context) -> None:
     """The registry's answer read before its request's event (a take-over's history, the event

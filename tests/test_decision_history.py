@@ -155,6 +155,42 @@ async def test_an_answer_relayed_just_before_a_take_overs_history_began_is_not_r
     assert told == [] and taken.states[partition].held == {}, "forgotten, not refused"
 
 
+async def test_an_answer_recorded_just_before_a_take_overs_history_its_pending_in_it_stands(
+        broker: Cluster, ctx: Context) -> None:
+    """The last owner decided a request at once and wrote its Pending once its query was
+    acknowledged, 4 s after it came; the provider's answer, written by another instance, landed
+    first, 2 s after it came, and was relayed; the last record came 3.5 minutes and 3 s after the
+    request: the history the next owner rebuilt began between the answer and the Pending. It
+    rebuilt the request as pending and at its next sweep timed it out, a TIMED_OUT to its
+    requester after its FOUND and a second answered@ event saying TIMED_OUT. A take-over reads
+    back, from a clock skew before such a request came, the answers to it recorded before its
+    history; a request before that whose answer is not read is not taken as pending."""
+    topic = f"{TOPIC}.straddled"
+    made_topic(topic)
+    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
+    received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    pending = _pending(ctx, received=received)
+    answer = replace(_answer(), deadline=pending.deadline,
+                     answered_at=received + timedelta(seconds=2))
+    earlier = _pending(ctx, request_id="r-15", received=received - timedelta(seconds=1))
+    last = received + (received - ctx.remembered_from(received, received)) + timedelta(seconds=3)
+    events = [(earlier, received - timedelta(seconds=1)),  # read back: not pending
+              (answer, received + timedelta(seconds=2)), (pending, received + timedelta(seconds=4)),
+              (Sweep(last, ()), last)]
+    await _written(access, topic, events)
+    since, history = await decision_history(access, tp, len(events), ctx,
+                                            BrokerTime())  # the writers' clocks, as set
+    assert since == received + timedelta(seconds=3)
+    taken, partition = _taken_over(history, ctx, since)
+    rebuilt = set(taken.states[partition].pending)
+    told = [made for minutes in range(1, 6) for sweep in _sweeps(
+        taken, last + timedelta(minutes=minutes), ctx) for made in taken.handle(
+        partition, CODEC.decode(sweep.value, Sweep), last + timedelta(minutes=minutes), ctx)]
+    assert _told(told) == [], "answered: neither timed out nor refused"
+    assert rebuilt == set(), "answered (and forgotten by the last sweep)"
+    assert _events(history) == [answer, pending, Sweep(last, ())], "r-0 is not pending"
+
+
 async def test_a_copy_that_reaches_a_new_owner_once_it_may_have_forgotten_it_is_refused(
         broker: Cluster, ctx: Context) -> None:
     """A request read again in time (its holder message's offset not committed) waited in the
@@ -1468,6 +1504,14 @@ def _taken_over(history: list[decider.DecisionRecord], ctx: Context,
     taken.keep_only({partition})
     taken.rebuild(partition, history, ctx, since)
     return taken, partition
+
+
+def _told(made: list[Send]) -> list[tuple[str, str]]:
+    """Whom each effect tells what: a requester's answer its status, an access-log event its id
+    and outcome."""
+    return [(s.topic, CODEC.decode(s.value, LinkageAnswer).status) if s.topic != topics.AUDIT
+            else (CODEC.decode(s.value, AccessLogEvent).event_id,
+                  CODEC.decode(s.value, AccessLogEvent).outcome) for s in made]
 
 
 def _events(history: list[decider.DecisionRecord]) -> list[Any]:
