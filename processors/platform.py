@@ -291,8 +291,9 @@ class Platform:
                        _asked(by_topic.pop(topics.PORTAL_OUT, []), now), ctx.directory, now)
         out += access_log.from_portal((r.value or b"", _received(r, now))
                                       for r in by_topic.pop(topics.PORTAL_AUDIT, []))
-        decisions = by_topic.pop(decider.DECISIONS, [])
-        for record in decisions:
+        decisions = [r for r in by_topic.pop(decider.DECISIONS, [])
+                     if r.partition in self.decider.states]  # else taken away since it was
+        for record in decisions:  # polled (an await between): its next owner reads it
             if record.partition not in self.taking_over:  # read again once rebuilt
                 out += self._decide(record, now, ctx)
                 self.read[record.partition] = record.offset + 1

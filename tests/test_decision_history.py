@@ -308,6 +308,26 @@ async def test_a_platform_with_a_wrong_clock_judges_deadlines_and_forgetting_by_
         assert received <= swept[0].at < received + timedelta(seconds=5), "at the broker's time"
 
 
+async def test_a_decision_record_of_a_partition_taken_away_since_its_poll_is_left_alone(
+        platform: object, ctx: Context) -> None:
+    """A poll's records are handled after an await (the directory read to its end first): an
+    assignment meanwhile that took a decision partition away dropped its state, and its record
+    polled before raised KeyError in the decider, which stopped the instance (seen in a crash
+    chaos run after the broker came back). Its next owner reads it; the poll's others are
+    handled."""
+    received = datetime.now(UTC).replace(microsecond=0)
+    pending = _pending(ctx, received=received)
+    decided = _record(decider.DECISIONS, decider.partition_of(pending.request_id), received,
+                      CODEC.encode(pending))
+    pinged = _record(topics.outbox("town"), 0, received, CODEC.encode(Ping("p", received)))
+    instance = Platform(KafkaAccess.of(acls.PLATFORM))
+    instance.decider.keep_only(set())  # the assignment that took it away
+    effects, decided_here = instance.handle([decided, pinged])
+    await instance.producer.stop()  # made with the instance, though never started here
+    assert [CODEC.name_of(e.value) for e in effects] == [Pong.__name__]
+    assert decided_here == [] and decided.partition not in instance.read
+
+
 async def test_what_the_platform_logs_and_tells_a_holder_is_at_the_brokers_time(
         platform: object, ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     """A request's receipt, deadline and timeout are of the broker's time, but its approval and
