@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import click
+from confluent_kafka import KafkaException
 
 from audit import heads
+from holders.client import HolderClient
 from processors import directory, keys
 from registry import tickets
+from renkei import groups
 from renkei.options import OPERATOR_OPTION, REASON_OPTION, reason_said
+
+# what a holder of a unit just re-keyed does about it, its server running now or not (None: the
+# broker could not say)
+RUNNING = {True: "running now; it re-keys its bindings within seconds",
+           False: "not running now; it re-keys its bindings when it starts",
+           None: "not known whether running now (the broker could not say); if not, it re-keys "
+                 "its bindings when it starts"}
 
 
 def unit_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -47,12 +58,27 @@ def init() -> None:
 @OPERATOR_OPTION
 def rekey(unit: str, reason: str | None, operator: str) -> None:
     """Move a link-code unit to its next key epoch: its old codes are refused from then on; the
-    unit's holders re-key their bindings by themselves within seconds; the audit log says who
-    did it (and why, if told)."""
+    unit's holders re-key their bindings by themselves, within seconds those whose communication
+    server is running, the others when it starts (each said); the audit log says who did it
+    (and why, if told)."""
     try:
         entries = asyncio.run(directory.rekey_unit(unit, operator, reason))
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"link-code unit {unit!r} is at key epoch {entries[0].key_epoch}; its holders "
-               "re-key their bindings by themselves: "
-               + ", ".join(sorted(e.holder_id for e in entries)) + reason_said(reason))
+               "re-key their bindings by themselves" + reason_said(reason))
+    for line in rekeying_holders(sorted(e.holder_id for e in entries)):
+        click.echo(f"  {line}")
+
+
+def rekeying_holders(holders: Sequence[str]) -> list[str]:
+    """What each of these holders, of a unit just re-keyed, does about it, one line each: one
+    whose communication server is running now (its inbox's consumer group has members, as the
+    broker says) re-keys its bindings within seconds, one not running when it starts; not
+    known if the broker cannot say (the re-keying is done all the same)."""
+    inboxes = {holder: HolderClient.inbox_group(holder) for holder in holders}
+    try:
+        running = groups.with_members(groups.admin(), list(inboxes.values()))
+    except KafkaException:
+        running = {}
+    return [f"{holder}: {RUNNING[running.get(inbox)]}" for holder, inbox in inboxes.items()]

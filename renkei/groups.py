@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future
 
 from confluent_kafka import (
     ConsumerGroupState,
@@ -48,14 +50,29 @@ def lag(client: AdminClient, group: str) -> dict[str, int]:
 def _described(client: AdminClient, group: str) -> ConsumerGroupDescription | None:
     """`group` as the broker describes it; None while its coordinator is not ready yet (a
     broker just started)."""
+    return _description(client.describe_consumer_groups([group], request_timeout=TIMEOUT)[group])
+
+
+def _description(asked: Future[ConsumerGroupDescription]) -> ConsumerGroupDescription | None:
+    """A group as the broker described it, once `asked` is done; None while its coordinator is
+    not ready yet."""
     try:
-        found: ConsumerGroupDescription = client.describe_consumer_groups(
-            [group], request_timeout=TIMEOUT)[group].result()
+        found: ConsumerGroupDescription = asked.result()
     except KafkaException as exc:
         if exc.args[0].code() in COORDINATOR_NOT_READY:
             return None
         raise
     return found
+
+
+def with_members(client: AdminClient, names: Sequence[str]) -> dict[str, bool | None]:
+    """Whether each of these groups has members now, stable or rebalancing (a member that
+    stopped without leaving one until its session times out), all asked at once; None for one
+    whose coordinator is not ready yet (a broker just started). KafkaException if the broker
+    cannot say (within TIMEOUT)."""
+    asked = client.describe_consumer_groups(list(names), request_timeout=TIMEOUT)
+    return {name: None if (found := _description(asked[name])) is None else bool(found.members)
+            for name in names}
 
 
 def stable_members(client: AdminClient, group: str) -> int:

@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from audit.events import OperatorAction, from_millis
-from broker import config, topics
+from broker import config, provision, topics
 from broker.clients import KafkaAccess, offsets, read_topic
 from holders import client as client_module
 from holders.client import HolderClient, new_request_id
 from holders.store import HolderStore
-from processors import directory, keys
+from processors import directory, keys, keys_cli
 from processors.codes import CodeService, UnitEpoch
 from registry.residents import FourAttributes
+from renkei import groups
 from renkei.exchanges import LAWFUL
 from renkei.scenario import answerable, people, rekeyed, round_trip
 from renkei.town import Processes, Town
@@ -161,6 +163,44 @@ async def test_a_holder_registered_into_a_rekeyed_unit_gets_its_current_epoch(
     assert "link-code unit kita-medical at key epoch 1" in joined.stdout
 
 
+async def test_a_rekeying_says_which_of_its_holders_run_now(town: Town, tmp_path: Path) -> None:
+    """`keys rekey` said of every holder of the unit that it re-keys its bindings by itself, one
+    whose communication server was not running too: the operator took its re-keying for under
+    way. It says of each whether its server runs now (its inbox's consumer group has members),
+    and of one that does not that it re-keys its bindings when it starts."""
+    def admitted() -> None:  # its principal, inbox and outbox, as `holder register` makes them
+        provision.add_holder(provision.admin_client(), "mori-clinic", provision.Report())
+
+    for holder, name, made in (("mori-clinic", "森町診療所", admitted),
+                               ("mori-pharmacy", "森町薬局", lambda: None)):
+        await directory.registration(holder, name, "medical_institution", "mori-medical", None,
+                                     False, False, made, "ops-a")
+    client = HolderClient("mori-clinic", HolderStore(tmp_path / "holder.db"))
+    await client.start()
+    try:
+        assert await asyncio.to_thread(groups.wait_members, groups.admin(),
+                                       HolderClient.inbox_group("mori-clinic"), 1, 10)
+        said = renkei("keys", "rekey", "mori-medical").stdout.splitlines()
+    finally:
+        await client.stop()
+        client.store.close()
+    assert said[1:] == ["  mori-clinic: running now; it re-keys its bindings within seconds",
+                        "  mori-pharmacy: not running now; it re-keys its bindings when it "
+                        "starts"]
+
+
+async def test_a_rekeying_says_it_is_not_known_whether_holders_run_if_the_broker_cannot_say(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker not answering after the re-keying (it is done): each holder's running is not
+    known, said so."""
+    monkeypatch.setattr(groups, "TIMEOUT", 0.5)
+    monkeypatch.setattr(groups, "admin", lambda: AdminClient({"bootstrap.servers": "127.0.0.1:1",
+                                                              "log_level": 0}))
+    assert keys_cli.rekeying_holders(["mori-clinic"]) == [
+        "mori-clinic: not known whether running now (the broker could not say); if not, it "
+        "re-keys its bindings when it starts"]
+
+
 async def test_a_registration_and_a_rekeying_are_logged_once_each_with_who_did_them(
         town: Town) -> None:
     """No registration or re-keying reached the audit log: an auditor saw no holder admitted
@@ -178,7 +218,7 @@ async def test_a_registration_and_a_rekeying_are_logged_once_each_with_who_did_t
                                  "tsuru-medical", None, False, False, lambda: None, "ops-b")
     rekeyed = renkei("keys", "rekey", "tsuru-medical", "--reason", "鍵の漏えい").stdout
     assert registered.rstrip().endswith("; reason: 新規開設"), registered
-    assert rekeyed.rstrip().endswith("; reason: 鍵の漏えい"), rekeyed
+    assert rekeyed.splitlines()[0].endswith("; reason: 鍵の漏えい"), rekeyed
     clinic, pharmacy, _, rekeyed_last = await read_topic(admin, topics.DIRECTORY, start=end)
 
     def action(kind: str, record: Any, operator: str, subject: str,
