@@ -11,7 +11,11 @@ alert may come twice, under the same alert id, never not at all. Caught up (no r
 the consumer tells the detector the time, every couple of seconds: the decisions on unbound persons
 due by then are taken, their alerts delivered and stored as a batch's are, in a quiet log too, where
 no later event would move the events' time on. A restarted consumer's detector resumes from the
-store: the alerts it raises are those the stopped one would have.
+store: the alerts it raises are those the stopped one would have. Its re-read of the last horizon
+(millions of events in a busy log, minutes) runs beside the batches: they are appended as they
+come, each kept unjudged with its reading's time (and the times the consumer caught up between
+them), and once it has re-read, the detector is told them batch by batch as the consumer that never
+stopped told its own, their alerts then delivered and stored.
 """
 
 from __future__ import annotations
@@ -19,14 +23,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.anchor import Anchor, consumer_commit
 from audit.detector import QUIETED, Detector, Raised, Rules
 from audit.events import AccessLogEvent, Logged, OperatorAction, logged_key
-from audit.store import AuditStore
+from audit.heads import Signer
+from audit.store import AuditStore, Unjudged
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from renkei.envelope import Send, send, unpacked
@@ -90,23 +99,74 @@ def new_events(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
     return [r for r, _ in new_leaves(store, leaves) if isinstance(r, AccessLogEvent)]
 
 
-def resumed(store: AuditStore, rules: Rules, now: datetime) -> Detector:
-    """A detector that goes on where the store's last one stopped, started at `now`: the log's
-    last horizon re-read with the alerts raised on it, and those whose quiet reaches further
-    (off-hours, suspended requests); an event dated more than the skew past its reading
-    (its writer's clock wrong) ends that horizon or starts it, and counts, at the time it was
-    read, as it did then (one stored before that time was kept: at `now`, if past the skew
-    from it)."""
+def resumed(store: AuditStore, rules: Rules, now: datetime, judged: int | None = None
+            ) -> Detector:
+    """A detector that goes on where the store's last one stopped, started at `now` (`reread`),
+    the store asked of bindings."""
     detector = Detector(rules, store.bound_since)
+    reread(detector, store, now, judged)
+    return detector
+
+
+def reread(detector: Detector, log_: AuditStore, now: datetime, judged: int | None = None
+           ) -> None:
+    """The detector resumed from `log_` alone: the log's last horizon before serial `judged`
+    (if given: those the last one judged; that horizon ends at the latest of them, not at one
+    appended unjudged since) re-read with the alerts raised on it, and those whose quiet
+    reaches further (off-hours, suspended requests); an event dated more than the skew past its
+    reading (its writer's clock wrong) ends that horizon or starts it, and counts, at the time it
+    was read, as it did then (one stored before that time was kept: at `now`, if past the skew
+    from it). Resuming, the detector asks no binding (Detector.resume): read on a connection
+    of its own, this may run on a thread of its own beside the writer's."""
+    rules = detector.rules
     ahead = rules.last_at(now)
-    latest = store.latest_time(until=ahead)
+    latest = log_.latest_time(until=ahead, before=judged)
     if latest is not None:
         horizon = latest - rules.horizon
-        detector.resume(store.recent_events(horizon, until=ahead), itertools.chain(
-            store.raised_since(horizon),
-            *(store.raised_since(latest - rules.memory, rule, until=horizon) for rule in QUIETED)),
+        detector.resume(log_.recent_events(horizon, until=ahead, before=judged), itertools.chain(
+            log_.raised_since(horizon),
+            *(log_.raised_since(latest - rules.memory, rule, until=horizon) for rule in QUIETED)),
             now)
-    return detector
+
+
+def reread_apart(detector: Detector, url: str | Path, public_key: Ed25519PublicKey,
+                 now: datetime, judged: int, halt: threading.Event) -> None:
+    """`reread` through a reader of its own on the store at `url` (for a thread of its own),
+    its reads refused (Stopped) once `halt` is set: the consumer stopping does not wait for a
+    re-read of minutes."""
+    with AuditStore(url, Signer(public_key)) as reader:
+        reader.stopped_by(halt)
+        reread(detector, reader, now, judged)
+
+
+class BoundBefore:
+    """The store's bindings as the detector asks of them (Detector's `bound`): while it is told
+    what was appended as it resumed, those of the entries before the batch it is told of (or
+    before the time it is told caught up), as the store held them when a consumer that never
+    stopped was told it (bindings appended later, it sees in the batches as it is told them);
+    else all."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.before: int | None = None
+
+    def __call__(self, holder: str, person: str) -> datetime | None:
+        return self.store.bound_since(holder, person, self.before)
+
+
+def tell(store: AuditStore, detector: Detector, bound: BoundBefore, told: Unjudged
+         ) -> list[Alert]:
+    """The alerts the detector raises told what a consumer that never stopped told its own when
+    it came: a batch appended as it resumed (its events, in order, read when it was), or the
+    consumer caught up as of then, the store asked of the bindings before it (`bound`)."""
+    bound.before = told.since
+    try:
+        if told.caught_up:
+            return detector.caught_up(told.read_at)
+        batch = [event for event, _ in store.appended_since(told.since, before=told.until)]
+        return detector.observe(batch, told.read_at)
+    finally:
+        bound.before = None
 
 
 async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_seconds: float,
@@ -119,7 +179,9 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
     consumer knew (at each append, head and note): appended after the gap, new entries would
     hide it; at a head, the consumer stops at once, though no batch comes. ForgedNote, and no
     start, if the head key did not sign the last commit's note."""
-    detector = resumed(store, rules or Rules(), datetime.now(UTC))
+    rules = rules or Rules()
+    live: list[Detector] = []  # the detector, once it was told all that was kept unjudged
+    judging = asyncio.Lock()  # a batch appended, or told, at a time
     alerts = producer_for(access)
     anchor = Anchor(alerts)
 
@@ -133,29 +195,65 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
 
     async def handle(records: list[Any]) -> Sequence[Send]:
         leaves, read = read_audit(records), datetime.now(UTC)
-        events = new_events(store, leaves)
-        await alert(detector.observe(events, read), leaves,
-                    detector.rules.read_ahead(events, read))
+        async with judging:
+            events = new_events(store, leaves)
+            ahead = rules.read_ahead(events, read)
+            if not live:  # appended now, told once the detector has re-read its horizon
+                store.append_many(leaves, read_ahead=ahead, unjudged=read)
+                return []
+            await alert(live[0].observe(events, read), leaves, ahead)
         return []
 
+    async def detect(judged: int) -> None:
+        """The detector resumed (the entries before serial `judged` re-read, on a thread of its
+        own: the batches coming are appended beside it, a busy log's horizon is millions of
+        events, minutes to re-read), then told, in order, each batch appended since and each
+        time the consumer caught up since, as a consumer that never stopped told its own, a
+        batch or time at a time beside the batches still coming: live once it was told all."""
+        bound = BoundBefore(store)
+        detector, halt = Detector(rules, bound), threading.Event()
+        try:
+            await asyncio.to_thread(reread_apart, detector, store.url, store.signer.public_key,
+                                    datetime.now(UTC), judged, halt)
+        finally:
+            halt.set()
+        while True:
+            async with judging:
+                if (told := store.first_unjudged()) is None:
+                    live.append(detector)
+                    return
+                raised = tell(store, detector, bound, told)
+                await deliver(alerts, [send(topics.ALERTS, a.requester, a) for a in raised])
+                store.judged([Raised.of(a) for a in raised], told)
+            await asyncio.sleep(0)
+
     async def caught_up(read: datetime) -> None:
-        """Every event logged by `read` read: the decisions due by then taken. `read` is of this
-        process's wall clock (the audit topic's records are stamped by their writers: the
-        broker's time is not at hand), the events' of the platform's broker time: a clock ahead
-        of that takes the decisions as much early, a binding read that much less late."""
-        await alert(detector.caught_up(read))
+        """Every event logged by `read` read: the decisions due by then taken (kept to be taken
+        so while the detector resumes). `read` is of this process's wall clock (the audit
+        topic's records are stamped by their writers: the broker's time is not at hand), the
+        events' of the platform's broker time: a clock ahead of that takes the decisions as much
+        early, a binding read that much less late."""
+        async with judging:
+            if not live:
+                store.unjudged_caught_up(read)
+                return
+            await alert(live[0].caught_up(read))
 
     signing: asyncio.Task[None] | None = None
+    detecting: asyncio.Task[None] | None = None
     try:
         if await unless_stopped(stop, started(alerts, access)):
             store.check_commit(*await consumer_commit(access))
+            judged = store.unjudged_since()  # those before it the stopped one judged
+            detecting = asyncio.create_task(detect(store.size() if judged is None else judged))
             signing = asyncio.create_task(anchor.every(head_seconds, store.head))
-            await beside(signing, serve(  # LostEntries at a head, no batch coming: it stops
+            await beside(detecting, beside(signing, serve(  # LostEntries at a head: it stops
                 access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop, ready,
                 instance=member_id(instance), gather_ms=GATHER_MS, producer=alerts,
-                note=store.commit_note, idle=caught_up))
+                note=store.commit_note, idle=caught_up)))
     finally:
         try:
+            await cancelled(detecting)
             if signing is not None:  # the producer started, the store found whole
                 await cancelled(signing)
                 await anchor.publish(store.head(), STOP_SECONDS)  # LostEntries: none signed

@@ -167,10 +167,25 @@ _ACTION_TIME, _RECORD = ACTION_COLUMNS.index("occurred_at"), ACTION_COLUMNS.inde
 # the last offset the audit consumer committed (or is about to) on the audit topic
 _NOTED = ("INSERT INTO noted (one, committed_offset) VALUES (1, ?) "
           "ON CONFLICT (one) DO UPDATE SET committed_offset = excluded.committed_offset")
+# what the live detector was not told yet, appended while it resumed (Unjudged): a batch read
+# at `read_at`, its entries from serial `since` up to `until`; or (`until` = `since`) the
+# consumer caught up as of `read_at`, those entries appended: the latest such time kept
+_UNJUDGED = "INSERT INTO unjudged (since, until, read_at) VALUES (?, ?, ?)"
+_UNJUDGED_CAUGHT_UP = (f"{_UNJUDGED} ON CONFLICT (since, until) DO UPDATE SET "
+                       "read_at = excluded.read_at WHERE excluded.read_at > unjudged.read_at")
+LAST_SERIAL = 2**63 - 1  # past every serial (BIGINT's largest)
+_RAISED = ("INSERT INTO alerts (rule, event_id, requester, occurred_at) VALUES (?, ?, ?, ?) "
+           "ON CONFLICT DO NOTHING")
 # a (holder, person) pair's row keeps its earliest binding's time, whichever came first
 _BIND = ("INSERT INTO bindings (holder, person, occurred_at) VALUES (?, ?, ?) "
          "ON CONFLICT (holder, person) DO UPDATE SET occurred_at = excluded.occurred_at "
          "WHERE excluded.occurred_at < bindings.occurred_at")
+# a pair's earliest binding time (`bindings`), that of its earliest BINDING entry kept, and of its
+# earliest one before a serial
+_BINDING_KEPT = (f"SELECT min(occurred_at) FROM entries WHERE person = ? AND requester = ? "
+                 f"AND kind = '{BINDING}'")
+_BOUND_BEFORE = (f"SELECT occurred_at, ({_BINDING_KEPT}), ({_BINDING_KEPT} AND serial < ?) "
+                 "FROM bindings WHERE holder = ? AND person = ?")
 # a store made before `bindings`, or before its time, takes each pair's earliest from its
 # entries; a pair whose every binding entry was purged keeps its row, made before the cutoff
 _BINDINGS_FROM_ENTRIES = (
@@ -273,6 +288,8 @@ def _schema(d: Dialect) -> list[str]:
         "(subject, occurred_at)",
         "CREATE TABLE IF NOT EXISTS noted (one INTEGER PRIMARY KEY CHECK (one = 1), "
         "committed_offset BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS unjudged (since BIGINT NOT NULL, until BIGINT NOT NULL, "
+        "read_at BIGINT NOT NULL, PRIMARY KEY (since, until))",
     ]
 
 
@@ -346,6 +363,21 @@ class Page:
     next_cursor: str | None
     head: SignedHead | None = None
     trusted: bool = True
+
+
+@dataclass(frozen=True)
+class Unjudged:
+    """What the live detector was not told yet, kept as the consumer would have told it while
+    it resumed: a batch read at `read_at`, its events those appended from serial `since` up to
+    `until`; or, none (`until` = `since`), that the consumer caught up as of `read_at`."""
+
+    since: int
+    until: int
+    read_at: datetime
+
+    @property
+    def caught_up(self) -> bool:
+        return self.until == self.since
 
 
 @dataclass(frozen=True)
@@ -552,6 +584,7 @@ class AuditStore:
     def __init__(self, url: str | Path, signer: Signer, *, head_every: int = HEAD_EVERY,
                  clock: Callable[[], datetime] = _now, cache_kib: int | None = None) -> None:
         self.signer, self.head_every, self.clock = signer, head_every, clock
+        self.url = url
         if cache_kib is None:
             cache_kib = WRITER_CACHE_KIB if signer.signs else READER_CACHE_KIB
         db, self._dialect = connect(url, read_only=not signer.signs)
@@ -724,11 +757,15 @@ class AuditStore:
 
     def append_many(self, items: Iterable[tuple[Logged, bytes]],
                     raised: Sequence[Raised] = (),
-                    read_ahead: Mapping[str, datetime] | None = None) -> list[int | None]:
+                    read_ahead: Mapping[str, datetime] | None = None,
+                    unjudged: datetime | None = None) -> list[int | None]:
         """Append a batch of events and operator actions, each with its bytes as on the audit
         topic, in its order, each a leaf of the tree, the alerts the detector raised on it, and
         when it read those of its events it counted as of their reading (`read_ahead`, by event
         id: Rules.read_ahead), in one transaction: per item its serial, or None for a replay.
+        Appended while the live detector resumes, the batch read at `unjudged` (if given): its
+        events are kept unjudged with that time (`first_unjudged`), in the same transaction,
+        until the detector is told them as a batch (`judged`).
 
         An event id already stored is skipped: exactly one entry per event id, the first; an
         operator action id already stored (a row from before actions were leaves too), or an
@@ -740,15 +777,17 @@ class AuditStore:
         """
         batch, read = list(items), read_ahead or {}
         try:
-            return self._append(batch, raised, read, replay=False)
+            return self._append(batch, raised, read, unjudged, replay=False)
         except self._dialect.duplicate:
-            return self._append(batch, raised, read, replay=True)
+            return self._append(batch, raised, read, unjudged, replay=True)
 
     def _append(self, batch: list[tuple[Logged, bytes]], raised: Sequence[Raised],
-                read_ahead: Mapping[str, datetime], replay: bool) -> list[int | None]:
+                read_ahead: Mapping[str, datetime], unjudged: datetime | None, replay: bool
+                ) -> list[int | None]:
         serials: list[int | None] = []
         with self._write() as cur:
             tree = self._tree()
+            since = tree.size
             known = {key: bytes(v) for key, v in self._by_logged(
                 cur, [r for r, _ in batch if replay or isinstance(r, OperatorAction)],
                 "leaf", "record").items()}
@@ -789,11 +828,9 @@ class AuditStore:
             cur.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
             cur.executemany(_BIND, bindings)
             cur.executemany("INSERT INTO read_ahead (serial, read_at) VALUES (?, ?)", read)
-            cur.executemany(
-                "INSERT INTO alerts (rule, event_id, requester, occurred_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(a.rule, column_text(a.event_id), column_text(a.requester),
-                  millis(a.occurred_at)) for a in raised])
+            cur.executemany(_RAISED, _raised_rows(raised))
+            if unjudged is not None and rows:
+                cur.execute(_UNJUDGED, (since, tree.size, millis(unjudged)))
             latest = self._latest_head(cur)
             if tree.size - (latest.head.size if latest else 0) >= self.head_every:
                 self._sign(cur, tree)
@@ -967,30 +1004,78 @@ class AuditStore:
         """The leaf hashes of serials start..end-1 (kept for purged entries too)."""
         return self.node_hashes([(0, serial) for serial in range(start, end)])
 
-    def bound_since(self, holder: str, person: str) -> datetime | None:
+    def bound_since(self, holder: str, person: str, before: int | None = None
+                    ) -> datetime | None:
         """When a binding first gave `holder` this person (the earliest BINDING entry it
-        requested, purged or not); None if none ever did."""
-        found = self._db.execute(
-            "SELECT occurred_at FROM bindings WHERE holder = ? AND person = ?",
-            (holder, person)).fetchone()
-        return None if found is None else from_millis(int(found[0]))
+        requested, purged or not); None if none ever did. Of the entries before serial `before`
+        (if given: what the store held when the detector read that entry), the purged ones
+        among them: `bindings` keeps each pair's earliest time, which one before the earliest
+        entry it keeps came from a purged one."""
+        if before is None:
+            found = self._db.execute(
+                "SELECT occurred_at FROM bindings WHERE holder = ? AND person = ?",
+                (holder, person)).fetchone()
+            return None if found is None else from_millis(int(found[0]))
+        found = self._db.execute(_BOUND_BEFORE, (person, holder, person, holder, before, holder,
+                                                 person)).fetchone()
+        if found is None:
+            return None
+        earliest, kept, kept_before = found
+        at = earliest if kept is None or earliest < kept else kept_before
+        return None if at is None else from_millis(int(at))
 
-    def latest_time(self, until: datetime | None = None) -> datetime | None:
+    def latest_time(self, until: datetime | None = None, before: int | None = None
+                    ) -> datetime | None:
         """When the latest event in the log occurred (of those that occurred by `until`, if
         given: one dated far ahead, its writer's clock wrong, passed over, the time it was read
-        taken instead)."""
-        found = [self._db.execute(f"SELECT max({at}) FROM {table} WHERE {at} <= ?",
-                                  (_by(until),)).fetchone()[0]
+        taken instead; of those before serial `before`, if given)."""
+        # the time index walked down from `until` (max() with the serial too reads every row)
+        found = [self._db.execute(f"SELECT {at} FROM {table} WHERE {at} <= ? AND serial < ? "
+                                  f"ORDER BY {at} DESC LIMIT 1",
+                                  (_by(until), _serial_by(before))).fetchone()
                  for table, at in _TIMES]
-        return max((from_millis(int(f)) for f in found if f is not None), default=None)
+        return max((from_millis(int(f[0])) for f in found if f is not None), default=None)
+
+    def unjudged_since(self) -> int | None:
+        """The first serial of the entries appended while the live detector resumed that it
+        was not told yet (first_unjudged: those before it, it judged); None if it was told
+        all."""
+        found = self._db.execute("SELECT min(since) FROM unjudged").fetchone()[0]
+        return None if found is None else int(found)
+
+    def unjudged_caught_up(self, at: datetime) -> None:
+        """The consumer caught up as of `at` while the live detector resumes: kept to tell it
+        after the batches appended before (`first_unjudged`); told again before another batch
+        comes, only the latest time is kept (the decisions due by then taken alike)."""
+        with self._write() as cur:
+            size = self._tree().size
+            cur.execute(_UNJUDGED_CAUGHT_UP, (size, size, millis(at)))
+
+    def first_unjudged(self) -> Unjudged | None:
+        """The first batch or caught-up time the live detector was not told yet, appended
+        while it resumed; None if it was told all."""
+        found = self._db.execute("SELECT since, until, read_at FROM unjudged "
+                                 "ORDER BY since, until LIMIT 1").fetchone()
+        return None if found is None else Unjudged(int(found[0]), int(found[1]),
+                                                   from_millis(int(found[2])))
+
+    def judged(self, raised: Sequence[Raised], told: Unjudged) -> None:
+        """The live detector was told `told` (first_unjudged): the alerts it raised then stored,
+        and it kept no more, in one transaction."""
+        with self._write() as cur:
+            cur.executemany(_RAISED, _raised_rows(raised))
+            cur.execute("DELETE FROM unjudged WHERE since = ? AND until = ?",
+                        (told.since, told.until))
 
     def recent_events(self, since: datetime, until: datetime | None = None,
-                      page: int = MAX_PAGE) -> Iterator[tuple[AccessLogEvent, datetime | None]]:
+                      before: int | None = None, page: int = MAX_PAGE
+                      ) -> Iterator[tuple[AccessLogEvent, datetime | None]]:
         """The events appended since the first one that occurred at or after `since` (and by
         `until`, if given: not since one dated far ahead, appended perhaps long before; one
-        counted as of its reading, at that time), in the order they were appended (the order
-        the live detector saw them), a page at a time: each with the time it was read if the
-        detector counted it as of then (read_ahead), else None."""
+        counted as of its reading, at that time), and before serial `before` (if given), in the
+        order they were appended (the order the live detector saw them), a page at a time: each
+        with the time it was read if the detector counted it as of then (read_ahead), else
+        None."""
         # min(serial) over a subquery, so that SQLite reads the time index; asked directly, it
         # walks the table by serial from the first entry until one meets `since` (the last 30 s
         # of 410k entries: 93 ms that way, 0.2 ms this; years of entries: all of them)
@@ -999,9 +1084,19 @@ class AuditStore:
             f"{at} <= ? ORDER BY {at}) AS recent", (millis(since), _by(until))).fetchone()[0]
             for table, at in _TIMES]
         serial = min((f for f in firsts if f is not None), default=None)
-        while serial is not None:
-            rows = self._db.execute(f"{_SELECT} WHERE serial >= ? ORDER BY serial LIMIT ?",
-                                    (serial, page)).fetchall()
+        if serial is not None:
+            yield from self.appended_since(serial, before, page)
+
+    def appended_since(self, serial: int, before: int | None = None, page: int = MAX_PAGE
+                       ) -> Iterator[tuple[AccessLogEvent, datetime | None]]:
+        """The events appended from serial `serial` on (and before `before`, if given), in
+        order, a page at a time: each with the time it was read if the detector counted it as
+        of then (read_ahead), else None."""
+        end = _serial_by(before)
+        while True:
+            rows = self._db.execute(
+                f"{_SELECT} WHERE serial >= ? AND serial < ? ORDER BY serial LIMIT ?",
+                (serial, end, page)).fetchall()
             if not rows:
                 return
             read = dict(self._db.execute(
@@ -1010,7 +1105,9 @@ class AuditStore:
             for row in rows:
                 at = read.get(row[0])
                 yield _entry(row).event, None if at is None else from_millis(int(at))
-            serial = rows[-1][0] + 1 if len(rows) == page else None
+            if len(rows) < page:
+                return
+            serial = rows[-1][0] + 1
 
     def raised_since(self, since: datetime, rule: str | None = None,
                      until: datetime | None = None) -> Iterator[Raised]:
@@ -1714,6 +1811,16 @@ def _check_columns(serial: int, row: Row, horizon: int | None,
     if differ:
         report.add("column", f"serial {serial}",
                    f"indexed columns differ from its bytes: {', '.join(differ)}")
+
+
+def _serial_by(before: int | None) -> int:
+    """The serial `before` bounds a read by: past every one if None."""
+    return LAST_SERIAL if before is None else before
+
+
+def _raised_rows(raised: Sequence[Raised]) -> list[Row]:
+    return [(a.rule, column_text(a.event_id), column_text(a.requester), millis(a.occurred_at))
+            for a in raised]
 
 
 def _row(serial: int, event: AccessLogEvent, leaf: bytes) -> Row:

@@ -11,7 +11,15 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -46,7 +54,8 @@ from audit.anchor import (
 )
 from audit.cli import audit_cli
 from audit.consumer import read_audit
-from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, VOLUME
+from audit.consumer import run as audit_run
+from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, VOLUME, Detector, Raised
 from audit.events import AccessLogEvent, OperatorAction, decode_event, event_id
 from audit.heads import SignedHead, Signer, TreeHead
 from audit.oversight import alerts
@@ -62,12 +71,13 @@ from broker.provision import admin_client
 from holders.client import HolderClient
 from portal.inbox import Inbox
 from portal.records import Records
-from renkei.envelope import unpacked
+from renkei.envelope import batched, send, unpacked
 from renkei.groups import LATEST, commit_offsets
 from renkei.service_loop import producer_for
 from renkei.tasks import cancelled
 from renkei.town import Processes, Town, log_path
 from schemas.codec import CODEC
+from schemas.messages import Alert
 from tests.kafka_helpers import create_known, producer, renkei
 from tests.loop_helpers import ticking
 from tests.test_audit_store import item, truncate
@@ -80,6 +90,9 @@ NEXT_HEAD = 5.0  # seconds to a consumer's head: a test appends and cuts its sto
 PERIOD = 2.0  # a head period well under HEAD_SECONDS, the one a consumer ignoring it would keep
 SEVEN_YEARS_MS = 7 * (365 * 86_400_000 + 6 * 3_600_000)
 LATENESS = timedelta(seconds=5)  # a consumer's lateness short enough for a test to wait out
+REREAD_HISTORY = 10_000  # events in a restarted consumer's horizon (answers: the cheapest)
+RESTART_HELD = 5.0  # seconds a test holds a restarted consumer's re-read at most
+APPENDED_WITHIN = 1.5  # seconds from a restart to an event sent then appended (the re-read's on)
 
 
 @pytest.fixture
@@ -111,23 +124,35 @@ async def topic_events(start: int = 0) -> dict[str, bytes]:
     return first
 
 
-async def caught_up(store: AuditStore, wanted: set[str], within: float = 60) -> float:
-    """Wait until the store holds every wanted event id; the seconds it took."""
+async def caught_up(store: AuditStore, wanted: set[str], within: float = 60,
+                    every: float = 0.2) -> float:
+    """Wait until the store holds every wanted event id (looked for `every` seconds); the
+    seconds it took."""
     started = time.monotonic()
     while missing := wanted - store.serials(sorted(wanted)).keys():
         if time.monotonic() - started > within:
             raise TimeoutError(f"{len(missing)} events never reached the store")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every)
     return time.monotonic() - started
 
 
-async def logged(live: AuditStore, events: list[AccessLogEvent]) -> None:
-    """The events sent to the audit topic, and appended to the live store (a batch of their
-    own, after those sent before)."""
+async def logged(live: AuditStore, events: list[AccessLogEvent], within: float = 60,
+                 judged: bool = True, packed: bool = False) -> None:
+    """The events sent to the audit topic (`packed`: in Batch records, as the platform sends
+    many), and appended to the live store (a batch of their own, after those sent before);
+    `judged`, their alerts delivered too (a restarted consumer appends while its detector
+    re-reads, and judges what it appended then after)."""
+    sends = [send(topics.AUDIT, event.request_id, event) for event in events]
     async with producer(KafkaAccess.of(config.ADMIN)) as prod:
-        for event in events:
-            await prod.send(topics.AUDIT, CODEC.encode(event), key=event.request_id.encode())
-    await caught_up(live, {e.event_id for e in events})
+        for record in batched(sends, {topics.AUDIT}) if packed else sends:
+            await prod.send(record.topic, record.value,
+                            key=None if record.key is None else record.key.encode())
+    deadline = time.monotonic() + within
+    await caught_up(live, {e.event_id for e in events}, within)
+    while judged and live.unjudged_since() is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the detector never judged the events appended")
+        await asyncio.sleep(0.2)
 
 
 async def test_the_audit_topic_keeps_seven_years(town: Town) -> None:
@@ -305,6 +330,23 @@ async def test_a_restarted_audit_consumer_raises_the_alerts_the_stopped_one_woul
     repeated = [a.event_id for a in await alerts() if a.requester == requester
                 and a.rule == REPEATED_PERSON]
     assert repeated == [before[4].event_id]
+
+
+def rules_and_ids(raised: Iterable[Alert | Raised]) -> list[tuple[str, str]]:
+    """The rules and event ids of the alerts, each once, in order."""
+    return sorted({(a.rule, a.event_id) for a in raised})
+
+
+async def alerted(requester: str, rule: str, within: float = 30) -> list[str]:
+    """The event ids of the requester's alerts of `rule`, once there are any (or `within`
+    seconds have passed)."""
+    deadline = time.monotonic() + within
+    while not (found := [a.event_id for a in await alerts()
+                         if a.requester == requester and a.rule == rule]):
+        if time.monotonic() > deadline:
+            return []
+        await asyncio.sleep(0.2)
+    return found
 
 
 async def anchored_size() -> int:
@@ -1424,3 +1466,56 @@ async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_rea
         report = await rebuilt(tmp_path / "replay.db", live, own)
     assert report.unlogged == 1 and report.logged == report.live_size == 4, report
     assert report.identical, report
+
+
+async def test_a_restarted_audit_consumer_appends_while_its_detector_rereads(
+        platform: Processes, live: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-read of the last horizon (millions of events in a busy log: minutes) holds neither
+    the store's appends nor the alerts' exactness: with REREAD_HISTORY events in the horizon,
+    the re-read held besides until then (at most RESTART_HELD), an event sent at the restart is
+    appended within APPENDED_WITHIN, unjudged, and alerted once the detector has re-read as the
+    consumer that never stopped alerts it: once. Last in this file: its history would make each
+    replay after it read it."""
+    requester, person = f"reread-{uuid.uuid4().hex[:8]}", "REREAD00001"
+    now = datetime.now(UTC)
+    four = [linkage_of(f"{requester}-{m}", requester, person, now - timedelta(minutes=m))
+            for m in (40, 30, 20, 10)]
+    busy = uuid.uuid4().hex[:8]
+    history = [synthetic(n, busy, now - timedelta(minutes=100 - 55 * n / REREAD_HISTORY))
+               for n in range(REREAD_HISTORY)]  # before the four, in the horizon
+    await logged(live, history + four, packed=True)
+    await unbound_alerted(requester, four[-1].event_id)  # the four's decisions taken
+    fifth = linkage_of(f"{requester}-0", requester, person, now)
+    never_stopped = Detector()
+    expected = rules_and_ids(never_stopped.observe(four) + never_stopped.caught_up(now)
+                             + never_stopped.observe([fifth]))
+    appended, released, rereading = threading.Event(), list[bool](), Detector.resume
+
+    def held(detector: Detector, *args: Any) -> None:
+        released.append(appended.wait(timeout=RESTART_HELD))
+        rereading(detector, *args)
+
+    monkeypatch.setattr(Detector, "resume", held)
+    platform.stop("audit")
+    stop, started = asyncio.Event(), time.monotonic()
+    consumer = asyncio.create_task(audit_run(live, KafkaAccess.of(acls.AUDIT), stop, HEAD_SECONDS))
+    try:
+        async with producer(KafkaAccess.of(config.ADMIN)) as prod:
+            await prod.send(topics.AUDIT, CODEC.encode(fifth), key=fifth.request_id.encode())
+        await caught_up(live, {fifth.event_id}, within=2 * RESTART_HELD, every=0.01)
+        took, unjudged = time.monotonic() - started, live.unjudged_since()
+        appended.set()
+        repeated = await alerted(requester, REPEATED_PERSON)
+        await logged(live, [], within=30)  # every entry judged
+    finally:
+        appended.set()
+        stop.set()
+        await consumer
+        platform.start("audit", "audit", "run")
+    assert released == [True], "the event sent at the restart waited for the re-read"
+    assert took < APPENDED_WITHIN, f"appended {took:.2f} s after the restart"
+    assert unjudged is not None and unjudged <= live.serials([fifth.event_id])[fifth.event_id]
+    assert repeated == [fifth.event_id]
+    assert rules_and_ids(a for a in await alerts() if a.requester == requester) == expected
+    assert rules_and_ids(a for a in live.raised_since(now - timedelta(hours=1))
+                         if a.requester == requester) == expected

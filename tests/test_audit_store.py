@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import astuple, replace
@@ -32,8 +32,16 @@ from audit import merkle
 from audit.anchor import held_largest
 from audit.bench import run as run_bench
 from audit.cli import audit_cli, open_store
-from audit.consumer import resumed
-from audit.detector import OFF_HOURS, REPEATED_PERSON, UNBOUND_PERSON, Detector, Raised, Rules
+from audit.consumer import BoundBefore, reread, resumed, tell
+from audit.detector import (
+    OFF_HOURS,
+    REPEATED_PERSON,
+    UNBOUND_PERSON,
+    Detector,
+    Raised,
+    Rules,
+    binding_of,
+)
 from audit.events import EPOCH, AccessLogEvent, OperatorAction, decode_event, event_id, millis
 from audit.heads import (
     NoKey,
@@ -68,7 +76,7 @@ from renkei.cli import _said
 from renkei.request_names import REQUEST_ID_CHARS
 from renkei.state import STATE_ENV, state_folder
 from schemas.codec import CODEC
-from schemas.messages import Rejection
+from schemas.messages import Alert, Rejection
 from tests.kafka_helpers import can_mount_read_only, said_in_one_line, with_read_only
 from tests.postgres import fresh_schema
 from tests.test_detector import (
@@ -538,6 +546,159 @@ def test_a_detector_resumed_from_the_store_raises_what_the_stopped_one_would_hav
                           [Raised.of(a) for a in raised_then])
 
 
+ReadBatch = tuple[list[AccessLogEvent], datetime]  # a batch, and when the consumer read it
+Told = ReadBatch | datetime  # a batch read then, or the consumer caught up then
+
+
+def batches_of(log: list[AccessLogEvent], size: int) -> list[ReadBatch]:
+    """The log in batches of `size`, each read as its latest event came (none dated ahead)."""
+    return [(batch, max(e.occurred_at for e in batch))
+            for batch in (log[n:n + size] for n in range(0, len(log), size))]
+
+
+def never_stopped(rules: Rules, told: Sequence[Told]) -> list[list[Alert]]:
+    """The alerts of a consumer that never stopped told each batch (read then) and each time it
+    caught up, in order, its store asked of the bindings of the batches before: per one told."""
+    stored: dict[tuple[str, str], datetime] = {}
+    detector = Detector(rules, lambda holder, person: stored.get((holder, person)))
+    raised: list[list[Alert]] = []
+    for step in told:
+        if isinstance(step, datetime):
+            raised.append(detector.caught_up(step))
+            continue
+        batch, read = step
+        raised.append(detector.observe(batch, read))
+        for pair, at in ((binding_of(e), e.occurred_at) for e in batch):
+            if pair is not None:
+                stored[pair] = min(at, stored.get(pair, at))
+    return raised
+
+
+def appended_unjudged(store: AuditStore, rules: Rules, told: Sequence[Told]) -> None:
+    """What a restarted consumer is told while its detector re-reads: each batch appended,
+    unjudged (read then), each time it caught up kept."""
+    for step in told:
+        if isinstance(step, datetime):
+            store.unjudged_caught_up(step)
+        else:
+            batch, read = step
+            store.append_many((item(e) for e in batch), read_ahead=rules.read_ahead(batch, read),
+                              unjudged=read)
+
+
+def resumed_and_told(store: AuditStore, rules: Rules, now: datetime, until: int | None = None
+                     ) -> tuple[Detector, list[Alert]]:
+    """A detector restarted at `now`: the store's horizon re-read before its unjudged entries,
+    then told what was kept unjudged in order (`until` of them, if given: then a crash), the
+    alerts it raised stored as the consumer does; and those alerts."""
+    detector = Detector(rules, bound := BoundBefore(store))
+    reread(detector, store, now, store.unjudged_since())
+    raised: list[Alert] = []
+    for _ in itertools.repeat(None) if until is None else range(until):
+        if (told := store.first_unjudged()) is None:
+            break
+        now_raised = tell(store, detector, bound, told)
+        store.judged([Raised.of(a) for a in now_raised], told)
+        raised += now_raised
+    return detector, raised
+
+
+@pytest.mark.parametrize("crash", [9, 24])
+def test_entries_appended_while_the_detector_rereads_are_judged_as_the_stopped_one_would_have(
+        store: AuditStore, crash: int) -> None:
+    """Batches appended while a restarted consumer's detector re-read its horizon (the store's
+    appends not held for it) are kept unjudged, across a crash while it is told them: the next
+    restart re-reads the horizon ending at the first of them not told (not at the last appended:
+    a crash in a re-read of minutes left minutes of them, here up to hours) and is told those,
+    raising with the later batches the alerts of a consumer that never stopped, none lost, none
+    twice."""
+    told = batches_of(a_day_and_more(), 50)
+    alerts = never_stopped(RESUMING, told)
+    restart = 3
+    for (batch, _), raised_then in zip(told[:restart], alerts[:restart], strict=True):
+        store.append_many((item(e) for e in batch), [Raised.of(a) for a in raised_then])
+    appended_unjudged(store, RESUMING, told[restart:crash])
+    assert store.unjudged_since() == 50 * restart
+    _, before_the_crash = resumed_and_told(store, RESUMING, told[crash][1], (crash - restart) // 2)
+    restarted, judged = resumed_and_told(store, RESUMING, told[crash][1])
+    assert store.unjudged_since() is None and store.first_unjudged() is None
+    later: list[Alert] = []
+    for batch, read in told[crash:]:  # live: each batch appended with its alerts
+        later += (raised := restarted.observe(batch, read))
+        store.append_many((item(e) for e in batch), [Raised.of(a) for a in raised])
+    assert sorted(said(before_the_crash + judged + later)) == sorted(
+        said(a for raised in alerts[restart:] for a in raised))
+    assert any(before_the_crash) and any(judged) and any(later)
+
+
+def test_a_binding_appended_after_an_unjudged_request_excuses_it_no_more_than_then(
+        store: AuditStore) -> None:
+    """A binding made before a linkage but read past the lateness after it (another partition
+    late) came too late for the consumer that never stopped: the linkage alerted. Judged after
+    a restart, the binding in the store by then, the store is asked as it stood when the linkage
+    came: alerted all the same, and a request after the binding is excused."""
+    rules, at = Rules(), T0 + timedelta(minutes=10)
+    made = event(0, at, PERSONS[0])  # by HOLDERS[0]
+    past = event(5, at + rules.lateness + timedelta(minutes=1), PERSONS[1])  # by HOLDERS[1]
+    late = binding(at - timedelta(minutes=1), HOLDERS[0], PERSONS[0])
+    again = event(8, past.occurred_at + timedelta(minutes=10), PERSONS[0])  # by HOLDERS[0]
+    told: list[Told] = [([e], e.occurred_at) for e in (made, past, late, again)]
+    told.append(again.occurred_at + 2 * rules.lateness)
+    appended_unjudged(store, rules, told)
+    _, judged = resumed_and_told(store, rules, made.occurred_at)
+    expected = said(itertools.chain.from_iterable(never_stopped(rules, told)))
+    assert said(judged) == expected == [
+        (UNBOUND_PERSON, made.event_id), (UNBOUND_PERSON, past.event_id)]
+    assert store.bound_since(HOLDERS[0], PERSONS[0], 2) is None
+    assert store.bound_since(HOLDERS[0], PERSONS[0], 3) == late.occurred_at
+
+
+def test_a_batch_appended_while_the_detector_rereads_counts_its_bindings_before_its_requests(
+        store: AuditStore) -> None:
+    """The consumer that never stopped counts every binding of a batch before judging its
+    requests: a binding read after its request in the same batch, an event more than the
+    lateness later between them, excuses it. A restarted consumer tells its detector that batch
+    as one, once it has re-read: no alert for it either (told one event at a time, the later
+    event took the decision before the binding was counted)."""
+    rules, at = Rules(), T0 + timedelta(minutes=10)
+    made = event(0, at, PERSONS[0])  # by HOLDERS[0]
+    unbound = event(2, at, PERSONS[2])  # by HOLDERS[2], bound by nothing
+    later = binding(at + rules.lateness + timedelta(minutes=1), HOLDERS[1], PERSONS[1])
+    late = binding(at - timedelta(minutes=1), HOLDERS[0], PERSONS[0])
+    told: list[Told] = [([made, unbound, later, late], later.occurred_at + timedelta(seconds=1)),
+                        later.occurred_at + 2 * rules.lateness]
+    appended_unjudged(store, rules, told)
+    _, judged = resumed_and_told(store, rules, at)
+    expected = said(itertools.chain.from_iterable(never_stopped(rules, told)))
+    assert said(judged) == expected == [
+        (UNBOUND_PERSON, unbound.event_id)]
+
+
+def test_a_binding_read_after_a_caught_up_consumer_alerted_its_request_excuses_it_no_more(
+        store: AuditStore) -> None:
+    """A consumer that never stopped, caught up past a request's lateness with no binding read,
+    alerts it: a binding made before it read after that excuses it no more. A restarted one
+    keeps the times it caught up while its detector re-reads and tells them between the batches
+    as they came: the request alerted all the same (told the batches alone, the binding excused
+    it), across a crash between the two."""
+    rules, at = Rules(), T0 + timedelta(minutes=10)
+    made = event(0, at, PERSONS[0])  # by HOLDERS[0]
+    late = binding(at - timedelta(minutes=1), HOLDERS[0], PERSONS[0])
+    due = at + rules.lateness + timedelta(minutes=1)
+    told: list[Told] = [([made], at + timedelta(seconds=1)), due - timedelta(minutes=2), due,
+                        ([late], due + timedelta(minutes=1)), due + 2 * rules.lateness]
+    appended_unjudged(store, rules, told)
+    _, first = resumed_and_told(store, rules, at, 2)  # then a crash
+    _, judged = resumed_and_told(store, rules, at)
+    expected = said(itertools.chain.from_iterable(never_stopped(rules, told)))
+    assert said(first + judged) == expected == [
+        (UNBOUND_PERSON, made.event_id)]
+
+
+def said(alerts: Iterable[Alert]) -> list[tuple[str, str]]:
+    return [(a.rule, a.event_id) for a in alerts]
+
+
 def test_a_detector_resumed_after_an_event_dated_far_ahead_raises_what_the_stopped_one_would_have(
         store: AuditStore) -> None:
     """An event dated a year ahead in the store (its writer's clock set wrong) ended every
@@ -694,6 +855,7 @@ def test_a_binding_stays_made_when_its_entry_is_purged(store: AuditStore) -> Non
     store.purge(datetime(2024, 6, 1, tzinfo=UTC))  # cutoff 2017-06-01
     assert store.query(Query()).entries == ()
     assert store.bound_since(HOLDERS[0], PERSONS[0]) == made.occurred_at
+    assert store.bound_since(HOLDERS[0], PERSONS[0], before=2) == made.occurred_at
     assert store.bound_since(HOLDERS[1], PERSONS[0]) is None  # a linkage binds no one
     monday = datetime(2024, 6, 3, 1, tzinfo=UTC)  # 10:00 JST
     later = [event(n, at=monday, person=PERSONS[0]) for n in (4, 5)]  # by HOLDERS[0], [1]

@@ -283,6 +283,25 @@ def a_day_and_more() -> list[AccessLogEvent]:
     return sorted(log, key=lambda event: event.occurred_at)
 
 
+def test_a_resuming_detector_asks_the_store_of_no_binding() -> None:
+    """The audit consumer re-reads the horizon on a thread of its own, on a reader of its own,
+    the detector's `bound` the writer's (the event loop's): resuming, it asks nothing of it, the
+    requests it re-reads waiting again, asked once they are judged live."""
+    asked: list[tuple[str, str]] = []
+
+    def bound(holder: str, person: str) -> datetime | None:
+        asked.append((holder, person))
+        return None
+
+    at = OFFICE + timedelta(minutes=10)
+    made = [linkage(at + timedelta(minutes=m), "town", PERSONS[m]) for m in range(4)]
+    detector = Detector(Rules(), bound)
+    detector.resume([(e, None) for e in made], [])
+    assert asked == []
+    assert rules_of(detector.caught_up(at + timedelta(hours=1))) == [UNBOUND_PERSON] * 4
+    assert sorted(asked) == sorted(("town", e.person) for e in made)
+
+
 def test_a_resumed_detector_raises_what_the_stopped_one_would_have() -> None:
     log = a_day_and_more()
     uninterrupted = Detector(RESUMING, everyone_bound)
