@@ -512,9 +512,7 @@ def test_a_card_command_that_fails_for_what_is_missing_leaves_nothing(
         code = "02461514971"
         if "--registry-there" in args:
             args = [arg for arg in args if arg != "--registry-there"]
-            registry_store.build(registry_store.default_path(), 3, 1)
-            registry = registry_store.RegistryStore.open(registry_store.default_path())
-            code = next(registry.resident_codes())
+            registry, code = _built_registry(3)
             registry.close()
         before = _left(state)
         run = CliRunner().invoke(main, ["card", *args], input=code, env={PIN_ENV: "1357"})
@@ -657,6 +655,14 @@ def test_a_ca_key_is_written_only_once_its_certificate_is_there(
             ca.certificate_path(name).read_bytes())
 
 
+def _built_registry(residents: int) -> tuple[registry_store.RegistryStore, str]:
+    """A registry of `residents` built in the state folder, opened, and its first resident's
+    code."""
+    registry_store.build(registry_store.default_path(), residents, 1)
+    registry = registry_store.RegistryStore.open(registry_store.default_path())
+    return registry, next(registry.resident_codes())
+
+
 class Crash(Exception):
     """The process ended here."""
 
@@ -688,9 +694,7 @@ def test_a_residents_card_issued_halfway_is_harmless_and_issued_again(
     issued with no row: its logins refused as unknown-card, and nothing said why)."""
     where = tmp_path / "reader"
     with state_folder(tmp_path / "state"):
-        registry_store.build(registry_store.default_path(), 20, 1)
-        registry = registry_store.RegistryStore.open(registry_store.default_path())
-        code = next(registry.resident_codes())
+        registry, code = _built_registry(20)
         issue.init()
         called = _crash_at_the_second(monkeypatch, (ca.Authority, "issue"),
                                       (CardHolders, "record"))
@@ -717,9 +721,7 @@ def test_card_issue_reads_the_resident_code_as_keyed_as_the_registry_does(
     it reads it as the registry and the authority do, and J-LIS's row names the code itself."""
     where = tmp_path / "issued"
     with state_folder(tmp_path / "state"):
-        registry_store.build(registry_store.default_path(), 3, 1)
-        registry = registry_store.RegistryStore.open(registry_store.default_path())
-        code = next(registry.resident_codes())
+        registry, code = _built_registry(3)
         issue.init()
         spaced = f"{code[:4]} {code[4:8]} {code[8:]}"
         wide = code.translate(str.maketrans("0123456789", "０１２３４５６７８９"))

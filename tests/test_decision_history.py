@@ -53,6 +53,7 @@ from schemas.messages import (
     Batch,
     LinkageAnswer,
     LinkageRequest,
+    Outcome,
     Pending,
     Ping,
     Pong,
@@ -126,6 +127,18 @@ async def test_a_partition_whose_answer_was_written_before_its_request_is_rebuil
     assert _sweeps(taken, now, ctx) == [], "its deadline passed, but it was answered"
 
 
+def _answered_after(ctx: Context, name: str, seconds: int
+                    ) -> tuple[str, TopicPartition, datetime, Pending, Outcome]:
+    """A topic of its own (made), a request received 10 minutes ago, and its answer given
+    `seconds` after it came."""
+    topic = f"{TOPIC}.{name}"
+    made_topic(topic)
+    received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    pending = _pending(ctx, received=received)
+    return topic, TopicPartition(topic, 0), received, pending, replace(
+        _answer(), deadline=pending.deadline, answered_at=received + timedelta(seconds=seconds))
+
+
 async def test_an_answer_relayed_just_before_a_take_overs_history_began_is_not_refused_after(
         broker: Cluster, ctx: Context) -> None:
     """The last owner relayed an answer 5 s after its request came; its last record came 3.5
@@ -133,13 +146,8 @@ async def test_an_answer_relayed_just_before_a_take_overs_history_began_is_not_r
     request's Pending, with the answer in it. The new owner held the answer, no request known,
     and refused it to its provider at a sweep 2.5 minutes on (INVALID_TICKET: no request came),
     whose log then said not provided of data its requester has."""
-    topic = f"{TOPIC}.relayed-before"
-    made_topic(topic)
-    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
-    received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    pending = _pending(ctx, received=received)
-    answer = replace(_answer(), deadline=pending.deadline,
-                     answered_at=received + timedelta(seconds=5))
+    topic, tp, received, pending, answer = _answered_after(ctx, "relayed-before", 5)
+    access = KafkaAccess.of(config.ADMIN)
     last = received + (received - ctx.remembered_from(received, received)) + timedelta(seconds=3)
     events = [(pending, received), (answer, received + timedelta(seconds=5)),
               (Sweep(last, ()), last)]
@@ -165,13 +173,8 @@ async def test_an_answer_recorded_just_before_a_take_overs_history_its_pending_i
     requester after its FOUND and a second answered@ event saying TIMED_OUT. A take-over reads
     back, from a clock skew before such a request came, the answers to it recorded before its
     history; a request before that whose answer is not read is not taken as pending."""
-    topic = f"{TOPIC}.straddled"
-    made_topic(topic)
-    access, tp = KafkaAccess.of(config.ADMIN), TopicPartition(topic, 0)
-    received = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    pending = _pending(ctx, received=received)
-    answer = replace(_answer(), deadline=pending.deadline,
-                     answered_at=received + timedelta(seconds=2))
+    topic, tp, received, pending, answer = _answered_after(ctx, "straddled", 2)
+    access = KafkaAccess.of(config.ADMIN)
     earlier = _pending(ctx, request_id="r-15", received=received - timedelta(seconds=1))
     last = received + (received - ctx.remembered_from(received, received)) + timedelta(seconds=3)
     events = [(earlier, received - timedelta(seconds=1)),  # read back: not pending
