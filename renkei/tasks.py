@@ -22,12 +22,12 @@ async def set_or_ended(ready: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
         waiting.cancel()
 
 
-async def set_or_failed(ready: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
-    """Wait until `ready` is set, or until one of `tasks` (which set it) ends first: then raise
-    what it ended with (if it ended without an error, just return)."""
-    await set_or_ended(ready, *tasks)
+async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """Wait until `ready` is set, or until `task` (which sets it) ends first: then raise what it
+    ended with (if it ended without an error, just return)."""
+    await set_or_ended(ready, task)
     if not ready.is_set():
-        next(task for task in tasks if task.done()).result()
+        task.result()
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:
