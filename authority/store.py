@@ -224,8 +224,7 @@ class AuthorityStore:
         return None if row is None else datetime.fromisoformat(row[0])
 
     def was_issued(self, number: str) -> bool:
-        return self._db.execute("SELECT 1 FROM numbers WHERE number = ?",
-                                (number,)).fetchone() is not None
+        return self.issued_at(number) is not None
 
     def record_change(self, at: datetime, kind: str, resident_code: str, before: str, after: str,
                       reason: str) -> None:
