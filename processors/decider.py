@@ -488,7 +488,7 @@ def read_back(history: list[DecisionRecord], since: datetime, ctx: Context) -> R
     received = {e.request_id: _received(e.deadline, ctx) for record in history
                 for e in record.events if isinstance(e, Pending)
                 and forgotten_at(e, ctx) > _forgettable(record.at, ctx)
-                and _received(e.deadline, ctx) < since + ctx.clock_skew}
+                and _before_history(e.deadline, since, ctx)}
     if not received:
         return None
     return ReadBack(frozenset(received), min(received.values()) - ctx.clock_skew)
@@ -507,6 +507,14 @@ def answers_to(records: list[DecisionRecord], requests: Collection[str]) -> list
         if answers:
             read.append(DecisionRecord(record.at, answers))
     return read
+
+
+def _before_history(deadline: datetime, since: datetime, ctx: Context) -> bool:
+    """Whether the request of this deadline was received before a history written from `since`
+    on began, a clock skew's margin after (its Pending is recorded after the receipt, and the
+    broker takes an answer after its request, by their clocks): read_back,
+    _decided_before_history."""
+    return _received(deadline, ctx) < since + ctx.clock_skew
 
 
 def forgetting_lag(ctx: Context) -> int:
@@ -771,9 +779,8 @@ def _decided_before_history(o: Outcome, known_from: datetime | None, ctx: Contex
     receipt, by the broker's clocks). The owner that decided the answer then knew the request,
     and relayed or refused it: forgotten unsaid, not refused as one to no request. A decision
     relaying one to no one (Outcome.ended) is made as recorded all the same (_never_requested)."""
-    if o.ended is not None or o.deadline is None or known_from is None:
-        return False
-    if _received(o.deadline, ctx) >= known_from + ctx.clock_skew:
+    if (o.ended is not None or o.deadline is None or known_from is None
+            or not _before_history(o.deadline, known_from, ctx)):
         return False
     log.info("request %s, received before the history rebuilt here began, never came: the "
              "answer held for it, which an owner knowing it decided, is forgotten, not refused",
