@@ -1040,8 +1040,8 @@ class AuditStore:
         """The first serial of the entries appended while the live detector resumed that it
         was not told yet (first_unjudged: those before it, it judged); None if it was told
         all."""
-        found = self._db.execute("SELECT min(since) FROM unjudged").fetchone()[0]
-        return None if found is None else int(found)
+        told = self.first_unjudged()
+        return None if told is None else told.since
 
     def unjudged_caught_up(self, at: datetime) -> None:
         """The consumer caught up as of `at` while the live detector resumes: kept to tell it
