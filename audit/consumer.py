@@ -99,12 +99,11 @@ def new_events(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
     return [r for r, _ in new_leaves(store, leaves) if isinstance(r, AccessLogEvent)]
 
 
-def resumed(store: AuditStore, rules: Rules, now: datetime, judged: int | None = None
-            ) -> Detector:
+def resumed(store: AuditStore, rules: Rules, now: datetime) -> Detector:
     """A detector that goes on where the store's last one stopped, started at `now` (`reread`),
     the store asked of bindings."""
     detector = Detector(rules, store.bound_since)
-    reread(detector, store, now, judged)
+    reread(detector, store, now)
     return detector
 
 
