@@ -1536,6 +1536,18 @@ PLAN = {"sqlite": ("EXPLAIN QUERY PLAN ", ()),
         "postgresql": ("EXPLAIN ", ("SET enable_seqscan = off",))}
 
 
+def plans(db: str, statements: Sequence[str]) -> Iterator[str]:
+    """The engine's plan of each of `statements` (PLAN), in a line, every `?` given "nobody"."""
+    connection, dialect = connect(db)
+    explain, session = PLAN[dialect.name]
+    with closing(connection):
+        for setting in session:
+            connection.execute(setting)
+        for statement in statements:
+            yield " ".join(str(row[-1]) for row in connection.execute(
+                explain + statement, ("nobody",) * statement.count("?")))
+
+
 def test_a_holder_no_entry_names_is_noted_not_answered_as_one_that_did_nothing(
         store: AuditStore, db: str) -> None:
     """`audit query --holder nobody` (and `oversight query`) answered an empty page, as for a
@@ -1560,17 +1572,10 @@ def test_a_holder_no_entry_names_is_noted_not_answered_as_one_that_did_nothing(
         [], "note: no entry of this store names holder 'City-B' (nearest: 'city-b', 'city-a')\n")
     assert asked(audit_cli, "--holder", HOLDERS[1], "--pattern", "P9") == ([], "")
     assert asked(audit_cli, "--holder", HOLDERS[3], "--limit", "1") == ([2], "")
-    connection, dialect = connect(db)
-    explain, session = PLAN[dialect.name]
-    with closing(connection):
-        for setting in session:
-            connection.execute(setting)
-        for statement in (audit.store._NAMES_HOLDER, *(
-                audit.store._NAMED_ON.format(side=side) for side in ("requester", "provider"))):
-            plan = " ".join(str(row[-1]) for row in connection.execute(
-                explain + statement, ("nobody",) * statement.count("?")))
-            assert re.search(r"(COVERING INDEX|Index Only Scan using) entries_", plan), plan
-            assert not re.search(r"SCAN entries|Seq Scan", plan), plan
+    for plan in plans(db, (audit.store._NAMES_HOLDER, *(
+            audit.store._NAMED_ON.format(side=side) for side in ("requester", "provider")))):
+        assert re.search(r"(COVERING INDEX|Index Only Scan using) entries_", plan), plan
+        assert not re.search(r"SCAN entries|Seq Scan", plan), plan
 
 
 def test_store_urls() -> None:
@@ -2131,16 +2136,9 @@ def test_a_holder_or_unit_no_action_is_on_is_noted_not_answered_as_one_left_alon
     tamper(db, ("DROP INDEX operator_actions_subject", ()))  # a store from before the index
     assert asked(audit_cli, "--holder", "nobody") == ([], f"{said}'nobody'\n")  # read, slower
     AuditStore(db, Signer.load_or_create(), clock=clock).close()  # its writer opens it again
-    connection, dialect = connect(db)
-    explain, session = PLAN[dialect.name]
-    with closing(connection):
-        for setting in session:
-            connection.execute(setting)
-        for statement in (audit.store._ACTS_ON, audit.store._SUBJECTS):
-            plan = " ".join(str(row[-1]) for row in connection.execute(
-                explain + statement, ("nobody",) * statement.count("?")))
-            assert re.search(r"(COVERING INDEX|Index Only Scan using) operator_actions_subject",
-                             plan), plan
+    for plan in plans(db, (audit.store._ACTS_ON, audit.store._SUBJECTS)):
+        assert re.search(r"(COVERING INDEX|Index Only Scan using) operator_actions_subject",
+                         plan), plan
 
 
 @pytest.mark.parametrize("fault", [OSError("an I/O error"), TypeError("a bug")],
