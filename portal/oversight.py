@@ -4,7 +4,6 @@ logs of chosen requests, and the audit log's integrity."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -12,7 +11,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from audit.events import ACTION_KINDS, ID_CODE, PORTAL_KIND, outcome_asked
-from audit.store import ActionQuery, Page, Query, Unnamed
+from audit.store import ActionQuery, Query
 from portal.context import PLATFORM
 from portal.kafka import NoHolder, holders_to_ask
 from portal.records import SEARCH_PAGE
@@ -27,14 +26,6 @@ LEFT_OUT = "left_out"  # the holder-logs page's: chosen entries of the portal's 
 INACTIVE = "inactive"  # the holder-logs page's: holders named not asked, not active ones
 
 
-@dataclass(frozen=True)
-class Searched:
-    """A page of the log's entries; a holder asked for that no entry names, said on it."""
-
-    page: Page
-    unnamed: Unnamed | None
-
-
 async def search(request: web.Request) -> web.Response:
     """The log's entries the filter asks for; an end date before the start date is said so on
     the page (400), the filter as typed, no entries; a holder no entry names (no page tells of
@@ -44,18 +35,11 @@ async def search(request: web.Request) -> web.Response:
     q = {k: request.query.get(k, "").strip() for k in FILTERS}
     if q["person"] and not ID_CODE.fullmatch(q["person"]):  # else: no entry, as if nobody looked
         raise web.HTTPBadRequest(text="an ID code is 11 characters 0-9A-Z, upper case")
-    records = platform.records
-
-    async def searched(since: datetime | None, until: datetime | None,
-                       after: str | None) -> Searched:
-        page = await records.search(Query(
+    return await _found(request, "oversight.html", q, "searched", lambda since, until, after: (
+        platform.records.search(Query(
             person=q["person"] or None, holder=q["holder"] or None, pattern=q["pattern"] or None,
-            outcome=outcome_asked(q["outcome"]), since=since, until=until), after)
-        asked = q["holder"] and not page.entries
-        return Searched(page, await records.unnamed(q["holder"]) if asked else None)
-
-    return await _found(request, "oversight.html", q, "searched", searched,
-                        alerts=platform.kafka.alerts.newest()[:5])
+            outcome=outcome_asked(q["outcome"]), since=since, until=until), after)),
+        alerts=platform.kafka.alerts.newest()[:5])
 
 
 async def actions(request: web.Request) -> web.Response:

@@ -182,6 +182,14 @@ class CheckedAction:
 
 
 @dataclass(frozen=True)
+class Searched:
+    """A page of the log's entries; a holder asked for that no entry names, said on it."""
+
+    page: Page
+    unnamed: Unnamed | None
+
+
+@dataclass(frozen=True)
 class ActionsShown:
     """A page of operator actions, newest first; `older` the cursor of the page after it; an
     empty one of a holder or unit no action is on says so (`unacted`)."""
@@ -323,12 +331,16 @@ class Records:
                 if c is not None]
 
     async def search(self, where: Query, after: str | None, limit: int = SEARCH_PAGE
-                     ) -> Page:
-        return await self._store.run(lambda store: store.query(where, limit=limit, after=after))
+                     ) -> Searched:
+        """A page of the log's entries matching `where` (ValueError if `after` is no cursor);
+        an empty one of a holder no entry names says so (`unnamed`), as `actions` does."""
+        return await self._store.run(partial(self._search, where, after, limit))
 
-    async def unnamed(self, holder: str) -> Unnamed | None:
-        """None if an entry names `holder`; else Unnamed, with the names nearest it."""
-        return await self._store.run(lambda store: store.unnamed(holder))
+    @staticmethod
+    def _search(where: Query, after: str | None, limit: int, store: AuditStore) -> Searched:
+        page = store.query(where, limit=limit, after=after)
+        unnamed = None if where.holder is None or page.entries else store.unnamed(where.holder)
+        return Searched(page, unnamed)
 
     async def actions(self, where: ActionQuery, after: str | None,
                       limit: int = SEARCH_PAGE) -> ActionsShown:
