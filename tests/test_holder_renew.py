@@ -64,11 +64,13 @@ class Renewed(NamedTuple):
 
 async def _took(client: HolderClient, public_key: bytes) -> None:
     """Wait until the running client opens answers with this sealing key (its directory view
-    made anew as it takes them: each looked at for a while)."""
+    made anew as it takes them: each looked at for a while), and its clients run again with it
+    (taken before they start: the tasks they start are the fixture's, not a test's)."""
     async with asyncio.timeout(10):
         while sealing.public_bytes(client._key) != public_key:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(client.directory.changed(), 0.2)
+        await client._switched()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
