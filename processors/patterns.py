@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from schemas.messages import LegalPattern
 
 SAMPLE = Path(__file__).with_name("legal_patterns.toml")
 MOST_VERSION = 2**31 - 1  # an Avro int's (LegalPattern.version)
+FIELDS = tuple(f.name for f in fields(LegalPattern))  # a [[pattern]] table's, and no others
 
 
 class BadPatternFile(ValueError):
@@ -20,6 +22,8 @@ def load(path: Path = SAMPLE) -> list[LegalPattern]:
     """The pattern versions of a TOML file of [[pattern]] tables, else BadPatternFile."""
     try:
         rows = tomllib.loads(path.read_text(encoding="utf-8"))["pattern"]
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise ValueError("'pattern' must be [[pattern]] tables, one per pattern version")
         return _once_each([_pattern(row) for row in rows])
     except KeyError as exc:
         raise BadPatternFile(f"{path}: missing {exc.args[0]!r}"
@@ -32,6 +36,10 @@ def load(path: Path = SAMPLE) -> list[LegalPattern]:
 
 def _pattern(row: dict[str, object]) -> LegalPattern:
     named = f"pattern {row.get('pattern_id')}"
+    if unknown := sorted(set(row) - set(FIELDS)):
+        raise ValueError(f"{named}: no pattern has {', '.join(map(repr, unknown))} (its fields: "
+                         f"{', '.join(FIELDS)}): a field misspelt, a valid_to among them, "
+                         "would be published as a version without it")
     valid_from = row["valid_from"]
     valid_to = row.get("valid_to")
     if not isinstance(valid_from, datetime) or not (valid_to is None
