@@ -195,11 +195,11 @@ async def publish(entries: Sequence[HolderEntry] = (),
 
 async def publish_patterns(versions: Sequence[LegalPattern]) -> list[LegalPattern]:
     """The pattern versions not on the list as they are, published (each once: the topic is
-    compacted only in segments past the active one, so one sent again is a record more)."""
+    compacted only in segments past the active one, so one sent again is a record more);
+    BadPatternFile, nothing published, if they leave out one on it (patterns.to_publish)."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.PATTERNS)
-    there = {patterns.key(p): p for p in await _read(access, topics.PATTERNS, LegalPattern)}
-    changed = [p for p in versions if there.get(patterns.key(p)) != p]
+    changed = patterns.to_publish(versions, await _read(access, topics.PATTERNS, LegalPattern))
     await _delivered(access, [send(topics.PATTERNS, patterns.key(p), p) for p in changed])
     return changed
 

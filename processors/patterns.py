@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +78,21 @@ def _once_each(versions: list[LegalPattern]) -> list[LegalPattern]:
                              "file twice")
         seen.add(key(version))
     return versions
+
+
+def to_publish(versions: Sequence[LegalPattern], published: Sequence[LegalPattern]
+               ) -> list[LegalPattern]:
+    """The versions of a file not on the list (`published`) as they are; BadPatternFile if it
+    leaves out a version on the list: one stays there, for the audit's re-check of what it
+    approved, and in force until its valid_to, so a list left out of the file (all of it, an
+    empty one) would withdraw nothing while the operator took it as withdrawn."""
+    there = {key(p): p for p in published}
+    if left := sorted(there.keys() - {key(p) for p in versions}):
+        named = ", ".join(f"{there[k].pattern_id} v{there[k].version}" for k in left)
+        raise BadPatternFile(f"{named} on the legal pattern list, not in the file: a version "
+                             "stays on it, in force until its valid_to; withdraw it by giving it "
+                             "one, nothing published")
+    return [p for p in versions if there.get(key(p)) != p]
 
 
 def key(pattern: LegalPattern) -> str:

@@ -3,6 +3,8 @@ unless each [[pattern]] table is one pattern version and nothing else."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,23 @@ def test_a_pattern_that_is_no_table_is_refused(tmp_path: Path, text: str) -> Non
     """It ended the command with an AttributeError's traceback."""
     with pytest.raises(patterns.BadPatternFile, match=r"\[\[pattern\]\] tables"):
         patterns.load(_file(tmp_path, text))
+
+
+def test_a_version_on_the_list_the_file_leaves_out_is_refused_by_name() -> None:
+    """The sample less P-075 (or `pattern = []`, to withdraw everything) was said 'already
+    published: the legal pattern list is unchanged', exit 0, each version left out in force as
+    before: only its valid_to withdraws it."""
+    published = patterns.load(patterns.SAMPLE)
+    file = [p for p in published if p.pattern_id != "P-075"]
+    with pytest.raises(patterns.BadPatternFile, match=r"P-075 v1 .*valid_to"):
+        patterns.to_publish(file, published)
+    with pytest.raises(patterns.BadPatternFile, match="P-027 v1, P-037 v1"):
+        patterns.to_publish([], published)
+
+
+def test_only_the_versions_not_on_the_list_as_they_are_are_published() -> None:
+    published = patterns.load(patterns.SAMPLE)
+    amended = [replace(published[0], valid_to=datetime(2030, 1, 1, tzinfo=UTC)), *published[1:]]
+    assert patterns.to_publish(published, published) == []
+    assert patterns.to_publish(amended, published) == amended[:1]
+    assert patterns.to_publish(published, []) == published
