@@ -129,7 +129,8 @@ class AccessLogEvent:
 
 @dataclass(frozen=True, slots=True)
 class OperatorAction:
-    """An operator's change to the holder directory (OperatorAction.v1.avsc); no person in it."""
+    """An operator's change to the holder directory or the legal pattern list
+    (OperatorAction.v1.avsc); no person in it."""
 
     action_id: str
     occurred_at: datetime
@@ -139,7 +140,7 @@ class OperatorAction:
     reason: str | None
 
 
-ACTION_KINDS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW")  # OperatorAction.v1's
+ACTION_KINDS = ("SUSPEND", "RESUME", "REGISTER", "REKEY", "RENEW", "PUBLISH")  # OperatorAction.v1's
 Logged = AccessLogEvent | OperatorAction  # a leaf of the audit tree, as the topic has it
 
 

@@ -282,6 +282,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "action_REGISTER": ("登録", "Registered"),
     "action_REKEY": ("リンクコードの鍵の更新", "Link-code key renewed"),
     "action_RENEW": ("鍵とパスワードの更新", "Keys and password renewed"),
+    "action_PUBLISH": ("法令で定める情報連携のパターンの公表", "Legal pattern list published"),
     "action_beside": ("検証できません（操作が監査ログの木に入る前の記録）",
                       "not provable (kept before actions were leaves of the log's tree)"),
     "latest_head": ("最新の署名付きツリーヘッド", "Latest signed tree head"),

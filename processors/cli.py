@@ -13,7 +13,7 @@ from broker import acls
 from broker.clients import KafkaAccess
 from processors import directory, patterns
 from renkei import logs
-from renkei.options import LOGLEVEL, POSITIVE, SaidDefault
+from renkei.options import LOGLEVEL, OPERATOR_OPTION, POSITIVE, REASON_OPTION, SaidDefault
 
 
 @click.group("platform", short_help="The platform's stream processors (one consumer group).")
@@ -60,11 +60,14 @@ def patterns_cli() -> None:
 @patterns_cli.command("publish",
                       short_help="Publish the legal pattern list (FILE, else the sample).")
 @click.argument("file", type=click.Path(exists=True, path_type=Path), required=False)
-def publish_patterns(file: Path | None) -> None:
+@REASON_OPTION
+@OPERATOR_OPTION
+def publish_patterns(file: Path | None, reason: str | None, operator: str) -> None:
     """Publish the pattern list in FILE, if given, else the sample modelled on the law's
-    annexed table (processors/legal_patterns.toml)."""
+    annexed table (processors/legal_patterns.toml); the versions it changes are logged as the
+    operator's PUBLISH."""
     versions = patterns.load(file or patterns.SAMPLE)
-    published = len(asyncio.run(directory.publish_patterns(versions)))
+    published = len(asyncio.run(directory.publish_patterns(versions, operator, reason)))
     already = f"{len(versions) - published} already published"
     click.echo(f"published {published} pattern versions to the legal pattern list ({already})"
                if published else f"{already}: the legal pattern list is unchanged")

@@ -54,6 +54,8 @@ ATTEMPTS = 3  # reads of the directory a command fenced off again and again make
 SUSPENSIONS_KEPT = timedelta(milliseconds=topics.outbox_kept_ms(), minutes=1) + CLOCK_SKEW
 MOST_SUSPENSIONS = 1000  # and the latest so many at most (12 bytes or so each), however often
 M = TypeVar("M")
+T = TypeVar("T")
+PUBLISH = "PUBLISH"  # an operator action on the legal pattern list (the others are on holders)
 log = logging.getLogger(__name__)
 
 
@@ -193,15 +195,39 @@ async def publish(entries: Sequence[HolderEntry] = (),
     await _delivered(access, sends)
 
 
-async def publish_patterns(versions: Sequence[LegalPattern]) -> list[LegalPattern]:
+async def publish_patterns(versions: Sequence[LegalPattern], operator: str,
+                           reason: str | None) -> list[LegalPattern]:
     """The pattern versions not on the list as they are, published (each once: the topic is
-    compacted only in segments past the active one, so one sent again is a record more);
+    compacted only in segments past the active one, so one sent again is a record more) and
+    logged as the operator's PUBLISH of them (with `reason`): it changes what is lawful. The list
+    is read, checked and written on the producer of operator actions (_attempts, _published);
     BadPatternFile, nothing published, if they leave out one on it (patterns.to_publish)."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.PATTERNS)
-    changed = patterns.to_publish(versions, await _read(access, topics.PATTERNS, LegalPattern))
-    await _delivered(access, [send(topics.PATTERNS, patterns.key(p), p) for p in changed])
-    return changed
+    return await _attempts(partial(_published, access, versions, operator, reason), PUBLISH,
+                           "the legal pattern list")
+
+
+async def _published(access: KafkaAccess, versions: Sequence[LegalPattern], operator: str,
+                     reason: str | None) -> list[LegalPattern]:
+    """publish_patterns' one attempt: the versions not on the list, read once the producer of
+    operator actions has started, written and their PUBLISH logged at the last one's broker time,
+    in one of its transactions, readable once it returns."""
+    async with fencing(access, OPERATOR_ACTIONS) as producer:
+        changed = patterns.to_publish(versions, await _read(access, topics.PATTERNS,
+                                                            LegalPattern))
+        if not changed:
+            return changed
+        subject = ", ".join(f"{p.pattern_id} v{p.version}" for p in changed)
+        async with producer.transaction():
+            written = await handed(producer, [send(topics.PATTERNS, patterns.key(p), p)
+                                              for p in changed])
+            await settled(written)
+            await settled(audit := await handed(producer, [action_logged(
+                f"{PUBLISH}@{uuid.uuid4().hex}", written[-1].result().timestamp, operator,
+                PUBLISH, subject, reason)]))
+        await readable(access, [w.result() for w in [*written, *audit]])
+        return changed
 
 
 async def suspend(holder: str, operator: str, reason: str) -> HolderEntry:
@@ -303,19 +329,26 @@ async def _acted(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],
     from two machines, the second checks what the first wrote. A command fenced off by another
     reads the directory again and checks it anew, ATTEMPTS times at most (then ActionFenced,
     nothing written)."""
-    attempt = 1
+    return await _attempts(partial(_fenced, access, concerned, change, action, operator, reason),
+                           action, "the holder directory")
+
+
+async def _attempts(attempt: Callable[[], Awaitable[T]], action: str, what: str) -> T:
+    """`attempt` at the operator's `action` on `what`, made with the state folder's lock on
+    operator actions held, made again while another command's on the producer of operator
+    actions fences it off (ProducerFenced), ATTEMPTS times at most (then ActionFenced, nothing
+    written)."""
     async with _logging_actions():
-        while True:
+        for _ in range(ATTEMPTS - 1):
             try:
-                return await _fenced(access, concerned, change, action, operator, reason)
+                return await attempt()
             except ProducerFenced:
-                if attempt == ATTEMPTS:
-                    raise ActionFenced(f"another operator's action on the holder directory came "
-                                       f"first each time it was read: {action} was not done; "
-                                       f"run it again") from None
-                log.warning("another operator's action on the holder directory came first: "
-                            "reading it again")
-                attempt += 1
+                log.warning("another operator's action on %s came first: reading it again", what)
+        try:
+            return await attempt()
+        except ProducerFenced:
+            raise ActionFenced(f"another operator's action on {what} came first each time it "
+                               f"was read: {action} was not done; run it again") from None
 
 
 async def _fenced(access: KafkaAccess, concerned: Callable[[HolderEntry], bool],
@@ -418,8 +451,15 @@ def logged(entry: HolderEntry, appended_ms: int, operator: str, reason: str | No
     with too (_on_audit seeks it by that): on the unit for a re-keying, else on the holder."""
     assert entry.action_id and entry.action, "an entry no action wrote"
     subject = entry.link_unit if entry.action == "REKEY" else entry.holder_id
+    return action_logged(entry.action_id, appended_ms, operator, entry.action, subject, reason)
+
+
+def action_logged(action_id: str, appended_ms: int, operator: str, action: str, subject: str,
+                  reason: str | None) -> Send:
+    """An operator action for the audit topic, at the broker time `appended_ms` of the record it
+    was written for, which its own record is stamped with too."""
     return replace(send(topics.AUDIT, subject, OperatorAction(
-        entry.action_id, from_millis(appended_ms), operator, entry.action, subject, reason)),
+        action_id, from_millis(appended_ms), operator, action, subject, reason)),
         timestamp_ms=appended_ms)
 
 
