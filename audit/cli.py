@@ -130,7 +130,7 @@ def open_store(db: str | None, create: bool = False, signing: bool = True) -> Au
     copy gets no key of its own that would call the log tampered."""
     url = db or default_path(made=create)
     if not create and not sql.exists(url):
-        raise sql.NoStore(f"no audit store at {url} (`renkei audit run` makes one)")
+        raise sql.NoStore(f"no audit store at {sql.shown(url)} (`renkei audit run` makes one)")
     try:
         key = Signer.load_or_create() if create else Signer.load() if signing else Signer.public()
     except NoKey:
@@ -139,7 +139,7 @@ def open_store(db: str | None, create: bool = False, signing: bool = True) -> Au
     try:
         return AuditStore(url, key)
     except sqlite3.DatabaseError as exc:  # a file that is not a SQLite database
-        raise sql.NoStore(f"cannot open the store at {url}: {exc}") from exc
+        raise sql.NoStore(f"cannot open the store at {sql.shown(url)}: {exc}") from exc
 
 
 def _echo_json(data: Any) -> None:
@@ -189,11 +189,11 @@ def _store_to_verify(db: str | None, alone: bool) -> AuditStore:
         return open_store(db, signing=False)
     except sql.NoTables:
         if not alone:
-            _gone_whole(f"the audit store at {url} has no tables")
+            _gone_whole(f"the audit store at {sql.shown(url)} has no tables")
         raise
     except sql.NoStore:
         if not alone and not sql.exists(url):
-            _gone_whole(f"no audit store at {url}")
+            _gone_whole(f"no audit store at {sql.shown(url)}")
         raise
 
 
@@ -581,9 +581,8 @@ def replay(db: str | None, live: str | None, grace: float) -> None:
         raise
     again = report.events - report.size - report.unlogged - report.beside
     click.echo(f"replayed {report.events} events and operator actions ({again} of them an id "
-               "again) from "
-               f"{report.records} records into {target} in {report.seconds:.1f}s: tree size "
-               f"{report.size}, root {report.root.hex()}")
+               f"again) from {report.records} records into {sql.shown(target)} in "
+               f"{report.seconds:.1f}s: tree size {report.size}, root {report.root.hex()}")
     if report.beside:
         click.echo(f"{report.beside} operator actions the live store keeps beside the tree, "
                    "stored before actions were leaves: kept so, not provable")

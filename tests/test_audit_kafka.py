@@ -80,6 +80,7 @@ from schemas.codec import CODEC
 from schemas.messages import Alert
 from tests.kafka_helpers import create_known, producer, renkei
 from tests.loop_helpers import ticking
+from tests.postgres import SUPERUSER, fresh_schema
 from tests.test_audit_store import item, truncate
 from tests.test_linkage import ask, bound
 
@@ -92,6 +93,7 @@ SEVEN_YEARS_MS = 7 * (365 * 86_400_000 + 6 * 3_600_000)
 LATENESS = timedelta(seconds=5)  # a consumer's lateness short enough for a test to wait out
 REREAD_HISTORY = 10_000  # events in a restarted consumer's horizon (answers: the cheapest)
 RESTART_HELD = 5.0  # seconds a test holds a restarted consumer's re-read at most
+PASSWORD = "pg-secret-7f3a"  # a PostgreSQL store's password (trusted: any passes)
 APPENDED_WITHIN = 1.5  # seconds from a restart to an event sent then appended (the re-read's on)
 
 
@@ -374,7 +376,7 @@ def restored(whole: Path, live: AuditStore, platform: Processes) -> None:
     copied(whole, default_path())
 
 
-async def verify(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+async def verify(db: Path | str, *flags: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(renkei, "audit", "verify", "--db", str(db), *flags,
                                    check=False)
 
@@ -1466,6 +1468,47 @@ async def test_replay_leaves_out_each_copy_of_an_event_older_than_the_cutoff_rea
         report = await rebuilt(tmp_path / "replay.db", live, own)
     assert report.unlogged == 1 and report.logged == report.live_size == 4, report
     assert report.identical, report
+
+
+async def test_a_postgresql_store_replayed_from_the_topic_is_consumed_across_a_restart_and_verified(
+        platform: Processes, live: AuditStore, postgres: str) -> None:
+    """An operator's PostgreSQL store, rebuilt from the topic by `audit replay --db` (the live
+    store's root), consumed in place of the live one: four queries about a person, a restart
+    (its detector re-reads them from PostgreSQL), a fifth alerted as repeated; `audit verify`
+    finds it whole against the anchored heads and the consumer's commit, an empty schema
+    truncated. The stores' URLs have a password: no command says it."""
+    requester, person, now = f"pg-{uuid.uuid4().hex[:8]}", "POSTGRES001", datetime.now(UTC)
+    five = [linkage_of(f"{requester}-{m}", requester, person, now - timedelta(minutes=m))
+            for m in (40, 30, 20, 10, 0)]
+    url, empty = (fresh_schema(postgres, f"t{uuid.uuid4().hex}").replace(
+        f"{SUPERUSER}@", f"{SUPERUSER}:{PASSWORD}@") for _ in range(2))
+    await appended(live, 3)  # a live store to compare with, run alone too
+    platform.stop("audit")
+    offset, note = await consumer_commit(KafkaAccess.of(acls.AUDIT))
+    try:
+        replayed = await asyncio.to_thread(renkei, "audit", "replay", "--db", url, check=False)
+        with AuditStore(url, Signer.load_or_create()) as store:
+            for events in (five[:4], five[4:]):  # a restart between
+                stop = asyncio.Event()
+                consumer = asyncio.create_task(
+                    audit_run(store, KafkaAccess.of(acls.AUDIT), stop, HEAD_SECONDS))
+                try:
+                    await logged(store, events)
+                finally:
+                    stop.set()
+                    await consumer
+        checked, gone = await verify(url), await verify(empty)
+    finally:  # the live store's commit back: its consumer appends what this one did
+        await noting(offset, note)
+        platform.start("audit", "audit", "run")
+    for said in (replayed, checked, gone):
+        assert PASSWORD not in said.stdout + said.stderr, said.stdout + said.stderr
+    assert replayed.returncode == 0 and "(identical)" in replayed.stdout, replayed.stdout
+    assert checked.returncode == 0 and "ok: every entry" in checked.stdout, checked.stdout
+    assert "checked against the audit consumer's last commit" in checked.stdout
+    assert await alerted(requester, REPEATED_PERSON) == [five[4].event_id]
+    assert gone.returncode == 1 and gone.stderr.startswith("TRUNCATED: the audit store at "), \
+        gone.stderr
 
 
 async def test_a_restarted_audit_consumer_appends_while_its_detector_rereads(
