@@ -35,7 +35,7 @@ from audit.anchor import Anchor, consumer_commit
 from audit.detector import QUIETED, Detector, Raised, Rules
 from audit.events import AccessLogEvent, Logged, OperatorAction, logged_key
 from audit.heads import Signer
-from audit.store import AuditStore, Unjudged
+from audit.store import AuditStore, Unjudged, beyond_retention
 from broker import acls, topics
 from broker.clients import KafkaAccess, started
 from renkei.envelope import Send, send, unpacked
@@ -95,8 +95,12 @@ def new_leaves(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
 
 def new_events(store: AuditStore, leaves: Sequence[tuple[Logged, bytes]]
                ) -> list[AccessLogEvent]:
-    """The batch's events the store does not hold yet, the first of each event id."""
-    return [r for r, _ in new_leaves(store, leaves) if isinstance(r, AccessLogEvent)]
+    """The batch's events the store does not hold yet and logs, the first of each event id: none
+    older than the last purge's cutoff (beyond_retention), which it does not log. The detector
+    judges what the log keeps: a restarted one is told what was appended, and re-reads the log."""
+    cutoff = store.last_cutoff()
+    return [r for r, _ in new_leaves(store, leaves)
+            if isinstance(r, AccessLogEvent) and not beyond_retention(r, cutoff)]
 
 
 def resumed(store: AuditStore, rules: Rules, now: datetime) -> Detector:

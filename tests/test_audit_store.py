@@ -32,7 +32,7 @@ from audit import merkle
 from audit.anchor import held_largest
 from audit.bench import run as run_bench
 from audit.cli import audit_cli, open_store
-from audit.consumer import BoundBefore, reread, resumed, tell
+from audit.consumer import BoundBefore, new_events, reread, resumed, tell
 from audit.detector import (
     OFF_HOURS,
     REPEATED_PERSON,
@@ -693,6 +693,26 @@ def test_a_binding_read_after_a_caught_up_consumer_alerted_its_request_excuses_i
     expected = said(itertools.chain.from_iterable(never_stopped(rules, told)))
     assert said(first + judged) == expected == [
         (UNBOUND_PERSON, made.event_id)]
+
+
+def test_an_event_older_than_the_last_purge_cutoff_is_judged_by_neither_consumer(
+        store: AuditStore) -> None:
+    """An event older than the last purge's cutoff (a writer's clock years behind) is not
+    logged: a consumer that never stopped judges a batch's new events (new_events), a restarted
+    one what it appended unjudged, and the re-read after a restart what the log keeps; none of
+    them, so none judges it (an alert on it would name an entry no log holds, and be raised or
+    not as the consumer happened to restart)."""
+    rules = Rules()
+    [purge] = store.purge(T0)
+    old = event(0, purge.cutoff - timedelta(days=1), PERSONS[0])  # by HOLDERS[0], unbound
+    fresh = event(2, T0 + timedelta(minutes=10), PERSONS[2])  # by HOLDERS[2], unbound
+    read = fresh.occurred_at + timedelta(seconds=1)
+    live = never_stopped(rules, [(new_events(store, [item(old), item(fresh)]), read),
+                                 read + 2 * rules.lateness])
+    appended_unjudged(store, rules, [([old, fresh], read), read + 2 * rules.lateness])
+    _, judged = resumed_and_told(store, rules, T0)
+    assert said(judged) == said(itertools.chain.from_iterable(live)) == [
+        (UNBOUND_PERSON, fresh.event_id)]
 
 
 def said(alerts: Iterable[Alert]) -> list[tuple[str, str]]:
