@@ -355,6 +355,8 @@ def _entry_json(entry: Entry, proving: bool, faithful: bool) -> dict[str, Any]:
                             "leaf_hash": leaf_hash(entry.leaf).hex()}
     if not faithful:
         data["columns_differ"] = True  # the fields are the signed bytes'; nothing is proved
+    elif entry.unproved:
+        data["unproved"] = True  # its bytes are not the leaf the signed head holds there
     elif entry.proof is not None:
         data["inclusion_proof"] = [p.hex() for p in entry.proof]
     elif proving:
@@ -398,7 +400,10 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     the names entries give nearest it: its empty page is no answer about it (exit code 0 still:
     a holder with no entries yet, or none left after the retention, has none).
 
-    Exits 1 if the latest head is not signed by the log's key (nothing is proved against it)."""
+    Exits 1 if the latest head is not signed by the log's key (nothing is proved against it),
+    or, with --person, an entry's proof does not hold (a row, or a subtree hash, replaced whole:
+    marked unproved). Without --person nothing is checked against the tree: an entry replaced
+    whole, columns and bytes, is shown as it is; `renkei audit verify` finds it."""
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
     where = Query(id_code, holder, pattern, outcome_asked(outcome), since, until)
     with open_store(db, signing=False) as store:
@@ -412,8 +417,13 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
                 "next": page.next_cursor})
     if unnamed is not None:
         click.echo(_unnamed_said(unnamed), err=True)
+    unproved = [str(e.serial) for e, faithful in shown if faithful and e.unproved]
+    if unproved:
+        click.echo(f"TAMPERED: no proof of entries {', '.join(unproved)} holds under the latest "
+                   "signed head: their bytes, or the tree's hashes, were changed (shown: what the "
+                   "store says, unproved) (`renkei audit verify` says more)", err=True)
     _tampered("entries", "entry", [str(e.serial) for e, faithful in shown if not faithful],
-              page.trusted)
+              page.trusted, failed=bool(unproved))
 
 
 def _unnamed_said(unnamed: Unnamed, none: str = "no entry of this store names holder") -> str:
@@ -498,9 +508,11 @@ def _read_page(read: Callable[[], P], after: str | None) -> P:
                                  "page", param_hint="--after") from exc
 
 
-def _tampered(kinds: str, kind: str, edited: list[str], trusted: bool) -> None:
+def _tampered(kinds: str, kind: str, edited: list[str], trusted: bool, failed: bool = False
+              ) -> None:
     """Said on stderr, and exit code 1: the rows of a page whose columns differ from their
-    signed bytes (`edited`), and a latest head the log's key did not sign."""
+    signed bytes (`edited`), and a latest head the log's key did not sign (exit code 1 too if
+    `failed`: a finding said before)."""
     if edited:
         click.echo(f"TAMPERED: the columns of {kinds} {', '.join(edited)} differ from their "
                    "signed bytes (shown: what the bytes say, unproved) (`renkei audit verify` "
@@ -508,7 +520,7 @@ def _tampered(kinds: str, kind: str, edited: list[str], trusted: bool) -> None:
     if not trusted:
         click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
                    f"{kind} is proved (`renkei audit verify` says more)", err=True)
-    if edited or not trusted:
+    if edited or not trusted or failed:
         raise SystemExit(1)
 
 

@@ -53,7 +53,15 @@ from audit.events import (
     signed_event,
     signed_record,
 )
-from audit.heads import SignedHead, Signer, TreeHead, consistent, verify_head, verify_signature
+from audit.heads import (
+    SignedHead,
+    Signer,
+    TreeHead,
+    consistent,
+    includes,
+    verify_head,
+    verify_signature,
+)
 from audit.retention import RETENTION_YEARS, years_before
 from audit.sql import Connection, Cursor, Dialect, NoTables, Stoppable, connect
 from renkei.shown import short
@@ -339,6 +347,9 @@ class Entry:
     leaf: bytes
     proof: tuple[bytes, ...] | None = None
     edited: bool = False  # its columns made no event, and are not its bytes' (_entry)
+    # its bytes are not the leaf the signed head holds at its serial: its proof does not hold
+    # (the row's bytes, or the tree's hashes, changed); no proof, nor pending (_proved)
+    unproved: bool = False
 
 
 class DamagedEntry(RuntimeError):
@@ -1210,8 +1221,8 @@ class AuditStore:
         """The entries with their proofs (_proofs), the head, and whether the log's key signed
         it."""
         head, trusted, paths = self._proofs(cur, [e.serial for e in entries])
-        return Proved(tuple(replace(e, proof=paths[e.serial]) if e.serial in paths else e
-                            for e in entries), head, trusted)
+        return Proved(tuple(e if head is None or e.serial not in paths else _proved(
+            e, head.head, paths[e.serial]) for e in entries), head, trusted)
 
     def _proofs(self, cur: Cursor, serials: Sequence[int]
                 ) -> tuple[SignedHead | None, bool, dict[int, tuple[bytes, ...]]]:
@@ -1859,6 +1870,13 @@ def _entry(row: Row) -> Entry:
         raise DamagedEntry(f"entry {row[0]}: neither its columns nor its bytes make an event "
                            "(`renkei audit verify` says more)") from None
     return Entry(row[0], event, row[_LEAF], edited=tuple(row) != _row(row[0], event, row[_LEAF]))
+
+
+def _proved(entry: Entry, head: TreeHead, proof: tuple[bytes, ...]) -> Entry:
+    """The entry with its proof under `head` if that holds for its bytes; else unproved."""
+    if includes(head, entry.serial, entry.leaf, proof):
+        return replace(entry, proof=proof)
+    return replace(entry, unproved=True)
 
 
 def _purge(row: Sequence[Any]) -> Purge:

@@ -1491,6 +1491,25 @@ def test_the_head_a_check_keeps_for_the_next_is_the_one_the_logs_key_signed(
 
 # ---- commands ----
 
+def test_a_person_query_shows_an_entry_replaced_whole_unproved_and_fails(
+        store: AuditStore, db: str) -> None:
+    """A row replaced whole, another event's columns and bytes (each agreeing with the other, so
+    no column is seen edited), is not the leaf the signed head holds at its serial: `audit query
+    --person` shows it as the store says, unproved (no proof that would not hold, nor pending),
+    the others proved, and exits 1 naming it."""
+    store.append_many(item(event(n, person=PERSONS[0])) for n in range(4))
+    store.head()
+    forged = event(9, person=PERSONS[0])
+    tamper(db, ("DELETE FROM entries WHERE serial = 1", ()),
+           (audit.store._INSERT, audit.store._row(1, forged, CODEC.encode(forged))))
+    result = CliRunner().invoke(audit_cli, ["query", "--person", "--db", db], input=PERSONS[0])
+    shown = {e["serial"]: e for e in json.loads(result.stdout)["entries"]}
+    assert result.exit_code == 1 and "TAMPERED: no proof of entries 1 holds" in result.stderr
+    assert shown[1]["request_id"] == forged.request_id and shown[1].get("unproved")
+    assert "inclusion_proof" not in shown[1] and "pending" not in shown[1]
+    assert all("inclusion_proof" in shown[n] for n in (0, 2, 3))
+
+
 def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     store.append_many(item(event(n, at=datetime(2015 + n, 1, 1, tzinfo=UTC))) for n in range(6))
     runner = CliRunner()
