@@ -50,7 +50,7 @@ from holders.store import (
 from processors.windows import CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
 from registry.residents import FourAttributes
 from renkei import holder_logs, retention, sealing, sqlite
-from renkei.broker_time import BrokerTime
+from renkei.broker_time import BrokerTime, appended_at
 from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
@@ -285,13 +285,13 @@ def _of_answer(rejection: Rejection) -> bool:
     return rejection.deadline is not None or rejection.reason == INVALID_TICKET
 
 
-def signed_by(provider: str, signing_key: bytes, entry: HolderEntry, now: datetime
+def signed_by(provider: str, signing_key: bytes, entry: HolderEntry, relayed: datetime
               ) -> sealing.SignedBy:
-    """Whom a provider's answer sessions read `now` are to be signed by: its signing key, and
-    within SIGNING_GRACE of its last renewal its key before too, for sessions it dated by then
-    (a clock skew beside)."""
+    """Whom a provider's answer sessions `relayed` then (their record's append time on the
+    requester's inbox) are to be signed by: its signing key, and within SIGNING_GRACE of its
+    last renewal its key before too, for sessions it dated by then (a clock skew beside)."""
     renewed = entry.signing_renewed_at
-    if entry.previous_signing_key and renewed is not None and now - renewed <= SIGNING_GRACE:
+    if entry.previous_signing_key and renewed is not None and relayed - renewed <= SIGNING_GRACE:
         return sealing.SignedBy(provider, signing_key, entry.previous_signing_key,
                                 renewed + CLOCK_SKEW)
     return sealing.SignedBy(provider, signing_key)
@@ -1062,10 +1062,11 @@ class HolderClient:
         batch in one transaction of the store (its offsets committed once this returns)."""
         self.broker_time.read(records)  # once: held while the store is locked, they grow old
         now = self.broker_time.now() or datetime.now(UTC)  # own: an inbox not to spec
-        messages = [m for m in map(self._decoded, records) if m is not None]
+        read = [(m, appended_at(r) or now) for r in records if (m := self._decoded(r)) is not None]
+        messages = [m for m, _ in read]
         applied = await self._rekeyings_applied(messages)
         sent = await self._answers_sent(messages, now)
-        out, resolved = await self._in_store(partial(self._handled, messages, applied, now, sent))
+        out, resolved = await self._in_store(partial(self._handled, read, applied, now, sent))
         for request in resolved:
             for waiter in self._waiters.pop(request.request_id, ()):
                 if not waiter.done():
@@ -1178,15 +1179,16 @@ class HolderClient:
                 f"its link code is not valid at epoch {answer.epoch}: bind it again")
         return converted, investigated
 
-    def _handled(self, messages: list[Any], applied: dict[str, Applied], now: datetime,
-                 sent: set[str] | None) -> tuple[list[Send], list[Request]]:
-        """The effects of the batch, and the requests it answered (the re-keyings `applied`; of
-        the queries read late with an answer logged before, those `sent`, None: not known)."""
+    def _handled(self, read: list[tuple[Any, datetime]], applied: dict[str, Applied],
+                 now: datetime, sent: set[str] | None) -> tuple[list[Send], list[Request]]:
+        """The effects of the batch (each message with its record's append time), and the
+        requests it answered (the re-keyings `applied`; of the queries read late with an answer
+        logged before, those `sent`, None: not known)."""
         out: list[Send] = []
         resolved: list[Request] = []
         late = 0
         with self.store.transaction():
-            for message in messages:
+            for message, relayed in read:
                 if isinstance(message, ProviderQuery):
                     if not self.answer_queries:
                         continue
@@ -1199,7 +1201,7 @@ class HolderClient:
                     continue
                 elif isinstance(message, HolderLogRequest):
                     out.append(self._log_for_oversight(message))
-                elif (done := self._read(message, applied, now)) is not None:
+                elif (done := self._read(message, applied, relayed)) is not None:
                     resolved.append(done)
         if late:
             log.warning("%s: %d quer(ies) read after their deadline (the server was down, or "
@@ -1208,16 +1210,16 @@ class HolderClient:
         return out, resolved
 
     def _read(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer,
-              applied: dict[str, Applied], now: datetime) -> Request | None:
+              applied: dict[str, Applied], relayed: datetime) -> Request | None:
         """`_resolve`d; one that cannot be read settled UNREADABLE (said once), unless it opens
         with the key renewed in its key file that it opens with now (_renewed_key_taken)."""
         try:
             try:
-                return self._resolve(message, applied, now)
+                return self._resolve(message, applied, relayed)
             except sealing.CannotOpen:
                 if not self._renewed_key_taken():
                     raise
-                return self._resolve(message, applied, now)
+                return self._resolve(message, applied, relayed)
         except (sealing.CannotOpen, SchemaError) as exc:
             log.error("%s: answer %s cannot be read: %s", self.holder, message.request_id, exc)
             return self._settled(message.request_id, UNREADABLE, str(exc))
@@ -1241,7 +1243,9 @@ class HolderClient:
         return True
 
     def _resolve(self, message: LinkageAnswer | BindingAnswer | Rejection | RekeyAnswer,
-                 applied: dict[str, Applied], now: datetime) -> Request | None:
+                 applied: dict[str, Applied], relayed: datetime) -> Request | None:
+        """The request `message` answers, settled by it; `relayed`: its record's append time
+        on the inbox, when the platform relayed it (however late this server reads it)."""
         if isinstance(message, Rejection) and not message.request_id:  # processors.outbox's
             log.warning("%s: a refusal (%s) of a message from here the platform could not read, "
                         "naming no request: none settled", self.holder, message.reason)
@@ -1279,23 +1283,24 @@ class HolderClient:
             return self._rekeyed(request, applied[request.request_id])
         fields = None
         if message.status == FOUND:
-            # a session dated later than the broker's time read (a clock skew beside) is
-            # refused: no provider with a clock the platform takes requests by made it
+            # a session dated later than its relaying (a clock skew beside) is refused: no
+            # provider with a clock the platform takes requests by made it
             payload = self._answers_in.open(message.sealed_payload, message.request_id,
                                             self._signed_by(request.provider or message.provider,
-                                                            now), now + CLOCK_SKEW)
+                                                            relayed), relayed + CLOCK_SKEW)
             fields = dict(CODEC.decode(payload, Payload).fields)
         return self._finish(request, message.status, None, fields)
 
-    def _signed_by(self, provider: str, now: datetime) -> sealing.SignedBy | None:
+    def _signed_by(self, provider: str, relayed: datetime) -> sealing.SignedBy | None:
         """Whom a provider's answer sessions are to be signed by, as its directory entry says,
-        its signing key before its last renewal too within SIGNING_GRACE of it (`now`, the
-        broker's time read: an answer it signed just before is read, not UNREADABLE); None
+        its signing key before its last renewal too if the answer was `relayed` within
+        SIGNING_GRACE of it (an answer it signed just before is read, not UNREADABLE, however
+        late this server reads it: the platform relays none past its ticket's deadline); None
         (unsigned, as before signing was, warned of once a provider) for a provider whose
         entry has no signing key: one not registered again since, or no longer in it."""
         entry = self._listed(provider)
         if entry is not None and entry.signing_key:
-            return signed_by(provider, entry.signing_key, entry, now)
+            return signed_by(provider, entry.signing_key, entry, relayed)
         if provider not in self._unsigned_from:
             self._unsigned_from.add(provider)
             log.warning("%s: the directory has no signing key of provider %s: its answers are "

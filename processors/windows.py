@@ -9,7 +9,8 @@ ANSWER_TIMEOUT = timedelta(seconds=30)
 REPLAY_WINDOW = timedelta(minutes=2)
 CLOCK_SKEW = timedelta(seconds=30)
 # after a holder's keys are renewed, its requesters still take an answer session signed with its
-# signing key before, dated by then: such an answer is relayed by its ticket's deadline, an answer
-# timeout after it was sealed at most, and read at once; a clock skew on each side (the
-# provider's clock that dated the session, the operator's that dated the renewal)
+# signing key before, dated by then, if the platform relayed it within this grace (its record's
+# append time on the requester's inbox, however late the requester reads it): such an answer is
+# relayed by its ticket's deadline, an answer timeout after it was sealed at most; a clock skew
+# on each side (the provider's clock that dated the session, the operator's that dated the renewal)
 SIGNING_GRACE = ANSWER_TIMEOUT + 2 * CLOCK_SKEW

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -51,7 +52,7 @@ from processors.context import Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.tickets import TicketSealer
-from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
+from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
 from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, retention, sealing
 from renkei.envelope import Incoming, Send
@@ -1393,3 +1394,44 @@ def published(client: HolderClient, holder: str, public_key: bytes,
     in_directory(client, public_key, holder, signing_key)
     client.directory.version += 1
     client.directory._changed.set()
+
+
+def renewed_provider(client: HolderClient, old: Ed25519PrivateKey, renewed_at: datetime) -> None:
+    """The provider (REQUESTER's name) as the directory has it since `renkei holder renew` at
+    `renewed_at`: a new signing key, its key before (`old`) and the renewal's time kept."""
+    in_directory(client, bytes(32), signing_key=sealing.public_bytes(
+        Ed25519PrivateKey.generate()))
+    entry = client.directory.entries[REQUESTER.encode()]
+    client.directory.entries[REQUESTER.encode()] = replace(
+        entry, previous_signing_key=sealing.public_bytes(old), signing_renewed_at=renewed_at)
+
+
+@pytest.mark.parametrize(("relayed_after", "outcome"), [
+    (timedelta(seconds=10), FOUND),  # relayed by its ticket's deadline, read minutes later
+    (SIGNING_GRACE + timedelta(seconds=1), UNREADABLE),  # relayed past the grace
+])
+async def test_an_answer_signed_before_its_providers_renewal_is_judged_by_its_relaying(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch, relayed_after: timedelta,
+        outcome: str) -> None:
+    """A provider signed an answer's session with its signing key just before `renkei holder
+    renew`; the platform relayed it at once, the requester read it 10 minutes later (its server
+    down, or behind). It was UNREADABLE, judged by the broker's time it was read at, past
+    SIGNING_GRACE; it is judged by its record's append time on the inbox, when the platform
+    relayed it: in the grace, read. One relayed past the grace is refused still (the old key
+    leaked, say)."""
+    old = Ed25519PrivateKey.generate()
+    now = datetime.now(UTC)
+    renewed_at = now - timedelta(minutes=10)
+    renewed_provider(client, old, renewed_at)
+    request_id = new_request_id()
+    client.store.open_request(request_id, LINKAGE, "H-1", STAFF, TERMINAL, pattern_id="P-1",
+                              provider=REQUESTER, data_type="local_tax")
+    with monkeypatch.context() as provider_clock:  # as it sealed: just before the renewal
+        provider_clock.setattr(time, "time", (renewed_at - timedelta(seconds=1)).timestamp)
+        sealed = sealing.SessionSealer(signer=sealing.Signer(REQUESTER, old)).seal(
+            sealing.public_bytes(sealing.key_of(HOLDER)), CODEC.encode(
+                Payload("local_tax", {"taxable_income": "3200000"})), request_id, HOLDER)
+    client.broker_time.read([appended(now)])  # the start's ping: the broker's time now
+    await client._handle([appended(renewed_at + relayed_after, CODEC.encode(LinkageAnswer(
+        request_id, "ABC98765XYZ", REQUESTER, "P-1", "local_tax", FOUND, sealed)))])
+    assert status(client, request_id) == outcome
