@@ -22,7 +22,7 @@ from holders.store import HolderStore
 from processors import directory
 from renkei import sealing
 from schemas.codec import CODEC
-from schemas.messages import HolderEntry, LinkageAnswer
+from schemas.messages import HolderEntry, LinkageAnswer, LinkageRequest
 from tests.kafka_helpers import consumer, operator_actions, renkei, reply_to, wait_assigned
 from tests.loop_helpers import Deadline
 from tests.test_linkage import ask, bound
@@ -236,3 +236,54 @@ async def test_a_server_told_to_stop_as_it_waits_for_the_broker_to_take_renewed_
     and waited for a broker that could not be reached: its wait (until_stopped) waited for them
     to start, and its stop too, until the broker came back. Both end within seconds."""
     assert stopped_switching == (True, True)
+
+
+
+class AskedSwitching(NamedTuple):
+    """A request made while the server's Kafka clients switched to renewed keys, and whether it
+    was held back for it (_held_back) rather than recorded and sent by the clients stopping."""
+
+    request_id: str
+    held_back: bool
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def asked_switching(clients: dict[str, HolderClient],
+                          stopped_switching: tuple[bool, bool]) -> AskedSwitching:
+    """The holder renewed again as its server runs, a request made once its clients began to
+    stop to take the renewed keys (_switching held), returned once the broker took it (the
+    tasks its clients start again are the fixture's, not the test's)."""
+    running = clients[HOLDER]
+    assert running._held_back is None  # a client started afresh: nothing held back yet
+    renewing = asyncio.create_task(asyncio.to_thread(
+        renkei, "holder", "renew", HOLDER, "--reason", "定期更新", "--operator", "ops-a"))
+    deadline = Deadline(30, "its clients switching to the renewed keys")
+    while not running._switching.locked():
+        deadline.check()
+        await asyncio.sleep(0.002)
+    request_id = await ask(running, bound(running)[0], "P-027", "nenkin", "pension_benefit")
+    held_back = running._held_back is not None
+    await renewing
+    await running._switched()
+    return AskedSwitching(request_id, held_back)
+
+
+async def test_a_request_made_as_the_clients_switch_to_renewed_keys_is_sent_and_answered_once(
+        clients: dict[str, HolderClient], asked_switching: AskedSwitching) -> None:
+    """A request made while the server's Kafka clients stop and start again with renewed keys
+    (_switching held): held back until they run (_recorded_once_switched), then recorded and
+    sent by its own sending alone, not also as one kept; on the outbox once, answered FOUND
+    once, one entry of it in the holder's access log."""
+    running, request_id = clients[HOLDER], asked_switching.request_id
+    assert asked_switching.held_back  # it was made in the window
+    assert (await running.outcome(request_id, 30)).status == "FOUND"
+    admin = KafkaAccess.of(config.ADMIN)
+    sent = [record for record in await read_topic(admin, topics.outbox(HOLDER))
+            if CODEC.name_of(value := record.value or b"") == "LinkageRequest"
+            and CODEC.decode(value, LinkageRequest).request_id == request_id]
+    answers = [a for record in await read_topic(admin, topics.inbox(HOLDER))
+               if CODEC.name_of(value := record.value or b"") == "LinkageAnswer"
+               and (a := CODEC.decode(value, LinkageAnswer)).request_id == request_id]
+    assert (len(sent), [a.status for a in answers]) == (1, ["FOUND"])
+    assert len(running.store.access_log(request_id)) == 1
+    assert request_id not in [kept for kept, _, _ in running.store.unsent()]
