@@ -399,7 +399,7 @@ class HolderClient:
         as any other's; a copy would be refused and, past the replay window, audited again.
         One the broker did not take within the replay window after it was made is not sent:
         the platform would refuse it as stale, audited about the person; it is settled so."""
-        kept = self._readable(self.store.unsent())
+        kept = await self._readable(self.store.unsent())
         taken = await self._taken(kept)
         now = datetime.now(UTC)
         on_broker: list[Kept] = []
@@ -420,7 +420,7 @@ class HolderClient:
             log.warning("%s: %d request(s) recorded but not known to be sent were on the broker "
                         "already: not sent again", self.holder, len(on_broker))
         for k in stale:
-            self._rejected_unsent(k.request_id, f"STALE_REQUEST: sent at "
+            await self._rejected_unsent(k.request_id, f"STALE_REQUEST: sent at "
                                   f"{k.sent_at.isoformat()}, not on the broker within the "
                                   "replay window: not sent (it would be refused as stale)")
         if stale:
@@ -433,7 +433,7 @@ class HolderClient:
             log.warning("%s: %d request(s) recorded but not known to be sent: sending them now",
                         self.holder, len(unsent))
 
-    def _readable(self, kept: list[tuple[str, str | None, bytes]]) -> list[Kept]:
+    async def _readable(self, kept: list[tuple[str, str | None, bytes]]) -> list[Kept]:
         """The kept messages this holder can read now; one it cannot (kept by an earlier version
         under a schema retired since, or corrupt) is not sent, the platform able neither to read
         it nor to name it in its refusal, and is settled REJECTED with why."""
@@ -444,16 +444,22 @@ class HolderClient:
             except SchemaError as exc:
                 log.warning("%s: request %s kept cannot be read now (%s): not sent, settled %s",
                             self.holder, request_id, exc, REJECTED)
-                self._rejected_unsent(request_id, f"{exc.reason}: its message kept cannot be "
-                                      f"read now ({exc}): not sent")
+                await self._rejected_unsent(request_id, f"{exc.reason}: its message kept "
+                                            f"cannot be read now ({exc}): not sent")
             else:
                 readable.append(Kept(request_id, key, value, message.sent_at))
         return readable
 
-    def _rejected_unsent(self, request_id: str, detail: str) -> None:
-        """Settle a kept request REJECTED, not sent."""
+    async def _rejected_unsent(self, request_id: str, detail: str) -> None:
+        """Settle a kept request REJECTED, not sent; at a start (or a switch to renewed keys)
+        while another process holds the store's write lock (`renkei holder records import`),
+        once it is free (_in_store), the start not ended by "database is locked"."""
+        await self._in_store(partial(self._settled_alone, request_id, REJECTED, detail))
+
+    def _settled_alone(self, request_id: str, status: str, detail: str) -> Request | None:
+        """`_settled`, in a transaction of its own."""
         with self.store.transaction():
-            self._settled(request_id, REJECTED, detail)
+            return self._settled(request_id, status, detail)
 
     async def _answers_sent(self, messages: list[Any], now: datetime) -> set[str] | None:
         """Of the queries read past their deadline whose answer this holder logged before (a

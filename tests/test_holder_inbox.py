@@ -1435,3 +1435,21 @@ async def test_an_answer_signed_before_its_providers_renewal_is_judged_by_its_re
     await client._handle([appended(renewed_at + relayed_after, CODEC.encode(LinkageAnswer(
         request_id, "ABC98765XYZ", REQUESTER, "P-1", "local_tax", FOUND, sealed)))])
     assert status(client, request_id) == outcome
+
+
+async def test_a_start_while_an_import_holds_the_store_settles_a_kept_request_once_it_is_free(
+        client: HolderClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start (or a switch to renewed keys) while `renkei holder records import` held the
+    store's write lock, a kept request to be settled, not sent (its message unreadable now):
+    "database is locked" ended the start, the server's too. It waits for the store as the
+    inbox does (_in_store), the loop going on, and settles it once the store is free."""
+    request_id = new_request_id()
+    client.store.open_request(request_id, BINDING, "H-1", STAFF, TERMINAL,
+                              outgoing=(request_id, b"not a message"))
+    monkeypatch.setattr(client_module, "STORE_RETRY", 0.05)
+    with locked(tmp_path / "holder.db", "BEGIN IMMEDIATE", seconds=0.3):
+        async with ticking() as ticker:
+            await asyncio.wait_for(client._send_kept(), 5)
+            ticker.went_on(0.3)
+    assert status(client, request_id) == REJECTED
+    assert not client.store.unsent()
