@@ -10,7 +10,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import closing
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ from holders.client import HolderClient, new_request_id
 from holders.store import HolderStore
 from processors import directory, keys, keys_cli
 from processors.codes import CodeService, UnitEpoch
-from registry.residents import FourAttributes
+from registry.residents import FourAttributes, Sex
 from renkei import groups
 from renkei.exchanges import LAWFUL
-from renkei.scenario import answerable, people, rekeyed, round_trip
+from renkei.scenario import answerable, ask, people, rekeyed, round_trip, sent
 from renkei.town import Processes, Town
 from schemas.codec import CODEC
 from schemas.messages import LinkageAnswer, LinkageRequest
@@ -49,6 +50,7 @@ HOLDER = "nenkin"  # its own link-code unit; in no test elsewhere by a fixed epo
 ASKS = next(e for e in LAWFUL if e.requester == HOLDER)
 ASKED = next(e for e in LAWFUL if e.provider == HOLDER)
 WORKERS = 24  # requests in flight across a re-keying
+HELD = 12  # queries waiting for a provider back after two re-keyings
 
 
 async def test_a_holder_rekeys_its_bindings_and_its_old_codes_are_refused(
@@ -389,3 +391,63 @@ async def test_a_holder_moved_before_its_store_noted_its_unit_has_its_bindings_b
     finally:
         await client.stop()
         store.close()
+
+
+async def provider_behind(path: Path, holder: str,
+                          asker: HolderClient) -> tuple[HolderStore, list[str]]:
+    """A pension service of its own link-code unit whose store binds, at key epoch 0, the people
+    `asker` has bound (each with a pension), its unit then re-keyed twice: the store two epochs
+    behind, as one offline meanwhile has it. Its store, and `asker`'s own numbers of them."""
+    await directory.registration(
+        holder, "風年金基金", "pension_service", holder, None, False, False,
+        lambda: provision.add_holder(provision.admin_client(), holder, provision.Report()),
+        "ops-a")
+    asked = sorted(asker.store.bindings().items())[:HELD]
+    codes, entry = CodeService(keys.load()), asker.entry(asker.holder)
+    store = HolderStore(path)
+    with store.transaction():
+        store.move_to_unit(holder)  # as its server noted it when it last ran
+        for own, link_code in asked:
+            store.add_record(own, FourAttributes("年金 太郎", "桜町1-1", date(1950, 1, 1),
+                                                 Sex.MALE))
+            store.bind(own, codes.convert(link_code, UnitEpoch(entry.link_unit, entry.key_epoch),
+                                          UnitEpoch(holder, 0)), 0)
+            store.put_data(own, "pension_benefit", {"annual_benefit": own})
+    for _ in range(2):
+        await directory.rekey_unit(holder, "ops-a")
+    return store, [own for own, _ in asked]
+
+
+async def in_inbox(holder: str, count: int) -> None:
+    """Wait until `count` records are on the holder's inbox (10 s at most)."""
+    for _ in range(100):
+        if (await offsets(KafkaAccess.of(config.ADMIN), topics.inbox(holder)))[1] >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"fewer than {count} records on {holder}'s inbox")
+
+
+async def test_a_provider_back_after_two_rekeyings_answers_the_queries_waiting_for_it_found(
+        clients: dict[str, HolderClient], town: Town, tmp_path: Path) -> None:
+    """A provider offline while its unit was re-keyed twice found, as it started, no record by
+    the queries' codes (of this epoch and the one before) for people it holds: NOT_FOUND,
+    logged so. The queries read before its bindings are brought to the epoch are held back and
+    answered once they are: FOUND, each logged once by the provider and by the platform."""
+    holder, asker = "kaze-pension", clients[ASKED.requester]
+    store, asked = await provider_behind(tmp_path / "holder.db", holder, asker)
+    exchange = replace(ASKED, provider=holder)
+    request_ids = [await sent(ask(asker, exchange, own)) for own in asked]
+    await in_inbox(holder, HELD)  # waiting for it, as it starts
+    provider = HolderClient(holder, store)
+    await provider.start()
+    try:
+        done = await asyncio.gather(*(asker.outcome(r, 30) for r in request_ids))
+        logged = [[e.outcome for e in store.access_log(r)] for r in request_ids]
+    finally:
+        await provider.stop()
+        store.close()
+    assert [d.status for d in done] == ["FOUND"] * HELD
+    assert logged == [["FOUND"]] * HELD
+    answered = [e for e in await audit_events(set(request_ids)) if e.kind == "ANSWER"]
+    assert sorted((e.request_id, e.outcome) for e in answered) == sorted(
+        (r, "FOUND") for r in request_ids)
