@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SPEC = Path(__file__).with_name("topics.toml")
@@ -60,13 +60,13 @@ class TopicSpec:
     cleanup: str
     retention: str | None = None
     log_append_time: bool = False
+    history_for: str | None = None  # a topic whose records are re-checked by this one's history
 
     def for_cluster(self, size: int) -> TopicSpec:
         """This spec on a cluster of `size` nodes: replication capped at the size."""
         replication = min(self.replication, size)
         min_insync = max(1, min(self.min_insync, replication - 1))
-        return TopicSpec(self.name, self.purpose, self.partitions, replication, min_insync,
-                         self.cleanup, self.retention, self.log_append_time)
+        return replace(self, replication=replication, min_insync=min_insync)
 
     def configs(self) -> dict[str, str]:
         configs = {
@@ -79,6 +79,8 @@ class TopicSpec:
             configs["segment.ms"] = str(segment_ms(retention_ms))
         if self.log_append_time:
             configs["message.timestamp.type"] = "LogAppendTime"
+        if self.history_for is not None:
+            configs["min.compaction.lag.ms"] = str(kept_ms(self.history_for))
         return configs
 
 
@@ -109,18 +111,21 @@ def longest_retention_ms() -> int:
 def outbox_kept_ms() -> int:
     """The longest a holder's outbox keeps a record: its retention, and the tenth of it a
     segment may hold the record past that (segment_ms)."""
-    return _holder_topic_kept_ms(HOLDER_OUTBOX)
+    return kept_ms(HOLDER_OUTBOX)
 
 
 def inbox_kept_ms() -> int:
     """The longest a holder's inbox keeps a record (an answer its server reads late), as
     outbox_kept_ms."""
-    return _holder_topic_kept_ms(HOLDER_INBOX)
+    return kept_ms(HOLDER_INBOX)
 
 
-def _holder_topic_kept_ms(name: str) -> int:
-    spec, = (s for s in _load()[1] if s.name == name)
-    assert spec.retention is not None, "a holder's inbox and outbox are kept for a time"
+def kept_ms(name: str) -> int:
+    """The longest the topic `name` of the spec (a holder's as its template names it) keeps a
+    record: its retention, and the tenth of it a segment may hold the record past that."""
+    platform, holders = _load()
+    spec, = (s for s in [*platform, *holders] if s.name == name)
+    assert spec.retention is not None, f"{name} is kept for a time"
     retention_ms = duration_ms(spec.retention)
     return retention_ms + segment_ms(retention_ms)
 
