@@ -13,6 +13,7 @@ from schemas.messages import LegalPattern
 SAMPLE = Path(__file__).with_name("legal_patterns.toml")
 MOST_VERSION = 2**31 - 1  # an Avro int's (LegalPattern.version)
 FIELDS = tuple(f.name for f in fields(LegalPattern))  # a [[pattern]] table's, and no others
+OPTIONAL = ("valid_to", "annex_item")  # a table may leave out
 
 
 class BadPatternFile(ValueError):
@@ -41,6 +42,8 @@ def _pattern(row: dict[str, object]) -> LegalPattern:
         raise ValueError(f"{named}: no pattern has {', '.join(map(repr, unknown))} (its fields: "
                          f"{', '.join(FIELDS)}): a field misspelt, a valid_to among them, "
                          "would be published as a version without it")
+    if missing := [f for f in FIELDS if f not in row and f not in OPTIONAL]:
+        raise ValueError(f"{named}: missing {', '.join(map(repr, missing))}")
     valid_from = row["valid_from"]
     valid_to = row.get("valid_to")
     if not isinstance(valid_from, datetime) or not (valid_to is None
@@ -56,16 +59,27 @@ def _pattern(row: dict[str, object]) -> LegalPattern:
     if not isinstance(data_types, list) or not data_types or not all(
             isinstance(t, str) and t.strip() for t in data_types):
         raise ValueError(f"{named}: data_types must be a list of one or more names")
-    version = int(str(row["version"]))
-    if not 1 <= version <= MOST_VERSION:
-        raise ValueError(f"{named}: version must be from 1 to {MOST_VERSION}")
+    version = row["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or not (
+            1 <= version <= MOST_VERSION):
+        raise ValueError(f"{named}: version must be a whole number from 1 to {MOST_VERSION}, "
+                         f"not {version!r}")
     return LegalPattern(
-        pattern_id=str(row["pattern_id"]), version=version,
-        legal_basis=str(row["legal_basis"]), purpose=str(row["purpose"]),
-        requester_role=str(row["requester_role"]), provider_role=str(row["provider_role"]),
-        data_types=tuple(str(t) for t in data_types), valid_from=valid_from,
-        valid_to=valid_to, annex_item=str(row["annex_item"]) if "annex_item" in row else None,
+        pattern_id=_text(row, "pattern_id", named), version=version,
+        legal_basis=_text(row, "legal_basis", named), purpose=_text(row, "purpose", named),
+        requester_role=_text(row, "requester_role", named),
+        provider_role=_text(row, "provider_role", named), data_types=tuple(data_types),
+        valid_from=valid_from, valid_to=valid_to,
+        annex_item=_text(row, "annex_item", named) if "annex_item" in row else None,
     )
+
+
+def _text(row: dict[str, object], field: str, named: str) -> str:
+    """The row's `field`, if it is text (a TOML string), not blank, else ValueError naming it."""
+    value = row[field]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{named}: {field} must be text (a quoted TOML string), not {value!r}")
+    return value
 
 
 def _once_each(versions: list[LegalPattern]) -> list[LegalPattern]:

@@ -63,3 +63,17 @@ def test_only_the_versions_not_on_the_list_as_they_are_are_published() -> None:
     assert patterns.to_publish(published, published) == []
     assert patterns.to_publish(amended, published) == amended[:1]
     assert patterns.to_publish(published, []) == published
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    (ROW.replace('purpose = "a purpose"\n', ""), r"pattern P-900: missing 'purpose'"),
+    (ROW.replace("version = 1", 'version = "one"'), r"pattern P-900: version .* not 'one'"),
+    (ROW.replace('legal_basis = "a law"', "legal_basis = 129"),
+     r"pattern P-900: legal_basis must be text .* not 129"),
+    (ROW.replace('purpose = "a purpose"', 'purpose = " "'), r"pattern P-900: purpose must be")])
+def test_a_field_missing_or_not_of_its_kind_is_refused_naming_the_pattern_and_field(
+        tmp_path: Path, text: str, said: str) -> None:
+    """`missing 'purpose'` named no pattern, `version = "one"` said `invalid literal for int()`,
+    and `legal_basis = 129` was published as the text '129'."""
+    with pytest.raises(patterns.BadPatternFile, match=said):
+        patterns.load(_file(tmp_path, text))
