@@ -86,6 +86,11 @@ class History(Generic[V]):
     def values(self, moment: datetime) -> list[V]:
         return [v for key in self._timelines if (v := self.value(key, moment)) is not None]
 
+    def latest(self) -> list[tuple[datetime, V]]:
+        """Each key's value now, with the record time it has stood since (a removed key's none)."""
+        return [(times[-1], values[-1]) for times, values in self._timelines.values()
+                if values[-1] is not None]
+
     def version(self, moment: datetime) -> int:
         """How many changes happened up to `moment`: equal numbers, equal values."""
         return bisect.bisect_right(self.times, moment)

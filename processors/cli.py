@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from broker import acls
+from broker import acls, config, topics
 from broker.clients import KafkaAccess
 from processors import directory, patterns
 from renkei import logs
+from renkei.listed import echo_listed
 from renkei.options import LOGLEVEL, OPERATOR_OPTION, POSITIVE, REASON_OPTION, SaidDefault
 
 
@@ -71,6 +72,23 @@ def publish_patterns(file: Path | None, reason: str | None, operator: str) -> No
     already = f"{len(versions) - published} already published"
     click.echo(f"published {published} pattern versions to the legal pattern list ({already})"
                if published else f"{already}: the legal pattern list is unchanged")
+
+
+@patterns_cli.command("list", short_help="The legal pattern list: in force now, or --all.")
+@click.option("--all", "every", is_flag=True,
+              help="every version on the list, withdrawn and not yet in force among them")
+def list_patterns(every: bool) -> None:
+    """The pattern versions in force now (of each pattern, the one approval judges by), or
+    --all versions: id, version, requester → provider, data types, validity, and when it was
+    published as it stands (its record's broker time)."""
+    from broker.clients import read_topic
+    from processors import pattern_list
+
+    listed = pattern_list.published(asyncio.run(read_topic(KafkaAccess.of(config.ADMIN),
+                                                           topics.PATTERNS)))
+    shown = listed if every else pattern_list.in_force(listed, datetime.now(UTC))
+    echo_listed((pattern_list.line(at, p) for at, p in shown),
+                "no pattern versions on the list" if every else "no pattern version in force")
 
 
 @click.group("directory")

@@ -460,6 +460,12 @@ def directory_records(*keyed: tuple[bytes, bytes], appended_ms: int = 0
                       ) -> list[ConsumerRecord[bytes, bytes]]:
     """Records of the directory topic, each (key, value), at offsets 0, 1, …, each stamped by
     the broker at `appended_ms`."""
-    return [ConsumerRecord(topics.DIRECTORY, 0, offset, appended_ms, LOG_APPEND_TIME, key, value,
+    return topic_records(topics.DIRECTORY, *keyed, appended_ms=appended_ms)
+
+
+def topic_records(topic: str, *keyed: tuple[bytes, bytes], appended_ms: int = 0
+                  ) -> list[ConsumerRecord[bytes, bytes]]:
+    """Records of `topic`, as directory_records."""
+    return [ConsumerRecord(topic, 0, offset, appended_ms, LOG_APPEND_TIME, key, value,
                            None, len(key), len(value), [])
             for offset, (key, value) in enumerate(keyed)]
