@@ -89,7 +89,7 @@ QUIET = Quiet(after_seconds=10.0, watch_wait_ms=5_000, busy_wait_ms=100)  # idle
 METADATA_SECONDS = 15  # all topics (thousands of them) read again, besides on directory changes
 REBUILD_RETRY = 1.0  # seconds before reading a taken-over partition's history again
 REPLAY_WAIT_MS = 10  # a replay reads what is there: no fetch held 500 ms at the log's end
-DIRECTORY_WAIT = 1.0  # seconds a poll waits at most for the directory view to read to its end
+DIRECTORY_WAIT = 1.0  # seconds a poll waits at most for the directory and pattern list views
 SESSION_TIMEOUT_MS = 10_000  # an instance not heard from for longer leaves the group
 HEARTBEAT_MS = 2_000
 # how long since the group last heard from it an instance still decides at once
@@ -111,17 +111,20 @@ class Views:
         self._given_up = False  # a directory read given up (said), none read to its end since
 
     async def directory_read(self) -> None:
-        """Wait until the directory view has read every directory record the broker had now, so
+        """Wait until the directory view has read every directory record the broker had now, and
+        the pattern list's view every pattern version (their ends asked in one request), so
         that the records polled before are judged by every resumption and registration written
         before them (a holder's request sent once `renkei holder resume` had returned was
-        refused SUSPENDED by a view not there yet; judged_by_directory): DIRECTORY_WAIT at most,
+        refused SUSPENDED by a view not there yet; judged_by_directory), and by every version
+        published before them (one sent once `renkei patterns publish` had returned was judged
+        by the list before it, replay's grace hiding it): DIRECTORY_WAIT at most,
         after which, or if the broker does not say the directory's end, they are judged by the
         view as it is, said in a warning (once: not again until a read has reached the end), and
         no poll waits again until that read has reached its end (said once it, or a read after,
         has)."""
         if self._behind is not None and not self._behind.done():
             return
-        reading = asyncio.create_task(self.directory.read_to_end())
+        reading = asyncio.create_task(self.directory.read_to_end(self.patterns))
         done, _ = await asyncio.wait({reading}, timeout=DIRECTORY_WAIT)
         if reading in done and reading.exception() is None:
             self._behind = None
@@ -133,17 +136,17 @@ class Views:
         if self._given_up:  # said already, none read to its end since: an outage, a line
             return
         self._given_up = True
-        log.warning("the holder directory is not read to its end (%s): requests are judged "
-                    "by the directory as read so far", reading.exception() if reading in done
-                    else f"not within {DIRECTORY_WAIT} s")
+        log.warning("the holder directory and legal pattern list are not read to their end "
+                    "(%s): requests are judged by them as read so far",
+                    reading.exception() if reading in done else f"not within {DIRECTORY_WAIT} s")
 
     def _caught_up(self, reading: asyncio.Task[None]) -> None:
         """Say that the directory is read to its end again once a read has reached it (`reading`,
         its failure taken), the first since one was given up."""
         if not reading.cancelled() and reading.exception() is None and self._given_up:
             self._given_up = False
-            log.info("the holder directory is read to its end again: requests are judged by "
-                     "every entry written before them")
+            log.info("the holder directory and legal pattern list are read to their end again: "
+                     "requests are judged by every entry written before them")
 
     async def start(self) -> None:
         await self.directory.start()

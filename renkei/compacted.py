@@ -76,17 +76,31 @@ class CompactedView(Generic[V]):
             error = self._task.exception()
             raise NotFollowing(f"stopped following {self.topic}: {error}") from error
 
-    async def read_to_end(self) -> None:
+    async def read_to_end(self, *others: CompactedView[Any]) -> None:
         """Wait until the view has applied every record its topic had when this was called (its
         end offsets asked of the broker now): every record written before anything its caller
         has read, a request sent once `renkei holder resume` had returned read after the
         resumption, for one; a record of a transaction still open among them (a suspension, dated
         by its append time, is committed once its operator action is logged) once the
-        transaction has ended, its records applied or, aborted, passed over. KafkaError if the
-        broker does not say its ends; NotFollowing if the view stops following its topic first
+        transaction has ended, its records applied or, aborted, passed over. The views `others`
+        too, their ends asked in the same request (one round trip for them all). KafkaError if
+        the broker does not say its ends; NotFollowing if a view stops following its topic first
         (stopped, or failed)."""
+        views = (self, *others)
+        assigned = {view: view._assigned() for view in views}
+        ends = await (await self._asker()).end_offsets(
+            [tp for partitions in assigned.values() for tp in partitions])
+        for view, partitions in assigned.items():
+            await view._reached({tp: ends[tp] for tp in partitions})
+
+    def _assigned(self) -> list[Any]:
+        """The partitions the view follows, once started."""
         assert self._task is not None and self._consumer is not None, "start the view first"
-        ends = await (await self._asker()).end_offsets(list(self._consumer.assignment()))
+        return list(self._consumer.assignment())
+
+    async def _reached(self, ends: dict[Any, int]) -> None:
+        """Wait until the view has applied every record before `ends` (read_to_end)."""
+        assert self._task is not None
         while not self._applied(ends):
             self.check()
             if self._task.done():

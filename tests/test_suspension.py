@@ -26,7 +26,7 @@ from audit.events import OperatorAction, from_millis
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, offsets, read_topic, running
 from holders.client import HolderClient
-from processors import decider, directory, keys
+from processors import decider, directory, keys, patterns
 from processors import platform as platform_module
 from processors.context import Context
 from processors.keys import MasterKeys
@@ -302,7 +302,7 @@ async def test_a_directory_read_given_up_that_fails_since_stops_the_views_all_th
         monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 0.1)
         read_to_end = views.directory.read_to_end
 
-        async def failing() -> None:
+        async def failing(*_: object) -> None:
             await asyncio.sleep(0.2)
             raise KafkaError("the directory's end not told")
 
@@ -329,7 +329,7 @@ async def test_a_directory_whose_end_is_not_told_is_said_once_until_it_is_read_t
     async with running(views, KafkaAccess.of(acls.PLATFORM)):
         read_to_end = views.directory.read_to_end
 
-        async def failing() -> None:
+        async def failing(*_: object) -> None:
             raise KafkaError("the directory's end not told")
 
         monkeypatch.setattr(views.directory, "read_to_end", failing)
@@ -374,8 +374,8 @@ async def test_a_directory_entry_keyed_other_than_its_holder_is_refused(
         "keyed 'copy-of-a', not by its holder's id"]
 
 
-NOT_TOLD = ("the holder directory is not read to its end (KafkaError: the directory's end not "
-            "told): requests are judged by the directory as read so far")
+NOT_TOLD = ("the holder directory and legal pattern list are not read to their end (KafkaError: "
+            "the directory's end not told): requests are judged by them as read so far")
 
 
 @pytest.mark.parametrize("ending", ["stopped", "failed"])
@@ -480,10 +480,36 @@ async def test_a_read_to_the_directory_end_waits_for_a_suspension_not_committed_
             await directory.resume("sakura-town", "ops-b")
 
 
-GIVEN_UP = ("the holder directory is not read to its end (not within 0.3 s): requests are judged "
-            "by the directory as read so far")
-CAUGHT_UP = ("the holder directory is read to its end again: requests are judged by every entry "
-             "written before them")
+async def test_a_read_to_the_directory_end_reads_the_pattern_list_to_its_end_too(
+        town: town_setup.Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform read the directory to its end before judging what it polled, not the legal
+    pattern list: a request sent once `renkei patterns publish` had returned could be judged by
+    the list before it (replay's grace hid it). A version written (here again as it is on the
+    list, which stays unchanged) in a transaction still open when the read begins is read
+    before it ends."""
+    monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 5.0)
+    admin = KafkaAccess.of(config.ADMIN)
+    views = _instance()
+    async with running(views, KafkaAccess.of(acls.PLATFORM)):
+        version = next(iter(views.refresh().patterns.versions()))
+        async with (fencing(admin, directory.OPERATOR_ACTIONS) as producer,
+                    producer.transaction()):
+            written = await handed(producer, [send(topics.PATTERNS, patterns.key(version),
+                                                   version)])
+            await settled(written)
+            reading = asyncio.create_task(views.directory_read())
+            await asyncio.sleep(0.7)  # a poll or more
+            read_before_commit = reading.done()
+        await asyncio.wait_for(reading, 5)
+        assert not read_before_commit, "read to its end, the pattern version not committed"
+        assert views.patterns._applied({written[0].result().topic_partition:
+                                        written[0].result().offset + 1})
+
+
+GIVEN_UP = ("the holder directory and legal pattern list are not read to their end (not within "
+            "0.3 s): requests are judged by them as read so far")
+CAUGHT_UP = ("the holder directory and legal pattern list are read to their end again: requests "
+             "are judged by every entry written before them")
 
 
 def _said(caplog: pytest.LogCaptureFixture) -> list[str]:
