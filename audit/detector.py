@@ -53,6 +53,7 @@ RULES = (VOLUME, REPEATED_PERSON, OFF_HOURS, REJECTION_BURST, UNBOUND_PERSON, SU
 QUIETED = (OFF_HOURS, SUSPENDED_REQUESTS)  # quiet for a while after an alert (Rules.memory)
 
 Bound = Callable[[str, str], datetime | None]  # when a binding first gave the holder the person
+QUIET_KEPT = 64  # a requester's latest alerts of a QUIETED rule kept: a month of nights
 KNOWN_BOUND = 100_000  # (holder, person) pairs remembered as bound, and since when
 # the event times the windows can place: one a window from the start of datetime's range, or a
 # day (its JST time) from its end, ended `observe` in an OverflowError, each batch again
@@ -101,6 +102,10 @@ class Rules:
         """How far back an alert still matters: the windows, or the quiet after an off-hours or
         a suspended-requests one."""
         return max(self.horizon, self.off_hours_quiet, self.suspended_quiet)
+
+    def quiet(self, rule: str) -> timedelta:
+        """How long a QUIETED rule is quiet after its alert, before and after it."""
+        return self.off_hours_quiet if rule == OFF_HOURS else self.suspended_quiet
 
     def last_at(self, read: datetime) -> datetime:
         """The latest time an event read at `read` is taken to have occurred at: the skew past
@@ -273,8 +278,8 @@ class Detector:
         # the requesters whose latest event read was dated ahead of its reading (an episode said)
         self._ahead: set[str] = set()
         self._suspended: dict[str, _Window] = {}  # requests refused SUSPENDED, by requester
-        # the latest alert of each QUIETED rule, by requester
-        self._quiet: dict[str, dict[str, datetime]] = {rule: {} for rule in QUIETED}
+        # the times of each QUIETED rule's latest alerts (QUIET_KEPT), by requester, in order
+        self._quiet: dict[str, dict[str, list[datetime]]] = {rule: {} for rule in QUIETED}
         self._pruned: datetime | None = None
         # the linkage requests about a person no binding gave the requester yet, by when their
         # decision is due; how many wait for each (requester, person), and the bindings of those
@@ -297,10 +302,8 @@ class Detector:
         retraced: dict[str, set[str]] = {}
         for alert in raised:
             retraced.setdefault(alert.rule, set()).add(alert.event_id)
-            # its quiet reaches back further than the events
-            if (latest := self._quiet.get(alert.rule)) is not None:
-                latest[alert.requester] = max(
-                    alert.occurred_at, latest.get(alert.requester, alert.occurred_at))
+            if alert.rule in QUIETED:  # its quiet reaches back further than the events
+                self._quieten(alert.rule, alert.requester, alert.occurred_at)
         self._retraced = retraced
         try:
             for event, read_then in events:  # one at a time: the alerts retraced are dropped
@@ -432,13 +435,29 @@ class Detector:
                        f"{_span(rules.person_window)} passes without {rules.person_repeats} of "
                        f"them within {_span(rules.person_window)}", person)]
 
+    def _quieted(self, rule: str, event: AccessLogEvent) -> bool:
+        """Whether an alert of a QUIETED rule on the requester lies within its quiet of the
+        event, before or after it (one read late, after a later alert, among them)."""
+        times, at = self._quiet[rule].get(event.requester, []), event.occurred_at
+        nearest = bisect.bisect_left(times, at)
+        return any(abs(at - t) < self.rules.quiet(rule) for t in times[max(nearest - 1, 0):
+                                                                        nearest + 1])
+
+    def _quieten(self, rule: str, requester: str, at: datetime) -> None:
+        """An alert of a QUIETED rule at `at`, kept in time order with the requester's latest
+        others (one read late moves no quiet back: it is quiet about its own time)."""
+        times = self._quiet[rule].setdefault(requester, [])
+        bisect.insort(times, at)
+        del times[:-QUIET_KEPT]
+
     def _off_hours_of(self, event: AccessLogEvent) -> list[Alert]:
+        """A request outside office hours, unless one was alerted within `off_hours_quiet` of
+        it."""
         at = event.occurred_at
-        last = self._quiet[OFF_HOURS].get(event.requester)
-        quiet = last is not None and at - last < self.rules.off_hours_quiet
-        if not self._fires(OFF_HOURS, event, not self.rules.in_office_hours(at) and not quiet):
+        if not self._fires(OFF_HOURS, event, not self.rules.in_office_hours(at)
+                           and not self._quieted(OFF_HOURS, event)):
             return []
-        self._quiet[OFF_HOURS][event.requester] = at
+        self._quieten(OFF_HOURS, event.requester, at)
         local = at.astimezone(JST)
         return [_alert(OFF_HOURS, event, 1, f"a linkage request at {local:%a %H:%M} JST, outside "
                        f"{self.rules.office_open:%H:%M}–{self.rules.office_close:%H:%M} "
@@ -457,15 +476,14 @@ class Detector:
         """A burst of a requester's requests refused SUSPENDED (it, or the holder it asks, is
         suspended), unless one was alerted within `suspended_quiet` of it: counted not at all."""
         rules, at, requester = self.rules, event.occurred_at, event.requester
-        last = self._quiet[SUSPENDED_REQUESTS].get(requester)
-        if last is not None and abs(at - last) < rules.suspended_quiet:
+        if self._quieted(SUSPENDED_REQUESTS, event):
             return []
         window = self._suspended.setdefault(requester, _Window())
         count, _ = window.count(at, rules.burst_window, rules.lateness)
         if not self._fires(SUSPENDED_REQUESTS, event, count >= rules.burst_rejections):
             return []
         del self._suspended[requester]
-        self._quiet[SUSPENDED_REQUESTS][requester] = at if last is None else max(at, last)
+        self._quieten(SUSPENDED_REQUESTS, requester, at)
         return [_alert(SUSPENDED_REQUESTS, event, count, f"{count} requests refused within "
                        f"{_span(rules.burst_window)} as a holder they name is suspended "
                        f"(SUSPENDED; latest to {event.provider}); its requests refused so are "

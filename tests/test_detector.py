@@ -169,6 +169,22 @@ def test_access_outside_office_hours() -> None:
     assert late.observe([linkage(evening)]) == []  # office hours are configurable
 
 
+def test_an_off_hours_request_read_a_day_late_is_alerted_and_moves_no_quiet_back() -> None:
+    """A Saturday night's request alerted, then the Thursday night's before it, read after a
+    consumer's day-long outage: the ordered log alerted both. The quiet was taken one way only
+    from the latest alert (`at - last`, negative for an earlier one), so the Thursday's was never
+    said. Each alert is quiet before and after it: the Saturday's next request, half an hour on,
+    is within the Saturday's (the late one moved it not back), the Friday's early one within the
+    Thursday's."""
+    detector = Detector(Rules(), everyone_bound)
+    saturday = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)  # 23:00 JST
+    thursday = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)  # 22:00 JST
+    assert rules_of(detector.observe([linkage(saturday)])) == [OFF_HOURS]
+    assert rules_of(detector.observe([linkage(thursday)])) == [OFF_HOURS]
+    assert detector.observe([linkage(saturday + timedelta(minutes=30))]) == []
+    assert detector.observe([linkage(thursday + timedelta(hours=6))]) == []  # its own night
+
+
 def test_bursts_of_rejections() -> None:
     detector = Detector(Rules(burst_rejections=5, burst_window=timedelta(minutes=1)),
                         everyone_bound)
@@ -528,6 +544,23 @@ def test_a_suspended_holder_sending_on_is_alerted_once_and_masks_no_other_burst(
            for h in range(0, 30, 5) for s in range(20)]  # 20 within 20 s every 5 hours
     assert [a.occurred_at - OFFICE for a in detector.observe(day)] == [
         timedelta(seconds=19), timedelta(hours=15, seconds=19)]  # the first after 12 h
+
+
+def test_a_burst_of_suspended_requests_read_late_within_an_earlier_alerts_quiet_is_not_alerted(
+        ) -> None:
+    """Bursts of requests refused SUSPENDED alerted at 0 h and 20 h, then one at 1 h read late:
+    within the first alert's quiet, the ordered log alerted it not. The quiet was of the latest
+    alert alone (20 h), so it was alerted."""
+    detector = Detector(Rules(), everyone_bound)
+
+    def burst(at: datetime) -> list[AccessLogEvent]:
+        return [linkage(at + timedelta(seconds=s), "town", None, "REJECTED", "SUSPENDED")
+                for s in range(20)]
+
+    assert rules_of(detector.observe(burst(OFFICE))) == [SUSPENDED_REQUESTS]
+    assert rules_of(detector.observe(burst(OFFICE + timedelta(hours=20)))) == [
+        SUSPENDED_REQUESTS]
+    assert detector.observe(burst(OFFICE + timedelta(hours=1))) == []
 
 
 def test_a_suspended_holders_refusals_make_no_norm_for_its_volume() -> None:
