@@ -68,6 +68,9 @@ class Dialect:
     closing: tuple[str, ...]  # upkeep on close, skipped if it meets `busy`: done next time
     duplicate: type[Exception]
     busy: type[Exception]  # another connection committed while this one read
+    # whether a column holds only its declared type (PostgreSQL's); SQLite's hold what an UPDATE
+    # puts there, a value cast to another type by hand among them
+    typed: bool = False
 
 
 SQLITE = Dialect(
@@ -177,7 +180,7 @@ def _postgresql(url: str, read_only: bool) -> tuple[Connection, Dialect]:
         has_column="SELECT 1 FROM information_schema.columns "
                    "WHERE table_schema = current_schema() AND table_name = ? AND column_name = ?",
         session=(), cache_size=None, writer_session=(), closing=(),
-        duplicate=psycopg.IntegrityError, busy=psycopg.errors.SerializationFailure)
+        duplicate=psycopg.IntegrityError, busy=psycopg.errors.SerializationFailure, typed=True)
     try:
         raw = psycopg.connect(url, autocommit=True)
     except psycopg.OperationalError as exc:

@@ -155,7 +155,16 @@ class ForgedNote(RuntimeError):
 EVENT_COLUMNS = tuple(f.name for f in fields(AccessLogEvent))
 _EVENT_VALUES = operator.attrgetter(*EVENT_COLUMNS)  # an event's values, in EVENT_COLUMNS order
 ENTRY_COLUMNS = ("serial", *EVENT_COLUMNS, "leaf")
-_SELECT = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM entries"
+
+
+def _reading(table: str, columns: Sequence[str], signed: str) -> str:
+    """The SELECT of `columns` from `table`, the `signed` bytes read as bytes whatever type a
+    hand edit gave their column (SQLite lets it; verify says it did): no UTF-8 to decode."""
+    return "SELECT " + ", ".join(
+        f"CAST({c} AS BLOB)" if c == signed else c for c in columns) + f" FROM {table}"
+
+
+_SELECT = _reading("entries", ENTRY_COLUMNS, "leaf")
 # verify reads whatever an intruder left: text and blobs as bytes, so nothing fails to decode
 _RAW_SELECT = "SELECT " + ", ".join(
     c if c in ("serial", "occurred_at") else f"CAST({c} AS BLOB)" for c in ENTRY_COLUMNS
@@ -172,6 +181,10 @@ _RAW_ACTIONS = "SELECT " + ", ".join(
     c if c in ("serial", "occurred_at") else f"CAST({c} AS BLOB)" for c in ACTION_COLUMNS
 ) + " FROM operator_actions WHERE serial IS NOT NULL ORDER BY serial"
 _ACTION_TIME, _RECORD = ACTION_COLUMNS.index("occurred_at"), ACTION_COLUMNS.index("record")
+_ACTIONS = _reading("operator_actions", ACTION_COLUMNS, "record")
+# the types the store writes each column of an entry or operator action in, as SQLite names them
+# (the others are text; any may be null where its table allows)
+_WRITTEN = {"serial": "integer", "occurred_at": "integer", "leaf": "blob", "record": "blob"}
 # the last offset the audit consumer committed (or is about to) on the audit topic
 _NOTED = ("INSERT INTO noted (one, committed_offset) VALUES (1, ?) "
           "ON CONFLICT (one) DO UPDATE SET committed_offset = excluded.committed_offset")
@@ -1387,6 +1400,8 @@ class AuditStore:
             report.tree_size = size = self.size()
             purged, unsigned, horizon = self._verified_purges(report)
             self._verify_entries(cur, size, purged, horizon, decode, report)
+            if not self._dialect.typed:
+                self._verify_types(cur, report)
             if not self._without_table(cur, "purged_leaves"):
                 self._verify_purged_leaves(purged, unsigned, report)
             for level in range(1, size.bit_length()):
@@ -1495,6 +1510,22 @@ class AuditStore:
             else:
                 report.add("modified", f"serial {serial}",
                            "its bytes do not match the leaf hash in the tree")
+
+    def _verify_types(self, cur: Cursor, report: VerifyReport) -> None:
+        """The rows of entries and operator actions with a column of another type than the store
+        writes (SQLite lets a hand edit cast one; its bytes compared as they are, nothing else
+        sees it): an entry whose person is made a blob is found by no query of the person."""
+        tables = [("entries", ENTRY_COLUMNS)]
+        if not self._without_column(cur, "operator_actions", "serial"):
+            tables.append(("operator_actions", ACTION_COLUMNS))
+        for table, columns in tables:
+            for serial, *types in self._db.execute(_mistyped(table, columns)):
+                where = "beside the tree" if serial is None else f"serial {serial}"
+                for column, made in zip(columns, types, strict=True):
+                    if made is not None:
+                        report.add("column", where, f"its {column} column holds "
+                                   f"{made.upper()}, not {_WRITTEN.get(column, 'text').upper()}"
+                                   " as the store writes it (cast by hand)")
 
     def _beside_the_tree(self, cur: Cursor, as_leaves: bool) -> set[bytes]:
         """The leaf hashes of the operator actions stored without a serial, beside the tree (all
@@ -1860,6 +1891,8 @@ def _entry(row: Row) -> Entry:
     columns are those of that event. DamagedEntry if neither makes one."""
     values = list(row[1:_LEAF])
     try:
+        if not _event_typed(values):  # a column's type changed by hand (SQLite lets it)
+            raise ValueError
         values[_TIME - 1] = from_millis(values[_TIME - 1])
         return Entry(row[0], AccessLogEvent(*values), row[_LEAF])
     except ValueError:
@@ -1870,6 +1903,22 @@ def _entry(row: Row) -> Entry:
         raise DamagedEntry(f"entry {row[0]}: neither its columns nor its bytes make an event "
                            "(`renkei audit verify` says more)") from None
     return Entry(row[0], event, row[_LEAF], edited=tuple(row) != _row(row[0], event, row[_LEAF]))
+
+
+def _event_typed(values: Sequence[object]) -> bool:
+    """Whether an entry's event columns (EVENT_COLUMNS) hold the types the store writes them in:
+    text or none, the time an integer."""
+    return all(v is None or isinstance(v, int if c == "occurred_at" else str)
+               for c, v in zip(EVENT_COLUMNS, values, strict=True))
+
+
+def _mistyped(table: str, columns: Sequence[str]) -> str:
+    """SQLite's statement of the rows of `table` with a column of another type than the store
+    writes (`_WRITTEN`): each's serial and, for each of `columns`, its type if it is another."""
+    other = {c: f"typeof({c}) NOT IN ('null', '{_WRITTEN.get(c, 'text')}')" for c in columns}
+    types = ", ".join(f"CASE WHEN {o} THEN typeof({c}) END" for c, o in other.items())
+    return (f"SELECT serial, {types} FROM {table} WHERE {' OR '.join(other.values())} "
+            "ORDER BY serial")
 
 
 def _proved(entry: Entry, head: TreeHead, proof: tuple[bytes, ...]) -> Entry:
@@ -1953,7 +2002,7 @@ def _action_page(cur: Cursor, where: ActionQuery, n: int, before: tuple[int, str
         sql.append("(occurred_at, action_id) < (?, ?)")
         params.extend(before)
     clause = f" WHERE {' AND '.join(sql)}" if sql else ""
-    return cur.execute(f"SELECT {', '.join(ACTION_COLUMNS)} FROM operator_actions{clause} "
+    return cur.execute(f"{_ACTIONS}{clause} "
                        "ORDER BY occurred_at DESC, action_id DESC LIMIT ?", [*params, n]).fetchall()
 
 

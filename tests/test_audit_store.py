@@ -1015,7 +1015,9 @@ def test_an_untouched_store_verifies(store: AuditStore) -> None:
 
 def test_detects_a_modified_entry(store: AuditStore, db: str) -> None:
     filled(store)
-    tamper(db, ("UPDATE entries SET leaf = leaf || ? WHERE serial = 5", (b"\x00",)))
+    fifth = store.entry(5)
+    assert fifth is not None  # its bytes changed, not its column's type (SQLite's || makes TEXT)
+    tamper(db, ("UPDATE entries SET leaf = ? WHERE serial = 5", (fifth.leaf + b"\x00",)))
     assert kinds(store.verify()) == {("modified", "serial 5")}
 
 
@@ -1508,6 +1510,53 @@ def test_a_person_query_shows_an_entry_replaced_whole_unproved_and_fails(
     assert shown[1]["request_id"] == forged.request_id and shown[1].get("unproved")
     assert "inclusion_proof" not in shown[1] and "pending" not in shown[1]
     assert all("inclusion_proof" in shown[n] for n in (0, 2, 3))
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # PostgreSQL's columns hold their types
+@pytest.mark.parametrize(("column", "made"), [("event_id", "BLOB"), ("person", "BLOB"),
+                                              ("leaf", "TEXT")])
+def test_a_column_whose_type_was_changed_by_hand_is_tampering_not_a_traceback(
+        store: AuditStore, db: str, column: str, made: str) -> None:
+    """SQLite lets a column hold another type than the store writes, its bytes the same: `audit
+    query` ended in a traceback (a TypeError making an event of an `event_id` or `person` made
+    BLOB; sqlite3.OperationalError: Could not decode to UTF-8 column 'leaf'). The entry is shown
+    as its signed bytes say, its columns differing (TAMPERED, exit code 1), but for a leaf made
+    TEXT, whose bytes are all the entry is and prove as they did; `--person` finds no entry
+    whose person is no text, and `audit verify` names the row (it found nothing: it reads every
+    column as bytes)."""
+    store.append_many(item(event(n, person=PERSONS[0])) for n in range(4))
+    store.head()
+    tamper(db, (f"UPDATE entries SET {column} = CAST({column} AS {made}) WHERE serial = 1", ()))
+    for args, given in ((), ""), (("--person",), PERSONS[0]):
+        result = CliRunner().invoke(audit_cli, ["query", "--db", db, *args], input=given)
+        assert not isinstance(result.exception, (TypeError, sqlite3.Error)), result.exception
+        shown = {e["serial"]: e for e in json.loads(result.stdout)["entries"]}
+        if column == "person" and args:  # selected by its person: not found, verify says
+            assert sorted(shown) == [0, 2, 3] and result.exit_code == 0
+        elif column == "leaf":
+            assert shown[1]["event_id"] == event(1).event_id and result.exit_code == 0
+            assert ("inclusion_proof" in shown[1]) == bool(args)
+        else:
+            assert shown[1]["columns_differ"] and shown[1]["event_id"] == event(1).event_id
+            assert result.exit_code == 1 and "TAMPERED: the columns of entries 1" in result.stderr
+    verified = CliRunner().invoke(audit_cli, ["verify", "--no-anchor", "--db", db])
+    assert verified.exit_code == 1
+    assert f"serial 1: its {column} column holds {made}" in verified.output
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_an_operator_actions_record_made_text_by_hand_is_read_as_its_bytes(
+        store: AuditStore, db: str) -> None:
+    """`audit actions` ended in sqlite3.OperationalError (Could not decode to UTF-8 column
+    'record'): it shows the action its bytes hold, and verify names the row."""
+    store.append_many([item(suspension(1))])
+    tamper(db, ("UPDATE operator_actions SET record = CAST(record AS TEXT)", ()))
+    result = CliRunner().invoke(audit_cli, ["actions", "--db", db])
+    assert result.exit_code == 0, result.exception
+    assert [a["action_id"] for a in json.loads(result.stdout)["actions"]] == [
+        suspension(1).action_id]
+    verified = CliRunner().invoke(audit_cli, ["verify", "--no-anchor", "--db", db])
+    assert verified.exit_code == 1 and "its record column holds TEXT" in verified.output
 
 
 def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
