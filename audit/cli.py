@@ -420,7 +420,8 @@ def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
     unproved = [str(e.serial) for e, faithful in shown if faithful and e.unproved]
     if unproved:
         click.echo(f"TAMPERED: no proof of entries {', '.join(unproved)} holds under the latest "
-                   "signed head: their bytes, or the tree's hashes, were changed (shown: what the "
+                   "signed head, nor (after it) are they the tree's leaves at their serials: "
+                   "their bytes, serials or the tree's hashes were changed (shown: what the "
                    "store says, unproved) (`renkei audit verify` says more)", err=True)
     _tampered("entries", "entry", [str(e.serial) for e, faithful in shown if not faithful],
               page.trusted, failed=bool(unproved))

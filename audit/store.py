@@ -361,7 +361,8 @@ class Entry:
     proof: tuple[bytes, ...] | None = None
     edited: bool = False  # its columns made no event, and are not its bytes' (_entry)
     # its bytes are not the leaf the signed head holds at its serial: its proof does not hold
-    # (the row's bytes, or the tree's hashes, changed); no proof, nor pending (_proved)
+    # (the row's bytes, or the tree's hashes, changed); after the head, not the leaf the tree
+    # holds there (its serial moved: past the tree's end, none); no proof, nor pending (_proved)
     unproved: bool = False
 
 
@@ -1232,10 +1233,15 @@ class AuditStore:
 
     def _proved(self, cur: Cursor, entries: Sequence[Entry]) -> Proved:
         """The entries with their proofs (_proofs), the head, and whether the log's key signed
-        it."""
+        it; one after the head pending only if its leaf is the tree's at its serial (an
+        appended entry's is; none lies past the tree's end), else unproved."""
         head, trusted, paths = self._proofs(cur, [e.serial for e in entries])
-        return Proved(tuple(e if head is None or e.serial not in paths else _proved(
-            e, head.head, paths[e.serial]) for e in entries), head, trusted)
+        leaves = self._stored_hashes([node_key(0, e.serial) for e in entries
+                                      if e.serial not in paths])
+        return Proved(tuple(
+            _proved(e, head.head, paths[e.serial]) if head is not None and e.serial in paths
+            else e if leaves.get(node_key(0, e.serial)) == merkle.leaf_hash(e.leaf)
+            else replace(e, unproved=True) for e in entries), head, trusted)
 
     def _proofs(self, cur: Cursor, serials: Sequence[int]
                 ) -> tuple[SignedHead | None, bool, dict[int, tuple[bytes, ...]]]:

@@ -211,7 +211,8 @@ def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
     """The entry as its signed bytes tell it (None if they tell of someone else): verified when
     the signed head includes those bytes and the store's columns say what they say; pending
     when they do, and no head signed yet covers it (the first `covered` entries; None: that is
-    not known, the latest head in the store not being the log's key's)."""
+    not known, the latest head in the store not being the log's key's) and its leaf is the
+    tree's at its serial (not `unproved`: its serial moved, past the tree's end)."""
     shown, faithful = as_signed(entry)
     if not faithful:
         log.warning("audit entry %d: its columns differ from its bytes (renkei audit verify)",
@@ -221,7 +222,7 @@ def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
     verified = (head is not None and faithful and entry.proof is not None
                 and includes(head.head, entry.serial, entry.leaf, entry.proof))
     pending = (covered is not None and faithful and entry.proof is None
-               and entry.serial >= covered)
+               and not entry.unproved and entry.serial >= covered)
     return Checked(shown, verified, pending)
 
 

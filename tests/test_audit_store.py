@@ -1559,6 +1559,23 @@ def test_an_operator_actions_record_made_text_by_hand_is_read_as_its_bytes(
     assert verified.exit_code == 1 and "its record column holds TEXT" in verified.output
 
 
+def test_a_person_query_shows_an_entry_moved_past_the_trees_end_unproved_not_pending(
+        store: AuditStore, db: str) -> None:
+    """An entry's serial moved past the tree's end (1 to 100) was shown pending, as if the audit
+    consumer's next head would hold it, and the query exited 0: no appended entry lies past the
+    tree, and one after the signed head is pending only if its leaf is the tree's at its serial.
+    It is shown unproved, the query exits 1 naming it; one appended after the head is pending."""
+    store.append_many(item(event(n, person=PERSONS[0])) for n in range(4))
+    store.head()
+    store.append_many([item(event(4, person=PERSONS[0]))])
+    tamper(db, ("UPDATE entries SET serial = 100 WHERE serial = 1", ()))
+    result = CliRunner().invoke(audit_cli, ["query", "--person", "--db", db], input=PERSONS[0])
+    shown = {e["serial"]: e for e in json.loads(result.stdout)["entries"]}
+    assert result.exit_code == 1 and "TAMPERED: no proof of entries 100 holds" in result.stderr
+    assert shown[100].get("unproved") and "pending" not in shown[100]
+    assert shown[4].get("pending") and all("inclusion_proof" in shown[n] for n in (0, 2, 3))
+
+
 def test_audit_commands(store: AuditStore, db: str, clock: Clock) -> None:
     store.append_many(item(event(n, at=datetime(2015 + n, 1, 1, tzinfo=UTC))) for n in range(6))
     runner = CliRunner()

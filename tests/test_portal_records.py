@@ -465,6 +465,22 @@ async def test_with_the_public_key_alone_the_portal_proves_against_the_latest_he
         assert [c.head for c in await records.heads()] == [signed]
 
 
+async def test_an_entry_moved_past_the_trees_end_is_not_said_to_await_a_head(
+        tmp_path: Path) -> None:
+    """An entry's serial moved past the tree's end (1 to 100) was shown to the resident as
+    awaiting the next signed head: none will hold it (no appended entry lies there)."""
+    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
+    with AuditStore(db, Signer.load_or_create(key)) as writer, \
+            AuditStore(db, Signer.public(key)) as reader:
+        writer.append_many(item(event(n, person=ME)) for n in range(3))
+        writer.head()
+        writer.append(*item(event(3, person=ME)))
+        tamper(f"sqlite:///{db}", ("UPDATE entries SET serial = 100 WHERE serial = 1", ()))
+        found, _ = await Records(lambda: reader).of_person([ME])
+        assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
+            (3, False, True), (2, True, False), (100, False, False), (0, True, False)]
+
+
 async def test_the_latest_heads_signature_is_checked_once_a_page(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A resident's page checks the latest head's signature once, where the store proves the
