@@ -20,9 +20,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker import acls, presence, topics
 from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
-from renkei import sealing
-from renkei.envelope import send
-from renkei.holder_logs import NotAskable, Parties, each_own, holders_only, opened, unsent
+from processors.windows import CLOCK_SKEW
+from renkei import sealing, signers
+from renkei.envelope import Directory, send
+from renkei.holder_logs import (
+    Forged,
+    NotAskable,
+    Parties,
+    each_own,
+    holders_only,
+    unsent,
+    verified,
+)
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
 from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
@@ -38,7 +47,10 @@ class HolderLogs:
     of the oversight body's to seal them to; `too_large`, by holder, the requests whose entries
     would not fit in a message even asked alone (their entries not in `answers`); `refused`, by
     holder, the platform's answer in the stead of one it did not ask (suspended, or gone from
-    the directory, after the check that it is a holder)."""
+    the directory, after the check that it is a holder); `forged`, holders in whose name an
+    answer came that they did not sign (holder_logs.Forged: refused, the holder awaited still);
+    `unsigned`, holders whose entries were taken unsigned, their directory entry having no
+    signing key (the platform could have made them)."""
 
     request_ids: list[str] = field(default_factory=list)
     answers: dict[str, tuple[HolderLogEntry, ...]] = field(default_factory=dict)
@@ -46,16 +58,20 @@ class HolderLogs:
     not_sealed: list[str] = field(default_factory=list)
     too_large: dict[str, list[str]] = field(default_factory=dict)
     refused: dict[str, HolderLogAnswer] = field(default_factory=dict)
+    forged: list[str] = field(default_factory=list)
+    unsigned: list[str] = field(default_factory=list)
 
 
 @dataclass
 class _Asking:
     """An oversight request being asked: the parts awaited ((part's request id, holder) → the
-    request ids it asks for) and the entries answered so far, by holder."""
+    request ids it asks for) and the entries answered so far, by holder; `entry`, a holder's
+    directory entry, whose signing key its answers are to be signed with."""
 
     legal_basis: str
     producer: AIOKafkaProducer
     result: HolderLogs
+    entry: Directory
     awaited: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     entries: dict[str, list[HolderLogEntry]] = field(default_factory=dict)
 
@@ -68,21 +84,29 @@ class _Asking:
         await deliver(self.producer, [send(topics.OVERSIGHT_OUT, part.request_id, part)])
 
     async def take(self, value: bytes | None, key: X25519PrivateKey) -> None:
-        """An answer to a part: its entries kept; too large, its halves asked of that holder;
-        not sealed, or refused by the platform, the holder noted so."""
+        """An answer to a part: its entries kept, once known to be its holder's; too large, its
+        halves asked of that holder; not sealed, or refused by the platform, the holder noted
+        so; not signed by its holder, refused and noted forged."""
         try:
             answer = CODEC.decode(value or b"", HolderLogAnswer)
             asked = self.awaited.get((answer.request_id, answer.holder))
             if asked is None:
                 return
-            why = unsent(answer)
-            entries = () if why else opened(key, answer, asked)
+            why, now = unsent(answer), datetime.now(UTC)
+            signed_by = signers.of_holder(answer.holder, self.entry(answer.holder), now)
+            entries = () if why else verified(key, answer, asked, acls.OVERSIGHT, signed_by,
+                                              now + CLOCK_SKEW)
+        except Forged:
+            _noted(self.result.forged, answer.holder)
+            return
         except (SchemaError, sealing.CannotOpen):
             return
+        if why is None and signed_by is None:
+            _noted(self.result.unsigned, answer.holder)
         del self.awaited[answer.request_id, answer.holder]
         self.entries.setdefault(answer.holder, []).extend(entries)
-        if why == "not_sealed" and answer.holder not in self.result.not_sealed:
-            self.result.not_sealed.append(answer.holder)
+        if why == "not_sealed":
+            _noted(self.result.not_sealed, answer.holder)
         elif why == "refused":
             self.result.refused[answer.holder] = answer
         elif answer.too_large and len(asked) == 1:
@@ -91,6 +115,11 @@ class _Asking:
             half = len(asked) // 2
             for part in (asked[:half], asked[half:]):
                 await self.ask((answer.holder,), part)
+
+
+def _noted(holders: list[str], holder: str) -> None:
+    if holder not in holders:
+        holders.append(holder)
 
 
 async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
@@ -107,7 +136,8 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
                          "request_ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
     holders = list(dict.fromkeys(holders))
-    holders_only(holders, (await directory.current(access)).get)
+    entries = (await directory.current(access)).get
+    holders_only(holders, entries)
     request_ids = list(dict.fromkeys(request_ids))
     parts = each_own(holders, request_ids, parties(request_ids))
     key = sealing.key_of(acls.OVERSIGHT)
@@ -115,7 +145,7 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
                                enable_auto_commit=False)
     async with running(answers, access), running(producer_for(access), access) as producer:
         await at_end(answers)
-        asking = _Asking(legal_basis, producer, HolderLogs())
+        asking = _Asking(legal_basis, producer, HolderLogs(), entries)
         for named, own in parts:
             await asking.ask(named, own)
         try:

@@ -20,6 +20,9 @@ from renkei.options import POSITIVE, stated
 from schemas.messages import HolderLogAnswer
 
 NOT_SEALED = "could not seal to the oversight body"  # as the console says it (unsent_not_sealed)
+FORGED = "an answer in its name it did not sign: refused as forged (the platform relays them)"
+UNSIGNED = ("unsigned: its directory entry has no signing key (register it again); the platform "
+            "could have made these entries")
 REFUSED = {  # as the console says it (unsent_refused_…), by why the platform did not ask
     SUSPENDED: "not asked: the platform holds this holder suspended since {since}",
     NOT_LISTED: "not asked: this holder is not in the platform's directory"}
@@ -57,7 +60,9 @@ def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str
     Asks again for halves of the requests a holder found too many to answer in one message;
     exits 1 if a holder did not answer in time, could not seal its entries to the oversight
     body, was not asked by the platform (suspended or gone from the directory since the check
-    that it is a holder), or a request's entries are too large to send.
+    that it is a holder), or a request's entries are too large to send, or if an answer came in
+    a holder's name that it did not sign (refused as forged). Entries of a holder whose
+    directory entry has no signing key are shown, and said unsigned.
     """
     try:
         found = asyncio.run(oversight.holder_logs(holders, request_ids, partial(_parties, db),
@@ -65,7 +70,7 @@ def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str
     except NotAskable as exc:
         raise _bad(exc) from exc
     _echo_json(_shown(found))
-    if found.missing or found.not_sealed or found.refused or found.too_large:
+    if found.missing or found.not_sealed or found.refused or found.too_large or found.forged:
         raise SystemExit(1)
 
 
@@ -89,6 +94,8 @@ def _shown(found: oversight.HolderLogs) -> dict[str, Any]:
             "not_sealed": {holder: NOT_SEALED for holder in found.not_sealed},
             "refused": {holder: _refused(answer) for holder, answer in found.refused.items()},
             "too_large": found.too_large,
+            "forged": {holder: FORGED for holder in found.forged},
+            "unsigned": {holder: UNSIGNED for holder in found.unsigned},
             "answers": {holder: [asdict(e) for e in entries]
                         for holder, entries in found.answers.items()}}
 

@@ -47,13 +47,14 @@ from holders.store import (
 from holders.store import (
     own_number as keyed_own,
 )
-from processors.windows import CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
+from processors.windows import CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes
 from renkei import holder_logs, retention, sealing, sqlite
 from renkei.broker_time import BrokerTime, appended_at
 from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
+from renkei.signers import of_holder
 from renkei.tasks import cancelled, retrieved, set_or_ended
 from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
@@ -283,18 +284,6 @@ def _of_answer(rejection: Rejection) -> bool:
     """Whether a refusal is of an answer from here: it names its query's deadline, or its
     reason is one given answers alone (INVALID_TICKET: its ticket not opened, naming none)."""
     return rejection.deadline is not None or rejection.reason == INVALID_TICKET
-
-
-def signed_by(provider: str, signing_key: bytes, entry: HolderEntry, relayed: datetime
-              ) -> sealing.SignedBy:
-    """Whom a provider's answer sessions `relayed` then (their record's append time on the
-    requester's inbox) are to be signed by: its signing key, and within SIGNING_GRACE of its
-    last renewal its key before too, for sessions it dated by then (a clock skew beside)."""
-    renewed = entry.signing_renewed_at
-    if entry.previous_signing_key and renewed is not None and relayed - renewed <= SIGNING_GRACE:
-        return sealing.SignedBy(provider, signing_key, entry.previous_signing_key,
-                                renewed + CLOCK_SKEW)
-    return sealing.SignedBy(provider, signing_key)
 
 
 class HolderClient:
@@ -1304,9 +1293,9 @@ class HolderClient:
         late this server reads it: the platform relays none past its ticket's deadline); None
         (unsigned, as before signing was, warned of once a provider) for a provider whose
         entry has no signing key: one not registered again since, or no longer in it."""
-        entry = self._listed(provider)
-        if entry is not None and entry.signing_key:
-            return signed_by(provider, entry.signing_key, entry, relayed)
+        signer = of_holder(provider, self._listed(provider), relayed)
+        if signer is not None:
+            return signer
         if provider not in self._unsigned_from:
             self._unsigned_from.add(provider)
             log.warning("%s: the directory has no signing key of provider %s: its answers are "
@@ -1556,13 +1545,16 @@ class HolderClient:
 
     def _log_for_oversight(self, asked: HolderLogRequest) -> Send:
         """This holder's side of the access log (⑦–⑫) of the asked requests, sealed to the party
-        that asked (the oversight body, or My Portal for a resident); none if it has no key, or
-        one that cannot be sealed to (that request only: the inbox goes on)."""
+        that asked (the oversight body, or My Portal for a resident), signed as its answer
+        sessions are (once its entry publishes its signing key: its askers then refuse unsigned
+        ones); none if it has no key, or one that cannot be sealed to (that request only: the
+        inbox goes on)."""
         entries = self._log_asked(asked)
         asker = holder_logs.asker(asked.request_id)
         try:
-            return self._log_answer(asked, holder_logs.seal(self.entry(asker).public_key,
-                                                            asked.request_id, entries))
+            return self._log_answer(asked, holder_logs.seal(
+                self.entry(asker).public_key, asked.request_id, entries,
+                self._answers_out().signer))
         except LookupError:
             log.error("%s: no key of %s to seal the log of %s to", self.holder, asker,
                       asked.request_id)

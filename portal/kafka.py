@@ -45,9 +45,10 @@ from portal.inbox import (
 from portal.inbox import default_path as inbox_path
 from portal.services import AUTHORITY, REGISTRY, Asking, read_on
 from portal.sessions import Officer, Resident
-from renkei import holder_logs, sealing
+from processors.windows import CLOCK_SKEW
+from renkei import holder_logs, sealing, signers
 from renkei.compacted import holder_directory
-from renkei.envelope import Send, send
+from renkei.envelope import Directory, Send, send
 from renkei.service_loop import STOP_SECONDS, deliver, producer_for
 from renkei.tasks import cancelled, set_or_failed
 from schemas.codec import CODEC, SchemaError
@@ -96,12 +97,15 @@ def holders_to_ask(named: Sequence[str]) -> tuple[str, ...]:
 
 
 class HolderLogs:
-    """Requests for holder-side logs on one topic pair, and their answers (sealed to `key`),
+    """Requests for holder-side logs on one topic pair, and their answers (sealed to `key`, and
+    signed by their holders with the signing keys their `entry` in the directory publishes),
     kept in the portal's inbox for `kept` (its book: the answers topic)."""
 
     def __init__(self, access: KafkaAccess, out: str, into: str, key: X25519PrivateKey,
-                 inbox: Inbox, kept: timedelta, on_answer: OnAnswer | None = None) -> None:
+                 inbox: Inbox, kept: timedelta, on_answer: OnAnswer | None = None, *,
+                 entry: Directory) -> None:
         self._access, self._out, self._in, self._key = access, out, into, key
+        self._entry = entry
         self._inbox, self._kept, self._on_answer = inbox, kept, on_answer
         self._producer: AIOKafkaProducer = producer_for(access)
         self._task: asyncio.Task[None] | None = None
@@ -278,8 +282,11 @@ class HolderLogs:
             found[0].request_id, found[1].holder, value))
 
     async def _taken(self, value: bytes) -> tuple[Asked, HolderLogAnswer] | None:
-        """A holder's answer that is taken (inbox.taken), if its entries open or it says why it
-        sent none (too large, no key to seal to: shown so, not awaited for good); else None."""
+        """A holder's answer that is taken (inbox.taken), if its entries open and are signed by
+        its holder (holder_logs.verified: one it did not sign is refused as forged, the holder
+        awaited still; one whose entry has no signing key taken unsigned, said so) or it says
+        why it sent none (too large, no key to seal to: shown so, not awaited for good); else
+        None. Kept, it is not checked again as it is shown: the inbox is the asker's own."""
         try:
             answer = CODEC.decode(value, HolderLogAnswer)
             asked = await self._inbox.asked(self._in, answer.request_id)
@@ -287,14 +294,29 @@ class HolderLogs:
                 return None
             why = holder_logs.unsent(answer)
             if why is None:
-                holder_logs.opened(self._key, answer, asked.request_ids)
+                self._verified(answer, asked)
             else:
                 log.warning("%s sent no entries for %s on %s: %s", answer.holder,
                             answer.request_id, self._in, why)
             return asked, answer
+        except holder_logs.Forged as exc:
+            log.warning("an answer on %s: %s", self._in, exc)
+            return None
         except (SchemaError, sealing.CannotOpen) as exc:
             log.warning("an unreadable answer on %s: %s", self._in, exc)
             return None
+
+    def _verified(self, answer: HolderLogAnswer, asked: Asked) -> None:
+        """The answer's entries opened and checked as its holder's (holder_logs.Forged if not),
+        or said unsigned if its holder's entry has no signing key."""
+        now = datetime.now(UTC)
+        signed_by = signers.of_holder(answer.holder, self._entry(answer.holder), now)
+        holder_logs.verified(self._key, answer, asked.request_ids, self._access.principal,
+                             signed_by, now + CLOCK_SKEW)
+        if signed_by is None:
+            log.warning("%s's answer to %s on %s is taken unsigned: its directory entry has no "
+                        "signing key (the platform could have made it)", answer.holder,
+                        answer.request_id, self._in)
 
 
 class AlertFeed:
@@ -343,11 +365,13 @@ class Platform:
         self.directory = holder_directory(portal)
         key = sealing.key_of(acls.PORTAL)
         self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key, inbox,
-                                       APPLICATIONS_KEPT, self._answered)
+                                       APPLICATIONS_KEPT, self._answered,
+                                       entry=self.holder_entry)
         self.registry = Asking(portal, REGISTRY, self.holder_entry, self._producer)
         self.authority = Asking(portal, AUTHORITY, self.holder_entry, self._producer)
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
-                                    sealing.key_of(acls.OVERSIGHT), inbox, OVERSIGHT_KEPT)
+                                    sealing.key_of(acls.OVERSIGHT), inbox, OVERSIGHT_KEPT,
+                                    entry=self.holder_entry)
         self.alerts = AlertFeed(oversight)
         # the heads topic, read as the oversight body; where its check stands kept in the inbox
         self.anchor = anchor.AnchorCheck(oversight, inbox)

@@ -1,6 +1,10 @@
 """Holders' side of the access log (⑦–⑫), sealed by the holder to the party that asked for it:
 the oversight body, or My Portal for a resident's application (paper §6(4)). ⑪ is the personal
 data provided or received, so the platform and the broker carry these entries only as ciphertext.
+Sealing (HPKE base mode) says nothing of who sealed: anyone with the asker's public key can, the
+platform that relays the answer among them, and the point of asking holders is to check the
+platform. So a holder whose directory entry publishes its signing key signs what it answers, for
+the asker and the request id, and the asker takes an answer only if it is so signed (`verified`).
 
 A resident's application reaches a holder under a request id marked as a resident's; its entries
 are sealed under the unmarked id, the one the portal knows, and without ⑦–⑩ (operators and
@@ -11,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
@@ -24,6 +29,7 @@ from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, Hol
 
 MARK = "resident:"
 SUSPENDED, NOT_LISTED = "SUSPENDED", "NOT_LISTED"  # why the platform asks a holder for nothing
+SIGNED_ANSWER = b"renkei signed holder log answer\x00"  # what a holder's signature is over
 Parties = Mapping[str, Collection[str]]  # request id → the holders that took part in it
 
 
@@ -64,12 +70,29 @@ def asker(request_id: str) -> str:
     return acls.PORTAL if is_application(request_id) else acls.OVERSIGHT
 
 
-def seal(public_key: bytes, request_id: str, entries: Sequence[HolderLogEntry]) -> bytes:
-    """What the asker may see of the entries, sealed to it under its own request id."""
+def seal(public_key: bytes, request_id: str, entries: Sequence[HolderLogEntry],
+         signer: sealing.Signer | None = None) -> bytes:
+    """What the asker may see of the entries, sealed to it under its own request id; signed by
+    `signer`, the holder answering (None: one whose directory entry has no signing key)."""
     if is_application(request_id):
         entries = [replace(e, operator="", terminal="") for e in entries]
-    return sealing.seal(public_key, CODEC.encode(HolderLogEntries(tuple(entries))),
-                        request_id.removeprefix(MARK))
+    told, sent = request_id.removeprefix(MARK), HolderLogEntries(tuple(entries))
+    if signer is not None:
+        now = datetime.now(UTC)
+        at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as timestamp-millis
+        sent = replace(sent, signed_at=at, signature=signer.key.sign(
+            signed_bytes(asker(request_id), signer.holder, told, sent.entries, at)))
+    return sealing.seal(public_key, CODEC.encode(sent), told)
+
+
+def signed_bytes(to: str, holder: str, request_id: str, entries: Sequence[HolderLogEntry],
+                 at: datetime) -> bytes:
+    """What a holder's signature of its answer is over: whom it answers (`to`, the asker), who
+    it is, the request id the asker knows, when it signed, and the entries as HolderLogEntries
+    v1 writes them (the oldest version that holds them: the same bytes whatever versions come)."""
+    return (SIGNED_ANSWER + round(at.timestamp() * 1000).to_bytes(sealing.ISSUED, "big")
+            + sealing.named(to, holder, request_id)
+            + CODEC.encode(HolderLogEntries(tuple(entries))))
 
 
 def unsent(answer: HolderLogAnswer) -> str | None:
@@ -127,9 +150,53 @@ def opened(key: X25519PrivateKey, answer: HolderLogAnswer,
            asked: Collection[str]) -> tuple[HolderLogEntry, ...]:
     """The entries of an answer relayed to the asker, those of the request ids `asked` alone: an
     entry of another exchange a holder sent along is another's data, never shown (CannotOpen:
-    none sealed to this key)."""
+    none sealed to this key). Its signature is not checked: `verified` does, as it is taken."""
+    return _asked(_sent(key, answer), asked)
+
+
+def verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Collection[str], to: str,
+             signed_by: sealing.SignedBy | None, latest: datetime) -> tuple[HolderLogEntry, ...]:
+    """`opened`, for the asker `to`, once the answer is known to be its holder's: signed by
+    `signed_by`, its holder's signing key (signers.of_holder), and dated by `latest` (the
+    reader's time and the clock skew it allows); Forged if not, unsigned (HolderLogEntries v1)
+    included: the platform, or anyone with the asker's public key, could have sealed it. None
+    (a holder whose entry has no signing key): taken unsigned, its reader saying so."""
+    sent = _sent(key, answer)
+    if signed_by is not None:
+        _signed(sent, answer, to, signed_by, latest)
+    return _asked(sent, asked)
+
+
+class Forged(sealing.CannotOpen):
+    """An answer as of a holder that it did not sign: unsigned, or signed by another key, or
+    for another asker or request."""
+
+
+def _signed(sent: HolderLogEntries, answer: HolderLogAnswer, to: str,
+            signed_by: sealing.SignedBy, latest: datetime) -> None:
+    """Forged unless `sent` is signed by `signed_by` for `to` and the answer's request id, dated
+    by `latest`."""
+    said = f"{answer.holder}'s answer to {answer.request_id}"
+    if sent.signature is None or sent.signed_at is None:
+        raise Forged(f"{said} is not signed, and {answer.holder} has a signing key: refused as "
+                     "forged")
+    if sent.signed_at > latest:
+        raise Forged(f"{said} is signed later than {latest.isoformat()}: refused as forged")
+    try:
+        sealing.verified(signed_by, sent.signature, signed_bytes(
+            to, signed_by.holder, answer.request_id, sent.entries, sent.signed_at),
+            round(sent.signed_at.timestamp() * 1000))
+    except InvalidSignature:
+        raise Forged(f"{said} is not signed by {signed_by.holder}'s signing key: refused as "
+                     "forged") from None
+
+
+def _sent(key: X25519PrivateKey, answer: HolderLogAnswer) -> HolderLogEntries:
     if answer.sealed_entries is None:
         raise sealing.CannotOpen(f"{answer.holder}'s answer to {answer.request_id} is not sealed")
-    return tuple(e for e in CODEC.decode(sealing.open_sealed(
-        key, answer.sealed_entries, answer.request_id), HolderLogEntries).entries
-        if e.request_id in asked)
+    return CODEC.decode(sealing.open_sealed(key, answer.sealed_entries, answer.request_id),
+                        HolderLogEntries)
+
+
+def _asked(sent: HolderLogEntries, asked: Collection[str]) -> tuple[HolderLogEntry, ...]:
+    return tuple(e for e in sent.entries if e.request_id in asked)

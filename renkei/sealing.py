@@ -171,9 +171,12 @@ class SignedBy:
 def session_signed_bytes(wrapped: bytes, issued: bytes, requester: str, provider: str) -> bytes:
     """What a session's signature is over: the sealed session key, when it was made, and who
     it is from and to (each name led by its length: no two pairs give the same bytes)."""
-    names = b"".join(len(name).to_bytes(2, "big") + name
-                     for name in (requester.encode(), provider.encode()))
-    return SIGNED_SESSION + issued + wrapped + names
+    return SIGNED_SESSION + issued + wrapped + named(requester, provider)
+
+
+def named(*names: str) -> bytes:
+    """`names` as signed bytes, each led by its length: no two lists give the same bytes."""
+    return b"".join(len(name).to_bytes(2, "big") + name for name in map(str.encode, names))
 
 
 class SessionSealer:
@@ -244,18 +247,18 @@ class SessionOpener:
         wrapped = header[:WRAPPED]
         if signed_by is not None:
             issued, signature = header[WRAPPED:WRAPPED + ISSUED], header[WRAPPED + ISSUED:]
-            _verified(signed_by, signature,
+            verified(signed_by, signature,
                       session_signed_bytes(wrapped, issued, self.holder, signed_by.holder),
                       int.from_bytes(issued, "big"))
         return AESGCM(opened_by((self.key, *self.previous),
                                 lambda key: SUITE.decrypt(wrapped, key, info=SESSION_INFO)))
 
 
-def _verified(signed_by: SignedBy, signature: bytes, signed: bytes, issued_ms: int) -> None:
-    """The session's signature checked against its provider's signing key, or (InvalidSignature
-    with it) against its key before a renewal if it says it was issued by then: signed with
-    that key, it is a session made before the renewal; one dated later is refused, whoever
-    holds the key renewed (leaked, say)."""
+def verified(signed_by: SignedBy, signature: bytes, signed: bytes, issued_ms: int) -> None:
+    """A signature (a session's, a holder's answer to a log request) checked against its
+    holder's signing key, or (InvalidSignature with it) against its key before a renewal if it
+    says it was made by then: signed with that key, it was made before the renewal; one dated
+    later is refused, whoever holds the key renewed (leaked, say)."""
     try:
         Ed25519PublicKey.from_public_bytes(signed_by.public_key).verify(signature, signed)
     except InvalidSignature:

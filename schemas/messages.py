@@ -390,6 +390,8 @@ class HolderLogEntry:
 @dataclass(frozen=True, slots=True)
 class HolderLogEntries:
     entries: tuple[HolderLogEntry, ...]
+    signed_at: datetime | None = None  # v2: when its holder signed them (None: unsigned)
+    signature: bytes | None = None  # v2: the holder's, holder_logs.signed_bytes
 
 
 @dataclass(frozen=True, slots=True)

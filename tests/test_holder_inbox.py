@@ -57,6 +57,7 @@ from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, retention, sealing
 from renkei.envelope import Incoming, Send
 from renkei.holder_logs import MARK
+from renkei.signers import of_holder
 from renkei.state import state_folder
 from renkei.tasks import cancelled
 from schemas.codec import CODEC, HEADER, MAGIC, MAX_BYTES, NewerVersion
@@ -69,6 +70,7 @@ from schemas.messages import (
     BindingCandidate,
     HolderEntry,
     HolderLogAnswer,
+    HolderLogEntry,
     HolderLogRequest,
     LinkageAnswer,
     LinkageRequest,
@@ -1322,6 +1324,38 @@ async def test_a_residents_application_gets_the_side_of_its_exchange_alone_not_a
         '{"name": "carol"}']
     assert await _contents_answered(client, replace(application, requesters=())) == [
         '{"name": "alice"}', '{"name": "carol"}']
+
+
+async def test_its_log_answers_are_signed_once_its_entry_publishes_its_signing_key(
+        client: HolderClient) -> None:
+    """A holder's answer to the oversight body was only sealed, to a public key: the platform
+    relaying it could seal one alike. Once its directory entry publishes its signing key, the
+    holder signs what it answers, for the asker and that request id, and the asker's check of
+    that key takes it; before (an entry of before signing), it answers unsigned as it did."""
+    in_directory(client, sealing.public_bytes(sealing.key_of(OVERSIGHT)), OVERSIGHT)
+    client.store.log("r-1", "PROVIDER", SYSTEM, TERMINAL, FOUND, counterpart=REQUESTER,
+                     content='{"name": "alice"}')
+    asked = HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,), ("r-1",), "")
+    own = sealing.public_bytes(sealing.key_of(HOLDER))
+
+    async def checked(signing_key: bytes | None) -> tuple[HolderLogEntry, ...]:
+        in_directory(client, own, HOLDER, signing_key)
+        out, = await handle(client, asked)
+        now = datetime.now(UTC)
+        return holder_logs.verified(
+            sealing.key_of(OVERSIGHT), CODEC.decode(out.value, HolderLogAnswer), ("r-1",),
+            OVERSIGHT, of_holder(HOLDER, client.directory.entries[HOLDER.encode()], now),
+            now + CLOCK_SKEW)
+
+    signing = sealing.public_bytes(sealing.signing_key_of(HOLDER))
+    assert [e.content for e in await checked(signing)] == ['{"name": "alice"}']
+    assert [e.content for e in await checked(None)] == ['{"name": "alice"}']  # unsigned
+    with pytest.raises(holder_logs.Forged):  # the holder said unsigned: its key refuses it
+        in_directory(client, own, HOLDER, None)
+        out, = await handle(client, asked)
+        holder_logs.verified(sealing.key_of(OVERSIGHT), CODEC.decode(out.value, HolderLogAnswer),
+                             ("r-1",), OVERSIGHT, sealing.SignedBy(HOLDER, signing),
+                             datetime.now(UTC))
 
 
 async def test_a_renewal_whose_key_file_is_missing_or_damaged_is_waited_out_no_key_made(

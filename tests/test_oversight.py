@@ -169,6 +169,7 @@ async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
         found = await holder_logs(("sakura-town", "nenkin"), (*many[:6], alone, *many[6:]),
                                   _both, BASIS, within=60)
     assert (found.missing, found.too_large) == ([], {"sakura-town": [alone]})
+    assert (found.forged, found.unsigned) == ([], []), "each part signed by its holder"
     assert [e.request_id for e in found.answers["sakura-town"]] == many
     assert all(e.content == "3" * (MAX_BYTES // 8) for e in found.answers["sakura-town"])
     assert found.answers["nenkin"] == () and len(found.request_ids) > 2
@@ -209,7 +210,7 @@ async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_f
         inbox = Inbox(tmp_path / "inbox.db")
         console = HolderLogs(KafkaAccess.of(acls.OVERSIGHT), topics.OVERSIGHT_OUT,
                              topics.OVERSIGHT_IN, sealing.key_of(acls.OVERSIGHT), inbox,
-                             OVERSIGHT_KEPT)
+                             OVERSIGHT_KEPT, entry=lambda _: None)
         await console.start()
         try:
             too_large = await console.ask(("sakura-town", "nenkin"), many, BASIS)
@@ -235,7 +236,8 @@ async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_f
 async def test_the_cli_shows_a_holder_with_no_key_to_seal_to_why_not_missing() -> None:
     """A holder that answered with no entries, having no key of the oversight body's to seal
     them to, was waited for and shown `missing`; it is shown as the console says it."""
-    asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs())
+    asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
+                     lambda _: None)
     asking.awaited = {("part-1", "keyless-holder"): ("r-1",), ("part-1", "nenkin"): ("r-1",)}
     await asking.take(CODEC.encode(HolderLogAnswer("part-1", "keyless-holder",
                                                    datetime.now(UTC), (), None)),
@@ -532,7 +534,8 @@ async def test_the_cli_shows_only_the_entries_of_the_request_ids_it_asked_for() 
     entry = HolderLogEntry("r-1", "2026-12-03T09:00:00+09:00", "PROVIDER", "staff-1", "term-1",
                            "nenkin", "P-037", "local_tax", '{"taxable_income": "1"}', None, "FOUND")
     other = replace(entry, request_id="r-other", content='{"taxable_income": "2"}')
-    asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs())
+    asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
+                     lambda _: None)
     asking.awaited = {("part-1", "nenkin"): ("r-1",)}
     await asking.take(CODEC.encode(HolderLogAnswer(
         "part-1", "nenkin", datetime.now(UTC), (), seal(public, "part-1", [entry, other]))), key)

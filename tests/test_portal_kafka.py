@@ -86,7 +86,7 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
     access = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
     inbox = Inbox(tmp_path / "inbox.db")
     logs = portal_kafka.HolderLogs(access, "out", "in", key, inbox, APPLICATIONS_KEPT,
-                                   audit_write)
+                                   audit_write, entry=lambda _: None)
 
     async def complete(asked: Asked) -> bool:
         return all(s.asked.complete for s in await logs.of_person([asked.person or ""]))
@@ -122,7 +122,7 @@ async def _sending(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, happened: li
     access = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
     inbox = Inbox(tmp_path / "inbox.db")
     logs = portal_kafka.HolderLogs(access, "out", "in", X25519PrivateKey.generate(), inbox,
-                                   APPLICATIONS_KEPT)
+                                   APPLICATIONS_KEPT, entry=lambda _: None)
     await logs.start()
     try:
         yield logs

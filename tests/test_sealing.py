@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from holders.client import signed_by
 from holders.samples import SAMPLES
 from processors.windows import CLOCK_SKEW, SIGNING_GRACE
 from registry.generate import Simulator, holder_spelling
 from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, sealing
+from renkei.signers import signed_by
 from schemas.codec import CODEC
 from schemas.messages import (
     HolderEntry,

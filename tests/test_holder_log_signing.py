@@ -1,0 +1,165 @@
+"""A holder's answer to a request for its side of the access log (⑦–⑫) is the holder's alone:
+sealed to the asker's public key, which the directory publishes to anyone, the platform relaying
+the answer among them, it is signed by the holder too, and the readers (the oversight body's
+`renkei oversight holder-logs`, the portal's answers of the console and of residents'
+applications) refuse one it did not sign. Pure: the crypto is, the readers' taking too."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+import audit.oversight
+from audit.oversight import _Asking, _gathered
+from audit.oversight_cli import FORGED, UNSIGNED, _shown
+from broker import acls
+from broker.clients import KafkaAccess
+from broker.credentials import Credentials
+from portal.inbox import APPLICATIONS_KEPT, Asked, Inbox
+from portal.kafka import HolderLogs
+from processors.windows import CLOCK_SKEW, SIGNING_GRACE
+from renkei import holder_logs, sealing
+from renkei.holder_logs import MARK, Forged
+from renkei.signers import of_holder
+from schemas.codec import CODEC
+from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, HolderLogEntry
+
+HOLDER, PART = "sakura-town", "part-1"
+ENTRY = HolderLogEntry("r-1", "2026-12-03T09:00:00+09:00", "PROVIDER", "staff-1", "term-1",
+                       "nenkin", "P-037", "local_tax", '{"taxable_income": "1"}', None, "FOUND")
+LIE = replace(ENTRY, operator="nobody", content=None, outcome="NOT_FOUND")  # what hides a look
+
+
+def _entry(signing: Ed25519PrivateKey | None) -> HolderEntry:
+    """The holder's directory entry, publishing `signing`'s public key (None: an entry of before
+    signing)."""
+    return HolderEntry(HOLDER, "Sakura Town", "municipality", HOLDER, 0, b"\x01" * 32, False,
+                       True, datetime.now(UTC),
+                       None if signing is None else sealing.public_bytes(signing))
+
+
+def _answer(asker_key: X25519PrivateKey, entries: list[HolderLogEntry],
+            signer: sealing.Signer | None, request_id: str = PART) -> bytes:
+    """An answer in the holder's name to `request_id`, sealed to the asker's PUBLIC key (all a
+    forger needs) and signed by `signer` if any, as the platform relays it."""
+    return CODEC.encode(HolderLogAnswer(request_id.removeprefix(MARK), HOLDER, datetime.now(UTC),
+                                        (), holder_logs.seal(sealing.public_bytes(asker_key),
+                                                             request_id, entries, signer)))
+
+
+def _asking(entry: HolderEntry) -> _Asking:
+    asking = _Asking("basis", cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
+                     {HOLDER: entry}.get)
+    asking.awaited = {(PART, HOLDER): ("r-1",)}
+    return asking
+
+
+async def test_an_answer_forged_with_the_oversight_bodys_public_key_is_refused_as_forged(
+        ) -> None:
+    """The platform writes the oversight body's answers topic: it sealed entries of its own to
+    the oversight body's public key as the holder's answer, and `renkei oversight holder-logs`
+    printed them as the holder's. Unsigned, or signed by a key not the holder's, it is refused
+    and said forged, the holder awaited still; the holder's own, signed, is taken."""
+    key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    asking = _asking(_entry(signing))
+    await asking.take(_answer(key, [LIE], None), key)
+    await asking.take(_answer(key, [LIE], sealing.Signer(HOLDER, Ed25519PrivateKey.generate())),
+                      key)
+    assert (asking.entries, asking.result.forged) == ({}, [HOLDER])
+    assert asking.awaited, "a forged answer is no answer: the holder's own is awaited still"
+    await asking.take(_answer(key, [ENTRY], sealing.Signer(HOLDER, signing)), key)
+    assert (asking.entries, asking.awaited) == ({HOLDER: [ENTRY]}, {})
+    shown = _shown(_gathered(asking, [HOLDER], ["r-1"]))
+    assert (shown["forged"], shown["unsigned"]) == ({HOLDER: FORGED}, {})
+    assert shown["answers"][HOLDER][0]["operator"] == "staff-1"
+
+
+async def test_a_holder_with_no_signing_key_is_taken_unsigned_and_said_so() -> None:
+    """A holder whose entry has no signing key (registered before signing) answers unsigned:
+    its entries are shown, said unsigned, as no one can tell them from the platform's."""
+    key = X25519PrivateKey.generate()
+    asking = _asking(_entry(None))
+    await asking.take(_answer(key, [ENTRY], None), key)
+    shown = _shown(_gathered(asking, [HOLDER], ["r-1"]))
+    assert (shown["unsigned"], shown["forged"]) == ({HOLDER: UNSIGNED}, {})
+    assert [e["request_id"] for e in shown["answers"][HOLDER]] == ["r-1"]
+
+
+def test_a_signature_is_of_its_asker_and_its_request_and_not_from_the_future() -> None:
+    """A signed answer is taken only by the asker and for the request it was signed for (one
+    re-sealed to another asker, or relayed under another request id, is forged), and not
+    dated past the reader's time and the skew it allows."""
+    key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    public, signer = sealing.public_bytes(key), sealing.Signer(HOLDER, signing)
+    signed_by = of_holder(HOLDER, _entry(signing), datetime.now(UTC))
+    latest = datetime.now(UTC) + CLOCK_SKEW
+    oversights = CODEC.decode(_answer(key, [ENTRY], signer), HolderLogAnswer)
+    assert holder_logs.verified(key, oversights, ("r-1",), acls.OVERSIGHT, signed_by,
+                                latest) == (ENTRY,)
+    with pytest.raises(Forged, match="not signed by sakura-town's signing key"):
+        holder_logs.verified(key, oversights, ("r-1",), acls.PORTAL, signed_by, latest)
+    with pytest.raises(Forged):  # the entries signed for part-1, sealed again under part-2
+        sent = CODEC.decode(sealing.open_sealed(key, oversights.sealed_entries or b"", PART),
+                            HolderLogEntries)
+        again = sealing.seal(public, CODEC.encode(sent), "part-2")
+        holder_logs.verified(key, replace(oversights, request_id="part-2", sealed_entries=again),
+                             ("r-1",), acls.OVERSIGHT, signed_by, latest)
+    with pytest.raises(Forged, match="signed later than"):
+        holder_logs.verified(key, oversights, ("r-1",), acls.OVERSIGHT, signed_by,
+                             datetime.now(UTC) - timedelta(minutes=1))
+
+
+def test_one_signed_before_its_holders_renewal_is_taken_within_the_grace_alone() -> None:
+    """Signed with the holder's key before its renewal, dated by then: taken within
+    SIGNING_GRACE of the renewal, as answer sessions are; dated later (the renewed key leaked,
+    say), forged."""
+    key, old, new = (X25519PrivateKey.generate(), Ed25519PrivateKey.generate(),
+                     Ed25519PrivateKey.generate())
+    answer = CODEC.decode(_answer(key, [ENTRY], sealing.Signer(HOLDER, old)), HolderLogAnswer)
+    now = datetime.now(UTC)
+    renewed = replace(_entry(new), previous_signing_key=sealing.public_bytes(old),
+                      signing_renewed_at=now - timedelta(seconds=1))
+    assert holder_logs.verified(key, answer, ("r-1",), acls.OVERSIGHT,
+                                of_holder(HOLDER, renewed, now), now + CLOCK_SKEW) == (ENTRY,)
+    past = now + SIGNING_GRACE + timedelta(seconds=1)
+    with pytest.raises(Forged):
+        holder_logs.verified(key, answer, ("r-1",), acls.OVERSIGHT,
+                             of_holder(HOLDER, renewed, past), past)
+    leaked = replace(renewed, signing_renewed_at=now - CLOCK_SKEW - timedelta(seconds=10))
+    with pytest.raises(Forged):
+        holder_logs.verified(key, answer, ("r-1",), acls.OVERSIGHT,
+                             of_holder(HOLDER, leaked, now), now + CLOCK_SKEW)
+
+
+@pytest.fixture
+async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
+    made = Inbox(tmp_path / "inbox.db")
+    yield made
+    await made.close()
+
+
+async def test_my_portal_refuses_a_forged_answer_to_a_residents_application(
+        inbox: Inbox) -> None:
+    """A resident's application is answered by the holder sealed to My Portal's public key: the
+    portal took one the platform sealed as the holder's and showed it to the resident. One not
+    signed by the holder is not taken (the holder awaited still); the holder's own is."""
+    key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    await inbox.add("in", Asked("a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "ABC98765XYZ"))
+    portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
+                        key, inbox, APPLICATIONS_KEPT, entry={HOLDER: _entry(signing)}.get)
+    application = MARK + "a-1"
+    assert await portal._taken(_answer(key, [LIE], None, application)) is None
+    assert await portal._taken(_answer(key, [LIE], sealing.Signer(
+        HOLDER, Ed25519PrivateKey.generate()), application)) is None
+    taken = await portal._taken(_answer(key, [ENTRY], sealing.Signer(HOLDER, signing),
+                                        application))
+    assert taken is not None and holder_logs.opened(key, taken[1], ("r-1",)) == (
+        replace(ENTRY, operator="", terminal=""),)
