@@ -4,19 +4,21 @@ its earlier value while the audit topic keeps what was approved under it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from audit.replay import History, Recheck
 from broker import topics
-from schemas.messages import LegalPattern
 from tests.test_recheck import T0, event, holder, pattern
 
 DAY = timedelta(days=1)
-Record = tuple[datetime, bytes, LegalPattern]
+V = TypeVar("V")
 
 
-def compacted(records: list[Record], now: datetime, lag: timedelta) -> list[Record]:
+def compacted(records: Sequence[tuple[datetime, bytes, V]], now: datetime, lag: timedelta
+              ) -> list[tuple[datetime, bytes, V]]:
     """What the compacted topic holds at `now` (Kafka's log cleaner, at its most eager): a
     key's value is dropped once a newer value of its key is older than the topic's
     min.compaction.lag.ms (`lag`)."""
