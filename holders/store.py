@@ -119,6 +119,11 @@ _PROVIDED = "SELECT fields FROM bindings JOIN data USING (own_number)"
 # off bindings_epoch in its order (no scan, no sort)
 BINDINGS_BEFORE = ("SELECT epoch, link_code FROM bindings WHERE epoch < ? "
                    "AND (epoch, link_code) > (?, ?) ORDER BY epoch, link_code LIMIT ?")
+# the bindings re-keying moved, by their code of the epoch before (a binding's previous code): of
+# those alone, not of each binding never moved (NULL), one of which each move took out at a
+# place of its own in the index, a page written for it (100k bindings re-keyed: 3.5 GB, not 5)
+_MOVED_INDEX = ("CREATE INDEX IF NOT EXISTS bindings_moved ON bindings (previous_code) "
+                "WHERE previous_code IS NOT NULL")
 _BEFORE_ANY = (-1, "")  # the (epoch, link code) before any binding's
 BINDINGS_AT_ONCE = 10_000  # bindings one read of bindings_before gives (~3 ms)
 SENT = "SENT"
@@ -461,8 +466,8 @@ class HolderStore:
         # a store made before re-keying: nothing moved yet
         with_columns(self.db, "bindings",
                      ("epoch INTEGER NOT NULL DEFAULT 0", "previous_code TEXT"))
-        self.db.execute("CREATE INDEX IF NOT EXISTS bindings_previous_code "
-                        "ON bindings (previous_code)")
+        self.db.execute(_MOVED_INDEX)
+        self.db.execute("DROP INDEX IF EXISTS bindings_previous_code")  # of every binding
         self.db.execute("CREATE INDEX IF NOT EXISTS bindings_epoch ON bindings (epoch, link_code)")
         # a store made before requests were kept until sent
         with_columns(self.db, "requests", ("outgoing_key TEXT", "outgoing BLOB"))
