@@ -16,6 +16,7 @@ from broker import config, process, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.ports import free_port_pair
 from processors import directory, patterns
+from renkei.broker_time import LOG_APPEND_TIME
 from renkei.state import state_folder
 from tests.kafka_helpers import operator_actions
 
@@ -48,5 +49,6 @@ def test_a_publication_is_logged_with_its_operator_versions_and_time(own_list: P
     action, = asyncio.run(operator_actions(0, subject))
     assert (action.action, action.operator, action.reason) == ("PUBLISH", "ops-b", "省令改正")
     assert action.occurred_at == from_millis(record.timestamp)
+    assert record.timestamp_type == LOG_APPEND_TIME  # the broker's time, not the publisher's
     everything = ", ".join(f"{p.pattern_id} v{p.version}" for p in sample)
     assert [a.operator for a in asyncio.run(operator_actions(0, everything))] == ["ops-a"]
