@@ -37,7 +37,7 @@ def load(path: Path = SAMPLE) -> list[LegalPattern]:
 
 
 def _pattern(row: dict[str, object]) -> LegalPattern:
-    named = f"pattern {row.get('pattern_id')}"
+    named = f"pattern {row['pattern_id']}" if "pattern_id" in row else "a [[pattern]] table"
     if unknown := sorted(set(row) - set(FIELDS)):
         raise ValueError(f"{named}: no pattern has {', '.join(map(repr, unknown))} (its fields: "
                          f"{', '.join(FIELDS)}): a field misspelt, a valid_to among them, "

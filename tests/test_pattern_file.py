@@ -70,7 +70,8 @@ def test_only_the_versions_not_on_the_list_as_they_are_are_published() -> None:
     (ROW.replace("version = 1", 'version = "one"'), r"pattern P-900: version .* not 'one'"),
     (ROW.replace('legal_basis = "a law"', "legal_basis = 129"),
      r"pattern P-900: legal_basis must be text .* not 129"),
-    (ROW.replace('purpose = "a purpose"', 'purpose = " "'), r"pattern P-900: purpose must be")])
+    (ROW.replace('purpose = "a purpose"', 'purpose = " "'), r"pattern P-900: purpose must be"),
+    (ROW.replace('pattern_id = "P-900"\n', ""), r"a \[\[pattern\]\] table: missing 'pattern_id'")])
 def test_a_field_missing_or_not_of_its_kind_is_refused_naming_the_pattern_and_field(
         tmp_path: Path, text: str, said: str) -> None:
     """`missing 'purpose'` named no pattern, `version = "one"` said `invalid literal for int()`,
