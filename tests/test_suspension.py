@@ -457,25 +457,17 @@ async def test_a_read_to_the_directory_end_waits_for_a_suspension_not_committed_
     frozen before recording it) relayed it to no one. The read to the end waits for the
     transaction to end, and has the suspension, dated as every reader dates it."""
     monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 5.0)
-    admin = KafkaAccess.of(config.ADMIN)
     views = _instance()
     async with running(views, KafkaAccess.of(acls.PLATFORM)):
         suspension = directory.switched(views.refresh().directory["sakura-town"], False,
                                         datetime.now(UTC))
         try:
-            async with (fencing(admin, directory.OPERATOR_ACTIONS) as producer,
-                        producer.transaction()):
-                written = await handed(producer, [send(topics.DIRECTORY, "sakura-town",
-                                                       suspension)])
-                await settled(written)
-                reading = asyncio.create_task(views.directory_read())
-                await asyncio.sleep(0.7)  # a poll or more
-                read_before_commit = reading.done()
-            await asyncio.wait_for(reading, 5)
+            written, read_before_commit = await _read_while_open(
+                views, send(topics.DIRECTORY, "sakura-town", suspension))
             assert not read_before_commit, "read to its end, the suspension not committed"
             entry = views.refresh().directory["sakura-town"]
             assert not entry.active
-            assert entry.inactive_since == appended_at(written[0].result())
+            assert entry.inactive_since == appended_at(written)
         finally:
             await directory.resume("sakura-town", "ops-b")
 
@@ -488,22 +480,28 @@ async def test_a_read_to_the_directory_end_reads_the_pattern_list_to_its_end_too
     list, which stays unchanged) in a transaction still open when the read begins is read
     before it ends."""
     monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 5.0)
-    admin = KafkaAccess.of(config.ADMIN)
     views = _instance()
     async with running(views, KafkaAccess.of(acls.PLATFORM)):
         version = next(iter(views.refresh().patterns.versions()))
-        async with (fencing(admin, directory.OPERATOR_ACTIONS) as producer,
-                    producer.transaction()):
-            written = await handed(producer, [send(topics.PATTERNS, patterns.key(version),
-                                                   version)])
-            await settled(written)
-            reading = asyncio.create_task(views.directory_read())
-            await asyncio.sleep(0.7)  # a poll or more
-            read_before_commit = reading.done()
-        await asyncio.wait_for(reading, 5)
+        written, read_before_commit = await _read_while_open(
+            views, send(topics.PATTERNS, patterns.key(version), version))
         assert not read_before_commit, "read to its end, the pattern version not committed"
-        assert views.patterns._applied({written[0].result().topic_partition:
-                                        written[0].result().offset + 1})
+        assert views.patterns._applied({written.topic_partition: written.offset + 1})
+
+
+async def _read_while_open(views: Views, record: Send) -> tuple[Any, bool]:
+    """`record` written in a transaction of the producer of operator actions, the views read to
+    their ends (directory_read) begun once it is written and awaited once it is committed: the
+    record's metadata, and whether the read had ended while the transaction was open (a poll or
+    more after it began)."""
+    async with (fencing(KafkaAccess.of(config.ADMIN), directory.OPERATOR_ACTIONS) as producer,
+                producer.transaction()):
+        await settled(written := await handed(producer, [record]))
+        reading = asyncio.create_task(views.directory_read())
+        await asyncio.sleep(0.7)  # a poll or more
+        read_before_commit = reading.done()
+    await asyncio.wait_for(reading, 5)
+    return written[0].result(), read_before_commit
 
 
 GIVEN_UP = ("the holder directory and legal pattern list are not read to their end (not within "
