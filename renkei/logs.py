@@ -12,8 +12,10 @@ from pathlib import Path
 from renkei.state import folder_made
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"  # a service's line: its time, level, message
-LIBRARIES = frozenset({"aiokafka"})  # whose lines a command's user is not shown: it says in one
-# line what failed (a broker gone: aiokafka's "Unable connect to node …" and tracebacks before it)
+LIBRARIES = frozenset({"aiokafka", "psycopg"})  # whose lines a command's user is not shown: it
+# says in one line what failed (a broker gone: aiokafka's "Unable connect to node …" and tracebacks
+# before it; an audit store's batch redone after an id clash: psycopg's "error ignored terminating
+# <psycopg.Pipeline …>: pipeline aborted")
 
 
 def for_commands() -> None:
