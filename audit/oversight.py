@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker import acls, presence, topics
 from broker.clients import KafkaAccess, at_end, read_topic, running
 from processors import directory
-from processors.windows import CLOCK_SKEW
-from renkei import sealing, signers
+from renkei import sealing
+from renkei.broker_time import appended_at
 from renkei.envelope import Directory, send
 from renkei.holder_logs import (
     Forged,
@@ -29,8 +29,8 @@ from renkei.holder_logs import (
     Parties,
     each_own,
     holders_only,
+    relayed_verified,
     unsent,
-    verified,
 )
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
@@ -83,28 +83,30 @@ class _Asking:
         self.awaited.update({(part.request_id, h): part.request_ids for h in part.holders})
         await deliver(self.producer, [send(topics.OVERSIGHT_OUT, part.request_id, part)])
 
-    async def take(self, value: bytes | None, key: X25519PrivateKey) -> None:
-        """An answer to a part: its entries kept, once known to be its holder's; too large, its
-        halves asked of that holder; not sealed, or refused by the platform, the holder noted
-        so; not signed by its holder, refused and noted forged."""
+    async def take(self, value: bytes | None, key: X25519PrivateKey,
+                   relayed: datetime | None) -> None:
+        """An answer to a part (`relayed`: its record's append time, appended_at): its entries
+        kept, once known to be its holder's as of its relaying (relayed_verified); too large,
+        its halves asked of that holder; not sealed, or refused by the platform, the holder
+        noted so; not signed by its holder, refused and noted forged."""
         try:
             answer = CODEC.decode(value or b"", HolderLogAnswer)
             asked = self.awaited.get((answer.request_id, answer.holder))
             if asked is None:
                 return
-            why, now = unsent(answer), datetime.now(UTC)
-            signed_by = signers.of_holder(answer.holder, self.entry(answer.holder), now)
-            entries = () if why else verified(key, answer, asked, acls.OVERSIGHT, signed_by,
-                                              now + CLOCK_SKEW)
+            why = unsent(answer)
+            checked = None if why else relayed_verified(key, answer, asked, acls.OVERSIGHT,
+                                                        self.entry(answer.holder), relayed)
         except Forged:
             _noted(self.result.forged, answer.holder)
             return
         except (SchemaError, sealing.CannotOpen):
             return
-        if why is None and signed_by is None:
+        if checked is not None and checked.unsigned:
             _noted(self.result.unsigned, answer.holder)
         del self.awaited[answer.request_id, answer.holder]
-        self.entries.setdefault(answer.holder, []).extend(entries)
+        self.entries.setdefault(answer.holder, []).extend(() if checked is None
+                                                          else checked.entries)
         if why == "not_sealed":
             _noted(self.result.not_sealed, answer.holder)
         elif why == "refused":
@@ -153,7 +155,7 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
                 while asking.awaited:
                     for records in (await answers.getmany(timeout_ms=200)).values():
                         for record in records:
-                            await asking.take(record.value, key)
+                            await asking.take(record.value, key, appended_at(record))
         except TimeoutError:
             pass
     await _heard_through(access.bootstrap, asking)

@@ -45,8 +45,7 @@ from portal.inbox import (
 from portal.inbox import default_path as inbox_path
 from portal.services import AUTHORITY, REGISTRY, Asking, read_on
 from portal.sessions import Officer, Resident
-from processors.windows import CLOCK_SKEW
-from renkei import holder_logs, sealing, signers
+from renkei import holder_logs, sealing
 from renkei.compacted import holder_directory
 from renkei.envelope import Directory, Send, send
 from renkei.service_loop import STOP_SECONDS, deliver, producer_for
@@ -258,13 +257,12 @@ class HolderLogs:
         """Each record read, taken until that succeeds, pausing longer each time: a failed
         write (the audit log's, the inbox's) never ends the reading, and a record taken again
         is logged again as the same audit event."""
-        async for partition, offset, value in read_on(self._access, self._in,
-                                                      await self._inbox.positions(self._in),
-                                                      self._ready):
+        async for partition, offset, value, relayed in read_on(
+                self._access, self._in, await self._inbox.positions(self._in), self._ready):
             pause = RETRY_FIRST
             while True:
                 try:
-                    await self._take(partition, offset, value)
+                    await self._take(partition, offset, value, relayed)
                     break
                 except Exception as exc:  # whatever failed, the record waits for it
                     log.warning("the record at offset %d on %s could not be taken (%s); "
@@ -272,21 +270,25 @@ class HolderLogs:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_MOST)
 
-    async def _take(self, partition: int, offset: int, value: bytes) -> None:
-        """The record read: a holder's answer taken is logged (`on_answer`, its audit write),
-        then kept, and the position read up to with it: an answer is kept only once logged."""
-        found = await self._taken(value)
+    async def _take(self, partition: int, offset: int, value: bytes,
+                    relayed: datetime | None) -> None:
+        """The record read (`relayed`: its append time, read_on): a holder's answer taken is
+        logged (`on_answer`, its audit write), then kept, and the position read up to with it:
+        an answer is kept only once logged."""
+        found = await self._taken(value, relayed)
         if found is not None and self._on_answer is not None:
             await self._on_answer(*found)
         await self._inbox.read(self._in, partition, offset, None if found is None else (
             found[0].request_id, found[1].holder, value))
 
-    async def _taken(self, value: bytes) -> tuple[Asked, HolderLogAnswer] | None:
+    async def _taken(self, value: bytes, relayed: datetime | None
+                     ) -> tuple[Asked, HolderLogAnswer] | None:
         """A holder's answer that is taken (inbox.taken), if its entries open and are signed by
-        its holder (holder_logs.verified: one it did not sign is refused as forged, the holder
-        awaited still; one whose entry has no signing key taken unsigned, said so) or it says
-        why it sent none (too large, no key to seal to: shown so, not awaited for good); else
-        None. Kept, it is not checked again as it is shown: the inbox is the asker's own."""
+        its holder as of `relayed`, however late it is read (holder_logs.relayed_verified: one
+        it did not sign is refused as forged, the holder awaited still; one whose entry has no
+        signing key taken unsigned, said so) or it says why it sent none (too large, no key to
+        seal to: shown so, not awaited for good); else None. Kept, it is not checked again as
+        it is shown: the inbox is the asker's own."""
         try:
             answer = CODEC.decode(value, HolderLogAnswer)
             asked = await self._inbox.asked(self._in, answer.request_id)
@@ -294,7 +296,7 @@ class HolderLogs:
                 return None
             why = holder_logs.unsent(answer)
             if why is None:
-                self._verified(answer, asked)
+                self._verified(answer, asked, relayed)
             else:
                 log.warning("%s sent no entries for %s on %s: %s", answer.holder,
                             answer.request_id, self._in, why)
@@ -306,14 +308,14 @@ class HolderLogs:
             log.warning("an unreadable answer on %s: %s", self._in, exc)
             return None
 
-    def _verified(self, answer: HolderLogAnswer, asked: Asked) -> None:
-        """The answer's entries opened and checked as its holder's (holder_logs.Forged if not),
-        or said unsigned if its holder's entry has no signing key."""
-        now = datetime.now(UTC)
-        signed_by = signers.of_holder(answer.holder, self._entry(answer.holder), now)
-        holder_logs.verified(self._key, answer, asked.request_ids, self._access.principal,
-                             signed_by, now + CLOCK_SKEW)
-        if signed_by is None:
+    def _verified(self, answer: HolderLogAnswer, asked: Asked, relayed: datetime | None
+                  ) -> None:
+        """The answer's entries opened and checked as its holder's as of `relayed`
+        (holder_logs.Forged if not), or said unsigned if its holder's entry has no signing
+        key."""
+        if holder_logs.relayed_verified(self._key, answer, asked.request_ids,
+                                        self._access.principal, self._entry(answer.holder),
+                                        relayed).unsigned:
             log.warning("%s's answer to %s on %s is taken unsigned: its directory entry has no "
                         "signing key (the platform could have made it)", answer.holder,
                         answer.request_id, self._in)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker import acls, topics
 from broker.clients import KafkaAccess, started, stopped
 from renkei import sealing
+from renkei.broker_time import appended_at
 from renkei.envelope import Directory, send
 from renkei.questions import DECLINED
 from renkei.service_loop import deliver
@@ -57,9 +58,10 @@ class Unanswered(RuntimeError):
 
 async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
                   ready: asyncio.Event, reset: str = "earliest"
-                  ) -> AsyncIterator[tuple[int, int, bytes]]:
-    """Each record on `topic` (its partition, offset and value) from the offset each partition
-    was read up to (`positions`), else from the `reset` end ("earliest" kept, or "latest"):
+                  ) -> AsyncIterator[tuple[int, int, bytes, datetime | None]]:
+    """Each record on `topic` (its partition, offset, value and append time: appended_at, None
+    on a topic its writers stamp) from the offset each partition was read up to (`positions`),
+    else from the `reset` end ("earliest" kept, or "latest"):
     `ready` is set once the consumer's positions are fixed, so that nothing written after is
     missed (answers to questions asked then)."""
     consumer = AIOKafkaConsumer(topic, **access.reading(), group_id=None,
@@ -72,7 +74,7 @@ async def read_on(access: KafkaAccess, topic: str, positions: Mapping[int, int],
             await consumer.position(partition)
         ready.set()
         async for record in consumer:
-            yield record.partition, record.offset, record.value or b""
+            yield record.partition, record.offset, record.value or b"", appended_at(record)
     finally:
         await stopped(consumer)
 
@@ -126,8 +128,8 @@ class Asking:
             raise Unanswered(self._service.name, REFUSED, "its answer cannot be opened") from None
 
     async def _follow(self) -> None:
-        async for _, _, value in read_on(self._access, self._service.answers, {},
-                                         self._ready, reset="latest"):  # from now on
+        async for _, _, value, _ in read_on(self._access, self._service.answers, {},
+                                            self._ready, reset="latest"):  # from now on
             self._answered(value)
 
     def _answered(self, value: bytes) -> None:

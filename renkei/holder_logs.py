@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
-from renkei import sealing
+from processors.windows import CLOCK_SKEW
+from renkei import sealing, signers
 from renkei.envelope import Directory
 from renkei.suspensions import active_at, suspension_at
 from schemas.codec import CODEC
@@ -157,14 +159,36 @@ def opened(key: X25519PrivateKey, answer: HolderLogAnswer,
 def verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Collection[str], to: str,
              signed_by: sealing.SignedBy | None, latest: datetime) -> tuple[HolderLogEntry, ...]:
     """`opened`, for the asker `to`, once the answer is known to be its holder's: signed by
-    `signed_by`, its holder's signing key (signers.of_holder), and dated by `latest` (the
-    reader's time and the clock skew it allows); Forged if not, unsigned (HolderLogEntries v1)
-    included: the platform, or anyone with the asker's public key, could have sealed it. None
-    (a holder whose entry has no signing key): taken unsigned, its reader saying so."""
+    `signed_by`, its holder's signing key (signers.of_holder), and dated by `latest` (its
+    relaying and the clock skew allowed: relayed_verified); Forged if not, unsigned
+    (HolderLogEntries v1) included: the platform, or anyone with the asker's public key, could
+    have sealed it. None (a holder whose entry has no signing key): taken unsigned, its reader
+    saying so."""
     sent = _sent(key, answer)
     if signed_by is not None:
         _signed(sent, answer, to, signed_by, latest)
     return _asked(sent, asked)
+
+
+class Checked(NamedTuple):
+    """An answer's entries of the requests asked, and whether they were taken `unsigned` (its
+    holder's directory entry has no signing key: its reader says so)."""
+
+    entries: tuple[HolderLogEntry, ...]
+    unsigned: bool
+
+
+def relayed_verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Collection[str],
+                     to: str, entry: HolderEntry | None, relayed: datetime | None) -> Checked:
+    """`verified` as signed by its holder's keys in its directory `entry` as of `relayed`: its
+    record's append time on the asker's topic, when the platform relayed it, however late it is
+    read (None: a topic its writers stamp, now). Its key before its last renewal is taken if it
+    was relayed within SIGNING_GRACE of it (signers.of_holder), and one dated later than its
+    relaying, a clock skew beside, is Forged: no holder whose clock the platform takes made it
+    (as a holder's inbox judges its answer sessions)."""
+    at = relayed or datetime.now(UTC)
+    signed_by = signers.of_holder(answer.holder, entry, at)
+    return Checked(verified(key, answer, asked, to, signed_by, at + CLOCK_SKEW), signed_by is None)
 
 
 class Forged(sealing.CannotOpen):

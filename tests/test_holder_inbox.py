@@ -57,7 +57,6 @@ from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, retention, sealing
 from renkei.envelope import Incoming, Send
 from renkei.holder_logs import MARK
-from renkei.signers import of_holder
 from renkei.state import state_folder
 from renkei.tasks import cancelled
 from schemas.codec import CODEC, HEADER, MAGIC, MAX_BYTES, NewerVersion
@@ -1341,18 +1340,16 @@ async def test_its_log_answers_are_signed_once_its_entry_publishes_its_signing_k
     async def checked(signing_key: bytes | None) -> tuple[HolderLogEntry, ...]:
         in_directory(client, own, HOLDER, signing_key)
         out, = await handle(client, asked)
-        now = datetime.now(UTC)
-        return holder_logs.verified(
+        return holder_logs.relayed_verified(
             sealing.key_of(OVERSIGHT), CODEC.decode(out.value, HolderLogAnswer), ("r-1",),
-            OVERSIGHT, of_holder(HOLDER, client.directory.entries[HOLDER.encode()], now),
-            now + CLOCK_SKEW)
+            OVERSIGHT, client.directory.entries[HOLDER.encode()], None).entries
 
     signing = sealing.public_bytes(sealing.signing_key_of(HOLDER))
     assert [e.content for e in await checked(signing)] == ['{"name": "alice"}']
     assert [e.content for e in await checked(None)] == ['{"name": "alice"}']  # unsigned
+    in_directory(client, own, HOLDER, None)
+    out, = await handle(client, asked)
     with pytest.raises(holder_logs.Forged):  # the holder said unsigned: its key refuses it
-        in_directory(client, own, HOLDER, None)
-        out, = await handle(client, asked)
         holder_logs.verified(sealing.key_of(OVERSIGHT), CODEC.decode(out.value, HolderLogAnswer),
                              ("r-1",), OVERSIGHT, sealing.SignedBy(HOLDER, signing),
                              datetime.now(UTC))

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import pytest
@@ -70,12 +71,12 @@ async def test_an_answer_forged_with_the_oversight_bodys_public_key_is_refused_a
     and said forged, the holder awaited still; the holder's own, signed, is taken."""
     key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     asking = _asking(_entry(signing))
-    await asking.take(_answer(key, [LIE], None), key)
+    await asking.take(_answer(key, [LIE], None), key, None)
     await asking.take(_answer(key, [LIE], sealing.Signer(HOLDER, Ed25519PrivateKey.generate())),
-                      key)
+                      key, None)
     assert (asking.entries, asking.result.forged) == ({}, [HOLDER])
     assert asking.awaited, "a forged answer is no answer: the holder's own is awaited still"
-    await asking.take(_answer(key, [ENTRY], sealing.Signer(HOLDER, signing)), key)
+    await asking.take(_answer(key, [ENTRY], sealing.Signer(HOLDER, signing)), key, None)
     assert (asking.entries, asking.awaited) == ({HOLDER: [ENTRY]}, {})
     shown = _shown(_gathered(asking, [HOLDER], ["r-1"]))
     assert (shown["forged"], shown["unsigned"]) == ({HOLDER: FORGED}, {})
@@ -87,7 +88,7 @@ async def test_a_holder_with_no_signing_key_is_taken_unsigned_and_said_so() -> N
     its entries are shown, said unsigned, as no one can tell them from the platform's."""
     key = X25519PrivateKey.generate()
     asking = _asking(_entry(None))
-    await asking.take(_answer(key, [ENTRY], None), key)
+    await asking.take(_answer(key, [ENTRY], None), key, None)
     shown = _shown(_gathered(asking, [HOLDER], ["r-1"]))
     assert (shown["unsigned"], shown["forged"]) == ({HOLDER: UNSIGNED}, {})
     assert [e["request_id"] for e in shown["answers"][HOLDER]] == ["r-1"]
@@ -156,10 +157,92 @@ async def test_my_portal_refuses_a_forged_answer_to_a_residents_application(
     portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
                         key, inbox, APPLICATIONS_KEPT, entry={HOLDER: _entry(signing)}.get)
     application = MARK + "a-1"
-    assert await portal._taken(_answer(key, [LIE], None, application)) is None
+    assert await portal._taken(_answer(key, [LIE], None, application), None) is None
     assert await portal._taken(_answer(key, [LIE], sealing.Signer(
-        HOLDER, Ed25519PrivateKey.generate()), application)) is None
+        HOLDER, Ed25519PrivateKey.generate()), application), None) is None
     taken = await portal._taken(_answer(key, [ENTRY], sealing.Signer(HOLDER, signing),
-                                        application))
+                                        application), None)
     assert taken is not None and holder_logs.opened(key, taken[1], ("r-1",)) == (
         replace(ENTRY, operator="", terminal=""),)
+
+
+def _signed_then(key: X25519PrivateKey, signer: sealing.Signer, at: datetime,
+                 monkeypatch: pytest.MonkeyPatch, request_id: str = PART) -> bytes:
+    """`_answer` of ENTRY signed by `signer` with its clock at `at`."""
+    with monkeypatch.context() as holders_clock:
+        holders_clock.setattr(holder_logs, "datetime", SimpleNamespace(now=lambda tz: at))
+        return _answer(key, [ENTRY], signer, request_id)
+
+
+RENEWED = timedelta(minutes=10)  # how long before the answer is read its holder was renewed
+IN_GRACE, PAST_GRACE = timedelta(seconds=10), SIGNING_GRACE + timedelta(seconds=1)
+
+
+def _renewed(old: Ed25519PrivateKey) -> HolderEntry:
+    """The holder's entry since its renewal RENEWED ago: a new signing key, `old` before it."""
+    return replace(_entry(Ed25519PrivateKey.generate()), previous_signing_key=sealing.public_bytes(
+        old), signing_renewed_at=datetime.now(UTC) - RENEWED)
+
+
+def _signed_before_renewal(key: X25519PrivateKey, entry: HolderEntry, old: Ed25519PrivateKey,
+                           monkeypatch: pytest.MonkeyPatch, request_id: str = PART) -> bytes:
+    """An answer the holder of `entry` signed with `old` a second before its renewal."""
+    assert entry.signing_renewed_at is not None
+    return _signed_then(key, sealing.Signer(HOLDER, old),
+                        entry.signing_renewed_at - timedelta(seconds=1), monkeypatch, request_id)
+
+
+@pytest.mark.parametrize(("relayed_after", "taken"), [(IN_GRACE, True), (PAST_GRACE, False)])
+async def test_the_oversight_body_judges_an_answer_signed_before_a_renewal_by_its_relaying(
+        monkeypatch: pytest.MonkeyPatch, relayed_after: timedelta, taken: bool) -> None:
+    """A holder signed its answer with its signing key just before `renkei holder renew`, the
+    platform relayed it at once, and `renkei oversight holder-logs` read it past SIGNING_GRACE
+    of the renewal: judged by the reader's clock, it was refused as forged. It is judged by its
+    record's append time on the answers topic: in the grace, taken; relayed past it, forged
+    (the old key leaked, say)."""
+    key, old = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    entry = _renewed(old)
+    assert entry.signing_renewed_at is not None
+    asking = _asking(entry)
+    await asking.take(_signed_before_renewal(key, entry, old, monkeypatch), key,
+                      entry.signing_renewed_at + relayed_after)
+    assert (asking.entries, asking.result.forged) == (
+        ({HOLDER: [ENTRY]}, []) if taken else ({}, [HOLDER]))
+
+
+@pytest.mark.parametrize(("relayed_after", "taken"), [(IN_GRACE, True), (PAST_GRACE, False)])
+async def test_my_portal_judges_an_answer_signed_before_a_renewal_by_its_relaying(
+        inbox: Inbox, monkeypatch: pytest.MonkeyPatch, relayed_after: timedelta,
+        taken: bool) -> None:
+    """The same answer to a resident's application, read by the portal past the grace (it was
+    down, or behind): refused as forged, and its record marked read, the holder's answer was
+    lost for good and the resident saw the holder overdue. Relayed in the grace, it is kept;
+    relayed past it, not (the holder awaited still)."""
+    key, old = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    entry = _renewed(old)
+    assert entry.signing_renewed_at is not None
+    await inbox.add("in", Asked("a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "ABC98765XYZ"))
+    portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
+                        key, inbox, APPLICATIONS_KEPT, entry={HOLDER: entry}.get)
+    await portal._take(0, 0, _signed_before_renewal(key, entry, old, monkeypatch, MARK + "a-1"),
+                       entry.signing_renewed_at + relayed_after)
+    asked = await inbox.asked("in", "a-1")
+    assert asked is not None and (HOLDER in asked.answers) == taken
+
+
+def test_an_answer_is_signed_by_its_relaying_and_read_now_if_its_topic_has_no_append_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """relayed_verified: a signature dated later than its answer's relaying, a clock skew
+    beside, is forged, however late it is read (as the holder's inbox judges answer sessions);
+    with no append time (a topic its writers stamp), the relaying is taken as now."""
+    key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    entry, now = _entry(signing), datetime.now(UTC)
+    answer = CODEC.decode(_signed_then(key, sealing.Signer(HOLDER, signing), now, monkeypatch),
+                          HolderLogAnswer)
+    checked = holder_logs.relayed_verified(key, answer, ("r-1",), acls.OVERSIGHT, entry, None)
+    assert checked == holder_logs.Checked((ENTRY,), unsigned=False)
+    with pytest.raises(Forged, match="signed later than"):
+        holder_logs.relayed_verified(key, answer, ("r-1",), acls.OVERSIGHT, entry,
+                                     now - CLOCK_SKEW - timedelta(seconds=1))
+    assert holder_logs.relayed_verified(key, answer, ("r-1",), acls.OVERSIGHT, _entry(None),
+                                        now - RENEWED).unsigned

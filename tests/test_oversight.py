@@ -241,7 +241,7 @@ async def test_the_cli_shows_a_holder_with_no_key_to_seal_to_why_not_missing() -
     asking.awaited = {("part-1", "keyless-holder"): ("r-1",), ("part-1", "nenkin"): ("r-1",)}
     await asking.take(CODEC.encode(HolderLogAnswer("part-1", "keyless-holder",
                                                    datetime.now(UTC), (), None)),
-                      X25519PrivateKey.generate())
+                      X25519PrivateKey.generate(), None)
     shown = _shown(_gathered(asking, ["keyless-holder", "nenkin"], ["r-1"]))
     assert (shown["missing"], shown["not_sealed"], shown["answers"]) == (
         ["nenkin"], {"keyless-holder": "could not seal to the oversight body"}, {})
@@ -538,5 +538,6 @@ async def test_the_cli_shows_only_the_entries_of_the_request_ids_it_asked_for() 
                      lambda _: None)
     asking.awaited = {("part-1", "nenkin"): ("r-1",)}
     await asking.take(CODEC.encode(HolderLogAnswer(
-        "part-1", "nenkin", datetime.now(UTC), (), seal(public, "part-1", [entry, other]))), key)
+        "part-1", "nenkin", datetime.now(UTC), (), seal(public, "part-1", [entry, other]))), key,
+        None)
     assert asking.entries == {"nenkin": [entry]}

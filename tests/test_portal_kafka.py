@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,12 @@ class Topic:
         self.records: asyncio.Queue[Record] = asyncio.Queue()
 
     async def read_on(self, access: KafkaAccess, topic: str, positions: dict[int, int],
-                      ready: asyncio.Event) -> AsyncIterator[tuple[int, int, bytes]]:
+                      ready: asyncio.Event
+                      ) -> AsyncIterator[tuple[int, int, bytes, datetime | None]]:
         ready.set()
         offset = positions.get(0, 0)
         while True:
-            yield 0, offset, (await self.records.get()).value
+            yield 0, offset, (await self.records.get()).value, None
             offset += 1
 
 
