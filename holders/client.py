@@ -104,6 +104,7 @@ RENEWAL_AGAIN = 5.0  # seconds before a key file of a renewal that could not be 
 REKEY_AGAIN = 30.0  # seconds before re-keying (or following a move of unit) again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 REKEY_WITHIN = 120.0  # seconds the platform has to answer a re-keying, or a check of the unit
+HELD_PAST = 0.002  # seconds past a held query's deadline (kept to the millisecond) it is ended at
 SEND_WAIT = 5.0  # seconds a caller waits for the broker to take its request (then: NotSentYet)
 SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent again
 # seconds more on each side of when the platform would take a kept request (by when it was made,
@@ -308,6 +309,8 @@ class HolderClient:
         self._rekeying = Rekeying()  # settled (and replaced) as each re-keying request is
         self._late_binding = asyncio.Event()  # set when a binding of an older epoch is stored
         self._brought_to: int | None = None  # the key epoch the bindings were last brought to
+        self._held_more = asyncio.Event()  # set when a query is held back (_hold_back)
+        self._answering_held = asyncio.Lock()  # one answering of the held queries at a time
         self.broker_time = BrokerTime()  # of the inbox's records: a query's deadline is of it
         self._inbox: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
@@ -763,6 +766,14 @@ class HolderClient:
         return entry.link_unit
 
     async def _follow_epochs(self) -> None:
+        """The bindings brought to the directory's unit and epoch (_bindings_followed), and the
+        queries held back meanwhile ended at their deadline, the re-keying done or not
+        (_held_ended_when_due)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._bindings_followed())
+            group.create_task(self._held_ended_when_due())
+
+    async def _bindings_followed(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the
         directory (and once at start, for a move made while the holder was down), and again
         whenever a binding answered at the old epoch is stored after that; unbind them all
@@ -1456,7 +1467,32 @@ class HolderClient:
                                            query.data_type, query.deadline) is not None):
             return False
         self.store.hold(query, CODEC.encode(query))
+        self._held_more.set()
         return True
+
+    async def _held_ended_when_due(self) -> None:
+        """End each query held back once its deadline passes (_answer_held: logged TIMED_OUT,
+        not answered, the platform has timed it out), however long the re-keying it waits for
+        takes: up to REKEY_WITHIN, four times the platform's answer timeout, and again after
+        REKEY_AGAIN if it failed."""
+        while True:
+            self._held_more.clear()
+            due = self.store.held_due()
+            left = None if due is None else (due - self._now()).total_seconds() + HELD_PAST
+            if left is None or left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._held_more.wait(), left)
+                continue
+            try:
+                await self._answer_held()
+            except Exception as exc:  # the broker away, say: it must not stop here
+                log.error("%s: the queries held back past their deadline could not be ended "
+                          "(%s): again in %.0f s", self.holder, exc, REKEY_AGAIN)
+                await asyncio.sleep(REKEY_AGAIN)
+
+    def _now(self) -> datetime:
+        """The broker's time now (a query's deadline is of it), else this machine's."""
+        return self.broker_time.now() or datetime.now(UTC)
 
     async def _answer_held(self) -> None:
         """Answer the queries held back (_hold_back), the bindings now brought to their unit's
@@ -1464,14 +1500,19 @@ class HolderClient:
         platform timed them out: its requester told so, asking again if it will), not answered.
         Each is kept until the broker has its answer: a crash before leaves it to the next start,
         answered again as logged, or, past its deadline, TIMED_OUT unless its outbox has it."""
-        queries = [CODEC.decode(q, ProviderQuery) for q in self.store.held_queries()]
-        if not queries:
-            return
-        now = self.broker_time.now() or datetime.now(UTC)
-        sent = await self._answers_sent([q for q in queries if q.deadline < now], now)
-        answered = await self._in_store(partial(self._held_answered, queries, now, sent))
-        await deliver(self._producer, [answer for _, answer in answered])
-        await self._in_store(partial(self._let_go, [query for query, _ in answered]))
+        async with self._answering_held:  # another would answer the same ones again
+            queries = [CODEC.decode(q, ProviderQuery) for q in self.store.held_queries()]
+            if not queries:
+                return
+            now = self._now()
+            sent = await self._answers_sent([q for q in queries if q.deadline < now], now)
+            answered = await self._in_store(partial(self._held_answered, queries, now, sent))
+            await deliver(self._producer, [answer for _, answer in answered])
+            await self._in_store(partial(self._let_go, [query for query, _ in answered]))
+        if late := sum(query.deadline < now for query in queries):
+            log.warning("%s: %d quer(ies) held back while its bindings were re-keyed ended past "
+                        "their deadline: not answered, the platform has timed them out",
+                        self.holder, late)
         if answered:
             log.warning("%s: %d quer(ies) held back while its bindings were re-keyed answered",
                         self.holder, len(answered))

@@ -801,6 +801,12 @@ class HolderStore:
         return [bytes(q) for q, in self.db.execute(
             "SELECT query FROM held_queries ORDER BY deadline")]
 
+    def held_due(self) -> datetime | None:
+        """The deadline of the query held back due first (to the millisecond, no later than
+        its own), None if none is held."""
+        row = self.db.execute("SELECT min(deadline) FROM held_queries").fetchone()
+        return None if row[0] is None else _utc(row[0])
+
     def let_go(self, query: ProviderQuery) -> None:
         """The query held back is answered and the broker has its answer, or it is past its
         deadline and logged so: kept no more."""

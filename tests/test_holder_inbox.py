@@ -807,6 +807,40 @@ async def test_a_query_held_past_its_deadline_is_logged_timed_out_not_answered(
     assert client.store.held_queries() == []
 
 
+def platform_silent(client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A platform that takes each re-keying request and answers none (it waits REKEY_WITHIN)."""
+
+    async def ask(from_epoch: int, link_codes: list[str]) -> str:
+        request_id = new_request_id()
+        client.store.open_request(request_id, REKEY, "", SYSTEM, client.terminal)
+        return request_id
+
+    monkeypatch.setattr(client, "_ask_rekey", ask)
+
+
+async def test_a_query_held_while_the_rekeying_goes_unanswered_ends_timed_out_at_its_deadline(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The held queries were ended only once the re-keying ended: a platform not answering it
+    (REKEY_WITHIN, 120 s, four times its answer timeout; then again and again) left each held,
+    unlogged, long after the platform had timed it out. It ends TIMED_OUT at its deadline,
+    logged once, not answered; the re-keying goes on."""
+    _providing(client)
+    at_epoch(client, 2)
+    platform_silent(client, monkeypatch)
+    handed = delivered_to(monkeypatch)
+    asked = of_epoch_two(within=0.3)
+    assert await handle(client, asked) == []
+    with caplog.at_level(logging.WARNING, "holders.client"):
+        client._epochs = asyncio.create_task(client._follow_epochs())  # stopped with the client
+        await asyncio.sleep(1.0)  # the deadline 0.3 s on; the re-keying waits on
+    assert client.store.held_queries() == [] and handed == [] and not client._epochs.done()
+    assert [(e.outcome, e.content) for e in client.store.access_log(asked.request_id)] == [
+        (TIMED_OUT, None)]
+    assert caplog.text.count("1 quer(ies) held back while its bindings were re-keyed ended "
+                             "past their deadline") == 1
+
+
 async def test_a_query_for_nobody_here_is_answered_not_found_once_the_bindings_are_of_the_epoch(
         client: HolderClient) -> None:
     """Held back only while bindings of an older epoch wait for their re-keying."""
