@@ -453,13 +453,13 @@ class HolderClient:
         with self.store.transaction():
             return self._settled(request_id, status, detail)
 
-    async def _answers_sent(self, messages: list[Any], now: datetime) -> set[str] | None:
-        """Of the queries read past their deadline whose answer this holder logged before (a
-        query read again after a restart), those whose answer its outbox has (by request id),
-        each looked for where it would be (_spans, from its entry's time); None if the outbox
-        cannot be read."""
+    async def _answers_sent(self, messages: list[Any], now: datetime | None) -> set[str] | None:
+        """Of the queries read past their deadline (`now`; None: each one) whose answer this
+        holder logged before (a query read again after a restart, or held back and answered
+        before one), those whose answer its outbox has (by request id), each looked for where
+        it would be (_spans, from its entry's time); None if the outbox cannot be read."""
         logged = {m.request_id: before.at for m in messages if isinstance(m, ProviderQuery)
-                  and self.answer_queries and m.deadline < now
+                  and self.answer_queries and (now is None or m.deadline < now)
                   and (before := self._provided_before(m)) is not None}
         if not logged:
             return set()
@@ -1499,17 +1499,17 @@ class HolderClient:
         key epoch, each logged once; those past their deadline are logged TIMED_OUT (the
         platform timed them out: its requester told so, asking again if it will), not answered.
         Each is kept until the broker has its answer: a crash before leaves it to the next start,
-        answered again as logged, or, past its deadline, TIMED_OUT unless its outbox has it."""
+        let go if its outbox has the answer, else answered again as logged, or, past its
+        deadline, TIMED_OUT."""
         async with self._answering_held:  # another would answer the same ones again
             queries = [CODEC.decode(q, ProviderQuery) for q in self.store.held_queries()]
             if not queries:
                 return
-            now = self._now()
-            sent = await self._answers_sent([q for q in queries if q.deadline < now], now)
-            answered = await self._in_store(partial(self._held_answered, queries, now, sent))
+            sent = await self._answers_sent(queries, None)
+            answered, late = await self._in_store(partial(self._held_answered, queries, sent))
             await deliver(self._producer, [answer for _, answer in answered])
             await self._in_store(partial(self._let_go, [query for query, _ in answered]))
-        if late := sum(query.deadline < now for query in queries):
+        if late:
             log.warning("%s: %d quer(ies) held back while its bindings were re-keyed ended past "
                         "their deadline: not answered, the platform has timed them out",
                         self.holder, late)
@@ -1517,19 +1517,26 @@ class HolderClient:
             log.warning("%s: %d quer(ies) held back while its bindings were re-keyed answered",
                         self.holder, len(answered))
 
-    def _held_answered(self, queries: list[ProviderQuery], now: datetime,
-                       sent: set[str] | None) -> list[tuple[ProviderQuery, Send]]:
-        """The held queries answered (logged), in one transaction, those past their deadline
-        logged so and let go; one held back again (the unit moved on meanwhile) stays."""
+    def _held_answered(self, queries: list[ProviderQuery], sent: set[str] | None
+                       ) -> tuple[list[tuple[ProviderQuery, Send]], int]:
+        """The held queries answered (logged), in one transaction, and how many were past their
+        deadline (by the broker's time now, after the outbox was read: nothing is answered that
+        the platform has timed out), those logged so and let go, as are those whose answer the
+        outbox has (`sent`: answered before a crash); one held back again (the unit moved on
+        meanwhile) stays."""
         answered = []
+        now, late = self._now(), 0
         with self.store.transaction():
             for query in queries:
                 if query.deadline < now:
+                    late += 1
                     self._read_late(query, sent)
+                    self.store.let_go(query)
+                elif sent is not None and query.request_id in sent:
                     self.store.let_go(query)
                 elif (answer := self._answer(query)) is not None:
                     answered.append((query, answer))
-        return answered
+        return answered, late
 
     def _let_go(self, queries: list[ProviderQuery]) -> None:
         """These held queries' answers are on the broker: kept no more."""

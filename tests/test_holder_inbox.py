@@ -807,6 +807,45 @@ async def test_a_query_held_past_its_deadline_is_logged_timed_out_not_answered(
     assert client.store.held_queries() == []
 
 
+def outbox_holding(monkeypatch: pytest.MonkeyPatch, handed: list[Send]) -> None:
+    """The holder's outbox, read back, holding what was `handed` to the broker."""
+
+    async def records_between(*_: object) -> AsyncIterator[SimpleNamespace]:
+        for sent in list(handed):
+            yield SimpleNamespace(value=sent.value)
+
+    monkeypatch.setattr(client_module, "records_between", records_between)
+
+
+async def test_a_held_query_the_broker_has_the_answer_of_is_not_answered_again_after_a_crash(
+        client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its answer delivered, the provider was killed before it let the query go: at its next
+    start the query, in time still, was answered again as logged, its data sealed and sent a
+    second time. Its outbox, which has the answer, tells: the query is let go, none sent."""
+    _providing(client)
+    at_epoch(client, 2)
+    asked = of_epoch_two()
+    assert await handle(client, asked) == []
+    with client.store.transaction():
+        client.store.rekey(OLD, "EPOCH2CODE1", 2)
+    client._brought_to = 2
+    handed = delivered_to(monkeypatch)
+    let_go = client._let_go
+    monkeypatch.setattr(client, "_let_go", _killed)
+    with pytest.raises(SystemExit):
+        await client._answer_held()
+    monkeypatch.setattr(client, "_let_go", let_go)
+    outbox_holding(monkeypatch, handed)
+    await client._answer_held()  # at the next start
+    assert [CODEC.decode(s.value, ProviderAnswer).status for s in handed] == [FOUND]
+    assert [e.outcome for e in client.store.access_log(asked.request_id)] == [FOUND]
+    assert client.store.held_queries() == []
+
+
+def _killed(*_: object) -> None:
+    raise SystemExit("killed")
+
+
 def platform_silent(client: HolderClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """A platform that takes each re-keying request and answers none (it waits REKEY_WITHIN)."""
 
