@@ -179,15 +179,14 @@ def service_entries() -> list[HolderEntry]:
                             (acls.PORTAL, "マイポータル"))]
 
 
-async def publish(entries: Sequence[HolderEntry] = (),
-                  versions: Sequence[LegalPattern] = ()) -> None:
-    """Publish directory entries and pattern versions, the unlogged operator action of each
-    entry's holder's latest record logged first (_log_unlogged), as every command on the
-    directory does: written over, that record would leave the action to be logged by none."""
+async def publish(entries: Sequence[HolderEntry] = ()) -> None:
+    """Publish directory entries, the unlogged operator action of each entry's holder's latest
+    record logged first (_log_unlogged), as every command on the directory does: written over,
+    that record would leave the action to be logged by none. Pattern versions are published by
+    publish_patterns alone, logged."""
     access = KafkaAccess.of(config.ADMIN)
-    sends = ([send(topics.DIRECTORY, e.holder_id, e) for e in entries]
-             + [send(topics.PATTERNS, patterns.key(p), p) for p in versions])
-    await provisioned(access, *{s.topic for s in sends})
+    sends = [send(topics.DIRECTORY, e.holder_id, e) for e in entries]
+    await provisioned(access, topics.DIRECTORY)
     if holders := {e.holder_id for e in entries}:
         async with _logging_actions():
             await _log_unlogged(access, await read_topic(access, topics.DIRECTORY),
@@ -196,29 +195,31 @@ async def publish(entries: Sequence[HolderEntry] = (),
 
 
 async def publish_patterns(versions: Sequence[LegalPattern], operator: str,
-                           reason: str | None) -> list[LegalPattern]:
-    """The pattern versions not on the list as they are, published (each once: the topic is
+                           reason: str | None, chosen: patterns.Chosen = patterns.to_publish
+                           ) -> list[LegalPattern]:
+    """The pattern versions `chosen` of them and the list, published (each once: the topic is
     compacted only in segments past the active one, so one sent again is a record more) and
     logged as the operator's PUBLISH of them (with `reason`): it changes what is lawful. The list
     is read, checked and written on the producer of operator actions (_attempts, _published);
-    BadPatternFile, nothing published, if they leave out one on it (patterns.to_publish)."""
+    by default (patterns.to_publish) those not on it as they are, BadPatternFile, nothing
+    published, if they leave out one on it; a town's set-up chooses those not on it at all
+    (patterns.not_listed)."""
     access = KafkaAccess.of(config.ADMIN)
     await provisioned(access, topics.PATTERNS)
-    return await _attempts(partial(_published, access, versions, operator, reason), PUBLISH,
-                           "the legal pattern list")
+    return await _attempts(partial(_published, access, versions, operator, reason, chosen),
+                           PUBLISH, "the legal pattern list")
 
 
 async def _published(access: KafkaAccess, versions: Sequence[LegalPattern], operator: str,
-                     reason: str | None) -> list[LegalPattern]:
-    """publish_patterns' one attempt: the versions not on the list, read once the producer of
+                     reason: str | None, chosen: patterns.Chosen) -> list[LegalPattern]:
+    """publish_patterns' one attempt: the versions chosen, of the list read once the producer of
     operator actions has started, written and their PUBLISH logged at the last one's broker time,
     in one of its transactions, readable once it returns."""
     async with fencing(access, OPERATOR_ACTIONS) as producer:
-        changed = patterns.to_publish(versions, await _read(access, topics.PATTERNS,
-                                                            LegalPattern))
+        changed = chosen(versions, await _read(access, topics.PATTERNS, LegalPattern))
         if not changed:
             return changed
-        subject = ", ".join(f"{p.pattern_id} v{p.version}" for p in changed)
+        subject = patterns.named(changed)
         async with producer.transaction():
             written = await handed(producer, [send(topics.PATTERNS, patterns.key(p), p)
                                               for p in changed])

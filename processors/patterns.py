@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,10 @@ SAMPLE = Path(__file__).with_name("legal_patterns.toml")
 MOST_VERSION = 2**31 - 1  # an Avro int's (LegalPattern.version)
 FIELDS = tuple(f.name for f in fields(LegalPattern))  # a [[pattern]] table's, and no others
 OPTIONAL = ("valid_to", "annex_item")  # a table may leave out
+# of the versions to publish and those on the list, the ones to write (to_publish, not_listed)
+Chosen = Callable[[Sequence[LegalPattern], Sequence[LegalPattern]], list[LegalPattern]]
+
+log = logging.getLogger(__name__)
 
 
 class BadPatternFile(ValueError):
@@ -102,11 +107,30 @@ def to_publish(versions: Sequence[LegalPattern], published: Sequence[LegalPatter
     empty one) would withdraw nothing while the operator took it as withdrawn."""
     there = {key(p): p for p in published}
     if left := sorted(there.keys() - {key(p) for p in versions}):
-        named = ", ".join(f"{there[k].pattern_id} v{there[k].version}" for k in left)
-        raise BadPatternFile(f"{named} on the legal pattern list, not in the file: a version "
-                             "stays on it, in force until its valid_to; withdraw it by giving it "
-                             "one, nothing published")
+        raise BadPatternFile(f"{named(there[k] for k in left)} on the legal pattern list, not in "
+                             "the file: a version stays on it, in force until its valid_to; "
+                             "withdraw it by giving it one, nothing published")
     return [p for p in versions if there.get(key(p)) != p]
+
+
+def not_listed(versions: Sequence[LegalPattern], published: Sequence[LegalPattern]
+               ) -> list[LegalPattern]:
+    """The versions not on the list (`published`) at all (by pattern and version), as a town's
+    set-up publishes its sample: one on it, changed by an operator since (withdrawn by a valid_to)
+    or left out of the versions (a new one), stays as it is, which a warning says in one line;
+    written over, a version withdrawn would be back in force."""
+    there = {key(p): p for p in published}
+    given = {key(p): p for p in versions}
+    if differ := sorted(k for k, p in there.items() if given.get(k) != p):
+        log.warning("the legal pattern list differs from the versions to publish at %s: the list "
+                    "is kept as it is, only versions not on it published",
+                    named(there[k] for k in differ))
+    return [p for p in versions if key(p) not in there]
+
+
+def named(versions: Iterable[LegalPattern]) -> str:
+    """Pattern versions as the audit log and messages name them: "P-001 v1, P-002 v3"."""
+    return ", ".join(f"{p.pattern_id} v{p.version}" for p in versions)
 
 
 def key(pattern: LegalPattern) -> str:

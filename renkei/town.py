@@ -35,7 +35,7 @@ SERVICES = {"registry": ("registry", "serve"), "authority": ("authority", "serve
             "audit": ("audit", "run")}
 CONSENT = 0.9  # share of a private holder's people who gave consent
 MADE_BY = "made_by"  # the registry's meta key naming what made it; a town's says TOWN
-TOWN = "renkei town"
+TOWN = "renkei town"  # also the founding operator the audit log names for its pattern list
 
 
 @dataclass
@@ -101,7 +101,9 @@ def stores_held(samples: tuple[SampleHolder, ...]) -> Iterator[None]:
 def build(residents: int, seed: int, samples: tuple[SampleHolder, ...] = SAMPLES,
           replace: bool = False) -> Town:
     """Set everything up (idempotent for the broker; the registry and stores are rebuilt, a
-    registry a town did not make only if `replace`, no store a holder library runs on)."""
+    registry a town did not make only if `replace`, no store a holder library runs on). Of the
+    sample legal pattern list, only the versions not on the list are published, logged as TOWN's
+    PUBLISH: one an operator changed since stays as they left it (patterns.not_listed)."""
     check_registry(replace)
     with stores_held(samples):
         return _built(residents, seed, samples)
@@ -138,7 +140,9 @@ def _built(residents: int, seed: int, samples: tuple[SampleHolder, ...]) -> Town
     finally:
         registry.close()
         numbers.close()
-    asyncio.run(directory.publish(entries, patterns.load()))
+    asyncio.run(directory.publish(entries))
+    asyncio.run(directory.publish_patterns(patterns.load(), TOWN, "the demo town's sample",
+                                           chosen=patterns.not_listed))
     return town
 
 

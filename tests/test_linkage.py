@@ -16,7 +16,7 @@ from audit.events import AccessLogEvent, step_of
 from broker import acls, config, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from holders.client import HolderClient, NotAuthorized, NotSentYet
-from processors import decider, directory, keys, linkage, platform
+from processors import decider, directory, keys, linkage, patterns, platform
 from processors.codes import CodeService, UnitEpoch
 from processors.context import Context
 from processors.linkage import FromHolder
@@ -439,10 +439,11 @@ async def test_pattern_amendments_apply_live(clients: Clients) -> None:
     before = await kenpo.outcome(await ask(kenpo, own, "P-910", "sakura-town",
                                            "resident_record"), 30)
     assert before.status == "REJECTED" and before.detail and "UNKNOWN_PATTERN" in before.detail
-    await directory.publish(versions=[LegalPattern(
+    await directory.publish_patterns([LegalPattern(
         "P-910", 1, "健康保険法第3条第7項（被扶養者の認定）", "被扶養者の認定に関する事務",
         "health_insurance_society", "municipality", ("resident_record",),
-        datetime.now(UTC) - timedelta(minutes=5), None, "主務省令 第910条（試験）")])
+        datetime.now(UTC) - timedelta(minutes=5), None, "主務省令 第910条（試験）")],
+        "ops", None, chosen=patterns.not_listed)
     for _ in range(40):
         after = await kenpo.outcome(await ask(kenpo, own, "P-910", "sakura-town",
                                               "resident_record"), 30)

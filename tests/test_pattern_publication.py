@@ -15,12 +15,21 @@ from audit.events import from_millis
 from broker import config, process, provision, topics
 from broker.clients import KafkaAccess, read_topic
 from broker.ports import free_port_pair
-from processors import directory, patterns
+from processors import directory, pattern_list, patterns
+from renkei import town as town_setup
 from renkei.broker_time import LOG_APPEND_TIME
 from renkei.state import state_folder
+from schemas.messages import LegalPattern
 from tests.kafka_helpers import operator_actions
 
 pytestmark = pytest.mark.timeout(180)
+EVERYTHING = ", ".join(f"{p.pattern_id} v{p.version}" for p in patterns.load())
+
+
+def test_the_towns_set_up_logs_its_publication_of_the_sample(town: town_setup.Town) -> None:
+    """The town's set-up published the sample on a fresh broker unlogged: the audit log did not
+    say who made the list lawful."""
+    assert [a.operator for a in asyncio.run(operator_actions(0, EVERYTHING))] == [town_setup.TOWN]
 
 
 @pytest.fixture(scope="module")
@@ -50,5 +59,24 @@ def test_a_publication_is_logged_with_its_operator_versions_and_time(own_list: P
     assert (action.action, action.operator, action.reason) == ("PUBLISH", "ops-b", "省令改正")
     assert action.occurred_at == from_millis(record.timestamp)
     assert record.timestamp_type == LOG_APPEND_TIME  # the broker's time, not the publisher's
-    everything = ", ".join(f"{p.pattern_id} v{p.version}" for p in sample)
-    assert [a.operator for a in asyncio.run(operator_actions(0, everything))] == ["ops-a"]
+    assert [a.operator for a in asyncio.run(operator_actions(0, EVERYTHING))] == ["ops-a"]
+
+
+def _listed() -> dict[str, LegalPattern]:
+    records = asyncio.run(read_topic(KafkaAccess.of(config.ADMIN), topics.PATTERNS))
+    return {patterns.key(p): p for _, p in pattern_list.published(records)}
+
+
+def test_the_towns_set_up_leaves_an_operators_change_to_the_list_as_it_is(
+        own_list: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each town set-up wrote every sample version over the list, unlogged: one an operator had
+    withdrawn (a valid_to) was back in force, and nothing said so."""
+    in_force = next(p for p in patterns.load() if p.valid_to is None)
+    withdrawn = replace(in_force, valid_to=datetime(2026, 1, 1, tzinfo=UTC))
+    listed = {**_listed(), patterns.key(withdrawn): withdrawn}
+    asyncio.run(directory.publish_patterns(list(listed.values()), "ops-c", "廃止"))
+    records = len(asyncio.run(read_topic(KafkaAccess.of(config.ADMIN), topics.PATTERNS)))
+    town_setup.build(20, 1)
+    assert _listed() == listed
+    assert len(asyncio.run(read_topic(KafkaAccess.of(config.ADMIN), topics.PATTERNS))) == records
+    assert "the list is kept as it is" in caplog.text
