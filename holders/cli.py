@@ -140,7 +140,7 @@ def renew(holder: str, reason: str | None, operator: str) -> None:
     the audit log says who did it and why. Its old sealing key is kept for as long as its inbox
     keeps an answer sealed to it; answers it signed with its old signing key before the renewal
     are still read by their requester if the platform relayed them within a grace
-    (processors.windows.SIGNING_GRACE), however late it reads them; relayed later, they are
+    (renkei.windows.SIGNING_GRACE), however late it reads them; relayed later, they are
     UNREADABLE there (asked again, they are answered). Its
     communication server, if running, takes the new keys and password once it reads them in the
     directory, and goes on serving with them, saying so. Nothing secret is printed."""

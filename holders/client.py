@@ -47,7 +47,6 @@ from holders.store import (
 from holders.store import (
     own_number as keyed_own,
 )
-from processors.windows import CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes
 from renkei import holder_logs, retention, sealing, sqlite
 from renkei.broker_time import BrokerTime, appended_at
@@ -56,6 +55,7 @@ from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
 from renkei.signers import of_holder
 from renkei.tasks import cancelled, retrieved, set_or_ended
+from renkei.windows import CLOCK_SKEW, REPLAY_WINDOW
 from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
     BY_ATTRIBUTES,

@@ -20,11 +20,11 @@ from typing import NamedTuple
 
 import uuid6
 
-from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei import retention
 from renkei.sqlite import connected, missing_columns, savepoint, with_columns, writing
 from renkei.state import held, private_dir, state_path
+from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from schemas.messages import FOUND, NOT_FOUND, REFUSED, TIMED_OUT, HolderLogEntry, ProviderQuery
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from processors.codes import CodeService, UnitEpoch
 from processors.decision_sealing import DecisionSealer
 from processors.keys import MasterKeys
 from processors.tickets import TicketSealer
-from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from renkei.suspensions import active_at
+from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from schemas.messages import HolderEntry
 
 REKEY_GRACE = timedelta(hours=24)  # after a re-keying, queries carry the previous code too

@@ -28,13 +28,13 @@ from broker.clients import (
     running,
 )
 from processors import keys, patterns
-from processors.windows import CLOCK_SKEW
 from renkei import sealing
 from renkei.broker_time import appended_at
 from renkei.compacted import CompactedView, dated, holder_entries
 from renkei.envelope import Send, send
 from renkei.service_loop import deliver, fencing, handed, producer_for, settled
 from renkei.state import file_awaited, private_dir
+from renkei.windows import CLOCK_SKEW
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, LegalPattern, Suspension
 
@@ -287,7 +287,7 @@ async def renewal(holder: str, operator: str, reason: str | None) -> HolderEntry
 def renewed(before: HolderEntry, now: datetime) -> HolderEntry:
     """A holder's entry with the public halves of the keys in its key files, `now`; the signing
     key it had, if another, kept as its previous one, renewed `now`: answers it signed just
-    before are still read by their requesters for a while (processors.windows.SIGNING_GRACE). A
+    before are still read by their requesters for a while (renkei.windows.SIGNING_GRACE). A
     renewal run again after one stopped half-way (the same keys) keeps the previous one it had."""
     signing_key = sealing.public_bytes(sealing.signing_key_of(before.holder_id))
     entry = replace(before, updated_at=now, signing_key=signing_key,

@@ -19,11 +19,11 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from broker import process
-from processors.windows import CLOCK_SKEW, REPLAY_WINDOW
 from renkei import common_start, groups, hops, latency, machine_profile, procstat, profiling
 from renkei.bench_plan import Plan
 from renkei.state import folder_made, state_dir
 from renkei.town import Processes
+from renkei.windows import CLOCK_SKEW, REPLAY_WINDOW
 
 RENKEI, BASELINE = "renkei", "baseline"
 STARTING = 120.0  # seconds the holders have to start (the broker busy with the last point)

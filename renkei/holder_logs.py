@@ -22,10 +22,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
-from processors.windows import CLOCK_SKEW
 from renkei import sealing, signers
 from renkei.envelope import Directory
 from renkei.suspensions import active_at, suspension_at
+from renkei.windows import CLOCK_SKEW
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, HolderLogEntry
 

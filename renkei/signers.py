@@ -1,13 +1,13 @@
 """Whom a holder's signed bytes (its answer sessions, its answers to log requests) are to be
 signed by, as its directory entry says: its signing key, and shortly after its keys were renewed
-its key before too (processors.windows.SIGNING_GRACE)."""
+its key before too (renkei.windows.SIGNING_GRACE)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from processors.windows import CLOCK_SKEW, SIGNING_GRACE
 from renkei import sealing
+from renkei.windows import CLOCK_SKEW, SIGNING_GRACE
 from schemas.messages import HolderEntry
 
 

@@ -261,7 +261,7 @@ class HolderEntry:
     rekeyed_at: datetime | None = None  # v7: when its unit was last re-keyed (None: before v7,
     # or never: updated_at taken), carried by each command since, the re-keying grace's start
     previous_signing_key: bytes | None = None  # v8: its signing key until its last renewal,
-    # taken for sessions signed by then and read within the grace (processors.windows.SIGNING_GRACE)
+    # taken for sessions signed by then and read within the grace (renkei.windows.SIGNING_GRACE)
     signing_renewed_at: datetime | None = None  # v8: when that renewal was (None: never since)
 
 

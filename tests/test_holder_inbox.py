@@ -52,13 +52,13 @@ from processors.context import Context
 from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.tickets import TicketSealer
-from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
 from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, retention, sealing
 from renkei.envelope import Incoming, Send
 from renkei.holder_logs import MARK
 from renkei.state import state_folder
 from renkei.tasks import cancelled
+from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
 from schemas.codec import CODEC, HEADER, MAGIC, MAX_BYTES, NewerVersion
 from schemas.messages import (
     FOUND,

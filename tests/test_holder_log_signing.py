@@ -26,10 +26,10 @@ from broker.clients import KafkaAccess
 from broker.credentials import Credentials
 from portal.inbox import APPLICATIONS_KEPT, Asked, Inbox
 from portal.kafka import HolderLogs
-from processors.windows import CLOCK_SKEW, SIGNING_GRACE
 from renkei import holder_logs, sealing
 from renkei.holder_logs import MARK, Forged
 from renkei.signers import of_holder
+from renkei.windows import CLOCK_SKEW, SIGNING_GRACE
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, HolderLogEntry
 

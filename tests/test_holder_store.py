@@ -12,9 +12,9 @@ import pytest
 from holders import imports
 from holders import store as store_module
 from holders.store import FORGET, Forgotten, HolderStore, Keyed, KeyInUse, Made, Rekeyed
-from processors.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from registry.residents import FourAttributes, Sex
 from renkei.state import state_folder
+from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 
 
 def test_a_provider_finds_data_only_by_a_bound_link_code_and_its_type(tmp_path: Path) -> None:

@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from holders.samples import SAMPLES
-from processors.windows import CLOCK_SKEW, SIGNING_GRACE
 from registry.generate import Simulator, holder_spelling
 from registry.residents import FourAttributes, Sex
 from renkei import holder_logs, sealing
 from renkei.signers import signed_by
+from renkei.windows import CLOCK_SKEW, SIGNING_GRACE
 from schemas.codec import CODEC
 from schemas.messages import (
     HolderEntry,

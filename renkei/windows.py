@@ -1,5 +1,5 @@
-"""The platform's time windows, in a module of its own: a holder's library keeps to them without
-importing the platform's handlers (the code service, numpy)."""
+"""The platform's time windows, in a module of their own beside the platform's code: a holder's
+library and My Portal keep to them without importing the platform's (the code service, numpy)."""
 
 from __future__ import annotations
 
