@@ -987,8 +987,8 @@ async def test_a_rekeying_answered_at_the_new_epoch_is_not_asked_again(
     client.store.bind("H-1", OLD, 0)
     client.store.bind("H-2", NEW, 0)
     assert await asyncio.wait_for(client._rekey(1, within=3), 2) == (0, 0)
-    assert asked == [[NEW, OLD]]
-    assert client.store.bindings_before(1) == {0: [NEW, OLD]}
+    assert asked == [[OLD, NEW]]  # in the order bound (the store's, rowid)
+    assert client.store.bindings_before(1) == {0: [OLD, NEW]}
 
 
 async def test_a_rekeying_of_many_bindings_does_not_stall_the_event_loop(
