@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -100,7 +101,12 @@ def terminated_as_interrupted() -> Iterator[None]:
     aborted (aiokafka's transaction context), its producer stopped, then KeyboardInterrupt
     (renkei.cli: "Aborted!"). Left at SIGTERM's default, the process ended at once and its
     transaction held every read_committed reader of its partitions until the broker aborted it,
-    TRANSACTION_MS and more later; SIGKILL still does (it cannot be caught)."""
+    TRANSACTION_MS and more later; SIGKILL still does (it cannot be caught). Entered on a thread
+    other than the main one (a town set up on a worker thread), where no signal can be handled,
+    SIGTERM stays as it is: the main thread's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
     assert task is not None
     terminated = False
