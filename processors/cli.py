@@ -61,14 +61,20 @@ def patterns_cli() -> None:
 @patterns_cli.command("publish",
                       short_help="Publish the legal pattern list (FILE, else the sample).")
 @click.argument("file", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--new-only", is_flag=True,
+              help="only the versions not on the list at all, those on it kept as they are (a "
+                   "set-up run again: compose's provision)")
 @REASON_OPTION
 @OPERATOR_OPTION
-def publish_patterns(file: Path | None, reason: str | None, operator: str) -> None:
+def publish_patterns(file: Path | None, new_only: bool, reason: str | None,
+                     operator: str) -> None:
     """Publish the pattern list in FILE, if given, else the sample modelled on the law's
     annexed table (processors/legal_patterns.toml); the versions it changes are logged as the
-    operator's PUBLISH."""
+    operator's PUBLISH. The file is the whole list: one leaving out a version on it is refused
+    (a version is withdrawn by its valid_to), unless --new-only."""
     versions = patterns.load(file or patterns.SAMPLE)
-    published = len(asyncio.run(directory.publish_patterns(versions, operator, reason)))
+    chosen = patterns.not_listed if new_only else patterns.to_publish
+    published = len(asyncio.run(directory.publish_patterns(versions, operator, reason, chosen)))
     already = f"{len(versions) - published} already published"
     click.echo(f"published {published} pattern versions to the legal pattern list ({already})"
                if published else f"{already}: the legal pattern list is unchanged")
