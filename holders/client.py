@@ -1067,7 +1067,7 @@ class HolderClient:
         """One poll's batch: the re-keying answers in it applied a part at a time, then the
         batch in one transaction of the store (its offsets committed once this returns)."""
         self.broker_time.read(records)  # once: held while the store is locked, they grow old
-        now = self.broker_time.now() or datetime.now(UTC)  # own: an inbox not to spec
+        now = self._now()  # own: an inbox not to spec
         read = [(m, appended_at(r) or now) for r in records if (m := self._decoded(r)) is not None]
         messages = [m for m, _ in read]
         applied = await self._rekeyings_applied(messages)
