@@ -1068,7 +1068,7 @@ class HolderClient:
         batch in one transaction of the store (its offsets committed once this returns)."""
         self.broker_time.read(records)  # once: held while the store is locked, they grow old
         now = self._now()  # own: an inbox not to spec
-        read = [(m, appended_at(r) or now) for r in records if (m := self._decoded(r)) is not None]
+        read = [(m, r) for r in records if (m := self._decoded(r)) is not None]
         messages = [m for m, _ in read]
         applied = await self._rekeyings_applied(messages)
         sent = await self._answers_sent(messages, now)
@@ -1185,16 +1185,17 @@ class HolderClient:
                 f"its link code is not valid at epoch {answer.epoch}: bind it again")
         return converted, investigated
 
-    def _handled(self, read: list[tuple[Any, datetime]], applied: dict[str, Applied],
+    def _handled(self, read: list[tuple[Any, Any]], applied: dict[str, Applied],
                  now: datetime, sent: set[str] | None) -> tuple[list[Send], list[Request]]:
-        """The effects of the batch (each message with its record's append time), and the
-        requests it answered (the re-keyings `applied`; of the queries read late with an answer
-        logged before, those `sent`, None: not known)."""
+        """The effects of the batch (each message with its record: an answer's append time,
+        when it was relayed, read off it alone), and the requests it answered (the re-keyings
+        `applied`; of the queries read late with an answer logged before, those `sent`, None:
+        not known)."""
         out: list[Send] = []
         resolved: list[Request] = []
         late = 0
         with self.store.transaction():
-            for message, relayed in read:
+            for message, record in read:
                 if isinstance(message, ProviderQuery):
                     if not self.answer_queries:
                         continue
@@ -1207,7 +1208,8 @@ class HolderClient:
                     continue
                 elif isinstance(message, HolderLogRequest):
                     out.append(self._log_for_oversight(message))
-                elif (done := self._read(message, applied, relayed)) is not None:
+                elif (done := self._read(message, applied, appended_at(record) or now)
+                      ) is not None:
                     resolved.append(done)
         if late:
             log.warning("%s: %d quer(ies) read after their deadline (the server was down, or "
