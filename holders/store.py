@@ -840,7 +840,7 @@ class HolderStore:
         while old_epoch is not None:
             rows = self.db.execute(BINDINGS_OF_EPOCH, (old_epoch, after, at_once)).fetchall()
             if rows:
-                yield old_epoch, [str(link_code) for _, link_code in rows]
+                yield old_epoch, [link_code for _, link_code in rows]
                 after = rows[-1][0]
             else:
                 old_epoch, after = self._older_epoch_after(old_epoch, epoch), _BEFORE_ANY
