@@ -89,7 +89,7 @@ from schemas.messages import Alert
 from tests.kafka_helpers import create_known, producer, renkei
 from tests.loop_helpers import ticking
 from tests.postgres import SUPERUSER, fresh_schema
-from tests.test_audit_store import item, truncate
+from tests.test_audit_store import _action_pages, item, truncate
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -1015,14 +1015,8 @@ async def test_the_audit_topic_read_whole_passes_an_operator_action_by(town: Tow
 
 def action_leaves(store: AuditStore) -> int:
     """The operator actions that are leaves of the store's tree (a town's PUBLISH of its pattern
-    list, a suspension another test made), page by page."""
-    leaves, after = 0, None
-    while True:
-        page = store.actions(ActionQuery(), limit=1000, after=after)
-        leaves += sum(acted.serial is not None for acted in page.actions)
-        if page.next_cursor is None:
-            return leaves
-        after = page.next_cursor
+    list, a suspension another test made)."""
+    return sum(acted.serial is not None for acted in _action_pages(store, ActionQuery(), 1000))
 
 
 def entries(store: AuditStore) -> list[Entry]:
