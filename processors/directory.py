@@ -219,15 +219,10 @@ async def _published(access: KafkaAccess, versions: Sequence[LegalPattern], oper
         changed = chosen(versions, await _read(access, topics.PATTERNS, LegalPattern))
         if not changed:
             return changed
-        subject = patterns.named(changed)
-        async with producer.transaction():
-            written = await handed(producer, [send(topics.PATTERNS, patterns.key(p), p)
-                                              for p in changed])
-            await settled(written)
-            await settled(audit := await handed(producer, [action_logged(
-                f"{PUBLISH}@{uuid.uuid4().hex}", written[-1].result().timestamp, operator,
-                PUBLISH, subject, reason)]))
-        await readable(access, [w.result() for w in [*written, *audit]])
+        await _logged_with(
+            access, producer, [send(topics.PATTERNS, patterns.key(p), p) for p in changed],
+            lambda appended_ms: action_logged(f"{PUBLISH}@{uuid.uuid4().hex}", appended_ms,
+                                              operator, PUBLISH, patterns.named(changed), reason))
         return changed
 
 
@@ -395,14 +390,24 @@ async def _written(access: KafkaAccess, producer: AIOKafkaProducer,
     sealed = _sealed(_platform_key(), action_id, operator, reason)
     noted = [replace(e, action_id=action_id, action=action, sealed_action=sealed)
              for e in entries]
-    async with producer.transaction():
-        written = await handed(producer, [send(topics.DIRECTORY, e.holder_id, e) for e in noted])
-        await settled(written)
-        await settled(audit := await handed(producer, [
-            logged(noted[-1], written[-1].result().timestamp, operator, reason)]))
-    await readable(access, [w.result() for w in [*written, *audit]])
-    return [dated(e, directory.get(e.holder_id), appended_at(w.result()))
+    written = await _logged_with(
+        access, producer, [send(topics.DIRECTORY, e.holder_id, e) for e in noted],
+        lambda appended_ms: logged(noted[-1], appended_ms, operator, reason))
+    return [dated(e, directory.get(e.holder_id), appended_at(w))
             for e, w in zip(noted, written, strict=True)]
+
+
+async def _logged_with(access: KafkaAccess, producer: AIOKafkaProducer, sends: Sequence[Send],
+                       action: Callable[[int], Send]) -> list[Any]:
+    """The sends written, then the operator action logged at the last one's broker time
+    (`action` of it), in one transaction of the producer of operator actions, readable once it
+    returns (broker.clients.readable): each send's record as the broker took it."""
+    async with producer.transaction():
+        written = await handed(producer, sends)
+        await settled(written)
+        await settled(audit := await handed(producer, [action(written[-1].result().timestamp)]))
+    await readable(access, [w.result() for w in [*written, *audit]])
+    return [w.result() for w in written]
 
 
 def _platform_key() -> X25519PrivateKey:
