@@ -41,6 +41,7 @@ from broker.clients import KafkaAccess, started
 from renkei.envelope import Send, send, unpacked
 from renkei.service_loop import (
     STOP_SECONDS,
+    close_producer,
     deliver,
     producer_for,
     serve,
@@ -260,8 +261,8 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
             if signing is not None:  # the producer started, the store found whole
                 await cancelled(signing)
                 await anchor.publish(store.head(), STOP_SECONDS)  # LostEntries: none signed
-        finally:
-            await alerts.stop()
+        finally:  # bounded: a broker away would hold stop() until it came back
+            await close_producer(alerts)
 
 
 async def main(store: AuditStore, instance: str, head_seconds: float, rules: Rules,
