@@ -346,9 +346,10 @@ def head(db: str | None, history: bool) -> None:
     _echo_json({"public_key": public_key, "heads": [h.to_json() for h in heads]})
 
 
-def _entry_json(entry: Entry, proving: bool, faithful: bool) -> dict[str, Any]:
-    """The entry; `proving`, its inclusion proof, or pending if no signed head holds it yet;
-    not `faithful` (its columns differ from its signed bytes), marked so and no proof."""
+def _entry_json(entry: Entry, trusted: bool, faithful: bool) -> dict[str, Any]:
+    """The entry with its inclusion proof, or pending if no signed head holds it yet (`trusted`:
+    the latest head is the log's key's); not `faithful` (its columns differ from its signed
+    bytes), marked so and no proof; not the tree's leaf at its serial, marked unproved."""
     event = asdict(entry.event)
     event["occurred_at"] = entry.event.occurred_at.isoformat(timespec="milliseconds")
     data: dict[str, Any] = {"serial": entry.serial, **event,
@@ -359,7 +360,7 @@ def _entry_json(entry: Entry, proving: bool, faithful: bool) -> dict[str, Any]:
         data["unproved"] = True  # its bytes are not the leaf the signed head holds there
     elif entry.proof is not None:
         data["inclusion_proof"] = [p.hex() for p in entry.proof]
-    elif proving:
+    elif trusted:
         data["pending"] = True  # after the latest signed head: the audit consumer's next holds it
     return data
 
@@ -376,8 +377,7 @@ def person_of(given: str) -> str:
 @audit_cli.command(cls=OnStdin)
 @store_option
 @click.option("--person", is_flag=True,
-              help="one person's entries, with inclusion proofs against the latest head signed "
-                   "(those after it pending), their ID code on stdin or at the prompt")
+              help="one person's entries, their ID code on stdin or at the prompt")
 @click.option("--holder", help="entries where this holder requested or provided")
 @click.option("--pattern", help="legal pattern id")
 @click.option("--outcome", help=f"as the log says it, in any case: {', '.join(OUTCOMES)}, …")
@@ -388,43 +388,35 @@ def person_of(given: str) -> str:
 def query(db: str | None, person: bool, holder: str | None, pattern: str | None,
           outcome: str | None, since: datetime | None, until: datetime | None, limit: int,
           after: str | None) -> None:
-    """One page of entries in time order, as JSON. Needs the head key's public key alone, and
-    writes nothing: the oversight body holds no key that signs the log's heads.
+    """One page of entries in time order, as JSON, each proved against the latest head signed
+    in the store, or pending (after it: the audit consumer's next head holds it). Needs the head
+    key's public key alone, and writes nothing: the oversight body holds no key that signs the
+    log's heads.
 
-    With --person, each entry is proved against the latest head signed in the store, or is
-    pending (after it: the audit consumer's next head holds it). The person's ID code is read
-    from stdin (the code, or {"person": "…"}), or prompted for at a terminal: never an
-    argument, which `ps` and the shell's history show.
+    With --person, the person's ID code is read from stdin (the code, or {"person": "…"}), or
+    prompted for at a terminal: never an argument, which `ps` and the shell's history show.
 
     A --holder no entry of the store names (as requester or provider) is noted on stderr, with
     the names entries give nearest it: its empty page is no answer about it (exit code 0 still:
     a holder with no entries yet, or none left after the retention, has none).
 
     Exits 1 if the latest head is not signed by the log's key (nothing is proved against it),
-    or, with --person, an entry's proof does not hold (a row, or a subtree hash, replaced whole:
-    marked unproved). Without --person nothing is checked against the tree: an entry replaced
-    whole, columns and bytes, is shown as it is; `renkei audit verify` finds it."""
+    an entry's columns differ from its signed bytes, or an entry's proof does not hold (a row,
+    or a subtree hash, replaced whole: marked unproved)."""
     id_code = person_of(personal_input.read_one(PERSON)) if person else None
     where = Query(id_code, holder, pattern, outcome_asked(outcome), since, until)
     with open_store(db, signing=False) as store:
-        page = _read_page(partial(store.query, where, limit=limit, after=after, prove=person),
+        page = _read_page(partial(store.query, where, limit=limit, after=after, prove=True),
                           after)
         unnamed = store.unnamed(holder) if holder is not None and not page.entries else None
     shown = [as_signed(e) for e in page.entries]
     _echo_json({"head": page.head.to_json() if page.head else None,
-                "entries": [_entry_json(e, person and page.trusted, faithful)
-                            for e, faithful in shown],
+                "entries": [_entry_json(e, page.trusted, faithful) for e, faithful in shown],
                 "next": page.next_cursor})
     if unnamed is not None:
         click.echo(_unnamed_said(unnamed), err=True)
-    unproved = [str(e.serial) for e, faithful in shown if faithful and e.unproved]
-    if unproved:
-        click.echo(f"TAMPERED: no proof of entries {', '.join(unproved)} holds under the latest "
-                   "signed head, nor (after it) are they the tree's leaves at their serials: "
-                   "their bytes, serials or the tree's hashes were changed (shown: what the "
-                   "store says, unproved) (`renkei audit verify` says more)", err=True)
     _tampered("entries", "entry", [str(e.serial) for e, faithful in shown if not faithful],
-              page.trusted, failed=bool(unproved))
+              [str(e.serial) for e, faithful in shown if faithful and e.unproved], page.trusted)
 
 
 def _unnamed_said(unnamed: Unnamed, none: str = "no entry of this store names holder") -> str:
@@ -493,7 +485,7 @@ def actions(db: str | None, subject: str | None, action: str | None, operator: s
         click.echo(_unnamed_said(unacted, "no operator action of this store is on holder or "
                                           "unit"), err=True)
     _tampered("operator actions", "action",
-              [a.action.action_id for a in page.actions if not a.faithful], page.trusted)
+              [a.action.action_id for a in page.actions if not a.faithful], [], page.trusted)
 
 
 def _read_page(read: Callable[[], P], after: str | None) -> P:
@@ -509,11 +501,16 @@ def _read_page(read: Callable[[], P], after: str | None) -> P:
                                  "page", param_hint="--after") from exc
 
 
-def _tampered(kinds: str, kind: str, edited: list[str], trusted: bool, failed: bool = False
+def _tampered(kinds: str, kind: str, edited: list[str], unproved: list[str], trusted: bool
               ) -> None:
-    """Said on stderr, and exit code 1: the rows of a page whose columns differ from their
-    signed bytes (`edited`), and a latest head the log's key did not sign (exit code 1 too if
-    `failed`: a finding said before)."""
+    """Said on stderr, and exit code 1: the rows of a page whose signed bytes are not the
+    tree's leaves at their serials (`unproved`), those whose columns differ from their signed
+    bytes (`edited`), and a latest head the log's key did not sign."""
+    if unproved:
+        click.echo(f"TAMPERED: no proof of {kinds} {', '.join(unproved)} holds under the latest "
+                   "signed head, nor (after it) are they the tree's leaves at their serials: "
+                   "their bytes, serials or the tree's hashes were changed (shown: what the "
+                   "store says, unproved) (`renkei audit verify` says more)", err=True)
     if edited:
         click.echo(f"TAMPERED: the columns of {kinds} {', '.join(edited)} differ from their "
                    "signed bytes (shown: what the bytes say, unproved) (`renkei audit verify` "
@@ -521,7 +518,7 @@ def _tampered(kinds: str, kind: str, edited: list[str], trusted: bool, failed: b
     if not trusted:
         click.echo("TAMPERED: the latest head in the store is not signed by the log's key: no "
                    f"{kind} is proved (`renkei audit verify` says more)", err=True)
-    if edited or not trusted or failed:
+    if unproved or edited or not trusted:
         raise SystemExit(1)
 
 

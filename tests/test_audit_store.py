@@ -1512,6 +1512,29 @@ def test_a_person_query_shows_an_entry_replaced_whole_unproved_and_fails(
     assert all("inclusion_proof" in shown[n] for n in (0, 2, 3))
 
 
+@pytest.mark.parametrize("args", [("--holder", HOLDERS[1]), ("--pattern", "P1"),
+                                  ("--outcome", "approved"), ("--since", T0.isoformat()), ()])
+def test_every_query_shows_an_entry_replaced_whole_unproved_and_fails(
+        store: AuditStore, db: str, args: tuple[str, ...]) -> None:
+    """`audit query` checked a page against the tree only with --person: by holder, pattern,
+    outcome or time, a row replaced whole (another event's columns and bytes) was shown as the
+    store says, exit code 0. Every page is proved as a person's is: the row unproved and named,
+    exit code 1; the others proved, one appended after the signed head pending."""
+    store.append_many(item(event(n)) for n in range(4))
+    store.head()
+    store.append_many([item(event(4))])
+    forged = event(9)
+    tamper(db, ("DELETE FROM entries WHERE serial = 1", ()),
+           (audit.store._INSERT, audit.store._row(1, forged, CODEC.encode(forged))))
+    result = CliRunner().invoke(audit_cli, ["query", "--db", db, *args])
+    shown = {e["serial"]: e for e in json.loads(result.stdout)["entries"]}
+    assert result.exit_code == 1 and "TAMPERED: no proof of entries 1 holds" in result.stderr
+    assert shown[1]["request_id"] == forged.request_id and shown[1].get("unproved")
+    assert "inclusion_proof" not in shown[1] and "pending" not in shown[1]
+    assert len(shown) >= 2 and all(e.get("pending") if n == 4 else "inclusion_proof" in e
+                                  for n, e in shown.items() if n != 1)
+
+
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # PostgreSQL's columns hold their types
 @pytest.mark.parametrize(("column", "made"), [("event_id", "BLOB"), ("person", "BLOB"),
                                               ("leaf", "TEXT")])
@@ -1535,7 +1558,7 @@ def test_a_column_whose_type_was_changed_by_hand_is_tampering_not_a_traceback(
             assert sorted(shown) == [0, 2, 3] and result.exit_code == 0
         elif column == "leaf":
             assert shown[1]["event_id"] == event(1).event_id and result.exit_code == 0
-            assert ("inclusion_proof" in shown[1]) == bool(args)
+            assert "inclusion_proof" in shown[1]  # every page is proved, not --person alone
         else:
             assert shown[1]["columns_differ"] and shown[1]["event_id"] == event(1).event_id
             assert result.exit_code == 1 and "TAMPERED: the columns of entries 1" in result.stderr
@@ -2207,6 +2230,7 @@ def test_audit_and_oversight_list_the_operator_actions(store: AuditStore, db: st
     assert result.exit_code == 1 and "TAMPERED: the columns of operator actions" in result.output
     assert [a.get("columns_differ", False) for a in json.loads(
         result.stdout)["actions"]] == [False, True]
+
 
 
 def test_a_holder_or_unit_no_action_is_on_is_noted_not_answered_as_one_left_alone(
