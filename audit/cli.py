@@ -428,10 +428,11 @@ def _unnamed_said(unnamed: Unnamed, none: str = "no entry of this store names ho
             + (f" (nearest: {nearest})" if nearest else ""))
 
 
-def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:
+def _action_json(acted: Acted, trusted: bool) -> dict[str, Any]:
     """An operator action as its bytes tell it, with its leaf hash and its inclusion proof, or
-    pending if no signed head holds it yet; one stored beside the tree (before actions were
-    leaves), so marked; one whose columns differ from its bytes, so marked and no proof."""
+    pending if no signed head holds it yet (`trusted`: the latest head is the log's key's); one
+    stored beside the tree (before actions were leaves), so marked; one whose columns differ
+    from its bytes, so marked and no proof; one not the tree's leaf at its serial, unproved."""
     action = asdict(acted.action)
     action["occurred_at"] = acted.action.occurred_at.isoformat(timespec="milliseconds")
     data: dict[str, Any] = {"serial": acted.serial, **action,
@@ -440,9 +441,11 @@ def _action_json(acted: Acted, proving: bool) -> dict[str, Any]:
         data["columns_differ"] = True
     elif acted.serial is None:
         data["beside_the_tree"] = True  # stored before actions were leaves: not provable
+    elif acted.unproved:
+        data["unproved"] = True  # its bytes are not the leaf the signed head holds there
     elif acted.proof is not None:
         data["inclusion_proof"] = [p.hex() for p in acted.proof]
-    elif proving:
+    elif trusted:
         data["pending"] = True
     return data
 
@@ -472,8 +475,9 @@ def actions(db: str | None, subject: str | None, action: str | None, operator: s
     code 0 still: a holder registered before actions were logged, or whose actions are past the
     retention, has none).
 
-    Exits 1 if the latest head is not signed by the log's key, or an action's columns differ
-    from its signed bytes."""
+    Exits 1 if the latest head is not signed by the log's key, an action's columns differ from
+    its signed bytes, or its proof does not hold (a row, or a subtree hash, replaced whole:
+    marked unproved)."""
     where = ActionQuery(subject, action and action.upper(), operator, since, until)
     with open_store(db, signing=False) as store:
         page = _read_page(partial(store.actions, where, limit=limit, after=after), after)
@@ -485,7 +489,8 @@ def actions(db: str | None, subject: str | None, action: str | None, operator: s
         click.echo(_unnamed_said(unacted, "no operator action of this store is on holder or "
                                           "unit"), err=True)
     _tampered("operator actions", "action",
-              [a.action.action_id for a in page.actions if not a.faithful], [], page.trusted)
+              [a.action.action_id for a in page.actions if not a.faithful],
+              [a.action.action_id for a in page.actions if a.unproved], page.trusted)
 
 
 def _read_page(read: Callable[[], P], after: str | None) -> P:

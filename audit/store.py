@@ -432,13 +432,14 @@ class Acted:
     """An operator action as its stored bytes (its leaf) tell it: its serial (None: stored
     beside the tree, before actions were leaves, and not provable), its inclusion proof against
     the page's head (None: not proved), and whether the store's columns say what its bytes say
-    (if not, nothing is proved)."""
+    (if not, nothing is proved); `unproved` as an Entry is."""
 
     serial: int | None
     action: OperatorAction
     record: bytes
     faithful: bool = True
     proof: tuple[bytes, ...] | None = None
+    unproved: bool = False
 
 
 @dataclass(frozen=True)
@@ -991,18 +992,20 @@ class AuditStore:
                 ) -> ActionPage:
         """One page of the operator actions matching `where`, newest first (by time, then action
         id), each as its bytes tell it, with its inclusion proof against the latest head signed
-        (the current one if this store signs: one is signed if actions came after it); pass
-        `next_cursor` as `after` for the next page (ValueError if it is none)."""
+        (the current one if this store signs: one is signed if actions came after it), pending
+        after it, or unproved as an entry is (_held); pass `next_cursor` as `after` for the next
+        page (ValueError if it is none)."""
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1..{MAX_PAGE}")
         before = _parse_action_cursor(after)
         with (self._write if self.signer.signs else self._read)() as cur:
             rows = _action_page(cur, where, limit + 1, before)
             acted = [_acted(row) for row in rows[:limit]]
-            head, signed, paths = self._proofs(
-                cur, [a.serial for a in acted if a.faithful and a.serial is not None])
-        shown = tuple(replace(a, proof=paths[a.serial]) if a.serial in paths else a
-                      for a in acted)
+            head, signed, held = self._held(
+                cur, [(a.serial, a.record) for a in acted if a.faithful and a.serial is not None])
+        shown = tuple(a if not a.faithful or a.serial is None
+                      else replace(a, proof=held[a.serial]) if a.serial in held
+                      else replace(a, unproved=True) for a in acted)
         more = _action_cursor(rows[limit - 1]) if len(rows) > limit else None
         return ActionPage(shown, more, head, head is None or signed)
 
@@ -1232,16 +1235,30 @@ class AuditStore:
             return self._proved(cur, entries)
 
     def _proved(self, cur: Cursor, entries: Sequence[Entry]) -> Proved:
-        """The entries with their proofs (_proofs), the head, and whether the log's key signed
-        it; one after the head pending only if its leaf is the tree's at its serial (an
-        appended entry's is; none lies past the tree's end), else unproved."""
-        head, trusted, paths = self._proofs(cur, [e.serial for e in entries])
-        leaves = self._stored_hashes([node_key(0, e.serial) for e in entries
-                                      if e.serial not in paths])
-        return Proved(tuple(
-            _proved(e, head.head, paths[e.serial]) if head is not None and e.serial in paths
-            else e if leaves.get(node_key(0, e.serial)) == merkle.leaf_hash(e.leaf)
-            else replace(e, unproved=True) for e in entries), head, trusted)
+        """The entries with their proofs (_held), those after the head pending, the others
+        unproved; the head, and whether the log's key signed it."""
+        head, trusted, held = self._held(cur, [(e.serial, e.leaf) for e in entries])
+        return Proved(tuple(replace(e, proof=held[e.serial]) if e.serial in held
+                            else replace(e, unproved=True) for e in entries), head, trusted)
+
+    def _held(self, cur: Cursor, leaves: Sequence[tuple[int, bytes]]
+              ) -> tuple[SignedHead | None, bool, dict[int, tuple[bytes, ...] | None]]:
+        """The head the tree's leaves at these serials are proved against (_proofs), whether
+        the log's key signed it, and, by serial, the bytes it holds: each with its proof under
+        the head if that holds for them, or None (pending) after the head if they are the
+        tree's leaf at their serial (an appended one's are; none lies past the tree's end).
+        Bytes left out are not the tree's: their row, or the tree's hashes, changed."""
+        head, trusted, paths = self._proofs(cur, [serial for serial, _ in leaves])
+        after = self._stored_hashes([node_key(0, serial) for serial, _ in leaves
+                                     if serial not in paths])
+        held: dict[int, tuple[bytes, ...] | None] = {}
+        for serial, leaf in leaves:
+            if serial not in paths:
+                if after.get(node_key(0, serial)) == merkle.leaf_hash(leaf):
+                    held[serial] = None
+            elif head is not None and includes(head.head, serial, leaf, paths[serial]):
+                held[serial] = paths[serial]
+        return head, trusted, held
 
     def _proofs(self, cur: Cursor, serials: Sequence[int]
                 ) -> tuple[SignedHead | None, bool, dict[int, tuple[bytes, ...]]]:
@@ -1925,13 +1942,6 @@ def _mistyped(table: str, columns: Sequence[str]) -> str:
     types = ", ".join(f"CASE WHEN {o} THEN typeof({c}) END" for c, o in other.items())
     return (f"SELECT serial, {types} FROM {table} WHERE {' OR '.join(other.values())} "
             "ORDER BY serial")
-
-
-def _proved(entry: Entry, head: TreeHead, proof: tuple[bytes, ...]) -> Entry:
-    """The entry with its proof under `head` if that holds for its bytes; else unproved."""
-    if includes(head, entry.serial, entry.leaf, proof):
-        return replace(entry, proof=proof)
-    return replace(entry, unproved=True)
 
 
 def _purge(row: Sequence[Any]) -> Purge:

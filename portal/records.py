@@ -173,8 +173,9 @@ class History:
 @dataclass(frozen=True)
 class CheckedAction:
     """An operator action as its signed bytes tell it, and whether the signed head includes
-    them (its columns the same); `pending` if no head signed yet covers it; neither for one
-    stored beside the tree (before actions were leaves: not provable) or edited."""
+    them (its columns the same); `pending` if no head signed yet covers it and it is the tree's
+    leaf at its serial; neither for one stored beside the tree (before actions were leaves: not
+    provable), edited, or unproved."""
 
     acted: Acted
     verified: bool
@@ -364,7 +365,7 @@ class Records:
             if a.faithful and a.serial is not None:
                 verified = (head is not None and a.proof is not None
                             and includes(head.head, a.serial, a.record, a.proof))
-                pending = page.trusted and a.proof is None
+                pending = page.trusted and a.proof is None and not a.unproved
             checked.append(CheckedAction(a, verified, pending))
         unacted = None if where.subject is None or checked else store.unacted(where.subject)
         return ActionsShown(checked, page.next_cursor, unacted)

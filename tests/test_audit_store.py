@@ -2232,6 +2232,31 @@ def test_audit_and_oversight_list_the_operator_actions(store: AuditStore, db: st
         result.stdout)["actions"]] == [False, True]
 
 
+def test_an_operator_action_replaced_whole_or_moved_past_the_trees_end_is_unproved(
+        store: AuditStore, db: str) -> None:
+    """`audit actions` gave each action the proof of its serial unchecked, and showed one after
+    the signed head pending whatever its serial: an action's row replaced whole (another
+    action's columns and bytes) was shown with a proof that does not hold, one moved past the
+    tree's end pending, exit code 0. Each is checked as an entry is: unproved and named, exit
+    code 1; the others proved, one appended after the head pending."""
+    acts = actions_of(6)
+    store.append_many(map(item, acts[:3]))
+    store.sign_head()
+    store.append_many([item(acts[3])])
+    forged = acts[5]
+    tamper(db, ("DELETE FROM operator_actions WHERE serial = 1", ()),
+           (audit.store._ACT, audit.store._action_row(1, forged, CODEC.encode(forged))),
+           ("UPDATE operator_actions SET serial = 100 WHERE serial = 2", ()))
+    result = CliRunner().invoke(audit_cli, ["actions", "--db", db])
+    shown = {a["serial"]: a for a in json.loads(result.stdout)["actions"]}
+    assert result.exit_code == 1, result.output
+    said = f"TAMPERED: no proof of operator actions {forged.action_id}, {acts[2].action_id} holds"
+    assert said in result.stderr
+    assert (shown[1]["action_id"], shown[100]["action_id"]) == (forged.action_id, acts[2].action_id)
+    assert all(shown[n].get("unproved") and "inclusion_proof" not in shown[n]
+               and "pending" not in shown[n] for n in (1, 100))
+    assert "inclusion_proof" in shown[0] and shown[3].get("pending")
+
 
 def test_a_holder_or_unit_no_action_is_on_is_noted_not_answered_as_one_left_alone(
         store: AuditStore, db: str, clock: Clock) -> None:

@@ -22,7 +22,19 @@ from audit import heads, merkle
 from audit.events import millis
 from audit.heads import Signer, TreeHead, includes, verify_signature
 from audit.sql import Cursor, Stoppable
-from audit.store import MAX_PAGE, AuditStore, Committed, Entry, Page, Proved, Query, VerifyReport
+from audit.store import (
+    _ACT,
+    MAX_PAGE,
+    ActionQuery,
+    AuditStore,
+    Committed,
+    Entry,
+    Page,
+    Proved,
+    Query,
+    VerifyReport,
+    _action_row,
+)
 from audit.store import default_path as audit_path
 from portal import app as portal_app
 from portal import records as portal_records
@@ -31,9 +43,11 @@ from portal.records import CACHE_MIB, HISTORY_PAGE, READERS, Records
 from portal.web import TEMPLATES, local_time
 from renkei.state import state_folder
 from renkei.tasks import cancelled
+from schemas.codec import CODEC
 from tests.test_audit_store import (
     HOLDERS,
     PERSONS,
+    actions_of,
     event,
     held_past_its_check,
     item,
@@ -479,6 +493,26 @@ async def test_an_entry_moved_past_the_trees_end_is_not_said_to_await_a_head(
         found, _ = await Records(lambda: reader).of_person([ME])
         assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
             (3, False, True), (2, True, False), (100, False, False), (0, True, False)]
+
+
+async def test_an_operator_action_moved_past_the_trees_end_is_not_said_to_await_a_head(
+        tmp_path: Path) -> None:
+    """An operator action's serial moved past the tree's end (1 to 100) was shown to the
+    oversight body as awaiting the next signed head, as an entry's was to a resident: none will
+    hold it. Neither it nor one replaced whole (serial 2) is verified or said to await one."""
+    key, db = tmp_path / "head-key.json", tmp_path / "audit.db"
+    acts = actions_of(5)
+    with AuditStore(db, Signer.load_or_create(key)) as writer, \
+            AuditStore(db, Signer.public(key)) as reader:
+        writer.append_many(map(item, acts[:3]))
+        writer.head()
+        writer.append_many([item(acts[3])])
+        tamper(f"sqlite:///{db}", ("UPDATE operator_actions SET serial = 100 WHERE serial = 1", ()),
+               ("DELETE FROM operator_actions WHERE serial = 2", ()),
+               (_ACT, _action_row(2, acts[4], CODEC.encode(acts[4]))))
+        shown = await Records(lambda: reader).actions(ActionQuery(), None)
+        assert [(c.acted.serial, c.verified, c.pending) for c in shown.actions] == [
+            (2, False, False), (3, False, True), (100, False, False), (0, True, False)]
 
 
 async def test_the_latest_heads_signature_is_checked_once_a_page(
