@@ -55,7 +55,7 @@ from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
 from renkei.signers import of_holder
 from renkei.tasks import cancelled, retrieved, set_or_ended
-from renkei.windows import CLOCK_SKEW, REPLAY_WINDOW
+from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -86,6 +86,7 @@ from schemas.messages import (
 
 log = logging.getLogger(__name__)
 Done = TypeVar("Done")  # what a step in the store gives
+Found = TypeVar("Found")  # what is looked for on a topic (_found)
 INBOX_MESSAGES = (ProviderQuery, LinkageAnswer, BindingAnswer, Rejection, Pong,
                   HolderLogRequest, RekeyAnswer)
 BINDING, LINKAGE, REKEY = "BINDING", "LINKAGE", "REKEY"
@@ -112,6 +113,9 @@ SEND_RETRY = 1.0  # seconds before a request the broker did not take is sent aga
 # differ: _looked_for), and how long that read may take (then each is sent)
 TAKEN_MARGIN = 60.0
 TAKEN_WAIT = 10.0
+# seconds before a holder's inbox is read again for the answers to kept requests it could not
+# look for on its outbox, not sent (_settled_by_inbox)
+TAKEN_AGAIN = 5.0
 # seconds before the store is told again while another holds its write lock: an inbox batch,
 # the requests the broker took (_no_longer_kept)
 STORE_RETRY = 1.0
@@ -158,11 +162,28 @@ def _looked_for(sent_at: datetime) -> tuple[datetime, datetime]:
             sent_at + REPLAY_WINDOW + CLOCK_SKEW + timedelta(seconds=TAKEN_MARGIN))
 
 
-def _spans(made: Iterable[datetime]) -> list[tuple[int, int]]:
-    """The spans (ms) of the outbox the requests made at these times are looked for in (each
-    as _looked_for gives it), those that overlap merged."""
+def _answered_within(sent_at: datetime) -> tuple[datetime, datetime]:
+    """When (by the broker's time, as _looked_for) the platform's answer to a request made at
+    `sent_at` is on its holder's inbox if the broker took it: relayed by its deadline, an answer
+    timeout after the platform took it; once the holder's clock is past that end, an inbox with
+    none was sent none."""
+    since, until = _looked_for(sent_at)
+    return since, until + ANSWER_TIMEOUT
+
+
+def _copy_stale(sent_at: datetime, now: datetime) -> bool:
+    """Whether a copy of a request made at `sent_at`, sent `now` (the holder's clock), may
+    reach the platform past the replay window (the clocks may differ by the clock skew): refused
+    as stale, and logged about the person again."""
+    return sent_at + REPLAY_WINDOW - CLOCK_SKEW <= now
+
+
+def _spans(made: Iterable[datetime], within: Callable[[datetime], tuple[datetime, datetime]]
+           = _looked_for) -> list[tuple[int, int]]:
+    """The spans (ms) of a topic the messages of requests made at these times are looked for
+    in (each as `within` gives it), those that overlap merged."""
     spans: list[tuple[int, int]] = []
-    for start, end in sorted(_looked_for(at) for at in made):
+    for start, end in sorted(within(at) for at in made):
         since, until = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
         if spans and since <= spans[-1][1]:
             spans[-1] = (spans[-1][0], max(spans[-1][1], until))
@@ -281,6 +302,18 @@ def _answer_in(value: bytes | None) -> ProviderAnswer | None:
         return None
 
 
+def _answering(request_ids: set[str], record: Any) -> str | None:
+    """The id of the request of these an inbox record answers (or refuses), if it does."""
+    try:
+        message = CODEC.decode(record.value or b"", LinkageAnswer, BindingAnswer, RekeyAnswer,
+                               Rejection)
+    except SchemaError:
+        return None
+    if isinstance(message, Rejection) and _of_answer(message):
+        return None
+    return message.request_id if message.request_id in request_ids else None
+
+
 def _of_answer(rejection: Rejection) -> bool:
     """Whether a refusal is of an answer from here: it names its query's deadline, or its
     reason is one given answers alone (INVALID_TICKET: its ticket not opened, naming none)."""
@@ -319,6 +352,7 @@ class HolderClient:
                                   asyncio.Future[asyncio.Future[None]]]] = []
         self._delivered_ids: list[str] = []  # taken by the broker, still kept in the store
         self._epochs: asyncio.Task[None] | None = None
+        self._settling: asyncio.Task[None] | None = None  # kept requests not sent: _send_kept
         self._renewal: asyncio.Task[None] | None = None  # takes the keys renewed as it runs
         self._retention: asyncio.Task[None] | None = None
         self.terminal = f"{holder}/communication-server"
@@ -390,15 +424,21 @@ class HolderClient:
         (taken just before a stop, unknown to it): those are kept no more, their answer comes
         as any other's; a copy would be refused and, past the replay window, audited again.
         One the broker did not take within the replay window after it was made is not sent:
-        the platform would refuse it as stale, audited about the person; it is settled so."""
+        the platform would refuse it as stale, audited about the person; it is settled so. The
+        outbox not read, each is sent (a copy refused to the holder alone) but one a copy of
+        which would come past the replay window: not sent, it is settled by its answer on the
+        inbox, or so if the inbox has none in time (_settled_by_inbox)."""
         kept = await self._readable(self.store.unsent())
         taken = await self._taken(kept)
         now = datetime.now(UTC)
         on_broker: list[Kept] = []
         stale: list[Kept] = []
         unsent: list[Kept] = []
+        unknown: list[Kept] = []
         for k in kept:
-            if taken is None:  # the outbox not read: each is sent
+            if taken is None and _copy_stale(k.sent_at, now):  # the outbox not read, and a
+                unknown.append(k)  # copy would be refused as stale, logged again: none sent
+            elif taken is None:  # the outbox not read: sent, a copy refused to the holder alone
                 unsent.append(k)
             elif k.value in taken:
                 on_broker.append(k)
@@ -424,6 +464,41 @@ class HolderClient:
         if unsent:
             log.warning("%s: %d request(s) recorded but not known to be sent: sending them now",
                         self.holder, len(unsent))
+        if unknown:
+            log.warning("%s: %d request(s) recorded but not known to be sent, its outbox not "
+                        "read, a copy of which would come past the replay window: not sent, "
+                        "settled by their answers on its inbox (or %s STALE_REQUEST if it has "
+                        "none in time)", self.holder, len(unknown), REJECTED)
+            self._settling = asyncio.create_task(self._settled_by_inbox(unknown),
+                                                 name=f"kept:{self.holder}")
+
+    async def _settled_by_inbox(self, kept: list[Kept]) -> None:
+        """Settle kept requests not sent, their outbox not read (_send_kept): one the inbox has
+        an answer to was taken by the broker (kept no more, the answer settles it as any); one
+        it has none to once it would (_answered_within) was never taken, settled REJECTED
+        STALE_REQUEST; the inbox read again TAKEN_AGAIN later at least, until each is settled.
+        Stopped before, they stay kept for the next start."""
+        while kept:
+            now = datetime.now(UTC)  # before the read: an answer due by now is on the inbox
+            answered = await self._found(
+                topics.inbox(self.holder), _spans((k.sent_at for k in kept), _answered_within),
+                partial(_answering, {k.request_id for k in kept}),
+                f"the {len(kept)} request(s) kept not sent are looked for again in "
+                f"{TAKEN_AGAIN:.0f} s")
+            if answered is not None:
+                self._delivered_ids += sorted(answered)
+                self._no_longer_kept()
+                for k in kept:
+                    if k.request_id not in answered and _answered_within(k.sent_at)[1] <= now:
+                        await self._rejected_unsent(k.request_id, (
+                            f"STALE_REQUEST: sent at {k.sent_at.isoformat()}, not known to be "
+                            "on the broker (its outbox could not be read) and not answered in "
+                            "time: not sent (it would be refused as stale)"))
+                kept = [k for k in kept if k.request_id not in answered
+                        and _answered_within(k.sent_at)[1] > now]
+            if kept:
+                due = min(_answered_within(k.sent_at)[1] for k in kept)
+                await asyncio.sleep(max(TAKEN_AGAIN, (due - now).total_seconds()))
 
     async def _readable(self, kept: list[tuple[str, str | None, bytes]]) -> list[Kept]:
         """The kept messages this holder can read now; one it cannot (kept by an earlier version
@@ -445,8 +520,10 @@ class HolderClient:
     async def _rejected_unsent(self, request_id: str, detail: str) -> None:
         """Settle a kept request REJECTED, not sent; at a start (or a switch to renewed keys)
         while another process holds the store's write lock (`renkei holder records import`),
-        once it is free (_in_store), the start not ended by "database is locked"."""
-        await self._in_store(partial(self._settled_alone, request_id, REJECTED, detail))
+        once it is free (_in_store), the start not ended by "database is locked"; a caller
+        waiting for its outcome (one not sent at a start, _settled_by_inbox) given it."""
+        settled = await self._in_store(partial(self._settled_alone, request_id, REJECTED, detail))
+        self._woken(() if settled is None else (settled,))
 
     def _settled_alone(self, request_id: str, status: str, detail: str) -> Request | None:
         """`_settled`, in a transaction of its own."""
@@ -463,17 +540,12 @@ class HolderClient:
                   and (before := self._provided_before(m)) is not None}
         if not logged:
             return set()
-        try:
-            async with asyncio.timeout(TAKEN_WAIT):
-                return {answer.request_id async for record in records_between(
-                    self.access, [topics.outbox(self.holder)], _spans(logged.values()))
-                    if (answer := _answer_in(record.value)) is not None
-                    and answer.request_id in logged}
-        except (KafkaError, BrokerAway, TimeoutError) as exc:
-            log.warning("%s: its outbox cannot be read (%s): the %d answer(s) logged before and "
-                        "read again late stay logged as they are", self.holder,
-                        str(exc) or type(exc).__name__, len(logged))
-            return None
+        return await self._found(
+            topics.outbox(self.holder), _spans(logged.values()),
+            lambda record: answer.request_id if (answer := _answer_in(record.value)) is not None
+            and answer.request_id in logged else None,
+            f"the {len(logged)} answer(s) logged before and read again late stay logged as "
+            "they are")
 
     async def _taken(self, kept: list[Kept]) -> set[bytes] | None:
         """Which of these kept messages the holder's outbox has, each looked for where the
@@ -482,14 +554,25 @@ class HolderClient:
         if not kept:
             return set()
         wanted = {k.value for k in kept}
+        return await self._found(
+            topics.outbox(self.holder), _spans(k.sent_at for k in kept),
+            lambda record: record.value if record.value in wanted else None,
+            f"the {len(kept)} request(s) kept are all sent again, but those a copy of which "
+            "would come past the replay window")
+
+    async def _found(self, topic: str, spans: list[tuple[int, int]],
+                     found: Callable[[Any], Found | None], otherwise: str) -> set[Found] | None:
+        """What `found` finds in the records of this holder's `topic` (its outbox or inbox)
+        within `spans` (None: nothing); None if it cannot be read within TAKEN_WAIT, logged
+        with what it means (`otherwise`)."""
         try:
             async with asyncio.timeout(TAKEN_WAIT):
-                return {record.value async for record in records_between(
-                    self.access, [topics.outbox(self.holder)], _spans(k.sent_at for k in kept))
-                    if record.value in wanted}
+                return {value async for record in records_between(self.access, [topic], spans)
+                        if (value := found(record)) is not None}
         except (KafkaError, BrokerAway, TimeoutError) as exc:
-            log.warning("%s: its outbox cannot be read (%s): the %d request(s) kept are all "
-                        "sent again", self.holder, str(exc) or type(exc).__name__, len(kept))
+            log.warning("%s: its %s cannot be read (%s): %s", self.holder,
+                        "outbox" if topic == topics.outbox(self.holder) else "inbox",
+                        str(exc) or type(exc).__name__, otherwise)
             return None
 
     async def _renewed(self) -> None:
@@ -603,6 +686,7 @@ class HolderClient:
         time, a request it did not take stays kept in the store, sent at the next start."""
         self._stop.set()
         await cancelled(self._epochs)
+        await cancelled(self._settling)
         try:
             if self._inbox is not None:
                 await self._inbox  # what ended it, raised (once its clients are closed)
@@ -1073,11 +1157,15 @@ class HolderClient:
         applied = await self._rekeyings_applied(messages)
         sent = await self._answers_sent(messages, now)
         out, resolved = await self._in_store(partial(self._handled, read, applied, now, sent))
+        self._woken(resolved)
+        return out
+
+    def _woken(self, resolved: Iterable[Request]) -> None:
+        """The callers waiting for these requests' outcomes (outcome), given them."""
         for request in resolved:
             for waiter in self._waiters.pop(request.request_id, ()):
                 if not waiter.done():
                     waiter.set_result(request)
-        return out
 
     async def _in_store(self, step: Callable[[], Done]) -> Done:
         """`step`, its own transaction of the store; while another holds the store's write lock

@@ -6,16 +6,20 @@ import asyncio
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import pytest
+import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 
 from audit.events import AccessLogEvent, step_of
 from broker import config, topics
 from broker.clients import KafkaAccess, at_end, records_since
 from holders.client import LINKAGE, HolderClient, new_request_id
+from holders.store import HolderStore
 from renkei.envelope import Send
 from renkei.exchanges import staff as staff_of
+from renkei.windows import REPLAY_WINDOW
 from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, ProviderAnswer, Rejection
 from tests.kafka_helpers import audit_events, producer, unreadable
@@ -214,6 +218,58 @@ async def test_each_kept_request_is_sent_again_when_its_holder_cannot_read_its_o
     assert (await nenkin.outcome(request.request_id, 30)).status == "FOUND"
     sent = await _on_outbox(since)
     assert sent.count(kept.value) == 2
+
+
+class NotSent(NamedTuple):
+    """Two requests kept as their holder's server stopped, the first taken by the broker then,
+    the other never; the server started again once a copy of each would be stale, its outbox
+    not readable; when the test began."""
+
+    taken: tuple[LinkageRequest, Send]
+    never: tuple[LinkageRequest, Send]
+    since: datetime
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def not_sent(clients: dict[str, HolderClient]) -> NotSent:
+    """NotSent, the session's client replaced by the one started again (its tasks are not the
+    test's)."""
+    since = datetime.now(UTC)
+    nenkin = clients[HOLDER]
+    await nenkin.stop()  # as its server stopped, the broker away: the requests kept
+    taken, never = (_kept(nenkin, own, at) for own, at in zip(bound(nenkin)[11:13], (
+        since - REPLAY_WINDOW + timedelta(seconds=5), since - timedelta(minutes=11)),
+        strict=True))
+    await _taken_by_broker(*taken)  # fresh: the platform answers it
+    await asyncio.sleep(max(0.0, (taken[0].sent_at + REPLAY_WINDOW - datetime.now(UTC))
+                            .total_seconds()) + 2)  # a copy now would be stale
+    nenkin.store.close()
+    with unreadable(HOLDER, topics.outbox(HOLDER)):
+        clients[HOLDER] = HolderClient(HOLDER, HolderStore.of(HOLDER))
+        await clients[HOLDER].start()
+    await asyncio.gather(*clients[HOLDER]._sending)
+    return NotSent(taken, never, since)
+
+
+async def test_a_kept_request_past_the_replay_window_is_not_sent_when_its_outbox_cannot_be_read(
+        clients: dict[str, HolderClient], not_sent: NotSent) -> None:
+    """A holder that cannot read its outbox at a start (not granted READ, or the read timed out)
+    sent every kept request again, one a copy of which reaches the platform past the replay
+    window among them: refused STALE_REQUEST and logged about the person again, though the
+    broker took its first copy in time and the platform answered it. Such a one is not sent:
+    one whose answer its inbox has is settled by it, one answered by none in time (the broker
+    never took it) is settled STALE_REQUEST; each is on the outbox once at most and the access
+    log has no refusal of it."""
+    nenkin, kept = clients[HOLDER], (not_sent.taken, not_sent.never)
+    outcomes = [await nenkin.outcome(request.request_id, 30) for request, _ in kept]
+    assert [(o.status, (o.detail or "").split(":")[0]) for o in outcomes] == [
+        ("FOUND", ""), ("REJECTED", "STALE_REQUEST")]
+    assert not nenkin.store.unsent()
+    sent = await _on_outbox(not_sent.since - timedelta(minutes=1))
+    assert [sent.count(message.value) for _, message in kept] == [1, 0]
+    await asyncio.sleep(3)  # a copy sent would have been refused by now
+    events = await audit_events({request.request_id for request, _ in kept})
+    assert [e for e in events if e.reason == "STALE_REQUEST"] == []
 
 
 def _kept(client: HolderClient, own: str,
