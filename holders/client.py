@@ -55,7 +55,7 @@ from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
 from renkei.signers import of_holder
 from renkei.tasks import cancelled, retrieved, set_or_ended
-from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
+from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
 from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -229,6 +229,12 @@ class Renewal(NamedTuple):
     signing: Ed25519PrivateKey
     previous: list[X25519PrivateKey]
     credentials: credentials.Credentials
+
+
+class RenewalNotTaken(RuntimeError):
+    """The directory publishes this holder's keys renewed, which its server cannot take (its key
+    files unreadable, or holding others): it stops rather than lose what it cannot read, or
+    answer with keys its requesters refuse."""
 
 
 class KeyReused(ValueError):
@@ -599,15 +605,37 @@ class HolderClient:
         try:
             key, signing = sealing.keys_in_files(self.holder)
             if self._unpublished(key, signing) is not None:
+                self._stopped_past_grace("its key files hold keys the directory does not")
                 return None
             return Renewal(key, signing, sealing.previous_keys(self.holder),
                            credentials.load(self.holder))
         except (sealing.BadSealingKey, credentials.UnknownPrincipal, OSError, ValueError,
                 KeyError) as exc:
-            log.warning("%s: the directory publishes keys other than those it runs with, and "
-                        "its key or password files cannot be read (%s): it goes on with its "
-                        "own, read again in %.0f s", self.holder, exc, RENEWAL_AGAIN)
+            refused_from = self._stopped_past_grace(
+                f"its key or password files cannot be read ({exc})")
+            log.error("%s: the directory publishes keys renewed (`renkei holder renew`) other "
+                      "than those it runs with, and its key or password files cannot be read "
+                      "(%s): it answers with its own, which its requesters refuse from %s (it "
+                      "stops then), read again in %.0f s; an answer sealed to its new key stops "
+                      "it at once", self.holder, exc, refused_from.isoformat(), RENEWAL_AGAIN)
             return None
+
+    def _stopped_past_grace(self, why: str) -> datetime:
+        """When the requesters of this holder, renewed, refuse its answers signed with the key
+        it runs with (SIGNING_GRACE after the renewal; at once, its entry naming none); past it,
+        RenewalNotTaken (`why` it cannot take the keys renewed)."""
+        entry = self._own_entry()
+        renewed = None if entry is None else entry.signing_renewed_at
+        now = datetime.now(UTC)
+        refused_from = now if renewed is None else renewed + SIGNING_GRACE
+        if refused_from <= now:
+            raise RenewalNotTaken(
+                f"{self.holder}: the directory publishes its keys renewed (`renkei holder "
+                f"renew`) and {why}: its requesters refuse the answers it signs with its own "
+                f"from {refused_from.isoformat()}; it stops: restore the key and password files "
+                f"the renewal wrote (or run `renkei holder renew {self.holder}` again) and start "
+                "it again")
+        return refused_from
 
     async def _renewal_taken(self, renewal: Renewal) -> None:
         """Its Kafka clients stopped as at a stop (requests not taken by the broker kept), and
@@ -1312,13 +1340,29 @@ class HolderClient:
         try:
             try:
                 return self._resolve(message, applied, relayed)
-            except sealing.CannotOpen:
+            except sealing.CannotOpen as exc:
                 if not self._renewed_key_taken():
+                    self._unopened_renewed(message.request_id, exc)
                     raise
                 return self._resolve(message, applied, relayed)
         except (sealing.CannotOpen, SchemaError) as exc:
             log.error("%s: answer %s cannot be read: %s", self.holder, message.request_id, exc)
             return self._settled(message.request_id, UNREADABLE, str(exc))
+
+    def _unopened_renewed(self, request_id: str, exc: sealing.CannotOpen) -> None:
+        """RenewalNotTaken if the directory publishes a sealing key of this holder other than
+        those it opens answers with (renewed, its key files unreadable or holding another):
+        the answer to `request_id` was sealed to it, and is left on the inbox (its batch not
+        committed), opened at the next start, not settled UNREADABLE and lost."""
+        entry = self._own_entry()
+        opened_with = {sealing.public_bytes(k) for k in (self._key, *self._previous)}
+        if entry is not None and entry.public_key not in opened_with:
+            raise RenewalNotTaken(
+                f"{self.holder}: the answer to request {request_id} cannot be opened ({exc}) "
+                "with the keys it runs with, and the directory publishes its sealing key "
+                "renewed (`renkei holder renew`), which its key files do not give it: it stops, "
+                "the answer left on its inbox: restore the key files the renewal wrote (or run "
+                f"`renkei holder renew {self.holder}` again) and start it again") from exc
 
     def _renewed_key_taken(self) -> bool:
         """Whether its key file holds a sealing key, renewed as it runs, other than those it
