@@ -9,21 +9,24 @@ is the audit store's query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, presence, topics
-from broker.clients import KafkaAccess, at_end, read_topic, running
-from processors import directory
+from broker.clients import KafkaAccess, at_end, provisioned, read_topic, running
 from renkei import sealing
 from renkei.broker_time import appended_at
+from renkei.compacted import CompactedView, NotFollowing, holder_directory
 from renkei.envelope import Directory, send
 from renkei.holder_logs import (
+    Checked,
     Forged,
     NotAskable,
     Parties,
@@ -34,7 +37,13 @@ from renkei.holder_logs import (
 )
 from renkei.service_loop import deliver, producer_for
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import Alert, HolderLogAnswer, HolderLogEntry, HolderLogRequest
+from schemas.messages import (
+    Alert,
+    HolderEntry,
+    HolderLogAnswer,
+    HolderLogEntry,
+    HolderLogRequest,
+)
 
 MAX_REQUESTS = 500  # request ids per oversight request: asked in parts as their answers need
 
@@ -66,12 +75,14 @@ class HolderLogs:
 class _Asking:
     """An oversight request being asked: the parts awaited ((part's request id, holder) → the
     request ids it asks for) and the entries answered so far, by holder; `entry`, a holder's
-    directory entry, whose signing key its answers are to be signed with."""
+    directory entry as the command follows it, whose signing key its answers are to be signed
+    with, and `read_to_end`, the directory followed read to its end (CompactedView.read_to_end)."""
 
     legal_basis: str
     producer: AIOKafkaProducer
     result: HolderLogs
     entry: Directory
+    read_to_end: Callable[[], Awaitable[None]]
     awaited: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     entries: dict[str, list[HolderLogEntry]] = field(default_factory=dict)
 
@@ -95,8 +106,7 @@ class _Asking:
             if asked is None:
                 return
             why = unsent(answer)
-            checked = None if why else relayed_verified(key, answer, asked, acls.OVERSIGHT,
-                                                        self.entry(answer.holder), relayed)
+            checked = None if why else await self._verified(key, answer, asked, relayed)
         except Forged:
             _noted(self.result.forged, answer.holder)
             return
@@ -119,6 +129,25 @@ class _Asking:
                 await self.ask((answer.holder,), part)
 
 
+    async def _verified(self, key: X25519PrivateKey, answer: HolderLogAnswer,
+                        asked: tuple[str, ...], relayed: datetime | None) -> Checked:
+        """relayed_verified by its holder's directory entry; refused as forged, judged again once
+        the directory is read to its end: a holder signs with keys renewed as soon as the
+        directory publishes them, which the command may not have read yet when the answer comes.
+        If the directory cannot be read to its end (the broker away, the view stopped), the
+        refusal stands."""
+        def judged() -> Checked:
+            return relayed_verified(key, answer, asked, acls.OVERSIGHT, self.entry(answer.holder),
+                                    relayed)
+
+        try:
+            return judged()
+        except Forged:
+            with contextlib.suppress(KafkaError, NotFollowing):
+                await self.read_to_end()
+        return judged()
+
+
 def _noted(holders: list[str], holder: str) -> None:
     if holder not in holders:
         holders.append(holder)
@@ -137,17 +166,30 @@ async def holder_logs(holders: Sequence[str], request_ids: Sequence[str],
         raise NotAskable(f"name 1..{MAX_REQUESTS} request ids, not {len(request_ids)}",
                          "request_ids")
     access = access or KafkaAccess.of(acls.OVERSIGHT)
-    holders = list(dict.fromkeys(holders))
-    entries = (await directory.current(access)).get
+    await provisioned(access, topics.DIRECTORY)  # BrokerAway at once: the view would wait
+    async with running(holder_directory(access), access) as followed:
+        await followed.loaded()
+        return await _asked(access, followed, list(dict.fromkeys(holders)),
+                            list(dict.fromkeys(request_ids)), parties, legal_basis, within)
+
+
+async def _asked(access: KafkaAccess, followed: CompactedView[HolderEntry],
+                 holders: Sequence[str], request_ids: Sequence[str],
+                 parties: Callable[[Sequence[str]], Parties], legal_basis: str, within: float
+                 ) -> HolderLogs:
+    """holder_logs, the holder directory `followed` as the answers come: a holder renewed
+    meanwhile signs them with its new keys."""
+    def entries(holder: str) -> HolderEntry | None:
+        return followed.entries.get(holder.encode())
+
     holders_only(holders, entries)
-    request_ids = list(dict.fromkeys(request_ids))
     parts = each_own(holders, request_ids, parties(request_ids))
     key = sealing.key_of(acls.OVERSIGHT)
     answers = AIOKafkaConsumer(topics.OVERSIGHT_IN, **access.reading(), group_id=None,
                                enable_auto_commit=False)
     async with running(answers, access), running(producer_for(access), access) as producer:
         await at_end(answers)
-        asking = _Asking(legal_basis, producer, HolderLogs(), entries)
+        asking = _Asking(legal_basis, producer, HolderLogs(), entries, followed.read_to_end)
         for named, own in parts:
             await asking.ask(named, own)
         try:

@@ -56,9 +56,16 @@ def _answer(asker_key: X25519PrivateKey, entries: list[HolderLogEntry],
                                                              request_id, entries, signer)))
 
 
-def _asking(entry: HolderEntry) -> _Asking:
+def _asking(entry: HolderEntry, read: HolderEntry | None = None) -> _Asking:
+    """The oversight body asking the holder of directory `entry`; its directory read to its end,
+    `read` if given."""
+    directory = {HOLDER: entry}
+
+    async def read_to_end() -> None:
+        directory[HOLDER] = read or directory[HOLDER]
+
     asking = _Asking("basis", cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
-                     {HOLDER: entry}.get)
+                     directory.get, read_to_end)
     asking.awaited = {(PART, HOLDER): ("r-1",)}
     return asking
 
@@ -81,6 +88,24 @@ async def test_an_answer_forged_with_the_oversight_bodys_public_key_is_refused_a
     shown = _shown(_gathered(asking, [HOLDER], ["r-1"]))
     assert (shown["forged"], shown["unsigned"]) == ({HOLDER: FORGED}, {})
     assert shown["answers"][HOLDER][0]["operator"] == "staff-1"
+
+
+async def test_an_answer_signed_with_keys_the_command_has_not_read_yet_is_judged_again(
+        ) -> None:
+    """A holder signs with keys renewed as soon as the directory publishes them: its answer
+    may come before `renkei oversight holder-logs` has read the renewal. Refused as forged by
+    the entry it had, the answer is judged again once the directory is read to its end: signed
+    by the renewed key, taken; a forgery stays forged."""
+    key, old, new = (X25519PrivateKey.generate(), Ed25519PrivateKey.generate(),
+                     Ed25519PrivateKey.generate())
+    renewed = replace(_entry(new), previous_signing_key=sealing.public_bytes(old),
+                      signing_renewed_at=datetime.now(UTC))
+    asking = _asking(_entry(old), read=renewed)
+    await asking.take(_answer(key, [LIE], sealing.Signer(HOLDER, Ed25519PrivateKey.generate())),
+                      key, None)
+    assert (asking.entries, asking.result.forged) == ({}, [HOLDER])
+    await asking.take(_answer(key, [ENTRY], sealing.Signer(HOLDER, new)), key, None)
+    assert (asking.entries, asking.awaited) == ({HOLDER: [ENTRY]}, {})
 
 
 async def test_a_holder_with_no_signing_key_is_taken_unsigned_and_said_so() -> None:

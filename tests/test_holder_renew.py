@@ -13,8 +13,10 @@ from typing import NamedTuple, TypeVar
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from audit import oversight
 from broker import cluster, config, credentials, topics
 from broker.clients import KafkaAccess, asked, offsets, read_topic
 from holders.client import HolderClient
@@ -22,7 +24,7 @@ from holders.store import HolderStore
 from processors import directory
 from renkei import sealing
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import HolderEntry, LinkageAnswer, LinkageRequest
+from schemas.messages import HolderEntry, HolderLogRequest, LinkageAnswer, LinkageRequest
 from tests.kafka_helpers import consumer, operator_actions, renkei, reply_to, wait_assigned
 from tests.loop_helpers import Deadline
 from tests.test_linkage import ask, bound
@@ -295,3 +297,56 @@ async def _about(topic: str, kind: type[M], request_id: str) -> list[M]:
             if (message := CODEC.decode(record.value or b"", kind)).request_id == request_id:
                 found.append(message)
     return found
+
+
+class AskedAcross(NamedTuple):
+    """What `renkei oversight holder-logs` gathered of a request the holder provided, the holder
+    renewed while the command waited; the request, and the holder's signing key since."""
+
+    found: oversight.HolderLogs
+    request_id: str
+    signing_key: bytes
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def asked_across(clients: dict[str, HolderClient]) -> AskedAcross:
+    """The oversight body's request for the holder's log waiting in its inbox (its server
+    stopped), the holder renewed, and its server started again: it answers signed with its new
+    key, after the command read the directory (the session's client replaced)."""
+    requester = clients["nenkin"]
+    request_id = await ask(requester, bound(requester)[0], "P-037", HOLDER, "local_tax")
+    assert (await requester.outcome(request_id, 30)).status == "FOUND"
+    await clients[HOLDER].stop()  # the oversight body's request waits in its inbox
+    async with consumer(KafkaAccess.of(config.ADMIN), topics.inbox(HOLDER)) as inbox:
+        await wait_assigned(inbox)
+        asking = asyncio.create_task(oversight.holder_logs(
+            [HOLDER], [request_id], lambda ids: {r: {HOLDER} for r in ids}, "basis", 30))
+        await _log_request(inbox, request_id)  # the command has read the directory by now
+    renkei("holder", "renew", HOLDER, "--reason", "鍵の更新", "--operator", "ops-a")
+    signing_key = sealing.public_bytes((await _started(clients, HOLDER))._signing)
+    return AskedAcross(await asking, request_id, signing_key)
+
+
+async def _log_request(inbox: AIOKafkaConsumer, request_id: str) -> None:
+    """Wait until a request for the log of `request_id` is read from `inbox`."""
+    async with asyncio.timeout(20):
+        while True:
+            for records in (await inbox.getmany(timeout_ms=300)).values():
+                for record in records:
+                    value = record.value or b""
+                    if CODEC.name_of(value) == "HolderLogRequest" and request_id in CODEC.decode(
+                            value, HolderLogRequest).request_ids:
+                        return
+
+
+async def test_the_oversight_body_takes_an_answer_signed_with_keys_renewed_as_it_waits(
+        asked_across: AskedAcross) -> None:
+    """`renkei oversight holder-logs` read the holder directory once, at its start: a holder
+    renewed while the command waited answered signed with its new key (published after the
+    command read the directory), and its genuine answer was refused as forged, the holder shown
+    missing (exit 1). The command follows the directory: the answer is the holder's."""
+    found = asked_across.found
+    assert (found.forged, found.missing) == ([], [])
+    [entry] = found.answers[HOLDER]
+    assert (entry.request_id, entry.side) == (asked_across.request_id, "PROVIDER")
+    assert asked_across.signing_key == (await directory.current())[HOLDER].signing_key

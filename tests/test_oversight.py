@@ -237,7 +237,7 @@ async def test_the_cli_shows_a_holder_with_no_key_to_seal_to_why_not_missing() -
     """A holder that answered with no entries, having no key of the oversight body's to seal
     them to, was waited for and shown `missing`; it is shown as the console says it."""
     asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
-                     lambda _: None)
+                     lambda _: None, lambda: asyncio.sleep(0))
     asking.awaited = {("part-1", "keyless-holder"): ("r-1",), ("part-1", "nenkin"): ("r-1",)}
     await asking.take(CODEC.encode(HolderLogAnswer("part-1", "keyless-holder",
                                                    datetime.now(UTC), (), None)),
@@ -535,7 +535,7 @@ async def test_the_cli_shows_only_the_entries_of_the_request_ids_it_asked_for() 
                            "nenkin", "P-037", "local_tax", '{"taxable_income": "1"}', None, "FOUND")
     other = replace(entry, request_id="r-other", content='{"taxable_income": "2"}')
     asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
-                     lambda _: None)
+                     lambda _: None, lambda: asyncio.sleep(0))
     asking.awaited = {("part-1", "nenkin"): ("r-1",)}
     await asking.take(CODEC.encode(HolderLogAnswer(
         "part-1", "nenkin", datetime.now(UTC), (), seal(public, "part-1", [entry, other]))), key,
