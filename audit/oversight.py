@@ -96,17 +96,19 @@ class _Asking:
 
     async def take(self, value: bytes | None, key: X25519PrivateKey,
                    relayed: datetime | None) -> None:
-        """An answer to a part (`relayed`: its record's append time, appended_at): its entries
-        kept, once known to be its holder's as of its relaying (relayed_verified); too large,
-        its halves asked of that holder; not sealed, or refused by the platform, the holder
-        noted so; not signed by its holder, refused and noted forged."""
+        """An answer to a part (`relayed`: its record's append time, appended_at), once known
+        to be its holder's as of its relaying (relayed_verified): its entries kept; too large,
+        its halves asked of that holder; not sealed, the holder noted so. Refused by the
+        platform (its own answer), the holder noted so; not signed by its holder, whatever it
+        says (entries, or none and why), refused and noted forged."""
         try:
             answer = CODEC.decode(value or b"", HolderLogAnswer)
             asked = self.awaited.get((answer.request_id, answer.holder))
             if asked is None:
                 return
             why = unsent(answer)
-            checked = None if why else await self._verified(key, answer, asked, relayed)
+            checked = (None if why == "refused"  # the platform's, in the holder's stead
+                       else await self._verified(key, answer, asked, relayed))
         except Forged:
             _noted(self.result.forged, answer.holder)
             return

@@ -1772,5 +1772,9 @@ class HolderClient:
 
     def _log_answer(self, asked: HolderLogRequest, sealed: bytes | None,
                     too_large: bool = False) -> Send:
-        return send(topics.outbox(self.holder), asked.request_id, HolderLogAnswer(
-            asked.request_id, self.holder, datetime.now(UTC), (), sealed, too_large))
+        """The answer to `asked`: its entries `sealed`, or none (too large, or not sealed),
+        signed as sealed ones are (holder_logs.unsent_answer): its askers refuse unsigned ones."""
+        answer = (HolderLogAnswer(asked.request_id, self.holder, datetime.now(UTC), (), sealed)
+                  if sealed is not None else holder_logs.unsent_answer(
+                      asked.request_id, self.holder, too_large, self._answers_out().signer))
+        return send(topics.outbox(self.holder), asked.request_id, answer)

@@ -283,21 +283,22 @@ class HolderLogs:
 
     async def _taken(self, value: bytes, relayed: datetime | None
                      ) -> tuple[Asked, HolderLogAnswer] | None:
-        """A holder's answer that is taken (inbox.taken), if its entries open and are signed by
-        its holder as of `relayed`, however late it is read (holder_logs.relayed_verified: one
-        it did not sign is refused as forged, the holder awaited still; one whose entry has no
-        signing key taken unsigned, said so) or it says why it sent none (too large, no key to
-        seal to: shown so, not awaited for good); else None. Kept, it is not checked again as
-        it is shown: the inbox is the asker's own."""
+        """A holder's answer that is taken (inbox.taken), if it is signed by its holder as of
+        `relayed`, however late it is read (holder_logs.relayed_verified: one it did not sign is
+        refused as forged, the holder awaited still; one whose entry has no signing key taken
+        unsigned, said so), its entries opened or why it sent none said (too large, no key to
+        seal to: shown so, not awaited for good), or it is the platform's refusal to ask the
+        holder; else None. Kept, it is not checked again as it is shown: the inbox is the
+        asker's own."""
         try:
             answer = CODEC.decode(value, HolderLogAnswer)
             asked = await self._inbox.asked(self._in, answer.request_id)
             if asked is None or not taken(asked, answer.holder, self._since()):
                 return None
             why = holder_logs.unsent(answer)
-            if why is None:
+            if why != "refused":  # the platform's answer in the holder's stead: its own
                 self._verified(answer, asked, relayed)
-            else:
+            if why is not None:
                 log.warning("%s sent no entries for %s on %s: %s", answer.holder,
                             answer.request_id, self._in, why)
             return asked, answer
@@ -310,9 +311,9 @@ class HolderLogs:
 
     def _verified(self, answer: HolderLogAnswer, asked: Asked, relayed: datetime | None
                   ) -> None:
-        """The answer's entries opened and checked as its holder's as of `relayed`
-        (holder_logs.Forged if not), or said unsigned if its holder's entry has no signing
-        key."""
+        """The answer (its entries opened, or why it has none) checked as its holder's as of
+        `relayed` (holder_logs.Forged if not), or said unsigned if its holder's entry has no
+        signing key."""
         if holder_logs.relayed_verified(self._key, answer, asked.request_ids,
                                         self._access.principal, self._entry(answer.holder),
                                         relayed).unsigned:

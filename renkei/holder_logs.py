@@ -4,7 +4,8 @@ data provided or received, so the platform and the broker carry these entries on
 Sealing (HPKE base mode) says nothing of who sealed: anyone with the asker's public key can, the
 platform that relays the answer among them, and the point of asking holders is to check the
 platform. So a holder whose directory entry publishes its signing key signs what it answers, for
-the asker and the request id, and the asker takes an answer only if it is so signed (`verified`).
+the asker and the request id, its entries or why it sends none (too large, none it could seal:
+`unsent_answer`), and the asker takes an answer only if it is so signed (`relayed_verified`).
 
 A resident's application reaches a holder under a request id marked as a resident's; its entries
 are sealed under the unmarked id, the one the portal knows, and without ⑦–⑩ (operators and
@@ -13,7 +14,7 @@ terminals are for the oversight body only).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -32,6 +33,7 @@ from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, Hol
 MARK = "resident:"
 SUSPENDED, NOT_LISTED = "SUSPENDED", "NOT_LISTED"  # why the platform asks a holder for nothing
 SIGNED_ANSWER = b"renkei signed holder log answer\x00"  # what a holder's signature is over
+SIGNED_UNSENT = b"renkei signed holder log answer, no entries\x00"  # and of one with none sealed
 Parties = Mapping[str, Collection[str]]  # request id → the holders that took part in it
 
 
@@ -80,11 +82,31 @@ def seal(public_key: bytes, request_id: str, entries: Sequence[HolderLogEntry],
         entries = [replace(e, operator="", terminal="") for e in entries]
     told, sent = request_id.removeprefix(MARK), HolderLogEntries(tuple(entries))
     if signer is not None:
-        now = datetime.now(UTC)
-        at = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as timestamp-millis
+        at = _signing_time()
         sent = replace(sent, signed_at=at, signature=signer.key.sign(
             signed_bytes(asker(request_id), signer.holder, told, sent.entries, at)))
     return sealing.seal(public_key, CODEC.encode(sent), told)
+
+
+def unsent_answer(request_id: str, holder: str, too_large: bool,
+                  signer: sealing.Signer | None) -> HolderLogAnswer:
+    """A holder's answer to `request_id` with no entries sealed in it: `too_large` for one
+    message, or none it could seal to the asker; signed by `signer`, the holder answering, over
+    why, for the asker and the request id it knows (None: one whose directory entry has no
+    signing key): no one else can say so in its name."""
+    answer = HolderLogAnswer(request_id, holder, datetime.now(UTC), (), None, too_large)
+    if signer is None:
+        return answer
+    at = _signing_time()
+    return replace(answer, signed_at=at, signature=signer.key.sign(unsent_bytes(
+        asker(request_id), signer.holder, request_id.removeprefix(MARK), _unsealed(too_large),
+        at)))
+
+
+def _signing_time() -> datetime:
+    """Now, as timestamp-millis keeps it (what is signed is what the asker reads)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def signed_bytes(to: str, holder: str, request_id: str, entries: Sequence[HolderLogEntry],
@@ -92,9 +114,20 @@ def signed_bytes(to: str, holder: str, request_id: str, entries: Sequence[Holder
     """What a holder's signature of its answer is over: whom it answers (`to`, the asker), who
     it is, the request id the asker knows, when it signed, and the entries as HolderLogEntries
     v1 writes them (the oldest version that holds them: the same bytes whatever versions come)."""
-    return (SIGNED_ANSWER + round(at.timestamp() * 1000).to_bytes(sealing.ISSUED, "big")
+    return (SIGNED_ANSWER + _millis(at).to_bytes(sealing.ISSUED, "big")
             + sealing.named(to, holder, request_id)
             + CODEC.encode(HolderLogEntries(tuple(entries))))
+
+
+def unsent_bytes(to: str, holder: str, request_id: str, why: str, at: datetime) -> bytes:
+    """What a holder's signature of its answer with no entries sealed in it is over: whom it
+    answers, who it is, the request id the asker knows, when it signed, and why (unsent)."""
+    return (SIGNED_UNSENT + _millis(at).to_bytes(sealing.ISSUED, "big")
+            + sealing.named(to, holder, request_id, why))
+
+
+def _millis(at: datetime) -> int:
+    return round(at.timestamp() * 1000)
 
 
 def unsent(answer: HolderLogAnswer) -> str | None:
@@ -105,7 +138,12 @@ def unsent(answer: HolderLogAnswer) -> str | None:
         return None
     if answer.refused is not None:
         return "refused"
-    return "too_large" if answer.too_large else "not_sealed"
+    return _unsealed(answer.too_large)
+
+
+def _unsealed(too_large: bool) -> str:
+    """Why a holder's own answer has no entries sealed in it (unsent)."""
+    return "too_large" if too_large else "not_sealed"
 
 
 def not_asked(entry: HolderEntry | None, at: datetime | None = None) -> str | None:
@@ -166,7 +204,8 @@ def verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Collection[s
     saying so."""
     sent = _sent(key, answer)
     if signed_by is not None:
-        _signed(sent, answer, to, signed_by, latest)
+        _signed(answer, sent.signed_at, sent.signature, signed_by, latest, lambda at: signed_bytes(
+            to, signed_by.holder, answer.request_id, sent.entries, at))
     return _asked(sent, asked)
 
 
@@ -185,10 +224,21 @@ def relayed_verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Coll
     read (None: a topic its writers stamp, now). Its key before its last renewal is taken if it
     was relayed within SIGNING_GRACE of it (signers.of_holder), and one dated later than its
     relaying, a clock skew beside, is Forged: no holder whose clock the platform takes made it
-    (as a holder's inbox judges its answer sessions)."""
+    (as a holder's inbox judges its answer sessions). A holder's answer with no entries sealed
+    in it (too large, or not sealed: unsent) is judged alike, as signed over why (unsent_answer),
+    and has no entries; the platform's refusal in a holder's stead is the platform's, not the
+    holder's, and is not to be judged so."""
     at = relayed or datetime.now(UTC)
     signed_by = signers.of_holder(answer.holder, entry, at)
-    return Checked(verified(key, answer, asked, to, signed_by, at + CLOCK_SKEW), signed_by is None)
+    why = unsent(answer)
+    if why is None:
+        return Checked(verified(key, answer, asked, to, signed_by, at + CLOCK_SKEW),
+                       signed_by is None)
+    if signed_by is not None:
+        _signed(answer, answer.signed_at, answer.signature, signed_by, at + CLOCK_SKEW,
+                lambda signed_at: unsent_bytes(to, signed_by.holder, answer.request_id, why,
+                                               signed_at))
+    return Checked((), signed_by is None)
 
 
 class Forged(sealing.CannotOpen):
@@ -196,20 +246,19 @@ class Forged(sealing.CannotOpen):
     for another asker or request."""
 
 
-def _signed(sent: HolderLogEntries, answer: HolderLogAnswer, to: str,
-            signed_by: sealing.SignedBy, latest: datetime) -> None:
-    """Forged unless `sent` is signed by `signed_by` for `to` and the answer's request id, dated
-    by `latest`."""
+def _signed(answer: HolderLogAnswer, signed_at: datetime | None, signature: bytes | None,
+            signed_by: sealing.SignedBy, latest: datetime,
+            signed: Callable[[datetime], bytes]) -> None:
+    """Forged unless `signature` is `signed_by`'s of what was `signed` at `signed_at`, dated by
+    `latest`."""
     said = f"{answer.holder}'s answer to {answer.request_id}"
-    if sent.signature is None or sent.signed_at is None:
+    if signature is None or signed_at is None:
         raise Forged(f"{said} is not signed, and {answer.holder} has a signing key: refused as "
                      "forged")
-    if sent.signed_at > latest:
+    if signed_at > latest:
         raise Forged(f"{said} is signed later than {latest.isoformat()}: refused as forged")
     try:
-        sealing.verified(signed_by, sent.signature, signed_bytes(
-            to, signed_by.holder, answer.request_id, sent.entries, sent.signed_at),
-            round(sent.signed_at.timestamp() * 1000))
+        sealing.verified(signed_by, signature, signed(signed_at), _millis(signed_at))
     except InvalidSignature:
         raise Forged(f"{said} is not signed by {signed_by.holder}'s signing key: refused as "
                      "forged") from None

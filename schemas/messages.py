@@ -405,6 +405,8 @@ class HolderLogAnswer:
     refused: str | None = None  # v4: the platform asks no such holder (said in its stead):
     # holder_logs.SUSPENDED or NOT_LISTED
     inactive_since: datetime | None = None  # v4: a SUSPENDED holder's, as the directory dates it
+    signed_at: datetime | None = None  # v5: when its holder signed one with no entries sealed
+    signature: bytes | None = None  # v5: the holder's, holder_logs.unsent_bytes
 
 
 @dataclass(frozen=True, slots=True)

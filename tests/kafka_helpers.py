@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
@@ -59,7 +59,7 @@ from renkei.service_loop import deliver, producer_for
 from renkei.state import file_awaited
 from renkei.tether import tethered
 from schemas.codec import CODEC
-from schemas.messages import HolderEntry, Rejection
+from schemas.messages import HolderEntry, HolderLogRequest, Rejection
 from tests.loop_helpers import Deadline
 
 
@@ -348,19 +348,34 @@ class _Reply(Protocol):
 
 
 R = TypeVar("R", bound=_Reply)
+T = TypeVar("T")
 
 
 async def reply_to(inbox: AIOKafkaConsumer, kind: type[R], request_id: str,
                    within: float = 20) -> R:
     """The first message of `kind` (a Rejection, a LinkageAnswer) to `request_id` read from
     `inbox` within `within` seconds."""
+    return await _first(inbox, kind, lambda found: found.request_id == request_id, within)
+
+
+async def log_request(inbox: AIOKafkaConsumer, request_id: str, within: float = 20
+                      ) -> HolderLogRequest:
+    """The first request for a holder's log of `request_id` read from `inbox` within `within`
+    seconds."""
+    return await _first(inbox, HolderLogRequest, lambda found: request_id in found.request_ids,
+                        within)
+
+
+async def _first(inbox: AIOKafkaConsumer, kind: type[T], wanted: Callable[[T], bool],
+                 within: float) -> T:
+    """The first message of `kind` that is `wanted` read from `inbox` within `within` s."""
     async with asyncio.timeout(within):
         while True:
             for records in (await inbox.getmany(timeout_ms=300)).values():
                 for record in records:
                     value = record.value or b""
-                    if CODEC.name_of(value) == kind.__name__ and (
-                            found := CODEC.decode(value, kind)).request_id == request_id:
+                    if CODEC.name_of(value) == kind.__name__ and wanted(
+                            found := CODEC.decode(value, kind)):
                         return found
 
 

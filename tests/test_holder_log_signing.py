@@ -108,6 +108,50 @@ async def test_an_answer_signed_with_keys_the_command_has_not_read_yet_is_judged
     assert (asking.entries, asking.awaited) == ({HOLDER: [ENTRY]}, {})
 
 
+def _unsent(signer: sealing.Signer | None, too_large: bool = False,
+            request_id: str = PART) -> bytes:
+    """An answer in the holder's name to `request_id` with no entries sealed in it (too large,
+    or none it could seal), signed by `signer` if any, as the platform relays it."""
+    return CODEC.encode(replace(holder_logs.unsent_answer(request_id, HOLDER, too_large, signer),
+                                request_id=request_id.removeprefix(MARK)))
+
+
+async def test_an_answer_of_no_entries_its_holder_did_not_sign_is_refused_as_forged() -> None:
+    """A holder answers with no entries sealed when they are too large for one message or it
+    has no key of the asker's to seal them to, and such an answer was unsigned: the platform
+    wrote one in a holder's name, `renkei oversight holder-logs` took it as the holder's, and
+    the holder's own answer after it was passed over. Unsigned, or signed to say another thing
+    (too large, not "not sealed"), it is refused as forged, the holder awaited still; the
+    holder's own, signed, is taken."""
+    key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    asking = _asking(_entry(signing))
+    await asking.take(_unsent(None), key, None)
+    await asking.take(_unsent(None, too_large=True), key, None)
+    said_too_large = CODEC.decode(_unsent(sealing.Signer(HOLDER, signing), too_large=True),
+                                  HolderLogAnswer)
+    await asking.take(CODEC.encode(replace(said_too_large, too_large=False)), key, None)
+    assert (asking.result.not_sealed, asking.result.too_large, asking.result.forged) == (
+        [], {}, [HOLDER])
+    assert asking.awaited, "a forged answer is no answer: the holder's own is awaited still"
+    await asking.take(_unsent(sealing.Signer(HOLDER, signing)), key, None)
+    assert (asking.result.not_sealed, asking.awaited) == ([HOLDER], {})
+
+
+async def test_my_portal_refuses_an_answer_of_no_entries_its_holder_did_not_sign(
+        inbox: Inbox) -> None:
+    """The same answer to a resident's application, unsigned, was taken by the portal as the
+    holder's (the resident told the holder could not seal its entries to My Portal, the
+    holder's own answer not taken after it). It is not taken; the holder's own, signed, is."""
+    key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    await inbox.add("in", Asked("a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "ABC98765XYZ"))
+    portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
+                        key, inbox, APPLICATIONS_KEPT, entry={HOLDER: _entry(signing)}.get)
+    assert await portal._taken(_unsent(None, request_id=MARK + "a-1"), None) is None
+    taken = await portal._taken(_unsent(sealing.Signer(HOLDER, signing),
+                                        request_id=MARK + "a-1"), None)
+    assert taken is not None and holder_logs.unsent(taken[1]) == "not_sealed"
+
+
 async def test_a_holder_with_no_signing_key_is_taken_unsigned_and_said_so() -> None:
     """A holder whose entry has no signing key (registered before signing) answers unsigned:
     its entries are shown, said unsigned, as no one can tell them from the platform's."""

@@ -13,7 +13,6 @@ from typing import NamedTuple, TypeVar
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit import oversight
@@ -24,8 +23,15 @@ from holders.store import HolderStore
 from processors import directory
 from renkei import sealing
 from schemas.codec import CODEC, SchemaError
-from schemas.messages import HolderEntry, HolderLogRequest, LinkageAnswer, LinkageRequest
-from tests.kafka_helpers import consumer, operator_actions, renkei, reply_to, wait_assigned
+from schemas.messages import HolderEntry, LinkageAnswer, LinkageRequest
+from tests.kafka_helpers import (
+    consumer,
+    log_request,
+    operator_actions,
+    renkei,
+    reply_to,
+    wait_assigned,
+)
 from tests.loop_helpers import Deadline
 from tests.test_linkage import ask, bound
 
@@ -321,22 +327,10 @@ async def asked_across(clients: dict[str, HolderClient]) -> AskedAcross:
         await wait_assigned(inbox)
         asking = asyncio.create_task(oversight.holder_logs(
             [HOLDER], [request_id], lambda ids: {r: {HOLDER} for r in ids}, "basis", 30))
-        await _log_request(inbox, request_id)  # the command has read the directory by now
+        await log_request(inbox, request_id)  # the command has read the directory by now
     renkei("holder", "renew", HOLDER, "--reason", "鍵の更新", "--operator", "ops-a")
     signing_key = sealing.public_bytes((await _started(clients, HOLDER))._signing)
     return AskedAcross(await asking, request_id, signing_key)
-
-
-async def _log_request(inbox: AIOKafkaConsumer, request_id: str) -> None:
-    """Wait until a request for the log of `request_id` is read from `inbox`."""
-    async with asyncio.timeout(20):
-        while True:
-            for records in (await inbox.getmany(timeout_ms=300)).values():
-                for record in records:
-                    value = record.value or b""
-                    if CODEC.name_of(value) == "HolderLogRequest" and request_id in CODEC.decode(
-                            value, HolderLogRequest).request_ids:
-                        return
 
 
 async def test_the_oversight_body_takes_an_answer_signed_with_keys_renewed_as_it_waits(

@@ -13,9 +13,10 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import pytest
+import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 from click.testing import CliRunner
@@ -47,14 +48,18 @@ from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, 
 from tests.conftest import ANSWER_TIMEOUT
 from tests.kafka_helpers import (
     audit_events,
+    consumer,
     forwarder,
     free_port,
+    log_request,
     logged_events,
     producer,
     renkei,
     said_in_one_line,
+    wait_assigned,
 )
 from tests.test_audit_kafka import short_lateness
+from tests.test_holder_renew import _started
 from tests.test_linkage import ask, bound
 from tests.test_suspension import _seen
 
@@ -152,6 +157,49 @@ def _naming(request_ids: set[str], value: bytes) -> HolderLogRequest | None:
     """A request for the holder's log naming any of `request_ids`."""
     request = CODEC.decode(value, HolderLogRequest)
     return request if request_ids & set(request.request_ids) else None
+
+
+class ForgedFirst(NamedTuple):
+    """What `renkei oversight holder-logs` gathered of a request the holder provided, an answer
+    of no entries, unsigned, written in its name before its own; the request."""
+
+    found: audit.oversight.HolderLogs
+    request_id: str
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def forged_first(clients: dict[str, HolderClient], platform: Processes) -> ForgedFirst:
+    """The oversight body's request for the town hall's log waiting in its inbox (its server
+    stopped), answers in its name written as the platform (not sealed, then too large,
+    unsigned), and its server started again (the session's client replaced): it answers."""
+    nenkin = clients["nenkin"]
+    request_id = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
+    assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    await clients["sakura-town"].stop()  # the oversight body's request waits in its inbox
+    async with consumer(KafkaAccess.of(config.ADMIN), topics.inbox("sakura-town")) as inbox:
+        await wait_assigned(inbox)
+        asking = asyncio.create_task(holder_logs(["sakura-town"], [request_id], _both, BASIS,
+                                                 within=30))
+        part = (await log_request(inbox, request_id)).request_id
+    async with producer(KafkaAccess.of(acls.PLATFORM)) as prod:
+        for too_large in (False, True):
+            forged = HolderLogAnswer(part, "sakura-town", datetime.now(UTC), (), None, too_large)
+            await prod.send_and_wait(topics.OVERSIGHT_IN, CODEC.encode(forged), key=part.encode())
+    await _started(clients, "sakura-town")
+    return ForgedFirst(await asking, request_id)
+
+
+async def test_an_unsigned_answer_of_no_entries_in_a_holders_name_is_refused_as_forged(
+        forged_first: ForgedFirst) -> None:
+    """The platform writes the oversight body's answers topic: an answer in a holder's name
+    with no entries in it, saying the holder could not seal them to the oversight body (or that
+    they were too large), unsigned, was taken as the holder's, and the holder's own answer that
+    came after it passed over (shown not sealed, its entries never seen). One the holder did not
+    sign is refused as forged, the holder awaited still: its own answer is taken."""
+    found = forged_first.found
+    assert (found.not_sealed, found.too_large, found.missing) == ([], {}, [])
+    assert found.forged == ["sakura-town"]
+    assert [e.request_id for e in found.answers["sakura-town"]] == [forged_first.request_id]
 
 
 async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
