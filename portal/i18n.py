@@ -258,6 +258,19 @@ WORDS: dict[str, tuple[str, str]] = {
     "person": ("本人（IDコード）", "Person (ID code)"),
     "pattern": ("パターン", "Pattern"),
     "search": ("検索", "Search"),
+    "search_tampered": ("改ざんを検出：記録 {serials} は最新の署名付きツリーヘッドで証明されず、"
+                        "その後に追記された記録でもありません。記録の行か木のハッシュが書き換え"
+                        "られています（表示は署名付きバイトの内容で、検証されていません）。"
+                        "詳しくは renkei audit verify で確かめてください。",
+                        "TAMPERED: entries {serials} are not proved under the latest signed "
+                        "head, nor were they appended after it: their rows, or the tree's "
+                        "hashes, were changed (shown: what their signed bytes say, unproved). "
+                        "`renkei audit verify` says more."),
+    "search_head_untrusted": ("改ざんを検出：ストアの最新のツリーヘッドは監査ログの鍵で署名"
+                              "されていません。どの記録も証明されていません。詳しくは "
+                              "renkei audit verify で確かめてください。",
+                              "TAMPERED: the latest head in the store is not signed by the "
+                              "log's key: no entry is proved. `renkei audit verify` says more."),
     "next_page": ("次のページ", "Next page"),
     "choose": ("選択", "Choose"),
     "request_logs": ("選んだ照会の情報保有機関側ログを請求", "Request the holder-side logs of "

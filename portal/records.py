@@ -25,7 +25,6 @@ from audit.store import (
     Committed,
     DamagedEntry,
     Entry,
-    Page,
     Proved,
     Query,
     Unnamed,
@@ -184,10 +183,22 @@ class CheckedAction:
 
 @dataclass(frozen=True)
 class Searched:
-    """A page of the log's entries; a holder asked for that no entry names, said on it."""
+    """A page of the log's entries, each checked against the latest signed head (`trusted` if
+    the log's key signed it: if not, none is proved); `older` the cursor of the page after it
+    (None if none is); a holder asked for that no entry names, said on it."""
 
-    page: Page
+    entries: list[Checked]
+    trusted: bool
+    older: str | None
     unnamed: Unnamed | None
+
+    @property
+    def tampered(self) -> list[int]:
+        """The serials of the entries neither verified nor awaiting the next head: their rows,
+        or the tree's hashes, changed (under a head the log's key did not sign, none is proved,
+        and that head is what is wrong)."""
+        return [c.entry.serial for c in self.entries
+                if not (c.verified or c.pending)] if self.trusted else []
 
 
 @dataclass(frozen=True)
@@ -207,24 +218,30 @@ class HeadCheck:
     consistent: bool | None  # with the head before it; None for the first
 
 
-def _check(id_codes: Sequence[str], head: SignedHead | None, entry: Entry,
-           covered: int | None) -> Checked | None:
-    """The entry as its signed bytes tell it (None if they tell of someone else): verified when
-    the signed head includes those bytes and the store's columns say what they say; pending
-    when they do, and no head signed yet covers it (the first `covered` entries; None: that is
-    not known, the latest head in the store not being the log's key's) and its leaf is the
-    tree's at its serial (not `unproved`: its serial moved, past the tree's end)."""
+def _check(head: SignedHead | None, entry: Entry, covered: int | None) -> Checked:
+    """The entry as its signed bytes tell it: verified when the signed head includes those
+    bytes and the store's columns say what they say; pending when they do, and no head signed
+    yet covers it (the first `covered` entries; None: that is not known, the latest head in the
+    store not being the log's key's) and its leaf is the tree's at its serial (not `unproved`:
+    its serial moved, past the tree's end)."""
     shown, faithful = as_signed(entry)
     if not faithful:
         log.warning("audit entry %d: its columns differ from its bytes (renkei audit verify)",
                     entry.serial)
-    if shown.event.person not in id_codes:
-        return None
     verified = (head is not None and faithful and entry.proof is not None
                 and includes(head.head, entry.serial, entry.leaf, entry.proof))
     pending = (covered is not None and faithful and entry.proof is None
                and not entry.unproved and entry.serial >= covered)
     return Checked(shown, verified, pending)
+
+
+def _each_checked(proved: Proved) -> list[Checked]:
+    """The entries as their signed bytes tell them, each checked (_check) against the head
+    they are proved under (its signature checked once, by the store's proofs)."""
+    head = proved.head
+    trusted = head if proved.trusted else None
+    covered = 0 if head is None else trusted.head.size if trusted else None
+    return [_check(trusted, e, covered) for e in proved.entries]
 
 
 class Records:
@@ -324,25 +341,22 @@ class Records:
 
     @staticmethod
     def _checked(id_codes: Sequence[str], proved: Proved) -> list[Checked]:
-        """The entries about the person, as their signed bytes tell them (the head's signature
-        checked once, by the store's proofs)."""
-        head = proved.head
-        trusted = head if proved.trusted else None
-        covered = 0 if head is None else trusted.head.size if trusted else None
-        return [c for c in (_check(id_codes, trusted, e, covered) for e in proved.entries)
-                if c is not None]
+        """The entries about the person, as their signed bytes tell them."""
+        return [c for c in _each_checked(proved) if c.entry.event.person in id_codes]
 
     async def search(self, where: Query, after: str | None, limit: int = SEARCH_PAGE
                      ) -> Searched:
-        """A page of the log's entries matching `where` (ValueError if `after` is no cursor);
-        an empty one of a holder no entry names says so (`unnamed`), as `actions` does."""
+        """A page of the log's entries matching `where`, each checked against the latest signed
+        head, as `audit query` proves a page (ValueError if `after` is no cursor); an empty one
+        of a holder no entry names says so (`unnamed`), as `actions` does."""
         return await self._store.run(partial(self._search, where, after, limit))
 
     @staticmethod
     def _search(where: Query, after: str | None, limit: int, store: AuditStore) -> Searched:
-        page = store.query(where, limit=limit, after=after)
+        page = store.query(where, limit=limit, after=after, prove=True)
         unnamed = None if where.holder is None or page.entries else store.unnamed(where.holder)
-        return Searched(page, unnamed)
+        checked = _each_checked(Proved(page.entries, page.head, page.trusted))
+        return Searched(checked, page.trusted, page.next_cursor, unnamed)
 
     async def actions(self, where: ActionQuery, after: str | None,
                       limit: int = SEARCH_PAGE) -> ActionsShown:

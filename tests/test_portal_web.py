@@ -26,9 +26,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.serialization import Encoding
 from markupsafe import escape
 
-from audit.events import OperatorAction, event_id
-from audit.heads import Signer
-from audit.store import AuditStore
+from audit.events import OperatorAction, event_id, millis
+from audit.heads import Signer, TreeHead
+from audit.store import _INSERT, AuditStore, _row
 from broker import acls
 from cards import ca, issue
 from cards.card import Card
@@ -59,6 +59,7 @@ from renkei.questions import DECLINED
 from renkei.quiet_http import QuietRunner
 from renkei.refusals import TICKET_USED
 from renkei.tasks import cancelled
+from schemas.codec import CODEC
 from schemas.messages import (
     REFUSED,
     TIMED_OUT,
@@ -69,7 +70,7 @@ from schemas.messages import (
     HolderLogEntry,
 )
 from tests.loop_helpers import locked
-from tests.test_audit_store import HOLDERS, T0, event, item
+from tests.test_audit_store import HOLDERS, T0, event, item, tamper
 from tests.test_portal_records import ME, Held, Hold
 
 ORIGIN = "http://127.0.0.1:8080"
@@ -1196,6 +1197,64 @@ async def test_a_holder_no_entry_names_is_said_on_the_search_page(
                                                          "pattern": "P9"})).text()
     assert said["none_found"] in page and 'id="unnamed-holder"' not in page
 
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_every_search_page_is_proved_an_entry_replaced_whole_said_tampered(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """The console's search listed a page's entries as the store's rows say, unproved and
+    unmarked, whatever the filter: a row replaced whole (another event's columns and bytes)
+    was shown to the oversight body as genuine. Every page is proved as `audit query`'s is:
+    each entry verified under the latest signed head, awaiting the next (appended after it),
+    or not verified, the page saying TAMPERED and naming it (in the page's language); a page
+    without it says nothing of it; under a head the log's key did not sign, none is verified
+    and the page says so."""
+    store = fakes_of(client).store
+    assert store
+    store.append_many(item(event(n)) for n in range(1, 4))
+    signed = store.head()
+    store.append_many([item(event(4))])
+    forged, db = event(9), f"sqlite:///{tmp_path / 'audit.db'}"
+    tamper(db, ("DELETE FROM entries WHERE serial = 2", ()),
+           (_INSERT, _row(2, forged, CODEC.encode(forged))))
+    await logged_in(client, town, "oversight", tmp_path)
+    await switched(client, lang)
+    said = words(lang)
+
+    async def marks(query: dict[str, str]) -> tuple[dict[str, str], str]:
+        page = await (await client.get("/oversight", params=query)).text()
+        return {request: mark for request, mark in re.findall(
+            r'<tr data-request="(req-\d+)">.*?<span class="(ok|pending|bad)"', page,
+            re.DOTALL)}, page
+
+    for query, marked in (
+            ({}, {"req-0007": "ok", "req-0001": "ok", "req-0009": "bad", "req-0003": "ok",
+                  "req-0004": "pending"}),
+            ({"holder": HOLDERS[1]}, {"req-0001": "ok", "req-0009": "bad", "req-0004": "pending"}),
+            ({"pattern": "P1"}, {"req-0007": "ok", "req-0001": "ok", "req-0009": "bad",
+                                 "req-0003": "ok"}),
+            ({"outcome": "approved"}, {"req-0009": "bad", "req-0003": "ok"}),
+            ({"person": town.resident.id_codes[0]}, {"req-0007": "ok", "req-0009": "bad",
+                                                     "req-0003": "ok"}),
+            ({"since": "2024-04-01", "until": "2024-04-01"},
+             {"req-0007": "ok", "req-0001": "ok", "req-0009": "bad", "req-0003": "ok",
+              "req-0004": "pending"})):
+        shown, page = await marks(query)
+        assert shown == marked, query
+        line = said["search_tampered"].format(serials="2")
+        assert f'id="tampered">{escape(line)}</p>' in page, query
+    shown, page = await marks({"outcome": "REJECTED"})
+    assert shown == {"req-0007": "ok", "req-0001": "ok", "req-0004": "pending"}
+    assert 'id="tampered"' not in page
+    other = Signer.generate().sign_head(TreeHead(signed.head.size + 2, signed.head.root,
+                                                 signed.head.timestamp + timedelta(seconds=1)))
+    tamper(db, ("INSERT INTO heads (tree_size, root, signed_at, key_id, signature) "
+                "VALUES (?, ?, ?, ?, ?)", (other.head.size, other.head.root,
+                                            millis(other.head.timestamp), other.key_id,
+                                            other.signature)))
+    shown, page = await marks({"outcome": "REJECTED"})
+    assert shown == {"req-0007": "bad", "req-0001": "bad", "req-0004": "bad"}
+    assert f'id="tampered">{escape(said["search_head_untrusted"])}</p>' in page
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
