@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
-from dataclasses import astuple, replace
+from dataclasses import asdict, astuple, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import click
 import pytest
@@ -63,6 +63,7 @@ from audit.store import (
     Committed,
     ForgedNote,
     LostEntries,
+    Page,
     Purge,
     Query,
     VerifyReport,
@@ -1715,6 +1716,26 @@ def test_bench_runs_small(tmp_path: Path) -> None:
     results = run_bench(1200, tmp_path / "bench.db", batch=500, samples=3, say=lambda _: None)
     assert results["checkpoints"][0]["size"] == 1200
     assert results["verify"]["ok"] and results["appends_per_second"] > 0
+
+
+def test_the_benchs_pages_are_proved_as_audit_query_proves_every_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench timed a holder's, a pattern's, an outcome's and a time range's page unproved,
+    where `audit query` (and the oversight console) proves every page: each page it times is
+    read with its proofs, as a person's was."""
+    asked: list[tuple[Query, bool]] = []
+    query = AuditStore.query
+
+    def noted(self: AuditStore, where: Query, **kwargs: Any) -> Page:
+        asked.append((where, kwargs.get("prove", False)))
+        return query(self, where, **kwargs)
+
+    monkeypatch.setattr(AuditStore, "query", noted)
+    run_bench(1200, tmp_path / "bench.db", batch=500, samples=2, verify=False,
+              say=lambda _: None)
+    filters = {next(k for k, v in asdict(where).items() if v is not None) for where, _ in asked}
+    assert filters == {"person", "holder", "pattern", "outcome", "since"}
+    assert [where for where, prove in asked if not prove] == []
 
 
 def test_a_holders_absurd_names_are_stored_in_a_safe_form_and_verify(store: AuditStore) -> None:
