@@ -258,19 +258,19 @@ WORDS: dict[str, tuple[str, str]] = {
     "person": ("本人（IDコード）", "Person (ID code)"),
     "pattern": ("パターン", "Pattern"),
     "search": ("検索", "Search"),
-    "search_tampered": ("改ざんを検出：記録 {serials} は最新の署名付きツリーヘッドで証明されず、"
+    "search_tampered": ("改ざんを検出：記録 {which} は最新の署名付きツリーヘッドで証明されず、"
                         "その後に追記された記録でもありません。記録の行か木のハッシュが書き換え"
                         "られています（表示は署名付きバイトの内容で、検証されていません）。"
                         "詳しくは renkei audit verify で確かめてください。",
-                        "TAMPERED: entries {serials} are not proved under the latest signed "
+                        "TAMPERED: entries {which} are not proved under the latest signed "
                         "head, nor were they appended after it: their rows, or the tree's "
                         "hashes, were changed (shown: what their signed bytes say, unproved). "
                         "`renkei audit verify` says more."),
-    "search_head_untrusted": ("改ざんを検出：ストアの最新のツリーヘッドは監査ログの鍵で署名"
-                              "されていません。どの記録も証明されていません。詳しくは "
-                              "renkei audit verify で確かめてください。",
-                              "TAMPERED: the latest head in the store is not signed by the "
-                              "log's key: no entry is proved. `renkei audit verify` says more."),
+    "head_untrusted": ("改ざんを検出：ストアの最新のツリーヘッドは監査ログの鍵で署名されて"
+                       "いません。このページのどの行も証明されていません。詳しくは "
+                       "renkei audit verify で確かめてください。",
+                       "TAMPERED: the latest head in the store is not signed by the log's key: "
+                       "nothing on this page is proved. `renkei audit verify` says more."),
     "next_page": ("次のページ", "Next page"),
     "choose": ("選択", "Choose"),
     "request_logs": ("選んだ照会の情報保有機関側ログを請求", "Request the holder-side logs of "
@@ -282,6 +282,14 @@ WORDS: dict[str, tuple[str, str]] = {
     "actions_title": ("運用者の操作（情報保有機関の停止・再開・登録・鍵の更新）",
                       "Operator actions (holders suspended, resumed, registered; keys renewed)"),
     "actions_none": ("該当する操作はありません。", "No operator actions."),
+    "actions_tampered": ("改ざんを検出：操作 {which} は最新の署名付きツリーヘッドで証明されず、"
+                         "その後に記録された操作でもありません。記録の行か木のハッシュが書き"
+                         "換えられています（表示は署名付きバイトの内容で、検証されていません）。"
+                         "詳しくは renkei audit verify で確かめてください。",
+                         "TAMPERED: operator actions {which} are not proved under the latest "
+                         "signed head, nor were they logged after it: their rows, or the tree's "
+                         "hashes, were changed (shown: what their signed bytes say, unproved). "
+                         "`renkei audit verify` says more."),
     "action_subject_unacted": ("この監査ログには「{holder}」を対象とする運用者の操作が一件もありま"
                                "せん（機関名・リンクコード単位の誤りではありませんか）。",
                                "No operator action of this log is on holder or link-code unit "

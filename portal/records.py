@@ -180,6 +180,11 @@ class CheckedAction:
     verified: bool
     pending: bool = False
 
+    @property
+    def beside(self) -> bool:
+        """Stored beside the tree, before actions were leaves (not provable), as it was."""
+        return self.acted.serial is None and self.acted.faithful
+
 
 @dataclass(frozen=True)
 class Searched:
@@ -203,12 +208,23 @@ class Searched:
 
 @dataclass(frozen=True)
 class ActionsShown:
-    """A page of operator actions, newest first; `older` the cursor of the page after it; an
-    empty one of a holder or unit no action is on says so (`unacted`)."""
+    """A page of operator actions, newest first, each checked against the latest signed head
+    (`trusted` if the log's key signed it: if not, none is proved); `older` the cursor of the
+    page after it; an empty one of a holder or unit no action is on says so (`unacted`)."""
 
     actions: list[CheckedAction]
+    trusted: bool
     older: str | None
     unacted: Unnamed | None = None  # the holder or unit asked, if no action is on it
+
+    @property
+    def tampered(self) -> list[str]:
+        """The ids of the actions neither verified, nor awaiting the next head, nor stored
+        beside the tree as they were (not provable): their rows, or the tree's hashes, changed
+        (under a head the log's key did not sign, none is proved, and that head is what is
+        wrong)."""
+        return [c.acted.action.action_id for c in self.actions
+                if not (c.verified or c.pending or c.beside)] if self.trusted else []
 
 
 @dataclass(frozen=True)
@@ -382,7 +398,7 @@ class Records:
                 pending = page.trusted and a.proof is None and not a.unproved
             checked.append(CheckedAction(a, verified, pending))
         unacted = None if where.subject is None or checked else store.unacted(where.subject)
-        return ActionsShown(checked, page.next_cursor, unacted)
+        return ActionsShown(checked, page.trusted, page.next_cursor, unacted)
 
     async def against(self, anchored: Sequence[SignedHead],
                       committed: Committed | None) -> VerifyReport:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit import heads, merkle
 from audit.events import millis
-from audit.heads import Signer, TreeHead, includes, verify_signature
+from audit.heads import SignedHead, Signer, TreeHead, includes, verify_signature
 from audit.sql import Cursor, Stoppable
 from audit.store import (
     _ACT,
@@ -551,6 +551,16 @@ async def test_the_integrity_page_shows_the_heads_the_audit_side_signed_and_sign
     assert store.heads() == [signed]
 
 
+def head_not_the_logs(db: str, head: TreeHead) -> SignedHead:
+    """`head` signed by another key than the log's, written into the store `db` as its latest
+    head by whoever can write it."""
+    forged = Signer.generate().sign_head(head)
+    tamper(db, ("INSERT INTO heads (tree_size, root, signed_at, key_id, signature) "
+                "VALUES (?, ?, ?, ?, ?)", (head.size, head.root, millis(head.timestamp),
+                                           forged.key_id, forged.signature)))
+    return forged
+
+
 @pytest.mark.parametrize("size", [0, 1000])
 async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_sign(
         tmp_path: Path, size: int) -> None:
@@ -563,11 +573,8 @@ async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_s
             AuditStore(db, Signer.public(key)) as reader:
         writer.append_many(item(event(n, person=ME)) for n in range(3))
         writer.head()
-        forged = Signer.generate().sign_head(TreeHead(size, merkle.root([]), datetime.now(UTC)))
-        tamper(f"sqlite:///{db}", ("INSERT INTO heads (tree_size, root, signed_at, key_id, "
-                                   "signature) VALUES (?, ?, ?, ?, ?)",
-                                   (size, forged.head.root, millis(forged.head.timestamp),
-                                    forged.key_id, forged.signature)))
+        forged = head_not_the_logs(f"sqlite:///{db}",
+                                   TreeHead(size, merkle.root([]), datetime.now(UTC)))
         found, head = await Records(lambda: reader).of_person([ME])
         assert head == forged
         assert [(c.verified, c.pending) for c in found] == [(False, False)] * 3

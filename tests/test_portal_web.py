@@ -26,9 +26,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.serialization import Encoding
 from markupsafe import escape
 
-from audit.events import OperatorAction, event_id, millis
-from audit.heads import Signer, TreeHead
-from audit.store import _INSERT, AuditStore, _row
+from audit.events import OperatorAction, event_id
+from audit.heads import Signer
+from audit.store import _ACT, _INSERT, AuditStore, _action_row, _row
 from broker import acls
 from cards import ca, issue
 from cards.card import Card
@@ -70,8 +70,8 @@ from schemas.messages import (
     HolderLogEntry,
 )
 from tests.loop_helpers import locked
-from tests.test_audit_store import HOLDERS, T0, event, item, tamper
-from tests.test_portal_records import ME, Held, Hold
+from tests.test_audit_store import HOLDERS, T0, actions_of, event, item, tamper
+from tests.test_portal_records import ME, Held, Hold, head_not_the_logs
 
 ORIGIN = "http://127.0.0.1:8080"
 READER = "http://127.0.0.1:8765"
@@ -1241,20 +1241,56 @@ async def test_every_search_page_is_proved_an_entry_replaced_whole_said_tampered
               "req-0004": "pending"})):
         shown, page = await marks(query)
         assert shown == marked, query
-        line = said["search_tampered"].format(serials="2")
+        line = said["search_tampered"].format(which="2")
         assert f'id="tampered">{escape(line)}</p>' in page, query
     shown, page = await marks({"outcome": "REJECTED"})
     assert shown == {"req-0007": "ok", "req-0001": "ok", "req-0004": "pending"}
     assert 'id="tampered"' not in page
-    other = Signer.generate().sign_head(TreeHead(signed.head.size + 2, signed.head.root,
-                                                 signed.head.timestamp + timedelta(seconds=1)))
-    tamper(db, ("INSERT INTO heads (tree_size, root, signed_at, key_id, signature) "
-                "VALUES (?, ?, ?, ?, ?)", (other.head.size, other.head.root,
-                                            millis(other.head.timestamp), other.key_id,
-                                            other.signature)))
+    head_not_the_logs(db, replace(signed.head, size=signed.head.size + 2))
     shown, page = await marks({"outcome": "REJECTED"})
     assert shown == {"req-0007": "bad", "req-0001": "bad", "req-0004": "bad"}
-    assert f'id="tampered">{escape(said["search_head_untrusted"])}</p>' in page
+    assert f'id="tampered">{escape(said["head_untrusted"])}</p>' in page
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_an_operator_action_replaced_whole_is_said_tampered_on_the_actions_page(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """The console's operator actions page marked an action replaced whole (another action's
+    columns and bytes) not verified, among verified ones, and said nothing more; under a head
+    the log's key did not sign, every action so, and nothing said why. The page says TAMPERED
+    and names the action (in the page's language), as `audit actions` does, or says the head
+    is not the log's key's; a page without either says nothing of it."""
+    store = fakes_of(client).store
+    assert store
+    acts = actions_of(5)
+    store.append_many(map(item, acts[:3]))
+    signed = store.head()
+    store.append_many([item(acts[3])])
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    tamper(db, ("DELETE FROM operator_actions WHERE serial = 2", ()),
+           (_ACT, _action_row(2, acts[4], CODEC.encode(acts[4]))))
+    await logged_in(client, town, "oversight", tmp_path)
+    await switched(client, lang)
+    said = words(lang)
+
+    async def marks(query: dict[str, str]) -> tuple[dict[str, str], str]:
+        page = await (await client.get("/oversight/actions", params=query)).text()
+        return {action: "ok" if 'class="ok"' in row else "bad" if 'class="bad"' in row
+                else "pending" if said["verified_pending"] in row else "" for action, row in
+                re.findall(r'<tr data-action="([^"]+)">(.*?)</tr>', page, re.DOTALL)}, page
+
+    shown, page = await marks({})
+    assert shown == {"SUSPEND@0000": "ok", "RENEW@0004": "bad", "REGISTER@0002": "ok",
+                     "REKEY@0003": "pending"}
+    line = said["actions_tampered"].format(which="RENEW@0004")
+    assert f'id="tampered">{escape(line)}</p>' in page
+    shown, page = await marks({"action": "SUSPEND"})
+    assert shown == {"SUSPEND@0000": "ok"}
+    assert 'id="tampered"' not in page
+    head_not_the_logs(db, signed.head)
+    shown, page = await marks({"action": "SUSPEND"})
+    assert shown == {"SUSPEND@0000": "bad"}
+    assert f'id="tampered">{escape(said["head_untrusted"])}</p>' in page
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
