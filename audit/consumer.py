@@ -245,13 +245,14 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
 
     signing: asyncio.Task[None] | None = None
     detecting: asyncio.Task[None] | None = None
+    reached = True  # the broker, by the stop of the consumer (serve): not waited for again
     try:
         if await unless_stopped(stop, started(alerts, access)):
             store.check_commit(*await consumer_commit(access))
             judged = store.unjudged_since()  # those before it the stopped one judged
             detecting = asyncio.create_task(detect(store.size() if judged is None else judged))
             signing = asyncio.create_task(anchor.every(head_seconds, store.head))
-            await beside(detecting, beside(signing, serve(  # LostEntries at a head: it stops
+            reached = await beside(detecting, beside(signing, serve(  # LostEntries at a head
                 access, [topics.AUDIT], acls.AUDIT_GROUP, handle, stop, ready,
                 instance=member_id(instance), gather_ms=GATHER_MS, producer=alerts,
                 note=store.commit_note, idle=caught_up)))
@@ -260,7 +261,8 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
             await cancelled(detecting)
             if signing is not None:  # the producer started, the store found whole
                 await cancelled(signing)
-                await anchor.publish(store.head(), STOP_SECONDS)  # LostEntries: none signed
+                await anchor.publish(store.head(),  # LostEntries: none signed
+                                     STOP_SECONDS if reached else 0)  # away: none sent
         finally:  # bounded: a broker away would hold stop() until it came back
             await close_producer(alerts)
 

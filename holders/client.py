@@ -351,7 +351,7 @@ class HolderClient:
         self._held_more = asyncio.Event()  # set when a query is held back (_hold_back)
         self._answering_held = asyncio.Lock()  # one answering of the held queries at a time
         self.broker_time = BrokerTime()  # of the inbox's records: a query's deadline is of it
-        self._inbox: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Task[bool] | None = None
         self._sending: set[asyncio.Task[None]] = set()  # requests on their way to the broker
         # requests opened in this turn of the event loop, to be recorded at its end
         self._opening: list[tuple[Callable[[], Request], Send,

@@ -65,6 +65,7 @@ from renkei.service_loop import (
     deliver,
     last_commit,
     producer_for,
+    stopped_within,
     unless_stopped,
 )
 from renkei.tasks import cancelled
@@ -209,7 +210,7 @@ class Platform:
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
         self.outflow = Outflow(self.consumer, self.producer)
         self.unread = Unread(self.consumer)
-        self.reached = True  # the broker, by the last commit at a stop
+        self.reached = True  # the broker, by the batch's end and the last commit at a stop
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (also while it waits for the broker to start)."""
@@ -221,7 +222,8 @@ class Platform:
             if ready is not None:
                 ready.set()
             async with watched(self.access.bootstrap, GROUP):
-                await self._serve(stop, sweeper)
+                served = await stopped_within(stop, self._serve(stop, sweeper))
+            self.reached = served and await last_commit(self.outflow)  # none if away
         finally:
             if sweeper is not None:
                 sweeper.cancel()
@@ -256,7 +258,6 @@ class Platform:
             if directory != self.views.directory.version:  # a holder registered, perhaps:
                 directory = self.views.directory.version  # look for its outbox now
                 self.consumer.look_for_new_topics()
-        self.reached = await last_commit(self.outflow)  # none if the broker is away
 
     def read_first(self, records: list[Any]) -> bool:
         """Whether the directory is to be read to its end before these records are judged

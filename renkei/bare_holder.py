@@ -28,7 +28,7 @@ class BareHolder:
         self._producer = producer_for(self.access)
         self._waiters: dict[bytes, asyncio.Future[None]] = {}
         self._stop = asyncio.Event()
-        self._inbox: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Task[bool] | None = None
 
     @staticmethod
     def group_of(holder: str) -> str:

@@ -29,7 +29,7 @@ from broker.membership import GroupMember
 from broker.presence import watched
 from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Directory, Send
-from renkei.tasks import cancelled, retrieved, set_or_failed
+from renkei.tasks import cancelled, retrieved, set_or_ended, set_or_failed
 from renkei.tether import when_parent_gone
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ async def _acknowledged(waiting: list[asyncio.Future[Any]]) -> None:
 async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, handle: Handler,
                   stop: asyncio.Event, instance: str | None = None,
                   producer: AIOKafkaProducer | None = None,
-                  following: Sequence[CompactedView[Any]] = ()) -> asyncio.Task[None]:
+                  following: Sequence[CompactedView[Any]] = ()) -> asyncio.Task[bool]:
     """`serve` started as a task, once it is ready (its error raised if it fails to start)."""
     ready = asyncio.Event()
     task = asyncio.create_task(serve(access, topics_in, group, handle, stop, ready, instance,
@@ -295,9 +295,11 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
                 instance: str | None = None, gather_ms: int = 0,
                 producer: AIOKafkaProducer | None = None,
                 following: Sequence[CompactedView[Any]] = (), note: Note | None = None,
-                idle: Idle | None = None) -> None:
+                idle: Idle | None = None) -> bool:
     """Run until `stop` is set; offsets are committed only after the effects are delivered,
-    with `note`'s text when given. With `idle`, when a poll finds nothing and no record is left
+    with `note`'s text when given. Whether the broker was reached by each step of the stop
+    (stopped_within, last_commit, the clients closed): its owner's own steps after it need not
+    wait for one found away. With `idle`, when a poll finds nothing and no record is left
     to read (at most every IDLE_SECONDS), it is told as of when (read_to_the_end).
     Effects go through `producer` when given (started and stopped by its owner, who sends its
     own records through it too: one produce stream, fewer requests to the broker). Stops with
@@ -313,25 +315,29 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
         if producer is None:
             await started(sender, access)
 
+    async def served() -> None:
+        nonlocal idled
+        while not stop.is_set():
+            polled = await consumer.getmany(timeout_ms=100)
+            records = [r for batch in polled.values() for r in batch]
+            if records:
+                await outflow.send(polled, await handle(records))
+            elif idle is not None and time.monotonic() - idled >= IDLE_SECONDS and (
+                    read := await read_to_the_end(consumer)) is not None:
+                idled = time.monotonic()
+                await idle(read)
+            await outflow.commit(stop=stop)
+            for view in following:
+                view.check()
+
     try:
         if not await unless_stopped(stop, start()):
-            return
+            return False
         if ready is not None:
             ready.set()
         async with watched(access.bootstrap, group):
-            while not stop.is_set():
-                polled = await consumer.getmany(timeout_ms=100)
-                records = [r for batch in polled.values() for r in batch]
-                if records:
-                    await outflow.send(polled, await handle(records))
-                elif idle is not None and time.monotonic() - idled >= IDLE_SECONDS and (
-                        read := await read_to_the_end(consumer)) is not None:
-                    idled = time.monotonic()
-                    await idle(read)
-                await outflow.commit(stop=stop)
-                for view in following:
-                    view.check()
-        if not await last_commit(outflow):
+            reached = await stopped_within(stop, served())
+        if not reached or not await last_commit(outflow):  # not waited for again once away
             reached = False
     finally:
         if producer is None and not await close_producer(sender):
@@ -340,6 +346,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             reached = False
         if not reached:
             log.warning(AWAY_AT_STOP)
+    return reached
 
 
 async def read_to_the_end(consumer: AIOKafkaConsumer) -> datetime | None:
@@ -358,6 +365,28 @@ async def read_to_the_end(consumer: AIOKafkaConsumer) -> datetime | None:
             return None
         fetched.append(at)
     return datetime.fromtimestamp(min(fetched) / 1000, UTC) if fetched else None
+
+
+async def stopped_within(stop: asyncio.Event, serving: Awaitable[None],
+                         within: float = STOP_SECONDS) -> bool:
+    """`serving` awaited (its error raised); once `stop` is set, it has `within` seconds to end
+    of itself (its batch done), then it is cancelled where it waits: a step that waits for a
+    broker gone away (an effect's delivery, an alert's, a commit, a position) held the stop until
+    the broker came back, the service killed meanwhile. What was handled and not committed is
+    handled again at the next start (effects before offsets). Whether it ended of itself."""
+    task = asyncio.ensure_future(serving)
+    try:
+        await set_or_ended(stop, task)
+        await asyncio.wait({task}, timeout=within)
+    finally:
+        if not task.done():
+            await cancelled(task)
+    if task.cancelled():
+        log.info("the service's batch was given up at shutdown, %g s after it was told to stop "
+                 "(the broker away): what it handled is handled again", within)
+        return False
+    task.result()
+    return True
 
 
 async def last_commit(outflow: Outflow, within: float = STOP_SECONDS) -> bool:

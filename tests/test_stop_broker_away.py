@@ -7,27 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker import acls, process, topics
-from broker.clients import KafkaAccess, records_up_to
+from broker import acls, config, process, topics
+from broker.clients import KafkaAccess, records_up_to, running
 from broker.ports import free_port_pair
 from holders.client import HolderClient, NotSentYet
 from holders.server import address_file, recorded
 from holders.store import HolderStore
 from renkei import groups
 from renkei import town as town_setup
+from renkei.envelope import Send
 from renkei.exchanges import staff as staff_of
-from renkei.service_loop import AWAY_AT_STOP
+from renkei.service_loop import AWAY_AT_STOP, STOP_SECONDS, deliver, producer_for, serve
 from renkei.state import state_folder
 from tests.kafka_helpers import consumer, spawn, stopped, wait_assigned
 from tests.loop_helpers import Deadline
@@ -205,3 +208,37 @@ async def test_requests_in_flight_as_the_holder_stops_are_told_kept_and_go_once(
         assert await _copies_sent(*kept) == [1] * len(kept)
     finally:
         store.close()
+
+
+
+async def test_a_batch_waiting_for_a_stalled_broker_gives_way_to_the_stop(
+        own_broker: tuple[int, int]) -> None:
+    """A batch whose handler waits for the broker (an alert delivered, as the audit consumer's
+    does) when the broker stalls (SIGSTOP: the produce request left unanswered) and the service
+    is told to stop: serve ends within seconds, saying the broker was not reached, not once the
+    broker is let go on (the audit consumer took over 10 s to stop so, under the suite's load)."""
+    process.up(*own_broker, tethered=True)
+    admin = KafkaAccess.of(config.ADMIN)
+    (node,) = process.status()[1]
+    pid = node.pid
+    assert pid is not None
+    stop = asyncio.Event()
+    async with running(producer_for(admin), admin) as alerts:
+        await deliver(alerts, [Send(topics.ALERTS, None, b"a record for the batch to handle")])
+
+        async def handle(records: list[Any]) -> Sequence[Send]:
+            os.kill(pid, signal.SIGSTOP)
+            stop.set()
+            await deliver(alerts, [Send(topics.ALERTS, None, records[0].value)])
+            return []
+
+        began = time.monotonic()
+        try:
+            reached = await asyncio.wait_for(serve(
+                admin, [topics.ALERTS], f"stalled-{uuid.uuid4().hex}", handle, stop), 30)
+        finally:
+            took = time.monotonic() - began
+            os.kill(pid, signal.SIGCONT)
+    print(f"\nserve ended {took:.1f} s after it began, its batch waiting for the broker stalled")
+    assert reached is False
+    assert took < 4 * STOP_SECONDS
