@@ -60,10 +60,10 @@ async def print_history(request: web.Request) -> web.Response:
     if present is None:
         raise web.HTTPSeeOther(DESK)
     platform = request.app[PLATFORM]
-    entries, head = await platform.records.of_person(present.id_codes)
+    shown = await platform.records.of_person(present.id_codes)
     await platform.kafka.counter(officer, present, "COUNTER_PRINTED")
     return await render_apart(request, "counter_print.html", officer=officer, present=present,
-                              entries=entries, head=head, here=DESK)
+                              shown=shown, here=DESK)
 
 
 async def finish(request: web.Request) -> web.Response:

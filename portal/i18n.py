@@ -271,6 +271,25 @@ WORDS: dict[str, tuple[str, str]] = {
                        "renkei audit verify で確かめてください。",
                        "TAMPERED: the latest head in the store is not signed by the log's key: "
                        "nothing on this page is proved. `renkei audit verify` says more."),
+    "history_tampered": ("改ざんを検出：あなたの照会履歴の記録 {which} は監査ログの最新の署名付き"
+                         "ツリーヘッドで証明されず、その後に記録されたものでもありません。監査ログ"
+                         "が書き換えられており、記録された内容と異なるおそれがあります（表示は署名"
+                         "付きバイトの内容で、検証されていません）。この記録を信頼せず、監視機関"
+                         "（個人情報保護委員会）にお知らせください。",
+                         "TAMPERED: your history's entries {which} are not proved under the "
+                         "audit log's latest signed head, nor were they logged after it: the log "
+                         "was changed, and they may not be what was logged (shown: what their "
+                         "signed bytes say, unproved). Do not rely on them, and please tell the "
+                         "oversight body (the Personal Information Protection Commission)."),
+    "history_head_untrusted": ("改ざんを検出：監査ログの最新のツリーヘッドは監査ログの鍵で署名"
+                               "されていません。ここに表示したあなたの照会履歴の記録はどれも証明"
+                               "されておらず、記録された内容と異なるおそれがあります。この記録を"
+                               "信頼せず、監視機関（個人情報保護委員会）にお知らせください。",
+                               "TAMPERED: the audit log's latest head is not signed by the log's "
+                               "key: none of your history's entries shown here is proved, and "
+                               "they may not be what was logged. Do not rely on them, and please "
+                               "tell the oversight body (the Personal Information Protection "
+                               "Commission)."),
     "next_page": ("次のページ", "Next page"),
     "choose": ("選択", "Choose"),
     "request_logs": ("選んだ照会の情報保有機関側ログを請求", "Request the holder-side logs of "

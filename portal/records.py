@@ -159,11 +159,27 @@ class Checked:
 
 
 @dataclass(frozen=True)
-class History:
+class Shown:
+    """Entries each checked against the latest signed head (`trusted` if the log's key signed
+    it: if not, none is proved)."""
+
+    entries: list[Checked]
+    trusted: bool
+
+    @property
+    def tampered(self) -> list[int]:
+        """The serials of the entries neither verified nor awaiting the next head: their rows,
+        or the tree's hashes, changed (under a head the log's key did not sign, none is proved,
+        and that head is what is wrong)."""
+        return [c.entry.serial for c in self.entries
+                if not (c.verified or c.pending)] if self.trusted else []
+
+
+@dataclass(frozen=True)
+class History(Shown):
     """A page of a person's history, newest first, checked against `head`; `older` the cursor
     of the page after it (None if none is); `holders` those of their whole history."""
 
-    entries: list[Checked]
     head: SignedHead | None
     older: str | None
     holders: list[str]
@@ -187,23 +203,13 @@ class CheckedAction:
 
 
 @dataclass(frozen=True)
-class Searched:
-    """A page of the log's entries, each checked against the latest signed head (`trusted` if
-    the log's key signed it: if not, none is proved); `older` the cursor of the page after it
-    (None if none is); a holder asked for that no entry names, said on it."""
+class Searched(Shown):
+    """A page of the log's entries, each checked against the latest signed head; `older` the
+    cursor of the page after it (None if none is); a holder asked for that no entry names,
+    said on it."""
 
-    entries: list[Checked]
-    trusted: bool
     older: str | None
     unnamed: Unnamed | None
-
-    @property
-    def tampered(self) -> list[int]:
-        """The serials of the entries neither verified nor awaiting the next head: their rows,
-        or the tree's hashes, changed (under a head the log's key did not sign, none is proved,
-        and that head is what is wrong)."""
-        return [c.entry.serial for c in self.entries
-                if not (c.verified or c.pending)] if self.trusted else []
 
 
 @dataclass(frozen=True)
@@ -279,19 +285,19 @@ class Records:
             await self._checks.close()
         await self._store.close()
 
-    async def of_person(self, id_codes: Sequence[str]) -> tuple[list[Checked], SignedHead | None]:
+    async def of_person(self, id_codes: Sequence[str]) -> History:
         """Every entry about the person (under any of their ID codes), newest first, all checked
-        against one signed head: the latest one once they are all read (None if none is)."""
+        against one signed head: the latest one once they are all read (None if none is); no
+        page after it, no holders listed."""
         return await self._store.run(partial(self._of_person, id_codes))
 
-    def _of_person(self, id_codes: Sequence[str], store: AuditStore
-                   ) -> tuple[list[Checked], SignedHead | None]:
+    def _of_person(self, id_codes: Sequence[str], store: AuditStore) -> History:
         found = [entry for person in id_codes
                  for entry in self._every(store, Query(person=person))]
         proved = store.prove(found)
         checked = self._checked(id_codes, proved)
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
-        return checked, proved.head
+        return History(checked, proved.trusted, proved.head, None, [])
 
     async def history(self, id_codes: Sequence[str], where: Query, after: str | None = None,
                       limit: int = HISTORY_PAGE, listing: bool = True) -> History:
@@ -310,18 +316,22 @@ class Records:
         proved = store.prove(shown)
         holders = sorted(set[str]().union(*map(store.holders_of, id_codes))) if listing else []
         older = cursor_of(shown[-1]) if len(found) > limit else None
-        return History(self._checked(id_codes, proved), proved.head, older, holders)
+        return History(self._checked(id_codes, proved), proved.trusted, proved.head, older,
+                       holders)
 
-    async def entry_of(self, id_codes: Sequence[str], serial: int) -> Checked | None:
-        """One of the person's entries; None if it is not about them (or does not exist)."""
+    async def entry_of(self, id_codes: Sequence[str], serial: int) -> Shown | None:
+        """One of the person's entries, alone; None if it is not about them (or does not
+        exist)."""
         return await self._store.run(partial(self._entry_of, id_codes, serial))
 
     def _entry_of(self, id_codes: Sequence[str], serial: int, store: AuditStore
-                  ) -> Checked | None:
+                  ) -> Shown | None:
         entry = store.entry(serial)
         if entry is None:
             return None
-        return next(iter(self._checked(id_codes, store.prove([entry]))), None)
+        proved = store.prove([entry])
+        found = self._checked(id_codes, proved)
+        return Shown(found, proved.trusted) if found else None
 
     async def approved_at(self, event: AccessLogEvent) -> datetime | None:
         """When the exchange `event` logs a step of was approved, as its approval's signed bytes

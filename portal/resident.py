@@ -16,7 +16,7 @@ from portal import numbering
 from portal.context import PLATFORM
 from portal.inbox import Asked
 from portal.kafka import NoHolder
-from portal.records import Checked
+from portal.records import Shown
 from portal.services import Unanswered
 from portal.sessions import Resident
 from portal.web import (
@@ -50,14 +50,15 @@ async def history(request: web.Request) -> web.Response:
         where, bad_date = Query(holder=holder), bad.said
     shown = await history_of(request, resident.id_codes, where)
     return render(request, "history.html", status=400 if bad_date else 200, bad_date=bad_date,
-                  entries=shown.entries, head=shown.head, holders=shown.holders, chosen=holder,
+                  shown=shown, holders=shown.holders, chosen=holder,
                   since=since, until=until,
                   older=older(shown, "/history", holder=holder or "", since=since, until=until),
                   pending=await numbering.pending(request, resident))
 
 
-async def _entry_of(request: web.Request, resident: Resident, serial: str) -> Checked | None:
-    """The resident's entry numbered `serial`; None if there is none (nor any such number)."""
+async def _entry_of(request: web.Request, resident: Resident, serial: str) -> Shown | None:
+    """The resident's entry numbered `serial`, alone; None if there is none (nor any such
+    number)."""
     try:
         number = int(serial)
     except ValueError:
@@ -69,7 +70,7 @@ async def entry(request: web.Request) -> web.Response:
     found = await _entry_of(request, resident_of(request), request.match_info["serial"])
     if found is None:
         return render(request, "error.html", status=404, message="not_found")
-    return render(request, "entry.html", checked=found)
+    return render(request, "entry.html", shown=found)
 
 
 def _exchanged_with(event: AccessLogEvent) -> list[str]:
@@ -92,7 +93,7 @@ async def apply(request: web.Request) -> web.Response:
     found = await _entry_of(request, resident, str(form.get("serial", "")))
     if found is None:
         return render(request, "error.html", status=404, message="not_found")
-    event = found.entry.event
+    event = found.entries[0].entry.event
     if event.kind == PORTAL_KIND:  # the portal's own action: no holder exchanged anything
         return render(request, "error.html", status=400, message="not_an_exchange")
     exchange = (resident.id_codes[0], event.request_id)

@@ -869,7 +869,7 @@ async def test_a_check_of_the_store_holds_up_neither_the_event_loop_nor_a_reside
                 views = asyncio.gather(check.check(records.against),
                                        check.check(records.against))
                 assert await asyncio.to_thread(slow.began.wait, 30)
-                history, _ = await records.of_person(["nobody"])
+                history = (await records.of_person(["nobody"])).entries
                 served = slow.running == 1
                 first, second = await views
                 ticker.went_on(1.9)

@@ -69,11 +69,14 @@ async def test_a_person_sees_every_entry_newest_first_and_each_one_alone(store: 
     store.append_many(item(event(n, person=ME)) for n in range(count))
     store.append(*item(event(count, person=SOMEONE)))
     records = Records(lambda: store)
-    found, head = await records.of_person([ME])
+    history = await records.of_person([ME])
+    found, head = history.entries, history.head
     assert [c.entry.serial for c in found] == list(reversed(range(count)))
     assert head is not None and head.head.size == count + 1 and all(c.verified for c in found)
-    newest = await records.entry_of([ME], count - 1)
-    assert newest is not None and newest.verified and newest.entry.serial == count - 1
+    alone = await records.entry_of([ME], count - 1)
+    assert alone is not None and alone.trusted and not alone.tampered
+    (newest,) = alone.entries
+    assert newest.verified and newest.entry.serial == count - 1
     assert await records.entry_of([ME], count) is None  # someone else's
     assert await records.entry_of([ME], count + 1) is None  # none yet
     assert await records.entry_of([SOMEONE], count) is not None
@@ -190,9 +193,9 @@ async def test_a_persons_history_is_read_while_anothers_long_one_is(tmp_path: Pa
         assert short in done, "read while the long one is held"
     finally:
         hold.free.set()
-    assert [c.entry.serial for c in (await short)[0]] == [3, 1]
-    assert [c.entry.serial for c in (await long)[0]] == [2, 0]
-    assert [c.entry.serial for c in (await records.of_person([SOMEONE]))[0]] == [3, 1]
+    assert [c.entry.serial for c in (await short).entries] == [3, 1]
+    assert [c.entry.serial for c in (await long).entries] == [2, 0]
+    assert [c.entry.serial for c in (await records.of_person([SOMEONE])).entries] == [3, 1]
     assert hold.opened == 2, "one after another, on a connection already open"
     await records.close()
 
@@ -219,7 +222,7 @@ async def test_a_read_cancelled_holds_its_connection_until_its_thread_is_done(
         assert not closing.done(), "the cancelled read's connection is closed once it is done"
     finally:
         hold.free.set()
-    assert [c.entry.serial for c in (await short)[0]] == [3, 1]
+    assert [c.entry.serial for c in (await short).entries] == [3, 1]
     await asyncio.wait_for(closing, 10)
 
 
@@ -266,7 +269,7 @@ async def _next_read_served_at_once(records: Records, begun: threading.Event) ->
     assert await asyncio.to_thread(begun.wait, 30)
     left = time.monotonic()
     await cancelled(long)
-    shown, _ = await records.of_person([SOMEONE])
+    shown = (await records.of_person([SOMEONE])).entries
     waited = time.monotonic() - left
     assert [c.entry.serial for c in shown] == [3, 1]
     assert waited < 1, f"the next read waited {waited:.1f} s for the cancelled one"
@@ -334,7 +337,7 @@ async def test_a_read_cancelled_between_its_statements_runs_no_more_of_them(
         await cancelled(await held_read(records, hold))
         hold.free.set()
         left = time.monotonic()
-        shown, _ = await records.of_person([SOMEONE])
+        shown = (await records.of_person([SOMEONE])).entries
         waited = time.monotonic() - left
         assert [c.entry.serial for c in shown] == [3, 1]
         assert not running.is_set() and waited < 1, f"the next read waited {waited:.1f} s"
@@ -370,7 +373,7 @@ async def test_a_read_cancelled_is_interrupted_off_the_event_loop(
         await cancelled(long)
         took = time.monotonic() - left
         hold.free.set()
-        shown, _ = await records.of_person([SOMEONE])
+        shown = (await records.of_person([SOMEONE])).entries
         assert took < 0.5, f"the event loop waited {took:.1f} s for the interrupt"
         assert interrupted.is_set(), "the next read ran before the interrupt was done"
         assert [c.entry.serial for c in shown] == [3, 1]
@@ -392,7 +395,8 @@ class Busy(AuditStore):
 async def test_all_of_a_persons_entries_are_proved_against_the_head_shown(tmp_path: Path) -> None:
     with Busy(tmp_path / "audit.db", Signer.generate()) as store:
         store.append_many(item(event(n, person=(ME, SOMEONE)[n % 2])) for n in range(6))
-        found, head = await Records(lambda: store).of_person([SOMEONE, ME])
+        history = await Records(lambda: store).of_person([SOMEONE, ME])
+        found, head = history.entries, history.head
         assert sorted(c.entry.serial for c in found) == [0, 1, 2, 3, 4, 5, 6]
         assert head is not None and all(c.verified and c.entry.proof is not None
                    and includes(head.head, c.entry.serial, c.entry.leaf, c.entry.proof)
@@ -450,12 +454,13 @@ async def test_only_what_the_signed_bytes_say_is_shown_and_verified(tmp_path: Pa
             raw.execute("UPDATE entries SET person = ? WHERE serial = 0", (ME,))
             raw.execute("UPDATE entries SET requester = 'pension' WHERE serial = 1")
         records = Records(lambda: store)
-        found, _ = await records.of_person([ME])
+        found = (await records.of_person([ME])).entries
         assert [(c.entry.serial, c.entry.event, c.verified) for c in found] == [
             (2, event(2, person=ME), True), (1, mine, False)]
         assert await records.entry_of([ME], 0) is None
         moved = await records.entry_of([SOMEONE], 0)  # still theirs, but not verified
-        assert moved is not None and (moved.entry.event, moved.verified) == (theirs, False)
+        assert moved is not None and moved.tampered == [0]
+        assert [(c.entry.event, c.verified) for c in moved.entries] == [(theirs, False)]
 
 
 async def test_with_the_public_key_alone_the_portal_proves_against_the_latest_head(
@@ -468,11 +473,13 @@ async def test_with_the_public_key_alone_the_portal_proves_against_the_latest_he
             AuditStore(db, Signer.public(key)) as reader:
         records = Records(lambda: reader)
         writer.append_many(item(event(n, person=ME)) for n in range(3))
-        found, head = await records.of_person([ME])
+        history = await records.of_person([ME])
+        found, head = history.entries, history.head
         assert head is None and [(c.verified, c.pending) for c in found] == [(False, True)] * 3
         signed = writer.head()
         writer.append(*item(event(3, person=ME)))
-        found, head = await records.of_person([ME])
+        history = await records.of_person([ME])
+        found, head = history.entries, history.head
         assert head == signed and reader.heads() == [signed]
         assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
             (3, False, True), (2, True, False), (1, True, False), (0, True, False)]
@@ -490,7 +497,7 @@ async def test_an_entry_moved_past_the_trees_end_is_not_said_to_await_a_head(
         writer.head()
         writer.append(*item(event(3, person=ME)))
         tamper(f"sqlite:///{db}", ("UPDATE entries SET serial = 100 WHERE serial = 1", ()))
-        found, _ = await Records(lambda: reader).of_person([ME])
+        found = (await Records(lambda: reader).of_person([ME])).entries
         assert [(c.entry.serial, c.verified, c.pending) for c in found] == [
             (3, False, True), (2, True, False), (100, False, False), (0, True, False)]
 
@@ -530,11 +537,12 @@ async def test_the_latest_heads_signature_is_checked_once_a_page(
         writer.append_many(item(event(n, person=ME)) for n in range(3))
         writer.head()
         monkeypatch.setattr(heads, "verify_signature", counted)
-        found, head = await Records(lambda: reader).of_person([ME])
+        history = await Records(lambda: reader).of_person([ME])
+        found, head = history.entries, history.head
         assert head is not None and [c.verified for c in found] == [True] * 3
         assert checks == [1]
         one = await Records(lambda: reader).entry_of([ME], 0)
-        assert one is not None and one.verified and checks == [2]
+        assert one is not None and [c.verified for c in one.entries] == [True] and checks == [2]
 
 
 async def test_the_integrity_page_shows_the_heads_the_audit_side_signed_and_signs_none(
@@ -575,7 +583,8 @@ async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_s
         writer.head()
         forged = head_not_the_logs(f"sqlite:///{db}",
                                    TreeHead(size, merkle.root([]), datetime.now(UTC)))
-        found, head = await Records(lambda: reader).of_person([ME])
+        history = await Records(lambda: reader).of_person([ME])
+        found, head = history.entries, history.head
         assert head == forged
         assert [(c.verified, c.pending) for c in found] == [(False, False)] * 3
 
@@ -584,7 +593,7 @@ async def test_no_entry_is_said_to_await_a_head_under_one_the_logs_key_did_not_s
 async def test_closed_the_records_close_the_store_and_the_checks_own(tmp_path: Path) -> None:
     store, checks = (AuditStore(tmp_path / "audit.db", Signer.generate()) for _ in range(2))
     records = Records(lambda: store, checks=lambda: checks)
-    assert (await records.against([], None)).ok and (await records.of_person([ME]))[0] == []
+    assert (await records.against([], None)).ok and (await records.of_person([ME])).entries == []
     await records.close()
     for closed in (store, checks):
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):

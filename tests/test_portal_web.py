@@ -1253,6 +1253,60 @@ async def test_every_search_page_is_proved_an_entry_replaced_whole_said_tampered
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_a_residents_entry_replaced_whole_is_said_tampered_on_their_history(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """My Portal's history and an entry's page (and the counter's desk and print of them)
+    marked an entry of the resident's replaced whole (another event's columns and bytes, of
+    them too) ✗ among verified ones and said nothing more; under a head the log's key did not
+    sign, every entry so, and nothing said why: a resident shown a forged entry was told
+    nothing plain. Each says TAMPERED and names it (in the page's language), as the console
+    does, or says the head is not the log's key's; a page without either says nothing of it."""
+    store = fakes_of(client).store
+    assert store
+    person = town.resident.id_codes[0]
+    store.append_many(item(event(n, person=person)) for n in (1, 2))
+    signed = store.head()
+    store.append_many([item(event(4, person=person))])
+    forged, db = event(9, person=person), f"sqlite:///{tmp_path / 'audit.db'}"
+    tamper(db, ("DELETE FROM entries WHERE serial = 2", ()),
+           (_INSERT, _row(2, forged, CODEC.encode(forged))))
+    said = words(lang)
+    line = f'id="tampered">{escape(said["history_tampered"].format(which="2"))}</p>'
+    untrusted = f'id="tampered">{escape(said["history_head_untrusted"])}</p>'
+
+    def marks(page: str) -> dict[str, str]:
+        return {request: mark for request, mark in re.findall(
+            r'<tr data-request="(req-\d+)">.*?<span class="(ok|pending|bad)"', page, re.DOTALL)}
+
+    async def shown(path: str, query: dict[str, str] | None = None) -> str:
+        return await (await client.get(path, params=query or {})).text()
+
+    await logged_in(client, town, "resident", tmp_path)
+    await switched(client, lang)
+    page = await shown("/history")
+    assert marks(page) == {"req-0007": "ok", "req-0001": "ok", "req-0009": "bad",
+                                 "req-0004": "pending"}
+    assert line in page
+    assert line in await shown("/history/2")
+    for alone in ("/history/1", "/history/3"):
+        assert 'id="tampered"' not in await shown(alone), alone
+    page = await shown("/history", {"holder": "pension"})
+    assert marks(page) == {"req-0007": "ok"} and 'id="tampered"' not in page
+    assert (await card_login(client, town.staff_card, "counter", "/login?as=counter")).status == 303
+    assert (await card_login(client, town.resident_card, "present", "/counter")).status == 303
+    await switched(client, lang)
+    assert line in await shown("/counter")
+    printed = await client.post("/counter/print", data={"csrf": await csrf_of(client, "/counter")})
+    assert line in await printed.text()
+    await logged_in(client, town, "resident", tmp_path)
+    await switched(client, lang)
+    head_not_the_logs(db, signed.head)
+    page = await shown("/history", {"holder": "pension"})
+    assert marks(page) == {"req-0007": "bad"} and untrusted in page
+    assert untrusted in await shown("/history/0")
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
 async def test_an_operator_action_replaced_whole_is_said_tampered_on_the_actions_page(
         client: Client, town: Town, tmp_path: Path, lang: str) -> None:
     """The console's operator actions page marked an action replaced whole (another action's
