@@ -364,6 +364,13 @@ WORDS: dict[str, tuple[str, str]] = {
                         "{count} of the entries chosen were not asked about: they record actions "
                         "in My Portal or at a counter, not exchanges between holders, so no "
                         "holder has a side of them to send."),
+    "chosen_unproved": ("選んだ記録に証明されないものがあります。情報保有機関には何も請求して"
+                        "いません。",
+                        "Some entries chosen are not proved: no holder was asked for anything."),
+    "entry_unproved": ("この記録は監査ログの署名付きツリーヘッドで証明されないため、詳細は申請"
+                       "できません。申請は送っていません。",
+                       "This entry is not proved under the audit log's signed head: no details "
+                       "can be asked about it. Nothing was requested."),
     "no_holder": ("照会できる情報保有機関がありません（記録に名のあるのはサービスだけです）。"
                   "請求は送っていません。",
                   "No holder to ask: the entries name only services of the platform. Nothing "

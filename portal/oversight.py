@@ -89,8 +89,10 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
     only of those it took part in (each_own): each chosen by its entry's serial, its request id
     and holders read from the audit log; those of the portal's own actions (no exchange between
     holders) left out, the next page saying how many. At most a search page's entries (the most
-    the form offers) are read, more refused (400). The active holders alone are asked, the next
-    page naming the others (suspended, or not in the directory) as not asked."""
+    the form offers) are read, more refused (400). Each is read again and proved (entries_at):
+    if one is not (its row replaced since the page, or a serial the page did not offer), nothing
+    is asked and the page says TAMPERED, naming it (409). The active holders alone are asked,
+    the next page naming the others (suspended, or not in the directory) as not asked."""
     officer_of(request, ROLE)
     platform = request.app[PLATFORM]
     form = await request.post()
@@ -101,7 +103,11 @@ async def ask_holder_logs(request: web.Request) -> web.Response:
         serials = [int(str(v)) for v in values]
     except ValueError:
         raise web.HTTPBadRequest(text="bad choice") from None
-    found = await platform.records.events(serials)
+    shown = await platform.records.entries_at(serials)
+    if not shown.proved:
+        return render(request, "error.html", status=409, message="chosen_unproved",
+                      unproved=shown)
+    found = [c.entry.event for c in shown.entries]
     chosen = [e for e in found if e.kind != PORTAL_KIND]
     left_out = len(found) - len(chosen)
     if not found:

@@ -174,6 +174,12 @@ class Shown:
         return [c.entry.serial for c in self.entries
                 if not (c.verified or c.pending)] if self.trusted else []
 
+    @property
+    def proved(self) -> bool:
+        """Every entry verified, or awaiting the next head, under a head the log's key signed:
+        what may be asked about (under another head, none is either)."""
+        return all(c.verified or c.pending for c in self.entries)
+
 
 @dataclass(frozen=True)
 class History(Shown):
@@ -344,10 +350,16 @@ class Records:
         serials = store.serials([approval] if approval else [])
         return next((e.occurred_at for e in cls._events(serials.values(), store)), None)
 
-    async def events(self, serials: Iterable[int]) -> list[AccessLogEvent]:
-        """The events of the entries at `serials` (those that exist), as their signed bytes
-        tell them."""
-        return await self._store.run(partial(self._events, list(serials)))
+    async def entries_at(self, serials: Iterable[int]) -> Shown:
+        """The entries at `serials` (those that exist), as their signed bytes tell them, each
+        checked against the latest signed head: what a request asked about them is built from
+        is read again, proved, not taken from the page it was chosen on."""
+        return await self._store.run(partial(self._entries_at, list(serials)))
+
+    @staticmethod
+    def _entries_at(serials: Iterable[int], store: AuditStore) -> Shown:
+        proved = store.prove([entry for entry in map(store.entry, serials) if entry is not None])
+        return Shown(_each_checked(proved), proved.trusted)
 
     @staticmethod
     def _events(serials: Iterable[int], store: AuditStore) -> list[AccessLogEvent]:

@@ -87,12 +87,15 @@ async def apply(request: web.Request) -> web.Response:
     of the portal's own actions, which the entry's page offers no application for), naming when
     its exchange was approved: a provider answers its entry of that use of the request id alone
     (a timeout or answer may be logged minutes after, around the next use's), none if the
-    approval is not in the store (purged)."""
+    approval is not in the store (purged). An entry not proved (its row replaced, or the tree's
+    hashes) is asked about of nobody (409), as its page, saying TAMPERED, offers no application."""
     resident = resident_of(request)
     form = await request.post()
     found = await _entry_of(request, resident, str(form.get("serial", "")))
     if found is None:
         return render(request, "error.html", status=404, message="not_found")
+    if not found.proved:
+        return render(request, "error.html", status=409, message="entry_unproved")
     event = found.entries[0].entry.event
     if event.kind == PORTAL_KIND:  # the portal's own action: no holder exchanged anything
         return render(request, "error.html", status=400, message="not_an_exchange")

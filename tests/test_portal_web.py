@@ -1540,6 +1540,85 @@ async def test_the_oversight_body_asks_for_the_holder_logs_of_the_requests_it_ch
     assert await ask(["one"]) == 400
 
 
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_holder_logs_are_asked_about_proved_entries_alone(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """The console's request for holder-side logs read the chosen serials' entries as the
+    store's rows say them, unproved: a row replaced whole (another event's columns and bytes)
+    between the search page and the request, or a serial the page did not offer, had holders
+    asked about an exchange that was never logged. Each is read again and proved: one that is
+    not has nothing asked, the page saying TAMPERED and naming it (in the page's language), or
+    that the head is not the log's key's; proved ones are asked about as before."""
+    store = fakes_of(client).store
+    assert store
+    store.append_many(item(event(n)) for n in (1, 2))
+    signed = store.head()
+    await logged_in(client, town, "oversight", tmp_path)
+    await switched(client, lang)
+    said = words(lang)
+    chosen = re.findall(r'name="chosen"[^>]* value="([^"]+)"',
+                        await (await client.get("/oversight")).text())
+    assert sorted(chosen) == ["0", "1", "2"]
+    csrf = await csrf_of(client, "/oversight")
+    forged, db = event(9), f"sqlite:///{tmp_path / 'audit.db'}"
+    tamper(db, ("DELETE FROM entries WHERE serial = 2", ()),
+           (_INSERT, _row(2, forged, CODEC.encode(forged))))
+
+    async def ask(values: list[str]) -> tuple[int, str]:
+        asked = await client.post("/oversight/holder-logs", allow_redirects=False, data=[
+            ("csrf", csrf), *(("chosen", v) for v in values)])
+        return asked.status, await asked.text()
+
+    status, page = await ask(chosen)
+    assert status == 409 and town.kafka.oversight.asked == []
+    assert f'id="tampered">{escape(said["search_tampered"].format(which="2"))}</p>' in page
+    assert escape(said["chosen_unproved"]) in page
+    assert (await ask(["0", "1"]))[0] == 303
+    asked = list(town.kafka.oversight.asked)
+    assert {r for _, requests in asked for r in requests} == {"req-0007", "req-0001"}
+    head_not_the_logs(db, signed.head)
+    status, page = await ask(["0"])
+    assert status == 409 and f'id="tampered">{escape(said["head_untrusted"])}</p>' in page
+    assert town.kafka.oversight.asked == asked, "nothing asked since"
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+async def test_no_application_is_taken_for_an_entry_not_proved(
+        client: Client, town: Town, tmp_path: Path, lang: str) -> None:
+    """A resident's application was built on their entry as the store's row says it, unproved:
+    one replaced whole (another event of theirs, columns and bytes) was offered an application
+    and had its holders asked about an exchange that was never logged. Its page says TAMPERED
+    and offers none, and one posted is refused in the page's language, nothing asked; under a
+    head the log's key did not sign, none is taken; a proved one is taken as before."""
+    store = fakes_of(client).store
+    assert store
+    person = town.resident.id_codes[0]
+    store.append_many([item(event(1, person=person))])
+    signed = store.head()
+    await logged_in(client, town, "resident", tmp_path)
+    await switched(client, lang)
+    assert 'id="apply"' in await (await client.get("/history/1")).text()
+    forged, db = event(9, person=person), f"sqlite:///{tmp_path / 'audit.db'}"
+    tamper(db, ("DELETE FROM entries WHERE serial = 1", ()),
+           (_INSERT, _row(1, forged, CODEC.encode(forged))))
+
+    async def apply(serial: int) -> tuple[int, str]:
+        applied = await client.post("/details", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/history"), "serial": str(serial)})
+        return applied.status, await applied.text()
+
+    assert 'id="apply"' not in await (await client.get("/history/1")).text()
+    status, page = await apply(1)
+    assert status == 409 and escape(words(lang)["entry_unproved"]) in page
+    assert town.kafka.applications.asked == [] and town.kafka.written == []
+    assert (await apply(0))[0] == 303
+    assert [requests for _, requests in town.kafka.applications.asked] == [["req-0007"]]
+    head_not_the_logs(db, signed.head)
+    assert 'id="apply"' not in await (await client.get("/history/0")).text()
+    assert (await apply(0))[0] == 409
+    assert len(town.kafka.applications.asked) == 1, "nothing asked since"
+
+
 @pytest.mark.parametrize("typed", ["rejected", "Rejected", " REJECTED "])
 async def test_the_console_matches_an_outcome_as_logged_whatever_the_case_typed(
         client: Client, tmp_path: Path, typed: str) -> None:
