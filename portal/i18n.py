@@ -371,6 +371,11 @@ WORDS: dict[str, tuple[str, str]] = {
                        "できません。申請は送っていません。",
                        "This entry is not proved under the audit log's signed head: no details "
                        "can be asked about it. Nothing was requested."),
+    "approval_unproved": ("この照会の承認の記録が監査ログの署名付きツリーヘッドで証明されないため、"
+                          "詳細は申請できません。申請は送っていません。",
+                          "The approval of this exchange is not proved under the audit log's "
+                          "signed head: no details can be asked about it. Nothing was "
+                          "requested."),
     "no_holder": ("照会できる情報保有機関がありません（記録に名のあるのはサービスだけです）。"
                   "請求は送っていません。",
                   "No holder to ask: the entries name only services of the platform. Nothing "

@@ -10,7 +10,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -339,16 +338,16 @@ class Records:
         found = self._checked(id_codes, proved)
         return Shown(found, proved.trusted) if found else None
 
-    async def approved_at(self, event: AccessLogEvent) -> datetime | None:
-        """When the exchange `event` logs a step of was approved, as its approval's signed bytes
-        tell it; None if the store has no approval of it (a refused request, or one purged)."""
-        return await self._store.run(partial(self._approved_at, event))
+    async def approval_of(self, event: AccessLogEvent) -> Shown:
+        """The approval of the exchange `event` logs a step of, as its signed bytes tell it,
+        checked against the latest signed head: none if the store has no approval of it (a
+        refused request, or one purged)."""
+        return await self._store.run(partial(self._approval_of, event))
 
     @classmethod
-    def _approved_at(cls, event: AccessLogEvent, store: AuditStore) -> datetime | None:
+    def _approval_of(cls, event: AccessLogEvent, store: AuditStore) -> Shown:
         approval = approval_id(event)
-        serials = store.serials([approval] if approval else [])
-        return next((e.occurred_at for e in cls._events(serials.values(), store)), None)
+        return cls._entries_at(store.serials([approval] if approval else []).values(), store)
 
     async def entries_at(self, serials: Iterable[int]) -> Shown:
         """The entries at `serials` (those that exist), as their signed bytes tell them, each
@@ -360,11 +359,6 @@ class Records:
     def _entries_at(serials: Iterable[int], store: AuditStore) -> Shown:
         proved = store.prove([entry for entry in map(store.entry, serials) if entry is not None])
         return Shown(_each_checked(proved), proved.trusted)
-
-    @staticmethod
-    def _events(serials: Iterable[int], store: AuditStore) -> list[AccessLogEvent]:
-        found = [entry for entry in map(store.entry, serials) if entry is not None]
-        return [as_signed(entry)[0].event for entry in found]
 
     @staticmethod
     def _every(store: AuditStore, where: Query) -> Iterator[Entry]:

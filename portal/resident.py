@@ -123,12 +123,15 @@ async def _applied(request: web.Request, resident: Resident, event: AccessLogEve
                                         step=f"applied-{holder}",
                                         reason=f"request {event.request_id}")
 
-    approved = await platform.records.approved_at(event)
+    approval = await platform.records.approval_of(event)
+    if not approval.proved:  # its time, forged, would have a provider answer of another use
+        return render(request, "error.html", status=409, message="approval_unproved")
     try:
         asked = await platform.kafka.applications.ask(
             _exchanged_with(event), [event.request_id], APPLICATION_BASIS,
             person=resident.id_codes[0], log=applied,
-            exchanged_at=() if approved is None else (approved,), requesters=(event.requester,))
+            exchanged_at=tuple(c.entry.event.occurred_at for c in approval.entries),
+            requesters=(event.requester,))
     except NoHolder:
         return no_holder(request)
     raise web.HTTPSeeOther(f"/details#{asked.request_id}")

@@ -1873,6 +1873,44 @@ async def test_an_application_names_when_its_exchange_was_approved_whatever_entr
     assert town.kafka.applications.requesters == [(HOLDERS[11 % 4],)] * 3  # each its own side
 
 
+async def test_no_application_names_an_approval_not_proved(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """An application named when its exchange was approved as the approval's row said it,
+    unproved: that row replaced whole (the same approval, another time: another use's of the
+    request id) had the provider answer its entry of that use, another resident's data perhaps.
+    The approval is read with its proof: one not proved, or under a head the log's key did not
+    sign, has nothing asked, the page saying so; a proved one is named as before."""
+    store = fakes_of(client).store
+    assert store
+    person, approved = town.resident.id_codes[0], T0 + timedelta(hours=1)
+    approval = replace(event(11, approved, person), outcome="APPROVED",
+                       event_id=event_id("req-0011", "approved@00000000000000a1"))
+    serial = store.append(*item(approval))
+    late = store.append(*item(replace(approval, occurred_at=approved + timedelta(minutes=5),
+                                      outcome=TIMED_OUT, event_id=event_id(
+                                          "req-0011", "answered@00000000000000a1"))))
+    signed = store.head()
+    assert serial is not None and late is not None
+    assert (await card_login(client, town.resident_card, "resident", "/login")).status == 303
+
+    async def apply() -> tuple[int, str]:
+        applied = await client.post("/details", allow_redirects=False, data={
+            "csrf": await csrf_of(client, "/history"), "serial": str(late)})
+        return applied.status, await applied.text()
+
+    assert (await apply())[0] == 303
+    assert town.kafka.applications.exchanged == [(approved,)]
+    forged, db = replace(approval, occurred_at=approved + timedelta(days=30)), \
+        f"sqlite:///{tmp_path / 'audit.db'}"
+    tamper(db, (f"DELETE FROM entries WHERE serial = {serial}", ()),
+           (_INSERT, _row(serial, forged, CODEC.encode(forged))))
+    status, page = await apply()
+    assert status == 409 and escape(words("ja")["approval_unproved"]) in page
+    assert town.kafka.applications.exchanged == [(approved,)], "nothing asked since"
+    head_not_the_logs(db, signed.head)
+    assert (await apply())[0] == 409 and len(town.kafka.applications.exchanged) == 1
+
+
 async def test_an_application_or_entry_of_no_serial_is_the_portals_not_found_page(
         client: Client, town: Town) -> None:
     """An application posted without a serial (or with one that is no number), and an entry's
